@@ -1,0 +1,44 @@
+"""fastsoftmax: multinomial logistic (softmax) regression on fused Numba kernels.
+
+The loss, the stable softmax and the gradient are computed in one pass over
+the data, in float32 or float64, on several threads, without an N x K matrix.
+
+Public functions (shapes: X (N, D), y (N,), W (K, D), b (K,), Z (N, K)):
+:func:`softmax`, :func:`log_softmax`, :func:`cross_entropy`,
+:func:`loss_and_grad`, :func:`loss_and_grad_sums`, :func:`predict_proba`,
+:func:`predict`; the model :class:`SoftmaxRegression`.
+
+Importing the package compiles nothing; each kernel compiles on first use
+and is cached on disk.
+"""
+
+from fastsoftmax._threading import request_threadsafe_layer
+
+request_threadsafe_layer()
+
+from fastsoftmax._api import (  # noqa: E402
+    LossGradSums,
+    cross_entropy,
+    log_softmax,
+    loss_and_grad,
+    loss_and_grad_sums,
+    predict,
+    predict_proba,
+    softmax,
+)
+from fastsoftmax.model import SoftmaxRegression, TrainingError  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "LossGradSums",
+    "SoftmaxRegression",
+    "TrainingError",
+    "cross_entropy",
+    "log_softmax",
+    "loss_and_grad",
+    "loss_and_grad_sums",
+    "predict",
+    "predict_proba",
+    "softmax",
+]

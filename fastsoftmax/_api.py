@@ -1,0 +1,258 @@
+"""Public functions: validate once through ``_checks``, then call the kernels.
+
+Shapes throughout: X (N, D), y (N,), W (K, D), b (K,), logits Z (N, K).
+Results keep the compute dtype (see the dtype policy in ``_checks``).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, NamedTuple
+
+import numpy as np
+
+from fastsoftmax import _checks, kernels
+from fastsoftmax._threading import parallel_section, row_chunks, single_threaded_blas
+
+#: Multiply-adds (N K (D + 1)) below which a call runs on one thread: under
+#: this, starting the thread team costs more than it saves.
+MIN_WORK_PER_THREAD = 1 << 17
+
+
+class LossGradSums(NamedTuple):
+    """Un-normalised partial sums of one chunk of rows.
+
+    Partial sums of disjoint chunks add up to those of their union, and the
+    mean loss and gradient follow as ``loss_sum / weight_sum`` and so on.
+    """
+
+    loss_sum: float
+    dW_sum: np.ndarray
+    db_sum: np.ndarray
+    weight_sum: float
+
+
+def _n_chunks(n_samples: int, n_features: int, n_classes: int) -> int:
+    work = n_samples * n_classes * (n_features + 1)
+    return max(1, min(row_chunks(n_samples), work // MIN_WORK_PER_THREAD))
+
+
+def fused_loss_grad(
+    X: np.ndarray,
+    y: np.ndarray,
+    W: np.ndarray,
+    b: np.ndarray,
+    sample_weight: np.ndarray,
+    scale: float,
+    l2: float,
+    dW_out: np.ndarray,
+    db_out: np.ndarray,
+    variant: kernels.LossGradVariant | None = None,
+) -> float:
+    """Run the fused kernel on already-checked arrays; returns the float64 loss sum.
+
+    Training loops validate once and then call this on every step. ``variant``
+    overrides the shape rule (tests use it to cover every block body).
+    """
+    n_classes, n_features = W.shape
+    if variant is None:
+        variant = kernels.select_variant(n_features, n_classes)
+    n_chunks = _n_chunks(X.shape[0], n_features, n_classes)
+    with parallel_section():
+        if variant == kernels.LossGradVariant.BLAS and n_chunks > 1:
+            with single_threaded_blas():
+                loss_sum = kernels.loss_grad_sums(
+                    X, y, W, b, sample_weight, variant, n_chunks, scale, l2, dW_out, db_out
+                )
+        else:
+            loss_sum = kernels.loss_grad_sums(
+                X, y, W, b, sample_weight, variant, n_chunks, scale, l2, dW_out, db_out
+            )
+    _checks.raise_for_nonfinite_loss(X, loss_sum)
+    return loss_sum
+
+
+def _check_problem(X, y, W, b, sample_weight):
+    W, b = _checks.check_weights(W, b)
+    X = _checks.check_X(X, W.dtype, W.shape[1])
+    y = _checks.check_labels(y, X.shape[0], W.shape[0])
+    sample_weight = _checks.check_sample_weight(sample_weight, X.shape[0], W.dtype)
+    return X, y, W, b, sample_weight
+
+
+def _weight_sum(sample_weight: np.ndarray, n_samples: int) -> float:
+    if sample_weight.shape[0] == 0:
+        return float(n_samples)
+    return float(sample_weight.sum(dtype=np.float64))
+
+
+def loss_and_grad(
+    X, y, W, b, *, l2: float = 0.0, sample_weight=None
+) -> tuple[float, np.ndarray, np.ndarray]:
+    r"""Mean cross-entropy of softmax regression and its gradient, in one pass over X.
+
+    With logits :math:`z_i = W x_i + b`, probabilities :math:`p_i = \mathrm{softmax}(z_i)`
+    and normalised weights :math:`s_i = w_i / \sum_j w_j` (:math:`1/N` by default):
+
+    .. math::
+
+        L = \sum_i s_i (\operatorname{logsumexp}(z_i) - z_{i,y_i}) + \tfrac{\lambda}{2}\|W\|_F^2
+
+        \partial L/\partial W = \sum_i s_i (p_i - e_{y_i}) x_i^\top + \lambda W, \qquad
+        \partial L/\partial b = \sum_i s_i (p_i - e_{y_i})
+
+    The bias is not penalised. No N x K array is built.
+
+    Parameters
+    ----------
+    X : array_like, shape (N, D)
+        Float32 or float64 matching W; integer X is cast to W's dtype.
+    y : array_like of int, shape (N,)
+        Class indices in [0, K).
+    W : ndarray, shape (K, D)
+    b : ndarray, shape (K,)
+    l2 : float, default 0
+        L2 strength :math:`\lambda \ge 0`.
+    sample_weight : array_like, shape (N,), optional
+        Non-negative weights with a positive sum.
+
+    Returns
+    -------
+    loss : float
+    dW : ndarray, shape (K, D), dtype of W
+    db : ndarray, shape (K,), dtype of W
+
+    Raises
+    ------
+    ValueError
+        On wrong shapes, labels outside [0, K), NaN or inf in X, W or b, an empty X.
+    TypeError
+        On non-float W, mismatched float dtypes or non-integer labels.
+    """
+    X, y, W, b, sample_weight = _check_problem(X, y, W, b, sample_weight)
+    l2 = _checks.check_l2(l2)
+    weight_sum = _weight_sum(sample_weight, X.shape[0])
+    dW = np.empty_like(W)
+    db = np.empty_like(b)
+    loss_sum = fused_loss_grad(X, y, W, b, sample_weight, 1.0 / weight_sum, l2, dW, db)
+    loss = loss_sum / weight_sum
+    if l2:
+        loss += 0.5 * l2 * float(np.dot(W.ravel(), W.ravel()))
+    return loss, dW, db
+
+
+def loss_and_grad_sums(X, y, W, b, *, sample_weight=None) -> LossGradSums:
+    """The un-normalised partial form of :func:`loss_and_grad` for one chunk of rows.
+
+    Returns ``(loss_sum, dW_sum, db_sum, weight_sum)`` with
+    ``loss_sum = sum_i w_i (logsumexp(z_i) - z_{i,y_i})``,
+    ``dW_sum = sum_i w_i (p_i - e_{y_i}) x_i^T`` (K, D), ``db_sum`` (K,) and
+    ``weight_sum = sum_i w_i``. Sums over disjoint chunks add up; divide by the
+    total weight and add the L2 term to get :func:`loss_and_grad`.
+    """
+    X, y, W, b, sample_weight = _check_problem(X, y, W, b, sample_weight)
+    dW = np.empty_like(W)
+    db = np.empty_like(b)
+    loss_sum = fused_loss_grad(X, y, W, b, sample_weight, 1.0, 0.0, dW, db)
+    return LossGradSums(loss_sum, dW, db, _weight_sum(sample_weight, X.shape[0]))
+
+
+def softmax(Z, *, out: np.ndarray | None = None) -> np.ndarray:
+    r"""Row-wise softmax :math:`p_{ik} = e^{z_{ik} - m_i} / \sum_j e^{z_{ij} - m_i}`, :math:`m_i = \max_j z_{ij}`.
+
+    Parameters
+    ----------
+    Z : array_like, shape (N, K), float32 or float64
+        Logits; -inf is allowed (probability 0), NaN and +inf are not.
+    out : ndarray, shape (N, K), optional
+        Written in place and returned; may be ``Z`` itself.
+
+    Returns
+    -------
+    ndarray, shape (N, K), dtype of Z
+    """
+    Z, _ = _checks.check_logits(Z)
+    out = _checks.check_out(out, Z.shape, Z.dtype)
+    with parallel_section():
+        return kernels.softmax_rows(Z, out)
+
+
+def log_softmax(Z, *, out: np.ndarray | None = None) -> np.ndarray:
+    r"""Row-wise log-softmax :math:`z_{ik} - \operatorname{logsumexp}(z_i)`.
+
+    Shapes and arguments as :func:`softmax`.
+    """
+    Z, _ = _checks.check_logits(Z)
+    out = _checks.check_out(out, Z.shape, Z.dtype)
+    with parallel_section():
+        return kernels.log_softmax_rows(Z, out)
+
+
+def cross_entropy(
+    Z,
+    y,
+    *,
+    sample_weight=None,
+    reduction: Literal["mean", "sum", "none"] = "mean",
+) -> float | np.ndarray:
+    r"""Cross-entropy of logits, :math:`\ell_i = \operatorname{logsumexp}(z_i) - z_{i,y_i}`.
+
+    Computed exactly that way, with no epsilon, so it is finite for logits of
+    any finite size.
+
+    Parameters
+    ----------
+    Z : array_like, shape (N, K), float32 or float64
+    y : array_like of int, shape (N,)
+    sample_weight : array_like, shape (N,), optional
+    reduction : {"mean", "sum", "none"}
+        "mean" is :math:`\sum_i w_i \ell_i / \sum_i w_i`, "sum" is
+        :math:`\sum_i w_i \ell_i` (both Python floats, accumulated in float64);
+        "none" returns :math:`w_i \ell_i` as an (N,) array of Z's dtype.
+    """
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}.")
+    Z, y = _checks.check_logits(Z, y)
+    sample_weight = _checks.check_sample_weight(sample_weight, Z.shape[0], Z.dtype)
+    with parallel_section():
+        if reduction == "none":
+            losses = kernels.cross_entropy_rows(Z, y, np.empty(Z.shape[0]))
+            if sample_weight.shape[0]:
+                losses *= sample_weight
+            return losses.astype(Z.dtype, copy=False)
+        loss_sum, weight_sum = kernels.cross_entropy_sums(Z, y, sample_weight)
+    return loss_sum / weight_sum if reduction == "mean" else loss_sum
+
+
+def _check_prediction_input(X, W, b):
+    W, b = _checks.check_weights(W, b)
+    X = _checks.check_X(X, W.dtype, W.shape[1])
+    _checks.check_X_finite(X, "before predicting")
+    return X, W, b
+
+
+def predict_proba(X, W, b, *, out: np.ndarray | None = None) -> np.ndarray:
+    """Class probabilities softmax(X W^T + b), shape (N, K), in one fused pass.
+
+    Parameters
+    ----------
+    X : array_like, shape (N, D)
+    W : ndarray, shape (K, D)
+    b : ndarray, shape (K,)
+    out : ndarray, shape (N, K), optional
+        Written in place and returned.
+    """
+    X, W, b = _check_prediction_input(X, W, b)
+    out = _checks.check_out(out, (X.shape[0], W.shape[0]), W.dtype)
+    labels = np.empty(X.shape[0], dtype=np.int64)
+    with parallel_section():
+        kernels.predict_proba_labels(X, W, b, out, labels)
+    return out
+
+
+def predict(X, W, b) -> np.ndarray:
+    """Predicted labels argmax_k (X W^T + b)_k, shape (N,) int64, without forming probabilities."""
+    X, W, b = _check_prediction_input(X, W, b)
+    labels = np.empty(X.shape[0], dtype=np.int64)
+    with parallel_section():
+        kernels.predict_labels(X, W, b, labels, row_chunks(X.shape[0]))
+    return labels

@@ -1,0 +1,257 @@
+"""Input validation and the dtype policy: the one place where inputs are checked.
+
+Dtype policy
+------------
+- The kernels run natively in float32 and float64. The floating dtype of the
+  parameters W (or of the logits Z) is the compute dtype, and every result
+  keeps it: float32 in, float32 out. Losses are accumulated in float64 and
+  returned as Python floats.
+- A floating X must have the compute dtype (a silent cast would copy X on every
+  call); integer and boolean X are cast to it.
+- Labels must have an integer dtype and lie in [0, K); they are passed to the
+  kernels as int64.
+- Arrays are made C-contiguous only when they are not already: read-only and
+  memory-mapped arrays are used in place.
+
+Non-finite X is detected after the fused kernel, not before it: with finite
+W and b, any NaN or inf in a row of X makes that row's loss NaN, so a finite
+loss proves that X was finite and saves a second pass over X.
+``raise_for_nonfinite_loss`` then finds the culprit for the error message.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+from fastsoftmax import kernels
+from fastsoftmax._threading import parallel_section, row_chunks
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def as_float_dtype(dtype) -> np.dtype:
+    """Return ``dtype`` as a supported float dtype, or raise TypeError."""
+    dtype = np.dtype(dtype)
+    if dtype not in FLOAT_DTYPES:
+        raise TypeError(
+            f"dtype {dtype} is not supported; use np.float32 or np.float64."
+        )
+    return dtype
+
+
+def _as_array(a, name: str) -> np.ndarray:
+    # np.asarray drops ndarray subclasses such as np.memmap without copying.
+    if a is None:
+        raise TypeError(f"{name} is None; pass a NumPy array.")
+    try:
+        arr = np.asarray(a)
+    except Exception as exc:  # ragged lists and the like
+        raise TypeError(f"{name} could not be converted to a NumPy array: {exc}") from exc
+    if arr.dtype == object:
+        raise TypeError(
+            f"{name} has dtype object; pass a numeric array "
+            f"(for example {name}.astype(np.float64))."
+        )
+    return arr
+
+
+def _contiguous(arr: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    if arr.dtype == dtype and arr.flags.c_contiguous:
+        return arr
+    return np.ascontiguousarray(arr, dtype=dtype)
+
+
+def check_float_param(a, name: str, ndim: int, dtype=None) -> np.ndarray:
+    """Check a float parameter array (W, b, logits): ndim, dtype, finiteness of shape.
+
+    Parameters
+    ----------
+    a : array_like
+    name : str
+        Used in error messages.
+    ndim : int
+    dtype : float dtype or None
+        The compute dtype that ``a`` must have; None accepts float32 or float64.
+    """
+    arr = _as_array(a, name)
+    if arr.ndim != ndim:
+        raise ValueError(
+            f"{name} must be {ndim}-dimensional, got shape {arr.shape}."
+        )
+    if arr.dtype not in FLOAT_DTYPES:
+        raise TypeError(
+            f"{name} has dtype {arr.dtype}; it must be float32 or float64 "
+            f"(use {name}.astype(np.float64))."
+        )
+    if dtype is not None and arr.dtype != dtype:
+        raise TypeError(
+            f"{name} has dtype {arr.dtype} but the computation runs in {np.dtype(dtype)}; "
+            f"cast it with {name}.astype(np.{np.dtype(dtype).name})."
+        )
+    if 0 in arr.shape:
+        raise ValueError(f"{name} is empty (shape {arr.shape}); it needs at least one element per axis.")
+    return _contiguous(arr, arr.dtype)
+
+
+def check_finite(arr: np.ndarray, name: str) -> None:
+    """Raise ValueError if ``arr`` holds NaN or inf (a full scan; use on small arrays)."""
+    if not np.isfinite(arr).all():
+        n_bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+        raise ValueError(
+            f"{name} contains {n_bad} NaN or infinite value(s); "
+            f"replace them (for example with np.nan_to_num) before calling."
+        )
+
+
+def check_weights(W, b, dtype=None) -> tuple[np.ndarray, np.ndarray]:
+    """Check the parameters W (K, D) and b (K,): float, matching dtypes, finite."""
+    W = check_float_param(W, "W", 2, dtype)
+    b = check_float_param(b, "b", 1, W.dtype)
+    if b.shape[0] != W.shape[0]:
+        raise ValueError(
+            f"b has length {b.shape[0]} but W has {W.shape[0]} rows (classes); "
+            f"b must have shape ({W.shape[0]},)."
+        )
+    check_finite(W, "W")
+    check_finite(b, "b")
+    return W, b
+
+
+def check_X(X, dtype: np.dtype, n_features: int | None = None) -> np.ndarray:
+    """Check the data X (N, D) and return it C-contiguous in ``dtype``.
+
+    Integer and boolean X are cast to ``dtype``; a floating X of another dtype
+    raises TypeError rather than being copied silently. NaN and inf are not
+    scanned for here (see the module docstring).
+    """
+    X = _as_array(X, "X")
+    if X.ndim != 2:
+        hint = " (a single sample x needs x.reshape(1, -1))" if X.ndim == 1 else ""
+        raise ValueError(f"X must be 2-dimensional (n_samples, n_features), got shape {X.shape}{hint}.")
+    if X.shape[0] == 0:
+        raise ValueError("X is empty (0 samples); pass at least one row.")
+    if X.shape[1] == 0:
+        raise ValueError("X has 0 features; pass at least one column.")
+    if n_features is not None and X.shape[1] != n_features:
+        raise ValueError(
+            f"X has {X.shape[1]} features but W has {n_features} columns; "
+            f"X must have shape (n_samples, {n_features})."
+        )
+    kind = X.dtype.kind
+    if kind == "f":
+        if X.dtype != dtype:
+            raise TypeError(
+                f"X has dtype {X.dtype} but the parameters are {dtype}; cast one to "
+                f"match (X.astype(np.{dtype.name}), or build the model with dtype=np.{X.dtype.name})."
+            )
+    elif kind not in "iub":
+        raise TypeError(f"X has dtype {X.dtype}; it must be a real numeric array.")
+    return _contiguous(X, dtype)
+
+
+def check_labels(y, n_samples: int, n_classes: int) -> np.ndarray:
+    """Check integer labels y (N,) in [0, K) and return them as int64."""
+    y = _as_array(y, "y")
+    if y.ndim != 1:
+        raise ValueError(
+            f"y must be 1-dimensional (n_samples,), got shape {y.shape}; "
+            f"class indices, not one-hot rows (use y.argmax(axis=1) for one-hot)."
+        )
+    if y.shape[0] != n_samples:
+        raise ValueError(f"y has {y.shape[0]} labels but X has {n_samples} rows; they must match.")
+    if y.dtype.kind not in "iu":
+        raise TypeError(
+            f"y has dtype {y.dtype}; labels must be integer class indices "
+            f"(use y.astype(np.int64) if they are whole numbers)."
+        )
+    lo, hi = int(y.min()), int(y.max())
+    if lo < 0 or hi >= n_classes:
+        bad = lo if lo < 0 else hi
+        raise ValueError(
+            f"y contains the label {bad}, outside [0, {n_classes}); "
+            f"labels must be 0..{n_classes - 1} for {n_classes} classes."
+        )
+    return _contiguous(y, np.dtype(np.int64))
+
+
+def check_sample_weight(sample_weight, n_samples: int, dtype: np.dtype) -> np.ndarray:
+    """Check sample weights (N,): finite, non-negative, positive sum.
+
+    Returns a length-0 array for None, which the kernels read as "all ones".
+    """
+    if sample_weight is None:
+        return np.empty(0, dtype=dtype)
+    w = _as_array(sample_weight, "sample_weight")
+    if w.ndim != 1 or w.shape[0] != n_samples:
+        raise ValueError(
+            f"sample_weight must have shape ({n_samples},) to match X, got {w.shape}."
+        )
+    if w.dtype.kind not in "fiub":
+        raise TypeError(f"sample_weight has dtype {w.dtype}; it must be numeric.")
+    w = _contiguous(w, dtype)
+    check_finite(w, "sample_weight")
+    if (w < 0).any():
+        raise ValueError("sample_weight contains negative values; weights must be >= 0.")
+    if not w.sum(dtype=np.float64) > 0:
+        raise ValueError("sample_weight sums to 0; at least one sample needs a positive weight.")
+    return w
+
+
+def check_l2(l2) -> float:
+    """Check the L2 strength: a finite number >= 0."""
+    if not isinstance(l2, numbers.Real) or not math.isfinite(l2) or l2 < 0:
+        raise ValueError(f"l2 must be a finite number >= 0, got {l2!r}.")
+    return float(l2)
+
+
+def check_out(out, shape: tuple[int, ...], dtype: np.dtype, name: str = "out") -> np.ndarray:
+    """Check a caller-supplied output buffer, or allocate one when ``out`` is None."""
+    if out is None:
+        return np.empty(shape, dtype=dtype)
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{name} must be a NumPy array, got {type(out).__name__}.")
+    if out.shape != shape or out.dtype != dtype:
+        raise ValueError(
+            f"{name} must have shape {shape} and dtype {dtype}, got {out.shape} {out.dtype}."
+        )
+    if not out.flags.c_contiguous or not out.flags.writeable:
+        raise ValueError(f"{name} must be a writeable C-contiguous array.")
+    return out
+
+
+def check_logits(Z, y=None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Check logits Z (N, K) and optional labels; -inf is allowed, NaN and +inf are not."""
+    Z = check_float_param(Z, "Z", 2)
+    if np.isnan(Z).any() or np.isposinf(Z).any():
+        raise ValueError(
+            "Z contains NaN or +inf; logits must be finite or -inf "
+            "(replace them, for example with np.nan_to_num)."
+        )
+    if y is not None:
+        y = check_labels(y, Z.shape[0], Z.shape[1])
+    return Z, y
+
+
+def check_X_finite(X: np.ndarray, fix: str = "before calling") -> None:
+    """Raise ValueError naming the first row of X that holds NaN or inf (one parallel scan)."""
+    with parallel_section():
+        n_bad, first_row = kernels.count_nonfinite(X, row_chunks(X.shape[0]))
+    if n_bad:
+        raise ValueError(
+            f"X contains {n_bad} NaN or infinite value(s), the first in row {first_row}; "
+            f"remove or impute them (for example with np.nan_to_num) {fix}."
+        )
+
+
+def raise_for_nonfinite_loss(X: np.ndarray, loss_sum: float) -> None:
+    """Explain a non-finite loss from the fused kernel, whose W and b were finite."""
+    if math.isfinite(loss_sum):
+        return
+    check_X_finite(X, "before training")
+    raise ValueError(
+        "the loss overflowed to a non-finite value although X, W and b are finite; "
+        "the logits are too large for the dtype: scale the features or use float64."
+    )

@@ -1,0 +1,80 @@
+"""Thread control: numba's threading layer and BLAS threads inside kernels.
+
+Numba's ``workqueue`` layer aborts the process when two Python threads enter a
+parallel kernel at once, which Dask's threaded scheduler does. fastsoftmax asks
+for a thread-safe layer (OpenMP or TBB; numba's PyPI wheels bring OpenMP) unless
+the user chose a layer through ``NUMBA_THREADING_LAYER``. If only workqueue can
+be had, parallel kernel calls are serialised with a lock instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Iterator
+
+import numba
+
+_layer_lock = threading.Lock()
+_layer_checked = False
+_serialise = False
+_serialise_lock = threading.Lock()
+_blas_controller = None
+
+
+def request_threadsafe_layer() -> None:
+    """Prefer a thread-safe layer; called at import, it compiles and launches nothing."""
+    if "NUMBA_THREADING_LAYER" not in os.environ and numba.config.THREADING_LAYER == "default":
+        numba.config.THREADING_LAYER = "threadsafe"
+
+
+def _check_layer() -> None:
+    global _layer_checked, _serialise
+    with _layer_lock:
+        if _layer_checked:
+            return
+        try:
+            numba.np.ufunc.parallel._launch_threads()
+        except ValueError:
+            # Neither OpenMP nor TBB could be loaded: fall back to workqueue.
+            numba.config.THREADING_LAYER = "workqueue"
+            numba.np.ufunc.parallel._launch_threads()
+        _serialise = numba.threading_layer() == "workqueue"
+        _layer_checked = True
+
+
+@contextlib.contextmanager
+def parallel_section() -> Iterator[None]:
+    """Enter around every call of a parallel kernel (serialises it under workqueue)."""
+    if not _layer_checked:
+        _check_layer()
+    if _serialise:
+        with _serialise_lock:
+            yield
+    else:
+        yield
+
+
+def row_chunks(n_rows: int) -> int:
+    """How many chunks of rows a parallel kernel splits ``n_rows`` into: one per thread."""
+    return max(1, min(numba.get_num_threads(), n_rows))
+
+
+@contextlib.contextmanager
+def single_threaded_blas() -> Iterator[None]:
+    """Limit BLAS to one thread while Numba threads each call BLAS on a block.
+
+    Without this, every Numba thread would start BLAS's own threads and the
+    cores would be oversubscribed.
+    """
+    global _blas_controller
+    if numba.get_num_threads() == 1:
+        yield
+        return
+    if _blas_controller is None:
+        from threadpoolctl import ThreadpoolController
+
+        _blas_controller = ThreadpoolController()
+    with _blas_controller.limit(limits=1, user_api="blas"):
+        yield

@@ -1,0 +1,256 @@
+"""Solvers for softmax regression, written against a plain objective.
+
+Design: a solver sees only a flat parameter vector ``theta`` and a function
+that returns ``(loss, gradient)``: full-batch solvers take ``objective(theta)``,
+stochastic ones take ``batch_objective(theta, rows)`` with ``rows`` an index
+array. They know nothing about kernels, data layout or the model.
+
+After every completed iteration a solver calls ``on_iteration(theta, loss,
+iteration)``; the model copies ``theta`` into W and b there, so an interrupted
+or diverging fit leaves the last completed iterate. A truthy return value
+stops the solver early. A non-finite loss raises :class:`NonFiniteLossError`
+before the offending step is reported, so ``on_iteration`` only ever sees
+finite parameters.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+Objective = Callable[[np.ndarray], "tuple[float, np.ndarray]"]
+BatchObjective = Callable[[np.ndarray, np.ndarray], "tuple[float, np.ndarray]"]
+OnIteration = Callable[[np.ndarray, float, int], "bool | None"]
+
+SOLVERS = ("lbfgs", "gd", "sgd", "adam")
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The objective returned a non-finite loss at ``iteration`` (0 is the start)."""
+
+    def __init__(self, iteration: int, loss: float):
+        self.iteration = iteration
+        self.loss = loss
+        super().__init__(f"the loss became {loss} at iteration {iteration}")
+
+
+@dataclass
+class SolverResult:
+    """What a solver returns: the final iterate and how it got there."""
+
+    theta: np.ndarray
+    n_iter: int
+    converged: bool
+    message: str
+    loss_history: list[float] = field(default_factory=list)
+
+
+def _finite(loss: float, theta: np.ndarray) -> bool:
+    return math.isfinite(loss) and bool(np.isfinite(theta).all())
+
+
+def _relative_change(previous: float, current: float) -> float:
+    return abs(previous - current) / max(1.0, abs(current))
+
+
+def lbfgs(
+    objective: Objective,
+    theta0: np.ndarray,
+    *,
+    max_iter: int = 100,
+    tol: float = 1e-6,
+    on_iteration: OnIteration | None = None,
+) -> SolverResult:
+    """L-BFGS through ``scipy.optimize.minimize(method="L-BFGS-B")``.
+
+    Stops when the projected gradient's largest component is below ``tol``
+    (``gtol``), when the relative decrease of the loss falls below 64 machine
+    epsilons, or after ``max_iter`` iterations. ``theta0`` is used in float64,
+    which is what scipy's implementation works in.
+    """
+    from scipy.optimize import minimize  # imported here: scipy.optimize is slow to import
+
+    history: list[float] = []
+    state = {"iteration": 0, "stopped": False}
+
+    def fun(theta):
+        loss, grad = objective(theta)
+        if not math.isfinite(loss):
+            raise NonFiniteLossError(state["iteration"], loss)
+        return loss, grad.astype(np.float64, copy=False)
+
+    def callback(intermediate_result):
+        state["iteration"] += 1
+        loss = float(intermediate_result.fun)
+        history.append(loss)
+        if on_iteration is not None and on_iteration(
+            intermediate_result.x, loss, state["iteration"]
+        ):
+            state["stopped"] = True
+            raise StopIteration  # scipy ends the run and returns this iterate
+
+    theta0 = np.asarray(theta0, dtype=np.float64)
+    loss0, _ = fun(theta0)
+    history.append(loss0)
+    result = minimize(
+        fun,
+        theta0,
+        jac=True,
+        method="L-BFGS-B",
+        callback=callback,
+        options={"maxiter": max_iter, "gtol": tol, "ftol": 64 * np.finfo(np.float64).eps},
+    )
+    if state["stopped"]:
+        return SolverResult(result.x, state["iteration"], False, "stopped by callback", history)
+    converged = bool(result.success) and result.nit < max_iter
+    return SolverResult(result.x, int(result.nit), converged, str(result.message), history)
+
+
+def gradient_descent(
+    objective: Objective,
+    theta0: np.ndarray,
+    *,
+    lr: float = 0.1,
+    max_iter: int = 100,
+    tol: float = 0.0,
+    on_iteration: OnIteration | None = None,
+) -> SolverResult:
+    """Full-batch gradient descent, theta <- theta - lr * grad.
+
+    Stops after ``max_iter`` steps or when the relative change of the loss
+    falls below ``tol``.
+    """
+    theta = np.array(theta0, copy=True)
+    loss, grad = objective(theta)
+    if not _finite(loss, theta):
+        raise NonFiniteLossError(0, loss)
+    history = [loss]
+    for iteration in range(1, max_iter + 1):
+        candidate = theta - lr * grad
+        new_loss, new_grad = objective(candidate)
+        if not _finite(new_loss, candidate):
+            raise NonFiniteLossError(iteration, new_loss)
+        theta, grad = candidate, new_grad
+        history.append(new_loss)
+        if on_iteration is not None and on_iteration(theta, new_loss, iteration):
+            return SolverResult(theta, iteration, False, "stopped by callback", history)
+        if _relative_change(loss, new_loss) < tol:
+            return SolverResult(theta, iteration, True, "relative loss change below tol", history)
+        loss = new_loss
+    return SolverResult(theta, max_iter, False, "reached max_iter", history)
+
+
+def _minibatch_epochs(
+    batch_objective: BatchObjective,
+    theta0: np.ndarray,
+    n_samples: int,
+    step: Callable[[np.ndarray, np.ndarray, int], None],
+    *,
+    batch_size: int,
+    max_iter: int,
+    tol: float,
+    seed,
+    on_iteration: OnIteration | None,
+) -> SolverResult:
+    """The epoch loop shared by SGD and Adam: shuffle, then update per mini-batch.
+
+    ``step(theta, grad, t)`` updates ``theta`` in place for the t-th mini-batch.
+    The loss recorded for an epoch is the mean of its mini-batch losses.
+    """
+    rng = np.random.default_rng(seed)
+    theta = np.array(theta0, copy=True)
+    history: list[float] = []
+    previous = math.inf
+    t = 0
+    for epoch in range(1, max_iter + 1):
+        order = rng.permutation(n_samples)
+        epoch_loss = 0.0
+        candidate = theta.copy()
+        for start in range(0, n_samples, batch_size):
+            rows = np.sort(order[start : start + batch_size])
+            loss, grad = batch_objective(candidate, rows)
+            if not math.isfinite(loss):
+                raise NonFiniteLossError(epoch, loss)
+            t += 1
+            step(candidate, grad, t)
+            epoch_loss += loss * rows.shape[0]
+        epoch_loss /= n_samples
+        if not _finite(epoch_loss, candidate):
+            raise NonFiniteLossError(epoch, epoch_loss)
+        theta = candidate
+        history.append(epoch_loss)
+        if on_iteration is not None and on_iteration(theta, epoch_loss, epoch):
+            return SolverResult(theta, epoch, False, "stopped by callback", history)
+        if _relative_change(previous, epoch_loss) < tol:
+            return SolverResult(theta, epoch, True, "relative loss change below tol", history)
+        previous = epoch_loss
+    return SolverResult(theta, max_iter, False, "reached max_iter", history)
+
+
+def sgd(
+    batch_objective: BatchObjective,
+    theta0: np.ndarray,
+    n_samples: int,
+    *,
+    lr: float = 0.1,
+    momentum: float = 0.9,
+    batch_size: int = 256,
+    max_iter: int = 100,
+    tol: float = 0.0,
+    seed=None,
+    on_iteration: OnIteration | None = None,
+) -> SolverResult:
+    """Mini-batch SGD with (heavy-ball) momentum; ``max_iter`` counts epochs.
+
+    v <- momentum * v - lr * grad;  theta <- theta + v. Rows are reshuffled
+    every epoch with ``np.random.default_rng(seed)``.
+    """
+    velocity = np.zeros_like(theta0)
+
+    def step(theta, grad, t):
+        velocity[:] = momentum * velocity - lr * grad
+        theta += velocity
+
+    return _minibatch_epochs(
+        batch_objective, theta0, n_samples, step,
+        batch_size=batch_size, max_iter=max_iter, tol=tol, seed=seed, on_iteration=on_iteration,
+    )  # fmt: skip
+
+
+def adam(
+    batch_objective: BatchObjective,
+    theta0: np.ndarray,
+    n_samples: int,
+    *,
+    lr: float = 1e-3,
+    beta1: float = 0.9,
+    beta2: float = 0.999,
+    epsilon: float = 1e-8,
+    batch_size: int = 256,
+    max_iter: int = 100,
+    tol: float = 0.0,
+    seed=None,
+    on_iteration: OnIteration | None = None,
+) -> SolverResult:
+    """Adam (Kingma and Ba, 2015) on mini-batches; ``max_iter`` counts epochs.
+
+    m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2;
+    theta <- theta - lr (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + epsilon).
+    """
+    first = np.zeros_like(theta0)
+    second = np.zeros_like(theta0)
+
+    def step(theta, grad, t):
+        first[:] = beta1 * first + (1 - beta1) * grad
+        second[:] = beta2 * second + (1 - beta2) * grad * grad
+        m_hat = first / (1 - beta1**t)
+        v_hat = second / (1 - beta2**t)
+        theta -= lr * m_hat / (np.sqrt(v_hat) + epsilon)
+
+    return _minibatch_epochs(
+        batch_objective, theta0, n_samples, step,
+        batch_size=batch_size, max_iter=max_iter, tol=tol, seed=seed, on_iteration=on_iteration,
+    )  # fmt: skip

@@ -1,0 +1,33 @@
+"""Numba kernels for fastsoftmax (installed as ``fastsoftmax.kernels``).
+
+Plain ``@njit`` functions over arrays that the Python layer has already checked:
+C-contiguous, one float dtype per call, labels in range. Kernels write into the
+``out`` buffers they are given; they do no validation and no I/O.
+
+Importing this package compiles nothing: every kernel compiles on its first
+call and is cached on disk (``cache=True``).
+"""
+
+from fastsoftmax.kernels.loss_grad import LossGradVariant, loss_grad_sums, select_variant
+from fastsoftmax.kernels.predict import predict_labels, predict_proba_labels
+from fastsoftmax.kernels.reductions import count_nonfinite, stream_sum
+from fastsoftmax.kernels.softmax import (
+    cross_entropy_rows,
+    cross_entropy_sums,
+    log_softmax_rows,
+    softmax_rows,
+)
+
+__all__ = [
+    "LossGradVariant",
+    "count_nonfinite",
+    "cross_entropy_rows",
+    "cross_entropy_sums",
+    "log_softmax_rows",
+    "loss_grad_sums",
+    "predict_labels",
+    "predict_proba_labels",
+    "select_variant",
+    "softmax_rows",
+    "stream_sum",
+]

@@ -1,0 +1,19 @@
+"""Compilation settings shared by every kernel.
+
+One place for the fastmath flags, so that no kernel hard-codes ``fastmath=True``.
+The set leaves out ``nnan`` and ``ninf``: softmax must handle ``-inf`` logits,
+and the wrappers rely on NaN propagating through the fused kernel to detect
+non-finite input after the fact (see ``fastsoftmax._checks``).
+"""
+
+FASTMATH = {"nsz", "arcp", "contract", "reassoc"}
+
+#: Options for every kernel: release the GIL (kernels are called from Python
+#: threads and from Dask workers), cache to disk, and compile lazily on first call.
+JIT_OPTIONS = {"nogil": True, "cache": True, "fastmath": FASTMATH, "error_model": "numpy"}
+
+#: Rows per block inside a thread's chunk. The block's logits, probabilities and
+#: gradient scratch (block x K) stay in L1/L2 while they are formed, and the
+#: per-block dW partial sum is flushed into a float64 accumulator, so float32
+#: rounding error grows with the block size, not with N.
+BLOCK_ROWS = 128

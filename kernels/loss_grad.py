@@ -1,0 +1,309 @@
+"""The fused loss and gradient of softmax regression, in one pass over X.
+
+Shapes: X (N, D), y (N,) int64 in [0, K), W (K, D), b (K,), w (N,) sample
+weights or a length-0 array meaning "all ones". For logits z_i = W x_i + b and
+p_i = softmax(z_i), the kernel returns the un-normalised partial sums
+
+    loss_sum   = sum_i w_i (logsumexp(z_i) - z_{i,y_i})
+    dW_sum     = sum_i w_i (p_i - e_{y_i}) x_i^T          (K, D)
+    db_sum     = sum_i w_i (p_i - e_{y_i})                (K,)
+
+and writes ``scale * dW_sum + l2 * W`` and ``scale * db_sum`` into the output
+buffers. With ``scale = 1 / sum_i w_i`` this is the gradient of the mean loss
+plus (l2/2)||W||_F^2; with ``scale = 1, l2 = 0`` it is the partial form that
+chunked and distributed training add up across chunks.
+
+Design:
+- Rows are split into ``n_chunks`` contiguous chunks, one per thread. Each
+  chunk owns float64 accumulators for dW, db and the loss (O(threads K D)
+  memory), reduced in chunk order at the end: no N x K array is ever built.
+- Inside a chunk, rows go in blocks of ``BLOCK_ROWS``. A block's gradient is
+  summed in the input dtype and then flushed into the float64 accumulator, so
+  float32 rounding error grows with the block size, not with N.
+- Three block bodies, chosen by shape with ``select_variant``:
+  ``ROWS``    one row at a time, SIMD along D (moderate D, small K);
+  ``BLOCKED`` the block is transposed into a (D, block) scratch so that the
+              logits, the softmax and the gradient run SIMD across rows (small D,
+              where SIMD along D would leave most lanes empty);
+  ``BLAS``    two GEMMs per block through ``np.dot`` with the softmax fused
+              between them (large K, where the step is compute-bound).
+"""
+
+import enum
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from fastsoftmax.kernels._config import BLOCK_ROWS, JIT_OPTIONS
+from fastsoftmax.kernels._math import exp
+
+
+class LossGradVariant(enum.IntEnum):
+    """Block body of the fused kernel (see the module docstring)."""
+
+    ROWS = 0
+    BLOCKED = 1
+    BLAS = 2
+
+
+#: K at and above which the step is dominated by the two products and BLAS wins.
+BLAS_MIN_CLASSES = 64
+#: D at and below which SIMD along D wastes lanes and rows are vectorised instead.
+BLOCKED_MAX_FEATURES = 32
+
+
+def select_variant(n_features: int, n_classes: int) -> LossGradVariant:
+    """Choose the block body for a problem of D features and K classes.
+
+    The rule: K >= 64 is compute-bound, use BLAS; otherwise the step is bound
+    by reading X, and the question is which axis to vectorise: rows when
+    D <= 32, features when D is larger.
+    """
+    if n_classes >= BLAS_MIN_CLASSES:
+        return LossGradVariant.BLAS
+    if n_features <= BLOCKED_MAX_FEATURES:
+        return LossGradVariant.BLOCKED
+    return LossGradVariant.ROWS
+
+
+@njit(**JIT_OPTIONS)
+def _rows_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc):
+    """Rows [start, stop) one at a time, vectorised along D."""
+    n_classes, n_features = W.shape
+    weighted = sample_weight.shape[0] > 0
+    one = np.ones(1, dtype=X.dtype)[0]
+    z = np.empty(n_classes, dtype=X.dtype)
+    dW_block = np.zeros((n_classes, n_features), dtype=X.dtype)
+    db_block = np.zeros(n_classes, dtype=X.dtype)
+    loss = 0.0
+    for block_start in range(start, stop, BLOCK_ROWS):
+        for i in range(block_start, min(block_start + BLOCK_ROWS, stop)):
+            m = -np.inf
+            for k in range(n_classes):
+                acc = b[k]
+                for d in range(n_features):
+                    acc += W[k, d] * X[i, d]
+                z[k] = acc
+                if acc > m:
+                    m = acc
+            label = y[i]
+            z_label = z[label]
+            s = 0.0
+            for k in range(n_classes):
+                e = exp(z[k] - m)
+                z[k] = e
+                s += e
+            w = sample_weight[i] if weighted else one
+            loss += np.float64(w) * (np.float64(m) + math.log(s) - np.float64(z_label))
+            prob_scale = w / s
+            for k in range(n_classes):
+                g = z[k] * prob_scale
+                if k == label:
+                    g -= w
+                db_block[k] += g
+                for d in range(n_features):
+                    dW_block[k, d] += g * X[i, d]
+        for k in range(n_classes):
+            db_acc[k] += db_block[k]
+            db_block[k] = 0
+            for d in range(n_features):
+                dW_acc[k, d] += dW_block[k, d]
+                dW_block[k, d] = 0
+    return loss
+
+
+@njit(**JIT_OPTIONS)
+def _blocked_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc):
+    """Rows [start, stop) a transposed block at a time, vectorised across rows."""
+    n_classes, n_features = W.shape
+    weighted = sample_weight.shape[0] > 0
+    one = np.ones(1, dtype=X.dtype)[0]
+    Xt = np.empty((n_features, BLOCK_ROWS), dtype=X.dtype)
+    Zt = np.empty((n_classes, BLOCK_ROWS), dtype=X.dtype)
+    row_max = np.empty(BLOCK_ROWS, dtype=X.dtype)
+    row_sum = np.empty(BLOCK_ROWS, dtype=X.dtype)
+    row_weight = np.empty(BLOCK_ROWS, dtype=X.dtype)
+    zero = np.zeros(1, dtype=X.dtype)[0]
+    loss = 0.0
+    for block_start in range(start, stop, BLOCK_ROWS):
+        nb = min(BLOCK_ROWS, stop - block_start)
+        for r in range(nb):
+            for d in range(n_features):
+                Xt[d, r] = X[block_start + r, d]
+        for k in range(n_classes):
+            bk = b[k]
+            for r in range(nb):
+                Zt[k, r] = bk
+        for d in range(n_features):
+            for k in range(n_classes):
+                wkd = W[k, d]
+                for r in range(nb):
+                    Zt[k, r] += wkd * Xt[d, r]
+        for r in range(nb):
+            row_max[r] = Zt[0, r]
+            row_sum[r] = 0
+        for k in range(1, n_classes):
+            for r in range(nb):
+                if Zt[k, r] > row_max[r]:
+                    row_max[r] = Zt[k, r]
+        # The loss needs z_y before the logits are overwritten by exp.
+        for r in range(nb):
+            w = sample_weight[block_start + r] if weighted else one
+            row_weight[r] = w
+            loss += np.float64(w) * (
+                np.float64(row_max[r]) - np.float64(Zt[y[block_start + r], r])
+            )
+        for k in range(n_classes):
+            for r in range(nb):
+                e = exp(Zt[k, r] - row_max[r])
+                Zt[k, r] = e
+                row_sum[r] += e
+        for r in range(nb):
+            loss += np.float64(row_weight[r]) * math.log(row_sum[r])
+            row_sum[r] = row_weight[r] / row_sum[r]
+        for k in range(n_classes):
+            for r in range(nb):
+                Zt[k, r] *= row_sum[r]
+        for r in range(nb):
+            Zt[y[block_start + r], r] -= row_weight[r]
+        for k in range(n_classes):
+            acc = zero
+            for r in range(nb):
+                acc += Zt[k, r]
+            db_acc[k] += acc
+            for d in range(n_features):
+                acc = zero
+                for r in range(nb):
+                    acc += Zt[k, r] * Xt[d, r]
+                dW_acc[k, d] += acc
+    return loss
+
+
+@njit(**JIT_OPTIONS)
+def _blas_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc):
+    """Rows [start, stop) as two GEMMs per block with the softmax between them."""
+    n_classes, n_features = W.shape
+    weighted = sample_weight.shape[0] > 0
+    one = np.ones(1, dtype=X.dtype)[0]
+    Wt = np.ascontiguousarray(W.T)
+    Z = np.empty((BLOCK_ROWS, n_classes), dtype=X.dtype)
+    dW_block = np.empty((n_classes, n_features), dtype=X.dtype)
+    loss = 0.0
+    for block_start in range(start, stop, BLOCK_ROWS):
+        nb = min(BLOCK_ROWS, stop - block_start)
+        X_block = X[block_start : block_start + nb]
+        Z_block = Z[:nb]
+        np.dot(X_block, Wt, Z_block)
+        for r in range(nb):
+            m = -np.inf
+            for k in range(n_classes):
+                zk = Z_block[r, k] + b[k]
+                Z_block[r, k] = zk
+                if zk > m:
+                    m = zk
+            label = y[block_start + r]
+            z_label = Z_block[r, label]
+            s = 0.0
+            for k in range(n_classes):
+                e = exp(Z_block[r, k] - m)
+                Z_block[r, k] = e
+                s += e
+            w = sample_weight[block_start + r] if weighted else one
+            loss += np.float64(w) * (np.float64(m) + math.log(s) - np.float64(z_label))
+            prob_scale = w / s
+            for k in range(n_classes):
+                Z_block[r, k] *= prob_scale
+                db_acc[k] += Z_block[r, k]
+            Z_block[r, label] -= w
+            db_acc[label] -= w
+        np.dot(Z_block.T, X_block, dW_block)
+        for k in range(n_classes):
+            for d in range(n_features):
+                dW_acc[k, d] += dW_block[k, d]
+    return loss
+
+
+@njit(**JIT_OPTIONS)
+def _chunk(X, y, W, b, sample_weight, start, stop, variant, dW_acc, db_acc):
+    if variant == 2:
+        return _blas_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc)
+    if variant == 1:
+        return _blocked_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc)
+    return _rows_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc)
+
+
+@njit(**JIT_OPTIONS)
+def _finish(W, dW_acc, db_acc, scale, l2, dW_out, db_out):
+    """Reduce the per-chunk accumulators in chunk order into the outputs."""
+    n_chunks, n_classes, n_features = dW_acc.shape
+    for k in range(n_classes):
+        db_total = 0.0
+        for c in range(n_chunks):
+            db_total += db_acc[c, k]
+        db_out[k] = scale * db_total
+        for d in range(n_features):
+            total = 0.0
+            for c in range(n_chunks):
+                total += dW_acc[c, k, d]
+            dW_out[k, d] = scale * total + l2 * np.float64(W[k, d])
+
+
+@njit(parallel=True, **JIT_OPTIONS)
+def _loss_grad_parallel(X, y, W, b, sample_weight, variant, n_chunks, scale, l2, dW_out, db_out):
+    n_samples = X.shape[0]
+    n_classes, n_features = W.shape
+    dW_acc = np.zeros((n_chunks, n_classes, n_features))
+    db_acc = np.zeros((n_chunks, n_classes))
+    chunk_loss = np.zeros(n_chunks)
+    for c in prange(n_chunks):
+        chunk_loss[c] = _chunk(
+            X, y, W, b, sample_weight,
+            c * n_samples // n_chunks, (c + 1) * n_samples // n_chunks,
+            variant, dW_acc[c], db_acc[c],
+        )  # fmt: skip
+    _finish(W, dW_acc, db_acc, scale, l2, dW_out, db_out)
+    loss_sum = 0.0
+    for c in range(n_chunks):
+        loss_sum += chunk_loss[c]
+    return loss_sum
+
+
+@njit(**JIT_OPTIONS)
+def _loss_grad_serial(X, y, W, b, sample_weight, variant, scale, l2, dW_out, db_out):
+    # Small problems skip the parallel region: its start-up would dominate.
+    n_classes, n_features = W.shape
+    dW_acc = np.zeros((1, n_classes, n_features))
+    db_acc = np.zeros((1, n_classes))
+    loss_sum = _chunk(X, y, W, b, sample_weight, 0, X.shape[0], variant, dW_acc[0], db_acc[0])
+    _finish(W, dW_acc, db_acc, scale, l2, dW_out, db_out)
+    return loss_sum
+
+
+def loss_grad_sums(X, y, W, b, sample_weight, variant, n_chunks, scale, l2, dW_out, db_out):
+    """Fused loss and gradient; see the module docstring for the math.
+
+    Parameters
+    ----------
+    X : (N, D) float32 or float64, C-contiguous
+    y : (N,) int64, every label in [0, K)
+    W : (K, D), same dtype as X
+    b : (K,), same dtype as X
+    sample_weight : (N,) or (0,), same dtype as X; length 0 means all ones
+    variant : LossGradVariant
+    n_chunks : int, 1 <= n_chunks <= N; 1 runs serially on the calling thread
+    scale, l2 : float
+    dW_out : (K, D), same dtype as X; receives scale * dW_sum + l2 * W
+    db_out : (K,), same dtype as X; receives scale * db_sum
+
+    Returns
+    -------
+    loss_sum : float
+        sum_i w_i (logsumexp(z_i) - z_{i,y_i}), accumulated in float64 and not
+        scaled (the caller adds the L2 term).
+    """
+    if n_chunks <= 1:
+        return _loss_grad_serial(X, y, W, b, sample_weight, int(variant), scale, l2, dW_out, db_out)
+    return _loss_grad_parallel(
+        X, y, W, b, sample_weight, int(variant), n_chunks, scale, l2, dW_out, db_out
+    )
