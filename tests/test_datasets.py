@@ -1,0 +1,209 @@
+"""Synthetic data: determinism, dtypes, statistics, files and parameter checks."""
+
+import numpy as np
+import pytest
+
+from fastsoftmax import datasets as ds
+from fastsoftmax.reference import SoftmaxRegressionNumPy
+
+# Small feature count -> 16384-row internal blocks; N spans several blocks and
+# ends in a partial one, so block boundaries and the tail are exercised.
+N, D = 40_000, 8
+PARAMS = dict(n_features=D, n_informative=5, n_redundant=2, n_classes=4, flip_y=0.05, seed=11)
+
+
+@pytest.fixture(scope="module")
+def reference_data():
+    return ds.make_classification(N, **PARAMS, n_threads=1)
+
+
+def test_shapes_and_dtypes(reference_data):
+    X, y = reference_data
+    assert X.shape == (N, D) and X.dtype == np.float64 and X.flags.c_contiguous
+    assert y.shape == (N,) and y.dtype == np.int64
+    assert y.min() >= 0 and y.max() < 4
+    assert np.all(np.isfinite(X))
+
+
+@pytest.mark.parametrize("chunk_size", [1, 7, 1000, 16384, N], ids=lambda c: f"chunk{c}")
+def test_iter_concatenates_to_make_classification(reference_data, chunk_size):
+    X, y = reference_data
+    n = N if chunk_size > 7 else 2000  # tiny chunks: check a prefix (speed)
+    chunks = list(ds.iter_classification(n, chunk_size=chunk_size, **PARAMS))
+    assert all(len(c[0]) == chunk_size for c in chunks[:-1])
+    Xc = np.concatenate([c[0] for c in chunks])
+    yc = np.concatenate([c[1] for c in chunks])
+    np.testing.assert_array_equal(Xc, X[:n])
+    np.testing.assert_array_equal(yc, y[:n])
+
+
+def test_thread_count_does_not_change_data(reference_data):
+    X, y = reference_data
+    X2, y2 = ds.make_classification(N, **PARAMS, n_threads=2)
+    np.testing.assert_array_equal(X2, X)
+    np.testing.assert_array_equal(y2, y)
+
+
+@pytest.mark.parametrize(
+    "start,stop", [(0, 1), (5, 17), (16380, 16390), (16384, 32768), (30000, N)],
+    ids=lambda v: str(v),
+)
+def test_generate_rows_is_a_slice(reference_data, start, stop):
+    X, y = reference_data
+    Xs, ys = ds.generate_rows(start, stop, **PARAMS, n_samples=N)
+    np.testing.assert_array_equal(Xs, X[start:stop])
+    np.testing.assert_array_equal(ys, y[start:stop])
+
+
+def test_smaller_data_set_is_a_prefix(reference_data):
+    X, y = reference_data
+    Xp, yp = ds.make_classification(1234, **PARAMS)
+    np.testing.assert_array_equal(Xp, X[:1234])
+    np.testing.assert_array_equal(yp, y[:1234])
+
+
+def test_float32_equals_float64_cast(reference_data):
+    X, y = reference_data
+    X32, y32 = ds.make_classification(N, **PARAMS, dtype=np.float32)
+    assert X32.dtype == np.float32
+    np.testing.assert_array_equal(X32, X.astype(np.float32))
+    np.testing.assert_array_equal(y32, y)
+
+
+def test_seed_changes_data(reference_data):
+    X, _ = reference_data
+    X2, _ = ds.make_classification(1000, **{**PARAMS, "seed": 12})
+    assert not np.array_equal(X2, X[:1000])
+
+
+def test_feature_layout(reference_data):
+    X, _ = reference_data
+    # Redundant columns are exact linear combinations of the informative ones.
+    inf, red = X[:, :5], X[:, 5:7]
+    coef, *_ = np.linalg.lstsq(inf, red, rcond=None)
+    np.testing.assert_allclose(inf @ coef, red, atol=1e-8)
+    # Noise columns are standard normal and independent of the labels.
+    noise = X[:, 7]
+    assert abs(noise.mean()) < 0.03 and abs(noise.std() - 1) < 0.03
+
+
+def test_class_balance_follows_weights():
+    n = 60_000
+    _, y = ds.make_classification(n, 6, n_classes=3, weights=[0.6, 0.3, 0.1], seed=1)
+    freq = np.bincount(y, minlength=3) / n
+    # Three binomial standard deviations at most.
+    np.testing.assert_allclose(freq, [0.6, 0.3, 0.1], atol=3 * np.sqrt(0.25 / n))
+    # sklearn-style n_classes - 1 weights and relative weights give the same data.
+    _, y2 = ds.make_classification(n, 6, n_classes=3, weights=[0.6, 0.3], seed=1)
+    _, y3 = ds.make_classification(n, 6, n_classes=3, weights=[6, 3, 1], seed=1)
+    np.testing.assert_array_equal(y2, y)
+    np.testing.assert_array_equal(y3, y)
+
+
+def test_balanced_by_default(reference_data):
+    _, y = reference_data
+    np.testing.assert_allclose(np.bincount(y) / N, 0.25, atol=3 * np.sqrt(0.25 / N))
+
+
+def test_flip_y_changes_expected_fraction_of_labels():
+    n, K, flip = 50_000, 4, 0.2
+    common = dict(n_features=6, n_classes=K, seed=3)
+    X0, y0 = ds.make_classification(n, **common)
+    X1, y1 = ds.make_classification(n, **common, flip_y=flip)
+    np.testing.assert_array_equal(X0, X1)  # features untouched
+    changed = np.mean(y0 != y1)
+    expected = flip * (1 - 1 / K)
+    assert abs(changed - expected) < 4 * np.sqrt(expected / n)
+    _, y_all = ds.make_classification(n, **common, flip_y=1.0)
+    assert abs(np.mean(y_all == y0) - 1 / K) < 0.02  # labels now pure noise
+
+
+def test_data_is_learnable():
+    X, y = ds.make_classification(1000, 20, n_informative=15, n_classes=3, seed=0)
+    Xtr, ytr, Xte, yte = X[:700], y[:700], X[700:], y[700:]
+    mu, sd = Xtr.mean(0), Xtr.std(0)
+    model = SoftmaxRegressionNumPy(20, 3, seed=0)
+    for _ in range(300):
+        model.train_step((Xtr - mu) / sd, ytr, lr=0.5)
+    assert model.accuracy((Xte - mu) / sd, yte) > 0.75
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_write_classification_round_trip(tmp_path, dtype):
+    n = 20_000
+    x_path, y_path = tmp_path / "X.npy", tmp_path / "y.npy"
+    ds.write_classification(x_path, y_path, n, chunk_size=3000, dtype=dtype, **{
+        k: v for k, v in PARAMS.items()})
+    X = np.load(x_path, mmap_mode="r")
+    y = np.load(y_path, mmap_mode="r")
+    Xe, ye = ds.make_classification(n, **PARAMS, dtype=dtype)
+    assert X.dtype == dtype and X.shape == (n, D) and y.dtype == np.int64
+    np.testing.assert_array_equal(X, Xe)
+    np.testing.assert_array_equal(y, ye)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["X.npy", "y.npy"]  # no temp files
+
+
+def test_write_classification_with_progress_bar(tmp_path, capsys):
+    pytest.importorskip("tqdm")
+    ds.write_classification(tmp_path / "X.npy", tmp_path / "y.npy", 100, 4, progress=True)
+    assert np.load(tmp_path / "X.npy").shape == (100, 4)
+
+
+def test_write_classification_failure_leaves_no_files(tmp_path):
+    with pytest.raises(ValueError, match="flip_y"):
+        ds.write_classification(tmp_path / "X.npy", tmp_path / "y.npy", 100, flip_y=2.0)
+    with pytest.raises(ValueError, match="must differ"):
+        ds.write_classification(tmp_path / "a.npy", tmp_path / "a.npy", 100)
+    assert list(tmp_path.iterdir()) == []
+
+
+BAD_PARAMS = [
+    (dict(n_samples=0), ValueError, "n_samples must be >= 1"),
+    (dict(n_samples=10.0), TypeError, "n_samples must be an integer"),
+    (dict(n_features=4, n_informative=3, n_redundant=2), ValueError, "n_informative \\+ n_redundant"),
+    (dict(n_features=4, n_informative=2, n_classes=3, n_clusters_per_class=2), ValueError, "2\\*\\*n_informative"),
+    (dict(n_classes=1), ValueError, "n_classes must be >= 2"),
+    (dict(weights=[0.5, 0.5, 0.5, 0.5]), ValueError, "weights must be a 1-D sequence of length"),
+    (dict(weights=[0.0, 0.0, 0.0]), ValueError, "sum to a positive number"),
+    (dict(weights=[0.9, 0.9]), ValueError, "sum to at most 1"),
+    (dict(weights=[1.0, -1.0, 1.0]), ValueError, "non-negative"),
+    (dict(flip_y=-0.1), ValueError, "flip_y must lie in \\[0, 1\\]"),
+    (dict(flip_y=1.5), ValueError, "flip_y must lie in \\[0, 1\\]"),
+    (dict(class_sep=np.inf), ValueError, "class_sep must be finite"),
+    (dict(dtype=np.int32), TypeError, "dtype must be np.float32 or np.float64"),
+    (dict(dtype="not a dtype"), TypeError, "dtype must be np.float32 or np.float64"),
+    (dict(seed=-1), ValueError, "seed must be >= 0"),
+    (dict(n_threads=0), ValueError, "n_threads must be >= 1"),
+]
+
+
+@pytest.mark.parametrize(
+    "kwargs,exc,message", BAD_PARAMS, ids=[next(iter(p[0])) + "-" + str(i) for i, p in enumerate(BAD_PARAMS)]
+)
+def test_bad_parameters_raise_clear_errors(kwargs, exc, message):
+    kwargs = {"n_samples": 100, **kwargs}
+    with pytest.raises(exc, match=message):
+        ds.make_classification(**kwargs)
+
+
+def test_iter_validates_eagerly():
+    with pytest.raises(ValueError, match="chunk_size must be >= 1"):
+        ds.iter_classification(100, chunk_size=0)
+    with pytest.raises(ValueError, match="n_informative \\+ n_redundant"):
+        ds.iter_classification(100, 4, n_informative=4, n_redundant=1)
+
+
+def test_generate_rows_checks_range():
+    with pytest.raises(ValueError, match="start < stop"):
+        ds.generate_rows(5, 5)
+    with pytest.raises(ValueError, match="past the end"):
+        ds.generate_rows(0, 11, n_samples=10)
+    with pytest.raises(TypeError):
+        ds.generate_rows(0, 10, 100)  # everything after stop is keyword-only
+
+
+def test_default_n_informative_is_sensible():
+    X, y = ds.make_classification(50, 1, n_classes=2)
+    assert X.shape == (50, 1)
+    X, y = ds.make_classification(50, 3, n_redundant=2, n_classes=2)
+    assert X.shape == (50, 3)

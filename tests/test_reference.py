@@ -1,0 +1,206 @@
+"""The NumPy reference against simple, independent checks."""
+
+import numpy as np
+import pytest
+
+from fastsoftmax import reference as ref
+
+DTYPES = [np.float32, np.float64]
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(12345)
+
+
+@pytest.fixture
+def problem(rng):
+    """A small float64 problem: X (N, D), y (N,), W (K, D), b (K,)."""
+    N, D, K = 13, 5, 4
+    X = rng.standard_normal((N, D))
+    y = rng.integers(0, K, N)
+    W = rng.standard_normal((K, D))
+    b = rng.standard_normal(K)
+    return X, y, W, b
+
+
+def _row_losses_loop(Z, y):
+    """Per-row -log softmax(z)[y] written as an explicit Python loop."""
+    out = []
+    for z, label in zip(Z.tolist(), y.tolist()):
+        m = max(z)
+        out.append(m + np.log(sum(np.exp(v - m) for v in z)) - z[label])
+    return np.array(out)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_softmax_rows_sum_to_one_and_keep_dtype(rng, dtype):
+    Z = (rng.standard_normal((50, 7)) * 30).astype(dtype)
+    P = ref.softmax(Z)
+    assert P.dtype == dtype
+    eps = np.finfo(dtype).eps
+    np.testing.assert_allclose(P.sum(axis=1), 1.0, rtol=10 * 7 * eps)
+    assert np.all(P >= 0)
+
+
+def test_softmax_is_stable_for_huge_logits():
+    Z = np.array([[1000.0, 1000.0, -1000.0], [-np.exp(10), 0.0, np.exp(10)]])
+    P = ref.softmax(Z)
+    np.testing.assert_allclose(P, [[0.5, 0.5, 0.0], [0.0, 0.0, 1.0]], atol=1e-300)
+    L = ref.log_softmax(Z)
+    assert np.all(np.isfinite(L[0, :2])) and L[1, 2] == 0.0
+
+
+def test_log_softmax_matches_log_of_softmax(rng):
+    Z = rng.standard_normal((20, 6)) * 5
+    np.testing.assert_allclose(ref.log_softmax(Z), np.log(ref.softmax(Z)), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+def test_cross_entropy_matches_loop(rng, reduction, weighted):
+    Z = rng.standard_normal((17, 5)) * 4
+    y = rng.integers(0, 5, 17)
+    w = rng.uniform(0.1, 2.0, 17) if weighted else np.ones(17)
+    rows = _row_losses_loop(Z, y)
+    expected = {"none": w * rows, "sum": (w * rows).sum(), "mean": (w * rows).sum() / w.sum()}
+    got = ref.cross_entropy(Z, y, sample_weight=w if weighted else None, reduction=reduction)
+    np.testing.assert_allclose(got, expected[reduction], rtol=1e-12)
+
+
+def test_cross_entropy_perfect_prediction_is_exactly_zero():
+    # No epsilon: a certain, correct prediction costs exactly 0.
+    Z = np.array([[np.exp(10), -np.exp(10)]])
+    assert ref.cross_entropy(Z, np.array([0])) == 0.0
+    assert ref.cross_entropy(Z, np.array([1])) == pytest.approx(2 * np.exp(10))
+
+
+def test_cross_entropy_rejects_bad_reduction_and_labels(problem):
+    X, y, W, b = problem
+    Z = X @ W.T + b
+    with pytest.raises(ValueError, match="reduction"):
+        ref.cross_entropy(Z, y, reduction="avg")
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 4\)"):
+        ref.cross_entropy(Z, np.full_like(y, 4))
+
+
+@pytest.mark.parametrize("l2", [0.0, 0.3], ids=["no_l2", "l2"])
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+def test_loss_matches_loop(problem, rng, l2, weighted):
+    X, y, W, b = problem
+    w = rng.uniform(0.1, 2.0, len(y)) if weighted else np.ones(len(y))
+    loss, _, _ = ref.loss_and_grad(X, y, W, b, l2=l2, sample_weight=w if weighted else None)
+    rows = _row_losses_loop(X @ W.T + b, y)
+    expected = (w * rows).sum() / w.sum() + 0.5 * l2 * (W**2).sum()
+    assert isinstance(loss, float)
+    assert loss == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("l2", [0.0, 0.3], ids=["no_l2", "l2"])
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+def test_gradient_matches_finite_differences(problem, rng, l2, weighted):
+    X, y, W, b = problem
+    w = rng.uniform(0.1, 2.0, len(y)) if weighted else None
+    _, dW, db = ref.loss_and_grad(X, y, W, b, l2=l2, sample_weight=w)
+
+    def f(W_, b_):
+        return ref.loss_and_grad(X, y, W_, b_, l2=l2, sample_weight=w)[0]
+
+    # Five-point stencil: truncation O(h^4) ~ 1e-12, rounding ~ eps/h ~ 1e-13.
+    h = 1e-3
+    coef = np.array([1, -8, 8, -1]) / (12 * h)
+    steps = np.array([-2, -1, 1, 2]) * h
+    num_dW = np.zeros_like(W)
+    for idx in np.ndindex(W.shape):
+        vals = []
+        for s in steps:
+            Wp = W.copy()
+            Wp[idx] += s
+            vals.append(f(Wp, b))
+        num_dW[idx] = coef @ vals
+    num_db = np.zeros_like(b)
+    for k in range(b.size):
+        vals = []
+        for s in steps:
+            bp = b.copy()
+            bp[k] += s
+            vals.append(f(W, bp))
+        num_db[k] = coef @ vals
+    np.testing.assert_allclose(dW, num_dW, rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(db, num_db, rtol=1e-7, atol=1e-9)
+
+
+def test_bias_gradient_sums_to_zero(problem):
+    # Each row of P - Y sums to 0, so db sums to 0 across classes.
+    X, y, W, b = problem
+    _, _, db = ref.loss_and_grad(X, y, W, b)
+    assert abs(db.sum()) < 1e-15 * len(y) * 10
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_loss_and_grad_keeps_dtype(problem, dtype):
+    X, y, W, b = (a.astype(dtype) if a.dtype.kind == "f" else a for a in problem)
+    loss, dW, db = ref.loss_and_grad(X, y, W, b, l2=0.1)
+    assert isinstance(loss, float)
+    assert dW.dtype == dtype and db.dtype == dtype
+    assert dW.shape == W.shape and db.shape == b.shape
+    assert ref.predict_proba(X, W, b).dtype == dtype
+
+
+def test_sample_weight_of_ones_is_unweighted_and_weights_scale_free(problem, rng):
+    X, y, W, b = problem
+    base = ref.loss_and_grad(X, y, W, b)
+    ones = ref.loss_and_grad(X, y, W, b, sample_weight=np.ones(len(y)))
+    w = rng.uniform(0.1, 2.0, len(y))
+    a = ref.loss_and_grad(X, y, W, b, sample_weight=w)
+    c = ref.loss_and_grad(X, y, W, b, sample_weight=7 * w)
+    for u, v in [(base, ones), (a, c)]:
+        assert u[0] == pytest.approx(v[0], rel=1e-13)
+        np.testing.assert_allclose(u[1], v[1], rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(u[2], v[2], rtol=1e-12, atol=1e-15)
+
+
+def test_predict_is_argmax_of_proba(problem):
+    X, y, W, b = problem
+    np.testing.assert_array_equal(ref.predict(X, W, b), np.argmax(X @ W.T + b, axis=1))
+
+
+def test_model_init_is_the_documented_one():
+    m = ref.SoftmaxRegressionNumPy(6, 3, dtype=np.float32, seed=7)
+    expected = (0.01 * np.random.default_rng(7).standard_normal((3, 6))).astype(np.float32)
+    np.testing.assert_array_equal(m.W, expected)
+    assert m.W.dtype == np.float32 and m.b.dtype == np.float32
+    np.testing.assert_array_equal(m.b, np.zeros(3, np.float32))
+
+
+@pytest.mark.parametrize("l2", [0.0, 0.05], ids=["no_l2", "l2"])
+def test_train_step_equals_loss_and_grad_plus_update(problem, l2):
+    X, y, _, _ = problem
+    m = ref.SoftmaxRegressionNumPy(X.shape[1], 4, seed=3)
+    m.b = np.linspace(-1, 1, 4)
+    W0, b0 = m.W.copy(), m.b.copy()
+    loss, dW, db = ref.loss_and_grad(X, y, W0, b0, l2=l2)
+    lr = 0.5
+    got = m.train_step(X, y, lr, l2=l2)
+    assert got == pytest.approx(loss, rel=1e-12)
+    np.testing.assert_allclose(m.W, W0 - lr * dW, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(m.b, b0 - lr * db, rtol=1e-12, atol=1e-15)
+
+
+def test_model_methods_agree_with_functions(problem):
+    X, y, _, _ = problem
+    m = ref.SoftmaxRegressionNumPy(X.shape[1], 4, seed=0)
+    probs = m.forward(X)
+    np.testing.assert_allclose(probs, ref.predict_proba(X, m.W, m.b), rtol=1e-14)
+    assert m.compute_loss(probs, y) == pytest.approx(ref.cross_entropy(X @ m.W.T + m.b, y), rel=1e-12)
+    np.testing.assert_array_equal(m.predict(X), ref.predict(X, m.W, m.b))
+    assert m.accuracy(X, y) == np.mean(m.predict(X) == y)
+
+
+def test_training_decreases_the_loss(rng):
+    X = rng.standard_normal((200, 4))
+    y = np.argmax(X[:, :3], axis=1)
+    m = ref.SoftmaxRegressionNumPy(4, 3, seed=0)
+    losses = [m.train_step(X, y, 0.5) for _ in range(50)]
+    assert losses[-1] < 0.5 * losses[0]
+    assert m.accuracy(X, y) > 0.9
