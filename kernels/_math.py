@@ -1,11 +1,143 @@
-"""Scalar math helpers inlined into the kernels."""
+"""A vectorisable exp for the kernels.
+
+Numba >= 0.62 has no SVML, so ``math.exp`` in a loop is a scalar libm call,
+about 5x slower per element than NumPy's SIMD exp; at small D it is the
+bottleneck of the whole step. ``exp_inplace`` is written from operations that
+LLVM vectorises:
+
+    k = floor(x log2(e) + 1/2),   r = x - k ln2_hi - k ln2_lo     (Cody-Waite)
+    exp(x) = 2^k * P(r),           |r| <= ln(2)/2
+
+with P the Taylor polynomial of degree 13 (float64) or 7 (float32), whose
+truncation error at |r| = ln(2)/2 is below one unit in the last place, and
+2^k built in the exponent bits of an integer scratch buffer viewed as float.
+``tests/test_exp.py`` measures the error in ulp against NumPy's exp.
+
+Range: inputs below ``-708`` (float64) or ``-87`` (float32), where exp is
+subnormal or zero, give exactly 0; -inf gives 0 and NaN gives NaN. Inputs
+above 0 are not needed by the kernels (they only exponentiate z - max z) but
+are exact up to 709 (float64) and 88 (float32).
+"""
 
 import math
 
+import numpy as np
 from numba import njit
+from numba.core import types
+from numba.extending import overload
+
+LOG2E = 1.4426950408889634
+# fdlibm's split of ln 2: k * LN2_HI is exact for |k| < 2**20.
+LN2_HI_64 = 6.93147180369123816490e-01
+LN2_LO_64 = 1.90821492927058770002e-10
+# float32 split: LN2_HI_32 has 9 significant bits, so k * LN2_HI_32 is exact.
+LN2_HI_32 = 0.693359375
+LN2_LO_32 = -2.12194440e-4
+UNDERFLOW_64 = -708.0
+UNDERFLOW_32 = -87.0
+
+_INV_FACTORIALS = [1.0 / math.factorial(n) for n in range(14)]
+
+
+def exp_inplace(values, scratch):
+    """values[:] = exp(values[:]); ``scratch`` is an int buffer of the same length or longer.
+
+    Pure-Python stand-in; inside ``@njit`` code the overload below is used.
+    """
+    values[:] = np.exp(values)
+
+
+# No "reassoc": it would fold the two-part Cody-Waite reduction back into one
+# product and lose the low bits of r.
+@overload(exp_inplace, jit_options={"fastmath": {"nsz", "contract"}})
+def _exp_inplace_impl(values, scratch):
+    if values.dtype == types.float64:
+        c = _INV_FACTORIALS
+        c0, c1, c2, c3, c4, c5, c6 = c[0], c[1], c[2], c[3], c[4], c[5], c[6]
+        c7, c8, c9, c10, c11, c12, c13 = c[7], c[8], c[9], c[10], c[11], c[12], c[13]
+
+        def impl(values, scratch):
+            n = values.shape[0]
+            powers = scratch[:n].view(np.float64)
+            for i in range(n):
+                x = values[i]
+                xc = UNDERFLOW_64 if x < UNDERFLOW_64 else x
+                k = np.floor(xc * LOG2E + 0.5)
+                k = k if k == k else 0.0  # NaN: keep the int conversion defined
+                r = (xc - k * LN2_HI_64) - k * LN2_LO_64
+                p = c13
+                p = p * r + c12
+                p = p * r + c11
+                p = p * r + c10
+                p = p * r + c9
+                p = p * r + c8
+                p = p * r + c7
+                p = p * r + c6
+                p = p * r + c5
+                p = p * r + c4
+                p = p * r + c3
+                p = p * r + c2
+                p = p * r + c1
+                p = p * r + c0
+                values[i] = 0.0 if x < UNDERFLOW_64 else p
+                scratch[i] = (np.int64(k) + 1023) << 52
+            for i in range(n):
+                values[i] *= powers[i]
+
+        return impl
+
+    if values.dtype == types.float32:
+        c = [np.float32(v) for v in _INV_FACTORIALS[:8]]
+        c0, c1, c2, c3, c4, c5, c6, c7 = c
+        log2e = np.float32(LOG2E)
+        ln2_hi = np.float32(LN2_HI_32)
+        ln2_lo = np.float32(LN2_LO_32)
+        underflow = np.float32(UNDERFLOW_32)
+        half = np.float32(0.5)
+        zero = np.float32(0.0)
+
+        def impl(values, scratch):
+            n = values.shape[0]
+            powers = scratch[:n].view(np.float32)
+            for i in range(n):
+                x = values[i]
+                xc = underflow if x < underflow else x
+                k = np.floor(xc * log2e + half)
+                k = k if k == k else zero
+                r = (xc - k * ln2_hi) - k * ln2_lo
+                p = c7
+                p = p * r + c6
+                p = p * r + c5
+                p = p * r + c4
+                p = p * r + c3
+                p = p * r + c2
+                p = p * r + c1
+                p = p * r + c0
+                values[i] = zero if x < underflow else p
+                scratch[i] = (np.int32(k) + 127) << 23
+            for i in range(n):
+                values[i] *= powers[i]
+
+        return impl
+    return None
+
+
+def exp_scratch(like, n):
+    """An integer scratch buffer of length n for ``exp_inplace`` on arrays like ``like``."""
+    return np.empty(n, dtype=np.int64 if like.dtype == np.float64 else np.int32)
+
+
+@overload(exp_scratch)
+def _exp_scratch_impl(like, n):
+    int_dtype = np.int64 if like.dtype == types.float64 else np.int32
+
+    def impl(like, n):
+        return np.empty(n, dtype=int_dtype)
+
+    return impl
 
 
 @njit(inline="always")
 def exp(x):
-    """e**x; one indirection so that every kernel uses the same exp."""
+    """Scalar e**x, for the few places that exponentiate one value at a time."""
     return math.exp(x)

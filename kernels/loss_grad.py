@@ -36,7 +36,7 @@ import numpy as np
 from numba import njit, prange
 
 from fastsoftmax.kernels._config import BLOCK_ROWS, JIT_OPTIONS
-from fastsoftmax.kernels._math import exp
+from fastsoftmax.kernels._math import exp_inplace, exp_scratch
 
 
 class LossGradVariant(enum.IntEnum):
@@ -68,45 +68,65 @@ def select_variant(n_features: int, n_classes: int) -> LossGradVariant:
 
 
 @njit(**JIT_OPTIONS)
-def _rows_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc):
-    """Rows [start, stop) one at a time, vectorised along D."""
-    n_classes, n_features = W.shape
+def _softmax_grad_block(Z, nb, y, sample_weight, block_start, scratch):
+    """Turn a block of logits Z[:nb] (rows r = block_start + r) into w_r (p_r - e_{y_r}).
+
+    Returns the block's loss sum_r w_r (logsumexp(z_r) - z_{r,y_r}) in float64.
+    The exponentials of the whole block go through one vectorised call.
+    """
+    n_classes = Z.shape[1]
     weighted = sample_weight.shape[0] > 0
-    one = np.ones(1, dtype=X.dtype)[0]
-    z = np.empty(n_classes, dtype=X.dtype)
+    zero = np.zeros(1, dtype=Z.dtype)[0]
+    one = np.ones(1, dtype=Z.dtype)[0]
+    loss = 0.0
+    for r in range(nb):
+        m = Z[r, 0]
+        for k in range(1, n_classes):
+            if Z[r, k] > m:
+                m = Z[r, k]
+        label = y[block_start + r]
+        w = np.float64(sample_weight[block_start + r]) if weighted else 1.0
+        loss += w * (np.float64(m) - np.float64(Z[r, label]))
+        for k in range(n_classes):
+            Z[r, k] -= m
+    exp_inplace(Z[:nb].reshape(nb * n_classes), scratch)
+    for r in range(nb):
+        s = zero
+        for k in range(n_classes):
+            s += Z[r, k]
+        w = sample_weight[block_start + r] if weighted else one
+        loss += np.float64(w) * math.log(s)
+        prob_scale = w / s
+        for k in range(n_classes):
+            Z[r, k] *= prob_scale
+        Z[r, y[block_start + r]] -= w
+    return loss
+
+
+@njit(**JIT_OPTIONS)
+def _rows_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc):
+    """Rows [start, stop) with the products vectorised along D."""
+    n_classes, n_features = W.shape
+    Z = np.empty((BLOCK_ROWS, n_classes), dtype=X.dtype)
+    scratch = exp_scratch(X, BLOCK_ROWS * n_classes)
     dW_block = np.zeros((n_classes, n_features), dtype=X.dtype)
-    db_block = np.zeros(n_classes, dtype=X.dtype)
     loss = 0.0
     for block_start in range(start, stop, BLOCK_ROWS):
-        for i in range(block_start, min(block_start + BLOCK_ROWS, stop)):
-            m = -np.inf
+        nb = min(BLOCK_ROWS, stop - block_start)
+        for r in range(nb):
             for k in range(n_classes):
                 acc = b[k]
                 for d in range(n_features):
-                    acc += W[k, d] * X[i, d]
-                z[k] = acc
-                if acc > m:
-                    m = acc
-            label = y[i]
-            z_label = z[label]
-            s = 0.0
+                    acc += W[k, d] * X[block_start + r, d]
+                Z[r, k] = acc
+        loss += _softmax_grad_block(Z, nb, y, sample_weight, block_start, scratch)
+        for r in range(nb):
             for k in range(n_classes):
-                e = exp(z[k] - m)
-                z[k] = e
-                s += e
-            w = sample_weight[i] if weighted else one
-            loss += np.float64(w) * (np.float64(m) + math.log(s) - np.float64(z_label))
-            prob_scale = w / s
-            for k in range(n_classes):
-                g = z[k] * prob_scale
-                if k == label:
-                    g -= w
-                db_block[k] += g
+                g = Z[r, k]
+                db_acc[k] += g
                 for d in range(n_features):
-                    dW_block[k, d] += g * X[i, d]
+                    dW_block[k, d] += g * X[block_start + r, d]
         for k in range(n_classes):
-            db_acc[k] += db_block[k]
-            db_block[k] = 0
             for d in range(n_features):
                 dW_acc[k, d] += dW_block[k, d]
                 dW_block[k, d] = 0
@@ -118,12 +138,12 @@ def _blocked_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc):
     """Rows [start, stop) a transposed block at a time, vectorised across rows."""
     n_classes, n_features = W.shape
     weighted = sample_weight.shape[0] > 0
-    one = np.ones(1, dtype=X.dtype)[0]
     Xt = np.empty((n_features, BLOCK_ROWS), dtype=X.dtype)
     Zt = np.empty((n_classes, BLOCK_ROWS), dtype=X.dtype)
     row_max = np.empty(BLOCK_ROWS, dtype=X.dtype)
     row_sum = np.empty(BLOCK_ROWS, dtype=X.dtype)
-    row_weight = np.empty(BLOCK_ROWS, dtype=X.dtype)
+    row_weight = np.ones(BLOCK_ROWS, dtype=X.dtype)
+    scratch = exp_scratch(X, BLOCK_ROWS)
     zero = np.zeros(1, dtype=X.dtype)[0]
     loss = 0.0
     for block_start in range(start, stop, BLOCK_ROWS):
@@ -142,23 +162,24 @@ def _blocked_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc):
                     Zt[k, r] += wkd * Xt[d, r]
         for r in range(nb):
             row_max[r] = Zt[0, r]
-            row_sum[r] = 0
+            row_sum[r] = zero
         for k in range(1, n_classes):
             for r in range(nb):
                 if Zt[k, r] > row_max[r]:
                     row_max[r] = Zt[k, r]
         # The loss needs z_y before the logits are overwritten by exp.
         for r in range(nb):
-            w = sample_weight[block_start + r] if weighted else one
-            row_weight[r] = w
-            loss += np.float64(w) * (
+            if weighted:
+                row_weight[r] = sample_weight[block_start + r]
+            loss += np.float64(row_weight[r]) * (
                 np.float64(row_max[r]) - np.float64(Zt[y[block_start + r], r])
             )
         for k in range(n_classes):
             for r in range(nb):
-                e = exp(Zt[k, r] - row_max[r])
-                Zt[k, r] = e
-                row_sum[r] += e
+                Zt[k, r] -= row_max[r]
+            exp_inplace(Zt[k, :nb], scratch)
+            for r in range(nb):
+                row_sum[r] += Zt[k, r]
         for r in range(nb):
             loss += np.float64(row_weight[r]) * math.log(row_sum[r])
             row_sum[r] = row_weight[r] / row_sum[r]
@@ -184,10 +205,9 @@ def _blocked_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc):
 def _blas_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc):
     """Rows [start, stop) as two GEMMs per block with the softmax between them."""
     n_classes, n_features = W.shape
-    weighted = sample_weight.shape[0] > 0
-    one = np.ones(1, dtype=X.dtype)[0]
     Wt = np.ascontiguousarray(W.T)
     Z = np.empty((BLOCK_ROWS, n_classes), dtype=X.dtype)
+    scratch = exp_scratch(X, BLOCK_ROWS * n_classes)
     dW_block = np.empty((n_classes, n_features), dtype=X.dtype)
     loss = 0.0
     for block_start in range(start, stop, BLOCK_ROWS):
@@ -196,27 +216,12 @@ def _blas_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc):
         Z_block = Z[:nb]
         np.dot(X_block, Wt, Z_block)
         for r in range(nb):
-            m = -np.inf
             for k in range(n_classes):
-                zk = Z_block[r, k] + b[k]
-                Z_block[r, k] = zk
-                if zk > m:
-                    m = zk
-            label = y[block_start + r]
-            z_label = Z_block[r, label]
-            s = 0.0
+                Z_block[r, k] += b[k]
+        loss += _softmax_grad_block(Z, nb, y, sample_weight, block_start, scratch)
+        for r in range(nb):
             for k in range(n_classes):
-                e = exp(Z_block[r, k] - m)
-                Z_block[r, k] = e
-                s += e
-            w = sample_weight[block_start + r] if weighted else one
-            loss += np.float64(w) * (np.float64(m) + math.log(s) - np.float64(z_label))
-            prob_scale = w / s
-            for k in range(n_classes):
-                Z_block[r, k] *= prob_scale
                 db_acc[k] += Z_block[r, k]
-            Z_block[r, label] -= w
-            db_acc[label] -= w
         np.dot(Z_block.T, X_block, dW_block)
         for k in range(n_classes):
             for d in range(n_features):
