@@ -11,7 +11,7 @@ from typing import Literal, NamedTuple
 import numpy as np
 
 from fastsoftmax import _checks, kernels
-from fastsoftmax._threading import parallel_section, row_chunks, single_threaded_blas
+from fastsoftmax._threading import parallel_section, row_chunks
 
 #: Multiply-adds (N K (D + 1)) below which a call runs on one thread: under
 #: this, starting the thread team costs more than it saves.
@@ -51,24 +51,18 @@ def fused_loss_grad(
     """Run the fused kernel on already-checked arrays; returns the float64 loss sum.
 
     Training loops validate once and then call this on every step. ``variant``
-    overrides the shape rule (tests use it to cover every block body).
+    overrides the shape rule (tests use it to cover every block body). A
+    non-finite result is returned as it is: callers that own X pass it to
+    ``_checks.raise_for_nonfinite_loss``, training loops treat it as divergence.
     """
     n_classes, n_features = W.shape
     if variant is None:
         variant = kernels.select_variant(n_features, n_classes)
     n_chunks = _n_chunks(X.shape[0], n_features, n_classes)
-    with parallel_section():
-        if variant == kernels.LossGradVariant.BLAS and n_chunks > 1:
-            with single_threaded_blas():
-                loss_sum = kernels.loss_grad_sums(
-                    X, y, W, b, sample_weight, variant, n_chunks, scale, l2, dW_out, db_out
-                )
-        else:
-            loss_sum = kernels.loss_grad_sums(
-                X, y, W, b, sample_weight, variant, n_chunks, scale, l2, dW_out, db_out
-            )
-    _checks.raise_for_nonfinite_loss(X, loss_sum)
-    return loss_sum
+    with parallel_section(n_chunks, calls_blas=variant == kernels.LossGradVariant.BLAS):
+        return kernels.loss_grad_sums(
+            X, y, W, b, sample_weight, variant, n_chunks, scale, l2, dW_out, db_out
+        )
 
 
 def _check_problem(X, y, W, b, sample_weight):
@@ -134,6 +128,7 @@ def loss_and_grad(
     dW = np.empty_like(W)
     db = np.empty_like(b)
     loss_sum = fused_loss_grad(X, y, W, b, sample_weight, 1.0 / weight_sum, l2, dW, db)
+    _checks.raise_for_nonfinite_loss(X, loss_sum)
     loss = loss_sum / weight_sum
     if l2:
         loss += 0.5 * l2 * float(np.dot(W.ravel(), W.ravel()))
@@ -153,6 +148,7 @@ def loss_and_grad_sums(X, y, W, b, *, sample_weight=None) -> LossGradSums:
     dW = np.empty_like(W)
     db = np.empty_like(b)
     loss_sum = fused_loss_grad(X, y, W, b, sample_weight, 1.0, 0.0, dW, db)
+    _checks.raise_for_nonfinite_loss(X, loss_sum)
     return LossGradSums(loss_sum, dW, db, _weight_sum(sample_weight, X.shape[0]))
 
 
@@ -172,8 +168,9 @@ def softmax(Z, *, out: np.ndarray | None = None) -> np.ndarray:
     """
     Z, _ = _checks.check_logits(Z)
     out = _checks.check_out(out, Z.shape, Z.dtype)
-    with parallel_section():
-        return kernels.softmax_rows(Z, out)
+    n_chunks = row_chunks(Z.shape[0])
+    with parallel_section(n_chunks):
+        return kernels.softmax_rows(Z, out, n_chunks)
 
 
 def log_softmax(Z, *, out: np.ndarray | None = None) -> np.ndarray:
@@ -183,8 +180,9 @@ def log_softmax(Z, *, out: np.ndarray | None = None) -> np.ndarray:
     """
     Z, _ = _checks.check_logits(Z)
     out = _checks.check_out(out, Z.shape, Z.dtype)
-    with parallel_section():
-        return kernels.log_softmax_rows(Z, out)
+    n_chunks = row_chunks(Z.shape[0])
+    with parallel_section(n_chunks):
+        return kernels.log_softmax_rows(Z, out, n_chunks)
 
 
 def cross_entropy(
@@ -213,13 +211,14 @@ def cross_entropy(
         raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}.")
     Z, y = _checks.check_logits(Z, y)
     sample_weight = _checks.check_sample_weight(sample_weight, Z.shape[0], Z.dtype)
-    with parallel_section():
+    n_chunks = row_chunks(Z.shape[0])
+    with parallel_section(n_chunks):
         if reduction == "none":
-            losses = kernels.cross_entropy_rows(Z, y, np.empty(Z.shape[0]))
+            losses = kernels.cross_entropy_rows(Z, y, np.empty(Z.shape[0]), n_chunks)
             if sample_weight.shape[0]:
                 losses *= sample_weight
             return losses.astype(Z.dtype, copy=False)
-        loss_sum, weight_sum = kernels.cross_entropy_sums(Z, y, sample_weight)
+        loss_sum, weight_sum = kernels.cross_entropy_sums(Z, y, sample_weight, n_chunks)
     return loss_sum / weight_sum if reduction == "mean" else loss_sum
 
 
@@ -228,6 +227,12 @@ def _check_prediction_input(X, W, b):
     X = _checks.check_X(X, W.dtype, W.shape[1])
     _checks.check_X_finite(X, "before predicting")
     return X, W, b
+
+
+def _prediction_plan(X: np.ndarray, W: np.ndarray) -> tuple[int, bool]:
+    """Chunks and logits method for prediction, by the same rule as loss+grad."""
+    n_chunks = _n_chunks(X.shape[0], W.shape[1], W.shape[0])
+    return n_chunks, kernels.select_variant(W.shape[1], W.shape[0]) == kernels.LossGradVariant.BLAS
 
 
 def predict_proba(X, W, b, *, out: np.ndarray | None = None) -> np.ndarray:
@@ -244,8 +249,9 @@ def predict_proba(X, W, b, *, out: np.ndarray | None = None) -> np.ndarray:
     X, W, b = _check_prediction_input(X, W, b)
     out = _checks.check_out(out, (X.shape[0], W.shape[0]), W.dtype)
     labels = np.empty(X.shape[0], dtype=np.int64)
-    with parallel_section():
-        kernels.predict_proba_labels(X, W, b, out, labels)
+    n_chunks, use_blas = _prediction_plan(X, W)
+    with parallel_section(n_chunks, calls_blas=use_blas):
+        kernels.predict_proba_labels(X, W, b, out, labels, n_chunks, use_blas)
     return out
 
 
@@ -253,6 +259,7 @@ def predict(X, W, b) -> np.ndarray:
     """Predicted labels argmax_k (X W^T + b)_k, shape (N,) int64, without forming probabilities."""
     X, W, b = _check_prediction_input(X, W, b)
     labels = np.empty(X.shape[0], dtype=np.int64)
-    with parallel_section():
-        kernels.predict_labels(X, W, b, labels, row_chunks(X.shape[0]))
+    n_chunks, use_blas = _prediction_plan(X, W)
+    with parallel_section(n_chunks, calls_blas=use_blas):
+        kernels.predict_labels(X, W, b, labels, n_chunks, use_blas)
     return labels

@@ -235,15 +235,27 @@ def check_logits(Z, y=None) -> tuple[np.ndarray, np.ndarray | None]:
     return Z, y
 
 
-def check_X_finite(X: np.ndarray, fix: str = "before calling") -> None:
-    """Raise ValueError naming the first row of X that holds NaN or inf (one parallel scan)."""
-    with parallel_section():
-        n_bad, first_row = kernels.count_nonfinite(X, row_chunks(X.shape[0]))
+def check_X_finite(X: np.ndarray, fix: str = "before calling", row_offset=0) -> None:
+    """Raise ValueError naming the first row of X that holds NaN or inf (one parallel scan).
+
+    For X a part of a larger data set, ``row_offset`` maps its rows to the
+    data set's: an int is added (a chunk), an index array is looked up (a
+    gathered mini-batch).
+    """
+    n_chunks = row_chunks(X.shape[0])
+    with parallel_section(n_chunks):
+        n_bad, first_row = kernels.count_nonfinite(X, n_chunks)
     if n_bad:
         raise ValueError(
-            f"X contains {n_bad} NaN or infinite value(s), the first in row {first_row}; "
+            f"X contains {n_bad} NaN or infinite value(s), the first in row {_data_row(first_row, row_offset)}; "
             f"remove or impute them (for example with np.nan_to_num) {fix}."
         )
+
+
+def _data_row(row: int, row_offset) -> int:
+    if isinstance(row_offset, np.ndarray):
+        return int(row_offset[row])
+    return int(row) + int(row_offset)
 
 
 def raise_for_nonfinite_loss(X: np.ndarray, loss_sum: float) -> None:

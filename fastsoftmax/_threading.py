@@ -45,14 +45,19 @@ def _check_layer() -> None:
 
 
 @contextlib.contextmanager
-def parallel_section() -> Iterator[None]:
-    """Enter around every call of a parallel kernel (serialises it under workqueue)."""
+def parallel_section(n_chunks: int = 2, calls_blas: bool = False) -> Iterator[None]:
+    """Enter around every call of a parallel kernel.
+
+    Serialises the call when only the workqueue layer is available, and holds
+    BLAS to one thread when ``n_chunks`` Numba threads each call BLAS.
+    """
     if not _layer_checked:
         _check_layer()
-    if _serialise:
-        with _serialise_lock:
-            yield
-    else:
+    with contextlib.ExitStack() as stack:
+        if _serialise:
+            stack.enter_context(_serialise_lock)
+        if calls_blas and n_chunks > 1:
+            stack.enter_context(single_threaded_blas())
         yield
 
 

@@ -141,3 +141,30 @@ def _exp_scratch_impl(like, n):
 def exp(x):
     """Scalar e**x, for the few places that exponentiate one value at a time."""
     return math.exp(x)
+
+
+#: Rows whose sums of exponentials are multiplied before one log is taken.
+#: Every such sum lies in [1, K], so a product of 32 stays below 2**1024 for
+#: K < 2**32, and the product's relative rounding error is at most 32 ulp.
+LOG_GROUP = 32
+
+
+@njit(nogil=True, cache=True, fastmath={"nsz", "contract", "reassoc"})
+def weighted_log_sum(sums, n, sample_weight, offset):
+    """sum_{r < n} w_{offset + r} log(sums[r]) in float64, for sums[r] in [1, 2**32).
+
+    Unweighted (``sample_weight`` of length 0), the logs of ``LOG_GROUP`` rows
+    are taken as one log of their product: one scalar log per 32 rows instead
+    of one per row, which otherwise dominates the step at small D and K.
+    """
+    total = 0.0
+    if sample_weight.shape[0] > 0:
+        for r in range(n):
+            total += np.float64(sample_weight[offset + r]) * math.log(sums[r])
+        return total
+    for group_start in range(0, n, LOG_GROUP):
+        product = 1.0
+        for r in range(group_start, min(group_start + LOG_GROUP, n)):
+            product *= np.float64(sums[r])
+        total += math.log(product)
+    return total

@@ -30,13 +30,12 @@ Design:
 """
 
 import enum
-import math
 
 import numpy as np
 from numba import njit, prange
 
 from fastsoftmax.kernels._config import BLOCK_ROWS, JIT_OPTIONS
-from fastsoftmax.kernels._math import exp_inplace, exp_scratch
+from fastsoftmax.kernels._math import exp_inplace, exp_scratch, weighted_log_sum
 
 
 class LossGradVariant(enum.IntEnum):
@@ -68,7 +67,7 @@ def select_variant(n_features: int, n_classes: int) -> LossGradVariant:
 
 
 @njit(**JIT_OPTIONS)
-def _softmax_grad_block(Z, nb, y, sample_weight, block_start, scratch):
+def _softmax_grad_block(Z, nb, y, sample_weight, block_start, scratch, row_sum):
     """Turn a block of logits Z[:nb] (rows r = block_start + r) into w_r (p_r - e_{y_r}).
 
     Returns the block's loss sum_r w_r (logsumexp(z_r) - z_{r,y_r}) in float64.
@@ -94,13 +93,13 @@ def _softmax_grad_block(Z, nb, y, sample_weight, block_start, scratch):
         s = zero
         for k in range(n_classes):
             s += Z[r, k]
+        row_sum[r] = s
         w = sample_weight[block_start + r] if weighted else one
-        loss += np.float64(w) * math.log(s)
         prob_scale = w / s
         for k in range(n_classes):
             Z[r, k] *= prob_scale
         Z[r, y[block_start + r]] -= w
-    return loss
+    return loss + weighted_log_sum(row_sum, nb, sample_weight, block_start)
 
 
 @njit(**JIT_OPTIONS)
@@ -109,6 +108,7 @@ def _rows_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc):
     n_classes, n_features = W.shape
     Z = np.empty((BLOCK_ROWS, n_classes), dtype=X.dtype)
     scratch = exp_scratch(X, BLOCK_ROWS * n_classes)
+    row_sum = np.empty(BLOCK_ROWS, dtype=X.dtype)
     dW_block = np.zeros((n_classes, n_features), dtype=X.dtype)
     loss = 0.0
     for block_start in range(start, stop, BLOCK_ROWS):
@@ -119,7 +119,7 @@ def _rows_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc):
                 for d in range(n_features):
                     acc += W[k, d] * X[block_start + r, d]
                 Z[r, k] = acc
-        loss += _softmax_grad_block(Z, nb, y, sample_weight, block_start, scratch)
+        loss += _softmax_grad_block(Z, nb, y, sample_weight, block_start, scratch, row_sum)
         for r in range(nb):
             for k in range(n_classes):
                 g = Z[r, k]
@@ -180,8 +180,8 @@ def _blocked_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc):
             exp_inplace(Zt[k, :nb], scratch)
             for r in range(nb):
                 row_sum[r] += Zt[k, r]
+        loss += weighted_log_sum(row_sum, nb, sample_weight, block_start)
         for r in range(nb):
-            loss += np.float64(row_weight[r]) * math.log(row_sum[r])
             row_sum[r] = row_weight[r] / row_sum[r]
         for k in range(n_classes):
             for r in range(nb):
@@ -208,6 +208,7 @@ def _blas_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc):
     Wt = np.ascontiguousarray(W.T)
     Z = np.empty((BLOCK_ROWS, n_classes), dtype=X.dtype)
     scratch = exp_scratch(X, BLOCK_ROWS * n_classes)
+    row_sum = np.empty(BLOCK_ROWS, dtype=X.dtype)
     dW_block = np.empty((n_classes, n_features), dtype=X.dtype)
     loss = 0.0
     for block_start in range(start, stop, BLOCK_ROWS):
@@ -218,7 +219,7 @@ def _blas_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc):
         for r in range(nb):
             for k in range(n_classes):
                 Z_block[r, k] += b[k]
-        loss += _softmax_grad_block(Z, nb, y, sample_weight, block_start, scratch)
+        loss += _softmax_grad_block(Z, nb, y, sample_weight, block_start, scratch, row_sum)
         for r in range(nb):
             for k in range(n_classes):
                 db_acc[k] += Z_block[r, k]

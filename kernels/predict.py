@@ -2,54 +2,78 @@
 
 Shapes: X (N, D), W (K, D), b (K,), proba_out (N, K), labels_out (N,) int64.
 The label is argmax_k z_k (ties go to the lowest k), taken from the logits, so
-it agrees with argmax of the probabilities without forming them.
+it agrees with the argmax of the probabilities without forming them. Logits
+come from BLAS on blocks of rows when ``use_blas`` is set (large K), from
+loops along D otherwise.
 """
 
 import numpy as np
 from numba import njit, prange
 
-from fastsoftmax.kernels._config import JIT_OPTIONS
-from fastsoftmax.kernels._math import exp
+from fastsoftmax.kernels._config import BLOCK_ROWS, JIT_OPTIONS
+from fastsoftmax.kernels._math import exp_scratch
+from fastsoftmax.kernels.softmax import exp_shifted_block
 
 
 @njit(**JIT_OPTIONS)
-def _logits_row(X, W, b, i, z):
-    """z = W X[i] + b; returns argmax_k z_k and max_k z_k."""
-    best = 0
-    m = -np.inf
-    for k in range(W.shape[0]):
-        acc = b[k]
-        for d in range(W.shape[1]):
-            acc += W[k, d] * X[i, d]
-        z[k] = acc
-        if acc > m:
-            m = acc
-            best = k
-    return best, m
+def _logits_block(X, W, Wt, b, block_start, nb, Z, use_blas):
+    """Z[r] = W X[block_start + r] + b for r < nb; Z is (>= nb, K) and C-contiguous."""
+    if use_blas:
+        np.dot(X[block_start : block_start + nb], Wt, Z[:nb])
+        for r in range(nb):
+            for k in range(W.shape[0]):
+                Z[r, k] += b[k]
+    else:
+        for r in range(nb):
+            for k in range(W.shape[0]):
+                acc = b[k]
+                for d in range(W.shape[1]):
+                    acc += W[k, d] * X[block_start + r, d]
+                Z[r, k] = acc
+
+
+@njit(**JIT_OPTIONS)
+def _argmax_rows(Z, nb, labels_out, block_start):
+    for r in range(nb):
+        best = 0
+        for k in range(1, Z.shape[1]):
+            if Z[r, k] > Z[r, best]:
+                best = k
+        labels_out[block_start + r] = best
 
 
 @njit(parallel=True, **JIT_OPTIONS)
-def predict_proba_labels(X, W, b, proba_out, labels_out):
+def predict_proba_labels(X, W, b, proba_out, labels_out, n_chunks, use_blas):
     """proba_out[i] = softmax(W X[i] + b) and labels_out[i] = its argmax."""
-    for i in prange(X.shape[0]):
-        z = proba_out[i]
-        best, m = _logits_row(X, W, b, i, z)
-        labels_out[i] = best
-        s = 0.0
-        for k in range(W.shape[0]):
-            e = exp(z[k] - m)
-            z[k] = e
-            s += e
-        inv = 1.0 / s
-        for k in range(W.shape[0]):
-            z[k] *= inv
+    n = X.shape[0]
+    n_classes = W.shape[0]
+    Wt = np.ascontiguousarray(W.T)
+    for c in prange(n_chunks):
+        scratch = exp_scratch(X, BLOCK_ROWS * n_classes)
+        row_max = np.empty(BLOCK_ROWS, dtype=X.dtype)
+        row_sum = np.empty(BLOCK_ROWS, dtype=X.dtype)
+        stop = (c + 1) * n // n_chunks
+        for block_start in range(c * n // n_chunks, stop, BLOCK_ROWS):
+            nb = min(BLOCK_ROWS, stop - block_start)
+            block = proba_out[block_start : block_start + nb]
+            _logits_block(X, W, Wt, b, block_start, nb, block, use_blas)
+            _argmax_rows(block, nb, labels_out, block_start)
+            exp_shifted_block(block, 0, nb, block, scratch, row_max, row_sum)
+            for r in range(nb):
+                inv = 1 / row_sum[r]
+                for k in range(n_classes):
+                    block[r, k] *= inv
 
 
 @njit(parallel=True, **JIT_OPTIONS)
-def predict_labels(X, W, b, labels_out, n_chunks):
-    """labels_out[i] = argmax_k (W X[i] + b)_k, with one K-vector per chunk of rows."""
+def predict_labels(X, W, b, labels_out, n_chunks, use_blas):
+    """labels_out[i] = argmax_k (W X[i] + b)_k, with one (block, K) buffer per chunk."""
     n = X.shape[0]
+    Wt = np.ascontiguousarray(W.T)
     for c in prange(n_chunks):
-        z = np.empty(W.shape[0], dtype=X.dtype)
-        for i in range(c * n // n_chunks, (c + 1) * n // n_chunks):
-            labels_out[i] = _logits_row(X, W, b, i, z)[0]
+        Z = np.empty((BLOCK_ROWS, W.shape[0]), dtype=X.dtype)
+        stop = (c + 1) * n // n_chunks
+        for block_start in range(c * n // n_chunks, stop, BLOCK_ROWS):
+            nb = min(BLOCK_ROWS, stop - block_start)
+            _logits_block(X, W, Wt, b, block_start, nb, Z, use_blas)
+            _argmax_rows(Z, nb, labels_out, block_start)

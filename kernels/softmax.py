@@ -8,6 +8,9 @@ Every row is stabilised by its maximum m = max_k z_k:
     loss(z, y)       = m + log(s) - z_y       (= logsumexp(z) - z_y, no epsilon)
 
 A logit of -inf gives probability 0 (fastmath leaves out ``ninf`` for this).
+Rows are split into ``n_chunks`` chunks (one per thread) and walked in blocks
+of ``BLOCK_ROWS``, so that the exponentials of a whole block go through one
+vectorised ``exp_inplace`` call.
 """
 
 import math
@@ -15,79 +18,121 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from fastsoftmax.kernels._config import JIT_OPTIONS
-from fastsoftmax.kernels._math import exp
+from fastsoftmax.kernels._config import BLOCK_ROWS, JIT_OPTIONS
+from fastsoftmax.kernels._math import exp_inplace, exp_scratch, weighted_log_sum
 
 
 @njit(**JIT_OPTIONS)
-def _row_max(Z, i):
-    m = Z[i, 0]
-    for k in range(1, Z.shape[1]):
-        if Z[i, k] > m:
-            m = Z[i, k]
-    return m
+def exp_shifted_block(Z, block_start, nb, E, scratch, row_max, row_sum):
+    """E[r] = exp(Z[block_start + r] - m_r) for r < nb, with m_r and the row sums s_r.
+
+    ``E`` is a (BLOCK_ROWS, K) buffer, or ``Z[block_start:]`` itself for an
+    in-place transform; ``row_max`` and ``row_sum`` have length >= nb.
+    """
+    n_classes = Z.shape[1]
+    for r in range(nb):
+        m = Z[block_start + r, 0]
+        for k in range(1, n_classes):
+            if Z[block_start + r, k] > m:
+                m = Z[block_start + r, k]
+        row_max[r] = m
+        for k in range(n_classes):
+            E[r, k] = Z[block_start + r, k] - m
+    exp_inplace(E[:nb].reshape(nb * n_classes), scratch)
+    for r in range(nb):
+        s = E[r, 0]
+        for k in range(1, n_classes):
+            s += E[r, k]
+        row_sum[r] = s
 
 
 @njit(parallel=True, **JIT_OPTIONS)
-def softmax_rows(Z, out):
+def softmax_rows(Z, out, n_chunks):
     """out[i] = softmax(Z[i]) for every row; ``out`` may be ``Z`` itself."""
-    for i in prange(Z.shape[0]):
-        m = _row_max(Z, i)
-        s = 0.0
-        for k in range(Z.shape[1]):
-            e = exp(Z[i, k] - m)
-            out[i, k] = e
-            s += e
-        inv = 1.0 / s
-        for k in range(Z.shape[1]):
-            out[i, k] *= inv
+    n = Z.shape[0]
+    for c in prange(n_chunks):
+        scratch = exp_scratch(Z, BLOCK_ROWS * Z.shape[1])
+        row_max = np.empty(BLOCK_ROWS, dtype=Z.dtype)
+        row_sum = np.empty(BLOCK_ROWS, dtype=Z.dtype)
+        stop = (c + 1) * n // n_chunks
+        for block_start in range(c * n // n_chunks, stop, BLOCK_ROWS):
+            nb = min(BLOCK_ROWS, stop - block_start)
+            block = out[block_start : block_start + nb]
+            exp_shifted_block(Z, block_start, nb, block, scratch, row_max, row_sum)
+            for r in range(nb):
+                inv = 1 / row_sum[r]
+                for k in range(Z.shape[1]):
+                    block[r, k] *= inv
     return out
 
 
 @njit(parallel=True, **JIT_OPTIONS)
-def log_softmax_rows(Z, out):
+def log_softmax_rows(Z, out, n_chunks):
     """out[i] = Z[i] - logsumexp(Z[i]) for every row; ``out`` may be ``Z``."""
-    for i in prange(Z.shape[0]):
-        m = _row_max(Z, i)
-        s = 0.0
-        for k in range(Z.shape[1]):
-            s += exp(Z[i, k] - m)
-        shift = m + math.log(s)
-        for k in range(Z.shape[1]):
-            out[i, k] = Z[i, k] - shift
+    n = Z.shape[0]
+    for c in prange(n_chunks):
+        scratch = exp_scratch(Z, BLOCK_ROWS * Z.shape[1])
+        E = np.empty((BLOCK_ROWS, Z.shape[1]), dtype=Z.dtype)
+        row_max = np.empty(BLOCK_ROWS, dtype=Z.dtype)
+        row_sum = np.empty(BLOCK_ROWS, dtype=Z.dtype)
+        stop = (c + 1) * n // n_chunks
+        for block_start in range(c * n // n_chunks, stop, BLOCK_ROWS):
+            nb = min(BLOCK_ROWS, stop - block_start)
+            exp_shifted_block(Z, block_start, nb, E, scratch, row_max, row_sum)
+            for r in range(nb):
+                shift = row_max[r] + math.log(row_sum[r])
+                for k in range(Z.shape[1]):
+                    out[block_start + r, k] = Z[block_start + r, k] - shift
     return out
 
 
 @njit(parallel=True, **JIT_OPTIONS)
-def cross_entropy_rows(Z, y, out):
-    """out[i] = logsumexp(Z[i]) - Z[i, y[i]], accumulated in float64."""
-    for i in prange(Z.shape[0]):
-        m = _row_max(Z, i)
-        s = 0.0
-        for k in range(Z.shape[1]):
-            s += np.float64(exp(Z[i, k] - m))
-        out[i] = np.float64(m) + math.log(s) - np.float64(Z[i, y[i]])
+def cross_entropy_rows(Z, y, out, n_chunks):
+    """out[i] = logsumexp(Z[i]) - Z[i, y[i]] (float64 ``out``)."""
+    n = Z.shape[0]
+    for c in prange(n_chunks):
+        scratch = exp_scratch(Z, BLOCK_ROWS * Z.shape[1])
+        E = np.empty((BLOCK_ROWS, Z.shape[1]), dtype=Z.dtype)
+        row_max = np.empty(BLOCK_ROWS, dtype=Z.dtype)
+        row_sum = np.empty(BLOCK_ROWS, dtype=Z.dtype)
+        stop = (c + 1) * n // n_chunks
+        for block_start in range(c * n // n_chunks, stop, BLOCK_ROWS):
+            nb = min(BLOCK_ROWS, stop - block_start)
+            exp_shifted_block(Z, block_start, nb, E, scratch, row_max, row_sum)
+            for r in range(nb):
+                i = block_start + r
+                out[i] = np.float64(row_max[r]) + math.log(row_sum[r]) - np.float64(Z[i, y[i]])
     return out
 
 
 @njit(parallel=True, **JIT_OPTIONS)
-def cross_entropy_sums(Z, y, sample_weight):
+def cross_entropy_sums(Z, y, sample_weight, n_chunks):
     """Return (sum_i w_i loss_i, sum_i w_i) in float64.
 
     ``sample_weight`` of length 0 means every weight is 1.
     """
     n = Z.shape[0]
     weighted = sample_weight.shape[0] > 0
+    chunk_loss = np.zeros(n_chunks)
+    for c in prange(n_chunks):
+        scratch = exp_scratch(Z, BLOCK_ROWS * Z.shape[1])
+        E = np.empty((BLOCK_ROWS, Z.shape[1]), dtype=Z.dtype)
+        row_max = np.empty(BLOCK_ROWS, dtype=Z.dtype)
+        row_sum = np.empty(BLOCK_ROWS, dtype=Z.dtype)
+        stop = (c + 1) * n // n_chunks
+        loss = 0.0
+        for block_start in range(c * n // n_chunks, stop, BLOCK_ROWS):
+            nb = min(BLOCK_ROWS, stop - block_start)
+            exp_shifted_block(Z, block_start, nb, E, scratch, row_max, row_sum)
+            for r in range(nb):
+                i = block_start + r
+                w = np.float64(sample_weight[i]) if weighted else 1.0
+                loss += w * (np.float64(row_max[r]) - np.float64(Z[i, y[i]]))
+            loss += weighted_log_sum(row_sum, nb, sample_weight, block_start)
+        chunk_loss[c] = loss
     loss_sum = 0.0
-    for i in prange(n):
-        m = _row_max(Z, i)
-        s = 0.0
-        for k in range(Z.shape[1]):
-            s += np.float64(exp(Z[i, k] - m))
-        loss = np.float64(m) + math.log(s) - np.float64(Z[i, y[i]])
-        if weighted:
-            loss *= np.float64(sample_weight[i])
-        loss_sum += loss
+    for c in range(n_chunks):
+        loss_sum += chunk_loss[c]
     weight_sum = 0.0
     if weighted:
         for i in range(n):
