@@ -20,13 +20,12 @@ Design:
 - Inside a chunk, rows go in blocks of ``BLOCK_ROWS``. A block's gradient is
   summed in the input dtype and then flushed into the float64 accumulator, so
   float32 rounding error grows with the block size, not with N.
-- Three block bodies, chosen by shape with ``select_variant``:
-  ``ROWS``    one row at a time, SIMD along D (moderate D, small K);
+- Two block bodies, chosen by shape with ``select_variant``:
   ``BLOCKED`` the block is transposed into a (D, block) scratch so that the
-              logits, the softmax and the gradient run SIMD across rows (small D,
-              where SIMD along D would leave most lanes empty);
+              logits, the softmax and the gradient run SIMD across rows (small D
+              and K, where SIMD along D would leave most lanes empty);
   ``BLAS``    two GEMMs per block through ``np.dot`` with the softmax fused
-              between them (large K, where the step is compute-bound).
+              between them (larger D or K).
 """
 
 import enum
@@ -41,29 +40,27 @@ from fastsoftmax.kernels._math import exp_inplace, exp_scratch, weighted_log_sum
 class LossGradVariant(enum.IntEnum):
     """Block body of the fused kernel (see the module docstring)."""
 
-    ROWS = 0
     BLOCKED = 1
     BLAS = 2
 
 
-#: K at and above which the step is dominated by the two products and BLAS wins.
+#: K at and above which SIMD across rows loses to BLAS even at small D.
 BLAS_MIN_CLASSES = 64
-#: D at and below which SIMD along D wastes lanes and rows are vectorised instead.
+#: D at and below which SIMD across rows beats BLAS's small-K products.
 BLOCKED_MAX_FEATURES = 32
 
 
 def select_variant(n_features: int, n_classes: int) -> LossGradVariant:
     """Choose the block body for a problem of D features and K classes.
 
-    The rule: K >= 64 is compute-bound, use BLAS; otherwise the step is bound
-    by reading X, and the question is which axis to vectorise: rows when
-    D <= 32, features when D is larger.
+    The rule, from measurements on 1 to 16 threads (README, "How the kernels
+    work"): BLOCKED when D <= 32 and K < 64, where a (D, block) transpose
+    fits in L1 and SIMD across rows fills every lane; BLAS otherwise, which
+    was 1.5 to 3x faster than loops along D already at D = 100, K = 10.
     """
-    if n_classes >= BLAS_MIN_CLASSES:
-        return LossGradVariant.BLAS
-    if n_features <= BLOCKED_MAX_FEATURES:
+    if n_features <= BLOCKED_MAX_FEATURES and n_classes < BLAS_MIN_CLASSES:
         return LossGradVariant.BLOCKED
-    return LossGradVariant.ROWS
+    return LossGradVariant.BLAS
 
 
 @njit(**JIT_OPTIONS)
@@ -100,37 +97,6 @@ def _softmax_grad_block(Z, nb, y, sample_weight, block_start, scratch, row_sum):
             Z[r, k] *= prob_scale
         Z[r, y[block_start + r]] -= w
     return loss + weighted_log_sum(row_sum, nb, sample_weight, block_start)
-
-
-@njit(**JIT_OPTIONS)
-def _rows_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc):
-    """Rows [start, stop) with the products vectorised along D."""
-    n_classes, n_features = W.shape
-    Z = np.empty((BLOCK_ROWS, n_classes), dtype=X.dtype)
-    scratch = exp_scratch(X, BLOCK_ROWS * n_classes)
-    row_sum = np.empty(BLOCK_ROWS, dtype=X.dtype)
-    dW_block = np.zeros((n_classes, n_features), dtype=X.dtype)
-    loss = 0.0
-    for block_start in range(start, stop, BLOCK_ROWS):
-        nb = min(BLOCK_ROWS, stop - block_start)
-        for r in range(nb):
-            for k in range(n_classes):
-                acc = b[k]
-                for d in range(n_features):
-                    acc += W[k, d] * X[block_start + r, d]
-                Z[r, k] = acc
-        loss += _softmax_grad_block(Z, nb, y, sample_weight, block_start, scratch, row_sum)
-        for r in range(nb):
-            for k in range(n_classes):
-                g = Z[r, k]
-                db_acc[k] += g
-                for d in range(n_features):
-                    dW_block[k, d] += g * X[block_start + r, d]
-        for k in range(n_classes):
-            for d in range(n_features):
-                dW_acc[k, d] += dW_block[k, d]
-                dW_block[k, d] = 0
-    return loss
 
 
 @njit(**JIT_OPTIONS)
@@ -234,9 +200,7 @@ def _blas_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc):
 def _chunk(X, y, W, b, sample_weight, start, stop, variant, dW_acc, db_acc):
     if variant == 2:
         return _blas_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc)
-    if variant == 1:
-        return _blocked_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc)
-    return _rows_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc)
+    return _blocked_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc)
 
 
 @njit(**JIT_OPTIONS)
