@@ -29,17 +29,25 @@ def request_threadsafe_layer() -> None:
         numba.config.THREADING_LAYER = "threadsafe"
 
 
+def _launch_threads() -> None:
+    # Numba starts its thread pool on the first parallel call; starting it here
+    # lets a failure to load OpenMP/TBB fall back before any kernel runs.
+    from numba.np.ufunc import parallel
+
+    parallel._launch_threads()
+
+
 def _check_layer() -> None:
     global _layer_checked, _serialise
     with _layer_lock:
         if _layer_checked:
             return
         try:
-            numba.np.ufunc.parallel._launch_threads()
+            _launch_threads()
         except ValueError:
             # Neither OpenMP nor TBB could be loaded: fall back to workqueue.
             numba.config.THREADING_LAYER = "workqueue"
-            numba.np.ufunc.parallel._launch_threads()
+            _launch_threads()
         _serialise = numba.threading_layer() == "workqueue"
         _layer_checked = True
 
