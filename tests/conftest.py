@@ -1,0 +1,139 @@
+"""Shared fixtures and helpers: seeded data, layouts and derived tolerances.
+
+Tolerances
+----------
+Every comparison tolerance comes from :func:`rtol_for`: machine epsilon of the
+compute dtype times the square root of the number of rounded terms that feed
+one result (random-walk rounding), times a small safety constant. The oracle is
+the NumPy reference evaluated in float64 (:func:`reference_loss_grad`), so its
+own error is negligible next to a float32 kernel's.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from fastsoftmax import reference
+from fastsoftmax.kernels._config import BLOCK_ROWS
+
+DTYPES = [np.float32, np.float64]
+DTYPE_IDS = ["f32", "f64"]
+
+#: Safety factor on top of eps * sqrt(terms). Rounding errors of the dot
+#: products, the softmax and the blocked sums are random-walk-like; 16 leaves
+#: room for the few-ulp errors of exp/log and for unlucky correlations.
+SAFETY = 16.0
+
+
+def rtol_for(dtype, *n_terms: int, safety: float = SAFETY) -> float:
+    """Relative tolerance ``safety * eps(dtype) * sqrt(sum(n_terms))``.
+
+    Pass the lengths of the sums that feed one result: for the fused gradient
+    that is D + 1 (a logit), K (the softmax normaliser) and the rows summed in
+    the compute dtype before the float64 flush (at most ``BLOCK_ROWS``).
+    """
+    eps = float(np.finfo(dtype).eps)
+    return safety * eps * math.sqrt(max(1, sum(n_terms)))
+
+
+def grad_rtol(dtype, n_samples: int, n_features: int, n_classes: int) -> float:
+    """Tolerance of the fused loss and gradient for an (N, D, K) problem."""
+    return rtol_for(dtype, n_features + 1, n_classes, min(n_samples, BLOCK_ROWS))
+
+
+def assert_grad_close(loss, dW, db, ref, X, W, l2, rtol):
+    """Compare (loss, dW, db) with a float64 reference triple.
+
+    Entries of dW are bounded by max|x| + l2 max|W| (|p - e_y| <= 1 and the
+    normalised weights sum to 1), entries of db by 1 and the loss by the logit
+    range: those bounds scale ``atol`` so that entries that cancel to ~0 are
+    judged against the size of the terms they were summed from.
+    """
+    ref_loss, ref_dW, ref_db = ref
+    X64 = np.asarray(X, dtype=np.float64)
+    W64 = np.asarray(W, dtype=np.float64)
+    x_scale = float(np.abs(X64).max()) if X64.size else 1.0
+    logit_scale = 1.0 + x_scale * float(np.abs(W64).sum(axis=1).max())
+    assert math.isfinite(loss)
+    np.testing.assert_allclose(loss, ref_loss, rtol=rtol, atol=rtol * logit_scale)
+    np.testing.assert_allclose(
+        dW, ref_dW, rtol=rtol, atol=rtol * (x_scale + l2 * float(np.abs(W64).max()))
+    )
+    np.testing.assert_allclose(db, ref_db, rtol=rtol, atol=rtol)
+
+
+def reference_loss_grad(X, y, W, b, *, l2=0.0, sample_weight=None):
+    """The NumPy oracle evaluated in float64, whatever the input dtype."""
+    sw = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    return reference.loss_and_grad(
+        np.asarray(X, dtype=np.float64),
+        y,
+        np.asarray(W, dtype=np.float64),
+        np.asarray(b, dtype=np.float64),
+        l2=l2,
+        sample_weight=sw,
+    )
+
+
+@pytest.fixture
+def rng():
+    """The one seeded generator every randomised test draws from."""
+    return np.random.default_rng(20240611)
+
+
+def make_problem(rng, n, d, k, dtype=np.float64, *, weighted=False, w_scale=1.0):
+    """Random (X, y, W, b, sample_weight) with every class present when N >= K."""
+    X = rng.standard_normal((n, d)).astype(dtype)
+    y = rng.integers(0, k, size=n)
+    if n >= k:
+        y[:k] = np.arange(k)
+        rng.shuffle(y)
+    W = (w_scale * rng.standard_normal((k, d))).astype(dtype)
+    b = (w_scale * rng.standard_normal(k)).astype(dtype)
+    sw = rng.uniform(0.1, 2.0, size=n).astype(dtype) if weighted else None
+    return X, y, W, b, sw
+
+
+LAYOUTS = ["c", "fortran", "strided", "readonly", "np_memmap", "np_load_mmap"]
+
+
+def with_layout(a: np.ndarray, layout: str, tmp_path) -> np.ndarray:
+    """Return an array equal to ``a`` in the requested memory layout.
+
+    "strided" is a non-contiguous view (every other column of a wider array);
+    "readonly" has ``writeable=False``; "np_memmap" is a writable ``np.memmap``;
+    "np_load_mmap" comes back read-only from ``np.load(mmap_mode="r")``.
+    Read-only arrays compile a separate kernel specialisation, so tests use
+    them sparingly.
+    """
+    a = np.ascontiguousarray(a)
+    if layout == "c":
+        return a
+    if layout == "fortran":
+        out = np.asfortranarray(a)
+        assert not out.flags.c_contiguous or min(a.shape) == 1
+        return out
+    if layout == "strided":
+        wide = np.empty(a.shape[:-1] + (2 * a.shape[-1],), dtype=a.dtype)
+        wide[..., ::2] = a
+        out = wide[..., ::2]
+        assert not out.flags.c_contiguous
+        return out
+    if layout == "readonly":
+        out = a.copy()
+        out.flags.writeable = False
+        return out
+    if layout == "np_memmap":
+        mm = np.memmap(tmp_path / "data.bin", dtype=a.dtype, mode="w+", shape=a.shape)
+        mm[...] = a
+        mm.flush()
+        return np.memmap(tmp_path / "data.bin", dtype=a.dtype, mode="r+", shape=a.shape)
+    if layout == "np_load_mmap":
+        np.save(tmp_path / "data.npy", a)
+        out = np.load(tmp_path / "data.npy", mmap_mode="r")
+        assert isinstance(out, np.memmap) and not out.flags.writeable
+        return out
+    raise ValueError(layout)

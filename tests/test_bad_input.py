@@ -1,0 +1,481 @@
+"""Every bad input raises the right exception, with a message that names the problem."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import make_problem
+
+import fastsoftmax as fs
+from fastsoftmax import SoftmaxRegression, kernels
+
+
+@pytest.fixture
+def problem(rng):
+    """A valid float64 problem: X (8, 4), y (8,), W (3, 4), b (3,)."""
+    X, y, W, b, _ = make_problem(rng, 8, 4, 3)
+    return X, y, W, b
+
+
+def _replace(problem, **changes):
+    args = dict(zip("XyWb", problem))
+    args.update(changes)
+    return args["X"], args["y"], args["W"], args["b"]
+
+
+def _with_value(a, index, value):
+    a = np.array(a, copy=True)
+    a[index] = value
+    return a
+
+
+# Each case: a function of the valid problem that returns (args, kwargs),
+# the exception type, and a regex that the message must match.
+LOSS_GRAD_CASES = {
+    "X-1d": (
+        lambda p: _replace(p, X=p[0][0]),
+        ValueError,
+        r"X must be 2-dimensional.*reshape\(1, -1\)",
+    ),
+    "X-3d": (lambda p: _replace(p, X=p[0][None]), ValueError, r"X must be 2-dimensional"),
+    "W-1d": (lambda p: _replace(p, W=p[2][0]), ValueError, r"W must be 2-dimensional"),
+    "b-2d": (lambda p: _replace(p, b=p[3][None]), ValueError, r"b must be 1-dimensional"),
+    "X-W-feature-mismatch": (
+        lambda p: _replace(p, X=np.ones((8, 5))),
+        ValueError,
+        r"X has 5 features but W has 4 columns",
+    ),
+    "b-wrong-length": (
+        lambda p: _replace(p, b=np.zeros(4)),
+        ValueError,
+        r"b has length 4 but W has 3 rows",
+    ),
+    "y-wrong-length": (
+        lambda p: _replace(p, y=p[1][:5]),
+        ValueError,
+        r"y has 5 labels but X has 8 rows",
+    ),
+    "y-2d-onehot": (
+        lambda p: _replace(p, y=np.eye(3, dtype=int)[p[1]]),
+        ValueError,
+        r"y must be 1-dimensional.*one-hot",
+    ),
+    "y-float": (
+        lambda p: _replace(p, y=p[1].astype(float)),
+        TypeError,
+        r"y has dtype float64; labels must be integer",
+    ),
+    "y-negative": (
+        lambda p: _replace(p, y=_with_value(p[1], 2, -1)),
+        ValueError,
+        r"label -1, outside \[0, 3\)",
+    ),
+    "y-too-large": (
+        lambda p: _replace(p, y=_with_value(p[1], 2, 3)),
+        ValueError,
+        r"label 3, outside \[0, 3\)",
+    ),
+    "X-nan": (
+        lambda p: _replace(p, X=_with_value(p[0], (2, 1), np.nan)),
+        ValueError,
+        r"X contains 1 NaN or infinite value\(s\), the first in row 2",
+    ),
+    "X-inf": (
+        lambda p: _replace(p, X=_with_value(p[0], (5, 0), np.inf)),
+        ValueError,
+        r"X contains 1 NaN or infinite.*row 5",
+    ),
+    "X-minus-inf": (
+        lambda p: _replace(p, X=_with_value(p[0], (0, 3), -np.inf)),
+        ValueError,
+        r"X contains 1 NaN or infinite.*row 0",
+    ),
+    "W-nan": (
+        lambda p: _replace(p, W=_with_value(p[2], (1, 1), np.nan)),
+        ValueError,
+        r"W contains 1 NaN or infinite",
+    ),
+    "W-inf": (
+        lambda p: _replace(p, W=_with_value(p[2], (0, 0), np.inf)),
+        ValueError,
+        r"W contains 1 NaN or infinite",
+    ),
+    "b-nan": (
+        lambda p: _replace(p, b=_with_value(p[3], 0, np.nan)),
+        ValueError,
+        r"b contains 1 NaN or infinite",
+    ),
+    "b-inf": (
+        lambda p: _replace(p, b=_with_value(p[3], 2, -np.inf)),
+        ValueError,
+        r"b contains 1 NaN or infinite",
+    ),
+    "X-empty": (
+        lambda p: _replace(p, X=np.empty((0, 4)), y=np.empty(0, int)),
+        ValueError,
+        r"X is empty \(0 samples\)",
+    ),
+    "W-empty": (
+        lambda p: _replace(p, W=np.empty((0, 4)), b=np.empty(0)),
+        ValueError,
+        r"W is empty",
+    ),
+    "W-int": (
+        lambda p: _replace(p, W=p[2].astype(np.int64)),
+        TypeError,
+        r"W has dtype int64; it must be float32 or float64",
+    ),
+    "X-f32-W-f64": (
+        lambda p: _replace(p, X=p[0].astype(np.float32)),
+        TypeError,
+        r"X has dtype float32 but the parameters are float64",
+    ),
+    "X-f64-W-f32": (
+        lambda p: _replace(p, W=p[2].astype(np.float32), b=p[3].astype(np.float32)),
+        TypeError,
+        r"X has dtype float64 but the parameters are float32",
+    ),
+    "b-f32-W-f64": (
+        lambda p: _replace(p, b=p[3].astype(np.float32)),
+        TypeError,
+        r"b has dtype float32 but the computation runs in float64",
+    ),
+    "X-float16": (
+        lambda p: _replace(p, X=p[0].astype(np.float16)),
+        TypeError,
+        r"X has dtype float16",
+    ),
+    "X-complex": (
+        lambda p: _replace(p, X=p[0].astype(complex)),
+        TypeError,
+        r"X has dtype complex128; it must be a real numeric array",
+    ),
+    "X-object": (lambda p: _replace(p, X=p[0].astype(object)), TypeError, r"X has dtype object"),
+    "X-none": (lambda p: _replace(p, X=None), TypeError, r"X is None"),
+    "X-ragged": (
+        lambda p: _replace(p, X=[[1.0, 2.0], [3.0]]),
+        TypeError,
+        r"X could not be converted",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(LOSS_GRAD_CASES))
+def test_loss_and_grad_rejects(problem, case):
+    make, exc, match = LOSS_GRAD_CASES[case]
+    args = make(problem)
+    with pytest.raises(exc, match=match):
+        fs.loss_and_grad(*args)
+    with pytest.raises(exc, match=match):
+        fs.loss_and_grad_sums(*args)
+
+
+@pytest.mark.parametrize(
+    "l2",
+    [-0.1, np.nan, np.inf, "0.1", None, 1j],
+    ids=["negative", "nan", "inf", "str", "none", "complex"],
+)
+def test_bad_l2(problem, l2):
+    with pytest.raises(ValueError, match=r"l2 must be a finite number >= 0"):
+        fs.loss_and_grad(*problem, l2=l2)
+
+
+SAMPLE_WEIGHT_CASES = {
+    "wrong-length": (
+        np.ones(5),
+        ValueError,
+        r"sample_weight must have shape \(8,\) to match X, got \(5,\)",
+    ),
+    "2d": (np.ones((8, 1)), ValueError, r"sample_weight must have shape \(8,\)"),
+    "negative": (
+        _with_value(np.ones(8), 3, -1.0),
+        ValueError,
+        r"sample_weight contains negative values",
+    ),
+    "nan": (
+        _with_value(np.ones(8), 3, np.nan),
+        ValueError,
+        r"sample_weight contains 1 NaN or infinite",
+    ),
+    "inf": (
+        _with_value(np.ones(8), 0, np.inf),
+        ValueError,
+        r"sample_weight contains 1 NaN or infinite",
+    ),
+    "all-zero": (np.zeros(8), ValueError, r"sample_weight sums to 0"),
+    "strings": (np.array(["a"] * 8), TypeError, r"sample_weight has dtype <U1; it must be numeric"),
+}
+
+
+@pytest.mark.parametrize("case", list(SAMPLE_WEIGHT_CASES))
+def test_bad_sample_weight(problem, case):
+    sw, exc, match = SAMPLE_WEIGHT_CASES[case]
+    with pytest.raises(exc, match=match):
+        fs.loss_and_grad(*problem, sample_weight=sw)
+    X, y, W, b = problem
+    with pytest.raises(exc, match=match):
+        fs.cross_entropy(X @ W.T + b, y, sample_weight=sw)
+    with pytest.raises(exc, match=match):
+        SoftmaxRegression(4, 3).fit(X, y, sample_weight=sw)
+
+
+# Non-finite X is found after the fused kernel from a non-finite loss, so
+# every block body (and a zero-weight row) must propagate it. The public
+# function picks the body by shape; select_variant is patched to force each.
+NONFINITE_SHAPES = [(40, 4, 3), (40, 40, 3), (40, 4, 70)]
+
+
+@pytest.mark.parametrize("zero_weight", [False, True], ids=["weight-1", "weight-0"])
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf], ids=["nan", "inf", "-inf"])
+@pytest.mark.parametrize("variant", list(kernels.LossGradVariant), ids=lambda v: v.name.lower())
+@pytest.mark.parametrize("shape", NONFINITE_SHAPES, ids=lambda s: f"N{s[0]}-D{s[1]}-K{s[2]}")
+def test_nonfinite_X_detected_by_every_block_body(
+    rng, monkeypatch, shape, variant, value, zero_weight
+):
+    n, d, k = shape
+    X, y, W, b, _ = make_problem(rng, n, d, k)
+    monkeypatch.setattr(kernels, "select_variant", lambda n_features, n_classes: variant)
+    W[:, 1] = 0.0  # 0 * inf must not hide an inf either
+    X[17, 1] = value
+    sw = np.ones(n)
+    if zero_weight:
+        sw[17] = 0.0
+    with pytest.raises(
+        ValueError, match=r"X contains 1 NaN or infinite value\(s\), the first in row 17"
+    ):
+        fs.loss_and_grad(X, y, W, b, sample_weight=sw)
+    X[17, 1] = 0.0
+    X[23, 0] = value
+    with pytest.raises(ValueError, match=r"first in row 23"):
+        fs.loss_and_grad(X, y, W, b, sample_weight=sw)
+
+
+# -- logits: softmax, log_softmax, cross_entropy -------------------------------
+
+LOGIT_CASES = {
+    "1d": (np.zeros(3), ValueError, r"Z must be 2-dimensional"),
+    "nan": (np.array([[0.0, np.nan]]), ValueError, r"Z contains NaN or \+inf"),
+    "plus-inf": (np.array([[0.0, np.inf]]), ValueError, r"Z contains NaN or \+inf"),
+    "int": (
+        np.zeros((2, 3), dtype=int),
+        TypeError,
+        r"Z has dtype int64; it must be float32 or float64",
+    ),
+    "empty": (np.empty((0, 3)), ValueError, r"Z is empty"),
+}
+
+
+@pytest.mark.parametrize("func", [fs.softmax, fs.log_softmax], ids=["softmax", "log_softmax"])
+@pytest.mark.parametrize("case", list(LOGIT_CASES))
+def test_bad_logits(func, case):
+    Z, exc, match = LOGIT_CASES[case]
+    with pytest.raises(exc, match=match):
+        func(Z)
+
+
+@pytest.mark.parametrize("case", list(LOGIT_CASES))
+def test_cross_entropy_bad_logits(case):
+    Z, exc, match = LOGIT_CASES[case]
+    with pytest.raises(exc, match=match):
+        fs.cross_entropy(Z, np.zeros(max(1, Z.shape[0]) if Z.ndim else 1, dtype=int))
+
+
+def test_cross_entropy_bad_labels_and_reduction():
+    Z = np.zeros((2, 3))
+    with pytest.raises(ValueError, match=r"label 3, outside \[0, 3\)"):
+        fs.cross_entropy(Z, [0, 3])
+    with pytest.raises(TypeError, match=r"labels must be integer"):
+        fs.cross_entropy(Z, [0.0, 1.0])
+    with pytest.raises(ValueError, match=r"y has 1 labels but X has 2 rows"):
+        fs.cross_entropy(Z, [0])
+    with pytest.raises(ValueError, match=r"reduction must be 'mean', 'sum' or 'none', got 'max'"):
+        fs.cross_entropy(Z, [0, 1], reduction="max")
+
+
+OUT_CASES = {
+    "wrong-shape": (
+        lambda: np.empty((3, 2)),
+        ValueError,
+        r"out must have shape \(2, 3\) and dtype float64, got \(3, 2\) float64",
+    ),
+    "wrong-dtype": (
+        lambda: np.empty((2, 3), np.float32),
+        ValueError,
+        r"out must have shape \(2, 3\) and dtype float64, got \(2, 3\) float32",
+    ),
+    "fortran": (
+        lambda: np.empty((2, 3), order="F"),
+        ValueError,
+        r"out must be a writeable C-contiguous array",
+    ),
+    "readonly": (
+        lambda: np.lib.stride_tricks.as_strided(np.empty((2, 3)), writeable=False),
+        ValueError,
+        r"writeable C-contiguous",
+    ),
+    "list": (lambda: [[0.0] * 3] * 2, TypeError, r"out must be a NumPy array, got list"),
+}
+
+
+@pytest.mark.parametrize("case", list(OUT_CASES))
+def test_bad_out_buffer(rng, case):
+    make, exc, match = OUT_CASES[case]
+    Z = rng.standard_normal((2, 3))
+    with pytest.raises(exc, match=match):
+        fs.softmax(Z, out=make())
+    with pytest.raises(exc, match=match):
+        fs.log_softmax(Z, out=make())
+    X, W, b = rng.standard_normal((2, 4)), rng.standard_normal((3, 4)), np.zeros(3)
+    with pytest.raises(exc, match=match):
+        fs.predict_proba(X, W, b, out=make())
+
+
+# -- prediction -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf], ids=["nan", "inf"])
+@pytest.mark.parametrize("func", [fs.predict, fs.predict_proba], ids=["predict", "predict_proba"])
+def test_predict_rejects_nonfinite_X(problem, func, value):
+    X, _, W, b = problem
+    X = _with_value(X, (6, 2), value)
+    with pytest.raises(
+        ValueError,
+        match=r"X contains 1 NaN or infinite value\(s\), the first in row 6.*before predicting",
+    ):
+        func(X, W, b)
+
+
+@pytest.mark.parametrize("func", [fs.predict, fs.predict_proba], ids=["predict", "predict_proba"])
+def test_predict_rejects_bad_shapes(problem, func):
+    X, _, W, b = problem
+    with pytest.raises(ValueError, match=r"X has 3 features but W has 4 columns"):
+        func(X[:, :3], W, b)
+    with pytest.raises(ValueError, match=r"b has length 2"):
+        func(X, W, b[:2])
+    with pytest.raises(ValueError, match=r"X is empty"):
+        func(X[:0], W, b)
+    with pytest.raises(ValueError, match=r"W contains 1 NaN"):
+        func(X, _with_value(W, (0, 0), np.nan), b)
+
+
+# -- the model ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf], ids=["nan", "inf"])
+@pytest.mark.parametrize("solver", ["lbfgs", "gd", "sgd", "adam"])
+def test_fit_rejects_nonfinite_X(problem, solver, value):
+    X, y, _, _ = problem
+    X = _with_value(X, (4, 0), value)
+    model = SoftmaxRegression(4, 3, seed=0)
+    W0 = model.W.copy()
+    with pytest.raises(
+        ValueError, match=r"X contains 1 NaN or infinite value\(s\), the first in row 4"
+    ) as info:
+        model.fit(X, y, solver=solver, max_iter=3)
+    assert not isinstance(info.value, fs.TrainingError)
+    np.testing.assert_array_equal(model.W, W0)
+
+
+def test_model_methods_reject_nonfinite_X(problem):
+    X, y, _, _ = problem
+    X = _with_value(X, (3, 3), np.nan)
+    model = SoftmaxRegression(4, 3, seed=0)
+    W0 = model.W.copy()
+    for call in (model.predict, model.predict_proba, model.forward):
+        with pytest.raises(ValueError, match=r"X contains 1 NaN.*row 3"):
+            call(X)
+    with pytest.raises(ValueError, match=r"X contains 1 NaN.*row 3"):
+        model.train_step(X, y, 0.1)
+    with pytest.raises(ValueError, match=r"X contains 1 NaN.*row 3"):
+        model.backward(X, y)
+    np.testing.assert_array_equal(model.W, W0)  # a failed train_step changes nothing
+
+
+def test_model_rejects_bad_shapes_and_labels(problem):
+    X, y, _, _ = problem
+    model = SoftmaxRegression(4, 3)
+    with pytest.raises(ValueError, match=r"X has 5 features but W has 4 columns"):
+        model.fit(np.ones((8, 5)), y)
+    with pytest.raises(ValueError, match=r"y has 7 labels but X has 8 rows"):
+        model.fit(X, y[:7])
+    with pytest.raises(ValueError, match=r"label 3, outside \[0, 3\)"):
+        model.train_step(X, _with_value(y, 0, 3), 0.1)
+    with pytest.raises(TypeError, match=r"labels must be integer"):
+        model.accuracy(X, y.astype(float))
+    with pytest.raises(ValueError, match=r"probs must have shape \(8, 3\)"):
+        model.backward(X, y, np.full((8, 2), 0.5))
+    with pytest.raises(ValueError, match=r"X is empty"):
+        model.predict(X[:0])
+
+
+FIT_ARG_CASES = {
+    "solver": (dict(solver="newton"), r"solver must be one of"),
+    "max_iter-0": (dict(max_iter=0), r"max_iter must be a positive integer"),
+    "max_iter-float": (dict(max_iter=2.5), r"max_iter must be a positive integer"),
+    "batch_size": (dict(solver="sgd", batch_size=0), r"batch_size must be a positive integer"),
+    "lr-negative": (dict(solver="gd", lr=-1.0), r"lr must be a finite number > 0"),
+    "lr-nan": (dict(solver="gd", lr=np.nan), r"lr must be a finite number > 0"),
+    "l2-negative": (dict(l2=-1.0), r"l2 must be a finite number >= 0"),
+}
+
+
+@pytest.mark.parametrize("case", list(FIT_ARG_CASES))
+def test_fit_rejects_bad_arguments(problem, case):
+    kwargs, match = FIT_ARG_CASES[case]
+    X, y, _, _ = problem
+    with pytest.raises(ValueError, match=match):
+        SoftmaxRegression(4, 3).fit(X, y, **kwargs)
+
+
+def test_model_constructor_rejects_bad_arguments():
+    with pytest.raises(ValueError, match=r"input_dim must be a positive integer"):
+        SoftmaxRegression(0, 3)
+    with pytest.raises(ValueError, match=r"num_classes must be an integer >= 2"):
+        SoftmaxRegression(4, 1)
+    with pytest.raises(TypeError, match=r"dtype int64 is not supported"):
+        SoftmaxRegression(4, 3, dtype=np.int64)
+    with pytest.raises(ValueError, match=r"l2 must be a finite number >= 0"):
+        SoftmaxRegression(4, 3).train_step(np.ones((2, 4)), [0, 1], 0.1, l2=-1)
+
+
+# -- inputs that must be accepted -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "int_dtype", [np.int64, np.int32, np.uint8, np.bool_], ids=["int64", "int32", "uint8", "bool"]
+)
+def test_integer_X_is_accepted_as_the_parameter_dtype(rng, int_dtype):
+    Xi = rng.integers(0, 2, size=(10, 4)).astype(int_dtype)
+    y = rng.integers(0, 3, 10)
+    W, b = rng.standard_normal((3, 4)), rng.standard_normal(3)
+    loss, dW, db = fs.loss_and_grad(Xi, y, W, b)
+    want = fs.loss_and_grad(Xi.astype(np.float64), y, W, b)
+    assert dW.dtype == np.float64
+    assert loss == want[0]
+    np.testing.assert_array_equal(dW, want[1])
+    np.testing.assert_array_equal(db, want[2])
+    np.testing.assert_array_equal(
+        fs.predict_proba(Xi, W, b), fs.predict_proba(Xi.astype(float), W, b)
+    )
+    # With float32 parameters, integer X is cast to float32.
+    _, dW32, _ = fs.loss_and_grad(Xi, y, W.astype(np.float32), b.astype(np.float32))
+    assert dW32.dtype == np.float32
+
+
+@pytest.mark.parametrize(
+    "label_dtype", [np.int32, np.uint8, np.uint64], ids=["int32", "uint8", "uint64"]
+)
+def test_other_integer_label_dtypes_are_accepted(problem, label_dtype):
+    X, y, W, b = problem
+    want = fs.loss_and_grad(X, y, W, b)
+    got = fs.loss_and_grad(X, y.astype(label_dtype), W, b)
+    assert got[0] == want[0]
+    np.testing.assert_array_equal(got[1], want[1])
+
+
+def test_lists_are_accepted(problem):
+    X, y, W, b = problem
+    want = fs.loss_and_grad(X, y, W, b)
+    got = fs.loss_and_grad(X.tolist(), y.tolist(), W.tolist(), b.tolist())
+    assert got[0] == want[0]
+    np.testing.assert_array_equal(got[1], want[1])

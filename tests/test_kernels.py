@@ -1,0 +1,447 @@
+"""Every kernel against the NumPy reference, in both dtypes, on edge shapes and layouts."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from conftest import (
+    DTYPE_IDS,
+    DTYPES,
+    LAYOUTS,
+    assert_grad_close,
+    grad_rtol,
+    make_problem,
+    reference_loss_grad,
+    rtol_for,
+    with_layout,
+)
+
+import fastsoftmax as fs
+from fastsoftmax import _api, kernels, reference
+from fastsoftmax.kernels import LossGradVariant
+
+VARIANTS = list(LossGradVariant)
+VARIANT_IDS = [v.name.lower() for v in VARIANTS]
+
+# (N, D, K): one row, one feature, two classes, 300 classes, and N past one
+# block of rows (BLOCK_ROWS = 128) so that the block flush is exercised.
+SHAPES = [(1, 3, 2), (9, 1, 2), (40, 5, 2), (300, 4, 3), (131, 33, 5), (37, 6, 300)]
+SHAPE_IDS = [f"N{n}-D{d}-K{k}" for n, d, k in SHAPES]
+
+# Large enough that _n_chunks splits the rows over threads (N K (D+1) >= 2 * 2**17).
+PARALLEL_SHAPES = [(20_000, 4, 3), (250, 7, 300)]
+PARALLEL_IDS = [f"N{n}-D{d}-K{k}" for n, d, k in PARALLEL_SHAPES]
+
+OPTIONS = {
+    "plain": (False, 0.0),
+    "weighted": (True, 0.0),
+    "l2": (False, 0.3),
+    "weighted-l2": (True, 0.3),
+}
+
+
+def run_variant(X, y, W, b, sw, l2, variant):
+    """Call the fused kernel wrapper the way loss_and_grad does, forcing ``variant``."""
+    dtype = W.dtype
+    sw_arr = np.empty(0, dtype) if sw is None else np.ascontiguousarray(sw, dtype)
+    weight_sum = float(sw_arr.sum(dtype=np.float64)) if sw is not None else float(X.shape[0])
+    dW = np.empty_like(W)
+    db = np.empty_like(b)
+    loss_sum = _api.fused_loss_grad(
+        X, y.astype(np.int64), W, b, sw_arr, 1.0 / weight_sum, l2, dW, db, variant=variant
+    )
+    assert isinstance(loss_sum, float)
+    loss = loss_sum / weight_sum + 0.5 * l2 * float(np.sum(W.astype(np.float64) ** 2))
+    return loss, dW, db
+
+
+# -- the fused loss and gradient ----------------------------------------------
+
+
+@pytest.mark.parametrize("option", list(OPTIONS))
+@pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
+@pytest.mark.parametrize("variant", VARIANTS, ids=VARIANT_IDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_loss_grad_variant_matches_reference(rng, dtype, variant, shape, option):
+    n, d, k = shape
+    weighted, l2 = OPTIONS[option]
+    X, y, W, b, sw = make_problem(rng, n, d, k, dtype, weighted=weighted)
+    assert _api._n_chunks(n, d, k) == 1  # the serial kernel
+    loss, dW, db = run_variant(X, y, W, b, sw, l2, variant)
+    assert dW.dtype == dtype and db.dtype == dtype
+    ref = reference_loss_grad(X, y, W, b, l2=l2, sample_weight=sw)
+    assert_grad_close(loss, dW, db, ref, X, W, l2, grad_rtol(dtype, n, d, k))
+
+
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+@pytest.mark.parametrize("shape", PARALLEL_SHAPES, ids=PARALLEL_IDS)
+@pytest.mark.parametrize("variant", VARIANTS, ids=VARIANT_IDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_loss_grad_variant_parallel_matches_reference(rng, dtype, variant, shape, weighted):
+    n, d, k = shape
+    X, y, W, b, sw = make_problem(rng, n, d, k, dtype, weighted=weighted, w_scale=0.3)
+    if _api._n_chunks(n, d, k) < 2:
+        pytest.skip("one Numba thread: the parallel kernel is not used")
+    l2 = 0.1
+    loss, dW, db = run_variant(X, y, W, b, sw, l2, variant)
+    ref = reference_loss_grad(X, y, W, b, l2=l2, sample_weight=sw)
+    # The per-chunk float64 accumulators add one more sum of n_chunks terms.
+    assert_grad_close(loss, dW, db, ref, X, W, l2, grad_rtol(dtype, n, d, k))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_variants_agree_with_each_other(rng, dtype):
+    X, y, W, b, sw = make_problem(rng, 200, 9, 4, dtype, weighted=True)
+    results = [run_variant(X, y, W, b, sw, 0.05, v) for v in VARIANTS]
+    rtol = grad_rtol(dtype, 200, 9, 4)
+    for loss, dW, db in results[1:]:
+        assert_grad_close(loss, dW, db, results[0], X, W, 0.05, rtol)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_loss_and_grad_input_layouts(rng, tmp_path, dtype, layout):
+    n, d, k = 50, 6, 3
+    X, y, W, b, sw = make_problem(rng, n, d, k, dtype, weighted=True)
+    Xl = with_layout(X, layout, tmp_path)
+    loss, dW, db = fs.loss_and_grad(Xl, y, W, b, l2=0.1, sample_weight=sw)
+    ref = reference_loss_grad(X, y, W, b, l2=0.1, sample_weight=sw)
+    assert dW.dtype == dtype and db.dtype == dtype
+    assert_grad_close(loss, dW, db, ref, X, W, 0.1, grad_rtol(dtype, n, d, k))
+
+
+@pytest.mark.parametrize("layout", ["fortran", "strided"])
+def test_loss_and_grad_parameter_layouts(rng, layout, tmp_path):
+    # W, b and y in other layouts are made contiguous by the wrapper.
+    X, y, W, b, _ = make_problem(rng, 30, 4, 3)
+    y_l = with_layout(y[:, None], layout, tmp_path)[:, 0] if layout == "strided" else y
+    loss, dW, db = fs.loss_and_grad(X, y_l, with_layout(W, layout, tmp_path), b)
+    ref = reference_loss_grad(X, y, W, b)
+    assert_grad_close(loss, dW, db, ref, X, W, 0.0, grad_rtol(np.float64, 30, 4, 3))
+
+
+def test_loss_and_grad_reference_in_same_dtype(rng):
+    # The reference run in float32 agrees too (not just the float64 oracle).
+    X, y, W, b, _ = make_problem(rng, 64, 5, 4, np.float32)
+    loss, dW, db = fs.loss_and_grad(X, y, W, b)
+    ref_loss, ref_dW, ref_db = reference.loss_and_grad(X, y, W, b)
+    assert ref_dW.dtype == np.float32
+    rtol = 2 * grad_rtol(np.float32, 64, 5, 4)  # both sides round
+    np.testing.assert_allclose(loss, ref_loss, rtol=rtol)
+    np.testing.assert_allclose(dW, ref_dW, rtol=rtol, atol=rtol * np.abs(X).max())
+    np.testing.assert_allclose(db, ref_db, rtol=rtol, atol=rtol)
+
+
+# -- gradient against finite differences --------------------------------------
+
+
+def _five_point(f, h):
+    """Five-point central stencil f'(0) = (-f(2h) + 8f(h) - 8f(-h) + f(-2h)) / 12h."""
+    return (-f(2 * h) + 8 * f(h) - 8 * f(-h) + f(-2 * h)) / (12 * h)
+
+
+@pytest.mark.parametrize("option", list(OPTIONS))
+def test_gradient_matches_finite_differences(rng, option):
+    weighted, l2 = OPTIONS[option]
+    n, d, k = 30, 4, 3
+    X, y, W, b, sw = make_problem(rng, n, d, k, weighted=weighted)
+    _, dW, db = fs.loss_and_grad(X, y, W, b, l2=l2, sample_weight=sw)
+    eps = np.finfo(np.float64).eps
+    # The stencil's truncation error is O(h^4) and its rounding error
+    # O(eps / h): h = eps**(1/5) balances them, leaving an error ~ eps**(4/5).
+    h = eps**0.2
+    tol = 100 * eps**0.8
+    for cls in range(k):
+        direction = rng.standard_normal(d)
+        direction /= np.linalg.norm(direction)
+
+        def along_row(t, cls=cls, direction=direction):
+            W_t = W.copy()
+            W_t[cls] += t * direction
+            return fs.loss_and_grad(X, y, W_t, b, l2=l2, sample_weight=sw)[0]
+
+        def along_bias(t, cls=cls):
+            b_t = b.copy()
+            b_t[cls] += t
+            return fs.loss_and_grad(X, y, W, b_t, l2=l2, sample_weight=sw)[0]
+
+        np.testing.assert_allclose(
+            _five_point(along_row, h), dW[cls] @ direction, rtol=tol, atol=tol
+        )
+        np.testing.assert_allclose(_five_point(along_bias, h), db[cls], rtol=tol, atol=tol)
+        # And one coordinate at a time along the same row.
+        for j in range(d):
+
+            def coord(t, cls=cls, j=j):
+                W_t = W.copy()
+                W_t[cls, j] += t
+                return fs.loss_and_grad(X, y, W_t, b, l2=l2, sample_weight=sw)[0]
+
+            np.testing.assert_allclose(_five_point(coord, h), dW[cls, j], rtol=tol, atol=tol)
+
+
+# -- the fused path against the loss-only path and the partial sums ------------
+
+
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_fused_loss_equals_loss_only_path(rng, dtype, weighted):
+    n, d, k = 80, 5, 4
+    X, y, W, b, sw = make_problem(rng, n, d, k, dtype, weighted=weighted)
+    l2 = 0.2
+    loss, _, _ = fs.loss_and_grad(X, y, W, b, l2=l2, sample_weight=sw)
+    Z = X @ W.T + b
+    assert Z.dtype == dtype
+    loss_only = fs.cross_entropy(Z, y, sample_weight=sw)
+    loss_only += 0.5 * l2 * float(np.sum(W.astype(np.float64) ** 2))
+    np.testing.assert_allclose(loss, loss_only, rtol=grad_rtol(dtype, n, d, k))
+
+
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_loss_and_grad_sums_add_up_over_chunks(rng, dtype, weighted):
+    n, d, k = 90, 5, 3
+    X, y, W, b, sw = make_problem(rng, n, d, k, dtype, weighted=weighted)
+    whole = fs.loss_and_grad_sums(X, y, W, b, sample_weight=sw)
+    assert isinstance(whole, fs.LossGradSums)
+    assert whole.dW_sum.dtype == dtype and whole.db_sum.dtype == dtype
+    cut = 37
+    parts = [
+        fs.loss_and_grad_sums(
+            X[rows], y[rows], W, b, sample_weight=None if sw is None else sw[rows]
+        )
+        for rows in (slice(0, cut), slice(cut, None))
+    ]
+    rtol = grad_rtol(dtype, n, d, k)
+    x_scale = float(np.abs(X).max())
+    total_weight = n if sw is None else float(sw.sum(dtype=np.float64))
+    np.testing.assert_allclose(
+        parts[0].weight_sum + parts[1].weight_sum, whole.weight_sum, rtol=rtol
+    )
+    np.testing.assert_allclose(whole.weight_sum, total_weight, rtol=rtol)
+    np.testing.assert_allclose(parts[0].loss_sum + parts[1].loss_sum, whole.loss_sum, rtol=rtol)
+    np.testing.assert_allclose(
+        parts[0].dW_sum + parts[1].dW_sum,
+        whole.dW_sum,
+        rtol=rtol,
+        atol=rtol * x_scale * total_weight,
+    )
+    np.testing.assert_allclose(
+        parts[0].db_sum + parts[1].db_sum, whole.db_sum, rtol=rtol, atol=rtol * total_weight
+    )
+    # Normalised (and with the L2 term added), the sums are loss_and_grad.
+    l2 = 0.25
+    loss, dW, db = fs.loss_and_grad(X, y, W, b, l2=l2, sample_weight=sw)
+    ws = whole.weight_sum
+    W64 = W.astype(np.float64)
+    np.testing.assert_allclose(
+        whole.loss_sum / ws + 0.5 * l2 * float(np.sum(W64**2)), loss, rtol=rtol
+    )
+    np.testing.assert_allclose(whole.dW_sum / ws + l2 * W64, dW, rtol=rtol, atol=rtol * x_scale)
+    np.testing.assert_allclose(whole.db_sum / ws, db, rtol=rtol, atol=rtol)
+
+
+# -- softmax, log-softmax, cross-entropy ---------------------------------------
+
+Z_SHAPES = [(1, 2), (1, 300), (7, 2), (50, 3), (20, 300)]
+Z_IDS = [f"N{n}-K{k}" for n, k in Z_SHAPES]
+
+
+def _logits(rng, shape, dtype, scale=5.0):
+    return (scale * rng.standard_normal(shape)).astype(dtype)
+
+
+@pytest.mark.parametrize("shape", Z_SHAPES, ids=Z_IDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_softmax_and_log_softmax_match_reference(rng, dtype, shape):
+    Z = _logits(rng, shape, dtype)
+    Z64 = Z.astype(np.float64)
+    k = shape[1]
+    rtol = rtol_for(dtype, k)
+    P = fs.softmax(Z)
+    assert P.dtype == dtype and P.shape == shape
+    np.testing.assert_allclose(P, reference.softmax(Z64), rtol=rtol, atol=rtol / k)
+    L = fs.log_softmax(Z)
+    assert L.dtype == dtype
+    # log-softmax entries are differences of logits and logsumexp: scale by |Z|.
+    np.testing.assert_allclose(
+        L, reference.log_softmax(Z64), rtol=rtol, atol=rtol * (1 + np.abs(Z64).max())
+    )
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+@pytest.mark.parametrize("shape", Z_SHAPES, ids=Z_IDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_cross_entropy_matches_reference(rng, dtype, shape, weighted, reduction):
+    n, k = shape
+    Z = _logits(rng, shape, dtype)
+    y = rng.integers(0, k, n)
+    sw = rng.uniform(0.1, 2, n).astype(dtype) if weighted else None
+    got = fs.cross_entropy(Z, y, sample_weight=sw, reduction=reduction)
+    want = reference.cross_entropy(
+        Z.astype(np.float64),
+        y,
+        sample_weight=None if sw is None else sw.astype(np.float64),
+        reduction=reduction,
+    )
+    rtol = rtol_for(dtype, k)
+    scale = 1 + float(np.abs(Z.astype(np.float64)).max())
+    if reduction == "none":
+        assert got.dtype == dtype and got.shape == (n,)
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * scale * 2)
+    else:
+        assert isinstance(got, float)
+        weight = n if sw is None or reduction == "mean" else float(sw.sum())
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * scale * max(1, weight))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_softmax_of_minus_inf_is_exactly_zero(dtype):
+    Z = np.array([[0.0, -np.inf, 0.0], [-np.inf, 3.0, -np.inf]], dtype=dtype)
+    P = fs.softmax(Z)
+    np.testing.assert_array_equal(P, np.array([[0.5, 0, 0.5], [0, 1, 0]], dtype=dtype))
+    L = fs.log_softmax(Z)
+    assert L[0, 1] == -np.inf and L[1, 1] == 0
+    losses = fs.cross_entropy(Z, [0, 1], reduction="none")
+    np.testing.assert_allclose(losses, [math.log(2), 0.0], rtol=rtol_for(dtype, 3))
+
+
+# Read-only logits compile a separate specialisation of three kernels: one dtype only.
+@pytest.mark.parametrize(
+    "dtype, layout",
+    [(np.float32, "fortran"), (np.float32, "strided")]
+    + [(np.float64, layout) for layout in ("fortran", "strided", "readonly", "np_load_mmap")],
+    ids=lambda v: v if isinstance(v, str) else np.dtype(v).name,
+)
+def test_softmax_family_input_layouts(rng, tmp_path, dtype, layout):
+    Z = _logits(rng, (12, 4), dtype)
+    Zl = with_layout(Z, layout, tmp_path)
+    y = rng.integers(0, 4, 12)
+    rtol = rtol_for(dtype, 4)
+    np.testing.assert_allclose(fs.softmax(Zl), fs.softmax(Z), rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(fs.log_softmax(Zl), fs.log_softmax(Z), rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(fs.cross_entropy(Zl, y), fs.cross_entropy(Z, y), rtol=rtol)
+    assert np.array_equal(np.asarray(Zl), Z)  # input untouched
+
+
+# -- prediction ----------------------------------------------------------------
+
+PREDICT_SHAPES = [(1, 3, 2), (9, 1, 2), (60, 5, 3), (25, 8, 300)]
+PREDICT_IDS = [f"N{n}-D{d}-K{k}" for n, d, k in PREDICT_SHAPES]
+
+
+@pytest.mark.parametrize("shape", PREDICT_SHAPES, ids=PREDICT_IDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_predict_proba_and_predict_match_reference(rng, dtype, shape):
+    n, d, k = shape
+    X, _, W, b, _ = make_problem(rng, n, d, k, dtype)
+    P = fs.predict_proba(X, W, b)
+    assert P.dtype == dtype and P.shape == (n, k)
+    X64, W64, b64 = (a.astype(np.float64) for a in (X, W, b))
+    rtol = rtol_for(dtype, d + 1, k)
+    scale = 1 + float(np.abs(X64).max() * np.abs(W64).sum(axis=1).max())
+    np.testing.assert_allclose(
+        P, reference.predict_proba(X64, W64, b64), rtol=rtol * scale, atol=rtol * scale
+    )
+    labels = fs.predict(X, W, b)
+    assert labels.dtype == np.int64 and labels.shape == (n,)
+    Z64 = X64 @ W64.T + b64
+    ref_labels = reference.predict(X64, W64, b64)
+    # Rows whose top two logits are closer than the rounding error may differ.
+    top2 = np.sort(Z64, axis=1)[:, -2:]
+    clear = (top2[:, 1] - top2[:, 0]) > rtol * scale
+    np.testing.assert_array_equal(labels[clear], ref_labels[clear])
+    np.testing.assert_array_equal(labels[clear], P.argmax(axis=1)[clear])
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_predict_input_layouts(rng, tmp_path, layout):
+    dtype = np.float64  # one dtype: a read-only X compiles a new specialisation
+    X, _, W, b, _ = make_problem(rng, 40, 5, 3, dtype)
+    Xl = with_layout(X, layout, tmp_path)
+    np.testing.assert_array_equal(fs.predict_proba(Xl, W, b), fs.predict_proba(X, W, b))
+    np.testing.assert_array_equal(fs.predict(Xl, W, b), fs.predict(X, W, b))
+
+
+def test_predict_ties_go_to_lowest_class():
+    X = np.zeros((3, 2))
+    W = np.zeros((4, 2))
+    b = np.array([0.0, 1.0, 1.0, 0.5])
+    np.testing.assert_array_equal(fs.predict(X, W, b), [1, 1, 1])
+
+
+# -- out= buffers and the dtype policy ------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_out_buffers_are_used(rng, dtype):
+    Z = _logits(rng, (6, 4), dtype)
+    buf = np.full_like(Z, np.nan)
+    res = fs.softmax(Z, out=buf)
+    assert res is buf and np.shares_memory(res, buf)
+    np.testing.assert_array_equal(buf, fs.softmax(Z))
+    buf2 = np.full_like(Z, np.nan)
+    res = fs.log_softmax(Z, out=buf2)
+    assert res is buf2
+    np.testing.assert_array_equal(buf2, fs.log_softmax(Z))
+    # In place on Z itself.
+    expected = fs.softmax(Z)
+    Zc = Z.copy()
+    res = fs.softmax(Zc, out=Zc)
+    assert np.shares_memory(res, Zc)
+    np.testing.assert_array_equal(Zc, expected)
+    X, _, W, b, _ = make_problem(rng, 6, 3, 4, dtype)
+    pbuf = np.full((6, 4), np.nan, dtype=dtype)
+    res = fs.predict_proba(X, W, b, out=pbuf)
+    assert res is pbuf and np.shares_memory(res, pbuf)
+    np.testing.assert_array_equal(pbuf, fs.predict_proba(X, W, b))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_results_keep_the_input_dtype(rng, dtype):
+    X, y, W, b, sw = make_problem(rng, 10, 3, 4, dtype, weighted=True)
+    Z = X @ W.T + b
+    assert fs.softmax(Z).dtype == dtype
+    assert fs.log_softmax(Z).dtype == dtype
+    assert fs.cross_entropy(Z, y, reduction="none").dtype == dtype
+    assert fs.cross_entropy(Z, y, sample_weight=sw, reduction="none").dtype == dtype
+    assert type(fs.cross_entropy(Z, y)) is float
+    loss, dW, db = fs.loss_and_grad(X, y, W, b, sample_weight=sw)
+    assert type(loss) is float and dW.dtype == dtype and db.dtype == dtype
+    sums = fs.loss_and_grad_sums(X, y, W, b)
+    assert sums.dW_sum.dtype == dtype and sums.db_sum.dtype == dtype
+    assert fs.predict_proba(X, W, b).dtype == dtype
+    assert fs.predict(X, W, b).dtype == np.int64
+
+
+# -- kernels without a public wrapper -------------------------------------------
+
+
+@pytest.mark.parametrize("n_chunks", [1, 3])
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_reduction_kernels(rng, dtype, n_chunks):
+    X = rng.standard_normal((17, 5)).astype(dtype)
+    total = kernels.stream_sum(X, n_chunks)
+    np.testing.assert_allclose(
+        total,
+        X.astype(np.float64).sum(),
+        rtol=rtol_for(dtype, X.size),
+        atol=rtol_for(dtype, X.size) * np.abs(X).sum(),
+    )
+    assert kernels.count_nonfinite(X, n_chunks) == (0, -1)
+    X[11, 2] = np.nan
+    X[13, 0] = np.inf
+    X[13, 4] = -np.inf
+    assert kernels.count_nonfinite(X, n_chunks) == (3, 11)
+
+
+def test_select_variant_rule():
+    # Small D and K: SIMD across rows; many classes: the two GEMMs through BLAS.
+    assert kernels.select_variant(4, 3) is LossGradVariant.BLOCKED
+    assert kernels.select_variant(4, 300) is LossGradVariant.BLAS
+    assert kernels.select_variant(200, 300) is LossGradVariant.BLAS
+    for d, k in [(1, 2), (32, 63), (33, 3), (500, 2)]:
+        assert kernels.select_variant(d, k) in set(LossGradVariant)

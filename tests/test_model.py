@@ -1,0 +1,403 @@
+"""SoftmaxRegression against the textbook class, its solvers, persistence and failure modes."""
+
+from __future__ import annotations
+
+import math
+import os
+import zipfile
+
+import numpy as np
+import pytest
+from conftest import DTYPE_IDS, DTYPES, grad_rtol, rtol_for
+
+import fastsoftmax as fs
+from fastsoftmax import SoftmaxRegression, TrainingError
+from fastsoftmax.reference import SoftmaxRegressionNumPy
+
+N, D, K = 240, 4, 3
+L2 = 0.05
+
+
+@pytest.fixture
+def data(rng):
+    """A small, learnable problem: three classes shifted apart in two features."""
+    X = rng.standard_normal((N, D))
+    y = rng.integers(0, K, N)
+    X[:, :2] += 1.5 * np.eye(K)[y][:, :2]
+    return X, y
+
+
+@pytest.fixture(scope="module")
+def lbfgs_objective():
+    """The optimum of the L2-regularised objective on ``data``, found by L-BFGS."""
+    cache = {}
+
+    def get(X, y):
+        key = (X.tobytes(), y.tobytes())
+        if key not in cache:
+            model = SoftmaxRegression(D, K, seed=0).fit(
+                X, y, solver="lbfgs", l2=L2, tol=1e-12, max_iter=500
+            )
+            assert model.converged_
+            cache[key] = fs.loss_and_grad(X, y, model.W, model.b, l2=L2)[0]
+        return cache[key]
+
+    return get
+
+
+def objective(model, X, y, l2=L2):
+    return fs.loss_and_grad(X.astype(model.dtype), y, model.W, model.b, l2=l2)[0]
+
+
+# -- the textbook interface ----------------------------------------------------
+
+
+@pytest.mark.parametrize("l2", [0.0, 0.1], ids=["no-l2", "l2"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_train_steps_match_reference_class(data, dtype, l2):
+    X, y = data
+    X = X.astype(dtype)
+    fast = SoftmaxRegression(D, K, dtype=dtype, seed=7)
+    ref = SoftmaxRegressionNumPy(D, K, dtype=dtype, seed=7)
+    np.testing.assert_array_equal(fast.W, ref.W)
+    np.testing.assert_array_equal(fast.b, ref.b)
+    n_steps, lr = 20, 0.5
+    fast_losses = [fast.train_step(X, y, lr, l2=l2) for _ in range(n_steps)]
+    ref_losses = [ref.train_step(X, y, lr, l2=l2) for _ in range(n_steps)]
+    assert all(isinstance(v, float) for v in fast_losses)
+    assert fast.W.dtype == dtype and fast.b.dtype == dtype
+    # Both sides round (the reference in the same dtype); the per-step error of
+    # the gradient adds up at most linearly over the steps.
+    rtol = 2 * n_steps * grad_rtol(dtype, N, D, K)
+    np.testing.assert_allclose(fast_losses, ref_losses, rtol=rtol)
+    np.testing.assert_allclose(fast.W, ref.W, rtol=rtol, atol=rtol * lr * np.abs(X).max())
+    np.testing.assert_allclose(fast.b, ref.b, rtol=rtol, atol=rtol * lr)
+    assert fast_losses[-1] < fast_losses[0]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_textbook_methods_match_reference_class(rng, data, dtype):
+    X, y = data
+    X = X.astype(dtype)
+    fast = SoftmaxRegression(D, K, dtype=dtype, seed=3)
+    ref = SoftmaxRegressionNumPy(D, K, dtype=dtype, seed=3)
+    W = rng.standard_normal((K, D)).astype(dtype)
+    b = rng.standard_normal(K).astype(dtype)
+    fast.W, fast.b = W.copy(), b.copy()
+    ref.W, ref.b = W.copy(), b.copy()
+    rtol = 2 * grad_rtol(dtype, N, D, K)
+    x_scale = float(np.abs(X).max())
+    logit_scale = 1 + x_scale * float(np.abs(W).sum(axis=1).max())
+
+    probs = fast.forward(X)
+    ref_probs = ref.forward(X)
+    assert probs.dtype == dtype
+    np.testing.assert_allclose(probs, ref_probs, rtol=rtol * logit_scale, atol=rtol * logit_scale)
+    np.testing.assert_allclose(fast.predict_proba(X), probs, rtol=0, atol=0)
+
+    loss = fast.compute_loss(probs, y)
+    assert isinstance(loss, float)
+    np.testing.assert_allclose(loss, ref.compute_loss(ref_probs, y), rtol=rtol * logit_scale)
+
+    for dW, db in (fast.backward(X, y, probs), fast.backward(X, y)):
+        ref_dW, ref_db = ref.backward(X, y, ref_probs)
+        assert dW.dtype == dtype and db.dtype == dtype
+        np.testing.assert_allclose(dW, ref_dW, rtol=rtol, atol=rtol * logit_scale * x_scale)
+        np.testing.assert_allclose(db, ref_db, rtol=rtol, atol=rtol * logit_scale)
+
+    labels = fast.predict(X)
+    assert labels.dtype == np.int64
+    ref_labels = ref.predict(X)
+    Z = X.astype(np.float64) @ W.T.astype(np.float64) + b
+    top2 = np.sort(Z, axis=1)[:, -2:]
+    clear = top2[:, 1] - top2[:, 0] > rtol * logit_scale  # no near-ties
+    np.testing.assert_array_equal(labels[clear], ref_labels[clear])
+    acc = fast.accuracy(X, y)
+    assert isinstance(acc, float)
+    assert acc == pytest.approx(ref.accuracy(X, y), abs=(~clear).sum() / N)
+    assert fast.score(X, y) == acc
+
+
+def test_compute_loss_of_zero_probability_is_inf():
+    model = SoftmaxRegression(2, 2)
+    assert model.compute_loss(np.array([[1.0, 0.0]]), [1]) == math.inf
+
+
+def test_model_casts_other_float_dtype(data):
+    X, y = data
+    model = SoftmaxRegression(D, K, dtype=np.float32, seed=0)
+    P = model.predict_proba(X)  # float64 X into a float32 model
+    assert P.dtype == np.float32
+    np.testing.assert_array_equal(P, model.predict_proba(X.astype(np.float32)))
+
+
+# -- fit and the solvers -------------------------------------------------------
+
+
+def test_fit_returns_self_and_records_history(data):
+    X, y = data
+    model = SoftmaxRegression(D, K, seed=0)
+    out = model.fit(X, y, solver="gd", lr=0.5, max_iter=15, tol=0)
+    assert out is model
+    assert model.n_iter_ == 15
+    # gd records the starting loss and then one loss per iteration.
+    assert len(model.loss_history_) == 16
+    assert all(isinstance(v, float) and math.isfinite(v) for v in model.loss_history_)
+    np.testing.assert_allclose(
+        model.loss_history_[-1], objective(model, X, y, l2=0.0), rtol=rtol_for(np.float64, N)
+    )
+
+
+def test_gd_loss_history_is_non_increasing(data):
+    X, y = data
+    # lr = 0.1 is well below 2/L (L <= max eigenvalue of X^T X / N + l2).
+    model = SoftmaxRegression(D, K, seed=0).fit(
+        X, y, solver="gd", lr=0.1, max_iter=60, l2=L2, tol=0
+    )
+    history = np.array(model.loss_history_)
+    assert len(history) == 61
+    slack = rtol_for(np.float64, N) * history[0]
+    assert np.all(np.diff(history) <= slack)
+    assert history[-1] < history[0]
+
+
+SOLVER_SETTINGS = {
+    "lbfgs": dict(max_iter=200, tol=1e-10),
+    "gd": dict(lr=1.0, max_iter=400, tol=0),
+    "sgd": dict(lr=0.01, batch_size=32, max_iter=200, tol=0, seed=1),
+    "adam": dict(lr=0.01, batch_size=32, max_iter=200, tol=0, seed=1),
+}
+
+
+@pytest.mark.parametrize("solver", list(SOLVER_SETTINGS))
+def test_every_solver_reaches_the_lbfgs_objective(data, lbfgs_objective, solver):
+    X, y = data
+    f_star = lbfgs_objective(X, y)
+    model = SoftmaxRegression(D, K, seed=0)
+    f_start = objective(model, X, y)
+    model.fit(X, y, solver=solver, l2=L2, **SOLVER_SETTINGS[solver])
+    f_end = objective(model, X, y)
+    assert f_end >= f_star - 1e3 * np.finfo(np.float64).eps * f_star  # f_star is the optimum
+    if solver in ("lbfgs", "gd"):
+        # Deterministic full-batch methods on a strongly convex objective
+        # (l2 > 0) converge linearly: they reach the optimum to rounding.
+        assert f_end - f_star <= 1e3 * np.finfo(np.float64).eps * f_star
+    else:
+        # Constant-step stochastic methods do not converge to the optimum: they
+        # hover in a noise ball whose size is proportional to lr times the
+        # variance of the mini-batch gradients. With lr = 0.01 and batches of
+        # 32 that ball is ~1e-4 of the objective; require the fit to close all
+        # but 0.1 % of the gap from the starting point.
+        assert f_end - f_star <= 1e-3 * (f_start - f_star)
+
+
+def test_float32_fit_reaches_the_float64_objective(data, lbfgs_objective):
+    X, y = data
+    f_star = lbfgs_objective(X, y)
+    model = SoftmaxRegression(D, K, dtype=np.float32, seed=0)
+    model.fit(X.astype(np.float32), y, solver="lbfgs", l2=L2, tol=1e-5, max_iter=200)
+    assert model.W.dtype == np.float32
+    W64, b64 = model.W.astype(np.float64), model.b.astype(np.float64)
+    f32_end = fs.loss_and_grad(X, y, W64, b64, l2=L2)[0]
+    # At the optimum the objective is flat: a gradient tolerance g gives an
+    # objective error ~ g^2 / (2 l2); float32 gradients are accurate to
+    # ~sqrt(eps32) in the line search, so allow sqrt(eps32) relative.
+    assert f32_end - f_star <= math.sqrt(np.finfo(np.float32).eps) * f_star
+
+
+@pytest.mark.parametrize("solver", list(SOLVER_SETTINGS))
+def test_keyboard_interrupt_in_callback_keeps_iterate_3(data, solver):
+    X, y = data
+    seen = {}
+
+    def callback(model, iteration, loss):
+        seen[iteration] = (model.W.copy(), model.b.copy(), loss)
+        if iteration == 3:
+            raise KeyboardInterrupt
+
+    model = SoftmaxRegression(D, K, seed=0)
+    settings = dict(SOLVER_SETTINGS[solver], max_iter=50)
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(X, y, solver=solver, l2=L2, callback=callback, **settings)
+    assert sorted(seen) == [1, 2, 3]
+    np.testing.assert_array_equal(model.W, seen[3][0])
+    np.testing.assert_array_equal(model.b, seen[3][1])
+    assert not np.array_equal(seen[3][0], seen[2][0])  # the iterates really moved
+    assert model.n_iter_ == 3
+
+
+@pytest.mark.parametrize("solver", list(SOLVER_SETTINGS))
+def test_callback_returning_true_stops(data, solver):
+    X, y = data
+    model = SoftmaxRegression(D, K, seed=0)
+    model.fit(
+        X,
+        y,
+        solver=solver,
+        l2=L2,
+        callback=lambda m, it, loss: it == 2,
+        **dict(SOLVER_SETTINGS[solver], max_iter=50),
+    )
+    assert model.n_iter_ == 2
+    assert not model.converged_
+
+
+# gd and sgd with lr * l2 = 100: each step multiplies W by about |1 - lr l2| = 99,
+# so ||W||^2 (in the L2 term) overflows after some tens of steps. Adam's step
+# is about lr per coordinate, so lr = 1e200 overflows ||W||^2 on its second epoch.
+DIVERGING = {
+    "gd": dict(lr=100.0, l2=1.0, max_iter=1000),
+    "sgd": dict(lr=100.0, l2=1.0, max_iter=1000, momentum=0.0, batch_size=N, seed=0),
+    "adam": dict(lr=1e200, l2=0.0, max_iter=1000, seed=0),
+}
+
+
+@pytest.mark.parametrize("solver", list(DIVERGING))
+def test_diverging_fit_raises_training_error_and_keeps_last_finite_iterate(data, solver):
+    X, y = data
+    seen = {}
+
+    def callback(model, iteration, loss):
+        seen[iteration] = (model.W.copy(), model.b.copy())
+
+    model = SoftmaxRegression(D, K, seed=0)
+    with pytest.raises(TrainingError, match="diverged") as info:
+        model.fit(X, y, solver=solver, tol=0, callback=callback, **DIVERGING[solver])
+    assert isinstance(info.value, ValueError)
+    assert len(seen) >= 1
+    last = max(seen)
+    assert model.n_iter_ == last
+    assert np.isfinite(model.W).all() and np.isfinite(model.b).all()
+    np.testing.assert_array_equal(model.W, seen[last][0])
+    np.testing.assert_array_equal(model.b, seen[last][1])
+
+
+def test_diverging_fit_with_overflowing_logits_raises_training_error(data):
+    # Regression test (a bug in commit 9def49e): when divergence shows up as
+    # overflowing logits rather than an overflowing ||W||^2, fused_loss_grad
+    # raised a plain ValueError blaming the data ("scale the features or use
+    # float64") before the solver could turn the non-finite loss into a
+    # TrainingError. The starting loss is finite (logits ~1e158) and the first
+    # step (W ~ 1e150) overflows them.
+    X, y = data
+    model = SoftmaxRegression(D, K, seed=0)
+    W0, b0 = model.W.copy(), model.b.copy()
+    with pytest.raises(TrainingError, match="diverged"):
+        model.fit(X * 1e160, y, solver="gd", lr=1e-10, max_iter=10)
+    np.testing.assert_array_equal(model.W, W0)
+    np.testing.assert_array_equal(model.b, b0)
+
+
+@pytest.mark.parametrize("layout", ["fortran", "strided", "readonly", "np_memmap", "np_load_mmap"])
+def test_fit_accepts_any_input_layout(data, tmp_path, layout):
+    from conftest import with_layout
+
+    X, y = data
+    want = SoftmaxRegression(D, K, seed=0).fit(X, y, solver="gd", lr=0.5, max_iter=10, l2=L2, tol=0)
+    model = SoftmaxRegression(D, K, seed=0)
+    model.fit(with_layout(X, layout, tmp_path), y, solver="gd", lr=0.5, max_iter=10, l2=L2, tol=0)
+    # Memory-mapped X may be streamed in chunks: equal up to the rounding of
+    # the chunk sums, amplified by at most the 10 steps.
+    rtol = 10 * grad_rtol(np.float64, N, D, K)
+    np.testing.assert_allclose(model.W, want.W, rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(model.b, want.b, rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(model.loss_history_, want.loss_history_, rtol=rtol)
+
+
+# -- save and load ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_save_load_round_trip(tmp_path, data, dtype):
+    X, y = data
+    model = SoftmaxRegression(D, K, dtype=dtype, seed=0)
+    model.fit(X, y, solver="gd", lr=0.5, max_iter=5)
+    path = tmp_path / "model.npz"
+    model.save(path)
+    assert sorted(os.listdir(tmp_path)) == ["model.npz"]  # no temporary file left behind
+    loaded = SoftmaxRegression.load(path)
+    assert loaded.dtype == dtype and loaded.W.dtype == dtype and loaded.b.dtype == dtype
+    np.testing.assert_array_equal(loaded.W, model.W)
+    np.testing.assert_array_equal(loaded.b, model.b)
+    np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
+    loaded2 = SoftmaxRegression.load(str(path))  # str paths too
+    np.testing.assert_array_equal(loaded2.W, model.W)
+
+
+@pytest.fixture
+def saved_model(tmp_path):
+    path = tmp_path / "model.npz"
+    SoftmaxRegression(5, 3, seed=0).save(path)
+    return path
+
+
+def _corrupt(path):
+    raw = bytearray(path.read_bytes())
+    middle = len(raw) // 2
+    raw[middle : middle + 64] = bytes(b ^ 0xFF for b in raw[middle : middle + 64])
+    path.write_bytes(bytes(raw))
+
+
+def _truncate(path):
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) * 2 // 3])
+
+
+def _text(path):
+    path.write_text("this is not a model\n")
+
+
+def _npy(path):
+    with open(path, "wb") as f:
+        np.save(f, np.zeros((3, 5)))
+
+
+def _no_marker(path):
+    with open(path, "wb") as f:
+        np.savez(f, W=np.zeros((3, 5)), b=np.zeros(3))
+
+
+def _empty(path):
+    path.write_bytes(b"")
+
+
+BAD_FILES = {
+    "corrupt": _corrupt,
+    "truncated": _truncate,
+    "text": _text,
+    "npy-not-npz": _npy,
+    "npz-without-marker": _no_marker,
+    "empty": _empty,
+}
+
+
+@pytest.mark.parametrize("damage", list(BAD_FILES))
+def test_load_bad_file_raises_value_error(saved_model, damage):
+    BAD_FILES[damage](saved_model)
+    with pytest.raises(ValueError, match="not a valid fastsoftmax model file"):
+        SoftmaxRegression.load(saved_model)
+
+
+def test_load_wrong_version_raises(tmp_path):
+    path = tmp_path / "m.npz"
+    with open(path, "wb") as f:
+        np.savez(
+            f,
+            format=np.array("fastsoftmax-model"),
+            format_version=np.array(99),
+            W=np.zeros((3, 2)),
+            b=np.zeros(3),
+        )
+    with pytest.raises(ValueError, match="version 99"):
+        SoftmaxRegression.load(path)
+
+
+def test_load_missing_file_raises_file_not_found(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        SoftmaxRegression.load(tmp_path / "missing.npz")
+
+
+def test_saved_file_is_a_plain_npz(saved_model):
+    assert zipfile.is_zipfile(saved_model)
+    with np.load(saved_model, allow_pickle=False) as f:
+        assert set(f.files) == {"format", "format_version", "W", "b"}

@@ -1,0 +1,174 @@
+"""Properties that must hold for every input: hypothesis-generated logits and problems."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import DTYPE_IDS, DTYPES, rtol_for
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import fastsoftmax as fs
+from fastsoftmax import _api
+from fastsoftmax.kernels import LossGradVariant
+
+SETTINGS = settings(max_examples=40, deadline=None)
+
+dtypes = st.sampled_from(DTYPES)
+
+
+@st.composite
+def logits(draw, max_rows=8, max_classes=12, bound=100.0):
+    """(Z, y): an (N, K) logit matrix with 1 <= N <= max_rows, 2 <= K <= max_classes."""
+    dtype = draw(dtypes)
+    n = draw(st.integers(1, max_rows))
+    k = draw(st.integers(2, max_classes))
+    elements = st.floats(-bound, bound, allow_nan=False, allow_infinity=False, width=32)
+    Z = draw(hnp.arrays(dtype, (n, k), elements=elements))
+    y = draw(hnp.arrays(np.int64, (n,), elements=st.integers(0, k - 1)))
+    return Z, y
+
+
+@st.composite
+def problems(draw, max_rows=40, max_features=6, max_classes=6):
+    """(X, y, W, b, sample_weight or None) with bounded sizes and values."""
+    dtype = draw(dtypes)
+    n = draw(st.integers(1, max_rows))
+    d = draw(st.integers(1, max_features))
+    k = draw(st.integers(2, max_classes))
+    vals = st.floats(-10, 10, allow_nan=False, allow_infinity=False, width=32)
+    X = draw(hnp.arrays(dtype, (n, d), elements=vals))
+    W = draw(hnp.arrays(dtype, (k, d), elements=vals))
+    b = draw(hnp.arrays(dtype, (k,), elements=vals))
+    y = draw(hnp.arrays(np.int64, (n,), elements=st.integers(0, k - 1)))
+    sw = None
+    if draw(st.booleans()):
+        sw = draw(hnp.arrays(dtype, (n,), elements=st.floats(0.5, 2.0, width=32)))
+    return X, y, W, b, sw
+
+
+@SETTINGS
+@given(logits())
+def test_probabilities_sum_to_one(case):
+    Z, _ = case
+    P = fs.softmax(Z)
+    k = Z.shape[1]
+    assert P.dtype == Z.dtype
+    assert np.all(P >= 0) and np.all(P <= 1)
+    # K rounded terms in the sum and one rounded division per entry.
+    np.testing.assert_allclose(P.sum(axis=1, dtype=np.float64), 1.0, rtol=rtol_for(Z.dtype, k))
+    np.testing.assert_allclose(
+        np.exp(fs.log_softmax(Z).astype(np.float64)).sum(axis=1),
+        1.0,
+        rtol=rtol_for(Z.dtype, k) * 100,
+    )  # the exp of a log-softmax entry magnifies its absolute error by up to |Z| ~ 100
+
+
+@SETTINGS
+@given(logits(bound=50.0), st.floats(-50, 50, width=32))
+def test_softmax_is_shift_invariant(case, shift):
+    Z, _ = case
+    shifted = (Z + Z.dtype.type(shift)).astype(Z.dtype)
+    P, Q = fs.softmax(Z), fs.softmax(shifted)
+    # Adding the constant rounds every logit by up to eps * (|z| + |c|) / 2,
+    # which changes p_k by at most p_k times twice that.
+    eps = float(np.finfo(Z.dtype).eps)
+    shift_error = eps * (float(np.abs(Z).max()) + abs(shift) + 1)
+    np.testing.assert_allclose(
+        Q,
+        P,
+        rtol=4 * shift_error + rtol_for(Z.dtype, Z.shape[1]),
+        atol=rtol_for(Z.dtype, Z.shape[1]) / Z.shape[1],
+    )
+
+
+@SETTINGS
+@given(logits())
+def test_cross_entropy_is_non_negative(case):
+    Z, y = case
+    losses = fs.cross_entropy(Z, y, reduction="none")
+    assert np.all(losses >= 0)
+    assert fs.cross_entropy(Z, y) >= 0
+
+
+@SETTINGS
+@given(problems(), st.sampled_from(list(LossGradVariant)))
+def test_loss_non_negative_and_logit_gradient_sums_to_zero(problem, variant):
+    X, y, W, b, sw = problem
+    n, d = X.shape
+    k = W.shape[0]
+    dtype = W.dtype
+    sw_arr = np.empty(0, dtype) if sw is None else sw
+    weight_sum = float(n if sw is None else sw.sum(dtype=np.float64))
+    dW = np.empty_like(W)
+    db = np.empty_like(b)
+    loss_sum = _api.fused_loss_grad(
+        X, y, W, b, sw_arr, 1.0 / weight_sum, 0.0, dW, db, variant=variant
+    )
+    assert loss_sum >= 0
+    # Each row's logit gradient p - e_y sums to 0 over classes, so the class
+    # sums of db and of dW vanish up to the rounding of the K probabilities
+    # (and, for dW, the products with x, bounded by max|x|).
+    tol = rtol_for(dtype, k, d + 1, min(n, 128)) * k
+    assert abs(float(db.astype(np.float64).sum())) <= tol
+    x_scale = float(np.abs(X).max()) + 1
+    np.testing.assert_allclose(dW.astype(np.float64).sum(axis=0), 0.0, atol=tol * x_scale)
+    # Also through the public function, with L2 (which breaks the identity for dW only).
+    loss, dW2, db2 = fs.loss_and_grad(X, y, W, b, l2=0.5, sample_weight=sw)
+    assert loss >= 0
+    assert abs(float(db2.astype(np.float64).sum())) <= tol
+
+
+@pytest.mark.parametrize("variant", list(LossGradVariant), ids=lambda v: v.name.lower())
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_extreme_logits_give_exact_loss_and_gradient(dtype, variant):
+    # z = [1e4, -1e4]: exp(-2e4) underflows to exactly 0, so p = [1, 0] exactly.
+    X = np.ones((2, 1), dtype=dtype)
+    W = np.array([[1e4], [-1e4]], dtype=dtype)
+    b = np.zeros(2, dtype=dtype)
+    y = np.array([1, 0])
+    dW = np.empty_like(W)
+    db = np.empty_like(b)
+    loss_sum = _api.fused_loss_grad(
+        X, y, W, b, np.empty(0, dtype), 1.0, 0.0, dW, db, variant=variant
+    )
+    # Row 0 (label 1): loss 2e4, logit gradient [1, -1]; row 1 (label 0): loss 0, gradient 0.
+    assert loss_sum == 2e4
+    np.testing.assert_array_equal(dW, np.array([[1.0], [-1.0]], dtype=dtype))
+    np.testing.assert_array_equal(db, np.array([1.0, -1.0], dtype=dtype))
+    loss, dW, db = fs.loss_and_grad(X[:1], y[:1], W, b)
+    assert loss == 2e4
+    np.testing.assert_array_equal(dW, [[1.0], [-1.0]])
+    np.testing.assert_array_equal(db, [1.0, -1.0])
+    loss, dW, db = fs.loss_and_grad(X[:1], y[1:], W, b)
+    assert loss == 0.0
+    np.testing.assert_array_equal(dW, 0)
+    np.testing.assert_array_equal(db, 0)
+    Z = np.array([[1e4, -1e4]], dtype=dtype)
+    assert fs.cross_entropy(Z, [1]) == 2e4
+    assert fs.cross_entropy(Z, [0]) == 0.0
+    np.testing.assert_array_equal(fs.softmax(Z), [[1.0, 0.0]])
+    np.testing.assert_array_equal(fs.log_softmax(Z), [[0.0, -2e4]])
+
+
+@SETTINGS
+@given(st.sampled_from(DTYPES), st.floats(50, 1e4, width=16), st.integers(2, 6))
+def test_large_logit_gap_loss_is_exact(dtype, gap, k):
+    # One logit ahead of the rest by at least 50: the others' exp terms are
+    # below eps, so the loss of a wrong label is exactly the gap.
+    Z = np.zeros((1, k), dtype=dtype)
+    Z[0, 0] = gap
+    assert fs.cross_entropy(Z, [k - 1]) == float(dtype(gap))
+    X = np.ones((1, 1), dtype=dtype)
+    W = Z.T.copy()
+    loss, dW, db = fs.loss_and_grad(X, [k - 1], W, np.zeros(k, dtype))
+    assert loss == float(dtype(gap))
+    # p_0 = 1 / (1 + (K-1) e) rounds to 1 and p_j = e / (1 + (K-1) e) rounds to
+    # e = exp(-gap), below eps; the label's entry is e - 1, which rounds to -1.
+    e = float(np.exp(-dtype(gap)))
+    expected = np.full(k, e)
+    expected[0], expected[-1] = 1.0, -1.0
+    tol = dict(rtol=rtol_for(dtype, k), atol=float(np.finfo(dtype).tiny))
+    np.testing.assert_allclose(db, expected, **tol)
+    np.testing.assert_allclose(dW[:, 0], expected, **tol)

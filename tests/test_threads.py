@@ -1,0 +1,121 @@
+"""Thread counts and concurrent Python threads give the same results as one serial call."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
+import numpy as np
+import pytest
+from conftest import assert_grad_close, grad_rtol, make_problem, rtol_for
+
+import fastsoftmax as fs
+from fastsoftmax import _api, kernels
+
+MAX_THREADS = numba.config.NUMBA_NUM_THREADS
+
+# (N, D, K) covering every block body, each large enough that _n_chunks splits the rows
+# (N K (D + 1) >= 2 * 2**17) when two or more threads are available.
+SHAPES = {"D4-K3": (20_000, 4, 3), "D40-K4": (2_000, 40, 4), "D7-K300": (250, 7, 300)}
+
+
+@pytest.fixture
+def restore_threads():
+    before = numba.get_num_threads()
+    yield
+    numba.set_num_threads(before)
+
+
+def _run_all(X, y, W, b, sw, Z=None):
+    loss, dW, db = fs.loss_and_grad(X, y, W, b, l2=0.01, sample_weight=sw)
+    if Z is None:
+        Z = X @ W.T + b
+    return {
+        "loss": loss,
+        "dW": dW,
+        "db": db,
+        "softmax": fs.softmax(Z),
+        "log_softmax": fs.log_softmax(Z),
+        "cross_entropy": fs.cross_entropy(Z, y, sample_weight=sw),
+        "proba": fs.predict_proba(X, W, b),
+        "labels": fs.predict(X, W, b),
+    }
+
+
+@pytest.mark.skipif(MAX_THREADS < 2, reason="needs at least two Numba threads")
+@pytest.mark.parametrize("body", list(SHAPES))
+def test_one_thread_equals_all_threads(rng, restore_threads, body):
+    n, d, k = SHAPES[body]
+    X, y, W, b, sw = make_problem(rng, n, d, k, weighted=True, w_scale=0.3)
+    numba.set_num_threads(MAX_THREADS)
+    assert _api._n_chunks(n, d, k) >= 2  # the parallel kernel really splits the rows
+    many = _run_all(X, y, W, b, sw)
+    numba.set_num_threads(1)
+    assert _api._n_chunks(n, d, k) == 1
+    one = _run_all(X, y, W, b, sw)
+    # Row-wise kernels do the same arithmetic per row whatever the split.
+    for key in ("softmax", "log_softmax", "proba", "labels"):
+        np.testing.assert_array_equal(many[key], one[key], err_msg=key)
+    # Reductions add the chunks' float64 partial sums in another order.
+    assert_grad_close(
+        many["loss"], many["dW"], many["db"], (one["loss"], one["dW"], one["db"]),
+        X, W, 0.01, grad_rtol(np.float64, n, d, k),
+    )  # fmt: skip
+    np.testing.assert_allclose(
+        many["cross_entropy"], one["cross_entropy"], rtol=rtol_for(np.float64, n)
+    )
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_concurrent_python_threads_match_one_call(rng, dtype):
+    problems = {
+        body: make_problem(rng, n, d, k, dtype, weighted=True, w_scale=0.3)
+        for body, (n, d, k) in SHAPES.items()
+    }
+    # The logits are formed once here: NumPy's own BLAS may round differently
+    # when other threads change its thread count.
+    problems = {body: (*p[:4], p[4], p[0] @ p[2].T + p[3]) for body, p in problems.items()}
+    expected = {body: _run_all(*p) for body, p in problems.items()}
+    start = threading.Barrier(4)
+
+    def work(body):
+        start.wait()  # all four threads enter the parallel kernels together
+        return body, [_run_all(*problems[body]) for _ in range(3)]
+
+    bodies = [*SHAPES, "D4-K3"]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(work, bodies))
+    for body, runs in results:
+        n, d, k = SHAPES[body]
+        X, _, W = problems[body][:3]
+        for got in runs:
+            want = expected[body]
+            for key in ("softmax", "log_softmax", "proba", "labels", "cross_entropy"):
+                np.testing.assert_array_equal(got[key], want[key], err_msg=f"{body} {key}")
+            # Same thread count, same chunking: the fused kernel is
+            # deterministic, up to BLAS's own blocking in the BLAS body.
+            assert_grad_close(
+                got["loss"], got["dW"], got["db"], (want["loss"], want["dW"], want["db"]),
+                X, W, 0.01, grad_rtol(dtype, n, d, k) / 16,
+            )  # fmt: skip
+            if kernels.select_variant(d, k) is not kernels.LossGradVariant.BLAS:
+                assert got["loss"] == want["loss"]
+                np.testing.assert_array_equal(got["dW"], want["dW"])
+                np.testing.assert_array_equal(got["db"], want["db"])
+
+
+def test_concurrent_model_fits_are_independent(rng):
+    X, y, _, _, _ = make_problem(rng, 3_000, 20, 5)
+    want = fs.SoftmaxRegression(20, 5, seed=1).fit(X, y, solver="gd", lr=0.5, max_iter=10, tol=0)
+
+    def fit(_):
+        return fs.SoftmaxRegression(20, 5, seed=1).fit(
+            X, y, solver="gd", lr=0.5, max_iter=10, tol=0
+        )
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        models = list(pool.map(fit, range(4)))
+    for model in models:
+        np.testing.assert_array_equal(model.W, want.W)
+        np.testing.assert_array_equal(model.b, want.b)
