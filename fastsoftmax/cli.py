@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -75,12 +76,366 @@ def run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+
+# --------------------------------------------------------------------------- #
+# train / generate / predict
+# --------------------------------------------------------------------------- #
+#: The embedded default problem of ``fastsoftmax train`` (the README's main job).
+DEFAULT_SAMPLES, DEFAULT_FEATURES, DEFAULT_CLASSES = 2_000_000, 100, 10
+
+
+class CLIError(ValueError):
+    """A bad option or input, reported as one line with exit code 2."""
+
+
+def _log(args, message: str) -> None:
+    if not args.quiet:
+        print(message, file=sys.stderr, flush=True)
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads is None:
+        return
+    import numba
+
+    if threads < 1 or threads > numba.config.NUMBA_NUM_THREADS:
+        raise CLIError(f"--threads must be between 1 and {numba.config.NUMBA_NUM_THREADS}, got {threads}.")
+    numba.set_num_threads(threads)
+
+
+def _check_writable(path: str | None, option: str) -> None:
+    if path is None:
+        return
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise CLIError(f"{option} {path}: the directory {directory} does not exist.")
+
+
+def _load_data(data: str, labels: str | None):
+    """X and y from ``.npy`` files (memory-mapped, read-only) or from one ``.npz`` with arrays X and y."""
+    if not os.path.exists(data):
+        raise CLIError(f"--data {data}: no such file.")
+    if data.endswith(".npz"):
+        if labels is not None:
+            raise CLIError("--labels is not used with an .npz file; it must hold arrays 'X' and 'y'.")
+        try:
+            with np.load(data, allow_pickle=False) as archive:
+                missing = {"X", "y"} - set(archive.files)
+                if missing:
+                    raise CLIError(f"--data {data}: the archive has no array {sorted(missing)[0]!r} (it needs 'X' and 'y').")
+                return archive["X"], archive["y"]
+        except CLIError:
+            raise
+        except Exception as exc:  # zipfile, zlib, format errors: all mean a bad file
+            raise CLIError(f"--data {data}: not a readable .npz archive ({exc}); it may be truncated or corrupt.") from exc
+    if labels is None:
+        raise CLIError("--labels y.npy is required with an .npy --data file.")
+    from fastsoftmax._data import _open_array
+
+    return _open_array(data, "X"), _open_array(labels, "y")
+
+
+def _synthetic(args):
+    from fastsoftmax.datasets import make_classification
+
+    _log(args, f"generating {args.samples:,} x {args.features} synthetic rows, {args.classes} classes, "
+               f"{args.dtype} (seed {args.seed}) in memory...")  # fmt: skip
+    start = time.perf_counter()
+    X, y = make_classification(
+        args.samples, args.features, n_classes=args.classes, dtype=args.dtype, seed=args.seed,
+        n_threads=args.threads,
+    )  # fmt: skip
+    elapsed = time.perf_counter() - start
+    _log(args, f"  {X.nbytes / 1e6:,.0f} MB in {elapsed:.1f} s ({args.samples / elapsed:,.0f} rows/s)")
+    return X, y
+
+
+class _Progress:
+    """A tqdm bar on a terminal, plain lines (at most one every 2 s) otherwise, nothing with --quiet."""
+
+    def __init__(self, args, total: int):
+        self.args, self.total = args, total
+        self.bar = None
+        self.last = 0.0
+        if not args.quiet and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="it", desc=f"train ({args.solver})", file=sys.stderr)
+
+    def __call__(self, model, iteration: int, loss: float) -> None:
+        if self.bar is not None:
+            self.bar.n = iteration
+            self.bar.set_postfix(loss=f"{loss:.6f}", refresh=False)
+            self.bar.refresh()
+        elif not self.args.quiet:
+            now = time.perf_counter()
+            if now - self.last >= 2.0 or iteration >= self.total:
+                print(f"iteration {iteration}/{self.total}  loss {loss:.6f}", file=sys.stderr, flush=True)
+                self.last = now
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _write_json(path: str, payload: dict) -> None:
+    import json
+    import tempfile
+
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".fastsoftmax-", suffix=".json.tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(payload, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Train on the embedded synthetic problem or on the user's files."""
+    from fastsoftmax import SoftmaxRegression
+    from fastsoftmax._data import DataSource, accuracy
+
+    if not 0.0 <= args.val_fraction < 1.0:
+        raise CLIError(f"--val-fraction must be in [0, 1), got {args.val_fraction}.")
+    _check_writable(args.out, "--out")
+    _check_writable(args.metrics, "--metrics")
+    _set_threads(args.threads)
+    t_start = time.perf_counter()
+    if args.data is None:
+        if args.labels is not None:
+            raise CLIError("--labels needs --data.")
+        X, y = _synthetic(args)
+        dtype = np.dtype(args.dtype)
+    else:
+        X, y = _load_data(args.data, args.labels)
+        dtype = np.dtype(args.dtype) if args.dtype_given else (X.dtype if X.dtype.kind == "f" else np.dtype(np.float64))
+        # Shape and label checks on the whole file before anything is split or written.
+        whole = DataSource(X, y, dtype)
+        n_classes = args.classes_given or whole.max_label() + 1
+        if n_classes < 2:
+            raise CLIError(f"the labels in {args.labels or args.data} name only {n_classes} class; need at least 2.")
+        whole.check_labels(n_classes)
+    n_classes = args.classes if args.data is None else n_classes
+    n_samples = X.shape[0]
+    n_val = int(round(args.val_fraction * n_samples))
+    n_train = n_samples - n_val
+    if n_train < 1:
+        raise CLIError(f"--val-fraction {args.val_fraction} leaves no training rows out of {n_samples}.")
+    # The validation rows are the last ones: row slices are views, nothing is copied.
+    train = DataSource(X[:n_train], y[:n_train], dtype, chunk_size=args.chunk_size)
+    val = DataSource(X[n_train:], y[n_train:], dtype, chunk_size=args.chunk_size) if n_val else None
+    model = SoftmaxRegression(X.shape[1], n_classes, dtype=dtype, seed=args.seed)
+    _log(args, f"training {args.solver} on {n_train:,} rows x {X.shape[1]} features, {n_classes} classes, "
+               f"{dtype} ({'streamed from ' + args.data if train.streamed else 'in memory'}); "
+               f"{n_val:,} validation rows")  # fmt: skip
+
+    progress = _Progress(args, args.max_iter)
+    fit_start = time.perf_counter()
+    try:
+        model.fit(
+            train.X, train.y, solver=args.solver, max_iter=args.max_iter, lr=args.lr,
+            batch_size=args.batch_size, l2=args.l2, tol=args.tol, seed=args.seed,
+            callback=progress, chunk_size=args.chunk_size, checkpoint=args.checkpoint,
+        )  # fmt: skip
+    finally:
+        progress.close()
+    fit_time = time.perf_counter() - fit_start
+    train_accuracy = accuracy(model, train)
+    val_accuracy = accuracy(model, val) if val is not None else None
+    rows_per_s = model.rows_processed_ / fit_time if fit_time > 0 else 0.0
+    final_loss = model.loss_history_[-1] if model.loss_history_ else float("nan")
+    if args.out:
+        model.save(args.out)
+    wall = time.perf_counter() - t_start
+    if args.metrics:
+        _write_json(args.metrics, {
+            "solver": args.solver, "dtype": str(dtype), "l2": args.l2, "max_iter": args.max_iter,
+            "n_train": n_train, "n_val": n_val, "n_features": int(X.shape[1]), "n_classes": int(n_classes),
+            "data": args.data or "synthetic", "threads": _threads(),
+            "n_iter": model.n_iter_, "converged": model.converged_,
+            "loss_history": [float(v) for v in model.loss_history_], "final_loss": float(final_loss),
+            "train_accuracy": train_accuracy, "val_accuracy": val_accuracy,
+            "fit_time_s": fit_time, "wall_time_s": wall,
+            "rows_processed": int(model.rows_processed_), "rows_per_s": rows_per_s,
+        })  # fmt: skip
+    val_text = f"{val_accuracy:.4f}" if val_accuracy is not None else "n/a"
+    print(f"final loss {final_loss:.6f} after {model.n_iter_} iterations "
+          f"({'converged' if model.converged_ else 'not converged'})")  # fmt: skip
+    print(f"accuracy: train {train_accuracy:.4f}, validation {val_text}")
+    print(f"throughput: {rows_per_s:,.0f} rows/s ({model.rows_processed_:,} rows in {fit_time:.1f} s of fitting; "
+          f"{wall:.1f} s in all, {_threads()} threads)")  # fmt: skip
+    if args.out:
+        print(f"model written to {args.out}")
+    return 0
+
+
+def _threads() -> int:
+    import numba
+
+    return numba.get_num_threads()
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    """Write a synthetic data set to two .npy files, chunk by chunk."""
+    from fastsoftmax.datasets import write_classification
+
+    _check_writable(args.data, "--data")
+    _check_writable(args.labels, "--labels")
+    _set_threads(args.threads)
+    start = time.perf_counter()
+    write_classification(
+        args.data, args.labels, args.samples, args.features, n_classes=args.classes,
+        dtype=args.dtype, seed=args.seed, n_threads=args.threads,
+        progress=not args.quiet and sys.stderr.isatty(),
+    )  # fmt: skip
+    elapsed = time.perf_counter() - start
+    nbytes = args.samples * args.features * np.dtype(args.dtype).itemsize
+    if not args.quiet:
+        print(f"wrote {args.samples:,} x {args.features} {args.dtype} rows ({nbytes / 1e9:.2f} GB) to {args.data} "
+              f"and labels to {args.labels} in {elapsed:.1f} s: {args.samples / elapsed:,.0f} rows/s, "
+              f"{nbytes / elapsed / 1e6:,.0f} MB/s")  # fmt: skip
+    return 0
+
+
+def _save_npy(path: str, array: np.ndarray) -> None:
+    import tempfile
+
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".fastsoftmax-", suffix=".npy.tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, array)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    """Predicted labels (and probabilities) for X, chunk by chunk."""
+    from fastsoftmax import SoftmaxRegression
+    from fastsoftmax._data import CHUNK_BYTES, _open_array
+
+    _check_writable(args.out, "--out")
+    _check_writable(args.proba, "--proba")
+    _set_threads(args.threads)
+    if not os.path.exists(args.model):
+        raise CLIError(f"--model {args.model}: no such file.")
+    model = SoftmaxRegression.load(args.model)
+    if args.data.endswith(".npz"):
+        X, _ = _load_data(args.data, None)
+    else:
+        X = _open_array(args.data, "X")
+    if X.ndim != 2 or X.shape[1] != model.input_dim:
+        raise CLIError(f"--data {args.data} has shape {X.shape}; the model expects (n_samples, {model.input_dim}).")
+    if X.dtype.kind not in "fiub":
+        raise CLIError(f"--data {args.data} has dtype {X.dtype}; it must be numeric.")
+    chunk = max(1, CHUNK_BYTES // (X.shape[1] * X.dtype.itemsize))
+    labels = np.empty(X.shape[0], dtype=np.int64)
+    proba = np.empty((X.shape[0], model.num_classes), dtype=model.dtype) if args.proba else None
+    for start in range(0, X.shape[0], chunk):
+        part = np.ascontiguousarray(X[start : start + chunk], dtype=model.dtype)
+        if proba is not None:
+            proba[start : start + chunk] = model.predict_proba(part)
+            labels[start : start + chunk] = proba[start : start + chunk].argmax(axis=1)
+        else:
+            labels[start : start + chunk] = model.predict(part)
+    _save_npy(args.out, labels)
+    if proba is not None:
+        _save_npy(args.proba, proba)
+    if not args.quiet:
+        print(f"wrote {labels.shape[0]:,} predicted labels to {args.out}"
+              + (f" and probabilities to {args.proba}" if proba is not None else ""))  # fmt: skip
+    return 0
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _add_problem_options(parser: argparse.ArgumentParser, *, train: bool) -> None:
+    where = "synthetic data: " if train else ""
+    parser.add_argument("--samples", type=_positive_int, default=DEFAULT_SAMPLES,
+                        help=f"{where}rows (default {DEFAULT_SAMPLES:,})")
+    parser.add_argument("--features", type=_positive_int, default=DEFAULT_FEATURES,
+                        help=f"{where}features (default {DEFAULT_FEATURES})")
+    parser.add_argument("--classes", type=_positive_int, default=None,
+                        help=f"classes (default {DEFAULT_CLASSES} for synthetic data, max label + 1 for files)")
+    parser.add_argument("--dtype", choices=("float32", "float64"), default=None,
+                        help="float dtype (default float32; for files, the file's dtype)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for data, weights and shuffling (default 0)")
+    parser.add_argument("--threads", type=_positive_int, default=None, help="Numba threads (default: all cores)")
+    parser.add_argument("--quiet", action="store_true", help="print only the final summary")
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fastsoftmax",
         description="Softmax regression on fused Numba kernels.",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    train = commands.add_parser(
+        "train",
+        help="train a model: on an embedded synthetic problem (default) or on .npy/.npz files",
+        description=(
+            "Train softmax regression. Without --data, trains on a synthetic problem of "
+            f"{DEFAULT_SAMPLES:,} x {DEFAULT_FEATURES} x {DEFAULT_CLASSES} classes, float32, generated "
+            "once in memory. .npy files are memory-mapped and streamed in chunks, so they may be "
+            "larger than RAM. The validation rows are the last --val-fraction of the rows."
+        ),
+    )
+    train.add_argument("--data", help="X as .npy (N, D), or an .npz holding arrays X and y")
+    train.add_argument("--labels", help="y as .npy (N,) of integer labels (with an .npy --data)")
+    _add_problem_options(train, train=True)
+    train.add_argument("--solver", choices=("lbfgs", "gd", "sgd", "adam"), default="lbfgs",
+                       help="solver (default lbfgs)")
+    train.add_argument("--l2", type=float, default=1e-4, help="L2 strength on W (default 1e-4)")
+    train.add_argument("--max-iter", type=_positive_int, default=50,
+                       help="iterations, epochs for sgd/adam (default 50)")
+    train.add_argument("--lr", type=float, default=None, help="step size for gd/sgd/adam")
+    train.add_argument("--tol", type=float, default=1e-6, help="stopping tolerance (default 1e-6)")
+    train.add_argument("--batch-size", type=_positive_int, default=256, help="mini-batch rows for sgd/adam (default 256)")
+    train.add_argument("--chunk-size", type=_positive_int, default=None,
+                       help="rows per streamed chunk (default: about 128 MB of X)")
+    train.add_argument("--val-fraction", type=float, default=0.1, help="validation fraction, the last rows (default 0.1)")
+    train.add_argument("--checkpoint", metavar="DIR",
+                       help="write a checkpoint to DIR every iteration; rerunning the same command resumes")
+    train.add_argument("--out", metavar="MODEL.npz", help="write the trained model")
+    train.add_argument("--metrics", metavar="METRICS.json",
+                       help="write loss per iteration, accuracies, wall time and rows/s")
+    train.set_defaults(handler=run_train)
+
+    generate = commands.add_parser(
+        "generate",
+        help="write a synthetic data set to .npy files",
+        description="Stream a synthetic classification data set to X and y .npy files (any size).",
+    )
+    generate.add_argument("--data", required=True, metavar="X.npy", help="where to write X")
+    generate.add_argument("--labels", required=True, metavar="Y.npy", help="where to write y")
+    _add_problem_options(generate, train=False)
+    generate.set_defaults(handler=run_generate)
+
+    predict = commands.add_parser(
+        "predict",
+        help="predict labels (and probabilities) with a saved model",
+        description="Predict with a model written by `fastsoftmax train --out`.",
+    )
+    predict.add_argument("--model", required=True, metavar="MODEL.npz")
+    predict.add_argument("--data", required=True, metavar="X.npy", help="X as .npy, or an .npz holding X")
+    predict.add_argument("--out", default="predictions.npy", help="labels .npy (default predictions.npy)")
+    predict.add_argument("--proba", metavar="PROBA.npy", help="also write the probabilities (N, K)")
+    predict.add_argument("--threads", type=_positive_int, default=None, help="Numba threads")
+    predict.add_argument("--quiet", action="store_true")
+    predict.set_defaults(handler=run_predict)
 
     demo = commands.add_parser(
         "demo",
@@ -100,11 +455,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fastsoftmax`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command in ("train", "generate"):
+        args.dtype_given = args.dtype is not None
+        args.dtype = args.dtype or "float32"
+        args.classes_given = args.classes
+        args.classes = args.classes or DEFAULT_CLASSES
+    import numba
+
+    threads = numba.get_num_threads()  # --threads is undone on return (main() may run in-process)
     try:
         return args.handler(args)
-    except (ValueError, TypeError, OSError) as exc:
-        print(f"fastsoftmax {args.command}: error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"fastsoftmax {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, OSError, MemoryError) as exc:
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"fastsoftmax {args.command}: error: {message}", file=sys.stderr)
         return 2
+    finally:
+        numba.set_num_threads(threads)
 
 
 if __name__ == "__main__":

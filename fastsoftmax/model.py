@@ -12,7 +12,9 @@ from typing import Any
 import numpy as np
 
 from fastsoftmax import _checks, solvers
-from fastsoftmax._api import _weight_sum, fused_loss_grad, predict, predict_proba
+from fastsoftmax import checkpoint as _checkpoint
+from fastsoftmax._api import fused_loss_grad, predict, predict_proba
+from fastsoftmax._data import DataSource, block_shuffled_batches, chunked_objectives
 
 _FORMAT = "fastsoftmax-model"
 _FORMAT_VERSION = 1
@@ -183,30 +185,30 @@ class SoftmaxRegression:
         self.b[...] = theta[n_weights:]
 
     def _objectives(self, X, y, sample_weight, l2):
-        """The full-batch and mini-batch objectives over a flat theta = [W.ravel(), b]."""
-        n_classes, n_features = self.W.shape
-        n_weights = n_classes * n_features
-        dtype = self.dtype
-        dW = np.empty((n_classes, n_features), dtype=dtype)
-        db = np.empty(n_classes, dtype=dtype)
+        """The full-batch and mini-batch objectives over a flat theta = [W.ravel(), b].
 
-        def evaluate(theta, X_rows, y_rows, w_rows):
-            theta = np.asarray(theta, dtype=dtype)
-            W = np.ascontiguousarray(theta[:n_weights].reshape(n_classes, n_features))
-            b = np.ascontiguousarray(theta[n_weights:])
-            weight_sum = _weight_sum(w_rows, X_rows.shape[0])
-            loss_sum = fused_loss_grad(X_rows, y_rows, W, b, w_rows, 1.0 / weight_sum, l2, dW, db)
-            loss = loss_sum / weight_sum + 0.5 * l2 * float(np.vdot(W, W))
-            return loss, np.concatenate([dW.ravel(), db])
+        ``X`` may also be a :class:`~fastsoftmax._data.DataSource` (``y`` and
+        ``sample_weight`` are then ignored): the objective adds the kernels'
+        partial sums over its chunks.
+        """
+        source = X if isinstance(X, DataSource) else DataSource(X, y, self.dtype, sample_weight=sample_weight)
+        return chunked_objectives(source, self.num_classes, l2)
 
-        def objective(theta):
-            return evaluate(theta, X, y, sample_weight)
-
-        def batch_objective(theta, rows):
-            weights = sample_weight[rows] if sample_weight.shape[0] else sample_weight
-            return evaluate(theta, X[rows], y[rows], weights)
-
-        return objective, batch_objective
+    def _source(self, X, y, sample_weight, chunk_size) -> DataSource:
+        """Validate once: in-memory data as before, memmaps and .npy paths shape-only plus a label scan."""
+        if not isinstance(X, (str, os.PathLike, np.memmap)) and not isinstance(y, (str, os.PathLike, np.memmap)):
+            X, y = self._Xy(X, y)
+            return DataSource(X, y, self.dtype, sample_weight=sample_weight, chunk_size=chunk_size)
+        source = DataSource(X, y, self.dtype, sample_weight=sample_weight, chunk_size=chunk_size)
+        if source.n_features != self.input_dim:
+            raise ValueError(
+                f"X has {source.n_features} features but W has {self.input_dim} columns; "
+                f"X must have shape (n_samples, {self.input_dim})."
+            )
+        if source.X.dtype.kind == "f" and source.X.dtype != self.dtype and not source.streamed:
+            raise TypeError(f"X has dtype {source.X.dtype} but the model is {self.dtype}.")
+        source.check_labels(self.num_classes)
+        return source
 
     def fit(
         self,
@@ -223,19 +225,26 @@ class SoftmaxRegression:
         seed=None,
         sample_weight=None,
         callback: Callable[[SoftmaxRegression, int, float], Any] | None = None,
+        chunk_size: int | None = None,
+        checkpoint: str | os.PathLike | None = None,
     ) -> SoftmaxRegression:
         """Train from the current W and b; returns ``self``.
 
         Parameters
         ----------
-        X : array_like, shape (N, D)
-        y : array_like of int, shape (N,)
+        X : array_like, np.memmap, or str / os.PathLike of an ``.npy`` file, shape (N, D)
+            In-memory data is used as one chunk. A memmap or an ``.npy`` path
+            (opened with ``mmap_mode="r"``) is streamed in chunks and may be
+            larger than memory; a floating X of another dtype is cast chunk by chunk.
+        y : array_like of int, np.memmap or ``.npy`` path, shape (N,)
         solver : {"lbfgs", "gd", "sgd", "adam"}
             "lbfgs": scipy's L-BFGS on the fused loss and gradient (full batch).
             "gd": full-batch gradient descent. "sgd": mini-batch SGD with momentum,
-            reshuffled every epoch. "adam": Adam on mini-batches.
+            reshuffled every epoch. "adam": Adam on mini-batches. Full-batch
+            solvers stream X once per loss+gradient evaluation; sgd and adam
+            on streamed data shuffle blocks of rows (see :mod:`fastsoftmax._data`).
         max_iter : int
-            Iterations (lbfgs, gd) or epochs (sgd, adam).
+            Iterations (lbfgs, gd) or epochs (sgd, adam), counted over resumes.
         lr : float, optional
             Step size; defaults to 0.1 for gd and sgd, 1e-3 for adam. Unused by lbfgs.
         batch_size, momentum :
@@ -251,6 +260,17 @@ class SoftmaxRegression:
         callback : callable ``callback(model, iteration, loss)``, optional
             Called after every iteration once W and b hold the new iterate;
             returning True stops training.
+        chunk_size : int, optional
+            Rows per chunk of the full-batch objective (default: all rows of
+            an in-memory X, about 128 MB of a streamed X). Changes the result
+            only by floating-point rounding.
+        checkpoint : str or os.PathLike, optional
+            A directory. After every iteration, theta, the solver state and the
+            loss history are written there atomically; a later ``fit`` with the
+            same data and options resumes from it (gd, sgd and adam exactly;
+            lbfgs restarts its curvature memory from the saved theta). A
+            checkpoint of another problem raises
+            :class:`~fastsoftmax.checkpoint.CheckpointError` and is left alone.
 
         Raises
         ------
@@ -274,49 +294,168 @@ class SoftmaxRegression:
         if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
             raise ValueError(f"lr must be a finite number > 0, got {lr!r}.")
         l2 = _checks.check_l2(l2)
-        X, y = self._Xy(X, y)
+        source = self._source(X, y, sample_weight, chunk_size)
         self._params()
-        sample_weight = _checks.check_sample_weight(sample_weight, X.shape[0], self.dtype)
-        objective, batch_objective = self._objectives(X, y, sample_weight, l2)
+        counter = [0]
+        objective, batch_objective = chunked_objectives(source, self.num_classes, l2, counter)
+        minibatch = solver in ("sgd", "adam")
+        batches = block_shuffled_batches(source.n_samples, batch_size) if minibatch and source.streamed else None
+
+        fingerprint = None
+        resumed = None
+        if checkpoint is not None:
+            fingerprint = {
+                "data": source.fingerprint(),
+                "n_classes": self.num_classes,
+                "dtype": str(self.dtype),
+                "solver": solver,
+                "lr": None if solver == "lbfgs" else float(lr),
+                "l2": l2,
+                "tol": float(tol),
+                "batch_size": int(batch_size) if minibatch else None,
+                "momentum": float(momentum) if solver == "sgd" else None,
+                "seed": None if seed is None else int(seed),
+                "shuffle": ("blocks" if batches else "rows") if minibatch else None,
+            }
+            resumed = _checkpoint.load(checkpoint, fingerprint)
+
+        offset = 0
+        history: list[float] = []
+        solver_state: dict[str, Any] = {}
+        theta0 = self._pack()
+        if resumed is not None:
+            offset, history, solver_state = resumed.iteration, list(resumed.loss_history), resumed.solver_state
+            theta0 = np.asarray(resumed.theta)
+            if resumed.finished or offset >= max_iter:
+                self._commit(theta0)
+                self.loss_history_, self.n_iter_, self.converged_ = history, offset, resumed.converged
+                self.rows_processed_ = 0
+                return self
+
+        def save_checkpoint(theta, finished=False, converged=False):
+            if checkpoint is not None:
+                _checkpoint.save(checkpoint, _checkpoint.CheckpointState(
+                    theta=np.array(theta, copy=True), iteration=self.n_iter_, loss_history=list(history),
+                    fingerprint=fingerprint, solver_state=dict(solver_state),
+                    finished=finished, converged=converged,
+                ))  # fmt: skip
+
+        first_loss: list[float] = []
+
+        def recording_objective(theta):
+            loss, grad = objective(theta)
+            if not first_loss:
+                first_loss.append(loss)
+                if not history and not minibatch:
+                    history.append(loss)  # the starting loss, as the solvers record it
+            return loss, grad
 
         def on_iteration(theta, loss, iteration):
             self._commit(theta)
-            self.loss_history_.append(loss)
-            self.n_iter_ = iteration
-            return callback(self, iteration, loss) if callback is not None else None
+            history.append(loss)
+            self.loss_history_ = history
+            self.n_iter_ = offset + iteration
+            save_checkpoint(theta)
+            return callback(self, self.n_iter_, loss) if callback is not None else None
 
-        self.loss_history_, self.n_iter_, self.converged_ = [], 0, False
-        theta0 = self._pack()
+        self.loss_history_, self.n_iter_, self.converged_ = list(history), offset, False
+        self.rows_processed_ = 0
+        remaining = max_iter - offset
         try:
             if solver == "lbfgs":
-                result = solvers.lbfgs(objective, theta0, max_iter=max_iter, tol=tol, on_iteration=on_iteration)
+                result = solvers.lbfgs(recording_objective, theta0, max_iter=remaining, tol=tol, on_iteration=on_iteration)
             elif solver == "gd":
                 result = solvers.gradient_descent(
-                    objective, theta0, lr=lr, max_iter=max_iter, tol=tol, on_iteration=on_iteration
+                    recording_objective, theta0, lr=lr, max_iter=remaining, tol=tol, on_iteration=on_iteration
                 )
             elif solver == "sgd":
                 result = solvers.sgd(
-                    batch_objective, theta0, X.shape[0], lr=lr, momentum=momentum,
-                    batch_size=batch_size, max_iter=max_iter, tol=tol, seed=seed,
-                    on_iteration=on_iteration,
+                    batch_objective, theta0, source.n_samples, lr=lr, momentum=momentum,
+                    batch_size=batch_size, max_iter=remaining, tol=tol, seed=seed,
+                    on_iteration=on_iteration, batches=batches, state=solver_state,
                 )  # fmt: skip
             else:
                 result = solvers.adam(
-                    batch_objective, theta0, X.shape[0], lr=lr, batch_size=batch_size,
-                    max_iter=max_iter, tol=tol, seed=seed, on_iteration=on_iteration,
+                    batch_objective, theta0, source.n_samples, lr=lr, batch_size=batch_size,
+                    max_iter=remaining, tol=tol, seed=seed, on_iteration=on_iteration,
+                    batches=batches, state=solver_state,
                 )  # fmt: skip
         except solvers.NonFiniteLossError as exc:
             if exc.iteration == 0 and not self.loss_history_:
                 # Finite starting weights and a non-finite loss: the data is at fault.
-                _checks.raise_for_nonfinite_loss(X, exc.loss)
+                for start, X_chunk, _, _ in source.chunks():
+                    _checks.check_X_finite(X_chunk, "before training", row_offset=start)
+                _checks.raise_for_nonfinite_loss(X_chunk, exc.loss)
             raise TrainingError(
                 f"training diverged: {exc}. W and b keep the weights of iteration "
                 f"{self.n_iter_}; lower lr (now {lr}) or raise l2."
             ) from exc
+        finally:
+            self.rows_processed_ = counter[0]
         self._commit(result.theta)
-        self.n_iter_ = result.n_iter
+        self.n_iter_ = offset + result.n_iter
         self.converged_ = result.converged
-        self.loss_history_ = result.loss_history
+        if resumed is None:
+            history = list(result.loss_history)
+        self.loss_history_ = history
+        save_checkpoint(result.theta, finished=True, converged=result.converged)
+        return self
+
+    def partial_fit(
+        self,
+        X,
+        y,
+        *,
+        solver: str = "sgd",
+        lr: float | None = None,
+        batch_size: int = 256,
+        momentum: float = 0.9,
+        l2: float = 0.0,
+        seed=None,
+        sample_weight=None,
+    ) -> SoftmaxRegression:
+        """One epoch of mini-batch sgd or adam over (X, y); returns ``self``.
+
+        For data that the caller streams: call it once per chunk. The optimiser
+        state (momentum or Adam moments, step count, shuffling RNG seeded by the
+        first call's ``seed``) carries over from call to call; :meth:`fit`
+        does not touch it. X and y take the forms :meth:`fit` accepts. The mean
+        mini-batch loss of each call is appended to ``loss_history_``.
+        """
+        if solver not in ("sgd", "adam"):
+            raise ValueError(f"partial_fit supports solver 'sgd' or 'adam', got {solver!r}.")
+        if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
+        if lr is None:
+            lr = 1e-3 if solver == "adam" else 0.1
+        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+            raise ValueError(f"lr must be a finite number > 0, got {lr!r}.")
+        l2 = _checks.check_l2(l2)
+        source = self._source(X, y, sample_weight, None)
+        self._params()
+        _, batch_objective = chunked_objectives(source, self.num_classes, l2)
+        batches = block_shuffled_batches(source.n_samples, batch_size) if source.streamed else None
+        states = self.__dict__.setdefault("_partial_state", {})
+        state = states.setdefault(solver, {})
+        if state and state.get("dim") != self.W.size + self.b.size:
+            state.clear()
+        state["dim"] = self.W.size + self.b.size
+
+        def on_iteration(theta, loss, iteration):
+            self._commit(theta)
+
+        kwargs = dict(lr=lr, batch_size=batch_size, max_iter=1, tol=0.0, seed=seed,
+                      on_iteration=on_iteration, batches=batches, state=state)  # fmt: skip
+        try:
+            if solver == "sgd":
+                result = solvers.sgd(batch_objective, self._pack(), source.n_samples, momentum=momentum, **kwargs)
+            else:
+                result = solvers.adam(batch_objective, self._pack(), source.n_samples, **kwargs)
+        except solvers.NonFiniteLossError as exc:
+            raise TrainingError(f"training diverged: {exc}. W and b are unchanged; lower lr (now {lr}).") from exc
+        self._commit(result.theta)
+        self.loss_history_ = list(self.loss_history_) + result.loss_history
+        self.n_iter_ += 1
         return self
 
     # -- persistence -----------------------------------------------------------
@@ -368,10 +507,16 @@ class SoftmaxRegression:
             )
 
         try:
-            with np.load(path, allow_pickle=False) as data:
-                arrays = {key: data[key] for key in data.files}
+            data = np.load(path, allow_pickle=False)
         except FileNotFoundError:
             raise
+        except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
+            raise invalid(f"{type(exc).__name__}: {exc}") from exc
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise invalid("it holds a single .npy array, not an .npz archive")
+        try:
+            with data:
+                arrays = {key: data[key] for key in data.files}
         except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
             raise invalid(f"{type(exc).__name__}: {exc}") from exc
         if not isinstance(arrays, dict) or str(arrays.get("format", "")) != _FORMAT:

@@ -16,7 +16,7 @@ finite parameters.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,6 +24,7 @@ import numpy as np
 Objective = Callable[[np.ndarray], "tuple[float, np.ndarray]"]
 BatchObjective = Callable[[np.ndarray, np.ndarray], "tuple[float, np.ndarray]"]
 OnIteration = Callable[[np.ndarray, float, int], "bool | None"]
+Batches = Callable[[np.random.Generator], "Iterable[np.ndarray]"]
 
 SOLVERS = ("lbfgs", "gd", "sgd", "adam")
 
@@ -143,6 +144,15 @@ def gradient_descent(
     return SolverResult(theta, max_iter, False, "reached max_iter", history)
 
 
+def _permuted_batches(n_samples: int, batch_size: int) -> Batches:
+    def batches(rng):
+        order = rng.permutation(n_samples)
+        for start in range(0, n_samples, batch_size):
+            yield np.sort(order[start : start + batch_size])
+
+    return batches
+
+
 def _minibatch_epochs(
     batch_objective: BatchObjective,
     theta0: np.ndarray,
@@ -154,23 +164,31 @@ def _minibatch_epochs(
     tol: float,
     seed,
     on_iteration: OnIteration | None,
+    batches: Batches | None = None,
+    state: dict | None = None,
 ) -> SolverResult:
     """The epoch loop shared by SGD and Adam: shuffle, then update per mini-batch.
 
     ``step(theta, grad, t)`` updates ``theta`` in place for the t-th mini-batch.
     The loss recorded for an epoch is the mean of its mini-batch losses.
+    ``batches(rng)`` yields one epoch's row index arrays (default: a fresh
+    permutation of all rows cut into ``batch_size`` pieces). ``state``, if
+    given, holds ``rng``, ``t`` and ``previous`` at the end of every epoch
+    (before ``on_iteration``), and a run started with a filled ``state``
+    continues from it: a checkpoint of theta and ``state`` resumes exactly.
     """
+    state = {} if state is None else state
     rng = np.random.default_rng(seed)
+    if "rng" in state:
+        rng.bit_generator.state = state["rng"]
     theta = np.array(theta0, copy=True)
     history: list[float] = []
-    previous = math.inf
-    t = 0
+    previous = state.get("previous", math.inf)
+    t = state.get("t", 0)
     for epoch in range(1, max_iter + 1):
-        order = rng.permutation(n_samples)
         epoch_loss = 0.0
         candidate = theta.copy()
-        for start in range(0, n_samples, batch_size):
-            rows = np.sort(order[start : start + batch_size])
+        for rows in (batches or _permuted_batches(n_samples, batch_size))(rng):
             loss, grad = batch_objective(candidate, rows)
             if not math.isfinite(loss):
                 raise NonFiniteLossError(epoch, loss)
@@ -182,6 +200,7 @@ def _minibatch_epochs(
             raise NonFiniteLossError(epoch, epoch_loss)
         theta = candidate
         history.append(epoch_loss)
+        state.update(rng=rng.bit_generator.state, t=t, previous=epoch_loss)
         if on_iteration is not None and on_iteration(theta, epoch_loss, epoch):
             return SolverResult(theta, epoch, False, "stopped by callback", history)
         if _relative_change(previous, epoch_loss) < tol:
@@ -202,13 +221,17 @@ def sgd(
     tol: float = 0.0,
     seed=None,
     on_iteration: OnIteration | None = None,
+    batches: Batches | None = None,
+    state: dict | None = None,
 ) -> SolverResult:
     """Mini-batch SGD with (heavy-ball) momentum; ``max_iter`` counts epochs.
 
     v <- momentum * v - lr * grad;  theta <- theta + v. Rows are reshuffled
-    every epoch with ``np.random.default_rng(seed)``.
+    every epoch with ``np.random.default_rng(seed)``. ``batches`` and ``state``
+    as in :func:`_minibatch_epochs`; ``state["velocity"]`` is the momentum.
     """
-    velocity = np.zeros_like(theta0)
+    state = {} if state is None else state
+    velocity = state.setdefault("velocity", np.zeros_like(theta0))
 
     def step(theta, grad, t):
         velocity[:] = momentum * velocity - lr * grad
@@ -217,6 +240,7 @@ def sgd(
     return _minibatch_epochs(
         batch_objective, theta0, n_samples, step,
         batch_size=batch_size, max_iter=max_iter, tol=tol, seed=seed, on_iteration=on_iteration,
+        batches=batches, state=state,
     )  # fmt: skip
 
 
@@ -234,14 +258,19 @@ def adam(
     tol: float = 0.0,
     seed=None,
     on_iteration: OnIteration | None = None,
+    batches: Batches | None = None,
+    state: dict | None = None,
 ) -> SolverResult:
     """Adam (Kingma and Ba, 2015) on mini-batches; ``max_iter`` counts epochs.
 
     m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2;
     theta <- theta - lr (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + epsilon).
+    ``batches`` and ``state`` as in :func:`_minibatch_epochs`; ``state["first"]``
+    and ``state["second"]`` are the moment estimates.
     """
-    first = np.zeros_like(theta0)
-    second = np.zeros_like(theta0)
+    state = {} if state is None else state
+    first = state.setdefault("first", np.zeros_like(theta0))
+    second = state.setdefault("second", np.zeros_like(theta0))
 
     def step(theta, grad, t):
         first[:] = beta1 * first + (1 - beta1) * grad
@@ -253,4 +282,5 @@ def adam(
     return _minibatch_epochs(
         batch_objective, theta0, n_samples, step,
         batch_size=batch_size, max_iter=max_iter, tol=tol, seed=seed, on_iteration=on_iteration,
+        batches=batches, state=state,
     )  # fmt: skip

@@ -1,0 +1,319 @@
+"""Data sources: row chunks of X and y for the chunked (out-of-core) objective.
+
+Design
+------
+The loss and gradient are sums over rows (see DESIGN.md, "Scale beyond one
+machine"). A :class:`DataSource` hands out row chunks of ``(X, y, w)`` as
+C-contiguous views, and :func:`chunked_objectives` adds the kernels' partial
+sums (``fused_loss_grad`` with ``scale=1``, ``l2=0``) over the chunks in a
+fixed order, in float64, then normalises once and adds the L2 term. A Dask
+backend can replace the chunk loop by a map-reduce over the same partial sums.
+
+* **Sources.** An in-memory array is one chunk, so the fused kernel runs
+  exactly as before (bit for bit). An ``np.memmap`` or a path to an ``.npy``
+  file (opened with ``mmap_mode="r"``) is *streamed*: chunks of about
+  :data:`CHUNK_BYTES` of X are passed to the kernel in place. A row slice of a
+  C-contiguous map is contiguous, so nothing is copied; after each chunk its
+  pages are dropped from the process (``MADV_DONTNEED``) so resident memory
+  stays at one chunk of file pages and zero anonymous copies of X.
+* **Validation** happens once per fit: shapes and dtypes up front, labels in a
+  chunked min/max scan. NaN or inf in X is found by the kernel (a non-finite
+  loss), and only then is the offending chunk scanned to name the row.
+* **Determinism.** Full-batch partial sums are added chunk by chunk in row
+  order, so the chunk size changes the result only by floating-point
+  rounding. Mini-batches of a streamed source follow a *block shuffle*
+  (:func:`block_shuffled_batches`): rows are cut into fixed blocks of
+  :data:`SHUFFLE_BLOCK_ROWS`, each epoch visits the blocks in a random order
+  and the rows of each block in a random order, and consecutive
+  ``batch_size`` rows of that sequence form the mini-batches. The sequence
+  depends on the seed, the batch size and N only, never on the chunk size,
+  and it reads the file one block (a few MB) at a time. In-memory sources keep
+  the solvers' plain row permutation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import mmap
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from fastsoftmax import _checks
+from fastsoftmax._api import fused_loss_grad
+
+#: Target size of one streamed chunk of X in bytes (the kernels see one chunk at a time).
+CHUNK_BYTES = 128 << 20
+#: Rows per shuffle block for the mini-batches of a streamed source.
+SHUFFLE_BLOCK_ROWS = 1 << 16
+
+
+def _open_array(a, name: str) -> np.ndarray:
+    """An array, a memmap, or the path of an ``.npy`` file opened read-only as a memmap."""
+    if isinstance(a, (str, os.PathLike)):
+        path = os.fspath(a)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{name} file {path!r} does not exist.")
+        try:
+            arr = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise ValueError(
+                f"{name} file {path!r} is not a readable .npy file ({exc}); "
+                f"it may be truncated or corrupt."
+            ) from exc
+        if not isinstance(arr, np.ndarray):  # an .npz archive
+            arr.close()
+            raise ValueError(f"{name} file {path!r} is an .npz archive; pass an .npy file.")
+        return arr
+    if isinstance(a, np.memmap):
+        return a
+    return _checks._as_array(a, name)
+
+
+class DataSource:
+    """Row chunks of X (N, D), labels y (N,) and optional sample weights (N,).
+
+    Parameters
+    ----------
+    X : ndarray, np.memmap, str or os.PathLike
+        The data; a path names an ``.npy`` file, opened as a read-only memmap.
+    y : ndarray, np.memmap, str or os.PathLike
+        Integer labels.
+    dtype : float dtype
+        The compute dtype. Streamed chunks of another dtype are cast chunk by chunk.
+    sample_weight : array_like, shape (N,), optional
+    chunk_size : int, optional
+        Rows per chunk. By default an in-memory X is one chunk and a streamed
+        X is cut into chunks of about :data:`CHUNK_BYTES`.
+    """
+
+    def __init__(self, X, y, dtype, *, sample_weight=None, chunk_size: int | None = None):
+        self.dtype = _checks.as_float_dtype(dtype)
+        X = _open_array(X, "X")
+        self.streamed = isinstance(X, np.memmap)
+        if X.ndim != 2:
+            raise ValueError(f"X must be 2-dimensional (n_samples, n_features), got shape {X.shape}.")
+        if X.dtype.kind not in "fiub":
+            raise TypeError(f"X has dtype {X.dtype}; it must be a real numeric array.")
+        if self.streamed:
+            if 0 in X.shape:
+                raise ValueError(f"X is empty (shape {X.shape}).")
+            if not X.flags.c_contiguous:
+                raise ValueError("a memory-mapped X must be C-contiguous (Fortran-order .npy files are not supported).")
+        else:
+            if X.dtype.kind == "f" and X.dtype != self.dtype:
+                X = X.astype(self.dtype)
+            X = _checks.check_X(X, self.dtype)
+        self.X = X
+        self.n_samples, self.n_features = X.shape
+        y = _open_array(y, "y")
+        if y.ndim != 1:
+            raise ValueError(f"y must be 1-dimensional (n_samples,), got shape {y.shape}.")
+        if y.shape[0] != self.n_samples:
+            raise ValueError(f"y has {y.shape[0]} labels but X has {self.n_samples} rows; they must match.")
+        if y.dtype.kind not in "iu":
+            raise TypeError(f"y has dtype {y.dtype}; labels must be integer class indices.")
+        self.y = y
+        self.sample_weight = _checks.check_sample_weight(sample_weight, self.n_samples, self.dtype)
+        self.weight_sum = (
+            float(self.n_samples) if self.sample_weight.shape[0] == 0
+            else float(self.sample_weight.sum(dtype=np.float64))
+        )  # fmt: skip
+        if chunk_size is None:
+            row_bytes = self.n_features * self.X.dtype.itemsize
+            chunk_size = max(1, CHUNK_BYTES // row_bytes) if self.streamed else self.n_samples
+        if not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
+            raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}.")
+        self.chunk_size = int(min(chunk_size, self.n_samples))
+        self._labels_checked_for = None
+        self._map_start = None
+        if self.streamed:
+            self._advise(mmap.MADV_SEQUENTIAL if hasattr(mmap, "MADV_SEQUENTIAL") else None)
+
+    # -- validation ----------------------------------------------------------
+
+    def check_labels(self, n_classes: int) -> None:
+        """Scan y once, in chunks, for labels outside [0, n_classes)."""
+        if self._labels_checked_for == n_classes:
+            return
+        step = 1 << 22
+        for start in range(0, self.n_samples, step):
+            part = self.y[start : start + step]
+            lo, hi = int(part.min()), int(part.max())
+            if lo < 0 or hi >= n_classes:
+                bad = lo if lo < 0 else hi
+                row = start + int(np.argmax(part == bad))
+                raise ValueError(
+                    f"y contains the label {bad} (row {row}), outside [0, {n_classes}); "
+                    f"labels must be 0..{n_classes - 1} for {n_classes} classes."
+                )
+        self._labels_checked_for = n_classes
+
+    def max_label(self) -> int:
+        step = 1 << 22
+        lo = min(int(self.y[s : s + step].min()) for s in range(0, self.n_samples, step))
+        if lo < 0:
+            raise ValueError(f"y contains the negative label {lo}; labels must be 0..K-1.")
+        return max(int(self.y[s : s + step].max()) for s in range(0, self.n_samples, step))
+
+    # -- chunks --------------------------------------------------------------
+
+    def rows(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Rows [start, stop) as (X, y int64, w) ready for the kernel (views when possible)."""
+        X = self.X[start:stop]
+        if X.dtype != self.dtype or not X.flags.c_contiguous:
+            X = np.ascontiguousarray(X, dtype=self.dtype)
+        y = np.ascontiguousarray(self.y[start:stop], dtype=np.int64)
+        w = self.sample_weight[start:stop] if self.sample_weight.shape[0] else self.sample_weight
+        return np.asarray(X), y, w
+
+    def take(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Gather the rows of a mini-batch (a small copy)."""
+        X = np.ascontiguousarray(self.X[rows], dtype=self.dtype)
+        y = np.ascontiguousarray(self.y[rows], dtype=np.int64)
+        w = self.sample_weight[rows] if self.sample_weight.shape[0] else self.sample_weight
+        return X, y, w
+
+    def chunks(self) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
+        """Yield ``(start, X_chunk, y_chunk, w_chunk)`` in row order."""
+        for start in range(0, self.n_samples, self.chunk_size):
+            stop = min(start + self.chunk_size, self.n_samples)
+            yield (start, *self.rows(start, stop))
+            self.release(start, stop)
+
+    def release(self, start: int, stop: int) -> None:
+        """Drop the file pages of rows [start, stop) from this process (streamed sources)."""
+        if self.streamed:
+            self._advise(getattr(mmap, "MADV_DONTNEED", None), start, stop)
+
+    def _advise(self, advice, start: int = 0, stop: int | None = None) -> None:
+        base = getattr(self.X, "_mmap", None)
+        if advice is None or base is None or not hasattr(base, "madvise"):
+            return
+        stop = self.n_samples if stop is None else stop
+        if self._map_start is None:
+            # Where X starts inside the mapping (X may be a row slice of a larger map).
+            probe = np.frombuffer(base, dtype=np.uint8, count=1)
+            self._map_start = self.X.ctypes.data - probe.ctypes.data
+            del probe
+        row_bytes = self.n_features * self.X.dtype.itemsize
+        lo = self._map_start + start * row_bytes
+        hi = self._map_start + stop * row_bytes
+        lo -= lo % mmap.PAGESIZE
+        try:
+            base.madvise(advice, lo, min(hi, len(base)) - lo)
+        except (OSError, ValueError):
+            pass  # advice only
+
+    # -- identity ------------------------------------------------------------
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Shape, dtypes and a hash of up to 64 rows spread over X and y (cheap on huge files)."""
+        digest = hashlib.sha256()
+        for i in np.unique(np.linspace(0, self.n_samples - 1, 64).astype(np.int64)):
+            digest.update(np.asarray(self.X[i]).tobytes())
+            digest.update(np.asarray(self.y[i]).tobytes())
+        if self.sample_weight.shape[0]:
+            digest.update(self.sample_weight.tobytes())
+        return {
+            "n_samples": int(self.n_samples),
+            "n_features": int(self.n_features),
+            "X_dtype": str(self.X.dtype),
+            "y_dtype": str(self.y.dtype),
+            "weighted": bool(self.sample_weight.shape[0]),
+            "rows_sha256": digest.hexdigest(),
+        }
+
+
+def chunked_objectives(source: DataSource, n_classes: int, l2: float, counter: list[int] | None = None):
+    """The full-batch and mini-batch objectives over a flat theta = [W.ravel(), b].
+
+    ``objective(theta)`` streams every chunk once and adds the partial sums;
+    ``batch_objective(theta, rows)`` gathers the rows of one mini-batch.
+    ``counter[0]``, if given, counts the rows passed to the kernels.
+    """
+    n_features, dtype = source.n_features, source.dtype
+    n_weights = n_classes * n_features
+    dW = np.empty((n_classes, n_features), dtype=dtype)
+    db = np.empty(n_classes, dtype=dtype)
+    counter = [0] if counter is None else counter
+
+    def split(theta):
+        theta = np.asarray(theta, dtype=dtype)
+        W = np.ascontiguousarray(theta[:n_weights].reshape(n_classes, n_features))
+        return W, np.ascontiguousarray(theta[n_weights:])
+
+    def kernel(X, y, W, b, w, scale, l2_in, rows):
+        loss_sum = fused_loss_grad(X, y, W, b, w, scale, l2_in, dW, db)
+        counter[0] += X.shape[0]
+        if not math.isfinite(loss_sum):
+            # Bad data raises here, naming the row of the whole data set; with
+            # finite X the solver sees the non-finite loss and reports divergence.
+            _checks.check_X_finite(X, "before training", row_offset=rows)
+        return loss_sum
+
+    def evaluate(theta, X, y, w, rows=0):
+        # One chunk: the kernel normalises and adds the L2 gradient itself.
+        W, b = split(theta)
+        weight_sum = float(X.shape[0]) if w.shape[0] == 0 else float(w.sum(dtype=np.float64))
+        loss_sum = kernel(X, y, W, b, w, 1.0 / weight_sum, l2, rows)
+        loss = loss_sum / weight_sum + 0.5 * l2 * float(np.vdot(W, W))
+        return loss, np.concatenate([dW.ravel(), db])
+
+    def objective(theta):
+        if source.chunk_size >= source.n_samples:
+            return evaluate(theta, *source.rows(0, source.n_samples))
+        W, b = split(theta)
+        loss_sum = 0.0
+        dW_sum = np.zeros(dW.shape, dtype=np.float64)
+        db_sum = np.zeros(db.shape, dtype=np.float64)
+        for start, X, y, w in source.chunks():
+            loss_sum += kernel(X, y, W, b, w, 1.0, 0.0, start)
+            dW_sum += dW
+            db_sum += db
+        scale = 1.0 / source.weight_sum
+        loss = loss_sum * scale + 0.5 * l2 * float(np.vdot(W, W))
+        grad_W = dW_sum * scale + l2 * W
+        return loss, np.concatenate([grad_W.ravel(), db_sum * scale]).astype(dtype)
+
+    def batch_objective(theta, rows):
+        return evaluate(theta, *source.take(rows), rows=np.asarray(rows))
+
+    return objective, batch_objective
+
+
+def block_shuffled_batches(n_samples: int, batch_size: int, block_rows: int = SHUFFLE_BLOCK_ROWS):
+    """The mini-batch order of streamed sources; returns ``batches(rng)`` for the solvers.
+
+    Each call draws one epoch: the blocks ``[j * block_rows, (j + 1) * block_rows)``
+    in a random order, the rows of each block in a random order, and the
+    resulting sequence cut into consecutive batches of ``batch_size`` rows
+    (each batch sorted, so the gather reads the file forwards).
+    """
+    n_blocks = -(-n_samples // block_rows)
+
+    def batches(rng: np.random.Generator) -> Iterator[np.ndarray]:
+        pending = np.empty(0, dtype=np.int64)
+        for j in rng.permutation(n_blocks):
+            start = int(j) * block_rows
+            stop = min(start + block_rows, n_samples)
+            pending = np.concatenate([pending, start + rng.permutation(stop - start)])
+            n_full = pending.shape[0] // batch_size * batch_size
+            for i in range(0, n_full, batch_size):
+                yield np.sort(pending[i : i + batch_size])
+            pending = pending[n_full:]
+        if pending.shape[0]:
+            yield np.sort(pending)
+
+    return batches
+
+
+def accuracy(model, source: DataSource) -> float:
+    """Fraction of correctly predicted rows, computed chunk by chunk."""
+    correct = 0
+    for start, X, y, _ in source.chunks():
+        correct += int(np.count_nonzero(model.predict(X) == y))
+    return correct / source.n_samples

@@ -1,0 +1,179 @@
+"""The command line: train / generate / predict, checkpoints killed with SIGKILL, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from fastsoftmax import SoftmaxRegression
+from fastsoftmax.cli import main
+from fastsoftmax.datasets import make_classification
+
+SMALL = ["--samples", "4000", "--features", "8", "--classes", "3", "--threads", "1"]
+
+
+@pytest.fixture
+def npy(tmp_path):
+    X, y = make_classification(2000, 6, n_classes=3, dtype=np.float32, seed=1)
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "y.npy", y)
+    return tmp_path / "X.npy", tmp_path / "y.npy"
+
+
+def test_train_synthetic_writes_model_and_metrics(tmp_path, capsys):
+    out, metrics = tmp_path / "m.npz", tmp_path / "metrics.json"
+    rc = main(["train", *SMALL, "--max-iter", "5", "--out", str(out), "--metrics", str(metrics)])
+    assert rc == 0
+    text = capsys.readouterr()
+    assert "final loss" in text.out and "accuracy: train" in text.out and "rows/s" in text.out
+    assert "iteration 5/5" in text.err  # plain lines: stderr is not a terminal here
+    report = json.loads(metrics.read_text())
+    assert len(report["loss_history"]) == 6 and report["n_iter"] == 5
+    assert 0 <= report["val_accuracy"] <= 1 and report["rows_per_s"] > 0 and report["n_val"] == 400
+    model = SoftmaxRegression.load(out)
+    assert model.W.shape == (3, 8) and model.W.dtype == np.float32
+
+
+def test_train_quiet_prints_only_the_summary(capsys):
+    assert main(["train", *SMALL, "--max-iter", "2", "--quiet"]) == 0
+    text = capsys.readouterr()
+    assert text.err == "" and "final loss" in text.out
+
+
+def test_generate_train_on_files_and_predict(tmp_path, capsys):
+    X, y = tmp_path / "X.npy", tmp_path / "y.npy"
+    assert main(["generate", "--data", str(X), "--labels", str(y), *SMALL]) == 0
+    assert np.load(X, mmap_mode="r").shape == (4000, 8)
+    model = tmp_path / "m.npz"
+    assert main(["train", "--data", str(X), "--labels", str(y), "--solver", "sgd", "--max-iter", "2",
+                 "--chunk-size", "500", "--out", str(model), "--quiet"]) == 0  # fmt: skip
+    labels, proba = tmp_path / "pred.npy", tmp_path / "proba.npy"
+    assert main(["predict", "--model", str(model), "--data", str(X), "--out", str(labels),
+                 "--proba", str(proba)]) == 0  # fmt: skip
+    fitted = SoftmaxRegression.load(model)
+    np.testing.assert_array_equal(np.load(labels), fitted.predict(np.load(X)))
+    np.testing.assert_allclose(np.load(proba).sum(axis=1), 1, rtol=1e-5)
+
+
+def test_train_on_npz(tmp_path, npy):
+    X, y = np.load(npy[0]), np.load(npy[1])
+    np.savez(tmp_path / "d.npz", X=X, y=y)
+    assert main(["train", "--data", str(tmp_path / "d.npz"), "--max-iter", "3", "--quiet"]) == 0
+
+
+def _bad_inputs(tmp_path, npy):
+    x_path, y_path = map(str, npy)
+    corrupt = tmp_path / "corrupt.npy"
+    corrupt.write_bytes(b"not an npy file at all")
+    truncated = tmp_path / "truncated.npy"
+    truncated.write_bytes(npy[0].read_bytes()[:5000])
+    short = tmp_path / "short.npy"
+    np.save(short, np.zeros(7, dtype=np.int64))
+    bad_labels = tmp_path / "bad_labels.npy"
+    np.save(bad_labels, np.full(2000, -1, dtype=np.int64))
+    big_labels = tmp_path / "big_labels.npy"
+    np.save(big_labels, np.full(2000, 5, dtype=np.int64))
+    bad_npz = tmp_path / "bad.npz"
+    np.savez(bad_npz, X=np.zeros((3, 2)))
+    return {
+        "missing": (["--data", str(tmp_path / "missing.npy"), "--labels", y_path], "no such file"),
+        "corrupt": (["--data", str(corrupt), "--labels", y_path], "not a readable .npy"),
+        "truncated": (["--data", str(truncated), "--labels", y_path], "truncated or corrupt"),
+        "mismatched": (["--data", x_path, "--labels", str(short)], "7 labels but X has 2000 rows"),
+        "negative-labels": (["--data", x_path, "--labels", str(bad_labels)], "negative label -1"),
+        "labels-over-classes": (["--data", x_path, "--labels", str(big_labels), "--classes", "3"],
+                                r"label 5 \(row 0\), outside \[0, 3\)"),  # fmt: skip
+        "npz-without-y": (["--data", str(bad_npz)], "no array 'y'"),
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["missing", "corrupt", "truncated", "mismatched", "negative-labels", "labels-over-classes", "npz-without-y"],
+)
+def test_bad_input_exits_nonzero_with_one_line_and_writes_nothing(tmp_path, npy, capsys, case):
+    argv, message = _bad_inputs(tmp_path, npy)[case]
+    out, metrics = tmp_path / "m.npz", tmp_path / "metrics.json"
+    out.write_bytes(b"previous model")
+    rc = main(["train", *argv, "--out", str(out), "--metrics", str(metrics), "--checkpoint", str(tmp_path / "ck")])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.startswith("fastsoftmax train: error: ") and err.count("\n") == 1
+    import re
+
+    assert re.search(message, err), err
+    assert out.read_bytes() == b"previous model" and not metrics.exists()
+    assert not (tmp_path / "ck").exists()
+
+
+def test_checkpoint_of_another_problem_exits_nonzero_and_is_kept(tmp_path, npy, capsys):
+    ck = tmp_path / "ck"
+    base = ["train", "--data", str(npy[0]), "--labels", str(npy[1]), "--solver", "gd",
+            "--max-iter", "3", "--checkpoint", str(ck), "--quiet"]  # fmt: skip
+    assert main(base) == 0
+    before = (ck / "checkpoint.npz").read_bytes()
+    capsys.readouterr()
+    assert main([*base, "--l2", "0.5"]) == 2
+    assert "belongs to a different problem" in capsys.readouterr().err
+    assert (ck / "checkpoint.npz").read_bytes() == before
+
+
+def test_predict_bad_model_and_shape(tmp_path, npy, capsys):
+    (tmp_path / "bad.npz").write_bytes(b"garbage")
+    assert main(["predict", "--model", str(tmp_path / "bad.npz"), "--data", str(npy[0])]) == 2
+    assert "not a valid fastsoftmax model" in capsys.readouterr().err
+    model = tmp_path / "m.npz"
+    SoftmaxRegression(5, 3).save(model)
+    assert main(["predict", "--model", str(model), "--data", str(npy[0]), "--out", str(tmp_path / "p.npy")]) == 2
+    assert "the model expects (n_samples, 5)" in capsys.readouterr().err
+    assert not (tmp_path / "p.npy").exists()
+
+
+def _train_cmd(ck, metrics, solver):
+    return [sys.executable, "-m", "fastsoftmax", "train", "--samples", "200000", "--features", "20",
+            "--classes", "5", "--threads", "1", "--solver", solver, "--max-iter", "150", "--tol", "0",
+            "--lr", "0.5", "--checkpoint", str(ck), "--metrics", str(metrics),
+            "--out", str(metrics.with_suffix(".npz"))]  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
+@pytest.mark.parametrize("solver", ["gd", "lbfgs"])
+def test_sigkill_during_train_then_rerun_resumes(tmp_path, solver):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    reference = tmp_path / "reference.json"
+    subprocess.run(_train_cmd(tmp_path / "ck0", reference, solver), check=True, env=env,
+                   capture_output=True, timeout=300)  # fmt: skip
+
+    ck, metrics = tmp_path / "ck", tmp_path / "metrics.json"
+    proc = subprocess.Popen(_train_cmd(ck, metrics, solver), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    # Kill it as soon as the first checkpoint is in place, well before the end.
+    deadline = time.monotonic() + 120
+    while not (ck / "checkpoint.npz").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert not metrics.exists()
+
+    done = subprocess.run(_train_cmd(ck, metrics, solver), env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    got, want = json.loads(metrics.read_text()), json.loads(reference.read_text())
+    W_got = SoftmaxRegression.load(metrics.with_suffix(".npz")).W
+    W_want = SoftmaxRegression.load(reference.with_suffix(".npz")).W
+    if solver == "gd":  # resumes exactly
+        assert got["n_iter"] == want["n_iter"]
+        assert got["loss_history"] == want["loss_history"]
+        assert got["val_accuracy"] == want["val_accuracy"]
+        np.testing.assert_array_equal(W_got, W_want)
+    else:  # L-BFGS restarts its curvature memory from the saved theta
+        assert got["final_loss"] == pytest.approx(want["final_loss"], rel=1e-6)
+        np.testing.assert_allclose(W_got, W_want, atol=1e-4)

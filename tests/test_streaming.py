@@ -1,0 +1,261 @@
+"""Out-of-core fitting: memmaps and .npy paths, chunk-size and thread determinism,
+partial_fit, checkpoints (resume, mismatch, corruption) and streamed bad input."""
+
+from __future__ import annotations
+
+import os
+
+import numba
+import numpy as np
+import pytest
+
+from fastsoftmax import SoftmaxRegression
+from fastsoftmax._data import DataSource, block_shuffled_batches
+from fastsoftmax.checkpoint import CheckpointError
+from fastsoftmax.datasets import make_classification
+
+N, D, K = 3000, 12, 4
+
+
+@pytest.fixture(scope="module")
+def data():
+    X, y = make_classification(N, D, n_classes=K, dtype=np.float64, seed=3)
+    return X, y
+
+
+@pytest.fixture
+def files(tmp_path, data):
+    X, y = data
+    x_path, y_path = tmp_path / "X.npy", tmp_path / "y.npy"
+    np.save(x_path, X)
+    np.save(y_path, y)
+    return x_path, y_path
+
+
+def _fit(X, y, **kwargs):
+    kwargs.setdefault("max_iter", 15)
+    model = SoftmaxRegression(D, K, seed=0, dtype=kwargs.pop("dtype", np.float64))
+    return model.fit(X, y, **kwargs)
+
+
+def _rtol(dtype, n_terms=N):
+    # Chunked sums differ from one fused call by reassociation only.
+    return 50 * np.finfo(dtype).eps * np.sqrt(n_terms)
+
+
+@pytest.mark.parametrize("solver", ["lbfgs", "gd"])
+def test_memmap_and_path_fit_equal_in_memory_fit(data, files, solver):
+    X, y = data
+    reference = _fit(X, y, solver=solver)
+    mapped = _fit(np.load(files[0], mmap_mode="r"), np.load(files[1], mmap_mode="r"), solver=solver)
+    by_path = _fit(str(files[0]), files[1], solver=solver)
+    for model in (mapped, by_path):
+        # One chunk: the same kernel call. Read-only maps get their own numba
+        # specialisation, which may round the loss sum in the last bit.
+        np.testing.assert_allclose(model.W, reference.W, rtol=1e-13, atol=1e-15)
+        np.testing.assert_allclose(model.b, reference.b, rtol=1e-13, atol=1e-15)
+        np.testing.assert_allclose(model.loss_history_, reference.loss_history_, rtol=1e-14)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 7, 500, 2999], ids=lambda c: f"chunk{c}")
+def test_full_batch_result_independent_of_chunk_size(data, files, chunk_size):
+    X, y = data
+    reference = _fit(X, y, solver="gd")
+    model = _fit(str(files[0]), str(files[1]), solver="gd", chunk_size=chunk_size)
+    tol = _rtol(np.float64)
+    np.testing.assert_allclose(model.W, reference.W, rtol=tol, atol=tol)
+    np.testing.assert_allclose(model.loss_history_, reference.loss_history_, rtol=tol)
+
+
+def test_float32_chunked_matches_float64_to_float32_precision(data, files):
+    X, y = data
+    reference = _fit(X, y, solver="gd")
+    model = _fit(X.astype(np.float32), y, solver="gd", chunk_size=301, dtype=np.float32)
+    np.testing.assert_allclose(model.loss_history_, reference.loss_history_, rtol=_rtol(np.float32))
+
+
+def test_float64_file_streamed_into_float32_model(data, files):
+    X, y = data
+    model = _fit(str(files[0]), str(files[1]), solver="gd", dtype=np.float32, chunk_size=1000)
+    in_memory = _fit(X.astype(np.float32), y, solver="gd", dtype=np.float32, chunk_size=1000)
+    np.testing.assert_array_equal(model.W, in_memory.W)
+    assert model.W.dtype == np.float32
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_result_independent_of_thread_count(data, files, threads):
+    X, y = data
+    reference = _fit(X, y, solver="lbfgs", chunk_size=700)
+    previous = numba.get_num_threads()
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    try:
+        model = _fit(str(files[0]), str(files[1]), solver="lbfgs", chunk_size=700)
+    finally:
+        numba.set_num_threads(previous)
+    np.testing.assert_allclose(model.W, reference.W, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+def test_streamed_minibatches_depend_on_seed_not_chunk_size(files, solver):
+    a = _fit(str(files[0]), str(files[1]), solver=solver, max_iter=2, seed=5, chunk_size=100)
+    b = _fit(str(files[0]), str(files[1]), solver=solver, max_iter=2, seed=5, chunk_size=1000)
+    c = _fit(str(files[0]), str(files[1]), solver=solver, max_iter=2, seed=6)
+    np.testing.assert_array_equal(a.W, b.W)
+    assert not np.array_equal(a.W, c.W)
+
+
+def test_block_shuffle_visits_every_row_once_per_epoch():
+    batches = block_shuffled_batches(1000, 64, block_rows=128)
+    rows = np.concatenate(list(batches(np.random.default_rng(0))))
+    np.testing.assert_array_equal(np.sort(rows), np.arange(1000))
+    again = np.concatenate(list(batches(np.random.default_rng(0))))
+    np.testing.assert_array_equal(rows, again)
+
+
+def test_streamed_chunks_are_views_of_the_map(files):
+    source = DataSource(str(files[0]), str(files[1]), np.float64, chunk_size=512)
+    for start, X, _, _ in source.chunks():
+        assert np.shares_memory(X, source.X)
+
+
+def test_partial_fit_carries_optimizer_state(data):
+    X, y = data
+    streamed = SoftmaxRegression(D, K, seed=0)
+    for epoch in range(3):
+        streamed.partial_fit(X, y, solver="adam", lr=0.01, seed=1)
+    whole = SoftmaxRegression(D, K, seed=0).fit(X, y, solver="adam", lr=0.01, seed=1, max_iter=3, tol=0)
+    np.testing.assert_allclose(streamed.W, whole.W, rtol=1e-12, atol=1e-15)
+    assert len(streamed.loss_history_) == 3
+    assert streamed.loss_history_[-1] < streamed.loss_history_[0]
+
+
+def test_partial_fit_on_chunks_lowers_the_loss(files):
+    model = SoftmaxRegression(D, K, seed=0)
+    X = np.load(files[0], mmap_mode="r")
+    y = np.load(files[1], mmap_mode="r")
+    before = model.train_step(X[:1000], y[:1000], lr=0.0)
+    for start in range(0, N, 1000):
+        model.partial_fit(X[start : start + 1000], y[start : start + 1000], lr=0.05, seed=0)
+    assert model.train_step(X[:1000], y[:1000], lr=0.0) < before
+
+
+class _Stop(Exception):
+    pass
+
+
+def _interrupted_then_resumed(X, y, ckpt, stop_at, **kwargs):
+    def callback(model, iteration, loss):
+        if iteration == stop_at:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        _fit(X, y, checkpoint=ckpt, callback=callback, **kwargs)
+    return _fit(X, y, checkpoint=ckpt, **kwargs)
+
+
+@pytest.mark.parametrize("solver", ["gd", "sgd", "adam"])
+def test_checkpoint_resume_is_exact(tmp_path, files, solver):
+    kwargs = dict(solver=solver, max_iter=6, seed=2, tol=0, chunk_size=1000, lr=0.05)
+    X, y = str(files[0]), str(files[1])
+    uninterrupted = _fit(X, y, **kwargs)
+    resumed = _interrupted_then_resumed(X, y, tmp_path / "ckpt", 3, **kwargs)
+    np.testing.assert_array_equal(resumed.W, uninterrupted.W)
+    np.testing.assert_array_equal(resumed.b, uninterrupted.b)
+    assert resumed.loss_history_ == uninterrupted.loss_history_
+    assert resumed.n_iter_ == uninterrupted.n_iter_ == 6
+
+
+def test_checkpoint_resume_lbfgs_to_solver_tolerance(tmp_path, data):
+    X, y = data
+    kwargs = dict(solver="lbfgs", max_iter=200, l2=1e-3, tol=1e-10)
+    uninterrupted = _fit(X, y, **kwargs)
+    resumed = _interrupted_then_resumed(X, y, tmp_path / "ckpt", 5, **kwargs)
+    assert resumed.loss_history_[-1] == pytest.approx(uninterrupted.loss_history_[-1], rel=1e-6)
+    np.testing.assert_allclose(resumed.W, uninterrupted.W, atol=1e-4)
+
+
+def test_finished_checkpoint_returns_the_result(tmp_path, data):
+    X, y = data
+    first = _fit(X, y, solver="gd", checkpoint=tmp_path)
+    again = _fit(X, y, solver="gd", checkpoint=tmp_path)
+    np.testing.assert_array_equal(first.W, again.W)
+    assert again.loss_history_ == first.loss_history_
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"l2": 0.5}, {"solver": "lbfgs"}, {"data": "other"}, {"dtype": np.float32}],
+    ids=["l2", "solver", "data", "dtype"],
+)
+def test_checkpoint_of_another_problem_is_refused_and_kept(tmp_path, data, change):
+    X, y = data
+    ckpt = tmp_path / "ckpt"
+    _fit(X, y, solver="gd", max_iter=2, checkpoint=ckpt)
+    before = (ckpt / "checkpoint.npz").read_bytes()
+    kwargs = dict(solver="gd", max_iter=2, checkpoint=ckpt)
+    if change.get("data"):
+        X = X.copy()
+        X[0, 0] += 1
+    elif "dtype" in change:
+        X = X.astype(np.float32)
+        kwargs["dtype"] = np.float32
+    else:
+        kwargs.update(change)
+    model = SoftmaxRegression(D, K, seed=0, dtype=kwargs.pop("dtype", np.float64))
+    W0 = model.W.copy()
+    with pytest.raises(CheckpointError, match="belongs to a different problem"):
+        model.fit(X, y, **kwargs)
+    assert (ckpt / "checkpoint.npz").read_bytes() == before
+    np.testing.assert_array_equal(model.W, W0)
+
+
+def test_corrupt_checkpoint_is_refused(tmp_path, data):
+    X, y = data
+    (tmp_path / "checkpoint.npz").write_bytes(b"PK\x03\x04 garbage")
+    with pytest.raises(CheckpointError, match="not a readable fastsoftmax checkpoint"):
+        _fit(X, y, solver="gd", checkpoint=tmp_path)
+
+
+def test_checkpoint_leaves_no_temporary_files(tmp_path, data):
+    X, y = data
+    _fit(X, y, solver="gd", max_iter=3, checkpoint=tmp_path)
+    assert os.listdir(tmp_path) == ["checkpoint.npz"]
+
+
+# -- bad streamed input --------------------------------------------------------
+
+
+def test_nan_in_a_later_chunk_names_the_data_set_row(tmp_path, data):
+    X, y = data
+    X = X.copy()
+    X[2345, 3] = np.nan
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "y.npy", y)
+    with pytest.raises(ValueError, match=r"NaN or infinite value\(s\), the first in row 2345"):
+        _fit(str(tmp_path / "X.npy"), str(tmp_path / "y.npy"), solver="gd", chunk_size=1000)
+
+
+def test_streamed_labels_out_of_range(tmp_path, data):
+    X, y = data
+    y = y.copy()
+    y[1234] = K
+    np.save(tmp_path / "y.npy", y)
+    np.save(tmp_path / "X.npy", X)
+    with pytest.raises(ValueError, match=rf"label {K} \(row 1234\), outside \[0, {K}\)"):
+        _fit(str(tmp_path / "X.npy"), str(tmp_path / "y.npy"))
+
+
+def test_missing_truncated_and_mismatched_files(tmp_path, files):
+    x_path, y_path = files
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        _fit(str(tmp_path / "nope.npy"), str(y_path))
+    truncated = tmp_path / "truncated.npy"
+    truncated.write_bytes(x_path.read_bytes()[: 10_000])
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        _fit(str(truncated), str(y_path))
+    short = tmp_path / "short.npy"
+    np.save(short, np.zeros(10, dtype=np.int64))
+    with pytest.raises(ValueError, match="y has 10 labels but X has 3000 rows"):
+        _fit(str(x_path), str(short))
+    with pytest.raises(ValueError, match="X has 12 features but W has 5"):
+        SoftmaxRegression(5, K).fit(str(x_path), str(y_path))
