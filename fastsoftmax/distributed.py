@@ -1,0 +1,715 @@
+"""Training on Dask: the fused kernels mapped over row chunks, partial sums tree-reduced.
+
+Design:
+    The loss and its gradient are sums over rows, so one evaluation is a
+    map-reduce. Every row chunk of X (with its labels and weights) gives its
+    un-normalised partial sums ``(loss_sum, dW_sum, db_sum, weight_sum)``
+    (:class:`fastsoftmax.LossGradSums`) from the same fused kernel that the
+    single-machine fit uses; a tree of additions (fan-in 8) brings them to
+    one, and the client divides by the total weight and adds the L2 term.
+    The solvers of :mod:`fastsoftmax.solvers` then drive the optimisation on
+    the client, as they do in :meth:`SoftmaxRegression.fit`: they see only
+    ``objective(theta) -> (loss, grad)``.
+
+    * **Where things run.** X and y are persisted once, so every chunk stays
+      in memory on the worker that made it, and each chunk task is scheduled
+      where its chunk lives. Nothing of size N ever reaches the client: per
+      evaluation the client sends theta (K (D + 1) values) and receives one
+      set of sums.
+    * **theta is sent once per evaluation** as a single key of the task graph
+      that every chunk task depends on: the scheduler runs it on one worker
+      and the others fetch it once (not once per chunk); under the threaded
+      scheduler it is one in-memory value. A graph key, unlike
+      ``client.scatter``, has lineage, so it survives the loss of a worker.
+    * **Fault tolerance** is Dask's: persisted chunks keep their graph, so the
+      chunks of a worker that dies are recomputed elsewhere (from
+      ``da.from_array``, from :func:`make_classification_dask`, from files),
+      and the evaluation that was in flight finishes with the same sums.
+    * **Checks** that need the data run on the cluster once per fit (label
+      range, sample weights); shape and chunk checks use metadata only. Like
+      the single-machine path, non-finite X is not scanned for up front: a
+      non-finite loss triggers a cluster-side scan that names the first bad row.
+    * **Threads.** The kernels release the GIL and run under a thread-safe
+      numba layer (see :mod:`fastsoftmax._threading`), so concurrent chunk
+      tasks on Dask's threads are safe. ``numba.set_num_threads`` is
+      thread-local, so each task sets its own kernel thread count to
+      ``max(1, cores // concurrent tasks on this machine)`` for the duration
+      of the call: with one Dask thread per core the kernels run on one
+      thread each and the cores are not oversubscribed. The count is fixed
+      for the whole fit, so a chunk's partial sums do not depend on which
+      worker computes them, and the fit is reproducible.
+    * **Solvers.** L-BFGS and gradient descent are full-batch and map onto
+      this directly. The mini-batch solvers (``sgd``, ``adam``) draw batches
+      of a few hundred row indices from all of N; one cluster round trip per
+      such batch would be dominated by scheduling, so they are not offered.
+
+This module imports Dask only inside its functions: importing it (as
+:meth:`SoftmaxRegression.fit` does to call :func:`is_dask_collection`) keeps
+``import fastsoftmax`` free of Dask.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+import operator
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from fastsoftmax import _checks, solvers
+from fastsoftmax._api import LossGradSums, fused_loss_grad
+
+if TYPE_CHECKING:
+    import dask.array as da
+    from distributed import Client
+
+    from fastsoftmax.model import SoftmaxRegression
+
+__all__ = ["connect", "fit_dask", "is_dask_collection", "make_classification_dask"]
+
+#: Solvers that run on Dask (full-batch; see the module docstring).
+DASK_SOLVERS = ("lbfgs", "gd")
+
+#: Partial sums added per task of the reduction tree.
+SPLIT_EVERY = 8
+
+
+def is_dask_collection(obj: Any) -> bool:
+    """True when ``obj`` is a Dask collection (a ``dask.array.Array``, a DataFrame, ...).
+
+    Never imports Dask: an object can only be a Dask collection if Dask is
+    already in ``sys.modules``.
+    """
+    if "dask" not in sys.modules:
+        return False
+    import dask
+
+    return dask.is_dask_collection(obj)
+
+
+# --------------------------------------------------------------------------- #
+# Schedulers and threads
+# --------------------------------------------------------------------------- #
+def _resolve_client(client: Client | None) -> Client | None:
+    """The explicit client, else the default ``distributed`` client, else None (local scheduler)."""
+    if client is not None:
+        return client
+    if "distributed" not in sys.modules:
+        return None  # no Client can exist without distributed imported
+    from distributed import default_client
+
+    try:
+        return default_client()
+    except ValueError:
+        return None
+
+
+def _local_concurrency(n_chunks: int) -> int:
+    """How many chunk tasks Dask's local scheduler runs at once."""
+    import dask
+    import dask.local
+    from dask.base import get_scheduler
+    from dask.system import CPU_COUNT
+
+    if get_scheduler() is dask.local.get_sync:
+        return 1
+    workers = dask.config.get("num_workers", None) or CPU_COUNT
+    return max(1, min(int(workers), n_chunks))
+
+
+def _cluster_concurrency(client: Client, n_chunks: int) -> dict[str, int]:
+    """Concurrent tasks per host: the Dask threads of all workers on that host."""
+    from distributed.comm import get_address_host
+
+    per_host: dict[str, int] = {}
+    for address, n_threads in client.nthreads().items():
+        host = get_address_host(address)
+        per_host[host] = per_host.get(host, 0) + n_threads
+    return {host: max(1, min(n, n_chunks)) for host, n in per_host.items()}
+
+
+def _kernel_threads(concurrency: int | dict[str, int]) -> int:
+    """Numba threads for one task: the cores of this machine shared by its concurrent tasks."""
+    import numba
+
+    if isinstance(concurrency, dict):
+        try:
+            from distributed import get_worker
+            from distributed.comm import get_address_host
+
+            n_tasks = concurrency.get(get_address_host(get_worker().address))
+        except (ImportError, ValueError):
+            n_tasks = None
+        if n_tasks is None:  # a worker that joined after the fit began
+            n_tasks = max(concurrency.values(), default=1)
+    else:
+        n_tasks = concurrency
+    return max(1, numba.config.NUMBA_NUM_THREADS // n_tasks)
+
+
+@contextlib.contextmanager
+def _numba_threads(n: int) -> Iterator[None]:
+    """Run the block with ``numba.set_num_threads(n)`` (thread-local) and restore it."""
+    import numba
+
+    previous = numba.get_num_threads()
+    numba.set_num_threads(n)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(previous)
+
+
+# --------------------------------------------------------------------------- #
+# The tasks (module-level, so workers can unpickle them by reference)
+# --------------------------------------------------------------------------- #
+def _chunk_sums(
+    X: np.ndarray,
+    y: np.ndarray,
+    sample_weight: np.ndarray | None,
+    theta: np.ndarray,
+    n_classes: int,
+    concurrency: int | dict[str, int],
+) -> LossGradSums:
+    """Partial sums of one chunk of rows, in float64; a non-finite loss is returned, not raised.
+
+    ``theta`` is ``[W.ravel(), b]`` in the compute dtype. X, y and the weights
+    were checked on the client (metadata) and on the cluster (label range).
+    """
+    n_features = X.shape[1]
+    W = theta[: n_classes * n_features].reshape(n_classes, n_features)
+    b = theta[n_classes * n_features :]
+    X = np.ascontiguousarray(X)
+    y = np.ascontiguousarray(y, dtype=np.int64)
+    if sample_weight is None:
+        sample_weight = np.empty(0, dtype=X.dtype)
+        weight_sum = float(X.shape[0])
+    else:
+        sample_weight = np.ascontiguousarray(sample_weight)
+        weight_sum = float(sample_weight.sum(dtype=np.float64))
+    dW = np.empty_like(W)
+    db = np.empty_like(b)
+    with _numba_threads(_kernel_threads(concurrency)):
+        try:
+            loss_sum = fused_loss_grad(X, y, W, b, sample_weight, 1.0, 0.0, dW, db)
+        except ValueError:
+            # fused_loss_grad explains a non-finite loss by raising; the client
+            # decides (a NaN in X, or a diverging solver) from the reduced sum.
+            loss_sum = math.nan
+    return LossGradSums(loss_sum, dW.astype(np.float64), db.astype(np.float64), weight_sum)
+
+
+def _add_sums(*parts: LossGradSums) -> LossGradSums:
+    """Add partial sums of disjoint chunks."""
+    loss_sum = math.fsum(p.loss_sum for p in parts)
+    dW = parts[0].dW_sum.copy()
+    db = parts[0].db_sum.copy()
+    for p in parts[1:]:
+        dW += p.dW_sum
+        db += p.db_sum
+    return LossGradSums(loss_sum, dW, db, math.fsum(p.weight_sum for p in parts))
+
+
+def tree_reduce(leaves: list, combine: Callable, *, prefix: str, split_every: int = SPLIT_EVERY):
+    """Reduce a list of ``dask.delayed`` values with ``combine``, ``split_every`` at a time.
+
+    Returns one Delayed; the tree has ``ceil(log_{split_every}(len(leaves)))``
+    levels, and its keys are ``f"{prefix}-{level}-{index}"``.
+    """
+    import dask
+
+    level = 0
+    while len(leaves) > 1:
+        level += 1
+        leaves = [
+            dask.delayed(combine, pure=True)(
+                *leaves[i : i + split_every], dask_key_name=f"{prefix}-{level}-{i // split_every}"
+            )
+            for i in range(0, len(leaves), split_every)
+        ]
+    return leaves[0]
+
+
+# --------------------------------------------------------------------------- #
+# Input checks
+# --------------------------------------------------------------------------- #
+def _check_chunked(X, y, sample_weight, dtype: np.dtype, n_features: int):
+    """Check shapes, dtypes and chunks from metadata; returns dask arrays (X cast to ``dtype``)."""
+    import dask.array as da
+
+    if not isinstance(X, da.Array):
+        hint = " (for a Dask DataFrame use df.to_dask_array(lengths=True))" if is_dask_collection(X) else ""
+        raise TypeError(f"X must be a dask.array.Array, got {type(X).__name__}{hint}.")
+    if X.ndim != 2:
+        raise ValueError(f"X must be 2-dimensional (n_samples, n_features), got shape {X.shape}.")
+    if any(math.isnan(c) for c in X.chunks[0]):
+        raise ValueError(
+            "X has unknown chunk sizes along its rows; call X.compute_chunk_sizes() first "
+            "(or build it with known lengths, for example df.to_dask_array(lengths=True))."
+        )
+    if len(X.chunks[1]) != 1:
+        raise ValueError(
+            f"X is split along its features into {len(X.chunks[1])} chunks {X.chunks[1]}; "
+            f"each chunk must hold whole rows. Rechunk with X = X.rechunk({{1: -1}})."
+        )
+    if X.shape[0] == 0:
+        raise ValueError("X is empty (0 samples); pass at least one row.")
+    if X.shape[1] != n_features:
+        raise ValueError(
+            f"X has {X.shape[1]} features but the model has {n_features}; "
+            f"X must have shape (n_samples, {n_features})."
+        )
+    if X.dtype.kind not in "fiub":
+        raise TypeError(f"X has dtype {X.dtype}; it must be a real numeric array.")
+    if X.dtype != dtype:
+        X = X.astype(dtype)
+
+    def as_rows(a, name: str):
+        if a is None:
+            return None
+        if not isinstance(a, da.Array):
+            a = np.asarray(a)
+            if a.ndim == 1 and a.shape[0] == X.shape[0]:
+                return da.from_array(a, chunks=(X.chunks[0],))
+        if a.ndim != 1:
+            extra = " (class indices, not one-hot rows)" if name == "y" else ""
+            raise ValueError(f"{name} must be 1-dimensional (n_samples,){extra}, got shape {a.shape}.")
+        if a.shape[0] != X.shape[0]:
+            raise ValueError(f"{name} has {a.shape[0]} entries but X has {X.shape[0]} rows; they must match.")
+        if a.chunks[0] != X.chunks[0]:
+            raise ValueError(
+                f"{name} is chunked {a.chunks[0]} but the rows of X are chunked {X.chunks[0]}; "
+                f"chunk i of {name} must hold the rows of chunk i of X. "
+                f"Rechunk with {name} = {name}.rechunk(X.chunks[0])."
+            )
+        return a
+
+    y = as_rows(y, "y")
+    if y.dtype.kind not in "iu":
+        raise TypeError(
+            f"y has dtype {y.dtype}; labels must be integer class indices "
+            f"(use y.astype(np.int64) if they are whole numbers)."
+        )
+    sample_weight = as_rows(sample_weight, "sample_weight")
+    if sample_weight is not None:
+        if sample_weight.dtype.kind not in "fiub":
+            raise TypeError(f"sample_weight has dtype {sample_weight.dtype}; it must be numeric.")
+        if sample_weight.dtype != dtype:
+            sample_weight = sample_weight.astype(dtype)
+    return X, y, sample_weight
+
+
+# --------------------------------------------------------------------------- #
+# The distributed objective
+# --------------------------------------------------------------------------- #
+class DaskObjective:
+    """``objective(theta) -> (loss, grad)`` evaluated as a map-reduce over the chunks of X.
+
+    Built by :func:`fit_dask`; public so that benchmarks can time evaluations.
+    Use as a context manager: on entry X, y and the weights are persisted and
+    checked on the cluster, on exit the references to the persisted chunks
+    are dropped (Dask frees them unless the caller holds them too).
+
+    Parameters
+    ----------
+    X : dask.array.Array, shape (N, D)
+        In the compute dtype, one chunk along axis 1.
+    y : dask.array.Array of int, shape (N,)
+        Chunked like the rows of X.
+    sample_weight : dask.array.Array, shape (N,), or None
+    n_classes : int
+    l2 : float
+    client : distributed.Client or None
+        None runs on Dask's local scheduler (threaded unless configured otherwise).
+    persist : bool
+        Persist the inputs (the default): every evaluation then reads chunks
+        from worker memory instead of recomputing them.
+    """
+
+    def __init__(self, X, y, sample_weight, n_classes: int, l2: float, client=None, persist: bool = True):
+        self.X, self.y, self.sample_weight = X, y, sample_weight
+        self.n_classes = n_classes
+        self.n_features = X.shape[1]
+        self.dtype = X.dtype
+        self.l2 = l2
+        self.client = client
+        self.persist = persist
+        self.n_evaluations = 0
+        self._leaves = None
+
+    # -- set-up ---------------------------------------------------------------
+
+    def __enter__(self) -> DaskObjective:  # noqa: PYI034 (typing.Self needs Python 3.11)
+        import dask
+
+        arrays = [self.X, self.y] + ([self.sample_weight] if self.sample_weight is not None else [])
+        if self.persist:
+            if self.client is not None:
+                arrays = self.client.persist(arrays)
+            else:
+                arrays = list(dask.persist(*arrays))
+        self.X, self.y = arrays[0], arrays[1]
+        self.sample_weight = arrays[2] if len(arrays) > 2 else None
+        self._check_values()
+        n_chunks = len(self.X.chunks[0])
+        if self.client is not None:
+            self.concurrency: int | dict[str, int] = _cluster_concurrency(self.client, n_chunks)
+        else:
+            self.concurrency = _local_concurrency(n_chunks)
+        xs = self.X.to_delayed().ravel()
+        ys = self.y.to_delayed().ravel()
+        ws = self.sample_weight.to_delayed().ravel() if self.sample_weight is not None else [None] * len(xs)
+        self._leaves = list(zip(xs, ys, ws))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.X = self.y = self.sample_weight = self._leaves = None
+
+    def _compute(self, *values):
+        import dask
+
+        if self.client is not None:
+            return tuple(self.client.gather(self.client.compute(list(values))))
+        return dask.compute(*values)
+
+    def _check_values(self) -> None:
+        """The data-dependent checks of ``_checks``, as one pass over y (and the weights) on the cluster."""
+        import dask.array as da
+
+        todo = [self.y.min(), self.y.max()]
+        w = self.sample_weight
+        if w is not None:
+            todo += [da.isfinite(w).all(), w.min(), w.sum(dtype=np.float64)]
+        values = self._compute(*todo)
+        lo, hi = int(values[0]), int(values[1])
+        if lo < 0 or hi >= self.n_classes:
+            bad = lo if lo < 0 else hi
+            raise ValueError(
+                f"y contains the label {bad}, outside [0, {self.n_classes}); "
+                f"labels must be 0..{self.n_classes - 1} for {self.n_classes} classes."
+            )
+        if w is not None:
+            finite, w_min, w_sum = values[2:]
+            if not finite:
+                raise ValueError(
+                    "sample_weight contains NaN or infinite value(s); "
+                    "replace them (for example with np.nan_to_num) before calling."
+                )
+            if w_min < 0:
+                raise ValueError("sample_weight contains negative values; weights must be >= 0.")
+            if not w_sum > 0:
+                raise ValueError("sample_weight sums to 0; at least one sample needs a positive weight.")
+
+    # -- evaluation -----------------------------------------------------------
+
+    def sums_graph(self, theta: np.ndarray):
+        """The Delayed of one evaluation's reduced :class:`LossGradSums` (not yet computed)."""
+        import dask
+
+        token = uuid.uuid4().hex
+        chunk_sums, prefix = dask.delayed(_chunk_sums, pure=True), f"fastsoftmax-chunk-{token}"
+        # One key holds theta; every chunk task depends on it.
+        theta_ref = dask.delayed(np.ascontiguousarray(theta, dtype=self.dtype), name=f"fastsoftmax-theta-{token}")
+        leaves = [
+            chunk_sums(x, y, w, theta_ref, self.n_classes, self.concurrency, dask_key_name=f"{prefix}-{i}")
+            for i, (x, y, w) in enumerate(self._leaves)
+        ]
+        return tree_reduce(leaves, _add_sums, prefix=f"fastsoftmax-sum-{token}")
+
+    def sums(self, theta: np.ndarray) -> LossGradSums:
+        """The partial sums of the whole data set at ``theta`` (one cluster round trip)."""
+        if self._leaves is None:
+            raise RuntimeError("DaskObjective is used outside its `with` block.")
+        (total,) = self._compute(self.sums_graph(theta))
+        self.n_evaluations += 1
+        return total
+
+    def __call__(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
+        theta = np.asarray(theta)
+        total = self.sums(theta)
+        n_weights = self.n_classes * self.n_features
+        scale = 1.0 / total.weight_sum
+        W = np.asarray(theta[:n_weights], dtype=self.dtype).astype(np.float64)
+        loss = total.loss_sum * scale + 0.5 * self.l2 * float(np.dot(W, W))
+        grad = np.concatenate([total.dW_sum.ravel() * scale + self.l2 * W, total.db_sum * scale])
+        # The gradient in the compute dtype, as the single-machine objective
+        # returns it: gradient descent then takes the same float32 steps.
+        return loss, grad.astype(self.dtype, copy=False)
+
+    def raise_for_nonfinite_loss(self, loss: float) -> None:
+        """As :func:`fastsoftmax._checks.raise_for_nonfinite_loss`, with the scan of X on the cluster."""
+        import dask.array as da
+
+        if math.isfinite(loss):
+            return
+        bad_rows = ~da.isfinite(self.X).all(axis=1)
+        n_bad, first_row = self._compute((~da.isfinite(self.X)).sum(), da.argmax(bad_rows))
+        if n_bad:
+            raise ValueError(
+                f"X contains {int(n_bad)} NaN or infinite value(s), the first in row {int(first_row)}; "
+                f"remove or impute them (for example with np.nan_to_num) before training."
+            )
+        raise ValueError(
+            "the loss overflowed to a non-finite value although X, W and b are finite; "
+            "the logits are too large for the dtype: scale the features or use float64."
+        )
+
+
+# --------------------------------------------------------------------------- #
+# Training
+# --------------------------------------------------------------------------- #
+def fit_dask(
+    model: SoftmaxRegression,
+    X,
+    y,
+    *,
+    solver: str = "lbfgs",
+    max_iter: int = 100,
+    lr: float | None = None,
+    l2: float = 0.0,
+    tol: float = 1e-6,
+    sample_weight=None,
+    callback: Callable[[SoftmaxRegression, int, float], Any] | None = None,
+    client: Client | None = None,
+    persist: bool = True,
+) -> SoftmaxRegression:
+    """Train ``model`` on Dask arrays from its current W and b; returns ``model``.
+
+    The counterpart of :meth:`SoftmaxRegression.fit` for data chunked by rows:
+    every loss+grad evaluation runs the fused kernel on each chunk where it
+    lives and tree-reduces the partial sums (see the module docstring). The
+    result equals the single-machine fit to solver tolerance.
+
+    Parameters
+    ----------
+    model : SoftmaxRegression
+        Trained in place; its dtype is the compute dtype.
+    X : dask.array.Array, shape (N, D)
+        Chunked along rows only (one chunk along axis 1). Integer X and
+        floating X of another dtype are cast to ``model.dtype`` chunk by chunk.
+    y : dask.array.Array of int, shape (N,)
+        Labels in [0, K), with ``y.chunks[0] == X.chunks[0]``. A NumPy array
+        is cut into X's row chunks.
+    solver : {"lbfgs", "gd"}
+        L-BFGS (the driver on the client) or full-batch gradient descent.
+    max_iter, lr, l2, tol, callback :
+        As in :meth:`SoftmaxRegression.fit`; ``lr`` (default 0.1) is used by "gd" only.
+    sample_weight : dask.array.Array or array_like, shape (N,), optional
+        Chunked like y.
+    client : distributed.Client, optional
+        Default: the current ``distributed`` client if there is one, else Dask's
+        local scheduler (threads, unless ``dask.config`` says otherwise).
+    persist : bool, default True
+        Keep X, y and the weights in worker memory for the whole fit. With
+        False every evaluation recomputes the chunks (from disk, from the
+        generator...): for data larger than the cluster's memory.
+
+    Returns
+    -------
+    SoftmaxRegression
+        ``model``, with ``loss_history_``, ``n_iter_`` and ``converged_`` set.
+
+    Raises
+    ------
+    ValueError
+        On X split along its features, y or weights chunked unlike X's rows,
+        wrong shapes, labels outside [0, K) (checked on the cluster), NaN or inf
+        in X (found from a non-finite loss), or a solver that does not run on Dask.
+    TypeError
+        On non-array X, non-integer labels or non-numeric weights.
+    fastsoftmax.TrainingError
+        The loss became non-finite during training; W and b keep the last
+        iterate whose loss was finite.
+    """
+    from fastsoftmax.model import TrainingError
+
+    if solver not in DASK_SOLVERS:
+        if solver in solvers.SOLVERS:
+            raise ValueError(
+                f"solver {solver!r} is not available on Dask: it steps on mini-batches of rows, "
+                f"each of which would cost a cluster round trip. Use one of {DASK_SOLVERS}, "
+                f"or compute the data to NumPy and call model.fit."
+            )
+        raise ValueError(f"solver must be one of {DASK_SOLVERS}, got {solver!r}.")
+    if not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
+        raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}.")
+    if lr is None:
+        lr = 0.1
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a finite number > 0, got {lr!r}.")
+    l2 = _checks.check_l2(l2)
+    model._params()
+    X, y, sample_weight = _check_chunked(X, y, sample_weight, model.dtype, model.input_dim)
+    client = _resolve_client(client)
+
+    def on_iteration(theta, loss, iteration):
+        model._commit(theta)
+        model.loss_history_.append(loss)
+        model.n_iter_ = iteration
+        return callback(model, iteration, loss) if callback is not None else None
+
+    with DaskObjective(X, y, sample_weight, model.num_classes, l2, client=client, persist=persist) as objective:
+        model.loss_history_, model.n_iter_, model.converged_ = [], 0, False
+        theta0 = model._pack()
+        try:
+            if solver == "lbfgs":
+                result = solvers.lbfgs(objective, theta0, max_iter=max_iter, tol=tol, on_iteration=on_iteration)
+            else:
+                result = solvers.gradient_descent(
+                    objective, theta0, lr=lr, max_iter=max_iter, tol=tol, on_iteration=on_iteration
+                )
+        except solvers.NonFiniteLossError as exc:
+            if exc.iteration == 0 and not model.loss_history_:
+                # Finite starting weights and a non-finite loss: the data is at fault.
+                objective.raise_for_nonfinite_loss(exc.loss)
+            raise TrainingError(
+                f"training diverged: {exc}. W and b keep the weights of iteration "
+                f"{model.n_iter_}; lower lr (now {lr}) or raise l2."
+            ) from exc
+    model._commit(result.theta)
+    model.n_iter_ = result.n_iter
+    model.converged_ = result.converged
+    model.loss_history_ = result.loss_history
+    return model
+
+
+# --------------------------------------------------------------------------- #
+# Data generated on the workers
+# --------------------------------------------------------------------------- #
+def _generate_chunk(start: int, stop: int, params: dict) -> tuple[np.ndarray, np.ndarray]:
+    from fastsoftmax.datasets import generate_rows
+
+    # One generator thread per task: Dask already runs chunks in parallel.
+    return generate_rows(start, stop, n_threads=1, **params)
+
+
+def make_classification_dask(
+    n_samples: int,
+    n_features: int = 20,
+    *,
+    chunks: int | tuple[int, ...] | str = "auto",
+    seed: int = 0,
+    dtype=np.float64,
+    **generator_params,
+) -> tuple[da.Array, da.Array]:
+    """The data set of :func:`fastsoftmax.datasets.make_classification` as Dask arrays.
+
+    The graph holds no data: each row chunk is generated by one task, on the
+    worker that runs it, with :func:`fastsoftmax.datasets.generate_rows`. The
+    rows are a pure function of the parameters, the seed and the row index, so
+    the result equals ``make_classification(n_samples, n_features, seed=seed,
+    dtype=dtype, **generator_params)`` bit for bit, whatever the chunking, and a
+    chunk lost with its worker is regenerated identically.
+
+    Parameters
+    ----------
+    n_samples, n_features : int
+    chunks : int, tuple of int or "auto"
+        Rows per chunk (as for ``dask.array``; "auto" follows
+        ``dask.config["array.chunk-size"]``). Chunks always hold whole rows.
+    seed : int
+    dtype : {np.float64, np.float32}
+        As in :func:`~fastsoftmax.datasets.make_classification` (float64 by default).
+    **generator_params
+        ``n_informative``, ``n_redundant``, ``n_classes``, ``n_clusters_per_class``,
+        ``class_sep``, ``flip_y``, ``weights``: see :func:`~fastsoftmax.datasets.make_classification`.
+
+    Returns
+    -------
+    X : dask.array.Array, shape (n_samples, n_features), chunks ``(row_chunks, (n_features,))``
+    y : dask.array.Array of int64, shape (n_samples,), chunks ``(row_chunks,)``
+    """
+    import dask.array as da
+    from dask.array.core import normalize_chunks
+    from dask.base import tokenize
+    from dask.highlevelgraph import HighLevelGraph
+
+    from fastsoftmax.datasets import _check_int, generate_rows
+
+    generator_params.pop("n_threads", None)  # does not change the data; see _generate_chunk
+    params = dict(generator_params, n_features=n_features, seed=seed, dtype=dtype)
+    n_samples = _check_int("n_samples", n_samples, 1)
+    # Validate the parameters now, on the client, rather than in every task.
+    X_meta, _ = generate_rows(0, 1, n_threads=1, **params)
+    row_chunks = normalize_chunks((chunks, -1), shape=(n_samples, n_features), dtype=X_meta.dtype)[0]
+
+    token = tokenize(n_samples, row_chunks, sorted(params.items(), key=operator.itemgetter(0)))
+    gen_name = f"fastsoftmax-generate-{token}"
+    x_name, y_name = f"fastsoftmax-X-{token}", f"fastsoftmax-y-{token}"
+    gen_layer, x_layer, y_layer = {}, {}, {}
+    generate = functools.partial(_generate_chunk, params=params)
+    start = 0
+    for i, rows in enumerate(row_chunks):
+        gen_layer[(gen_name, i)] = (generate, start, start + rows)
+        x_layer[(x_name, i, 0)] = (operator.getitem, (gen_name, i), 0)
+        y_layer[(y_name, i)] = (operator.getitem, (gen_name, i), 1)
+        start += rows
+    layers = {gen_name: gen_layer, x_name: x_layer, y_name: y_layer}
+    deps = {gen_name: set(), x_name: {gen_name}, y_name: {gen_name}}
+    X = da.Array(
+        HighLevelGraph({k: layers[k] for k in (gen_name, x_name)}, {k: deps[k] for k in (gen_name, x_name)}),
+        x_name,
+        chunks=(row_chunks, (n_features,)),
+        dtype=X_meta.dtype,
+    )
+    y = da.Array(
+        HighLevelGraph({k: layers[k] for k in (gen_name, y_name)}, {k: deps[k] for k in (gen_name, y_name)}),
+        y_name,
+        chunks=(row_chunks,),
+        dtype=np.int64,
+    )
+    return X, y
+
+
+# --------------------------------------------------------------------------- #
+# Connecting (for the CLI)
+# --------------------------------------------------------------------------- #
+@contextlib.contextmanager
+def connect(
+    scheduler: str | None = None, n_workers: int | None = None, *, threads_per_worker: int = 1
+) -> Iterator[Client | None]:
+    """A ``distributed`` client for the CLI's ``--scheduler ADDRESS`` or ``--dask-workers N``.
+
+    With ``scheduler``: a :class:`distributed.Client` connected to that
+    address. With ``n_workers``: a :class:`distributed.LocalCluster` of
+    ``n_workers`` processes with ``threads_per_worker`` threads each, listening
+    on 127.0.0.1 only (the dashboard too, on a free port); it is shut down on exit. With
+    neither: yields None, and :func:`fit_dask` uses Dask's threaded scheduler.
+
+    Raises
+    ------
+    ValueError
+        Both given, or ``n_workers < 1``.
+    ImportError
+        ``distributed`` is not installed (``pip install "fastsoftmax[dask]"``).
+    """
+    if scheduler is not None and n_workers is not None:
+        raise ValueError("pass either a scheduler address or a number of local workers, not both.")
+    if scheduler is None and n_workers is None:
+        yield None
+        return
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError as exc:
+        raise ImportError(
+            'training on Dask needs the dask extra: pip install "fastsoftmax[dask]"'
+        ) from exc
+    if scheduler is not None:
+        with Client(scheduler) as client:
+            yield client
+        return
+    if not isinstance(n_workers, (int, np.integer)) or n_workers < 1:
+        raise ValueError(f"n_workers must be a positive integer, got {n_workers!r}.")
+    with LocalCluster(
+        n_workers=int(n_workers),
+        threads_per_worker=threads_per_worker,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address="127.0.0.1:0",
+    ) as cluster, Client(cluster) as client:
+        yield client

@@ -1,0 +1,275 @@
+"""Training on Dask: equal to the single-machine fit, fault tolerant, clear about bad chunking.
+
+The cluster tests start a ``distributed.LocalCluster`` of two worker processes
+on 127.0.0.1 inside this module and close it at the end. Worker processes are
+spawned and compile (or load from numba's disk cache) the kernels on their
+first task, which the fixture pays for once.
+
+Tolerances come from the solver: L-BFGS stops when the largest gradient entry
+is below ``TOL``. With the L2 term the objective is strongly convex in W with
+modulus at least ``L2``, so two fits that both converged have losses within
+``TOL**2 / L2`` of the optimum and weights within ``TOL / L2`` of each other
+(times a small factor for the max-norm); in practice the Dask fit follows
+the same iterates up to the rounding of the summation order.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+
+import numpy as np
+import pytest
+
+dask = pytest.importorskip("dask")
+da = pytest.importorskip("dask.array")
+distributed = pytest.importorskip("distributed")
+
+from fastsoftmax import SoftmaxRegression, TrainingError
+from fastsoftmax.datasets import make_classification
+from fastsoftmax.distributed import (
+    connect,
+    fit_dask,
+    is_dask_collection,
+    make_classification_dask,
+)
+
+N, D, K = 4000, 10, 3
+CHUNK = 700  # uneven: the last chunk is shorter
+TOL = 1e-7
+L2 = 1e-2
+PARAMS = {"n_classes": K, "n_informative": 6, "flip_y": 0.05, "seed": 3}
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with distributed.LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address="127.0.0.1:0",
+    ) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def client(cluster):
+    with distributed.Client(cluster) as client:
+        # Compile (or load) the kernels on both workers before any test is timed.
+        X, y = make_classification_dask(200, D, chunks=100, **PARAMS)
+        fit_dask(SoftmaxRegression(D, K), X, y, max_iter=1, client=client)
+        yield client
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_classification(N, D, **PARAMS)
+
+
+@pytest.fixture(scope="module")
+def single_machine(data):
+    X, y = data
+    return SoftmaxRegression(D, K, seed=0).fit(X, y, l2=L2, tol=TOL, max_iter=500)
+
+
+def assert_same_fit(model, reference):
+    assert model.converged_ and reference.converged_
+    np.testing.assert_allclose(model.loss_history_[-1], reference.loss_history_[-1], rtol=0, atol=TOL**2 / L2 + 1e-12)
+    np.testing.assert_allclose(model.W, reference.W, rtol=0, atol=10 * TOL / L2)
+    np.testing.assert_allclose(model.b, reference.b, rtol=0, atol=10 * TOL / L2)
+
+
+def test_is_dask_collection_does_not_import_dask():
+    code = (
+        "import sys, numpy as np, fastsoftmax\n"
+        "from fastsoftmax.distributed import is_dask_collection\n"
+        "assert not is_dask_collection(np.zeros(3))\n"
+        "assert 'dask' not in sys.modules, 'dask was imported'\n"
+    )
+    import subprocess
+
+    subprocess.run([sys.executable, "-c", code], check=True)
+    assert is_dask_collection(da.zeros(3))
+    assert not is_dask_collection(np.zeros(3))
+
+
+@pytest.mark.parametrize("chunks", [CHUNK, 4000, (1000, 1, 2999)], ids=["700", "one-chunk", "uneven"])
+def test_make_classification_dask_equals_in_memory(data, chunks):
+    X, y = make_classification_dask(N, D, chunks=chunks, **PARAMS)
+    assert X.chunks[1] == (D,) and y.chunks[0] == X.chunks[0]
+    X_ref, y_ref = data
+    np.testing.assert_array_equal(X.compute(scheduler="threads"), X_ref)
+    np.testing.assert_array_equal(y.compute(scheduler="threads"), y_ref)
+
+
+def test_make_classification_dask_float32_and_lazy():
+    X, y = make_classification_dask(10**9, 50, chunks=10**6, dtype=np.float32, seed=1)
+    assert X.dtype == np.float32 and y.dtype == np.int64
+    # One generator task and one getitem per chunk; the graph holds no data.
+    assert len(X.__dask_graph__()) == len(y.__dask_graph__()) == 2 * 1000
+    assert X.__dask_graph__().layers.keys() & y.__dask_graph__().layers.keys()  # shared generator
+
+
+@pytest.mark.parametrize("solver", ["lbfgs", "gd"])
+def test_threaded_scheduler_equals_single_machine(data, single_machine, solver):
+    X, y = data
+    Xd = da.from_array(X, chunks=(CHUNK, D))
+    kwargs = {"solver": solver, "l2": L2}
+    if solver == "lbfgs":
+        model = fit_dask(SoftmaxRegression(D, K, seed=0), Xd, y, tol=TOL, max_iter=500, **kwargs)
+        assert_same_fit(model, single_machine)
+    else:
+        model = fit_dask(SoftmaxRegression(D, K, seed=0), Xd, y, max_iter=25, **kwargs)
+        reference = SoftmaxRegression(D, K, seed=0).fit(X, y, max_iter=25, **kwargs)
+        assert model.n_iter_ == reference.n_iter_ == 25
+        np.testing.assert_allclose(model.loss_history_, reference.loss_history_, rtol=1e-12)
+        np.testing.assert_allclose(model.W, reference.W, rtol=0, atol=1e-12)
+
+
+def test_sample_weight_float32(data):
+    X, y = data
+    w = np.random.default_rng(0).uniform(0, 2, size=N)
+    X32 = X.astype(np.float32)
+    reference = SoftmaxRegression(D, K, seed=0, dtype=np.float32).fit(X32, y, sample_weight=w, l2=L2, tol=1e-4)
+    model = fit_dask(
+        SoftmaxRegression(D, K, seed=0, dtype=np.float32),
+        da.from_array(X, chunks=(CHUNK, D)),  # float64 chunks, cast on the way
+        da.from_array(y, chunks=CHUNK),
+        sample_weight=da.from_array(w, chunks=CHUNK),
+        l2=L2,
+        tol=1e-4,
+    )
+    assert model.W.dtype == np.float32
+    # float32 sums: agreement to a few float32 ulps of the loss.
+    np.testing.assert_allclose(model.loss_history_[-1], reference.loss_history_[-1], rtol=64 * np.finfo(np.float32).eps)
+
+
+def test_cluster_equals_single_machine(client, single_machine):
+    X, y = make_classification_dask(N, D, chunks=CHUNK, **PARAMS)
+    model = fit_dask(SoftmaxRegression(D, K, seed=0), X, y, l2=L2, tol=TOL, max_iter=500, client=client)
+    assert_same_fit(model, single_machine)
+
+
+def test_default_client_is_used(client, single_machine):
+    X, y = make_classification_dask(N, D, chunks=CHUNK, **PARAMS)
+    with client.as_current():
+        model = fit_dask(SoftmaxRegression(D, K, seed=0), X, y, l2=L2, tol=TOL, max_iter=500)
+    assert_same_fit(model, single_machine)
+
+
+@pytest.mark.parametrize("source", ["generator", "from_array"])
+def test_worker_killed_mid_fit(client, source, data):
+    if source == "generator":
+        X, y = make_classification_dask(N, D, chunks=CHUNK, **PARAMS)
+    else:
+        X, y = da.from_array(data[0], chunks=(CHUNK, D)), da.from_array(data[1], chunks=CHUNK)
+    kwargs = {"l2": L2, "tol": TOL, "max_iter": 500, "client": client}
+    undisturbed = fit_dask(SoftmaxRegression(D, K, seed=0), X, y, **kwargs)
+
+    killed = {}
+
+    def kill_a_worker(model, iteration, loss):
+        if iteration == 2:
+            pids = client.run(os.getpid)
+            address = min(pids)
+            os.kill(pids[address], signal.SIGKILL)
+            killed["address"] = address
+
+    model = fit_dask(SoftmaxRegression(D, K, seed=0), X, y, callback=kill_a_worker, **kwargs)
+    assert killed, "the callback never killed a worker"
+    # The per-task thread count is fixed for the fit, so recomputed chunks give
+    # the same partial sums and the fit is unchanged bit for bit.
+    np.testing.assert_array_equal(model.W, undisturbed.W)
+    np.testing.assert_array_equal(model.b, undisturbed.b)
+    assert model.n_iter_ == undisturbed.n_iter_
+    # The nanny restarts the worker; wait so the next test has two again.
+    client.wait_for_workers(2, timeout=60)
+
+
+def test_chunks_split_along_features(data):
+    X = da.from_array(data[0], chunks=(CHUNK, 4))
+    with pytest.raises(ValueError, match=r"X\.rechunk\(\{1: -1\}\)"):
+        fit_dask(SoftmaxRegression(D, K), X, data[1])
+
+
+def test_labels_chunked_unlike_X(data):
+    X = da.from_array(data[0], chunks=(CHUNK, D))
+    y = da.from_array(data[1], chunks=500)
+    with pytest.raises(ValueError, match=r"y\.rechunk\(X\.chunks\[0\]\)"):
+        fit_dask(SoftmaxRegression(D, K), X, y)
+    with pytest.raises(ValueError, match=r"sample_weight\.rechunk\(X\.chunks\[0\]\)"):
+        fit_dask(SoftmaxRegression(D, K), X, data[1], sample_weight=da.ones(N, chunks=500))
+
+
+def test_unknown_chunk_sizes(data):
+    X = da.from_array(data[0], chunks=(CHUNK, D))
+    X = X[X[:, 0] > -np.inf]
+    with pytest.raises(ValueError, match=r"compute_chunk_sizes"):
+        fit_dask(SoftmaxRegression(D, K), X, data[1])
+
+
+def test_bad_values_found_on_the_cluster(data):
+    X, y = data
+    Xd = da.from_array(X, chunks=(CHUNK, D))
+    bad_y = y.copy()
+    bad_y[2500] = K
+    with pytest.raises(ValueError, match=r"label 3, outside \[0, 3\)"):
+        fit_dask(SoftmaxRegression(D, K), Xd, bad_y)
+    with pytest.raises(TypeError, match="integer class indices"):
+        fit_dask(SoftmaxRegression(D, K), Xd, y.astype(np.float64))
+    with pytest.raises(ValueError, match="negative"):
+        fit_dask(SoftmaxRegression(D, K), Xd, y, sample_weight=-np.ones(N))
+    X_nan = X.copy()
+    X_nan[1234, 5] = np.nan
+    model = SoftmaxRegression(D, K, seed=0)
+    W0 = model.W.copy()
+    with pytest.raises(ValueError, match=r"1 NaN or infinite value\(s\), the first in row 1234"):
+        fit_dask(model, da.from_array(X_nan, chunks=(CHUNK, D)), y)
+    np.testing.assert_array_equal(model.W, W0)
+
+
+def test_divergence_keeps_last_good_weights(data):
+    X, y = data
+    X = (X * 1e10).astype(np.float32)  # with lr 1e20 the float32 logits overflow at the first step
+    fits = []
+    for X_in in (X, da.from_array(X, chunks=(CHUNK, D))):
+        model = SoftmaxRegression(D, K, seed=0, dtype=np.float32)
+        W0 = model.W.copy()
+        with pytest.raises(TrainingError, match="diverged"):
+            (fit_dask if is_dask_collection(X_in) else SoftmaxRegression.fit)(
+                model, X_in, y, solver="gd", lr=1e20, max_iter=50
+            )
+        np.testing.assert_array_equal(model.W, W0)
+        fits.append((model.n_iter_, model.loss_history_))
+    assert fits[0] == fits[1]
+
+
+def test_unsupported_solver(data):
+    with pytest.raises(ValueError, match="not available on Dask"):
+        fit_dask(SoftmaxRegression(D, K), da.from_array(data[0], chunks=(CHUNK, D)), data[1], solver="sgd")
+
+
+def test_concurrent_kernel_calls_in_threads(data):
+    """Many chunks on Dask's threads at once: the kernels must be thread-safe."""
+    X, y = data
+    Xd = da.from_array(X, chunks=(100, D))
+    with dask.config.set(scheduler="threads", num_workers=8):
+        model = fit_dask(SoftmaxRegression(D, K, seed=0), Xd, y, solver="gd", max_iter=5)
+    reference = SoftmaxRegression(D, K, seed=0).fit(X, y, solver="gd", max_iter=5)
+    np.testing.assert_allclose(model.W, reference.W, rtol=0, atol=1e-12)
+
+
+def test_connect_local_cluster_and_threaded():
+    with connect(None, None) as client:
+        assert client is None
+    with pytest.raises(ValueError, match="not both"), connect("tcp://127.0.0.1:1", 2):
+        pass
+    start = time.perf_counter()
+    with connect(n_workers=1) as client:
+        assert len(client.nthreads()) == 1
+        assert list(client.nthreads().values()) == [1]
+        assert client.scheduler.address.startswith("tcp://127.0.0.1:")
+    assert time.perf_counter() - start < 60
