@@ -73,6 +73,14 @@ def _check_problem(X, y, W, b, sample_weight):
     return X, y, W, b, sample_weight
 
 
+def l2_penalty(W: np.ndarray, l2: float) -> float:
+    """(l2 / 2) ||W||_F^2, summed in float64 so that a large float32 W cannot overflow it."""
+    if not l2:
+        return 0.0
+    W64 = W.ravel().astype(np.float64, copy=False)
+    return 0.5 * l2 * float(np.dot(W64, W64))
+
+
 def _weight_sum(sample_weight: np.ndarray, n_samples: int) -> float:
     if sample_weight.shape[0] == 0:
         return float(n_samples)
@@ -129,10 +137,7 @@ def loss_and_grad(
     db = np.empty_like(b)
     loss_sum = fused_loss_grad(X, y, W, b, sample_weight, 1.0 / weight_sum, l2, dW, db)
     _checks.raise_for_nonfinite_loss(X, loss_sum)
-    loss = loss_sum / weight_sum
-    if l2:
-        loss += 0.5 * l2 * float(np.dot(W.ravel(), W.ravel()))
-    return loss, dW, db
+    return loss_sum / weight_sum + l2_penalty(W, l2), dW, db
 
 
 def loss_and_grad_sums(X, y, W, b, *, sample_weight=None) -> LossGradSums:

@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from fastsoftmax import _checks
-from fastsoftmax._api import fused_loss_grad
+from fastsoftmax._api import fused_loss_grad, l2_penalty
 
 #: Target size of one streamed chunk of X in bytes (the kernels see one chunk at a time).
 CHUNK_BYTES = 128 << 20
@@ -260,7 +260,7 @@ def chunked_objectives(source: DataSource, n_classes: int, l2: float, counter: l
         W, b = split(theta)
         weight_sum = float(X.shape[0]) if w.shape[0] == 0 else float(w.sum(dtype=np.float64))
         loss_sum = kernel(X, y, W, b, w, 1.0 / weight_sum, l2, rows)
-        loss = loss_sum / weight_sum + 0.5 * l2 * float(np.vdot(W, W))
+        loss = loss_sum / weight_sum + l2_penalty(W, l2)
         return loss, np.concatenate([dW.ravel(), db])
 
     def objective(theta):
@@ -275,7 +275,7 @@ def chunked_objectives(source: DataSource, n_classes: int, l2: float, counter: l
             dW_sum += dW
             db_sum += db
         scale = 1.0 / source.weight_sum
-        loss = loss_sum * scale + 0.5 * l2 * float(np.vdot(W, W))
+        loss = loss_sum * scale + l2_penalty(W, l2)
         grad_W = dW_sum * scale + l2 * W
         return loss, np.concatenate([grad_W.ravel(), db_sum * scale]).astype(dtype)
 

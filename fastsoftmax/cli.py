@@ -206,6 +206,8 @@ def run_train(args: argparse.Namespace) -> int:
     _check_writable(args.metrics, "--metrics")
     _set_threads(args.threads)
     t_start = time.perf_counter()
+    if args.scheduler is not None or args.dask_workers is not None:
+        return run_train_dask(args, t_start)
     if args.data is None:
         if args.labels is not None:
             raise CLIError("--labels needs --data.")
@@ -245,9 +247,19 @@ def run_train(args: argparse.Namespace) -> int:
     finally:
         progress.close()
     fit_time = time.perf_counter() - fit_start
-    train_accuracy = accuracy(model, train)
-    val_accuracy = accuracy(model, val) if val is not None else None
-    rows_per_s = model.rows_processed_ / fit_time if fit_time > 0 else 0.0
+    _report(
+        args, model, dtype=dtype, n_train=n_train, n_val=n_val, fit_time=fit_time, t_start=t_start,
+        train_accuracy=accuracy(model, train),
+        val_accuracy=accuracy(model, val) if val is not None else None,
+        rows_processed=model.rows_processed_,
+    )  # fmt: skip
+    return 0
+
+
+def _report(args, model, *, dtype, n_train, n_val, fit_time, t_start, train_accuracy, val_accuracy,
+            rows_processed) -> None:  # fmt: skip
+    """Save the model, write --metrics and print the closing summary of ``train``."""
+    rows_per_s = rows_processed / fit_time if fit_time > 0 else 0.0
     final_loss = model.loss_history_[-1] if model.loss_history_ else float("nan")
     if args.out:
         model.save(args.out)
@@ -255,22 +267,86 @@ def run_train(args: argparse.Namespace) -> int:
     if args.metrics:
         _write_json(args.metrics, {
             "solver": args.solver, "dtype": str(dtype), "l2": args.l2, "max_iter": args.max_iter,
-            "n_train": n_train, "n_val": n_val, "n_features": int(X.shape[1]), "n_classes": int(n_classes),
+            "n_train": n_train, "n_val": n_val, "n_features": model.input_dim, "n_classes": model.num_classes,
             "data": args.data or "synthetic", "threads": _threads(),
+            "dask": args.scheduler or (f"LocalCluster({args.dask_workers})" if args.dask_workers else None),
             "n_iter": model.n_iter_, "converged": model.converged_,
             "loss_history": [float(v) for v in model.loss_history_], "final_loss": float(final_loss),
             "train_accuracy": train_accuracy, "val_accuracy": val_accuracy,
             "fit_time_s": fit_time, "wall_time_s": wall,
-            "rows_processed": int(model.rows_processed_), "rows_per_s": rows_per_s,
+            "rows_processed": int(rows_processed), "rows_per_s": rows_per_s,
         })  # fmt: skip
     val_text = f"{val_accuracy:.4f}" if val_accuracy is not None else "n/a"
     print(f"final loss {final_loss:.6f} after {model.n_iter_} iterations "
           f"({'converged' if model.converged_ else 'not converged'})")  # fmt: skip
     print(f"accuracy: train {train_accuracy:.4f}, validation {val_text}")
-    print(f"throughput: {rows_per_s:,.0f} rows/s ({model.rows_processed_:,} rows in {fit_time:.1f} s of fitting; "
-          f"{wall:.1f} s in all, {_threads()} threads)")  # fmt: skip
+    where = f"{_threads()} threads" if not (args.scheduler or args.dask_workers) else "on Dask"
+    print(f"throughput: {rows_per_s:,.0f} rows/s ({int(rows_processed):,} rows in {fit_time:.1f} s of fitting; "
+          f"{wall:.1f} s in all, {where})")  # fmt: skip
     if args.out:
         print(f"model written to {args.out}")
+
+
+def _dask_accuracy(model, X, y) -> float:
+    """Accuracy over Dask arrays, predicted chunk by chunk where the chunks live."""
+    import dask.array as da
+
+    predictions = da.map_blocks(model.predict, X, drop_axis=1, dtype=np.int64)
+    return float((predictions == y).mean().compute())
+
+
+def run_train_dask(args: argparse.Namespace, t_start: float) -> int:
+    """``train --scheduler ADDRESS`` or ``--dask-workers N``: the same fit on Dask."""
+    from fastsoftmax import SoftmaxRegression
+    from fastsoftmax.distributed import connect, make_classification_dask
+
+    if args.checkpoint:
+        raise CLIError("--checkpoint is for single-machine runs; on Dask, lost work is recomputed by Dask.")
+    chunk_rows = args.chunk_size or 250_000
+    with connect(args.scheduler, args.dask_workers) as client:
+        _log(args, f"Dask: {client.dashboard_link if client is not None else 'threaded scheduler'}")
+        if args.data is None:
+            X, y = make_classification_dask(
+                args.samples, args.features, n_classes=args.classes, chunks=chunk_rows,
+                dtype=args.dtype, seed=args.seed,
+            )  # fmt: skip
+            dtype, n_classes = np.dtype(args.dtype), args.classes
+            _log(args, f"synthetic {args.samples:,} x {args.features} rows, {n_classes} classes, {dtype}, "
+                       f"generated on the workers in chunks of {chunk_rows:,} rows")  # fmt: skip
+        else:
+            import dask.array as da
+
+            X_np, y_np = _load_data(args.data, args.labels)
+            dtype = np.dtype(args.dtype) if args.dtype_given else (
+                X_np.dtype if X_np.dtype.kind == "f" else np.dtype(np.float64))  # fmt: skip
+            n_classes = args.classes_given or int(y_np.max()) + 1
+            # The client reads the file and ships its chunks to the workers.
+            X = da.from_array(X_np, chunks=(chunk_rows, -1))
+            y = da.from_array(y_np, chunks=(chunk_rows,)).rechunk(X.chunks[0])
+        n_samples = X.shape[0]
+        n_val = int(round(args.val_fraction * n_samples))
+        n_train = n_samples - n_val
+        if n_train < 1:
+            raise CLIError(f"--val-fraction {args.val_fraction} leaves no training rows out of {n_samples}.")
+        X_train, y_train, X_val, y_val = X[:n_train], y[:n_train], X[n_train:], y[n_train:]
+        model = SoftmaxRegression(X.shape[1], n_classes, dtype=dtype, seed=args.seed)
+        _log(args, f"training {args.solver} on {n_train:,} rows on Dask; {n_val:,} validation rows")
+        progress = _Progress(args, args.max_iter)
+        fit_start = time.perf_counter()
+        try:
+            model.fit(
+                X_train, y_train, solver=args.solver, max_iter=args.max_iter, lr=args.lr,
+                l2=args.l2, tol=args.tol, callback=progress,
+            )  # fmt: skip
+        finally:
+            progress.close()
+        fit_time = time.perf_counter() - fit_start
+        _report(
+            args, model, dtype=dtype, n_train=n_train, n_val=n_val, fit_time=fit_time, t_start=t_start,
+            train_accuracy=_dask_accuracy(model, X_train, y_train),
+            val_accuracy=_dask_accuracy(model, X_val, y_val) if n_val else None,
+            rows_processed=model.rows_processed_,
+        )  # fmt: skip
     return 0
 
 
@@ -412,6 +488,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", metavar="MODEL.npz", help="write the trained model")
     train.add_argument("--metrics", metavar="METRICS.json",
                        help="write loss per iteration, accuracies, wall time and rows/s")
+    dask = train.add_mutually_exclusive_group()
+    dask.add_argument("--scheduler", metavar="ADDRESS",
+                      help="train on the Dask cluster at ADDRESS (tcp://host:8786); needs the dask extra")
+    dask.add_argument("--dask-workers", type=_positive_int, metavar="N",
+                      help="train on a local Dask cluster of N worker processes; needs the dask extra")
     train.set_defaults(handler=run_train)
 
     generate = commands.add_parser(

@@ -62,7 +62,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fastsoftmax import _checks, solvers
-from fastsoftmax._api import LossGradSums, fused_loss_grad
+from fastsoftmax._api import LossGradSums, fused_loss_grad, l2_penalty
 
 if TYPE_CHECKING:
     import dask.array as da
@@ -435,7 +435,7 @@ class DaskObjective:
         n_weights = self.n_classes * self.n_features
         scale = 1.0 / total.weight_sum
         W = np.asarray(theta[:n_weights], dtype=self.dtype).astype(np.float64)
-        loss = total.loss_sum * scale + 0.5 * self.l2 * float(np.dot(W, W))
+        loss = total.loss_sum * scale + l2_penalty(W, self.l2)
         grad = np.concatenate([total.dW_sum.ravel() * scale + self.l2 * W, total.db_sum * scale])
         # The gradient in the compute dtype, as the single-machine objective
         # returns it: gradient descent then takes the same float32 steps.
@@ -575,6 +575,7 @@ def fit_dask(
     model.n_iter_ = result.n_iter
     model.converged_ = result.converged
     model.loss_history_ = result.loss_history
+    model.rows_processed_ = objective.n_evaluations * X.shape[0]
     return model
 
 

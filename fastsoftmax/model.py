@@ -13,7 +13,8 @@ import numpy as np
 
 from fastsoftmax import _checks, solvers
 from fastsoftmax import checkpoint as _checkpoint
-from fastsoftmax._api import fused_loss_grad, predict, predict_proba
+from fastsoftmax._api import fused_loss_grad, l2_penalty, predict, predict_proba
+from fastsoftmax.distributed import is_dask_collection
 from fastsoftmax._data import DataSource, block_shuffled_batches, chunked_objectives
 
 _FORMAT = "fastsoftmax-model"
@@ -149,7 +150,7 @@ class SoftmaxRegression:
         dW, db = np.empty_like(W), np.empty_like(b)
         loss_sum = fused_loss_grad(X, y, W, b, np.empty(0, self.dtype), 1.0 / X.shape[0], l2, dW, db)
         _checks.raise_for_nonfinite_loss(X, loss_sum)
-        loss = loss_sum / X.shape[0] + 0.5 * l2 * float(np.vdot(W, W))
+        loss = loss_sum / X.shape[0] + l2_penalty(W, l2)
         self.W -= self.dtype.type(lr) * dW
         self.b -= self.dtype.type(lr) * db
         return loss
@@ -232,10 +233,12 @@ class SoftmaxRegression:
 
         Parameters
         ----------
-        X : array_like, np.memmap, or str / os.PathLike of an ``.npy`` file, shape (N, D)
+        X : array_like, np.memmap, str / os.PathLike of an ``.npy`` file, or dask.array, shape (N, D)
             In-memory data is used as one chunk. A memmap or an ``.npy`` path
             (opened with ``mmap_mode="r"``) is streamed in chunks and may be
             larger than memory; a floating X of another dtype is cast chunk by chunk.
+            Dask arrays (chunked by rows) train on Dask through
+            :func:`fastsoftmax.distributed.fit_dask` (solvers "lbfgs" and "gd").
         y : array_like of int, np.memmap or ``.npy`` path, shape (N,)
         solver : {"lbfgs", "gd", "sgd", "adam"}
             "lbfgs": scipy's L-BFGS on the fused loss and gradient (full batch).
@@ -283,6 +286,18 @@ class SoftmaxRegression:
         If the fit is interrupted (KeyboardInterrupt or an exception in the
         callback), W and b hold the last completed iteration.
         """
+        if is_dask_collection(X) or is_dask_collection(y):
+            if checkpoint is not None or chunk_size is not None:
+                raise ValueError(
+                    "checkpoint and chunk_size apply to NumPy data; Dask arrays keep their own "
+                    "chunks (rechunk X by rows to change them) and Dask reruns lost work itself."
+                )
+            from fastsoftmax.distributed import fit_dask
+
+            return fit_dask(
+                self, X, y, solver=solver, max_iter=max_iter, lr=lr, l2=l2, tol=tol,
+                sample_weight=sample_weight, callback=callback,
+            )  # fmt: skip
         if solver not in solvers.SOLVERS:
             raise ValueError(f"solver must be one of {solvers.SOLVERS}, got {solver!r}.")
         if not isinstance(max_iter, (int, np.integer)) or max_iter < 1:

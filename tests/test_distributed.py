@@ -273,3 +273,38 @@ def test_connect_local_cluster_and_threaded():
         assert list(client.nthreads().values()) == [1]
         assert client.scheduler.address.startswith("tcp://127.0.0.1:")
     assert time.perf_counter() - start < 60
+
+
+def test_model_fit_dispatches_dask_arrays(data, single_machine):
+    X, y = data
+    Xd, yd = da.from_array(X, chunks=(CHUNK, D)), da.from_array(y, chunks=CHUNK)
+    model = SoftmaxRegression(D, K, seed=0).fit(Xd, yd, l2=L2, tol=TOL, max_iter=500)
+    assert_same_fit(model, single_machine)
+    assert model.rows_processed_ >= N * model.n_iter_
+
+
+def test_model_fit_rejects_numpy_only_options_for_dask(data, tmp_path):
+    X, y = data
+    Xd = da.from_array(X, chunks=(CHUNK, D))
+    with pytest.raises(ValueError, match="checkpoint and chunk_size apply to NumPy data"):
+        SoftmaxRegression(D, K).fit(Xd, y, checkpoint=tmp_path)
+
+
+def test_cli_train_on_a_scheduler(client, cluster, tmp_path, capsys):
+    import json
+
+    from fastsoftmax.cli import main
+
+    metrics = tmp_path / "metrics.json"
+    argv = ["train", "--samples", "3000", "--features", "8", "--classes", "3", "--max-iter", "5",
+            "--chunk-size", "700", "--scheduler", cluster.scheduler_address, "--quiet",
+            "--metrics", str(metrics), "--out", str(tmp_path / "model.npz")]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "final loss" in out and "on Dask" in out
+    report = json.loads(metrics.read_text())
+    assert report["n_train"] == 2700 and report["n_val"] == 300
+    assert report["n_iter"] == len(report["loss_history"]) - 1 == 5
+    assert report["dask"] == cluster.scheduler_address
+    loaded = SoftmaxRegression.load(tmp_path / "model.npz")
+    assert loaded.W.shape == (3, 8) and loaded.W.dtype == np.float32
