@@ -481,7 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--tol", type=float, default=1e-6, help="stopping tolerance (default 1e-6)")
     train.add_argument("--batch-size", type=_positive_int, default=256, help="mini-batch rows for sgd/adam (default 256)")
     train.add_argument("--chunk-size", type=_positive_int, default=None,
-                       help="rows per streamed chunk (default: about 128 MB of X)")
+                       help="rows per streamed chunk (default: about 128 MB of X; on Dask, rows per chunk, default 250,000)")
     train.add_argument("--val-fraction", type=float, default=0.1, help="validation fraction, the last rows (default 0.1)")
     train.add_argument("--checkpoint", metavar="DIR",
                        help="write a checkpoint to DIR every iteration; rerunning the same command resumes")
