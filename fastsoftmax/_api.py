@@ -78,7 +78,8 @@ def l2_penalty(W: np.ndarray, l2: float) -> float:
     if not l2:
         return 0.0
     W64 = W.ravel().astype(np.float64, copy=False)
-    return 0.5 * l2 * float(np.dot(W64, W64))
+    with np.errstate(over="ignore"):  # an inf penalty is how training loops see divergence
+        return 0.5 * l2 * float(np.dot(W64, W64))
 
 
 def _weight_sum(sample_weight: np.ndarray, n_samples: int) -> float:

@@ -243,12 +243,13 @@ def test_callback_returning_true_stops(data, solver):
 
 
 # gd and sgd with lr * l2 = 100: each step multiplies W by about |1 - lr l2| = 99,
-# so ||W||^2 (in the L2 term) overflows after some tens of steps. Adam's step
-# is about lr per coordinate, so lr = 1e200 overflows ||W||^2 on its second epoch.
+# so the loss (its L2 term first) overflows after some tens of steps. Adam's first step moves every
+# weight by lr = 1e308, so the logits of the second epoch overflow (the loss
+# itself, logsumexp(z) - z_y, stays finite for any finite logits).
 DIVERGING = {
     "gd": dict(lr=100.0, l2=1.0, max_iter=1000),
     "sgd": dict(lr=100.0, l2=1.0, max_iter=1000, momentum=0.0, batch_size=N, seed=0),
-    "adam": dict(lr=1e200, l2=0.0, max_iter=1000, seed=0),
+    "adam": dict(lr=1e308, l2=0.0, max_iter=1000, batch_size=N, seed=0),
 }
 
 
