@@ -204,35 +204,40 @@ def _chunk(X, y, W, b, sample_weight, start, stop, variant, dW_acc, db_acc):
 
 
 @njit(**JIT_OPTIONS)
-def _finish(W, dW_acc, db_acc, scale, l2, dW_out, db_out):
-    """Reduce the per-chunk accumulators in chunk order into the outputs."""
-    n_chunks, n_classes, n_features = dW_acc.shape
-    for k in range(n_classes):
-        db_total = 0.0
+def _finish_class(W, dW_acc, db_acc, scale, l2, dW_out, db_out, k):
+    """Reduce the per-chunk accumulators of class k, in chunk order, into the outputs."""
+    n_chunks, _, n_features = dW_acc.shape
+    db_total = 0.0
+    for c in range(n_chunks):
+        db_total += db_acc[c, k]
+    db_out[k] = scale * db_total
+    for d in range(n_features):
+        total = 0.0
         for c in range(n_chunks):
-            db_total += db_acc[c, k]
-        db_out[k] = scale * db_total
-        for d in range(n_features):
-            total = 0.0
-            for c in range(n_chunks):
-                total += dW_acc[c, k, d]
-            dW_out[k, d] = scale * total + l2 * np.float64(W[k, d])
+            total += dW_acc[c, k, d]
+        dW_out[k, d] = scale * total + l2 * np.float64(W[k, d])
 
 
 @njit(parallel=True, **JIT_OPTIONS)
 def _loss_grad_parallel(X, y, W, b, sample_weight, variant, n_chunks, scale, l2, dW_out, db_out):
     n_samples = X.shape[0]
     n_classes, n_features = W.shape
-    dW_acc = np.zeros((n_chunks, n_classes, n_features))
-    db_acc = np.zeros((n_chunks, n_classes))
+    # Each thread zeroes its own accumulators (first touch in parallel), and the
+    # reduction runs in parallel over classes: at large K x D both would
+    # otherwise be serial passes over threads x K x D float64 values.
+    dW_acc = np.empty((n_chunks, n_classes, n_features))
+    db_acc = np.empty((n_chunks, n_classes))
     chunk_loss = np.zeros(n_chunks)
     for c in prange(n_chunks):
+        dW_acc[c] = 0.0
+        db_acc[c] = 0.0
         chunk_loss[c] = _chunk(
             X, y, W, b, sample_weight,
             c * n_samples // n_chunks, (c + 1) * n_samples // n_chunks,
             variant, dW_acc[c], db_acc[c],
         )  # fmt: skip
-    _finish(W, dW_acc, db_acc, scale, l2, dW_out, db_out)
+    for k in prange(n_classes):
+        _finish_class(W, dW_acc, db_acc, scale, l2, dW_out, db_out, k)
     loss_sum = 0.0
     for c in range(n_chunks):
         loss_sum += chunk_loss[c]
@@ -246,7 +251,8 @@ def _loss_grad_serial(X, y, W, b, sample_weight, variant, scale, l2, dW_out, db_
     dW_acc = np.zeros((1, n_classes, n_features))
     db_acc = np.zeros((1, n_classes))
     loss_sum = _chunk(X, y, W, b, sample_weight, 0, X.shape[0], variant, dW_acc[0], db_acc[0])
-    _finish(W, dW_acc, db_acc, scale, l2, dW_out, db_out)
+    for k in range(n_classes):
+        _finish_class(W, dW_acc, db_acc, scale, l2, dW_out, db_out, k)
     return loss_sum
 
 

@@ -1,0 +1,214 @@
+"""Shared pieces of the benchmark suite: profile, shapes, seeded data, timing.
+
+Design
+------
+* **Profiles.** ``FASTSOFTMAX_BENCH_PROFILE=quick|full`` (default ``full``)
+  chooses the shapes and the number of in-process repeats. asv reads the
+  parameters when it discovers the benchmarks and again in every benchmark
+  process, so the variable must be set for the whole ``asv`` command.
+* **Data does not come from the package.** The suite is taken from the working
+  tree but runs against older commits too, so the data is generated here with
+  NumPy and fixed seeds: every commit is timed on the same bits.
+* **Nothing from fastsoftmax is imported at module level.** A commit that lacks
+  a module or a function makes the benchmarks that need it skip
+  (``NotImplementedError`` in ``setup``) instead of breaking discovery.
+* **Compilation is never timed.** Numba compiles again in every benchmark
+  process, so each ``setup`` calls its kernel once at the same dtype and shape;
+  compilation itself is measured by the ``timeraw_`` benchmarks in
+  ``bench_startup``.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+import statistics
+import time
+
+import numpy as np
+
+PROFILE = os.environ.get("FASTSOFTMAX_BENCH_PROFILE", "full").strip().lower() or "full"
+if PROFILE not in ("quick", "full"):
+    raise ValueError(f"FASTSOFTMAX_BENCH_PROFILE must be 'quick' or 'full', got {PROFILE!r}")
+QUICK = PROFILE == "quick"
+
+# (N, D, K) written as "NxDxK", so that asv shows readable parameter values.
+_FULL_SHAPES = [
+    "1000x20x3",  # the textbook example
+    "1000000x20x3",  # memory-bound: small D and K
+    "200000x100x10",
+    "60000x784x10",  # MNIST-sized
+    "20000x512x1000",  # GEMM-bound: large K
+]
+_QUICK_SHAPES = ["1000x20x3", "20000x20x3", "2000x64x256"]
+
+#: Shapes of the kernel and ratio benchmarks.
+SHAPES = _QUICK_SHAPES if QUICK else _FULL_SHAPES
+#: Large shapes for the memory benchmarks (the reference's N x K arrays show).
+MEMORY_SHAPES = ["20000x20x3"] if QUICK else ["1000000x20x3", "20000x512x1000"]
+#: Shapes of the training benchmarks (the reference is run to convergence too).
+TRAIN_SHAPES = ["2000x20x3"] if QUICK else ["100000x20x3", "20000x100x10"]
+DTYPES = ["float32", "float64"]
+IMPLS = ["fused", "reference"]
+#: K from which the step is GEMM-bound and is also compared with numpy's GEMMs.
+GEMM_MIN_K = 256
+
+#: In-process repeats (after one warm-up call) whose median a ratio uses.
+RATIO_REPEATS = 1 if QUICK else 7
+#: asv sampling for time_ benchmarks in the full profile: (min, max, seconds).
+TIME_REPEAT = (1, 1, 1.0) if QUICK else (3, 10, 15.0)
+
+
+def parse_shape(shape: str) -> tuple[int, int, int]:
+    """``"NxDxK"`` -> ``(N, D, K)``."""
+    n, d, k = (int(part) for part in shape.split("x"))
+    return n, d, k
+
+
+def require(module: str, *attrs: str):
+    """Import ``module`` and return ``attrs`` from it, or skip the benchmark.
+
+    asv treats ``NotImplementedError`` raised in ``setup`` as "skipped", which
+    is what a commit that predates a feature should show.
+    """
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as exc:
+        raise NotImplementedError(f"{module} is not available at this commit: {exc}") from exc
+    if not attrs:
+        return mod
+    try:
+        found = tuple(getattr(mod, name) for name in attrs)
+    except AttributeError as exc:
+        raise NotImplementedError(f"{module} lacks a benchmarked name at this commit: {exc}") from exc
+    return found[0] if len(found) == 1 else found
+
+
+def loss_and_grad(impl: str):
+    """The loss+grad function of ``impl`` ("fused" or "reference")."""
+    if impl == "fused":
+        return require("fastsoftmax", "loss_and_grad")
+    return require("fastsoftmax.reference", "loss_and_grad")
+
+
+def public(impl: str, name: str):
+    """``fastsoftmax.<name>`` or ``fastsoftmax.reference.<name>``."""
+    return require("fastsoftmax" if impl == "fused" else "fastsoftmax.reference", name)
+
+
+@functools.lru_cache(maxsize=2)
+def problem(shape: str, dtype: str):
+    """Seeded classification data and starting weights: ``(X, y, W, b)``.
+
+    X (N, D) holds Gaussian clusters around K random centres (separable but
+    overlapping, so training takes a realistic number of iterations);
+    W (K, D) = 0.01 standard normal, as the models initialise it; b = 0.
+    X is generated in float64 block by block and cast, so the float32 data is
+    the float64 data rounded, and at most one block is held twice.
+    Cached per process (the largest X is 160 MB); callers must not write to it.
+    """
+    n, d, k = parse_shape(shape)
+    dt = np.dtype(dtype)
+    rng = np.random.default_rng([20240601, n, d, k])
+    centres = rng.standard_normal((k, d)) * (2.0 / np.sqrt(d))
+    y = rng.integers(0, k, size=n, dtype=np.int64)
+    X = np.empty((n, d), dtype=dt)
+    block = max(1, (1 << 20) // d)
+    for start in range(0, n, block):
+        stop = min(n, start + block)
+        X[start:stop] = rng.standard_normal((stop - start, d)) + centres[y[start:stop]]
+    W = (0.01 * rng.standard_normal((k, d))).astype(dt)
+    b = np.zeros(k, dtype=dt)
+    return X, y, W, b
+
+
+@functools.lru_cache(maxsize=2)
+def logits(shape: str, dtype: str) -> tuple[np.ndarray, np.ndarray]:
+    """Logits Z = X W^T + b (N, K) of :func:`problem` with a random W, and y."""
+    X, y, W, b = problem(shape, dtype)
+    rng = np.random.default_rng(7)
+    W = rng.standard_normal(W.shape).astype(W.dtype) / np.sqrt(W.shape[1])
+    return np.ascontiguousarray(X @ W.T + b), y
+
+
+def median_time(func, repeats: int = RATIO_REPEATS) -> float:
+    """Median wall time of ``func()`` over ``repeats`` calls, after one warm-up call."""
+    func()
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        func()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def median_ratio(numerator, denominator, repeats: int = RATIO_REPEATS) -> float:
+    """Median over interleaved repeats of time(numerator) / time(denominator).
+
+    Both are warmed up first; alternating the two calls keeps slow drifts of
+    the machine (frequency, other load) out of the ratio.
+    """
+    numerator()
+    denominator()
+    ratios = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        numerator()
+        middle = time.perf_counter()
+        denominator()
+        end = time.perf_counter()
+        ratios.append((middle - start) / (end - middle))
+    return statistics.median(ratios)
+
+
+# -- memory -------------------------------------------------------------------
+
+def _status_bytes(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _malloc_trim() -> None:
+    # glibc keeps freed blocks resident (its mmap threshold grows after large
+    # frees), which would hide the temporaries of a repeated step.
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def reset_peak_rss() -> bool:
+    """Return freed heap memory to the OS and reset the peak RSS to the current RSS.
+
+    Linux >= 4.0. This also resets ``ru_maxrss``, which asv's ``peakmem_``
+    reads, so that a peak left by data generation or compilation in ``setup``
+    does not count.
+    """
+    _malloc_trim()
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def added_peak_bytes(func) -> int:
+    """Peak RSS during ``func()`` above the RSS just before it (Linux only)."""
+    if not reset_peak_rss():
+        raise NotImplementedError("needs /proc/self/clear_refs (Linux)")
+    before = _status_bytes("VmRSS")
+    func()
+    peak = _status_bytes("VmHWM")
+    if before is None or peak is None:
+        raise NotImplementedError("needs /proc/self/status (Linux)")
+    return max(0, peak - before)

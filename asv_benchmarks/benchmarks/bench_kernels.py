@@ -1,0 +1,70 @@
+"""Time of one step: loss+grad, softmax, cross-entropy and predict_proba, fused vs reference."""
+
+from ._common import DTYPES, IMPLS, SHAPES, TIME_REPEAT, logits, loss_and_grad, problem, public
+
+
+class _Timed:
+    repeat = TIME_REPEAT
+    warmup_time = 0.0  # setup has already called the function once
+    timeout = 600
+
+
+class LossGrad(_Timed):
+    """Mean cross-entropy and its gradient (dW, db) of the full batch."""
+
+    params = [SHAPES, DTYPES, IMPLS]
+    param_names = ["shape", "dtype", "impl"]
+
+    def setup(self, shape, dtype, impl):
+        self.func = loss_and_grad(impl)
+        self.args = problem(shape, dtype)
+        self.func(*self.args)  # compile (fused) and fault in the pages
+
+    def time_loss_and_grad(self, shape, dtype, impl):
+        self.func(*self.args)
+
+
+class Softmax(_Timed):
+    """Row-wise softmax of logits Z (N, K)."""
+
+    params = [SHAPES, DTYPES, IMPLS]
+    param_names = ["shape", "dtype", "impl"]
+
+    def setup(self, shape, dtype, impl):
+        self.func = public(impl, "softmax")
+        self.Z, _ = logits(shape, dtype)
+        self.func(self.Z)
+
+    def time_softmax(self, shape, dtype, impl):
+        self.func(self.Z)
+
+
+class CrossEntropy(_Timed):
+    """Mean cross-entropy of logits Z (N, K) against labels y."""
+
+    params = [SHAPES, DTYPES, IMPLS]
+    param_names = ["shape", "dtype", "impl"]
+
+    def setup(self, shape, dtype, impl):
+        self.func = public(impl, "cross_entropy")
+        self.Z, self.y = logits(shape, dtype)
+        self.func(self.Z, self.y)
+
+    def time_cross_entropy(self, shape, dtype, impl):
+        self.func(self.Z, self.y)
+
+
+class PredictProba(_Timed):
+    """Class probabilities softmax(X W^T + b) (N, K) from X (N, D)."""
+
+    params = [SHAPES, DTYPES, IMPLS]
+    param_names = ["shape", "dtype", "impl"]
+
+    def setup(self, shape, dtype, impl):
+        self.func = public(impl, "predict_proba")
+        X, _, W, b = problem(shape, dtype)
+        self.args = (X, W, b)
+        self.func(*self.args)
+
+    def time_predict_proba(self, shape, dtype, impl):
+        self.func(*self.args)

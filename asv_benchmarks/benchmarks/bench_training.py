@@ -1,0 +1,76 @@
+"""Time to fit a fixed objective with L-BFGS: the fused model vs the reference loss+grad.
+
+Both minimise the same objective (mean cross-entropy + (l2/2)||W||^2, float64,
+the same data and starting point) with scipy's L-BFGS-B and the same stopping
+rule as ``fastsoftmax.solvers.lbfgs`` (gtol=TOL, ftol=64 eps, at most MAX_ITER
+iterations). Only the loss+grad function differs. The strong L2 term makes the
+problem strictly convex, so both stop at the same minimum in about the same
+number of iterations, which ``track_iterations`` records.
+"""
+
+import numpy as np
+
+from ._common import IMPLS, TIME_REPEAT, TRAIN_SHAPES, parse_shape, problem, require
+
+L2 = 1e-3
+TOL = 1e-5
+MAX_ITER = 200
+DTYPE = "float64"
+
+
+def _reference_fit(reference_loss_and_grad, X, y, n_classes, max_iter=MAX_ITER, seed=0):
+    from scipy.optimize import minimize
+
+    n_features = X.shape[1]
+    n_weights = n_classes * n_features
+    # The same starting point as SoftmaxRegression(D, K, seed=0).
+    W0 = 0.01 * np.random.default_rng(seed).standard_normal((n_classes, n_features))
+    theta0 = np.concatenate([W0.ravel(), np.zeros(n_classes)])
+
+    def fun(theta):
+        W = theta[:n_weights].reshape(n_classes, n_features)
+        b = theta[n_weights:]
+        loss, dW, db = reference_loss_and_grad(X, y, W, b, l2=L2)
+        return loss, np.concatenate([dW.ravel(), db])
+
+    options = {"maxiter": max_iter, "gtol": TOL, "ftol": 64 * np.finfo(np.float64).eps}
+    return minimize(fun, theta0, jac=True, method="L-BFGS-B", options=options)
+
+
+class FitLBFGS:
+    params = [TRAIN_SHAPES, IMPLS]
+    param_names = ["shape", "impl"]
+    repeat = TIME_REPEAT
+    number = 1
+    warmup_time = 0.0
+    timeout = 900
+
+    def setup(self, shape, impl):
+        X, y, _, _ = problem(shape, DTYPE)
+        self.X, self.y = X, y
+        _, self.n_features, self.n_classes = parse_shape(shape)
+        if impl == "fused":
+            self.model_class = require("fastsoftmax", "SoftmaxRegression")
+            self._fit = self._fit_fused
+        else:
+            self.reference = require("fastsoftmax.reference", "loss_and_grad")
+            self._fit = self._fit_reference
+        require("scipy.optimize")
+        self._fit(max_iter=1)  # compile, import scipy.optimize
+
+    def _fit_fused(self, max_iter=MAX_ITER):
+        model = self.model_class(self.n_features, self.n_classes, dtype=np.float64, seed=0)
+        model.fit(self.X, self.y, solver="lbfgs", max_iter=max_iter, tol=TOL, l2=L2)
+        return model.n_iter_
+
+    def _fit_reference(self, max_iter=MAX_ITER):
+        result = _reference_fit(self.reference, self.X, self.y, self.n_classes, max_iter)
+        return int(result.nit)
+
+    def time_fit(self, shape, impl):
+        self._fit()
+
+    def track_iterations(self, shape, impl):
+        return self._fit()
+
+    track_iterations.unit = "iterations"
