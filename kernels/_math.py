@@ -160,7 +160,7 @@ def weighted_log_sum(sums, n, sample_weight, offset):
     total = 0.0
     if sample_weight.shape[0] > 0:
         for r in range(n):
-            total += np.float64(sample_weight[offset + r]) * math.log(sums[r])
+            total += np.float64(sample_weight[offset + r]) * math.log(np.float64(sums[r]))
         return total
     for group_start in range(0, n, LOG_GROUP):
         product = 1.0

@@ -1,0 +1,69 @@
+"""The kernels' own exp and log-sum: error in ulp against NumPy, and special values."""
+
+import numpy as np
+import pytest
+from numba import njit
+
+from fastsoftmax.kernels._math import (
+    LOG_GROUP,
+    UNDERFLOW_32,
+    UNDERFLOW_64,
+    exp_inplace,
+    exp_scratch,
+    weighted_log_sum,
+)
+
+UNDERFLOW = {np.float32: UNDERFLOW_32, np.float64: UNDERFLOW_64}
+#: The largest argument whose 2^k still fits the exponent bits.
+OVERFLOW = {np.float32: 88.0, np.float64: 709.0}
+DTYPES = pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+
+
+@njit
+def _exp(values):
+    out = values.copy()
+    exp_inplace(out, exp_scratch(out, out.shape[0]))
+    return out
+
+
+def ulp_error(got: np.ndarray, exact: np.ndarray, dtype) -> np.ndarray:
+    """|got - exact| in units of the last place of ``exact`` rounded to ``dtype``."""
+    return np.abs(got.astype(np.float64) - exact) / np.spacing(exact.astype(dtype)).astype(np.float64)
+
+
+@DTYPES
+def test_exp_within_one_ulp_over_the_kernel_range(dtype):
+    # The kernels exponentiate z - max z <= 0; positive arguments are covered too.
+    x = np.concatenate(
+        [np.linspace(UNDERFLOW[dtype], 0.0, 200_001), np.linspace(0.0, OVERFLOW[dtype], 20_001)]
+    ).astype(dtype)
+    exact = np.exp(x.astype(np.float64))
+    # Rounding the float64 result to dtype costs up to half an ulp; the
+    # polynomial and the reduction add at most another half.
+    assert ulp_error(_exp(x), exact, dtype).max() <= 1.0
+
+
+@DTYPES
+def test_exp_special_values(dtype):
+    x = np.array([-np.inf, np.nan, 0.0, UNDERFLOW[dtype] - 1.0, -1e4, 1.0], dtype=dtype)
+    got = _exp(x)
+    assert got.dtype == dtype
+    assert got[0] == 0.0  # exp(-inf): probability 0 for a -inf logit
+    assert np.isnan(got[1])  # NaN must propagate: it is how non-finite X is detected
+    assert got[2] == 1.0
+    assert got[3] == 0.0 and got[4] == 0.0  # below the normal range: exactly 0
+    assert ulp_error(got[5:], np.exp(np.float64(1.0)), dtype).max() <= 1.0
+
+
+@DTYPES
+@pytest.mark.parametrize("n", [1, 7, LOG_GROUP, 3 * LOG_GROUP + 5])
+def test_weighted_log_sum_equals_sum_of_logs(dtype, n, rng):
+    # Row sums of exp(z - max z) lie in [1, K]; K = 1000 here.
+    sums = rng.uniform(1.0, 1000.0, n).astype(dtype)
+    weights = rng.uniform(0.0, 2.0, n + 3).astype(dtype)
+    exact_plain = np.sum(np.log(sums.astype(np.float64)))
+    exact_weighted = np.sum(weights[3:].astype(np.float64) * np.log(sums.astype(np.float64)))
+    # The product of LOG_GROUP sums is rounded LOG_GROUP times before its log.
+    tolerance = 4 * LOG_GROUP * np.finfo(np.float64).eps * n
+    assert weighted_log_sum(sums, n, np.empty(0, dtype), 0) == pytest.approx(exact_plain, abs=tolerance)
+    assert weighted_log_sum(sums, n, weights, 3) == pytest.approx(exact_weighted, rel=1e-12)
