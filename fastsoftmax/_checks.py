@@ -65,7 +65,7 @@ def _contiguous(arr: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
 
 def check_float_param(a, name: str, ndim: int, dtype=None) -> np.ndarray:
-    """Check a float parameter array (W, b, logits): ndim, dtype, finiteness of shape.
+    """Check a float parameter array (W, b, logits): ndim, dtype, and that it is not empty.
 
     Parameters
     ----------
@@ -225,10 +225,16 @@ def check_out(out, shape: tuple[int, ...], dtype: np.dtype, name: str = "out") -
 def check_logits(Z, y=None) -> tuple[np.ndarray, np.ndarray | None]:
     """Check logits Z (N, K) and optional labels; -inf is allowed, NaN and +inf are not."""
     Z = check_float_param(Z, "Z", 2)
-    if np.isnan(Z).any() or np.isposinf(Z).any():
+    row_max = Z.max(axis=1)  # one pass: NaN and +inf show in the row maxima
+    if np.isnan(row_max).any() or np.isposinf(row_max).any():
         raise ValueError(
             "Z contains NaN or +inf; logits must be finite or -inf "
             "(replace them, for example with np.nan_to_num)."
+        )
+    if np.isneginf(row_max).any():
+        raise ValueError(
+            f"row {int(np.argmax(np.isneginf(row_max)))} of Z is -inf everywhere, so its softmax "
+            f"is undefined; every row needs at least one finite logit."
         )
     if y is not None:
         y = check_labels(y, Z.shape[0], Z.shape[1])
@@ -246,10 +252,23 @@ def check_X_finite(X: np.ndarray, fix: str = "before calling", row_offset=0) -> 
     with parallel_section(n_chunks):
         n_bad, first_row = kernels.count_nonfinite(X, n_chunks)
     if n_bad:
-        raise ValueError(
-            f"X contains {n_bad} NaN or infinite value(s), the first in row {_data_row(first_row, row_offset)}; "
-            f"remove or impute them (for example with np.nan_to_num) {fix}."
-        )
+        raise nonfinite_X_error(n_bad, _data_row(first_row, row_offset), fix)
+
+
+def nonfinite_X_error(n_bad: int, first_row: int, fix: str = "before training") -> ValueError:
+    """The error for NaN or inf in X, wherever the scan that found them ran."""
+    return ValueError(
+        f"X contains {n_bad} NaN or infinite value(s), the first in row {first_row}; "
+        f"remove or impute them (for example with np.nan_to_num) {fix}."
+    )
+
+
+def overflow_error() -> ValueError:
+    """The error for a non-finite loss from finite X, W and b."""
+    return ValueError(
+        "the loss overflowed to a non-finite value although X, W and b are finite; "
+        "the logits are too large for the dtype: scale the features or use float64."
+    )
 
 
 def _data_row(row: int, row_offset) -> int:
@@ -263,7 +282,4 @@ def raise_for_nonfinite_loss(X: np.ndarray, loss_sum: float) -> None:
     if math.isfinite(loss_sum):
         return
     check_X_finite(X, "before training")
-    raise ValueError(
-        "the loss overflowed to a non-finite value although X, W and b are finite; "
-        "the logits are too large for the dtype: scale the features or use float64."
-    )
+    raise overflow_error()

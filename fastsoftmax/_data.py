@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from fastsoftmax import _checks
-from fastsoftmax._api import fused_loss_grad, l2_penalty
+from fastsoftmax._api import _weight_sum, fused_loss_grad, l2_penalty
 
 #: Target size of one streamed chunk of X in bytes (the kernels see one chunk at a time).
 CHUNK_BYTES = 128 << 20
@@ -118,10 +118,7 @@ class DataSource:
             raise TypeError(f"y has dtype {y.dtype}; labels must be integer class indices.")
         self.y = y
         self.sample_weight = _checks.check_sample_weight(sample_weight, self.n_samples, self.dtype)
-        self.weight_sum = (
-            float(self.n_samples) if self.sample_weight.shape[0] == 0
-            else float(self.sample_weight.sum(dtype=np.float64))
-        )  # fmt: skip
+        self.weight_sum = _weight_sum(self.sample_weight, self.n_samples)
         if chunk_size is None:
             row_bytes = self.n_features * self.X.dtype.itemsize
             chunk_size = max(1, CHUNK_BYTES // row_bytes) if self.streamed else self.n_samples
@@ -258,7 +255,11 @@ def chunked_objectives(source: DataSource, n_classes: int, l2: float, counter: l
     def evaluate(theta, X, y, w, rows=0):
         # One chunk: the kernel normalises and adds the L2 gradient itself.
         W, b = split(theta)
-        weight_sum = float(X.shape[0]) if w.shape[0] == 0 else float(w.sum(dtype=np.float64))
+        weight_sum = _weight_sum(w, X.shape[0])
+        if weight_sum == 0:
+            # A mini-batch whose rows all weigh 0 carries no data term.
+            loss = l2_penalty(W, l2)
+            return loss, np.concatenate([(l2 * W).ravel(), np.zeros_like(b)])
         loss_sum = kernel(X, y, W, b, w, 1.0 / weight_sum, l2, rows)
         loss = loss_sum / weight_sum + l2_penalty(W, l2)
         return loss, np.concatenate([dW.ravel(), db])

@@ -74,20 +74,34 @@ def row_chunks(n_rows: int) -> int:
     return max(1, min(numba.get_num_threads(), n_rows))
 
 
+_blas_lock = threading.Lock()
+_blas_users = 0
+_blas_limiter = None
+
+
 @contextlib.contextmanager
 def single_threaded_blas() -> Iterator[None]:
-    """Limit BLAS to one thread while Numba threads each call BLAS on a block.
+    """Hold BLAS to one thread while our own threads each call BLAS.
 
-    Without this, every Numba thread would start BLAS's own threads and the
-    cores would be oversubscribed.
+    Without this every Numba thread (or generator thread) would start BLAS's
+    own threads and the cores would be oversubscribed. threadpoolctl's limit
+    is process-wide, so it is reference-counted: overlapping calls from several
+    Python threads set it once and restore the original when the last leaves.
     """
-    global _blas_controller
-    if numba.get_num_threads() == 1:
-        yield
-        return
-    if _blas_controller is None:
-        from threadpoolctl import ThreadpoolController
+    global _blas_users, _blas_limiter, _blas_controller
+    with _blas_lock:
+        if _blas_users == 0:
+            if _blas_controller is None:
+                from threadpoolctl import ThreadpoolController
 
-        _blas_controller = ThreadpoolController()
-    with _blas_controller.limit(limits=1, user_api="blas"):
+                _blas_controller = ThreadpoolController()
+            _blas_limiter = _blas_controller.limit(limits=1, user_api="blas")
+        _blas_users += 1
+    try:
         yield
+    finally:
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0:
+                _blas_limiter.restore_original_limits()
+                _blas_limiter = None

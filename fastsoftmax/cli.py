@@ -111,27 +111,36 @@ def _check_writable(path: str | None, option: str) -> None:
         raise CLIError(f"{option} {path}: the directory {directory} does not exist.")
 
 
-def _load_data(data: str, labels: str | None):
-    """X and y from ``.npy`` files (memory-mapped, read-only) or from one ``.npz`` with arrays X and y."""
+def _load_data(data: str, labels: str | None, *, need_labels: bool = True):
+    """X and y from ``.npy`` files (memory-mapped, read-only) or from one ``.npz`` with arrays X and y.
+
+    With ``need_labels=False`` (prediction) an ``.npz`` needs only X, and y is None.
+    """
     if not os.path.exists(data):
         raise CLIError(f"--data {data}: no such file.")
     if data.endswith(".npz"):
         if labels is not None:
             raise CLIError("--labels is not used with an .npz file; it must hold arrays 'X' and 'y'.")
+        required = {"X", "y"} if need_labels else {"X"}
         try:
             with np.load(data, allow_pickle=False) as archive:
-                missing = {"X", "y"} - set(archive.files)
+                missing = required - set(archive.files)
                 if missing:
-                    raise CLIError(f"--data {data}: the archive has no array {sorted(missing)[0]!r} (it needs 'X' and 'y').")
-                return archive["X"], archive["y"]
+                    raise CLIError(
+                        f"--data {data}: the archive has no array {sorted(missing)[0]!r} "
+                        f"(it needs {' and '.join(repr(name) for name in sorted(required))})."
+                    )
+                return archive["X"], (archive["y"] if need_labels else None)
         except CLIError:
             raise
         except Exception as exc:  # zipfile, zlib, format errors: all mean a bad file
             raise CLIError(f"--data {data}: not a readable .npz archive ({exc}); it may be truncated or corrupt.") from exc
-    if labels is None:
-        raise CLIError("--labels y.npy is required with an .npy --data file.")
     from fastsoftmax._data import _open_array
 
+    if not need_labels:
+        return _open_array(data, "X"), None
+    if labels is None:
+        raise CLIError("--labels y.npy is required with an .npy --data file.")
     return _open_array(data, "X"), _open_array(labels, "y")
 
 
@@ -396,7 +405,7 @@ def _save_npy(path: str, array: np.ndarray) -> None:
 def run_predict(args: argparse.Namespace) -> int:
     """Predicted labels (and probabilities) for X, chunk by chunk."""
     from fastsoftmax import SoftmaxRegression
-    from fastsoftmax._data import CHUNK_BYTES, _open_array
+    from fastsoftmax._data import CHUNK_BYTES
 
     _check_writable(args.out, "--out")
     _check_writable(args.proba, "--proba")
@@ -404,10 +413,7 @@ def run_predict(args: argparse.Namespace) -> int:
     if not os.path.exists(args.model):
         raise CLIError(f"--model {args.model}: no such file.")
     model = SoftmaxRegression.load(args.model)
-    if args.data.endswith(".npz"):
-        X, _ = _load_data(args.data, None)
-    else:
-        X = _open_array(args.data, "X")
+    X, _ = _load_data(args.data, None, need_labels=False)
     if X.ndim != 2 or X.shape[1] != model.input_dim:
         raise CLIError(f"--data {args.data} has shape {X.shape}; the model expects (n_samples, {model.input_dim}).")
     if X.dtype.kind not in "fiub":

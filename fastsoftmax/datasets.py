@@ -50,6 +50,8 @@ from typing import Iterator, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from fastsoftmax._threading import single_threaded_blas
+
 __all__ = [
     "make_classification",
     "iter_classification",
@@ -266,8 +268,6 @@ def _make_problem(
 
 
 # --------------------------------------------------------------------------- #
-# BLAS threads
-# --------------------------------------------------------------------------- #
 _blas_lock = threading.Lock()
 _blas_users = 0
 _blas_limiter = None
@@ -405,7 +405,7 @@ class _Filler:
         full = [j for j in blocks if start <= j * B and (j + 1) * B <= stop]
         partial = [j for j in blocks if not (start <= j * B and (j + 1) * B <= stop)]
         busy = bool(full) or any(j not in self._cache for j in partial)
-        with _single_threaded_blas() if busy else contextlib.nullcontext():
+        with single_threaded_blas() if busy else contextlib.nullcontext():
             # Boundary blocks go through the cache (main thread only).
             for j in partial:
                 X64, yb = self._cached_block(j)

@@ -62,7 +62,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fastsoftmax import _checks, solvers
-from fastsoftmax._api import LossGradSums, fused_loss_grad, l2_penalty
+from fastsoftmax._api import LossGradSums, _weight_sum, fused_loss_grad, l2_penalty
 
 if TYPE_CHECKING:
     import dask.array as da
@@ -188,19 +188,15 @@ def _chunk_sums(
     y = np.ascontiguousarray(y, dtype=np.int64)
     if sample_weight is None:
         sample_weight = np.empty(0, dtype=X.dtype)
-        weight_sum = float(X.shape[0])
     else:
         sample_weight = np.ascontiguousarray(sample_weight)
-        weight_sum = float(sample_weight.sum(dtype=np.float64))
     dW = np.empty_like(W)
     db = np.empty_like(b)
     with _numba_threads(_kernel_threads(concurrency)):
-        try:
-            loss_sum = fused_loss_grad(X, y, W, b, sample_weight, 1.0, 0.0, dW, db)
-        except ValueError:
-            # fused_loss_grad explains a non-finite loss by raising; the client
-            # decides (a NaN in X, or a diverging solver) from the reduced sum.
-            loss_sum = math.nan
+        # A non-finite loss comes back as it is: the client decides from the
+        # reduced sum whether X holds NaN or the solver diverged.
+        loss_sum = fused_loss_grad(X, y, W, b, sample_weight, 1.0, 0.0, dW, db)
+    weight_sum = _weight_sum(sample_weight, X.shape[0])
     return LossGradSums(loss_sum, dW.astype(np.float64), db.astype(np.float64), weight_sum)
 
 
@@ -450,14 +446,8 @@ class DaskObjective:
         bad_rows = ~da.isfinite(self.X).all(axis=1)
         n_bad, first_row = self._compute((~da.isfinite(self.X)).sum(), da.argmax(bad_rows))
         if n_bad:
-            raise ValueError(
-                f"X contains {int(n_bad)} NaN or infinite value(s), the first in row {int(first_row)}; "
-                f"remove or impute them (for example with np.nan_to_num) before training."
-            )
-        raise ValueError(
-            "the loss overflowed to a non-finite value although X, W and b are finite; "
-            "the logits are too large for the dtype: scale the features or use float64."
-        )
+            raise _checks.nonfinite_X_error(int(n_bad), int(first_row))
+        raise _checks.overflow_error()
 
 
 # --------------------------------------------------------------------------- #

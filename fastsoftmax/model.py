@@ -341,7 +341,7 @@ class SoftmaxRegression:
         if resumed is not None:
             offset, history, solver_state = resumed.iteration, list(resumed.loss_history), resumed.solver_state
             theta0 = np.asarray(resumed.theta)
-            if resumed.finished or offset >= max_iter:
+            if resumed.converged or offset >= max_iter:
                 self._commit(theta0)
                 self.loss_history_, self.n_iter_, self.converged_ = history, offset, resumed.converged
                 self.rows_processed_ = 0

@@ -76,11 +76,22 @@ def lbfgs(
 
     history: list[float] = []
     state = {"iteration": 0, "stopped": False}
+    theta0 = np.asarray(theta0, dtype=np.float64)
+    loss0, grad0 = objective(theta0)
+    if not math.isfinite(loss0):
+        raise NonFiniteLossError(0, loss0)
+    history.append(loss0)
+    grad0 = grad0.astype(np.float64)
 
     def fun(theta):
+        # scipy evaluates theta0 first: answer from the evaluation above instead
+        # of a second pass over the data (a file read or a cluster round trip).
+        if np.array_equal(theta, theta0):
+            return loss0, grad0
         loss, grad = objective(theta)
         if not math.isfinite(loss):
-            raise NonFiniteLossError(state["iteration"], loss)
+            # A trial point of the iteration under way, never the start.
+            raise NonFiniteLossError(state["iteration"] + 1, loss)
         return loss, grad.astype(np.float64, copy=False)
 
     def callback(intermediate_result):
@@ -93,9 +104,6 @@ def lbfgs(
             state["stopped"] = True
             raise StopIteration  # scipy ends the run and returns this iterate
 
-    theta0 = np.asarray(theta0, dtype=np.float64)
-    loss0, _ = fun(theta0)
-    history.append(loss0)
     result = minimize(
         fun,
         theta0,
@@ -130,7 +138,8 @@ def gradient_descent(
         raise NonFiniteLossError(0, loss)
     history = [loss]
     for iteration in range(1, max_iter + 1):
-        candidate = theta - lr * grad
+        with np.errstate(over="ignore", invalid="ignore"):  # divergence is checked below
+            candidate = theta - lr * grad
         new_loss, new_grad = objective(candidate)
         if not _finite(new_loss, candidate):
             raise NonFiniteLossError(iteration, new_loss)
@@ -188,16 +197,28 @@ def _minibatch_epochs(
     for epoch in range(1, max_iter + 1):
         epoch_loss = 0.0
         candidate = theta.copy()
-        for rows in (batches or _permuted_batches(n_samples, batch_size))(rng):
-            loss, grad = batch_objective(candidate, rows)
-            if not math.isfinite(loss):
-                raise NonFiniteLossError(epoch, loss)
-            t += 1
-            step(candidate, grad, t)
-            epoch_loss += loss * rows.shape[0]
-        epoch_loss /= n_samples
-        if not _finite(epoch_loss, candidate):
-            raise NonFiniteLossError(epoch, epoch_loss)
+        # The solver's moments are updated in place per mini-batch: an epoch that
+        # fails or is interrupted puts them back, so that a later run (partial_fit,
+        # a resume) starts from the last completed epoch, as theta does.
+        saved = {key: value.copy() for key, value in state.items() if isinstance(value, np.ndarray)}
+        try:
+            for rows in (batches or _permuted_batches(n_samples, batch_size))(rng):
+                loss, grad = batch_objective(candidate, rows)
+                if not math.isfinite(loss):
+                    raise NonFiniteLossError(epoch, loss)
+                t += 1
+                with np.errstate(over="ignore", invalid="ignore"):  # divergence is checked below
+                    step(candidate, grad, t)
+                epoch_loss += loss * rows.shape[0]
+            epoch_loss /= n_samples
+            if not _finite(epoch_loss, candidate):
+                raise NonFiniteLossError(epoch, epoch_loss)
+        except BaseException:
+            for key, value in saved.items():
+                state[key][...] = value
+            if "rng" in state:
+                rng.bit_generator.state = state["rng"]
+            raise
         theta = candidate
         history.append(epoch_loss)
         state.update(rng=rng.bit_generator.state, t=t, previous=epoch_loss)

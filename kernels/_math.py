@@ -137,12 +137,6 @@ def _exp_scratch_impl(like, n):
     return impl
 
 
-@njit(inline="always")
-def exp(x):
-    """Scalar e**x, for the few places that exponentiate one value at a time."""
-    return math.exp(x)
-
-
 #: Rows whose sums of exponentials are multiplied before one log is taken.
 #: Every such sum lies in [1, K], so a product of 32 stays below 2**1024 for
 #: K < 2**32, and the product's relative rounding error is at most 32 ulp.

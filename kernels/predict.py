@@ -47,7 +47,7 @@ def predict_proba_labels(X, W, b, proba_out, labels_out, n_chunks, use_blas):
     """proba_out[i] = softmax(W X[i] + b) and labels_out[i] = its argmax."""
     n = X.shape[0]
     n_classes = W.shape[0]
-    Wt = np.ascontiguousarray(W.T)
+    Wt = np.ascontiguousarray(W.T) if use_blas else W  # (D, K) for np.dot only
     for c in prange(n_chunks):
         scratch = exp_scratch(X, BLOCK_ROWS * n_classes)
         row_max = np.empty(BLOCK_ROWS, dtype=X.dtype)
@@ -69,7 +69,7 @@ def predict_proba_labels(X, W, b, proba_out, labels_out, n_chunks, use_blas):
 def predict_labels(X, W, b, labels_out, n_chunks, use_blas):
     """labels_out[i] = argmax_k (W X[i] + b)_k, with one (block, K) buffer per chunk."""
     n = X.shape[0]
-    Wt = np.ascontiguousarray(W.T)
+    Wt = np.ascontiguousarray(W.T) if use_blas else W  # (D, K) for np.dot only
     for c in prange(n_chunks):
         Z = np.empty((BLOCK_ROWS, W.shape[0]), dtype=X.dtype)
         stop = (c + 1) * n // n_chunks

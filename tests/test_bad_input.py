@@ -479,3 +479,12 @@ def test_lists_are_accepted(problem):
     got = fs.loss_and_grad(X.tolist(), y.tolist(), W.tolist(), b.tolist())
     assert got[0] == want[0]
     np.testing.assert_array_equal(got[1], want[1])
+
+
+@pytest.mark.parametrize("function", ["softmax", "log_softmax", "cross_entropy"])
+def test_row_of_only_minus_inf_logits_is_refused(function):
+    Z = np.array([[0.0, -np.inf], [-np.inf, -np.inf]])
+    call = getattr(fs, function)
+    args = (Z, np.array([0, 1])) if function == "cross_entropy" else (Z,)
+    with pytest.raises(ValueError, match="row 1 of Z is -inf everywhere"):
+        call(*args)

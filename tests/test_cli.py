@@ -177,3 +177,15 @@ def test_sigkill_during_train_then_rerun_resumes(tmp_path, solver):
     else:  # L-BFGS restarts its curvature memory from the saved theta
         assert got["final_loss"] == pytest.approx(want["final_loss"], rel=1e-6)
         np.testing.assert_allclose(W_got, W_want, atol=1e-4)
+
+
+def test_predict_from_an_npz_holding_only_X(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((50, 5))
+    np.savez(tmp_path / "x_only.npz", X=X)
+    model = SoftmaxRegression(5, 3, seed=0)
+    model.save(tmp_path / "m.npz")
+    out = tmp_path / "pred.npy"
+    assert main(["predict", "--model", str(tmp_path / "m.npz"), "--data", str(tmp_path / "x_only.npz"),
+                 "--out", str(out), "--quiet"]) == 0  # fmt: skip
+    np.testing.assert_array_equal(np.load(out), model.predict(X))

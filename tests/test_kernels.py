@@ -443,5 +443,8 @@ def test_select_variant_rule():
     assert kernels.select_variant(4, 3) is LossGradVariant.BLOCKED
     assert kernels.select_variant(4, 300) is LossGradVariant.BLAS
     assert kernels.select_variant(200, 300) is LossGradVariant.BLAS
-    for d, k in [(1, 2), (32, 63), (33, 3), (500, 2)]:
-        assert kernels.select_variant(d, k) in set(LossGradVariant)
+    # The boundaries: D <= 32 and K < 64 stay BLOCKED, one step past either is BLAS.
+    assert kernels.select_variant(32, 63) is LossGradVariant.BLOCKED
+    assert kernels.select_variant(1, 2) is LossGradVariant.BLOCKED
+    assert kernels.select_variant(33, 3) is LossGradVariant.BLAS
+    assert kernels.select_variant(32, 64) is LossGradVariant.BLAS

@@ -402,3 +402,19 @@ def test_saved_file_is_a_plain_npz(saved_model):
     assert zipfile.is_zipfile(saved_model)
     with np.load(saved_model, allow_pickle=False) as f:
         assert set(f.files) == {"format", "format_version", "W", "b"}
+
+
+def test_lbfgs_evaluates_the_start_once(data):
+    X, y = data
+    from fastsoftmax import solvers
+
+    points = []
+
+    def objective(theta):
+        points.append(theta.copy())
+        loss, dW, db = fs.loss_and_grad(X, y, theta[: K * D].reshape(K, D), theta[K * D :])
+        return loss, np.concatenate([dW.ravel(), db])
+
+    solvers.lbfgs(objective, np.zeros(K * (D + 1)), max_iter=3)
+    assert len(points) >= 2
+    assert not any(np.array_equal(points[0], later) for later in points[1:])

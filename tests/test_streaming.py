@@ -259,3 +259,42 @@ def test_missing_truncated_and_mismatched_files(tmp_path, files):
         _fit(str(x_path), str(short))
     with pytest.raises(ValueError, match="X has 12 features but W has 5"):
         SoftmaxRegression(5, K).fit(str(x_path), str(y_path))
+
+
+def test_finished_checkpoint_can_be_extended(tmp_path, data):
+    X, y = data
+    short = _fit(X, y, solver="gd", max_iter=3, checkpoint=tmp_path)
+    assert short.n_iter_ == 3 and not short.converged_
+    longer = _fit(X, y, solver="gd", max_iter=6, checkpoint=tmp_path)
+    straight = _fit(X, y, solver="gd", max_iter=6)
+    assert longer.n_iter_ == 6
+    np.testing.assert_array_equal(longer.W, straight.W)
+
+
+def test_minibatches_whose_rows_all_weigh_zero(data):
+    X, y = data
+    weights = np.ones(N)
+    weights[::2] = 0.0
+    model = SoftmaxRegression(D, K, seed=0).fit(
+        X, y, solver="sgd", batch_size=1, max_iter=1, sample_weight=weights, seed=0
+    )
+    assert np.isfinite(model.W).all() and len(model.loss_history_) == 1
+    # Only the weighted rows move the model: dropping the others gives the same
+    # fit up to the order of the steps, so compare losses, not weights.
+    reference = SoftmaxRegression(D, K, seed=0).fit(X[1::2], y[1::2], solver="sgd", batch_size=1, max_iter=1, seed=0)
+    assert abs(model.score(X[1::2], y[1::2]) - reference.score(X[1::2], y[1::2])) < 0.1
+
+
+def test_partial_fit_after_divergence_keeps_the_solver_state(data):
+    from fastsoftmax import TrainingError
+
+    X, y = data
+    model = SoftmaxRegression(D, K, seed=0)
+    model.partial_fit(X, y, solver="sgd", lr=0.01, seed=0)
+    state = {key: np.copy(value) for key, value in model._partial_state.items() if isinstance(value, np.ndarray)}
+    W = model.W.copy()
+    with pytest.raises(TrainingError):
+        model.partial_fit(X * 1e300, y, solver="sgd", lr=1e300, seed=0)
+    np.testing.assert_array_equal(model.W, W)
+    for key, value in state.items():
+        np.testing.assert_array_equal(model._partial_state[key], value)

@@ -119,3 +119,21 @@ def test_concurrent_model_fits_are_independent(rng):
     for model in models:
         np.testing.assert_array_equal(model.W, want.W)
         np.testing.assert_array_equal(model.b, want.b)
+
+
+def test_overlapping_blas_limits_restore_the_original_once():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from fastsoftmax._threading import single_threaded_blas
+
+    def blas_threads():
+        return [pool["num_threads"] for pool in threadpoolctl.threadpool_info() if pool["user_api"] == "blas"]
+
+    before = blas_threads()
+    first, second = single_threaded_blas(), single_threaded_blas()
+    first.__enter__()
+    second.__enter__()
+    assert all(n == 1 for n in blas_threads())
+    first.__exit__(None, None, None)  # the other user is still inside: the limit stays
+    assert all(n == 1 for n in blas_threads())
+    second.__exit__(None, None, None)
+    assert blas_threads() == before
