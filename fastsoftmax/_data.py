@@ -190,6 +190,8 @@ class DataSource:
         base = getattr(self.X, "_mmap", None)
         if advice is None or base is None or not hasattr(base, "madvise"):
             return
+        if getattr(self.X, "mode", "r") == "c":
+            return  # MADV_DONTNEED would drop the private edits of a copy-on-write map
         stop = self.n_samples if stop is None else stop
         if self._map_start is None:
             # Where X starts inside the mapping (X may be a row slice of a larger map).
