@@ -200,6 +200,21 @@ def check_sample_weight(sample_weight, n_samples: int, dtype: np.dtype) -> np.nd
     return w
 
 
+def check_int(value, name: str, minimum: int = 1) -> int:
+    """Check an integer option (max_iter, batch_size, chunk_size...) against its minimum."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ValueError(f"{name} must be {kind}, got {value!r}.")
+    return int(value)
+
+
+def check_lr(lr) -> float:
+    """Check a step size: a finite number > 0."""
+    if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not math.isfinite(lr) or lr <= 0:
+        raise ValueError(f"lr must be a finite number > 0, got {lr!r}.")
+    return float(lr)
+
+
 def check_l2(l2) -> float:
     """Check the L2 strength: a finite number >= 0."""
     if not isinstance(l2, numbers.Real) or not math.isfinite(l2) or l2 < 0:

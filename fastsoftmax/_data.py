@@ -122,9 +122,7 @@ class DataSource:
         if chunk_size is None:
             row_bytes = self.n_features * self.X.dtype.itemsize
             chunk_size = max(1, CHUNK_BYTES // row_bytes) if self.streamed else self.n_samples
-        if not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
-            raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}.")
-        self.chunk_size = int(min(chunk_size, self.n_samples))
+        self.chunk_size = min(_checks.check_int(chunk_size, "chunk_size"), self.n_samples)
         self._labels_checked_for = None
         self._map_start = None
         if self.streamed:

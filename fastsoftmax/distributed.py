@@ -526,12 +526,8 @@ def fit_dask(
                 f"or compute the data to NumPy and call model.fit."
             )
         raise ValueError(f"solver must be one of {DASK_SOLVERS}, got {solver!r}.")
-    if not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
-        raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}.")
-    if lr is None:
-        lr = 0.1
-    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr must be a finite number > 0, got {lr!r}.")
+    _checks.check_int(max_iter, "max_iter")
+    lr = _checks.check_lr(0.1 if lr is None else lr)
     l2 = _checks.check_l2(l2)
     model._params()
     X, y, sample_weight = _check_chunked(X, y, sample_weight, model.dtype, model.input_dim)
@@ -694,8 +690,7 @@ def connect(
         with Client(scheduler) as client:
             yield client
         return
-    if not isinstance(n_workers, (int, np.integer)) or n_workers < 1:
-        raise ValueError(f"n_workers must be a positive integer, got {n_workers!r}.")
+    _checks.check_int(n_workers, "n_workers")
     with LocalCluster(
         n_workers=int(n_workers),
         threads_per_worker=threads_per_worker,

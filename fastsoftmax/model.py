@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import tempfile
 import zipfile
@@ -19,6 +18,11 @@ from fastsoftmax._data import DataSource, block_shuffled_batches, chunked_object
 
 _FORMAT = "fastsoftmax-model"
 _FORMAT_VERSION = 1
+
+
+def _default_lr(solver: str) -> float:
+    """The step size used when ``lr`` is not given: Adam's usual 1e-3, else 0.1."""
+    return 1e-3 if solver == "adam" else 0.1
 
 
 class TrainingError(ValueError):
@@ -60,10 +64,8 @@ class SoftmaxRegression:
     """
 
     def __init__(self, input_dim: int, num_classes: int, *, dtype=np.float64, seed=None):
-        if not isinstance(input_dim, (int, np.integer)) or input_dim < 1:
-            raise ValueError(f"input_dim must be a positive integer, got {input_dim!r}.")
-        if not isinstance(num_classes, (int, np.integer)) or num_classes < 2:
-            raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}.")
+        _checks.check_int(input_dim, "input_dim")
+        _checks.check_int(num_classes, "num_classes", minimum=2)
         self.dtype = _checks.as_float_dtype(dtype)
         rng = np.random.default_rng(seed)
         self.W = (0.01 * rng.standard_normal((num_classes, input_dim))).astype(self.dtype)
@@ -300,14 +302,9 @@ class SoftmaxRegression:
             )  # fmt: skip
         if solver not in solvers.SOLVERS:
             raise ValueError(f"solver must be one of {solvers.SOLVERS}, got {solver!r}.")
-        if not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
-            raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}.")
-        if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
-        if lr is None:
-            lr = 1e-3 if solver == "adam" else 0.1
-        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-            raise ValueError(f"lr must be a finite number > 0, got {lr!r}.")
+        _checks.check_int(max_iter, "max_iter")
+        _checks.check_int(batch_size, "batch_size")
+        lr = _checks.check_lr(_default_lr(solver) if lr is None else lr)
         l2 = _checks.check_l2(l2)
         source = self._source(X, y, sample_weight, chunk_size)
         self._params()
@@ -439,12 +436,8 @@ class SoftmaxRegression:
         """
         if solver not in ("sgd", "adam"):
             raise ValueError(f"partial_fit supports solver 'sgd' or 'adam', got {solver!r}.")
-        if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
-        if lr is None:
-            lr = 1e-3 if solver == "adam" else 0.1
-        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-            raise ValueError(f"lr must be a finite number > 0, got {lr!r}.")
+        _checks.check_int(batch_size, "batch_size")
+        lr = _checks.check_lr(_default_lr(solver) if lr is None else lr)
         l2 = _checks.check_l2(l2)
         source = self._source(X, y, sample_weight, None)
         self._params()
