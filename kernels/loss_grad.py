@@ -20,12 +20,14 @@ Design:
 - Inside a chunk, rows go in blocks of ``BLOCK_ROWS``. A block's gradient is
   summed in the input dtype and then flushed into the float64 accumulator, so
   float32 rounding error grows with the block size, not with N.
-- Two block bodies, chosen by shape with ``select_variant``:
+- Three block bodies, chosen by shape with ``select_variant``:
   ``BLOCKED`` the block is transposed into a (D, block) scratch so that the
               logits, the softmax and the gradient run SIMD across rows (small D
               and K, where SIMD along D would leave most lanes empty);
-  ``BLAS``    two GEMMs per block through ``np.dot`` with the softmax fused
-              between them (larger D or K).
+  ``SKINNY``  both products as loops along D, four rows at a time (large D,
+              small K, where BLAS's GEMMs with a dimension of K run below peak);
+  ``BLAS``    two GEMMs per block of 512 rows through ``np.dot`` with the
+              softmax fused between them (large K, and moderate D).
 """
 
 import enum
@@ -33,7 +35,7 @@ import enum
 import numpy as np
 from numba import njit, prange
 
-from fastsoftmax.kernels._config import BLOCK_ROWS, JIT_OPTIONS
+from fastsoftmax.kernels._config import BLAS_BLOCK_ROWS, BLOCK_ROWS, JIT_OPTIONS
 from fastsoftmax.kernels._math import exp_inplace, exp_scratch, weighted_log_sum
 
 
@@ -42,24 +44,32 @@ class LossGradVariant(enum.IntEnum):
 
     BLOCKED = 1
     BLAS = 2
+    SKINNY = 3
 
 
-#: K at and above which SIMD across rows loses to BLAS even at small D.
+#: K at and above which the step is compute-bound and BLAS's GEMMs win.
 BLAS_MIN_CLASSES = 64
 #: D at and below which SIMD across rows beats BLAS's small-K products.
 BLOCKED_MAX_FEATURES = 32
+#: D from which (with K < 64) loops along D beat BLAS's skinny GEMMs.
+SKINNY_MIN_FEATURES = 128
 
 
 def select_variant(n_features: int, n_classes: int) -> LossGradVariant:
     """Choose the block body for a problem of D features and K classes.
 
-    The rule, from measurements on 1 to 16 threads (README, "How the kernels
-    work"): BLOCKED when D <= 32 and K < 64, where a (D, block) transpose
-    fits in L1 and SIMD across rows fills every lane; BLAS otherwise, which
-    was 1.5 to 3x faster than loops along D already at D = 100, K = 10.
+    The rule, from measurements at 1 to 16 threads (README, "How the kernels
+    work"): for K < 64, BLOCKED when D <= 32 (a (D, block) transpose fits in
+    L1 and SIMD across rows fills every lane), SKINNY when D >= 128 (BLAS's
+    GEMMs with a dimension of K run far below peak: 2 to 3x slower at
+    D = 784, K = 10), BLAS in between; for K >= 64, BLAS.
     """
-    if n_features <= BLOCKED_MAX_FEATURES and n_classes < BLAS_MIN_CLASSES:
+    if n_classes >= BLAS_MIN_CLASSES:
+        return LossGradVariant.BLAS
+    if n_features <= BLOCKED_MAX_FEATURES:
         return LossGradVariant.BLOCKED
+    if n_features >= SKINNY_MIN_FEATURES:
+        return LossGradVariant.SKINNY
     return LossGradVariant.BLAS
 
 
@@ -168,17 +178,83 @@ def _blocked_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc):
 
 
 @njit(**JIT_OPTIONS)
+def _skinny_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc):
+    """Rows [start, stop) with both products as loops along D, four rows at a time.
+
+    For small K and large D, BLAS's GEMMs have one tiny dimension and run far
+    below peak. Here every load of W[k, d] feeds four rows' logits, and every
+    load and store of dW[k, d] takes four rows' gradient terms, so the loops
+    along D are bound by arithmetic, not by the load and store ports.
+    """
+    n_classes, n_features = W.shape
+    Z = np.empty((BLOCK_ROWS, n_classes), dtype=X.dtype)
+    scratch = exp_scratch(X, BLOCK_ROWS * n_classes)
+    row_sum = np.empty(BLOCK_ROWS, dtype=X.dtype)
+    dW_block = np.zeros((n_classes, n_features), dtype=X.dtype)
+    zero = np.zeros(1, dtype=X.dtype)[0]
+    loss = 0.0
+    for block_start in range(start, stop, BLOCK_ROWS):
+        nb = min(BLOCK_ROWS, stop - block_start)
+        n_quads = nb // 4 * 4
+        for r in range(0, n_quads, 4):
+            i = block_start + r
+            for k in range(n_classes):
+                a0 = zero
+                a1 = zero
+                a2 = zero
+                a3 = zero
+                for d in range(n_features):
+                    w = W[k, d]
+                    a0 += w * X[i, d]
+                    a1 += w * X[i + 1, d]
+                    a2 += w * X[i + 2, d]
+                    a3 += w * X[i + 3, d]
+                Z[r, k] = a0 + b[k]
+                Z[r + 1, k] = a1 + b[k]
+                Z[r + 2, k] = a2 + b[k]
+                Z[r + 3, k] = a3 + b[k]
+        for r in range(n_quads, nb):
+            for k in range(n_classes):
+                a0 = zero
+                for d in range(n_features):
+                    a0 += W[k, d] * X[block_start + r, d]
+                Z[r, k] = a0 + b[k]
+        loss += _softmax_grad_block(Z, nb, y, sample_weight, block_start, scratch, row_sum)
+        for r in range(0, n_quads, 4):
+            i = block_start + r
+            for k in range(n_classes):
+                g0 = Z[r, k]
+                g1 = Z[r + 1, k]
+                g2 = Z[r + 2, k]
+                g3 = Z[r + 3, k]
+                db_acc[k] += (g0 + g1) + (g2 + g3)
+                for d in range(n_features):
+                    dW_block[k, d] += g0 * X[i, d] + g1 * X[i + 1, d] + g2 * X[i + 2, d] + g3 * X[i + 3, d]
+        for r in range(n_quads, nb):
+            for k in range(n_classes):
+                g0 = Z[r, k]
+                db_acc[k] += g0
+                for d in range(n_features):
+                    dW_block[k, d] += g0 * X[block_start + r, d]
+        for k in range(n_classes):
+            for d in range(n_features):
+                dW_acc[k, d] += dW_block[k, d]
+                dW_block[k, d] = 0
+    return loss
+
+
+@njit(**JIT_OPTIONS)
 def _blas_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc):
     """Rows [start, stop) as two GEMMs per block with the softmax between them."""
     n_classes, n_features = W.shape
     Wt = np.ascontiguousarray(W.T)
-    Z = np.empty((BLOCK_ROWS, n_classes), dtype=X.dtype)
-    scratch = exp_scratch(X, BLOCK_ROWS * n_classes)
-    row_sum = np.empty(BLOCK_ROWS, dtype=X.dtype)
+    Z = np.empty((BLAS_BLOCK_ROWS, n_classes), dtype=X.dtype)
+    scratch = exp_scratch(X, BLAS_BLOCK_ROWS * n_classes)
+    row_sum = np.empty(BLAS_BLOCK_ROWS, dtype=X.dtype)
     dW_block = np.empty((n_classes, n_features), dtype=X.dtype)
     loss = 0.0
-    for block_start in range(start, stop, BLOCK_ROWS):
-        nb = min(BLOCK_ROWS, stop - block_start)
+    for block_start in range(start, stop, BLAS_BLOCK_ROWS):
+        nb = min(BLAS_BLOCK_ROWS, stop - block_start)
         X_block = X[block_start : block_start + nb]
         Z_block = Z[:nb]
         np.dot(X_block, Wt, Z_block)
@@ -200,6 +276,8 @@ def _blas_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc):
 def _chunk(X, y, W, b, sample_weight, start, stop, variant, dW_acc, db_acc):
     if variant == 2:
         return _blas_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc)
+    if variant == 3:
+        return _skinny_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc)
     return _blocked_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc)
 
 

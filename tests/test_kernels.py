@@ -439,12 +439,17 @@ def test_reduction_kernels(rng, dtype, n_chunks):
 
 
 def test_select_variant_rule():
-    # Small D and K: SIMD across rows; many classes: the two GEMMs through BLAS.
+    # Small D and K: SIMD across rows; large D and small K: loops along D;
+    # many classes or moderate D: the two GEMMs through BLAS.
     assert kernels.select_variant(4, 3) is LossGradVariant.BLOCKED
+    assert kernels.select_variant(784, 10) is LossGradVariant.SKINNY
     assert kernels.select_variant(4, 300) is LossGradVariant.BLAS
     assert kernels.select_variant(200, 300) is LossGradVariant.BLAS
-    # The boundaries: D <= 32 and K < 64 stay BLOCKED, one step past either is BLAS.
+    # The boundaries, one step either side.
     assert kernels.select_variant(32, 63) is LossGradVariant.BLOCKED
     assert kernels.select_variant(1, 2) is LossGradVariant.BLOCKED
     assert kernels.select_variant(33, 3) is LossGradVariant.BLAS
+    assert kernels.select_variant(127, 63) is LossGradVariant.BLAS
+    assert kernels.select_variant(128, 63) is LossGradVariant.SKINNY
+    assert kernels.select_variant(128, 64) is LossGradVariant.BLAS
     assert kernels.select_variant(32, 64) is LossGradVariant.BLAS
