@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from fastsoftmax._io import atomic_file
 
 _FORMAT = "fastsoftmax-checkpoint"
 _FORMAT_VERSION = 1
@@ -64,30 +65,16 @@ def save(directory: str | os.PathLike, state: CheckpointState) -> None:
         "finished": bool(state.finished),
         "converged": bool(state.converged),
     }
-    fd, tmp = tempfile.mkstemp(prefix=".checkpoint-", suffix=".npz.tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(
-                f,
-                format=np.array(_FORMAT),
-                format_version=np.array(_FORMAT_VERSION),
-                fingerprint=np.array(_canonical(state.fingerprint)),
-                meta=np.array(json.dumps(meta)),
-                theta=state.theta,
-                **arrays,
-            )
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, checkpoint_path(directory))
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_file(checkpoint_path(directory)) as f:
+        np.savez(
+            f,
+            format=np.array(_FORMAT),
+            format_version=np.array(_FORMAT_VERSION),
+            fingerprint=np.array(_canonical(state.fingerprint)),
+            meta=np.array(json.dumps(meta)),
+            theta=state.theta,
+            **arrays,
+        )
 
 
 def load(directory: str | os.PathLike, fingerprint: dict[str, Any]) -> CheckpointState | None:

@@ -189,19 +189,12 @@ class _Progress:
 
 def _write_json(path: str, payload: dict) -> None:
     import json
-    import tempfile
 
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".fastsoftmax-", suffix=".json.tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    from fastsoftmax._io import atomic_file
+
+    with atomic_file(path, "w") as f:
+        json.dump(payload, f, indent=2)
+        f.write("\n")
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -388,18 +381,10 @@ def run_generate(args: argparse.Namespace) -> int:
 
 
 def _save_npy(path: str, array: np.ndarray) -> None:
-    import tempfile
+    from fastsoftmax._io import atomic_file
 
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".fastsoftmax-", suffix=".npy.tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_file(path) as f:
+        np.save(f, array)
 
 
 def run_predict(args: argparse.Namespace) -> int:

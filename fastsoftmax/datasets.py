@@ -268,46 +268,6 @@ def _make_problem(
 
 
 # --------------------------------------------------------------------------- #
-_blas_lock = threading.Lock()
-_blas_users = 0
-_blas_limiter = None
-_blas_controller = None
-
-
-@contextlib.contextmanager
-def _single_threaded_blas() -> Iterator[None]:
-    """Hold BLAS to one thread while blocks are generated.
-
-    Each block's matrix products are small; OpenBLAS would still start its own
-    threads for them, which spin and take the cores from our block threads
-    (measured: 3x the CPU time for the same block). Uses threadpoolctl when it
-    is installed and does nothing otherwise. Reference-counted, so concurrent
-    generator calls (Dask tasks on threads) restore the original limit once,
-    when the last of them finishes.
-    """
-    global _blas_users, _blas_limiter, _blas_controller
-    with _blas_lock:
-        if _blas_users == 0:
-            try:
-                if _blas_controller is None:
-                    from threadpoolctl import ThreadpoolController
-
-                    _blas_controller = ThreadpoolController()
-                _blas_limiter = _blas_controller.limit(limits=1, user_api="blas")
-            except ImportError:
-                _blas_limiter = None
-        _blas_users += 1
-    try:
-        yield
-    finally:
-        with _blas_lock:
-            _blas_users -= 1
-            if _blas_users == 0 and _blas_limiter is not None:
-                _blas_limiter.restore_original_limits()
-                _blas_limiter = None
-
-
-# --------------------------------------------------------------------------- #
 # Block generation
 # --------------------------------------------------------------------------- #
 def _block_rng(p: _Problem, stream: int, j: int) -> np.random.Generator:

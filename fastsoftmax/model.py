@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 import zipfile
 from collections.abc import Callable
 from typing import Any
@@ -12,6 +11,7 @@ import numpy as np
 
 from fastsoftmax import _checks, solvers
 from fastsoftmax import checkpoint as _checkpoint
+from fastsoftmax._io import atomic_file
 from fastsoftmax._api import fused_loss_grad, l2_penalty, predict, predict_proba
 from fastsoftmax.distributed import is_dask_collection
 from fastsoftmax._data import DataSource, block_shuffled_batches, chunked_objectives
@@ -475,25 +475,14 @@ class SoftmaxRegression:
         then renamed over ``path``, so a crash never leaves a half-written model.
         No pickle is involved.
         """
-        path = os.fspath(path)
-        directory = os.path.dirname(os.path.abspath(path))
-        fd, tmp_path = tempfile.mkstemp(prefix=".fastsoftmax-", suffix=".npz.tmp", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(
-                    f,
-                    format=np.array(_FORMAT),
-                    format_version=np.array(_FORMAT_VERSION),
-                    W=self.W,
-                    b=self.b,
-                )
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp_path, path)
-        except BaseException:
-            if os.path.exists(tmp_path):
-                os.unlink(tmp_path)
-            raise
+        with atomic_file(path) as f:
+            np.savez(
+                f,
+                format=np.array(_FORMAT),
+                format_version=np.array(_FORMAT_VERSION),
+                W=self.W,
+                b=self.b,
+            )
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> SoftmaxRegression:
