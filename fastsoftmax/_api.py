@@ -230,9 +230,14 @@ def cross_entropy(
 
 def _check_prediction_input(X, W, b):
     W, b = _checks.check_weights(W, b)
-    X = _checks.check_X(X, W.dtype, W.shape[1])
-    _checks.check_X_finite(X, "before predicting")
-    return X, W, b
+    return _checks.check_X(X, W.dtype, W.shape[1]), W, b
+
+
+def _raise_for_nonfinite_logits(X: np.ndarray, n_bad_rows: int) -> None:
+    """Explain rows whose logits were not finite: NaN or inf in X, else an overflow."""
+    if n_bad_rows:
+        _checks.check_X_finite(X, "before predicting")
+        raise _checks.overflow_error()
 
 
 def _prediction_plan(X: np.ndarray, W: np.ndarray) -> tuple[int, bool]:
@@ -257,7 +262,8 @@ def predict_proba(X, W, b, *, out: np.ndarray | None = None) -> np.ndarray:
     labels = np.empty(X.shape[0], dtype=np.int64)
     n_chunks, use_blas = _prediction_plan(X, W)
     with parallel_section(n_chunks, calls_blas=use_blas):
-        kernels.predict_proba_labels(X, W, b, out, labels, n_chunks, use_blas)
+        n_bad_rows = kernels.predict_proba_labels(X, W, b, out, labels, n_chunks, use_blas)
+    _raise_for_nonfinite_logits(X, n_bad_rows)
     return out
 
 
@@ -267,5 +273,6 @@ def predict(X, W, b) -> np.ndarray:
     labels = np.empty(X.shape[0], dtype=np.int64)
     n_chunks, use_blas = _prediction_plan(X, W)
     with parallel_section(n_chunks, calls_blas=use_blas):
-        kernels.predict_labels(X, W, b, labels, n_chunks, use_blas)
+        n_bad_rows = kernels.predict_labels(X, W, b, labels, n_chunks, use_blas)
+    _raise_for_nonfinite_logits(X, n_bad_rows)
     return labels

@@ -7,6 +7,8 @@ come from BLAS on blocks of rows when ``use_blas`` is set (large K), from
 loops along D otherwise.
 """
 
+import math
+
 import numpy as np
 from numba import njit, prange
 
@@ -34,20 +36,35 @@ def _logits_block(X, W, Wt, b, block_start, nb, Z, use_blas):
 
 @njit(**JIT_OPTIONS)
 def _argmax_rows(Z, nb, labels_out, block_start):
+    """labels_out[block_start + r] = argmax_k Z[r, k]; returns the rows with a non-finite logit.
+
+    With finite W and b, a non-finite logit means NaN or inf in that row of X
+    (or an overflow): counting them here spares a separate scan of X.
+    """
+    n_bad = 0
     for r in range(nb):
         best = 0
+        finite = math.isfinite(Z[r, 0])
         for k in range(1, Z.shape[1]):
+            finite = finite and math.isfinite(Z[r, k])
             if Z[r, k] > Z[r, best]:
                 best = k
         labels_out[block_start + r] = best
+        if not finite:
+            n_bad += 1
+    return n_bad
 
 
 @njit(parallel=True, **JIT_OPTIONS)
 def predict_proba_labels(X, W, b, proba_out, labels_out, n_chunks, use_blas):
-    """proba_out[i] = softmax(W X[i] + b) and labels_out[i] = its argmax."""
+    """proba_out[i] = softmax(W X[i] + b) and labels_out[i] = its argmax.
+
+    Returns the number of rows with a non-finite logit (0 for finite X).
+    """
     n = X.shape[0]
     n_classes = W.shape[0]
     Wt = np.ascontiguousarray(W.T) if use_blas else W  # (D, K) for np.dot only
+    bad = np.zeros(n_chunks, dtype=np.int64)
     for c in prange(n_chunks):
         scratch = exp_scratch(X, BLOCK_ROWS * n_classes)
         row_max = np.empty(BLOCK_ROWS, dtype=X.dtype)
@@ -57,23 +74,29 @@ def predict_proba_labels(X, W, b, proba_out, labels_out, n_chunks, use_blas):
             nb = min(BLOCK_ROWS, stop - block_start)
             block = proba_out[block_start : block_start + nb]
             _logits_block(X, W, Wt, b, block_start, nb, block, use_blas)
-            _argmax_rows(block, nb, labels_out, block_start)
+            bad[c] += _argmax_rows(block, nb, labels_out, block_start)
             exp_shifted_block(block, 0, nb, block, scratch, row_max, row_sum)
             for r in range(nb):
                 inv = 1 / row_sum[r]
                 for k in range(n_classes):
                     block[r, k] *= inv
+    return bad.sum()
 
 
 @njit(parallel=True, **JIT_OPTIONS)
 def predict_labels(X, W, b, labels_out, n_chunks, use_blas):
-    """labels_out[i] = argmax_k (W X[i] + b)_k, with one (block, K) buffer per chunk."""
+    """labels_out[i] = argmax_k (W X[i] + b)_k, with one (block, K) buffer per chunk.
+
+    Returns the number of rows with a non-finite logit (0 for finite X).
+    """
     n = X.shape[0]
     Wt = np.ascontiguousarray(W.T) if use_blas else W  # (D, K) for np.dot only
+    bad = np.zeros(n_chunks, dtype=np.int64)
     for c in prange(n_chunks):
         Z = np.empty((BLOCK_ROWS, W.shape[0]), dtype=X.dtype)
         stop = (c + 1) * n // n_chunks
         for block_start in range(c * n // n_chunks, stop, BLOCK_ROWS):
             nb = min(BLOCK_ROWS, stop - block_start)
             _logits_block(X, W, Wt, b, block_start, nb, Z, use_blas)
-            _argmax_rows(Z, nb, labels_out, block_start)
+            bad[c] += _argmax_rows(Z, nb, labels_out, block_start)
+    return bad.sum()
