@@ -1,6 +1,6 @@
 """Compilation settings shared by every kernel.
 
-One place for the fastmath flags, so that no kernel hard-codes ``fastmath=True``.
+One place for the fastmath flags, so that no kernel switches on the full fastmath set.
 The set leaves out ``nnan`` and ``ninf``: softmax must handle ``-inf`` logits,
 and the wrappers rely on NaN propagating through the fused kernel to detect
 non-finite input after the fact (see ``fastsoftmax._checks``).
