@@ -1,0 +1,140 @@
+"""Thread scaling of the fused step: every block body at 1, 2, 4, 8, 16 Numba threads.
+
+Run on a many-core machine: ``python asv_benchmarks/thread_scaling.py``
+(``SMALL=1`` for a quick check). For each shape and dtype it prints the time
+to read X once, the public ``loss_and_grad``, each block body forced through
+``fused_loss_grad(variant=...)``, numpy's two GEMMs for K >= 256 and the
+NumPy reference; then checks 32 concurrent calls from 8 Python threads, and
+times import and the first call with an empty and a warm Numba cache. The
+rows are also written to ``$OUT/scaling.json`` (``/tmp`` by default).
+Not an asv benchmark: asv measures on one machine, this compares thread counts.
+"""
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numba
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+import fastsoftmax as fs
+from fastsoftmax import kernels, reference
+from fastsoftmax._api import fused_loss_grad
+
+small = os.environ.get("SMALL") == "1"
+out_dir = os.environ.get("OUT", "/tmp")
+shapes = [(1_000_000, 20, 3), (200_000, 100, 10), (60_000, 784, 10), (20_000, 512, 1000), (1000, 20, 3)]
+if small:
+    shapes = [(20_000, 20, 3), (5000, 100, 10), (2000, 512, 300)]
+max_threads = numba.config.NUMBA_NUM_THREADS
+threads = [t for t in (1, 2, 4, 8, 16) if t <= max_threads]
+print(
+    "numba",
+    numba.__version__,
+    "numpy",
+    np.__version__,
+    "cores",
+    os.cpu_count(),
+    "numba threads",
+    max_threads,
+    flush=True,
+)
+
+
+def median_time(f, repeats=5):
+    f()
+    ts = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        f()
+        ts.append(time.perf_counter() - t)
+    return statistics.median(ts)
+
+
+rows = []
+rng = np.random.default_rng(0)
+for N, D, K in shapes:
+    for dt in (np.float32, np.float64):
+        X = rng.standard_normal((N, D)).astype(dt)
+        y = rng.integers(0, K, N)
+        W = (0.1 * rng.standard_normal((K, D))).astype(dt)
+        b = np.zeros(K, dt)
+        dW = np.empty_like(W)
+        db = np.empty_like(b)
+        sw = np.empty(0, dt)
+        t_ref = median_time(lambda: reference.loss_and_grad(X, y, W, b), 3)
+        for nt in threads:
+            numba.set_num_threads(nt)
+            rec = {"N": N, "D": D, "K": K, "dtype": dt.__name__, "threads": nt, "reference_ms": t_ref * 1e3}
+            rec["readX_ms"] = median_time(lambda: kernels.stream_sum(X, max(1, min(nt, N)))) * 1e3
+            rec["public_ms"] = median_time(lambda: fs.loss_and_grad(X, y, W, b)) * 1e3
+            for v in kernels.LossGradVariant:
+                if (K >= 256 and v != kernels.LossGradVariant.BLAS) or (
+                    D > 128 and v == kernels.LossGradVariant.BLOCKED
+                ):
+                    continue
+                rec[v.name + "_ms"] = (
+                    median_time(lambda: fused_loss_grad(X, y, W, b, sw, 1.0 / N, 0.0, dW, db, variant=v))
+                    * 1e3
+                )
+            if K >= 256:
+                G = rng.standard_normal((N, K)).astype(dt)
+                with threadpool_limits(nt, user_api="blas"):
+                    rec["two_gemm_ms"] = median_time(lambda: (X @ W.T, G.T @ X), 3) * 1e3
+            rec["chosen"] = kernels.select_variant(D, K).name
+            rows.append(rec)
+            print(
+                f"{N:>8} {D:>4} {K:>5} {dt.__name__:8} t={nt:<2} readX {rec['readX_ms']:7.2f}  public {rec['public_ms']:8.2f} "
+                + " ".join(
+                    f"{k[:-3]} {rec[k]:8.2f}"
+                    for k in ("BLOCKED_ms", "SKINNY_ms", "BLAS_ms", "two_gemm_ms")
+                    if k in rec
+                )
+                + f"  ref {t_ref * 1e3:8.2f}  public/readX {rec['public_ms'] / rec['readX_ms']:5.2f} ref/public {t_ref * 1e3 / rec['public_ms']:6.1f}",
+                flush=True,
+            )
+numba.set_num_threads(max_threads)
+
+# Concurrency: 8 Python threads calling the kernels at once.
+from concurrent.futures import ThreadPoolExecutor
+
+X = rng.standard_normal((200_000, 30))
+y = rng.integers(0, 5, 200_000)
+W = rng.standard_normal((5, 30))
+b = np.zeros(5)
+expected = fs.loss_and_grad(X, y, W, b)
+with ThreadPoolExecutor(8) as pool:
+    results = list(pool.map(lambda _: fs.loss_and_grad(X, y, W, b), range(32)))
+same = all(
+    abs(r[0] - expected[0]) <= 1e-12 * abs(expected[0]) and np.allclose(r[1], expected[1], rtol=1e-12, atol=0)
+    for r in results
+)
+print(
+    "32 concurrent calls from 8 Python threads equal one call:",
+    same,
+    "layer",
+    numba.threading_layer(),
+    flush=True,
+)
+
+# Start-up: import time and first call with an empty and with a warm cache.
+code = "import time; t=time.perf_counter(); import fastsoftmax, numpy as np; t1=time.perf_counter(); X=np.ones((100,20)); fastsoftmax.loss_and_grad(X, np.zeros(100, int), np.zeros((3,20)), np.zeros(3)); print(f'{t1-t:.3f} {time.perf_counter()-t1:.3f}')"
+cache = tempfile.mkdtemp()
+env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+cold = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stdout.split()
+warm = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stdout.split()
+print(f"import {cold[0]} s; first loss+grad: empty cache {cold[1]} s, warm cache {warm[1]} s", flush=True)
+json.dump(
+    {
+        "rows": rows,
+        "concurrent_ok": same,
+        "startup": {"import_s": cold[0], "cold_s": cold[1], "warm_s": warm[1]},
+    },
+    open(os.path.join(out_dir, "scaling.json"), "w"),
+    indent=1,
+)
