@@ -238,17 +238,10 @@ def run_train(args: argparse.Namespace) -> int:
                f"{dtype} ({'streamed from ' + args.data if train.streamed else 'in memory'}); "
                f"{n_val:,} validation rows")  # fmt: skip
 
-    progress = _Progress(args, args.max_iter)
-    fit_start = time.perf_counter()
-    try:
-        model.fit(
-            train.X, train.y, solver=args.solver, max_iter=args.max_iter, lr=args.lr,
-            batch_size=args.batch_size, l2=args.l2, tol=args.tol, seed=args.seed,
-            callback=progress, chunk_size=args.chunk_size, checkpoint=args.checkpoint,
-        )  # fmt: skip
-    finally:
-        progress.close()
-    fit_time = time.perf_counter() - fit_start
+    fit_time = _fit_with_progress(
+        args, model, train.X, train.y, batch_size=args.batch_size, seed=args.seed,
+        chunk_size=args.chunk_size, checkpoint=args.checkpoint,
+    )  # fmt: skip
     _report(
         args, model, dtype=dtype, n_train=n_train, n_val=n_val, fit_time=fit_time, t_start=t_start,
         train_accuracy=accuracy(model, train),
@@ -256,6 +249,20 @@ def run_train(args: argparse.Namespace) -> int:
         rows_processed=model.rows_processed_,
     )  # fmt: skip
     return 0
+
+
+def _fit_with_progress(args, model, X, y, **fit_options) -> float:
+    """Fit with the command's solver options and progress display; returns the fit's wall time."""
+    progress = _Progress(args, args.max_iter)
+    start = time.perf_counter()
+    try:
+        model.fit(
+            X, y, solver=args.solver, max_iter=args.max_iter, lr=args.lr, l2=args.l2, tol=args.tol,
+            callback=progress, **fit_options,
+        )  # fmt: skip
+    finally:
+        progress.close()
+    return time.perf_counter() - start
 
 
 def _report(args, model, *, dtype, n_train, n_val, fit_time, t_start, train_accuracy, val_accuracy,
@@ -333,16 +340,7 @@ def run_train_dask(args: argparse.Namespace, t_start: float) -> int:
         X_train, y_train, X_val, y_val = X[:n_train], y[:n_train], X[n_train:], y[n_train:]
         model = SoftmaxRegression(X.shape[1], n_classes, dtype=dtype, seed=args.seed)
         _log(args, f"training {args.solver} on {n_train:,} rows on Dask; {n_val:,} validation rows")
-        progress = _Progress(args, args.max_iter)
-        fit_start = time.perf_counter()
-        try:
-            model.fit(
-                X_train, y_train, solver=args.solver, max_iter=args.max_iter, lr=args.lr,
-                l2=args.l2, tol=args.tol, callback=progress,
-            )  # fmt: skip
-        finally:
-            progress.close()
-        fit_time = time.perf_counter() - fit_start
+        fit_time = _fit_with_progress(args, model, X_train, y_train)
         _report(
             args, model, dtype=dtype, n_train=n_train, n_val=n_val, fit_time=fit_time, t_start=t_start,
             train_accuracy=_dask_accuracy(model, X_train, y_train),
