@@ -26,11 +26,13 @@ from fastsoftmax._api import (  # noqa: E402
     predict_proba,
     softmax,
 )
-from fastsoftmax.model import SoftmaxRegression, TrainingError  # noqa: E402
+from fastsoftmax.exceptions import ConvergenceWarning, TrainingError  # noqa: E402
+from fastsoftmax.model import SoftmaxRegression  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ConvergenceWarning",
     "LossGradSums",
     "SoftmaxRegression",
     "TrainingError",

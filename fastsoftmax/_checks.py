@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from typing import NamedTuple
 
 import numpy as np
 
@@ -217,7 +218,7 @@ def check_lr(lr) -> float:
 
 def check_l2(l2) -> float:
     """Check the L2 strength: a finite number >= 0."""
-    if not isinstance(l2, numbers.Real) or not math.isfinite(l2) or l2 < 0:
+    if isinstance(l2, bool) or not isinstance(l2, numbers.Real) or not math.isfinite(l2) or l2 < 0:
         raise ValueError(f"l2 must be a finite number >= 0, got {l2!r}.")
     return float(l2)
 
@@ -298,3 +299,77 @@ def raise_for_nonfinite_loss(X: np.ndarray, loss_sum: float) -> None:
         return
     check_X_finite(X, "before training")
     raise overflow_error()
+
+
+# --------------------------------------------------------------------------- #
+# Solver options: every entry point (fit, partial_fit, fit_dask, the CLI)
+# validates them here, so each rule and each message exists once.
+# --------------------------------------------------------------------------- #
+class FitOptions(NamedTuple):
+    """Validated solver options; ``lr`` has its solver's default filled in."""
+
+    solver: str
+    max_iter: int
+    lr: float
+    batch_size: int
+    momentum: float
+    l2: float
+    tol: float
+
+
+def default_lr(solver: str) -> float:
+    """The step size used when ``lr`` is not given: Adam's usual 1e-3, else 0.1 (unused by lbfgs)."""
+    return 1e-3 if solver == "adam" else 0.1
+
+
+def check_tol(tol) -> float:
+    """Check a stopping tolerance: a finite number >= 0."""
+    if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not math.isfinite(tol) or tol < 0:
+        raise ValueError(f"tol must be a finite number >= 0 (for example 1e-6), got {tol!r}.")
+    return float(tol)
+
+
+def check_momentum(momentum) -> float:
+    """Check a heavy-ball momentum: a number in [0, 1) (0 is plain SGD)."""
+    if (
+        isinstance(momentum, bool)
+        or not isinstance(momentum, numbers.Real)
+        or not 0.0 <= momentum < 1.0  # also False for NaN
+    ):
+        raise ValueError(f"momentum must be a number in [0, 1) (for example 0.9), got {momentum!r}.")
+    return float(momentum)
+
+
+def check_solver(solver, allowed: tuple[str, ...]) -> str:
+    """Check a solver name against the solvers that this entry point offers."""
+    if not isinstance(solver, str) or solver not in allowed:
+        raise ValueError(f"solver must be one of {', '.join(map(repr, allowed))}, got {solver!r}.")
+    return solver
+
+
+def check_fit_options(
+    solver,
+    allowed: tuple[str, ...],
+    *,
+    max_iter=100,
+    lr=None,
+    batch_size=256,
+    momentum=0.9,
+    l2=0.0,
+    tol=1e-6,
+) -> FitOptions:
+    """Validate every solver option at once, before any data is read.
+
+    ``allowed`` lists the solvers this entry point offers; ``lr=None`` takes
+    :func:`default_lr` of the solver.
+    """
+    solver = check_solver(solver, allowed)
+    return FitOptions(
+        solver=solver,
+        max_iter=check_int(max_iter, "max_iter"),
+        lr=check_lr(default_lr(solver) if lr is None else lr),
+        batch_size=check_int(batch_size, "batch_size"),
+        momentum=check_momentum(momentum),
+        l2=check_l2(l2),
+        tol=check_tol(tol),
+    )

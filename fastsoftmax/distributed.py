@@ -516,28 +516,29 @@ def fit_dask(
         The loss became non-finite during training; W and b keep the last
         iterate whose loss was finite.
     """
-    from fastsoftmax.model import TrainingError
+    from fastsoftmax.model import TrainingError, diverged_error, warn_not_converged
 
-    if solver not in DASK_SOLVERS:
-        if solver in solvers.SOLVERS:
-            raise ValueError(
-                f"solver {solver!r} is not available on Dask: it steps on mini-batches of rows, "
-                f"each of which would cost a cluster round trip. Use one of {DASK_SOLVERS}, "
-                f"or compute the data to NumPy and call model.fit."
-            )
-        raise ValueError(f"solver must be one of {DASK_SOLVERS}, got {solver!r}.")
-    _checks.check_int(max_iter, "max_iter")
-    lr = _checks.check_lr(0.1 if lr is None else lr)
-    l2 = _checks.check_l2(l2)
+    if isinstance(solver, str) and solver in solvers.SOLVERS and solver not in DASK_SOLVERS:
+        raise ValueError(
+            f"solver {solver!r} is not available on Dask: it steps on mini-batches of rows, "
+            f"each of which would cost a cluster round trip. Use one of {DASK_SOLVERS}, "
+            f"or compute the data to NumPy and call model.fit."
+        )
+    options = _checks.check_fit_options(solver, DASK_SOLVERS, max_iter=max_iter, lr=lr, l2=l2, tol=tol)
+    max_iter, lr, l2, tol = options.max_iter, options.lr, options.l2, options.tol
     model._params()
     X, y, sample_weight = _check_chunked(X, y, sample_weight, model.dtype, model.input_dim)
     client = _resolve_client(client)
 
+    stopped_by_callback = False
+
     def on_iteration(theta, loss, iteration):
+        nonlocal stopped_by_callback
         model._commit(theta)
         model.loss_history_.append(loss)
         model.n_iter_ = iteration
-        return callback(model, iteration, loss) if callback is not None else None
+        stopped_by_callback = bool(callback(model, iteration, loss)) if callback is not None else False
+        return stopped_by_callback
 
     with DaskObjective(X, y, sample_weight, model.num_classes, l2, client=client, persist=persist) as objective:
         model.loss_history_, model.n_iter_, model.converged_ = [], 0, False
@@ -557,11 +558,17 @@ def fit_dask(
                 f"training diverged: {exc}. W and b keep the weights of iteration "
                 f"{model.n_iter_}; lower lr (now {lr}) or raise l2."
             ) from exc
+        except solvers.DivergedError as exc:
+            model._commit(exc.best_theta)
+            model.n_iter_ = exc.best_iteration
+            raise diverged_error(exc, lr) from exc
     model._commit(result.theta)
     model.n_iter_ = result.n_iter
     model.converged_ = result.converged
     model.loss_history_ = result.loss_history
     model.rows_processed_ = objective.n_evaluations * X.shape[0]
+    if not result.converged and not stopped_by_callback and tol > 0:
+        warn_not_converged(model.n_iter_, solver)
     return model
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 import zipfile
 from collections.abc import Callable
 from typing import Any
@@ -15,18 +16,31 @@ from fastsoftmax._io import atomic_file
 from fastsoftmax._api import fused_loss_grad, l2_penalty, predict, predict_proba
 from fastsoftmax.distributed import is_dask_collection
 from fastsoftmax._data import DataSource, block_shuffled_batches, chunked_objectives
+from fastsoftmax.exceptions import ConvergenceWarning, TrainingError
+
+__all__ = ["ConvergenceWarning", "SoftmaxRegression", "TrainingError"]
 
 _FORMAT = "fastsoftmax-model"
 _FORMAT_VERSION = 1
 
 
-def _default_lr(solver: str) -> float:
-    """The step size used when ``lr`` is not given: Adam's usual 1e-3, else 0.1."""
-    return 1e-3 if solver == "adam" else 0.1
+def diverged_error(exc: solvers.DivergedError, lr: float) -> TrainingError:
+    """The user's message for a run whose loss ran away; the model holds the best iterate."""
+    return TrainingError(
+        f"training diverged: {exc}. W and b keep the best weights (iteration {exc.best_iteration}, "
+        f"loss {exc.best_loss:.6g}); lower lr (now {lr}) or raise l2."
+    )
 
 
-class TrainingError(ValueError):
-    """Training stopped because the loss became non-finite; the model keeps its last good weights."""
+def warn_not_converged(n_iter: int, solver: str) -> None:
+    """Warn, as scikit-learn does, that ``max_iter`` ran out before the tolerance was met."""
+    unit = "epochs" if solver in ("sgd", "adam") else "iterations"
+    warnings.warn(
+        f"{solver} did not converge in {n_iter} {unit} (converged_ is False); raise max_iter, "
+        f"loosen tol, or scale the features (for example with StandardScaler).",
+        ConvergenceWarning,
+        stacklevel=3,
+    )
 
 
 class SoftmaxRegression:
@@ -143,18 +157,29 @@ class SoftmaxRegression:
         """One full-batch gradient step; returns the loss before the update.
 
         The loss (with the L2 term) and the gradient come from one fused pass
-        over X. W and b are updated in place. A non-finite loss raises and
-        leaves W and b unchanged.
+        over X. W and b are updated in place. ``lr`` must be a finite number
+        > 0 and ``l2`` a finite number >= 0, as in :meth:`fit`. A non-finite
+        loss, or a step that would make W or b non-finite, raises and leaves
+        W and b unchanged.
         """
+        lr = _checks.check_lr(lr)
+        l2 = _checks.check_l2(l2)
         X, y = self._Xy(X, y)
         W, b = self._params()
-        l2 = _checks.check_l2(l2)
         dW, db = np.empty_like(W), np.empty_like(b)
         loss_sum = fused_loss_grad(X, y, W, b, np.empty(0, self.dtype), 1.0 / X.shape[0], l2, dW, db)
         _checks.raise_for_nonfinite_loss(X, loss_sum)
         loss = loss_sum / X.shape[0] + l2_penalty(W, l2)
-        self.W -= self.dtype.type(lr) * dW
-        self.b -= self.dtype.type(lr) * db
+        step = self.dtype.type(lr)
+        with np.errstate(over="ignore", invalid="ignore"):  # checked before W and b change
+            new_W, new_b = W - step * dW, b - step * db
+        if not (np.isfinite(new_W).all() and np.isfinite(new_b).all()):
+            raise TrainingError(
+                f"the step with lr={lr} overflows W or b to a non-finite value; W and b are "
+                f"unchanged. Lower lr."
+            )
+        self.W[...] = new_W
+        self.b[...] = new_b
         return loss
 
     def predict(self, X) -> np.ndarray:
@@ -258,7 +283,8 @@ class SoftmaxRegression:
             L2 strength on W (not on b).
         tol : float
             lbfgs: gradient tolerance; gd, sgd, adam: relative change of the loss
-            between iterations below which training stops.
+            between iterations below which training stops. ``tol=0`` runs
+            exactly ``max_iter`` iterations, without a ConvergenceWarning.
         seed : int or None
             Seeds the mini-batch shuffling.
         sample_weight : array_like, shape (N,), optional
@@ -280,8 +306,18 @@ class SoftmaxRegression:
         Raises
         ------
         TrainingError
-            The loss became non-finite (a too large ``lr``); W and b keep the last
-            iterate whose loss was finite.
+            Training diverged (a too large ``lr``): the loss became non-finite,
+            and W and b keep the last iterate whose loss was finite; or the loss
+            climbed to more than twice the best loss so far (by more than
+            ``max(1, |best|)``), and W and b keep the best iterate.
+        ValueError
+            On a bad option (every option is checked before any data is read),
+            bad data, or a checkpoint of another problem.
+
+        Warns
+        -----
+        ConvergenceWarning
+            ``max_iter`` ran out before ``tol`` was met (``converged_`` is False).
 
         Notes
         -----
@@ -300,12 +336,11 @@ class SoftmaxRegression:
                 self, X, y, solver=solver, max_iter=max_iter, lr=lr, l2=l2, tol=tol,
                 sample_weight=sample_weight, callback=callback,
             )  # fmt: skip
-        if solver not in solvers.SOLVERS:
-            raise ValueError(f"solver must be one of {solvers.SOLVERS}, got {solver!r}.")
-        _checks.check_int(max_iter, "max_iter")
-        _checks.check_int(batch_size, "batch_size")
-        lr = _checks.check_lr(_default_lr(solver) if lr is None else lr)
-        l2 = _checks.check_l2(l2)
+        options = _checks.check_fit_options(
+            solver, solvers.SOLVERS, max_iter=max_iter, lr=lr, batch_size=batch_size,
+            momentum=momentum, l2=l2, tol=tol,
+        )  # fmt: skip
+        max_iter, lr, batch_size, momentum, l2, tol = options[1:]
         source = self._source(X, y, sample_weight, chunk_size)
         self._params()
         counter = [0]
@@ -362,13 +397,17 @@ class SoftmaxRegression:
                     history.append(loss)  # the starting loss, as the solvers record it
             return loss, grad
 
+        stopped_by_callback = False
+
         def on_iteration(theta, loss, iteration):
+            nonlocal stopped_by_callback
             self._commit(theta)
             history.append(loss)
             self.loss_history_ = history
             self.n_iter_ = offset + iteration
             save_checkpoint(theta)
-            return callback(self, self.n_iter_, loss) if callback is not None else None
+            stopped_by_callback = bool(callback(self, self.n_iter_, loss)) if callback is not None else False
+            return stopped_by_callback
 
         self.loss_history_, self.n_iter_, self.converged_ = list(history), offset, False
         self.rows_processed_ = 0
@@ -402,6 +441,10 @@ class SoftmaxRegression:
                 f"training diverged: {exc}. W and b keep the weights of iteration "
                 f"{self.n_iter_}; lower lr (now {lr}) or raise l2."
             ) from exc
+        except solvers.DivergedError as exc:
+            self._commit(exc.best_theta)
+            self.n_iter_ = offset + exc.best_iteration
+            raise diverged_error(exc, lr) from exc
         finally:
             self.rows_processed_ = counter[0]
         self._commit(result.theta)
@@ -411,6 +454,8 @@ class SoftmaxRegression:
             history = list(result.loss_history)
         self.loss_history_ = history
         save_checkpoint(result.theta, finished=True, converged=result.converged)
+        if not result.converged and not stopped_by_callback and tol > 0:
+            warn_not_converged(self.n_iter_, solver)
         return self
 
     def partial_fit(
@@ -434,11 +479,10 @@ class SoftmaxRegression:
         does not touch it. X and y take the forms :meth:`fit` accepts. The mean
         mini-batch loss of each call is appended to ``loss_history_``.
         """
-        if solver not in ("sgd", "adam"):
-            raise ValueError(f"partial_fit supports solver 'sgd' or 'adam', got {solver!r}.")
-        _checks.check_int(batch_size, "batch_size")
-        lr = _checks.check_lr(_default_lr(solver) if lr is None else lr)
-        l2 = _checks.check_l2(l2)
+        options = _checks.check_fit_options(
+            solver, ("sgd", "adam"), lr=lr, batch_size=batch_size, momentum=momentum, l2=l2
+        )
+        lr, batch_size, momentum, l2 = options.lr, options.batch_size, options.momentum, options.l2
         source = self._source(X, y, sample_weight, None)
         self._params()
         _, batch_objective = chunked_objectives(source, self.num_classes, l2)
@@ -459,7 +503,7 @@ class SoftmaxRegression:
                 result = solvers.sgd(batch_objective, self._pack(), source.n_samples, momentum=momentum, **kwargs)
             else:
                 result = solvers.adam(batch_objective, self._pack(), source.n_samples, **kwargs)
-        except solvers.NonFiniteLossError as exc:
+        except (solvers.NonFiniteLossError, solvers.DivergedError) as exc:
             raise TrainingError(f"training diverged: {exc}. W and b are unchanged; lower lr (now {lr}).") from exc
         self._commit(result.theta)
         self.loss_history_ = list(self.loss_history_) + result.loss_history

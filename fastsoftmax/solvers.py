@@ -38,6 +38,51 @@ class NonFiniteLossError(FloatingPointError):
         super().__init__(f"the loss became {loss} at iteration {iteration}")
 
 
+class DivergedError(FloatingPointError):
+    """The loss climbed far above the best loss seen (see :class:`DivergenceGuard`).
+
+    ``best_theta`` is the iterate of ``best_loss`` (iteration ``best_iteration``;
+    0 is the start), which the model restores.
+    """
+
+    def __init__(self, iteration: int, loss: float, best_iteration: int, best_loss: float, best_theta):
+        self.iteration = iteration
+        self.loss = loss
+        self.best_iteration = best_iteration
+        self.best_loss = best_loss
+        self.best_theta = best_theta
+        super().__init__(
+            f"the loss climbed to {loss:.6g} at iteration {iteration}, "
+            f"far above the best {best_loss:.6g} (iteration {best_iteration})"
+        )
+
+
+class DivergenceGuard:
+    """Keeps the best iterate and raises :class:`DivergedError` when the loss runs away.
+
+    A descent method with a suitable step never ends far above its best
+    loss; one whose step is too large climbs without bound (gradient descent
+    at lr = 1e10 goes from 1.1 to 2.5e9). The guard calls a loss *diverged*
+    when it exceeds the best loss so far by more than ``max(1, |best|)``,
+    i.e. more than doubles it: far beyond the epoch-to-epoch noise of the
+    mini-batch solvers, and reached within a few steps by a run that explodes.
+    """
+
+    def __init__(self, theta: np.ndarray, loss: float = math.inf, iteration: int = 0):
+        self.best_theta = np.array(theta, copy=True)
+        self.best_loss = loss
+        self.best_iteration = iteration
+
+    def update(self, theta: np.ndarray, loss: float, iteration: int) -> None:
+        """Record the iterate of ``iteration``; raise if its loss has run away from the best."""
+        if loss < self.best_loss:
+            self.best_theta[...] = theta
+            self.best_loss = loss
+            self.best_iteration = iteration
+        elif loss - self.best_loss > max(1.0, abs(self.best_loss)):
+            raise DivergedError(iteration, loss, self.best_iteration, self.best_loss, self.best_theta)
+
+
 @dataclass
 class SolverResult:
     """What a solver returns: the final iterate and how it got there."""
@@ -130,19 +175,22 @@ def gradient_descent(
     """Full-batch gradient descent, theta <- theta - lr * grad.
 
     Stops after ``max_iter`` steps or when the relative change of the loss
-    falls below ``tol``.
+    falls below ``tol``; raises :class:`DivergedError` when the loss runs away
+    (see :class:`DivergenceGuard`).
     """
     theta = np.array(theta0, copy=True)
     loss, grad = objective(theta)
     if not _finite(loss, theta):
         raise NonFiniteLossError(0, loss)
     history = [loss]
+    guard = DivergenceGuard(theta, loss)
     for iteration in range(1, max_iter + 1):
         with np.errstate(over="ignore", invalid="ignore"):  # divergence is checked below
             candidate = theta - lr * grad
         new_loss, new_grad = objective(candidate)
         if not _finite(new_loss, candidate):
             raise NonFiniteLossError(iteration, new_loss)
+        guard.update(candidate, new_loss, iteration)
         theta, grad = candidate, new_grad
         history.append(new_loss)
         if on_iteration is not None and on_iteration(theta, new_loss, iteration):
@@ -185,6 +233,8 @@ def _minibatch_epochs(
     given, holds ``rng``, ``t`` and ``previous`` at the end of every epoch
     (before ``on_iteration``), and a run started with a filled ``state``
     continues from it: a checkpoint of theta and ``state`` resumes exactly.
+    An epoch whose mean loss runs away from the best epoch's raises
+    :class:`DivergedError` (see :class:`DivergenceGuard`).
     """
     state = {} if state is None else state
     rng = np.random.default_rng(seed)
@@ -194,6 +244,9 @@ def _minibatch_epochs(
     history: list[float] = []
     previous = state.get("previous", math.inf)
     t = state.get("t", 0)
+    # An epoch's loss is measured along the way, from the weights it started
+    # with: the guard pairs it with those (iteration epoch - 1).
+    guard = DivergenceGuard(theta)
     for epoch in range(1, max_iter + 1):
         epoch_loss = 0.0
         candidate = theta.copy()
@@ -213,6 +266,7 @@ def _minibatch_epochs(
             epoch_loss /= n_samples
             if not _finite(epoch_loss, candidate):
                 raise NonFiniteLossError(epoch, epoch_loss)
+            guard.update(theta, epoch_loss, epoch - 1)
         except BaseException:
             for key, value in saved.items():
                 state[key][...] = value

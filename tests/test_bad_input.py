@@ -416,6 +416,14 @@ FIT_ARG_CASES = {
     "lr-negative": (dict(solver="gd", lr=-1.0), r"lr must be a finite number > 0"),
     "lr-nan": (dict(solver="gd", lr=np.nan), r"lr must be a finite number > 0"),
     "l2-negative": (dict(l2=-1.0), r"l2 must be a finite number >= 0"),
+    "l2-bool": (dict(l2=True), r"l2 must be a finite number >= 0"),
+    "tol-string": (dict(tol="a"), r"tol must be a finite number >= 0"),
+    "tol-negative": (dict(tol=-1e-6), r"tol must be a finite number >= 0"),
+    "tol-nan": (dict(tol=np.nan), r"tol must be a finite number >= 0"),
+    "momentum-string": (dict(solver="sgd", momentum="x"), r"momentum must be a number in \[0, 1\)"),
+    "momentum-nan": (dict(solver="sgd", momentum=np.nan), r"momentum must be a number in \[0, 1\)"),
+    "momentum-one": (dict(solver="sgd", momentum=1.0), r"momentum must be a number in \[0, 1\)"),
+    "solver-none": (dict(solver=None), r"solver must be one of"),
 }
 
 
@@ -423,8 +431,29 @@ FIT_ARG_CASES = {
 def test_fit_rejects_bad_arguments(problem, case):
     kwargs, match = FIT_ARG_CASES[case]
     X, y, _, _ = problem
+    model = SoftmaxRegression(4, 3, seed=0)
+    W, b = model.W.copy(), model.b.copy()
     with pytest.raises(ValueError, match=match):
-        SoftmaxRegression(4, 3).fit(X, y, **kwargs)
+        model.fit(X, y, **kwargs)
+    np.testing.assert_array_equal(model.W, W)
+    np.testing.assert_array_equal(model.b, b)
+
+
+PARTIAL_FIT_ARG_CASES = {
+    "solver-gd": (dict(solver="gd"), r"solver must be one of 'sgd', 'adam'"),
+    "batch_size": (dict(batch_size=0), r"batch_size must be a positive integer"),
+    "lr-inf": (dict(lr=np.inf), r"lr must be a finite number > 0"),
+    "l2-nan": (dict(l2=np.nan), r"l2 must be a finite number >= 0"),
+    "momentum-negative": (dict(momentum=-0.5), r"momentum must be a number in \[0, 1\)"),
+}
+
+
+@pytest.mark.parametrize("case", list(PARTIAL_FIT_ARG_CASES))
+def test_partial_fit_rejects_bad_arguments(problem, case):
+    kwargs, match = PARTIAL_FIT_ARG_CASES[case]
+    X, y, _, _ = problem
+    with pytest.raises(ValueError, match=match):
+        SoftmaxRegression(4, 3).partial_fit(X, y, **kwargs)
 
 
 def test_model_constructor_rejects_bad_arguments():

@@ -247,9 +247,41 @@ def test_divergence_keeps_last_good_weights(data):
     assert fits[0] == fits[1]
 
 
-def test_unsupported_solver(data):
-    with pytest.raises(ValueError, match="not available on Dask"):
-        fit_dask(SoftmaxRegression(D, K), da.from_array(data[0], chunks=(CHUNK, D)), data[1], solver="sgd")
+def test_runaway_loss_keeps_the_best_weights_as_on_one_machine(data):
+    X, y = data
+    fits = []
+    for X_in in (X, da.from_array(X, chunks=(CHUNK, D))):
+        model = SoftmaxRegression(D, K, seed=0)
+        with pytest.raises(TrainingError, match="best weights"):
+            model.fit(X_in, y, solver="gd", lr=1e10, max_iter=50)
+        fits.append((model.n_iter_, model.W.copy()))
+    assert fits[0][0] == fits[1][0]
+    np.testing.assert_allclose(fits[0][1], fits[1][1], rtol=0, atol=1e-12)
+
+
+def test_max_iter_before_tol_warns_on_dask(data):
+    from fastsoftmax import ConvergenceWarning
+
+    X, y = data
+    model = SoftmaxRegression(D, K, seed=0)
+    with pytest.warns(ConvergenceWarning, match="did not converge in 2 iterations"):
+        fit_dask(model, da.from_array(X, chunks=(CHUNK, D)), y, max_iter=2, tol=1e-12)
+    assert not model.converged_
+
+
+@pytest.mark.parametrize(
+    "options, match",
+    [
+        (dict(solver="sgd"), "not available on Dask"),
+        (dict(solver="newton"), "solver must be one of 'lbfgs', 'gd'"),
+        (dict(tol=-1.0), "tol must be a finite number >= 0"),
+        (dict(solver="gd", lr=np.inf), "lr must be a finite number > 0"),
+    ],
+    ids=["sgd", "unknown", "tol", "lr"],
+)
+def test_bad_options_are_refused_before_any_work(data, options, match):
+    with pytest.raises(ValueError, match=match):
+        fit_dask(SoftmaxRegression(D, K), da.from_array(data[0], chunks=(CHUNK, D)), data[1], **options)
 
 
 def test_concurrent_kernel_calls_in_threads(data):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 import zipfile
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 from conftest import DTYPE_IDS, DTYPES, grad_rtol, rtol_for
 
 import fastsoftmax as fs
-from fastsoftmax import SoftmaxRegression, TrainingError
+from fastsoftmax import ConvergenceWarning, SoftmaxRegression, TrainingError, loss_and_grad, solvers
 from fastsoftmax.reference import SoftmaxRegressionNumPy
 
 N, D, K = 240, 4, 3
@@ -243,8 +244,8 @@ def test_callback_returning_true_stops(data, solver):
 
 
 # gd and sgd with lr * l2 = 100: each step multiplies W by about |1 - lr l2| = 99,
-# so the loss (its L2 term first) overflows after some tens of steps. Adam's first step moves every
-# weight by lr = 1e308, so the logits of the second epoch overflow (the loss
+# so the loss (its L2 term first) climbs without bound. Adam's first step moves every
+# weight by lr = 1e308, so the logits of the second epoch are huge (the loss
 # itself, logsumexp(z) - z_y, stays finite for any finite logits).
 DIVERGING = {
     "gd": dict(lr=100.0, l2=1.0, max_iter=1000),
@@ -254,23 +255,90 @@ DIVERGING = {
 
 
 @pytest.mark.parametrize("solver", list(DIVERGING))
-def test_diverging_fit_raises_training_error_and_keeps_last_finite_iterate(data, solver):
+def test_diverging_fit_raises_training_error_and_keeps_the_best_weights(data, solver):
     X, y = data
-    seen = {}
+    model = SoftmaxRegression(D, K, seed=0)
+    seen = {0: (model.W.copy(), model.b.copy())}
 
     def callback(model, iteration, loss):
         seen[iteration] = (model.W.copy(), model.b.copy())
 
-    model = SoftmaxRegression(D, K, seed=0)
     with pytest.raises(TrainingError, match="diverged") as info:
         model.fit(X, y, solver=solver, tol=0, callback=callback, **DIVERGING[solver])
     assert isinstance(info.value, ValueError)
-    assert len(seen) >= 1
-    last = max(seen)
-    assert model.n_iter_ == last
+    cause = info.value.__cause__
+    assert isinstance(cause, (solvers.DivergedError, solvers.NonFiniteLossError))
+    if isinstance(cause, solvers.DivergedError):
+        best = cause.best_iteration
+        assert cause.loss - cause.best_loss > max(1.0, abs(cause.best_loss))
+    else:
+        best = max(seen)  # a non-finite loss keeps the last finite iterate
+    assert model.n_iter_ == best
     assert np.isfinite(model.W).all() and np.isfinite(model.b).all()
-    np.testing.assert_array_equal(model.W, seen[last][0])
-    np.testing.assert_array_equal(model.b, seen[last][1])
+    np.testing.assert_array_equal(model.W, seen[best][0])
+    np.testing.assert_array_equal(model.b, seen[best][1])
+
+
+def test_gd_whose_loss_climbs_raises_and_keeps_the_best_weights(data):
+    # The probe: lr = 1e10 took the loss from 1.1 to 2.5e9 and returned quietly.
+    X, y = data
+    model = SoftmaxRegression(D, K, seed=0)
+    start_loss = loss_and_grad(X, y, model.W, model.b)[0]
+    with pytest.raises(TrainingError, match="diverged.*best weights"):
+        model.fit(X, y, solver="gd", lr=1e10, max_iter=50)
+    end_loss = loss_and_grad(X, y, model.W, model.b)[0]
+    assert end_loss <= start_loss
+
+
+def test_divergence_guard_rule():
+    theta = np.zeros(3)
+    guard = solvers.DivergenceGuard(theta, 1.0)
+    guard.update(theta + 1, 0.5, 1)  # better: becomes the best
+    guard.update(theta + 2, 1.4, 2)  # worse, but within max(1, |best|) of it
+    with pytest.raises(solvers.DivergedError) as info:
+        guard.update(theta + 3, 1.6, 3)
+    assert (info.value.best_iteration, info.value.best_loss) == (1, 0.5)
+    np.testing.assert_array_equal(info.value.best_theta, theta + 1)
+
+
+@pytest.mark.parametrize("solver", ["lbfgs", "gd", "sgd", "adam"])
+def test_max_iter_before_tol_warns_and_converged_is_false(data, solver):
+    X, y = data
+    model = SoftmaxRegression(D, K, seed=0)
+    with pytest.warns(ConvergenceWarning, match="did not converge"):
+        model.fit(X, y, solver=solver, max_iter=1, tol=1e-12, seed=0)
+    assert model.converged_ is False
+    assert model.n_iter_ == 1
+
+
+def test_no_convergence_warning_when_tol_is_zero_or_the_callback_stops(data):
+    X, y = data
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        SoftmaxRegression(D, K, seed=0).fit(X, y, solver="gd", max_iter=2, tol=0)
+        SoftmaxRegression(D, K, seed=0).fit(X, y, max_iter=50, tol=1e-12, callback=lambda *a: True)
+        SoftmaxRegression(D, K, seed=0).fit(X, y, max_iter=500, tol=1e-5)
+
+
+@pytest.mark.parametrize("lr", [math.inf, math.nan, None, -1.0, 0.0, "0.1", True], ids=repr)
+def test_train_step_rejects_bad_lr_and_leaves_the_weights(data, lr):
+    X, y = data
+    model = SoftmaxRegression(D, K, seed=0)
+    W, b = model.W.copy(), model.b.copy()
+    with pytest.raises(ValueError, match="lr must be a finite number > 0"):
+        model.train_step(X, y, lr=lr)
+    np.testing.assert_array_equal(model.W, W)
+    np.testing.assert_array_equal(model.b, b)
+
+
+def test_train_step_that_would_overflow_the_weights_leaves_them(data):
+    X, y = data
+    model = SoftmaxRegression(D, K, seed=0)
+    W, b = model.W.copy(), model.b.copy()
+    with pytest.raises(TrainingError, match="unchanged"):
+        model.train_step(X * 1e300, y, lr=1e300)
+    np.testing.assert_array_equal(model.W, W)
+    np.testing.assert_array_equal(model.b, b)
 
 
 def test_diverging_fit_with_overflowing_logits_raises_training_error(data):
