@@ -373,3 +373,15 @@ def check_fit_options(
         l2=check_l2(l2),
         tol=check_tol(tol),
     )
+
+
+def as_compute_dtype(X, dtype: np.dtype):
+    """Cast a floating X of another dtype to the compute dtype (a copy); anything else as it is.
+
+    The model's methods and ``fit`` accept float32 data in a float64 model and
+    the reverse; the public functions do not (see the dtype policy above).
+    """
+    X = _as_array(X, "X")
+    if X.dtype.kind == "f" and X.dtype != dtype:
+        return X.astype(dtype)
+    return X

@@ -7,6 +7,7 @@ import os
 import statistics
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -22,7 +23,7 @@ def _split(X: np.ndarray, y: np.ndarray, test_fraction: float, seed: int):
 
 def run_demo(args: argparse.Namespace) -> int:
     """The textbook experiment: the fused model and the NumPy reference side by side."""
-    from fastsoftmax import SoftmaxRegression
+    from fastsoftmax import SoftmaxRegression, loss_and_grad
     from fastsoftmax.datasets import make_classification
     from fastsoftmax.reference import SoftmaxRegressionNumPy
 
@@ -39,7 +40,8 @@ def run_demo(args: argparse.Namespace) -> int:
     )
     print("Compiling the kernels (cached on disk after the first run)...", flush=True)
     start = time.perf_counter()
-    SoftmaxRegression(X.shape[1], 3).train_step(X_train, y_train, lr=0.0)
+    warm_up = SoftmaxRegression(X.shape[1], 3)
+    loss_and_grad(X_train, y_train, warm_up.W, warm_up.b)  # the kernel that train_step runs
     print(f"  ready in {time.perf_counter() - start:.1f} s\n")
 
     header = f"{'epoch':>5}  {'loss (fast)':>12}  {'loss (NumPy)':>12}  {'train acc':>9}  {'test acc':>8}"
@@ -253,13 +255,18 @@ def run_train(args: argparse.Namespace) -> int:
 
 def _fit_with_progress(args, model, X, y, **fit_options) -> float:
     """Fit with the command's solver options and progress display; returns the fit's wall time."""
+    from fastsoftmax import ConvergenceWarning
+
     progress = _Progress(args, args.max_iter)
     start = time.perf_counter()
     try:
-        model.fit(
-            X, y, solver=args.solver, max_iter=args.max_iter, lr=args.lr, l2=args.l2, tol=args.tol,
-            callback=progress, **fit_options,
-        )  # fmt: skip
+        with warnings.catch_warnings():
+            # The summary says whether the fit converged, and what to do if not.
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            model.fit(
+                X, y, solver=args.solver, max_iter=args.max_iter, lr=args.lr, l2=args.l2, tol=args.tol,
+                callback=progress, **fit_options,
+            )  # fmt: skip
     finally:
         progress.close()
     return time.perf_counter() - start
@@ -286,8 +293,9 @@ def _report(args, model, *, dtype, n_train, n_val, fit_time, t_start, train_accu
             "rows_processed": int(rows_processed), "rows_per_s": rows_per_s,
         })  # fmt: skip
     val_text = f"{val_accuracy:.4f}" if val_accuracy is not None else "n/a"
-    print(f"final loss {final_loss:.6f} after {model.n_iter_} iterations "
-          f"({'converged' if model.converged_ else 'not converged'})")  # fmt: skip
+    unit = "epochs" if args.solver in ("sgd", "adam") else "iterations"
+    status = "converged" if model.converged_ else f"not converged: --max-iter ran out before --tol {args.tol:g}; raise --max-iter to go on"
+    print(f"final loss {final_loss:.6f} after {model.n_iter_} {unit} ({status})")
     print(f"accuracy: train {train_accuracy:.4f}, validation {val_text}")
     where = f"{_threads()} threads" if not (args.scheduler or args.dask_workers) else "on Dask"
     print(f"throughput: {rows_per_s:,.0f} rows/s ({int(rows_processed):,} rows in {fit_time:.1f} s of fitting; "

@@ -43,9 +43,14 @@ Design:
       of a few hundred row indices from all of N; one cluster round trip per
       such batch would be dominated by scheduling, so they are not offered.
 
-This module imports Dask only inside its functions: importing it (as
-:meth:`SoftmaxRegression.fit` does to call :func:`is_dask_collection`) keeps
-``import fastsoftmax`` free of Dask.
+    * **Training** is the engine's (:func:`fastsoftmax.engine.fit`): this
+      module provides only the objective, :class:`DaskObjective`, which
+      :func:`fastsoftmax.objectives.make_objective` builds for Dask arrays.
+      History, callbacks, divergence and convergence warnings are those of
+      the single-machine fit.
+
+This module imports Dask only inside its functions, and nothing imports it
+at module level: ``import fastsoftmax`` stays free of Dask.
 """
 
 from __future__ import annotations
@@ -61,14 +66,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fastsoftmax import _checks, solvers
+from fastsoftmax import _checks, engine, solvers
 from fastsoftmax._api import LossGradSums, _weight_sum, fused_loss_grad, l2_penalty
+from fastsoftmax._dask_check import is_dask_collection
+from fastsoftmax._layout import unpack
 
 if TYPE_CHECKING:
     import dask.array as da
     from distributed import Client
 
-    from fastsoftmax.model import SoftmaxRegression
+    from fastsoftmax.engine import Trainable
 
 __all__ = ["connect", "fit_dask", "is_dask_collection", "make_classification_dask"]
 
@@ -77,19 +84,6 @@ DASK_SOLVERS = ("lbfgs", "gd")
 
 #: Partial sums added per task of the reduction tree.
 SPLIT_EVERY = 8
-
-
-def is_dask_collection(obj: Any) -> bool:
-    """True when ``obj`` is a Dask collection (a ``dask.array.Array``, a DataFrame, ...).
-
-    Never imports Dask: an object can only be a Dask collection if Dask is
-    already in ``sys.modules``.
-    """
-    if "dask" not in sys.modules:
-        return False
-    import dask
-
-    return dask.is_dask_collection(obj)
 
 
 # --------------------------------------------------------------------------- #
@@ -181,9 +175,7 @@ def _chunk_sums(
     ``theta`` is ``[W.ravel(), b]`` in the compute dtype. X, y and the weights
     were checked on the client (metadata) and on the cluster (label range).
     """
-    n_features = X.shape[1]
-    W = theta[: n_classes * n_features].reshape(n_classes, n_features)
-    b = theta[n_classes * n_features :]
+    W, b = unpack(theta, n_classes, X.shape[1])
     X = np.ascontiguousarray(X)
     y = np.ascontiguousarray(y, dtype=np.int64)
     if sample_weight is None:
@@ -234,7 +226,7 @@ def tree_reduce(leaves: list, combine: Callable, *, prefix: str, split_every: in
 # --------------------------------------------------------------------------- #
 # Input checks
 # --------------------------------------------------------------------------- #
-def _check_chunked(X, y, sample_weight, dtype: np.dtype, n_features: int):
+def check_chunked(X, y, sample_weight, dtype: np.dtype, n_features: int):
     """Check shapes, dtypes and chunks from metadata; returns dask arrays (X cast to ``dtype``)."""
     import dask.array as da
 
@@ -300,13 +292,23 @@ def _check_chunked(X, y, sample_weight, dtype: np.dtype, n_features: int):
     return X, y, sample_weight
 
 
+def _minibatch_solver_message(solver: str) -> str:
+    return (
+        f"solver {solver!r} is not available on Dask: it steps on mini-batches of rows, "
+        f"each of which would cost a cluster round trip. Use one of {DASK_SOLVERS}, "
+        f"or compute the data to NumPy and call model.fit."
+    )
+
+
 # --------------------------------------------------------------------------- #
 # The distributed objective
 # --------------------------------------------------------------------------- #
 class DaskObjective:
     """``objective(theta) -> (loss, grad)`` evaluated as a map-reduce over the chunks of X.
 
-    Built by :func:`fit_dask`; public so that benchmarks can time evaluations.
+    Built by :func:`fastsoftmax.objectives.make_objective` for Dask arrays
+    (``SoftmaxRegression.fit`` and :func:`fit_dask`), and entered by the
+    training engine; public so that benchmarks can time evaluations.
     Use as a context manager: on entry X, y and the weights are persisted and
     checked on the cluster, on exit the references to the persisted chunks
     are dropped (Dask frees them unless the caller holds them too).
@@ -329,6 +331,7 @@ class DaskObjective:
 
     def __init__(self, X, y, sample_weight, n_classes: int, l2: float, client=None, persist: bool = True):
         self.X, self.y, self.sample_weight = X, y, sample_weight
+        self.n_samples = X.shape[0]
         self.n_classes = n_classes
         self.n_features = X.shape[1]
         self.dtype = X.dtype
@@ -437,6 +440,31 @@ class DaskObjective:
         # returns it: gradient descent then takes the same float32 steps.
         return loss, grad.astype(self.dtype, copy=False)
 
+    # -- what the training engine asks of a data source ----------------------
+
+    @property
+    def rows_processed(self) -> int:
+        """Rows passed to the kernels so far, on all workers together."""
+        return self.n_evaluations * self.n_samples
+
+    def check_solver(self, solver: str) -> None:
+        """Only the full-batch solvers run on Dask (see the module docstring)."""
+        if solver not in DASK_SOLVERS:
+            raise ValueError(_minibatch_solver_message(solver))
+
+    def batch(self, theta: np.ndarray, rows: np.ndarray) -> tuple[float, np.ndarray]:
+        raise NotImplementedError("mini-batches are not offered on Dask; see check_solver")
+
+    def minibatch_order(self, batch_size: int) -> None:
+        return None
+
+    def check_checkpoint(self) -> None:
+        """Checkpoints are for single-machine runs."""
+        raise ValueError("checkpoint applies to NumPy data: on Dask, lost work is recomputed by Dask itself.")
+
+    def raise_for_nonfinite_start(self, loss: float) -> None:
+        self.raise_for_nonfinite_loss(loss)
+
     def raise_for_nonfinite_loss(self, loss: float) -> None:
         """As :func:`fastsoftmax._checks.raise_for_nonfinite_loss`, with the scan of X on the cluster."""
         import dask.array as da
@@ -454,7 +482,7 @@ class DaskObjective:
 # Training
 # --------------------------------------------------------------------------- #
 def fit_dask(
-    model: SoftmaxRegression,
+    model: Trainable,
     X,
     y,
     *,
@@ -464,10 +492,10 @@ def fit_dask(
     l2: float = 0.0,
     tol: float = 1e-6,
     sample_weight=None,
-    callback: Callable[[SoftmaxRegression, int, float], Any] | None = None,
+    callback: Callable[[Any, int, float], Any] | None = None,
     client: Client | None = None,
     persist: bool = True,
-) -> SoftmaxRegression:
+) -> Trainable:
     """Train ``model`` on Dask arrays from its current W and b; returns ``model``.
 
     The counterpart of :meth:`SoftmaxRegression.fit` for data chunked by rows:
@@ -516,60 +544,13 @@ def fit_dask(
         The loss became non-finite during training; W and b keep the last
         iterate whose loss was finite.
     """
-    from fastsoftmax.model import TrainingError, diverged_error, warn_not_converged
-
     if isinstance(solver, str) and solver in solvers.SOLVERS and solver not in DASK_SOLVERS:
-        raise ValueError(
-            f"solver {solver!r} is not available on Dask: it steps on mini-batches of rows, "
-            f"each of which would cost a cluster round trip. Use one of {DASK_SOLVERS}, "
-            f"or compute the data to NumPy and call model.fit."
-        )
+        raise ValueError(_minibatch_solver_message(solver))
     options = _checks.check_fit_options(solver, DASK_SOLVERS, max_iter=max_iter, lr=lr, l2=l2, tol=tol)
-    max_iter, lr, l2, tol = options.max_iter, options.lr, options.l2, options.tol
     model._params()
-    X, y, sample_weight = _check_chunked(X, y, sample_weight, model.dtype, model.input_dim)
-    client = _resolve_client(client)
-
-    stopped_by_callback = False
-
-    def on_iteration(theta, loss, iteration):
-        nonlocal stopped_by_callback
-        model._commit(theta)
-        model.loss_history_.append(loss)
-        model.n_iter_ = iteration
-        stopped_by_callback = bool(callback(model, iteration, loss)) if callback is not None else False
-        return stopped_by_callback
-
-    with DaskObjective(X, y, sample_weight, model.num_classes, l2, client=client, persist=persist) as objective:
-        model.loss_history_, model.n_iter_, model.converged_ = [], 0, False
-        theta0 = model._pack()
-        try:
-            if solver == "lbfgs":
-                result = solvers.lbfgs(objective, theta0, max_iter=max_iter, tol=tol, on_iteration=on_iteration)
-            else:
-                result = solvers.gradient_descent(
-                    objective, theta0, lr=lr, max_iter=max_iter, tol=tol, on_iteration=on_iteration
-                )
-        except solvers.NonFiniteLossError as exc:
-            if exc.iteration == 0 and not model.loss_history_:
-                # Finite starting weights and a non-finite loss: the data is at fault.
-                objective.raise_for_nonfinite_loss(exc.loss)
-            raise TrainingError(
-                f"training diverged: {exc}. W and b keep the weights of iteration "
-                f"{model.n_iter_}; lower lr (now {lr}) or raise l2."
-            ) from exc
-        except solvers.DivergedError as exc:
-            model._commit(exc.best_theta)
-            model.n_iter_ = exc.best_iteration
-            raise diverged_error(exc, lr) from exc
-    model._commit(result.theta)
-    model.n_iter_ = result.n_iter
-    model.converged_ = result.converged
-    model.loss_history_ = result.loss_history
-    model.rows_processed_ = objective.n_evaluations * X.shape[0]
-    if not result.converged and not stopped_by_callback and tol > 0:
-        warn_not_converged(model.n_iter_, solver)
-    return model
+    X, y, sample_weight = check_chunked(X, y, sample_weight, model.dtype, model.input_dim)
+    objective = DaskObjective(X, y, sample_weight, model.num_classes, options.l2, _resolve_client(client), persist)
+    return engine.fit(model, objective, options, callback=callback)
 
 
 # --------------------------------------------------------------------------- #

@@ -3,44 +3,23 @@
 from __future__ import annotations
 
 import os
-import warnings
 import zipfile
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from fastsoftmax import _checks, solvers
-from fastsoftmax import checkpoint as _checkpoint
-from fastsoftmax._io import atomic_file
+from fastsoftmax import _checks, engine, solvers
 from fastsoftmax._api import fused_loss_grad, l2_penalty, predict, predict_proba
-from fastsoftmax.distributed import is_dask_collection
-from fastsoftmax._data import DataSource, block_shuffled_batches, chunked_objectives
+from fastsoftmax._io import atomic_file
+from fastsoftmax._layout import pack, unpack
 from fastsoftmax.exceptions import ConvergenceWarning, TrainingError
+from fastsoftmax.objectives import make_objective
 
 __all__ = ["ConvergenceWarning", "SoftmaxRegression", "TrainingError"]
 
 _FORMAT = "fastsoftmax-model"
 _FORMAT_VERSION = 1
-
-
-def diverged_error(exc: solvers.DivergedError, lr: float) -> TrainingError:
-    """The user's message for a run whose loss ran away; the model holds the best iterate."""
-    return TrainingError(
-        f"training diverged: {exc}. W and b keep the best weights (iteration {exc.best_iteration}, "
-        f"loss {exc.best_loss:.6g}); lower lr (now {lr}) or raise l2."
-    )
-
-
-def warn_not_converged(n_iter: int, solver: str) -> None:
-    """Warn, as scikit-learn does, that ``max_iter`` ran out before the tolerance was met."""
-    unit = "epochs" if solver in ("sgd", "adam") else "iterations"
-    warnings.warn(
-        f"{solver} did not converge in {n_iter} {unit} (converged_ is False); raise max_iter, "
-        f"loosen tol, or scale the features (for example with StandardScaler).",
-        ConvergenceWarning,
-        stacklevel=3,
-    )
 
 
 class SoftmaxRegression:
@@ -102,10 +81,7 @@ class SoftmaxRegression:
         return _checks.check_weights(self.W, self.b, self.dtype)
 
     def _X(self, X) -> np.ndarray:
-        X = np.asarray(X)
-        if X.dtype.kind == "f" and X.dtype != self.dtype:
-            X = X.astype(self.dtype)
-        return _checks.check_X(X, self.dtype, self.input_dim)
+        return _checks.check_X(_checks.as_compute_dtype(X, self.dtype), self.dtype, self.input_dim)
 
     def _Xy(self, X, y) -> tuple[np.ndarray, np.ndarray]:
         X = self._X(X)
@@ -204,39 +180,13 @@ class SoftmaxRegression:
         return self.accuracy(X, y)
 
     def _pack(self) -> np.ndarray:
-        return np.concatenate([self.W.ravel(), self.b])
+        return pack(self.W, self.b)
 
     def _commit(self, theta: np.ndarray) -> None:
         """Copy a flat parameter vector into W and b (the last good iterate)."""
-        n_weights = self.W.size
-        self.W[...] = theta[:n_weights].reshape(self.W.shape)
-        self.b[...] = theta[n_weights:]
-
-    def _objectives(self, X, y, sample_weight, l2):
-        """The full-batch and mini-batch objectives over a flat theta = [W.ravel(), b].
-
-        ``X`` may also be a :class:`~fastsoftmax._data.DataSource` (``y`` and
-        ``sample_weight`` are then ignored): the objective adds the kernels'
-        partial sums over its chunks.
-        """
-        source = X if isinstance(X, DataSource) else DataSource(X, y, self.dtype, sample_weight=sample_weight)
-        return chunked_objectives(source, self.num_classes, l2)
-
-    def _source(self, X, y, sample_weight, chunk_size) -> DataSource:
-        """Validate once: in-memory data as before, memmaps and .npy paths shape-only plus a label scan."""
-        if not isinstance(X, (str, os.PathLike, np.memmap)) and not isinstance(y, (str, os.PathLike, np.memmap)):
-            X, y = self._Xy(X, y)
-            return DataSource(X, y, self.dtype, sample_weight=sample_weight, chunk_size=chunk_size)
-        source = DataSource(X, y, self.dtype, sample_weight=sample_weight, chunk_size=chunk_size)
-        if source.n_features != self.input_dim:
-            raise ValueError(
-                f"X has {source.n_features} features but W has {self.input_dim} columns; "
-                f"X must have shape (n_samples, {self.input_dim})."
-            )
-        if source.X.dtype.kind == "f" and source.X.dtype != self.dtype and not source.streamed:
-            raise TypeError(f"X has dtype {source.X.dtype} but the model is {self.dtype}.")
-        source.check_labels(self.num_classes)
-        return source
+        W, b = unpack(theta, self.num_classes, self.input_dim)
+        self.W[...] = W
+        self.b[...] = b
 
     def fit(
         self,
@@ -324,139 +274,16 @@ class SoftmaxRegression:
         If the fit is interrupted (KeyboardInterrupt or an exception in the
         callback), W and b hold the last completed iteration.
         """
-        if is_dask_collection(X) or is_dask_collection(y):
-            if checkpoint is not None or chunk_size is not None:
-                raise ValueError(
-                    "checkpoint and chunk_size apply to NumPy data; Dask arrays keep their own "
-                    "chunks (rechunk X by rows to change them) and Dask reruns lost work itself."
-                )
-            from fastsoftmax.distributed import fit_dask
-
-            return fit_dask(
-                self, X, y, solver=solver, max_iter=max_iter, lr=lr, l2=l2, tol=tol,
-                sample_weight=sample_weight, callback=callback,
-            )  # fmt: skip
         options = _checks.check_fit_options(
             solver, solvers.SOLVERS, max_iter=max_iter, lr=lr, batch_size=batch_size,
             momentum=momentum, l2=l2, tol=tol,
         )  # fmt: skip
-        max_iter, lr, batch_size, momentum, l2, tol = options[1:]
-        source = self._source(X, y, sample_weight, chunk_size)
         self._params()
-        counter = [0]
-        objective, batch_objective = chunked_objectives(source, self.num_classes, l2, counter)
-        minibatch = solver in ("sgd", "adam")
-        batches = block_shuffled_batches(source.n_samples, batch_size) if minibatch and source.streamed else None
-
-        fingerprint = None
-        resumed = None
-        if checkpoint is not None:
-            fingerprint = {
-                "data": source.fingerprint(),
-                "n_classes": self.num_classes,
-                "dtype": str(self.dtype),
-                "solver": solver,
-                "lr": None if solver == "lbfgs" else float(lr),
-                "l2": l2,
-                "tol": float(tol),
-                "batch_size": int(batch_size) if minibatch else None,
-                "momentum": float(momentum) if solver == "sgd" else None,
-                "seed": None if seed is None else int(seed),
-                "shuffle": ("blocks" if batches else "rows") if minibatch else None,
-            }
-            resumed = _checkpoint.load(checkpoint, fingerprint)
-
-        offset = 0
-        history: list[float] = []
-        solver_state: dict[str, Any] = {}
-        theta0 = self._pack()
-        if resumed is not None:
-            offset, history, solver_state = resumed.iteration, list(resumed.loss_history), resumed.solver_state
-            theta0 = np.asarray(resumed.theta)
-            if resumed.converged or offset >= max_iter:
-                self._commit(theta0)
-                self.loss_history_, self.n_iter_, self.converged_ = history, offset, resumed.converged
-                self.rows_processed_ = 0
-                return self
-
-        def save_checkpoint(theta, finished=False, converged=False):
-            if checkpoint is not None:
-                _checkpoint.save(checkpoint, _checkpoint.CheckpointState(
-                    theta=np.array(theta, copy=True), iteration=self.n_iter_, loss_history=list(history),
-                    fingerprint=fingerprint, solver_state=dict(solver_state),
-                    finished=finished, converged=converged,
-                ))  # fmt: skip
-
-        first_loss: list[float] = []
-
-        def recording_objective(theta):
-            loss, grad = objective(theta)
-            if not first_loss:
-                first_loss.append(loss)
-                if not history and not minibatch:
-                    history.append(loss)  # the starting loss, as the solvers record it
-            return loss, grad
-
-        stopped_by_callback = False
-
-        def on_iteration(theta, loss, iteration):
-            nonlocal stopped_by_callback
-            self._commit(theta)
-            history.append(loss)
-            self.loss_history_ = history
-            self.n_iter_ = offset + iteration
-            save_checkpoint(theta)
-            stopped_by_callback = bool(callback(self, self.n_iter_, loss)) if callback is not None else False
-            return stopped_by_callback
-
-        self.loss_history_, self.n_iter_, self.converged_ = list(history), offset, False
-        self.rows_processed_ = 0
-        remaining = max_iter - offset
-        try:
-            if solver == "lbfgs":
-                result = solvers.lbfgs(recording_objective, theta0, max_iter=remaining, tol=tol, on_iteration=on_iteration)
-            elif solver == "gd":
-                result = solvers.gradient_descent(
-                    recording_objective, theta0, lr=lr, max_iter=remaining, tol=tol, on_iteration=on_iteration
-                )
-            elif solver == "sgd":
-                result = solvers.sgd(
-                    batch_objective, theta0, source.n_samples, lr=lr, momentum=momentum,
-                    batch_size=batch_size, max_iter=remaining, tol=tol, seed=seed,
-                    on_iteration=on_iteration, batches=batches, state=solver_state,
-                )  # fmt: skip
-            else:
-                result = solvers.adam(
-                    batch_objective, theta0, source.n_samples, lr=lr, batch_size=batch_size,
-                    max_iter=remaining, tol=tol, seed=seed, on_iteration=on_iteration,
-                    batches=batches, state=solver_state,
-                )  # fmt: skip
-        except solvers.NonFiniteLossError as exc:
-            if exc.iteration == 0 and not self.loss_history_:
-                # Finite starting weights and a non-finite loss: the data is at fault.
-                for start, X_chunk, _, _ in source.chunks():
-                    _checks.check_X_finite(X_chunk, "before training", row_offset=start)
-                _checks.raise_for_nonfinite_loss(X_chunk, exc.loss)
-            raise TrainingError(
-                f"training diverged: {exc}. W and b keep the weights of iteration "
-                f"{self.n_iter_}; lower lr (now {lr}) or raise l2."
-            ) from exc
-        except solvers.DivergedError as exc:
-            self._commit(exc.best_theta)
-            self.n_iter_ = offset + exc.best_iteration
-            raise diverged_error(exc, lr) from exc
-        finally:
-            self.rows_processed_ = counter[0]
-        self._commit(result.theta)
-        self.n_iter_ = offset + result.n_iter
-        self.converged_ = result.converged
-        if resumed is None:
-            history = list(result.loss_history)
-        self.loss_history_ = history
-        save_checkpoint(result.theta, finished=True, converged=result.converged)
-        if not result.converged and not stopped_by_callback and tol > 0:
-            warn_not_converged(self.n_iter_, solver)
-        return self
+        objective = make_objective(
+            X, y, n_features=self.input_dim, n_classes=self.num_classes, dtype=self.dtype,
+            l2=options.l2, sample_weight=sample_weight, chunk_size=chunk_size,
+        )  # fmt: skip
+        return engine.fit(self, objective, options, seed=seed, callback=callback, checkpoint=checkpoint)
 
     def partial_fit(
         self,
@@ -480,35 +307,15 @@ class SoftmaxRegression:
         mini-batch loss of each call is appended to ``loss_history_``.
         """
         options = _checks.check_fit_options(
-            solver, ("sgd", "adam"), lr=lr, batch_size=batch_size, momentum=momentum, l2=l2
+            solver, engine.MINIBATCH_SOLVERS, lr=lr, batch_size=batch_size, momentum=momentum, l2=l2
         )
-        lr, batch_size, momentum, l2 = options.lr, options.batch_size, options.momentum, options.l2
-        source = self._source(X, y, sample_weight, None)
         self._params()
-        _, batch_objective = chunked_objectives(source, self.num_classes, l2)
-        batches = block_shuffled_batches(source.n_samples, batch_size) if source.streamed else None
+        objective = make_objective(
+            X, y, n_features=self.input_dim, n_classes=self.num_classes, dtype=self.dtype,
+            l2=options.l2, sample_weight=sample_weight,
+        )  # fmt: skip
         states = self.__dict__.setdefault("_partial_state", {})
-        state = states.setdefault(solver, {})
-        if state and state.get("dim") != self.W.size + self.b.size:
-            state.clear()
-        state["dim"] = self.W.size + self.b.size
-
-        def on_iteration(theta, loss, iteration):
-            self._commit(theta)
-
-        kwargs = dict(lr=lr, batch_size=batch_size, max_iter=1, tol=0.0, seed=seed,
-                      on_iteration=on_iteration, batches=batches, state=state)  # fmt: skip
-        try:
-            if solver == "sgd":
-                result = solvers.sgd(batch_objective, self._pack(), source.n_samples, momentum=momentum, **kwargs)
-            else:
-                result = solvers.adam(batch_objective, self._pack(), source.n_samples, **kwargs)
-        except (solvers.NonFiniteLossError, solvers.DivergedError) as exc:
-            raise TrainingError(f"training diverged: {exc}. W and b are unchanged; lower lr (now {lr}).") from exc
-        self._commit(result.theta)
-        self.loss_history_ = list(self.loss_history_) + result.loss_history
-        self.n_iter_ += 1
-        return self
+        return engine.partial_fit(self, objective, options, seed=seed, state=states.setdefault(solver, {}))
 
     # -- persistence -----------------------------------------------------------
 

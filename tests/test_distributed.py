@@ -318,8 +318,11 @@ def test_model_fit_dispatches_dask_arrays(data, single_machine):
 def test_model_fit_rejects_numpy_only_options_for_dask(data, tmp_path):
     X, y = data
     Xd = da.from_array(X, chunks=(CHUNK, D))
-    with pytest.raises(ValueError, match="checkpoint and chunk_size apply to NumPy data"):
+    with pytest.raises(ValueError, match="checkpoint applies to NumPy data"):
         SoftmaxRegression(D, K).fit(Xd, y, checkpoint=tmp_path)
+    with pytest.raises(ValueError, match="chunk_size applies to NumPy data"):
+        SoftmaxRegression(D, K).fit(Xd, y, chunk_size=100)
+    assert not any(tmp_path.iterdir())
 
 
 def test_cli_train_on_a_scheduler(client, cluster, tmp_path, capsys):

@@ -1,0 +1,278 @@
+"""The training engine: one loop for every data source and every solver.
+
+Design
+------
+``SoftmaxRegression.fit`` (and ``fit_dask``, and the scikit-learn estimator)
+validate their options, build an *objective* for their data (see
+:mod:`fastsoftmax.objectives`) and hand both to :func:`fit`. The engine owns
+everything that does not depend on where the data lives:
+
+* **the solver call**: options are already validated (:class:`_checks.FitOptions`);
+  the objective says which solvers it offers;
+* **history and callbacks**: after every completed iteration the iterate is
+  copied into the model (``model._commit``), its loss appended to
+  ``loss_history_``, ``n_iter_`` advanced, the checkpoint written, then the
+  user's ``callback(model, iteration, loss)`` runs (a truthy return stops);
+* **checkpoints and resume**: a checkpoint whose fingerprint (data, classes,
+  dtype and every option that changes the trajectory) differs is refused
+  before anything is written; a matching one restarts the solver from its
+  theta and its state, so the resumed run equals the uninterrupted one;
+* **divergence**: a non-finite loss at the start is the data's fault (the
+  objective explains it); later, or a loss that runs away
+  (:class:`solvers.DivergedError`), is a :class:`TrainingError` and the model
+  keeps its last good (or best) weights;
+* **Ctrl-C** and exceptions from the callback leave the last completed
+  iteration in the model, since nothing else is ever committed;
+* **convergence**: ``max_iter`` used up before ``tol`` warns
+  (:class:`ConvergenceWarning`), unless ``tol`` is 0 or the callback stopped.
+
+The engine imports neither the model nor any data back end: the model is
+passed in (anything with ``_pack``, ``_commit`` and the fitted attributes),
+and so is the objective.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import numpy as np
+
+from fastsoftmax import checkpoint as _checkpoint
+from fastsoftmax import solvers
+from fastsoftmax._checks import FitOptions
+from fastsoftmax.exceptions import ConvergenceWarning, TrainingError
+
+MINIBATCH_SOLVERS = ("sgd", "adam")
+
+
+class Trainable(Protocol):
+    """What the engine needs of a model."""
+
+    num_classes: int
+    dtype: np.dtype
+    loss_history_: list[float]
+    n_iter_: int
+    converged_: bool
+    rows_processed_: int
+
+    def _pack(self) -> np.ndarray: ...
+
+    def _commit(self, theta: np.ndarray) -> None: ...
+
+
+class Objective(Protocol):
+    """What the engine needs of a data source (see :mod:`fastsoftmax.objectives`)."""
+
+    n_samples: int
+    rows_processed: int
+
+    def __call__(self, theta: np.ndarray) -> tuple[float, np.ndarray]: ...
+
+    def batch(self, theta: np.ndarray, rows: np.ndarray) -> tuple[float, np.ndarray]: ...
+
+    def minibatch_order(self, batch_size: int) -> solvers.Batches | None: ...
+
+    def check_solver(self, solver: str) -> None: ...
+
+    def check_checkpoint(self) -> None: ...
+
+    def fingerprint(self) -> dict[str, Any]: ...
+
+    def raise_for_nonfinite_start(self, loss: float) -> None: ...
+
+
+def run_solver(
+    objective: Objective,
+    theta0: np.ndarray,
+    options: FitOptions,
+    *,
+    max_iter: int,
+    seed,
+    on_iteration: solvers.OnIteration,
+    state: dict,
+    full_objective: solvers.Objective | None = None,
+) -> solvers.SolverResult:
+    """Call the solver of ``options`` for ``max_iter`` iterations from ``theta0`` and ``state``."""
+    solver = options.solver
+    full = objective if full_objective is None else full_objective
+    if solver == "lbfgs":
+        return solvers.lbfgs(full, theta0, max_iter=max_iter, tol=options.tol, on_iteration=on_iteration)
+    if solver == "gd":
+        return solvers.gradient_descent(
+            full, theta0, lr=options.lr, max_iter=max_iter, tol=options.tol, on_iteration=on_iteration
+        )
+    minibatch = dict(
+        lr=options.lr, batch_size=options.batch_size, max_iter=max_iter, tol=options.tol, seed=seed,
+        on_iteration=on_iteration, batches=objective.minibatch_order(options.batch_size), state=state,
+    )  # fmt: skip
+    if solver == "sgd":
+        return solvers.sgd(objective.batch, theta0, objective.n_samples, momentum=options.momentum, **minibatch)
+    return solvers.adam(objective.batch, theta0, objective.n_samples, **minibatch)
+
+
+def _fingerprint(model: Trainable, objective: Objective, options: FitOptions, seed) -> dict[str, Any]:
+    """What a checkpoint must match to be resumed: the data and every option that shapes the run."""
+    minibatch = options.solver in MINIBATCH_SOLVERS
+    return {
+        "data": objective.fingerprint(),
+        "n_classes": model.num_classes,
+        "dtype": str(model.dtype),
+        "solver": options.solver,
+        "lr": None if options.solver == "lbfgs" else options.lr,
+        "l2": options.l2,
+        "tol": options.tol,
+        "batch_size": options.batch_size if minibatch else None,
+        "momentum": options.momentum if options.solver == "sgd" else None,
+        "seed": None if seed is None else int(seed),
+        "shuffle": ("rows" if objective.minibatch_order(options.batch_size) is None else "blocks")
+        if minibatch
+        else None,
+    }
+
+
+def warn_not_converged(n_iter: int, solver: str) -> None:
+    """Warn, as scikit-learn does, that ``max_iter`` ran out before the tolerance was met."""
+    unit = "epochs" if solver in MINIBATCH_SOLVERS else "iterations"
+    warnings.warn(
+        f"{solver} did not converge in {n_iter} {unit} (converged_ is False); raise max_iter, "
+        f"loosen tol, or scale the features (for example with StandardScaler).",
+        ConvergenceWarning,
+        stacklevel=5,
+    )
+
+
+def _diverged(exc: solvers.DivergedError, lr: float) -> TrainingError:
+    return TrainingError(
+        f"training diverged: {exc}. W and b keep the best weights (iteration {exc.best_iteration}, "
+        f"loss {exc.best_loss:.6g}); lower lr (now {lr}) or raise l2."
+    )
+
+
+def fit(
+    model: Trainable,
+    objective: Objective,
+    options: FitOptions,
+    *,
+    seed=None,
+    callback: Callable[[Any, int, float], Any] | None = None,
+    checkpoint: str | os.PathLike | None = None,
+) -> Trainable:
+    """Train ``model`` from its current W and b on ``objective``; returns ``model``.
+
+    See the module docstring for what the engine guarantees; the parameters
+    are those of :meth:`SoftmaxRegression.fit`, with the options validated.
+    The objective is checked against the options, then entered (``with``)
+    for the run.
+    """
+    objective.check_solver(options.solver)
+    if checkpoint is not None:
+        objective.check_checkpoint()
+    with objective:
+        return _fit(model, objective, options, seed=seed, callback=callback, checkpoint=checkpoint)
+
+
+def _fit(model, objective, options, *, seed, callback, checkpoint):
+    minibatch = options.solver in MINIBATCH_SOLVERS
+    fingerprint = _fingerprint(model, objective, options, seed) if checkpoint is not None else None
+    resumed = _checkpoint.load(checkpoint, fingerprint) if checkpoint is not None else None
+
+    offset, history, solver_state, theta0 = 0, [], {}, model._pack()
+    if resumed is not None:
+        offset, history, solver_state = resumed.iteration, list(resumed.loss_history), resumed.solver_state
+        theta0 = np.asarray(resumed.theta)
+        if resumed.converged or offset >= options.max_iter:
+            model._commit(theta0)
+            model.loss_history_, model.n_iter_, model.converged_ = history, offset, resumed.converged
+            model.rows_processed_ = 0
+            return model
+
+    def save_checkpoint(theta: np.ndarray, converged: bool = False) -> None:
+        if checkpoint is not None:
+            _checkpoint.save(checkpoint, _checkpoint.CheckpointState(
+                theta=np.array(theta, copy=True), iteration=model.n_iter_, loss_history=list(history),
+                fingerprint=fingerprint, solver_state=dict(solver_state), converged=converged,
+            ))  # fmt: skip
+
+    def recording_objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        loss, grad = objective(theta)
+        if not history:
+            history.append(loss)  # the starting loss, as the full-batch solvers record it
+        return loss, grad
+
+    stopped_by_callback = False
+
+    def on_iteration(theta: np.ndarray, loss: float, iteration: int) -> bool:
+        nonlocal stopped_by_callback
+        model._commit(theta)
+        history.append(loss)
+        model.loss_history_ = history
+        model.n_iter_ = offset + iteration
+        save_checkpoint(theta)
+        stopped_by_callback = bool(callback(model, model.n_iter_, loss)) if callback is not None else False
+        return stopped_by_callback
+
+    model.loss_history_, model.n_iter_, model.converged_ = list(history), offset, False
+    model.rows_processed_ = 0
+    try:
+        result = run_solver(
+            objective, theta0, options, max_iter=options.max_iter - offset, seed=seed,
+            on_iteration=on_iteration, state=solver_state,
+            full_objective=None if minibatch else recording_objective,
+        )  # fmt: skip
+    except solvers.NonFiniteLossError as exc:
+        if exc.iteration == 0 and offset == 0:
+            # Finite starting weights and a non-finite loss: the data is at fault.
+            objective.raise_for_nonfinite_start(exc.loss)
+        raise TrainingError(
+            f"training diverged: {exc}. W and b keep the weights of iteration "
+            f"{model.n_iter_}; lower lr (now {options.lr}) or raise l2."
+        ) from exc
+    except solvers.DivergedError as exc:
+        model._commit(exc.best_theta)
+        model.n_iter_ = offset + exc.best_iteration
+        raise _diverged(exc, options.lr) from exc
+    finally:
+        model.rows_processed_ = objective.rows_processed
+    model._commit(result.theta)
+    model.n_iter_ = offset + result.n_iter
+    model.converged_ = result.converged
+    model.loss_history_ = history
+    save_checkpoint(result.theta, converged=result.converged)
+    if not result.converged and not stopped_by_callback and options.tol > 0:
+        warn_not_converged(model.n_iter_, options.solver)
+    return model
+
+
+def partial_fit(model: Trainable, objective: Objective, options: FitOptions, *, seed, state: dict) -> Trainable:
+    """One epoch of ``options.solver`` (sgd or adam) over ``objective``, continuing ``state``.
+
+    The optimiser state (momentum or Adam moments, step count, shuffling RNG)
+    lives in ``state``, which the caller keeps from call to call. A diverging
+    epoch leaves W, b and ``state`` as they were.
+    """
+    objective.check_solver(options.solver)
+    with objective:
+        return _partial_fit(model, objective, options, seed=seed, state=state)
+
+
+def _partial_fit(model, objective, options, *, seed, state):
+    dim = model._pack().shape[0]
+    if state and state.get("dim") != dim:
+        state.clear()
+    state["dim"] = dim
+    try:
+        result = run_solver(
+            objective, model._pack(), options._replace(tol=0.0), max_iter=1, seed=seed,
+            on_iteration=lambda theta, loss, iteration: None, state=state,
+        )  # fmt: skip
+    except (solvers.NonFiniteLossError, solvers.DivergedError) as exc:
+        raise TrainingError(
+            f"training diverged: {exc}. W and b are unchanged; lower lr (now {options.lr})."
+        ) from exc
+    model._commit(result.theta)
+    model.loss_history_ = list(model.loss_history_) + result.loss_history
+    model.n_iter_ += 1
+    return model

@@ -1,0 +1,138 @@
+"""Objectives: one per data source, each turning theta into (loss, gradient).
+
+Design
+------
+The training engine (:mod:`fastsoftmax.engine`) never sees data. It sees an
+objective: ``objective(theta) -> (loss, grad)`` for the full batch,
+``objective.batch(theta, rows)`` for a mini-batch, and a few questions that
+only the data source can answer (which solvers it offers, the mini-batch
+order, the fingerprint of its data for checkpoints, why a starting loss was
+not finite). This is the only layer that knows where the data lives:
+
+* :class:`ChunkedObjective`: in-memory arrays, ``np.memmap`` and ``.npy``
+  files, through :class:`fastsoftmax._data.DataSource` (streamed in chunks);
+* :class:`fastsoftmax.distributed.DaskObjective`: Dask arrays, one map-reduce
+  per evaluation on the cluster.
+
+:func:`make_objective` picks one from the type of the data. Dask is imported
+only when Dask arrays arrive.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from fastsoftmax import _checks, solvers
+from fastsoftmax._dask_check import is_dask_collection
+from fastsoftmax._data import DataSource, block_shuffled_batches, chunked_objectives
+
+
+class ChunkedObjective:
+    """The mean weighted cross-entropy + (l2/2)||W||² over a :class:`DataSource`.
+
+    Parameters
+    ----------
+    source : DataSource
+        Validated data: X (N, D), y (N,), optional weights (N,).
+    n_classes : int
+        K; theta has K (D + 1) values, ``[W.ravel(), b]``.
+    l2 : float
+    """
+
+    def __init__(self, source: DataSource, n_classes: int, l2: float):
+        self.source = source
+        self.n_samples = source.n_samples
+        self._rows = [0]
+        self._full, self._batch = chunked_objectives(source, n_classes, l2, self._rows)
+
+    def __enter__(self) -> ChunkedObjective:  # noqa: PYI034 (typing.Self needs Python 3.11)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def __call__(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
+        return self._full(theta)
+
+    def batch(self, theta: np.ndarray, rows: np.ndarray) -> tuple[float, np.ndarray]:
+        return self._batch(theta, rows)
+
+    @property
+    def rows_processed(self) -> int:
+        """Rows passed to the kernels so far."""
+        return self._rows[0]
+
+    def minibatch_order(self, batch_size: int) -> solvers.Batches | None:
+        """Block shuffle for streamed files (reads stay sequential), None (a row permutation) in memory."""
+        return block_shuffled_batches(self.n_samples, batch_size) if self.source.streamed else None
+
+    def check_solver(self, solver: str) -> None:
+        """Every solver runs on arrays and files."""
+
+    def check_checkpoint(self) -> None:
+        """Checkpoints work for arrays and files."""
+
+    def fingerprint(self) -> dict[str, Any]:
+        return self.source.fingerprint()
+
+    def raise_for_nonfinite_start(self, loss: float) -> None:
+        """A non-finite loss at finite starting weights.
+
+        The chunk loop already scanned the chunk whose loss was not finite and
+        raised for NaN or inf in X (naming the row), so X is finite here and
+        the logits overflowed.
+        """
+        raise _checks.overflow_error()
+
+
+def _is_path_or_map(a) -> bool:
+    return isinstance(a, (str, os.PathLike, np.memmap))
+
+
+def make_objective(
+    X,
+    y,
+    *,
+    n_features: int,
+    n_classes: int,
+    dtype: np.dtype,
+    l2: float,
+    sample_weight=None,
+    chunk_size: int | None = None,
+    client=None,
+    persist: bool = True,
+):
+    """The objective for data in any form that ``SoftmaxRegression.fit`` accepts.
+
+    Validates the data once: in-memory arrays fully (shape, dtype, labels);
+    memmaps and ``.npy`` paths by shape and a chunked label scan; Dask arrays
+    by their metadata (the values are checked on the cluster on entry).
+    :func:`fastsoftmax.engine.fit` enters it (a Dask objective persists and
+    checks its data on entry).
+    """
+    if is_dask_collection(X) or is_dask_collection(y):
+        if chunk_size is not None:
+            raise ValueError(
+                "chunk_size applies to NumPy data; Dask arrays keep their own chunks "
+                "(rechunk X by rows to change them)."
+            )
+        from fastsoftmax.distributed import DaskObjective, check_chunked
+
+        X, y, sample_weight = check_chunked(X, y, sample_weight, dtype, n_features)
+        return DaskObjective(X, y, sample_weight, n_classes, l2, client=client, persist=persist)
+    if not _is_path_or_map(X) and not _is_path_or_map(y):
+        X = _checks.check_X(_checks.as_compute_dtype(X, dtype), dtype, n_features)
+        y = _checks.check_labels(y, X.shape[0], n_classes)
+        source = DataSource(X, y, dtype, sample_weight=sample_weight, chunk_size=chunk_size)
+        return ChunkedObjective(source, n_classes, l2)
+    source = DataSource(X, y, dtype, sample_weight=sample_weight, chunk_size=chunk_size)
+    if source.n_features != n_features:
+        raise ValueError(
+            f"X has {source.n_features} features but W has {n_features} columns; "
+            f"X must have shape (n_samples, {n_features})."
+        )
+    source.check_labels(n_classes)
+    return ChunkedObjective(source, n_classes, l2)
