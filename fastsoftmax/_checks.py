@@ -315,6 +315,7 @@ class FitOptions(NamedTuple):
     momentum: float
     l2: float
     tol: float
+    precondition: bool
 
 
 def default_lr(solver: str) -> float:
@@ -357,13 +358,20 @@ def check_fit_options(
     momentum=0.9,
     l2=0.0,
     tol=1e-6,
+    precondition="auto",
 ) -> FitOptions:
     """Validate every solver option at once, before any data is read.
 
     ``allowed`` lists the solvers this entry point offers; ``lr=None`` takes
-    :func:`default_lr` of the solver.
+    :func:`default_lr` of the solver. ``precondition="auto"`` scales the
+    features for lbfgs only: the other solvers' ``lr`` is a step in the data's
+    own units, which scaling would change.
     """
     solver = check_solver(solver, allowed)
+    if precondition == "auto":
+        precondition = solver == "lbfgs"
+    if not isinstance(precondition, (bool, np.bool_)):
+        raise ValueError(f"precondition must be True, False or 'auto', got {precondition!r}.")
     return FitOptions(
         solver=solver,
         max_iter=check_int(max_iter, "max_iter"),
@@ -372,6 +380,7 @@ def check_fit_options(
         momentum=check_momentum(momentum),
         l2=check_l2(l2),
         tol=check_tol(tol),
+        precondition=bool(precondition),
     )
 
 

@@ -458,6 +458,14 @@ class DaskObjective:
     def minibatch_order(self, batch_size: int) -> None:
         return None
 
+    def feature_scaling(self, l2: float, n_classes: int):
+        """Column means and variances of X, computed on the cluster (see :mod:`fastsoftmax._scaling`)."""
+        from fastsoftmax._scaling import FeatureScaling
+
+        X = self.X.astype(np.float64)
+        mean, variance = self._compute(X.mean(axis=0), X.var(axis=0))
+        return FeatureScaling.from_mean_variance(np.asarray(mean), np.asarray(variance), l2, n_classes)
+
     def check_checkpoint(self) -> None:
         """Checkpoints are for single-machine runs."""
         raise ValueError("checkpoint applies to NumPy data: on Dask, lost work is recomputed by Dask itself.")
@@ -495,6 +503,7 @@ def fit_dask(
     callback: Callable[[Any, int, float], Any] | None = None,
     client: Client | None = None,
     persist: bool = True,
+    precondition: bool | str = "auto",
 ) -> Trainable:
     """Train ``model`` on Dask arrays from its current W and b; returns ``model``.
 
@@ -515,8 +524,9 @@ def fit_dask(
         is cut into X's row chunks.
     solver : {"lbfgs", "gd"}
         L-BFGS (the driver on the client) or full-batch gradient descent.
-    max_iter, lr, l2, tol, callback :
+    max_iter, lr, l2, tol, callback, precondition :
         As in :meth:`SoftmaxRegression.fit`; ``lr`` (default 0.1) is used by "gd" only.
+        The feature statistics of ``precondition`` are computed on the cluster.
     sample_weight : dask.array.Array or array_like, shape (N,), optional
         Chunked like y.
     client : distributed.Client, optional
@@ -546,7 +556,9 @@ def fit_dask(
     """
     if isinstance(solver, str) and solver in solvers.SOLVERS and solver not in DASK_SOLVERS:
         raise ValueError(_minibatch_solver_message(solver))
-    options = _checks.check_fit_options(solver, DASK_SOLVERS, max_iter=max_iter, lr=lr, l2=l2, tol=tol)
+    options = _checks.check_fit_options(
+        solver, DASK_SOLVERS, max_iter=max_iter, lr=lr, l2=l2, tol=tol, precondition=precondition
+    )
     model._params()
     X, y, sample_weight = check_chunked(X, y, sample_weight, model.dtype, model.input_dim)
     objective = DaskObjective(X, y, sample_weight, model.num_classes, options.l2, _resolve_client(client), persist)

@@ -23,6 +23,11 @@ everything that does not depend on where the data lives:
   keeps its last good (or best) weights;
 * **Ctrl-C** and exceptions from the callback leave the last completed
   iteration in the model, since nothing else is ever committed;
+* **conditioning**: with ``options.precondition`` the solver runs in
+  feature-scaled coordinates, an exact change of variables
+  (:mod:`fastsoftmax._scaling`); the model and the callback always see the
+  raw W and b, the checkpoint the solver's coordinates and the scaling;
+* **threads**: BLAS is held to one thread for the whole fit;
 * **convergence**: ``max_iter`` used up before ``tol`` warns
   (:class:`ConvergenceWarning`), unless ``tol`` is 0 or the callback stopped.
 
@@ -43,6 +48,8 @@ import numpy as np
 from fastsoftmax import checkpoint as _checkpoint
 from fastsoftmax import solvers
 from fastsoftmax._checks import FitOptions
+from fastsoftmax._scaling import FeatureScaling, ScaledObjective
+from fastsoftmax._threading import single_threaded_blas
 from fastsoftmax.exceptions import ConvergenceWarning, TrainingError
 
 MINIBATCH_SOLVERS = ("sgd", "adam")
@@ -80,6 +87,8 @@ class Objective(Protocol):
     def check_checkpoint(self) -> None: ...
 
     def fingerprint(self) -> dict[str, Any]: ...
+
+    def feature_scaling(self, l2: float, n_classes: int) -> FeatureScaling: ...
 
     def raise_for_nonfinite_start(self, loss: float) -> None: ...
 
@@ -127,6 +136,7 @@ def _fingerprint(model: Trainable, objective: Objective, options: FitOptions, se
         "batch_size": options.batch_size if minibatch else None,
         "momentum": options.momentum if options.solver == "sgd" else None,
         "seed": None if seed is None else int(seed),
+        "precondition": options.precondition,
         "shuffle": ("rows" if objective.minibatch_order(options.batch_size) is None else "blocks")
         if minibatch
         else None,
@@ -170,8 +180,24 @@ def fit(
     objective.check_solver(options.solver)
     if checkpoint is not None:
         objective.check_checkpoint()
-    with objective:
+    # The solvers' own vector arithmetic is tiny: BLAS threads woken for it
+    # only spin against the kernels' threads (one limit for the whole fit).
+    with objective, single_threaded_blas():
         return _fit(model, objective, options, seed=seed, callback=callback, checkpoint=checkpoint)
+
+
+def _scaling(model: Trainable, objective: Objective, options: FitOptions, state: dict) -> FeatureScaling | None:
+    """The feature scaling of a preconditioned run: from the resumed state, else one pass over X.
+
+    It is kept in the solver state, so a resumed run maps theta exactly as the
+    interrupted one did.
+    """
+    if not options.precondition:
+        return None
+    if "scaling_mean" not in state:
+        scaling = objective.feature_scaling(options.l2, model.num_classes)
+        state["scaling_mean"], state["scaling_scale"] = scaling.mean, scaling.scale
+    return FeatureScaling(state["scaling_mean"], state["scaling_scale"], model.num_classes)
 
 
 def _fit(model, objective, options, *, seed, callback, checkpoint):
@@ -179,15 +205,28 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
     fingerprint = _fingerprint(model, objective, options, seed) if checkpoint is not None else None
     resumed = _checkpoint.load(checkpoint, fingerprint) if checkpoint is not None else None
 
-    offset, history, solver_state, theta0 = 0, [], {}, model._pack()
+    offset, history, solver_state = 0, [], {}
     if resumed is not None:
         offset, history, solver_state = resumed.iteration, list(resumed.loss_history), resumed.solver_state
+    scaling = _scaling(model, objective, options, solver_state)
+    if scaling is not None:
+        # The solver and the checkpoint see theta' (see fastsoftmax._scaling); the model sees theta.
+        objective = ScaledObjective(objective, scaling, model.dtype)
+
+    def commit(theta: np.ndarray) -> None:
+        model._commit(theta if scaling is None else scaling.to_raw(theta))
+
+    if resumed is not None:
         theta0 = np.asarray(resumed.theta)
         if resumed.converged or offset >= options.max_iter:
-            model._commit(theta0)
+            commit(theta0)
             model.loss_history_, model.n_iter_, model.converged_ = history, offset, resumed.converged
             model.rows_processed_ = 0
             return model
+    elif scaling is None:
+        theta0 = model._pack()
+    else:
+        theta0 = scaling.to_scaled(model._pack()).astype(model.dtype)
 
     def save_checkpoint(theta: np.ndarray, converged: bool = False) -> None:
         if checkpoint is not None:
@@ -206,7 +245,7 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
 
     def on_iteration(theta: np.ndarray, loss: float, iteration: int) -> bool:
         nonlocal stopped_by_callback
-        model._commit(theta)
+        commit(theta)
         history.append(loss)
         model.loss_history_ = history
         model.n_iter_ = offset + iteration
@@ -231,12 +270,12 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
             f"{model.n_iter_}; lower lr (now {options.lr}) or raise l2."
         ) from exc
     except solvers.DivergedError as exc:
-        model._commit(exc.best_theta)
+        commit(exc.best_theta)
         model.n_iter_ = offset + exc.best_iteration
         raise _diverged(exc, options.lr) from exc
     finally:
         model.rows_processed_ = objective.rows_processed
-    model._commit(result.theta)
+    commit(result.theta)
     model.n_iter_ = offset + result.n_iter
     model.converged_ = result.converged
     model.loss_history_ = history

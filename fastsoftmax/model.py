@@ -205,6 +205,7 @@ class SoftmaxRegression:
         callback: Callable[[SoftmaxRegression, int, float], Any] | None = None,
         chunk_size: int | None = None,
         checkpoint: str | os.PathLike | None = None,
+        precondition: bool | str = "auto",
     ) -> SoftmaxRegression:
         """Train from the current W and b; returns ``self``.
 
@@ -252,6 +253,15 @@ class SoftmaxRegression:
             lbfgs restarts its curvature memory from the saved theta). A
             checkpoint of another problem raises
             :class:`~fastsoftmax.checkpoint.CheckpointError` and is left alone.
+        precondition : bool or "auto"
+            Run the solver in feature-scaled coordinates: centre each feature
+            and divide it by sqrt(variance + l2), as an exact change of
+            variables (the data is not copied and the optimum does not change;
+            see :mod:`fastsoftmax._scaling`). On features of different scales
+            L-BFGS then needs tens of iterations instead of hundreds. Costs one
+            extra pass over X per fit. "auto" (the default) turns it on for
+            lbfgs; for gd, sgd and adam it would change what ``lr`` means.
+            ``tol`` then applies to the gradient in the scaled coordinates.
 
         Raises
         ------
@@ -276,7 +286,7 @@ class SoftmaxRegression:
         """
         options = _checks.check_fit_options(
             solver, solvers.SOLVERS, max_iter=max_iter, lr=lr, batch_size=batch_size,
-            momentum=momentum, l2=l2, tol=tol,
+            momentum=momentum, l2=l2, tol=tol, precondition=precondition,
         )  # fmt: skip
         self._params()
         objective = make_objective(

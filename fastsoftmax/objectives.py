@@ -25,9 +25,11 @@ from typing import Any
 
 import numpy as np
 
-from fastsoftmax import _checks, solvers
+from fastsoftmax import _checks, kernels, solvers
 from fastsoftmax._dask_check import is_dask_collection
 from fastsoftmax._data import DataSource, block_shuffled_batches, chunked_objectives
+from fastsoftmax._scaling import FeatureScaling
+from fastsoftmax._threading import parallel_section, row_chunks
 
 
 class ChunkedObjective:
@@ -77,6 +79,19 @@ class ChunkedObjective:
 
     def fingerprint(self) -> dict[str, Any]:
         return self.source.fingerprint()
+
+    def feature_scaling(self, l2: float, n_classes: int) -> FeatureScaling:
+        """Column means and scales from one streamed pass over X (see :mod:`fastsoftmax._scaling`)."""
+        shift = np.asarray(self.source.X[0], dtype=np.float64)  # a row of X: near the mean, for precision
+        sums = np.zeros(self.source.n_features)
+        squares = np.zeros(self.source.n_features)
+        for _, X, _, _ in self.source.chunks():
+            n_chunks = row_chunks(X.shape[0])
+            with parallel_section(n_chunks):
+                chunk_sums, chunk_squares = kernels.column_moments(X, shift, n_chunks)
+            sums += chunk_sums
+            squares += chunk_squares
+        return FeatureScaling.from_moments(self.n_samples, sums, squares, shift, l2, n_classes)
 
     def raise_for_nonfinite_start(self, loss: float) -> None:
         """A non-finite loss at finite starting weights.

@@ -9,6 +9,7 @@ call and is cached on disk (``cache=True``).
 """
 
 from fastsoftmax.kernels.loss_grad import LossGradVariant, loss_grad_sums, select_variant
+from fastsoftmax.kernels.moments import column_moments
 from fastsoftmax.kernels.predict import predict_labels, predict_proba_labels
 from fastsoftmax.kernels.reductions import count_nonfinite, stream_sum
 from fastsoftmax.kernels.softmax import (
@@ -20,6 +21,7 @@ from fastsoftmax.kernels.softmax import (
 
 __all__ = [
     "LossGradVariant",
+    "column_moments",
     "count_nonfinite",
     "cross_entropy_rows",
     "cross_entropy_sums",

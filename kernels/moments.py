@@ -1,0 +1,37 @@
+"""Column moments of X: the statistics behind the solvers' feature scaling.
+
+Takes ``n_chunks`` (1 <= n_chunks <= N) from the caller, as the other
+parallel reductions do, so the kernel stays cacheable.
+"""
+
+import numpy as np
+from numba import njit, prange
+
+from fastsoftmax.kernels._config import JIT_OPTIONS
+
+
+@njit(parallel=True, **JIT_OPTIONS)
+def column_moments(X, shift, n_chunks):
+    r"""Per-column sums of :math:`x_{ij} - c_j` and of :math:`(x_{ij} - c_j)^2`, in float64.
+
+    X is (N, D), ``shift`` c is (D,) float64. Summing deviations from a value
+    near the mean (a row of X, say) keeps the variance
+    :math:`\frac{1}{N}\sum (x - c)^2 - (\frac{1}{N}\sum (x - c))^2` free of the
+    cancellation that raw second moments suffer when |mean| >> std.
+    Returns two (D,) float64 arrays; one pass over X, one chunk of rows per thread.
+    """
+    n, d = X.shape
+    sums = np.zeros((n_chunks, d))
+    squares = np.zeros((n_chunks, d))
+    for c in prange(n_chunks):
+        for i in range(c * n // n_chunks, (c + 1) * n // n_chunks):
+            for j in range(d):
+                deviation = X[i, j] - shift[j]
+                sums[c, j] += deviation
+                squares[c, j] += deviation * deviation
+    total_sums = np.zeros(d)
+    total_squares = np.zeros(d)
+    for c in range(n_chunks):  # in chunk order, so the result depends only on n_chunks
+        total_sums += sums[c]
+        total_squares += squares[c]
+    return total_sums, total_squares
