@@ -43,13 +43,13 @@ import math
 import operator
 import os
 import threading
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterator, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from fastsoftmax import _io
 from fastsoftmax._threading import single_threaded_blas
 
 __all__ = [
@@ -680,36 +680,21 @@ def write_classification(
 
         bar = tqdm(total=n_samples, unit="rows", unit_scale=True, desc="write_classification")
 
-    tmp_paths = []
+    # One mechanism for every file the package writes: temporary names beside
+    # the targets, fsync, os.replace, errors naming the targets (fastsoftmax._io).
     try:
-        x_tmp, y_tmp = _temp_path(x_path), _temp_path(y_path)
-        tmp_paths = [x_tmp, y_tmp]
-        X = np.lib.format.open_memmap(x_tmp, mode="w+", dtype=p.dtype, shape=(n_samples, p.n_features))
-        y = np.lib.format.open_memmap(y_tmp, mode="w+", dtype=np.int64, shape=(n_samples,))
-        with _Filler(p, n_threads) as filler:
-            for start in range(0, n_samples, chunk_size):
-                stop = min(start + chunk_size, n_samples)
-                filler.fill(start, stop, X[start:stop], y[start:stop])
-                X.flush()
-                if bar is not None:
-                    bar.update(stop - start)
-        y.flush()
-        del X, y  # close the maps before moving the files
-        os.replace(x_tmp, x_path)
-        os.replace(y_tmp, y_path)
-        tmp_paths = []
+        with _io.atomic_path(x_path) as x_tmp, _io.atomic_path(y_path) as y_tmp:
+            X = np.lib.format.open_memmap(x_tmp, mode="w+", dtype=p.dtype, shape=(n_samples, p.n_features))
+            y = np.lib.format.open_memmap(y_tmp, mode="w+", dtype=np.int64, shape=(n_samples,))
+            with _Filler(p, n_threads) as filler:
+                for start in range(0, n_samples, chunk_size):
+                    stop = min(start + chunk_size, n_samples)
+                    filler.fill(start, stop, X[start:stop], y[start:stop])
+                    X.flush()
+                    if bar is not None:
+                        bar.update(stop - start)
+            y.flush()
+            del X, y  # close the maps before the files are moved
     finally:
-        for path in tmp_paths:
-            try:
-                os.remove(path)
-            except OSError:
-                pass
         if bar is not None:
             bar.close()
-
-
-def _temp_path(path: str) -> str:
-    # A unique name in the target directory (os.replace must not cross file
-    # systems); open_memmap creates it with the usual permissions.
-    directory, name = os.path.split(os.path.abspath(path))
-    return os.path.join(directory, f".{name}.{uuid.uuid4().hex}.tmp")
