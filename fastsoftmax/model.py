@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import zipfile
 from collections.abc import Callable
 from typing import Any
 
@@ -11,10 +10,10 @@ import numpy as np
 
 from fastsoftmax import _checks, solvers
 from fastsoftmax import checkpoint as _checkpoint
-from fastsoftmax._io import atomic_file
+from fastsoftmax._io import atomic_file, npz_scalar, read_npz
 from fastsoftmax._api import fused_loss_grad, l2_penalty, predict, predict_proba
 from fastsoftmax.distributed import is_dask_collection
-from fastsoftmax._data import DataSource, block_shuffled_batches, chunked_objectives
+from fastsoftmax._data import PATH_TYPES, DataSource, block_shuffled_batches, chunked_objectives
 
 _FORMAT = "fastsoftmax-model"
 _FORMAT_VERSION = 1
@@ -199,7 +198,8 @@ class SoftmaxRegression:
 
     def _source(self, X, y, sample_weight, chunk_size) -> DataSource:
         """Validate once: in-memory data as before, memmaps and .npy paths shape-only plus a label scan."""
-        if not isinstance(X, (str, os.PathLike, np.memmap)) and not isinstance(y, (str, os.PathLike, np.memmap)):
+        streamed = (*PATH_TYPES, np.memmap)
+        if not isinstance(X, streamed) and not isinstance(y, streamed):
             X, y = self._Xy(X, y)
             return DataSource(X, y, self.dtype, sample_weight=sample_weight, chunk_size=chunk_size)
         source = DataSource(X, y, self.dtype, sample_weight=sample_weight, chunk_size=chunk_size)
@@ -315,9 +315,19 @@ class SoftmaxRegression:
 
         fingerprint = None
         resumed = None
+
+        def verify_data():
+            # The resume decision, taken before anything is written: the content hash must match too.
+            if fingerprint is not None and fingerprint["data_xxh3_128"] is None:
+                fingerprint["data_xxh3_128"] = source.digest()
+                if resumed is not None:
+                    _checkpoint.check_fingerprint(checkpoint, resumed.fingerprint, fingerprint)
+
         if checkpoint is not None:
             fingerprint = {
                 "data": source.fingerprint(),
+                "data_xxh3_128": None,  # every byte of X, y and w: hashed while the first pass streams them
+                "files": source.file_stats(),
                 "n_classes": self.num_classes,
                 "dtype": str(self.dtype),
                 "solver": solver,
@@ -329,7 +339,13 @@ class SoftmaxRegression:
                 "seed": None if seed is None else int(seed),
                 "shuffle": ("blocks" if batches else "rows") if minibatch else None,
             }
-            resumed = _checkpoint.load(checkpoint, fingerprint)
+            resumed = _checkpoint.load(
+                checkpoint, fingerprint, n_params=self.W.size + self.b.size, deferred=("data_xxh3_128",)
+            )
+            if minibatch or (resumed is not None and (resumed.converged or resumed.iteration >= max_iter)):
+                verify_data()  # no full pass in row order comes first: one hashing pass of its own
+            else:
+                source.start_digest()  # hashed by the first objective evaluation, no extra pass
 
         offset = 0
         history: list[float] = []
@@ -346,6 +362,7 @@ class SoftmaxRegression:
 
         def save_checkpoint(theta, finished=False, converged=False):
             if checkpoint is not None:
+                verify_data()
                 _checkpoint.save(checkpoint, _checkpoint.CheckpointState(
                     theta=np.array(theta, copy=True), iteration=self.n_iter_, loss_history=list(history),
                     fingerprint=fingerprint, solver_state=dict(solver_state),
@@ -356,6 +373,7 @@ class SoftmaxRegression:
 
         def recording_objective(theta):
             loss, grad = objective(theta)
+            verify_data()
             if not first_loss:
                 first_loss.append(loss)
                 if not history and not minibatch:
@@ -503,24 +521,15 @@ class SoftmaxRegression:
                 f"It may be truncated or corrupt; save the model again."
             )
 
-        try:
-            data = np.load(path, allow_pickle=False)
-        except FileNotFoundError:
-            raise
-        except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
-            raise invalid(f"{type(exc).__name__}: {exc}") from exc
-        if not isinstance(data, np.lib.npyio.NpzFile):
-            raise invalid("it holds a single .npy array, not an .npz archive")
-        try:
-            with data:
-                arrays = {key: data[key] for key in data.files}
-        except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
-            raise invalid(f"{type(exc).__name__}: {exc}") from exc
-        if not isinstance(arrays, dict) or str(arrays.get("format", "")) != _FORMAT:
+        arrays = read_npz(path, "fastsoftmax model file")
+        if npz_scalar(arrays, "format", str) != _FORMAT:
             raise invalid("it has no fastsoftmax format marker")
-        version = int(arrays.get("format_version", -1))
+        version = npz_scalar(arrays, "format_version", int)
         if version != _FORMAT_VERSION:
-            raise invalid(f"format version {version} is not supported (expected {_FORMAT_VERSION})")
+            found = arrays.get("format_version")
+            shown = version if version is not None else (
+                "missing" if found is None else f"{found.dtype} array of shape {found.shape}")  # fmt: skip
+            raise invalid(f"format version {shown} is not supported (expected {_FORMAT_VERSION})")
         if "W" not in arrays or "b" not in arrays:
             raise invalid("W or b is missing")
         W, b = arrays["W"], arrays["b"]
