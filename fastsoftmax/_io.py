@@ -28,6 +28,17 @@ class _InvalidFile(ValueError):
     pass
 
 
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether two paths name one file: through symlinks and hard links when both exist.
+
+    Paths that do not exist yet are compared resolved (``os.path.realpath``)
+    and normalised, so a link to a file about to be written counts too.
+    """
+    if os.path.exists(a) and os.path.exists(b):
+        return os.path.samefile(a, b)
+    return os.path.normcase(os.path.realpath(a)) == os.path.normcase(os.path.realpath(b))
+
+
 def _new_file_mode(path: str) -> int:
     """The mode ``open(path, "w")`` would give: an existing target's, else 0o666 & ~umask."""
     try:

@@ -205,6 +205,7 @@ def _make_problem(
     seed = _check_int("seed", seed, 0)
     dtype = _check_dtype(dtype)
     n_clusters = n_classes * n_clusters_per_class
+    informative_given = n_informative is not None
     if n_informative is None:
         # Three quarters of the features, at least 2 and at least enough for
         # the clusters to find distinct hypercube vertices, but never more
@@ -219,11 +220,13 @@ def _make_problem(
             "lower n_informative / n_redundant"
         )
     if n_clusters > 2**n_informative:
+        # Name what the caller can change: n_informative follows n_features when not given.
         raise ValueError(
             f"n_classes * n_clusters_per_class must be <= 2**n_informative (the number "
             f"of hypercube vertices), got {n_classes} * {n_clusters_per_class} = "
             f"{n_clusters} > 2**{n_informative} = {2**n_informative}; raise "
-            "n_informative or lower n_classes / n_clusters_per_class"
+            f"{'n_informative' if informative_given else 'n_features'} or lower n_classes"
+            + (" / n_clusters_per_class" if n_clusters_per_class > 1 else "")
         )
     try:
         class_sep = float(class_sep)
@@ -671,8 +674,8 @@ def write_classification(
     )
     n_threads = _n_threads(n_threads)
     x_path, y_path = os.fspath(x_path), os.fspath(y_path)
-    if os.path.abspath(x_path) == os.path.abspath(y_path):
-        raise ValueError(f"x_path and y_path must differ, both are {x_path!r}")
+    if _io.same_file(x_path, y_path):
+        raise ValueError(f"x_path and y_path must differ: both name the file {x_path!r}")
 
     bar = None
     if progress:
