@@ -2,9 +2,11 @@
 
 A checkpoint is one ``checkpoint.npz`` in its directory, holding theta, the
 iteration, the loss history, the solver's state (momentum, Adam moments, the
-shuffling RNG) and a JSON *fingerprint* of the problem: the data's shape,
-dtypes and a hash of every byte of X, y and the sample weights, the number of classes and the
-options that change the trajectory (solver, lr, l2, batch size, seed...).
+shuffling RNG) and a JSON *fingerprint* of the problem: the data's shape and
+dtypes, an xxh3-128 hash of every byte of X, y and the sample weights, the
+number of classes and the options that change the trajectory (solver, lr, l2,
+batch size, seed...). The data files' paths, sizes and modification times are
+recorded too, and quoted when the data differ; the content hash decides.
 It is written under a temporary name, fsynced and moved into place with
 ``os.replace``, so a process killed at any moment leaves either the previous
 checkpoint or the new one, never a torn file. No pickle is involved.

@@ -274,8 +274,11 @@ class SoftmaxRegression:
             loss history are written there atomically; a later ``fit`` with the
             same data and options resumes from it (gd, sgd and adam exactly;
             lbfgs restarts its curvature memory from the saved theta). A
-            checkpoint of another problem raises
-            :class:`~fastsoftmax.checkpoint.CheckpointError` and is left alone.
+            checkpoint of another problem (other options, or other bytes
+            anywhere in X, y or ``sample_weight``: the data are hashed while the
+            first full pass streams them) raises
+            :class:`~fastsoftmax.checkpoint.CheckpointError` before anything is
+            written, and is left alone.
 
         Raises
         ------

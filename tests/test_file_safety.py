@@ -116,18 +116,15 @@ def test_same_data_resumes_after_the_file_is_rewritten(tmp_path, data, files):
     assert resumed.n_iter_ == 4 and resumed.loss_history_[:3] == first.loss_history_
 
 
-def test_full_batch_hashing_makes_no_extra_pass(tmp_path, files, monkeypatch):
+@pytest.mark.parametrize("solver", ["gd", "lbfgs"])
+def test_full_batch_hashing_makes_no_extra_pass(tmp_path, files, monkeypatch, solver):
+    # Every chunk read (by the objective or by a hashing pass) first checks the files.
     from fastsoftmax._data import DataSource
 
     reads = []
-    original = DataSource.rows
-
-    def counting_rows(self, start, stop):
-        reads.append((start, stop))
-        return original(self, start, stop)
-
-    monkeypatch.setattr(DataSource, "rows", counting_rows)
-    options = {"solver": "gd", "max_iter": 2, "chunk_size": 200}
+    original = DataSource.check_files
+    monkeypatch.setattr(DataSource, "check_files", lambda self: reads.append(1) or original(self))
+    options = dict(solver=solver, max_iter=2, chunk_size=200)
     _fit(str(files[0]), str(files[1]), **options)
     without = len(reads)
     reads.clear()
