@@ -173,10 +173,13 @@ def load(
     for key, value in solver_state.items():
         if isinstance(value, np.ndarray) and value.shape != theta.shape:
             raise invalid(f"the solver state {key!r} has shape {value.shape}, theta {theta.shape}")
+    history = meta["loss_history"]
+    if not isinstance(history, list) or not all(isinstance(x, (int, float)) for x in history):
+        raise invalid("its loss history is not a list of numbers")
     return CheckpointState(
         theta=theta,
         iteration=iteration,
-        loss_history=[float(x) for x in meta["loss_history"]],
+        loss_history=[float(x) for x in history],
         fingerprint=stored,
         solver_state=solver_state,
         finished=bool(meta["finished"]),

@@ -4,6 +4,7 @@ files changed under a running fit, guarded loads, atomic writes, and the file la
 from __future__ import annotations
 
 import io
+import json
 import os
 import stat
 import zipfile
@@ -124,7 +125,7 @@ def test_full_batch_hashing_makes_no_extra_pass(tmp_path, files, monkeypatch, so
     reads = []
     original = DataSource.check_files
     monkeypatch.setattr(DataSource, "check_files", lambda self: reads.append(1) or original(self))
-    options = dict(solver=solver, max_iter=2, chunk_size=200)
+    options = {"solver": solver, "max_iter": 2, "chunk_size": 200}
     _fit(str(files[0]), str(files[1]), **options)
     without = len(reads)
     reads.clear()
@@ -227,6 +228,10 @@ def _checkpoint_file(tmp_path, data, solver="sgd"):
         return {key: archive[key] for key in archive.files}
 
 
+def _edited_meta(arrays, **changes):
+    return np.array(json.dumps({**json.loads(str(arrays["meta"])), **changes}))
+
+
 @pytest.mark.parametrize(
     "edit, message",
     [
@@ -236,9 +241,10 @@ def _checkpoint_file(tmp_path, data, solver="sgd"):
         (lambda a: a.pop("state_velocity"), "sgd solver state lacks velocity"),
         (lambda a: a.update(meta=np.array('{"iteration": 2}')), "metadata lacks loss_history"),
         (lambda a: a.update(meta=np.array("{not json")), "not valid JSON"),
+        (lambda a: a.update(meta=_edited_meta(a, loss_history=["x"])), "loss history is not a list"),
         (lambda a: a.update(format_version=np.array([1])), "format version None"),
     ],
-    ids=["no-theta", "short-theta", "int-theta", "no-velocity", "meta-keys", "meta-json", "version"],
+    ids=["no-theta", "short-theta", "int-theta", "no-velocity", "meta-keys", "meta-json", "history", "version"],
 )
 def test_bad_checkpoint_names_the_file_and_the_problem(tmp_path, data, edit, message):
     arrays = _checkpoint_file(tmp_path, data)
@@ -344,6 +350,14 @@ def test_strided_memmap_view_fits_like_the_copy(files, data):
     y = data[1][::2]
     got = _fit(X_map, y, solver="gd", chunk_size=70)
     want = _fit(np.ascontiguousarray(X_map), y, solver="gd")
+    np.testing.assert_allclose(got.W, want.W, rtol=0, atol=1e3 * np.finfo(np.float64).eps)
+
+
+def test_fortran_order_file_fits_like_the_copy(tmp_path, data):
+    X, y = data
+    np.save(tmp_path / "F.npy", np.asfortranarray(X))
+    got = _fit(str(tmp_path / "F.npy"), y, solver="gd", chunk_size=128)
+    want = _fit(X, y, solver="gd")
     np.testing.assert_allclose(got.W, want.W, rtol=0, atol=1e3 * np.finfo(np.float64).eps)
 
 
