@@ -225,8 +225,11 @@ def _load_data(data: str, labels: str | None, *, need_labels: bool = True):
 
 
 def _compute_dtype(args, X: np.ndarray) -> np.dtype:
-    """--dtype if given; else the file's float dtype in native byte order, float32 for float16
-    (chunks are cast as they are read), and float64 for integer data."""
+    """The compute dtype for data from a file: --dtype if given, else chosen from the file's dtype.
+
+    float32 and float64 files (either byte order) keep their precision, float16
+    trains in float32 and integer data in float64; chunks are cast as they are read.
+    """
     if args.dtype_given:
         return np.dtype(args.dtype)
     if X.dtype.kind == "f" and X.dtype.itemsize <= 4:
