@@ -33,7 +33,6 @@ backend can replace the chunk loop by a map-reduce over the same partial sums.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import mmap
 import os
@@ -51,10 +50,14 @@ CHUNK_BYTES = 128 << 20
 SHUFFLE_BLOCK_ROWS = 1 << 16
 
 
+#: What names a file: a path given as str, bytes or os.PathLike.
+PATH_TYPES = (str, bytes, os.PathLike)
+
+
 def _open_array(a, name: str) -> np.ndarray:
     """An array, a memmap, or the path of an ``.npy`` file opened read-only as a memmap."""
-    if isinstance(a, (str, os.PathLike)):
-        path = os.fspath(a)
+    if isinstance(a, PATH_TYPES):
+        path = os.fsdecode(a)
         if not os.path.exists(path):
             raise FileNotFoundError(f"{name} file {path!r} does not exist.")
         try:
@@ -71,6 +74,15 @@ def _open_array(a, name: str) -> np.ndarray:
     if isinstance(a, np.memmap):
         return a
     return _checks._as_array(a, name)
+
+
+def _file_stat(arr: np.ndarray) -> tuple[str, int, int] | None:
+    """(path, size, mtime_ns) of the file behind a memmap, or None for memory."""
+    path = getattr(arr, "filename", None) if isinstance(arr, np.memmap) else None
+    if path is None:
+        return None
+    stat = os.stat(path)
+    return os.fspath(path), stat.st_size, stat.st_mtime_ns
 
 
 class DataSource:
@@ -101,8 +113,8 @@ class DataSource:
         if self.streamed:
             if 0 in X.shape:
                 raise ValueError(f"X is empty (shape {X.shape}).")
-            if not X.flags.c_contiguous:
-                raise ValueError("a memory-mapped X must be C-contiguous (Fortran-order .npy files are not supported).")
+            # A strided or Fortran-order map is read a chunk at a time and copied
+            # (rows() makes each chunk C-contiguous), as for a dtype cast.
         else:
             if X.dtype.kind == "f" and X.dtype != self.dtype:
                 X = X.astype(self.dtype)
@@ -125,6 +137,12 @@ class DataSource:
         self.chunk_size = min(_checks.check_int(chunk_size, "chunk_size"), self.n_samples)
         self._labels_checked_for = None
         self._map_start = None
+        # The files behind X and y as they were when opened: a file that changes
+        # under the map (truncated: SIGBUS on the next read) is caught before each chunk.
+        self._files = {key: stat for key, stat in (("X", _file_stat(self.X)), ("y", _file_stat(self.y))) if stat}
+        self._hasher = None
+        self._hashed_rows = 0
+        self._digest: str | None = None
         if self.streamed:
             self._advise(mmap.MADV_SEQUENTIAL if hasattr(mmap, "MADV_SEQUENTIAL") else None)
 
@@ -156,9 +174,33 @@ class DataSource:
 
     # -- chunks --------------------------------------------------------------
 
+    def check_files(self) -> None:
+        """Raise ValueError if a file behind X or y changed size or modification time since it was opened.
+
+        Called before every chunk is read: reading a memory map whose file was
+        truncated kills the process with SIGBUS, so it is stopped here instead.
+        """
+        for name, (path, size, mtime_ns) in self._files.items():
+            try:
+                stat = os.stat(path)
+                now = (stat.st_size, stat.st_mtime_ns)
+            except OSError:
+                now = None
+            if now != (size, mtime_ns):
+                change = "was removed" if now is None else (
+                    f"changed size from {size:,} to {now[0]:,} bytes" if now[0] != size
+                    else "was modified")  # fmt: skip
+                raise ValueError(
+                    f"the {name} file {path} {change} while it was being read; training stopped. "
+                    f"Any checkpoint written so far is intact: restore the file and rerun to resume."
+                )
+
     def rows(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Rows [start, stop) as (X, y int64, w) ready for the kernel (views when possible)."""
+        self.check_files()
         X = self.X[start:stop]
+        if self._hasher is not None and start == self._hashed_rows:
+            self._hash_rows(start, stop, X)
         if X.dtype != self.dtype or not X.flags.c_contiguous:
             X = np.ascontiguousarray(X, dtype=self.dtype)
         y = np.ascontiguousarray(self.y[start:stop], dtype=np.int64)
@@ -167,6 +209,7 @@ class DataSource:
 
     def take(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Gather the rows of a mini-batch (a small copy)."""
+        self.check_files()
         X = np.ascontiguousarray(self.X[rows], dtype=self.dtype)
         y = np.ascontiguousarray(self.y[rows], dtype=np.int64)
         w = self.sample_weight[rows] if self.sample_weight.shape[0] else self.sample_weight
@@ -186,7 +229,7 @@ class DataSource:
 
     def _advise(self, advice, start: int = 0, stop: int | None = None) -> None:
         base = getattr(self.X, "_mmap", None)
-        if advice is None or base is None or not hasattr(base, "madvise"):
+        if advice is None or base is None or not hasattr(base, "madvise") or not self.X.flags.c_contiguous:
             return
         if getattr(self.X, "mode", "r") == "c":
             return  # MADV_DONTNEED would drop the private edits of a copy-on-write map
@@ -208,21 +251,58 @@ class DataSource:
     # -- identity ------------------------------------------------------------
 
     def fingerprint(self) -> dict[str, Any]:
-        """Shape, dtypes and a hash of up to 64 rows spread over X and y (cheap on huge files)."""
-        digest = hashlib.sha256()
-        for i in np.unique(np.linspace(0, self.n_samples - 1, 64).astype(np.int64)):
-            digest.update(np.asarray(self.X[i]).tobytes())
-            digest.update(np.asarray(self.y[i]).tobytes())
-        if self.sample_weight.shape[0]:
-            digest.update(self.sample_weight.tobytes())
+        """Shape, dtypes and whether the rows are weighted: what is known without reading the data.
+
+        The content is identified by :meth:`digest`; the files by :meth:`file_stats`.
+        """
         return {
             "n_samples": int(self.n_samples),
             "n_features": int(self.n_features),
             "X_dtype": str(self.X.dtype),
             "y_dtype": str(self.y.dtype),
             "weighted": bool(self.sample_weight.shape[0]),
-            "rows_sha256": digest.hexdigest(),
         }
+
+    def file_stats(self) -> dict[str, dict[str, Any]]:
+        """Path, size and modification time (ns) of the files behind X and y, as opened."""
+        return {name: {"path": path, "size": size, "mtime_ns": mtime_ns}
+                for name, (path, size, mtime_ns) in self._files.items()}  # fmt: skip
+
+    def start_digest(self) -> None:
+        """Hash the data while the next full pass in row order streams it (see :meth:`digest`)."""
+        if self._digest is None and self._hasher is None:
+            import xxhash  # a runtime dependency; imported here to keep `import fastsoftmax` light
+
+            self._hasher = xxhash.xxh3_128()
+            self._hashed_rows = 0
+
+    def digest(self) -> str:
+        """xxh3-128 of every byte of X, y and the sample weights, in row order (hex).
+
+        If :meth:`start_digest` was called and a full pass has streamed all
+        rows since (the first objective evaluation of a full-batch solver),
+        this costs nothing; otherwise it makes one streamed pass of its own.
+        """
+        if self._digest is None:
+            self._hasher = None
+            self.start_digest()
+            for start in range(0, self.n_samples, self.chunk_size):
+                stop = min(start + self.chunk_size, self.n_samples)
+                self.check_files()
+                self._hash_rows(start, stop, self.X[start:stop])
+                self.release(start, stop)
+        return self._digest
+
+    def _hash_rows(self, start: int, stop: int, X: np.ndarray) -> None:
+        # The raw bytes as stored (before any cast); the dtypes are in the fingerprint.
+        self._hasher.update(np.ascontiguousarray(X).view(np.uint8).ravel())
+        self._hasher.update(np.ascontiguousarray(self.y[start:stop]).view(np.uint8).ravel())
+        if self.sample_weight.shape[0]:
+            self._hasher.update(self.sample_weight[start:stop].view(np.uint8))
+        self._hashed_rows = stop
+        if stop == self.n_samples:
+            self._digest = self._hasher.hexdigest()
+            self._hasher = None
 
 
 def chunked_objectives(source: DataSource, n_classes: int, l2: float, counter: list[int] | None = None):

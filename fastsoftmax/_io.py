@@ -1,36 +1,104 @@
-"""Atomic file writes: a crash never leaves a half-written model, checkpoint or output."""
+"""Atomic file writes and guarded ``.npz`` reads.
+
+Writes: a crash never leaves a half-written model, checkpoint or output. A
+file is written under a temporary name beside its target, fsynced, and moved
+over the target with ``os.replace``; errors name the user's path, not the
+temporary one, and the file gets the mode a plain ``open(path, "w")`` would
+give it.
+
+Reads: :func:`read_npz` checks every member's ``.npy`` header against the
+member's real size before anything is allocated, so a small corrupt or hostile
+file cannot ask for terabytes, and it never unpickles.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from typing import IO
+
+import numpy as np
+
+
+class _InvalidFile(ValueError):
+    pass
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether two paths name one file: through symlinks and hard links when both exist.
+
+    Paths that do not exist yet are compared resolved (``os.path.realpath``)
+    and normalised, so a link to a file about to be written counts too.
+    """
+    if os.path.exists(a) and os.path.exists(b):
+        return os.path.samefile(a, b)
+    return os.path.normcase(os.path.realpath(a)) == os.path.normcase(os.path.realpath(b))
+
+
+def _new_file_mode(path: str) -> int:
+    """The mode ``open(path, "w")`` would give: an existing target's, else 0o666 & ~umask."""
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except OSError:
+        pass
+    # os.umask can only be read by setting it; it is put back at once.
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[str]:
+    """Yield a temporary path beside ``path``; on success, fsync it and rename it over ``path``.
+
+    For writers that need a file name rather than an open file (``np.lib.format.open_memmap``).
+    The temporary file lives in the same directory, so ``os.replace`` is an
+    atomic rename; the directory is fsynced too, so the rename survives a power
+    cut. On any exception the temporary file is removed and ``path`` is
+    untouched; an ``OSError`` is re-raised naming ``path``.
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}-", suffix=".tmp", dir=directory)
+        try:
+            if hasattr(os, "fchmod"):
+                os.fchmod(fd, _new_file_mode(path))  # mkstemp creates 0600
+        finally:
+            os.close(fd)
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        tmp = None
+        _fsync_directory(directory)
+    except OSError as exc:
+        # The temporary name means nothing to the user: name the target instead.
+        if exc.errno is None:
+            raise OSError(f"could not write {path}: {exc}") from exc
+        raise OSError(exc.errno, f"could not write {path}: {exc.strerror or exc}") from exc
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
-    """Open a temporary file beside ``path``; on success, fsync it and rename it over ``path``.
+    """Open a temporary file beside ``path`` in ``mode``; on success it replaces ``path`` atomically.
 
-    The temporary file lives in the same directory, so ``os.replace`` is an
-    atomic rename; the directory is fsynced too, so the rename survives a power
-    cut. On any exception the temporary file is removed and ``path`` is untouched.
+    See :func:`atomic_path`: the same guarantees, with the file opened for the caller.
     """
-    path = os.fspath(path)
-    name = os.path.basename(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}-", suffix=".tmp", dir=os.path.dirname(os.path.abspath(path)))
-    try:
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_directory(os.path.dirname(os.path.abspath(path)))
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, mode) as f:
+        yield f
+        f.flush()
 
 
 def _fsync_directory(directory: str) -> None:
@@ -42,3 +110,88 @@ def _fsync_directory(directory: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def read_npz(path: str | os.PathLike, what: str) -> dict[str, np.ndarray]:
+    """Every array of the ``.npz`` archive ``path``, checked before it is allocated.
+
+    Each member's ``.npy`` header is read first (``np.lib.format``): object
+    (pickled) arrays are refused, and the size the header claims,
+    ``prod(shape) * itemsize`` bytes, must fit in the member's uncompressed
+    size recorded by ``zipfile``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    what : str
+        What the file should be ("fastsoftmax model file"); used in messages.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` does not exist.
+    ValueError
+        The file is not a readable archive, or a member is pickled, corrupt or
+        claims more data than it holds. The message names the file.
+    """
+    path = os.fspath(path)
+
+    def invalid(reason: str) -> ValueError:
+        return _InvalidFile(f"{path} is not a valid {what}: {reason}.")
+
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such file.")
+    if os.path.isdir(path):
+        raise invalid("it is a directory")
+    arrays: dict[str, np.ndarray] = {}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+            # Every header is checked before any array is read.
+            for info in members:
+                _check_member(archive, info, invalid)
+            for info in members:
+                with archive.open(info) as member:
+                    arrays[info.filename[: -len(".npy")]] = np.lib.format.read_array(member, allow_pickle=False)
+    except _InvalidFile:
+        raise
+    except (ValueError, zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, KeyError, TypeError) as exc:
+        raise invalid(f"it is not a readable .npz archive ({type(exc).__name__}: {exc}); "
+                      f"it may be truncated or corrupt") from exc  # fmt: skip
+    return arrays
+
+
+def _check_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, invalid) -> None:
+    """Refuse a member that is not an ``.npy`` array, is pickled, or claims more bytes than it holds."""
+    if not info.filename.endswith(".npy"):
+        raise invalid(f"member {info.filename!r} is not an .npy array")
+    name = info.filename[: -len(".npy")]
+    with archive.open(info) as member:
+        version = np.lib.format.read_magic(member)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+        else:
+            raise invalid(f"member {name!r} has .npy format version {version}")
+        if dtype.hasobject:
+            raise invalid(f"member {name!r} holds Python objects (a pickle), which are never loaded")
+        claimed = math.prod(shape) * dtype.itemsize
+        available = info.file_size - member.tell()
+    if claimed > available:
+        raise invalid(
+            f"member {name!r} claims shape {shape} {dtype} ({claimed:,} bytes) but holds "
+            f"only {max(available, 0):,} bytes; it is truncated or corrupt"
+        )
+
+
+def npz_scalar(arrays: dict[str, np.ndarray], key: str, kind: type) -> str | int | None:
+    """``arrays[key]`` as a Python ``str`` or ``int`` if it is a 0-d array of that kind, else None."""
+    value = arrays.get(key)
+    if value is None or value.shape != ():
+        return None
+    if kind is str and value.dtype.kind == "U":
+        return str(value)
+    if kind is int and value.dtype.kind in "iu":
+        return int(value)
+    return None

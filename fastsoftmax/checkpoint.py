@@ -2,9 +2,11 @@
 
 A checkpoint is one ``checkpoint.npz`` in its directory, holding theta, the
 iteration, the loss history, the solver's state (momentum, Adam moments, the
-shuffling RNG) and a JSON *fingerprint* of the problem: the data's shape,
-dtypes and a hash of rows spread over it, the number of classes and the
-options that change the trajectory (solver, lr, l2, batch size, seed...).
+shuffling RNG) and a JSON *fingerprint* of the problem: the data's shape and
+dtypes, an xxh3-128 hash of every byte of X, y and the sample weights, the
+number of classes and the options that change the trajectory (solver, lr, l2,
+batch size, seed...). The data files' paths, sizes and modification times are
+recorded too, and quoted when the data differ; the content hash decides.
 It is written under a temporary name, fsynced and moved into place with
 ``os.replace``, so a process killed at any moment leaves either the previous
 checkpoint or the new one, never a torn file. No pickle is involved.
@@ -14,13 +16,12 @@ from __future__ import annotations
 
 import json
 import os
-import zipfile
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from fastsoftmax._io import atomic_file
+from fastsoftmax._io import atomic_file, npz_scalar, read_npz
 
 _FORMAT = "fastsoftmax-checkpoint"
 _FORMAT_VERSION = 1
@@ -40,7 +41,6 @@ class CheckpointState:
     loss_history: list[float]
     fingerprint: dict[str, Any]
     solver_state: dict[str, Any] = field(default_factory=dict)
-    finished: bool = False
     converged: bool = False
 
 
@@ -62,7 +62,6 @@ def save(directory: str | os.PathLike, state: CheckpointState) -> None:
         "iteration": int(state.iteration),
         "loss_history": [float(x) for x in state.loss_history],
         "solver_state": scalars,
-        "finished": bool(state.finished),
         "converged": bool(state.converged),
     }
     with atomic_file(checkpoint_path(directory)) as f:
@@ -77,47 +76,152 @@ def save(directory: str | os.PathLike, state: CheckpointState) -> None:
         )
 
 
-def load(directory: str | os.PathLike, fingerprint: dict[str, Any]) -> CheckpointState | None:
+#: Fingerprint entries that are recorded and shown in messages but not compared:
+#: the data files' paths, sizes and modification times (the content hash decides).
+INFORMATIVE_KEYS = ("files",)
+
+#: Solver state arrays with one value per parameter (the solvers' moments).
+PARAMETER_SHAPED_STATE = ("velocity", "first", "second")
+
+#: The solver state a checkpoint of a mini-batch solver must hold after its first
+#: epoch (the keys that ``solvers._minibatch_epochs``, ``sgd`` and ``adam`` keep).
+SOLVER_STATE_KEYS = {
+    "sgd": ("rng", "t", "previous", "velocity"),
+    "adam": ("rng", "t", "previous", "first", "second"),
+}
+
+
+def load(
+    directory: str | os.PathLike,
+    fingerprint: dict[str, Any],
+    *,
+    n_params: int | None = None,
+    deferred: tuple[str, ...] = (),
+) -> CheckpointState | None:
     """Read the checkpoint in ``directory``; None if there is none.
+
+    Nothing is written here: the caller decides to resume only once
+    :func:`check_fingerprint` has also passed for the ``deferred`` keys.
+
+    Parameters
+    ----------
+    directory : str or os.PathLike
+    fingerprint : dict
+        The current problem. Every key but :data:`INFORMATIVE_KEYS` and
+        ``deferred`` must equal the stored one.
+    n_params : int, optional
+        The length K * D + K that theta and the solver's arrays must have.
+    deferred : tuple of str
+        Keys not known yet (the data's content hash, computed while the first
+        pass streams the data); the caller checks them later.
 
     Raises
     ------
     CheckpointError
-        The file is corrupt, or its fingerprint differs from ``fingerprint``
-        (the message names the fields that differ).
+        The file is corrupt or incomplete, or its fingerprint differs from
+        ``fingerprint`` (the message names the file and the fields that differ).
     """
     path = checkpoint_path(directory)
     if not os.path.exists(path):
         return None
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {key: data[key] for key in data.files}
-        if str(arrays["format"]) != _FORMAT or int(arrays["format_version"]) != _FORMAT_VERSION:
-            raise KeyError("format marker")
-        stored = json.loads(str(arrays["fingerprint"]))
-        meta = json.loads(str(arrays["meta"]))
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
-        raise CheckpointError(
-            f"{path} is not a readable fastsoftmax checkpoint ({type(exc).__name__}: {exc}); "
+
+    def invalid(reason: str) -> CheckpointError:
+        return CheckpointError(
+            f"{path} is not a readable fastsoftmax checkpoint ({reason}); "
             f"delete it or use another --checkpoint directory."
-        ) from exc
-    expected = json.loads(_canonical(fingerprint))
-    if stored != expected:
-        keys = sorted(set(stored) | set(expected))
-        diff = [f"{k}: checkpoint {stored.get(k)!r}, now {expected.get(k)!r}" for k in keys if stored.get(k) != expected.get(k)]
-        raise CheckpointError(
-            f"the checkpoint in {os.fspath(directory)} belongs to a different problem ("
-            + "; ".join(diff)
-            + "); use another checkpoint directory or delete it to start over."
         )
-    solver_state = dict(meta["solver_state"])
+
+    try:
+        arrays = read_npz(path, "fastsoftmax checkpoint")
+    except ValueError as exc:
+        raise invalid(str(exc)) from exc
+    if npz_scalar(arrays, "format", str) != _FORMAT:
+        raise invalid("it has no fastsoftmax checkpoint format marker")
+    version = npz_scalar(arrays, "format_version", int)
+    if version != _FORMAT_VERSION:
+        raise invalid(f"format version {version} is not supported (expected {_FORMAT_VERSION})")
+    try:
+        stored = json.loads(npz_scalar(arrays, "fingerprint", str) or "")
+        meta = json.loads(npz_scalar(arrays, "meta", str) or "")
+    except ValueError as exc:
+        raise invalid(f"its fingerprint or metadata is not valid JSON: {exc}") from exc
+    if not isinstance(stored, dict) or not isinstance(meta, dict):
+        raise invalid("its fingerprint or metadata is not a JSON object")
+    missing = [key for key in _META_KEYS if key not in meta]
+    if missing:
+        raise invalid(f"its metadata lacks {', '.join(missing)}")
+    check_fingerprint(directory, stored, fingerprint, skip=deferred)
+
+    theta = arrays.get("theta")
+    if theta is None:
+        raise invalid("theta is missing")
+    if theta.ndim != 1 or theta.dtype.kind != "f" or (n_params is not None and theta.shape[0] != n_params):
+        raise invalid(f"theta has shape {theta.shape} and dtype {theta.dtype}; "
+                      f"expected a float vector of length {n_params} (K * D + K)")  # fmt: skip
+    if not np.isfinite(theta).all():
+        raise invalid("theta holds NaN or infinite values")
+    iteration = meta["iteration"]
+    if not isinstance(iteration, int) or iteration < 0:
+        raise invalid(f"its iteration count {iteration!r} is not a non-negative integer")
+    solver_state = dict(meta["solver_state"]) if isinstance(meta["solver_state"], dict) else None
+    if solver_state is None:
+        raise invalid("its solver state is not a JSON object")
     solver_state.update({k[len("state_"):]: v for k, v in arrays.items() if k.startswith("state_")})
+    needed = SOLVER_STATE_KEYS.get(stored.get("solver"), ()) if iteration > 0 else ()
+    absent = [key for key in needed if key not in solver_state]
+    if absent:
+        raise invalid(f"the {stored.get('solver')} solver state lacks {', '.join(absent)}")
+    for key in PARAMETER_SHAPED_STATE:
+        value = solver_state.get(key)
+        if isinstance(value, np.ndarray) and value.shape != theta.shape:
+            raise invalid(f"the solver state {key!r} has shape {value.shape}, theta {theta.shape}")
+    history = meta["loss_history"]
+    if not isinstance(history, list) or not all(isinstance(x, (int, float)) for x in history):
+        raise invalid("its loss history is not a list of numbers")
     return CheckpointState(
-        theta=arrays["theta"],
-        iteration=int(meta["iteration"]),
-        loss_history=list(meta["loss_history"]),
+        theta=theta,
+        iteration=iteration,
+        loss_history=[float(x) for x in history],
         fingerprint=stored,
         solver_state=solver_state,
-        finished=bool(meta["finished"]),
         converged=bool(meta["converged"]),
     )
+
+
+_META_KEYS = ("iteration", "loss_history", "solver_state", "converged")
+
+
+def check_fingerprint(
+    directory: str | os.PathLike, stored: dict[str, Any], expected: dict[str, Any], *, skip: tuple[str, ...] = ()
+) -> None:
+    """Raise :class:`CheckpointError` if ``stored`` and ``expected`` differ outside ``skip``.
+
+    :data:`INFORMATIVE_KEYS` are never compared; the recorded files' sizes and
+    modification times are quoted in the message when the data differ.
+    """
+    expected = json.loads(_canonical(expected))
+    ignored = set(skip) | set(INFORMATIVE_KEYS)
+    keys = sorted((set(stored) | set(expected)) - ignored)
+    diff = [f"{k}: checkpoint {stored.get(k)!r}, now {expected.get(k)!r}" for k in keys if stored.get(k) != expected.get(k)]
+    if not diff:
+        return
+    if any(k not in ignored and k.startswith("data") and stored.get(k) != expected.get(k) for k in keys):
+        changed = _files_changed(stored.get("files") or {}, expected.get("files") or {})
+        diff.append("the training data (X, y or the sample weights) are not the data the checkpoint was "
+                    "trained on" + (f": {changed}" if changed else ""))  # fmt: skip
+    raise CheckpointError(
+        f"the checkpoint in {os.fspath(directory)} belongs to a different problem ("
+        + "; ".join(diff)
+        + "); use another checkpoint directory or delete it to start over."
+    )
+
+
+def _files_changed(stored: dict[str, Any], now: dict[str, Any]) -> str:
+    notes = []
+    for name, then in stored.items():
+        current = now.get(name)
+        if current is not None and current != then:
+            notes.append(f"{name} file {current.get('path')} was {then.get('size')} bytes with mtime_ns "
+                         f"{then.get('mtime_ns')}, now {current.get('size')} bytes with mtime_ns "
+                         f"{current.get('mtime_ns')}")  # fmt: skip
+    return "; ".join(notes)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
 import os
+import re
 import statistics
 import sys
 import time
@@ -27,10 +30,12 @@ def run_demo(args: argparse.Namespace) -> int:
     from fastsoftmax.datasets import make_classification
     from fastsoftmax.reference import SoftmaxRegressionNumPy
 
-    X, y = make_classification(
-        args.samples, args.features, n_informative=15, n_redundant=0, n_classes=3,
-        n_clusters_per_class=1, seed=args.seed,
-    )  # fmt: skip
+    with _option_names():
+        # 15 informative features as in the textbook experiment; fewer features: the default share.
+        X, y = make_classification(
+            args.samples, args.features, n_informative=15 if args.features >= 15 else None, n_redundant=0,
+            n_classes=3, n_clusters_per_class=1, seed=args.seed,
+        )  # fmt: skip
     X_train, y_train, X_test, y_test = _split(X, y, 0.2, args.seed)
     fast = SoftmaxRegression(X.shape[1], 3, seed=args.seed)
     reference = SoftmaxRegressionNumPy(X.shape[1], 3, seed=args.seed)
@@ -90,6 +95,22 @@ class CLIError(ValueError):
     """A bad option or input, reported as one line with exit code 2."""
 
 
+#: make_classification's parameters and the options that set them.
+_DATASET_OPTIONS = {"n_samples": "--samples", "n_features": "--features", "n_classes": "--classes"}
+
+
+@contextlib.contextmanager
+def _option_names():
+    """Report the synthetic-data generator's errors in the command's option names."""
+    try:
+        yield
+    except ValueError as exc:
+        message = str(exc)
+        for name, option in _DATASET_OPTIONS.items():
+            message = re.sub(rf"\b{name}\b", option, message)
+        raise CLIError(message) from exc
+
+
 def _log(args, message: str) -> None:
     if not args.quiet:
         print(message, file=sys.stderr, flush=True)
@@ -105,12 +126,71 @@ def _set_threads(threads: int | None) -> None:
     numba.set_num_threads(threads)
 
 
-def _check_writable(path: str | None, option: str) -> None:
-    if path is None:
-        return
+def _check_output(option: str, path: str) -> None:
+    """An output location must be writable now, not only after the work is done."""
+    if os.path.isdir(path):
+        raise CLIError(f"{option} {path} is a directory; give a file name inside it.")
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
-        raise CLIError(f"{option} {path}: the directory {directory} does not exist.")
+        raise CLIError(f"{option} {path}: the directory {directory} does not exist; create it first.")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise CLIError(f"{option} {path}: the directory {directory} is not writable.")
+
+
+def _check_checkpoint_dir(directory: str) -> None:
+    """``--checkpoint DIR``: a directory, or a path where one can be created."""
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise CLIError(f"--checkpoint {directory} is an existing file, not a directory; give a directory.")
+    existing = os.path.abspath(directory)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise CLIError(f"--checkpoint {directory}: {existing} is a file, so the directory cannot be created.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise CLIError(f"--checkpoint {directory}: {existing} is not writable.")
+    if os.path.isdir(_checkpoint_file(directory)):
+        raise CLIError(f"--checkpoint {directory}: {_checkpoint_file(directory)} is a directory; remove it.")
+
+
+def _checkpoint_file(directory: str) -> str:
+    from fastsoftmax.checkpoint import checkpoint_path
+
+    return checkpoint_path(directory)
+
+
+def _check_paths(inputs: dict[str, str | None], outputs: dict[str, str | None], checkpoint: str | None = None) -> None:
+    """Refuse, before any work starts, outputs that would destroy an input or each other.
+
+    Every output is compared with every input and every other output: the
+    same path, or the same file through a symlink or a hard link
+    (:func:`fastsoftmax._io.same_file`). ``checkpoint`` is a directory; the
+    checkpoint file inside it and the directory itself count as outputs.
+    Each output location must also be writable now (see :func:`_check_output`).
+    """
+    from fastsoftmax._io import same_file
+
+    ins = [(option, path) for option, path in inputs.items() if path is not None]
+    outs = [(option, path) for option, path in outputs.items() if path is not None]
+    writable = list(outs)
+    if checkpoint is not None:
+        outs += [("--checkpoint", checkpoint), ("--checkpoint", _checkpoint_file(checkpoint))]
+    for i, (out_option, out_path) in enumerate(outs):
+        for in_option, in_path in ins:
+            if same_file(out_path, in_path):
+                raise CLIError(
+                    f"{out_option} {out_path} is the same file as the input {in_option} {in_path}; "
+                    f"writing it would destroy the input: choose another {out_option}."
+                )
+        for other_option, other_path in outs[i + 1 :]:
+            if other_option != out_option and same_file(out_path, other_path):
+                raise CLIError(
+                    f"{out_option} {out_path} and {other_option} {other_path} name the same file; "
+                    f"give them different paths."
+                )
+    for option, path in writable:
+        _check_output(option, path)
+    if checkpoint is not None:
+        _check_checkpoint_dir(checkpoint)
 
 
 def _load_data(data: str, labels: str | None, *, need_labels: bool = True):
@@ -146,16 +226,30 @@ def _load_data(data: str, labels: str | None, *, need_labels: bool = True):
     return _open_array(data, "X"), _open_array(labels, "y")
 
 
+def _compute_dtype(args, X: np.ndarray) -> np.dtype:
+    """The compute dtype for data from a file: --dtype if given, else chosen from the file's dtype.
+
+    float32 and float64 files (either byte order) keep their precision, float16
+    trains in float32 and integer data in float64; chunks are cast as they are read.
+    """
+    if args.dtype_given:
+        return np.dtype(args.dtype)
+    if X.dtype.kind == "f" and X.dtype.itemsize <= 4:
+        return np.dtype(np.float32)
+    return np.dtype(np.float64)
+
+
 def _synthetic(args):
     from fastsoftmax.datasets import make_classification
 
     _log(args, f"generating {args.samples:,} x {args.features} synthetic rows, {args.classes} classes, "
                f"{args.dtype} (seed {args.seed}) in memory...")  # fmt: skip
     start = time.perf_counter()
-    X, y = make_classification(
-        args.samples, args.features, n_classes=args.classes, dtype=args.dtype, seed=args.seed,
-        n_threads=args.threads,
-    )  # fmt: skip
+    with _option_names():
+        X, y = make_classification(
+            args.samples, args.features, n_classes=args.classes, dtype=args.dtype, seed=args.seed,
+            n_threads=args.threads,
+        )  # fmt: skip
     elapsed = time.perf_counter() - start
     _log(args, f"  {X.nbytes / 1e6:,.0f} MB in {elapsed:.1f} s ({args.samples / elapsed:,.0f} rows/s)")
     return X, y
@@ -204,10 +298,10 @@ def run_train(args: argparse.Namespace) -> int:
     from fastsoftmax import SoftmaxRegression
     from fastsoftmax._data import DataSource, accuracy
 
+    _check_paths({"--data": args.data, "--labels": args.labels},
+                 {"--out": args.out, "--metrics": args.metrics}, checkpoint=args.checkpoint)  # fmt: skip
     if not 0.0 <= args.val_fraction < 1.0:
         raise CLIError(f"--val-fraction must be in [0, 1), got {args.val_fraction}.")
-    _check_writable(args.out, "--out")
-    _check_writable(args.metrics, "--metrics")
     _set_threads(args.threads)
     t_start = time.perf_counter()
     if args.scheduler is not None or args.dask_workers is not None:
@@ -219,7 +313,7 @@ def run_train(args: argparse.Namespace) -> int:
         dtype = np.dtype(args.dtype)
     else:
         X, y = _load_data(args.data, args.labels)
-        dtype = np.dtype(args.dtype) if args.dtype_given else (X.dtype if X.dtype.kind == "f" else np.dtype(np.float64))
+        dtype = _compute_dtype(args, X)
         # Shape and label checks on the whole file before anything is split or written.
         whole = DataSource(X, y, dtype)
         n_classes = args.classes_given or whole.max_label() + 1
@@ -323,10 +417,11 @@ def run_train_dask(args: argparse.Namespace, t_start: float) -> int:
     with connect(args.scheduler, args.dask_workers) as client:
         _log(args, f"Dask: {client.dashboard_link if client is not None else 'threaded scheduler'}")
         if args.data is None:
-            X, y = make_classification_dask(
-                args.samples, args.features, n_classes=args.classes, chunks=chunk_rows,
-                dtype=args.dtype, seed=args.seed,
-            )  # fmt: skip
+            with _option_names():
+                X, y = make_classification_dask(
+                    args.samples, args.features, n_classes=args.classes, chunks=chunk_rows,
+                    dtype=args.dtype, seed=args.seed,
+                )  # fmt: skip
             dtype, n_classes = np.dtype(args.dtype), args.classes
             _log(args, f"synthetic {args.samples:,} x {args.features} rows, {n_classes} classes, {dtype}, "
                        f"generated on the workers in chunks of {chunk_rows:,} rows")  # fmt: skip
@@ -334,8 +429,7 @@ def run_train_dask(args: argparse.Namespace, t_start: float) -> int:
             import dask.array as da
 
             X_np, y_np = _load_data(args.data, args.labels)
-            dtype = np.dtype(args.dtype) if args.dtype_given else (
-                X_np.dtype if X_np.dtype.kind == "f" else np.dtype(np.float64))  # fmt: skip
+            dtype = _compute_dtype(args, X_np)
             n_classes = args.classes_given or int(y_np.max()) + 1
             # The client reads the file and ships its chunks to the workers.
             X = da.from_array(X_np, chunks=(chunk_rows, -1))
@@ -368,15 +462,15 @@ def run_generate(args: argparse.Namespace) -> int:
     """Write a synthetic data set to two .npy files, chunk by chunk."""
     from fastsoftmax.datasets import write_classification
 
-    _check_writable(args.data, "--data")
-    _check_writable(args.labels, "--labels")
+    _check_paths({}, {"--data": args.data, "--labels": args.labels})
     _set_threads(args.threads)
     start = time.perf_counter()
-    write_classification(
-        args.data, args.labels, args.samples, args.features, n_classes=args.classes,
-        dtype=args.dtype, seed=args.seed, n_threads=args.threads,
-        progress=not args.quiet and sys.stderr.isatty(),
-    )  # fmt: skip
+    with _option_names():
+        write_classification(
+            args.data, args.labels, args.samples, args.features, n_classes=args.classes,
+            dtype=args.dtype, seed=args.seed, n_threads=args.threads,
+            progress=not args.quiet and sys.stderr.isatty(),
+        )  # fmt: skip
     elapsed = time.perf_counter() - start
     nbytes = args.samples * args.features * np.dtype(args.dtype).itemsize
     if not args.quiet:
@@ -398,8 +492,7 @@ def run_predict(args: argparse.Namespace) -> int:
     from fastsoftmax import SoftmaxRegression
     from fastsoftmax._data import CHUNK_BYTES
 
-    _check_writable(args.out, "--out")
-    _check_writable(args.proba, "--proba")
+    _check_paths({"--model": args.model, "--data": args.data}, {"--out": args.out, "--proba": args.proba})
     _set_threads(args.threads)
     if not os.path.exists(args.model):
         raise CLIError(f"--model {args.model}: no such file.")
@@ -432,6 +525,52 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+#: The demo's 80/20 split needs a row on each side.
+DEMO_MIN_SAMPLES = 5
+
+
+def _demo_samples(text: str) -> int:
+    value = int(text)
+    if value < DEMO_MIN_SAMPLES:
+        raise argparse.ArgumentTypeError(
+            f"must be at least {DEMO_MIN_SAMPLES} (the 80/20 split needs rows on both sides), got {text}"
+        )
+    return value
+
+
+def _demo_features(text: str) -> int:
+    value = int(text)
+    if value < 2:  # 3 classes at distinct hypercube vertices need 2 informative features
+        raise argparse.ArgumentTypeError(f"must be at least 2 for the demo's 3 classes, got {text}")
+    return value
+
+
+def _step_size(text: str) -> float:
+    """--lr: the library's rule (a finite number > 0), checked when the options are parsed."""
+    from fastsoftmax._checks import check_lr
+
+    try:
+        return check_lr(float(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}") from exc
+
+
+def _l2_strength(text: str) -> float:
+    from fastsoftmax._checks import check_l2
+
+    try:
+        return check_l2(float(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}") from exc
+
+
+def _tolerance(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or value < 0:  # NaN would never stop, a negative never be reached
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
     return value
 
 
@@ -471,11 +610,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_problem_options(train, train=True)
     train.add_argument("--solver", choices=("lbfgs", "gd", "sgd", "adam"), default="lbfgs",
                        help="solver (default lbfgs)")
-    train.add_argument("--l2", type=float, default=1e-4, help="L2 strength on W (default 1e-4)")
+    train.add_argument("--l2", type=_l2_strength, default=1e-4, help="L2 strength on W (default 1e-4)")
     train.add_argument("--max-iter", type=_positive_int, default=50,
                        help="iterations, epochs for sgd/adam (default 50)")
-    train.add_argument("--lr", type=float, default=None, help="step size for gd/sgd/adam")
-    train.add_argument("--tol", type=float, default=1e-6, help="stopping tolerance (default 1e-6)")
+    train.add_argument("--lr", type=_step_size, default=None, help="step size for gd/sgd/adam")
+    train.add_argument("--tol", type=_tolerance, default=1e-6, help="stopping tolerance (default 1e-6)")
     train.add_argument("--batch-size", type=_positive_int, default=256, help="mini-batch rows for sgd/adam (default 256)")
     train.add_argument("--chunk-size", type=_positive_int, default=None,
                        help="rows per streamed chunk (default: about 128 MB of X; on Dask, rows per chunk, default 250,000)")
@@ -520,10 +659,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="train the fused model and the NumPy reference side by side (the textbook experiment)",
         description="Synthetic 3-class problem, 80/20 split, full-batch gradient descent.",
     )
-    demo.add_argument("--samples", type=int, default=1000, help="number of rows (default 1000)")
-    demo.add_argument("--features", type=int, default=20, help="number of features (default 20)")
-    demo.add_argument("--epochs", type=int, default=100, help="gradient steps (default 100)")
-    demo.add_argument("--lr", type=float, default=0.1, help="learning rate (default 0.1)")
+    demo.add_argument("--samples", type=_demo_samples, default=1000,
+                      help=f"number of rows, at least {DEMO_MIN_SAMPLES} (default 1000)")
+    demo.add_argument("--features", type=_demo_features, default=20, help="number of features, at least 2 (default 20)")
+    demo.add_argument("--epochs", type=_positive_int, default=100, help="gradient steps (default 100)")
+    demo.add_argument("--lr", type=_step_size, default=0.1, help="learning rate (default 0.1)")
     demo.add_argument("--seed", type=int, default=42, help="seed for data and weights (default 42)")
     demo.set_defaults(handler=run_demo)
     return parser

@@ -43,13 +43,13 @@ import math
 import operator
 import os
 import threading
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterator, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from fastsoftmax import _io
 from fastsoftmax._threading import single_threaded_blas
 
 __all__ = [
@@ -205,6 +205,7 @@ def _make_problem(
     seed = _check_int("seed", seed, 0)
     dtype = _check_dtype(dtype)
     n_clusters = n_classes * n_clusters_per_class
+    informative_given = n_informative is not None
     if n_informative is None:
         # Three quarters of the features, at least 2 and at least enough for
         # the clusters to find distinct hypercube vertices, but never more
@@ -219,11 +220,13 @@ def _make_problem(
             "lower n_informative / n_redundant"
         )
     if n_clusters > 2**n_informative:
+        # Name what the caller can change: n_informative follows n_features when not given.
         raise ValueError(
             f"n_classes * n_clusters_per_class must be <= 2**n_informative (the number "
             f"of hypercube vertices), got {n_classes} * {n_clusters_per_class} = "
             f"{n_clusters} > 2**{n_informative} = {2**n_informative}; raise "
-            "n_informative or lower n_classes / n_clusters_per_class"
+            f"{'n_informative' if informative_given else 'n_features'} or lower n_classes"
+            + (" / n_clusters_per_class" if n_clusters_per_class > 1 else "")
         )
     try:
         class_sep = float(class_sep)
@@ -671,8 +674,8 @@ def write_classification(
     )
     n_threads = _n_threads(n_threads)
     x_path, y_path = os.fspath(x_path), os.fspath(y_path)
-    if os.path.abspath(x_path) == os.path.abspath(y_path):
-        raise ValueError(f"x_path and y_path must differ, both are {x_path!r}")
+    if _io.same_file(x_path, y_path):
+        raise ValueError(f"x_path and y_path must differ: both name the file {x_path!r}")
 
     bar = None
     if progress:
@@ -680,36 +683,21 @@ def write_classification(
 
         bar = tqdm(total=n_samples, unit="rows", unit_scale=True, desc="write_classification")
 
-    tmp_paths = []
+    # One mechanism for every file the package writes: temporary names beside
+    # the targets, fsync, os.replace, errors naming the targets (fastsoftmax._io).
     try:
-        x_tmp, y_tmp = _temp_path(x_path), _temp_path(y_path)
-        tmp_paths = [x_tmp, y_tmp]
-        X = np.lib.format.open_memmap(x_tmp, mode="w+", dtype=p.dtype, shape=(n_samples, p.n_features))
-        y = np.lib.format.open_memmap(y_tmp, mode="w+", dtype=np.int64, shape=(n_samples,))
-        with _Filler(p, n_threads) as filler:
-            for start in range(0, n_samples, chunk_size):
-                stop = min(start + chunk_size, n_samples)
-                filler.fill(start, stop, X[start:stop], y[start:stop])
-                X.flush()
-                if bar is not None:
-                    bar.update(stop - start)
-        y.flush()
-        del X, y  # close the maps before moving the files
-        os.replace(x_tmp, x_path)
-        os.replace(y_tmp, y_path)
-        tmp_paths = []
+        with _io.atomic_path(x_path) as x_tmp, _io.atomic_path(y_path) as y_tmp:
+            X = np.lib.format.open_memmap(x_tmp, mode="w+", dtype=p.dtype, shape=(n_samples, p.n_features))
+            y = np.lib.format.open_memmap(y_tmp, mode="w+", dtype=np.int64, shape=(n_samples,))
+            with _Filler(p, n_threads) as filler:
+                for start in range(0, n_samples, chunk_size):
+                    stop = min(start + chunk_size, n_samples)
+                    filler.fill(start, stop, X[start:stop], y[start:stop])
+                    X.flush()
+                    if bar is not None:
+                        bar.update(stop - start)
+            y.flush()
+            del X, y  # close the maps before the files are moved
     finally:
-        for path in tmp_paths:
-            try:
-                os.remove(path)
-            except OSError:
-                pass
         if bar is not None:
             bar.close()
-
-
-def _temp_path(path: str) -> str:
-    # A unique name in the target directory (os.replace must not cross file
-    # systems); open_memmap creates it with the usual permissions.
-    directory, name = os.path.split(os.path.abspath(path))
-    return os.path.join(directory, f".{name}.{uuid.uuid4().hex}.tmp")

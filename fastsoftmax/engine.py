@@ -88,6 +88,12 @@ class Objective(Protocol):
 
     def fingerprint(self) -> dict[str, Any]: ...
 
+    def file_stats(self) -> dict[str, Any]: ...
+
+    def start_digest(self) -> None: ...
+
+    def digest(self) -> str: ...
+
     def feature_scaling(self, l2: float, n_classes: int) -> FeatureScaling: ...
 
     def raise_for_nonfinite_start(self, loss: float) -> None: ...
@@ -127,6 +133,8 @@ def _fingerprint(model: Trainable, objective: Objective, options: FitOptions, se
     minibatch = options.solver in MINIBATCH_SOLVERS
     return {
         "data": objective.fingerprint(),
+        "data_xxh3_128": None,  # every byte of X, y and w: hashed while the first pass streams them
+        "files": objective.file_stats(),  # quoted in messages, not compared
         "n_classes": model.num_classes,
         "dtype": str(model.dtype),
         "solver": options.solver,
@@ -202,8 +210,25 @@ def _scaling(model: Trainable, objective: Objective, options: FitOptions, state:
 
 def _fit(model, objective, options, *, seed, callback, checkpoint):
     minibatch = options.solver in MINIBATCH_SOLVERS
-    fingerprint = _fingerprint(model, objective, options, seed) if checkpoint is not None else None
-    resumed = _checkpoint.load(checkpoint, fingerprint) if checkpoint is not None else None
+    fingerprint = resumed = None
+    if checkpoint is not None:
+        fingerprint = _fingerprint(model, objective, options, seed)
+        resumed = _checkpoint.load(
+            checkpoint, fingerprint, n_params=model._pack().shape[0], deferred=("data_xxh3_128",)
+        )
+
+    def verify_data() -> None:
+        # The resume decision, taken before anything is written: the content hash must match too.
+        if fingerprint is not None and fingerprint["data_xxh3_128"] is None:
+            fingerprint["data_xxh3_128"] = objective.digest()
+            if resumed is not None:
+                _checkpoint.check_fingerprint(checkpoint, resumed.fingerprint, fingerprint)
+
+    if fingerprint is not None:
+        if minibatch or (resumed is not None and (resumed.converged or resumed.iteration >= options.max_iter)):
+            verify_data()  # no full pass in row order comes first: one hashing pass of its own
+        else:
+            objective.start_digest()  # hashed by the first objective evaluation, no extra pass
 
     offset, history, solver_state = 0, [], {}
     if resumed is not None:
@@ -230,6 +255,7 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
 
     def save_checkpoint(theta: np.ndarray, converged: bool = False) -> None:
         if checkpoint is not None:
+            verify_data()
             _checkpoint.save(checkpoint, _checkpoint.CheckpointState(
                 theta=np.array(theta, copy=True), iteration=model.n_iter_, loss_history=list(history),
                 fingerprint=fingerprint, solver_state=dict(solver_state), converged=converged,
@@ -237,6 +263,7 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
 
     def recording_objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
         loss, grad = objective(theta)
+        verify_data()
         if not history:
             history.append(loss)  # the starting loss, as the full-batch solvers record it
         return loss, grad

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import zipfile
 from collections.abc import Callable
 from typing import Any
 
@@ -11,7 +10,7 @@ import numpy as np
 
 from fastsoftmax import _checks, engine, solvers
 from fastsoftmax._api import fused_loss_grad, l2_penalty, predict, predict_proba
-from fastsoftmax._io import atomic_file
+from fastsoftmax._io import atomic_file, npz_scalar, read_npz
 from fastsoftmax._layout import pack, unpack
 from fastsoftmax.exceptions import ConvergenceWarning, TrainingError
 from fastsoftmax.objectives import make_objective
@@ -251,8 +250,11 @@ class SoftmaxRegression:
             loss history are written there atomically; a later ``fit`` with the
             same data and options resumes from it (gd, sgd and adam exactly;
             lbfgs restarts its curvature memory from the saved theta). A
-            checkpoint of another problem raises
-            :class:`~fastsoftmax.checkpoint.CheckpointError` and is left alone.
+            checkpoint of another problem (other options, or other bytes
+            anywhere in X, y or ``sample_weight``: the data are hashed while the
+            first full pass streams them) raises
+            :class:`~fastsoftmax.checkpoint.CheckpointError` before anything is
+            written, and is left alone.
         precondition : bool or "auto"
             Run the solver in feature-scaled coordinates: centre each feature
             and divide it by sqrt(variance + l2), as an exact change of
@@ -364,24 +366,15 @@ class SoftmaxRegression:
                 f"It may be truncated or corrupt; save the model again."
             )
 
-        try:
-            data = np.load(path, allow_pickle=False)
-        except FileNotFoundError:
-            raise
-        except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
-            raise invalid(f"{type(exc).__name__}: {exc}") from exc
-        if not isinstance(data, np.lib.npyio.NpzFile):
-            raise invalid("it holds a single .npy array, not an .npz archive")
-        try:
-            with data:
-                arrays = {key: data[key] for key in data.files}
-        except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
-            raise invalid(f"{type(exc).__name__}: {exc}") from exc
-        if not isinstance(arrays, dict) or str(arrays.get("format", "")) != _FORMAT:
+        arrays = read_npz(path, "fastsoftmax model file")
+        if npz_scalar(arrays, "format", str) != _FORMAT:
             raise invalid("it has no fastsoftmax format marker")
-        version = int(arrays.get("format_version", -1))
+        version = npz_scalar(arrays, "format_version", int)
         if version != _FORMAT_VERSION:
-            raise invalid(f"format version {version} is not supported (expected {_FORMAT_VERSION})")
+            found = arrays.get("format_version")
+            shown = version if version is not None else (
+                "missing" if found is None else f"{found.dtype} array of shape {found.shape}")  # fmt: skip
+            raise invalid(f"format version {shown} is not supported (expected {_FORMAT_VERSION})")
         if "W" not in arrays or "b" not in arrays:
             raise invalid("W or b is missing")
         W, b = arrays["W"], arrays["b"]

@@ -20,14 +20,13 @@ only when Dask arrays arrive.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np
 
 from fastsoftmax import _checks, kernels, solvers
 from fastsoftmax._dask_check import is_dask_collection
-from fastsoftmax._data import DataSource, block_shuffled_batches, chunked_objectives
+from fastsoftmax._data import PATH_TYPES, DataSource, block_shuffled_batches, chunked_objectives
 from fastsoftmax._scaling import FeatureScaling
 from fastsoftmax._threading import parallel_section, row_chunks
 
@@ -78,7 +77,18 @@ class ChunkedObjective:
         """Checkpoints work for arrays and files."""
 
     def fingerprint(self) -> dict[str, Any]:
+        """Shapes and dtypes of the data (see :meth:`DataSource.fingerprint`)."""
         return self.source.fingerprint()
+
+    def file_stats(self) -> dict[str, Any]:
+        return self.source.file_stats()
+
+    def start_digest(self) -> None:
+        """Hash the data while the next full pass streams it (see :meth:`DataSource.digest`)."""
+        self.source.start_digest()
+
+    def digest(self) -> str:
+        return self.source.digest()
 
     def feature_scaling(self, l2: float, n_classes: int) -> FeatureScaling:
         """Column means and scales from one streamed pass over X (see :mod:`fastsoftmax._scaling`)."""
@@ -104,7 +114,7 @@ class ChunkedObjective:
 
 
 def _is_path_or_map(a) -> bool:
-    return isinstance(a, (str, os.PathLike, np.memmap))
+    return isinstance(a, (*PATH_TYPES, np.memmap))
 
 
 def make_objective(

@@ -189,3 +189,176 @@ def test_predict_from_an_npz_holding_only_X(tmp_path, capsys):
     assert main(["predict", "--model", str(tmp_path / "m.npz"), "--data", str(tmp_path / "x_only.npz"),
                  "--out", str(out), "--quiet"]) == 0  # fmt: skip
     np.testing.assert_array_equal(np.load(out), model.predict(X))
+
+
+# --------------------------------------------------------------------------- #
+# Outputs never overwrite inputs or each other, and are checked before any work
+# --------------------------------------------------------------------------- #
+TINY = ["--samples", "300", "--features", "5", "--classes", "3", "--max-iter", "3", "--threads", "1"]
+
+
+@pytest.fixture
+def workspace(tmp_path):
+    """X.npy, y.npy and a model m.npz (5 features, 3 classes), plus links to them."""
+    X, y = make_classification(300, 5, n_classes=3, dtype=np.float32, seed=2)
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "y.npy", y)
+    SoftmaxRegression(5, 3, seed=0).save(tmp_path / "m.npz")
+    (tmp_path / "old.npy").write_bytes(b"an earlier file")
+    return tmp_path
+
+
+def _snapshot(directory):
+    return {
+        str(p.relative_to(directory)): (p.is_symlink(), p.read_bytes() if p.is_file() else None)
+        for p in sorted(directory.rglob("*"))
+    }
+
+
+# (id, command, extra argv with {d} for the directory, links to make first: name -> (kind, target))
+_TRAIN = ["train", "--data", "{d}/X.npy", "--labels", "{d}/y.npy", *TINY, "--quiet"]
+_PREDICT = ["predict", "--model", "{d}/m.npz", "--data", "{d}/X.npy", "--quiet"]
+_GENERATE = ["generate", "--samples", "50", "--features", "4", "--quiet"]
+COLLISIONS = {
+    "train-out=data": (_TRAIN + ["--out", "{d}/X.npy"], "--out", "--data", {}),
+    "train-out=labels": (_TRAIN + ["--out", "{d}/y.npy"], "--out", "--labels", {}),
+    "train-metrics=data": (_TRAIN + ["--metrics", "{d}/X.npy"], "--metrics", "--data", {}),
+    "train-metrics=labels": (_TRAIN + ["--metrics", "{d}/y.npy"], "--metrics", "--labels", {}),
+    "train-out=metrics": (_TRAIN + ["--out", "{d}/new", "--metrics", "{d}/new"], "--out", "--metrics", {}),
+    "train-out=checkpoint-file": (_TRAIN + ["--checkpoint", "{d}/ck", "--out", "{d}/ck/checkpoint.npz"],
+                                  "--out", "--checkpoint", {}),
+    "train-metrics=checkpoint-dir": (_TRAIN + ["--checkpoint", "{d}/ck", "--metrics", "{d}/ck"],
+                                     "--metrics", "--checkpoint", {}),
+    "train-data-in-checkpoint": (["train", "--data", "{d}/ck/checkpoint.npz", *TINY, "--checkpoint", "{d}/ck"],
+                                 "--checkpoint", "--data", {"ck/checkpoint.npz": ("copy", "m.npz")}),
+    "train-out-symlink-to-data": (_TRAIN + ["--out", "{d}/link.npz"], "--out", "--data",
+                                  {"link.npz": ("symlink", "X.npy")}),
+    "train-metrics-hardlink-to-labels": (_TRAIN + ["--metrics", "{d}/hard.json"], "--metrics", "--labels",
+                                         {"hard.json": ("hardlink", "y.npy")}),
+    "train-out-dangling-symlink-to-metrics": (_TRAIN + ["--out", "{d}/link", "--metrics", "{d}/target.json"],
+                                              "--out", "--metrics", {"link": ("symlink", "target.json")}),
+    "predict-out=data": (_PREDICT + ["--out", "{d}/X.npy"], "--out", "--data", {}),
+    "predict-proba=data": (_PREDICT + ["--out", "{d}/p.npy", "--proba", "{d}/X.npy"], "--proba", "--data", {}),
+    "predict-out=model": (_PREDICT + ["--out", "{d}/m.npz"], "--out", "--model", {}),
+    "predict-proba=model": (_PREDICT + ["--out", "{d}/p.npy", "--proba", "{d}/m.npz"], "--proba", "--model", {}),
+    "predict-out=proba": (_PREDICT + ["--out", "{d}/p.npy", "--proba", "{d}/p.npy"], "--out", "--proba", {}),
+    "predict-out-symlink-to-model": (_PREDICT + ["--out", "{d}/link.npy"], "--out", "--model",
+                                     {"link.npy": ("symlink", "m.npz")}),
+    "predict-proba-hardlink-to-data": (_PREDICT + ["--out", "{d}/p.npy", "--proba", "{d}/hard.npy"],
+                                       "--proba", "--data", {"hard.npy": ("hardlink", "X.npy")}),
+    "predict-out-relative-path-to-data": (_PREDICT + ["--out", "{d}/sub/../X.npy"], "--out", "--data",
+                                          {"sub/keep": ("copy", "old.npy")}),
+    "generate-data=labels": (_GENERATE + ["--data", "{d}/old.npy", "--labels", "{d}/old.npy"],
+                             "--data", "--labels", {}),
+    "generate-labels-symlink-to-data": (_GENERATE + ["--data", "{d}/old.npy", "--labels", "{d}/link.npy"],
+                                        "--data", "--labels", {"link.npy": ("symlink", "old.npy")}),
+    "generate-labels-hardlink-to-data": (_GENERATE + ["--data", "{d}/old.npy", "--labels", "{d}/hard.npy"],
+                                         "--data", "--labels", {"hard.npy": ("hardlink", "old.npy")}),
+}
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="symlinks")
+@pytest.mark.parametrize("case", list(COLLISIONS))
+def test_output_naming_an_input_or_another_output_is_refused_before_any_work(workspace, capsys, case):
+    argv, first, second, links = COLLISIONS[case]
+    for name, (kind, target) in links.items():
+        link = workspace / name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if kind == "symlink":
+            link.symlink_to(workspace / target)
+        elif kind == "hardlink":
+            os.link(workspace / target, link)
+        else:
+            link.write_bytes((workspace / target).read_bytes())
+    before = _snapshot(workspace)
+    rc = main([arg.replace("{d}", str(workspace)) for arg in argv])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert err.count("\n") == 1 and first in err and second in err, err
+    assert "same file" in err
+    assert _snapshot(workspace) == before
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--out", "{d}"], "is a directory"),
+        (["--metrics", "{d}"], "is a directory"),
+        (["--out", "{d}/missing/m.npz"], "does not exist"),
+        (["--checkpoint", "{d}/old.npy"], "is an existing file, not a directory"),
+        (["--checkpoint", "{d}/old.npy/ck"], "is a file, so the directory cannot be created"),
+    ],
+    ids=["out-dir", "metrics-dir", "out-missing-dir", "checkpoint-is-file", "checkpoint-under-file"],
+)
+def test_unwritable_output_is_refused_before_training(workspace, capsys, argv, message):
+    before = _snapshot(workspace)
+    rc = main(["train", *TINY, *[arg.replace("{d}", str(workspace)) for arg in argv]])
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err and err.count("\n") == 1, err
+    assert "generating" not in err  # refused before the data was made
+    assert _snapshot(workspace) == before
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root may write anywhere")
+def test_read_only_output_directory_is_refused_before_training(workspace, capsys):
+    locked = workspace / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        assert main(["train", *TINY, "--out", str(locked / "m.npz")]) == 2
+    finally:
+        locked.chmod(0o755)
+    assert "is not writable" in capsys.readouterr().err
+
+
+BAD_OPTIONS = [
+    (["demo", "--epochs", "0"], "--epochs"),
+    (["demo", "--samples", "0"], "--samples"),
+    (["demo", "--features", "1"], "--features"),
+    (["demo", "--lr", "inf"], "--lr"),
+    (["demo", "--lr", "nan"], "--lr"),
+    (["demo", "--lr", "-0.1"], "--lr"),
+    (["train", "--tol", "-1"], "--tol"),
+    (["train", "--tol", "nan"], "--tol"),
+    (["train", "--lr", "inf"], "--lr"),
+    (["train", "--lr", "-1"], "--lr"),
+    (["train", "--l2", "-1"], "--l2"),
+    (["train", "--l2", "nan"], "--l2"),
+]
+
+
+@pytest.mark.parametrize("argv, option", BAD_OPTIONS, ids=[" ".join(argv) for argv, _ in BAD_OPTIONS])
+def test_bad_option_values_are_refused_when_parsed(capsys, argv, option):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 2
+    assert f"argument {option}: must be" in err
+    assert "generating" not in err
+
+
+def test_generate_advice_names_the_options_of_the_command(tmp_path, capsys):
+    rc = main(["generate", "--data", str(tmp_path / "X.npy"), "--labels", str(tmp_path / "y.npy"),
+               "--samples", "10", "--features", "1", "--classes", "3"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 2 and "raise --features or lower --classes" in err, err
+    assert "raise n_informative" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("file_dtype, model_dtype", [(">f4", "float32"), (">f8", "float64"), ("<f2", "float32")],
+                         ids=["big-f4", "big-f8", "float16"])
+def test_big_endian_and_float16_files_train_and_predict(workspace, file_dtype, model_dtype):
+    X = np.load(workspace / "X.npy")
+    np.save(workspace / "Xs.npy", X.astype(file_dtype))
+    np.save(workspace / "Xn.npy", X.astype(file_dtype).astype(model_dtype))
+    for name in ("Xs", "Xn"):
+        assert main(["train", "--data", str(workspace / f"{name}.npy"), "--labels", str(workspace / "y.npy"),
+                     *TINY, "--solver", "gd", "--out", str(workspace / f"{name}.npz"), "--quiet"]) == 0  # fmt: skip
+    swapped, native = (SoftmaxRegression.load(workspace / f"{n}.npz") for n in ("Xs", "Xn"))
+    assert swapped.dtype == np.dtype(model_dtype)
+    np.testing.assert_array_equal(swapped.W, native.W)
+    for name in ("Xs", "Xn"):
+        assert main(["predict", "--model", str(workspace / "Xn.npz"), "--data", str(workspace / f"{name}.npy"),
+                     "--out", str(workspace / f"p{name}.npy"), "--quiet"]) == 0  # fmt: skip
+    np.testing.assert_array_equal(np.load(workspace / "pXs.npy"), np.load(workspace / "pXn.npy"))

@@ -1,0 +1,376 @@
+"""Files never lose or corrupt the user's data: checkpoint fingerprints over all of the data,
+files changed under a running fit, guarded loads, atomic writes, and the file layouts fit accepts."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import stat
+import zipfile
+
+import numpy as np
+import pytest
+
+from fastsoftmax import SoftmaxRegression
+from fastsoftmax import checkpoint as ckpt_module
+from fastsoftmax._io import atomic_file, atomic_path
+from fastsoftmax.checkpoint import CheckpointError
+from fastsoftmax.datasets import make_classification, write_classification
+
+N, D, K = 600, 5, 3
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_classification(N, D, n_classes=K, dtype=np.float64, seed=7)
+
+
+@pytest.fixture
+def files(tmp_path, data):
+    X, y = data
+    x_path, y_path = tmp_path / "X.npy", tmp_path / "y.npy"
+    np.save(x_path, X)
+    np.save(y_path, y)
+    return x_path, y_path
+
+
+def _model(dtype=np.float64):
+    return SoftmaxRegression(D, K, seed=0, dtype=dtype)
+
+
+def _fit(X, y, **kwargs):
+    kwargs.setdefault("max_iter", 3)
+    kwargs.setdefault("tol", 0)
+    return _model(kwargs.pop("dtype", np.float64)).fit(X, y, **kwargs)
+
+
+def _sampled_rows(n):
+    # The rows the former fingerprint hashed: 64 spread over the data.
+    return set(np.unique(np.linspace(0, n - 1, 64).astype(np.int64)).tolist())
+
+
+# --------------------------------------------------------------------------- #
+# 3. The checkpoint fingerprint covers every byte of X, y and the weights
+# --------------------------------------------------------------------------- #
+def _changed(data, what):
+    X, y = data[0].copy(), data[1].copy()
+    w = np.ones(N)
+    unsampled = np.array(sorted(set(range(N)) - _sampled_rows(N)))[:100]
+    if what == "labels":
+        y[unsampled] = (y[unsampled] + 1) % K
+    elif what == "one-value-of-X":
+        X[unsampled[50], 2] = np.nextafter(X[unsampled[50], 2], np.inf)
+    elif what == "weights":
+        w[unsampled[7]] = 2.0
+    return X, y, w
+
+
+@pytest.mark.parametrize("solver", ["gd", "lbfgs", "sgd"])
+@pytest.mark.parametrize("what", ["labels", "one-value-of-X", "weights"])
+def test_checkpoint_of_other_data_between_sampled_rows_is_refused_and_untouched(tmp_path, data, files, solver, what):
+    X, y = data
+    ck = tmp_path / "ck"
+    options = {"solver": solver, "checkpoint": ck, "lr": 0.05, "seed": 0}
+    _fit(X, y, sample_weight=np.ones(N), **options)
+    before = (ck / "checkpoint.npz").read_bytes()
+    X2, y2, w2 = _changed(data, what)
+    model = _model()
+    W0 = model.W.copy()
+    with pytest.raises(CheckpointError, match="not the data the checkpoint was trained on") as info:
+        model.fit(X2, y2, sample_weight=w2, max_iter=3, tol=0, **options)
+    assert "delete it to start over" in str(info.value)
+    assert (ck / "checkpoint.npz").read_bytes() == before
+    np.testing.assert_array_equal(model.W, W0)
+
+
+def test_finished_checkpoint_of_other_data_is_refused(tmp_path, data):
+    # The early return of a finished run must check the data too.
+    X, y = data
+    _fit(X, y, solver="gd", checkpoint=tmp_path)
+    before = (tmp_path / "checkpoint.npz").read_bytes()
+    X2, y2, _ = _changed(data, "labels")
+    with pytest.raises(CheckpointError, match="not the data"):
+        _fit(X2, y2, solver="gd", checkpoint=tmp_path)
+    assert (tmp_path / "checkpoint.npz").read_bytes() == before
+
+
+def test_changed_file_is_named_with_its_size_and_mtime(tmp_path, data, files):
+    x_path, y_path = files
+    ck = tmp_path / "ck"
+    _fit(str(x_path), str(y_path), solver="gd", checkpoint=ck)
+    _, y2, _ = _changed(data, "labels")
+    np.save(y_path, y2)
+    os.utime(y_path, ns=(1, 1))
+    with pytest.raises(CheckpointError, match=r"y file .*y\.npy was \d+ bytes with mtime_ns \d+, now \d+ bytes"):
+        _fit(str(x_path), str(y_path), solver="gd", checkpoint=ck)
+
+
+def test_same_data_resumes_after_the_file_is_rewritten(tmp_path, data, files):
+    # Only the content decides: a file written again with the same bytes resumes.
+    x_path, y_path = files
+    ck = tmp_path / "ck"
+    first = _fit(str(x_path), str(y_path), solver="gd", checkpoint=ck, max_iter=2)
+    np.save(y_path, data[1])
+    os.utime(y_path, ns=(1, 1))
+    resumed = _fit(str(x_path), str(y_path), solver="gd", checkpoint=ck, max_iter=4)
+    assert resumed.n_iter_ == 4 and resumed.loss_history_[:3] == first.loss_history_
+
+
+@pytest.mark.parametrize("solver", ["gd", "lbfgs"])
+def test_full_batch_hashing_makes_no_extra_pass(tmp_path, files, monkeypatch, solver):
+    # Every chunk read (by the objective or by a hashing pass) first checks the files.
+    from fastsoftmax._data import DataSource
+
+    reads = []
+    original = DataSource.check_files
+    monkeypatch.setattr(DataSource, "check_files", lambda self: reads.append(1) or original(self))
+    options = {"solver": solver, "max_iter": 2, "chunk_size": 200}
+    _fit(str(files[0]), str(files[1]), **options)
+    without = len(reads)
+    reads.clear()
+    _fit(str(files[0]), str(files[1]), checkpoint=tmp_path / "ck", **options)
+    assert len(reads) == without
+
+
+# --------------------------------------------------------------------------- #
+# 4. A data file changed while it is being read
+# --------------------------------------------------------------------------- #
+@pytest.mark.parametrize("solver", ["gd", "sgd"])
+def test_truncated_file_stops_with_its_name_and_the_checkpoint_resumes(tmp_path, files, solver):
+    x_path, y_path = files
+    original = x_path.read_bytes()
+    options = {"solver": solver, "lr": 0.05, "seed": 1, "chunk_size": 200, "max_iter": 4, "batch_size": 100}
+    uninterrupted = _fit(str(x_path), str(y_path), **options)
+    ck = tmp_path / "ck"
+
+    def truncate_after_two(model, iteration, loss):
+        if iteration == 2:
+            with open(x_path, "r+b") as f:
+                f.truncate(len(original) // 2)
+
+    with pytest.raises(ValueError, match=r"X file .*X\.npy changed size from [\d,]+ to [\d,]+ bytes"):
+        _fit(str(x_path), str(y_path), checkpoint=ck, callback=truncate_after_two, **options)
+    x_path.write_bytes(original)
+    resumed = _fit(str(x_path), str(y_path), checkpoint=ck, **options)
+    np.testing.assert_array_equal(resumed.W, uninterrupted.W)
+    assert resumed.loss_history_ == uninterrupted.loss_history_
+
+
+# --------------------------------------------------------------------------- #
+# 5. Load errors name the file and the problem
+# --------------------------------------------------------------------------- #
+def _write_npz(path, **arrays):
+    np.savez(path, **arrays)
+    return path
+
+
+def _model_arrays(**changes):
+    model = SoftmaxRegression(D, K, seed=0)
+    arrays = {"format": np.array("fastsoftmax-model"), "format_version": np.array(1), "W": model.W, "b": model.b}
+    arrays.update(changes)
+    return {k: v for k, v in arrays.items() if v is not None}
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"format_version": np.array("one")}, r"format version <U3 array of shape \(\) is not supported"),
+        ({"format_version": np.array([1, 1])}, r"format version int64 array of shape \(2,\)"),
+        ({"format_version": np.array(7)}, "format version 7 is not supported"),
+        ({"format": np.array(3)}, "no fastsoftmax format marker"),
+        ({"W": None}, "W or b is missing"),
+        ({"b": np.zeros(2)}, "b has length 2"),
+    ],
+    ids=["version-str", "version-array", "version-7", "format-int", "no-W", "short-b"],
+)
+def test_bad_model_file_names_the_file_and_the_problem(tmp_path, changes, message):
+    path = _write_npz(tmp_path / "m.npz", **_model_arrays(**changes))
+    with pytest.raises(ValueError, match=message) as info:
+        SoftmaxRegression.load(path)
+    assert str(path) in str(info.value)
+
+
+def _npy_member(header_shape, dtype="<f8", payload=b""):
+    header = {"descr": dtype, "fortran_order": False, "shape": header_shape}
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, header)
+    return buffer.getvalue() + payload
+
+
+def test_model_claiming_8_terabytes_is_refused_before_allocating(tmp_path, monkeypatch):
+    path = tmp_path / "huge.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("format.npy", _npy_member((), "<U17", "fastsoftmax-model".encode("utf-32-le")))
+        archive.writestr("W.npy", _npy_member((1 << 20, 1 << 20), "<f8", b"\0" * 64))
+    assert path.stat().st_size < 1000
+
+    def no_allocation(*args, **kwargs):
+        raise AssertionError("the array was read")
+
+    monkeypatch.setattr(np.lib.format, "read_array", no_allocation)
+    with pytest.raises(ValueError, match=r"huge\.npz .*'W' claims shape \(1048576, 1048576\) float64 "
+                                         r"\(8,796,093,022,208 bytes\) but holds only 64 bytes"):  # fmt: skip
+        SoftmaxRegression.load(path)
+
+
+def test_pickled_member_is_refused(tmp_path):
+    path = tmp_path / "pickled.npz"
+    np.savez(path, **_model_arrays(W=np.array([object()], dtype=object)), allow_pickle=True)
+    with pytest.raises(ValueError, match=r"pickled\.npz .*'W' holds Python objects"):
+        SoftmaxRegression.load(path)
+
+
+def _checkpoint_file(tmp_path, data, solver="sgd"):
+    X, y = data
+    _fit(X, y, solver=solver, checkpoint=tmp_path, lr=0.05, seed=0, max_iter=2)
+    with np.load(tmp_path / "checkpoint.npz") as archive:
+        return {key: archive[key] for key in archive.files}
+
+
+def _edited_meta(arrays, **changes):
+    return np.array(json.dumps({**json.loads(str(arrays["meta"])), **changes}))
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda a: a.pop("theta"), "theta is missing"),
+        (lambda a: a.update(theta=a["theta"][:-1]), r"theta has shape \(17,\) .* length 18"),
+        (lambda a: a.update(theta=a["theta"].astype(np.int64)), "theta has shape .* dtype int64"),
+        (lambda a: a.pop("state_velocity"), "sgd solver state lacks velocity"),
+        (lambda a: a.update(meta=np.array('{"iteration": 2}')), "metadata lacks loss_history"),
+        (lambda a: a.update(meta=np.array("{not json")), "not valid JSON"),
+        (lambda a: a.update(meta=_edited_meta(a, loss_history=["x"])), "loss history is not a list"),
+        (lambda a: a.update(format_version=np.array([1])), "format version None"),
+    ],
+    ids=["no-theta", "short-theta", "int-theta", "no-velocity", "meta-keys", "meta-json", "history", "version"],
+)
+def test_bad_checkpoint_names_the_file_and_the_problem(tmp_path, data, edit, message):
+    arrays = _checkpoint_file(tmp_path, data)
+    edit(arrays)
+    np.savez(tmp_path / "checkpoint.npz", **arrays)
+    before = (tmp_path / "checkpoint.npz").read_bytes()
+    with pytest.raises(CheckpointError, match=message) as info:
+        _fit(*data, solver="sgd", checkpoint=tmp_path, lr=0.05, seed=0, max_iter=4)
+    assert str(tmp_path / "checkpoint.npz") in str(info.value)
+    assert (tmp_path / "checkpoint.npz").read_bytes() == before
+
+
+# --------------------------------------------------------------------------- #
+# 6. Atomic writes: errors name the user's path; modes follow the umask
+# --------------------------------------------------------------------------- #
+def test_atomic_write_error_names_the_target_not_the_temporary_file(tmp_path):
+    target = tmp_path / "m.npz"
+    target.mkdir()
+    with pytest.raises(OSError) as info:
+        SoftmaxRegression(D, K).save(target)
+    assert str(target) in str(info.value) and ".tmp" not in str(info.value)
+    assert os.listdir(tmp_path) == ["m.npz"]
+
+
+def test_atomic_write_error_from_fsync_names_the_target(tmp_path, monkeypatch):
+    def failing_fsync(fd):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    message = r"could not write .*out\.bin: Input/output error"
+    with pytest.raises(OSError, match=message), atomic_file(tmp_path / "out.bin") as f:
+        f.write(b"x")
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX modes")
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002], ids=["022", "077", "002"])
+def test_atomic_files_respect_the_umask(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        SoftmaxRegression(D, K).save(tmp_path / "m.npz")
+        with open(tmp_path / "plain", "w"):
+            pass
+        write_classification(tmp_path / "X.npy", tmp_path / "y.npy", 50, 4, seed=0)
+    finally:
+        os.umask(old)
+    expected = stat.S_IMODE((tmp_path / "plain").stat().st_mode)
+    assert expected == 0o666 & ~umask
+    for name in ("m.npz", "X.npy", "y.npy"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == expected, name
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX modes")
+def test_atomic_write_keeps_an_existing_files_mode(tmp_path):
+    target = tmp_path / "m.npz"
+    target.write_bytes(b"old")
+    target.chmod(0o640)
+    SoftmaxRegression(D, K).save(target)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640
+
+
+def test_write_classification_goes_through_atomic_path(tmp_path, monkeypatch):
+    import fastsoftmax._io as io_module
+
+    committed = []
+    original = io_module.atomic_path
+
+    def recording(path):
+        committed.append(os.path.basename(os.fspath(path)))
+        return original(path)
+
+    monkeypatch.setattr(io_module, "atomic_path", recording)
+    write_classification(tmp_path / "X.npy", tmp_path / "y.npy", 50, 4, seed=0)
+    assert sorted(committed) == ["X.npy", "y.npy"]
+    assert sorted(os.listdir(tmp_path)) == ["X.npy", "y.npy"]
+
+
+def test_atomic_path_removes_the_temporary_file_on_error(tmp_path):
+    with pytest.raises(RuntimeError), atomic_path(tmp_path / "f") as tmp:
+        open(tmp, "wb").close()
+        raise RuntimeError
+    assert os.listdir(tmp_path) == []
+
+
+# --------------------------------------------------------------------------- #
+# 7, 8. Big-endian and float16 files, strided memmaps, bytes paths
+# --------------------------------------------------------------------------- #
+@pytest.mark.parametrize("file_dtype", [">f8", ">f4", "<f2", ">f2"], ids=["big-f8", "big-f4", "f16", "big-f16"])
+def test_big_endian_and_float16_files_fit_like_the_native_data(tmp_path, data, file_dtype):
+    X, y = data
+    x_file = X.astype(file_dtype)
+    np.save(tmp_path / "X.npy", x_file)
+    np.save(tmp_path / "y.npy", y)
+    dtype = np.float64 if np.dtype(file_dtype).itemsize == 8 else np.float32
+    native = _fit(x_file.astype(dtype), y, solver="gd", dtype=dtype)
+    streamed = _fit(str(tmp_path / "X.npy"), str(tmp_path / "y.npy"), solver="gd", dtype=dtype, chunk_size=100)
+    eps = np.finfo(dtype).eps
+    np.testing.assert_allclose(streamed.W, native.W, rtol=0, atol=1e3 * eps)
+
+
+def test_strided_memmap_view_fits_like_the_copy(files, data):
+    X_map = np.load(files[0], mmap_mode="r")[::2]
+    y = data[1][::2]
+    got = _fit(X_map, y, solver="gd", chunk_size=70)
+    want = _fit(np.ascontiguousarray(X_map), y, solver="gd")
+    np.testing.assert_allclose(got.W, want.W, rtol=0, atol=1e3 * np.finfo(np.float64).eps)
+
+
+def test_fortran_order_file_fits_like_the_copy(tmp_path, data):
+    X, y = data
+    np.save(tmp_path / "F.npy", np.asfortranarray(X))
+    got = _fit(str(tmp_path / "F.npy"), y, solver="gd", chunk_size=128)
+    want = _fit(X, y, solver="gd")
+    np.testing.assert_allclose(got.W, want.W, rtol=0, atol=1e3 * np.finfo(np.float64).eps)
+
+
+def test_bytes_paths_fit_like_str_paths(files):
+    by_str = _fit(str(files[0]), str(files[1]), solver="gd")
+    by_bytes = _fit(os.fsencode(files[0]), os.fsencode(files[1]), solver="gd")
+    np.testing.assert_array_equal(by_bytes.W, by_str.W)
+
+
+def test_checkpoint_load_is_pure(tmp_path, data):
+    # Loading never writes: refusing leaves the directory exactly as it was.
+    _checkpoint_file(tmp_path, data)
+    before = {name: (tmp_path / name).read_bytes() for name in os.listdir(tmp_path)}
+    with pytest.raises(CheckpointError):
+        ckpt_module.load(tmp_path, {"solver": "gd"})
+    assert {name: (tmp_path / name).read_bytes() for name in os.listdir(tmp_path)} == before
