@@ -56,6 +56,8 @@ def _as_array(a, name: str, what: str = "a NumPy array", object_fix: str | None 
     except Exception as exc:  # ragged lists and the like
         raise TypeError(f"{name} could not be converted to a NumPy array: {exc}") from exc
     if arr.dtype == object:
+        if arr.ndim == 0 and arr[()] is None:  # np.asarray(None), from a caller that converted first
+            raise TypeError(f"{name} is None; pass {what}.")
         fix = object_fix or f"pass a numeric array (for example {name}.astype(np.float64))"
         raise TypeError(f"{name} has dtype object; {fix}.")
     if not arr.dtype.isnative:
@@ -101,6 +103,15 @@ def check_float_param(a, name: str, ndim: int, dtype=None) -> np.ndarray:
     if 0 in arr.shape:
         raise ValueError(f"{name} is empty (shape {arr.shape}); it needs at least one element per axis.")
     return _contiguous(arr, arr.dtype)
+
+
+def check_probabilities(probs, dtype=None) -> np.ndarray:
+    """Check class probabilities (N, K): float, finite and non-negative."""
+    probs = check_float_param(probs, "probs", 2, dtype)
+    check_finite(probs, "probs")
+    if (probs < 0).any():
+        raise ValueError("probs contains negative values; probabilities must lie in [0, 1].")
+    return probs
 
 
 def check_finite(arr: np.ndarray, name: str) -> None:
