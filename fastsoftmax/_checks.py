@@ -234,7 +234,7 @@ def check_sample_weight(
     if not w_max > 0:
         raise ValueError("sample_weight sums to 0; at least one sample needs a positive weight.")
     info = np.finfo(dtype)
-    if scale_free and not info.tiny <= w_max <= 1 / info.eps:
+    if scale_free and not float(info.tiny) <= w_max <= 1 / float(info.eps):
         w = w.astype(np.float64) / w_max
     w = _contiguous(w, dtype)
     if not w.any():
@@ -242,7 +242,9 @@ def check_sample_weight(
             f"sample_weight underflows to 0 in {dtype} (largest weight {w_max:.3g}); "
             f"scale the weights up or use float64."
         )
-    if not math.isfinite(w.sum(dtype=np.float64)):
+    with np.errstate(over="ignore"):
+        weight_sum = float(w.sum(dtype=np.float64))
+    if not math.isfinite(weight_sum):
         raise ValueError(
             f"sample_weight overflows in {dtype} or its sum does in float64 (largest weight "
             f"{w_max:.3g}); scale the weights down."
