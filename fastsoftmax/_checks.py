@@ -11,7 +11,8 @@ Dtype policy
 - Labels must have an integer dtype and lie in [0, K); they are passed to the
   kernels as int64.
 - Arrays are made C-contiguous only when they are not already: read-only and
-  memory-mapped arrays are used in place.
+  memory-mapped arrays are used in place. Non-native byte order (big-endian
+  data on a little-endian machine) is converted, a copy like any other layout.
 
 Non-finite X is detected after the fused kernel, not before it: with finite
 W and b, any NaN or inf in a row of X makes that row's loss NaN, so a finite

@@ -37,7 +37,16 @@ N, D, K = 12, 3, 3  # D == K, so that out (N, K) can alias X (N, D)
 LR = 1.0
 
 #: The name each role has in error messages.
-ARG_NAME = {"X": "X", "y": "y", "W": "W", "b": "b", "sw": "sample_weight", "Z": "Z", "P": "probs", "out": "out"}
+ARG_NAME = {
+    "X": "X",
+    "y": "y",
+    "W": "W",
+    "b": "b",
+    "sw": "sample_weight",
+    "Z": "Z",
+    "P": "probs",
+    "out": "out",
+}
 TWO_D = {"X", "W", "Z", "P", "out"}
 MMAP_ROLES = {"X", "W", "Z", "P"}
 
@@ -50,7 +59,6 @@ class Raises:
 
 OK = "ok"
 NOT_APPLICABLE = None
-
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -133,7 +141,9 @@ def _compare_rows(kind: str):
         rtol = rtol_for(dtype, n_terms)
         dz = rtol * (1 + 2 * _finite_abs_max(logits, axis=1))[:, None]
         if kind == "log":
-            _assert_close(result, expected, rtol * (1 + np.abs(np.where(np.isinf(expected), 0, expected))) + dz)
+            _assert_close(
+                result, expected, rtol * (1 + np.abs(np.where(np.isinf(expected), 0, expected))) + dz
+            )
         else:
             _assert_close(result, expected, rtol + 2 * dz * expected * (1 - expected))
         if s.get("out") is not None:
@@ -270,7 +280,9 @@ TARGETS: dict[str, Target] = {
         _ref_proba,
         _compare_rows("proba"),
     ),
-    "predict": Target(("X", "W", "b"), lambda a: fs.predict(a["X"], a["W"], a["b"]), _ref_labels, _compare_equal),
+    "predict": Target(
+        ("X", "W", "b"), lambda a: fs.predict(a["X"], a["W"], a["b"]), _ref_labels, _compare_equal
+    ),
     "model.forward": dataclasses.replace(_model_proba_target(), call=lambda a: _model(a).forward(a["X"])),
     "model.compute_loss": Target(
         ("P", "y"),
@@ -307,12 +319,17 @@ def base_problem(dtype) -> dict:
     Z64 = X.astype(np.float64) @ W.T.astype(np.float64) + b
     return {
         "dtype": np.dtype(dtype),
-        "X": X, "y": y, "W": W, "b": b, "sw": sw,
+        "X": X,
+        "y": y,
+        "W": W,
+        "b": b,
+        "sw": sw,
         "Z": Z64.astype(dtype),
         "P": reference.softmax(Z64).astype(dtype),
         "out": None,
-        "model_W": W, "model_b": b,
-    }  # fmt: skip
+        "model_W": W,
+        "model_b": b,
+    }
 
 
 def _set(a: dict, role: str, value) -> dict:
@@ -413,7 +430,9 @@ def _neginf_expect(target, role, dtype):
 
 def _prediction_only(param: str):
     """out overlapping a parameter: only predict_proba takes both."""
-    return lambda t, role, d: Raises(ValueError, f"out overlaps {param}") if t == "predict_proba" else NOT_APPLICABLE
+    return lambda t, role, d: (
+        Raises(ValueError, f"out overlaps {param}") if t == "predict_proba" else NOT_APPLICABLE
+    )
 
 
 FLOAT_ROLES = frozenset({"X", "W", "b", "sw", "Z", "P"})
@@ -431,33 +450,56 @@ ROLE_CASES: dict[str, RoleCase] = {
     "neginf": RoleCase(_with_value(-np.inf), FLOAT_ROLES, _neginf_expect),
     "subnormal": RoleCase(_subnormal, FLOAT_ROLES, _always(OK)),
     # Shapes and kinds.
-    "0d": RoleCase(lambda a, role, p: _set(a, role, np.asarray(a[role]).ravel()[0]), DATA_ROLES,
-                   lambda t, role, d: _expect_shape(role)),
-    "3d": RoleCase(lambda a, role, p: _set(a, role, np.asarray(a[role])[None, ..., None]), DATA_ROLES,
-                   lambda t, role, d: _expect_shape(role)),
-    "none": RoleCase(lambda a, role, p: _set(a, role, None), DATA_ROLES - {"sw"},
-                     lambda t, role, d: Raises(TypeError, rf"{ARG_NAME[role]} is None")),
-    "string-labels": RoleCase(lambda a, role, p: _set(a, role, np.array(list("abc"))[a[role]]), frozenset({"y"}),
-                              _always(Raises(TypeError, r"np\.unique\(y, return_inverse=True\)"))),
-    "float-labels": RoleCase(lambda a, role, p: _set(a, role, a[role].astype(np.float64)), frozenset({"y"}),
-                             _always(Raises(TypeError, r"integer class indices"))),
+    "0d": RoleCase(
+        lambda a, role, p: _set(a, role, np.asarray(a[role]).ravel()[0]),
+        DATA_ROLES,
+        lambda t, role, d: _expect_shape(role),
+    ),
+    "3d": RoleCase(
+        lambda a, role, p: _set(a, role, np.asarray(a[role])[None, ..., None]),
+        DATA_ROLES,
+        lambda t, role, d: _expect_shape(role),
+    ),
+    "none": RoleCase(
+        lambda a, role, p: _set(a, role, None),
+        DATA_ROLES - {"sw"},
+        lambda t, role, d: Raises(TypeError, rf"{ARG_NAME[role]} is None"),
+    ),
+    "string-labels": RoleCase(
+        lambda a, role, p: _set(a, role, np.array(list("abc"))[a[role]]),
+        frozenset({"y"}),
+        _always(Raises(TypeError, r"np\.unique\(y, return_inverse=True\)")),
+    ),
+    "float-labels": RoleCase(
+        lambda a, role, p: _set(a, role, a[role].astype(np.float64)),
+        frozenset({"y"}),
+        _always(Raises(TypeError, r"integer class indices")),
+    ),
     # out buffers.
     "out-fresh": RoleCase(_out_case("fresh"), frozenset({"out"}), _always(OK)),
     "out-is-input": RoleCase(
-        _out_case("is-input"), frozenset({"out"}),
+        _out_case("is-input"),
+        frozenset({"out"}),
         lambda t, role, d: OK if t != "predict_proba" else Raises(ValueError, "out overlaps X"),
     ),
     "out-overlaps-input": RoleCase(
-        _out_case("overlaps-input"), frozenset({"out"}),
+        _out_case("overlaps-input"),
+        frozenset({"out"}),
         lambda t, role, d: Raises(ValueError, "out overlaps X" if t == "predict_proba" else "out overlaps Z"),
     ),
     "out-overlaps-W": RoleCase(_out_case("overlaps-W"), frozenset({"out"}), _prediction_only("W")),
     "out-overlaps-b": RoleCase(_out_case("overlaps-b"), frozenset({"out"}), _prediction_only("b")),
-    "out-strided": RoleCase(_out_case("strided"), frozenset({"out"}),
-                            _always(Raises(ValueError, "out must be a writeable C-contiguous"))),
-    "out-readonly": RoleCase(_out_case("readonly"), frozenset({"out"}),
-                             _always(Raises(ValueError, "out must be a writeable C-contiguous"))),
-}  # fmt: skip
+    "out-strided": RoleCase(
+        _out_case("strided"),
+        frozenset({"out"}),
+        _always(Raises(ValueError, "out must be a writeable C-contiguous")),
+    ),
+    "out-readonly": RoleCase(
+        _out_case("readonly"),
+        frozenset({"out"}),
+        _always(Raises(ValueError, "out must be a writeable C-contiguous")),
+    ),
+}
 
 
 def _zero_size(dim: str):
@@ -466,10 +508,14 @@ def _zero_size(dim: str):
         dtype = a["dtype"]
         return {
             **a,
-            "X": np.ones((n, d), dtype), "y": np.zeros(n, np.int64), "sw": np.ones(n, dtype),
-            "W": np.ones((k, d), dtype), "b": np.zeros(k, dtype),
-            "Z": np.zeros((n, k), dtype), "P": np.full((n, k), 1.0 / max(k, 1), dtype),
-        }  # fmt: skip
+            "X": np.ones((n, d), dtype),
+            "y": np.zeros(n, np.int64),
+            "sw": np.ones(n, dtype),
+            "W": np.ones((k, d), dtype),
+            "b": np.zeros(k, dtype),
+            "Z": np.zeros((n, k), dtype),
+            "P": np.full((n, k), 1.0 / max(k, 1), dtype),
+        }
 
     return build
 
@@ -488,9 +534,13 @@ def _huge(a, tmp_path):
     Z = (np.random.default_rng(5).uniform(-1, 1, (N, K)) * big).astype(dtype)
     return {
         **a,
-        "X": np.full((N, D), big, dtype), "y": np.arange(N) % K, "sw": np.ones(N, dtype),
-        "W": W, "model_W": W, "Z": Z,
-    }  # fmt: skip
+        "X": np.full((N, D), big, dtype),
+        "y": np.arange(N) % K,
+        "sw": np.ones(N, dtype),
+        "W": W,
+        "model_W": W,
+        "Z": Z,
+    }
 
 
 def _huge_expect(target: str, dtype) -> Any:
@@ -507,21 +557,27 @@ class ProblemCase:
 
 
 PROBLEM_CASES: dict[str, ProblemCase] = {
-    "N=0": ProblemCase(_zero_size("N"), frozenset({"X", "Z", "P"}),
-                       lambda t, d: Raises(ValueError, r"empty")),
-    "D=0": ProblemCase(_zero_size("D"), frozenset({"X", "W"}),
-                       lambda t, d: Raises(ValueError, r"empty|has 0 features")),
-    "K=0": ProblemCase(_zero_size("K"), frozenset({"W", "Z", "P"}),
-                       lambda t, d: Raises(ValueError, r"empty")),
+    "N=0": ProblemCase(
+        _zero_size("N"), frozenset({"X", "Z", "P"}), lambda t, d: Raises(ValueError, r"empty")
+    ),
+    "D=0": ProblemCase(
+        _zero_size("D"), frozenset({"X", "W"}), lambda t, d: Raises(ValueError, r"empty|has 0 features")
+    ),
+    "K=0": ProblemCase(
+        _zero_size("K"), frozenset({"W", "Z", "P"}), lambda t, d: Raises(ValueError, r"empty")
+    ),
     "huge": ProblemCase(_huge, frozenset({"X", "Z"}), _huge_expect),
-}  # fmt: skip
+}
 
 
 def _params():
     for target_name, target in TARGETS.items():
         for case_name, case in ROLE_CASES.items():
             for role in target.roles:
-                if role in case.roles and case.expect(target_name, role, np.dtype(np.float64)) is not NOT_APPLICABLE:
+                if (
+                    role in case.roles
+                    and case.expect(target_name, role, np.dtype(np.float64)) is not NOT_APPLICABLE
+                ):
                     yield pytest.param(target_name, case_name, role, id=f"{target_name}-{role}-{case_name}")
         for case_name, case in PROBLEM_CASES.items():
             if case.roles & set(target.roles):
@@ -567,7 +623,16 @@ def test_every_public_function_is_a_target():
     functions = {name for name in fs.__all__ if inspect.isfunction(getattr(fs, name))}
     covered = {name.split("-")[0] for name in TARGETS}
     assert functions <= covered, functions - covered
-    methods = {"forward", "compute_loss", "backward", "train_step", "predict", "predict_proba", "accuracy", "score"}
+    methods = {
+        "forward",
+        "compute_loss",
+        "backward",
+        "train_step",
+        "predict",
+        "predict_proba",
+        "accuracy",
+        "score",
+    }
     assert {f"model.{m}" for m in methods} <= covered
     assert {f"cross_entropy-{r}" for r in ("mean", "sum", "none")} <= set(TARGETS)
 
