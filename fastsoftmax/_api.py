@@ -161,7 +161,7 @@ def loss_and_grad_sums(X, y, W, b, *, sample_weight=None) -> LossGradSums:
     ``dW_sum = sum_i w_i (p_i - e_{y_i}) x_i^T`` (K, D), ``db_sum`` (K,) and
     ``weight_sum = sum_i w_i``. Sums over disjoint chunks add up; divide by the
     total weight and add the L2 term to get :func:`loss_and_grad`. Raises
-    ValueError as :func:`loss_and_grad` does, when a sum overflows included.
+    ValueError in the same cases as :func:`loss_and_grad`, an overflowing sum included.
     """
     X, y, W, b, sample_weight = _check_problem(X, y, W, b, sample_weight)
     dW = np.empty_like(W)
