@@ -6,6 +6,7 @@ Results keep the compute dtype (see the dtype policy in ``_checks``).
 
 from __future__ import annotations
 
+import math
 from typing import Literal, NamedTuple
 
 import numpy as np
@@ -52,24 +53,33 @@ def fused_loss_grad(
 
     Training loops validate once and then call this on every step. ``variant``
     overrides the shape rule (tests use it to cover every block body). A
-    non-finite result is returned as it is: callers that own X pass it to
-    ``_checks.raise_for_nonfinite_loss``, training loops treat it as divergence.
+    non-finite result is returned as a non-finite loss sum: callers that own X
+    pass it to ``_checks.raise_for_nonfinite_loss``, training loops treat it as
+    divergence. A gradient that overflowed while the loss stayed finite (sums
+    of w_i (p_i - e_{y_i}) x_i beyond the dtype's range) makes the loss sum NaN,
+    so that every caller's check of the loss sees it.
     """
     n_classes, n_features = W.shape
     if variant is None:
         variant = kernels.select_variant(n_features, n_classes)
     n_chunks = _n_chunks(X.shape[0], n_features, n_classes)
     with parallel_section(n_chunks, calls_blas=variant == kernels.LossGradVariant.BLAS):
-        return kernels.loss_grad_sums(
+        loss_sum = kernels.loss_grad_sums(
             X, y, W, b, sample_weight, variant, n_chunks, scale, l2, dW_out, db_out
         )
+    # dW and db are K x D: scanning them costs little next to the pass over X.
+    if math.isfinite(loss_sum) and not (np.isfinite(dW_out).all() and np.isfinite(db_out).all()):
+        return math.nan
+    return loss_sum
 
 
-def _check_problem(X, y, W, b, sample_weight):
+def _check_problem(X, y, W, b, sample_weight, scale_free: bool = False):
     W, b = _checks.check_weights(W, b)
     X = _checks.check_X(X, W.dtype, W.shape[1])
     y = _checks.check_labels(y, X.shape[0], W.shape[0])
-    sample_weight = _checks.check_sample_weight(sample_weight, X.shape[0], W.dtype)
+    sample_weight = _checks.check_sample_weight(
+        sample_weight, X.shape[0], W.dtype, scale_free=scale_free
+    )
     return X, y, W, b, sample_weight
 
 
@@ -127,11 +137,13 @@ def loss_and_grad(
     Raises
     ------
     ValueError
-        On wrong shapes, labels outside [0, K), NaN or inf in X, W or b, an empty X.
+        On wrong shapes, labels outside [0, K), NaN or inf in X, W or b, an empty X,
+        or a loss or gradient that overflows the dtype.
     TypeError
         On non-float W, mismatched float dtypes or non-integer labels.
     """
-    X, y, W, b, sample_weight = _check_problem(X, y, W, b, sample_weight)
+    # The normalised weights w_i / sum w do not depend on the weights' scale.
+    X, y, W, b, sample_weight = _check_problem(X, y, W, b, sample_weight, scale_free=True)
     l2 = _checks.check_l2(l2)
     weight_sum = _weight_sum(sample_weight, X.shape[0])
     dW = np.empty_like(W)
@@ -148,7 +160,8 @@ def loss_and_grad_sums(X, y, W, b, *, sample_weight=None) -> LossGradSums:
     ``loss_sum = sum_i w_i (logsumexp(z_i) - z_{i,y_i})``,
     ``dW_sum = sum_i w_i (p_i - e_{y_i}) x_i^T`` (K, D), ``db_sum`` (K,) and
     ``weight_sum = sum_i w_i``. Sums over disjoint chunks add up; divide by the
-    total weight and add the L2 term to get :func:`loss_and_grad`.
+    total weight and add the L2 term to get :func:`loss_and_grad`. Raises
+    ValueError in the same cases as :func:`loss_and_grad`, an overflowing sum included.
     """
     X, y, W, b, sample_weight = _check_problem(X, y, W, b, sample_weight)
     dW = np.empty_like(W)
@@ -156,6 +169,14 @@ def loss_and_grad_sums(X, y, W, b, *, sample_weight=None) -> LossGradSums:
     loss_sum = fused_loss_grad(X, y, W, b, sample_weight, 1.0, 0.0, dW, db)
     _checks.raise_for_nonfinite_loss(X, loss_sum)
     return LossGradSums(loss_sum, dW, db, _weight_sum(sample_weight, X.shape[0]))
+
+
+def _check_rowwise(Z, out) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and output buffer of a row-wise transform, which may run in place."""
+    Z, _ = _checks.check_logits(Z)
+    out = _checks.check_out(out, Z.shape, Z.dtype)
+    _checks.check_out_overlap(out, {"Z": Z}, in_place_ok="Z")
+    return Z, out
 
 
 def softmax(Z, *, out: np.ndarray | None = None) -> np.ndarray:
@@ -166,14 +187,14 @@ def softmax(Z, *, out: np.ndarray | None = None) -> np.ndarray:
     Z : array_like, shape (N, K), float32 or float64
         Logits; -inf is allowed (probability 0), NaN and +inf are not.
     out : ndarray, shape (N, K), optional
-        Written in place and returned; may be ``Z`` itself.
+        Written in place and returned; may be ``Z`` itself, but must not
+        otherwise overlap it (ValueError).
 
     Returns
     -------
     ndarray, shape (N, K), dtype of Z
     """
-    Z, _ = _checks.check_logits(Z)
-    out = _checks.check_out(out, Z.shape, Z.dtype)
+    Z, out = _check_rowwise(Z, out)
     n_chunks = row_chunks(Z.shape[0])
     with parallel_section(n_chunks):
         return kernels.softmax_rows(Z, out, n_chunks)
@@ -184,8 +205,7 @@ def log_softmax(Z, *, out: np.ndarray | None = None) -> np.ndarray:
 
     Shapes and arguments as :func:`softmax`.
     """
-    Z, _ = _checks.check_logits(Z)
-    out = _checks.check_out(out, Z.shape, Z.dtype)
+    Z, out = _check_rowwise(Z, out)
     n_chunks = row_chunks(Z.shape[0])
     with parallel_section(n_chunks):
         return kernels.log_softmax_rows(Z, out, n_chunks)
@@ -212,17 +232,25 @@ def cross_entropy(
         "mean" is :math:`\sum_i w_i \ell_i / \sum_i w_i`, "sum" is
         :math:`\sum_i w_i \ell_i` (both Python floats, accumulated in float64);
         "none" returns :math:`w_i \ell_i` as an (N,) array of Z's dtype.
+        A row of weight 0 is left out (contributes 0), even where
+        :math:`\ell_i = \infty` (a -inf logit at its label).
     """
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}.")
-    Z, y = _checks.check_logits(Z, y)
-    sample_weight = _checks.check_sample_weight(sample_weight, Z.shape[0], Z.dtype)
+    Z, _ = _checks.check_logits(Z)
+    y = _checks.check_labels(y, Z.shape[0], Z.shape[1])
+    # The mean divides by sum w, so it does not depend on the weights' scale.
+    sample_weight = _checks.check_sample_weight(
+        sample_weight, Z.shape[0], Z.dtype, scale_free=reduction == "mean"
+    )
     n_chunks = row_chunks(Z.shape[0])
     with parallel_section(n_chunks):
         if reduction == "none":
             losses = kernels.cross_entropy_rows(Z, y, np.empty(Z.shape[0]), n_chunks)
             if sample_weight.shape[0]:
-                losses *= sample_weight
+                with np.errstate(invalid="ignore"):
+                    losses *= sample_weight
+                losses[sample_weight == 0] = 0.0  # left out, even where the loss is inf
             return losses.astype(Z.dtype, copy=False)
         loss_sum, weight_sum = kernels.cross_entropy_sums(Z, y, sample_weight, n_chunks)
     return loss_sum / weight_sum if reduction == "mean" else loss_sum
@@ -255,10 +283,11 @@ def predict_proba(X, W, b, *, out: np.ndarray | None = None) -> np.ndarray:
     W : ndarray, shape (K, D)
     b : ndarray, shape (K,)
     out : ndarray, shape (N, K), optional
-        Written in place and returned.
+        Written in place and returned; must not overlap X, W or b (ValueError).
     """
     X, W, b = _check_prediction_input(X, W, b)
     out = _checks.check_out(out, (X.shape[0], W.shape[0]), W.dtype)
+    _checks.check_out_overlap(out, {"X": X, "W": W, "b": b})
     labels = np.empty(X.shape[0], dtype=np.int64)
     n_chunks, use_blas = _prediction_plan(X, W)
     with parallel_section(n_chunks, calls_blas=use_blas):

@@ -11,7 +11,8 @@ Dtype policy
 - Labels must have an integer dtype and lie in [0, K); they are passed to the
   kernels as int64.
 - Arrays are made C-contiguous only when they are not already: read-only and
-  memory-mapped arrays are used in place.
+  memory-mapped arrays are used in place. Non-native byte order (big-endian
+  data on a little-endian machine) is converted, a copy like any other layout.
 
 Non-finite X is detected after the fused kernel, not before it: with finite
 W and b, any NaN or inf in a row of X makes that row's loss NaN, so a finite
@@ -43,19 +44,28 @@ def as_float_dtype(dtype) -> np.dtype:
     return dtype
 
 
-def _as_array(a, name: str) -> np.ndarray:
+def _as_array(a, name: str, what: str = "a NumPy array", object_fix: str | None = None) -> np.ndarray:
+    """``a`` as an ndarray in native byte order, or a TypeError that names ``name``.
+
+    ``what`` describes the expected argument in the message for None;
+    ``object_fix`` replaces the default hint for object arrays.
+    """
     # np.asarray drops ndarray subclasses such as np.memmap without copying.
     if a is None:
-        raise TypeError(f"{name} is None; pass a NumPy array.")
+        raise TypeError(f"{name} is None; pass {what}.")
     try:
         arr = np.asarray(a)
     except Exception as exc:  # ragged lists and the like
         raise TypeError(f"{name} could not be converted to a NumPy array: {exc}") from exc
     if arr.dtype == object:
-        raise TypeError(
-            f"{name} has dtype object; pass a numeric array "
-            f"(for example {name}.astype(np.float64))."
-        )
+        if arr.ndim == 0 and arr[()] is None:  # np.asarray(None), from a caller that converted first
+            raise TypeError(f"{name} is None; pass {what}.")
+        fix = object_fix or f"pass a numeric array (for example {name}.astype(np.float64))"
+        raise TypeError(f"{name} has dtype object; {fix}.")
+    if not arr.dtype.isnative:
+        # Byte-swapped data (for example read from a big-endian file): the kernels
+        # need native order, so convert it (a copy, as for any other layout).
+        arr = arr.astype(arr.dtype.newbyteorder("="))
     return arr
 
 
@@ -95,6 +105,15 @@ def check_float_param(a, name: str, ndim: int, dtype=None) -> np.ndarray:
     if 0 in arr.shape:
         raise ValueError(f"{name} is empty (shape {arr.shape}); it needs at least one element per axis.")
     return _contiguous(arr, arr.dtype)
+
+
+def check_probabilities(probs, dtype=None) -> np.ndarray:
+    """Check class probabilities (N, K): float, finite and non-negative."""
+    probs = check_float_param(probs, "probs", 2, dtype)
+    check_finite(probs, "probs")
+    if (probs < 0).any():
+        raise ValueError("probs contains negative values; probabilities must lie in [0, 1].")
+    return probs
 
 
 def check_finite(arr: np.ndarray, name: str) -> None:
@@ -153,9 +172,15 @@ def check_X(X, dtype: np.dtype, n_features: int | None = None) -> np.ndarray:
     return _contiguous(X, dtype)
 
 
+_STRING_LABELS_FIX = (
+    "the kernels need class indices 0..K-1: map the labels to them, for example with "
+    "classes, y = np.unique(y, return_inverse=True), and keep classes to map predictions back"
+)
+
+
 def check_labels(y, n_samples: int, n_classes: int) -> np.ndarray:
     """Check integer labels y (N,) in [0, K) and return them as int64."""
-    y = _as_array(y, "y")
+    y = _as_array(y, "y", "the class labels as integers 0..K-1, shape (N,)", _STRING_LABELS_FIX)
     if y.ndim != 1:
         raise ValueError(
             f"y must be 1-dimensional (n_samples,), got shape {y.shape}; "
@@ -163,6 +188,8 @@ def check_labels(y, n_samples: int, n_classes: int) -> np.ndarray:
         )
     if y.shape[0] != n_samples:
         raise ValueError(f"y has {y.shape[0]} labels but X has {n_samples} rows; they must match.")
+    if y.dtype.kind in "SU":
+        raise TypeError(f"y has dtype {y.dtype}: labels are strings; {_STRING_LABELS_FIX}.")
     if y.dtype.kind not in "iu":
         raise TypeError(
             f"y has dtype {y.dtype}; labels must be integer class indices "
@@ -178,10 +205,20 @@ def check_labels(y, n_samples: int, n_classes: int) -> np.ndarray:
     return _contiguous(y, np.dtype(np.int64))
 
 
-def check_sample_weight(sample_weight, n_samples: int, dtype: np.dtype) -> np.ndarray:
-    """Check sample weights (N,): finite, non-negative, positive sum.
+def check_sample_weight(
+    sample_weight, n_samples: int, dtype: np.dtype, *, scale_free: bool = False
+) -> np.ndarray:
+    r"""Check sample weights (N,): finite, non-negative, positive sum; return them in ``dtype``.
 
     Returns a length-0 array for None, which the kernels read as "all ones".
+
+    With ``scale_free=True`` the caller uses the weights only through
+    :math:`w_i / \sum_j w_j` (a mean loss or its gradient), which does not
+    depend on their scale; weights whose largest value lies outside
+    ``[finfo(dtype).tiny, 1 / finfo(dtype).eps]`` are then divided by that
+    value (in float64, before the cast). Subnormal weights would lose
+    precision, and their sum's reciprocal can overflow; very large ones bring
+    the weighted sums in the kernels closer to overflow.
     """
     if sample_weight is None:
         return np.empty(0, dtype=dtype)
@@ -192,12 +229,28 @@ def check_sample_weight(sample_weight, n_samples: int, dtype: np.dtype) -> np.nd
         )
     if w.dtype.kind not in "fiub":
         raise TypeError(f"sample_weight has dtype {w.dtype}; it must be numeric.")
-    w = _contiguous(w, dtype)
     check_finite(w, "sample_weight")
     if (w < 0).any():
         raise ValueError("sample_weight contains negative values; weights must be >= 0.")
-    if not w.sum(dtype=np.float64) > 0:
+    w_max = float(w.max())
+    if not w_max > 0:
         raise ValueError("sample_weight sums to 0; at least one sample needs a positive weight.")
+    info = np.finfo(dtype)
+    if scale_free and not float(info.tiny) <= w_max <= 1 / float(info.eps):
+        w = w.astype(np.float64) / w_max
+    w = _contiguous(w, dtype)
+    if not w.any():
+        raise ValueError(
+            f"sample_weight underflows to 0 in {dtype} (largest weight {w_max:.3g}); "
+            f"scale the weights up or use float64."
+        )
+    with np.errstate(over="ignore"):
+        weight_sum = float(w.sum(dtype=np.float64))
+    if not math.isfinite(weight_sum):
+        raise ValueError(
+            f"sample_weight overflows in {dtype} or its sum does in float64 (largest weight "
+            f"{w_max:.3g}); scale the weights down."
+        )
     return w
 
 
@@ -236,6 +289,36 @@ def check_out(out, shape: tuple[int, ...], dtype: np.dtype, name: str = "out") -
     if not out.flags.c_contiguous or not out.flags.writeable:
         raise ValueError(f"{name} must be a writeable C-contiguous array.")
     return out
+
+
+def _same_memory(a: np.ndarray, b: np.ndarray) -> bool:
+    return (
+        a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+        and a.shape == b.shape
+        and a.strides == b.strides
+    )
+
+
+def check_out_overlap(out: np.ndarray, inputs: dict[str, np.ndarray], in_place_ok: str | None = None) -> None:
+    """Refuse an ``out`` buffer that overlaps an input which the kernel reads.
+
+    The kernels write rows of ``out`` while still reading later rows of their
+    inputs, so any overlap gives wrong numbers, except exact aliasing (the same
+    start, shape and strides) of the input named ``in_place_ok`` by a row-wise
+    kernel that reads each row before writing it. ``inputs`` are the arrays as
+    passed to the kernel (already checked, so C-contiguous), for which
+    ``np.may_share_memory``'s bounds test is exact.
+    """
+    for name, arr in inputs.items():
+        if not np.may_share_memory(out, arr):
+            continue
+        if name == in_place_ok and _same_memory(out, arr):
+            continue
+        in_place = f", or {name} itself for an in-place result" if name == in_place_ok else ""
+        raise ValueError(
+            f"out overlaps {name} in memory, so writing it would overwrite values of {name} "
+            f"before they are read; pass a separate array (out=None allocates one){in_place}."
+        )
 
 
 def check_logits(Z, y=None) -> tuple[np.ndarray, np.ndarray | None]:
@@ -282,8 +365,9 @@ def nonfinite_X_error(n_bad: int, first_row: int, fix: str = "before training") 
 def overflow_error() -> ValueError:
     """The error for a non-finite loss from finite X, W and b."""
     return ValueError(
-        "the loss overflowed to a non-finite value although X, W and b are finite; "
-        "the logits are too large for the dtype: scale the features or use float64."
+        "the loss or its gradient overflowed to a non-finite value although X, W and b are finite: "
+        "the logits W x + b or the features are too large for the dtype; scale the features "
+        "(for example X / np.abs(X).max()) or, from float32, use float64."
     )
 
 

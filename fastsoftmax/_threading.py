@@ -38,6 +38,12 @@ def _launch_threads() -> None:
 
 
 def _check_layer() -> None:
+    """Launch numba's thread pool once, falling back to workqueue (serialised) if need be.
+
+    Must run before anything that launches the pool, ``numba.get_num_threads``
+    included: once a launch has failed, numba keeps raising "No threading layer
+    could be loaded" on every parallel call.
+    """
     global _layer_checked, _serialise
     with _layer_lock:
         if _layer_checked:
@@ -71,6 +77,8 @@ def parallel_section(n_chunks: int = 2, calls_blas: bool = False) -> Iterator[No
 
 def row_chunks(n_rows: int) -> int:
     """How many chunks of rows a parallel kernel splits ``n_rows`` into: one per thread."""
+    if not _layer_checked:
+        _check_layer()  # get_num_threads launches the pool: pick the layer first
     return max(1, min(numba.get_num_threads(), n_rows))
 
 

@@ -99,7 +99,7 @@ class SoftmaxRegression:
         :meth:`train_step` and :func:`fastsoftmax.cross_entropy` compute the
         loss from the logits, which stays finite for any finite logits.
         """
-        probs = _checks.check_float_param(probs, "probs", 2)
+        probs = _checks.check_probabilities(probs)
         y = _checks.check_labels(y, probs.shape[0], probs.shape[1])
         with np.errstate(divide="ignore"):
             return float(-np.mean(np.log(probs[np.arange(y.shape[0]), y], dtype=np.float64)))

@@ -109,7 +109,8 @@ def cross_entropy_rows(Z, y, out, n_chunks):
 def cross_entropy_sums(Z, y, sample_weight, n_chunks):
     """Return (sum_i w_i loss_i, sum_i w_i) in float64.
 
-    ``sample_weight`` of length 0 means every weight is 1.
+    ``sample_weight`` of length 0 means every weight is 1. Rows of weight 0
+    are left out, even where loss_i is inf.
     """
     n = Z.shape[0]
     weighted = sample_weight.shape[0] > 0
@@ -127,7 +128,9 @@ def cross_entropy_sums(Z, y, sample_weight, n_chunks):
             for r in range(nb):
                 i = block_start + r
                 w = np.float64(sample_weight[i]) if weighted else 1.0
-                loss += w * (np.float64(row_max[r]) - np.float64(Z[i, y[i]]))
+                # A zero weight leaves the row out: 0 * inf (a -inf logit at the label) is NaN.
+                if w != 0.0:
+                    loss += w * (np.float64(row_max[r]) - np.float64(Z[i, y[i]]))
             loss += weighted_log_sum(row_sum, nb, sample_weight, block_start)
         chunk_loss[c] = loss
     loss_sum = 0.0

@@ -1,0 +1,215 @@
+"""Public functions never return a silently wrong number: zero weights at infinite
+losses, overflowing gradients, tiny and huge sample weights, and the workqueue
+threading fallback. (Layouts, byte order, bad shapes and overlapping ``out``
+buffers of every function are in ``test_hostile.py``.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from conftest import (
+    DTYPE_IDS,
+    DTYPES,
+    assert_grad_close,
+    grad_rtol,
+    make_problem,
+    reference_loss_grad,
+    rtol_for,
+)
+
+import fastsoftmax as fs
+from fastsoftmax import reference
+
+N, D, K = 12, 3, 3
+REDUCTIONS = ["mean", "sum", "none"]
+
+
+# -- a zero weight leaves the row out, even at an infinite loss ---------------
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_zero_weight_row_with_infinite_loss_is_left_out(rng, dtype, reduction):
+    X, y, W, b, sw = make_problem(rng, N, D, K, dtype, weighted=True)
+    Z = (X @ W.T + b).astype(dtype)
+    Z[0, y[0]] = -np.inf  # row 0's loss is +inf ...
+    sw[0] = 0  # ... and its weight 0
+    result = fs.cross_entropy(Z, y, sample_weight=sw, reduction=reduction)
+    kept = reference.cross_entropy(Z[1:].astype(np.float64), y[1:], sw[1:].astype(np.float64), reduction)
+    rtol = rtol_for(dtype, K, N)
+    if reduction == "none":
+        assert result[0] == 0
+        np.testing.assert_allclose(result[1:], kept, rtol=rtol)
+    else:
+        np.testing.assert_allclose(result, kept, rtol=rtol)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_positive_weight_row_with_infinite_loss_stays_infinite(rng, dtype):
+    X, y, W, b, sw = make_problem(rng, N, D, K, dtype, weighted=True)
+    Z = (X @ W.T + b).astype(dtype)
+    Z[0, y[0]] = -np.inf
+    assert fs.cross_entropy(Z, y, sample_weight=sw) == np.inf
+    assert fs.cross_entropy(Z, y, sample_weight=sw, reduction="none")[0] == np.inf
+
+
+# -- a gradient that overflows is reported, not returned ----------------------
+
+# Constant rows at the top of the dtype's range: with W = 0 every p is uniform
+# and, all labels being 0, dW[1] = sum_i x_i / 3 = N/3 x 1e308 (or 4 x 1e38),
+# beyond the range, while the loss log(3) is finite.
+HUGE = {np.float64: 1e308, np.float32: 1e38}
+
+
+@pytest.mark.parametrize("function", ["loss_and_grad", "loss_and_grad_sums"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_overflowing_gradient_raises(dtype, function):
+    X = np.full((N, D), HUGE[dtype], dtype=dtype)
+    y = np.zeros(N, dtype=np.int64)
+    W, b = np.zeros((K, D), dtype), np.zeros(K, dtype)
+    with pytest.raises(ValueError, match=r"gradient overflowed.*scale the features"):
+        getattr(fs, function)(X, y, W, b)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_overflowing_gradient_raises_in_the_model_and_keeps_its_weights(dtype):
+    model = fs.SoftmaxRegression(D, K, dtype=dtype)
+    model.W[...] = 0
+    W_before = model.W.copy()
+    X = np.full((N, D), HUGE[dtype], dtype=dtype)
+    y = np.zeros(N, dtype=np.int64)
+    with pytest.raises(ValueError, match=r"gradient overflowed"):
+        model.backward(X, y)
+    with pytest.raises(ValueError, match=r"gradient overflowed"):
+        model.train_step(X, y, lr=0.1)
+    np.testing.assert_array_equal(model.W, W_before)
+
+
+# -- the normalised gradient does not depend on the weights' scale ------------
+
+SUBNORMAL_64 = float(np.finfo(np.float64).smallest_subnormal)
+
+
+@pytest.mark.parametrize(
+    "scale",
+    [1000 * SUBNORMAL_64, 1e-40, 1e300, 1e307],
+    ids=["subnormal-f64", "subnormal-f32", "huge", "sum-overflows"],
+)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_loss_and_grad_is_scale_free_in_the_weights(rng, dtype, scale):
+    """Weights c * k_i give the answer of the weights k_i, for c from the subnormal range to 1e307."""
+    X, y, W, b, _ = make_problem(rng, N, D, K, dtype)
+    counts = rng.integers(1, 4, size=N).astype(np.float64)
+    weights = counts * scale
+    loss, dW, db = fs.loss_and_grad(X, y, W, b, sample_weight=weights)
+    ref = reference_loss_grad(X, y, W, b, sample_weight=counts)
+    assert_grad_close(loss, dW, db, ref, X, W, 0.0, grad_rtol(dtype, N, D, K))
+    mean = fs.cross_entropy((X @ W.T + b).astype(dtype), y, sample_weight=weights)
+    np.testing.assert_allclose(mean, ref[0], rtol=grad_rtol(dtype, N, D, K))
+
+
+def test_loss_and_grad_sums_with_subnormal_weights_stay_finite_and_close(rng):
+    X, y, W, b, _ = make_problem(rng, N, D, K)
+    weights = np.full(N, 1000 * SUBNORMAL_64)
+    sums = fs.loss_and_grad_sums(X, y, W, b, sample_weight=weights)
+    ref_loss, ref_dW, ref_db = reference_loss_grad(X, y, W, b)
+    total = weights.sum()
+    assert np.isfinite(sums.dW_sum).all() and np.isfinite(sums.db_sum).all()
+    np.testing.assert_allclose(sums.weight_sum, total, rtol=rtol_for(np.float64, N))
+    # Each product w_i l_i or w_i (p - e) x is rounded to the subnormal grid.
+    atol = 4 * N * SUBNORMAL_64 * (1 + np.abs(X).max() + ref_loss)
+    np.testing.assert_allclose(sums.loss_sum, ref_loss * total, rtol=0, atol=atol)
+    np.testing.assert_allclose(sums.dW_sum, ref_dW * total, rtol=0, atol=atol)
+    np.testing.assert_allclose(sums.db_sum, ref_db * total, rtol=0, atol=atol)
+
+
+def test_loss_and_grad_sums_with_weights_that_vanish_in_float32_raise(rng):
+    """The partial sums depend on the weights' scale: no rescaling, a clear error instead."""
+    X, y, W, b, _ = make_problem(rng, N, D, K, np.float32)
+    with pytest.raises(ValueError, match=r"sample_weight underflows to 0 in float32"):
+        fs.loss_and_grad_sums(X, y, W, b, sample_weight=np.full(N, 1e-320))
+
+
+def test_loss_and_grad_sums_with_weights_whose_sum_overflows_raise(rng):
+    X, y, W, b, _ = make_problem(rng, N, D, K)
+    with pytest.raises(ValueError, match=r"sample_weight overflows"):
+        fs.loss_and_grad_sums(X, y, W, b, sample_weight=np.full(N, 1e308))
+
+
+# -- no OpenMP and no TBB: the workqueue fallback, serialised ------------------
+
+FALLBACK_SCRIPT = textwrap.dedent(
+    """
+    import json, sys, threading
+    if sys.argv[1] == "no-layer":
+        # Neither OpenMP nor TBB can be loaded.
+        sys.modules["numba.np.ufunc.omppool"] = None
+        sys.modules["numba.np.ufunc.tbbpool"] = None
+    import numpy as np
+    import numba
+    import fastsoftmax as fs
+
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((3000, 5))
+    y = rng.integers(0, 4, 3000)
+    W = 0.3 * rng.standard_normal((4, 5))
+    b = 0.1 * rng.standard_normal(4)
+    Z = X @ W.T + b
+    loss, dW, db = fs.loss_and_grad(X, y, W, b)
+    model = fs.SoftmaxRegression(5, 4, seed=0).fit(X, y, solver="gd", lr=0.5, max_iter=5, tol=0)
+    results = {
+        "softmax": fs.softmax(Z).tolist(),
+        "cross_entropy": fs.cross_entropy(Z, y),
+        "loss": loss, "dW": dW.tolist(), "db": db.tolist(),
+        "predict_proba": fs.predict_proba(X, W, b).tolist(),
+        "fit_W": model.W.tolist(),
+    }
+    # Two Python threads in parallel kernels at once: workqueue aborts unless serialised.
+    errors = []
+    def work():
+        try:
+            for _ in range(20):
+                fs.softmax(Z)
+                fs.loss_and_grad(X, y, W, b)
+        except Exception as exc:
+            errors.append(repr(exc))
+    threads = [threading.Thread(target=work) for _ in range(2)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    results["errors"] = errors
+    results["layer"] = numba.threading_layer()
+    json.dump(results, sys.stdout)
+    """
+)
+
+
+def _run_fallback_script(mode: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
+    proc = subprocess.run(
+        [sys.executable, "-c", FALLBACK_SCRIPT, mode],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout)
+
+
+def test_without_openmp_or_tbb_the_workqueue_fallback_gives_the_same_numbers():
+    fallback = _run_fallback_script("no-layer")
+    normal = _run_fallback_script("normal")
+    assert fallback["layer"] == "workqueue"
+    assert normal["layer"] != "workqueue"
+    assert fallback["errors"] == [] and normal["errors"] == []
+    rtol = rtol_for(np.float64, 3000)  # the chunks' partial sums may be added in another order
+    for key in ("softmax", "cross_entropy", "loss", "dW", "db", "predict_proba", "fit_W"):
+        np.testing.assert_allclose(fallback[key], normal[key], rtol=rtol, atol=rtol, err_msg=key)
