@@ -129,7 +129,8 @@ class DataSource:
         if y.dtype.kind not in "iu":
             raise TypeError(f"y has dtype {y.dtype}; labels must be integer class indices.")
         self.y = y
-        self.sample_weight = _checks.check_sample_weight(sample_weight, self.n_samples, self.dtype)
+        # Training uses the weights only through w_i / sum(w): scale-free.
+        self.sample_weight = _checks.check_sample_weight(sample_weight, self.n_samples, self.dtype, scale_free=True)
         self.weight_sum = _weight_sum(self.sample_weight, self.n_samples)
         if chunk_size is None:
             row_bytes = self.n_features * self.X.dtype.itemsize

@@ -75,11 +75,23 @@ def parallel_section(n_chunks: int = 2, calls_blas: bool = False) -> Iterator[No
         yield
 
 
+def get_num_threads() -> int:
+    """``numba.get_num_threads()``, once the threading layer is chosen (it launches the pool)."""
+    if not _layer_checked:
+        _check_layer()
+    return numba.get_num_threads()
+
+
+def set_num_threads(n: int) -> None:
+    """``numba.set_num_threads(n)`` (thread-local), once the threading layer is chosen."""
+    if not _layer_checked:
+        _check_layer()
+    numba.set_num_threads(n)
+
+
 def row_chunks(n_rows: int) -> int:
     """How many chunks of rows a parallel kernel splits ``n_rows`` into: one per thread."""
-    if not _layer_checked:
-        _check_layer()  # get_num_threads launches the pool: pick the layer first
-    return max(1, min(numba.get_num_threads(), n_rows))
+    return max(1, min(get_num_threads(), n_rows))
 
 
 _blas_lock = threading.Lock()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import math
 import os
 import re
 import statistics
@@ -121,9 +120,11 @@ def _set_threads(threads: int | None) -> None:
         return
     import numba
 
+    from fastsoftmax._threading import set_num_threads
+
     if threads < 1 or threads > numba.config.NUMBA_NUM_THREADS:
         raise CLIError(f"--threads must be between 1 and {numba.config.NUMBA_NUM_THREADS}, got {threads}.")
-    numba.set_num_threads(threads)
+    set_num_threads(threads)
 
 
 def _check_output(option: str, path: str) -> None:
@@ -455,7 +456,9 @@ def run_train_dask(args: argparse.Namespace, t_start: float) -> int:
 def _threads() -> int:
     import numba
 
-    return numba.get_num_threads()
+    from fastsoftmax._threading import get_num_threads
+
+    return get_num_threads()
 
 
 def run_generate(args: argparse.Namespace) -> int:
@@ -548,30 +551,21 @@ def _demo_features(text: str) -> int:
     return value
 
 
-def _step_size(text: str) -> float:
-    """--lr: the library's rule (a finite number > 0), checked when the options are parsed."""
-    from fastsoftmax._checks import check_lr
+def _checked_number(check_name: str):
+    """An argparse type that applies the library's own check (``fastsoftmax._checks``) when options are parsed."""
 
-    try:
-        return check_lr(float(text))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}") from exc
+    def parse(text: str) -> float:
+        from fastsoftmax import _checks
 
+        try:
+            return getattr(_checks, check_name)(float(text))
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc).rstrip(".")) from exc
 
-def _l2_strength(text: str) -> float:
-    from fastsoftmax._checks import check_l2
-
-    try:
-        return check_l2(float(text))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}") from exc
+    return parse
 
 
-def _tolerance(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value) or value < 0:  # NaN would never stop, a negative never be reached
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
-    return value
+_step_size, _l2_strength, _tolerance = map(_checked_number, ("check_lr", "check_l2", "check_tol"))
 
 
 def _add_problem_options(parser: argparse.ArgumentParser, *, train: bool) -> None:
@@ -678,9 +672,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.dtype = args.dtype or "float32"
         args.classes_given = args.classes
         args.classes = args.classes or DEFAULT_CLASSES
-    import numba
+    from fastsoftmax._threading import get_num_threads, set_num_threads
 
-    threads = numba.get_num_threads()  # --threads is undone on return (main() may run in-process)
+    threads = get_num_threads()  # --threads is undone on return (main() may run in-process)
     try:
         return args.handler(args)
     except KeyboardInterrupt:
@@ -691,7 +685,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"fastsoftmax {args.command}: error: {message}", file=sys.stderr)
         return 2
     finally:
-        numba.set_num_threads(threads)
+        set_num_threads(threads)
 
 
 if __name__ == "__main__":

@@ -70,6 +70,7 @@ from fastsoftmax import _checks, engine, solvers
 from fastsoftmax._api import LossGradSums, _weight_sum, fused_loss_grad, l2_penalty
 from fastsoftmax._dask_check import is_dask_collection
 from fastsoftmax._layout import unpack
+from fastsoftmax._threading import get_num_threads, set_num_threads
 
 if TYPE_CHECKING:
     import dask.array as da
@@ -149,14 +150,12 @@ def _kernel_threads(concurrency: int | dict[str, int]) -> int:
 @contextlib.contextmanager
 def _numba_threads(n: int) -> Iterator[None]:
     """Run the block with ``numba.set_num_threads(n)`` (thread-local) and restore it."""
-    import numba
-
-    previous = numba.get_num_threads()
-    numba.set_num_threads(n)
+    previous = get_num_threads()
+    set_num_threads(n)
     try:
         yield
     finally:
-        numba.set_num_threads(previous)
+        set_num_threads(previous)
 
 
 # --------------------------------------------------------------------------- #

@@ -1,0 +1,176 @@
+"""Feature scaling as an exact change of variables: the map, its gradient, and fits that use it."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+from conftest import DTYPE_IDS, DTYPES, rtol_for
+
+import fastsoftmax as fs
+from fastsoftmax import kernels
+from fastsoftmax._scaling import FeatureScaling
+
+N, D, K = 400, 6, 3
+L2 = 1e-3
+
+
+@pytest.fixture
+def badly_scaled(rng):
+    """Features with means far from 0 and scales 10^U(-2, 2): hard for a first-order solver."""
+    X = rng.standard_normal((N, D))
+    y = rng.integers(0, K, N)
+    X[:, :3] += 1.5 * np.eye(K)[y]
+    X = X * 10.0 ** rng.uniform(-2, 2, size=D) + rng.uniform(-50, 50, size=D)
+    return X, y
+
+
+@pytest.fixture
+def scaling(rng):
+    return FeatureScaling(rng.standard_normal(D) * 10, 10.0 ** rng.uniform(-2, 2, size=D), K)
+
+
+def test_the_map_round_trips(rng, scaling):
+    theta = rng.standard_normal(K * (D + 1))
+    np.testing.assert_allclose(scaling.to_raw(scaling.to_scaled(theta)), theta, rtol=1e-12, atol=1e-12)
+
+
+def test_logits_are_unchanged_by_the_map(rng, scaling):
+    # z = W x + b = W' S^-1 (x - mu) + b': the same model in other coordinates.
+    X = rng.standard_normal((5, D)) * 3
+    theta_scaled = rng.standard_normal(K * (D + 1))
+    W, b = fs._layout.unpack(scaling.to_raw(theta_scaled), K, D)
+    W_s, b_s = fs._layout.unpack(theta_scaled, K, D)
+    np.testing.assert_allclose(X @ W.T + b, ((X - scaling.mean) / scaling.scale) @ W_s.T + b_s, rtol=1e-10)
+
+
+def test_gradient_is_the_chain_rule_of_the_map(rng, scaling):
+    """The scaled gradient against central differences of f(to_raw(theta'))."""
+    X = rng.standard_normal((30, D))
+    y = rng.integers(0, K, 30)
+
+    def f(theta_scaled):
+        W, b = fs._layout.unpack(scaling.to_raw(theta_scaled), K, D)
+        return fs.loss_and_grad(X, y, np.ascontiguousarray(W), np.ascontiguousarray(b), l2=L2)
+
+    theta_scaled = scaling.to_scaled(0.1 * rng.standard_normal(K * (D + 1)))
+    loss, dW, db = f(theta_scaled)
+    grad = scaling.gradient_to_scaled(np.concatenate([dW.ravel(), db]))
+    step = 1e-6
+    numeric = np.empty_like(grad)
+    for i in range(grad.shape[0]):
+        e = np.zeros_like(theta_scaled)
+        e[i] = step * max(1.0, abs(theta_scaled[i]))
+        numeric[i] = (f(theta_scaled + e)[0] - f(theta_scaled - e)[0]) / (2 * e[i])
+    np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_column_moments_kernel(rng, dtype):
+    X = (rng.standard_normal((257, D)) * 5 + 1e3).astype(dtype)
+    shift = X[0].astype(np.float64)
+    for n_chunks in (1, 3):
+        sums, squares = kernels.column_moments(X, shift, n_chunks)
+        deviations = X.astype(np.float64) - shift
+        np.testing.assert_allclose(sums, deviations.sum(axis=0), rtol=rtol_for(np.float64, 257), atol=1e-9)
+        np.testing.assert_allclose(squares, (deviations**2).sum(axis=0), rtol=rtol_for(np.float64, 257))
+
+
+def test_scaling_statistics_survive_a_large_offset(rng):
+    # Raw second moments would cancel: E[x^2] - E[x]^2 with |mean| / std = 1e7.
+    X = rng.standard_normal((1000, D)) + 1e7
+    scaling = FeatureScaling.from_moments(1000, *kernels.column_moments(X, X[0].copy(), 2), X[0].copy(), 0.0, K)
+    np.testing.assert_allclose(scaling.mean, X.mean(axis=0), rtol=rtol_for(np.float64, 1000))
+    np.testing.assert_allclose(scaling.scale, X.std(axis=0), rtol=1e-6)
+
+
+def test_constant_and_nonfinite_columns_fall_back_safely():
+    constant = FeatureScaling.from_mean_variance(np.array([5.0, 1.0]), np.array([0.0, 4.0]), 0.0, K)
+    np.testing.assert_array_equal(constant.scale, [1.0, 2.0])
+    bad = FeatureScaling.from_mean_variance(np.array([np.nan, 1.0]), np.array([1.0, np.inf]), 0.0, K)
+    np.testing.assert_array_equal(bad.scale, [1.0, 1.0])
+    np.testing.assert_array_equal(bad.mean, [0.0, 0.0])
+
+
+def _objective(X, y, model):
+    return fs.loss_and_grad(X, y, model.W, model.b, l2=L2)[0]
+
+
+@pytest.mark.parametrize("solver", ["lbfgs", "gd", "sgd", "adam"])
+def test_every_solver_reaches_the_same_optimum_with_and_without_scaling(badly_scaled, solver):
+    """The optimum is a property of the problem, not of the coordinates."""
+    X, y = badly_scaled
+    reference = fs.SoftmaxRegression(D, K, seed=0).fit(X, y, l2=L2, tol=1e-12, max_iter=5000)
+    assert reference.converged_
+    settings = {
+        "lbfgs": dict(max_iter=500, tol=1e-10),
+        "gd": dict(lr=1.0, max_iter=3000, tol=0),
+        "sgd": dict(lr=0.02, momentum=0.5, batch_size=N, max_iter=3000, tol=0, seed=0),
+        "adam": dict(lr=0.05, batch_size=N, max_iter=3000, tol=0, seed=0),
+    }[solver]
+    # Adam with a fixed step hovers around the optimum instead of settling on it.
+    relative_gap = {"adam": 1e-4}.get(solver, 1e-6)
+    model = fs.SoftmaxRegression(D, K, seed=0).fit(X, y, solver=solver, l2=L2, precondition=True, **settings)
+    gap = _objective(X, y, model) - _objective(X, y, reference)
+    assert gap <= relative_gap * _objective(X, y, reference)
+
+
+def test_scaling_cuts_lbfgs_iterations_on_badly_scaled_data(badly_scaled):
+    X, y = badly_scaled
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fs.ConvergenceWarning)
+        raw = fs.SoftmaxRegression(D, K, seed=0).fit(X, y, l2=L2, tol=1e-8, max_iter=3000, precondition=False)
+    scaled = fs.SoftmaxRegression(D, K, seed=0).fit(X, y, l2=L2, tol=1e-8, max_iter=3000, precondition=True)
+    assert scaled.converged_
+    assert scaled.n_iter_ * 5 < raw.n_iter_
+    assert _objective(X, y, scaled) <= _objective(X, y, raw) + 1e-9
+
+
+def test_callback_and_model_see_raw_weights(badly_scaled):
+    X, y = badly_scaled
+    seen = []
+
+    def callback(model, iteration, loss):
+        seen.append(math.isclose(loss, _objective(X, y, model), rel_tol=1e-9))
+
+    fs.SoftmaxRegression(D, K, seed=0).fit(X, y, l2=L2, max_iter=5, tol=0, precondition=True, callback=callback)
+    assert seen and all(seen)
+
+
+def test_streamed_fit_with_scaling_equals_in_memory(tmp_path, badly_scaled):
+    X, y = badly_scaled
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "y.npy", y)
+    memory = fs.SoftmaxRegression(D, K, seed=0).fit(X, y, l2=L2, max_iter=30, tol=0)
+    streamed = fs.SoftmaxRegression(D, K, seed=0).fit(
+        str(tmp_path / "X.npy"), str(tmp_path / "y.npy"), l2=L2, max_iter=30, tol=0, chunk_size=97
+    )
+    np.testing.assert_allclose(streamed.W, memory.W, rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("solver", ["gd", "adam"])
+def test_resume_with_scaling_is_exact(tmp_path, badly_scaled, solver):
+    X, y = badly_scaled
+    kwargs = dict(solver=solver, l2=L2, max_iter=8, tol=0, precondition=True, seed=0, lr=0.05, batch_size=64)
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_3(model, iteration, loss):
+        if iteration == 3:
+            raise Stop
+
+    with pytest.raises(Stop):
+        fs.SoftmaxRegression(D, K, seed=0).fit(X, y, checkpoint=tmp_path, callback=stop_at_3, **kwargs)
+    resumed = fs.SoftmaxRegression(D, K, seed=0).fit(X, y, checkpoint=tmp_path, **kwargs)
+    uninterrupted = fs.SoftmaxRegression(D, K, seed=0).fit(X, y, **kwargs)
+    np.testing.assert_array_equal(resumed.W, uninterrupted.W)
+    np.testing.assert_array_equal(resumed.b, uninterrupted.b)
+
+
+def test_precondition_option_is_checked(badly_scaled):
+    X, y = badly_scaled
+    with pytest.raises(ValueError, match="precondition must be True, False or 'auto'"):
+        fs.SoftmaxRegression(D, K).fit(X, y, precondition="yes")
