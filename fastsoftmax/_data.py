@@ -318,3 +318,23 @@ def accuracy(model, source: DataSource) -> float:
     for start, X, y, _ in source.chunks():
         correct += int(np.count_nonzero(model.predict(X) == y))
     return correct / source.n_samples
+
+
+def frozen_intercept(objective, n_weights: int):
+    """Wrap an objective so that the gradient of b (``theta[n_weights:]``) is zero.
+
+    Works for ``objective(theta)`` and ``batch_objective(theta, rows)`` alike.
+    With a zero partial derivative every solver leaves b where it starts:
+    gradient descent, SGD and Adam step by multiples of the gradient (Adam's
+    moments of a zero gradient stay 0), and L-BFGS builds its direction from
+    gradients and steps whose b parts are all zero. Starting from b = 0 this
+    fits the model without an intercept, with no change to the kernels.
+    """
+
+    def without_intercept_gradient(theta, *rows):
+        loss, grad = objective(theta, *rows)
+        grad = np.array(grad, copy=True)
+        grad[n_weights:] = 0
+        return loss, grad
+
+    return without_intercept_gradient

@@ -63,6 +63,7 @@ import numpy as np
 
 from fastsoftmax import _checks, solvers
 from fastsoftmax._api import LossGradSums, _weight_sum, fused_loss_grad, l2_penalty
+from fastsoftmax._data import frozen_intercept
 
 if TYPE_CHECKING:
     import dask.array as da
@@ -467,6 +468,7 @@ def fit_dask(
     callback: Callable[[SoftmaxRegression, int, float], Any] | None = None,
     client: Client | None = None,
     persist: bool = True,
+    fit_intercept: bool = True,
 ) -> SoftmaxRegression:
     """Train ``model`` on Dask arrays from its current W and b; returns ``model``.
 
@@ -487,7 +489,7 @@ def fit_dask(
         is cut into X's row chunks.
     solver : {"lbfgs", "gd"}
         L-BFGS (the driver on the client) or full-batch gradient descent.
-    max_iter, lr, l2, tol, callback :
+    max_iter, lr, l2, tol, callback, fit_intercept :
         As in :meth:`SoftmaxRegression.fit`; ``lr`` (default 0.1) is used by "gd" only.
     sample_weight : dask.array.Array or array_like, shape (N,), optional
         Chunked like y.
@@ -542,12 +544,13 @@ def fit_dask(
     with DaskObjective(X, y, sample_weight, model.num_classes, l2, client=client, persist=persist) as objective:
         model.loss_history_, model.n_iter_, model.converged_ = [], 0, False
         theta0 = model._pack()
+        evaluate = objective if fit_intercept else frozen_intercept(objective, model.W.size)
         try:
             if solver == "lbfgs":
-                result = solvers.lbfgs(objective, theta0, max_iter=max_iter, tol=tol, on_iteration=on_iteration)
+                result = solvers.lbfgs(evaluate, theta0, max_iter=max_iter, tol=tol, on_iteration=on_iteration)
             else:
                 result = solvers.gradient_descent(
-                    objective, theta0, lr=lr, max_iter=max_iter, tol=tol, on_iteration=on_iteration
+                    evaluate, theta0, lr=lr, max_iter=max_iter, tol=tol, on_iteration=on_iteration
                 )
         except solvers.NonFiniteLossError as exc:
             if exc.iteration == 0 and not model.loss_history_:

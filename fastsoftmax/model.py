@@ -14,7 +14,7 @@ from fastsoftmax import checkpoint as _checkpoint
 from fastsoftmax._io import atomic_file
 from fastsoftmax._api import fused_loss_grad, l2_penalty, predict, predict_proba
 from fastsoftmax.distributed import is_dask_collection
-from fastsoftmax._data import DataSource, block_shuffled_batches, chunked_objectives
+from fastsoftmax._data import DataSource, block_shuffled_batches, chunked_objectives, frozen_intercept
 
 _FORMAT = "fastsoftmax-model"
 _FORMAT_VERSION = 1
@@ -230,6 +230,7 @@ class SoftmaxRegression:
         callback: Callable[[SoftmaxRegression, int, float], Any] | None = None,
         chunk_size: int | None = None,
         checkpoint: str | os.PathLike | None = None,
+        fit_intercept: bool = True,
     ) -> SoftmaxRegression:
         """Train from the current W and b; returns ``self``.
 
@@ -276,6 +277,10 @@ class SoftmaxRegression:
             lbfgs restarts its curvature memory from the saved theta). A
             checkpoint of another problem raises
             :class:`~fastsoftmax.checkpoint.CheckpointError` and is left alone.
+        fit_intercept : bool, default True
+            False holds b at its current value (its gradient is zeroed, see
+            :func:`fastsoftmax._data.frozen_intercept`); set ``b`` to 0 first to
+            fit a model without intercept.
 
         Raises
         ------
@@ -298,7 +303,7 @@ class SoftmaxRegression:
 
             return fit_dask(
                 self, X, y, solver=solver, max_iter=max_iter, lr=lr, l2=l2, tol=tol,
-                sample_weight=sample_weight, callback=callback,
+                sample_weight=sample_weight, callback=callback, fit_intercept=fit_intercept,
             )  # fmt: skip
         if solver not in solvers.SOLVERS:
             raise ValueError(f"solver must be one of {solvers.SOLVERS}, got {solver!r}.")
@@ -310,6 +315,9 @@ class SoftmaxRegression:
         self._params()
         counter = [0]
         objective, batch_objective = chunked_objectives(source, self.num_classes, l2, counter)
+        if not fit_intercept:
+            objective = frozen_intercept(objective, self.W.size)
+            batch_objective = frozen_intercept(batch_objective, self.W.size)
         minibatch = solver in ("sgd", "adam")
         batches = block_shuffled_batches(source.n_samples, batch_size) if minibatch and source.streamed else None
 
@@ -328,6 +336,7 @@ class SoftmaxRegression:
                 "momentum": float(momentum) if solver == "sgd" else None,
                 "seed": None if seed is None else int(seed),
                 "shuffle": ("blocks" if batches else "rows") if minibatch else None,
+                "fit_intercept": bool(fit_intercept),
             }
             resumed = _checkpoint.load(checkpoint, fingerprint)
 
@@ -425,6 +434,7 @@ class SoftmaxRegression:
         l2: float = 0.0,
         seed=None,
         sample_weight=None,
+        fit_intercept: bool = True,
     ) -> SoftmaxRegression:
         """One epoch of mini-batch sgd or adam over (X, y); returns ``self``.
 
@@ -433,6 +443,7 @@ class SoftmaxRegression:
         first call's ``seed``) carries over from call to call; :meth:`fit`
         does not touch it. X and y take the forms :meth:`fit` accepts. The mean
         mini-batch loss of each call is appended to ``loss_history_``.
+        ``fit_intercept=False`` holds b at its current value, as in :meth:`fit`.
         """
         if solver not in ("sgd", "adam"):
             raise ValueError(f"partial_fit supports solver 'sgd' or 'adam', got {solver!r}.")
@@ -442,6 +453,8 @@ class SoftmaxRegression:
         source = self._source(X, y, sample_weight, None)
         self._params()
         _, batch_objective = chunked_objectives(source, self.num_classes, l2)
+        if not fit_intercept:
+            batch_objective = frozen_intercept(batch_objective, self.W.size)
         batches = block_shuffled_batches(source.n_samples, batch_size) if source.streamed else None
         states = self.__dict__.setdefault("_partial_state", {})
         state = states.setdefault(solver, {})
