@@ -196,7 +196,7 @@ def check_sample_weight(sample_weight, n_samples: int, dtype: np.dtype) -> np.nd
     if (w < 0).any():
         raise ValueError("sample_weight contains negative values; weights must be >= 0.")
     if not w.sum(dtype=np.float64) > 0:
-        raise ValueError("sample_weight sums to 0; at least one sample needs a positive weight.")
+        raise ValueError("sample_weight sums to 0 (every weight is zero); at least one sample needs a positive weight.")
     return w
 
 

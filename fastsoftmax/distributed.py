@@ -400,7 +400,7 @@ class DaskObjective:
             if w_min < 0:
                 raise ValueError("sample_weight contains negative values; weights must be >= 0.")
             if not w_sum > 0:
-                raise ValueError("sample_weight sums to 0; at least one sample needs a positive weight.")
+                raise ValueError("sample_weight sums to 0 (every weight is zero); at least one sample needs a positive weight.")
 
     # -- evaluation -----------------------------------------------------------
 
