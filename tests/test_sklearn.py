@@ -113,8 +113,11 @@ def test_import_does_not_import_sklearn():
 # -- agreement with LogisticRegression ------------------------------------------------
 
 
-@pytest.mark.parametrize("C", [0.1, 1.0], ids=lambda c: f"C={c}")
-@pytest.mark.parametrize("name", list(DATA))
+# digits at C = 0.1 only: at C = 1 both solvers need thousands of iterations (30 s).
+CASES = [(name, C) for name in DATA for C in (0.1, 1.0) if (name, C) != ("digits", 1.0)]
+
+
+@pytest.mark.parametrize("name, C", CASES, ids=[f"{name}-C={C}" for name, C in CASES])
 def test_matches_logistic_regression(name, C):
     X, y = DATA[name]()
     ours, theirs = both(C)
