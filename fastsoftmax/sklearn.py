@@ -257,7 +257,9 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                     "never sees; pass a dict, for example from "
                     "sklearn.utils.class_weight.compute_class_weight('balanced', classes=..., y=y_all)."
                 )
-            per_class = compute_class_weight(self.class_weight, classes=classes, y=classes[y_idx], sample_weight=w)
+            # The weighted "balanced" counts, as LogisticRegression computes them (scikit-learn >= 1.7).
+            weighted = {"sample_weight": w} if w is not None and self.class_weight == "balanced" else {}
+            per_class = compute_class_weight(self.class_weight, classes=classes, y=classes[y_idx], **weighted)
             w = per_class[y_idx] if w is None else w * per_class[y_idx]
         weight_sum = float(n) if w is None else float(np.sum(w, dtype=np.float64))
         if w is not None:
