@@ -320,7 +320,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
 
     def _store(self, W: np.ndarray, b: np.ndarray) -> None:
         """coef_ and intercept_ from the engine's W and b."""
-        b = b - b.mean() if self.fit_intercept else np.zeros_like(b)
+        b = b - b.mean() if self.fit_intercept else b  # the engine held b at 0
         if W.shape[0] == 2:
             self.coef_ = (W[1] - W[0])[None, :]
             self.intercept_ = np.array([b[1] - b[0]], dtype=b.dtype)
