@@ -21,15 +21,15 @@ import pytest
 
 pytest.importorskip("sklearn")
 
-from scipy.special import logsumexp  # noqa: E402
-from sklearn import datasets  # noqa: E402
-from sklearn.exceptions import ConvergenceWarning  # noqa: E402
-from sklearn.linear_model import LogisticRegression  # noqa: E402
-from sklearn.preprocessing import StandardScaler  # noqa: E402
-from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
+from scipy.special import logsumexp
+from sklearn import datasets
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from fastsoftmax import SoftmaxClassifier  # noqa: E402
-from fastsoftmax.sklearn import SPARSE_MESSAGE  # noqa: E402
+from fastsoftmax import SoftmaxClassifier
+from fastsoftmax.sklearn import SPARSE_MESSAGE
 
 TOL = 1e-10
 MAX_ITER = 20_000
