@@ -462,10 +462,13 @@ def test_grid_search_threads_match_serial():
     from sklearn.pipeline import make_pipeline
 
     X, y = datasets.load_digits(return_X_y=True)
-    grid = {"softmaxclassifier__C": [0.01, 0.1, 1.0, 10.0]}
+    # 600 rows: enough work per evaluation that the kernels run on several
+    # Numba threads while joblib's threads call them concurrently.
+    X, y = X[:600], y[:600]
+    grid = {"softmaxclassifier__C": [0.1, 1.0]}
 
     def search(n_jobs):
-        pipeline = make_pipeline(StandardScaler(), SoftmaxClassifier(tol=1e-6, max_iter=500))
+        pipeline = make_pipeline(StandardScaler(), SoftmaxClassifier(max_iter=200))
         with parallel_backend("threading"), warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             return GridSearchCV(pipeline, grid, cv=3, n_jobs=n_jobs).fit(X, y)
@@ -477,7 +480,7 @@ def test_grid_search_threads_match_serial():
 
 
 def test_n_threads_changes_only_rounding():
-    X, y = DATA["digits"]()
+    X, y = generated(n=3000, d=20, k=4)  # work enough for several Numba threads
     one = SoftmaxClassifier(n_threads=1, tol=1e-8, max_iter=MAX_ITER).fit(X, y)
     every = SoftmaxClassifier(tol=1e-8, max_iter=MAX_ITER).fit(X, y)
     assert objective(one, X, y, 1.0) == pytest.approx(objective(every, X, y, 1.0), rel=OBJECTIVE_RTOL)
@@ -491,10 +494,17 @@ def test_verbose_prints_the_loss(capsys):
     assert "iteration 1, mean loss" in capsys.readouterr().out
 
 
-def test_n_threads_is_restored():
+def test_n_threads_is_used_and_restored():
     # numba's thread count is per Python thread; fit sets it for its kernels only.
     import numba
 
+    seen = []
+
+    class Probe(SoftmaxClassifier):
+        def _verbose_callback(self):
+            return lambda model, iteration, loss: seen.append(numba.get_num_threads())
+
     before = numba.get_num_threads()
-    SoftmaxClassifier(n_threads=1).fit(*generated(n=100, k=3))
+    Probe(n_threads=1).fit(*generated(n=100, k=3))
+    assert seen and set(seen) == {1}
     assert numba.get_num_threads() == before
