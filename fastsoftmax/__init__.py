@@ -6,7 +6,8 @@ the data, in float32 or float64, on several threads, without an N x K matrix.
 Public functions (shapes: X (N, D), y (N,), W (K, D), b (K,), Z (N, K)):
 :func:`softmax`, :func:`log_softmax`, :func:`cross_entropy`,
 :func:`loss_and_grad`, :func:`loss_and_grad_sums`, :func:`predict_proba`,
-:func:`predict`; the model :class:`SoftmaxRegression`.
+:func:`predict`; the model :class:`SoftmaxRegression`, and the scikit-learn
+estimator :class:`SoftmaxClassifier` (imported on first use, with scikit-learn).
 
 Importing the package compiles nothing; each kernel compiles on first use
 and is cached on disk.
@@ -34,6 +35,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ConvergenceWarning",
     "LossGradSums",
+    "SoftmaxClassifier",
     "SoftmaxRegression",
     "TrainingError",
     "cross_entropy",
@@ -44,3 +46,13 @@ __all__ = [
     "predict_proba",
     "softmax",
 ]
+
+
+def __getattr__(name: str):
+    # SoftmaxClassifier needs scikit-learn: import it on first use only, so
+    # that `import fastsoftmax` stays light and works without scikit-learn.
+    if name == "SoftmaxClassifier":
+        from fastsoftmax.sklearn import SoftmaxClassifier
+
+        return SoftmaxClassifier
+    raise AttributeError(f"module 'fastsoftmax' has no attribute {name!r}")

@@ -234,7 +234,7 @@ def check_sample_weight(
         raise ValueError("sample_weight contains negative values; weights must be >= 0.")
     w_max = float(w.max())
     if not w_max > 0:
-        raise ValueError("sample_weight sums to 0; at least one sample needs a positive weight.")
+        raise ValueError("sample_weight sums to 0 (every weight is zero); at least one sample needs a positive weight.")
     info = np.finfo(dtype)
     if scale_free and not float(info.tiny) <= w_max <= 1 / float(info.eps):
         w = w.astype(np.float64) / w_max
@@ -400,6 +400,7 @@ class FitOptions(NamedTuple):
     l2: float
     tol: float
     precondition: bool
+    fit_intercept: bool
 
 
 def default_lr(solver: str) -> float:
@@ -443,6 +444,7 @@ def check_fit_options(
     l2=0.0,
     tol=1e-6,
     precondition="auto",
+    fit_intercept=True,
 ) -> FitOptions:
     """Validate every solver option at once, before any data is read.
 
@@ -456,6 +458,8 @@ def check_fit_options(
         precondition = solver == "lbfgs"
     if not isinstance(precondition, (bool, np.bool_)):
         raise ValueError(f"precondition must be True, False or 'auto', got {precondition!r}.")
+    if not isinstance(fit_intercept, (bool, np.bool_)):
+        raise ValueError(f"fit_intercept must be True or False, got {fit_intercept!r}.")
     return FitOptions(
         solver=solver,
         max_iter=check_int(max_iter, "max_iter"),
@@ -465,6 +469,7 @@ def check_fit_options(
         l2=check_l2(l2),
         tol=check_tol(tol),
         precondition=bool(precondition),
+        fit_intercept=bool(fit_intercept),
     )
 
 

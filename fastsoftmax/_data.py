@@ -399,3 +399,4 @@ def accuracy(model, source: DataSource) -> float:
     for start, X, y, _ in source.chunks():
         correct += int(np.count_nonzero(model.predict(X) == y))
     return correct / source.n_samples
+

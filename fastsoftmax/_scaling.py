@@ -58,18 +58,34 @@ class FeatureScaling:
 
     @classmethod
     def from_moments(
-        cls, n_samples: int, sums: np.ndarray, squares: np.ndarray, shift: np.ndarray, l2: float, n_classes: int
+        cls,
+        total_weight: float,
+        sums: np.ndarray,
+        squares: np.ndarray,
+        shift: np.ndarray,
+        l2: float,
+        n_classes: int,
+        *,
+        centre: bool = True,
     ) -> FeatureScaling:
-        """From the sums of (x - shift) and (x - shift)^2 over ``n_samples`` rows (see ``kernels.column_moments``)."""
-        mean_deviation = sums / n_samples
-        variance = squares / n_samples - mean_deviation * mean_deviation
-        return cls.from_mean_variance(shift + mean_deviation, variance, l2, n_classes)
+        """From the weighted sums of (x - shift) and (x - shift)^2 and their total weight (``kernels.column_moments``)."""
+        mean_deviation = sums / total_weight
+        variance = squares / total_weight - mean_deviation * mean_deviation
+        return cls.from_mean_variance(shift + mean_deviation, variance, l2, n_classes, centre=centre)
 
     @classmethod
     def from_mean_variance(
-        cls, mean: np.ndarray, variance: np.ndarray, l2: float, n_classes: int
+        cls, mean: np.ndarray, variance: np.ndarray, l2: float, n_classes: int, *, centre: bool = True
     ) -> FeatureScaling:
-        """Scales sqrt(variance + l2), 1 where that is 0; the identity if the moments are not finite."""
+        """Scales sqrt(variance + l2), 1 where that is 0; the identity if the moments are not finite.
+
+        With ``centre=False`` (a model without intercept, whose b must stay
+        put: centring would move it, b = b' - W mu) the mean is 0 and the
+        scale sqrt(E[x^2] + l2), the second moment about 0.
+        """
+        if not centre:
+            variance = variance + mean * mean
+            mean = np.zeros_like(mean)
         with np.errstate(invalid="ignore", over="ignore"):
             scale = np.sqrt(np.maximum(variance, 0.0) + l2)
         if not (np.isfinite(mean).all() and np.isfinite(scale).all()):

@@ -89,6 +89,17 @@ def set_num_threads(n: int) -> None:
     numba.set_num_threads(n)
 
 
+@contextlib.contextmanager
+def numba_threads(n: int) -> Iterator[None]:
+    """Run the block with ``set_num_threads(n)`` (thread-local in numba) and restore the count after."""
+    previous = get_num_threads()
+    set_num_threads(n)
+    try:
+        yield
+    finally:
+        set_num_threads(previous)
+
+
 def row_chunks(n_rows: int) -> int:
     """How many chunks of rows a parallel kernel splits ``n_rows`` into: one per thread."""
     return max(1, min(get_num_threads(), n_rows))

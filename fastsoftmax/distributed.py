@@ -70,7 +70,7 @@ from fastsoftmax import _checks, engine, solvers
 from fastsoftmax._api import LossGradSums, _weight_sum, fused_loss_grad, l2_penalty
 from fastsoftmax._dask_check import is_dask_collection
 from fastsoftmax._layout import unpack
-from fastsoftmax._threading import get_num_threads, set_num_threads
+from fastsoftmax._threading import numba_threads
 
 if TYPE_CHECKING:
     import dask.array as da
@@ -147,17 +147,6 @@ def _kernel_threads(concurrency: int | dict[str, int]) -> int:
     return max(1, numba.config.NUMBA_NUM_THREADS // n_tasks)
 
 
-@contextlib.contextmanager
-def _numba_threads(n: int) -> Iterator[None]:
-    """Run the block with ``numba.set_num_threads(n)`` (thread-local) and restore it."""
-    previous = get_num_threads()
-    set_num_threads(n)
-    try:
-        yield
-    finally:
-        set_num_threads(previous)
-
-
 # --------------------------------------------------------------------------- #
 # The tasks (module-level, so workers can unpickle them by reference)
 # --------------------------------------------------------------------------- #
@@ -183,7 +172,7 @@ def _chunk_sums(
         sample_weight = np.ascontiguousarray(sample_weight)
     dW = np.empty_like(W)
     db = np.empty_like(b)
-    with _numba_threads(_kernel_threads(concurrency)):
+    with numba_threads(_kernel_threads(concurrency)):
         # A non-finite loss comes back as it is: the client decides from the
         # reduced sum whether X holds NaN or the solver diverged.
         loss_sum = fused_loss_grad(X, y, W, b, sample_weight, 1.0, 0.0, dW, db)
@@ -401,7 +390,7 @@ class DaskObjective:
             if w_min < 0:
                 raise ValueError("sample_weight contains negative values; weights must be >= 0.")
             if not w_sum > 0:
-                raise ValueError("sample_weight sums to 0; at least one sample needs a positive weight.")
+                raise ValueError("sample_weight sums to 0 (every weight is zero); at least one sample needs a positive weight.")
 
     # -- evaluation -----------------------------------------------------------
 
@@ -457,13 +446,21 @@ class DaskObjective:
     def minibatch_order(self, batch_size: int) -> None:
         return None
 
-    def feature_scaling(self, l2: float, n_classes: int):
-        """Column means and variances of X, computed on the cluster (see :mod:`fastsoftmax._scaling`)."""
+    def feature_scaling(self, l2: float, n_classes: int, *, centre: bool = True):
+        """Weighted column means and variances of X, computed on the cluster (see :mod:`fastsoftmax._scaling`)."""
         from fastsoftmax._scaling import FeatureScaling
 
         X = self.X.astype(np.float64)
-        mean, variance = self._compute(X.mean(axis=0), X.var(axis=0))
-        return FeatureScaling.from_mean_variance(np.asarray(mean), np.asarray(variance), l2, n_classes)
+        if self.sample_weight is None:
+            mean, variance = self._compute(X.mean(axis=0), X.var(axis=0))
+        else:  # weighted like the loss, as on one machine
+            w = self.sample_weight.astype(np.float64)[:, None]
+            total, sums, squares = self._compute(w.sum(), (w * X).sum(axis=0), (w * X * X).sum(axis=0))
+            mean = sums / total
+            variance = squares / total - mean * mean
+        return FeatureScaling.from_mean_variance(
+            np.asarray(mean), np.asarray(variance), l2, n_classes, centre=centre
+        )
 
     def check_checkpoint(self) -> None:
         """Checkpoints are for single-machine runs."""
@@ -503,6 +500,7 @@ def fit_dask(
     client: Client | None = None,
     persist: bool = True,
     precondition: bool | str = "auto",
+    fit_intercept: bool = True,
 ) -> Trainable:
     """Train ``model`` on Dask arrays from its current W and b; returns ``model``.
 
@@ -523,7 +521,7 @@ def fit_dask(
         is cut into X's row chunks.
     solver : {"lbfgs", "gd"}
         L-BFGS (the driver on the client) or full-batch gradient descent.
-    max_iter, lr, l2, tol, callback, precondition :
+    max_iter, lr, l2, tol, callback, precondition, fit_intercept :
         As in :meth:`SoftmaxRegression.fit`; ``lr`` (default 0.1) is used by "gd" only.
         The feature statistics of ``precondition`` are computed on the cluster.
     sample_weight : dask.array.Array or array_like, shape (N,), optional
@@ -556,8 +554,9 @@ def fit_dask(
     if isinstance(solver, str) and solver in solvers.SOLVERS and solver not in DASK_SOLVERS:
         raise ValueError(_minibatch_solver_message(solver))
     options = _checks.check_fit_options(
-        solver, DASK_SOLVERS, max_iter=max_iter, lr=lr, l2=l2, tol=tol, precondition=precondition
-    )
+        solver, DASK_SOLVERS, max_iter=max_iter, lr=lr, l2=l2, tol=tol, precondition=precondition,
+        fit_intercept=fit_intercept,
+    )  # fmt: skip
     model._params()
     X, y, sample_weight = check_chunked(X, y, sample_weight, model.dtype, model.input_dim)
     objective = DaskObjective(X, y, sample_weight, model.num_classes, options.l2, _resolve_client(client), persist)

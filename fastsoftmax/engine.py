@@ -51,6 +51,7 @@ from fastsoftmax._checks import FitOptions
 from fastsoftmax._scaling import FeatureScaling, ScaledObjective
 from fastsoftmax._threading import single_threaded_blas
 from fastsoftmax.exceptions import ConvergenceWarning, TrainingError
+from fastsoftmax.objectives import FrozenIntercept
 
 MINIBATCH_SOLVERS = ("sgd", "adam")
 
@@ -94,7 +95,7 @@ class Objective(Protocol):
 
     def digest(self) -> str: ...
 
-    def feature_scaling(self, l2: float, n_classes: int) -> FeatureScaling: ...
+    def feature_scaling(self, l2: float, n_classes: int, *, centre: bool = True) -> FeatureScaling: ...
 
     def raise_for_nonfinite_start(self, loss: float) -> None: ...
 
@@ -145,6 +146,7 @@ def _fingerprint(model: Trainable, objective: Objective, options: FitOptions, se
         "momentum": options.momentum if options.solver == "sgd" else None,
         "seed": None if seed is None else int(seed),
         "precondition": options.precondition,
+        "fit_intercept": options.fit_intercept,
         "shuffle": ("rows" if objective.minibatch_order(options.batch_size) is None else "blocks")
         if minibatch
         else None,
@@ -203,9 +205,16 @@ def _scaling(model: Trainable, objective: Objective, options: FitOptions, state:
     if not options.precondition:
         return None
     if "scaling_mean" not in state:
-        scaling = objective.feature_scaling(options.l2, model.num_classes)
+        scaling = objective.feature_scaling(options.l2, model.num_classes, centre=options.fit_intercept)
         state["scaling_mean"], state["scaling_scale"] = scaling.mean, scaling.scale
     return FeatureScaling(state["scaling_mean"], state["scaling_scale"], model.num_classes)
+
+
+def _hold_intercept(model: Trainable, objective: Objective, options: FitOptions) -> Objective:
+    """``fit_intercept=False``: b stays where it starts (uncentred scaling keeps b' = b)."""
+    if options.fit_intercept:
+        return objective
+    return FrozenIntercept(objective, model._pack().shape[0] - model.num_classes)
 
 
 def _fit(model, objective, options, *, seed, callback, checkpoint):
@@ -237,6 +246,7 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
     if scaling is not None:
         # The solver and the checkpoint see theta' (see fastsoftmax._scaling); the model sees theta.
         objective = ScaledObjective(objective, scaling, model.dtype)
+    objective = _hold_intercept(model, objective, options)
 
     def commit(theta: np.ndarray) -> None:
         model._commit(theta if scaling is None else scaling.to_raw(theta))
@@ -325,6 +335,7 @@ def partial_fit(model: Trainable, objective: Objective, options: FitOptions, *, 
 
 
 def _partial_fit(model, objective, options, *, seed, state):
+    objective = _hold_intercept(model, objective, options)
     dim = model._pack().shape[0]
     if state and state.get("dim") != dim:
         state.clear()

@@ -205,6 +205,7 @@ class SoftmaxRegression:
         chunk_size: int | None = None,
         checkpoint: str | os.PathLike | None = None,
         precondition: bool | str = "auto",
+        fit_intercept: bool = True,
     ) -> SoftmaxRegression:
         """Train from the current W and b; returns ``self``.
 
@@ -264,6 +265,9 @@ class SoftmaxRegression:
             extra pass over X per fit. "auto" (the default) turns it on for
             lbfgs; for gd, sgd and adam it would change what ``lr`` means.
             ``tol`` then applies to the gradient in the scaled coordinates.
+        fit_intercept : bool, default True
+            False holds b at its current value (its gradient is zeroed); set
+            ``b`` to 0 first to fit a model without intercept.
 
         Raises
         ------
@@ -288,7 +292,7 @@ class SoftmaxRegression:
         """
         options = _checks.check_fit_options(
             solver, solvers.SOLVERS, max_iter=max_iter, lr=lr, batch_size=batch_size,
-            momentum=momentum, l2=l2, tol=tol, precondition=precondition,
+            momentum=momentum, l2=l2, tol=tol, precondition=precondition, fit_intercept=fit_intercept,
         )  # fmt: skip
         self._params()
         objective = make_objective(
@@ -309,6 +313,7 @@ class SoftmaxRegression:
         l2: float = 0.0,
         seed=None,
         sample_weight=None,
+        fit_intercept: bool = True,
     ) -> SoftmaxRegression:
         """One epoch of mini-batch sgd or adam over (X, y); returns ``self``.
 
@@ -317,10 +322,12 @@ class SoftmaxRegression:
         first call's ``seed``) carries over from call to call; :meth:`fit`
         does not touch it. X and y take the forms :meth:`fit` accepts. The mean
         mini-batch loss of each call is appended to ``loss_history_``.
+        ``fit_intercept=False`` holds b at its current value, as in :meth:`fit`.
         """
         options = _checks.check_fit_options(
-            solver, engine.MINIBATCH_SOLVERS, lr=lr, batch_size=batch_size, momentum=momentum, l2=l2
-        )
+            solver, engine.MINIBATCH_SOLVERS, lr=lr, batch_size=batch_size, momentum=momentum, l2=l2,
+            fit_intercept=fit_intercept,
+        )  # fmt: skip
         self._params()
         objective = make_objective(
             X, y, n_features=self.input_dim, n_classes=self.num_classes, dtype=self.dtype,

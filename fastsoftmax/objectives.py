@@ -90,18 +90,23 @@ class ChunkedObjective:
     def digest(self) -> str:
         return self.source.digest()
 
-    def feature_scaling(self, l2: float, n_classes: int) -> FeatureScaling:
-        """Column means and scales from one streamed pass over X (see :mod:`fastsoftmax._scaling`)."""
+    def feature_scaling(self, l2: float, n_classes: int, *, centre: bool = True) -> FeatureScaling:
+        """Weighted column means and scales from one streamed pass over X (see :mod:`fastsoftmax._scaling`).
+
+        Weighted like the loss, so integer weights give the scaling of repeated rows.
+        """
         shift = np.asarray(self.source.X[0], dtype=np.float64)  # a row of X: near the mean, for precision
         sums = np.zeros(self.source.n_features)
         squares = np.zeros(self.source.n_features)
-        for _, X, _, _ in self.source.chunks():
+        for _, X, _, w in self.source.chunks():
             n_chunks = row_chunks(X.shape[0])
             with parallel_section(n_chunks):
-                chunk_sums, chunk_squares = kernels.column_moments(X, shift, n_chunks)
+                chunk_sums, chunk_squares = kernels.column_moments(X, w, shift, n_chunks)
             sums += chunk_sums
             squares += chunk_squares
-        return FeatureScaling.from_moments(self.n_samples, sums, squares, shift, l2, n_classes)
+        return FeatureScaling.from_moments(
+            self.source.weight_sum, sums, squares, shift, l2, n_classes, centre=centre
+        )
 
     def raise_for_nonfinite_start(self, loss: float) -> None:
         """A non-finite loss at finite starting weights.
@@ -111,6 +116,37 @@ class ChunkedObjective:
         the logits overflowed.
         """
         raise _checks.overflow_error()
+
+
+class FrozenIntercept:
+    """``objective`` with b held where it starts: the b part of every gradient is zero.
+
+    With a zero partial derivative every solver leaves b in place: gradient
+    descent, SGD and Adam step by multiples of the gradient (Adam's moments
+    of a zero gradient stay 0), and L-BFGS builds its directions from
+    gradients and steps whose b parts are all zero. Starting from b = 0 this
+    fits the model without an intercept, with no change to the kernels.
+    Everything else is delegated to the wrapped objective.
+    """
+
+    def __init__(self, objective, n_weights: int):
+        self.objective = objective
+        self.n_weights = n_weights
+
+    def __getattr__(self, name: str):
+        return getattr(self.objective, name)
+
+    def _freeze(self, loss_grad) -> tuple[float, np.ndarray]:
+        loss, grad = loss_grad
+        grad = np.array(grad, copy=True)
+        grad[self.n_weights :] = 0
+        return loss, grad
+
+    def __call__(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
+        return self._freeze(self.objective(theta))
+
+    def batch(self, theta: np.ndarray, rows: np.ndarray) -> tuple[float, np.ndarray]:
+        return self._freeze(self.objective.batch(theta, rows))
 
 
 def _is_path_or_map(a) -> bool:

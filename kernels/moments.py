@@ -11,24 +11,28 @@ from fastsoftmax.kernels._config import JIT_OPTIONS
 
 
 @njit(parallel=True, **JIT_OPTIONS)
-def column_moments(X, shift, n_chunks):
-    r"""Per-column sums of :math:`x_{ij} - c_j` and of :math:`(x_{ij} - c_j)^2`, in float64.
+def column_moments(X, sample_weight, shift, n_chunks):
+    r"""Per-column weighted sums of :math:`x_{ij} - c_j` and of :math:`(x_{ij} - c_j)^2`, in float64.
 
-    X is (N, D), ``shift`` c is (D,) float64. Summing deviations from a value
-    near the mean (a row of X, say) keeps the variance
-    :math:`\frac{1}{N}\sum (x - c)^2 - (\frac{1}{N}\sum (x - c))^2` free of the
-    cancellation that raw second moments suffer when |mean| >> std.
+    X is (N, D), ``sample_weight`` w is (N,) or empty (all ones), ``shift`` c
+    is (D,) float64; the sums are :math:`\sum_i w_i (x_{ij} - c_j)` and
+    :math:`\sum_i w_i (x_{ij} - c_j)^2`. Summing deviations from a value near
+    the mean (a row of X, say) keeps the variance
+    :math:`\frac{1}{W}\sum w (x - c)^2 - (\frac{1}{W}\sum w (x - c))^2` free of
+    the cancellation that raw second moments suffer when |mean| >> std.
     Returns two (D,) float64 arrays; one pass over X, one chunk of rows per thread.
     """
     n, d = X.shape
+    weighted = sample_weight.shape[0] > 0
     sums = np.zeros((n_chunks, d))
     squares = np.zeros((n_chunks, d))
     for c in prange(n_chunks):
         for i in range(c * n // n_chunks, (c + 1) * n // n_chunks):
+            weight = np.float64(sample_weight[i]) if weighted else 1.0
             for j in range(d):
                 deviation = X[i, j] - shift[j]
-                sums[c, j] += deviation
-                squares[c, j] += deviation * deviation
+                sums[c, j] += weight * deviation
+                squares[c, j] += weight * deviation * deviation
     total_sums = np.zeros(d)
     total_squares = np.zeros(d)
     for c in range(n_chunks):  # in chunk order, so the result depends only on n_chunks

@@ -71,17 +71,22 @@ def test_gradient_is_the_chain_rule_of_the_map(rng, scaling):
 def test_column_moments_kernel(rng, dtype):
     X = (rng.standard_normal((257, D)) * 5 + 1e3).astype(dtype)
     shift = X[0].astype(np.float64)
-    for n_chunks in (1, 3):
-        sums, squares = kernels.column_moments(X, shift, n_chunks)
-        deviations = X.astype(np.float64) - shift
-        np.testing.assert_allclose(sums, deviations.sum(axis=0), rtol=rtol_for(np.float64, 257), atol=1e-9)
-        np.testing.assert_allclose(squares, (deviations**2).sum(axis=0), rtol=rtol_for(np.float64, 257))
+    weights = rng.uniform(0, 3, 257).astype(dtype)
+    deviations = X.astype(np.float64) - shift
+    for w, w64 in ((np.empty(0, dtype), np.ones(257)), (weights, weights.astype(np.float64))):
+        for n_chunks in (1, 3):
+            sums, squares = kernels.column_moments(X, w, shift, n_chunks)
+            want_sums = (w64[:, None] * deviations).sum(axis=0)
+            want_squares = (w64[:, None] * deviations**2).sum(axis=0)
+            np.testing.assert_allclose(sums, want_sums, rtol=rtol_for(np.float64, 257), atol=1e-9)
+            np.testing.assert_allclose(squares, want_squares, rtol=rtol_for(np.float64, 257))
 
 
 def test_scaling_statistics_survive_a_large_offset(rng):
     # Raw second moments would cancel: E[x^2] - E[x]^2 with |mean| / std = 1e7.
     X = rng.standard_normal((1000, D)) + 1e7
-    scaling = FeatureScaling.from_moments(1000, *kernels.column_moments(X, X[0].copy(), 2), X[0].copy(), 0.0, K)
+    moments = kernels.column_moments(X, np.empty(0), X[0].copy(), 2)
+    scaling = FeatureScaling.from_moments(1000.0, *moments, X[0].copy(), 0.0, K)
     np.testing.assert_allclose(scaling.mean, X.mean(axis=0), rtol=rtol_for(np.float64, 1000))
     np.testing.assert_allclose(scaling.scale, X.std(axis=0), rtol=1e-6)
 
@@ -174,3 +179,16 @@ def test_precondition_option_is_checked(badly_scaled):
     X, y = badly_scaled
     with pytest.raises(ValueError, match="precondition must be True, False or 'auto'"):
         fs.SoftmaxRegression(D, K).fit(X, y, precondition="yes")
+
+
+def test_integer_weights_scale_like_repeated_rows(badly_scaled):
+    from fastsoftmax.objectives import make_objective
+
+    X, y = badly_scaled
+    weights = np.arange(N) % 3
+    rows = np.repeat(np.arange(N), weights)
+    common = dict(n_features=D, n_classes=K, dtype=np.dtype(np.float64), l2=L2)
+    weighted = make_objective(X, y, sample_weight=weights, **common).feature_scaling(L2, K)
+    repeated = make_objective(X[rows], y[rows], **common).feature_scaling(L2, K)
+    np.testing.assert_allclose(weighted.mean, repeated.mean, rtol=1e-12)
+    np.testing.assert_allclose(weighted.scale, repeated.scale, rtol=1e-10)

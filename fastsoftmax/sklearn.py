@@ -1,0 +1,587 @@
+"""SoftmaxClassifier: a scikit-learn estimator on the fastsoftmax engine.
+
+Design
+------
+A second thin face on :class:`~fastsoftmax.model.SoftmaxRegression` (see
+DESIGN.md, layer 5): this module validates the scikit-learn way, maps the
+parameters of :class:`sklearn.linear_model.LogisticRegression` onto the
+engine's, and leaves the training to ``SoftmaxRegression.fit`` /
+``partial_fit`` and the predictions to the public kernels' functions.
+scikit-learn is imported here only; ``import fastsoftmax`` reaches this
+module lazily (a module ``__getattr__``), so the package stays light.
+
+* **The objective.** LogisticRegression minimises
+  ``C * sum_i w_i loss_i + ||W||_F^2 / 2`` (b not penalised); the engine
+  minimises ``sum_i w_i loss_i / sum_i w_i + (l2 / 2) ||W||_F^2``. Dividing the
+  first by ``C * sum_i w_i`` gives the second with
+  ``l2 = 1 / (C * sum_i w_i)``: the same minimiser, and the engine's loss
+  times ``C * sum_i w_i`` is scikit-learn's objective.
+* **Two classes.** LogisticRegression fits one row ``w`` (binomial loss) where
+  the engine fits two rows ``W = [w0, w1]``. Only ``v = w1 - w0`` enters the
+  probabilities (``p1 = sigmoid(v.x + b1 - b0)``). At the optimum the rows of
+  W sum to 0: the loss gradient sums to 0 over classes (``sum_k p_k - y_k = 0``),
+  so ``grad = 0`` leaves ``lambda (w0 + w1) = 0``. Hence ``W = [-v/2, v/2]`` and
+  ``||W||^2 = ||v||^2 / 2``, and the multinomial objective at C is
+  ``C sum_i w_i loss_i(v) + ||v||^2 / 4 = (1/2) (2C sum_i w_i loss_i(v) + ||v||^2 / 2)``:
+  the binomial objective at ``2C``. So the binomial fit at C is the
+  multinomial fit at ``C / 2``, i.e. ``l2 = 2 / (C * sum_i w_i)``, and
+  ``coef_ = w1 - w0`` (1, D), ``intercept_ = b1 - b0`` (1,).
+* **No intercept.** ``fit_intercept=False`` starts b at 0 and zeroes its
+  gradient (``fit_intercept=False`` of the engine), which every solver
+  leaves at 0.
+* **Intercepts are centred** (``b - mean(b)``): the softmax does not change
+  and, as in LogisticRegression, the intercepts of K > 2 classes sum to 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import numbers
+import os
+import warnings
+import zipfile
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import check_random_state
+from sklearn.utils.class_weight import compute_class_weight
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from fastsoftmax import _checks, solvers
+from fastsoftmax._api import log_softmax, predict, predict_proba
+from fastsoftmax._io import atomic_file
+from fastsoftmax._dask_check import is_dask_collection
+from fastsoftmax._threading import numba_threads
+from fastsoftmax.model import SoftmaxRegression
+
+_FORMAT = "fastsoftmax-sklearn"
+_FORMAT_VERSION = 1
+
+SPARSE_MESSAGE = (
+    "SoftmaxClassifier does not take sparse input yet: a fused sparse kernel is planned; "
+    "densify with X.toarray() if it fits in memory."
+)
+
+_MINIBATCH_SOLVERS = ("sgd", "adam")
+
+
+def _refuse_sparse(X) -> None:
+    import scipy.sparse
+
+    if scipy.sparse.issparse(X):
+        raise TypeError(SPARSE_MESSAGE)
+
+
+class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
+    r"""Multinomial logistic regression with L2 penalty, a drop-in for ``LogisticRegression``.
+
+    Minimises, over W (K, D) and b (K,),
+
+    .. math::
+        C \sum_i w_i \left(\operatorname{logsumexp}(W x_i + b) - (W x_i + b)_{y_i}\right)
+        + \tfrac{1}{2} \|W\|_F^2,
+
+    the objective of ``LogisticRegression(C=C)`` (b is not penalised), with the
+    fused kernels of :class:`fastsoftmax.SoftmaxRegression`. With two classes
+    the fit is LogisticRegression's binomial one (see the module docstring).
+
+    Parameters
+    ----------
+    C : float, default 1.0
+        Inverse regularisation strength, > 0; ``np.inf`` fits without penalty.
+    fit_intercept : bool, default True
+        False fits b = 0.
+    tol : float, default 1e-4
+        "lbfgs": largest gradient component of the mean objective below which
+        it stops; "gd", "sgd", "adam": relative change of the loss between
+        iterations (epochs).
+    max_iter : int, default 100
+        Iterations ("lbfgs", "gd") or epochs ("sgd", "adam").
+    solver : {"lbfgs", "gd", "sgd", "adam"}, default "lbfgs"
+        The engine's solvers (see :meth:`fastsoftmax.SoftmaxRegression.fit`).
+        :meth:`partial_fit` runs one epoch of "sgd" or "adam" (of "sgd" when
+        ``solver`` is a full-batch one).
+    class_weight : dict, "balanced" or None
+        Multiplies the sample weights, as in LogisticRegression.
+    warm_start : bool, default False
+        Start :meth:`fit` from the previous ``coef_`` and ``intercept_``.
+    verbose : int, default 0
+        > 0 prints the loss after every iteration.
+    random_state : int, RandomState or None
+        Seeds the mini-batch shuffling of "sgd" and "adam".
+    dtype : "preserve", np.float32 or np.float64, default "preserve"
+        The compute dtype. "preserve" keeps float32 X in float32 (as
+        LogisticRegression does with lbfgs) and fits anything else in float64.
+    n_threads : int or None
+        Numba threads for the kernels (default: all of numba's).
+    chunk_size : int or None
+        Rows per chunk of the full-batch objective (see ``SoftmaxRegression.fit``).
+    lr, batch_size, momentum :
+        Step size (default 0.1, 1e-3 for "adam"), mini-batch size and momentum
+        of the mini-batch solvers; ``lr`` is also the step of "gd".
+
+    Attributes
+    ----------
+    classes_ : ndarray, shape (K,)
+        The labels, sorted as ``np.unique`` sorts them.
+    coef_ : ndarray, shape (K, D), or (1, D) for two classes
+    intercept_ : ndarray, shape (K,), or (1,) for two classes
+    n_features_in_ : int
+    feature_names_in_ : ndarray of str, shape (D,)
+        Only when X was a DataFrame with string column names.
+    n_iter_ : ndarray of int32, shape (1,)
+        Iterations of the last :meth:`fit`, or epochs run by :meth:`partial_fit`.
+    """
+
+    def __init__(
+        self,
+        C: float = 1.0,
+        *,
+        fit_intercept: bool = True,
+        tol: float = 1e-4,
+        max_iter: int = 100,
+        solver: str = "lbfgs",
+        class_weight=None,
+        warm_start: bool = False,
+        verbose: int = 0,
+        random_state=None,
+        dtype="preserve",
+        n_threads: int | None = None,
+        chunk_size: int | None = None,
+        lr: float | None = None,
+        batch_size: int = 256,
+        momentum: float = 0.9,
+    ):
+        self.C = C
+        self.fit_intercept = fit_intercept
+        self.tol = tol
+        self.max_iter = max_iter
+        self.solver = solver
+        self.class_weight = class_weight
+        self.warm_start = warm_start
+        self.verbose = verbose
+        self.random_state = random_state
+        self.dtype = dtype
+        self.n_threads = n_threads
+        self.chunk_size = chunk_size
+        self.lr = lr
+        self.batch_size = batch_size
+        self.momentum = momentum
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = False
+        tags.input_tags.allow_nan = False
+        # Mini-batch solvers shuffle with random_state; lbfgs and gd are deterministic.
+        tags.non_deterministic = self.solver in _MINIBATCH_SOLVERS and self.random_state is None
+        return tags
+
+    # -- parameters ------------------------------------------------------------
+
+    def _check_params(self) -> None:
+        """Validate the parameters that the engine does not check itself."""
+        C = self.C
+        if isinstance(C, bool) or not isinstance(C, numbers.Real) or math.isnan(C) or C <= 0:
+            raise ValueError(f"C must be a number > 0 (np.inf for no penalty), got {C!r}.")
+        tol = self.tol
+        if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not math.isfinite(tol) or tol < 0:
+            raise ValueError(f"tol must be a finite number >= 0, got {tol!r}.")
+        if self.solver not in solvers.SOLVERS:
+            raise ValueError(f"solver must be one of {solvers.SOLVERS}, got {self.solver!r}.")
+        if self.class_weight is not None and self.class_weight != "balanced" and not isinstance(self.class_weight, dict):
+            raise ValueError(f"class_weight must be a dict, 'balanced' or None, got {self.class_weight!r}.")
+        if self.n_threads is not None:
+            import numba
+
+            _checks.check_int(self.n_threads, "n_threads")
+            if self.n_threads > numba.config.NUMBA_NUM_THREADS:
+                raise ValueError(
+                    f"n_threads must be at most {numba.config.NUMBA_NUM_THREADS} (NUMBA_NUM_THREADS), "
+                    f"got {self.n_threads}."
+                )
+        self._compute_dtypes()
+
+    def _compute_dtypes(self) -> list[np.dtype]:
+        """The dtypes X may keep; anything else is cast to the first."""
+        if isinstance(self.dtype, str) and self.dtype == "preserve":
+            return [np.dtype(np.float64), np.dtype(np.float32)]
+        try:
+            return [_checks.as_float_dtype(self.dtype)]
+        except TypeError as exc:
+            raise TypeError(f"dtype must be 'preserve', np.float32 or np.float64: {exc}") from exc
+
+    def _dtype_for(self, x_dtype) -> np.dtype:
+        """The compute dtype for data of ``x_dtype`` that is not validated here (files, Dask)."""
+        dtypes = self._compute_dtypes()
+        return np.dtype(x_dtype) if np.dtype(x_dtype) in dtypes else dtypes[0]
+
+    def _threads(self):
+        return numba_threads(self.n_threads) if self.n_threads is not None else contextlib.nullcontext()
+
+    def _seed(self) -> int:
+        """The mini-batch shuffling seed drawn from ``random_state`` (unused by lbfgs and gd)."""
+        return int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+
+    # -- data ------------------------------------------------------------------
+
+    def _validate_X(self, X) -> np.ndarray:
+        """X for prediction: dense, the fitted number of features, the model's dtype."""
+        _refuse_sparse(X)
+        check_is_fitted(self)
+        return validate_data(self, X, dtype=self.coef_.dtype, order="C", reset=False)
+
+    def _encode(self, y: np.ndarray, classes: np.ndarray) -> np.ndarray:
+        """Labels -> indices into ``classes`` (int64); unknown labels raise."""
+        indices = np.searchsorted(classes, y)
+        indices = np.minimum(indices, classes.shape[0] - 1)
+        unknown = classes[indices] != y
+        if np.any(unknown):
+            raise ValueError(
+                f"y contains the label {y[np.argmax(unknown)]!r}, which is not in classes {classes!r}; "
+                f"pass every label in `classes` on the first call of partial_fit."
+            )
+        return indices.astype(np.int64, copy=False)
+
+    def _weights(self, y_idx: np.ndarray, classes: np.ndarray, sample_weight, dtype, allow_balanced=True):
+        """Sample weights times class weights, or None; and their sum."""
+        n = y_idx.shape[0]
+        w = None if sample_weight is None else _checks.check_sample_weight(sample_weight, n, np.dtype(np.float64))
+        if self.class_weight is not None:
+            if self.class_weight == "balanced" and not allow_balanced:
+                raise ValueError(
+                    "class_weight='balanced' needs the counts of the whole data set, which partial_fit "
+                    "never sees; pass a dict, for example from "
+                    "sklearn.utils.class_weight.compute_class_weight('balanced', classes=..., y=y_all)."
+                )
+            # The weighted "balanced" counts, as LogisticRegression computes them (scikit-learn >= 1.7).
+            weighted = {"sample_weight": w} if w is not None and self.class_weight == "balanced" else {}
+            per_class = compute_class_weight(self.class_weight, classes=classes, y=classes[y_idx], **weighted)
+            w = per_class[y_idx] if w is None else w * per_class[y_idx]
+        weight_sum = float(n) if w is None else float(np.sum(w, dtype=np.float64))
+        if w is not None:
+            w = w.astype(dtype)
+            _checks.check_sample_weight(w, n, dtype)  # class weights may have zeroed every row
+        return w, weight_sum
+
+    def _classes_from(self, y) -> np.ndarray:
+        check_classification_targets(y)
+        classes = np.unique(y)
+        if classes.shape[0] < 2:
+            raise ValueError(
+                f"SoftmaxClassifier needs samples of at least 2 classes in the data, but the data "
+                f"contains only one class: {classes[0]!r}."
+            )
+        return classes
+
+    def _prepare_fit(self, X, y, sample_weight):
+        """Validate (X, y) for fit: returns X for the engine, y as indices, dtype, classes."""
+        if isinstance(X, (str, os.PathLike)):
+            # A .npy file, streamed by the engine; its labels are read here (N values).
+            X_map = np.load(os.fspath(X), mmap_mode="r", allow_pickle=False)
+            if not isinstance(X_map, np.ndarray) or X_map.ndim != 2:
+                raise ValueError(f"X file {os.fspath(X)!r} must hold a 2-dimensional .npy array.")
+            n_samples, n_features = X_map.shape
+            dtype = self._dtype_for(X_map.dtype)
+            del X_map
+            self.n_features_in_ = n_features
+            if hasattr(self, "feature_names_in_"):
+                del self.feature_names_in_
+            y_arr = np.load(os.fspath(y), allow_pickle=False) if isinstance(y, (str, os.PathLike)) else np.asarray(y)
+            y_arr = np.ravel(y_arr) if y_arr.ndim == 2 and y_arr.shape[1] == 1 else y_arr
+            if y_arr.ndim != 1 or y_arr.shape[0] != n_samples:
+                raise ValueError(f"y must have shape ({n_samples},) to match X, got {y_arr.shape}.")
+            return X, y_arr, dtype
+        if is_dask_collection(X):
+            # X stays on Dask; the labels and weights (N values) are brought here.
+            validate_data(self, X, skip_check_array=True)
+            dtype = self._dtype_for(X.dtype)
+            y_arr = np.asarray(y.compute() if is_dask_collection(y) else y)
+            return X, y_arr, dtype
+        X, y = validate_data(self, X, y, dtype=self._compute_dtypes(), order="C")
+        return X, y, X.dtype
+
+    # -- training --------------------------------------------------------------
+
+    def _full_params(self, dtype) -> tuple[np.ndarray, np.ndarray]:
+        """W (K, D) and b (K,) of the softmax over ``classes_`` from ``coef_`` and ``intercept_``."""
+        coef = np.asarray(self.coef_, dtype=dtype)
+        intercept = np.asarray(self.intercept_, dtype=dtype)
+        if self.classes_.shape[0] == 2:
+            # The binomial row v as the antisymmetric pair [-v/2, v/2] (module docstring).
+            half = coef[0] / 2
+            return np.ascontiguousarray(np.stack([-half, half])), np.array(
+                [-intercept[0] / 2, intercept[0] / 2], dtype=dtype
+            )
+        return np.ascontiguousarray(coef), np.ascontiguousarray(intercept)
+
+    def _store(self, W: np.ndarray, b: np.ndarray) -> None:
+        """coef_ and intercept_ from the engine's W and b."""
+        b = b - b.mean() if self.fit_intercept else b  # the engine held b at 0
+        if W.shape[0] == 2:
+            self.coef_ = (W[1] - W[0])[None, :]
+            self.intercept_ = np.array([b[1] - b[0]], dtype=b.dtype)
+        else:
+            self.coef_ = W.copy()
+            self.intercept_ = b
+
+    def _l2(self, n_classes: int, weight_sum: float) -> float:
+        # l2 = 1 / (C sum w), and 2 / (C sum w) for the binomial objective (module docstring).
+        factor = 2.0 if n_classes == 2 else 1.0
+        return 0.0 if math.isinf(self.C) else factor / (self.C * weight_sum)
+
+    def _engine(self, n_features: int, n_classes: int, dtype, warm: bool) -> SoftmaxRegression:
+        model = SoftmaxRegression(n_features, n_classes, dtype=dtype)
+        if warm:
+            model.W, model.b = (a.copy() for a in self._full_params(dtype))
+        else:
+            # LogisticRegression starts from zeros; the optimum does not depend on it.
+            model.W = np.zeros((n_classes, n_features), dtype=dtype)
+            model.b = np.zeros(n_classes, dtype=dtype)
+        return model
+
+    def _verbose_callback(self):
+        if not self.verbose:
+            return None
+
+        def report(model, iteration, loss):
+            print(f"SoftmaxClassifier: iteration {iteration}, mean loss {loss:.10g}", flush=True)
+
+        return report
+
+    def fit(self, X, y, sample_weight=None) -> SoftmaxClassifier:
+        """Fit the model; returns ``self``.
+
+        Parameters
+        ----------
+        X : array_like, shape (N, D)
+            Anything ``sklearn.utils.check_array`` accepts (lists, DataFrames,
+            memmaps), a path of an ``.npy`` file (streamed in chunks), or a
+            dask.array chunked by rows (solvers "lbfgs" and "gd"). Sparse
+            matrices are refused.
+        y : array_like, shape (N,)
+            Class labels of any kind ``np.unique`` sorts (an ``.npy`` path with X's path).
+        sample_weight : array_like, shape (N,), optional
+        """
+        _refuse_sparse(X)
+        self._check_params()
+        X, y, dtype = self._prepare_fit(X, y, sample_weight)
+        classes = self._classes_from(y)
+        y_idx = self._encode(y, classes)
+        weights, weight_sum = self._weights(y_idx, classes, sample_weight, dtype)
+        n_features, n_classes = self.n_features_in_, classes.shape[0]
+        warm = (
+            self.warm_start
+            and hasattr(self, "coef_")
+            and np.array_equal(getattr(self, "classes_", None), classes)
+            and self.coef_.shape[-1] == n_features
+        )
+        self.classes_ = classes
+        model = self._engine(n_features, n_classes, dtype, warm)
+        options: dict[str, Any] = {}
+        if self.chunk_size is not None:
+            options["chunk_size"] = self.chunk_size
+        with self._threads():
+            model.fit(
+                X, y_idx, solver=self.solver, max_iter=self.max_iter, lr=self.lr, batch_size=self.batch_size,
+                momentum=self.momentum, l2=self._l2(n_classes, weight_sum), tol=float(self.tol),
+                seed=self._seed(), sample_weight=weights, callback=self._verbose_callback(),
+                fit_intercept=bool(self.fit_intercept), **options,
+            )  # fmt: skip
+        self._store(model.W, model.b)
+        self.n_iter_ = np.array([model.n_iter_], dtype=np.int32)
+        self.__dict__.pop("_partial_model", None)
+        if not model.converged_:
+            warnings.warn(
+                f"SoftmaxClassifier ({self.solver}) did not converge in max_iter={self.max_iter} "
+                f"iterations; raise max_iter, or scale the features (StandardScaler).",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
+        return self
+
+    def partial_fit(self, X, y, classes=None, sample_weight=None) -> SoftmaxClassifier:
+        """One epoch of mini-batch training on (X, y), from the current weights; returns ``self``.
+
+        As ``SGDClassifier.partial_fit``: the first call needs ``classes``
+        (every label that will occur). It runs ``solver`` if that is "sgd" or
+        "adam", else "sgd"; the optimiser's state carries over between calls.
+        Each call minimises the objective of :meth:`fit` on its own rows
+        (``l2 = 1 / (C * sum of the call's weights)``).
+        """
+        _refuse_sparse(X)
+        self._check_params()
+        first_call = not hasattr(self, "classes_")
+        if first_call:
+            if classes is None:
+                raise ValueError("classes must be passed on the first call to partial_fit (every label that will occur).")
+            X, y = validate_data(self, X, y, dtype=self._compute_dtypes(), order="C")
+            self.classes_ = self._classes_from(np.asarray(classes))
+        else:
+            if classes is not None and not np.array_equal(self._classes_from(np.asarray(classes)), self.classes_):
+                raise ValueError(
+                    f"classes {classes!r} differ from those of the first partial_fit call {self.classes_!r}; "
+                    f"call fit to start over with other classes."
+                )
+            X, y = validate_data(self, X, y, dtype=self.coef_.dtype, order="C", reset=False)
+        check_classification_targets(y)
+        y_idx = self._encode(y, self.classes_)
+        n_classes = self.classes_.shape[0]
+        weights, weight_sum = self._weights(y_idx, self.classes_, sample_weight, X.dtype, allow_balanced=False)
+        model = self.__dict__.get("_partial_model")
+        if model is None:
+            # The first call, or the first after fit: continue from coef_ with a fresh optimiser.
+            model = self._engine(X.shape[1], n_classes, X.dtype, warm=not first_call)
+            self._partial_model = model
+        else:
+            # coef_ and intercept_ hold the weights; the engine model keeps the optimiser's moments.
+            model.W, model.b = (a.copy() for a in self._full_params(model.dtype))
+        solver = self.solver if self.solver in _MINIBATCH_SOLVERS else "sgd"
+        with self._threads():
+            model.partial_fit(
+                X, y_idx, solver=solver, lr=self.lr, batch_size=self.batch_size, momentum=self.momentum,
+                l2=self._l2(n_classes, weight_sum), seed=self._seed(), sample_weight=weights,
+                fit_intercept=bool(self.fit_intercept),
+            )  # fmt: skip
+        self._store(model.W, model.b)
+        self.n_iter_ = np.array([model.n_iter_], dtype=np.int32)
+        return self
+
+    # -- prediction ------------------------------------------------------------
+
+    def decision_function(self, X) -> np.ndarray:
+        """Logits ``X coef_^T + intercept_``: shape (N, K), or (N,) for two classes (the class-1 score)."""
+        X = self._validate_X(X)
+        scores = X @ self.coef_.T + self.intercept_
+        return scores.ravel() if self.classes_.shape[0] == 2 else scores
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Class probabilities softmax(X W^T + b), shape (N, K), columns in the order of ``classes_``."""
+        X = self._validate_X(X)
+        return predict_proba(X, *self._full_params(X.dtype))
+
+    def predict_log_proba(self, X) -> np.ndarray:
+        """log softmax(X W^T + b), shape (N, K), from the logits (finite where the probability underflows)."""
+        X = self._validate_X(X)
+        W, b = self._full_params(X.dtype)
+        return log_softmax(X @ W.T + b)
+
+    def predict(self, X) -> np.ndarray:
+        """The most probable label of each row, shape (N,), taken from ``classes_``."""
+        X = self._validate_X(X)
+        return self.classes_[predict(X, *self._full_params(X.dtype))]
+
+    # -- persistence -----------------------------------------------------------
+
+    def _params_json(self) -> str:
+        params = self.get_params(deep=False)
+        if params["random_state"] is not None and not isinstance(params["random_state"], numbers.Integral):
+            raise ValueError(
+                "random_state is a RandomState instance, which an .npz file cannot hold without pickle; "
+                "set an int (or None) first, or use pickle/joblib."
+            )
+        if params["dtype"] != "preserve":
+            params["dtype"] = np.dtype(params["dtype"]).name
+        if isinstance(params["class_weight"], dict):
+            params["class_weight"] = {"items": [[_plain(k), float(v)] for k, v in params["class_weight"].items()]}
+        return json.dumps({key: _plain(value) for key, value in params.items()})
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the fitted estimator to ``path`` as an ``.npz`` file, atomically and without pickle.
+
+        Stores the parameters (JSON), ``classes_`` (strings as a unicode array),
+        ``coef_``, ``intercept_``, ``n_iter_``, ``n_features_in_`` and
+        ``feature_names_in_``; :meth:`load` restores them.
+        """
+        check_is_fitted(self)
+        classes = np.asarray(self.classes_.tolist())
+        if classes.dtype.kind not in "biufU" or classes.shape != self.classes_.shape:
+            raise ValueError(
+                f"classes_ of dtype {self.classes_.dtype} cannot be stored without pickle "
+                f"(numbers, booleans and strings can); use pickle or joblib."
+            )
+        arrays = dict(
+            format=np.array(_FORMAT),
+            format_version=np.array(_FORMAT_VERSION),
+            params=np.array(self._params_json()),
+            classes=classes,
+            classes_object=np.array(self.classes_.dtype == object),
+            coef=self.coef_,
+            intercept=self.intercept_,
+            n_iter=np.asarray(self.n_iter_),
+            n_features_in=np.array(self.n_features_in_),
+        )
+        if hasattr(self, "feature_names_in_"):
+            arrays["feature_names_in"] = np.asarray(self.feature_names_in_.tolist(), dtype=str)
+        with atomic_file(path) as f:
+            np.savez(f, **arrays)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> SoftmaxClassifier:
+        """Read an estimator written by :meth:`save`.
+
+        Raises
+        ------
+        FileNotFoundError
+            ``path`` does not exist.
+        ValueError
+            The file is truncated, corrupt or not a saved SoftmaxClassifier.
+        """
+        path = os.fspath(path)
+
+        def invalid(reason: str) -> ValueError:
+            return ValueError(
+                f"{path} is not a valid SoftmaxClassifier file: {reason}. "
+                f"It may be truncated or corrupt; save the estimator again."
+            )
+
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {key: data[key] for key in data.files}
+        except FileNotFoundError:
+            raise
+        except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError, AttributeError) as exc:
+            raise invalid(f"{type(exc).__name__}: {exc}") from exc
+        if str(arrays.get("format", "")) != _FORMAT:
+            raise invalid("it has no SoftmaxClassifier format marker")
+        version = int(arrays.get("format_version", -1))
+        if version != _FORMAT_VERSION:
+            raise invalid(f"format version {version} is not supported (expected {_FORMAT_VERSION})")
+        missing = {"params", "classes", "classes_object", "coef", "intercept", "n_iter", "n_features_in"} - set(arrays)
+        if missing:
+            raise invalid(f"{sorted(missing)} missing")
+        try:
+            params = json.loads(str(arrays["params"]))
+            if isinstance(params.get("class_weight"), dict):
+                params["class_weight"] = {key: value for key, value in params["class_weight"]["items"]}
+            estimator = cls(**params)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise invalid(f"its parameters cannot be read ({exc})") from exc
+        classes = arrays["classes"]
+        estimator.classes_ = classes.astype(object) if bool(arrays["classes_object"]) else classes
+        estimator.coef_ = arrays["coef"]
+        estimator.intercept_ = arrays["intercept"]
+        estimator.n_iter_ = arrays["n_iter"]
+        estimator.n_features_in_ = int(arrays["n_features_in"])
+        if "feature_names_in" in arrays:
+            estimator.feature_names_in_ = arrays["feature_names_in"].astype(object)
+        n_rows = 1 if classes.shape[0] == 2 else classes.shape[0]
+        if estimator.coef_.shape != (n_rows, estimator.n_features_in_) or estimator.intercept_.shape != (n_rows,):
+            raise invalid(
+                f"coef_ {estimator.coef_.shape} and intercept_ {estimator.intercept_.shape} do not fit "
+                f"{classes.shape[0]} classes and {estimator.n_features_in_} features"
+            )
+        try:
+            _checks.check_weights(estimator.coef_, estimator.intercept_, _checks.as_float_dtype(estimator.coef_.dtype))
+        except (TypeError, ValueError) as exc:
+            raise invalid(str(exc)) from exc
+        return estimator
+
+
+def _plain(value):
+    """A NumPy scalar as the Python value JSON can hold."""
+    return value.item() if isinstance(value, np.generic) else value

@@ -1,0 +1,64 @@
+"""fit_intercept=False of the engine: b stays where it starts, W still trains."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fastsoftmax import SoftmaxRegression
+from fastsoftmax.objectives import FrozenIntercept
+
+SOLVERS = ["lbfgs", "gd", "sgd", "adam"]
+
+
+def _problem(rng, n=300, d=5, k=3):
+    y = rng.integers(0, k, n)
+    X = rng.standard_normal((n, d)) + rng.standard_normal((k, d))[y] + 2.0
+    return X, y
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_fit_holds_b_exactly(rng, solver):
+    X, y = _problem(rng)
+    model = SoftmaxRegression(X.shape[1], 3, seed=0)
+    start_b = np.array([0.5, -1.0, 0.25])
+    model.b = start_b.copy()
+    start_W = model.W.copy()
+    model.fit(X, y, solver=solver, max_iter=5, l2=1e-2, seed=0, fit_intercept=False)
+    np.testing.assert_array_equal(model.b, start_b)
+    assert not np.allclose(model.W, start_W)
+    model.partial_fit(X, y, solver="adam" if solver == "adam" else "sgd", seed=0, fit_intercept=False)
+    np.testing.assert_array_equal(model.b, start_b)
+
+
+def test_frozen_fit_is_the_optimum_over_W_alone(rng):
+    # At the end, the W part of the full gradient is ~0 while the b part need not be.
+    from fastsoftmax import loss_and_grad
+
+    X, y = _problem(rng)
+    model = SoftmaxRegression(X.shape[1], 3, seed=0)
+    model.b = np.zeros(3)
+    model.fit(X, y, l2=1e-2, tol=1e-10, max_iter=1000, fit_intercept=False)
+    _, dW, db = loss_and_grad(X, y, model.W, model.b, l2=1e-2)
+    # L-BFGS stops at a relative decrease of 64 eps, where the gradient is ~sqrt(64 eps) ~ 1e-7.
+    assert np.abs(dW).max() < 1e-6
+    assert np.abs(db).max() > 1e-3  # an intercept would have moved: the test data needs one
+
+
+def test_frozen_intercept_zeroes_only_the_b_gradient():
+    class Objective:
+        n_samples = 3
+
+        def __call__(self, theta):
+            return float(theta.sum()), np.arange(theta.shape[0], dtype=float) + 1
+
+        def batch(self, theta, rows):
+            return self(theta)
+
+    wrapped = FrozenIntercept(Objective(), 4)
+    loss, grad = wrapped(np.ones(6))
+    assert loss == 6.0
+    np.testing.assert_array_equal(grad, [1, 2, 3, 4, 0, 0])
+    _, grad_rows = wrapped.batch(np.ones(6), np.arange(3))  # the mini-batch form
+    np.testing.assert_array_equal(grad_rows, grad)
+    assert wrapped.n_samples == 3  # everything else is the wrapped objective's

@@ -1,0 +1,510 @@
+"""SoftmaxClassifier: scikit-learn conventions, and agreement with LogisticRegression.
+
+Tolerances. Both estimators minimise f = C sum_i w_i loss_i + ||W||^2 / 2 in
+float64 with gtol = TOL and stop when f changes by less than 64 eps relative;
+the objectives must agree to OBJECTIVE_RTOL. The penalty makes f 1-strongly
+convex in W, so a W whose objective is within delta of the optimum lies
+within sqrt(2 delta) of the optimal W: two fits within delta = OBJECTIVE_RTOL * f
+agree to 2 sqrt(2 delta) (``coef_atol``). The intercept is not penalised and
+has no such bound; it is held to the same tolerance.
+"""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+pytest.importorskip("sklearn")
+
+from scipy.special import logsumexp
+from sklearn import datasets
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from fastsoftmax import SoftmaxClassifier
+from fastsoftmax.sklearn import SPARSE_MESSAGE
+
+TOL = 1e-10
+MAX_ITER = 20_000
+OBJECTIVE_RTOL = 1e-8
+SOLVERS = ("lbfgs", "gd", "sgd", "adam")
+
+
+def objective(est, X, y, C, sample_weight=None):
+    """LogisticRegression's objective C sum_i w_i loss_i + ||coef_||^2 / 2, in float64, from the fitted attributes."""
+    X = np.asarray(X, dtype=np.float64)
+    coef, intercept = est.coef_.astype(np.float64), est.intercept_.astype(np.float64)
+    Z = X @ coef.T + intercept
+    y_idx = np.searchsorted(est.classes_, y)
+    if Z.shape[1] == 1:  # binomial: log(1 + exp(z)) - [y = 1] z
+        z = Z[:, 0]
+        loss = np.logaddexp(0.0, z) - (y_idx == 1) * z
+    else:
+        loss = logsumexp(Z, axis=1) - Z[np.arange(Z.shape[0]), y_idx]
+    w = np.ones(X.shape[0]) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    return C * np.sum(w * loss) + 0.5 * np.sum(coef**2)
+
+
+def coef_atol(f_value: float) -> float:
+    return 2 * np.sqrt(2 * OBJECTIVE_RTOL * abs(f_value))
+
+
+def assert_same_fit(ours, theirs, X, y, C, sample_weight=None):
+    f_ours = objective(ours, X, y, C, sample_weight)
+    f_theirs = objective(theirs, X, y, C, sample_weight)
+    assert f_ours == pytest.approx(f_theirs, rel=OBJECTIVE_RTOL)
+    atol = coef_atol(f_theirs)
+    np.testing.assert_allclose(ours.coef_, theirs.coef_, rtol=0, atol=atol)
+    np.testing.assert_allclose(ours.intercept_, theirs.intercept_, rtol=0, atol=atol)
+    np.testing.assert_array_equal(ours.classes_, theirs.classes_)
+    np.testing.assert_array_equal(ours.predict(X), theirs.predict(X))
+
+
+def standardised(loader):
+    X, y = loader(return_X_y=True)
+    return StandardScaler().fit_transform(X), y
+
+
+def generated(n=600, d=8, k=4, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((k, d))
+    y = rng.integers(0, k, n)
+    return rng.standard_normal((n, d)) + centres[y], y
+
+
+DATA = {
+    "iris": lambda: standardised(datasets.load_iris),
+    "wine": lambda: standardised(datasets.load_wine),
+    "breast_cancer": lambda: standardised(datasets.load_breast_cancer),
+    "digits": lambda: standardised(datasets.load_digits),
+    "generated": generated,
+}
+
+
+def both(C=1.0, **params):
+    """(ours, LogisticRegression) with the same parameters, tight tolerance."""
+    return (
+        SoftmaxClassifier(C=C, tol=TOL, max_iter=MAX_ITER, **params),
+        LogisticRegression(C=C, tol=TOL, max_iter=MAX_ITER, **params),
+    )
+
+
+# -- scikit-learn's own checks ------------------------------------------------------
+
+
+@parametrize_with_checks([SoftmaxClassifier()])
+def test_sklearn_estimator_checks(estimator, check):
+    # No expected failures: every check of scikit-learn 1.9 passes.
+    check(estimator)
+
+
+def test_import_does_not_import_sklearn():
+    code = "import sys, fastsoftmax; assert 'sklearn' not in sys.modules; fastsoftmax.SoftmaxClassifier; assert 'sklearn' in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# -- agreement with LogisticRegression ------------------------------------------------
+
+
+# digits at C = 0.1 only: at C = 1 both solvers need thousands of iterations (30 s).
+CASES = [(name, C) for name in DATA for C in (0.1, 1.0) if (name, C) != ("digits", 1.0)]
+
+
+@pytest.mark.parametrize("name, C", CASES, ids=[f"{name}-C={C}" for name, C in CASES])
+def test_matches_logistic_regression(name, C):
+    X, y = DATA[name]()
+    ours, theirs = both(C)
+    ours.fit(X, y)
+    theirs.fit(X, y)
+    assert ours.coef_.shape == theirs.coef_.shape
+    assert ours.decision_function(X).shape == theirs.decision_function(X).shape
+    assert_same_fit(ours, theirs, X, y, C)
+    np.testing.assert_allclose(ours.predict_proba(X), theirs.predict_proba(X), rtol=0, atol=coef_atol(1.0) * 10)
+
+
+def test_binary_scaling_against_logistic_regression():
+    # Two classes: coef_ (1, D) and decision_function (N,), and the binomial fit at C
+    # is the multinomial one with l2 = 2 / (C sum w) (see fastsoftmax.sklearn).
+    X, y = generated(k=2)
+    ours, theirs = both(C=0.5)
+    ours.fit(X, y)
+    theirs.fit(X, y)
+    assert ours.coef_.shape == (1, X.shape[1]) and ours.intercept_.shape == (1,)
+    assert ours.decision_function(X).shape == (X.shape[0],)
+    assert_same_fit(ours, theirs, X, y, 0.5)
+    # The same multinomial fit without the factor 2 is another objective's optimum.
+    ours_half_penalty = SoftmaxClassifier(C=1.0, tol=TOL, max_iter=MAX_ITER).fit(X, y)
+    assert not np.allclose(ours_half_penalty.coef_, theirs.coef_, atol=coef_atol(1.0))
+
+
+@pytest.mark.parametrize(
+    "class_weight", [{0: 3.0, 2: 0.5}, "balanced"], ids=["dict", "balanced"]
+)
+def test_class_weight_matches(class_weight):
+    X, y = generated(k=3)
+    y = np.where(np.arange(y.shape[0]) % 5 == 0, 0, y)  # unbalanced
+    ours, theirs = both(C=1.0, class_weight=class_weight)
+    assert_same_fit(ours.fit(X, y), theirs.fit(X, y), X, y, 1.0, _class_weighted(theirs, y, class_weight))
+
+
+def _class_weighted(est, y, class_weight):
+    from sklearn.utils.class_weight import compute_class_weight
+
+    return compute_class_weight(class_weight, classes=est.classes_, y=y)[np.searchsorted(est.classes_, y)]
+
+
+def test_sample_weight_matches_and_equals_repeated_rows():
+    X, y = generated(n=300, k=3)
+    weights = np.random.default_rng(1).integers(0, 4, X.shape[0])
+    ours, theirs = both(C=1.0)
+    ours.fit(X, y, sample_weight=weights)
+    theirs.fit(X, y, sample_weight=weights)
+    assert_same_fit(ours, theirs, X, y, 1.0, weights)
+    repeated = SoftmaxClassifier(C=1.0, tol=TOL, max_iter=MAX_ITER).fit(
+        np.repeat(X, weights, axis=0), np.repeat(y, weights)
+    )
+    f = objective(ours, X, y, 1.0, weights)
+    np.testing.assert_allclose(repeated.coef_, ours.coef_, rtol=0, atol=coef_atol(f))
+    np.testing.assert_allclose(repeated.intercept_, ours.intercept_, rtol=0, atol=coef_atol(f))
+
+
+@pytest.mark.parametrize("k", [2, 3], ids=["binary", "multiclass"])
+def test_no_intercept_matches(k):
+    X, y = generated(k=k)
+    X = X + 1.0  # an intercept would matter
+    ours, theirs = both(C=1.0, fit_intercept=False)
+    ours.fit(X, y)
+    theirs.fit(X, y)
+    assert np.all(ours.intercept_ == 0)
+    assert_same_fit(ours, theirs, X, y, 1.0)
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_no_intercept_keeps_b_at_zero_for_every_solver(solver):
+    X, y = generated(n=200, k=3)
+    est = SoftmaxClassifier(solver=solver, fit_intercept=False, max_iter=3, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est.fit(X + 1.0, y)
+    assert np.all(est.intercept_ == 0)
+    assert np.any(est.coef_ != 0)
+    est.partial_fit(X + 1.0, y)
+    assert np.all(est.intercept_ == 0)
+
+
+def test_warm_start_continues_from_coef():
+    X, y = DATA["wine"]()
+    est = SoftmaxClassifier(C=1.0, tol=1e-8, max_iter=3)
+    with pytest.warns(ConvergenceWarning):
+        est.fit(X, y)
+    est.set_params(warm_start=True, max_iter=MAX_ITER)
+    est.fit(X, y)
+    cold = SoftmaxClassifier(C=1.0, tol=1e-8, max_iter=MAX_ITER).fit(X, y)
+    f = objective(cold, X, y, 1.0)
+    assert objective(est, X, y, 1.0) == pytest.approx(f, rel=OBJECTIVE_RTOL)
+    # From the optimum a warm fit has nothing left to do; a cold one starts again.
+    assert est.fit(X, y).n_iter_[0] <= 1 < cold.n_iter_[0]
+    theirs = LogisticRegression(C=1.0, tol=1e-8, max_iter=MAX_ITER, warm_start=True).fit(X, y)
+    assert_same_fit(est, theirs, X, y, 1.0)
+
+
+# -- labels, shapes and outputs ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [np.array(["cat", "dog", "emu"]), np.array([-3, 7, 40]), np.array([False, True])],
+    ids=["strings", "ints", "bools"],
+)
+def test_labels_round_trip(labels):
+    X, y_idx = generated(k=labels.shape[0])
+    y = labels[y_idx]
+    est = SoftmaxClassifier().fit(X, y)
+    np.testing.assert_array_equal(est.classes_, np.unique(y))
+    assert est.predict(X).dtype == y.dtype
+    np.testing.assert_array_equal(est.predict(X), LogisticRegression().fit(X, y).predict(X))
+    assert est.score(X, y) > 0.8
+
+
+def test_predict_log_proba_is_finite_where_proba_underflows():
+    X, y = generated(k=3)
+    est = SoftmaxClassifier(C=1e4).fit(X, y)
+    far = 1e3 * X[:5]  # logits of +-1e3 and more
+    proba = est.predict_proba(far)
+    log_proba = est.predict_log_proba(far)
+    assert np.any(proba == 0) and np.all(np.isfinite(log_proba))
+    near = X[:50]
+    np.testing.assert_allclose(
+        est.predict_log_proba(near), np.log(est.predict_proba(near)), rtol=100 * np.finfo(np.float64).eps, atol=1e-12
+    )
+
+
+@pytest.mark.parametrize(
+    "x_dtype, dtype_param, expected",
+    [
+        (np.float32, "preserve", np.float32),
+        (np.float64, "preserve", np.float64),
+        (np.int64, "preserve", np.float64),
+        (np.float32, np.float64, np.float64),
+        (np.float64, np.float32, np.float32),
+    ],
+    ids=["f32-preserve", "f64-preserve", "int-preserve", "f32-as-f64", "f64-as-f32"],
+)
+def test_dtype_policy(x_dtype, dtype_param, expected):
+    X, y = generated(k=3)
+    X = (X * 10).astype(x_dtype)
+    est = SoftmaxClassifier(dtype=dtype_param).fit(X, y)
+    assert est.coef_.dtype == expected and est.intercept_.dtype == expected
+    assert est.predict_proba(X).dtype == expected
+    assert est.predict_proba(X.astype(np.float64)).dtype == expected
+
+
+def test_float32_fit_is_close_to_float64():
+    X, y = DATA["iris"]()
+    est32 = SoftmaxClassifier(tol=1e-4).fit(X.astype(np.float32), y)
+    est64 = SoftmaxClassifier(tol=1e-8).fit(X, y)
+    f64 = objective(est64, X, y, 1.0)
+    # float32 evaluations: the objective is resolved to about sqrt(eps32) relative.
+    assert objective(est32, X, y, 1.0) == pytest.approx(f64, rel=10 * float(np.sqrt(np.finfo(np.float32).eps)))
+
+
+# -- inputs ---------------------------------------------------------------------
+
+
+def test_lists_dataframes_and_memmaps(tmp_path):
+    pd = pytest.importorskip("pandas")
+    X, y = generated(k=3)
+    reference = SoftmaxClassifier().fit(X, y)
+    from_lists = SoftmaxClassifier().fit(X.tolist(), y.tolist())
+    np.testing.assert_array_equal(from_lists.coef_, reference.coef_)
+    frame = pd.DataFrame(X, columns=[f"f{j}" for j in range(X.shape[1])])
+    from_frame = SoftmaxClassifier().fit(frame, pd.Series(y))
+    np.testing.assert_array_equal(from_frame.feature_names_in_, frame.columns)
+    np.testing.assert_array_equal(from_frame.coef_, reference.coef_)
+    with pytest.warns(UserWarning, match="feature names"):
+        from_frame.predict(X)
+    path = tmp_path / "X.npy"
+    np.save(path, X)
+    X_map = np.load(path, mmap_mode="r")
+    np.testing.assert_array_equal(SoftmaxClassifier().fit(X_map, y).coef_, reference.coef_)
+
+
+def test_npy_paths_are_streamed(tmp_path):
+    X, y_idx = generated(k=3)
+    labels = np.array([10, 20, 30])
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "y.npy", labels[y_idx])
+    ours = SoftmaxClassifier(tol=TOL, max_iter=MAX_ITER, chunk_size=97)
+    ours.fit(tmp_path / "X.npy", str(tmp_path / "y.npy"))
+    assert ours.n_features_in_ == X.shape[1]
+    theirs = LogisticRegression(tol=TOL, max_iter=MAX_ITER).fit(X, labels[y_idx])
+    assert_same_fit(ours, theirs, X, labels[y_idx], 1.0)
+
+
+def test_dask_arrays():
+    da = pytest.importorskip("dask.array")
+    X, y = generated(k=3)
+    ours = SoftmaxClassifier(tol=TOL, max_iter=MAX_ITER, fit_intercept=False)
+    ours.fit(da.from_array(X, chunks=(150, -1)), da.from_array(np.array(["a", "b", "c"])[y], chunks=150))
+    theirs = LogisticRegression(tol=TOL, max_iter=MAX_ITER, fit_intercept=False).fit(X, np.array(["a", "b", "c"])[y])
+    assert np.all(ours.intercept_ == 0)
+    assert_same_fit(ours, theirs, X, np.array(["a", "b", "c"])[y], 1.0)
+
+
+def test_sparse_is_refused_with_the_fix():
+    sparse = pytest.importorskip("scipy.sparse")
+    X, y = generated(k=3)
+    for call in (lambda e: e.fit(sparse.csr_matrix(X), y), lambda e: e.partial_fit(sparse.csr_array(X), y, classes=[0, 1, 2])):
+        with pytest.raises(TypeError, match="densify with X.toarray()") as info:
+            call(SoftmaxClassifier())
+        assert str(info.value) == SPARSE_MESSAGE
+    est = SoftmaxClassifier().fit(X, y)
+    with pytest.raises(TypeError, match="fused sparse kernel is planned"):
+        est.predict(sparse.csr_matrix(X))
+
+
+@pytest.mark.parametrize(
+    "params, error, match",
+    [
+        ({"C": 0.0}, ValueError, "C must be a number > 0"),
+        ({"C": -1.0}, ValueError, "C must be a number > 0"),
+        ({"tol": -1.0}, ValueError, "tol must be"),
+        ({"solver": "newton"}, ValueError, "solver must be one of"),
+        ({"class_weight": "even"}, ValueError, "class_weight must be"),
+        ({"dtype": np.int32}, TypeError, "dtype must be 'preserve'"),
+        ({"n_threads": 0}, ValueError, "n_threads must be a positive integer"),
+        ({"max_iter": 0}, ValueError, "max_iter must be a positive integer"),
+        ({"solver": "sgd", "lr": -1.0}, ValueError, "lr must be"),
+    ],
+    ids=["C-zero", "C-negative", "tol", "solver", "class_weight", "dtype", "n_threads", "max_iter", "lr"],
+)
+def test_bad_parameters_name_the_fix(params, error, match):
+    X, y = generated(n=50, k=3)
+    with pytest.raises(error, match=match):
+        SoftmaxClassifier(**params).fit(X, y)
+
+
+def test_one_class_is_refused():
+    X, _ = generated(n=20)
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        SoftmaxClassifier().fit(X, np.zeros(20, dtype=int))
+
+
+# -- partial_fit ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("solver", ["sgd", "adam", "lbfgs"], ids=lambda s: f"solver={s}")
+def test_partial_fit_approaches_fit(solver):
+    X, y = DATA["iris"]()
+    labels = np.array(["setosa", "versicolor", "virginica"])[y]
+    est = SoftmaxClassifier(solver=solver, random_state=0, batch_size=16, lr=0.01 if solver == "adam" else 0.05)
+    with pytest.raises(ValueError, match="classes must be passed"):
+        est.partial_fit(X, labels)
+    # Each call minimises fit's objective on its own rows, so calls on all rows
+    # approach fit's optimum (calls on parts would each add the whole penalty).
+    for epoch in range(100):
+        est.partial_fit(X, labels, classes=np.unique(labels) if epoch == 0 else None)
+    assert est.n_iter_[0] == 100
+    full = SoftmaxClassifier(tol=1e-8).fit(X, labels)
+    # Mini-batch noise keeps it near, not at, the optimum.
+    assert objective(est, X, labels, 1.0) == pytest.approx(objective(full, X, labels, 1.0), rel=0.05)
+    with pytest.raises(ValueError, match="not in classes"):
+        est.partial_fit(X[:3], np.array(["setosa", "lion", "setosa"]))
+
+
+def test_partial_fit_refuses_balanced_and_continues_after_fit():
+    X, y = generated(k=3)
+    with pytest.raises(ValueError, match="compute_class_weight"):
+        SoftmaxClassifier(class_weight="balanced").partial_fit(X, y, classes=[0, 1, 2])
+    est = SoftmaxClassifier(tol=1e-8).fit(X, y)
+    before = objective(est, X, y, 1.0)
+    est.set_params(lr=1e-4).partial_fit(X, y)  # starts from the fitted coef_, a small step
+    assert objective(est, X, y, 1.0) == pytest.approx(before, rel=1e-3)
+
+
+# -- persistence ------------------------------------------------------------------
+
+
+def _fitted_with_everything():
+    pd = pytest.importorskip("pandas")
+    X, y_idx = generated(k=3)
+    y = np.array(["ant", "bee", "cow"], dtype=object)[y_idx]
+    frame = pd.DataFrame(X, columns=[f"col{j}" for j in range(X.shape[1])])
+    est = SoftmaxClassifier(C=0.3, class_weight={"ant": 2.0}, random_state=4, dtype=np.float32)
+    return est.fit(frame, y), frame, y
+
+
+def test_pickle_round_trip():
+    est, frame, _ = _fitted_with_everything()
+    joblib = pytest.importorskip("joblib")
+    for restored in (pickle.loads(pickle.dumps(est)), joblib.load(_joblib_dump(joblib, est))):
+        np.testing.assert_array_equal(restored.predict_proba(frame), est.predict_proba(frame))
+        assert restored.get_params() == est.get_params()
+
+
+def _joblib_dump(joblib, est):
+    import io
+
+    buffer = io.BytesIO()
+    joblib.dump(est, buffer)
+    buffer.seek(0)
+    return buffer
+
+
+def test_npz_round_trip_without_pickle(tmp_path):
+    est, frame, y = _fitted_with_everything()
+    path = tmp_path / "model.npz"
+    est.save(path)
+    with np.load(path, allow_pickle=False) as data:
+        assert data["classes"].dtype.kind == "U"
+    restored = SoftmaxClassifier.load(path)
+    params, saved_params = restored.get_params(), est.get_params()
+    assert np.dtype(params.pop("dtype")) == np.dtype(saved_params.pop("dtype"))  # stored by name
+    assert params == saved_params
+    np.testing.assert_array_equal(restored.classes_, est.classes_)
+    assert restored.classes_.dtype == est.classes_.dtype
+    np.testing.assert_array_equal(restored.feature_names_in_, est.feature_names_in_)
+    np.testing.assert_array_equal(restored.predict(frame), est.predict(frame))
+    np.testing.assert_array_equal(restored.predict_proba(frame), est.predict_proba(frame))
+    assert restored.coef_.dtype == np.float32
+    assert restored.score(frame, y) == est.score(frame, y)
+
+
+def test_npz_load_refuses_bad_files(tmp_path):
+    est = SoftmaxClassifier().fit(*generated(k=3))
+    path = tmp_path / "model.npz"
+    est.save(path)
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(ValueError, match="not a valid SoftmaxClassifier file"):
+        SoftmaxClassifier.load(path)
+    np.savez(tmp_path / "other.npz", W=np.zeros((2, 2)))
+    with pytest.raises(ValueError, match="format marker"):
+        SoftmaxClassifier.load(tmp_path / "other.npz")
+    with pytest.raises(FileNotFoundError):
+        SoftmaxClassifier.load(tmp_path / "missing.npz")
+    with pytest.raises(ValueError, match="RandomState"):
+        est.set_params(random_state=np.random.RandomState(0)).save(tmp_path / "rs.npz")
+
+
+# -- model selection from several threads --------------------------------------
+
+
+def test_grid_search_threads_match_serial():
+    from joblib import parallel_backend
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.pipeline import make_pipeline
+
+    X, y = datasets.load_digits(return_X_y=True)
+    # 600 rows: enough work per evaluation that the kernels run on several
+    # Numba threads while joblib's threads call them concurrently.
+    X, y = X[:600], y[:600]
+    grid = {"softmaxclassifier__C": [0.1, 1.0]}
+
+    def search(n_jobs):
+        pipeline = make_pipeline(StandardScaler(), SoftmaxClassifier(max_iter=200))
+        with parallel_backend("threading"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            return GridSearchCV(pipeline, grid, cv=3, n_jobs=n_jobs).fit(X, y)
+
+    serial, threaded = search(1), search(2)
+    np.testing.assert_array_equal(threaded.cv_results_["mean_test_score"], serial.cv_results_["mean_test_score"])
+    assert threaded.best_params_ == serial.best_params_
+    np.testing.assert_array_equal(threaded.best_estimator_[-1].coef_, serial.best_estimator_[-1].coef_)
+
+
+def test_n_threads_changes_only_rounding():
+    X, y = generated(n=3000, d=20, k=4)  # work enough for several Numba threads
+    one = SoftmaxClassifier(n_threads=1, tol=1e-8, max_iter=MAX_ITER).fit(X, y)
+    every = SoftmaxClassifier(tol=1e-8, max_iter=MAX_ITER).fit(X, y)
+    assert objective(one, X, y, 1.0) == pytest.approx(objective(every, X, y, 1.0), rel=OBJECTIVE_RTOL)
+
+
+def test_verbose_prints_the_loss(capsys):
+    X, y = generated(n=100, k=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        SoftmaxClassifier(verbose=1, max_iter=2).fit(X, y)
+    assert "iteration 1, mean loss" in capsys.readouterr().out
+
+
+def test_n_threads_is_used_and_restored():
+    # numba's thread count is per Python thread; fit sets it for its kernels only.
+    import numba
+
+    seen = []
+
+    class Probe(SoftmaxClassifier):
+        def _verbose_callback(self):
+            return lambda model, iteration, loss: seen.append(numba.get_num_threads())
+
+    before = numba.get_num_threads()
+    Probe(n_threads=1).fit(*generated(n=100, k=3))
+    assert seen and set(seen) == {1}
+    assert numba.get_num_threads() == before
