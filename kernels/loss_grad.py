@@ -274,9 +274,10 @@ def _blas_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc):
 
 @njit(**JIT_OPTIONS)
 def _chunk(X, y, W, b, sample_weight, start, stop, variant, dW_acc, db_acc):
-    if variant == 2:
+    # The members are frozen into the compiled code as integer constants.
+    if variant == LossGradVariant.BLAS:
         return _blas_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc)
-    if variant == 3:
+    if variant == LossGradVariant.SKINNY:
         return _skinny_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc)
     return _blocked_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc)
 
