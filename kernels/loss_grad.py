@@ -82,8 +82,9 @@ def _softmax_grad_block(Z, nb, y, sample_weight, block_start, scratch, row_sum):
     """
     n_classes = Z.shape[1]
     weighted = sample_weight.shape[0] > 0
-    zero = np.zeros(1, dtype=Z.dtype)[0]
-    one = np.ones(1, dtype=Z.dtype)[0]
+    # Constants in the block dtype, without allocating an array per block.
+    zero = Z.dtype.type(0)
+    one = Z.dtype.type(1)
     loss = 0.0
     for r in range(nb):
         m = Z[r, 0]
@@ -120,7 +121,7 @@ def _blocked_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc):
     row_sum = np.empty(BLOCK_ROWS, dtype=X.dtype)
     row_weight = np.ones(BLOCK_ROWS, dtype=X.dtype)
     scratch = exp_scratch(X, BLOCK_ROWS)
-    zero = np.zeros(1, dtype=X.dtype)[0]
+    zero = X.dtype.type(0)
     loss = 0.0
     for block_start in range(start, stop, BLOCK_ROWS):
         nb = min(BLOCK_ROWS, stop - block_start)
@@ -191,7 +192,7 @@ def _skinny_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc):
     scratch = exp_scratch(X, BLOCK_ROWS * n_classes)
     row_sum = np.empty(BLOCK_ROWS, dtype=X.dtype)
     dW_block = np.zeros((n_classes, n_features), dtype=X.dtype)
-    zero = np.zeros(1, dtype=X.dtype)[0]
+    zero = X.dtype.type(0)
     loss = 0.0
     for block_start in range(start, stop, BLOCK_ROWS):
         nb = min(BLOCK_ROWS, stop - block_start)
