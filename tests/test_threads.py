@@ -121,19 +121,34 @@ def test_concurrent_model_fits_are_independent(rng):
         np.testing.assert_array_equal(model.b, want.b)
 
 
+def _numpy_blas() -> str | None:
+    """Name of the BLAS NumPy was built with, or None if it has none."""
+    blas = np.show_config(mode="dicts").get("Build Dependencies", {}).get("blas", {})
+    return blas.get("name") if blas.get("found") else None
+
+
 def test_overlapping_blas_limits_restore_the_original_once():
-    threadpoolctl = pytest.importorskip("threadpoolctl")
+    import threadpoolctl
+
     from fastsoftmax._threading import single_threaded_blas
 
     def blas_threads():
         return [pool["num_threads"] for pool in threadpoolctl.threadpool_info() if pool["user_api"] == "blas"]
 
-    before = blas_threads()
-    first, second = single_threaded_blas(), single_threaded_blas()
-    first.__enter__()
-    second.__enter__()
-    assert all(n == 1 for n in blas_threads())
-    first.__exit__(None, None, None)  # the other user is still inside: the limit stays
-    assert all(n == 1 for n in blas_threads())
-    second.__exit__(None, None, None)
-    assert blas_threads() == before
+    if not blas_threads():
+        if _numpy_blas() is None:
+            pytest.skip("NumPy was built without a BLAS: there are no BLAS threads to limit")
+        pytest.fail(f"threadpoolctl finds no BLAS, yet NumPy uses {_numpy_blas()}: single_threaded_blas limits nothing")
+    # Start from two BLAS threads, so that the limit of one can be seen.
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        before = blas_threads()
+        if max(before) < 2:
+            pytest.skip(f"the BLAS runs a single thread ({before}): a limit of one cannot be seen")
+        first, second = single_threaded_blas(), single_threaded_blas()
+        first.__enter__()
+        second.__enter__()
+        assert all(n == 1 for n in blas_threads())
+        first.__exit__(None, None, None)  # the other user is still inside: the limit stays
+        assert all(n == 1 for n in blas_threads())
+        second.__exit__(None, None, None)
+        assert blas_threads() == before
