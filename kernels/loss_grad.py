@@ -148,9 +148,7 @@ def _blocked_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc):
         for r in range(nb):
             if weighted:
                 row_weight[r] = sample_weight[block_start + r]
-            loss += np.float64(row_weight[r]) * (
-                np.float64(row_max[r]) - np.float64(Zt[y[block_start + r], r])
-            )
+            loss += np.float64(row_weight[r]) * (np.float64(row_max[r]) - np.float64(Zt[y[block_start + r], r]))
         for k in range(n_classes):
             for r in range(nb):
                 Zt[k, r] -= row_max[r]
@@ -311,11 +309,8 @@ def _loss_grad_parallel(X, y, W, b, sample_weight, variant, n_chunks, scale, l2,
     for c in prange(n_chunks):
         dW_acc[c] = 0.0
         db_acc[c] = 0.0
-        chunk_loss[c] = _chunk(
-            X, y, W, b, sample_weight,
-            c * n_samples // n_chunks, (c + 1) * n_samples // n_chunks,
-            variant, dW_acc[c], db_acc[c],
-        )  # fmt: skip
+        start, stop = c * n_samples // n_chunks, (c + 1) * n_samples // n_chunks
+        chunk_loss[c] = _chunk(X, y, W, b, sample_weight, start, stop, variant, dW_acc[c], db_acc[c])
     for k in prange(n_classes):
         _finish_class(W, dW_acc, db_acc, scale, l2, dW_out, db_out, k)
     loss_sum = 0.0
@@ -360,6 +355,4 @@ def loss_grad_sums(X, y, W, b, sample_weight, variant, n_chunks, scale, l2, dW_o
     """
     if n_chunks <= 1:
         return _loss_grad_serial(X, y, W, b, sample_weight, int(variant), scale, l2, dW_out, db_out)
-    return _loss_grad_parallel(
-        X, y, W, b, sample_weight, int(variant), n_chunks, scale, l2, dW_out, db_out
-    )
+    return _loss_grad_parallel(X, y, W, b, sample_weight, int(variant), n_chunks, scale, l2, dW_out, db_out)

@@ -58,7 +58,7 @@ def _fastmath_sites(tree: ast.Module) -> list[tuple[int, ast.expr]]:
         if isinstance(node, ast.keyword) and node.arg == "fastmath":
             sites.append((node.value.lineno, node.value))
         elif isinstance(node, ast.Dict):
-            for key, value in zip(node.keys, node.values):
+            for key, value in zip(node.keys, node.values, strict=True):
                 if isinstance(key, ast.Constant) and key.value == "fastmath":
                     sites.append((key.lineno, value))
     return sites

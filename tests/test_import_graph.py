@@ -18,6 +18,7 @@ or every module would sit in a cycle with its own ``__init__``.
 from __future__ import annotations
 
 import ast
+import itertools
 import json
 import subprocess
 import sys
@@ -164,7 +165,7 @@ def find_cycles(edges: list[Edge]) -> list[list[Edge]]:
         while len(path) == 1 or path[-1] != start:
             path.append(previous[path[-1]])
         path.reverse()
-        cycles.append([graph[a][b] for a, b in zip(path, path[1:])])
+        cycles.append([graph[a][b] for a, b in itertools.pairwise(path)])
     return cycles
 
 

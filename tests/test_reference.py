@@ -8,6 +8,7 @@ from conftest import DTYPE_IDS, DTYPES, FD_TOL, five_point_derivative
 
 from fastsoftmax import reference as ref
 
+
 @pytest.fixture
 def problem(rng):
     """A small float64 problem: X (N, D), y (N,), W (K, D), b (K,)."""

@@ -116,14 +116,14 @@ def test_block_shuffle_visits_every_row_once_per_epoch():
 
 def test_streamed_chunks_are_views_of_the_map(files):
     source = DataSource(str(files[0]), str(files[1]), np.float64, chunk_size=512)
-    for start, X, _, _ in source.chunks():
+    for _, X, _, _ in source.chunks():
         assert np.shares_memory(X, source.X)
 
 
 def test_partial_fit_carries_optimizer_state(data):
     X, y = data
     streamed = SoftmaxRegression(D, K, seed=0)
-    for epoch in range(3):
+    for _ in range(3):
         streamed.partial_fit(X, y, solver="adam", lr=0.01, seed=1)
     whole = SoftmaxRegression(D, K, seed=0).fit(X, y, solver="adam", lr=0.01, seed=1, max_iter=3, tol=0)
     np.testing.assert_allclose(streamed.W, whole.W, rtol=1e-12, atol=1e-15)
@@ -298,7 +298,7 @@ def _assert_same_state(got, want, path="state") -> int:
         return sum(_assert_same_state(got[key], value, f"{path}[{key!r}]") for key, value in want.items())
     if isinstance(want, (list, tuple)):
         assert type(got) is type(want) and len(got) == len(want), f"{path}: {got!r} != {want!r}"
-        return sum(_assert_same_state(g, w, f"{path}[{i}]") for i, (g, w) in enumerate(zip(got, want)))
+        return sum(_assert_same_state(g, w, f"{path}[{i}]") for i, (g, w) in enumerate(zip(got, want, strict=True)))
     if isinstance(want, np.ndarray):
         assert isinstance(got, np.ndarray) and got.dtype == want.dtype, f"{path}: {got!r} != {want!r}"
         np.testing.assert_array_equal(got, want, err_msg=path, strict=True)
