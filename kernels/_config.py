@@ -8,6 +8,12 @@ non-finite input after the fact (see ``fastsoftmax._checks``).
 
 FASTMATH = {"nsz", "arcp", "contract", "reassoc"}
 
+#: The flags of the vectorised exp (``kernels/_math.py``): ``FASTMATH`` without
+#: ``reassoc``, which would fold the two-part Cody-Waite reduction
+#: r = (x - k ln2_hi) - k ln2_lo back into one product and lose the low bits of r.
+#: (``arcp`` is left out too: the exp has no division for it to act on.)
+FASTMATH_EXP = FASTMATH - {"reassoc", "arcp"}
+
 #: Options for every kernel: release the GIL (kernels are called from Python
 #: threads and from Dask workers), cache to disk, and compile lazily on first call.
 JIT_OPTIONS = {"nogil": True, "cache": True, "fastmath": FASTMATH, "error_model": "numpy"}

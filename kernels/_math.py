@@ -26,6 +26,8 @@ from numba import njit
 from numba.core import types
 from numba.extending import overload
 
+from fastsoftmax.kernels._config import FASTMATH_EXP, JIT_OPTIONS
+
 LOG2E = 1.4426950408889634
 # fdlibm's split of ln 2: k * LN2_HI is exact for |k| < 2**20.
 LN2_HI_64 = 6.93147180369123816490e-01
@@ -47,9 +49,9 @@ def exp_inplace(values, scratch):
     values[:] = np.exp(values)
 
 
-# No "reassoc": it would fold the two-part Cody-Waite reduction back into one
-# product and lose the low bits of r.
-@overload(exp_inplace, jit_options={"fastmath": {"nsz", "contract"}})
+# FASTMATH_EXP has no "reassoc": it would fold the two-part Cody-Waite
+# reduction back into one product and lose the low bits of r.
+@overload(exp_inplace, jit_options={"fastmath": FASTMATH_EXP})
 def _exp_inplace_impl(values, scratch):
     if values.dtype == types.float64:
         c = _INV_FACTORIALS
@@ -143,7 +145,7 @@ def _exp_scratch_impl(like, n):
 LOG_GROUP = 32
 
 
-@njit(nogil=True, cache=True, fastmath={"nsz", "contract", "reassoc"})
+@njit(**JIT_OPTIONS)
 def weighted_log_sum(sums, n, sample_weight, offset):
     """sum_{r < n} w_{offset + r} log(sums[r]) in float64, for sums[r] in [1, 2**32).
 

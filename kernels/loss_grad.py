@@ -82,8 +82,9 @@ def _softmax_grad_block(Z, nb, y, sample_weight, block_start, scratch, row_sum):
     """
     n_classes = Z.shape[1]
     weighted = sample_weight.shape[0] > 0
-    zero = np.zeros(1, dtype=Z.dtype)[0]
-    one = np.ones(1, dtype=Z.dtype)[0]
+    # Constants in the block dtype, without allocating an array per block.
+    zero = Z.dtype.type(0)
+    one = Z.dtype.type(1)
     loss = 0.0
     for r in range(nb):
         m = Z[r, 0]
@@ -120,7 +121,7 @@ def _blocked_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc):
     row_sum = np.empty(BLOCK_ROWS, dtype=X.dtype)
     row_weight = np.ones(BLOCK_ROWS, dtype=X.dtype)
     scratch = exp_scratch(X, BLOCK_ROWS)
-    zero = np.zeros(1, dtype=X.dtype)[0]
+    zero = X.dtype.type(0)
     loss = 0.0
     for block_start in range(start, stop, BLOCK_ROWS):
         nb = min(BLOCK_ROWS, stop - block_start)
@@ -147,9 +148,7 @@ def _blocked_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc):
         for r in range(nb):
             if weighted:
                 row_weight[r] = sample_weight[block_start + r]
-            loss += np.float64(row_weight[r]) * (
-                np.float64(row_max[r]) - np.float64(Zt[y[block_start + r], r])
-            )
+            loss += np.float64(row_weight[r]) * (np.float64(row_max[r]) - np.float64(Zt[y[block_start + r], r]))
         for k in range(n_classes):
             for r in range(nb):
                 Zt[k, r] -= row_max[r]
@@ -191,7 +190,7 @@ def _skinny_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc):
     scratch = exp_scratch(X, BLOCK_ROWS * n_classes)
     row_sum = np.empty(BLOCK_ROWS, dtype=X.dtype)
     dW_block = np.zeros((n_classes, n_features), dtype=X.dtype)
-    zero = np.zeros(1, dtype=X.dtype)[0]
+    zero = X.dtype.type(0)
     loss = 0.0
     for block_start in range(start, stop, BLOCK_ROWS):
         nb = min(BLOCK_ROWS, stop - block_start)
@@ -274,9 +273,10 @@ def _blas_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc):
 
 @njit(**JIT_OPTIONS)
 def _chunk(X, y, W, b, sample_weight, start, stop, variant, dW_acc, db_acc):
-    if variant == 2:
+    # The members are frozen into the compiled code as integer constants.
+    if variant == LossGradVariant.BLAS:
         return _blas_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc)
-    if variant == 3:
+    if variant == LossGradVariant.SKINNY:
         return _skinny_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc)
     return _blocked_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc)
 
@@ -309,11 +309,8 @@ def _loss_grad_parallel(X, y, W, b, sample_weight, variant, n_chunks, scale, l2,
     for c in prange(n_chunks):
         dW_acc[c] = 0.0
         db_acc[c] = 0.0
-        chunk_loss[c] = _chunk(
-            X, y, W, b, sample_weight,
-            c * n_samples // n_chunks, (c + 1) * n_samples // n_chunks,
-            variant, dW_acc[c], db_acc[c],
-        )  # fmt: skip
+        start, stop = c * n_samples // n_chunks, (c + 1) * n_samples // n_chunks
+        chunk_loss[c] = _chunk(X, y, W, b, sample_weight, start, stop, variant, dW_acc[c], db_acc[c])
     for k in prange(n_classes):
         _finish_class(W, dW_acc, db_acc, scale, l2, dW_out, db_out, k)
     loss_sum = 0.0
@@ -358,6 +355,4 @@ def loss_grad_sums(X, y, W, b, sample_weight, variant, n_chunks, scale, l2, dW_o
     """
     if n_chunks <= 1:
         return _loss_grad_serial(X, y, W, b, sample_weight, int(variant), scale, l2, dW_out, db_out)
-    return _loss_grad_parallel(
-        X, y, W, b, sample_weight, int(variant), n_chunks, scale, l2, dW_out, db_out
-    )
+    return _loss_grad_parallel(X, y, W, b, sample_weight, int(variant), n_chunks, scale, l2, dW_out, db_out)

@@ -78,6 +78,20 @@ def reference_loss_grad(X, y, W, b, *, l2=0.0, sample_weight=None):
     )
 
 
+#: Step of :func:`five_point_derivative` in float64. The stencil's truncation
+#: error is O(h^4) and its rounding error O(eps / h): h = eps**(1/5) balances
+#: them, leaving an error of order eps**(4/5) (times the scale of f's fifth
+#: derivative and of f itself).
+FD_STEP = float(np.finfo(np.float64).eps) ** 0.2
+#: Tolerance of a derivative from :func:`five_point_derivative` at ``FD_STEP``.
+FD_TOL = 100 * float(np.finfo(np.float64).eps) ** 0.8
+
+
+def five_point_derivative(f, h: float = FD_STEP) -> float:
+    """f'(0) by the five-point central stencil (-f(2h) + 8f(h) - 8f(-h) + f(-2h)) / 12h."""
+    return (-f(2 * h) + 8 * f(h) - 8 * f(-h) + f(-2 * h)) / (12 * h)
+
+
 @pytest.fixture
 def rng():
     """The one seeded generator every randomised test draws from."""

@@ -9,8 +9,10 @@ import pytest
 from conftest import (
     DTYPE_IDS,
     DTYPES,
+    FD_TOL,
     LAYOUTS,
     assert_grad_close,
+    five_point_derivative,
     grad_rtol,
     make_problem,
     reference_loss_grad,
@@ -137,22 +139,13 @@ def test_loss_and_grad_reference_in_same_dtype(rng):
 # -- gradient against finite differences --------------------------------------
 
 
-def _five_point(f, h):
-    """Five-point central stencil f'(0) = (-f(2h) + 8f(h) - 8f(-h) + f(-2h)) / 12h."""
-    return (-f(2 * h) + 8 * f(h) - 8 * f(-h) + f(-2 * h)) / (12 * h)
-
-
 @pytest.mark.parametrize("option", list(OPTIONS))
 def test_gradient_matches_finite_differences(rng, option):
     weighted, l2 = OPTIONS[option]
     n, d, k = 30, 4, 3
     X, y, W, b, sw = make_problem(rng, n, d, k, weighted=weighted)
     _, dW, db = fs.loss_and_grad(X, y, W, b, l2=l2, sample_weight=sw)
-    eps = np.finfo(np.float64).eps
-    # The stencil's truncation error is O(h^4) and its rounding error
-    # O(eps / h): h = eps**(1/5) balances them, leaving an error ~ eps**(4/5).
-    h = eps**0.2
-    tol = 100 * eps**0.8
+    tol = FD_TOL
     for cls in range(k):
         direction = rng.standard_normal(d)
         direction /= np.linalg.norm(direction)
@@ -168,9 +161,9 @@ def test_gradient_matches_finite_differences(rng, option):
             return fs.loss_and_grad(X, y, W, b_t, l2=l2, sample_weight=sw)[0]
 
         np.testing.assert_allclose(
-            _five_point(along_row, h), dW[cls] @ direction, rtol=tol, atol=tol
+            five_point_derivative(along_row), dW[cls] @ direction, rtol=tol, atol=tol
         )
-        np.testing.assert_allclose(_five_point(along_bias, h), db[cls], rtol=tol, atol=tol)
+        np.testing.assert_allclose(five_point_derivative(along_bias), db[cls], rtol=tol, atol=tol)
         # And one coordinate at a time along the same row.
         for j in range(d):
 
@@ -179,7 +172,7 @@ def test_gradient_matches_finite_differences(rng, option):
                 W_t[cls, j] += t
                 return fs.loss_and_grad(X, y, W_t, b, l2=l2, sample_weight=sw)[0]
 
-            np.testing.assert_allclose(_five_point(coord, h), dW[cls, j], rtol=tol, atol=tol)
+            np.testing.assert_allclose(five_point_derivative(coord), dW[cls, j], rtol=tol, atol=tol)
 
 
 # -- the fused path against the loss-only path and the partial sums ------------

@@ -1,16 +1,12 @@
 """The NumPy reference against simple, independent checks."""
 
+import math
+
 import numpy as np
 import pytest
+from conftest import DTYPE_IDS, DTYPES, FD_TOL, five_point_derivative
 
 from fastsoftmax import reference as ref
-
-DTYPES = [np.float32, np.float64]
-
-
-@pytest.fixture
-def rng():
-    return np.random.default_rng(12345)
 
 
 @pytest.fixture
@@ -24,16 +20,29 @@ def problem(rng):
     return X, y, W, b
 
 
-def _row_losses_loop(Z, y):
-    """Per-row -log softmax(z)[y] written as an explicit Python loop."""
-    out = []
-    for z, label in zip(Z.tolist(), y.tolist()):
-        m = max(z)
-        out.append(m + np.log(sum(np.exp(v - m) for v in z)) - z[label])
-    return np.array(out)
+# A case worked out by hand. Row i of the logits is log(A[i]) + SHIFT[i], so its
+# softmax is A[i] / sum(A[i]) (a softmax ignores a shift) and its loss is
+# -log p_y = log(sum(A[i]) / A[i, y_i]), whatever the shift: 1000 would
+# overflow a softmax that did not subtract the row maximum.
+HAND_A = np.array([[1.0, 2.0, 3.0], [4.0, 4.0, 2.0], [1.0, 1.0, 1.0]])
+HAND_SHIFT = np.array([5.0, -100.0, 1000.0])
+HAND_Y = np.array([2, 0, 1])
+HAND_P = np.array([[1 / 6, 2 / 6, 3 / 6], [0.4, 0.4, 0.2], [1 / 3, 1 / 3, 1 / 3]])
+HAND_LOSSES = np.array([math.log(2.0), math.log(2.5), math.log(3.0)])
+HAND_WEIGHTS = np.array([1.0, 2.0, 0.5])
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def _hand_logits():
+    return np.log(HAND_A) + HAND_SHIFT[:, None]
+
+
+def _logit_rounding(Z):
+    """Bound on the rounding of the logits log(a) + shift (eps |z| each), and so on
+    the absolute error of the losses and the relative error of the probabilities."""
+    return 8 * np.finfo(np.float64).eps * np.abs(Z).max()
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 def test_softmax_rows_sum_to_one_and_keep_dtype(rng, dtype):
     Z = (rng.standard_normal((50, 7)) * 30).astype(dtype)
     P = ref.softmax(Z)
@@ -56,16 +65,29 @@ def test_log_softmax_matches_log_of_softmax(rng):
     np.testing.assert_allclose(ref.log_softmax(Z), np.log(ref.softmax(Z)), rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
-@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
-def test_cross_entropy_matches_loop(rng, reduction, weighted):
-    Z = rng.standard_normal((17, 5)) * 4
-    y = rng.integers(0, 5, 17)
-    w = rng.uniform(0.1, 2.0, 17) if weighted else np.ones(17)
-    rows = _row_losses_loop(Z, y)
-    expected = {"none": w * rows, "sum": (w * rows).sum(), "mean": (w * rows).sum() / w.sum()}
-    got = ref.cross_entropy(Z, y, sample_weight=w if weighted else None, reduction=reduction)
-    np.testing.assert_allclose(got, expected[reduction], rtol=1e-12)
+def test_softmax_of_the_hand_computed_case():
+    Z = _hand_logits()
+    np.testing.assert_allclose(ref.softmax(Z), HAND_P, rtol=_logit_rounding(Z))
+    np.testing.assert_allclose(ref.log_softmax(Z), np.log(HAND_P), rtol=0, atol=_logit_rounding(Z))
+
+
+HAND_CE = {
+    "none-unweighted": HAND_LOSSES,
+    "sum-unweighted": math.log(2.0) + math.log(2.5) + math.log(3.0),
+    "mean-unweighted": (math.log(2.0) + math.log(2.5) + math.log(3.0)) / 3,
+    "none-weighted": np.array([math.log(2.0), 2 * math.log(2.5), 0.5 * math.log(3.0)]),
+    "sum-weighted": math.log(2.0) + 2 * math.log(2.5) + 0.5 * math.log(3.0),
+    "mean-weighted": (math.log(2.0) + 2 * math.log(2.5) + 0.5 * math.log(3.0)) / 3.5,
+}
+
+
+@pytest.mark.parametrize("case", list(HAND_CE))
+def test_cross_entropy_of_the_hand_computed_case(case):
+    reduction, weighting = case.split("-")
+    Z = _hand_logits()
+    w = HAND_WEIGHTS if weighting == "weighted" else None
+    got = ref.cross_entropy(Z, HAND_Y, sample_weight=w, reduction=reduction)
+    np.testing.assert_allclose(got, HAND_CE[case], rtol=0, atol=2 * _logit_rounding(Z))
 
 
 def test_cross_entropy_perfect_prediction_is_exactly_zero():
@@ -86,14 +108,23 @@ def test_cross_entropy_rejects_bad_reduction_and_labels(problem):
 
 @pytest.mark.parametrize("l2", [0.0, 0.3], ids=["no_l2", "l2"])
 @pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
-def test_loss_matches_loop(problem, rng, l2, weighted):
-    X, y, W, b = problem
-    w = rng.uniform(0.1, 2.0, len(y)) if weighted else np.ones(len(y))
-    loss, _, _ = ref.loss_and_grad(X, y, W, b, l2=l2, sample_weight=w if weighted else None)
-    rows = _row_losses_loop(X @ W.T + b, y)
-    expected = (w * rows).sum() / w.sum() + 0.5 * l2 * (W**2).sum()
+def test_loss_and_grad_of_the_hand_computed_case(l2, weighted):
+    # With X = I, row i's logits are column i of W plus b: W holds the
+    # hand-computed logits and b = 0. Then with s_i = w_i / sum(w),
+    # dW[:, i] = s_i (p_i - e_{y_i}) + l2 W[:, i] and db = sum_i s_i (p_i - e_{y_i}).
+    W = _hand_logits().T
+    X = np.eye(3)
+    b = np.zeros(3)
+    w = HAND_WEIGHTS if weighted else np.ones(3)
+    s = w / w.sum()
+    residual = HAND_P - np.eye(3)[HAND_Y]
+    squared_norm = sum(v * v for v in W.ravel().tolist())
+    loss, dW, db = ref.loss_and_grad(X, HAND_Y, W, b, l2=l2, sample_weight=HAND_WEIGHTS if weighted else None)
     assert isinstance(loss, float)
-    assert loss == pytest.approx(expected, rel=1e-12)
+    atol = _logit_rounding(W)
+    assert loss == pytest.approx(s @ HAND_LOSSES + 0.5 * l2 * squared_norm, rel=16 * np.finfo(np.float64).eps, abs=atol)
+    np.testing.assert_allclose(dW, (s[:, None] * residual).T + l2 * W, rtol=0, atol=atol)
+    np.testing.assert_allclose(db, s @ residual, rtol=0, atol=atol)
 
 
 @pytest.mark.parametrize("l2", [0.0, 0.3], ids=["no_l2", "l2"])
@@ -106,28 +137,18 @@ def test_gradient_matches_finite_differences(problem, rng, l2, weighted):
     def f(W_, b_):
         return ref.loss_and_grad(X, y, W_, b_, l2=l2, sample_weight=w)[0]
 
-    # Five-point stencil: truncation O(h^4) ~ 1e-12, rounding ~ eps/h ~ 1e-13.
-    h = 1e-3
-    coef = np.array([1, -8, 8, -1]) / (12 * h)
-    steps = np.array([-2, -1, 1, 2]) * h
+    def along(W_step, b_step):
+        return lambda t: f(W + t * W_step, b + t * b_step)
+
+    # One coordinate at a time: e_idx is the unit step along W[idx] or b[k].
     num_dW = np.zeros_like(W)
     for idx in np.ndindex(W.shape):
-        vals = []
-        for s in steps:
-            Wp = W.copy()
-            Wp[idx] += s
-            vals.append(f(Wp, b))
-        num_dW[idx] = coef @ vals
-    num_db = np.zeros_like(b)
-    for k in range(b.size):
-        vals = []
-        for s in steps:
-            bp = b.copy()
-            bp[k] += s
-            vals.append(f(W, bp))
-        num_db[k] = coef @ vals
-    np.testing.assert_allclose(dW, num_dW, rtol=1e-7, atol=1e-9)
-    np.testing.assert_allclose(db, num_db, rtol=1e-7, atol=1e-9)
+        e_idx = np.zeros_like(W)
+        e_idx[idx] = 1.0
+        num_dW[idx] = five_point_derivative(along(e_idx, 0.0))
+    num_db = np.array([five_point_derivative(along(0.0, np.eye(b.size)[k])) for k in range(b.size)])
+    np.testing.assert_allclose(dW, num_dW, rtol=FD_TOL, atol=FD_TOL)
+    np.testing.assert_allclose(db, num_db, rtol=FD_TOL, atol=FD_TOL)
 
 
 def test_bias_gradient_sums_to_zero(problem):
@@ -137,7 +158,7 @@ def test_bias_gradient_sums_to_zero(problem):
     assert abs(db.sum()) < 1e-15 * len(y) * 10
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 def test_loss_and_grad_keeps_dtype(problem, dtype):
     X, y, W, b = (a.astype(dtype) if a.dtype.kind == "f" else a for a in problem)
     loss, dW, db = ref.loss_and_grad(X, y, W, b, l2=0.1)

@@ -3,6 +3,8 @@ partial_fit, checkpoints (resume, mismatch, corruption) and streamed bad input."
 
 from __future__ import annotations
 
+import copy
+import math
 import os
 
 import numba
@@ -115,14 +117,14 @@ def test_block_shuffle_visits_every_row_once_per_epoch():
 
 def test_streamed_chunks_are_views_of_the_map(files):
     source = DataSource(str(files[0]), str(files[1]), np.float64, chunk_size=512)
-    for start, X, _, _ in source.chunks():
+    for _, X, _, _ in source.chunks():
         assert np.shares_memory(X, source.X)
 
 
 def test_partial_fit_carries_optimizer_state(data):
     X, y = data
     streamed = SoftmaxRegression(D, K, seed=0)
-    for epoch in range(3):
+    for _ in range(3):
         streamed.partial_fit(X, y, solver="adam", lr=0.01, seed=1)
     whole = SoftmaxRegression(D, K, seed=0).fit(X, y, solver="adam", lr=0.01, seed=1, max_iter=3, tol=0)
     np.testing.assert_allclose(streamed.W, whole.W, rtol=1e-12, atol=1e-15)
@@ -286,16 +288,60 @@ def test_minibatches_whose_rows_all_weigh_zero(data):
     assert abs(model.score(X[1::2], y[1::2]) - reference.score(X[1::2], y[1::2])) < 0.1
 
 
+def _assert_same_state(got, want, path="state") -> int:
+    """Assert that two solver states are equal bit for bit; return how many arrays and scalars were compared.
+
+    States nest dicts (one per solver; the RNG's ``bit_generator.state``),
+    lists, arrays (moments, velocity) and scalars (step count, last loss).
+    """
+    if isinstance(want, dict):
+        assert isinstance(got, dict) and got.keys() == want.keys(), f"{path}: keys {list(got)} != {list(want)}"
+        return sum(_assert_same_state(got[key], value, f"{path}[{key!r}]") for key, value in want.items())
+    if isinstance(want, (list, tuple)):
+        assert type(got) is type(want) and len(got) == len(want), f"{path}: {got!r} != {want!r}"
+        return sum(_assert_same_state(g, w, f"{path}[{i}]") for i, (g, w) in enumerate(zip(got, want, strict=True)))
+    if isinstance(want, np.ndarray):
+        assert isinstance(got, np.ndarray) and got.dtype == want.dtype, f"{path}: {got!r} != {want!r}"
+        np.testing.assert_array_equal(got, want, err_msg=path, strict=True)
+        return 1
+    same_nan = isinstance(want, float) and math.isnan(want) and isinstance(got, float) and math.isnan(got)
+    assert type(got) is type(want) and (got == want or same_nan), f"{path}: {got!r} != {want!r}"
+    return 1
+
+
 def test_partial_fit_after_divergence_keeps_the_solver_state(data):
     from fastsoftmax import TrainingError
 
     X, y = data
     model = SoftmaxRegression(D, K, seed=0)
     model.partial_fit(X, y, solver="sgd", lr=0.01, seed=0)
-    state = {key: np.copy(value) for key, value in model._partial_state.items() if isinstance(value, np.ndarray)}
+    state = copy.deepcopy(model._partial_state)
+    # Something to compare: the momentum, the step count and the shuffling RNG.
+    assert {"velocity", "t", "rng"} <= state["sgd"].keys()
     W = model.W.copy()
     with pytest.raises(TrainingError):
         model.partial_fit(X * 1e300, y, solver="sgd", lr=1e300, seed=0)
     np.testing.assert_array_equal(model.W, W)
-    for key, value in state.items():
-        np.testing.assert_array_equal(model._partial_state[key], value)
+    assert _assert_same_state(model._partial_state, state) >= 5
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["array-entry", "scalar", "nested-rng", "missing-key", "dtype"],
+)
+def test_state_comparison_sees_every_kind_of_change(change):
+    want = {"sgd": {"velocity": np.zeros(3), "t": 4, "previous": 0.5, "rng": {"state": {"state": 7}}}}
+    got = copy.deepcopy(want)
+    assert _assert_same_state(got, want) == 4
+    if change == "array-entry":
+        got["sgd"]["velocity"][1] = 1e-300
+    elif change == "scalar":
+        got["sgd"]["t"] = 5
+    elif change == "nested-rng":
+        got["sgd"]["rng"]["state"]["state"] = 8
+    elif change == "missing-key":
+        del got["sgd"]["previous"]
+    else:
+        got["sgd"]["velocity"] = got["sgd"]["velocity"].astype(np.float32)
+    with pytest.raises(AssertionError):
+        _assert_same_state(got, want)

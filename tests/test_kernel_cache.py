@@ -1,0 +1,51 @@
+"""The fused kernel is loaded from numba's on-disk cache in a new process, not compiled again.
+
+A kernel that cannot be cached (a global numba cannot freeze, a function passed
+as an argument) compiles silently in every process, tens of seconds each time.
+The first subprocess fills the cache where it is cold; the second must find
+every specialisation it calls there.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+CALL_EVERY_BODY = textwrap.dedent(
+    """
+    import json
+
+    import numpy as np
+
+    from fastsoftmax.kernels import loss_grad
+
+    X = np.linspace(-1, 1, 40 * 3).reshape(40, 3)
+    y = np.arange(40) % 2
+    W = np.ones((2, 3))
+    b = np.zeros(2)
+    for variant in loss_grad.LossGradVariant:
+        for n_chunks in (1, 2):
+            dW, db = np.empty_like(W), np.empty_like(b)
+            loss_grad.loss_grad_sums(X, y, W, b, np.empty(0), variant, n_chunks, 1 / 40, 0.0, dW, db)
+    stats = {
+        f.__name__: (sum(f.stats.cache_hits.values()), sum(f.stats.cache_misses.values()))
+        for f in (loss_grad._loss_grad_serial, loss_grad._loss_grad_parallel)
+    }
+    print(json.dumps(stats))
+    """
+)
+
+
+def _run() -> dict[str, list[int]]:
+    done = subprocess.run([sys.executable, "-c", CALL_EVERY_BODY], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def test_fused_kernel_loads_from_the_disk_cache_in_a_new_process():
+    _run()  # compiles and writes the cache only where it is cold
+    stats = _run()
+    for name, (hits, misses) in stats.items():
+        assert (hits, misses) == (1, 0), f"{name}: {hits} cache hits, {misses} misses in a fresh process"
