@@ -1,4 +1,4 @@
-"""Feature scaling as an exact change of variables for the solvers.
+r"""Feature scaling as an exact change of variables for the solvers.
 
 Design
 ------

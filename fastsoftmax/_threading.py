@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -108,6 +109,7 @@ def row_chunks(n_rows: int) -> int:
 _blas_lock = threading.Lock()
 _blas_users = 0
 _blas_limiter = None
+_blas_controller_modules = 0
 
 
 @contextlib.contextmanager
@@ -119,13 +121,17 @@ def single_threaded_blas() -> Iterator[None]:
     is process-wide, so it is reference-counted: overlapping calls from several
     Python threads set it once and restore the original when the last leaves.
     """
-    global _blas_users, _blas_limiter, _blas_controller
+    global _blas_users, _blas_limiter, _blas_controller, _blas_controller_modules
     with _blas_lock:
         if _blas_users == 0:
-            if _blas_controller is None:
+            if _blas_controller is None or _blas_controller_modules != len(sys.modules):
+                # A controller sees the BLAS libraries loaded when it was made; an
+                # import since (SciPy's BLAS, which np.dot in the kernels calls) may
+                # have loaded another, so look again. Imports are rare once running.
                 from threadpoolctl import ThreadpoolController
 
                 _blas_controller = ThreadpoolController()
+                _blas_controller_modules = len(sys.modules)
             _blas_limiter = _blas_controller.limit(limits=1, user_api="blas")
         _blas_users += 1
     try:

@@ -118,37 +118,6 @@ class ChunkedObjective:
         raise _checks.overflow_error()
 
 
-class FrozenIntercept:
-    """``objective`` with b held where it starts: the b part of every gradient is zero.
-
-    With a zero partial derivative every solver leaves b in place: gradient
-    descent, SGD and Adam step by multiples of the gradient (Adam's moments
-    of a zero gradient stay 0), and L-BFGS builds its directions from
-    gradients and steps whose b parts are all zero. Starting from b = 0 this
-    fits the model without an intercept, with no change to the kernels.
-    Everything else is delegated to the wrapped objective.
-    """
-
-    def __init__(self, objective, n_weights: int):
-        self.objective = objective
-        self.n_weights = n_weights
-
-    def __getattr__(self, name: str):
-        return getattr(self.objective, name)
-
-    def _freeze(self, loss_grad) -> tuple[float, np.ndarray]:
-        loss, grad = loss_grad
-        grad = np.array(grad, copy=True)
-        grad[self.n_weights :] = 0
-        return loss, grad
-
-    def __call__(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
-        return self._freeze(self.objective(theta))
-
-    def batch(self, theta: np.ndarray, rows: np.ndarray) -> tuple[float, np.ndarray]:
-        return self._freeze(self.objective.batch(theta, rows))
-
-
 def _is_path_or_map(a) -> bool:
     return isinstance(a, (*PATH_TYPES, np.memmap))
 

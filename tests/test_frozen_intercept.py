@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fastsoftmax import SoftmaxRegression
-from fastsoftmax.objectives import FrozenIntercept
+from fastsoftmax.engine import FrozenIntercept
 
 SOLVERS = ["lbfgs", "gd", "sgd", "adam"]
 

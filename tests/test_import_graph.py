@@ -182,7 +182,6 @@ def test_no_cycle_among_module_level_imports():
     assert not cycles, _report(cycles)
 
 
-@pytest.mark.xfail(strict=True, reason="model <-> distributed: removed by the training-engine change")
 def test_no_cycle_among_module_and_function_level_imports():
     # An import inside a function is a dependency all the same: data flows down,
     # and an optional back end is reached through an object the lower layer defines.

@@ -183,11 +183,6 @@ BLAS_LOADED_AFTER_THE_FIRST_LIMIT = textwrap.dedent(
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="single_threaded_blas keeps the ThreadpoolController of its first call, which does not see a BLAS "
-    "loaded later (SciPy's, which np.dot in the kernels uses): fastsoftmax/_threading.py",
-)
 def test_blas_limit_covers_a_blas_loaded_after_the_first_limit():
     done = subprocess.run(
         [sys.executable, "-c", BLAS_LOADED_AFTER_THE_FIRST_LIMIT], capture_output=True, text=True, timeout=120
