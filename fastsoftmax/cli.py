@@ -560,7 +560,9 @@ def _checked_number(check_name: str):
         try:
             return getattr(_checks, check_name)(float(text))
         except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc).rstrip(".")) from exc
+            # argparse names the option itself: "argument --lr: must be ...".
+            message = str(exc).rstrip(".").removeprefix(check_name.removeprefix("check_") + " ")
+            raise argparse.ArgumentTypeError(message) from exc
 
     return parse
 

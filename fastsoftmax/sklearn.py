@@ -57,6 +57,7 @@ from fastsoftmax._api import log_softmax, predict, predict_proba
 from fastsoftmax._io import atomic_file
 from fastsoftmax._dask_check import is_dask_collection
 from fastsoftmax._threading import numba_threads
+from fastsoftmax.exceptions import ConvergenceWarning as EngineConvergenceWarning
 from fastsoftmax.model import SoftmaxRegression
 
 _FORMAT = "fastsoftmax-sklearn"
@@ -385,7 +386,9 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         options: dict[str, Any] = {}
         if self.chunk_size is not None:
             options["chunk_size"] = self.chunk_size
-        with self._threads():
+        with self._threads(), warnings.catch_warnings():
+            # Reported below as scikit-learn's own ConvergenceWarning, once.
+            warnings.simplefilter("ignore", EngineConvergenceWarning)
             model.fit(
                 X, y_idx, solver=self.solver, max_iter=self.max_iter, lr=self.lr, batch_size=self.batch_size,
                 momentum=self.momentum, l2=self._l2(n_classes, weight_sum), tol=float(self.tol),
