@@ -112,6 +112,10 @@ def single_threaded_blas() -> Iterator[None]:
     with _blas_lock:
         if _blas_users == 0:
             if _blas_controller is None:
+                # The kernels' np.dot calls SciPy's BLAS (scipy.linalg.cython_blas), a
+                # library of its own next to NumPy's; the controller only sees the
+                # libraries loaded when it is built, so load SciPy's first.
+                import scipy.linalg.cython_blas  # noqa: F401
                 from threadpoolctl import ThreadpoolController
 
                 _blas_controller = ThreadpoolController()
