@@ -462,12 +462,12 @@ def check_fit_options(
 
     ``allowed`` lists the solvers this entry point offers; ``lr=None`` takes
     :func:`default_lr` of the solver. ``precondition="auto"`` scales the
-    features for lbfgs only: the other solvers' ``lr`` is a step in the data's
-    own units, which scaling would change.
+    features for lbfgs and newton-cg only: the other solvers' ``lr`` is a step
+    in the data's own units, which scaling would change.
     """
     solver = check_solver(solver, allowed)
     if precondition == "auto":
-        precondition = solver == "lbfgs"
+        precondition = solver in ("lbfgs", "newton-cg")
     if not isinstance(precondition, (bool, np.bool_)):
         raise ValueError(f"precondition must be True, False or 'auto', got {precondition!r}.")
     return FitOptions(

@@ -12,6 +12,7 @@ import numpy as np
 
 from fastsoftmax import _checks, kernels
 from fastsoftmax._api import _n_chunks, _weight_sum
+from fastsoftmax._layout import pack, unpack
 from fastsoftmax._threading import parallel_section
 
 
@@ -104,3 +105,32 @@ def hessian_vector_product(
     finite = fused_hvp(X, W, b, V, c, sample_weight, 1.0 / _weight_sum(sample_weight, X.shape[0]), l2, HV, Hc)
     _checks.raise_for_nonfinite_loss(X, 0.0 if finite else np.nan)
     return HV, Hc
+
+
+def chunked_hvp(source, n_classes: int, l2: float, theta: np.ndarray, v: np.ndarray, counter: list[int]) -> np.ndarray:
+    """H v of the mean loss over a :class:`fastsoftmax._data.DataSource`, one streamed pass over X.
+
+    ``theta`` and ``v`` are flat ``[W.ravel(), b]`` vectors; the result is
+    ``[HV.ravel(), Hc]`` in the source's dtype. Partial sums are added chunk
+    by chunk in row order in float64, as the loss and gradient are. A
+    non-finite product (an overflow) is returned as it is: the solver rejects
+    the step. ``counter[0]`` counts the rows passed to the kernel.
+    """
+    dtype, n_features = source.dtype, source.n_features
+    W, b = (np.ascontiguousarray(a) for a in unpack(np.asarray(theta, dtype=dtype), n_classes, n_features))
+    V, c = (np.ascontiguousarray(a) for a in unpack(np.asarray(v, dtype=dtype), n_classes, n_features))
+    HV, Hc = np.empty_like(W), np.empty_like(b)
+    scale = 1.0 / source.weight_sum
+    if source.chunk_size >= source.n_samples:
+        X, _, w = source.rows(0, source.n_samples)
+        fused_hvp(X, W, b, V, c, w, scale, l2, HV, Hc)
+        counter[0] += X.shape[0]
+        return pack(HV, Hc)
+    HV_sum = np.zeros(HV.shape)
+    Hc_sum = np.zeros(Hc.shape)
+    for _, X, _, w in source.chunks():
+        fused_hvp(X, W, b, V, c, w, 1.0, 0.0, HV, Hc)
+        counter[0] += X.shape[0]
+        HV_sum += HV
+        Hc_sum += Hc
+    return pack(HV_sum * scale + l2 * V, Hc_sum * scale).astype(dtype)

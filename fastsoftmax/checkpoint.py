@@ -81,13 +81,14 @@ def save(directory: str | os.PathLike, state: CheckpointState) -> None:
 INFORMATIVE_KEYS = ("files",)
 
 #: Solver state arrays with one value per parameter (the solvers' moments).
-PARAMETER_SHAPED_STATE = ("velocity", "first", "second")
+PARAMETER_SHAPED_STATE = ("velocity", "first", "second", "gradient")
 
-#: The solver state a checkpoint of a mini-batch solver must hold after its first
-#: epoch (the keys that ``solvers._minibatch_epochs``, ``sgd`` and ``adam`` keep).
+#: The solver state a checkpoint must hold after the first epoch or step (the keys
+#: that ``solvers._minibatch_epochs``, ``sgd``, ``adam`` and ``newton_cg`` keep).
 SOLVER_STATE_KEYS = {
     "sgd": ("rng", "t", "previous", "velocity"),
     "adam": ("rng", "t", "previous", "first", "second"),
+    "newton-cg": ("loss", "gradient", "radius", "iteration"),  # solvers.NEWTON_STATE_KEYS
 }
 
 

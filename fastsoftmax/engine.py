@@ -53,6 +53,8 @@ from fastsoftmax._threading import single_threaded_blas
 from fastsoftmax.exceptions import ConvergenceWarning, TrainingError
 
 MINIBATCH_SOLVERS = ("sgd", "adam")
+#: Solvers that take no step size (``lr`` is left out of their checkpoint fingerprint).
+STEP_FREE_SOLVERS = ("lbfgs", "newton-cg")
 
 
 class Trainable(Protocol):
@@ -79,6 +81,8 @@ class Objective(Protocol):
     def __call__(self, theta: np.ndarray) -> tuple[float, np.ndarray]: ...
 
     def batch(self, theta: np.ndarray, rows: np.ndarray) -> tuple[float, np.ndarray]: ...
+
+    def hvp(self, theta: np.ndarray, v: np.ndarray) -> np.ndarray: ...
 
     def minibatch_order(self, batch_size: int) -> solvers.Batches | None: ...
 
@@ -115,6 +119,10 @@ def run_solver(
     full = objective if full_objective is None else full_objective
     if solver == "lbfgs":
         return solvers.lbfgs(full, theta0, max_iter=max_iter, tol=options.tol, on_iteration=on_iteration)
+    if solver == "newton-cg":
+        return solvers.newton_cg(
+            full, objective.hvp, theta0, max_iter=max_iter, tol=options.tol, on_iteration=on_iteration, state=state
+        )
     if solver == "gd":
         return solvers.gradient_descent(
             full, theta0, lr=options.lr, max_iter=max_iter, tol=options.tol, on_iteration=on_iteration
@@ -138,7 +146,7 @@ def _fingerprint(model: Trainable, objective: Objective, options: FitOptions, se
         "n_classes": model.num_classes,
         "dtype": str(model.dtype),
         "solver": options.solver,
-        "lr": None if options.solver == "lbfgs" else options.lr,
+        "lr": None if options.solver in STEP_FREE_SOLVERS else options.lr,
         "l2": options.l2,
         "tol": options.tol,
         "batch_size": options.batch_size if minibatch else None,
