@@ -27,8 +27,8 @@ import numpy as np
 
 from fastsoftmax import _checks, kernels, solvers
 from fastsoftmax._dask_check import is_dask_collection
-from fastsoftmax._hessian import chunked_hvp
 from fastsoftmax._data import PATH_TYPES, DataSource, block_shuffled_batches, chunked_objectives
+from fastsoftmax._hessian import chunked_hvp
 from fastsoftmax._scaling import FeatureScaling
 from fastsoftmax._threading import parallel_section, row_chunks
 

@@ -15,6 +15,7 @@ finite parameters.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -502,7 +503,7 @@ def newton_cg(
     while iteration < max_iter:
         gnorm = float(np.linalg.norm(grad))
         step, residual, boundary, products = _steihaug_cg(
-            lambda v: hvp(theta, v), grad, radius, min(0.5, math.sqrt(gnorm)) * gnorm
+            functools.partial(hvp, theta), grad, radius, min(0.5, math.sqrt(gnorm)) * gnorm
         )
         n_hvp += products
         if step is None:  # the Hessian-vector product overflowed: a smaller region

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import DTYPE_IDS, DTYPES, make_problem, rtol_for, with_layout
+from fastsoftmax.kernels._config import BLAS_BLOCK_ROWS
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fastsoftmax
 from fastsoftmax import kernels, reference
 from fastsoftmax._hessian import fused_hvp
-from fastsoftmax.kernels._config import BLAS_BLOCK_ROWS
 
 VARIANTS = [kernels.LossGradVariant.BLOCKED, kernels.LossGradVariant.BLAS]
 VARIANT_IDS = ["blocked", "blas"]
@@ -68,7 +68,7 @@ def test_every_body_matches_the_reference(rng, dtype, weighted, shape, variant):
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 def test_public_function_matches_the_reference_and_keeps_the_dtype(rng, dtype, weighted, l2):
     n, d, k = 700, 12, 5
-    X, y, W, b, sw = make_problem(rng, n, d, k, dtype, weighted=weighted)
+    X, _, W, b, sw = make_problem(rng, n, d, k, dtype, weighted=weighted)
     V, c = direction(rng, k, d, dtype)
     HV, Hc = fastsoftmax.hessian_vector_product(X, W, b, V, c, l2=l2, sample_weight=sw)
     assert HV.dtype == dtype and Hc.dtype == dtype

@@ -10,7 +10,13 @@ import pytest
 from conftest import make_problem
 
 import fastsoftmax
-from fastsoftmax import ConvergenceWarning, SoftmaxRegression, TrainingError, checkpoint, solvers
+from fastsoftmax import (
+    ConvergenceWarning,
+    SoftmaxRegression,
+    TrainingError,
+    checkpoint,
+    solvers,
+)
 from fastsoftmax._layout import pack, unpack
 from fastsoftmax._scaling import FeatureScaling, ScaledObjective
 from fastsoftmax.datasets import make_classification
@@ -149,7 +155,7 @@ def test_chunked_objective_hvp_equals_the_public_function_and_adds_over_chunks(r
     HV, Hc = fastsoftmax.hessian_vector_product(X, W, b, V, c, l2=L2, sample_weight=sw)
     np.save(tmp_path / "X.npy", X)
     np.save(tmp_path / "y.npy", y)
-    common = dict(n_features=D, n_classes=K, dtype=np.dtype(np.float64), l2=L2, sample_weight=sw)
+    common = {"n_features": D, "n_classes": K, "dtype": np.dtype(np.float64), "l2": L2, "sample_weight": sw}
     in_memory = make_objective(X, y, **common)
     streamed = make_objective(str(tmp_path / "X.npy"), str(tmp_path / "y.npy"), chunk_size=301, **common)
     np.testing.assert_array_equal(in_memory.hvp(theta, v), pack(HV, Hc))
@@ -213,7 +219,7 @@ def test_dask_objective_hvp_equals_the_chunked_one(rng):
     da = pytest.importorskip("dask.array")
     X, y, W, b, sw = make_problem(rng, 1000, D, K, weighted=True)
     theta, v = pack(W, b), rng.standard_normal(K * (D + 1))
-    common = dict(n_features=D, n_classes=K, dtype=np.dtype(np.float64), l2=L2)
+    common = {"n_features": D, "n_classes": K, "dtype": np.dtype(np.float64), "l2": L2}
     chunked = make_objective(X, y, sample_weight=sw, **common)
     dask_objective = make_objective(da.from_array(X, chunks=(300, D)), da.from_array(y, chunks=300),
                                     sample_weight=da.from_array(sw, chunks=300), **common)  # fmt: skip
@@ -239,7 +245,7 @@ def test_float32_converges_near_the_float64_optimum(problems, optima):
 @pytest.mark.parametrize("precondition", [True, False], ids=["scaled", "raw"])
 def test_resume_after_an_interruption_is_exact(problems, tmp_path, precondition):
     X, y = problems["badly-scaled"]
-    options = dict(precondition=precondition, tol=0.0, max_iter=8)
+    options = {"precondition": precondition, "tol": 0.0, "max_iter": 8}
     whole = fit_newton(X, y, **options)
 
     def interrupt(model, iteration, loss):
