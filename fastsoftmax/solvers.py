@@ -456,7 +456,8 @@ def newton_cg(
     q(s) = g^T s + s^T H s / 2 within ||s|| <= radius by Steihaug-Toint CG
     (:func:`_steihaug_cg`), ``hvp(theta, v)`` giving H v, to the residual
     ``min(0.5, sqrt(||g||)) ||g||`` (a forcing sequence: superlinear
-    convergence near the optimum), then evaluates the trial point once. The
+    convergence near the optimum) but not below ``tol / 2`` (the next
+    gradient is about the residual), then evaluates the trial point once. The
     step is taken when the loss decreased by more than ``1e-4`` of the
     predicted decrease; the radius follows TRON's rules (:func:`_new_radius`),
     starting at ``||g_0||`` and capped by the first step's length (Hsia, Chiang
@@ -502,9 +503,10 @@ def newton_cg(
     iteration = 0
     while iteration < max_iter:
         gnorm = float(np.linalg.norm(grad))
-        step, residual, boundary, products = _steihaug_cg(
-            functools.partial(hvp, theta), grad, radius, min(0.5, math.sqrt(gnorm)) * gnorm
-        )
+        # The next gradient is about the CG residual: solving past tol / 2 buys nothing
+        # (on the last step, 109 products instead of 25 at (200000, 100, 10), l2 = 1e-5).
+        cg_tolerance = max(min(0.5, math.sqrt(gnorm)) * gnorm, 0.5 * tol)
+        step, residual, boundary, products = _steihaug_cg(functools.partial(hvp, theta), grad, radius, cg_tolerance)
         n_hvp += products
         if step is None:  # the Hessian-vector product overflowed: a smaller region
             radius *= TR_SIGMA1

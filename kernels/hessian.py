@@ -35,11 +35,14 @@ Design (that of ``loss_grad.py``, which this mirrors):
 """
 
 import numpy as np
-from numba import njit, prange
-
 from fastsoftmax.kernels._config import BLAS_BLOCK_ROWS, BLOCK_ROWS, JIT_OPTIONS
 from fastsoftmax.kernels._math import exp_inplace, exp_scratch
-from fastsoftmax.kernels.loss_grad import BLAS_MIN_CLASSES, BLOCKED_MAX_FEATURES, LossGradVariant
+from fastsoftmax.kernels.loss_grad import (
+    BLAS_MIN_CLASSES,
+    BLOCKED_MAX_FEATURES,
+    LossGradVariant,
+)
+from numba import njit, prange
 
 
 def select_hvp_variant(n_features: int, n_classes: int) -> LossGradVariant:
