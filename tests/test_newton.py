@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 
@@ -313,3 +314,14 @@ def test_dask_solver_list_and_precondition_default():
 
     assert "newton-cg" in DASK_SOLVERS and "newton-cg" in solvers.SOLVERS
     assert _checks.check_fit_options("newton-cg", solvers.SOLVERS).precondition
+
+
+def test_cli_trains_with_newton_cg(tmp_path, capsys):
+    from fastsoftmax.cli import main
+
+    metrics = tmp_path / "metrics.json"
+    argv = ["train", "--samples", "600", "--features", "5", "--classes", "3", "--threads", "1",
+            "--solver", "newton-cg", "--max-iter", "3", "--tol", "0", "--metrics", str(metrics), "--quiet"]  # fmt: skip
+    assert main(argv) == 0
+    report = json.loads(metrics.read_text())
+    assert report["solver"] == "newton-cg" and report["n_iter"] == 3
