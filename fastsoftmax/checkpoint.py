@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from fastsoftmax._io import atomic_file, npz_scalar, read_npz
+from fastsoftmax.solvers import NEWTON_STATE_KEYS
 
 _FORMAT = "fastsoftmax-checkpoint"
 _FORMAT_VERSION = 1
@@ -88,7 +89,7 @@ PARAMETER_SHAPED_STATE = ("velocity", "first", "second", "gradient")
 SOLVER_STATE_KEYS = {
     "sgd": ("rng", "t", "previous", "velocity"),
     "adam": ("rng", "t", "previous", "first", "second"),
-    "newton-cg": ("loss", "gradient", "radius", "iteration"),  # solvers.NEWTON_STATE_KEYS
+    "newton-cg": NEWTON_STATE_KEYS,
 }
 
 
