@@ -51,10 +51,17 @@ def select_hvp_variant(n_features: int, n_classes: int) -> LossGradVariant:
     BLOCKED where loss+grad takes it (D <= 32 and K < 64: SIMD across rows
     fills every lane), BLAS everywhere else. Unlike loss+grad there is no
     SKINNY body: the forward GEMM has 2K columns (logits and direction
-    together), which keeps BLAS nearer its peak at small K. Measured at
-    (N, D, K) = (200000, 100, 10) on 2 shared cores, as a multiple of the
-    loss+grad step's time: BLAS 0.9x (float32) and 1.0x (float64), BLOCKED
-    0.9-1.1x and 1.5x.
+    together), which keeps BLAS nearer its peak at small K. Measured on 2
+    shared cores (load ~10, medians of 15), as a multiple of the loss+grad
+    step's time, float32 / float64:
+
+    ==================  =============  =============
+    (N, D, K)           BLAS           BLOCKED
+    ==================  =============  =============
+    (200000, 20, 3)     1.96 / 1.58    0.82 / 0.99
+    (200000, 100, 10)   0.88 / 1.08    1.06 / 1.71
+    (50000, 784, 10)    1.27 / 1.38    2.07 / 2.94
+    ==================  =============  =============
     """
     if n_classes < BLAS_MIN_CLASSES and n_features <= BLOCKED_MAX_FEATURES:
         return LossGradVariant.BLOCKED
