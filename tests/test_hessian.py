@@ -187,3 +187,17 @@ def test_nonfinite_X_names_the_row_and_overflow_is_explained(rng):
     with pytest.raises(ValueError, match="overflowed"):
         fastsoftmax.hessian_vector_product(X.astype(np.float32), W.astype(np.float32), b.astype(np.float32),
                                            big, c.astype(np.float32))  # fmt: skip
+
+
+def test_concurrent_calls_from_python_threads_agree(rng):
+    """Dask's threaded scheduler calls the parallel kernel from several threads at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    X, _, W, b, _ = make_problem(rng, 5000, 10, 4)
+    directions = [direction(rng, 4, 10, np.float64) for _ in range(6)]
+    expected = [fastsoftmax.hessian_vector_product(X, W, b, V, c) for V, c in directions]
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        got = list(pool.map(lambda vc: fastsoftmax.hessian_vector_product(X, W, b, *vc), directions))
+    for (HV, Hc), (HV_ref, Hc_ref) in zip(got, expected):
+        np.testing.assert_array_equal(HV, HV_ref)
+        np.testing.assert_array_equal(Hc, Hc_ref)
