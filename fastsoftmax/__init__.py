@@ -5,9 +5,10 @@ the data, in float32 or float64, on several threads, without an N x K matrix.
 
 Public functions (shapes: X (N, D), y (N,), W (K, D), b (K,), Z (N, K)):
 :func:`softmax`, :func:`log_softmax`, :func:`cross_entropy`,
-:func:`loss_and_grad`, :func:`loss_and_grad_sums`, :func:`predict_proba`,
-:func:`predict`; the model :class:`SoftmaxRegression`, and the scikit-learn
-estimator :class:`SoftmaxClassifier` (imported on first use, with scikit-learn).
+:func:`loss_and_grad`, :func:`loss_and_grad_sums`,
+:func:`hessian_vector_product`, :func:`predict_proba`, :func:`predict`; the model
+:class:`SoftmaxRegression`, and the scikit-learn estimator :class:`SoftmaxClassifier`
+(imported on first use, with scikit-learn).
 
 Importing the package compiles nothing; each kernel compiles on first use
 and is cached on disk.
@@ -27,6 +28,7 @@ from fastsoftmax._api import (  # noqa: E402
     predict_proba,
     softmax,
 )
+from fastsoftmax._hessian import hessian_vector_product  # noqa: E402
 from fastsoftmax.exceptions import ConvergenceWarning, TrainingError  # noqa: E402
 from fastsoftmax.model import SoftmaxRegression  # noqa: E402
 
@@ -39,6 +41,7 @@ __all__ = [
     "SoftmaxRegression",
     "TrainingError",
     "cross_entropy",
+    "hessian_vector_product",
     "log_softmax",
     "loss_and_grad",
     "loss_and_grad_sums",

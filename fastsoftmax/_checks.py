@@ -140,6 +140,20 @@ def check_weights(W, b, dtype=None) -> tuple[np.ndarray, np.ndarray]:
     return W, b
 
 
+def check_direction(V, c, W: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Check a direction (V (K, D), c (K,)) in the parameter space of a checked W: same shapes and dtype, finite."""
+    V = check_float_param(V, "V", 2, W.dtype)
+    c = check_float_param(c, "c", 1, W.dtype)
+    if V.shape != W.shape or c.shape[0] != W.shape[0]:
+        raise ValueError(
+            f"the direction must have the shapes of the parameters, V {W.shape} and c ({W.shape[0]},); "
+            f"got V {V.shape} and c {c.shape}."
+        )
+    check_finite(V, "V")
+    check_finite(c, "c")
+    return V, c
+
+
 def check_X(X, dtype: np.dtype, n_features: int | None = None) -> np.ndarray:
     """Check the data X (N, D) and return it C-contiguous in ``dtype``.
 
@@ -450,12 +464,12 @@ def check_fit_options(
 
     ``allowed`` lists the solvers this entry point offers; ``lr=None`` takes
     :func:`default_lr` of the solver. ``precondition="auto"`` scales the
-    features for lbfgs only: the other solvers' ``lr`` is a step in the data's
-    own units, which scaling would change.
+    features for lbfgs and newton-cg only: the other solvers' ``lr`` is a step
+    in the data's own units, which scaling would change.
     """
     solver = check_solver(solver, allowed)
     if precondition == "auto":
-        precondition = solver == "lbfgs"
+        precondition = solver in ("lbfgs", "newton-cg")
     if not isinstance(precondition, (bool, np.bool_)):
         raise ValueError(f"precondition must be True, False or 'auto', got {precondition!r}.")
     if not isinstance(fit_intercept, (bool, np.bool_)):

@@ -118,7 +118,7 @@ class FeatureScaling:
 class ScaledObjective:
     """``objective`` seen in the scaled coordinates of ``scaling``; iterates keep ``dtype``.
 
-    Wraps both the full-batch call and ``batch(theta, rows)``; everything
+    Wraps the full-batch call, ``batch(theta, rows)`` and ``hvp(theta, v)``; everything
     else is delegated to the wrapped objective.
     """
 
@@ -139,3 +139,8 @@ class ScaledObjective:
 
     def batch(self, theta_scaled: np.ndarray, rows: np.ndarray) -> tuple[float, np.ndarray]:
         return self._map(self.objective.batch(self.scaling.to_raw(theta_scaled), rows))
+
+    def hvp(self, theta_scaled: np.ndarray, v_scaled: np.ndarray) -> np.ndarray:
+        """H' v' = J^T H J v': to_raw is linear (its Jacobian J), and gradient_to_scaled is J^T."""
+        raw = self.objective.hvp(self.scaling.to_raw(theta_scaled), self.scaling.to_raw(v_scaled))
+        return self.scaling.gradient_to_scaled(raw).astype(self.dtype, copy=False)

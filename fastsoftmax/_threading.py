@@ -125,9 +125,12 @@ def single_threaded_blas() -> Iterator[None]:
     with _blas_lock:
         if _blas_users == 0:
             if _blas_controller is None or _blas_controller_modules != len(sys.modules):
-                # A controller sees the BLAS libraries loaded when it was made; an
-                # import since (SciPy's BLAS, which np.dot in the kernels calls) may
-                # have loaded another, so look again. Imports are rare once running.
+                # A controller sees the BLAS libraries loaded when it was made. The
+                # kernels' np.dot calls SciPy's BLAS (scipy.linalg.cython_blas), a
+                # library of its own next to NumPy's: load it first. Any import
+                # since the last controller may have loaded another, so look again
+                # then (imports are rare once running).
+                import scipy.linalg.cython_blas  # noqa: F401
                 from threadpoolctl import ThreadpoolController
 
                 _blas_controller = ThreadpoolController()

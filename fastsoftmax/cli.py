@@ -604,7 +604,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data", help="X as .npy (N, D), or an .npz holding arrays X and y")
     train.add_argument("--labels", help="y as .npy (N,) of integer labels (with an .npy --data)")
     _add_problem_options(train, train=True)
-    train.add_argument("--solver", choices=("lbfgs", "gd", "sgd", "adam"), default="lbfgs",
+    train.add_argument("--solver", choices=("lbfgs", "gd", "sgd", "adam", "newton-cg"), default="lbfgs",
                        help="solver (default lbfgs)")
     train.add_argument("--l2", type=_l2_strength, default=1e-4, help="L2 strength on W (default 1e-4)")
     train.add_argument("--max-iter", type=_positive_int, default=50,

@@ -69,6 +69,7 @@ import numpy as np
 from fastsoftmax import _checks, engine, solvers
 from fastsoftmax._api import LossGradSums, _weight_sum, fused_loss_grad, l2_penalty
 from fastsoftmax._dask_check import is_dask_collection
+from fastsoftmax._hessian import fused_hvp
 from fastsoftmax._layout import unpack
 from fastsoftmax._threading import numba_threads
 
@@ -81,7 +82,7 @@ if TYPE_CHECKING:
 __all__ = ["connect", "fit_dask", "is_dask_collection", "make_classification_dask"]
 
 #: Solvers that run on Dask (full-batch; see the module docstring).
-DASK_SOLVERS = ("lbfgs", "gd")
+DASK_SOLVERS = ("lbfgs", "gd", "newton-cg")
 
 #: Partial sums added per task of the reduction tree.
 SPLIT_EVERY = 8
@@ -178,6 +179,40 @@ def _chunk_sums(
         loss_sum = fused_loss_grad(X, y, W, b, sample_weight, 1.0, 0.0, dW, db)
     weight_sum = _weight_sum(sample_weight, X.shape[0])
     return LossGradSums(loss_sum, dW.astype(np.float64), db.astype(np.float64), weight_sum)
+
+
+def _chunk_hvp_sums(
+    X: np.ndarray,
+    sample_weight: np.ndarray | None,
+    theta: np.ndarray,
+    v: np.ndarray,
+    n_classes: int,
+    concurrency: int | dict[str, int],
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """(HV_sum, Hc_sum, weight_sum) of one chunk of rows in float64 (see ``kernels/hessian.py``)."""
+    W, b = unpack(theta, n_classes, X.shape[1])
+    V, c = unpack(v, n_classes, X.shape[1])
+    X = np.ascontiguousarray(X)
+    if sample_weight is None:
+        sample_weight = np.empty(0, dtype=X.dtype)
+    else:
+        sample_weight = np.ascontiguousarray(sample_weight)
+    HV = np.empty_like(W)
+    Hc = np.empty_like(b)
+    with numba_threads(_kernel_threads(concurrency)):
+        # A non-finite product comes back as it is: the solver rejects the step.
+        fused_hvp(X, W, b, V, c, sample_weight, 1.0, 0.0, HV, Hc)
+    return HV.astype(np.float64), Hc.astype(np.float64), _weight_sum(sample_weight, X.shape[0])
+
+
+def _add_hvp_sums(*parts: tuple[np.ndarray, np.ndarray, float]) -> tuple[np.ndarray, np.ndarray, float]:
+    """Add the Hessian-vector partial sums of disjoint chunks."""
+    HV = parts[0][0].copy()
+    Hc = parts[0][1].copy()
+    for p in parts[1:]:
+        HV += p[0]
+        Hc += p[1]
+    return HV, Hc, math.fsum(p[2] for p in parts)
 
 
 def _add_sums(*parts: LossGradSums) -> LossGradSums:
@@ -327,6 +362,7 @@ class DaskObjective:
         self.client = client
         self.persist = persist
         self.n_evaluations = 0
+        self.n_hvp = 0
         self._leaves = None
 
     # -- set-up ---------------------------------------------------------------
@@ -428,12 +464,34 @@ class DaskObjective:
         # returns it: gradient descent then takes the same float32 steps.
         return loss, grad.astype(self.dtype, copy=False)
 
+    def hvp(self, theta: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """The Hessian of the objective at ``theta`` times ``v``: one map-reduce, like :meth:`sums`."""
+        import dask
+
+        if self._leaves is None:
+            raise RuntimeError("DaskObjective is used outside its `with` block.")
+        token = uuid.uuid4().hex
+        task, prefix = dask.delayed(_chunk_hvp_sums, pure=True), f"fastsoftmax-hvp-chunk-{token}"
+        theta_ref = dask.delayed(np.ascontiguousarray(theta, dtype=self.dtype), name=f"fastsoftmax-theta-{token}")
+        v_ref = dask.delayed(np.ascontiguousarray(v, dtype=self.dtype), name=f"fastsoftmax-v-{token}")
+        leaves = [
+            task(x, w, theta_ref, v_ref, self.n_classes, self.concurrency, dask_key_name=f"{prefix}-{i}")
+            for i, (x, _, w) in enumerate(self._leaves)
+        ]
+        (total,) = self._compute(tree_reduce(leaves, _add_hvp_sums, prefix=f"fastsoftmax-hvp-sum-{token}"))
+        self.n_hvp += 1
+        HV_sum, Hc_sum, weight_sum = total
+        n_weights = self.n_classes * self.n_features
+        V = np.asarray(v[:n_weights], dtype=self.dtype).astype(np.float64)
+        product = np.concatenate([HV_sum.ravel() / weight_sum + self.l2 * V, Hc_sum / weight_sum])
+        return product.astype(self.dtype, copy=False)
+
     # -- what the training engine asks of a data source ----------------------
 
     @property
     def rows_processed(self) -> int:
         """Rows passed to the kernels so far, on all workers together."""
-        return self.n_evaluations * self.n_samples
+        return (self.n_evaluations + self.n_hvp) * self.n_samples
 
     def check_solver(self, solver: str) -> None:
         """Only the full-batch solvers run on Dask (see the module docstring)."""
@@ -519,8 +577,9 @@ def fit_dask(
     y : dask.array.Array of int, shape (N,)
         Labels in [0, K), with ``y.chunks[0] == X.chunks[0]``. A NumPy array
         is cut into X's row chunks.
-    solver : {"lbfgs", "gd"}
-        L-BFGS (the driver on the client) or full-batch gradient descent.
+    solver : {"lbfgs", "gd", "newton-cg"}
+        L-BFGS (the driver on the client), full-batch gradient descent, or
+        trust-region Newton-CG (one map-reduce per Hessian-vector product).
     max_iter, lr, l2, tol, callback, precondition, fit_intercept :
         As in :meth:`SoftmaxRegression.fit`; ``lr`` (default 0.1) is used by "gd" only.
         The feature statistics of ``precondition`` are computed on the cluster.

@@ -53,6 +53,10 @@ from fastsoftmax._threading import single_threaded_blas
 from fastsoftmax.exceptions import ConvergenceWarning, TrainingError
 
 MINIBATCH_SOLVERS = ("sgd", "adam")
+#: Solvers that take a step size ``lr`` (the others search for their steps).
+STEP_SIZE_SOLVERS = ("gd", *MINIBATCH_SOLVERS)
+#: Solvers that take no step size (``lr`` is left out of their checkpoint fingerprint).
+STEP_FREE_SOLVERS = ("lbfgs", "newton-cg")
 
 
 class Trainable(Protocol):
@@ -79,6 +83,8 @@ class Objective(Protocol):
     def __call__(self, theta: np.ndarray) -> tuple[float, np.ndarray]: ...
 
     def batch(self, theta: np.ndarray, rows: np.ndarray) -> tuple[float, np.ndarray]: ...
+
+    def hvp(self, theta: np.ndarray, v: np.ndarray) -> np.ndarray: ...
 
     def minibatch_order(self, batch_size: int) -> solvers.Batches | None: ...
 
@@ -115,6 +121,10 @@ def run_solver(
     full = objective if full_objective is None else full_objective
     if solver == "lbfgs":
         return solvers.lbfgs(full, theta0, max_iter=max_iter, tol=options.tol, on_iteration=on_iteration)
+    if solver == "newton-cg":
+        return solvers.newton_cg(
+            full, objective.hvp, theta0, max_iter=max_iter, tol=options.tol, on_iteration=on_iteration, state=state
+        )
     if solver == "gd":
         return solvers.gradient_descent(
             full, theta0, lr=options.lr, max_iter=max_iter, tol=options.tol, on_iteration=on_iteration
@@ -138,7 +148,7 @@ def _fingerprint(model: Trainable, objective: Objective, options: FitOptions, se
         "n_classes": model.num_classes,
         "dtype": str(model.dtype),
         "solver": options.solver,
-        "lr": None if options.solver == "lbfgs" else options.lr,
+        "lr": None if options.solver in STEP_FREE_SOLVERS else options.lr,
         "l2": options.l2,
         "tol": options.tol,
         "batch_size": options.batch_size if minibatch else None,
@@ -163,10 +173,17 @@ def warn_not_converged(n_iter: int, solver: str) -> None:
     )
 
 
-def _diverged(exc: solvers.DivergedError, lr: float) -> TrainingError:
+def _remedy(options: FitOptions) -> str:
+    """What to change after a divergence: the step size, where the solver takes one."""
+    if options.solver in STEP_SIZE_SOLVERS:
+        return f"lower lr (now {options.lr}) or raise l2"
+    return "raise l2 or scale the features"
+
+
+def _diverged(exc: solvers.DivergedError, options: FitOptions) -> TrainingError:
     return TrainingError(
         f"training diverged: {exc}. W and b keep the best weights (iteration {exc.best_iteration}, "
-        f"loss {exc.best_loss:.6g}); lower lr (now {lr}) or raise l2."
+        f"loss {exc.best_loss:.6g}); {_remedy(options)}."
     )
 
 
@@ -238,6 +255,14 @@ class FrozenIntercept:
 
     def batch(self, theta: np.ndarray, rows: np.ndarray) -> tuple[float, np.ndarray]:
         return self._freeze(self.objective.batch(theta, rows))
+
+    def hvp(self, theta: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """The Hessian restricted to W: the b parts of the direction and of the product are 0."""
+        direction = np.array(v, copy=True)
+        direction[self.n_weights :] = 0
+        product = np.array(self.objective.hvp(theta, direction), copy=True)
+        product[self.n_weights :] = 0
+        return product
 
 
 def _hold_intercept(model: Trainable, objective: Objective, options: FitOptions) -> Objective:
@@ -334,12 +359,12 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
             objective.raise_for_nonfinite_start(exc.loss)
         raise TrainingError(
             f"training diverged: {exc}. W and b keep the weights of iteration "
-            f"{model.n_iter_}; lower lr (now {options.lr}) or raise l2."
+            f"{model.n_iter_}; {_remedy(options)}."
         ) from exc
     except solvers.DivergedError as exc:
         commit(exc.best_theta)
         model.n_iter_ = offset + exc.best_iteration
-        raise _diverged(exc, options.lr) from exc
+        raise _diverged(exc, options) from exc
     finally:
         model.rows_processed_ = objective.rows_processed
     commit(result.theta)

@@ -216,24 +216,29 @@ class SoftmaxRegression:
             (opened with ``mmap_mode="r"``) is streamed in chunks and may be
             larger than memory; a floating X of another dtype is cast chunk by chunk.
             Dask arrays (chunked by rows) train on Dask through
-            :func:`fastsoftmax.distributed.fit_dask` (solvers "lbfgs" and "gd").
+            :func:`fastsoftmax.distributed.fit_dask` (solvers "lbfgs", "gd" and "newton-cg").
         y : array_like of int, np.memmap or ``.npy`` path, shape (N,)
-        solver : {"lbfgs", "gd", "sgd", "adam"}
+        solver : {"lbfgs", "gd", "sgd", "adam", "newton-cg"}
             "lbfgs": scipy's L-BFGS on the fused loss and gradient (full batch).
             "gd": full-batch gradient descent. "sgd": mini-batch SGD with momentum,
-            reshuffled every epoch. "adam": Adam on mini-batches. Full-batch
-            solvers stream X once per loss+gradient evaluation; sgd and adam
+            reshuffled every epoch. "adam": Adam on mini-batches. "newton-cg": a
+            trust-region Newton method (TRON) whose conjugate-gradient steps use
+            fused Hessian-vector products (full batch; each product is one more
+            pass over X). Full-batch solvers stream X once per loss+gradient
+            evaluation; sgd and adam
             on streamed data shuffle blocks of rows (see :mod:`fastsoftmax._data`).
         max_iter : int
-            Iterations (lbfgs, gd) or epochs (sgd, adam), counted over resumes.
+            Iterations (lbfgs, gd, newton-cg) or epochs (sgd, adam), counted over resumes.
         lr : float, optional
-            Step size; defaults to 0.1 for gd and sgd, 1e-3 for adam. Unused by lbfgs.
+            Step size; defaults to 0.1 for gd and sgd, 1e-3 for adam. Unused by lbfgs
+            and newton-cg.
         batch_size, momentum :
             Mini-batch size (sgd, adam) and momentum (sgd).
         l2 : float
             L2 strength on W (not on b).
         tol : float
-            lbfgs: gradient tolerance; gd, sgd, adam: relative change of the loss
+            lbfgs, newton-cg: gradient tolerance (largest component); gd, sgd, adam:
+            relative change of the loss
             between iterations below which training stops. ``tol=0`` runs
             exactly ``max_iter`` iterations, without a ConvergenceWarning.
         seed : int or None
@@ -249,7 +254,7 @@ class SoftmaxRegression:
         checkpoint : str or os.PathLike, optional
             A directory. After every iteration, theta, the solver state and the
             loss history are written there atomically; a later ``fit`` with the
-            same data and options resumes from it (gd, sgd and adam exactly;
+            same data and options resumes from it (gd, sgd, adam and newton-cg exactly;
             lbfgs restarts its curvature memory from the saved theta). A
             checkpoint of another problem (other options, or other bytes
             anywhere in X, y or ``sample_weight``: the data are hashed while the
@@ -263,7 +268,7 @@ class SoftmaxRegression:
             see :mod:`fastsoftmax._scaling`). On features of different scales
             L-BFGS then needs tens of iterations instead of hundreds. Costs one
             extra pass over X per fit. "auto" (the default) turns it on for
-            lbfgs; for gd, sgd and adam it would change what ``lr`` means.
+            lbfgs and newton-cg; for gd, sgd and adam it would change what ``lr`` means.
             ``tol`` then applies to the gradient in the scaled coordinates.
         fit_intercept : bool, default True
             False holds b at its current value (its gradient is zeroed); set

@@ -4,7 +4,8 @@ Design
 ------
 The training engine (:mod:`fastsoftmax.engine`) never sees data. It sees an
 objective: ``objective(theta) -> (loss, grad)`` for the full batch,
-``objective.batch(theta, rows)`` for a mini-batch, and a few questions that
+``objective.batch(theta, rows)`` for a mini-batch, ``objective.hvp(theta, v)``
+(the Hessian times a vector) for second-order solvers, and a few questions that
 only the data source can answer (which solvers it offers, the mini-batch
 order, the fingerprint of its data for checkpoints, why a starting loss was
 not finite). This is the only layer that knows where the data lives:
@@ -27,6 +28,7 @@ import numpy as np
 from fastsoftmax import _checks, kernels, solvers
 from fastsoftmax._dask_check import is_dask_collection
 from fastsoftmax._data import PATH_TYPES, DataSource, block_shuffled_batches, chunked_objectives
+from fastsoftmax._hessian import chunked_hvp
 from fastsoftmax._scaling import FeatureScaling
 from fastsoftmax._threading import parallel_section, row_chunks
 
@@ -48,6 +50,7 @@ class ChunkedObjective:
         self.n_samples = source.n_samples
         self._rows = [0]
         self._full, self._batch = chunked_objectives(source, n_classes, l2, self._rows)
+        self.n_classes, self.l2 = n_classes, l2
 
     def __enter__(self) -> ChunkedObjective:  # noqa: PYI034 (typing.Self needs Python 3.11)
         return self
@@ -60,6 +63,10 @@ class ChunkedObjective:
 
     def batch(self, theta: np.ndarray, rows: np.ndarray) -> tuple[float, np.ndarray]:
         return self._batch(theta, rows)
+
+    def hvp(self, theta: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """The Hessian of the full objective at ``theta`` times ``v`` (one pass over X; see :mod:`fastsoftmax._hessian`)."""
+        return chunked_hvp(self.source, self.n_classes, self.l2, theta, v, self._rows)
 
     @property
     def rows_processed(self) -> int:

@@ -33,6 +33,7 @@ __all__ = [
     "logsumexp",
     "cross_entropy",
     "loss_and_grad",
+    "hessian_vector_product",
     "predict_proba",
     "predict",
     "SoftmaxRegressionNumPy",
@@ -359,3 +360,27 @@ class SoftmaxRegressionNumPy:
     def accuracy(self, X: np.ndarray, y: np.ndarray) -> float:
         """Fraction of rows whose predicted class equals ``y``."""
         return float(np.mean(self.predict(X) == y))
+
+
+def hessian_vector_product(X, W, b, V, c, *, l2: float = 0.0, sample_weight=None):
+    r"""Hessian of :func:`loss_and_grad`'s loss times a direction (V, c), the textbook way.
+
+    With ``P = softmax(X W^T + b)`` and ``U = X V^T + c`` (both (N, K)),
+    ``R = P * (U - rowsum(P * U))`` and ``S = diag(s)`` the normalised weights:
+
+    .. math::
+
+        H[V, c] = \left((S R)^T X + \lambda V,\; (S R)^T \mathbf{1}\right)
+
+    Returns ``(HV (K, D), Hc (K,))`` in the common floating dtype of X and W.
+    """
+    dtype = _float_dtype(np.asarray(X), np.asarray(W))
+    X, W, b, V, c = (np.asarray(a, dtype=dtype) for a in (X, W, b, V, c))
+    if V.shape != W.shape or c.shape != b.shape:
+        raise ValueError(f"expected V {W.shape} and c {b.shape}; got V {V.shape}, c {c.shape}")
+    s = _normalised_weights(sample_weight, X.shape[0], dtype)
+    P = softmax(X @ W.T + b)
+    U = X @ V.T + c
+    R = P * (U - (P * U).sum(axis=1, keepdims=True))
+    G = s[:, None] * R
+    return G.T @ X + dtype.type(l2) * V, G.sum(axis=0)

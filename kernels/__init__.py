@@ -8,6 +8,7 @@ Importing this package compiles nothing: every kernel compiles on its first
 call and is cached on disk (``cache=True``).
 """
 
+from fastsoftmax.kernels.hessian import hessian_vector_sums, select_hvp_variant
 from fastsoftmax.kernels.loss_grad import LossGradVariant, loss_grad_sums, select_variant
 from fastsoftmax.kernels.moments import column_moments
 from fastsoftmax.kernels.predict import predict_labels, predict_proba_labels
@@ -25,10 +26,12 @@ __all__ = [
     "count_nonfinite",
     "cross_entropy_rows",
     "cross_entropy_sums",
+    "hessian_vector_sums",
     "log_softmax_rows",
     "loss_grad_sums",
     "predict_labels",
     "predict_proba_labels",
+    "select_hvp_variant",
     "select_variant",
     "softmax_rows",
     "stream_sum",

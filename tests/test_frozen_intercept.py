@@ -8,7 +8,7 @@ import pytest
 from fastsoftmax import SoftmaxRegression
 from fastsoftmax.engine import FrozenIntercept
 
-SOLVERS = ["lbfgs", "gd", "sgd", "adam"]
+SOLVERS = ["lbfgs", "newton-cg", "gd", "sgd", "adam"]
 
 
 def _problem(rng, n=300, d=5, k=3):
@@ -31,14 +31,15 @@ def test_fit_holds_b_exactly(rng, solver):
     np.testing.assert_array_equal(model.b, start_b)
 
 
-def test_frozen_fit_is_the_optimum_over_W_alone(rng):
+@pytest.mark.parametrize("solver", ["lbfgs", "newton-cg"])
+def test_frozen_fit_is_the_optimum_over_W_alone(rng, solver):
     # At the end, the W part of the full gradient is ~0 while the b part need not be.
     from fastsoftmax import loss_and_grad
 
     X, y = _problem(rng)
     model = SoftmaxRegression(X.shape[1], 3, seed=0)
     model.b = np.zeros(3)
-    model.fit(X, y, l2=1e-2, tol=1e-10, max_iter=1000, fit_intercept=False)
+    model.fit(X, y, solver=solver, l2=1e-2, tol=1e-10, max_iter=1000, fit_intercept=False)
     _, dW, db = loss_and_grad(X, y, model.W, model.b, l2=1e-2)
     # L-BFGS stops at a relative decrease of 64 eps, where the gradient is ~sqrt(64 eps) ~ 1e-7.
     assert np.abs(dW).max() < 1e-6

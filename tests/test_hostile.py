@@ -244,6 +244,35 @@ def _accuracy(method: str) -> Target:
     )
 
 
+def _direction(dtype) -> tuple[np.ndarray, np.ndarray]:
+    """The fixed direction (V (K, D), c (K,)) of the Hessian-vector product target."""
+    gen = np.random.default_rng(7)
+    return gen.standard_normal((K, D)).astype(dtype), gen.standard_normal(K).astype(dtype)
+
+
+def _hvp_call(a: dict):
+    V, c = _direction(a["dtype"])
+    return fs.hessian_vector_product(a["X"], a["W"], a["b"], V, c, sample_weight=a["sw"])
+
+
+def _ref_hvp(s):
+    V, c = (np.asarray(v, np.float64) for v in _direction(s["dtype"]))
+    return reference.hessian_vector_product(s["X"], s["W"], s["b"], V, c, sample_weight=s.get("sw"))
+
+
+def _compare_hvp(result, expected, s) -> None:
+    """|H v| entries are bounded by 2 max|u| (max|x| + 1), u = V x + c: the scale of the tolerance."""
+    dtype = s["dtype"]
+    V, c = (np.asarray(v, np.float64) for v in _direction(dtype))
+    x_scale = float(np.abs(s["X"]).max())
+    u_scale = 1.0 + float(np.abs(s["X"] @ V.T + c).max())
+    rtol = grad_rtol(dtype, N, D, K)
+    floor = _floor(dtype, x_scale * u_scale)
+    assert result[0].dtype == dtype and result[1].dtype == dtype
+    _assert_close(result[0], expected[0], rtol * u_scale * (x_scale + 1) + floor)
+    _assert_close(result[1], expected[1], rtol * u_scale + floor)
+
+
 TARGETS: dict[str, Target] = {
     "softmax": Target(
         ("Z", "out"),
@@ -274,6 +303,8 @@ TARGETS: dict[str, Target] = {
         _compare_sums,
         grad=True,
     ),
+    # Huge X: p is one-hot, so r = p (u - p^T u) is 0 and the product stays finite (grad=False).
+    "hessian_vector_product": Target(("X", "W", "b", "sw"), _hvp_call, _ref_hvp, _compare_hvp),
     "predict_proba": Target(
         ("X", "W", "b", "out"),
         lambda a: fs.predict_proba(a["X"], a["W"], a["b"], out=a["out"]),

@@ -1,4 +1,6 @@
-"""Time of one step: loss+grad, softmax, cross-entropy and predict_proba, fused vs reference."""
+"""Time of one step: loss+grad, softmax, cross-entropy, predict_proba and the Hessian-vector product, fused vs reference."""
+
+import numpy as np
 
 from ._common import DTYPES, IMPLS, SHAPES, TIME_REPEAT, logits, loss_and_grad, problem, public
 
@@ -67,4 +69,21 @@ class PredictProba(_Timed):
         self.func(*self.args)
 
     def time_predict_proba(self, shape, dtype, impl):
+        self.func(*self.args)
+
+
+class HessianVectorProduct(_Timed):
+    """The Hessian of the mean loss times a direction (V, c), as newton-cg asks for it."""
+
+    params = [SHAPES, DTYPES, IMPLS]
+    param_names = ["shape", "dtype", "impl"]
+
+    def setup(self, shape, dtype, impl):
+        self.func = public(impl, "hessian_vector_product")
+        X, _, W, b = problem(shape, dtype)
+        gen = np.random.default_rng(1)
+        self.args = (X, W, b, gen.standard_normal(W.shape).astype(dtype), gen.standard_normal(b.shape).astype(dtype))
+        self.func(*self.args)
+
+    def time_hessian_vector_product(self, shape, dtype, impl):
         self.func(*self.args)

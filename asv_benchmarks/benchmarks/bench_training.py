@@ -1,4 +1,4 @@
-"""Time to fit a fixed objective with L-BFGS: the fused model vs the reference loss+grad.
+"""Time to fit a fixed objective with L-BFGS (the fused model vs the reference loss+grad) and with newton-cg.
 
 Both minimise the same objective (mean cross-entropy + (l2/2)||W||^2, float64,
 the same data and starting point) with scipy's L-BFGS-B and the same stopping
@@ -71,6 +71,37 @@ class FitLBFGS:
         self._fit()
 
     def track_iterations(self, shape, impl):
+        return self._fit()
+
+    track_iterations.unit = "iterations"
+
+
+class FitNewtonCG:
+    """The same objective and stopping tolerance as :class:`FitLBFGS`, fitted by the fused model's newton-cg."""
+
+    params = [TRAIN_SHAPES]
+    param_names = ["shape"]
+    repeat = TIME_REPEAT
+    number = 1
+    warmup_time = 0.0
+    timeout = 900
+
+    def setup(self, shape):
+        self.X, self.y, _, _ = problem(shape, DTYPE)
+        _, self.n_features, self.n_classes = parse_shape(shape)
+        self.model_class = require("fastsoftmax", "SoftmaxRegression")
+        require("fastsoftmax.solvers", "newton_cg")  # skip commits that predate the solver
+        self._fit(max_iter=1)  # compile
+
+    def _fit(self, max_iter=MAX_ITER):
+        model = self.model_class(self.n_features, self.n_classes, dtype=np.float64, seed=0)
+        model.fit(self.X, self.y, solver="newton-cg", max_iter=max_iter, tol=TOL, l2=L2)
+        return model.n_iter_
+
+    def time_fit(self, shape):
+        self._fit()
+
+    def track_iterations(self, shape):
         return self._fit()
 
     track_iterations.unit = "iterations"

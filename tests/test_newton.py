@@ -1,0 +1,327 @@
+"""The trust-region Newton-CG solver: its steps, its optimum, its objectives' H v, and exact resume."""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+
+import numpy as np
+import pytest
+from conftest import make_problem
+
+import fastsoftmax
+from fastsoftmax import (
+    ConvergenceWarning,
+    SoftmaxRegression,
+    TrainingError,
+    checkpoint,
+    solvers,
+)
+from fastsoftmax._layout import pack, unpack
+from fastsoftmax._scaling import FeatureScaling, ScaledObjective
+from fastsoftmax.datasets import make_classification
+from fastsoftmax.objectives import make_objective
+
+D, K = 8, 3
+L2 = 1e-3
+PARAMS = {"n_classes": K, "n_informative": 5, "flip_y": 0.05, "seed": 7}
+#: Relative agreement of two solvers' final objectives in float64.
+SAME_OPTIMUM = 1e-10
+
+
+@pytest.fixture(scope="module")
+def problems():
+    """A well scaled problem and the same with features scaled by 10^U(-1, 1)."""
+    X, y = make_classification(3000, D, **PARAMS)
+    scales = 10.0 ** np.random.default_rng(5).uniform(-1, 1, D)
+    return {"well": (X, y), "badly-scaled": (X * scales, y)}
+
+
+def objective_value(model: SoftmaxRegression, X, y) -> float:
+    return fastsoftmax.loss_and_grad(X, y, model.W, model.b, l2=L2)[0]
+
+
+@pytest.fixture(scope="module")
+def optima(problems):
+    """The optimum of each problem by preconditioned L-BFGS at a tight tolerance."""
+    out = {}
+    for name, (X, y) in problems.items():
+        model = SoftmaxRegression(D, K, seed=0).fit(X, y, l2=L2, tol=1e-10, max_iter=5000, precondition=True)
+        out[name] = objective_value(model, X, y)
+    return out
+
+
+def fit_newton(X, y, **options) -> SoftmaxRegression:
+    options = {"l2": L2, "tol": 1e-8, "max_iter": 200, **options}
+    return SoftmaxRegression(D, K, seed=0).fit(X, y, solver="newton-cg", **options)
+
+
+# --------------------------------------------------------------------------- #
+# The solver on a quadratic
+# --------------------------------------------------------------------------- #
+def quadratic(n: int = 12, condition: float = 1e3, seed: int = 0):
+    """f(x) = x^T A x / 2 - q^T x with SPD A of the given condition number; its minimiser."""
+    gen = np.random.default_rng(seed)
+    Q, _ = np.linalg.qr(gen.standard_normal((n, n)))
+    A = Q @ np.diag(np.geomspace(1.0, condition, n)) @ Q.T
+    q = gen.standard_normal(n)
+    counts = {"f": 0, "hv": 0}
+
+    def objective(x):
+        counts["f"] += 1
+        return float(0.5 * x @ A @ x - q @ x), A @ x - q
+
+    def hvp(x, v):
+        counts["hv"] += 1
+        return A @ v
+
+    return objective, hvp, np.linalg.solve(A, q), counts
+
+
+def test_minimises_a_quadratic_and_counts_its_products():
+    objective, hvp, x_star, counts = quadratic()
+    result = solvers.newton_cg(objective, hvp, np.zeros(12), max_iter=100, tol=1e-10)
+    assert result.converged, result.message
+    np.testing.assert_allclose(result.theta, x_star, rtol=1e-8, atol=1e-8)
+    assert result.n_hvp == counts["hv"] > 0
+    assert len(result.loss_history) == result.n_iter + 1
+    assert all(b <= a for a, b in zip(result.loss_history, result.loss_history[1:]))
+
+
+def test_max_iter_and_callback_stop_without_converging():
+    objective, hvp, _, _ = quadratic(condition=1e6)
+    seen = []
+    result = solvers.newton_cg(objective, hvp, np.zeros(12), max_iter=2, tol=1e-12,
+                               on_iteration=lambda theta, loss, it: seen.append(it))  # fmt: skip
+    assert (result.n_iter, result.converged, result.message) == (2, False, "reached max_iter")
+    assert seen == [1, 2]
+    stopped = solvers.newton_cg(objective, hvp, np.zeros(12), max_iter=50, tol=1e-12,
+                                on_iteration=lambda theta, loss, it: it == 1)  # fmt: skip
+    assert (stopped.n_iter, stopped.converged, stopped.message) == (1, False, "stopped by callback")
+
+
+def test_a_run_resumed_from_its_state_equals_the_uninterrupted_run_bit_for_bit():
+    objective, hvp, _, _ = quadratic(condition=1e5)
+    whole = solvers.newton_cg(objective, hvp, np.zeros(12), max_iter=6, tol=0.0, state={})
+    state: dict = {}
+    first = solvers.newton_cg(objective, hvp, np.zeros(12), max_iter=3, tol=0.0, state=state)
+    assert set(solvers.NEWTON_STATE_KEYS) <= set(state)
+    assert all(state[k].dtype == np.float64 for k in ("loss", "gradient", "radius"))
+    rest = solvers.newton_cg(objective, hvp, first.theta, max_iter=3, tol=0.0, state=state)
+    np.testing.assert_array_equal(rest.theta, whole.theta)
+    assert first.loss_history + rest.loss_history[1:] == whole.loss_history
+
+
+def test_nonfinite_trial_losses_shrink_the_region_and_are_never_reported():
+    """The loss is +inf beyond x_0 > 0.5: trials there are rejected, the iterates stay finite."""
+    objective, hvp, x_star, _ = quadratic(n=4, condition=10.0, seed=1)
+    x_star_sign = math.copysign(1.0, x_star[0])
+
+    def walled(x):
+        loss, grad = objective(x)
+        return (math.inf if x_star_sign * x[0] > 0.5 * abs(x_star[0]) else loss), grad
+
+    reported = []
+    result = solvers.newton_cg(walled, hvp, np.zeros(4), max_iter=50, tol=1e-10,
+                               on_iteration=lambda theta, loss, it: reported.append(loss))  # fmt: skip
+    assert reported and all(math.isfinite(loss) for loss in reported)
+    assert all(b <= a for a, b in zip(result.loss_history, result.loss_history[1:]))
+
+
+def test_nonfinite_start_and_a_region_that_collapses_on_nonfinite_losses_raise():
+    objective, hvp, _, _ = quadratic(n=4)
+    with pytest.raises(solvers.NonFiniteLossError) as start:
+        solvers.newton_cg(lambda x: (math.nan, objective(x)[1]), hvp, np.zeros(4))
+    assert start.value.iteration == 0
+    calls = []
+
+    def only_the_start_is_finite(x):
+        calls.append(1)
+        loss, grad = objective(x)
+        return (loss if len(calls) == 1 else math.inf), grad
+
+    with pytest.raises(solvers.NonFiniteLossError) as later:
+        solvers.newton_cg(only_the_start_is_finite, hvp, np.zeros(4), max_iter=10)
+    assert later.value.iteration == 1
+
+
+# --------------------------------------------------------------------------- #
+# The objectives' Hessian-vector products
+# --------------------------------------------------------------------------- #
+def test_chunked_objective_hvp_equals_the_public_function_and_adds_over_chunks(rng, tmp_path):
+    X, y, W, b, sw = make_problem(rng, 1000, D, K, weighted=True)
+    theta, v = pack(W, b), rng.standard_normal(K * (D + 1))
+    V, c = unpack(v, K, D)
+    HV, Hc = fastsoftmax.hessian_vector_product(X, W, b, V, c, l2=L2, sample_weight=sw)
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "y.npy", y)
+    common = {"n_features": D, "n_classes": K, "dtype": np.dtype(np.float64), "l2": L2, "sample_weight": sw}
+    in_memory = make_objective(X, y, **common)
+    streamed = make_objective(str(tmp_path / "X.npy"), str(tmp_path / "y.npy"), chunk_size=301, **common)
+    np.testing.assert_array_equal(in_memory.hvp(theta, v), pack(HV, Hc))
+    np.testing.assert_allclose(streamed.hvp(theta, v), pack(HV, Hc), rtol=1e-12, atol=1e-14)
+    assert streamed.rows_processed == 1000
+
+
+@pytest.mark.parametrize("dtype", [np.float64], ids=["f64"])
+def test_scaled_objective_hvp_matches_central_differences_of_its_gradient(rng, dtype):
+    X, y, _, _, _ = make_problem(rng, 600, D, K, dtype)
+    X = X * 10.0 ** rng.uniform(-1, 1, D) + rng.uniform(-3, 3, D)
+    raw = make_objective(X, y, n_features=D, n_classes=K, dtype=np.dtype(dtype), l2=L2)
+    scaling = FeatureScaling.from_mean_variance(X.mean(axis=0), X.var(axis=0), L2, K)
+    scaled = ScaledObjective(raw, scaling, np.dtype(dtype))
+    theta = 0.3 * rng.standard_normal(K * (D + 1))
+    v = rng.standard_normal(K * (D + 1))
+    h = float(np.finfo(dtype).eps) ** (1 / 3)
+    difference = (scaled(theta + h * v)[1] - scaled(theta - h * v)[1]) / (2 * h)
+    product = scaled.hvp(theta, v)
+    tol = 64 * float(np.finfo(dtype).eps) ** (2 / 3) * float(np.abs(difference).max())
+    np.testing.assert_allclose(product, difference, rtol=0, atol=tol)
+    # And it is not the raw product: the change of variables is applied.
+    assert not np.allclose(product, raw.hvp(theta, v), rtol=1e-3)
+
+
+# --------------------------------------------------------------------------- #
+# Training: the same optimum as L-BFGS, from every data source
+# --------------------------------------------------------------------------- #
+@pytest.mark.parametrize("precondition", [True, False], ids=["scaled", "raw"])
+@pytest.mark.parametrize("name", ["well", "badly-scaled"])
+def test_reaches_the_lbfgs_optimum_in_memory(problems, optima, name, precondition):
+    X, y = problems[name]
+    model = fit_newton(X, y, precondition=precondition)
+    assert model.converged_
+    assert objective_value(model, X, y) == pytest.approx(optima[name], rel=SAME_OPTIMUM)
+    assert model.loss_history_[-1] == pytest.approx(optima[name], rel=SAME_OPTIMUM)
+    assert len(model.loss_history_) == model.n_iter_ + 1
+
+
+def test_reaches_the_lbfgs_optimum_streamed_from_npy_in_chunks(problems, optima, tmp_path):
+    X, y = problems["badly-scaled"]
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "y.npy", y)
+    model = fit_newton(str(tmp_path / "X.npy"), str(tmp_path / "y.npy"), chunk_size=700)
+    assert model.converged_
+    assert objective_value(model, X, y) == pytest.approx(optima["badly-scaled"], rel=SAME_OPTIMUM)
+
+
+def test_reaches_the_lbfgs_optimum_on_dask_threads(problems, optima):
+    da = pytest.importorskip("dask.array")
+    import dask
+
+    X, y = problems["badly-scaled"]
+    with dask.config.set(scheduler="threads"):
+        model = fit_newton(da.from_array(X, chunks=(700, D)), da.from_array(y, chunks=700))
+    assert model.converged_
+    assert objective_value(model, X, y) == pytest.approx(optima["badly-scaled"], rel=SAME_OPTIMUM)
+
+
+def test_dask_objective_hvp_equals_the_chunked_one(rng):
+    da = pytest.importorskip("dask.array")
+    X, y, W, b, sw = make_problem(rng, 1000, D, K, weighted=True)
+    theta, v = pack(W, b), rng.standard_normal(K * (D + 1))
+    common = {"n_features": D, "n_classes": K, "dtype": np.dtype(np.float64), "l2": L2}
+    chunked = make_objective(X, y, sample_weight=sw, **common)
+    dask_objective = make_objective(da.from_array(X, chunks=(300, D)), da.from_array(y, chunks=300),
+                                    sample_weight=da.from_array(sw, chunks=300), **common)  # fmt: skip
+    with dask_objective:
+        product = dask_objective.hvp(theta, v)
+    np.testing.assert_allclose(product, chunked.hvp(theta, v), rtol=1e-12, atol=1e-14)
+    assert dask_objective.n_hvp == 1
+
+
+def test_float32_converges_near_the_float64_optimum(problems, optima):
+    X, y = problems["well"]
+    model = SoftmaxRegression(D, K, dtype=np.float32, seed=0)
+    model.fit(X.astype(np.float32), y, solver="newton-cg", l2=L2, tol=1e-5, max_iter=100)
+    assert model.converged_
+    W, b = model.W.astype(np.float64), model.b.astype(np.float64)
+    # float32 logits carry eps32 relative error: the objective is that close.
+    assert fastsoftmax.loss_and_grad(X, y, W, b, l2=L2)[0] == pytest.approx(optima["well"], rel=1e-6)
+
+
+# --------------------------------------------------------------------------- #
+# Checkpoints and failures: the engine's contract
+# --------------------------------------------------------------------------- #
+@pytest.mark.parametrize("precondition", [True, False], ids=["scaled", "raw"])
+def test_resume_after_an_interruption_is_exact(problems, tmp_path, precondition):
+    X, y = problems["badly-scaled"]
+    options = {"precondition": precondition, "tol": 0.0, "max_iter": 8}
+    whole = fit_newton(X, y, **options)
+
+    def interrupt(model, iteration, loss):
+        if iteration == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit_newton(X, y, checkpoint=tmp_path, callback=interrupt, **options)
+    seen = []
+    resumed = fit_newton(X, y, checkpoint=tmp_path, callback=lambda m, it, loss: seen.append(it), **options)
+    assert seen == [4, 5, 6, 7, 8]  # it resumed rather than started over
+    assert resumed.n_iter_ == whole.n_iter_ == 8
+    assert resumed.loss_history_ == whole.loss_history_
+    np.testing.assert_array_equal(resumed.W, whole.W)
+    np.testing.assert_array_equal(resumed.b, whole.b)
+
+
+def test_checkpoint_keeps_the_newton_state_as_float64_arrays(problems, tmp_path):
+    X, y = problems["well"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        fit_newton(X, y, checkpoint=tmp_path, max_iter=2)
+    with np.load(tmp_path / checkpoint.FILENAME) as stored:
+        for key in ("loss", "gradient", "radius"):
+            assert stored[f"state_{key}"].dtype == np.float64
+        assert stored["state_gradient"].shape == (K * (D + 1),)
+    assert checkpoint.SOLVER_STATE_KEYS["newton-cg"] == solvers.NEWTON_STATE_KEYS
+
+
+def test_nonfinite_data_and_overflowing_start_are_the_datas_fault(problems):
+    X, y = problems["well"]
+    X = X.copy()
+    X[11, 2] = np.nan
+    with pytest.raises(ValueError, match="first in row 11"):
+        fit_newton(X, y)
+    model = SoftmaxRegression(D, K, seed=0)
+    model.W[...] = 1e308
+    with pytest.raises(ValueError, match="overflowed"):
+        model.fit(problems["well"][0], y, solver="newton-cg", precondition=False)
+
+
+def test_divergence_after_the_start_is_a_training_error_with_the_last_good_weights(problems, monkeypatch):
+    X, y = problems["well"]
+    real = solvers.newton_cg
+
+    def failing_after_two(*args, on_iteration, **kwargs):
+        def report(theta, loss, iteration):
+            stop = on_iteration(theta, loss, iteration)
+            if iteration == 2:
+                raise solvers.NonFiniteLossError(3, math.inf)
+            return stop
+
+        return real(*args, on_iteration=report, **kwargs)
+
+    monkeypatch.setattr(solvers, "newton_cg", failing_after_two)
+    model = SoftmaxRegression(D, K, seed=0)
+    with pytest.raises(TrainingError, match="diverged"):
+        model.fit(X, y, solver="newton-cg", l2=L2, max_iter=10, tol=0.0)
+    assert model.n_iter_ == 2 and np.isfinite(model.W).all()
+
+
+def test_dask_solver_list_and_precondition_default():
+    from fastsoftmax import _checks
+    from fastsoftmax.distributed import DASK_SOLVERS
+
+    assert "newton-cg" in DASK_SOLVERS and "newton-cg" in solvers.SOLVERS
+    assert _checks.check_fit_options("newton-cg", solvers.SOLVERS).precondition
+
+
+def test_cli_trains_with_newton_cg(tmp_path, capsys):
+    from fastsoftmax.cli import main
+
+    metrics = tmp_path / "metrics.json"
+    argv = ["train", "--samples", "600", "--features", "5", "--classes", "3", "--threads", "1",
+            "--solver", "newton-cg", "--max-iter", "3", "--tol", "0", "--metrics", str(metrics), "--quiet"]  # fmt: skip
+    assert main(argv) == 0
+    report = json.loads(metrics.read_text())
+    assert report["solver"] == "newton-cg" and report["n_iter"] == 3
