@@ -243,7 +243,8 @@ class SoftmaxRegression:
             :func:`fastsoftmax.distributed.fit_dask` (solvers "lbfgs" and "gd").
         y : array_like of int, np.memmap or ``.npy`` path, shape (N,)
         solver : {"lbfgs", "gd", "sgd", "adam"}
-            "lbfgs": scipy's L-BFGS on the fused loss and gradient (full batch).
+            "lbfgs": L-BFGS with a strong Wolfe line search on the fused loss and
+            gradient (full batch; see :func:`fastsoftmax.solvers.lbfgs`).
             "gd": full-batch gradient descent. "sgd": mini-batch SGD with momentum,
             reshuffled every epoch. "adam": Adam on mini-batches. Full-batch
             solvers stream X once per loss+gradient evaluation; sgd and adam
@@ -272,8 +273,9 @@ class SoftmaxRegression:
         checkpoint : str or os.PathLike, optional
             A directory. After every iteration, theta, the solver state and the
             loss history are written there atomically; a later ``fit`` with the
-            same data and options resumes from it (gd, sgd and adam exactly;
-            lbfgs restarts its curvature memory from the saved theta). A
+            same data and options resumes from it exactly: the resumed run
+            ends bit for bit where the uninterrupted one would (for lbfgs the
+            state holds the curvature pairs and the last loss and gradient). A
             checkpoint of another problem raises
             :class:`~fastsoftmax.checkpoint.CheckpointError` and is left alone.
 
@@ -375,7 +377,10 @@ class SoftmaxRegression:
         remaining = max_iter - offset
         try:
             if solver == "lbfgs":
-                result = solvers.lbfgs(recording_objective, theta0, max_iter=remaining, tol=tol, on_iteration=on_iteration)
+                result = solvers.lbfgs(
+                    recording_objective, theta0, max_iter=remaining, tol=tol, on_iteration=on_iteration,
+                    state=solver_state,
+                )  # fmt: skip
             elif solver == "gd":
                 result = solvers.gradient_descent(
                     recording_objective, theta0, lr=lr, max_iter=remaining, tol=tol, on_iteration=on_iteration
