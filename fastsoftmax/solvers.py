@@ -150,9 +150,10 @@ def lbfgs(
     pairs s = theta_new - theta, y = g_new - g (Nocedal and Wright, Algorithm
     7.4) on top of H0 = gamma I, gamma = s'y / y'y of the newest pair, or
     H0 = diag(``h0_diagonal``). The step length comes from scipy's strong Wolfe
-    search (c1 = 1e-4, c2 = 0.9) with the unit step tried first; the very first
-    trial step has Euclidean length 1, as in L-BFGS-B. A pair whose s'y is not
-    above eps * y'y is skipped, which keeps H positive definite.
+    search (c1 = 1e-4, c2 = 0.9) with the unit step tried first. Until a pair
+    is kept (and without ``h0_diagonal``) the direction is -g scaled to length 1,
+    as L-BFGS-B's first step. A pair whose s'y is not above eps * y'y is
+    skipped, which keeps H positive definite.
 
     Stops when max|g| <= ``tol`` (L-BFGS-B's ``pgtol``), when the relative
     decrease (f_prev - f) / max(|f_prev|, |f|, 1) is at most 64 machine
@@ -169,7 +170,8 @@ def lbfgs(
         A non-finite loss or gradient at a trial point of the line search
         shrinks the step.
     theta0 : ndarray, shape (n,)
-        The start; ignored when ``state`` is filled.
+        The start; when ``state`` is filled, only its size is used (to check
+        the state) and the run starts from ``state["theta"]``.
     max_iter : int
         Iterations in this call.
     tol : float
@@ -217,8 +219,16 @@ def lbfgs(
         # A copy: the state keeps it, and an objective may reuse its buffer.
         return float(loss), np.array(grad, dtype=np.float64)
 
+    n = np.size(theta0)
+    if h0_diagonal is not None:
+        h0_diagonal = np.asarray(h0_diagonal, dtype=np.float64)
+        if h0_diagonal.shape != (n,):
+            raise ValueError(f"h0_diagonal must have shape ({n},) like theta, got {h0_diagonal.shape}.")
+        _checks.check_finite(h0_diagonal, "h0_diagonal")
+        if not (h0_diagonal > 0).all():
+            raise ValueError("h0_diagonal must be positive (it is the diagonal of a positive definite H0).")
     if state:
-        _check_lbfgs_state(state, np.size(state["theta"]), memory)
+        _check_lbfgs_state(state, n, memory)
         theta = np.array(state["theta"], dtype=np.float64)
         grad = np.array(state["grad"], dtype=np.float64)
         state.update(theta=theta, grad=grad)
@@ -231,14 +241,6 @@ def lbfgs(
             raise NonFiniteLossError(0, loss)
         state.update(_new_lbfgs_state(theta, loss, grad, memory))
     s, y, rho = state["s"], state["y"], state["rho"]
-    n = theta.size
-    if h0_diagonal is not None:
-        h0_diagonal = np.asarray(h0_diagonal, dtype=np.float64)
-        if h0_diagonal.shape != (n,):
-            raise ValueError(f"h0_diagonal must have shape ({n},) like theta, got {h0_diagonal.shape}.")
-        _checks.check_finite(h0_diagonal, "h0_diagonal")
-        if not (h0_diagonal > 0).all():
-            raise ValueError("h0_diagonal must be positive (it is the diagonal of a positive definite H0).")
     loss = float(state["loss"])
     history = [loss]
 
@@ -257,12 +259,10 @@ def lbfgs(
         gamma = float(state["gamma"])
         return None if math.isnan(gamma) else gamma
 
-    def first_direction(theta_grad: np.ndarray) -> np.ndarray:
+    def first_direction(g: np.ndarray) -> np.ndarray:
         """-H0 g; without any curvature yet, scaled to length 1 (L-BFGS-B's first step)."""
         scale = h0()
-        if scale is None:
-            return -theta_grad / np.linalg.norm(theta_grad)
-        return -scale * theta_grad
+        return -g / np.linalg.norm(g) if scale is None else -scale * g
 
     def wolfe(theta, loss, grad, direction):
         """(x, loss, grad) at a step satisfying the strong Wolfe conditions, or None."""
@@ -293,7 +293,7 @@ def lbfgs(
         return last["x"], last["f"], last["g"]
 
     def backtrack(theta, loss, grad, direction):
-        """(x, loss, grad) at the first halving of the unit step that satisfies Armijo, or None."""
+        """(x, loss, grad) at the first of 1, 1/2, 1/4... times ``direction`` that satisfies Armijo, or None."""
         slope = float(grad @ direction)
         alpha = 1.0
         for _ in range(_BACKTRACK_HALVINGS + 1):
