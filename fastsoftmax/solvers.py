@@ -74,7 +74,7 @@ _BACKTRACK_HALVINGS = 10
 #: The keys of the L-BFGS state dict (see :func:`lbfgs`).
 LBFGS_STATE_KEYS = (
     "theta", "loss", "grad", "previous_loss", "iteration",
-    "s", "y", "rho", "n_pairs", "newest", "gamma",
+    "s", "y", "rho", "n_pairs", "newest", "gamma", "last_fallback",
 )  # fmt: skip
 
 
@@ -114,6 +114,7 @@ def _new_lbfgs_state(theta: np.ndarray, loss: float, grad: np.ndarray, memory: i
         "n_pairs": 0,
         "newest": memory - 1,  # the first pair goes to row 0
         "gamma": np.array(np.nan),  # no curvature measured yet
+        "last_fallback": 0,  # none yet (iterations count from 1)
     }
 
 
@@ -160,8 +161,11 @@ def lbfgs(
     epsilons (L-BFGS-B's ``ftol`` as used here), after ``max_iter`` iterations,
     or when ``on_iteration`` returns a truthy value. If the Wolfe search fails,
     the memory is dropped and the step is retried along -H0 g by backtracking
-    (Armijo); if that fails too, or the failed search already had no memory,
-    the solver stops at the current iterate with ``converged=False``.
+    (Armijo). The solver stops at the current iterate with ``converged=False``
+    and a message when that fails too, when the failed search had no memory,
+    or when it is the second failure within ``memory`` iterations: the loss is
+    then at its rounding floor (float32 data reaches it above a small ``tol``),
+    where every further search would cost about 20 evaluations for nothing.
 
     Parameters
     ----------
@@ -189,8 +193,9 @@ def lbfgs(
         float64 arrays and ints: ``theta``, ``loss``, ``grad``, ``previous_loss``
         (0-d; NaN before the first iteration), ``iteration``, the pair ring
         ``s``, ``y`` (m, n) and ``rho`` (m,) = 1 / s'y, ``n_pairs``, ``newest``
-        (the ring row of the newest pair) and ``gamma`` (0-d; NaN until a pair is
-        kept). A call given a filled ``state`` continues from it without
+        (the ring row of the newest pair), ``gamma`` (0-d; NaN until a pair is
+        kept) and ``last_fallback`` (the iteration that last backtracked; 0 for
+        none). A call given a filled ``state`` continues from it without
         evaluating the start, and produces bit for bit the iterates the
         uninterrupted run would have produced. Floats are kept in arrays so that
         :mod:`fastsoftmax.checkpoint` stores them exactly.
@@ -322,9 +327,11 @@ def lbfgs(
         else:
             direction = first_direction(grad)
         step = wolfe(theta, loss, grad, direction) if grad @ direction < 0 else None
-        if step is None and n_pairs:
+        current = int(state["iteration"]) + 1
+        last_fallback = int(state["last_fallback"])
+        if step is None and n_pairs and (last_fallback == 0 or current - last_fallback > memory):
             # Drop the memory, as L-BFGS-B does, and retry along -H0 g.
-            n_pairs = 0
+            n_pairs, last_fallback = 0, current
             step = backtrack(theta, loss, grad, first_direction(grad))
         if step is None:
             return SolverResult(theta, iteration - 1, False, give_up(), history, n_evaluations)
@@ -339,7 +346,7 @@ def lbfgs(
             n_pairs, gamma = min(n_pairs + 1, memory), np.array(sy / yy)
         state.update(
             theta=x, loss=np.array(f), grad=g, previous_loss=np.array(loss),
-            iteration=int(state["iteration"]) + 1, n_pairs=n_pairs, newest=newest, gamma=gamma,
+            iteration=current, n_pairs=n_pairs, newest=newest, gamma=gamma, last_fallback=last_fallback,
         )  # fmt: skip
         theta, loss, grad = x, f, g
         history.append(loss)

@@ -303,29 +303,43 @@ def test_gives_up_with_a_message_when_no_step_lowers_the_loss():
     assert result.loss_history == [0.0]
 
 
-def test_failed_wolfe_search_drops_the_memory_and_backtracks(monkeypatch):
+def _failing_searches(monkeypatch, failing: set[int]) -> None:
+    """Make scipy's Wolfe search fail on the calls numbered in ``failing`` (from 1)."""
     import scipy.optimize._linesearch as linesearch
 
-    X, y, _ = _data()
-    objective = _objective(X, y, l2=1e-2)
     wolfe = linesearch.scalar_search_wolfe2
     calls = []
 
-    def failing_third_search(*args, **kwargs):
+    def search(*args, **kwargs):
         calls.append(1)
-        return (None, None, None, None) if len(calls) == 3 else wolfe(*args, **kwargs)
+        return (None, None, None, None) if len(calls) in failing else wolfe(*args, **kwargs)
 
-    monkeypatch.setattr(linesearch, "scalar_search_wolfe2", failing_third_search)
-    state = {}
-    pairs = []
+    monkeypatch.setattr(linesearch, "scalar_search_wolfe2", search)
+
+
+def test_failed_wolfe_search_drops_the_memory_and_backtracks(monkeypatch):
+    X, y, _ = _data()
+    objective = _objective(X, y, l2=1e-2)
+    reference = solvers.lbfgs(objective, np.zeros(N_PARAMS), max_iter=500, tol=1e-8)
+    # Failures at iterations 3 and 15: more than m = 10 iterations apart, so both fall back.
+    _failing_searches(monkeypatch, {3, 15})
+    state, pairs = {}, []
     result = solvers.lbfgs(
         objective, np.zeros(N_PARAMS), max_iter=500, tol=1e-8, state=state,
         on_iteration=lambda theta, loss, it: pairs.append(state["n_pairs"]),
     )  # fmt: skip
     assert pairs[:3] == [1, 2, 1]  # iteration 3 dropped its two pairs and kept the new one
+    assert pairs[14] == 1 and state["last_fallback"] == 15
     assert result.converged
-    reference = solvers.lbfgs(objective, np.zeros(N_PARAMS), max_iter=500, tol=1e-8)
     assert result.loss_history[-1] == pytest.approx(reference.loss_history[-1], rel=1e-10)
+
+
+def test_second_failure_within_the_memory_gives_up(monkeypatch):
+    X, y, _ = _data()
+    _failing_searches(monkeypatch, {3, 8})
+    result = solvers.lbfgs(_objective(X, y, l2=1e-2), np.zeros(N_PARAMS), max_iter=500, tol=1e-8)
+    assert (result.n_iter, result.converged) == (7, False)
+    assert "rounding floor" in result.message
 
 
 # -- through the model ---------------------------------------------------------------
