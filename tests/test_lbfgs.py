@@ -77,13 +77,13 @@ def _smallest_curvature(objective, theta, basis) -> float:
 
 
 CASES = {
-    "f64-well-l2": dict(dtype=np.float64, l2=1e-2),
-    "f64-well-nol2": dict(dtype=np.float64, l2=0.0),
-    "f64-scaled-l2": dict(dtype=np.float64, l2=1e-3, scaled=True),
-    "f64-weighted-l2": dict(dtype=np.float64, l2=1e-2, weighted=True),
-    "f32-well-l2": dict(dtype=np.float32, l2=1e-2),
-    "f32-scaled-nol2": dict(dtype=np.float32, l2=0.0, scaled=True),
-    "f32-weighted-l2": dict(dtype=np.float32, l2=1e-2, weighted=True),
+    "f64-well-l2": {"dtype": np.float64, "l2": 1e-2},
+    "f64-well-nol2": {"dtype": np.float64, "l2": 0.0},
+    "f64-scaled-l2": {"dtype": np.float64, "l2": 1e-3, "scaled": True},
+    "f64-weighted-l2": {"dtype": np.float64, "l2": 1e-2, "weighted": True},
+    "f32-well-l2": {"dtype": np.float32, "l2": 1e-2},
+    "f32-scaled-nol2": {"dtype": np.float32, "l2": 0.0, "scaled": True},
+    "f32-weighted-l2": {"dtype": np.float32, "l2": 1e-2, "weighted": True},
 }
 
 
