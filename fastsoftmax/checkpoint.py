@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from fastsoftmax._io import atomic_file, npz_scalar, read_npz
-from fastsoftmax.solvers import NEWTON_STATE_KEYS
+from fastsoftmax.solvers import LBFGS_STATE_KEYS, NEWTON_STATE_KEYS
 
 _FORMAT = "fastsoftmax-checkpoint"
 _FORMAT_VERSION = 1
@@ -82,7 +82,7 @@ def save(directory: str | os.PathLike, state: CheckpointState) -> None:
 INFORMATIVE_KEYS = ("files",)
 
 #: Solver state arrays with one value per parameter (the solvers' moments).
-PARAMETER_SHAPED_STATE = ("velocity", "first", "second", "gradient")
+PARAMETER_SHAPED_STATE = ("velocity", "first", "second", "gradient", "grad", "theta")
 
 #: The solver state a checkpoint must hold after the first epoch or step (the keys
 #: that ``solvers._minibatch_epochs``, ``sgd``, ``adam`` and ``newton_cg`` keep).
@@ -90,6 +90,7 @@ SOLVER_STATE_KEYS = {
     "sgd": ("rng", "t", "previous", "velocity"),
     "adam": ("rng", "t", "previous", "first", "second"),
     "newton-cg": NEWTON_STATE_KEYS,
+    "lbfgs": LBFGS_STATE_KEYS,
 }
 
 

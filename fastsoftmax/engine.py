@@ -53,6 +53,8 @@ from fastsoftmax._threading import single_threaded_blas
 from fastsoftmax.exceptions import ConvergenceWarning, TrainingError
 
 MINIBATCH_SOLVERS = ("sgd", "adam")
+#: Checkpointed state that belongs to the engine, not to the solver.
+ENGINE_STATE_KEYS = ("scaling_mean", "scaling_scale")
 #: Solvers that take a step size ``lr`` (the others search for their steps).
 STEP_SIZE_SOLVERS = ("gd", *MINIBATCH_SOLVERS)
 #: Solvers that take no step size (``lr`` is left out of their checkpoint fingerprint).
@@ -120,7 +122,9 @@ def run_solver(
     solver = options.solver
     full = objective if full_objective is None else full_objective
     if solver == "lbfgs":
-        return solvers.lbfgs(full, theta0, max_iter=max_iter, tol=options.tol, on_iteration=on_iteration)
+        return solvers.lbfgs(
+            full, theta0, max_iter=max_iter, tol=options.tol, on_iteration=on_iteration, state=state
+        )
     if solver == "newton-cg":
         return solvers.newton_cg(
             full, objective.hvp, theta0, max_iter=max_iter, tol=options.tol, on_iteration=on_iteration, state=state
@@ -297,7 +301,10 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
     offset, history, solver_state = 0, [], {}
     if resumed is not None:
         offset, history, solver_state = resumed.iteration, list(resumed.loss_history), resumed.solver_state
-    scaling = _scaling(model, objective, options, solver_state)
+    # The engine's own state (the feature scaling) is checkpointed beside the
+    # solver's, not inside it: a solver reads a non-empty state as one to resume.
+    engine_state = {key: solver_state.pop(key) for key in ENGINE_STATE_KEYS if key in solver_state}
+    scaling = _scaling(model, objective, options, engine_state)
     if scaling is not None:
         # The solver and the checkpoint see theta' (see fastsoftmax._scaling); the model sees theta.
         objective = ScaledObjective(objective, scaling, model.dtype)
@@ -323,7 +330,7 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
             verify_data()
             _checkpoint.save(checkpoint, _checkpoint.CheckpointState(
                 theta=np.array(theta, copy=True), iteration=model.n_iter_, loss_history=list(history),
-                fingerprint=fingerprint, solver_state=dict(solver_state), converged=converged,
+                fingerprint=fingerprint, solver_state={**solver_state, **engine_state}, converged=converged,
             ))  # fmt: skip
 
     def recording_objective(theta: np.ndarray) -> tuple[float, np.ndarray]:

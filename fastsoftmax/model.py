@@ -219,7 +219,8 @@ class SoftmaxRegression:
             :func:`fastsoftmax.distributed.fit_dask` (solvers "lbfgs", "gd" and "newton-cg").
         y : array_like of int, np.memmap or ``.npy`` path, shape (N,)
         solver : {"lbfgs", "gd", "sgd", "adam", "newton-cg"}
-            "lbfgs": scipy's L-BFGS on the fused loss and gradient (full batch).
+            "lbfgs": L-BFGS with a strong Wolfe line search on the fused loss and
+            gradient (full batch; see :func:`fastsoftmax.solvers.lbfgs`).
             "gd": full-batch gradient descent. "sgd": mini-batch SGD with momentum,
             reshuffled every epoch. "adam": Adam on mini-batches. "newton-cg": a
             trust-region Newton method (TRON) whose conjugate-gradient steps use
@@ -254,8 +255,9 @@ class SoftmaxRegression:
         checkpoint : str or os.PathLike, optional
             A directory. After every iteration, theta, the solver state and the
             loss history are written there atomically; a later ``fit`` with the
-            same data and options resumes from it (gd, sgd, adam and newton-cg exactly;
-            lbfgs restarts its curvature memory from the saved theta). A
+            same data and options resumes from it exactly: the resumed run
+            ends bit for bit where the uninterrupted one would (for lbfgs the
+            state holds the curvature pairs and the last loss and gradient). A
             checkpoint of another problem (other options, or other bytes
             anywhere in X, y or ``sample_weight``: the data are hashed while the
             first full pass streams them) raises

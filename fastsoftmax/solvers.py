@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from fastsoftmax import _checks
 
 Objective = Callable[[np.ndarray], "tuple[float, np.ndarray]"]
 BatchObjective = Callable[[np.ndarray, np.ndarray], "tuple[float, np.ndarray]"]
@@ -96,6 +99,8 @@ class SolverResult:
     loss_history: list[float] = field(default_factory=list)
     #: Hessian-vector products (second-order solvers; each is one pass over the data).
     n_hvp: int = 0
+    #: Objective calls (L-BFGS; 0 where not counted).
+    n_evaluations: int = 0
 
 
 def _finite(loss: float, theta: np.ndarray) -> bool:
@@ -106,6 +111,78 @@ def _relative_change(previous: float, current: float) -> float:
     return abs(previous - current) / max(1.0, abs(current))
 
 
+# L-BFGS constants. c1, c2: the strong Wolfe conditions of Nocedal and Wright
+# (sufficient decrease, curvature). The loss-decrease stop is scipy L-BFGS-B's
+# ``ftol`` as the former wrapper set it.
+_WOLFE_C1 = 1e-4
+_WOLFE_C2 = 0.9
+_FTOL = 64 * float(np.finfo(np.float64).eps)
+# Backtracking after a failed Wolfe search halves the -H0 g step at most this often:
+# below 1e-3 of that quasi-Newton step the loss is at its rounding floor.
+_BACKTRACK_HALVINGS = 10
+
+#: The keys of the L-BFGS state dict (see :func:`lbfgs`).
+LBFGS_STATE_KEYS = (
+    "theta", "loss", "grad", "previous_loss", "iteration",
+    "s", "y", "rho", "n_pairs", "newest", "gamma", "last_fallback",
+)  # fmt: skip
+
+
+def _two_loop(
+    grad: np.ndarray, s: np.ndarray, y: np.ndarray, rho: np.ndarray, n_pairs: int, newest: int, h0
+) -> np.ndarray:
+    """H grad for the L-BFGS inverse Hessian H (Nocedal and Wright, Algorithm 7.4).
+
+    ``s``, ``y`` (m, n) hold curvature pairs in a ring whose newest row is
+    ``newest``, ``rho[i] = 1 / (s[i] @ y[i])``, and ``h0`` is the initial inverse
+    Hessian H0: a scalar gamma (H0 = gamma I) or a diagonal of shape (n,).
+    """
+    rows = [(newest - i) % s.shape[0] for i in range(n_pairs)]  # newest first
+    q = grad.copy()
+    alphas = np.empty(n_pairs)
+    for j, row in enumerate(rows):
+        alphas[j] = rho[row] * (s[row] @ q)
+        q -= alphas[j] * y[row]
+    r = h0 * q
+    for j in reversed(range(n_pairs)):  # oldest first
+        row = rows[j]
+        r += (alphas[j] - rho[row] * (y[row] @ r)) * s[row]
+    return r
+
+
+def _new_lbfgs_state(theta: np.ndarray, loss: float, grad: np.ndarray, memory: int) -> dict:
+    n = theta.size
+    return {
+        "theta": theta,
+        "loss": np.array(loss),
+        "grad": grad,
+        "previous_loss": np.array(np.nan),  # no iteration yet
+        "iteration": 0,
+        "s": np.zeros((memory, n)),
+        "y": np.zeros((memory, n)),
+        "rho": np.zeros(memory),
+        "n_pairs": 0,
+        "newest": memory - 1,  # the first pair goes to row 0
+        "gamma": np.array(np.nan),  # no curvature measured yet
+        "last_fallback": 0,  # none yet (iterations count from 1)
+    }
+
+
+def _check_lbfgs_state(state: dict, n: int, memory: int) -> None:
+    """Raise ValueError if a filled ``state`` does not fit a problem of n parameters."""
+    missing = [key for key in LBFGS_STATE_KEYS if key not in state]
+    if missing:
+        raise ValueError(f"the L-BFGS state lacks {missing}; pass an empty dict to start afresh.")
+    shapes = {"theta": (n,), "grad": (n,), "s": (memory, n), "y": (memory, n), "rho": (memory,)}
+    wrong = [f"{key} {np.shape(state[key])} (expected {shape})" for key, shape in shapes.items()
+             if np.shape(state[key]) != shape]  # fmt: skip
+    if wrong:
+        raise ValueError(
+            f"the L-BFGS state belongs to another problem or memory: {', '.join(wrong)}; "
+            f"pass an empty dict to start afresh."
+        )
+
+
 def lbfgs(
     objective: Objective,
     theta0: np.ndarray,
@@ -113,58 +190,222 @@ def lbfgs(
     max_iter: int = 100,
     tol: float = 1e-6,
     on_iteration: OnIteration | None = None,
+    memory: int = 10,
+    h0_diagonal: np.ndarray | None = None,
+    state: dict | None = None,
 ) -> SolverResult:
-    """L-BFGS through ``scipy.optimize.minimize(method="L-BFGS-B")``.
+    """Limited-memory BFGS with a strong Wolfe line search, over an explicit state.
 
-    Stops when the projected gradient's largest component is below ``tol``
-    (``gtol``), when the relative decrease of the loss falls below 64 machine
-    epsilons, or after ``max_iter`` iterations. ``theta0`` is used in float64,
-    which is what scipy's implementation works in.
+    Each iteration moves theta along d = -H g, where H is the L-BFGS inverse
+    Hessian built by the two-loop recursion from the last ``memory`` curvature
+    pairs s = theta_new - theta, y = g_new - g (Nocedal and Wright, Algorithm
+    7.4) on top of H0 = gamma I, gamma = s'y / y'y of the newest pair, or
+    H0 = diag(``h0_diagonal``). The step length comes from scipy's strong Wolfe
+    search (c1 = 1e-4, c2 = 0.9) with the unit step tried first. Until a pair
+    is kept (and without ``h0_diagonal``) the direction is -g scaled to length 1,
+    as L-BFGS-B's first step. A pair whose s'y is not above eps * y'y is
+    skipped, which keeps H positive definite.
+
+    Stops when max|g| <= ``tol`` (L-BFGS-B's ``pgtol``), when the relative
+    decrease (f_prev - f) / max(|f_prev|, |f|, 1) is at most 64 machine
+    epsilons (L-BFGS-B's ``ftol`` as used here), after ``max_iter`` iterations,
+    or when ``on_iteration`` returns a truthy value. If the Wolfe search fails,
+    the memory is dropped and the step is retried along -H0 g by backtracking
+    (Armijo). The solver stops at the current iterate with ``converged=False``
+    and a message when that fails too, when the failed search had no memory,
+    or when it is the second failure within ``memory`` iterations: the loss is
+    then at its rounding floor (float32 data reaches it above a small ``tol``),
+    where every further search would cost about 20 evaluations for nothing.
+
+    Parameters
+    ----------
+    objective : callable ``objective(theta) -> (loss, grad)``
+        Loss and gradient (n,) at a flat theta (n,); evaluated in float64.
+        A non-finite loss or gradient at a trial point of the line search
+        shrinks the step.
+    theta0 : ndarray, shape (n,)
+        The start; when ``state`` is filled, only its size is used (to check
+        the state) and the run starts from ``state["theta"]``.
+    max_iter : int
+        Iterations in this call.
+    tol : float
+        Gradient tolerance on max|g|.
+    on_iteration : callable ``on_iteration(theta, loss, iteration)``, optional
+        Called after every completed iteration (counted from 1 in this call),
+        once ``state`` holds it.
+    memory : int
+        Number m of curvature pairs kept.
+    h0_diagonal : ndarray, shape (n,), optional
+        Positive diagonal of the initial inverse Hessian H0, in place of gamma I
+        (a preconditioner, for example from the feature scales).
+    state : dict, optional
+        Filled in place after every iteration (before ``on_iteration``) with
+        float64 arrays and ints: ``theta``, ``loss``, ``grad``, ``previous_loss``
+        (0-d; NaN before the first iteration), ``iteration``, the pair ring
+        ``s``, ``y`` (m, n) and ``rho`` (m,) = 1 / s'y, ``n_pairs``, ``newest``
+        (the ring row of the newest pair), ``gamma`` (0-d; NaN until a pair is
+        kept) and ``last_fallback`` (the iteration that last backtracked; 0 for
+        none). A call given a filled ``state`` continues from it without
+        evaluating the start, and produces bit for bit the iterates the
+        uninterrupted run would have produced. Floats are kept in arrays so that
+        :mod:`fastsoftmax.checkpoint` stores them exactly.
+
+    Returns
+    -------
+    SolverResult
+        ``loss_history`` holds the starting loss and one loss per iteration;
+        ``n_evaluations`` counts the objective calls of this call.
+
+    Raises
+    ------
+    NonFiniteLossError
+        The loss or gradient at the start is not finite.
     """
-    from scipy.optimize import minimize  # imported here: scipy.optimize is slow to import
+    from scipy.optimize._linesearch import LineSearchWarning, scalar_search_wolfe2
 
-    history: list[float] = []
-    state = {"iteration": 0, "stopped": False}
-    theta0 = np.asarray(theta0, dtype=np.float64)
-    loss0, grad0 = objective(theta0)
-    if not math.isfinite(loss0):
-        raise NonFiniteLossError(0, loss0)
-    history.append(loss0)
-    grad0 = grad0.astype(np.float64)
+    memory = _checks.check_int(memory, "memory")
+    state = {} if state is None else state
+    n_evaluations = 0
 
-    def fun(theta):
-        # scipy evaluates theta0 first: answer from the evaluation above instead
-        # of a second pass over the data (a file read or a cluster round trip).
-        if np.array_equal(theta, theta0):
-            return loss0, grad0
+    def evaluate(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        nonlocal n_evaluations
+        n_evaluations += 1
         loss, grad = objective(theta)
-        if not math.isfinite(loss):
-            # A trial point of the iteration under way, never the start.
-            raise NonFiniteLossError(state["iteration"] + 1, loss)
-        return loss, grad.astype(np.float64, copy=False)
+        # A copy: the state keeps it, and an objective may reuse its buffer.
+        return float(loss), np.array(grad, dtype=np.float64)
 
-    def callback(intermediate_result):
-        state["iteration"] += 1
-        loss = float(intermediate_result.fun)
+    n = np.size(theta0)
+    if h0_diagonal is not None:
+        h0_diagonal = np.asarray(h0_diagonal, dtype=np.float64)
+        if h0_diagonal.shape != (n,):
+            raise ValueError(f"h0_diagonal must have shape ({n},) like theta, got {h0_diagonal.shape}.")
+        _checks.check_finite(h0_diagonal, "h0_diagonal")
+        if not (h0_diagonal > 0).all():
+            raise ValueError("h0_diagonal must be positive (it is the diagonal of a positive definite H0).")
+    if state:
+        _check_lbfgs_state(state, n, memory)
+        theta = np.array(state["theta"], dtype=np.float64)
+        grad = np.array(state["grad"], dtype=np.float64)
+        state.update(theta=theta, grad=grad)
+        for key in ("s", "y", "rho"):  # written in place below: own writable copies
+            state[key] = np.array(state[key], dtype=np.float64)
+    else:
+        theta = np.array(theta0, dtype=np.float64).ravel()
+        loss, grad = evaluate(theta)
+        if not (math.isfinite(loss) and np.isfinite(grad).all()):
+            raise NonFiniteLossError(0, loss)
+        state.update(_new_lbfgs_state(theta, loss, grad, memory))
+    s, y, rho = state["s"], state["y"], state["rho"]
+    loss = float(state["loss"])
+    history = [loss]
+
+    def stop_reason() -> str | None:
+        if float(np.max(np.abs(state["grad"]))) <= tol:
+            return "max|g| <= tol"
+        previous, current = float(state["previous_loss"]), float(state["loss"])
+        if (previous - current) / max(abs(previous), abs(current), 1.0) <= _FTOL:  # False while NaN
+            return "relative decrease of the loss <= 64 eps"
+        return None
+
+    def h0() -> np.ndarray | float | None:
+        """H0 of the two-loop recursion; None while no curvature is known."""
+        if h0_diagonal is not None:
+            return h0_diagonal
+        gamma = float(state["gamma"])
+        return None if math.isnan(gamma) else gamma
+
+    def first_direction(g: np.ndarray) -> np.ndarray:
+        """-H0 g; without any curvature yet, scaled to length 1 (L-BFGS-B's first step)."""
+        scale = h0()
+        return -g / np.linalg.norm(g) if scale is None else -scale * g
+
+    def wolfe(theta, loss, grad, direction):
+        """(x, loss, grad) at a step satisfying the strong Wolfe conditions, or None."""
+        last: dict = {}
+
+        def phi(alpha):
+            with np.errstate(over="ignore", invalid="ignore"):
+                x = theta + alpha * direction
+            f, g = evaluate(x)
+            last.update(alpha=alpha, x=x, f=f, g=g)
+            # scipy's search compares values: +inf makes it shrink the step, NaN would not.
+            return f if math.isfinite(f) and np.isfinite(g).all() else math.inf
+
+        def derphi(alpha):
+            if last.get("alpha") != alpha:
+                phi(alpha)
+            return float(last["g"] @ direction)
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", LineSearchWarning)  # a failure is handled below
+            alpha, _, _, slope = scalar_search_wolfe2(
+                phi, derphi, loss, None, float(grad @ direction), c1=_WOLFE_C1, c2=_WOLFE_C2
+            )
+        if alpha is None or slope is None:
+            return None
+        if last["alpha"] != alpha:  # scipy accepts its latest trial; never taken, kept for safety
+            phi(alpha)
+        return last["x"], last["f"], last["g"]
+
+    def backtrack(theta, loss, grad, direction):
+        """(x, loss, grad) at the first of 1, 1/2, 1/4... times ``direction`` that satisfies Armijo, or None."""
+        slope = float(grad @ direction)
+        alpha = 1.0
+        for _ in range(_BACKTRACK_HALVINGS + 1):
+            with np.errstate(over="ignore", invalid="ignore"):
+                x = theta + alpha * direction
+            f, g = evaluate(x)
+            if math.isfinite(f) and np.isfinite(g).all() and f <= loss + _WOLFE_C1 * alpha * slope:
+                return x, f, g
+            alpha *= 0.5
+        return None
+
+    def give_up() -> str:
+        return (
+            f"the line search found no step that lowers the loss with a finite value "
+            f"(max|g| = {float(np.max(np.abs(state['grad']))):.3g}, above tol = {tol:g}); "
+            f"the loss may be at its rounding floor: stopped at the last iterate"
+        )
+
+    reason = stop_reason()
+    if reason is not None:
+        return SolverResult(theta, 0, True, reason, history, n_evaluations=n_evaluations)
+    for iteration in range(1, max_iter + 1):
+        n_pairs = int(state["n_pairs"])
+        if n_pairs:
+            direction = -_two_loop(grad, s, y, rho, n_pairs, int(state["newest"]), h0())
+        else:
+            direction = first_direction(grad)
+        step = wolfe(theta, loss, grad, direction) if grad @ direction < 0 else None
+        current = int(state["iteration"]) + 1
+        last_fallback = int(state["last_fallback"])
+        if step is None and n_pairs and (last_fallback == 0 or current - last_fallback > memory):
+            # Drop the memory, as L-BFGS-B does, and retry along -H0 g.
+            n_pairs, last_fallback = 0, current
+            step = backtrack(theta, loss, grad, first_direction(grad))
+        if step is None:
+            return SolverResult(theta, iteration - 1, False, give_up(), history, n_evaluations=n_evaluations)
+        x, f, g = step
+
+        s_new, y_new = x - theta, g - grad
+        sy, yy = float(s_new @ y_new), float(y_new @ y_new)
+        newest, gamma = int(state["newest"]), state["gamma"]
+        if sy > np.finfo(np.float64).eps * yy:
+            newest = (newest + 1) % memory
+            s[newest], y[newest], rho[newest] = s_new, y_new, 1.0 / sy
+            n_pairs, gamma = min(n_pairs + 1, memory), np.array(sy / yy)
+        state.update(
+            theta=x, loss=np.array(f), grad=g, previous_loss=np.array(loss),
+            iteration=current, n_pairs=n_pairs, newest=newest, gamma=gamma, last_fallback=last_fallback,
+        )  # fmt: skip
+        theta, loss, grad = x, f, g
         history.append(loss)
-        if on_iteration is not None and on_iteration(
-            intermediate_result.x, loss, state["iteration"]
-        ):
-            state["stopped"] = True
-            raise StopIteration  # scipy ends the run and returns this iterate
-
-    result = minimize(
-        fun,
-        theta0,
-        jac=True,
-        method="L-BFGS-B",
-        callback=callback,
-        options={"maxiter": max_iter, "gtol": tol, "ftol": 64 * np.finfo(np.float64).eps},
-    )
-    if state["stopped"]:
-        return SolverResult(result.x, state["iteration"], False, "stopped by callback", history)
-    converged = bool(result.success) and result.nit < max_iter
-    return SolverResult(result.x, int(result.nit), converged, str(result.message), history)
+        if on_iteration is not None and on_iteration(theta, loss, iteration):
+            return SolverResult(theta, iteration, False, "stopped by callback", history, n_evaluations=n_evaluations)
+        reason = stop_reason()
+        if reason is not None:
+            return SolverResult(theta, iteration, True, reason, history, n_evaluations=n_evaluations)
+    return SolverResult(theta, max_iter, False, "reached max_iter", history, n_evaluations=n_evaluations)
 
 
 def gradient_descent(

@@ -1,0 +1,386 @@
+"""The L-BFGS solver: scipy's optimum, an exact resume from its state, and its edge cases.
+
+Tolerances
+----------
+Against scipy's L-BFGS-B the objective must agree to 1e-10 relative in float64.
+Parameters are compared through the local curvature: near the optimum
+||theta - theta*|| <= ||g(theta)|| / mu, with mu the smallest eigenvalue of the
+Hessian (measured here by central differences of the gradient). The softmax
+loss does not change when one constant is added to every bias, so that
+direction is projected out of both the Hessian and the differences. float32
+fits stop at the rounding floor of their gradient; they are judged by the
+float64 gradient at the point they reached. Without l2, adding the same vector
+to every row of W is flat too, and is projected out the same way.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy.optimize import minimize
+
+import fastsoftmax as fs
+from fastsoftmax import SoftmaxRegression, checkpoint, solvers
+from fastsoftmax.datasets import make_classification
+
+N, D, K = 2000, 8, 3
+N_PARAMS = K * (D + 1)
+
+
+def _data(dtype=np.float64, *, scaled=False, weighted=False, seed=0):
+    X, y = make_classification(N, D, n_classes=K, flip_y=0.05, seed=seed)
+    if scaled:  # features spread over two orders of magnitude
+        X = X * 10 ** np.random.default_rng(seed).uniform(-1, 1, D)
+    w = np.random.default_rng(seed + 1).uniform(0.1, 2.0, N) if weighted else None
+    return X.astype(dtype), y, w
+
+
+def _objective(X, y, w=None, l2=0.0, counter=None):
+    """(loss, grad) over theta = [W.ravel(), b], computed in X's dtype."""
+
+    def objective(theta):
+        if counter is not None:
+            counter.append(theta)
+        theta = theta.astype(X.dtype)
+        loss, dW, db = fs.loss_and_grad(X, y, theta[: K * D].reshape(K, D), theta[K * D :], l2=l2, sample_weight=w)
+        return float(loss), np.concatenate([dW.ravel(), db]).astype(np.float64)
+
+    return objective
+
+
+def _shift_free_basis(l2: float) -> np.ndarray:
+    """An orthonormal basis of the directions along which the objective is not flat.
+
+    Adding one vector c to every row of W and one constant to every bias shifts
+    all logits of a row equally, which leaves the softmax loss unchanged. With
+    l2 > 0 only the bias shift remains flat (dimension 1), else all D + 1 of them.
+    """
+    shifts = []
+    for j in ([D] if l2 > 0 else range(D + 1)):  # column j of [W, b], the same in every class
+        v = np.zeros((K, D + 1))
+        v[:, j] = 1 / math.sqrt(K)
+        shifts.append(np.concatenate([v[:, :D].ravel(), v[:, D]]))
+    shifts = np.column_stack(shifts)
+    q, _ = np.linalg.qr(np.column_stack([shifts, np.eye(N_PARAMS)]))
+    return q[:, shifts.shape[1] : N_PARAMS]
+
+
+def _smallest_curvature(objective, theta, basis) -> float:
+    """The smallest Hessian eigenvalue at theta, off the bias-shift direction (central differences)."""
+    h = 1e-5
+    columns = [(objective(theta + h * e)[1] - objective(theta - h * e)[1]) / (2 * h) for e in np.eye(N_PARAMS)]
+    hessian = np.array(columns)
+    hessian = (hessian + hessian.T) / 2
+    return float(np.linalg.eigvalsh(basis.T @ hessian @ basis)[0])
+
+
+CASES = {
+    "f64-well-l2": {"dtype": np.float64, "l2": 1e-2},
+    "f64-well-nol2": {"dtype": np.float64, "l2": 0.0},
+    "f64-scaled-l2": {"dtype": np.float64, "l2": 1e-3, "scaled": True},
+    "f64-weighted-l2": {"dtype": np.float64, "l2": 1e-2, "weighted": True},
+    "f32-well-l2": {"dtype": np.float32, "l2": 1e-2},
+    "f32-scaled-nol2": {"dtype": np.float32, "l2": 0.0, "scaled": True},
+    "f32-weighted-l2": {"dtype": np.float32, "l2": 1e-2, "weighted": True},
+}
+
+
+@pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
+def test_reaches_the_optimum_of_scipy_lbfgsb(case):
+    params = dict(CASES[case])
+    dtype, l2 = params.pop("dtype"), params.pop("l2")
+    tol = 1e-8
+    X, y, w = _data(dtype, **params)
+    scipy_calls, our_calls = [], []
+    reference = minimize(
+        _objective(X, y, w, l2, scipy_calls), np.zeros(N_PARAMS), jac=True, method="L-BFGS-B",
+        options={"maxiter": 2000, "gtol": tol, "ftol": 64 * np.finfo(np.float64).eps},
+    )  # fmt: skip
+    ours = solvers.lbfgs(_objective(X, y, w, l2, our_calls), np.zeros(N_PARAMS), max_iter=2000, tol=tol)
+    print(
+        f"{case}: scipy {reference.nit} it / {len(scipy_calls)} ev; "
+        f"ours {ours.n_iter} it / {ours.n_evaluations} ev ({ours.message})"
+    )
+    assert ours.n_evaluations == len(our_calls)
+    assert len(ours.loss_history) == ours.n_iter + 1
+
+    # Everything below is judged in float64, whatever dtype the fits ran in.
+    X64 = X.astype(np.float64)
+    objective64 = _objective(X64, y, None if w is None else w.astype(np.float64), l2)
+    basis = _shift_free_basis(l2)
+    mu = _smallest_curvature(objective64, reference.x, basis)
+    assert mu > 0
+    f_ref, g_ref = objective64(reference.x)
+    f_ours, g_ours = objective64(ours.theta)
+    g_ref, g_ours = np.linalg.norm(basis.T @ g_ref), np.linalg.norm(basis.T @ g_ours)
+    # Two points near the optimum: |f1 - f2| <= (|g1|^2 + |g2|^2) / (2 mu), |x1 - x2| <= (|g1| + |g2|) / mu,
+    # with a factor 2 for the quadratic model.
+    assert np.linalg.norm(basis.T @ (ours.theta - reference.x)) <= 2 * (g_ref + g_ours) / mu
+    if dtype == np.float64:
+        assert ours.converged
+        assert f_ours == pytest.approx(f_ref, rel=1e-10)
+        assert abs(ours.n_iter - reference.nit) <= max(3, reference.nit // 10)
+    else:
+        assert abs(f_ours - f_ref) <= (g_ref**2 + g_ours**2) / mu + 4 * np.finfo(np.float64).eps * abs(f_ref)
+
+
+def test_each_search_tries_the_unit_step_first():
+    X, y, _ = _data()
+    calls = []
+    objective = _objective(X, y, l2=1e-2, counter=calls)
+    state, expected = {}, []
+
+    def on_iteration(theta, loss, iteration):
+        # The next trial point must be theta - H g, with H from the two-loop recursion over the state.
+        direction = -solvers._two_loop(
+            state["grad"], state["s"], state["y"], state["rho"], state["n_pairs"], state["newest"],
+            float(state["gamma"]),
+        )  # fmt: skip
+        expected.append((len(calls), theta + direction))
+
+    result = solvers.lbfgs(objective, np.zeros(N_PARAMS), max_iter=500, tol=1e-8, state=state, on_iteration=on_iteration)
+    assert result.converged
+    g0 = objective(np.zeros(N_PARAMS))[1]
+    np.testing.assert_array_equal(calls[1], -g0 / np.linalg.norm(g0))  # first step: length 1
+    checked = [(i, x) for i, x in expected if i < result.n_evaluations]
+    assert len(checked) == result.n_iter - 1
+    for i, x in checked:
+        np.testing.assert_array_equal(calls[i], x)
+    # The unit step passes the Wolfe test at nearly every iteration: about one evaluation each.
+    print(f"{result.n_iter} iterations, {result.n_evaluations} evaluations")
+    assert result.n_evaluations <= 1 + result.n_iter + result.n_iter // 5
+
+
+def _run_with_stops(objective, stops, max_iter, tmp_path, **kwargs):
+    """Run in pieces ending at the iterations in ``stops``; the state travels through a checkpoint file."""
+    thetas, history, state, done = [], [], {}, 0
+    for stop in [*stops, max_iter]:
+
+        def on_iteration(theta, loss, iteration, stop=stop, done=done):
+            thetas.append(theta.copy())
+            return done + iteration == stop
+
+        result = solvers.lbfgs(
+            objective, np.zeros(N_PARAMS), max_iter=max_iter - done, on_iteration=on_iteration, state=state, **kwargs
+        )
+        history += result.loss_history if not history else result.loss_history[1:]
+        done += result.n_iter
+        if done >= max_iter or result.converged or result.message != "stopped by callback":
+            return result, thetas, history
+        checkpoint.save(tmp_path, checkpoint.CheckpointState(state["theta"], done, history, {}, state))
+        state = checkpoint.load(tmp_path, {}).solver_state
+    raise AssertionError("unreachable")
+
+
+@pytest.mark.parametrize("stops", [[1], [4], [2, 3, 17]], ids=["after1", "after4", "after2-3-17"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_resume_from_the_saved_state_is_bit_for_bit(tmp_path, dtype, stops):
+    X, y, _ = _data(dtype, scaled=True)
+    objective = _objective(X, y, l2=1e-3)
+    uninterrupted, thetas, history = _run_with_stops(objective, [], 40, tmp_path, tol=0.0)
+    resumed, resumed_thetas, resumed_history = _run_with_stops(objective, stops, 40, tmp_path, tol=0.0)
+    assert uninterrupted.n_iter == 40  # the scaled problem is far from converged: every piece ran
+    np.testing.assert_array_equal(resumed.theta, uninterrupted.theta)
+    assert len(resumed_thetas) == len(thetas)
+    for a, b in zip(resumed_thetas, thetas):
+        np.testing.assert_array_equal(a, b)
+    assert resumed_history == history
+
+
+def test_resume_with_a_preconditioner_is_bit_for_bit(tmp_path):
+    X, y, _ = _data(scaled=True)
+    objective = _objective(X, y, l2=1e-3)
+    h0 = _feature_preconditioner(X)
+    uninterrupted, _, history = _run_with_stops(objective, [], 30, tmp_path, tol=0.0, h0_diagonal=h0)
+    resumed, _, resumed_history = _run_with_stops(objective, [7], 30, tmp_path, tol=0.0, h0_diagonal=h0)
+    np.testing.assert_array_equal(resumed.theta, uninterrupted.theta)
+    assert resumed_history == history
+
+
+def test_state_round_trips_through_a_checkpoint_exactly(tmp_path):
+    X, y, _ = _data()
+    state = {}
+    solvers.lbfgs(_objective(X, y, l2=1e-2), np.zeros(N_PARAMS), max_iter=12, tol=0.0, state=state)
+    assert set(state) == set(solvers.LBFGS_STATE_KEYS)
+    assert 0 < state["n_pairs"] <= 10 and state["iteration"] == 12
+    checkpoint.save(tmp_path, checkpoint.CheckpointState(state["theta"], 12, [], {}, state))
+    loaded = checkpoint.load(tmp_path, {}).solver_state
+    assert set(loaded) == set(state)
+    for key, value in state.items():
+        if isinstance(value, np.ndarray):
+            # Floats travel as float64 npz members, never through JSON text.
+            assert isinstance(loaded[key], np.ndarray) and loaded[key].dtype == np.float64, key
+            assert loaded[key].tobytes() == value.tobytes(), key
+        else:
+            assert type(loaded[key]) is int and loaded[key] == value, key
+
+
+def _feature_preconditioner(X: np.ndarray) -> np.ndarray:
+    """diag(H0) over [W.ravel(), b]: 1 / E[x_j^2] for W[:, j], 1 for b (the curvature scale of each weight)."""
+    second_moment = np.mean(np.asarray(X, dtype=np.float64) ** 2, axis=0)
+    return np.concatenate([np.tile(1.0 / second_moment, K), np.ones(K)])
+
+
+def test_preconditioner_reaches_the_same_optimum():
+    X, y, _ = _data(scaled=True)
+    objective = _objective(X, y, l2=1e-3)
+    plain = solvers.lbfgs(objective, np.zeros(N_PARAMS), max_iter=2000, tol=1e-8)
+    preconditioned = solvers.lbfgs(
+        objective, np.zeros(N_PARAMS), max_iter=2000, tol=1e-8, h0_diagonal=_feature_preconditioner(X)
+    )
+    print(f"scaled features: {plain.n_iter} iterations plain, {preconditioned.n_iter} with H0 = diag(1 / E[x^2])")
+    assert plain.converged and preconditioned.converged
+    assert preconditioned.loss_history[-1] == pytest.approx(plain.loss_history[-1], rel=1e-10)
+    # A different H0 takes another path: the runs must not be the same one.
+    assert preconditioned.n_iter != plain.n_iter or not np.array_equal(preconditioned.theta, plain.theta)
+
+
+@pytest.mark.parametrize(
+    "h0, match",
+    [
+        (np.ones(N_PARAMS - 1), r"h0_diagonal must have shape \(27,\)"),
+        (np.r_[np.ones(N_PARAMS - 1), 0.0], "h0_diagonal must be positive"),
+        (np.r_[np.ones(N_PARAMS - 1), np.nan], "h0_diagonal contains 1 NaN"),
+    ],
+    ids=["shape", "zero", "nan"],
+)
+def test_bad_preconditioner_is_refused(h0, match):
+    X, y, _ = _data()
+    with pytest.raises(ValueError, match=match):
+        solvers.lbfgs(_objective(X, y), np.zeros(N_PARAMS), h0_diagonal=h0)
+
+
+def test_state_of_another_problem_is_refused():
+    X, y, _ = _data()
+    state = {}
+    solvers.lbfgs(_objective(X, y), np.zeros(N_PARAMS), max_iter=2, state=state)
+    with pytest.raises(ValueError, match=r"another problem or memory: s \(10, 27\) \(expected \(5, 27\)\)"):
+        solvers.lbfgs(_objective(X, y), np.zeros(N_PARAMS), memory=5, state=state)
+    del state["gamma"]
+    with pytest.raises(ValueError, match=r"lacks \['gamma'\]"):
+        solvers.lbfgs(_objective(X, y), np.zeros(N_PARAMS), state=state)
+
+
+def _boxed_quadratic(center, half_width, visited):
+    """0.5 |theta - center|^2 inside the box |theta_i| <= half_width, NaN outside."""
+
+    def objective(theta):
+        visited.append(theta.copy())
+        if np.abs(theta).max() > half_width:
+            return math.nan, np.full_like(theta, math.nan)
+        return 0.5 * float((theta - center) @ (theta - center)), theta - center
+
+    return objective
+
+
+def test_nonfinite_trial_point_shrinks_the_step():
+    # The first trial step has length 1 and leaves the box; the optimum lies inside it.
+    center = np.array([0.3, 0.0])
+    visited = []
+    result = solvers.lbfgs(_boxed_quadratic(center, 0.5, visited), np.zeros(2), tol=1e-12)
+    assert any(np.abs(theta).max() > 0.5 for theta in visited)
+    assert result.converged
+    np.testing.assert_allclose(result.theta, center, atol=1e-12)
+
+
+def test_nonfinite_start_raises():
+    visited = []
+    with pytest.raises(solvers.NonFiniteLossError, match="iteration 0") as info:
+        solvers.lbfgs(_boxed_quadratic(np.zeros(2), 0.5, visited), np.ones(2))
+    assert info.value.iteration == 0
+
+
+def test_gives_up_with_a_message_when_no_step_lowers_the_loss():
+    # A gradient pointing the wrong way: no step along -g lowers the loss.
+    def objective(theta):
+        return float(theta @ theta), -2 * theta - 1.0
+
+    result = solvers.lbfgs(objective, np.zeros(3), max_iter=10)
+    assert not result.converged and result.n_iter == 0
+    assert "line search found no step that lowers the loss" in result.message
+    assert result.loss_history == [0.0]
+
+
+def _failing_searches(monkeypatch, failing: set[int]) -> None:
+    """Make scipy's Wolfe search fail on the calls numbered in ``failing`` (from 1)."""
+    import scipy.optimize._linesearch as linesearch
+
+    wolfe = linesearch.scalar_search_wolfe2
+    calls = []
+
+    def search(*args, **kwargs):
+        calls.append(1)
+        return (None, None, None, None) if len(calls) in failing else wolfe(*args, **kwargs)
+
+    monkeypatch.setattr(linesearch, "scalar_search_wolfe2", search)
+
+
+def test_failed_wolfe_search_drops_the_memory_and_backtracks(monkeypatch):
+    X, y, _ = _data()
+    objective = _objective(X, y, l2=1e-2)
+    reference = solvers.lbfgs(objective, np.zeros(N_PARAMS), max_iter=500, tol=1e-8)
+    # Failures at iterations 3 and 15: more than m = 10 iterations apart, so both fall back.
+    _failing_searches(monkeypatch, {3, 15})
+    state, pairs = {}, []
+    result = solvers.lbfgs(
+        objective, np.zeros(N_PARAMS), max_iter=500, tol=1e-8, state=state,
+        on_iteration=lambda theta, loss, it: pairs.append(state["n_pairs"]),
+    )  # fmt: skip
+    assert pairs[:3] == [1, 2, 1]  # iteration 3 dropped its two pairs and kept the new one
+    assert pairs[14] == 1 and state["last_fallback"] == 15
+    assert result.converged
+    assert result.loss_history[-1] == pytest.approx(reference.loss_history[-1], rel=1e-10)
+
+
+def test_second_failure_within_the_memory_gives_up(monkeypatch):
+    X, y, _ = _data()
+    _failing_searches(monkeypatch, {3, 8})
+    result = solvers.lbfgs(_objective(X, y, l2=1e-2), np.zeros(N_PARAMS), max_iter=500, tol=1e-8)
+    assert (result.n_iter, result.converged) == (7, False)
+    assert "rounding floor" in result.message
+
+
+# -- through the model ---------------------------------------------------------------
+
+
+class _Killed(Exception):
+    pass
+
+
+def _fit(X, y, **kwargs):
+    return SoftmaxRegression(D, K, seed=0).fit(X, y, solver="lbfgs", l2=1e-3, tol=1e-10, max_iter=60, **kwargs)
+
+
+@pytest.mark.parametrize("source", ["memory", "npy"])
+@pytest.mark.parametrize("how", ["callback-true", "exception"])
+def test_model_resume_from_checkpoint_is_bit_for_bit(tmp_path, source, how):
+    X, y, _ = _data(scaled=True)
+    if source == "npy":
+        np.save(tmp_path / "X.npy", X)
+        np.save(tmp_path / "y.npy", y)
+        X, y = str(tmp_path / "X.npy"), str(tmp_path / "y.npy")
+        chunking = {"chunk_size": 700}  # streamed in three chunks
+    else:
+        chunking = {}
+    uninterrupted = _fit(X, y, **chunking)
+    ckpt = tmp_path / "ckpt"
+
+    def stop(model, iteration, loss):
+        if iteration == 9:
+            if how == "exception":
+                raise _Killed
+            return True
+
+    if how == "exception":
+        with pytest.raises(_Killed):
+            _fit(X, y, checkpoint=ckpt, callback=stop, **chunking)
+    else:
+        assert _fit(X, y, checkpoint=ckpt, callback=stop, **chunking).n_iter_ == 9
+    resumed = _fit(X, y, checkpoint=ckpt, **chunking)
+    assert uninterrupted.n_iter_ > 9
+    np.testing.assert_array_equal(resumed.W, uninterrupted.W)
+    np.testing.assert_array_equal(resumed.b, uninterrupted.b)
+    assert resumed.loss_history_ == uninterrupted.loss_history_
+    assert (resumed.n_iter_, resumed.converged_) == (uninterrupted.n_iter_, uninterrupted.converged_)
