@@ -54,10 +54,18 @@ IMPLS = ["fused", "reference"]
 #: K from which the step is GEMM-bound and is also compared with numpy's GEMMs.
 GEMM_MIN_K = 256
 
-#: In-process repeats (after one warm-up call) whose median a ratio uses.
-RATIO_REPEATS = 1 if QUICK else 7
-#: asv sampling for time_ benchmarks in the full profile: (min, max, seconds).
-TIME_REPEAT = (1, 1, 1.0) if QUICK else (3, 10, 15.0)
+#: In-process repeats (after one warm-up call) whose median a ratio uses. The
+#: quick shapes take well under a millisecond, so 15 interleaved pairs cost
+#: nothing and keep one slow pair (another process on a shared core) out of
+#: the median.
+RATIO_REPEATS = 15 if QUICK else 7
+#: asv sampling for time_ benchmarks: (min, max, seconds) samples per process.
+#: Both profiles take several samples, so that ``asv continuous`` and ``asv
+#: compare`` can test a difference for significance: with one sample, any
+#: ratio past ``--factor`` counts as a change, and on a shared 2-core machine
+#: one sample of the same code varies by 2x. CI's ``asv run --quick`` still
+#: runs every benchmark once.
+TIME_REPEAT = (5, 10, 10.0) if QUICK else (3, 10, 15.0)
 
 
 def parse_shape(shape: str) -> tuple[int, int, int]:
