@@ -762,7 +762,10 @@ def _checked_number(check_name: str):
         try:
             return getattr(_checks, check_name)(float(text))
         except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc).rstrip(".")) from exc
+            # argparse already names the option: "argument --lr: must be ...", not "--lr: lr must be ...".
+            message = str(exc).rstrip(".")
+            parameter = check_name.removeprefix("check_") + " "
+            raise argparse.ArgumentTypeError(message.removeprefix(parameter)) from exc
 
     return parse
 
