@@ -26,12 +26,23 @@ import os
 import statistics
 import time
 
-import numpy as np
-
 PROFILE = os.environ.get("FASTSOFTMAX_BENCH_PROFILE", "full").strip().lower() or "full"
 if PROFILE not in ("quick", "full"):
     raise ValueError(f"FASTSOFTMAX_BENCH_PROFILE must be 'quick' or 'full', got {PROFILE!r}")
 QUICK = PROFILE == "quick"
+
+#: Threads in the quick profile, for Numba and for BLAS alike. It is the
+#: profile of comparisons on shared machines: with two threads on a shared
+#: 2-core machine, two runs of one commit differed by 0.02x to 130x wherever
+#: a parallel kernel waited for a descheduled thread, while one-thread
+#: timings agreed within a few percent (asv_benchmarks/README.md). Set before
+#: numpy and numba are imported; the full profile uses every core.
+QUICK_THREADS = "1"
+if QUICK:
+    for _variable in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_variable, QUICK_THREADS)
+
+import numpy as np  # noqa: E402  (after the thread settings above)
 
 # (N, D, K) written as "NxDxK", so that asv shows readable parameter values.
 _FULL_SHAPES = [
