@@ -683,17 +683,17 @@ def write_classification(
         raise ValueError(f"x_path and y_path must differ: both name the file {x_path!r}")
 
     bar = None
-    if progress is True:
+    if callable(progress):
+        pass
+    elif progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=n_samples, unit="rows", unit_scale=True, desc=f"writing {os.path.basename(x_path)}")
 
         def progress(written: int, total: int) -> None:
             bar.update(written - bar.n)
-    elif progress is False:
+    else:
         progress = None
-    elif not callable(progress):
-        raise TypeError(f"progress must be True, False or a callable(rows_written, n_samples), got {progress!r}")
 
     # One mechanism for every file the package writes: temporary names beside
     # the targets, fsync, os.replace, errors naming the targets (fastsoftmax._io).
