@@ -45,7 +45,7 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Iterator, Optional, Sequence, Tuple, Union
+from typing import Callable, Iterator, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -57,6 +57,7 @@ __all__ = [
     "iter_classification",
     "generate_rows",
     "write_classification",
+    "bayes_accuracy",
 ]
 
 _SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -632,7 +633,7 @@ def write_classification(
     n_features: int = 20,
     *,
     chunk_size: int = 65536,
-    progress: bool = False,
+    progress: Union[bool, Callable[[int, int], object]] = False,
     n_informative: Optional[int] = None,
     n_redundant: int = 0,
     n_classes: int = 3,
@@ -662,8 +663,12 @@ def write_classification(
         Number of rows.
     chunk_size : int, default=65536
         Rows generated, written and flushed per step.
-    progress : bool, default=False
-        Show a tqdm progress bar (tqdm is imported only when asked for).
+    progress : bool or callable, default=False
+        True: a tqdm progress bar labelled with the file being written (tqdm
+        is imported only when asked for). A callable is called as
+        ``progress(rows_written, n_samples)`` after every chunk instead (the
+        ``fastsoftmax generate`` command prints plain lines through it when
+        its output is not a terminal).
     {params}
     """
     n_samples = _check_int("n_samples", n_samples, 1)
@@ -678,10 +683,17 @@ def write_classification(
         raise ValueError(f"x_path and y_path must differ: both name the file {x_path!r}")
 
     bar = None
-    if progress:
+    if callable(progress):
+        pass
+    elif progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=n_samples, unit="rows", unit_scale=True, desc="write_classification")
+        bar = tqdm(total=n_samples, unit="rows", unit_scale=True, desc=f"writing {os.path.basename(x_path)}")
+
+        def progress(written: int, total: int) -> None:
+            bar.update(written - bar.n)
+    else:
+        progress = None
 
     # One mechanism for every file the package writes: temporary names beside
     # the targets, fsync, os.replace, errors naming the targets (fastsoftmax._io).
@@ -694,10 +706,97 @@ def write_classification(
                     stop = min(start + chunk_size, n_samples)
                     filler.fill(start, stop, X[start:stop], y[start:stop])
                     X.flush()
-                    if bar is not None:
-                        bar.update(stop - start)
+                    if progress is not None:
+                        progress(stop, n_samples)
             y.flush()
             del X, y  # close the maps before the files are moved
     finally:
         if bar is not None:
             bar.close()
+
+
+def bayes_accuracy(
+    X: np.ndarray,
+    y: np.ndarray,
+    *,
+    n_informative: Optional[int] = None,
+    n_redundant: int = 0,
+    n_classes: int = 3,
+    n_clusters_per_class: int = 1,
+    class_sep: float = 1.0,
+    flip_y: float = 0.0,
+    weights: Optional[Sequence[float]] = None,
+    seed: int = 0,
+    chunk_size: int = 16384,
+) -> float:
+    r"""Accuracy of the generating model itself on rows of one of these data sets.
+
+    The generator knows the true model: row ``x`` comes from cluster ``c``
+    with probability ``pi_c`` and then has informative features
+    ``x_inf = z A_c + mu_c``, ``z ~ N(0, I)``, that is ``N(mu_c, A_c^T A_c)``;
+    redundant features are a fixed function of ``x_inf`` and noise features
+    are independent of the class, so neither adds information. The Bayes rule
+    predicts the class ``k`` that maximises
+
+    .. math:: \log \sum_{c \,:\, c \bmod K = k} \pi_c\, |\det A_c|^{-1}
+              \exp\!\big(-\tfrac12 \|(x_{inf} - \mu_c) A_c^{-1}\|^2\big),
+
+    which no classifier beats in expectation; label noise (``flip_y``) draws
+    a uniform label and does not change that argmax. This function returns
+    the fraction of the given rows whose label the Bayes rule predicts: an
+    estimate of the best accuracy reachable on this data, to put a fitted
+    model's accuracy in context (the classes of this generator differ in
+    covariance as well as in mean, so a linear model may stay well below it).
+
+    Parameters
+    ----------
+    X : array_like, shape (N, D)
+        Rows of the data set generated with the parameters below (any float
+        dtype, any rows: a held-out slice is the usual choice).
+    y : array_like of int, shape (N,)
+        Their labels.
+    n_informative, n_redundant, n_classes, n_clusters_per_class, class_sep, flip_y, weights, seed :
+        The parameters the data was generated with (see :func:`make_classification`);
+        ``n_features`` is ``X.shape[1]``.
+    chunk_size : int, default=16384
+        Rows per step (memory: ``chunk_size * n_informative`` float64 values a cluster).
+
+    Returns
+    -------
+    float
+        The fraction of rows in ``[0, 1]``.
+
+    Examples
+    --------
+    >>> X, y = make_classification(2000, 10, n_classes=3, class_sep=3.0, seed=0)
+    >>> bayes_accuracy(X, y, n_classes=3, class_sep=3.0, seed=0) > 0.95
+    True
+    """
+    from scipy.special import logsumexp
+
+    X = np.asarray(X)
+    y = np.asarray(y)
+    if X.ndim != 2 or y.ndim != 1 or y.shape[0] != X.shape[0] or X.shape[0] == 0:
+        raise ValueError(
+            f"X must be 2-D (N, D) and y 1-D (N,) with N >= 1, got shapes {X.shape} and {y.shape}"
+        )
+    chunk_size = _check_int("chunk_size", chunk_size, 1)
+    p = _make_problem(
+        X.shape[1], n_informative, n_redundant, n_classes, n_clusters_per_class,
+        class_sep, flip_y, weights, np.float64, seed,
+    )
+    log_prior = np.log(np.diff(p.cluster_cdf, prepend=0.0))
+    inverses = np.linalg.inv(p.transforms)  # z = (x_inf - mu_c) A_c^{-1}
+    log_det = np.linalg.slogdet(p.transforms)[1]
+    correct = 0
+    for start in range(0, X.shape[0], chunk_size):
+        informative = np.asarray(X[start : start + chunk_size, : p.n_informative], dtype=np.float64)
+        log_joint = np.empty((informative.shape[0], p.n_clusters))
+        for c in range(p.n_clusters):
+            z = (informative - p.centroids[c]) @ inverses[c]
+            log_joint[:, c] = log_prior[c] - log_det[c] - 0.5 * np.einsum("ij,ij->i", z, z)
+        # A class's density sums over its clusters (cluster c belongs to class c % K).
+        by_class = log_joint.reshape(-1, p.n_clusters // p.n_classes, p.n_classes)
+        class_score = logsumexp(by_class, axis=1)
+        correct += int(np.count_nonzero(class_score.argmax(axis=1) == y[start : start + chunk_size]))
+    return correct / X.shape[0]

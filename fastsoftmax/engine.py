@@ -166,12 +166,15 @@ def _fingerprint(model: Trainable, objective: Objective, options: FitOptions, se
     }
 
 
-def warn_not_converged(n_iter: int, solver: str) -> None:
-    """Warn, as scikit-learn does, that ``max_iter`` ran out before the tolerance was met."""
-    unit = "epochs" if solver in MINIBATCH_SOLVERS else "iterations"
+def warn_not_converged(n_iter: int, options: FitOptions, stop_message: str) -> None:
+    """Warn, as scikit-learn does, that the fit ended before its tolerance was met, and why."""
+    unit = "epochs" if options.solver in MINIBATCH_SOLVERS else "iterations"
+    if n_iter >= options.max_iter:
+        why = "raise max_iter, loosen tol, or scale the features (for example with StandardScaler)"
+    else:  # the solver stopped on its own, e.g. a line search that found no lower loss
+        why = f"it stopped early ({stop_message}); loosen tol, or use float64 if the data is float32"
     warnings.warn(
-        f"{solver} did not converge in {n_iter} {unit} (converged_ is False); raise max_iter, "
-        f"loosen tol, or scale the features (for example with StandardScaler).",
+        f"{options.solver} did not converge in {n_iter} {unit} (converged_ is False); {why}.",
         ConvergenceWarning,
         stacklevel=5,
     )
@@ -380,7 +383,7 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
     model.loss_history_ = history
     save_checkpoint(result.theta, converged=result.converged)
     if not result.converged and not stopped_by_callback and options.tol > 0:
-        warn_not_converged(model.n_iter_, options.solver)
+        warn_not_converged(model.n_iter_, options, result.message)
     return model
 
 

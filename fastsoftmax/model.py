@@ -18,7 +18,9 @@ from fastsoftmax.objectives import make_objective
 __all__ = ["ConvergenceWarning", "SoftmaxRegression", "TrainingError"]
 
 _FORMAT = "fastsoftmax-model"
-_FORMAT_VERSION = 1
+#: 1: W and b. 2: also n_iter_, converged_ and loss_history_ (version 1 files still load).
+_FORMAT_VERSION = 2
+_READABLE_VERSIONS = (1, 2)
 
 
 class SoftmaxRegression:
@@ -346,11 +348,13 @@ class SoftmaxRegression:
     # -- persistence -----------------------------------------------------------
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write W and b to ``path`` as an ``.npz`` file, atomically.
+        """Write the model to ``path`` as an ``.npz`` file, atomically.
 
-        The file is written under a temporary name in the same directory and
-        then renamed over ``path``, so a crash never leaves a half-written model.
-        No pickle is involved.
+        The file (format version 2) holds W (K, D), b (K,) and the state of
+        the last fit: ``n_iter_``, ``converged_`` and ``loss_history_``
+        (float64, shape (n,)). It is written under a temporary name in the
+        same directory and then renamed over ``path``, so a crash never leaves
+        a half-written model. No pickle is involved.
         """
         with atomic_file(path) as f:
             np.savez(
@@ -359,11 +363,18 @@ class SoftmaxRegression:
                 format_version=np.array(_FORMAT_VERSION),
                 W=self.W,
                 b=self.b,
+                n_iter=np.array(self.n_iter_, dtype=np.int64),
+                converged=np.array(self.converged_, dtype=np.bool_),
+                loss_history=np.asarray(self.loss_history_, dtype=np.float64).reshape(-1),
             )
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> SoftmaxRegression:
         """Read a model written by :meth:`save`.
+
+        Version 2 files restore ``n_iter_``, ``converged_`` and
+        ``loss_history_``; version 1 files (W and b only) load with the
+        fit state of a new model (0, False, []).
 
         Raises
         ------
@@ -384,11 +395,14 @@ class SoftmaxRegression:
         if npz_scalar(arrays, "format", str) != _FORMAT:
             raise invalid("it has no fastsoftmax format marker")
         version = npz_scalar(arrays, "format_version", int)
-        if version != _FORMAT_VERSION:
+        if version not in _READABLE_VERSIONS:
             found = arrays.get("format_version")
             shown = version if version is not None else (
                 "missing" if found is None else f"{found.dtype} array of shape {found.shape}")  # fmt: skip
-            raise invalid(f"format version {shown} is not supported (expected {_FORMAT_VERSION})")
+            raise invalid(
+                f"format version {shown} is not supported (this fastsoftmax reads versions "
+                f"{', '.join(map(str, _READABLE_VERSIONS))}; a newer file needs a newer fastsoftmax)"
+            )
         if "W" not in arrays or "b" not in arrays:
             raise invalid("W or b is missing")
         W, b = arrays["W"], arrays["b"]
@@ -402,4 +416,23 @@ class SoftmaxRegression:
         model = cls(W.shape[1], W.shape[0], dtype=dtype)
         model.W = np.array(W, dtype=dtype, copy=True)
         model.b = np.array(b, dtype=dtype, copy=True)
+        if version >= 2:
+            model.n_iter_, model.converged_, model.loss_history_ = _fit_state(arrays, invalid)
         return model
+
+
+def _fit_state(arrays: dict[str, np.ndarray], invalid) -> tuple[int, bool, list[float]]:
+    """``n_iter_``, ``converged_`` and ``loss_history_`` of a version-2 model file, checked."""
+    missing = [key for key in ("n_iter", "converged", "loss_history") if key not in arrays]
+    if missing:
+        raise invalid(f"{' and '.join(missing)} missing (a version 2 file has n_iter, converged and loss_history)")
+    n_iter = npz_scalar(arrays, "n_iter", int)
+    if n_iter is None or n_iter < 0:
+        raise invalid(f"n_iter must be an integer >= 0, got {arrays['n_iter']!r}")
+    converged = arrays["converged"]
+    if converged.shape != () or converged.dtype != np.bool_:
+        raise invalid(f"converged must be a boolean scalar, got a {converged.dtype} array of shape {converged.shape}")
+    history = arrays["loss_history"]
+    if history.ndim != 1 or history.dtype.kind != "f":
+        raise invalid(f"loss_history must be a 1-D float array, got a {history.dtype} array of shape {history.shape}")
+    return n_iter, bool(converged), [float(v) for v in history]

@@ -160,8 +160,24 @@ def test_default_client_is_used(client, single_machine):
     assert_same_fit(model, single_machine)
 
 
+@pytest.fixture
+def own_client():
+    """A cluster of the test's own, for a test that kills one of its workers.
+
+    No other test then depends on the nanny's replacement worker, and this
+    test does not wait for it: on a loaded machine a restart took over 60 s.
+    """
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0"
+    ) as cluster, distributed.Client(cluster) as client:
+        # Both workers before the kill, so that one survives it (a generous, explicit limit).
+        client.wait_for_workers(2, timeout=300)
+        yield client
+
+
 @pytest.mark.parametrize("source", ["generator", "from_array"])
-def test_worker_killed_mid_fit(client, source, data):
+def test_worker_killed_mid_fit(own_client, source, data):
+    client = own_client
     if source == "generator":
         X, y = make_classification_dask(N, D, chunks=CHUNK, **PARAMS)
     else:
@@ -185,8 +201,6 @@ def test_worker_killed_mid_fit(client, source, data):
     np.testing.assert_array_equal(model.W, undisturbed.W)
     np.testing.assert_array_equal(model.b, undisturbed.b)
     assert model.n_iter_ == undisturbed.n_iter_
-    # The nanny restarts the worker; wait so the next test has two again.
-    client.wait_for_workers(2, timeout=60)
 
 
 def test_chunks_split_along_features(data):

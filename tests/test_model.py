@@ -469,7 +469,7 @@ def test_load_missing_file_raises_file_not_found(tmp_path):
 def test_saved_file_is_a_plain_npz(saved_model):
     assert zipfile.is_zipfile(saved_model)
     with np.load(saved_model, allow_pickle=False) as f:
-        assert set(f.files) == {"format", "format_version", "W", "b"}
+        assert set(f.files) == {"format", "format_version", "W", "b", "n_iter", "converged", "loss_history"}
 
 
 def test_lbfgs_evaluates_the_start_once(data):

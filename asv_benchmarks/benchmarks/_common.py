@@ -26,12 +26,23 @@ import os
 import statistics
 import time
 
-import numpy as np
-
 PROFILE = os.environ.get("FASTSOFTMAX_BENCH_PROFILE", "full").strip().lower() or "full"
 if PROFILE not in ("quick", "full"):
     raise ValueError(f"FASTSOFTMAX_BENCH_PROFILE must be 'quick' or 'full', got {PROFILE!r}")
 QUICK = PROFILE == "quick"
+
+#: Threads in the quick profile, for Numba and for BLAS alike. It is the
+#: profile of comparisons on shared machines: with two threads on a shared
+#: 2-core machine, two runs of one commit differed by 0.02x to 130x wherever
+#: a parallel kernel waited for a descheduled thread, while one-thread
+#: timings agreed within a few percent (asv_benchmarks/README.md). Set before
+#: numpy and numba are imported; the full profile uses every core.
+QUICK_THREADS = "1"
+if QUICK:
+    for _variable in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_variable, QUICK_THREADS)
+
+import numpy as np  # noqa: E402  (after the thread settings above)
 
 # (N, D, K) written as "NxDxK", so that asv shows readable parameter values.
 _FULL_SHAPES = [
@@ -54,10 +65,18 @@ IMPLS = ["fused", "reference"]
 #: K from which the step is GEMM-bound and is also compared with numpy's GEMMs.
 GEMM_MIN_K = 256
 
-#: In-process repeats (after one warm-up call) whose median a ratio uses.
-RATIO_REPEATS = 1 if QUICK else 7
-#: asv sampling for time_ benchmarks in the full profile: (min, max, seconds).
-TIME_REPEAT = (1, 1, 1.0) if QUICK else (3, 10, 15.0)
+#: In-process repeats (after one warm-up call) whose median a ratio uses. The
+#: quick shapes take well under a millisecond, so 15 interleaved pairs cost
+#: nothing and keep one slow pair (another process on a shared core) out of
+#: the median.
+RATIO_REPEATS = 15 if QUICK else 7
+#: asv sampling for time_ benchmarks: (min, max, seconds) samples per process.
+#: Both profiles take several samples, so that ``asv continuous`` and ``asv
+#: compare`` can test a difference for significance: with one sample, any
+#: ratio past ``--factor`` counts as a change, and on a shared 2-core machine
+#: one sample of the same code varies by 2x. CI's ``asv run --quick`` still
+#: runs every benchmark once.
+TIME_REPEAT = (5, 10, 10.0) if QUICK else (3, 10, 15.0)
 
 
 def parse_shape(shape: str) -> tuple[int, int, int]:
