@@ -243,7 +243,7 @@ def _fit_peer(spec: dict, X: np.ndarray, y: np.ndarray) -> dict:
         from sklearn.linear_model import LogisticRegression
 
         def new_model(tol, max_iter):
-            # Multinomial is the only multiclass loss of scikit-learn >= 1.8 (no multi_class option).
+            # lbfgs fits the multinomial loss for K > 2 (scikit-learn 1.9 has no multi_class option left).
             return LogisticRegression(solver="lbfgs", C=1.0 / (n * spec["l2"]), tol=tol, max_iter=max_iter)
 
         def weights(model):
