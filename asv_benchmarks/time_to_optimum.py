@@ -478,7 +478,7 @@ def _fmt_time(t):
 
 
 def _ratio(a, b):
-    return "—" if a is None or b is None else f"{a / b:.2f}"
+    return "—" if a is None or b is None else f"{a / b:.2g}"
 
 
 def markdown(results: list[dict], target: float) -> str:
