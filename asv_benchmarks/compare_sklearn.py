@@ -88,8 +88,12 @@ def run_logistic(X, y, repeats):
         start = time.perf_counter()
         est = LogisticRegression(C=C, max_iter=MAX_ITER).fit(X, y)
         times.append(time.perf_counter() - start)
-    return {"time": statistics.median(times), "coef": est.coef_.tolist(), "intercept": est.intercept_.tolist(),
-            "n_iter": int(est.n_iter_[0])}  # fmt: skip
+    return {
+        "time": statistics.median(times),
+        "coef": est.coef_.tolist(),
+        "intercept": est.intercept_.tolist(),
+        "n_iter": int(est.n_iter_[0]),
+    }
 
 
 def run_fastsoftmax(X, y, repeats, target):
@@ -133,9 +137,14 @@ def run_fastsoftmax(X, y, repeats, target):
         start = time.perf_counter()
         fastsoftmax.loss_and_grad(X, y, W, b, l2=1.0 / (C * X.shape[0]))
         eval_times.append(time.perf_counter() - start)
-    return {"time": statistics.median(times), "coef": est.coef_.tolist(), "intercept": est.intercept_.tolist(),
-            "n_iter": int(est.n_iter_[0]), "evaluations": evaluations,
-            "eval_time": statistics.median(eval_times[1:])}  # fmt: skip
+    return {
+        "time": statistics.median(times),
+        "coef": est.coef_.tolist(),
+        "intercept": est.intercept_.tolist(),
+        "n_iter": int(est.n_iter_[0]),
+        "evaluations": evaluations,
+        "eval_time": statistics.median(eval_times[1:]),
+    }
 
 
 def child(args) -> None:
@@ -149,8 +158,18 @@ def child(args) -> None:
 
 
 def in_subprocess(kind: str, data: str, repeats: int, target: float = 0.0, threads: int | None = None) -> dict:
-    command = [sys.executable, os.path.abspath(__file__), "--child", kind, "--data", data,
-               "--repeats", str(repeats), "--target", repr(target)]  # fmt: skip
+    command = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--child",
+        kind,
+        "--data",
+        data,
+        "--repeats",
+        str(repeats),
+        "--target",
+        repr(target),
+    ]
     env = dict(os.environ)
     if threads is not None:
         for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
@@ -190,14 +209,20 @@ def main() -> None:
             )
     print()
     threads = "all" if args.threads is None else args.threads
-    print(f"C = {C}; SoftmaxClassifier stopped within {RTOL:g} of LogisticRegression's objective; "
-          f"medians of {args.repeats}; threads: {threads}")  # fmt: skip
-    print("| data | LR time (s) | LR iters | LR objective | ours time (s) | ours iters | evals | ms/eval | ours objective | speed-up |")
+    print(
+        f"C = {C}; SoftmaxClassifier stopped within {RTOL:g} of LogisticRegression's objective; "
+        f"medians of {args.repeats}; threads: {threads}"
+    )
+    print(
+        "| data | LR time (s) | LR iters | LR objective | ours time (s) | ours iters | evals | ms/eval "
+        "| ours objective | speed-up |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name, lr, f_lr, ours, f_ours in rows:
         reached = f_ours <= f_lr * (1 + RTOL)
         print(
-            f"| {name} | {lr['time']:.3f} | {lr['n_iter']} | {f_lr:.8g} | {ours['time']:.3f}{'' if reached else ' (not reached)'} "
+            f"| {name} | {lr['time']:.3f} | {lr['n_iter']} | {f_lr:.8g} "
+            f"| {ours['time']:.3f}{'' if reached else ' (not reached)'} "
             f"| {ours['n_iter']} | {ours['evaluations']:.0f} | {1e3 * ours['eval_time']:.2f} | {f_ours:.8g} "
             f"| {lr['time'] / ours['time']:.2f}x |"
         )

@@ -79,8 +79,7 @@ for N, D, K in shapes:
                 ):
                     continue
                 rec[v.name + "_ms"] = (
-                    median_time(lambda: fused_loss_grad(X, y, W, b, sw, 1.0 / N, 0.0, dW, db, variant=v))
-                    * 1e3
+                    median_time(lambda: fused_loss_grad(X, y, W, b, sw, 1.0 / N, 0.0, dW, db, variant=v)) * 1e3
                 )
             if K >= 256:
                 G = rng.standard_normal((N, K)).astype(dt)
@@ -91,9 +90,7 @@ for N, D, K in shapes:
             print(
                 f"{N:>8} {D:>4} {K:>5} {dt.__name__:8} t={nt:<2} readX {rec['readX_ms']:7.2f}  public {rec['public_ms']:8.2f} "
                 + " ".join(
-                    f"{k[:-3]} {rec[k]:8.2f}"
-                    for k in ("BLOCKED_ms", "SKINNY_ms", "BLAS_ms", "two_gemm_ms")
-                    if k in rec
+                    f"{k[:-3]} {rec[k]:8.2f}" for k in ("BLOCKED_ms", "SKINNY_ms", "BLAS_ms", "two_gemm_ms") if k in rec
                 )
                 + f"  ref {t_ref * 1e3:8.2f}  public/readX {rec['public_ms'] / rec['readX_ms']:5.2f} ref/public {t_ref * 1e3 / rec['public_ms']:6.1f}",
                 flush=True,

@@ -226,9 +226,15 @@ def _fit_peer(spec: dict, X: np.ndarray, y: np.ndarray) -> dict:
         def new_model(tol, max_iter):
             # Averaged loss + (lambda_1/2)||W||^2, intercept not penalised: our objective at lambda_1 = l2.
             return Classifier(
-                loss="logistic", penalty="l2", lambda_1=spec["l2"], fit_intercept=True, tol=tol,
-                max_iter=max_iter, multi_class="multinomial", verbose=False,
-            )  # fmt: skip
+                loss="logistic",
+                penalty="l2",
+                lambda_1=spec["l2"],
+                fit_intercept=True,
+                tol=tol,
+                max_iter=max_iter,
+                multi_class="multinomial",
+                verbose=False,
+            )
 
         def weights(model):
             return np.asarray(model.coef_).reshape(X.shape[1], -1).T, np.asarray(model.intercept_).ravel()
@@ -331,8 +337,11 @@ def run_worker(python: str, spec: dict, workdir: Path, timeout: float) -> dict:
     spec_path.write_text(json.dumps(spec))
     proc = subprocess.run(
         [python, str(Path(__file__).resolve()), "--worker", str(spec_path)],
-        capture_output=True, text=True, timeout=timeout, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"worker failed (rc {proc.returncode}): {proc.stderr.strip()[-2000:]}")
     result = json.loads(Path(str(stem) + ".json").read_text())
@@ -343,7 +352,9 @@ def run_worker(python: str, spec: dict, workdir: Path, timeout: float) -> dict:
 
 def peer_available(python: str, peer: str) -> bool:
     try:
-        proc = subprocess.run([python, "-c", f"import {PEER_MODULES[peer]}"], capture_output=True, timeout=300, check=False)
+        proc = subprocess.run(
+            [python, "-c", f"import {PEER_MODULES[peer]}"], capture_output=True, timeout=300, check=False
+        )
     except (OSError, subprocess.TimeoutExpired):
         return False
     return proc.returncode == 0
@@ -405,7 +416,14 @@ def solve_problem(problem: Problem, args, peers: list[str], solvers_available: t
     def execute(label: str, tol: float, max_iter: int, repeats: int) -> Run:
         solver, precondition, python = solvers[label]
         run = Run(label, solver, tol, max_iter, precondition)
-        spec = {**base, "solver": solver, "precondition": precondition, "tol": tol, "max_iter": max_iter, "repeats": repeats}
+        spec = {
+            **base,
+            "solver": solver,
+            "precondition": precondition,
+            "tol": tol,
+            "max_iter": max_iter,
+            "repeats": repeats,
+        }
         print(f"  {label:40s} tol {tol:.0e} ...", end=" ", flush=True)
         try:
             result = run_worker(python, spec, workdir, args.timeout)
@@ -456,18 +474,43 @@ def solve_problem(problem: Problem, args, peers: list[str], solvers_available: t
         first = rs[0]
         t_target, hit = time_to_target(rs, f_star, args.target)
         gap = (first.objective - f_star) / abs(f_star)
-        rows.append({
-            "problem": problem.name, "solver": label, "tol": first.tol, "fit_time": first.fit_time,
-            "n_iter": first.n_iter, "passes": first.passes,
-            "evals_per_iter": first.passes / first.n_iter if first.passes and first.n_iter else None,
-            "objective": first.objective, "gap": gap, "time_to_target": t_target,
-            "target_tol": hit.tol if hit else None,
-            "tighter": [{"tol": r.tol, "fit_time": r.fit_time, "n_iter": r.n_iter,
-                         "gap": (r.objective - f_star) / abs(f_star), "error": r.error} for r in rs[1:]],
-            "error": first.error, **first.extra,
-        })  # fmt: skip
-    return {"problem": problem.name, "N": n, "D": d, "K": problem.k, "dtype": problem.dtype, "l2": l2,
-            "optimum": f_star, "rows": rows}  # fmt: skip
+        rows.append(
+            {
+                "problem": problem.name,
+                "solver": label,
+                "tol": first.tol,
+                "fit_time": first.fit_time,
+                "n_iter": first.n_iter,
+                "passes": first.passes,
+                "evals_per_iter": first.passes / first.n_iter if first.passes and first.n_iter else None,
+                "objective": first.objective,
+                "gap": gap,
+                "time_to_target": t_target,
+                "target_tol": hit.tol if hit else None,
+                "tighter": [
+                    {
+                        "tol": r.tol,
+                        "fit_time": r.fit_time,
+                        "n_iter": r.n_iter,
+                        "gap": (r.objective - f_star) / abs(f_star),
+                        "error": r.error,
+                    }
+                    for r in rs[1:]
+                ],
+                "error": first.error,
+                **first.extra,
+            }
+        )
+    return {
+        "problem": problem.name,
+        "N": n,
+        "D": d,
+        "K": problem.k,
+        "dtype": problem.dtype,
+        "l2": l2,
+        "optimum": f_star,
+        "rows": rows,
+    }
 
 
 # -- report -------------------------------------------------------------------------------
@@ -508,8 +551,9 @@ def markdown(results: list[dict], target: float) -> str:
     for res in results:
         t = {row["solver"]: row["time_to_target"] for row in res["rows"]}
         ours = t.get("fastsoftmax lbfgs")
-        best_ours = min((v for k, v in t.items() if k.startswith("fastsoftmax") and "reference" not in k and v),
-                        default=None)  # fmt: skip
+        best_ours = min(
+            (v for k, v in t.items() if k.startswith("fastsoftmax") and "reference" not in k and v), default=None
+        )
         others = [t.get(PEER_LABELS[p]) for p in ("sklearnex", "cyanure") if t.get(PEER_LABELS[p])]
         peers_all = [v for k, v in t.items() if not k.startswith("fastsoftmax") and v]
         lines.append(
@@ -532,15 +576,19 @@ def _select(problems: list[Problem], wanted: str | None) -> list[Problem]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Problems: " + ", ".join(p.name for p in _problems(False)),
-    )  # fmt: skip
+    )
     parser.add_argument("--quick", action="store_true", help="the same problems at a tenth of N")
     parser.add_argument("--problems", help="comma-separated substrings of problem names (default: all)")
     parser.add_argument("--repeats", type=int, default=3, help="timed fits per solver; the median is reported (3)")
     parser.add_argument("--json", type=Path, help="write every row, the optimum and the environment here")
-    parser.add_argument("--peers-python", default=os.environ.get("FASTSOFTMAX_PEERS_PYTHON", DEFAULT_PEERS_PYTHON),
-                        help="interpreter with scikit-learn, scikit-learn-intelex and cyanure")  # fmt: skip
+    parser.add_argument(
+        "--peers-python",
+        default=os.environ.get("FASTSOFTMAX_PEERS_PYTHON", DEFAULT_PEERS_PYTHON),
+        help="interpreter with scikit-learn, scikit-learn-intelex and cyanure",
+    )
     parser.add_argument("--peers", default="sklearn,sklearnex,cyanure", help="peers to run ('' for none)")
     parser.add_argument("--tol", type=float, default=TOL, help="every solver's first tol (1e-6)")
     parser.add_argument("--target", type=float, default=TARGET, help="relative objective gap to time (1e-6)")
@@ -572,10 +620,14 @@ def main(argv: list[str] | None = None) -> int:
     environment = {
         "command": " ".join([Path(sys.executable).name] + sys.argv),
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": platform.machine(), "processor": platform.processor(), "cpu_count": os.cpu_count(),
-        "loadavg_at_start": os.getloadavg(), "python": sys.version.split()[0],
-        "peers_python": args.peers_python, "repeats": args.repeats,
-    }  # fmt: skip
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "cpu_count": os.cpu_count(),
+        "loadavg_at_start": os.getloadavg(),
+        "python": sys.version.split()[0],
+        "peers_python": args.peers_python,
+        "repeats": args.repeats,
+    }
     results = []
     with tempfile.TemporaryDirectory(prefix="time_to_optimum-") as tmp:
         for problem in problems:
@@ -584,7 +636,9 @@ def main(argv: list[str] | None = None) -> int:
             print("\n" + markdown(results[-1:], args.target) + "\n", flush=True)
             if args.json:  # after every problem, so that a long run leaves what it finished
                 environment["loadavg"] = os.getloadavg()
-                args.json.write_text(json.dumps({"environment": environment, "results": results, "table": table}, indent=1))
+                args.json.write_text(
+                    json.dumps({"environment": environment, "results": results, "table": table}, indent=1)
+                )
     print(table)
     return 0
 

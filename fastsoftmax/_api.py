@@ -64,9 +64,7 @@ def fused_loss_grad(
         variant = kernels.select_variant(n_features, n_classes)
     n_chunks = _n_chunks(X.shape[0], n_features, n_classes)
     with parallel_section(n_chunks, calls_blas=variant == kernels.LossGradVariant.BLAS):
-        loss_sum = kernels.loss_grad_sums(
-            X, y, W, b, sample_weight, variant, n_chunks, scale, l2, dW_out, db_out
-        )
+        loss_sum = kernels.loss_grad_sums(X, y, W, b, sample_weight, variant, n_chunks, scale, l2, dW_out, db_out)
     # dW and db are K x D: scanning them costs little next to the pass over X.
     if math.isfinite(loss_sum) and not (np.isfinite(dW_out).all() and np.isfinite(db_out).all()):
         return math.nan
@@ -77,9 +75,7 @@ def _check_problem(X, y, W, b, sample_weight, scale_free: bool = False):
     W, b = _checks.check_weights(W, b)
     X = _checks.check_X(X, W.dtype, W.shape[1])
     y = _checks.check_labels(y, X.shape[0], W.shape[0])
-    sample_weight = _checks.check_sample_weight(
-        sample_weight, X.shape[0], W.dtype, scale_free=scale_free
-    )
+    sample_weight = _checks.check_sample_weight(sample_weight, X.shape[0], W.dtype, scale_free=scale_free)
     return X, y, W, b, sample_weight
 
 
@@ -98,9 +94,7 @@ def _weight_sum(sample_weight: np.ndarray, n_samples: int) -> float:
     return float(sample_weight.sum(dtype=np.float64))
 
 
-def loss_and_grad(
-    X, y, W, b, *, l2: float = 0.0, sample_weight=None
-) -> tuple[float, np.ndarray, np.ndarray]:
+def loss_and_grad(X, y, W, b, *, l2: float = 0.0, sample_weight=None) -> tuple[float, np.ndarray, np.ndarray]:
     r"""Mean cross-entropy of softmax regression and its gradient, in one pass over X.
 
     With logits :math:`z_i = W x_i + b`, probabilities :math:`p_i = \mathrm{softmax}(z_i)`
@@ -240,9 +234,7 @@ def cross_entropy(
     Z, _ = _checks.check_logits(Z)
     y = _checks.check_labels(y, Z.shape[0], Z.shape[1])
     # The mean divides by sum w, so it does not depend on the weights' scale.
-    sample_weight = _checks.check_sample_weight(
-        sample_weight, Z.shape[0], Z.dtype, scale_free=reduction == "mean"
-    )
+    sample_weight = _checks.check_sample_weight(sample_weight, Z.shape[0], Z.dtype, scale_free=reduction == "mean")
     n_chunks = row_chunks(Z.shape[0])
     with parallel_section(n_chunks):
         if reduction == "none":

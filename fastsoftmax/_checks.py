@@ -38,9 +38,7 @@ def as_float_dtype(dtype) -> np.dtype:
     """Return ``dtype`` as a supported float dtype, or raise TypeError."""
     dtype = np.dtype(dtype)
     if dtype not in FLOAT_DTYPES:
-        raise TypeError(
-            f"dtype {dtype} is not supported; use np.float32 or np.float64."
-        )
+        raise TypeError(f"dtype {dtype} is not supported; use np.float32 or np.float64.")
     return dtype
 
 
@@ -89,14 +87,9 @@ def check_float_param(a, name: str, ndim: int, dtype=None) -> np.ndarray:
     """
     arr = _as_array(a, name)
     if arr.ndim != ndim:
-        raise ValueError(
-            f"{name} must be {ndim}-dimensional, got shape {arr.shape}."
-        )
+        raise ValueError(f"{name} must be {ndim}-dimensional, got shape {arr.shape}.")
     if arr.dtype not in FLOAT_DTYPES:
-        raise TypeError(
-            f"{name} has dtype {arr.dtype}; it must be float32 or float64 "
-            f"(use {name}.astype(np.float64))."
-        )
+        raise TypeError(f"{name} has dtype {arr.dtype}; it must be float32 or float64 (use {name}.astype(np.float64)).")
     if dtype is not None and arr.dtype != dtype:
         raise TypeError(
             f"{name} has dtype {arr.dtype} but the computation runs in {np.dtype(dtype)}; "
@@ -132,8 +125,7 @@ def check_weights(W, b, dtype=None) -> tuple[np.ndarray, np.ndarray]:
     b = check_float_param(b, "b", 1, W.dtype)
     if b.shape[0] != W.shape[0]:
         raise ValueError(
-            f"b has length {b.shape[0]} but W has {W.shape[0]} rows (classes); "
-            f"b must have shape ({W.shape[0]},)."
+            f"b has length {b.shape[0]} but W has {W.shape[0]} rows (classes); b must have shape ({W.shape[0]},)."
         )
     check_finite(W, "W")
     check_finite(b, "b")
@@ -171,8 +163,7 @@ def check_X(X, dtype: np.dtype, n_features: int | None = None) -> np.ndarray:
         raise ValueError("X has 0 features; pass at least one column.")
     if n_features is not None and X.shape[1] != n_features:
         raise ValueError(
-            f"X has {X.shape[1]} features but W has {n_features} columns; "
-            f"X must have shape (n_samples, {n_features})."
+            f"X has {X.shape[1]} features but W has {n_features} columns; X must have shape (n_samples, {n_features})."
         )
     kind = X.dtype.kind
     if kind == "f":
@@ -219,9 +210,7 @@ def check_labels(y, n_samples: int, n_classes: int) -> np.ndarray:
     return _contiguous(y, np.dtype(np.int64))
 
 
-def check_sample_weight(
-    sample_weight, n_samples: int, dtype: np.dtype, *, scale_free: bool = False
-) -> np.ndarray:
+def check_sample_weight(sample_weight, n_samples: int, dtype: np.dtype, *, scale_free: bool = False) -> np.ndarray:
     r"""Check sample weights (N,): finite, non-negative, positive sum; return them in ``dtype``.
 
     Returns a length-0 array for None, which the kernels read as "all ones".
@@ -238,9 +227,7 @@ def check_sample_weight(
         return np.empty(0, dtype=dtype)
     w = _as_array(sample_weight, "sample_weight")
     if w.ndim != 1 or w.shape[0] != n_samples:
-        raise ValueError(
-            f"sample_weight must have shape ({n_samples},) to match X, got {w.shape}."
-        )
+        raise ValueError(f"sample_weight must have shape ({n_samples},) to match X, got {w.shape}.")
     if w.dtype.kind not in "fiub":
         raise TypeError(f"sample_weight has dtype {w.dtype}; it must be numeric.")
     check_finite(w, "sample_weight")
@@ -297,9 +284,7 @@ def check_out(out, shape: tuple[int, ...], dtype: np.dtype, name: str = "out") -
     if not isinstance(out, np.ndarray):
         raise TypeError(f"{name} must be a NumPy array, got {type(out).__name__}.")
     if out.shape != shape or out.dtype != dtype:
-        raise ValueError(
-            f"{name} must have shape {shape} and dtype {dtype}, got {out.shape} {out.dtype}."
-        )
+        raise ValueError(f"{name} must have shape {shape} and dtype {dtype}, got {out.shape} {out.dtype}.")
     if not out.flags.c_contiguous or not out.flags.writeable:
         raise ValueError(f"{name} must be a writeable C-contiguous array.")
     return out
@@ -341,8 +326,7 @@ def check_logits(Z, y=None) -> tuple[np.ndarray, np.ndarray | None]:
     row_max = Z.max(axis=1)  # one pass: NaN and +inf show in the row maxima
     if np.isnan(row_max).any() or np.isposinf(row_max).any():
         raise ValueError(
-            "Z contains NaN or +inf; logits must be finite or -inf "
-            "(replace them, for example with np.nan_to_num)."
+            "Z contains NaN or +inf; logits must be finite or -inf (replace them, for example with np.nan_to_num)."
         )
     if np.isneginf(row_max).any():
         raise ValueError(

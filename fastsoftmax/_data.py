@@ -64,8 +64,7 @@ def _open_array(a, name: str) -> np.ndarray:
             arr = np.load(path, mmap_mode="r", allow_pickle=False)
         except (ValueError, OSError, EOFError) as exc:
             raise ValueError(
-                f"{name} file {path!r} is not a readable .npy file ({exc}); "
-                f"it may be truncated or corrupt."
+                f"{name} file {path!r} is not a readable .npy file ({exc}); it may be truncated or corrupt."
             ) from exc
         if not isinstance(arr, np.ndarray):  # an .npz archive
             arr.close()
@@ -188,9 +187,11 @@ class DataSource:
             except OSError:
                 now = None
             if now != (size, mtime_ns):
-                change = "was removed" if now is None else (
-                    f"changed size from {size:,} to {now[0]:,} bytes" if now[0] != size
-                    else "was modified")  # fmt: skip
+                change = (
+                    "was removed"
+                    if now is None
+                    else (f"changed size from {size:,} to {now[0]:,} bytes" if now[0] != size else "was modified")
+                )
                 raise ValueError(
                     f"the {name} file {path} {change} while it was being read; training stopped. "
                     f"Any checkpoint written so far is intact: restore the file and rerun to resume."
@@ -266,8 +267,10 @@ class DataSource:
 
     def file_stats(self) -> dict[str, dict[str, Any]]:
         """Path, size and modification time (ns) of the files behind X and y, as opened."""
-        return {name: {"path": path, "size": size, "mtime_ns": mtime_ns}
-                for name, (path, size, mtime_ns) in self._files.items()}  # fmt: skip
+        return {
+            name: {"path": path, "size": size, "mtime_ns": mtime_ns}
+            for name, (path, size, mtime_ns) in self._files.items()
+        }
 
     def start_digest(self) -> None:
         """Hash the data while the next full pass in row order streams it (see :meth:`digest`)."""
@@ -396,7 +399,6 @@ def block_shuffled_batches(n_samples: int, batch_size: int, block_rows: int = SH
 def accuracy(model, source: DataSource) -> float:
     """Fraction of correctly predicted rows, computed chunk by chunk."""
     correct = 0
-    for start, X, y, _ in source.chunks():
+    for _start, X, y, _ in source.chunks():
         correct += int(np.count_nonzero(model.predict(X) == y))
     return correct / source.n_samples
-

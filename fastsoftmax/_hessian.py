@@ -47,9 +47,7 @@ def fused_hvp(
     return bool(np.isfinite(HV_out).all() and np.isfinite(Hc_out).all())
 
 
-def hessian_vector_product(
-    X, W, b, V, c, *, l2: float = 0.0, sample_weight=None
-) -> tuple[np.ndarray, np.ndarray]:
+def hessian_vector_product(X, W, b, V, c, *, l2: float = 0.0, sample_weight=None) -> tuple[np.ndarray, np.ndarray]:
     r"""Product of the Hessian of :func:`loss_and_grad`'s loss with a direction (V, c), in one pass over X.
 
     With logits :math:`z_i = W x_i + b`, probabilities :math:`p_i = \mathrm{softmax}(z_i)`,

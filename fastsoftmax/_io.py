@@ -156,8 +156,9 @@ def read_npz(path: str | os.PathLike, what: str) -> dict[str, np.ndarray]:
     except _InvalidFile:
         raise
     except (ValueError, zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, KeyError, TypeError) as exc:
-        raise invalid(f"it is not a readable .npz archive ({type(exc).__name__}: {exc}); "
-                      f"it may be truncated or corrupt") from exc  # fmt: skip
+        raise invalid(
+            f"it is not a readable .npz archive ({type(exc).__name__}: {exc}); it may be truncated or corrupt"
+        ) from exc
     return arrays
 
 

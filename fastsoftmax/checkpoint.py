@@ -159,8 +159,10 @@ def load(
     if theta is None:
         raise invalid("theta is missing")
     if theta.ndim != 1 or theta.dtype.kind != "f" or (n_params is not None and theta.shape[0] != n_params):
-        raise invalid(f"theta has shape {theta.shape} and dtype {theta.dtype}; "
-                      f"expected a float vector of length {n_params} (K * D + K)")  # fmt: skip
+        raise invalid(
+            f"theta has shape {theta.shape} and dtype {theta.dtype}; "
+            f"expected a float vector of length {n_params} (K * D + K)"
+        )
     if not np.isfinite(theta).all():
         raise invalid("theta holds NaN or infinite values")
     iteration = meta["iteration"]
@@ -169,7 +171,7 @@ def load(
     solver_state = dict(meta["solver_state"]) if isinstance(meta["solver_state"], dict) else None
     if solver_state is None:
         raise invalid("its solver state is not a JSON object")
-    solver_state.update({k[len("state_"):]: v for k, v in arrays.items() if k.startswith("state_")})
+    solver_state.update({k[len("state_") :]: v for k, v in arrays.items() if k.startswith("state_")})
     needed = SOLVER_STATE_KEYS.get(stored.get("solver"), ()) if iteration > 0 else ()
     absent = [key for key in needed if key not in solver_state]
     if absent:
@@ -205,13 +207,17 @@ def check_fingerprint(
     expected = json.loads(_canonical(expected))
     ignored = set(skip) | set(INFORMATIVE_KEYS)
     keys = sorted((set(stored) | set(expected)) - ignored)
-    diff = [f"{k}: checkpoint {stored.get(k)!r}, now {expected.get(k)!r}" for k in keys if stored.get(k) != expected.get(k)]
+    diff = [
+        f"{k}: checkpoint {stored.get(k)!r}, now {expected.get(k)!r}" for k in keys if stored.get(k) != expected.get(k)
+    ]
     if not diff:
         return
     if any(k not in ignored and k.startswith("data") and stored.get(k) != expected.get(k) for k in keys):
         changed = _files_changed(stored.get("files") or {}, expected.get("files") or {})
-        diff.append("the training data (X, y or the sample weights) are not the data the checkpoint was "
-                    "trained on" + (f": {changed}" if changed else ""))  # fmt: skip
+        diff.append(
+            "the training data (X, y or the sample weights) are not the data the checkpoint was "
+            "trained on" + (f": {changed}" if changed else "")
+        )
     raise CheckpointError(
         f"the checkpoint in {os.fspath(directory)} belongs to a different problem ("
         + "; ".join(diff)
@@ -224,7 +230,9 @@ def _files_changed(stored: dict[str, Any], now: dict[str, Any]) -> str:
     for name, then in stored.items():
         current = now.get(name)
         if current is not None and current != then:
-            notes.append(f"{name} file {current.get('path')} was {then.get('size')} bytes with mtime_ns "
-                         f"{then.get('mtime_ns')}, now {current.get('size')} bytes with mtime_ns "
-                         f"{current.get('mtime_ns')}")  # fmt: skip
+            notes.append(
+                f"{name} file {current.get('path')} was {then.get('size')} bytes with mtime_ns "
+                f"{then.get('mtime_ns')}, now {current.get('size')} bytes with mtime_ns "
+                f"{current.get('mtime_ns')}"
+            )
     return "; ".join(notes)

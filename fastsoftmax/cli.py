@@ -32,9 +32,14 @@ def run_demo(args: argparse.Namespace) -> int:
     with _option_names():
         # 15 informative features as in the textbook experiment; fewer features: the default share.
         X, y = make_classification(
-            args.samples, args.features, n_informative=15 if args.features >= 15 else None, n_redundant=0,
-            n_classes=3, n_clusters_per_class=1, seed=args.seed,
-        )  # fmt: skip
+            args.samples,
+            args.features,
+            n_informative=15 if args.features >= 15 else None,
+            n_redundant=0,
+            n_classes=3,
+            n_clusters_per_class=1,
+            seed=args.seed,
+        )
     X_train, y_train, X_test, y_test = _split(X, y, 0.2, args.seed)
     fast = SoftmaxRegression(X.shape[1], 3, seed=args.seed)
     reference = SoftmaxRegressionNumPy(X.shape[1], 3, seed=args.seed)
@@ -68,9 +73,7 @@ def run_demo(args: argparse.Namespace) -> int:
             )
     fast_accuracy = fast.accuracy(X_test, y_test)
     reference_accuracy = reference.accuracy(X_test, y_test)
-    weight_difference = max(
-        float(np.max(np.abs(fast.W - reference.W))), float(np.max(np.abs(fast.b - reference.b)))
-    )
+    weight_difference = max(float(np.max(np.abs(fast.W - reference.W))), float(np.max(np.abs(fast.b - reference.b))))
     fast_step = statistics.median(fast_times)
     reference_step = statistics.median(reference_times)
     print()
@@ -81,7 +84,6 @@ def run_demo(args: argparse.Namespace) -> int:
         f"(speed-up {reference_step / fast_step:.1f}x)"
     )
     return 0
-
 
 
 # --------------------------------------------------------------------------- #
@@ -210,8 +212,7 @@ def _warm_up_fit(args, X, y, dtype, n_classes: int, **fit_options) -> None:
     model = SoftmaxRegression(X.shape[1], n_classes, dtype=dtype)
     with _announce_compilation(args), warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        model.fit(X[:rows], y[:rows], solver=args.solver, max_iter=1, lr=args.lr, l2=args.l2, tol=0.0,
-                  **fit_options)  # fmt: skip
+        model.fit(X[:rows], y[:rows], solver=args.solver, max_iter=1, lr=args.lr, l2=args.l2, tol=0.0, **fit_options)
         accuracy(model, DataSource(X[:rows], y[:rows], dtype))
 
 
@@ -317,7 +318,9 @@ def _load_data(data: str, labels: str | None, *, need_labels: bool = True):
         except CLIError:
             raise
         except Exception as exc:  # zipfile, zlib, format errors: all mean a bad file
-            raise CLIError(f"--data {data}: not a readable .npz archive ({exc}); it may be truncated or corrupt.") from exc
+            raise CLIError(
+                f"--data {data}: not a readable .npz archive ({exc}); it may be truncated or corrupt."
+            ) from exc
     from fastsoftmax._data import _open_array
 
     if not need_labels:
@@ -343,14 +346,21 @@ def _compute_dtype(args, X: np.ndarray) -> np.dtype:
 def _synthetic(args):
     from fastsoftmax.datasets import make_classification
 
-    _log(args, f"generating {args.samples:,} x {args.features} synthetic rows, {args.classes} classes, "
-               f"{args.dtype} (seed {args.seed}) in memory...")  # fmt: skip
+    _log(
+        args,
+        f"generating {args.samples:,} x {args.features} synthetic rows, {args.classes} classes, "
+        f"{args.dtype} (seed {args.seed}) in memory...",
+    )
     start = time.perf_counter()
     with _option_names():
         X, y = make_classification(
-            args.samples, args.features, n_classes=args.classes, dtype=args.dtype, seed=args.seed,
+            args.samples,
+            args.features,
+            n_classes=args.classes,
+            dtype=args.dtype,
+            seed=args.seed,
             n_threads=args.threads,
-        )  # fmt: skip
+        )
     elapsed = time.perf_counter() - start
     _log(args, f"  {X.nbytes / 1e6:,.0f} MB in {elapsed:.1f} s ({args.samples / elapsed:,.0f} rows/s)")
     return X, y
@@ -410,8 +420,9 @@ class _TrainProgress(_Progress):
             self.first_iteration = iteration
             if iteration > 1:  # the engine continued a checkpoint of iteration - 1
                 _log(self.args, f"resumed from {self.args.checkpoint} at {_unit(self.args.solver)} {iteration - 1}")
-        self.update(iteration, f"{_unit(self.args.solver)} {iteration}/{self.total}  loss {loss:.6f}",
-                    loss=f"{loss:.6f}")  # fmt: skip
+        self.update(
+            iteration, f"{_unit(self.args.solver)} {iteration}/{self.total}  loss {loss:.6f}", loss=f"{loss:.6f}"
+        )
 
     @property
     def resumed_from(self) -> int:
@@ -434,8 +445,11 @@ def run_train(args: argparse.Namespace) -> int:
     from fastsoftmax import SoftmaxRegression
     from fastsoftmax._data import DataSource, accuracy
 
-    _check_paths({"--data": args.data, "--labels": args.labels},
-                 {"--out": args.out, "--metrics": args.metrics}, checkpoint=args.checkpoint)  # fmt: skip
+    _check_paths(
+        {"--data": args.data, "--labels": args.labels},
+        {"--out": args.out, "--metrics": args.metrics},
+        checkpoint=args.checkpoint,
+    )
     if not 0.0 <= args.val_fraction < 1.0:
         raise CLIError(f"--val-fraction must be in [0, 1), got {args.val_fraction}.")
     _set_threads(args.threads)
@@ -466,20 +480,30 @@ def run_train(args: argparse.Namespace) -> int:
     train = DataSource(X[:n_train], y[:n_train], dtype, chunk_size=args.chunk_size)
     val = DataSource(X[n_train:], y[n_train:], dtype, chunk_size=args.chunk_size) if n_val else None
     model = SoftmaxRegression(X.shape[1], n_classes, dtype=dtype, seed=args.seed)
-    _log(args, f"training {args.solver} on {n_train:,} rows x {X.shape[1]} features, {n_classes} classes, "
-               f"{dtype} ({'streamed from ' + args.data if train.streamed else 'in memory'}); "
-               f"{n_val:,} validation rows")  # fmt: skip
+    _log(
+        args,
+        f"training {args.solver} on {n_train:,} rows x {X.shape[1]} features, {n_classes} classes, "
+        f"{dtype} ({'streamed from ' + args.data if train.streamed else 'in memory'}); "
+        f"{n_val:,} validation rows",
+    )
 
     fit_options = {"batch_size": args.batch_size, "seed": args.seed, "chunk_size": args.chunk_size}
     _warm_up_fit(args, train.X, train.y, dtype, n_classes, **fit_options)
     fit_time, progress = _fit_with_progress(args, model, train.X, train.y, checkpoint=args.checkpoint, **fit_options)
     _report(
-        args, model, dtype=dtype, n_train=n_train, n_val=n_val, fit_time=fit_time, t_start=t_start,
+        args,
+        model,
+        dtype=dtype,
+        n_train=n_train,
+        n_val=n_val,
+        fit_time=fit_time,
+        t_start=t_start,
         train_accuracy=accuracy(model, train),
         val_accuracy=accuracy(model, val) if val is not None else None,
-        rows_processed=model.rows_processed_, progress=progress,
+        rows_processed=model.rows_processed_,
+        progress=progress,
         bayes_accuracy=_bayes_accuracy(args, X[n_train:], y[n_train:]) if args.data is None and n_val else None,
-    )  # fmt: skip
+    )
     return 0
 
 
@@ -509,16 +533,36 @@ def _fit_with_progress(args, model, X, y, **fit_options) -> tuple[float, _TrainP
             # The summary says whether the fit converged, and what to do if not.
             warnings.simplefilter("ignore", ConvergenceWarning)
             model.fit(
-                X, y, solver=args.solver, max_iter=args.max_iter, lr=args.lr, l2=args.l2, tol=args.tol,
-                callback=progress, **fit_options,
-            )  # fmt: skip
+                X,
+                y,
+                solver=args.solver,
+                max_iter=args.max_iter,
+                lr=args.lr,
+                l2=args.l2,
+                tol=args.tol,
+                callback=progress,
+                **fit_options,
+            )
     finally:
         progress.close()
     return time.perf_counter() - start - compiling.seconds, progress
 
 
-def _report(args, model, *, dtype, n_train, n_val, fit_time, t_start, train_accuracy, val_accuracy,
-            rows_processed, progress, bayes_accuracy=None) -> None:  # fmt: skip
+def _report(
+    args,
+    model,
+    *,
+    dtype,
+    n_train,
+    n_val,
+    fit_time,
+    t_start,
+    train_accuracy,
+    val_accuracy,
+    rows_processed,
+    progress,
+    bayes_accuracy=None,
+) -> None:
     """Save the model, write --metrics and print the closing summary of ``train``.
 
     ``fit_time`` excludes compilation (the warm-up ran before it), so the
@@ -532,17 +576,33 @@ def _report(args, model, *, dtype, n_train, n_val, fit_time, t_start, train_accu
         model.save(args.out)
     wall = time.perf_counter() - t_start
     if args.metrics:
-        _write_json(args.metrics, {
-            "solver": args.solver, "dtype": str(dtype), "l2": args.l2, "max_iter": args.max_iter,
-            "n_train": n_train, "n_val": n_val, "n_features": model.input_dim, "n_classes": model.num_classes,
-            "data": args.data or "synthetic", "threads": _threads(),
-            "dask": args.scheduler or (f"LocalCluster({args.dask_workers})" if args.dask_workers else None),
-            "n_iter": model.n_iter_, "converged": model.converged_,
-            "loss_history": [float(v) for v in model.loss_history_], "final_loss": float(final_loss),
-            "train_accuracy": train_accuracy, "val_accuracy": val_accuracy, "bayes_accuracy": bayes_accuracy,
-            "fit_time_s": fit_time, "wall_time_s": wall,
-            "rows_processed": int(rows_processed), "rows_per_s": rows_per_s,
-        })  # fmt: skip
+        _write_json(
+            args.metrics,
+            {
+                "solver": args.solver,
+                "dtype": str(dtype),
+                "l2": args.l2,
+                "max_iter": args.max_iter,
+                "n_train": n_train,
+                "n_val": n_val,
+                "n_features": model.input_dim,
+                "n_classes": model.num_classes,
+                "data": args.data or "synthetic",
+                "threads": _threads(),
+                "dask": args.scheduler or (f"LocalCluster({args.dask_workers})" if args.dask_workers else None),
+                "n_iter": model.n_iter_,
+                "converged": model.converged_,
+                "loss_history": [float(v) for v in model.loss_history_],
+                "final_loss": float(final_loss),
+                "train_accuracy": train_accuracy,
+                "val_accuracy": val_accuracy,
+                "bayes_accuracy": bayes_accuracy,
+                "fit_time_s": fit_time,
+                "wall_time_s": wall,
+                "rows_processed": int(rows_processed),
+                "rows_per_s": rows_per_s,
+            },
+        )
     val_text = f"{val_accuracy:.4f}" if val_accuracy is not None else "n/a"
     unit = _unit(args.solver)
     if model.converged_:
@@ -551,14 +611,19 @@ def _report(args, model, *, dtype, n_train, n_val, fit_time, t_start, train_accu
         status = "--tol 0: ran --max-iter"
     elif model.n_iter_ < args.max_iter:
         # Only L-BFGS stops early without converging: its line search found no lower loss.
-        status = (f"not converged: stopped before --tol {args.tol:g}, as no step lowered the loss further "
-                  f"(the gradient is down to rounding noise); raise --tol"
-                  + (" or use --dtype float64" if np.dtype(dtype) == np.float32 else ""))  # fmt: skip
+        status = (
+            f"not converged: stopped before --tol {args.tol:g}, as no step lowered the loss further "
+            f"(the gradient is down to rounding noise); raise --tol"
+            + (" or use --dtype float64" if np.dtype(dtype) == np.float32 else "")
+        )
     else:
         status = f"not converged: --max-iter ran out before --tol {args.tol:g}; raise --max-iter to go on"
     print(f"final loss {final_loss:.6f} after {model.n_iter_} {unit}s ({status})")
-    bayes_text = "" if bayes_accuracy is None else (
-        f" (the generating model, Bayes-optimal: {bayes_accuracy:.4f} on the validation rows)")  # fmt: skip
+    bayes_text = (
+        ""
+        if bayes_accuracy is None
+        else (f" (the generating model, Bayes-optimal: {bayes_accuracy:.4f} on the validation rows)")
+    )
     print(f"accuracy: train {train_accuracy:.4f}, validation {val_text}{bayes_text}")
     where = f"{_threads()} threads" if not (args.scheduler or args.dask_workers) else "on Dask"
     if args.checkpoint and rows_processed == 0 and progress.first_iteration is None and model.n_iter_ > 0:
@@ -567,8 +632,10 @@ def _report(args, model, *, dtype, n_train, n_val, fit_time, t_start, train_accu
         print(f"already finished at {unit} {model.n_iter_}; {advice}")
     else:
         resumed = f"; resumed from {args.checkpoint} at {unit} {progress.resumed_from}" if progress.resumed_from else ""
-        print(f"throughput: {rows_per_s:,.0f} rows/s ({int(rows_processed):,} rows in {fit_time:.1f} s of fitting, "
-              f"compilation excluded; {wall:.1f} s in all, {where}{resumed})")  # fmt: skip
+        print(
+            f"throughput: {rows_per_s:,.0f} rows/s ({int(rows_processed):,} rows in {fit_time:.1f} s of fitting, "
+            f"compilation excluded; {wall:.1f} s in all, {where}{resumed})"
+        )
     if args.out:
         print(f"model written to {args.out}")
 
@@ -599,12 +666,19 @@ def run_train_dask(args: argparse.Namespace, t_start: float) -> int:
         if args.data is None:
             with _option_names():
                 X, y = make_classification_dask(
-                    args.samples, args.features, n_classes=args.classes, chunks=chunk_rows,
-                    dtype=args.dtype, seed=args.seed,
-                )  # fmt: skip
+                    args.samples,
+                    args.features,
+                    n_classes=args.classes,
+                    chunks=chunk_rows,
+                    dtype=args.dtype,
+                    seed=args.seed,
+                )
             dtype, n_classes = np.dtype(args.dtype), args.classes
-            _log(args, f"synthetic {args.samples:,} x {args.features} rows, {n_classes} classes, {dtype}, "
-                       f"generated on the workers in chunks of {chunk_rows:,} rows")  # fmt: skip
+            _log(
+                args,
+                f"synthetic {args.samples:,} x {args.features} rows, {n_classes} classes, {dtype}, "
+                f"generated on the workers in chunks of {chunk_rows:,} rows",
+            )
         else:
             import dask.array as da
 
@@ -631,16 +705,23 @@ def run_train_dask(args: argparse.Namespace, t_start: float) -> int:
             rows = min(BAYES_ROWS, n_val)
             bayes = _bayes_accuracy(args, *dask.compute(X_val[:rows], y_val[:rows]))
         _report(
-            args, model, dtype=dtype, n_train=n_train, n_val=n_val, fit_time=fit_time, t_start=t_start,
+            args,
+            model,
+            dtype=dtype,
+            n_train=n_train,
+            n_val=n_val,
+            fit_time=fit_time,
+            t_start=t_start,
             train_accuracy=_dask_accuracy(model, X_train, y_train),
             val_accuracy=_dask_accuracy(model, X_val, y_val) if n_val else None,
-            rows_processed=model.rows_processed_, progress=progress, bayes_accuracy=bayes,
-        )  # fmt: skip
+            rows_processed=model.rows_processed_,
+            progress=progress,
+            bayes_accuracy=bayes,
+        )
     return 0
 
 
 def _threads() -> int:
-    import numba
 
     from fastsoftmax._threading import get_num_threads
 
@@ -654,8 +735,9 @@ def run_generate(args: argparse.Namespace) -> int:
     _check_paths({}, {"--data": args.data, "--labels": args.labels})
     _set_threads(args.threads)
     start = time.perf_counter()
-    progress = _Progress(args, args.samples, desc=f"writing {os.path.basename(args.data)}", unit="rows",
-                         unit_scale=True)  # fmt: skip
+    progress = _Progress(
+        args, args.samples, desc=f"writing {os.path.basename(args.data)}", unit="rows", unit_scale=True
+    )
 
     def report(written: int, total: int) -> None:
         progress.update(written, f"wrote {written:,}/{total:,} rows ({100 * written / total:.0f} %) to {args.data}")
@@ -664,17 +746,26 @@ def run_generate(args: argparse.Namespace) -> int:
     try:
         with _option_names(), _announce_compilation(args):
             write_classification(
-                args.data, args.labels, args.samples, args.features, n_classes=args.classes,
-                dtype=args.dtype, seed=args.seed, n_threads=args.threads, progress=report,
-            )  # fmt: skip
+                args.data,
+                args.labels,
+                args.samples,
+                args.features,
+                n_classes=args.classes,
+                dtype=args.dtype,
+                seed=args.seed,
+                n_threads=args.threads,
+                progress=report,
+            )
     finally:
         progress.close()
     elapsed = time.perf_counter() - start
     nbytes = args.samples * args.features * np.dtype(args.dtype).itemsize
     if not args.quiet:
-        print(f"wrote {args.samples:,} x {args.features} {args.dtype} rows ({nbytes / 1e9:.2f} GB) to {args.data} "
-              f"and labels to {args.labels} in {elapsed:.1f} s: {args.samples / elapsed:,.0f} rows/s, "
-              f"{nbytes / elapsed / 1e6:,.0f} MB/s")  # fmt: skip
+        print(
+            f"wrote {args.samples:,} x {args.features} {args.dtype} rows ({nbytes / 1e9:.2f} GB) to {args.data} "
+            f"and labels to {args.labels} in {elapsed:.1f} s: {args.samples / elapsed:,.0f} rows/s, "
+            f"{nbytes / elapsed / 1e6:,.0f} MB/s"
+        )
     return 0
 
 
@@ -721,8 +812,10 @@ def run_predict(args: argparse.Namespace) -> int:
     if proba is not None:
         _save_npy(args.proba, proba)
     if not args.quiet:
-        print(f"wrote {labels.shape[0]:,} predicted labels to {args.out}"
-              + (f" and probabilities to {args.proba}" if proba is not None else ""))  # fmt: skip
+        print(
+            f"wrote {labels.shape[0]:,} predicted labels to {args.out}"
+            + (f" and probabilities to {args.proba}" if proba is not None else "")
+        )
     return 0
 
 
@@ -773,12 +866,17 @@ _step_size, _l2_strength, _tolerance = map(_checked_number, ("check_lr", "check_
 
 
 def _add_problem_options(parser: argparse.ArgumentParser, *, train: bool) -> None:
-    """The data-set options that ``train`` (synthetic data, or files) and ``generate`` share; help in each one's terms."""
+    """The data-set options that ``train`` (synthetic data, or files) and ``generate`` share.
+
+    Each command's help speaks in its own terms.
+    """
     where = "synthetic data: " if train else ""
-    parser.add_argument("--samples", type=_positive_int, default=DEFAULT_SAMPLES,
-                        help=f"{where}rows (default {DEFAULT_SAMPLES:,})")
-    parser.add_argument("--features", type=_positive_int, default=DEFAULT_FEATURES,
-                        help=f"{where}features (default {DEFAULT_FEATURES})")
+    parser.add_argument(
+        "--samples", type=_positive_int, default=DEFAULT_SAMPLES, help=f"{where}rows (default {DEFAULT_SAMPLES:,})"
+    )
+    parser.add_argument(
+        "--features", type=_positive_int, default=DEFAULT_FEATURES, help=f"{where}features (default {DEFAULT_FEATURES})"
+    )
     if train:
         classes = f"classes (default {DEFAULT_CLASSES} for synthetic data, max label + 1 for files)"
         dtype = "compute dtype (default float32; for files, float32 for float16/float32 files, else float64)"
@@ -796,6 +894,7 @@ def _add_problem_options(parser: argparse.ArgumentParser, *, train: bool) -> Non
     parser.add_argument("--seed", type=int, default=0, help=seed)
     parser.add_argument("--threads", type=_positive_int, default=None, help=threads)
     parser.add_argument("--quiet", action="store_true", help=quiet)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -817,31 +916,63 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data", help="X as .npy (N, D), or an .npz holding arrays X and y")
     train.add_argument("--labels", help="y as .npy (N,) of integer labels (with an .npy --data)")
     _add_problem_options(train, train=True)
-    train.add_argument("--solver", choices=("lbfgs", "gd", "sgd", "adam", "newton-cg"), default="lbfgs",
-                       help="solver (default lbfgs)")
+    train.add_argument(
+        "--solver", choices=("lbfgs", "gd", "sgd", "adam", "newton-cg"), default="lbfgs", help="solver (default lbfgs)"
+    )
     train.add_argument("--l2", type=_l2_strength, default=1e-4, help="L2 strength on W (default 1e-4)")
-    train.add_argument("--max-iter", type=_positive_int, default=DEFAULT_MAX_ITER,
-                       help=f"most iterations (epochs for sgd/adam), counted over resumes (default {DEFAULT_MAX_ITER})")
-    train.add_argument("--lr", type=_step_size, default=None,
-                       help="step size for gd/sgd/adam (default 0.1 for gd and sgd, 1e-3 for adam; lbfgs needs none)")
-    train.add_argument("--tol", type=_tolerance, default=DEFAULT_TOL,
-                       help="stop when lbfgs's largest gradient entry (in feature-scaled coordinates), or for "
-                            "gd/sgd/adam the relative change of the loss, falls below this; 0 runs --max-iter "
-                            f"(default {DEFAULT_TOL:g})")
-    train.add_argument("--batch-size", type=_positive_int, default=256, help="mini-batch rows for sgd/adam (default 256)")
-    train.add_argument("--chunk-size", type=_positive_int, default=None,
-                       help="rows per streamed chunk (default: about 128 MB of X; on Dask, rows per chunk, default 250,000)")
-    train.add_argument("--val-fraction", type=float, default=0.1, help="validation fraction, the last rows (default 0.1)")
-    train.add_argument("--checkpoint", metavar="DIR",
-                       help="write a checkpoint to DIR every iteration; rerunning the same command resumes")
+    train.add_argument(
+        "--max-iter",
+        type=_positive_int,
+        default=DEFAULT_MAX_ITER,
+        help=f"most iterations (epochs for sgd/adam), counted over resumes (default {DEFAULT_MAX_ITER})",
+    )
+    train.add_argument(
+        "--lr",
+        type=_step_size,
+        default=None,
+        help="step size for gd/sgd/adam (default 0.1 for gd and sgd, 1e-3 for adam; lbfgs needs none)",
+    )
+    train.add_argument(
+        "--tol",
+        type=_tolerance,
+        default=DEFAULT_TOL,
+        help="stop when lbfgs's largest gradient entry (in feature-scaled coordinates), or for "
+        "gd/sgd/adam the relative change of the loss, falls below this; 0 runs --max-iter "
+        f"(default {DEFAULT_TOL:g})",
+    )
+    train.add_argument(
+        "--batch-size", type=_positive_int, default=256, help="mini-batch rows for sgd/adam (default 256)"
+    )
+    train.add_argument(
+        "--chunk-size",
+        type=_positive_int,
+        default=None,
+        help="rows per streamed chunk (default: about 128 MB of X; on Dask, rows per chunk, default 250,000)",
+    )
+    train.add_argument(
+        "--val-fraction", type=float, default=0.1, help="validation fraction, the last rows (default 0.1)"
+    )
+    train.add_argument(
+        "--checkpoint",
+        metavar="DIR",
+        help="write a checkpoint to DIR every iteration; rerunning the same command resumes",
+    )
     train.add_argument("--out", metavar="MODEL.npz", help="write the trained model")
-    train.add_argument("--metrics", metavar="METRICS.json",
-                       help="write loss per iteration, accuracies, wall time and rows/s")
+    train.add_argument(
+        "--metrics", metavar="METRICS.json", help="write loss per iteration, accuracies, wall time and rows/s"
+    )
     dask = train.add_mutually_exclusive_group()
-    dask.add_argument("--scheduler", metavar="ADDRESS",
-                      help="train on the Dask cluster at ADDRESS (tcp://host:8786); needs the dask extra")
-    dask.add_argument("--dask-workers", type=_positive_int, metavar="N",
-                      help="train on a local Dask cluster of N worker processes; needs the dask extra")
+    dask.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="train on the Dask cluster at ADDRESS (tcp://host:8786); needs the dask extra",
+    )
+    dask.add_argument(
+        "--dask-workers",
+        type=_positive_int,
+        metavar="N",
+        help="train on a local Dask cluster of N worker processes; needs the dask extra",
+    )
     train.set_defaults(handler=run_train)
 
     generate = commands.add_parser(
@@ -864,7 +995,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", default="predictions.npy", help="labels .npy (default predictions.npy)")
     predict.add_argument("--proba", metavar="PROBA.npy", help="also write the probabilities (N, K)")
     predict.add_argument("--threads", type=_positive_int, default=None, help="Numba threads (default: all cores)")
-    predict.add_argument("--quiet", action="store_true", help="print nothing but errors (no compile message, no closing line)")
+    predict.add_argument(
+        "--quiet", action="store_true", help="print nothing but errors (no compile message, no closing line)"
+    )
     predict.set_defaults(handler=run_predict)
 
     demo = commands.add_parser(
@@ -872,8 +1005,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="train the fused model and the NumPy reference side by side (the textbook experiment)",
         description="Synthetic 3-class problem, 80/20 split, full-batch gradient descent.",
     )
-    demo.add_argument("--samples", type=_demo_samples, default=1000,
-                      help=f"number of rows, at least {DEMO_MIN_SAMPLES} (default 1000)")
+    demo.add_argument(
+        "--samples",
+        type=_demo_samples,
+        default=1000,
+        help=f"number of rows, at least {DEMO_MIN_SAMPLES} (default 1000)",
+    )
     demo.add_argument("--features", type=_demo_features, default=20, help="number of features, at least 2 (default 20)")
     demo.add_argument("--epochs", type=_positive_int, default=100, help="gradient steps (default 100)")
     demo.add_argument("--lr", type=_step_size, default=0.1, help="learning rate (default 0.1)")

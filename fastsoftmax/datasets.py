@@ -43,9 +43,10 @@ import math
 import operator
 import os
 import threading
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Iterator, Optional, Sequence, Tuple, Union
+from typing import Union
 
 import numpy as np
 
@@ -70,7 +71,7 @@ _MIN_BLOCK_ROWS = 1 << 6
 # Stream identifiers in SeedSequence spawn keys (always length 2).
 _STREAM_PROBLEM, _STREAM_NORMAL, _STREAM_UNIFORM = 0, 1, 2
 
-ArrayPair = Tuple[np.ndarray, np.ndarray]
+ArrayPair = tuple[np.ndarray, np.ndarray]
 PathLike = Union[str, "os.PathLike[str]"]
 
 
@@ -96,13 +97,10 @@ def _check_dtype(dtype) -> np.dtype:
     try:
         dt = np.dtype(dtype)
     except TypeError:
-        raise TypeError(
-            f"dtype must be np.float32 or np.float64, got {dtype!r}"
-        ) from None
+        raise TypeError(f"dtype must be np.float32 or np.float64, got {dtype!r}") from None
     if dt not in _SUPPORTED_DTYPES:
         raise TypeError(
-            f"dtype must be np.float32 or np.float64, got {dt}; "
-            "generate float64 and cast if you need another type"
+            f"dtype must be np.float32 or np.float64, got {dt}; generate float64 and cast if you need another type"
         )
     return dt
 
@@ -138,8 +136,7 @@ def _class_probabilities(weights, n_classes: int) -> np.ndarray:
     total = w.sum()
     if not total > 0:
         raise ValueError(
-            f"weights must sum to a positive number, got {w.tolist()}; give at least "
-            "one class a positive weight"
+            f"weights must sum to a positive number, got {w.tolist()}; give at least one class a positive weight"
         )
     return w / total
 
@@ -233,9 +230,7 @@ def _make_problem(
         class_sep = float(class_sep)
         flip_y = float(flip_y)
     except (TypeError, ValueError):
-        raise TypeError(
-            f"class_sep and flip_y must be real numbers, got {class_sep!r} and {flip_y!r}"
-        ) from None
+        raise TypeError(f"class_sep and flip_y must be real numbers, got {class_sep!r} and {flip_y!r}") from None
     if not math.isfinite(class_sep):
         raise ValueError(f"class_sep must be finite, got {class_sep}")
     if not 0.0 <= flip_y <= 1.0:
@@ -334,7 +329,7 @@ class _Filler:
         self.p = problem
         self.n_threads = n_threads
         self._cache: dict = {}
-        self._executor: Optional[ThreadPoolExecutor] = None
+        self._executor: ThreadPoolExecutor | None = None
         self._scratch = threading.local()
 
     def close(self) -> None:
@@ -342,7 +337,7 @@ class _Filler:
             self._executor.shutdown(wait=True)
             self._executor = None
 
-    def __enter__(self) -> "_Filler":
+    def __enter__(self) -> _Filler:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -386,9 +381,7 @@ class _Filler:
                     full_block(j)
                 return
             if self._executor is None:
-                self._executor = ThreadPoolExecutor(
-                    max_workers=self.n_threads, thread_name_prefix="fastsoftmax-data"
-                )
+                self._executor = ThreadPoolExecutor(max_workers=self.n_threads, thread_name_prefix="fastsoftmax-data")
             # list() re-raises the first exception from a worker.
             list(self._executor.map(full_block, full))
 
@@ -445,16 +438,16 @@ def make_classification(
     n_samples: int,
     n_features: int = 20,
     *,
-    n_informative: Optional[int] = None,
+    n_informative: int | None = None,
     n_redundant: int = 0,
     n_classes: int = 3,
     n_clusters_per_class: int = 1,
     class_sep: float = 1.0,
     flip_y: float = 0.0,
-    weights: Optional[Sequence[float]] = None,
+    weights: Sequence[float] | None = None,
     dtype=np.float64,
     seed: int = 0,
-    n_threads: Optional[int] = None,
+    n_threads: int | None = None,
 ) -> ArrayPair:
     """Generate a random multi-class classification data set in memory.
 
@@ -513,17 +506,17 @@ def generate_rows(
     stop: int,
     *,
     n_features: int = 20,
-    n_samples: Optional[int] = None,
-    n_informative: Optional[int] = None,
+    n_samples: int | None = None,
+    n_informative: int | None = None,
     n_redundant: int = 0,
     n_classes: int = 3,
     n_clusters_per_class: int = 1,
     class_sep: float = 1.0,
     flip_y: float = 0.0,
-    weights: Optional[Sequence[float]] = None,
+    weights: Sequence[float] | None = None,
     dtype=np.float64,
     seed: int = 0,
-    n_threads: Optional[int] = None,
+    n_threads: int | None = None,
 ) -> ArrayPair:
     """Rows ``[start, stop)`` of the data set: the primitive behind the rest.
 
@@ -546,8 +539,16 @@ def generate_rows(
     y : ndarray of shape (stop - start,), int64
     """
     p = _make_problem(
-        n_features, n_informative, n_redundant, n_classes, n_clusters_per_class,
-        class_sep, flip_y, weights, dtype, seed,
+        n_features,
+        n_informative,
+        n_redundant,
+        n_classes,
+        n_clusters_per_class,
+        class_sep,
+        flip_y,
+        weights,
+        dtype,
+        seed,
     )
     start, stop = _check_range(start, stop, n_samples)
     X = np.empty((stop - start, p.n_features), dtype=p.dtype)
@@ -557,7 +558,7 @@ def generate_rows(
     return X, y
 
 
-def _check_range(start, stop, n_samples) -> Tuple[int, int]:
+def _check_range(start, stop, n_samples) -> tuple[int, int]:
     start = _check_int("start", start, 0)
     stop = _check_int("stop", stop, 0)
     if stop <= start:
@@ -575,16 +576,16 @@ def iter_classification(
     n_features: int = 20,
     *,
     chunk_size: int = 65536,
-    n_informative: Optional[int] = None,
+    n_informative: int | None = None,
     n_redundant: int = 0,
     n_classes: int = 3,
     n_clusters_per_class: int = 1,
     class_sep: float = 1.0,
     flip_y: float = 0.0,
-    weights: Optional[Sequence[float]] = None,
+    weights: Sequence[float] | None = None,
     dtype=np.float64,
     seed: int = 0,
-    n_threads: Optional[int] = None,
+    n_threads: int | None = None,
 ) -> Iterator[ArrayPair]:
     """Yield the data set of :func:`make_classification` in chunks of rows.
 
@@ -610,8 +611,16 @@ def iter_classification(
     n_samples = _check_int("n_samples", n_samples, 1)
     chunk_size = _check_int("chunk_size", chunk_size, 1)
     p = _make_problem(
-        n_features, n_informative, n_redundant, n_classes, n_clusters_per_class,
-        class_sep, flip_y, weights, dtype, seed,
+        n_features,
+        n_informative,
+        n_redundant,
+        n_classes,
+        n_clusters_per_class,
+        class_sep,
+        flip_y,
+        weights,
+        dtype,
+        seed,
     )
     return _iter_chunks(p, n_samples, chunk_size, _n_threads(n_threads))
 
@@ -633,17 +642,17 @@ def write_classification(
     n_features: int = 20,
     *,
     chunk_size: int = 65536,
-    progress: Union[bool, Callable[[int, int], object]] = False,
-    n_informative: Optional[int] = None,
+    progress: bool | Callable[[int, int], object] = False,
+    n_informative: int | None = None,
     n_redundant: int = 0,
     n_classes: int = 3,
     n_clusters_per_class: int = 1,
     class_sep: float = 1.0,
     flip_y: float = 0.0,
-    weights: Optional[Sequence[float]] = None,
+    weights: Sequence[float] | None = None,
     dtype=np.float64,
     seed: int = 0,
-    n_threads: Optional[int] = None,
+    n_threads: int | None = None,
 ) -> None:
     """Stream the data set of :func:`make_classification` to two ``.npy`` files.
 
@@ -674,8 +683,16 @@ def write_classification(
     n_samples = _check_int("n_samples", n_samples, 1)
     chunk_size = _check_int("chunk_size", chunk_size, 1)
     p = _make_problem(
-        n_features, n_informative, n_redundant, n_classes, n_clusters_per_class,
-        class_sep, flip_y, weights, dtype, seed,
+        n_features,
+        n_informative,
+        n_redundant,
+        n_classes,
+        n_clusters_per_class,
+        class_sep,
+        flip_y,
+        weights,
+        dtype,
+        seed,
     )
     n_threads = _n_threads(n_threads)
     x_path, y_path = os.fspath(x_path), os.fspath(y_path)
@@ -719,13 +736,13 @@ def bayes_accuracy(
     X: np.ndarray,
     y: np.ndarray,
     *,
-    n_informative: Optional[int] = None,
+    n_informative: int | None = None,
     n_redundant: int = 0,
     n_classes: int = 3,
     n_clusters_per_class: int = 1,
     class_sep: float = 1.0,
     flip_y: float = 0.0,
-    weights: Optional[Sequence[float]] = None,
+    weights: Sequence[float] | None = None,
     seed: int = 0,
     chunk_size: int = 16384,
 ) -> float:
@@ -777,13 +794,19 @@ def bayes_accuracy(
     X = np.asarray(X)
     y = np.asarray(y)
     if X.ndim != 2 or y.ndim != 1 or y.shape[0] != X.shape[0] or X.shape[0] == 0:
-        raise ValueError(
-            f"X must be 2-D (N, D) and y 1-D (N,) with N >= 1, got shapes {X.shape} and {y.shape}"
-        )
+        raise ValueError(f"X must be 2-D (N, D) and y 1-D (N,) with N >= 1, got shapes {X.shape} and {y.shape}")
     chunk_size = _check_int("chunk_size", chunk_size, 1)
     p = _make_problem(
-        X.shape[1], n_informative, n_redundant, n_classes, n_clusters_per_class,
-        class_sep, flip_y, weights, np.float64, seed,
+        X.shape[1],
+        n_informative,
+        n_redundant,
+        n_classes,
+        n_clusters_per_class,
+        class_sep,
+        flip_y,
+        weights,
+        np.float64,
+        seed,
     )
     log_prior = np.log(np.diff(p.cluster_cdf, prepend=0.0))
     inverses = np.linalg.inv(p.transforms)  # z = (x_inf - mu_c) A_c^{-1}

@@ -272,8 +272,7 @@ def check_chunked(X, y, sample_weight, dtype: np.dtype, n_features: int):
         raise ValueError("X is empty (0 samples); pass at least one row.")
     if X.shape[1] != n_features:
         raise ValueError(
-            f"X has {X.shape[1]} features but the model has {n_features}; "
-            f"X must have shape (n_samples, {n_features})."
+            f"X has {X.shape[1]} features but the model has {n_features}; X must have shape (n_samples, {n_features})."
         )
     if X.dtype.kind not in "fiub":
         raise TypeError(f"X has dtype {X.dtype}; it must be a real numeric array.")
@@ -387,7 +386,7 @@ class DaskObjective:
         xs = self.X.to_delayed().ravel()
         ys = self.y.to_delayed().ravel()
         ws = self.sample_weight.to_delayed().ravel() if self.sample_weight is not None else [None] * len(xs)
-        self._leaves = list(zip(xs, ys, ws))
+        self._leaves = list(zip(xs, ys, ws, strict=False))
         return self
 
     def __exit__(self, *exc) -> None:
@@ -426,7 +425,9 @@ class DaskObjective:
             if w_min < 0:
                 raise ValueError("sample_weight contains negative values; weights must be >= 0.")
             if not w_sum > 0:
-                raise ValueError("sample_weight sums to 0 (every weight is zero); at least one sample needs a positive weight.")
+                raise ValueError(
+                    "sample_weight sums to 0 (every weight is zero); at least one sample needs a positive weight."
+                )
 
     # -- evaluation -----------------------------------------------------------
 
@@ -516,9 +517,7 @@ class DaskObjective:
             total, sums, squares = self._compute(w.sum(), (w * X).sum(axis=0), (w * X * X).sum(axis=0))
             mean = sums / total
             variance = squares / total - mean * mean
-        return FeatureScaling.from_mean_variance(
-            np.asarray(mean), np.asarray(variance), l2, n_classes, centre=centre
-        )
+        return FeatureScaling.from_mean_variance(np.asarray(mean), np.asarray(variance), l2, n_classes, centre=centre)
 
     def check_checkpoint(self) -> None:
         """Checkpoints are for single-machine runs."""
@@ -613,9 +612,15 @@ def fit_dask(
     if isinstance(solver, str) and solver in solvers.SOLVERS and solver not in DASK_SOLVERS:
         raise ValueError(_minibatch_solver_message(solver))
     options = _checks.check_fit_options(
-        solver, DASK_SOLVERS, max_iter=max_iter, lr=lr, l2=l2, tol=tol, precondition=precondition,
+        solver,
+        DASK_SOLVERS,
+        max_iter=max_iter,
+        lr=lr,
+        l2=l2,
+        tol=tol,
+        precondition=precondition,
         fit_intercept=fit_intercept,
-    )  # fmt: skip
+    )
     model._params()
     X, y, sample_weight = check_chunked(X, y, sample_weight, model.dtype, model.input_dim)
     objective = DaskObjective(X, y, sample_weight, model.num_classes, options.l2, _resolve_client(client), persist)
@@ -740,19 +745,20 @@ def connect(
     try:
         from distributed import Client, LocalCluster
     except ImportError as exc:
-        raise ImportError(
-            'training on Dask needs the dask extra: pip install "fastsoftmax[dask]"'
-        ) from exc
+        raise ImportError('training on Dask needs the dask extra: pip install "fastsoftmax[dask]"') from exc
     if scheduler is not None:
         with Client(scheduler) as client:
             yield client
         return
     _checks.check_int(n_workers, "n_workers")
-    with LocalCluster(
-        n_workers=int(n_workers),
-        threads_per_worker=threads_per_worker,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address="127.0.0.1:0",
-    ) as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=int(n_workers),
+            threads_per_worker=threads_per_worker,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         yield client

@@ -122,9 +122,7 @@ def run_solver(
     solver = options.solver
     full = objective if full_objective is None else full_objective
     if solver == "lbfgs":
-        return solvers.lbfgs(
-            full, theta0, max_iter=max_iter, tol=options.tol, on_iteration=on_iteration, state=state
-        )
+        return solvers.lbfgs(full, theta0, max_iter=max_iter, tol=options.tol, on_iteration=on_iteration, state=state)
     if solver == "newton-cg":
         return solvers.newton_cg(
             full, objective.hvp, theta0, max_iter=max_iter, tol=options.tol, on_iteration=on_iteration, state=state
@@ -134,9 +132,15 @@ def run_solver(
             full, theta0, lr=options.lr, max_iter=max_iter, tol=options.tol, on_iteration=on_iteration
         )
     minibatch = dict(
-        lr=options.lr, batch_size=options.batch_size, max_iter=max_iter, tol=options.tol, seed=seed,
-        on_iteration=on_iteration, batches=objective.minibatch_order(options.batch_size), state=state,
-    )  # fmt: skip
+        lr=options.lr,
+        batch_size=options.batch_size,
+        max_iter=max_iter,
+        tol=options.tol,
+        seed=seed,
+        on_iteration=on_iteration,
+        batches=objective.minibatch_order(options.batch_size),
+        state=state,
+    )
     if solver == "sgd":
         return solvers.sgd(objective.batch, theta0, objective.n_samples, momentum=options.momentum, **minibatch)
     return solvers.adam(objective.batch, theta0, objective.n_samples, **minibatch)
@@ -331,10 +335,17 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
     def save_checkpoint(theta: np.ndarray, converged: bool = False) -> None:
         if checkpoint is not None:
             verify_data()
-            _checkpoint.save(checkpoint, _checkpoint.CheckpointState(
-                theta=np.array(theta, copy=True), iteration=model.n_iter_, loss_history=list(history),
-                fingerprint=fingerprint, solver_state={**solver_state, **engine_state}, converged=converged,
-            ))  # fmt: skip
+            _checkpoint.save(
+                checkpoint,
+                _checkpoint.CheckpointState(
+                    theta=np.array(theta, copy=True),
+                    iteration=model.n_iter_,
+                    loss_history=list(history),
+                    fingerprint=fingerprint,
+                    solver_state={**solver_state, **engine_state},
+                    converged=converged,
+                ),
+            )
 
     def recording_objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
         loss, grad = objective(theta)
@@ -359,17 +370,21 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
     model.rows_processed_ = 0
     try:
         result = run_solver(
-            objective, theta0, options, max_iter=options.max_iter - offset, seed=seed,
-            on_iteration=on_iteration, state=solver_state,
+            objective,
+            theta0,
+            options,
+            max_iter=options.max_iter - offset,
+            seed=seed,
+            on_iteration=on_iteration,
+            state=solver_state,
             full_objective=None if minibatch else recording_objective,
-        )  # fmt: skip
+        )
     except solvers.NonFiniteLossError as exc:
         if exc.iteration == 0 and offset == 0:
             # Finite starting weights and a non-finite loss: the data is at fault.
             objective.raise_for_nonfinite_start(exc.loss)
         raise TrainingError(
-            f"training diverged: {exc}. W and b keep the weights of iteration "
-            f"{model.n_iter_}; {_remedy(options)}."
+            f"training diverged: {exc}. W and b keep the weights of iteration {model.n_iter_}; {_remedy(options)}."
         ) from exc
     except solvers.DivergedError as exc:
         commit(exc.best_theta)
@@ -407,13 +422,16 @@ def _partial_fit(model, objective, options, *, seed, state):
     state["dim"] = dim
     try:
         result = run_solver(
-            objective, model._pack(), options._replace(tol=0.0), max_iter=1, seed=seed,
-            on_iteration=lambda theta, loss, iteration: None, state=state,
-        )  # fmt: skip
+            objective,
+            model._pack(),
+            options._replace(tol=0.0),
+            max_iter=1,
+            seed=seed,
+            on_iteration=lambda theta, loss, iteration: None,
+            state=state,
+        )
     except (solvers.NonFiniteLossError, solvers.DivergedError) as exc:
-        raise TrainingError(
-            f"training diverged: {exc}. W and b are unchanged; lower lr (now {options.lr})."
-        ) from exc
+        raise TrainingError(f"training diverged: {exc}. W and b are unchanged; lower lr (now {options.lr}).") from exc
     model._commit(result.theta)
     model.loss_history_ = list(model.loss_history_) + result.loss_history
     model.n_iter_ += 1

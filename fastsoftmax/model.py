@@ -118,9 +118,7 @@ class SoftmaxRegression:
         if probs is not None:
             probs = _checks.check_float_param(probs, "probs", 2, self.dtype)
             if probs.shape != (X.shape[0], self.num_classes):
-                raise ValueError(
-                    f"probs must have shape {(X.shape[0], self.num_classes)}, got {probs.shape}."
-                )
+                raise ValueError(f"probs must have shape {(X.shape[0], self.num_classes)}, got {probs.shape}.")
             dz = probs.copy()
             dz[np.arange(y.shape[0]), y] -= 1
             dz /= X.shape[0]
@@ -152,8 +150,7 @@ class SoftmaxRegression:
             new_W, new_b = W - step * dW, b - step * db
         if not (np.isfinite(new_W).all() and np.isfinite(new_b).all()):
             raise TrainingError(
-                f"the step with lr={lr} overflows W or b to a non-finite value; W and b are "
-                f"unchanged. Lower lr."
+                f"the step with lr={lr} overflows W or b to a non-finite value; W and b are unchanged. Lower lr."
             )
         self.W[...] = new_W
         self.b[...] = new_b
@@ -300,14 +297,28 @@ class SoftmaxRegression:
         callback), W and b hold the last completed iteration.
         """
         options = _checks.check_fit_options(
-            solver, solvers.SOLVERS, max_iter=max_iter, lr=lr, batch_size=batch_size,
-            momentum=momentum, l2=l2, tol=tol, precondition=precondition, fit_intercept=fit_intercept,
-        )  # fmt: skip
+            solver,
+            solvers.SOLVERS,
+            max_iter=max_iter,
+            lr=lr,
+            batch_size=batch_size,
+            momentum=momentum,
+            l2=l2,
+            tol=tol,
+            precondition=precondition,
+            fit_intercept=fit_intercept,
+        )
         self._params()
         objective = make_objective(
-            X, y, n_features=self.input_dim, n_classes=self.num_classes, dtype=self.dtype,
-            l2=options.l2, sample_weight=sample_weight, chunk_size=chunk_size,
-        )  # fmt: skip
+            X,
+            y,
+            n_features=self.input_dim,
+            n_classes=self.num_classes,
+            dtype=self.dtype,
+            l2=options.l2,
+            sample_weight=sample_weight,
+            chunk_size=chunk_size,
+        )
         return engine.fit(self, objective, options, seed=seed, callback=callback, checkpoint=checkpoint)
 
     def partial_fit(
@@ -334,14 +345,24 @@ class SoftmaxRegression:
         ``fit_intercept=False`` holds b at its current value, as in :meth:`fit`.
         """
         options = _checks.check_fit_options(
-            solver, engine.MINIBATCH_SOLVERS, lr=lr, batch_size=batch_size, momentum=momentum, l2=l2,
+            solver,
+            engine.MINIBATCH_SOLVERS,
+            lr=lr,
+            batch_size=batch_size,
+            momentum=momentum,
+            l2=l2,
             fit_intercept=fit_intercept,
-        )  # fmt: skip
+        )
         self._params()
         objective = make_objective(
-            X, y, n_features=self.input_dim, n_classes=self.num_classes, dtype=self.dtype,
-            l2=options.l2, sample_weight=sample_weight,
-        )  # fmt: skip
+            X,
+            y,
+            n_features=self.input_dim,
+            n_classes=self.num_classes,
+            dtype=self.dtype,
+            l2=options.l2,
+            sample_weight=sample_weight,
+        )
         states = self.__dict__.setdefault("_partial_state", {})
         return engine.partial_fit(self, objective, options, seed=seed, state=states.setdefault(solver, {}))
 
@@ -397,8 +418,11 @@ class SoftmaxRegression:
         version = npz_scalar(arrays, "format_version", int)
         if version not in _READABLE_VERSIONS:
             found = arrays.get("format_version")
-            shown = version if version is not None else (
-                "missing" if found is None else f"{found.dtype} array of shape {found.shape}")  # fmt: skip
+            shown = (
+                version
+                if version is not None
+                else ("missing" if found is None else f"{found.dtype} array of shape {found.shape}")
+            )
             raise invalid(
                 f"format version {shown} is not supported (this fastsoftmax reads versions "
                 f"{', '.join(map(str, _READABLE_VERSIONS))}; a newer file needs a newer fastsoftmax)"

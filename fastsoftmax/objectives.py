@@ -65,7 +65,7 @@ class ChunkedObjective:
         return self._batch(theta, rows)
 
     def hvp(self, theta: np.ndarray, v: np.ndarray) -> np.ndarray:
-        """The Hessian of the full objective at ``theta`` times ``v`` (one pass over X; see :mod:`fastsoftmax._hessian`)."""
+        """The Hessian of the full objective at ``theta`` times ``v``: one pass over X (:mod:`fastsoftmax._hessian`)."""
         return chunked_hvp(self.source, self.n_classes, self.l2, theta, v, self._rows)
 
     @property
@@ -111,9 +111,7 @@ class ChunkedObjective:
                 chunk_sums, chunk_squares = kernels.column_moments(X, w, shift, n_chunks)
             sums += chunk_sums
             squares += chunk_squares
-        return FeatureScaling.from_moments(
-            self.source.weight_sum, sums, squares, shift, l2, n_classes, centre=centre
-        )
+        return FeatureScaling.from_moments(self.source.weight_sum, sums, squares, shift, l2, n_classes, centre=centre)
 
     def raise_for_nonfinite_start(self, loss: float) -> None:
         """A non-finite loss at finite starting weights.

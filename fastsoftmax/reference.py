@@ -70,9 +70,7 @@ def _check_labels(y, n_rows: int, num_classes: int) -> np.ndarray:
     if not np.issubdtype(y.dtype, np.integer):
         raise TypeError(f"y must hold integer class labels, got dtype {y.dtype}")
     if y.size and (y.min() < 0 or y.max() >= num_classes):
-        raise ValueError(
-            f"labels must lie in [0, {num_classes}), got min {y.min()} and max {y.max()}"
-        )
+        raise ValueError(f"labels must lie in [0, {num_classes}), got min {y.min()} and max {y.max()}")
     return y
 
 
@@ -242,9 +240,7 @@ def loss_and_grad(X, y, W, b, *, l2: float = 0.0, sample_weight=None):
     W = np.asarray(W, dtype=dtype)
     b = np.asarray(b, dtype=dtype)
     if X.ndim != 2 or W.ndim != 2 or X.shape[1] != W.shape[1] or b.shape != (W.shape[0],):
-        raise ValueError(
-            f"expected X (N, D), W (K, D), b (K,); got X {X.shape}, W {W.shape}, b {b.shape}"
-        )
+        raise ValueError(f"expected X (N, D), W (K, D), b (K,); got X {X.shape}, W {W.shape}, b {b.shape}")
     N, K = X.shape[0], W.shape[0]
     y = _check_labels(y, N, K)
     s = _normalised_weights(sample_weight, N, dtype)

@@ -54,8 +54,8 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from fastsoftmax import _checks, solvers
 from fastsoftmax._api import log_softmax, predict, predict_proba
-from fastsoftmax._io import atomic_file
 from fastsoftmax._dask_check import is_dask_collection
+from fastsoftmax._io import atomic_file
 from fastsoftmax._threading import numba_threads
 from fastsoftmax.exceptions import ConvergenceWarning as EngineConvergenceWarning
 from fastsoftmax.model import SoftmaxRegression
@@ -194,7 +194,11 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"tol must be a finite number >= 0, got {tol!r}.")
         if self.solver not in solvers.SOLVERS:
             raise ValueError(f"solver must be one of {solvers.SOLVERS}, got {self.solver!r}.")
-        if self.class_weight is not None and self.class_weight != "balanced" and not isinstance(self.class_weight, dict):
+        if (
+            self.class_weight is not None
+            and self.class_weight != "balanced"
+            and not isinstance(self.class_weight, dict)
+        ):
             raise ValueError(f"class_weight must be a dict, 'balanced' or None, got {self.class_weight!r}.")
         if self.n_threads is not None:
             import numba
@@ -390,11 +394,21 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             # Reported below as scikit-learn's own ConvergenceWarning, once.
             warnings.simplefilter("ignore", EngineConvergenceWarning)
             model.fit(
-                X, y_idx, solver=self.solver, max_iter=self.max_iter, lr=self.lr, batch_size=self.batch_size,
-                momentum=self.momentum, l2=self._l2(n_classes, weight_sum), tol=float(self.tol),
-                seed=self._seed(), sample_weight=weights, callback=self._verbose_callback(),
-                fit_intercept=bool(self.fit_intercept), **options,
-            )  # fmt: skip
+                X,
+                y_idx,
+                solver=self.solver,
+                max_iter=self.max_iter,
+                lr=self.lr,
+                batch_size=self.batch_size,
+                momentum=self.momentum,
+                l2=self._l2(n_classes, weight_sum),
+                tol=float(self.tol),
+                seed=self._seed(),
+                sample_weight=weights,
+                callback=self._verbose_callback(),
+                fit_intercept=bool(self.fit_intercept),
+                **options,
+            )
         self._store(model.W, model.b)
         self.n_iter_ = np.array([model.n_iter_], dtype=np.int32)
         self.__dict__.pop("_partial_model", None)
@@ -421,7 +435,9 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         first_call = not hasattr(self, "classes_")
         if first_call:
             if classes is None:
-                raise ValueError("classes must be passed on the first call to partial_fit (every label that will occur).")
+                raise ValueError(
+                    "classes must be passed on the first call to partial_fit (every label that will occur)."
+                )
             X, y = validate_data(self, X, y, dtype=self._compute_dtypes(), order="C")
             self.classes_ = self._classes_from(np.asarray(classes))
         else:
@@ -446,10 +462,17 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         solver = self.solver if self.solver in _MINIBATCH_SOLVERS else "sgd"
         with self._threads():
             model.partial_fit(
-                X, y_idx, solver=solver, lr=self.lr, batch_size=self.batch_size, momentum=self.momentum,
-                l2=self._l2(n_classes, weight_sum), seed=self._seed(), sample_weight=weights,
+                X,
+                y_idx,
+                solver=solver,
+                lr=self.lr,
+                batch_size=self.batch_size,
+                momentum=self.momentum,
+                l2=self._l2(n_classes, weight_sum),
+                seed=self._seed(),
+                sample_weight=weights,
                 fit_intercept=bool(self.fit_intercept),
-            )  # fmt: skip
+            )
         self._store(model.W, model.b)
         self.n_iter_ = np.array([model.n_iter_], dtype=np.int32)
         return self

@@ -123,9 +123,19 @@ _BACKTRACK_HALVINGS = 10
 
 #: The keys of the L-BFGS state dict (see :func:`lbfgs`).
 LBFGS_STATE_KEYS = (
-    "theta", "loss", "grad", "previous_loss", "iteration",
-    "s", "y", "rho", "n_pairs", "newest", "gamma", "last_fallback",
-)  # fmt: skip
+    "theta",
+    "loss",
+    "grad",
+    "previous_loss",
+    "iteration",
+    "s",
+    "y",
+    "rho",
+    "n_pairs",
+    "newest",
+    "gamma",
+    "last_fallback",
+)
 
 
 def _two_loop(
@@ -174,8 +184,11 @@ def _check_lbfgs_state(state: dict, n: int, memory: int) -> None:
     if missing:
         raise ValueError(f"the L-BFGS state lacks {missing}; pass an empty dict to start afresh.")
     shapes = {"theta": (n,), "grad": (n,), "s": (memory, n), "y": (memory, n), "rho": (memory,)}
-    wrong = [f"{key} {np.shape(state[key])} (expected {shape})" for key, shape in shapes.items()
-             if np.shape(state[key]) != shape]  # fmt: skip
+    wrong = [
+        f"{key} {np.shape(state[key])} (expected {shape})"
+        for key, shape in shapes.items()
+        if np.shape(state[key]) != shape
+    ]
     if wrong:
         raise ValueError(
             f"the L-BFGS state belongs to another problem or memory: {', '.join(wrong)}; "
@@ -395,9 +408,16 @@ def lbfgs(
             s[newest], y[newest], rho[newest] = s_new, y_new, 1.0 / sy
             n_pairs, gamma = min(n_pairs + 1, memory), np.array(sy / yy)
         state.update(
-            theta=x, loss=np.array(f), grad=g, previous_loss=np.array(loss),
-            iteration=current, n_pairs=n_pairs, newest=newest, gamma=gamma, last_fallback=last_fallback,
-        )  # fmt: skip
+            theta=x,
+            loss=np.array(f),
+            grad=g,
+            previous_loss=np.array(loss),
+            iteration=current,
+            n_pairs=n_pairs,
+            newest=newest,
+            gamma=gamma,
+            last_fallback=last_fallback,
+        )
         theta, loss, grad = x, f, g
         history.append(loss)
         if on_iteration is not None and on_iteration(theta, loss, iteration):
@@ -558,10 +578,18 @@ def sgd(
         theta += velocity
 
     return _minibatch_epochs(
-        batch_objective, theta0, n_samples, step,
-        batch_size=batch_size, max_iter=max_iter, tol=tol, seed=seed, on_iteration=on_iteration,
-        batches=batches, state=state,
-    )  # fmt: skip
+        batch_objective,
+        theta0,
+        n_samples,
+        step,
+        batch_size=batch_size,
+        max_iter=max_iter,
+        tol=tol,
+        seed=seed,
+        on_iteration=on_iteration,
+        batches=batches,
+        state=state,
+    )
 
 
 def adam(
@@ -600,10 +628,18 @@ def adam(
         theta -= lr * m_hat / (np.sqrt(v_hat) + epsilon)
 
     return _minibatch_epochs(
-        batch_objective, theta0, n_samples, step,
-        batch_size=batch_size, max_iter=max_iter, tol=tol, seed=seed, on_iteration=on_iteration,
-        batches=batches, state=state,
-    )  # fmt: skip
+        batch_objective,
+        theta0,
+        n_samples,
+        step,
+        batch_size=batch_size,
+        max_iter=max_iter,
+        tol=tol,
+        seed=seed,
+        on_iteration=on_iteration,
+        batches=batches,
+        state=state,
+    )
 
 
 # --------------------------------------------------------------------------- #
@@ -769,9 +805,11 @@ def newton_cg(
                 previous, theta, loss = loss, candidate, new_loss
                 grad = np.array(new_grad, dtype=np.float64)
                 state.update(
-                    loss=np.array(loss, dtype=np.float64), gradient=grad.copy(),
-                    radius=np.array(radius, dtype=np.float64), iteration=steps_done,
-                )  # fmt: skip
+                    loss=np.array(loss, dtype=np.float64),
+                    gradient=grad.copy(),
+                    radius=np.array(radius, dtype=np.float64),
+                    iteration=steps_done,
+                )
                 history.append(loss)
                 if on_iteration is not None and on_iteration(theta, loss, iteration):
                     return result(iteration, False, "stopped by callback")

@@ -35,6 +35,8 @@ Design (that of ``loss_grad.py``, which this mirrors):
 """
 
 import numpy as np
+from numba import njit, prange
+
 from fastsoftmax.kernels._config import BLAS_BLOCK_ROWS, BLOCK_ROWS, JIT_OPTIONS
 from fastsoftmax.kernels._math import exp_inplace, exp_scratch
 from fastsoftmax.kernels.loss_grad import (
@@ -42,7 +44,6 @@ from fastsoftmax.kernels.loss_grad import (
     BLOCKED_MAX_FEATURES,
     LossGradVariant,
 )
-from numba import njit, prange
 
 
 def select_hvp_variant(n_features: int, n_classes: int) -> LossGradVariant:
@@ -220,10 +221,18 @@ def _hvp_parallel(X, W, b, V, c, sample_weight, variant, n_chunks, scale, l2, HV
         HV_acc[ch] = 0.0
         Hc_acc[ch] = 0.0
         _chunk(
-            X, W, b, V, c, sample_weight,
-            ch * n_samples // n_chunks, (ch + 1) * n_samples // n_chunks,
-            variant, HV_acc[ch], Hc_acc[ch],
-        )  # fmt: skip
+            X,
+            W,
+            b,
+            V,
+            c,
+            sample_weight,
+            ch * n_samples // n_chunks,
+            (ch + 1) * n_samples // n_chunks,
+            variant,
+            HV_acc[ch],
+            Hc_acc[ch],
+        )
     for k in prange(n_classes):
         _finish_class(V, HV_acc, Hc_acc, scale, l2, HV_out, Hc_out, k)
 

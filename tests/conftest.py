@@ -59,9 +59,7 @@ def assert_grad_close(loss, dW, db, ref, X, W, l2, rtol):
     logit_scale = 1.0 + x_scale * float(np.abs(W64).sum(axis=1).max())
     assert math.isfinite(loss)
     np.testing.assert_allclose(loss, ref_loss, rtol=rtol, atol=rtol * logit_scale)
-    np.testing.assert_allclose(
-        dW, ref_dW, rtol=rtol, atol=rtol * (x_scale + l2 * float(np.abs(W64).max()))
-    )
+    np.testing.assert_allclose(dW, ref_dW, rtol=rtol, atol=rtol * (x_scale + l2 * float(np.abs(W64).max())))
     np.testing.assert_allclose(db, ref_db, rtol=rtol, atol=rtol)
 
 

@@ -18,7 +18,7 @@ def problem(rng):
 
 
 def _replace(problem, **changes):
-    args = dict(zip("XyWb", problem))
+    args = dict(zip("XyWb", problem, strict=False))
     args.update(changes)
     return args["X"], args["y"], args["W"], args["b"]
 
@@ -229,9 +229,7 @@ NONFINITE_SHAPES = [(40, 4, 3), (40, 40, 3), (40, 4, 70)]
 @pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf], ids=["nan", "inf", "-inf"])
 @pytest.mark.parametrize("variant", list(kernels.LossGradVariant), ids=lambda v: v.name.lower())
 @pytest.mark.parametrize("shape", NONFINITE_SHAPES, ids=lambda s: f"N{s[0]}-D{s[1]}-K{s[2]}")
-def test_nonfinite_X_detected_by_every_block_body(
-    rng, monkeypatch, shape, variant, value, zero_weight
-):
+def test_nonfinite_X_detected_by_every_block_body(rng, monkeypatch, shape, variant, value, zero_weight):
     n, d, k = shape
     X, y, W, b, _ = make_problem(rng, n, d, k)
     monkeypatch.setattr(kernels, "select_variant", lambda n_features, n_classes: variant)
@@ -240,9 +238,7 @@ def test_nonfinite_X_detected_by_every_block_body(
     sw = np.ones(n)
     if zero_weight:
         sw[17] = 0.0
-    with pytest.raises(
-        ValueError, match=r"X contains 1 NaN or infinite value\(s\), the first in row 17"
-    ):
+    with pytest.raises(ValueError, match=r"X contains 1 NaN or infinite value\(s\), the first in row 17"):
         fs.loss_and_grad(X, y, W, b, sample_weight=sw)
     X[17, 1] = 0.0
     X[23, 0] = value
@@ -368,9 +364,7 @@ def test_fit_rejects_nonfinite_X(problem, solver, value):
     X = _with_value(X, (4, 0), value)
     model = SoftmaxRegression(4, 3, seed=0)
     W0 = model.W.copy()
-    with pytest.raises(
-        ValueError, match=r"X contains 1 NaN or infinite value\(s\), the first in row 4"
-    ) as info:
+    with pytest.raises(ValueError, match=r"X contains 1 NaN or infinite value\(s\), the first in row 4") as info:
         model.fit(X, y, solver=solver, max_iter=3)
     assert not isinstance(info.value, fs.TrainingError)
     np.testing.assert_array_equal(model.W, W0)
@@ -470,9 +464,7 @@ def test_model_constructor_rejects_bad_arguments():
 # -- inputs that must be accepted -----------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "int_dtype", [np.int64, np.int32, np.uint8, np.bool_], ids=["int64", "int32", "uint8", "bool"]
-)
+@pytest.mark.parametrize("int_dtype", [np.int64, np.int32, np.uint8, np.bool_], ids=["int64", "int32", "uint8", "bool"])
 def test_integer_X_is_accepted_as_the_parameter_dtype(rng, int_dtype):
     Xi = rng.integers(0, 2, size=(10, 4)).astype(int_dtype)
     y = rng.integers(0, 3, 10)
@@ -483,17 +475,13 @@ def test_integer_X_is_accepted_as_the_parameter_dtype(rng, int_dtype):
     assert loss == want[0]
     np.testing.assert_array_equal(dW, want[1])
     np.testing.assert_array_equal(db, want[2])
-    np.testing.assert_array_equal(
-        fs.predict_proba(Xi, W, b), fs.predict_proba(Xi.astype(float), W, b)
-    )
+    np.testing.assert_array_equal(fs.predict_proba(Xi, W, b), fs.predict_proba(Xi.astype(float), W, b))
     # With float32 parameters, integer X is cast to float32.
     _, dW32, _ = fs.loss_and_grad(Xi, y, W.astype(np.float32), b.astype(np.float32))
     assert dW32.dtype == np.float32
 
 
-@pytest.mark.parametrize(
-    "label_dtype", [np.int32, np.uint8, np.uint64], ids=["int32", "uint8", "uint64"]
-)
+@pytest.mark.parametrize("label_dtype", [np.int32, np.uint8, np.uint64], ids=["int32", "uint8", "uint64"])
 def test_other_integer_label_dtypes_are_accepted(problem, label_dtype):
     X, y, W, b = problem
     want = fs.loss_and_grad(X, y, W, b)

@@ -52,11 +52,29 @@ def test_generate_train_on_files_and_predict(tmp_path, capsys):
     assert main(["generate", "--data", str(X), "--labels", str(y), *SMALL]) == 0
     assert np.load(X, mmap_mode="r").shape == (4000, 8)
     model = tmp_path / "m.npz"
-    assert main(["train", "--data", str(X), "--labels", str(y), "--solver", "sgd", "--max-iter", "2",
-                 "--chunk-size", "500", "--out", str(model), "--quiet"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(X),
+                "--labels",
+                str(y),
+                "--solver",
+                "sgd",
+                "--max-iter",
+                "2",
+                "--chunk-size",
+                "500",
+                "--out",
+                str(model),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     labels, proba = tmp_path / "pred.npy", tmp_path / "proba.npy"
-    assert main(["predict", "--model", str(model), "--data", str(X), "--out", str(labels),
-                 "--proba", str(proba)]) == 0  # fmt: skip
+    assert main(["predict", "--model", str(model), "--data", str(X), "--out", str(labels), "--proba", str(proba)]) == 0
     fitted = SoftmaxRegression.load(model)
     np.testing.assert_array_equal(np.load(labels), fitted.predict(np.load(X)))
     np.testing.assert_allclose(np.load(proba).sum(axis=1), 1, rtol=1e-5)
@@ -88,8 +106,10 @@ def _bad_inputs(tmp_path, npy):
         "truncated": (["--data", str(truncated), "--labels", y_path], "truncated or corrupt"),
         "mismatched": (["--data", x_path, "--labels", str(short)], "7 labels but X has 2000 rows"),
         "negative-labels": (["--data", x_path, "--labels", str(bad_labels)], "negative label -1"),
-        "labels-over-classes": (["--data", x_path, "--labels", str(big_labels), "--classes", "3"],
-                                r"label 5 \(row 0\), outside \[0, 3\)"),  # fmt: skip
+        "labels-over-classes": (
+            ["--data", x_path, "--labels", str(big_labels), "--classes", "3"],
+            r"label 5 \(row 0\), outside \[0, 3\)",
+        ),
         "npz-without-y": (["--data", str(bad_npz)], "no array 'y'"),
     }
 
@@ -115,8 +135,20 @@ def test_bad_input_exits_nonzero_with_one_line_and_writes_nothing(tmp_path, npy,
 
 def test_checkpoint_of_another_problem_exits_nonzero_and_is_kept(tmp_path, npy, capsys):
     ck = tmp_path / "ck"
-    base = ["train", "--data", str(npy[0]), "--labels", str(npy[1]), "--solver", "gd",
-            "--max-iter", "3", "--checkpoint", str(ck), "--quiet"]  # fmt: skip
+    base = [
+        "train",
+        "--data",
+        str(npy[0]),
+        "--labels",
+        str(npy[1]),
+        "--solver",
+        "gd",
+        "--max-iter",
+        "3",
+        "--checkpoint",
+        str(ck),
+        "--quiet",
+    ]
     assert main(base) == 0
     before = (ck / "checkpoint.npz").read_bytes()
     capsys.readouterr()
@@ -137,10 +169,34 @@ def test_predict_bad_model_and_shape(tmp_path, npy, capsys):
 
 
 def _train_cmd(ck, metrics, solver):
-    return [sys.executable, "-m", "fastsoftmax", "train", "--samples", "200000", "--features", "20",
-            "--classes", "5", "--threads", "1", "--solver", solver, "--max-iter", "150", "--tol", "0",
-            "--lr", "0.5", "--checkpoint", str(ck), "--metrics", str(metrics),
-            "--out", str(metrics.with_suffix(".npz"))]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "fastsoftmax",
+        "train",
+        "--samples",
+        "200000",
+        "--features",
+        "20",
+        "--classes",
+        "5",
+        "--threads",
+        "1",
+        "--solver",
+        solver,
+        "--max-iter",
+        "150",
+        "--tol",
+        "0",
+        "--lr",
+        "0.5",
+        "--checkpoint",
+        str(ck),
+        "--metrics",
+        str(metrics),
+        "--out",
+        str(metrics.with_suffix(".npz")),
+    ]
 
 
 @pytest.mark.slow
@@ -149,12 +205,14 @@ def _train_cmd(ck, metrics, solver):
 def test_sigkill_during_train_then_rerun_resumes(tmp_path, solver):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     reference = tmp_path / "reference.json"
-    subprocess.run(_train_cmd(tmp_path / "ck0", reference, solver), check=True, env=env,
-                   capture_output=True, timeout=300)  # fmt: skip
+    subprocess.run(
+        _train_cmd(tmp_path / "ck0", reference, solver), check=True, env=env, capture_output=True, timeout=300
+    )
 
     ck, metrics = tmp_path / "ck", tmp_path / "metrics.json"
-    proc = subprocess.Popen(_train_cmd(ck, metrics, solver), env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        _train_cmd(ck, metrics, solver), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     # Kill it as soon as the first checkpoint is in place, well before the end.
     deadline = time.monotonic() + 120
     while not (ck / "checkpoint.npz").exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -183,8 +241,21 @@ def test_predict_from_an_npz_holding_only_X(tmp_path, capsys):
     model = SoftmaxRegression(5, 3, seed=0)
     model.save(tmp_path / "m.npz")
     out = tmp_path / "pred.npy"
-    assert main(["predict", "--model", str(tmp_path / "m.npz"), "--data", str(tmp_path / "x_only.npz"),
-                 "--out", str(out), "--quiet"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(tmp_path / "m.npz"),
+                "--data",
+                str(tmp_path / "x_only.npz"),
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     np.testing.assert_array_equal(np.load(out), model.predict(X))
 
 
@@ -222,35 +293,83 @@ COLLISIONS = {
     "train-metrics=data": (_TRAIN + ["--metrics", "{d}/X.npy"], "--metrics", "--data", {}),
     "train-metrics=labels": (_TRAIN + ["--metrics", "{d}/y.npy"], "--metrics", "--labels", {}),
     "train-out=metrics": (_TRAIN + ["--out", "{d}/new", "--metrics", "{d}/new"], "--out", "--metrics", {}),
-    "train-out=checkpoint-file": (_TRAIN + ["--checkpoint", "{d}/ck", "--out", "{d}/ck/checkpoint.npz"],
-                                  "--out", "--checkpoint", {}),
-    "train-metrics=checkpoint-dir": (_TRAIN + ["--checkpoint", "{d}/ck", "--metrics", "{d}/ck"],
-                                     "--metrics", "--checkpoint", {}),
-    "train-data-in-checkpoint": (["train", "--data", "{d}/ck/checkpoint.npz", *TINY, "--checkpoint", "{d}/ck"],
-                                 "--checkpoint", "--data", {"ck/checkpoint.npz": ("copy", "m.npz")}),
-    "train-out-symlink-to-data": (_TRAIN + ["--out", "{d}/link.npz"], "--out", "--data",
-                                  {"link.npz": ("symlink", "X.npy")}),
-    "train-metrics-hardlink-to-labels": (_TRAIN + ["--metrics", "{d}/hard.json"], "--metrics", "--labels",
-                                         {"hard.json": ("hardlink", "y.npy")}),
-    "train-out-dangling-symlink-to-metrics": (_TRAIN + ["--out", "{d}/link", "--metrics", "{d}/target.json"],
-                                              "--out", "--metrics", {"link": ("symlink", "target.json")}),
+    "train-out=checkpoint-file": (
+        _TRAIN + ["--checkpoint", "{d}/ck", "--out", "{d}/ck/checkpoint.npz"],
+        "--out",
+        "--checkpoint",
+        {},
+    ),
+    "train-metrics=checkpoint-dir": (
+        _TRAIN + ["--checkpoint", "{d}/ck", "--metrics", "{d}/ck"],
+        "--metrics",
+        "--checkpoint",
+        {},
+    ),
+    "train-data-in-checkpoint": (
+        ["train", "--data", "{d}/ck/checkpoint.npz", *TINY, "--checkpoint", "{d}/ck"],
+        "--checkpoint",
+        "--data",
+        {"ck/checkpoint.npz": ("copy", "m.npz")},
+    ),
+    "train-out-symlink-to-data": (
+        _TRAIN + ["--out", "{d}/link.npz"],
+        "--out",
+        "--data",
+        {"link.npz": ("symlink", "X.npy")},
+    ),
+    "train-metrics-hardlink-to-labels": (
+        _TRAIN + ["--metrics", "{d}/hard.json"],
+        "--metrics",
+        "--labels",
+        {"hard.json": ("hardlink", "y.npy")},
+    ),
+    "train-out-dangling-symlink-to-metrics": (
+        _TRAIN + ["--out", "{d}/link", "--metrics", "{d}/target.json"],
+        "--out",
+        "--metrics",
+        {"link": ("symlink", "target.json")},
+    ),
     "predict-out=data": (_PREDICT + ["--out", "{d}/X.npy"], "--out", "--data", {}),
     "predict-proba=data": (_PREDICT + ["--out", "{d}/p.npy", "--proba", "{d}/X.npy"], "--proba", "--data", {}),
     "predict-out=model": (_PREDICT + ["--out", "{d}/m.npz"], "--out", "--model", {}),
     "predict-proba=model": (_PREDICT + ["--out", "{d}/p.npy", "--proba", "{d}/m.npz"], "--proba", "--model", {}),
     "predict-out=proba": (_PREDICT + ["--out", "{d}/p.npy", "--proba", "{d}/p.npy"], "--out", "--proba", {}),
-    "predict-out-symlink-to-model": (_PREDICT + ["--out", "{d}/link.npy"], "--out", "--model",
-                                     {"link.npy": ("symlink", "m.npz")}),
-    "predict-proba-hardlink-to-data": (_PREDICT + ["--out", "{d}/p.npy", "--proba", "{d}/hard.npy"],
-                                       "--proba", "--data", {"hard.npy": ("hardlink", "X.npy")}),
-    "predict-out-relative-path-to-data": (_PREDICT + ["--out", "{d}/sub/../X.npy"], "--out", "--data",
-                                          {"sub/keep": ("copy", "old.npy")}),
-    "generate-data=labels": (_GENERATE + ["--data", "{d}/old.npy", "--labels", "{d}/old.npy"],
-                             "--data", "--labels", {}),
-    "generate-labels-symlink-to-data": (_GENERATE + ["--data", "{d}/old.npy", "--labels", "{d}/link.npy"],
-                                        "--data", "--labels", {"link.npy": ("symlink", "old.npy")}),
-    "generate-labels-hardlink-to-data": (_GENERATE + ["--data", "{d}/old.npy", "--labels", "{d}/hard.npy"],
-                                         "--data", "--labels", {"hard.npy": ("hardlink", "old.npy")}),
+    "predict-out-symlink-to-model": (
+        _PREDICT + ["--out", "{d}/link.npy"],
+        "--out",
+        "--model",
+        {"link.npy": ("symlink", "m.npz")},
+    ),
+    "predict-proba-hardlink-to-data": (
+        _PREDICT + ["--out", "{d}/p.npy", "--proba", "{d}/hard.npy"],
+        "--proba",
+        "--data",
+        {"hard.npy": ("hardlink", "X.npy")},
+    ),
+    "predict-out-relative-path-to-data": (
+        _PREDICT + ["--out", "{d}/sub/../X.npy"],
+        "--out",
+        "--data",
+        {"sub/keep": ("copy", "old.npy")},
+    ),
+    "generate-data=labels": (
+        _GENERATE + ["--data", "{d}/old.npy", "--labels", "{d}/old.npy"],
+        "--data",
+        "--labels",
+        {},
+    ),
+    "generate-labels-symlink-to-data": (
+        _GENERATE + ["--data", "{d}/old.npy", "--labels", "{d}/link.npy"],
+        "--data",
+        "--labels",
+        {"link.npy": ("symlink", "old.npy")},
+    ),
+    "generate-labels-hardlink-to-data": (
+        _GENERATE + ["--data", "{d}/old.npy", "--labels", "{d}/hard.npy"],
+        "--data",
+        "--labels",
+        {"hard.npy": ("hardlink", "old.npy")},
+    ),
 }
 
 
@@ -335,27 +454,72 @@ def test_bad_option_values_are_refused_when_parsed(capsys, argv, option):
 
 
 def test_generate_advice_names_the_options_of_the_command(tmp_path, capsys):
-    rc = main(["generate", "--data", str(tmp_path / "X.npy"), "--labels", str(tmp_path / "y.npy"),
-               "--samples", "10", "--features", "1", "--classes", "3"])  # fmt: skip
+    rc = main(
+        [
+            "generate",
+            "--data",
+            str(tmp_path / "X.npy"),
+            "--labels",
+            str(tmp_path / "y.npy"),
+            "--samples",
+            "10",
+            "--features",
+            "1",
+            "--classes",
+            "3",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and "raise --features or lower --classes" in err, err
     assert "raise n_informative" not in err
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("file_dtype, model_dtype", [(">f4", "float32"), (">f8", "float64"), ("<f2", "float32")],
-                         ids=["big-f4", "big-f8", "float16"])
+@pytest.mark.parametrize(
+    "file_dtype, model_dtype",
+    [(">f4", "float32"), (">f8", "float64"), ("<f2", "float32")],
+    ids=["big-f4", "big-f8", "float16"],
+)
 def test_big_endian_and_float16_files_train_and_predict(workspace, file_dtype, model_dtype):
     X = np.load(workspace / "X.npy")
     np.save(workspace / "Xs.npy", X.astype(file_dtype))
     np.save(workspace / "Xn.npy", X.astype(file_dtype).astype(model_dtype))
     for name in ("Xs", "Xn"):
-        assert main(["train", "--data", str(workspace / f"{name}.npy"), "--labels", str(workspace / "y.npy"),
-                     *TINY, "--solver", "gd", "--out", str(workspace / f"{name}.npz"), "--quiet"]) == 0  # fmt: skip
+        assert (
+            main(
+                [
+                    "train",
+                    "--data",
+                    str(workspace / f"{name}.npy"),
+                    "--labels",
+                    str(workspace / "y.npy"),
+                    *TINY,
+                    "--solver",
+                    "gd",
+                    "--out",
+                    str(workspace / f"{name}.npz"),
+                    "--quiet",
+                ]
+            )
+            == 0
+        )
     swapped, native = (SoftmaxRegression.load(workspace / f"{n}.npz") for n in ("Xs", "Xn"))
     assert swapped.dtype == np.dtype(model_dtype)
     np.testing.assert_array_equal(swapped.W, native.W)
     for name in ("Xs", "Xn"):
-        assert main(["predict", "--model", str(workspace / "Xn.npz"), "--data", str(workspace / f"{name}.npy"),
-                     "--out", str(workspace / f"p{name}.npy"), "--quiet"]) == 0  # fmt: skip
+        assert (
+            main(
+                [
+                    "predict",
+                    "--model",
+                    str(workspace / "Xn.npz"),
+                    "--data",
+                    str(workspace / f"{name}.npy"),
+                    "--out",
+                    str(workspace / f"p{name}.npy"),
+                    "--quiet",
+                ]
+            )
+            == 0
+        )
     np.testing.assert_array_equal(np.load(workspace / "pXs.npy"), np.load(workspace / "pXn.npy"))

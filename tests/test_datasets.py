@@ -45,7 +45,8 @@ def test_thread_count_does_not_change_data(reference_data):
 
 
 @pytest.mark.parametrize(
-    "start,stop", [(0, 1), (5, 17), (16380, 16390), (16384, 32768), (30000, N)],
+    "start,stop",
+    [(0, 1), (5, 17), (16380, 16390), (16384, 32768), (30000, N)],
     ids=lambda v: str(v),
 )
 def test_generate_rows_is_a_slice(reference_data, start, stop):
@@ -132,8 +133,7 @@ def test_data_is_learnable():
 def test_write_classification_round_trip(tmp_path, dtype):
     n = 20_000
     x_path, y_path = tmp_path / "X.npy", tmp_path / "y.npy"
-    ds.write_classification(x_path, y_path, n, chunk_size=3000, dtype=dtype, **{
-        k: v for k, v in PARAMS.items()})
+    ds.write_classification(x_path, y_path, n, chunk_size=3000, dtype=dtype, **{k: v for k, v in PARAMS.items()})
     X = np.load(x_path, mmap_mode="r")
     y = np.load(y_path, mmap_mode="r")
     Xe, ye = ds.make_classification(n, **PARAMS, dtype=dtype)

@@ -167,9 +167,12 @@ def own_client():
     No other test then depends on the nanny's replacement worker, and this
     test does not wait for it: on a loaded machine a restart took over 60 s.
     """
-    with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0"
-    ) as cluster, distributed.Client(cluster) as client:
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0"
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
         # Both workers before the kill, so that one survives it (a generous, explicit limit).
         client.wait_for_workers(2, timeout=300)
         yield client
@@ -345,9 +348,26 @@ def test_cli_train_on_a_scheduler(client, cluster, tmp_path, capsys):
     from fastsoftmax.cli import main
 
     metrics = tmp_path / "metrics.json"
-    argv = ["train", "--samples", "3000", "--features", "8", "--classes", "3", "--max-iter", "5",
-            "--chunk-size", "700", "--scheduler", cluster.scheduler_address, "--quiet",
-            "--metrics", str(metrics), "--out", str(tmp_path / "model.npz")]  # fmt: skip
+    argv = [
+        "train",
+        "--samples",
+        "3000",
+        "--features",
+        "8",
+        "--classes",
+        "3",
+        "--max-iter",
+        "5",
+        "--chunk-size",
+        "700",
+        "--scheduler",
+        cluster.scheduler_address,
+        "--quiet",
+        "--metrics",
+        str(metrics),
+        "--out",
+        str(tmp_path / "model.npz"),
+    ]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "final loss" in out and "on Dask" in out

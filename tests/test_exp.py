@@ -34,9 +34,9 @@ def ulp_error(got: np.ndarray, exact: np.ndarray, dtype) -> np.ndarray:
 @DTYPES
 def test_exp_within_one_ulp_over_the_kernel_range(dtype):
     # The kernels exponentiate z - max z <= 0; positive arguments are covered too.
-    x = np.concatenate(
-        [np.linspace(UNDERFLOW[dtype], 0.0, 200_001), np.linspace(0.0, OVERFLOW[dtype], 20_001)]
-    ).astype(dtype)
+    x = np.concatenate([np.linspace(UNDERFLOW[dtype], 0.0, 200_001), np.linspace(0.0, OVERFLOW[dtype], 20_001)]).astype(
+        dtype
+    )
     exact = np.exp(x.astype(np.float64))
     # Rounding the float64 result to dtype costs up to half an ulp; the
     # polynomial and the reduction add at most another half.

@@ -209,8 +209,11 @@ def test_model_claiming_8_terabytes_is_refused_before_allocating(tmp_path, monke
         raise AssertionError("the array was read")
 
     monkeypatch.setattr(np.lib.format, "read_array", no_allocation)
-    with pytest.raises(ValueError, match=r"huge\.npz .*'W' claims shape \(1048576, 1048576\) float64 "
-                                         r"\(8,796,093,022,208 bytes\) but holds only 64 bytes"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"huge\.npz .*'W' claims shape \(1048576, 1048576\) float64 "
+        r"\(8,796,093,022,208 bytes\) but holds only 64 bytes",
+    ):
         SoftmaxRegression.load(path)
 
 

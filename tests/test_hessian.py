@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import DTYPE_IDS, DTYPES, make_problem, rtol_for, with_layout
-from fastsoftmax.kernels._config import BLAS_BLOCK_ROWS
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fastsoftmax
 from fastsoftmax import kernels, reference
 from fastsoftmax._hessian import fused_hvp
+from fastsoftmax.kernels._config import BLAS_BLOCK_ROWS
 
 VARIANTS = [kernels.LossGradVariant.BLOCKED, kernels.LossGradVariant.BLAS]
 VARIANT_IDS = ["blocked", "blas"]
@@ -40,9 +40,7 @@ def assert_hv_close(HV, Hc, ref, X, V, c, l2, rtol):
     X64 = np.asarray(X, dtype=np.float64)
     u_scale = float(np.abs(X64 @ np.asarray(V, np.float64).T + np.asarray(c, np.float64)).max())
     x_scale = float(np.abs(X64).max())
-    np.testing.assert_allclose(
-        HV, ref[0], rtol=rtol, atol=rtol * (x_scale * u_scale + l2 * float(np.abs(V).max()))
-    )
+    np.testing.assert_allclose(HV, ref[0], rtol=rtol, atol=rtol * (x_scale * u_scale + l2 * float(np.abs(V).max())))
     np.testing.assert_allclose(Hc, ref[1], rtol=rtol, atol=rtol * u_scale)
 
 
@@ -105,9 +103,13 @@ def test_non_contiguous_and_read_only_input(rng, tmp_path, layout):
     V, c = direction(rng, k, d, np.float64)
     expected = fastsoftmax.hessian_vector_product(X, W, b, V, c, l2=0.1)
     got = fastsoftmax.hessian_vector_product(
-        with_layout(X, layout, tmp_path), with_layout(W, layout, tmp_path), b,
-        with_layout(V, layout, tmp_path), c, l2=0.1,
-    )  # fmt: skip
+        with_layout(X, layout, tmp_path),
+        with_layout(W, layout, tmp_path),
+        b,
+        with_layout(V, layout, tmp_path),
+        c,
+        l2=0.1,
+    )
     np.testing.assert_array_equal(got[0], expected[0])
     np.testing.assert_array_equal(got[1], expected[1])
 
@@ -185,8 +187,9 @@ def test_nonfinite_X_names_the_row_and_overflow_is_explained(rng):
     X[7, 2] = 0.0
     big = np.where(V > 0, 3e38, -3e38).astype(np.float32)  # finite, but u = V x + c overflows float32
     with pytest.raises(ValueError, match="overflowed"):
-        fastsoftmax.hessian_vector_product(X.astype(np.float32), W.astype(np.float32), b.astype(np.float32),
-                                           big, c.astype(np.float32))  # fmt: skip
+        fastsoftmax.hessian_vector_product(
+            X.astype(np.float32), W.astype(np.float32), b.astype(np.float32), big, c.astype(np.float32)
+        )
 
 
 def test_concurrent_calls_from_python_threads_agree(rng):
@@ -198,6 +201,6 @@ def test_concurrent_calls_from_python_threads_agree(rng):
     expected = [fastsoftmax.hessian_vector_product(X, W, b, V, c) for V, c in directions]
     with ThreadPoolExecutor(max_workers=3) as pool:
         got = list(pool.map(lambda vc: fastsoftmax.hessian_vector_product(X, W, b, *vc), directions))
-    for (HV, Hc), (HV_ref, Hc_ref) in zip(got, expected):
+    for (HV, Hc), (HV_ref, Hc_ref) in zip(got, expected, strict=False):
         np.testing.assert_array_equal(HV, HV_ref)
         np.testing.assert_array_equal(Hc, Hc_ref)

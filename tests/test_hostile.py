@@ -141,9 +141,7 @@ def _compare_rows(kind: str):
         rtol = rtol_for(dtype, n_terms)
         dz = rtol * (1 + 2 * _finite_abs_max(logits, axis=1))[:, None]
         if kind == "log":
-            _assert_close(
-                result, expected, rtol * (1 + np.abs(np.where(np.isinf(expected), 0, expected))) + dz
-            )
+            _assert_close(result, expected, rtol * (1 + np.abs(np.where(np.isinf(expected), 0, expected))) + dz)
         else:
             _assert_close(result, expected, rtol + 2 * dz * expected * (1 - expected))
         if s.get("out") is not None:
@@ -311,9 +309,7 @@ TARGETS: dict[str, Target] = {
         _ref_proba,
         _compare_rows("proba"),
     ),
-    "predict": Target(
-        ("X", "W", "b"), lambda a: fs.predict(a["X"], a["W"], a["b"]), _ref_labels, _compare_equal
-    ),
+    "predict": Target(("X", "W", "b"), lambda a: fs.predict(a["X"], a["W"], a["b"]), _ref_labels, _compare_equal),
     "model.forward": dataclasses.replace(_model_proba_target(), call=lambda a: _model(a).forward(a["X"])),
     "model.compute_loss": Target(
         ("P", "y"),
@@ -461,9 +457,7 @@ def _neginf_expect(target, role, dtype):
 
 def _prediction_only(param: str):
     """out overlapping a parameter: only predict_proba takes both."""
-    return lambda t, role, d: (
-        Raises(ValueError, f"out overlaps {param}") if t == "predict_proba" else NOT_APPLICABLE
-    )
+    return lambda t, role, d: Raises(ValueError, f"out overlaps {param}") if t == "predict_proba" else NOT_APPLICABLE
 
 
 FLOAT_ROLES = frozenset({"X", "W", "b", "sw", "Z", "P"})
@@ -588,15 +582,11 @@ class ProblemCase:
 
 
 PROBLEM_CASES: dict[str, ProblemCase] = {
-    "N=0": ProblemCase(
-        _zero_size("N"), frozenset({"X", "Z", "P"}), lambda t, d: Raises(ValueError, r"empty")
-    ),
+    "N=0": ProblemCase(_zero_size("N"), frozenset({"X", "Z", "P"}), lambda t, d: Raises(ValueError, r"empty")),
     "D=0": ProblemCase(
         _zero_size("D"), frozenset({"X", "W"}), lambda t, d: Raises(ValueError, r"empty|has 0 features")
     ),
-    "K=0": ProblemCase(
-        _zero_size("K"), frozenset({"W", "Z", "P"}), lambda t, d: Raises(ValueError, r"empty")
-    ),
+    "K=0": ProblemCase(_zero_size("K"), frozenset({"W", "Z", "P"}), lambda t, d: Raises(ValueError, r"empty")),
     "huge": ProblemCase(_huge, frozenset({"X", "Z"}), _huge_expect),
 }
 
@@ -605,10 +595,7 @@ def _params():
     for target_name, target in TARGETS.items():
         for case_name, case in ROLE_CASES.items():
             for role in target.roles:
-                if (
-                    role in case.roles
-                    and case.expect(target_name, role, np.dtype(np.float64)) is not NOT_APPLICABLE
-                ):
+                if role in case.roles and case.expect(target_name, role, np.dtype(np.float64)) is not NOT_APPLICABLE:
                     yield pytest.param(target_name, case_name, role, id=f"{target_name}-{role}-{case_name}")
         for case_name, case in PROBLEM_CASES.items():
             if case.roles & set(target.roles):

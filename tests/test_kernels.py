@@ -51,9 +51,7 @@ def run_variant(X, y, W, b, sw, l2, variant):
     weight_sum = float(sw_arr.sum(dtype=np.float64)) if sw is not None else float(X.shape[0])
     dW = np.empty_like(W)
     db = np.empty_like(b)
-    loss_sum = _api.fused_loss_grad(
-        X, y.astype(np.int64), W, b, sw_arr, 1.0 / weight_sum, l2, dW, db, variant=variant
-    )
+    loss_sum = _api.fused_loss_grad(X, y.astype(np.int64), W, b, sw_arr, 1.0 / weight_sum, l2, dW, db, variant=variant)
     assert isinstance(loss_sum, float)
     loss = loss_sum / weight_sum + 0.5 * l2 * float(np.sum(W.astype(np.float64) ** 2))
     return loss, dW, db
@@ -160,9 +158,7 @@ def test_gradient_matches_finite_differences(rng, option):
             b_t[cls] += t
             return fs.loss_and_grad(X, y, W, b_t, l2=l2, sample_weight=sw)[0]
 
-        np.testing.assert_allclose(
-            five_point_derivative(along_row), dW[cls] @ direction, rtol=tol, atol=tol
-        )
+        np.testing.assert_allclose(five_point_derivative(along_row), dW[cls] @ direction, rtol=tol, atol=tol)
         np.testing.assert_allclose(five_point_derivative(along_bias), db[cls], rtol=tol, atol=tol)
         # And one coordinate at a time along the same row.
         for j in range(d):
@@ -202,17 +198,13 @@ def test_loss_and_grad_sums_add_up_over_chunks(rng, dtype, weighted):
     assert whole.dW_sum.dtype == dtype and whole.db_sum.dtype == dtype
     cut = 37
     parts = [
-        fs.loss_and_grad_sums(
-            X[rows], y[rows], W, b, sample_weight=None if sw is None else sw[rows]
-        )
+        fs.loss_and_grad_sums(X[rows], y[rows], W, b, sample_weight=None if sw is None else sw[rows])
         for rows in (slice(0, cut), slice(cut, None))
     ]
     rtol = grad_rtol(dtype, n, d, k)
     x_scale = float(np.abs(X).max())
     total_weight = n if sw is None else float(sw.sum(dtype=np.float64))
-    np.testing.assert_allclose(
-        parts[0].weight_sum + parts[1].weight_sum, whole.weight_sum, rtol=rtol
-    )
+    np.testing.assert_allclose(parts[0].weight_sum + parts[1].weight_sum, whole.weight_sum, rtol=rtol)
     np.testing.assert_allclose(whole.weight_sum, total_weight, rtol=rtol)
     np.testing.assert_allclose(parts[0].loss_sum + parts[1].loss_sum, whole.loss_sum, rtol=rtol)
     np.testing.assert_allclose(
@@ -221,17 +213,13 @@ def test_loss_and_grad_sums_add_up_over_chunks(rng, dtype, weighted):
         rtol=rtol,
         atol=rtol * x_scale * total_weight,
     )
-    np.testing.assert_allclose(
-        parts[0].db_sum + parts[1].db_sum, whole.db_sum, rtol=rtol, atol=rtol * total_weight
-    )
+    np.testing.assert_allclose(parts[0].db_sum + parts[1].db_sum, whole.db_sum, rtol=rtol, atol=rtol * total_weight)
     # Normalised (and with the L2 term added), the sums are loss_and_grad.
     l2 = 0.25
     loss, dW, db = fs.loss_and_grad(X, y, W, b, l2=l2, sample_weight=sw)
     ws = whole.weight_sum
     W64 = W.astype(np.float64)
-    np.testing.assert_allclose(
-        whole.loss_sum / ws + 0.5 * l2 * float(np.sum(W64**2)), loss, rtol=rtol
-    )
+    np.testing.assert_allclose(whole.loss_sum / ws + 0.5 * l2 * float(np.sum(W64**2)), loss, rtol=rtol)
     np.testing.assert_allclose(whole.dW_sum / ws + l2 * W64, dW, rtol=rtol, atol=rtol * x_scale)
     np.testing.assert_allclose(whole.db_sum / ws, db, rtol=rtol, atol=rtol)
 
@@ -259,9 +247,7 @@ def test_softmax_and_log_softmax_match_reference(rng, dtype, shape):
     L = fs.log_softmax(Z)
     assert L.dtype == dtype
     # log-softmax entries are differences of logits and logsumexp: scale by |Z|.
-    np.testing.assert_allclose(
-        L, reference.log_softmax(Z64), rtol=rtol, atol=rtol * (1 + np.abs(Z64).max())
-    )
+    np.testing.assert_allclose(L, reference.log_softmax(Z64), rtol=rtol, atol=rtol * (1 + np.abs(Z64).max()))
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
@@ -336,9 +322,7 @@ def test_predict_proba_and_predict_match_reference(rng, dtype, shape):
     X64, W64, b64 = (a.astype(np.float64) for a in (X, W, b))
     rtol = rtol_for(dtype, d + 1, k)
     scale = 1 + float(np.abs(X64).max() * np.abs(W64).sum(axis=1).max())
-    np.testing.assert_allclose(
-        P, reference.predict_proba(X64, W64, b64), rtol=rtol * scale, atol=rtol * scale
-    )
+    np.testing.assert_allclose(P, reference.predict_proba(X64, W64, b64), rtol=rtol * scale, atol=rtol * scale)
     labels = fs.predict(X, W, b)
     assert labels.dtype == np.int64 and labels.shape == (n,)
     Z64 = X64 @ W64.T + b64

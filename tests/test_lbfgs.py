@@ -58,7 +58,7 @@ def _shift_free_basis(l2: float) -> np.ndarray:
     l2 > 0 only the bias shift remains flat (dimension 1), else all D + 1 of them.
     """
     shifts = []
-    for j in ([D] if l2 > 0 else range(D + 1)):  # column j of [W, b], the same in every class
+    for j in [D] if l2 > 0 else range(D + 1):  # column j of [W, b], the same in every class
         v = np.zeros((K, D + 1))
         v[:, j] = 1 / math.sqrt(K)
         shifts.append(np.concatenate([v[:, :D].ravel(), v[:, D]]))
@@ -95,9 +95,12 @@ def test_reaches_the_optimum_of_scipy_lbfgsb(case):
     X, y, w = _data(dtype, **params)
     scipy_calls, our_calls = [], []
     reference = minimize(
-        _objective(X, y, w, l2, scipy_calls), np.zeros(N_PARAMS), jac=True, method="L-BFGS-B",
+        _objective(X, y, w, l2, scipy_calls),
+        np.zeros(N_PARAMS),
+        jac=True,
+        method="L-BFGS-B",
         options={"maxiter": 2000, "gtol": tol, "ftol": 64 * np.finfo(np.float64).eps},
-    )  # fmt: skip
+    )
     ours = solvers.lbfgs(_objective(X, y, w, l2, our_calls), np.zeros(N_PARAMS), max_iter=2000, tol=tol)
     print(
         f"{case}: scipy {reference.nit} it / {len(scipy_calls)} ev; "
@@ -135,12 +138,19 @@ def test_each_search_tries_the_unit_step_first():
     def on_iteration(theta, loss, iteration):
         # The next trial point must be theta - H g, with H from the two-loop recursion over the state.
         direction = -solvers._two_loop(
-            state["grad"], state["s"], state["y"], state["rho"], state["n_pairs"], state["newest"],
+            state["grad"],
+            state["s"],
+            state["y"],
+            state["rho"],
+            state["n_pairs"],
+            state["newest"],
             float(state["gamma"]),
-        )  # fmt: skip
+        )
         expected.append((len(calls), theta + direction))
 
-    result = solvers.lbfgs(objective, np.zeros(N_PARAMS), max_iter=500, tol=1e-8, state=state, on_iteration=on_iteration)
+    result = solvers.lbfgs(
+        objective, np.zeros(N_PARAMS), max_iter=500, tol=1e-8, state=state, on_iteration=on_iteration
+    )
     assert result.converged
     g0 = objective(np.zeros(N_PARAMS))[1]
     np.testing.assert_array_equal(calls[1], -g0 / np.linalg.norm(g0))  # first step: length 1
@@ -184,7 +194,7 @@ def test_resume_from_the_saved_state_is_bit_for_bit(tmp_path, dtype, stops):
     assert uninterrupted.n_iter == 40  # the scaled problem is far from converged: every piece ran
     np.testing.assert_array_equal(resumed.theta, uninterrupted.theta)
     assert len(resumed_thetas) == len(thetas)
-    for a, b in zip(resumed_thetas, thetas):
+    for a, b in zip(resumed_thetas, thetas, strict=False):
         np.testing.assert_array_equal(a, b)
     assert resumed_history == history
 
@@ -325,9 +335,13 @@ def test_failed_wolfe_search_drops_the_memory_and_backtracks(monkeypatch):
     _failing_searches(monkeypatch, {3, 15})
     state, pairs = {}, []
     result = solvers.lbfgs(
-        objective, np.zeros(N_PARAMS), max_iter=500, tol=1e-8, state=state,
+        objective,
+        np.zeros(N_PARAMS),
+        max_iter=500,
+        tol=1e-8,
+        state=state,
         on_iteration=lambda theta, loss, it: pairs.append(state["n_pairs"]),
-    )  # fmt: skip
+    )
     assert pairs[:3] == [1, 2, 1]  # iteration 3 dropped its two pairs and kept the new one
     assert pairs[14] == 1 and state["last_fallback"] == 15
     assert result.converged

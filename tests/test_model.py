@@ -36,9 +36,7 @@ def lbfgs_objective():
     def get(X, y):
         key = (X.tobytes(), y.tobytes())
         if key not in cache:
-            model = SoftmaxRegression(D, K, seed=0).fit(
-                X, y, solver="lbfgs", l2=L2, tol=1e-12, max_iter=500
-            )
+            model = SoftmaxRegression(D, K, seed=0).fit(X, y, solver="lbfgs", l2=L2, tol=1e-12, max_iter=500)
             assert model.converged_
             cache[key] = fs.loss_and_grad(X, y, model.W, model.b, l2=L2)[0]
         return cache[key]
@@ -144,17 +142,13 @@ def test_fit_returns_self_and_records_history(data):
     # gd records the starting loss and then one loss per iteration.
     assert len(model.loss_history_) == 16
     assert all(isinstance(v, float) and math.isfinite(v) for v in model.loss_history_)
-    np.testing.assert_allclose(
-        model.loss_history_[-1], objective(model, X, y, l2=0.0), rtol=rtol_for(np.float64, N)
-    )
+    np.testing.assert_allclose(model.loss_history_[-1], objective(model, X, y, l2=0.0), rtol=rtol_for(np.float64, N))
 
 
 def test_gd_loss_history_is_non_increasing(data):
     X, y = data
     # lr = 0.1 is well below 2/L (L <= max eigenvalue of X^T X / N + l2).
-    model = SoftmaxRegression(D, K, seed=0).fit(
-        X, y, solver="gd", lr=0.1, max_iter=60, l2=L2, tol=0
-    )
+    model = SoftmaxRegression(D, K, seed=0).fit(X, y, solver="gd", lr=0.1, max_iter=60, l2=L2, tol=0)
     history = np.array(model.loss_history_)
     assert len(history) == 61
     slack = rtol_for(np.float64, N) * history[0]

@@ -84,9 +84,7 @@ def test_train_compiles_before_the_timed_fit_and_only_with_a_cold_cache(tmp_path
     cold = _run_with_cache(tmp_path / "cache", *argv)
     assert COMPILING_MESSAGE in cold, cold
     # Every compilation happens in the warm-up, before "ready in"; none inside the timed fit.
-    ready = next(
-        i for i, line in enumerate(cold) if line.strip().startswith("ready in")
-    )
+    ready = next(i for i, line in enumerate(cold) if line.strip().startswith("ready in"))
     assert cold.index(COMPILING_MESSAGE) < ready
     assert "<numba compiles>" not in cold[ready:], cold
     assert any(line.startswith("iteration 3/3") for line in cold[ready:])
@@ -99,15 +97,20 @@ def test_train_compiles_before_the_timed_fit_and_only_with_a_cold_cache(tmp_path
 def test_predict_announces_compilation_only_with_a_cold_cache(tmp_path):
     X, y = make_classification(500, 6, n_classes=3, seed=0)
     np.save(tmp_path / "X.npy", X)
-    SoftmaxRegression(6, 3, seed=0).fit(X, y, max_iter=3, tol=0).save(
-        tmp_path / "m.npz"
-    )
-    argv = ["predict", "--model", str(tmp_path / "m.npz"), "--data", str(tmp_path / "X.npy"),
-            "--out", str(tmp_path / "p.npy"), "--threads", "1"]  # fmt: skip
+    SoftmaxRegression(6, 3, seed=0).fit(X, y, max_iter=3, tol=0).save(tmp_path / "m.npz")
+    argv = [
+        "predict",
+        "--model",
+        str(tmp_path / "m.npz"),
+        "--data",
+        str(tmp_path / "X.npy"),
+        "--out",
+        str(tmp_path / "p.npy"),
+        "--threads",
+        "1",
+    ]
     cold = _run_with_cache(tmp_path / "cache", *argv)
-    ready = next(
-        i for i, line in enumerate(cold) if line.strip().startswith("ready in")
-    )
+    ready = next(i for i, line in enumerate(cold) if line.strip().startswith("ready in"))
     said = [line for line in cold if line != "<numba compiles>"]
     assert said[0] == COMPILING_MESSAGE and "<numba compiles>" not in cold[ready:], cold
     warm = _run_with_cache(tmp_path / "cache", *argv)
@@ -141,16 +144,12 @@ def test_train_resumes_and_says_so(tmp_path, capsys):
 
     assert main([*base, "--max-iter", "5"]) == 0
     finished = capsys.readouterr()
-    assert (
-        "already finished at iteration 5; raise --max-iter to continue" in finished.out
-    )
+    assert "already finished at iteration 5; raise --max-iter to continue" in finished.out
     assert "rows/s" not in finished.out and "resumed" not in finished.err
 
 
 def test_sgd_summary_counts_epochs(capsys):
-    assert (
-        main(["train", *SMALL, "--solver", "sgd", "--max-iter", "2", "--tol", "0"]) == 0
-    )
+    assert main(["train", *SMALL, "--solver", "sgd", "--max-iter", "2", "--tol", "0"]) == 0
     text = capsys.readouterr()
     assert "after 2 epochs" in text.out and "epoch 2/2" in text.err
     assert "iteration" not in text.out + text.err
@@ -172,16 +171,10 @@ def test_bayes_accuracy_matches_the_label_noise():
 def test_bayes_accuracy_beats_a_fitted_linear_model_and_needs_the_right_parameters():
     params = {"n_classes": 4, "n_clusters_per_class": 2, "seed": 1}
     X, y = make_classification(6000, 10, **params)
-    linear = (
-        SoftmaxRegression(10, 4, seed=0)
-        .fit(X[:4000], y[:4000], max_iter=200)
-        .accuracy(X[4000:], y[4000:])
-    )
+    linear = SoftmaxRegression(10, 4, seed=0).fit(X[:4000], y[:4000], max_iter=200).accuracy(X[4000:], y[4000:])
     bayes = bayes_accuracy(X[4000:], y[4000:], **params)
     assert bayes > linear
-    assert (
-        bayes_accuracy(X[4000:], y[4000:], **dict(params, seed=2)) < bayes
-    )  # another problem's rule
+    assert bayes_accuracy(X[4000:], y[4000:], **dict(params, seed=2)) < bayes  # another problem's rule
 
 
 def test_bayes_accuracy_refuses_mismatched_shapes():
@@ -198,9 +191,7 @@ def test_save_load_keeps_the_fit_state(tmp_path):
     model.save(tmp_path / "m.npz")
     loaded = SoftmaxRegression.load(tmp_path / "m.npz")
     assert loaded.n_iter_ == 4 and loaded.converged_ is False
-    assert (
-        loaded.loss_history_ == model.loss_history_ and len(loaded.loss_history_) == 5
-    )
+    assert loaded.loss_history_ == model.loss_history_ and len(loaded.loss_history_) == 5
     np.testing.assert_array_equal(loaded.W, model.W)
 
 
@@ -239,8 +230,15 @@ def test_version_1_file_still_loads(tmp_path):
 )
 def test_bad_fit_state_names_the_file_and_the_problem(tmp_path, changes, message):
     model = SoftmaxRegression(4, 3, seed=0)
-    arrays = {"format": np.array("fastsoftmax-model"), "format_version": np.array(2), "W": model.W, "b": model.b,
-              "n_iter": np.array(2), "converged": np.array(False), "loss_history": np.ones(3)}  # fmt: skip
+    arrays = {
+        "format": np.array("fastsoftmax-model"),
+        "format_version": np.array(2),
+        "W": model.W,
+        "b": model.b,
+        "n_iter": np.array(2),
+        "converged": np.array(False),
+        "loss_history": np.ones(3),
+    }
     arrays.update(changes)
     path = tmp_path / "m.npz"
     np.savez(path, **{k: v for k, v in arrays.items() if v is not None})
@@ -254,12 +252,7 @@ def test_bad_fit_state_names_the_file_and_the_problem(tmp_path, changes, message
 # --------------------------------------------------------------------------- #
 def test_generate_prints_plain_progress_off_a_terminal(tmp_path, capsys):
     X = tmp_path / "X.npy"
-    assert (
-        main(
-            ["generate", "--data", str(X), "--labels", str(tmp_path / "y.npy"), *SMALL]
-        )
-        == 0
-    )
+    assert main(["generate", "--data", str(X), "--labels", str(tmp_path / "y.npy"), *SMALL]) == 0
     err = capsys.readouterr().err
     assert f"wrote 4,000/4,000 rows (100 %) to {X}" in err
     assert (
@@ -298,8 +291,14 @@ def test_write_classification_bar_is_labelled_for_the_user(tmp_path, capsys):
 
 def test_write_classification_calls_a_progress_callable(tmp_path):
     calls = []
-    write_classification(tmp_path / "X.npy", tmp_path / "y.npy", 250, 4, chunk_size=100,
-                         progress=lambda done, total: calls.append((done, total)))  # fmt: skip
+    write_classification(
+        tmp_path / "X.npy",
+        tmp_path / "y.npy",
+        250,
+        4,
+        chunk_size=100,
+        progress=lambda done, total: calls.append((done, total)),
+    )
     assert calls == [(100, 250), (200, 250), (250, 250)]
 
 
@@ -308,18 +307,14 @@ def test_write_classification_calls_a_progress_callable(tmp_path):
 # --------------------------------------------------------------------------- #
 def _subcommands():
     parser = build_parser()
-    (commands,) = [
-        a for a in parser._actions if isinstance(a, argparse._SubParsersAction)
-    ]
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
     return commands.choices
 
 
 @pytest.mark.parametrize("command", ["train", "generate", "predict", "demo"])
 def test_every_option_has_a_help_string(command):
     for action in _subcommands()[command]._actions:
-        assert action.help and action.help != argparse.SUPPRESS, (
-            f"{command} {action.option_strings} has no help"
-        )
+        assert action.help and action.help != argparse.SUPPRESS, f"{command} {action.option_strings} has no help"
 
 
 def test_generate_help_speaks_of_generating():
@@ -345,10 +340,7 @@ def test_lr_help_gives_its_defaults():
 @pytest.mark.slow
 def test_dask_train_reports_progress_and_the_dashboard(capsys):
     pytest.importorskip("distributed")
-    assert (
-        main(["train", *SMALL, "--dask-workers", "1", "--max-iter", "3", "--tol", "0"])
-        == 0
-    )
+    assert main(["train", *SMALL, "--dask-workers", "1", "--max-iter", "3", "--tol", "0"]) == 0
     text = capsys.readouterr()
     assert "Dask dashboard: http://127.0.0.1:" in text.err
     assert "iteration 1/3" in text.err and "iteration 3/3  loss" in text.err

@@ -86,18 +86,20 @@ def test_minimises_a_quadratic_and_counts_its_products():
     np.testing.assert_allclose(result.theta, x_star, rtol=1e-8, atol=1e-8)
     assert result.n_hvp == counts["hv"] > 0
     assert len(result.loss_history) == result.n_iter + 1
-    assert all(b <= a for a, b in zip(result.loss_history, result.loss_history[1:]))
+    assert all(b <= a for a, b in zip(result.loss_history, result.loss_history[1:], strict=False))
 
 
 def test_max_iter_and_callback_stop_without_converging():
     objective, hvp, _, _ = quadratic(condition=1e6)
     seen = []
-    result = solvers.newton_cg(objective, hvp, np.zeros(12), max_iter=2, tol=1e-12,
-                               on_iteration=lambda theta, loss, it: seen.append(it))  # fmt: skip
+    result = solvers.newton_cg(
+        objective, hvp, np.zeros(12), max_iter=2, tol=1e-12, on_iteration=lambda theta, loss, it: seen.append(it)
+    )
     assert (result.n_iter, result.converged, result.message) == (2, False, "reached max_iter")
     assert seen == [1, 2]
-    stopped = solvers.newton_cg(objective, hvp, np.zeros(12), max_iter=50, tol=1e-12,
-                                on_iteration=lambda theta, loss, it: it == 1)  # fmt: skip
+    stopped = solvers.newton_cg(
+        objective, hvp, np.zeros(12), max_iter=50, tol=1e-12, on_iteration=lambda theta, loss, it: it == 1
+    )
     assert (stopped.n_iter, stopped.converged, stopped.message) == (1, False, "stopped by callback")
 
 
@@ -123,10 +125,11 @@ def test_nonfinite_trial_losses_shrink_the_region_and_are_never_reported():
         return (math.inf if x_star_sign * x[0] > 0.5 * abs(x_star[0]) else loss), grad
 
     reported = []
-    result = solvers.newton_cg(walled, hvp, np.zeros(4), max_iter=50, tol=1e-10,
-                               on_iteration=lambda theta, loss, it: reported.append(loss))  # fmt: skip
+    result = solvers.newton_cg(
+        walled, hvp, np.zeros(4), max_iter=50, tol=1e-10, on_iteration=lambda theta, loss, it: reported.append(loss)
+    )
     assert reported and all(math.isfinite(loss) for loss in reported)
-    assert all(b <= a for a, b in zip(result.loss_history, result.loss_history[1:]))
+    assert all(b <= a for a, b in zip(result.loss_history, result.loss_history[1:], strict=False))
 
 
 def test_nonfinite_start_and_a_region_that_collapses_on_nonfinite_losses_raise():
@@ -222,8 +225,12 @@ def test_dask_objective_hvp_equals_the_chunked_one(rng):
     theta, v = pack(W, b), rng.standard_normal(K * (D + 1))
     common = {"n_features": D, "n_classes": K, "dtype": np.dtype(np.float64), "l2": L2}
     chunked = make_objective(X, y, sample_weight=sw, **common)
-    dask_objective = make_objective(da.from_array(X, chunks=(300, D)), da.from_array(y, chunks=300),
-                                    sample_weight=da.from_array(sw, chunks=300), **common)  # fmt: skip
+    dask_objective = make_objective(
+        da.from_array(X, chunks=(300, D)),
+        da.from_array(y, chunks=300),
+        sample_weight=da.from_array(sw, chunks=300),
+        **common,
+    )
     with dask_objective:
         product = dask_objective.hvp(theta, v)
     np.testing.assert_allclose(product, chunked.hvp(theta, v), rtol=1e-12, atol=1e-14)
@@ -320,8 +327,26 @@ def test_cli_trains_with_newton_cg(tmp_path, capsys):
     from fastsoftmax.cli import main
 
     metrics = tmp_path / "metrics.json"
-    argv = ["train", "--samples", "600", "--features", "5", "--classes", "3", "--threads", "1",
-            "--solver", "newton-cg", "--max-iter", "3", "--tol", "0", "--metrics", str(metrics), "--quiet"]  # fmt: skip
+    argv = [
+        "train",
+        "--samples",
+        "600",
+        "--features",
+        "5",
+        "--classes",
+        "3",
+        "--threads",
+        "1",
+        "--solver",
+        "newton-cg",
+        "--max-iter",
+        "3",
+        "--tol",
+        "0",
+        "--metrics",
+        str(metrics),
+        "--quiet",
+    ]
     assert main(argv) == 0
     report = json.loads(metrics.read_text())
     assert report["solver"] == "newton-cg" and report["n_iter"] == 3

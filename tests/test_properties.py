@@ -103,9 +103,7 @@ def test_loss_non_negative_and_logit_gradient_sums_to_zero(problem, variant):
     weight_sum = float(n if sw is None else sw.sum(dtype=np.float64))
     dW = np.empty_like(W)
     db = np.empty_like(b)
-    loss_sum = _api.fused_loss_grad(
-        X, y, W, b, sw_arr, 1.0 / weight_sum, 0.0, dW, db, variant=variant
-    )
+    loss_sum = _api.fused_loss_grad(X, y, W, b, sw_arr, 1.0 / weight_sum, 0.0, dW, db, variant=variant)
     assert loss_sum >= 0
     # Each row's logit gradient p - e_y sums to 0 over classes, so the class
     # sums of db and of dW vanish up to the rounding of the K probabilities
@@ -130,9 +128,7 @@ def test_extreme_logits_give_exact_loss_and_gradient(dtype, variant):
     y = np.array([1, 0])
     dW = np.empty_like(W)
     db = np.empty_like(b)
-    loss_sum = _api.fused_loss_grad(
-        X, y, W, b, np.empty(0, dtype), 1.0, 0.0, dW, db, variant=variant
-    )
+    loss_sum = _api.fused_loss_grad(X, y, W, b, np.empty(0, dtype), 1.0, 0.0, dW, db, variant=variant)
     # Row 0 (label 1): loss 2e4, logit gradient [1, -1]; row 1 (label 0): loss 0, gradient 0.
     assert loss_sum == 2e4
     np.testing.assert_array_equal(dW, np.array([[1.0], [-1.0]], dtype=dtype))

@@ -36,13 +36,9 @@ def _blocks() -> list[tuple[str, str, str]]:
     blocks, seen = [], {}
     for match in _BLOCK.finditer(text):
         headings = re.findall(r"^#+ (.+)$", text[: match.start()], re.MULTILINE)
-        section = (
-            re.sub(r"\W+", "-", headings[-1].lower()).strip("-") if headings else "top"
-        )
+        section = re.sub(r"\W+", "-", headings[-1].lower()).strip("-") if headings else "top"
         seen[section] = seen.get(section, 0) + 1
-        blocks.append(
-            (f"{section}-{seen[section]}", match["marker"] or "", match["code"])
-        )
+        blocks.append((f"{section}-{seen[section]}", match["marker"] or "", match["code"]))
     return blocks
 
 
@@ -66,9 +62,7 @@ def _shrunk(marker: str, code: str) -> str:
             if "=" not in pair or pair.startswith("needs="):
                 break
             old, new = pair.split("=")
-            assert old in code, (
-                f"the marker shrinks {old}, which the block no longer contains"
-            )
+            assert old in code, f"the marker shrinks {old}, which the block no longer contains"
             code = code.replace(old, new)
     return code
 
@@ -81,19 +75,11 @@ def test_the_readme_has_python_blocks():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "marker, code", [(m, c) for _, m, c in BLOCKS], ids=[name for name, _, _ in BLOCKS]
-)
+@pytest.mark.parametrize("marker, code", [(m, c) for _, m, c in BLOCKS], ids=[name for name, _, _ in BLOCKS])
 def test_readme_block_runs_as_written(tmp_path, marker, code):
-    missing = [
-        name
-        for name in _needed_modules(marker, code)
-        if importlib.util.find_spec(name) is None
-    ]
+    missing = [name for name in _needed_modules(marker, code) if importlib.util.find_spec(name) is None]
     if missing:
-        pytest.skip(
-            f"this README block needs {', '.join(missing)}, which is not installed"
-        )
+        pytest.skip(f"this README block needs {', '.join(missing)}, which is not installed")
     script = tmp_path / "readme_block.py"
     script.write_text(_shrunk(marker, code))
     done = subprocess.run(

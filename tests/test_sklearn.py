@@ -106,7 +106,10 @@ def test_sklearn_estimator_checks(estimator, check):
 
 
 def test_import_does_not_import_sklearn():
-    code = "import sys, fastsoftmax; assert 'sklearn' not in sys.modules; fastsoftmax.SoftmaxClassifier; assert 'sklearn' in sys.modules"
+    code = (
+        "import sys, fastsoftmax; assert 'sklearn' not in sys.modules; "
+        "fastsoftmax.SoftmaxClassifier; assert 'sklearn' in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -144,9 +147,7 @@ def test_binary_scaling_against_logistic_regression():
     assert not np.allclose(ours_half_penalty.coef_, theirs.coef_, atol=coef_atol(1.0))
 
 
-@pytest.mark.parametrize(
-    "class_weight", [{0: 3.0, 2: 0.5}, "balanced"], ids=["dict", "balanced"]
-)
+@pytest.mark.parametrize("class_weight", [{0: 3.0, 2: 0.5}, "balanced"], ids=["dict", "balanced"])
 def test_class_weight_matches(class_weight):
     X, y = generated(k=3)
     y = np.where(np.arange(y.shape[0]) % 5 == 0, 0, y)  # unbalanced
@@ -324,7 +325,10 @@ def test_dask_arrays():
 def test_sparse_is_refused_with_the_fix():
     sparse = pytest.importorskip("scipy.sparse")
     X, y = generated(k=3)
-    for call in (lambda e: e.fit(sparse.csr_matrix(X), y), lambda e: e.partial_fit(sparse.csr_array(X), y, classes=[0, 1, 2])):
+    for call in (
+        lambda e: e.fit(sparse.csr_matrix(X), y),
+        lambda e: e.partial_fit(sparse.csr_array(X), y, classes=[0, 1, 2]),
+    ):
         with pytest.raises(TypeError, match="densify with X.toarray()") as info:
             call(SoftmaxClassifier())
         assert str(info.value) == SPARSE_MESSAGE

@@ -257,7 +257,7 @@ def test_missing_truncated_and_mismatched_files(tmp_path, files):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         _fit(str(tmp_path / "nope.npy"), str(y_path))
     truncated = tmp_path / "truncated.npy"
-    truncated.write_bytes(x_path.read_bytes()[: 10_000])
+    truncated.write_bytes(x_path.read_bytes()[:10_000])
     with pytest.raises(ValueError, match="truncated or corrupt"):
         _fit(str(truncated), str(y_path))
     short = tmp_path / "short.npy"

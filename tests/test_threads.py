@@ -63,19 +63,22 @@ def test_one_thread_equals_all_threads(rng, restore_threads, body):
         np.testing.assert_array_equal(many[key], one[key], err_msg=key)
     # Reductions add the chunks' float64 partial sums in another order.
     assert_grad_close(
-        many["loss"], many["dW"], many["db"], (one["loss"], one["dW"], one["db"]),
-        X, W, 0.01, grad_rtol(np.float64, n, d, k),
-    )  # fmt: skip
-    np.testing.assert_allclose(
-        many["cross_entropy"], one["cross_entropy"], rtol=rtol_for(np.float64, n)
+        many["loss"],
+        many["dW"],
+        many["db"],
+        (one["loss"], one["dW"], one["db"]),
+        X,
+        W,
+        0.01,
+        grad_rtol(np.float64, n, d, k),
     )
+    np.testing.assert_allclose(many["cross_entropy"], one["cross_entropy"], rtol=rtol_for(np.float64, n))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 def test_concurrent_python_threads_match_one_call(rng, dtype):
     problems = {
-        body: make_problem(rng, n, d, k, dtype, weighted=True, w_scale=0.3)
-        for body, (n, d, k) in SHAPES.items()
+        body: make_problem(rng, n, d, k, dtype, weighted=True, w_scale=0.3) for body, (n, d, k) in SHAPES.items()
     }
     # The logits are formed once here: NumPy's own BLAS may round differently
     # when other threads change its thread count.
@@ -100,9 +103,15 @@ def test_concurrent_python_threads_match_one_call(rng, dtype):
             # Same thread count, same chunking: the fused kernel is
             # deterministic, up to BLAS's own blocking in the BLAS body.
             assert_grad_close(
-                got["loss"], got["dW"], got["db"], (want["loss"], want["dW"], want["db"]),
-                X, W, 0.01, grad_rtol(dtype, n, d, k) / 16,
-            )  # fmt: skip
+                got["loss"],
+                got["dW"],
+                got["db"],
+                (want["loss"], want["dW"], want["db"]),
+                X,
+                W,
+                0.01,
+                grad_rtol(dtype, n, d, k) / 16,
+            )
             if kernels.select_variant(d, k) is not kernels.LossGradVariant.BLAS:
                 assert got["loss"] == want["loss"]
                 np.testing.assert_array_equal(got["dW"], want["dW"])
@@ -114,9 +123,7 @@ def test_concurrent_model_fits_are_independent(rng):
     want = fs.SoftmaxRegression(20, 5, seed=1).fit(X, y, solver="gd", lr=0.5, max_iter=10, tol=0)
 
     def fit(_):
-        return fs.SoftmaxRegression(20, 5, seed=1).fit(
-            X, y, solver="gd", lr=0.5, max_iter=10, tol=0
-        )
+        return fs.SoftmaxRegression(20, 5, seed=1).fit(X, y, solver="gd", lr=0.5, max_iter=10, tol=0)
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         models = list(pool.map(fit, range(4)))

@@ -183,6 +183,7 @@ def median_ratio(numerator, denominator, repeats: int = RATIO_REPEATS) -> float:
 
 # -- memory -------------------------------------------------------------------
 
+
 def _status_bytes(field: str) -> int | None:
     try:
         with open("/proc/self/status") as f:

@@ -1,4 +1,7 @@
-"""Time of one step: loss+grad, softmax, cross-entropy, predict_proba and the Hessian-vector product, fused vs reference."""
+"""Time of one step, fused vs reference.
+
+loss+grad, softmax, cross-entropy, predict_proba and the Hessian-vector product.
+"""
 
 import numpy as np
 

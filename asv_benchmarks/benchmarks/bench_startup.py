@@ -36,9 +36,8 @@ _FIRST_CALL = "fastsoftmax.loss_and_grad(X, y, W, b)"
 
 def _setup_code(cache_dir_expr, shape, dtype):
     # NUMBA_CACHE_DIR must be set before numba is imported.
-    return (
-        f"import os\nos.environ['NUMBA_CACHE_DIR'] = {cache_dir_expr}\n"
-        "import fastsoftmax\n" + _DATA.format(shape=parse_shape(shape), dtype=dtype)
+    return f"import os\nos.environ['NUMBA_CACHE_DIR'] = {cache_dir_expr}\nimport fastsoftmax\n" + _DATA.format(
+        shape=parse_shape(shape), dtype=dtype
     )
 
 
