@@ -332,11 +332,9 @@ def test_model_fit_dispatches_dask_arrays(data, single_machine):
     assert model.rows_processed_ >= N * model.n_iter_
 
 
-def test_model_fit_rejects_numpy_only_options_for_dask(data, tmp_path):
+def test_model_fit_rejects_chunk_size_for_dask(data, tmp_path):
     X, y = data
     Xd = da.from_array(X, chunks=(CHUNK, D))
-    with pytest.raises(ValueError, match="checkpoint applies to NumPy data"):
-        SoftmaxRegression(D, K).fit(Xd, y, checkpoint=tmp_path)
     with pytest.raises(ValueError, match="chunk_size applies to NumPy data"):
         SoftmaxRegression(D, K).fit(Xd, y, chunk_size=100)
     assert not any(tmp_path.iterdir())
@@ -377,3 +375,55 @@ def test_cli_train_on_a_scheduler(client, cluster, tmp_path, capsys):
     assert report["dask"] == cluster.scheduler_address
     loaded = SoftmaxRegression.load(tmp_path / "model.npz")
     assert loaded.W.shape == (3, 8) and loaded.W.dtype == np.float32
+
+
+class _Killed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("solver", ["lbfgs", "gd", "newton-cg"])
+def test_killed_and_resumed_fit_on_the_cluster_is_exact(client, data, tmp_path, solver):
+    X, y = data
+    Xd = da.from_array(X, chunks=(CHUNK, D))
+    options = dict(solver=solver, l2=L2, tol=0, max_iter=8, client=client)
+
+    def kill_at_4(model, iteration, loss):
+        if iteration == 4:
+            raise _Killed
+
+    with pytest.raises(_Killed):
+        fit_dask(SoftmaxRegression(D, K, seed=0), Xd, y, checkpoint=tmp_path, callback=kill_at_4, **options)
+    resumed = fit_dask(SoftmaxRegression(D, K, seed=0), Xd, y, checkpoint=tmp_path, **options)
+    uninterrupted = fit_dask(SoftmaxRegression(D, K, seed=0), Xd, y, **options)
+    np.testing.assert_array_equal(resumed.W, uninterrupted.W)
+    np.testing.assert_array_equal(resumed.b, uninterrupted.b)
+    assert resumed.loss_history_ == uninterrupted.loss_history_
+
+
+def test_checkpoint_of_other_dask_data_is_refused(client, data, tmp_path):
+    from fastsoftmax.checkpoint import CheckpointError
+
+    X, y = data
+    fit_dask(
+        SoftmaxRegression(D, K, seed=0),
+        da.from_array(X, chunks=(CHUNK, D)),
+        y,
+        max_iter=2,
+        tol=0,
+        client=client,
+        checkpoint=tmp_path,
+    )
+    saved = (tmp_path / "checkpoint.npz").read_bytes()
+    y_other = y.copy()
+    y_other[123] = (y_other[123] + 1) % K  # one label, between any sampled rows
+    with pytest.raises(CheckpointError, match="not the data the checkpoint was trained on"):
+        fit_dask(
+            SoftmaxRegression(D, K, seed=0),
+            da.from_array(X, chunks=(CHUNK, D)),
+            y_other,
+            max_iter=4,
+            tol=0,
+            client=client,
+            checkpoint=tmp_path,
+        )
+    assert (tmp_path / "checkpoint.npz").read_bytes() == saved
