@@ -41,7 +41,6 @@ import math
 import numbers
 import os
 import warnings
-import zipfile
 from typing import Any
 
 import numpy as np
@@ -55,7 +54,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from fastsoftmax import _checks, solvers
 from fastsoftmax._api import log_softmax, predict, predict_proba
 from fastsoftmax._dask_check import is_dask_collection
-from fastsoftmax._io import atomic_file
+from fastsoftmax._io import atomic_file, npz_scalar, read_npz
 from fastsoftmax._threading import numba_threads
 from fastsoftmax.exceptions import ConvergenceWarning as EngineConvergenceWarning
 from fastsoftmax.model import SoftmaxRegression
@@ -565,16 +564,11 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                 f"It may be truncated or corrupt; save the estimator again."
             )
 
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                arrays = {key: data[key] for key in data.files}
-        except FileNotFoundError:
-            raise
-        except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError, AttributeError) as exc:
-            raise invalid(f"{type(exc).__name__}: {exc}") from exc
-        if str(arrays.get("format", "")) != _FORMAT:
+        # Every member's header is checked before anything is allocated, and nothing is unpickled.
+        arrays = read_npz(path, "SoftmaxClassifier file")
+        if npz_scalar(arrays, "format", str) != _FORMAT:
             raise invalid("it has no SoftmaxClassifier format marker")
-        version = int(arrays.get("format_version", -1))
+        version = npz_scalar(arrays, "format_version", int)
         if version != _FORMAT_VERSION:
             raise invalid(f"format version {version} is not supported (expected {_FORMAT_VERSION})")
         missing = {"params", "classes", "classes_object", "coef", "intercept", "n_iter", "n_features_in"} - set(arrays)
