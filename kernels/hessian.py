@@ -43,6 +43,7 @@ from fastsoftmax.kernels.loss_grad import (
     BLAS_MIN_CLASSES,
     BLOCKED_MAX_FEATURES,
     LossGradVariant,
+    _finish_class,  # the same chunk-order reduction: scale * sum over chunks + l2 * parameter
 )
 
 
@@ -194,21 +195,6 @@ def _chunk(X, W, b, V, c, sample_weight, start, stop, variant, HV_acc, Hc_acc):
         _blas_chunk(X, W, b, V, c, sample_weight, start, stop, HV_acc, Hc_acc)
     else:
         _blocked_chunk(X, W, b, V, c, sample_weight, start, stop, HV_acc, Hc_acc)
-
-
-@njit(**JIT_OPTIONS)
-def _finish_class(V, HV_acc, Hc_acc, scale, l2, HV_out, Hc_out, k):
-    """Reduce the per-chunk accumulators of class k, in chunk order, into the outputs."""
-    n_chunks, _, n_features = HV_acc.shape
-    total = 0.0
-    for ch in range(n_chunks):
-        total += Hc_acc[ch, k]
-    Hc_out[k] = scale * total
-    for d in range(n_features):
-        total = 0.0
-        for ch in range(n_chunks):
-            total += HV_acc[ch, k, d]
-        HV_out[k, d] = scale * total + l2 * np.float64(V[k, d])
 
 
 @njit(parallel=True, **JIT_OPTIONS)
