@@ -152,6 +152,11 @@ def _kernel_threads(concurrency: int | dict[str, int]) -> int:
 # --------------------------------------------------------------------------- #
 # The tasks (module-level, so workers can unpickle them by reference)
 # --------------------------------------------------------------------------- #
+def _kernel_weights(sample_weight: np.ndarray | None, dtype: np.dtype) -> np.ndarray:
+    """A chunk's weights as the kernels take them: C-contiguous, or length 0 for "all ones"."""
+    return np.empty(0, dtype=dtype) if sample_weight is None else np.ascontiguousarray(sample_weight)
+
+
 def _chunk_sums(
     X: np.ndarray,
     y: np.ndarray,
@@ -168,10 +173,7 @@ def _chunk_sums(
     W, b = unpack(theta, n_classes, X.shape[1])
     X = np.ascontiguousarray(X)
     y = np.ascontiguousarray(y, dtype=np.int64)
-    if sample_weight is None:
-        sample_weight = np.empty(0, dtype=X.dtype)
-    else:
-        sample_weight = np.ascontiguousarray(sample_weight)
+    sample_weight = _kernel_weights(sample_weight, X.dtype)
     dW = np.empty_like(W)
     db = np.empty_like(b)
     with numba_threads(_kernel_threads(concurrency)):
@@ -194,10 +196,7 @@ def _chunk_hvp_sums(
     W, b = unpack(theta, n_classes, X.shape[1])
     V, c = unpack(v, n_classes, X.shape[1])
     X = np.ascontiguousarray(X)
-    if sample_weight is None:
-        sample_weight = np.empty(0, dtype=X.dtype)
-    else:
-        sample_weight = np.ascontiguousarray(sample_weight)
+    sample_weight = _kernel_weights(sample_weight, X.dtype)
     HV = np.empty_like(W)
     Hc = np.empty_like(b)
     with numba_threads(_kernel_threads(concurrency)):
