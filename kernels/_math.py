@@ -140,27 +140,38 @@ def _exp_scratch_impl(like, n):
 
 
 #: Rows whose sums of exponentials are multiplied before one log is taken.
-#: Every such sum lies in [1, K], so a product of 32 stays below 2**1024 for
-#: K < 2**32, and the product's relative rounding error is at most 32 ulp.
+#: Every such sum 1 + t lies in [1, K], so a product of 32 stays below 2**1024
+#: for K < 2**32, and its excess over 1 has a relative rounding error of at
+#: most about 64 ulp of float64.
 LOG_GROUP = 32
 
 
 @njit(**JIT_OPTIONS)
-def weighted_log_sum(sums, n, sample_weight, offset):
-    """sum_{r < n} w_{offset + r} log(sums[r]) in float64, for sums[r] in [1, 2**32).
+def weighted_log1p_sum(tails, n, sample_weight, offset):
+    """sum_{r < n} w_{offset + r} log(1 + tails[r]) in float64, for tails[r] in [0, 2**32).
+
+    ``tails[r]`` is a row's sum of exponentials without the 1 of its largest
+    logit, t = sum_{k != argmax} exp(z_k - m). Taking log(1 + t) in float64 from
+    t, instead of log(s) from the sum s = 1 + t in the input dtype, keeps the
+    loss of a confident row (t near 0) to the relative precision of t: in
+    float32, s would round t away below 6e-8 and quantise the loss of every
+    well-classified row to multiples of that.
 
     Unweighted (``sample_weight`` of length 0), the logs of ``LOG_GROUP`` rows
     are taken as one log of their product: one scalar log per 32 rows instead
-    of one per row, which otherwise dominates the step at small D and K.
+    of one per row, which otherwise dominates the step at small D and K. The
+    product is carried as its excess over 1, q = prod(1 + t) - 1, updated as
+    q + t + q t, so that tails below float64's eps survive too.
     """
     total = 0.0
     if sample_weight.shape[0] > 0:
         for r in range(n):
-            total += np.float64(sample_weight[offset + r]) * math.log(np.float64(sums[r]))
+            total += np.float64(sample_weight[offset + r]) * math.log1p(np.float64(tails[r]))
         return total
     for group_start in range(0, n, LOG_GROUP):
-        product = 1.0
+        excess = 0.0
         for r in range(group_start, min(group_start + LOG_GROUP, n)):
-            product *= np.float64(sums[r])
-        total += math.log(product)
+            t = np.float64(tails[r])
+            excess += t + excess * t
+        total += math.log1p(excess)
     return total

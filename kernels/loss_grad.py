@@ -36,7 +36,7 @@ import numpy as np
 from numba import njit, prange
 
 from fastsoftmax.kernels._config import BLAS_BLOCK_ROWS, BLOCK_ROWS, JIT_OPTIONS
-from fastsoftmax.kernels._math import exp_inplace, exp_scratch, weighted_log_sum
+from fastsoftmax.kernels._math import exp_inplace, exp_scratch, weighted_log1p_sum
 
 
 class LossGradVariant(enum.IntEnum):
@@ -74,11 +74,19 @@ def select_variant(n_features: int, n_classes: int) -> LossGradVariant:
 
 
 @njit(**JIT_OPTIONS)
-def _softmax_grad_block(Z, nb, y, sample_weight, block_start, scratch, row_sum):
+def _softmax_grad_block(Z, nb, y, sample_weight, block_start, scratch, row_tail, row_argmax):
     """Turn a block of logits Z[:nb] (rows r = block_start + r) into w_r (p_r - e_{y_r}).
 
     Returns the block's loss sum_r w_r (logsumexp(z_r) - z_{r,y_r}) in float64.
     The exponentials of the whole block go through one vectorised call.
+
+    With a = argmax_k z_k, m = z_a and t = sum_{k != a} exp(z_k - m), the row's
+    probabilities are p_k = exp(z_k - m) / (1 + t) and its loss is
+    (m - z_y) + log1p(t). Forming the label's term as w (p_y - 1) = -w t / (1 + t)
+    when y = a, and never the sum 1 + t in the input dtype, keeps a confident
+    row's loss and gradient to the relative precision of t: in float32 both
+    would otherwise round to multiples of 6e-8 and stall a solver near the
+    optimum of a well-separated problem.
     """
     n_classes = Z.shape[1]
     weighted = sample_weight.shape[0] > 0
@@ -88,9 +96,12 @@ def _softmax_grad_block(Z, nb, y, sample_weight, block_start, scratch, row_sum):
     loss = 0.0
     for r in range(nb):
         m = Z[r, 0]
+        a = 0
         for k in range(1, n_classes):
             if Z[r, k] > m:
                 m = Z[r, k]
+                a = k
+        row_argmax[r] = a
         label = y[block_start + r]
         w = np.float64(sample_weight[block_start + r]) if weighted else 1.0
         loss += w * (np.float64(m) - np.float64(Z[r, label]))
@@ -98,16 +109,23 @@ def _softmax_grad_block(Z, nb, y, sample_weight, block_start, scratch, row_sum):
             Z[r, k] -= m
     exp_inplace(Z[:nb].reshape(nb * n_classes), scratch)
     for r in range(nb):
-        s = zero
+        a = row_argmax[r]
+        Z[r, a] = zero  # exp(0) = 1 is left out of the tail t
+        t = zero
         for k in range(n_classes):
-            s += Z[r, k]
-        row_sum[r] = s
+            t += Z[r, k]
+        row_tail[r] = t
         w = sample_weight[block_start + r] if weighted else one
-        prob_scale = w / s
+        prob_scale = w / (one + t)
         for k in range(n_classes):
             Z[r, k] *= prob_scale
-        Z[r, y[block_start + r]] -= w
-    return loss + weighted_log_sum(row_sum, nb, sample_weight, block_start)
+        label = y[block_start + r]
+        if label == a:
+            Z[r, a] = -t * prob_scale
+        else:
+            Z[r, a] = prob_scale
+            Z[r, label] -= w
+    return loss + weighted_log1p_sum(row_tail, nb, sample_weight, block_start)
 
 
 @njit(**JIT_OPTIONS)
@@ -118,10 +136,13 @@ def _blocked_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc):
     Xt = np.empty((n_features, BLOCK_ROWS), dtype=X.dtype)
     Zt = np.empty((n_classes, BLOCK_ROWS), dtype=X.dtype)
     row_max = np.empty(BLOCK_ROWS, dtype=X.dtype)
-    row_sum = np.empty(BLOCK_ROWS, dtype=X.dtype)
+    row_tail = np.empty(BLOCK_ROWS, dtype=X.dtype)
+    row_scale = np.empty(BLOCK_ROWS, dtype=X.dtype)
+    row_argmax = np.empty(BLOCK_ROWS, dtype=np.intp)
     row_weight = np.ones(BLOCK_ROWS, dtype=X.dtype)
     scratch = exp_scratch(X, BLOCK_ROWS)
     zero = X.dtype.type(0)
+    one = X.dtype.type(1)
     loss = 0.0
     for block_start in range(start, stop, BLOCK_ROWS):
         nb = min(BLOCK_ROWS, stop - block_start)
@@ -139,11 +160,13 @@ def _blocked_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc):
                     Zt[k, r] += wkd * Xt[d, r]
         for r in range(nb):
             row_max[r] = Zt[0, r]
-            row_sum[r] = zero
+            row_argmax[r] = 0
+            row_tail[r] = zero
         for k in range(1, n_classes):
             for r in range(nb):
                 if Zt[k, r] > row_max[r]:
                     row_max[r] = Zt[k, r]
+                    row_argmax[r] = k
         # The loss needs z_y before the logits are overwritten by exp.
         for r in range(nb):
             if weighted:
@@ -153,16 +176,26 @@ def _blocked_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc):
             for r in range(nb):
                 Zt[k, r] -= row_max[r]
             exp_inplace(Zt[k, :nb], scratch)
-            for r in range(nb):
-                row_sum[r] += Zt[k, r]
-        loss += weighted_log_sum(row_sum, nb, sample_weight, block_start)
+        # The tail t leaves out the argmax's exp(0) = 1 (see _softmax_grad_block).
         for r in range(nb):
-            row_sum[r] = row_weight[r] / row_sum[r]
+            Zt[row_argmax[r], r] = zero
         for k in range(n_classes):
             for r in range(nb):
-                Zt[k, r] *= row_sum[r]
+                row_tail[r] += Zt[k, r]
+        loss += weighted_log1p_sum(row_tail, nb, sample_weight, block_start)
         for r in range(nb):
-            Zt[y[block_start + r], r] -= row_weight[r]
+            row_scale[r] = row_weight[r] / (one + row_tail[r])
+        for k in range(n_classes):
+            for r in range(nb):
+                Zt[k, r] *= row_scale[r]
+        for r in range(nb):
+            a = row_argmax[r]
+            label = y[block_start + r]
+            if label == a:
+                Zt[a, r] = -row_tail[r] * row_scale[r]
+            else:
+                Zt[a, r] = row_scale[r]
+                Zt[label, r] -= row_weight[r]
         for k in range(n_classes):
             acc = zero
             for r in range(nb):
@@ -188,7 +221,8 @@ def _skinny_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc):
     n_classes, n_features = W.shape
     Z = np.empty((BLOCK_ROWS, n_classes), dtype=X.dtype)
     scratch = exp_scratch(X, BLOCK_ROWS * n_classes)
-    row_sum = np.empty(BLOCK_ROWS, dtype=X.dtype)
+    row_tail = np.empty(BLOCK_ROWS, dtype=X.dtype)
+    row_argmax = np.empty(BLOCK_ROWS, dtype=np.intp)
     dW_block = np.zeros((n_classes, n_features), dtype=X.dtype)
     zero = X.dtype.type(0)
     loss = 0.0
@@ -218,7 +252,7 @@ def _skinny_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc):
                 for d in range(n_features):
                     a0 += W[k, d] * X[block_start + r, d]
                 Z[r, k] = a0 + b[k]
-        loss += _softmax_grad_block(Z, nb, y, sample_weight, block_start, scratch, row_sum)
+        loss += _softmax_grad_block(Z, nb, y, sample_weight, block_start, scratch, row_tail, row_argmax)
         for r in range(0, n_quads, 4):
             i = block_start + r
             for k in range(n_classes):
@@ -249,7 +283,8 @@ def _blas_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc):
     Wt = np.ascontiguousarray(W.T)
     Z = np.empty((BLAS_BLOCK_ROWS, n_classes), dtype=X.dtype)
     scratch = exp_scratch(X, BLAS_BLOCK_ROWS * n_classes)
-    row_sum = np.empty(BLAS_BLOCK_ROWS, dtype=X.dtype)
+    row_tail = np.empty(BLAS_BLOCK_ROWS, dtype=X.dtype)
+    row_argmax = np.empty(BLAS_BLOCK_ROWS, dtype=np.intp)
     dW_block = np.empty((n_classes, n_features), dtype=X.dtype)
     loss = 0.0
     for block_start in range(start, stop, BLAS_BLOCK_ROWS):
@@ -260,7 +295,7 @@ def _blas_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc):
         for r in range(nb):
             for k in range(n_classes):
                 Z_block[r, k] += b[k]
-        loss += _softmax_grad_block(Z, nb, y, sample_weight, block_start, scratch, row_sum)
+        loss += _softmax_grad_block(Z, nb, y, sample_weight, block_start, scratch, row_tail, row_argmax)
         for r in range(nb):
             for k in range(n_classes):
                 db_acc[k] += Z_block[r, k]

@@ -68,16 +68,16 @@ def predict_proba_labels(X, W, b, proba_out, labels_out, n_chunks, use_blas):
     for c in prange(n_chunks):
         scratch = exp_scratch(X, BLOCK_ROWS * n_classes)
         row_max = np.empty(BLOCK_ROWS, dtype=X.dtype)
-        row_sum = np.empty(BLOCK_ROWS, dtype=X.dtype)
+        row_tail = np.empty(BLOCK_ROWS, dtype=X.dtype)
         stop = (c + 1) * n // n_chunks
         for block_start in range(c * n // n_chunks, stop, BLOCK_ROWS):
             nb = min(BLOCK_ROWS, stop - block_start)
             block = proba_out[block_start : block_start + nb]
             _logits_block(X, W, Wt, b, block_start, nb, block, use_blas)
             bad[c] += _argmax_rows(block, nb, labels_out, block_start)
-            exp_shifted_block(block, 0, nb, block, scratch, row_max, row_sum)
+            exp_shifted_block(block, 0, nb, block, scratch, row_max, row_tail)
             for r in range(nb):
-                inv = 1 / row_sum[r]
+                inv = 1 / (1 + row_tail[r])
                 for k in range(n_classes):
                     block[r, k] *= inv
     return bad.sum()

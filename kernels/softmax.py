@@ -3,9 +3,13 @@
 Shapes: Z (N, K) logits, y (N,) int64 labels in [0, K), out (N, K) or (N,).
 Every row is stabilised by its maximum m = max_k z_k:
 
-    softmax(z)_k     = exp(z_k - m) / s,      s = sum_j exp(z_j - m)
-    log_softmax(z)_k = z_k - m - log(s)
-    loss(z, y)       = m + log(s) - z_y       (= logsumexp(z) - z_y, no epsilon)
+    softmax(z)_k     = exp(z_k - m) / (1 + t),   t = sum_{j != argmax} exp(z_j - m)
+    log_softmax(z)_k = (z_k - m) - log1p(t)
+    loss(z, y)       = m + log1p(t) - z_y         (= logsumexp(z) - z_y, no epsilon)
+
+The tail t leaves out the 1 of the largest logit, so that a confident row's
+log-probabilities and loss keep the relative precision of t instead of being
+rounded to multiples of eps in 1 + t (6e-8 in float32).
 
 A logit of -inf gives probability 0 (fastmath leaves out ``ninf`` for this).
 Rows are split into ``n_chunks`` chunks (one per thread) and walked in blocks
@@ -19,17 +23,26 @@ import numpy as np
 from numba import njit, prange
 
 from fastsoftmax.kernels._config import BLOCK_ROWS, JIT_OPTIONS
-from fastsoftmax.kernels._math import exp_inplace, exp_scratch, weighted_log_sum
+from fastsoftmax.kernels._math import exp_inplace, exp_scratch, weighted_log1p_sum
 
 
 @njit(**JIT_OPTIONS)
-def exp_shifted_block(Z, block_start, nb, E, scratch, row_max, row_sum):
-    """E[r] = exp(Z[block_start + r] - m_r) for r < nb, with m_r and the row sums s_r.
+def exp_shifted_block(Z, block_start, nb, E, scratch, row_max, row_tail):
+    """E[r] = exp(Z[block_start + r] - m_r) for r < nb, with m_r and the tails t_r.
 
-    ``E`` is a (BLOCK_ROWS, K) buffer, or ``Z[block_start:]`` itself for an
-    in-place transform; ``row_max`` and ``row_sum`` have length >= nb.
+    t_r = sum_{k != a} E[r, k] for the first a with z_a = m_r. ``E`` is a
+    (BLOCK_ROWS, K) buffer, or ``Z[block_start:]`` itself for an in-place
+    transform; ``row_max`` and ``row_tail`` have length >= nb.
+
+    The argmax is found again after the exponentials as the first entry equal
+    to 1: z_a - m is exactly 0 and ``exp_inplace`` maps 0 to exactly 1, while
+    every other entry is exp of a negative number (one that rounds to 1 is a tie
+    to rounding, and leaving out either one gives the same t). This works
+    in place, where Z's logits are gone by then.
     """
     n_classes = Z.shape[1]
+    zero = E.dtype.type(0)
+    one = E.dtype.type(1)
     for r in range(nb):
         m = Z[block_start + r, 0]
         for k in range(1, n_classes):
@@ -40,10 +53,14 @@ def exp_shifted_block(Z, block_start, nb, E, scratch, row_max, row_sum):
             E[r, k] = Z[block_start + r, k] - m
     exp_inplace(E[:nb].reshape(nb * n_classes), scratch)
     for r in range(nb):
-        s = E[r, 0]
-        for k in range(1, n_classes):
-            s += E[r, k]
-        row_sum[r] = s
+        t = zero
+        skipped = False
+        for k in range(n_classes):
+            if not skipped and E[r, k] == one:
+                skipped = True
+            else:
+                t += E[r, k]
+        row_tail[r] = t
 
 
 @njit(parallel=True, **JIT_OPTIONS)
@@ -53,14 +70,14 @@ def softmax_rows(Z, out, n_chunks):
     for c in prange(n_chunks):
         scratch = exp_scratch(Z, BLOCK_ROWS * Z.shape[1])
         row_max = np.empty(BLOCK_ROWS, dtype=Z.dtype)
-        row_sum = np.empty(BLOCK_ROWS, dtype=Z.dtype)
+        row_tail = np.empty(BLOCK_ROWS, dtype=Z.dtype)
         stop = (c + 1) * n // n_chunks
         for block_start in range(c * n // n_chunks, stop, BLOCK_ROWS):
             nb = min(BLOCK_ROWS, stop - block_start)
             block = out[block_start : block_start + nb]
-            exp_shifted_block(Z, block_start, nb, block, scratch, row_max, row_sum)
+            exp_shifted_block(Z, block_start, nb, block, scratch, row_max, row_tail)
             for r in range(nb):
-                inv = 1 / row_sum[r]
+                inv = 1 / (1 + row_tail[r])
                 for k in range(Z.shape[1]):
                     block[r, k] *= inv
     return out
@@ -74,15 +91,20 @@ def log_softmax_rows(Z, out, n_chunks):
         scratch = exp_scratch(Z, BLOCK_ROWS * Z.shape[1])
         E = np.empty((BLOCK_ROWS, Z.shape[1]), dtype=Z.dtype)
         row_max = np.empty(BLOCK_ROWS, dtype=Z.dtype)
-        row_sum = np.empty(BLOCK_ROWS, dtype=Z.dtype)
+        row_tail = np.empty(BLOCK_ROWS, dtype=Z.dtype)
         stop = (c + 1) * n // n_chunks
         for block_start in range(c * n // n_chunks, stop, BLOCK_ROWS):
             nb = min(BLOCK_ROWS, stop - block_start)
-            exp_shifted_block(Z, block_start, nb, E, scratch, row_max, row_sum)
+            exp_shifted_block(Z, block_start, nb, E, scratch, row_max, row_tail)
             for r in range(nb):
-                shift = row_max[r] + math.log(row_sum[r])
+                # The leading class's entry is -log1p(t) itself: with reassoc,
+                # (z - m) - log1p(t) would become z - (m + log1p(t)), which
+                # rounds t away. log1p in float64: numba's float32 one loses t too.
+                m = row_max[r]
+                log_norm = Z.dtype.type(math.log1p(np.float64(row_tail[r])))
                 for k in range(Z.shape[1]):
-                    out[block_start + r, k] = Z[block_start + r, k] - shift
+                    shifted = Z[block_start + r, k] - m
+                    out[block_start + r, k] = -log_norm if shifted == 0 else shifted - log_norm
     return out
 
 
@@ -94,14 +116,18 @@ def cross_entropy_rows(Z, y, out, n_chunks):
         scratch = exp_scratch(Z, BLOCK_ROWS * Z.shape[1])
         E = np.empty((BLOCK_ROWS, Z.shape[1]), dtype=Z.dtype)
         row_max = np.empty(BLOCK_ROWS, dtype=Z.dtype)
-        row_sum = np.empty(BLOCK_ROWS, dtype=Z.dtype)
+        row_tail = np.empty(BLOCK_ROWS, dtype=Z.dtype)
         stop = (c + 1) * n // n_chunks
         for block_start in range(c * n // n_chunks, stop, BLOCK_ROWS):
             nb = min(BLOCK_ROWS, stop - block_start)
-            exp_shifted_block(Z, block_start, nb, E, scratch, row_max, row_sum)
+            exp_shifted_block(Z, block_start, nb, E, scratch, row_max, row_tail)
             for r in range(nb):
                 i = block_start + r
-                out[i] = np.float64(row_max[r]) + math.log(row_sum[r]) - np.float64(Z[i, y[i]])
+                # m - z_y is 0 where the label leads; then the loss is log1p(t) alone
+                # (reassoc could otherwise form m + log1p(t) first and round t away).
+                margin = np.float64(row_max[r]) - np.float64(Z[i, y[i]])
+                log_norm = math.log1p(np.float64(row_tail[r]))
+                out[i] = log_norm if margin == 0.0 else margin + log_norm
     return out
 
 
@@ -119,19 +145,19 @@ def cross_entropy_sums(Z, y, sample_weight, n_chunks):
         scratch = exp_scratch(Z, BLOCK_ROWS * Z.shape[1])
         E = np.empty((BLOCK_ROWS, Z.shape[1]), dtype=Z.dtype)
         row_max = np.empty(BLOCK_ROWS, dtype=Z.dtype)
-        row_sum = np.empty(BLOCK_ROWS, dtype=Z.dtype)
+        row_tail = np.empty(BLOCK_ROWS, dtype=Z.dtype)
         stop = (c + 1) * n // n_chunks
         loss = 0.0
         for block_start in range(c * n // n_chunks, stop, BLOCK_ROWS):
             nb = min(BLOCK_ROWS, stop - block_start)
-            exp_shifted_block(Z, block_start, nb, E, scratch, row_max, row_sum)
+            exp_shifted_block(Z, block_start, nb, E, scratch, row_max, row_tail)
             for r in range(nb):
                 i = block_start + r
                 w = np.float64(sample_weight[i]) if weighted else 1.0
                 # A zero weight leaves the row out: 0 * inf (a -inf logit at the label) is NaN.
                 if w != 0.0:
                     loss += w * (np.float64(row_max[r]) - np.float64(Z[i, y[i]]))
-            loss += weighted_log_sum(row_sum, nb, sample_weight, block_start)
+            loss += weighted_log1p_sum(row_tail, nb, sample_weight, block_start)
         chunk_loss[c] = loss
     loss_sum = 0.0
     for c in range(n_chunks):

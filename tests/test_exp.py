@@ -10,7 +10,7 @@ from fastsoftmax.kernels._math import (
     UNDERFLOW_64,
     exp_inplace,
     exp_scratch,
-    weighted_log_sum,
+    weighted_log1p_sum,
 )
 
 UNDERFLOW = {np.float32: UNDERFLOW_32, np.float64: UNDERFLOW_64}
@@ -57,13 +57,26 @@ def test_exp_special_values(dtype):
 
 @DTYPES
 @pytest.mark.parametrize("n", [1, 7, LOG_GROUP, 3 * LOG_GROUP + 5])
-def test_weighted_log_sum_equals_sum_of_logs(dtype, n, rng):
-    # Row sums of exp(z - max z) lie in [1, K]; K = 1000 here.
-    sums = rng.uniform(1.0, 1000.0, n).astype(dtype)
+def test_weighted_log1p_sum_equals_sum_of_log1p(dtype, n, rng):
+    # Tails sum_{k != argmax} exp(z_k - max z) lie in [0, K - 1]; K = 1000 here,
+    # and confident rows have tails far below the dtype's eps.
+    tails = np.where(rng.random(n) < 0.5, rng.uniform(0.0, 999.0, n), 10.0 ** rng.uniform(-30, -3, n)).astype(dtype)
     weights = rng.uniform(0.0, 2.0, n + 3).astype(dtype)
-    exact_plain = np.sum(np.log(sums.astype(np.float64)))
-    exact_weighted = np.sum(weights[3:].astype(np.float64) * np.log(sums.astype(np.float64)))
-    # The product of LOG_GROUP sums is rounded LOG_GROUP times before its log.
-    tolerance = 4 * LOG_GROUP * np.finfo(np.float64).eps * n
-    assert weighted_log_sum(sums, n, np.empty(0, dtype), 0) == pytest.approx(exact_plain, abs=tolerance)
-    assert weighted_log_sum(sums, n, weights, 3) == pytest.approx(exact_weighted, rel=1e-12)
+    exact_plain = np.sum(np.log1p(tails.astype(np.float64)))
+    exact_weighted = np.sum(weights[3:].astype(np.float64) * np.log1p(tails.astype(np.float64)))
+    # The excess of a product of LOG_GROUP factors 1 + t is rounded twice per factor.
+    tolerance = 4 * LOG_GROUP * np.finfo(np.float64).eps
+    assert weighted_log1p_sum(tails, n, np.empty(0, dtype), 0) == pytest.approx(exact_plain, rel=tolerance, abs=0)
+    assert weighted_log1p_sum(tails, n, weights, 3) == pytest.approx(exact_weighted, rel=1e-12)
+
+
+@DTYPES
+def test_weighted_log1p_sum_keeps_a_tiny_tail(dtype):
+    # One confident row: log(1 + t) = t to first order, far below the dtype's eps,
+    # where a log of 1 + t formed in the input dtype would give exactly 0.
+    tail = np.array([np.finfo(dtype).eps / 1000], dtype=dtype)
+    exact = float(np.log1p(np.float64(tail[0])))
+    assert weighted_log1p_sum(tail, 1, np.ones(1, dtype), 0) == pytest.approx(exact, rel=1e-12, abs=0)
+    # The grouped product keeps its excess over 1: tails below eps64 survive.
+    grouped = weighted_log1p_sum(np.repeat(tail, 3), 3, np.empty(0, dtype), 0)
+    assert grouped == pytest.approx(3 * exact, rel=1e-12, abs=0)

@@ -23,6 +23,7 @@ from conftest import (
 import fastsoftmax as fs
 from fastsoftmax import _api, kernels, reference
 from fastsoftmax.kernels import LossGradVariant
+from fastsoftmax.kernels._config import BLOCK_ROWS
 
 VARIANTS = list(LossGradVariant)
 VARIANT_IDS = [v.name.lower() for v in VARIANTS]
@@ -132,6 +133,87 @@ def test_loss_and_grad_reference_in_same_dtype(rng):
     np.testing.assert_allclose(loss, ref_loss, rtol=rtol)
     np.testing.assert_allclose(dW, ref_dW, rtol=rtol, atol=rtol * np.abs(X).max())
     np.testing.assert_allclose(db, ref_db, rtol=rtol, atol=rtol)
+
+
+def confident_problem(rng, n, k, dtype):
+    """X, y, W, b where every row's label logit leads the others by a margin.
+
+    X is the one-hot label plus small noise and W = margin * I, with the margin
+    log(K) - log(eps) + 5: each row's loss, about (K - 1) exp(-margin), lies far
+    below the dtype's eps, where 1 + t would round to 1.
+    """
+    margin = 5.0 + math.log(k) - math.log(np.finfo(dtype).eps)
+    y = rng.integers(0, k, size=n)
+    X = (np.eye(k)[y] + 0.01 * rng.standard_normal((n, k))).astype(dtype)
+    W = (margin * np.eye(k)).astype(dtype)
+    b = np.zeros(k, dtype)
+    return X, y, W, b
+
+
+def accurate_rows(Z, y):
+    """Per-row losses and p - e_y of float64 logits, exact to float64 even where p_y ~ 1.
+
+    With a = argmax z, m = z_a and t = sum_{j != a} exp(z_j - m): the loss is
+    (m - z_y) + log1p(t) and p_a - 1 = -t / (1 + t). The NumPy reference forms
+    1 + t and p_y - 1 directly, which loses t below float64's eps.
+    """
+    rows = np.arange(len(y))
+    a = Z.argmax(axis=1)
+    m = Z[rows, a]
+    E = np.exp(Z - m[:, None])
+    E[rows, a] = 0.0
+    t = E.sum(axis=1)
+    losses = (m - Z[rows, y]) + np.log1p(t)
+    G = E / (1 + t)[:, None]
+    G[rows, a] = np.where(y == a, -t / (1 + t), 1 / (1 + t))
+    other = y != a
+    G[rows[other], y[other]] -= 1.0
+    return losses, G
+
+
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+@pytest.mark.parametrize("k", [2, 5, 300])
+@pytest.mark.parametrize("variant", VARIANTS, ids=VARIANT_IDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_confident_rows_keep_relative_precision(rng, dtype, variant, k, weighted):
+    # A well-separated problem near its optimum: the loss and gradient are sums
+    # of tiny terms t = sum_{j != y} exp(z_j - z_y). They must keep the relative
+    # precision of t (not be rounded to multiples of eps in 1 + t), or a solver
+    # stalls there; the rounding of the logits themselves (eps * |z| absolute)
+    # sets the tolerance.
+    n = 200
+    X, y, W, b = confident_problem(rng, n, k, dtype)
+    sw = rng.uniform(0.1, 2.0, n).astype(dtype) if weighted else None
+    loss, dW, db = run_variant(X, y, W, b, sw, 0.0, variant)
+    X64 = X.astype(np.float64)
+    Z = X64 @ W.astype(np.float64).T
+    weights = np.ones(n) if sw is None else sw.astype(np.float64)
+    weights /= weights.sum()
+    losses, G = accurate_rows(Z, y)
+    assert 0 < losses.max() < np.finfo(dtype).eps
+    rtol = rtol_for(dtype, k + 1, k, min(n, BLOCK_ROWS)) * (1 + np.abs(Z).max())
+    np.testing.assert_allclose(loss, weights @ losses, rtol=rtol, atol=0)
+    # Entries of dW and db add terms of both signs: judge each against the sum of
+    # the absolute values of its terms, itself of the order of t, not of 1.
+    G_abs = np.abs(G) * weights[:, None]
+    np.testing.assert_array_less(np.abs(dW - (G * weights[:, None]).T @ X64), rtol * (G_abs.T @ np.abs(X64)))
+    np.testing.assert_array_less(np.abs(db - weights @ G), rtol * G_abs.sum(axis=0))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_confident_rows_cross_entropy_and_log_softmax(rng, dtype):
+    n, k = 50, 5
+    margin = 5.0 + math.log(k) - math.log(np.finfo(dtype).eps)
+    y = rng.integers(0, k, size=n)
+    Z = (margin * np.eye(k)[y] + 0.1 * rng.standard_normal((n, k))).astype(dtype)
+    Z64 = Z.astype(np.float64)
+    rtol = rtol_for(dtype, k) * (1 + np.abs(Z64).max())
+    want, _ = accurate_rows(Z64, y)
+    assert want.max() < np.finfo(dtype).eps
+    np.testing.assert_allclose(fs.cross_entropy(Z, y, reduction="none"), want, rtol=rtol, atol=0)
+    np.testing.assert_allclose(fs.cross_entropy(Z, y, reduction="sum"), want.sum(), rtol=rtol, atol=0)
+    # The log-probability of the leading class is -log1p(t) = -loss, of the order of t.
+    np.testing.assert_allclose(fs.log_softmax(Z)[np.arange(n), y], -want, rtol=rtol, atol=0)
 
 
 # -- gradient against finite differences --------------------------------------
