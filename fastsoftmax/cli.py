@@ -607,7 +607,7 @@ def _report(
     unit = _unit(args.solver)
     if model.converged_:
         status = "converged"
-    elif args.tol == 0:
+    elif args.tol == 0 and model.n_iter_ >= args.max_iter:
         status = "--tol 0: ran --max-iter"
     elif model.n_iter_ < args.max_iter:
         # Only L-BFGS stops early without converging: its line search found no lower loss.

@@ -116,13 +116,26 @@ def run_solver(
     seed,
     on_iteration: solvers.OnIteration,
     state: dict,
+    dtype: np.dtype,
     full_objective: solvers.Objective | None = None,
 ) -> solvers.SolverResult:
-    """Call the solver of ``options`` for ``max_iter`` iterations from ``theta0`` and ``state``."""
+    """Call the solver of ``options`` for ``max_iter`` iterations from ``theta0`` and ``state``.
+
+    ``dtype`` is the data's: its rounding sets the loss noise that L-BFGS's
+    line search allows (theta0 of a resumed run is float64 whatever the data).
+    """
     solver = options.solver
     full = objective if full_objective is None else full_objective
     if solver == "lbfgs":
-        return solvers.lbfgs(full, theta0, max_iter=max_iter, tol=options.tol, on_iteration=on_iteration, state=state)
+        return solvers.lbfgs(
+            full,
+            theta0,
+            max_iter=max_iter,
+            tol=options.tol,
+            on_iteration=on_iteration,
+            state=state,
+            loss_rounding=float(np.finfo(dtype).eps),
+        )
     if solver == "newton-cg":
         return solvers.newton_cg(
             full, objective.hvp, theta0, max_iter=max_iter, tol=options.tol, on_iteration=on_iteration, state=state
@@ -377,6 +390,7 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
             seed=seed,
             on_iteration=on_iteration,
             state=solver_state,
+            dtype=model.dtype,
             full_objective=None if minibatch else recording_objective,
         )
     except solvers.NonFiniteLossError as exc:
@@ -429,6 +443,7 @@ def _partial_fit(model, objective, options, *, seed, state):
             seed=seed,
             on_iteration=lambda theta, loss, iteration: None,
             state=state,
+            dtype=model.dtype,
         )
     except (solvers.NonFiniteLossError, solvers.DivergedError) as exc:
         raise TrainingError(f"training diverged: {exc}. W and b are unchanged; lower lr (now {options.lr}).") from exc

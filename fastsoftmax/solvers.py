@@ -120,6 +120,19 @@ _FTOL = 64 * float(np.finfo(np.float64).eps)
 # Backtracking after a failed Wolfe search halves the -H0 g step at most this often:
 # below 1e-3 of that quasi-Newton step the loss is at its rounding floor.
 _BACKTRACK_HALVINGS = 10
+# Hager and Zhang's approximate Wolfe conditions (CG_DESCENT, 2005/2006), tried
+# when the strong Wolfe search fails: delta, sigma as in their paper; the loss may
+# rise by _LOSS_NOISE_ULPS rounding units of |f| (the noise of a float32 loss near
+# the optimum measured about 1 unit); at most _SECANT_STEPS trial steps.
+_APPROX_WOLFE_DELTA = 0.1
+_APPROX_WOLFE_SIGMA = 0.9
+_LOSS_NOISE_ULPS = 8
+_SECANT_STEPS = 8
+# Once an iteration lowers the loss by at most this many times the noise allowance
+# (for float32 data a relative decrease of about 1e-3, as Hager and Zhang's switch
+# omega = 1e-3), the approximate search goes first: a strong Wolfe search near
+# the noise floor fails after about 8 evaluations.
+_APPROX_WOLFE_SWITCH = 1000
 
 #: The keys of the L-BFGS state dict (see :func:`lbfgs`).
 LBFGS_STATE_KEYS = (
@@ -196,6 +209,48 @@ def _check_lbfgs_state(state: dict, n: int, memory: int) -> None:
         )
 
 
+def _approximate_wolfe(
+    evaluate: Objective, theta: np.ndarray, loss: float, grad: np.ndarray, direction: np.ndarray, noise: float
+) -> tuple[np.ndarray, float, np.ndarray] | None:
+    """(x, loss, grad) at a step satisfying Hager and Zhang's approximate Wolfe conditions, or None.
+
+    With phi(alpha) = f(theta + alpha d): sigma phi'(0) <= phi'(alpha) <=
+    (2 delta - 1) phi'(0) and phi(alpha) <= phi(0) + ``noise``. Trial steps
+    start at alpha = 1 and are secant steps on phi' inside the bracket [lo, hi]
+    of steps known to be too short (phi' below sigma phi'(0)) and too long,
+    at most ``_SECANT_STEPS`` of them.
+    """
+    slope0 = float(grad @ direction)
+    too_steep, too_far = _APPROX_WOLFE_SIGMA * slope0, (2 * _APPROX_WOLFE_DELTA - 1) * slope0
+    lo, hi = 0.0, math.inf
+    previous, previous_slope = 0.0, slope0
+    alpha = 1.0
+    for _ in range(_SECANT_STEPS):
+        with np.errstate(over="ignore", invalid="ignore"):
+            x = theta + alpha * direction
+        f, g = evaluate(x)
+        if not (math.isfinite(f) and np.isfinite(g).all()) or f > loss + noise:
+            hi = alpha  # a rise beyond the noise: the step is too long
+            alpha = 0.5 * (lo + hi)
+            continue
+        slope = float(g @ direction)
+        if too_steep <= slope <= too_far:
+            return x, f, g
+        # The zero of phi' on the secant through the last two trial steps, kept
+        # inside the bracket, or at most 10 lo while no step was too long.
+        secant = alpha - slope * (alpha - previous) / (slope - previous_slope) if slope != previous_slope else math.nan
+        previous, previous_slope = alpha, slope
+        if slope < too_steep:
+            lo = alpha
+        else:
+            hi = alpha
+        upper = hi if math.isfinite(hi) else 10.0 * lo
+        if not (lo < secant < upper):
+            secant = 0.5 * (lo + upper) if math.isfinite(hi) else upper
+        alpha = secant
+    return None
+
+
 def lbfgs(
     objective: Objective,
     theta0: np.ndarray,
@@ -206,6 +261,7 @@ def lbfgs(
     memory: int = 10,
     h0_diagonal: np.ndarray | None = None,
     state: dict | None = None,
+    loss_rounding: float = float(np.finfo(np.float64).eps),
 ) -> SolverResult:
     """Limited-memory BFGS with a strong Wolfe line search, over an explicit state.
 
@@ -219,16 +275,32 @@ def lbfgs(
     as L-BFGS-B's first step. A pair whose s'y is not above eps * y'y is
     skipped, which keeps H positive definite.
 
+    Near the optimum the loss changes by less than its own rounding noise (a
+    float32 evaluation of the mean loss is exact to about one float32 unit,
+    1e-7 of f, while a gap of 1e-6 of f is still to go), and the Wolfe
+    search, which compares loss values, fails. The gradient is still exact
+    to far below its size there. So when the Wolfe search fails, the step is
+    sought again under Hager and Zhang's approximate Wolfe conditions, which
+    test the directional derivative phi'(alpha) = g(theta + alpha d)'d instead
+    of the loss: sigma phi'(0) <= phi'(alpha) <= (2 delta - 1) phi'(0), with
+    delta = 0.1, sigma = 0.9 (for a quadratic the right inequality is the
+    sufficient decrease), and a loss at most 8 rounding units
+    (``loss_rounding``) of |f| above phi(0). Trial steps are secant steps on
+    phi', starting at the unit step. Once an iteration's decrease is within
+    1000 times that allowance (a relative decrease of about 1e-3 in float32,
+    2e-12 in float64), the approximate search goes first.
+
     Stops when max|g| <= ``tol`` (L-BFGS-B's ``pgtol``), when the relative
-    decrease (f_prev - f) / max(|f_prev|, |f|, 1) is at most 64 machine
-    epsilons (L-BFGS-B's ``ftol`` as used here), after ``max_iter`` iterations,
-    or when ``on_iteration`` returns a truthy value. If the Wolfe search fails,
-    the memory is dropped and the step is retried along -H0 g by backtracking
-    (Armijo). The solver stops at the current iterate with ``converged=False``
-    and a message when that fails too, when the failed search had no memory,
-    or when it is the second failure within ``memory`` iterations: the loss is
-    then at its rounding floor (float32 data reaches it above a small ``tol``),
-    where every further search would cost about 20 evaluations for nothing.
+    decrease (f_prev - f) / max(|f_prev|, |f|, 1) is in [0, 64 eps64]
+    (L-BFGS-B's ``ftol`` as used here; a rise within the rounding noise is no
+    stop), after ``max_iter`` iterations, or when ``on_iteration`` returns a
+    truthy value. If both searches fail, the memory is dropped and the step is
+    retried along -H0 g by backtracking (Armijo). The solver stops at the
+    current iterate with ``converged=False`` and a message when that fails
+    too, when the failed search had no memory, or when it is the second
+    failure within ``memory`` iterations: the loss is then at its rounding
+    floor, where every further search would cost about 20 evaluations for
+    nothing.
 
     Parameters
     ----------
@@ -316,7 +388,7 @@ def lbfgs(
         if float(np.max(np.abs(state["grad"]))) <= tol:
             return "max|g| <= tol"
         previous, current = float(state["previous_loss"]), float(state["loss"])
-        if (previous - current) / max(abs(previous), abs(current), 1.0) <= _FTOL:  # False while NaN
+        if 0.0 <= (previous - current) / max(abs(previous), abs(current), 1.0) <= _FTOL:  # False while NaN
             return "relative decrease of the loss <= 64 eps"
         return None
 
@@ -360,6 +432,9 @@ def lbfgs(
             phi(alpha)
         return last["x"], last["f"], last["g"]
 
+    def approximate_wolfe(theta, loss, grad, direction):
+        return _approximate_wolfe(evaluate, theta, loss, grad, direction, _LOSS_NOISE_ULPS * loss_rounding * abs(loss))
+
     def backtrack(theta, loss, grad, direction):
         """(x, loss, grad) at the first of 1, 1/2, 1/4... times ``direction`` that satisfies Armijo, or None."""
         slope = float(grad @ direction)
@@ -389,7 +464,16 @@ def lbfgs(
             direction = -_two_loop(grad, s, y, rho, n_pairs, int(state["newest"]), h0())
         else:
             direction = first_direction(grad)
-        step = wolfe(theta, loss, grad, direction) if grad @ direction < 0 else None
+        step = None
+        if grad @ direction < 0:
+            searches = (wolfe, approximate_wolfe)
+            noise = _LOSS_NOISE_ULPS * loss_rounding * abs(loss)
+            if float(state["previous_loss"]) - loss <= _APPROX_WOLFE_SWITCH * noise:  # False while NaN
+                searches = searches[::-1]
+            for search in searches:
+                step = search(theta, loss, grad, direction)
+                if step is not None:
+                    break
         current = int(state["iteration"]) + 1
         last_fallback = int(state["last_fallback"])
         if step is None and n_pairs and (last_fallback == 0 or current - last_fallback > memory):

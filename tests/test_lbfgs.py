@@ -314,9 +314,13 @@ def test_gives_up_with_a_message_when_no_step_lowers_the_loss():
 
 
 def _failing_searches(monkeypatch, failing: set[int]) -> None:
-    """Make scipy's Wolfe search fail on the calls numbered in ``failing`` (from 1)."""
+    """Make scipy's Wolfe search fail on the calls numbered in ``failing`` (from 1).
+
+    The approximate Wolfe search, tried after a failed Wolfe search, fails always.
+    """
     import scipy.optimize._linesearch as linesearch
 
+    monkeypatch.setattr(solvers, "_approximate_wolfe", lambda *args: None)
     wolfe = linesearch.scalar_search_wolfe2
     calls = []
 
@@ -356,11 +360,76 @@ def test_second_failure_within_the_memory_gives_up(monkeypatch):
     assert "rounding floor" in result.message
 
 
+def _noisy_quadratic(noise: float):
+    """f = 1/2 theta'A theta - c'theta plus a deterministic ripple of size ``noise`` * |f|.
+
+    The gradient is exact: the model of a float32 loss near the optimum, whose
+    value is rounded to about eps32 of |f| while its gradient stays accurate.
+    """
+    rng = np.random.default_rng(3)
+    Q = np.linalg.qr(rng.standard_normal((20, 20)))[0]
+    A = Q @ np.diag(np.logspace(0, 3, 20)) @ Q.T
+    c = rng.standard_normal(20)
+
+    def objective(theta):
+        f = 0.5 * theta @ A @ theta - c @ theta
+        ripple = noise * abs(f) * math.sin(1e7 * float(theta.sum()))
+        return f + ripple, A @ theta - c
+
+    return objective, np.linalg.solve(A, c)
+
+
+def test_approximate_wolfe_search_goes_on_below_the_loss_noise():
+    objective, optimum = _noisy_quadratic(noise=float(np.finfo(np.float32).eps))
+    rounding = float(np.finfo(np.float32).eps)
+    result = solvers.lbfgs(objective, np.zeros(20), max_iter=500, tol=1e-9, loss_rounding=rounding)
+    assert result.converged and result.message == "max|g| <= tol"
+    assert np.abs(result.theta - optimum).max() <= 1e-9  # the smallest curvature is 1
+    assert result.n_evaluations <= 1.5 * result.n_iter  # the unit step is accepted, once switched
+
+
+def test_without_the_approximate_search_the_noise_stops_lbfgs(monkeypatch):
+    # The control of the test above: the Wolfe search alone gives up at the loss noise.
+    monkeypatch.setattr(solvers, "_approximate_wolfe", lambda *args: None)
+    objective, _ = _noisy_quadratic(noise=float(np.finfo(np.float32).eps))
+    result = solvers.lbfgs(objective, np.zeros(20), max_iter=500, tol=1e-9)
+    assert not result.converged and "rounding floor" in result.message
+
+
+@pytest.mark.parametrize("rise, accepted", [(0.4, True), (0.6, False)])
+def test_approximate_search_allows_a_rise_within_the_noise_only(rise, accepted):
+    # phi' = 0 meets both derivative conditions at every step; the loss at any
+    # alpha > 0 is ``rise`` above phi(0) = 0, against a noise allowance of 0.5.
+    def evaluate(theta):
+        return (rise if theta[0] > 0 else 0.0), np.array([0.0])
+
+    step = solvers._approximate_wolfe(evaluate, np.zeros(1), 0.0, np.array([-1.0]), np.array([1.0]), noise=0.5)
+    if accepted:
+        assert step is not None and step[0][0] == 1.0  # the unit step
+    else:
+        assert step is None
+
+
 # -- through the model ---------------------------------------------------------------
 
 
 class _Killed(Exception):
     pass
+
+
+def test_float32_fit_reaches_the_float64_optimum():
+    # load_digits at C = 1: ill-conditioned and nearly separable, so that the last
+    # 1e-5 of the objective lies below the float32 loss's rounding noise.
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    l2 = 1.0 / len(y)
+    reference = SoftmaxRegression(64, 10).fit(X, y, solver="newton-cg", l2=l2, tol=1e-10, max_iter=200)
+    optimum = fs.loss_and_grad(X, y, reference.W, reference.b, l2=l2)[0]
+    model = SoftmaxRegression(64, 10, dtype=np.float32).fit(X.astype(np.float32), y, l2=l2, tol=1e-7, max_iter=5000)
+    assert model.converged_
+    reached = fs.loss_and_grad(X, y, model.W.astype(np.float64), model.b.astype(np.float64), l2=l2)[0]
+    assert (reached - optimum) / optimum <= 1e-6
 
 
 def _fit(X, y, **kwargs):
