@@ -12,11 +12,7 @@ from typing import Literal, NamedTuple
 import numpy as np
 
 from fastsoftmax import _checks, kernels
-from fastsoftmax._threading import parallel_section, row_chunks
-
-#: Multiply-adds (N K (D + 1)) below which a call runs on one thread: under
-#: this, starting the thread team costs more than it saves.
-MIN_WORK_PER_THREAD = 1 << 17
+from fastsoftmax._threading import EXP_WORK, parallel_section, work_chunks
 
 
 class LossGradSums(NamedTuple):
@@ -33,8 +29,8 @@ class LossGradSums(NamedTuple):
 
 
 def _n_chunks(n_samples: int, n_features: int, n_classes: int) -> int:
-    work = n_samples * n_classes * (n_features + 1)
-    return max(1, min(row_chunks(n_samples), work // MIN_WORK_PER_THREAD))
+    """Chunks of rows for the loss+grad, Hessian and prediction kernels: K (D + 1) multiply-adds a row."""
+    return work_chunks(n_samples, n_classes * (n_features + 1))
 
 
 def fused_loss_grad(
@@ -189,7 +185,7 @@ def softmax(Z, *, out: np.ndarray | None = None) -> np.ndarray:
     ndarray, shape (N, K), dtype of Z
     """
     Z, out = _check_rowwise(Z, out)
-    n_chunks = row_chunks(Z.shape[0])
+    n_chunks = work_chunks(Z.shape[0], Z.shape[1] * EXP_WORK)
     with parallel_section(n_chunks):
         return kernels.softmax_rows(Z, out, n_chunks)
 
@@ -200,7 +196,7 @@ def log_softmax(Z, *, out: np.ndarray | None = None) -> np.ndarray:
     Shapes and arguments as :func:`softmax`.
     """
     Z, out = _check_rowwise(Z, out)
-    n_chunks = row_chunks(Z.shape[0])
+    n_chunks = work_chunks(Z.shape[0], Z.shape[1] * EXP_WORK)
     with parallel_section(n_chunks):
         return kernels.log_softmax_rows(Z, out, n_chunks)
 
@@ -235,7 +231,7 @@ def cross_entropy(
     y = _checks.check_labels(y, Z.shape[0], Z.shape[1])
     # The mean divides by sum w, so it does not depend on the weights' scale.
     sample_weight = _checks.check_sample_weight(sample_weight, Z.shape[0], Z.dtype, scale_free=reduction == "mean")
-    n_chunks = row_chunks(Z.shape[0])
+    n_chunks = work_chunks(Z.shape[0], Z.shape[1] * EXP_WORK)
     with parallel_section(n_chunks):
         if reduction == "none":
             losses = kernels.cross_entropy_rows(Z, y, np.empty(Z.shape[0]), n_chunks)

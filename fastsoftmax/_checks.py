@@ -29,7 +29,7 @@ from typing import NamedTuple
 import numpy as np
 
 from fastsoftmax import kernels
-from fastsoftmax._threading import parallel_section, row_chunks
+from fastsoftmax._threading import parallel_section, work_chunks
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -345,7 +345,7 @@ def check_X_finite(X: np.ndarray, fix: str = "before calling", row_offset=0) -> 
     data set's: an int is added (a chunk), an index array is looked up (a
     gathered mini-batch).
     """
-    n_chunks = row_chunks(X.shape[0])
+    n_chunks = work_chunks(X.shape[0], X.shape[1])
     with parallel_section(n_chunks):
         n_bad, first_row = kernels.count_nonfinite(X, n_chunks)
     if n_bad:

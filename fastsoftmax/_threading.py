@@ -63,8 +63,10 @@ def _check_layer() -> None:
 def parallel_section(n_chunks: int = 2, calls_blas: bool = False) -> Iterator[None]:
     """Enter around every call of a parallel kernel.
 
-    Serialises the call when only the workqueue layer is available, and holds
-    BLAS to one thread when ``n_chunks`` Numba threads each call BLAS.
+    Serialises the call when only the workqueue layer is available, holds
+    BLAS to one thread when ``n_chunks`` Numba threads each call BLAS, and
+    runs the kernel on ``n_chunks`` Numba threads when that is fewer than
+    the current count.
     """
     if not _layer_checked:
         _check_layer()
@@ -73,6 +75,10 @@ def parallel_section(n_chunks: int = 2, calls_blas: bool = False) -> Iterator[No
             stack.enter_context(_serialise_lock)
         if calls_blas and n_chunks > 1:
             stack.enter_context(single_threaded_blas())
+        if n_chunks < numba.get_num_threads():
+            # A parallel kernel starts every thread of the team, however few
+            # chunks its prange has; on busy cores each costs a scheduler slice.
+            stack.enter_context(numba_threads(max(1, n_chunks)))
         yield
 
 
@@ -104,6 +110,26 @@ def numba_threads(n: int) -> Iterator[None]:
 def row_chunks(n_rows: int) -> int:
     """How many chunks of rows a parallel kernel splits ``n_rows`` into: one per thread."""
     return max(1, min(get_num_threads(), n_rows))
+
+
+#: Multiply-adds below which a call runs on one thread: under this, starting
+#: the thread team costs more than it saves, and on a machine whose cores are
+#: busy with other work a parallel section waits a scheduler slice (milliseconds)
+#: for every thread it wakes.
+MIN_WORK_PER_THREAD = 1 << 17
+
+#: Multiply-adds one exponential costs, for the softmax family's work estimate
+#: (the vectorised exp evaluates a degree-13 polynomial after its range reduction).
+EXP_WORK = 16
+
+
+def work_chunks(n_rows: int, work_per_row: int) -> int:
+    """Chunks of rows for a kernel doing ``work_per_row`` multiply-adds per row.
+
+    One per thread (:func:`row_chunks`), but at least ``MIN_WORK_PER_THREAD``
+    of work each: small calls run on one thread.
+    """
+    return max(1, min(row_chunks(n_rows), n_rows * work_per_row // MIN_WORK_PER_THREAD))
 
 
 _blas_lock = threading.Lock()
