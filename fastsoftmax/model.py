@@ -237,9 +237,10 @@ class SoftmaxRegression:
         l2 : float
             L2 strength on W (not on b).
         tol : float
-            lbfgs, newton-cg: gradient tolerance (largest component); gd, sgd, adam:
-            relative change of the loss
-            between iterations below which training stops. ``tol=0`` runs
+            lbfgs, newton-cg: gradient tolerance, on the largest component of
+            the gradient with respect to W and b (also when ``precondition``
+            runs the solver in scaled coordinates); gd, sgd, adam: relative
+            change of the loss between iterations below which training stops. ``tol=0`` runs
             exactly ``max_iter`` iterations, without a ConvergenceWarning.
         seed : int or None
             Seeds the mini-batch shuffling.
