@@ -115,11 +115,6 @@ class FeatureScaling:
         dW, db = unpack(np.asarray(grad, dtype=np.float64), self.n_classes, self.n_features)
         return pack((dW - np.outer(db, self.mean)) / self.scale, db)
 
-    def gradient_to_raw(self, grad_scaled: np.ndarray) -> np.ndarray:
-        """The inverse of :meth:`gradient_to_scaled`: [dW' s + db' mu^T, db'], float64."""
-        dW_scaled, db = unpack(np.asarray(grad_scaled, dtype=np.float64), self.n_classes, self.n_features)
-        return pack(dW_scaled * self.scale + np.outer(db, self.mean), db)
-
 
 class ScaledObjective:
     """``objective`` seen in the scaled coordinates of ``scaling``; iterates keep ``dtype``.
@@ -145,10 +140,6 @@ class ScaledObjective:
 
     def batch(self, theta_scaled: np.ndarray, rows: np.ndarray) -> tuple[float, np.ndarray]:
         return self._map(self.objective.batch(self.scaling.to_raw(theta_scaled), rows))
-
-    def gradient_size(self, grad_scaled: np.ndarray) -> float:
-        """max|g| of the gradient in the model's coordinates: what ``tol`` bounds, preconditioned or not."""
-        return float(np.max(np.abs(self.scaling.gradient_to_raw(grad_scaled))))
 
     def hvp(self, theta_scaled: np.ndarray, v_scaled: np.ndarray) -> np.ndarray:
         """H' v' = J^T H J v': to_raw is linear (its Jacobian J), and gradient_to_scaled is J^T."""

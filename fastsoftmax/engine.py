@@ -126,8 +126,6 @@ def run_solver(
     """
     solver = options.solver
     full = objective if full_objective is None else full_objective
-    # tol bounds max|g| in the model's coordinates, also when the solver runs in scaled ones.
-    gradient_size = getattr(objective, "gradient_size", solvers.gradient_max_abs)
     if solver == "lbfgs":
         return solvers.lbfgs(
             full,
@@ -137,18 +135,10 @@ def run_solver(
             on_iteration=on_iteration,
             state=state,
             loss_rounding=float(np.finfo(dtype).eps),
-            gradient_size=gradient_size,
         )
     if solver == "newton-cg":
         return solvers.newton_cg(
-            full,
-            objective.hvp,
-            theta0,
-            max_iter=max_iter,
-            tol=options.tol,
-            on_iteration=on_iteration,
-            state=state,
-            gradient_size=gradient_size,
+            full, objective.hvp, theta0, max_iter=max_iter, tol=options.tol, on_iteration=on_iteration, state=state
         )
     if solver == "gd":
         return solvers.gradient_descent(

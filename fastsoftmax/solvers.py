@@ -107,11 +107,6 @@ def _finite(loss: float, theta: np.ndarray) -> bool:
     return math.isfinite(loss) and bool(np.isfinite(theta).all())
 
 
-def gradient_max_abs(grad: np.ndarray) -> float:
-    """max|g|: the size of a gradient that ``tol`` is compared with, by default."""
-    return float(np.max(np.abs(grad)))
-
-
 def _relative_change(previous: float, current: float) -> float:
     return abs(previous - current) / max(1.0, abs(current))
 
@@ -267,7 +262,6 @@ def lbfgs(
     h0_diagonal: np.ndarray | None = None,
     state: dict | None = None,
     loss_rounding: float = float(np.finfo(np.float64).eps),
-    gradient_size: Callable[[np.ndarray], float] = gradient_max_abs,
 ) -> SolverResult:
     """Limited-memory BFGS with a strong Wolfe line search, over an explicit state.
 
@@ -320,7 +314,7 @@ def lbfgs(
     max_iter : int
         Iterations in this call.
     tol : float
-        Gradient tolerance on ``gradient_size(g)``, by default max|g|.
+        Gradient tolerance on max|g|.
     on_iteration : callable ``on_iteration(theta, loss, iteration)``, optional
         Called after every completed iteration (counted from 1 in this call),
         once ``state`` holds it.
@@ -391,7 +385,7 @@ def lbfgs(
     history = [loss]
 
     def stop_reason() -> str | None:
-        if gradient_size(state["grad"]) <= tol:
+        if float(np.max(np.abs(state["grad"]))) <= tol:
             return "max|g| <= tol"
         previous, current = float(state["previous_loss"]), float(state["loss"])
         if 0.0 <= (previous - current) / max(abs(previous), abs(current), 1.0) <= _FTOL:  # False while NaN
@@ -457,7 +451,7 @@ def lbfgs(
     def give_up() -> str:
         return (
             f"the line search found no step that lowers the loss with a finite value "
-            f"(max|g| = {gradient_size(state['grad']):.3g}, above tol = {tol:g}); "
+            f"(max|g| = {float(np.max(np.abs(state['grad']))):.3g}, above tol = {tol:g}); "
             f"the loss may be at its rounding floor: stopped at the last iterate"
         )
 
@@ -816,7 +810,6 @@ def newton_cg(
     tol: float = 1e-6,
     on_iteration: OnIteration | None = None,
     state: dict | None = None,
-    gradient_size: Callable[[np.ndarray], float] = gradient_max_abs,
 ) -> SolverResult:
     """Trust-region Newton method with conjugate gradient (TRON; Lin, Weng and Keerthi 2008).
 
@@ -832,7 +825,7 @@ def newton_cg(
     and Lin 2018). An iteration is an accepted step; rejected trials shrink the
     radius and retry. The loss never increases.
 
-    Stops when ``gradient_size(g) <= tol`` (max|g| by default, as :func:`lbfgs`), when the relative decrease
+    Stops when ``max|g| <= tol`` (as :func:`lbfgs`), when the relative decrease
     of the loss falls below 64 machine epsilons (or the predicted one does, on
     a rejected trial), or after ``max_iter`` iterations; it gives up (not
     converged) when the radius collapses below rounding level, raising
@@ -866,7 +859,7 @@ def newton_cg(
     def result(iteration: int, converged: bool, message: str) -> SolverResult:
         return SolverResult(theta, iteration, converged, message, history, n_hvp=n_hvp)
 
-    if gradient_size(grad) <= tol:
+    if np.abs(grad).max() <= tol:
         return result(0, True, "largest gradient component below tol")
     iteration = 0
     while iteration < max_iter:
@@ -904,7 +897,7 @@ def newton_cg(
                 history.append(loss)
                 if on_iteration is not None and on_iteration(theta, loss, iteration):
                     return result(iteration, False, "stopped by callback")
-                if gradient_size(grad) <= tol:
+                if np.abs(grad).max() <= tol:
                     return result(iteration, True, "largest gradient component below tol")
                 if _relative_change(previous, loss) <= 64 * eps:
                     return result(iteration, True, "relative decrease of the loss below 64 eps")

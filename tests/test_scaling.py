@@ -11,9 +11,7 @@ from conftest import DTYPE_IDS, DTYPES, rtol_for
 
 import fastsoftmax as fs
 from fastsoftmax import kernels
-from fastsoftmax._layout import unpack
-from fastsoftmax._scaling import FeatureScaling, ScaledObjective
-from fastsoftmax.objectives import make_objective
+from fastsoftmax._scaling import FeatureScaling
 
 N, D, K = 400, 6, 3
 L2 = 1e-3
@@ -194,36 +192,3 @@ def test_integer_weights_scale_like_repeated_rows(badly_scaled):
     repeated = make_objective(X[rows], y[rows], **common).feature_scaling(L2, K)
     np.testing.assert_allclose(weighted.mean, repeated.mean, rtol=1e-12)
     np.testing.assert_allclose(weighted.scale, repeated.scale, rtol=1e-10)
-
-
-def test_tol_bounds_the_gradient_in_the_models_coordinates():
-    # Features spread over two orders of magnitude: the gradient in scaled
-    # coordinates is that in W and b divided by each feature's spread (up to 10
-    # here). tol must bound the latter, preconditioned or not. (L-BFGS here stops
-    # by tol; Newton-CG may stop first where its model predicts no decrease above
-    # rounding, a stop that does not look at tol.)
-    solver = "lbfgs"
-    from fastsoftmax.datasets import make_classification
-
-    X, y = make_classification(2000, 8, n_classes=3, seed=0)
-    X = X * 10 ** np.random.default_rng(0).uniform(-1, 1, 8)
-    l2, tol = 1e-3, 1e-7
-    model = fs.SoftmaxRegression(8, 3).fit(X, y, solver=solver, l2=l2, tol=tol, max_iter=500, precondition=True)
-    assert model.converged_
-    _, dW, db = fs.loss_and_grad(X, y, model.W, model.b, l2=l2)
-    assert max(np.abs(dW).max(), np.abs(db).max()) <= tol
-
-
-def test_gradient_size_is_the_largest_gradient_component_in_the_models_coordinates(rng):
-    X = rng.standard_normal((300, 5)) * [0.1, 1, 10, 100, 3] + [5, -2, 0, 40, 1]
-    y = rng.integers(0, 3, 300)
-    l2 = 1e-2
-    objective = make_objective(X, y, n_features=5, n_classes=3, dtype=np.dtype(np.float64), l2=l2)
-    feature_scaling = objective.feature_scaling(l2, 3)
-    scaled = ScaledObjective(objective, feature_scaling, np.dtype(np.float64))
-    theta_scaled = rng.standard_normal(18)
-    _, grad_scaled = scaled(theta_scaled)
-    W, b = unpack(feature_scaling.to_raw(theta_scaled), 3, 5)
-    _, dW, db = fs.loss_and_grad(X, y, W, b, l2=l2)
-    want = max(np.abs(dW).max(), np.abs(db).max())
-    assert scaled.gradient_size(grad_scaled) == pytest.approx(want, rel=rtol_for(np.float64, 300, 5))
