@@ -177,25 +177,23 @@ def _blocked_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc):
                 Zt[k, r] -= row_max[r]
             exp_inplace(Zt[k, :nb], scratch)
         # The tail t leaves out the argmax's exp(0) = 1 (see _softmax_grad_block).
-        for r in range(nb):
-            Zt[row_argmax[r], r] = zero
+        # Selects instead of a scatter and a branch per row keep these loops SIMD.
         for k in range(n_classes):
             for r in range(nb):
-                row_tail[r] += Zt[k, r]
+                row_tail[r] += zero if row_argmax[r] == k else Zt[k, r]
         loss += weighted_log1p_sum(row_tail, nb, sample_weight, block_start)
         for r in range(nb):
             row_scale[r] = row_weight[r] / (one + row_tail[r])
+        # w (p - e_y): p_k = exp(z_k - m) scale and p_a = scale, with w (p_a - 1)
+        # = -t scale where the label is the argmax.
         for k in range(n_classes):
             for r in range(nb):
-                Zt[k, r] *= row_scale[r]
-        for r in range(nb):
-            a = row_argmax[r]
-            label = y[block_start + r]
-            if label == a:
-                Zt[a, r] = -row_tail[r] * row_scale[r]
-            else:
-                Zt[a, r] = row_scale[r]
-                Zt[label, r] -= row_weight[r]
+                scale = row_scale[r]
+                is_argmax = row_argmax[r] == k
+                is_label = y[block_start + r] == k
+                p = scale if is_argmax else Zt[k, r] * scale
+                g = p - row_weight[r] if is_label else p
+                Zt[k, r] = -row_tail[r] * scale if (is_argmax and is_label) else g
         for k in range(n_classes):
             acc = zero
             for r in range(nb):
