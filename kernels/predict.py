@@ -17,7 +17,7 @@ from fastsoftmax.kernels._math import exp_scratch
 from fastsoftmax.kernels.softmax import exp_shifted_block
 
 
-@njit(**JIT_OPTIONS)
+@njit(inline="always", **JIT_OPTIONS)
 def _logits_block(X, W, Wt, b, block_start, nb, Z, use_blas):
     """Z[r] = W X[block_start + r] + b for r < nb; Z is (>= nb, K) and C-contiguous."""
     if use_blas:
@@ -34,7 +34,7 @@ def _logits_block(X, W, Wt, b, block_start, nb, Z, use_blas):
                 Z[r, k] = acc
 
 
-@njit(**JIT_OPTIONS)
+@njit(inline="always", **JIT_OPTIONS)
 def _argmax_rows(Z, nb, labels_out, block_start):
     """labels_out[block_start + r] = argmax_k Z[r, k]; returns the rows with a non-finite logit.
 
