@@ -187,7 +187,7 @@ def softmax(Z, *, out: np.ndarray | None = None) -> np.ndarray:
     Z, out = _check_rowwise(Z, out)
     n_chunks = work_chunks(Z.shape[0], Z.shape[1] * EXP_WORK)
     with parallel_section(n_chunks):
-        return kernels.softmax_rows(Z, out, n_chunks)
+        return kernels.softmax_rows(kernels.read_only(Z), out, n_chunks)
 
 
 def log_softmax(Z, *, out: np.ndarray | None = None) -> np.ndarray:
@@ -198,7 +198,7 @@ def log_softmax(Z, *, out: np.ndarray | None = None) -> np.ndarray:
     Z, out = _check_rowwise(Z, out)
     n_chunks = work_chunks(Z.shape[0], Z.shape[1] * EXP_WORK)
     with parallel_section(n_chunks):
-        return kernels.log_softmax_rows(Z, out, n_chunks)
+        return kernels.log_softmax_rows(kernels.read_only(Z), out, n_chunks)
 
 
 def cross_entropy(
@@ -234,13 +234,15 @@ def cross_entropy(
     n_chunks = work_chunks(Z.shape[0], Z.shape[1] * EXP_WORK)
     with parallel_section(n_chunks):
         if reduction == "none":
-            losses = kernels.cross_entropy_rows(Z, y, np.empty(Z.shape[0]), n_chunks)
+            losses = kernels.cross_entropy_rows(
+                kernels.read_only(Z), kernels.read_only(y), np.empty(Z.shape[0]), n_chunks
+            )
             if sample_weight.shape[0]:
                 with np.errstate(invalid="ignore"):
                     losses *= sample_weight
                 losses[sample_weight == 0] = 0.0  # left out, even where the loss is inf
             return losses.astype(Z.dtype, copy=False)
-        loss_sum, weight_sum = kernels.cross_entropy_sums(Z, y, sample_weight, n_chunks)
+        loss_sum, weight_sum = kernels.cross_entropy_sums(*map(kernels.read_only, (Z, y, sample_weight)), n_chunks)
     return loss_sum / weight_sum if reduction == "mean" else loss_sum
 
 
@@ -279,6 +281,7 @@ def predict_proba(X, W, b, *, out: np.ndarray | None = None) -> np.ndarray:
     labels = np.empty(X.shape[0], dtype=np.int64)
     n_chunks, use_blas = _prediction_plan(X, W)
     with parallel_section(n_chunks, calls_blas=use_blas):
+        X, W, b = map(kernels.read_only, (X, W, b))
         n_bad_rows = kernels.predict_proba_labels(X, W, b, out, labels, n_chunks, use_blas)
     _raise_for_nonfinite_logits(X, n_bad_rows)
     return out
@@ -290,6 +293,7 @@ def predict(X, W, b) -> np.ndarray:
     labels = np.empty(X.shape[0], dtype=np.int64)
     n_chunks, use_blas = _prediction_plan(X, W)
     with parallel_section(n_chunks, calls_blas=use_blas):
+        X, W, b = map(kernels.read_only, (X, W, b))
         n_bad_rows = kernels.predict_labels(X, W, b, labels, n_chunks, use_blas)
     _raise_for_nonfinite_logits(X, n_bad_rows)
     return labels

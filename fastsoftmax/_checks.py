@@ -347,7 +347,7 @@ def check_X_finite(X: np.ndarray, fix: str = "before calling", row_offset=0) -> 
     """
     n_chunks = work_chunks(X.shape[0], X.shape[1])
     with parallel_section(n_chunks):
-        n_bad, first_row = kernels.count_nonfinite(X, n_chunks)
+        n_bad, first_row = kernels.count_nonfinite(kernels.read_only(X), n_chunks)
     if n_bad:
         raise nonfinite_X_error(n_bad, _data_row(first_row, row_offset), fix)
 

@@ -108,7 +108,8 @@ class ChunkedObjective:
         for _, X, _, w in self.source.chunks():
             n_chunks = work_chunks(X.shape[0], 2 * X.shape[1])
             with parallel_section(n_chunks):
-                chunk_sums, chunk_squares = kernels.column_moments(X, w, shift, n_chunks)
+                X, w, shift_in = map(kernels.read_only, (X, w, shift))
+                chunk_sums, chunk_squares = kernels.column_moments(X, w, shift_in, n_chunks)
             sums += chunk_sums
             squares += chunk_squares
         return FeatureScaling.from_moments(self.source.weight_sum, sums, squares, shift, l2, n_classes, centre=centre)
