@@ -498,8 +498,8 @@ def test_reduction_kernels(rng, dtype, n_chunks):
 
 
 def test_select_variant_rule():
-    # Small D and K: SIMD across rows; large D and small K: loops along D;
-    # many classes or moderate D: the two GEMMs through BLAS.
+    # Small D and K: SIMD across rows; large D or few classes: loops along D;
+    # many classes, or moderate D with 11 to 63 classes: the two GEMMs through BLAS.
     assert kernels.select_variant(4, 3) is LossGradVariant.BLOCKED
     assert kernels.select_variant(784, 10) is LossGradVariant.SKINNY
     assert kernels.select_variant(4, 300) is LossGradVariant.BLAS
@@ -507,7 +507,9 @@ def test_select_variant_rule():
     # The boundaries, one step either side.
     assert kernels.select_variant(32, 63) is LossGradVariant.BLOCKED
     assert kernels.select_variant(1, 2) is LossGradVariant.BLOCKED
-    assert kernels.select_variant(33, 3) is LossGradVariant.BLAS
+    assert kernels.select_variant(33, 3) is LossGradVariant.SKINNY
+    assert kernels.select_variant(100, 10) is LossGradVariant.SKINNY
+    assert kernels.select_variant(100, 11) is LossGradVariant.BLAS
     assert kernels.select_variant(127, 63) is LossGradVariant.BLAS
     assert kernels.select_variant(128, 63) is LossGradVariant.SKINNY
     assert kernels.select_variant(128, 64) is LossGradVariant.BLAS
