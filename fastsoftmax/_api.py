@@ -33,8 +33,10 @@ class LossGradSums(NamedTuple):
 
 
 def _n_chunks(n_samples: int, n_features: int, n_classes: int) -> int:
-    work = n_samples * n_classes * (n_features + 1)
-    return max(1, min(row_chunks(n_samples), work // MIN_WORK_PER_THREAD))
+    work_chunks = n_samples * n_classes * (n_features + 1) // MIN_WORK_PER_THREAD
+    if work_chunks <= 1:
+        return 1  # without asking numba for its thread count (half a microsecond)
+    return min(row_chunks(n_samples), work_chunks)
 
 
 def fused_loss_grad(
@@ -66,7 +68,7 @@ def fused_loss_grad(
     with parallel_section(n_chunks, calls_blas=variant == kernels.LossGradVariant.BLAS):
         loss_sum = kernels.loss_grad_sums(X, y, W, b, sample_weight, variant, n_chunks, scale, l2, dW_out, db_out)
     # dW and db are K x D: scanning them costs little next to the pass over X.
-    if math.isfinite(loss_sum) and not (np.isfinite(dW_out).all() and np.isfinite(db_out).all()):
+    if math.isfinite(loss_sum) and not (_checks.all_finite(dW_out) and _checks.all_finite(db_out)):
         return math.nan
     return loss_sum
 

@@ -146,9 +146,12 @@ class SoftmaxRegression:
         _checks.raise_for_nonfinite_loss(X, loss_sum)
         loss = loss_sum / X.shape[0] + l2_penalty(W, l2)
         step = self.dtype.type(lr)
-        with np.errstate(over="ignore", invalid="ignore"):  # checked before W and b change
-            new_W, new_b = W - step * dW, b - step * db
-        if not (np.isfinite(new_W).all() and np.isfinite(new_b).all()):
+        # new_W = W - step * dW and new_b likewise, formed in the gradient's
+        # buffers (the same rounding, no temporaries): checked before W and b change.
+        with np.errstate(over="ignore", invalid="ignore"):
+            new_W = np.subtract(W, np.multiply(dW, step, out=dW), out=dW)
+            new_b = np.subtract(b, np.multiply(db, step, out=db), out=db)
+        if not (_checks.all_finite(new_W) and _checks.all_finite(new_b)):
             raise TrainingError(
                 f"the step with lr={lr} overflows W or b to a non-finite value; W and b are unchanged. Lower lr."
             )
