@@ -73,6 +73,15 @@ def fused_loss_grad(
     return loss_sum
 
 
+def descend(W: np.ndarray, b: np.ndarray, dW: np.ndarray, db: np.ndarray, step) -> bool:
+    """Overwrite (dW, db) with the gradient step (W - step dW, b - step db); True when all of it is finite.
+
+    W, b and the gradient (dW (K, D), db (K,)) are checked or made by the
+    caller: C-contiguous, finite, one dtype; ``step`` is a scalar of that dtype.
+    """
+    return kernels.descend(W, dW, step) and kernels.descend(b, db, step)
+
+
 def _check_problem(X, y, W, b, sample_weight, scale_free: bool = False):
     W, b = _checks.check_weights(W, b)
     X = _checks.check_X(X, W.dtype, W.shape[1])

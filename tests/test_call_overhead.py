@@ -131,16 +131,39 @@ def test_n_chunks_asks_for_threads_only_when_the_work_can_use_them(monkeypatch, 
             _api._n_chunks(n, d, k)
 
 
+def _assert_step(got, params, grad, step):
+    # W - step dW with at most one rounding of the product more or less (a fused multiply-add).
+    eps = np.finfo(params.dtype).eps
+    bound = eps * (np.abs(params) + np.abs(step * grad))
+    assert (np.abs(got - (params - step * grad)) <= bound).all()
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
-def test_train_step_updates_exactly_as_w_minus_lr_times_the_gradient(dtype, rng):
+def test_train_step_updates_w_minus_lr_times_the_gradient(dtype, rng):
     X, y, _, _, _ = make_problem(rng, 50, 6, 3, dtype)
     model = SoftmaxRegression(6, 3, dtype=dtype, seed=1)
     W, b = model.W.copy(), model.b.copy()
     loss, dW, db = _api.loss_and_grad(X, y, W, b, l2=0.01)
     step = np.dtype(dtype).type(0.3)
     assert model.train_step(X, y, 0.3, l2=0.01) == loss
-    np.testing.assert_array_equal(model.W, W - step * dW)
-    np.testing.assert_array_equal(model.b, b - step * db)
+    _assert_step(model.W, W, dW, step)
+    _assert_step(model.b, b, db, step)
+    assert not np.array_equal(model.W, W) and not np.array_equal(model.b, b)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_descend_writes_the_step_into_the_gradient_and_reports_overflow(dtype, rng):
+    W = rng.standard_normal((3, 5)).astype(dtype)
+    dW = rng.standard_normal((3, 5)).astype(dtype)
+    step = np.dtype(dtype).type(0.5)
+    out = dW.copy()
+    assert kernels.descend(W, out, step)
+    _assert_step(out, W, dW, step)
+    huge = np.finfo(dtype).max
+    out = dW.copy()
+    out[2, 4] = huge
+    assert not kernels.descend(W, out, np.dtype(dtype).type(4.0))  # 4 * max overflows
+    assert not kernels.descend(W, dW.copy(), np.dtype(dtype).type(np.inf))
 
 
 def test_train_step_with_a_step_that_overflows_in_float32_leaves_the_weights(rng):
