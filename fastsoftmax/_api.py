@@ -6,17 +6,14 @@ Results keep the compute dtype (see the dtype policy in ``_checks``).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Literal, NamedTuple
 
 import numpy as np
 
 from fastsoftmax import _checks, kernels
-from fastsoftmax._threading import parallel_section, row_chunks
-
-#: Multiply-adds (N K (D + 1)) below which a call runs on one thread: under
-#: this, starting the thread team costs more than it saves.
-MIN_WORK_PER_THREAD = 1 << 17
+from fastsoftmax._threading import EXP_WORK, parallel_section, work_chunks
 
 
 class LossGradSums(NamedTuple):
@@ -33,10 +30,8 @@ class LossGradSums(NamedTuple):
 
 
 def _n_chunks(n_samples: int, n_features: int, n_classes: int) -> int:
-    work_chunks = n_samples * n_classes * (n_features + 1) // MIN_WORK_PER_THREAD
-    if work_chunks <= 1:
-        return 1  # without asking numba for its thread count (half a microsecond)
-    return min(row_chunks(n_samples), work_chunks)
+    """Chunks of rows for the loss+grad, Hessian and prediction kernels: K (D + 1) multiply-adds a row."""
+    return work_chunks(n_samples, n_classes * (n_features + 1))
 
 
 def fused_loss_grad(
@@ -65,7 +60,13 @@ def fused_loss_grad(
     if variant is None:
         variant = kernels.select_variant(n_features, n_classes)
     n_chunks = _n_chunks(X.shape[0], n_features, n_classes)
-    with parallel_section(n_chunks, calls_blas=variant == kernels.LossGradVariant.BLAS):
+    # One chunk runs serially on this thread (kernels.loss_grad_sums): no team to size, nothing to serialise.
+    section = (
+        parallel_section(n_chunks, calls_blas=variant == kernels.LossGradVariant.BLAS)
+        if n_chunks > 1
+        else contextlib.nullcontext()
+    )
+    with section:
         loss_sum = kernels.loss_grad_sums(X, y, W, b, sample_weight, variant, n_chunks, scale, l2, dW_out, db_out)
     # dW and db are K x D: scanning them costs little next to the pass over X.
     if math.isfinite(loss_sum) and not (_checks.all_finite(dW_out) and _checks.all_finite(db_out)):
@@ -79,7 +80,9 @@ def descend(W: np.ndarray, b: np.ndarray, dW: np.ndarray, db: np.ndarray, step) 
     W, b and the gradient (dW (K, D), db (K,)) are checked or made by the
     caller: C-contiguous, finite, one dtype; ``step`` is a scalar of that dtype.
     """
-    return kernels.descend(W, dW, step) and kernels.descend(b, db, step)
+    # Flat views (no copies): one compiled signature per dtype, whatever the shapes and W's writeability.
+    flat_W, flat_b = kernels.read_only(W.reshape(-1)), kernels.read_only(b.reshape(-1))
+    return kernels.descend(flat_W, dW.reshape(-1), step) and kernels.descend(flat_b, db.reshape(-1), step)
 
 
 def _check_problem(X, y, W, b, sample_weight, scale_free: bool = False):
@@ -200,9 +203,9 @@ def softmax(Z, *, out: np.ndarray | None = None) -> np.ndarray:
     ndarray, shape (N, K), dtype of Z
     """
     Z, out = _check_rowwise(Z, out)
-    n_chunks = row_chunks(Z.shape[0])
+    n_chunks = work_chunks(Z.shape[0], Z.shape[1] * EXP_WORK)
     with parallel_section(n_chunks):
-        return kernels.softmax_rows(Z, out, n_chunks)
+        return kernels.softmax_rows(kernels.read_only(Z), out, n_chunks)
 
 
 def log_softmax(Z, *, out: np.ndarray | None = None) -> np.ndarray:
@@ -211,9 +214,9 @@ def log_softmax(Z, *, out: np.ndarray | None = None) -> np.ndarray:
     Shapes and arguments as :func:`softmax`.
     """
     Z, out = _check_rowwise(Z, out)
-    n_chunks = row_chunks(Z.shape[0])
+    n_chunks = work_chunks(Z.shape[0], Z.shape[1] * EXP_WORK)
     with parallel_section(n_chunks):
-        return kernels.log_softmax_rows(Z, out, n_chunks)
+        return kernels.log_softmax_rows(kernels.read_only(Z), out, n_chunks)
 
 
 def cross_entropy(
@@ -246,16 +249,18 @@ def cross_entropy(
     y = _checks.check_labels(y, Z.shape[0], Z.shape[1])
     # The mean divides by sum w, so it does not depend on the weights' scale.
     sample_weight = _checks.check_sample_weight(sample_weight, Z.shape[0], Z.dtype, scale_free=reduction == "mean")
-    n_chunks = row_chunks(Z.shape[0])
+    n_chunks = work_chunks(Z.shape[0], Z.shape[1] * EXP_WORK)
     with parallel_section(n_chunks):
         if reduction == "none":
-            losses = kernels.cross_entropy_rows(Z, y, np.empty(Z.shape[0]), n_chunks)
+            losses = kernels.cross_entropy_rows(
+                kernels.read_only(Z), kernels.read_only(y), np.empty(Z.shape[0]), n_chunks
+            )
             if sample_weight.shape[0]:
                 with np.errstate(invalid="ignore"):
                     losses *= sample_weight
                 losses[sample_weight == 0] = 0.0  # left out, even where the loss is inf
             return losses.astype(Z.dtype, copy=False)
-        loss_sum, weight_sum = kernels.cross_entropy_sums(Z, y, sample_weight, n_chunks)
+        loss_sum, weight_sum = kernels.cross_entropy_sums(*map(kernels.read_only, (Z, y, sample_weight)), n_chunks)
     return loss_sum / weight_sum if reduction == "mean" else loss_sum
 
 
@@ -294,6 +299,7 @@ def predict_proba(X, W, b, *, out: np.ndarray | None = None) -> np.ndarray:
     labels = np.empty(X.shape[0], dtype=np.int64)
     n_chunks, use_blas = _prediction_plan(X, W)
     with parallel_section(n_chunks, calls_blas=use_blas):
+        X, W, b = map(kernels.read_only, (X, W, b))
         n_bad_rows = kernels.predict_proba_labels(X, W, b, out, labels, n_chunks, use_blas)
     _raise_for_nonfinite_logits(X, n_bad_rows)
     return out
@@ -305,6 +311,7 @@ def predict(X, W, b) -> np.ndarray:
     labels = np.empty(X.shape[0], dtype=np.int64)
     n_chunks, use_blas = _prediction_plan(X, W)
     with parallel_section(n_chunks, calls_blas=use_blas):
+        X, W, b = map(kernels.read_only, (X, W, b))
         n_bad_rows = kernels.predict_labels(X, W, b, labels, n_chunks, use_blas)
     _raise_for_nonfinite_logits(X, n_bad_rows)
     return labels

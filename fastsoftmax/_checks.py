@@ -29,7 +29,7 @@ from typing import NamedTuple
 import numpy as np
 
 from fastsoftmax import kernels
-from fastsoftmax._threading import parallel_section, row_chunks
+from fastsoftmax._threading import parallel_section, work_chunks
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _INT64 = np.dtype(np.int64)
@@ -118,7 +118,8 @@ def all_finite(arr: np.ndarray) -> bool:
     training step makes several of these checks); other dtypes through NumPy.
     """
     if arr.dtype in FLOAT_DTYPES:
-        return kernels.all_finite(arr)
+        # A flat read-only view (a copy only if arr is not contiguous): one signature per dtype.
+        return kernels.all_finite(kernels.read_only(arr.reshape(-1)))
     return bool(np.isfinite(arr).all())
 
 
@@ -219,7 +220,7 @@ def check_labels(y, n_samples: int, n_classes: int) -> np.ndarray:
         lo, hi = int(y.min()), int(y.max())  # labels past 2**63 would wrap in int64
     else:
         y = _contiguous(y, _INT64)
-        lo, hi = kernels.label_range(y)  # one compiled pass (see kernels/scans.py)
+        lo, hi = kernels.label_range(kernels.read_only(y))  # one compiled pass (see kernels/scans.py)
     if lo < 0 or hi >= n_classes:
         bad = lo if lo < 0 else hi
         raise ValueError(
@@ -368,9 +369,9 @@ def check_X_finite(X: np.ndarray, fix: str = "before calling", row_offset=0) -> 
     data set's: an int is added (a chunk), an index array is looked up (a
     gathered mini-batch).
     """
-    n_chunks = row_chunks(X.shape[0])
+    n_chunks = work_chunks(X.shape[0], X.shape[1])
     with parallel_section(n_chunks):
-        n_bad, first_row = kernels.count_nonfinite(X, n_chunks)
+        n_bad, first_row = kernels.count_nonfinite(kernels.read_only(X), n_chunks)
     if n_bad:
         raise nonfinite_X_error(n_bad, _data_row(first_row, row_offset), fix)
 

@@ -69,8 +69,9 @@ class FeatureScaling:
         centre: bool = True,
     ) -> FeatureScaling:
         """From the weighted sums of (x - shift), (x - shift)^2 and the total weight (``kernels.column_moments``)."""
-        mean_deviation = sums / total_weight
-        variance = squares / total_weight - mean_deviation * mean_deviation
+        with np.errstate(invalid="ignore", over="ignore"):  # inf in X: see from_mean_variance
+            mean_deviation = sums / total_weight
+            variance = squares / total_weight - mean_deviation * mean_deviation
         return cls.from_mean_variance(shift + mean_deviation, variance, l2, n_classes, centre=centre)
 
     @classmethod

@@ -67,14 +67,16 @@ _NOTHING_TO_DO = contextlib.nullcontext()
 def parallel_section(n_chunks: int = 2, calls_blas: bool = False) -> contextlib.AbstractContextManager[None]:
     """Enter around every call of a parallel kernel.
 
-    Serialises the call when only the workqueue layer is available, and holds
-    BLAS to one thread when ``n_chunks`` Numba threads each call BLAS.
+    Serialises the call when only the workqueue layer is available, holds
+    BLAS to one thread when ``n_chunks`` Numba threads each call BLAS, and
+    runs the kernel on ``n_chunks`` Numba threads when that is fewer than
+    the current count.
 
-    Once the layer is known, a call that needs neither (the usual case) gets a
-    shared ``nullcontext``: a generator-based context manager costs about a
+    Once the layer is known, a call that needs none of these gets a shared
+    ``nullcontext``: a generator-based context manager costs about a
     microsecond per call, a tenth of a small problem's whole overhead.
     """
-    if _layer_checked and not _serialise and not (calls_blas and n_chunks > 1):
+    if _layer_checked and not _serialise and not (calls_blas and n_chunks > 1) and n_chunks >= numba.get_num_threads():
         return _NOTHING_TO_DO
     return _parallel_section(n_chunks, calls_blas)
 
@@ -88,6 +90,10 @@ def _parallel_section(n_chunks: int, calls_blas: bool) -> Iterator[None]:
             stack.enter_context(_serialise_lock)
         if calls_blas and n_chunks > 1:
             stack.enter_context(single_threaded_blas())
+        if n_chunks < numba.get_num_threads():
+            # A parallel kernel starts every thread of the team, however few
+            # chunks its prange has; on busy cores each costs a scheduler slice.
+            stack.enter_context(numba_threads(max(1, n_chunks)))
         yield
 
 
@@ -119,6 +125,29 @@ def numba_threads(n: int) -> Iterator[None]:
 def row_chunks(n_rows: int) -> int:
     """How many chunks of rows a parallel kernel splits ``n_rows`` into: one per thread."""
     return max(1, min(get_num_threads(), n_rows))
+
+
+#: Multiply-adds below which a call runs on one thread: under this, starting
+#: the thread team costs more than it saves, and on a machine whose cores are
+#: busy with other work a parallel section waits a scheduler slice (milliseconds)
+#: for every thread it wakes.
+MIN_WORK_PER_THREAD = 1 << 17
+
+#: Multiply-adds one exponential costs, for the softmax family's work estimate
+#: (the vectorised exp evaluates a degree-13 polynomial after its range reduction).
+EXP_WORK = 16
+
+
+def work_chunks(n_rows: int, work_per_row: int) -> int:
+    """Chunks of rows for a kernel doing ``work_per_row`` multiply-adds per row.
+
+    One per thread (:func:`row_chunks`), but at least ``MIN_WORK_PER_THREAD``
+    of work each: small calls run on one thread.
+    """
+    chunks = n_rows * work_per_row // MIN_WORK_PER_THREAD
+    if chunks <= 1:
+        return 1  # without asking numba for its thread count (half a microsecond)
+    return min(row_chunks(n_rows), chunks)
 
 
 _blas_lock = threading.Lock()

@@ -193,7 +193,7 @@ _WARM_UP_ROWS = 256
 
 def _warm_up_rows(n_samples: int, n_features: int, n_classes: int) -> int:
     """Rows enough for the loss+grad kernel to take its parallel path whenever the whole data would."""
-    from fastsoftmax._api import MIN_WORK_PER_THREAD
+    from fastsoftmax._threading import MIN_WORK_PER_THREAD
 
     parallel = -(-2 * MIN_WORK_PER_THREAD // (n_classes * (n_features + 1)))
     return min(n_samples, max(_WARM_UP_ROWS, parallel))

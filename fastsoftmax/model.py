@@ -235,9 +235,13 @@ class SoftmaxRegression:
         l2 : float
             L2 strength on W (not on b).
         tol : float
-            lbfgs, newton-cg: gradient tolerance (largest component); gd, sgd, adam:
-            relative change of the loss
-            between iterations below which training stops. ``tol=0`` runs
+            lbfgs, newton-cg: gradient tolerance, on the largest component of
+            the gradient; with ``precondition`` (the default for both) that is
+            the gradient in the solver's standardised coordinates,
+            (dW - db mu^T) / s and db for feature means mu and spreads s, so
+            that tol does not depend on the units of the features. gd, sgd,
+            adam: relative change of the loss between iterations below which
+            training stops. ``tol=0`` runs
             exactly ``max_iter`` iterations, without a ConvergenceWarning.
         seed : int or None
             Seeds the mini-batch shuffling.

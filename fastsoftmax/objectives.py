@@ -30,7 +30,7 @@ from fastsoftmax._dask_check import is_dask_collection
 from fastsoftmax._data import PATH_TYPES, DataSource, block_shuffled_batches, chunked_objectives
 from fastsoftmax._hessian import chunked_hvp
 from fastsoftmax._scaling import FeatureScaling
-from fastsoftmax._threading import parallel_section, row_chunks
+from fastsoftmax._threading import parallel_section, work_chunks
 
 
 class ChunkedObjective:
@@ -106,9 +106,10 @@ class ChunkedObjective:
         sums = np.zeros(self.source.n_features)
         squares = np.zeros(self.source.n_features)
         for _, X, _, w in self.source.chunks():
-            n_chunks = row_chunks(X.shape[0])
+            n_chunks = work_chunks(X.shape[0], 2 * X.shape[1])
             with parallel_section(n_chunks):
-                chunk_sums, chunk_squares = kernels.column_moments(X, w, shift, n_chunks)
+                X, w, shift_in = map(kernels.read_only, (X, w, shift))
+                chunk_sums, chunk_squares = kernels.column_moments(X, w, shift_in, n_chunks)
             sums += chunk_sums
             squares += chunk_squares
         return FeatureScaling.from_moments(self.source.weight_sum, sums, squares, shift, l2, n_classes, centre=centre)

@@ -4,10 +4,14 @@ Plain ``@njit`` functions over arrays that the Python layer has already checked:
 C-contiguous, one float dtype per call, labels in range. Kernels write into the
 ``out`` buffers they are given; they do no validation and no I/O.
 
+Callers pass the arrays a kernel only reads through ``read_only``, so that
+writeable, read-only and memory-mapped inputs share one compiled signature.
+
 Importing this package compiles nothing: every kernel compiles on its first
 call and is cached on disk (``cache=True``).
 """
 
+from fastsoftmax.kernels._signature import read_only
 from fastsoftmax.kernels.hessian import hessian_vector_sums, select_hvp_variant
 from fastsoftmax.kernels.loss_grad import LossGradVariant, loss_grad_sums, select_variant
 from fastsoftmax.kernels.moments import column_moments
@@ -35,6 +39,7 @@ __all__ = [
     "loss_grad_sums",
     "predict_labels",
     "predict_proba_labels",
+    "read_only",
     "select_hvp_variant",
     "select_variant",
     "softmax_rows",

@@ -32,6 +32,8 @@ Design (that of ``loss_grad.py``, which this mirrors):
   ``BLAS``    one GEMM forms [Z | U] = X_block [W; V]^T (2K columns: one
               pass over the block for both), then the curvature, then
               R^T X_block as a second GEMM.
+- As in ``loss_grad.py``, a serial call runs its body directly and each body
+  has its own parallel driver, so a first call compiles one body only.
 """
 
 import numpy as np
@@ -39,12 +41,15 @@ from numba import njit, prange
 
 from fastsoftmax.kernels._config import BLAS_BLOCK_ROWS, BLOCK_ROWS, JIT_OPTIONS
 from fastsoftmax.kernels._math import exp_inplace, exp_scratch
+from fastsoftmax.kernels._signature import named, read_only
 from fastsoftmax.kernels.loss_grad import (
     BLAS_MIN_CLASSES,
     BLOCKED_MAX_FEATURES,
     LossGradVariant,
-    _finish_class,  # the same chunk-order reduction: scale * sum over chunks + l2 * parameter
+    reduce_chunks_any,  # the same chunk-order reduction: scale * sum over chunks + l2 * parameter
 )
+
+_BLAS = int(LossGradVariant.BLAS)
 
 
 def select_hvp_variant(n_features: int, n_classes: int) -> LossGradVariant:
@@ -189,49 +194,38 @@ def _blocked_chunk(X, W, b, V, c, sample_weight, start, stop, HV_acc, Hc_acc):
                 HV_acc[k, d] += acc
 
 
-@njit(**JIT_OPTIONS)
+@njit(inline="always", **JIT_OPTIONS)
 def _chunk(X, W, b, V, c, sample_weight, start, stop, variant, HV_acc, Hc_acc):
-    if variant == 2:
+    # Inlined where ``variant`` is a compile-time constant: one body compiles.
+    if variant == _BLAS:
         _blas_chunk(X, W, b, V, c, sample_weight, start, stop, HV_acc, Hc_acc)
     else:
         _blocked_chunk(X, W, b, V, c, sample_weight, start, stop, HV_acc, Hc_acc)
 
 
-@njit(parallel=True, **JIT_OPTIONS)
-def _hvp_parallel(X, W, b, V, c, sample_weight, variant, n_chunks, scale, l2, HV_out, Hc_out):
-    n_samples = X.shape[0]
-    n_classes, n_features = W.shape
-    HV_acc = np.empty((n_chunks, n_classes, n_features))
-    Hc_acc = np.empty((n_chunks, n_classes))
-    for ch in prange(n_chunks):
-        HV_acc[ch] = 0.0
-        Hc_acc[ch] = 0.0
-        _chunk(
-            X,
-            W,
-            b,
-            V,
-            c,
-            sample_weight,
-            ch * n_samples // n_chunks,
-            (ch + 1) * n_samples // n_chunks,
-            variant,
-            HV_acc[ch],
-            Hc_acc[ch],
-        )
-    for k in prange(n_classes):
-        _finish_class(V, HV_acc, Hc_acc, scale, l2, HV_out, Hc_out, k)
+def _make_parallel_driver(variant: LossGradVariant):
+    """The parallel driver of one block body, with ``variant`` a compile-time constant (see ``loss_grad``)."""
+    name = f"_hvp_parallel_{variant.name.lower()}"
+    variant = int(variant)
+
+    @njit(parallel=True, **JIT_OPTIONS)
+    @named(name)
+    def parallel(X, W, b, V, c, sample_weight, HV_acc, Hc_acc):
+        n_samples = X.shape[0]
+        n_chunks = HV_acc.shape[0]
+        for ch in prange(n_chunks):
+            start, stop = ch * n_samples // n_chunks, (ch + 1) * n_samples // n_chunks
+            _chunk(X, W, b, V, c, sample_weight, start, stop, variant, HV_acc[ch], Hc_acc[ch])
+
+    return parallel
 
 
-@njit(**JIT_OPTIONS)
-def _hvp_serial(X, W, b, V, c, sample_weight, variant, scale, l2, HV_out, Hc_out):
-    # Small problems skip the parallel region: its start-up would dominate.
-    n_classes, n_features = W.shape
-    HV_acc = np.zeros((1, n_classes, n_features))
-    Hc_acc = np.zeros((1, n_classes))
-    _chunk(X, W, b, V, c, sample_weight, 0, X.shape[0], variant, HV_acc[0], Hc_acc[0])
-    for k in range(n_classes):
-        _finish_class(V, HV_acc, Hc_acc, scale, l2, HV_out, Hc_out, k)
+#: The block body of each variant; a serial call runs it directly on all rows.
+BODIES = {LossGradVariant.BLOCKED: _blocked_chunk, LossGradVariant.BLAS: _blas_chunk}
+_hvp_parallel_blocked = _make_parallel_driver(LossGradVariant.BLOCKED)
+_hvp_parallel_blas = _make_parallel_driver(LossGradVariant.BLAS)
+#: The parallel driver of each variant.
+PARALLEL_DRIVERS = {LossGradVariant.BLOCKED: _hvp_parallel_blocked, LossGradVariant.BLAS: _hvp_parallel_blas}
 
 
 def hessian_vector_sums(X, W, b, V, c, sample_weight, variant, n_chunks, scale, l2, HV_out, Hc_out):
@@ -251,7 +245,15 @@ def hessian_vector_sums(X, W, b, V, c, sample_weight, variant, n_chunks, scale, 
 
     Non-finite input or an overflow shows as non-finite outputs (no check here).
     """
+    variant = LossGradVariant(variant)
+    X, W, b, V, c, sample_weight = (read_only(a) for a in (X, W, b, V, c, sample_weight))
+    n_classes, n_features = W.shape
+    # Zeroed pages come from calloc and are first touched by the thread that owns the chunk.
+    HV_acc = np.zeros((max(n_chunks, 1), n_classes, n_features))
+    Hc_acc = np.zeros((max(n_chunks, 1), n_classes))
     if n_chunks <= 1:
-        _hvp_serial(X, W, b, V, c, sample_weight, int(variant), scale, l2, HV_out, Hc_out)
+        # Small problems skip the parallel region: its start-up would dominate.
+        BODIES[variant](X, W, b, V, c, sample_weight, 0, X.shape[0], HV_acc[0], Hc_acc[0])
     else:
-        _hvp_parallel(X, W, b, V, c, sample_weight, int(variant), n_chunks, scale, l2, HV_out, Hc_out)
+        PARALLEL_DRIVERS[variant](X, W, b, V, c, sample_weight, HV_acc, Hc_acc)
+    reduce_chunks_any(V, HV_acc, Hc_acc, scale, l2, HV_out, Hc_out)

@@ -28,6 +28,13 @@ Design:
               small K, where BLAS's GEMMs with a dimension of K run below peak);
   ``BLAS``    two GEMMs per block of 512 rows through ``np.dot`` with the
               softmax fused between them (large K, and moderate D).
+- Compiling is most of a cold first call, so each call compiles only what it
+  runs: a serial call runs its block body directly, and each body has its own
+  parallel driver (``variant`` is a compile-time constant there), instead of
+  one driver that compiled all three bodies. The chunk reduction is one
+  kernel shared by every body and by the Hessian-vector product. Input
+  arrays go in as read-only views (``_signature.read_only``), so writeable,
+  read-only and memory-mapped data share one compiled signature.
 """
 
 import enum
@@ -37,6 +44,7 @@ from numba import njit, prange
 
 from fastsoftmax.kernels._config import BLAS_BLOCK_ROWS, BLOCK_ROWS, JIT_OPTIONS
 from fastsoftmax.kernels._math import exp_inplace, exp_scratch, weighted_log1p_sum
+from fastsoftmax.kernels._signature import named, read_only
 
 
 class LossGradVariant(enum.IntEnum):
@@ -73,7 +81,7 @@ def select_variant(n_features: int, n_classes: int) -> LossGradVariant:
     return LossGradVariant.BLAS
 
 
-@njit(**JIT_OPTIONS)
+@njit(inline="always", **JIT_OPTIONS)
 def _softmax_grad_block(Z, nb, y, sample_weight, block_start, scratch, row_tail, row_argmax):
     """Turn a block of logits Z[:nb] (rows r = block_start + r) into w_r (p_r - e_{y_r}).
 
@@ -177,25 +185,23 @@ def _blocked_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc):
                 Zt[k, r] -= row_max[r]
             exp_inplace(Zt[k, :nb], scratch)
         # The tail t leaves out the argmax's exp(0) = 1 (see _softmax_grad_block).
-        for r in range(nb):
-            Zt[row_argmax[r], r] = zero
+        # Selects instead of a scatter and a branch per row keep these loops SIMD.
         for k in range(n_classes):
             for r in range(nb):
-                row_tail[r] += Zt[k, r]
+                row_tail[r] += zero if row_argmax[r] == k else Zt[k, r]
         loss += weighted_log1p_sum(row_tail, nb, sample_weight, block_start)
         for r in range(nb):
             row_scale[r] = row_weight[r] / (one + row_tail[r])
+        # w (p - e_y): p_k = exp(z_k - m) scale and p_a = scale, with w (p_a - 1)
+        # = -t scale where the label is the argmax.
         for k in range(n_classes):
             for r in range(nb):
-                Zt[k, r] *= row_scale[r]
-        for r in range(nb):
-            a = row_argmax[r]
-            label = y[block_start + r]
-            if label == a:
-                Zt[a, r] = -row_tail[r] * row_scale[r]
-            else:
-                Zt[a, r] = row_scale[r]
-                Zt[label, r] -= row_weight[r]
+                scale = row_scale[r]
+                is_argmax = row_argmax[r] == k
+                is_label = y[block_start + r] == k
+                p = scale if is_argmax else Zt[k, r] * scale
+                g = p - row_weight[r] if is_label else p
+                Zt[k, r] = -row_tail[r] * scale if (is_argmax and is_label) else g
         for k in range(n_classes):
             acc = zero
             for r in range(nb):
@@ -306,17 +312,23 @@ def _blas_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc):
     return loss
 
 
-@njit(**JIT_OPTIONS)
+#: The variants as plain ints: numba folds a comparison of two such constants
+#: and prunes the branch not taken before it types it.
+_BLOCKED, _BLAS, _SKINNY = int(LossGradVariant.BLOCKED), int(LossGradVariant.BLAS), int(LossGradVariant.SKINNY)
+
+
+@njit(inline="always", **JIT_OPTIONS)
 def _chunk(X, y, W, b, sample_weight, start, stop, variant, dW_acc, db_acc):
-    # The members are frozen into the compiled code as integer constants.
-    if variant == LossGradVariant.BLAS:
+    # Inlined into drivers where ``variant`` is a compile-time constant, so
+    # that each driver types and compiles one block body, not all three.
+    if variant == _BLAS:
         return _blas_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc)
-    if variant == LossGradVariant.SKINNY:
+    if variant == _SKINNY:
         return _skinny_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc)
     return _blocked_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc)
 
 
-@njit(**JIT_OPTIONS)
+@njit(inline="always", **JIT_OPTIONS)
 def _finish_class(W, dW_acc, db_acc, scale, l2, dW_out, db_out, k):
     """Reduce the per-chunk accumulators of class k, in chunk order, into the outputs."""
     n_chunks, _, n_features = dW_acc.shape
@@ -331,39 +343,74 @@ def _finish_class(W, dW_acc, db_acc, scale, l2, dW_out, db_out, k):
         dW_out[k, d] = scale * total + l2 * np.float64(W[k, d])
 
 
-@njit(parallel=True, **JIT_OPTIONS)
-def _loss_grad_parallel(X, y, W, b, sample_weight, variant, n_chunks, scale, l2, dW_out, db_out):
-    n_samples = X.shape[0]
-    n_classes, n_features = W.shape
-    # Each thread zeroes its own accumulators (first touch in parallel), and the
-    # reduction runs in parallel over classes: at large K x D both would
-    # otherwise be serial passes over threads x K x D float64 values.
-    dW_acc = np.empty((n_chunks, n_classes, n_features))
-    db_acc = np.empty((n_chunks, n_classes))
-    chunk_loss = np.zeros(n_chunks)
-    for c in prange(n_chunks):
-        dW_acc[c] = 0.0
-        db_acc[c] = 0.0
-        start, stop = c * n_samples // n_chunks, (c + 1) * n_samples // n_chunks
-        chunk_loss[c] = _chunk(X, y, W, b, sample_weight, start, stop, variant, dW_acc[c], db_acc[c])
-    for k in prange(n_classes):
-        _finish_class(W, dW_acc, db_acc, scale, l2, dW_out, db_out, k)
-    loss_sum = 0.0
-    for c in range(n_chunks):
-        loss_sum += chunk_loss[c]
-    return loss_sum
-
-
 @njit(**JIT_OPTIONS)
-def _loss_grad_serial(X, y, W, b, sample_weight, variant, scale, l2, dW_out, db_out):
-    # Small problems skip the parallel region: its start-up would dominate.
-    n_classes, n_features = W.shape
-    dW_acc = np.zeros((1, n_classes, n_features))
-    db_acc = np.zeros((1, n_classes))
-    loss_sum = _chunk(X, y, W, b, sample_weight, 0, X.shape[0], variant, dW_acc[0], db_acc[0])
-    for k in range(n_classes):
+def reduce_chunks(W, dW_acc, db_acc, scale, l2, dW_out, db_out):
+    """dW_out = scale * sum_c dW_acc[c] + l2 * W and db_out = scale * sum_c db_acc[c], summed in chunk order.
+
+    Shapes: W, dW_out (K, D); dW_acc (C, K, D) and db_acc (C, K) float64; db_out (K,).
+    Shared by every block body and by the Hessian-vector kernel (with V for W).
+    """
+    for k in range(W.shape[0]):
         _finish_class(W, dW_acc, db_acc, scale, l2, dW_out, db_out, k)
-    return loss_sum
+
+
+#: Accumulator entries (chunks x K x D) from which the reduction runs in
+#: parallel: below, a serial pass (about 1 ns a value) is shorter than the
+#: parallel region's start-up, and the first call skips compiling it.
+PARALLEL_REDUCE_MIN = 1 << 18
+
+
+@njit(parallel=True, **JIT_OPTIONS)
+def reduce_chunks_parallel(W, dW_acc, db_acc, scale, l2, dW_out, db_out):
+    """``reduce_chunks`` with one class per thread: at large K x D a serial pass
+    over threads x K x D float64 values would stall every other thread."""
+    for k in prange(W.shape[0]):
+        _finish_class(W, dW_acc, db_acc, scale, l2, dW_out, db_out, k)
+
+
+def _make_parallel_driver(variant: LossGradVariant):
+    """The parallel driver of one block body, as its own dispatcher.
+
+    ``variant`` reaches the compiled code as a constant (a closure variable),
+    so a first call compiles only the body its shape selects: compiling all
+    three bodies in every driver took two thirds of the cold start.
+    """
+    name = f"_loss_grad_parallel_{variant.name.lower()}"
+    variant = int(variant)
+
+    @njit(parallel=True, **JIT_OPTIONS)
+    @named(name)
+    def parallel(X, y, W, b, sample_weight, dW_acc, db_acc, chunk_loss):
+        # The caller allocates chunk_loss: an np.zeros here would be a parallel
+        # loop of its own, compiled as a second gufunc.
+        n_samples = X.shape[0]
+        n_chunks = dW_acc.shape[0]
+        for c in prange(n_chunks):
+            start, stop = c * n_samples // n_chunks, (c + 1) * n_samples // n_chunks
+            chunk_loss[c] = _chunk(X, y, W, b, sample_weight, start, stop, variant, dW_acc[c], db_acc[c])
+        loss_sum = 0.0
+        for c in range(n_chunks):
+            loss_sum += chunk_loss[c]
+        return loss_sum
+
+    return parallel
+
+
+#: The block body of each variant; a serial call runs it directly on all rows.
+BODIES = {
+    LossGradVariant.BLOCKED: _blocked_chunk,
+    LossGradVariant.BLAS: _blas_chunk,
+    LossGradVariant.SKINNY: _skinny_chunk,
+}
+_loss_grad_parallel_blocked = _make_parallel_driver(LossGradVariant.BLOCKED)
+_loss_grad_parallel_blas = _make_parallel_driver(LossGradVariant.BLAS)
+_loss_grad_parallel_skinny = _make_parallel_driver(LossGradVariant.SKINNY)
+#: The parallel driver of each variant.
+PARALLEL_DRIVERS = {
+    LossGradVariant.BLOCKED: _loss_grad_parallel_blocked,
+    LossGradVariant.BLAS: _loss_grad_parallel_blas,
+    LossGradVariant.SKINNY: _loss_grad_parallel_skinny,
+}
 
 
 def loss_grad_sums(X, y, W, b, sample_weight, variant, n_chunks, scale, l2, dW_out, db_out):
@@ -388,6 +435,23 @@ def loss_grad_sums(X, y, W, b, sample_weight, variant, n_chunks, scale, l2, dW_o
         sum_i w_i (logsumexp(z_i) - z_{i,y_i}), accumulated in float64 and not
         scaled (the caller adds the L2 term).
     """
+    variant = LossGradVariant(variant)
+    X, y, W, b, sample_weight = (read_only(a) for a in (X, y, W, b, sample_weight))
+    n_classes, n_features = W.shape
+    # Zeroed pages come from calloc and are first touched by the thread that owns the chunk.
+    dW_acc = np.zeros((max(n_chunks, 1), n_classes, n_features))
+    db_acc = np.zeros((max(n_chunks, 1), n_classes))
     if n_chunks <= 1:
-        return _loss_grad_serial(X, y, W, b, sample_weight, int(variant), scale, l2, dW_out, db_out)
-    return _loss_grad_parallel(X, y, W, b, sample_weight, int(variant), n_chunks, scale, l2, dW_out, db_out)
+        # Small problems skip the parallel region: its start-up would dominate.
+        loss_sum = BODIES[variant](X, y, W, b, sample_weight, 0, X.shape[0], dW_acc[0], db_acc[0])
+    else:
+        loss_sum = PARALLEL_DRIVERS[variant](X, y, W, b, sample_weight, dW_acc, db_acc, np.empty(n_chunks))
+    reduce_chunks_any(W, dW_acc, db_acc, scale, l2, dW_out, db_out)
+    return loss_sum
+
+
+def reduce_chunks_any(W, dW_acc, db_acc, scale, l2, dW_out, db_out):
+    """``reduce_chunks``, in parallel where there are several chunks and enough values to pay for it."""
+    parallel = dW_acc.shape[0] > 1 and dW_acc.size >= PARALLEL_REDUCE_MIN
+    reduce = reduce_chunks_parallel if parallel else reduce_chunks
+    reduce(read_only(W), dW_acc, db_acc, float(scale), float(l2), dW_out, db_out)

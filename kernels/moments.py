@@ -24,18 +24,27 @@ def column_moments(X, sample_weight, shift, n_chunks):
     """
     n, d = X.shape
     weighted = sample_weight.shape[0] > 0
-    sums = np.zeros((n_chunks, d))
-    squares = np.zeros((n_chunks, d))
+    # Loops, not np.zeros or array +=: in a parallel kernel each of those is a
+    # parallel loop of its own, compiled separately (seconds on a cold cache).
+    sums = np.empty((n_chunks, d))
+    squares = np.empty((n_chunks, d))
     for c in prange(n_chunks):
+        for j in range(d):
+            sums[c, j] = 0.0
+            squares[c, j] = 0.0
         for i in range(c * n // n_chunks, (c + 1) * n // n_chunks):
             weight = np.float64(sample_weight[i]) if weighted else 1.0
             for j in range(d):
                 deviation = X[i, j] - shift[j]
                 sums[c, j] += weight * deviation
                 squares[c, j] += weight * deviation * deviation
-    total_sums = np.zeros(d)
-    total_squares = np.zeros(d)
+    total_sums = np.empty(d)
+    total_squares = np.empty(d)
+    for j in range(d):
+        total_sums[j] = 0.0
+        total_squares[j] = 0.0
     for c in range(n_chunks):  # in chunk order, so the result depends only on n_chunks
-        total_sums += sums[c]
-        total_squares += squares[c]
+        for j in range(d):
+            total_sums[j] += sums[c, j]
+            total_squares[j] += squares[c, j]
     return total_sums, total_squares

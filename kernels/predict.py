@@ -17,7 +17,7 @@ from fastsoftmax.kernels._math import exp_scratch
 from fastsoftmax.kernels.softmax import exp_shifted_block
 
 
-@njit(**JIT_OPTIONS)
+@njit(inline="always", **JIT_OPTIONS)
 def _logits_block(X, W, Wt, b, block_start, nb, Z, use_blas):
     """Z[r] = W X[block_start + r] + b for r < nb; Z is (>= nb, K) and C-contiguous."""
     if use_blas:
@@ -34,7 +34,7 @@ def _logits_block(X, W, Wt, b, block_start, nb, Z, use_blas):
                 Z[r, k] = acc
 
 
-@njit(**JIT_OPTIONS)
+@njit(inline="always", **JIT_OPTIONS)
 def _argmax_rows(Z, nb, labels_out, block_start):
     """labels_out[block_start + r] = argmax_k Z[r, k]; returns the rows with a non-finite logit.
 
@@ -55,6 +55,15 @@ def _argmax_rows(Z, nb, labels_out, block_start):
     return n_bad
 
 
+@njit(inline="always", **JIT_OPTIONS)
+def _total(counts):
+    """Sum of an int array as a serial loop (``counts.sum()`` in a parallel kernel is a parallel loop of its own)."""
+    total = 0
+    for c in range(counts.shape[0]):
+        total += counts[c]
+    return total
+
+
 @njit(parallel=True, **JIT_OPTIONS)
 def predict_proba_labels(X, W, b, proba_out, labels_out, n_chunks, use_blas):
     """proba_out[i] = softmax(W X[i] + b) and labels_out[i] = its argmax.
@@ -64,8 +73,10 @@ def predict_proba_labels(X, W, b, proba_out, labels_out, n_chunks, use_blas):
     n = X.shape[0]
     n_classes = W.shape[0]
     Wt = np.ascontiguousarray(W.T) if use_blas else W  # (D, K) for np.dot only
-    bad = np.zeros(n_chunks, dtype=np.int64)
+    # np.zeros and .sum() would each compile as a parallel loop of their own.
+    bad = np.empty(n_chunks, dtype=np.int64)
     for c in prange(n_chunks):
+        bad[c] = 0
         scratch = exp_scratch(X, BLOCK_ROWS * n_classes)
         row_max = np.empty(BLOCK_ROWS, dtype=X.dtype)
         row_tail = np.empty(BLOCK_ROWS, dtype=X.dtype)
@@ -80,7 +91,7 @@ def predict_proba_labels(X, W, b, proba_out, labels_out, n_chunks, use_blas):
                 inv = 1 / (1 + row_tail[r])
                 for k in range(n_classes):
                     block[r, k] *= inv
-    return bad.sum()
+    return _total(bad)
 
 
 @njit(parallel=True, **JIT_OPTIONS)
@@ -91,12 +102,13 @@ def predict_labels(X, W, b, labels_out, n_chunks, use_blas):
     """
     n = X.shape[0]
     Wt = np.ascontiguousarray(W.T) if use_blas else W  # (D, K) for np.dot only
-    bad = np.zeros(n_chunks, dtype=np.int64)
+    bad = np.empty(n_chunks, dtype=np.int64)  # not np.zeros: see predict_proba_labels
     for c in prange(n_chunks):
+        bad[c] = 0
         Z = np.empty((BLOCK_ROWS, W.shape[0]), dtype=X.dtype)
         stop = (c + 1) * n // n_chunks
         for block_start in range(c * n // n_chunks, stop, BLOCK_ROWS):
             nb = min(BLOCK_ROWS, stop - block_start)
             _logits_block(X, W, Wt, b, block_start, nb, Z, use_blas)
             bad[c] += _argmax_rows(Z, nb, labels_out, block_start)
-    return bad.sum()
+    return _total(bad)

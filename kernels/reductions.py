@@ -20,23 +20,30 @@ def stream_sum(X, n_chunks):
     memory-bound loss+grad step is measured against.
     """
     n = X.shape[0]
-    partial = np.zeros(n_chunks)
+    # np.zeros and .sum() in a parallel kernel are parallel loops of their own,
+    # each compiled separately: every chunk sets its entry, and a loop adds them.
+    partial = np.empty(n_chunks)
     for c in prange(n_chunks):
         acc = X.dtype.type(0)
         for i in range(c * n // n_chunks, (c + 1) * n // n_chunks):
             for d in range(X.shape[1]):
                 acc += X[i, d]
         partial[c] = acc
-    return partial.sum()
+    total = 0.0
+    for c in range(n_chunks):
+        total += partial[c]
+    return total
 
 
 @njit(parallel=True, **JIT_OPTIONS)
 def count_nonfinite(X, n_chunks):
     """Return (count of NaN/inf entries of X (N, D), first offending row or -1)."""
     n = X.shape[0]
-    counts = np.zeros(n_chunks, dtype=np.int64)
-    first = np.full(n_chunks, -1, dtype=np.int64)
+    counts = np.empty(n_chunks, dtype=np.int64)  # not np.zeros / np.full: see stream_sum
+    first = np.empty(n_chunks, dtype=np.int64)
     for c in prange(n_chunks):
+        counts[c] = 0
+        first[c] = -1
         for i in range(c * n // n_chunks, (c + 1) * n // n_chunks):
             bad = 0
             for d in range(X.shape[1]):
@@ -51,4 +58,7 @@ def count_nonfinite(X, n_chunks):
         if first[c] >= 0:
             first_row = first[c]
             break
-    return counts.sum(), first_row
+    total = 0
+    for c in range(n_chunks):
+        total += counts[c]
+    return total, first_row

@@ -25,19 +25,21 @@ from fastsoftmax.kernels._config import JIT_OPTIONS
 
 @njit(**JIT_OPTIONS)
 def all_finite(a):
-    """True when no element of ``a`` (any shape, float32 or float64) is NaN or inf.
+    """True when no element of ``a`` (N,), float32 or float64, is NaN or inf.
 
-    Stops at the first non-finite element.
+    Stops at the first non-finite element. Callers pass a flat read-only view
+    (``read_only(arr.reshape(-1))``), so that one signature per dtype serves
+    every shape and layout.
     """
-    for value in a.flat:
-        if not math.isfinite(value):
+    for i in range(a.shape[0]):
+        if not math.isfinite(a[i]):
             return False
     return True
 
 
 @njit(**JIT_OPTIONS)
 def label_range(y):
-    """``(min(y), max(y))`` of integer labels y (N,), N >= 1, in one pass."""
+    """``(min(y), max(y))`` of int64 labels y (N,), N >= 1, in one pass."""
     lo = y[0]
     hi = y[0]
     for i in range(1, y.shape[0]):
@@ -51,18 +53,20 @@ def label_range(y):
 
 @njit(**JIT_OPTIONS)
 def descend(params, grad, step):
-    """Overwrite ``grad`` with ``params - step * grad``; True when every result is finite.
+    """Overwrite ``grad`` (N,) with ``params - step * grad``; True when every result is finite.
 
-    ``params`` and ``grad`` are C-contiguous, of one shape and dtype, and
-    ``step`` is a scalar of that dtype. A gradient step done here needs no
-    temporaries and no ``np.errstate`` against overflow warnings, and the
-    finiteness of the new parameters comes out of the same pass.
+    ``params`` (N,) (read-only) and ``grad`` have one dtype and ``step`` is a
+    scalar of it. A gradient step done here needs no temporaries and no
+    ``np.errstate`` against overflow warnings, and the finiteness of the new
+    parameters comes out of the same call.
     """
-    p = params.reshape(params.size)
-    g = grad.reshape(grad.size)
-    for i in range(g.shape[0]):
-        g[i] = p[i] - step * g[i]
-    # A second pass, not a flag set in the loop above: under FASTMATH's
+    for i in range(grad.shape[0]):
+        grad[i] = params[i] - step * grad[i]
+    # A second loop, not a flag set in the loop above: under FASTMATH's
     # reassoc, LLVM vectorised that flag away and an overflow to -inf went
-    # unreported (tests/test_call_overhead.py).
-    return all_finite(grad)
+    # unreported (tests/test_call_overhead.py). Not a call of all_finite
+    # either: that would compile all_finite for a writeable array too.
+    for i in range(grad.shape[0]):
+        if not math.isfinite(grad[i]):
+            return False
+    return True

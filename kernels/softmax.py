@@ -140,7 +140,7 @@ def cross_entropy_sums(Z, y, sample_weight, n_chunks):
     """
     n = Z.shape[0]
     weighted = sample_weight.shape[0] > 0
-    chunk_loss = np.zeros(n_chunks)
+    chunk_loss = np.empty(n_chunks)  # every chunk sets its entry; np.zeros would be a parallel loop of its own
     for c in prange(n_chunks):
         scratch = exp_scratch(Z, BLOCK_ROWS * Z.shape[1])
         E = np.empty((BLOCK_ROWS, Z.shape[1]), dtype=Z.dtype)

@@ -23,12 +23,12 @@ BAD_IDS = ["nan", "inf", "-inf"]
 @pytest.mark.parametrize("shape", [(1,), (7,), (3, 20), (4, 1, 5)], ids=["1", "7", "3x20", "4x1x5"])
 def test_all_finite_finds_a_bad_value_anywhere(dtype, shape, rng):
     a = rng.standard_normal(shape).astype(dtype)
-    assert kernels.all_finite(a) and _checks.all_finite(a)
+    assert kernels.all_finite(a.reshape(-1)) and _checks.all_finite(a)
     for position in (0, a.size // 2, a.size - 1):
         for bad in BAD_VALUES:
             b = a.copy()
             b.flat[position] = bad
-            assert not kernels.all_finite(b), (position, bad)
+            assert not kernels.all_finite(b.reshape(-1)), (position, bad)
             assert not _checks.all_finite(b), (position, bad)
 
 
@@ -80,12 +80,15 @@ def test_check_labels_returns_int64_c_contiguous(dtype):
 
 
 def test_parallel_section_is_the_shared_null_context_when_nothing_changes():
-    _threading.get_num_threads()  # the layer is checked from here on
+    threads = _threading.get_num_threads()  # the layer is checked from here on
     if _threading._serialise:
         pytest.skip("only the workqueue layer is available here: every section serialises")
-    assert _threading.parallel_section(1) is _threading._NOTHING_TO_DO
-    assert _threading.parallel_section(4) is _threading._NOTHING_TO_DO
-    assert _threading.parallel_section(1, calls_blas=True) is _threading._NOTHING_TO_DO
+    assert _threading.parallel_section(threads) is _threading._NOTHING_TO_DO
+    assert _threading.parallel_section(threads + 3) is _threading._NOTHING_TO_DO
+    if threads > 1:  # fewer chunks than threads: the team is shrunk for the call
+        assert _threading.parallel_section(1) is not _threading._NOTHING_TO_DO
+    else:
+        assert _threading.parallel_section(1, calls_blas=True) is _threading._NOTHING_TO_DO
 
 
 def test_parallel_section_still_limits_blas_for_threads_that_call_it(monkeypatch):
@@ -116,14 +119,14 @@ def test_parallel_section_still_serialises_on_workqueue(monkeypatch):
     "n, d, k", [(8, 4, 2), (1000, 20, 3), (2000, 64, 256), (10**6, 20, 3)], ids=["tiny", "textbook", "k256", "1e6"]
 )
 def test_n_chunks_asks_for_threads_only_when_the_work_can_use_them(monkeypatch, n, d, k):
-    work_chunks = n * k * (d + 1) // _api.MIN_WORK_PER_THREAD
+    work_chunks = n * k * (d + 1) // _threading.MIN_WORK_PER_THREAD
     expected = max(1, min(_threading.row_chunks(n), work_chunks))
     assert _api._n_chunks(n, d, k) == expected
 
     def no_query(n_rows):
         raise AssertionError("row_chunks called for work that fits one thread")
 
-    monkeypatch.setattr(_api, "row_chunks", no_query)
+    monkeypatch.setattr(_threading, "row_chunks", no_query)
     if work_chunks <= 1:
         assert _api._n_chunks(n, d, k) == 1
     else:
@@ -156,14 +159,17 @@ def test_descend_writes_the_step_into_the_gradient_and_reports_overflow(dtype, r
     W = rng.standard_normal((3, 5)).astype(dtype)
     dW = rng.standard_normal((3, 5)).astype(dtype)
     step = np.dtype(dtype).type(0.5)
-    out = dW.copy()
-    assert kernels.descend(W, out, step)
-    _assert_step(out, W, dW, step)
+    b, db = W[0].copy(), dW[1].copy()
+    out_W, out_b = dW.copy(), db.copy()
+    assert _api.descend(W, b, out_W, out_b, step)
+    _assert_step(out_W, W, dW, step)
+    _assert_step(out_b, b, db, step)
     huge = np.finfo(dtype).max
-    out = dW.copy()
-    out[2, 4] = huge
-    assert not kernels.descend(W, out, np.dtype(dtype).type(4.0))  # 4 * max overflows
-    assert not kernels.descend(W, dW.copy(), np.dtype(dtype).type(np.inf))
+    for bad_W in (True, False):
+        out_W, out_b = dW.copy(), db.copy()
+        (out_W if bad_W else out_b)[-1] = huge
+        assert not _api.descend(W, b, out_W, out_b, np.dtype(dtype).type(4.0))  # 4 * max overflows
+    assert not _api.descend(W, b, dW.copy(), db.copy(), np.dtype(dtype).type(np.inf))
 
 
 def test_train_step_with_a_step_that_overflows_in_float32_leaves_the_weights(rng):

@@ -1,4 +1,4 @@
-"""The fused kernel is loaded from numba's on-disk cache in a new process, not compiled again.
+"""The fused kernels are loaded from numba's on-disk cache in a new process, not compiled again.
 
 A kernel that cannot be cached (a global numba cannot freeze, a function passed
 as an argument) compiles silently in every process, tens of seconds each time.
@@ -19,7 +19,7 @@ CALL_EVERY_BODY = textwrap.dedent(
 
     import numpy as np
 
-    from fastsoftmax.kernels import loss_grad
+    from fastsoftmax.kernels import hessian, loss_grad
 
     X = np.linspace(-1, 1, 40 * 3).reshape(40, 3)
     y = np.arange(40) % 2
@@ -29,10 +29,27 @@ CALL_EVERY_BODY = textwrap.dedent(
         for n_chunks in (1, 2):
             dW, db = np.empty_like(W), np.empty_like(b)
             loss_grad.loss_grad_sums(X, y, W, b, np.empty(0), variant, n_chunks, 1 / 40, 0.0, dW, db)
-    stats = {
-        f.__name__: (sum(f.stats.cache_hits.values()), sum(f.stats.cache_misses.values()))
-        for f in (loss_grad._loss_grad_serial, loss_grad._loss_grad_parallel)
-    }
+    for variant in hessian.PARALLEL_DRIVERS:
+        for n_chunks in (1, 2):
+            HV, Hc = np.empty_like(W), np.empty_like(b)
+            hessian.hessian_vector_sums(X, W, b, W, b, np.empty(0), variant, n_chunks, 1 / 40, 0.0, HV, Hc)
+    # A large K x D takes the parallel reduction.
+    W_big = np.ones((4, loss_grad.PARALLEL_REDUCE_MIN // 8))
+    X_big = np.ones((2, W_big.shape[1]))
+    dW, db = np.empty_like(W_big), np.empty(4)
+    loss_grad.loss_grad_sums(X_big, y[:2], W_big, np.zeros(4), np.empty(0), 2, 2, 1.0, 0.0, dW, db)
+    dispatchers = [
+        *loss_grad.BODIES.values(),
+        *loss_grad.PARALLEL_DRIVERS.values(),
+        loss_grad.reduce_chunks,
+        loss_grad.reduce_chunks_parallel,
+        *hessian.BODIES.values(),
+        *hessian.PARALLEL_DRIVERS.values(),
+    ]
+    stats = {}
+    for f in dispatchers:
+        name = f.py_func.__module__ + "." + f.py_func.__name__
+        stats[name] = (sum(f.stats.cache_hits.values()), sum(f.stats.cache_misses.values()))
     print(json.dumps(stats))
     """
 )

@@ -15,7 +15,7 @@ import pytest
 from conftest import assert_grad_close, grad_rtol, make_problem, rtol_for
 
 import fastsoftmax as fs
-from fastsoftmax import _api, kernels
+from fastsoftmax import _api, _checks, kernels
 
 MAX_THREADS = numba.config.NUMBA_NUM_THREADS
 
@@ -199,3 +199,38 @@ def test_blas_limit_covers_a_blas_loaded_after_the_first_limit():
     if len(threads) < 2:
         pytest.skip(f"NumPy and SciPy share one BLAS here ({list(threads)}): nothing is loaded later")
     assert all(n == 1 for n in threads.values()), f"BLAS threads inside single_threaded_blas: {threads}"
+
+
+@pytest.mark.skipif(MAX_THREADS < 2, reason="needs at least two Numba threads")
+@pytest.mark.parametrize(
+    "kernel, call",
+    [
+        ("softmax_rows", lambda X, y: fs.softmax(X[:, :3])),
+        ("count_nonfinite", lambda X, y: _checks.check_X_finite(X)),
+        ("column_moments", lambda X, y: fs.SoftmaxRegression(X.shape[1], 3).fit(X, y, max_iter=2)),
+    ],
+    ids=["softmax", "finite-scan", "moments"],
+)
+def test_small_calls_start_only_the_threads_they_use(rng, restore_threads, monkeypatch, kernel, call):
+    # A parallel kernel starts its whole thread team whatever its prange's length;
+    # on busy cores each woken thread costs a scheduler slice (milliseconds). A call
+    # too small to split must run with one Numba thread, and leave the count as it was.
+    original, seen = getattr(kernels, kernel), []
+
+    def spy(*args):
+        seen.append((numba.get_num_threads(), args[-1]))
+        return original(*args)
+
+    monkeypatch.setattr(kernels, kernel, spy)
+    numba.set_num_threads(2)
+    X = rng.standard_normal((50, 4))
+    y = np.arange(50) % 3
+    call(X, y)
+    assert seen and all(seen_threads == 1 and n_chunks == 1 for seen_threads, n_chunks in seen)
+    assert numba.get_num_threads() == 2
+    # A large call still splits over every thread.
+    seen.clear()
+    X = rng.standard_normal((300_000, 4))
+    y = np.arange(300_000) % 3
+    call(X, y)
+    assert seen and all(seen_threads == 2 and n_chunks == 2 for seen_threads, n_chunks in seen)
