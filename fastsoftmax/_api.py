@@ -80,9 +80,9 @@ def descend(W: np.ndarray, b: np.ndarray, dW: np.ndarray, db: np.ndarray, step) 
     W, b and the gradient (dW (K, D), db (K,)) are checked or made by the
     caller: C-contiguous, finite, one dtype; ``step`` is a scalar of that dtype.
     """
-    # Flat views (no copies): one compiled signature per dtype, whatever the shapes and W's writeability.
-    flat_W, flat_b = kernels.read_only(W.reshape(-1)), kernels.read_only(b.reshape(-1))
-    return kernels.descend(flat_W, dW.reshape(-1), step) and kernels.descend(flat_b, db.reshape(-1), step)
+    # Flat views: one compiled signature per dtype, whatever the shapes.
+    flat = _checks.flat_writeable
+    return kernels.descend(flat(W), dW.reshape(-1), step) and kernels.descend(flat(b), db.reshape(-1), step)
 
 
 def _check_problem(X, y, W, b, sample_weight, scale_free: bool = False):

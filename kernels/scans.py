@@ -27,9 +27,9 @@ from fastsoftmax.kernels._config import JIT_OPTIONS
 def all_finite(a):
     """True when no element of ``a`` (N,), float32 or float64, is NaN or inf.
 
-    Stops at the first non-finite element. Callers pass a flat read-only view
-    (``read_only(arr.reshape(-1))``), so that one signature per dtype serves
-    every shape and layout.
+    Stops at the first non-finite element. Callers pass a flat writeable array
+    (``fastsoftmax._checks.flat_writeable``), so that one signature per dtype
+    serves every shape and layout.
     """
     for i in range(a.shape[0]):
         if not math.isfinite(a[i]):
@@ -55,7 +55,7 @@ def label_range(y):
 def descend(params, grad, step):
     """Overwrite ``grad`` (N,) with ``params - step * grad``; True when every result is finite.
 
-    ``params`` (N,) (read-only) and ``grad`` have one dtype and ``step`` is a
+    ``params`` (N,) and ``grad`` (both flat and writeable) have one dtype and ``step`` is a
     scalar of it. A gradient step done here needs no temporaries and no
     ``np.errstate`` against overflow warnings, and the finiteness of the new
     parameters comes out of the same call.
@@ -64,8 +64,7 @@ def descend(params, grad, step):
         grad[i] = params[i] - step * grad[i]
     # A second loop, not a flag set in the loop above: under FASTMATH's
     # reassoc, LLVM vectorised that flag away and an overflow to -inf went
-    # unreported (tests/test_call_overhead.py). Not a call of all_finite
-    # either: that would compile all_finite for a writeable array too.
+    # unreported (tests/test_call_overhead.py).
     for i in range(grad.shape[0]):
         if not math.isfinite(grad[i]):
             return False

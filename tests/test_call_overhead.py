@@ -181,3 +181,16 @@ def test_train_step_with_a_step_that_overflows_in_float32_leaves_the_weights(rng
         model.train_step(X, y, lr=1e39)
     np.testing.assert_array_equal(model.W, W)
     np.testing.assert_array_equal(model.b, b)
+
+
+@pytest.mark.parametrize("bad", [None, *BAD_VALUES], ids=["finite", *BAD_IDS])
+def test_all_finite_reads_a_read_only_array_through_a_copy(bad):
+    a = np.ones((4, 3))
+    if bad is not None:
+        a[3, 2] = bad
+    a.flags.writeable = False
+    flat = _checks.flat_writeable(a)
+    assert flat.flags.writeable and not np.shares_memory(flat, a)
+    assert _checks.all_finite(a) is (bad is None)
+    writeable = np.ones((4, 3))
+    assert np.shares_memory(_checks.flat_writeable(writeable), writeable)  # no copy when none is needed
