@@ -69,7 +69,7 @@ def fused_loss_grad(
     with section:
         loss_sum = kernels.loss_grad_sums(X, y, W, b, sample_weight, variant, n_chunks, scale, l2, dW_out, db_out)
     # dW and db are K x D: scanning them costs little next to the pass over X.
-    if math.isfinite(loss_sum) and not (_checks.all_finite(dW_out) and _checks.all_finite(db_out)):
+    if math.isfinite(loss_sum) and not _checks.all_finite_pair(dW_out, db_out):
         return math.nan
     return loss_sum
 
@@ -82,7 +82,7 @@ def descend(W: np.ndarray, b: np.ndarray, dW: np.ndarray, db: np.ndarray, step) 
     """
     # Flat views: one compiled signature per dtype, whatever the shapes.
     flat = _checks.flat_writeable
-    return kernels.descend(flat(W), dW.reshape(-1), step) and kernels.descend(flat(b), db.reshape(-1), step)
+    return kernels.descend(flat(W), flat(b), dW.reshape(-1), db.reshape(-1), step)
 
 
 def _check_problem(X, y, W, b, sample_weight, scale_free: bool = False):

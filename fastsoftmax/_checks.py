@@ -135,6 +135,11 @@ def all_finite(arr: np.ndarray) -> bool:
     return bool(np.isfinite(arr).all())
 
 
+def all_finite_pair(a: np.ndarray, b: np.ndarray) -> bool:
+    """``all_finite(a) and all_finite(b)`` for two float arrays of one dtype, in one compiled call."""
+    return kernels.all_finite_pair(flat_writeable(a), flat_writeable(b))
+
+
 def check_finite(arr: np.ndarray, name: str) -> None:
     """Raise ValueError if ``arr`` holds NaN or inf (a full scan; use on small arrays)."""
     if not all_finite(arr):
@@ -153,8 +158,9 @@ def check_weights(W, b, dtype=None) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(
             f"b has length {b.shape[0]} but W has {W.shape[0]} rows (classes); b must have shape ({W.shape[0]},)."
         )
-    check_finite(W, "W")
-    check_finite(b, "b")
+    if not all_finite_pair(W, b):  # one call in the common case; the message names the array
+        check_finite(W, "W")
+        check_finite(b, "b")
     return W, b
 
 

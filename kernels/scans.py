@@ -38,6 +38,12 @@ def all_finite(a):
 
 
 @njit(**JIT_OPTIONS)
+def all_finite_pair(a, b):
+    """``all_finite(a) and all_finite(b)`` in one call: W and b, or dW and db, are checked together."""
+    return all_finite(a) and all_finite(b)
+
+
+@njit(**JIT_OPTIONS)
 def label_range(y):
     """``(min(y), max(y))`` of int64 labels y (N,), N >= 1, in one pass."""
     lo = y[0]
@@ -52,14 +58,7 @@ def label_range(y):
 
 
 @njit(**JIT_OPTIONS)
-def descend(params, grad, step):
-    """Overwrite ``grad`` (N,) with ``params - step * grad``; True when every result is finite.
-
-    ``params`` (N,) and ``grad`` (both flat and writeable) have one dtype and ``step`` is a
-    scalar of it. A gradient step done here needs no temporaries and no
-    ``np.errstate`` against overflow warnings, and the finiteness of the new
-    parameters comes out of the same call.
-    """
+def _descend_one(params, grad, step):
     for i in range(grad.shape[0]):
         grad[i] = params[i] - step * grad[i]
     # A second loop, not a flag set in the loop above: under FASTMATH's
@@ -69,3 +68,15 @@ def descend(params, grad, step):
         if not math.isfinite(grad[i]):
             return False
     return True
+
+
+@njit(**JIT_OPTIONS)
+def descend(W, b, dW, db, step):
+    """Overwrite (dW, db) with (W - step dW, b - step db); True when every result is finite.
+
+    All four arrays are flat (N,), writeable and of one dtype, and ``step``
+    is a scalar of it. A gradient step done here needs no temporaries and no
+    ``np.errstate`` against overflow warnings, and the finiteness of the new
+    parameters comes out of the same call.
+    """
+    return _descend_one(W, dW, step) & _descend_one(b, db, step)

@@ -42,6 +42,25 @@ def test_all_finite_on_a_strided_view_reads_only_the_view(bad):
     assert not _checks.all_finite(view)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("which", ["first", "second"])
+def test_all_finite_pair_finds_a_bad_value_in_either_array(dtype, which, rng):
+    a, b = rng.standard_normal((3, 4)).astype(dtype), rng.standard_normal(3).astype(dtype)
+    assert _checks.all_finite_pair(a, b)
+    for bad in BAD_VALUES:
+        a2, b2 = a.copy(), b.copy()
+        (a2 if which == "first" else b2).flat[-1] = bad
+        assert not _checks.all_finite_pair(a2, b2)
+
+
+@pytest.mark.parametrize("name", ["W", "b"])
+def test_check_weights_names_the_array_that_is_not_finite(name):
+    W, b = np.ones((3, 4)), np.ones(3)
+    (W if name == "W" else b).flat[-1] = np.nan
+    with pytest.raises(ValueError, match=f"^{name} contains 1 NaN"):
+        _checks.check_weights(W, b)
+
+
 def test_all_finite_of_other_dtypes_goes_through_numpy():
     assert _checks.all_finite(np.arange(5))
     assert not _checks.all_finite(np.array([1.0, np.inf], dtype=np.float16))
