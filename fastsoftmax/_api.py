@@ -6,6 +6,7 @@ Results keep the compute dtype (see the dtype policy in ``_checks``).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Literal, NamedTuple
 
@@ -59,12 +60,29 @@ def fused_loss_grad(
     if variant is None:
         variant = kernels.select_variant(n_features, n_classes)
     n_chunks = _n_chunks(X.shape[0], n_features, n_classes)
-    with parallel_section(n_chunks, calls_blas=variant == kernels.LossGradVariant.BLAS):
+    # One chunk runs serially on this thread (kernels.loss_grad_sums): no team to size, nothing to serialise.
+    section = (
+        parallel_section(n_chunks, calls_blas=variant == kernels.LossGradVariant.BLAS)
+        if n_chunks > 1
+        else contextlib.nullcontext()
+    )
+    with section:
         loss_sum = kernels.loss_grad_sums(X, y, W, b, sample_weight, variant, n_chunks, scale, l2, dW_out, db_out)
     # dW and db are K x D: scanning them costs little next to the pass over X.
-    if math.isfinite(loss_sum) and not (np.isfinite(dW_out).all() and np.isfinite(db_out).all()):
+    if math.isfinite(loss_sum) and not _checks.all_finite_pair(dW_out, db_out):
         return math.nan
     return loss_sum
+
+
+def descend(W: np.ndarray, b: np.ndarray, dW: np.ndarray, db: np.ndarray, step) -> bool:
+    """Overwrite (dW, db) with the gradient step (W - step dW, b - step db); True when all of it is finite.
+
+    W, b and the gradient (dW (K, D), db (K,)) are checked or made by the
+    caller: C-contiguous, finite, one dtype; ``step`` is a scalar of that dtype.
+    """
+    # Flat views: one compiled signature per dtype, whatever the shapes.
+    flat = _checks.flat_writeable
+    return kernels.descend(flat(W), flat(b), dW.reshape(-1), db.reshape(-1), step)
 
 
 def _check_problem(X, y, W, b, sample_weight, scale_free: bool = False):

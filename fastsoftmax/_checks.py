@@ -32,6 +32,7 @@ from fastsoftmax import kernels
 from fastsoftmax._threading import parallel_section, work_chunks
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_INT64 = np.dtype(np.int64)
 
 
 def as_float_dtype(dtype) -> np.dtype:
@@ -109,9 +110,39 @@ def check_probabilities(probs, dtype=None) -> np.ndarray:
     return probs
 
 
+def flat_writeable(arr: np.ndarray) -> np.ndarray:
+    """``arr`` as a flat writeable array: a view when it is contiguous and writeable, else a copy.
+
+    The small serial kernels (``kernels/scans.py``) take their arrays in this
+    one form, so that each compiles one signature per dtype whatever the shape
+    and layout. Writeable rather than read-only because that form is free for
+    the arrays they see (W, b, gradients: a view costs 0.1 us, a read-only
+    view 0.35 us); the rare read-only one is copied.
+    """
+    flat = arr.reshape(-1)
+    return flat if flat.flags.writeable else flat.copy()
+
+
+def all_finite(arr: np.ndarray) -> bool:
+    """True when ``arr`` holds no NaN or inf (a full scan; use on small arrays).
+
+    float32 and float64 go through a compiled scan (``kernels.all_finite``,
+    0.2 us against 1 us for ``np.isfinite(arr).all()`` on a small W: a small
+    training step makes several of these checks); other dtypes through NumPy.
+    """
+    if arr.dtype in FLOAT_DTYPES:
+        return kernels.all_finite(flat_writeable(arr))
+    return bool(np.isfinite(arr).all())
+
+
+def all_finite_pair(a: np.ndarray, b: np.ndarray) -> bool:
+    """``all_finite(a) and all_finite(b)`` for two float arrays of one dtype, in one compiled call."""
+    return kernels.all_finite_pair(flat_writeable(a), flat_writeable(b))
+
+
 def check_finite(arr: np.ndarray, name: str) -> None:
     """Raise ValueError if ``arr`` holds NaN or inf (a full scan; use on small arrays)."""
-    if not np.isfinite(arr).all():
+    if not all_finite(arr):
         n_bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
         raise ValueError(
             f"{name} contains {n_bad} NaN or infinite value(s); "
@@ -127,8 +158,9 @@ def check_weights(W, b, dtype=None) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(
             f"b has length {b.shape[0]} but W has {W.shape[0]} rows (classes); b must have shape ({W.shape[0]},)."
         )
-    check_finite(W, "W")
-    check_finite(b, "b")
+    if not all_finite_pair(W, b):  # one call in the common case; the message names the array
+        check_finite(W, "W")
+        check_finite(b, "b")
     return W, b
 
 
@@ -200,14 +232,20 @@ def check_labels(y, n_samples: int, n_classes: int) -> np.ndarray:
             f"y has dtype {y.dtype}; labels must be integer class indices "
             f"(use y.astype(np.int64) if they are whole numbers)."
         )
-    lo, hi = int(y.min()), int(y.max())
+    if y.shape[0] == 0:
+        return _contiguous(y, _INT64)  # no label to be out of range
+    if y.dtype.itemsize == 8 and y.dtype.kind == "u":
+        lo, hi = int(y.min()), int(y.max())  # labels past 2**63 would wrap in int64
+    else:
+        y = _contiguous(y, _INT64)
+        lo, hi = kernels.label_range(kernels.read_only(y))  # one compiled pass (see kernels/scans.py)
     if lo < 0 or hi >= n_classes:
         bad = lo if lo < 0 else hi
         raise ValueError(
             f"y contains the label {bad}, outside [0, {n_classes}); "
             f"labels must be 0..{n_classes - 1} for {n_classes} classes."
         )
-    return _contiguous(y, np.dtype(np.int64))
+    return _contiguous(y, _INT64)
 
 
 def check_sample_weight(sample_weight, n_samples: int, dtype: np.dtype, *, scale_free: bool = False) -> np.ndarray:
@@ -265,6 +303,8 @@ def check_int(value, name: str, minimum: int = 1) -> int:
 
 def check_lr(lr) -> float:
     """Check a step size: a finite number > 0."""
+    if type(lr) is float and 0.0 < lr < math.inf:  # the common case, without the ABC check below
+        return lr
     if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not math.isfinite(lr) or lr <= 0:
         raise ValueError(f"lr must be a finite number > 0, got {lr!r}.")
     return float(lr)
@@ -272,6 +312,8 @@ def check_lr(lr) -> float:
 
 def check_l2(l2) -> float:
     """Check the L2 strength: a finite number >= 0."""
+    if type(l2) is float and 0.0 <= l2 < math.inf:  # the common case, without the ABC check below
+        return l2
     if isinstance(l2, bool) or not isinstance(l2, numbers.Real) or not math.isfinite(l2) or l2 < 0:
         raise ValueError(f"l2 must be a finite number >= 0, got {l2!r}.")
     return float(l2)

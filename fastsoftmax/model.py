@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from fastsoftmax import _checks, engine, solvers
-from fastsoftmax._api import fused_loss_grad, l2_penalty, predict, predict_proba
+from fastsoftmax._api import descend, fused_loss_grad, l2_penalty, predict, predict_proba
 from fastsoftmax._io import atomic_file, npz_scalar, read_npz
 from fastsoftmax._layout import pack, unpack
 from fastsoftmax.exceptions import ConvergenceWarning, TrainingError
@@ -145,15 +145,13 @@ class SoftmaxRegression:
         loss_sum = fused_loss_grad(X, y, W, b, np.empty(0, self.dtype), 1.0 / X.shape[0], l2, dW, db)
         _checks.raise_for_nonfinite_loss(X, loss_sum)
         loss = loss_sum / X.shape[0] + l2_penalty(W, l2)
-        step = self.dtype.type(lr)
-        with np.errstate(over="ignore", invalid="ignore"):  # checked before W and b change
-            new_W, new_b = W - step * dW, b - step * db
-        if not (np.isfinite(new_W).all() and np.isfinite(new_b).all()):
+        # The new W and b are formed in the gradient's buffers and checked before W and b change.
+        if not descend(W, b, dW, db, self.dtype.type(lr)):
             raise TrainingError(
                 f"the step with lr={lr} overflows W or b to a non-finite value; W and b are unchanged. Lower lr."
             )
-        self.W[...] = new_W
-        self.b[...] = new_b
+        self.W[...] = dW
+        self.b[...] = db
         return loss
 
     def predict(self, X) -> np.ndarray:

@@ -17,6 +17,7 @@ from fastsoftmax.kernels.loss_grad import LossGradVariant, loss_grad_sums, selec
 from fastsoftmax.kernels.moments import column_moments
 from fastsoftmax.kernels.predict import predict_labels, predict_proba_labels
 from fastsoftmax.kernels.reductions import count_nonfinite, stream_sum
+from fastsoftmax.kernels.scans import all_finite, all_finite_pair, descend, label_range
 from fastsoftmax.kernels.softmax import (
     cross_entropy_rows,
     cross_entropy_sums,
@@ -26,11 +27,15 @@ from fastsoftmax.kernels.softmax import (
 
 __all__ = [
     "LossGradVariant",
+    "all_finite",
+    "all_finite_pair",
     "column_moments",
     "count_nonfinite",
     "cross_entropy_rows",
     "cross_entropy_sums",
+    "descend",
     "hessian_vector_sums",
+    "label_range",
     "log_softmax_rows",
     "loss_grad_sums",
     "predict_labels",

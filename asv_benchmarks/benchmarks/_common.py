@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import functools
 import importlib
+import math
 import os
 import statistics
+import sys
 import time
 
 PROFILE = os.environ.get("FASTSOFTMAX_BENCH_PROFILE", "full").strip().lower() or "full"
@@ -41,6 +43,13 @@ QUICK_THREADS = "1"
 if QUICK:
     for _variable in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(_variable, QUICK_THREADS)
+    if "numpy" in sys.modules:
+        # asv's runner imports numpy before the benchmarks, so numpy's BLAS
+        # has read its thread count already (every core): limit it now. A
+        # BLAS loaded later (SciPy's) reads the variables above.
+        from threadpoolctl import threadpool_limits
+
+        _BLAS_LIMIT = threadpool_limits(limits=int(QUICK_THREADS), user_api="blas")
 
 import numpy as np  # noqa: E402  (after the thread settings above)
 
@@ -162,11 +171,13 @@ def median_time(func, repeats: int = RATIO_REPEATS) -> float:
     return statistics.median(samples)
 
 
-def median_ratio(numerator, denominator, repeats: int = RATIO_REPEATS) -> float:
-    """Median over interleaved repeats of time(numerator) / time(denominator).
+def median_ratio(numerator, denominator, repeats: int = RATIO_REPEATS, *, floor: float = 0.0) -> float:
+    """Median over interleaved repeats of time(numerator) / max(time(denominator), floor).
 
     Both are warmed up first; alternating the two calls keeps slow drifts of
-    the machine (frequency, other load) out of the ratio.
+    the machine (frequency, other load) out of the ratio. ``floor`` (seconds)
+    is a lower bound on the denominator known without timing it (the flop
+    time of a GEMM-bound step, see ``bench_ratios``).
     """
     numerator()
     denominator()
@@ -177,8 +188,61 @@ def median_ratio(numerator, denominator, repeats: int = RATIO_REPEATS) -> float:
         middle = time.perf_counter()
         denominator()
         end = time.perf_counter()
-        ratios.append((middle - start) / (end - middle))
+        ratios.append((middle - start) / max(end - middle, floor))
     return statistics.median(ratios)
+
+
+def fastest(steps: dict, repeats: int = RATIO_REPEATS) -> tuple[str, object]:
+    """``(name, step)`` of the step with the smallest median time among ``steps``."""
+    times = {name: median_time(step, repeats) for name, step in steps.items()}
+    name = min(times, key=times.__getitem__)
+    return name, steps[name]
+
+
+def kernel_threads(n: int, d: int, k: int) -> int:
+    """The Numba threads a fused loss+grad step at (N, D, K) runs on (its chunks of rows)."""
+    try:
+        return int(require("fastsoftmax._api", "_n_chunks")(n, d, k))
+    except NotImplementedError:  # a commit from before the one-thread rule for small work
+        return int(require("fastsoftmax._threading", "row_chunks")(n))
+
+
+#: Side of the square GEMM whose speed is taken as the BLAS peak: large
+#: enough that OpenBLAS runs at its peak on every thread (2 GFLOP in the
+#: quick profile, 17 in the full one).
+PEAK_GEMM_SIZE = 1024 if QUICK else 2048
+
+
+def blas_peak_flops(dtype: str, threads: int, repeats: int = 5) -> float:
+    """The best flop rate (flop/s) of a square GEMM in ``dtype`` on ``threads`` BLAS threads.
+
+    Both BLAS libraries in the process are timed, numpy's (``np.matmul``)
+    and SciPy's (``scipy.linalg.blas``, the one the kernels' ``np.dot``
+    calls), and the faster counts. Each takes the best of ``repeats`` calls
+    after a warm-up: noise only slows a call down, so the fastest one is the
+    closest to the peak.
+    """
+    threadpool_limits = require("threadpoolctl", "threadpool_limits")
+    n = PEAK_GEMM_SIZE
+    gen = np.random.default_rng(5)
+    A = gen.standard_normal((n, n)).astype(dtype)
+    B = gen.standard_normal((n, n)).astype(dtype)
+    C = np.empty((n, n), dtype=dtype)
+    gemms = [lambda: np.matmul(A, B, out=C)]
+    try:
+        scipy_gemm = require("scipy.linalg.blas", "sgemm" if dtype == "float32" else "dgemm")
+        gemms.append(lambda: scipy_gemm(1.0, A, B))
+    except NotImplementedError:
+        pass
+    best = math.inf
+    with threadpool_limits(limits=threads, user_api="blas"):
+        for gemm in gemms:
+            gemm()
+            for _ in range(repeats):
+                start = time.perf_counter()
+                gemm()
+                best = min(best, time.perf_counter() - start)
+    return 2.0 * n**3 / best
 
 
 # -- memory -------------------------------------------------------------------

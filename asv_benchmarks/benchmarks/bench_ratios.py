@@ -3,17 +3,49 @@
 Every ratio is fused time / baseline time: lower is better, as asv assumes.
 Each is the median over interleaved repeats after a warm-up call.
 
-* vs reference: the textbook NumPy step.
+Against the limit (how far the kernel is from what the machine allows):
+
 * vs read-X-once: a parallel sum over X at the same dtype
   (``fastsoftmax.kernels.stream_sum``). A memory-bound step cannot beat it,
   so 1.0 is the floor at small K.
+* vs the limit: fused / max(read X once, 4 N D K / BLAS peak). The two
+  products of a step (X W^T and G^T X) are 4 N D K flops; at the BLAS peak
+  they take 4 N D K / peak seconds, and no step is faster than that or than
+  reading X once. The peak is measured in the same process and run: the
+  best flop rate of numpy's square GEMM (``_common.PEAK_GEMM_SIZE``) in the
+  same dtype, on as many BLAS threads as the fused step runs Numba threads
+  (``_common.kernel_threads``); read-X runs on that many chunks too. 1.0 is
+  the floor at every shape.
 * vs GEMMs (K >= 256 only): numpy's X W^T and G^T X, the two matrix products
   that a GEMM-bound step cannot avoid.
+
+Against the other ways of computing the same thing (see ``_baselines``):
+
+* vs reference: ``reference.loss_and_grad``, the test oracle.
+* vs textbook: the seed class's forward + backward, which is faster than the
+  oracle at small K; a speed-up against the oracle alone flatters the kernels.
+* vs framework: the faster of PyTorch eager and JAX jit (skipped when
+  neither is importable).
+* vs strongest: the fastest of all of the above that this environment has;
+  the README's headline speed-ups quote this one.
 """
 
 import numpy as np
 
-from ._common import DTYPES, GEMM_MIN_K, SHAPES, loss_and_grad, median_ratio, parse_shape, problem, require
+from . import _baselines
+from ._common import (
+    DTYPES,
+    GEMM_MIN_K,
+    SHAPES,
+    blas_peak_flops,
+    fastest,
+    kernel_threads,
+    loss_and_grad,
+    median_ratio,
+    parse_shape,
+    problem,
+    require,
+)
 
 
 class _Ratio:
@@ -46,6 +78,42 @@ class LossGradRatio(_Ratio):
         X = self.args[0]
         n_chunks = row_chunks(X.shape[0])
         return median_ratio(self.step, lambda: stream_sum(X, n_chunks))
+
+    def track_fused_over_limit(self, shape, dtype):
+        stream_sum = require("fastsoftmax.kernels", "stream_sum")
+        n, d, k = parse_shape(shape)
+        threads = kernel_threads(n, d, k)
+        flop_time = 4.0 * n * d * k / blas_peak_flops(dtype, threads)
+        X = self.args[0]
+        return median_ratio(self.step, lambda: stream_sum(X, threads), floor=flop_time)
+
+    def track_fused_over_textbook(self, shape, dtype):
+        return median_ratio(self.step, _baselines.textbook_step(*self.args))
+
+    def track_fused_over_strongest(self, shape, dtype):
+        reference = loss_and_grad("reference")
+        steps = {"reference": lambda: reference(*self.args), "textbook": _baselines.textbook_step(*self.args)}
+        try:
+            steps.update(_baselines.framework_steps(*self.args))
+        except NotImplementedError:
+            pass  # neither PyTorch nor JAX here: the strongest NumPy baseline
+        _, strongest = fastest(steps)
+        return median_ratio(self.step, strongest)
+
+
+class LossGradFrameworkRatio(_Ratio):
+    """fused / the faster of PyTorch eager and JAX jit; skipped when neither is importable."""
+
+    params = [SHAPES, DTYPES]
+    param_names = ["shape", "dtype"]
+
+    def setup(self, shape, dtype):
+        self.frameworks = _baselines.framework_steps(*problem(shape, dtype))
+        self.setup_fused(shape, dtype)
+
+    def track_fused_over_framework(self, shape, dtype):
+        _, framework = fastest(self.frameworks)
+        return median_ratio(self.step, framework)
 
 
 class LossGradGemmRatio(_Ratio):
