@@ -248,6 +248,22 @@ def check_labels(y, n_samples: int, n_classes: int) -> np.ndarray:
     return _contiguous(y, _INT64)
 
 
+def _read_only_empty(dtype: np.dtype) -> np.ndarray:
+    empty = np.empty(0, dtype=dtype)
+    empty.flags.writeable = False
+    return empty
+
+
+#: The length-0 weights ("all ones") of each compute dtype, made once and read-only,
+#: as the kernels take every array they only read.
+_NO_WEIGHTS = {np.dtype(t): _read_only_empty(t) for t in (np.float32, np.float64)}
+
+
+def no_weights(dtype) -> np.ndarray:
+    """The length-0 sample weights that the kernels read as "all ones", in ``dtype`` (shared, read-only)."""
+    return _NO_WEIGHTS[np.dtype(dtype)]
+
+
 def check_sample_weight(sample_weight, n_samples: int, dtype: np.dtype, *, scale_free: bool = False) -> np.ndarray:
     r"""Check sample weights (N,): finite, non-negative, positive sum; return them in ``dtype``.
 
@@ -262,7 +278,7 @@ def check_sample_weight(sample_weight, n_samples: int, dtype: np.dtype, *, scale
     the weighted sums in the kernels closer to overflow.
     """
     if sample_weight is None:
-        return np.empty(0, dtype=dtype)
+        return no_weights(dtype)
     w = _as_array(sample_weight, "sample_weight")
     if w.ndim != 1 or w.shape[0] != n_samples:
         raise ValueError(f"sample_weight must have shape ({n_samples},) to match X, got {w.shape}.")

@@ -124,7 +124,7 @@ class SoftmaxRegression:
             dz /= X.shape[0]
             return dz.T @ X, dz.sum(axis=0)
         dW, db = np.empty_like(W), np.empty_like(b)
-        loss_sum = fused_loss_grad(X, y, W, b, np.empty(0, self.dtype), 1.0 / X.shape[0], 0.0, dW, db)
+        loss_sum = fused_loss_grad(X, y, W, b, _checks.no_weights(self.dtype), 1.0 / X.shape[0], 0.0, dW, db)
         _checks.raise_for_nonfinite_loss(X, loss_sum)
         return dW, db
 
@@ -142,7 +142,7 @@ class SoftmaxRegression:
         X, y = self._Xy(X, y)
         W, b = self._params()
         dW, db = np.empty_like(W), np.empty_like(b)
-        loss_sum = fused_loss_grad(X, y, W, b, np.empty(0, self.dtype), 1.0 / X.shape[0], l2, dW, db)
+        loss_sum = fused_loss_grad(X, y, W, b, _checks.no_weights(self.dtype), 1.0 / X.shape[0], l2, dW, db)
         _checks.raise_for_nonfinite_loss(X, loss_sum)
         loss = loss_sum / X.shape[0] + l2_penalty(W, l2)
         # The new W and b are formed in the gradient's buffers and checked before W and b change.

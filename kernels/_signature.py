@@ -17,7 +17,11 @@ import numpy as np
 
 
 def read_only(a: np.ndarray) -> np.ndarray:
-    """``a`` as a read-only plain ndarray: ``a`` itself if it is one already, else a view (no copy)."""
+    """``a`` as a read-only plain ndarray: ``a`` itself if it is one already, else a view (no copy).
+
+    Callers on a hot path may hold such views (of arrays updated in place) and
+    pass them on every call, so that nothing is made per call.
+    """
     if type(a) is np.ndarray and not a.flags.writeable:
         return a
     view = a.view(np.ndarray)  # a view drops subclasses such as np.memmap too

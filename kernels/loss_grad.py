@@ -474,8 +474,8 @@ def loss_grad_sums(X, y, W, b, sample_weight, variant, n_chunks, scale, l2, dW_o
         sum_i w_i (logsumexp(z_i) - z_{i,y_i}), accumulated in float64 and not
         scaled (the caller adds the L2 term).
     """
-    variant = LossGradVariant(variant)
-    X, y, W, b, sample_weight = (read_only(a) for a in (X, y, W, b, sample_weight))
+    # BODIES and PARALLEL_DRIVERS take the variant as an int or a member (IntEnum hashes as its int).
+    X, y, W, b, sample_weight = read_only(X), read_only(y), read_only(W), read_only(b), read_only(sample_weight)
     n_classes, n_features = W.shape
     # Zeroed pages come from calloc and are first touched by the thread that owns the chunk.
     dW_acc = np.zeros((max(n_chunks, 1), n_classes, n_features))
@@ -493,4 +493,4 @@ def reduce_chunks_any(W, dW_acc, db_acc, scale, l2, dW_out, db_out):
     """``reduce_chunks``, in parallel where there are several chunks and enough values to pay for it."""
     parallel = dW_acc.shape[0] > 1 and dW_acc.size >= PARALLEL_REDUCE_MIN
     reduce = reduce_chunks_parallel if parallel else reduce_chunks
-    reduce(read_only(W), dW_acc, db_acc, float(scale), float(l2), dW_out, db_out)
+    reduce(read_only(W), dW_acc, db_acc, float(scale), float(l2), dW_out, db_out)  # W: a view at most once
