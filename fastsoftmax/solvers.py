@@ -149,6 +149,12 @@ LBFGS_STATE_KEYS = (
     "gamma",
     "last_fallback",
 )
+#: Keys of the L-BFGS state that states saved before they existed lack; resuming
+#: such a state starts them afresh.
+LBFGS_OPTIONAL_STATE_KEYS = ("best_loss", "best_gradient", "stalled")
+#: Iterations (in units of the memory m) without a new lowest loss or a new
+#: smallest max|g| after which L-BFGS stops at the rounding floor.
+_STALL_MEMORIES = 5
 
 
 def _two_loop(
@@ -188,6 +194,9 @@ def _new_lbfgs_state(theta: np.ndarray, loss: float, grad: np.ndarray, memory: i
         "newest": memory - 1,  # the first pair goes to row 0
         "gamma": np.array(np.nan),  # no curvature measured yet
         "last_fallback": 0,  # none yet (iterations count from 1)
+        "best_loss": np.array(loss),
+        "best_gradient": np.array(np.max(np.abs(grad))),
+        "stalled": 0,
     }
 
 
@@ -300,7 +309,11 @@ def lbfgs(
     too, when the failed search had no memory, or when it is the second
     failure within ``memory`` iterations: the loss is then at its rounding
     floor, where every further search would cost about 20 evaluations for
-    nothing.
+    nothing. It stops the same way when neither the loss nor max|g| has gone
+    below its lowest value for 5 ``memory`` iterations: below the loss's
+    noise the gradient still shows progress, but where a ``tol`` lies below
+    the gradient's own rounding the approximate search would otherwise accept
+    steps up to ``max_iter``.
 
     Parameters
     ----------
@@ -330,7 +343,10 @@ def lbfgs(
         ``s``, ``y`` (m, n) and ``rho`` (m,) = 1 / s'y, ``n_pairs``, ``newest``
         (the ring row of the newest pair), ``gamma`` (0-d; NaN until a pair is
         kept) and ``last_fallback`` (the iteration that last backtracked; 0 for
-        none). A call given a filled ``state`` continues from it without
+        none), and, optional for states saved before they existed,
+        ``best_loss`` and ``best_gradient`` (0-d: the lowest loss and max|g|
+        so far) and ``stalled`` (iterations since either last went lower).
+        A call given a filled ``state`` continues from it without
         evaluating the start, and produces bit for bit the iterates the
         uninterrupted run would have produced. Floats are kept in arrays so that
         :mod:`fastsoftmax.checkpoint` stores them exactly.
@@ -374,6 +390,10 @@ def lbfgs(
         state.update(theta=theta, grad=grad)
         for key in ("s", "y", "rho"):  # written in place below: own writable copies
             state[key] = np.array(state[key], dtype=np.float64)
+        # Saved before these existed: start them afresh.
+        state.setdefault("best_loss", np.array(state["loss"], dtype=np.float64))
+        state.setdefault("best_gradient", np.array(np.max(np.abs(grad))))
+        state.setdefault("stalled", 0)
     else:
         theta = np.array(theta0, dtype=np.float64).ravel()
         loss, grad = evaluate(theta)
@@ -448,10 +468,9 @@ def lbfgs(
             alpha *= 0.5
         return None
 
-    def give_up() -> str:
+    def give_up(why: str = "the line search found no step that lowers the loss with a finite value") -> str:
         return (
-            f"the line search found no step that lowers the loss with a finite value "
-            f"(max|g| = {float(np.max(np.abs(state['grad']))):.3g}, above tol = {tol:g}); "
+            f"{why} (max|g| = {float(np.max(np.abs(state['grad']))):.3g}, above tol = {tol:g}); "
             f"the loss may be at its rounding floor: stopped at the last iterate"
         )
 
@@ -491,6 +510,12 @@ def lbfgs(
             newest = (newest + 1) % memory
             s[newest], y[newest], rho[newest] = s_new, y_new, 1.0 / sy
             n_pairs, gamma = min(n_pairs + 1, memory), np.array(sy / yy)
+        best_loss, best_gradient = float(state["best_loss"]), float(state["best_gradient"])
+        stalled = int(state["stalled"]) + 1
+        gradient = float(np.max(np.abs(g)))
+        if f < best_loss or gradient < best_gradient:
+            stalled = 0
+        best_loss, best_gradient = min(best_loss, f), min(best_gradient, gradient)
         state.update(
             theta=x,
             loss=np.array(f),
@@ -501,6 +526,9 @@ def lbfgs(
             newest=newest,
             gamma=gamma,
             last_fallback=last_fallback,
+            best_loss=np.array(best_loss),
+            best_gradient=np.array(best_gradient),
+            stalled=stalled,
         )
         theta, loss, grad = x, f, g
         history.append(loss)
@@ -509,6 +537,9 @@ def lbfgs(
         reason = stop_reason()
         if reason is not None:
             return SolverResult(theta, iteration, True, reason, history, n_evaluations=n_evaluations)
+        if stalled >= _STALL_MEMORIES * memory:
+            why = f"neither the loss nor max|g| has gone below its lowest value for {stalled} iterations"
+            return SolverResult(theta, iteration, False, give_up(why), history, n_evaluations=n_evaluations)
     return SolverResult(theta, max_iter, False, "reached max_iter", history, n_evaluations=n_evaluations)
 
 

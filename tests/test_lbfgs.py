@@ -213,7 +213,7 @@ def test_state_round_trips_through_a_checkpoint_exactly(tmp_path):
     X, y, _ = _data()
     state = {}
     solvers.lbfgs(_objective(X, y, l2=1e-2), np.zeros(N_PARAMS), max_iter=12, tol=0.0, state=state)
-    assert set(state) == set(solvers.LBFGS_STATE_KEYS)
+    assert set(state) == set(solvers.LBFGS_STATE_KEYS) | set(solvers.LBFGS_OPTIONAL_STATE_KEYS)
     assert 0 < state["n_pairs"] <= 10 and state["iteration"] == 12
     checkpoint.save(tmp_path, checkpoint.CheckpointState(state["theta"], 12, [], {}, state))
     loaded = checkpoint.load(tmp_path, {}).solver_state
@@ -394,6 +394,38 @@ def test_without_the_approximate_search_the_noise_stops_lbfgs(monkeypatch):
     objective, _ = _noisy_quadratic(noise=float(np.finfo(np.float32).eps))
     result = solvers.lbfgs(objective, np.zeros(20), max_iter=500, tol=1e-9)
     assert not result.converged and "rounding floor" in result.message
+
+
+def test_below_the_gradients_rounding_floor_lbfgs_stops_once_the_loss_stalls():
+    # tol = 0 cannot be met. The loss's noise is drawn afresh at every evaluation,
+    # so its decrease never settles into the 64-eps stop; once the gradient is
+    # down to its own rounding, neither the loss nor max|g| reaches a new low,
+    # and L-BFGS must stop there rather than run to max_iter.
+    quadratic, optimum = _noisy_quadratic(noise=0.0)
+    draws = np.random.default_rng(5)
+    eps32 = float(np.finfo(np.float32).eps)
+
+    def objective(theta):
+        f, g = quadratic(theta)
+        return f * (1 + eps32 * draws.uniform(-1, 1)), g
+
+    state = {}
+    result = solvers.lbfgs(objective, np.zeros(20), max_iter=5000, tol=0.0, state=state, loss_rounding=eps32)
+    assert not result.converged and result.n_iter < 5000
+    assert "has gone below its lowest value for 50 iterations" in result.message
+    assert state["stalled"] == 50
+    assert np.abs(result.theta - optimum).max() <= 1e-9
+
+
+def test_a_state_saved_without_the_stall_count_resumes():
+    X, y, _ = _data()
+    objective = _objective(X, y, l2=1e-2)
+    state = {}
+    solvers.lbfgs(objective, np.zeros(N_PARAMS), max_iter=5, state=state)
+    for key in solvers.LBFGS_OPTIONAL_STATE_KEYS:
+        del state[key]
+    result = solvers.lbfgs(objective, np.zeros(N_PARAMS), max_iter=500, tol=1e-8, state=state)
+    assert result.converged and "stalled" in state
 
 
 @pytest.mark.parametrize("rise, accepted", [(0.4, True), (0.6, False)])
