@@ -134,6 +134,9 @@ _SECANT_STEPS = 8
 # the noise floor fails after about 8 evaluations.
 _APPROX_WOLFE_SWITCH = 1000
 
+#: An H0 with no diagonal, for :func:`_two_loop` (H0 = gamma I).
+_NO_DIAGONAL = np.empty(0)
+
 #: The keys of the L-BFGS state dict (see :func:`lbfgs`).
 LBFGS_STATE_KEYS = (
     "theta",
@@ -165,18 +168,14 @@ def _two_loop(
     ``s``, ``y`` (m, n) hold curvature pairs in a ring whose newest row is
     ``newest``, ``rho[i] = 1 / (s[i] @ y[i])``, and ``h0`` is the initial inverse
     Hessian H0: a scalar gamma (H0 = gamma I) or a diagonal of shape (n,).
+    Compiled (``kernels.two_loop``): as 4 m NumPy calls it cost a third of a
+    fit's time on small problems (load_wine: 38 of 104 us an iteration).
     """
-    rows = [(newest - i) % s.shape[0] for i in range(n_pairs)]  # newest first
-    q = grad.copy()
-    alphas = np.empty(n_pairs)
-    for j, row in enumerate(rows):
-        alphas[j] = rho[row] * (s[row] @ q)
-        q -= alphas[j] * y[row]
-    r = h0 * q
-    for j in reversed(range(n_pairs)):  # oldest first
-        row = rows[j]
-        r += (alphas[j] - rho[row] * (y[row] @ r)) * s[row]
-    return r
+    from fastsoftmax import kernels
+
+    diagonal = np.asarray(h0, dtype=np.float64) if np.ndim(h0) else _NO_DIAGONAL
+    gamma = 1.0 if np.ndim(h0) else float(h0)
+    return kernels.two_loop(np.asarray(grad, dtype=np.float64), s, y, rho, int(n_pairs), int(newest), gamma, diagonal)
 
 
 def _new_lbfgs_state(theta: np.ndarray, loss: float, grad: np.ndarray, memory: int) -> dict:

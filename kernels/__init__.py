@@ -13,6 +13,7 @@ call and is cached on disk (``cache=True``).
 
 from fastsoftmax.kernels._signature import read_only
 from fastsoftmax.kernels.hessian import hessian_vector_sums, select_hvp_variant
+from fastsoftmax.kernels.lbfgs import two_loop
 from fastsoftmax.kernels.loss_grad import LossGradVariant, loss_grad_sums, select_variant
 from fastsoftmax.kernels.moments import column_moments
 from fastsoftmax.kernels.predict import predict_labels, predict_proba_labels
@@ -45,4 +46,5 @@ __all__ = [
     "select_variant",
     "softmax_rows",
     "stream_sum",
+    "two_loop",
 ]

@@ -499,3 +499,26 @@ def test_model_resume_from_checkpoint_is_bit_for_bit(tmp_path, source, how):
     np.testing.assert_array_equal(resumed.b, uninterrupted.b)
     assert resumed.loss_history_ == uninterrupted.loss_history_
     assert (resumed.n_iter_, resumed.converged_) == (uninterrupted.n_iter_, uninterrupted.converged_)
+
+
+@pytest.mark.parametrize("h0", ["gamma", "diagonal"])
+@pytest.mark.parametrize("n_pairs, newest", [(0, 4), (3, 1), (5, 2)], ids=["no-pairs", "partial-ring", "wrapped-ring"])
+def test_compiled_two_loop_equals_the_bfgs_inverse_hessian_product(h0, n_pairs, newest):
+    # The oracle: H built by the BFGS update H <- (I - rho s y') H (I - rho y s') + rho s s',
+    # oldest pair first, from H0; the two-loop recursion must give H g.
+    rng = np.random.default_rng(11)
+    n, m = 7, 5
+    A = rng.standard_normal((n, n))
+    A = A @ A.T + n * np.eye(n)  # curvature pairs of a convex quadratic: y = A s, s'y > 0
+    s = rng.standard_normal((m, n))
+    y = s @ A.T
+    rho = 1.0 / np.einsum("ij,ij->i", s, y)
+    grad = rng.standard_normal(n)
+    diagonal = rng.uniform(0.5, 2.0, n)
+    H = np.diag(diagonal) if h0 == "diagonal" else 0.7 * np.eye(n)
+    for j in reversed(range(n_pairs)):  # oldest first
+        row = (newest - j) % m
+        left = np.eye(n) - rho[row] * np.outer(s[row], y[row])
+        H = left @ H @ left.T + rho[row] * np.outer(s[row], s[row])
+    got = solvers._two_loop(grad, s, y, rho, n_pairs, newest, diagonal if h0 == "diagonal" else 0.7)
+    np.testing.assert_allclose(got, H @ grad, rtol=1e3 * np.finfo(np.float64).eps, atol=1e3 * np.finfo(np.float64).eps)
