@@ -24,8 +24,9 @@ Design:
   ``BLOCKED`` the block is transposed into a (D, block) scratch so that the
               logits, the softmax and the gradient run SIMD across rows (small D
               and K, where SIMD along D would leave most lanes empty);
-  ``SKINNY``  both products as loops along D, four rows at a time (large D,
-              small K, where BLAS's GEMMs with a dimension of K run below peak);
+  ``SKINNY``  both products as loops along D, four rows and three classes at
+              a time (large D or K <= 10, where BLAS's GEMMs with a dimension
+              of K run below peak);
   ``BLAS``    two GEMMs per block of 512 rows through ``np.dot`` with the
               softmax fused between them (large K, and moderate D).
 - Compiling is most of a cold first call, so each call compiles only what it
@@ -76,7 +77,7 @@ def select_variant(n_features: int, n_classes: int) -> LossGradVariant:
     L1 and SIMD across rows fills every lane), SKINNY when D >= 128 or
     K <= 10 (BLAS's GEMMs with a dimension of K run far below peak: 2 to 3x
     slower at D = 784, K = 10, 1.6x at D = 100, K = 10), BLAS in between; for
-    K >= 64, BLAS.
+    K >= 64, BLAS. (The "K <= 10" part comes from one thread on 2 cores.)
     """
     if n_classes >= BLAS_MIN_CLASSES:
         return LossGradVariant.BLAS
