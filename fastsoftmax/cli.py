@@ -204,6 +204,7 @@ def _warm_up_fit(args, X, y, dtype, n_classes: int, **fit_options) -> None:
 
     ``X`` and ``y`` are what the real fit receives (arrays, memmaps), so the
     slice goes through the same code path and the same kernel signatures.
+    Two iterations: L-BFGS's compiled two-loop recursion first runs in the second.
     """
     from fastsoftmax import ConvergenceWarning, SoftmaxRegression
     from fastsoftmax._data import DataSource, accuracy
@@ -212,7 +213,7 @@ def _warm_up_fit(args, X, y, dtype, n_classes: int, **fit_options) -> None:
     model = SoftmaxRegression(X.shape[1], n_classes, dtype=dtype)
     with _announce_compilation(args), warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        model.fit(X[:rows], y[:rows], solver=args.solver, max_iter=1, lr=args.lr, l2=args.l2, tol=0.0, **fit_options)
+        model.fit(X[:rows], y[:rows], solver=args.solver, max_iter=2, lr=args.lr, l2=args.l2, tol=0.0, **fit_options)
         accuracy(model, DataSource(X[:rows], y[:rows], dtype))
 
 

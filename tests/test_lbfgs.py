@@ -16,6 +16,7 @@ to every row of W is flat too, and is projected out the same way.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -458,8 +459,13 @@ def test_float32_fit_reaches_the_float64_optimum():
     l2 = 1.0 / len(y)
     reference = SoftmaxRegression(64, 10).fit(X, y, solver="newton-cg", l2=l2, tol=1e-10, max_iter=200)
     optimum = fs.loss_and_grad(X, y, reference.W, reference.b, l2=l2)[0]
-    model = SoftmaxRegression(64, 10, dtype=np.float32).fit(X.astype(np.float32), y, l2=l2, tol=1e-7, max_iter=5000)
-    assert model.converged_
+    # tol 1e-7 lies at float32's gradient floor here: the fit either meets it or
+    # stops where neither the loss nor max|g| improves (by thread count and
+    # summation order); either way at the optimum, and well before max_iter.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fs.ConvergenceWarning)
+        model = SoftmaxRegression(64, 10, dtype=np.float32).fit(X.astype(np.float32), y, l2=l2, tol=1e-7, max_iter=5000)
+    assert model.n_iter_ < 5000
     reached = fs.loss_and_grad(X, y, model.W.astype(np.float64), model.b.astype(np.float64), l2=l2)[0]
     assert (reached - optimum) / optimum <= 1e-6
 
