@@ -451,8 +451,12 @@ def lbfgs(
             phi(alpha)
         return last["x"], last["f"], last["g"]
 
+    def loss_noise(loss: float) -> float:
+        """How far a loss of this size may rise from rounding alone (the approximate search's allowance)."""
+        return _LOSS_NOISE_ULPS * loss_rounding * abs(loss)
+
     def approximate_wolfe(theta, loss, grad, direction):
-        return _approximate_wolfe(evaluate, theta, loss, grad, direction, _LOSS_NOISE_ULPS * loss_rounding * abs(loss))
+        return _approximate_wolfe(evaluate, theta, loss, grad, direction, loss_noise(loss))
 
     def backtrack(theta, loss, grad, direction):
         """(x, loss, grad) at the first of 1, 1/2, 1/4... times ``direction`` that satisfies Armijo, or None."""
@@ -485,8 +489,7 @@ def lbfgs(
         step = None
         if grad @ direction < 0:
             searches = (wolfe, approximate_wolfe)
-            noise = _LOSS_NOISE_ULPS * loss_rounding * abs(loss)
-            if float(state["previous_loss"]) - loss <= _APPROX_WOLFE_SWITCH * noise:  # False while NaN
+            if float(state["previous_loss"]) - loss <= _APPROX_WOLFE_SWITCH * loss_noise(loss):  # False while NaN
                 searches = searches[::-1]
             for search in searches:
                 step = search(theta, loss, grad, direction)

@@ -245,8 +245,9 @@ def hessian_vector_sums(X, W, b, V, c, sample_weight, variant, n_chunks, scale, 
 
     Non-finite input or an overflow shows as non-finite outputs (no check here).
     """
-    variant = LossGradVariant(variant)
-    X, W, b, V, c, sample_weight = (read_only(a) for a in (X, W, b, V, c, sample_weight))
+    # BODIES and PARALLEL_DRIVERS take the variant as an int or a member (IntEnum hashes as its int).
+    X, W, b, V, c = read_only(X), read_only(W), read_only(b), read_only(V), read_only(c)
+    sample_weight = read_only(sample_weight)
     n_classes, n_features = W.shape
     # Zeroed pages come from calloc and are first touched by the thread that owns the chunk.
     HV_acc = np.zeros((max(n_chunks, 1), n_classes, n_features))

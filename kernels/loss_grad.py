@@ -494,4 +494,4 @@ def reduce_chunks_any(W, dW_acc, db_acc, scale, l2, dW_out, db_out):
     """``reduce_chunks``, in parallel where there are several chunks and enough values to pay for it."""
     parallel = dW_acc.shape[0] > 1 and dW_acc.size >= PARALLEL_REDUCE_MIN
     reduce = reduce_chunks_parallel if parallel else reduce_chunks
-    reduce(read_only(W), dW_acc, db_acc, float(scale), float(l2), dW_out, db_out)  # W: a view at most once
+    reduce(read_only(W), dW_acc, db_acc, float(scale), float(l2), dW_out, db_out)
