@@ -14,7 +14,13 @@ call and is cached on disk (``cache=True``).
 from fastsoftmax.kernels._signature import read_only
 from fastsoftmax.kernels.hessian import hessian_vector_sums, select_hvp_variant
 from fastsoftmax.kernels.lbfgs import two_loop
-from fastsoftmax.kernels.loss_grad import LossGradVariant, loss_grad_sums, select_variant
+from fastsoftmax.kernels.loss_grad import (
+    LossGradVariant,
+    loss_grad_row_blocks_sums,
+    loss_grad_sums,
+    row_blocks,
+    select_variant,
+)
 from fastsoftmax.kernels.moments import column_moments
 from fastsoftmax.kernels.predict import predict_labels, predict_proba_labels
 from fastsoftmax.kernels.reductions import count_nonfinite, stream_sum
@@ -38,10 +44,12 @@ __all__ = [
     "hessian_vector_sums",
     "label_range",
     "log_softmax_rows",
+    "loss_grad_row_blocks_sums",
     "loss_grad_sums",
     "predict_labels",
     "predict_proba_labels",
     "read_only",
+    "row_blocks",
     "select_hvp_variant",
     "select_variant",
     "softmax_rows",

@@ -125,7 +125,14 @@ def _exp_inplace_impl(values, scratch):
 
 
 def exp_scratch(like, n):
-    """An integer scratch buffer of length n for ``exp_inplace`` on arrays like ``like``."""
+    """An integer scratch buffer of length n for ``exp_inplace`` on arrays like ``like``.
+
+    Its integers have the width of ``like``'s floats (int64 for float64, int32
+    for float32), so the transposed-block body also keeps a block's argmax
+    and labels in such buffers: a loop that mixes them with the floats then
+    fills the same SIMD lanes (int64 labels halve float32's lanes and kept the
+    gradient's select loop scalar).
+    """
     return np.empty(n, dtype=np.int64 if like.dtype == np.float64 else np.int32)
 
 
@@ -161,7 +168,10 @@ def weighted_log1p_sum(tails, n, sample_weight, offset):
     are taken as one log of their product: one scalar log per 32 rows instead
     of one per row, which otherwise dominates the step at small D and K. The
     product is carried as its excess over 1, q = prod(1 + t) - 1, updated as
-    q + t + q t, so that tails below float64's eps survive too.
+    q + t + q t, so that tails below float64's eps survive too. Eight such
+    products run side by side (rows r = j mod 8) and are combined at the end
+    of the group: one chain of dependent updates took 2.7 ms of a 20 ms step
+    at 1e6 x 20 x 3.
     """
     total = 0.0
     if sample_weight.shape[0] > 0:
@@ -169,9 +179,36 @@ def weighted_log1p_sum(tails, n, sample_weight, offset):
             total += np.float64(sample_weight[offset + r]) * math.log1p(np.float64(tails[r]))
         return total
     for group_start in range(0, n, LOG_GROUP):
-        excess = 0.0
-        for r in range(group_start, min(group_start + LOG_GROUP, n)):
-            t = np.float64(tails[r])
-            excess += t + excess * t
-        total += math.log1p(excess)
+        group_stop = min(group_start + LOG_GROUP, n)
+        q0 = q1 = q2 = q3 = q4 = q5 = q6 = q7 = 0.0
+        r = group_start
+        while r + 8 <= group_stop:
+            t0, t1, t2, t3 = (
+                np.float64(tails[r]),
+                np.float64(tails[r + 1]),
+                np.float64(tails[r + 2]),
+                np.float64(tails[r + 3]),
+            )
+            t4, t5, t6, t7 = (
+                np.float64(tails[r + 4]),
+                np.float64(tails[r + 5]),
+                np.float64(tails[r + 6]),
+                np.float64(tails[r + 7]),
+            )
+            q0 += t0 + q0 * t0
+            q1 += t1 + q1 * t1
+            q2 += t2 + q2 * t2
+            q3 += t3 + q3 * t3
+            q4 += t4 + q4 * t4
+            q5 += t5 + q5 * t5
+            q6 += t6 + q6 * t6
+            q7 += t7 + q7 * t7
+            r += 8
+        while r < group_stop:
+            t0 = np.float64(tails[r])
+            q0 += t0 + q0 * t0
+            r += 1
+        q01, q23, q45, q67 = q0 + q1 + q0 * q1, q2 + q3 + q2 * q3, q4 + q5 + q4 * q5, q6 + q7 + q6 * q7
+        q03, q47 = q01 + q23 + q01 * q23, q45 + q67 + q45 * q67
+        total += math.log1p(q03 + q47 + q03 * q47)
     return total

@@ -143,82 +143,179 @@ def _softmax_grad_block(Z, nb, y, sample_weight, block_start, scratch, row_tail,
     return loss + weighted_log1p_sum(row_tail, nb, sample_weight, block_start)
 
 
+@njit(inline="always", **JIT_OPTIONS)
+def _block_logits(Xt, nb, W, b, Zt):
+    """Zt[k, r] = b_k + sum_d W[k, d] Xt[d, r] for the rows r < nb of a transposed block.
+
+    Four features per pass over a class's row of Zt: one load and store of
+    Zt[k, r] per four products instead of one per product, which left the
+    loop bound by the load and store ports (one thread, 1e6 x 20 x 3, float64:
+    the whole step 30.5 -> 28.0 ms with the same in the gradient).
+    """
+    n_classes, n_features = W.shape
+    n_quad_features = n_features // 4 * 4
+    for k in range(n_classes):
+        bk = b[k]
+        z = Zt[k]
+        for r in range(nb):
+            z[r] = bk
+        for d in range(0, n_quad_features, 4):
+            w0, w1, w2, w3 = W[k, d], W[k, d + 1], W[k, d + 2], W[k, d + 3]
+            x0, x1, x2, x3 = Xt[d], Xt[d + 1], Xt[d + 2], Xt[d + 3]
+            for r in range(nb):
+                z[r] += (w0 * x0[r] + w1 * x1[r]) + (w2 * x2[r] + w3 * x3[r])
+        for d in range(n_quad_features, n_features):
+            w0 = W[k, d]
+            x0 = Xt[d]
+            for r in range(nb):
+                z[r] += w0 * x0[r]
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def _block_gradient(Xt, nb, Gt, dW_acc, db_acc):
+    """dW_acc[k, d] += sum_r Gt[k, r] Xt[d, r] and db_acc[k] += sum_r Gt[k, r], over the rows r < nb.
+
+    Four features per pass over a class's row of G, so that each load of
+    G[k, r] feeds four products.
+    """
+    n_classes, n_features = dW_acc.shape
+    n_quad_features = n_features // 4 * 4
+    zero = Gt.dtype.type(0)
+    for k in range(n_classes):
+        g = Gt[k]
+        acc = zero
+        for r in range(nb):
+            acc += g[r]
+        db_acc[k] += acc
+        for d in range(0, n_quad_features, 4):
+            x0, x1, x2, x3 = Xt[d], Xt[d + 1], Xt[d + 2], Xt[d + 3]
+            a0 = a1 = a2 = a3 = zero
+            for r in range(nb):
+                gr = g[r]
+                a0 += gr * x0[r]
+                a1 += gr * x1[r]
+                a2 += gr * x2[r]
+                a3 += gr * x3[r]
+            dW_acc[k, d] += a0
+            dW_acc[k, d + 1] += a1
+            dW_acc[k, d + 2] += a2
+            dW_acc[k, d + 3] += a3
+        for d in range(n_quad_features, n_features):
+            x0 = Xt[d]
+            acc = zero
+            for r in range(nb):
+                acc += g[r] * x0[r]
+            dW_acc[k, d] += acc
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def _block_scratch(dtype_like, n_classes):
+    """The per-chunk scratch of the transposed-block body.
+
+    Zt (K, block); ``rows`` holds each row's max logit, tail, scale and weight
+    (1 where unweighted); ``row_ints`` each row's argmax and label, in integers
+    of the data's width (see ``exp_scratch``); and exp's buffer.
+    """
+    Zt = np.empty((n_classes, BLOCK_ROWS), dtype=dtype_like.dtype)
+    rows = np.ones((4, BLOCK_ROWS), dtype=dtype_like.dtype)
+    row_argmax = exp_scratch(dtype_like, BLOCK_ROWS)
+    row_label = exp_scratch(dtype_like, BLOCK_ROWS)
+    return Zt, rows, (row_argmax, row_label), exp_scratch(dtype_like, BLOCK_ROWS)
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def _transposed_block(Xt, nb, y, W, b, sample_weight, block_start, Zt, rows, row_ints, scratch, dW_acc, db_acc):
+    """Loss and gradient sums of the rows block_start + r, r < nb, whose features are Xt[:, r].
+
+    Xt (D, >= nb) holds the block transposed, so the logits, the softmax and
+    the gradient run SIMD across rows. Returns the block's loss in float64
+    and adds its gradient into dW_acc (K, D) and db_acc (K,).
+    """
+    n_classes = W.shape[0]
+    weighted = sample_weight.shape[0] > 0
+    row_max, row_tail, row_scale, row_weight = rows[0], rows[1], rows[2], rows[3]
+    row_argmax, row_label = row_ints
+    lane_int = row_label.dtype.type
+    zero = Zt.dtype.type(0)
+    one = Zt.dtype.type(1)
+    _block_logits(Xt, nb, W, b, Zt)
+    for r in range(nb):
+        row_max[r] = Zt[0, r]
+        row_argmax[r] = 0
+        row_tail[r] = zero
+        row_label[r] = y[block_start + r]
+    for k in range(1, n_classes):
+        k_lane = lane_int(k)
+        for r in range(nb):
+            z = Zt[k, r]
+            leads = z > row_max[r]
+            row_max[r] = z if leads else row_max[r]
+            row_argmax[r] = k_lane if leads else row_argmax[r]
+    # The loss needs z_y before the logits are overwritten by exp.
+    loss = 0.0
+    for r in range(nb):
+        if weighted:
+            row_weight[r] = sample_weight[block_start + r]
+        loss += np.float64(row_weight[r]) * (np.float64(row_max[r]) - np.float64(Zt[row_label[r], r]))
+    for k in range(n_classes):
+        for r in range(nb):
+            Zt[k, r] -= row_max[r]
+        exp_inplace(Zt[k, :nb], scratch)
+    # The tail t leaves out the argmax's exp(0) = 1 (see _softmax_grad_block).
+    # Selects instead of a scatter and a branch per row keep these loops SIMD.
+    for k in range(n_classes):
+        k_lane = lane_int(k)
+        for r in range(nb):
+            row_tail[r] += zero if row_argmax[r] == k_lane else Zt[k, r]
+    loss += weighted_log1p_sum(row_tail, nb, sample_weight, block_start)
+    for r in range(nb):
+        row_scale[r] = row_weight[r] / (one + row_tail[r])
+    # w (p - e_y) with p_k = exp(z_k - m) scale; at the argmax exp(0) = 1
+    # exactly, so p_a = scale, and w (p_a - 1) = -t scale where the label leads.
+    for k in range(n_classes):
+        k_lane = lane_int(k)
+        for r in range(nb):
+            scale = row_scale[r]
+            is_label = row_label[r] == k_lane
+            g = Zt[k, r] * scale - (row_weight[r] if is_label else zero)
+            Zt[k, r] = -row_tail[r] * scale if (is_label and row_argmax[r] == k_lane) else g
+    _block_gradient(Xt, nb, Zt, dW_acc, db_acc)
+    return loss
+
+
 @njit(**JIT_OPTIONS)
 def _blocked_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc):
     """Rows [start, stop) a transposed block at a time, vectorised across rows."""
     n_classes, n_features = W.shape
-    weighted = sample_weight.shape[0] > 0
     Xt = np.empty((n_features, BLOCK_ROWS), dtype=X.dtype)
-    Zt = np.empty((n_classes, BLOCK_ROWS), dtype=X.dtype)
-    row_max = np.empty(BLOCK_ROWS, dtype=X.dtype)
-    row_tail = np.empty(BLOCK_ROWS, dtype=X.dtype)
-    row_scale = np.empty(BLOCK_ROWS, dtype=X.dtype)
-    row_argmax = np.empty(BLOCK_ROWS, dtype=np.intp)
-    row_weight = np.ones(BLOCK_ROWS, dtype=X.dtype)
-    scratch = exp_scratch(X, BLOCK_ROWS)
-    zero = X.dtype.type(0)
-    one = X.dtype.type(1)
+    Zt, rows, row_ints, scratch = _block_scratch(X, n_classes)
     loss = 0.0
     for block_start in range(start, stop, BLOCK_ROWS):
         nb = min(BLOCK_ROWS, stop - block_start)
         for r in range(nb):
             for d in range(n_features):
                 Xt[d, r] = X[block_start + r, d]
-        for k in range(n_classes):
-            bk = b[k]
-            for r in range(nb):
-                Zt[k, r] = bk
-        for d in range(n_features):
-            for k in range(n_classes):
-                wkd = W[k, d]
-                for r in range(nb):
-                    Zt[k, r] += wkd * Xt[d, r]
-        for r in range(nb):
-            row_max[r] = Zt[0, r]
-            row_argmax[r] = 0
-            row_tail[r] = zero
-        for k in range(1, n_classes):
-            for r in range(nb):
-                if Zt[k, r] > row_max[r]:
-                    row_max[r] = Zt[k, r]
-                    row_argmax[r] = k
-        # The loss needs z_y before the logits are overwritten by exp.
-        for r in range(nb):
-            if weighted:
-                row_weight[r] = sample_weight[block_start + r]
-            loss += np.float64(row_weight[r]) * (np.float64(row_max[r]) - np.float64(Zt[y[block_start + r], r]))
-        for k in range(n_classes):
-            for r in range(nb):
-                Zt[k, r] -= row_max[r]
-            exp_inplace(Zt[k, :nb], scratch)
-        # The tail t leaves out the argmax's exp(0) = 1 (see _softmax_grad_block).
-        # Selects instead of a scatter and a branch per row keep these loops SIMD.
-        for k in range(n_classes):
-            for r in range(nb):
-                row_tail[r] += zero if row_argmax[r] == k else Zt[k, r]
-        loss += weighted_log1p_sum(row_tail, nb, sample_weight, block_start)
-        for r in range(nb):
-            row_scale[r] = row_weight[r] / (one + row_tail[r])
-        # w (p - e_y): p_k = exp(z_k - m) scale and p_a = scale, with w (p_a - 1)
-        # = -t scale where the label is the argmax.
-        for k in range(n_classes):
-            for r in range(nb):
-                scale = row_scale[r]
-                is_argmax = row_argmax[r] == k
-                is_label = y[block_start + r] == k
-                p = scale if is_argmax else Zt[k, r] * scale
-                g = p - row_weight[r] if is_label else p
-                Zt[k, r] = -row_tail[r] * scale if (is_argmax and is_label) else g
-        for k in range(n_classes):
-            acc = zero
-            for r in range(nb):
-                acc += Zt[k, r]
-            db_acc[k] += acc
-            for d in range(n_features):
-                acc = zero
-                for r in range(nb):
-                    acc += Zt[k, r] * Xt[d, r]
-                dW_acc[k, d] += acc
+        loss += _transposed_block(
+            Xt, nb, y, W, b, sample_weight, block_start, Zt, rows, row_ints, scratch, dW_acc, db_acc
+        )
+    return loss
+
+
+@njit(**JIT_OPTIONS)
+def _row_blocks_chunk(X_blocks, y, W, b, sample_weight, start, stop, dW_acc, db_acc):
+    """``_blocked_chunk`` on X stored as row blocks (``kernels.row_blocks``): no transpose per block.
+
+    ``start`` is a multiple of BLOCK_ROWS; block j holds rows j BLOCK_ROWS + r as X_blocks[j, :, r].
+    """
+    n_classes = W.shape[0]
+    Zt, rows, row_ints, scratch = _block_scratch(X_blocks, n_classes)
+    loss = 0.0
+    for block_start in range(start, stop, BLOCK_ROWS):
+        nb = min(BLOCK_ROWS, stop - block_start)
+        Xt = X_blocks[block_start // BLOCK_ROWS]
+        loss += _transposed_block(
+            Xt, nb, y, W, b, sample_weight, block_start, Zt, rows, row_ints, scratch, dW_acc, db_acc
+        )
     return loss
 
 
@@ -353,18 +450,22 @@ def _blas_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc):
 
 
 #: The variants as plain ints: numba folds a comparison of two such constants
-#: and prunes the branch not taken before it types it.
+#: and prunes the branch not taken before it types it. ``_ROW_BLOCKS`` is the
+#: BLOCKED body on X already stored as row blocks (``loss_grad_row_blocks_sums``).
 _BLOCKED, _BLAS, _SKINNY = int(LossGradVariant.BLOCKED), int(LossGradVariant.BLAS), int(LossGradVariant.SKINNY)
+_ROW_BLOCKS = 4
 
 
 @njit(inline="always", **JIT_OPTIONS)
 def _chunk(X, y, W, b, sample_weight, start, stop, variant, dW_acc, db_acc):
     # Inlined into drivers where ``variant`` is a compile-time constant, so
-    # that each driver types and compiles one block body, not all three.
+    # that each driver types and compiles one block body, not all of them.
     if variant == _BLAS:
         return _blas_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc)
     if variant == _SKINNY:
         return _skinny_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc)
+    if variant == _ROW_BLOCKS:
+        return _row_blocks_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc)
     return _blocked_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc)
 
 
@@ -408,25 +509,27 @@ def reduce_chunks_parallel(W, dW_acc, db_acc, scale, l2, dW_out, db_out):
         _finish_class(W, dW_acc, db_acc, scale, l2, dW_out, db_out, k)
 
 
-def _make_parallel_driver(variant: LossGradVariant):
+def _make_parallel_driver(variant: int, name: str):
     """The parallel driver of one block body, as its own dispatcher.
 
     ``variant`` reaches the compiled code as a constant (a closure variable),
     so a first call compiles only the body its shape selects: compiling all
-    three bodies in every driver took two thirds of the cold start.
+    three bodies in every driver took two thirds of the cold start. Chunks of
+    the row-block layout start at block boundaries.
     """
-    name = f"_loss_grad_parallel_{variant.name.lower()}"
-    variant = int(variant)
+    align = BLOCK_ROWS if variant == _ROW_BLOCKS else 1
 
     @njit(parallel=True, **JIT_OPTIONS)
     @named(name)
     def parallel(X, y, W, b, sample_weight, dW_acc, db_acc, chunk_loss):
         # The caller allocates chunk_loss: an np.zeros here would be a parallel
         # loop of its own, compiled as a second gufunc.
-        n_samples = X.shape[0]
+        n_samples = y.shape[0]
+        n_units = (n_samples + align - 1) // align
         n_chunks = dW_acc.shape[0]
         for c in prange(n_chunks):
-            start, stop = c * n_samples // n_chunks, (c + 1) * n_samples // n_chunks
+            start = c * n_units // n_chunks * align
+            stop = min((c + 1) * n_units // n_chunks * align, n_samples)
             chunk_loss[c] = _chunk(X, y, W, b, sample_weight, start, stop, variant, dW_acc[c], db_acc[c])
         loss_sum = 0.0
         for c in range(n_chunks):
@@ -442,9 +545,10 @@ BODIES = {
     LossGradVariant.BLAS: _blas_chunk,
     LossGradVariant.SKINNY: _skinny_chunk,
 }
-_loss_grad_parallel_blocked = _make_parallel_driver(LossGradVariant.BLOCKED)
-_loss_grad_parallel_blas = _make_parallel_driver(LossGradVariant.BLAS)
-_loss_grad_parallel_skinny = _make_parallel_driver(LossGradVariant.SKINNY)
+_loss_grad_parallel_blocked = _make_parallel_driver(_BLOCKED, "_loss_grad_parallel_blocked")
+_loss_grad_parallel_blas = _make_parallel_driver(_BLAS, "_loss_grad_parallel_blas")
+_loss_grad_parallel_skinny = _make_parallel_driver(_SKINNY, "_loss_grad_parallel_skinny")
+_loss_grad_parallel_row_blocks = _make_parallel_driver(_ROW_BLOCKS, "_loss_grad_parallel_row_blocks")
 #: The parallel driver of each variant.
 PARALLEL_DRIVERS = {
     LossGradVariant.BLOCKED: _loss_grad_parallel_blocked,
@@ -476,6 +580,39 @@ def loss_grad_sums(X, y, W, b, sample_weight, variant, n_chunks, scale, l2, dW_o
         scaled (the caller adds the L2 term).
     """
     # BODIES and PARALLEL_DRIVERS take the variant as an int or a member (IntEnum hashes as its int).
+    return _run(
+        BODIES[variant], PARALLEL_DRIVERS[variant], X, y, W, b, sample_weight, n_chunks, scale, l2, dW_out, db_out
+    )
+
+
+def loss_grad_row_blocks_sums(X_blocks, y, W, b, sample_weight, n_chunks, scale, l2, dW_out, db_out):
+    """``loss_grad_sums`` with the BLOCKED body, on X stored as row blocks.
+
+    ``X_blocks`` (ceil(N / BLOCK_ROWS), D, BLOCK_ROWS) is ``row_blocks(X)``:
+    block j holds rows j BLOCK_ROWS + r of X as X_blocks[j, :, r], so the body
+    reads each block as it stands instead of transposing it (one thread,
+    1e6 x 20 x 3: 28.0 -> 20.1 ms in float64, 19.1 -> 13.8 in float32).
+    Training converts X once and reads it on every iteration. N is y's
+    length; ``n_chunks`` is at most the number of blocks. The other arguments
+    and the result are those of ``loss_grad_sums``.
+    """
+    return _run(
+        _row_blocks_chunk,
+        _loss_grad_parallel_row_blocks,
+        X_blocks,
+        y,
+        W,
+        b,
+        sample_weight,
+        n_chunks,
+        scale,
+        l2,
+        dW_out,
+        db_out,
+    )
+
+
+def _run(body, driver, X, y, W, b, sample_weight, n_chunks, scale, l2, dW_out, db_out):
     X, y, W, b, sample_weight = read_only(X), read_only(y), read_only(W), read_only(b), read_only(sample_weight)
     n_classes, n_features = W.shape
     # Zeroed pages come from calloc and are first touched by the thread that owns the chunk.
@@ -483,11 +620,58 @@ def loss_grad_sums(X, y, W, b, sample_weight, variant, n_chunks, scale, l2, dW_o
     db_acc = np.zeros((max(n_chunks, 1), n_classes))
     if n_chunks <= 1:
         # Small problems skip the parallel region: its start-up would dominate.
-        loss_sum = BODIES[variant](X, y, W, b, sample_weight, 0, X.shape[0], dW_acc[0], db_acc[0])
+        loss_sum = body(X, y, W, b, sample_weight, 0, y.shape[0], dW_acc[0], db_acc[0])
     else:
-        loss_sum = PARALLEL_DRIVERS[variant](X, y, W, b, sample_weight, dW_acc, db_acc, np.empty(n_chunks))
+        loss_sum = driver(X, y, W, b, sample_weight, dW_acc, db_acc, np.empty(n_chunks))
     reduce_chunks_any(W, dW_acc, db_acc, scale, l2, dW_out, db_out)
     return loss_sum
+
+
+@njit(parallel=True, **JIT_OPTIONS)
+def _row_blocks_parallel(X, X_blocks, n_chunks):
+    n_samples, n_features = X.shape
+    n_blocks = X_blocks.shape[0]
+    for c in prange(n_chunks):
+        for j in range(c * n_blocks // n_chunks, (c + 1) * n_blocks // n_chunks):
+            _fill_row_block(X, X_blocks, j)
+
+
+@njit(**JIT_OPTIONS)
+def _row_blocks_serial(X, X_blocks):
+    for j in range(X_blocks.shape[0]):
+        _fill_row_block(X, X_blocks, j)
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def _fill_row_block(X, X_blocks, j):
+    n_samples, n_features = X.shape
+    first = j * BLOCK_ROWS
+    nb = min(BLOCK_ROWS, n_samples - first)
+    block = X_blocks[j]
+    # Feature by feature: the writes stream (rows of X stay in cache), 2x faster than row by row.
+    for d in range(n_features):
+        for r in range(nb):
+            block[d, r] = X[first + r, d]
+        for r in range(nb, BLOCK_ROWS):
+            block[d, r] = 0  # the last block's padding is never read; zeros keep it defined
+
+
+def row_blocks(X, n_chunks=1):
+    """X (N, D) copied into row blocks: shape (ceil(N / BLOCK_ROWS), D, BLOCK_ROWS), X's dtype.
+
+    Block j holds rows j BLOCK_ROWS + r of X as [j, :, r] (zero-padded past
+    row N), the layout in which the BLOCKED body works, so that
+    ``loss_grad_row_blocks_sums`` reads it without transposing. X is
+    C-contiguous; ``n_chunks`` threads share the copy.
+    """
+    n_samples, n_features = X.shape
+    n_blocks = -(-n_samples // BLOCK_ROWS)
+    X_blocks = np.empty((n_blocks, n_features, BLOCK_ROWS), dtype=X.dtype)
+    if n_chunks > 1:
+        _row_blocks_parallel(read_only(X), X_blocks, min(n_chunks, n_blocks))
+    else:
+        _row_blocks_serial(read_only(X), X_blocks)
+    return X_blocks
 
 
 def reduce_chunks_any(W, dW_acc, db_acc, scale, l2, dW_out, db_out):

@@ -56,7 +56,7 @@ def test_exp_special_values(dtype):
 
 
 @DTYPES
-@pytest.mark.parametrize("n", [1, 7, LOG_GROUP, 3 * LOG_GROUP + 5])
+@pytest.mark.parametrize("n", [1, 7, 8, 13, LOG_GROUP, 3 * LOG_GROUP + 5])
 def test_weighted_log1p_sum_equals_sum_of_log1p(dtype, n, rng):
     # Tails sum_{k != argmax} exp(z_k - max z) lie in [0, K - 1]; K = 1000 here,
     # and confident rows have tails far below the dtype's eps.
