@@ -45,11 +45,14 @@ def fused_loss_grad(
     dW_out: np.ndarray,
     db_out: np.ndarray,
     variant: kernels.LossGradVariant | None = None,
+    X_blocks: np.ndarray | None = None,
 ) -> float:
     """Run the fused kernel on already-checked arrays; returns the float64 loss sum.
 
     Training loops validate once and then call this on every step. ``variant``
-    overrides the shape rule (tests use it to cover every block body). A
+    overrides the shape rule (tests use it to cover every block body).
+    ``X_blocks``, X copied by ``kernels.row_blocks``, runs the BLOCKED body on
+    that layout instead of X (see ``row_blocks_budget``). A
     non-finite result is returned as a non-finite loss sum: callers that own X
     pass it to ``_checks.raise_for_nonfinite_loss``, training loops treat it as
     divergence. A gradient that overflowed while the loss stayed finite (sums
@@ -57,7 +60,9 @@ def fused_loss_grad(
     so that every caller's check of the loss sees it.
     """
     n_classes, n_features = W.shape
-    if variant is None:
+    if X_blocks is not None:
+        variant = kernels.LossGradVariant.BLOCKED
+    elif variant is None:
         variant = kernels.select_variant(n_features, n_classes)
     n_chunks = _n_chunks(X.shape[0], n_features, n_classes)
     # One chunk runs serially on this thread (kernels.loss_grad_sums): no team to size, nothing to serialise.
@@ -67,7 +72,14 @@ def fused_loss_grad(
         else contextlib.nullcontext()
     )
     with section:
-        loss_sum = kernels.loss_grad_sums(X, y, W, b, sample_weight, variant, n_chunks, scale, l2, dW_out, db_out)
+        if X_blocks is not None:
+            # Chunks of row blocks: at most one per block (n_chunks <= N already).
+            n_chunks = min(n_chunks, X_blocks.shape[0])
+            loss_sum = kernels.loss_grad_row_blocks_sums(
+                X_blocks, y, W, b, sample_weight, n_chunks, scale, l2, dW_out, db_out
+            )
+        else:
+            loss_sum = kernels.loss_grad_sums(X, y, W, b, sample_weight, variant, n_chunks, scale, l2, dW_out, db_out)
     # dW and db are K x D: scanning them costs little next to the pass over X.
     if math.isfinite(loss_sum) and not _checks.all_finite_pair(dW_out, db_out):
         return math.nan

@@ -19,6 +19,13 @@ backend can replace the chunk loop by a map-reduce over the same partial sums.
 * **Validation** happens once per fit: shapes and dtypes up front, labels in a
   chunked min/max scan. NaN or inf in X is found by the kernel (a non-finite
   loss), and only then is the offending chunk scanned to name the row.
+* **Row blocks.** Where the shape selects the BLOCKED body (D <= 32, K < 64),
+  an in-memory X is copied once into the row-block layout that body works in
+  (``kernels.row_blocks``), at the second full-batch evaluation, so that a
+  one-off evaluation never pays for the copy: every later pass over X skips
+  the per-block transpose (one thread, 1e6 x 20 x 3: 26 -> 18 ms in float64).
+  The copy is as large as X and is made only when it fits
+  :data:`ROW_BLOCKS_MEMORY_FRACTION` of the available memory.
 * **Determinism.** Full-batch partial sums are added chunk by chunk in row
   order, so the chunk size changes the result only by floating-point
   rounding. Mini-batches of a streamed source follow a *block shuffle*
@@ -41,13 +48,37 @@ from typing import Any
 
 import numpy as np
 
-from fastsoftmax import _checks
+from fastsoftmax import _checks, kernels
 from fastsoftmax._api import _weight_sum, fused_loss_grad, l2_penalty
+from fastsoftmax._threading import parallel_section, work_chunks
+from fastsoftmax.kernels._config import BLOCK_ROWS
 
 #: Target size of one streamed chunk of X in bytes (the kernels see one chunk at a time).
 CHUNK_BYTES = 128 << 20
 #: Rows per shuffle block for the mini-batches of a streamed source.
 SHUFFLE_BLOCK_ROWS = 1 << 16
+
+
+#: Largest share of the available memory that the row-block copy of X may take.
+ROW_BLOCKS_MEMORY_FRACTION = 0.25
+
+
+def available_memory() -> int | None:
+    """Bytes of physical memory free now (Linux), else a quarter of all of it; None if unknown."""
+    try:
+        page = os.sysconf("SC_PAGE_SIZE")
+        try:
+            return os.sysconf("SC_AVPHYS_PAGES") * page
+        except (ValueError, OSError):  # no such name (macOS): guess a quarter of the total
+            return os.sysconf("SC_PHYS_PAGES") * page // 4
+    except (ValueError, OSError, AttributeError):  # no sysconf (Windows)
+        return None
+
+
+def row_blocks_fit(nbytes: int) -> bool:
+    """Whether a row-block copy of ``nbytes`` fits the memory budget."""
+    free = available_memory()
+    return free is not None and nbytes <= ROW_BLOCKS_MEMORY_FRACTION * free
 
 
 #: What names a file: a path given as str, bytes or os.PathLike.
@@ -321,14 +352,27 @@ def chunked_objectives(source: DataSource, n_classes: int, l2: float, counter: l
     dW = np.empty((n_classes, n_features), dtype=dtype)
     db = np.empty(n_classes, dtype=dtype)
     counter = [0] if counter is None else counter
+    # The row-block copy of an in-memory X: unset until the second full-batch
+    # evaluation, then the copy or None when it is not worth making.
+    layout = {"full_evaluations": 0, "X_blocks": None}
+    blocked = kernels.select_variant(n_features, n_classes) is kernels.LossGradVariant.BLOCKED
+    use_row_blocks = blocked and not source.streamed and source.chunk_size >= source.n_samples
+
+    def row_blocks_of(X):
+        layout["full_evaluations"] += 1
+        if layout["full_evaluations"] == 2 and X.shape[0] > BLOCK_ROWS and row_blocks_fit(X.nbytes):
+            n_chunks = work_chunks(X.shape[0], X.shape[1])
+            with parallel_section(n_chunks):
+                layout["X_blocks"] = kernels.row_blocks(X, n_chunks)
+        return layout["X_blocks"]
 
     def split(theta):
         theta = np.asarray(theta, dtype=dtype)
         W = np.ascontiguousarray(theta[:n_weights].reshape(n_classes, n_features))
         return W, np.ascontiguousarray(theta[n_weights:])
 
-    def kernel(X, y, W, b, w, scale, l2_in, rows):
-        loss_sum = fused_loss_grad(X, y, W, b, w, scale, l2_in, dW, db)
+    def kernel(X, y, W, b, w, scale, l2_in, rows, X_blocks=None):
+        loss_sum = fused_loss_grad(X, y, W, b, w, scale, l2_in, dW, db, X_blocks=X_blocks)
         counter[0] += X.shape[0]
         if not math.isfinite(loss_sum):
             # Bad data raises here, naming the row of the whole data set; with
@@ -336,7 +380,7 @@ def chunked_objectives(source: DataSource, n_classes: int, l2: float, counter: l
             _checks.check_X_finite(X, "before training", row_offset=rows)
         return loss_sum
 
-    def evaluate(theta, X, y, w, rows=0):
+    def evaluate(theta, X, y, w, rows=0, X_blocks=None):
         # One chunk: the kernel normalises and adds the L2 gradient itself.
         W, b = split(theta)
         weight_sum = _weight_sum(w, X.shape[0])
@@ -344,13 +388,14 @@ def chunked_objectives(source: DataSource, n_classes: int, l2: float, counter: l
             # A mini-batch whose rows all weigh 0 carries no data term.
             loss = l2_penalty(W, l2)
             return loss, np.concatenate([(l2 * W).ravel(), np.zeros_like(b)])
-        loss_sum = kernel(X, y, W, b, w, 1.0 / weight_sum, l2, rows)
+        loss_sum = kernel(X, y, W, b, w, 1.0 / weight_sum, l2, rows, X_blocks)
         loss = loss_sum / weight_sum + l2_penalty(W, l2)
         return loss, np.concatenate([dW.ravel(), db])
 
     def objective(theta):
         if source.chunk_size >= source.n_samples:
-            return evaluate(theta, *source.rows(0, source.n_samples))
+            X, y, w = source.rows(0, source.n_samples)
+            return evaluate(theta, X, y, w, X_blocks=row_blocks_of(X) if use_row_blocks else None)
         W, b = split(theta)
         loss_sum = 0.0
         dW_sum = np.zeros(dW.shape, dtype=np.float64)

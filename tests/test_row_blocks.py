@@ -1,0 +1,206 @@
+"""The row-block layout of X and the BLOCKED body that reads it, and its use in training.
+
+``kernels.row_blocks`` copies X (N, D) into blocks of BLOCK_ROWS rows stored
+transposed; ``kernels.loss_grad_row_blocks_sums`` runs the BLOCKED body on
+them without a transpose per block. Training (``_data.chunked_objectives``)
+makes the copy once, at the second full-batch evaluation, where the shape
+selects the BLOCKED body and the copy fits the memory budget.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import (
+    DTYPE_IDS,
+    DTYPES,
+    LAYOUTS,
+    assert_grad_close,
+    grad_rtol,
+    make_problem,
+    reference_loss_grad,
+    with_layout,
+)
+
+from fastsoftmax import _data, kernels
+from fastsoftmax.kernels import LossGradVariant
+from fastsoftmax.kernels._config import BLOCK_ROWS
+from fastsoftmax.model import SoftmaxRegression
+from fastsoftmax.objectives import make_objective
+
+# N around one block (BLOCK_ROWS = 128): a partial block, exactly one, one and a bit, several.
+SHAPES = [(1, 3, 2), (5, 1, 2), (127, 4, 3), (128, 7, 3), (129, 20, 5), (1000, 32, 9), (300, 13, 63)]
+SHAPE_IDS = [f"N{n}-D{d}-K{k}" for n, d, k in SHAPES]
+
+
+@pytest.mark.parametrize("n_chunks", [1, 2])
+@pytest.mark.parametrize("n", [1, 127, 128, 129, 3 * BLOCK_ROWS + 5])
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_row_blocks_layout(rng, dtype, n, n_chunks):
+    X = rng.standard_normal((n, 6)).astype(dtype)
+    blocks = kernels.row_blocks(X, n_chunks)
+    n_blocks = -(-n // BLOCK_ROWS)
+    assert blocks.shape == (n_blocks, 6, BLOCK_ROWS) and blocks.dtype == dtype
+    for j in range(n_blocks):
+        rows = X[j * BLOCK_ROWS : (j + 1) * BLOCK_ROWS]
+        np.testing.assert_array_equal(blocks[j, :, : rows.shape[0]], rows.T)
+        np.testing.assert_array_equal(blocks[j, :, rows.shape[0] :], 0)
+
+
+def _row_blocks_loss_grad(X, y, W, b, sw, l2, n_chunks):
+    dtype = W.dtype
+    sw_arr = np.empty(0, dtype) if sw is None else np.ascontiguousarray(sw, dtype)
+    weight_sum = float(sw_arr.sum(dtype=np.float64)) if sw is not None else float(X.shape[0])
+    dW, db = np.empty_like(W), np.empty_like(b)
+    blocks = kernels.row_blocks(X, n_chunks)
+    loss_sum = kernels.loss_grad_row_blocks_sums(
+        blocks, y.astype(np.int64), W, b, sw_arr, min(n_chunks, blocks.shape[0]), 1.0 / weight_sum, l2, dW, db
+    )
+    loss = loss_sum / weight_sum + 0.5 * l2 * float(np.sum(W.astype(np.float64) ** 2))
+    return loss, dW, db
+
+
+@pytest.mark.parametrize("n_chunks", [1, 3])
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+@pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_row_blocks_loss_grad_matches_reference(rng, dtype, shape, weighted, n_chunks):
+    n, d, k = shape
+    X, y, W, b, sw = make_problem(rng, n, d, k, dtype, weighted=weighted, w_scale=0.5)
+    loss, dW, db = _row_blocks_loss_grad(X, y, W, b, sw, 0.1, n_chunks)
+    assert dW.dtype == dtype and db.dtype == dtype
+    ref = reference_loss_grad(X, y, W, b, l2=0.1, sample_weight=sw)
+    assert_grad_close(loss, dW, db, ref, X, W, 0.1, grad_rtol(dtype, n, d, k))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_row_blocks_equal_the_transposing_body_serially(rng, dtype):
+    # One chunk: the same blocks in the same order, so the same sums bit for bit.
+    X, y, W, b, sw = make_problem(rng, 700, 11, 4, dtype, weighted=True)
+    sw_arr = sw.astype(dtype)
+    expected_dW, expected_db = np.empty_like(W), np.empty_like(b)
+    expected = kernels.loss_grad_sums(
+        X, y.astype(np.int64), W, b, sw_arr, LossGradVariant.BLOCKED, 1, 0.5, 0.2, expected_dW, expected_db
+    )
+    dW, db = np.empty_like(W), np.empty_like(b)
+    got = kernels.loss_grad_row_blocks_sums(
+        kernels.row_blocks(X), y.astype(np.int64), W, b, sw_arr, 1, 0.5, 0.2, dW, db
+    )
+    assert got == expected
+    np.testing.assert_array_equal(dW, expected_dW)
+    np.testing.assert_array_equal(db, expected_db)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_row_blocks_keep_extreme_logits_finite(rng, dtype):
+    # Logits of +-1e4: the softmax of the body must stay stable on this layout too.
+    n, d, k = 200, 3, 4
+    X = rng.choice([-1.0, 1.0], size=(n, d)).astype(dtype)
+    W = (rng.choice([-1.0, 1.0], size=(k, d)) * 1e4 / d).astype(dtype)
+    b = np.zeros(k, dtype)
+    y = rng.integers(0, k, n)
+    loss, dW, db = _row_blocks_loss_grad(X, y, W, b, None, 0.0, 2)
+    ref = reference_loss_grad(X, y, W, b)
+    assert np.isfinite(loss) and np.isfinite(dW).all() and np.isfinite(db).all()
+    assert_grad_close(loss, dW, db, ref, X, W, 0.0, grad_rtol(dtype, n, d, k))
+
+
+# -- training ------------------------------------------------------------------
+
+
+@pytest.fixture
+def row_blocks_calls(monkeypatch):
+    """Count the calls of the row-block kernel that training makes."""
+    calls = []
+    kernel = kernels.loss_grad_row_blocks_sums
+
+    def counted(*args):
+        calls.append(args[0].shape)
+        return kernel(*args)
+
+    monkeypatch.setattr(kernels, "loss_grad_row_blocks_sums", counted)
+    return calls
+
+
+def _fit(X, y, dtype, n_features=None, **kwargs):
+    # l2 > 0 makes the optimum in W unique (without it, adding one vector to
+    # every class's row of W changes nothing); b is compared centred. One
+    # seed: every fit starts from the same W.
+    model = SoftmaxRegression(n_features or X.shape[1], int(y.max()) + 1, dtype=dtype, seed=0)
+    return model.fit(X, y, solver="lbfgs", l2=1e-2, tol=1e-7, max_iter=200, **kwargs)
+
+
+def _assert_same_model(got, expected, rtol):
+    scale = np.abs(expected.W).max()
+    np.testing.assert_allclose(got.W, expected.W, rtol=rtol, atol=rtol * scale)
+    np.testing.assert_allclose(got.b - got.b.mean(), expected.b - expected.b.mean(), rtol=rtol, atol=rtol * scale)
+
+
+def _classification(rng, n, d, k, dtype):
+    centres = rng.standard_normal((k, d)) * 2.0 / np.sqrt(d)
+    y = rng.integers(0, k, n)
+    return (centres[y] + rng.standard_normal((n, d))).astype(dtype), y
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_training_reads_row_blocks_from_the_second_evaluation(rng, dtype, row_blocks_calls, monkeypatch):
+    X, y = _classification(rng, 3000, 8, 3, dtype)
+    with_blocks = _fit(X, y, dtype)
+    n_evaluations = len(row_blocks_calls)
+    assert n_evaluations >= with_blocks.n_iter_ - 1  # every full evaluation after the first
+    assert row_blocks_calls[0] == (-(-3000 // BLOCK_ROWS), 8, BLOCK_ROWS)
+    # The same fit on the transposing body: the same optimum, to the dtype's precision.
+    monkeypatch.setattr(_data, "row_blocks_fit", lambda nbytes: False)
+    without = _fit(X, y, dtype)
+    assert len(row_blocks_calls) == n_evaluations
+    # Sums in another order: the iterates part by rounding, and both stop at
+    # max|g| <= 1e-7 of a problem whose curvature is at least l2 = 1e-2, so
+    # within 1e-5 of the optimum (float64), or at float32's gradient floor.
+    _assert_same_model(with_blocks, without, 1e-4 if dtype == np.float64 else 20 * np.sqrt(np.finfo(dtype).eps))
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_training_on_every_input_layout_reaches_the_same_model(rng, tmp_path, layout):
+    X, y = _classification(rng, 1500, 6, 4, np.float64)
+    expected = _fit(X, y, np.float64)
+    got = _fit(with_layout(X, layout, tmp_path), y, np.float64)
+    # The same start and the same sums (every layout is made C-contiguous first): the same model.
+    _assert_same_model(got, expected, 1e-12)
+
+
+def test_no_row_blocks_beyond_the_memory_budget(rng, row_blocks_calls, monkeypatch):
+    X, y = _classification(rng, 2000, 5, 3, np.float64)
+    monkeypatch.setattr(_data, "available_memory", lambda: 3 * X.nbytes)  # the budget is a quarter
+    _fit(X, y, np.float64)
+    assert row_blocks_calls == []
+    monkeypatch.setattr(_data, "available_memory", lambda: None)  # unknown: no copy either
+    _fit(X, y, np.float64)
+    assert row_blocks_calls == []
+    monkeypatch.setattr(_data, "available_memory", lambda: 4 * X.nbytes)
+    _fit(X, y, np.float64)
+    assert row_blocks_calls
+
+
+def test_no_row_blocks_for_other_bodies_or_streamed_data(rng, tmp_path, row_blocks_calls):
+    X, y = _classification(rng, 2000, 40, 3, np.float64)  # D > 32: the SKINNY body
+    assert kernels.select_variant(40, 3) is not LossGradVariant.BLOCKED
+    _fit(X, y, np.float64)
+    X, y = _classification(rng, 2000, 5, 3, np.float64)
+    path = tmp_path / "X.npy"
+    np.save(path, X)
+    _fit(str(path), y, np.float64, n_features=5)  # streamed from the file: read in place
+    _fit(X, y, np.float64, chunk_size=500)  # several chunks: each read once a pass
+    assert row_blocks_calls == []
+
+
+def test_the_copy_is_made_at_the_second_evaluation(rng, row_blocks_calls):
+    # A one-off evaluation (a score, a first step) never pays for the copy.
+    X, y = _classification(rng, 2000, 5, 3, np.float64)
+    objective = make_objective(X, y, n_features=5, n_classes=3, dtype=np.dtype(np.float64), l2=0.0)
+    theta = np.zeros(3 * 6)
+    first = objective(theta)
+    assert row_blocks_calls == []
+    second = objective(theta)
+    assert len(row_blocks_calls) == 1
+    assert second[0] == pytest.approx(first[0], rel=1e-14)
+    np.testing.assert_allclose(second[1], first[1], rtol=1e-12, atol=1e-15)
