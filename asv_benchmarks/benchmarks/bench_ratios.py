@@ -16,6 +16,9 @@ Against the limit (how far the kernel is from what the machine allows):
   same dtype, on as many BLAS threads as the fused step runs Numba threads
   (``_common.kernel_threads``); read-X runs on that many chunks too. 1.0 is
   the floor at every shape.
+* training pass vs the limit: the same, for one full-batch evaluation as
+  ``fit`` runs it (``TrainingPassRatio``), where X is read in the layout its
+  block body works in.
 * vs GEMMs (K >= 256 only): numpy's X W^T and G^T X, the two matrix products
   that a GEMM-bound step cannot avoid.
 
@@ -80,12 +83,7 @@ class LossGradRatio(_Ratio):
         return median_ratio(self.step, lambda: stream_sum(X, n_chunks))
 
     def track_fused_over_limit(self, shape, dtype):
-        stream_sum = require("fastsoftmax.kernels", "stream_sum")
-        n, d, k = parse_shape(shape)
-        threads = kernel_threads(n, d, k)
-        flop_time = 4.0 * n * d * k / blas_peak_flops(dtype, threads)
-        X = self.args[0]
-        return median_ratio(self.step, lambda: stream_sum(X, threads), floor=flop_time)
+        return _over_limit(self.step, shape, dtype, self.args[0])
 
     def track_fused_over_textbook(self, shape, dtype):
         return median_ratio(self.step, _baselines.textbook_step(*self.args))
@@ -99,6 +97,43 @@ class LossGradRatio(_Ratio):
             pass  # neither PyTorch nor JAX here: the strongest NumPy baseline
         _, strongest = fastest(steps)
         return median_ratio(self.step, strongest)
+
+
+def _over_limit(step, shape, dtype, X):
+    """step / max(read X once, 4 N D K / the BLAS peak), both measured here (see the module docstring)."""
+    stream_sum = require("fastsoftmax.kernels", "stream_sum")
+    n, d, k = parse_shape(shape)
+    threads = kernel_threads(n, d, k)
+    flop_time = 4.0 * n * d * k / blas_peak_flops(dtype, threads)
+    return median_ratio(step, lambda: stream_sum(X, threads), floor=flop_time)
+
+
+class TrainingPassRatio(_Ratio):
+    """One full-batch evaluation as ``fit`` runs it, over the limit.
+
+    ``fit`` evaluates its objective (``objectives.make_objective``) on every
+    iteration; from the second evaluation on, X is held in the layout its
+    block body reads (``kernels.row_blocks`` where the shape selects the
+    BLOCKED body), so this is the per-iteration cost of a fit, with the
+    gradient packed for the solver.
+    """
+
+    params = [SHAPES, DTYPES]
+    param_names = ["shape", "dtype"]
+
+    def setup(self, shape, dtype):
+        make_objective = require("fastsoftmax.objectives", "make_objective")
+        X, y, W, b = problem(shape, dtype)
+        _, d, k = parse_shape(shape)
+        objective = make_objective(X, y, n_features=d, n_classes=k, dtype=np.dtype(dtype), l2=0.0)
+        theta = np.concatenate([W.ravel(), b])
+        self.X = X
+        self.step = lambda: objective(theta)
+        self.step()  # compile
+        self.step()  # the second evaluation makes the copy, where it applies
+
+    def track_training_pass_over_limit(self, shape, dtype):
+        return _over_limit(self.step, shape, dtype, self.X)
 
 
 class LossGradFrameworkRatio(_Ratio):
