@@ -52,7 +52,8 @@ def fused_loss_grad(
     Training loops validate once and then call this on every step. ``variant``
     overrides the shape rule (tests use it to cover every block body).
     ``X_blocks``, X copied by ``kernels.row_blocks``, runs the BLOCKED body on
-    that layout instead of X (see ``row_blocks_budget``). A
+    that layout instead of X, whatever the shape (training passes it where
+    ``kernels.row_blocks_pay`` holds). A
     non-finite result is returned as a non-finite loss sum: callers that own X
     pass it to ``_checks.raise_for_nonfinite_loss``, training loops treat it as
     divergence. A gradient that overflowed while the loss stayed finite (sums

@@ -19,6 +19,7 @@ from fastsoftmax.kernels.loss_grad import (
     loss_grad_row_blocks_sums,
     loss_grad_sums,
     row_blocks,
+    row_blocks_pay,
     select_variant,
 )
 from fastsoftmax.kernels.moments import column_moments
@@ -50,6 +51,7 @@ __all__ = [
     "predict_proba_labels",
     "read_only",
     "row_blocks",
+    "row_blocks_pay",
     "select_hvp_variant",
     "select_variant",
     "softmax_rows",

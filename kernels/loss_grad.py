@@ -88,6 +88,28 @@ def select_variant(n_features: int, n_classes: int) -> LossGradVariant:
     return LossGradVariant.BLAS
 
 
+#: Bytes of one row of X up to which, at K <= SKINNY_MAX_CLASSES, the BLOCKED
+#: body on X held as row blocks (``row_blocks``, no transpose) beats SKINNY.
+#: One thread, N = 100,000, ms row blocks / SKINNY: float64 D = 48, K = 10
+#: 6.0 / 9.5; D = 64, K = 10 12.5 / 11.0 (past the bound); float32 D = 64,
+#: K = 10 5.1 / 6.5; D = 100, K = 10 8.6 / 10.0; D = 128, K = 10 11.9 / 11.2.
+ROW_BLOCKS_MAX_ROW_BYTES = 400
+
+
+def row_blocks_pay(n_features: int, n_classes: int, itemsize: int) -> bool:
+    """Whether X held as row blocks runs faster than the body ``select_variant`` picks for its shape.
+
+    True where that body is BLOCKED (the copy removes its per-block
+    transpose), and at K <= 10 where a row of X takes at most
+    ``ROW_BLOCKS_MAX_ROW_BYTES`` (then a transposed block of 128 rows still
+    sits in L1 and L2 while every class is formed from it). Training copies
+    X into row blocks where this holds and the copy fits in memory.
+    """
+    if select_variant(n_features, n_classes) is LossGradVariant.BLOCKED:
+        return True
+    return n_classes <= SKINNY_MAX_CLASSES and n_features * itemsize <= ROW_BLOCKS_MAX_ROW_BYTES
+
+
 @njit(inline="always", **JIT_OPTIONS)
 def _softmax_grad_block(Z, nb, y, sample_weight, block_start, scratch, row_tail, row_argmax):
     """Turn a block of logits Z[:nb] (rows r = block_start + r) into w_r (p_r - e_{y_r}).

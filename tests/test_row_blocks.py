@@ -182,8 +182,8 @@ def test_no_row_blocks_beyond_the_memory_budget(rng, row_blocks_calls, monkeypat
 
 
 def test_no_row_blocks_for_other_bodies_or_streamed_data(rng, tmp_path, row_blocks_calls):
-    X, y = _classification(rng, 2000, 40, 3, np.float64)  # D > 32: the SKINNY body
-    assert kernels.select_variant(40, 3) is not LossGradVariant.BLOCKED
+    X, y = _classification(rng, 2000, 80, 3, np.float64)  # 640-byte rows: the SKINNY body
+    assert not kernels.row_blocks_pay(80, 3, 8)
     _fit(X, y, np.float64)
     X, y = _classification(rng, 2000, 5, 3, np.float64)
     path = tmp_path / "X.npy"
@@ -191,6 +191,24 @@ def test_no_row_blocks_for_other_bodies_or_streamed_data(rng, tmp_path, row_bloc
     _fit(str(path), y, np.float64, n_features=5)  # streamed from the file: read in place
     _fit(X, y, np.float64, chunk_size=500)  # several chunks: each read once a pass
     assert row_blocks_calls == []
+
+
+def test_row_blocks_pay_rule():
+    # Wherever the shape selects BLOCKED, and at K <= 10 up to 400-byte rows.
+    assert kernels.row_blocks_pay(32, 63, 8) and kernels.row_blocks_pay(1, 2, 4)
+    assert kernels.row_blocks_pay(50, 10, 8) and not kernels.row_blocks_pay(51, 10, 8)
+    assert kernels.row_blocks_pay(100, 10, 4) and not kernels.row_blocks_pay(101, 10, 4)
+    assert not kernels.row_blocks_pay(40, 11, 4)  # the BLAS body's shapes
+    assert not kernels.row_blocks_pay(8, 64, 8)  # K >= 64: BLAS
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_training_reads_row_blocks_where_they_beat_skinny(rng, dtype, row_blocks_calls):
+    d = 40 if dtype == np.float64 else 90  # SKINNY by shape; 320 and 360 bytes a row
+    assert kernels.select_variant(d, 5) is LossGradVariant.SKINNY
+    X, y = _classification(rng, 1000, d, 5, dtype)
+    _fit(X, y, dtype)
+    assert row_blocks_calls and row_blocks_calls[0] == (8, d, BLOCK_ROWS)
 
 
 def test_the_copy_is_made_at_the_second_evaluation(rng, row_blocks_calls):
