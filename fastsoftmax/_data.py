@@ -66,7 +66,18 @@ ROW_BLOCKS_MEMORY_FRACTION = 0.25
 
 
 def available_memory() -> int | None:
-    """Bytes of physical memory free now (Linux), else a quarter of all of it; None if unknown."""
+    """Bytes of memory available to new allocations, or None when unknown.
+
+    Linux's MemAvailable (free memory plus what the page cache would give
+    back), else the free physical pages, else a quarter of all of them (macOS).
+    """
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         page = os.sysconf("SC_PAGE_SIZE")
         try:

@@ -222,3 +222,20 @@ def test_the_copy_is_made_at_the_second_evaluation(rng, row_blocks_calls):
     assert len(row_blocks_calls) == 1
     assert second[0] == pytest.approx(first[0], rel=1e-14)
     np.testing.assert_allclose(second[1], first[1], rtol=1e-12, atol=1e-15)
+
+
+def test_available_memory_reads_the_system_and_falls_back(monkeypatch):
+    available = _data.available_memory()
+    assert available is None or available > 0
+    real_open = open
+
+    def no_meminfo(path, *args, **kwargs):
+        if str(path) == "/proc/meminfo":
+            raise FileNotFoundError(path)
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", no_meminfo)
+    fallback = _data.available_memory()
+    assert fallback is None or fallback > 0
+    monkeypatch.setattr(_data.os, "sysconf", lambda name: (_ for _ in ()).throw(ValueError(name)))
+    assert _data.available_memory() is None  # nothing to go by: no copy (see the budget test)
