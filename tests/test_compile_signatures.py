@@ -56,27 +56,33 @@ CALLS = textwrap.dedent(
         return [a, read_only, memmap, np.load(Path(tmp) / f"{name}.npy", mmap_mode="r")]
 
 
+    def signature_counts():
+        counts = {}
+        for name, module in list(sys.modules.items()):
+            if name.startswith("fastsoftmax.kernels"):
+                for obj in vars(module).values():
+                    if isinstance(obj, Dispatcher):
+                        counts[obj.py_func.__module__ + "." + obj.py_func.__name__] = len(obj.signatures)
+        return counts
+
+
     with tempfile.TemporaryDirectory() as tmp:
-        for X_in, y_in, W_in, Z_in in zip(layouts(X, "X"), layouts(y, "y"), layouts(W, "W"), layouts(Z, "Z")):
+        inputs = zip(layouts(X, "X"), layouts(y, "y"), layouts(W, "W"), layouts(Z, "Z"))
+        for index, (X_in, y_in, W_in, Z_in) in enumerate(inputs):
             fs.loss_and_grad(X_in, y_in, W_in, b, l2=0.1)
             fs.hessian_vector_product(X_in, W_in, b, W_in, b)
-            if not every_kernel:
-                continue
-            fs.predict_proba(X_in, W_in, b)
-            fs.predict(X_in, W_in, b)
-            fs.softmax(Z_in)
-            fs.log_softmax(Z_in)
-            fs.cross_entropy(Z_in, y_in)
-            fs.cross_entropy(Z_in, y_in, reduction="none")
+            if every_kernel:
+                fs.predict_proba(X_in, W_in, b)
+                fs.predict(X_in, W_in, b)
+                fs.softmax(Z_in)
+                fs.log_softmax(Z_in)
+                fs.cross_entropy(Z_in, y_in)
+                fs.cross_entropy(Z_in, y_in, reduction="none")
+            if index == 0:
+                first_layout = signature_counts()
         del X_in, W_in, Z_in, y_in
 
-    signatures = {}
-    for name, module in list(sys.modules.items()):
-        if name.startswith("fastsoftmax.kernels"):
-            for obj in vars(module).values():
-                if isinstance(obj, Dispatcher):
-                    signatures[obj.py_func.__module__ + "." + obj.py_func.__name__] = len(obj.signatures)
-    print(json.dumps(signatures))
+    print(json.dumps({"first_layout": first_layout, "every_layout": signature_counts()}))
     """
 )
 
@@ -85,7 +91,8 @@ CALLS = textwrap.dedent(
 SHAPES = {"serial": "40x20x3", "parallel": "5000x40x3"}
 
 
-def _signatures(shape: str, dtype: str, calls: str, cache_dir=None) -> dict[str, int]:
+def _signatures(shape: str, dtype: str, calls: str, cache_dir=None) -> dict[str, dict[str, int]]:
+    """Signatures per kernel after the calls on the first layout and after those on every layout."""
     env = dict(os.environ)
     if cache_dir is not None:
         env["NUMBA_CACHE_DIR"] = str(cache_dir)
@@ -104,10 +111,17 @@ def _signatures(shape: str, dtype: str, calls: str, cache_dir=None) -> dict[str,
 @pytest.mark.parametrize("path", list(SHAPES))
 def test_every_input_layout_shares_one_signature_per_kernel(path):
     signatures = _signatures(SHAPES[path], "float32", "all")
-    compiled = {name: n for name, n in signatures.items() if n}
+    compiled = {name: n for name, n in signatures["every_layout"].items() if n}
     # Four layouts of every input went in (writeable, read-only, np.memmap, np.load's
-    # read-only memmap): one specialisation each, not one per layout.
-    assert all(n == 1 for n in compiled.values()), f"kernels compiled more than once: {compiled}"
+    # read-only memmap): the three after the first compile nothing more. (A helper
+    # kernel may hold two signatures from two callers, e.g. exp_shifted_block from
+    # softmax and predict_proba when both compile in this process: not a layout's.)
+    grown = {
+        name: (signatures["first_layout"][name], n)
+        for name, n in compiled.items()
+        if n != signatures["first_layout"][name]
+    }
+    assert not grown, f"kernels compiled again for another layout (first layout, every layout): {grown}"
     # The check saw the kernels: every public function's kernel is among them.
     assert {"softmax_rows", "cross_entropy_sums", "predict_labels", "reduce_chunks"} <= {
         name.rsplit(".", 1)[1] for name in compiled
@@ -116,7 +130,9 @@ def test_every_input_layout_shares_one_signature_per_kernel(path):
 
 def test_a_cold_first_call_compiles_only_the_selected_bodies(tmp_path):
     # D = 200, K = 3 on 5000 rows: loss+grad takes SKINNY, the Hessian-vector product BLAS, both in parallel.
-    compiled = {n for n, count in _signatures("5000x200x3", "float32", "fused", tmp_path).items() if count}
+    compiled = {
+        n for n, count in _signatures("5000x200x3", "float32", "fused", tmp_path)["every_layout"].items() if count
+    }
     loss_grad = "fastsoftmax.kernels.loss_grad."
     hessian = "fastsoftmax.kernels.hessian."
     assert {n for n in compiled if n.endswith("_chunk")} == {loss_grad + "_skinny_chunk", hessian + "_blas_chunk"}
