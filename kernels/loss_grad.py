@@ -23,7 +23,9 @@ Design:
 - Three block bodies, chosen by shape with ``select_variant``:
   ``BLOCKED`` the block is transposed into a (D, block) scratch so that the
               logits, the softmax and the gradient run SIMD across rows (small D
-              and K, where SIMD along D would leave most lanes empty);
+              and K, where SIMD along D would leave most lanes empty). Training
+              can hold X as such blocks once and for all (``row_blocks``,
+              ``loss_grad_row_blocks_sums``), which skips the transpose;
   ``SKINNY``  both products as loops along D, four rows and three classes at
               a time (large D or K <= 10, where BLAS's GEMMs with a dimension
               of K run below peak);
@@ -621,7 +623,7 @@ def loss_grad_row_blocks_sums(X_blocks, y, W, b, sample_weight, n_chunks, scale,
     ``X_blocks`` (ceil(N / BLOCK_ROWS), D, BLOCK_ROWS) is ``row_blocks(X)``:
     block j holds rows j BLOCK_ROWS + r of X as X_blocks[j, :, r], so the body
     reads each block as it stands instead of transposing it (one thread,
-    1e6 x 20 x 3: 28.0 -> 20.1 ms in float64, 19.1 -> 13.8 in float32).
+    1e6 x 20 x 3: 22.0 -> 16.4 ms in float64, 16.5 -> 11.4 in float32).
     Training converts X once and reads it on every iteration. N is y's
     length; ``n_chunks`` is at most the number of blocks. The other arguments
     and the result are those of ``loss_grad_sums``.
@@ -659,7 +661,7 @@ def _run(body, driver, X, y, W, b, sample_weight, n_chunks, scale, l2, dW_out, d
 
 @njit(parallel=True, **JIT_OPTIONS)
 def _row_blocks_parallel(X, X_blocks, n_chunks):
-    n_samples, n_features = X.shape
+    """Fill every row block of X_blocks from X, ``n_chunks`` runs of whole blocks in parallel."""
     n_blocks = X_blocks.shape[0]
     for c in prange(n_chunks):
         for j in range(c * n_blocks // n_chunks, (c + 1) * n_blocks // n_chunks):
@@ -668,6 +670,7 @@ def _row_blocks_parallel(X, X_blocks, n_chunks):
 
 @njit(**JIT_OPTIONS)
 def _row_blocks_serial(X, X_blocks):
+    """Fill every row block of X_blocks from X on this thread."""
     for j in range(X_blocks.shape[0]):
         _fill_row_block(X, X_blocks, j)
 
@@ -678,7 +681,8 @@ def _fill_row_block(X, X_blocks, j):
     first = j * BLOCK_ROWS
     nb = min(BLOCK_ROWS, n_samples - first)
     block = X_blocks[j]
-    # Feature by feature: the writes stream (rows of X stay in cache), 2x faster than row by row.
+    # Feature by feature, so that the writes are contiguous: 14.6 ms against 27.8
+    # row by row for 1e6 x 20 float64 (the block's rows of X stay in cache).
     for d in range(n_features):
         for r in range(nb):
             block[d, r] = X[first + r, d]

@@ -33,6 +33,10 @@ CALL_EVERY_BODY = textwrap.dedent(
         for n_chunks in (1, 2):
             HV, Hc = np.empty_like(W), np.empty_like(b)
             hessian.hessian_vector_sums(X, W, b, W, b, np.empty(0), variant, n_chunks, 1 / 40, 0.0, HV, Hc)
+    for n_chunks in (1, 2):
+        dW, db = np.empty_like(W), np.empty_like(b)
+        X_blocks = loss_grad.row_blocks(X, n_chunks)
+        loss_grad.loss_grad_row_blocks_sums(X_blocks, y, W, b, np.empty(0), n_chunks, 1 / 40, 0.0, dW, db)
     # A large K x D takes the parallel reduction.
     W_big = np.ones((4, loss_grad.PARALLEL_REDUCE_MIN // 8))
     X_big = np.ones((2, W_big.shape[1]))
@@ -43,6 +47,10 @@ CALL_EVERY_BODY = textwrap.dedent(
         *loss_grad.PARALLEL_DRIVERS.values(),
         loss_grad.reduce_chunks,
         loss_grad.reduce_chunks_parallel,
+        loss_grad._row_blocks_chunk,
+        loss_grad._loss_grad_parallel_row_blocks,
+        loss_grad._row_blocks_serial,
+        loss_grad._row_blocks_parallel,
         *hessian.BODIES.values(),
         *hessian.PARALLEL_DRIVERS.values(),
     ]
