@@ -92,9 +92,11 @@ def select_variant(n_features: int, n_classes: int) -> LossGradVariant:
 
 #: Bytes of one row of X up to which, at K <= SKINNY_MAX_CLASSES, the BLOCKED
 #: body on X held as row blocks (``row_blocks``, no transpose) beats SKINNY.
-#: One thread, N = 100,000, ms row blocks / SKINNY: float64 D = 48, K = 10
-#: 6.0 / 9.5; D = 64, K = 10 12.5 / 11.0 (past the bound); float32 D = 64,
-#: K = 10 5.1 / 6.5; D = 100, K = 10 8.6 / 10.0; D = 128, K = 10 11.9 / 11.2.
+#: One thread, N = 100,000, ms row blocks / SKINNY at K = 10: float64 D = 48
+#: 8.1 / 9.7, D = 64 11.4 / 11.2 and D = 100 16.3 / 14.7 (past the bound);
+#: float32 D = 64 5.0 / 7.1, D = 100 8.1 / 10.0, D = 128 10.1 / 11.2 (past
+#: the bound, a small win lost to keep one rule for both dtypes), D = 200
+#: 15.0 / 14.3.
 ROW_BLOCKS_MAX_ROW_BYTES = 400
 
 
@@ -167,9 +169,38 @@ def _softmax_grad_block(Z, nb, y, sample_weight, block_start, scratch, row_tail,
     return loss + weighted_log1p_sum(row_tail, nb, sample_weight, block_start)
 
 
+#: Bytes of one row of X above which the row-block body walks the features
+#: in its outer loops and the classes inside them (``_wide_row_blocks_chunk``).
+#: Above it a block of Xt (D x 128 values) outgrows L1, and a pass over all
+#: of it per class would stream it from L2 K times. One thread, logits and
+#: gradient only, class outer / feature outer: 200,000 x 100 x 10 float32
+#: 14.7 / 12.3 ms, float64 29.7 / 26.5; 60,000 x 784 x 10 float32 36.1 /
+#: 29.5; but 1e6 x 20 x 3 float64 (160 bytes) 9.7 / 13.0. A separate body,
+#: since one with both loop orders ran the short rows 3 to 5 % slower.
+FEATURE_OUTER_MIN_ROW_BYTES = 256
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def _add_feature_quad(z, W, k, d, Xt, nb):
+    """z[r] += sum_{j < 4} W[k, d + j] Xt[d + j, r] for r < nb: one load and store of z per four products."""
+    w0, w1, w2, w3 = W[k, d], W[k, d + 1], W[k, d + 2], W[k, d + 3]
+    x0, x1, x2, x3 = Xt[d], Xt[d + 1], Xt[d + 2], Xt[d + 3]
+    for r in range(nb):
+        z[r] += (w0 * x0[r] + w1 * x1[r]) + (w2 * x2[r] + w3 * x3[r])
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def _add_feature(z, W, k, d, Xt, nb):
+    """z[r] += W[k, d] Xt[d, r] for r < nb."""
+    w0 = W[k, d]
+    x0 = Xt[d]
+    for r in range(nb):
+        z[r] += w0 * x0[r]
+
+
 @njit(inline="always", **JIT_OPTIONS)
 def _block_logits(Xt, nb, W, b, Zt):
-    """Zt[k, r] = b_k + sum_d W[k, d] Xt[d, r] for the rows r < nb of a transposed block.
+    """Zt[k, r] = b_k + sum_d W[k, d] Xt[d, r] for the rows r < nb of a transposed block, class by class.
 
     Four features per pass over a class's row of Zt: one load and store of
     Zt[k, r] per four products instead of one per product, which left the
@@ -179,57 +210,102 @@ def _block_logits(Xt, nb, W, b, Zt):
     n_classes, n_features = W.shape
     n_quad_features = n_features // 4 * 4
     for k in range(n_classes):
-        bk = b[k]
         z = Zt[k]
+        bk = b[k]
         for r in range(nb):
             z[r] = bk
         for d in range(0, n_quad_features, 4):
-            w0, w1, w2, w3 = W[k, d], W[k, d + 1], W[k, d + 2], W[k, d + 3]
-            x0, x1, x2, x3 = Xt[d], Xt[d + 1], Xt[d + 2], Xt[d + 3]
-            for r in range(nb):
-                z[r] += (w0 * x0[r] + w1 * x1[r]) + (w2 * x2[r] + w3 * x3[r])
+            _add_feature_quad(z, W, k, d, Xt, nb)
         for d in range(n_quad_features, n_features):
-            w0 = W[k, d]
-            x0 = Xt[d]
-            for r in range(nb):
-                z[r] += w0 * x0[r]
+            _add_feature(z, W, k, d, Xt, nb)
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def _block_logits_features_outer(Xt, nb, W, b, Zt):
+    """``_block_logits`` four features at a time in the outer loop, every class inside (long rows)."""
+    n_classes, n_features = W.shape
+    n_quad_features = n_features // 4 * 4
+    for k in range(n_classes):
+        bk = b[k]
+        for r in range(nb):
+            Zt[k, r] = bk
+    for d in range(0, n_quad_features, 4):
+        for k in range(n_classes):
+            _add_feature_quad(Zt[k], W, k, d, Xt, nb)
+    for d in range(n_quad_features, n_features):
+        for k in range(n_classes):
+            _add_feature(Zt[k], W, k, d, Xt, nb)
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def _feature_quad_sums(g, Xt, d, nb, dW_k):
+    """dW_k[d + j] += sum_{r < nb} g[r] Xt[d + j, r] for j < 4: each load of g[r] feeds four products."""
+    zero = g.dtype.type(0)
+    x0, x1, x2, x3 = Xt[d], Xt[d + 1], Xt[d + 2], Xt[d + 3]
+    a0 = a1 = a2 = a3 = zero
+    for r in range(nb):
+        gr = g[r]
+        a0 += gr * x0[r]
+        a1 += gr * x1[r]
+        a2 += gr * x2[r]
+        a3 += gr * x3[r]
+    dW_k[d] += a0
+    dW_k[d + 1] += a1
+    dW_k[d + 2] += a2
+    dW_k[d + 3] += a3
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def _feature_sum(g, Xt, d, nb, dW_k):
+    """dW_k[d] += sum_{r < nb} g[r] Xt[d, r]."""
+    acc = g.dtype.type(0)
+    x0 = Xt[d]
+    for r in range(nb):
+        acc += g[r] * x0[r]
+    dW_k[d] += acc
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def _add_bias_sums(Gt, nb, db_acc):
+    """db_acc[k] += sum_{r < nb} Gt[k, r]."""
+    for k in range(Gt.shape[0]):
+        acc = Gt.dtype.type(0)
+        for r in range(nb):
+            acc += Gt[k, r]
+        db_acc[k] += acc
 
 
 @njit(inline="always", **JIT_OPTIONS)
 def _block_gradient(Xt, nb, Gt, dW_acc, db_acc):
-    """dW_acc[k, d] += sum_r Gt[k, r] Xt[d, r] and db_acc[k] += sum_r Gt[k, r], over the rows r < nb.
+    """dW_acc[k, d] += sum_r Gt[k, r] Xt[d, r] and db_acc[k] += sum_r Gt[k, r] over the rows r < nb, class by class.
 
     Four features per pass over a class's row of G, so that each load of
     G[k, r] feeds four products.
     """
     n_classes, n_features = dW_acc.shape
     n_quad_features = n_features // 4 * 4
-    zero = Gt.dtype.type(0)
+    _add_bias_sums(Gt, nb, db_acc)
     for k in range(n_classes):
         g = Gt[k]
-        acc = zero
-        for r in range(nb):
-            acc += g[r]
-        db_acc[k] += acc
+        dW_k = dW_acc[k]
         for d in range(0, n_quad_features, 4):
-            x0, x1, x2, x3 = Xt[d], Xt[d + 1], Xt[d + 2], Xt[d + 3]
-            a0 = a1 = a2 = a3 = zero
-            for r in range(nb):
-                gr = g[r]
-                a0 += gr * x0[r]
-                a1 += gr * x1[r]
-                a2 += gr * x2[r]
-                a3 += gr * x3[r]
-            dW_acc[k, d] += a0
-            dW_acc[k, d + 1] += a1
-            dW_acc[k, d + 2] += a2
-            dW_acc[k, d + 3] += a3
+            _feature_quad_sums(g, Xt, d, nb, dW_k)
         for d in range(n_quad_features, n_features):
-            x0 = Xt[d]
-            acc = zero
-            for r in range(nb):
-                acc += g[r] * x0[r]
-            dW_acc[k, d] += acc
+            _feature_sum(g, Xt, d, nb, dW_k)
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def _block_gradient_features_outer(Xt, nb, Gt, dW_acc, db_acc):
+    """``_block_gradient`` four features at a time in the outer loop, every class inside (long rows)."""
+    n_classes, n_features = dW_acc.shape
+    n_quad_features = n_features // 4 * 4
+    _add_bias_sums(Gt, nb, db_acc)
+    for d in range(0, n_quad_features, 4):
+        for k in range(n_classes):
+            _feature_quad_sums(Gt[k], Xt, d, nb, dW_acc[k])
+    for d in range(n_quad_features, n_features):
+        for k in range(n_classes):
+            _feature_sum(Gt[k], Xt, d, nb, dW_acc[k])
 
 
 @njit(inline="always", **JIT_OPTIONS)
@@ -248,21 +324,19 @@ def _block_scratch(dtype_like, n_classes):
 
 
 @njit(inline="always", **JIT_OPTIONS)
-def _transposed_block(Xt, nb, y, W, b, sample_weight, block_start, Zt, rows, row_ints, scratch, dW_acc, db_acc):
-    """Loss and gradient sums of the rows block_start + r, r < nb, whose features are Xt[:, r].
+def _block_softmax_grad(Zt, nb, y, sample_weight, block_start, rows, row_ints, scratch):
+    """Turn a transposed block of logits Zt[:, :nb] into w_r (p_r - e_{y_r}); returns the block's loss in float64.
 
-    Xt (D, >= nb) holds the block transposed, so the logits, the softmax and
-    the gradient run SIMD across rows. Returns the block's loss in float64
-    and adds its gradient into dW_acc (K, D) and db_acc (K,).
+    Row r is row block_start + r of the data. Every loop runs SIMD across
+    rows; the math is that of ``_softmax_grad_block``.
     """
-    n_classes = W.shape[0]
+    n_classes = Zt.shape[0]
     weighted = sample_weight.shape[0] > 0
     row_max, row_tail, row_scale, row_weight, row_label_logit = rows[0], rows[1], rows[2], rows[3], rows[4]
     row_argmax, row_label = row_ints
     lane_int = row_label.dtype.type
     zero = Zt.dtype.type(0)
     one = Zt.dtype.type(1)
-    _block_logits(Xt, nb, W, b, Zt)
     for r in range(nb):
         row_max[r] = Zt[0, r]
         row_argmax[r] = 0
@@ -311,7 +385,6 @@ def _transposed_block(Xt, nb, y, W, b, sample_weight, block_start, Zt, rows, row
             is_label = row_label[r] == k_lane
             g = Zt[k, r] * scale - (row_weight[r] if is_label else zero)
             Zt[k, r] = -row_tail[r] * scale if (is_label and row_argmax[r] == k_lane) else g
-    _block_gradient(Xt, nb, Zt, dW_acc, db_acc)
     return loss
 
 
@@ -327,9 +400,9 @@ def _blocked_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc):
         for r in range(nb):
             for d in range(n_features):
                 Xt[d, r] = X[block_start + r, d]
-        loss += _transposed_block(
-            Xt, nb, y, W, b, sample_weight, block_start, Zt, rows, row_ints, scratch, dW_acc, db_acc
-        )
+        _block_logits(Xt, nb, W, b, Zt)
+        loss += _block_softmax_grad(Zt, nb, y, sample_weight, block_start, rows, row_ints, scratch)
+        _block_gradient(Xt, nb, Zt, dW_acc, db_acc)
     return loss
 
 
@@ -339,15 +412,28 @@ def _row_blocks_chunk(X_blocks, y, W, b, sample_weight, start, stop, dW_acc, db_
 
     ``start`` is a multiple of BLOCK_ROWS; block j holds rows j BLOCK_ROWS + r as X_blocks[j, :, r].
     """
-    n_classes = W.shape[0]
-    Zt, rows, row_ints, scratch = _block_scratch(X_blocks, n_classes)
+    Zt, rows, row_ints, scratch = _block_scratch(X_blocks, W.shape[0])
     loss = 0.0
     for block_start in range(start, stop, BLOCK_ROWS):
         nb = min(BLOCK_ROWS, stop - block_start)
         Xt = X_blocks[block_start // BLOCK_ROWS]
-        loss += _transposed_block(
-            Xt, nb, y, W, b, sample_weight, block_start, Zt, rows, row_ints, scratch, dW_acc, db_acc
-        )
+        _block_logits(Xt, nb, W, b, Zt)
+        loss += _block_softmax_grad(Zt, nb, y, sample_weight, block_start, rows, row_ints, scratch)
+        _block_gradient(Xt, nb, Zt, dW_acc, db_acc)
+    return loss
+
+
+@njit(**JIT_OPTIONS)
+def _wide_row_blocks_chunk(X_blocks, y, W, b, sample_weight, start, stop, dW_acc, db_acc):
+    """``_row_blocks_chunk`` for rows of more than ``FEATURE_OUTER_MIN_ROW_BYTES``: features in the outer loops."""
+    Zt, rows, row_ints, scratch = _block_scratch(X_blocks, W.shape[0])
+    loss = 0.0
+    for block_start in range(start, stop, BLOCK_ROWS):
+        nb = min(BLOCK_ROWS, stop - block_start)
+        Xt = X_blocks[block_start // BLOCK_ROWS]
+        _block_logits_features_outer(Xt, nb, W, b, Zt)
+        loss += _block_softmax_grad(Zt, nb, y, sample_weight, block_start, rows, row_ints, scratch)
+        _block_gradient_features_outer(Xt, nb, Zt, dW_acc, db_acc)
     return loss
 
 
@@ -486,6 +572,7 @@ def _blas_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc):
 #: BLOCKED body on X already stored as row blocks (``loss_grad_row_blocks_sums``).
 _BLOCKED, _BLAS, _SKINNY = int(LossGradVariant.BLOCKED), int(LossGradVariant.BLAS), int(LossGradVariant.SKINNY)
 _ROW_BLOCKS = 4
+_WIDE_ROW_BLOCKS = 5
 
 
 @njit(inline="always", **JIT_OPTIONS)
@@ -498,6 +585,8 @@ def _chunk(X, y, W, b, sample_weight, start, stop, variant, dW_acc, db_acc):
         return _skinny_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc)
     if variant == _ROW_BLOCKS:
         return _row_blocks_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc)
+    if variant == _WIDE_ROW_BLOCKS:
+        return _wide_row_blocks_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc)
     return _blocked_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc)
 
 
@@ -549,7 +638,7 @@ def _make_parallel_driver(variant: int, name: str):
     three bodies in every driver took two thirds of the cold start. Chunks of
     the row-block layout start at block boundaries.
     """
-    align = BLOCK_ROWS if variant == _ROW_BLOCKS else 1
+    align = BLOCK_ROWS if variant in (_ROW_BLOCKS, _WIDE_ROW_BLOCKS) else 1
 
     @njit(parallel=True, **JIT_OPTIONS)
     @named(name)
@@ -581,6 +670,7 @@ _loss_grad_parallel_blocked = _make_parallel_driver(_BLOCKED, "_loss_grad_parall
 _loss_grad_parallel_blas = _make_parallel_driver(_BLAS, "_loss_grad_parallel_blas")
 _loss_grad_parallel_skinny = _make_parallel_driver(_SKINNY, "_loss_grad_parallel_skinny")
 _loss_grad_parallel_row_blocks = _make_parallel_driver(_ROW_BLOCKS, "_loss_grad_parallel_row_blocks")
+_loss_grad_parallel_wide_row_blocks = _make_parallel_driver(_WIDE_ROW_BLOCKS, "_loss_grad_parallel_wide_row_blocks")
 #: The parallel driver of each variant.
 PARALLEL_DRIVERS = {
     LossGradVariant.BLOCKED: _loss_grad_parallel_blocked,
@@ -628,20 +718,11 @@ def loss_grad_row_blocks_sums(X_blocks, y, W, b, sample_weight, n_chunks, scale,
     length; ``n_chunks`` is at most the number of blocks. The other arguments
     and the result are those of ``loss_grad_sums``.
     """
-    return _run(
-        _row_blocks_chunk,
-        _loss_grad_parallel_row_blocks,
-        X_blocks,
-        y,
-        W,
-        b,
-        sample_weight,
-        n_chunks,
-        scale,
-        l2,
-        dW_out,
-        db_out,
-    )
+    if X_blocks.shape[1] * X_blocks.itemsize > FEATURE_OUTER_MIN_ROW_BYTES:
+        body, driver = _wide_row_blocks_chunk, _loss_grad_parallel_wide_row_blocks
+    else:
+        body, driver = _row_blocks_chunk, _loss_grad_parallel_row_blocks
+    return _run(body, driver, X_blocks, y, W, b, sample_weight, n_chunks, scale, l2, dW_out, db_out)
 
 
 def _run(body, driver, X, y, W, b, sample_weight, n_chunks, scale, l2, dW_out, db_out):

@@ -29,7 +29,18 @@ from fastsoftmax.model import SoftmaxRegression
 from fastsoftmax.objectives import make_objective
 
 # N around one block (BLOCK_ROWS = 128): a partial block, exactly one, one and a bit, several.
-SHAPES = [(1, 3, 2), (5, 1, 2), (127, 4, 3), (128, 7, 3), (129, 20, 5), (1000, 32, 9), (300, 13, 63)]
+# Rows of more than 256 bytes (D = 40 in float64, 70 in both) take the wide body, features outer.
+SHAPES = [
+    (1, 3, 2),
+    (5, 1, 2),
+    (127, 4, 3),
+    (128, 7, 3),
+    (129, 20, 5),
+    (1000, 32, 9),
+    (300, 13, 63),
+    (300, 40, 5),
+    (200, 70, 3),
+]
 SHAPE_IDS = [f"N{n}-D{d}-K{k}" for n, d, k in SHAPES]
 
 
@@ -73,10 +84,13 @@ def test_row_blocks_loss_grad_matches_reference(rng, dtype, shape, weighted, n_c
     assert_grad_close(loss, dW, db, ref, X, W, 0.1, grad_rtol(dtype, n, d, k))
 
 
+@pytest.mark.parametrize("n_features", [11, 70], ids=["narrow", "wide"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
-def test_row_blocks_equal_the_transposing_body_serially(rng, dtype):
-    # One chunk: the same blocks in the same order, so the same sums bit for bit.
-    X, y, W, b, sw = make_problem(rng, 700, 11, 4, dtype, weighted=True)
+def test_row_blocks_equal_the_transposing_body_serially(rng, dtype, n_features):
+    # One chunk: the same blocks in the same order, and every sum over the same
+    # terms in the same order (the wide body only swaps the class and feature
+    # loops around them), so the same sums bit for bit.
+    X, y, W, b, sw = make_problem(rng, 700, n_features, 4, dtype, weighted=True)
     sw_arr = sw.astype(dtype)
     expected_dW, expected_db = np.empty_like(W), np.empty_like(b)
     expected = kernels.loss_grad_sums(
