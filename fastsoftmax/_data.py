@@ -25,7 +25,7 @@ backend can replace the chunk loop by a map-reduce over the same partial sums.
   into that layout (``kernels.row_blocks``), at the second full-batch
   evaluation, so that a one-off evaluation never pays for the copy. Every
   later pass skips the per-block transpose (one thread, 1e6 x 20 x 3: 22.0 ->
-  16.4 ms in float64; 200,000 x 100 x 10 float32: 20.6 -> 17.4 ms against SKINNY).
+  16.4 ms in float64; 200,000 x 100 x 10 float32: 20.6 -> 15.0 ms against SKINNY).
   The copy is as large as X and is made only when it fits
   :data:`ROW_BLOCKS_MEMORY_FRACTION` of the available memory.
 * **Determinism.** Full-batch partial sums are added chunk by chunk in row
