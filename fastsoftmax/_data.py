@@ -53,7 +53,6 @@ import numpy as np
 from fastsoftmax import _checks, kernels
 from fastsoftmax._api import _weight_sum, fused_loss_grad, l2_penalty
 from fastsoftmax._threading import parallel_section, work_chunks
-from fastsoftmax.kernels._config import BLOCK_ROWS
 
 #: Target size of one streamed chunk of X in bytes (the kernels see one chunk at a time).
 CHUNK_BYTES = 128 << 20
@@ -376,7 +375,7 @@ def chunked_objectives(source: DataSource, n_classes: int, l2: float, counter: l
 
     def row_blocks_of(X):
         layout["full_evaluations"] += 1
-        if layout["full_evaluations"] == 2 and X.shape[0] > BLOCK_ROWS and row_blocks_fit(X.nbytes):
+        if layout["full_evaluations"] == 2 and row_blocks_fit(X.nbytes):
             n_chunks = work_chunks(X.shape[0], X.shape[1])
             with parallel_section(n_chunks):
                 layout["X_blocks"] = kernels.row_blocks(X, n_chunks)

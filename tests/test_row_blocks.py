@@ -9,6 +9,8 @@ selects the BLOCKED body and the copy fits the memory budget.
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 from conftest import (
@@ -167,10 +169,10 @@ def test_training_reads_row_blocks_from_the_second_evaluation(rng, dtype, row_bl
     monkeypatch.setattr(_data, "row_blocks_fit", lambda nbytes: False)
     without = _fit(X, y, dtype)
     assert len(row_blocks_calls) == n_evaluations
-    # Sums in another order: the iterates part by rounding, and both stop at
-    # max|g| <= 1e-7 of a problem whose curvature is at least l2 = 1e-2, so
-    # within 1e-5 of the optimum (float64), or at float32's gradient floor.
-    _assert_same_model(with_blocks, without, 1e-4 if dtype == np.float64 else 20 * np.sqrt(np.finfo(dtype).eps))
+    # 3000 x 8 x 3 runs in one chunk, where the row blocks give the transposing
+    # body's sums bit for bit: the same iterates, the same model.
+    np.testing.assert_array_equal(with_blocks.W, without.W)
+    np.testing.assert_array_equal(with_blocks.b, without.b)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -240,7 +242,10 @@ def test_the_copy_is_made_at_the_second_evaluation(rng, row_blocks_calls):
 
 def test_available_memory_reads_the_system_and_falls_back(monkeypatch):
     available = _data.available_memory()
-    assert available is None or available > 0
+    if sys.platform.startswith("linux"):
+        assert available > 0  # MemAvailable
+    else:
+        assert available is None or available > 0
     real_open = open
 
     def no_meminfo(path, *args, **kwargs):
