@@ -20,12 +20,13 @@ backend can replace the chunk loop by a map-reduce over the same partial sums.
   chunked min/max scan. NaN or inf in X is found by the kernel (a non-finite
   loss), and only then is the offending chunk scanned to name the row.
 * **Row blocks.** Where the BLOCKED body on X held as row blocks beats the
-  body the shape selects (``kernels.row_blocks_pay``: D <= 32 and K < 64, or
-  K <= 10 and a row of at most 400 bytes), an in-memory X is copied once
+  body the shape selects (``kernels.row_blocks_pay``: K < 64 and a row of at
+  most 6,272 bytes), an in-memory X is copied once
   into that layout (``kernels.row_blocks``), at the second full-batch
   evaluation, so that a one-off evaluation never pays for the copy. Every
-  later pass skips the per-block transpose (one thread, 1e6 x 20 x 3: 22.0 ->
-  16.4 ms in float64; 200,000 x 100 x 10 float32: 20.6 -> 15.0 ms against SKINNY).
+  later pass skips the per-block transpose (one thread, 1e6 x 20 x 3: 22.3 ->
+  15.6 ms in float64; 200,000 x 100 x 10: 20.4 -> 9.0 ms in float32 and
+  29.4 -> 15.6 in float64, against SKINNY).
   The copy is as large as X and is made only when it fits
   :data:`ROW_BLOCKS_MEMORY_FRACTION` of the available memory.
 * **Determinism.** Full-batch partial sums are added chunk by chunk in row

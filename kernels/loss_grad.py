@@ -23,9 +23,12 @@ Design:
 - Three block bodies, chosen by shape with ``select_variant``:
   ``BLOCKED`` the block is transposed into a (D, block) scratch so that the
               logits, the softmax and the gradient run SIMD across rows (small D
-              and K, where SIMD along D would leave most lanes empty). Training
-              can hold X as such blocks once and for all (``row_blocks``,
-              ``loss_grad_row_blocks_sums``), which skips the transpose;
+              and K, where SIMD along D would leave most lanes empty); the two
+              products go through register tiles written as LLVM vector code
+              (``_tiles``). Training can hold X as such blocks once and for all
+              (``row_blocks``, ``loss_grad_row_blocks_sums``), which skips the
+              transpose; then this body beats the other two at every K < 64
+              (``row_blocks_pay``);
   ``SKINNY``  both products as loops along D, four rows and three classes at
               a time (large D or K <= 10, where BLAS's GEMMs with a dimension
               of K run below peak);
@@ -48,6 +51,7 @@ from numba import njit, prange
 from fastsoftmax.kernels._config import BLAS_BLOCK_ROWS, BLOCK_ROWS, JIT_OPTIONS
 from fastsoftmax.kernels._math import exp_inplace, exp_scratch, weighted_log1p_sum
 from fastsoftmax.kernels._signature import named, read_only
+from fastsoftmax.kernels._tiles import GRADIENT_GROUP, LOGITS_GROUP, gradient_strip, logits_strip
 
 
 class LossGradVariant(enum.IntEnum):
@@ -90,28 +94,28 @@ def select_variant(n_features: int, n_classes: int) -> LossGradVariant:
     return LossGradVariant.BLAS
 
 
-#: Bytes of one row of X up to which, at K <= SKINNY_MAX_CLASSES, the BLOCKED
-#: body on X held as row blocks (``row_blocks``, no transpose) beats SKINNY.
-#: One thread, N = 100,000, ms row blocks / SKINNY at K = 10: float64 D = 48
-#: 8.1 / 9.7, D = 64 11.4 / 11.2 and D = 100 16.3 / 14.7 (past the bound);
-#: float32 D = 64 5.0 / 7.1, D = 100 8.1 / 10.0, D = 128 10.1 / 11.2 (past
-#: the bound, a small win lost to keep one rule for both dtypes), D = 200
-#: 15.0 / 14.3.
-ROW_BLOCKS_MAX_ROW_BYTES = 400
+#: Bytes of one row of X up to which, at K < BLAS_MIN_CLASSES, the BLOCKED body
+#: on X held as row blocks (``row_blocks``, no transpose) beats every body
+#: ``select_variant`` can pick: its register tiles (``_tiles``) run the two
+#: products near the FMA peak while the block stays in L2. One thread, ms
+#: row blocks / best of SKINNY and BLAS, float32 and float64: N = 100,000,
+#: K = 10: D = 48 2.9 / 6.2, 4.8 / 9.8; D = 100 4.4 / 10.0, 8.3 / 15.2;
+#: D = 200 8.1 / 14.4, 14.2 / 23.7; K = 32, D = 100 11.3 / 15.9, 19.8 / 25.5;
+#: N = 30,000, D = 784: K = 10 18.9 / 24.6, 30.5 / 46.3; K = 63 39.9 / 40.3,
+#: 70.6 / 75.5; but N = 10,000, D = 2048, K = 63 (8 KB rows in float32) 39.0
+#: / 34.0, where a block of 1 MB no longer stays in L2 across the class groups.
+ROW_BLOCKS_MAX_ROW_BYTES = 784 * 8
 
 
 def row_blocks_pay(n_features: int, n_classes: int, itemsize: int) -> bool:
     """Whether X held as row blocks runs faster than the body ``select_variant`` picks for its shape.
 
-    True where that body is BLOCKED (the copy removes its per-block
-    transpose), and at K <= 10 where a row of X takes at most
-    ``ROW_BLOCKS_MAX_ROW_BYTES`` (then a transposed block of 128 rows still
-    sits in L1 and L2 while every class is formed from it). Training copies
-    X into row blocks where this holds and the copy fits in memory.
+    True for K < BLAS_MIN_CLASSES when a row of X takes at most
+    ``ROW_BLOCKS_MAX_ROW_BYTES``: there the copy removes the BLOCKED body's
+    per-block transpose, and the tiled BLOCKED body beats SKINNY and BLAS.
+    Training copies X into row blocks where this holds and the copy fits in memory.
     """
-    if select_variant(n_features, n_classes) is LossGradVariant.BLOCKED:
-        return True
-    return n_classes <= SKINNY_MAX_CLASSES and n_features * itemsize <= ROW_BLOCKS_MAX_ROW_BYTES
+    return n_classes < BLAS_MIN_CLASSES and n_features * itemsize <= ROW_BLOCKS_MAX_ROW_BYTES
 
 
 @njit(inline="always", **JIT_OPTIONS)
@@ -169,143 +173,60 @@ def _softmax_grad_block(Z, nb, y, sample_weight, block_start, scratch, row_tail,
     return loss + weighted_log1p_sum(row_tail, nb, sample_weight, block_start)
 
 
-#: Bytes of one row of X above which the row-block body walks the features
-#: in its outer loops and the classes inside them (``_wide_row_blocks_chunk``).
-#: Above it a block of Xt (D x 128 values) outgrows L1, and a pass over all
-#: of it per class would stream it from L2 K times. One thread, logits and
-#: gradient only, class outer / feature outer: 200,000 x 100 x 10 float32
-#: 14.7 / 12.3 ms, float64 29.7 / 26.5; 60,000 x 784 x 10 float32 36.1 /
-#: 29.5; but 1e6 x 20 x 3 float64 (160 bytes) 9.7 / 13.0. A separate body,
-#: since one with both loop orders ran the short rows 3 to 5 % slower.
-FEATURE_OUTER_MIN_ROW_BYTES = 256
+_logits_strips = tuple(logits_strip(n) for n in range(1, LOGITS_GROUP + 1))
+_gradient_strips = tuple(gradient_strip(n) for n in range(1, GRADIENT_GROUP + 1))
+_logits_1, _logits_2, _logits_3, _logits_4, _logits_5 = _logits_strips
+_gradient_1, _gradient_2, _gradient_3, _gradient_4 = _gradient_strips
 
 
 @njit(inline="always", **JIT_OPTIONS)
-def _add_feature_quad(z, W, k, d, Xt, nb):
-    """z[r] += sum_{j < 4} W[k, d + j] Xt[d + j, r] for r < nb: one load and store of z per four products."""
-    w0, w1, w2, w3 = W[k, d], W[k, d + 1], W[k, d + 2], W[k, d + 3]
-    x0, x1, x2, x3 = Xt[d], Xt[d + 1], Xt[d + 2], Xt[d + 3]
-    for r in range(nb):
-        z[r] += (w0 * x0[r] + w1 * x1[r]) + (w2 * x2[r] + w3 * x3[r])
+def _block_logits(Xt, W, b, Zt):
+    """Zt[k, r] = b_k + sum_d W[k, d] Xt[d, r] for every row r < BLOCK_ROWS of a transposed block.
 
-
-@njit(inline="always", **JIT_OPTIONS)
-def _add_feature(z, W, k, d, Xt, nb):
-    """z[r] += W[k, d] Xt[d, r] for r < nb."""
-    w0 = W[k, d]
-    x0 = Xt[d]
-    for r in range(nb):
-        z[r] += w0 * x0[r]
-
-
-@njit(inline="always", **JIT_OPTIONS)
-def _block_logits(Xt, nb, W, b, Zt):
-    """Zt[k, r] = b_k + sum_d W[k, d] Xt[d, r] for the rows r < nb of a transposed block, class by class.
-
-    Four features per pass over a class's row of Zt: one load and store of
-    Zt[k, r] per four products instead of one per product, which left the
-    loop bound by the load and store ports (one thread, 1e6 x 20 x 3, float64:
-    the whole step 30.5 -> 28.0 ms with the same in the gradient).
+    Classes go LOGITS_GROUP at a time through register tiles (``_tiles``):
+    each load of Xt feeds every class of the group and no partial sum leaves
+    the registers before the block's last feature.
     """
-    n_classes, n_features = W.shape
-    n_quad_features = n_features // 4 * 4
+    n_classes = W.shape[0]
+    first = 0
+    while n_classes - first >= LOGITS_GROUP:
+        _logits_5(Xt, W, b, Zt, first)
+        first += LOGITS_GROUP
+    remaining = n_classes - first
+    if remaining == 4:
+        _logits_4(Xt, W, b, Zt, first)
+    elif remaining == 3:
+        _logits_3(Xt, W, b, Zt, first)
+    elif remaining == 2:
+        _logits_2(Xt, W, b, Zt, first)
+    elif remaining == 1:
+        _logits_1(Xt, W, b, Zt, first)
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def _block_gradient(Xt, Gt, dW_acc, db_acc):
+    """dW_acc[k, d] += sum_r Gt[k, r] Xt[d, r] and db_acc[k] += sum_r Gt[k, r] over the rows r < BLOCK_ROWS.
+
+    Classes go GRADIENT_GROUP at a time through register tiles of four
+    features (``_tiles``); rows past the block's end hold zeros in Gt.
+    """
+    n_classes = Gt.shape[0]
     for k in range(n_classes):
-        z = Zt[k]
-        bk = b[k]
-        for r in range(nb):
-            z[r] = bk
-        for d in range(0, n_quad_features, 4):
-            _add_feature_quad(z, W, k, d, Xt, nb)
-        for d in range(n_quad_features, n_features):
-            _add_feature(z, W, k, d, Xt, nb)
-
-
-@njit(inline="always", **JIT_OPTIONS)
-def _block_logits_features_outer(Xt, nb, W, b, Zt):
-    """``_block_logits`` four features at a time in the outer loop, every class inside (long rows)."""
-    n_classes, n_features = W.shape
-    n_quad_features = n_features // 4 * 4
-    for k in range(n_classes):
-        bk = b[k]
-        for r in range(nb):
-            Zt[k, r] = bk
-    for d in range(0, n_quad_features, 4):
-        for k in range(n_classes):
-            _add_feature_quad(Zt[k], W, k, d, Xt, nb)
-    for d in range(n_quad_features, n_features):
-        for k in range(n_classes):
-            _add_feature(Zt[k], W, k, d, Xt, nb)
-
-
-@njit(inline="always", **JIT_OPTIONS)
-def _feature_quad_sums(g, Xt, d, nb, dW_k):
-    """dW_k[d + j] += sum_{r < nb} g[r] Xt[d + j, r] for j < 4: each load of g[r] feeds four products."""
-    zero = g.dtype.type(0)
-    x0, x1, x2, x3 = Xt[d], Xt[d + 1], Xt[d + 2], Xt[d + 3]
-    a0 = a1 = a2 = a3 = zero
-    for r in range(nb):
-        gr = g[r]
-        a0 += gr * x0[r]
-        a1 += gr * x1[r]
-        a2 += gr * x2[r]
-        a3 += gr * x3[r]
-    dW_k[d] += a0
-    dW_k[d + 1] += a1
-    dW_k[d + 2] += a2
-    dW_k[d + 3] += a3
-
-
-@njit(inline="always", **JIT_OPTIONS)
-def _feature_sum(g, Xt, d, nb, dW_k):
-    """dW_k[d] += sum_{r < nb} g[r] Xt[d, r]."""
-    acc = g.dtype.type(0)
-    x0 = Xt[d]
-    for r in range(nb):
-        acc += g[r] * x0[r]
-    dW_k[d] += acc
-
-
-@njit(inline="always", **JIT_OPTIONS)
-def _add_bias_sums(Gt, nb, db_acc):
-    """db_acc[k] += sum_{r < nb} Gt[k, r]."""
-    for k in range(Gt.shape[0]):
         acc = Gt.dtype.type(0)
-        for r in range(nb):
+        for r in range(BLOCK_ROWS):
             acc += Gt[k, r]
         db_acc[k] += acc
-
-
-@njit(inline="always", **JIT_OPTIONS)
-def _block_gradient(Xt, nb, Gt, dW_acc, db_acc):
-    """dW_acc[k, d] += sum_r Gt[k, r] Xt[d, r] and db_acc[k] += sum_r Gt[k, r] over the rows r < nb, class by class.
-
-    Four features per pass over a class's row of G, so that each load of
-    G[k, r] feeds four products.
-    """
-    n_classes, n_features = dW_acc.shape
-    n_quad_features = n_features // 4 * 4
-    _add_bias_sums(Gt, nb, db_acc)
-    for k in range(n_classes):
-        g = Gt[k]
-        dW_k = dW_acc[k]
-        for d in range(0, n_quad_features, 4):
-            _feature_quad_sums(g, Xt, d, nb, dW_k)
-        for d in range(n_quad_features, n_features):
-            _feature_sum(g, Xt, d, nb, dW_k)
-
-
-@njit(inline="always", **JIT_OPTIONS)
-def _block_gradient_features_outer(Xt, nb, Gt, dW_acc, db_acc):
-    """``_block_gradient`` four features at a time in the outer loop, every class inside (long rows)."""
-    n_classes, n_features = dW_acc.shape
-    n_quad_features = n_features // 4 * 4
-    _add_bias_sums(Gt, nb, db_acc)
-    for d in range(0, n_quad_features, 4):
-        for k in range(n_classes):
-            _feature_quad_sums(Gt[k], Xt, d, nb, dW_acc[k])
-    for d in range(n_quad_features, n_features):
-        for k in range(n_classes):
-            _feature_sum(Gt[k], Xt, d, nb, dW_acc[k])
+    first = 0
+    while n_classes - first >= GRADIENT_GROUP:
+        _gradient_4(Xt, Gt, dW_acc, first)
+        first += GRADIENT_GROUP
+    remaining = n_classes - first
+    if remaining == 3:
+        _gradient_3(Xt, Gt, dW_acc, first)
+    elif remaining == 2:
+        _gradient_2(Xt, Gt, dW_acc, first)
+    elif remaining == 1:
+        _gradient_1(Xt, Gt, dW_acc, first)
 
 
 @njit(inline="always", **JIT_OPTIONS)
@@ -388,59 +309,55 @@ def _block_softmax_grad(Zt, nb, y, sample_weight, block_start, rows, row_ints, s
     return loss
 
 
+@njit(inline="always", **JIT_OPTIONS)
+def _transposed_block(Xt, nb, y, W, b, sample_weight, block_start, Zt, rows, row_ints, scratch, dW_acc, db_acc):
+    """One block of the BLOCKED body, its rows r < nb held as Xt[:, r]; returns the block's loss in float64."""
+    _block_logits(Xt, W, b, Zt)
+    loss = _block_softmax_grad(Zt, nb, y, sample_weight, block_start, rows, row_ints, scratch)
+    # The tiles sum over all BLOCK_ROWS rows; past the block's end the gradient is zero.
+    for k in range(Zt.shape[0]):
+        for r in range(nb, BLOCK_ROWS):
+            Zt[k, r] = 0
+    _block_gradient(Xt, Zt, dW_acc, db_acc)
+    return loss
+
+
 @njit(**JIT_OPTIONS)
 def _blocked_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc):
     """Rows [start, stop) a transposed block at a time, vectorised across rows."""
-    n_classes, n_features = W.shape
+    n_features = W.shape[1]
     Xt = np.empty((n_features, BLOCK_ROWS), dtype=X.dtype)
-    Zt, rows, row_ints, scratch = _block_scratch(X, n_classes)
+    Zt, rows, row_ints, scratch = _block_scratch(X, W.shape[0])
     loss = 0.0
     for block_start in range(start, stop, BLOCK_ROWS):
         nb = min(BLOCK_ROWS, stop - block_start)
         for r in range(nb):
             for d in range(n_features):
                 Xt[d, r] = X[block_start + r, d]
-        _block_logits(Xt, nb, W, b, Zt)
-        loss += _block_softmax_grad(Zt, nb, y, sample_weight, block_start, rows, row_ints, scratch)
-        _block_gradient(Xt, nb, Zt, dW_acc, db_acc)
+        if nb < BLOCK_ROWS:
+            Xt[:, nb:] = 0  # defined values for the tiles, which read every row
+        loss += _transposed_block(
+            Xt, nb, y, W, b, sample_weight, block_start, Zt, rows, row_ints, scratch, dW_acc, db_acc
+        )
     return loss
 
 
-def _make_row_blocks_body(features_outer: bool, name: str):
+@njit(**JIT_OPTIONS)
+def _row_blocks_chunk(X_blocks, y, W, b, sample_weight, start, stop, dW_acc, db_acc):
     """``_blocked_chunk`` on X stored as row blocks (``kernels.row_blocks``): no transpose per block.
 
-    The body takes rows [start, stop), ``start`` a multiple of BLOCK_ROWS;
-    block j holds rows j BLOCK_ROWS + r as X_blocks[j, :, r]. ``features_outer``
-    reaches the compiled code as a constant: False for rows of up to
-    ``FEATURE_OUTER_MIN_ROW_BYTES`` (classes in the outer loops), True above
-    (features outer). Two bodies rather than a branch at run time, which ran
-    the short rows 3 to 5 % slower.
+    Takes rows [start, stop), ``start`` a multiple of BLOCK_ROWS; block j
+    holds rows j BLOCK_ROWS + r as X_blocks[j, :, r], zero past row N.
     """
-
-    @njit(**JIT_OPTIONS)
-    @named(name)
-    def body(X_blocks, y, W, b, sample_weight, start, stop, dW_acc, db_acc):
-        Zt, rows, row_ints, scratch = _block_scratch(X_blocks, W.shape[0])
-        loss = 0.0
-        for block_start in range(start, stop, BLOCK_ROWS):
-            nb = min(BLOCK_ROWS, stop - block_start)
-            Xt = X_blocks[block_start // BLOCK_ROWS]
-            if features_outer:
-                _block_logits_features_outer(Xt, nb, W, b, Zt)
-            else:
-                _block_logits(Xt, nb, W, b, Zt)
-            loss += _block_softmax_grad(Zt, nb, y, sample_weight, block_start, rows, row_ints, scratch)
-            if features_outer:
-                _block_gradient_features_outer(Xt, nb, Zt, dW_acc, db_acc)
-            else:
-                _block_gradient(Xt, nb, Zt, dW_acc, db_acc)
-        return loss
-
-    return body
-
-
-_row_blocks_chunk = _make_row_blocks_body(False, "_row_blocks_chunk")
-_wide_row_blocks_chunk = _make_row_blocks_body(True, "_wide_row_blocks_chunk")
+    Zt, rows, row_ints, scratch = _block_scratch(X_blocks, W.shape[0])
+    loss = 0.0
+    for block_start in range(start, stop, BLOCK_ROWS):
+        nb = min(BLOCK_ROWS, stop - block_start)
+        Xt = X_blocks[block_start // BLOCK_ROWS]
+        loss += _transposed_block(
+            Xt, nb, y, W, b, sample_weight, block_start, Zt, rows, row_ints, scratch, dW_acc, db_acc
+        )
+    return loss
 
 
 @njit(**JIT_OPTIONS)
@@ -578,7 +495,6 @@ def _blas_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc):
 #: BLOCKED body on X already stored as row blocks (``loss_grad_row_blocks_sums``).
 _BLOCKED, _BLAS, _SKINNY = int(LossGradVariant.BLOCKED), int(LossGradVariant.BLAS), int(LossGradVariant.SKINNY)
 _ROW_BLOCKS = 4
-_WIDE_ROW_BLOCKS = 5
 
 
 @njit(inline="always", **JIT_OPTIONS)
@@ -591,8 +507,6 @@ def _chunk(X, y, W, b, sample_weight, start, stop, variant, dW_acc, db_acc):
         return _skinny_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc)
     if variant == _ROW_BLOCKS:
         return _row_blocks_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc)
-    if variant == _WIDE_ROW_BLOCKS:
-        return _wide_row_blocks_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc)
     return _blocked_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc)
 
 
@@ -644,7 +558,7 @@ def _make_parallel_driver(variant: int, name: str):
     three bodies in every driver took two thirds of the cold start. Chunks of
     the row-block layout start at block boundaries.
     """
-    align = BLOCK_ROWS if variant in (_ROW_BLOCKS, _WIDE_ROW_BLOCKS) else 1
+    align = BLOCK_ROWS if variant == _ROW_BLOCKS else 1
 
     @njit(parallel=True, **JIT_OPTIONS)
     @named(name)
@@ -676,7 +590,6 @@ _loss_grad_parallel_blocked = _make_parallel_driver(_BLOCKED, "_loss_grad_parall
 _loss_grad_parallel_blas = _make_parallel_driver(_BLAS, "_loss_grad_parallel_blas")
 _loss_grad_parallel_skinny = _make_parallel_driver(_SKINNY, "_loss_grad_parallel_skinny")
 _loss_grad_parallel_row_blocks = _make_parallel_driver(_ROW_BLOCKS, "_loss_grad_parallel_row_blocks")
-_loss_grad_parallel_wide_row_blocks = _make_parallel_driver(_WIDE_ROW_BLOCKS, "_loss_grad_parallel_wide_row_blocks")
 #: The parallel driver of each variant.
 PARALLEL_DRIVERS = {
     LossGradVariant.BLOCKED: _loss_grad_parallel_blocked,
@@ -724,11 +637,20 @@ def loss_grad_row_blocks_sums(X_blocks, y, W, b, sample_weight, n_chunks, scale,
     length; ``n_chunks`` is at most the number of blocks. The other arguments
     and the result are those of ``loss_grad_sums``.
     """
-    if X_blocks.shape[1] * X_blocks.itemsize > FEATURE_OUTER_MIN_ROW_BYTES:
-        body, driver = _wide_row_blocks_chunk, _loss_grad_parallel_wide_row_blocks
-    else:
-        body, driver = _row_blocks_chunk, _loss_grad_parallel_row_blocks
-    return _run(body, driver, X_blocks, y, W, b, sample_weight, n_chunks, scale, l2, dW_out, db_out)
+    return _run(
+        _row_blocks_chunk,
+        _loss_grad_parallel_row_blocks,
+        X_blocks,
+        y,
+        W,
+        b,
+        sample_weight,
+        n_chunks,
+        scale,
+        l2,
+        dW_out,
+        db_out,
+    )
 
 
 def _run(body, driver, X, y, W, b, sample_weight, n_chunks, scale, l2, dW_out, db_out):
@@ -774,7 +696,7 @@ def _fill_row_block(X, X_blocks, j):
         for r in range(nb):
             block[d, r] = X[first + r, d]
         for r in range(nb, BLOCK_ROWS):
-            block[d, r] = 0  # the last block's padding is never read; zeros keep it defined
+            block[d, r] = 0  # zeros past row N: the tiles read every row of a block
 
 
 def row_blocks(X, n_chunks=1):

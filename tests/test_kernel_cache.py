@@ -33,13 +33,10 @@ CALL_EVERY_BODY = textwrap.dedent(
         for n_chunks in (1, 2):
             HV, Hc = np.empty_like(W), np.empty_like(b)
             hessian.hessian_vector_sums(X, W, b, W, b, np.empty(0), variant, n_chunks, 1 / 40, 0.0, HV, Hc)
-    X_wide = np.linspace(-1, 1, 40 * 40).reshape(40, 40)  # 320-byte rows: the wide row-block body
-    for X_rows in (X, X_wide):
-        W_rows = np.ones((2, X_rows.shape[1]))
-        for n_chunks in (1, 2):
-            dW, db = np.empty_like(W_rows), np.empty_like(b)
-            X_blocks = loss_grad.row_blocks(X_rows, n_chunks)
-            loss_grad.loss_grad_row_blocks_sums(X_blocks, y, W_rows, b, np.empty(0), n_chunks, 1 / 40, 0.0, dW, db)
+    for n_chunks in (1, 2):
+        dW, db = np.empty_like(W), np.empty_like(b)
+        X_blocks = loss_grad.row_blocks(X, n_chunks)
+        loss_grad.loss_grad_row_blocks_sums(X_blocks, y, W, b, np.empty(0), n_chunks, 1 / 40, 0.0, dW, db)
     # A large K x D takes the parallel reduction.
     W_big = np.ones((4, loss_grad.PARALLEL_REDUCE_MIN // 8))
     X_big = np.ones((2, W_big.shape[1]))
@@ -52,8 +49,6 @@ CALL_EVERY_BODY = textwrap.dedent(
         loss_grad.reduce_chunks_parallel,
         loss_grad._row_blocks_chunk,
         loss_grad._loss_grad_parallel_row_blocks,
-        loss_grad._wide_row_blocks_chunk,
-        loss_grad._loss_grad_parallel_wide_row_blocks,
         loss_grad._row_blocks_serial,
         loss_grad._row_blocks_parallel,
         *hessian.BODIES.values(),

@@ -3,8 +3,9 @@
 ``kernels.row_blocks`` copies X (N, D) into blocks of BLOCK_ROWS rows stored
 transposed; ``kernels.loss_grad_row_blocks_sums`` runs the BLOCKED body on
 them without a transpose per block. Training (``_data.chunked_objectives``)
-makes the copy once, at the second full-batch evaluation, where the shape
-selects the BLOCKED body and the copy fits the memory budget.
+makes the copy once, at the second full-batch evaluation, where
+``kernels.row_blocks_pay`` holds (K < 64, rows of at most 6,272 bytes) and
+the copy fits the memory budget.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from fastsoftmax.model import SoftmaxRegression
 from fastsoftmax.objectives import make_objective
 
 # N around one block (BLOCK_ROWS = 128): a partial block, exactly one, one and a bit, several.
-# Rows of more than 256 bytes (D = 40 in float64, 70 in both) take the wide body, features outer.
+# D = 70 takes more features than one register tile's four, and K up to 63 several class groups.
 SHAPES = [
     (1, 3, 2),
     (5, 1, 2),
@@ -86,12 +87,11 @@ def test_row_blocks_loss_grad_matches_reference(rng, dtype, shape, weighted, n_c
     assert_grad_close(loss, dW, db, ref, X, W, 0.1, grad_rtol(dtype, n, d, k))
 
 
-@pytest.mark.parametrize("n_features", [11, 70], ids=["narrow", "wide"])
+@pytest.mark.parametrize("n_features", [11, 70])
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 def test_row_blocks_equal_the_transposing_body_serially(rng, dtype, n_features):
-    # One chunk: the same blocks in the same order, and every sum over the same
-    # terms in the same order (the wide body only swaps the class and feature
-    # loops around them), so the same sums bit for bit.
+    # One chunk: the same blocks in the same order through the same register
+    # tiles (a partial block zero-padded in both), so the same sums bit for bit.
     X, y, W, b, sw = make_problem(rng, 700, n_features, 4, dtype, weighted=True)
     sw_arr = sw.astype(dtype)
     expected_dW, expected_db = np.empty_like(W), np.empty_like(b)
@@ -198,8 +198,8 @@ def test_no_row_blocks_beyond_the_memory_budget(rng, row_blocks_calls, monkeypat
 
 
 def test_no_row_blocks_for_other_bodies_or_streamed_data(rng, tmp_path, row_blocks_calls):
-    X, y = _classification(rng, 2000, 80, 3, np.float64)  # 640-byte rows: the SKINNY body
-    assert not kernels.row_blocks_pay(80, 3, 8)
+    X, y = _classification(rng, 300, 800, 3, np.float64)  # 6,400-byte rows: past ROW_BLOCKS_MAX_ROW_BYTES
+    assert not kernels.row_blocks_pay(800, 3, 8)
     _fit(X, y, np.float64)
     X, y = _classification(rng, 2000, 5, 3, np.float64)
     path = tmp_path / "X.npy"
@@ -210,19 +210,19 @@ def test_no_row_blocks_for_other_bodies_or_streamed_data(rng, tmp_path, row_bloc
 
 
 def test_row_blocks_pay_rule():
-    # Wherever the shape selects BLOCKED, and at K <= 10 up to 400-byte rows.
+    # At every K < 64 up to 6,272-byte rows (784 features in float64, 1568 in float32).
     assert kernels.row_blocks_pay(32, 63, 8) and kernels.row_blocks_pay(1, 2, 4)
-    assert kernels.row_blocks_pay(50, 10, 8) and not kernels.row_blocks_pay(51, 10, 8)
-    assert kernels.row_blocks_pay(100, 10, 4) and not kernels.row_blocks_pay(101, 10, 4)
-    assert not kernels.row_blocks_pay(40, 11, 4)  # the BLAS body's shapes
+    assert kernels.row_blocks_pay(784, 63, 8) and not kernels.row_blocks_pay(785, 10, 8)
+    assert kernels.row_blocks_pay(1568, 10, 4) and not kernels.row_blocks_pay(1569, 2, 4)
+    assert kernels.row_blocks_pay(40, 11, 4)  # a BLAS shape by select_variant
     assert not kernels.row_blocks_pay(8, 64, 8)  # K >= 64: BLAS
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
-def test_training_reads_row_blocks_where_they_beat_skinny(rng, dtype, row_blocks_calls):
-    d = 40 if dtype == np.float64 else 90  # SKINNY by shape; 320 and 360 bytes a row
-    assert kernels.select_variant(d, 5) is LossGradVariant.SKINNY
-    X, y = _classification(rng, 1000, d, 5, dtype)
+@pytest.mark.parametrize(("d", "k", "variant"), [(90, 5, "SKINNY"), (40, 20, "BLAS")])
+def test_training_reads_row_blocks_where_they_beat_skinny_and_blas(rng, dtype, d, k, variant, row_blocks_calls):
+    assert kernels.select_variant(d, k) is LossGradVariant[variant]
+    X, y = _classification(rng, 1000, d, k, dtype)
     _fit(X, y, dtype)
     assert row_blocks_calls and row_blocks_calls[0] == (8, d, BLOCK_ROWS)
 

@@ -1,0 +1,76 @@
+"""The register tiles of the BLOCKED body (``kernels/_tiles.py``) against a float64 oracle.
+
+The tiles are LLVM vector code whose shape follows the target: 64-byte
+vectors with 32 registers on AVX-512, 32 bytes with 16 registers on AVX2, 16
+bytes elsewhere. Each shape is compiled here whatever this machine has (LLVM
+splits or joins vectors the target lacks), so that every path is checked on
+every machine, for every class-group remainder and every feature remainder.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import DTYPE_IDS, DTYPES
+from numba import njit
+
+from fastsoftmax.kernels import _tiles
+from fastsoftmax.kernels._config import BLOCK_ROWS
+from fastsoftmax.kernels.loss_grad import _block_gradient, _block_logits
+
+VECTOR_SHAPES = [(16, 16), (32, 16), (64, 32)]
+
+
+@pytest.fixture(params=VECTOR_SHAPES, ids=lambda shape: f"{shape[0]}-byte")
+def tiled(request, monkeypatch):
+    """The two block products compiled afresh (not from the cache) for one vector shape."""
+    monkeypatch.setattr(_tiles, "_vector_shape", lambda context: request.param)
+
+    @njit
+    def products(Xt, W, b, Zt, Gt, dW, db):
+        _block_logits(Xt, W, b, Zt)
+        _block_gradient(Xt, Gt, dW, db)
+
+    return products
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_tiles_match_float64_products(rng, tiled, dtype):
+    eps = np.finfo(dtype).eps
+    # Class counts around both group sizes (5 and 4) and feature counts around the tile's four.
+    for n_classes in (1, 2, 3, 4, 5, 6, 9, 11, 13):
+        for n_features in (1, 3, 4, 5, 8, 21):
+            Xt = rng.standard_normal((n_features, BLOCK_ROWS)).astype(dtype)
+            W = rng.standard_normal((n_classes, n_features)).astype(dtype)
+            b = rng.standard_normal(n_classes).astype(dtype)
+            Gt = rng.standard_normal((n_classes, BLOCK_ROWS)).astype(dtype)
+            Zt = np.full((n_classes, BLOCK_ROWS), np.nan, dtype=dtype)
+            dW = np.ones((n_classes, n_features))
+            db = np.ones(n_classes)
+            tiled(Xt, W, b, Zt, Gt, dW, db)
+
+            X64, W64, G64 = Xt.astype(np.float64), W.astype(np.float64), Gt.astype(np.float64)
+            # Sums of n terms in the data's dtype: error at most about n eps times the sum of |terms|.
+            logits_bound = (n_features + 1) * eps * (np.abs(W64) @ np.abs(X64) + np.abs(b)[:, None])
+            np.testing.assert_array_less(np.abs(Zt - (W64 @ X64 + b[:, None])), 4 * logits_bound + 1e-300)
+            gradient_bound = BLOCK_ROWS * eps * (np.abs(G64) @ np.abs(X64).T)
+            np.testing.assert_array_less(np.abs(dW - 1 - G64 @ X64.T), 4 * gradient_bound + 1e-300)
+            np.testing.assert_allclose(db - 1, G64.sum(axis=1), rtol=0, atol=4 * BLOCK_ROWS * eps * np.abs(G64).sum())
+
+
+def test_tiles_follow_the_target_vector_width(monkeypatch):
+    class Codegen:
+        def __init__(self, features):
+            self._tm_features = features
+
+    class Context:
+        def __init__(self, features):
+            self._codegen = Codegen(features)
+
+        def codegen(self):
+            return self._codegen
+
+    assert _tiles._vector_shape(Context("+avx2,+avx512f,+fma")) == (64, 32)
+    assert _tiles._vector_shape(Context("+avx,+avx2,-avx512f")) == (32, 16)
+    assert _tiles._vector_shape(Context("+neon")) == (16, 16)
+    assert _tiles._vector_shape(Context("")) == (16, 16)
