@@ -290,9 +290,9 @@ def _raise_for_nonfinite_logits(X: np.ndarray, n_bad_rows: int) -> None:
 
 
 def _prediction_plan(X: np.ndarray, W: np.ndarray) -> tuple[int, bool]:
-    """Chunks and logits method for prediction, by the same rule as loss+grad."""
+    """Chunks and logits method (BLAS or loops along D) for prediction."""
     n_chunks = _n_chunks(X.shape[0], W.shape[1], W.shape[0])
-    return n_chunks, kernels.select_variant(W.shape[1], W.shape[0]) == kernels.LossGradVariant.BLAS
+    return n_chunks, kernels.logits_by_blas(W.shape[1], W.shape[0])
 
 
 def predict_proba(X, W, b, *, out: np.ndarray | None = None) -> np.ndarray:

@@ -23,7 +23,7 @@ from fastsoftmax.kernels.loss_grad import (
     select_variant,
 )
 from fastsoftmax.kernels.moments import column_moments
-from fastsoftmax.kernels.predict import predict_labels, predict_proba_labels
+from fastsoftmax.kernels.predict import logits_by_blas, predict_labels, predict_proba_labels
 from fastsoftmax.kernels.reductions import count_nonfinite, stream_sum
 from fastsoftmax.kernels.scans import all_finite, all_finite_pair, descend, label_range
 from fastsoftmax.kernels.softmax import (
@@ -44,6 +44,7 @@ __all__ = [
     "descend",
     "hessian_vector_sums",
     "label_range",
+    "logits_by_blas",
     "log_softmax_rows",
     "loss_grad_row_blocks_sums",
     "loss_grad_sums",

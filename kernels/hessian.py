@@ -44,19 +44,21 @@ from fastsoftmax.kernels._math import exp_inplace, exp_scratch
 from fastsoftmax.kernels._signature import named, read_only
 from fastsoftmax.kernels.loss_grad import (
     BLAS_MIN_CLASSES,
-    BLOCKED_MAX_FEATURES,
     LossGradVariant,
     reduce_chunks_any,  # the same chunk-order reduction: scale * sum over chunks + l2 * parameter
 )
 
 _BLAS = int(LossGradVariant.BLAS)
 
+#: D at and below which the Hessian-vector product's BLOCKED body wins (see below).
+HVP_BLOCKED_MAX_FEATURES = 32
+
 
 def select_hvp_variant(n_features: int, n_classes: int) -> LossGradVariant:
     """Choose the block body of the Hessian-vector kernel for D features and K classes.
 
-    BLOCKED where loss+grad takes it (D <= 32 and K < 64: SIMD across rows
-    fills every lane), BLAS everywhere else. Unlike loss+grad there is no
+    BLOCKED for D <= 32 and K < 64 (SIMD across rows fills every lane),
+    BLAS everywhere else. Unlike loss+grad there is no
     SKINNY body: the forward GEMM has 2K columns (logits and direction
     together), which keeps BLAS nearer its peak at small K. Measured on 2
     shared cores (load ~10, medians of 15), as a multiple of the loss+grad
@@ -70,7 +72,7 @@ def select_hvp_variant(n_features: int, n_classes: int) -> LossGradVariant:
     (50000, 784, 10)    1.27 / 1.38    2.07 / 2.94
     ==================  =============  =============
     """
-    if n_classes < BLAS_MIN_CLASSES and n_features <= BLOCKED_MAX_FEATURES:
+    if n_classes < BLAS_MIN_CLASSES and n_features <= HVP_BLOCKED_MAX_FEATURES:
         return LossGradVariant.BLOCKED
     return LossGradVariant.BLAS
 

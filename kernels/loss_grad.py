@@ -21,19 +21,19 @@ Design:
   summed in the input dtype and then flushed into the float64 accumulator, so
   float32 rounding error grows with the block size, not with N.
 - Three block bodies, chosen by shape with ``select_variant``:
-  ``BLOCKED`` the block is transposed into a (D, block) scratch so that the
-              logits, the softmax and the gradient run SIMD across rows (small D
-              and K, where SIMD along D would leave most lanes empty); the two
+  ``BLOCKED`` the block is transposed into a (D, block) scratch (through
+              registers, ``_tiles.transpose_full_block``) so that the logits,
+              the softmax and the gradient run SIMD across rows; the two
               products go through register tiles written as LLVM vector code
-              (``_tiles``). Training can hold X as such blocks once and for all
-              (``row_blocks``, ``loss_grad_row_blocks_sums``), which skips the
-              transpose; then this body beats the other two at every K < 64
+              (``_tiles``). K < 64 with D <= 784 and D K <= 12,800. Training
+              can hold X as such blocks once and for all (``row_blocks``,
+              ``loss_grad_row_blocks_sums``), which skips the transpose
               (``row_blocks_pay``);
   ``SKINNY``  both products as loops along D, four rows and three classes at
-              a time (large D or K <= 10, where BLAS's GEMMs with a dimension
-              of K run below peak);
+              a time (D > 784 with K <= 10, where BLAS's GEMMs with a
+              dimension of K run below peak);
   ``BLAS``    two GEMMs per block of 512 rows through ``np.dot`` with the
-              softmax fused between them (large K, and moderate D).
+              softmax fused between them (K >= 64, and large D K).
 - Compiling is most of a cold first call, so each call compiles only what it
   runs: a serial call runs its block body directly, and each body has its own
   parallel driver (``variant`` is a compile-time constant there), instead of
@@ -51,7 +51,7 @@ from numba import njit, prange
 from fastsoftmax.kernels._config import BLAS_BLOCK_ROWS, BLOCK_ROWS, JIT_OPTIONS
 from fastsoftmax.kernels._math import exp_inplace, exp_scratch, weighted_log1p_sum
 from fastsoftmax.kernels._signature import named, read_only
-from fastsoftmax.kernels._tiles import GRADIENT_GROUP, LOGITS_GROUP, gradient_strip, logits_strip
+from fastsoftmax.kernels._tiles import GRADIENT_GROUP, LOGITS_GROUP, gradient_strip, logits_strip, transpose_full_block
 
 
 class LossGradVariant(enum.IntEnum):
@@ -64,46 +64,51 @@ class LossGradVariant(enum.IntEnum):
 
 #: K at and above which the step is compute-bound and BLAS's GEMMs win.
 BLAS_MIN_CLASSES = 64
-#: D at and below which SIMD across rows beats BLAS's small-K products.
-BLOCKED_MAX_FEATURES = 32
-#: D from which (with K < 64) loops along D beat BLAS's skinny GEMMs.
-SKINNY_MIN_FEATURES = 128
-#: K up to which loops along D beat BLAS's GEMMs at every D above
-#: BLOCKED_MAX_FEATURES (one thread, N = 100,000: K = 10, D = 100 takes
-#: 14.6 ms against 23.5 in float64 and 12.6 against 13.9 in float32; K = 3,
-#: D = 100 6.6 against 17.4; from K = 12 BLAS wins in float32).
+#: D x K up to which (with K < 64) the BLOCKED body's register tiles beat
+#: BLAS's GEMMs and SKINNY's loops; above it the products dominate and BLAS
+#: blocks them better. One thread, ms BLOCKED / best of SKINNY and BLAS,
+#: float32 and float64: N = 1e6, 20 x 3 10.8 / 25.4, 18.4 / 30.2; N =
+#: 200,000, 100 x 10 11.6 / 19.7, 20.8 / 29.4; N = 100,000, 64 x 63 16.9 /
+#: 25.0, 29.1 / 42.5; N = 50,000, 300 x 40 19.8 / 22.1, 31.1 / 39.1, and at
+#: the bound 400 x 32 20.7 / 21.0, 34.9 / 36.0; but N = 30,000, 784 x 32 25.1
+#: / 22.4, 47.1 / 40.5 (BLAS).
+BLOCKED_MAX_WEIGHTS = 12_800
+#: D up to which the BLOCKED body's (D, block) scratch stays in L2 (784 x 128
+#: float64 values, 784 KB); past it a block no longer fits, and at 3000 x 3
+#: SKINNY wins (N = 20,000: 14.3 against 19.1 ms in float32).
+BLOCKED_MAX_FEATURES = 784
+#: K up to which loops along D beat BLAS's GEMMs where BLOCKED does not apply
+#: (one thread: N = 20,000, 2048 x 10 19.3 against 25.1 ms in float32, 43.1
+#: against 44.9 in float64; from K = 11 BLAS wins at large D).
 SKINNY_MAX_CLASSES = 10
 
 
 def select_variant(n_features: int, n_classes: int) -> LossGradVariant:
     """Choose the block body for a problem of D features and K classes.
 
-    The rule, from measurements at 1 to 16 threads (README, "How the kernels
-    work"): for K < 64, BLOCKED when D <= 32 (a (D, block) transpose fits in
-    L1 and SIMD across rows fills every lane), SKINNY when D >= 128 or
-    K <= 10 (BLAS's GEMMs with a dimension of K run far below peak: 2 to 3x
-    slower at D = 784, K = 10, 1.6x at D = 100, K = 10), BLAS in between; for
-    K >= 64, BLAS. (The "K <= 10" part comes from one thread on 2 cores.)
+    The rule, measured on one thread of the 2-core machine (README, "How the
+    kernels work"): for K >= 64, BLAS; for K < 64, BLOCKED when D <= 784 and
+    D K <= 12,800 (its register tiles run both products near the FMA peak
+    while a transposed block stays in L2), else SKINNY for K <= 10 (BLAS's
+    GEMMs with a dimension of K run below peak) and BLAS above.
     """
     if n_classes >= BLAS_MIN_CLASSES:
         return LossGradVariant.BLAS
-    if n_features <= BLOCKED_MAX_FEATURES:
+    if n_features <= BLOCKED_MAX_FEATURES and n_features * n_classes <= BLOCKED_MAX_WEIGHTS:
         return LossGradVariant.BLOCKED
-    if n_features >= SKINNY_MIN_FEATURES or n_classes <= SKINNY_MAX_CLASSES:
+    if n_classes <= SKINNY_MAX_CLASSES:
         return LossGradVariant.SKINNY
     return LossGradVariant.BLAS
 
 
 #: Bytes of one row of X up to which, at K < BLAS_MIN_CLASSES, the BLOCKED body
-#: on X held as row blocks (``row_blocks``, no transpose) beats every body
-#: ``select_variant`` can pick: its register tiles (``_tiles``) run the two
-#: products near the FMA peak while the block stays in L2. One thread, ms
-#: row blocks / best of SKINNY and BLAS, float32 and float64: N = 100,000,
-#: K = 10: D = 48 2.9 / 6.2, 4.8 / 9.8; D = 100 4.4 / 10.0, 8.3 / 15.2;
-#: D = 200 8.1 / 14.4, 14.2 / 23.7; K = 32, D = 100 11.3 / 15.9, 19.8 / 25.5;
-#: N = 30,000, D = 784: K = 10 18.9 / 24.6, 30.5 / 46.3; K = 63 39.9 / 40.3,
-#: 70.6 / 75.5; but N = 10,000, D = 2048, K = 63 (8 KB rows in float32) 39.0
-#: / 34.0, where a block of 1 MB no longer stays in L2 across the class groups.
+#: on X held as row blocks (``row_blocks``, no transpose) runs at least about
+#: as fast as every body ``select_variant`` can pick, while the block stays in
+#: L2. One thread, ms row blocks / best body on X, float32 and float64: N =
+#: 1e6, 20 x 3 9.2 / 10.8, 15.1 / 18.4; N = 200,000, 100 x 10 8.7 / 11.6,
+#: 16.4 / 20.8; N = 100,000, 64 x 63 16.0 / 16.9, 27.8 / 29.1; N = 30,000,
+#: 1280 x 10 float32 15.1 / 17.2; at the bound, 784 x 63 40.6 / 40.2 and 74.6
+#: / 72.1; past it, N = 10,000, 2048 x 63 float32 (8 KB rows) 39.0 / 34.0.
 ROW_BLOCKS_MAX_ROW_BYTES = 784 * 8
 
 
@@ -112,7 +117,7 @@ def row_blocks_pay(n_features: int, n_classes: int, itemsize: int) -> bool:
 
     True for K < BLAS_MIN_CLASSES when a row of X takes at most
     ``ROW_BLOCKS_MAX_ROW_BYTES``: there the copy removes the BLOCKED body's
-    per-block transpose, and the tiled BLOCKED body beats SKINNY and BLAS.
+    per-block transpose, and that body beats SKINNY and BLAS or is level with them.
     Training copies X into row blocks where this holds and the copy fits in memory.
     """
     return n_classes < BLAS_MIN_CLASSES and n_features * itemsize <= ROW_BLOCKS_MAX_ROW_BYTES
@@ -322,6 +327,23 @@ def _transposed_block(Xt, nb, y, W, b, sample_weight, block_start, Zt, rows, row
     return loss
 
 
+@njit(inline="always", **JIT_OPTIONS)
+def _fill_transposed(X, first, nb, Xt):
+    """Xt[d, r] = X[first + r, d] for r < nb, and zero for nb <= r < BLOCK_ROWS (the tiles read every row).
+
+    A full block goes through registers a square of lanes x lanes values at
+    a time (``_tiles.transpose_full_block``); the features past the last
+    square, and a last partial block, one value at a time.
+    """
+    n_features = X.shape[1]
+    n_tiled = transpose_full_block(X, first, Xt) if nb == BLOCK_ROWS else 0
+    for r in range(nb):
+        for d in range(n_tiled, n_features):
+            Xt[d, r] = X[first + r, d]
+    if nb < BLOCK_ROWS:
+        Xt[:, nb:] = 0
+
+
 @njit(**JIT_OPTIONS)
 def _blocked_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc):
     """Rows [start, stop) a transposed block at a time, vectorised across rows."""
@@ -331,11 +353,7 @@ def _blocked_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc):
     loss = 0.0
     for block_start in range(start, stop, BLOCK_ROWS):
         nb = min(BLOCK_ROWS, stop - block_start)
-        for r in range(nb):
-            for d in range(n_features):
-                Xt[d, r] = X[block_start + r, d]
-        if nb < BLOCK_ROWS:
-            Xt[:, nb:] = 0  # defined values for the tiles, which read every row
+        _fill_transposed(X, block_start, nb, Xt)
         loss += _transposed_block(
             Xt, nb, y, W, b, sample_weight, block_start, Zt, rows, row_ints, scratch, dW_acc, db_acc
         )
@@ -686,17 +704,8 @@ def _row_blocks_serial(X, X_blocks):
 
 @njit(inline="always", **JIT_OPTIONS)
 def _fill_row_block(X, X_blocks, j):
-    n_samples, n_features = X.shape
     first = j * BLOCK_ROWS
-    nb = min(BLOCK_ROWS, n_samples - first)
-    block = X_blocks[j]
-    # Feature by feature, so that the writes are contiguous: 14.6 ms against 27.8
-    # row by row for 1e6 x 20 float64 (the block's rows of X stay in cache).
-    for d in range(n_features):
-        for r in range(nb):
-            block[d, r] = X[first + r, d]
-        for r in range(nb, BLOCK_ROWS):
-            block[d, r] = 0  # zeros past row N: the tiles read every row of a block
+    _fill_transposed(X, first, min(BLOCK_ROWS, X.shape[0] - first), X_blocks[j])
 
 
 def row_blocks(X, n_chunks=1):

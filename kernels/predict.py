@@ -17,6 +17,16 @@ from fastsoftmax.kernels._math import exp_scratch
 from fastsoftmax.kernels.softmax import exp_shifted_block
 
 
+def logits_by_blas(n_features: int, n_classes: int) -> bool:
+    """Whether prediction forms its logits by BLAS rather than by loops along D.
+
+    BLAS for K >= 64, and for 32 < D < 128 with K > 10: where its GEMMs beat
+    one dot product per row and class. (The rule the fused loss and gradient
+    used before its BLOCKED body took over K < 64; prediction has no such body.)
+    """
+    return n_classes >= 64 or (32 < n_features < 128 and n_classes > 10)
+
+
 @njit(inline="always", **JIT_OPTIONS)
 def _logits_block(X, W, Wt, b, block_start, nb, Z, use_blas):
     """Z[r] = W X[block_start + r] + b for r < nb; Z is (>= nb, K) and C-contiguous."""

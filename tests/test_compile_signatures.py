@@ -129,9 +129,9 @@ def test_every_input_layout_shares_one_signature_per_kernel(path):
 
 
 def test_a_cold_first_call_compiles_only_the_selected_bodies(tmp_path):
-    # D = 200, K = 3 on 5000 rows: loss+grad takes SKINNY, the Hessian-vector product BLAS, both in parallel.
+    # D = 1000, K = 3 on 5000 rows: loss+grad takes SKINNY, the Hessian-vector product BLAS, both in parallel.
     compiled = {
-        n for n, count in _signatures("5000x200x3", "float32", "fused", tmp_path)["every_layout"].items() if count
+        n for n, count in _signatures("5000x1000x3", "float32", "fused", tmp_path)["every_layout"].items() if count
     }
     loss_grad = "fastsoftmax.kernels.loss_grad."
     hessian = "fastsoftmax.kernels.hessian."

@@ -498,19 +498,29 @@ def test_reduction_kernels(rng, dtype, n_chunks):
 
 
 def test_select_variant_rule():
-    # Small D and K: SIMD across rows; large D or few classes: loops along D;
-    # many classes, or moderate D with 11 to 63 classes: the two GEMMs through BLAS.
+    # K < 64: register tiles across rows while D <= 784 and D K <= 12,800;
+    # past that, loops along D for K <= 10 and the two GEMMs through BLAS above;
+    # K >= 64: BLAS.
     assert kernels.select_variant(4, 3) is LossGradVariant.BLOCKED
-    assert kernels.select_variant(784, 10) is LossGradVariant.SKINNY
+    assert kernels.select_variant(100, 10) is LossGradVariant.BLOCKED
+    assert kernels.select_variant(784, 10) is LossGradVariant.BLOCKED
+    assert kernels.select_variant(3000, 3) is LossGradVariant.SKINNY
+    assert kernels.select_variant(784, 32) is LossGradVariant.BLAS
     assert kernels.select_variant(4, 300) is LossGradVariant.BLAS
     assert kernels.select_variant(200, 300) is LossGradVariant.BLAS
     # The boundaries, one step either side.
-    assert kernels.select_variant(32, 63) is LossGradVariant.BLOCKED
     assert kernels.select_variant(1, 2) is LossGradVariant.BLOCKED
-    assert kernels.select_variant(33, 3) is LossGradVariant.SKINNY
-    assert kernels.select_variant(100, 10) is LossGradVariant.SKINNY
-    assert kernels.select_variant(100, 11) is LossGradVariant.BLAS
-    assert kernels.select_variant(127, 63) is LossGradVariant.BLAS
-    assert kernels.select_variant(128, 63) is LossGradVariant.SKINNY
-    assert kernels.select_variant(128, 64) is LossGradVariant.BLAS
+    assert kernels.select_variant(400, 32) is LossGradVariant.BLOCKED
+    assert kernels.select_variant(401, 32) is LossGradVariant.BLAS
+    assert kernels.select_variant(1280, 10) is LossGradVariant.SKINNY  # D > 784
+    assert kernels.select_variant(785, 2) is LossGradVariant.SKINNY
+    assert kernels.select_variant(785, 11) is LossGradVariant.BLAS
+    assert kernels.select_variant(203, 63) is LossGradVariant.BLOCKED
+    assert kernels.select_variant(204, 63) is LossGradVariant.BLAS
     assert kernels.select_variant(32, 64) is LossGradVariant.BLAS
+
+
+def test_prediction_takes_blas_for_many_classes_and_moderate_d():
+    assert kernels.logits_by_blas(4, 64) and kernels.logits_by_blas(100, 11)
+    assert not kernels.logits_by_blas(100, 10) and not kernels.logits_by_blas(32, 63)
+    assert not kernels.logits_by_blas(128, 63) and kernels.logits_by_blas(127, 63)

@@ -16,7 +16,7 @@ from numba import njit
 
 from fastsoftmax.kernels import _tiles
 from fastsoftmax.kernels._config import BLOCK_ROWS
-from fastsoftmax.kernels.loss_grad import _block_gradient, _block_logits
+from fastsoftmax.kernels.loss_grad import _block_gradient, _block_logits, _fill_transposed
 
 VECTOR_SHAPES = [(16, 16), (32, 16), (64, 32)]
 
@@ -31,13 +31,18 @@ def tiled(request, monkeypatch):
         _block_logits(Xt, W, b, Zt)
         _block_gradient(Xt, Gt, dW, db)
 
-    return products
+    @njit
+    def transpose(X, first, nb, Xt):
+        _fill_transposed(X, first, nb, Xt)
+
+    return products, transpose
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 def test_tiles_match_float64_products(rng, tiled, dtype):
     eps = np.finfo(dtype).eps
     # Class counts around both group sizes (5 and 4) and feature counts around the tile's four.
+    products, _ = tiled
     for n_classes in (1, 2, 3, 4, 5, 6, 9, 11, 13):
         for n_features in (1, 3, 4, 5, 8, 21):
             Xt = rng.standard_normal((n_features, BLOCK_ROWS)).astype(dtype)
@@ -47,7 +52,7 @@ def test_tiles_match_float64_products(rng, tiled, dtype):
             Zt = np.full((n_classes, BLOCK_ROWS), np.nan, dtype=dtype)
             dW = np.ones((n_classes, n_features))
             db = np.ones(n_classes)
-            tiled(Xt, W, b, Zt, Gt, dW, db)
+            products(Xt, W, b, Zt, Gt, dW, db)
 
             X64, W64, G64 = Xt.astype(np.float64), W.astype(np.float64), Gt.astype(np.float64)
             # Sums of n terms in the data's dtype: error at most about n eps times the sum of |terms|.
@@ -56,6 +61,19 @@ def test_tiles_match_float64_products(rng, tiled, dtype):
             gradient_bound = BLOCK_ROWS * eps * (np.abs(G64) @ np.abs(X64).T)
             np.testing.assert_array_less(np.abs(dW - 1 - G64 @ X64.T), 4 * gradient_bound + 1e-300)
             np.testing.assert_allclose(db - 1, G64.sum(axis=1), rtol=0, atol=4 * BLOCK_ROWS * eps * np.abs(G64).sum())
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_blocks_are_transposed_exactly(rng, tiled, dtype):
+    _, transpose = tiled
+    # Feature counts around every width of a square (2 to 16 lanes), odd and even; full and partial blocks.
+    for n_features in (1, 2, 3, 4, 6, 7, 8, 9, 14, 16, 17, 20, 31, 33):
+        X = rng.standard_normal((3 * BLOCK_ROWS + 5, n_features)).astype(dtype)
+        for first, nb in ((0, BLOCK_ROWS), (BLOCK_ROWS + 3, BLOCK_ROWS), (3 * BLOCK_ROWS, 5), (0, 1)):
+            Xt = np.full((n_features, BLOCK_ROWS), np.nan, dtype=dtype)
+            transpose(X, first, nb, Xt)
+            np.testing.assert_array_equal(Xt[:, :nb], X[first : first + nb].T)
+            np.testing.assert_array_equal(Xt[:, nb:], 0)
 
 
 def test_tiles_follow_the_target_vector_width(monkeypatch):
