@@ -51,7 +51,14 @@ from numba import njit, prange
 from fastsoftmax.kernels._config import BLAS_BLOCK_ROWS, BLOCK_ROWS, JIT_OPTIONS
 from fastsoftmax.kernels._math import exp_inplace, exp_scratch, weighted_log1p_sum
 from fastsoftmax.kernels._signature import named, read_only
-from fastsoftmax.kernels._tiles import GRADIENT_GROUP, LOGITS_GROUP, gradient_strip, logits_strip, transpose_full_block
+from fastsoftmax.kernels._tiles import (
+    GRADIENT_GROUP,
+    LOGITS_GROUP,
+    gradient_strip,
+    logits_strip,
+    softmax_gradient_full_block,
+    transpose_full_block,
+)
 
 
 class LossGradVariant(enum.IntEnum):
@@ -318,7 +325,12 @@ def _block_softmax_grad(Zt, nb, y, sample_weight, block_start, rows, row_ints, s
 def _transposed_block(Xt, nb, y, W, b, sample_weight, block_start, Zt, rows, row_ints, scratch, dW_acc, db_acc):
     """One block of the BLOCKED body, its rows r < nb held as Xt[:, r]; returns the block's loss in float64."""
     _block_logits(Xt, W, b, Zt)
-    loss = _block_softmax_grad(Zt, nb, y, sample_weight, block_start, rows, row_ints, scratch)
+    if nb == BLOCK_ROWS:
+        row_tail = rows[1]
+        loss = softmax_gradient_full_block(Zt, y, sample_weight, block_start, row_tail)
+        loss += weighted_log1p_sum(row_tail, BLOCK_ROWS, sample_weight, block_start)
+    else:
+        loss = _block_softmax_grad(Zt, nb, y, sample_weight, block_start, rows, row_ints, scratch)
     # The tiles sum over all BLOCK_ROWS rows; past the block's end the gradient is zero.
     for k in range(Zt.shape[0]):
         for r in range(nb, BLOCK_ROWS):

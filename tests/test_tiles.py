@@ -16,7 +16,14 @@ from numba import njit
 
 from fastsoftmax.kernels import _tiles
 from fastsoftmax.kernels._config import BLOCK_ROWS
-from fastsoftmax.kernels.loss_grad import _block_gradient, _block_logits, _fill_transposed
+from fastsoftmax.kernels._math import weighted_log1p_sum
+from fastsoftmax.kernels.loss_grad import (
+    _block_gradient,
+    _block_logits,
+    _block_scratch,
+    _block_softmax_grad,
+    _fill_transposed,
+)
 
 VECTOR_SHAPES = [(16, 16), (32, 16), (64, 32)]
 
@@ -35,14 +42,26 @@ def tiled(request, monkeypatch):
     def transpose(X, first, nb, Xt):
         _fill_transposed(X, first, nb, Xt)
 
-    return products, transpose
+    @njit
+    def softmax(Zt, y, sample_weight, block_start, row_tail):
+        loss = _tiles.softmax_gradient_full_block(Zt, y, sample_weight, block_start, row_tail)
+        return loss + weighted_log1p_sum(row_tail, BLOCK_ROWS, sample_weight, block_start)
+
+    return products, transpose, softmax
+
+
+@njit
+def _softmax_by_loops(Zt, y, sample_weight, block_start):
+    """The loop version of the softmax stage, which the tiled one must reproduce."""
+    _, rows, row_ints, scratch = _block_scratch(Zt, Zt.shape[0])
+    return _block_softmax_grad(Zt, BLOCK_ROWS, y, sample_weight, block_start, rows, row_ints, scratch)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 def test_tiles_match_float64_products(rng, tiled, dtype):
     eps = np.finfo(dtype).eps
     # Class counts around both group sizes (5 and 4) and feature counts around the tile's four.
-    products, _ = tiled
+    products, _, _ = tiled
     for n_classes in (1, 2, 3, 4, 5, 6, 9, 11, 13):
         for n_features in (1, 3, 4, 5, 8, 21):
             Xt = rng.standard_normal((n_features, BLOCK_ROWS)).astype(dtype)
@@ -65,7 +84,7 @@ def test_tiles_match_float64_products(rng, tiled, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 def test_blocks_are_transposed_exactly(rng, tiled, dtype):
-    _, transpose = tiled
+    _, transpose, _ = tiled
     # Feature counts around every width of a square (2 to 16 lanes), odd and even; full and partial blocks.
     for n_features in (1, 2, 3, 4, 6, 7, 8, 9, 14, 16, 17, 20, 31, 33):
         X = rng.standard_normal((3 * BLOCK_ROWS + 5, n_features)).astype(dtype)
@@ -74,6 +93,44 @@ def test_blocks_are_transposed_exactly(rng, tiled, dtype):
             transpose(X, first, nb, Xt)
             np.testing.assert_array_equal(Xt[:, :nb], X[first : first + nb].T)
             np.testing.assert_array_equal(Xt[:, nb:], 0)
+
+
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_softmax_stage_matches_the_loops(rng, tiled, dtype, weighted):
+    _, _, softmax = tiled
+    eps = np.finfo(dtype).eps
+    block_start = 3
+    for n_classes in (1, 2, 3, 7, 16, 63):
+        n_rows = block_start + BLOCK_ROWS
+        y = rng.integers(0, n_classes, n_rows)
+        sample_weight = rng.uniform(0.1, 3.0, n_rows).astype(dtype) if weighted else np.empty(0, dtype=dtype)
+        Zt = (rng.standard_normal((n_classes, BLOCK_ROWS)) * 5).astype(dtype)
+        Zt[:, :8] = 0.0  # ties: the first of equal logits leads
+        Zt[:, 8:16] *= 1e4 / 5  # extreme logits
+        if n_classes > 1:
+            Zt[0, 16:24] = -np.inf  # a class that cannot occur, and is not the label
+            y[block_start + 16 : block_start + 24] = n_classes - 1
+            Zt[1, 24:32] = Zt[0, 24:32] + 1  # the label leads where it is class 1
+            y[block_start + 24 : block_start + 32] = 1
+        expected_G = Zt.copy()
+        expected = _softmax_by_loops(expected_G, y, sample_weight, block_start)
+        G = Zt.copy()
+        row_tail = np.empty(BLOCK_ROWS, dtype=dtype)
+        loss = softmax(G, y, sample_weight, block_start, row_tail)
+        assert np.isfinite(expected) and np.isfinite(loss) and np.isfinite(G).all()
+        scale = np.abs(expected) + 1
+        assert abs(loss - expected) <= 64 * eps * n_classes * BLOCK_ROWS * scale
+        weights = sample_weight[block_start:] if weighted else 1
+        np.testing.assert_allclose(G, expected_G, rtol=16 * eps, atol=16 * eps * np.max(weights))
+
+
+def test_softmax_stage_propagates_nan(tiled):
+    _, _, softmax = tiled
+    Zt = np.zeros((3, BLOCK_ROWS))
+    Zt[1, 5] = np.nan
+    loss = softmax(Zt, np.zeros(BLOCK_ROWS, dtype=np.int64), np.empty(0), 0, np.empty(BLOCK_ROWS))
+    assert np.isnan(loss)
 
 
 def test_tiles_follow_the_target_vector_width(monkeypatch):
