@@ -29,9 +29,9 @@ on X: 1e6 x 20 x 3 15.8 -> 10.8 ms in float32 and 22.3 -> 18.4 in float64;
 200,000 x 100 x 10 20.6 -> 11.6 and 68.9 -> 20.8).
 
 And the softmax between the products (``softmax_gradient_full_block``) keeps a
-vector of rows in registers from its max to its gradient, where the loop
-version makes about ten passes over the block, each loading and storing
-its per-row arrays (one thread, the whole pass on X: 1e6 x 20 x 3 10.8 -> 7.5
+vector of rows in registers from its max to its gradient, where Numba loops
+made about ten passes over the block, each loading and storing per-row
+arrays (one thread, the whole pass on X: 1e6 x 20 x 3 10.8 -> 7.5
 ms in float32 and 18.4 -> 15.6 in float64).
 
 The tile sizes follow the target's vector registers, read from Numba's target
@@ -399,15 +399,15 @@ def softmax_gradient_full_block(typingctx, Zt_type, y_type, sample_weight_type, 
     """An intrinsic: the softmax stage of a full block of logits, one vector of rows at a time in registers.
 
     ``softmax_gradient_full_block(Zt, y, sample_weight, block_start, row_tail) -> loss``
-    does what ``loss_grad._block_softmax_grad`` does for nb = BLOCK_ROWS, with
-    the same operations: for each row r (row block_start + r of the data),
+    does what ``loss_grad._softmax_grad_block`` does for a transposed block of
+    BLOCK_ROWS rows, with the same operations: for each row r (row block_start + r of the data),
     its max logit m and first argmax a, the label's logit z_y, the exps
     e_k = exp(z_k - m), the tail t = sum_{k != a} e_k, and the gradient
     w (p - e_y) written over Zt; it returns sum_r w_r (m_r - z_{y,r}) in
     float64 and leaves t in row_tail, from which the caller adds
-    w log(1 + t). Where that function walks each step over the whole block,
-    a row vector here stays in registers from its max to its gradient: three
-    passes over the classes instead of about ten over the block.
+    w log(1 + t). A vector of rows stays in registers from its max to its
+    gradient: three passes over the classes instead of about ten loops over
+    the block.
     """
     signature = types.float64(Zt_type, y_type, sample_weight_type, types.intp, row_tail_type)
 

@@ -245,96 +245,45 @@ def _block_gradient(Xt, Gt, dW_acc, db_acc):
 def _block_scratch(dtype_like, n_classes):
     """The per-chunk scratch of the transposed-block body.
 
-    Zt (K, block); ``rows`` holds each row's max logit, tail, scale, weight
-    (1 where unweighted) and label's logit; ``row_ints`` each row's argmax and
-    label, in integers of the data's width (see ``exp_scratch``); and exp's buffer.
+    Zt (K, block), each row's tail (see ``_softmax_grad_block``), and the
+    labels and weights of a last partial block padded to a full one.
     """
     Zt = np.empty((n_classes, BLOCK_ROWS), dtype=dtype_like.dtype)
-    rows = np.ones((5, BLOCK_ROWS), dtype=dtype_like.dtype)
-    row_argmax = exp_scratch(dtype_like, BLOCK_ROWS)
-    row_label = exp_scratch(dtype_like, BLOCK_ROWS)
-    return Zt, rows, (row_argmax, row_label), exp_scratch(dtype_like, BLOCK_ROWS)
+    row_tail = np.empty(BLOCK_ROWS, dtype=dtype_like.dtype)
+    padded_labels = np.zeros(BLOCK_ROWS, dtype=np.int64)
+    padded_weights = np.zeros(BLOCK_ROWS, dtype=dtype_like.dtype)
+    return Zt, row_tail, padded_labels, padded_weights
 
 
 @njit(inline="always", **JIT_OPTIONS)
-def _block_softmax_grad(Zt, nb, y, sample_weight, block_start, rows, row_ints, scratch):
-    """Turn a transposed block of logits Zt[:, :nb] into w_r (p_r - e_{y_r}); returns the block's loss in float64.
+def _block_softmax(Zt, nb, y, sample_weight, block_start, scratch):
+    """Turn a transposed block of logits Zt[:, r] into w_r (p_r - e_{y_r}); returns the block's loss in float64.
 
-    Row r is row block_start + r of the data. Every loop runs SIMD across
-    rows; the math is that of ``_softmax_grad_block``.
+    Row r is row block_start + r of the data, for r < nb. The math is that of
+    ``_softmax_grad_block``, through ``_tiles.softmax_gradient_full_block``.
+    A last partial block goes through it as a full one whose rows from nb on
+    have label 0 and weight 0: their gradient is then exactly zero and their
+    loss is not counted (their logits must be finite).
     """
-    n_classes = Zt.shape[0]
-    weighted = sample_weight.shape[0] > 0
-    row_max, row_tail, row_scale, row_weight, row_label_logit = rows[0], rows[1], rows[2], rows[3], rows[4]
-    row_argmax, row_label = row_ints
-    lane_int = row_label.dtype.type
-    zero = Zt.dtype.type(0)
-    one = Zt.dtype.type(1)
-    for r in range(nb):
-        row_max[r] = Zt[0, r]
-        row_argmax[r] = 0
-        row_tail[r] = zero
-        row_label[r] = y[block_start + r]
-    for k in range(1, n_classes):
-        k_lane = lane_int(k)
+    _, row_tail, padded_labels, padded_weights = scratch
+    if nb == BLOCK_ROWS:
+        loss = softmax_gradient_full_block(Zt, y, sample_weight, block_start, row_tail)
+    else:
         for r in range(nb):
-            z = Zt[k, r]
-            leads = z > row_max[r]
-            row_max[r] = z if leads else row_max[r]
-            row_argmax[r] = k_lane if leads else row_argmax[r]
-    # The loss needs z_y before the logits are overwritten by exp; selects over
-    # the classes, not a gather per row, keep it SIMD (1e6 x 20 x 3: -0.6 ms).
-    for r in range(nb):
-        row_label_logit[r] = zero
-    for k in range(n_classes):
-        k_lane = lane_int(k)
-        for r in range(nb):
-            row_label_logit[r] += Zt[k, r] if row_label[r] == k_lane else zero
-    if weighted:
-        for r in range(nb):
-            row_weight[r] = sample_weight[block_start + r]
-    loss = 0.0
-    for r in range(nb):
-        loss += np.float64(row_weight[r]) * (np.float64(row_max[r]) - np.float64(row_label_logit[r]))
-    for k in range(n_classes):
-        for r in range(nb):
-            Zt[k, r] -= row_max[r]
-        exp_inplace(Zt[k, :nb], scratch)
-    # The tail t leaves out the argmax's exp(0) = 1 (see _softmax_grad_block).
-    # Selects instead of a scatter and a branch per row keep these loops SIMD.
-    for k in range(n_classes):
-        k_lane = lane_int(k)
-        for r in range(nb):
-            row_tail[r] += zero if row_argmax[r] == k_lane else Zt[k, r]
-    loss += weighted_log1p_sum(row_tail, nb, sample_weight, block_start)
-    for r in range(nb):
-        row_scale[r] = row_weight[r] / (one + row_tail[r])
-    # w (p - e_y) with p_k = exp(z_k - m) scale; at the argmax exp(0) = 1
-    # exactly, so p_a = scale, and w (p_a - 1) = -t scale where the label leads.
-    for k in range(n_classes):
-        k_lane = lane_int(k)
-        for r in range(nb):
-            scale = row_scale[r]
-            is_label = row_label[r] == k_lane
-            g = Zt[k, r] * scale - (row_weight[r] if is_label else zero)
-            Zt[k, r] = -row_tail[r] * scale if (is_label and row_argmax[r] == k_lane) else g
-    return loss
+            padded_labels[r] = y[block_start + r]
+            padded_weights[r] = sample_weight[block_start + r] if sample_weight.shape[0] > 0 else 1
+        padded_labels[nb:] = 0
+        padded_weights[nb:] = 0
+        loss = softmax_gradient_full_block(Zt, padded_labels, padded_weights, 0, row_tail)
+    return loss + weighted_log1p_sum(row_tail, nb, sample_weight, block_start)
 
 
 @njit(inline="always", **JIT_OPTIONS)
-def _transposed_block(Xt, nb, y, W, b, sample_weight, block_start, Zt, rows, row_ints, scratch, dW_acc, db_acc):
-    """One block of the BLOCKED body, its rows r < nb held as Xt[:, r]; returns the block's loss in float64."""
+def _transposed_block(Xt, nb, y, W, b, sample_weight, block_start, scratch, dW_acc, db_acc):
+    """One block of the BLOCKED body, its rows r < nb held as Xt[:, r] (zero from nb on); returns its loss."""
+    Zt = scratch[0]
     _block_logits(Xt, W, b, Zt)
-    if nb == BLOCK_ROWS:
-        row_tail = rows[1]
-        loss = softmax_gradient_full_block(Zt, y, sample_weight, block_start, row_tail)
-        loss += weighted_log1p_sum(row_tail, BLOCK_ROWS, sample_weight, block_start)
-    else:
-        loss = _block_softmax_grad(Zt, nb, y, sample_weight, block_start, rows, row_ints, scratch)
-    # The tiles sum over all BLOCK_ROWS rows; past the block's end the gradient is zero.
-    for k in range(Zt.shape[0]):
-        for r in range(nb, BLOCK_ROWS):
-            Zt[k, r] = 0
+    loss = _block_softmax(Zt, nb, y, sample_weight, block_start, scratch)
     _block_gradient(Xt, Zt, dW_acc, db_acc)
     return loss
 
@@ -361,14 +310,12 @@ def _blocked_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc):
     """Rows [start, stop) a transposed block at a time, vectorised across rows."""
     n_features = W.shape[1]
     Xt = np.empty((n_features, BLOCK_ROWS), dtype=X.dtype)
-    Zt, rows, row_ints, scratch = _block_scratch(X, W.shape[0])
+    scratch = _block_scratch(X, W.shape[0])
     loss = 0.0
     for block_start in range(start, stop, BLOCK_ROWS):
         nb = min(BLOCK_ROWS, stop - block_start)
         _fill_transposed(X, block_start, nb, Xt)
-        loss += _transposed_block(
-            Xt, nb, y, W, b, sample_weight, block_start, Zt, rows, row_ints, scratch, dW_acc, db_acc
-        )
+        loss += _transposed_block(Xt, nb, y, W, b, sample_weight, block_start, scratch, dW_acc, db_acc)
     return loss
 
 
@@ -379,14 +326,12 @@ def _row_blocks_chunk(X_blocks, y, W, b, sample_weight, start, stop, dW_acc, db_
     Takes rows [start, stop), ``start`` a multiple of BLOCK_ROWS; block j
     holds rows j BLOCK_ROWS + r as X_blocks[j, :, r], zero past row N.
     """
-    Zt, rows, row_ints, scratch = _block_scratch(X_blocks, W.shape[0])
+    scratch = _block_scratch(X_blocks, W.shape[0])
     loss = 0.0
     for block_start in range(start, stop, BLOCK_ROWS):
         nb = min(BLOCK_ROWS, stop - block_start)
         Xt = X_blocks[block_start // BLOCK_ROWS]
-        loss += _transposed_block(
-            Xt, nb, y, W, b, sample_weight, block_start, Zt, rows, row_ints, scratch, dW_acc, db_acc
-        )
+        loss += _transposed_block(Xt, nb, y, W, b, sample_weight, block_start, scratch, dW_acc, db_acc)
     return loss
 
 

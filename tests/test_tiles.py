@@ -16,13 +16,14 @@ from numba import njit
 
 from fastsoftmax.kernels import _tiles
 from fastsoftmax.kernels._config import BLOCK_ROWS
-from fastsoftmax.kernels._math import weighted_log1p_sum
+from fastsoftmax.kernels._math import exp_scratch
 from fastsoftmax.kernels.loss_grad import (
     _block_gradient,
     _block_logits,
     _block_scratch,
-    _block_softmax_grad,
+    _block_softmax,
     _fill_transposed,
+    _softmax_grad_block,
 )
 
 VECTOR_SHAPES = [(16, 16), (32, 16), (64, 32)]
@@ -43,18 +44,20 @@ def tiled(request, monkeypatch):
         _fill_transposed(X, first, nb, Xt)
 
     @njit
-    def softmax(Zt, y, sample_weight, block_start, row_tail):
-        loss = _tiles.softmax_gradient_full_block(Zt, y, sample_weight, block_start, row_tail)
-        return loss + weighted_log1p_sum(row_tail, BLOCK_ROWS, sample_weight, block_start)
+    def softmax_stage(Zt, nb, y, sample_weight, block_start):
+        scratch = _block_scratch(Zt, Zt.shape[0])
+        return _block_softmax(Zt, nb, y, sample_weight, block_start, scratch)
 
-    return products, transpose, softmax
+    return products, transpose, softmax_stage
 
 
 @njit
-def _softmax_by_loops(Zt, y, sample_weight, block_start):
-    """The loop version of the softmax stage, which the tiled one must reproduce."""
-    _, rows, row_ints, scratch = _block_scratch(Zt, Zt.shape[0])
-    return _block_softmax_grad(Zt, BLOCK_ROWS, y, sample_weight, block_start, rows, row_ints, scratch)
+def _softmax_by_rows(Z, nb, y, sample_weight, block_start):
+    """The row-major softmax stage of the SKINNY and BLAS bodies, which the tiled one must reproduce."""
+    scratch = exp_scratch(Z, Z.size)
+    row_tail = np.empty(nb, dtype=Z.dtype)
+    row_argmax = np.empty(nb, dtype=np.intp)
+    return _softmax_grad_block(Z, nb, y, sample_weight, block_start, scratch, row_tail, row_argmax)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
@@ -95,14 +98,15 @@ def test_blocks_are_transposed_exactly(rng, tiled, dtype):
             np.testing.assert_array_equal(Xt[:, nb:], 0)
 
 
+@pytest.mark.parametrize("nb", [BLOCK_ROWS, 45], ids=["full", "partial"])
 @pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
-def test_softmax_stage_matches_the_loops(rng, tiled, dtype, weighted):
-    _, _, softmax = tiled
+def test_softmax_stage_matches_the_row_major_one(rng, tiled, dtype, weighted, nb):
+    _, _, softmax_stage = tiled
     eps = np.finfo(dtype).eps
     block_start = 3
     for n_classes in (1, 2, 3, 7, 16, 63):
-        n_rows = block_start + BLOCK_ROWS
+        n_rows = block_start + nb
         y = rng.integers(0, n_classes, n_rows)
         sample_weight = rng.uniform(0.1, 3.0, n_rows).astype(dtype) if weighted else np.empty(0, dtype=dtype)
         Zt = (rng.standard_normal((n_classes, BLOCK_ROWS)) * 5).astype(dtype)
@@ -113,24 +117,24 @@ def test_softmax_stage_matches_the_loops(rng, tiled, dtype, weighted):
             y[block_start + 16 : block_start + 24] = n_classes - 1
             Zt[1, 24:32] = Zt[0, 24:32] + 1  # the label leads where it is class 1
             y[block_start + 24 : block_start + 32] = 1
-        expected_G = Zt.copy()
-        expected = _softmax_by_loops(expected_G, y, sample_weight, block_start)
+        Zt[:, nb:] = 0  # the padding of a partial block, as the transposed copy leaves it
+        expected_G = np.ascontiguousarray(Zt[:, :nb].T)
+        expected = _softmax_by_rows(expected_G, nb, y, sample_weight, block_start)
         G = Zt.copy()
-        row_tail = np.empty(BLOCK_ROWS, dtype=dtype)
-        loss = softmax(G, y, sample_weight, block_start, row_tail)
+        loss = softmax_stage(G, nb, y, sample_weight, block_start)
         assert np.isfinite(expected) and np.isfinite(loss) and np.isfinite(G).all()
-        scale = np.abs(expected) + 1
-        assert abs(loss - expected) <= 64 * eps * n_classes * BLOCK_ROWS * scale
-        weights = sample_weight[block_start:] if weighted else 1
-        np.testing.assert_allclose(G, expected_G, rtol=16 * eps, atol=16 * eps * np.max(weights))
+        assert abs(loss - expected) <= 64 * eps * n_classes * nb * (abs(expected) + 1)
+        weights = sample_weight[block_start:, None] if weighted else 1
+        np.testing.assert_allclose(G[:, :nb].T, expected_G, rtol=16 * eps, atol=16 * eps * np.max(weights))
+        np.testing.assert_array_equal(G[:, nb:], 0)  # padded rows add nothing to the gradient
 
 
 def test_softmax_stage_propagates_nan(tiled):
-    _, _, softmax = tiled
-    Zt = np.zeros((3, BLOCK_ROWS))
-    Zt[1, 5] = np.nan
-    loss = softmax(Zt, np.zeros(BLOCK_ROWS, dtype=np.int64), np.empty(0), 0, np.empty(BLOCK_ROWS))
-    assert np.isnan(loss)
+    _, _, softmax_stage = tiled
+    for nb in (BLOCK_ROWS, 9):
+        Zt = np.zeros((3, BLOCK_ROWS))
+        Zt[1, 5] = np.nan
+        assert np.isnan(softmax_stage(Zt, nb, np.zeros(BLOCK_ROWS, dtype=np.int64), np.empty(0), 0))
 
 
 def test_tiles_follow_the_target_vector_width(monkeypatch):
