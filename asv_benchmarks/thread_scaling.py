@@ -25,6 +25,7 @@ from threadpoolctl import threadpool_limits
 import fastsoftmax as fs
 from fastsoftmax import kernels, reference
 from fastsoftmax._api import fused_loss_grad
+from fastsoftmax.kernels.loss_grad import BLOCKED_MAX_FEATURES
 
 small = os.environ.get("SMALL") == "1"
 out_dir = os.environ.get("OUT", "/tmp")
@@ -75,7 +76,7 @@ for N, D, K in shapes:
             rec["public_ms"] = median_time(lambda: fs.loss_and_grad(X, y, W, b)) * 1e3
             for v in kernels.LossGradVariant:
                 if (K >= 256 and v != kernels.LossGradVariant.BLAS) or (
-                    D > 128 and v == kernels.LossGradVariant.BLOCKED
+                    D > BLOCKED_MAX_FEATURES and v == kernels.LossGradVariant.BLOCKED
                 ):
                     continue
                 rec[v.name + "_ms"] = (

@@ -24,9 +24,9 @@ backend can replace the chunk loop by a map-reduce over the same partial sums.
   most 6,272 bytes), an in-memory X is copied once
   into that layout (``kernels.row_blocks``), at the second full-batch
   evaluation, so that a one-off evaluation never pays for the copy. Every
-  later pass skips the per-block transpose (one thread, 1e6 x 20 x 3: 22.3 ->
-  15.6 ms in float64; 200,000 x 100 x 10: 20.4 -> 9.0 ms in float32 and
-  29.4 -> 15.6 in float64, against SKINNY).
+  later pass skips the per-block transpose (one thread, X in place -> row
+  blocks: 1e6 x 20 x 3 16.5 -> 12.6 ms in float64 and 7.9 -> 6.3 in float32;
+  200,000 x 100 x 10 17.7 -> 14.4 and 10.4 -> 7.5).
   The copy is as large as X and is made only when it fits
   :data:`ROW_BLOCKS_MEMORY_FRACTION` of the available memory.
 * **Determinism.** Full-batch partial sums are added chunk by chunk in row
