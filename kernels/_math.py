@@ -128,10 +128,7 @@ def exp_scratch(like, n):
     """An integer scratch buffer of length n for ``exp_inplace`` on arrays like ``like``.
 
     Its integers have the width of ``like``'s floats (int64 for float64, int32
-    for float32), so the transposed-block body also keeps a block's argmax
-    and labels in such buffers: a loop that mixes them with the floats then
-    fills the same SIMD lanes (int64 labels halve float32's lanes and kept the
-    gradient's select loop scalar).
+    for float32): ``exp_inplace`` builds 2^k in their bits.
     """
     return np.empty(n, dtype=np.int64 if like.dtype == np.float64 else np.int32)
 

@@ -1,38 +1,38 @@
-"""Register-tiled products of a transposed block, emitted as LLVM vector code.
+"""The stages of the BLOCKED body as register tiles, emitted as LLVM vector code.
 
 The BLOCKED body holds a block of rows transposed, Xt (D, BLOCK_ROWS), and
-needs two products with it for C classes at a time:
+runs four stages on it:
 
+    transpose  Xt[d, r] = X[first + r, d]
     logits     Zt[k, r] = b_k + sum_d W[k, d] Xt[d, r]            (K, BLOCK_ROWS)
+    softmax    Gt[k, r] = w_r (p_{r,k} - [y_r = k]), and the loss
     gradient   dW[k, d] += sum_r Gt[k, r] Xt[d, r]                (K, D)
 
-Written as Numba loops, only the innermost loop is vectorised, so the logits'
-accumulators live in memory: each pass over a class's row of Zt loads and
-stores it once per four products, and each feature of the gradient ends in a
-horizontal sum after only BLOCK_ROWS / lanes vector products. These intrinsics
-emit the loops themselves with LLVM vector types, so that the accumulators of
-a tile stay in registers:
+Written as Numba loops, only the innermost loop is vectorised, so partial
+results live in memory: the logits' accumulators are loaded and stored once
+per four products, each feature of the gradient ends in a horizontal sum
+after only BLOCK_ROWS / lanes vector products, the softmax makes about ten
+passes over the block, and the transpose moves one value at a time. These
+intrinsics emit the loops themselves with LLVM vector types, so that a tile
+stays in registers:
 
-- logits: C classes x V vectors of rows per tile; each step over d loads V
-  vectors of Xt[d] and one W[k, d] per class, for C V fused multiply-adds;
-- gradient: C classes x 4 features per tile; each step over the rows loads C
-  vectors of Gt and 4 of Xt, for 4 C fused multiply-adds, and each of the
-  4 C sums is reduced once per block and added to the float64 accumulator.
+- transpose (``transpose_full_block``): squares of lanes x lanes values are
+  loaded along X's rows, turned by shuffles and stored along Xt's rows;
+- logits (``logits_strip``): C classes x V vectors of rows per tile; each
+  step over d loads V vectors of Xt[d] and one W[k, d] per class, for C V
+  fused multiply-adds;
+- softmax (``softmax_gradient_full_block``): a vector of rows from its max
+  to its gradient, three passes over the classes;
+- gradient (``gradient_strip``): C classes x 4 features per tile; each step
+  over the rows loads C vectors of Gt and 4 of Xt, for 4 C fused
+  multiply-adds, and each sum is reduced once per block into float64.
 
-(One thread, 200,000 x 100 x 10, X held as row blocks: logits 7.4 -> 4.4 ms in
-float32 and 16.6 -> 7.9 in float64; the whole pass 16.1 -> 9.9 and 31.3 -> 19.5.)
-
-The block itself is transposed from X the same way (``transpose_full_block``):
-squares of lanes x lanes values are loaded along X's rows, transposed by
-shuffles in registers and stored along Xt's rows (one thread, the whole pass
-on X: 1e6 x 20 x 3 15.8 -> 10.8 ms in float32 and 22.3 -> 18.4 in float64;
-200,000 x 100 x 10 20.6 -> 11.6 and 68.9 -> 20.8).
-
-And the softmax between the products (``softmax_gradient_full_block``) keeps a
-vector of rows in registers from its max to its gradient, where Numba loops
-made about ten passes over the block, each loading and storing per-row
-arrays (one thread, the whole pass on X: 1e6 x 20 x 3 10.8 -> 7.5
-ms in float32 and 18.4 -> 15.6 in float64).
+One thread, the whole pass, reading X in place, as each stage went in:
+1e6 x 20 x 3 15.8 -> 10.8 (transpose) -> 7.5 ms (softmax) in float32 and
+22.3 -> 18.4 -> 15.6 in float64; 200,000 x 100 x 10 20.6 -> 11.6 and 68.9 ->
+20.8 (transpose). On X held as row blocks, the logits and gradient tiles
+took 200,000 x 100 x 10 from 16.1 to 9.9 ms in float32 and 31.3 to 19.5 in
+float64.
 
 The tile sizes follow the target's vector registers, read from Numba's target
 machine when the caller compiles: 64-byte vectors with 32 registers
@@ -40,9 +40,9 @@ machine when the caller compiles: 64-byte vectors with 32 registers
 than one tile holds runs as several tiles, so callers group classes by the
 largest tile (``LOGITS_GROUP``, ``GRADIENT_GROUP``) on every target.
 
-Every block is BLOCK_ROWS rows: the caller zero-pads a partial block's rows of
-Gt (and of Xt, so that nothing undefined is multiplied), and reads only the
-logits of its rows.
+Every block is BLOCK_ROWS rows and every array is C-contiguous (checked when
+the caller compiles). A last partial block is zero-padded in Xt, and its
+padded rows enter the softmax with weight 0, so their gradient is zero.
 """
 
 import functools
@@ -51,6 +51,7 @@ import math
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
+from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
 from fastsoftmax.kernels._config import BLOCK_ROWS, FASTMATH
@@ -122,6 +123,13 @@ class _Arrays:
         return self.builder.shuffle_vector(vector, vector, mask)
 
 
+def _require_contiguous(**array_types) -> None:
+    """Raise at compile time unless every array is C-contiguous: the tiles load whole vectors along its last axis."""
+    for name, array_type in array_types.items():
+        if getattr(array_type, "layout", None) != "C":
+            raise TypingError(f"register tiles need a C-contiguous {name}, got {array_type}")
+
+
 def _fma(builder, vector_type, itemsize):
     name = f"llvm.fma.v{vector_type.count}{'f32' if itemsize == 4 else 'f64'}"
     return cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector_type, [vector_type] * 3), name)
@@ -144,6 +152,7 @@ def logits_strip(n_classes: int):
 
     @intrinsic
     def strip(typingctx, Xt_type, W_type, b_type, Zt_type, k0_type):
+        _require_contiguous(Xt=Xt_type, Zt=Zt_type)
         signature = types.void(Xt_type, W_type, b_type, Zt_type, types.intp)
 
         def codegen(context, builder, signature, args):
@@ -208,6 +217,7 @@ def gradient_strip(n_classes: int):
 
     @intrinsic
     def strip(typingctx, Xt_type, Gt_type, dW_type, k0_type):
+        _require_contiguous(Xt=Xt_type, Gt=Gt_type)
         signature = types.void(Xt_type, Gt_type, dW_type, types.intp)
 
         def codegen(context, builder, signature, args):
@@ -303,6 +313,7 @@ def transpose_full_block(typingctx, X_type, first_type, Xt_type):
     vector, then halves for the features left over (D = 20 in float64: 16
     features in squares of 8, 4 in squares of 4).
     """
+    _require_contiguous(X=X_type, Xt=Xt_type)
     signature = types.intp(X_type, types.intp, Xt_type)
 
     def codegen(context, builder, signature, args):
@@ -409,6 +420,7 @@ def softmax_gradient_full_block(typingctx, Zt_type, y_type, sample_weight_type, 
     gradient: three passes over the classes instead of about ten loops over
     the block.
     """
+    _require_contiguous(Zt=Zt_type, y=y_type, sample_weight=sample_weight_type, row_tail=row_tail_type)
     signature = types.float64(Zt_type, y_type, sample_weight_type, types.intp, row_tail_type)
 
     def codegen(context, builder, signature, args):

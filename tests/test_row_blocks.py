@@ -197,7 +197,7 @@ def test_no_row_blocks_beyond_the_memory_budget(rng, row_blocks_calls, monkeypat
     assert row_blocks_calls
 
 
-def test_no_row_blocks_for_other_bodies_or_streamed_data(rng, tmp_path, row_blocks_calls):
+def test_no_row_blocks_for_long_rows_or_streamed_data(rng, tmp_path, row_blocks_calls):
     X, y = _classification(rng, 300, 800, 3, np.float64)  # 6,400-byte rows: past ROW_BLOCKS_MAX_ROW_BYTES
     assert not kernels.row_blocks_pay(800, 3, 8)
     _fit(X, y, np.float64)

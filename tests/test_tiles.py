@@ -1,4 +1,7 @@
-"""The register tiles of the BLOCKED body (``kernels/_tiles.py``) against a float64 oracle.
+"""The register tiles of the BLOCKED body (``kernels/_tiles.py``).
+
+The products against a float64 oracle, the softmax stage against the
+row-major one of the other bodies, the transpose exactly.
 
 The tiles are LLVM vector code whose shape follows the target: 64-byte
 vectors with 32 registers on AVX-512, 32 bytes with 16 registers on AVX2, 16
@@ -13,6 +16,7 @@ import numpy as np
 import pytest
 from conftest import DTYPE_IDS, DTYPES
 from numba import njit
+from numba.core.errors import TypingError
 
 from fastsoftmax.kernels import _tiles
 from fastsoftmax.kernels._config import BLOCK_ROWS
@@ -153,3 +157,12 @@ def test_tiles_follow_the_target_vector_width(monkeypatch):
     assert _tiles._vector_shape(Context("+avx,+avx2,-avx512f")) == (32, 16)
     assert _tiles._vector_shape(Context("+neon")) == (16, 16)
     assert _tiles._vector_shape(Context("")) == (16, 16)
+
+
+def test_tiles_refuse_non_contiguous_blocks():
+    @njit
+    def logits_of_strided(Xt, W, b, Zt):
+        _block_logits(Xt[:, ::2], W, b, Zt)
+
+    with pytest.raises(TypingError, match="C-contiguous Xt"):
+        logits_of_strided(np.ones((3, 2 * BLOCK_ROWS)), np.ones((2, 3)), np.zeros(2), np.empty((2, BLOCK_ROWS)))
