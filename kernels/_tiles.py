@@ -62,7 +62,10 @@ from fastsoftmax.kernels._math import LN2_HI_32, LN2_HI_64, LN2_LO_32, LN2_LO_64
 LOGITS_GROUP = 5
 GRADIENT_GROUP = 4
 #: Features per gradient tile: each load of a vector of Gt feeds four products.
-_GRADIENT_FEATURES = 4
+GRADIENT_FEATURES = 4
+#: Sums of one full gradient tile (GRADIENT_GROUP classes x GRADIENT_FEATURES
+#: features), kept per chunk in float64 (``gradient_strip``'s ``tile_sums``).
+TILE_SUMS = GRADIENT_GROUP * GRADIENT_FEATURES
 
 
 def _vector_shape(context) -> tuple[int, int]:
@@ -204,21 +207,55 @@ def logits_strip(n_classes: int):
     return strip
 
 
+def _sum_lanes(builder, vectors):
+    """One vector whose lane j is the sum of the lanes of vectors[j], for as many vectors as lanes.
+
+    A butterfly: each stage adds pairs of vectors after swapping halves of
+    their lanes, so n vectors become n / 2; (lanes - 1) x (two shuffles and an
+    add) in all, instead of a tree of log2(lanes) shuffles and adds per vector.
+    """
+    lanes = vectors[0].type.count
+    mask_type = ir.VectorType(ir.IntType(32), lanes)
+    half_lanes = lanes // 2
+    while len(vectors) > 1:
+        n_pairs = len(vectors) // 2
+        low = [j if (j // half_lanes) % 2 == 0 else lanes + j for j in range(lanes)]
+        high = [j + half_lanes if (j // half_lanes) % 2 == 0 else lanes + j - half_lanes for j in range(lanes)]
+        vectors = [
+            builder.fadd(
+                builder.shuffle_vector(vectors[i], vectors[i + n_pairs], ir.Constant(mask_type, low)),
+                builder.shuffle_vector(vectors[i], vectors[i + n_pairs], ir.Constant(mask_type, high)),
+            )
+            for i in range(n_pairs)
+        ]
+        half_lanes //= 2
+    return vectors[0]
+
+
 @functools.cache
 def gradient_strip(n_classes: int):
-    """An intrinsic ``strip(Xt, Gt, dW, k0)``: dW[k0 + c, d] += sum_r Gt[k0 + c, r] Xt[d, r].
+    """An intrinsic ``strip(Xt, Gt, dW, k0, tile_sums)``: dW[k0 + c, d] += sum_r Gt[k0 + c, r] Xt[d, r].
 
     For c < ``n_classes``, every feature d and r < BLOCK_ROWS. Xt (D,
     BLOCK_ROWS) and Gt (K, BLOCK_ROWS) have contiguous rows and the data's
     dtype; dW (K, D) is a float64 accumulator with any strides. Each sum over
     the block is taken in the data's dtype (lanes, then across them) and
     added in float64, as the Numba bodies do.
+
+    A full tile of GRADIENT_GROUP classes and GRADIENT_FEATURES features, on a
+    target with 32 registers, adds its TILE_SUMS sums to tile_sums[k0 //
+    GRADIENT_GROUP, d // GRADIENT_FEATURES] (float64, c GRADIENT_FEATURES + f
+    for class k0 + c and feature d + f) instead of dW: one butterfly
+    (``_sum_lanes``) and one vector addition per block, where sixteen sums
+    across lanes, each added to its own element of dW, cost more than the
+    tile's products in float32. ``loss_grad._flush_tile_sums`` adds them to dW
+    at the end of the chunk.
     """
 
     @intrinsic
-    def strip(typingctx, Xt_type, Gt_type, dW_type, k0_type):
-        _require_contiguous(Xt=Xt_type, Gt=Gt_type)
-        signature = types.void(Xt_type, Gt_type, dW_type, types.intp)
+    def strip(typingctx, Xt_type, Gt_type, dW_type, k0_type, tile_sums_type):
+        _require_contiguous(Xt=Xt_type, Gt=Gt_type, tile_sums=tile_sums_type)
+        signature = types.void(Xt_type, Gt_type, dW_type, types.intp, tile_sums_type)
 
         def codegen(context, builder, signature, args):
             Xt, Gt, dW = (
@@ -226,6 +263,7 @@ def gradient_strip(n_classes: int):
                 for array_type, value in zip(signature.args[:3], args[:3], strict=True)
             )
             k0 = args[3]
+            tile_sums = context.make_array(tile_sums_type)(context, builder, args[4])
             arrays = _Arrays(context, builder, Xt_type.dtype)
             accumulator_type = context.get_data_type(dW_type.dtype)
             lanes, _, tile_classes = _tile_shapes(context, arrays.itemsize)
@@ -233,10 +271,26 @@ def gradient_strip(n_classes: int):
             fma = _fma(builder, vector_type, arrays.itemsize)
             reduce_add = _reduce_add(builder, vector_type, arrays.itemsize)
             n_features = builder.extract_value(Xt.shape, 0)
-            n_quads = builder.udiv(n_features, arrays.const(_GRADIENT_FEATURES))
+            n_quads = builder.udiv(n_features, arrays.const(GRADIENT_FEATURES))
             zero = ir.Constant(vector_type, None)
+            # Full tiles go to tile_sums where the butterfly fits them: all TILE_SUMS
+            # sums in whole vectors of lanes, on a target that holds such a tile.
+            butterfly = n_classes == tile_classes == GRADIENT_GROUP and TILE_SUMS % lanes == 0
 
-            def tile(classes, first_feature, n_tile_features):
+            def add_to_tile_sums(sums, quad):
+                """tile_sums[k0 // GRADIENT_GROUP, quad, :] += sums (TILE_SUMS values, lanes at a time)."""
+                doubles = ir.VectorType(ir.DoubleType(), lanes)
+                slot = builder.add(
+                    arrays.row_offset(tile_sums, builder.sdiv(k0, arrays.const(GRADIENT_GROUP))),
+                    arrays.row_offset(tile_sums, quad, 1),
+                )
+                for i, vector in enumerate(sums):
+                    if arrays.scalar != ir.DoubleType():
+                        vector = builder.fpext(vector, doubles)
+                    target = arrays.address(tile_sums, doubles, slot, arrays.const(i * lanes * 8))
+                    builder.store(builder.fadd(builder.load(target, align=8), vector), target, align=8)
+
+            def tile(classes, first_feature, n_tile_features, quad=None):
                 features = [builder.add(first_feature, arrays.const(f)) for f in range(n_tile_features)]
                 accumulators = [[cgutils.alloca_once(builder, vector_type) for _ in features] for _ in classes]
                 for row in accumulators:
@@ -251,6 +305,12 @@ def gradient_strip(n_classes: int):
                             builder.store(
                                 builder.call(fma, [g_vector, x_vector, builder.load(accumulator)]), accumulator
                             )
+                if quad is not None:
+                    ordered = [builder.load(accumulator) for row in accumulators for accumulator in row]
+                    add_to_tile_sums(
+                        [_sum_lanes(builder, ordered[i : i + lanes]) for i in range(0, TILE_SUMS, lanes)], quad
+                    )
+                    return
                 for k, row in zip(classes, accumulators, strict=True):
                     for d, accumulator in zip(features, row, strict=True):
                         block_sum = builder.call(
@@ -266,8 +326,9 @@ def gradient_strip(n_classes: int):
             for first in range(0, n_classes, tile_classes):
                 classes = [builder.add(k0, arrays.const(c)) for c in range(first, min(first + tile_classes, n_classes))]
                 with cgutils.for_range(builder, n_quads) as quad:
-                    tile(classes, builder.mul(quad.index, arrays.const(_GRADIENT_FEATURES)), _GRADIENT_FEATURES)
-                first_single = builder.mul(n_quads, arrays.const(_GRADIENT_FEATURES))
+                    first_feature = builder.mul(quad.index, arrays.const(GRADIENT_FEATURES))
+                    tile(classes, first_feature, GRADIENT_FEATURES, quad.index if butterfly else None)
+                first_single = builder.mul(n_quads, arrays.const(GRADIENT_FEATURES))
                 with cgutils.for_range_slice(builder, first_single, n_features, arrays.const(1)) as (feature, _):
                     tile(classes, feature, 1)
             return context.get_dummy_value()

@@ -52,8 +52,10 @@ from fastsoftmax.kernels._config import BLAS_BLOCK_ROWS, BLOCK_ROWS, JIT_OPTIONS
 from fastsoftmax.kernels._math import exp_inplace, exp_scratch, weighted_log1p_sum
 from fastsoftmax.kernels._signature import named, read_only
 from fastsoftmax.kernels._tiles import (
+    GRADIENT_FEATURES,
     GRADIENT_GROUP,
     LOGITS_GROUP,
+    TILE_SUMS,
     gradient_strip,
     logits_strip,
     softmax_gradient_full_block,
@@ -216,11 +218,12 @@ def _block_logits(Xt, W, b, Zt):
 
 
 @njit(inline="always", **JIT_OPTIONS)
-def _block_gradient(Xt, Gt, dW_acc, db_acc):
+def _block_gradient(Xt, Gt, dW_acc, db_acc, tile_sums):
     """dW_acc[k, d] += sum_r Gt[k, r] Xt[d, r] and db_acc[k] += sum_r Gt[k, r] over the rows r < BLOCK_ROWS.
 
     Classes go GRADIENT_GROUP at a time through register tiles of four
-    features (``_tiles``); rows past the block's end hold zeros in Gt.
+    features (``_tiles``); rows past the block's end hold zeros in Gt. Full
+    tiles may leave their sums in ``tile_sums`` (see ``_flush_tile_sums``).
     """
     n_classes = Gt.shape[0]
     for k in range(n_classes):
@@ -230,29 +233,49 @@ def _block_gradient(Xt, Gt, dW_acc, db_acc):
         db_acc[k] += acc
     first = 0
     while n_classes - first >= GRADIENT_GROUP:
-        _gradient_4(Xt, Gt, dW_acc, first)
+        _gradient_4(Xt, Gt, dW_acc, first, tile_sums)
         first += GRADIENT_GROUP
     remaining = n_classes - first
     if remaining == 3:
-        _gradient_3(Xt, Gt, dW_acc, first)
+        _gradient_3(Xt, Gt, dW_acc, first, tile_sums)
     elif remaining == 2:
-        _gradient_2(Xt, Gt, dW_acc, first)
+        _gradient_2(Xt, Gt, dW_acc, first, tile_sums)
     elif remaining == 1:
-        _gradient_1(Xt, Gt, dW_acc, first)
+        _gradient_1(Xt, Gt, dW_acc, first, tile_sums)
 
 
 @njit(inline="always", **JIT_OPTIONS)
-def _block_scratch(dtype_like, n_classes):
+def _flush_tile_sums(tile_sums, dW_acc):
+    """Add the full gradient tiles' sums to dW_acc and zero them (once per chunk).
+
+    tile_sums[g, q, GRADIENT_FEATURES c + f] belongs to class GRADIENT_GROUP g + c
+    and feature GRADIENT_FEATURES q + f (``_tiles.gradient_strip``).
+    """
+    n_groups, n_quads, _ = tile_sums.shape
+    for g in range(n_groups):
+        for q in range(n_quads):
+            for c in range(GRADIENT_GROUP):
+                for f in range(GRADIENT_FEATURES):
+                    dW_acc[GRADIENT_GROUP * g + c, GRADIENT_FEATURES * q + f] += tile_sums[
+                        g, q, GRADIENT_FEATURES * c + f
+                    ]
+    tile_sums[:] = 0
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def _block_scratch(dtype_like, n_classes, n_features):
     """The per-chunk scratch of the transposed-block body.
 
-    Zt (K, block), each row's tail (see ``_softmax_grad_block``), and the
-    labels and weights of a last partial block padded to a full one.
+    Zt (K, block), each row's tail (see ``_softmax_grad_block``), the labels
+    and weights of a last partial block padded to a full one, and the sums of
+    the full gradient tiles (``_flush_tile_sums``).
     """
     Zt = np.empty((n_classes, BLOCK_ROWS), dtype=dtype_like.dtype)
     row_tail = np.empty(BLOCK_ROWS, dtype=dtype_like.dtype)
     padded_labels = np.zeros(BLOCK_ROWS, dtype=np.int64)
     padded_weights = np.zeros(BLOCK_ROWS, dtype=dtype_like.dtype)
-    return Zt, row_tail, padded_labels, padded_weights
+    tile_sums = np.zeros((n_classes // GRADIENT_GROUP, n_features // GRADIENT_FEATURES, TILE_SUMS))
+    return Zt, row_tail, padded_labels, padded_weights, tile_sums
 
 
 @njit(inline="always", **JIT_OPTIONS)
@@ -265,7 +288,7 @@ def _block_softmax(Zt, nb, y, sample_weight, block_start, scratch):
     have label 0 and weight 0: their gradient is then exactly zero and their
     loss is not counted (their logits must be finite).
     """
-    _, row_tail, padded_labels, padded_weights = scratch
+    _, row_tail, padded_labels, padded_weights, _ = scratch
     if nb == BLOCK_ROWS:
         loss = softmax_gradient_full_block(Zt, y, sample_weight, block_start, row_tail)
     else:
@@ -284,7 +307,7 @@ def _transposed_block(Xt, nb, y, W, b, sample_weight, block_start, scratch, dW_a
     Zt = scratch[0]
     _block_logits(Xt, W, b, Zt)
     loss = _block_softmax(Zt, nb, y, sample_weight, block_start, scratch)
-    _block_gradient(Xt, Zt, dW_acc, db_acc)
+    _block_gradient(Xt, Zt, dW_acc, db_acc, scratch[4])
     return loss
 
 
@@ -310,12 +333,13 @@ def _blocked_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc):
     """Rows [start, stop) a transposed block at a time, vectorised across rows."""
     n_features = W.shape[1]
     Xt = np.empty((n_features, BLOCK_ROWS), dtype=X.dtype)
-    scratch = _block_scratch(X, W.shape[0])
+    scratch = _block_scratch(X, W.shape[0], n_features)
     loss = 0.0
     for block_start in range(start, stop, BLOCK_ROWS):
         nb = min(BLOCK_ROWS, stop - block_start)
         _fill_transposed(X, block_start, nb, Xt)
         loss += _transposed_block(Xt, nb, y, W, b, sample_weight, block_start, scratch, dW_acc, db_acc)
+    _flush_tile_sums(scratch[4], dW_acc)
     return loss
 
 
@@ -326,12 +350,13 @@ def _row_blocks_chunk(X_blocks, y, W, b, sample_weight, start, stop, dW_acc, db_
     Takes rows [start, stop), ``start`` a multiple of BLOCK_ROWS; block j
     holds rows j BLOCK_ROWS + r as X_blocks[j, :, r], zero past row N.
     """
-    scratch = _block_scratch(X_blocks, W.shape[0])
+    scratch = _block_scratch(X_blocks, W.shape[0], W.shape[1])
     loss = 0.0
     for block_start in range(start, stop, BLOCK_ROWS):
         nb = min(BLOCK_ROWS, stop - block_start)
         Xt = X_blocks[block_start // BLOCK_ROWS]
         loss += _transposed_block(Xt, nb, y, W, b, sample_weight, block_start, scratch, dW_acc, db_acc)
+    _flush_tile_sums(scratch[4], dW_acc)
     return loss
 
 

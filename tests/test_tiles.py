@@ -27,6 +27,7 @@ from fastsoftmax.kernels.loss_grad import (
     _block_scratch,
     _block_softmax,
     _fill_transposed,
+    _flush_tile_sums,
     _softmax_grad_block,
 )
 
@@ -41,7 +42,10 @@ def tiled(request, monkeypatch):
     @njit
     def products(Xt, W, b, Zt, Gt, dW, db):
         _block_logits(Xt, W, b, Zt)
-        _block_gradient(Xt, Gt, dW, db)
+        tile_sums = _block_scratch(Xt, W.shape[0], W.shape[1])[4]
+        _block_gradient(Xt, Gt, dW, db, tile_sums)
+        _block_gradient(Xt, Gt, dW, db, tile_sums)  # two blocks: the tile sums add up before the flush
+        _flush_tile_sums(tile_sums, dW)
 
     @njit
     def transpose(X, first, nb, Xt):
@@ -49,7 +53,7 @@ def tiled(request, monkeypatch):
 
     @njit
     def softmax_stage(Zt, nb, y, sample_weight, block_start):
-        scratch = _block_scratch(Zt, Zt.shape[0])
+        scratch = _block_scratch(Zt, Zt.shape[0], 1)
         return _block_softmax(Zt, nb, y, sample_weight, block_start, scratch)
 
     return products, transpose, softmax_stage
@@ -84,9 +88,10 @@ def test_tiles_match_float64_products(rng, tiled, dtype):
             # Sums of n terms in the data's dtype: error at most about n eps times the sum of |terms|.
             logits_bound = (n_features + 1) * eps * (np.abs(W64) @ np.abs(X64) + np.abs(b)[:, None])
             np.testing.assert_array_less(np.abs(Zt - (W64 @ X64 + b[:, None])), 4 * logits_bound + 1e-300)
-            gradient_bound = BLOCK_ROWS * eps * (np.abs(G64) @ np.abs(X64).T)
-            np.testing.assert_array_less(np.abs(dW - 1 - G64 @ X64.T), 4 * gradient_bound + 1e-300)
-            np.testing.assert_allclose(db - 1, G64.sum(axis=1), rtol=0, atol=4 * BLOCK_ROWS * eps * np.abs(G64).sum())
+            gradient_bound = 2 * BLOCK_ROWS * eps * (np.abs(G64) @ np.abs(X64).T)
+            np.testing.assert_array_less(np.abs(dW - 1 - 2 * G64 @ X64.T), 4 * gradient_bound + 1e-300)
+            db_bound = 8 * BLOCK_ROWS * eps * np.abs(G64).sum()
+            np.testing.assert_allclose(db - 1, 2 * G64.sum(axis=1), rtol=0, atol=db_bound)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
