@@ -25,7 +25,9 @@ stays in registers:
   to its gradient, three passes over the classes;
 - gradient (``gradient_strip``): C classes x 4 features per tile; each step
   over the rows loads C vectors of Gt and 4 of Xt, for 4 C fused
-  multiply-adds, and each sum is reduced once per block into float64.
+  multiply-adds. A full 4 x 4 tile sums its 16 vectors across lanes by one
+  butterfly and adds them, as one vector, to per-chunk float64 sums; other
+  tiles reduce each sum once per block into float64.
 
 One thread, the whole pass, reading X in place, as each stage went in:
 1e6 x 20 x 3 15.8 -> 10.8 (transpose) -> 7.5 ms (softmax) in float32 and
