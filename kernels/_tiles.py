@@ -56,7 +56,7 @@ from numba.core import cgutils
 from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
-from fastsoftmax.kernels._config import BLOCK_ROWS, FASTMATH
+from fastsoftmax.kernels._config import BLOCK_ROWS, FASTMATH, FASTMATH_EXP
 from fastsoftmax.kernels._math import LN2_HI_32, LN2_HI_64, LN2_LO_32, LN2_LO_64, LOG2E, UNDERFLOW_32, UNDERFLOW_64
 
 #: Classes per call of ``logits_strip`` and ``gradient_strip``: the most one
@@ -455,10 +455,16 @@ def _vector_exp(builder, x, itemsize):
         [builder.fadd(builder.fmul(clamped, _vector_constant(vector_type, LOG2E)), _vector_constant(vector_type, 0.5))],
     )
     k = builder.select(builder.fcmp_ordered("ord", k, k), k, zero)  # NaN: keep the int conversion defined
-    r = builder.fsub(
-        builder.fsub(clamped, builder.fmul(k, _vector_constant(vector_type, ln2_hi))),
-        builder.fmul(k, _vector_constant(vector_type, ln2_lo)),
-    )
+    # The caller's fastmath pass gives every float instruction without flags the
+    # kernels' set, whose reassoc would fold the two-part reduction back into one
+    # product and lose the low bits of r (30 ulp at exp(-185) in float64):
+    # these get exp's own flags, as ``_math.exp_inplace`` does.
+    high = builder.fmul(k, _vector_constant(vector_type, ln2_hi))
+    reduced = builder.fsub(clamped, high)
+    low = builder.fmul(k, _vector_constant(vector_type, ln2_lo))
+    r = builder.fsub(reduced, low)
+    for instruction in (high, reduced, low, r):
+        instruction.flags[:] = sorted(FASTMATH_EXP)
     p = _vector_constant(vector_type, 1.0 / math.factorial(degree))
     for n in range(degree - 1, -1, -1):
         p = builder.call(fma, [p, r, _vector_constant(vector_type, 1.0 / math.factorial(n))])
