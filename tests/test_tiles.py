@@ -180,3 +180,23 @@ def test_tiles_refuse_non_contiguous_blocks():
 
     with pytest.raises(TypingError, match="C-contiguous Xt"):
         logits_of_strided(np.ones((3, 2 * BLOCK_ROWS)), np.ones((2, 3)), np.zeros(2), np.empty((2, BLOCK_ROWS)))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_prefetch_takes_any_range_and_changes_nothing(dtype):
+    # Ranges before, across and past the buffer's ends, and empty ones (the
+    # intrinsic clamps them; x86 prefetches would not fault either way).
+    @njit
+    def prefetch_ranges(a, ranges):
+        for first, stop in ranges:
+            _tiles.prefetch_bytes(a, first, stop)
+
+    a = np.arange(1000, dtype=dtype)
+    expected = a.copy()
+    n_bytes = a.nbytes
+    ranges = np.array([(0, n_bytes), (-(1 << 40), 1 << 40), (n_bytes, 2 * n_bytes), (64, 0), (17, 18), (-64, -1)])
+    prefetch_ranges(a, ranges)
+    np.testing.assert_array_equal(a, expected)
+
+    with pytest.raises(TypingError, match="C-contiguous a"):
+        prefetch_ranges(a[::2], ranges)
