@@ -25,7 +25,8 @@ stays in registers:
   to its gradient, three passes over the classes;
 - gradient (``gradient_strip``): C classes x 4 features per tile; each step
   over the rows loads C vectors of Gt and 4 of Xt, for 4 C fused
-  multiply-adds. A full 4 x 4 tile sums its 16 vectors across lanes by one
+  multiply-adds. On 32-register targets a tile of 4 features (its classes
+  padded to 4 with zero vectors) sums its 16 vectors across lanes by one
   butterfly and adds them, as one vector, to per-chunk float64 sums; other
   tiles reduce each sum once per block into float64.
 
@@ -247,14 +248,15 @@ def gradient_strip(n_classes: int):
     the block is taken in the data's dtype (lanes, then across them) and
     added in float64, as the Numba bodies do.
 
-    A full tile of GRADIENT_GROUP classes and GRADIENT_FEATURES features, on a
-    target with 32 registers, adds its TILE_SUMS sums to tile_sums[k0 //
-    GRADIENT_GROUP, d // GRADIENT_FEATURES] (float64, c GRADIENT_FEATURES + f
-    for class k0 + c and feature d + f) instead of dW: one butterfly
-    (``_sum_lanes``) and one vector addition per block, where sixteen sums
-    across lanes, each added to its own element of dW, cost more than the
-    tile's products in float32. ``loss_grad._flush_tile_sums`` adds them to dW
-    at the end of the chunk.
+    On a target with 32 registers, a tile of GRADIENT_FEATURES features adds
+    its sums to tile_sums[k0 // GRADIENT_GROUP, d // GRADIENT_FEATURES]
+    (float64, c GRADIENT_FEATURES + f for class k0 + c and feature d + f;
+    zero for the classes that a strip of fewer than GRADIENT_GROUP lacks)
+    instead of dW: one butterfly (``_sum_lanes``) and one vector addition per
+    block, where sixteen sums across lanes, each added to its own element of
+    dW, cost more than the tile's products in float32. k0 is then a multiple
+    of GRADIENT_GROUP. ``loss_grad._flush_tile_sums`` adds them to dW at the
+    end of the chunk.
     """
 
     @intrinsic
@@ -278,9 +280,12 @@ def gradient_strip(n_classes: int):
             n_features = builder.extract_value(Xt.shape, 0)
             n_quads = builder.udiv(n_features, arrays.const(GRADIENT_FEATURES))
             zero = ir.Constant(vector_type, None)
-            # Full tiles go to tile_sums where the butterfly fits them: all TILE_SUMS
-            # sums in whole vectors of lanes, on a target that holds such a tile.
-            butterfly = n_classes == tile_classes == GRADIENT_GROUP and TILE_SUMS % lanes == 0
+            # Tiles of four features go to tile_sums where the butterfly fits them:
+            # all TILE_SUMS sums in whole vectors of lanes, on a target that holds a
+            # tile of GRADIENT_GROUP classes. A tile of fewer classes (the last group,
+            # or all of K = 3) is padded with zero vectors, whose shuffles cost less
+            # than the sums across lanes they replace.
+            butterfly = tile_classes == GRADIENT_GROUP and TILE_SUMS % lanes == 0
 
             def add_to_tile_sums(sums, quad):
                 """tile_sums[k0 // GRADIENT_GROUP, quad, :] += sums (TILE_SUMS values, lanes at a time)."""
@@ -312,6 +317,7 @@ def gradient_strip(n_classes: int):
                             )
                 if quad is not None:
                     ordered = [builder.load(accumulator) for row in accumulators for accumulator in row]
+                    ordered += [zero] * (TILE_SUMS - len(ordered))
                     add_to_tile_sums(
                         [_sum_lanes(builder, ordered[i : i + lanes]) for i in range(0, TILE_SUMS, lanes)], quad
                     )

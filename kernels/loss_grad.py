@@ -236,8 +236,8 @@ def _block_gradient(Xt, Gt, dW_acc, db_acc, tile_sums):
     """dW_acc[k, d] += sum_r Gt[k, r] Xt[d, r] and db_acc[k] += sum_r Gt[k, r] over the rows r < BLOCK_ROWS.
 
     Classes go GRADIENT_GROUP at a time through register tiles of four
-    features (``_tiles``); rows past the block's end hold zeros in Gt. Full
-    tiles may leave their sums in ``tile_sums`` (see ``_flush_tile_sums``).
+    features (``_tiles``); rows past the block's end hold zeros in Gt. Tiles
+    may leave their sums in ``tile_sums`` (see ``_flush_tile_sums``).
     """
     n_classes = Gt.shape[0]
     for k in range(n_classes):
@@ -260,15 +260,16 @@ def _block_gradient(Xt, Gt, dW_acc, db_acc, tile_sums):
 
 @njit(inline="always", **JIT_OPTIONS)
 def _flush_tile_sums(tile_sums, dW_acc):
-    """Add the full gradient tiles' sums to dW_acc and zero them (once per chunk).
+    """Add the gradient tiles' sums to dW_acc and zero them (once per chunk).
 
     tile_sums[g, q, GRADIENT_FEATURES c + f] belongs to class GRADIENT_GROUP g + c
     and feature GRADIENT_FEATURES q + f (``_tiles.gradient_strip``).
     """
     n_groups, n_quads, _ = tile_sums.shape
+    n_classes = dW_acc.shape[0]
     for g in range(n_groups):
         for q in range(n_quads):
-            for c in range(GRADIENT_GROUP):
+            for c in range(min(GRADIENT_GROUP, n_classes - GRADIENT_GROUP * g)):
                 for f in range(GRADIENT_FEATURES):
                     dW_acc[GRADIENT_GROUP * g + c, GRADIENT_FEATURES * q + f] += tile_sums[
                         g, q, GRADIENT_FEATURES * c + f
@@ -282,13 +283,13 @@ def _block_scratch(dtype_like, n_classes, n_features):
 
     Zt (K, block), each row's tail (see ``_softmax_grad_block``), the labels
     and weights of a last partial block padded to a full one, and the sums of
-    the full gradient tiles (``_flush_tile_sums``).
+    the gradient tiles (``_flush_tile_sums``).
     """
     Zt = np.empty((n_classes, BLOCK_ROWS), dtype=dtype_like.dtype)
     row_tail = np.empty(BLOCK_ROWS, dtype=dtype_like.dtype)
     padded_labels = np.zeros(BLOCK_ROWS, dtype=np.int64)
     padded_weights = np.zeros(BLOCK_ROWS, dtype=dtype_like.dtype)
-    tile_sums = np.zeros((n_classes // GRADIENT_GROUP, n_features // GRADIENT_FEATURES, TILE_SUMS))
+    tile_sums = np.zeros((-(-n_classes // GRADIENT_GROUP), n_features // GRADIENT_FEATURES, TILE_SUMS))
     return Zt, row_tail, padded_labels, padded_weights, tile_sums
 
 
