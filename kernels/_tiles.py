@@ -61,7 +61,16 @@ from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
 from fastsoftmax.kernels._config import BLOCK_ROWS, FASTMATH, FASTMATH_EXP
-from fastsoftmax.kernels._math import LN2_HI_32, LN2_HI_64, LN2_LO_32, LN2_LO_64, LOG2E, UNDERFLOW_32, UNDERFLOW_64
+from fastsoftmax.kernels._math import (
+    LN2_HI_32,
+    LN2_HI_64,
+    LN2_LO_32,
+    LN2_LO_64,
+    LOG2E,
+    LOG_GROUP,
+    UNDERFLOW_32,
+    UNDERFLOW_64,
+)
 
 #: Classes per call of ``logits_strip`` and ``gradient_strip``: the most one
 #: tile holds with 32 vector registers.
@@ -520,11 +529,41 @@ def _vector_exp(builder, x, itemsize):
     return builder.fmul(p, power)
 
 
+#: Values of ``softmax_gradient_full_block``'s tail_excess: the products of
+#: 1 + t over so many sets of a block's rows, each set of LOG_GROUP rows where
+#: the target has that many float64 lanes.
+TAIL_PRODUCTS = BLOCK_ROWS // LOG_GROUP
+
+
+def _store_tail_products(builder, excess, tail_excess):
+    """tail_excess[:TAIL_PRODUCTS] = the lanes of ``excess`` merged into TAIL_PRODUCTS products (zero past the lanes).
+
+    Lane j holds prod(1 + t) - 1 over the rows j, j + lanes, ...; two lanes
+    merge as a + b + a b, the excess of their product, halving the lanes.
+    """
+    lanes = excess.type.count
+    mask_type = ir.IntType(32)
+    while lanes > TAIL_PRODUCTS:
+        lanes //= 2
+        low = builder.shuffle_vector(excess, excess, ir.Constant(ir.VectorType(mask_type, lanes), list(range(lanes))))
+        high = builder.shuffle_vector(
+            excess, excess, ir.Constant(ir.VectorType(mask_type, lanes), list(range(lanes, 2 * lanes)))
+        )
+        excess = builder.fadd(builder.fadd(low, high), builder.fmul(low, high))
+    double = ir.DoubleType()
+    base = builder.bitcast(tail_excess.data, double.as_pointer())
+    for i in range(TAIL_PRODUCTS):
+        value = builder.extract_element(excess, ir.Constant(mask_type, i)) if i < lanes else ir.Constant(double, 0.0)
+        builder.store(value, builder.gep(base, [ir.Constant(ir.IntType(64), i)]))
+
+
 @intrinsic
-def softmax_gradient_full_block(typingctx, Zt_type, y_type, sample_weight_type, block_start_type, row_tail_type):
+def softmax_gradient_full_block(
+    typingctx, Zt_type, y_type, sample_weight_type, block_start_type, row_tail_type, tail_excess_type
+):
     """An intrinsic: the softmax stage of a full block of logits, one vector of rows at a time in registers.
 
-    ``softmax_gradient_full_block(Zt, y, sample_weight, block_start, row_tail) -> loss``
+    ``softmax_gradient_full_block(Zt, y, sample_weight, block_start, row_tail, tail_excess) -> loss``
     does what ``loss_grad._softmax_grad_block`` does for a transposed block of
     BLOCK_ROWS rows, with the same operations: for each row r (row block_start + r of the data),
     its max logit m and first argmax a, the label's logit z_y, the exps
@@ -534,15 +573,25 @@ def softmax_gradient_full_block(typingctx, Zt_type, y_type, sample_weight_type, 
     w log(1 + t). A vector of rows stays in registers from its max to its
     gradient: three passes over the classes instead of about ten loops over
     the block.
+
+    For an unweighted block, the caller may take sum_r log(1 + t_r) from
+    tail_excess (float64, TAIL_PRODUCTS values) instead: the products of
+    1 + t over TAIL_PRODUCTS sets of rows, less one, carried in float64
+    lanes as q + t + q t (``_math.weighted_log1p_sum`` does the same in
+    scalars). A set is BLOCK_ROWS / TAIL_PRODUCTS rows (more on targets with
+    fewer than TAIL_PRODUCTS float64 lanes).
     """
-    _require_contiguous(Zt=Zt_type, y=y_type, sample_weight=sample_weight_type, row_tail=row_tail_type)
-    signature = types.float64(Zt_type, y_type, sample_weight_type, types.intp, row_tail_type)
+    _require_contiguous(
+        Zt=Zt_type, y=y_type, sample_weight=sample_weight_type, row_tail=row_tail_type, tail_excess=tail_excess_type
+    )
+    signature = types.float64(Zt_type, y_type, sample_weight_type, types.intp, row_tail_type, tail_excess_type)
 
     def codegen(context, builder, signature, args):
         Zt = context.make_array(Zt_type)(context, builder, args[0])
         y = context.make_array(y_type)(context, builder, args[1])
         sample_weight = context.make_array(sample_weight_type)(context, builder, args[2])
         row_tail = context.make_array(row_tail_type)(context, builder, args[4])
+        tail_excess = context.make_array(tail_excess_type)(context, builder, args[5])
         block_start = args[3]
         arrays = _Arrays(context, builder, Zt_type.dtype)
         lanes, _, _ = _tile_shapes(context, arrays.itemsize)
@@ -557,6 +606,7 @@ def softmax_gradient_full_block(typingctx, Zt_type, y_type, sample_weight_type, 
         one = _vector_constant(vector_type, 1.0)
         zero = ir.Constant(vector_type, None)
         loss = cgutils.alloca_once_value(builder, ir.Constant(doubles, None))
+        excess = cgutils.alloca_once_value(builder, ir.Constant(doubles, None))
         maximum = cgutils.alloca_once(builder, vector_type)
         argmax = cgutils.alloca_once(builder, lane_ints)
         label_logit = cgutils.alloca_once(builder, vector_type)
@@ -609,6 +659,9 @@ def softmax_gradient_full_block(typingctx, Zt_type, y_type, sample_weight_type, 
                 builder.store(builder.fadd(builder.load(tail), builder.select(is_argmax, zero, e)), tail)
             t = builder.load(tail)
             builder.store(t, arrays.address(row_tail, vector_type, offset), align=arrays.itemsize)
+            t64 = builder.fpext(t, doubles) if arrays.itemsize == 4 else t
+            q = builder.load(excess)
+            builder.store(builder.fadd(builder.fadd(q, t64), builder.fmul(q, t64)), excess)
             margin = builder.fsub(
                 builder.fpext(m, doubles) if arrays.itemsize == 4 else m,
                 builder.fpext(builder.load(label_logit), doubles)
@@ -628,6 +681,7 @@ def softmax_gradient_full_block(typingctx, Zt_type, y_type, sample_weight_type, 
                 g = builder.fsub(builder.fmul(e, scale), builder.select(is_label, w, zero))
                 label_leads = builder.and_(is_label, builder.icmp_signed("==", a, k_lanes))
                 builder.store(builder.select(label_leads, minus_tail_scale, g), address, align=arrays.itemsize)
+        _store_tail_products(builder, builder.load(excess), tail_excess)
         reduce_add = _reduce_add(builder, doubles, 8)
         return builder.call(reduce_add, [ir.Constant(double, 0.0), builder.load(loss)], fastmath=FASTMATH)
 

@@ -45,6 +45,7 @@ Design:
 """
 
 import enum
+import math
 
 import numpy as np
 from numba import njit, prange
@@ -56,6 +57,7 @@ from fastsoftmax.kernels._tiles import (
     GRADIENT_FEATURES,
     GRADIENT_GROUP,
     LOGITS_GROUP,
+    TAIL_PRODUCTS,
     TILE_SUMS,
     gradient_strip,
     logits_strip,
@@ -282,15 +284,17 @@ def _block_scratch(dtype_like, n_classes, n_features):
     """The per-chunk scratch of the transposed-block body.
 
     Zt (K, block), each row's tail (see ``_softmax_grad_block``), the labels
-    and weights of a last partial block padded to a full one, and the sums of
-    the gradient tiles (``_flush_tile_sums``).
+    and weights of a last partial block padded to a full one, the sums of
+    the gradient tiles (``_flush_tile_sums``), and the products of the tails
+    (``_tiles.softmax_gradient_full_block``).
     """
     Zt = np.empty((n_classes, BLOCK_ROWS), dtype=dtype_like.dtype)
     row_tail = np.empty(BLOCK_ROWS, dtype=dtype_like.dtype)
     padded_labels = np.zeros(BLOCK_ROWS, dtype=np.int64)
     padded_weights = np.zeros(BLOCK_ROWS, dtype=dtype_like.dtype)
     tile_sums = np.zeros((-(-n_classes // GRADIENT_GROUP), n_features // GRADIENT_FEATURES, TILE_SUMS))
-    return Zt, row_tail, padded_labels, padded_weights, tile_sums
+    tail_excess = np.empty(TAIL_PRODUCTS)
+    return Zt, row_tail, padded_labels, padded_weights, tile_sums, tail_excess
 
 
 @njit(inline="always", **JIT_OPTIONS)
@@ -301,18 +305,24 @@ def _block_softmax(Zt, nb, y, sample_weight, block_start, scratch):
     ``_softmax_grad_block``, through ``_tiles.softmax_gradient_full_block``.
     A last partial block goes through it as a full one whose rows from nb on
     have label 0 and weight 0: their gradient is then exactly zero and their
-    loss is not counted (their logits must be finite).
+    loss is not counted (their logits must be finite). An unweighted full
+    block takes its log(1 + t) terms from the tile's products of 1 + t.
     """
-    _, row_tail, padded_labels, padded_weights, _ = scratch
+    _, row_tail, padded_labels, padded_weights, _, tail_excess = scratch
     if nb == BLOCK_ROWS:
-        loss = softmax_gradient_full_block(Zt, y, sample_weight, block_start, row_tail)
+        loss = softmax_gradient_full_block(Zt, y, sample_weight, block_start, row_tail, tail_excess)
+        if sample_weight.shape[0] == 0:
+            # the products' logs, taken as in weighted_log1p_sum but from vector lanes
+            for excess in tail_excess:
+                loss += math.log1p(excess)
+            return loss
     else:
         for r in range(nb):
             padded_labels[r] = y[block_start + r]
             padded_weights[r] = sample_weight[block_start + r] if sample_weight.shape[0] > 0 else 1
         padded_labels[nb:] = 0
         padded_weights[nb:] = 0
-        loss = softmax_gradient_full_block(Zt, padded_labels, padded_weights, 0, row_tail)
+        loss = softmax_gradient_full_block(Zt, padded_labels, padded_weights, 0, row_tail, tail_excess)
     return loss + weighted_log1p_sum(row_tail, nb, sample_weight, block_start)
 
 
