@@ -478,16 +478,16 @@ def _vector_constant(vector_type, value):
 
 
 def _vector_exp(builder, x, itemsize):
-    """exp(x) for a vector x, with the operations of ``_math.exp_inplace`` (Cody-Waite, then Taylor).
+    """exp(x) for a vector x: the Cody-Waite reduction and Taylor polynomial of ``_math.exp_inplace``.
 
-    Below the underflow bound the result is exactly 0; NaN stays NaN.
+    k = round(x log2(e)) comes from adding a shifter, 1.5 x 2^52 (float64)
+    or 1.5 x 2^23 (float32), that leaves k in the sum's low mantissa bits:
+    2^k is then built from those bits and k as a float by subtracting the
+    shifter again, where exp_inplace takes a floor and two conversions.
+    Below the underflow bound the result is exactly 0; NaN stays NaN (its
+    bits make some power of two, which NaN times leaves NaN).
     """
     vector_type = x.type
-    lanes = vector_type.count
-    suffix = f"v{lanes}{'f32' if itemsize == 4 else 'f64'}"
-    floor = cgutils.get_or_insert_function(
-        builder.module, ir.FunctionType(vector_type, [vector_type]), f"llvm.floor.{suffix}"
-    )
     fma = _fma(builder, vector_type, itemsize)
     if itemsize == 8:
         underflow, ln2_hi, ln2_lo, degree, int_bits, bias, mantissa = (
@@ -501,30 +501,30 @@ def _vector_exp(builder, x, itemsize):
         )
     else:
         underflow, ln2_hi, ln2_lo, degree, int_bits, bias, mantissa = UNDERFLOW_32, LN2_HI_32, LN2_LO_32, 7, 32, 127, 23
-    int_vector = ir.VectorType(ir.IntType(int_bits), lanes)
+    shifter = 1.5 * 2.0**mantissa
+    int_vector = ir.VectorType(ir.IntType(int_bits), vector_type.count)
     zero = ir.Constant(vector_type, None)
     below = builder.fcmp_ordered("<", x, _vector_constant(vector_type, underflow))
     clamped = builder.select(below, _vector_constant(vector_type, underflow), x)
-    k = builder.call(
-        floor,
-        [builder.fadd(builder.fmul(clamped, _vector_constant(vector_type, LOG2E)), _vector_constant(vector_type, 0.5))],
-    )
-    k = builder.select(builder.fcmp_ordered("ord", k, k), k, zero)  # NaN: keep the int conversion defined
+    shifted = builder.call(fma, [clamped, _vector_constant(vector_type, LOG2E), _vector_constant(vector_type, shifter)])
+    k = builder.fsub(shifted, _vector_constant(vector_type, shifter))
     # The caller's fastmath pass gives every float instruction without flags the
-    # kernels' set, whose reassoc would fold the two-part reduction back into one
-    # product and lose the low bits of r (30 ulp at exp(-185) in float64):
-    # these get exp's own flags, as ``_math.exp_inplace`` does.
+    # kernels' set, whose reassoc would cancel the shifter (k would not be an
+    # integer) and fold the two-part reduction back into one product (30 ulp at
+    # exp(-185) in float64): these get exp's own flags, as ``_math.exp_inplace`` has.
     high = builder.fmul(k, _vector_constant(vector_type, ln2_hi))
     reduced = builder.fsub(clamped, high)
     low = builder.fmul(k, _vector_constant(vector_type, ln2_lo))
     r = builder.fsub(reduced, low)
-    for instruction in (high, reduced, low, r):
+    for instruction in (k, high, reduced, low, r):
         instruction.flags[:] = sorted(FASTMATH_EXP)
     p = _vector_constant(vector_type, 1.0 / math.factorial(degree))
     for n in range(degree - 1, -1, -1):
         p = builder.call(fma, [p, r, _vector_constant(vector_type, 1.0 / math.factorial(n))])
     p = builder.select(below, zero, p)
-    exponent = builder.add(builder.fptosi(k, int_vector), _vector_constant(int_vector, bias))
+    # The low mantissa bits of ``shifted`` hold k (two's complement, plus a
+    # high bit that the shift drops): (k + bias) << mantissa is 2^k.
+    exponent = builder.add(builder.bitcast(shifted, int_vector), _vector_constant(int_vector, bias))
     power = builder.bitcast(builder.shl(exponent, _vector_constant(int_vector, mantissa)), vector_type)
     return builder.fmul(p, power)
 

@@ -15,10 +15,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import DTYPE_IDS, DTYPES
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
 from numba.core.errors import TypingError
+from numba.extending import intrinsic
 
-from fastsoftmax.kernels import _tiles
+from fastsoftmax.kernels import _math, _tiles
 from fastsoftmax.kernels._config import BLOCK_ROWS, FASTMATH
 from fastsoftmax.kernels._math import exp_scratch
 from fastsoftmax.kernels.loss_grad import (
@@ -200,3 +203,54 @@ def test_prefetch_takes_any_range_and_changes_nothing(dtype):
 
     with pytest.raises(TypingError, match="C-contiguous a"):
         prefetch_ranges(a[::2], ranges)
+
+
+@intrinsic
+def _exp_in_vectors(typingctx, values_type):
+    """exp of a C-contiguous float array in place, through ``_tiles._vector_exp`` on vectors of 16 bytes (a
+    length that is a multiple of 16 values)."""
+    signature = types.void(values_type)
+
+    def codegen(context, builder, signature, args):
+        values = context.make_array(values_type)(context, builder, args[0])
+        scalar = context.get_data_type(values_type.dtype)
+        itemsize = context.get_abi_sizeof(scalar)
+        vector_type = ir.VectorType(scalar, 16)
+        n = builder.extract_value(values.shape, 0)
+        step = ir.Constant(n.type, vector_type.count)
+        with cgutils.for_range_slice(builder, ir.Constant(n.type, 0), n, step) as (index, _):
+            address = builder.bitcast(builder.gep(values.data, [index]), vector_type.as_pointer())
+            x = builder.load(address, align=itemsize)
+            builder.store(_tiles._vector_exp(builder, x, itemsize), address, align=itemsize)
+        return context.get_dummy_value()
+
+    return signature, codegen
+
+
+@njit(fastmath=FASTMATH)
+def _vector_exp_inplace(values):
+    _exp_in_vectors(values)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_vector_exp_is_within_one_ulp(rng, dtype):
+    # Under the kernels' fastmath flags, as the softmax tile compiles it.
+    reference_dtype = np.longdouble if np.finfo(np.longdouble).eps < np.finfo(np.float64).eps else None
+    if dtype == np.float64 and reference_dtype is None:
+        pytest.skip("no extended precision here to measure float64 ulp against")
+    underflow = _math.UNDERFLOW_64 if dtype == np.float64 else _math.UNDERFLOW_32
+    x = np.concatenate(
+        [rng.uniform(underflow, 0.0, 200_000), rng.uniform(-1.0, 1.0, 40_000), -np.arange(0.0, -underflow, 0.25)]
+    ).astype(dtype)
+    x = x[: x.size // 16 * 16]
+    result = x.copy()
+    _vector_exp_inplace(result)
+    exact = np.exp(x.astype(reference_dtype or np.float64))
+    ulp = np.abs(result - exact) / np.spacing(exact.astype(dtype))
+    assert ulp.max() <= 1.0, f"{ulp.max():.2f} ulp at x = {x[np.argmax(ulp)]!r}"
+
+    special = np.array([np.nan, -np.inf, underflow - 0.5, -1e30, 0.0, 1.0] + [0.0] * 10, dtype=dtype)
+    _vector_exp_inplace(special)
+    assert np.isnan(special[0])
+    np.testing.assert_array_equal(special[1:5], np.zeros(4, dtype=dtype) + [0, 0, 0, 1])
+    assert abs(special[5] - np.e) <= np.spacing(dtype(np.e))
