@@ -125,7 +125,11 @@ def test_reaches_the_optimum_of_scipy_lbfgsb(case):
     if dtype == np.float64:
         assert ours.converged
         assert f_ours == pytest.approx(f_ref, rel=1e-10)
-        assert abs(ours.n_iter - reference.nit) <= max(3, reference.nit // 10)
+        # Not slower than scipy. On the ill-conditioned case (about 400 iterations)
+        # the count follows the gradient's last bits: a change of rounding in the
+        # kernels' exp moved ours from 390 to 352 against scipy's 404, both at the
+        # same optimum (checked above), so only more iterations would be a defect.
+        assert ours.n_iter <= reference.nit + max(3, reference.nit // 10)
     else:
         assert abs(f_ours - f_ref) <= (g_ref**2 + g_ours**2) / mu + 4 * np.finfo(np.float64).eps * abs(f_ref)
 
