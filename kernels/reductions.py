@@ -12,17 +12,49 @@ from numba import njit, prange
 from fastsoftmax.kernels._config import JIT_OPTIONS
 
 
-@njit(parallel=True, **JIT_OPTIONS)
-def stream_sum(X, n_chunks):
-    """Sum of every element of X (N, D), read once in ``n_chunks`` parallel chunks.
+def stream_sum(X: np.ndarray, n_chunks: int) -> float:
+    """Sum of every element of X (N, D), read once in ``n_chunks`` parallel chunks of rows.
 
     This is the time it takes to stream X from memory: the floor that a
-    memory-bound loss+grad step is measured against.
+    memory-bound loss+grad step is measured against, so it must run at the
+    memory's speed at every D. A C-contiguous X is summed as one flat run of
+    values per chunk: a loop along each row of D = 20 vectorises into one
+    short vector and a horizontal sum per row, which kept the sum below the
+    memory's speed (3.8 ms for a 1,000,000 x 20 float32 X on two threads,
+    against 1.6 ms flat). Any other layout goes row by row.
     """
-    n = X.shape[0]
+    if X.flags.c_contiguous:
+        return _stream_sum_flat(X.reshape(-1), X.shape[0], n_chunks)
+    return _stream_sum_rows(X, n_chunks)
+
+
+@njit(parallel=True, **JIT_OPTIONS)
+def _stream_sum_flat(values, n_rows, n_chunks):
+    """``stream_sum`` of a C-contiguous X given as ``values`` = X.reshape(-1), X having ``n_rows`` rows."""
+    row_length = values.shape[0] // n_rows
     # np.zeros and .sum() in a parallel kernel are parallel loops of their own,
     # each compiled separately: every chunk sets its entry, and a loop adds them.
     partial = np.empty(n_chunks)
+    for c in prange(n_chunks):
+        # A slice and a loop from 0, not a range from the chunk's start: an index
+        # that might be negative gets a wraparound check, which stops LLVM from
+        # vectorising the loop.
+        chunk = values[(c * n_rows // n_chunks) * row_length : ((c + 1) * n_rows // n_chunks) * row_length]
+        acc = values.dtype.type(0)
+        for i in range(chunk.shape[0]):
+            acc += chunk[i]
+        partial[c] = acc
+    total = 0.0
+    for c in range(n_chunks):
+        total += partial[c]
+    return total
+
+
+@njit(parallel=True, **JIT_OPTIONS)
+def _stream_sum_rows(X, n_chunks):
+    """``stream_sum`` of X (N, D) in any layout, row by row."""
+    n = X.shape[0]
+    partial = np.empty(n_chunks)  # not np.zeros: see _stream_sum_flat
     for c in prange(n_chunks):
         acc = X.dtype.type(0)
         for i in range(c * n // n_chunks, (c + 1) * n // n_chunks):
@@ -39,7 +71,7 @@ def stream_sum(X, n_chunks):
 def count_nonfinite(X, n_chunks):
     """Return (count of NaN/inf entries of X (N, D), first offending row or -1)."""
     n = X.shape[0]
-    counts = np.empty(n_chunks, dtype=np.int64)  # not np.zeros / np.full: see stream_sum
+    counts = np.empty(n_chunks, dtype=np.int64)  # not np.zeros / np.full: see _stream_sum_flat
     first = np.empty(n_chunks, dtype=np.int64)
     for c in prange(n_chunks):
         counts[c] = 0

@@ -479,17 +479,22 @@ def test_results_keep_the_input_dtype(rng, dtype):
 # -- kernels without a public wrapper -------------------------------------------
 
 
+@pytest.mark.parametrize("layout", ["c", "fortran", "strided", "readonly"])
+@pytest.mark.parametrize("n_chunks", [1, 3, 17])
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_stream_sum_reads_every_element_once(tmp_path, dtype, n_chunks, layout):
+    # Small distinct integers add up exactly in both dtypes, in any order, so
+    # an element that a chunk's bounds skip or read twice changes the sum.
+    values = np.arange(1, 17 * 5 + 1, dtype=dtype).reshape(17, 5)
+    X = with_layout(values, layout, tmp_path)
+    assert kernels.stream_sum(X, n_chunks) == values.size * (values.size + 1) // 2
+    assert kernels.stream_sum(X[:1], 1) == values[0].sum()
+
+
 @pytest.mark.parametrize("n_chunks", [1, 3])
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
-def test_reduction_kernels(rng, dtype, n_chunks):
+def test_count_nonfinite(rng, dtype, n_chunks):
     X = rng.standard_normal((17, 5)).astype(dtype)
-    total = kernels.stream_sum(X, n_chunks)
-    np.testing.assert_allclose(
-        total,
-        X.astype(np.float64).sum(),
-        rtol=rtol_for(dtype, X.size),
-        atol=rtol_for(dtype, X.size) * np.abs(X).sum(),
-    )
     assert kernels.count_nonfinite(X, n_chunks) == (0, -1)
     X[11, 2] = np.nan
     X[13, 0] = np.inf
