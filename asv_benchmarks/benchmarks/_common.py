@@ -74,11 +74,23 @@ IMPLS = ["fused", "reference"]
 #: K from which the step is GEMM-bound and is also compared with numpy's GEMMs.
 GEMM_MIN_K = 256
 
-#: In-process repeats (after one warm-up call) whose median a ratio uses. The
-#: quick shapes take well under a millisecond, so 15 interleaved pairs cost
-#: nothing and keep one slow pair (another process on a shared core) out of
-#: the median.
+#: Rounds of a ratio, and calls of ``median_time``. The quick shapes take
+#: well under a millisecond, so 15 rounds cost nothing and keep one slow
+#: round (another process on a shared core) out of the median.
 RATIO_REPEATS = 15 if QUICK else 7
+#: Calls timed per side and round of a ratio; the round takes their median.
+CALLS_PER_TURN = 3
+#: Seconds a step runs back to back before it is timed: longer than any
+#: thread pool of the step before it keeps spinning after its last call.
+#: OpenBLAS's idle threads spin for about 0.1 s (2^28 cycles) before they
+#: sleep, JAX's and OpenMP's for less. On the 2-core machine, right after
+#: numpy's GEMMs, a fused step shared its cores with them and took up to
+#: twice as long for that time (60,000 x 784 x 10 float32: 23 against 11 ms;
+#: 20,000 x 512 x 1000: 244 against 192 ms), and with one call per round
+#: most of the rounds of a ratio fell in it. A fit calls its step back to
+#: back, so a settled step is also the one a user waits for. The quick
+#: profile runs everything on one thread, where no pool spins.
+SETTLE_SECONDS = 0.0 if QUICK else 0.3
 #: asv sampling for time_ benchmarks: (min, max, seconds) samples per process.
 #: Both profiles take several samples, so that ``asv continuous`` and ``asv
 #: compare`` can test a difference for significance: with one sample, any
@@ -160,9 +172,17 @@ def logits(shape: str, dtype: str) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(X @ W.T + b), y
 
 
-def median_time(func, repeats: int = RATIO_REPEATS) -> float:
-    """Median wall time of ``func()`` over ``repeats`` calls, after one warm-up call."""
+def settle(func, seconds: float = SETTLE_SECONDS) -> None:
+    """Call ``func()`` back to back for ``seconds``, and at least once (see ``SETTLE_SECONDS``)."""
+    start = time.perf_counter()
     func()
+    while time.perf_counter() - start < seconds:
+        func()
+
+
+def median_time(func, repeats: int = RATIO_REPEATS) -> float:
+    """Median wall time of ``func()`` over ``repeats`` calls, after ``settle(func)``."""
+    settle(func)
     samples = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -172,23 +192,21 @@ def median_time(func, repeats: int = RATIO_REPEATS) -> float:
 
 
 def median_ratio(numerator, denominator, repeats: int = RATIO_REPEATS, *, floor: float = 0.0) -> float:
-    """Median over interleaved repeats of time(numerator) / max(time(denominator), floor).
+    """Median over rounds of time(numerator) / max(time(denominator), floor).
 
-    Both are warmed up first; alternating the two calls keeps slow drifts of
-    the machine (frequency, other load) out of the ratio. ``floor`` (seconds)
-    is a lower bound on the denominator known without timing it (the flop
-    time of a GEMM-bound step, see ``bench_ratios``).
+    Each round times both sides in turn, each as the median of
+    ``CALLS_PER_TURN`` calls after it has settled: taking turns keeps slow
+    drifts of the machine (frequency, memory bandwidth, other load) out of
+    the ratio, and settling keeps the other side's thread pool out of the
+    timed calls. ``floor`` (seconds) is a lower bound on the denominator
+    known without timing it (the flop time of a GEMM-bound step, see
+    ``bench_ratios``).
     """
-    numerator()
-    denominator()
     ratios = []
     for _ in range(repeats):
-        start = time.perf_counter()
-        numerator()
-        middle = time.perf_counter()
-        denominator()
-        end = time.perf_counter()
-        ratios.append((middle - start) / max(end - middle, floor))
+        numerator_time = median_time(numerator, CALLS_PER_TURN)
+        denominator_time = median_time(denominator, CALLS_PER_TURN)
+        ratios.append(numerator_time / max(denominator_time, floor))
     return statistics.median(ratios)
 
 

@@ -1,7 +1,9 @@
 """Ratios measured within one process, so that machine-to-machine speed cancels out.
 
 Every ratio is fused time / baseline time: lower is better, as asv assumes.
-Each is the median over interleaved repeats after a warm-up call.
+Each is the median over rounds in which the two sides take turns, each
+timed after it has run back to back long enough for the other side's
+thread pools to fall asleep (``_common.median_ratio``, ``SETTLE_SECONDS``).
 
 Against the limit (how far the kernel is from what the machine allows):
 
