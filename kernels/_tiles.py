@@ -76,6 +76,13 @@ from fastsoftmax.kernels._math import (
 #: tile holds with 32 vector registers.
 LOGITS_GROUP = 5
 GRADIENT_GROUP = 4
+#: Class counts for which the softmax stage is compiled with K as a constant,
+#: its class loops unrolled (``softmax_gradient_full_block``); any other K
+#: takes the loop over K. One block in L1, one thread, ns, loop -> unrolled
+#: (float32 / float64; two alternated runs each): K = 2 139 / 246 -> 110 / 182,
+#: K = 3 173 / 329 -> 138 / 280; K = 4 gained 5 % at most, for a tenth more
+#: compile time on the first call.
+UNROLLED_CLASS_COUNTS = (2, 3)
 #: Features per gradient tile: each load of a vector of Gt feeds four products.
 GRADIENT_FEATURES = 4
 #: Sums of one full gradient tile (GRADIENT_GROUP classes x GRADIENT_FEATURES
@@ -590,7 +597,7 @@ def softmax_gradient_full_block(
     float64 and leaves t in row_tail, from which the caller adds
     w log(1 + t). A vector of rows stays in registers from its max to its
     gradient: three passes over the classes instead of about ten loops over
-    the block.
+    the block. For K in UNROLLED_CLASS_COUNTS the passes are unrolled.
 
     For an unweighted block, the caller may take sum_r log(1 + t_r) from
     tail_excess (float64, TAIL_PRODUCTS values) instead: the products of
@@ -638,67 +645,84 @@ def softmax_gradient_full_block(
         def lane_int_splat(k):
             return arrays.splat(builder.trunc(k, lane_int) if lane_int.width < k.type.width else k, lane_ints)
 
-        with cgutils.for_range(builder, arrays.const(BLOCK_ROWS // lanes)) as step:
-            offset = builder.mul(step.index, vector_bytes)
-            first_row = builder.add(block_start, builder.mul(step.index, arrays.const(lanes)))
-            labels = arrays.load(y, ir.VectorType(label_type, lanes), arrays.row_offset(y, first_row))
-            if label_type.width > lane_int.width:
-                labels = builder.trunc(labels, lane_ints)
-            with builder.if_else(weighted) as (then, otherwise):
-                with then:
+        def block_pass(n_classes):
+            # The block's rows for this many classes: as a constant, the class loops unroll.
+            with cgutils.for_range(builder, arrays.const(BLOCK_ROWS // lanes)) as step:
+                offset = builder.mul(step.index, vector_bytes)
+                first_row = builder.add(block_start, builder.mul(step.index, arrays.const(lanes)))
+                labels = arrays.load(y, ir.VectorType(label_type, lanes), arrays.row_offset(y, first_row))
+                if label_type.width > lane_int.width:
+                    labels = builder.trunc(labels, lane_ints)
+                with builder.if_else(weighted) as (then, otherwise):
+                    with then:
+                        builder.store(
+                            arrays.load(sample_weight, vector_type, arrays.row_offset(sample_weight, first_row)), weight
+                        )
+                    with otherwise:
+                        builder.store(one, weight)
+                w = builder.load(weight)
+                # The max and the first argmax.
+                builder.store(builder.load(class_vector(arrays.const(0), offset), align=arrays.itemsize), maximum)
+                builder.store(ir.Constant(lane_ints, None), argmax)
+                with cgutils.for_range_slice(builder, arrays.const(1), n_classes, arrays.const(1)) as (k, _):
+                    z = builder.load(class_vector(k, offset), align=arrays.itemsize)
+                    leads = builder.fcmp_ordered(">", z, builder.load(maximum))
+                    builder.store(builder.select(leads, z, builder.load(maximum)), maximum)
+                    builder.store(builder.select(leads, lane_int_splat(k), builder.load(argmax)), argmax)
+                m = builder.load(maximum)
+                a = builder.load(argmax)
+                # The label's logit, the exps and the tail.
+                builder.store(zero, label_logit)
+                builder.store(zero, tail)
+                with cgutils.for_range(builder, n_classes) as k_loop:
+                    k_lanes = lane_int_splat(k_loop.index)
+                    address = class_vector(k_loop.index, offset)
+                    z = builder.load(address, align=arrays.itemsize)
+                    is_label = builder.icmp_signed("==", labels, k_lanes)
                     builder.store(
-                        arrays.load(sample_weight, vector_type, arrays.row_offset(sample_weight, first_row)), weight
+                        builder.fadd(builder.load(label_logit), builder.select(is_label, z, zero)), label_logit
                     )
+                    e = _vector_exp(builder, builder.fsub(z, m), arrays.itemsize)
+                    builder.store(e, address, align=arrays.itemsize)
+                    is_argmax = builder.icmp_signed("==", a, k_lanes)
+                    builder.store(builder.fadd(builder.load(tail), builder.select(is_argmax, zero, e)), tail)
+                t = builder.load(tail)
+                builder.store(t, arrays.address(row_tail, vector_type, offset), align=arrays.itemsize)
+                t64 = builder.fpext(t, doubles) if arrays.itemsize == 4 else t
+                q = builder.load(excess)
+                builder.store(builder.fadd(builder.fadd(q, t64), builder.fmul(q, t64)), excess)
+                margin = builder.fsub(
+                    builder.fpext(m, doubles) if arrays.itemsize == 4 else m,
+                    builder.fpext(builder.load(label_logit), doubles)
+                    if arrays.itemsize == 4
+                    else builder.load(label_logit),
+                )
+                w64 = builder.fpext(w, doubles) if arrays.itemsize == 4 else w
+                builder.store(builder.fadd(builder.load(loss), builder.fmul(w64, margin)), loss)
+                # w (p - e_y): p_k = e_k scale, and at a leading label w (p_a - 1) = -t scale.
+                scale = builder.fdiv(w, builder.fadd(one, t))
+                minus_tail_scale = builder.fmul(builder.fsub(zero, t), scale)
+                with cgutils.for_range(builder, n_classes) as k_loop:
+                    k_lanes = lane_int_splat(k_loop.index)
+                    address = class_vector(k_loop.index, offset)
+                    e = builder.load(address, align=arrays.itemsize)
+                    is_label = builder.icmp_signed("==", labels, k_lanes)
+                    g = builder.fsub(builder.fmul(e, scale), builder.select(is_label, w, zero))
+                    label_leads = builder.and_(is_label, builder.icmp_signed("==", a, k_lanes))
+                    builder.store(builder.select(label_leads, minus_tail_scale, g), address, align=arrays.itemsize)
+
+        def dispatch(counts):
+            # A pass for each count in UNROLLED_CLASS_COUNTS, the runtime count after them.
+            if not counts:
+                block_pass(n_classes)
+                return
+            with builder.if_else(builder.icmp_signed("==", n_classes, arrays.const(counts[0]))) as (then, otherwise):
+                with then:
+                    block_pass(arrays.const(counts[0]))
                 with otherwise:
-                    builder.store(one, weight)
-            w = builder.load(weight)
-            # The max and the first argmax.
-            builder.store(builder.load(class_vector(arrays.const(0), offset), align=arrays.itemsize), maximum)
-            builder.store(ir.Constant(lane_ints, None), argmax)
-            with cgutils.for_range_slice(builder, arrays.const(1), n_classes, arrays.const(1)) as (k, _):
-                z = builder.load(class_vector(k, offset), align=arrays.itemsize)
-                leads = builder.fcmp_ordered(">", z, builder.load(maximum))
-                builder.store(builder.select(leads, z, builder.load(maximum)), maximum)
-                builder.store(builder.select(leads, lane_int_splat(k), builder.load(argmax)), argmax)
-            m = builder.load(maximum)
-            a = builder.load(argmax)
-            # The label's logit, the exps and the tail.
-            builder.store(zero, label_logit)
-            builder.store(zero, tail)
-            with cgutils.for_range(builder, n_classes) as k_loop:
-                k_lanes = lane_int_splat(k_loop.index)
-                address = class_vector(k_loop.index, offset)
-                z = builder.load(address, align=arrays.itemsize)
-                is_label = builder.icmp_signed("==", labels, k_lanes)
-                builder.store(builder.fadd(builder.load(label_logit), builder.select(is_label, z, zero)), label_logit)
-                e = _vector_exp(builder, builder.fsub(z, m), arrays.itemsize)
-                builder.store(e, address, align=arrays.itemsize)
-                is_argmax = builder.icmp_signed("==", a, k_lanes)
-                builder.store(builder.fadd(builder.load(tail), builder.select(is_argmax, zero, e)), tail)
-            t = builder.load(tail)
-            builder.store(t, arrays.address(row_tail, vector_type, offset), align=arrays.itemsize)
-            t64 = builder.fpext(t, doubles) if arrays.itemsize == 4 else t
-            q = builder.load(excess)
-            builder.store(builder.fadd(builder.fadd(q, t64), builder.fmul(q, t64)), excess)
-            margin = builder.fsub(
-                builder.fpext(m, doubles) if arrays.itemsize == 4 else m,
-                builder.fpext(builder.load(label_logit), doubles)
-                if arrays.itemsize == 4
-                else builder.load(label_logit),
-            )
-            w64 = builder.fpext(w, doubles) if arrays.itemsize == 4 else w
-            builder.store(builder.fadd(builder.load(loss), builder.fmul(w64, margin)), loss)
-            # w (p - e_y): p_k = e_k scale, and at a leading label w (p_a - 1) = -t scale.
-            scale = builder.fdiv(w, builder.fadd(one, t))
-            minus_tail_scale = builder.fmul(builder.fsub(zero, t), scale)
-            with cgutils.for_range(builder, n_classes) as k_loop:
-                k_lanes = lane_int_splat(k_loop.index)
-                address = class_vector(k_loop.index, offset)
-                e = builder.load(address, align=arrays.itemsize)
-                is_label = builder.icmp_signed("==", labels, k_lanes)
-                g = builder.fsub(builder.fmul(e, scale), builder.select(is_label, w, zero))
-                label_leads = builder.and_(is_label, builder.icmp_signed("==", a, k_lanes))
-                builder.store(builder.select(label_leads, minus_tail_scale, g), address, align=arrays.itemsize)
+                    dispatch(counts[1:])
+
+        dispatch(UNROLLED_CLASS_COUNTS)
         _store_tail_products(builder, builder.load(excess), tail_excess)
         reduce_add = _reduce_add(builder, doubles, 8)
         return builder.call(reduce_add, [ir.Constant(double, 0.0), builder.load(loss)], fastmath=FASTMATH)
