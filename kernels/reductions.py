@@ -24,14 +24,13 @@ def stream_sum(X: np.ndarray, n_chunks: int) -> float:
     against 1.6 ms flat). Any other layout goes row by row.
     """
     if X.flags.c_contiguous:
-        return _stream_sum_flat(X.reshape(-1), X.shape[0], n_chunks)
+        return _stream_sum_flat(X.reshape(-1), X.shape[0], X.shape[1], n_chunks)
     return _stream_sum_rows(X, n_chunks)
 
 
 @njit(parallel=True, **JIT_OPTIONS)
-def _stream_sum_flat(values, n_rows, n_chunks):
-    """``stream_sum`` of a C-contiguous X given as ``values`` = X.reshape(-1), X having ``n_rows`` rows."""
-    row_length = values.shape[0] // n_rows
+def _stream_sum_flat(values, n_rows, row_length, n_chunks):
+    """``stream_sum`` of a C-contiguous X (n_rows, row_length) given as ``values`` = X.reshape(-1)."""
     # np.zeros and .sum() in a parallel kernel are parallel loops of their own,
     # each compiled separately: every chunk sets its entry, and a loop adds them.
     partial = np.empty(n_chunks)
