@@ -20,6 +20,7 @@ import time
 
 import numba
 import numpy as np
+from benchmarks._common import settle
 from threadpoolctl import threadpool_limits
 
 import fastsoftmax as fs
@@ -48,7 +49,9 @@ print(
 
 
 def median_time(f, repeats=5):
-    f()
+    # Each quantity is timed after it has run alone for a while: OpenBLAS's and
+    # the frameworks' threads spin for about 0.1 s after their last call.
+    settle(f)
     ts = []
     for _ in range(repeats):
         t = time.perf_counter()
