@@ -83,13 +83,14 @@ CALLS_PER_TURN = 3
 #: Seconds a step runs back to back before it is timed: longer than any
 #: thread pool of the step before it keeps spinning after its last call.
 #: OpenBLAS's idle threads spin for about 0.1 s (2^28 cycles) before they
-#: sleep, JAX's and OpenMP's for less. On the 2-core machine, right after
-#: numpy's GEMMs, a fused step shared its cores with them and took up to
-#: twice as long for that time (60,000 x 784 x 10 float32: 23 against 11 ms;
-#: 20,000 x 512 x 1000: 244 against 192 ms), and with one call per round
-#: most of the rounds of a ratio fell in it. A fit calls its step back to
-#: back, so a settled step is also the one a user waits for. The quick
-#: profile runs everything on one thread, where no pool spins.
+#: sleep, and JAX's pool slowed the step after it too. On the 2-core
+#: machine, right after numpy's GEMMs, a fused step shared its cores with
+#: them and took up to twice as long for that time (60,000 x 784 x 10
+#: float32: 23 against 11 ms; 20,000 x 512 x 1000: 244 against 192 ms), and
+#: with one call per round most of the rounds of a ratio fell in it. A fit
+#: calls its step back to back, so a settled step is also the one a user
+#: waits for. The quick profile runs everything on one thread, where no
+#: pool spins.
 SETTLE_SECONDS = 0.0 if QUICK else 0.3
 #: asv sampling for time_ benchmarks: (min, max, seconds) samples per process.
 #: Both profiles take several samples, so that ``asv continuous`` and ``asv
