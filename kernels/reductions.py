@@ -24,15 +24,17 @@ def stream_sum(X: np.ndarray, n_chunks: int) -> float:
     against 1.6 ms flat). Any other layout goes row by row.
     """
     if X.flags.c_contiguous:
-        return _stream_sum_flat(X.reshape(-1), X.shape[0], X.shape[1], n_chunks)
-    return _stream_sum_rows(X, n_chunks)
+        partial = _chunk_sums_flat(X.reshape(-1), X.shape[0], X.shape[1], n_chunks)
+    else:
+        partial = _chunk_sums_rows(X, n_chunks)
+    return float(partial.sum())
 
 
 @njit(parallel=True, **JIT_OPTIONS)
-def _stream_sum_flat(values, n_rows, row_length, n_chunks):
-    """``stream_sum`` of a C-contiguous X (n_rows, row_length) given as ``values`` = X.reshape(-1)."""
-    # np.zeros and .sum() in a parallel kernel are parallel loops of their own,
-    # each compiled separately: every chunk sets its entry, and a loop adds them.
+def _chunk_sums_flat(values, n_rows, row_length, n_chunks):
+    """The chunks' sums (n_chunks,) of a C-contiguous X (n_rows, row_length), given as ``values`` = X.reshape(-1)."""
+    # np.zeros in a parallel kernel is a parallel loop of its own, compiled
+    # separately: every chunk sets its entry instead.
     partial = np.empty(n_chunks)
     for c in prange(n_chunks):
         # A slice and a loop from 0, not a range from the chunk's start: an index
@@ -43,34 +45,28 @@ def _stream_sum_flat(values, n_rows, row_length, n_chunks):
         for i in range(chunk.shape[0]):
             acc += chunk[i]
         partial[c] = acc
-    total = 0.0
-    for c in range(n_chunks):
-        total += partial[c]
-    return total
+    return partial
 
 
 @njit(parallel=True, **JIT_OPTIONS)
-def _stream_sum_rows(X, n_chunks):
-    """``stream_sum`` of X (N, D) in any layout, row by row."""
+def _chunk_sums_rows(X, n_chunks):
+    """The chunks' sums (n_chunks,) of X (N, D) in any layout, row by row."""
     n = X.shape[0]
-    partial = np.empty(n_chunks)  # not np.zeros: see _stream_sum_flat
+    partial = np.empty(n_chunks)  # not np.zeros: see _chunk_sums_flat
     for c in prange(n_chunks):
         acc = X.dtype.type(0)
         for i in range(c * n // n_chunks, (c + 1) * n // n_chunks):
             for d in range(X.shape[1]):
                 acc += X[i, d]
         partial[c] = acc
-    total = 0.0
-    for c in range(n_chunks):
-        total += partial[c]
-    return total
+    return partial
 
 
 @njit(parallel=True, **JIT_OPTIONS)
 def count_nonfinite(X, n_chunks):
     """Return (count of NaN/inf entries of X (N, D), first offending row or -1)."""
     n = X.shape[0]
-    counts = np.empty(n_chunks, dtype=np.int64)  # not np.zeros / np.full: see _stream_sum_flat
+    counts = np.empty(n_chunks, dtype=np.int64)  # not np.zeros / np.full: see _chunk_sums_flat
     first = np.empty(n_chunks, dtype=np.int64)
     for c in prange(n_chunks):
         counts[c] = 0

@@ -207,8 +207,8 @@ def test_prefetch_takes_any_range_and_changes_nothing(dtype):
 
 @intrinsic
 def _exp_in_vectors(typingctx, values_type):
-    """exp of a C-contiguous float array in place, through ``_tiles._vector_exp`` on vectors of 16 bytes (a
-    length that is a multiple of 16 values)."""
+    """exp of a C-contiguous float array in place, through ``_tiles._vector_exp`` on vectors of 16 values (a
+    length that is a multiple of 16)."""
     signature = types.void(values_type)
 
     def codegen(context, builder, signature, args):
