@@ -174,3 +174,23 @@ class LossGradGemmRatio(_Ratio):
 
     def track_fused_over_gemms(self, shape, dtype):
         return median_ratio(self.step, self.gemms)
+
+
+class BlasPeak:
+    """The BLAS peak that the limit ratios divide by, kept per commit beside them.
+
+    The time of one GFLOP at ``blas_peak_flops``'s rate, on as many BLAS
+    threads as a step of the largest shape runs Numba threads. A forced
+    older core type (``OPENBLAS_CORETYPE``) or a slower BLAS shows here as a
+    jump, and explains a jump in every limit ratio where the products set
+    the limit.
+    """
+
+    unit = "seconds"
+    processes = 1
+    params = [DTYPES]
+    param_names = ["dtype"]
+
+    def track_seconds_per_gflop(self, dtype):
+        threads = max(kernel_threads(*parse_shape(shape)) for shape in SHAPES)
+        return 1e9 / blas_peak_flops(dtype, threads)
