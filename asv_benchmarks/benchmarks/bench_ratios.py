@@ -18,8 +18,9 @@ Against the limit (how far the kernel is from what the machine allows):
   same dtype, on as many BLAS threads as the fused step runs Numba threads
   (``_common.kernel_threads``); read-X runs on that many chunks too. 1.0 is
   the floor for code at the BLAS's peak; where OpenBLAS runs narrower
-  vectors than the CPU has (its Haswell kernels on an AVX-512 core), the
-  kernels' own tiles can go under it.
+  vectors than the CPU has (``OPENBLAS_CORETYPE=Haswell`` on an AVX-512
+  core), the kernels' own tiles can go under it (``BlasPeak`` keeps the
+  peak per commit).
 * training pass vs the limit: the same, for one full-batch evaluation as
   ``fit`` runs it (``TrainingPassRatio``), where X is read in the layout its
   block body works in.
