@@ -27,6 +27,7 @@ import os
 import statistics
 import sys
 import time
+import warnings
 
 PROFILE = os.environ.get("FASTSOFTMAX_BENCH_PROFILE", "full").strip().lower() or "full"
 if PROFILE not in ("quick", "full"):
@@ -241,6 +242,15 @@ def blas_peak_flops(dtype: str, threads: int, repeats: int = 5) -> float:
     after a warm-up: noise only slows a call down, so the fastest one is the
     closest to the peak.
     """
+    forced_core = os.environ.get("OPENBLAS_CORETYPE")
+    if forced_core:
+        # A forced core type halved the peak on the AVX-512 development machine (Haswell's kernels).
+        warnings.warn(
+            f"OPENBLAS_CORETYPE={forced_core} overrides OpenBLAS's choice of kernels: the BLAS peak, and every "
+            "limit ratio that divides by it, are that core type's rather than this CPU's. To measure against "
+            "the machine's own BLAS, unset it (and OPENBLAS_L2_SIZE) for the run.",
+            stacklevel=2,
+        )
     threadpool_limits = require("threadpoolctl", "threadpool_limits")
     n = PEAK_GEMM_SIZE
     gen = np.random.default_rng(5)
