@@ -64,7 +64,7 @@ def fused_loss_grad(
     if X_blocks is not None:
         variant = kernels.LossGradVariant.BLOCKED
     elif variant is None:
-        variant = kernels.select_variant(n_features, n_classes)
+        variant = kernels.select_variant(n_features, n_classes, X.itemsize)
     n_chunks = _n_chunks(X.shape[0], n_features, n_classes)
     # One chunk runs serially on this thread (kernels.loss_grad_sums): no team to size, nothing to serialise.
     section = (

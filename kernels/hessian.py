@@ -59,7 +59,7 @@ def select_hvp_variant(n_features: int, n_classes: int) -> LossGradVariant:
 
     BLOCKED for D <= 32 and K < 64 (SIMD across rows fills every lane),
     BLAS everywhere else. Unlike loss+grad there is no
-    SKINNY body: the forward GEMM has 2K columns (logits and direction
+    ROWWISE body: the forward GEMM has 2K columns (logits and direction
     together), which keeps BLAS nearer its peak at small K. Measured on 2
     shared cores (load ~10, medians of 15), as a multiple of the loss+grad
     step's time, float32 / float64:

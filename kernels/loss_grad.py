@@ -25,16 +25,18 @@ Design:
               registers, ``_tiles.transpose_full_block``) so that the logits,
               the softmax and the gradient run SIMD across rows; the two
               products go through register tiles written as LLVM vector code
-              (``_tiles``). K < 64 with D <= 784 and D K <= 12,800. Training
-              can hold X as such blocks once and for all (``row_blocks``,
+              (``_tiles``). K < 64 with short rows. Training can hold X
+              as such blocks once and for all (``row_blocks``,
               ``loss_grad_row_blocks_sums``), which skips the transpose
               (``row_blocks_pay``). While a block computes, the next one
               is prefetched (``PREFETCH_MAX_BYTES``);
-  ``SKINNY``  both products as loops along D, four rows and three classes at
-              a time (D > 784 with K <= 10, where BLAS's GEMMs with a
-              dimension of K run below peak);
+  ``ROWWISE`` both products along D on X's rows as they lie, no transpose:
+              register tiles of rows x classes for the logits and of
+              classes x features for the gradient, the block's logits and
+              softmax held transposed as in BLOCKED (K < 64 with long rows,
+              ``ROWWISE_MIN_ROW_BYTES``);
   ``BLAS``    two GEMMs per block of 512 rows through ``np.dot`` with the
-              softmax fused between them (K >= 64, and large D K).
+              softmax fused between them (K >= 64).
 - Compiling is most of a cold first call, so each call compiles only what it
   runs: a serial call runs its block body directly, and each body has its own
   parallel driver (``variant`` is a compile-time constant there), instead of
@@ -62,6 +64,8 @@ from fastsoftmax.kernels._tiles import (
     gradient_strip,
     logits_strip,
     prefetch_bytes,
+    row_gradient_strip,
+    row_logits_strip,
     softmax_gradient_full_block,
     transpose_full_block,
 )
@@ -72,7 +76,7 @@ class LossGradVariant(enum.IntEnum):
 
     BLOCKED = 1
     BLAS = 2
-    SKINNY = 3
+    ROWWISE = 3
 
 
 #: K at and above which the step is compute-bound and BLAS's GEMMs win.
@@ -82,23 +86,24 @@ class LossGradVariant(enum.IntEnum):
 #: rule's step and the BLOCKED body are level in float32 (105-109 against
 #: 105 ms) and BLOCKED leads in float64 (238-243 against 213 ms).
 BLAS_MIN_CLASSES = 64
-#: D x K up to which (with K < 64) the BLOCKED body's register tiles beat
-#: BLAS's GEMMs and SKINNY's loops; above it the products dominate and BLAS
-#: blocks them better. One thread, ms BLOCKED / best of SKINNY and BLAS,
-#: float32 and float64: N = 1e6, 20 x 3 10.8 / 25.4, 18.4 / 30.2; N =
-#: 200,000, 100 x 10 11.6 / 19.7, 20.8 / 29.4; N = 100,000, 64 x 63 16.9 /
-#: 25.0, 29.1 / 42.5; N = 50,000, 300 x 40 19.8 / 22.1, 31.1 / 39.1, and at
-#: the bound 400 x 32 20.7 / 21.0, 34.9 / 36.0; but N = 30,000, 784 x 32 25.1
-#: / 22.4, 47.1 / 40.5 (BLAS).
-BLOCKED_MAX_WEIGHTS = 12_800
-#: D up to which the BLOCKED body's (D, block) scratch stays in L2 (784 x 128
-#: float64 values, 784 KB); past it a block no longer fits, and at 3000 x 3
-#: SKINNY wins (N = 20,000: 14.3 against 19.1 ms in float32).
-BLOCKED_MAX_FEATURES = 784
-#: K up to which loops along D beat BLAS's GEMMs where BLOCKED does not apply
-#: (one thread: N = 20,000, 2048 x 10 19.3 against 25.1 ms in float32, 43.1
-#: against 44.9 in float64; from K = 11 BLAS wins at large D).
-SKINNY_MAX_CLASSES = 10
+#: Bytes of a row of X from which, at K < 64, the ROWWISE body beats the
+#: BLOCKED body on X (twice as many for K > ROWWISE_FEW_CLASSES, where the
+#: BLOCKED tiles amortise their transpose over more classes). Along D, the
+#: logits end each row's sums with a sum across lanes; in a short row that
+#: costs more than BLOCKED's transpose. Public step, 2 threads, ms BLOCKED ->
+#: ROWWISE (float32 / float64): K = 10, N = 200,000: D = 64 2.34 / 5.24 ->
+#: 5.89 / 4.92, D = 112 4.88 / 9.97 -> 5.36 / 7.36, D = 128 5.39 / 11.6 ->
+#: 4.79 / 8.59; N = 60,000, D = 784 9.88 / 21.9 -> 7.59 / 17.9. K = 40,
+#: N = 100,000, D = 128 6.30 / 13.9 -> 7.49 / 13.2; K = 63, N = 50,000,
+#: D = 256 9.60 / 19.6 -> 9.67 / 18.3. It also replaced the loops along D
+#: (four rows and three classes per loop) where BLOCKED's block left L2, and
+#: BLAS for K < 64 at large D K, ms before -> ROWWISE: 30,000 x 2048 x 10
+#: 14.3 / 30.3 -> 11.9 / 23.4; 20,000 x 3000 x 3 7.84 / 16.4 -> 7.22 /
+#: 14.8; 4000 x 10,000 x 2 5.14 / 11.1 -> 5.15 / 12.3; BLAS at 30,000 x
+#: 784 x 32 13.2 / 28.0 -> 9.29 / 19.2, 30,000 x 512 x 50 12.1 / 25.4 ->
+#: 8.05 / 17.8, 20,000 x 2048 x 32 21.2 / 49.9 -> 20.7 / 45.2.
+ROWWISE_MIN_ROW_BYTES = 512
+ROWWISE_FEW_CLASSES = 10
 #: Bytes up to which a block is prefetched: the BLOCKED body asks for the
 #: next block while it computes on this one, a third before each stage. The
 #: softmax and the products touch only the block in L1/L2, so without it
@@ -113,22 +118,22 @@ SKINNY_MAX_CLASSES = 10
 PREFETCH_MAX_BYTES = 1 << 16
 
 
-def select_variant(n_features: int, n_classes: int) -> LossGradVariant:
-    """Choose the block body for a problem of D features and K classes.
+def select_variant(n_features: int, n_classes: int, itemsize: int) -> LossGradVariant:
+    """Choose the block body for a problem of D features and K classes in a dtype of ``itemsize`` bytes.
 
-    The rule, measured on one thread of the 2-core machine (README, "How the
-    kernels work"): for K >= 64, BLAS; for K < 64, BLOCKED when D <= 784 and
-    D K <= 12,800 (its register tiles run both products near the FMA peak
-    while a transposed block stays in L2), else SKINNY for K <= 10 (BLAS's
-    GEMMs with a dimension of K run below peak) and BLAS above.
+    The rule, measured on the 2-core machine (README, "How the kernels
+    work"): for K >= 64, BLAS; for K < 64, ROWWISE when a row of X takes at
+    least ROWWISE_MIN_ROW_BYTES (twice that for K > ROWWISE_FEW_CLASSES),
+    else BLOCKED. Both run their products in register tiles near the FMA
+    peak; BLOCKED pays a transpose per block, ROWWISE a sum across lanes per
+    row and class.
     """
     if n_classes >= BLAS_MIN_CLASSES:
         return LossGradVariant.BLAS
-    if n_features <= BLOCKED_MAX_FEATURES and n_features * n_classes <= BLOCKED_MAX_WEIGHTS:
-        return LossGradVariant.BLOCKED
-    if n_classes <= SKINNY_MAX_CLASSES:
-        return LossGradVariant.SKINNY
-    return LossGradVariant.BLAS
+    min_row_bytes = ROWWISE_MIN_ROW_BYTES if n_classes <= ROWWISE_FEW_CLASSES else 2 * ROWWISE_MIN_ROW_BYTES
+    if n_features * itemsize >= min_row_bytes:
+        return LossGradVariant.ROWWISE
+    return LossGradVariant.BLOCKED
 
 
 #: Bytes of one row of X up to which, at K < BLAS_MIN_CLASSES, the BLOCKED body
@@ -147,7 +152,7 @@ def row_blocks_pay(n_features: int, n_classes: int, itemsize: int) -> bool:
 
     True for K < BLAS_MIN_CLASSES when a row of X takes at most
     ``ROW_BLOCKS_MAX_ROW_BYTES``: there the copy removes the BLOCKED body's
-    per-block transpose, and that body beats SKINNY and BLAS or is level with them.
+    per-block transpose, and that body beats the others on X or is level with them.
     Training copies X into row blocks where this holds and the copy fits in memory.
     """
     return n_classes < BLAS_MIN_CLASSES and n_features * itemsize <= ROW_BLOCKS_MAX_ROW_BYTES
@@ -263,6 +268,58 @@ def _block_gradient(Xt, Gt, dW_acc, db_acc, tile_sums):
         _gradient_2(Xt, Gt, dW_acc, first, tile_sums)
     elif remaining == 1:
         _gradient_1(Xt, Gt, dW_acc, first, tile_sums)
+
+
+_row_logits_strips = tuple(row_logits_strip(n) for n in range(1, LOGITS_GROUP + 1))
+_row_gradient_strips = tuple(row_gradient_strip(n) for n in range(1, LOGITS_GROUP + 1))
+_row_logits_1, _row_logits_2, _row_logits_3, _row_logits_4, _row_logits_5 = _row_logits_strips
+_row_gradient_1, _row_gradient_2, _row_gradient_3, _row_gradient_4, _row_gradient_5 = _row_gradient_strips
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def _row_logits(X, first, nb, W, b, Zt):
+    """Zt[k, r] = b_k + sum_d W[k, d] X[first + r, d] for r < nb, LOGITS_GROUP classes per register tile."""
+    n_classes = W.shape[0]
+    k0 = 0
+    while n_classes - k0 >= LOGITS_GROUP:
+        _row_logits_5(X, first, nb, W, b, Zt, k0)
+        k0 += LOGITS_GROUP
+    remaining = n_classes - k0
+    if remaining == 4:
+        _row_logits_4(X, first, nb, W, b, Zt, k0)
+    elif remaining == 3:
+        _row_logits_3(X, first, nb, W, b, Zt, k0)
+    elif remaining == 2:
+        _row_logits_2(X, first, nb, W, b, Zt, k0)
+    elif remaining == 1:
+        _row_logits_1(X, first, nb, W, b, Zt, k0)
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def _row_gradient(X, first, nb, Gt, dW_acc, db_acc):
+    """dW_acc[k, d] += sum_{r < nb} Gt[k, r] X[first + r, d] and db_acc[k] += sum_r Gt[k, r].
+
+    LOGITS_GROUP classes per register tile; Gt is zero past row nb.
+    """
+    n_classes = Gt.shape[0]
+    for k in range(n_classes):
+        acc = Gt.dtype.type(0)
+        for r in range(BLOCK_ROWS):
+            acc += Gt[k, r]
+        db_acc[k] += acc
+    k0 = 0
+    while n_classes - k0 >= LOGITS_GROUP:
+        _row_gradient_5(X, first, nb, Gt, dW_acc, k0)
+        k0 += LOGITS_GROUP
+    remaining = n_classes - k0
+    if remaining == 4:
+        _row_gradient_4(X, first, nb, Gt, dW_acc, k0)
+    elif remaining == 3:
+        _row_gradient_3(X, first, nb, Gt, dW_acc, k0)
+    elif remaining == 2:
+        _row_gradient_2(X, first, nb, Gt, dW_acc, k0)
+    elif remaining == 1:
+        _row_gradient_1(X, first, nb, Gt, dW_acc, k0)
 
 
 @njit(inline="always", **JIT_OPTIONS)
@@ -423,102 +480,24 @@ def _row_blocks_chunk(X_blocks, y, W, b, sample_weight, start, stop, dW_acc, db_
 
 
 @njit(**JIT_OPTIONS)
-def _skinny_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc):
-    """Rows [start, stop) with both products as loops along D, four rows and three classes at a time.
+def _rowwise_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc):
+    """Rows [start, stop) a block at a time, both products along D on X's rows as they lie.
 
-    For small K and large D, BLAS's GEMMs have one tiny dimension and run far
-    below peak. Here the loops along D take four rows and three classes at
-    once: every load of x[i, d] feeds three classes and every load of W[k, d]
-    four rows (12 products per 7 loads), and every load and store of dW[k, d]
-    takes four rows' terms, so the loops are bound by arithmetic, not by the
-    load and store ports. Classes beyond the last full triple go one at a time.
-    (One thread, K = 10: 784 features 29.7 -> 23.9 ms in float64 and 16.3 ->
-    12.0 in float32 at N = 30,000, against one class at a time.)
+    The logits go into Zt (K, BLOCK_ROWS) as in the BLOCKED body, so the
+    softmax stage is the same tile; a last partial block's rows from nb on
+    get zero logits (and, in the softmax, weight 0). No transpose, so the
+    rows stream from memory in order.
     """
-    n_classes, n_features = W.shape
-    Z = np.empty((BLOCK_ROWS, n_classes), dtype=X.dtype)
-    scratch = exp_scratch(X, BLOCK_ROWS * n_classes)
-    row_tail = np.empty(BLOCK_ROWS, dtype=X.dtype)
-    row_argmax = np.empty(BLOCK_ROWS, dtype=np.intp)
-    dW_block = np.zeros((n_classes, n_features), dtype=X.dtype)
-    zero = X.dtype.type(0)
-    n_triple_classes = n_classes // 3 * 3
+    scratch = _block_scratch(X, W.shape[0], W.shape[1])
+    Zt = scratch[0]
     loss = 0.0
     for block_start in range(start, stop, BLOCK_ROWS):
         nb = min(BLOCK_ROWS, stop - block_start)
-        n_quads = nb // 4 * 4
-        for r in range(0, n_quads, 4):
-            i = block_start + r
-            x0, x1, x2, x3 = X[i], X[i + 1], X[i + 2], X[i + 3]
-            for k in range(0, n_triple_classes, 3):
-                u, v, w = W[k], W[k + 1], W[k + 2]
-                u0 = u1 = u2 = u3 = v0 = v1 = v2 = v3 = w0 = w1 = w2 = w3 = zero
-                for d in range(n_features):
-                    e0, e1, e2, e3 = x0[d], x1[d], x2[d], x3[d]
-                    u0 += u[d] * e0
-                    u1 += u[d] * e1
-                    u2 += u[d] * e2
-                    u3 += u[d] * e3
-                    v0 += v[d] * e0
-                    v1 += v[d] * e1
-                    v2 += v[d] * e2
-                    v3 += v[d] * e3
-                    w0 += w[d] * e0
-                    w1 += w[d] * e1
-                    w2 += w[d] * e2
-                    w3 += w[d] * e3
-                Z[r, k], Z[r + 1, k], Z[r + 2, k], Z[r + 3, k] = u0 + b[k], u1 + b[k], u2 + b[k], u3 + b[k]
-                bv, bw = b[k + 1], b[k + 2]
-                Z[r, k + 1], Z[r + 1, k + 1], Z[r + 2, k + 1], Z[r + 3, k + 1] = v0 + bv, v1 + bv, v2 + bv, v3 + bv
-                Z[r, k + 2], Z[r + 1, k + 2], Z[r + 2, k + 2], Z[r + 3, k + 2] = w0 + bw, w1 + bw, w2 + bw, w3 + bw
-            for k in range(n_triple_classes, n_classes):
-                u = W[k]
-                u0 = u1 = u2 = u3 = zero
-                for d in range(n_features):
-                    u0 += u[d] * x0[d]
-                    u1 += u[d] * x1[d]
-                    u2 += u[d] * x2[d]
-                    u3 += u[d] * x3[d]
-                Z[r, k], Z[r + 1, k], Z[r + 2, k], Z[r + 3, k] = u0 + b[k], u1 + b[k], u2 + b[k], u3 + b[k]
-        for r in range(n_quads, nb):
-            for k in range(n_classes):
-                u0 = zero
-                for d in range(n_features):
-                    u0 += W[k, d] * X[block_start + r, d]
-                Z[r, k] = u0 + b[k]
-        loss += _softmax_grad_block(Z, nb, y, sample_weight, block_start, scratch, row_tail, row_argmax)
-        for r in range(0, n_quads, 4):
-            i = block_start + r
-            x0, x1, x2, x3 = X[i], X[i + 1], X[i + 2], X[i + 3]
-            for k in range(0, n_triple_classes, 3):
-                gu0, gu1, gu2, gu3 = Z[r, k], Z[r + 1, k], Z[r + 2, k], Z[r + 3, k]
-                gv0, gv1, gv2, gv3 = Z[r, k + 1], Z[r + 1, k + 1], Z[r + 2, k + 1], Z[r + 3, k + 1]
-                gw0, gw1, gw2, gw3 = Z[r, k + 2], Z[r + 1, k + 2], Z[r + 2, k + 2], Z[r + 3, k + 2]
-                db_acc[k] += (gu0 + gu1) + (gu2 + gu3)
-                db_acc[k + 1] += (gv0 + gv1) + (gv2 + gv3)
-                db_acc[k + 2] += (gw0 + gw1) + (gw2 + gw3)
-                du, dv, dw = dW_block[k], dW_block[k + 1], dW_block[k + 2]
-                for d in range(n_features):
-                    e0, e1, e2, e3 = x0[d], x1[d], x2[d], x3[d]
-                    du[d] += gu0 * e0 + gu1 * e1 + gu2 * e2 + gu3 * e3
-                    dv[d] += gv0 * e0 + gv1 * e1 + gv2 * e2 + gv3 * e3
-                    dw[d] += gw0 * e0 + gw1 * e1 + gw2 * e2 + gw3 * e3
-            for k in range(n_triple_classes, n_classes):
-                g0, g1, g2, g3 = Z[r, k], Z[r + 1, k], Z[r + 2, k], Z[r + 3, k]
-                db_acc[k] += (g0 + g1) + (g2 + g3)
-                du = dW_block[k]
-                for d in range(n_features):
-                    du[d] += g0 * x0[d] + g1 * x1[d] + g2 * x2[d] + g3 * x3[d]
-        for r in range(n_quads, nb):
-            for k in range(n_classes):
-                g0 = Z[r, k]
-                db_acc[k] += g0
-                for d in range(n_features):
-                    dW_block[k, d] += g0 * X[block_start + r, d]
-        for k in range(n_classes):
-            for d in range(n_features):
-                dW_acc[k, d] += dW_block[k, d]
-                dW_block[k, d] = 0
+        _row_logits(X, block_start, nb, W, b, Zt)
+        if nb < BLOCK_ROWS:
+            Zt[:, nb:] = 0
+        loss += _block_softmax(Zt, nb, y, sample_weight, block_start, scratch)
+        _row_gradient(X, block_start, nb, Zt, dW_acc, db_acc)
     return loss
 
 
@@ -555,7 +534,7 @@ def _blas_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc):
 #: The variants as plain ints: numba folds a comparison of two such constants
 #: and prunes the branch not taken before it types it. ``_ROW_BLOCKS`` is the
 #: BLOCKED body on X already stored as row blocks (``loss_grad_row_blocks_sums``).
-_BLOCKED, _BLAS, _SKINNY = int(LossGradVariant.BLOCKED), int(LossGradVariant.BLAS), int(LossGradVariant.SKINNY)
+_BLOCKED, _BLAS, _ROWWISE = int(LossGradVariant.BLOCKED), int(LossGradVariant.BLAS), int(LossGradVariant.ROWWISE)
 _ROW_BLOCKS = 4
 
 
@@ -565,8 +544,8 @@ def _chunk(X, y, W, b, sample_weight, start, stop, variant, dW_acc, db_acc):
     # that each driver types and compiles one block body, not all of them.
     if variant == _BLAS:
         return _blas_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc)
-    if variant == _SKINNY:
-        return _skinny_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc)
+    if variant == _ROWWISE:
+        return _rowwise_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc)
     if variant == _ROW_BLOCKS:
         return _row_blocks_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc)
     return _blocked_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc)
@@ -646,17 +625,17 @@ def _make_parallel_driver(variant: int, name: str):
 BODIES = {
     LossGradVariant.BLOCKED: _blocked_chunk,
     LossGradVariant.BLAS: _blas_chunk,
-    LossGradVariant.SKINNY: _skinny_chunk,
+    LossGradVariant.ROWWISE: _rowwise_chunk,
 }
 _loss_grad_parallel_blocked = _make_parallel_driver(_BLOCKED, "_loss_grad_parallel_blocked")
 _loss_grad_parallel_blas = _make_parallel_driver(_BLAS, "_loss_grad_parallel_blas")
-_loss_grad_parallel_skinny = _make_parallel_driver(_SKINNY, "_loss_grad_parallel_skinny")
+_loss_grad_parallel_rowwise = _make_parallel_driver(_ROWWISE, "_loss_grad_parallel_rowwise")
 _loss_grad_parallel_row_blocks = _make_parallel_driver(_ROW_BLOCKS, "_loss_grad_parallel_row_blocks")
 #: The parallel driver of each variant.
 PARALLEL_DRIVERS = {
     LossGradVariant.BLOCKED: _loss_grad_parallel_blocked,
     LossGradVariant.BLAS: _loss_grad_parallel_blas,
-    LossGradVariant.SKINNY: _loss_grad_parallel_skinny,
+    LossGradVariant.ROWWISE: _loss_grad_parallel_rowwise,
 }
 
 

@@ -14,8 +14,11 @@ from numba import njit, prange
 
 from fastsoftmax.kernels._config import BLOCK_ROWS, JIT_OPTIONS
 from fastsoftmax.kernels._math import exp_scratch
-from fastsoftmax.kernels.loss_grad import BLAS_MIN_CLASSES, SKINNY_MAX_CLASSES
+from fastsoftmax.kernels.loss_grad import BLAS_MIN_CLASSES
 from fastsoftmax.kernels.softmax import exp_shifted_block
+
+#: K above which, for 32 < D < 128, BLAS's GEMMs beat prediction's loops along D.
+LOOPS_MAX_CLASSES = 10
 
 
 def logits_by_blas(n_features: int, n_classes: int) -> bool:
@@ -25,7 +28,7 @@ def logits_by_blas(n_features: int, n_classes: int) -> bool:
     one dot product per row and class. (The rule the fused loss and gradient
     used before its BLOCKED body took over K < 64; prediction has no such body.)
     """
-    return n_classes >= BLAS_MIN_CLASSES or (32 < n_features < 128 and n_classes > SKINNY_MAX_CLASSES)
+    return n_classes >= BLAS_MIN_CLASSES or (32 < n_features < 128 and n_classes > LOOPS_MAX_CLASSES)
 
 
 @njit(inline="always", **JIT_OPTIONS)

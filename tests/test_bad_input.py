@@ -232,7 +232,7 @@ NONFINITE_SHAPES = [(40, 4, 3), (40, 40, 3), (40, 4, 70)]
 def test_nonfinite_X_detected_by_every_block_body(rng, monkeypatch, shape, variant, value, zero_weight):
     n, d, k = shape
     X, y, W, b, _ = make_problem(rng, n, d, k)
-    monkeypatch.setattr(kernels, "select_variant", lambda n_features, n_classes: variant)
+    monkeypatch.setattr(kernels, "select_variant", lambda n_features, n_classes, itemsize: variant)
     W[:, 1] = 0.0  # 0 * inf must not hide an inf either
     X[17, 1] = value
     sw = np.ones(n)

@@ -503,26 +503,27 @@ def test_count_nonfinite(rng, dtype, n_chunks):
 
 
 def test_select_variant_rule():
-    # K < 64: register tiles across rows while D <= 784 and D K <= 12,800;
-    # past that, loops along D for K <= 10 and the two GEMMs through BLAS above;
-    # K >= 64: BLAS.
-    assert kernels.select_variant(4, 3) is LossGradVariant.BLOCKED
-    assert kernels.select_variant(100, 10) is LossGradVariant.BLOCKED
-    assert kernels.select_variant(784, 10) is LossGradVariant.BLOCKED
-    assert kernels.select_variant(3000, 3) is LossGradVariant.SKINNY
-    assert kernels.select_variant(784, 32) is LossGradVariant.BLAS
-    assert kernels.select_variant(4, 300) is LossGradVariant.BLAS
-    assert kernels.select_variant(200, 300) is LossGradVariant.BLAS
+    # K < 64: register tiles along D on X's rows from 512-byte rows (1024 for
+    # K > 10), across rows of a transposed block below; K >= 64: BLAS.
+    assert kernels.select_variant(4, 3, 8) is LossGradVariant.BLOCKED
+    assert kernels.select_variant(100, 10, 4) is LossGradVariant.BLOCKED
+    assert kernels.select_variant(100, 10, 8) is LossGradVariant.ROWWISE
+    assert kernels.select_variant(784, 10, 4) is LossGradVariant.ROWWISE
+    assert kernels.select_variant(3000, 3, 8) is LossGradVariant.ROWWISE
+    assert kernels.select_variant(784, 32, 4) is LossGradVariant.ROWWISE
+    assert kernels.select_variant(4, 300, 4) is LossGradVariant.BLAS
+    assert kernels.select_variant(2000, 300, 8) is LossGradVariant.BLAS
     # The boundaries, one step either side.
-    assert kernels.select_variant(1, 2) is LossGradVariant.BLOCKED
-    assert kernels.select_variant(400, 32) is LossGradVariant.BLOCKED
-    assert kernels.select_variant(401, 32) is LossGradVariant.BLAS
-    assert kernels.select_variant(1280, 10) is LossGradVariant.SKINNY  # D > 784
-    assert kernels.select_variant(785, 2) is LossGradVariant.SKINNY
-    assert kernels.select_variant(785, 11) is LossGradVariant.BLAS
-    assert kernels.select_variant(203, 63) is LossGradVariant.BLOCKED
-    assert kernels.select_variant(204, 63) is LossGradVariant.BLAS
-    assert kernels.select_variant(32, 64) is LossGradVariant.BLAS
+    assert kernels.select_variant(1, 2, 4) is LossGradVariant.BLOCKED
+    assert kernels.select_variant(127, 10, 4) is LossGradVariant.BLOCKED
+    assert kernels.select_variant(128, 10, 4) is LossGradVariant.ROWWISE
+    assert kernels.select_variant(63, 10, 8) is LossGradVariant.BLOCKED
+    assert kernels.select_variant(64, 10, 8) is LossGradVariant.ROWWISE
+    assert kernels.select_variant(128, 11, 4) is LossGradVariant.BLOCKED
+    assert kernels.select_variant(255, 63, 4) is LossGradVariant.BLOCKED
+    assert kernels.select_variant(256, 63, 4) is LossGradVariant.ROWWISE
+    assert kernels.select_variant(128, 63, 8) is LossGradVariant.ROWWISE
+    assert kernels.select_variant(4000, 64, 4) is LossGradVariant.BLAS
 
 
 def test_prediction_takes_blas_for_many_classes_and_moderate_d():

@@ -214,17 +214,17 @@ def test_row_blocks_pay_rule():
     assert kernels.row_blocks_pay(32, 63, 8) and kernels.row_blocks_pay(1, 2, 4)
     assert kernels.row_blocks_pay(784, 63, 8) and not kernels.row_blocks_pay(785, 10, 8)
     assert kernels.row_blocks_pay(1568, 10, 4) and not kernels.row_blocks_pay(1569, 2, 4)
-    assert kernels.row_blocks_pay(401, 32, 8)  # a BLAS shape by select_variant
+    assert kernels.row_blocks_pay(401, 32, 8)  # a ROWWISE shape by select_variant
     assert not kernels.row_blocks_pay(8, 64, 8)  # K >= 64: BLAS
 
 
 @pytest.mark.parametrize(
     ("d", "k", "dtype", "variant"),
-    [(1000, 3, np.float32, "SKINNY"), (401, 32, np.float64, "BLAS"), (100, 10, np.float64, "BLOCKED")],
+    [(1000, 3, np.float32, "ROWWISE"), (401, 32, np.float64, "ROWWISE"), (100, 10, np.float32, "BLOCKED")],
 )
 def test_training_reads_row_blocks_wherever_they_pay(rng, d, k, dtype, variant, row_blocks_calls):
     # Whichever body the shape selects on X, below 64 classes and 6,272-byte rows.
-    assert kernels.select_variant(d, k) is LossGradVariant[variant]
+    assert kernels.select_variant(d, k, np.dtype(dtype).itemsize) is LossGradVariant[variant]
     X, y = _classification(rng, 1000, d, k, dtype)
     _fit(X, y, dtype)
     assert row_blocks_calls and row_blocks_calls[0] == (8, d, BLOCK_ROWS)

@@ -21,7 +21,7 @@ MAX_THREADS = numba.config.NUMBA_NUM_THREADS
 
 # (N, D, K) covering every block body, each large enough that _n_chunks splits the rows
 # (N K (D + 1) >= 2 * 2**17) when two or more threads are available.
-SHAPES = {"D4-K3": (20_000, 4, 3), "D40-K4": (2_000, 40, 4), "D7-K300": (250, 7, 300)}
+SHAPES = {"D4-K3": (20_000, 4, 3), "D40-K4": (2_000, 40, 4), "D200-K4": (2_000, 200, 4), "D7-K300": (250, 7, 300)}
 
 
 @pytest.fixture
@@ -84,14 +84,14 @@ def test_concurrent_python_threads_match_one_call(rng, dtype):
     # when other threads change its thread count.
     problems = {body: (*p[:4], p[4], p[0] @ p[2].T + p[3]) for body, p in problems.items()}
     expected = {body: _run_all(*p) for body, p in problems.items()}
-    start = threading.Barrier(4)
+    bodies = [*SHAPES, "D4-K3"]
+    start = threading.Barrier(len(bodies), timeout=120)  # a broken barrier fails the test instead of hanging it
 
     def work(body):
-        start.wait()  # all four threads enter the parallel kernels together
+        start.wait()  # every thread enters the parallel kernels together
         return body, [_run_all(*problems[body]) for _ in range(3)]
 
-    bodies = [*SHAPES, "D4-K3"]
-    with ThreadPoolExecutor(max_workers=4) as pool:
+    with ThreadPoolExecutor(max_workers=len(bodies)) as pool:
         results = list(pool.map(work, bodies))
     for body, runs in results:
         n, d, k = SHAPES[body]
@@ -112,7 +112,7 @@ def test_concurrent_python_threads_match_one_call(rng, dtype):
                 0.01,
                 grad_rtol(dtype, n, d, k) / 16,
             )
-            if kernels.select_variant(d, k) is not kernels.LossGradVariant.BLAS:
+            if kernels.select_variant(d, k, np.dtype(dtype).itemsize) is not kernels.LossGradVariant.BLAS:
                 assert got["loss"] == want["loss"]
                 np.testing.assert_array_equal(got["dW"], want["dW"])
                 np.testing.assert_array_equal(got["db"], want["db"])

@@ -1,4 +1,4 @@
-"""The register tiles of the BLOCKED body (``kernels/_tiles.py``).
+"""The register tiles of the BLOCKED and ROWWISE bodies (``kernels/_tiles.py``).
 
 The products against a float64 oracle, the softmax stage against the
 row-major one of the other bodies, the transpose exactly.
@@ -31,6 +31,8 @@ from fastsoftmax.kernels.loss_grad import (
     _block_softmax,
     _fill_transposed,
     _flush_tile_sums,
+    _row_gradient,
+    _row_logits,
     _softmax_grad_block,
 )
 
@@ -68,7 +70,7 @@ def tiled(request, monkeypatch):
 
 @njit
 def _softmax_by_rows(Z, nb, y, sample_weight, block_start):
-    """The row-major softmax stage of the SKINNY and BLAS bodies, which the tiled one must reproduce."""
+    """The row-major softmax stage of the BLAS body, which the tiled one must reproduce."""
     scratch = exp_scratch(Z, Z.size)
     row_tail = np.empty(nb, dtype=Z.dtype)
     row_argmax = np.empty(nb, dtype=np.intp)
@@ -99,6 +101,53 @@ def test_tiles_match_float64_products(rng, tiled, dtype):
             np.testing.assert_array_less(np.abs(dW - 1 - 2 * G64 @ X64.T), 4 * gradient_bound + 1e-300)
             db_bound = 2 * BLOCK_ROWS * eps * np.abs(G64).sum(axis=1)
             np.testing.assert_array_less(np.abs(db - 1 - 2 * G64.sum(axis=1)), 4 * db_bound + 1e-300)
+
+
+@pytest.fixture(params=VECTOR_SHAPES, ids=lambda shape: f"{shape[0]}-byte")
+def row_products(request, monkeypatch):
+    """The ROWWISE body's logits and gradient, compiled afresh for one vector shape (see ``tiled``)."""
+    monkeypatch.setattr(_tiles, "_vector_shape", lambda context: request.param)
+
+    @njit(fastmath=FASTMATH)
+    def products(X, first, nb, W, b, Zt, Gt, dW, db):
+        _row_logits(X, first, nb, W, b, Zt)
+        _row_gradient(X, first, nb, Gt, dW, db)
+        _row_gradient(X, first, nb, Gt, dW, db)  # two blocks: each adds its sums to dW
+
+    return products
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_row_tiles_match_float64_products(rng, row_products, dtype):
+    eps = np.finfo(dtype).eps
+    # Class counts around the group of 5; feature counts around every vector width (2 to 16
+    # lanes) and the gradient tile's 4 vectors, and past one segment of the logits
+    # (ROW_SEGMENT_BYTES: 1024 float32 or 512 float64 features); rows around the logits
+    # tile's 4, from an offset row.
+    for n_classes in (1, 2, 3, 5, 6, 9, 11):
+        for n_features in (1, 3, 5, 8, 17, 33, 65, 1100):
+            X = rng.standard_normal((BLOCK_ROWS + 5, n_features)).astype(dtype)
+            W = rng.standard_normal((n_classes, n_features)).astype(dtype)
+            b = rng.standard_normal(n_classes).astype(dtype)
+            for first, nb in ((0, BLOCK_ROWS), (3, BLOCK_ROWS), (5, 7), (0, 1)):
+                Gt = rng.standard_normal((n_classes, BLOCK_ROWS)).astype(dtype)
+                Zt = np.full((n_classes, BLOCK_ROWS), np.nan, dtype=dtype)
+                dW = np.zeros((n_classes, n_features))
+                db = np.zeros(n_classes)
+                row_products(X, first, nb, W, b, Zt, Gt, dW, db)
+
+                X64 = X[first : first + nb].astype(np.float64).T
+                W64, G64 = W.astype(np.float64), Gt[:, :nb].astype(np.float64)
+                # Sums of n terms in the data's dtype: error at most about n eps times the sum of |terms|.
+                logits_bound = (n_features + 1) * eps * (np.abs(W64) @ np.abs(X64) + np.abs(b)[:, None])
+                np.testing.assert_array_less(np.abs(Zt[:, :nb] - (W64 @ X64 + b[:, None])), 4 * logits_bound + 1e-300)
+                assert np.isnan(Zt[:, nb:]).all()  # rows past nb are the caller's
+                gradient_bound = 2 * nb * eps * (np.abs(G64) @ np.abs(X64).T)
+                np.testing.assert_array_less(np.abs(dW - 2 * G64 @ X64.T), 4 * gradient_bound + 1e-300)
+                # db sums the whole of Gt, whose rows past nb the body zeroes
+                G_all = Gt.astype(np.float64)
+                db_bound = 2 * BLOCK_ROWS * eps * np.abs(G_all).sum(axis=1)
+                np.testing.assert_array_less(np.abs(db - 2 * G_all.sum(axis=1)), 4 * db_bound + 1e-300)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)

@@ -91,7 +91,7 @@ class PerCallOverhead:
         loss_grad_sums = require("fastsoftmax.kernels", "loss_grad_sums")
         X, y, W, b = problem(shape, dtype)
         weights = np.empty(0, dtype=dtype)
-        variant = kernels.select_variant(W.shape[1], W.shape[0])
+        variant = kernels.select_variant(W.shape[1], W.shape[0], X.itemsize)
         dW, db = np.empty_like(W), np.empty_like(b)
 
         def kernel():

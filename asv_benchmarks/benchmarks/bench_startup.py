@@ -51,7 +51,7 @@ _FAMILY_CALLS = {
     "predict": "fastsoftmax.predict_proba(X, W, b); fastsoftmax.predict(X, W, b)",
     "hvp_serial": "fastsoftmax.hessian_vector_product(X, W, b, W, b)",
 }
-for _body in ("blocked", "blas", "skinny"):
+for _body in ("blocked", "blas", "rowwise"):
     for _chunks, _path in ((1, "serial"), (2, "parallel")):
         _FAMILY_CALLS[f"loss_grad_{_body}_{_path}"] = (
             f"kernels.loss_grad_sums(X, y, W, b, np.empty(0, X.dtype), kernels.LossGradVariant.{_body.upper()}, "
