@@ -21,7 +21,7 @@ backend can replace the chunk loop by a map-reduce over the same partial sums.
   loss), and only then is the offending chunk scanned to name the row.
 * **Row blocks.** Where the BLOCKED body on X held as row blocks beats the
   body the shape selects (``kernels.row_blocks_pay``: K < 64 and a row of at
-  most 6,272 bytes), an in-memory X is copied once
+  most 1 KB in float32 or 6,272 bytes in float64), an in-memory X is copied once
   into that layout (``kernels.row_blocks``), at the second full-batch
   evaluation, so that a one-off evaluation never pays for the copy. Every
   later pass skips the per-block transpose (one thread, X in place -> row

@@ -144,18 +144,24 @@ def select_variant(n_features: int, n_classes: int, itemsize: int) -> LossGradVa
 #: 16.4 / 20.8; N = 100,000, 64 x 63 16.0 / 16.9, 27.8 / 29.1; N = 30,000,
 #: 1280 x 10 float32 15.1 / 17.2; at the bound, 784 x 63 40.6 / 40.2 and 74.6
 #: / 72.1; past it, N = 10,000, 2048 x 63 float32 (8 KB rows) 39.0 / 34.0.
-ROW_BLOCKS_MAX_ROW_BYTES = 784 * 8
+#: In float32 the ROWWISE body on X wins from 2 KB rows (2 threads, ms row
+#: blocks / ROWWISE, medians of three alternated runs, K = 10): 256 features
+#: 4.25 / 4.24, 512 5.22 / 4.92, 784 8.38 / 7.84, 1568 8.51 / 7.81; in
+#: float64 the row blocks keep a lead up to the bound: 512 10.3 / 10.7, 784
+#: 16.8 / 17.5. Keyed by itemsize.
+ROW_BLOCKS_MAX_ROW_BYTES = {4: 256 * 4, 8: 784 * 8}
 
 
 def row_blocks_pay(n_features: int, n_classes: int, itemsize: int) -> bool:
     """Whether X held as row blocks runs faster than the body ``select_variant`` picks for its shape.
 
     True for K < BLAS_MIN_CLASSES when a row of X takes at most
-    ``ROW_BLOCKS_MAX_ROW_BYTES``: there the copy removes the BLOCKED body's
-    per-block transpose, and that body beats the others on X or is level with them.
-    Training copies X into row blocks where this holds and the copy fits in memory.
+    ``ROW_BLOCKS_MAX_ROW_BYTES`` (1 KB in float32, 6,272 bytes in float64):
+    there the copy removes the BLOCKED body's per-block transpose, and that
+    body beats the others on X or is level with them. Training copies X into
+    row blocks where this holds and the copy fits in memory.
     """
-    return n_classes < BLAS_MIN_CLASSES and n_features * itemsize <= ROW_BLOCKS_MAX_ROW_BYTES
+    return n_classes < BLAS_MIN_CLASSES and n_features * itemsize <= ROW_BLOCKS_MAX_ROW_BYTES[itemsize]
 
 
 @njit(inline="always", **JIT_OPTIONS)

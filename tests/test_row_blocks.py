@@ -4,7 +4,8 @@
 transposed; ``kernels.loss_grad_row_blocks_sums`` runs the BLOCKED body on
 them without a transpose per block. Training (``_data.chunked_objectives``)
 makes the copy once, at the second full-batch evaluation, where
-``kernels.row_blocks_pay`` holds (K < 64, rows of at most 6,272 bytes) and
+``kernels.row_blocks_pay`` holds (K < 64, rows of at most 1 KB in float32 or
+6,272 bytes in float64) and
 the copy fits the memory budget.
 """
 
@@ -210,17 +211,17 @@ def test_no_row_blocks_for_long_rows_or_streamed_data(rng, tmp_path, row_blocks_
 
 
 def test_row_blocks_pay_rule():
-    # At every K < 64 up to 6,272-byte rows (784 features in float64, 1568 in float32).
+    # At every K < 64 up to 6,272-byte rows in float64 (784 features) and 1 KB rows in float32 (256).
     assert kernels.row_blocks_pay(32, 63, 8) and kernels.row_blocks_pay(1, 2, 4)
     assert kernels.row_blocks_pay(784, 63, 8) and not kernels.row_blocks_pay(785, 10, 8)
-    assert kernels.row_blocks_pay(1568, 10, 4) and not kernels.row_blocks_pay(1569, 2, 4)
+    assert kernels.row_blocks_pay(256, 10, 4) and not kernels.row_blocks_pay(257, 2, 4)
     assert kernels.row_blocks_pay(401, 32, 8)  # a ROWWISE shape by select_variant
     assert not kernels.row_blocks_pay(8, 64, 8)  # K >= 64: BLAS
 
 
 @pytest.mark.parametrize(
     ("d", "k", "dtype", "variant"),
-    [(1000, 3, np.float32, "ROWWISE"), (401, 32, np.float64, "ROWWISE"), (100, 10, np.float32, "BLOCKED")],
+    [(600, 3, np.float64, "ROWWISE"), (401, 32, np.float64, "ROWWISE"), (100, 10, np.float32, "BLOCKED")],
 )
 def test_training_reads_row_blocks_wherever_they_pay(rng, d, k, dtype, variant, row_blocks_calls):
     # Whichever body the shape selects on X, below 64 classes and 6,272-byte rows.
