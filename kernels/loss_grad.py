@@ -87,22 +87,26 @@ class LossGradVariant(enum.IntEnum):
 #: 105 ms) and BLOCKED leads in float64 (238-243 against 213 ms).
 BLAS_MIN_CLASSES = 64
 #: Bytes of a row of X from which, at K < 64, the ROWWISE body beats the
-#: BLOCKED body on X (twice as many for K > ROWWISE_FEW_CLASSES, where the
-#: BLOCKED tiles amortise their transpose over more classes). Along D, the
-#: logits end each row's sums with a sum across lanes; in a short row that
-#: costs more than BLOCKED's transpose. Public step, 2 threads, ms BLOCKED ->
-#: ROWWISE (float32 / float64): K = 10, N = 200,000: D = 64 2.34 / 5.24 ->
-#: 5.89 / 4.92, D = 112 4.88 / 9.97 -> 5.36 / 7.36, D = 128 5.39 / 11.6 ->
-#: 4.79 / 8.59; N = 60,000, D = 784 9.88 / 21.9 -> 7.59 / 17.9. K = 40,
-#: N = 100,000, D = 128 6.30 / 13.9 -> 7.49 / 13.2; K = 63, N = 50,000,
-#: D = 256 9.60 / 19.6 -> 9.67 / 18.3. It also replaced the loops along D
-#: (four rows and three classes per loop) where BLOCKED's block left L2, and
-#: BLAS for K < 64 at large D K, ms before -> ROWWISE: 30,000 x 2048 x 10
-#: 14.3 / 30.3 -> 11.9 / 23.4; 20,000 x 3000 x 3 7.84 / 16.4 -> 7.22 /
-#: 14.8; 4000 x 10,000 x 2 5.14 / 11.1 -> 5.15 / 12.3; BLAS at 30,000 x
-#: 784 x 32 13.2 / 28.0 -> 9.29 / 19.2, 30,000 x 512 x 50 12.1 / 25.4 ->
-#: 8.05 / 17.8, 20,000 x 2048 x 32 21.2 / 49.9 -> 20.7 / 45.2.
-ROWWISE_MIN_ROW_BYTES = 512
+#: BLOCKED body on X: ROWWISE_MIN_ROW_BYTES up to ROWWISE_FEW_CLASSES classes,
+#: ROWWISE_MIN_ROW_BYTES_MANY_CLASSES above, where the BLOCKED tiles amortise
+#: their transpose over more classes. Along D, the logits end each row's sums
+#: with a sum across lanes; in a short row that costs more than BLOCKED's
+#: transpose. Public step, 2 threads, ms BLOCKED / ROWWISE, float32 then
+#: float64: K = 10, N = 200,000: D = 48 1.87 / 2.62, 4.25 / 3.90; D = 80
+#: 3.05 / 3.29, 7.03 / 5.48; D = 96 3.85 / 3.69, 8.53 / 6.68; D = 128 5.36 /
+#: 4.42, 11.8 / 8.71; N = 60,000, D = 784 9.94 / 7.75, 22.5 / 16.4. K = 20,
+#: N = 100,000: D = 64 1.82 / 2.38, 4.54 / 4.06; D = 96 2.94 / 3.15, 6.25 /
+#: 5.67; D = 192 6.06 / 5.40, 11.9 / 9.85. K = 40, N = 100,000, D = 128 6.24
+#: / 7.28, 14.3 / 12.8. K = 63, N = 50,000, D = 256 9.32 / 9.83, 20.1 /
+#: 18.7. ROWWISE also replaced the loops along D (four rows and three
+#: classes per loop) where BLOCKED's block left L2, and BLAS for K < 64 at
+#: large D K, ms before -> ROWWISE: 30,000 x 2048 x 10 14.3 / 30.3 -> 11.9 /
+#: 23.4; 20,000 x 3000 x 3 7.84 / 16.4 -> 7.22 / 14.8; 4000 x 10,000 x 2
+#: 5.14 / 11.1 -> 5.15 / 12.3; BLAS at 30,000 x 784 x 32 13.2 / 28.0 -> 9.29
+#: / 19.2, 30,000 x 512 x 50 12.1 / 25.4 -> 8.05 / 17.8, 20,000 x 2048 x 32
+#: 21.2 / 49.9 -> 20.7 / 45.2.
+ROWWISE_MIN_ROW_BYTES = 384
+ROWWISE_MIN_ROW_BYTES_MANY_CLASSES = 1024
 ROWWISE_FEW_CLASSES = 10
 #: Bytes up to which a block is prefetched: the BLOCKED body asks for the
 #: next block while it computes on this one, a third before each stage. The
@@ -116,6 +120,13 @@ ROWWISE_FEW_CLASSES = 10
 #: evicted the block in use, 3-5 % slower at 200,000 x 100 x 10 float64 and
 #: 60,000 x 784 x 10, so such blocks are left to the hardware prefetcher.
 PREFETCH_MAX_BYTES = 1 << 16
+#: The same for the ROWWISE body, which keeps no transposed copy of the block
+#: in cache: a next block of up to 256 KB fits in L2 beside this one. 2
+#: threads, ms without / with (float32 / float64): 200,000 x 100 x 10 6.3 /
+#: 7.5 -> 4.2 / 7.0; 200,000 x 160 x 10 5.8 / 10.2 -> 5.4 / 10.1; 100,000
+#: x 256 x 10 4.5 / 8.0 -> 4.0 / 8.1. Prefetching blocks of 400-800 KB
+#: (60,000 x 784 x 10) changed nothing beyond the noise.
+ROWWISE_PREFETCH_MAX_BYTES = 1 << 18
 
 
 def select_variant(n_features: int, n_classes: int, itemsize: int) -> LossGradVariant:
@@ -123,14 +134,15 @@ def select_variant(n_features: int, n_classes: int, itemsize: int) -> LossGradVa
 
     The rule, measured on the 2-core machine (README, "How the kernels
     work"): for K >= 64, BLAS; for K < 64, ROWWISE when a row of X takes at
-    least ROWWISE_MIN_ROW_BYTES (twice that for K > ROWWISE_FEW_CLASSES),
-    else BLOCKED. Both run their products in register tiles near the FMA
-    peak; BLOCKED pays a transpose per block, ROWWISE a sum across lanes per
-    row and class.
+    least ROWWISE_MIN_ROW_BYTES (ROWWISE_MIN_ROW_BYTES_MANY_CLASSES for K >
+    ROWWISE_FEW_CLASSES), else BLOCKED. Both run their products in register
+    tiles near the FMA peak; BLOCKED pays a transpose per block, ROWWISE a
+    sum across lanes per row and class.
     """
     if n_classes >= BLAS_MIN_CLASSES:
         return LossGradVariant.BLAS
-    min_row_bytes = ROWWISE_MIN_ROW_BYTES if n_classes <= ROWWISE_FEW_CLASSES else 2 * ROWWISE_MIN_ROW_BYTES
+    few_classes = n_classes <= ROWWISE_FEW_CLASSES
+    min_row_bytes = ROWWISE_MIN_ROW_BYTES if few_classes else ROWWISE_MIN_ROW_BYTES_MANY_CLASSES
     if n_features * itemsize >= min_row_bytes:
         return LossGradVariant.ROWWISE
     return LossGradVariant.BLOCKED
@@ -395,9 +407,17 @@ def _block_softmax(Zt, nb, y, sample_weight, block_start, scratch):
 
 
 @njit(inline="always", **JIT_OPTIONS)
-def _prefetched_bytes(block_bytes):
-    """Bytes of the next block to prefetch: all of a block of at most PREFETCH_MAX_BYTES, else none."""
-    return block_bytes if block_bytes <= PREFETCH_MAX_BYTES else 0
+def _prefetched_bytes(block_bytes, max_bytes=PREFETCH_MAX_BYTES):
+    """Bytes of the next block to prefetch: all of a block of at most ``max_bytes``, else none."""
+    return block_bytes if block_bytes <= max_bytes else 0
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def _prefetch_third(array, upcoming_bytes, third):
+    """Prefetch the ``third``-th third (0, 1 or 2) of bytes [first, stop) = ``upcoming_bytes`` of ``array``."""
+    first, stop = upcoming_bytes
+    size = (stop - first + 2) // 3
+    prefetch_bytes(array, first + third * size, min(first + (third + 1) * size, stop))
 
 
 @njit(inline="always", **JIT_OPTIONS)
@@ -408,14 +428,12 @@ def _transposed_block(Xt, nb, y, W, b, sample_weight, block_start, scratch, dW_a
     C-contiguous array ``upcoming``, where the next block lies, a third
     before each stage (``PREFETCH_MAX_BYTES``).
     """
-    first, stop = upcoming_bytes
-    third = (stop - first + 2) // 3
     Zt = scratch[0]
-    prefetch_bytes(upcoming, first, first + third)
+    _prefetch_third(upcoming, upcoming_bytes, 0)
     _block_logits(Xt, W, b, Zt)
-    prefetch_bytes(upcoming, first + third, first + 2 * third)
+    _prefetch_third(upcoming, upcoming_bytes, 1)
     loss = _block_softmax(Zt, nb, y, sample_weight, block_start, scratch)
-    prefetch_bytes(upcoming, first + 2 * third, stop)
+    _prefetch_third(upcoming, upcoming_bytes, 2)
     _block_gradient(Xt, Zt, dW_acc, db_acc, scratch[4])
     return loss
 
@@ -492,17 +510,26 @@ def _rowwise_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc):
     The logits go into Zt (K, BLOCK_ROWS) as in the BLOCKED body, so the
     softmax stage is the same tile; a last partial block's rows from nb on
     get zero logits (and, in the softmax, weight 0). No transpose, so the
-    rows stream from memory in order.
+    rows stream from memory in order; the next block is prefetched a third
+    before each stage (``ROWWISE_PREFETCH_MAX_BYTES``).
     """
     scratch = _block_scratch(X, W.shape[0], W.shape[1])
     Zt = scratch[0]
+    row_bytes = X.shape[1] * X.itemsize
+    prefetched_bytes = _prefetched_bytes(BLOCK_ROWS * row_bytes, ROWWISE_PREFETCH_MAX_BYTES)
     loss = 0.0
     for block_start in range(start, stop, BLOCK_ROWS):
         nb = min(BLOCK_ROWS, stop - block_start)
+        # the next block's rows, up to the chunk's end
+        next_first = (block_start + BLOCK_ROWS) * row_bytes
+        upcoming_bytes = (next_first, min(next_first + prefetched_bytes, stop * row_bytes))
+        _prefetch_third(X, upcoming_bytes, 0)
         _row_logits(X, block_start, nb, W, b, Zt)
         if nb < BLOCK_ROWS:
             Zt[:, nb:] = 0
+        _prefetch_third(X, upcoming_bytes, 1)
         loss += _block_softmax(Zt, nb, y, sample_weight, block_start, scratch)
+        _prefetch_third(X, upcoming_bytes, 2)
         _row_gradient(X, block_start, nb, Zt, dW_acc, db_acc)
     return loss
 

@@ -503,11 +503,11 @@ def test_count_nonfinite(rng, dtype, n_chunks):
 
 
 def test_select_variant_rule():
-    # K < 64: register tiles along D on X's rows from 512-byte rows (1024 for
+    # K < 64: register tiles along D on X's rows from 384-byte rows (1024 for
     # K > 10), across rows of a transposed block below; K >= 64: BLAS.
     assert kernels.select_variant(4, 3, 8) is LossGradVariant.BLOCKED
-    assert kernels.select_variant(100, 10, 4) is LossGradVariant.BLOCKED
-    assert kernels.select_variant(100, 10, 8) is LossGradVariant.ROWWISE
+    assert kernels.select_variant(20, 3, 4) is LossGradVariant.BLOCKED
+    assert kernels.select_variant(100, 10, 4) is LossGradVariant.ROWWISE
     assert kernels.select_variant(784, 10, 4) is LossGradVariant.ROWWISE
     assert kernels.select_variant(3000, 3, 8) is LossGradVariant.ROWWISE
     assert kernels.select_variant(784, 32, 4) is LossGradVariant.ROWWISE
@@ -515,14 +515,15 @@ def test_select_variant_rule():
     assert kernels.select_variant(2000, 300, 8) is LossGradVariant.BLAS
     # The boundaries, one step either side.
     assert kernels.select_variant(1, 2, 4) is LossGradVariant.BLOCKED
-    assert kernels.select_variant(127, 10, 4) is LossGradVariant.BLOCKED
-    assert kernels.select_variant(128, 10, 4) is LossGradVariant.ROWWISE
-    assert kernels.select_variant(63, 10, 8) is LossGradVariant.BLOCKED
-    assert kernels.select_variant(64, 10, 8) is LossGradVariant.ROWWISE
-    assert kernels.select_variant(128, 11, 4) is LossGradVariant.BLOCKED
+    assert kernels.select_variant(95, 10, 4) is LossGradVariant.BLOCKED
+    assert kernels.select_variant(96, 10, 4) is LossGradVariant.ROWWISE
+    assert kernels.select_variant(47, 10, 8) is LossGradVariant.BLOCKED
+    assert kernels.select_variant(48, 10, 8) is LossGradVariant.ROWWISE
+    assert kernels.select_variant(96, 11, 4) is LossGradVariant.BLOCKED
     assert kernels.select_variant(255, 63, 4) is LossGradVariant.BLOCKED
     assert kernels.select_variant(256, 63, 4) is LossGradVariant.ROWWISE
-    assert kernels.select_variant(128, 63, 8) is LossGradVariant.ROWWISE
+    assert kernels.select_variant(127, 11, 8) is LossGradVariant.BLOCKED
+    assert kernels.select_variant(128, 11, 8) is LossGradVariant.ROWWISE
     assert kernels.select_variant(4000, 64, 4) is LossGradVariant.BLAS
 
 

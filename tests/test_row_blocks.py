@@ -221,7 +221,7 @@ def test_row_blocks_pay_rule():
 
 @pytest.mark.parametrize(
     ("d", "k", "dtype", "variant"),
-    [(600, 3, np.float64, "ROWWISE"), (401, 32, np.float64, "ROWWISE"), (100, 10, np.float32, "BLOCKED")],
+    [(600, 3, np.float64, "ROWWISE"), (401, 32, np.float64, "ROWWISE"), (64, 10, np.float32, "BLOCKED")],
 )
 def test_training_reads_row_blocks_wherever_they_pay(rng, d, k, dtype, variant, row_blocks_calls):
     # Whichever body the shape selects on X, below 64 classes and 6,272-byte rows.
