@@ -541,8 +541,11 @@ def row_logits_strip(n_classes: int):
     of every row and of every W[k], for rows x classes fused multiply-adds;
     each accumulator is summed across its lanes at the end of a segment of
     features (``ROW_SEGMENT_BYTES``) and added to Zt. The last vector of a
-    row that D does not fill is loaded under a mask. X's rows and W's rows
-    are contiguous; Zt (K, BLOCK_ROWS) and b (K,) may have any strides.
+    row that D does not fill is loaded under a mask. A last tile that n_rows
+    does not fill reads row n_rows - 1 again, so Zt's columns from n_rows to
+    the end of that tile (within BLOCK_ROWS) are overwritten too. X's rows
+    and W's rows are contiguous; Zt (K, BLOCK_ROWS) and b (K,) may have any
+    strides.
     """
 
     @intrinsic
@@ -572,9 +575,13 @@ def row_logits_strip(n_classes: int):
             classes = [builder.add(k0, arrays.const(c)) for c in range(n_classes)]
             w_rows = [arrays.row_offset(W, k) for k in classes]
 
-            def tile(first_row, n_tile_rows, segment_first, segment_stop, opens_row):
-                rows = [builder.add(first_row, arrays.const(i)) for i in range(n_tile_rows)]
-                x_rows = [arrays.row_offset(X, builder.add(first, r)) for r in rows]
+            last_row = builder.sub(n_rows, arrays.const(1))
+
+            def tile(first_row, segment_first, segment_stop, opens_row):
+                rows = [builder.add(first_row, arrays.const(i)) for i in range(tile_rows)]
+                # A tile past row n_rows - 1 reads that row again (its logits land past n_rows).
+                read_rows = [builder.select(builder.icmp_signed("<", r, n_rows), r, last_row) for r in rows]
+                x_rows = [arrays.row_offset(X, builder.add(first, r)) for r in read_rows]
                 zero = ir.Constant(vector_type, None)
                 accumulators = [[cgutils.alloca_once_value(builder, zero) for _ in rows] for _ in classes]
 
@@ -610,8 +617,7 @@ def row_logits_strip(n_classes: int):
                             builder.fadd(builder.select(opens_row, bias, builder.load(target)), total), target
                         )
 
-            n_tiles = builder.udiv(n_rows, arrays.const(tile_rows))
-            first_single = builder.mul(n_tiles, arrays.const(tile_rows))
+            n_tiles = builder.udiv(builder.add(n_rows, arrays.const(tile_rows - 1)), arrays.const(tile_rows))
             with cgutils.for_range(builder, n_segments) as segment:
                 segment_first = builder.mul(segment.index, arrays.const(segment_vectors))
                 segment_stop = builder.add(segment_first, arrays.const(segment_vectors))
@@ -621,9 +627,7 @@ def row_logits_strip(n_classes: int):
                 opens_row = builder.icmp_signed("==", segment.index, arrays.const(0))
                 with cgutils.for_range(builder, n_tiles) as row_tile:
                     first_row = builder.mul(row_tile.index, arrays.const(tile_rows))
-                    tile(first_row, tile_rows, segment_first, segment_stop, opens_row)
-                with cgutils.for_range_slice(builder, first_single, n_rows, arrays.const(1)) as (row, _):
-                    tile(row, 1, segment_first, segment_stop, opens_row)
+                    tile(first_row, segment_first, segment_stop, opens_row)
             return context.get_dummy_value()
 
         return signature, codegen
@@ -635,15 +639,15 @@ def row_logits_strip(n_classes: int):
 def row_gradient_strip(n_classes: int):
     """An intrinsic ``strip(X, first, n_rows, Gt, dW, k0)``: the gradient from rows of X as they lie.
 
-    dW[k0 + c, d] += sum_r Gt[k0 + c, r] X[first + r, d] for c < ``n_classes``,
-    every feature d and r < n_rows (the ROWWISE body's gradient). A tile of
-    classes x vectors of features runs down the rows, each step loading
-    those vectors of one row of X and one Gt[k, r] per class, for classes x
-    vectors fused multiply-adds. Each sum over the rows is taken in the
-    data's dtype and added to the float64 accumulator dW (K, D, contiguous
-    rows), as the BLOCKED body's tiles do. The features past the last whole
-    vector go through one masked tile. X's rows are contiguous; Gt (K,
-    BLOCK_ROWS) may have any strides.
+    dW[k0 + c, d] += sum_r Gt[k0 + c, r] X[first + r, d] for c <
+    ``n_classes``, every feature d and r < n_rows (the ROWWISE body's
+    gradient). A tile of classes x vectors of features runs down the rows,
+    each step loading those vectors of one row of X and one Gt[k, r] per
+    class, for classes x vectors fused multiply-adds. Each sum over the rows
+    is taken in the data's dtype and added to the float64 accumulator dW (K,
+    D, contiguous rows), as the BLOCKED body's tiles do. The features past
+    the last whole tile go a vector at a time through one tile under a mask.
+    X's rows are contiguous; Gt (K, BLOCK_ROWS) may have any strides.
     """
 
     @intrinsic
@@ -703,13 +707,11 @@ def row_gradient_strip(n_classes: int):
             n_tiles = builder.udiv(n_features, arrays.const(tile_features))
             with cgutils.for_range(builder, n_tiles) as feature_tile:
                 tile(builder.mul(feature_tile.index, arrays.const(tile_features)), tile_vectors)
-            done = builder.mul(n_tiles, arrays.const(tile_features))
-            n_vectors = builder.udiv(builder.sub(n_features, done), arrays.const(lanes))
-            with cgutils.for_range(builder, n_vectors) as vector:
-                tile(builder.add(done, builder.mul(vector.index, arrays.const(lanes))), 1)
-            done = builder.add(done, builder.mul(n_vectors, arrays.const(lanes)))
-            with builder.if_then(builder.icmp_signed("<", done, n_features)):
-                tile(done, 1, _lane_mask(builder, arrays, lanes, builder.sub(n_features, done)))
+            # The features past the last whole tile, a vector at a time under a mask
+            # (all set but in the last): one tile's code for both.
+            first_left = builder.mul(n_tiles, arrays.const(tile_features))
+            with cgutils.for_range_slice(builder, first_left, n_features, arrays.const(lanes)) as (feature, _):
+                tile(feature, 1, _lane_mask(builder, arrays, lanes, builder.sub(n_features, feature)))
             return context.get_dummy_value()
 
         return signature, codegen
