@@ -25,18 +25,18 @@ Design:
               registers, ``_tiles.transpose_full_block``) so that the logits,
               the softmax and the gradient run SIMD across rows; the two
               products go through register tiles written as LLVM vector code
-              (``_tiles``). K < 64 with short rows. Training can hold X
-              as such blocks once and for all (``row_blocks``,
-              ``loss_grad_row_blocks_sums``), which skips the transpose
-              (``row_blocks_pay``). While a block computes, the next one
-              is prefetched (``PREFETCH_MAX_BYTES``);
+              (``_tiles``). K < 64 with short rows, and K >= 64 with D <=
+              1024. Training can hold X as such blocks once and for all
+              (``row_blocks``, ``loss_grad_row_blocks_sums``), which skips the
+              transpose (``row_blocks_pay``). While a block computes, the next
+              one is prefetched (``PREFETCH_MAX_BYTES``);
   ``ROWWISE`` both products along D on X's rows as they lie, no transpose:
               register tiles of rows x classes for the logits and of
               classes x features for the gradient, the block's logits and
               softmax held transposed as in BLOCKED (K < 64 with long rows,
               ``ROWWISE_MIN_ROW_BYTES``);
   ``BLAS``    two GEMMs per block of 512 rows through ``np.dot`` with the
-              softmax fused between them (K >= 64).
+              softmax fused between them (K >= 64 with D > 1024).
 - Compiling is most of a cold first call, so each call compiles only what it
   runs: a serial call runs its block body directly, and each body has its own
   parallel driver (``variant`` is a compile-time constant there), instead of
@@ -79,13 +79,23 @@ class LossGradVariant(enum.IntEnum):
     ROWWISE = 3
 
 
-#: K at and above which the step is compute-bound and BLAS's GEMMs win.
-#: The BLAS timings behind this rule and the bounds below ran with OpenBLAS
-#: held to its AVX2 kernels (OPENBLAS_CORETYPE=Haswell on an AVX-512 core).
-#: With its own AVX-512 kernels, at 20,000 x 512 x 1000 on 2 threads, this
-#: rule's step and the BLOCKED body are level in float32 (105-109 against
-#: 105 ms) and BLOCKED leads in float64 (238-243 against 213 ms).
+#: K from which the classes rather than the rows set the work: the BLOCKED
+#: body up to BLOCKED_MAX_FEATURES, BLAS's GEMMs past it. (ROWWISE passes
+#: over its block once per group of classes: 20,000 x 512 x 1000 float64 244
+#: ms against BLOCKED's 186.)
 BLAS_MIN_CLASSES = 64
+#: D up to which, at K >= BLAS_MIN_CLASSES, the BLOCKED body beats BLAS's
+#: GEMMs (its (D, 128) float64 scratch fills L2 at 1024). Public step, 2
+#: threads, OpenBLAS on its own AVX-512 kernels, ms BLOCKED / BLAS, float32
+#: then float64: 100,000 x 20 x 64 2.15 / 4.98, 5.21 / 8.32; 100,000 x 20 x
+#: 300 10.4 / 26.2, 27.3 / 42.2; 50,000 x 64 x 128 4.78 / 8.66, 11.9 /
+#: 16.3; 100,000 x 100 x 200 23.5 / 33.4, 46.8 / 66.8; 50,000 x 300 x 100
+#: 15.1 / 20.6, 31.9 / 43.6; 30,000 x 784 x 64 17.8 / 20.1, 36.4 / 44.6;
+#: 20,000 x 784 x 300 49.6 / 49.8, 102 / 109; 20,000 x 512 x 1000 108.6 /
+#: 109.7, 186 / 248; 20,000 x 1000 x 100 20.8 / 23.6, 51.3 / 58.6. Past it:
+#: 10,000 x 4000 x 100 60.6 / 48.9, 107 / 108; 5000 x 2048 x 1000 178 /
+#: 112, 319 / 227.
+BLOCKED_MAX_FEATURES = 1024
 #: Bytes of a row of X from which, at K < 64, the ROWWISE body beats the
 #: BLOCKED body on X: ROWWISE_MIN_ROW_BYTES up to ROWWISE_FEW_CLASSES classes,
 #: ROWWISE_MIN_ROW_BYTES_MANY_CLASSES above, where the BLOCKED tiles amortise
@@ -133,14 +143,15 @@ def select_variant(n_features: int, n_classes: int, itemsize: int) -> LossGradVa
     """Choose the block body for a problem of D features and K classes in a dtype of ``itemsize`` bytes.
 
     The rule, measured on the 2-core machine (README, "How the kernels
-    work"): for K >= 64, BLAS; for K < 64, ROWWISE when a row of X takes at
-    least ROWWISE_MIN_ROW_BYTES (ROWWISE_MIN_ROW_BYTES_MANY_CLASSES for K >
+    work"): for K < 64, ROWWISE when a row of X takes at least
+    ROWWISE_MIN_ROW_BYTES (ROWWISE_MIN_ROW_BYTES_MANY_CLASSES for K >
     ROWWISE_FEW_CLASSES), else BLOCKED. Both run their products in register
     tiles near the FMA peak; BLOCKED pays a transpose per block, ROWWISE a
-    sum across lanes per row and class.
+    sum across lanes per row and class. For K >= 64, BLOCKED up to
+    BLOCKED_MAX_FEATURES features and BLAS past them.
     """
     if n_classes >= BLAS_MIN_CLASSES:
-        return LossGradVariant.BLAS
+        return LossGradVariant.BLOCKED if n_features <= BLOCKED_MAX_FEATURES else LossGradVariant.BLAS
     few_classes = n_classes <= ROWWISE_FEW_CLASSES
     min_row_bytes = ROWWISE_MIN_ROW_BYTES if few_classes else ROWWISE_MIN_ROW_BYTES_MANY_CLASSES
     if n_features * itemsize >= min_row_bytes:

@@ -504,14 +504,16 @@ def test_count_nonfinite(rng, dtype, n_chunks):
 
 def test_select_variant_rule():
     # K < 64: register tiles along D on X's rows from 384-byte rows (1024 for
-    # K > 10), across rows of a transposed block below; K >= 64: BLAS.
+    # K > 10), across rows of a transposed block below; K >= 64: the
+    # transposed block up to D = 1024, BLAS past it.
     assert kernels.select_variant(4, 3, 8) is LossGradVariant.BLOCKED
     assert kernels.select_variant(20, 3, 4) is LossGradVariant.BLOCKED
     assert kernels.select_variant(100, 10, 4) is LossGradVariant.ROWWISE
     assert kernels.select_variant(784, 10, 4) is LossGradVariant.ROWWISE
     assert kernels.select_variant(3000, 3, 8) is LossGradVariant.ROWWISE
     assert kernels.select_variant(784, 32, 4) is LossGradVariant.ROWWISE
-    assert kernels.select_variant(4, 300, 4) is LossGradVariant.BLAS
+    assert kernels.select_variant(4, 300, 4) is LossGradVariant.BLOCKED
+    assert kernels.select_variant(512, 1000, 8) is LossGradVariant.BLOCKED
     assert kernels.select_variant(2000, 300, 8) is LossGradVariant.BLAS
     # The boundaries, one step either side.
     assert kernels.select_variant(1, 2, 4) is LossGradVariant.BLOCKED
@@ -525,6 +527,9 @@ def test_select_variant_rule():
     assert kernels.select_variant(127, 11, 8) is LossGradVariant.BLOCKED
     assert kernels.select_variant(128, 11, 8) is LossGradVariant.ROWWISE
     assert kernels.select_variant(4000, 64, 4) is LossGradVariant.BLAS
+    assert kernels.select_variant(1024, 64, 8) is LossGradVariant.BLOCKED
+    assert kernels.select_variant(1025, 64, 4) is LossGradVariant.BLAS
+    assert kernels.select_variant(1025, 63, 4) is LossGradVariant.ROWWISE
 
 
 def test_prediction_takes_blas_for_many_classes_and_moderate_d():

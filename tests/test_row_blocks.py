@@ -216,7 +216,7 @@ def test_row_blocks_pay_rule():
     assert kernels.row_blocks_pay(784, 63, 8) and not kernels.row_blocks_pay(785, 10, 8)
     assert kernels.row_blocks_pay(256, 10, 4) and not kernels.row_blocks_pay(257, 2, 4)
     assert kernels.row_blocks_pay(401, 32, 8)  # a ROWWISE shape by select_variant
-    assert not kernels.row_blocks_pay(8, 64, 8)  # K >= 64: BLAS
+    assert not kernels.row_blocks_pay(8, 64, 8)  # K >= 64: the classes set the work, not the transpose
 
 
 @pytest.mark.parametrize(
