@@ -550,7 +550,7 @@ def row_logits_strip(n_classes: int):
 
     @intrinsic
     def strip(typingctx, X_type, first_type, n_rows_type, W_type, b_type, Zt_type, k0_type):
-        _require_contiguous(X=X_type, W=W_type)
+        _require_contiguous(X=X_type, W=W_type, Zt=Zt_type)
         signature = types.void(X_type, types.intp, types.intp, W_type, b_type, Zt_type, types.intp)
 
         def codegen(context, builder, signature, args):
@@ -558,6 +558,7 @@ def row_logits_strip(n_classes: int):
             first, n_rows, k0 = args[1], args[2], args[6]
             arrays = _Arrays(context, builder, X_type.dtype)
             lanes, tile_rows, _ = _row_tile_shapes(context, arrays.itemsize)
+            assert lanes % tile_rows == 0, "a butterfly's lanes hold whole classes of the tile's rows"
             vector_type = ir.VectorType(arrays.scalar, lanes)
             vector_bytes = lanes * arrays.itemsize
             fma = _fma(builder, vector_type, arrays.itemsize)
@@ -605,17 +606,36 @@ def row_logits_strip(n_classes: int):
                     step(builder.mul(vector, arrays.const(vector_bytes)), whole)
                 with builder.if_then(builder.icmp_signed("<", full_stop, segment_stop)):
                     step(builder.mul(full_stop, arrays.const(vector_bytes)), masked)
-                for k, row in zip(classes, accumulators, strict=True):
-                    bias = arrays.load(b, arrays.scalar, arrays.row_offset(b, k))
-                    z_row = arrays.row_offset(Zt, k)
-                    for r, accumulator in zip(rows, row, strict=True):
-                        total = builder.call(
-                            reduce_add, [ir.Constant(arrays.scalar, 0.0), builder.load(accumulator)], fastmath=FASTMATH
-                        )
-                        target = arrays.address(Zt, arrays.scalar, z_row, arrays.row_offset(Zt, r, 1))
-                        builder.store(
-                            builder.fadd(builder.select(opens_row, bias, builder.load(target)), total), target
-                        )
+
+                def add_to_logits(c, value, first_of_rows):
+                    """Zt[k0 + c, first_of_rows + i] = (b[k0 + c] on a row's first segment, else itself) + value[i]."""
+                    value_type = value.type
+                    bias = arrays.load(b, arrays.scalar, arrays.row_offset(b, classes[c]))
+                    if isinstance(value_type, ir.VectorType):
+                        bias = arrays.splat(bias, value_type)
+                    z_row = arrays.row_offset(Zt, classes[c])
+                    target = arrays.address(Zt, value_type, z_row, arrays.row_offset(Zt, first_of_rows, 1))
+                    start = builder.select(opens_row, bias, builder.load(target, align=arrays.itemsize))
+                    builder.store(builder.fadd(start, value), target, align=arrays.itemsize)
+
+                # In class-major order, accumulators go lanes at a time through a
+                # butterfly (``_sum_lanes``): lane j of its result sums accumulator
+                # g + j, and a class's rows, adjacent lanes, go to Zt as one piece.
+                # The accumulators past the last whole group are summed one by one.
+                ordered = [builder.load(accumulator) for row in accumulators for accumulator in row]
+                n_grouped = len(ordered) // lanes * lanes
+                piece_lanes = ir.VectorType(ir.IntType(32), tile_rows)
+                for group in range(0, n_grouped, lanes):
+                    sums = _sum_lanes(builder, ordered[group : group + lanes])
+                    for c in range(group // tile_rows, (group + lanes) // tile_rows):
+                        lanes_of_class = ir.Constant(piece_lanes, [c * tile_rows + i - group for i in range(tile_rows)])
+                        add_to_logits(c, builder.shuffle_vector(sums, sums, lanes_of_class), first_row)
+                for index in range(n_grouped, len(ordered)):
+                    c, i = divmod(index, tile_rows)
+                    total = builder.call(
+                        reduce_add, [ir.Constant(arrays.scalar, 0.0), ordered[index]], fastmath=FASTMATH
+                    )
+                    add_to_logits(c, total, rows[i])
 
             n_tiles = builder.udiv(builder.add(n_rows, arrays.const(tile_rows - 1)), arrays.const(tile_rows))
             with cgutils.for_range(builder, n_segments) as segment:
@@ -668,7 +688,7 @@ def row_gradient_strip(n_classes: int):
             g_rows = [arrays.row_offset(Gt, k) for k in classes]
             dW_rows = [arrays.row_offset(dW, k) for k in classes]
 
-            def tile(first_feature, n_tile_vectors, mask=None):
+            def tile(first_feature, n_tile_vectors, masks=None):
                 offsets = [
                     builder.mul(builder.add(first_feature, arrays.const(v * lanes)), arrays.const(arrays.itemsize))
                     for v in range(n_tile_vectors)
@@ -677,12 +697,12 @@ def row_gradient_strip(n_classes: int):
                 accumulators = [[cgutils.alloca_once_value(builder, zero) for _ in offsets] for _ in classes]
                 with cgutils.for_range(builder, n_rows) as row:
                     x_row = arrays.row_offset(X, builder.add(first, row.index))
-                    if mask is None:
+                    if masks is None:
                         x = [arrays.load(X, vector_type, x_row, offset) for offset in offsets]
                     else:
                         x = [
                             _masked_load(builder, arrays.address(X, vector_type, x_row, offset), mask, arrays.itemsize)
-                            for offset in offsets
+                            for offset, mask in zip(offsets, masks, strict=True)
                         ]
                     g_column = arrays.row_offset(Gt, row.index, 1)
                     for g_row, class_accumulators in zip(g_rows, accumulators, strict=True):
@@ -690,28 +710,38 @@ def row_gradient_strip(n_classes: int):
                         for x_vector, accumulator in zip(x, class_accumulators, strict=True):
                             builder.store(builder.call(fma, [g, x_vector, builder.load(accumulator)]), accumulator)
                 for dW_row, class_accumulators in zip(dW_rows, accumulators, strict=True):
-                    for offset, accumulator in zip(offsets, class_accumulators, strict=True):
+                    for v, (offset, accumulator) in enumerate(zip(offsets, class_accumulators, strict=True)):
                         block_sum = builder.load(accumulator)
                         if arrays.itemsize != 8:
                             block_sum = builder.fpext(block_sum, doubles)
                         # dW holds float64: its byte offset is the data's scaled by 8 / itemsize
                         dW_offset = builder.mul(offset, arrays.const(8 // arrays.itemsize))
                         target = arrays.address(dW, doubles, dW_row, dW_offset)
-                        if mask is None:
+                        if masks is None:
                             builder.store(builder.fadd(builder.load(target, align=8), block_sum), target, align=8)
                         else:
-                            total = builder.fadd(_masked_load(builder, target, mask, 8), block_sum)
-                            _masked_store(builder, total, target, mask, 8)
+                            total = builder.fadd(_masked_load(builder, target, masks[v], 8), block_sum)
+                            _masked_store(builder, total, target, masks[v], 8)
 
             tile_features = lanes * tile_vectors
             n_tiles = builder.udiv(n_features, arrays.const(tile_features))
             with cgutils.for_range(builder, n_tiles) as feature_tile:
                 tile(builder.mul(feature_tile.index, arrays.const(tile_features)), tile_vectors)
-            # The features past the last whole tile, a vector at a time under a mask
-            # (all set but in the last): one tile's code for both.
+            # The features past the last whole tile go through tiles of two vectors,
+            # each vector under a mask of the features it still has (none past D):
+            # one tile's code for the rest, which reads and writes nothing past D.
+            # (Two vectors keep 10 chains of multiply-adds in flight; a leftover
+            # tile of all four vectors cost a lone last vector 4 times its products.)
             first_left = builder.mul(n_tiles, arrays.const(tile_features))
-            with cgutils.for_range_slice(builder, first_left, n_features, arrays.const(lanes)) as (feature, _):
-                tile(feature, 1, _lane_mask(builder, arrays, lanes, builder.sub(n_features, feature)))
+            left_vectors = min(2, tile_vectors)
+            step = arrays.const(left_vectors * lanes)
+            with cgutils.for_range_slice(builder, first_left, n_features, step) as (feature, _):
+                n_left = builder.sub(n_features, feature)
+                masks = [
+                    _lane_mask(builder, arrays, lanes, builder.sub(n_left, arrays.const(v * lanes)))
+                    for v in range(left_vectors)
+                ]
+                tile(feature, left_vectors, masks)
             return context.get_dummy_value()
 
         return signature, codegen
