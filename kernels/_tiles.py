@@ -1,4 +1,4 @@
-"""The stages of the BLOCKED body as register tiles, emitted as LLVM vector code.
+"""The stages of the BLOCKED and ROWWISE bodies as register tiles, emitted as LLVM vector code.
 
 The BLOCKED body holds a block of rows transposed, Xt (D, BLOCK_ROWS), and
 runs four stages on it:
@@ -32,6 +32,17 @@ stays in registers:
 
 Between the stages the body prefetches the next block (``prefetch_bytes``),
 so that memory works while the block computes.
+
+The ROWWISE body runs the two products on X's rows as they lie, no
+transpose, and shares the softmax tile (its logits land in the same Zt):
+
+- logits (``row_logits_strip``): 4 rows x C classes of vectors along D per
+  tile; each step loads one vector of every row and of every W[k], for 4 C
+  fused multiply-adds. A butterfly sums the accumulators across lanes at the
+  end of a row (or of a segment of it, ``ROW_SEGMENT_BYTES``);
+- gradient (``row_gradient_strip``): C classes x 4 vectors of features per
+  tile, down the block's rows; each step loads the row's 4 vectors and one
+  Gt[k, r] per class. The last vector of a row is read under a mask.
 
 One thread, the whole pass, reading X in place, as each stage went in:
 1e6 x 20 x 3 15.8 -> 10.8 (transpose) -> 7.5 ms (softmax) in float32 and
