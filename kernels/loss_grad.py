@@ -273,6 +273,16 @@ def _block_logits(Xt, W, b, Zt):
 
 
 @njit(inline="always", **JIT_OPTIONS)
+def _add_block_bias_gradient(Gt, db_acc):
+    """db_acc[k] += sum_r Gt[k, r] over the block's BLOCK_ROWS rows, summed in the data's dtype."""
+    for k in range(Gt.shape[0]):
+        acc = Gt.dtype.type(0)
+        for r in range(BLOCK_ROWS):
+            acc += Gt[k, r]
+        db_acc[k] += acc
+
+
+@njit(inline="always", **JIT_OPTIONS)
 def _block_gradient(Xt, Gt, dW_acc, db_acc, tile_sums):
     """dW_acc[k, d] += sum_r Gt[k, r] Xt[d, r] and db_acc[k] += sum_r Gt[k, r] over the rows r < BLOCK_ROWS.
 
@@ -281,11 +291,7 @@ def _block_gradient(Xt, Gt, dW_acc, db_acc, tile_sums):
     may leave their sums in ``tile_sums`` (see ``_flush_tile_sums``).
     """
     n_classes = Gt.shape[0]
-    for k in range(n_classes):
-        acc = Gt.dtype.type(0)
-        for r in range(BLOCK_ROWS):
-            acc += Gt[k, r]
-        db_acc[k] += acc
+    _add_block_bias_gradient(Gt, db_acc)
     first = 0
     while n_classes - first >= GRADIENT_GROUP:
         _gradient_4(Xt, Gt, dW_acc, first, tile_sums)
@@ -331,11 +337,7 @@ def _row_gradient(X, first, nb, Gt, dW_acc, db_acc):
     LOGITS_GROUP classes per register tile; Gt is zero past row nb.
     """
     n_classes = Gt.shape[0]
-    for k in range(n_classes):
-        acc = Gt.dtype.type(0)
-        for r in range(BLOCK_ROWS):
-            acc += Gt[k, r]
-        db_acc[k] += acc
+    _add_block_bias_gradient(Gt, db_acc)
     k0 = 0
     while n_classes - k0 >= LOGITS_GROUP:
         _row_gradient_5(X, first, nb, Gt, dW_acc, k0)
@@ -524,7 +526,8 @@ def _rowwise_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc):
     rows stream from memory in order; the next block is prefetched a third
     before each stage (``ROWWISE_PREFETCH_MAX_BYTES``).
     """
-    scratch = _block_scratch(X, W.shape[0], W.shape[1])
+    # No features for the gradient tiles' sums: ROWWISE adds its sums to dW_acc itself.
+    scratch = _block_scratch(X, W.shape[0], 0)
     Zt = scratch[0]
     row_bytes = X.shape[1] * X.itemsize
     prefetched_bytes = _prefetched_bytes(BLOCK_ROWS * row_bytes, ROWWISE_PREFETCH_MAX_BYTES)
