@@ -458,6 +458,25 @@ def transpose_full_block(typingctx, X_type, first_type, Xt_type):
 CACHE_LINE_BYTES = 64
 
 
+def _emit_prefetches(builder, arrays, array, first, stop):
+    """Emit one ``llvm.prefetch`` (read, keep in all levels) per cache line of bytes [first, stop) of ``array``.
+
+    The range is clamped to the array's buffer first.
+    """
+    n_bytes = builder.mul(array.nitems, arrays.const(arrays.itemsize))
+    first = builder.select(builder.icmp_signed(">", first, arrays.const(0)), first, arrays.const(0))
+    stop = builder.select(builder.icmp_signed("<", stop, n_bytes), stop, n_bytes)
+    byte = ir.IntType(8)
+    i32 = ir.IntType(32)
+    prefetch = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(ir.VoidType(), [byte.as_pointer(), i32, i32, i32]), "llvm.prefetch.p0i8"
+    )
+    base = builder.bitcast(array.data, byte.as_pointer())
+    read, keep_in_every_level, data = (ir.Constant(i32, flag) for flag in (0, 3, 1))
+    with cgutils.for_range_slice(builder, first, stop, arrays.const(CACHE_LINE_BYTES)) as (offset, _):
+        builder.call(prefetch, [builder.gep(base, [offset]), read, keep_in_every_level, data])
+
+
 @intrinsic
 def prefetch_bytes(typingctx, array_type, first_type, stop_type):
     """An intrinsic ``prefetch_bytes(a, first, stop)``: ask for bytes [first, stop) of a's buffer in cache.
@@ -473,19 +492,7 @@ def prefetch_bytes(typingctx, array_type, first_type, stop_type):
 
     def codegen(context, builder, signature, args):
         array = context.make_array(array_type)(context, builder, args[0])
-        arrays = _Arrays(context, builder, array_type.dtype)
-        n_bytes = builder.mul(array.nitems, arrays.const(arrays.itemsize))
-        first = builder.select(builder.icmp_signed(">", args[1], arrays.const(0)), args[1], arrays.const(0))
-        stop = builder.select(builder.icmp_signed("<", args[2], n_bytes), args[2], n_bytes)
-        byte = ir.IntType(8)
-        i32 = ir.IntType(32)
-        prefetch = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [byte.as_pointer(), i32, i32, i32]), "llvm.prefetch.p0i8"
-        )
-        base = builder.bitcast(array.data, byte.as_pointer())
-        read, keep_in_every_level, data = (ir.Constant(i32, flag) for flag in (0, 3, 1))
-        with cgutils.for_range_slice(builder, first, stop, arrays.const(CACHE_LINE_BYTES)) as (offset, _):
-            builder.call(prefetch, [builder.gep(base, [offset]), read, keep_in_every_level, data])
+        _emit_prefetches(builder, _Arrays(context, builder, array_type.dtype), array, args[1], args[2])
         return context.get_dummy_value()
 
     return signature, codegen
@@ -544,7 +551,7 @@ def _masked_store(builder, value, address, mask, align):
 
 @functools.cache
 def row_logits_strip(n_classes: int):
-    """An intrinsic ``strip(X, first, n_rows, W, b, Zt, k0)``: logits from rows of X as they lie.
+    """An intrinsic ``strip(X, first, n_rows, W, b, Zt, k0, prefetch_ahead, prefetch_stop)``: logits from rows of X.
 
     Zt[k0 + c, r] = b[k0 + c] + sum_d W[k0 + c, d] X[first + r, d] for c <
     ``n_classes`` and r < n_rows (the ROWWISE body's logits). A tile of rows
@@ -557,16 +564,25 @@ def row_logits_strip(n_classes: int):
     the end of that tile (within BLOCK_ROWS) are overwritten too. X's rows
     and W's rows are contiguous; Zt (K, BLOCK_ROWS) and b (K,) may have any
     strides.
+
+    With ``prefetch_ahead`` > 0, each tile also prefetches the bytes of X
+    that lie ``prefetch_ahead`` bytes past its rows, up to byte
+    ``prefetch_stop`` of X (``loss_grad.ROWWISE_PREFETCH_MAX_BYTES``): the
+    next block's rows arrive a few lines at a time, among the products.
     """
 
     @intrinsic
-    def strip(typingctx, X_type, first_type, n_rows_type, W_type, b_type, Zt_type, k0_type):
+    def strip(
+        typingctx, X_type, first_type, n_rows_type, W_type, b_type, Zt_type, k0_type, ahead_type, prefetch_stop_type
+    ):
         _require_contiguous(X=X_type, W=W_type, Zt=Zt_type)
-        signature = types.void(X_type, types.intp, types.intp, W_type, b_type, Zt_type, types.intp)
+        signature = types.void(
+            X_type, types.intp, types.intp, W_type, b_type, Zt_type, types.intp, types.intp, types.intp
+        )
 
         def codegen(context, builder, signature, args):
             X, W, b, Zt = (context.make_array(signature.args[i])(context, builder, args[i]) for i in (0, 3, 4, 5))
-            first, n_rows, k0 = args[1], args[2], args[6]
+            first, n_rows, k0, prefetch_ahead, prefetch_stop = args[1], args[2], args[6], args[7], args[8]
             arrays = _Arrays(context, builder, X_type.dtype)
             lanes, tile_rows, _ = _row_tile_shapes(context, arrays.itemsize)
             assert lanes % tile_rows == 0, "a butterfly's lanes hold whole classes of the tile's rows"
@@ -586,6 +602,8 @@ def row_logits_strip(n_classes: int):
             )
             classes = [builder.add(k0, arrays.const(c)) for c in range(n_classes)]
             w_rows = [arrays.row_offset(W, k) for k in classes]
+            row_bytes = builder.mul(n_features, arrays.const(arrays.itemsize))
+            prefetches = builder.icmp_signed(">", prefetch_ahead, arrays.const(0))
 
             last_row = builder.sub(n_rows, arrays.const(1))
 
@@ -596,6 +614,13 @@ def row_logits_strip(n_classes: int):
                 x_rows = [arrays.row_offset(X, builder.add(first, r)) for r in read_rows]
                 zero = ir.Constant(vector_type, None)
                 accumulators = [[cgutils.alloca_once_value(builder, zero) for _ in rows] for _ in classes]
+                with builder.if_then(builder.and_(opens_row, prefetches)):
+                    ahead_first = builder.add(builder.mul(builder.add(first, first_row), row_bytes), prefetch_ahead)
+                    ahead_stop = builder.add(ahead_first, builder.mul(row_bytes, arrays.const(tile_rows)))
+                    ahead_stop = builder.select(
+                        builder.icmp_signed("<", ahead_stop, prefetch_stop), ahead_stop, prefetch_stop
+                    )
+                    _emit_prefetches(builder, arrays, X, ahead_first, ahead_stop)
 
                 def step(offset, load):
                     x = [load(X, x_row, offset) for x_row in x_rows]
