@@ -96,28 +96,38 @@ BLAS_MIN_CLASSES = 64
 #: 10,000 x 4000 x 100 60.6 / 48.9, 107 / 108; 5000 x 2048 x 1000 178 /
 #: 112, 319 / 227.
 BLOCKED_MAX_FEATURES = 1024
-#: Bytes of a row of X from which, at K < 64, the ROWWISE body beats the
-#: BLOCKED body on X: ROWWISE_MIN_ROW_BYTES up to ROWWISE_FEW_CLASSES classes,
-#: ROWWISE_MIN_ROW_BYTES_MANY_CLASSES above, where the BLOCKED tiles amortise
-#: their transpose over more classes. Along D, the logits end each row's sums
-#: with a sum across lanes; in a short row that costs more than BLOCKED's
-#: transpose. Public step, 2 threads, ms BLOCKED / ROWWISE, float32 then
-#: float64: K = 10, N = 200,000: D = 48 1.87 / 2.62, 4.25 / 3.90; D = 80
-#: 3.05 / 3.29, 7.03 / 5.48; D = 96 3.85 / 3.69, 8.53 / 6.68; D = 128 5.36 /
-#: 4.42, 11.8 / 8.71; N = 60,000, D = 784 9.94 / 7.75, 22.5 / 16.4. K = 20,
-#: N = 100,000: D = 64 1.82 / 2.38, 4.54 / 4.06; D = 96 2.94 / 3.15, 6.25 /
-#: 5.67; D = 192 6.06 / 5.40, 11.9 / 9.85. K = 40, N = 100,000, D = 128 6.24
-#: / 7.28, 14.3 / 12.8. K = 63, N = 50,000, D = 256 9.32 / 9.83, 20.1 /
-#: 18.7. ROWWISE also replaced the loops along D (four rows and three
-#: classes per loop) where BLOCKED's block left L2, and BLAS for K < 64 at
-#: large D K, ms before -> ROWWISE: 30,000 x 2048 x 10 14.3 / 30.3 -> 11.9 /
-#: 23.4; 20,000 x 3000 x 3 7.84 / 16.4 -> 7.22 / 14.8; 4000 x 10,000 x 2
-#: 5.14 / 11.1 -> 5.15 / 12.3; BLAS at 30,000 x 784 x 32 13.2 / 28.0 -> 9.29
-#: / 19.2, 30,000 x 512 x 50 12.1 / 25.4 -> 8.05 / 17.8, 20,000 x 2048 x 32
-#: 21.2 / 49.9 -> 20.7 / 45.2.
-ROWWISE_MIN_ROW_BYTES = 384
-ROWWISE_MIN_ROW_BYTES_MANY_CLASSES = 1024
-ROWWISE_FEW_CLASSES = 10
+#: (max K, min bytes of a row of X) pairs: at K < 64, the ROWWISE body runs
+#: when a row takes at least the bytes of the first pair whose K is at
+#: least the problem's, else BLOCKED. Along D, the logits end each row's
+#: sums with a sum across lanes per class; in a short row that costs more
+#: than BLOCKED's transpose, which more classes amortise. On AVX-512 the
+#: bounds are 1, 1.5, 3.5 and 6 vectors of a row.
+#: Public step, 2 threads, medians of 15-21 alternated calls, ms BLOCKED /
+#: ROWWISE (float32 then float64 where both were timed; runs of the same
+#: shape differ by up to 10-15 % on this machine). K = 2: N = 1e6, D = 8
+#: 1.79 / 2.15, 2.69 / 2.46; D = 16 2.54 / 2.29, 4.44 / 4.35; D = 20 3.30 /
+#: 2.82 and 3.08 / 3.25, 6.69 / 6.44. K = 3: N = 1e6, D = 12 2.31 / 2.78,
+#: 3.89 / 3.59; D = 16 2.69 / 2.97, 4.96 / 4.82; D = 20 3.12 / 3.14 and 3.49
+#: / 3.88, 6.03 / 4.85 and 5.50 / 5.23; D = 24 3.38 / 3.16, 8.40 / 7.50; N =
+#: 400,000, D = 32 1.77 / 1.61, 4.21 / 3.64; D = 48 3.04 / 2.64. K = 5, N =
+#: 400,000: D = 20 1.48 / 1.64, 2.67 / 2.45; D = 24 1.61 / 1.66, 3.27 /
+#: 2.71; D = 32 2.10 / 1.84, 4.40 / 3.27. K = 10, N = 200,000: D = 24 1.11 /
+#: 1.47, 2.42 / 2.38; D = 32 1.29 / 1.42, 3.08 / 2.64; D = 40 1.67 / 1.97,
+#: 3.66 / 3.31; D = 48 2.01 / 2.12, 4.21 / 3.41; D = 56 2.31 / 2.16; D = 64
+#: 2.66 / 2.31; D = 80 3.46 / 2.91; D = 96 3.96 / 3.29. K = 20, N = 100,000:
+#: D = 32 1.03 / 1.29, 2.42 / 2.26; D = 48 (N = 200,000) 3.09 / 3.73, 7.16
+#: / 6.23; D = 64 1.93 / 1.92; D = 80 2.35 / 2.43; D = 96 2.77 / 2.60; D =
+#: 128 3.84 / 3.39. K = 30, D = 96 4.06 / 3.70. K = 40, N = 100,000: D = 48
+#: 2.53 / 3.50, 6.16 / 5.71; D = 64 3.47 / 3.72, 8.38 / 7.46; D = 80 4.14 /
+#: 4.79, 9.24 / 8.60; D = 96 5.34 / 5.06. K = 63, N = 50,000: D = 64 2.46 /
+#: 2.73, 6.28 / 5.60; D = 256 9.63 / 9.05. ROWWISE also replaced the loops
+#: along D (four rows and three classes per loop) where BLOCKED's block left
+#: L2, and BLAS for K < 64 at large D K, ms before -> ROWWISE: 30,000 x 2048
+#: x 10 14.3 / 30.3 -> 11.9 / 23.4; 20,000 x 3000 x 3 7.84 / 16.4 -> 7.22 /
+#: 14.8; 4000 x 10,000 x 2 5.14 / 11.1 -> 5.15 / 12.3; BLAS at 30,000 x 784
+#: x 32 13.2 / 28.0 -> 9.29 / 19.2, 30,000 x 512 x 50 12.1 / 25.4 -> 8.05 /
+#: 17.8, 20,000 x 2048 x 32 21.2 / 49.9 -> 20.7 / 45.2.
+ROWWISE_MIN_ROW_BYTES = ((2, 64), (5, 96), (20, 224), (BLAS_MIN_CLASSES - 1, 384))
 #: Bytes up to which a block is prefetched: the BLOCKED body asks for the
 #: next block while it computes on this one, a third before each stage. The
 #: softmax and the products touch only the block in L1/L2, so without it
@@ -150,48 +160,52 @@ def select_variant(n_features: int, n_classes: int, itemsize: int) -> LossGradVa
     """Choose the block body for a problem of D features and K classes in a dtype of ``itemsize`` bytes.
 
     The rule, measured on the 2-core machine (README, "How the kernels
-    work"): for K < 64, ROWWISE when a row of X takes at least
-    ROWWISE_MIN_ROW_BYTES (ROWWISE_MIN_ROW_BYTES_MANY_CLASSES for K >
-    ROWWISE_FEW_CLASSES), else BLOCKED. Both run their products in register
-    tiles near the FMA peak; BLOCKED pays a transpose per block, ROWWISE a
-    sum across lanes per row and class. For K >= 64, BLOCKED up to
+    work"): for K < 64, ROWWISE when a row of X takes at least the bytes
+    ``ROWWISE_MIN_ROW_BYTES`` sets for K (64 bytes for K <= 2 up to 384 for
+    K > 20), else BLOCKED. Both run their products in register tiles near
+    the FMA peak; BLOCKED pays a transpose per block, ROWWISE a sum across
+    lanes per row and class. For K >= 64, BLOCKED up to
     BLOCKED_MAX_FEATURES features and BLAS past them.
     """
     if n_classes >= BLAS_MIN_CLASSES:
         return LossGradVariant.BLOCKED if n_features <= BLOCKED_MAX_FEATURES else LossGradVariant.BLAS
-    few_classes = n_classes <= ROWWISE_FEW_CLASSES
-    min_row_bytes = ROWWISE_MIN_ROW_BYTES if few_classes else ROWWISE_MIN_ROW_BYTES_MANY_CLASSES
+    min_row_bytes = next(row_bytes for max_classes, row_bytes in ROWWISE_MIN_ROW_BYTES if n_classes <= max_classes)
     if n_features * itemsize >= min_row_bytes:
         return LossGradVariant.ROWWISE
     return LossGradVariant.BLOCKED
 
 
-#: Bytes of one row of X up to which, at K < BLAS_MIN_CLASSES, the BLOCKED body
-#: on X held as row blocks (``row_blocks``, no transpose) runs at least about
-#: as fast as every body ``select_variant`` can pick, while the block stays in
-#: L2. One thread, ms row blocks / best body on X, float32 and float64: N =
-#: 1e6, 20 x 3 9.2 / 10.8, 15.1 / 18.4; N = 200,000, 100 x 10 8.7 / 11.6,
-#: 16.4 / 20.8; N = 100,000, 64 x 63 16.0 / 16.9, 27.8 / 29.1; N = 30,000,
-#: 1280 x 10 float32 15.1 / 17.2; at the bound, 784 x 63 40.6 / 40.2 and 74.6
-#: / 72.1; past it, N = 10,000, 2048 x 63 float32 (8 KB rows) 39.0 / 34.0.
-#: In float32 the ROWWISE body on X wins from 2 KB rows (2 threads, ms row
-#: blocks / ROWWISE, medians of three alternated runs, K = 10): 256 features
-#: 4.25 / 4.24, 512 5.22 / 4.92, 784 8.38 / 7.84, 1568 8.51 / 7.81; in
-#: float64 the row blocks keep a lead up to the bound: 512 10.3 / 10.7, 784
-#: 16.8 / 17.5. Keyed by itemsize.
-ROW_BLOCKS_MAX_ROW_BYTES = {4: 256 * 4, 8: 784 * 8}
+#: Bytes of one row of X up to which, at K < BLAS_MIN_CLASSES, X held as row
+#: blocks (``row_blocks``: the BLOCKED body without its transpose) beats the
+#: ROWWISE body on X where ``select_variant`` picks ROWWISE. Where it picks
+#: BLOCKED, the row blocks always pay: they only remove work. 2 threads,
+#: medians of 21 alternated calls, ms BLOCKED on X / ROWWISE on X / row
+#: blocks, float32 then float64: 1e6 x 20 x 3 3.49 / 3.88 / 2.87, 5.50 /
+#: 5.23 / 4.45; 1e6 x 20 x 2 3.08 / 3.25 / 2.27, 5.10 / 5.04 / 4.25;
+#: 400,000 x 24 x 5 1.82 / 1.97 / 1.63, 3.40 / 2.95 / 3.26; 200,000 x 32 x
+#: 10 1.37 / 1.55 / 1.21, 3.22 / 2.78 / 2.92; 200,000 x 48 x 10 2.12 / 2.24 /
+#: 2.11, 4.72 / 3.71 / 3.90; 100,000 x 48 x 40 2.86 / 4.39 / 2.68, 6.50 /
+#: 6.50 / 6.09; 100,000 x 64 x 40 3.40 / 3.72 / 3.18, 8.00 / 7.58 / 7.75;
+#: 100,000 x 80 x 40 4.14 / 4.79 / 3.98, 9.24 / 8.60 / 8.13; 50,000 x 64 x
+#: 63 2.47 / 2.88 / 2.37, 6.36 / 5.61 / 5.69. Past the bound, ms ROWWISE /
+#: row blocks (medians of three runs of 9): 200,000 x 64 x 10 2.55 / 2.42,
+#: 4.95 / 4.76; 200,000 x 100 x 10 3.38 / 3.33, 7.36 / 8.38; 100,000 x 256 x
+#: 10 4.03 / 5.22, 8.85 / 10.4: where the two are level, no copy of X.
+ROW_BLOCKS_MAX_ROW_BYTES = 160
 
 
 def row_blocks_pay(n_features: int, n_classes: int, itemsize: int) -> bool:
     """Whether X held as row blocks runs faster than the body ``select_variant`` picks for its shape.
 
-    True for K < BLAS_MIN_CLASSES when a row of X takes at most
-    ``ROW_BLOCKS_MAX_ROW_BYTES`` (1 KB in float32, 6,272 bytes in float64):
-    there the copy removes the BLOCKED body's per-block transpose, and that
-    body beats the others on X or is level with them. Training copies X into
-    row blocks where this holds and the copy fits in memory.
+    True for K < BLAS_MIN_CLASSES where ``select_variant`` picks BLOCKED
+    (the copy removes its per-block transpose) or a row of X takes at most
+    ``ROW_BLOCKS_MAX_ROW_BYTES`` (160). Training copies X into row blocks
+    where this holds and the copy fits in memory.
     """
-    return n_classes < BLAS_MIN_CLASSES and n_features * itemsize <= ROW_BLOCKS_MAX_ROW_BYTES[itemsize]
+    if n_classes >= BLAS_MIN_CLASSES:
+        return False
+    short_rows = n_features * itemsize <= ROW_BLOCKS_MAX_ROW_BYTES
+    return short_rows or select_variant(n_features, n_classes, itemsize) is LossGradVariant.BLOCKED
 
 
 @njit(inline="always", **JIT_OPTIONS)

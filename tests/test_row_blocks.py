@@ -4,9 +4,9 @@
 transposed; ``kernels.loss_grad_row_blocks_sums`` runs the BLOCKED body on
 them without a transpose per block. Training (``_data.chunked_objectives``)
 makes the copy once, at the second full-batch evaluation, where
-``kernels.row_blocks_pay`` holds (K < 64, rows of at most 1 KB in float32 or
-6,272 bytes in float64) and
-the copy fits the memory budget.
+``kernels.row_blocks_pay`` holds (K < 64, where the shape selects the
+BLOCKED body on X or rows take at most 160 bytes) and the copy fits the
+memory budget.
 """
 
 from __future__ import annotations
@@ -199,7 +199,7 @@ def test_no_row_blocks_beyond_the_memory_budget(rng, row_blocks_calls, monkeypat
 
 
 def test_no_row_blocks_for_long_rows_or_streamed_data(rng, tmp_path, row_blocks_calls):
-    X, y = _classification(rng, 300, 800, 3, np.float64)  # 6,400-byte rows: past ROW_BLOCKS_MAX_ROW_BYTES
+    X, y = _classification(rng, 300, 800, 3, np.float64)  # ROWWISE on X, rows past ROW_BLOCKS_MAX_ROW_BYTES
     assert not kernels.row_blocks_pay(800, 3, 8)
     _fit(X, y, np.float64)
     X, y = _classification(rng, 2000, 5, 3, np.float64)
@@ -211,20 +211,21 @@ def test_no_row_blocks_for_long_rows_or_streamed_data(rng, tmp_path, row_blocks_
 
 
 def test_row_blocks_pay_rule():
-    # At every K < 64 up to 6,272-byte rows in float64 (784 features) and 1 KB rows in float32 (256).
-    assert kernels.row_blocks_pay(32, 63, 8) and kernels.row_blocks_pay(1, 2, 4)
-    assert kernels.row_blocks_pay(784, 63, 8) and not kernels.row_blocks_pay(785, 10, 8)
-    assert kernels.row_blocks_pay(256, 10, 4) and not kernels.row_blocks_pay(257, 2, 4)
-    assert kernels.row_blocks_pay(401, 32, 8)  # a ROWWISE shape by select_variant
+    # At K < 64 wherever the shape selects BLOCKED on X, and up to 160-byte rows under ROWWISE.
+    assert kernels.row_blocks_pay(1, 2, 4) and kernels.row_blocks_pay(20, 3, 4)
+    assert kernels.row_blocks_pay(95, 63, 4) and not kernels.row_blocks_pay(96, 63, 4)
+    assert kernels.row_blocks_pay(55, 20, 4) and not kernels.row_blocks_pay(56, 20, 4)
+    assert kernels.row_blocks_pay(20, 3, 8) and kernels.row_blocks_pay(40, 5, 4)  # ROWWISE on X, 160-byte rows
+    assert not kernels.row_blocks_pay(21, 3, 8) and not kernels.row_blocks_pay(784, 10, 8)
     assert not kernels.row_blocks_pay(8, 64, 8)  # K >= 64: the classes set the work, not the transpose
 
 
 @pytest.mark.parametrize(
     ("d", "k", "dtype", "variant"),
-    [(600, 3, np.float64, "ROWWISE"), (401, 32, np.float64, "ROWWISE"), (64, 10, np.float32, "BLOCKED")],
+    [(20, 3, np.float64, "ROWWISE"), (40, 5, np.float32, "ROWWISE"), (64, 40, np.float32, "BLOCKED")],
 )
 def test_training_reads_row_blocks_wherever_they_pay(rng, d, k, dtype, variant, row_blocks_calls):
-    # Whichever body the shape selects on X, below 64 classes and 6,272-byte rows.
+    # Whichever body the shape selects on X, below 64 classes.
     assert kernels.select_variant(d, k, np.dtype(dtype).itemsize) is LossGradVariant[variant]
     X, y = _classification(rng, 1000, d, k, dtype)
     _fit(X, y, dtype)
