@@ -20,12 +20,13 @@ backend can replace the chunk loop by a map-reduce over the same partial sums.
   chunked min/max scan. NaN or inf in X is found by the kernel (a non-finite
   loss), and only then is the offending chunk scanned to name the row.
 * **Row blocks.** Where the BLOCKED body on X held as row blocks beats the
-  body the shape selects (``kernels.row_blocks_pay``: K < 64, where the shape
-  selects BLOCKED or a row takes at most 160 bytes), an in-memory X is copied once
+  body the shape selects (``kernels.row_blocks_pay``: K < 64 where the shape
+  selects the BLOCKED body, whose transpose it removes), an in-memory X is copied once
   into that layout (``kernels.row_blocks``), at the second full-batch
   evaluation, so that a one-off evaluation never pays for the copy. Every
-  later pass skips the per-block transpose (one thread, X in place -> row
-  blocks: 1e6 x 20 x 3 16.5 -> 12.6 ms in float64 and 7.9 -> 6.3 in float32).
+  later pass skips the per-block transpose (two threads, float32, X in place
+  -> row blocks: 400,000 x 20 x 5 1.44 -> 1.20 ms, 200,000 x 48 x 10 1.88 ->
+  1.74).
   The copy is as large as X and is made only when it fits
   :data:`ROW_BLOCKS_MEMORY_FRACTION` of the available memory.
 * **Determinism.** Full-batch partial sums are added chunk by chunk in row
@@ -372,10 +373,6 @@ def chunked_objectives(source: DataSource, n_classes: int, l2: float, counter: l
         and not source.streamed
         and source.chunk_size >= source.n_samples
     )
-    # Passes on X take the row blocks' body too: every evaluation then rounds
-    # alike, and a fit resumed from a checkpoint (whose first evaluation reads
-    # X) repeats the uninterrupted one bit for bit.
-    variant_on_X = kernels.LossGradVariant.BLOCKED if use_row_blocks else None
 
     def row_blocks_of(X):
         layout["full_evaluations"] += 1
@@ -391,7 +388,7 @@ def chunked_objectives(source: DataSource, n_classes: int, l2: float, counter: l
         return W, np.ascontiguousarray(theta[n_weights:])
 
     def kernel(X, y, W, b, w, scale, l2_in, rows, X_blocks=None):
-        loss_sum = fused_loss_grad(X, y, W, b, w, scale, l2_in, dW, db, variant=variant_on_X, X_blocks=X_blocks)
+        loss_sum = fused_loss_grad(X, y, W, b, w, scale, l2_in, dW, db, X_blocks=X_blocks)
         counter[0] += X.shape[0]
         if not math.isfinite(loss_sum):
             # Bad data raises here, naming the row of the whole data set; with

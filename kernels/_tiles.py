@@ -589,7 +589,6 @@ def row_logits_strip(n_classes: int):
             vector_type = ir.VectorType(arrays.scalar, lanes)
             vector_bytes = lanes * arrays.itemsize
             fma = _fma(builder, vector_type, arrays.itemsize)
-            reduce_add = _reduce_add(builder, vector_type, arrays.itemsize)
             n_features = builder.extract_value(X.shape, 1)
             n_full = builder.udiv(n_features, arrays.const(lanes))
             n_vectors = builder.udiv(builder.add(n_features, arrays.const(lanes - 1)), arrays.const(lanes))
@@ -646,9 +645,7 @@ def row_logits_strip(n_classes: int):
                 def add_to_logits(c, value, first_of_rows):
                     """Zt[k0 + c, first_of_rows + i] = (b[k0 + c] on a row's first segment, else itself) + value[i]."""
                     value_type = value.type
-                    bias = arrays.load(b, arrays.scalar, arrays.row_offset(b, classes[c]))
-                    if isinstance(value_type, ir.VectorType):
-                        bias = arrays.splat(bias, value_type)
+                    bias = arrays.splat(arrays.load(b, arrays.scalar, arrays.row_offset(b, classes[c])), value_type)
                     z_row = arrays.row_offset(Zt, classes[c])
                     target = arrays.address(Zt, value_type, z_row, arrays.row_offset(Zt, first_of_rows, 1))
                     start = builder.select(opens_row, bias, builder.load(target, align=arrays.itemsize))
@@ -657,21 +654,19 @@ def row_logits_strip(n_classes: int):
                 # In class-major order, accumulators go lanes at a time through a
                 # butterfly (``_sum_lanes``): lane j of its result sums accumulator
                 # g + j, and a class's rows, adjacent lanes, go to Zt as one piece.
-                # The accumulators past the last whole group are summed one by one.
+                # A last group short of lanes is padded with zero vectors, whose
+                # shuffles and adds fold away: cheaper than a sum across lanes per
+                # accumulator. One thread, X in L2, us per block of logits before
+                # / after, float32: D x K 20 x 3 0.40 / 0.29, 16 x 2 0.22 / 0.15,
+                # 24 x 5 0.45 / 0.39, 20 x 8 0.83 / 0.70; float64 level.
                 ordered = [builder.load(accumulator) for row in accumulators for accumulator in row]
-                n_grouped = len(ordered) // lanes * lanes
+                ordered += [ir.Constant(vector_type, None)] * (-len(ordered) % lanes)
                 piece_lanes = ir.VectorType(ir.IntType(32), tile_rows)
-                for group in range(0, n_grouped, lanes):
+                for group in range(0, len(ordered), lanes):
                     sums = _sum_lanes(builder, ordered[group : group + lanes])
-                    for c in range(group // tile_rows, (group + lanes) // tile_rows):
+                    for c in range(group // tile_rows, min(n_classes, (group + lanes) // tile_rows)):
                         lanes_of_class = ir.Constant(piece_lanes, [c * tile_rows + i - group for i in range(tile_rows)])
                         add_to_logits(c, builder.shuffle_vector(sums, sums, lanes_of_class), first_row)
-                for index in range(n_grouped, len(ordered)):
-                    c, i = divmod(index, tile_rows)
-                    total = builder.call(
-                        reduce_add, [ir.Constant(arrays.scalar, 0.0), ordered[index]], fastmath=FASTMATH
-                    )
-                    add_to_logits(c, total, rows[i])
 
             n_tiles = builder.udiv(builder.add(n_rows, arrays.const(tile_rows - 1)), arrays.const(tile_rows))
             with cgutils.for_range(builder, n_segments) as segment:

@@ -102,32 +102,30 @@ BLOCKED_MAX_FEATURES = 1024
 #: sums with a sum across lanes per class; in a short row that costs more
 #: than BLOCKED's transpose, which more classes amortise. On AVX-512 the
 #: bounds are 1, 1.5, 3.5 and 6 vectors of a row.
-#: Public step, 2 threads, medians of 15-21 alternated calls, ms BLOCKED /
-#: ROWWISE (float32 then float64 where both were timed; runs of the same
-#: shape differ by up to 10-15 % on this machine). K = 2: N = 1e6, D = 8
-#: 1.79 / 2.15, 2.69 / 2.46; D = 16 2.54 / 2.29, 4.44 / 4.35; D = 20 3.30 /
-#: 2.82 and 3.08 / 3.25, 6.69 / 6.44. K = 3: N = 1e6, D = 12 2.31 / 2.78,
-#: 3.89 / 3.59; D = 16 2.69 / 2.97, 4.96 / 4.82; D = 20 3.12 / 3.14 and 3.49
-#: / 3.88, 6.03 / 4.85 and 5.50 / 5.23; D = 24 3.38 / 3.16, 8.40 / 7.50; N =
-#: 400,000, D = 32 1.77 / 1.61, 4.21 / 3.64; D = 48 3.04 / 2.64. K = 5, N =
-#: 400,000: D = 20 1.48 / 1.64, 2.67 / 2.45; D = 24 1.61 / 1.66, 3.27 /
-#: 2.71; D = 32 2.10 / 1.84, 4.40 / 3.27. K = 10, N = 200,000: D = 24 1.11 /
-#: 1.47, 2.42 / 2.38; D = 32 1.29 / 1.42, 3.08 / 2.64; D = 40 1.67 / 1.97,
-#: 3.66 / 3.31; D = 48 2.01 / 2.12, 4.21 / 3.41; D = 56 2.31 / 2.16; D = 64
-#: 2.66 / 2.31; D = 80 3.46 / 2.91; D = 96 3.96 / 3.29. K = 20, N = 100,000:
-#: D = 32 1.03 / 1.29, 2.42 / 2.26; D = 48 (N = 200,000) 3.09 / 3.73, 7.16
-#: / 6.23; D = 64 1.93 / 1.92; D = 80 2.35 / 2.43; D = 96 2.77 / 2.60; D =
-#: 128 3.84 / 3.39. K = 30, D = 96 4.06 / 3.70. K = 40, N = 100,000: D = 48
-#: 2.53 / 3.50, 6.16 / 5.71; D = 64 3.47 / 3.72, 8.38 / 7.46; D = 80 4.14 /
-#: 4.79, 9.24 / 8.60; D = 96 5.34 / 5.06. K = 63, N = 50,000: D = 64 2.46 /
-#: 2.73, 6.28 / 5.60; D = 256 9.63 / 9.05. ROWWISE also replaced the loops
-#: along D (four rows and three classes per loop) where BLOCKED's block left
-#: L2, and BLAS for K < 64 at large D K, ms before -> ROWWISE: 30,000 x 2048
+#: Public step, 2 threads, medians of 15 alternated calls, ms BLOCKED /
+#: ROWWISE (float32, then float64 where timed; runs of the same shape differ
+#: by up to 10-15 % on this machine). K = 2, N = 1e6: D = 8 1.90 / 1.97,
+#: 2.64 / 2.34; D = 20 3.42 / 2.79, 6.30 / 6.11. K = 3, N = 1e6: D = 12 2.43
+#: / 2.43, 3.41 / 3.21; D = 16 2.74 / 2.58, 5.09 / 4.70; D = 20 3.66 / 3.01,
+#: 6.75 / 5.81. K = 5, N = 400,000: D = 16 1.27 / 1.48, 2.27 / 1.96; D = 20
+#: 1.54 / 1.60, 2.76 / 2.43; D = 32 2.10 / 1.84. K = 10, N = 200,000: D =
+#: 24 1.09 / 1.37, 2.43 / 2.31; D = 32 1.29 / 1.38, 3.01 / 2.51; D = 48 1.89
+#: / 1.93, 4.60 / 3.58; D = 56 2.31 / 2.16; D = 64 2.66 / 2.31; D = 96 3.96
+#: / 3.29. K = 20, N = 100,000: D = 32 1.06 / 1.24, 2.32 / 2.15; D = 48
+#: 1.43 / 1.73, 3.36 / 2.94; D = 64 1.93 / 1.92; D = 96 2.77 / 2.60; D =
+#: 128 3.84 / 3.39. K = 30, D = 96 4.06 / 3.70. K = 40, N = 100,000: D = 64
+#: 3.27 / 3.42, 8.21 / 7.39; D = 80 4.27 / 4.64, 9.69 / 8.65; D = 96 5.34 /
+#: 5.06. K = 63, N = 50,000: D = 64 2.46 / 2.73, 6.28 / 5.60; D = 256 9.63
+#: / 9.05 (K = 10 from D = 56, K = 20 from D = 64, K = 30, K = 40 at D = 96
+#: and K = 63 were timed before the logits padded their last butterfly, which
+#: made ROWWISE faster). ROWWISE also replaced the loops along D (four rows
+#: and three classes per loop) where BLOCKED's block left L2, and BLAS for
+#: K < 64 at large D K, ms before -> ROWWISE: 30,000 x 2048
 #: x 10 14.3 / 30.3 -> 11.9 / 23.4; 20,000 x 3000 x 3 7.84 / 16.4 -> 7.22 /
 #: 14.8; 4000 x 10,000 x 2 5.14 / 11.1 -> 5.15 / 12.3; BLAS at 30,000 x 784
 #: x 32 13.2 / 28.0 -> 9.29 / 19.2, 30,000 x 512 x 50 12.1 / 25.4 -> 8.05 /
 #: 17.8, 20,000 x 2048 x 32 21.2 / 49.9 -> 20.7 / 45.2.
-ROWWISE_MIN_ROW_BYTES = ((2, 64), (5, 96), (20, 224), (BLAS_MIN_CLASSES - 1, 384))
+ROWWISE_MIN_ROW_BYTES = ((3, 64), (5, 96), (20, 224), (BLAS_MIN_CLASSES - 1, 384))
 #: Bytes up to which a block is prefetched: the BLOCKED body asks for the
 #: next block while it computes on this one, a third before each stage. The
 #: softmax and the products touch only the block in L1/L2, so without it
@@ -175,37 +173,24 @@ def select_variant(n_features: int, n_classes: int, itemsize: int) -> LossGradVa
     return LossGradVariant.BLOCKED
 
 
-#: Bytes of one row of X up to which, at K < BLAS_MIN_CLASSES, X held as row
-#: blocks (``row_blocks``: the BLOCKED body without its transpose) beats the
-#: ROWWISE body on X where ``select_variant`` picks ROWWISE. Where it picks
-#: BLOCKED, the row blocks always pay: they only remove work. 2 threads,
-#: medians of 21 alternated calls, ms BLOCKED on X / ROWWISE on X / row
-#: blocks, float32 then float64: 1e6 x 20 x 3 3.49 / 3.88 / 2.87, 5.50 /
-#: 5.23 / 4.45; 1e6 x 20 x 2 3.08 / 3.25 / 2.27, 5.10 / 5.04 / 4.25;
-#: 400,000 x 24 x 5 1.82 / 1.97 / 1.63, 3.40 / 2.95 / 3.26; 200,000 x 32 x
-#: 10 1.37 / 1.55 / 1.21, 3.22 / 2.78 / 2.92; 200,000 x 48 x 10 2.12 / 2.24 /
-#: 2.11, 4.72 / 3.71 / 3.90; 100,000 x 48 x 40 2.86 / 4.39 / 2.68, 6.50 /
-#: 6.50 / 6.09; 100,000 x 64 x 40 3.40 / 3.72 / 3.18, 8.00 / 7.58 / 7.75;
-#: 100,000 x 80 x 40 4.14 / 4.79 / 3.98, 9.24 / 8.60 / 8.13; 50,000 x 64 x
-#: 63 2.47 / 2.88 / 2.37, 6.36 / 5.61 / 5.69. Past the bound, ms ROWWISE /
-#: row blocks (medians of three runs of 9): 200,000 x 64 x 10 2.55 / 2.42,
-#: 4.95 / 4.76; 200,000 x 100 x 10 3.38 / 3.33, 7.36 / 8.38; 100,000 x 256 x
-#: 10 4.03 / 5.22, 8.85 / 10.4: where the two are level, no copy of X.
-ROW_BLOCKS_MAX_ROW_BYTES = 160
-
-
 def row_blocks_pay(n_features: int, n_classes: int, itemsize: int) -> bool:
     """Whether X held as row blocks runs faster than the body ``select_variant`` picks for its shape.
 
-    True for K < BLAS_MIN_CLASSES where ``select_variant`` picks BLOCKED
-    (the copy removes its per-block transpose) or a row of X takes at most
-    ``ROW_BLOCKS_MAX_ROW_BYTES`` (160). Training copies X into row blocks
-    where this holds and the copy fits in memory.
+    True for K < BLAS_MIN_CLASSES where ``select_variant`` picks BLOCKED: the
+    copy removes its per-block transpose and nothing else changes. Where it
+    picks ROWWISE, that body on X is level with the row blocks or faster. 2
+    threads, medians of 21 alternated calls, ms BLOCKED on X / ROWWISE on X /
+    row blocks, float32 then float64: 1e6 x 20 x 3 3.51 / 2.85 / 3.08, 7.41 /
+    6.76 / 7.25; 1e6 x 16 x 3 2.61 / 2.57 / 2.28, 4.90 / 4.22 / 4.93; 1e6 x
+    20 x 2 3.51 / 2.80 / 3.01, 5.55 / 4.99 / 5.18; 400,000 x 20 x 5 1.44 /
+    1.51 / 1.20, 2.65 / 2.40 / 2.64; 200,000 x 48 x 10 1.88 / 1.88 / 1.74,
+    4.50 / 3.28 / 3.76; ms ROWWISE / row blocks (medians of three runs of 9):
+    200,000 x 100 x 10 3.38 / 3.33, 7.36 / 8.38; 100,000 x 256 x 10 4.03 /
+    5.22, 8.85 / 10.4. (At 1e6 x 16 x 3 float32 the copy would still win by
+    a tenth; the rule keeps one bound, that of ``select_variant``.) Training
+    copies X into row blocks where this holds and the copy fits in memory.
     """
-    if n_classes >= BLAS_MIN_CLASSES:
-        return False
-    short_rows = n_features * itemsize <= ROW_BLOCKS_MAX_ROW_BYTES
-    return short_rows or select_variant(n_features, n_classes, itemsize) is LossGradVariant.BLOCKED
+    return n_classes < BLAS_MIN_CLASSES and select_variant(n_features, n_classes, itemsize) is LossGradVariant.BLOCKED
 
 
 @njit(inline="always", **JIT_OPTIONS)

@@ -504,11 +504,11 @@ def test_count_nonfinite(rng, dtype, n_chunks):
 
 def test_select_variant_rule():
     # K < 64: register tiles along D on X's rows from rows of 64, 96, 224 or
-    # 384 bytes (K <= 2, 5, 20, 63), across rows of a transposed block below;
+    # 384 bytes (K <= 3, 5, 20, 63), across rows of a transposed block below;
     # K >= 64: the transposed block up to D = 1024, BLAS past it.
     assert kernels.select_variant(4, 3, 8) is LossGradVariant.BLOCKED
-    assert kernels.select_variant(20, 3, 4) is LossGradVariant.BLOCKED
-    assert kernels.select_variant(20, 3, 8) is LossGradVariant.ROWWISE
+    assert kernels.select_variant(20, 5, 4) is LossGradVariant.BLOCKED
+    assert kernels.select_variant(20, 3, 4) is LossGradVariant.ROWWISE
     assert kernels.select_variant(100, 10, 4) is LossGradVariant.ROWWISE
     assert kernels.select_variant(784, 10, 4) is LossGradVariant.ROWWISE
     assert kernels.select_variant(3000, 3, 8) is LossGradVariant.ROWWISE
@@ -517,7 +517,7 @@ def test_select_variant_rule():
     assert kernels.select_variant(512, 1000, 8) is LossGradVariant.BLOCKED
     assert kernels.select_variant(2000, 300, 8) is LossGradVariant.BLAS
     # The boundaries, one step either side, in both dtypes.
-    for max_classes, min_row_bytes in ((2, 64), (5, 96), (20, 224), (63, 384)):
+    for max_classes, min_row_bytes in ((3, 64), (5, 96), (20, 224), (63, 384)):
         for itemsize in (4, 8):
             n_features = min_row_bytes // itemsize
             assert kernels.select_variant(n_features - 1, max_classes, itemsize) is LossGradVariant.BLOCKED

@@ -4,9 +4,8 @@
 transposed; ``kernels.loss_grad_row_blocks_sums`` runs the BLOCKED body on
 them without a transpose per block. Training (``_data.chunked_objectives``)
 makes the copy once, at the second full-batch evaluation, where
-``kernels.row_blocks_pay`` holds (K < 64, where the shape selects the
-BLOCKED body on X or rows take at most 160 bytes) and the copy fits the
-memory budget.
+``kernels.row_blocks_pay`` holds (K < 64 where the shape selects the BLOCKED
+body on X) and the copy fits the memory budget.
 """
 
 from __future__ import annotations
@@ -161,11 +160,11 @@ def _classification(rng, n, d, k, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 def test_training_reads_row_blocks_from_the_second_evaluation(rng, dtype, row_blocks_calls, monkeypatch):
-    X, y = _classification(rng, 3000, 8, 3, dtype)
+    X, y = _classification(rng, 3000, 6, 3, dtype)  # BLOCKED on X in both dtypes
     with_blocks = _fit(X, y, dtype)
     n_evaluations = len(row_blocks_calls)
     assert n_evaluations >= with_blocks.n_iter_ - 1  # every full evaluation after the first
-    assert row_blocks_calls[0] == (-(-3000 // BLOCK_ROWS), 8, BLOCK_ROWS)
+    assert row_blocks_calls[0] == (-(-3000 // BLOCK_ROWS), 6, BLOCK_ROWS)
     # The same fit on the transposing body: the same optimum, to the dtype's precision.
     monkeypatch.setattr(_data, "row_blocks_fit", lambda nbytes: False)
     without = _fit(X, y, dtype)
@@ -199,7 +198,7 @@ def test_no_row_blocks_beyond_the_memory_budget(rng, row_blocks_calls, monkeypat
 
 
 def test_no_row_blocks_for_long_rows_or_streamed_data(rng, tmp_path, row_blocks_calls):
-    X, y = _classification(rng, 300, 800, 3, np.float64)  # ROWWISE on X, rows past ROW_BLOCKS_MAX_ROW_BYTES
+    X, y = _classification(rng, 300, 800, 3, np.float64)  # ROWWISE on X
     assert not kernels.row_blocks_pay(800, 3, 8)
     _fit(X, y, np.float64)
     X, y = _classification(rng, 2000, 5, 3, np.float64)
@@ -211,21 +210,21 @@ def test_no_row_blocks_for_long_rows_or_streamed_data(rng, tmp_path, row_blocks_
 
 
 def test_row_blocks_pay_rule():
-    # At K < 64 wherever the shape selects BLOCKED on X, and up to 160-byte rows under ROWWISE.
-    assert kernels.row_blocks_pay(1, 2, 4) and kernels.row_blocks_pay(20, 3, 4)
-    assert kernels.row_blocks_pay(95, 63, 4) and not kernels.row_blocks_pay(96, 63, 4)
-    assert kernels.row_blocks_pay(55, 20, 4) and not kernels.row_blocks_pay(56, 20, 4)
-    assert kernels.row_blocks_pay(20, 3, 8) and kernels.row_blocks_pay(40, 5, 4)  # ROWWISE on X, 160-byte rows
-    assert not kernels.row_blocks_pay(21, 3, 8) and not kernels.row_blocks_pay(784, 10, 8)
+    # At K < 64 wherever the shape selects BLOCKED on X: the copy removes its transpose.
+    for n_features, n_classes, itemsize in [(15, 2, 4), (15, 3, 4), (23, 5, 4), (55, 20, 4), (95, 63, 4), (47, 63, 8)]:
+        assert kernels.select_variant(n_features, n_classes, itemsize) is LossGradVariant.BLOCKED
+        assert kernels.row_blocks_pay(n_features, n_classes, itemsize)
+        assert not kernels.row_blocks_pay(n_features + 1, n_classes, itemsize)  # ROWWISE from here
+    assert not kernels.row_blocks_pay(20, 3, 8) and not kernels.row_blocks_pay(784, 10, 4)
     assert not kernels.row_blocks_pay(8, 64, 8)  # K >= 64: the classes set the work, not the transpose
 
 
 @pytest.mark.parametrize(
     ("d", "k", "dtype", "variant"),
-    [(20, 3, np.float64, "ROWWISE"), (40, 5, np.float32, "ROWWISE"), (64, 40, np.float32, "BLOCKED")],
+    [(20, 5, np.float32, "BLOCKED"), (8, 20, np.float64, "BLOCKED"), (64, 40, np.float32, "BLOCKED")],
 )
 def test_training_reads_row_blocks_wherever_they_pay(rng, d, k, dtype, variant, row_blocks_calls):
-    # Whichever body the shape selects on X, below 64 classes.
+    # Where the shape selects BLOCKED on X, below 64 classes.
     assert kernels.select_variant(d, k, np.dtype(dtype).itemsize) is LossGradVariant[variant]
     X, y = _classification(rng, 1000, d, k, dtype)
     _fit(X, y, dtype)
