@@ -147,8 +147,8 @@ PREFETCH_MAX_BYTES = 1 << 16
 #: 10 float32 went 10.5 -> 12.6. The prefetches go out a row tile at a time
 #: during the first group of classes' logits, not a third of the block
 #: before each stage (a burst of hundreds of prefetches likely stalls the
-#: core until its line buffers drain). Medians of three alternated runs, ms before
-#: / after: 200,000 x 100 x 10 3.80 / 6.83 -> 3.20 / 6.34; 200,000 x 160 x
+#: core until its line buffers drain). Medians of three alternated runs, ms
+#: before / after: 200,000 x 100 x 10 3.80 / 6.83 -> 3.20 / 6.34; 200,000 x 160 x
 #: 10 4.93 / 10.07 -> 4.55 / 9.62; 100,000 x 256 x 10 3.79 / 8.22 -> 3.63 /
 #: 7.97; 100,000 x 192 x 20 6.30 / 9.87 -> 6.56 / 10.23 (noise).
 ROWWISE_PREFETCH_MAX_BYTES = 1 << 18
@@ -159,7 +159,7 @@ def select_variant(n_features: int, n_classes: int, itemsize: int) -> LossGradVa
 
     The rule, measured on the 2-core machine (README, "How the kernels
     work"): for K < 64, ROWWISE when a row of X takes at least the bytes
-    ``ROWWISE_MIN_ROW_BYTES`` sets for K (64 bytes for K <= 2 up to 384 for
+    ``ROWWISE_MIN_ROW_BYTES`` sets for K (64 bytes for K <= 3 up to 384 for
     K > 20), else BLOCKED. Both run their products in register tiles near
     the FMA peak; BLOCKED pays a transpose per block, ROWWISE a sum across
     lanes per row and class. For K >= 64, BLOCKED up to
@@ -556,14 +556,15 @@ def _rowwise_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc):
     # No features for the gradient tiles' sums: ROWWISE adds its sums to dW_acc itself.
     scratch = _block_scratch(X, W.shape[0], 0)
     Zt = scratch[0]
-    block_bytes = BLOCK_ROWS * X.shape[1] * X.itemsize
+    row_bytes = X.shape[1] * X.itemsize
     # each row tile of the logits prefetches the same rows of the next block, up to the chunk's end
-    prefetch_ahead = _prefetched_bytes(block_bytes, ROWWISE_PREFETCH_MAX_BYTES)
+    prefetch_ahead = _prefetched_bytes(BLOCK_ROWS * row_bytes, ROWWISE_PREFETCH_MAX_BYTES)
+    chunk_end_bytes = stop * row_bytes
     loss = 0.0
     for block_start in range(start, stop, BLOCK_ROWS):
         nb = min(BLOCK_ROWS, stop - block_start)
         _prefetch_next_labels(y, sample_weight, block_start, stop)
-        _row_logits(X, block_start, nb, W, b, Zt, prefetch_ahead, stop * X.shape[1] * X.itemsize)
+        _row_logits(X, block_start, nb, W, b, Zt, prefetch_ahead, chunk_end_bytes)
         if nb < BLOCK_ROWS:
             Zt[:, nb:] = 0
         loss += _block_softmax(Zt, nb, y, sample_weight, block_start, scratch)

@@ -219,13 +219,10 @@ def test_row_blocks_pay_rule():
     assert not kernels.row_blocks_pay(8, 64, 8)  # K >= 64: the classes set the work, not the transpose
 
 
-@pytest.mark.parametrize(
-    ("d", "k", "dtype", "variant"),
-    [(20, 5, np.float32, "BLOCKED"), (8, 20, np.float64, "BLOCKED"), (64, 40, np.float32, "BLOCKED")],
-)
-def test_training_reads_row_blocks_wherever_they_pay(rng, d, k, dtype, variant, row_blocks_calls):
+@pytest.mark.parametrize(("d", "k", "dtype"), [(20, 5, np.float32), (8, 20, np.float64), (64, 40, np.float32)])
+def test_training_reads_row_blocks_wherever_they_pay(rng, d, k, dtype, row_blocks_calls):
     # Where the shape selects BLOCKED on X, below 64 classes.
-    assert kernels.select_variant(d, k, np.dtype(dtype).itemsize) is LossGradVariant[variant]
+    assert kernels.select_variant(d, k, np.dtype(dtype).itemsize) is LossGradVariant.BLOCKED
     X, y = _classification(rng, 1000, d, k, dtype)
     _fit(X, y, dtype)
     assert row_blocks_calls and row_blocks_calls[0] == (8, d, BLOCK_ROWS)
