@@ -40,7 +40,7 @@ def fused_hvp(
     """
     n_classes, n_features = W.shape
     if variant is None:
-        variant = kernels.select_hvp_variant(n_features, n_classes)
+        variant = kernels.select_hvp_variant(n_features, n_classes, X.itemsize)
     n_chunks = _n_chunks(X.shape[0], n_features, n_classes)
     with parallel_section(n_chunks, calls_blas=variant == kernels.LossGradVariant.BLAS):
         kernels.hessian_vector_sums(X, W, b, V, c, sample_weight, variant, n_chunks, scale, l2, HV_out, Hc_out)

@@ -25,13 +25,17 @@ Design (that of ``loss_grad.py``, which this mirrors):
 - Rows go in blocks; a block's sums are formed in the input dtype and
   flushed into the float64 accumulators, so float32 rounding error grows
   with the block size, not with N.
-- Two block bodies, chosen by ``select_hvp_variant``:
-  ``BLOCKED`` the block is transposed into a (D, block) scratch and the
-              logits, the direction's logits, the softmax and the curvature
-              run SIMD across rows (small D and K);
+- Three block bodies, chosen by ``select_hvp_variant``; the first two are
+  loss+grad's bodies of the same name, on the same register tiles, with a
+  curvature stage in place of the softmax:
+  ``BLOCKED`` the block is transposed into a (D, block) scratch; the logits
+              and the direction's logits are two passes of the logits tile
+              over it, R^T X one pass of the gradient tile (small D);
+  ``ROWWISE`` the same products along D on X's rows as they lie (larger D,
+              K < 64);
   ``BLAS``    one GEMM forms [Z | U] = X_block [W; V]^T (2K columns: one
               pass over the block for both), then the curvature, then
-              R^T X_block as a second GEMM.
+              R^T X_block as a second GEMM (K >= 64 and D > 1024).
 - As in ``loss_grad.py``, a serial call runs its body directly and each body
   has its own parallel driver, so a first call compiles one body only.
 """
@@ -44,37 +48,60 @@ from fastsoftmax.kernels._math import exp_inplace, exp_scratch
 from fastsoftmax.kernels._signature import named, read_only
 from fastsoftmax.kernels.loss_grad import (
     BLAS_MIN_CLASSES,
+    ROWWISE_PREFETCH_MAX_BYTES,
     LossGradVariant,
+    _block_gradient,
+    _block_logits,
+    _block_scratch,
+    _fill_transposed,
+    _flush_tile_sums,
+    _prefetch_third,
+    _prefetched_bytes,
+    _row_gradient,
+    _row_logits,
     reduce_chunks_any,  # the same chunk-order reduction: scale * sum over chunks + l2 * parameter
+    select_by_row_bytes,
 )
 
 _BLAS = int(LossGradVariant.BLAS)
+_ROWWISE = int(LossGradVariant.ROWWISE)
 
-#: D at and below which the Hessian-vector product's BLOCKED body wins (see below).
-HVP_BLOCKED_MAX_FEATURES = 32
+#: The Hessian-vector product's ROWWISE bounds, as ``loss_grad.ROWWISE_MIN_ROW_BYTES``:
+#: (K at most, bytes of a row at least). They lie above loss+grad's because
+#: the product forms two sets of logits (W's and the direction's) per block:
+#: ROWWISE sums across lanes for both, while BLOCKED's one transpose serves
+#: both. 2 threads, OpenBLAS's own kernels, medians of 15 alternated calls,
+#: ms BLOCKED / ROWWISE (float32, then float64): K = 3, N = 400,000: D = 12
+#: 1.16 / 1.48, 1.93 / 2.20; D = 32 1.81 / 1.89, 4.25 / 3.46; D = 48 2.68 /
+#: 2.53, 6.42 / 5.07; N = 200,000, D = 20 0.68 / 0.86, 1.26 / 1.32. K = 5,
+#: N = 100,000: D = 20 0.53 / 0.72, 0.87 / 0.97; D = 40 0.70 / 0.87, 1.35 /
+#: 1.22. K = 10, N = 200,000: D = 16 1.50 / 2.11, 2.75 / 2.95; D = 24 1.72 /
+#: 2.42, 3.36 / 3.53; D = 32 2.13 / 2.44, 4.29 / 4.07; D = 40 2.35 / 3.00,
+#: 5.01 / 4.52; D = 48 2.79 / 3.14, 6.23 / 5.07; D = 64 3.51 / 3.34; D = 80
+#: 4.37 / 4.21; D = 100 5.74 / 5.06, 12.35 / 9.32; N = 50,000, D = 784 10.74
+#: / 8.51, 24.01 / 17.09. K = 20, N = 100,000: D = 48 2.33 / 3.16, 4.78 /
+#: 5.01; D = 64 2.92 / 3.50, 6.80 / 5.96. K = 40, N = 100,000: D = 48 4.25 /
+#: 5.72, 9.51 / 9.24; D = 64 5.24 / 6.04, 12.13 / 11.92; D = 96 7.65 /
+#: 7.76, 16.44 / 15.13; D = 128 10.09 / 10.35, 20.90 / 19.23. BLAS was the
+#: slowest body at every one of these shapes (200,000 x 100 x 10 8.44 /
+#: 18.49).
+HVP_ROWWISE_MIN_ROW_BYTES = ((3, 192), (10, 256), (BLAS_MIN_CLASSES - 1, 512))
 
 
-def select_hvp_variant(n_features: int, n_classes: int) -> LossGradVariant:
-    """Choose the block body of the Hessian-vector kernel for D features and K classes.
+def select_hvp_variant(n_features: int, n_classes: int, itemsize: int) -> LossGradVariant:
+    """Choose the block body of the Hessian-vector kernel for D features, K classes and ``itemsize``-byte floats.
 
-    BLOCKED for D <= 32 and K < 64 (SIMD across rows fills every lane),
-    BLAS everywhere else. Unlike loss+grad there is no
-    ROWWISE body: the forward GEMM has 2K columns (logits and direction
-    together), which keeps BLAS nearer its peak at small K. Measured on 2
-    shared cores (load ~10, medians of 15), as a multiple of the loss+grad
-    step's time, float32 / float64:
-
-    ==================  =============  =============
-    (N, D, K)           BLAS           BLOCKED
-    ==================  =============  =============
-    (200000, 20, 3)     1.96 / 1.58    0.82 / 0.99
-    (200000, 100, 10)   0.88 / 1.08    1.06 / 1.71
-    (50000, 784, 10)    1.27 / 1.38    2.07 / 2.94
-    ==================  =============  =============
+    For K < 64, ROWWISE when a row of X takes at least the bytes
+    ``HVP_ROWWISE_MIN_ROW_BYTES`` sets for K (192 for K <= 3 up to 512 for
+    K > 10), else BLOCKED; both run loss+grad's register tiles. For K >= 64,
+    loss+grad's rule: BLOCKED up to ``loss_grad.BLOCKED_MAX_FEATURES``
+    features and BLAS past them. 2 threads, ms BLOCKED / ROWWISE / BLAS
+    (float32, then float64): 20,000 x 64 x 256 6.32 / 7.92 / 8.14, 14.28 /
+    14.91 / 16.62; 20,000 x 256 x 256 20.78 / 22.59 / 23.20, 37.27 / 41.56 /
+    47.76; 5000 x 1024 x 256 21.18 / 22.81 / 21.69, 50.93 / 50.23 / 48.15;
+    4000 x 2048 x 100 15.62 / 16.33 / 14.40, 39.12 / 36.25 / 31.04.
     """
-    if n_classes < BLAS_MIN_CLASSES and n_features <= HVP_BLOCKED_MAX_FEATURES:
-        return LossGradVariant.BLOCKED
-    return LossGradVariant.BLAS
+    return select_by_row_bytes(n_features, n_classes, itemsize, HVP_ROWWISE_MIN_ROW_BYTES)
 
 
 @njit(**JIT_OPTIONS)
@@ -128,72 +155,115 @@ def _blas_chunk(X, W, b, V, c, sample_weight, start, stop, HV_acc, Hc_acc):
                 HV_acc[k, d] += HV_block[k, d]
 
 
+@njit(inline="always", **JIT_OPTIONS)
+def _curvature_scratch(X, W, b, V, c):
+    """[W; V] (2K, D) and [b; c] (2K,), their logits ZUt (2K, BLOCK_ROWS), the curvature Rt (K, BLOCK_ROWS),
+    the rows' max, sum, p^T u and weight (4, BLOCK_ROWS), and exp's scratch.
+
+    One pass of a logits tile over [W; V] forms both sets of logits: each
+    load of X feeds 2K classes, and the tiles' code is inlined once.
+    """
+    n_classes, n_features = W.shape
+    WV = np.empty((2 * n_classes, n_features), dtype=X.dtype)
+    bc = np.empty(2 * n_classes, dtype=X.dtype)
+    # Loops, not slice assignments: an array-to-array slice assignment doubled this body's compile time.
+    for k in range(n_classes):
+        bc[k] = b[k]
+        bc[n_classes + k] = c[k]
+        for d in range(n_features):
+            WV[k, d] = W[k, d]
+            WV[n_classes + k, d] = V[k, d]
+    ZUt = np.empty((2 * n_classes, BLOCK_ROWS), dtype=X.dtype)
+    Rt = np.empty((n_classes, BLOCK_ROWS), dtype=X.dtype)
+    rows = np.empty((4, BLOCK_ROWS), dtype=X.dtype)
+    return WV, bc, ZUt, Rt, rows, exp_scratch(X, BLOCK_ROWS)
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def _block_curvature(ZUt, Rt, nb, sample_weight, block_start, scratch):
+    """Rt[k, r] = w_r p_rk (u_rk - p_r^T u_r) from the logits ZUt[:K] and the direction's logits ZUt[K:].
+
+    For the block's rows r < nb (row block_start + r of the data); rows from
+    nb on get weight 0, hence exactly 0, so their logits must be finite. The
+    loops run along the rows, one class at a time: they vectorise across
+    rows. The logits become exp(z - max z) on the way.
+    """
+    rows, powers = scratch[4], scratch[5]
+    row_max, row_sum, row_pu, row_weight = rows[0], rows[1], rows[2], rows[3]
+    n_classes = Rt.shape[0]
+    weighted = sample_weight.shape[0] > 0
+    for r in range(BLOCK_ROWS):
+        row_weight[r] = 0 if r >= nb else sample_weight[block_start + r] if weighted else 1
+        row_max[r] = ZUt[0, r]
+        row_sum[r] = 0
+        row_pu[r] = 0
+    for k in range(1, n_classes):
+        for r in range(BLOCK_ROWS):
+            if ZUt[k, r] > row_max[r]:
+                row_max[r] = ZUt[k, r]
+    for k in range(n_classes):
+        for r in range(BLOCK_ROWS):
+            ZUt[k, r] -= row_max[r]
+        exp_inplace(ZUt[k], powers)
+        for r in range(BLOCK_ROWS):
+            row_sum[r] += ZUt[k, r]
+            row_pu[r] += ZUt[k, r] * ZUt[n_classes + k, r]
+    # p^T u = sum e u / sum e, and w p = (w / sum e) e.
+    for r in range(BLOCK_ROWS):
+        row_pu[r] /= row_sum[r]
+        row_sum[r] = row_weight[r] / row_sum[r]
+    for k in range(n_classes):
+        for r in range(BLOCK_ROWS):
+            Rt[k, r] = ZUt[k, r] * row_sum[r] * (ZUt[n_classes + k, r] - row_pu[r])
+
+
 @njit(**JIT_OPTIONS)
 def _blocked_chunk(X, W, b, V, c, sample_weight, start, stop, HV_acc, Hc_acc):
-    """Rows [start, stop) a transposed block at a time, vectorised across rows."""
+    """Rows [start, stop) a transposed block at a time, on the register tiles of ``loss_grad``'s BLOCKED body.
+
+    Both sets of logits are one pass of the logits tiles over the
+    transposed block, R^T X one pass of the gradient tiles; the next block
+    is prefetched as there.
+    """
     n_classes, n_features = W.shape
-    weighted = sample_weight.shape[0] > 0
     Xt = np.empty((n_features, BLOCK_ROWS), dtype=X.dtype)
-    Zt = np.empty((n_classes, BLOCK_ROWS), dtype=X.dtype)
-    Ut = np.empty((n_classes, BLOCK_ROWS), dtype=X.dtype)
-    row_max = np.empty(BLOCK_ROWS, dtype=X.dtype)
-    row_sum = np.empty(BLOCK_ROWS, dtype=X.dtype)
-    row_pu = np.empty(BLOCK_ROWS, dtype=X.dtype)
-    row_weight = np.ones(BLOCK_ROWS, dtype=X.dtype)
-    scratch = exp_scratch(X, BLOCK_ROWS)
-    zero = np.zeros(1, dtype=X.dtype)[0]
+    scratch = _curvature_scratch(X, W, b, V, c)
+    WV, bc, ZUt, Rt = scratch[0], scratch[1], scratch[2], scratch[3]
+    tile_sums = _block_scratch(X, n_classes, n_features)[4]
+    row_bytes = n_features * X.itemsize
+    prefetched_bytes = _prefetched_bytes(BLOCK_ROWS * row_bytes)
     for block_start in range(start, stop, BLOCK_ROWS):
         nb = min(BLOCK_ROWS, stop - block_start)
-        for r in range(nb):
-            for d in range(n_features):
-                Xt[d, r] = X[block_start + r, d]
-        for k in range(n_classes):
-            bk = b[k]
-            ck = c[k]
-            for r in range(nb):
-                Zt[k, r] = bk
-                Ut[k, r] = ck
-        for d in range(n_features):
-            for k in range(n_classes):
-                wkd = W[k, d]
-                vkd = V[k, d]
-                for r in range(nb):
-                    Zt[k, r] += wkd * Xt[d, r]
-                    Ut[k, r] += vkd * Xt[d, r]
-        for r in range(nb):
-            row_max[r] = Zt[0, r]
-            row_sum[r] = zero
-            row_pu[r] = zero
-            if weighted:
-                row_weight[r] = sample_weight[block_start + r]
-        for k in range(1, n_classes):
-            for r in range(nb):
-                if Zt[k, r] > row_max[r]:
-                    row_max[r] = Zt[k, r]
-        for k in range(n_classes):
-            for r in range(nb):
-                Zt[k, r] -= row_max[r]
-            exp_inplace(Zt[k, :nb], scratch)
-            for r in range(nb):
-                row_sum[r] += Zt[k, r]
-                row_pu[r] += Zt[k, r] * Ut[k, r]
-        for r in range(nb):
-            row_pu[r] /= row_sum[r]
-            row_sum[r] = row_weight[r] / row_sum[r]
-        # Zt becomes the curvature w p (u - p^T u).
-        for k in range(n_classes):
-            for r in range(nb):
-                Zt[k, r] *= row_sum[r] * (Ut[k, r] - row_pu[r])
-        for k in range(n_classes):
-            acc = zero
-            for r in range(nb):
-                acc += Zt[k, r]
-            Hc_acc[k] += acc
-            for d in range(n_features):
-                acc = zero
-                for r in range(nb):
-                    acc += Zt[k, r] * Xt[d, r]
-                HV_acc[k, d] += acc
+        _fill_transposed(X, block_start, nb, Xt)
+        next_first = (block_start + BLOCK_ROWS) * row_bytes
+        upcoming = (next_first, min(next_first + prefetched_bytes, stop * row_bytes))
+        _prefetch_third(X, upcoming, 0)
+        _block_logits(Xt, WV, bc, ZUt)
+        _prefetch_third(X, upcoming, 1)
+        _block_curvature(ZUt, Rt, nb, sample_weight, block_start, scratch)
+        _prefetch_third(X, upcoming, 2)
+        _block_gradient(Xt, Rt, HV_acc, Hc_acc, tile_sums)
+    _flush_tile_sums(tile_sums, HV_acc)
+
+
+@njit(**JIT_OPTIONS)
+def _rowwise_chunk(X, W, b, V, c, sample_weight, start, stop, HV_acc, Hc_acc):
+    """Rows [start, stop) a block at a time, on X's rows as they lie (``loss_grad``'s ROWWISE tiles).
+
+    The logits tiles prefetch the next block, as there.
+    """
+    scratch = _curvature_scratch(X, W, b, V, c)
+    WV, bc, ZUt, Rt = scratch[0], scratch[1], scratch[2], scratch[3]
+    row_bytes = X.shape[1] * X.itemsize
+    prefetch_ahead = _prefetched_bytes(BLOCK_ROWS * row_bytes, ROWWISE_PREFETCH_MAX_BYTES)
+    chunk_end_bytes = stop * row_bytes
+    for block_start in range(start, stop, BLOCK_ROWS):
+        nb = min(BLOCK_ROWS, stop - block_start)
+        _row_logits(X, block_start, nb, WV, bc, ZUt, prefetch_ahead, chunk_end_bytes)
+        if nb < BLOCK_ROWS:
+            ZUt[:, nb:] = 0
+        _block_curvature(ZUt, Rt, nb, sample_weight, block_start, scratch)
+        _row_gradient(X, block_start, nb, Rt, HV_acc, Hc_acc)
 
 
 @njit(inline="always", **JIT_OPTIONS)
@@ -201,6 +271,8 @@ def _chunk(X, W, b, V, c, sample_weight, start, stop, variant, HV_acc, Hc_acc):
     # Inlined where ``variant`` is a compile-time constant: one body compiles.
     if variant == _BLAS:
         _blas_chunk(X, W, b, V, c, sample_weight, start, stop, HV_acc, Hc_acc)
+    elif variant == _ROWWISE:
+        _rowwise_chunk(X, W, b, V, c, sample_weight, start, stop, HV_acc, Hc_acc)
     else:
         _blocked_chunk(X, W, b, V, c, sample_weight, start, stop, HV_acc, Hc_acc)
 
@@ -223,11 +295,20 @@ def _make_parallel_driver(variant: LossGradVariant):
 
 
 #: The block body of each variant; a serial call runs it directly on all rows.
-BODIES = {LossGradVariant.BLOCKED: _blocked_chunk, LossGradVariant.BLAS: _blas_chunk}
+BODIES = {
+    LossGradVariant.BLOCKED: _blocked_chunk,
+    LossGradVariant.ROWWISE: _rowwise_chunk,
+    LossGradVariant.BLAS: _blas_chunk,
+}
 _hvp_parallel_blocked = _make_parallel_driver(LossGradVariant.BLOCKED)
+_hvp_parallel_rowwise = _make_parallel_driver(LossGradVariant.ROWWISE)
 _hvp_parallel_blas = _make_parallel_driver(LossGradVariant.BLAS)
 #: The parallel driver of each variant.
-PARALLEL_DRIVERS = {LossGradVariant.BLOCKED: _hvp_parallel_blocked, LossGradVariant.BLAS: _hvp_parallel_blas}
+PARALLEL_DRIVERS = {
+    LossGradVariant.BLOCKED: _hvp_parallel_blocked,
+    LossGradVariant.ROWWISE: _hvp_parallel_rowwise,
+    LossGradVariant.BLAS: _hvp_parallel_blas,
+}
 
 
 def hessian_vector_sums(X, W, b, V, c, sample_weight, variant, n_chunks, scale, l2, HV_out, Hc_out):

@@ -165,9 +165,20 @@ def select_variant(n_features: int, n_classes: int, itemsize: int) -> LossGradVa
     lanes per row and class. For K >= 64, BLOCKED up to
     BLOCKED_MAX_FEATURES features and BLAS past them.
     """
+    return select_by_row_bytes(n_features, n_classes, itemsize, ROWWISE_MIN_ROW_BYTES)
+
+
+def select_by_row_bytes(
+    n_features: int, n_classes: int, itemsize: int, rowwise_min_row_bytes: tuple[tuple[int, int], ...]
+) -> LossGradVariant:
+    """The rule of ``select_variant`` with the ROWWISE bounds as a parameter (the Hessian-vector product has its own).
+
+    ``rowwise_min_row_bytes`` holds (max classes, min row bytes) pairs by
+    increasing class count, the last for K = BLAS_MIN_CLASSES - 1.
+    """
     if n_classes >= BLAS_MIN_CLASSES:
         return LossGradVariant.BLOCKED if n_features <= BLOCKED_MAX_FEATURES else LossGradVariant.BLAS
-    min_row_bytes = next(row_bytes for max_classes, row_bytes in ROWWISE_MIN_ROW_BYTES if n_classes <= max_classes)
+    min_row_bytes = next(row_bytes for max_classes, row_bytes in rowwise_min_row_bytes if n_classes <= max_classes)
     if n_features * itemsize >= min_row_bytes:
         return LossGradVariant.ROWWISE
     return LossGradVariant.BLOCKED

@@ -129,14 +129,14 @@ def test_every_input_layout_shares_one_signature_per_kernel(path):
 
 
 def test_a_cold_first_call_compiles_only_the_selected_bodies(tmp_path):
-    # D = 1000, K = 3 on 5000 rows: loss+grad takes ROWWISE, the Hessian-vector product BLAS, both in parallel.
+    # D = 1000, K = 3 on 5000 rows: both loss+grad and the Hessian-vector product take ROWWISE, in parallel.
     compiled = {
         n for n, count in _signatures("5000x1000x3", "float32", "fused", tmp_path)["every_layout"].items() if count
     }
     loss_grad = "fastsoftmax.kernels.loss_grad."
     hessian = "fastsoftmax.kernels.hessian."
-    assert {n for n in compiled if n.endswith("_chunk")} == {loss_grad + "_rowwise_chunk", hessian + "_blas_chunk"}
+    assert {n for n in compiled if n.endswith("_chunk")} == {loss_grad + "_rowwise_chunk", hessian + "_rowwise_chunk"}
     assert {n for n in compiled if "_parallel_" in n} == {
         loss_grad + "_loss_grad_parallel_rowwise",
-        hessian + "_hvp_parallel_blas",
+        hessian + "_hvp_parallel_rowwise",
     }

@@ -13,8 +13,8 @@ from fastsoftmax import kernels, reference
 from fastsoftmax._hessian import fused_hvp
 from fastsoftmax.kernels._config import BLAS_BLOCK_ROWS
 
-VARIANTS = [kernels.LossGradVariant.BLOCKED, kernels.LossGradVariant.BLAS]
-VARIANT_IDS = ["blocked", "blas"]
+VARIANTS = [kernels.LossGradVariant.BLOCKED, kernels.LossGradVariant.ROWWISE, kernels.LossGradVariant.BLAS]
+VARIANT_IDS = ["blocked", "rowwise", "blas"]
 #: (N, D, K): one row, one feature, two classes, many classes, and blocks with a remainder.
 SHAPES = [(1, 3, 4), (50, 1, 3), (300, 6, 2), (90, 5, 70), (1100, 40, 7)]
 SHAPE_IDS = ["N1", "D1", "K2", "K70", "N1100-D40"]
@@ -61,6 +61,26 @@ def test_every_body_matches_the_reference(rng, dtype, weighted, shape, variant):
     assert_hv_close(HV, Hc, ref, X, V, c, l2, hv_rtol(dtype, n, d, k))
 
 
+@pytest.mark.parametrize("variant", VARIANTS, ids=VARIANT_IDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_every_body_at_extreme_logits(rng, dtype, variant):
+    """Logits near +-1e4, two classes level at the top: exp of z - max stays finite and H v matches.
+
+    A logit of 1e4 is rounded to eps(dtype) 1e4 as it is formed, which moves
+    p by as much relative to the level classes' difference: the tolerance adds it.
+    """
+    n, d, k = 300, 24, 4
+    X, _, W, b, _ = make_problem(rng, n, d, k, dtype)
+    b = np.array([1e4, 1e4, -1e4, 0.0], dtype=dtype)
+    V, c = direction(rng, k, d, dtype)
+    HV, Hc = np.empty_like(W), np.empty_like(b)
+    assert fused_hvp(X, W, b, V, c, np.empty(0, dtype), 1.0 / n, 0.0, HV, Hc, variant=variant)
+    ref = reference64(X, W, b, V, c)
+    assert np.abs(ref[0]).max() > 0.01  # the two level classes keep the curvature away from zero
+    rounding = 16 * float(np.finfo(dtype).eps) * 1e4
+    assert_hv_close(HV, Hc, ref, X, V, c, 0.0, hv_rtol(dtype, n, d, k) + rounding)
+
+
 @pytest.mark.parametrize("l2", [0.0, 1e-2], ids=["no-l2", "l2"])
 @pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
@@ -96,17 +116,27 @@ def test_matches_central_differences_of_the_gradient(rng, dtype, variant):
     np.testing.assert_allclose(Hc, fd_Hc, rtol=0, atol=tol)
 
 
-@pytest.mark.parametrize("layout", ["strided", "fortran", "readonly"])
-def test_non_contiguous_and_read_only_input(rng, tmp_path, layout):
-    n, d, k = 200, 6, 3
+@pytest.mark.parametrize("layout", ["strided", "fortran", "readonly", "np_load_mmap"])
+@pytest.mark.parametrize(
+    ("n_features", "variant"),
+    [(6, kernels.LossGradVariant.BLOCKED), (64, kernels.LossGradVariant.ROWWISE)],
+    ids=["blocked", "rowwise"],
+)
+def test_non_contiguous_read_only_and_memmapped_input(rng, tmp_path, layout, n_features, variant):
+    n, d, k = 200, n_features, 3
+    assert kernels.select_hvp_variant(d, k, np.dtype(np.float64).itemsize) is variant
     X, _, W, b, _ = make_problem(rng, n, d, k)
     V, c = direction(rng, k, d, np.float64)
     expected = fastsoftmax.hessian_vector_product(X, W, b, V, c, l2=0.1)
+    # One folder per array: memmapped layouts write their array to a file of a fixed name.
+    folders = {name: tmp_path / name for name in ("X", "W", "V")}
+    for folder in folders.values():
+        folder.mkdir()
     got = fastsoftmax.hessian_vector_product(
-        with_layout(X, layout, tmp_path),
-        with_layout(W, layout, tmp_path),
+        with_layout(X, layout, folders["X"]),
+        with_layout(W, layout, folders["W"]),
         b,
-        with_layout(V, layout, tmp_path),
+        with_layout(V, layout, folders["V"]),
         c,
         l2=0.1,
     )
@@ -114,10 +144,25 @@ def test_non_contiguous_and_read_only_input(rng, tmp_path, layout):
     np.testing.assert_array_equal(got[1], expected[1])
 
 
-def test_both_bodies_are_selected_by_shape():
-    assert kernels.select_hvp_variant(20, 10) == kernels.LossGradVariant.BLOCKED
-    assert kernels.select_hvp_variant(100, 10) == kernels.LossGradVariant.BLAS
-    assert kernels.select_hvp_variant(20, 100) == kernels.LossGradVariant.BLAS
+def test_shape_rule():
+    # K < 64: loss+grad's rule with longer rows before ROWWISE (192, 256 or
+    # 512 bytes for K <= 3, 10, 63), since the product forms two sets of logits.
+    Variant = kernels.LossGradVariant
+    assert kernels.select_hvp_variant(20, 3, 4) is Variant.BLOCKED
+    assert kernels.select_hvp_variant(20, 3, 4) is not kernels.select_variant(20, 3, 4)
+    assert kernels.select_hvp_variant(100, 10, 4) is Variant.ROWWISE
+    assert kernels.select_hvp_variant(784, 10, 8) is Variant.ROWWISE
+    for max_classes, min_row_bytes in ((3, 192), (10, 256), (63, 512)):
+        for itemsize in (4, 8):
+            n_features = min_row_bytes // itemsize
+            assert kernels.select_hvp_variant(n_features - 1, max_classes, itemsize) is Variant.BLOCKED
+            assert kernels.select_hvp_variant(n_features, max_classes, itemsize) is Variant.ROWWISE
+        if max_classes < 63:
+            assert kernels.select_hvp_variant(min_row_bytes // 4, max_classes + 1, 4) is Variant.BLOCKED
+    # K >= 64: loss+grad's rule, BLOCKED up to D = 1024 and BLAS past it.
+    assert kernels.select_hvp_variant(20, 100, 4) is Variant.BLOCKED
+    assert kernels.select_hvp_variant(1024, 256, 8) is Variant.BLOCKED
+    assert kernels.select_hvp_variant(1025, 64, 4) is Variant.BLAS
 
 
 def test_labels_do_not_enter_and_sums_add_over_chunks(rng):
