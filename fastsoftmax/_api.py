@@ -289,10 +289,10 @@ def _raise_for_nonfinite_logits(X: np.ndarray, n_bad_rows: int) -> None:
         raise _checks.overflow_error()
 
 
-def _prediction_plan(X: np.ndarray, W: np.ndarray) -> tuple[int, bool]:
-    """Chunks and logits method (BLAS or loops along D) for prediction."""
+def _prediction_plan(X: np.ndarray, W: np.ndarray) -> tuple[int, kernels.LossGradVariant]:
+    """Chunks and block body (``kernels.select_predict_variant``) for prediction."""
     n_chunks = _n_chunks(X.shape[0], W.shape[1], W.shape[0])
-    return n_chunks, kernels.logits_by_blas(W.shape[1], W.shape[0])
+    return n_chunks, kernels.select_predict_variant(W.shape[1], W.shape[0], X.itemsize)
 
 
 def predict_proba(X, W, b, *, out: np.ndarray | None = None) -> np.ndarray:
@@ -310,10 +310,10 @@ def predict_proba(X, W, b, *, out: np.ndarray | None = None) -> np.ndarray:
     out = _checks.check_out(out, (X.shape[0], W.shape[0]), W.dtype)
     _checks.check_out_overlap(out, {"X": X, "W": W, "b": b})
     labels = np.empty(X.shape[0], dtype=np.int64)
-    n_chunks, use_blas = _prediction_plan(X, W)
-    with parallel_section(n_chunks, calls_blas=use_blas):
+    n_chunks, variant = _prediction_plan(X, W)
+    with parallel_section(n_chunks, calls_blas=variant == kernels.LossGradVariant.BLAS):
         X, W, b = map(kernels.read_only, (X, W, b))
-        n_bad_rows = kernels.predict_proba_labels(X, W, b, out, labels, n_chunks, use_blas)
+        n_bad_rows = kernels.predict_proba_labels(X, W, b, out, labels, n_chunks, variant)
     _raise_for_nonfinite_logits(X, n_bad_rows)
     return out
 
@@ -322,9 +322,9 @@ def predict(X, W, b) -> np.ndarray:
     """Predicted labels argmax_k (X W^T + b)_k, shape (N,) int64, without forming probabilities."""
     X, W, b = _check_prediction_input(X, W, b)
     labels = np.empty(X.shape[0], dtype=np.int64)
-    n_chunks, use_blas = _prediction_plan(X, W)
-    with parallel_section(n_chunks, calls_blas=use_blas):
+    n_chunks, variant = _prediction_plan(X, W)
+    with parallel_section(n_chunks, calls_blas=variant == kernels.LossGradVariant.BLAS):
         X, W, b = map(kernels.read_only, (X, W, b))
-        n_bad_rows = kernels.predict_labels(X, W, b, labels, n_chunks, use_blas)
+        n_bad_rows = kernels.predict_labels(X, W, b, labels, n_chunks, variant)
     _raise_for_nonfinite_logits(X, n_bad_rows)
     return labels

@@ -23,7 +23,7 @@ from fastsoftmax.kernels.loss_grad import (
     select_variant,
 )
 from fastsoftmax.kernels.moments import column_moments
-from fastsoftmax.kernels.predict import logits_by_blas, predict_labels, predict_proba_labels
+from fastsoftmax.kernels.predict import predict_labels, predict_proba_labels, select_predict_variant
 from fastsoftmax.kernels.reductions import count_nonfinite, stream_sum
 from fastsoftmax.kernels.scans import all_finite, all_finite_pair, descend, label_range
 from fastsoftmax.kernels.softmax import (
@@ -45,7 +45,6 @@ __all__ = [
     "hessian_vector_sums",
     "label_range",
     "log_softmax_rows",
-    "logits_by_blas",
     "loss_grad_row_blocks_sums",
     "loss_grad_sums",
     "predict_labels",
@@ -54,6 +53,7 @@ __all__ = [
     "row_blocks",
     "row_blocks_pay",
     "select_hvp_variant",
+    "select_predict_variant",
     "select_variant",
     "softmax_rows",
     "stream_sum",

@@ -1,10 +1,16 @@
 """Fused prediction: probabilities and argmax labels without an N x K temporary.
 
-Shapes: X (N, D), W (K, D), b (K,), proba_out (N, K), labels_out (N,) int64.
-The label is argmax_k z_k (ties go to the lowest k), taken from the logits, so
-it agrees with the argmax of the probabilities without forming them. Logits
-come from BLAS on blocks of rows when ``use_blas`` is set (large K), from
-loops along D otherwise.
+Shapes: X (N, D), W (K, D), b (K,), proba_out (N, K) or (0, K) for labels
+only, labels_out (N,) int64. The label is argmax_k z_k (ties go to the lowest
+k), taken from the logits, so it agrees with the argmax of the probabilities
+without forming them.
+
+The logits come from the block bodies of the fused loss and gradient
+(``loss_grad``), chosen by ``select_predict_variant``: BLOCKED and ROWWISE
+form a block's logits Zt (K, BLOCK_ROWS) through their register tiles, and
+the argmax runs across the block's rows, one class at a time; BLAS forms
+Z (block, K) by one GEMM. As there, each body has its own parallel driver,
+so a first call compiles the body its shape selects and no other.
 """
 
 import math
@@ -12,49 +18,75 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from fastsoftmax.kernels._config import BLOCK_ROWS, JIT_OPTIONS
+from fastsoftmax.kernels._config import BLAS_BLOCK_ROWS, BLOCK_ROWS, JIT_OPTIONS
 from fastsoftmax.kernels._math import exp_scratch
-from fastsoftmax.kernels.loss_grad import BLAS_MIN_CLASSES
+from fastsoftmax.kernels._signature import named
+from fastsoftmax.kernels._tiles import prefetch_bytes
+from fastsoftmax.kernels.loss_grad import (
+    ROWWISE_PREFETCH_MAX_BYTES,
+    LossGradVariant,
+    _block_logits,
+    _fill_transposed,
+    _prefetched_bytes,
+    _row_logits,
+    select_variant,
+)
 from fastsoftmax.kernels.softmax import exp_shifted_block
 
-#: K above which, for 32 < D < 128, BLAS's GEMMs beat prediction's loops along D.
-LOOPS_MAX_CLASSES = 10
+_BLOCKED = int(LossGradVariant.BLOCKED)
+_ROWWISE = int(LossGradVariant.ROWWISE)
+_BLAS = int(LossGradVariant.BLAS)
 
 
-def logits_by_blas(n_features: int, n_classes: int) -> bool:
-    """Whether prediction forms its logits by BLAS rather than by loops along D.
+def select_predict_variant(n_features: int, n_classes: int, itemsize: int) -> LossGradVariant:
+    """Choose the block body that forms prediction's logits for D features, K classes, ``itemsize``-byte floats.
 
-    BLAS for K >= 64, and for 32 < D < 128 with K > 10: where its GEMMs beat
-    one dot product per row and class. (The rule the fused loss and gradient
-    used before its BLOCKED body took over K < 64; prediction has no such body.)
+    The rule of the fused loss and gradient (``loss_grad.select_variant``):
+    at every shape measured, the body it picks for the labels is the fastest
+    or within 14 % of it. 2 threads, OpenBLAS's own kernels, medians of 11
+    alternated calls of ``predict_labels``, ms BLOCKED / ROWWISE / BLAS
+    (float32, then float64): 1e6 x 8 x 3 2.20 / 2.36 / 8.14, 2.53 / 2.09 /
+    6.88; 1e6 x 20 x 3 3.30 / 2.46 / 7.85, 5.13 / 4.38 / 12.29; 400,000 x 16 x
+    5 1.25 / 1.12 / 4.63, 1.83 / 1.45 / 4.95; 200,000 x 32 x 10 1.13 / 1.14 /
+    3.85, 2.02 / 1.70 / 4.41; 200,000 x 48 x 10 1.58 / 1.39 / 4.63, 3.19 /
+    2.14 / 5.52; 100,000 x 48 x 20 1.12 / 1.19 / 3.19, 2.10 / 1.82 / 3.26;
+    100,000 x 64 x 40 2.34 / 2.57 / 5.82, 4.64 / 4.34 / 8.22; 50,000 x 784 x
+    10 6.37 / 4.87 / 11.33, 14.65 / 10.36 / 21.77; 100,000 x 20 x 100 2.76 /
+    4.88 / 6.34, 3.79 / 5.35 / 8.31; 20,000 x 64 x 256 2.31 / 3.18 / 3.72,
+    3.93 / 5.13 / 6.17; 20,000 x 512 x 1000 48.9 / 56.6 / 53.4, 101.9 / 93.4
+    / 114.3.
     """
-    return n_classes >= BLAS_MIN_CLASSES or (32 < n_features < 128 and n_classes > LOOPS_MAX_CLASSES)
+    return select_variant(n_features, n_classes, itemsize)
 
 
 @njit(inline="always", **JIT_OPTIONS)
-def _logits_block(X, W, Wt, b, block_start, nb, Z, use_blas):
-    """Z[r] = W X[block_start + r] + b for r < nb; Z is (>= nb, K) and C-contiguous."""
-    if use_blas:
-        np.dot(X[block_start : block_start + nb], Wt, Z[:nb])
+def _argmax_columns(Zt, nb, labels_out, block_start, row_top, row_finite):
+    """labels_out[block_start + r] = argmax_k Zt[k, r] for r < nb; returns the rows with a non-finite logit.
+
+    The loops run along the rows, one class at a time, so they vectorise.
+    With finite W and b, a non-finite logit means NaN or inf in that row of X
+    (or an overflow): counting them here spares a separate scan of X.
+    """
+    for r in range(nb):
+        row_top[r] = Zt[0, r]
+        row_finite[r] = math.isfinite(Zt[0, r])
+        labels_out[block_start + r] = 0
+    for k in range(1, Zt.shape[0]):
         for r in range(nb):
-            for k in range(W.shape[0]):
-                Z[r, k] += b[k]
-    else:
-        for r in range(nb):
-            for k in range(W.shape[0]):
-                acc = b[k]
-                for d in range(W.shape[1]):
-                    acc += W[k, d] * X[block_start + r, d]
-                Z[r, k] = acc
+            z = Zt[k, r]
+            row_finite[r] = row_finite[r] and math.isfinite(z)
+            if z > row_top[r]:
+                row_top[r] = z
+                labels_out[block_start + r] = k
+    n_bad = 0
+    for r in range(nb):
+        n_bad += not row_finite[r]
+    return n_bad
 
 
 @njit(inline="always", **JIT_OPTIONS)
 def _argmax_rows(Z, nb, labels_out, block_start):
-    """labels_out[block_start + r] = argmax_k Z[r, k]; returns the rows with a non-finite logit.
-
-    With finite W and b, a non-finite logit means NaN or inf in that row of X
-    (or an overflow): counting them here spares a separate scan of X.
-    """
+    """labels_out[block_start + r] = argmax_k Z[r, k]; returns the rows with a non-finite logit."""
     n_bad = 0
     for r in range(nb):
         best = 0
@@ -70,59 +102,170 @@ def _argmax_rows(Z, nb, labels_out, block_start):
 
 
 @njit(inline="always", **JIT_OPTIONS)
-def _total(counts):
-    """Sum of an int array as a serial loop (``counts.sum()`` in a parallel kernel is a parallel loop of its own)."""
-    total = 0
-    for c in range(counts.shape[0]):
-        total += counts[c]
-    return total
+def _normalise_rows(block, nb, scratch, row_max, row_tail):
+    """block[r] = softmax(block[r]) for r < nb, in place (``softmax.exp_shifted_block``, then 1 / (1 + t))."""
+    exp_shifted_block(block, 0, nb, block, scratch, row_max, row_tail)
+    for r in range(nb):
+        inv = 1 / (1 + row_tail[r])
+        for k in range(block.shape[1]):
+            block[r, k] *= inv
 
 
-@njit(parallel=True, **JIT_OPTIONS)
-def predict_proba_labels(X, W, b, proba_out, labels_out, n_chunks, use_blas):
-    """proba_out[i] = softmax(W X[i] + b) and labels_out[i] = its argmax.
+@njit(inline="always", **JIT_OPTIONS)
+def _blocked_logits(X, block_start, nb, W, b, Zt, Xt, chunk_end_bytes):
+    """Zt = the logits of rows block_start + r, r < nb, by the BLOCKED body's transpose and logits tiles.
 
-    Returns the number of rows with a non-finite logit (0 for finite X).
+    Meanwhile the next block (up to the chunk's end) is prefetched.
     """
-    n = X.shape[0]
+    row_bytes = X.shape[1] * X.itemsize
+    _fill_transposed(X, block_start, nb, Xt)
+    next_first = (block_start + BLOCK_ROWS) * row_bytes
+    prefetch_bytes(X, next_first, min(next_first + _prefetched_bytes(BLOCK_ROWS * row_bytes), chunk_end_bytes))
+    _block_logits(Xt, W, b, Zt)
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def _rowwise_logits(X, block_start, nb, W, b, Zt, Xt, chunk_end_bytes):
+    """Zt[:, :nb] = the logits of rows block_start + r by the ROWWISE logits tiles, which prefetch the next block."""
+    ahead = _prefetched_bytes(BLOCK_ROWS * X.shape[1] * X.itemsize, ROWWISE_PREFETCH_MAX_BYTES)
+    _row_logits(X, block_start, nb, W, b, Zt, ahead, chunk_end_bytes)
+
+
+def _make_tiled_chunk(uses_transpose: bool, name: str):
+    """A body that forms each block's logits Zt (K, BLOCK_ROWS) by BLOCKED's tiles or by ROWWISE's.
+
+    ``uses_transpose`` reaches the compiled code as a constant (a closure
+    variable, as in ``loss_grad``'s drivers), so each body compiles one set
+    of tiles. (A closure over the logits function itself is not cached on disk.)
+    """
+
+    @njit(**JIT_OPTIONS)
+    @named(name)
+    def chunk(X, W, b, proba_out, labels_out, start, stop):
+        # Rows [start, stop): the labels, and the probabilities where proba_out
+        # has rows; returns the rows with a non-finite logit.
+        n_classes, n_features = W.shape
+        with_proba = proba_out.shape[0] > 0
+        Zt = np.empty((n_classes, BLOCK_ROWS), dtype=X.dtype)
+        Xt = np.empty((n_features if uses_transpose else 0, BLOCK_ROWS), dtype=X.dtype)
+        rows = np.empty((2, BLOCK_ROWS), dtype=X.dtype)
+        row_finite = np.empty(BLOCK_ROWS, dtype=np.bool_)
+        scratch = exp_scratch(X, BLOCK_ROWS * n_classes if with_proba else 0)
+        chunk_end_bytes = stop * n_features * X.itemsize
+        n_bad = 0
+        for block_start in range(start, stop, BLOCK_ROWS):
+            nb = min(BLOCK_ROWS, stop - block_start)
+            if uses_transpose:
+                _blocked_logits(X, block_start, nb, W, b, Zt, Xt, chunk_end_bytes)
+            else:
+                _rowwise_logits(X, block_start, nb, W, b, Zt, Xt, chunk_end_bytes)
+            n_bad += _argmax_columns(Zt, nb, labels_out, block_start, rows[0], row_finite)
+            if with_proba:
+                block = proba_out[block_start : block_start + nb]
+                for r in range(nb):
+                    for k in range(n_classes):
+                        block[r, k] = Zt[k, r]
+                _normalise_rows(block, nb, scratch, rows[0], rows[1])
+        return n_bad
+
+    return chunk
+
+
+_blocked_chunk = _make_tiled_chunk(True, "_blocked_chunk")
+_rowwise_chunk = _make_tiled_chunk(False, "_rowwise_chunk")
+
+
+@njit(**JIT_OPTIONS)
+def _blas_chunk(X, W, b, proba_out, labels_out, start, stop):
+    """Rows [start, stop) in blocks of BLAS_BLOCK_ROWS, the logits Z (block, K) by one GEMM per block.
+
+    Writes and returns as the tiled bodies.
+    """
     n_classes = W.shape[0]
-    Wt = np.ascontiguousarray(W.T) if use_blas else W  # (D, K) for np.dot only
-    # np.zeros and .sum() would each compile as a parallel loop of their own.
-    bad = np.empty(n_chunks, dtype=np.int64)
-    for c in prange(n_chunks):
-        bad[c] = 0
-        scratch = exp_scratch(X, BLOCK_ROWS * n_classes)
-        row_max = np.empty(BLOCK_ROWS, dtype=X.dtype)
-        row_tail = np.empty(BLOCK_ROWS, dtype=X.dtype)
-        stop = (c + 1) * n // n_chunks
-        for block_start in range(c * n // n_chunks, stop, BLOCK_ROWS):
-            nb = min(BLOCK_ROWS, stop - block_start)
-            block = proba_out[block_start : block_start + nb]
-            _logits_block(X, W, Wt, b, block_start, nb, block, use_blas)
-            bad[c] += _argmax_rows(block, nb, labels_out, block_start)
-            exp_shifted_block(block, 0, nb, block, scratch, row_max, row_tail)
-            for r in range(nb):
-                inv = 1 / (1 + row_tail[r])
-                for k in range(n_classes):
-                    block[r, k] *= inv
-    return _total(bad)
+    with_proba = proba_out.shape[0] > 0
+    Wt = np.ascontiguousarray(W.T)  # (D, K) for np.dot
+    Z = np.empty((BLAS_BLOCK_ROWS, n_classes), dtype=X.dtype)
+    scratch = exp_scratch(X, BLAS_BLOCK_ROWS * n_classes if with_proba else 0)
+    row_max = np.empty(BLAS_BLOCK_ROWS, dtype=X.dtype)
+    row_tail = np.empty(BLAS_BLOCK_ROWS, dtype=X.dtype)
+    n_bad = 0
+    for block_start in range(start, stop, BLAS_BLOCK_ROWS):
+        nb = min(BLAS_BLOCK_ROWS, stop - block_start)
+        block = proba_out[block_start : block_start + nb] if with_proba else Z[:nb]
+        np.dot(X[block_start : block_start + nb], Wt, block)
+        for r in range(nb):
+            for k in range(n_classes):
+                block[r, k] += b[k]
+        n_bad += _argmax_rows(block, nb, labels_out, block_start)
+        if with_proba:
+            _normalise_rows(block, nb, scratch, row_max, row_tail)
+    return n_bad
 
 
-@njit(parallel=True, **JIT_OPTIONS)
-def predict_labels(X, W, b, labels_out, n_chunks, use_blas):
-    """labels_out[i] = argmax_k (W X[i] + b)_k, with one (block, K) buffer per chunk.
+@njit(inline="always", **JIT_OPTIONS)
+def _chunk(X, W, b, proba_out, labels_out, start, stop, variant):
+    # Inlined where ``variant`` is a compile-time constant: one body compiles.
+    if variant == _BLAS:
+        return _blas_chunk(X, W, b, proba_out, labels_out, start, stop)
+    if variant == _ROWWISE:
+        return _rowwise_chunk(X, W, b, proba_out, labels_out, start, stop)
+    return _blocked_chunk(X, W, b, proba_out, labels_out, start, stop)
 
-    Returns the number of rows with a non-finite logit (0 for finite X).
+
+def _make_parallel_driver(variant: LossGradVariant):
+    """The parallel driver of one body, with ``variant`` a compile-time constant (see ``loss_grad``)."""
+    name = f"_predict_parallel_{variant.name.lower()}"
+    variant = int(variant)
+
+    @njit(parallel=True, **JIT_OPTIONS)
+    @named(name)
+    def parallel(X, W, b, proba_out, labels_out, chunk_bad):
+        # The caller allocates chunk_bad: an np.zeros here would be a parallel loop of its own.
+        n_samples = X.shape[0]
+        n_chunks = chunk_bad.shape[0]
+        for c in prange(n_chunks):
+            start, stop = c * n_samples // n_chunks, (c + 1) * n_samples // n_chunks
+            chunk_bad[c] = _chunk(X, W, b, proba_out, labels_out, start, stop, variant)
+        n_bad = 0
+        for c in range(n_chunks):
+            n_bad += chunk_bad[c]
+        return n_bad
+
+    return parallel
+
+
+#: The body of each variant; a serial call runs it directly on all rows.
+BODIES = {
+    LossGradVariant.BLOCKED: _blocked_chunk,
+    LossGradVariant.ROWWISE: _rowwise_chunk,
+    LossGradVariant.BLAS: _blas_chunk,
+}
+_predict_parallel_blocked = _make_parallel_driver(LossGradVariant.BLOCKED)
+_predict_parallel_rowwise = _make_parallel_driver(LossGradVariant.ROWWISE)
+_predict_parallel_blas = _make_parallel_driver(LossGradVariant.BLAS)
+#: The parallel driver of each variant.
+PARALLEL_DRIVERS = {
+    LossGradVariant.BLOCKED: _predict_parallel_blocked,
+    LossGradVariant.ROWWISE: _predict_parallel_rowwise,
+    LossGradVariant.BLAS: _predict_parallel_blas,
+}
+
+
+def predict_proba_labels(X, W, b, proba_out, labels_out, n_chunks, variant):
+    """proba_out[i] = softmax(W X[i] + b) and labels_out[i] = its argmax, by the body ``variant``.
+
+    proba_out may have no rows: then only the labels are written. X, W and b
+    are C-contiguous in one dtype; ``n_chunks`` >= 1 threads' chunks (1 runs
+    serially on the calling thread). Returns the number of rows with a
+    non-finite logit (0 for finite X).
     """
-    n = X.shape[0]
-    Wt = np.ascontiguousarray(W.T) if use_blas else W  # (D, K) for np.dot only
-    bad = np.empty(n_chunks, dtype=np.int64)  # not np.zeros: see predict_proba_labels
-    for c in prange(n_chunks):
-        bad[c] = 0
-        Z = np.empty((BLOCK_ROWS, W.shape[0]), dtype=X.dtype)
-        stop = (c + 1) * n // n_chunks
-        for block_start in range(c * n // n_chunks, stop, BLOCK_ROWS):
-            nb = min(BLOCK_ROWS, stop - block_start)
-            _logits_block(X, W, Wt, b, block_start, nb, Z, use_blas)
-            bad[c] += _argmax_rows(Z, nb, labels_out, block_start)
-    return _total(bad)
+    if n_chunks <= 1:
+        # Small problems skip the parallel region: its start-up would dominate.
+        return int(BODIES[variant](X, W, b, proba_out, labels_out, 0, X.shape[0]))
+    return int(PARALLEL_DRIVERS[variant](X, W, b, proba_out, labels_out, np.zeros(n_chunks, dtype=np.int64)))
+
+
+def predict_labels(X, W, b, labels_out, n_chunks, variant):
+    """labels_out[i] = argmax_k (W X[i] + b)_k without forming probabilities; see ``predict_proba_labels``."""
+    no_proba = np.empty((0, W.shape[0]), dtype=X.dtype)
+    return predict_proba_labels(X, W, b, no_proba, labels_out, n_chunks, variant)

@@ -19,7 +19,7 @@ CALL_EVERY_BODY = textwrap.dedent(
 
     import numpy as np
 
-    from fastsoftmax.kernels import hessian, loss_grad
+    from fastsoftmax.kernels import hessian, loss_grad, predict
 
     X = np.linspace(-1, 1, 40 * 3).reshape(40, 3)
     y = np.arange(40) % 2
@@ -33,6 +33,10 @@ CALL_EVERY_BODY = textwrap.dedent(
         for n_chunks in (1, 2):
             HV, Hc = np.empty_like(W), np.empty_like(b)
             hessian.hessian_vector_sums(X, W, b, W, b, np.empty(0), variant, n_chunks, 1 / 40, 0.0, HV, Hc)
+    for variant in predict.PARALLEL_DRIVERS:
+        for n_chunks in (1, 2):
+            proba, labels = np.empty((40, 2)), np.empty(40, dtype=np.int64)
+            predict.predict_proba_labels(X, W, b, proba, labels, n_chunks, variant)
     for n_chunks in (1, 2):
         dW, db = np.empty_like(W), np.empty_like(b)
         X_blocks = loss_grad.row_blocks(X, n_chunks)
@@ -53,6 +57,8 @@ CALL_EVERY_BODY = textwrap.dedent(
         loss_grad._row_blocks_parallel,
         *hessian.BODIES.values(),
         *hessian.PARALLEL_DRIVERS.values(),
+        *predict.BODIES.values(),
+        *predict.PARALLEL_DRIVERS.values(),
     ]
     stats = {}
     for f in dispatchers:

@@ -22,6 +22,7 @@ from conftest import (
 
 import fastsoftmax as fs
 from fastsoftmax import _api, kernels, reference
+from fastsoftmax._threading import parallel_section
 from fastsoftmax.kernels import LossGradVariant
 from fastsoftmax.kernels._config import BLOCK_ROWS
 
@@ -416,6 +417,48 @@ def test_predict_proba_and_predict_match_reference(rng, dtype, shape):
     np.testing.assert_array_equal(labels[clear], P.argmax(axis=1)[clear])
 
 
+PREDICT_VARIANTS = [LossGradVariant.BLOCKED, LossGradVariant.ROWWISE, LossGradVariant.BLAS]
+#: One row, one feature, two classes, rows past one block with a remainder, K past a logits tile's classes.
+PREDICT_BODY_SHAPES = [(1, 3, 2), (9, 1, 2), (300, 21, 3), (150, 40, 13), (70, 8, 70)]
+
+
+@pytest.mark.parametrize("n_chunks", [1, 2], ids=["serial", "parallel"])
+@pytest.mark.parametrize("variant", PREDICT_VARIANTS, ids=lambda v: v.name.lower())
+@pytest.mark.parametrize("shape", PREDICT_BODY_SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_every_prediction_body_matches_the_reference(rng, dtype, shape, variant, n_chunks):
+    n, d, k = shape
+    X, _, W, b, _ = make_problem(rng, n, d, k, dtype)
+    n_chunks = min(n_chunks, n)
+    P = np.full((n, k), np.nan, dtype=dtype)
+    labels = np.full(n, -1, dtype=np.int64)
+    with parallel_section(n_chunks, calls_blas=variant == LossGradVariant.BLAS):
+        assert kernels.predict_proba_labels(X, W, b, P, labels, n_chunks, variant) == 0
+        labels_only = np.full(n, -1, dtype=np.int64)
+        assert kernels.predict_labels(X, W, b, labels_only, n_chunks, variant) == 0
+    X64, W64, b64 = (a.astype(np.float64) for a in (X, W, b))
+    rtol = rtol_for(dtype, d + 1, k)
+    scale = 1 + float(np.abs(X64).max() * np.abs(W64).sum(axis=1).max())
+    np.testing.assert_allclose(P, reference.predict_proba(X64, W64, b64), rtol=rtol * scale, atol=rtol * scale)
+    np.testing.assert_array_equal(labels_only, labels)
+    # The labels are the argmax of the logits in the kernel's own rounding: rows
+    # whose top two logits are closer than that may differ from float64's.
+    Z64 = X64 @ W64.T + b64
+    top2 = np.sort(Z64, axis=1)[:, -2:]
+    clear = (top2[:, 1] - top2[:, 0]) > rtol * scale
+    np.testing.assert_array_equal(labels[clear], Z64.argmax(axis=1)[clear])
+
+
+@pytest.mark.parametrize("variant", PREDICT_VARIANTS, ids=lambda v: v.name.lower())
+def test_every_prediction_body_counts_rows_with_nonfinite_logits(rng, variant):
+    n, d, k = 300, 21, 4
+    X, _, W, b, _ = make_problem(rng, n, d, k)
+    X[[3, 140, 299], [0, 20, 7]] = [np.nan, np.inf, -np.inf]
+    labels = np.empty(n, dtype=np.int64)
+    with parallel_section(2, calls_blas=variant == LossGradVariant.BLAS):
+        assert kernels.predict_labels(X, W, b, labels, 2, variant) == 3
+
+
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_predict_input_layouts(rng, tmp_path, layout):
     dtype = np.float64  # one dtype: a read-only X compiles a new specialisation
@@ -532,7 +575,8 @@ def test_select_variant_rule():
     assert kernels.select_variant(1025, 63, 4) is LossGradVariant.ROWWISE
 
 
-def test_prediction_takes_blas_for_many_classes_and_moderate_d():
-    assert kernels.logits_by_blas(4, 64) and kernels.logits_by_blas(100, 11)
-    assert not kernels.logits_by_blas(100, 10) and not kernels.logits_by_blas(32, 63)
-    assert not kernels.logits_by_blas(128, 63) and kernels.logits_by_blas(127, 63)
+def test_prediction_takes_the_loss_and_gradient_rule():
+    for n_features, n_classes, itemsize in [(8, 3, 4), (20, 3, 4), (100, 10, 8), (64, 256, 4), (2000, 300, 8)]:
+        assert kernels.select_predict_variant(n_features, n_classes, itemsize) is kernels.select_variant(
+            n_features, n_classes, itemsize
+        )
