@@ -44,23 +44,57 @@ def exp_shifted_block(Z, block_start, nb, E, scratch, row_max, row_tail):
     zero = E.dtype.type(0)
     one = E.dtype.type(1)
     for r in range(nb):
-        m = Z[block_start + r, 0]
-        for k in range(1, n_classes):
-            if Z[block_start + r, k] > m:
-                m = Z[block_start + r, k]
+        m = _row_max(Z[block_start + r])
         row_max[r] = m
         for k in range(n_classes):
             E[r, k] = Z[block_start + r, k] - m
     exp_inplace(E[:nb].reshape(nb * n_classes), scratch)
     for r in range(nb):
-        t = zero
-        skipped = False
+        # t = the sum of the entries other than the first 1: of those below 1,
+        # plus one for every further 1. A float sum and an integer count
+        # vectorise; skipping the first 1 inside the loop made one chain of
+        # adds (24 ms for 20,000 x 1000 float32 on one thread, now 2.5).
+        row = E[r]
+        below_one = zero
+        ones = 0
         for k in range(n_classes):
-            if not skipped and E[r, k] == one:
-                skipped = True
-            else:
-                t += E[r, k]
-        row_tail[r] = t
+            below_one += row[k] if row[k] != one else zero
+            ones += row[k] == one
+        row_tail[r] = below_one + (ones - 1)
+
+
+#: Partial maxima of ``_row_max``: one compare-and-select chain ran at a
+#: value per 2-3 cycles (11 ms for 20,000 x 1000 float32 on one thread), eight
+#: side by side at about one (5.8 ms). A select is not a max that LLVM may
+#: reorder without ``nnan``, so the loop does not vectorise.
+ROW_MAX_LANES = 8
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def _row_max(z):
+    """max_k z[k] of one row (NaN-free: ``_checks.check_logits`` refuses NaN), by ROW_MAX_LANES partial maxima."""
+    n = z.shape[0]
+    m0 = m1 = m2 = m3 = m4 = m5 = m6 = m7 = z[0]
+    n_whole = n - n % ROW_MAX_LANES
+    for start in range(0, n_whole, ROW_MAX_LANES):
+        m0 = z[start] if z[start] > m0 else m0
+        m1 = z[start + 1] if z[start + 1] > m1 else m1
+        m2 = z[start + 2] if z[start + 2] > m2 else m2
+        m3 = z[start + 3] if z[start + 3] > m3 else m3
+        m4 = z[start + 4] if z[start + 4] > m4 else m4
+        m5 = z[start + 5] if z[start + 5] > m5 else m5
+        m6 = z[start + 6] if z[start + 6] > m6 else m6
+        m7 = z[start + 7] if z[start + 7] > m7 else m7
+    m01 = m1 if m1 > m0 else m0
+    m23 = m3 if m3 > m2 else m2
+    m45 = m5 if m5 > m4 else m4
+    m67 = m7 if m7 > m6 else m6
+    m03 = m23 if m23 > m01 else m01
+    m47 = m67 if m67 > m45 else m45
+    m = m47 if m47 > m03 else m03
+    for k in range(n_whole, n):
+        m = z[k] if z[k] > m else m
+    return m
 
 
 @njit(parallel=True, **JIT_OPTIONS)

@@ -371,6 +371,22 @@ def test_softmax_of_minus_inf_is_exactly_zero(dtype):
     np.testing.assert_allclose(losses, [math.log(2), 0.0], rtol=rtol_for(dtype, 3))
 
 
+@pytest.mark.parametrize("n_classes", [2, 8, 17], ids=lambda k: f"K{k}")
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_tied_maxima_anywhere_in_the_row(dtype, n_classes):
+    """Every class level; and the maximum twice, first and last (past the row's whole groups of eight)."""
+    k = n_classes
+    level = np.full(k, 2.5)
+    twice = np.full(k, -1.0)
+    twice[[0, k - 1]] = 4.0
+    Z = np.stack([level, twice]).astype(dtype)
+    rtol = rtol_for(dtype, k)
+    np.testing.assert_allclose(fs.softmax(Z), reference.softmax(Z.astype(np.float64)), rtol=rtol, atol=rtol / k)
+    np.testing.assert_allclose(fs.log_softmax(Z)[0], np.full(k, -math.log(k)), rtol=rtol)
+    want = reference.cross_entropy(Z.astype(np.float64), [k - 1, 0], reduction="none")
+    np.testing.assert_allclose(fs.cross_entropy(Z, [k - 1, 0], reduction="none"), want, rtol=rtol)
+
+
 # Read-only logits compile a separate specialisation of three kernels: one dtype only.
 @pytest.mark.parametrize(
     "dtype, layout",

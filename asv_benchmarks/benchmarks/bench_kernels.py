@@ -1,6 +1,6 @@
 """Time of one step, fused vs reference.
 
-loss+grad, softmax, cross-entropy, predict_proba and the Hessian-vector product.
+loss+grad, softmax, cross-entropy, predict_proba, predict and the Hessian-vector product.
 """
 
 import numpy as np
@@ -72,6 +72,22 @@ class PredictProba(_Timed):
         self.func(*self.args)
 
     def time_predict_proba(self, shape, dtype, impl):
+        self.func(*self.args)
+
+
+class Predict(_Timed):
+    """Predicted labels argmax_k (X W^T + b)_k (N,) from X (N, D), without the probabilities."""
+
+    params = [SHAPES, DTYPES, IMPLS]
+    param_names = ["shape", "dtype", "impl"]
+
+    def setup(self, shape, dtype, impl):
+        self.func = public(impl, "predict")
+        X, _, W, b = problem(shape, dtype)
+        self.args = (X, W, b)
+        self.func(*self.args)
+
+    def time_predict(self, shape, dtype, impl):
         self.func(*self.args)
 
 
