@@ -29,8 +29,9 @@ Design (that of ``loss_grad.py``, which this mirrors):
   loss+grad's bodies of the same name, on the same register tiles, with a
   curvature stage in place of the softmax:
   ``BLOCKED`` the block is transposed into a (D, block) scratch; the logits
-              and the direction's logits are two passes of the logits tile
-              over it, R^T X one pass of the gradient tile (small D);
+              and the direction's logits are one pass of the logits tiles
+              over it with [W; V] (2K classes), R^T X one pass of the
+              gradient tiles (small D);
   ``ROWWISE`` the same products along D on X's rows as they lie (larger D,
               K < 64);
   ``BLAS``    one GEMM forms [Z | U] = X_block [W; V]^T (2K columns: one
@@ -157,11 +158,13 @@ def _blas_chunk(X, W, b, V, c, sample_weight, start, stop, HV_acc, Hc_acc):
 
 @njit(inline="always", **JIT_OPTIONS)
 def _curvature_scratch(X, W, b, V, c):
-    """[W; V] (2K, D) and [b; c] (2K,), their logits ZUt (2K, BLOCK_ROWS), the curvature Rt (K, BLOCK_ROWS),
-    the rows' max, sum, p^T u and weight (4, BLOCK_ROWS), and exp's scratch.
+    """The per-chunk scratch of the tiled bodies.
 
-    One pass of a logits tile over [W; V] forms both sets of logits: each
-    load of X feeds 2K classes, and the tiles' code is inlined once.
+    [W; V] (2K, D) and [b; c] (2K,), their logits ZUt (2K, BLOCK_ROWS), the
+    curvature Rt (K, BLOCK_ROWS), the rows' max, sum, p^T u and weight
+    (4, BLOCK_ROWS), and exp's scratch. One pass of the logits tiles over
+    [W; V] forms both sets of logits: each load of X feeds 2K classes, and
+    the tiles' code is inlined once.
     """
     n_classes, n_features = W.shape
     WV = np.empty((2 * n_classes, n_features), dtype=X.dtype)

@@ -33,7 +33,6 @@ from fastsoftmax.kernels.loss_grad import (
 )
 from fastsoftmax.kernels.softmax import exp_shifted_block
 
-_BLOCKED = int(LossGradVariant.BLOCKED)
 _ROWWISE = int(LossGradVariant.ROWWISE)
 _BLAS = int(LossGradVariant.BLAS)
 
