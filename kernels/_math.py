@@ -1,4 +1,4 @@
-"""A vectorisable exp for the kernels.
+"""A vectorisable exp and log1p for the kernels.
 
 Numba >= 0.62 has no SVML, so ``math.exp`` in a loop is a scalar libm call,
 about 5x slower per element than NumPy's SIMD exp; at small D it is the
@@ -17,6 +17,10 @@ Range: inputs below ``-708`` (float64) or ``-87`` (float32), where exp is
 subnormal or zero, give exactly 0; -inf gives 0 and NaN gives NaN. Inputs
 above 0 are not needed by the kernels (they only exponentiate z - max z) but
 are exact up to 709 (float64) and 88 (float32).
+
+``log1p_inplace`` (float64, for the softmax rows' tails t >= 0) is built the
+same way, on fdlibm's log: log1p(t) = log(u) + (t - (u - 1)) / u for
+u = 1 + t rounded, with u's exponent and mantissa taken from its bits.
 """
 
 import math
@@ -139,6 +143,93 @@ def _exp_scratch_impl(like, n):
 
     def impl(like, n):
         return np.empty(n, dtype=int_dtype)
+
+    return impl
+
+
+# fdlibm's log: ln 2 split so that k * LN2_HI_LOG is exact, and the minimax
+# coefficients of (log(1 + f) - f + f^2 / 2) / s for s = f / (2 + f).
+_LN2_HI_LOG = 6.93147180369123816490e-01
+_LN2_LO_LOG = 1.90821492927058770002e-10
+_LOG_COEFFICIENTS = (
+    6.666666666666735130e-01,
+    3.999999999940941908e-01,
+    2.857142874366239149e-01,
+    2.222219843214978396e-01,
+    1.818357216161805012e-01,
+    1.531383769920937332e-01,
+    1.479819860511658591e-01,
+)
+# The bits of sqrt(1/2) in float64, and of 1.0 less those: adding the
+# difference to the bits of u makes its exponent that of the m in
+# [sqrt(1/2), sqrt(2)) with u = 2^k m.
+_SQRT_HALF_BITS = 0x3FE6A09E667F3BCD
+_EXPONENT_SHIFT = 0x3FF0000000000000 - _SQRT_HALF_BITS
+_MANTISSA_MASK = (1 << 52) - 1
+
+
+def log1p_inplace(values, scratch):
+    """values[:] = log1p(values[:]) for finite float64 values >= 0; ``scratch`` is int64, twice their length or more.
+
+    Pure-Python stand-in; inside ``@njit`` code the overload below is used.
+    """
+    values[:] = np.log1p(values)
+
+
+def log1p_scratch(n):
+    """The integer scratch of ``log1p_inplace`` for up to n values."""
+    return np.empty(2 * n, dtype=np.int64)
+
+
+@overload(log1p_scratch)
+def _log1p_scratch_impl(n):
+    def impl(n):
+        return np.empty(2 * n, dtype=np.int64)
+
+    return impl
+
+
+# FASTMATH_EXP has no "reassoc": it would fold t - (u - 1) into (t + 1) - u = 0.
+# NumPy's error model: Python's checks each division for zero, which stops the loop from vectorising.
+@overload(log1p_inplace, jit_options={"fastmath": FASTMATH_EXP, "error_model": "numpy"})
+def _log1p_inplace_impl(values, scratch):
+    """A log1p that vectorises, for the tails t in [0, 2**32) of the softmax rows.
+
+    With u = 1 + t rounded, log1p(t) = log(u) + (t - (u - 1)) / u: u - 1 is
+    exact, and the quotient puts back what rounding u lost (all of t when t
+    is below float64's eps). log(u) is fdlibm's: u = 2^k (1 + f) with 1 + f
+    in [sqrt(1/2), sqrt(2)), s = f / (2 + f) and log(1 + f) = f - f^2/2 +
+    s (f^2/2 + R(s^2)). k and 1 + f come from u's bits in the integer
+    scratch, as ``exp_inplace`` builds 2^k; the second half holds k. One
+    scalar ``math.log1p`` per row took half of ``log_softmax`` at K = 3.
+    """
+    if values.dtype != types.float64:
+        return None
+    lg1, lg2, lg3, lg4, lg5, lg6, lg7 = _LOG_COEFFICIENTS
+
+    def impl(values, scratch):
+        n = values.shape[0]
+        bits = scratch[:n]
+        mantissas = bits.view(np.float64)
+        exponents = scratch[n : 2 * n].view(np.float64)
+        for i in range(n):
+            mantissas[i] = 1.0 + values[i]
+        for i in range(n):
+            shifted = bits[i] + _EXPONENT_SHIFT
+            exponents[i] = np.float64((shifted >> 52) - 1023)
+            bits[i] = (shifted & _MANTISSA_MASK) + _SQRT_HALF_BITS
+        for i in range(n):
+            t = values[i]
+            u = 1.0 + t
+            k = exponents[i]
+            f = mantissas[i] - 1.0
+            s = f / (2.0 + f)
+            z = s * s
+            w = z * z
+            r = z * (lg1 + w * (lg3 + w * (lg5 + w * lg7))) + w * (lg2 + w * (lg4 + w * lg6))
+            half_f2 = 0.5 * f * f
+            log_u = k * _LN2_HI_LOG - ((half_f2 - (s * (half_f2 + r) + k * _LN2_LO_LOG)) - f)
+            values[i] = log_u + (t - (u - 1.0)) / u
 
     return impl
 

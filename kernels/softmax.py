@@ -17,13 +17,11 @@ of ``BLOCK_ROWS``, so that the exponentials of a whole block go through one
 vectorised ``exp_inplace`` call.
 """
 
-import math
-
 import numpy as np
 from numba import njit, prange
 
 from fastsoftmax.kernels._config import BLOCK_ROWS, JIT_OPTIONS
-from fastsoftmax.kernels._math import exp_inplace, exp_scratch, weighted_log1p_sum
+from fastsoftmax.kernels._math import exp_inplace, exp_scratch, log1p_inplace, log1p_scratch, weighted_log1p_sum
 
 
 @njit(**JIT_OPTIONS)
@@ -98,6 +96,14 @@ def _row_max(z):
     return m
 
 
+@njit(inline="always", **JIT_OPTIONS)
+def _log1p_tails(row_tail, nb, log_tail, log_scratch):
+    """log_tail[r] = log1p(t_r) in float64 for the block's rows r < nb, one vectorised call."""
+    for r in range(nb):
+        log_tail[r] = np.float64(row_tail[r])
+    log1p_inplace(log_tail[:nb], log_scratch)
+
+
 @njit(parallel=True, **JIT_OPTIONS)
 def softmax_rows(Z, out, n_chunks):
     """out[i] = softmax(Z[i]) for every row; ``out`` may be ``Z`` itself."""
@@ -127,16 +133,19 @@ def log_softmax_rows(Z, out, n_chunks):
         E = np.empty((BLOCK_ROWS, Z.shape[1]), dtype=Z.dtype)
         row_max = np.empty(BLOCK_ROWS, dtype=Z.dtype)
         row_tail = np.empty(BLOCK_ROWS, dtype=Z.dtype)
+        log_tail = np.empty(BLOCK_ROWS)
+        log_scratch = log1p_scratch(BLOCK_ROWS)
         stop = (c + 1) * n // n_chunks
         for block_start in range(c * n // n_chunks, stop, BLOCK_ROWS):
             nb = min(BLOCK_ROWS, stop - block_start)
             exp_shifted_block(Z, block_start, nb, E, scratch, row_max, row_tail)
+            _log1p_tails(row_tail, nb, log_tail, log_scratch)
             for r in range(nb):
                 # The leading class's entry is -log1p(t) itself: with reassoc,
                 # (z - m) - log1p(t) would become z - (m + log1p(t)), which
-                # rounds t away. log1p in float64: numba's float32 one loses t too.
+                # rounds t away. log1p in float64: in float32 it loses t too.
                 m = row_max[r]
-                log_norm = Z.dtype.type(math.log1p(np.float64(row_tail[r])))
+                log_norm = Z.dtype.type(log_tail[r])
                 for k in range(Z.shape[1]):
                     shifted = Z[block_start + r, k] - m
                     out[block_start + r, k] = -log_norm if shifted == 0 else shifted - log_norm
@@ -152,16 +161,19 @@ def cross_entropy_rows(Z, y, out, n_chunks):
         E = np.empty((BLOCK_ROWS, Z.shape[1]), dtype=Z.dtype)
         row_max = np.empty(BLOCK_ROWS, dtype=Z.dtype)
         row_tail = np.empty(BLOCK_ROWS, dtype=Z.dtype)
+        log_tail = np.empty(BLOCK_ROWS)
+        log_scratch = log1p_scratch(BLOCK_ROWS)
         stop = (c + 1) * n // n_chunks
         for block_start in range(c * n // n_chunks, stop, BLOCK_ROWS):
             nb = min(BLOCK_ROWS, stop - block_start)
             exp_shifted_block(Z, block_start, nb, E, scratch, row_max, row_tail)
+            _log1p_tails(row_tail, nb, log_tail, log_scratch)
             for r in range(nb):
                 i = block_start + r
                 # m - z_y is 0 where the label leads; then the loss is log1p(t) alone
                 # (reassoc could otherwise form m + log1p(t) first and round t away).
                 margin = np.float64(row_max[r]) - np.float64(Z[i, y[i]])
-                log_norm = math.log1p(np.float64(row_tail[r]))
+                log_norm = log_tail[r]
                 out[i] = log_norm if margin == 0.0 else margin + log_norm
     return out
 

@@ -10,6 +10,8 @@ from fastsoftmax.kernels._math import (
     UNDERFLOW_64,
     exp_inplace,
     exp_scratch,
+    log1p_inplace,
+    log1p_scratch,
     weighted_log1p_sum,
 )
 
@@ -80,3 +82,39 @@ def test_weighted_log1p_sum_keeps_a_tiny_tail(dtype):
     # The grouped product keeps its excess over 1: tails below eps64 survive.
     grouped = weighted_log1p_sum(np.repeat(tail, 3), 3, np.empty(0, dtype), 0)
     assert grouped == pytest.approx(3 * exact, rel=1e-12, abs=0)
+
+
+@njit
+def _log1p(values):
+    out = values.copy()
+    log1p_inplace(out, log1p_scratch(out.shape[0]))
+    return out
+
+
+def test_log1p_within_one_ulp_of_numpy_over_the_tails_range(rng):
+    """The tails t of the softmax rows lie in [0, K): from subnormal to 2**32, and around u = 1 + t = sqrt(2) 2^k."""
+    edges = [
+        0.0,
+        5e-324,
+        1e-300,
+        1e-20,
+        2.0**-53,
+        2.0**-52,
+        1e-10,
+        np.sqrt(2) - 1,
+        np.sqrt(2) - 1 + 1e-16,
+        1.0,
+        2.0**32,
+    ]
+    t = np.concatenate([edges, 10.0 ** rng.uniform(-300, 9.6, 100_000), rng.uniform(0.0, 4.0, 100_000)])
+    t = np.concatenate([t, np.nextafter(t[t > 0], 0.0)])
+    got = _log1p(t)
+    exact = np.log1p(t)
+    assert got[0] == 0.0
+    # NumPy's log1p is itself within an ulp; against it, one ulp of our own.
+    assert (np.abs(got - exact) / np.spacing(np.maximum(exact, 5e-324))).max() <= 1.0
+
+
+def test_log1p_propagates_nan():
+    got = _log1p(np.array([0.5, np.nan, 3.0]))
+    assert np.isnan(got[1]) and np.isfinite(got[[0, 2]]).all()
