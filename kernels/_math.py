@@ -147,10 +147,8 @@ def _exp_scratch_impl(like, n):
     return impl
 
 
-# fdlibm's log: ln 2 split so that k * LN2_HI_LOG is exact, and the minimax
-# coefficients of (log(1 + f) - f + f^2 / 2) / s for s = f / (2 + f).
-_LN2_HI_LOG = 6.93147180369123816490e-01
-_LN2_LO_LOG = 1.90821492927058770002e-10
+# fdlibm's log (which splits ln 2 as LN2_HI_64 + LN2_LO_64, as its exp does):
+# the minimax coefficients of (log(1 + f) - f + f^2 / 2) / s for s = f / (2 + f).
 _LOG_COEFFICIENTS = (
     6.666666666666735130e-01,
     3.999999999940941908e-01,
@@ -228,7 +226,7 @@ def _log1p_inplace_impl(values, scratch):
             w = z * z
             r = z * (lg1 + w * (lg3 + w * (lg5 + w * lg7))) + w * (lg2 + w * (lg4 + w * lg6))
             half_f2 = 0.5 * f * f
-            log_u = k * _LN2_HI_LOG - ((half_f2 - (s * (half_f2 + r) + k * _LN2_LO_LOG)) - f)
+            log_u = k * LN2_HI_64 - ((half_f2 - (s * (half_f2 + r) + k * LN2_LO_64)) - f)
             values[i] = log_u + (t - (u - 1.0)) / u
 
     return impl
