@@ -232,6 +232,18 @@ def _log1p_inplace_impl(values, scratch):
     return impl
 
 
+@njit(inline="always", **JIT_OPTIONS)
+def log1p_tails(tails, n, logs, scratch):
+    """logs[r] = log1p(tails[r]) in float64 for r < n, through one ``log1p_inplace`` call.
+
+    ``tails`` in either dtype; ``logs`` float64 of length >= n; ``scratch``
+    from ``log1p_scratch(n)`` or longer.
+    """
+    for r in range(n):
+        logs[r] = np.float64(tails[r])
+    log1p_inplace(logs[:n], scratch)
+
+
 #: Rows whose sums of exponentials are multiplied before one log is taken.
 #: Every such sum 1 + t lies in [1, K], so a product of 32 stays below 2**1024
 #: for K < 2**32, and its excess over 1 has a relative rounding error of at
@@ -265,9 +277,7 @@ def weighted_log1p_sum(tails, n, sample_weight, offset):
         # scalar log1p per row made a weighted step 2.4 times the unweighted
         # one at 1e6 x 20 x 3.
         logs = np.empty(n)
-        for r in range(n):
-            logs[r] = np.float64(tails[r])
-        log1p_inplace(logs, log1p_scratch(n))
+        log1p_tails(tails, n, logs, log1p_scratch(n))
         for r in range(n):
             total += np.float64(sample_weight[offset + r]) * logs[r]
         return total

@@ -21,7 +21,7 @@ import numpy as np
 from numba import njit, prange
 
 from fastsoftmax.kernels._config import BLOCK_ROWS, JIT_OPTIONS
-from fastsoftmax.kernels._math import exp_inplace, exp_scratch, log1p_inplace, log1p_scratch, weighted_log1p_sum
+from fastsoftmax.kernels._math import exp_inplace, exp_scratch, log1p_scratch, log1p_tails, weighted_log1p_sum
 
 
 @njit(**JIT_OPTIONS)
@@ -71,7 +71,12 @@ ROW_MAX_LANES = 8
 
 @njit(inline="always", **JIT_OPTIONS)
 def _row_max(z):
-    """max_k z[k] of one row (NaN-free: ``_checks.check_logits`` refuses NaN), by ROW_MAX_LANES partial maxima."""
+    """max_k z[k] of one row, by ROW_MAX_LANES partial maxima.
+
+    A NaN in the row may be passed over; it still reaches the row's tail
+    through exp. Callers refuse such rows: ``_checks.check_logits`` before
+    the softmax family, prediction's count of non-finite rows after.
+    """
     n = z.shape[0]
     m0 = m1 = m2 = m3 = m4 = m5 = m6 = m7 = z[0]
     n_whole = n - n % ROW_MAX_LANES
@@ -94,14 +99,6 @@ def _row_max(z):
     for k in range(n_whole, n):
         m = z[k] if z[k] > m else m
     return m
-
-
-@njit(inline="always", **JIT_OPTIONS)
-def _log1p_tails(row_tail, nb, log_tail, log_scratch):
-    """log_tail[r] = log1p(t_r) in float64 for the block's rows r < nb, one vectorised call."""
-    for r in range(nb):
-        log_tail[r] = np.float64(row_tail[r])
-    log1p_inplace(log_tail[:nb], log_scratch)
 
 
 @njit(parallel=True, **JIT_OPTIONS)
@@ -139,7 +136,7 @@ def log_softmax_rows(Z, out, n_chunks):
         for block_start in range(c * n // n_chunks, stop, BLOCK_ROWS):
             nb = min(BLOCK_ROWS, stop - block_start)
             exp_shifted_block(Z, block_start, nb, E, scratch, row_max, row_tail)
-            _log1p_tails(row_tail, nb, log_tail, log_scratch)
+            log1p_tails(row_tail, nb, log_tail, log_scratch)
             for r in range(nb):
                 # The leading class's entry is -log1p(t) itself: with reassoc,
                 # (z - m) - log1p(t) would become z - (m + log1p(t)), which
@@ -167,7 +164,7 @@ def cross_entropy_rows(Z, y, out, n_chunks):
         for block_start in range(c * n // n_chunks, stop, BLOCK_ROWS):
             nb = min(BLOCK_ROWS, stop - block_start)
             exp_shifted_block(Z, block_start, nb, E, scratch, row_max, row_tail)
-            _log1p_tails(row_tail, nb, log_tail, log_scratch)
+            log1p_tails(row_tail, nb, log_tail, log_scratch)
             for r in range(nb):
                 i = block_start + r
                 # m - z_y is 0 where the label leads; then the loss is log1p(t) alone

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from fastsoftmax import reference
+from fastsoftmax.kernels import LossGradVariant
 from fastsoftmax.kernels._config import BLOCK_ROWS
 
 DTYPES = [np.float32, np.float64]
@@ -83,6 +84,22 @@ def reference_loss_grad(X, y, W, b, *, l2=0.0, sample_weight=None):
 FD_STEP = float(np.finfo(np.float64).eps) ** 0.2
 #: Tolerance of a derivative from :func:`five_point_derivative` at ``FD_STEP``.
 FD_TOL = 100 * float(np.finfo(np.float64).eps) ** 0.8
+
+
+def assert_rowwise_bounds(select, bounds) -> None:
+    """A shape rule ``select(D, K, itemsize)`` picks ROWWISE exactly from the bytes per row ``bounds`` sets.
+
+    ``bounds`` holds (max classes, min row bytes) pairs; each bound is checked
+    one feature either side in both dtypes, and one class more must ask for
+    longer rows (short of the last pair, K = 63).
+    """
+    for max_classes, min_row_bytes in bounds:
+        for itemsize in (4, 8):
+            n_features = min_row_bytes // itemsize
+            assert select(n_features - 1, max_classes, itemsize) is LossGradVariant.BLOCKED
+            assert select(n_features, max_classes, itemsize) is LossGradVariant.ROWWISE
+        if max_classes < 63:
+            assert select(min_row_bytes // 4, max_classes + 1, 4) is LossGradVariant.BLOCKED
 
 
 def five_point_derivative(f, h: float = FD_STEP) -> float:

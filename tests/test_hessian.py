@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import DTYPE_IDS, DTYPES, make_problem, rtol_for, with_layout
+from conftest import DTYPE_IDS, DTYPES, assert_rowwise_bounds, make_problem, rtol_for, with_layout
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -152,13 +152,7 @@ def test_shape_rule():
     assert kernels.select_hvp_variant(20, 3, 4) is not kernels.select_variant(20, 3, 4)
     assert kernels.select_hvp_variant(100, 10, 4) is Variant.ROWWISE
     assert kernels.select_hvp_variant(784, 10, 8) is Variant.ROWWISE
-    for max_classes, min_row_bytes in ((3, 192), (10, 256), (63, 512)):
-        for itemsize in (4, 8):
-            n_features = min_row_bytes // itemsize
-            assert kernels.select_hvp_variant(n_features - 1, max_classes, itemsize) is Variant.BLOCKED
-            assert kernels.select_hvp_variant(n_features, max_classes, itemsize) is Variant.ROWWISE
-        if max_classes < 63:
-            assert kernels.select_hvp_variant(min_row_bytes // 4, max_classes + 1, 4) is Variant.BLOCKED
+    assert_rowwise_bounds(kernels.select_hvp_variant, ((3, 192), (10, 256), (63, 512)))
     # K >= 64: loss+grad's rule, BLOCKED up to D = 1024 and BLAS past it.
     assert kernels.select_hvp_variant(20, 100, 4) is Variant.BLOCKED
     assert kernels.select_hvp_variant(1024, 256, 8) is Variant.BLOCKED

@@ -12,6 +12,7 @@ from conftest import (
     FD_TOL,
     LAYOUTS,
     assert_grad_close,
+    assert_rowwise_bounds,
     five_point_derivative,
     grad_rtol,
     make_problem,
@@ -576,14 +577,7 @@ def test_select_variant_rule():
     assert kernels.select_variant(512, 1000, 8) is LossGradVariant.BLOCKED
     assert kernels.select_variant(2000, 300, 8) is LossGradVariant.BLAS
     # The boundaries, one step either side, in both dtypes.
-    for max_classes, min_row_bytes in ((3, 64), (5, 96), (20, 224), (63, 384)):
-        for itemsize in (4, 8):
-            n_features = min_row_bytes // itemsize
-            assert kernels.select_variant(n_features - 1, max_classes, itemsize) is LossGradVariant.BLOCKED
-            assert kernels.select_variant(n_features, max_classes, itemsize) is LossGradVariant.ROWWISE
-        # One class more asks for longer rows.
-        if max_classes < 63:
-            assert kernels.select_variant(min_row_bytes // 4, max_classes + 1, 4) is LossGradVariant.BLOCKED
+    assert_rowwise_bounds(kernels.select_variant, ((3, 64), (5, 96), (20, 224), (63, 384)))
     assert kernels.select_variant(1, 1, 4) is LossGradVariant.BLOCKED
     assert kernels.select_variant(4000, 64, 4) is LossGradVariant.BLAS
     assert kernels.select_variant(1024, 64, 8) is LossGradVariant.BLOCKED
