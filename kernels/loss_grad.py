@@ -135,7 +135,8 @@ ROWWISE_MIN_ROW_BYTES = ((3, 64), (5, 96), (20, 224), (BLAS_MIN_CLASSES - 1, 384
 #: 8.73 / 6.48 and 7.77 / 5.87 in float64, 4.73 / 3.63 and 4.20 / 3.20 in
 #: float32; 200,000 x 100 x 10 float32 (51 KB) 5.22 / 4.65 and 4.20 / 3.85.
 #: A larger block no longer fits in L1 with the next one: prefetching it
-#: evicted the block in use, 3-5 % slower at 200,000 x 100 x 10 float64 and
+#: into L1, as every prefetch then did (``_tiles.PREFETCH_LOCALITY``), evicted
+#: the block in use, 3-5 % slower at 200,000 x 100 x 10 float64 and
 #: 60,000 x 784 x 10, so such blocks are left to the hardware prefetcher.
 PREFETCH_MAX_BYTES = 1 << 16
 #: The same for the ROWWISE body, which keeps no transposed copy of the block
