@@ -21,7 +21,8 @@ backend can replace the chunk loop by a map-reduce over the same partial sums.
   loss), and only then is the offending chunk scanned to name the row.
 * **Row blocks.** Where the BLOCKED body on X held as row blocks beats the
   body the shape selects (``kernels.row_blocks_pay``: K < 64 where the shape
-  selects the BLOCKED body, whose transpose it removes), an in-memory X is copied once
+  selects the BLOCKED body, whose transpose it removes, or the ROWWISE body
+  on rows of at most 128 bytes), an in-memory X is copied once
   into that layout (``kernels.row_blocks``), at the second full-batch
   evaluation, so that a one-off evaluation never pays for the copy. Every
   later pass skips the per-block transpose (two threads, float32, X in place

@@ -28,7 +28,8 @@ Design:
               (``_tiles``). K < 64 with short rows, and K >= 64 with D <=
               1024. Training can hold X as such blocks once and for all
               (``row_blocks``, ``loss_grad_row_blocks_sums``), which skips the
-              transpose (``row_blocks_pay``). While a block computes, the next
+              transpose and, for short rows, beats ROWWISE too
+              (``row_blocks_pay``). While a block computes, the next
               one is prefetched (``PREFETCH_MAX_BYTES``);
   ``ROWWISE`` both products along D on X's rows as they lie, no transpose:
               register tiles of rows x classes for the logits and of
@@ -185,24 +186,38 @@ def select_by_row_bytes(
     return LossGradVariant.BLOCKED
 
 
+#: Bytes of a row of X up to which the row blocks beat the ROWWISE body too
+#: (two AVX-512 vectors): a short row leaves ROWWISE a sum across lanes per
+#: row and class for one or two vectors of products, and a last vector
+#: mostly masked off. 2 threads, Zen 4, every prefetch into L2
+#: (``_tiles.PREFETCH_LOCALITY``), medians of alternated rounds, ms ROWWISE
+#: on X / row blocks, float32 then float64: 1e6 x 20 x 3 8.92 / 5.49 (0.62
+#: of it), 4.57 / 3.42 (0.75); 10.6 / 12.0, 7.57 / 8.67; 1e6 x 16 x 3 7.72 /
+#: 4.90 (0.62), 7.05 / 6.63 (0.94); 1e6 x 20 x 2 4.73 / 3.48 (0.74), 8.19 /
+#: 8.59; 1e6 x 32 x 3 6.36 / 5.68 (0.87), 11.2 / 17.0 (1.48); 400,000 x 20 x
+#: 5 2.88 / 1.85 (0.66), 5.73 / 5.21 (1.00); 200,000 x 48 x 10 4.45 / 3.82
+#: (0.96), 10.5 / 13.2 (1.26); 200,000 x 100 x 10 7.46 / 7.66, 13.7 / 21.3.
+#: (The ratios are those of each round, which the machine's swings of up to
+#: 2x between runs leave alone.)
+#: On Zen 5, with the prefetches then into L1, ROWWISE was the faster at
+#: 1e6 x 20 x 3 float32 (2.85 / 3.08 ms).
+ROW_BLOCKS_MAX_ROWWISE_ROW_BYTES = 128
+
+
 def row_blocks_pay(n_features: int, n_classes: int, itemsize: int) -> bool:
     """Whether X held as row blocks runs faster than the body ``select_variant`` picks for its shape.
 
     True for K < BLAS_MIN_CLASSES where ``select_variant`` picks BLOCKED: the
     copy removes its per-block transpose and nothing else changes. Where it
-    picks ROWWISE, that body on X is level with the row blocks or faster. 2
-    threads, medians of 21 alternated calls, ms BLOCKED on X / ROWWISE on X /
-    row blocks, float32 then float64: 1e6 x 20 x 3 3.51 / 2.85 / 3.08, 7.41 /
-    6.76 / 7.25; 1e6 x 16 x 3 2.61 / 2.57 / 2.28, 4.90 / 4.22 / 4.93; 1e6 x
-    20 x 2 3.51 / 2.80 / 3.01, 5.55 / 4.99 / 5.18; 400,000 x 20 x 5 1.44 /
-    1.51 / 1.20, 2.65 / 2.40 / 2.64; 200,000 x 48 x 10 1.88 / 1.88 / 1.74,
-    4.50 / 3.28 / 3.76; ms ROWWISE / row blocks (medians of three runs of 9):
-    200,000 x 100 x 10 3.38 / 3.33, 7.36 / 8.38; 100,000 x 256 x 10 4.03 /
-    5.22, 8.85 / 10.4. (At 1e6 x 16 x 3 float32 the copy would still win by
-    a tenth; the rule keeps one bound, that of ``select_variant``.) Training
-    copies X into row blocks where this holds and the copy fits in memory.
+    picks ROWWISE, true for rows of at most ``ROW_BLOCKS_MAX_ROWWISE_ROW_BYTES``
+    (the measurements are there); on longer rows ROWWISE on X is level with
+    the row blocks or faster. Training copies X into row blocks where this
+    holds and the copy fits in memory.
     """
-    return n_classes < BLAS_MIN_CLASSES and select_variant(n_features, n_classes, itemsize) is LossGradVariant.BLOCKED
+    if n_classes >= BLAS_MIN_CLASSES:
+        return False
+    short_row = n_features * itemsize <= ROW_BLOCKS_MAX_ROWWISE_ROW_BYTES
+    return short_row or select_variant(n_features, n_classes, itemsize) is LossGradVariant.BLOCKED
 
 
 @njit(inline="always", **JIT_OPTIONS)

@@ -5,7 +5,7 @@ transposed; ``kernels.loss_grad_row_blocks_sums`` runs the BLOCKED body on
 them without a transpose per block. Training (``_data.chunked_objectives``)
 makes the copy once, at the second full-batch evaluation, where
 ``kernels.row_blocks_pay`` holds (K < 64 where the shape selects the BLOCKED
-body on X) and the copy fits the memory budget.
+body on X, or a row is short) and the copy fits the memory budget.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from conftest import (
 )
 
 from fastsoftmax import _data, kernels
-from fastsoftmax.kernels import LossGradVariant
+from fastsoftmax.kernels import LossGradVariant, loss_grad
 from fastsoftmax.kernels._config import BLOCK_ROWS
 from fastsoftmax.model import SoftmaxRegression
 from fastsoftmax.objectives import make_objective
@@ -211,10 +211,18 @@ def test_no_row_blocks_for_long_rows_or_streamed_data(rng, tmp_path, row_blocks_
 
 def test_row_blocks_pay_rule():
     # At K < 64 wherever the shape selects BLOCKED on X: the copy removes its transpose.
-    for n_features, n_classes, itemsize in [(15, 2, 4), (15, 3, 4), (23, 5, 4), (55, 20, 4), (95, 63, 4), (47, 63, 8)]:
+    for n_features, n_classes, itemsize in [(55, 20, 4), (95, 63, 4), (47, 63, 8), (27, 20, 8)]:
         assert kernels.select_variant(n_features, n_classes, itemsize) is LossGradVariant.BLOCKED
         assert kernels.row_blocks_pay(n_features, n_classes, itemsize)
         assert not kernels.row_blocks_pay(n_features + 1, n_classes, itemsize)  # ROWWISE from here
+    # Where ROWWISE is selected, up to ROW_BLOCKS_MAX_ROWWISE_ROW_BYTES of a row.
+    max_row_bytes = loss_grad.ROW_BLOCKS_MAX_ROWWISE_ROW_BYTES
+    for itemsize in (4, 8):
+        longest = max_row_bytes // itemsize
+        for n_classes in (2, 3, 5):
+            assert kernels.select_variant(longest, n_classes, itemsize) is LossGradVariant.ROWWISE
+            assert kernels.row_blocks_pay(longest, n_classes, itemsize)
+            assert not kernels.row_blocks_pay(longest + 1, n_classes, itemsize)
     assert not kernels.row_blocks_pay(20, 3, 8) and not kernels.row_blocks_pay(784, 10, 4)
     assert not kernels.row_blocks_pay(8, 64, 8)  # K >= 64: the classes set the work, not the transpose
 
