@@ -473,9 +473,9 @@ PREFETCH_LOCALITY = 2
 
 
 def _emit_prefetches(builder, arrays, array, first, stop):
-    """Emit one ``llvm.prefetch`` (read, into L2: ``PREFETCH_LOCALITY``) per cache line of bytes [first, stop) of ``array``.
+    """Emit one ``llvm.prefetch`` (read, into L2) per cache line of bytes [first, stop) of ``array``.
 
-    The range is clamped to the array's buffer first.
+    The range is clamped to the array's buffer first; ``PREFETCH_LOCALITY`` says why L2.
     """
     n_bytes = builder.mul(array.nitems, arrays.const(arrays.itemsize))
     first = builder.select(builder.icmp_signed(">", first, arrays.const(0)), first, arrays.const(0))
