@@ -772,21 +772,35 @@ def row_gradient_strip(n_classes: int):
             n_tiles = builder.udiv(n_features, arrays.const(tile_features))
             with cgutils.for_range(builder, n_tiles) as feature_tile:
                 tile(builder.mul(feature_tile.index, arrays.const(tile_features)), tile_vectors)
-            # The features past the last whole tile go through tiles of two vectors,
-            # each vector under a mask of the features it still has (none past D):
-            # one tile's code for the rest, which reads and writes nothing past D.
-            # (Two vectors keep 10 chains of multiply-adds in flight; a leftover
-            # tile of all four vectors cost a lone last vector 4 times its products.)
+            # The features past the last whole tile go through tiles of two vectors
+            # while more than one vector's features are left, then one vector: each
+            # vector under a mask of the features it still has (none past D), so
+            # nothing past D is read or written. (Two vectors keep 10 chains of
+            # multiply-adds in flight; a leftover tile of all four vectors cost a
+            # lone last vector 4 times its products, one of two vectors twice.)
             first_left = builder.mul(n_tiles, arrays.const(tile_features))
-            left_vectors = min(2, tile_vectors)
-            step = arrays.const(left_vectors * lanes)
-            with cgutils.for_range_slice(builder, first_left, n_features, step) as (feature, _):
+            pair_features = 2 * lanes
+
+            def masked_tile(feature, n_vectors):
                 n_left = builder.sub(n_features, feature)
                 masks = [
                     _lane_mask(builder, arrays, lanes, builder.sub(n_left, arrays.const(v * lanes)))
-                    for v in range(left_vectors)
+                    for v in range(n_vectors)
                 ]
-                tile(feature, left_vectors, masks)
+                tile(feature, n_vectors, masks)
+
+            more_than_one = builder.sub(n_features, builder.add(first_left, arrays.const(lanes)))
+            more_than_one = builder.select(
+                builder.icmp_signed(">", more_than_one, arrays.const(0)), more_than_one, arrays.const(0)
+            )
+            n_pairs = builder.udiv(
+                builder.add(more_than_one, arrays.const(pair_features - 1)), arrays.const(pair_features)
+            )
+            last_first = builder.add(first_left, builder.mul(n_pairs, arrays.const(pair_features)))
+            with cgutils.for_range_slice(builder, first_left, last_first, arrays.const(pair_features)) as (feature, _):
+                masked_tile(feature, 2)
+            with builder.if_then(builder.icmp_signed("<", last_first, n_features)):
+                masked_tile(last_first, 1)
             return context.get_dummy_value()
 
         return signature, codegen
