@@ -191,16 +191,16 @@ def select_by_row_bytes(
 #: row and class for one or two vectors of products, and a last vector
 #: mostly masked off. 2 threads, Zen 4, every prefetch into L2
 #: (``_tiles.PREFETCH_LOCALITY``), medians of alternated rounds, ms ROWWISE
-#: on X / row blocks, float32 then float64: 1e6 x 20 x 3 8.92 / 5.49 (0.62
-#: of it), 4.57 / 3.42 (0.75); 10.6 / 12.0, 7.57 / 8.67; 1e6 x 16 x 3 7.72 /
-#: 4.90 (0.62), 7.05 / 6.63 (0.94); 1e6 x 20 x 2 4.73 / 3.48 (0.74), 8.19 /
-#: 8.59; 1e6 x 32 x 3 6.36 / 5.68 (0.87), 11.2 / 17.0 (1.48); 400,000 x 20 x
-#: 5 2.88 / 1.85 (0.66), 5.73 / 5.21 (1.00); 200,000 x 48 x 10 4.45 / 3.82
-#: (0.96), 10.5 / 13.2 (1.26); 200,000 x 100 x 10 7.46 / 7.66, 13.7 / 21.3.
-#: (The ratios are those of each round, which the machine's swings of up to
-#: 2x between runs leave alone.)
-#: On Zen 5, with the prefetches then into L1, ROWWISE was the faster at
-#: 1e6 x 20 x 3 float32 (2.85 / 3.08 ms).
+#: on X / row blocks (in brackets, the median of each round's ratio where
+#: the row blocks won), float32 then float64: 1e6 x 20 x 3 8.92 / 5.49
+#: [0.62] and 4.57 / 3.42 [0.75] (two runs); 10.6 / 12.0, 7.57 / 8.67; 1e6 x
+#: 16 x 3 7.72 / 4.90 [0.62], 7.05 / 6.63 [0.94]; 1e6 x 20 x 2 4.73 / 3.48
+#: [0.74], 8.19 / 8.59; 1e6 x 32 x 3 6.36 / 5.68 [0.87], 11.2 / 17.0;
+#: 400,000 x 20 x 5 2.88 / 1.85 [0.66], 5.73 / 5.21 [1.00]; 200,000 x 48 x
+#: 10 4.45 / 3.82 [0.96], 10.5 / 13.2; 200,000 x 100 x 10 7.46 / 7.66, 13.7
+#: / 21.3. The machine's speed swings up to 2x between runs, which the
+#: ratios within a round leave out. On Zen 5, with the prefetches then into
+#: L1, ROWWISE was the faster at 1e6 x 20 x 3 float32 (2.85 / 3.08 ms).
 ROW_BLOCKS_MAX_ROWWISE_ROW_BYTES = 128
 
 

@@ -223,6 +223,10 @@ def test_row_blocks_pay_rule():
             assert kernels.select_variant(longest, n_classes, itemsize) is LossGradVariant.ROWWISE
             assert kernels.row_blocks_pay(longest, n_classes, itemsize)
             assert not kernels.row_blocks_pay(longest + 1, n_classes, itemsize)
+    # Short rows where BLOCKED is selected pay on both counts.
+    for n_features, n_classes, itemsize in [(15, 2, 4), (15, 3, 4), (23, 5, 4), (7, 3, 8)]:
+        assert kernels.select_variant(n_features, n_classes, itemsize) is LossGradVariant.BLOCKED
+        assert kernels.row_blocks_pay(n_features, n_classes, itemsize)
     assert not kernels.row_blocks_pay(20, 3, 8) and not kernels.row_blocks_pay(784, 10, 4)
     assert not kernels.row_blocks_pay(8, 64, 8)  # K >= 64: the classes set the work, not the transpose
 
