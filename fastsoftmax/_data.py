@@ -358,7 +358,9 @@ def chunked_objectives(source: DataSource, n_classes: int, l2: float, counter: l
     """The full-batch and mini-batch objectives over a flat theta = [W.ravel(), b].
 
     ``objective(theta)`` streams every chunk once and adds the partial sums;
-    ``batch_objective(theta, rows)`` gathers the rows of one mini-batch.
+    ``batch_objective(theta, rows)`` gathers the rows of one mini-batch;
+    ``row_blocks()`` is the row-block copy of X that ``objective`` holds, or
+    None (the Hessian-vector product reads it too).
     ``counter[0]``, if given, counts the rows passed to the kernels.
     """
     n_features, dtype = source.n_features, source.dtype
@@ -429,7 +431,10 @@ def chunked_objectives(source: DataSource, n_classes: int, l2: float, counter: l
     def batch_objective(theta, rows):
         return evaluate(theta, *source.take(rows), rows=np.asarray(rows))
 
-    return objective, batch_objective
+    def row_blocks():
+        return layout["X_blocks"]
+
+    return objective, batch_objective, row_blocks
 
 
 def block_shuffled_batches(n_samples: int, batch_size: int, block_rows: int = SHUFFLE_BLOCK_ROWS):

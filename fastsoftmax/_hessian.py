@@ -28,22 +28,44 @@ def fused_hvp(
     HV_out: np.ndarray,
     Hc_out: np.ndarray,
     variant: kernels.LossGradVariant | None = None,
+    X_blocks: np.ndarray | None = None,
 ) -> bool:
     """Run the fused Hessian-vector kernel on already-checked arrays.
 
     Writes ``scale * sum_i w_i r_i x_i^T + l2 V`` into ``HV_out`` and
     ``scale * sum_i w_i r_i`` into ``Hc_out`` (see ``kernels/hessian.py``).
     ``variant`` overrides the shape rule (tests use it to cover both block
-    bodies). Returns whether both outputs are finite: callers that own X
-    explain a False with ``_checks.raise_for_nonfinite_loss``, solvers treat it
-    as a failed step.
+    bodies). ``X_blocks``, X copied by ``kernels.row_blocks`` (as training
+    holds it where ``kernels.row_blocks_pay``), runs the BLOCKED body on that
+    layout instead of X. Returns whether both outputs are finite: callers
+    that own X explain a False with ``_checks.raise_for_nonfinite_loss``,
+    solvers treat it as a failed step.
     """
     n_classes, n_features = W.shape
-    if variant is None:
+    if X_blocks is not None:
+        variant = kernels.LossGradVariant.BLOCKED
+    elif variant is None:
         variant = kernels.select_hvp_variant(n_features, n_classes, X.itemsize)
     n_chunks = _n_chunks(X.shape[0], n_features, n_classes)
     with parallel_section(n_chunks, calls_blas=variant == kernels.LossGradVariant.BLAS):
-        kernels.hessian_vector_sums(X, W, b, V, c, sample_weight, variant, n_chunks, scale, l2, HV_out, Hc_out)
+        if X_blocks is not None:
+            # Chunks of whole blocks: at most one per block.
+            kernels.hessian_vector_row_blocks_sums(
+                X_blocks,
+                X.shape[0],
+                W,
+                b,
+                V,
+                c,
+                sample_weight,
+                min(n_chunks, X_blocks.shape[0]),
+                scale,
+                l2,
+                HV_out,
+                Hc_out,
+            )
+        else:
+            kernels.hessian_vector_sums(X, W, b, V, c, sample_weight, variant, n_chunks, scale, l2, HV_out, Hc_out)
     return bool(np.isfinite(HV_out).all() and np.isfinite(Hc_out).all())
 
 
@@ -105,7 +127,15 @@ def hessian_vector_product(X, W, b, V, c, *, l2: float = 0.0, sample_weight=None
     return HV, Hc
 
 
-def chunked_hvp(source, n_classes: int, l2: float, theta: np.ndarray, v: np.ndarray, counter: list[int]) -> np.ndarray:
+def chunked_hvp(
+    source,
+    n_classes: int,
+    l2: float,
+    theta: np.ndarray,
+    v: np.ndarray,
+    counter: list[int],
+    X_blocks: np.ndarray | None = None,
+) -> np.ndarray:
     """H v of the mean loss over a :class:`fastsoftmax._data.DataSource`, one streamed pass over X.
 
     ``theta`` and ``v`` are flat ``[W.ravel(), b]`` vectors; the result is
@@ -113,6 +143,8 @@ def chunked_hvp(source, n_classes: int, l2: float, theta: np.ndarray, v: np.ndar
     by chunk in row order in float64, as the loss and gradient are. A
     non-finite product (an overflow) is returned as it is: the solver rejects
     the step. ``counter[0]`` counts the rows passed to the kernel.
+    ``X_blocks`` is the row-block copy of an in-memory X that the objective
+    holds, if it made one (``_data.chunked_objectives``).
     """
     dtype, n_features = source.dtype, source.n_features
     W, b = (np.ascontiguousarray(a) for a in unpack(np.asarray(theta, dtype=dtype), n_classes, n_features))
@@ -121,7 +153,7 @@ def chunked_hvp(source, n_classes: int, l2: float, theta: np.ndarray, v: np.ndar
     scale = 1.0 / source.weight_sum
     if source.chunk_size >= source.n_samples:
         X, _, w = source.rows(0, source.n_samples)
-        fused_hvp(X, W, b, V, c, w, scale, l2, HV, Hc)
+        fused_hvp(X, W, b, V, c, w, scale, l2, HV, Hc, X_blocks=X_blocks)
         counter[0] += X.shape[0]
         return pack(HV, Hc)
     HV_sum = np.zeros(HV.shape)

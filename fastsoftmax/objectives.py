@@ -49,7 +49,7 @@ class ChunkedObjective:
         self.source = source
         self.n_samples = source.n_samples
         self._rows = [0]
-        self._full, self._batch = chunked_objectives(source, n_classes, l2, self._rows)
+        self._full, self._batch, self._row_blocks = chunked_objectives(source, n_classes, l2, self._rows)
         self.n_classes, self.l2 = n_classes, l2
 
     def __enter__(self) -> ChunkedObjective:  # noqa: PYI034 (typing.Self needs Python 3.11)
@@ -65,8 +65,11 @@ class ChunkedObjective:
         return self._batch(theta, rows)
 
     def hvp(self, theta: np.ndarray, v: np.ndarray) -> np.ndarray:
-        """The Hessian of the full objective at ``theta`` times ``v``: one pass over X (:mod:`fastsoftmax._hessian`)."""
-        return chunked_hvp(self.source, self.n_classes, self.l2, theta, v, self._rows)
+        """The Hessian of the full objective at ``theta`` times ``v``: one pass over X (:mod:`fastsoftmax._hessian`).
+
+        It reads X's row-block copy where the objective has made one.
+        """
+        return chunked_hvp(self.source, self.n_classes, self.l2, theta, v, self._rows, X_blocks=self._row_blocks())
 
     @property
     def rows_processed(self) -> int:

@@ -34,6 +34,9 @@ Design (that of ``loss_grad.py``, which this mirrors):
               gradient tiles (small D);
   ``ROWWISE`` the same products along D on X's rows as they lie (larger D,
               K < 64);
+  (row blocks) BLOCKED on X held as ``loss_grad.row_blocks``, which training
+              copies once where ``loss_grad.row_blocks_pay`` holds: no
+              transpose per block (``hessian_vector_row_blocks_sums``);
   ``BLAS``    one GEMM forms [Z | U] = X_block [W; V]^T (2K columns: one
               pass over the block for both), then the curvature, then
               R^T X_block as a second GEMM (K >= 64 and D > 1024).
@@ -220,6 +223,23 @@ def _block_curvature(ZUt, Rt, nb, sample_weight, block_start, scratch):
             Rt[k, r] = ZUt[k, r] * row_sum[r] * (ZUt[n_classes + k, r] - row_pu[r])
 
 
+@njit(inline="always", **JIT_OPTIONS)
+def _transposed_block(Xt, nb, sample_weight, block_start, scratch, tile_sums, HV_acc, Hc_acc, upcoming, upcoming_bytes):
+    """One block of the BLOCKED body, its rows r < nb held as Xt[:, r] (zero from nb on).
+
+    Meanwhile it prefetches bytes [first, stop) = ``upcoming_bytes`` of the
+    C-contiguous array ``upcoming``, where the next block lies, a third
+    before each stage, as ``loss_grad``'s body does.
+    """
+    WV, bc, ZUt, Rt = scratch[0], scratch[1], scratch[2], scratch[3]
+    _prefetch_third(upcoming, upcoming_bytes, 0)
+    _block_logits(Xt, WV, bc, ZUt)
+    _prefetch_third(upcoming, upcoming_bytes, 1)
+    _block_curvature(ZUt, Rt, nb, sample_weight, block_start, scratch)
+    _prefetch_third(upcoming, upcoming_bytes, 2)
+    _block_gradient(Xt, Rt, HV_acc, Hc_acc, tile_sums)
+
+
 @njit(**JIT_OPTIONS)
 def _blocked_chunk(X, W, b, V, c, sample_weight, start, stop, HV_acc, Hc_acc):
     """Rows [start, stop) a transposed block at a time, on the register tiles of ``loss_grad``'s BLOCKED body.
@@ -231,7 +251,6 @@ def _blocked_chunk(X, W, b, V, c, sample_weight, start, stop, HV_acc, Hc_acc):
     n_classes, n_features = W.shape
     Xt = np.empty((n_features, BLOCK_ROWS), dtype=X.dtype)
     scratch = _curvature_scratch(X, W, b, V, c)
-    WV, bc, ZUt, Rt = scratch[0], scratch[1], scratch[2], scratch[3]
     tile_sums = _block_scratch(X, n_classes, n_features)[4]
     row_bytes = n_features * X.itemsize
     prefetched_bytes = _prefetched_bytes(BLOCK_ROWS * row_bytes)
@@ -240,12 +259,31 @@ def _blocked_chunk(X, W, b, V, c, sample_weight, start, stop, HV_acc, Hc_acc):
         _fill_transposed(X, block_start, nb, Xt)
         next_first = (block_start + BLOCK_ROWS) * row_bytes
         upcoming = (next_first, min(next_first + prefetched_bytes, stop * row_bytes))
-        _prefetch_third(X, upcoming, 0)
-        _block_logits(Xt, WV, bc, ZUt)
-        _prefetch_third(X, upcoming, 1)
-        _block_curvature(ZUt, Rt, nb, sample_weight, block_start, scratch)
-        _prefetch_third(X, upcoming, 2)
-        _block_gradient(Xt, Rt, HV_acc, Hc_acc, tile_sums)
+        _transposed_block(Xt, nb, sample_weight, block_start, scratch, tile_sums, HV_acc, Hc_acc, X, upcoming)
+    _flush_tile_sums(tile_sums, HV_acc)
+
+
+@njit(**JIT_OPTIONS)
+def _row_blocks_chunk(X_blocks, W, b, V, c, sample_weight, start, stop, HV_acc, Hc_acc):
+    """``_blocked_chunk`` on X stored as row blocks (``loss_grad.row_blocks``): no transpose per block.
+
+    Takes rows [start, stop), ``start`` a multiple of BLOCK_ROWS; block j
+    holds rows j BLOCK_ROWS + r as X_blocks[j, :, r], zero past row N.
+    """
+    n_classes, n_features = W.shape
+    scratch = _curvature_scratch(X_blocks, W, b, V, c)
+    tile_sums = _block_scratch(X_blocks, n_classes, n_features)[4]
+    block_bytes = n_features * BLOCK_ROWS * X_blocks.itemsize
+    prefetched_bytes = _prefetched_bytes(block_bytes)
+    chunk_end = -(-stop // BLOCK_ROWS) * block_bytes
+    for block_start in range(start, stop, BLOCK_ROWS):
+        nb = min(BLOCK_ROWS, stop - block_start)
+        block = block_start // BLOCK_ROWS
+        next_first = (block + 1) * block_bytes
+        upcoming = (next_first, min(next_first + prefetched_bytes, chunk_end))
+        _transposed_block(
+            X_blocks[block], nb, sample_weight, block_start, scratch, tile_sums, HV_acc, Hc_acc, X_blocks, upcoming
+        )
     _flush_tile_sums(tile_sums, HV_acc)
 
 
@@ -334,13 +372,49 @@ def hessian_vector_sums(X, W, b, V, c, sample_weight, variant, n_chunks, scale, 
     # BODIES and PARALLEL_DRIVERS take the variant as an int or a member (IntEnum hashes as its int).
     X, W, b, V, c = read_only(X), read_only(W), read_only(b), read_only(V), read_only(c)
     sample_weight = read_only(sample_weight)
-    n_classes, n_features = W.shape
-    # Zeroed pages come from calloc and are first touched by the thread that owns the chunk.
-    HV_acc = np.zeros((max(n_chunks, 1), n_classes, n_features))
-    Hc_acc = np.zeros((max(n_chunks, 1), n_classes))
+    HV_acc, Hc_acc = _accumulators(W, n_chunks)
     if n_chunks <= 1:
         # Small problems skip the parallel region: its start-up would dominate.
         BODIES[variant](X, W, b, V, c, sample_weight, 0, X.shape[0], HV_acc[0], Hc_acc[0])
     else:
         PARALLEL_DRIVERS[variant](X, W, b, V, c, sample_weight, HV_acc, Hc_acc)
     reduce_chunks_any(V, HV_acc, Hc_acc, scale, l2, HV_out, Hc_out)
+
+
+@njit(parallel=True, **JIT_OPTIONS)
+def _hvp_parallel_row_blocks(X_blocks, n_samples, W, b, V, c, sample_weight, HV_acc, Hc_acc):
+    """The parallel driver of the row-block body: chunks of whole blocks, one per thread."""
+    n_blocks = X_blocks.shape[0]
+    n_chunks = HV_acc.shape[0]
+    for ch in prange(n_chunks):
+        start = ch * n_blocks // n_chunks * BLOCK_ROWS
+        stop = min((ch + 1) * n_blocks // n_chunks * BLOCK_ROWS, n_samples)
+        _row_blocks_chunk(X_blocks, W, b, V, c, sample_weight, start, stop, HV_acc[ch], Hc_acc[ch])
+
+
+def hessian_vector_row_blocks_sums(X_blocks, n_samples, W, b, V, c, sample_weight, n_chunks, scale, l2, HV_out, Hc_out):
+    """``hessian_vector_sums`` with the BLOCKED body, on X stored as row blocks.
+
+    ``X_blocks`` (ceil(N / BLOCK_ROWS), D, BLOCK_ROWS) is ``loss_grad.row_blocks(X)``,
+    the copy that training makes where ``loss_grad.row_blocks_pay`` holds; the
+    body reads each block as it stands instead of transposing it. N is
+    ``n_samples``; ``n_chunks`` is at most the number of blocks. The other
+    arguments are those of ``hessian_vector_sums``.
+    """
+    W, b, V, c = read_only(W), read_only(b), read_only(V), read_only(c)
+    X_blocks, sample_weight = read_only(X_blocks), read_only(sample_weight)
+    HV_acc, Hc_acc = _accumulators(W, n_chunks)
+    if n_chunks <= 1:
+        _row_blocks_chunk(X_blocks, W, b, V, c, sample_weight, 0, n_samples, HV_acc[0], Hc_acc[0])
+    else:
+        _hvp_parallel_row_blocks(X_blocks, n_samples, W, b, V, c, sample_weight, HV_acc, Hc_acc)
+    reduce_chunks_any(V, HV_acc, Hc_acc, scale, l2, HV_out, Hc_out)
+
+
+def _accumulators(W, n_chunks):
+    """Zeroed float64 accumulators (chunks, K, D) and (chunks, K).
+
+    Zeroed pages come from calloc and are first touched by the thread that owns the chunk.
+    """
+    n_classes, n_features = W.shape
+    return np.zeros((max(n_chunks, 1), n_classes, n_features)), np.zeros((max(n_chunks, 1), n_classes))

@@ -243,3 +243,48 @@ def test_concurrent_calls_from_python_threads_agree(rng):
     for (HV, Hc), (HV_ref, Hc_ref) in zip(got, expected, strict=False):
         np.testing.assert_array_equal(HV, HV_ref)
         np.testing.assert_array_equal(Hc, Hc_ref)
+
+
+def _row_blocks_hvp(X, W, b, V, c, sw, l2, n_chunks):
+    """The row-block body through the kernel, on ``n_chunks`` chunks of whole blocks."""
+    dtype = W.dtype
+    weights = np.empty(0, dtype) if sw is None else np.ascontiguousarray(sw, dtype)
+    weight_sum = float(X.shape[0] if sw is None else weights.sum(dtype=np.float64))
+    blocks = kernels.row_blocks(X, n_chunks)
+    HV, Hc = np.empty_like(W), np.empty_like(b)
+    n_chunks = min(n_chunks, blocks.shape[0])
+    kernels.hessian_vector_row_blocks_sums(
+        blocks, X.shape[0], W, b, V, c, weights, n_chunks, 1.0 / weight_sum, l2, HV, Hc
+    )
+    return HV, Hc
+
+
+@pytest.mark.parametrize("n_chunks", [1, 3])
+@pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_row_blocks_match_the_reference(rng, dtype, weighted, shape, n_chunks):
+    # X held as row blocks (training's copy): no transpose, a last block zero-padded.
+    n, d, k = shape
+    X, _, W, b, sw = make_problem(rng, n, d, k, dtype, weighted=weighted)
+    V, c = direction(rng, k, d, dtype)
+    HV, Hc = _row_blocks_hvp(X, W, b, V, c, sw, 0.3, n_chunks)
+    assert HV.dtype == dtype and Hc.dtype == dtype
+    ref = reference64(X, W, b, V, c, l2=0.3, sample_weight=sw)
+    assert_hv_close(HV, Hc, ref, X, V, c, 0.3, hv_rtol(dtype, n, d, k))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_row_blocks_equal_the_transposing_body_serially(rng, dtype):
+    # One chunk: the same blocks through the same tiles, so the same sums bit for bit.
+    X, _, W, b, sw = make_problem(rng, 700, 11, 4, dtype, weighted=True)
+    V, c = direction(rng, 4, 11, dtype)
+    weights = sw.astype(dtype)
+    expected_HV, expected_Hc = np.empty_like(W), np.empty_like(b)
+    kernels.hessian_vector_sums(
+        X, W, b, V, c, weights, kernels.LossGradVariant.BLOCKED, 1, 0.5, 0.2, expected_HV, expected_Hc
+    )
+    HV, Hc = np.empty_like(W), np.empty_like(b)
+    kernels.hessian_vector_row_blocks_sums(kernels.row_blocks(X), 700, W, b, V, c, weights, 1, 0.5, 0.2, HV, Hc)
+    np.testing.assert_array_equal(HV, expected_HV)
+    np.testing.assert_array_equal(Hc, expected_Hc)

@@ -41,6 +41,8 @@ CALL_EVERY_BODY = textwrap.dedent(
         dW, db = np.empty_like(W), np.empty_like(b)
         X_blocks = loss_grad.row_blocks(X, n_chunks)
         loss_grad.loss_grad_row_blocks_sums(X_blocks, y, W, b, np.empty(0), n_chunks, 1 / 40, 0.0, dW, db)
+        HV, Hc = np.empty_like(W), np.empty_like(b)
+        hessian.hessian_vector_row_blocks_sums(X_blocks, 40, W, b, W, b, np.empty(0), n_chunks, 1 / 40, 0.0, HV, Hc)
     # A large K x D takes the parallel reduction.
     W_big = np.ones((4, loss_grad.PARALLEL_REDUCE_MIN // 8))
     X_big = np.ones((2, W_big.shape[1]))
@@ -57,6 +59,8 @@ CALL_EVERY_BODY = textwrap.dedent(
         loss_grad._row_blocks_parallel,
         *hessian.BODIES.values(),
         *hessian.PARALLEL_DRIVERS.values(),
+        hessian._row_blocks_chunk,
+        hessian._hvp_parallel_row_blocks,
         *predict.BODIES.values(),
         *predict.PARALLEL_DRIVERS.values(),
     ]

@@ -143,7 +143,8 @@ def _fit(X, y, dtype, n_features=None, **kwargs):
     # every class's row of W changes nothing); b is compared centred. One
     # seed: every fit starts from the same W.
     model = SoftmaxRegression(n_features or X.shape[1], int(y.max()) + 1, dtype=dtype, seed=0)
-    return model.fit(X, y, solver="lbfgs", l2=1e-2, tol=1e-7, max_iter=200, **kwargs)
+    kwargs.setdefault("solver", "lbfgs")
+    return model.fit(X, y, l2=1e-2, tol=1e-7, max_iter=200, **kwargs)
 
 
 def _assert_same_model(got, expected, rtol):
@@ -171,6 +172,30 @@ def test_training_reads_row_blocks_from_the_second_evaluation(rng, dtype, row_bl
     assert len(row_blocks_calls) == n_evaluations
     # 3000 x 8 x 3 runs in one chunk, where the row blocks give the transposing
     # body's sums bit for bit: the same iterates, the same model.
+    np.testing.assert_array_equal(with_blocks.W, without.W)
+    np.testing.assert_array_equal(with_blocks.b, without.b)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_newton_cg_takes_its_hessian_products_on_the_row_blocks(rng, dtype, row_blocks_calls, monkeypatch):
+    X, y = _classification(rng, 3000, 6, 3, dtype)
+    hvp_calls = []
+    hvp_kernel = kernels.hessian_vector_row_blocks_sums
+
+    def counted(*args):
+        hvp_calls.append(args[0].shape)
+        return hvp_kernel(*args)
+
+    monkeypatch.setattr(kernels, "hessian_vector_row_blocks_sums", counted)
+    with_blocks = _fit(X, y, dtype, solver="newton-cg")
+    assert row_blocks_calls and hvp_calls
+    assert set(hvp_calls) == {(-(-3000 // BLOCK_ROWS), 6, BLOCK_ROWS)}
+    # Without the copy: the transposing bodies, in one chunk the same sums bit
+    # for bit, so the same iterates and the same model.
+    monkeypatch.setattr(_data, "row_blocks_fit", lambda nbytes: False)
+    n_hvp_calls = len(hvp_calls)
+    without = _fit(X, y, dtype, solver="newton-cg")
+    assert len(hvp_calls) == n_hvp_calls
     np.testing.assert_array_equal(with_blocks.W, without.W)
     np.testing.assert_array_equal(with_blocks.b, without.b)
 
