@@ -321,15 +321,20 @@ def _chunk(X, W, b, V, c, sample_weight, start, stop, variant, HV_acc, Hc_acc):
 def _make_parallel_driver(variant: LossGradVariant):
     """The parallel driver of one block body, with ``variant`` a compile-time constant (see ``loss_grad``)."""
     name = f"_hvp_parallel_{variant.name.lower()}"
+    # BLOCKED's chunks start at block boundaries, as those of the row blocks do
+    # (``_hvp_parallel_row_blocks``): the same blocks, the same sums bit for bit.
+    align = BLOCK_ROWS if variant == LossGradVariant.BLOCKED else 1
     variant = int(variant)
 
     @njit(parallel=True, **JIT_OPTIONS)
     @named(name)
     def parallel(X, W, b, V, c, sample_weight, HV_acc, Hc_acc):
         n_samples = X.shape[0]
+        n_units = (n_samples + align - 1) // align
         n_chunks = HV_acc.shape[0]
         for ch in prange(n_chunks):
-            start, stop = ch * n_samples // n_chunks, (ch + 1) * n_samples // n_chunks
+            start = ch * n_units // n_chunks * align
+            stop = min((ch + 1) * n_units // n_chunks * align, n_samples)
             _chunk(X, W, b, V, c, sample_weight, start, stop, variant, HV_acc[ch], Hc_acc[ch])
 
     return parallel

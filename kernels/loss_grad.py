@@ -695,9 +695,13 @@ def _make_parallel_driver(variant: int, name: str):
     ``variant`` reaches the compiled code as a constant (a closure variable),
     so a first call compiles only the body its shape selects: compiling all
     three bodies in every driver took two thirds of the cold start. Chunks of
-    the row-block layout start at block boundaries.
+    the row-block layout start at block boundaries, and so do those of the
+    BLOCKED body on X: both then cut the same blocks and give the same sums
+    bit for bit, so training that switches from X to its row-block copy
+    (``row_blocks_pay``) takes the same steps as training that never copies,
+    and a fit resumed from a checkpoint retraces the uninterrupted one.
     """
-    align = BLOCK_ROWS if variant == _ROW_BLOCKS else 1
+    align = BLOCK_ROWS if variant in (_ROW_BLOCKS, _BLOCKED) else 1
 
     @njit(parallel=True, **JIT_OPTIONS)
     @named(name)

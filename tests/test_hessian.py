@@ -274,17 +274,20 @@ def test_row_blocks_match_the_reference(rng, dtype, weighted, shape, n_chunks):
     assert_hv_close(HV, Hc, ref, X, V, c, 0.3, hv_rtol(dtype, n, d, k))
 
 
+@pytest.mark.parametrize("n_chunks", [1, 3, 9])
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
-def test_row_blocks_equal_the_transposing_body_serially(rng, dtype):
-    # One chunk: the same blocks through the same tiles, so the same sums bit for bit.
-    X, _, W, b, sw = make_problem(rng, 700, 11, 4, dtype, weighted=True)
+def test_row_blocks_equal_the_transposing_body(rng, dtype, n_chunks):
+    # The same blocks through the same tiles, in chunks that start at the same
+    # block boundaries, so the same sums bit for bit.
+    X, _, W, b, sw = make_problem(rng, 1100, 11, 4, dtype, weighted=True)
     V, c = direction(rng, 4, 11, dtype)
     weights = sw.astype(dtype)
     expected_HV, expected_Hc = np.empty_like(W), np.empty_like(b)
     kernels.hessian_vector_sums(
-        X, W, b, V, c, weights, kernels.LossGradVariant.BLOCKED, 1, 0.5, 0.2, expected_HV, expected_Hc
+        X, W, b, V, c, weights, kernels.LossGradVariant.BLOCKED, n_chunks, 0.5, 0.2, expected_HV, expected_Hc
     )
     HV, Hc = np.empty_like(W), np.empty_like(b)
-    kernels.hessian_vector_row_blocks_sums(kernels.row_blocks(X), 700, W, b, V, c, weights, 1, 0.5, 0.2, HV, Hc)
+    blocks = kernels.row_blocks(X)
+    kernels.hessian_vector_row_blocks_sums(blocks, 1100, W, b, V, c, weights, n_chunks, 0.5, 0.2, HV, Hc)
     np.testing.assert_array_equal(HV, expected_HV)
     np.testing.assert_array_equal(Hc, expected_Hc)

@@ -87,20 +87,23 @@ def test_row_blocks_loss_grad_matches_reference(rng, dtype, shape, weighted, n_c
     assert_grad_close(loss, dW, db, ref, X, W, 0.1, grad_rtol(dtype, n, d, k))
 
 
+@pytest.mark.parametrize("n_chunks", [1, 3, 9])
 @pytest.mark.parametrize("n_features", [11, 70])
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
-def test_row_blocks_equal_the_transposing_body_serially(rng, dtype, n_features):
-    # One chunk: the same blocks in the same order through the same register
-    # tiles (a partial block zero-padded in both), so the same sums bit for bit.
-    X, y, W, b, sw = make_problem(rng, 700, n_features, 4, dtype, weighted=True)
+def test_row_blocks_equal_the_transposing_body(rng, dtype, n_features, n_chunks):
+    # The same blocks in the same order through the same register tiles (a
+    # partial block zero-padded in both), in chunks that start at the same
+    # block boundaries, so the same sums bit for bit: training that switches
+    # to the copy, or resumes, takes the same steps.
+    X, y, W, b, sw = make_problem(rng, 1100, n_features, 4, dtype, weighted=True)
     sw_arr = sw.astype(dtype)
     expected_dW, expected_db = np.empty_like(W), np.empty_like(b)
     expected = kernels.loss_grad_sums(
-        X, y.astype(np.int64), W, b, sw_arr, LossGradVariant.BLOCKED, 1, 0.5, 0.2, expected_dW, expected_db
+        X, y.astype(np.int64), W, b, sw_arr, LossGradVariant.BLOCKED, n_chunks, 0.5, 0.2, expected_dW, expected_db
     )
     dW, db = np.empty_like(W), np.empty_like(b)
     got = kernels.loss_grad_row_blocks_sums(
-        kernels.row_blocks(X), y.astype(np.int64), W, b, sw_arr, 1, 0.5, 0.2, dW, db
+        kernels.row_blocks(X), y.astype(np.int64), W, b, sw_arr, n_chunks, 0.5, 0.2, dW, db
     )
     assert got == expected
     np.testing.assert_array_equal(dW, expected_dW)
