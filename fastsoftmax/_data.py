@@ -27,9 +27,9 @@ backend can replace the chunk loop by a map-reduce over the same partial sums.
   evaluation, so that a one-off evaluation never pays for the copy; the
   evaluations on X before it (or without it) run the BLOCKED body, whose
   sums equal the copy's bit for bit, so a fit resumed from a checkpoint
-  retraces the uninterrupted one. Every later pass skips the per-block transpose (two threads, float32, X in place
-  -> row blocks: 400,000 x 20 x 5 1.44 -> 1.20 ms, 200,000 x 48 x 10 1.88 ->
-  1.74).
+  retraces the uninterrupted one. Every later pass skips the per-block
+  transpose (two threads, float32, X in place -> row blocks: 400,000 x 20 x 5
+  1.44 -> 1.20 ms, 200,000 x 48 x 10 1.88 -> 1.74).
   The copy is as large as X and is made only when it fits
   :data:`ROW_BLOCKS_MEMORY_FRACTION` of the available memory.
 * **Determinism.** Full-batch partial sums are added chunk by chunk in row
