@@ -63,6 +63,7 @@ from fastsoftmax.kernels.loss_grad import (
     _prefetched_bytes,
     _row_gradient,
     _row_logits,
+    chunk_rows,
     reduce_chunks_any,  # the same chunk-order reduction: scale * sum over chunks + l2 * parameter
     select_by_row_bytes,
 )
@@ -329,12 +330,9 @@ def _make_parallel_driver(variant: LossGradVariant):
     @njit(parallel=True, **JIT_OPTIONS)
     @named(name)
     def parallel(X, W, b, V, c, sample_weight, HV_acc, Hc_acc):
-        n_samples = X.shape[0]
-        n_units = (n_samples + align - 1) // align
         n_chunks = HV_acc.shape[0]
         for ch in prange(n_chunks):
-            start = ch * n_units // n_chunks * align
-            stop = min((ch + 1) * n_units // n_chunks * align, n_samples)
+            start, stop = chunk_rows(ch, n_chunks, X.shape[0], align)
             _chunk(X, W, b, V, c, sample_weight, start, stop, variant, HV_acc[ch], Hc_acc[ch])
 
     return parallel
@@ -389,11 +387,9 @@ def hessian_vector_sums(X, W, b, V, c, sample_weight, variant, n_chunks, scale, 
 @njit(parallel=True, **JIT_OPTIONS)
 def _hvp_parallel_row_blocks(X_blocks, n_samples, W, b, V, c, sample_weight, HV_acc, Hc_acc):
     """The parallel driver of the row-block body: chunks of whole blocks, one per thread."""
-    n_blocks = X_blocks.shape[0]
     n_chunks = HV_acc.shape[0]
     for ch in prange(n_chunks):
-        start = ch * n_blocks // n_chunks * BLOCK_ROWS
-        stop = min((ch + 1) * n_blocks // n_chunks * BLOCK_ROWS, n_samples)
+        start, stop = chunk_rows(ch, n_chunks, n_samples, BLOCK_ROWS)
         _row_blocks_chunk(X_blocks, W, b, V, c, sample_weight, start, stop, HV_acc[ch], Hc_acc[ch])
 
 

@@ -689,6 +689,19 @@ def reduce_chunks_parallel(W, dW_acc, db_acc, scale, l2, dW_out, db_out):
         _finish_class(W, dW_acc, db_acc, scale, l2, dW_out, db_out, k)
 
 
+@njit(inline="always", **JIT_OPTIONS)
+def chunk_rows(chunk, n_chunks, n_samples, align):
+    """Rows [start, stop) of chunk ``chunk`` of ``n_chunks``: even shares of N rows, cut at multiples of ``align``.
+
+    With ``align`` = BLOCK_ROWS every chunk is whole blocks (the last one
+    partial), as the row-block layout needs; chunks past the last unit are empty.
+    """
+    n_units = (n_samples + align - 1) // align
+    start = chunk * n_units // n_chunks * align
+    stop = min((chunk + 1) * n_units // n_chunks * align, n_samples)
+    return start, stop
+
+
 def _make_parallel_driver(variant: int, name: str):
     """The parallel driver of one block body, as its own dispatcher.
 
@@ -708,12 +721,9 @@ def _make_parallel_driver(variant: int, name: str):
     def parallel(X, y, W, b, sample_weight, dW_acc, db_acc, chunk_loss):
         # The caller allocates chunk_loss: an np.zeros here would be a parallel
         # loop of its own, compiled as a second gufunc.
-        n_samples = y.shape[0]
-        n_units = (n_samples + align - 1) // align
         n_chunks = dW_acc.shape[0]
         for c in prange(n_chunks):
-            start = c * n_units // n_chunks * align
-            stop = min((c + 1) * n_units // n_chunks * align, n_samples)
+            start, stop = chunk_rows(c, n_chunks, y.shape[0], align)
             chunk_loss[c] = _chunk(X, y, W, b, sample_weight, start, stop, variant, dW_acc[c], db_acc[c])
         loss_sum = 0.0
         for c in range(n_chunks):

@@ -127,18 +127,23 @@ def test_row_blocks_keep_extreme_logits_finite(rng, dtype):
 # -- training ------------------------------------------------------------------
 
 
-@pytest.fixture
-def row_blocks_calls(monkeypatch):
-    """Count the calls of the row-block kernel that training makes."""
+def _record_block_shapes(monkeypatch, kernel_name):
+    """Wrap ``kernels.<kernel_name>`` so that each call records the shape of its row blocks; returns the records."""
     calls = []
-    kernel = kernels.loss_grad_row_blocks_sums
+    kernel = getattr(kernels, kernel_name)
 
     def counted(*args):
         calls.append(args[0].shape)
         return kernel(*args)
 
-    monkeypatch.setattr(kernels, "loss_grad_row_blocks_sums", counted)
+    monkeypatch.setattr(kernels, kernel_name, counted)
     return calls
+
+
+@pytest.fixture
+def row_blocks_calls(monkeypatch):
+    """Count the calls of the row-block kernel that training makes."""
+    return _record_block_shapes(monkeypatch, "loss_grad_row_blocks_sums")
 
 
 def _fit(X, y, dtype, n_features=None, **kwargs):
@@ -182,14 +187,7 @@ def test_training_reads_row_blocks_from_the_second_evaluation(rng, dtype, row_bl
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 def test_newton_cg_takes_its_hessian_products_on_the_row_blocks(rng, dtype, row_blocks_calls, monkeypatch):
     X, y = _classification(rng, 3000, 6, 3, dtype)
-    hvp_calls = []
-    hvp_kernel = kernels.hessian_vector_row_blocks_sums
-
-    def counted(*args):
-        hvp_calls.append(args[0].shape)
-        return hvp_kernel(*args)
-
-    monkeypatch.setattr(kernels, "hessian_vector_row_blocks_sums", counted)
+    hvp_calls = _record_block_shapes(monkeypatch, "hessian_vector_row_blocks_sums")
     with_blocks = _fit(X, y, dtype, solver="newton-cg")
     assert row_blocks_calls and hvp_calls
     assert set(hvp_calls) == {(-(-3000 // BLOCK_ROWS), 6, BLOCK_ROWS)}
