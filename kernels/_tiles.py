@@ -27,8 +27,8 @@ stays in registers:
   over the rows loads C vectors of Gt and 4 of Xt, for 4 C fused
   multiply-adds. On 32-register targets a tile of 4 features (its classes
   padded to 4 with zero vectors) sums its 16 vectors across lanes by one
-  butterfly and adds them, as one vector, to per-chunk float64 sums; other
-  tiles reduce each sum once per block into float64.
+  butterfly and adds each class's 4 sums, as one vector, to the float64
+  accumulator; other tiles reduce each sum once per block into float64.
 
 Between the stages the body prefetches the next block (``prefetch_bytes``),
 so that memory works while the block computes.
@@ -97,7 +97,7 @@ UNROLLED_CLASS_COUNTS = (2, 3)
 #: Features per gradient tile: each load of a vector of Gt feeds four products.
 GRADIENT_FEATURES = 4
 #: Sums of one full gradient tile (GRADIENT_GROUP classes x GRADIENT_FEATURES
-#: features), kept per chunk in float64 (``gradient_strip``'s ``tile_sums``).
+#: features), which one butterfly takes across lanes (``gradient_strip``).
 TILE_SUMS = GRADIENT_GROUP * GRADIENT_FEATURES
 
 
@@ -267,29 +267,31 @@ def _sum_lanes(builder, vectors):
 
 @functools.cache
 def gradient_strip(n_classes: int):
-    """An intrinsic ``strip(Xt, Gt, dW, k0, tile_sums)``: dW[k0 + c, d] += sum_r Gt[k0 + c, r] Xt[d, r].
+    """An intrinsic ``strip(Xt, Gt, dW, k0)``: dW[k0 + c, d] += sum_r Gt[k0 + c, r] Xt[d, r].
 
     For c < ``n_classes``, every feature d and r < BLOCK_ROWS. Xt (D,
     BLOCK_ROWS) and Gt (K, BLOCK_ROWS) have contiguous rows and the data's
-    dtype; dW (K, D) is a float64 accumulator with any strides. Each sum over
+    dtype; dW (K, D) is a C-contiguous float64 accumulator. Each sum over
     the block is taken in the data's dtype (lanes, then across them) and
     added in float64, as the Numba bodies do.
 
-    On a target with 32 registers, a tile of GRADIENT_FEATURES features adds
-    its sums to tile_sums[k0 // GRADIENT_GROUP, d // GRADIENT_FEATURES]
-    (float64, c GRADIENT_FEATURES + f for class k0 + c and feature d + f;
-    zero for the classes that a strip of fewer than GRADIENT_GROUP lacks)
-    instead of dW: one butterfly (``_sum_lanes``) and one vector addition per
-    block, where sixteen sums across lanes, each added to its own element of
-    dW, cost more than the tile's products in float32. k0 is then a multiple
-    of GRADIENT_GROUP. ``loss_grad._flush_tile_sums`` adds them to dW at the
-    end of the chunk.
+    On a target with 32 registers, a tile of GRADIENT_FEATURES features
+    takes its sums across lanes by one butterfly (``_sum_lanes``) and adds
+    each class's GRADIENT_FEATURES sums to its row of dW as one vector:
+    sixteen sums across lanes, each added to its own element of dW, cost
+    more than the tile's products in float32. Adding them in place, not to
+    a per-chunk float64 copy of dW in the butterfly's order that the end of
+    the chunk added to dW, saves that second K x D array per thread (4 MB
+    at 1000 x 512), its first-touch page faults on every call and the pass
+    that emptied it. (Peak memory of one step, 2 threads: 20,000 x 512 x
+    1000 float32 18.0 -> 15.2 MB, 20,000 x 1000 x 1000 float64 32.9 -> 27.5
+    MB; time level within the noise.)
     """
 
     @intrinsic
-    def strip(typingctx, Xt_type, Gt_type, dW_type, k0_type, tile_sums_type):
-        _require_contiguous(Xt=Xt_type, Gt=Gt_type, tile_sums=tile_sums_type)
-        signature = types.void(Xt_type, Gt_type, dW_type, types.intp, tile_sums_type)
+    def strip(typingctx, Xt_type, Gt_type, dW_type, k0_type):
+        _require_contiguous(Xt=Xt_type, Gt=Gt_type, dW=dW_type)
+        signature = types.void(Xt_type, Gt_type, dW_type, types.intp)
 
         def codegen(context, builder, signature, args):
             Xt, Gt, dW = (
@@ -297,7 +299,6 @@ def gradient_strip(n_classes: int):
                 for array_type, value in zip(signature.args[:3], args[:3], strict=True)
             )
             k0 = args[3]
-            tile_sums = context.make_array(tile_sums_type)(context, builder, args[4])
             arrays = _Arrays(context, builder, Xt_type.dtype)
             accumulator_type = context.get_data_type(dW_type.dtype)
             lanes, _, tile_classes = _tile_shapes(context, arrays.itemsize)
@@ -307,27 +308,29 @@ def gradient_strip(n_classes: int):
             n_features = builder.extract_value(Xt.shape, 0)
             n_quads = builder.udiv(n_features, arrays.const(GRADIENT_FEATURES))
             zero = ir.Constant(vector_type, None)
-            # Tiles of four features go to tile_sums where the butterfly fits them:
-            # all TILE_SUMS sums in whole vectors of lanes, on a target that holds a
+            # Tiles of four features take one butterfly where it fits them: all
+            # TILE_SUMS sums in whole vectors of lanes, on a target that holds a
             # tile of GRADIENT_GROUP classes. A tile of fewer classes (the last group,
             # or all of K = 3) is padded with zero vectors, whose shuffles cost less
             # than the sums across lanes they replace.
             butterfly = tile_classes == GRADIENT_GROUP and TILE_SUMS % lanes == 0
 
-            def add_to_tile_sums(sums, quad):
-                """tile_sums[k0 // GRADIENT_GROUP, quad, :] += sums (TILE_SUMS values, lanes at a time)."""
-                doubles = ir.VectorType(ir.DoubleType(), lanes)
-                slot = builder.add(
-                    arrays.row_offset(tile_sums, builder.sdiv(k0, arrays.const(GRADIENT_GROUP))),
-                    arrays.row_offset(tile_sums, quad, 1),
-                )
-                for i, vector in enumerate(sums):
-                    if arrays.scalar != ir.DoubleType():
-                        vector = builder.fpext(vector, doubles)
-                    target = arrays.address(tile_sums, doubles, slot, arrays.const(i * lanes * 8))
-                    builder.store(builder.fadd(builder.load(target, align=8), vector), target, align=8)
+            def add_class_sums(classes, first_feature, sums):
+                """dW[classes[c], first_feature + f] += lane GRADIENT_FEATURES c + f of the sums."""
+                feature_offset = arrays.row_offset(dW, first_feature, 1)
+                for c, k in enumerate(classes):
+                    first_lane = c * GRADIENT_FEATURES
+                    vector = sums[first_lane // lanes]
+                    lanes_of_class = [first_lane % lanes + f for f in range(GRADIENT_FEATURES)]
+                    value = builder.shuffle_vector(
+                        vector, vector, ir.Constant(ir.VectorType(ir.IntType(32), GRADIENT_FEATURES), lanes_of_class)
+                    )
+                    if value.type != ir.VectorType(accumulator_type, GRADIENT_FEATURES):
+                        value = builder.fpext(value, ir.VectorType(accumulator_type, GRADIENT_FEATURES))
+                    target = arrays.address(dW, value.type, arrays.row_offset(dW, k), feature_offset)
+                    builder.store(builder.fadd(builder.load(target, align=8), value), target, align=8)
 
-            def tile(classes, first_feature, n_tile_features, quad=None):
+            def tile(classes, first_feature, n_tile_features, reduce_by_butterfly=False):
                 features = [builder.add(first_feature, arrays.const(f)) for f in range(n_tile_features)]
                 accumulators = [[cgutils.alloca_once(builder, vector_type) for _ in features] for _ in classes]
                 for row in accumulators:
@@ -342,12 +345,12 @@ def gradient_strip(n_classes: int):
                             builder.store(
                                 builder.call(fma, [g_vector, x_vector, builder.load(accumulator)]), accumulator
                             )
-                if quad is not None:
+                if reduce_by_butterfly:
+                    # Lane GRADIENT_FEATURES c + f of the sums belongs to classes[c], feature f.
                     ordered = [builder.load(accumulator) for row in accumulators for accumulator in row]
                     ordered += [zero] * (TILE_SUMS - len(ordered))
-                    add_to_tile_sums(
-                        [_sum_lanes(builder, ordered[i : i + lanes]) for i in range(0, TILE_SUMS, lanes)], quad
-                    )
+                    sums = [_sum_lanes(builder, ordered[i : i + lanes]) for i in range(0, TILE_SUMS, lanes)]
+                    add_class_sums(classes, first_feature, sums)
                     return
                 for k, row in zip(classes, accumulators, strict=True):
                     for d, accumulator in zip(features, row, strict=True):
@@ -365,7 +368,7 @@ def gradient_strip(n_classes: int):
                 classes = [builder.add(k0, arrays.const(c)) for c in range(first, min(first + tile_classes, n_classes))]
                 with cgutils.for_range(builder, n_quads) as quad:
                     first_feature = builder.mul(quad.index, arrays.const(GRADIENT_FEATURES))
-                    tile(classes, first_feature, GRADIENT_FEATURES, quad.index if butterfly else None)
+                    tile(classes, first_feature, GRADIENT_FEATURES, butterfly)
                 first_single = builder.mul(n_quads, arrays.const(GRADIENT_FEATURES))
                 with cgutils.for_range_slice(builder, first_single, n_features, arrays.const(1)) as (feature, _):
                     tile(classes, feature, 1)

@@ -56,9 +56,7 @@ from fastsoftmax.kernels.loss_grad import (
     LossGradVariant,
     _block_gradient,
     _block_logits,
-    _block_scratch,
     _fill_transposed,
-    _flush_tile_sums,
     _prefetch_third,
     _prefetched_bytes,
     _row_gradient,
@@ -225,7 +223,7 @@ def _block_curvature(ZUt, Rt, nb, sample_weight, block_start, scratch):
 
 
 @njit(inline="always", **JIT_OPTIONS)
-def _transposed_block(Xt, nb, sample_weight, block_start, scratch, tile_sums, HV_acc, Hc_acc, upcoming, upcoming_bytes):
+def _transposed_block(Xt, nb, sample_weight, block_start, scratch, HV_acc, Hc_acc, upcoming, upcoming_bytes):
     """One block of the BLOCKED body, its rows r < nb held as Xt[:, r] (zero from nb on).
 
     Meanwhile it prefetches bytes [first, stop) = ``upcoming_bytes`` of the
@@ -238,7 +236,7 @@ def _transposed_block(Xt, nb, sample_weight, block_start, scratch, tile_sums, HV
     _prefetch_third(upcoming, upcoming_bytes, 1)
     _block_curvature(ZUt, Rt, nb, sample_weight, block_start, scratch)
     _prefetch_third(upcoming, upcoming_bytes, 2)
-    _block_gradient(Xt, Rt, HV_acc, Hc_acc, tile_sums)
+    _block_gradient(Xt, Rt, HV_acc, Hc_acc)
 
 
 @njit(**JIT_OPTIONS)
@@ -249,10 +247,9 @@ def _blocked_chunk(X, W, b, V, c, sample_weight, start, stop, HV_acc, Hc_acc):
     transposed block, R^T X one pass of the gradient tiles; the next block
     is prefetched as there.
     """
-    n_classes, n_features = W.shape
+    n_features = W.shape[1]
     Xt = np.empty((n_features, BLOCK_ROWS), dtype=X.dtype)
     scratch = _curvature_scratch(X, W, b, V, c)
-    tile_sums = _block_scratch(X, n_classes, n_features)[4]
     row_bytes = n_features * X.itemsize
     prefetched_bytes = _prefetched_bytes(BLOCK_ROWS * row_bytes)
     for block_start in range(start, stop, BLOCK_ROWS):
@@ -260,8 +257,7 @@ def _blocked_chunk(X, W, b, V, c, sample_weight, start, stop, HV_acc, Hc_acc):
         _fill_transposed(X, block_start, nb, Xt)
         next_first = (block_start + BLOCK_ROWS) * row_bytes
         upcoming = (next_first, min(next_first + prefetched_bytes, stop * row_bytes))
-        _transposed_block(Xt, nb, sample_weight, block_start, scratch, tile_sums, HV_acc, Hc_acc, X, upcoming)
-    _flush_tile_sums(tile_sums, HV_acc)
+        _transposed_block(Xt, nb, sample_weight, block_start, scratch, HV_acc, Hc_acc, X, upcoming)
 
 
 @njit(**JIT_OPTIONS)
@@ -271,9 +267,8 @@ def _row_blocks_chunk(X_blocks, W, b, V, c, sample_weight, start, stop, HV_acc, 
     Takes rows [start, stop), ``start`` a multiple of BLOCK_ROWS; block j
     holds rows j BLOCK_ROWS + r as X_blocks[j, :, r], zero past row N.
     """
-    n_classes, n_features = W.shape
+    n_features = W.shape[1]
     scratch = _curvature_scratch(X_blocks, W, b, V, c)
-    tile_sums = _block_scratch(X_blocks, n_classes, n_features)[4]
     block_bytes = n_features * BLOCK_ROWS * X_blocks.itemsize
     prefetched_bytes = _prefetched_bytes(block_bytes)
     chunk_end = -(-stop // BLOCK_ROWS) * block_bytes
@@ -282,10 +277,7 @@ def _row_blocks_chunk(X_blocks, W, b, V, c, sample_weight, start, stop, HV_acc, 
         block = block_start // BLOCK_ROWS
         next_first = (block + 1) * block_bytes
         upcoming = (next_first, min(next_first + prefetched_bytes, chunk_end))
-        _transposed_block(
-            X_blocks[block], nb, sample_weight, block_start, scratch, tile_sums, HV_acc, Hc_acc, X_blocks, upcoming
-        )
-    _flush_tile_sums(tile_sums, HV_acc)
+        _transposed_block(X_blocks[block], nb, sample_weight, block_start, scratch, HV_acc, Hc_acc, X_blocks, upcoming)
 
 
 @njit(**JIT_OPTIONS)

@@ -57,11 +57,9 @@ from fastsoftmax.kernels._config import BLAS_BLOCK_ROWS, BLOCK_ROWS, JIT_OPTIONS
 from fastsoftmax.kernels._math import exp_inplace, exp_scratch, weighted_log1p_sum
 from fastsoftmax.kernels._signature import named, read_only
 from fastsoftmax.kernels._tiles import (
-    GRADIENT_FEATURES,
     GRADIENT_GROUP,
     LOGITS_GROUP,
     TAIL_PRODUCTS,
-    TILE_SUMS,
     gradient_strip,
     logits_strip,
     prefetch_bytes,
@@ -316,26 +314,25 @@ def _add_block_bias_gradient(Gt, db_acc):
 
 
 @njit(inline="always", **JIT_OPTIONS)
-def _block_gradient(Xt, Gt, dW_acc, db_acc, tile_sums):
+def _block_gradient(Xt, Gt, dW_acc, db_acc):
     """dW_acc[k, d] += sum_r Gt[k, r] Xt[d, r] and db_acc[k] += sum_r Gt[k, r] over the rows r < BLOCK_ROWS.
 
     Classes go GRADIENT_GROUP at a time through register tiles of four
-    features (``_tiles``); rows past the block's end hold zeros in Gt. Tiles
-    may leave their sums in ``tile_sums`` (see ``_flush_tile_sums``).
+    features (``_tiles``); rows past the block's end hold zeros in Gt.
     """
     n_classes = Gt.shape[0]
     _add_block_bias_gradient(Gt, db_acc)
     first = 0
     while n_classes - first >= GRADIENT_GROUP:
-        _gradient_4(Xt, Gt, dW_acc, first, tile_sums)
+        _gradient_4(Xt, Gt, dW_acc, first)
         first += GRADIENT_GROUP
     remaining = n_classes - first
     if remaining == 3:
-        _gradient_3(Xt, Gt, dW_acc, first, tile_sums)
+        _gradient_3(Xt, Gt, dW_acc, first)
     elif remaining == 2:
-        _gradient_2(Xt, Gt, dW_acc, first, tile_sums)
+        _gradient_2(Xt, Gt, dW_acc, first)
     elif remaining == 1:
-        _gradient_1(Xt, Gt, dW_acc, first, tile_sums)
+        _gradient_1(Xt, Gt, dW_acc, first)
 
 
 _row_logits_strips = tuple(row_logits_strip(n) for n in range(1, LOGITS_GROUP + 1))
@@ -392,40 +389,19 @@ def _row_gradient(X, first, nb, Gt, dW_acc, db_acc):
 
 
 @njit(inline="always", **JIT_OPTIONS)
-def _flush_tile_sums(tile_sums, dW_acc):
-    """Add the gradient tiles' sums to dW_acc and zero them (once per chunk).
-
-    tile_sums[g, q, GRADIENT_FEATURES c + f] belongs to class GRADIENT_GROUP g + c
-    and feature GRADIENT_FEATURES q + f (``_tiles.gradient_strip``).
-    """
-    n_groups, n_quads, _ = tile_sums.shape
-    n_classes = dW_acc.shape[0]
-    for g in range(n_groups):
-        for q in range(n_quads):
-            for c in range(min(GRADIENT_GROUP, n_classes - GRADIENT_GROUP * g)):
-                for f in range(GRADIENT_FEATURES):
-                    dW_acc[GRADIENT_GROUP * g + c, GRADIENT_FEATURES * q + f] += tile_sums[
-                        g, q, GRADIENT_FEATURES * c + f
-                    ]
-    tile_sums[:] = 0
-
-
-@njit(inline="always", **JIT_OPTIONS)
-def _block_scratch(dtype_like, n_classes, n_features):
+def _block_scratch(dtype_like, n_classes):
     """The per-chunk scratch of the transposed-block body.
 
     Zt (K, block), each row's tail (see ``_softmax_grad_block``), the labels
-    and weights of a last partial block padded to a full one, the sums of
-    the gradient tiles (``_flush_tile_sums``), and the products of the tails
-    (``_tiles.softmax_gradient_full_block``).
+    and weights of a last partial block padded to a full one, and the
+    products of the tails (``_tiles.softmax_gradient_full_block``).
     """
     Zt = np.empty((n_classes, BLOCK_ROWS), dtype=dtype_like.dtype)
     row_tail = np.empty(BLOCK_ROWS, dtype=dtype_like.dtype)
     padded_labels = np.zeros(BLOCK_ROWS, dtype=np.int64)
     padded_weights = np.zeros(BLOCK_ROWS, dtype=dtype_like.dtype)
-    tile_sums = np.zeros((-(-n_classes // GRADIENT_GROUP), n_features // GRADIENT_FEATURES, TILE_SUMS))
     tail_excess = np.empty(TAIL_PRODUCTS)
-    return Zt, row_tail, padded_labels, padded_weights, tile_sums, tail_excess
+    return Zt, row_tail, padded_labels, padded_weights, tail_excess
 
 
 @njit(inline="always", **JIT_OPTIONS)
@@ -439,7 +415,7 @@ def _block_softmax(Zt, nb, y, sample_weight, block_start, scratch):
     loss is not counted (their logits must be finite). An unweighted full
     block takes its log(1 + t) terms from the tile's products of 1 + t.
     """
-    _, row_tail, padded_labels, padded_weights, _, tail_excess = scratch
+    _, row_tail, padded_labels, padded_weights, tail_excess = scratch
     if nb == BLOCK_ROWS:
         loss = softmax_gradient_full_block(Zt, y, sample_weight, block_start, row_tail, tail_excess)
         if sample_weight.shape[0] == 0:
@@ -499,7 +475,7 @@ def _transposed_block(Xt, nb, y, W, b, sample_weight, block_start, scratch, dW_a
     _prefetch_third(upcoming, upcoming_bytes, 1)
     loss = _block_softmax(Zt, nb, y, sample_weight, block_start, scratch)
     _prefetch_third(upcoming, upcoming_bytes, 2)
-    _block_gradient(Xt, Zt, dW_acc, db_acc, scratch[4])
+    _block_gradient(Xt, Zt, dW_acc, db_acc)
     return loss
 
 
@@ -525,7 +501,7 @@ def _blocked_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc):
     """Rows [start, stop) a transposed block at a time, vectorised across rows."""
     n_features = W.shape[1]
     Xt = np.empty((n_features, BLOCK_ROWS), dtype=X.dtype)
-    scratch = _block_scratch(X, W.shape[0], n_features)
+    scratch = _block_scratch(X, W.shape[0])
     row_bytes = n_features * X.itemsize
     prefetched_bytes = _prefetched_bytes(BLOCK_ROWS * row_bytes)
     loss = 0.0
@@ -539,7 +515,6 @@ def _blocked_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc):
         loss += _transposed_block(
             Xt, nb, y, W, b, sample_weight, block_start, scratch, dW_acc, db_acc, X, (next_first, next_stop)
         )
-    _flush_tile_sums(scratch[4], dW_acc)
     return loss
 
 
@@ -550,7 +525,7 @@ def _row_blocks_chunk(X_blocks, y, W, b, sample_weight, start, stop, dW_acc, db_
     Takes rows [start, stop), ``start`` a multiple of BLOCK_ROWS; block j
     holds rows j BLOCK_ROWS + r as X_blocks[j, :, r], zero past row N.
     """
-    scratch = _block_scratch(X_blocks, W.shape[0], W.shape[1])
+    scratch = _block_scratch(X_blocks, W.shape[0])
     block_bytes = X_blocks.shape[1] * BLOCK_ROWS * X_blocks.itemsize
     prefetched_bytes = _prefetched_bytes(block_bytes)
     chunk_end = -(-stop // BLOCK_ROWS) * block_bytes
@@ -566,7 +541,6 @@ def _row_blocks_chunk(X_blocks, y, W, b, sample_weight, start, stop, dW_acc, db_
         loss += _transposed_block(
             Xt, nb, y, W, b, sample_weight, block_start, scratch, dW_acc, db_acc, X_blocks, (next_first, next_stop)
         )
-    _flush_tile_sums(scratch[4], dW_acc)
     return loss
 
 
@@ -581,7 +555,7 @@ def _rowwise_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc):
     the same rows of the next block (``ROWWISE_PREFETCH_MAX_BYTES``).
     """
     # No features for the gradient tiles' sums: ROWWISE adds its sums to dW_acc itself.
-    scratch = _block_scratch(X, W.shape[0], 0)
+    scratch = _block_scratch(X, W.shape[0])
     Zt = scratch[0]
     row_bytes = X.shape[1] * X.itemsize
     # each row tile of the logits prefetches the same rows of the next block, up to the chunk's end

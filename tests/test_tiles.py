@@ -30,7 +30,6 @@ from fastsoftmax.kernels.loss_grad import (
     _block_scratch,
     _block_softmax,
     _fill_transposed,
-    _flush_tile_sums,
     _row_gradient,
     _row_logits,
     _softmax_grad_block,
@@ -51,10 +50,8 @@ def tiled(request, monkeypatch):
     @njit(fastmath=FASTMATH)
     def products(Xt, W, b, Zt, Gt, dW, db):
         _block_logits(Xt, W, b, Zt)
-        tile_sums = _block_scratch(Xt, W.shape[0], W.shape[1])[4]
-        _block_gradient(Xt, Gt, dW, db, tile_sums)
-        _block_gradient(Xt, Gt, dW, db, tile_sums)  # two blocks: the tile sums add up before the flush
-        _flush_tile_sums(tile_sums, dW)
+        _block_gradient(Xt, Gt, dW, db)
+        _block_gradient(Xt, Gt, dW, db)  # two blocks: the second adds to the first's sums
 
     @njit(fastmath=FASTMATH)
     def transpose(X, first, nb, Xt):
@@ -62,7 +59,7 @@ def tiled(request, monkeypatch):
 
     @njit(fastmath=FASTMATH)
     def softmax_stage(Zt, nb, y, sample_weight, block_start):
-        scratch = _block_scratch(Zt, Zt.shape[0], 1)
+        scratch = _block_scratch(Zt, Zt.shape[0])
         return _block_softmax(Zt, nb, y, sample_weight, block_start, scratch)
 
     return products, transpose, softmax_stage
