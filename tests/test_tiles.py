@@ -152,7 +152,7 @@ def test_row_tiles_match_float64_products(rng, row_products, dtype):
 def test_blocks_are_transposed_exactly(rng, tiled, dtype):
     _, transpose, _ = tiled
     # Feature counts around every width of a square (2 to 16 lanes), odd and even; full and partial blocks.
-    for n_features in (1, 2, 3, 4, 6, 7, 8, 9, 14, 16, 17, 20, 31, 33):
+    for n_features in (1, 2, 3, 4, 6, 7, 8, 9, 12, 14, 16, 17, 20, 24, 30, 31, 33, 46):
         X = rng.standard_normal((3 * BLOCK_ROWS + 5, n_features)).astype(dtype)
         for first, nb in ((0, BLOCK_ROWS), (BLOCK_ROWS + 3, BLOCK_ROWS), (3 * BLOCK_ROWS, 5), (0, 1)):
             Xt = np.full((n_features, BLOCK_ROWS), np.nan, dtype=dtype)
