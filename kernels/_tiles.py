@@ -417,10 +417,9 @@ def _transpose_tall(builder, rows):
     ``rows[r]`` holds row r's w features (w < lanes, both powers of two); the
     result's vector f holds feature f of every row. Rows are packed lanes /
     w to a vector, then log2(w) stages of two-vector shuffles, each pairing
-    vectors that hold the same features for different rows and splitting
-    them by one bit of the feature: w x (log2(w) + 1) whole-vector steps
-    where squares of w took lanes / w times w loads, stages and stores of
-    vectors of w.
+    vectors that hold the same features for different rows, split them by
+    one bit of the feature. The lanes / w squares of w that this replaces
+    moved the same values in vectors of w, lanes / w times as many.
     """
     width, lanes = rows[0].type.count, len(rows)
     per_vector = lanes // width
