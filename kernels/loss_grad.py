@@ -483,9 +483,9 @@ def _transposed_block(Xt, nb, y, W, b, sample_weight, block_start, scratch, dW_a
 def _fill_transposed(X, first, nb, Xt):
     """Xt[d, r] = X[first + r, d] for r < nb, and zero for nb <= r < BLOCK_ROWS (the tiles read every row).
 
-    A full block goes through registers a square of lanes x lanes values at
-    a time (``_tiles.transpose_full_block``); the features past the last
-    square, and a last partial block, one value at a time.
+    A full block goes through registers, a square or a tall tile of values
+    at a time (``_tiles.transpose_full_block``); D = 1 and a last partial
+    block go one value at a time.
     """
     n_features = X.shape[1]
     n_tiled = transpose_full_block(X, first, Xt) if nb == BLOCK_ROWS else 0
