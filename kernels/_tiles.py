@@ -325,7 +325,7 @@ def gradient_strip(n_classes: int):
                     value = builder.shuffle_vector(
                         vector, vector, ir.Constant(ir.VectorType(ir.IntType(32), GRADIENT_FEATURES), lanes_of_class)
                     )
-                    if value.type != ir.VectorType(accumulator_type, GRADIENT_FEATURES):
+                    if accumulator_type != arrays.scalar:
                         value = builder.fpext(value, ir.VectorType(accumulator_type, GRADIENT_FEATURES))
                     target = arrays.address(dW, value.type, arrays.row_offset(dW, k), feature_offset)
                     builder.store(builder.fadd(builder.load(target, align=8), value), target, align=8)
