@@ -49,11 +49,15 @@ def fused_loss_grad(
 ) -> float:
     """Run the fused kernel on already-checked arrays; returns the float64 loss sum.
 
-    Training loops validate once and then call this on every step. ``variant``
-    overrides the shape rule (tests use it to cover every block body).
-    ``X_blocks``, X copied by ``kernels.row_blocks``, runs the BLOCKED body on
-    that layout instead of X, whatever the shape (training passes it where
-    ``kernels.row_blocks_pay`` holds). A
+    Training loops validate once and then call this on every step. X is
+    C-contiguous, or Fortran-ordered (``_checks.check_X(fortran_ok=True)``):
+    the BLOCKED body then reads its transpose as it lies, whatever the shape
+    (``kernels.loss_grad_columns_sums``), where a copy into C order took 3 to
+    5 times the step. ``variant`` overrides the shape rule on a C-ordered X
+    (tests use it to cover every block body). ``X_blocks``, X copied by
+    ``kernels.row_blocks``, runs the BLOCKED body on that layout instead of
+    X, whatever the shape (training passes it where ``kernels.row_blocks_pay``
+    holds). A
     non-finite result is returned as a non-finite loss sum: callers that own X
     pass it to ``_checks.raise_for_nonfinite_loss``, training loops treat it as
     divergence. A gradient that overflowed while the loss stayed finite (sums
@@ -61,7 +65,10 @@ def fused_loss_grad(
     so that every caller's check of the loss sees it.
     """
     n_classes, n_features = W.shape
-    if X_blocks is not None:
+    fortran = X_blocks is None and not X.flags.c_contiguous
+    if fortran and variant is not None:
+        X, fortran = np.ascontiguousarray(X), False
+    if X_blocks is not None or fortran:
         variant = kernels.LossGradVariant.BLOCKED
     elif variant is None:
         variant = kernels.select_variant(n_features, n_classes, X.itemsize)
@@ -79,6 +86,8 @@ def fused_loss_grad(
             loss_sum = kernels.loss_grad_row_blocks_sums(
                 X_blocks, y, W, b, sample_weight, n_chunks, scale, l2, dW_out, db_out
             )
+        elif fortran:
+            loss_sum = kernels.loss_grad_columns_sums(X.T, y, W, b, sample_weight, n_chunks, scale, l2, dW_out, db_out)
         else:
             loss_sum = kernels.loss_grad_sums(X, y, W, b, sample_weight, variant, n_chunks, scale, l2, dW_out, db_out)
     # dW and db are K x D: scanning them costs little next to the pass over X.
@@ -100,7 +109,7 @@ def descend(W: np.ndarray, b: np.ndarray, dW: np.ndarray, db: np.ndarray, step) 
 
 def _check_problem(X, y, W, b, sample_weight, scale_free: bool = False):
     W, b = _checks.check_weights(W, b)
-    X = _checks.check_X(X, W.dtype, W.shape[1])
+    X = _checks.check_X(X, W.dtype, W.shape[1], fortran_ok=True)
     y = _checks.check_labels(y, X.shape[0], W.shape[0])
     sample_weight = _checks.check_sample_weight(sample_weight, X.shape[0], W.dtype, scale_free=scale_free)
     return X, y, W, b, sample_weight

@@ -178,12 +178,14 @@ def check_direction(V, c, W: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return V, c
 
 
-def check_X(X, dtype: np.dtype, n_features: int | None = None) -> np.ndarray:
+def check_X(X, dtype: np.dtype, n_features: int | None = None, fortran_ok: bool = False) -> np.ndarray:
     """Check the data X (N, D) and return it C-contiguous in ``dtype``.
 
     Integer and boolean X are cast to ``dtype``; a floating X of another dtype
     raises TypeError rather than being copied silently. NaN and inf are not
-    scanned for here (see the module docstring).
+    scanned for here (see the module docstring). With ``fortran_ok``, a
+    Fortran-ordered X of that dtype comes back as it is, for the loss+grad
+    kernel, which reads it without a copy (``_api.fused_loss_grad``).
     """
     X = _as_array(X, "X")
     if X.ndim != 2:
@@ -206,6 +208,8 @@ def check_X(X, dtype: np.dtype, n_features: int | None = None) -> np.ndarray:
             )
     elif kind not in "iub":
         raise TypeError(f"X has dtype {X.dtype}; it must be a real numeric array.")
+    if fortran_ok and X.dtype == dtype and X.flags.f_contiguous:
+        return X
     return _contiguous(X, dtype)
 
 
@@ -408,6 +412,8 @@ def check_X_finite(X: np.ndarray, fix: str = "before calling", row_offset=0) -> 
     gathered mini-batch).
     """
     n_chunks = work_chunks(X.shape[0], X.shape[1])
+    # The scan takes C order (a Fortran-ordered X comes from the loss+grad path, which runs this only on a failure).
+    X = np.ascontiguousarray(X)
     with parallel_section(n_chunks):
         n_bad, first_row = kernels.count_nonfinite(kernels.read_only(X), n_chunks)
     if n_bad:

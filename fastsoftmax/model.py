@@ -81,11 +81,12 @@ class SoftmaxRegression:
     def _params(self) -> tuple[np.ndarray, np.ndarray]:
         return _checks.check_weights(self.W, self.b, self.dtype)
 
-    def _X(self, X) -> np.ndarray:
-        return _checks.check_X(_checks.as_compute_dtype(X, self.dtype), self.dtype, self.input_dim)
+    def _X(self, X, fortran_ok: bool = False) -> np.ndarray:
+        return _checks.check_X(_checks.as_compute_dtype(X, self.dtype), self.dtype, self.input_dim, fortran_ok)
 
-    def _Xy(self, X, y) -> tuple[np.ndarray, np.ndarray]:
-        X = self._X(X)
+    def _Xy(self, X, y, fortran_ok: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        # fortran_ok: the fused loss+grad reads a Fortran-ordered X as it is (``_api.fused_loss_grad``).
+        X = self._X(X, fortran_ok)
         return X, _checks.check_labels(y, X.shape[0], self.num_classes)
 
     # -- the textbook interface ------------------------------------------------
@@ -113,7 +114,7 @@ class SoftmaxRegression:
         from :meth:`forward`, as the textbook class takes them, the gradient is
         formed from those probabilities instead.
         """
-        X, y = self._Xy(X, y)
+        X, y = self._Xy(X, y, fortran_ok=True)
         W, b = self._params()
         if probs is not None:
             probs = _checks.check_float_param(probs, "probs", 2, self.dtype)
@@ -139,7 +140,7 @@ class SoftmaxRegression:
         """
         lr = _checks.check_lr(lr)
         l2 = _checks.check_l2(l2)
-        X, y = self._Xy(X, y)
+        X, y = self._Xy(X, y, fortran_ok=True)
         W, b = self._params()
         dW, db = np.empty_like(W), np.empty_like(b)
         loss_sum = fused_loss_grad(X, y, W, b, _checks.no_weights(self.dtype), 1.0 / X.shape[0], l2, dW, db)

@@ -1,7 +1,8 @@
 """Numba kernels for fastsoftmax (installed as ``fastsoftmax.kernels``).
 
 Plain ``@njit`` functions over arrays that the Python layer has already checked:
-C-contiguous, one float dtype per call, labels in range. Kernels write into the
+C-contiguous (a Fortran-ordered X goes to ``loss_grad_columns_sums`` as its
+C-contiguous transpose), one float dtype per call, labels in range. Kernels write into the
 ``out`` buffers they are given; they do no validation and no I/O.
 
 Callers pass the arrays a kernel only reads through ``read_only``, so that
@@ -16,6 +17,7 @@ from fastsoftmax.kernels.hessian import hessian_vector_row_blocks_sums, hessian_
 from fastsoftmax.kernels.lbfgs import two_loop
 from fastsoftmax.kernels.loss_grad import (
     LossGradVariant,
+    loss_grad_columns_sums,
     loss_grad_row_blocks_sums,
     loss_grad_sums,
     row_blocks,
@@ -46,6 +48,7 @@ __all__ = [
     "hessian_vector_sums",
     "label_range",
     "log_softmax_rows",
+    "loss_grad_columns_sums",
     "loss_grad_row_blocks_sums",
     "loss_grad_sums",
     "predict_labels",

@@ -180,16 +180,18 @@ def _reduce_add(builder, vector_type, itemsize):
 
 @functools.cache
 def logits_strip(n_classes: int):
-    """An intrinsic ``strip(Xt, W, b, Zt, k0)``: Zt[k0 + c, r] = b[k0 + c] + sum_d W[k0 + c, d] Xt[d, r].
+    """An intrinsic ``strip(Xt, W, b, Zt, k0, column)``: Zt[k0 + c, r] = b[k0 + c] + W[k0 + c] . Xt[:, column + r].
 
-    For c < ``n_classes`` and every r < BLOCK_ROWS. Xt (D, BLOCK_ROWS) and Zt
-    (K, BLOCK_ROWS) have contiguous rows; W (K, D) and b (K,) any strides.
+    For c < ``n_classes`` and every r < BLOCK_ROWS. Xt (D, M) with
+    M >= column + BLOCK_ROWS (a transposed block, column 0, or the
+    transpose of a Fortran-ordered X) and Zt (K, BLOCK_ROWS) have contiguous
+    rows; W (K, D) and b (K,) any strides.
     """
 
     @intrinsic
-    def strip(typingctx, Xt_type, W_type, b_type, Zt_type, k0_type):
+    def strip(typingctx, Xt_type, W_type, b_type, Zt_type, k0_type, column_type):
         _require_contiguous(Xt=Xt_type, Zt=Zt_type)
-        signature = types.void(Xt_type, W_type, b_type, Zt_type, types.intp)
+        signature = types.void(Xt_type, W_type, b_type, Zt_type, types.intp, types.intp)
 
         def codegen(context, builder, signature, args):
             Xt, W, b, Zt = (
@@ -198,6 +200,7 @@ def logits_strip(n_classes: int):
             )
             k0 = args[4]
             arrays = _Arrays(context, builder, Xt_type.dtype)
+            column_bytes = builder.mul(args[5], arrays.const(arrays.itemsize))
             lanes, n_row_vectors, _ = _tile_shapes(context, arrays.itemsize)
             vector_type = ir.VectorType(arrays.scalar, lanes)
             fma = _fma(builder, vector_type, arrays.itemsize)
@@ -218,7 +221,7 @@ def logits_strip(n_classes: int):
                     for accumulator in row:
                         builder.store(bias, accumulator)
                 with cgutils.for_range(builder, n_features) as feature:
-                    x_row = arrays.row_offset(Xt, feature.index)
+                    x_row = builder.add(arrays.row_offset(Xt, feature.index), column_bytes)
                     x = [arrays.load(Xt, vector_type, x_row, offset) for offset in row_bytes]
                     for k, row in zip(classes, accumulators, strict=True):
                         w_offset = builder.add(arrays.row_offset(W, k), arrays.row_offset(W, feature.index, 1))
@@ -267,11 +270,12 @@ def _sum_lanes(builder, vectors):
 
 @functools.cache
 def gradient_strip(n_classes: int):
-    """An intrinsic ``strip(Xt, Gt, dW, k0)``: dW[k0 + c, d] += sum_r Gt[k0 + c, r] Xt[d, r].
+    """An intrinsic ``strip(Xt, Gt, dW, k0, column)``: dW[k0 + c, d] += sum_r Gt[k0 + c, r] Xt[d, column + r].
 
-    For c < ``n_classes``, every feature d and r < BLOCK_ROWS. Xt (D,
-    BLOCK_ROWS) and Gt (K, BLOCK_ROWS) have contiguous rows and the data's
-    dtype; dW (K, D) is a C-contiguous float64 accumulator. Each sum over
+    For c < ``n_classes``, every feature d and r < BLOCK_ROWS. Xt (D, M),
+    M >= column + BLOCK_ROWS (as for ``logits_strip``), and Gt (K,
+    BLOCK_ROWS) have contiguous rows and the data's dtype; dW (K, D) is a
+    C-contiguous float64 accumulator. Each sum over
     the block is taken in the data's dtype (lanes, then across them) and
     added in float64, as the Numba bodies do.
 
@@ -289,9 +293,9 @@ def gradient_strip(n_classes: int):
     """
 
     @intrinsic
-    def strip(typingctx, Xt_type, Gt_type, dW_type, k0_type):
+    def strip(typingctx, Xt_type, Gt_type, dW_type, k0_type, column_type):
         _require_contiguous(Xt=Xt_type, Gt=Gt_type, dW=dW_type)
-        signature = types.void(Xt_type, Gt_type, dW_type, types.intp)
+        signature = types.void(Xt_type, Gt_type, dW_type, types.intp, types.intp)
 
         def codegen(context, builder, signature, args):
             Xt, Gt, dW = (
@@ -300,6 +304,7 @@ def gradient_strip(n_classes: int):
             )
             k0 = args[3]
             arrays = _Arrays(context, builder, Xt_type.dtype)
+            column_bytes = builder.mul(args[4], arrays.const(arrays.itemsize))
             accumulator_type = context.get_data_type(dW_type.dtype)
             lanes, _, tile_classes = _tile_shapes(context, arrays.itemsize)
             vector_type = ir.VectorType(arrays.scalar, lanes)
@@ -339,7 +344,7 @@ def gradient_strip(n_classes: int):
                 with cgutils.for_range(builder, arrays.const(BLOCK_ROWS // lanes)) as step:
                     offset = builder.mul(step.index, arrays.const(lanes * arrays.itemsize))
                     g = [arrays.load(Gt, vector_type, arrays.row_offset(Gt, k), offset) for k in classes]
-                    x = [arrays.load(Xt, vector_type, arrays.row_offset(Xt, d), offset) for d in features]
+                    x = [arrays.load(Xt, vector_type, arrays.row_offset(Xt, d), column_bytes, offset) for d in features]
                     for g_vector, row in zip(g, accumulators, strict=True):
                         for x_vector, accumulator in zip(x, row, strict=True):
                             builder.store(

@@ -256,7 +256,7 @@ def _blocked_chunk(X, W, b, V, c, sample_weight, start, stop, HV_acc, Hc_acc):
         nb = min(BLOCK_ROWS, stop - block_start)
         _fill_transposed(X, block_start, nb, Xt)
         next_first = (block_start + BLOCK_ROWS) * row_bytes
-        upcoming = (next_first, min(next_first + prefetched_bytes, stop * row_bytes))
+        upcoming = (next_first, min(next_first + prefetched_bytes, stop * row_bytes), 1, 0)
         _transposed_block(Xt, nb, sample_weight, block_start, scratch, HV_acc, Hc_acc, X, upcoming)
 
 
@@ -276,7 +276,7 @@ def _row_blocks_chunk(X_blocks, W, b, V, c, sample_weight, start, stop, HV_acc, 
         nb = min(BLOCK_ROWS, stop - block_start)
         block = block_start // BLOCK_ROWS
         next_first = (block + 1) * block_bytes
-        upcoming = (next_first, min(next_first + prefetched_bytes, chunk_end))
+        upcoming = (next_first, min(next_first + prefetched_bytes, chunk_end), 1, 0)
         _transposed_block(X_blocks[block], nb, sample_weight, block_start, scratch, HV_acc, Hc_acc, X_blocks, upcoming)
 
 

@@ -1,0 +1,143 @@
+"""A Fortran-ordered X: the loss+grad kernel reads its transpose as it lies, with no copy.
+
+X.T of a Fortran-ordered X (N, D) is C-contiguous (D, N): a block of X's
+rows is a block of its columns, laid out as the BLOCKED body's transposed
+block. ``kernels.loss_grad_columns_sums`` runs the BLOCKED body's tiles on
+it; the last partial block comes from a zero-padded copy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import DTYPE_IDS, DTYPES, assert_grad_close, grad_rtol, make_problem, reference_loss_grad
+
+import fastsoftmax as fs
+from fastsoftmax import kernels
+from fastsoftmax.kernels import LossGradVariant
+from fastsoftmax.kernels._config import BLOCK_ROWS
+from fastsoftmax.model import SoftmaxRegression
+
+
+@pytest.mark.parametrize("n_chunks", [1, 3])
+@pytest.mark.parametrize("n_classes", [3, 70])
+@pytest.mark.parametrize("n_features", [1, 11, 70])
+@pytest.mark.parametrize("n", [1, 127, 128, 129, 8 * BLOCK_ROWS + 76])
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_columns_body_equals_the_transposing_body(rng, dtype, n, n_features, n_classes, n_chunks):
+    # The same blocks through the same tiles, in chunks cut at the same block
+    # boundaries: the same sums bit for bit as the BLOCKED body on a C-ordered X.
+    X, y, W, b, sw = make_problem(rng, n, n_features, n_classes, dtype, weighted=n % 2 == 1)
+    y = y.astype(np.int64)
+    sw = np.empty(0, dtype) if sw is None else sw
+    n_chunks = min(n_chunks, -(-n // BLOCK_ROWS))
+    expected_dW, expected_db = np.empty_like(W), np.empty_like(b)
+    expected = kernels.loss_grad_sums(
+        X, y, W, b, sw, LossGradVariant.BLOCKED, n_chunks, 0.5, 0.2, expected_dW, expected_db
+    )
+    X_T = np.asfortranarray(X).T
+    assert X_T.flags.c_contiguous
+    dW, db = np.empty_like(W), np.empty_like(b)
+    got = kernels.loss_grad_columns_sums(X_T, y, W, b, sw, n_chunks, 0.5, 0.2, dW, db)
+    assert got == expected
+    np.testing.assert_array_equal(dW, expected_dW)
+    np.testing.assert_array_equal(db, expected_db)
+
+
+@pytest.mark.parametrize("n", [1, 127, 300])
+def test_columns_tail_is_the_last_partial_block_zero_padded(rng, n):
+    X_T = rng.standard_normal((5, n))
+    tail = kernels.loss_grad.columns_tail(X_T)
+    n_tail = n % BLOCK_ROWS
+    assert tail.shape == (5, BLOCK_ROWS) and tail.flags.c_contiguous
+    np.testing.assert_array_equal(tail[:, :n_tail], X_T[:, n - n_tail :])
+    np.testing.assert_array_equal(tail[:, n_tail:], 0)
+    assert kernels.loss_grad.columns_tail(np.ones((5, 2 * BLOCK_ROWS))).shape == (5, 0)
+
+
+def _spy(monkeypatch):
+    """Count the calls of ``kernels.loss_grad_columns_sums`` and the shapes of X_T they get."""
+    calls = []
+    kernel = kernels.loss_grad_columns_sums
+
+    def counted(X_T, *args):
+        calls.append(X_T.shape)
+        return kernel(X_T, *args)
+
+    monkeypatch.setattr(kernels, "loss_grad_columns_sums", counted)
+    return calls
+
+
+def _fortran_layouts(X, tmp_path):
+    """X as a Fortran-ordered array, read-only view and memory map."""
+    fortran = np.asfortranarray(X)
+    readonly = fortran.view()
+    readonly.flags.writeable = False
+    mapped = np.memmap(tmp_path / "X.dat", dtype=X.dtype, mode="w+", shape=X.shape, order="F")
+    mapped[...] = X
+    return {"fortran": fortran, "readonly": readonly, "memmap": mapped}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_public_functions_read_fortran_X_without_a_copy(rng, tmp_path, monkeypatch, dtype):
+    n, d, k = 1000, 9, 4
+    X, y, W, b, sw = make_problem(rng, n, d, k, dtype, weighted=True)
+    calls = _spy(monkeypatch)
+    ref = reference_loss_grad(X, y, W, b, l2=0.1, sample_weight=sw)
+    rtol = grad_rtol(dtype, n, d, k)
+    for name, X_layout in _fortran_layouts(X, tmp_path).items():
+        calls.clear()
+        loss, dW, db = fs.loss_and_grad(X_layout, y, W, b, l2=0.1, sample_weight=sw)
+        assert calls == [(d, n)], name
+        assert_grad_close(loss, dW, db, ref, X, W, 0.1, rtol)
+        sums = fs.loss_and_grad_sums(X_layout, y, W, b, sample_weight=sw)
+        c_sums = fs.loss_and_grad_sums(X, y, W, b, sample_weight=sw)
+        assert len(calls) == 2
+        np.testing.assert_allclose(sums.dW_sum, c_sums.dW_sum, rtol=rtol, atol=rtol * np.abs(c_sums.dW_sum).max())
+        np.testing.assert_allclose(sums.loss_sum, c_sums.loss_sum, rtol=rtol)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_model_steps_on_fortran_X_match_c_X(rng, monkeypatch, dtype):
+    n, d, k = 700, 6, 3
+    X, y, _, _, _ = make_problem(rng, n, d, k, dtype)
+    calls = _spy(monkeypatch)
+    on_c, on_fortran = SoftmaxRegression(d, k, seed=0, dtype=dtype), SoftmaxRegression(d, k, seed=0, dtype=dtype)
+    rtol = grad_rtol(dtype, n, d, k)
+    for _ in range(3):
+        loss_c = on_c.train_step(X, y, lr=0.5, l2=0.01)
+        loss_f = on_fortran.train_step(np.asfortranarray(X), y, lr=0.5, l2=0.01)
+        np.testing.assert_allclose(loss_f, loss_c, rtol=rtol)
+    np.testing.assert_allclose(on_fortran.W, on_c.W, rtol=rtol, atol=rtol)
+    dW_c, db_c = on_c.backward(X, y)
+    dW_f, db_f = on_fortran.backward(np.asfortranarray(X), y)
+    np.testing.assert_allclose(dW_f, dW_c, rtol=rtol, atol=rtol * np.abs(dW_c).max())
+    assert len(calls) == 4  # three steps and the backward pass
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_fortran_X_with_nan_names_the_row(rng, dtype):
+    X, y, W, b, _ = make_problem(rng, 400, 5, 3, dtype)
+    X = np.asfortranarray(X)
+    X[211, 2] = np.nan
+    with pytest.raises(ValueError, match="first in row 211"):
+        fs.loss_and_grad(X, y, W, b)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_fortran_X_keeps_extreme_logits_finite(rng, dtype):
+    # Logits of +-1e4 in every block, the partial one included.
+    n, d, k = 300, 3, 4
+    X = np.asfortranarray(rng.choice([-1.0, 1.0], size=(n, d)).astype(dtype))
+    W = (rng.choice([-1.0, 1.0], size=(k, d)) * 1e4 / d).astype(dtype)
+    b = np.zeros(k, dtype)
+    y = rng.integers(0, k, n)
+    loss, dW, db = fs.loss_and_grad(X, y, W, b)
+    assert np.isfinite(loss) and np.isfinite(dW).all() and np.isfinite(db).all()
+    assert_grad_close(loss, dW, db, reference_loss_grad(X, y, W, b), X, W, 0.0, grad_rtol(dtype, n, d, k))
+
+
+def test_fortran_X_of_another_dtype_is_refused(rng):
+    X, y, W, b, _ = make_problem(rng, 200, 4, 3, np.float64)
+    with pytest.raises(TypeError, match="cast one to match"):
+        fs.loss_and_grad(np.asfortranarray(X.astype(np.float32)), y, W, b)
