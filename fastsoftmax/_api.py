@@ -288,7 +288,7 @@ def cross_entropy(
 
 def _check_prediction_input(X, W, b):
     W, b = _checks.check_weights(W, b)
-    return _checks.check_X(X, W.dtype, W.shape[1]), W, b
+    return _checks.check_X(X, W.dtype, W.shape[1], fortran_ok=True), W, b
 
 
 def _raise_for_nonfinite_logits(X: np.ndarray, n_bad_rows: int) -> None:
@@ -298,10 +298,24 @@ def _raise_for_nonfinite_logits(X: np.ndarray, n_bad_rows: int) -> None:
         raise _checks.overflow_error()
 
 
-def _prediction_plan(X: np.ndarray, W: np.ndarray) -> tuple[int, kernels.LossGradVariant]:
-    """Chunks and block body (``kernels.select_predict_variant``) for prediction."""
+def _predict_into(X: np.ndarray, W: np.ndarray, b: np.ndarray, proba_out: np.ndarray, labels: np.ndarray) -> None:
+    """labels (N,) and, where proba_out (N, K) or (0, K) has rows, the probabilities of checked X, W and b.
+
+    A C-ordered X goes to the body ``kernels.select_predict_variant`` picks;
+    a Fortran-ordered one (``_checks.check_X(fortran_ok=True)``) is read
+    where it lies (``kernels.predict_columns``). Raises for rows whose
+    logits are not finite.
+    """
     n_chunks = _n_chunks(X.shape[0], W.shape[1], W.shape[0])
-    return n_chunks, kernels.select_predict_variant(W.shape[1], W.shape[0], X.itemsize)
+    fortran = not X.flags.c_contiguous
+    variant = kernels.select_predict_variant(W.shape[1], W.shape[0], X.itemsize)
+    with parallel_section(n_chunks, calls_blas=not fortran and variant == kernels.LossGradVariant.BLAS):
+        W, b = kernels.read_only(W), kernels.read_only(b)
+        if fortran:
+            n_bad_rows = kernels.predict_columns(X.T, W, b, proba_out, labels, n_chunks)
+        else:
+            n_bad_rows = kernels.predict_proba_labels(kernels.read_only(X), W, b, proba_out, labels, n_chunks, variant)
+    _raise_for_nonfinite_logits(X, n_bad_rows)
 
 
 def predict_proba(X, W, b, *, out: np.ndarray | None = None) -> np.ndarray:
@@ -318,12 +332,7 @@ def predict_proba(X, W, b, *, out: np.ndarray | None = None) -> np.ndarray:
     X, W, b = _check_prediction_input(X, W, b)
     out = _checks.check_out(out, (X.shape[0], W.shape[0]), W.dtype)
     _checks.check_out_overlap(out, {"X": X, "W": W, "b": b})
-    labels = np.empty(X.shape[0], dtype=np.int64)
-    n_chunks, variant = _prediction_plan(X, W)
-    with parallel_section(n_chunks, calls_blas=variant == kernels.LossGradVariant.BLAS):
-        X, W, b = map(kernels.read_only, (X, W, b))
-        n_bad_rows = kernels.predict_proba_labels(X, W, b, out, labels, n_chunks, variant)
-    _raise_for_nonfinite_logits(X, n_bad_rows)
+    _predict_into(X, W, b, out, np.empty(X.shape[0], dtype=np.int64))
     return out
 
 
@@ -331,9 +340,5 @@ def predict(X, W, b) -> np.ndarray:
     """Predicted labels argmax_k (X W^T + b)_k, shape (N,) int64, without forming probabilities."""
     X, W, b = _check_prediction_input(X, W, b)
     labels = np.empty(X.shape[0], dtype=np.int64)
-    n_chunks, variant = _prediction_plan(X, W)
-    with parallel_section(n_chunks, calls_blas=variant == kernels.LossGradVariant.BLAS):
-        X, W, b = map(kernels.read_only, (X, W, b))
-        n_bad_rows = kernels.predict_labels(X, W, b, labels, n_chunks, variant)
-    _raise_for_nonfinite_logits(X, n_bad_rows)
+    _predict_into(X, W, b, np.empty((0, W.shape[0]), dtype=W.dtype), labels)
     return labels

@@ -85,7 +85,7 @@ class SoftmaxRegression:
         return _checks.check_X(_checks.as_compute_dtype(X, self.dtype), self.dtype, self.input_dim, fortran_ok)
 
     def _Xy(self, X, y, fortran_ok: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        # fortran_ok: the fused loss+grad reads a Fortran-ordered X as it is (``_api.fused_loss_grad``).
+        # fortran_ok: the fused loss+grad and prediction read a Fortran-ordered X as it is.
         X = self._X(X, fortran_ok)
         return X, _checks.check_labels(y, X.shape[0], self.num_classes)
 
@@ -158,11 +158,11 @@ class SoftmaxRegression:
     def predict(self, X) -> np.ndarray:
         """Predicted class indices, shape (N,) int64."""
         W, b = self._params()
-        return predict(self._X(X), W, b)
+        return predict(self._X(X, fortran_ok=True), W, b)
 
     def accuracy(self, X, y) -> float:
         """Fraction of rows whose predicted class equals y."""
-        X, y = self._Xy(X, y)
+        X, y = self._Xy(X, y, fortran_ok=True)
         return float(np.mean(self.predict(X) == y))
 
     # -- estimator extras ------------------------------------------------------
@@ -170,7 +170,7 @@ class SoftmaxRegression:
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities softmax(X W^T + b), shape (N, K), in the model's dtype."""
         W, b = self._params()
-        return predict_proba(self._X(X), W, b)
+        return predict_proba(self._X(X, fortran_ok=True), W, b)
 
     def score(self, X, y) -> float:
         """Mean accuracy on (X, y), as scikit-learn's classifiers define ``score``."""

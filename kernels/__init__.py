@@ -25,7 +25,7 @@ from fastsoftmax.kernels.loss_grad import (
     select_variant,
 )
 from fastsoftmax.kernels.moments import column_moments
-from fastsoftmax.kernels.predict import predict_labels, predict_proba_labels, select_predict_variant
+from fastsoftmax.kernels.predict import predict_columns, predict_labels, predict_proba_labels, select_predict_variant
 from fastsoftmax.kernels.reductions import count_nonfinite, stream_sum
 from fastsoftmax.kernels.scans import all_finite, all_finite_pair, descend, label_range
 from fastsoftmax.kernels.softmax import (
@@ -51,6 +51,7 @@ __all__ = [
     "loss_grad_columns_sums",
     "loss_grad_row_blocks_sums",
     "loss_grad_sums",
+    "predict_columns",
     "predict_labels",
     "predict_proba_labels",
     "read_only",

@@ -9,8 +9,10 @@ The logits come from the block bodies of the fused loss and gradient
 (``loss_grad``), chosen by ``select_predict_variant``: BLOCKED and ROWWISE
 form a block's logits Zt (K, BLOCK_ROWS) through their register tiles, and
 the argmax runs across the block's rows, one class at a time; BLAS forms
-Z (block, K) by one GEMM. As there, each body has its own parallel driver,
-so a first call compiles the body its shape selects and no other.
+Z (block, K) by one GEMM. A Fortran-ordered X goes to BLOCKED's tiles on
+its transpose, read where it lies (``predict_columns``). As there, each
+body has its own parallel driver, so a first call compiles the body its
+shape selects and no other.
 """
 
 import math
@@ -20,21 +22,26 @@ from numba import njit, prange
 
 from fastsoftmax.kernels._config import BLAS_BLOCK_ROWS, BLOCK_ROWS, JIT_OPTIONS
 from fastsoftmax.kernels._math import exp_inplace, exp_scratch
-from fastsoftmax.kernels._signature import named
+from fastsoftmax.kernels._signature import named, read_only
 from fastsoftmax.kernels._tiles import prefetch_bytes
 from fastsoftmax.kernels.loss_grad import (
     ROWWISE_PREFETCH_MAX_BYTES,
     LossGradVariant,
     _block_logits,
     _fill_transposed,
+    _prefetch_third,
     _prefetched_bytes,
     _row_logits,
+    chunk_rows,
+    columns_tail,
     select_variant,
 )
 from fastsoftmax.kernels.softmax import exp_shifted_block
 
 _ROWWISE = int(LossGradVariant.ROWWISE)
 _BLAS = int(LossGradVariant.BLAS)
+#: The BLOCKED body on a Fortran-ordered X (``predict_columns``), as in ``loss_grad``.
+_COLUMNS = 5
 
 
 def select_predict_variant(n_features: int, n_classes: int, itemsize: int) -> LossGradVariant:
@@ -124,6 +131,25 @@ def _blocked_logits(X, block_start, nb, W, b, Zt, Xt, chunk_end_bytes):
 
 
 @njit(inline="always", **JIT_OPTIONS)
+def _columns_logits(X_columns, block_start, nb, W, b, Zt, stop):
+    """Zt = the logits of rows block_start + r, r < nb, of a Fortran-ordered X by BLOCKED's logits tiles.
+
+    ``X_columns`` = (X.T, ``loss_grad.columns_tail(X.T)``): a whole block is
+    read where it lies, the last partial one from the tail. The same rows of
+    the next block (up to row ``stop``) are prefetched feature by feature.
+    """
+    X_T, X_tail = X_columns
+    n_features, itemsize = X_T.shape[0], X_T.itemsize
+    next_first = block_start + BLOCK_ROWS
+    next_stop = min(next_first + _prefetched_bytes(BLOCK_ROWS * n_features * itemsize) // (n_features * itemsize), stop)
+    upcoming = (next_first * itemsize, next_stop * itemsize, n_features, X_T.strides[0])
+    for third in range(3):
+        _prefetch_third(X_T, upcoming, third)
+    full = nb == BLOCK_ROWS
+    _block_logits(X_T if full else X_tail, W, b, Zt, block_start if full else 0)
+
+
+@njit(inline="always", **JIT_OPTIONS)
 def _rowwise_logits(X, block_start, nb, W, b, Zt, Xt, chunk_end_bytes):
     """Zt[:, :nb] = the logits of rows block_start + r by the ROWWISE logits tiles, which prefetch the next block."""
     ahead = _prefetched_bytes(BLOCK_ROWS * X.shape[1] * X.itemsize, ROWWISE_PREFETCH_MAX_BYTES)
@@ -180,31 +206,37 @@ def _copy_probabilities(Zt, nb, row_scale, block):
                 block[r, k] = Zt[k, r] * scale
 
 
-def _make_tiled_chunk(uses_transpose: bool, name: str):
+def _make_tiled_chunk(variant: int, name: str):
     """A body that forms each block's logits Zt (K, BLOCK_ROWS) by BLOCKED's tiles or by ROWWISE's.
 
-    ``uses_transpose`` reaches the compiled code as a constant (a closure
-    variable, as in ``loss_grad``'s drivers), so each body compiles one set
-    of tiles. (A closure over the logits function itself is not cached on disk.)
+    ``variant`` (BLOCKED, ROWWISE or ``_COLUMNS``, BLOCKED's tiles on a
+    Fortran-ordered X given as ``(X.T, columns_tail(X.T))``) reaches the
+    compiled code as a constant (a closure variable, as in ``loss_grad``'s
+    drivers), so each body compiles one set of tiles. (A closure over the
+    logits function itself is not cached on disk.)
     """
+    uses_transpose = variant == int(LossGradVariant.BLOCKED)
 
     @njit(**JIT_OPTIONS)
     @named(name)
     def chunk(X, W, b, proba_out, labels_out, start, stop):
         # Rows [start, stop): the labels, and the probabilities where proba_out
         # has rows; returns the rows with a non-finite logit.
+        data = X[0] if variant == _COLUMNS else X
         n_classes, n_features = W.shape
         with_proba = proba_out.shape[0] > 0
-        Zt = np.empty((n_classes, BLOCK_ROWS), dtype=X.dtype)
-        Xt = np.empty((n_features if uses_transpose else 0, BLOCK_ROWS), dtype=X.dtype)
-        rows = np.empty((2, BLOCK_ROWS), dtype=X.dtype)
+        Zt = np.empty((n_classes, BLOCK_ROWS), dtype=data.dtype)
+        Xt = np.empty((n_features if uses_transpose else 0, BLOCK_ROWS), dtype=data.dtype)
+        rows = np.empty((2, BLOCK_ROWS), dtype=data.dtype)
         row_finite = np.empty(BLOCK_ROWS, dtype=np.bool_)
-        scratch = exp_scratch(X, BLOCK_ROWS if with_proba else 0)
-        chunk_end_bytes = stop * n_features * X.itemsize
+        scratch = exp_scratch(data, BLOCK_ROWS if with_proba else 0)
+        chunk_end_bytes = stop * n_features * data.itemsize
         n_bad = 0
         for block_start in range(start, stop, BLOCK_ROWS):
             nb = min(BLOCK_ROWS, stop - block_start)
-            if uses_transpose:
+            if variant == _COLUMNS:
+                _columns_logits(X, block_start, nb, W, b, Zt, stop)
+            elif uses_transpose:
                 _blocked_logits(X, block_start, nb, W, b, Zt, Xt, chunk_end_bytes)
             else:
                 _rowwise_logits(X, block_start, nb, W, b, Zt, Xt, chunk_end_bytes)
@@ -217,8 +249,9 @@ def _make_tiled_chunk(uses_transpose: bool, name: str):
     return chunk
 
 
-_blocked_chunk = _make_tiled_chunk(True, "_blocked_chunk")
-_rowwise_chunk = _make_tiled_chunk(False, "_rowwise_chunk")
+_blocked_chunk = _make_tiled_chunk(int(LossGradVariant.BLOCKED), "_blocked_chunk")
+_rowwise_chunk = _make_tiled_chunk(_ROWWISE, "_rowwise_chunk")
+_columns_chunk = _make_tiled_chunk(_COLUMNS, "_columns_chunk")
 
 
 @njit(**JIT_OPTIONS)
@@ -255,22 +288,27 @@ def _chunk(X, W, b, proba_out, labels_out, start, stop, variant):
         return _blas_chunk(X, W, b, proba_out, labels_out, start, stop)
     if variant == _ROWWISE:
         return _rowwise_chunk(X, W, b, proba_out, labels_out, start, stop)
+    if variant == _COLUMNS:
+        return _columns_chunk(X, W, b, proba_out, labels_out, start, stop)
     return _blocked_chunk(X, W, b, proba_out, labels_out, start, stop)
 
 
-def _make_parallel_driver(variant: LossGradVariant):
-    """The parallel driver of one body, with ``variant`` a compile-time constant (see ``loss_grad``)."""
-    name = f"_predict_parallel_{variant.name.lower()}"
-    variant = int(variant)
+def _make_parallel_driver(variant: int, name: str):
+    """The parallel driver of one body, with ``variant`` a compile-time constant (see ``loss_grad``).
+
+    The columns body's chunks are whole blocks (the last one partial), so
+    that only X's last partial block comes from the tail.
+    """
+    align = BLOCK_ROWS if variant == _COLUMNS else 1
 
     @njit(parallel=True, **JIT_OPTIONS)
     @named(name)
     def parallel(X, W, b, proba_out, labels_out, chunk_bad):
         # The caller allocates chunk_bad: an np.zeros here would be a parallel loop of its own.
-        n_samples = X.shape[0]
+        n_samples = labels_out.shape[0]
         n_chunks = chunk_bad.shape[0]
         for c in prange(n_chunks):
-            start, stop = c * n_samples // n_chunks, (c + 1) * n_samples // n_chunks
+            start, stop = chunk_rows(c, n_chunks, n_samples, align)
             chunk_bad[c] = _chunk(X, W, b, proba_out, labels_out, start, stop, variant)
         n_bad = 0
         for c in range(n_chunks):
@@ -286,9 +324,10 @@ BODIES = {
     LossGradVariant.ROWWISE: _rowwise_chunk,
     LossGradVariant.BLAS: _blas_chunk,
 }
-_predict_parallel_blocked = _make_parallel_driver(LossGradVariant.BLOCKED)
-_predict_parallel_rowwise = _make_parallel_driver(LossGradVariant.ROWWISE)
-_predict_parallel_blas = _make_parallel_driver(LossGradVariant.BLAS)
+_predict_parallel_blocked = _make_parallel_driver(int(LossGradVariant.BLOCKED), "_predict_parallel_blocked")
+_predict_parallel_rowwise = _make_parallel_driver(_ROWWISE, "_predict_parallel_rowwise")
+_predict_parallel_blas = _make_parallel_driver(_BLAS, "_predict_parallel_blas")
+_predict_parallel_columns = _make_parallel_driver(_COLUMNS, "_predict_parallel_columns")
 #: The parallel driver of each variant.
 PARALLEL_DRIVERS = {
     LossGradVariant.BLOCKED: _predict_parallel_blocked,
@@ -309,6 +348,21 @@ def predict_proba_labels(X, W, b, proba_out, labels_out, n_chunks, variant):
         # Small problems skip the parallel region: its start-up would dominate.
         return int(BODIES[variant](X, W, b, proba_out, labels_out, 0, X.shape[0]))
     return int(PARALLEL_DRIVERS[variant](X, W, b, proba_out, labels_out, np.zeros(n_chunks, dtype=np.int64)))
+
+
+def predict_columns(X_T, W, b, proba_out, labels_out, n_chunks):
+    """``predict_proba_labels`` on a Fortran-ordered X, given as X_T = X.T (D, N), C-contiguous.
+
+    BLOCKED's logits tiles read each block of X's rows where it lies, as a
+    block of X_T's columns (``loss_grad.loss_grad_columns_sums``), with no
+    copy into C order. proba_out may have no rows (labels only).
+    """
+    X_columns = (read_only(X_T), read_only(columns_tail(X_T)))
+    if n_chunks <= 1:
+        return int(_columns_chunk(X_columns, W, b, proba_out, labels_out, 0, X_T.shape[1]))
+    n_chunks = min(n_chunks, -(-X_T.shape[1] // BLOCK_ROWS))
+    chunk_bad = np.zeros(n_chunks, dtype=np.int64)
+    return int(_predict_parallel_columns(X_columns, W, b, proba_out, labels_out, chunk_bad))
 
 
 def predict_labels(X, W, b, labels_out, n_chunks, variant):

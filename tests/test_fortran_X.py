@@ -1,9 +1,10 @@
-"""A Fortran-ordered X: the loss+grad kernel reads its transpose as it lies, with no copy.
+"""A Fortran-ordered X: the loss+grad and prediction kernels read its transpose as it lies, with no copy.
 
 X.T of a Fortran-ordered X (N, D) is C-contiguous (D, N): a block of X's
 rows is a block of its columns, laid out as the BLOCKED body's transposed
-block. ``kernels.loss_grad_columns_sums`` runs the BLOCKED body's tiles on
-it; the last partial block comes from a zero-padded copy.
+block. ``kernels.loss_grad_columns_sums`` and ``kernels.predict_columns``
+run the BLOCKED body's tiles on it; the last partial block comes from a
+zero-padded copy.
 """
 
 from __future__ import annotations
@@ -141,3 +142,58 @@ def test_fortran_X_of_another_dtype_is_refused(rng):
     X, y, W, b, _ = make_problem(rng, 200, 4, 3, np.float64)
     with pytest.raises(TypeError, match="cast one to match"):
         fs.loss_and_grad(np.asfortranarray(X.astype(np.float32)), y, W, b)
+
+
+# -- prediction ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n_chunks", [1, 3])
+@pytest.mark.parametrize("n_classes", [3, 70])
+@pytest.mark.parametrize("n_features", [1, 11])
+@pytest.mark.parametrize("n", [1, 127, 128, 129, 8 * BLOCK_ROWS + 76])
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_prediction_columns_body_equals_the_transposing_body(rng, dtype, n, n_features, n_classes, n_chunks):
+    X, _, W, b, _ = make_problem(rng, n, n_features, n_classes, dtype)
+    expected_proba, expected_labels = np.empty((n, n_classes), dtype), np.empty(n, np.int64)
+    kernels.predict_proba_labels(X, W, b, expected_proba, expected_labels, n_chunks, LossGradVariant.BLOCKED)
+    X_T = np.asfortranarray(X).T
+    proba, labels, labels_only = np.empty((n, n_classes), dtype), np.empty(n, np.int64), np.empty(n, np.int64)
+    assert kernels.predict_columns(X_T, W, b, proba, labels, n_chunks) == 0
+    assert kernels.predict_columns(X_T, W, b, np.empty((0, n_classes), dtype), labels_only, n_chunks) == 0
+    np.testing.assert_array_equal(proba, expected_proba)
+    np.testing.assert_array_equal(labels, expected_labels)
+    np.testing.assert_array_equal(labels_only, expected_labels)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_prediction_reads_fortran_X_without_a_copy(rng, tmp_path, monkeypatch, dtype):
+    n, d, k = 1000, 9, 4
+    X, y, W, b, _ = make_problem(rng, n, d, k, dtype)
+    calls = []
+    kernel = kernels.predict_columns
+
+    def counted(X_T, *args):
+        calls.append(X_T.shape)
+        return kernel(X_T, *args)
+
+    monkeypatch.setattr(kernels, "predict_columns", counted)
+    expected_proba, expected_labels = fs.predict_proba(X, W, b), fs.predict(X, W, b)
+    model = SoftmaxRegression(d, k, seed=0, dtype=dtype)
+    model.W[...], model.b[...] = W, b
+    rtol = 8 * (d + k) * np.finfo(dtype).eps
+    for name, X_layout in _fortran_layouts(X, tmp_path).items():
+        calls.clear()
+        np.testing.assert_allclose(fs.predict_proba(X_layout, W, b), expected_proba, rtol=rtol, atol=rtol)
+        np.testing.assert_array_equal(fs.predict(X_layout, W, b), expected_labels)
+        np.testing.assert_array_equal(model.predict(X_layout), expected_labels)
+        assert model.accuracy(X_layout, y) == np.mean(expected_labels == y)
+        assert calls == [(d, n)] * 4, name
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_prediction_on_fortran_X_with_nan_names_the_row(rng, dtype):
+    X, _, W, b, _ = make_problem(rng, 400, 5, 3, dtype)
+    X = np.asfortranarray(X)
+    X[301, 0] = np.inf
+    with pytest.raises(ValueError, match="first in row 301"):
+        fs.predict(X, W, b)
