@@ -233,11 +233,20 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
 
     # -- data ------------------------------------------------------------------
 
-    def _validate_X(self, X) -> np.ndarray:
-        """X for prediction: dense, the fitted number of features, the model's dtype."""
+    def _validate_X(self, X, kernel_finds_nonfinite: bool = False) -> np.ndarray:
+        """X for prediction: dense, the fitted number of features, the model's dtype.
+
+        In C or Fortran order as given (a pandas frame's values are
+        Fortran-ordered): the prediction kernels read either where it lies.
+        With ``kernel_finds_nonfinite``, scikit-learn's scan for NaN and inf is
+        skipped: the prediction kernels count the rows whose logits are not
+        finite and then name the first bad row of X (``_api._predict_into``),
+        so a finite X is read once, not twice (predict at 1e6 x 20 x 3
+        float32: the scan took 4.0 of 13.1 ms).
+        """
         _refuse_sparse(X)
         check_is_fitted(self)
-        return validate_data(self, X, dtype=self.coef_.dtype, order="C", reset=False)
+        return validate_data(self, X, dtype=self.coef_.dtype, reset=False, ensure_all_finite=not kernel_finds_nonfinite)
 
     def _encode(self, y: np.ndarray, classes: np.ndarray) -> np.ndarray:
         """Labels -> indices into ``classes`` (int64); unknown labels raise."""
@@ -486,7 +495,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
 
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities softmax(X W^T + b), shape (N, K), columns in the order of ``classes_``."""
-        X = self._validate_X(X)
+        X = self._validate_X(X, kernel_finds_nonfinite=True)
         return predict_proba(X, *self._full_params(X.dtype))
 
     def predict_log_proba(self, X) -> np.ndarray:
@@ -497,7 +506,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
 
     def predict(self, X) -> np.ndarray:
         """The most probable label of each row, shape (N,), taken from ``classes_``."""
-        X = self._validate_X(X)
+        X = self._validate_X(X, kernel_finds_nonfinite=True)
         return self.classes_[predict(X, *self._full_params(X.dtype))]
 
     # -- persistence -----------------------------------------------------------

@@ -300,6 +300,31 @@ def test_lists_dataframes_and_memmaps(tmp_path):
     np.testing.assert_array_equal(SoftmaxClassifier().fit(X_map, y).coef_, reference.coef_)
 
 
+def test_prediction_reads_a_frame_where_it_lies_and_names_a_nan_row(monkeypatch):
+    # A float frame's values are Fortran-ordered: the prediction kernels take them without a copy
+    # into C order, and without scikit-learn's own scan for NaN (the kernels find the bad row).
+    pd = pytest.importorskip("pandas")
+    from fastsoftmax import kernels
+
+    X, y = generated(k=3)
+    clf = SoftmaxClassifier().fit(X, y)
+    frame = pd.DataFrame(X)
+    assert frame.values.flags.f_contiguous
+    calls = []
+    kernel = kernels.predict_columns
+    monkeypatch.setattr(kernels, "predict_columns", lambda X_T, *args: calls.append(X_T.shape) or kernel(X_T, *args))
+    np.testing.assert_array_equal(clf.predict(frame.values), clf.predict(X))
+    np.testing.assert_allclose(clf.predict_proba(frame.values), clf.predict_proba(X), rtol=1e-13, atol=1e-15)
+    assert calls == [X.T.shape] * 2
+    bad = np.asfortranarray(X)
+    bad[7, 1] = np.nan
+    for method in (clf.predict, clf.predict_proba):
+        with pytest.raises(ValueError, match="NaN or infinite value.*first in row 7"):
+            method(bad)
+    with pytest.raises(ValueError, match="NaN"):
+        clf.decision_function(bad)
+
+
 def test_npy_paths_are_streamed(tmp_path):
     X, y_idx = generated(k=3)
     labels = np.array([10, 20, 30])
