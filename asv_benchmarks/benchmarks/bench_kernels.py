@@ -1,6 +1,6 @@
 """Time of one step, fused vs reference.
 
-loss+grad (on a C- and a Fortran-ordered X), softmax, cross-entropy, predict_proba, predict and
+loss+grad and predict (each also on a Fortran-ordered X), softmax, cross-entropy, predict_proba and
 the Hessian-vector product.
 """
 
@@ -109,6 +109,22 @@ class Predict(_Timed):
         self.func(*self.args)
 
     def time_predict(self, shape, dtype, impl):
+        self.func(*self.args)
+
+
+class PredictFortran(_Timed):
+    """``Predict`` of the fused kernel on a Fortran-ordered X, read where it lies (a copy into C order before)."""
+
+    params = [SHAPES, DTYPES]
+    param_names = ["shape", "dtype"]
+
+    def setup(self, shape, dtype):
+        self.func = public("fused", "predict")
+        X, _, W, b = problem(shape, dtype)
+        self.args = (np.asfortranarray(X), W, b)
+        self.func(*self.args)
+
+    def time_predict(self, shape, dtype):
         self.func(*self.args)
 
 
