@@ -34,15 +34,20 @@ def fused_hvp(
 
     Writes ``scale * sum_i w_i r_i x_i^T + l2 V`` into ``HV_out`` and
     ``scale * sum_i w_i r_i`` into ``Hc_out`` (see ``kernels/hessian.py``).
-    ``variant`` overrides the shape rule (tests use it to cover both block
-    bodies). ``X_blocks``, X copied by ``kernels.row_blocks`` (as training
-    holds it where ``kernels.row_blocks_pay``), runs the BLOCKED body on that
-    layout instead of X. Returns whether both outputs are finite: callers
+    X is C-contiguous, or Fortran-ordered: the BLOCKED body then reads its
+    transpose where it lies (``kernels.hessian_vector_columns_sums``).
+    ``variant`` overrides the shape rule on a C-ordered X (tests use it to
+    cover both block bodies). ``X_blocks``, X copied by ``kernels.row_blocks``
+    (as training holds it where ``kernels.row_blocks_pay``), runs the BLOCKED
+    body on that layout instead of X. Returns whether both outputs are finite: callers
     that own X explain a False with ``_checks.raise_for_nonfinite_loss``,
     solvers treat it as a failed step.
     """
     n_classes, n_features = W.shape
-    if X_blocks is not None:
+    fortran = X_blocks is None and not X.flags.c_contiguous
+    if fortran and variant is not None:
+        X, fortran = np.ascontiguousarray(X), False
+    if X_blocks is not None or fortran:
         variant = kernels.LossGradVariant.BLOCKED
     elif variant is None:
         variant = kernels.select_hvp_variant(n_features, n_classes, X.itemsize)
@@ -64,6 +69,8 @@ def fused_hvp(
                 HV_out,
                 Hc_out,
             )
+        elif fortran:
+            kernels.hessian_vector_columns_sums(X.T, W, b, V, c, sample_weight, n_chunks, scale, l2, HV_out, Hc_out)
         else:
             kernels.hessian_vector_sums(X, W, b, V, c, sample_weight, variant, n_chunks, scale, l2, HV_out, Hc_out)
     return bool(np.isfinite(HV_out).all() and np.isfinite(Hc_out).all())
@@ -117,7 +124,7 @@ def hessian_vector_product(X, W, b, V, c, *, l2: float = 0.0, sample_weight=None
     """
     W, b = _checks.check_weights(W, b)
     V, c = _checks.check_direction(V, c, W)
-    X = _checks.check_X(X, W.dtype, W.shape[1])
+    X = _checks.check_X(X, W.dtype, W.shape[1], fortran_ok=True)
     sample_weight = _checks.check_sample_weight(sample_weight, X.shape[0], W.dtype, scale_free=True)
     l2 = _checks.check_l2(l2)
     HV = np.empty_like(W)

@@ -13,7 +13,12 @@ call and is cached on disk (``cache=True``).
 """
 
 from fastsoftmax.kernels._signature import read_only
-from fastsoftmax.kernels.hessian import hessian_vector_row_blocks_sums, hessian_vector_sums, select_hvp_variant
+from fastsoftmax.kernels.hessian import (
+    hessian_vector_columns_sums,
+    hessian_vector_row_blocks_sums,
+    hessian_vector_sums,
+    select_hvp_variant,
+)
 from fastsoftmax.kernels.lbfgs import two_loop
 from fastsoftmax.kernels.loss_grad import (
     LossGradVariant,
@@ -44,6 +49,7 @@ __all__ = [
     "cross_entropy_rows",
     "cross_entropy_sums",
     "descend",
+    "hessian_vector_columns_sums",
     "hessian_vector_row_blocks_sums",
     "hessian_vector_sums",
     "label_range",

@@ -56,12 +56,14 @@ from fastsoftmax.kernels.loss_grad import (
     LossGradVariant,
     _block_gradient,
     _block_logits,
+    _columns_block,
     _fill_transposed,
     _prefetch_third,
     _prefetched_bytes,
     _row_gradient,
     _row_logits,
     chunk_rows,
+    columns_tail,
     reduce_chunks_any,  # the same chunk-order reduction: scale * sum over chunks + l2 * parameter
     select_by_row_bytes,
 )
@@ -223,8 +225,8 @@ def _block_curvature(ZUt, Rt, nb, sample_weight, block_start, scratch):
 
 
 @njit(inline="always", **JIT_OPTIONS)
-def _transposed_block(Xt, nb, sample_weight, block_start, scratch, HV_acc, Hc_acc, upcoming, upcoming_bytes):
-    """One block of the BLOCKED body, its rows r < nb held as Xt[:, r] (zero from nb on).
+def _transposed_block(Xt, column, nb, sample_weight, block_start, scratch, HV_acc, Hc_acc, upcoming, upcoming_bytes):
+    """One block of the BLOCKED body, its rows r < nb held as Xt[:, column + r] (zero from nb on).
 
     Meanwhile it prefetches bytes [first, stop) = ``upcoming_bytes`` of the
     C-contiguous array ``upcoming``, where the next block lies, a third
@@ -232,11 +234,11 @@ def _transposed_block(Xt, nb, sample_weight, block_start, scratch, HV_acc, Hc_ac
     """
     WV, bc, ZUt, Rt = scratch[0], scratch[1], scratch[2], scratch[3]
     _prefetch_third(upcoming, upcoming_bytes, 0)
-    _block_logits(Xt, WV, bc, ZUt)
+    _block_logits(Xt, WV, bc, ZUt, column)
     _prefetch_third(upcoming, upcoming_bytes, 1)
     _block_curvature(ZUt, Rt, nb, sample_weight, block_start, scratch)
     _prefetch_third(upcoming, upcoming_bytes, 2)
-    _block_gradient(Xt, Rt, HV_acc, Hc_acc)
+    _block_gradient(Xt, Rt, HV_acc, Hc_acc, column)
 
 
 @njit(**JIT_OPTIONS)
@@ -257,7 +259,7 @@ def _blocked_chunk(X, W, b, V, c, sample_weight, start, stop, HV_acc, Hc_acc):
         _fill_transposed(X, block_start, nb, Xt)
         next_first = (block_start + BLOCK_ROWS) * row_bytes
         upcoming = (next_first, min(next_first + prefetched_bytes, stop * row_bytes), 1, 0)
-        _transposed_block(Xt, nb, sample_weight, block_start, scratch, HV_acc, Hc_acc, X, upcoming)
+        _transposed_block(Xt, 0, nb, sample_weight, block_start, scratch, HV_acc, Hc_acc, X, upcoming)
 
 
 @njit(**JIT_OPTIONS)
@@ -277,7 +279,23 @@ def _row_blocks_chunk(X_blocks, W, b, V, c, sample_weight, start, stop, HV_acc, 
         block = block_start // BLOCK_ROWS
         next_first = (block + 1) * block_bytes
         upcoming = (next_first, min(next_first + prefetched_bytes, chunk_end), 1, 0)
-        _transposed_block(X_blocks[block], nb, sample_weight, block_start, scratch, HV_acc, Hc_acc, X_blocks, upcoming)
+        _transposed_block(
+            X_blocks[block], 0, nb, sample_weight, block_start, scratch, HV_acc, Hc_acc, X_blocks, upcoming
+        )
+
+
+@njit(**JIT_OPTIONS)
+def _columns_chunk(X_columns, W, b, V, c, sample_weight, start, stop, HV_acc, Hc_acc):
+    """``_blocked_chunk`` on a Fortran-ordered X, each block read where it lies (``loss_grad._columns_chunk``).
+
+    ``X_columns`` = (X.T, ``loss_grad.columns_tail(X.T)``); ``start`` is a
+    multiple of BLOCK_ROWS.
+    """
+    scratch = _curvature_scratch(X_columns[0], W, b, V, c)
+    for block_start in range(start, stop, BLOCK_ROWS):
+        nb = min(BLOCK_ROWS, stop - block_start)
+        Xt, column, upcoming = _columns_block(X_columns, block_start, nb, stop)
+        _transposed_block(Xt, column, nb, sample_weight, block_start, scratch, HV_acc, Hc_acc, X_columns[0], upcoming)
 
 
 @njit(**JIT_OPTIONS)
@@ -401,6 +419,34 @@ def hessian_vector_row_blocks_sums(X_blocks, n_samples, W, b, V, c, sample_weigh
         _row_blocks_chunk(X_blocks, W, b, V, c, sample_weight, 0, n_samples, HV_acc[0], Hc_acc[0])
     else:
         _hvp_parallel_row_blocks(X_blocks, n_samples, W, b, V, c, sample_weight, HV_acc, Hc_acc)
+    reduce_chunks_any(V, HV_acc, Hc_acc, scale, l2, HV_out, Hc_out)
+
+
+@njit(parallel=True, **JIT_OPTIONS)
+def _hvp_parallel_columns(X_columns, W, b, V, c, sample_weight, HV_acc, Hc_acc):
+    """The parallel driver of the columns body: chunks of whole blocks, one per thread."""
+    n_chunks = HV_acc.shape[0]
+    for ch in prange(n_chunks):
+        start, stop = chunk_rows(ch, n_chunks, X_columns[0].shape[1], BLOCK_ROWS)
+        _columns_chunk(X_columns, W, b, V, c, sample_weight, start, stop, HV_acc[ch], Hc_acc[ch])
+
+
+def hessian_vector_columns_sums(X_T, W, b, V, c, sample_weight, n_chunks, scale, l2, HV_out, Hc_out):
+    """``hessian_vector_sums`` with the BLOCKED body on a Fortran-ordered X, given as X_T = X.T (D, N), C-contiguous.
+
+    Each block of X's rows is read where it lies, as a block of X_T's
+    columns (``loss_grad.loss_grad_columns_sums``); no copy into C order.
+    The other arguments are those of ``hessian_vector_sums``.
+    """
+    W, b, V, c = read_only(W), read_only(b), read_only(V), read_only(c)
+    X_columns = (read_only(X_T), read_only(columns_tail(X_T)))
+    sample_weight = read_only(sample_weight)
+    n_chunks = min(n_chunks, -(-X_T.shape[1] // BLOCK_ROWS))
+    HV_acc, Hc_acc = _accumulators(W, n_chunks)
+    if n_chunks <= 1:
+        _columns_chunk(X_columns, W, b, V, c, sample_weight, 0, X_T.shape[1], HV_acc[0], Hc_acc[0])
+    else:
+        _hvp_parallel_columns(X_columns, W, b, V, c, sample_weight, HV_acc, Hc_acc)
     reduce_chunks_any(V, HV_acc, Hc_acc, scale, l2, HV_out, Hc_out)
 
 

@@ -571,35 +571,36 @@ def _columns_chunk(X_columns, y, W, b, sample_weight, start, stop, dW_acc, db_ac
     [start, stop), ``start`` a multiple of BLOCK_ROWS; while a block computes,
     the same columns of the next block are prefetched feature by feature.
     """
-    X_T, X_tail = X_columns
-    n_features = X_T.shape[0]
-    scratch = _block_scratch(X_T, W.shape[0])
-    # The next block: BLOCK_ROWS values of each feature, as long as the whole block is worth it.
-    prefetched_values = _prefetched_bytes(BLOCK_ROWS * n_features * X_T.itemsize) // (n_features * X_T.itemsize)
+    scratch = _block_scratch(X_columns[0], W.shape[0])
     loss = 0.0
     for block_start in range(start, stop, BLOCK_ROWS):
         nb = min(BLOCK_ROWS, stop - block_start)
         _prefetch_next_labels(y, sample_weight, block_start, stop)
-        next_first = block_start + BLOCK_ROWS
-        next_stop = min(next_first + prefetched_values, stop)
-        upcoming = (next_first * X_T.itemsize, next_stop * X_T.itemsize, n_features, X_T.strides[0])
-        full = nb == BLOCK_ROWS
+        Xt, column, upcoming = _columns_block(X_columns, block_start, nb, stop)
         loss += _transposed_block(
-            X_T if full else X_tail,
-            block_start if full else 0,
-            nb,
-            y,
-            W,
-            b,
-            sample_weight,
-            block_start,
-            scratch,
-            dW_acc,
-            db_acc,
-            X_T,
-            upcoming,
+            Xt, column, nb, y, W, b, sample_weight, block_start, scratch, dW_acc, db_acc, X_columns[0], upcoming
         )
     return loss
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def _columns_block(X_columns, block_start, nb, stop):
+    """(Xt, column, upcoming): where the block of rows block_start + r, r < nb, of a Fortran-ordered X lies.
+
+    ``X_columns`` = (X_T, X_tail) as ``_columns_chunk`` takes it: a whole
+    block is X_T[:, column + r] with column = block_start, the last partial
+    one X_tail[:, r]. ``upcoming`` is the next block's bytes in each row of
+    X_T, up to row ``stop``, for ``_prefetch_third``, as long as the whole
+    block is worth prefetching (``PREFETCH_MAX_BYTES``).
+    """
+    X_T, X_tail = X_columns
+    n_features, itemsize = X_T.shape[0], X_T.itemsize
+    next_first = block_start + BLOCK_ROWS
+    next_stop = min(next_first + _prefetched_bytes(BLOCK_ROWS * n_features * itemsize) // (n_features * itemsize), stop)
+    upcoming = (next_first * itemsize, next_stop * itemsize, n_features, X_T.strides[0])
+    if nb == BLOCK_ROWS:
+        return X_T, block_start, upcoming
+    return X_tail, 0, upcoming
 
 
 @njit(**JIT_OPTIONS)

@@ -28,6 +28,7 @@ from fastsoftmax.kernels.loss_grad import (
     ROWWISE_PREFETCH_MAX_BYTES,
     LossGradVariant,
     _block_logits,
+    _columns_block,
     _fill_transposed,
     _prefetch_third,
     _prefetched_bytes,
@@ -138,15 +139,10 @@ def _columns_logits(X_columns, block_start, nb, W, b, Zt, stop):
     read where it lies, the last partial one from the tail. The same rows of
     the next block (up to row ``stop``) are prefetched feature by feature.
     """
-    X_T, X_tail = X_columns
-    n_features, itemsize = X_T.shape[0], X_T.itemsize
-    next_first = block_start + BLOCK_ROWS
-    next_stop = min(next_first + _prefetched_bytes(BLOCK_ROWS * n_features * itemsize) // (n_features * itemsize), stop)
-    upcoming = (next_first * itemsize, next_stop * itemsize, n_features, X_T.strides[0])
+    Xt, column, upcoming = _columns_block(X_columns, block_start, nb, stop)
     for third in range(3):
-        _prefetch_third(X_T, upcoming, third)
-    full = nb == BLOCK_ROWS
-    _block_logits(X_T if full else X_tail, W, b, Zt, block_start if full else 0)
+        _prefetch_third(X_columns[0], upcoming, third)
+    _block_logits(Xt, W, b, Zt, column)
 
 
 @njit(inline="always", **JIT_OPTIONS)

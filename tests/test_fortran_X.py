@@ -1,10 +1,10 @@
-"""A Fortran-ordered X: the loss+grad and prediction kernels read its transpose as it lies, with no copy.
+"""A Fortran-ordered X: the loss+grad, prediction and Hessian kernels read its transpose as it lies, with no copy.
 
 X.T of a Fortran-ordered X (N, D) is C-contiguous (D, N): a block of X's
 rows is a block of its columns, laid out as the BLOCKED body's transposed
-block. ``kernels.loss_grad_columns_sums`` and ``kernels.predict_columns``
-run the BLOCKED body's tiles on it; the last partial block comes from a
-zero-padded copy.
+block. ``kernels.loss_grad_columns_sums``, ``kernels.predict_columns`` and
+``kernels.hessian_vector_columns_sums`` run the BLOCKED body's tiles on it;
+the last partial block comes from a zero-padded copy.
 """
 
 from __future__ import annotations
@@ -197,3 +197,46 @@ def test_prediction_on_fortran_X_with_nan_names_the_row(rng, dtype):
     X[301, 0] = np.inf
     with pytest.raises(ValueError, match="first in row 301"):
         fs.predict(X, W, b)
+
+
+# -- Hessian-vector product ----------------------------------------------------
+
+
+@pytest.mark.parametrize("n_chunks", [1, 3])
+@pytest.mark.parametrize("n_classes", [3, 70])
+@pytest.mark.parametrize("n", [1, 129, 8 * BLOCK_ROWS + 76])
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_hvp_columns_body_equals_the_transposing_body(rng, dtype, n, n_classes, n_chunks):
+    X, _, W, b, sw = make_problem(rng, n, 11, n_classes, dtype, weighted=n_chunks == 3)
+    sw = np.empty(0, dtype) if sw is None else sw
+    V, c = rng.standard_normal(W.shape).astype(dtype), rng.standard_normal(b.shape).astype(dtype)
+    n_chunks = min(n_chunks, -(-n // BLOCK_ROWS))
+    expected_HV, expected_Hc = np.empty_like(W), np.empty_like(b)
+    kernels.hessian_vector_sums(
+        X, W, b, V, c, sw, LossGradVariant.BLOCKED, n_chunks, 0.5, 0.2, expected_HV, expected_Hc
+    )
+    HV, Hc = np.empty_like(W), np.empty_like(b)
+    kernels.hessian_vector_columns_sums(np.asfortranarray(X).T, W, b, V, c, sw, n_chunks, 0.5, 0.2, HV, Hc)
+    np.testing.assert_array_equal(HV, expected_HV)
+    np.testing.assert_array_equal(Hc, expected_Hc)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_hessian_vector_product_reads_fortran_X_without_a_copy(rng, monkeypatch, dtype):
+    n, d, k = 1000, 9, 4
+    X, _, W, b, sw = make_problem(rng, n, d, k, dtype, weighted=True)
+    V, c = rng.standard_normal(W.shape).astype(dtype), rng.standard_normal(b.shape).astype(dtype)
+    calls = []
+    kernel = kernels.hessian_vector_columns_sums
+
+    def counted(X_T, *args):
+        calls.append(X_T.shape)
+        return kernel(X_T, *args)
+
+    monkeypatch.setattr(kernels, "hessian_vector_columns_sums", counted)
+    HV, Hc = fs.hessian_vector_product(np.asfortranarray(X), W, b, V, c, l2=0.1, sample_weight=sw)
+    expected_HV, expected_Hc = fs.hessian_vector_product(X, W, b, V, c, l2=0.1, sample_weight=sw)
+    assert calls == [(d, n)]
+    rtol = grad_rtol(dtype, n, d, k)
+    np.testing.assert_allclose(HV, expected_HV, rtol=rtol, atol=rtol * np.abs(expected_HV).max())
+    np.testing.assert_allclose(Hc, expected_Hc, rtol=rtol, atol=rtol * np.abs(expected_Hc).max())
