@@ -1,9 +1,10 @@
 """Numba kernels for fastsoftmax (installed as ``fastsoftmax.kernels``).
 
 Plain ``@njit`` functions over arrays that the Python layer has already checked:
-C-contiguous (a Fortran-ordered X goes to ``loss_grad_columns_sums`` as its
-C-contiguous transpose), one float dtype per call, labels in range. Kernels write into the
-``out`` buffers they are given; they do no validation and no I/O.
+C-contiguous, one float dtype per call, labels in range. (A Fortran-ordered X
+goes to the ``*_columns`` kernels as its transpose, which is C-contiguous.)
+Kernels write into the ``out`` buffers they are given; they do no validation
+and no I/O.
 
 Callers pass the arrays a kernel only reads through ``read_only``, so that
 writeable, read-only and memory-mapped inputs share one compiled signature.

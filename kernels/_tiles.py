@@ -275,9 +275,9 @@ def gradient_strip(n_classes: int):
     For c < ``n_classes``, every feature d and r < BLOCK_ROWS. Xt (D, M),
     M >= column + BLOCK_ROWS (as for ``logits_strip``), and Gt (K,
     BLOCK_ROWS) have contiguous rows and the data's dtype; dW (K, D) is a
-    C-contiguous float64 accumulator. Each sum over
-    the block is taken in the data's dtype (lanes, then across them) and
-    added in float64, as the Numba bodies do.
+    C-contiguous float64 accumulator. Each sum over the block is taken in
+    the data's dtype (lanes, then across them) and added in float64, as the
+    Numba bodies do.
 
     On a target with 32 registers, a tile of GRADIENT_FEATURES features
     takes its sums across lanes by one butterfly (``_sum_lanes``) and adds

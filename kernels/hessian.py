@@ -228,9 +228,9 @@ def _block_curvature(ZUt, Rt, nb, sample_weight, block_start, scratch):
 def _transposed_block(Xt, column, nb, sample_weight, block_start, scratch, HV_acc, Hc_acc, upcoming, upcoming_bytes):
     """One block of the BLOCKED body, its rows r < nb held as Xt[:, column + r] (zero from nb on).
 
-    Meanwhile it prefetches bytes [first, stop) = ``upcoming_bytes`` of the
-    C-contiguous array ``upcoming``, where the next block lies, a third
-    before each stage, as ``loss_grad``'s body does.
+    Meanwhile it prefetches the bytes ``upcoming_bytes`` (``loss_grad._prefetch_third``)
+    of the C-contiguous array ``upcoming``, where the next block lies, a
+    third before each stage, as ``loss_grad``'s body does.
     """
     WV, bc, ZUt, Rt = scratch[0], scratch[1], scratch[2], scratch[3]
     _prefetch_third(upcoming, upcoming_bytes, 0)
