@@ -583,19 +583,31 @@ def _columns_chunk(X_columns, y, W, b, sample_weight, start, stop, dW_acc, db_ac
     return loss
 
 
+#: How many blocks ahead the body on a Fortran-ordered X prefetches (``_columns_block``).
+#: Its block is D runs of BLOCK_ROWS values, N values apart, not one run: asked
+#: for one block ahead, they arrive late. Public kernel, 2 threads, separate
+#: processes in turns, ms 1 -> 2 blocks ahead (float32 / float64): 1e6 x 20 x 3
+#: 4.9-6.8 / 8.0-9.3 -> 3.3-4.5 / 7.0-9.1 (four rounds); 200,000 x 48 x 10
+#: 3.7-4.0 / 7.8-8.2 -> 3.0-3.6 / 6.9-7.3; 400,000 x 32 x 5 3.0-4.3 /
+#: 7.5-8.7 -> 3.1-3.7 / 6.1-10.4; 1e6 x 8 x 3 1.9-3.4 / 4.1-5.2 -> 2.5-2.8 /
+#: 4.4-5.2 (three rounds). 3 or 4 blocks ahead were level with 2.
+COLUMNS_PREFETCH_BLOCKS_AHEAD = 2
+
+
 @njit(inline="always", **JIT_OPTIONS)
 def _columns_block(X_columns, block_start, nb, stop):
     """(Xt, column, upcoming): where the block of rows block_start + r, r < nb, of a Fortran-ordered X lies.
 
     ``X_columns`` = (X_T, X_tail) as ``_columns_chunk`` takes it: a whole
     block is X_T[:, column + r] with column = block_start, the last partial
-    one X_tail[:, r]. ``upcoming`` is the next block's bytes in each row of
-    X_T, up to row ``stop``, for ``_prefetch_third``, as long as the whole
-    block is worth prefetching (``PREFETCH_MAX_BYTES``).
+    one X_tail[:, r]. ``upcoming`` is the bytes in each row of X_T of the
+    block COLUMNS_PREFETCH_BLOCKS_AHEAD blocks on, up to row ``stop``, for
+    ``_prefetch_third``, as long as a whole block is worth prefetching
+    (``PREFETCH_MAX_BYTES``).
     """
     X_T, X_tail = X_columns
     n_features, itemsize = X_T.shape[0], X_T.itemsize
-    next_first = block_start + BLOCK_ROWS
+    next_first = block_start + COLUMNS_PREFETCH_BLOCKS_AHEAD * BLOCK_ROWS
     next_stop = min(next_first + _prefetched_bytes(BLOCK_ROWS * n_features * itemsize) // (n_features * itemsize), stop)
     upcoming = (next_first * itemsize, next_stop * itemsize, n_features, X_T.strides[0])
     if nb == BLOCK_ROWS:
