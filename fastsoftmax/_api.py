@@ -57,12 +57,11 @@ def fused_loss_grad(
     (tests use it to cover every block body). ``X_blocks``, X copied by
     ``kernels.row_blocks``, runs the BLOCKED body on that layout instead of
     X, whatever the shape (training passes it where ``kernels.row_blocks_pay``
-    holds). A
-    non-finite result is returned as a non-finite loss sum: callers that own X
-    pass it to ``_checks.raise_for_nonfinite_loss``, training loops treat it as
-    divergence. A gradient that overflowed while the loss stayed finite (sums
-    of w_i (p_i - e_{y_i}) x_i beyond the dtype's range) makes the loss sum NaN,
-    so that every caller's check of the loss sees it.
+    holds). A non-finite result is returned as a non-finite loss sum: callers
+    that own X pass it to ``_checks.raise_for_nonfinite_loss``, training
+    loops treat it as divergence. A gradient that overflowed while the loss
+    stayed finite (sums of w_i (p_i - e_{y_i}) x_i beyond the dtype's range)
+    makes the loss sum NaN, so that every caller's check of the loss sees it.
     """
     n_classes, n_features = W.shape
     fortran = X_blocks is None and not X.flags.c_contiguous
@@ -299,7 +298,7 @@ def _raise_for_nonfinite_logits(X: np.ndarray, n_bad_rows: int) -> None:
 
 
 def _predict_into(X: np.ndarray, W: np.ndarray, b: np.ndarray, proba_out: np.ndarray, labels: np.ndarray) -> None:
-    """labels (N,) and, where proba_out (N, K) or (0, K) has rows, the probabilities of checked X, W and b.
+    """Write the labels (N,) of checked X, W and b and, where proba_out (N, K) or (0, K) has rows, their probabilities.
 
     A C-ordered X goes to the body ``kernels.select_predict_variant`` picks;
     a Fortran-ordered one (``_checks.check_X(fortran_ok=True)``) is read

@@ -184,8 +184,8 @@ def check_X(X, dtype: np.dtype, n_features: int | None = None, fortran_ok: bool 
     Integer and boolean X are cast to ``dtype``; a floating X of another dtype
     raises TypeError rather than being copied silently. NaN and inf are not
     scanned for here (see the module docstring). With ``fortran_ok``, a
-    Fortran-ordered X of that dtype comes back as it is, for the loss+grad
-    kernel, which reads it without a copy (``_api.fused_loss_grad``).
+    Fortran-ordered X of that dtype comes back as it is: the loss+grad,
+    Hessian-vector and prediction kernels read its transpose without a copy.
     """
     X = _as_array(X, "X")
     if X.ndim != 2:
@@ -412,7 +412,7 @@ def check_X_finite(X: np.ndarray, fix: str = "before calling", row_offset=0) -> 
     gathered mini-batch).
     """
     n_chunks = work_chunks(X.shape[0], X.shape[1])
-    # The scan takes C order (a Fortran-ordered X comes from the loss+grad path, which runs this only on a failure).
+    # The scan takes C order; a Fortran-ordered X reaches it only after a kernel found a non-finite row.
     X = np.ascontiguousarray(X)
     with parallel_section(n_chunks):
         n_bad, first_row = kernels.count_nonfinite(kernels.read_only(X), n_chunks)

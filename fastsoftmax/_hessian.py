@@ -39,9 +39,9 @@ def fused_hvp(
     ``variant`` overrides the shape rule on a C-ordered X (tests use it to
     cover both block bodies). ``X_blocks``, X copied by ``kernels.row_blocks``
     (as training holds it where ``kernels.row_blocks_pay``), runs the BLOCKED
-    body on that layout instead of X. Returns whether both outputs are finite: callers
-    that own X explain a False with ``_checks.raise_for_nonfinite_loss``,
-    solvers treat it as a failed step.
+    body on that layout instead of X. Returns whether both outputs are
+    finite: callers that own X explain a False with
+    ``_checks.raise_for_nonfinite_loss``, solvers treat it as a failed step.
     """
     n_classes, n_features = W.shape
     fortran = X_blocks is None and not X.flags.c_contiguous
