@@ -569,7 +569,8 @@ def _columns_chunk(X_columns, y, W, b, sample_weight, start, stop, dW_acc, db_ac
     where it lies (their ``column``); X_tail (D, BLOCK_ROWS) holds X's last
     partial block of rows, zero-padded (``columns_tail``). Takes rows
     [start, stop), ``start`` a multiple of BLOCK_ROWS; while a block computes,
-    the same columns of the next block are prefetched feature by feature.
+    the block COLUMNS_PREFETCH_BLOCKS_AHEAD on is prefetched feature by
+    feature (``_columns_block``).
     """
     scratch = _block_scratch(X_columns[0], W.shape[0])
     loss = 0.0
