@@ -113,6 +113,7 @@ def test_model_steps_on_fortran_X_match_c_X(rng, monkeypatch, dtype):
     dW_c, db_c = on_c.backward(X, y)
     dW_f, db_f = on_fortran.backward(np.asfortranarray(X), y)
     np.testing.assert_allclose(dW_f, dW_c, rtol=rtol, atol=rtol * np.abs(dW_c).max())
+    np.testing.assert_allclose(db_f, db_c, rtol=rtol, atol=rtol * np.abs(db_c).max())
     assert len(calls) == 4  # three steps and the backward pass
 
 
