@@ -34,6 +34,20 @@ def _n_chunks(n_samples: int, n_features: int, n_classes: int) -> int:
     return work_chunks(n_samples, n_classes * (n_features + 1))
 
 
+def read_in_place(X: np.ndarray, X_blocks: np.ndarray | None, variant) -> tuple[np.ndarray, bool]:
+    """(X, fortran): X for the kernels, and whether they read its transpose where it lies.
+
+    X is C-contiguous or Fortran-ordered (``_checks.check_X(fortran_ok=True)``).
+    A Fortran-ordered X goes to the BLOCKED body on its transpose; a forced
+    ``variant`` (tests) names a body of a C-ordered X, so the X it gets is
+    copied into C order. With ``X_blocks``, X itself is not read.
+    """
+    fortran = X_blocks is None and not X.flags.c_contiguous
+    if fortran and variant is not None:
+        return np.ascontiguousarray(X), False
+    return X, fortran
+
+
 def fused_loss_grad(
     X: np.ndarray,
     y: np.ndarray,
@@ -64,9 +78,7 @@ def fused_loss_grad(
     makes the loss sum NaN, so that every caller's check of the loss sees it.
     """
     n_classes, n_features = W.shape
-    fortran = X_blocks is None and not X.flags.c_contiguous
-    if fortran and variant is not None:
-        X, fortran = np.ascontiguousarray(X), False
+    X, fortran = read_in_place(X, X_blocks, variant)
     if X_blocks is not None or fortran:
         variant = kernels.LossGradVariant.BLOCKED
     elif variant is None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from fastsoftmax import _checks, kernels
-from fastsoftmax._api import _n_chunks, _weight_sum
+from fastsoftmax._api import _n_chunks, _weight_sum, read_in_place
 from fastsoftmax._layout import pack, unpack
 from fastsoftmax._threading import parallel_section
 
@@ -44,9 +44,7 @@ def fused_hvp(
     ``_checks.raise_for_nonfinite_loss``, solvers treat it as a failed step.
     """
     n_classes, n_features = W.shape
-    fortran = X_blocks is None and not X.flags.c_contiguous
-    if fortran and variant is not None:
-        X, fortran = np.ascontiguousarray(X), False
+    X, fortran = read_in_place(X, X_blocks, variant)
     if X_blocks is not None or fortran:
         variant = kernels.LossGradVariant.BLOCKED
     elif variant is None:

@@ -63,7 +63,7 @@ from fastsoftmax.kernels.loss_grad import (
     _row_gradient,
     _row_logits,
     chunk_rows,
-    columns_tail,
+    columns_of,
     reduce_chunks_any,  # the same chunk-order reduction: scale * sum over chunks + l2 * parameter
     select_by_row_bytes,
 )
@@ -288,7 +288,7 @@ def _row_blocks_chunk(X_blocks, W, b, V, c, sample_weight, start, stop, HV_acc, 
 def _columns_chunk(X_columns, W, b, V, c, sample_weight, start, stop, HV_acc, Hc_acc):
     """``_blocked_chunk`` on a Fortran-ordered X, each block read where it lies (``loss_grad._columns_chunk``).
 
-    ``X_columns`` = (X.T, ``loss_grad.columns_tail(X.T)``); ``start`` is a
+    ``X_columns`` = ``loss_grad.columns_of(X.T)``; ``start`` is a
     multiple of BLOCK_ROWS.
     """
     scratch = _curvature_scratch(X_columns[0], W, b, V, c)
@@ -439,7 +439,7 @@ def hessian_vector_columns_sums(X_T, W, b, V, c, sample_weight, n_chunks, scale,
     The other arguments are those of ``hessian_vector_sums``.
     """
     W, b, V, c = read_only(W), read_only(b), read_only(V), read_only(c)
-    X_columns = (read_only(X_T), read_only(columns_tail(X_T)))
+    X_columns = columns_of(X_T)
     sample_weight = read_only(sample_weight)
     n_chunks = min(n_chunks, -(-X_T.shape[1] // BLOCK_ROWS))
     HV_acc, Hc_acc = _accumulators(W, n_chunks)

@@ -871,6 +871,11 @@ def columns_tail(X_T):
     return X_tail
 
 
+def columns_of(X_T):
+    """(X_T, ``columns_tail(X_T)``), both read-only: a Fortran-ordered X as the columns bodies take it."""
+    return read_only(X_T), read_only(columns_tail(X_T))
+
+
 def loss_grad_columns_sums(X_T, y, W, b, sample_weight, n_chunks, scale, l2, dW_out, db_out):
     """``loss_grad_sums`` with the BLOCKED body, on a Fortran-ordered X given as X_T = X.T (D, N), C-contiguous.
 
@@ -883,7 +888,7 @@ def loss_grad_columns_sums(X_T, y, W, b, sample_weight, n_chunks, scale, l2, dW_
     return _run(
         _columns_chunk,
         _loss_grad_parallel_columns,
-        (X_T, columns_tail(X_T)),
+        columns_of(X_T),
         y,
         W,
         b,
@@ -897,8 +902,8 @@ def loss_grad_columns_sums(X_T, y, W, b, sample_weight, n_chunks, scale, l2, dW_
 
 
 def _run(body, driver, X, y, W, b, sample_weight, n_chunks, scale, l2, dW_out, db_out):
-    # X is one array, or the tuple of arrays of the columns body.
-    X = tuple(read_only(part) for part in X) if isinstance(X, tuple) else read_only(X)
+    # X is one array, or the columns body's tuple, already read-only (``columns_of``).
+    X = X if isinstance(X, tuple) else read_only(X)
     y, W, b, sample_weight = read_only(y), read_only(W), read_only(b), read_only(sample_weight)
     n_classes, n_features = W.shape
     # Zeroed pages come from calloc and are first touched by the thread that owns the chunk.

@@ -22,9 +22,10 @@ from numba import njit, prange
 
 from fastsoftmax.kernels._config import BLAS_BLOCK_ROWS, BLOCK_ROWS, JIT_OPTIONS
 from fastsoftmax.kernels._math import exp_inplace, exp_scratch
-from fastsoftmax.kernels._signature import named, read_only
+from fastsoftmax.kernels._signature import named
 from fastsoftmax.kernels._tiles import prefetch_bytes
 from fastsoftmax.kernels.loss_grad import (
+    _COLUMNS,
     ROWWISE_PREFETCH_MAX_BYTES,
     LossGradVariant,
     _block_logits,
@@ -34,15 +35,13 @@ from fastsoftmax.kernels.loss_grad import (
     _prefetched_bytes,
     _row_logits,
     chunk_rows,
-    columns_tail,
+    columns_of,
     select_variant,
 )
 from fastsoftmax.kernels.softmax import exp_shifted_block
 
 _ROWWISE = int(LossGradVariant.ROWWISE)
 _BLAS = int(LossGradVariant.BLAS)
-#: The BLOCKED body on a Fortran-ordered X (``predict_columns``), as in ``loss_grad``.
-_COLUMNS = 5
 
 
 def select_predict_variant(n_features: int, n_classes: int, itemsize: int) -> LossGradVariant:
@@ -135,9 +134,10 @@ def _blocked_logits(X, block_start, nb, W, b, Zt, Xt, chunk_end_bytes):
 def _columns_logits(X_columns, block_start, nb, W, b, Zt, stop):
     """Zt = the logits of rows block_start + r, r < nb, of a Fortran-ordered X by BLOCKED's logits tiles.
 
-    ``X_columns`` = (X.T, ``loss_grad.columns_tail(X.T)``): a whole block is
-    read where it lies, the last partial one from the tail. The same rows of
-    the next block (up to row ``stop``) are prefetched feature by feature.
+    ``X_columns`` = ``loss_grad.columns_of(X.T)``: a whole block is
+    read where it lies, the last partial one from the tail. The rows of the
+    block ``loss_grad.COLUMNS_PREFETCH_BLOCKS_AHEAD`` on (up to row ``stop``)
+    are prefetched feature by feature.
     """
     Xt, column, upcoming = _columns_block(X_columns, block_start, nb, stop)
     for third in range(3):
@@ -206,7 +206,7 @@ def _make_tiled_chunk(variant: int, name: str):
     """A body that forms each block's logits Zt (K, BLOCK_ROWS) by BLOCKED's tiles or by ROWWISE's.
 
     ``variant`` (BLOCKED, ROWWISE or ``_COLUMNS``, BLOCKED's tiles on a
-    Fortran-ordered X given as ``(X.T, columns_tail(X.T))``) reaches the
+    Fortran-ordered X given as ``columns_of(X.T)``) reaches the
     compiled code as a constant (a closure variable, as in ``loss_grad``'s
     drivers), so each body compiles one set of tiles. (A closure over the
     logits function itself is not cached on disk.)
@@ -353,7 +353,7 @@ def predict_columns(X_T, W, b, proba_out, labels_out, n_chunks):
     block of X_T's columns (``loss_grad.loss_grad_columns_sums``), with no
     copy into C order. proba_out may have no rows (labels only).
     """
-    X_columns = (read_only(X_T), read_only(columns_tail(X_T)))
+    X_columns = columns_of(X_T)
     if n_chunks <= 1:
         return int(_columns_chunk(X_columns, W, b, proba_out, labels_out, 0, X_T.shape[1]))
     n_chunks = min(n_chunks, -(-X_T.shape[1] // BLOCK_ROWS))

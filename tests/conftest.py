@@ -16,7 +16,7 @@ import math
 import numpy as np
 import pytest
 
-from fastsoftmax import reference
+from fastsoftmax import kernels, reference
 from fastsoftmax.kernels import LossGradVariant
 from fastsoftmax.kernels._config import BLOCK_ROWS
 
@@ -166,3 +166,20 @@ def with_layout(a: np.ndarray, layout: str, tmp_path) -> np.ndarray:
         assert isinstance(out, np.memmap) and not out.flags.writeable
         return out
     raise ValueError(layout)
+
+
+def record_first_shapes(monkeypatch, kernel_name: str) -> list[tuple[int, ...]]:
+    """Wrap ``kernels.<kernel_name>`` so that each call records the shape of its first argument; returns the records.
+
+    The tests that check which layout a kernel was handed (row blocks, the
+    transpose of a Fortran-ordered X) read them.
+    """
+    calls = []
+    kernel = getattr(kernels, kernel_name)
+
+    def recorded(*args):
+        calls.append(args[0].shape)
+        return kernel(*args)
+
+    monkeypatch.setattr(kernels, kernel_name, recorded)
+    return calls

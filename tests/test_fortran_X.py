@@ -11,7 +11,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import DTYPE_IDS, DTYPES, assert_grad_close, grad_rtol, make_problem, reference_loss_grad
+from conftest import (
+    DTYPE_IDS,
+    DTYPES,
+    assert_grad_close,
+    grad_rtol,
+    make_problem,
+    record_first_shapes,
+    reference_loss_grad,
+)
 
 import fastsoftmax as fs
 from fastsoftmax import kernels
@@ -56,19 +64,6 @@ def test_columns_tail_is_the_last_partial_block_zero_padded(rng, n):
     assert kernels.loss_grad.columns_tail(np.ones((5, 2 * BLOCK_ROWS))).shape == (5, 0)
 
 
-def _spy(monkeypatch):
-    """Count the calls of ``kernels.loss_grad_columns_sums`` and the shapes of X_T they get."""
-    calls = []
-    kernel = kernels.loss_grad_columns_sums
-
-    def counted(X_T, *args):
-        calls.append(X_T.shape)
-        return kernel(X_T, *args)
-
-    monkeypatch.setattr(kernels, "loss_grad_columns_sums", counted)
-    return calls
-
-
 def _fortran_layouts(X, tmp_path):
     """X as a Fortran-ordered array, read-only view and memory map."""
     fortran = np.asfortranarray(X)
@@ -83,7 +78,7 @@ def _fortran_layouts(X, tmp_path):
 def test_public_functions_read_fortran_X_without_a_copy(rng, tmp_path, monkeypatch, dtype):
     n, d, k = 1000, 9, 4
     X, y, W, b, sw = make_problem(rng, n, d, k, dtype, weighted=True)
-    calls = _spy(monkeypatch)
+    calls = record_first_shapes(monkeypatch, "loss_grad_columns_sums")
     ref = reference_loss_grad(X, y, W, b, l2=0.1, sample_weight=sw)
     rtol = grad_rtol(dtype, n, d, k)
     for name, X_layout in _fortran_layouts(X, tmp_path).items():
@@ -102,7 +97,7 @@ def test_public_functions_read_fortran_X_without_a_copy(rng, tmp_path, monkeypat
 def test_model_steps_on_fortran_X_match_c_X(rng, monkeypatch, dtype):
     n, d, k = 700, 6, 3
     X, y, _, _, _ = make_problem(rng, n, d, k, dtype)
-    calls = _spy(monkeypatch)
+    calls = record_first_shapes(monkeypatch, "loss_grad_columns_sums")
     on_c, on_fortran = SoftmaxRegression(d, k, seed=0, dtype=dtype), SoftmaxRegression(d, k, seed=0, dtype=dtype)
     rtol = grad_rtol(dtype, n, d, k)
     for _ in range(3):
@@ -170,14 +165,7 @@ def test_prediction_columns_body_equals_the_transposing_body(rng, dtype, n, n_fe
 def test_prediction_reads_fortran_X_without_a_copy(rng, tmp_path, monkeypatch, dtype):
     n, d, k = 1000, 9, 4
     X, y, W, b, _ = make_problem(rng, n, d, k, dtype)
-    calls = []
-    kernel = kernels.predict_columns
-
-    def counted(X_T, *args):
-        calls.append(X_T.shape)
-        return kernel(X_T, *args)
-
-    monkeypatch.setattr(kernels, "predict_columns", counted)
+    calls = record_first_shapes(monkeypatch, "predict_columns")
     expected_proba, expected_labels = fs.predict_proba(X, W, b), fs.predict(X, W, b)
     model = SoftmaxRegression(d, k, seed=0, dtype=dtype)
     model.W[...], model.b[...] = W, b
@@ -227,14 +215,7 @@ def test_hessian_vector_product_reads_fortran_X_without_a_copy(rng, monkeypatch,
     n, d, k = 1000, 9, 4
     X, _, W, b, sw = make_problem(rng, n, d, k, dtype, weighted=True)
     V, c = rng.standard_normal(W.shape).astype(dtype), rng.standard_normal(b.shape).astype(dtype)
-    calls = []
-    kernel = kernels.hessian_vector_columns_sums
-
-    def counted(X_T, *args):
-        calls.append(X_T.shape)
-        return kernel(X_T, *args)
-
-    monkeypatch.setattr(kernels, "hessian_vector_columns_sums", counted)
+    calls = record_first_shapes(monkeypatch, "hessian_vector_columns_sums")
     HV, Hc = fs.hessian_vector_product(np.asfortranarray(X), W, b, V, c, l2=0.1, sample_weight=sw)
     expected_HV, expected_Hc = fs.hessian_vector_product(X, W, b, V, c, l2=0.1, sample_weight=sw)
     assert calls == [(d, n)]

@@ -21,6 +21,7 @@ from conftest import (
     assert_grad_close,
     grad_rtol,
     make_problem,
+    record_first_shapes,
     reference_loss_grad,
     with_layout,
 )
@@ -127,23 +128,10 @@ def test_row_blocks_keep_extreme_logits_finite(rng, dtype):
 # -- training ------------------------------------------------------------------
 
 
-def _record_block_shapes(monkeypatch, kernel_name):
-    """Wrap ``kernels.<kernel_name>`` so that each call records the shape of its row blocks; returns the records."""
-    calls = []
-    kernel = getattr(kernels, kernel_name)
-
-    def counted(*args):
-        calls.append(args[0].shape)
-        return kernel(*args)
-
-    monkeypatch.setattr(kernels, kernel_name, counted)
-    return calls
-
-
 @pytest.fixture
 def row_blocks_calls(monkeypatch):
     """Count the calls of the row-block kernel that training makes."""
-    return _record_block_shapes(monkeypatch, "loss_grad_row_blocks_sums")
+    return record_first_shapes(monkeypatch, "loss_grad_row_blocks_sums")
 
 
 def _fit(X, y, dtype, n_features=None, **kwargs):
@@ -187,7 +175,7 @@ def test_training_reads_row_blocks_from_the_second_evaluation(rng, dtype, row_bl
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 def test_newton_cg_takes_its_hessian_products_on_the_row_blocks(rng, dtype, row_blocks_calls, monkeypatch):
     X, y = _classification(rng, 3000, 6, 3, dtype)
-    hvp_calls = _record_block_shapes(monkeypatch, "hessian_vector_row_blocks_sums")
+    hvp_calls = record_first_shapes(monkeypatch, "hessian_vector_row_blocks_sums")
     with_blocks = _fit(X, y, dtype, solver="newton-cg")
     assert row_blocks_calls and hvp_calls
     assert set(hvp_calls) == {(-(-3000 // BLOCK_ROWS), 6, BLOCK_ROWS)}

@@ -21,6 +21,7 @@ import pytest
 
 pytest.importorskip("sklearn")
 
+from conftest import record_first_shapes
 from scipy.special import logsumexp
 from sklearn import datasets
 from sklearn.exceptions import ConvergenceWarning
@@ -304,15 +305,11 @@ def test_prediction_reads_a_frame_where_it_lies_and_names_a_nan_row(monkeypatch)
     # A float frame's values are Fortran-ordered: the prediction kernels take them without a copy
     # into C order, and without scikit-learn's own scan for NaN (the kernels find the bad row).
     pd = pytest.importorskip("pandas")
-    from fastsoftmax import kernels
-
     X, y = generated(k=3)
     clf = SoftmaxClassifier().fit(X, y)
     frame = pd.DataFrame(X)
     assert frame.values.flags.f_contiguous
-    calls = []
-    kernel = kernels.predict_columns
-    monkeypatch.setattr(kernels, "predict_columns", lambda X_T, *args: calls.append(X_T.shape) or kernel(X_T, *args))
+    calls = record_first_shapes(monkeypatch, "predict_columns")
     np.testing.assert_array_equal(clf.predict(frame.values), clf.predict(X))
     np.testing.assert_allclose(clf.predict_proba(frame.values), clf.predict_proba(X), rtol=1e-13, atol=1e-15)
     assert calls == [X.T.shape] * 2
