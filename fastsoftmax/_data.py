@@ -31,7 +31,10 @@ backend can replace the chunk loop by a map-reduce over the same partial sums.
   transpose (two threads, float32, X in place -> row blocks: 400,000 x 20 x 5
   1.44 -> 1.20 ms, 200,000 x 48 x 10 1.88 -> 1.74).
   The copy is as large as X and is made only when it fits
-  :data:`ROW_BLOCKS_MEMORY_FRACTION` of the available memory.
+  :data:`ROW_BLOCKS_MEMORY_FRACTION` of the available memory. A
+  Fortran-ordered X that ``make_objective`` keeps as it is (a pandas frame's
+  values) is read where it lies: the BLOCKED body on X.T before the copy,
+  and the copy from X.T, with no transpose and no C-ordered copy between.
 * **Determinism.** Full-batch partial sums are added chunk by chunk in row
   order, so the chunk size changes the result only by floating-point
   rounding. Mini-batches of a streamed source follow a *block shuffle*
@@ -62,6 +65,8 @@ from fastsoftmax._threading import parallel_section, work_chunks
 CHUNK_BYTES = 128 << 20
 #: Rows per shuffle block for the mini-batches of a streamed source.
 SHUFFLE_BLOCK_ROWS = 1 << 16
+#: Bytes of X copied at a time to hash rows that are not stored in C order.
+HASH_SLAB_BYTES = 16 << 20
 
 
 #: Largest share of the available memory that the row-block copy of X may take.
@@ -164,7 +169,9 @@ class DataSource:
         else:
             if X.dtype.kind == "f" and X.dtype != self.dtype:
                 X = X.astype(self.dtype)
-            X = _checks.check_X(X, self.dtype)
+            # A Fortran-ordered X stays so (make_objective decides where that pays):
+            # the kernels read its transpose, and its row blocks copy from it.
+            X = _checks.check_X(X, self.dtype, fortran_ok=True)
         self.X = X
         self.n_samples, self.n_features = X.shape
         y = _open_array(y, "y")
@@ -250,7 +257,9 @@ class DataSource:
         X = self.X[start:stop]
         if self._hasher is not None and start == self._hashed_rows:
             self._hash_rows(start, stop, X)
-        if X.dtype != self.dtype or not X.flags.c_contiguous:
+        # The whole of a Fortran-ordered X goes as it is; a row slice of one is
+        # neither C- nor Fortran-contiguous and is copied, like a cast chunk.
+        if X.dtype != self.dtype or not (X.flags.c_contiguous or X.flags.f_contiguous):
             X = np.ascontiguousarray(X, dtype=self.dtype)
         y = np.ascontiguousarray(self.y[start:stop], dtype=np.int64)
         w = self.sample_weight[start:stop] if self.sample_weight.shape[0] else self.sample_weight
@@ -345,8 +354,13 @@ class DataSource:
         return self._digest
 
     def _hash_rows(self, start: int, stop: int, X: np.ndarray) -> None:
-        # The raw bytes as stored (before any cast); the dtypes are in the fingerprint.
-        self._hasher.update(np.ascontiguousarray(X).view(np.uint8).ravel())
+        # The raw bytes as stored (before any cast), in row order whatever the
+        # layout; the dtypes are in the fingerprint. Rows not stored in C order
+        # are hashed a slab of HASH_SLAB_BYTES at a time, so that the digest of
+        # a Fortran-ordered X copies no more than that.
+        slab_rows = X.shape[0] if X.flags.c_contiguous else max(1, HASH_SLAB_BYTES // (X.shape[1] * X.itemsize))
+        for first in range(0, X.shape[0], slab_rows):
+            self._hasher.update(np.ascontiguousarray(X[first : first + slab_rows]).view(np.uint8).ravel())
         self._hasher.update(np.ascontiguousarray(self.y[start:stop]).view(np.uint8).ravel())
         if self.sample_weight.shape[0]:
             self._hasher.update(self.sample_weight[start:stop].view(np.uint8))
@@ -421,8 +435,11 @@ def chunked_objectives(source: DataSource, n_classes: int, l2: float, counter: l
             # Before the copy (and without one), the BLOCKED body on X: the row
             # blocks' sums bit for bit, so a fit takes the same steps whether it
             # starts now or resumes from a checkpoint with the copy already made.
+            # A Fortran-ordered X runs the BLOCKED body on its transpose anyway
+            # (forcing it would copy X into C order).
             X_blocks = row_blocks_of(X)
-            variant = kernels.LossGradVariant.BLOCKED if X_blocks is None else None
+            blocked_on_X = X_blocks is None and X.flags.c_contiguous
+            variant = kernels.LossGradVariant.BLOCKED if blocked_on_X else None
             return evaluate(theta, X, y, w, X_blocks=X_blocks, variant=variant)
         W, b = split(theta)
         loss_sum = 0.0

@@ -321,6 +321,7 @@ class SoftmaxRegression:
             l2=options.l2,
             sample_weight=sample_weight,
             chunk_size=chunk_size,
+            minibatches=options.solver in engine.MINIBATCH_SOLVERS,
         )
         return engine.fit(self, objective, options, seed=seed, callback=callback, checkpoint=checkpoint)
 
@@ -365,6 +366,7 @@ class SoftmaxRegression:
             dtype=self.dtype,
             l2=options.l2,
             sample_weight=sample_weight,
+            minibatches=True,
         )
         states = self.__dict__.setdefault("_partial_state", {})
         return engine.partial_fit(self, objective, options, seed=seed, state=states.setdefault(solver, {}))

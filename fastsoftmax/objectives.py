@@ -143,6 +143,7 @@ def make_objective(
     chunk_size: int | None = None,
     client=None,
     persist: bool = True,
+    minibatches: bool = False,
 ):
     """The objective for data in any form that ``SoftmaxRegression.fit`` accepts.
 
@@ -150,7 +151,9 @@ def make_objective(
     memmaps and ``.npy`` paths by shape and a chunked label scan; Dask arrays
     by their metadata (the values are checked on the cluster on entry).
     :func:`fastsoftmax.engine.fit` enters it (a Dask objective persists and
-    checks its data on entry).
+    checks its data on entry). ``minibatches`` says that the solver gathers
+    rows at random (sgd, adam): an in-memory Fortran-ordered X is then copied
+    into C order, as it is for shapes that do not train on row blocks.
     """
     if is_dask_collection(X) or is_dask_collection(y):
         if chunk_size is not None:
@@ -163,7 +166,15 @@ def make_objective(
         X, y, sample_weight = check_chunked(X, y, sample_weight, dtype, n_features)
         return DaskObjective(X, y, sample_weight, n_classes, l2, client=client, persist=persist)
     if not _is_path_or_map(X) and not _is_path_or_map(y):
-        X = _checks.check_X(_checks.as_compute_dtype(X, dtype), dtype, n_features)
+        # A Fortran-ordered X (a pandas frame's values) is trained where it lies
+        # when full-batch passes over it run on row blocks, which copy from it
+        # with no transpose. Else it is copied into C order once: for the body
+        # its shape selects there (kernels.select_variant), or for mini-batches,
+        # whose rows would each be D reads N values apart.
+        keep_fortran = (
+            not minibatches and chunk_size is None and kernels.row_blocks_pay(n_features, n_classes, dtype.itemsize)
+        )
+        X = _checks.check_X(_checks.as_compute_dtype(X, dtype), dtype, n_features, fortran_ok=keep_fortran)
         y = _checks.check_labels(y, X.shape[0], n_classes)
         source = DataSource(X, y, dtype, sample_weight=sample_weight, chunk_size=chunk_size)
         return ChunkedObjective(source, n_classes, l2)

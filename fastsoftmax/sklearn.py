@@ -315,7 +315,9 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             dtype = self._dtype_for(X.dtype)
             y_arr = np.asarray(y.compute() if is_dask_collection(y) else y)
             return X, y_arr, dtype
-        X, y = validate_data(self, X, y, dtype=self._compute_dtypes(), order="C")
+        # In the order given: fit decides whether a Fortran-ordered X (a frame's
+        # values) is copied (objectives.make_objective).
+        X, y = validate_data(self, X, y, dtype=self._compute_dtypes())
         return X, y, X.dtype
 
     # -- training --------------------------------------------------------------

@@ -919,25 +919,33 @@ def _run(body, driver, X, y, W, b, sample_weight, n_chunks, scale, l2, dW_out, d
 
 
 @njit(parallel=True, **JIT_OPTIONS)
-def _row_blocks_parallel(X, X_blocks, n_chunks):
+def _row_blocks_parallel(X, X_blocks, n_chunks, columns):
     """Fill every row block of X_blocks from X, ``n_chunks`` runs of whole blocks in parallel."""
     n_blocks = X_blocks.shape[0]
     for c in prange(n_chunks):
         for j in range(c * n_blocks // n_chunks, (c + 1) * n_blocks // n_chunks):
-            _fill_row_block(X, X_blocks, j)
+            _fill_row_block(X, X_blocks, j, columns)
 
 
 @njit(**JIT_OPTIONS)
-def _row_blocks_serial(X, X_blocks):
+def _row_blocks_serial(X, X_blocks, columns):
     """Fill every row block of X_blocks from X on this thread."""
     for j in range(X_blocks.shape[0]):
-        _fill_row_block(X, X_blocks, j)
+        _fill_row_block(X, X_blocks, j, columns)
 
 
 @njit(inline="always", **JIT_OPTIONS)
-def _fill_row_block(X, X_blocks, j):
+def _fill_row_block(X, X_blocks, j, columns):
+    """Row block j of X (N, D), or, with ``columns``, of the X whose transpose (D, N) is given."""
     first = j * BLOCK_ROWS
-    _fill_transposed(X, first, min(BLOCK_ROWS, X.shape[0] - first), X_blocks[j])
+    if columns:
+        # The block is already laid out in X.T: D runs of up to BLOCK_ROWS values.
+        nb = min(BLOCK_ROWS, X.shape[1] - first)
+        for d in range(X.shape[0]):
+            X_blocks[j, d, :nb] = X[d, first : first + nb]
+            X_blocks[j, d, nb:] = 0
+    else:
+        _fill_transposed(X, first, min(BLOCK_ROWS, X.shape[0] - first), X_blocks[j])
 
 
 def row_blocks(X, n_chunks=1):
@@ -946,15 +954,19 @@ def row_blocks(X, n_chunks=1):
     Block j holds rows j BLOCK_ROWS + r of X as [j, :, r] (zero-padded past
     row N), the layout in which the BLOCKED body works, so that
     ``loss_grad_row_blocks_sums`` reads it without transposing. X is
-    C-contiguous; ``n_chunks`` threads share the copy.
+    C-contiguous, or Fortran-ordered: then each block is copied from X.T (D,
+    N), D runs of BLOCK_ROWS values, with no transpose. ``n_chunks`` threads
+    share the copy.
     """
     n_samples, n_features = X.shape
     n_blocks = -(-n_samples // BLOCK_ROWS)
     X_blocks = np.empty((n_blocks, n_features, BLOCK_ROWS), dtype=X.dtype)
+    columns = not X.flags.c_contiguous
+    source = read_only(X.T if columns else X)
     if n_chunks > 1:
-        _row_blocks_parallel(read_only(X), X_blocks, min(n_chunks, n_blocks))
+        _row_blocks_parallel(source, X_blocks, min(n_chunks, n_blocks), columns)
     else:
-        _row_blocks_serial(read_only(X), X_blocks)
+        _row_blocks_serial(source, X_blocks, columns)
     return X_blocks
 
 

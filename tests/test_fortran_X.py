@@ -222,3 +222,71 @@ def test_hessian_vector_product_reads_fortran_X_without_a_copy(rng, monkeypatch,
     rtol = grad_rtol(dtype, n, d, k)
     np.testing.assert_allclose(HV, expected_HV, rtol=rtol, atol=rtol * np.abs(expected_HV).max())
     np.testing.assert_allclose(Hc, expected_Hc, rtol=rtol, atol=rtol * np.abs(expected_Hc).max())
+
+
+# -- training --------------------------------------------------------------------
+
+
+def _learnable(rng, n, d, k, dtype):
+    X = rng.standard_normal((n, d)).astype(dtype)
+    y = np.argmax(X @ rng.standard_normal((k, d)).T + rng.gumbel(size=(n, k)), axis=1)
+    return X, y
+
+
+@pytest.mark.parametrize("solver", ["lbfgs", "newton-cg"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_fit_trains_on_fortran_X_where_it_lies(rng, monkeypatch, dtype, solver):
+    # 3000 x 6 x 3 trains on row blocks: the first evaluation reads X.T, the
+    # row blocks are copied from it, and X is never copied into C order.
+    n, d, k = 3000, 6, 3
+    X, y = _learnable(rng, n, d, k, dtype)
+    assert kernels.row_blocks_pay(d, k, np.dtype(dtype).itemsize)
+    on_c = SoftmaxRegression(d, k, dtype=dtype, seed=0).fit(X, y, solver=solver, l2=1e-3, max_iter=20)
+    columns_calls = record_first_shapes(monkeypatch, "loss_grad_columns_sums")
+    row_blocks_calls = record_first_shapes(monkeypatch, "row_blocks")
+    copies = []
+    real_copy = np.ascontiguousarray
+    monkeypatch.setattr(
+        np, "ascontiguousarray", lambda a, *args, **kw: copies.append(np.shape(a)) or real_copy(a, *args, **kw)
+    )
+    on_fortran = SoftmaxRegression(d, k, dtype=dtype, seed=0)
+    on_fortran.fit(np.asfortranarray(X), y, solver=solver, l2=1e-3, max_iter=20)
+    assert columns_calls == [(d, n)]
+    assert row_blocks_calls == [(n, d)]
+    assert (n, d) not in copies
+    # The columns body and the row blocks give the C path's sums bit for bit: the same iterates.
+    assert on_fortran.n_iter_ == on_c.n_iter_
+    np.testing.assert_array_equal(on_fortran.W, on_c.W)
+    np.testing.assert_array_equal(on_fortran.b, on_c.b)
+
+
+def test_fortran_X_is_copied_where_training_would_read_it_slowly(rng):
+    from fastsoftmax.objectives import make_objective
+
+    def source_X(X, k, **kwargs):
+        return make_objective(
+            X, np.zeros(X.shape[0], np.int64), n_features=X.shape[1], n_classes=k, dtype=X.dtype, l2=0.0, **kwargs
+        ).source.X
+
+    X = np.asfortranarray(rng.standard_normal((500, 6)))
+    assert source_X(X, 3) is X  # row blocks: read where it lies
+    # Mini-batches gather rows (each D values N apart in Fortran order); several
+    # chunks would copy a row slice every pass; at D = 300 the ROWWISE body on a
+    # C-ordered X beats the BLOCKED body on X.T: each gets one C copy.
+    assert source_X(X, 3, minibatches=True).flags.c_contiguous
+    assert source_X(X, 3, chunk_size=100).flags.c_contiguous
+    wide = np.asfortranarray(rng.standard_normal((500, 300)))
+    assert not kernels.row_blocks_pay(300, 3, 8)
+    assert source_X(wide, 3).flags.c_contiguous
+
+
+def test_digest_of_fortran_X_is_that_of_its_rows(rng, monkeypatch):
+    from fastsoftmax import _data
+
+    X = rng.standard_normal((1000, 7))
+    y = rng.integers(0, 3, 1000)
+    expected = _data.DataSource(X, y, np.float64).digest()
+    monkeypatch.setattr(_data, "HASH_SLAB_BYTES", 30 * X[0].nbytes)  # 34 slabs, the last one short
+    assert _data.DataSource(np.asfortranarray(X), y, np.float64).digest() == expected
+    X[999, 6] += 1.0
+    assert _data.DataSource(np.asfortranarray(X), y, np.float64).digest() != expected

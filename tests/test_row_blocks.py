@@ -60,6 +60,8 @@ def test_row_blocks_layout(rng, dtype, n, n_chunks):
         rows = X[j * BLOCK_ROWS : (j + 1) * BLOCK_ROWS]
         np.testing.assert_array_equal(blocks[j, :, : rows.shape[0]], rows.T)
         np.testing.assert_array_equal(blocks[j, :, rows.shape[0] :], 0)
+    # From a Fortran-ordered X, whose transpose holds each block as it is: the same copy.
+    np.testing.assert_array_equal(kernels.row_blocks(np.asfortranarray(X), n_chunks), blocks)
 
 
 def _row_blocks_loss_grad(X, y, W, b, sw, l2, n_chunks):
@@ -194,7 +196,9 @@ def test_training_on_every_input_layout_reaches_the_same_model(rng, tmp_path, la
     X, y = _classification(rng, 1500, 6, 4, np.float64)
     expected = _fit(X, y, np.float64)
     got = _fit(with_layout(X, layout, tmp_path), y, np.float64)
-    # The same start and the same sums (every layout is made C-contiguous first): the same model.
+    # The same start and the same sums (a Fortran-ordered X runs the BLOCKED body
+    # on its transpose, then its row blocks; every other layout is made
+    # C-contiguous first): the same model.
     _assert_same_model(got, expected, 1e-12)
 
 

@@ -29,7 +29,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from fastsoftmax import SoftmaxClassifier
+from fastsoftmax import SoftmaxClassifier, kernels
 from fastsoftmax.sklearn import SPARSE_MESSAGE
 
 TOL = 1e-10
@@ -283,14 +283,17 @@ def test_float32_fit_is_close_to_float64():
 # -- inputs ---------------------------------------------------------------------
 
 
-def test_lists_dataframes_and_memmaps(tmp_path):
+def test_lists_dataframes_and_memmaps(tmp_path, monkeypatch):
     pd = pytest.importorskip("pandas")
     X, y = generated(k=3)
     reference = SoftmaxClassifier().fit(X, y)
     from_lists = SoftmaxClassifier().fit(X.tolist(), y.tolist())
     np.testing.assert_array_equal(from_lists.coef_, reference.coef_)
     frame = pd.DataFrame(X, columns=[f"f{j}" for j in range(X.shape[1])])
+    assert frame.values.flags.f_contiguous and kernels.row_blocks_pay(X.shape[1], 3, 8)
+    calls = record_first_shapes(monkeypatch, "loss_grad_columns_sums")
     from_frame = SoftmaxClassifier().fit(frame, pd.Series(y))
+    assert calls == [X.T.shape]  # trained where the values lie: their transpose, then row blocks copied from it
     np.testing.assert_array_equal(from_frame.feature_names_in_, frame.columns)
     np.testing.assert_array_equal(from_frame.coef_, reference.coef_)
     with pytest.warns(UserWarning, match="feature names"):
