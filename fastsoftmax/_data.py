@@ -31,7 +31,7 @@ backend can replace the chunk loop by a map-reduce over the same partial sums.
   transpose (two threads, float32, X in place -> row blocks: 400,000 x 20 x 5
   1.44 -> 1.20 ms, 200,000 x 48 x 10 1.88 -> 1.74).
   The copy is as large as X and is made only when it fits
-  :data:`ROW_BLOCKS_MEMORY_FRACTION` of the available memory. A
+  :data:`COPY_MEMORY_FRACTION` of the available memory. A
   Fortran-ordered X that ``make_objective`` keeps as it is (a pandas frame's
   values) is read where it lies: the BLOCKED body on X.T before the copy,
   and the copy from X.T, with no transpose and no C-ordered copy between.
@@ -69,8 +69,9 @@ SHUFFLE_BLOCK_ROWS = 1 << 16
 HASH_SLAB_BYTES = 16 << 20
 
 
-#: Largest share of the available memory that the row-block copy of X may take.
-ROW_BLOCKS_MEMORY_FRACTION = 0.25
+#: Largest share of the available memory that a copy of X made for speed may
+#: take: its row blocks, or the C-ordered copy of a Fortran-ordered X.
+COPY_MEMORY_FRACTION = 0.25
 
 
 def available_memory() -> int | None:
@@ -96,10 +97,10 @@ def available_memory() -> int | None:
         return None
 
 
-def row_blocks_fit(nbytes: int) -> bool:
-    """Whether a row-block copy of ``nbytes`` fits the memory budget."""
+def copy_of_X_fits(nbytes: int) -> bool:
+    """Whether a copy of X of ``nbytes`` fits the memory budget (:data:`COPY_MEMORY_FRACTION`); False when unknown."""
     free = available_memory()
-    return free is not None and nbytes <= ROW_BLOCKS_MEMORY_FRACTION * free
+    return free is not None and nbytes <= COPY_MEMORY_FRACTION * free
 
 
 #: What names a file: a path given as str, bytes or os.PathLike.
@@ -395,7 +396,7 @@ def chunked_objectives(source: DataSource, n_classes: int, l2: float, counter: l
 
     def row_blocks_of(X):
         layout["full_evaluations"] += 1
-        if layout["full_evaluations"] == 2 and row_blocks_fit(X.nbytes):
+        if layout["full_evaluations"] == 2 and copy_of_X_fits(X.nbytes):
             n_chunks = work_chunks(X.shape[0], X.shape[1])
             with parallel_section(n_chunks):
                 layout["X_blocks"] = kernels.row_blocks(X, n_chunks)

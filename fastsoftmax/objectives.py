@@ -27,7 +27,7 @@ import numpy as np
 
 from fastsoftmax import _checks, kernels, solvers
 from fastsoftmax._dask_check import is_dask_collection
-from fastsoftmax._data import PATH_TYPES, DataSource, block_shuffled_batches, chunked_objectives
+from fastsoftmax._data import PATH_TYPES, DataSource, block_shuffled_batches, chunked_objectives, copy_of_X_fits
 from fastsoftmax._hessian import chunked_hvp
 from fastsoftmax._scaling import FeatureScaling
 from fastsoftmax._threading import parallel_section, work_chunks
@@ -131,6 +131,23 @@ def _is_path_or_map(a) -> bool:
     return isinstance(a, (*PATH_TYPES, np.memmap))
 
 
+def _trains_in_place(X: np.ndarray, n_features: int, n_classes: int, chunk_size: int | None, minibatches: bool) -> bool:
+    """Whether an in-memory Fortran-ordered X (a pandas frame's values) is trained where it lies, uncopied.
+
+    Yes where full-batch passes over it run on row blocks
+    (``kernels.row_blocks_pay``), which copy from X.T with no transpose.
+    Elsewhere X is copied into C order once: for the body its shape selects
+    there (``kernels.select_variant``), for mini-batches, whose rows would
+    each be D reads N values apart, or for chunks, each of which would be
+    copied on every pass. A copy that would not fit the memory budget
+    (``_data.copy_of_X_fits``) is not made: the kernels then read X where it
+    lies, more slowly, rather than risk running out of memory.
+    """
+    if not copy_of_X_fits(X.nbytes):
+        return True
+    return not minibatches and chunk_size is None and kernels.row_blocks_pay(n_features, n_classes, X.itemsize)
+
+
 def make_objective(
     X,
     y,
@@ -153,7 +170,8 @@ def make_objective(
     :func:`fastsoftmax.engine.fit` enters it (a Dask objective persists and
     checks its data on entry). ``minibatches`` says that the solver gathers
     rows at random (sgd, adam): an in-memory Fortran-ordered X is then copied
-    into C order, as it is for shapes that do not train on row blocks.
+    into C order where the copy fits, as it is for shapes that do not train
+    on row blocks (``_trains_in_place``).
     """
     if is_dask_collection(X) or is_dask_collection(y):
         if chunk_size is not None:
@@ -166,15 +184,9 @@ def make_objective(
         X, y, sample_weight = check_chunked(X, y, sample_weight, dtype, n_features)
         return DaskObjective(X, y, sample_weight, n_classes, l2, client=client, persist=persist)
     if not _is_path_or_map(X) and not _is_path_or_map(y):
-        # A Fortran-ordered X (a pandas frame's values) is trained where it lies
-        # when full-batch passes over it run on row blocks, which copy from it
-        # with no transpose. Else it is copied into C order once: for the body
-        # its shape selects there (kernels.select_variant), or for mini-batches,
-        # whose rows would each be D reads N values apart.
-        keep_fortran = (
-            not minibatches and chunk_size is None and kernels.row_blocks_pay(n_features, n_classes, dtype.itemsize)
-        )
-        X = _checks.check_X(_checks.as_compute_dtype(X, dtype), dtype, n_features, fortran_ok=keep_fortran)
+        X = _checks.as_compute_dtype(X, dtype)
+        fortran_ok = X.flags.f_contiguous and _trains_in_place(X, n_features, n_classes, chunk_size, minibatches)
+        X = _checks.check_X(X, dtype, n_features, fortran_ok=fortran_ok)
         y = _checks.check_labels(y, X.shape[0], n_classes)
         source = DataSource(X, y, dtype, sample_weight=sample_weight, chunk_size=chunk_size)
         return ChunkedObjective(source, n_classes, l2)

@@ -227,6 +227,19 @@ def test_hessian_vector_product_reads_fortran_X_without_a_copy(rng, monkeypatch,
 # -- training --------------------------------------------------------------------
 
 
+def _record_contiguous_copies(monkeypatch) -> list[tuple[int, ...]]:
+    """Record the shape of every array passed to ``np.ascontiguousarray`` (how the package copies X into C order)."""
+    copies = []
+    real_copy = np.ascontiguousarray
+
+    def recorded(a, *args, **kwargs):
+        copies.append(np.shape(a))
+        return real_copy(a, *args, **kwargs)
+
+    monkeypatch.setattr(np, "ascontiguousarray", recorded)
+    return copies
+
+
 def _learnable(rng, n, d, k, dtype):
     X = rng.standard_normal((n, d)).astype(dtype)
     y = np.argmax(X @ rng.standard_normal((k, d)).T + rng.gumbel(size=(n, k)), axis=1)
@@ -244,11 +257,7 @@ def test_fit_trains_on_fortran_X_where_it_lies(rng, monkeypatch, dtype, solver):
     on_c = SoftmaxRegression(d, k, dtype=dtype, seed=0).fit(X, y, solver=solver, l2=1e-3, max_iter=20)
     columns_calls = record_first_shapes(monkeypatch, "loss_grad_columns_sums")
     row_blocks_calls = record_first_shapes(monkeypatch, "row_blocks")
-    copies = []
-    real_copy = np.ascontiguousarray
-    monkeypatch.setattr(
-        np, "ascontiguousarray", lambda a, *args, **kw: copies.append(np.shape(a)) or real_copy(a, *args, **kw)
-    )
+    copies = _record_contiguous_copies(monkeypatch)
     on_fortran = SoftmaxRegression(d, k, dtype=dtype, seed=0)
     on_fortran.fit(np.asfortranarray(X), y, solver=solver, l2=1e-3, max_iter=20)
     assert columns_calls == [(d, n)]
@@ -260,7 +269,8 @@ def test_fit_trains_on_fortran_X_where_it_lies(rng, monkeypatch, dtype, solver):
     np.testing.assert_array_equal(on_fortran.b, on_c.b)
 
 
-def test_fortran_X_is_copied_where_training_would_read_it_slowly(rng):
+def test_fortran_X_is_copied_where_training_would_read_it_slowly(rng, monkeypatch):
+    from fastsoftmax import _data
     from fastsoftmax.objectives import make_objective
 
     def source_X(X, k, **kwargs):
@@ -269,15 +279,39 @@ def test_fortran_X_is_copied_where_training_would_read_it_slowly(rng):
         ).source.X
 
     X = np.asfortranarray(rng.standard_normal((500, 6)))
+    wide = np.asfortranarray(rng.standard_normal((500, 300)))
+    assert not kernels.row_blocks_pay(300, 3, 8)
+    monkeypatch.setattr(_data, "available_memory", lambda: 4 * wide.nbytes)  # a copy of each fits the budget
     assert source_X(X, 3) is X  # row blocks: read where it lies
     # Mini-batches gather rows (each D values N apart in Fortran order); several
     # chunks would copy a row slice every pass; at D = 300 the ROWWISE body on a
     # C-ordered X beats the BLOCKED body on X.T: each gets one C copy.
-    assert source_X(X, 3, minibatches=True).flags.c_contiguous
-    assert source_X(X, 3, chunk_size=100).flags.c_contiguous
-    wide = np.asfortranarray(rng.standard_normal((500, 300)))
-    assert not kernels.row_blocks_pay(300, 3, 8)
-    assert source_X(wide, 3).flags.c_contiguous
+    slow_in_place = [(X, {"minibatches": True}), (X, {"chunk_size": 100}), (wide, {})]
+    for X_fortran, kwargs in slow_in_place:
+        copy = source_X(X_fortran, 3, **kwargs)
+        assert copy.flags.c_contiguous and not np.shares_memory(copy, X_fortran)
+    # Unless the copy would not fit: then X is read where it lies, whatever the use.
+    monkeypatch.setattr(_data, "available_memory", lambda: 3 * X.nbytes)
+    for X_fortran, kwargs in slow_in_place:
+        assert source_X(X_fortran, 3, **kwargs) is X_fortran
+
+
+@pytest.mark.parametrize("solver", ["sgd", "lbfgs"])
+def test_fit_without_memory_for_a_copy_reads_fortran_X_in_place(rng, monkeypatch, solver):
+    from fastsoftmax import _data
+
+    n, d, k = 2000, 40, 3  # ROWWISE on a C-ordered X: a copy, were there memory for it
+    X, y = _learnable(rng, n, d, k, np.float64)
+    on_c = SoftmaxRegression(d, k, seed=0).fit(X, y, solver=solver, max_iter=5, seed=1)
+    monkeypatch.setattr(_data, "available_memory", lambda: X.nbytes)
+    copies = _record_contiguous_copies(monkeypatch)
+    on_fortran = SoftmaxRegression(d, k, seed=0).fit(np.asfortranarray(X), y, solver=solver, max_iter=5, seed=1)
+    assert (n, d) not in copies
+    # Mini-batches gather the same rows; full batches take the BLOCKED body's sums, not ROWWISE's.
+    if solver == "sgd":
+        np.testing.assert_array_equal(on_fortran.W, on_c.W)
+    else:
+        np.testing.assert_allclose(on_fortran.W, on_c.W, rtol=1e-10, atol=1e-12)
 
 
 def test_digest_of_fortran_X_is_that_of_its_rows(rng, monkeypatch):

@@ -165,7 +165,7 @@ def test_training_reads_row_blocks_from_the_second_evaluation(rng, dtype, row_bl
     assert n_evaluations >= with_blocks.n_iter_ - 1  # every full evaluation after the first
     assert row_blocks_calls[0] == (-(-3000 // BLOCK_ROWS), 6, BLOCK_ROWS)
     # The same fit on the transposing body: the same optimum, to the dtype's precision.
-    monkeypatch.setattr(_data, "row_blocks_fit", lambda nbytes: False)
+    monkeypatch.setattr(_data, "copy_of_X_fits", lambda nbytes: False)
     without = _fit(X, y, dtype)
     assert len(row_blocks_calls) == n_evaluations
     # 3000 x 8 x 3 runs in one chunk, where the row blocks give the transposing
@@ -183,7 +183,7 @@ def test_newton_cg_takes_its_hessian_products_on_the_row_blocks(rng, dtype, row_
     assert set(hvp_calls) == {(-(-3000 // BLOCK_ROWS), 6, BLOCK_ROWS)}
     # Without the copy: the transposing bodies, in one chunk the same sums bit
     # for bit, so the same iterates and the same model.
-    monkeypatch.setattr(_data, "row_blocks_fit", lambda nbytes: False)
+    monkeypatch.setattr(_data, "copy_of_X_fits", lambda nbytes: False)
     n_hvp_calls = len(hvp_calls)
     without = _fit(X, y, dtype, solver="newton-cg")
     assert len(hvp_calls) == n_hvp_calls

@@ -80,6 +80,10 @@ def test_column_moments_kernel(rng, dtype):
             want_squares = (w64[:, None] * deviations**2).sum(axis=0)
             np.testing.assert_allclose(sums, want_sums, rtol=rtol_for(np.float64, 257), atol=1e-9)
             np.testing.assert_allclose(squares, want_squares, rtol=rtol_for(np.float64, 257))
+            # A Fortran-ordered X (training reads one where it lies): the same additions, bit for bit.
+            on_fortran = kernels.column_moments(np.asfortranarray(X), w, shift, n_chunks)
+            np.testing.assert_array_equal(on_fortran[0], sums)
+            np.testing.assert_array_equal(on_fortran[1], squares)
 
 
 def test_scaling_statistics_survive_a_large_offset(rng):
