@@ -125,8 +125,23 @@ BLOCKED_MAX_FEATURES = 1024
 #: x 10 14.3 / 30.3 -> 11.9 / 23.4; 20,000 x 3000 x 3 7.84 / 16.4 -> 7.22 /
 #: 14.8; 4000 x 10,000 x 2 5.14 / 11.1 -> 5.15 / 12.3; BLAS at 30,000 x 784
 #: x 32 13.2 / 28.0 -> 9.29 / 19.2, 30,000 x 512 x 50 12.1 / 25.4 -> 8.05 /
-#: 17.8, 20,000 x 2048 x 32 21.2 / 49.9 -> 20.7 / 45.2.
-ROWWISE_MIN_ROW_BYTES = ((3, 64), (5, 96), (20, 224), (BLAS_MIN_CLASSES - 1, 384))
+#: 17.8, 20,000 x 2048 x 32 21.2 / 49.9 -> 20.7 / 45.2. K = 3 moved from 64
+#: to 96 bytes when the BLOCKED body had become faster (see
+#: ROWWISE_WHOLE_VECTOR_MAX_CLASSES).
+ROWWISE_MIN_ROW_BYTES = ((2, 64), (5, 96), (20, 224), (BLAS_MIN_CLASSES - 1, 384))
+#: K up to which ROWWISE also takes rows of exactly one AVX-512 vector
+#: (``VECTOR_BYTES``: 16 float32 or 8 float64 values), below the table's
+#: bound. ROWWISE loads a row in whole vectors, the last one masked: a row of
+#: 1.1 to 1.4 vectors costs it nearly as much as two, while BLOCKED's cost
+#: grows with D. After the transposes went through registers, medians of
+#: per-round ratios BLOCKED / ROWWISE, forced, 2 threads, 9-11 alternated
+#: rounds, 1e6 x D x 3 float32: D = 16 1.00-1.03, 18 0.87, 20 0.88-0.92
+#: (four runs), 22 0.96-0.97, 24 1.02-1.04, 28 1.33, 32 1.30; float64: D = 8
+#: 1.17, 10 1.01, 11 1.01, 12 1.06, 16 1.22. K = 2, float32: D = 16 1.12, 20
+#: 0.94 and 1.07, 24 1.29.
+ROWWISE_WHOLE_VECTOR_MAX_CLASSES = 3
+#: Bytes of one AVX-512 vector.
+VECTOR_BYTES = 64
 #: Bytes up to which a block is prefetched: the BLOCKED body asks for the
 #: next block while it computes on this one, a third before each stage. The
 #: softmax and the products touch only the block in L1/L2, so without it
@@ -161,12 +176,15 @@ def select_variant(n_features: int, n_classes: int, itemsize: int) -> LossGradVa
 
     The rule, measured on the 2-core machine (README, "How the kernels
     work"): for K < 64, ROWWISE when a row of X takes at least the bytes
-    ``ROWWISE_MIN_ROW_BYTES`` sets for K (64 bytes for K <= 3 up to 384 for
-    K > 20), else BLOCKED. Both run their products in register tiles near
-    the FMA peak; BLOCKED pays a transpose per block, ROWWISE a sum across
-    lanes per row and class. For K >= 64, BLOCKED up to
-    BLOCKED_MAX_FEATURES features and BLAS past them.
+    ``ROWWISE_MIN_ROW_BYTES`` sets for K (64 bytes for K = 2 up to 384 for
+    K > 20), or exactly one vector at K <= 3
+    (``ROWWISE_WHOLE_VECTOR_MAX_CLASSES``), else BLOCKED. Both run their
+    products in register tiles near the FMA peak; BLOCKED pays a transpose
+    per block, ROWWISE a sum across lanes per row and class. For K >= 64,
+    BLOCKED up to BLOCKED_MAX_FEATURES features and BLAS past them.
     """
+    if n_classes <= ROWWISE_WHOLE_VECTOR_MAX_CLASSES and n_features * itemsize == VECTOR_BYTES:
+        return LossGradVariant.ROWWISE
     return select_by_row_bytes(n_features, n_classes, itemsize, ROWWISE_MIN_ROW_BYTES)
 
 

@@ -26,6 +26,7 @@ from fastsoftmax.kernels._signature import named
 from fastsoftmax.kernels._tiles import prefetch_bytes
 from fastsoftmax.kernels.loss_grad import (
     _COLUMNS,
+    BLAS_MIN_CLASSES,
     ROWWISE_PREFETCH_MAX_BYTES,
     LossGradVariant,
     _block_logits,
@@ -36,7 +37,7 @@ from fastsoftmax.kernels.loss_grad import (
     _row_logits,
     chunk_rows,
     columns_of,
-    select_variant,
+    select_by_row_bytes,
 )
 from fastsoftmax.kernels.softmax import exp_shifted_block
 
@@ -44,12 +45,22 @@ _ROWWISE = int(LossGradVariant.ROWWISE)
 _BLAS = int(LossGradVariant.BLAS)
 
 
+#: Prediction's ROWWISE bounds, as ``loss_grad.ROWWISE_MIN_ROW_BYTES``: the
+#: loss and gradient's before its K = 3 bound moved to 96 bytes. Prediction
+#: has no gradient stage, and at K = 3 its ROWWISE body stays the faster:
+#: medians of per-round ratios BLOCKED / ROWWISE of ``predict_labels``, 2
+#: threads, 9 alternated rounds, 1e6 x D x 3 float32: D = 18 1.16, 20 1.20,
+#: 22 1.33; float64: D = 10 1.46.
+PREDICT_ROWWISE_MIN_ROW_BYTES = ((3, 64), (5, 96), (20, 224), (BLAS_MIN_CLASSES - 1, 384))
+
+
 def select_predict_variant(n_features: int, n_classes: int, itemsize: int) -> LossGradVariant:
     """Choose the block body that forms prediction's logits for D features, K classes, ``itemsize``-byte floats.
 
-    The rule of the fused loss and gradient (``loss_grad.select_variant``):
-    at every shape measured, the body it picks for the labels is the fastest
-    or within 14 % of it. 2 threads, OpenBLAS's own kernels, medians of 11
+    The rule of the fused loss and gradient (``loss_grad.select_by_row_bytes``)
+    with the bounds ``PREDICT_ROWWISE_MIN_ROW_BYTES``: at every shape
+    measured, the body it picks for the labels is the fastest or within 14 %
+    of it. 2 threads, OpenBLAS's own kernels, medians of 11
     alternated calls of ``predict_labels``, ms BLOCKED / ROWWISE / BLAS
     (float32, then float64): 1e6 x 8 x 3 2.20 / 2.36 / 8.14, 2.53 / 2.09 /
     6.88; 1e6 x 20 x 3 3.30 / 2.46 / 7.85, 5.13 / 4.38 / 12.29; 400,000 x 16 x
@@ -62,7 +73,7 @@ def select_predict_variant(n_features: int, n_classes: int, itemsize: int) -> Lo
     3.93 / 5.13 / 6.17; 20,000 x 512 x 1000 48.9 / 56.6 / 53.4, 101.9 / 93.4
     / 114.3.
     """
-    return select_variant(n_features, n_classes, itemsize)
+    return select_by_row_bytes(n_features, n_classes, itemsize, PREDICT_ROWWISE_MIN_ROW_BYTES)
 
 
 @njit(inline="always", **JIT_OPTIONS)

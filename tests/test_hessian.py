@@ -154,7 +154,7 @@ def test_shape_rule():
     # 512 bytes for K <= 3, 10, 63), since the product forms two sets of logits.
     Variant = kernels.LossGradVariant
     assert kernels.select_hvp_variant(20, 3, 4) is Variant.BLOCKED
-    assert kernels.select_hvp_variant(20, 3, 4) is not kernels.select_variant(20, 3, 4)
+    assert kernels.select_hvp_variant(32, 3, 4) is not kernels.select_variant(32, 3, 4)
     assert kernels.select_hvp_variant(100, 10, 4) is Variant.ROWWISE
     assert kernels.select_hvp_variant(784, 10, 8) is Variant.ROWWISE
     assert_rowwise_bounds(kernels.select_hvp_variant, ((3, 192), (10, 256), (63, 512)))

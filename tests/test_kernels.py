@@ -564,11 +564,22 @@ def test_count_nonfinite(rng, dtype, n_chunks):
 
 def test_select_variant_rule():
     # K < 64: register tiles along D on X's rows from rows of 64, 96, 224 or
-    # 384 bytes (K <= 3, 5, 20, 63), across rows of a transposed block below;
-    # K >= 64: the transposed block up to D = 1024, BLAS past it.
+    # 384 bytes (K <= 2, 5, 20, 63), and at K <= 3 on rows of exactly one
+    # vector (64 bytes); across rows of a transposed block below; K >= 64:
+    # the transposed block up to D = 1024, BLAS past it.
     assert kernels.select_variant(4, 3, 8) is LossGradVariant.BLOCKED
     assert kernels.select_variant(20, 5, 4) is LossGradVariant.BLOCKED
-    assert kernels.select_variant(20, 3, 4) is LossGradVariant.ROWWISE
+    assert kernels.select_variant(20, 3, 4) is LossGradVariant.BLOCKED
+    assert kernels.select_variant(20, 2, 4) is LossGradVariant.ROWWISE
+    assert kernels.select_variant(24, 3, 4) is LossGradVariant.ROWWISE
+    for itemsize in (4, 8):
+        one_vector = 64 // itemsize  # 16 float32 or 8 float64 values
+        for n_classes in (2, 3):
+            assert kernels.select_variant(one_vector - 1, n_classes, itemsize) is LossGradVariant.BLOCKED
+            assert kernels.select_variant(one_vector, n_classes, itemsize) is LossGradVariant.ROWWISE
+        assert kernels.select_variant(one_vector + 1, 2, itemsize) is LossGradVariant.ROWWISE
+        assert kernels.select_variant(one_vector + 1, 3, itemsize) is LossGradVariant.BLOCKED
+        assert kernels.select_variant(one_vector, 4, itemsize) is LossGradVariant.BLOCKED
     assert kernels.select_variant(100, 10, 4) is LossGradVariant.ROWWISE
     assert kernels.select_variant(784, 10, 4) is LossGradVariant.ROWWISE
     assert kernels.select_variant(3000, 3, 8) is LossGradVariant.ROWWISE
@@ -577,7 +588,7 @@ def test_select_variant_rule():
     assert kernels.select_variant(512, 1000, 8) is LossGradVariant.BLOCKED
     assert kernels.select_variant(2000, 300, 8) is LossGradVariant.BLAS
     # The boundaries, one step either side, in both dtypes.
-    assert_rowwise_bounds(kernels.select_variant, ((3, 64), (5, 96), (20, 224), (63, 384)))
+    assert_rowwise_bounds(kernels.select_variant, ((5, 96), (20, 224), (63, 384)))
     assert kernels.select_variant(1, 1, 4) is LossGradVariant.BLOCKED
     assert kernels.select_variant(4000, 64, 4) is LossGradVariant.BLAS
     assert kernels.select_variant(1024, 64, 8) is LossGradVariant.BLOCKED
@@ -585,8 +596,12 @@ def test_select_variant_rule():
     assert kernels.select_variant(1025, 63, 4) is LossGradVariant.ROWWISE
 
 
-def test_prediction_takes_the_loss_and_gradient_rule():
-    for n_features, n_classes, itemsize in [(8, 3, 4), (20, 3, 4), (100, 10, 8), (64, 256, 4), (2000, 300, 8)]:
+def test_prediction_takes_the_loss_and_gradient_rule_with_its_own_bounds():
+    for n_features, n_classes, itemsize in [(8, 3, 4), (100, 10, 8), (64, 256, 4), (2000, 300, 8)]:
         assert kernels.select_predict_variant(n_features, n_classes, itemsize) is kernels.select_variant(
             n_features, n_classes, itemsize
         )
+    # At K = 3 prediction's ROWWISE body stays the faster from 64 bytes a row.
+    assert_rowwise_bounds(kernels.select_predict_variant, ((3, 64), (5, 96), (20, 224), (63, 384)))
+    assert kernels.select_predict_variant(20, 3, 4) is LossGradVariant.ROWWISE
+    assert kernels.select_variant(20, 3, 4) is LossGradVariant.BLOCKED
