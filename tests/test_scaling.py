@@ -75,13 +75,13 @@ def test_column_moments_kernel(rng, dtype):
     deviations = X.astype(np.float64) - shift
     for w, w64 in ((np.empty(0, dtype), np.ones(257)), (weights, weights.astype(np.float64))):
         for n_chunks in (1, 3):
-            sums, squares = kernels.column_moments(X, w, shift, n_chunks)
+            sums, squares = kernels.column_moments(X, w, shift, False, n_chunks)
             want_sums = (w64[:, None] * deviations).sum(axis=0)
             want_squares = (w64[:, None] * deviations**2).sum(axis=0)
             np.testing.assert_allclose(sums, want_sums, rtol=rtol_for(np.float64, 257), atol=1e-9)
             np.testing.assert_allclose(squares, want_squares, rtol=rtol_for(np.float64, 257))
             # A Fortran-ordered X (training reads one where it lies): the same additions, bit for bit.
-            on_fortran = kernels.column_moments(np.asfortranarray(X), w, shift, n_chunks)
+            on_fortran = kernels.column_moments(np.asfortranarray(X).T, w, shift, True, n_chunks)
             np.testing.assert_array_equal(on_fortran[0], sums)
             np.testing.assert_array_equal(on_fortran[1], squares)
 
@@ -89,7 +89,7 @@ def test_column_moments_kernel(rng, dtype):
 def test_scaling_statistics_survive_a_large_offset(rng):
     # Raw second moments would cancel: E[x^2] - E[x]^2 with |mean| / std = 1e7.
     X = rng.standard_normal((1000, D)) + 1e7
-    moments = kernels.column_moments(X, np.empty(0), X[0].copy(), 2)
+    moments = kernels.column_moments(X, np.empty(0), X[0].copy(), False, 2)
     scaling = FeatureScaling.from_moments(1000.0, *moments, X[0].copy(), 0.0, K)
     np.testing.assert_allclose(scaling.mean, X.mean(axis=0), rtol=rtol_for(np.float64, 1000))
     np.testing.assert_allclose(scaling.scale, X.std(axis=0), rtol=1e-6)
