@@ -4,10 +4,12 @@ Design
 ------
 The loss and gradient are sums over rows (see DESIGN.md, "Scale beyond one
 machine"). A :class:`DataSource` hands out row chunks of ``(X, y, w)`` as
-C-contiguous views, and :func:`chunked_objectives` adds the kernels' partial
-sums (``fused_loss_grad`` with ``scale=1``, ``l2=0``) over the chunks in a
-fixed order, in float64, then normalises once and adds the L2 term. A Dask
-backend can replace the chunk loop by a map-reduce over the same partial sums.
+C-contiguous views (a chunk that is the whole of a Fortran-ordered X as it is:
+the kernels read its transpose), and :func:`chunked_objectives` adds the
+kernels' partial sums (``fused_loss_grad`` with ``scale=1``, ``l2=0``) over
+the chunks in a fixed order, in float64, then normalises once and adds the L2
+term. A Dask backend can replace the chunk loop by a map-reduce over the same
+partial sums.
 
 * **Sources.** An in-memory array is one chunk, so the fused kernel runs
   exactly as before (bit for bit). An ``np.memmap`` or a path to an ``.npy``
@@ -166,7 +168,8 @@ class DataSource:
             if 0 in X.shape:
                 raise ValueError(f"X is empty (shape {X.shape}).")
             # A strided or Fortran-order map is read a chunk at a time and copied
-            # (rows() makes each chunk C-contiguous), as for a dtype cast.
+            # (rows() makes each chunk C-contiguous, unless one chunk is the
+            # whole Fortran-ordered map), as for a dtype cast.
         else:
             if X.dtype.kind == "f" and X.dtype != self.dtype:
                 X = X.astype(self.dtype)

@@ -30,8 +30,9 @@ def column_moments(X, sample_weight, shift, columns, n_chunks):
     free of the cancellation that raw second moments suffer when
     |mean| >> std. Returns two (D,) float64 arrays; one pass over X, one chunk
     of rows per thread. Both layouts give the same sums bit for bit
-    (``LANES``): read row by row, a Fortran-ordered X took twice as long as a
-    C-ordered one (18.5 against 8.4 ms at 1,000,000 x 20 float32, 2 threads).
+    (``LANES``). Read row by row, a Fortran-ordered X took twice as long as a
+    C-ordered one (18.5 against 8.4 ms at 1,000,000 x 20 float32, 2 threads);
+    through its transpose, 8.6 against 6.6 ms (float64: 8.0 against 7.0).
     """
     n, d = (X.shape[1], X.shape[0]) if columns else X.shape
     weighted = sample_weight.shape[0] > 0
