@@ -12,13 +12,35 @@ own error is negligible next to a float32 kernel's.
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 
-import numpy as np
-import pytest
 
-from fastsoftmax import kernels, reference
-from fastsoftmax.kernels import LossGradVariant
-from fastsoftmax.kernels._config import BLOCK_ROWS
+def _worker_cache_dir(worker: str) -> str:
+    """The Numba cache directory of one pytest-xdist worker: its own, under the shared one.
+
+    Numba names a new cache entry after the count of entries in the index it
+    has just read. Two processes that compile two signatures of one kernel at
+    the same moment can pick the same file, and the index can then point one
+    signature at the other's machine code. Workers that compile cold in one
+    directory could hit that, so each worker keeps its own. A run without
+    workers leaves the cache where Numba puts it: ``kernels/__pycache__``, or
+    NUMBA_CACHE_DIR.
+    """
+    shared = os.environ.get("NUMBA_CACHE_DIR") or str(Path(__file__).resolve().parents[1] / ".numba_cache")
+    return str(Path(shared) / worker)
+
+
+# Before numba is imported (below), which reads the variable once.
+if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ["NUMBA_CACHE_DIR"] = _worker_cache_dir(os.environ["PYTEST_XDIST_WORKER"])
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from fastsoftmax import kernels, reference  # noqa: E402
+from fastsoftmax.kernels import LossGradVariant  # noqa: E402
+from fastsoftmax.kernels._config import BLOCK_ROWS  # noqa: E402
 
 DTYPES = [np.float32, np.float64]
 DTYPE_IDS = ["f32", "f64"]
