@@ -76,6 +76,8 @@ def fused_loss_grad(
     loops treat it as divergence. A gradient that overflowed while the loss
     stayed finite (sums of w_i (p_i - e_{y_i}) x_i beyond the dtype's range)
     makes the loss sum NaN, so that every caller's check of the loss sees it.
+    So does a label outside [0, K), which the kernels never index with: y may
+    come from ``_checks.check_labels(..., scan=False)``.
     """
     n_classes, n_features = W.shape
     X, fortran = read_in_place(X, X_blocks, variant)
@@ -119,9 +121,10 @@ def descend(W: np.ndarray, b: np.ndarray, dW: np.ndarray, db: np.ndarray, step) 
 
 
 def _check_problem(X, y, W, b, sample_weight, scale_free: bool = False):
+    # The labels' range is checked by the fused kernel (see raise_for_nonfinite_loss).
     W, b = _checks.check_weights(W, b)
     X = _checks.check_X(X, W.dtype, W.shape[1], fortran_ok=True)
-    y = _checks.check_labels(y, X.shape[0], W.shape[0])
+    y = _checks.check_labels(y, X.shape[0], W.shape[0], scan=False)
     sample_weight = _checks.check_sample_weight(sample_weight, X.shape[0], W.dtype, scale_free=scale_free)
     return X, y, W, b, sample_weight
 
@@ -190,7 +193,7 @@ def loss_and_grad(X, y, W, b, *, l2: float = 0.0, sample_weight=None) -> tuple[f
     dW = np.empty_like(W)
     db = np.empty_like(b)
     loss_sum = fused_loss_grad(X, y, W, b, sample_weight, 1.0 / weight_sum, l2, dW, db)
-    _checks.raise_for_nonfinite_loss(X, loss_sum)
+    _checks.raise_for_nonfinite_loss(X, loss_sum, y, W.shape[0])
     return loss_sum / weight_sum + l2_penalty(W, l2), dW, db
 
 
@@ -208,7 +211,7 @@ def loss_and_grad_sums(X, y, W, b, *, sample_weight=None) -> LossGradSums:
     dW = np.empty_like(W)
     db = np.empty_like(b)
     loss_sum = fused_loss_grad(X, y, W, b, sample_weight, 1.0, 0.0, dW, db)
-    _checks.raise_for_nonfinite_loss(X, loss_sum)
+    _checks.raise_for_nonfinite_loss(X, loss_sum, y, W.shape[0])
     return LossGradSums(loss_sum, dW, db, _weight_sum(sample_weight, X.shape[0]))
 
 

@@ -84,10 +84,11 @@ class SoftmaxRegression:
     def _X(self, X, fortran_ok: bool = False) -> np.ndarray:
         return _checks.check_X(_checks.as_compute_dtype(X, self.dtype), self.dtype, self.input_dim, fortran_ok)
 
-    def _Xy(self, X, y, fortran_ok: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    def _Xy(self, X, y, fortran_ok: bool = False, scan_labels: bool = True) -> tuple[np.ndarray, np.ndarray]:
         # fortran_ok: the fused loss+grad and prediction read a Fortran-ordered X as it is.
+        # scan_labels=False: the fused kernel flags labels out of range (see _checks.check_labels).
         X = self._X(X, fortran_ok)
-        return X, _checks.check_labels(y, X.shape[0], self.num_classes)
+        return X, _checks.check_labels(y, X.shape[0], self.num_classes, scan=scan_labels)
 
     # -- the textbook interface ------------------------------------------------
 
@@ -114,7 +115,7 @@ class SoftmaxRegression:
         from :meth:`forward`, as the textbook class takes them, the gradient is
         formed from those probabilities instead.
         """
-        X, y = self._Xy(X, y, fortran_ok=True)
+        X, y = self._Xy(X, y, fortran_ok=True, scan_labels=probs is not None)
         W, b = self._params()
         if probs is not None:
             probs = _checks.check_float_param(probs, "probs", 2, self.dtype)
@@ -126,7 +127,7 @@ class SoftmaxRegression:
             return dz.T @ X, dz.sum(axis=0)
         dW, db = np.empty_like(W), np.empty_like(b)
         loss_sum = fused_loss_grad(X, y, W, b, _checks.no_weights(self.dtype), 1.0 / X.shape[0], 0.0, dW, db)
-        _checks.raise_for_nonfinite_loss(X, loss_sum)
+        _checks.raise_for_nonfinite_loss(X, loss_sum, y, self.num_classes)
         return dW, db
 
     def train_step(self, X, y, lr: float, l2: float = 0.0) -> float:
@@ -140,11 +141,11 @@ class SoftmaxRegression:
         """
         lr = _checks.check_lr(lr)
         l2 = _checks.check_l2(l2)
-        X, y = self._Xy(X, y, fortran_ok=True)
+        X, y = self._Xy(X, y, fortran_ok=True, scan_labels=False)
         W, b = self._params()
         dW, db = np.empty_like(W), np.empty_like(b)
         loss_sum = fused_loss_grad(X, y, W, b, _checks.no_weights(self.dtype), 1.0 / X.shape[0], l2, dW, db)
-        _checks.raise_for_nonfinite_loss(X, loss_sum)
+        _checks.raise_for_nonfinite_loss(X, loss_sum, y, self.num_classes)
         loss = loss_sum / X.shape[0] + l2_penalty(W, l2)
         # The new W and b are formed in the gradient's buffers and checked before W and b change.
         if not descend(W, b, dW, db, self.dtype.type(lr)):

@@ -1022,7 +1022,9 @@ def softmax_gradient_full_block(
     float64 and leaves t in row_tail, from which the caller adds
     w log(1 + t). A vector of rows stays in registers from its max to its
     gradient: three passes over the classes instead of about ten loops over
-    the block. For K in UNROLLED_CLASS_COUNTS the passes are unrolled.
+    the block. For K in UNROLLED_CLASS_COUNTS the passes are unrolled. A
+    label outside [0, K) only ever meets comparisons; its row's term of the
+    loss is NaN, whatever the row's weight, for the caller to report.
 
     For an unweighted block, the caller may take sum_r log(1 + t_r) from
     tail_excess (float64, TAIL_PRODUCTS values) instead: the products of
@@ -1072,10 +1074,18 @@ def softmax_gradient_full_block(
 
         def block_pass(n_classes):
             # The block's rows for this many classes: as a constant, the class loops unroll.
+            label_bound = n_classes
+            if label_type.width != n_classes.type.width:
+                resize = builder.zext if label_type.width > n_classes.type.width else builder.trunc
+                label_bound = resize(n_classes, label_type)
             with cgutils.for_range(builder, arrays.const(BLOCK_ROWS // lanes)) as step:
                 offset = builder.mul(step.index, vector_bytes)
                 first_row = builder.add(block_start, builder.mul(step.index, arrays.const(lanes)))
                 labels = arrays.load(y, ir.VectorType(label_type, lanes), arrays.row_offset(y, first_row))
+                # Labels in [0, K), compared before any truncation; a negative one is a large unsigned value.
+                in_range = builder.icmp_unsigned(
+                    "<", labels, arrays.splat(label_bound, ir.VectorType(label_type, lanes))
+                )
                 if label_type.width > lane_int.width:
                     labels = builder.trunc(labels, lane_ints)
                 with builder.if_else(weighted) as (then, otherwise):
@@ -1122,6 +1132,8 @@ def softmax_gradient_full_block(
                     if arrays.itemsize == 4
                     else builder.load(label_logit),
                 )
+                # A row whose label is out of range has a NaN loss, whatever its weight.
+                margin = builder.select(in_range, margin, _vector_constant(doubles, math.nan))
                 w64 = builder.fpext(w, doubles) if arrays.itemsize == 4 else w
                 builder.store(builder.fadd(builder.load(loss), builder.fmul(w64, margin)), loss)
                 # w (p - e_y): p_k = e_k scale, and at a leading label w (p_a - 1) = -t scale.

@@ -242,7 +242,9 @@ def row_blocks_pay(n_features: int, n_classes: int, itemsize: int) -> bool:
 def _softmax_grad_block(Z, nb, y, sample_weight, block_start, scratch, row_tail, row_argmax):
     """Turn a block of logits Z[:nb] (rows r = block_start + r) into w_r (p_r - e_{y_r}).
 
-    Returns the block's loss sum_r w_r (logsumexp(z_r) - z_{r,y_r}) in float64.
+    Returns the block's loss sum_r w_r (logsumexp(z_r) - z_{r,y_r}) in float64,
+    or NaN if a label lies outside [0, K): the callers of the public kernels
+    may leave the labels unchecked and look at them only after a NaN loss.
     The exponentials of the whole block go through one vectorised call.
 
     With a = argmax_k z_k, m = z_a and t = sum_{k != a} exp(z_k - m), the row's
@@ -269,7 +271,10 @@ def _softmax_grad_block(Z, nb, y, sample_weight, block_start, scratch, row_tail,
         row_argmax[r] = a
         label = y[block_start + r]
         w = np.float64(sample_weight[block_start + r]) if weighted else 1.0
-        loss += w * (np.float64(m) - np.float64(Z[r, label]))
+        if 0 <= label < n_classes:
+            loss += w * (np.float64(m) - np.float64(Z[r, label]))
+        else:
+            loss += np.nan  # a label out of range: NaN tells the caller, and nothing is indexed by it
         for k in range(n_classes):
             Z[r, k] -= m
     exp_inplace(Z[:nb].reshape(nb * n_classes), scratch)
@@ -289,7 +294,8 @@ def _softmax_grad_block(Z, nb, y, sample_weight, block_start, scratch, row_tail,
             Z[r, a] = -t * prob_scale
         else:
             Z[r, a] = prob_scale
-            Z[r, label] -= w
+            if 0 <= label < n_classes:
+                Z[r, label] -= w
     return loss + weighted_log1p_sum(row_tail, nb, sample_weight, block_start)
 
 

@@ -385,6 +385,38 @@ def test_model_methods_reject_nonfinite_X(problem):
     np.testing.assert_array_equal(model.W, W0)  # a failed train_step changes nothing
 
 
+#: The calls that leave the labels' range to the fused kernel (check_labels(scan=False)).
+KERNEL_CHECKED_LABEL_CALLS = {
+    "loss_and_grad": lambda X, y, model, sw: fs.loss_and_grad(X, y, model.W, model.b, sample_weight=sw),
+    "loss_and_grad_sums": lambda X, y, model, sw: fs.loss_and_grad_sums(X, y, model.W, model.b, sample_weight=sw),
+    "train_step": lambda X, y, model, sw: model.train_step(X, y, 0.1),
+    "backward": lambda X, y, model, sw: model.backward(X, y),
+}
+
+
+@pytest.mark.parametrize("bad", [-1, 3, 2**32 + 2])
+@pytest.mark.parametrize("layout", ["C", "F"])
+@pytest.mark.parametrize("call", list(KERNEL_CHECKED_LABEL_CALLS))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_labels_checked_by_the_kernel_raise_and_name_the_label(rng, monkeypatch, dtype, call, layout, bad):
+    X, y, _, _, _ = make_problem(rng, 1000, 20, 3, dtype)
+    X = np.asfortranarray(X) if layout == "F" else X
+    model = SoftmaxRegression(20, 3, dtype=dtype, seed=0)
+    step = KERNEL_CHECKED_LABEL_CALLS[call]
+    sample_weight = np.ones(1000) if call.startswith("loss") else None
+    # Valid labels: no separate pass over them (the kernel's own read checks them).
+    with monkeypatch.context() as patch:
+        patch.setattr(kernels, "label_range", lambda y: pytest.fail("the labels were scanned before the kernel"))
+        step(X, y, model, sample_weight)
+    y = _with_value(y, 700, bad)
+    if sample_weight is not None:
+        sample_weight[700] = 0  # a row of weight 0 still needs a label in range
+    W0 = model.W.copy()
+    with pytest.raises(ValueError, match=rf"y contains the label {bad}, outside \[0, 3\)"):
+        step(X, y, model, sample_weight)
+    np.testing.assert_array_equal(model.W, W0)  # a failed train_step changes nothing
+
+
 def test_model_rejects_bad_shapes_and_labels(problem):
     X, y, _, _ = problem
     model = SoftmaxRegression(4, 3)

@@ -94,6 +94,44 @@ def test_loss_grad_variant_parallel_matches_reference(rng, dtype, variant, shape
     assert_grad_close(loss, dW, db, ref, X, W, l2, grad_rtol(dtype, n, d, k))
 
 
+#: Labels out of range that the fused kernel must flag: just below and at the
+#: bounds, and two whose low 32 bits are in range (a float32 body compares
+#: labels in 32-bit lanes).
+BAD_LABELS = [-1, 3, 2**32 + 1, -(2**40)]
+
+
+@pytest.mark.parametrize("bad", BAD_LABELS)
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weight-0-at-the-bad-row"])
+@pytest.mark.parametrize("body", [*VARIANT_IDS, "row-blocks", "fortran", "parallel"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_every_body_flags_a_label_out_of_range_with_a_nan_loss(rng, dtype, body, weighted, bad):
+    # The public functions leave the labels' range to the kernel (check_labels(scan=False)):
+    # each body must return a NaN loss, not read Z or W at the label, in a full
+    # block (row 200) and in the last partial one (row 300).
+    n, n_features, n_classes = 301, 6, 3
+    X, y, W, b, _ = make_problem(rng, n, n_features, n_classes, dtype)
+    y = y.astype(np.int64)
+    sample_weight = np.ones(n, dtype) if weighted else np.empty(0, dtype)
+    for row in (200, 300):
+        y_bad = y.copy()
+        y_bad[row] = bad
+        if weighted:
+            sample_weight[:] = 1
+            sample_weight[row] = 0  # a weight of 0 leaves the row's loss out, but not its label
+        dW, db = np.empty((n_classes, n_features)), np.empty(n_classes)
+        if body == "row-blocks":
+            X_blocks = kernels.row_blocks(X)
+            loss = kernels.loss_grad_row_blocks_sums(X_blocks, y_bad, W, b, sample_weight, 1, 1.0, 0.0, dW, db)
+        elif body == "fortran":
+            X_T = np.asfortranarray(X).T
+            loss = kernels.loss_grad_columns_sums(X_T, y_bad, W, b, sample_weight, 1, 1.0, 0.0, dW, db)
+        else:
+            variant = LossGradVariant.BLOCKED if body == "parallel" else LossGradVariant[body.upper()]
+            n_chunks = 2 if body == "parallel" else 1
+            loss = kernels.loss_grad_sums(X, y_bad, W, b, sample_weight, variant, n_chunks, 1.0, 0.0, dW, db)
+        assert math.isnan(loss), f"label {bad} at row {row}: loss {loss}"
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 def test_variants_agree_with_each_other(rng, dtype):
     X, y, W, b, sw = make_problem(rng, 200, 9, 4, dtype, weighted=True)
