@@ -227,9 +227,9 @@ def check_labels(y, n_samples: int, n_classes: int, *, scan: bool = True) -> np.
     With ``scan=False`` the labels' range is left to the caller: the fused
     loss-and-gradient kernel turns a label outside [0, K) into a NaN loss
     without reading out of bounds, and ``raise_for_nonfinite_loss`` then
-    names it. That saves a pass over y (0.2 ms of a 4.4 ms step at 1e6 x 20
-    x 3 float32). Unsigned 64-bit labels are scanned regardless, as their
-    cast to int64 would wrap the ones past 2**63.
+    names it. That saves a pass over y: 5.7 % of a float32 step at 1e6 x 20
+    x 3, 3.4 % in float64 (README, "Labels"). Unsigned 64-bit labels are
+    scanned regardless, as their cast to int64 would wrap the ones past 2**63.
     """
     y = _as_array(y, "y", "the class labels as integers 0..K-1, shape (N,)", _STRING_LABELS_FIX)
     if y.ndim != 1:

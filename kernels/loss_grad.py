@@ -1,7 +1,9 @@
 """The fused loss and gradient of softmax regression, in one pass over X.
 
 Shapes: X (N, D), y (N,) int64 in [0, K), W (K, D), b (K,), w (N,) sample
-weights or a length-0 array meaning "all ones". For logits z_i = W x_i + b and
+weights or a length-0 array meaning "all ones". A label outside [0, K) is
+never used as an index: it makes loss_sum NaN (the public calls check the
+labels' range after the kernel, not before it). For logits z_i = W x_i + b and
 p_i = softmax(z_i), the kernel returns the un-normalised partial sums
 
     loss_sum   = sum_i w_i (logsumexp(z_i) - z_{i,y_i})
@@ -832,7 +834,7 @@ def loss_grad_sums(X, y, W, b, sample_weight, variant, n_chunks, scale, l2, dW_o
     Parameters
     ----------
     X : (N, D) float32 or float64, C-contiguous
-    y : (N,) int64, every label in [0, K)
+    y : (N,) int64; a label outside [0, K) makes the returned loss NaN
     W : (K, D), same dtype as X
     b : (K,), same dtype as X
     sample_weight : (N,) or (0,), same dtype as X; length 0 means all ones

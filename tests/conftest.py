@@ -19,9 +19,9 @@ from pathlib import Path
 def _worker_cache_dir(worker: str) -> str:
     """The Numba cache directory of one pytest-xdist worker: its own, under the shared one.
 
-    Numba names a new cache entry after the count of entries in the index it
-    has just read. Two processes that compile two signatures of one kernel at
-    the same moment can pick the same file, and the index can then point one
+    Numba names a new cache entry with the first number unused in the index
+    it has just read. Two processes that compile two signatures of one
+    kernel at the same moment can pick the same file, and the index can then point one
     signature at the other's machine code. Workers that compile cold in one
     directory could hit that, so each worker keeps its own. A run without
     workers leaves the cache where Numba puts it: ``kernels/__pycache__``, or
@@ -31,7 +31,7 @@ def _worker_cache_dir(worker: str) -> str:
     return str(Path(shared) / worker)
 
 
-# Before numba is imported (below), which reads the variable once.
+# Before the kernels are imported (below): a kernel's cache directory is fixed when it is decorated.
 if "PYTEST_XDIST_WORKER" in os.environ:
     os.environ["NUMBA_CACHE_DIR"] = _worker_cache_dir(os.environ["PYTEST_XDIST_WORKER"])
 
