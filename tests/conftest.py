@@ -21,11 +21,11 @@ def _worker_cache_dir(worker: str) -> str:
 
     Numba names a new cache entry with the first number unused in the index
     it has just read. Two processes that compile two signatures of one
-    kernel at the same moment can pick the same file, and the index can then point one
-    signature at the other's machine code. Workers that compile cold in one
-    directory could hit that, so each worker keeps its own. A run without
-    workers leaves the cache where Numba puts it: ``kernels/__pycache__``, or
-    NUMBA_CACHE_DIR.
+    kernel at the same moment can pick the same file, and the index can then
+    point one signature at the other's machine code. Workers that compile
+    cold in one directory could hit that, so each worker keeps its own. A
+    run without workers leaves the cache where Numba puts it:
+    ``kernels/__pycache__``, or NUMBA_CACHE_DIR.
     """
     shared = os.environ.get("NUMBA_CACHE_DIR") or str(Path(__file__).resolve().parents[1] / ".numba_cache")
     return str(Path(shared) / worker)
