@@ -12,6 +12,7 @@ from conftest import DTYPE_IDS, DTYPES, rtol_for
 import fastsoftmax as fs
 from fastsoftmax import kernels
 from fastsoftmax._scaling import FeatureScaling
+from fastsoftmax.kernels.moments import PASS_ROWS
 
 N, D, K = 400, 6, 3
 L2 = 1e-3
@@ -67,19 +68,22 @@ def test_gradient_is_the_chain_rule_of_the_map(rng, scaling):
     np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-8)
 
 
+# 257 rows; and, in one chunk, two whole passes over the columns of a
+# Fortran-ordered X with float32 weights and a third that ends in a partial run.
+@pytest.mark.parametrize("n", [257, 2 * PASS_ROWS + 37])
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
-def test_column_moments_kernel(rng, dtype):
-    X = (rng.standard_normal((257, D)) * 5 + 1e3).astype(dtype)
+def test_column_moments_kernel(rng, dtype, n):
+    X = (rng.standard_normal((n, D)) * 5 + 1e3).astype(dtype)
     shift = X[0].astype(np.float64)
-    weights = rng.uniform(0, 3, 257).astype(dtype)
+    weights = rng.uniform(0, 3, n).astype(dtype)
     deviations = X.astype(np.float64) - shift
-    for w, w64 in ((np.empty(0, dtype), np.ones(257)), (weights, weights.astype(np.float64))):
+    for w, w64 in ((np.empty(0, dtype), np.ones(n)), (weights, weights.astype(np.float64))):
         for n_chunks in (1, 3):
             sums, squares = kernels.column_moments(X, w, shift, False, n_chunks)
             want_sums = (w64[:, None] * deviations).sum(axis=0)
             want_squares = (w64[:, None] * deviations**2).sum(axis=0)
-            np.testing.assert_allclose(sums, want_sums, rtol=rtol_for(np.float64, 257), atol=1e-9)
-            np.testing.assert_allclose(squares, want_squares, rtol=rtol_for(np.float64, 257))
+            np.testing.assert_allclose(sums, want_sums, rtol=rtol_for(np.float64, n), atol=1e-9)
+            np.testing.assert_allclose(squares, want_squares, rtol=rtol_for(np.float64, n))
             # A Fortran-ordered X (training reads one where it lies): the same additions, bit for bit.
             on_fortran = kernels.column_moments(np.asfortranarray(X).T, w, shift, True, n_chunks)
             np.testing.assert_array_equal(on_fortran[0], sums)
