@@ -1,10 +1,11 @@
 """Numba kernels for fastsoftmax (installed as ``fastsoftmax.kernels``).
 
 Plain ``@njit`` functions over arrays that the Python layer has already checked:
-C-contiguous, one float dtype per call, labels in range (the fused loss and
-gradient also take labels out of range, index nothing with them and return a
-NaN loss, so that the public calls need not scan the labels first). (A Fortran-ordered X
+C-contiguous, one float dtype per call, labels in range. (A Fortran-ordered X
 goes to the ``*_columns`` kernels as its transpose, which is C-contiguous.)
+The fused loss and gradient also take labels out of range: they index nothing
+with them and return a NaN loss, so that the public calls need not scan the
+labels first.
 Kernels write into the ``out`` buffers they are given; they do no validation
 and no I/O.
 
