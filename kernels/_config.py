@@ -14,6 +14,11 @@ FASTMATH = {"nsz", "arcp", "contract", "reassoc"}
 #: (``arcp`` is left out too: the exp has no division for it to act on.)
 FASTMATH_EXP = FASTMATH - {"reassoc", "arcp"}
 
+#: The flags of sums whose order must not depend on where they are compiled
+#: (``_tiles.add_bias_sums``): ``FASTMATH`` without ``reassoc``, which lets LLVM
+#: regroup a sum differently in each function it is inlined into.
+FASTMATH_ORDERED = FASTMATH - {"reassoc"}
+
 #: Options for every kernel: release the GIL (kernels are called from Python
 #: threads and from Dask workers), cache to disk, and compile lazily on first call.
 JIT_OPTIONS = {"nogil": True, "cache": True, "fastmath": FASTMATH, "error_model": "numpy"}

@@ -71,7 +71,7 @@ from numba.core import cgutils
 from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
-from fastsoftmax.kernels._config import BLOCK_ROWS, FASTMATH, FASTMATH_EXP
+from fastsoftmax.kernels._config import BLOCK_ROWS, FASTMATH, FASTMATH_EXP, FASTMATH_ORDERED
 from fastsoftmax.kernels._math import (
     LN2_HI_32,
     LN2_HI_64,
@@ -382,6 +382,79 @@ def gradient_strip(n_classes: int):
         return signature, codegen
 
     return strip
+
+
+def _fixed_order_sum(builder, vectors, flags):
+    """The sum of ``vectors``' lanes, added in a fixed tree: pairs of vectors, then halves of lanes.
+
+    Each fadd carries ``flags`` (without ``reassoc``): an instruction without
+    flags would get the caller's fastmath set, and with ``reassoc`` LLVM may
+    regroup the sums differently in each function it inlines them into.
+    """
+    mask_type = ir.IntType(32)
+
+    def add(a, b):
+        total = builder.fadd(a, b)
+        total.flags[:] = flags
+        return total
+
+    while len(vectors) > 1:
+        vectors = [add(a, b) for a, b in zip(vectors[::2], vectors[1::2], strict=True)]
+    vector = vectors[0]
+    lanes = vector.type.count
+    while lanes > 1:
+        lanes //= 2
+        low, high = (
+            builder.shuffle_vector(
+                vector, vector, ir.Constant(ir.VectorType(mask_type, lanes), list(range(first, first + lanes)))
+            )
+            for first in (0, lanes)
+        )
+        vector = add(low, high)
+    return builder.extract_element(vector, ir.Constant(mask_type, 0))
+
+
+@intrinsic
+def add_bias_sums(typingctx, Gt_type, db_type):
+    """An intrinsic ``add_bias_sums(Gt, db)``: db[k] += sum_r Gt[k, r] over r < BLOCK_ROWS, for every class k.
+
+    Gt (K, BLOCK_ROWS) has contiguous rows and the data's dtype; db (K,) is a
+    float64 accumulator. Each block sum is taken in the data's dtype, in one
+    fixed order (``_fixed_order_sum``), and added in float64. Written as a
+    Numba loop under ``reassoc``, the order was LLVM's to choose, and it chose
+    differently when a parallel driver was compiled fresh than when it came
+    from a cache that another process had filled: the BLOCKED body and the
+    row-block and Fortran-order bodies, which must agree bit for bit, then
+    differed in db by 1 ulp in float64 and 8 in float32.
+    """
+    _require_contiguous(Gt=Gt_type)
+    signature = types.void(Gt_type, db_type)
+
+    def codegen(context, builder, signature, args):
+        Gt = context.make_array(Gt_type)(context, builder, args[0])
+        db = context.make_array(db_type)(context, builder, args[1])
+        arrays = _Arrays(context, builder, Gt_type.dtype)
+        lanes, _, _ = _tile_shapes(context, arrays.itemsize)
+        vector_type = ir.VectorType(arrays.scalar, lanes)
+        accumulator_type = context.get_data_type(db_type.dtype)
+        flags = sorted(FASTMATH_ORDERED)
+        n_classes = builder.extract_value(Gt.shape, 0)
+        with cgutils.for_range(builder, n_classes) as k:
+            row = arrays.row_offset(Gt, k.index)
+            vectors = [
+                arrays.load(Gt, vector_type, row, arrays.const(j * lanes * arrays.itemsize))
+                for j in range(BLOCK_ROWS // lanes)
+            ]
+            block_sum = _fixed_order_sum(builder, vectors, flags)
+            if accumulator_type != arrays.scalar:
+                block_sum = builder.fpext(block_sum, accumulator_type)
+            target = arrays.address(db, accumulator_type, arrays.row_offset(db, k.index))
+            total = builder.fadd(builder.load(target), block_sum)
+            total.flags[:] = flags
+            builder.store(total, target)
+        return context.get_dummy_value()
+
+    return signature, codegen
 
 
 def _transpose_vectors(builder, rows):

@@ -64,6 +64,7 @@ from fastsoftmax.kernels._tiles import (
     GRADIENT_GROUP,
     LOGITS_GROUP,
     TAIL_PRODUCTS,
+    add_bias_sums,
     gradient_strip,
     logits_strip,
     prefetch_bytes,
@@ -332,16 +333,6 @@ def _block_logits(Xt, W, b, Zt, column=0):
 
 
 @njit(inline="always", **JIT_OPTIONS)
-def _add_block_bias_gradient(Gt, db_acc):
-    """db_acc[k] += sum_r Gt[k, r] over the block's BLOCK_ROWS rows, summed in the data's dtype."""
-    for k in range(Gt.shape[0]):
-        acc = Gt.dtype.type(0)
-        for r in range(BLOCK_ROWS):
-            acc += Gt[k, r]
-        db_acc[k] += acc
-
-
-@njit(inline="always", **JIT_OPTIONS)
 def _block_gradient(Xt, Gt, dW_acc, db_acc, column=0):
     """dW_acc[k, d] += sum_r Gt[k, r] Xt[d, column + r] and db_acc[k] += sum_r Gt[k, r] over the rows r < BLOCK_ROWS.
 
@@ -349,7 +340,7 @@ def _block_gradient(Xt, Gt, dW_acc, db_acc, column=0):
     features (``_tiles``); rows past the block's end hold zeros in Gt.
     """
     n_classes = Gt.shape[0]
-    _add_block_bias_gradient(Gt, db_acc)
+    add_bias_sums(Gt, db_acc)
     first = 0
     while n_classes - first >= GRADIENT_GROUP:
         _gradient_4(Xt, Gt, dW_acc, first, column)
@@ -400,7 +391,7 @@ def _row_gradient(X, first, nb, Gt, dW_acc, db_acc):
     LOGITS_GROUP classes per register tile; Gt is zero past row nb.
     """
     n_classes = Gt.shape[0]
-    _add_block_bias_gradient(Gt, db_acc)
+    add_bias_sums(Gt, db_acc)
     k0 = 0
     while n_classes - k0 >= LOGITS_GROUP:
         _row_gradient_5(X, first, nb, Gt, dW_acc, k0)

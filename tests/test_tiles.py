@@ -100,6 +100,49 @@ def test_tiles_match_float64_products(rng, tiled, dtype):
             np.testing.assert_array_less(np.abs(db - 1 - 2 * G64.sum(axis=1)), 4 * db_bound + 1e-300)
 
 
+def _bias_sums_in_tree_order(Gt, lanes):
+    """sum_r Gt[k, r] per class in ``_tiles.add_bias_sums``' order: vectors of lanes pairwise, then halves of lanes."""
+    sums = []
+    for row in Gt:
+        vectors = list(row.reshape(-1, lanes))
+        while len(vectors) > 1:
+            vectors = [a + b for a, b in zip(vectors[::2], vectors[1::2], strict=True)]
+        vector = vectors[0]
+        while vector.shape[0] > 1:
+            half = vector.shape[0] // 2
+            vector = vector[:half] + vector[half:]
+        sums.append(np.float64(vector[0]))
+    return np.array(sums)
+
+
+@pytest.mark.parametrize("vector_shape", VECTOR_SHAPES, ids=lambda shape: f"{shape[0]}-byte")
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_bias_sums_take_one_fixed_order(rng, monkeypatch, vector_shape, dtype):
+    # Exactly the tree's sums, so no compiler regrouped them: the BLOCKED,
+    # row-block and Fortran-order bodies rely on getting the same bits
+    # wherever the code was compiled (see add_bias_sums).
+    monkeypatch.setattr(_tiles, "_vector_shape", lambda context: vector_shape)
+
+    @njit(fastmath=FASTMATH)
+    def add_twice(Gt, db):
+        _tiles.add_bias_sums(Gt, db)
+        _tiles.add_bias_sums(Gt, db)
+
+    lanes = vector_shape[0] // np.dtype(dtype).itemsize
+    differs_from_sequential = False
+    for n_classes in (1, 3, 7):
+        # Terms of mixed magnitudes, so that another order rounds differently.
+        Gt = rng.standard_normal((n_classes, BLOCK_ROWS)) * 10.0 ** rng.integers(-6, 6, (n_classes, BLOCK_ROWS))
+        Gt = Gt.astype(dtype)
+        db = np.full(n_classes, 0.25)
+        add_twice(Gt, db)
+        block_sums = _bias_sums_in_tree_order(Gt, lanes)
+        np.testing.assert_array_equal(db, (0.25 + block_sums) + block_sums)
+        sequential = np.array([np.cumsum(row)[-1] for row in Gt], dtype=np.float64)
+        differs_from_sequential |= not np.array_equal(block_sums, sequential)
+    assert differs_from_sequential  # the data tells the orders apart
+
+
 @pytest.fixture(params=VECTOR_SHAPES, ids=lambda shape: f"{shape[0]}-byte")
 def row_products(request, monkeypatch):
     """The ROWWISE body's logits and gradient, compiled afresh for one vector shape (see ``tiled``)."""
