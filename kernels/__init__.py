@@ -13,7 +13,8 @@ Callers pass the arrays a kernel only reads through ``read_only``, so that
 writeable, read-only and memory-mapped inputs share one compiled signature.
 
 Importing this package compiles nothing: every kernel compiles on its first
-call and is cached on disk (``cache=True``).
+call and is cached on disk (``cache=True``). Processes that share the cache
+take turns to write it (``_cache``).
 """
 
 from fastsoftmax.kernels._signature import read_only
@@ -74,3 +75,9 @@ __all__ = [
     "stream_sum",
     "two_loop",
 ]
+
+# Last, once every kernel module is imported: processes that share the disk
+# cache take turns to write it (``_cache``).
+from fastsoftmax.kernels import _cache  # noqa: E402
+
+_cache.lock_disk_caches(_cache.kernel_modules())

@@ -17,23 +17,29 @@ from pathlib import Path
 
 
 def _worker_cache_dir(worker: str) -> str:
-    """The Numba cache directory of one pytest-xdist worker: its own, under the shared one.
+    """The Numba cache directory of one pytest-xdist worker where the kernels cannot lock the shared one.
 
-    Numba names a new cache entry with the first number unused in the index
-    it has just read. Two processes that compile two signatures of one
-    kernel at the same moment can pick the same file, and the index can then
-    point one signature at the other's machine code. Workers that compile
-    cold in one directory could hit that, so each worker keeps its own. A
-    run without workers leaves the cache where Numba puts it:
-    ``kernels/__pycache__``, or NUMBA_CACHE_DIR.
+    Two processes that save two signatures of one kernel into one cache at
+    the same moment can leave its index pointing one signature at the other's
+    machine code. The kernels lock their cache against that
+    (``kernels._cache``), so the workers share one, as the processes of a
+    user's grid search do, and the suite exercises the lock. Sharing also
+    checks that code loaded from another process's cache gives the bits it
+    gives compiled fresh: it did not for the bias sums, until they took one
+    fixed order (``_tiles.add_bias_sums``). Where ``fcntl`` is missing
+    (Windows) there is no lock, and each worker keeps its own directory under
+    the shared one.
     """
     shared = os.environ.get("NUMBA_CACHE_DIR") or str(Path(__file__).resolve().parents[1] / ".numba_cache")
     return str(Path(shared) / worker)
 
 
 # Before the kernels are imported (below): a kernel's cache directory is fixed when it is decorated.
-if "PYTEST_XDIST_WORKER" in os.environ:
-    os.environ["NUMBA_CACHE_DIR"] = _worker_cache_dir(os.environ["PYTEST_XDIST_WORKER"])
+try:
+    import fcntl  # noqa: F401 (only whether the kernels can lock their cache)
+except ImportError:
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        os.environ["NUMBA_CACHE_DIR"] = _worker_cache_dir(os.environ["PYTEST_XDIST_WORKER"])
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

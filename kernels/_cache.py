@@ -1,0 +1,103 @@
+"""A file lock around the kernels' disk cache, so that processes sharing it cannot corrupt it.
+
+Every kernel compiles on its first call and is cached on disk (``cache=True``).
+Numba's cache is not safe across processes (numba/numba#10128). A kernel's
+index maps each compiled signature to a data file. ``IndexDataCacheFile.save``
+reads the index, names a new entry after the names it read, writes the index,
+then writes the data. Two processes that save two signatures of one kernel at
+the same moment can pick the same name. The index one of them leaves can then
+point one signature at the other's machine code, and Numba loads and calls it
+without checking: a float32 call would run float64 code, or a crash or a wrong
+result follows. So can a process that loads a signature between another one's
+write of the index and its write of the data, where the name is that of a
+stale file from an earlier version of the source. A grid search with
+``n_jobs=2`` over float32 and float64 models, on a cold cache, can hit it.
+
+``lock_disk_caches`` wraps each kernel's ``save_overload`` in an exclusive
+``flock`` and its ``load_overload`` in a shared one, on one lock file in the
+cache directory. A save then reads the index that the previous save wrote,
+and a load never sees an index whose data file is not yet written. Only the
+file operations hold the lock: compiling does not, and a warm cache costs a
+lock per signature on the first call in a process. Where ``fcntl`` is absent
+(Windows), or the lock file cannot be opened or locked, the cache runs
+unlocked, as Numba's own does.
+"""
+
+import contextlib
+import functools
+import os
+import sys
+from collections.abc import Iterator
+from types import ModuleType
+
+from numba.core.dispatcher import Dispatcher
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock
+    fcntl = None
+
+#: Name of the lock file, beside the kernels' index and data files.
+LOCK_FILE_NAME = "fastsoftmax-kernels.lock"
+
+
+@contextlib.contextmanager
+def _holding_lock(directory: str, operation: int) -> Iterator[None]:
+    """Hold ``flock(operation)`` on the lock file in ``directory`` for the body.
+
+    Where the file cannot be opened or locked (a read-only directory, a file
+    system without locks), the body runs unlocked, as with Numba's own cache.
+    """
+    with contextlib.ExitStack() as stack:
+        try:
+            lock_file = stack.enter_context(open(os.path.join(directory, LOCK_FILE_NAME), "ab"))
+            fcntl.flock(lock_file.fileno(), operation)
+        except OSError:
+            pass
+        else:
+            stack.callback(fcntl.flock, lock_file.fileno(), fcntl.LOCK_UN)
+        yield
+
+
+def lock_disk_cache(dispatcher: Dispatcher) -> bool:
+    """Wrap the disk cache of one dispatcher in the lock; returns whether it is locked.
+
+    A dispatcher without a disk cache (``cache=False``, or caching off) is
+    left as it is, and so is one already locked.
+    """
+    cache = dispatcher._cache
+    if fcntl is None or not hasattr(cache, "_cache_path"):
+        return False
+    if "save_overload" in vars(cache):
+        return True  # wrapped already (a kernel bound to two names)
+    directory = cache._cache_path
+    save, load = cache.save_overload, cache.load_overload
+
+    @functools.wraps(save)
+    def save_overload(sig, data):
+        with _holding_lock(directory, fcntl.LOCK_EX):
+            return save(sig, data)
+
+    @functools.wraps(load)
+    def load_overload(sig, target_context):
+        with _holding_lock(directory, fcntl.LOCK_SH):
+            return load(sig, target_context)
+
+    cache.save_overload = save_overload
+    cache.load_overload = load_overload
+    return True
+
+
+def lock_disk_caches(modules: list[ModuleType]) -> int:
+    """Lock the disk cache of every dispatcher bound to a name in ``modules``; returns how many are locked."""
+    locked = set()
+    for module in modules:
+        for value in vars(module).values():
+            if isinstance(value, Dispatcher) and id(value) not in locked and lock_disk_cache(value):
+                locked.add(id(value))
+    return len(locked)
+
+
+def kernel_modules(package: str = __package__) -> list[ModuleType]:
+    """The modules of ``package`` imported so far, the package itself included."""
+    return [module for name, module in list(sys.modules.items()) if name == package or name.startswith(package + ".")]

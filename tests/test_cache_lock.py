@@ -1,0 +1,110 @@
+"""Processes that share the kernels' disk cache take turns to write it (``kernels._cache``)."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from numba.core.dispatcher import Dispatcher
+
+from fastsoftmax.kernels import _cache
+
+pytestmark = pytest.mark.skipif(_cache.fcntl is None, reason="the cache lock needs fcntl.flock (POSIX)")
+
+
+def _dispatchers():
+    """Every dispatcher bound in the kernel modules, also as a value of a module-level dict."""
+    found = {}
+    for module in _cache.kernel_modules():
+        for value in vars(module).values():
+            values = value.values() if isinstance(value, dict) else [value]
+            for candidate in values:
+                if isinstance(candidate, Dispatcher):
+                    found[id(candidate)] = candidate
+    return list(found.values())
+
+
+def test_every_kernel_with_a_disk_cache_is_locked():
+    dispatchers = _dispatchers()
+    cached = [d for d in dispatchers if hasattr(d._cache, "_cache_path")]
+    assert len(cached) == len(dispatchers) > 50
+    unlocked = [d.py_func.__qualname__ for d in cached if "save_overload" not in vars(d._cache)]
+    assert unlocked == []
+
+
+# Compiles label_range for one label dtype once the file argv[2] exists, with
+# Numba's writes of the cache index and data slowed down so that, unlocked, the
+# two processes interleave as: both read the empty index and name their entry
+# alike; int32 writes the index; int64 writes the index (the one left) and its
+# data; int32 writes its data over it. The index then points int64 at int32
+# code, which the next process loads and calls.
+_COMPILE_ONE_SIGNATURE = textwrap.dedent(
+    """
+    import os, sys, time
+    import numpy as np
+    import numba.core.caching as caching
+
+    dtype, go = sys.argv[1:]
+    index_delay, data_delay = (1.0, 2.0) if dtype == "int32" else (2.0, 0.0)
+    save_index = caching.IndexDataCacheFile._save_index
+    save_data = caching.IndexDataCacheFile._save_data
+
+    def slow_save_index(self, overloads):
+        time.sleep(index_delay)
+        save_index(self, overloads)
+
+    def slow_save_data(self, name, data):
+        time.sleep(data_delay)
+        save_data(self, name, data)
+
+    caching.IndexDataCacheFile._save_index = slow_save_index
+    caching.IndexDataCacheFile._save_data = slow_save_data
+    from fastsoftmax import kernels
+
+    while not os.path.exists(go):
+        time.sleep(0.01)
+    print(kernels.label_range(np.array([3, -2, 7], dtype=dtype)))
+    """
+)
+
+_LOAD_BOTH_SIGNATURES = textwrap.dedent(
+    """
+    import numpy as np
+    from fastsoftmax import kernels
+
+    for dtype in ("int32", "int64"):
+        print(dtype, kernels.label_range(np.array([3, -2, 7], dtype=dtype)))
+    print("hits", sum(kernels.label_range.stats.cache_hits.values()))
+    print("misses", sum(kernels.label_range.stats.cache_misses.values()))
+    """
+)
+
+
+def test_two_processes_saving_two_signatures_keep_both(tmp_path):
+    # Unlocked, the loading process fails to call the int64 signature: Numba
+    # hands it the int32 code ("can't unbox array"). With other timings the
+    # index keeps one entry only, and the check below finds a miss.
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
+    go = tmp_path / "go"
+    compiling = [
+        subprocess.Popen(
+            [sys.executable, "-c", _COMPILE_ONE_SIGNATURE, dtype, str(go)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for dtype in ("int32", "int64")
+    ]
+    go.touch()
+    for process in compiling:
+        stdout, stderr = process.communicate(timeout=300)
+        assert process.returncode == 0, stderr
+        assert stdout.strip() == "(-2, 7)"
+    loading = subprocess.run(
+        [sys.executable, "-c", _LOAD_BOTH_SIGNATURES], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert loading.returncode == 0, loading.stderr
+    assert loading.stdout.split("\n")[:4] == ["int32 (-2, 7)", "int64 (-2, 7)", "hits 2", "misses 0"]
+    assert any(path.name == _cache.LOCK_FILE_NAME for path in (tmp_path / "cache").rglob("*"))
