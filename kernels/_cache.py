@@ -6,11 +6,12 @@ index maps each compiled signature to a data file. ``IndexDataCacheFile.save``
 reads the index, names a new entry after the names it read, writes the index,
 then writes the data. Two processes that save two signatures of one kernel at
 the same moment can pick the same name. The index one of them leaves can then
-point one signature at the other's machine code, and Numba loads and calls it
-without checking: a float32 call would run float64 code, or a crash or a wrong
-result follows. So can a process that loads a signature between another one's
-write of the index and its write of the data, where the name is that of a
-stale file from an earlier version of the source. A grid search with
+point one signature at the other's machine code, which Numba loads without
+checking (two processes compiling ``label_range`` for int32 and int64 labels
+left the int64 call failing in every later process, ``TypeError: can't
+unbox array``, until the cache was deleted). A process that loads a
+signature between another one's write of the index and its write of the
+data can likewise get a stale data file of an earlier version of the source. A grid search with
 ``n_jobs=2`` over float32 and float64 models, on a cold cache, can hit it.
 
 ``lock_disk_caches`` wraps each kernel's ``save_overload`` in an exclusive

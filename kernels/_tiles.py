@@ -28,7 +28,9 @@ stays in registers:
   multiply-adds. On 32-register targets a tile of 4 features (its classes
   padded to 4 with zero vectors) sums its 16 vectors across lanes by one
   butterfly and adds each class's 4 sums, as one vector, to the float64
-  accumulator; other tiles reduce each sum once per block into float64.
+  accumulator; other tiles reduce each sum once per block into float64;
+- bias (``add_bias_sums``): each class's sum of Gt over the block, in one
+  fixed order wherever it is compiled.
 
 Between the stages the body prefetches the next block (``prefetch_bytes``),
 so that memory works while the block computes.
@@ -425,7 +427,10 @@ def add_bias_sums(typingctx, Gt_type, db_type):
     differently when a parallel driver was compiled fresh than when it came
     from a cache that another process had filled: the BLOCKED body and the
     row-block and Fortran-order bodies, which must agree bit for bit, then
-    differed in db by 1 ulp in float64 and 8 in float32.
+    differed in db's last bits (1 ulp in float64, up to 10 in float32). On
+    AVX-512 in float32 the assembly has the instructions LLVM emitted for
+    the loop (8 loads, 7 vector adds, 4 halvings of the lanes); only which
+    vectors are paired is now fixed.
     """
     _require_contiguous(Gt=Gt_type)
     signature = types.void(Gt_type, db_type)
