@@ -11,16 +11,20 @@ checking (two processes compiling ``label_range`` for int32 and int64 labels
 left the int64 call failing in every later process, ``TypeError: can't
 unbox array``, until the cache was deleted). A process that loads a
 signature between another one's write of the index and its write of the
-data can likewise get a stale data file of an earlier version of the source. A grid search with
-``n_jobs=2`` over float32 and float64 models, on a cold cache, can hit it.
+data can likewise get a stale data file of an earlier version of the
+source. A grid search with ``n_jobs=2`` over float32 and float64 models, on
+a cold cache, can hit it.
 
-``lock_disk_caches`` wraps each kernel's ``save_overload`` in an exclusive
-``flock`` and its ``load_overload`` in a shared one, on one lock file in the
-cache directory. A save then reads the index that the previous save wrote,
-and a load never sees an index whose data file is not yet written. Only the
-file operations hold the lock: compiling does not, and a warm cache costs a
-lock per signature on the first call in a process. Where ``fcntl`` is absent
-(Windows), or the lock file cannot be opened or locked, the cache runs
+``lock_disk_caches`` wraps the cache file of each kernel
+(``IndexDataCacheFile``): its ``save`` and ``flush`` take an exclusive
+``flock``, its ``load`` a shared one, on one lock file in the cache
+directory. A save then reads the index that the previous save wrote, and a
+load never sees an index whose data file is not yet written. Only these
+reads and writes (with the pickling of what they read or write) hold the
+lock: compiling does not, nor does linking the loaded code, and a warm cache
+costs a lock per signature on the first call in a process. The lock file is opened read-only, so processes of different
+users that share a cache directory lock it too. Where ``fcntl`` is absent
+(Windows), or the file cannot be created or locked, the cache runs
 unlocked, as Numba's own does.
 """
 
@@ -46,18 +50,37 @@ LOCK_FILE_NAME = "fastsoftmax-kernels.lock"
 def _holding_lock(directory: str, operation: int) -> Iterator[None]:
     """Hold ``flock(operation)`` on the lock file in ``directory`` for the body.
 
-    Where the file cannot be opened or locked (a read-only directory, a file
-    system without locks), the body runs unlocked, as with Numba's own cache.
+    The directory is made first: Numba makes it again only inside the save.
+    Where the file cannot be created or locked (a file system without
+    locks), the body runs unlocked, as with Numba's own cache.
     """
     with contextlib.ExitStack() as stack:
         try:
-            lock_file = stack.enter_context(open(os.path.join(directory, LOCK_FILE_NAME), "ab"))
-            fcntl.flock(lock_file.fileno(), operation)
+            os.makedirs(directory, exist_ok=True)
+            # Read-only: flock needs no write access, and another user may own the file.
+            descriptor = os.open(os.path.join(directory, LOCK_FILE_NAME), os.O_RDONLY | os.O_CREAT, 0o666)
+            stack.callback(os.close, descriptor)
+            fcntl.flock(descriptor, operation)
         except OSError:
             pass
         else:
-            stack.callback(fcntl.flock, lock_file.fileno(), fcntl.LOCK_UN)
+            stack.callback(fcntl.flock, descriptor, fcntl.LOCK_UN)
         yield
+
+
+def _locked(method, directory: str, operation: int):
+    """``method`` of a cache file, run holding the lock."""
+
+    @functools.wraps(method)
+    def locked(*args, **kwargs):
+        with _holding_lock(directory, operation):
+            return method(*args, **kwargs)
+
+    return locked
+
+
+#: The methods of Numba's ``IndexDataCacheFile`` that read or write the cache, and their locks.
+LOCKED_METHODS = {"save": "LOCK_EX", "flush": "LOCK_EX", "load": "LOCK_SH"}
 
 
 def lock_disk_cache(dispatcher: Dispatcher) -> bool:
@@ -66,27 +89,18 @@ def lock_disk_cache(dispatcher: Dispatcher) -> bool:
     A dispatcher without a disk cache (``cache=False``, or caching off) is
     left as it is, and so is one already locked.
     """
-    cache = dispatcher._cache
-    if fcntl is None or not hasattr(cache, "_cache_path"):
+    cache_file = getattr(dispatcher._cache, "_cache_file", None)
+    if fcntl is None or cache_file is None:
         return False
-    if "save_overload" in vars(cache):
-        return True  # wrapped already (a kernel bound to two names)
-    directory = cache._cache_path
-    save, load = cache.save_overload, cache.load_overload
-
-    @functools.wraps(save)
-    def save_overload(sig, data):
-        with _holding_lock(directory, fcntl.LOCK_EX):
-            return save(sig, data)
-
-    @functools.wraps(load)
-    def load_overload(sig, target_context):
-        with _holding_lock(directory, fcntl.LOCK_SH):
-            return load(sig, target_context)
-
-    cache.save_overload = save_overload
-    cache.load_overload = load_overload
+    if "save" not in vars(cache_file):  # else wrapped already (a kernel bound to two names)
+        lock_cache_file(cache_file, dispatcher._cache._cache_path)
     return True
+
+
+def lock_cache_file(cache_file, directory: str) -> None:
+    """Wrap the ``LOCKED_METHODS`` of one ``IndexDataCacheFile`` in the lock file of ``directory``."""
+    for name, operation in LOCKED_METHODS.items():
+        setattr(cache_file, name, _locked(getattr(cache_file, name), directory, getattr(fcntl, operation)))
 
 
 def lock_disk_caches(modules: list[ModuleType]) -> int:

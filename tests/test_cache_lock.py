@@ -1,11 +1,14 @@
 """Processes that share the kernels' disk cache take turns to write it (``kernels._cache``)."""
 
+import gc
 import os
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pytest
+from numba.core.caching import IndexDataCacheFile
 from numba.core.dispatcher import Dispatcher
 
 from fastsoftmax.kernels import _cache
@@ -13,24 +16,47 @@ from fastsoftmax.kernels import _cache
 pytestmark = pytest.mark.skipif(_cache.fcntl is None, reason="the cache lock needs fcntl.flock (POSIX)")
 
 
-def _dispatchers():
-    """Every dispatcher bound in the kernel modules, also as a value of a module-level dict."""
-    found = {}
-    for module in _cache.kernel_modules():
-        for value in vars(module).values():
-            values = value.values() if isinstance(value, dict) else [value]
-            for candidate in values:
-                if isinstance(candidate, Dispatcher):
-                    found[id(candidate)] = candidate
-    return list(found.values())
+def _kernel_dispatchers():
+    """Every dispatcher of a function defined in the kernel modules, bound to a name or not (factories make some)."""
+    return [
+        obj
+        for obj in gc.get_objects()
+        if isinstance(obj, Dispatcher) and obj.py_func.__module__.startswith("fastsoftmax.kernels")
+    ]
 
 
 def test_every_kernel_with_a_disk_cache_is_locked():
-    dispatchers = _dispatchers()
-    cached = [d for d in dispatchers if hasattr(d._cache, "_cache_path")]
-    assert len(cached) == len(dispatchers) > 50
-    unlocked = [d.py_func.__qualname__ for d in cached if "save_overload" not in vars(d._cache)]
-    assert unlocked == []
+    dispatchers = _kernel_dispatchers()
+    cache_files = [d._cache._cache_file for d in dispatchers if hasattr(d._cache, "_cache_file")]
+    assert len(cache_files) == len(dispatchers) > 50
+    for cache_file in cache_files:
+        assert set(_cache.LOCKED_METHODS) <= set(vars(cache_file))
+
+
+@pytest.mark.parametrize(
+    ("method", "held", "waits"),
+    [("load", "LOCK_EX", True), ("load", "LOCK_SH", False), ("save", "LOCK_SH", True), ("flush", "LOCK_SH", True)],
+    ids=["load-waits-for-a-write", "loads-share", "save-waits-for-a-load", "flush-waits-for-a-load"],
+)
+def test_cache_file_operations_wait_for_each_other(tmp_path, method, held, waits):
+    cache_file = IndexDataCacheFile(cache_path=str(tmp_path), filename_base="kernel", source_stamp=(0.0, 0))
+    _cache.lock_cache_file(cache_file, str(tmp_path))
+    arguments = {"load": ("key",), "save": ("key", "payload"), "flush": ()}[method]
+    # Another process's lock, held on a descriptor of its own (flock locks of
+    # two descriptors conflict even within one process).
+    descriptor = os.open(tmp_path / _cache.LOCK_FILE_NAME, os.O_RDONLY | os.O_CREAT)
+    try:
+        _cache.fcntl.flock(descriptor, getattr(_cache.fcntl, held))
+        caller = threading.Thread(target=getattr(cache_file, method), args=arguments)
+        caller.start()
+        caller.join(0.5)
+        assert caller.is_alive() == waits
+        _cache.fcntl.flock(descriptor, _cache.fcntl.LOCK_UN)
+        caller.join(60)
+        assert not caller.is_alive()
+    finally:
+        os.close(descriptor)
+    assert cache_file.load("key") == ("payload" if method == "save" else None)
 
 
 # Compiles label_range for one label dtype once the file argv[2] exists, with
