@@ -30,7 +30,7 @@ stays in registers:
   butterfly and adds each class's 4 sums, as one vector, to the float64
   accumulator; other tiles reduce each sum once per block into float64;
 - bias (``add_bias_sums``): each class's sum of Gt over the block, in one
-  fixed order wherever it is compiled.
+  fixed order for a given vector width, wherever it is compiled.
 
 Between the stages the body prefetches the next block (``prefetch_bytes``),
 so that memory works while the block computes.
@@ -400,6 +400,7 @@ def _fixed_order_sum(builder, vectors, flags):
         total.flags[:] = flags
         return total
 
+    assert len(vectors) & (len(vectors) - 1) == 0, "pairs all the way down need a power of two of vectors"
     while len(vectors) > 1:
         vectors = [add(a, b) for a, b in zip(vectors[::2], vectors[1::2], strict=True)]
     vector = vectors[0]
@@ -422,7 +423,9 @@ def add_bias_sums(typingctx, Gt_type, db_type):
 
     Gt (K, BLOCK_ROWS) has contiguous rows and the data's dtype; db (K,) is a
     float64 accumulator. Each block sum is taken in the data's dtype, in one
-    fixed order (``_fixed_order_sum``), and added in float64. Written as a
+    fixed order for the target's vector width (``_fixed_order_sum``; the
+    cache keys compiled code by CPU, so that width is the same wherever the
+    code is loaded), and added in float64. Written as a
     Numba loop under ``reassoc``, the order was LLVM's to choose, and it chose
     differently when a parallel driver was compiled fresh than when it came
     from a cache that another process had filled: the BLOCKED body and the
@@ -433,6 +436,13 @@ def add_bias_sums(typingctx, Gt_type, db_type):
     vectors are paired is now fixed.
     """
     _require_contiguous(Gt=Gt_type)
+    if not (
+        Gt_type.ndim == 2
+        and Gt_type.dtype in (types.float32, types.float64)
+        and getattr(db_type, "ndim", None) == 1
+        and db_type.dtype == types.float64
+    ):
+        raise TypingError(f"add_bias_sums needs a 2-D float Gt and a 1-D float64 db, got {Gt_type} and {db_type}")
     signature = types.void(Gt_type, db_type)
 
     def codegen(context, builder, signature, args):

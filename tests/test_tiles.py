@@ -275,6 +275,17 @@ def test_tiles_refuse_non_contiguous_blocks():
         logits_of_strided(np.ones((3, 2 * BLOCK_ROWS)), np.ones((2, 3)), np.zeros(2), np.empty((2, BLOCK_ROWS)))
 
 
+def test_bias_sums_refuse_other_accumulators():
+    @njit
+    def bias_sums(Gt, db):
+        _tiles.add_bias_sums(Gt, db)
+
+    # A float32 accumulator would need a narrowing fpext, an integer one integer adds.
+    for db in (np.zeros(2, np.float32), np.zeros(2, np.int64), np.zeros((2, 1))):
+        with pytest.raises(TypingError, match="1-D float64 db"):
+            bias_sums(np.ones((2, BLOCK_ROWS)), db)
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 def test_prefetch_takes_any_range_and_changes_nothing(dtype):
     # Ranges before, across and past the buffer's ends, and empty ones (the
