@@ -22,10 +22,10 @@ directory. A save then reads the index that the previous save wrote, and a
 load never sees an index whose data file is not yet written. Only these
 reads and writes (with the pickling of what they read or write) hold the
 lock: compiling does not, nor does linking the loaded code, and a warm cache
-costs a lock per signature on the first call in a process. The lock file is opened read-only, so processes of different
-users that share a cache directory lock it too. Where ``fcntl`` is absent
-(Windows), or the file cannot be created or locked, the cache runs
-unlocked, as Numba's own does.
+costs a lock per signature on the first call in a process. The lock file is
+opened read-only, so processes of different users that share a cache
+directory lock it too. Where ``fcntl`` is absent (Windows), or the file
+cannot be created or locked, the cache runs unlocked, as Numba's own does.
 """
 
 import contextlib
