@@ -83,18 +83,15 @@ def _locked(method, directory: str, operation: int):
 LOCKED_METHODS = {"save": "LOCK_EX", "flush": "LOCK_EX", "load": "LOCK_SH"}
 
 
-def lock_disk_cache(dispatcher: Dispatcher) -> bool:
-    """Wrap the disk cache of one dispatcher in the lock; returns whether it is locked.
+def lock_disk_cache(dispatcher: Dispatcher) -> None:
+    """Wrap the disk cache of one dispatcher in the lock.
 
     A dispatcher without a disk cache (``cache=False``, or caching off) is
     left as it is, and so is one already locked.
     """
     cache_file = getattr(dispatcher._cache, "_cache_file", None)
-    if fcntl is None or cache_file is None:
-        return False
-    if "save" not in vars(cache_file):  # else wrapped already (a kernel bound to two names)
+    if fcntl is not None and cache_file is not None and "save" not in vars(cache_file):
         lock_cache_file(cache_file, dispatcher._cache._cache_path)
-    return True
 
 
 def lock_cache_file(cache_file, directory: str) -> None:
@@ -103,14 +100,12 @@ def lock_cache_file(cache_file, directory: str) -> None:
         setattr(cache_file, name, _locked(getattr(cache_file, name), directory, getattr(fcntl, operation)))
 
 
-def lock_disk_caches(modules: list[ModuleType]) -> int:
-    """Lock the disk cache of every dispatcher bound to a name in ``modules``; returns how many are locked."""
-    locked = set()
+def lock_disk_caches(modules: list[ModuleType]) -> None:
+    """Lock the disk cache of every dispatcher bound to a name in ``modules``."""
     for module in modules:
         for value in vars(module).values():
-            if isinstance(value, Dispatcher) and id(value) not in locked and lock_disk_cache(value):
-                locked.add(id(value))
-    return len(locked)
+            if isinstance(value, Dispatcher):
+                lock_disk_cache(value)
 
 
 def kernel_modules(package: str = __package__) -> list[ModuleType]:

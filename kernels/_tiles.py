@@ -425,15 +425,15 @@ def add_bias_sums(typingctx, Gt_type, db_type):
     float64 accumulator. Each block sum is taken in the data's dtype, in one
     fixed order for the target's vector width (``_fixed_order_sum``; the
     cache keys compiled code by CPU, so that width is the same wherever the
-    code is loaded), and added in float64. Written as a
-    Numba loop under ``reassoc``, the order was LLVM's to choose, and it chose
-    differently when a parallel driver was compiled fresh than when it came
-    from a cache that another process had filled: the BLOCKED body and the
-    row-block and Fortran-order bodies, which must agree bit for bit, then
-    differed in db's last bits (1 ulp in float64, up to 10 in float32). On
-    AVX-512 in float32 the assembly has the instructions LLVM emitted for
-    the loop (8 loads, 7 vector adds, 4 halvings of the lanes); only which
-    vectors are paired is now fixed.
+    code is loaded), and added in float64. Written as a Numba loop under
+    ``reassoc``, the order was LLVM's to choose, and it chose differently
+    when a parallel driver was compiled fresh than when it came from a cache
+    that another process had filled: the BLOCKED body and the row-block and
+    Fortran-order bodies, which must agree bit for bit, then differed in
+    db's last bits (1 ulp in float64, up to 10 in float32). On AVX-512 in
+    float32 the assembly has the instructions LLVM emitted for the loop (8
+    loads, 7 vector adds, 4 halvings of the lanes); only which vectors are
+    paired is now fixed.
     """
     _require_contiguous(Gt=Gt_type)
     if not (
