@@ -184,15 +184,21 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
     # -- parameters ------------------------------------------------------------
 
     def _check_params(self) -> None:
-        """Validate the parameters that the engine does not check itself."""
+        """Validate every parameter, the engine's solver options included."""
         C = self.C
         if isinstance(C, bool) or not isinstance(C, numbers.Real) or math.isnan(C) or C <= 0:
             raise ValueError(f"C must be a number > 0 (np.inf for no penalty), got {C!r}.")
-        tol = self.tol
-        if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not math.isfinite(tol) or tol < 0:
-            raise ValueError(f"tol must be a finite number >= 0, got {tol!r}.")
-        if self.solver not in solvers.SOLVERS:
-            raise ValueError(f"solver must be one of {solvers.SOLVERS}, got {self.solver!r}.")
+        # The engine's own checks, before any data is read or any attribute changes.
+        _checks.check_fit_options(
+            self.solver,
+            solvers.SOLVERS,
+            max_iter=self.max_iter,
+            lr=self.lr,
+            batch_size=self.batch_size,
+            momentum=self.momentum,
+            tol=self.tol,
+            fit_intercept=self.fit_intercept,
+        )
         if (
             self.class_weight is not None
             and self.class_weight != "balanced"
@@ -273,8 +279,11 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                 )
             # The weighted "balanced" counts, as LogisticRegression computes them (scikit-learn >= 1.7).
             weighted = {"sample_weight": w} if w is not None and self.class_weight == "balanced" else {}
-            per_class = compute_class_weight(self.class_weight, classes=classes, y=classes[y_idx], **weighted)
-            w = per_class[y_idx] if w is None else w * per_class[y_idx]
+            with np.errstate(divide="ignore"):  # a class of zero weight, handled below
+                per_class = compute_class_weight(self.class_weight, classes=classes, y=classes[y_idx], **weighted)
+            factors = per_class[y_idx]
+            # "balanced" gives a class whose rows all weigh 0 an infinite weight; its rows stay at 0.
+            w = factors if w is None else np.multiply(w, factors, out=np.zeros_like(w), where=w != 0)
         weight_sum = float(n) if w is None else float(np.sum(w, dtype=np.float64))
         if w is not None:
             w = w.astype(dtype)
@@ -349,15 +358,45 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         factor = 2.0 if n_classes == 2 else 1.0
         return 0.0 if math.isinf(self.C) else factor / (self.C * weight_sum)
 
+    def _start_params(self, dtype) -> tuple[np.ndarray, np.ndarray]:
+        """Copies of W (K, D) and b (K,) to continue training from; b is 0 without an intercept.
+
+        The engine's ``fit_intercept=False`` holds b where it starts, so a warm
+        start from a fit with an intercept must not carry b over.
+        """
+        W, b = (a.copy() for a in self._full_params(dtype))
+        if not self.fit_intercept:
+            b[:] = 0
+        return W, b
+
     def _engine(self, n_features: int, n_classes: int, dtype, warm: bool) -> SoftmaxRegression:
         model = SoftmaxRegression(n_features, n_classes, dtype=dtype)
         if warm:
-            model.W, model.b = (a.copy() for a in self._full_params(dtype))
+            model.W, model.b = self._start_params(dtype)
         else:
             # LogisticRegression starts from zeros; the optimum does not depend on it.
             model.W = np.zeros((n_classes, n_features), dtype=dtype)
             model.b = np.zeros(n_classes, dtype=dtype)
         return model
+
+    @contextlib.contextmanager
+    def _unchanged_on_failure(self):
+        """Put back every attribute if the body raises (or is interrupted).
+
+        ``fit`` sets ``classes_`` and ``n_features_in_`` before it trains, so
+        a failure would otherwise leave the new classes beside the old
+        ``coef_``, and ``predict`` would name them from the wrong model.
+        ``partial_fit``'s engine model is put back too (its optimiser state
+        may have moved), so the next call starts afresh from ``coef_``.
+        """
+        saved = dict(self.__dict__)
+        try:
+            yield
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(saved)
+            self.__dict__.pop("_partial_model", None)
+            raise
 
     def _verbose_callback(self):
         if not self.verbose:
@@ -381,7 +420,26 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         y : array_like, shape (N,)
             Class labels of any kind ``np.unique`` sorts (an ``.npy`` path with X's path).
         sample_weight : array_like, shape (N,), optional
+
+        Raises
+        ------
+        ValueError, TypeError
+            On a bad parameter or bad data, and ``TrainingError`` if training
+            diverges. A fit that raises, or is interrupted, leaves the
+            estimator as it was before the call (fitted or not).
+
+        Warns
+        -----
+        sklearn.exceptions.ConvergenceWarning
+            The solver stopped before ``tol`` was met; the message says why
+            (``max_iter`` ran out, or the solver could go no further) and
+            what to change. Never with ``tol=0``, which runs ``max_iter``
+            iterations.
         """
+        with self._unchanged_on_failure():
+            return self._fit(X, y, sample_weight)
+
+    def _fit(self, X, y, sample_weight) -> SoftmaxClassifier:
         _refuse_sparse(X)
         self._check_params()
         X, y, dtype = self._prepare_fit(X, y, sample_weight)
@@ -400,9 +458,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         options: dict[str, Any] = {}
         if self.chunk_size is not None:
             options["chunk_size"] = self.chunk_size
-        with self._threads(), warnings.catch_warnings():
-            # Reported below as scikit-learn's own ConvergenceWarning, once.
-            warnings.simplefilter("ignore", EngineConvergenceWarning)
+        with self._threads(), _engine_warnings_as_sklearn():
             model.fit(
                 X,
                 y_idx,
@@ -422,13 +478,6 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         self._store(model.W, model.b)
         self.n_iter_ = np.array([model.n_iter_], dtype=np.int32)
         self.__dict__.pop("_partial_model", None)
-        if not model.converged_:
-            warnings.warn(
-                f"SoftmaxClassifier ({self.solver}) did not converge in max_iter={self.max_iter} "
-                f"iterations; raise max_iter, or scale the features (StandardScaler).",
-                ConvergenceWarning,
-                stacklevel=2,
-            )
         return self
 
     def partial_fit(self, X, y, classes=None, sample_weight=None) -> SoftmaxClassifier:
@@ -438,8 +487,13 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         (every label that will occur). It runs ``solver`` if that is "sgd" or
         "adam", else "sgd"; the optimiser's state carries over between calls.
         Each call minimises the objective of :meth:`fit` on its own rows
-        (``l2 = 1 / (C * sum of the call's weights)``).
+        (``l2 = 1 / (C * sum of the call's weights)``). A call that raises,
+        or is interrupted, leaves the estimator as it was before it.
         """
+        with self._unchanged_on_failure():
+            return self._partial_fit(X, y, classes, sample_weight)
+
+    def _partial_fit(self, X, y, classes, sample_weight) -> SoftmaxClassifier:
         _refuse_sparse(X)
         self._check_params()
         first_call = not hasattr(self, "classes_")
@@ -468,7 +522,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             self._partial_model = model
         else:
             # coef_ and intercept_ hold the weights; the engine model keeps the optimiser's moments.
-            model.W, model.b = (a.copy() for a in self._full_params(model.dtype))
+            model.W, model.b = self._start_params(model.dtype)
         solver = self.solver if self.solver in _MINIBATCH_SOLVERS else "sgd"
         with self._threads():
             model.partial_fit(
@@ -553,6 +607,12 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         )
         if hasattr(self, "feature_names_in_"):
             arrays["feature_names_in"] = np.asarray(self.feature_names_in_.tolist(), dtype=str)
+
+        def unsaveable(reason: str) -> ValueError:
+            return ValueError(f"the estimator cannot be saved: {reason}; {os.fspath(path)} was not written.")
+
+        # What load would refuse is never written over a good file.
+        self._from_arrays(arrays, unsaveable)
         with atomic_file(path) as f:
             np.savez(f, **arrays)
 
@@ -582,24 +642,55 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         version = npz_scalar(arrays, "format_version", int)
         if version != _FORMAT_VERSION:
             raise invalid(f"format version {version} is not supported (expected {_FORMAT_VERSION})")
+        return cls._from_arrays(arrays, invalid)
+
+    @classmethod
+    def _from_arrays(cls, arrays: dict[str, np.ndarray], invalid) -> SoftmaxClassifier:
+        """The estimator that the arrays of a file describe, every field checked.
+
+        ``invalid(reason)`` makes the error raised for a bad field: :meth:`load`
+        names the file, :meth:`save` refuses to write what load would refuse.
+        """
         missing = {"params", "classes", "classes_object", "coef", "intercept", "n_iter", "n_features_in"} - set(arrays)
         if missing:
             raise invalid(f"{sorted(missing)} missing")
+        params_json = npz_scalar(arrays, "params", str)
+        if params_json is None:
+            raise invalid("its parameters are not a JSON string")
         try:
-            params = json.loads(str(arrays["params"]))
+            params = json.loads(params_json)
+            if not isinstance(params, dict):
+                raise TypeError(f"a JSON {type(params).__name__}, where an object was expected")
             if isinstance(params.get("class_weight"), dict):
                 params["class_weight"] = {key: value for key, value in params["class_weight"]["items"]}
             estimator = cls(**params)
         except (ValueError, TypeError, KeyError) as exc:
             raise invalid(f"its parameters cannot be read ({exc})") from exc
         classes = arrays["classes"]
-        estimator.classes_ = classes.astype(object) if bool(arrays["classes_object"]) else classes
+        # Sorted and distinct, as fit leaves them: partial_fit encodes labels by binary search.
+        if classes.ndim != 1 or classes.dtype.kind not in "biufU":
+            raise invalid(f"classes must be a 1-d array of numbers or strings, got shape {classes.shape}")
+        if classes.shape[0] < 2 or not np.array_equal(np.unique(classes), classes):
+            raise invalid("classes must be at least two distinct labels in sorted order")
+        classes_object = arrays["classes_object"]
+        if classes_object.shape != () or classes_object.dtype != np.bool_:
+            raise invalid("classes_object must be a single boolean")
+        n_features = npz_scalar(arrays, "n_features_in", int)
+        if n_features is None or n_features < 1:
+            raise invalid("n_features_in must be a single positive integer")
+        n_iter = arrays["n_iter"]
+        if n_iter.shape != (1,) or n_iter.dtype.kind not in "iu" or n_iter[0] < 0:
+            raise invalid("n_iter must hold one iteration count >= 0")
+        estimator.classes_ = classes.astype(object) if bool(classes_object) else classes
         estimator.coef_ = arrays["coef"]
         estimator.intercept_ = arrays["intercept"]
-        estimator.n_iter_ = arrays["n_iter"]
-        estimator.n_features_in_ = int(arrays["n_features_in"])
+        estimator.n_iter_ = n_iter
+        estimator.n_features_in_ = n_features
         if "feature_names_in" in arrays:
-            estimator.feature_names_in_ = arrays["feature_names_in"].astype(object)
+            names = arrays["feature_names_in"]
+            if names.shape != (n_features,) or names.dtype.kind != "U":
+                raise invalid(f"feature_names_in must hold {n_features} strings")
+            estimator.feature_names_in_ = names.astype(object)
         n_rows = 1 if classes.shape[0] == 2 else classes.shape[0]
         if estimator.coef_.shape != (n_rows, estimator.n_features_in_) or estimator.intercept_.shape != (n_rows,):
             raise invalid(
@@ -607,10 +698,35 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                 f"{classes.shape[0]} classes and {estimator.n_features_in_} features"
             )
         try:
-            _checks.check_weights(estimator.coef_, estimator.intercept_, _checks.as_float_dtype(estimator.coef_.dtype))
+            dtype = _checks.as_float_dtype(estimator.coef_.dtype)
+            for name, values, ndim in (("coef_", estimator.coef_, 2), ("intercept_", estimator.intercept_, 1)):
+                _checks.check_finite(_checks.check_float_param(values, name, ndim, dtype), name)
         except (TypeError, ValueError) as exc:
             raise invalid(str(exc)) from exc
         return estimator
+
+
+@contextlib.contextmanager
+def _engine_warnings_as_sklearn():
+    """Re-issue the engine's ConvergenceWarning as scikit-learn's, with its reason and remedy.
+
+    The engine says why it stopped (``max_iter`` ran out, or the line search
+    found no lower loss) and what to change; scikit-learn users filter on
+    ``sklearn.exceptions.ConvergenceWarning``. Other warnings pass through.
+    """
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", EngineConvergenceWarning)
+            yield
+    finally:
+        # Outside the recording block, or each warning would be recorded again.
+        for warning in caught:
+            if issubclass(warning.category, EngineConvergenceWarning):
+                # stacklevel: this generator, contextlib, _fit, fit, the caller
+                warnings.warn(f"SoftmaxClassifier: {warning.message}", ConvergenceWarning, stacklevel=5)
+            else:
+                warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
 
 
 def _plain(value):

@@ -220,6 +220,97 @@ def test_warm_start_continues_from_coef():
     assert_same_fit(est, theirs, X, y, 1.0)
 
 
+@pytest.mark.parametrize("k", [2, 3], ids=["binary", "multiclass"])
+def test_warm_start_without_intercept_starts_b_at_zero(k):
+    X, y = generated(n=300, k=k)
+    X = X + 1.0  # the intercepts of the first fit are far from 0
+    est = SoftmaxClassifier(tol=TOL, max_iter=MAX_ITER, warm_start=True).fit(X, y)
+    assert np.any(est.intercept_ != 0)
+    est.set_params(fit_intercept=False).fit(X, y)
+    cold = SoftmaxClassifier(tol=TOL, max_iter=MAX_ITER, fit_intercept=False).fit(X, y)
+    assert np.all(est.intercept_ == 0)
+    np.testing.assert_allclose(est.coef_, cold.coef_, rtol=0, atol=coef_atol(objective(cold, X, y, 1.0)))
+    est.set_params(solver="sgd", lr=1e-3).partial_fit(X, y)
+    assert np.all(est.intercept_ == 0)
+
+
+def _fitted_state(est):
+    """The fitted attributes (``classes_``, ``coef_``...), copied."""
+    return {key: np.copy(value) for key, value in vars(est).items() if key.endswith("_") and not key.startswith("_")}
+
+
+def _assert_state_is(est, state):
+    assert _fitted_state(est).keys() == state.keys()
+    for key, value in state.items():
+        np.testing.assert_array_equal(getattr(est, key), value, err_msg=key)
+
+
+def test_a_failed_fit_leaves_the_estimator_as_it_was(monkeypatch):
+    from fastsoftmax import TrainingError
+    from fastsoftmax.model import SoftmaxRegression
+
+    X, y = generated(n=200, k=3)
+    est = SoftmaxClassifier().fit(X, y)
+    fitted = _fitted_state(est)
+    two_labels = np.array(["no", "yes"])[(y > 0).astype(int)]
+    # A bad option, found before any attribute changes.
+    with pytest.raises(ValueError, match="max_iter must be a positive integer"):
+        est.set_params(max_iter=0).fit(X[:, :3], two_labels)
+    est.set_params(max_iter=100)
+    _assert_state_is(est, fitted)
+    # Divergence in the middle of a refit on other classes and features.
+    with pytest.raises(TrainingError):
+        est.set_params(solver="gd", lr=1e30).fit(X[:, :3] * 1e3, two_labels)
+    _assert_state_is(est, fitted)
+    # An interrupt.
+    monkeypatch.setattr(SoftmaxRegression, "fit", lambda *args, **kwargs: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        est.set_params(solver="lbfgs", lr=None).fit(X[:, :3], two_labels)
+    _assert_state_is(est, fitted)
+    monkeypatch.undo()
+    np.testing.assert_array_equal(est.predict(X), SoftmaxClassifier().fit(X, y).predict(X))
+
+
+def test_a_failed_first_partial_fit_leaves_the_estimator_unfitted():
+    X, y = generated(n=200, k=3)
+    est = SoftmaxClassifier(solver="sgd", lr=-1.0)
+    with pytest.raises(ValueError, match="lr must be"):
+        est.partial_fit(X, y, classes=[0, 1, 2])
+    assert not hasattr(est, "classes_") and not hasattr(est, "n_features_in_")
+    est.set_params(lr=0.01).partial_fit(X, y, classes=[0, 1, 2])
+    assert est.coef_.shape == (3, X.shape[1])
+
+
+def test_convergence_warning_says_why_the_solver_stopped():
+    X, y = generated(n=300, k=3)
+    with pytest.warns(ConvergenceWarning, match="did not converge in 3 iterations.*raise max_iter"):
+        SoftmaxClassifier(max_iter=3).fit(X, y)
+    # float32 data far from the origin: the line search reaches the rounding floor before tol.
+    far = (X + 1e3).astype(np.float32)
+    with pytest.warns(ConvergenceWarning, match="stopped early.*use float64") as caught:
+        est = SoftmaxClassifier(tol=1e-8, max_iter=2000).fit(far, y)
+    assert est.n_iter_[0] < 2000
+    assert [w.filename for w in caught] == [__file__]  # the warning points at the caller
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        SoftmaxClassifier(tol=0, max_iter=3).fit(X, y)  # tol=0 runs max_iter iterations by request
+
+
+def test_balanced_class_weight_with_a_class_of_zero_weight():
+    X, y = generated(n=300, k=3)
+    sample_weight = np.where(y == 2, 0.0, 1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no NaN weights, and no warning of the infinite factor
+        est = SoftmaxClassifier(class_weight="balanced").fit(X, y, sample_weight=sample_weight)
+    # "balanced": total weight / (K x the class's weight); any finite factor for class 2, whose rows weigh 0.
+    factors = [sample_weight.sum() / (3 * sample_weight[y == k].sum()) for k in (0, 1)]
+    explicit = SoftmaxClassifier(class_weight={0: factors[0], 1: factors[1], 2: 1.0}).fit(
+        X, y, sample_weight=sample_weight
+    )
+    np.testing.assert_array_equal(est.coef_, explicit.coef_)
+    np.testing.assert_array_equal(est.intercept_, explicit.intercept_)
+
+
 # -- labels, shapes and outputs ----------------------------------------------------
 
 
@@ -483,6 +574,64 @@ def test_npz_load_refuses_bad_files(tmp_path):
         SoftmaxClassifier.load(tmp_path / "missing.npz")
     with pytest.raises(ValueError, match="RandomState"):
         est.set_params(random_state=np.random.RandomState(0)).save(tmp_path / "rs.npz")
+
+
+def _edited(tmp_path, source, **changes):
+    """A copy of the saved file ``source`` with members replaced (None removes one)."""
+    with np.load(source, allow_pickle=False) as data:
+        arrays = {key: data[key] for key in data.files}
+    for key, value in changes.items():
+        if value is None:
+            del arrays[key]
+        else:
+            arrays[key] = np.asarray(value)
+    path = tmp_path / "edited.npz"
+    np.savez(path, **arrays)
+    return path
+
+
+@pytest.mark.parametrize(
+    "changes, match",
+    [
+        ({"params": "[]"}, "parameters cannot be read"),
+        ({"params": "null"}, "parameters cannot be read"),
+        ({"params": np.array(["{}", "{}"])}, "not a JSON string"),
+        ({"params": '{"class_weight": {"items": 3}}'}, "parameters cannot be read"),
+        ({"classes": np.array(1)}, "1-d array of numbers or strings"),
+        ({"classes": np.array([0, 0, 2])}, "distinct labels in sorted order"),
+        ({"classes": np.array([2, 1, 0])}, "distinct labels in sorted order"),
+        ({"classes": np.array([0])}, "distinct labels"),
+        ({"classes_object": np.array([1, 0])}, "classes_object must be a single boolean"),
+        ({"n_features_in": np.array([8, 8])}, "n_features_in must be a single positive integer"),
+        ({"n_features_in": np.array(0)}, "n_features_in must be a single positive integer"),
+        ({"n_iter": np.array([-1])}, "n_iter must hold one iteration count"),
+        ({"n_iter": np.array([1.5])}, "n_iter must hold one iteration count"),
+        ({"coef": np.full((3, 8), np.nan)}, "coef_ contains 24 NaN"),
+        ({"intercept": np.zeros(3, dtype=np.float32)}, "intercept_"),
+        ({"feature_names_in": np.array(["a"])}, "feature_names_in must hold 8 strings"),
+        ({"coef": None}, "missing"),
+    ],
+)
+def test_npz_load_refuses_edited_files(tmp_path, changes, match):
+    est = SoftmaxClassifier().fit(*generated(k=3))
+    path = tmp_path / "model.npz"
+    est.save(path)
+    edited = _edited(tmp_path, path, **changes)
+    with pytest.raises(ValueError, match="edited.npz is not a valid SoftmaxClassifier file") as error:
+        SoftmaxClassifier.load(edited)
+    assert error.match(match)
+
+
+def test_npz_save_refuses_what_load_would_refuse_and_keeps_the_old_file(tmp_path):
+    est = SoftmaxClassifier().fit(*generated(k=3))
+    path = tmp_path / "model.npz"
+    est.save(path)
+    good = path.read_bytes()
+    est.coef_[0, 0] = np.nan
+    with pytest.raises(ValueError, match="cannot be saved: coef_ contains 1 NaN.*model.npz was not written"):
+        est.save(path)
+    assert path.read_bytes() == good
+    SoftmaxClassifier.load(path)
 
 
 # -- model selection from several threads --------------------------------------
