@@ -382,18 +382,41 @@ class SoftmaxRegression:
         (float64, shape (n,)). It is written under a temporary name in the
         same directory and then renamed over ``path``, so a crash never leaves
         a half-written model. No pickle is involved.
+
+        Raises
+        ------
+        TypeError, ValueError
+            The model would not load back: W or b of the wrong dtype or
+            shape or not finite, ``n_iter_`` not an integer >= 0,
+            ``converged_`` not a bool, ``loss_history_`` not a list of numbers
+            (the checks :meth:`load` makes). Nothing is written: a file
+            already at ``path`` is kept.
         """
+        path = os.fspath(path)
+
+        def unsaved(reason: str) -> ValueError:
+            return ValueError(f"the model was not saved ({path} is unchanged): {reason.rstrip('.')}.")
+
+        # The checks load makes, before anything is written: a model that would
+        # not load back must not replace a good file.
+        try:
+            W, b = _checked_weights(self.W, self.b, self.dtype)
+        except TypeError as exc:
+            raise TypeError(f"the model was not saved ({path} is unchanged): {exc}") from exc
+        except ValueError as exc:
+            raise unsaved(str(exc)) from exc
+        try:
+            history = np.asarray(self.loss_history_, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise unsaved(f"loss_history_ must be a list of numbers ({exc})") from exc
+        state = {
+            "n_iter": np.asarray(self.n_iter_),
+            "converged": np.asarray(self.converged_),
+            "loss_history": history,
+        }
+        _fit_state(state, unsaved)
         with atomic_file(path) as f:
-            np.savez(
-                f,
-                format=np.array(_FORMAT),
-                format_version=np.array(_FORMAT_VERSION),
-                W=self.W,
-                b=self.b,
-                n_iter=np.array(self.n_iter_, dtype=np.int64),
-                converged=np.array(self.converged_, dtype=np.bool_),
-                loss_history=np.asarray(self.loss_history_, dtype=np.float64).reshape(-1),
-            )
+            np.savez(f, format=np.array(_FORMAT), format_version=np.array(_FORMAT_VERSION), W=W, b=b, **state)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> SoftmaxRegression:
@@ -414,7 +437,7 @@ class SoftmaxRegression:
 
         def invalid(reason: str) -> ValueError:
             return ValueError(
-                f"{path} is not a valid fastsoftmax model file: {reason}. "
+                f"{path} is not a valid fastsoftmax model file: {reason.rstrip('.')}. "
                 f"It may be truncated or corrupt; save the model again."
             )
 
@@ -435,24 +458,34 @@ class SoftmaxRegression:
             )
         if "W" not in arrays or "b" not in arrays:
             raise invalid("W or b is missing")
-        W, b = arrays["W"], arrays["b"]
         try:
-            dtype = _checks.as_float_dtype(W.dtype)
-            W, b = _checks.check_weights(W, b, dtype)
+            dtype = _checks.as_float_dtype(arrays["W"].dtype)
+            W, b = _checked_weights(arrays["W"], arrays["b"], dtype)
         except (TypeError, ValueError) as exc:
             raise invalid(str(exc)) from exc
-        if W.shape[0] < 2:
-            raise invalid(f"W has {W.shape[0]} row(s); a model needs at least 2 classes")
         model = cls(W.shape[1], W.shape[0], dtype=dtype)
         model.W = np.array(W, dtype=dtype, copy=True)
         model.b = np.array(b, dtype=dtype, copy=True)
         if version >= 2:
-            model.n_iter_, model.converged_, model.loss_history_ = _fit_state(arrays, invalid)
+            model.n_iter_, model.converged_, history = _fit_state(arrays, invalid)
+            model.loss_history_ = history.tolist()
         return model
 
 
-def _fit_state(arrays: dict[str, np.ndarray], invalid) -> tuple[int, bool, list[float]]:
-    """``n_iter_``, ``converged_`` and ``loss_history_`` of a version-2 model file, checked."""
+def _checked_weights(W, b, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """W and b as a model file holds them: :func:`_checks.check_weights` in ``dtype``, and K >= 2."""
+    W, b = _checks.check_weights(W, b, dtype)
+    if W.shape[0] < 2:
+        raise ValueError(f"W has {W.shape[0]} row(s); a model needs at least 2 classes")
+    return W, b
+
+
+def _fit_state(arrays: dict[str, np.ndarray], invalid) -> tuple[int, bool, np.ndarray]:
+    """``n_iter_``, ``converged_`` and the loss history (an array) of a version-2 model file, checked.
+
+    :meth:`SoftmaxRegression.save` checks what it is about to write with this
+    too, so that every file it writes loads back.
+    """
     missing = [key for key in ("n_iter", "converged", "loss_history") if key not in arrays]
     if missing:
         raise invalid(f"{' and '.join(missing)} missing (a version 2 file has n_iter, converged and loss_history)")
@@ -465,4 +498,4 @@ def _fit_state(arrays: dict[str, np.ndarray], invalid) -> tuple[int, bool, list[
     history = arrays["loss_history"]
     if history.ndim != 1 or history.dtype.kind != "f":
         raise invalid(f"loss_history must be a 1-D float array, got a {history.dtype} array of shape {history.shape}")
-    return n_iter, bool(converged), [float(v) for v in history]
+    return n_iter, bool(converged), history

@@ -224,6 +224,51 @@ def test_pickled_member_is_refused(tmp_path):
         SoftmaxRegression.load(path)
 
 
+def _nan_in_W(model):
+    model.W[0, 0] = np.nan
+
+
+@pytest.mark.parametrize(
+    "edit, error, message",
+    [
+        (_nan_in_W, ValueError, "W contains 1 NaN"),
+        (lambda m: setattr(m, "b", np.zeros(K + 2)), ValueError, "b has length 5 but W has 3 rows"),
+        (lambda m: setattr(m, "W", m.W.astype(np.float16)), TypeError, "W has dtype float16"),
+        (lambda m: setattr(m, "W", m.W.astype(np.float32)), TypeError, "W has dtype float32 but .* float64"),
+        (lambda m: (setattr(m, "W", m.W[:1]), setattr(m, "b", m.b[:1])), ValueError, "at least 2 classes"),
+        (lambda m: setattr(m, "n_iter_", -1), ValueError, "n_iter must be an integer >= 0"),
+        (lambda m: setattr(m, "n_iter_", 2.5), ValueError, "n_iter must be an integer >= 0"),
+        (lambda m: setattr(m, "converged_", "no"), ValueError, "converged must be a boolean scalar"),
+        (lambda m: setattr(m, "loss_history_", ["a"]), ValueError, "loss_history_ must be a list of numbers"),
+        (lambda m: setattr(m, "loss_history_", [[1.0]]), ValueError, "loss_history must be a 1-D float array"),
+    ],
+    ids=[
+        "nan-W",
+        "long-b",
+        "f16-W",
+        "f32-W",
+        "one-class",
+        "negative-n_iter",
+        "float-n_iter",
+        "str-converged",
+        "str-history",
+        "2d-history",
+    ],
+)
+def test_save_refuses_a_model_that_would_not_load_and_keeps_the_old_file(tmp_path, edit, error, message):
+    path = tmp_path / "m.npz"
+    model = _model()
+    model.save(path)
+    before = path.read_bytes()
+    edit(model)
+    with pytest.raises(error, match=message) as info:
+        model.save(path)
+    assert f"was not saved ({path} is unchanged)" in str(info.value)
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["m.npz"]
+    SoftmaxRegression.load(path)
+
+
 def _checkpoint_file(tmp_path, data, solver="sgd"):
     X, y = data
     _fit(X, y, solver=solver, checkpoint=tmp_path, lr=0.05, seed=0, max_iter=2)
