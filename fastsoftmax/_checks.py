@@ -103,6 +103,21 @@ def check_float_param(a, name: str, ndim: int, dtype=None) -> np.ndarray:
     return _contiguous(arr, arr.dtype)
 
 
+def as_param_array(a, name: str, dtype: np.dtype) -> np.ndarray:
+    """A value assigned to a model's parameter (W or b), as an ndarray.
+
+    An ndarray is kept as it is, the caller's own (a view, a memmap, another
+    dtype): :func:`check_weights` checks it when the model uses it. Anything
+    else (a nested list) is converted, numbers to ``dtype``, as a list has no
+    dtype of its own; None, ragged and object values raise TypeError here,
+    when the attribute is set, rather than at some later use.
+    """
+    if isinstance(a, np.ndarray):
+        return a
+    arr = _as_array(a, name)
+    return arr.astype(dtype) if arr.dtype.kind in "biuf" else arr
+
+
 def check_probabilities(probs, dtype=None) -> np.ndarray:
     """Check class probabilities (N, K): float, finite and non-negative."""
     probs = check_float_param(probs, "probs", 2, dtype)

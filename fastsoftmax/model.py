@@ -51,6 +51,9 @@ class SoftmaxRegression:
     ----------
     W : ndarray, shape (K, D)
     b : ndarray, shape (K,)
+        Either may be assigned: an ndarray is used as it is (checked when
+        the model uses it; training writes into it, so it must be writeable),
+        a nested list is converted to ``dtype``.
     loss_history_ : list of float
         The loss at every iteration of the last :meth:`fit` (epochs for sgd and adam).
     n_iter_ : int
@@ -71,6 +74,24 @@ class SoftmaxRegression:
     # -- shapes and validation -------------------------------------------------
 
     @property
+    def W(self) -> np.ndarray:
+        """The weights, shape (K, D); any assigned ndarray is kept as it is and checked when used."""
+        return self._W
+
+    @W.setter
+    def W(self, value) -> None:
+        self._W = _checks.as_param_array(value, "W", self.dtype)
+
+    @property
+    def b(self) -> np.ndarray:
+        """The intercepts, shape (K,); any assigned ndarray is kept as it is and checked when used."""
+        return self._b
+
+    @b.setter
+    def b(self, value) -> None:
+        self._b = _checks.as_param_array(value, "b", self.dtype)
+
+    @property
     def input_dim(self) -> int:
         return self.W.shape[1]
 
@@ -78,8 +99,25 @@ class SoftmaxRegression:
     def num_classes(self) -> int:
         return self.W.shape[0]
 
-    def _params(self) -> tuple[np.ndarray, np.ndarray]:
-        return _checks.check_weights(self.W, self.b, self.dtype)
+    def _params(self, *, update: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """W and b, checked (:func:`_checks.check_weights`); with ``update``, also that both can be written."""
+        W, b = _checks.check_weights(self.W, self.b, self.dtype)
+        if update:
+            self._check_writeable()
+        return W, b
+
+    def _check_writeable(self) -> None:
+        """Raise before an update writes W or b in place, if either is read-only.
+
+        Both are checked before either is written: a failed step must change
+        neither, not W without b.
+        """
+        for name, value in (("W", self.W), ("b", self.b)):
+            if not value.flags.writeable:
+                raise ValueError(
+                    f"model.{name} is read-only, and training updates W and b in place; nothing was changed. "
+                    f"Assign a writeable copy first: model.{name} = model.{name}.copy()."
+                )
 
     def _X(self, X, fortran_ok: bool = False) -> np.ndarray:
         return _checks.check_X(_checks.as_compute_dtype(X, self.dtype), self.dtype, self.input_dim, fortran_ok)
@@ -136,13 +174,13 @@ class SoftmaxRegression:
         The loss (with the L2 term) and the gradient come from one fused pass
         over X. W and b are updated in place. ``lr`` must be a finite number
         > 0 and ``l2`` a finite number >= 0, as in :meth:`fit`. A non-finite
-        loss, or a step that would make W or b non-finite, raises and leaves
-        W and b unchanged.
+        loss, a step that would make W or b non-finite, or a read-only W or b
+        raises and leaves W and b unchanged.
         """
         lr = _checks.check_lr(lr)
         l2 = _checks.check_l2(l2)
         X, y = self._Xy(X, y, fortran_ok=True, scan_labels=False)
-        W, b = self._params()
+        W, b = self._params(update=True)
         dW, db = np.empty_like(W), np.empty_like(b)
         loss_sum = fused_loss_grad(X, y, W, b, _checks.no_weights(self.dtype), 1.0 / X.shape[0], l2, dW, db)
         _checks.raise_for_nonfinite_loss(X, loss_sum, y, self.num_classes)
@@ -183,6 +221,7 @@ class SoftmaxRegression:
     def _commit(self, theta: np.ndarray) -> None:
         """Copy a flat parameter vector into W and b (the last good iterate)."""
         W, b = unpack(theta, self.num_classes, self.input_dim)
+        self._check_writeable()  # a callback may have made one read-only since fit checked
         self.W[...] = W
         self.b[...] = b
 
@@ -312,7 +351,7 @@ class SoftmaxRegression:
             precondition=precondition,
             fit_intercept=fit_intercept,
         )
-        self._params()
+        self._params(update=True)
         objective = make_objective(
             X,
             y,
@@ -358,7 +397,7 @@ class SoftmaxRegression:
             l2=l2,
             fit_intercept=fit_intercept,
         )
-        self._params()
+        self._params(update=True)
         objective = make_objective(
             X,
             y,

@@ -670,3 +670,71 @@ def test_cases_expect_both_outcomes():
                     outcome = ROLE_CASES[case_name].expect(name, role, np.dtype(dtype))
                 outcomes.add(type(outcome))
         assert outcomes == {str, Raises}, (target_name, outcomes)
+
+
+# -- the model's own parameters: read-only, or assigned as lists ----------------
+
+TRAINING = {
+    "train_step": lambda m, a: m.train_step(a["X"], a["y"], lr=LR),
+    "fit-lbfgs": lambda m, a: m.fit(a["X"], a["y"], max_iter=3, tol=0),
+    "fit-gd": lambda m, a: m.fit(a["X"], a["y"], solver="gd", max_iter=3, tol=0),
+    "partial_fit": lambda m, a: m.partial_fit(a["X"], a["y"], batch_size=4, seed=0),
+}
+
+
+@pytest.mark.parametrize("training", list(TRAINING))
+@pytest.mark.parametrize("param", ["W", "b"])
+def test_read_only_parameter_fails_training_before_anything_changes(param, training):
+    """A read-only W or b raises, naming it and the fix, and the model is untouched: not W stepped without b."""
+    a = base_problem(np.float64)
+    model = _model(a)
+    getattr(model, param).flags.writeable = False
+    before = (model.W.copy(), model.b.copy(), model.n_iter_, list(model.loss_history_))
+    with pytest.raises(ValueError, match=rf"model\.{param} is read-only.*model\.{param} = model\.{param}\.copy\(\)"):
+        TRAINING[training](model, a)
+    np.testing.assert_array_equal(model.W, before[0])
+    np.testing.assert_array_equal(model.b, before[1])
+    assert (model.n_iter_, model.loss_history_) == before[2:]
+    # Predictions only read W and b: read-only ones serve them.
+    np.testing.assert_array_equal(model.predict(a["X"]), reference.predict(a["X"], before[0], before[1]))
+
+
+def test_parameter_made_read_only_during_fit_stops_with_both_at_the_last_iterate():
+    a = base_problem(np.float64)
+    model = _model(a)
+    seen = {}
+
+    def freeze_b(m, iteration, loss):
+        seen[iteration] = (m.W.copy(), m.b.copy())
+        m.b.flags.writeable = False
+
+    with pytest.raises(ValueError, match=r"model\.b is read-only"):
+        model.fit(a["X"], a["y"], solver="gd", max_iter=5, tol=0, callback=freeze_b)
+    assert list(seen) == [1]
+    np.testing.assert_array_equal(model.W, seen[1][0])
+    np.testing.assert_array_equal(model.b, seen[1][1])
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_parameters_assigned_as_lists_are_converted_to_the_model_dtype(dtype):
+    a = base_problem(dtype)
+    model = fs.SoftmaxRegression(D, K, dtype=dtype)
+    model.W, model.b = a["model_W"].tolist(), a["model_b"].tolist()
+    assert model.W.dtype == model.b.dtype == dtype
+    assert model.input_dim == D and model.num_classes == K
+    np.testing.assert_array_equal(model.predict(a["X"]), reference.predict(a["X"], a["model_W"], a["model_b"]))
+    model.train_step(a["X"], a["y"], lr=LR)
+    assert np.isfinite(model.W).all() and not np.array_equal(model.W, a["model_W"])
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [(None, "W is None"), ([[1.0, 2.0], [3.0]], "W could not be converted"), ([[object()]], "W has dtype object")],
+    ids=["none", "ragged", "object"],
+)
+def test_parameter_that_is_no_array_is_refused_when_assigned(value, message):
+    model = fs.SoftmaxRegression(D, K)
+    W0 = model.W
+    with pytest.raises(TypeError, match=message):
+        model.W = value
+    assert model.W is W0
