@@ -8,7 +8,10 @@ give it.
 
 Reads: :func:`read_npz` checks every member's ``.npy`` header against the
 member's real size before anything is allocated, so a small corrupt or hostile
-file cannot ask for terabytes, and it never unpickles.
+file cannot ask for terabytes, and it never unpickles. A member's size comes
+from the zip directory, which the file itself declares: it is believed only
+as far as the bytes on disk can back it (a stored member holds its size in the
+file; a deflated one expands at most ``_MAX_DEFLATE_RATIO`` times).
 """
 
 from __future__ import annotations
@@ -26,6 +29,11 @@ import numpy as np
 
 class _InvalidFile(ValueError):
     pass
+
+
+#: The most that deflate can expand its input: 258 bytes from a 2-bit code
+#: (1032:1, reached by runs of one byte, such as an array of zeros).
+_MAX_DEFLATE_RATIO = 1032
 
 
 def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
@@ -118,7 +126,11 @@ def read_npz(path: str | os.PathLike, what: str) -> dict[str, np.ndarray]:
     Each member's ``.npy`` header is read first (``np.lib.format``): object
     (pickled) arrays are refused, and the size the header claims,
     ``prod(shape) * itemsize`` bytes, must fit in the member's uncompressed
-    size recorded by ``zipfile``.
+    size recorded by ``zipfile``. That size must in turn be one the file can
+    hold: a stored member's compressed and uncompressed sizes are equal and
+    no larger than the file, and a deflated member's uncompressed size is at
+    most ``_MAX_DEFLATE_RATIO`` times its compressed size. A read that still
+    runs out of memory is reported as an invalid file, not as MemoryError.
 
     Parameters
     ----------
@@ -145,16 +157,20 @@ def read_npz(path: str | os.PathLike, what: str) -> dict[str, np.ndarray]:
         raise invalid("it is a directory")
     arrays: dict[str, np.ndarray] = {}
     try:
-        with zipfile.ZipFile(path) as archive:
+        with open(path, "rb") as file, zipfile.ZipFile(file) as archive:
             members = archive.infolist()
+            file_size = os.fstat(file.fileno()).st_size
             # Every header is checked before any array is read.
             for info in members:
-                _check_member(archive, info, invalid)
+                _check_member(archive, info, file_size, invalid)
             for info in members:
                 with archive.open(info) as member:
                     arrays[info.filename[: -len(".npy")]] = np.lib.format.read_array(member, allow_pickle=False)
     except _InvalidFile:
         raise
+    except MemoryError as exc:
+        arrays.clear()
+        raise invalid(f"its arrays do not fit in memory ({exc}); it may be corrupt") from exc
     except (ValueError, zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, KeyError, TypeError) as exc:
         raise invalid(
             f"it is not a readable .npz archive ({type(exc).__name__}: {exc}); it may be truncated or corrupt"
@@ -162,11 +178,26 @@ def read_npz(path: str | os.PathLike, what: str) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _check_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, invalid) -> None:
-    """Refuse a member that is not an ``.npy`` array, is pickled, or claims more bytes than it holds."""
+def _check_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, file_size: int, invalid) -> None:
+    """Refuse a member that is not an ``.npy`` array, is pickled, or claims more bytes than it holds.
+
+    ``file_size`` is the archive's size on disk: the sizes in the zip
+    directory are the file's own claims, so they are checked against it.
+    """
     if not info.filename.endswith(".npy"):
         raise invalid(f"member {info.filename!r} is not an .npy array")
     name = info.filename[: -len(".npy")]
+    sizes = f"member {name!r} declares {info.compress_size:,} bytes compressed and {info.file_size:,} uncompressed"
+    if info.compress_size > file_size:
+        raise invalid(f"{sizes}, but the file is only {file_size:,} bytes; it is truncated or corrupt")
+    if info.compress_type == zipfile.ZIP_STORED:
+        if info.file_size != info.compress_size:
+            raise invalid(f"{sizes}, but it is stored uncompressed; it is corrupt")
+    elif info.compress_type == zipfile.ZIP_DEFLATED:
+        if info.file_size > _MAX_DEFLATE_RATIO * info.compress_size:
+            raise invalid(f"{sizes}, more than deflate can expand ({_MAX_DEFLATE_RATIO}:1); it is corrupt")
+    else:  # np.savez and np.savez_compressed write only these two
+        raise invalid(f"member {name!r} uses zip compression method {info.compress_type}, not stored or deflate")
     with archive.open(info) as member:
         version = np.lib.format.read_magic(member)
         if version == (1, 0):

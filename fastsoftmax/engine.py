@@ -20,7 +20,8 @@ everything that does not depend on where the data lives:
 * **divergence**: a non-finite loss at the start is the data's fault (the
   objective explains it); later, or a loss that runs away
   (:class:`solvers.DivergedError`), is a :class:`TrainingError` and the model
-  keeps its last good (or best) weights;
+  keeps its last good (or best) weights, with ``n_iter_`` and
+  ``loss_history_`` ending at them;
 * **Ctrl-C** and exceptions from the callback leave the last completed
   iteration in the model, since nothing else is ever committed;
 * **conditioning**: with ``options.precondition`` the solver runs in
@@ -403,6 +404,9 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
     except solvers.DivergedError as exc:
         commit(exc.best_theta)
         model.n_iter_ = offset + exc.best_iteration
+        # The history ends at the iterate kept, as n_iter_ does (the error reports the climb),
+        # so that the model saves and loads (at most n_iter_ + 1 losses).
+        model.loss_history_ = history[: model.n_iter_ + 1]
         raise _diverged(exc, options) from exc
     finally:
         model.rows_processed_ = objective.rows_processed

@@ -427,8 +427,8 @@ class SoftmaxRegression:
         TypeError, ValueError
             The model would not load back: W or b of the wrong dtype or
             shape or not finite, ``n_iter_`` not an integer >= 0,
-            ``converged_`` not a bool, ``loss_history_`` not a list of numbers
-            (the checks :meth:`load` makes). Nothing is written: a file
+            ``converged_`` not a bool, ``loss_history_`` not a list of at
+            most ``n_iter_ + 1`` numbers (the checks :meth:`load` makes). Nothing is written: a file
             already at ``path`` is kept.
         """
         path = os.fspath(path)
@@ -537,4 +537,12 @@ def _fit_state(arrays: dict[str, np.ndarray], invalid) -> tuple[int, bool, np.nd
     history = arrays["loss_history"]
     if history.ndim != 1 or history.dtype.kind != "f":
         raise invalid(f"loss_history must be a 1-D float array, got a {history.dtype} array of shape {history.shape}")
+    # A fit records the starting loss and one loss per iteration (one per epoch for
+    # sgd and adam): no more. Checked before the history becomes a list of Python
+    # floats, 4 times the array's memory.
+    if history.shape[0] > n_iter + 1:
+        raise invalid(
+            f"loss_history holds {history.shape[0]:,} losses but n_iter is {n_iter:,}; a fit records at "
+            f"most n_iter + 1 (the starting loss and one per iteration)"
+        )
     return n_iter, bool(converged), history

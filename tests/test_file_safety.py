@@ -12,7 +12,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from fastsoftmax import SoftmaxRegression
+from fastsoftmax import SoftmaxRegression, TrainingError
 from fastsoftmax import checkpoint as ckpt_module
 from fastsoftmax._io import atomic_file, atomic_path
 from fastsoftmax.checkpoint import CheckpointError
@@ -215,6 +215,136 @@ def test_model_claiming_8_terabytes_is_refused_before_allocating(tmp_path, monke
         r"\(8,796,093,022,208 bytes\) but holds only 64 bytes",
     ):
         SoftmaxRegression.load(path)
+
+
+def _forged_model_file(path, *, member_shape=(1 << 37,), compress=zipfile.ZIP_STORED, **sizes):
+    """A small model file whose loss_history member claims ``member_shape`` and, in the zip
+    directory, the ``sizes`` given (file_size, compress_size): what a hand-forged file declares."""
+    model = SoftmaxRegression(3, 2)
+    arrays = {"format": np.array("fastsoftmax-model"), "format_version": np.array(2), "W": model.W, "b": model.b}
+    arrays.update(n_iter=np.array(0), converged=np.array(False))
+    with zipfile.ZipFile(path, "w", compression=compress) as archive:
+        for key, value in arrays.items():
+            buffer = io.BytesIO()
+            np.lib.format.write_array(buffer, value)
+            archive.writestr(f"{key}.npy", buffer.getvalue())
+        archive.writestr("loss_history.npy", _npy_member(member_shape, "<f8", b"\0" * 64))
+        for key, value in sizes.items():
+            setattr(archive.filelist[-1], key, value)  # written into the central directory on close
+    return path
+
+
+def _no_allocation(monkeypatch):
+    def read_array(*args, **kwargs):
+        raise AssertionError("an array was read")
+
+    monkeypatch.setattr(np.lib.format, "read_array", read_array)
+
+
+def _load_model(path):
+    return SoftmaxRegression.load(path)
+
+
+def _load_classifier(path):
+    pytest.importorskip("sklearn")
+    from fastsoftmax.sklearn import SoftmaxClassifier
+
+    return SoftmaxClassifier.load(path)
+
+
+def _load_checkpoint(path):
+    os.replace(path, path.parent / "checkpoint.npz")
+    return ckpt_module.load(path.parent, {})
+
+
+@pytest.mark.parametrize("load", [_load_model, _load_classifier, _load_checkpoint], ids=["model", "sklearn", "ckpt"])
+def test_zip_directory_claiming_a_terabyte_is_refused_before_allocating(tmp_path, monkeypatch, load):
+    # The .npy header and the zip directory agree on 1 TiB; the file is 2 KB.
+    path = _forged_model_file(tmp_path / "forged.npz", file_size=(1 << 40) + 128, compress_size=(1 << 40) + 128)
+    assert path.stat().st_size < 4000
+    _no_allocation(monkeypatch)
+    with pytest.raises(
+        ValueError, match=r"'loss_history' declares 1,099,511,627,904 bytes compressed .* the file is only"
+    ):
+        load(path)
+
+
+def test_stored_member_larger_than_its_compressed_size_is_refused(tmp_path, monkeypatch):
+    path = _forged_model_file(tmp_path / "forged.npz", member_shape=(1 << 27,), file_size=(1 << 30) + 128)
+    _no_allocation(monkeypatch)
+    with pytest.raises(ValueError, match=r"forged\.npz .*'loss_history' declares .* stored uncompressed"):
+        SoftmaxRegression.load(path)
+
+
+def test_deflated_member_beyond_the_deflate_ratio_is_refused(tmp_path, monkeypatch):
+    path = _forged_model_file(
+        tmp_path / "forged.npz", member_shape=(1 << 27,), compress=zipfile.ZIP_DEFLATED, file_size=(1 << 30) + 128
+    )
+    _no_allocation(monkeypatch)
+    with pytest.raises(ValueError, match=r"forged\.npz .*'loss_history' declares .* more than deflate can expand"):
+        SoftmaxRegression.load(path)
+
+
+def test_largest_deflate_ratio_still_loads(tmp_path):
+    # Zeros compress about as far as deflate goes: a genuine file stays within the bound.
+    path = tmp_path / "zeros.npz"
+    model = SoftmaxRegression(3, 2)
+    model.n_iter_, model.loss_history_ = 1 << 20, [0.0] * ((1 << 20) + 1)
+    with open(path, "wb") as f:
+        np.savez_compressed(
+            f,
+            format=np.array("fastsoftmax-model"),
+            format_version=np.array(2),
+            W=model.W,
+            b=model.b,
+            n_iter=np.array(model.n_iter_),
+            converged=np.array(False),
+            loss_history=np.zeros((1 << 20) + 1),
+        )
+    assert SoftmaxRegression.load(path).loss_history_ == model.loss_history_
+
+
+def test_out_of_memory_is_an_invalid_file_naming_it(tmp_path, monkeypatch):
+    path = tmp_path / "m.npz"
+    SoftmaxRegression(3, 2).save(path)
+
+    def read_array(*args, **kwargs):
+        raise MemoryError("Unable to allocate 1.00 TiB")
+
+    monkeypatch.setattr(np.lib.format, "read_array", read_array)
+    with pytest.raises(ValueError, match=r"m\.npz is not a valid fastsoftmax model file: its arrays do not fit"):
+        SoftmaxRegression.load(path)
+
+
+def test_loss_history_longer_than_the_iterations_is_refused(tmp_path, monkeypatch):
+    # 25 million zeros compress to under 200 KB; as a list of floats they would take 1 GB.
+    path = _write_npz(
+        tmp_path / "m.npz",
+        **_model_arrays(
+            format_version=np.array(2), n_iter=np.array(3), converged=np.array(False), loss_history=np.zeros(5)
+        ),
+    )
+    with pytest.raises(ValueError, match=r"loss_history holds 5 losses but n_iter is 3"):
+        SoftmaxRegression.load(path)
+
+
+def test_diverged_fit_keeps_the_history_of_the_kept_iterate_and_saves(tmp_path, data, monkeypatch):
+    from fastsoftmax import solvers
+
+    def diverging(objective, theta0, *, on_iteration, **kwargs):
+        theta = np.array(theta0, dtype=np.float64)
+        objective(theta)
+        for iteration in range(1, 5):
+            on_iteration(theta + iteration, 1.0 + iteration, iteration)
+        raise solvers.DivergedError(5, 99.0, 1, 2.0, theta + 1)
+
+    monkeypatch.setattr(solvers, "gradient_descent", diverging)
+    model = _model()
+    with pytest.raises(TrainingError, match="diverged"):
+        model.fit(*data, solver="gd", max_iter=10, tol=0)
+    assert model.n_iter_ == 1 and len(model.loss_history_) == 2
+    model.save(tmp_path / "m.npz")
+    assert SoftmaxRegression.load(tmp_path / "m.npz").loss_history_ == model.loss_history_
 
 
 def test_pickled_member_is_refused(tmp_path):
