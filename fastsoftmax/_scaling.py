@@ -116,6 +116,25 @@ class FeatureScaling:
         return pack((dW - np.outer(db, self.mean)) / self.scale, db)
 
 
+def check_scaling(mean, scale, n_features: int) -> None:
+    """Raise ValueError naming the array unless ``mean`` and ``scale`` are a scaling of ``n_features`` features.
+
+    Both must be float arrays of shape (D,) with no NaN or inf, and ``scale``
+    positive: :meth:`FeatureScaling.to_raw` divides by it, and a wrong length
+    would broadcast. For a scaling read back from a checkpoint.
+    """
+    for name, value in (("scaling_mean", mean), ("scaling_scale", scale)):
+        if not isinstance(value, np.ndarray) or value.dtype.kind != "f" or value.shape != (n_features,):
+            raise ValueError(
+                f"{name} must be a float array of shape ({n_features},) (one value per feature), "
+                f"got {np.shape(value)} {getattr(value, 'dtype', type(value).__name__)}"
+            )
+        if not np.isfinite(value).all():
+            raise ValueError(f"{name} holds NaN or infinite values")
+    if not (scale > 0).all():
+        raise ValueError(f"scaling_scale must be positive, got minimum {scale.min()}")
+
+
 class ScaledObjective:
     """``objective`` seen in the scaled coordinates of ``scaling``; iterates keep ``dtype``.
 

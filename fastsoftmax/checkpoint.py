@@ -21,7 +21,9 @@ from typing import Any
 
 import numpy as np
 
+from fastsoftmax import solvers
 from fastsoftmax._io import atomic_file, npz_scalar, read_npz
+from fastsoftmax._scaling import check_scaling
 from fastsoftmax.solvers import LBFGS_STATE_KEYS, NEWTON_STATE_KEYS
 
 _FORMAT = "fastsoftmax-checkpoint"
@@ -81,6 +83,10 @@ def save(directory: str | os.PathLike, state: CheckpointState) -> None:
 #: the data files' paths, sizes and modification times (the content hash decides).
 INFORMATIVE_KEYS = ("files",)
 
+#: The engine's own state, checkpointed beside the solver's: the feature scaling
+#: of a preconditioned run (see :mod:`fastsoftmax._scaling`).
+SCALING_STATE_KEYS = ("scaling_mean", "scaling_scale")
+
 #: Solver state arrays with one value per parameter (the solvers' moments).
 PARAMETER_SHAPED_STATE = ("velocity", "first", "second", "gradient", "grad", "theta")
 
@@ -99,6 +105,7 @@ def load(
     fingerprint: dict[str, Any],
     *,
     n_params: int | None = None,
+    n_features: int | None = None,
     deferred: tuple[str, ...] = (),
 ) -> CheckpointState | None:
     """Read the checkpoint in ``directory``; None if there is none.
@@ -113,7 +120,11 @@ def load(
         The current problem. Every key but :data:`INFORMATIVE_KEYS` and
         ``deferred`` must equal the stored one.
     n_params : int, optional
-        The length K * D + K that theta and the solver's arrays must have.
+        The length K * D + K that theta and the solver's arrays must have;
+        given it, the solver state is checked as the solver would check it
+        (:func:`solvers.check_state`).
+    n_features : int, optional
+        D, the length of the feature scaling's arrays, when they are there.
     deferred : tuple of str
         Keys not known yet (the data's content hash, computed while the first
         pass streams the data); the caller checks them later.
@@ -121,8 +132,18 @@ def load(
     Raises
     ------
     CheckpointError
-        The file is corrupt or incomplete, or its fingerprint differs from
-        ``fingerprint`` (the message names the file and the fields that differ).
+        The file is corrupt or incomplete, holds a value that cannot be
+        resumed (a field of the wrong type, out of range, or not finite), or
+        its fingerprint differs from ``fingerprint`` (the message names the
+        file and the fields).
+
+    Notes
+    -----
+    Nothing in the file proves that it was written by fastsoftmax (the data
+    hash identifies the problem, not the checkpoint, and any checksum could be
+    rewritten with an edit), so every value is checked for what resuming does
+    with it: an edited checkpoint is refused rather than resumed into NaN
+    weights or a huge allocation.
     """
     path = checkpoint_path(directory)
     if not os.path.exists(path):
@@ -166,8 +187,10 @@ def load(
     if not np.isfinite(theta).all():
         raise invalid("theta holds NaN or infinite values")
     iteration = meta["iteration"]
-    if not isinstance(iteration, int) or iteration < 0:
+    if not isinstance(iteration, int) or isinstance(iteration, bool) or iteration < 0:
         raise invalid(f"its iteration count {iteration!r} is not a non-negative integer")
+    if not isinstance(meta["converged"], bool):
+        raise invalid(f"its converged flag {meta['converged']!r} is not true or false")
     solver_state = dict(meta["solver_state"]) if isinstance(meta["solver_state"], dict) else None
     if solver_state is None:
         raise invalid("its solver state is not a JSON object")
@@ -180,16 +203,29 @@ def load(
         value = solver_state.get(key)
         if isinstance(value, np.ndarray) and value.shape != theta.shape:
             raise invalid(f"the solver state {key!r} has shape {value.shape}, theta {theta.shape}")
+    try:
+        solver_only = {k: v for k, v in solver_state.items() if k not in SCALING_STATE_KEYS}
+        if n_params is not None and solver_only:  # an empty state starts the solver afresh
+            solvers.check_state(stored.get("solver"), solver_only, n_params)
+        scaling = [solver_state.get(key) for key in SCALING_STATE_KEYS]
+        if n_features is not None and any(value is not None for value in scaling):
+            check_scaling(*scaling, n_features)
+    except ValueError as exc:
+        raise invalid(str(exc).rstrip(".")) from exc
     history = meta["loss_history"]
-    if not isinstance(history, list) or not all(isinstance(x, (int, float)) for x in history):
+    if not isinstance(history, list) or not all(
+        isinstance(x, (int, float)) and not isinstance(x, bool) for x in history
+    ):
         raise invalid("its loss history is not a list of numbers")
+    if len(history) > iteration + 1:  # the starting loss and one loss per iteration
+        raise invalid(f"its loss history holds {len(history)} losses, more than {iteration} iterations record")
     return CheckpointState(
         theta=theta,
         iteration=iteration,
         loss_history=[float(x) for x in history],
         fingerprint=stored,
         solver_state=solver_state,
-        converged=bool(meta["converged"]),
+        converged=meta["converged"],
     )
 
 

@@ -55,7 +55,7 @@ from fastsoftmax.exceptions import ConvergenceWarning, TrainingError
 
 MINIBATCH_SOLVERS = ("sgd", "adam")
 #: Checkpointed state that belongs to the engine, not to the solver.
-ENGINE_STATE_KEYS = ("scaling_mean", "scaling_scale")
+ENGINE_STATE_KEYS = _checkpoint.SCALING_STATE_KEYS
 #: Solvers that take a step size ``lr`` (the others search for their steps).
 STEP_SIZE_SOLVERS = ("gd", *MINIBATCH_SOLVERS)
 #: Solvers that take no step size (``lr`` is left out of their checkpoint fingerprint).
@@ -302,8 +302,13 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
     fingerprint = resumed = None
     if checkpoint is not None:
         fingerprint = _fingerprint(model, objective, options, seed)
+        n_params = model._pack().shape[0]
         resumed = _checkpoint.load(
-            checkpoint, fingerprint, n_params=model._pack().shape[0], deferred=("data_xxh3_128",)
+            checkpoint,
+            fingerprint,
+            n_params=n_params,
+            n_features=n_params // model.num_classes - 1,
+            deferred=("data_xxh3_128",),
         )
 
     def verify_data() -> None:

@@ -155,6 +155,8 @@ LBFGS_STATE_KEYS = (
 #: Keys of the L-BFGS state that states saved before they existed lack; resuming
 #: such a state starts them afresh.
 LBFGS_OPTIONAL_STATE_KEYS = ("best_loss", "best_gradient", "stalled")
+#: The curvature pairs L-BFGS keeps by default (the engine's runs use this).
+LBFGS_MEMORY = 10
 #: Iterations (in units of the memory m) without a new lowest loss or a new
 #: smallest max|g| after which L-BFGS stops at the rounding floor.
 _STALL_MEMORIES = 5
@@ -215,6 +217,108 @@ def _check_lbfgs_state(state: dict, n: int, memory: int) -> None:
             f"the L-BFGS state belongs to another problem or memory: {', '.join(wrong)}; "
             f"pass an empty dict to start afresh."
         )
+    # The ring indices index s and y, and n_pairs sizes the two-loop's buffer.
+    iteration = _state_int(state, "iteration", 0)
+    _state_int(state, "n_pairs", 0, memory)
+    _state_int(state, "newest", 0, memory - 1)
+    _state_int(state, "last_fallback", 0, iteration)
+    if "stalled" in state:
+        _state_int(state, "stalled", 0, iteration)
+    for key in ("theta", "grad", "s", "y", "rho"):
+        _state_finite(state, key)
+    for key in ("loss", "best_loss"):
+        if key in state:
+            _state_real(state, key)
+    if "best_gradient" in state:
+        _state_real(state, "best_gradient", minimum=0.0)
+    # NaN until the first iteration, and until the first pair (then s'y / y'y > 0).
+    _state_real(state, "previous_loss", nan_ok=True)
+    if _state_real(state, "gamma", nan_ok=True) <= 0:
+        raise ValueError(f"the solver state 'gamma' must be NaN or > 0, got {float(state['gamma'])}.")
+
+
+def _state_int(state: dict, key: str, minimum: int, maximum: int | None = None) -> int:
+    """``state[key]`` if it is an integer (not a bool) in [minimum, maximum], else ValueError naming it."""
+    value = state[key]
+    if isinstance(value, np.ndarray) and value.shape == ():
+        value = value[()]
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"the solver state {key!r} must be an integer, got {value!r}.")
+    if value < minimum or (maximum is not None and value > maximum):
+        bounds = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        raise ValueError(f"the solver state {key!r} must be {bounds}, got {value}.")
+    return int(value)
+
+
+def _state_real(state: dict, key: str, *, nan_ok: bool = False, minimum: float | None = None) -> float:
+    """``state[key]`` if it is a finite real number (a 0-d float array or a float), else ValueError naming it."""
+    value = state[key]
+    array = np.asarray(value)
+    if isinstance(value, (bool, np.bool_)) or array.shape != () or array.dtype.kind not in "iuf":
+        raise ValueError(f"the solver state {key!r} must be a real number, got {value!r}.")
+    number = float(array)
+    if not (math.isfinite(number) or (nan_ok and math.isnan(number))):
+        raise ValueError(f"the solver state {key!r} must be finite, got {number}.")
+    if minimum is not None and number < minimum:
+        raise ValueError(f"the solver state {key!r} must be >= {minimum}, got {number}.")
+    return number
+
+
+def _state_finite(state: dict, key: str, shape: tuple[int, ...] | None = None) -> None:
+    """Raise ValueError naming ``key`` unless ``state[key]`` is a float array (of ``shape``) with no NaN or inf."""
+    value = state[key]
+    if not isinstance(value, np.ndarray) or value.dtype.kind != "f" or (shape is not None and value.shape != shape):
+        expected = "a float array" + (f" of shape {shape}" if shape is not None else "")
+        raise ValueError(f"the solver state {key!r} must be {expected}, got {np.shape(value)} {type(value).__name__}.")
+    if not np.isfinite(value).all():
+        raise ValueError(f"the solver state {key!r} holds NaN or infinite values.")
+
+
+def _check_minibatch_state(state: dict, n: int) -> None:
+    """Raise ValueError naming the field if a filled sgd or adam state cannot be resumed."""
+    if "rng" in state:
+        try:  # the generator's own check, on a throwaway generator
+            np.random.default_rng().bit_generator.state = state["rng"]
+        except (TypeError, ValueError, KeyError) as exc:
+            raise ValueError(f"the solver state 'rng' is not a PCG64 generator state ({exc}).") from exc
+    if "t" in state:
+        _state_int(state, "t", 0)
+    if "previous" in state:
+        _state_real(state, "previous")
+    for key in ("velocity", "first", "second"):
+        if key in state:
+            _state_finite(state, key, (n,))
+    if "second" in state and (state["second"] < 0).any():
+        raise ValueError("the solver state 'second' (Adam's squared-gradient moments) holds negative values.")
+
+
+def _check_newton_state(state: dict, n: int) -> None:
+    """Raise ValueError naming the field if a filled newton_cg state cannot be resumed."""
+    missing = [key for key in NEWTON_STATE_KEYS if key not in state]
+    if missing:
+        raise ValueError(f"the newton-cg state lacks {missing}; pass an empty dict to start afresh.")
+    _state_real(state, "loss")
+    _state_finite(state, "gradient", (n,))
+    if not _state_real(state, "radius") > 0:
+        raise ValueError(f"the solver state 'radius' must be > 0, got {float(state['radius'])}.")
+    _state_int(state, "iteration", 0)
+
+
+def check_state(solver: str, state: dict, n: int) -> None:
+    """Raise ValueError naming the field if the filled ``state`` of ``solver`` cannot resume a run of n parameters.
+
+    The checks each solver makes when it is given a filled state (for a
+    checkpoint read from disk, whose contents may have been edited):
+    integers within the bounds the solver indexes with, real numbers and
+    arrays of the right shapes with no NaN or inf. L-BFGS is checked for
+    :data:`LBFGS_MEMORY` pairs; "gd" keeps no state.
+    """
+    if solver == "lbfgs":
+        _check_lbfgs_state(state, n, LBFGS_MEMORY)
+    elif solver == "newton-cg":
+        _check_newton_state(state, n)
+    elif solver in ("sgd", "adam"):
+        _check_minibatch_state(state, n)
 
 
 def _approximate_wolfe(
@@ -266,7 +370,7 @@ def lbfgs(
     max_iter: int = 100,
     tol: float = 1e-6,
     on_iteration: OnIteration | None = None,
-    memory: int = 10,
+    memory: int = LBFGS_MEMORY,
     h0_diagonal: np.ndarray | None = None,
     state: dict | None = None,
     loss_rounding: float = float(np.finfo(np.float64).eps),
@@ -619,6 +723,7 @@ def _minibatch_epochs(
     :class:`DivergedError` (see :class:`DivergenceGuard`).
     """
     state = {} if state is None else state
+    _check_minibatch_state(state, np.size(theta0))
     rng = np.random.default_rng(seed)
     if "rng" in state:
         rng.bit_generator.state = state["rng"]
@@ -875,6 +980,7 @@ def newton_cg(
     theta = np.array(theta0, dtype=np.float64)
     eps = float(np.finfo(np.float64).eps)
     if "gradient" in state:
+        _check_newton_state(state, theta.shape[0])
         loss = float(state["loss"])
         grad = np.array(state["gradient"], dtype=np.float64)
         radius = float(state["radius"])

@@ -435,6 +435,91 @@ def test_bad_checkpoint_names_the_file_and_the_problem(tmp_path, data, edit, mes
     assert (tmp_path / "checkpoint.npz").read_bytes() == before
 
 
+def _solver_state(**changes):
+    return lambda a: a.update(
+        meta=_edited_meta(a, solver_state={**json.loads(str(a["meta"]))["solver_state"], **changes})
+    )
+
+
+def _negated(key):
+    return lambda a: a.update({key: -a[key]})
+
+
+def _set_array(key, value):
+    return lambda a: a.update({key: np.asarray(value)})
+
+
+@pytest.mark.parametrize(
+    "solver, edit, message",
+    [
+        ("lbfgs", _set_array("state_scaling_scale", np.zeros(D)), "scaling_scale must be positive"),
+        ("lbfgs", _negated("state_scaling_scale"), "scaling_scale must be positive"),
+        (
+            "lbfgs",
+            _set_array("state_scaling_scale", np.ones(1)),
+            r"scaling_scale must be a float array of shape \(5,\)",
+        ),
+        ("lbfgs", _set_array("state_scaling_mean", [np.nan, 0, 0, 0, 0]), "scaling_mean holds NaN"),
+        ("lbfgs", _solver_state(n_pairs=10**9), r"'n_pairs' must be in \[0, 10\], got 1000000000"),
+        ("lbfgs", _solver_state(n_pairs=10**11), r"'n_pairs' must be in \[0, 10\]"),
+        ("lbfgs", _solver_state(n_pairs=-5), r"'n_pairs' must be in \[0, 10\], got -5"),
+        ("lbfgs", _solver_state(newest=10**30), r"'newest' must be in \[0, 9\]"),
+        ("lbfgs", _solver_state(stalled=[1]), "'stalled' must be an integer, got \\[1\\]"),
+        ("lbfgs", _solver_state(iteration=True), "'iteration' must be an integer, got True"),
+        ("lbfgs", _set_array("state_rho", np.full(10, np.nan)), "'rho' holds NaN"),
+        ("lbfgs", _set_array("state_gamma", "x"), "'gamma' must be a real number"),
+        ("lbfgs", lambda a: a.update(meta=_edited_meta(a, converged="no")), "converged flag 'no' is not true or false"),
+        ("lbfgs", lambda a: a.update(meta=_edited_meta(a, iteration=True)), "iteration count True"),
+        ("lbfgs", lambda a: a.update(meta=_edited_meta(a, loss_history=[0.0] * 100)), "holds 100 losses"),
+        ("sgd", _solver_state(t=-1), "'t' must be >= 0, got -1"),
+        ("sgd", _solver_state(rng={"bit_generator": "PCG64", "state": "x"}), "'rng' is not a PCG64 generator state"),
+        ("sgd", _solver_state(previous="x"), "'previous' must be a real number"),
+        ("newton-cg", _set_array("state_radius", np.nan), "'radius' must be finite"),
+        ("newton-cg", _set_array("state_radius", 0.0), "'radius' must be > 0"),
+    ],
+    ids=[
+        "scale-zero",
+        "scale-negative",
+        "scale-length-1",
+        "mean-nan",
+        "n_pairs-1e9",
+        "n_pairs-1e11",
+        "n_pairs-negative",
+        "newest-1e30",
+        "stalled-list",
+        "iteration-bool",
+        "rho-nan",
+        "gamma-str",
+        "converged-str",
+        "meta-iteration-bool",
+        "history-too-long",
+        "sgd-t-negative",
+        "sgd-rng",
+        "sgd-previous-str",
+        "newton-radius-nan",
+        "newton-radius-zero",
+    ],
+)
+def test_edited_checkpoint_state_is_refused_before_resuming(tmp_path, data, solver, edit, message):
+    X, y = data
+    options = {"solver": solver, "checkpoint": tmp_path, "max_iter": 3, "tol": 0}
+    if solver == "sgd":
+        options.update(lr=0.05, seed=0)
+    _fit(X, y, **options)
+    with np.load(tmp_path / "checkpoint.npz") as archive:
+        arrays = {key: archive[key] for key in archive.files}
+    edit(arrays)
+    np.savez(tmp_path / "checkpoint.npz", **arrays)
+    before = (tmp_path / "checkpoint.npz").read_bytes()
+    model = _model()
+    W0 = model.W.copy()
+    with pytest.raises(CheckpointError, match=message) as info:
+        model.fit(X, y, **{**options, "max_iter": 6})
+    assert str(tmp_path / "checkpoint.npz") in str(info.value)
+    assert (tmp_path / "checkpoint.npz").read_bytes() == before
+    np.testing.assert_array_equal(model.W, W0)
+
+
 # --------------------------------------------------------------------------- #
 # 6. Atomic writes: errors name the user's path; modes follow the umask
 # --------------------------------------------------------------------------- #
