@@ -71,6 +71,9 @@ class DivergenceGuard:
     when it exceeds the best loss so far by more than ``max(1, |best|)``,
     i.e. more than doubles it: far beyond the epoch-to-epoch noise of the
     mini-batch solvers, and reached within a few steps by a run that explodes.
+    Seed it with the loss at the start (``loss``): a guard that starts at
+    ``inf`` takes the first loss it sees as the best, however far that one
+    has already run away.
     """
 
     def __init__(self, theta: np.ndarray, loss: float = math.inf, iteration: int = 0):
@@ -78,14 +81,25 @@ class DivergenceGuard:
         self.best_loss = loss
         self.best_iteration = iteration
 
-    def update(self, theta: np.ndarray, loss: float, iteration: int) -> None:
-        """Record the iterate of ``iteration``; raise if its loss has run away from the best."""
+    @staticmethod
+    def runs_away(best_loss: float, loss: float) -> bool:
+        """Whether ``loss`` exceeds ``best_loss`` by more than ``max(1, |best_loss|)``."""
+        return loss - best_loss > max(1.0, abs(best_loss))
+
+    def update(self, theta: np.ndarray, loss: float, iteration: int, *, reported: int | None = None) -> None:
+        """Record the iterate of ``iteration``; raise if its loss has run away from the best.
+
+        ``reported`` is the iteration the error names, if not ``iteration``: an
+        epoch's loss belongs to the weights it started from, but it is the
+        epoch's.
+        """
         if loss < self.best_loss:
             self.best_theta[...] = theta
             self.best_loss = loss
             self.best_iteration = iteration
-        elif loss - self.best_loss > max(1.0, abs(self.best_loss)):
-            raise DivergedError(iteration, loss, self.best_iteration, self.best_loss, self.best_theta)
+        elif self.runs_away(self.best_loss, loss):
+            at = iteration if reported is None else reported
+            raise DivergedError(at, loss, self.best_iteration, self.best_loss, self.best_theta)
 
 
 @dataclass
@@ -696,6 +710,15 @@ def _permuted_batches(n_samples: int, batch_size: int) -> Batches:
     return batches
 
 
+def _mean_loss(batch_objective: BatchObjective, theta: np.ndarray, n_samples: int, batch_size: int) -> float:
+    """The mean loss over all rows at ``theta``, as an epoch weighs its mini-batches (rows in file order)."""
+    total = 0.0
+    for start in range(0, n_samples, batch_size):
+        rows = np.arange(start, min(start + batch_size, n_samples))
+        total += batch_objective(theta, rows)[0] * rows.shape[0]
+    return total / n_samples
+
+
 def _minibatch_epochs(
     batch_objective: BatchObjective,
     theta0: np.ndarray,
@@ -719,8 +742,20 @@ def _minibatch_epochs(
     given, holds ``rng``, ``t`` and ``previous`` at the end of every epoch
     (before ``on_iteration``), and a run started with a filled ``state``
     continues from it: a checkpoint of theta and ``state`` resumes exactly.
-    An epoch whose mean loss runs away from the best epoch's raises
-    :class:`DivergedError` (see :class:`DivergenceGuard`).
+    An epoch whose mean loss runs away from the best epoch's, or from the
+    loss at ``theta0``, raises :class:`DivergedError` (see
+    :class:`DivergenceGuard`); ``best_theta`` is then the start of the best
+    epoch, ``theta0`` if none was better.
+
+    The loss at ``theta0`` is that of every call, a resumed run's or a
+    ``partial_fit`` epoch's included, as :func:`gradient_descent` seeds its
+    guard at its start; the guard's best is not carried between calls, since
+    a later call may see other rows. It costs no extra pass: the first
+    mini-batch, evaluated at ``theta0``, estimates it, and only a first epoch
+    that runs away from that estimate is compared with the mean loss over all
+    rows at ``theta0``. A small mini-batch can lie far below the mean
+    (batch_size = 1 on a row the model already fits), and a noisy but
+    converging run must not be called diverged for that.
     """
     state = {} if state is None else state
     _check_minibatch_state(state, np.size(theta0))
@@ -736,6 +771,7 @@ def _minibatch_epochs(
     guard = DivergenceGuard(theta)
     for epoch in range(1, max_iter + 1):
         epoch_loss = 0.0
+        first_loss = math.nan  # the first mini-batch's, at the epoch's starting weights
         candidate = theta.copy()
         # The solver's moments are updated in place per mini-batch: an epoch that
         # fails or is interrupted puts them back, so that a later run (partial_fit,
@@ -746,6 +782,8 @@ def _minibatch_epochs(
                 loss, grad = batch_objective(candidate, rows)
                 if not math.isfinite(loss):
                     raise NonFiniteLossError(epoch, loss)
+                if math.isnan(first_loss):
+                    first_loss = loss
                 t += 1
                 with np.errstate(over="ignore", invalid="ignore"):  # divergence is checked below
                     step(candidate, grad, t)
@@ -753,7 +791,14 @@ def _minibatch_epochs(
             epoch_loss /= n_samples
             if not _finite(epoch_loss, candidate):
                 raise NonFiniteLossError(epoch, epoch_loss)
-            guard.update(theta, epoch_loss, epoch - 1)
+            if epoch == 1 and DivergenceGuard.runs_away(first_loss, epoch_loss):
+                # Seed the guard with the loss at theta0, measured on all rows: the
+                # first mini-batch alone is too noisy to call a run diverged.
+                start_loss = _mean_loss(batch_objective, theta, n_samples, batch_size)
+                if not math.isfinite(start_loss):
+                    raise NonFiniteLossError(0, start_loss)
+                guard = DivergenceGuard(theta, start_loss)
+            guard.update(theta, epoch_loss, epoch - 1, reported=epoch)
         except BaseException:
             for key, value in saved.items():
                 state[key][...] = value

@@ -1,0 +1,129 @@
+"""Divergence of the mini-batch solvers: a run that explodes in its first epoch is caught.
+
+The guard (:class:`solvers.DivergenceGuard`) compares every epoch's mean loss
+with the best so far; the loss at the start must be among them, or a run that
+explodes within its first epoch sets the "best" itself. The toy objectives
+here are plain NumPy (no kernels), so the solvers' own logic is tested exactly.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+import fastsoftmax as fs
+from fastsoftmax import SoftmaxRegression, TrainingError, solvers
+from fastsoftmax.datasets import make_classification
+
+# More rows than one mini-batch (256), so that a run explodes within epoch 1.
+N, D, K = 2000, 5, 3
+#: Step sizes that explode in the first epoch (the issue's repro).
+EXPLODING = {"adam": 1e10, "sgd": 100.0}
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_classification(N, D, n_classes=K, seed=0)
+
+
+@pytest.mark.parametrize("tol", [0.0, 1e-4], ids=["tol0", "default-tol"])
+@pytest.mark.parametrize("solver", list(EXPLODING))
+def test_minibatch_fit_that_explodes_in_epoch_1_raises_and_keeps_the_start(data, solver, tol):
+    X, y = data
+    model = SoftmaxRegression(D, K, seed=0)
+    W0, b0 = model.W.copy(), model.b.copy()
+    start_loss = fs.loss_and_grad(X, y, W0, b0)[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a ConvergenceWarning is not enough
+        with pytest.raises(TrainingError, match=r"diverged.*iteration 1.*best weights \(iteration 0") as info:
+            model.fit(X, y, solver=solver, lr=EXPLODING[solver], max_iter=10, tol=tol, seed=0)
+    cause = info.value.__cause__
+    assert isinstance(cause, solvers.DivergedError)
+    assert cause.best_iteration == 0
+    assert cause.best_loss == pytest.approx(start_loss, rel=1e-12)
+    assert model.n_iter_ == 0
+    np.testing.assert_array_equal(model.W, W0)
+    np.testing.assert_array_equal(model.b, b0)
+
+
+@pytest.mark.parametrize("solver", list(EXPLODING))
+def test_partial_fit_epoch_that_explodes_raises_and_leaves_the_model(data, solver):
+    X, y = data
+    model = SoftmaxRegression(D, K, seed=0)
+    model.partial_fit(X, y, solver=solver, lr=1e-3, seed=0)
+    W, b = model.W.copy(), model.b.copy()
+    with pytest.raises(TrainingError, match="diverged.*unchanged"):
+        model.partial_fit(X, y, solver=solver, lr=EXPLODING[solver], seed=0)
+    np.testing.assert_array_equal(model.W, W)
+    np.testing.assert_array_equal(model.b, b)
+
+
+def test_noisy_small_batch_sgd_that_converges_is_not_flagged(data):
+    # batch_size = 1 from a warm start: single-row losses range from ~0 to several
+    # units, so the first mini-batch can lie far below the mean loss.
+    X, y = data
+    model = SoftmaxRegression(D, K, seed=0).fit(X, y, max_iter=50)
+    start = fs.loss_and_grad(X, y, model.W, model.b)[0]
+    for seed in range(3):
+        warm = SoftmaxRegression(D, K, seed=0)
+        warm.W[...], warm.b[...] = model.W, model.b
+        warm.fit(X, y, solver="sgd", lr=0.01, momentum=0.0, batch_size=1, max_iter=2, tol=0, seed=seed)
+        assert fs.loss_and_grad(X, y, warm.W, warm.b)[0] < start + 0.1
+
+
+class RowQuadratic:
+    """loss(theta, rows) = mean(offset[rows]) + (a/2)|theta|^2; counts the rows evaluated."""
+
+    def __init__(self, offset: np.ndarray, a: float = 1.0):
+        self.offset, self.a, self.rows_seen = offset, a, 0
+
+    def __call__(self, theta: np.ndarray, rows: np.ndarray) -> tuple[float, np.ndarray]:
+        self.rows_seen += rows.shape[0]
+        return float(self.offset[rows].mean() + 0.5 * self.a * theta @ theta), self.a * theta
+
+
+def test_sgd_exploding_in_its_only_epoch_raises_with_the_start_as_best():
+    # lr a = 3: each of the 10 steps of the epoch multiplies theta by |1 - 3| = 2.
+    objective = RowQuadratic(np.zeros(100))
+    theta0 = np.ones(2)
+    with pytest.raises(solvers.DivergedError) as info:
+        solvers.sgd(objective, theta0, 100, lr=3.0, momentum=0.0, batch_size=10, max_iter=1, seed=0)
+    assert (info.value.iteration, info.value.best_iteration) == (1, 0)
+    assert info.value.best_loss == 1.0  # the loss at theta0 over all rows
+    np.testing.assert_array_equal(info.value.best_theta, theta0)
+
+
+def test_resumed_run_seeds_the_guard_at_its_own_start():
+    objective = RowQuadratic(np.zeros(100))
+    state: dict = {}
+    calm = solvers.sgd(objective, np.ones(2), 100, lr=0.01, momentum=0.0, batch_size=10, max_iter=2, state=state)
+    with pytest.raises(solvers.DivergedError) as info:
+        solvers.sgd(objective, calm.theta, 100, lr=3.0, momentum=0.0, batch_size=10, max_iter=3, state=state)
+    assert info.value.best_iteration == 0
+    np.testing.assert_array_equal(info.value.best_theta, calm.theta)
+
+
+def test_first_batch_far_below_the_mean_is_no_divergence():
+    # Row 0 costs 0, every other row 3: the first mini-batch (row 0 alone) says
+    # 0 at theta0, the epoch's mean about 3. The mean over all rows at theta0
+    # (also about 3) decides, and the flat run goes on.
+    offset = np.full(50, 3.0)
+    offset[0] = 0.0
+    objective = RowQuadratic(offset)
+
+    def row_0_first(rng):
+        yield np.array([0])
+        yield from (np.array([i]) for i in rng.permutation(np.arange(1, 50)))
+
+    result = solvers.sgd(objective, np.zeros(2), 50, lr=0.1, batch_size=1, max_iter=3, seed=0, batches=row_0_first)
+    assert result.n_iter == 3
+    # The check cost one pass over all rows at theta0, once: 3 epochs + 1.
+    assert objective.rows_seen == 4 * 50
+
+
+def test_converging_run_costs_no_extra_pass():
+    objective = RowQuadratic(np.zeros(100))
+    solvers.adam(objective, np.ones(2), 100, lr=0.01, batch_size=10, max_iter=3, seed=0)
+    assert objective.rows_seen == 3 * 100
