@@ -537,3 +537,39 @@ def test_row_of_only_minus_inf_logits_is_refused(function):
     args = (Z, np.array([0, 1])) if function == "cross_entropy" else (Z,)
     with pytest.raises(ValueError, match="row 1 of Z is -inf everywhere"):
         call(*args)
+
+
+# Rows that are not probabilities; the first is the (compute_loss gave -1.498).
+NOT_PROBABILITIES = {
+    "logits": [[5.0, 2.0, 0.5], [3.0, 4.0, 1.0]],
+    "log-probabilities": np.log([[0.2, 0.3, 0.5], [0.6, 0.3, 0.1]]),
+    "negative": [[-0.5, 0.5, 1.0], [0.2, 0.3, 0.5]],
+    "sum-above-1": [[0.2, 0.3, 0.5], [0.2, 0.3, 0.6]],
+    "sum-below-1": [[0.2, 0.3, 0.4], [0.2, 0.3, 0.5]],
+    "sum-off-by-1e-4": [[0.2, 0.3, 0.5], [0.2, 0.3, 0.5001]],
+}
+
+
+@pytest.mark.parametrize("case", list(NOT_PROBABILITIES))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_compute_loss_refuses_values_that_are_not_probabilities(dtype, case):
+    probs = np.array(NOT_PROBABILITIES[case], dtype=dtype)
+    with pytest.raises(ValueError, match=r"probs must hold class probabilities.*not logits or scores"):
+        SoftmaxRegression(3, 3, dtype=dtype).compute_loss(probs, [0, 1])
+
+
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 1e4], ids=lambda s: f"logits~{s:g}")
+@pytest.mark.parametrize("K", [2, 3, 1000])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_compute_loss_accepts_the_probabilities_of_forward(rng, dtype, K, scale):
+    # Logits of scale 1e4 make one-hot rows with underflowed zeros (a loss of inf).
+    n, d = 200, 5
+    model = SoftmaxRegression(d, K, dtype=dtype, seed=0)
+    model.W[...] = rng.standard_normal((K, d)) * scale
+    model.b[...] = rng.standard_normal(K) * scale
+    X = rng.standard_normal((n, d)).astype(dtype)
+    y = rng.integers(0, K, n)
+    probs = model.forward(X)
+    loss = model.compute_loss(probs, y)
+    with np.errstate(divide="ignore"):
+        assert loss == float(-np.mean(np.log(probs[np.arange(n), y].astype(np.float64))))

@@ -401,6 +401,13 @@ def _layout(kind: str):
 
 def _subnormal(a, role, tmp_path):
     tiny = np.finfo(a["dtype"]).tiny
+    if role == "P":
+        # Probabilities sum to 1: one subnormal class a row, its mass moved to the label's class.
+        arr = a[role].copy()
+        rows, other = np.arange(arr.shape[0]), (a["y"] + 1) % arr.shape[1]
+        arr[rows, a["y"]] += arr[rows, other]
+        arr[rows, other] = tiny / 64
+        return _set(a, role, arr)
     arr = (a[role] * (tiny / 64)).astype(a["dtype"])
     assert (np.abs(arr[arr != 0]) < tiny).all()
     return _set(a, role, arr)
