@@ -616,5 +616,38 @@ def as_compute_dtype(X, dtype: np.dtype):
     """
     X = _as_array(X, "X")
     if X.dtype.kind == "f" and X.dtype != dtype:
-        return X.astype(dtype)
+        return cast_X(X, dtype)
     return X
+
+
+def cast_X(X: np.ndarray, dtype: np.dtype, *, order: str = "K", row_offset=0) -> np.ndarray:
+    """X in ``dtype`` (and ``order``, as ``ndarray.astype``), or ValueError where a finite value overflows the cast.
+
+    A float64 value above float32's largest (3.4e38) becomes inf in the cast,
+    which the data's later scan would report as an infinite value in X, with
+    the wrong fix. ``row_offset`` maps X's rows to the data set's, as in
+    :func:`check_X_finite`. The overflow flag of the cast itself detects it:
+    no pass of its own.
+    """
+    if X.dtype == dtype:
+        return X.astype(dtype, order=order, copy=False)
+    with np.errstate(over="raise"):
+        try:
+            return X.astype(dtype, order=order)
+        except FloatingPointError:
+            raise cast_overflow_error(X, dtype, row_offset) from None
+
+
+def cast_overflow_error(X: np.ndarray, dtype: np.dtype, row_offset=0) -> ValueError:
+    """The error for finite values of X beyond the range of the compute dtype ``dtype``."""
+    dtype = np.dtype(dtype)
+    with np.errstate(invalid="ignore"):
+        beyond = np.isfinite(X) & (np.abs(X) > np.finfo(dtype).max)
+    row = int(np.argmax(beyond.any(axis=1))) if X.ndim == 2 else 0
+    largest = float(np.abs(X[beyond]).max())
+    wider = " or train in float64 (dtype=np.float64)" if dtype.itemsize < 8 else ""
+    return ValueError(
+        f"X holds {int(beyond.sum())} finite value(s) beyond the range of {dtype} (|x| up to {largest:.3g}, "
+        f"above {np.finfo(dtype).max:.3g}; the first in row {_data_row(row, row_offset)}): the cast to the "
+        f"model's {dtype} would make them inf. Scale the data (for example X / np.abs(X).max()){wider}."
+    )

@@ -172,7 +172,7 @@ class DataSource:
             # whole Fortran-ordered map), as for a dtype cast.
         else:
             if X.dtype.kind == "f" and X.dtype != self.dtype:
-                X = X.astype(self.dtype)
+                X = _checks.cast_X(X, self.dtype)
             # A Fortran-ordered X stays so (make_objective decides where that pays):
             # the kernels read its transpose, and its row blocks copy from it.
             X = _checks.check_X(X, self.dtype, fortran_ok=True)
@@ -264,7 +264,7 @@ class DataSource:
         # The whole of a Fortran-ordered X goes as it is; a row slice of one is
         # neither C- nor Fortran-contiguous and is copied, like a cast chunk.
         if X.dtype != self.dtype or not (X.flags.c_contiguous or X.flags.f_contiguous):
-            X = np.ascontiguousarray(X, dtype=self.dtype)
+            X = _checks.cast_X(X, self.dtype, order="C", row_offset=start)
         y = np.ascontiguousarray(self.y[start:stop], dtype=np.int64)
         w = self.sample_weight[start:stop] if self.sample_weight.shape[0] else self.sample_weight
         return np.asarray(X), y, w
@@ -272,7 +272,7 @@ class DataSource:
     def take(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Gather the rows of a mini-batch (a small copy)."""
         self.check_files()
-        X = np.ascontiguousarray(self.X[rows], dtype=self.dtype)
+        X = _checks.cast_X(self.X[rows], self.dtype, order="C", row_offset=rows)
         y = np.ascontiguousarray(self.y[rows], dtype=np.int64)
         w = self.sample_weight[rows] if self.sample_weight.shape[0] else self.sample_weight
         return X, y, w

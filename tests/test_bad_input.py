@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from conftest import make_problem
@@ -573,3 +575,40 @@ def test_compute_loss_accepts_the_probabilities_of_forward(rng, dtype, K, scale)
     loss = model.compute_loss(probs, y)
     with np.errstate(divide="ignore"):
         assert loss == float(-np.mean(np.log(probs[np.arange(n), y].astype(np.float64))))
+
+
+def _fit_file(tmp_path, X, y, **kwargs):
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "y.npy", y)
+    model = SoftmaxRegression(X.shape[1], 3, dtype=np.float32, seed=0)
+    return model.fit(str(tmp_path / "X.npy"), str(tmp_path / "y.npy"), max_iter=2, **kwargs)
+
+
+# Ways a float64 X reaches a float32 model (and is cast there).
+CAST_CALLS = {
+    "fit": lambda X, y, tmp_path: SoftmaxRegression(4, 3, dtype=np.float32).fit(X, y, max_iter=2),
+    "fit-sgd": lambda X, y, tmp_path: SoftmaxRegression(4, 3, dtype=np.float32).fit(X, y, solver="sgd", max_iter=1),
+    "predict": lambda X, y, tmp_path: SoftmaxRegression(4, 3, dtype=np.float32).predict(X),
+    "file-chunks": lambda X, y, tmp_path: _fit_file(tmp_path, X, y, chunk_size=5),
+    "file-sgd": lambda X, y, tmp_path: _fit_file(tmp_path, X, y, solver="sgd", batch_size=4),
+}
+
+
+@pytest.mark.parametrize("value", [1e39, -1e300], ids=["1e39", "-1e300"])
+@pytest.mark.parametrize("call", list(CAST_CALLS))
+def test_float64_X_beyond_float32_range_is_reported_as_such(tmp_path, call, value):
+    # The cast to float32 made these inf, reported as "X contains NaN or infinite value(s)".
+    X = np.random.default_rng(0).standard_normal((40, 4))
+    y = np.arange(40) % 3
+    X[37, 1] = value
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "overflow encountered in cast" either
+        with pytest.raises(ValueError, match=r"beyond the range of float32.*row 37.*Scale the data.*float64"):
+            CAST_CALLS[call](X, y, tmp_path)
+
+
+def test_an_infinite_float64_X_cast_to_float32_is_still_reported_as_infinite():
+    X = np.ones((10, 4))
+    X[3, 0] = np.inf
+    with pytest.raises(ValueError, match=r"NaN or infinite value\(s\), the first in row 3"):
+        SoftmaxRegression(4, 3, dtype=np.float32).fit(X, np.arange(10) % 3, max_iter=2)
