@@ -253,6 +253,11 @@ def check_X(X, dtype: np.dtype, n_features: int | None = None, fortran_ok: bool 
         )
     kind = X.dtype.kind
     if kind == "f":
+        if X.dtype not in FLOAT_DTYPES:  # float16, longdouble: no model or kernel takes them
+            raise TypeError(
+                f"X has dtype {X.dtype}, which the kernels do not support (float32 and float64 only); "
+                f"cast it to the parameters' dtype with X.astype(np.{dtype.name})."
+            )
         if X.dtype != dtype:
             raise TypeError(
                 f"X has dtype {X.dtype} but the parameters are {dtype}; cast one to "

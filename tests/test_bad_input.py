@@ -612,3 +612,14 @@ def test_an_infinite_float64_X_cast_to_float32_is_still_reported_as_infinite():
     X[3, 0] = np.inf
     with pytest.raises(ValueError, match=r"NaN or infinite value\(s\), the first in row 3"):
         SoftmaxRegression(4, 3, dtype=np.float32).fit(X, np.arange(10) % 3, max_iter=2)
+
+
+@pytest.mark.parametrize("x_dtype", [np.float16, np.longdouble], ids=["float16", "longdouble"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_unsupported_float_X_gets_a_supported_dtype_as_the_fix(x_dtype, dtype):
+    # The message said "build the model with dtype=np.float16", which the model refuses.
+    X = np.ones((6, 4), x_dtype)
+    W, b = np.zeros((3, 4), dtype), np.zeros(3, dtype)
+    with pytest.raises(TypeError, match=rf"float32 and float64 only.*X\.astype\(np\.{np.dtype(dtype).name}\)") as info:
+        fs.loss_and_grad(X, np.arange(6) % 3, W, b)
+    assert f"dtype=np.{np.dtype(x_dtype).name}" not in str(info.value)
