@@ -441,6 +441,29 @@ def _write_json(path: str, payload: dict) -> None:
         f.write("\n")
 
 
+def _classes_from_labels(y, largest: int, where: str) -> int:
+    """The class count that labels 0..K-1 imply, ``largest + 1``; CLIError where it exceeds the rows.
+
+    More classes than rows leaves classes without a single row, and a label
+    that is an ID rather than a class index (10**12, 2**64 - 1) would ask for
+    a W of terabytes, or of more elements than NumPy can index.
+    """
+    n_samples = y.shape[0]
+    if largest < n_samples:
+        return largest + 1
+    step = 1 << 22  # in slices, as DataSource.max_label reads a memory-mapped y
+    for start in range(0, n_samples, step):
+        hits = np.flatnonzero(y[start : start + step] == largest)
+        if hits.size:
+            row = start + int(hits[0])
+            break
+    raise CLIError(
+        f"the labels in {where} imply {largest + 1:,} classes (the largest label is {largest}, in row {row}) "
+        f"but there are only {n_samples:,} rows; labels must be class indices 0..K-1 (map others with "
+        f"np.unique(y, return_inverse=True)), or pass --classes K if classes without rows are intended."
+    )
+
+
 def run_train(args: argparse.Namespace) -> int:
     """Train on the embedded synthetic problem or on the user's files."""
     from fastsoftmax import SoftmaxRegression
@@ -467,7 +490,7 @@ def run_train(args: argparse.Namespace) -> int:
         dtype = _compute_dtype(args, X)
         # Shape and label checks on the whole file before anything is split or written.
         whole = DataSource(X, y, dtype)
-        n_classes = args.classes_given or whole.max_label() + 1
+        n_classes = args.classes_given or _classes_from_labels(y, whole.max_label(), args.labels or args.data)
         if n_classes < 2:
             raise CLIError(f"the labels in {args.labels or args.data} name only {n_classes} class; need at least 2.")
         whole.check_labels(n_classes)
@@ -685,7 +708,7 @@ def run_train_dask(args: argparse.Namespace, t_start: float) -> int:
 
             X_np, y_np = _load_data(args.data, args.labels)
             dtype = _compute_dtype(args, X_np)
-            n_classes = args.classes_given or int(y_np.max()) + 1
+            n_classes = args.classes_given or _classes_from_labels(y_np, int(y_np.max()), args.labels or args.data)
             # The client reads the file and ships its chunks to the workers.
             X = da.from_array(X_np, chunks=(chunk_rows, -1))
             y = da.from_array(y_np, chunks=(chunk_rows,)).rechunk(X.chunks[0])

@@ -98,6 +98,9 @@ def _bad_inputs(tmp_path, npy):
     np.save(bad_labels, np.full(2000, -1, dtype=np.int64))
     big_labels = tmp_path / "big_labels.npy"
     np.save(big_labels, np.full(2000, 5, dtype=np.int64))
+    huge_labels, id_labels = tmp_path / "huge_labels.npy", tmp_path / "id_labels.npy"
+    np.save(huge_labels, _with_label(np.load(y_path).astype(np.uint64), 1234, 2**64 - 1))
+    np.save(id_labels, _with_label(np.load(y_path).astype(np.int64), 17, 10**12))
     bad_npz = tmp_path / "bad.npz"
     np.savez(bad_npz, X=np.zeros((3, 2)))
     return {
@@ -111,12 +114,37 @@ def _bad_inputs(tmp_path, npy):
             r"label 5 \(row 0\), outside \[0, 3\)",
         ),
         "npz-without-y": (["--data", str(bad_npz)], "no array 'y'"),
+        # These asked NumPy for 2**64 classes ("Maximum allowed dimension exceeded") or for 36.4 TiB.
+        "label-2**64-1": (
+            ["--data", x_path, "--labels", str(huge_labels)],
+            r"imply 18,446,744,073,709,551,616 classes \(the largest label is 18446744073709551615, in row 1234\) "
+            r"but there are only 2,000 rows.*--classes",
+        ),
+        "label-10**12": (
+            ["--data", x_path, "--labels", str(id_labels)],
+            r"imply 1,000,000,000,001 classes \(the largest label is 1000000000000, in row 17\)",
+        ),
     }
+
+
+def _with_label(y: np.ndarray, row: int, label: int) -> np.ndarray:
+    y[row] = label
+    return y
 
 
 @pytest.mark.parametrize(
     "case",
-    ["missing", "corrupt", "truncated", "mismatched", "negative-labels", "labels-over-classes", "npz-without-y"],
+    [
+        "missing",
+        "corrupt",
+        "truncated",
+        "mismatched",
+        "negative-labels",
+        "labels-over-classes",
+        "npz-without-y",
+        "label-2**64-1",
+        "label-10**12",
+    ],
 )
 def test_bad_input_exits_nonzero_with_one_line_and_writes_nothing(tmp_path, npy, capsys, case):
     argv, message = _bad_inputs(tmp_path, npy)[case]
