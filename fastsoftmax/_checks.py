@@ -388,6 +388,15 @@ def check_int(value, name: str, minimum: int = 1) -> int:
     return int(value)
 
 
+def check_seed(seed, name: str = "seed") -> int | None:
+    """Check a seed: None (fresh entropy) or an integer >= 0, as ``np.random.default_rng`` takes it."""
+    if seed is None:
+        return None
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"{name} must be None or an integer >= 0 (NumPy takes no negative seeds), got {seed!r}.")
+    return int(seed)
+
+
 def check_lr(lr) -> float:
     """Check a step size: a finite number > 0."""
     if type(lr) is float and 0.0 < lr < math.inf:  # the common case, without the ABC check below

@@ -850,6 +850,18 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _seed(text: str) -> int:
+    """A --seed, by the rule of :func:`fastsoftmax._checks.check_seed` (None aside: it has no spelling here)."""
+    from fastsoftmax._checks import check_seed
+
+    try:
+        return check_seed(int(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be an integer >= 0 (NumPy takes no negative seeds), got {text}"
+        ) from None
+
+
 #: The demo's 80/20 split needs a row on each side.
 DEMO_MIN_SAMPLES = 5
 
@@ -915,7 +927,7 @@ def _add_problem_options(parser: argparse.ArgumentParser, *, train: bool) -> Non
         quiet = "print nothing but errors (no progress, no closing line)"
     parser.add_argument("--classes", type=_positive_int, default=None, help=classes)
     parser.add_argument("--dtype", choices=("float32", "float64"), default=None, help=dtype)
-    parser.add_argument("--seed", type=int, default=0, help=seed)
+    parser.add_argument("--seed", type=_seed, default=0, help=seed)
     parser.add_argument("--threads", type=_positive_int, default=None, help=threads)
     parser.add_argument("--quiet", action="store_true", help=quiet)
 
@@ -1038,7 +1050,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--features", type=_demo_features, default=20, help="number of features, at least 2 (default 20)")
     demo.add_argument("--epochs", type=_positive_int, default=100, help="gradient steps (default 100)")
     demo.add_argument("--lr", type=_step_size, default=0.1, help="learning rate (default 0.1)")
-    demo.add_argument("--seed", type=int, default=42, help="seed for data and weights (default 42)")
+    demo.add_argument("--seed", type=_seed, default=42, help="seed for data and weights (default 42)")
     demo.set_defaults(handler=run_demo)
     return parser
 

@@ -48,7 +48,7 @@ import numpy as np
 
 from fastsoftmax import checkpoint as _checkpoint
 from fastsoftmax import solvers
-from fastsoftmax._checks import FitOptions
+from fastsoftmax._checks import FitOptions, check_seed
 from fastsoftmax._scaling import FeatureScaling, ScaledObjective
 from fastsoftmax._threading import single_threaded_blas
 from fastsoftmax.exceptions import ConvergenceWarning, TrainingError
@@ -228,6 +228,7 @@ def fit(
     The objective is checked against the options, then entered (``with``)
     for the run.
     """
+    seed = check_seed(seed)
     objective.check_solver(options.solver)
     if checkpoint is not None:
         objective.check_checkpoint()
@@ -432,6 +433,7 @@ def partial_fit(model: Trainable, objective: Objective, options: FitOptions, *, 
     lives in ``state``, which the caller keeps from call to call. A diverging
     epoch leaves W, b and ``state`` as they were.
     """
+    seed = check_seed(seed)
     objective.check_solver(options.solver)
     with objective:
         return _partial_fit(model, objective, options, seed=seed, state=state)

@@ -452,6 +452,10 @@ FIT_ARG_CASES = {
     "momentum-nan": (dict(solver="sgd", momentum=np.nan), r"momentum must be a number in \[0, 1\)"),
     "momentum-one": (dict(solver="sgd", momentum=1.0), r"momentum must be a number in \[0, 1\)"),
     "solver-none": (dict(solver=None), r"solver must be one of"),
+    # NumPy's "expected non-negative integer" named no seed.
+    "seed-negative": (dict(solver="sgd", seed=-1), r"seed must be None or an integer >= 0.*got -1"),
+    "seed-negative-lbfgs": (dict(seed=-1), r"seed must be None or an integer >= 0.*got -1"),
+    "seed-float": (dict(solver="adam", seed=1.5), r"seed must be None or an integer >= 0.*got 1\.5"),
 }
 
 
@@ -473,6 +477,7 @@ PARTIAL_FIT_ARG_CASES = {
     "lr-inf": (dict(lr=np.inf), r"lr must be a finite number > 0"),
     "l2-nan": (dict(l2=np.nan), r"l2 must be a finite number >= 0"),
     "momentum-negative": (dict(momentum=-0.5), r"momentum must be a number in \[0, 1\)"),
+    "seed-negative": (dict(seed=-1), r"seed must be None or an integer >= 0.*got -1"),
 }
 
 

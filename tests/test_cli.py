@@ -468,6 +468,10 @@ BAD_OPTIONS = [
     (["train", "--lr", "-1"], "--lr"),
     (["train", "--l2", "-1"], "--l2"),
     (["train", "--l2", "nan"], "--l2"),
+    # NumPy's "expected non-negative integer" named no option.
+    (["train", "--seed", "-1"], "--seed"),
+    (["generate", "--seed", "-1"], "--seed"),
+    (["demo", "--seed", "-1"], "--seed"),
 ]
 
 
