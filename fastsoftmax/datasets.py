@@ -184,6 +184,39 @@ def _hypercube_vertices(n_vertices: int, dim: int, rng: np.random.Generator) -> 
     return bits.astype(np.float64)
 
 
+#: No standard normal NumPy draws exceeds this: the ziggurat's tail returns
+#: r - log(1 - u) / r with r = 3.654 and u <= 1 - 2**-53, at most 13.71.
+_NORMAL_MAX = 14.0
+
+
+def _largest_feature(class_sep: float, transforms: np.ndarray, mixing: np.ndarray) -> float:
+    """A bound on |X| over every row the problem can generate (float64; inf where that overflows).
+
+    An informative feature k of cluster c is ``+-class_sep + sum_i g_i T_c[i, k]``
+    with |g_i| <= ``_NORMAL_MAX``; a redundant one mixes the informative ones
+    by ``mixing``; a noise feature is a normal.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        informative = abs(class_sep) + _NORMAL_MAX * np.abs(transforms).sum(axis=1)  # (n_clusters, n_informative)
+        redundant = informative @ np.abs(mixing)
+        return float(max(_NORMAL_MAX, informative.max(), redundant.max(initial=0.0)))
+
+
+def _check_feature_range(class_sep: float, transforms: np.ndarray, mixing: np.ndarray, dtype: np.dtype) -> None:
+    """Raise ValueError if ``class_sep`` can make a feature overflow ``dtype`` (or the float64 work)."""
+    largest = _largest_feature(class_sep, transforms, mixing)
+    limit = float(np.finfo(dtype).max)
+    if largest <= limit:
+        return
+    wider = " or use dtype=np.float64" if dtype != np.float64 and largest <= float(np.finfo(np.float64).max) else ""
+    raise ValueError(
+        f"class_sep={class_sep:g} makes features up to about {largest:.3g} in magnitude (the centroids lie "
+        f"at +-class_sep, the redundant features add up informative ones), beyond the range of {dtype} "
+        f"({limit:.3g}), where they would be inf; lower class_sep (1.0, the default, already separates "
+        f"the classes){wider}"
+    )
+
+
 def _make_problem(
     n_features,
     n_informative,
@@ -244,11 +277,12 @@ def _make_problem(
     cdf[-1] = 1.0  # uniforms are < 1, so the last cluster always catches the tail
 
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_STREAM_PROBLEM, 0)))
-    centroids = _hypercube_vertices(n_clusters, n_informative, rng)
-    centroids *= 2.0 * class_sep
-    centroids -= class_sep
+    vertices = _hypercube_vertices(n_clusters, n_informative, rng)
     transforms = 2.0 * rng.random((n_clusters, n_informative, n_informative)) - 1.0
     mixing = 2.0 * rng.random((n_informative, n_redundant)) - 1.0
+    _check_feature_range(class_sep, transforms, mixing, dtype)
+    # The bits of v (2 class_sep) - class_sep, without the 2 class_sep that overflows above 9e307.
+    centroids = np.where(vertices > 0, class_sep, 0.0 - class_sep)
     return _Problem(
         seed=seed,
         n_features=n_features,
@@ -407,7 +441,8 @@ _PARAMS_DOC = """
         not exceed ``2 ** n_informative``.
     class_sep : float, default=1.0
         Cluster centroids sit at the vertices ``{-class_sep, +class_sep}^n_informative``
-        of a hypercube; larger values make the problem easier.
+        of a hypercube; larger values make the problem easier. A value that
+        could make a feature overflow ``dtype`` raises ValueError.
     flip_y : float in [0, 1], default=0.0
         Probability that a row's label is replaced by a uniformly random class.
     weights : sequence of float, optional

@@ -1,5 +1,7 @@
 """Synthetic data: determinism, dtypes, statistics, files and parameter checks."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -170,6 +172,10 @@ BAD_PARAMS = [
     (dict(flip_y=-0.1), ValueError, "flip_y must lie in \\[0, 1\\]"),
     (dict(flip_y=1.5), ValueError, "flip_y must lie in \\[0, 1\\]"),
     (dict(class_sep=np.inf), ValueError, "class_sep must be finite"),
+    # These returned X holding inf.
+    (dict(class_sep=1e300, dtype=np.float32), ValueError, r"beyond the range of float32.*dtype=np\.float64"),
+    (dict(class_sep=-1e39, dtype=np.float32), ValueError, r"beyond the range of float32.*dtype=np\.float64"),
+    (dict(class_sep=1e308, n_features=10, n_redundant=4), ValueError, r"beyond the range of float64.*lower class_sep"),
     (dict(dtype=np.int32), TypeError, "dtype must be np.float32 or np.float64"),
     (dict(dtype="not a dtype"), TypeError, "dtype must be np.float32 or np.float64"),
     (dict(seed=-1), ValueError, "seed must be >= 0"),
@@ -184,6 +190,16 @@ def test_bad_parameters_raise_clear_errors(kwargs, exc, message):
     kwargs = {"n_samples": 100, **kwargs}
     with pytest.raises(exc, match=message):
         ds.make_classification(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "class_sep, dtype", [(1e37, np.float32), (-1e37, np.float32), (1e308, np.float64)], ids=["1e37", "-1e37", "1e308"]
+)
+def test_large_class_sep_within_the_range_gives_finite_data(class_sep, dtype):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow in the float64 work either
+        X, _ = ds.make_classification(200, 5, class_sep=class_sep, dtype=dtype)
+    assert np.isfinite(X).all() and np.abs(X).max() >= abs(class_sep)
 
 
 def test_iter_validates_eagerly():
