@@ -64,7 +64,7 @@ class SoftmaxRegression:
         _checks.check_int(input_dim, "input_dim")
         _checks.check_int(num_classes, "num_classes", minimum=2)
         self.dtype = _checks.as_float_dtype(dtype)
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(_checks.check_seed(seed))
         self.W = (0.01 * rng.standard_normal((num_classes, input_dim))).astype(self.dtype)
         self.b = np.zeros(num_classes, dtype=self.dtype)
         self.loss_history_: list[float] = []
@@ -151,12 +151,13 @@ class SoftmaxRegression:
 
         Without ``probs`` this is one fused pass over X. Given ``probs`` (N, K)
         from :meth:`forward`, as the textbook class takes them, the gradient is
-        formed from those probabilities instead.
+        formed from those probabilities instead; they must be probabilities
+        (in [0, 1], rows summing to 1 within rounding), not logits.
         """
         X, y = self._Xy(X, y, fortran_ok=True, scan_labels=probs is not None)
         W, b = self._params()
         if probs is not None:
-            probs = _checks.check_float_param(probs, "probs", 2, self.dtype)
+            probs = _checks.check_probabilities(probs, self.dtype)
             if probs.shape != (X.shape[0], self.num_classes):
                 raise ValueError(f"probs must have shape {(X.shape[0], self.num_classes)}, got {probs.shape}.")
             dz = probs.copy()

@@ -557,12 +557,23 @@ NOT_PROBABILITIES = {
 }
 
 
+@pytest.mark.parametrize("method", ["compute_loss", "backward"])
 @pytest.mark.parametrize("case", list(NOT_PROBABILITIES))
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
-def test_compute_loss_refuses_values_that_are_not_probabilities(dtype, case):
+def test_probabilities_that_are_not_probabilities_are_refused(dtype, case, method):
     probs = np.array(NOT_PROBABILITIES[case], dtype=dtype)
+    model = SoftmaxRegression(3, 3, dtype=dtype)
+    call = {
+        "compute_loss": lambda: model.compute_loss(probs, [0, 1]),
+        "backward": lambda: model.backward(np.ones((2, 3), dtype=dtype), [0, 1], probs=probs),
+    }[method]
     with pytest.raises(ValueError, match=r"probs must hold class probabilities.*not logits or scores"):
-        SoftmaxRegression(3, 3, dtype=dtype).compute_loss(probs, [0, 1])
+        call()
+
+
+def test_a_negative_seed_is_refused_by_name():
+    with pytest.raises(ValueError, match=r"seed must be None or an integer >= 0.*got -1"):
+        SoftmaxRegression(3, 3, seed=-1)
 
 
 @pytest.mark.parametrize("scale", [1e-3, 1.0, 1e4], ids=lambda s: f"logits~{s:g}")
