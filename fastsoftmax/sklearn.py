@@ -97,12 +97,15 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
     fit_intercept : bool, default True
         False fits b = 0.
     tol : float, default 1e-4
-        "lbfgs": largest gradient component of the mean objective below which
-        it stops; "gd", "sgd", "adam": relative change of the loss between
-        iterations (epochs).
+        "lbfgs", "newton-cg": largest gradient component of the mean
+        objective below which it stops, in the solver's standardised
+        coordinates (features centred and scaled, so that tol does not depend
+        on their units; see ``SoftmaxRegression.fit``); "gd", "sgd", "adam":
+        relative change of the loss between iterations (epochs). 0 runs
+        ``max_iter`` iterations and never warns.
     max_iter : int, default 100
-        Iterations ("lbfgs", "gd") or epochs ("sgd", "adam").
-    solver : {"lbfgs", "gd", "sgd", "adam"}, default "lbfgs"
+        Iterations ("lbfgs", "newton-cg", "gd") or epochs ("sgd", "adam").
+    solver : {"lbfgs", "newton-cg", "gd", "sgd", "adam"}, default "lbfgs"
         The engine's solvers (see :meth:`fastsoftmax.SoftmaxRegression.fit`).
         :meth:`partial_fit` runs one epoch of "sgd" or "adam" (of "sgd" when
         ``solver`` is a full-batch one).
