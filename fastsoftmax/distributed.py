@@ -26,7 +26,10 @@ Design:
       ``da.from_array``, from :func:`make_classification_dask`, from files),
       and the evaluation that was in flight finishes with the same sums.
     * **Checks** that need the data run on the cluster once per fit (label
-      range, sample weights); shape and chunk checks use metadata only. Like
+      range, sample weights); shape and chunk checks use metadata, and every
+      chunk is checked against that metadata where it is made (its real
+      shape and dtype: Dask does not enforce what ``map_blocks``,
+      ``from_delayed`` or a reader declare, and the kernels trust theirs). Like
       the single-machine path, non-finite X is not scanned for up front: a
       non-finite loss triggers a cluster-side scan that names the first bad row.
     * **Threads.** The kernels release the GIL and run under a thread-safe
@@ -63,7 +66,7 @@ import os
 import sys
 import uuid
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -152,6 +155,66 @@ def _kernel_threads(concurrency: int | dict[str, int]) -> int:
 # --------------------------------------------------------------------------- #
 # The tasks (module-level, so workers can unpickle them by reference)
 # --------------------------------------------------------------------------- #
+def _check_chunk(chunk, array_name: str, index: int, rows: tuple[int, int], shape: tuple, dtype: np.dtype) -> None:
+    """Raise ValueError, naming the chunk, unless its real shape and dtype are the declared ``shape`` and ``dtype``.
+
+    Dask trusts what ``map_blocks``, ``from_delayed`` or a custom reader
+    declare, and the kernels trust their inputs: a float32 chunk in a float64
+    fit, or a chunk of X shorter than its labels, would train a wrong model
+    without an error. So every task checks its chunks, in O(1). Labels of
+    another integer dtype are accepted: the kernels take them as int64.
+    """
+    where = f"chunk {index} of {array_name} (rows {rows[0]}:{rows[1]})"
+    fix = (
+        "the function that makes the chunks (map_blocks, from_delayed, a custom reader) "
+        "must return what it declares: fix it, or declare the shape and dtype it really returns"
+    )
+    if not isinstance(chunk, np.ndarray):
+        raise TypeError(f"{where} is a {type(chunk).__name__}, not a NumPy array; {fix}.")
+    if chunk.shape != shape:
+        raise ValueError(f"{where} has shape {chunk.shape} but the Dask array declares {shape}; {fix}.")
+    label_cast = array_name == "y" and chunk.dtype.kind in "iu"
+    if chunk.dtype != dtype and not label_cast:
+        raise ValueError(f"{where} has dtype {chunk.dtype} but the Dask array declares {dtype}; {fix}.")
+
+
+class _Chunk(NamedTuple):
+    """Row chunk ``index`` as the Dask arrays declare it: what each task checks its chunks against."""
+
+    index: int
+    start: int
+    stop: int
+    n_features: int
+    dtype: np.dtype  # of X and the weights: the compute dtype
+    label_dtype: np.dtype
+
+    def check(self, X: np.ndarray, y: np.ndarray | None = None, sample_weight: np.ndarray | None = None) -> None:
+        rows, n_rows = (self.start, self.stop), self.stop - self.start
+        _check_chunk(X, "X", self.index, rows, (n_rows, self.n_features), self.dtype)
+        if y is not None:
+            _check_chunk(y, "y", self.index, rows, (n_rows,), self.label_dtype)
+        if sample_weight is not None:
+            _check_chunk(sample_weight, "sample_weight", self.index, rows, (n_rows,), self.dtype)
+
+
+def _declared_chunk(chunk: np.ndarray, array_name: str, block_info: dict | None = None) -> np.ndarray:
+    """``chunk`` itself, once :func:`_check_chunk` has found it to be what its array declares."""
+    declared = block_info[None]
+    location = declared["array-location"][0]
+    index = declared["chunk-location"][0]
+    _check_chunk(chunk, array_name, index, location, declared["chunk-shape"], declared["dtype"])
+    return chunk
+
+
+def declared_chunks(a: da.Array, array_name: str) -> da.Array:
+    """``a`` with each chunk checked as it is made: for the passes over the data that are not the fit's own tasks.
+
+    One more task per chunk; the tasks of every evaluation check their chunks
+    themselves (:meth:`_Chunk.check`) and add none.
+    """
+    return a.map_blocks(_declared_chunk, array_name, dtype=a.dtype, meta=a._meta)
+
+
 def _kernel_weights(sample_weight: np.ndarray | None, dtype: np.dtype) -> np.ndarray:
     """A chunk's weights as the kernels take them: C-contiguous, or length 0 for "all ones"."""
     return np.empty(0, dtype=dtype) if sample_weight is None else np.ascontiguousarray(sample_weight)
@@ -164,12 +227,15 @@ def _chunk_sums(
     theta: np.ndarray,
     n_classes: int,
     concurrency: int | dict[str, int],
+    chunk: _Chunk,
 ) -> LossGradSums:
     """Partial sums of one chunk of rows, in float64; a non-finite loss is returned, not raised.
 
     ``theta`` is ``[W.ravel(), b]`` in the compute dtype. X, y and the weights
-    were checked on the client (metadata) and on the cluster (label range).
+    were checked on the client (metadata), on the cluster (label range), and
+    here against what ``chunk`` declares.
     """
+    chunk.check(X, y, sample_weight)
     W, b = unpack(theta, n_classes, X.shape[1])
     X = np.ascontiguousarray(X)
     y = np.ascontiguousarray(y, dtype=np.int64)
@@ -191,8 +257,10 @@ def _chunk_hvp_sums(
     v: np.ndarray,
     n_classes: int,
     concurrency: int | dict[str, int],
+    chunk: _Chunk,
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """(HV_sum, Hc_sum, weight_sum) of one chunk of rows in float64 (see ``kernels/hessian.py``)."""
+    chunk.check(X, None, sample_weight)
     W, b = unpack(theta, n_classes, X.shape[1])
     V, c = unpack(v, n_classes, X.shape[1])
     X = np.ascontiguousarray(X)
@@ -215,10 +283,11 @@ def _add_hvp_sums(*parts: tuple[np.ndarray, np.ndarray, float]) -> tuple[np.ndar
     return HV, Hc, math.fsum(p[2] for p in parts)
 
 
-def _chunk_digest(X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None) -> str:
+def _chunk_digest(X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None, chunk: _Chunk) -> str:
     """xxh3-128 of the bytes of one chunk's X, y and weights (the checkpoint fingerprint)."""
     import xxhash
 
+    chunk.check(X, y, sample_weight)
     hasher = xxhash.xxh3_128()
     for part in (X, y) if sample_weight is None else (X, y, sample_weight):
         hasher.update(np.ascontiguousarray(part).view(np.uint8).ravel())
@@ -342,8 +411,9 @@ class DaskObjective:
     (``SoftmaxRegression.fit`` and :func:`fit_dask`), and entered by the
     training engine; public so that benchmarks can time evaluations.
     Use as a context manager: on entry X, y and the weights are persisted and
-    checked on the cluster, on exit the references to the persisted chunks
-    are dropped (Dask frees them unless the caller holds them too).
+    checked on the cluster (each chunk against its declared shape and dtype),
+    on exit the references to the persisted chunks are dropped (Dask frees
+    them unless the caller holds them too).
 
     Parameters
     ----------
@@ -396,7 +466,12 @@ class DaskObjective:
         xs = self.X.to_delayed().ravel()
         ys = self.y.to_delayed().ravel()
         ws = self.sample_weight.to_delayed().ravel() if self.sample_weight is not None else [None] * len(xs)
-        self._leaves = list(zip(xs, ys, ws, strict=False))
+        stops = np.cumsum(self.X.chunks[0]).tolist()
+        chunks = [
+            _Chunk(i, stop - rows, stop, self.n_features, self.dtype, self.y.dtype)
+            for i, (rows, stop) in enumerate(zip(self.X.chunks[0], stops, strict=True))
+        ]
+        self._leaves = list(zip(xs, ys, ws, chunks, strict=True))
         return self
 
     def __exit__(self, *exc) -> None:
@@ -413,9 +488,11 @@ class DaskObjective:
         """The data-dependent checks of ``_checks``, as one pass over y (and the weights) on the cluster."""
         import dask.array as da
 
-        todo = [self.y.min(), self.y.max()]
+        y = declared_chunks(self.y, "y")
+        todo = [y.min(), y.max()]
         w = self.sample_weight
         if w is not None:
+            w = declared_chunks(w, "sample_weight")
             todo += [da.isfinite(w).all(), w.min(), w.sum(dtype=np.float64)]
         values = self._compute(*todo)
         lo, hi = int(values[0]), int(values[1])
@@ -450,8 +527,8 @@ class DaskObjective:
         # One key holds theta; every chunk task depends on it.
         theta_ref = dask.delayed(np.ascontiguousarray(theta, dtype=self.dtype), name=f"fastsoftmax-theta-{token}")
         leaves = [
-            chunk_sums(x, y, w, theta_ref, self.n_classes, self.concurrency, dask_key_name=f"{prefix}-{i}")
-            for i, (x, y, w) in enumerate(self._leaves)
+            chunk_sums(x, y, w, theta_ref, self.n_classes, self.concurrency, chunk, dask_key_name=f"{prefix}-{i}")
+            for i, (x, y, w, chunk) in enumerate(self._leaves)
         ]
         return tree_reduce(leaves, _add_sums, prefix=f"fastsoftmax-sum-{token}")
 
@@ -486,8 +563,8 @@ class DaskObjective:
         theta_ref = dask.delayed(np.ascontiguousarray(theta, dtype=self.dtype), name=f"fastsoftmax-theta-{token}")
         v_ref = dask.delayed(np.ascontiguousarray(v, dtype=self.dtype), name=f"fastsoftmax-v-{token}")
         leaves = [
-            task(x, w, theta_ref, v_ref, self.n_classes, self.concurrency, dask_key_name=f"{prefix}-{i}")
-            for i, (x, _, w) in enumerate(self._leaves)
+            task(x, w, theta_ref, v_ref, self.n_classes, self.concurrency, chunk, dask_key_name=f"{prefix}-{i}")
+            for i, (x, _, w, chunk) in enumerate(self._leaves)
         ]
         (total,) = self._compute(tree_reduce(leaves, _add_hvp_sums, prefix=f"fastsoftmax-hvp-sum-{token}"))
         self.n_hvp += 1
@@ -519,11 +596,11 @@ class DaskObjective:
         """Weighted column means and variances of X, computed on the cluster (see :mod:`fastsoftmax._scaling`)."""
         from fastsoftmax._scaling import FeatureScaling
 
-        X = self.X.astype(np.float64)
+        X = declared_chunks(self.X, "X").astype(np.float64)
         if self.sample_weight is None:
             mean, variance = self._compute(X.mean(axis=0), X.var(axis=0))
         else:  # weighted like the loss, as on one machine
-            w = self.sample_weight.astype(np.float64)[:, None]
+            w = declared_chunks(self.sample_weight, "sample_weight").astype(np.float64)[:, None]
             total, sums, squares = self._compute(w.sum(), (w * X).sum(axis=0), (w * X * X).sum(axis=0))
             mean = sums / total
             variance = squares / total - mean * mean
@@ -557,7 +634,7 @@ class DaskObjective:
         if self._leaves is None:
             raise RuntimeError("DaskObjective is used outside its `with` block.")
         chunk_digest = dask.delayed(_chunk_digest, pure=True)
-        digests = self._compute(*[chunk_digest(x, y, w) for x, y, w in self._leaves])
+        digests = self._compute(*[chunk_digest(*leaf) for leaf in self._leaves])
         return xxhash.xxh3_128("".join(digests).encode()).hexdigest()
 
     def raise_for_nonfinite_start(self, loss: float) -> None:
@@ -641,7 +718,8 @@ def fit_dask(
     ------
     ValueError
         On X split along its features, y or weights chunked unlike X's rows,
-        wrong shapes, labels outside [0, K) (checked on the cluster), NaN or inf
+        wrong shapes, a chunk whose real shape or dtype is not the one its
+        array declares, labels outside [0, K) (checked on the cluster), NaN or inf
         in X (found from a non-finite loss), or a solver that does not run on Dask.
     TypeError
         On non-array X, non-integer labels or non-numeric weights.

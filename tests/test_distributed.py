@@ -228,6 +228,109 @@ def test_unknown_chunk_sizes(data):
         fit_dask(SoftmaxRegression(D, K), X, data[1])
 
 
+def _in_chunk_3(transform):
+    """A map_blocks function that applies ``transform`` to chunk 3 only (rows 2100:2800): one chunk lies."""
+
+    def apply(block, block_info=None):
+        return transform(block) if block_info[0]["chunk-location"][0] == 3 else block
+
+    return apply
+
+
+def _lying_chunks(data):
+    """Chunks whose real shape or dtype differs from what their Dask array declares (map_blocks does not check)."""
+    X, y = data
+    Xd, yd, wd = da.from_array(X, chunks=(CHUNK, D)), da.from_array(y, chunks=CHUNK), da.ones(N, chunks=CHUNK)
+
+    def lie(a, transform):
+        return a.map_blocks(_in_chunk_3(transform), dtype=a.dtype)
+
+    return {
+        "X-float32": (lie(Xd, lambda b: b.astype(np.float32)), yd, None),
+        "X-short": (lie(Xd, lambda b: b[:-100]), yd, None),
+        "X-wide": (lie(Xd, lambda b: np.hstack([b, b])), yd, None),
+        "X-1d": (lie(Xd, lambda b: b[:, 0]), yd, None),
+        "y-short": (Xd, lie(yd, lambda b: b[:-100]), None),
+        "y-2d": (Xd, lie(yd, lambda b: b[:, None]), None),
+        "y-float": (Xd, lie(yd, lambda b: b.astype(np.float64)), None),
+        "weights-short": (Xd, yd, lie(wd, lambda b: b[:-1])),
+        "weights-float32": (Xd, yd, lie(wd, lambda b: b.astype(np.float32))),
+    }
+
+
+_LYING_MESSAGES = {
+    "X-float32": r"has dtype float32 but the Dask array declares float64",
+    "X-short": r"has shape \(600, 10\) but the Dask array declares \(700, 10\)",
+    "X-wide": r"has shape \(700, 20\) but the Dask array declares \(700, 10\)",
+    "X-1d": r"has shape \(700,\) but the Dask array declares \(700, 10\)",
+    "y-short": r"has shape \(600,\) but the Dask array declares \(700,\)",
+    "y-2d": r"has shape \(700, 1\) but the Dask array declares \(700,\)",
+    "y-float": r"has dtype float64 but the Dask array declares int64",
+    "weights-short": r"has shape \(699,\) but the Dask array declares \(700,\)",
+    "weights-float32": r"has dtype float32 but the Dask array declares float64",
+}
+
+
+@pytest.mark.parametrize("solver", ["lbfgs", "newton-cg", "gd"])
+@pytest.mark.parametrize("case", list(_LYING_MESSAGES))
+def test_chunks_unlike_their_metadata_are_refused_by_name(data, case, solver):
+    """A chunk that is not what its array declares trained a wrong model (loss 1e34, or 'converged' on shifted rows)."""
+    X, y, w = _lying_chunks(data)[case]
+    model = SoftmaxRegression(D, K, seed=0)
+    W0 = model.W.copy()
+    name = {"X": "X", "y": "y", "weights": "sample_weight"}[case.split("-")[0]]
+    message = rf"chunk 3 of {name} \(rows 2100:2800\) {_LYING_MESSAGES[case]}.*must return what it declares"
+    with pytest.raises(ValueError, match=message):
+        fit_dask(model, X, y, sample_weight=w, solver=solver, max_iter=5)
+    np.testing.assert_array_equal(model.W, W0)
+
+
+def test_chunk_unlike_its_metadata_is_named_from_a_worker_and_without_persist(client, data):
+    X, y, _ = _lying_chunks(data)["X-short"]
+    message = r"chunk 3 of X \(rows 2100:2800\) has shape \(600, 10\)"
+    with pytest.raises(ValueError, match=message):
+        fit_dask(SoftmaxRegression(D, K, seed=0), X, y, max_iter=5, client=client)
+    with pytest.raises(ValueError, match=message):
+        fit_dask(SoftmaxRegression(D, K, seed=0), X, y, max_iter=5, persist=False, precondition=False)
+
+
+def test_every_chunk_task_checks_its_chunks(data):
+    """The tasks of each evaluation check their own chunks (the passes before them may not have read them all)."""
+    from fastsoftmax.distributed import _Chunk, _chunk_digest, _chunk_hvp_sums, _chunk_sums
+
+    X, y = data[0][2100:2800], data[1][2100:2800]
+    w, theta = np.ones(700), np.zeros(K * (D + 1))
+    chunk = _Chunk(3, 2100, 2800, D, np.dtype(np.float64), np.dtype(np.int64))
+    for task in (
+        lambda X, y, w: _chunk_sums(X, y, w, theta, K, 1, chunk),
+        lambda X, y, w: _chunk_hvp_sums(X, w, theta, theta, K, 1, chunk),
+        lambda X, y, w: _chunk_digest(X, y, w, chunk),
+    ):
+        task(X, y, w)
+        with pytest.raises(ValueError, match=r"chunk 3 of X \(rows 2100:2800\) has shape \(699, 10\)"):
+            task(X[:-1], y, w)
+        with pytest.raises(ValueError, match=r"chunk 3 of X \(rows 2100:2800\) has dtype float32"):
+            task(X.astype(np.float32), y, w)
+        with pytest.raises(ValueError, match=r"chunk 3 of sample_weight \(rows 2100:2800\) has shape \(699,\)"):
+            task(X, y, w[:-1])
+    for task in (lambda y: _chunk_sums(X, y, None, theta, K, 1, chunk), lambda y: _chunk_digest(X, y, None, chunk)):
+        with pytest.raises(ValueError, match=r"chunk 3 of y \(rows 2100:2800\) has shape \(699,\)"):
+            task(y[:-1])
+        with pytest.raises(ValueError, match=r"chunk 3 of y \(rows 2100:2800\) has dtype float64"):
+            task(y.astype(np.float64))
+
+
+def test_chunk_of_another_integer_dtype_is_a_label_chunk(data):
+    """Labels are cast to int64 for the kernels: an int32 chunk declared int64 trains the same model."""
+    X, y = data
+    Xd, yd = da.from_array(X, chunks=(CHUNK, D)), da.from_array(y, chunks=CHUNK)
+    reference = fit_dask(SoftmaxRegression(D, K, seed=0), Xd, yd, max_iter=5)
+    model = fit_dask(
+        SoftmaxRegression(D, K, seed=0), Xd, yd.map_blocks(lambda b: b.astype(np.int32), dtype=np.int64), max_iter=5
+    )
+    assert model.loss_history_ == reference.loss_history_
+
+
 def test_bad_values_found_on_the_cluster(data):
     X, y = data
     Xd = da.from_array(X, chunks=(CHUNK, D))
