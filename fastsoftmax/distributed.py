@@ -294,6 +294,15 @@ def _chunk_digest(X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None
     return hasher.hexdigest()
 
 
+def _chunk_nonfinite(X: np.ndarray, chunk: _Chunk) -> tuple[int, int]:
+    """(count, first row in the data set) of the NaN and inf in one chunk of X; (0, -1) where it has none."""
+    chunk.check(X)
+    bad = ~np.isfinite(X)
+    n_bad = int(np.count_nonzero(bad))
+    # The first bad row of this chunk only: an empty chunk has no row to reduce over.
+    return (n_bad, chunk.start + int(np.argmax(bad.any(axis=1)))) if n_bad else (0, -1)
+
+
 def _add_sums(*parts: LossGradSums) -> LossGradSums:
     """Add partial sums of disjoint chunks."""
     loss_sum = math.fsum(p.loss_sum for p in parts)
@@ -641,15 +650,19 @@ class DaskObjective:
         self.raise_for_nonfinite_loss(loss)
 
     def raise_for_nonfinite_loss(self, loss: float) -> None:
-        """As :func:`fastsoftmax._checks.raise_for_nonfinite_loss`, with the scan of X on the cluster."""
-        import dask.array as da
+        """As :func:`fastsoftmax._checks.raise_for_nonfinite_loss`, with X scanned on the cluster chunk by chunk."""
+        import dask
 
         if math.isfinite(loss):
             return
-        bad_rows = ~da.isfinite(self.X).all(axis=1)
-        n_bad, first_row = self._compute((~da.isfinite(self.X)).sum(), da.argmax(bad_rows))
+        if self._leaves is None:
+            raise RuntimeError("DaskObjective is used outside its `with` block.")
+        scan = dask.delayed(_chunk_nonfinite, pure=True)
+        found = self._compute(*[scan(x, chunk) for x, _, _, chunk in self._leaves])
+        n_bad = sum(n for n, _ in found)
         if n_bad:
-            raise _checks.nonfinite_X_error(int(n_bad), int(first_row))
+            # The chunks are in row order: the first that holds one holds the first bad row.
+            raise _checks.nonfinite_X_error(n_bad, next(row for n, row in found if n))
         raise _checks.overflow_error()
 
 

@@ -351,6 +351,26 @@ def test_bad_values_found_on_the_cluster(data):
     np.testing.assert_array_equal(model.W, W0)
 
 
+@pytest.mark.parametrize(
+    "row_chunks", [(2000, 0, 2000), (0, 4000), (4000, 0), (1000, 0, 0, 3000)], ids=["middle", "first", "last", "two"]
+)
+def test_nonfinite_loss_is_explained_with_empty_chunks(data, row_chunks):
+    """An empty chunk made the scan for the culprit a raw 'zero-size array to reduction operation maximum'."""
+    X, y = data
+    yd = da.from_array(y, chunks=(row_chunks,))
+    X_nan = X.copy()
+    X_nan[2500, 5] = np.nan
+    X_nan[3000, 1] = np.inf
+    with pytest.raises(ValueError, match=r"2 NaN or infinite value\(s\), the first in row 2500"):
+        fit_dask(SoftmaxRegression(D, K, seed=0), da.from_array(X_nan, chunks=(row_chunks, (D,))), yd, max_iter=5)
+    # Finite X whose logits overflow: W x = D * 1e308 is inf in float64.
+    model = SoftmaxRegression(D, K, seed=0)
+    model.W[...] = 1.0
+    X_big = da.from_array(np.full((N, D), 1e308), chunks=(row_chunks, (D,)))
+    with pytest.raises(ValueError, match="overflowed to a non-finite value although X, W and b are finite"):
+        fit_dask(model, X_big, yd, solver="gd", max_iter=5)
+
+
 def test_divergence_keeps_last_good_weights(data):
     X, y = data
     X = (X * 1e10).astype(np.float32)  # with lr 1e20 the float32 logits overflow at the first step
