@@ -672,6 +672,22 @@ def _dask_accuracy(model, X, y) -> float:
     return float((predictions == y).mean().compute())
 
 
+def _classes_of_files(args: argparse.Namespace, X: np.ndarray, y: np.ndarray, dtype: np.dtype) -> int:
+    """The class count of training files, after the checks of the whole files that precede any split.
+
+    Shapes, dtypes and the labels' range, by :class:`~fastsoftmax._data.DataSource`
+    as on one machine (``run_train``); CLIError where the labels name fewer than 2 classes.
+    """
+    from fastsoftmax._data import DataSource
+
+    whole = DataSource(X, y, dtype)
+    n_classes = args.classes_given or _classes_from_labels(y, whole.max_label(), args.labels or args.data)
+    if n_classes < 2:
+        raise CLIError(f"the labels in {args.labels or args.data} name only {n_classes} class; need at least 2.")
+    whole.check_labels(n_classes)
+    return n_classes
+
+
 def run_train_dask(args: argparse.Namespace, t_start: float) -> int:
     """``train --scheduler ADDRESS`` or ``--dask-workers N``: the same fit on Dask."""
     from fastsoftmax import SoftmaxRegression
@@ -679,6 +695,13 @@ def run_train_dask(args: argparse.Namespace, t_start: float) -> int:
 
     if args.checkpoint:
         raise CLIError("--checkpoint is for single-machine runs; on Dask, lost work is recomputed by Dask.")
+    if args.data is None and args.labels is not None:
+        raise CLIError("--labels needs --data.")
+    if args.data is not None:
+        # The files are checked whole, as on one machine, before a cluster is started or they are split.
+        X_np, y_np = _load_data(args.data, args.labels)
+        dtype = _compute_dtype(args, X_np)
+        n_classes = _classes_of_files(args, X_np, y_np, dtype)
     chunk_rows = args.chunk_size or 250_000
     with connect(args.scheduler, args.dask_workers) as client:
         import dask  # installed: connect() has checked
@@ -706,9 +729,6 @@ def run_train_dask(args: argparse.Namespace, t_start: float) -> int:
         else:
             import dask.array as da
 
-            X_np, y_np = _load_data(args.data, args.labels)
-            dtype = _compute_dtype(args, X_np)
-            n_classes = args.classes_given or _classes_from_labels(y_np, int(y_np.max()), args.labels or args.data)
             # The client reads the file and ships its chunks to the workers.
             X = da.from_array(X_np, chunks=(chunk_rows, -1))
             y = da.from_array(y_np, chunks=(chunk_rows,)).rechunk(X.chunks[0])

@@ -161,6 +161,41 @@ def test_bad_input_exits_nonzero_with_one_line_and_writes_nothing(tmp_path, npy,
     assert not (tmp_path / "ck").exists()
 
 
+@pytest.mark.parametrize(
+    "case",
+    [
+        "mismatched",
+        "negative-labels",
+        "labels-over-classes",
+        "label-2**64-1",
+        "label-10**12",
+        "labels-2d",
+        "labels-without-data",
+    ],
+)
+def test_bad_files_on_dask_are_refused_as_on_one_machine(tmp_path, npy, capsys, case):
+    """The Dask path skipped the checks of the whole files: -1 labels said "num_classes ... got 0",
+    (N, 1) labels a raw Dask error, 7 labels for 2000 rows "got 1", and --labels without --data was ignored."""
+    pytest.importorskip("distributed")
+    labels_2d = tmp_path / "labels_2d.npy"
+    np.save(labels_2d, np.load(npy[1])[:, None])
+    cases = {
+        **_bad_inputs(tmp_path, npy),
+        "labels-2d": (["--data", str(npy[0]), "--labels", str(labels_2d)], r"y must be 1-dimensional.*\(2000, 1\)"),
+        "labels-without-data": (["--labels", str(npy[1]), *SMALL[:6], "--max-iter", "1"], "--labels needs --data"),
+    }
+    argv, message = cases[case]
+    out = tmp_path / "m.npz"
+    rc = main(["train", *argv, "--dask-workers", "1", "--chunk-size", "500", "--out", str(out), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.startswith("fastsoftmax train: error: ") and err.count("\n") == 1
+    import re
+
+    assert re.search(message, err), err
+    assert not out.exists()
+
+
 def test_checkpoint_of_another_problem_exits_nonzero_and_is_kept(tmp_path, npy, capsys):
     ck = tmp_path / "ck"
     base = [
