@@ -346,11 +346,15 @@ def check_chunked(X, y, sample_weight, dtype: np.dtype, n_features: int):
         raise TypeError(f"X must be a dask.array.Array, got {type(X).__name__}{hint}.")
     if X.ndim != 2:
         raise ValueError(f"X must be 2-dimensional (n_samples, n_features), got shape {X.shape}.")
-    if any(math.isnan(c) for c in X.chunks[0]):
-        raise ValueError(
-            "X has unknown chunk sizes along its rows; call X.compute_chunk_sizes() first "
-            "(or build it with known lengths, for example df.to_dask_array(lengths=True))."
-        )
+
+    def check_known_rows(a, name: str) -> None:
+        if any(math.isnan(c) for c in a.chunks[0]):
+            raise ValueError(
+                f"{name} has unknown chunk sizes along its rows; call {name}.compute_chunk_sizes() first "
+                f"(or build it with known lengths, for example df.to_dask_array(lengths=True))."
+            )
+
+    check_known_rows(X, "X")
     if len(X.chunks[1]) != 1:
         raise ValueError(
             f"X is split along its features into {len(X.chunks[1])} chunks {X.chunks[1]}; "
@@ -377,6 +381,7 @@ def check_chunked(X, y, sample_weight, dtype: np.dtype, n_features: int):
         if a.ndim != 1:
             extra = " (class indices, not one-hot rows)" if name == "y" else ""
             raise ValueError(f"{name} must be 1-dimensional (n_samples,){extra}, got shape {a.shape}.")
+        check_known_rows(a, name)
         if a.shape[0] != X.shape[0]:
             raise ValueError(f"{name} has {a.shape[0]} entries but X has {X.shape[0]} rows; they must match.")
         if a.chunks[0] != X.chunks[0]:
@@ -387,6 +392,8 @@ def check_chunked(X, y, sample_weight, dtype: np.dtype, n_features: int):
             )
         return a
 
+    if y is None:
+        raise TypeError("y is None; pass the class labels as integers 0..K-1, shape (N,), chunked like the rows of X.")
     y = as_rows(y, "y")
     if y.dtype.kind not in "iu":
         raise TypeError(

@@ -228,6 +228,27 @@ def test_unknown_chunk_sizes(data):
         fit_dask(SoftmaxRegression(D, K), X, data[1])
 
 
+def test_unknown_chunk_sizes_of_labels_and_weights(data):
+    """y of unknown chunk sizes (X's known) said "y has nan entries but X has 4000 rows"."""
+    Xd, yd = da.from_array(data[0], chunks=(CHUNK, D)), da.from_array(data[1], chunks=CHUNK)
+    unknown = yd[yd > -1]
+    message = r"{} has unknown chunk sizes along its rows; call {}\.compute_chunk_sizes\(\) first"
+    with pytest.raises(ValueError, match=message.format("y", "y")):
+        fit_dask(SoftmaxRegression(D, K), Xd, unknown)
+    w = da.ones(N, chunks=CHUNK)
+    with pytest.raises(ValueError, match=message.format("sample_weight", "sample_weight")):
+        fit_dask(SoftmaxRegression(D, K), Xd, yd, sample_weight=w[yd > -1])
+
+
+def test_missing_labels_are_named(data):
+    """fit_dask(model, X, None) raised AttributeError: 'NoneType' object has no attribute 'dtype'."""
+    Xd = da.from_array(data[0], chunks=(CHUNK, D))
+    with pytest.raises(TypeError, match=r"y is None; pass the class labels"):
+        fit_dask(SoftmaxRegression(D, K), Xd, None)
+    with pytest.raises(TypeError, match=r"y is None; pass the class labels"):
+        SoftmaxRegression(D, K).fit(Xd, None)
+
+
 def _in_chunk_3(transform):
     """A map_blocks function that applies ``transform`` to chunk 3 only (rows 2100:2800): one chunk lies."""
 
