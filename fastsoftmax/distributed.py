@@ -61,6 +61,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import numbers
 import operator
 import os
 import sys
@@ -768,6 +769,23 @@ def fit_dask(
 # --------------------------------------------------------------------------- #
 # Data generated on the workers
 # --------------------------------------------------------------------------- #
+def _no_rows(n_features: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """The (X, y) of an empty chunk: made, not generated, as generate_rows takes only start < stop."""
+    return np.empty((0, n_features), dtype=dtype), np.empty(0, dtype=np.int64)
+
+
+def _check_row_chunks(chunks) -> None:
+    """Refuse the ``chunks`` that Dask would take badly: 0 (ZeroDivisionError), True (1 row per chunk), negatives."""
+    if isinstance(chunks, (bool, np.bool_)):
+        raise TypeError(f"chunks must be an int, a tuple of ints or 'auto', got a bool ({chunks!r}).")
+    if isinstance(chunks, numbers.Integral) and chunks < 1 and chunks != -1:
+        raise ValueError(f"chunks must be a positive number of rows (or -1 for one chunk), got {chunks}.")
+    if isinstance(chunks, (tuple, list)):
+        for rows in chunks:
+            if isinstance(rows, (bool, np.bool_)) or (isinstance(rows, numbers.Real) and rows < 0):
+                raise ValueError(f"chunks must be row counts (ints >= 0), got {rows!r} in {tuple(chunks)}.")
+
+
 def _generate_chunk(start: int, stop: int, params: dict) -> tuple[np.ndarray, np.ndarray]:
     from fastsoftmax.datasets import generate_rows
 
@@ -798,7 +816,8 @@ def make_classification_dask(
     n_samples, n_features : int
     chunks : int, tuple of int or "auto"
         Rows per chunk (as for ``dask.array``; "auto" follows
-        ``dask.config["array.chunk-size"]``). Chunks always hold whole rows.
+        ``dask.config["array.chunk-size"]``, -1 makes one chunk), or the rows
+        of each chunk (empty chunks allowed). Chunks always hold whole rows.
     seed : int
     dtype : {np.float64, np.float32}
         As in :func:`~fastsoftmax.datasets.make_classification` (float64 by default).
@@ -821,6 +840,7 @@ def make_classification_dask(
     generator_params.pop("n_threads", None)  # does not change the data; see _generate_chunk
     params = dict(generator_params, n_features=n_features, seed=seed, dtype=dtype)
     n_samples = _check_int("n_samples", n_samples, 1)
+    _check_row_chunks(chunks)
     # Validate the parameters now, on the client, rather than in every task.
     X_meta, _ = generate_rows(0, 1, n_threads=1, **params)
     row_chunks = normalize_chunks((chunks, -1), shape=(n_samples, n_features), dtype=X_meta.dtype)[0]
@@ -832,7 +852,7 @@ def make_classification_dask(
     generate = functools.partial(_generate_chunk, params=params)
     start = 0
     for i, rows in enumerate(row_chunks):
-        gen_layer[(gen_name, i)] = (generate, start, start + rows)
+        gen_layer[(gen_name, i)] = (generate, start, start + rows) if rows else (_no_rows, n_features, X_meta.dtype)
         x_layer[(x_name, i, 0)] = (operator.getitem, (gen_name, i), 0)
         y_layer[(y_name, i)] = (operator.getitem, (gen_name, i), 1)
         start += rows

@@ -96,13 +96,33 @@ def test_is_dask_collection_does_not_import_dask():
     assert not is_dask_collection(np.zeros(3))
 
 
-@pytest.mark.parametrize("chunks", [CHUNK, 4000, (1000, 1, 2999)], ids=["700", "one-chunk", "uneven"])
+@pytest.mark.parametrize(
+    "chunks",
+    [CHUNK, 4000, (1000, 1, 2999), (2000, 0, 2000), (0, 4000, 0)],
+    ids=["700", "one-chunk", "uneven", "empty-chunk", "empty-ends"],
+)
 def test_make_classification_dask_equals_in_memory(data, chunks):
     X, y = make_classification_dask(N, D, chunks=chunks, **PARAMS)
     assert X.chunks[1] == (D,) and y.chunks[0] == X.chunks[0]
     X_ref, y_ref = data
     np.testing.assert_array_equal(X.compute(scheduler="threads"), X_ref)
     np.testing.assert_array_equal(y.compute(scheduler="threads"), y_ref)
+
+
+@pytest.mark.parametrize(
+    "chunks, error, match",
+    [
+        (0, ValueError, r"chunks must be a positive number of rows \(or -1 for one chunk\), got 0"),
+        (-5, ValueError, r"chunks must be a positive number of rows \(or -1 for one chunk\), got -5"),
+        (True, TypeError, "chunks must be an int, a tuple of ints or 'auto', got a bool"),
+        ((2000, -1, 2001), ValueError, r"chunks must be row counts \(ints >= 0\), got -1 in \(2000, -1, 2001\)"),
+    ],
+    ids=["zero", "negative", "bool", "negative-in-tuple"],
+)
+def test_make_classification_dask_refuses_bad_chunks(chunks, error, match):
+    """chunks=0 raised ZeroDivisionError, and chunks=True made one chunk per row."""
+    with pytest.raises(error, match=match):
+        make_classification_dask(N, D, chunks=chunks, **PARAMS)
 
 
 def test_make_classification_dask_float32_and_lazy():
