@@ -611,13 +611,22 @@ class DaskObjective:
 
     def feature_scaling(self, l2: float, n_classes: int, *, centre: bool = True):
         """Weighted column means and variances of X, computed on the cluster (see :mod:`fastsoftmax._scaling`)."""
+        import dask.array as da
+
         from fastsoftmax._scaling import FeatureScaling
 
         X = declared_chunks(self.X, "X").astype(np.float64)
-        if self.sample_weight is None:
+        w = None if self.sample_weight is None else declared_chunks(self.sample_weight, "sample_weight")
+        rows = [i for i, n in enumerate(X.chunks[0]) if n]
+        if len(rows) < len(X.chunks[0]):
+            # Dask's var is NaN where empty chunks meet in its tree's combine step (dask 2026.8),
+            # which would leave the fit unpreconditioned: they hold no rows, so they are left out.
+            X = da.concatenate([X.blocks[i] for i in rows])
+            w = None if w is None else da.concatenate([w.blocks[i] for i in rows])
+        if w is None:
             mean, variance = self._compute(X.mean(axis=0), X.var(axis=0))
         else:  # weighted like the loss, as on one machine
-            w = declared_chunks(self.sample_weight, "sample_weight").astype(np.float64)[:, None]
+            w = w.astype(np.float64)[:, None]
             total, sums, squares = self._compute(w.sum(), (w * X).sum(axis=0), (w * X * X).sum(axis=0))
             mean = sums / total
             variance = squares / total - mean * mean

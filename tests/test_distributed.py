@@ -412,6 +412,28 @@ def test_nonfinite_loss_is_explained_with_empty_chunks(data, row_chunks):
         fit_dask(model, X_big, yd, solver="gd", max_iter=5)
 
 
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+def test_feature_scaling_with_empty_chunks_equals_one_machine(data, weighted):
+    """Dask's var was NaN where empty chunks met its tree's combine step: the fit ran silently unpreconditioned."""
+    from fastsoftmax.objectives import make_objective
+
+    X, y = data
+    row_chunks = (1000, 0, 1000, 0, 2000)
+    w = np.random.default_rng(0).uniform(0.5, 2.0, N) if weighted else None
+    common = {"n_features": D, "n_classes": K, "dtype": np.dtype(np.float64), "l2": L2}
+    reference = make_objective(X, y, sample_weight=w, **common).feature_scaling(L2, K)
+    on_dask = make_objective(
+        da.from_array(X, chunks=(row_chunks, (D,))),
+        da.from_array(y, chunks=(row_chunks,)),
+        sample_weight=None if w is None else da.from_array(w, chunks=(row_chunks,)),
+        **common,
+    )
+    with on_dask:
+        scaling = on_dask.feature_scaling(L2, K)
+    np.testing.assert_allclose(scaling.mean, reference.mean, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(scaling.scale, reference.scale, rtol=1e-12)
+
+
 def test_divergence_keeps_last_good_weights(data):
     X, y = data
     X = (X * 1e10).astype(np.float32)  # with lr 1e20 the float32 logits overflow at the first step
