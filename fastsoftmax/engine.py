@@ -39,9 +39,11 @@ and so is the objective.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 import numpy as np
@@ -184,6 +186,30 @@ def _fingerprint(model: Trainable, objective: Objective, options: FitOptions, se
     }
 
 
+#: Where :func:`warn_not_converged` puts its message instead of warning, in this
+#: context (see :func:`convergence_messages`). A context variable, not a warnings
+#: filter: filters and ``catch_warnings`` are global to the process, and fits run
+#: in threads (grid searches) would catch or lose one another's warnings.
+_convergence_messages: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
+    "fastsoftmax_convergence_messages", default=None
+)
+
+
+@contextlib.contextmanager
+def convergence_messages() -> Iterator[list[str]]:
+    """Collect the messages of the fits run in this block (this thread) instead of warning.
+
+    For callers that report non-convergence their own way (the scikit-learn
+    estimator issues scikit-learn's ConvergenceWarning with the message).
+    """
+    messages: list[str] = []
+    token = _convergence_messages.set(messages)
+    try:
+        yield messages
+    finally:
+        _convergence_messages.reset(token)
+
+
 def warn_not_converged(n_iter: int, options: FitOptions, stop_message: str) -> None:
     """Warn, as scikit-learn does, that the fit ended before its tolerance was met, and why."""
     unit = "epochs" if options.solver in MINIBATCH_SOLVERS else "iterations"
@@ -191,11 +217,12 @@ def warn_not_converged(n_iter: int, options: FitOptions, stop_message: str) -> N
         why = "raise max_iter, loosen tol, or scale the features (for example with StandardScaler)"
     else:  # the solver stopped on its own, e.g. a line search that found no lower loss
         why = f"it stopped early ({stop_message}); loosen tol, or use float64 if the data is float32"
-    warnings.warn(
-        f"{options.solver} did not converge in {n_iter} {unit} (converged_ is False); {why}.",
-        ConvergenceWarning,
-        stacklevel=5,
-    )
+    summary = f"{options.solver} did not converge in {n_iter} {unit}"
+    messages = _convergence_messages.get()
+    if messages is not None:
+        messages.append(f"{summary}; {why}.")
+        return
+    warnings.warn(f"{summary} (converged_ is False); {why}.", ConvergenceWarning, stacklevel=5)
 
 
 def _remedy(options: FitOptions) -> str:

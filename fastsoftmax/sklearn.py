@@ -51,12 +51,11 @@ from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from fastsoftmax import _checks, solvers
+from fastsoftmax import _checks, engine, solvers
 from fastsoftmax._api import log_softmax, predict, predict_proba
 from fastsoftmax._dask_check import is_dask_collection
 from fastsoftmax._io import atomic_file, npz_scalar, read_npz
 from fastsoftmax._threading import numba_threads
-from fastsoftmax.exceptions import ConvergenceWarning as EngineConvergenceWarning
 from fastsoftmax.model import SoftmaxRegression
 
 _FORMAT = "fastsoftmax-sklearn"
@@ -389,8 +388,8 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         ``fit`` sets ``classes_`` and ``n_features_in_`` before it trains, so
         a failure would otherwise leave the new classes beside the old
         ``coef_``, and ``predict`` would name them from the wrong model.
-        ``partial_fit``'s engine model is put back too (its optimiser state
-        may have moved), so the next call starts afresh from ``coef_``.
+        ``partial_fit``'s engine model, which holds the optimiser's state, is
+        kept: a failed epoch puts that state back itself.
         """
         saved = dict(self.__dict__)
         try:
@@ -398,7 +397,6 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         except BaseException:
             self.__dict__.clear()
             self.__dict__.update(saved)
-            self.__dict__.pop("_partial_model", None)
             raise
 
     def _verbose_callback(self):
@@ -461,7 +459,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         options: dict[str, Any] = {}
         if self.chunk_size is not None:
             options["chunk_size"] = self.chunk_size
-        with self._threads(), _engine_warnings_as_sklearn():
+        with self._threads(), engine.convergence_messages() as not_converged:
             model.fit(
                 X,
                 y_idx,
@@ -481,6 +479,8 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         self._store(model.W, model.b)
         self.n_iter_ = np.array([model.n_iter_], dtype=np.int32)
         self.__dict__.pop("_partial_model", None)
+        for message in not_converged:  # the engine's reason and remedy, as scikit-learn's warning
+            warnings.warn(f"SoftmaxClassifier: {message}", ConvergenceWarning, stacklevel=3)
         return self
 
     def partial_fit(self, X, y, classes=None, sample_weight=None) -> SoftmaxClassifier:
@@ -707,29 +707,6 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         except (TypeError, ValueError) as exc:
             raise invalid(str(exc)) from exc
         return estimator
-
-
-@contextlib.contextmanager
-def _engine_warnings_as_sklearn():
-    """Re-issue the engine's ConvergenceWarning as scikit-learn's, with its reason and remedy.
-
-    The engine says why it stopped (``max_iter`` ran out, or the line search
-    found no lower loss) and what to change; scikit-learn users filter on
-    ``sklearn.exceptions.ConvergenceWarning``. Other warnings pass through.
-    """
-    caught: list[warnings.WarningMessage] = []
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", EngineConvergenceWarning)
-            yield
-    finally:
-        # Outside the recording block, or each warning would be recorded again.
-        for warning in caught:
-            if issubclass(warning.category, EngineConvergenceWarning):
-                # stacklevel: this generator, contextlib, _fit, fit, the caller
-                warnings.warn(f"SoftmaxClassifier: {warning.message}", ConvergenceWarning, stacklevel=5)
-            else:
-                warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
 
 
 def _plain(value):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import pickle
 import subprocess
 import sys
+import threading
 import warnings
 
 import numpy as np
@@ -294,6 +295,44 @@ def test_convergence_warning_says_why_the_solver_stopped():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         SoftmaxClassifier(tol=0, max_iter=3).fit(X, y)  # tol=0 runs max_iter iterations by request
+
+
+def test_fits_in_threads_each_warn_and_leave_the_warnings_module_as_it_was():
+    # Recording warnings inside fit swapped the warnings module's global hook:
+    # threads entering and leaving in turn lost each other's warnings, or left
+    # a dead recorder installed for the rest of the process.
+    X, y = generated(n=200, k=3)
+    hooks = (warnings.showwarning, getattr(warnings, "_showwarnmsg_impl", None))
+    n_threads, n_fits = 4, 10
+
+    def fits():
+        for _ in range(n_fits):
+            SoftmaxClassifier(max_iter=2).fit(X, y)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        threads = [threading.Thread(target=fits) for _ in range(n_threads)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert [w.category for w in caught] == [ConvergenceWarning] * (n_threads * n_fits)
+    assert (warnings.showwarning, getattr(warnings, "_showwarnmsg_impl", None)) == hooks
+
+
+def test_a_refused_partial_fit_keeps_the_optimiser_state():
+    X, y = generated(n=300, k=3)
+
+    def run(with_a_bad_call):
+        est = SoftmaxClassifier(solver="adam", lr=0.01, random_state=0)
+        for call in range(4):
+            est.partial_fit(X, y, classes=[0, 1, 2] if call == 0 else None)
+            if call == 1 and with_a_bad_call:
+                with pytest.raises(ValueError, match="not in classes"):
+                    est.partial_fit(X[:3], np.array([0, 7, 1]))
+        return est.coef_
+
+    np.testing.assert_array_equal(run(True), run(False))
 
 
 def test_balanced_class_weight_with_a_class_of_zero_weight():
