@@ -24,8 +24,10 @@ outside [0, K) makes its row's loss NaN (``check_labels(scan=False)``).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import numpy as np
@@ -494,6 +496,24 @@ def check_X_finite(X: np.ndarray, fix: str = "before calling", row_offset=0) -> 
         n_bad, first_row = kernels.count_nonfinite(kernels.read_only(X), n_chunks)
     if n_bad:
         raise nonfinite_X_error(n_bad, _data_row(first_row, row_offset), fix)
+
+
+@contextlib.contextmanager
+def nonfinite_rows_of(X: np.ndarray, row_offset, fix: str = "before predicting") -> Iterator[None]:
+    """Around a call on a chunk X of a larger data set: its ValueError for NaN or inf names the data set's row.
+
+    The public functions know only the chunk, so the row in their message is
+    the chunk's; on a ValueError the chunk is scanned again with ``row_offset``
+    (as :func:`check_X_finite`), and any other ValueError passes as it is.
+    """
+    try:
+        yield
+    except ValueError:
+        try:
+            check_X_finite(X, fix, row_offset=row_offset)
+        except ValueError as named:
+            raise named from None  # the first message differs only in naming the chunk's row
+        raise
 
 
 def nonfinite_X_error(n_bad: int, first_row: int, fix: str = "before training") -> ValueError:

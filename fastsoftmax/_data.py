@@ -21,6 +21,9 @@ partial sums.
 * **Validation** happens once per fit: shapes and dtypes up front, labels in a
   chunked min/max scan. NaN or inf in X is found by the kernel (a non-finite
   loss), and only then is the offending chunk scanned to name the row.
+  Rows that no training pass reads (the CLI's validation rows) are scanned
+  up front (:meth:`DataSource.check_finite`). A source cut from a larger data
+  set knows its ``row_offset``, so every message names the data set's row.
 * **Row blocks.** Where the BLOCKED body on X held as row blocks beats the
   body the shape selects (``kernels.row_blocks_pay``: K < 64 where the shape
   selects the BLOCKED body, whose transpose it removes, or the ROWWISE body
@@ -154,9 +157,13 @@ class DataSource:
     chunk_size : int, optional
         Rows per chunk. By default an in-memory X is one chunk and a streamed
         X is cut into chunks of about :data:`CHUNK_BYTES`.
+    row_offset : int, default 0
+        The row of the whole data set that X's first row is (X a row slice
+        of it, such as the CLI's validation rows), so that every message
+        names the row of the file rather than of the slice.
     """
 
-    def __init__(self, X, y, dtype, *, sample_weight=None, chunk_size: int | None = None):
+    def __init__(self, X, y, dtype, *, sample_weight=None, chunk_size: int | None = None, row_offset: int = 0) -> None:
         self.dtype = _checks.as_float_dtype(dtype)
         X = _open_array(X, "X")
         self.streamed = isinstance(X, np.memmap)
@@ -193,6 +200,7 @@ class DataSource:
             row_bytes = self.n_features * self.X.dtype.itemsize
             chunk_size = max(1, CHUNK_BYTES // row_bytes) if self.streamed else self.n_samples
         self.chunk_size = min(_checks.check_int(chunk_size, "chunk_size"), self.n_samples)
+        self.row_offset = _checks.check_int(row_offset, "row_offset", minimum=0)
         self._labels_checked_for = None
         self._map_start = None
         # The files behind X and y as they were when opened: a file that changes
@@ -222,6 +230,15 @@ class DataSource:
                     f"labels must be 0..{n_classes - 1} for {n_classes} classes."
                 )
         self._labels_checked_for = n_classes
+
+    def check_finite(self, fix: str = "before training") -> None:
+        """Scan X once, chunk by chunk, and raise ValueError naming the first row (of the data set) with NaN or inf.
+
+        For rows that no training pass reads, such as validation rows:
+        otherwise their NaN would surface only after the fit, in a prediction.
+        """
+        for start, X, _, _ in self.chunks():
+            _checks.check_X_finite(X, fix, row_offset=self.row_offset + start)
 
     def max_label(self) -> int:
         step = 1 << 22
@@ -264,7 +281,7 @@ class DataSource:
         # The whole of a Fortran-ordered X goes as it is; a row slice of one is
         # neither C- nor Fortran-contiguous and is copied, like a cast chunk.
         if X.dtype != self.dtype or not (X.flags.c_contiguous or X.flags.f_contiguous):
-            X = _checks.cast_X(X, self.dtype, order="C", row_offset=start)
+            X = _checks.cast_X(X, self.dtype, order="C", row_offset=self.row_offset + start)
         y = np.ascontiguousarray(self.y[start:stop], dtype=np.int64)
         w = self.sample_weight[start:stop] if self.sample_weight.shape[0] else self.sample_weight
         return np.asarray(X), y, w
@@ -272,7 +289,8 @@ class DataSource:
     def take(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Gather the rows of a mini-batch (a small copy)."""
         self.check_files()
-        X = _checks.cast_X(self.X[rows], self.dtype, order="C", row_offset=rows)
+        offset = rows + self.row_offset if self.row_offset else rows  # no array to add to each batch in a fit
+        X = _checks.cast_X(self.X[rows], self.dtype, order="C", row_offset=offset)
         y = np.ascontiguousarray(self.y[rows], dtype=np.int64)
         w = self.sample_weight[rows] if self.sample_weight.shape[0] else self.sample_weight
         return X, y, w
@@ -416,7 +434,7 @@ def chunked_objectives(source: DataSource, n_classes: int, l2: float, counter: l
         if not math.isfinite(loss_sum):
             # Bad data raises here, naming the row of the whole data set; with
             # finite X the solver sees the non-finite loss and reports divergence.
-            _checks.check_X_finite(X, "before training", row_offset=rows)
+            _checks.check_X_finite(X, "before training", row_offset=source.row_offset + rows)
         return loss_sum
 
     def evaluate(theta, X, y, w, rows=0, X_blocks=None, variant=None):
@@ -496,6 +514,8 @@ def block_shuffled_batches(n_samples: int, batch_size: int, block_rows: int = SH
 def accuracy(model, source: DataSource) -> float:
     """Fraction of correctly predicted rows, computed chunk by chunk."""
     correct = 0
-    for _start, X, y, _ in source.chunks():
-        correct += int(np.count_nonzero(model.predict(X) == y))
+    for start, X, y, _ in source.chunks():
+        with _checks.nonfinite_rows_of(X, source.row_offset + start, "before predicting"):
+            predicted = model.predict(X)
+        correct += int(np.count_nonzero(predicted == y))
     return correct / source.n_samples

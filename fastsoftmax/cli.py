@@ -502,7 +502,11 @@ def run_train(args: argparse.Namespace) -> int:
         raise CLIError(f"--val-fraction {args.val_fraction} leaves no training rows out of {n_samples}.")
     # The validation rows are the last ones: row slices are views, nothing is copied.
     train = DataSource(X[:n_train], y[:n_train], dtype, chunk_size=args.chunk_size)
-    val = DataSource(X[n_train:], y[n_train:], dtype, chunk_size=args.chunk_size) if n_val else None
+    val = DataSource(X[n_train:], y[n_train:], dtype, chunk_size=args.chunk_size, row_offset=n_train) if n_val else None
+    if val is not None:
+        # No training pass reads the validation rows: their NaN would otherwise
+        # surface only after the fit, when the accuracy is computed.
+        val.check_finite()
     model = SoftmaxRegression(X.shape[1], n_classes, dtype=dtype, seed=args.seed)
     _log(
         args,
@@ -514,6 +518,8 @@ def run_train(args: argparse.Namespace) -> int:
     fit_options = {"batch_size": args.batch_size, "seed": args.seed, "chunk_size": args.chunk_size}
     _warm_up_fit(args, train.X, train.y, dtype, n_classes, **fit_options)
     fit_time, progress = _fit_with_progress(args, model, train.X, train.y, checkpoint=args.checkpoint, **fit_options)
+    if args.out:
+        model.save(args.out)  # before the accuracies: a finished fit is never lost to an error in reporting
     _report(
         args,
         model,
@@ -527,6 +533,7 @@ def run_train(args: argparse.Namespace) -> int:
         rows_processed=model.rows_processed_,
         progress=progress,
         bayes_accuracy=_bayes_accuracy(args, X[n_train:], y[n_train:]) if args.data is None and n_val else None,
+        saved=True,
     )
     return 0
 
@@ -586,8 +593,9 @@ def _report(
     rows_processed,
     progress,
     bayes_accuracy=None,
+    saved: bool = False,
 ) -> None:
-    """Save the model, write --metrics and print the closing summary of ``train``.
+    """Save the model (unless ``saved``: the caller did), write --metrics and print the closing summary of ``train``.
 
     ``fit_time`` excludes compilation (the warm-up ran before it), so the
     throughput is that of the kernels. ``bayes_accuracy`` is the generating
@@ -596,7 +604,7 @@ def _report(
     """
     rows_per_s = rows_processed / fit_time if fit_time > 0 else 0.0
     final_loss = model.loss_history_[-1] if model.loss_history_ else float("nan")
-    if args.out:
+    if args.out and not saved:
         model.save(args.out)
     wall = time.perf_counter() - t_start
     if args.metrics:

@@ -103,6 +103,8 @@ def _bad_inputs(tmp_path, npy):
     np.save(id_labels, _with_label(np.load(y_path).astype(np.int64), 17, 10**12))
     bad_npz = tmp_path / "bad.npz"
     np.savez(bad_npz, X=np.zeros((3, 2)))
+    nan_val = tmp_path / "nan_val.npy"  # the default --val-fraction 0.1 makes rows 1800.. the validation rows
+    np.save(nan_val, _with_nan(np.load(x_path), 1900))
     return {
         "missing": (["--data", str(tmp_path / "missing.npy"), "--labels", y_path], "no such file"),
         "corrupt": (["--data", str(corrupt), "--labels", y_path], "not a readable .npy"),
@@ -114,6 +116,11 @@ def _bad_inputs(tmp_path, npy):
             r"label 5 \(row 0\), outside \[0, 3\)",
         ),
         "npz-without-y": (["--data", str(bad_npz)], "no array 'y'"),
+        # This was found only after the fit, by the validation accuracy, naming row 100 of the validation rows.
+        "nan-in-validation-rows": (
+            ["--data", str(nan_val), "--labels", y_path],
+            r"X contains 1 NaN .*, the first in row 1900; .* before training",
+        ),
         # These asked NumPy for 2**64 classes ("Maximum allowed dimension exceeded") or for 36.4 TiB.
         "label-2**64-1": (
             ["--data", x_path, "--labels", str(huge_labels)],
@@ -132,6 +139,11 @@ def _with_label(y: np.ndarray, row: int, label: int) -> np.ndarray:
     return y
 
 
+def _with_nan(X: np.ndarray, row: int) -> np.ndarray:
+    X[row, 3] = np.nan
+    return X
+
+
 @pytest.mark.parametrize(
     "case",
     [
@@ -144,6 +156,7 @@ def _with_label(y: np.ndarray, row: int, label: int) -> np.ndarray:
         "npz-without-y",
         "label-2**64-1",
         "label-10**12",
+        "nan-in-validation-rows",
     ],
 )
 def test_bad_input_exits_nonzero_with_one_line_and_writes_nothing(tmp_path, npy, capsys, case):
@@ -194,6 +207,25 @@ def test_bad_files_on_dask_are_refused_as_on_one_machine(tmp_path, npy, capsys, 
 
     assert re.search(message, err), err
     assert not out.exists()
+
+
+def test_model_is_written_before_an_error_in_the_accuracies(tmp_path, npy, capsys, monkeypatch):
+    from fastsoftmax import _data
+
+    real_accuracy, calls = _data.accuracy, []
+
+    def failing_accuracy(model, source):
+        calls.append(source)
+        if len(calls) == 1:  # the warm-up's, before the fit
+            return real_accuracy(model, source)
+        raise ValueError("the accuracy failed")
+
+    monkeypatch.setattr(_data, "accuracy", failing_accuracy)
+    out = tmp_path / "m.npz"
+    argv = ["train", "--data", str(npy[0]), "--labels", str(npy[1]), "--max-iter", "2", "--out", str(out)]
+    assert main([*argv, "--quiet"]) == 2
+    assert "the accuracy failed" in capsys.readouterr().err
+    assert SoftmaxRegression.load(out).n_iter_ == 2  # the finished fit is kept
 
 
 def test_checkpoint_of_another_problem_exits_nonzero_and_is_kept(tmp_path, npy, capsys):

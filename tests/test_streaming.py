@@ -13,7 +13,7 @@ import pytest
 
 import fastsoftmax as fs
 from fastsoftmax import SoftmaxRegression
-from fastsoftmax._data import DataSource, block_shuffled_batches
+from fastsoftmax._data import DataSource, accuracy, block_shuffled_batches
 from fastsoftmax.checkpoint import CheckpointError
 from fastsoftmax.datasets import make_classification
 
@@ -240,6 +240,21 @@ def test_nan_in_a_later_chunk_names_the_data_set_row(tmp_path, data):
     np.save(tmp_path / "y.npy", y)
     with pytest.raises(ValueError, match=r"NaN or infinite value\(s\), the first in row 2345"):
         _fit(str(tmp_path / "X.npy"), str(tmp_path / "y.npy"), solver="gd", chunk_size=1000)
+
+
+def test_row_slice_of_a_file_names_the_file_row(tmp_path, data):
+    # The CLI's validation rows are such a slice: check_finite and accuracy named the slice's
+    # row within its chunk (row 45 here), not the file's.
+    X, y = data
+    X = X.copy()
+    X[2345, 3] = np.nan
+    np.save(tmp_path / "X.npy", X)
+    X_map = np.load(tmp_path / "X.npy", mmap_mode="r")
+    val = DataSource(X_map[2000:], y[2000:], np.float64, chunk_size=100, row_offset=2000)
+    with pytest.raises(ValueError, match=r"the first in row 2345; .* before training"):
+        val.check_finite()
+    with pytest.raises(ValueError, match=r"the first in row 2345; .* before predicting"):
+        accuracy(SoftmaxRegression(D, K, seed=0), val)
 
 
 def test_streamed_labels_out_of_range(tmp_path, data):
