@@ -831,6 +831,7 @@ def _save_npy(path: str, array: np.ndarray) -> None:
 def run_predict(args: argparse.Namespace) -> int:
     """Predicted labels (and probabilities) for X, chunk by chunk."""
     from fastsoftmax import SoftmaxRegression
+    from fastsoftmax._checks import nonfinite_rows_of
     from fastsoftmax._data import CHUNK_BYTES
 
     _check_paths({"--model": args.model, "--data": args.data}, {"--out": args.out, "--proba": args.proba})
@@ -855,11 +856,12 @@ def run_predict(args: argparse.Namespace) -> int:
     proba = np.empty((X.shape[0], model.num_classes), dtype=model.dtype) if args.proba else None
     for start in range(0, X.shape[0], chunk):
         part = np.ascontiguousarray(X[start : start + chunk], dtype=model.dtype)
-        if proba is not None:
-            proba[start : start + chunk] = model.predict_proba(part)
-            labels[start : start + chunk] = proba[start : start + chunk].argmax(axis=1)
-        else:
-            labels[start : start + chunk] = model.predict(part)
+        with nonfinite_rows_of(part, start):  # a NaN's row in the file, not in the chunk
+            if proba is not None:
+                proba[start : start + chunk] = model.predict_proba(part)
+                labels[start : start + chunk] = proba[start : start + chunk].argmax(axis=1)
+            else:
+                labels[start : start + chunk] = model.predict(part)
     _save_npy(args.out, labels)
     if proba is not None:
         _save_npy(args.proba, proba)

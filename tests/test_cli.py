@@ -263,6 +263,19 @@ def test_predict_bad_model_and_shape(tmp_path, npy, capsys):
     assert not (tmp_path / "p.npy").exists()
 
 
+@pytest.mark.parametrize("proba", [False, True], ids=["labels", "proba"])
+def test_predict_names_the_file_row_of_a_nan_beyond_the_first_chunk(tmp_path, npy, capsys, monkeypatch, proba):
+    from fastsoftmax import _data
+
+    monkeypatch.setattr(_data, "CHUNK_BYTES", 400 * 6 * 4)  # chunks of 400 rows: row 1500 is row 300 of the 4th
+    data, model = tmp_path / "nan.npy", tmp_path / "m.npz"
+    np.save(data, _with_nan(np.load(npy[0]), 1500))
+    SoftmaxRegression(6, 3, seed=0).save(model)
+    argv = ["predict", "--model", str(model), "--data", str(data), "--out", str(tmp_path / "p.npy")]
+    assert main([*argv, *(["--proba", str(tmp_path / "proba.npy")] if proba else [])]) == 2
+    assert "the first in row 1500; " in capsys.readouterr().err
+
+
 def _train_cmd(ck, metrics, solver):
     return [
         sys.executable,
