@@ -206,7 +206,7 @@ class DataSource:
         # The files behind X and y as they were when opened: a file that changes
         # under the map (truncated: SIGBUS on the next read) is caught before each chunk.
         self._files = {key: stat for key, stat in (("X", _file_stat(self.X)), ("y", _file_stat(self.y))) if stat}
-        self._hasher = None
+        self._hashers: list | None = None  # X's, y's and w's (see digest)
         self._hashed_rows = 0
         self._digest: str | None = None
         if self.streamed:
@@ -276,7 +276,7 @@ class DataSource:
         """Rows [start, stop) as (X, y int64, w) ready for the kernel (views when possible)."""
         self.check_files()
         X = self.X[start:stop]
-        if self._hasher is not None and start == self._hashed_rows:
+        if self._hashers is not None and start == self._hashed_rows:
             self._hash_rows(start, stop, X)
         # The whole of a Fortran-ordered X goes as it is; a row slice of one is
         # neither C- nor Fortran-contiguous and is copied, like a cast chunk.
@@ -352,21 +352,24 @@ class DataSource:
 
     def start_digest(self) -> None:
         """Hash the data while the next full pass in row order streams it (see :meth:`digest`)."""
-        if self._digest is None and self._hasher is None:
+        if self._digest is None and self._hashers is None:
             import xxhash  # a runtime dependency; imported here to keep `import fastsoftmax` light
 
-            self._hasher = xxhash.xxh3_128()
+            self._hashers = [xxhash.xxh3_128() for _ in range(3 if self.sample_weight.shape[0] else 2)]
             self._hashed_rows = 0
 
     def digest(self) -> str:
-        """xxh3-128 of every byte of X, y and the sample weights, in row order (hex).
+        """xxh3-128 of the xxh3-128 digests of all of X's bytes, of y's and of the sample weights' (hex).
 
-        If :meth:`start_digest` was called and a full pass has streamed all
-        rows since (the first objective evaluation of a full-batch solver),
-        this costs nothing; otherwise it makes one streamed pass of its own.
+        Each array is hashed as one stream of its bytes in row order, so the
+        digest depends on the data only: not on the chunk size, nor on whether
+        the data came as arrays or files (of the same dtypes). If
+        :meth:`start_digest` was called and a full pass has streamed all rows
+        since (the first objective evaluation of a full-batch solver), this
+        costs nothing; otherwise it makes one streamed pass of its own.
         """
         if self._digest is None:
-            self._hasher = None
+            self._hashers = None
             self.start_digest()
             for start in range(0, self.n_samples, self.chunk_size):
                 stop = min(start + self.chunk_size, self.n_samples)
@@ -379,17 +382,21 @@ class DataSource:
         # The raw bytes as stored (before any cast), in row order whatever the
         # layout; the dtypes are in the fingerprint. Rows not stored in C order
         # are hashed a slab of HASH_SLAB_BYTES at a time, so that the digest of
-        # a Fortran-ordered X copies no more than that.
+        # a Fortran-ordered X copies no more than that. X, y and w each feed a
+        # hasher of their own: one stream per array, whatever the chunks.
+        hash_X, hash_y, *hash_w = self._hashers
         slab_rows = X.shape[0] if X.flags.c_contiguous else max(1, HASH_SLAB_BYTES // (X.shape[1] * X.itemsize))
         for first in range(0, X.shape[0], slab_rows):
-            self._hasher.update(np.ascontiguousarray(X[first : first + slab_rows]).view(np.uint8).ravel())
-        self._hasher.update(np.ascontiguousarray(self.y[start:stop]).view(np.uint8).ravel())
-        if self.sample_weight.shape[0]:
-            self._hasher.update(self.sample_weight[start:stop].view(np.uint8))
+            hash_X.update(np.ascontiguousarray(X[first : first + slab_rows]).view(np.uint8).ravel())
+        hash_y.update(np.ascontiguousarray(self.y[start:stop]).view(np.uint8).ravel())
+        for hasher in hash_w:
+            hasher.update(self.sample_weight[start:stop].view(np.uint8))
         self._hashed_rows = stop
         if stop == self.n_samples:
-            self._digest = self._hasher.hexdigest()
-            self._hasher = None
+            import xxhash
+
+            self._digest = xxhash.xxh3_128(b"".join(hasher.digest() for hasher in self._hashers)).hexdigest()
+            self._hashers = None
 
 
 def chunked_objectives(source: DataSource, n_classes: int, l2: float, counter: list[int] | None = None):

@@ -3,10 +3,13 @@
 A checkpoint is one ``checkpoint.npz`` in its directory, holding theta, the
 iteration, the loss history, the solver's state (momentum, Adam moments, the
 shuffling RNG) and a JSON *fingerprint* of the problem: the data's shape and
-dtypes, an xxh3-128 hash of every byte of X, y and the sample weights, the
-number of classes and the options that change the trajectory (solver, lr, l2,
-batch size, seed...). The data files' paths, sizes and modification times are
-recorded too, and quoted when the data differ; the content hash decides.
+dtypes, an xxh3-128 hash of every byte of X, y and the sample weights (each
+array hashed as one stream, so the hash does not depend on the chunk size: a
+rerun with another chunk size resumes, its results differing only by
+rounding, as the chunk size's always do), the number of classes and the
+options that change the trajectory (solver, lr, l2, batch size, seed...).
+The data files' paths, sizes and modification times are recorded too, and
+quoted when the data differ; the content hash decides.
 It is written under a temporary name, fsynced and moved into place with
 ``os.replace``, so a process killed at any moment leaves either the previous
 checkpoint or the new one, never a torn file. No pickle is involved.
@@ -27,7 +30,9 @@ from fastsoftmax._scaling import check_scaling
 from fastsoftmax.solvers import LBFGS_STATE_KEYS, NEWTON_STATE_KEYS
 
 _FORMAT = "fastsoftmax-checkpoint"
-_FORMAT_VERSION = 1
+#: 2: the data hash became one of each array's bytes; version 1's hashed X, y
+#: and w chunk by chunk into one stream, so it changed with the chunk size.
+_FORMAT_VERSION = 2
 FILENAME = "checkpoint.npz"
 
 
@@ -162,6 +167,13 @@ def load(
     if npz_scalar(arrays, "format", str) != _FORMAT:
         raise invalid("it has no fastsoftmax checkpoint format marker")
     version = npz_scalar(arrays, "format_version", int)
+    if version == 1:
+        # Its data hash cannot be compared with today's: resuming would refuse the right data.
+        raise CheckpointError(
+            f"{path} was written by an older fastsoftmax (checkpoint format 1, whose data hash "
+            f"depended on the chunk size; this version writes format {_FORMAT_VERSION}), so it cannot be "
+            f"resumed; delete it or use another --checkpoint directory to start over."
+        )
     if version != _FORMAT_VERSION:
         raise invalid(f"format version {version} is not supported (expected {_FORMAT_VERSION})")
     try:

@@ -303,7 +303,8 @@ class SoftmaxRegression:
             state holds the curvature pairs and the last loss and gradient). A
             checkpoint of another problem (other options, or other bytes
             anywhere in X, y or ``sample_weight``: the data are hashed while the
-            first full pass streams them) raises
+            first full pass streams them, whatever the ``chunk_size``, so a
+            resume with another ``chunk_size`` differs only by rounding) raises
             :class:`~fastsoftmax.checkpoint.CheckpointError` before anything is
             written, and is left alone.
         precondition : bool or "auto"

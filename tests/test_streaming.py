@@ -216,6 +216,46 @@ def test_checkpoint_of_another_problem_is_refused_and_kept(tmp_path, data, chang
     np.testing.assert_array_equal(model.W, W0)
 
 
+def test_checkpoint_resumes_with_another_chunk_size(tmp_path, files):
+    # The data hash fed X, y, X, y... chunk by chunk into one stream, so other chunks read as other data.
+    X, y = str(files[0]), str(files[1])
+    _fit(X, y, solver="gd", max_iter=3, tol=0, chunk_size=1000, checkpoint=tmp_path)
+    resumed = _fit(X, y, solver="gd", max_iter=6, tol=0, chunk_size=500, checkpoint=tmp_path)
+    uninterrupted = _fit(X, y, solver="gd", max_iter=6, tol=0, chunk_size=1000)
+    assert resumed.n_iter_ == 6
+    np.testing.assert_allclose(resumed.W, uninterrupted.W, rtol=_rtol(np.float64), atol=1e-15)
+
+
+def test_data_digest_depends_on_the_data_only(data, files, monkeypatch):
+    # Arrays, maps and paths, in any chunking and order of X, with or without weights.
+    X, y = data
+    weights = np.linspace(0.5, 2.0, N)
+    monkeypatch.setattr(fs._data, "CHUNK_BYTES", 1000 * D * 8)  # a path is read in chunks of 1000 rows
+    for sample_weight in (None, weights):
+        kwargs = {"sample_weight": sample_weight}
+        in_memory = DataSource(X, y, np.float64, **kwargs).digest()
+        assert DataSource(np.asfortranarray(X), y, np.float64, **kwargs).digest() == in_memory
+        assert DataSource(str(files[0]), str(files[1]), np.float64, **kwargs).digest() == in_memory
+        for chunk_size in (7, 500, N):
+            assert DataSource(str(files[0]), y, np.float64, chunk_size=chunk_size, **kwargs).digest() == in_memory
+    assert DataSource(X, y, np.float64, sample_weight=weights).digest() != DataSource(X, y, np.float64).digest()
+    changed = y.copy()
+    changed[-1] = (changed[-1] + 1) % K
+    assert DataSource(X, changed, np.float64).digest() != DataSource(X, y, np.float64).digest()
+
+
+def test_checkpoint_of_format_1_is_refused_as_older(tmp_path, data):
+    X, y = data
+    _fit(X, y, solver="gd", max_iter=2, checkpoint=tmp_path)
+    with np.load(tmp_path / "checkpoint.npz") as archive:
+        arrays = {key: archive[key] for key in archive.files}
+    np.savez(tmp_path / "checkpoint.npz", **{**arrays, "format_version": np.array(1)})
+    with pytest.raises(
+        CheckpointError, match=r"older fastsoftmax \(checkpoint format 1, .*\), so it cannot be resumed; delete it"
+    ):
+        _fit(X, y, solver="gd", max_iter=4, checkpoint=tmp_path)
+
+
 def test_corrupt_checkpoint_is_refused(tmp_path, data):
     X, y = data
     (tmp_path / "checkpoint.npz").write_bytes(b"PK\x03\x04 garbage")
