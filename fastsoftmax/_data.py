@@ -16,8 +16,11 @@ partial sums.
   file (opened with ``mmap_mode="r"``) is *streamed*: chunks of about
   :data:`CHUNK_BYTES` of X are passed to the kernel in place. A row slice of a
   C-contiguous map is contiguous, so nothing is copied; after each chunk its
-  pages are dropped from the process (``MADV_DONTNEED``) so resident memory
-  stays at one chunk of file pages and zero anonymous copies of X.
+  pages (of X and y) are dropped from the process (``MADV_DONTNEED``,
+  :func:`fastsoftmax._io.release_rows`) so resident memory stays at one chunk
+  of file pages and zero anonymous copies of X. Mini-batches drop each
+  shuffle block's pages once all its rows are gathered, and the label scans
+  each slice's: no pass leaves the whole file resident.
 * **Validation** happens once per fit: shapes and dtypes up front, labels in a
   chunked min/max scan. NaN or inf in X is found by the kernel (a non-finite
   loss), and only then is the offending chunk scanned to name the row.
@@ -48,7 +51,8 @@ partial sums.
   and the rows of each block in a random order, and consecutive
   ``batch_size`` rows of that sequence form the mini-batches. The sequence
   depends on the seed, the batch size and N only, never on the chunk size,
-  and it reads the file one block (a few MB) at a time. In-memory sources keep
+  and it reads the file one block (a few MB) at a time, about one block
+  resident. In-memory sources keep
   the solvers' plain row permutation.
 """
 
@@ -57,12 +61,12 @@ from __future__ import annotations
 import math
 import mmap
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 
-from fastsoftmax import _checks, kernels
+from fastsoftmax import _checks, _io, kernels
 from fastsoftmax._api import _weight_sum, fused_loss_grad, l2_penalty
 from fastsoftmax._threading import parallel_section, work_chunks
 
@@ -202,7 +206,6 @@ class DataSource:
         self.chunk_size = min(_checks.check_int(chunk_size, "chunk_size"), self.n_samples)
         self.row_offset = _checks.check_int(row_offset, "row_offset", minimum=0)
         self._labels_checked_for = None
-        self._map_start = None
         # The files behind X and y as they were when opened: a file that changes
         # under the map (truncated: SIGBUS on the next read) is caught before each chunk.
         self._files = {key: stat for key, stat in (("X", _file_stat(self.X)), ("y", _file_stat(self.y))) if stat}
@@ -210,7 +213,7 @@ class DataSource:
         self._hashed_rows = 0
         self._digest: str | None = None
         if self.streamed:
-            self._advise(mmap.MADV_SEQUENTIAL if hasattr(mmap, "MADV_SEQUENTIAL") else None)
+            _io.advise_rows(self.X, getattr(mmap, "MADV_SEQUENTIAL", None))
 
     # -- validation ----------------------------------------------------------
 
@@ -218,9 +221,7 @@ class DataSource:
         """Scan y once, in chunks, for labels outside [0, n_classes)."""
         if self._labels_checked_for == n_classes:
             return
-        step = 1 << 22
-        for start in range(0, self.n_samples, step):
-            part = self.y[start : start + step]
+        for start, part in self._label_parts():
             lo, hi = int(part.min()), int(part.max())
             if lo < 0 or hi >= n_classes:
                 bad = lo if lo < 0 else hi
@@ -241,11 +242,19 @@ class DataSource:
             _checks.check_X_finite(X, fix, row_offset=self.row_offset + start)
 
     def max_label(self) -> int:
-        step = 1 << 22
-        lo = min(int(self.y[s : s + step].min()) for s in range(0, self.n_samples, step))
+        lo = hi = 0
+        for _, part in self._label_parts():
+            lo, hi = min(lo, int(part.min())), max(hi, int(part.max()))
         if lo < 0:
             raise ValueError(f"y contains the negative label {lo}; labels must be 0..K-1.")
-        return max(int(self.y[s : s + step].max()) for s in range(0, self.n_samples, step))
+        return hi
+
+    def _label_parts(self) -> Iterator[tuple[int, np.ndarray]]:
+        """``(start, y[start : start + 2**22])`` in row order; a mapped y's pages are released after each."""
+        step = 1 << 22
+        for start in range(0, self.n_samples, step):
+            yield start, self.y[start : start + step]
+            _io.release_rows(self.y, start, start + step)
 
     # -- chunks --------------------------------------------------------------
 
@@ -303,30 +312,9 @@ class DataSource:
             self.release(start, stop)
 
     def release(self, start: int, stop: int) -> None:
-        """Drop the file pages of rows [start, stop) from this process (streamed sources)."""
-        if self.streamed:
-            self._advise(getattr(mmap, "MADV_DONTNEED", None), start, stop)
-
-    def _advise(self, advice, start: int = 0, stop: int | None = None) -> None:
-        base = getattr(self.X, "_mmap", None)
-        if advice is None or base is None or not hasattr(base, "madvise") or not self.X.flags.c_contiguous:
-            return
-        if getattr(self.X, "mode", "r") == "c":
-            return  # MADV_DONTNEED would drop the private edits of a copy-on-write map
-        stop = self.n_samples if stop is None else stop
-        if self._map_start is None:
-            # Where X starts inside the mapping (X may be a row slice of a larger map).
-            probe = np.frombuffer(base, dtype=np.uint8, count=1)
-            self._map_start = self.X.ctypes.data - probe.ctypes.data
-            del probe
-        row_bytes = self.n_features * self.X.dtype.itemsize
-        lo = self._map_start + start * row_bytes
-        hi = self._map_start + stop * row_bytes
-        lo -= lo % mmap.PAGESIZE
-        try:
-            base.madvise(advice, lo, min(hi, len(base)) - lo)
-        except (OSError, ValueError):
-            pass  # advice only
+        """Drop the file pages of rows [start, stop) of X and y from this process (maps; :func:`_io.release_rows`)."""
+        _io.release_rows(self.X, start, stop)
+        _io.release_rows(self.y, start, stop)
 
     # -- identity ------------------------------------------------------------
 
@@ -492,28 +480,53 @@ def chunked_objectives(source: DataSource, n_classes: int, l2: float, counter: l
     return objective, batch_objective, row_blocks
 
 
-def block_shuffled_batches(n_samples: int, batch_size: int, block_rows: int = SHUFFLE_BLOCK_ROWS):
+def block_shuffled_batches(
+    n_samples: int,
+    batch_size: int,
+    block_rows: int | None = None,
+    release: Callable[[int, int], None] | None = None,
+):
     """The mini-batch order of streamed sources; returns ``batches(rng)`` for the solvers.
 
     Each call draws one epoch: the blocks ``[j * block_rows, (j + 1) * block_rows)``
+    (``block_rows`` by default :data:`SHUFFLE_BLOCK_ROWS`)
     in a random order, the rows of each block in a random order, and the
     resulting sequence cut into consecutive batches of ``batch_size`` rows
     (each batch sorted, so the gather reads the file forwards).
+
+    ``release(start, stop)``, if given (:meth:`DataSource.release`), is
+    called for each block once every one of its rows has been in a batch that
+    the solver has gathered (it asks for the next batch only after gathering
+    the last), so that about one block of the file stays resident, not every
+    block an epoch has visited.
     """
+    block_rows = SHUFFLE_BLOCK_ROWS if block_rows is None else block_rows
     n_blocks = -(-n_samples // block_rows)
 
     def batches(rng: np.random.Generator) -> Iterator[np.ndarray]:
         pending = np.empty(0, dtype=np.int64)
+        # The blocks with rows in `pending` or in the batches not yet gathered:
+        # (start, stop, position in `pending` after their last row).
+        open_blocks: list[tuple[int, int, int]] = []
         for j in rng.permutation(n_blocks):
             start = int(j) * block_rows
             stop = min(start + block_rows, n_samples)
             pending = np.concatenate([pending, start + rng.permutation(stop - start)])
+            open_blocks.append((start, stop, pending.shape[0]))
             n_full = pending.shape[0] // batch_size * batch_size
             for i in range(0, n_full, batch_size):
                 yield np.sort(pending[i : i + batch_size])
             pending = pending[n_full:]
+            if release is not None:
+                # Resumed here, the solver has gathered every batch yielded so far.
+                while open_blocks and open_blocks[0][2] <= n_full:
+                    release(*open_blocks.pop(0)[:2])
+                open_blocks = [(first, last, end - n_full) for first, last, end in open_blocks]
         if pending.shape[0]:
             yield np.sort(pending)
+        if release is not None:
+            for first, last, _ in open_blocks:
+                release(first, last)
 
     return batches
 

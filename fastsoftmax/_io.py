@@ -12,12 +12,19 @@ file cannot ask for terabytes, and it never unpickles. A member's size comes
 from the zip directory, which the file itself declares: it is believed only
 as far as the bytes on disk can back it (a stored member holds its size in the
 file; a deflated one expands at most ``_MAX_DEFLATE_RATIO`` times).
+
+Memory maps: every page of a map that the process has touched stays in its
+resident set until unmapped, so a pass over a file that is larger than memory
+would end with all of it resident. :func:`release_rows` drops the pages of rows
+already read or written (``MADV_DONTNEED``; the page cache keeps them), which
+bounds a chunked pass to about one chunk of file pages.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import mmap
 import os
 import tempfile
 import zipfile
@@ -57,6 +64,61 @@ def _new_file_mode(path: str) -> int:
     umask = os.umask(0o022)
     os.umask(umask)
     return 0o666 & ~umask
+
+
+#: Linux maps the pages of a file mapping around a faulting page too, within
+#: the aligned window of this size that holds it (``fault_around_bytes``, 64 KiB
+#: by default), so reading rows also maps up to this much of their neighbours.
+FAULT_AROUND_BYTES = 64 << 10
+
+
+def advise_rows(
+    arr: np.ndarray, advice: int | None, start: int = 0, stop: int | None = None, *, align: int = mmap.PAGESIZE
+) -> None:
+    """Pass ``advice`` (an ``mmap.MADV_*`` value, None: nothing) to ``madvise`` for rows [start, stop) of a memory map.
+
+    The range is widened to whole windows of ``align`` bytes (a multiple of
+    the page size). ``arr`` is an ``np.memmap`` or a row slice of one;
+    anything else, a map that is not C-contiguous, or a platform without
+    ``madvise`` is left alone. Advice only: an error from ``madvise`` is ignored.
+    """
+    base = getattr(arr, "_mmap", None)
+    if advice is None or base is None or not hasattr(base, "madvise") or not arr.flags.c_contiguous:
+        return
+    if getattr(arr, "mode", "r") == "c":
+        return  # MADV_DONTNEED would drop the private edits of a copy-on-write map
+    stop = arr.shape[0] if stop is None else min(stop, arr.shape[0])
+    if arr.ndim == 0 or stop <= start:
+        return
+    try:
+        # Where arr starts inside the mapping (a row slice starts past its beginning).
+        probe = np.frombuffer(base, dtype=np.uint8, count=1)
+    except ValueError:  # the map was closed
+        return
+    address = probe.ctypes.data  # of the mapping: page-aligned
+    del probe  # a buffer exported from the map would keep it from closing
+    row_bytes = math.prod(arr.shape[1:]) * arr.itemsize
+    first = arr.ctypes.data + start * row_bytes
+    last = arr.ctypes.data + stop * row_bytes
+    lo = max(first - first % align - address, 0)
+    hi = min(last + (-last % align) - address, len(base))
+    try:
+        base.madvise(advice, lo, hi - lo)
+    except (OSError, ValueError):
+        pass
+
+
+def release_rows(arr: np.ndarray, start: int = 0, stop: int | None = None) -> None:
+    """Drop the pages of rows [start, stop) of a memory map from this process's resident memory.
+
+    ``MADV_DONTNEED``: the next read of those rows faults them back in from
+    the page cache (or the disk). What was written through a shared writable
+    map (``np.memmap`` modes "r+" and "w+") is kept: its pages belong to the
+    file's page cache, not to the process. The pages that reading these rows
+    mapped around them (:data:`FAULT_AROUND_BYTES`) go too; a neighbour's
+    dropped that way is read back from the page cache when it is next used.
+    """
+    advise_rows(arr, getattr(mmap, "MADV_DONTNEED", None), start, stop, align=FAULT_AROUND_BYTES)
 
 
 @contextlib.contextmanager

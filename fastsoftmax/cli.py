@@ -821,18 +821,18 @@ def run_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _save_npy(path: str, array: np.ndarray) -> None:
-    from fastsoftmax._io import atomic_file
-
-    with atomic_file(path) as f:
-        np.save(f, array)
-
-
 def run_predict(args: argparse.Namespace) -> int:
-    """Predicted labels (and probabilities) for X, chunk by chunk."""
+    """Predicted labels (and probabilities) for X, chunk by chunk.
+
+    The outputs are written through memory maps of their (temporary) files,
+    and each chunk's pages of X and of the outputs are released once written
+    (:func:`fastsoftmax._io.release_rows`): resident memory stays at about one
+    chunk, whatever N.
+    """
     from fastsoftmax import SoftmaxRegression
     from fastsoftmax._checks import nonfinite_rows_of
     from fastsoftmax._data import CHUNK_BYTES
+    from fastsoftmax._io import atomic_path, release_rows
 
     _check_paths({"--model": args.model, "--data": args.data}, {"--out": args.out, "--proba": args.proba})
     _set_threads(args.threads)
@@ -844,7 +844,10 @@ def run_predict(args: argparse.Namespace) -> int:
         raise CLIError(f"--data {args.data} has shape {X.shape}; the model expects (n_samples, {model.input_dim}).")
     if X.dtype.kind not in "fiub":
         raise CLIError(f"--data {args.data} has dtype {X.dtype}; it must be numeric.")
-    chunk = max(1, CHUNK_BYTES // (X.shape[1] * X.dtype.itemsize))
+    n_samples, n_classes = X.shape[0], model.num_classes
+    # About CHUNK_BYTES of X, and of the chunk's probabilities when there are many classes.
+    row_bytes = max(X.shape[1] * X.dtype.itemsize, n_classes * model.dtype.itemsize if args.proba else 0)
+    chunk = max(1, CHUNK_BYTES // row_bytes)
     with _announce_compilation(args):
         # The loop's first call on a few rows, with the same dtype and layout.
         first = np.ascontiguousarray(X[:_WARM_UP_ROWS], dtype=model.dtype)
@@ -852,23 +855,33 @@ def run_predict(args: argparse.Namespace) -> int:
             model.predict_proba(first)
         else:
             model.predict(first)
-    labels = np.empty(X.shape[0], dtype=np.int64)
-    proba = np.empty((X.shape[0], model.num_classes), dtype=model.dtype) if args.proba else None
-    for start in range(0, X.shape[0], chunk):
-        part = np.ascontiguousarray(X[start : start + chunk], dtype=model.dtype)
-        with nonfinite_rows_of(part, start):  # a NaN's row in the file, not in the chunk
-            if proba is not None:
-                proba[start : start + chunk] = model.predict_proba(part)
-                labels[start : start + chunk] = proba[start : start + chunk].argmax(axis=1)
-            else:
-                labels[start : start + chunk] = model.predict(part)
-    _save_npy(args.out, labels)
-    if proba is not None:
-        _save_npy(args.proba, proba)
+    # Temporary files beside the targets, moved into place only when every chunk is written.
+    with contextlib.ExitStack() as files:
+        labels_path = files.enter_context(atomic_path(args.out))
+        labels = np.lib.format.open_memmap(labels_path, mode="w+", dtype=np.int64, shape=(n_samples,))
+        proba = None
+        if args.proba:
+            proba_path = files.enter_context(atomic_path(args.proba))
+            proba = np.lib.format.open_memmap(proba_path, mode="w+", dtype=model.dtype, shape=(n_samples, n_classes))
+        for start in range(0, n_samples, chunk):
+            stop = min(start + chunk, n_samples)
+            part = np.ascontiguousarray(X[start:stop], dtype=model.dtype)
+            with nonfinite_rows_of(part, start):  # a NaN's row in the file, not in the chunk
+                if proba is not None:
+                    proba[start:stop] = model.predict_proba(part)
+                    labels[start:stop] = proba[start:stop].argmax(axis=1)
+                else:
+                    labels[start:stop] = model.predict(part)
+            del part
+            for array in (X, labels) if proba is None else (X, labels, proba):
+                release_rows(array, start, stop)
+        for array in (labels,) if proba is None else (labels, proba):
+            array.flush()
+        del labels, proba  # close the maps before the files are moved
     if not args.quiet:
         print(
-            f"wrote {labels.shape[0]:,} predicted labels to {args.out}"
-            + (f" and probabilities to {args.proba}" if proba is not None else "")
+            f"wrote {n_samples:,} predicted labels to {args.out}"
+            + (f" and probabilities to {args.proba}" if args.proba else "")
         )
     return 0
 

@@ -691,12 +691,14 @@ def write_classification(
 ) -> None:
     """Stream the data set of :func:`make_classification` to two ``.npy`` files.
 
-    ``X`` is written chunk by chunk into a memory-mapped ``.npy`` file and
-    flushed after every chunk, so the whole of ``X`` is never held in memory;
-    data sets larger than RAM are fine. Both files are first written under
-    temporary names in their target directories and then moved into place
-    with :func:`os.replace`, so a reader never sees a half-written file. The
-    files are written to exactly the given paths (no ``.npy`` suffix is added).
+    ``X`` is written chunk by chunk into a memory-mapped ``.npy`` file,
+    flushed after every chunk and its pages released from the process
+    (:func:`fastsoftmax._io.release_rows`), so resident memory stays at about
+    one chunk whatever the size of ``X``; data sets larger than RAM are fine.
+    Both files are first written under temporary names in their target
+    directories and then moved into place with :func:`os.replace`, so a
+    reader never sees a half-written file. The files are written to exactly
+    the given paths (no ``.npy`` suffix is added).
     ``np.load(x_path, mmap_mode="r")`` reads them back.
 
     Parameters
@@ -758,6 +760,9 @@ def write_classification(
                     stop = min(start + chunk_size, n_samples)
                     filler.fill(start, stop, X[start:stop], y[start:stop])
                     X.flush()
+                    # Written pages would otherwise stay resident until the map closes: all of X.
+                    _io.release_rows(X, start, stop)
+                    _io.release_rows(y, start, stop)
                     if progress is not None:
                         progress(stop, n_samples)
             y.flush()

@@ -78,7 +78,9 @@ class ChunkedObjective:
 
     def minibatch_order(self, batch_size: int) -> solvers.Batches | None:
         """Block shuffle for streamed files (reads stay sequential), None (a row permutation) in memory."""
-        return block_shuffled_batches(self.n_samples, batch_size) if self.source.streamed else None
+        if not self.source.streamed:
+            return None
+        return block_shuffled_batches(self.n_samples, batch_size, release=self.source.release)
 
     def check_solver(self, solver: str) -> None:
         """Every solver runs on arrays and files."""

@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 import pytest
+from _memory import ResidentGrowth, needs_resident_bytes
 
 from fastsoftmax import SoftmaxRegression
 from fastsoftmax.cli import main
@@ -274,6 +275,33 @@ def test_predict_names_the_file_row_of_a_nan_beyond_the_first_chunk(tmp_path, np
     argv = ["predict", "--model", str(model), "--data", str(data), "--out", str(tmp_path / "p.npy")]
     assert main([*argv, *(["--proba", str(tmp_path / "proba.npy")] if proba else [])]) == 2
     assert "the first in row 1500; " in capsys.readouterr().err
+
+
+@needs_resident_bytes
+def test_predict_keeps_about_one_chunk_resident(tmp_path, monkeypatch):
+    # 16 MB of X in chunks of 512 KB; the labels (4 MB) and probabilities (6 MB) were held whole in memory
+    # and every page of X stayed resident until the end.
+    from fastsoftmax import _data
+
+    n, d = 1 << 19, 8
+    X = np.lib.format.open_memmap(tmp_path / "X.npy", mode="w+", dtype=np.float32, shape=(n, d))
+    X[:] = np.random.default_rng(0).standard_normal((n, d), dtype=np.float32)
+    X.flush()
+    del X
+    model = SoftmaxRegression(d, 3, seed=0, dtype=np.float32)
+    model.save(tmp_path / "m.npz")
+    outputs = ["--out", str(tmp_path / "p.npy"), "--proba", str(tmp_path / "proba.npy"), "--quiet"]
+    argv = ["predict", "--model", str(tmp_path / "m.npz"), "--data", str(tmp_path / "X.npy"), *outputs]
+    assert main(argv) == 0  # loads what the command needs
+    monkeypatch.setattr(_data, "CHUNK_BYTES", 512 << 10)
+    growth = ResidentGrowth("VmRSS")
+    predict_proba = SoftmaxRegression.predict_proba
+    monkeypatch.setattr(SoftmaxRegression, "predict_proba", lambda self, X: (growth(), predict_proba(self, X))[1])
+    assert main(argv) == 0
+    assert growth.largest < 8 << 20, f"{growth.largest / 2**20:.1f} MB of the 26 MB read and written stayed resident"
+    proba = np.load(tmp_path / "proba.npy")
+    np.testing.assert_array_equal(proba, model.predict_proba(np.load(tmp_path / "X.npy")))
+    np.testing.assert_array_equal(np.load(tmp_path / "p.npy"), proba.argmax(axis=1))
 
 
 def _train_cmd(ck, metrics, solver):

@@ -4,6 +4,7 @@ import warnings
 
 import numpy as np
 import pytest
+from _memory import ResidentGrowth, needs_resident_bytes
 
 from fastsoftmax import datasets as ds
 from fastsoftmax.reference import SoftmaxRegressionNumPy
@@ -143,6 +144,17 @@ def test_write_classification_round_trip(tmp_path, dtype):
     np.testing.assert_array_equal(X, Xe)
     np.testing.assert_array_equal(y, ye)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["X.npy", "y.npy"]  # no temp files
+
+
+@needs_resident_bytes
+def test_write_classification_keeps_about_one_chunk_resident(tmp_path):
+    # 16 MB of X (and 4 MB of y) in chunks of 512 KB: every written page stayed resident until the end.
+    ds.write_classification(tmp_path / "a.npy", tmp_path / "b.npy", 4096, 8, dtype=np.float32)  # imports, threads
+    growth = ResidentGrowth()
+    ds.write_classification(
+        tmp_path / "X.npy", tmp_path / "y.npy", 1 << 19, 8, chunk_size=1 << 14, dtype=np.float32, progress=growth
+    )
+    assert growth.largest < 8 << 20, f"{growth.largest / 2**20:.1f} MB of the 20 MB written stayed resident"
 
 
 def test_write_classification_with_progress_bar(tmp_path, capsys):

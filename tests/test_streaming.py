@@ -10,6 +10,7 @@ import os
 import numba
 import numpy as np
 import pytest
+from _memory import ResidentGrowth, needs_resident_bytes
 
 import fastsoftmax as fs
 from fastsoftmax import SoftmaxRegression
@@ -113,6 +114,50 @@ def test_block_shuffle_visits_every_row_once_per_epoch():
     np.testing.assert_array_equal(np.sort(rows), np.arange(1000))
     again = np.concatenate(list(batches(np.random.default_rng(0))))
     np.testing.assert_array_equal(rows, again)
+
+
+def test_block_shuffle_releases_each_block_once_its_rows_are_gathered():
+    gathered, released = set(), []
+
+    def release(start, stop):
+        assert set(range(start, stop)) <= gathered, "released before all its rows were gathered"
+        released.append((start, stop))
+
+    batches = block_shuffled_batches(1000, 48, block_rows=128, release=release)
+    order = []
+    for rows in batches(np.random.default_rng(0)):
+        gathered.update(rows.tolist())
+        order.append(rows)
+        # The block being read and the one whose last rows this batch may hold: no more stay resident.
+        assert len({row // 128 for row in gathered} - {start // 128 for start, _ in released}) <= 2
+    assert sorted(released) == [(start, min(start + 128, 1000)) for start in range(0, 1000, 128)]
+    plain = list(block_shuffled_batches(1000, 48, block_rows=128)(np.random.default_rng(0)))
+    assert all(np.array_equal(a, b) for a, b in zip(order, plain, strict=True))  # releasing changes no batch
+
+
+@needs_resident_bytes
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+def test_minibatch_epochs_on_a_file_keep_few_pages_resident(tmp_path, monkeypatch, solver):
+    # 16 MB of X in shuffle blocks of 256 KB: every page of the file stayed resident until the fit ended.
+    n, d = 8 * 65536, 8
+    monkeypatch.setattr(fs._data, "SHUFFLE_BLOCK_ROWS", 8192)
+    X = np.lib.format.open_memmap(tmp_path / "X.npy", mode="w+", dtype=np.float32, shape=(n, d))
+    X[:] = np.random.default_rng(0).standard_normal((n, d), dtype=np.float32)
+    X.flush()
+    del X
+    np.save(tmp_path / "y.npy", np.arange(n) % 3)
+    np.save(tmp_path / "X_small.npy", np.ones((4096, d), dtype=np.float32))
+    np.save(tmp_path / "y_small.npy", np.arange(4096) % 3)
+    options = dict(solver=solver, max_iter=2, tol=0, batch_size=4096)
+    # Loading the kernels maps pages of their libraries: not the data's.
+    warm_up = SoftmaxRegression(d, 3, dtype=np.float32)
+    warm_up.fit(str(tmp_path / "X_small.npy"), str(tmp_path / "y_small.npy"), **options)
+    growth = ResidentGrowth()
+    take = DataSource.take
+    monkeypatch.setattr(DataSource, "take", lambda self, rows: (growth(), take(self, rows))[1])
+    model = SoftmaxRegression(d, 3, seed=0, dtype=np.float32)
+    model.fit(str(tmp_path / "X.npy"), str(tmp_path / "y.npy"), **options)
+    assert growth.largest < 8 << 20, f"{growth.largest / 2**20:.1f} MB of the 20 MB of X and y stayed resident"
 
 
 def test_streamed_chunks_are_views_of_the_map(files):
