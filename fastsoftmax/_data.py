@@ -225,7 +225,7 @@ class DataSource:
             lo, hi = int(part.min()), int(part.max())
             if lo < 0 or hi >= n_classes:
                 bad = lo if lo < 0 else hi
-                row = start + int(np.argmax(part == bad))
+                row = self.row_offset + start + int(np.argmax(part == bad))
                 raise ValueError(
                     f"y contains the label {bad} (row {row}), outside [0, {n_classes}); "
                     f"labels must be 0..{n_classes - 1} for {n_classes} classes."

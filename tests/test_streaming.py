@@ -340,6 +340,10 @@ def test_row_slice_of_a_file_names_the_file_row(tmp_path, data):
         val.check_finite()
     with pytest.raises(ValueError, match=r"the first in row 2345; .* before predicting"):
         accuracy(SoftmaxRegression(D, K, seed=0), val)
+    y = y.copy()
+    y[2345] = K
+    with pytest.raises(ValueError, match=rf"label {K} \(row 2345\)"):
+        DataSource(X_map[2000:], y[2000:], np.float64, row_offset=2000).check_labels(K)
 
 
 def test_streamed_labels_out_of_range(tmp_path, data):
