@@ -489,11 +489,7 @@ def run_train(args: argparse.Namespace) -> int:
         X, y = _load_data(args.data, args.labels)
         dtype = _compute_dtype(args, X)
         # Shape and label checks on the whole file before anything is split or written.
-        whole = DataSource(X, y, dtype)
-        n_classes = args.classes_given or _classes_from_labels(y, whole.max_label(), args.labels or args.data)
-        if n_classes < 2:
-            raise CLIError(f"the labels in {args.labels or args.data} name only {n_classes} class; need at least 2.")
-        whole.check_labels(n_classes)
+        n_classes = _classes_of_files(args, X, y, dtype)
     n_classes = args.classes if args.data is None else n_classes
     n_samples = X.shape[0]
     n_val = int(round(args.val_fraction * n_samples))
