@@ -126,6 +126,15 @@ def as_param_array(a, name: str, dtype: np.dtype) -> np.ndarray:
 _PROBABILITY_ABOVE_1_EPS = 4
 
 
+def _probability_eps(dtype) -> float:
+    """The eps that probabilities in ``dtype`` are checked with: float32's at least.
+
+    Probabilities computed in float32 and cast to float64 (for a float64 model)
+    carry float32's rounding, which float64's eps would call wrong.
+    """
+    return max(float(np.finfo(dtype).eps), float(np.finfo(np.float32).eps))
+
+
 def probability_sum_tolerance(dtype, n_classes: int) -> float:
     """How far a row of softmax probabilities in ``dtype`` may sum from 1: ``2 (K + 2) eps``.
 
@@ -133,21 +142,22 @@ def probability_sum_tolerance(dtype, n_classes: int) -> float:
     probability adds its own few roundings, and the row is summed again to
     check it (K eps / 2 in float64). The measured worst of ``forward`` over
     logits up to 1e4 was 0.4 K eps (K = 2) to 0.013 K eps (K = 5000); logits,
-    scores or log-probabilities miss 1 by far more.
+    scores or log-probabilities miss 1 by far more. eps is float32's at least
+    (:func:`_probability_eps`).
     """
-    return 2.0 * (n_classes + 2) * float(np.finfo(dtype).eps)
+    return 2.0 * (n_classes + 2) * _probability_eps(dtype)
 
 
 def check_probabilities(probs, dtype=None) -> np.ndarray:
     """Check class probabilities (N, K): float, finite, in [0, 1], each row summing to 1.
 
-    Within the rounding of a softmax in probs' dtype: a value may exceed 1 by
-    ``_PROBABILITY_ABOVE_1_EPS`` eps, a row sum miss 1 by
-    :func:`probability_sum_tolerance`.
+    Within the rounding of a softmax in float32 or probs' dtype, whichever is
+    coarser: a value may exceed 1 by ``_PROBABILITY_ABOVE_1_EPS`` eps, a row
+    sum miss 1 by :func:`probability_sum_tolerance`.
     """
     probs = check_float_param(probs, "probs", 2, dtype)
     check_finite(probs, "probs")
-    eps = float(np.finfo(probs.dtype).eps)
+    eps = _probability_eps(probs.dtype)
     sum_tolerance = probability_sum_tolerance(probs.dtype, probs.shape[1])
     sums = probs.sum(axis=1, dtype=np.float64)
     bad_sums = np.abs(sums - 1.0) > sum_tolerance
@@ -390,12 +400,25 @@ def check_int(value, name: str, minimum: int = 1) -> int:
     return int(value)
 
 
-def check_seed(seed, name: str = "seed") -> int | None:
-    """Check a seed: None (fresh entropy) or an integer >= 0, as ``np.random.default_rng`` takes it."""
-    if seed is None:
-        return None
+#: Seeds passed on to ``np.random.default_rng`` as they are.
+_RANDOM_STATES = (np.random.Generator, np.random.BitGenerator, np.random.SeedSequence)
+
+
+def check_seed(seed, name: str = "seed"):
+    """Check a seed: None (fresh entropy), an integer >= 0, or a NumPy Generator, BitGenerator or SeedSequence.
+
+    Integers come back as ``int``, the rest as they are: what
+    ``np.random.default_rng`` takes, less its negative integers (which it
+    refuses with a message that does not name the seed) and its sequences of
+    integers.
+    """
+    if seed is None or isinstance(seed, _RANDOM_STATES):
+        return seed
     if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"{name} must be None or an integer >= 0 (NumPy takes no negative seeds), got {seed!r}.")
+        raise ValueError(
+            f"{name} must be None, an integer >= 0 (NumPy takes no negative seeds) or a np.random.Generator, "
+            f"got {seed!r}."
+        )
     return int(seed)
 
 

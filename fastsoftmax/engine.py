@@ -162,6 +162,15 @@ def run_solver(
     return solvers.adam(objective.batch, theta0, objective.n_samples, **minibatch)
 
 
+def _checkpoint_seed(seed) -> int | None:
+    """The seed as a checkpoint records it: an integer, or None; a Generator's state cannot be compared."""
+    if seed is None or isinstance(seed, int):
+        return seed
+    raise ValueError(
+        f"a checkpointed fit needs an integer seed (or None), to tell a resumed run from another; got {seed!r}."
+    )
+
+
 def _fingerprint(model: Trainable, objective: Objective, options: FitOptions, seed) -> dict[str, Any]:
     """What a checkpoint must match to be resumed: the data and every option that shapes the run."""
     minibatch = options.solver in MINIBATCH_SOLVERS
@@ -177,7 +186,7 @@ def _fingerprint(model: Trainable, objective: Objective, options: FitOptions, se
         "tol": options.tol,
         "batch_size": options.batch_size if minibatch else None,
         "momentum": options.momentum if options.solver == "sgd" else None,
-        "seed": None if seed is None else int(seed),
+        "seed": _checkpoint_seed(seed),
         "precondition": options.precondition,
         "fit_intercept": options.fit_intercept,
         "shuffle": ("rows" if objective.minibatch_order(options.batch_size) is None else "blocks")

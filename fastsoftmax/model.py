@@ -44,7 +44,7 @@ class SoftmaxRegression:
     dtype : {np.float64, np.float32}
         The compute dtype of W, b and every result. Floating X of another
         dtype is cast to it (a copy).
-    seed : int or None
+    seed : int, np.random.Generator or None
         Seeds the initial weights ``W = 0.01 * standard_normal((K, D))``.
 
     Attributes
@@ -70,6 +70,13 @@ class SoftmaxRegression:
         self.loss_history_: list[float] = []
         self.n_iter_ = 0
         self.converged_ = False
+
+    def __setstate__(self, state: dict) -> None:
+        # Pickles of versions in which W and b were plain attributes.
+        for name in ("W", "b"):
+            if name in state:
+                state[f"_{name}"] = state.pop(name)
+        self.__dict__.update(state)
 
     # -- shapes and validation -------------------------------------------------
 
@@ -285,8 +292,8 @@ class SoftmaxRegression:
             adam: relative change of the loss between iterations below which
             training stops. ``tol=0`` runs
             exactly ``max_iter`` iterations, without a ConvergenceWarning.
-        seed : int or None
-            Seeds the mini-batch shuffling.
+        seed : int, np.random.Generator or None
+            Seeds the mini-batch shuffling (an int or None with ``checkpoint``).
         sample_weight : array_like, shape (N,), optional
         callback : callable ``callback(model, iteration, loss)``, optional
             Called after every iteration once W and b hold the new iterate;
@@ -508,7 +515,7 @@ class SoftmaxRegression:
         model.W = np.array(W, dtype=dtype, copy=True)
         model.b = np.array(b, dtype=dtype, copy=True)
         if version >= 2:
-            model.n_iter_, model.converged_, history = _fit_state(arrays, invalid)
+            model.n_iter_, model.converged_, history = _fit_state(arrays, invalid, trim_history=True)
             model.loss_history_ = history.tolist()
         return model
 
@@ -521,11 +528,14 @@ def _checked_weights(W, b, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
     return W, b
 
 
-def _fit_state(arrays: dict[str, np.ndarray], invalid) -> tuple[int, bool, np.ndarray]:
+def _fit_state(arrays: dict[str, np.ndarray], invalid, *, trim_history: bool = False) -> tuple[int, bool, np.ndarray]:
     """``n_iter_``, ``converged_`` and the loss history (an array) of a version-2 model file, checked.
 
     :meth:`SoftmaxRegression.save` checks what it is about to write with this
-    too, so that every file it writes loads back.
+    too, so that every file it writes loads back. A history longer than
+    ``n_iter + 1`` is refused, or with ``trim_history`` (:meth:`load`) cut
+    there: files written before a diverged fit's history was cut at the
+    iterate it keeps hold the losses of the climb too.
     """
     missing = [key for key in ("n_iter", "converged", "loss_history") if key not in arrays]
     if missing:
@@ -542,7 +552,9 @@ def _fit_state(arrays: dict[str, np.ndarray], invalid) -> tuple[int, bool, np.nd
     # A fit records the starting loss and one loss per iteration (one per epoch for
     # sgd and adam): no more. Checked before the history becomes a list of Python
     # floats, 4 times the array's memory.
-    if history.shape[0] > n_iter + 1:
+    if history.shape[0] > n_iter + 1 and trim_history:
+        history = history[: n_iter + 1]
+    elif history.shape[0] > n_iter + 1:
         raise invalid(
             f"loss_history holds {history.shape[0]:,} losses but n_iter is {n_iter:,}; a fit records at "
             f"most n_iter + 1 (the starting loss and one per iteration)"

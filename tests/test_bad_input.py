@@ -453,9 +453,9 @@ FIT_ARG_CASES = {
     "momentum-one": (dict(solver="sgd", momentum=1.0), r"momentum must be a number in \[0, 1\)"),
     "solver-none": (dict(solver=None), r"solver must be one of"),
     # NumPy's "expected non-negative integer" named no seed.
-    "seed-negative": (dict(solver="sgd", seed=-1), r"seed must be None or an integer >= 0.*got -1"),
-    "seed-negative-lbfgs": (dict(seed=-1), r"seed must be None or an integer >= 0.*got -1"),
-    "seed-float": (dict(solver="adam", seed=1.5), r"seed must be None or an integer >= 0.*got 1\.5"),
+    "seed-negative": (dict(solver="sgd", seed=-1), r"seed must be None, an integer >= 0.*got -1"),
+    "seed-negative-lbfgs": (dict(seed=-1), r"seed must be None, an integer >= 0.*got -1"),
+    "seed-float": (dict(solver="adam", seed=1.5), r"seed must be None, an integer >= 0.*got 1\.5"),
 }
 
 
@@ -477,7 +477,7 @@ PARTIAL_FIT_ARG_CASES = {
     "lr-inf": (dict(lr=np.inf), r"lr must be a finite number > 0"),
     "l2-nan": (dict(l2=np.nan), r"l2 must be a finite number >= 0"),
     "momentum-negative": (dict(momentum=-0.5), r"momentum must be a number in \[0, 1\)"),
-    "seed-negative": (dict(seed=-1), r"seed must be None or an integer >= 0.*got -1"),
+    "seed-negative": (dict(seed=-1), r"seed must be None, an integer >= 0.*got -1"),
 }
 
 
@@ -571,9 +571,32 @@ def test_probabilities_that_are_not_probabilities_are_refused(dtype, case, metho
         call()
 
 
+@pytest.mark.parametrize("K", [2, 10, 1000])
+def test_float32_probabilities_cast_to_float64_are_probabilities(rng, K):
+    model32 = SoftmaxRegression(5, K, dtype=np.float32, seed=0)
+    model32.W[...] = rng.standard_normal((K, 5))
+    X = rng.standard_normal((100, 5))
+    y = rng.integers(0, K, 100)
+    probs = model32.forward(X.astype(np.float32)).astype(np.float64)
+    model64 = SoftmaxRegression(5, K, seed=0)
+    assert np.isfinite(model64.compute_loss(probs, y))
+    model64.backward(X, y, probs=probs)
+
+
 def test_a_negative_seed_is_refused_by_name():
-    with pytest.raises(ValueError, match=r"seed must be None or an integer >= 0.*got -1"):
+    with pytest.raises(ValueError, match=r"seed must be None, an integer >= 0.*got -1"):
         SoftmaxRegression(3, 3, seed=-1)
+
+
+def test_numpy_generators_seed_as_before(rng, tmp_path):
+    X = rng.standard_normal((50, 3))
+    y = rng.integers(0, 3, 50)
+    for seed in (np.random.default_rng(1), np.random.SeedSequence(1), np.random.PCG64(1)):
+        model = SoftmaxRegression(3, 3, seed=seed)
+        np.testing.assert_array_equal(model.W, SoftmaxRegression(3, 3, seed=1).W)
+        model.fit(X, y, solver="sgd", max_iter=2, seed=np.random.default_rng(2))
+    with pytest.raises(ValueError, match="a checkpointed fit needs an integer seed"):
+        model.fit(X, y, solver="sgd", max_iter=2, seed=np.random.default_rng(2), checkpoint=tmp_path / "ck")
 
 
 @pytest.mark.parametrize("scale", [1e-3, 1.0, 1e4], ids=lambda s: f"logits~{s:g}")

@@ -316,16 +316,23 @@ def test_out_of_memory_is_an_invalid_file_naming_it(tmp_path, monkeypatch):
         SoftmaxRegression.load(path)
 
 
-def test_loss_history_longer_than_the_iterations_is_refused(tmp_path, monkeypatch):
-    # 25 million zeros compress to under 200 KB; as a list of floats they would take 1 GB.
+def test_loss_history_longer_than_the_iterations_is_cut_on_load_and_refused_on_save(tmp_path):
+    # Files of earlier versions kept a diverged fit's climb after the iterate they
+    # kept; and 25 million zeros compress to under 200 KB, which as a list of
+    # floats would take 1 GB. Load keeps the first n_iter + 1.
     path = _write_npz(
         tmp_path / "m.npz",
         **_model_arrays(
-            format_version=np.array(2), n_iter=np.array(3), converged=np.array(False), loss_history=np.zeros(5)
+            format_version=np.array(2), n_iter=np.array(3), converged=np.array(False), loss_history=np.arange(5.0)
         ),
     )
-    with pytest.raises(ValueError, match=r"loss_history holds 5 losses but n_iter is 3"):
-        SoftmaxRegression.load(path)
+    model = SoftmaxRegression.load(path)
+    assert model.loss_history_ == [0.0, 1.0, 2.0, 3.0]
+    model.save(path)  # and saves again
+    model.loss_history_ = [0.0] * 5
+    with pytest.raises(ValueError, match=r"not saved .* loss_history holds 5 losses but n_iter is 3"):
+        model.save(path)
+    assert SoftmaxRegression.load(path).loss_history_ == [0.0, 1.0, 2.0, 3.0]
 
 
 def test_diverged_fit_keeps_the_history_of_the_kept_iterate_and_saves(tmp_path, data, monkeypatch):

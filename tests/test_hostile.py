@@ -745,3 +745,16 @@ def test_parameter_that_is_no_array_is_refused_when_assigned(value, message):
     with pytest.raises(TypeError, match=message):
         model.W = value
     assert model.W is W0
+
+
+def test_a_pickle_of_a_model_with_plain_w_and_b_attributes_loads():
+    # Before W and b became properties, a model's __dict__ held them by name.
+    import pickle
+
+    model = fs.SoftmaxRegression(4, 3, seed=0)
+    state = {("W" if key == "_W" else "b" if key == "_b" else key): value for key, value in vars(model).items()}
+    old = fs.SoftmaxRegression.__new__(fs.SoftmaxRegression)
+    old.__dict__.update(state)
+    restored = pickle.loads(pickle.dumps(old))
+    X = np.random.default_rng(0).standard_normal((5, 4))
+    np.testing.assert_array_equal(restored.predict_proba(X), model.predict_proba(X))
