@@ -769,7 +769,7 @@ def fit_dask(
         precondition=precondition,
         fit_intercept=fit_intercept,
     )
-    model._params()
+    model._params(update=True)  # W and b are written in place: refuse read-only ones before the cluster works
     X, y, sample_weight = check_chunked(X, y, sample_weight, model.dtype, model.input_dim)
     objective = DaskObjective(X, y, sample_weight, model.num_classes, options.l2, _resolve_client(client), persist)
     return engine.fit(model, objective, options, callback=callback, checkpoint=checkpoint)

@@ -613,3 +613,16 @@ def test_checkpoint_of_other_dask_data_is_refused(client, data, tmp_path):
             checkpoint=tmp_path,
         )
     assert (tmp_path / "checkpoint.npz").read_bytes() == saved
+
+
+def test_read_only_weights_are_refused_before_the_cluster_works(data, monkeypatch):
+    from fastsoftmax import distributed
+
+    X, y = data
+    model = SoftmaxRegression(X.shape[1], int(y.max()) + 1, seed=0)
+    model.b.flags.writeable = False
+    W = model.W.copy()
+    monkeypatch.setattr(distributed.DaskObjective, "__enter__", lambda self: pytest.fail("the cluster was used"))
+    with pytest.raises(ValueError, match=r"model\.b is read-only"):
+        fit_dask(model, da.from_array(X, chunks=(500, -1)), da.from_array(y, chunks=500), max_iter=2)
+    np.testing.assert_array_equal(model.W, W)
