@@ -260,7 +260,10 @@ def check_fingerprint(
     ]
     if not diff:
         return
-    if any(k not in ignored and k.startswith("data") and stored.get(k) != expected.get(k) for k in keys):
+    rechunked = _dask_rechunked(stored.get("data"), expected.get("data"))
+    if rechunked:
+        diff.append(rechunked)
+    elif any(k not in ignored and k.startswith("data") and stored.get(k) != expected.get(k) for k in keys):
         changed = _files_changed(stored.get("files") or {}, expected.get("files") or {})
         diff.append(
             "the training data (X, y or the sample weights) are not the data the checkpoint was "
@@ -270,6 +273,24 @@ def check_fingerprint(
         f"the checkpoint in {os.fspath(directory)} belongs to a different problem ("
         + "; ".join(diff)
         + "); use another checkpoint directory or delete it to start over."
+    )
+
+
+def _dask_rechunked(stored: Any, now: Any) -> str:
+    """The note for Dask data that differ from the checkpoint's only in their row chunks, else ''.
+
+    Dask's data hash is taken chunk by chunk, so it cannot tell rechunked data
+    from other data: the fit is refused, but the message says what to change.
+    """
+    if not (isinstance(stored, dict) and isinstance(now, dict)):
+        return ""
+    differing = {key for key in stored.keys() | now.keys() if stored.get(key) != now.get(key)}
+    if differing != {"row_chunks"}:
+        return ""
+    return (
+        f"X is split into other row chunks on Dask than the checkpoint's ({len(now['row_chunks'])} chunks, "
+        f"{len(stored['row_chunks'])} then); rechunk X, y and the weights to the checkpoint's row chunks to "
+        f"resume (X.rechunk((row_chunks, -1)) with the row_chunks above)"
     )
 
 

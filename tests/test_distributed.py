@@ -613,6 +613,19 @@ def test_checkpoint_of_other_dask_data_is_refused(client, data, tmp_path):
             checkpoint=tmp_path,
         )
     assert (tmp_path / "checkpoint.npz").read_bytes() == saved
+    # The same data in other row chunks: refused (Dask's hash is per chunk), and told how to resume.
+    with pytest.raises(CheckpointError, match=r"other row chunks on Dask.*rechunk X, y and the weights") as error:
+        fit_dask(
+            SoftmaxRegression(D, K, seed=0),
+            da.from_array(X, chunks=(2 * CHUNK, D)),
+            y,
+            max_iter=4,
+            tol=0,
+            client=client,
+            checkpoint=tmp_path,
+        )
+    assert "not the data" not in str(error.value)
+    assert (tmp_path / "checkpoint.npz").read_bytes() == saved
 
 
 def test_read_only_weights_are_refused_before_the_cluster_works(data, monkeypatch):
