@@ -14,9 +14,10 @@ FASTMATH = {"nsz", "arcp", "contract", "reassoc"}
 #: (``arcp`` is left out too: the exp has no division for it to act on.)
 FASTMATH_EXP = FASTMATH - {"reassoc", "arcp"}
 
-#: The flags of sums whose order must not depend on where they are compiled
-#: (``_tiles.add_bias_sums``): ``FASTMATH`` without ``reassoc``, which lets LLVM
-#: regroup a sum differently in each function it is inlined into.
+#: The flags of every sum in the register tiles (``_tiles._ordered_fadd``):
+#: ``FASTMATH`` without ``reassoc``, which lets LLVM regroup a sum differently in
+#: each function a tile is inlined into, so that bodies promised to agree bit
+#: for bit (BLOCKED, row blocks, Fortran order) differed when compiled apart.
 FASTMATH_ORDERED = FASTMATH - {"reassoc"}
 
 #: Options for every kernel: release the GIL (kernels are called from Python

@@ -73,7 +73,7 @@ from numba.core import cgutils
 from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
-from fastsoftmax.kernels._config import BLOCK_ROWS, FASTMATH, FASTMATH_EXP, FASTMATH_ORDERED
+from fastsoftmax.kernels._config import BLOCK_ROWS, FASTMATH_EXP, FASTMATH_ORDERED
 from fastsoftmax.kernels._math import (
     LN2_HI_32,
     LN2_HI_64,
@@ -173,13 +173,6 @@ def _fma(builder, vector_type, itemsize):
     return cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector_type, [vector_type] * 3), name)
 
 
-def _reduce_add(builder, vector_type, itemsize):
-    name = f"llvm.vector.reduce.fadd.v{vector_type.count}{'f32' if itemsize == 4 else 'f64'}"
-    return cgutils.get_or_insert_function(
-        builder.module, ir.FunctionType(vector_type.element, [vector_type.element, vector_type]), name
-    )
-
-
 @functools.cache
 def logits_strip(n_classes: int):
     """An intrinsic ``strip(Xt, W, b, Zt, k0, column)``: Zt[k0 + c, r] = b[k0 + c] + W[k0 + c] . Xt[:, column + r].
@@ -245,12 +238,29 @@ def logits_strip(n_classes: int):
     return strip
 
 
+def _ordered_fadd(builder, a, b):
+    """``a + b`` with the flags ``FASTMATH_ORDERED``: never regrouped with the adds around it.
+
+    An fadd without flags of its own gets the caller's fastmath set, ``reassoc``
+    included, and LLVM may then regroup a chain of sums differently in each
+    function the tile is inlined into: the bodies that promise each other's
+    bits (BLOCKED, row blocks, Fortran order), compiled in other processes or
+    contexts, then differed in the last bit of dW (and, before
+    ``add_bias_sums``, of db).
+    """
+    total = builder.fadd(a, b)
+    total.flags[:] = sorted(FASTMATH_ORDERED)
+    return total
+
+
 def _sum_lanes(builder, vectors):
     """One vector whose lane j is the sum of the lanes of vectors[j], for as many vectors as lanes.
 
     A butterfly: each stage adds pairs of vectors after swapping halves of
     their lanes, so n vectors become n / 2; (lanes - 1) x (two shuffles and an
     add) in all, instead of a tree of log2(lanes) shuffles and adds per vector.
+    Its adds are ordered (``_ordered_fadd``); zero vectors padding the last
+    group still fold away (``nsz`` is kept).
     """
     lanes = vectors[0].type.count
     mask_type = ir.VectorType(ir.IntType(32), lanes)
@@ -260,7 +270,8 @@ def _sum_lanes(builder, vectors):
         low = [j if (j // half_lanes) % 2 == 0 else lanes + j for j in range(lanes)]
         high = [j + half_lanes if (j // half_lanes) % 2 == 0 else lanes + j - half_lanes for j in range(lanes)]
         vectors = [
-            builder.fadd(
+            _ordered_fadd(
+                builder,
                 builder.shuffle_vector(vectors[i], vectors[i + n_pairs], ir.Constant(mask_type, low)),
                 builder.shuffle_vector(vectors[i], vectors[i + n_pairs], ir.Constant(mask_type, high)),
             )
@@ -311,7 +322,6 @@ def gradient_strip(n_classes: int):
             lanes, _, tile_classes = _tile_shapes(context, arrays.itemsize)
             vector_type = ir.VectorType(arrays.scalar, lanes)
             fma = _fma(builder, vector_type, arrays.itemsize)
-            reduce_add = _reduce_add(builder, vector_type, arrays.itemsize)
             n_features = builder.extract_value(Xt.shape, 0)
             n_quads = builder.udiv(n_features, arrays.const(GRADIENT_FEATURES))
             zero = ir.Constant(vector_type, None)
@@ -335,7 +345,7 @@ def gradient_strip(n_classes: int):
                     if accumulator_type != arrays.scalar:
                         value = builder.fpext(value, ir.VectorType(accumulator_type, GRADIENT_FEATURES))
                     target = arrays.address(dW, value.type, arrays.row_offset(dW, k), feature_offset)
-                    builder.store(builder.fadd(builder.load(target, align=8), value), target, align=8)
+                    builder.store(_ordered_fadd(builder, builder.load(target, align=8), value), target, align=8)
 
             def tile(classes, first_feature, n_tile_features, reduce_by_butterfly=False):
                 features = [builder.add(first_feature, arrays.const(f)) for f in range(n_tile_features)]
@@ -361,15 +371,13 @@ def gradient_strip(n_classes: int):
                     return
                 for k, row in zip(classes, accumulators, strict=True):
                     for d, accumulator in zip(features, row, strict=True):
-                        block_sum = builder.call(
-                            reduce_add, [ir.Constant(arrays.scalar, 0.0), builder.load(accumulator)], fastmath=FASTMATH
-                        )
+                        block_sum = _fixed_order_sum(builder, [builder.load(accumulator)])
                         if accumulator_type != arrays.scalar:
                             block_sum = builder.fpext(block_sum, accumulator_type)
                         target = arrays.address(
                             dW, accumulator_type, arrays.row_offset(dW, k), arrays.row_offset(dW, d, 1)
                         )
-                        builder.store(builder.fadd(builder.load(target), block_sum), target)
+                        builder.store(_ordered_fadd(builder, builder.load(target), block_sum), target)
 
             for first in range(0, n_classes, tile_classes):
                 classes = [builder.add(k0, arrays.const(c)) for c in range(first, min(first + tile_classes, n_classes))]
@@ -386,19 +394,15 @@ def gradient_strip(n_classes: int):
     return strip
 
 
-def _fixed_order_sum(builder, vectors, flags):
+def _fixed_order_sum(builder, vectors):
     """The sum of ``vectors``' lanes, added in a fixed tree: pairs of vectors, then halves of lanes.
 
-    Each fadd carries ``flags`` (without ``reassoc``): an instruction without
-    flags would get the caller's fastmath set, and with ``reassoc`` LLVM may
-    regroup the sums differently in each function it inlines them into.
+    Each fadd is ordered (``_ordered_fadd``).
     """
     mask_type = ir.IntType(32)
 
     def add(a, b):
-        total = builder.fadd(a, b)
-        total.flags[:] = flags
-        return total
+        return _ordered_fadd(builder, a, b)
 
     assert len(vectors) & (len(vectors) - 1) == 0, "pairs all the way down need a power of two of vectors"
     while len(vectors) > 1:
@@ -452,7 +456,6 @@ def add_bias_sums(typingctx, Gt_type, db_type):
         lanes, _, _ = _tile_shapes(context, arrays.itemsize)
         vector_type = ir.VectorType(arrays.scalar, lanes)
         accumulator_type = context.get_data_type(db_type.dtype)
-        flags = sorted(FASTMATH_ORDERED)
         n_classes = builder.extract_value(Gt.shape, 0)
         with cgutils.for_range(builder, n_classes) as k:
             row = arrays.row_offset(Gt, k.index)
@@ -460,13 +463,11 @@ def add_bias_sums(typingctx, Gt_type, db_type):
                 arrays.load(Gt, vector_type, row, arrays.const(j * lanes * arrays.itemsize))
                 for j in range(BLOCK_ROWS // lanes)
             ]
-            block_sum = _fixed_order_sum(builder, vectors, flags)
+            block_sum = _fixed_order_sum(builder, vectors)
             if accumulator_type != arrays.scalar:
                 block_sum = builder.fpext(block_sum, accumulator_type)
             target = arrays.address(db, accumulator_type, arrays.row_offset(db, k.index))
-            total = builder.fadd(builder.load(target), block_sum)
-            total.flags[:] = flags
-            builder.store(total, target)
+            builder.store(_ordered_fadd(builder, builder.load(target), block_sum), target)
         return context.get_dummy_value()
 
     return signature, codegen
@@ -848,7 +849,7 @@ def row_logits_strip(n_classes: int):
                     z_row = arrays.row_offset(Zt, classes[c])
                     target = arrays.address(Zt, value_type, z_row, arrays.row_offset(Zt, first_of_rows, 1))
                     start = builder.select(opens_row, bias, builder.load(target, align=arrays.itemsize))
-                    builder.store(builder.fadd(start, value), target, align=arrays.itemsize)
+                    builder.store(_ordered_fadd(builder, start, value), target, align=arrays.itemsize)
 
                 # In class-major order, accumulators go lanes at a time through a
                 # butterfly (``_sum_lanes``): lane j of its result sums accumulator
@@ -948,9 +949,11 @@ def row_gradient_strip(n_classes: int):
                         dW_offset = builder.mul(offset, arrays.const(8 // arrays.itemsize))
                         target = arrays.address(dW, doubles, dW_row, dW_offset)
                         if masks is None:
-                            builder.store(builder.fadd(builder.load(target, align=8), block_sum), target, align=8)
+                            builder.store(
+                                _ordered_fadd(builder, builder.load(target, align=8), block_sum), target, align=8
+                            )
                         else:
-                            total = builder.fadd(_masked_load(builder, target, masks[v], 8), block_sum)
+                            total = _ordered_fadd(builder, _masked_load(builder, target, masks[v], 8), block_sum)
                             _masked_store(builder, total, target, masks[v], 8)
 
             tile_features = lanes * tile_vectors
@@ -1087,7 +1090,7 @@ def _store_tail_products(builder, excess, tail_excess):
         high = builder.shuffle_vector(
             excess, excess, ir.Constant(ir.VectorType(mask_type, lanes), list(range(lanes, 2 * lanes)))
         )
-        excess = builder.fadd(builder.fadd(low, high), builder.fmul(low, high))
+        excess = _ordered_fadd(builder, _ordered_fadd(builder, low, high), builder.fmul(low, high))
     double = ir.DoubleType()
     base = builder.bitcast(tail_excess.data, double.as_pointer())
     for i in range(TAIL_PRODUCTS):
@@ -1203,17 +1206,18 @@ def softmax_gradient_full_block(
                     z = builder.load(address, align=arrays.itemsize)
                     is_label = builder.icmp_signed("==", labels, k_lanes)
                     builder.store(
-                        builder.fadd(builder.load(label_logit), builder.select(is_label, z, zero)), label_logit
+                        _ordered_fadd(builder, builder.load(label_logit), builder.select(is_label, z, zero)),
+                        label_logit,
                     )
                     e = _vector_exp(builder, builder.fsub(z, m), arrays.itemsize)
                     builder.store(e, address, align=arrays.itemsize)
                     is_argmax = builder.icmp_signed("==", a, k_lanes)
-                    builder.store(builder.fadd(builder.load(tail), builder.select(is_argmax, zero, e)), tail)
+                    builder.store(_ordered_fadd(builder, builder.load(tail), builder.select(is_argmax, zero, e)), tail)
                 t = builder.load(tail)
                 builder.store(t, arrays.address(row_tail, vector_type, offset), align=arrays.itemsize)
                 t64 = builder.fpext(t, doubles) if arrays.itemsize == 4 else t
                 q = builder.load(excess)
-                builder.store(builder.fadd(builder.fadd(q, t64), builder.fmul(q, t64)), excess)
+                builder.store(_ordered_fadd(builder, _ordered_fadd(builder, q, t64), builder.fmul(q, t64)), excess)
                 margin = builder.fsub(
                     builder.fpext(m, doubles) if arrays.itemsize == 4 else m,
                     builder.fpext(builder.load(label_logit), doubles)
@@ -1223,9 +1227,9 @@ def softmax_gradient_full_block(
                 # A row whose label is out of range has a NaN loss, whatever its weight.
                 margin = builder.select(in_range, margin, _vector_constant(doubles, math.nan))
                 w64 = builder.fpext(w, doubles) if arrays.itemsize == 4 else w
-                builder.store(builder.fadd(builder.load(loss), builder.fmul(w64, margin)), loss)
+                builder.store(_ordered_fadd(builder, builder.load(loss), builder.fmul(w64, margin)), loss)
                 # w (p - e_y): p_k = e_k scale, and at a leading label w (p_a - 1) = -t scale.
-                scale = builder.fdiv(w, builder.fadd(one, t))
+                scale = builder.fdiv(w, _ordered_fadd(builder, one, t))
                 minus_tail_scale = builder.fmul(builder.fsub(zero, t), scale)
                 with cgutils.for_range(builder, n_classes) as k_loop:
                     k_lanes = lane_int_splat(k_loop.index)
@@ -1249,7 +1253,6 @@ def softmax_gradient_full_block(
 
         dispatch(UNROLLED_CLASS_COUNTS)
         _store_tail_products(builder, builder.load(excess), tail_excess)
-        reduce_add = _reduce_add(builder, doubles, 8)
-        return builder.call(reduce_add, [ir.Constant(double, 0.0), builder.load(loss)], fastmath=FASTMATH)
+        return _fixed_order_sum(builder, [builder.load(loss)])
 
     return signature, codegen

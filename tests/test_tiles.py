@@ -248,6 +248,35 @@ def test_softmax_stage_propagates_nan(tiled):
         assert np.isnan(softmax_stage(Zt, nb, np.zeros(BLOCK_ROWS, dtype=np.int64), np.empty(0), 0))
 
 
+def test_no_sum_in_the_tiles_may_be_regrouped(monkeypatch):
+    # An fadd that carries ``reassoc`` may be regrouped by LLVM differently in
+    # each function that the tile is inlined into: the BLOCKED, row-block and
+    # Fortran-order bodies, compiled in different processes, then differed in
+    # the last bit of db (before add_bias_sums) and of dW (the butterfly's
+    # sums), failing their bit-for-bit tests in one CI run in three.
+    monkeypatch.setattr(_tiles, "_vector_shape", lambda context: (64, 32))
+
+    @njit(fastmath=FASTMATH)
+    def tiles(X, Xt, W, b, Zt, dW, db, y, sample_weight, row_tail, tail_excess):
+        _block_logits(Xt, W, b, Zt)
+        _block_gradient(Xt, Zt, dW, db)
+        _row_logits(X, 0, BLOCK_ROWS, W, b, Zt)
+        _row_gradient(X, 0, BLOCK_ROWS, Zt, dW, db)
+        return _tiles.softmax_gradient_full_block(Zt, y, sample_weight, 0, row_tail, tail_excess)
+
+    for dtype in DTYPES:
+        K, D = 7, 37
+        X, Xt = np.zeros((BLOCK_ROWS, D), dtype), np.zeros((D, BLOCK_ROWS), dtype)
+        W, b, Zt = np.zeros((K, D), dtype), np.zeros(K, dtype), np.zeros((K, BLOCK_ROWS), dtype)
+        y, row_tail = np.zeros(BLOCK_ROWS, np.int64), np.zeros(BLOCK_ROWS, dtype)
+        tiles(X, Xt, W, b, Zt, np.zeros((K, D)), np.zeros(K), y, np.empty(0, dtype), row_tail, np.zeros(64))
+    for module in tiles.inspect_llvm().values():
+        sums = [line for line in module.splitlines() if " = fadd " in line]
+        assert sums  # the IR holds the tiles' sums
+        regroupable = [line.strip() for line in sums if "reassoc" in line.split(" = fadd ", 1)[1].split("<")[0]]
+        assert not regroupable, regroupable[:3]
+
+
 def test_tiles_follow_the_target_vector_width(monkeypatch):
     class Codegen:
         def __init__(self, features):
