@@ -404,6 +404,21 @@ def check_int(value, name: str, minimum: int = 1) -> int:
 _RANDOM_STATES = (np.random.Generator, np.random.BitGenerator, np.random.SeedSequence)
 
 
+def raise_for_overflowing_penalty(loss: float, W: np.ndarray, l2: float) -> None:
+    """Raise ValueError if ``loss``, with its L2 term (l2 / 2) ||W||^2, is not finite.
+
+    The data's part was finite (checked before), so the penalty overflowed
+    float64: ``l2`` or W is far too large for a meaningful loss.
+    """
+    if math.isfinite(loss):
+        return
+    largest = float(np.abs(W).max())
+    raise ValueError(
+        f"the L2 term (l2 / 2) ||W||^2 overflows float64 (l2 = {l2:g}, largest |W| = {largest:.3g}), so the "
+        f"loss is {loss}; lower l2, or start from smaller weights."
+    )
+
+
 def check_seed(seed, name: str = "seed"):
     """Check a seed: None (fresh entropy), an integer >= 0, or a NumPy Generator, BitGenerator or SeedSequence.
 

@@ -193,6 +193,7 @@ class SoftmaxRegression:
         loss_sum = fused_loss_grad(X, y, W, b, _checks.no_weights(self.dtype), 1.0 / X.shape[0], l2, dW, db)
         _checks.raise_for_nonfinite_loss(X, loss_sum, y, self.num_classes)
         loss = loss_sum / X.shape[0] + l2_penalty(W, l2)
+        _checks.raise_for_overflowing_penalty(loss, W, l2)
         # The new W and b are formed in the gradient's buffers and checked before W and b change.
         if not descend(W, b, dW, db, self.dtype.type(lr)):
             raise TrainingError(

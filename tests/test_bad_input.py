@@ -662,3 +662,17 @@ def test_unsupported_float_X_gets_a_supported_dtype_as_the_fix(x_dtype, dtype):
     with pytest.raises(TypeError, match=rf"float32 and float64 only.*X\.astype\(np\.{np.dtype(dtype).name}\)") as info:
         fs.loss_and_grad(X, np.arange(6) % 3, W, b)
     assert f"dtype=np.{np.dtype(x_dtype).name}" not in str(info.value)
+
+
+def test_an_overflowing_l2_term_raises_and_train_step_changes_nothing():
+    # The logits are only +-1, so the data's loss is finite; (l2 / 2) ||W||^2 is not.
+    X, y = np.full((2, 2), 1e-160), np.array([0, 1])
+    W = np.array([[1e160, -1e160], [-1e160, 1e160]])
+    with pytest.raises(ValueError, match=r"L2 term .* overflows float64 \(l2 = 0.0001"):
+        fs.loss_and_grad(X, y, W, np.zeros(2), l2=1e-4)
+    model = SoftmaxRegression(2, 2, seed=0)
+    model.W = W.copy()
+    with pytest.raises(ValueError, match="lower l2"):
+        model.train_step(X, y, lr=0.1, l2=1e-4)
+    np.testing.assert_array_equal(model.W, W)
+    np.testing.assert_array_equal(model.b, 0)
