@@ -29,7 +29,7 @@ def exp_shifted_block(Z, block_start, nb, E, scratch, row_max, row_tail):
     """E[r] = exp(Z[block_start + r] - m_r) for r < nb, with m_r and the tails t_r.
 
     t_r = sum_{k != a} E[r, k] for the first a with z_a = m_r. ``E`` is a
-    (BLOCK_ROWS, K) buffer, or ``Z[block_start:]`` itself for an in-place
+    buffer of at least nb rows of K, or ``Z[block_start:]`` itself for an in-place
     transform; ``row_max`` and ``row_tail`` have length >= nb.
 
     The argmax is found again after the exponentials as the first entry equal
@@ -101,16 +101,27 @@ def _row_max(z):
     return m
 
 
+@njit(inline="always", **JIT_OPTIONS)
+def _block_rows(start, stop):
+    """Rows of the per-block buffers of a chunk [start, stop): BLOCK_ROWS, or fewer for a short chunk.
+
+    The buffers hold a block's rows of K values each: sized BLOCK_ROWS x K for
+    a chunk of one wide row (K = 30M), they asked for 128 times the input.
+    """
+    return min(BLOCK_ROWS, stop - start)
+
+
 @njit(parallel=True, **JIT_OPTIONS)
 def softmax_rows(Z, out, n_chunks):
     """out[i] = softmax(Z[i]) for every row; ``out`` may be ``Z`` itself."""
     n = Z.shape[0]
     for c in prange(n_chunks):
-        scratch = exp_scratch(Z, BLOCK_ROWS * Z.shape[1])
-        row_max = np.empty(BLOCK_ROWS, dtype=Z.dtype)
-        row_tail = np.empty(BLOCK_ROWS, dtype=Z.dtype)
-        stop = (c + 1) * n // n_chunks
-        for block_start in range(c * n // n_chunks, stop, BLOCK_ROWS):
+        start, stop = c * n // n_chunks, (c + 1) * n // n_chunks
+        rows = _block_rows(start, stop)
+        scratch = exp_scratch(Z, rows * Z.shape[1])
+        row_max = np.empty(rows, dtype=Z.dtype)
+        row_tail = np.empty(rows, dtype=Z.dtype)
+        for block_start in range(start, stop, BLOCK_ROWS):
             nb = min(BLOCK_ROWS, stop - block_start)
             block = out[block_start : block_start + nb]
             exp_shifted_block(Z, block_start, nb, block, scratch, row_max, row_tail)
@@ -126,14 +137,15 @@ def log_softmax_rows(Z, out, n_chunks):
     """out[i] = Z[i] - logsumexp(Z[i]) for every row; ``out`` may be ``Z``."""
     n = Z.shape[0]
     for c in prange(n_chunks):
-        scratch = exp_scratch(Z, BLOCK_ROWS * Z.shape[1])
-        E = np.empty((BLOCK_ROWS, Z.shape[1]), dtype=Z.dtype)
-        row_max = np.empty(BLOCK_ROWS, dtype=Z.dtype)
-        row_tail = np.empty(BLOCK_ROWS, dtype=Z.dtype)
-        log_tail = np.empty(BLOCK_ROWS)
-        log_scratch = log1p_scratch(BLOCK_ROWS)
-        stop = (c + 1) * n // n_chunks
-        for block_start in range(c * n // n_chunks, stop, BLOCK_ROWS):
+        start, stop = c * n // n_chunks, (c + 1) * n // n_chunks
+        rows = _block_rows(start, stop)
+        scratch = exp_scratch(Z, rows * Z.shape[1])
+        E = np.empty((rows, Z.shape[1]), dtype=Z.dtype)
+        row_max = np.empty(rows, dtype=Z.dtype)
+        row_tail = np.empty(rows, dtype=Z.dtype)
+        log_tail = np.empty(rows)
+        log_scratch = log1p_scratch(rows)
+        for block_start in range(start, stop, BLOCK_ROWS):
             nb = min(BLOCK_ROWS, stop - block_start)
             exp_shifted_block(Z, block_start, nb, E, scratch, row_max, row_tail)
             log1p_tails(row_tail, nb, log_tail, log_scratch)
@@ -154,14 +166,15 @@ def cross_entropy_rows(Z, y, out, n_chunks):
     """out[i] = logsumexp(Z[i]) - Z[i, y[i]] (float64 ``out``)."""
     n = Z.shape[0]
     for c in prange(n_chunks):
-        scratch = exp_scratch(Z, BLOCK_ROWS * Z.shape[1])
-        E = np.empty((BLOCK_ROWS, Z.shape[1]), dtype=Z.dtype)
-        row_max = np.empty(BLOCK_ROWS, dtype=Z.dtype)
-        row_tail = np.empty(BLOCK_ROWS, dtype=Z.dtype)
-        log_tail = np.empty(BLOCK_ROWS)
-        log_scratch = log1p_scratch(BLOCK_ROWS)
-        stop = (c + 1) * n // n_chunks
-        for block_start in range(c * n // n_chunks, stop, BLOCK_ROWS):
+        start, stop = c * n // n_chunks, (c + 1) * n // n_chunks
+        rows = _block_rows(start, stop)
+        scratch = exp_scratch(Z, rows * Z.shape[1])
+        E = np.empty((rows, Z.shape[1]), dtype=Z.dtype)
+        row_max = np.empty(rows, dtype=Z.dtype)
+        row_tail = np.empty(rows, dtype=Z.dtype)
+        log_tail = np.empty(rows)
+        log_scratch = log1p_scratch(rows)
+        for block_start in range(start, stop, BLOCK_ROWS):
             nb = min(BLOCK_ROWS, stop - block_start)
             exp_shifted_block(Z, block_start, nb, E, scratch, row_max, row_tail)
             log1p_tails(row_tail, nb, log_tail, log_scratch)
@@ -186,13 +199,14 @@ def cross_entropy_sums(Z, y, sample_weight, n_chunks):
     weighted = sample_weight.shape[0] > 0
     chunk_loss = np.empty(n_chunks)  # every chunk sets its entry; np.zeros would be a parallel loop of its own
     for c in prange(n_chunks):
-        scratch = exp_scratch(Z, BLOCK_ROWS * Z.shape[1])
-        E = np.empty((BLOCK_ROWS, Z.shape[1]), dtype=Z.dtype)
-        row_max = np.empty(BLOCK_ROWS, dtype=Z.dtype)
-        row_tail = np.empty(BLOCK_ROWS, dtype=Z.dtype)
-        stop = (c + 1) * n // n_chunks
+        start, stop = c * n // n_chunks, (c + 1) * n // n_chunks
+        rows = _block_rows(start, stop)
+        scratch = exp_scratch(Z, rows * Z.shape[1])
+        E = np.empty((rows, Z.shape[1]), dtype=Z.dtype)
+        row_max = np.empty(rows, dtype=Z.dtype)
+        row_tail = np.empty(rows, dtype=Z.dtype)
         loss = 0.0
-        for block_start in range(c * n // n_chunks, stop, BLOCK_ROWS):
+        for block_start in range(start, stop, BLOCK_ROWS):
             nb = min(BLOCK_ROWS, stop - block_start)
             exp_shifted_block(Z, block_start, nb, E, scratch, row_max, row_tail)
             for r in range(nb):

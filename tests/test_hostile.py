@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import subprocess
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -758,3 +760,29 @@ def test_a_pickle_of_a_model_with_plain_w_and_b_attributes_loads():
     restored = pickle.loads(pickle.dumps(old))
     X = np.random.default_rng(0).standard_normal((5, 4))
     np.testing.assert_array_equal(restored.predict_proba(X), model.predict_proba(X))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS bounds the address space on Linux")
+def test_one_wide_row_needs_no_buffer_of_128_rows():
+    # The per-block buffers were BLOCK_ROWS x K whatever N: one row of 8M float64
+    # logits (64 MB) asked for 16 GB, and failed under this limit with a
+    # SystemError (a MemoryError inside the parallel kernel).
+    code = """
+import resource
+import numpy as np
+import fastsoftmax as fs
+Z = np.zeros((2, 3))
+fs.softmax(Z), fs.log_softmax(Z), fs.cross_entropy(Z, [0, 1]), fs.cross_entropy(Z, [0, 1], reduction="none")
+Z = np.zeros((1, 8_000_000))
+Z[0, 3] = 5.0
+limit = 6 << 30
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+P = fs.softmax(Z)
+assert abs(P.sum() - 1) < 1e-9 and P.argmax() == 3
+assert fs.log_softmax(Z).argmax() == 3
+assert abs(fs.cross_entropy(Z, [3]) - np.log1p(7_999_999 * np.exp(-5.0))) < 1e-9
+assert fs.cross_entropy(Z, [3], reduction="none").shape == (1,)
+print("ok")
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
