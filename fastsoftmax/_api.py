@@ -266,8 +266,10 @@ def cross_entropy(
 ) -> float | np.ndarray:
     r"""Cross-entropy of logits, :math:`\ell_i = \operatorname{logsumexp}(z_i) - z_{i,y_i}`.
 
-    Computed exactly that way, with no epsilon, so it is finite for logits of
-    any finite size.
+    Computed exactly that way, with no epsilon, so it is finite wherever that
+    difference fits in float64 (each loss is formed in float64 from Z's
+    values). "none" returns the losses in Z's dtype and raises where a float32
+    loss would overflow to inf; "mean" and "sum" stay in float64.
 
     Parameters
     ----------
@@ -297,9 +299,26 @@ def cross_entropy(
                 with np.errstate(invalid="ignore"):
                     losses *= sample_weight
                 losses[sample_weight == 0] = 0.0  # left out, even where the loss is inf
-            return losses.astype(Z.dtype, copy=False)
+            return _losses_in_dtype(losses, Z.dtype)
         loss_sum, weight_sum = kernels.cross_entropy_sums(*map(kernels.read_only, (Z, y, sample_weight)), n_chunks)
     return loss_sum / weight_sum if reduction == "mean" else loss_sum
+
+
+def _losses_in_dtype(losses: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """The float64 ``losses`` in ``dtype``; ValueError where a finite one overflows it (float32 beyond 3.4e38)."""
+    if dtype == losses.dtype:
+        return losses
+    with np.errstate(over="ignore"):
+        cast = losses.astype(dtype)
+    overflowed = np.isinf(cast) & np.isfinite(losses)
+    if overflowed.any():
+        row = int(np.argmax(overflowed))
+        raise ValueError(
+            f"the loss of row {row}, {losses[row]:.4g}, is beyond the range of {dtype}: its logits differ by "
+            f"more than {np.finfo(dtype).max:.3g}. Pass float64 logits, or use reduction='sum' or 'mean', "
+            f"which add the losses in float64."
+        )
+    return cast
 
 
 def _check_prediction_input(X, W, b):

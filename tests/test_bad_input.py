@@ -676,3 +676,12 @@ def test_an_overflowing_l2_term_raises_and_train_step_changes_nothing():
         model.train_step(X, y, lr=0.1, l2=1e-4)
     np.testing.assert_array_equal(model.W, W)
     np.testing.assert_array_equal(model.b, 0)
+
+
+def test_cross_entropy_per_row_in_float32_refuses_a_loss_beyond_its_range():
+    Z = np.array([[3e38, -3e38], [0.0, 1.0]], dtype=np.float32)
+    assert fs.cross_entropy(Z, [1, 1], reduction="sum") == pytest.approx(float(np.float32(3e38)) * 2, rel=1e-6)
+    with pytest.raises(ValueError, match=r"loss of row 0, 6e\+38, is beyond the range of float32.*float64 logits"):
+        fs.cross_entropy(Z, [1, 1], reduction="none")
+    losses = fs.cross_entropy(Z.astype(np.float64), [1, 1], reduction="none")
+    assert losses.dtype == np.float64 and np.isfinite(losses).all()
