@@ -67,6 +67,7 @@ STEP_FREE_SOLVERS = ("lbfgs", "newton-cg")
 class Trainable(Protocol):
     """What the engine needs of a model."""
 
+    input_dim: int
     num_classes: int
     dtype: np.dtype
     loss_history_: list[float]
@@ -339,12 +340,11 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
     fingerprint = resumed = None
     if checkpoint is not None:
         fingerprint = _fingerprint(model, objective, options, seed)
-        n_params = model._pack().shape[0]
         resumed = _checkpoint.load(
             checkpoint,
             fingerprint,
-            n_params=n_params,
-            n_features=n_params // model.num_classes - 1,
+            n_params=model._pack().shape[0],
+            n_features=model.input_dim,
             deferred=("data_xxh3_128",),
         )
 

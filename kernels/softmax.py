@@ -111,6 +111,16 @@ def _block_rows(start, stop):
     return min(BLOCK_ROWS, stop - start)
 
 
+@njit(inline="always", **JIT_OPTIONS)
+def _exp_buffers(Z, rows):
+    """The buffers of ``exp_shifted_block`` for blocks of up to ``rows`` rows: scratch, E, row_max, row_tail."""
+    scratch = exp_scratch(Z, rows * Z.shape[1])
+    E = np.empty((rows, Z.shape[1]), dtype=Z.dtype)
+    row_max = np.empty(rows, dtype=Z.dtype)
+    row_tail = np.empty(rows, dtype=Z.dtype)
+    return scratch, E, row_max, row_tail
+
+
 @njit(parallel=True, **JIT_OPTIONS)
 def softmax_rows(Z, out, n_chunks):
     """out[i] = softmax(Z[i]) for every row; ``out`` may be ``Z`` itself."""
@@ -139,12 +149,8 @@ def log_softmax_rows(Z, out, n_chunks):
     for c in prange(n_chunks):
         start, stop = c * n // n_chunks, (c + 1) * n // n_chunks
         rows = _block_rows(start, stop)
-        scratch = exp_scratch(Z, rows * Z.shape[1])
-        E = np.empty((rows, Z.shape[1]), dtype=Z.dtype)
-        row_max = np.empty(rows, dtype=Z.dtype)
-        row_tail = np.empty(rows, dtype=Z.dtype)
-        log_tail = np.empty(rows)
-        log_scratch = log1p_scratch(rows)
+        scratch, E, row_max, row_tail = _exp_buffers(Z, rows)
+        log_tail, log_scratch = np.empty(rows), log1p_scratch(rows)
         for block_start in range(start, stop, BLOCK_ROWS):
             nb = min(BLOCK_ROWS, stop - block_start)
             exp_shifted_block(Z, block_start, nb, E, scratch, row_max, row_tail)
@@ -168,12 +174,8 @@ def cross_entropy_rows(Z, y, out, n_chunks):
     for c in prange(n_chunks):
         start, stop = c * n // n_chunks, (c + 1) * n // n_chunks
         rows = _block_rows(start, stop)
-        scratch = exp_scratch(Z, rows * Z.shape[1])
-        E = np.empty((rows, Z.shape[1]), dtype=Z.dtype)
-        row_max = np.empty(rows, dtype=Z.dtype)
-        row_tail = np.empty(rows, dtype=Z.dtype)
-        log_tail = np.empty(rows)
-        log_scratch = log1p_scratch(rows)
+        scratch, E, row_max, row_tail = _exp_buffers(Z, rows)
+        log_tail, log_scratch = np.empty(rows), log1p_scratch(rows)
         for block_start in range(start, stop, BLOCK_ROWS):
             nb = min(BLOCK_ROWS, stop - block_start)
             exp_shifted_block(Z, block_start, nb, E, scratch, row_max, row_tail)
@@ -200,11 +202,7 @@ def cross_entropy_sums(Z, y, sample_weight, n_chunks):
     chunk_loss = np.empty(n_chunks)  # every chunk sets its entry; np.zeros would be a parallel loop of its own
     for c in prange(n_chunks):
         start, stop = c * n // n_chunks, (c + 1) * n // n_chunks
-        rows = _block_rows(start, stop)
-        scratch = exp_scratch(Z, rows * Z.shape[1])
-        E = np.empty((rows, Z.shape[1]), dtype=Z.dtype)
-        row_max = np.empty(rows, dtype=Z.dtype)
-        row_tail = np.empty(rows, dtype=Z.dtype)
+        scratch, E, row_max, row_tail = _exp_buffers(Z, _block_rows(start, stop))
         loss = 0.0
         for block_start in range(start, stop, BLOCK_ROWS):
             nb = min(BLOCK_ROWS, stop - block_start)
