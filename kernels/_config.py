@@ -24,6 +24,13 @@ FASTMATH_ORDERED = FASTMATH - {"reassoc"}
 #: threads and from Dask workers), cache to disk, and compile lazily on first call.
 JIT_OPTIONS = {"nogil": True, "cache": True, "fastmath": FASTMATH, "error_model": "numpy"}
 
+#: ``JIT_OPTIONS`` for the functions that add up a loss (``_math.weighted_log1p_sum``,
+#: ``log1p_sum``, ``add_in_order``): without ``reassoc``, their adds keep the order
+#: written wherever LLVM inlines them, and whether they were compiled with their
+#: caller or loaded from the disk cache, so the bodies that promise each other's
+#: bits (BLOCKED, row blocks, Fortran order) agree in the loss as in dW.
+ORDERED_JIT_OPTIONS = {**JIT_OPTIONS, "fastmath": FASTMATH_ORDERED}
+
 #: Rows per block inside a thread's chunk. The block's logits, probabilities and
 #: gradient scratch (block x K) stay in L1/L2 while they are formed, and the
 #: per-block dW partial sum is flushed into a float64 accumulator, so float32

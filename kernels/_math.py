@@ -30,7 +30,7 @@ from numba import njit
 from numba.core import types
 from numba.extending import overload
 
-from fastsoftmax.kernels._config import FASTMATH_EXP, JIT_OPTIONS
+from fastsoftmax.kernels._config import FASTMATH_EXP, JIT_OPTIONS, ORDERED_JIT_OPTIONS
 
 LOG2E = 1.4426950408889634
 # fdlibm's split of ln 2: k * LN2_HI is exact for |k| < 2**20.
@@ -251,7 +251,26 @@ def log1p_tails(tails, n, logs, scratch):
 LOG_GROUP = 32
 
 
-@njit(**JIT_OPTIONS)
+@njit(**ORDERED_JIT_OPTIONS)
+def add_in_order(total, value):
+    """total + value, never regrouped with the adds around it (a loss's running sum)."""
+    return total + value
+
+
+@njit(**ORDERED_JIT_OPTIONS)
+def log1p_sum(values):
+    """sum_j log(1 + values[j]) in float64, added in index order.
+
+    For the few products of 1 + t per block that the softmax tile returns
+    (``_tiles.softmax_gradient_full_block``'s ``tail_excess``).
+    """
+    total = 0.0
+    for value in values:
+        total += math.log1p(value)
+    return total
+
+
+@njit(**ORDERED_JIT_OPTIONS)
 def weighted_log1p_sum(tails, n, sample_weight, offset):
     """sum_{r < n} w_{offset + r} log(1 + tails[r]) in float64, for tails[r] in [0, 2**32).
 
@@ -278,9 +297,20 @@ def weighted_log1p_sum(tails, n, sample_weight, offset):
         # one at 1e6 x 20 x 3.
         logs = np.empty(n)
         log1p_tails(tails, n, logs, log1p_scratch(n))
-        for r in range(n):
-            total += np.float64(sample_weight[offset + r]) * logs[r]
-        return total
+        # Four sums side by side (rows r = j mod 4), added up in a fixed order:
+        # without reassoc, one chain would wait on each add.
+        s0 = s1 = s2 = s3 = 0.0
+        r = 0
+        while r + 4 <= n:
+            s0 += np.float64(sample_weight[offset + r]) * logs[r]
+            s1 += np.float64(sample_weight[offset + r + 1]) * logs[r + 1]
+            s2 += np.float64(sample_weight[offset + r + 2]) * logs[r + 2]
+            s3 += np.float64(sample_weight[offset + r + 3]) * logs[r + 3]
+            r += 4
+        while r < n:
+            s0 += np.float64(sample_weight[offset + r]) * logs[r]
+            r += 1
+        return (s0 + s1) + (s2 + s3)
     for group_start in range(0, n, LOG_GROUP):
         group_stop = min(group_start + LOG_GROUP, n)
         q0 = q1 = q2 = q3 = q4 = q5 = q6 = q7 = 0.0

@@ -52,13 +52,12 @@ Design:
 """
 
 import enum
-import math
 
 import numpy as np
 from numba import njit, prange
 
 from fastsoftmax.kernels._config import BLAS_BLOCK_ROWS, BLOCK_ROWS, JIT_OPTIONS
-from fastsoftmax.kernels._math import exp_inplace, exp_scratch, weighted_log1p_sum
+from fastsoftmax.kernels._math import add_in_order, exp_inplace, exp_scratch, log1p_sum, weighted_log1p_sum
 from fastsoftmax.kernels._signature import named, read_only
 from fastsoftmax.kernels._tiles import (
     GRADIENT_GROUP,
@@ -439,9 +438,7 @@ def _block_softmax(Zt, nb, y, sample_weight, block_start, scratch):
         loss = softmax_gradient_full_block(Zt, y, sample_weight, block_start, row_tail, tail_excess)
         if sample_weight.shape[0] == 0:
             # the products' logs, taken as in weighted_log1p_sum but from vector lanes
-            for excess in tail_excess:
-                loss += math.log1p(excess)
-            return loss
+            return add_in_order(loss, log1p_sum(tail_excess))
     else:
         for r in range(nb):
             padded_labels[r] = y[block_start + r]
@@ -449,7 +446,7 @@ def _block_softmax(Zt, nb, y, sample_weight, block_start, scratch):
         padded_labels[nb:] = 0
         padded_weights[nb:] = 0
         loss = softmax_gradient_full_block(Zt, padded_labels, padded_weights, 0, row_tail, tail_excess)
-    return loss + weighted_log1p_sum(row_tail, nb, sample_weight, block_start)
+    return add_in_order(loss, weighted_log1p_sum(row_tail, nb, sample_weight, block_start))
 
 
 @njit(inline="always", **JIT_OPTIONS)
@@ -544,9 +541,10 @@ def _blocked_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc):
         # the next block's rows, up to the chunk's end
         next_first = (block_start + BLOCK_ROWS) * row_bytes
         next_stop = min(next_first + prefetched_bytes, stop * row_bytes)
-        loss += _transposed_block(
+        block_loss = _transposed_block(
             Xt, 0, nb, y, W, b, sample_weight, block_start, scratch, dW_acc, db_acc, X, (next_first, next_stop, 1, 0)
         )
+        loss = add_in_order(loss, block_loss)
     return loss
 
 
@@ -571,9 +569,10 @@ def _row_blocks_chunk(X_blocks, y, W, b, sample_weight, start, stop, dW_acc, db_
         next_first = (block + 1) * block_bytes
         next_stop = min(next_first + prefetched_bytes, chunk_end)
         upcoming = (next_first, next_stop, 1, 0)
-        loss += _transposed_block(
+        block_loss = _transposed_block(
             Xt, 0, nb, y, W, b, sample_weight, block_start, scratch, dW_acc, db_acc, X_blocks, upcoming
         )
+        loss = add_in_order(loss, block_loss)
     return loss
 
 
@@ -595,9 +594,10 @@ def _columns_chunk(X_columns, y, W, b, sample_weight, start, stop, dW_acc, db_ac
         nb = min(BLOCK_ROWS, stop - block_start)
         _prefetch_next_labels(y, sample_weight, block_start, stop)
         Xt, column, upcoming = _columns_block(X_columns, block_start, nb, stop)
-        loss += _transposed_block(
+        block_loss = _transposed_block(
             Xt, column, nb, y, W, b, sample_weight, block_start, scratch, dW_acc, db_acc, X_columns[0], upcoming
         )
+        loss = add_in_order(loss, block_loss)
     return loss
 
 

@@ -21,7 +21,7 @@ from numba.core import cgutils
 from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
-from fastsoftmax.kernels import _math, _tiles
+from fastsoftmax.kernels import _math, _tiles, loss_grad
 from fastsoftmax.kernels._config import BLOCK_ROWS, FASTMATH
 from fastsoftmax.kernels._math import exp_scratch
 from fastsoftmax.kernels.loss_grad import (
@@ -275,6 +275,55 @@ def test_no_sum_in_the_tiles_may_be_regrouped(monkeypatch):
         assert sums  # the IR holds the tiles' sums
         regroupable = [line.strip() for line in sums if "reassoc" in line.split(" = fadd ", 1)[1].split("<")[0]]
         assert not regroupable, regroupable[:3]
+
+
+def _regroupable_sums(dispatcher) -> list[str]:
+    """The fadds in the LLVM IR of ``dispatcher``'s compiled code that carry ``reassoc``."""
+    sums = [line.strip() for ir_text in dispatcher.inspect_llvm().values() for line in ir_text.splitlines()]
+    return [line for line in sums if " = fadd " in line and "reassoc" in line.split(" = fadd ", 1)[1].split("<")[0]]
+
+
+def _compiled_here(dispatcher):
+    """A copy of a kernel compiled in this process: code loaded from the disk cache cannot be inspected."""
+    options = {name: value for name, value in dispatcher.targetoptions.items() if name != "nopython"}
+    return njit(**options, cache=False)(dispatcher.py_func)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_no_sum_of_the_loss_may_be_regrouped(dtype):
+    # The loss's running sums are Numba code, outside the tiles: the logs of
+    # the softmax rows' tails, a block's loss, a chunk's. Under ``reassoc`` LLVM
+    # may regroup them differently in each body they are inlined into (and
+    # differently again where a helper is called from the disk cache rather
+    # than inlined), so the BLOCKED, row-block and Fortran-order bodies, which
+    # promise each other's bits, could differ in the last bit of the loss.
+    n_rows, n_features, n_classes = 2 * BLOCK_ROWS + 5, 5, 3
+    gen = np.random.default_rng(0)
+    X = gen.standard_normal((n_rows, n_features)).astype(dtype)
+    y = gen.integers(0, n_classes, n_rows)
+    W, b = gen.standard_normal((n_classes, n_features)).astype(dtype), np.zeros(n_classes, dtype)
+    tails = gen.random(BLOCK_ROWS).astype(dtype)
+    helpers = {
+        _math.add_in_order: [(1.0, 2.0)],
+        _math.log1p_sum: [(gen.random(4),)],
+        _math.weighted_log1p_sum: [(tails, 77, np.empty(0, dtype), 0), (tails, 77, np.ones(80, dtype), 3)],
+    }
+    for helper, calls in helpers.items():
+        compiled = _compiled_here(helper)
+        for args in calls:
+            compiled(*args)
+        assert not _regroupable_sums(compiled), (helper.__name__, _regroupable_sums(compiled)[:3])
+    drivers = {
+        loss_grad._blocked_chunk: X,
+        loss_grad._row_blocks_chunk: loss_grad.row_blocks(X),
+        loss_grad._columns_chunk: loss_grad.columns_of(np.asfortranarray(X).T),
+    }
+    for driver, X_layout in drivers.items():
+        compiled = _compiled_here(driver)
+        for sample_weight in (np.empty(0, dtype), np.ones(n_rows, dtype)):
+            dW_acc, db_acc = np.zeros((n_classes, n_features)), np.zeros(n_classes)
+            assert np.isfinite(compiled(X_layout, y, W, b, sample_weight, 0, n_rows, dW_acc, db_acc))
+        assert not _regroupable_sums(compiled), (driver.__name__, _regroupable_sums(compiled)[:3])
 
 
 def test_tiles_follow_the_target_vector_width(monkeypatch):
