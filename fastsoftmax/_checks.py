@@ -288,6 +288,17 @@ _STRING_LABELS_FIX = (
 )
 
 
+def check_label_dtype(y: np.ndarray) -> None:
+    """Refuse labels that are not integers, naming the fix for strings and for whole floats."""
+    if y.dtype.kind in "SU":
+        raise TypeError(f"y has dtype {y.dtype}: labels are strings; {_STRING_LABELS_FIX}.")
+    if y.dtype.kind not in "iu":
+        raise TypeError(
+            f"y has dtype {y.dtype}; labels must be integer class indices "
+            f"(use y.astype(np.int64) if they are whole numbers)."
+        )
+
+
 def check_labels(y, n_samples: int, n_classes: int, *, scan: bool = True) -> np.ndarray:
     """Check integer labels y (N,) in [0, K) and return them as int64.
 
@@ -306,13 +317,7 @@ def check_labels(y, n_samples: int, n_classes: int, *, scan: bool = True) -> np.
         )
     if y.shape[0] != n_samples:
         raise ValueError(f"y has {y.shape[0]} labels but X has {n_samples} rows; they must match.")
-    if y.dtype.kind in "SU":
-        raise TypeError(f"y has dtype {y.dtype}: labels are strings; {_STRING_LABELS_FIX}.")
-    if y.dtype.kind not in "iu":
-        raise TypeError(
-            f"y has dtype {y.dtype}; labels must be integer class indices "
-            f"(use y.astype(np.int64) if they are whole numbers)."
-        )
+    check_label_dtype(y)
     if y.shape[0] == 0:
         return _contiguous(y, _INT64)  # no label to be out of range
     if y.dtype.itemsize == 8 and y.dtype.kind == "u":

@@ -116,21 +116,61 @@ def copy_of_X_fits(nbytes: int) -> bool:
 PATH_TYPES = (str, bytes, os.PathLike)
 
 
-def _open_array(a, name: str) -> np.ndarray:
+#: How every ``.npy`` file begins (``np.lib.format.MAGIC_PREFIX``), and every zip (an ``.npz``).
+_NPY_MAGIC = np.lib.format.MAGIC_PREFIX
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+def _check_npy_header(path: str, name: str) -> None:
+    """Refuse a file that is not an ``.npy`` file by its first bytes, naming how to make one.
+
+    ``np.load`` reads anything else as a pickle and, told not to unpickle,
+    says to pass ``allow_pickle=True``: wrong advice for a CSV, and unsafe.
+    """
+    with open(path, "rb") as file:
+        head = file.read(len(_NPY_MAGIC))
+        if head.startswith(_ZIP_MAGIC):
+            raise ValueError(f"{name} file {path!r} is an .npz archive; pass an .npy file.")
+        if len(head) < len(_NPY_MAGIC) and _NPY_MAGIC.startswith(head):
+            raise ValueError(f"{name} file {path!r} is truncated: it has {len(head)} bytes, fewer than any .npy file.")
+        if head != _NPY_MAGIC:
+            stem = os.path.splitext(os.path.basename(path))[0] or name
+            raise ValueError(
+                f"{name} file {path!r} is not an .npy file (it does not begin with NumPy's .npy header): "
+                f"only arrays saved with np.save are read. Convert it once, for a CSV file with "
+                f"np.save({stem + '.npy'!r}, np.loadtxt({path!r}, delimiter=','))."
+            )
+        try:
+            file.seek(0)
+            version = np.lib.format.read_magic(file)
+            read_header = (
+                np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            )
+            dtype = read_header(file)[2]
+        except (ValueError, OSError, EOFError):
+            return  # np.load names what is wrong with the header
+    if dtype.hasobject:
+        raise ValueError(
+            f"{name} file {path!r} holds Python objects (dtype {dtype}), which are not read (unpickling "
+            f"can run code): save the values as a numeric array, labels as int64 class indices."
+        )
+
+
+def open_array(a, name: str) -> np.ndarray:
     """An array, a memmap, or the path of an ``.npy`` file opened read-only as a memmap."""
     if isinstance(a, PATH_TYPES):
         path = os.fsdecode(a)
         if not os.path.exists(path):
             raise FileNotFoundError(f"{name} file {path!r} does not exist.")
+        if os.path.isdir(path):
+            raise ValueError(f"{name} file {path!r} is a directory; pass an .npy file.")
+        _check_npy_header(path, name)
         try:
             arr = np.load(path, mmap_mode="r", allow_pickle=False)
         except (ValueError, OSError, EOFError) as exc:
             raise ValueError(
                 f"{name} file {path!r} is not a readable .npy file ({exc}); it may be truncated or corrupt."
             ) from exc
-        if not isinstance(arr, np.ndarray):  # an .npz archive
-            arr.close()
-            raise ValueError(f"{name} file {path!r} is an .npz archive; pass an .npy file.")
         return arr
     if isinstance(a, np.memmap):
         return a
@@ -169,7 +209,7 @@ class DataSource:
 
     def __init__(self, X, y, dtype, *, sample_weight=None, chunk_size: int | None = None, row_offset: int = 0) -> None:
         self.dtype = _checks.as_float_dtype(dtype)
-        X = _open_array(X, "X")
+        X = open_array(X, "X")
         self.streamed = isinstance(X, np.memmap)
         if X.ndim != 2:
             raise ValueError(f"X must be 2-dimensional (n_samples, n_features), got shape {X.shape}.")
@@ -189,13 +229,12 @@ class DataSource:
             X = _checks.check_X(X, self.dtype, fortran_ok=True)
         self.X = X
         self.n_samples, self.n_features = X.shape
-        y = _open_array(y, "y")
+        y = open_array(y, "y")
         if y.ndim != 1:
             raise ValueError(f"y must be 1-dimensional (n_samples,), got shape {y.shape}.")
         if y.shape[0] != self.n_samples:
             raise ValueError(f"y has {y.shape[0]} labels but X has {self.n_samples} rows; they must match.")
-        if y.dtype.kind not in "iu":
-            raise TypeError(f"y has dtype {y.dtype}; labels must be integer class indices.")
+        _checks.check_label_dtype(y)
         self.y = y
         # Training uses the weights only through w_i / sum(w): scale-free.
         self.sample_weight = _checks.check_sample_weight(sample_weight, self.n_samples, self.dtype, scale_free=True)

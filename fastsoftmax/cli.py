@@ -322,13 +322,13 @@ def _load_data(data: str, labels: str | None, *, need_labels: bool = True):
             raise CLIError(
                 f"--data {data}: not a readable .npz archive ({exc}); it may be truncated or corrupt."
             ) from exc
-    from fastsoftmax._data import _open_array
+    from fastsoftmax._data import open_array
 
     if not need_labels:
-        return _open_array(data, "X"), None
+        return open_array(data, "X"), None
     if labels is None:
         raise CLIError("--labels y.npy is required with an .npy --data file.")
-    return _open_array(data, "X"), _open_array(labels, "y")
+    return open_array(data, "X"), open_array(labels, "y")
 
 
 def _compute_dtype(args, X: np.ndarray) -> np.dtype:

@@ -54,6 +54,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from fastsoftmax import _checks, engine, solvers
 from fastsoftmax._api import log_softmax, predict, predict_proba
 from fastsoftmax._dask_check import is_dask_collection
+from fastsoftmax._data import open_array
 from fastsoftmax._io import atomic_file, npz_scalar, read_npz
 from fastsoftmax._threading import numba_threads
 from fastsoftmax.model import SoftmaxRegression
@@ -306,8 +307,8 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         """Validate (X, y) for fit: returns X for the engine, y as indices, dtype, classes."""
         if isinstance(X, (str, os.PathLike)):
             # A .npy file, streamed by the engine; its labels are read here (N values).
-            X_map = np.load(os.fspath(X), mmap_mode="r", allow_pickle=False)
-            if not isinstance(X_map, np.ndarray) or X_map.ndim != 2:
+            X_map = open_array(X, "X")
+            if X_map.ndim != 2:
                 raise ValueError(f"X file {os.fspath(X)!r} must hold a 2-dimensional .npy array.")
             n_samples, n_features = X_map.shape
             dtype = self._dtype_for(X_map.dtype)
@@ -315,7 +316,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             self.n_features_in_ = n_features
             if hasattr(self, "feature_names_in_"):
                 del self.feature_names_in_
-            y_arr = np.load(os.fspath(y), allow_pickle=False) if isinstance(y, (str, os.PathLike)) else np.asarray(y)
+            y_arr = np.array(open_array(y, "y")) if isinstance(y, (str, os.PathLike)) else np.asarray(y)
             y_arr = np.ravel(y_arr) if y_arr.ndim == 2 and y_arr.shape[1] == 1 else y_arr
             if y_arr.ndim != 1 or y_arr.shape[0] != n_samples:
                 raise ValueError(f"y must have shape ({n_samples},) to match X, got {y_arr.shape}.")

@@ -685,3 +685,45 @@ def test_cross_entropy_per_row_in_float32_refuses_a_loss_beyond_its_range():
         fs.cross_entropy(Z, [1, 1], reduction="none")
     losses = fs.cross_entropy(Z.astype(np.float64), [1, 1], reduction="none")
     assert losses.dtype == np.float64 and np.isfinite(losses).all()
+
+
+def _files_that_are_not_npy(tmp_path):
+    """(X path, y path, message) for each kind of file that a path argument must refuse by name."""
+    X, y = np.zeros((6, 2)), np.arange(6) % 2
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "y.npy", y)
+    np.savetxt(tmp_path / "X.csv", X, delimiter=",")
+    (tmp_path / "empty.npy").write_bytes(b"")
+    np.save(tmp_path / "strings.npy", np.array(list("ab") * 3))
+    np.save(tmp_path / "objects.npy", np.array([1, "a"] * 3, dtype=object), allow_pickle=True)
+    x, labels = str(tmp_path / "X.npy"), str(tmp_path / "y.npy")
+    return {
+        # np.load read these as pickles, and its message said to pass allow_pickle=True
+        "csv": (str(tmp_path / "X.csv"), labels, r"X file .*X.csv' is not an .npy file.*np\.loadtxt"),
+        "objects": (x, str(tmp_path / "objects.npy"), r"y file .* holds Python objects \(dtype object\)"),
+        "empty": (str(tmp_path / "empty.npy"), labels, r"X file .* is truncated: it has 0 bytes"),
+        "directory": (str(tmp_path), labels, r"X file .* is a directory"),
+        # from a file these lost the fix that in-memory labels name
+        "strings": (x, str(tmp_path / "strings.npy"), r"labels are strings.*np\.unique\(y, return_inverse=True\)"),
+    }
+
+
+# The estimator maps string labels to classes itself, so strings are an error for the model only.
+@pytest.mark.parametrize(
+    ("fit", "case"),
+    [("model", case) for case in ("csv", "objects", "empty", "directory", "strings")]
+    + [("estimator", case) for case in ("csv", "objects", "empty", "directory")],
+)
+def test_a_path_to_what_is_not_an_npy_file_is_named_with_the_fix(tmp_path, fit, case):
+    X_path, y_path, message = _files_that_are_not_npy(tmp_path)[case]
+    if fit == "model":
+        estimator = SoftmaxRegression(2, 2)
+        call = lambda: estimator.fit(X_path, y_path, max_iter=1)  # noqa: E731
+    else:
+        from fastsoftmax.sklearn import SoftmaxClassifier
+
+        estimator = SoftmaxClassifier(max_iter=1)
+        call = lambda: estimator.fit(X_path, y_path)  # noqa: E731
+    with pytest.raises((ValueError, TypeError), match=message) as raised:
+        call()
+    assert "allow_pickle" not in str(raised.value)

@@ -108,7 +108,7 @@ def _bad_inputs(tmp_path, npy):
     np.save(nan_val, _with_nan(np.load(x_path), 1900))
     return {
         "missing": (["--data", str(tmp_path / "missing.npy"), "--labels", y_path], "no such file"),
-        "corrupt": (["--data", str(corrupt), "--labels", y_path], "not a readable .npy"),
+        "corrupt": (["--data", str(corrupt), "--labels", y_path], r"is not an .npy file.*np\.save"),
         "truncated": (["--data", str(truncated), "--labels", y_path], "truncated or corrupt"),
         "mismatched": (["--data", x_path, "--labels", str(short)], "7 labels but X has 2000 rows"),
         "negative-labels": (["--data", x_path, "--labels", str(bad_labels)], "negative label -1"),
