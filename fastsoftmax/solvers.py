@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -373,6 +374,22 @@ def _approximate_wolfe(
     return None
 
 
+def _silence_line_search_warnings(category: type[Warning]) -> None:
+    """Ignore scipy's warning that a line search failed, where it is raised from this module.
+
+    ``lbfgs`` handles a failed search itself (it falls back on its other
+    searches, and stops with the reason when they fail too). One filter, matching this module only, is put in
+    front of the process's filters once; a ``catch_warnings`` block around
+    each search instead swapped the whole filter list while other threads fit
+    or record warnings, leaving them with this filter or with a dead recorder.
+    """
+    module = re.escape(__name__) + r"\Z"  # scipy warns with stacklevel=2: our call's frame
+    if not any(
+        entry[2] is category and entry[3] is not None and entry[3].pattern == module for entry in warnings.filters
+    ):
+        warnings.filterwarnings("ignore", category=category, module=module)
+
+
 def lbfgs(
     objective: Objective,
     theta0: np.ndarray,
@@ -477,6 +494,7 @@ def lbfgs(
     """
     from scipy.optimize._linesearch import LineSearchWarning, scalar_search_wolfe2
 
+    _silence_line_search_warnings(LineSearchWarning)
     memory = _checks.check_int(memory, "memory")
     state = {} if state is None else state
     n_evaluations = 0
@@ -554,11 +572,12 @@ def lbfgs(
                 phi(alpha)
             return float(last["g"] @ direction)
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", LineSearchWarning)  # a failure is handled below
+        try:
             alpha, _, _, slope = scalar_search_wolfe2(
                 phi, derphi, loss, None, float(grad @ direction), c1=_WOLFE_C1, c2=_WOLFE_C2
             )
+        except LineSearchWarning:  # raised where warnings are errors: the same failure as alpha None
+            return None
         if alpha is None or slope is None:
             return None
         if last["alpha"] != alpha:  # scipy accepts its latest trial; never taken, kept for safety

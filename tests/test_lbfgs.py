@@ -532,3 +532,54 @@ def test_compiled_two_loop_equals_the_bfgs_inverse_hessian_product(h0, n_pairs, 
         H = left @ H @ left.T + rho[row] * np.outer(s[row], s[row])
     got = solvers._two_loop(grad, s, y, rho, n_pairs, newest, diagonal if h0 == "diagonal" else 0.7)
     np.testing.assert_allclose(got, H @ grad, rtol=1e3 * np.finfo(np.float64).eps, atol=1e3 * np.finfo(np.float64).eps)
+
+
+def _line_search_spy(monkeypatch, on_call):
+    """Replace scipy's strong-Wolfe search (as ``solvers.lbfgs`` imports it) by itself plus ``on_call()``."""
+    from scipy.optimize import _linesearch
+
+    search = _linesearch.scalar_search_wolfe2
+
+    def spied(*args, **kwargs):
+        on_call()
+        return search(*args, **kwargs)
+
+    monkeypatch.setattr(_linesearch, "scalar_search_wolfe2", spied)
+
+
+def test_the_line_search_runs_without_swapping_the_process_warning_filters(rng, monkeypatch):
+    # A catch_warnings block around each search replaced warnings.filters, a
+    # list global to the process, while other threads fitted or recorded
+    # warnings: four threads fitting at once leaked the search's "ignore"
+    # filter, and a thread recording warnings (as pytest.warns does) was left
+    # with a dead recorder that swallowed every later warning.
+    filters_seen = []
+    _line_search_spy(monkeypatch, lambda: filters_seen.append(warnings.filters))
+    X, y = rng.standard_normal((300, 5)), rng.integers(0, 3, 300)
+    SoftmaxRegression(5, 3, seed=0).fit(X, y, solver="lbfgs", max_iter=5, tol=0)
+    assert filters_seen
+    assert all(filters is warnings.filters for filters in filters_seen)
+
+
+def test_a_failed_line_search_is_handled_where_warnings_are_errors(rng, monkeypatch):
+    # Ignored by a filter for the solver's module, scipy's warning that a search
+    # failed becomes an exception where an "error" filter comes first: that is
+    # the failure lbfgs handles, not a reason for the fit to raise.
+    from scipy.optimize._linesearch import LineSearchWarning
+
+    def fail_on_first_iteration():
+        if not failures:
+            failures.append(1)
+            warnings.warn("The line search algorithm did not converge", LineSearchWarning, stacklevel=3)
+
+    failures: list[int] = []
+    _line_search_spy(monkeypatch, fail_on_first_iteration)
+    X, y = rng.standard_normal((300, 5)), rng.integers(0, 3, 300)
+    want = SoftmaxRegression(5, 3, seed=0).fit(X, y, solver="lbfgs", max_iter=5, tol=0)
+    failures.clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model = SoftmaxRegression(5, 3, seed=0).fit(X, y, solver="lbfgs", max_iter=5, tol=0)
+    assert failures
+    assert model.n_iter_ == 5 and np.isfinite(model.W).all()
+    assert model.loss_history_[-1] <= want.loss_history_[0]
