@@ -23,10 +23,11 @@ bounds a chunked pass to about one chunk of file pages.
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
 import mmap
 import os
-import tempfile
+import secrets
 import zipfile
 from collections.abc import Iterator
 from typing import IO
@@ -54,16 +55,31 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
     return os.path.normcase(os.path.realpath(a)) == os.path.normcase(os.path.realpath(b))
 
 
-def _new_file_mode(path: str) -> int:
-    """The mode ``open(path, "w")`` would give: an existing target's, else 0o666 & ~umask."""
-    try:
-        return os.stat(path).st_mode & 0o7777
-    except OSError:
-        pass
-    # os.umask can only be read by setting it; it is put back at once.
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return 0o666 & ~umask
+def _create_beside(path: str, directory: str) -> tuple[int, str]:
+    """Create a new empty file beside ``path``, with the mode ``open(path, "w")`` would give; (fd, its path).
+
+    Created with mode 0o666 and ``O_EXCL``, so that the kernel applies the
+    umask, as for any new file; an existing target's mode is then copied. (A
+    ``mkstemp`` file is 0o600, and fixing that needed the umask, which
+    ``os.umask`` reads only by setting it: process-wide, so saves in other
+    threads could make world-readable files and leave the umask changed.)
+    """
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = os.path.join(directory, f".{os.path.basename(path)}-{secrets.token_hex(6)}.tmp")
+        try:
+            fd = os.open(tmp, flags, 0o666)
+        except FileExistsError:  # a name taken: draw another, as mkstemp does
+            continue
+        try:
+            if hasattr(os, "fchmod") and os.path.exists(path):
+                os.fchmod(fd, os.stat(path).st_mode & 0o7777)
+        except BaseException:
+            os.close(fd)
+            os.unlink(tmp)
+            raise
+        return fd, tmp
+    raise FileExistsError(errno.EEXIST, f"no free temporary name beside {path}")
 
 
 #: Linux maps the pages of a file mapping around a faulting page too, within
@@ -135,12 +151,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     directory = os.path.dirname(os.path.abspath(path))
     tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}-", suffix=".tmp", dir=directory)
-        try:
-            if hasattr(os, "fchmod"):
-                os.fchmod(fd, _new_file_mode(path))  # mkstemp creates 0600
-        finally:
-            os.close(fd)
+        fd, tmp = _create_beside(path, directory)
+        os.close(fd)
         yield tmp
         fd = os.open(tmp, os.O_RDONLY)
         try:

@@ -644,3 +644,31 @@ def test_checkpoint_load_is_pure(tmp_path, data):
     with pytest.raises(CheckpointError):
         ckpt_module.load(tmp_path, {"solver": "gd"})
     assert {name: (tmp_path / name).read_bytes() for name in os.listdir(tmp_path)} == before
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX modes")
+def test_saving_never_sets_the_process_umask(tmp_path, monkeypatch):
+    # The umask can be read only by setting it, for the whole process: saves
+    # in two threads then made files 0o644 under a umask of 0o077 (42 of
+    # 31,716 saves) and could leave the umask changed for good.
+    def forbidden(mask):
+        raise AssertionError(f"os.umask({mask:#o}) called while saving")
+
+    monkeypatch.setattr(os, "umask", forbidden)
+    SoftmaxRegression(D, K).save(tmp_path / "m.npz")
+    write_classification(tmp_path / "X.npy", tmp_path / "y.npy", 50, 4, seed=0)
+    assert sorted(os.listdir(tmp_path)) == ["X.npy", "m.npz", "y.npy"]
+
+
+def test_atomic_path_draws_another_name_when_one_is_taken(tmp_path, monkeypatch):
+    import fastsoftmax._io as io_module
+
+    names = iter(["aaaa", "aaaa", "bbbb"])
+    monkeypatch.setattr(io_module.secrets, "token_hex", lambda n: next(names))
+    with atomic_file(tmp_path / "first") as f:
+        f.write(b"1")
+        (tmp_path / "stays").write_bytes(b"x")
+        with atomic_file(tmp_path / "first") as g:  # same target, so the same prefix: "aaaa" is taken
+            g.write(b"2")
+    assert (tmp_path / "first").read_bytes() == b"1"
+    assert sorted(os.listdir(tmp_path)) == ["first", "stays"]
