@@ -335,6 +335,26 @@ def test_a_refused_partial_fit_keeps_the_optimiser_state():
     np.testing.assert_array_equal(run(True), run(False))
 
 
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+def test_a_partial_fit_interrupted_after_its_epoch_keeps_the_optimiser_state(monkeypatch, solver):
+    # A Ctrl-C landing while coef_ was stored (after the epoch) put coef_ back
+    # but left the moments, the step count and the random stream one epoch on.
+    X, y = generated(n=300, k=3)
+
+    def run(interrupted):
+        est = SoftmaxClassifier(solver=solver, lr=0.05, random_state=0)
+        est.partial_fit(X, y, classes=[0, 1, 2])
+        if interrupted:
+            with monkeypatch.context() as patch:
+                patch.setattr(SoftmaxClassifier, "_store", lambda self, W, b: (_ for _ in ()).throw(KeyboardInterrupt))
+                with pytest.raises(KeyboardInterrupt):
+                    est.partial_fit(X, y)
+        est.partial_fit(X, y)
+        return est.coef_
+
+    np.testing.assert_array_equal(run(True), run(False))
+
+
 def test_balanced_class_weight_with_a_class_of_zero_weight():
     X, y = generated(n=300, k=3)
     sample_weight = np.where(y == 2, 0.0, 1.0)
