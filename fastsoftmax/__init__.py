@@ -34,10 +34,11 @@ from fastsoftmax.model import SoftmaxRegression  # noqa: E402
 
 __version__ = "0.1.0"
 
+# SoftmaxClassifier is left out: a star import would import scikit-learn, and
+# fail without it. It is reached as fastsoftmax.SoftmaxClassifier (``__getattr__``).
 __all__ = [
     "ConvergenceWarning",
     "LossGradSums",
-    "SoftmaxClassifier",
     "SoftmaxRegression",
     "TrainingError",
     "cross_entropy",
@@ -59,3 +60,7 @@ def __getattr__(name: str):
 
         return SoftmaxClassifier
     raise AttributeError(f"module 'fastsoftmax' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), "SoftmaxClassifier"})

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from fastsoftmax._extras import missing_extra
+
 
 def _split(X: np.ndarray, y: np.ndarray, test_fraction: float, seed: int):
     """Shuffle the rows once and split them into train and test parts."""
@@ -697,6 +699,10 @@ def run_train_dask(args: argparse.Namespace, t_start: float) -> int:
     from fastsoftmax import SoftmaxRegression
     from fastsoftmax.distributed import connect, make_classification_dask
 
+    try:
+        import dask.array  # noqa: F401
+    except ImportError as exc:
+        raise missing_extra("Training on Dask (--scheduler, --dask-workers)", "dask") from exc
     if args.checkpoint:
         raise CLIError("--checkpoint is for single-machine runs; on Dask, lost work is recomputed by Dask.")
     if args.data is None and args.labels is not None:
@@ -976,6 +982,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="fastsoftmax",
         description="Softmax regression on fused Numba kernels.",
     )
+    from fastsoftmax import __version__
+
+    parser.add_argument("--version", action="version", version=f"fastsoftmax {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     train = commands.add_parser(
@@ -1111,7 +1120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"fastsoftmax {args.command}: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, TypeError, OSError, MemoryError) as exc:
+    except (ValueError, TypeError, OSError, MemoryError, ImportError) as exc:
         message = " ".join(str(exc).split()) or type(exc).__name__
         print(f"fastsoftmax {args.command}: error: {message}", file=sys.stderr)
         return 2

@@ -74,6 +74,7 @@ import numpy as np
 from fastsoftmax import _checks, engine, solvers
 from fastsoftmax._api import LossGradSums, _weight_sum, fused_loss_grad, l2_penalty
 from fastsoftmax._dask_check import is_dask_collection
+from fastsoftmax._extras import missing_extra
 from fastsoftmax._hessian import fused_hvp
 from fastsoftmax._layout import unpack
 from fastsoftmax._threading import numba_threads
@@ -902,7 +903,7 @@ def connect(
     ValueError
         Both given, or ``n_workers < 1``.
     ImportError
-        ``distributed`` is not installed (``pip install "fastsoftmax[dask]"``).
+        ``distributed`` is not installed (the ``dask`` extra).
     """
     if scheduler is not None and n_workers is not None:
         raise ValueError("pass either a scheduler address or a number of local workers, not both.")
@@ -912,7 +913,7 @@ def connect(
     try:
         from distributed import Client, LocalCluster
     except ImportError as exc:
-        raise ImportError('training on Dask needs the dask extra: pip install "fastsoftmax[dask]"') from exc
+        raise missing_extra("Training on Dask", "dask") from exc
     if scheduler is not None:
         with Client(scheduler) as client:
             yield client

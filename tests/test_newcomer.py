@@ -345,3 +345,57 @@ def test_dask_train_reports_progress_and_the_dashboard(capsys):
     assert "Dask dashboard: http://127.0.0.1:" in text.err
     assert "iteration 1/3" in text.err and "iteration 3/3  loss" in text.err
     assert "after 3 iterations" in text.out and "Bayes-optimal" in text.out
+
+
+def _run_without(modules: list[str], code: str) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh interpreter in which importing any of ``modules`` fails, as when not installed."""
+    blocked = "".join(f"sys.modules[{name!r}] = None; " for name in modules)
+    return subprocess.run(
+        [sys.executable, "-c", f"import sys; {blocked}\n{textwrap.dedent(code)}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_without_scikit_learn_the_package_imports_and_names_the_extra():
+    # A star import failed with "No module named 'sklearn'" (SoftmaxClassifier was
+    # in __all__), and so did fastsoftmax.SoftmaxClassifier, with no hint.
+    done = _run_without(
+        ["sklearn"],
+        """
+        from fastsoftmax import *
+        import fastsoftmax
+        assert "SoftmaxClassifier" in dir(fastsoftmax)
+        try:
+            fastsoftmax.SoftmaxClassifier
+        except ImportError as exc:
+            print(exc)
+        """,
+    )
+    assert done.returncode == 0, done.stderr
+    assert 'needs the sklearn extra: pip install "fastsoftmax[sklearn]"' in done.stdout
+    assert 'python -m pip install -e ".[sklearn]"' in done.stdout
+
+
+def test_train_on_dask_without_dask_is_a_one_line_error():
+    # It printed a traceback and exited with 1.
+    done = _run_without(
+        ["dask", "distributed"],
+        """
+        from fastsoftmax.cli import main
+        sys.exit(main(["train", "--dask-workers", "2", "--samples", "1000"]))
+        """,
+    )
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert 'needs the dask extra: pip install "fastsoftmax[dask]"' in done.stderr
+
+
+def test_version_flag(capsys):
+    from fastsoftmax import __version__
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.strip() == f"fastsoftmax {__version__}"
