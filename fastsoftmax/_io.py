@@ -291,6 +291,29 @@ def _check_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, file_size: in
         )
 
 
+#: What the format marker of each fastsoftmax ``.npz`` file says it holds, and what reads it.
+FILE_KINDS = {
+    "fastsoftmax-model": ("a SoftmaxRegression model", "fastsoftmax.SoftmaxRegression.load"),
+    "fastsoftmax-sklearn": ("a SoftmaxClassifier", "fastsoftmax.sklearn.SoftmaxClassifier.load"),
+    "fastsoftmax-checkpoint": (
+        "a training checkpoint",
+        "fit(..., checkpoint=its directory) or fastsoftmax train --checkpoint, which resume from it",
+    ),
+}
+
+
+def refuse_other_file_kind(arrays: dict[str, np.ndarray], path: str, expected: str) -> None:
+    """Raise a ``ValueError`` naming what the file holds and what reads it, if its marker is another fastsoftmax file's.
+
+    ``expected`` is the marker the caller reads (a key of :data:`FILE_KINDS`);
+    a file with no marker, or an unknown one, is left to the caller.
+    """
+    marker = npz_scalar(arrays, "format", str)
+    if marker != expected and marker in FILE_KINDS:
+        holds, reader = FILE_KINDS[marker]
+        raise ValueError(f"{path} holds {holds}, not {FILE_KINDS[expected][0]}: read it with {reader}.")
+
+
 def npz_scalar(arrays: dict[str, np.ndarray], key: str, kind: type) -> str | int | None:
     """``arrays[key]`` as a Python ``str`` or ``int`` if it is a 0-d array of that kind, else None."""
     value = arrays.get(key)

@@ -10,7 +10,7 @@ import numpy as np
 
 from fastsoftmax import _checks, engine, solvers
 from fastsoftmax._api import descend, fused_loss_grad, l2_penalty, predict, predict_proba
-from fastsoftmax._io import atomic_file, npz_scalar, read_npz
+from fastsoftmax._io import atomic_file, npz_scalar, read_npz, refuse_other_file_kind
 from fastsoftmax._layout import pack, unpack
 from fastsoftmax.exceptions import ConvergenceWarning, TrainingError
 from fastsoftmax.objectives import make_objective
@@ -492,6 +492,7 @@ class SoftmaxRegression:
 
         arrays = read_npz(path, "fastsoftmax model file")
         if npz_scalar(arrays, "format", str) != _FORMAT:
+            refuse_other_file_kind(arrays, path, _FORMAT)
             raise invalid("it has no fastsoftmax format marker")
         version = npz_scalar(arrays, "format_version", int)
         if version not in _READABLE_VERSIONS:

@@ -62,7 +62,7 @@ from fastsoftmax import _checks, engine, solvers
 from fastsoftmax._api import log_softmax, predict, predict_proba
 from fastsoftmax._dask_check import is_dask_collection
 from fastsoftmax._data import open_array
-from fastsoftmax._io import atomic_file, npz_scalar, read_npz
+from fastsoftmax._io import atomic_file, npz_scalar, read_npz, refuse_other_file_kind
 from fastsoftmax._threading import numba_threads
 from fastsoftmax.model import SoftmaxRegression
 
@@ -658,6 +658,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         # Every member's header is checked before anything is allocated, and nothing is unpickled.
         arrays = read_npz(path, "SoftmaxClassifier file")
         if npz_scalar(arrays, "format", str) != _FORMAT:
+            refuse_other_file_kind(arrays, path, _FORMAT)
             raise invalid("it has no SoftmaxClassifier format marker")
         version = npz_scalar(arrays, "format_version", int)
         if version != _FORMAT_VERSION:

@@ -672,3 +672,44 @@ def test_atomic_path_draws_another_name_when_one_is_taken(tmp_path, monkeypatch)
             g.write(b"2")
     assert (tmp_path / "first").read_bytes() == b"1"
     assert sorted(os.listdir(tmp_path)) == ["first", "stays"]
+
+
+def _each_kind_of_file(tmp_path):
+    """Paths of a saved SoftmaxRegression, a saved SoftmaxClassifier and a training checkpoint."""
+    from fastsoftmax.sklearn import SoftmaxClassifier
+
+    X, y = make_classification(300, D, n_classes=K, seed=0)
+    SoftmaxRegression(D, K).save(tmp_path / "model.npz")
+    SoftmaxClassifier(max_iter=3).fit(X, y).save(tmp_path / "estimator.npz")
+    SoftmaxRegression(D, K).fit(X, y, max_iter=2, checkpoint=tmp_path / "run")
+    return {
+        "model": tmp_path / "model.npz",
+        "estimator": tmp_path / "estimator.npz",
+        "checkpoint": tmp_path / "run" / ckpt_module.FILENAME,
+    }
+
+
+@pytest.mark.parametrize(
+    "loader, kind, message",
+    [
+        ("model", "estimator", r"holds a SoftmaxClassifier, not a SoftmaxRegression model: .*SoftmaxClassifier\.load"),
+        ("model", "checkpoint", r"holds a training checkpoint, not a SoftmaxRegression model: .*resume"),
+        ("estimator", "model", r"holds a SoftmaxRegression model, not a SoftmaxClassifier: .*SoftmaxRegression\.load"),
+        ("estimator", "checkpoint", r"holds a training checkpoint, not a SoftmaxClassifier"),
+    ],
+)
+def test_loading_another_kind_of_fastsoftmax_file_names_what_reads_it(tmp_path, loader, kind, message):
+    # These said the file had no format marker and "may be truncated or corrupt".
+    from fastsoftmax.sklearn import SoftmaxClassifier
+
+    path = _each_kind_of_file(tmp_path)[kind]
+    load = SoftmaxRegression.load if loader == "model" else SoftmaxClassifier.load
+    with pytest.raises(ValueError, match=message) as info:
+        load(path)
+    assert str(path) in str(info.value) and "corrupt" not in str(info.value)
+
+
+def test_every_file_format_is_known_to_the_other_loaders():
+    from fastsoftmax import _io, checkpoint, model, sklearn
+
+    assert {model._FORMAT, sklearn._FORMAT, checkpoint._FORMAT} == set(_io.FILE_KINDS)
