@@ -2,8 +2,8 @@
 
 Design
 ------
-The loss and gradient are sums over rows (see DESIGN.md, "Scale beyond one
-machine"). A :class:`DataSource` hands out row chunks of ``(X, y, w)`` as
+The loss and gradient are sums over rows (see the README, "Large data:
+generate, train, predict"). A :class:`DataSource` hands out row chunks of ``(X, y, w)`` as
 C-contiguous views (a chunk that is the whole of a Fortran-ordered X as it is:
 the kernels read its transpose), and :func:`chunked_objectives` adds the
 kernels' partial sums (``fused_loss_grad`` with ``scale=1``, ``l2=0``) over

@@ -1020,8 +1020,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--tol",
         type=_tolerance,
         default=DEFAULT_TOL,
-        help="stop when lbfgs's largest gradient entry (in feature-scaled coordinates), or for "
-        "gd/sgd/adam the relative change of the loss, falls below this; 0 runs --max-iter "
+        help="stop when the largest gradient entry (in feature-scaled coordinates) for lbfgs and "
+        "newton-cg, or the relative change of the loss for gd/sgd/adam, falls below this; 0 runs --max-iter "
         f"(default {DEFAULT_TOL:g})",
     )
     train.add_argument(

@@ -670,6 +670,7 @@ def _iter_chunks(p: _Problem, n_samples: int, chunk_size: int, n_threads: int) -
             yield X, y
 
 
+@_doc
 def write_classification(
     x_path: PathLike,
     y_path: PathLike,

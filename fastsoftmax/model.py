@@ -55,7 +55,10 @@ class SoftmaxRegression:
         the model uses it; training writes into it, so it must be writeable),
         a nested list is converted to ``dtype``.
     loss_history_ : list of float
-        The loss at every iteration of the last :meth:`fit` (epochs for sgd and adam).
+        The losses of the last :meth:`fit`: for lbfgs, gd and newton-cg the
+        starting loss and then the loss after each iteration (``n_iter_ + 1``
+        values); for sgd and adam the mean mini-batch loss of each epoch
+        (``n_iter_`` values).
     n_iter_ : int
     converged_ : bool
     """

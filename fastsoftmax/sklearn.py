@@ -2,8 +2,8 @@
 
 Design
 ------
-A second thin face on :class:`~fastsoftmax.model.SoftmaxRegression` (see
-DESIGN.md, layer 5): this module validates the scikit-learn way, maps the
+A second thin face on :class:`~fastsoftmax.model.SoftmaxRegression` (the
+README's "scikit-learn" section): this module validates the scikit-learn way, maps the
 parameters of :class:`sklearn.linear_model.LogisticRegression` onto the
 engine's, and leaves the training to ``SoftmaxRegression.fit`` /
 ``partial_fit`` and the predictions to the public kernels' functions.
@@ -433,7 +433,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         X : array_like, shape (N, D)
             Anything ``sklearn.utils.check_array`` accepts (lists, DataFrames,
             memmaps), a path of an ``.npy`` file (streamed in chunks), or a
-            dask.array chunked by rows (solvers "lbfgs" and "gd"). Sparse
+            dask.array chunked by rows (solvers "lbfgs", "gd" and "newton-cg"). Sparse
             matrices are refused.
         y : array_like, shape (N,)
             Class labels of any kind ``np.unique`` sorts (an ``.npy`` path with X's path).

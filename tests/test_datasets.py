@@ -235,3 +235,20 @@ def test_default_n_informative_is_sensible():
     assert X.shape == (50, 1)
     X, y = ds.make_classification(50, 3, n_redundant=2, n_classes=2)
     assert X.shape == (50, 3)
+
+
+def test_every_generator_documents_its_parameters():
+    # write_classification's help ended in a literal "{params}": it lacked the
+    # decorator that fills in the parameters it shares with its siblings.
+    import inspect
+
+    from fastsoftmax import datasets
+
+    for name in datasets.__all__:
+        function = getattr(datasets, name)
+        if not inspect.isfunction(function):
+            continue
+        doc = inspect.getdoc(function) or ""
+        assert "{params}" not in doc, name
+        for parameter in inspect.signature(function).parameters:
+            assert parameter in doc, (name, parameter)
