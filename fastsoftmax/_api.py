@@ -193,7 +193,7 @@ def loss_and_grad(X, y, W, b, *, l2: float = 0.0, sample_weight=None) -> tuple[f
     dW = np.empty_like(W)
     db = np.empty_like(b)
     loss_sum = fused_loss_grad(X, y, W, b, sample_weight, 1.0 / weight_sum, l2, dW, db)
-    _checks.raise_for_nonfinite_loss(X, loss_sum, y, W.shape[0])
+    _checks.raise_for_nonfinite_loss(X, loss_sum, y, W.shape[0], W=W, l2=l2)
     loss = loss_sum / weight_sum + l2_penalty(W, l2)
     _checks.raise_for_overflowing_penalty(loss, W, l2)
     return loss, dW, db

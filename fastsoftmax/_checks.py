@@ -582,18 +582,35 @@ def _data_row(row: int, row_offset) -> int:
     return int(row) + int(row_offset)
 
 
-def raise_for_nonfinite_loss(X: np.ndarray, loss_sum: float, y: np.ndarray | None = None, n_classes: int = 0) -> None:
+def raise_for_nonfinite_loss(
+    X: np.ndarray,
+    loss_sum: float,
+    y: np.ndarray | None = None,
+    n_classes: int = 0,
+    *,
+    W: np.ndarray | None = None,
+    l2: float = 0.0,
+) -> None:
     """Explain a non-finite loss from the fused kernel, whose W and b were finite.
 
     Pass the labels ``y`` (int64) and ``n_classes`` where they were checked
     with ``check_labels(..., scan=False)``: a label out of range is then the
-    first suspect.
+    first suspect. Pass ``W`` and ``l2`` where the kernel added the L2
+    gradient l2 W to its result, which overflows W's dtype on its own when
+    l2 |W| passes the dtype's largest value.
     """
     if math.isfinite(loss_sum):
         return
     if y is not None:
         check_labels(y, y.shape[0], n_classes)
     check_X_finite(X, "before training")
+    if W is not None and l2:
+        largest = float(np.abs(W).max())
+        if l2 * largest > np.finfo(W.dtype).max:
+            raise ValueError(
+                f"the L2 term's gradient l2 W overflows {W.dtype} (l2 = {l2:g}, largest |W| = {largest:.3g}); "
+                f"lower l2, or use float64."
+            )
     raise overflow_error()
 
 

@@ -194,7 +194,7 @@ class SoftmaxRegression:
         W, b = self._params(update=True)
         dW, db = np.empty_like(W), np.empty_like(b)
         loss_sum = fused_loss_grad(X, y, W, b, _checks.no_weights(self.dtype), 1.0 / X.shape[0], l2, dW, db)
-        _checks.raise_for_nonfinite_loss(X, loss_sum, y, self.num_classes)
+        _checks.raise_for_nonfinite_loss(X, loss_sum, y, self.num_classes, W=W, l2=l2)
         loss = loss_sum / X.shape[0] + l2_penalty(W, l2)
         _checks.raise_for_overflowing_penalty(loss, W, l2)
         # The new W and b are formed in the gradient's buffers and checked before W and b change.

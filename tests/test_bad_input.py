@@ -678,6 +678,23 @@ def test_an_overflowing_l2_term_raises_and_train_step_changes_nothing():
     np.testing.assert_array_equal(model.b, 0)
 
 
+def test_an_l2_gradient_beyond_float32_is_blamed_on_l2():
+    # l2 W overflowed float32's dW while the loss, in float64, stayed finite,
+    # and the message blamed the logits and the features.
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((50, 4)).astype(np.float32), rng.integers(0, 3, 50)
+    W, b = rng.standard_normal((3, 4)).astype(np.float32), np.zeros(3, np.float32)
+    message = r"L2 term's gradient l2 W overflows float32 \(l2 = 1e\+39, largest \|W\| = .*lower l2, or use float64"
+    with pytest.raises(ValueError, match=message):
+        fs.loss_and_grad(X, y, W, b, l2=1e39)
+    model = SoftmaxRegression(4, 3, dtype=np.float32, seed=0)
+    model.W = W.copy()
+    with pytest.raises(ValueError, match=message):
+        model.train_step(X, y, lr=0.1, l2=1e39)
+    np.testing.assert_array_equal(model.W, W)
+    assert np.isfinite(fs.loss_and_grad(X, y, W, b, l2=1e30)[0])  # l2 |W| within float32: no error
+
+
 def test_cross_entropy_per_row_in_float32_refuses_a_loss_beyond_its_range():
     Z = np.array([[3e38, -3e38], [0.0, 1.0]], dtype=np.float32)
     assert fs.cross_entropy(Z, [1, 1], reduction="sum") == pytest.approx(float(np.float32(3e38)) * 2, rel=1e-6)
