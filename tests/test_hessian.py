@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from conftest import DTYPE_IDS, DTYPES, assert_rowwise_bounds, make_problem, rtol_for, with_layout
@@ -296,3 +298,169 @@ def test_row_blocks_equal_the_transposing_body(rng, dtype, n_chunks):
     kernels.hessian_vector_row_blocks_sums(blocks, 1100, W, b, V, c, weights, n_chunks, 0.5, 0.2, HV, Hc)
     np.testing.assert_array_equal(HV, expected_HV)
     np.testing.assert_array_equal(Hc, expected_Hc)
+
+
+# -- confident rows -------------------------------------------------------------
+
+#: Every body: the three a C-ordered X can be given (``variant``), and BLOCKED's tiles on a
+#: Fortran-ordered X (read where it lies) and on row blocks.
+BODY_IDS = ["blocked", "rowwise", "blas", "fortran", "row-blocks"]
+#: One row, logits (gap, 0): the tail exp(-gap) lies below eps(dtype)/2 at these gaps.
+ONE_ROW_GAPS = [(np.float32, 20.0), (np.float32, 40.0), (np.float64, 40.0), (np.float64, 80.0)]
+ONE_ROW_IDS = ["f32-gap20", "f32-gap40", "f64-gap40", "f64-gap80"]
+
+
+def body_hvp(body, X, W, b, V, c, n_chunks):
+    """The mean product (l2 = 0, no weights) through one body's kernel, on ``n_chunks`` chunks."""
+    n = X.shape[0]
+    if body == "row-blocks":
+        return _row_blocks_hvp(X, W, b, V, c, None, 0.0, n_chunks)
+    no_weights = np.empty(0, W.dtype)
+    HV, Hc = np.empty_like(W), np.empty_like(b)
+    if body == "fortran":
+        X_T = np.asfortranarray(X).T
+        kernels.hessian_vector_columns_sums(X_T, W, b, V, c, no_weights, n_chunks, 1.0 / n, 0.0, HV, Hc)
+    else:
+        variant = kernels.LossGradVariant[body.upper()]
+        kernels.hessian_vector_sums(X, W, b, V, c, no_weights, variant, n_chunks, 1.0 / n, 0.0, HV, Hc)
+    return HV, Hc
+
+
+def exact_hvp(X, W, b, V, c):
+    """The mean product ((HV, Hc), exact to float64) and the size of its terms ((HV_size, Hc_size)).
+
+    In long double (where the platform has it), from the inputs as they are
+    stored, by the form that cancels nothing on a confident row: with
+    a = argmax_k Z_ik and U'_ik = U_ik - U_ia, R = P * (U' - rowsum(P * U')).
+    Rounding error in R_ik is relative to the size of its terms,
+    A_ik = P_ik (S_ik + rowsum(P * S)_i), where S_ij = |U|_ij + |U|_ia for
+    j != a, S_ia = 0 and |U| = |X| |V|^T + |c| is the size of u's terms. On a
+    confident row A is of the order of the tail t, not of 1: forming
+    u_a - p^T u instead errs by eps |U|_ia at the leading class.
+    """
+    X, W, b, V, c = (np.asarray(a, np.longdouble) for a in (X, W, b, V, c))
+    n = X.shape[0]
+    rows = np.arange(n)
+    Z = X @ W.T + b
+    lead = Z.argmax(axis=1)
+    E = np.exp(Z - Z[rows, lead][:, None])
+    P = E / E.sum(axis=1, keepdims=True)
+    U = X @ V.T + c
+    U = U - U[rows, lead][:, None]
+    R = P * (U - (P * U).sum(axis=1, keepdims=True))
+    U_size = np.abs(X) @ np.abs(V).T + np.abs(c)
+    S = U_size + U_size[rows, lead][:, None]
+    S[rows, lead] = 0
+    A = P * (S + (P * S).sum(axis=1, keepdims=True))
+    exact = R.T @ X / n, R.sum(axis=0) / n
+    size = A.T @ np.abs(X) / n, A.sum(axis=0) / n
+    return tuple(a.astype(np.float64) for a in exact), tuple(a.astype(np.float64) for a in size)
+
+
+def confident_rtol(X, W, b, n_terms=None):
+    """``hv_rtol`` (or ``rtol_for`` over ``n_terms`` rows) times 1 + the size of the logits.
+
+    Rounding a logit z to eps |z| moves every p by as much, relatively (as in
+    ``test_kernels.test_confident_rows_keep_relative_precision``).
+    """
+    n, d = X.shape
+    k = W.shape[0]
+    rtol = hv_rtol(W.dtype, n, d, k) if n_terms is None else rtol_for(W.dtype, d + 1, k, n_terms)
+    X64, W64, b64 = (np.abs(np.asarray(a, np.float64)) for a in (X, W, b))
+    return rtol * (1.0 + float((X64 @ W64.T + b64).max()))
+
+
+def one_confident_row(dtype, gap):
+    """One row, X = 1, with logits (gap, 0) and the direction u = (1, 0): r = p_0 p_1 (1, -1)."""
+    X = np.ones((1, 1), dtype)
+    W = np.array([[gap], [0.0]], dtype)
+    V = np.array([[1.0], [0.0]], dtype)
+    return X, W, np.zeros(2, dtype), V, np.zeros(2, dtype)
+
+
+def separable_problem(rng, n, k, dtype):
+    """X, W, b of a well-separated problem near its optimum: X the one-hot label plus noise, W = margin I.
+
+    The margin 5 + log(K) - log(eps), 22 in float32 and 42 in float64 for
+    K = 3, puts every row's tail t far below eps (``row_tails``).
+    """
+    margin = 5.0 + math.log(k) - math.log(np.finfo(dtype).eps)
+    y = rng.integers(0, k, size=n)
+    X = (np.eye(k)[y] + 0.01 * rng.standard_normal((n, k))).astype(dtype)
+    return X, (margin * np.eye(k)).astype(dtype), np.zeros(k, dtype)
+
+
+def row_tails(X, W, b):
+    """t_i = sum_{k != a} exp(z_ik - z_ia), a = argmax_k z_ik, in float64."""
+    Z = np.sort(np.asarray(X, np.float64) @ np.asarray(W, np.float64).T + np.asarray(b, np.float64), axis=1)
+    return np.exp(Z[:, :-1] - Z[:, -1:]).sum(axis=1)
+
+
+@pytest.mark.parametrize("body", BODY_IDS)
+@pytest.mark.parametrize(("dtype", "gap"), ONE_ROW_GAPS, ids=ONE_ROW_IDS)
+def test_one_confident_row_keeps_relative_precision(dtype, gap, body):
+    """Each entry of H v to its own relative precision, the leading class's too.
+
+    Formed as u_0 - p^T u, the leading class's r_0 cancelled to exactly 0 at
+    these gaps (v^T H v = r_0 with it: no curvature), and Hc no longer summed to 0.
+    """
+    X, W, b, V, c = one_confident_row(dtype, gap)
+    assert row_tails(X, W, b)[0] < np.finfo(dtype).eps / 2
+    HV, Hc = body_hvp(body, X, W, b, V, c, 1)
+    (HV_exact, Hc_exact), _ = exact_hvp(X, W, b, V, c)
+    rtol = confident_rtol(X, W, b)
+    np.testing.assert_allclose(HV, HV_exact, rtol=rtol, atol=0)
+    np.testing.assert_allclose(Hc, Hc_exact, rtol=rtol, atol=0)
+    assert HV[0, 0] > 0  # v^T H v, v = (V, c)
+    assert abs(float(Hc.sum(dtype=np.float64))) <= rtol * float(np.abs(Hc_exact).sum())
+
+
+@pytest.mark.parametrize("body", BODY_IDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_separable_rows_keep_relative_precision(rng, dtype, body):
+    # 1000 rows (blocks with a remainder, two chunks): every entry of H v to
+    # rtol of the size of its own terms, which is of the order of the tails,
+    # not of max |H v|. Formed as u_a - p^T u, the error here was max |H v|
+    # itself (BLAS: 19 times it in float32), 1e11 times this bound in float64.
+    n, k = 1000, 3
+    X, W, b = separable_problem(rng, n, k, dtype)
+    assert row_tails(X, W, b).max() < np.finfo(dtype).eps
+    V, c = direction(rng, k, k, dtype)
+    HV, Hc = body_hvp(body, X, W, b, V, c, 2)
+    (HV_exact, Hc_exact), (HV_size, Hc_size) = exact_hvp(X, W, b, V, c)
+    rtol = confident_rtol(X, W, b)
+    np.testing.assert_array_less(np.abs(HV - HV_exact), rtol * HV_size)
+    np.testing.assert_array_less(np.abs(Hc - Hc_exact), rtol * Hc_size)
+
+
+@pytest.mark.parametrize("body", BODY_IDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_separable_rows_keep_positive_curvature(rng, dtype, body):
+    # v^T H v = mean_i Var_{p_i}(u_i) > 0, the denominator of newton-cg's
+    # conjugate-gradient step where l2 is 0 or tiny. Formed as u_a - p^T u,
+    # the first direction's came out 2.12e-9 for 3.41e-9 in float32, and
+    # -1.45e-8 in the BLAS body.
+    n, k = 1000, 3
+    X, W, b = separable_problem(rng, n, k, dtype)
+    rtol = confident_rtol(X, W, b)
+    for _ in range(4):
+        V, c = direction(rng, k, k, dtype)
+        HV, Hc = body_hvp(body, X, W, b, V, c, 2)
+        (HV_exact, Hc_exact), (HV_size, Hc_size) = exact_hvp(X, W, b, V, c)
+        V64, c64 = V.astype(np.float64), c.astype(np.float64)
+        curvature = float(np.sum(HV * V64) + Hc @ c64)
+        exact = float(np.sum(HV_exact * V64) + Hc_exact @ c64)
+        size = float(np.sum(HV_size * np.abs(V64)) + Hc_size @ np.abs(c64))
+        assert curvature >= 0
+        assert abs(curvature - exact) <= rtol * size
+
+
+@pytest.mark.parametrize("body", BODY_IDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_bias_curvature_sums_to_zero_on_confident_rows(rng, dtype, body):
+    # sum_k Hc_k = mean_i sum_k r_ik = 0 (each p_i sums to 1), to rtol of the size of Hc's terms.
+    X, W, b = separable_problem(rng, 1000, 3, dtype)
+    V, c = direction(rng, 3, 3, dtype)
+    _, Hc = body_hvp(body, X, W, b, V, c, 2)
+    _, (_, Hc_size) = exact_hvp(X, W, b, V, c)
+    assert abs(float(Hc.sum(dtype=np.float64))) <= confident_rtol(X, W, b) * float(Hc_size.sum())
