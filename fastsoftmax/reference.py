@@ -361,12 +361,20 @@ class SoftmaxRegressionNumPy:
 def hessian_vector_product(X, W, b, V, c, *, l2: float = 0.0, sample_weight=None):
     r"""Hessian of :func:`loss_and_grad`'s loss times a direction (V, c), the textbook way.
 
-    With ``P = softmax(X W^T + b)`` and ``U = X V^T + c`` (both (N, K)),
-    ``R = P * (U - rowsum(P * U))`` and ``S = diag(s)`` the normalised weights:
+    With ``Z = X W^T + b``, ``P = softmax(Z)``, ``U = X V^T + c`` and
+    ``U'_ik = U_ik - U_ia`` for the row's largest logit ``a = argmax_k Z_ik``
+    (all (N, K)), ``R = P * (U' - rowsum(P * U'))`` and ``S = diag(s)`` the
+    normalised weights:
 
     .. math::
 
         H[V, c] = \left((S R)^T X + \lambda V,\; (S R)^T \mathbf{1}\right)
+
+    ``R`` equals ``P * (U - rowsum(P * U))`` (each row of P sums to 1). The
+    shift keeps R's relative precision on confident rows, where rowsum(P * U)
+    would equal U_ia to within the small probabilities of the other classes
+    and R_ia = P_ia (U_ia - rowsum(P * U)) would cancel to rounding error;
+    with it U'_ia = 0 exactly and R_ia = -P_ia rowsum(P * U').
 
     Returns ``(HV (K, D), Hc (K,))`` in the common floating dtype of X and W.
     """
@@ -375,8 +383,10 @@ def hessian_vector_product(X, W, b, V, c, *, l2: float = 0.0, sample_weight=None
     if V.shape != W.shape or c.shape != b.shape:
         raise ValueError(f"expected V {W.shape} and c {b.shape}; got V {V.shape}, c {c.shape}")
     s = _normalised_weights(sample_weight, X.shape[0], dtype)
-    P = softmax(X @ W.T + b)
+    Z = X @ W.T + b
+    P = softmax(Z)
     U = X @ V.T + c
+    U = U - np.take_along_axis(U, Z.argmax(axis=1)[:, None], axis=1)
     R = P * (U - (P * U).sum(axis=1, keepdims=True))
     G = s[:, None] * R
     return G.T @ X + dtype.type(l2) * V, G.sum(axis=0)

@@ -464,3 +464,19 @@ def test_bias_curvature_sums_to_zero_on_confident_rows(rng, dtype, body):
     _, Hc = body_hvp(body, X, W, b, V, c, 2)
     _, (_, Hc_size) = exact_hvp(X, W, b, V, c)
     assert abs(float(Hc.sum(dtype=np.float64))) <= confident_rtol(X, W, b) * float(Hc_size.sum())
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_reference_keeps_relative_precision_on_confident_rows(rng, dtype):
+    # The oracle of the tests that compare with ``reference64``, here in the
+    # input dtype: it shifts U by its value at the leading class too. Its
+    # sums run over all N rows in that dtype, hence rtol over N terms.
+    gap = 20.0 if dtype == np.float32 else 40.0  # r_0 came out 0 at these gaps
+    separable = (*separable_problem(rng, 1000, 3, dtype), *direction(rng, 3, 3, dtype))
+    for X, W, b, V, c in (one_confident_row(dtype, gap), separable):
+        HV, Hc = reference.hessian_vector_product(X, W, b, V, c)
+        assert HV.dtype == dtype
+        (HV_exact, Hc_exact), (HV_size, Hc_size) = exact_hvp(X, W, b, V, c)
+        rtol = confident_rtol(X, W, b, n_terms=X.shape[0])
+        np.testing.assert_array_less(np.abs(HV - HV_exact), rtol * HV_size)
+        np.testing.assert_array_less(np.abs(Hc - Hc_exact), rtol * Hc_size)
