@@ -14,6 +14,7 @@ import os
 import sys
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import numba
 
@@ -150,9 +151,15 @@ def work_chunks(n_rows: int, work_per_row: int) -> int:
     return min(row_chunks(n_rows), chunks)
 
 
-_blas_lock = threading.Lock()
-_blas_users = 0
-_blas_limiter = None
+#: Reentrant: a section left open by Ctrl-C (see single_threaded_blas) is
+#: closed by the garbage collector, which may run its finally while this
+#: thread holds the lock.
+_blas_lock = threading.RLock()
+#: The single_threaded_blas sections open now, in every thread.
+_blas_holders: set[object] = set()
+#: Each limited BLAS library's controller and its thread count before the
+#: limit, recorded before the first is set; None while BLAS is not limited.
+_blas_original: list[tuple[Any, int]] | None = None
 _blas_controller_modules = 0
 
 
@@ -162,30 +169,68 @@ def single_threaded_blas() -> Iterator[None]:
 
     Without this every Numba thread (or generator thread) would start BLAS's
     own threads and the cores would be oversubscribed. threadpoolctl's limit
-    is process-wide, so it is reference-counted: overlapping calls from several
-    Python threads set it once and restore the original when the last leaves.
-    """
-    global _blas_users, _blas_limiter, _blas_controller, _blas_controller_modules
-    with _blas_lock:
-        if _blas_users == 0:
-            if _blas_controller is None or _blas_controller_modules != len(sys.modules):
-                # A controller sees the BLAS libraries loaded when it was made. The
-                # kernels' np.dot calls SciPy's BLAS (scipy.linalg.cython_blas), a
-                # library of its own next to NumPy's: load it first. Any import
-                # since the last controller may have loaded another, so look again
-                # then (imports are rare once running).
-                import scipy.linalg.cython_blas  # noqa: F401
-                from threadpoolctl import ThreadpoolController
+    is process-wide, so overlapping calls from several Python threads set it
+    once and restore the original when the last leaves.
 
-                _blas_controller = ThreadpoolController()
-                _blas_controller_modules = len(sys.modules)
-            _blas_limiter = _blas_controller.limit(limits=1, user_api="blas")
-        _blas_users += 1
+    Ctrl-C raises wherever the interpreter next looks for signals, inside
+    threadpoolctl's Python code too. So the section counts itself and records
+    the original counts before it sets any, and its exit, which is idempotent,
+    runs again until it is whole before it raises the KeyboardInterrupt (the
+    loop is written out in the finally: a helper holding it could be
+    interrupted as it is entered, before its try). Where Ctrl-C lands in
+    contextlib's own code, as the with statement enters or leaves the section,
+    the exit runs when the generator is collected, once the KeyboardInterrupt
+    is dropped.
+    """
+    holder = object()
     try:
+        with _blas_lock:
+            _blas_holders.add(holder)
+            if len(_blas_holders) == 1:
+                _limit_blas()
         yield
     finally:
-        with _blas_lock:
-            _blas_users -= 1
-            if _blas_users == 0:
-                _blas_limiter.restore_original_limits()
-                _blas_limiter = None
+        interrupt = None
+        while True:
+            try:
+                _release_blas(holder)
+                break
+            except KeyboardInterrupt as error:
+                interrupt = error
+        if interrupt is not None:
+            try:
+                raise interrupt
+            finally:
+                del interrupt  # no reference cycle through this frame
+
+
+def _limit_blas() -> None:
+    """Set every BLAS library to one thread, once their counts are recorded in ``_blas_original``."""
+    global _blas_original, _blas_controller, _blas_controller_modules
+    if _blas_original is None:  # else the last restore is unfinished: its counts are still the originals
+        if _blas_controller is None or _blas_controller_modules != len(sys.modules):
+            # A controller sees the BLAS libraries loaded when it was made. The
+            # kernels' np.dot calls SciPy's BLAS (scipy.linalg.cython_blas), a
+            # library of its own next to NumPy's: load it first. Any import
+            # since the last controller may have loaded another, so look again
+            # then (imports are rare once running).
+            import scipy.linalg.cython_blas  # noqa: F401
+            from threadpoolctl import ThreadpoolController
+
+            _blas_controller = ThreadpoolController()
+            _blas_controller_modules = len(sys.modules)
+        libraries = [library for library in _blas_controller.lib_controllers if library.user_api == "blas"]
+        _blas_original = [(library, library.num_threads) for library in libraries]
+    for library, _ in _blas_original:
+        library.set_num_threads(1)
+
+
+def _release_blas(holder: object) -> None:
+    """Close ``holder``'s section (if it was counted); the last to close puts the original counts back."""
+    global _blas_original
+    with _blas_lock:
+        _blas_holders.discard(holder)
+        if not _blas_holders and _blas_original is not None:
+            for library, num_threads in _blas_original:
+                library.set_num_threads(num_threads)
+            _blas_original = None  # only once every library is back

@@ -1,4 +1,7 @@
-"""Thread counts and concurrent Python threads give the same results as one serial call."""
+"""Thread counts and concurrent Python threads give the same results as one serial call.
+
+Ctrl-C during a fit leaves BLAS's thread count as it was.
+"""
 
 from __future__ import annotations
 
@@ -234,3 +237,69 @@ def test_small_calls_start_only_the_threads_they_use(rng, restore_threads, monke
     y = np.arange(300_000) % 3
     call(X, y)
     assert seen and all(seen_threads == 2 and n_chunks == 2 for seen_threads, n_chunks in seen)
+
+
+# Ctrl-C raises KeyboardInterrupt wherever the interpreter next looks for
+# signals: inside threadpoolctl's Python code too. Each test below makes it
+# land at one such point.
+
+CTRL_C_X = np.random.default_rng(0).standard_normal((300, 10))
+CTRL_C_Y = np.arange(300) % 3
+
+
+def _fit(**kwargs):
+    return fs.SoftmaxRegression(10, 3).fit(CTRL_C_X, CTRL_C_Y, max_iter=3, tol=0, **kwargs)
+
+
+def _ctrl_c_in_blas_set_num_threads(monkeypatch, limiting: bool) -> list[int]:
+    """The first call of a BLAS library's ``set_num_threads`` that limits (to 1) or restores raises KeyboardInterrupt.
+
+    Limiting, after the library is set (threadpoolctl sets the libraries one
+    by one); restoring, as the call is entered, before it sets anything.
+    Returns the list that records the interrupted call.
+    """
+    import threadpoolctl
+
+    fired: list[int] = []
+    classes = {type(lib) for lib in threadpoolctl.ThreadpoolController().lib_controllers if lib.user_api == "blas"}
+    for cls in classes:
+
+        def set_num_threads(self, num_threads, original=cls.set_num_threads):
+            if not fired and (num_threads == 1) == limiting:
+                fired.append(num_threads)
+                if limiting:
+                    original(self, num_threads)
+                raise KeyboardInterrupt
+            return original(self, num_threads)
+
+        monkeypatch.setattr(cls, "set_num_threads", set_num_threads)
+    return fired
+
+
+@pytest.mark.parametrize("where", ["limiting", "restoring"])
+def test_ctrl_c_in_the_blas_limit_leaves_blas_as_it_was(monkeypatch, where):
+    import scipy.linalg.cython_blas  # noqa: F401 (the BLAS the kernels call, which the limit loads)
+    import threadpoolctl
+
+    from fastsoftmax import _threading
+
+    if not _blas_threads():
+        pytest.skip("threadpoolctl finds no BLAS here: there are no BLAS threads to limit")
+    monkeypatch.setattr(_threading, "_blas_controller", None)  # a fresh one (see the tests above)
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        before = _blas_threads()
+        if max(before) < 2:
+            pytest.skip(f"the BLAS runs a single thread ({before}): a limit of one cannot be seen")
+        fired = _ctrl_c_in_blas_set_num_threads(monkeypatch, limiting=where == "limiting")
+        with pytest.raises(KeyboardInterrupt):
+            _fit()
+        assert fired, "no BLAS library was limited or restored"
+        # Interrupted as threadpoolctl limited the libraries, the fit had not yet
+        # counted itself nor kept the limiter; interrupted as they were restored,
+        # the restore stopped there: either way BLAS stayed at 1 thread.
+        assert _blas_threads() == before
+        # The next fit limits BLAS to one thread, and puts back the true originals, not 1.
+        inside: list[list[int]] = []
+        _fit(callback=lambda *_: inside.append(_blas_threads()))
+        assert inside and all(n == 1 for threads in inside for n in threads), inside
+        assert _blas_threads() == before
