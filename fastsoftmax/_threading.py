@@ -86,15 +86,14 @@ def parallel_section(n_chunks: int = 2, calls_blas: bool = False) -> contextlib.
 def _parallel_section(n_chunks: int, calls_blas: bool) -> Iterator[None]:
     if not _layer_checked:
         _check_layer()
-    with contextlib.ExitStack() as stack:
-        if _serialise:
-            stack.enter_context(_serialise_lock)
-        if calls_blas and n_chunks > 1:
-            stack.enter_context(single_threaded_blas())
-        if n_chunks < numba.get_num_threads():
-            # A parallel kernel starts every thread of the team, however few
-            # chunks its prange has; on busy cores each costs a scheduler slice.
-            stack.enter_context(numba_threads(max(1, n_chunks)))
+    serialise = _serialise_lock if _serialise else _NOTHING_TO_DO
+    blas = single_threaded_blas() if calls_blas and n_chunks > 1 else _NOTHING_TO_DO
+    # A parallel kernel starts every thread of the team, however few chunks
+    # its prange has; on busy cores each costs a scheduler slice.
+    team = numba_threads(max(1, n_chunks)) if n_chunks < numba.get_num_threads() else _NOTHING_TO_DO
+    # One with statement, not an ExitStack: enter_context records a context
+    # only once it is entered, so Ctrl-C in between left it entered (a lock held).
+    with serialise, blas, team:
         yield
 
 
@@ -116,11 +115,23 @@ def set_num_threads(n: int) -> None:
 def numba_threads(n: int) -> Iterator[None]:
     """Run the block with ``set_num_threads(n)`` (thread-local in numba) and restore the count after."""
     previous = get_num_threads()
-    set_num_threads(n)
     try:
+        # Inside the try: Ctrl-C landing in set_num_threads after it set the count must restore it too.
+        set_num_threads(n)
         yield
     finally:
-        set_num_threads(previous)
+        interrupt = None
+        while True:  # to the end, even where Ctrl-C lands in it (see single_threaded_blas)
+            try:
+                set_num_threads(previous)
+                break
+            except KeyboardInterrupt as error:
+                interrupt = error
+        if interrupt is not None:
+            try:
+                raise interrupt
+            finally:
+                del interrupt  # no reference cycle through this frame
 
 
 def row_chunks(n_rows: int) -> int:

@@ -1,6 +1,6 @@
 """Thread counts and concurrent Python threads give the same results as one serial call.
 
-Ctrl-C during a fit leaves BLAS's thread count as it was.
+Ctrl-C during a fit leaves BLAS's and numba's thread counts as they were.
 """
 
 from __future__ import annotations
@@ -240,8 +240,8 @@ def test_small_calls_start_only_the_threads_they_use(rng, restore_threads, monke
 
 
 # Ctrl-C raises KeyboardInterrupt wherever the interpreter next looks for
-# signals: inside threadpoolctl's Python code too. Each test below makes it
-# land at one such point.
+# signals: inside threadpoolctl's and numba's Python code too. Each test below
+# makes it land at one such point.
 
 CTRL_C_X = np.random.default_rng(0).standard_normal((300, 10))
 CTRL_C_Y = np.arange(300) % 3
@@ -303,3 +303,27 @@ def test_ctrl_c_in_the_blas_limit_leaves_blas_as_it_was(monkeypatch, where):
         _fit(callback=lambda *_: inside.append(_blas_threads()))
         assert inside and all(n == 1 for threads in inside for n in threads), inside
         assert _blas_threads() == before
+
+
+@pytest.mark.skipif(MAX_THREADS < 2, reason="needs at least two Numba threads")
+@pytest.mark.parametrize("where", ["setting", "restoring"])
+def test_ctrl_c_in_set_num_threads_leaves_numba_as_it_was(restore_threads, monkeypatch, where):
+    numba.set_num_threads(2)
+    _fit()  # compiled; its small kernel calls each run on one thread (see the test above)
+    original, fired = numba.set_num_threads, []
+
+    def set_num_threads(n):
+        if not fired and (n == 1) == (where == "setting"):
+            fired.append(n)
+            if where == "setting":
+                original(n)  # Ctrl-C once numba has set the count
+            raise KeyboardInterrupt  # or as the restore is entered
+        original(n)
+
+    monkeypatch.setattr(numba, "set_num_threads", set_num_threads)
+    with pytest.raises(KeyboardInterrupt):
+        _fit()
+    assert fired
+    # The count was set before the try whose finally restores it, and the
+    # restore stopped where interrupted: either way it stayed at 1.
+    assert numba.get_num_threads() == 2
