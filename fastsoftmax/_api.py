@@ -243,7 +243,8 @@ def softmax(Z, *, out: np.ndarray | None = None) -> np.ndarray:
     Z, out = _check_rowwise(Z, out)
     n_chunks = work_chunks(Z.shape[0], Z.shape[1] * EXP_WORK)
     with parallel_section(n_chunks):
-        return kernels.softmax_rows(kernels.read_only(Z), out, n_chunks)
+        kernels.softmax_rows(kernels.read_only(Z), out, n_chunks)
+    return out
 
 
 def log_softmax(Z, *, out: np.ndarray | None = None) -> np.ndarray:
@@ -254,7 +255,8 @@ def log_softmax(Z, *, out: np.ndarray | None = None) -> np.ndarray:
     Z, out = _check_rowwise(Z, out)
     n_chunks = work_chunks(Z.shape[0], Z.shape[1] * EXP_WORK)
     with parallel_section(n_chunks):
-        return kernels.log_softmax_rows(kernels.read_only(Z), out, n_chunks)
+        kernels.log_softmax_rows(kernels.read_only(Z), out, n_chunks)
+    return out
 
 
 def cross_entropy(
@@ -292,9 +294,8 @@ def cross_entropy(
     n_chunks = work_chunks(Z.shape[0], Z.shape[1] * EXP_WORK)
     with parallel_section(n_chunks):
         if reduction == "none":
-            losses = kernels.cross_entropy_rows(
-                kernels.read_only(Z), kernels.read_only(y), np.empty(Z.shape[0]), n_chunks
-            )
+            losses = np.empty(Z.shape[0])
+            kernels.cross_entropy_rows(kernels.read_only(Z), kernels.read_only(y), losses, n_chunks)
             if sample_weight.shape[0]:
                 with np.errstate(invalid="ignore"):
                     losses *= sample_weight

@@ -110,13 +110,14 @@ class ChunkedObjective:
         shift = np.asarray(self.source.X[0], dtype=np.float64)  # a row of X: near the mean, for precision
         sums = np.zeros(self.source.n_features)
         squares = np.zeros(self.source.n_features)
+        chunk_sums, chunk_squares = np.empty_like(sums), np.empty_like(squares)
         for _, X, _, w in self.source.chunks():
             n_chunks = work_chunks(X.shape[0], 2 * X.shape[1])
             # A Fortran-ordered X (``_trains_in_place``) goes as its C-contiguous transpose.
             columns = not X.flags.c_contiguous
             with parallel_section(n_chunks):
                 X, w, shift_in = map(kernels.read_only, (X.T if columns else X, w, shift))
-                chunk_sums, chunk_squares = kernels.column_moments(X, w, shift_in, columns, n_chunks)
+                kernels.column_moments(X, w, shift_in, columns, chunk_sums, chunk_squares, n_chunks)
             sums += chunk_sums
             squares += chunk_squares
         return FeatureScaling.from_moments(self.source.weight_sum, sums, squares, shift, l2, n_classes, centre=centre)

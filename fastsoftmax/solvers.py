@@ -188,7 +188,10 @@ def _two_loop(
 
     diagonal = np.asarray(h0, dtype=np.float64) if np.ndim(h0) else _NO_DIAGONAL
     gamma = 1.0 if np.ndim(h0) else float(h0)
-    return kernels.two_loop(np.asarray(grad, dtype=np.float64), s, y, rho, int(n_pairs), int(newest), gamma, diagonal)
+    grad = np.asarray(grad, dtype=np.float64)
+    direction = np.empty_like(grad)
+    kernels.two_loop(grad, s, y, rho, int(n_pairs), int(newest), gamma, diagonal, direction)
+    return direction
 
 
 def _new_lbfgs_state(theta: np.ndarray, loss: float, grad: np.ndarray, memory: int) -> dict:

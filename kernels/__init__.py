@@ -7,7 +7,10 @@ The fused loss and gradient also take labels out of range: they index nothing
 with them and return a NaN loss, so that the public calls need not scan the
 labels first.
 Kernels write into the ``out`` buffers they are given; they do no validation
-and no I/O.
+and no I/O. The compiled ones return nothing or scalars, never an array, not
+even an ``out``: Numba boxes a returned array through a Python call
+(``numba.core.serialize._numba_unpickle``), where a pending Ctrl-C is raised
+and comes out as a SystemError, not a KeyboardInterrupt.
 
 Callers pass the arrays a kernel only reads through ``read_only``, so that
 writeable, read-only and memory-mapped inputs share one compiled signature.

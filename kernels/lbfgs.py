@@ -11,16 +11,18 @@ from fastsoftmax.kernels._config import JIT_OPTIONS
 
 
 @njit(**JIT_OPTIONS)
-def two_loop(grad, s, y, rho, n_pairs, newest, gamma, h0_diagonal):
+def two_loop(grad, s, y, rho, n_pairs, newest, gamma, h0_diagonal, out):
     """H grad for the L-BFGS inverse Hessian H (Nocedal and Wright, Algorithm 7.4).
 
     ``grad`` (n,); ``s``, ``y`` (m, n) hold the curvature pairs in a ring
     whose newest row is ``newest``, of which the ``n_pairs`` newest are used;
     ``rho`` (m,) = 1 / (s_i' y_i). H0 is ``diag(h0_diagonal)`` when that has
-    length n, else ``gamma`` I. Returns a new (n,) float64 array.
+    length n, else ``gamma`` I. Writes it into ``out``, (n,) float64.
     """
     m, n = s.shape
-    q = grad.copy()
+    q = out
+    for i in range(n):
+        q[i] = grad[i]
     alphas = np.empty(n_pairs)
     for j in range(n_pairs):  # newest first
         row = (newest - j) % m
@@ -45,4 +47,3 @@ def two_loop(grad, s, y, rho, n_pairs, newest, gamma, h0_diagonal):
         beta = alphas[j] - rho[row] * dot
         for i in range(n):
             q[i] += beta * s[row, i]
-    return q

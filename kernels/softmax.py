@@ -139,7 +139,6 @@ def softmax_rows(Z, out, n_chunks):
                 inv = 1 / (1 + row_tail[r])
                 for k in range(Z.shape[1]):
                     block[r, k] *= inv
-    return out
 
 
 @njit(parallel=True, **JIT_OPTIONS)
@@ -164,7 +163,6 @@ def log_softmax_rows(Z, out, n_chunks):
                 for k in range(Z.shape[1]):
                     shifted = Z[block_start + r, k] - m
                     out[block_start + r, k] = -log_norm if shifted == 0 else shifted - log_norm
-    return out
 
 
 @njit(parallel=True, **JIT_OPTIONS)
@@ -187,7 +185,6 @@ def cross_entropy_rows(Z, y, out, n_chunks):
                 margin = np.float64(row_max[r]) - np.float64(Z[i, y[i]])
                 log_norm = log_tail[r]
                 out[i] = log_norm if margin == 0.0 else margin + log_norm
-    return out
 
 
 @njit(parallel=True, **JIT_OPTIONS)

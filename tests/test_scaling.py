@@ -68,6 +68,13 @@ def test_gradient_is_the_chain_rule_of_the_map(rng, scaling):
     np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-8)
 
 
+def _column_moments(X, w, shift, columns, n_chunks):
+    """``kernels.column_moments``'s two (D,) sums, in arrays of their own."""
+    sums, squares = np.empty(shift.shape[0]), np.empty(shift.shape[0])
+    kernels.column_moments(X, w, shift, columns, sums, squares, n_chunks)
+    return sums, squares
+
+
 # 257 rows; and, in one chunk, two whole passes over the columns of a
 # Fortran-ordered X with float32 weights and a third that ends in a partial run.
 @pytest.mark.parametrize("n", [257, 2 * PASS_ROWS + 37])
@@ -79,13 +86,13 @@ def test_column_moments_kernel(rng, dtype, n):
     deviations = X.astype(np.float64) - shift
     for w, w64 in ((np.empty(0, dtype), np.ones(n)), (weights, weights.astype(np.float64))):
         for n_chunks in (1, 3):
-            sums, squares = kernels.column_moments(X, w, shift, False, n_chunks)
+            sums, squares = _column_moments(X, w, shift, False, n_chunks)
             want_sums = (w64[:, None] * deviations).sum(axis=0)
             want_squares = (w64[:, None] * deviations**2).sum(axis=0)
             np.testing.assert_allclose(sums, want_sums, rtol=rtol_for(np.float64, n), atol=1e-9)
             np.testing.assert_allclose(squares, want_squares, rtol=rtol_for(np.float64, n))
             # A Fortran-ordered X (training reads one where it lies): the same additions, bit for bit.
-            on_fortran = kernels.column_moments(np.asfortranarray(X).T, w, shift, True, n_chunks)
+            on_fortran = _column_moments(np.asfortranarray(X).T, w, shift, True, n_chunks)
             np.testing.assert_array_equal(on_fortran[0], sums)
             np.testing.assert_array_equal(on_fortran[1], squares)
 
@@ -93,7 +100,7 @@ def test_column_moments_kernel(rng, dtype, n):
 def test_scaling_statistics_survive_a_large_offset(rng):
     # Raw second moments would cancel: E[x^2] - E[x]^2 with |mean| / std = 1e7.
     X = rng.standard_normal((1000, D)) + 1e7
-    moments = kernels.column_moments(X, np.empty(0), X[0].copy(), False, 2)
+    moments = _column_moments(X, np.empty(0), X[0].copy(), False, 2)
     scaling = FeatureScaling.from_moments(1000.0, *moments, X[0].copy(), 0.0, K)
     np.testing.assert_allclose(scaling.mean, X.mean(axis=0), rtol=rtol_for(np.float64, 1000))
     np.testing.assert_allclose(scaling.scale, X.std(axis=0), rtol=1e-6)

@@ -1,6 +1,6 @@
 """Thread counts and concurrent Python threads give the same results as one serial call.
 
-Ctrl-C during a fit leaves BLAS's and numba's thread counts as they were.
+Ctrl-C during a fit leaves BLAS's and numba's thread counts as they were, and comes out as a KeyboardInterrupt.
 """
 
 from __future__ import annotations
@@ -240,8 +240,9 @@ def test_small_calls_start_only_the_threads_they_use(rng, restore_threads, monke
 
 
 # Ctrl-C raises KeyboardInterrupt wherever the interpreter next looks for
-# signals: inside threadpoolctl's and numba's Python code too. Each test below
-# makes it land at one such point.
+# signals: inside threadpoolctl's and numba's Python code too, and inside the
+# Python call through which Numba boxes an array that a kernel returns. Each
+# test below makes it land at one such point.
 
 CTRL_C_X = np.random.default_rng(0).standard_normal((300, 10))
 CTRL_C_Y = np.arange(300) % 3
@@ -327,3 +328,43 @@ def test_ctrl_c_in_set_num_threads_leaves_numba_as_it_was(restore_threads, monke
     # The count was set before the try whose finally restores it, and the
     # restore stopped where interrupted: either way it stayed at 1.
     assert numba.get_num_threads() == 2
+
+
+def test_no_kernel_hands_an_array_back_through_python(tmp_path, monkeypatch):
+    # Numba boxes an array a kernel returns through a Python call
+    # (serialize._numba_unpickle); Ctrl-C landing there came out of the kernel
+    # as "SystemError: CPUDispatcher(...) returned a result with an exception
+    # set", and the CLI, which answers Ctrl-C with "interrupted" and 130,
+    # crashed with a traceback. The kernels write into arrays from the caller.
+    from numba.core import serialize
+
+    from fastsoftmax import kernels
+    from fastsoftmax.cli import main
+
+    np.save(tmp_path / "X.npy", CTRL_C_X)
+    np.save(tmp_path / "y.npy", CTRL_C_Y)
+    model, labels = tmp_path / "model.npz", tmp_path / "labels.npy"
+
+    def run_all():
+        for solver in ("lbfgs", "newton-cg", "gd"):
+            fitted = _fit(solver=solver)
+        fitted.predict(CTRL_C_X)
+        fitted.predict_proba(CTRL_C_X)
+        Z = np.random.default_rng(1).standard_normal((100_000, 4))
+        fs.softmax(Z)
+        fs.log_softmax(Z)
+        fs.cross_entropy(Z, np.arange(100_000) % 4, reduction="none")
+        kernels.stream_sum(Z, 2)
+        kernels.stream_sum(np.asfortranarray(Z), 2)
+        argv = ["--data", str(tmp_path / "X.npy"), "--quiet"]
+        assert main(["train", *argv, "--labels", str(tmp_path / "y.npy"), "--max-iter", "3", "--out", str(model)]) == 0
+        assert main(["predict", *argv, "--model", str(model), "--out", str(labels)]) == 0
+
+    run_all()  # compiled, or loaded from the cache
+
+    def ctrl_c(address, bytedata, hashed):
+        raise KeyboardInterrupt
+
+    # numba's C helper holds on to the function itself: swap its code, not the module's name for it.
+    monkeypatch.setattr(serialize._numba_unpickle, "__code__", ctrl_c.__code__)
+    run_all()
