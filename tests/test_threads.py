@@ -148,6 +148,7 @@ def _blas_threads() -> list[int]:
 
 
 def test_overlapping_blas_limits_restore_the_original_once(monkeypatch):
+    import scipy.linalg.cython_blas  # noqa: F401 (the BLAS the kernels call, which the limit loads)
     import threadpoolctl
 
     from fastsoftmax import _threading
