@@ -55,8 +55,8 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
     return os.path.normcase(os.path.realpath(a)) == os.path.normcase(os.path.realpath(b))
 
 
-def _create_beside(path: str, directory: str) -> tuple[int, str]:
-    """Create a new empty file beside ``path``, with the mode ``open(path, "w")`` would give; (fd, its path).
+def _create_beside(path: str, directory: str) -> str:
+    """Create a new empty file beside ``path``, with the mode ``open(path, "w")`` would give; return its path.
 
     Created with mode 0o666 and ``O_EXCL``, so that the kernel applies the
     umask, as for any new file; an existing target's mode is then copied. (A
@@ -75,10 +75,11 @@ def _create_beside(path: str, directory: str) -> tuple[int, str]:
             if hasattr(os, "fchmod") and os.path.exists(path):
                 os.fchmod(fd, os.stat(path).st_mode & 0o7777)
         except BaseException:
-            os.close(fd)
             os.unlink(tmp)
             raise
-        return fd, tmp
+        finally:
+            os.close(fd)
+        return tmp
     raise FileExistsError(errno.EEXIST, f"no free temporary name beside {path}")
 
 
@@ -151,8 +152,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     directory = os.path.dirname(os.path.abspath(path))
     tmp = None
     try:
-        fd, tmp = _create_beside(path, directory)
-        os.close(fd)
+        tmp = _create_beside(path, directory)
         yield tmp
         fd = os.open(tmp, os.O_RDONLY)
         try:

@@ -381,10 +381,11 @@ def _silence_line_search_warnings(category: type[Warning]) -> None:
     """Ignore scipy's warning that a line search failed, where it is raised from this module.
 
     ``lbfgs`` handles a failed search itself (it falls back on its other
-    searches, and stops with the reason when they fail too). One filter, matching this module only, is put in
-    front of the process's filters once; a ``catch_warnings`` block around
-    each search instead swapped the whole filter list while other threads fit
-    or record warnings, leaving them with this filter or with a dead recorder.
+    searches, and stops with the reason when they fail too). One filter,
+    matching this module only, is put in front of the process's filters once;
+    a ``catch_warnings`` block around each search instead swapped the whole
+    filter list while other threads fit or record warnings, leaving them with
+    this filter or with a dead recorder.
     """
     module = re.escape(__name__) + r"\Z"  # scipy warns with stacklevel=2: our call's frame
     if not any(
