@@ -51,16 +51,18 @@ Design (that of ``loss_grad.py``, which this mirrors):
   ``BLAS``    one GEMM forms [Z | U] = X_block [W; V]^T (2K columns: one
               pass over the block for both), then the curvature, then
               R^T X_block as a second GEMM (K >= 64 and D > 1024).
-- As in ``loss_grad.py``, a serial call runs its body directly and each body
-  has its own parallel driver, so a first call compiles one body only.
+- As in ``loss_grad.py``, a serial call runs its body directly and the one
+  parallel driver calls it by its address (``_calls``), so a first call
+  compiles one body only.
 """
 
 import numpy as np
 from numba import njit, prange
 
+from fastsoftmax.kernels._calls import address_of, call_none
 from fastsoftmax.kernels._config import BLAS_BLOCK_ROWS, BLOCK_ROWS, JIT_OPTIONS
 from fastsoftmax.kernels._math import exp_inplace, exp_scratch
-from fastsoftmax.kernels._signature import named, read_only
+from fastsoftmax.kernels._signature import read_only
 from fastsoftmax.kernels.loss_grad import (
     BLAS_MIN_CLASSES,
     ROWWISE_PREFETCH_MAX_BYTES,
@@ -78,9 +80,6 @@ from fastsoftmax.kernels.loss_grad import (
     reduce_chunks_any,  # the same chunk-order reduction: scale * sum over chunks + l2 * parameter
     select_by_row_bytes,
 )
-
-_BLAS = int(LossGradVariant.BLAS)
-_ROWWISE = int(LossGradVariant.ROWWISE)
 
 #: The Hessian-vector product's ROWWISE bounds, as ``loss_grad.ROWWISE_MIN_ROW_BYTES``:
 #: (K at most, bytes of a row at least). They lie above loss+grad's because
@@ -344,51 +343,43 @@ def _rowwise_chunk(X, W, b, V, c, sample_weight, start, stop, HV_acc, Hc_acc):
         _row_gradient(X, block_start, nb, Rt, HV_acc, Hc_acc)
 
 
-@njit(inline="always", **JIT_OPTIONS)
-def _chunk(X, W, b, V, c, sample_weight, start, stop, variant, HV_acc, Hc_acc):
-    # Inlined where ``variant`` is a compile-time constant: one body compiles.
-    if variant == _BLAS:
-        _blas_chunk(X, W, b, V, c, sample_weight, start, stop, HV_acc, Hc_acc)
-    elif variant == _ROWWISE:
-        _rowwise_chunk(X, W, b, V, c, sample_weight, start, stop, HV_acc, Hc_acc)
-    else:
-        _blocked_chunk(X, W, b, V, c, sample_weight, start, stop, HV_acc, Hc_acc)
+@njit(parallel=True, **JIT_OPTIONS)
+def _hvp_parallel(body_address, align, n_samples, X, W, b, V, c, sample_weight, HV_acc, Hc_acc):
+    """The parallel driver of every body: chunk ch of the N = ``n_samples`` rows runs the body at ``body_address``.
+
+    The body is called by address (``_calls``), so the driver compiles none
+    of its code. Chunks are cut at multiples of ``align``: BLOCKED's chunks
+    (``align`` = BLOCK_ROWS) start at block boundaries, as those of the row
+    blocks and of a Fortran-ordered X do: the same blocks, the same sums bit
+    for bit.
+    """
+    n_chunks = HV_acc.shape[0]
+    for ch in prange(n_chunks):
+        start, stop = chunk_rows(ch, n_chunks, n_samples, align)
+        call_none(body_address, (X, W, b, V, c, sample_weight, start, stop, HV_acc[ch], Hc_acc[ch]))
 
 
-def _make_parallel_driver(variant: LossGradVariant):
-    """The parallel driver of one block body, with ``variant`` a compile-time constant (see ``loss_grad``)."""
-    name = f"_hvp_parallel_{variant.name.lower()}"
-    # BLOCKED's chunks start at block boundaries, as those of the row blocks do
-    # (``_hvp_parallel_row_blocks``): the same blocks, the same sums bit for bit.
-    align = BLOCK_ROWS if variant == LossGradVariant.BLOCKED else 1
-    variant = int(variant)
-
-    @njit(parallel=True, **JIT_OPTIONS)
-    @named(name)
-    def parallel(X, W, b, V, c, sample_weight, HV_acc, Hc_acc):
-        n_chunks = HV_acc.shape[0]
-        for ch in prange(n_chunks):
-            start, stop = chunk_rows(ch, n_chunks, X.shape[0], align)
-            _chunk(X, W, b, V, c, sample_weight, start, stop, variant, HV_acc[ch], Hc_acc[ch])
-
-    return parallel
-
-
-#: The block body of each variant; a serial call runs it directly on all rows.
+#: The block body of each variant.
 BODIES = {
     LossGradVariant.BLOCKED: _blocked_chunk,
     LossGradVariant.ROWWISE: _rowwise_chunk,
     LossGradVariant.BLAS: _blas_chunk,
 }
-_hvp_parallel_blocked = _make_parallel_driver(LossGradVariant.BLOCKED)
-_hvp_parallel_rowwise = _make_parallel_driver(LossGradVariant.ROWWISE)
-_hvp_parallel_blas = _make_parallel_driver(LossGradVariant.BLAS)
-#: The parallel driver of each variant.
-PARALLEL_DRIVERS = {
-    LossGradVariant.BLOCKED: _hvp_parallel_blocked,
-    LossGradVariant.ROWWISE: _hvp_parallel_rowwise,
-    LossGradVariant.BLAS: _hvp_parallel_blas,
-}
+
+
+def _run(body, align, n_samples, X, W, b, V, c, sample_weight, n_chunks, scale, l2, HV_out, Hc_out):
+    """The Hessian-vector sums of N = ``n_samples`` rows in ``n_chunks`` chunks by ``body``, reduced into the outputs.
+
+    X is one array or the columns body's tuple, read-only like the others.
+    """
+    HV_acc, Hc_acc = _accumulators(W, n_chunks)
+    if n_chunks <= 1:
+        # Small problems skip the parallel region: its start-up would dominate.
+        body(X, W, b, V, c, sample_weight, 0, n_samples, HV_acc[0], Hc_acc[0])
+    else:
+        address = address_of(body, (X, W, b, V, c, sample_weight, 0, 0, HV_acc[0], Hc_acc[0]), call_none)
+        _hvp_parallel(address, align, n_samples, X, W, b, V, c, sample_weight, HV_acc, Hc_acc)
+    reduce_chunks_any(V, HV_acc, Hc_acc, scale, l2, HV_out, Hc_out)
 
 
 def hessian_vector_sums(X, W, b, V, c, sample_weight, variant, n_chunks, scale, l2, HV_out, Hc_out):
@@ -408,25 +399,13 @@ def hessian_vector_sums(X, W, b, V, c, sample_weight, variant, n_chunks, scale, 
 
     Non-finite input or an overflow shows as non-finite outputs (no check here).
     """
-    # BODIES and PARALLEL_DRIVERS take the variant as an int or a member (IntEnum hashes as its int).
+    # BODIES takes the variant as an int or a member (IntEnum hashes as its int).
+    body = BODIES[variant]
+    # BLOCKED's chunks start at block boundaries, as those of the row blocks do.
+    align = BLOCK_ROWS if body is _blocked_chunk else 1
     X, W, b, V, c = read_only(X), read_only(W), read_only(b), read_only(V), read_only(c)
     sample_weight = read_only(sample_weight)
-    HV_acc, Hc_acc = _accumulators(W, n_chunks)
-    if n_chunks <= 1:
-        # Small problems skip the parallel region: its start-up would dominate.
-        BODIES[variant](X, W, b, V, c, sample_weight, 0, X.shape[0], HV_acc[0], Hc_acc[0])
-    else:
-        PARALLEL_DRIVERS[variant](X, W, b, V, c, sample_weight, HV_acc, Hc_acc)
-    reduce_chunks_any(V, HV_acc, Hc_acc, scale, l2, HV_out, Hc_out)
-
-
-@njit(parallel=True, **JIT_OPTIONS)
-def _hvp_parallel_row_blocks(X_blocks, n_samples, W, b, V, c, sample_weight, HV_acc, Hc_acc):
-    """The parallel driver of the row-block body: chunks of whole blocks, one per thread."""
-    n_chunks = HV_acc.shape[0]
-    for ch in prange(n_chunks):
-        start, stop = chunk_rows(ch, n_chunks, n_samples, BLOCK_ROWS)
-        _row_blocks_chunk(X_blocks, W, b, V, c, sample_weight, start, stop, HV_acc[ch], Hc_acc[ch])
+    _run(body, align, X.shape[0], X, W, b, V, c, sample_weight, n_chunks, scale, l2, HV_out, Hc_out)
 
 
 def hessian_vector_row_blocks_sums(X_blocks, n_samples, W, b, V, c, sample_weight, n_chunks, scale, l2, HV_out, Hc_out):
@@ -440,21 +419,22 @@ def hessian_vector_row_blocks_sums(X_blocks, n_samples, W, b, V, c, sample_weigh
     """
     W, b, V, c = read_only(W), read_only(b), read_only(V), read_only(c)
     X_blocks, sample_weight = read_only(X_blocks), read_only(sample_weight)
-    HV_acc, Hc_acc = _accumulators(W, n_chunks)
-    if n_chunks <= 1:
-        _row_blocks_chunk(X_blocks, W, b, V, c, sample_weight, 0, n_samples, HV_acc[0], Hc_acc[0])
-    else:
-        _hvp_parallel_row_blocks(X_blocks, n_samples, W, b, V, c, sample_weight, HV_acc, Hc_acc)
-    reduce_chunks_any(V, HV_acc, Hc_acc, scale, l2, HV_out, Hc_out)
-
-
-@njit(parallel=True, **JIT_OPTIONS)
-def _hvp_parallel_columns(X_columns, W, b, V, c, sample_weight, HV_acc, Hc_acc):
-    """The parallel driver of the columns body: chunks of whole blocks, one per thread."""
-    n_chunks = HV_acc.shape[0]
-    for ch in prange(n_chunks):
-        start, stop = chunk_rows(ch, n_chunks, X_columns[0].shape[1], BLOCK_ROWS)
-        _columns_chunk(X_columns, W, b, V, c, sample_weight, start, stop, HV_acc[ch], Hc_acc[ch])
+    _run(
+        _row_blocks_chunk,
+        BLOCK_ROWS,
+        n_samples,
+        X_blocks,
+        W,
+        b,
+        V,
+        c,
+        sample_weight,
+        n_chunks,
+        scale,
+        l2,
+        HV_out,
+        Hc_out,
+    )
 
 
 def hessian_vector_columns_sums(X_T, W, b, V, c, sample_weight, n_chunks, scale, l2, HV_out, Hc_out):
@@ -468,12 +448,22 @@ def hessian_vector_columns_sums(X_T, W, b, V, c, sample_weight, n_chunks, scale,
     X_columns = columns_of(X_T)
     sample_weight = read_only(sample_weight)
     n_chunks = min(n_chunks, -(-X_T.shape[1] // BLOCK_ROWS))
-    HV_acc, Hc_acc = _accumulators(W, n_chunks)
-    if n_chunks <= 1:
-        _columns_chunk(X_columns, W, b, V, c, sample_weight, 0, X_T.shape[1], HV_acc[0], Hc_acc[0])
-    else:
-        _hvp_parallel_columns(X_columns, W, b, V, c, sample_weight, HV_acc, Hc_acc)
-    reduce_chunks_any(V, HV_acc, Hc_acc, scale, l2, HV_out, Hc_out)
+    _run(
+        _columns_chunk,
+        BLOCK_ROWS,
+        X_T.shape[1],
+        X_columns,
+        W,
+        b,
+        V,
+        c,
+        sample_weight,
+        n_chunks,
+        scale,
+        l2,
+        HV_out,
+        Hc_out,
+    )
 
 
 def _accumulators(W, n_chunks):

@@ -43,12 +43,12 @@ Design:
   ``BLAS``    two GEMMs per block of 512 rows through ``np.dot`` with the
               softmax fused between them (K >= 64 with D > 1024).
 - Compiling is most of a cold first call, so each call compiles only what it
-  runs: a serial call runs its block body directly, and each body has its own
-  parallel driver (``variant`` is a compile-time constant there), instead of
-  one driver that compiled all three bodies. The chunk reduction is one
-  kernel shared by every body and by the Hessian-vector product. Input
-  arrays go in as read-only views (``_signature.read_only``), so writeable,
-  read-only and memory-mapped data share one compiled signature.
+  runs: a serial call runs its block body directly, and the one parallel
+  driver calls the body by its address (``_calls``), so that it compiles
+  none of the body's code. The chunk reduction is one kernel shared by every
+  body and by the Hessian-vector product. Input arrays go in as read-only
+  views (``_signature.read_only``), so writeable, read-only and
+  memory-mapped data share one compiled signature.
 """
 
 import enum
@@ -56,9 +56,10 @@ import enum
 import numpy as np
 from numba import njit, prange
 
+from fastsoftmax.kernels._calls import address_of, call_float64
 from fastsoftmax.kernels._config import BLAS_BLOCK_ROWS, BLOCK_ROWS, JIT_OPTIONS
 from fastsoftmax.kernels._math import add_in_order, exp_inplace, exp_scratch, log1p_sum, weighted_log1p_sum
-from fastsoftmax.kernels._signature import named, read_only
+from fastsoftmax.kernels._signature import read_only
 from fastsoftmax.kernels._tiles import (
     GRADIENT_GROUP,
     LOGITS_GROUP,
@@ -692,30 +693,6 @@ def _blas_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc):
     return loss
 
 
-#: The variants as plain ints: numba folds a comparison of two such constants
-#: and prunes the branch not taken before it types it. ``_ROW_BLOCKS`` is the
-#: BLOCKED body on X already stored as row blocks (``loss_grad_row_blocks_sums``),
-#: ``_COLUMNS`` the BLOCKED body on a Fortran-ordered X (``loss_grad_columns_sums``).
-_BLOCKED, _BLAS, _ROWWISE = int(LossGradVariant.BLOCKED), int(LossGradVariant.BLAS), int(LossGradVariant.ROWWISE)
-_ROW_BLOCKS = 4
-_COLUMNS = 5
-
-
-@njit(inline="always", **JIT_OPTIONS)
-def _chunk(X, y, W, b, sample_weight, start, stop, variant, dW_acc, db_acc):
-    # Inlined into drivers where ``variant`` is a compile-time constant, so
-    # that each driver types and compiles one block body, not all of them.
-    if variant == _BLAS:
-        return _blas_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc)
-    if variant == _ROWWISE:
-        return _rowwise_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc)
-    if variant == _ROW_BLOCKS:
-        return _row_blocks_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc)
-    if variant == _COLUMNS:
-        return _columns_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc)
-    return _blocked_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc)
-
-
 @njit(inline="always", **JIT_OPTIONS)
 def _finish_class(W, dW_acc, db_acc, scale, l2, dW_out, db_out, k):
     """Reduce the per-chunk accumulators of class k, in chunk order, into the outputs."""
@@ -769,53 +746,36 @@ def chunk_rows(chunk, n_chunks, n_samples, align):
     return start, stop
 
 
-def _make_parallel_driver(variant: int, name: str):
-    """The parallel driver of one block body, as its own dispatcher.
+@njit(parallel=True, **JIT_OPTIONS)
+def _loss_grad_parallel(body_address, align, X, y, W, b, sample_weight, dW_acc, db_acc, chunk_loss):
+    """The parallel driver of every block body: chunk c of the rows runs the body at ``body_address``.
 
-    ``variant`` reaches the compiled code as a constant (a closure variable),
-    so a first call compiles only the body its shape selects: compiling all
-    three bodies in every driver took two thirds of the cold start. Chunks of
-    the row-block layout start at block boundaries, and so do those of the
-    BLOCKED body on X: both then cut the same blocks and give the same sums
-    bit for bit, so training that switches from X to its row-block copy
-    (``row_blocks_pay``) takes the same steps as training that never copies,
-    and a fit resumed from a checkpoint retraces the uninterrupted one.
+    The body is called by address (``_calls``), so the driver compiles none
+    of its code and serves every body that takes X in the same type. Chunks
+    are cut at multiples of ``align``: BLOCK_ROWS for the BLOCKED body on X,
+    on its row-block copy and on a Fortran-ordered X, so that all three cut
+    the same blocks and give the same sums bit for bit (training that
+    switches from X to its row-block copy, ``row_blocks_pay``, takes the same
+    steps as training that never copies, and a fit resumed from a checkpoint
+    retraces the uninterrupted one).
     """
-    align = BLOCK_ROWS if variant in (_ROW_BLOCKS, _BLOCKED, _COLUMNS) else 1
-
-    @njit(parallel=True, **JIT_OPTIONS)
-    @named(name)
-    def parallel(X, y, W, b, sample_weight, dW_acc, db_acc, chunk_loss):
-        # The caller allocates chunk_loss: an np.zeros here would be a parallel
-        # loop of its own, compiled as a second gufunc.
-        n_chunks = dW_acc.shape[0]
-        for c in prange(n_chunks):
-            start, stop = chunk_rows(c, n_chunks, y.shape[0], align)
-            chunk_loss[c] = _chunk(X, y, W, b, sample_weight, start, stop, variant, dW_acc[c], db_acc[c])
-        loss_sum = 0.0
-        for c in range(n_chunks):
-            loss_sum += chunk_loss[c]
-        return loss_sum
-
-    return parallel
+    # The caller allocates chunk_loss: an np.zeros here would be a parallel
+    # loop of its own, compiled as a second gufunc.
+    n_chunks = dW_acc.shape[0]
+    for c in prange(n_chunks):
+        start, stop = chunk_rows(c, n_chunks, y.shape[0], align)
+        chunk_loss[c] = call_float64(body_address, (X, y, W, b, sample_weight, start, stop, dW_acc[c], db_acc[c]))
+    loss_sum = 0.0
+    for c in range(n_chunks):
+        loss_sum += chunk_loss[c]
+    return loss_sum
 
 
-#: The block body of each variant; a serial call runs it directly on all rows.
+#: The block body of each variant.
 BODIES = {
     LossGradVariant.BLOCKED: _blocked_chunk,
     LossGradVariant.BLAS: _blas_chunk,
     LossGradVariant.ROWWISE: _rowwise_chunk,
-}
-_loss_grad_parallel_blocked = _make_parallel_driver(_BLOCKED, "_loss_grad_parallel_blocked")
-_loss_grad_parallel_blas = _make_parallel_driver(_BLAS, "_loss_grad_parallel_blas")
-_loss_grad_parallel_rowwise = _make_parallel_driver(_ROWWISE, "_loss_grad_parallel_rowwise")
-_loss_grad_parallel_row_blocks = _make_parallel_driver(_ROW_BLOCKS, "_loss_grad_parallel_row_blocks")
-_loss_grad_parallel_columns = _make_parallel_driver(_COLUMNS, "_loss_grad_parallel_columns")
-#: The parallel driver of each variant.
-PARALLEL_DRIVERS = {
-    LossGradVariant.BLOCKED: _loss_grad_parallel_blocked,
-    LossGradVariant.BLAS: _loss_grad_parallel_blas,
-    LossGradVariant.ROWWISE: _loss_grad_parallel_rowwise,
 }
 
 
@@ -841,10 +801,10 @@ def loss_grad_sums(X, y, W, b, sample_weight, variant, n_chunks, scale, l2, dW_o
         sum_i w_i (logsumexp(z_i) - z_{i,y_i}), accumulated in float64 and not
         scaled (the caller adds the L2 term).
     """
-    # BODIES and PARALLEL_DRIVERS take the variant as an int or a member (IntEnum hashes as its int).
-    return _run(
-        BODIES[variant], PARALLEL_DRIVERS[variant], X, y, W, b, sample_weight, n_chunks, scale, l2, dW_out, db_out
-    )
+    # BODIES takes the variant as an int or a member (IntEnum hashes as its int).
+    body = BODIES[variant]
+    align = 1 if body in (_blas_chunk, _rowwise_chunk) else BLOCK_ROWS
+    return _run(body, align, X, y, W, b, sample_weight, n_chunks, scale, l2, dW_out, db_out)
 
 
 def loss_grad_row_blocks_sums(X_blocks, y, W, b, sample_weight, n_chunks, scale, l2, dW_out, db_out):
@@ -860,7 +820,7 @@ def loss_grad_row_blocks_sums(X_blocks, y, W, b, sample_weight, n_chunks, scale,
     """
     return _run(
         _row_blocks_chunk,
-        _loss_grad_parallel_row_blocks,
+        BLOCK_ROWS,
         X_blocks,
         y,
         W,
@@ -904,7 +864,7 @@ def loss_grad_columns_sums(X_T, y, W, b, sample_weight, n_chunks, scale, l2, dW_
     """
     return _run(
         _columns_chunk,
-        _loss_grad_parallel_columns,
+        BLOCK_ROWS,
         columns_of(X_T),
         y,
         W,
@@ -918,7 +878,7 @@ def loss_grad_columns_sums(X_T, y, W, b, sample_weight, n_chunks, scale, l2, dW_
     )
 
 
-def _run(body, driver, X, y, W, b, sample_weight, n_chunks, scale, l2, dW_out, db_out):
+def _run(body, align, X, y, W, b, sample_weight, n_chunks, scale, l2, dW_out, db_out):
     # X is one array, or the columns body's tuple, already read-only (``columns_of``).
     X = X if isinstance(X, tuple) else read_only(X)
     y, W, b, sample_weight = read_only(y), read_only(W), read_only(b), read_only(sample_weight)
@@ -930,7 +890,8 @@ def _run(body, driver, X, y, W, b, sample_weight, n_chunks, scale, l2, dW_out, d
         # Small problems skip the parallel region: its start-up would dominate.
         loss_sum = body(X, y, W, b, sample_weight, 0, y.shape[0], dW_acc[0], db_acc[0])
     else:
-        loss_sum = driver(X, y, W, b, sample_weight, dW_acc, db_acc, np.empty(n_chunks))
+        address = address_of(body, (X, y, W, b, sample_weight, 0, 0, dW_acc[0], db_acc[0]), call_float64)
+        loss_sum = _loss_grad_parallel(address, align, X, y, W, b, sample_weight, dW_acc, db_acc, np.empty(n_chunks))
     reduce_chunks_any(W, dW_acc, db_acc, scale, l2, dW_out, db_out)
     return loss_sum
 

@@ -10,9 +10,9 @@ The logits come from the block bodies of the fused loss and gradient
 form a block's logits Zt (K, BLOCK_ROWS) through their register tiles, and
 the argmax runs across the block's rows, one class at a time; BLAS forms
 Z (block, K) by one GEMM. A Fortran-ordered X goes to BLOCKED's tiles on
-its transpose, read where it lies (``predict_columns``). As there, each
-body has its own parallel driver, so a first call compiles the body its
-shape selects and no other.
+its transpose, read where it lies (``predict_columns``). As there, one
+parallel driver calls the body by its address (``_calls``), so a first
+call compiles the body its shape selects and no other.
 """
 
 import math
@@ -20,12 +20,12 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from fastsoftmax.kernels._calls import address_of, call_int64
 from fastsoftmax.kernels._config import BLAS_BLOCK_ROWS, BLOCK_ROWS, JIT_OPTIONS
 from fastsoftmax.kernels._math import exp_inplace, exp_scratch
 from fastsoftmax.kernels._signature import named
 from fastsoftmax.kernels._tiles import prefetch_bytes
 from fastsoftmax.kernels.loss_grad import (
-    _COLUMNS,
     BLAS_MIN_CLASSES,
     ROWWISE_PREFETCH_MAX_BYTES,
     LossGradVariant,
@@ -42,7 +42,8 @@ from fastsoftmax.kernels.loss_grad import (
 from fastsoftmax.kernels.softmax import exp_shifted_block
 
 _ROWWISE = int(LossGradVariant.ROWWISE)
-_BLAS = int(LossGradVariant.BLAS)
+#: BLOCKED's tiles on a Fortran-ordered X (``predict_columns``), as a variant of its own.
+_COLUMNS = 5
 
 
 #: Prediction's ROWWISE bounds, as ``loss_grad.ROWWISE_MIN_ROW_BYTES``: the
@@ -288,59 +289,41 @@ def _blas_chunk(X, W, b, proba_out, labels_out, start, stop):
     return n_bad
 
 
-@njit(inline="always", **JIT_OPTIONS)
-def _chunk(X, W, b, proba_out, labels_out, start, stop, variant):
-    # Inlined where ``variant`` is a compile-time constant: one body compiles.
-    if variant == _BLAS:
-        return _blas_chunk(X, W, b, proba_out, labels_out, start, stop)
-    if variant == _ROWWISE:
-        return _rowwise_chunk(X, W, b, proba_out, labels_out, start, stop)
-    if variant == _COLUMNS:
-        return _columns_chunk(X, W, b, proba_out, labels_out, start, stop)
-    return _blocked_chunk(X, W, b, proba_out, labels_out, start, stop)
+@njit(parallel=True, **JIT_OPTIONS)
+def _predict_parallel(body_address, align, X, W, b, proba_out, labels_out, chunk_bad):
+    """The parallel driver of every body: chunk c of the rows runs the body at ``body_address`` (``_calls``).
 
-
-def _make_parallel_driver(variant: int, name: str):
-    """The parallel driver of one body, with ``variant`` a compile-time constant (see ``loss_grad``).
-
-    The columns body's chunks are whole blocks (the last one partial), so
+    The columns body's chunks are whole blocks (``align`` = BLOCK_ROWS), so
     that only X's last partial block comes from the tail.
     """
-    align = BLOCK_ROWS if variant == _COLUMNS else 1
-
-    @njit(parallel=True, **JIT_OPTIONS)
-    @named(name)
-    def parallel(X, W, b, proba_out, labels_out, chunk_bad):
-        # The caller allocates chunk_bad: an np.zeros here would be a parallel loop of its own.
-        n_samples = labels_out.shape[0]
-        n_chunks = chunk_bad.shape[0]
-        for c in prange(n_chunks):
-            start, stop = chunk_rows(c, n_chunks, n_samples, align)
-            chunk_bad[c] = _chunk(X, W, b, proba_out, labels_out, start, stop, variant)
-        n_bad = 0
-        for c in range(n_chunks):
-            n_bad += chunk_bad[c]
-        return n_bad
-
-    return parallel
+    # The caller allocates chunk_bad: an np.zeros here would be a parallel loop of its own.
+    n_samples = labels_out.shape[0]
+    n_chunks = chunk_bad.shape[0]
+    for c in prange(n_chunks):
+        start, stop = chunk_rows(c, n_chunks, n_samples, align)
+        chunk_bad[c] = call_int64(body_address, (X, W, b, proba_out, labels_out, start, stop))
+    n_bad = 0
+    for c in range(n_chunks):
+        n_bad += chunk_bad[c]
+    return n_bad
 
 
-#: The body of each variant; a serial call runs it directly on all rows.
+#: The body of each variant.
 BODIES = {
     LossGradVariant.BLOCKED: _blocked_chunk,
     LossGradVariant.ROWWISE: _rowwise_chunk,
     LossGradVariant.BLAS: _blas_chunk,
 }
-_predict_parallel_blocked = _make_parallel_driver(int(LossGradVariant.BLOCKED), "_predict_parallel_blocked")
-_predict_parallel_rowwise = _make_parallel_driver(_ROWWISE, "_predict_parallel_rowwise")
-_predict_parallel_blas = _make_parallel_driver(_BLAS, "_predict_parallel_blas")
-_predict_parallel_columns = _make_parallel_driver(_COLUMNS, "_predict_parallel_columns")
-#: The parallel driver of each variant.
-PARALLEL_DRIVERS = {
-    LossGradVariant.BLOCKED: _predict_parallel_blocked,
-    LossGradVariant.ROWWISE: _predict_parallel_rowwise,
-    LossGradVariant.BLAS: _predict_parallel_blas,
-}
+
+
+def _run(body, align, X, W, b, proba_out, labels_out, n_chunks):
+    """Rows in ``n_chunks`` chunks by ``body``: serially on this thread, or through the parallel driver."""
+    if n_chunks <= 1:
+        # Small problems skip the parallel region: its start-up would dominate.
+        return int(body(X, W, b, proba_out, labels_out, 0, labels_out.shape[0]))
+    address = address_of(body, (X, W, b, proba_out, labels_out, 0, 0), call_int64)
+    chunk_bad = np.zeros(n_chunks, dtype=np.int64)
+    return int(_predict_parallel(address, align, X, W, b, proba_out, labels_out, chunk_bad))
 
 
 def predict_proba_labels(X, W, b, proba_out, labels_out, n_chunks, variant):
@@ -351,10 +334,7 @@ def predict_proba_labels(X, W, b, proba_out, labels_out, n_chunks, variant):
     serially on the calling thread). Returns the number of rows with a
     non-finite logit (0 for finite X).
     """
-    if n_chunks <= 1:
-        # Small problems skip the parallel region: its start-up would dominate.
-        return int(BODIES[variant](X, W, b, proba_out, labels_out, 0, X.shape[0]))
-    return int(PARALLEL_DRIVERS[variant](X, W, b, proba_out, labels_out, np.zeros(n_chunks, dtype=np.int64)))
+    return _run(BODIES[variant], 1, X, W, b, proba_out, labels_out, n_chunks)
 
 
 def predict_columns(X_T, W, b, proba_out, labels_out, n_chunks):
@@ -364,12 +344,8 @@ def predict_columns(X_T, W, b, proba_out, labels_out, n_chunks):
     block of X_T's columns (``loss_grad.loss_grad_columns_sums``), with no
     copy into C order. proba_out may have no rows (labels only).
     """
-    X_columns = columns_of(X_T)
-    if n_chunks <= 1:
-        return int(_columns_chunk(X_columns, W, b, proba_out, labels_out, 0, X_T.shape[1]))
     n_chunks = min(n_chunks, -(-X_T.shape[1] // BLOCK_ROWS))
-    chunk_bad = np.zeros(n_chunks, dtype=np.int64)
-    return int(_predict_parallel_columns(X_columns, W, b, proba_out, labels_out, chunk_bad))
+    return _run(_columns_chunk, BLOCK_ROWS, columns_of(X_T), W, b, proba_out, labels_out, n_chunks)
 
 
 def predict_labels(X, W, b, labels_out, n_chunks, variant):

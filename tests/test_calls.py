@@ -1,0 +1,141 @@
+"""Calls by address (``kernels._calls``): the parallel drivers run the very bodies a serial call runs.
+
+The drivers take a body's address and call it with Numba's calling
+convention, so that they compile none of its code. These tests pin what that
+must keep from a direct call: the right specialisation for the arguments'
+types, the return value, and exceptions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from numba import njit, prange
+
+from fastsoftmax.kernels import _calls
+
+
+@njit(cache=False)
+def _weighted_sum(values, weights, start, stop):
+    # A body of the drivers' form: rows [start, stop) of its arrays, a scalar back.
+    if start < 0:
+        raise ValueError("start is negative")
+    total = 0.0
+    for i in range(start, stop):
+        total += values[i] * weights[i]
+    return total
+
+
+@njit(cache=False)
+def _count_positive(values, start, stop):
+    count = 0
+    for i in range(start, stop):
+        count += values[i] > 0
+    return count
+
+
+@njit(cache=False)
+def _fill(values, start, stop, out):
+    for i in range(start, stop):
+        out[i] = values[i] + 1
+
+
+@njit(parallel=True, cache=False)
+def _chunked_sum(address, values, weights, n_chunks, first):
+    partial = np.empty(n_chunks)
+    n = values.shape[0]
+    for c in prange(n_chunks):
+        start = c * n // n_chunks
+        partial[c] = _calls.call_float64(address, (values, weights, start if c else first, (c + 1) * n // n_chunks))
+    return partial.sum()
+
+
+@njit(parallel=True, cache=False)
+def _chunked_count(address, values, n_chunks):
+    partial = np.empty(n_chunks, dtype=np.int64)
+    n = values.shape[0]
+    for c in prange(n_chunks):
+        partial[c] = _calls.call_int64(address, (values, c * n // n_chunks, (c + 1) * n // n_chunks))
+    return partial.sum()
+
+
+@njit(parallel=True, cache=False)
+def _chunked_fill(address, values, out, n_chunks):
+    n = values.shape[0]
+    for c in prange(n_chunks):
+        _calls.call_none(address, (values, c * n // n_chunks, (c + 1) * n // n_chunks, out))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_driver_gets_the_body_compiled_for_its_arguments(dtype):
+    values = np.arange(1, 1001, dtype=dtype)
+    weights = np.linspace(0, 1, 1000).astype(dtype)
+    address = _calls.address_of(_weighted_sum, (values, weights, 0, 0), _calls.call_float64)
+    # The same arithmetic as a direct call of the body, chunk by chunk.
+    direct = sum(_weighted_sum(values, weights, c * 1000 // 7, (c + 1) * 1000 // 7) for c in range(7))
+    assert _chunked_sum(address, values, weights, 7, 0) == direct
+    # Another type of argument is another specialisation at another address.
+    other = values.astype(np.float64 if dtype == np.float32 else np.float32)
+    assert _calls.address_of(_weighted_sum, (other, other, 0, 0), _calls.call_float64) != address
+
+
+def test_a_repeated_lookup_compiles_nothing_more_and_keys_on_layout_and_writeability():
+    values = np.ones((6, 4))[:, 0]  # strided: layout "A"
+    contiguous = np.ones(6)
+    read_only = np.ones(6)
+    read_only.flags.writeable = False
+    addresses = {
+        name: _calls.address_of(_count_positive, (array, 0, 0), _calls.call_int64)
+        for name, array in (("strided", values), ("contiguous", contiguous), ("read-only", read_only))
+    }
+    assert len(set(addresses.values())) == 3, addresses
+    n_signatures = len(_count_positive.signatures)
+    assert _calls.address_of(_count_positive, (np.zeros(9), 0, 0), _calls.call_int64) == addresses["contiguous"]
+    assert len(_count_positive.signatures) == n_signatures
+    for array in (values, contiguous, read_only):
+        address = _calls.address_of(_count_positive, (array, 0, 0), _calls.call_int64)
+        assert _chunked_count(address, array, 4) == 6
+
+
+def test_a_body_returning_nothing_writes_its_rows():
+    values = np.arange(10.0)
+    out = np.zeros(10)
+    _chunked_fill(_calls.address_of(_fill, (values, 0, 0, out), _calls.call_none), values, out, 3)
+    np.testing.assert_array_equal(out, values + 1)
+
+
+@njit(cache=False)
+def _whole_sum(address, values, first):
+    return _calls.call_float64(address, (values, values, first, values.shape[0]))
+
+
+@njit(parallel=True, cache=False)
+def _chunked_sum_direct(values, n_chunks, first):
+    # ``_chunked_sum`` with the body called directly, as the drivers did before.
+    partial = np.empty(n_chunks)
+    n = values.shape[0]
+    for c in prange(n_chunks):
+        start = c * n // n_chunks
+        partial[c] = _weighted_sum(values, values, start if c else first, (c + 1) * n // n_chunks)
+    return partial.sum()
+
+
+def test_an_exception_in_the_body_reaches_the_caller():
+    values = np.ones(100)
+    address = _calls.address_of(_weighted_sum, (values, values, 0, 0), _calls.call_float64)
+    assert _whole_sum(address, values, 0) == 100.0
+    with pytest.raises(ValueError, match="start is negative"):
+        _whole_sum(address, values, -1)
+    # Inside a prange, Numba reports a raise in the loop's body as a SystemError
+    # chained to it, for a direct call as for a call by address.
+    with pytest.raises(SystemError) as direct:
+        _chunked_sum_direct(values, 4, -1)
+    with pytest.raises(SystemError) as by_address:
+        _chunked_sum(address, values, values, 4, -1)
+    assert repr(by_address.value.__cause__) == repr(direct.value.__cause__) == "ValueError('start is negative')"
+
+
+def test_a_body_of_another_return_type_is_refused():
+    # Calling it would read its int64 result as a float64.
+    with pytest.raises(TypeError, match="_count_positive returns int64, not the float64 that call_float64 reads"):
+        _calls.address_of(_count_positive, (np.ones(3), 0, 0), _calls.call_float64)
