@@ -19,10 +19,19 @@ every body with the same arguments, and the parallel chunks run the very
 machine code that a serial call runs. The address is a run-time value, so
 the driver's disk cache holds none: ``address_of`` looks it up in each
 process, compiling the body or loading it from its own cache first.
+
+A direct call compiles the callee for the types at the call site; a call
+by address cannot, and the types Numba gives a ``prange`` body are not
+always those of the driver's own typing (the loop index is uint64 there, so
+``c if c > 0 else first`` is a float64). So ``address_of`` hands out the
+address with a token of the argument types it was compiled for, and each
+call compares it with the token of the types at the call site: a mismatch
+raises TypeError instead of running code on arguments of another layout.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from typing import Any
 
@@ -36,23 +45,38 @@ from numba.extending import intrinsic
 from fastsoftmax.kernels._signature import named
 
 
-def _compiled_call(return_type: types.Type) -> Callable:
-    """An intrinsic ``call(address, args)`` that calls the function compiled at ``address`` with the tuple ``args``.
+def signature_token(arg_types: tuple[types.Type, ...]) -> int:
+    """A 64-bit token of Numba argument types, the same in every process (a hash of their names)."""
+    names = ", ".join(str(arg_type) for arg_type in arg_types)
+    return int.from_bytes(hashlib.blake2b(names.encode(), digest_size=8).digest(), "little", signed=True)
 
-    The function must be a Numba-compiled one of exactly ``args``' types
-    returning ``return_type``: ``address_of`` gives such an address. An
-    exception it raises propagates to the caller as from a direct call.
+
+def _compiled_call(return_type: types.Type) -> Callable:
+    """An intrinsic ``call(body, args)`` that calls the function ``body`` = ``address_of(...)`` with the tuple ``args``.
+
+    The function must be a Numba-compiled one returning ``return_type``,
+    compiled for ``args``' types: where the token in ``body`` is not that of
+    ``args``' types, the call raises TypeError and runs nothing. An
+    exception the function raises propagates to the caller as from a direct
+    call.
     """
 
     @intrinsic
     @named(f"call_{return_type}")
-    def call(typingctx, address, args):
-        if not isinstance(address, types.Integer) or not isinstance(args, types.BaseTuple):
+    def call(typingctx, body, args):
+        if not (isinstance(body, types.UniTuple) and body.count == 2 and isinstance(body.dtype, types.Integer)):
+            return None
+        if not isinstance(args, types.BaseTuple):
             return None
 
         def codegen(context, builder, signature, llvm_args):
-            address_value, packed = llvm_args
+            packed_body, packed = llvm_args
+            address_value, token_value = builder.extract_value(packed_body, 0), builder.extract_value(packed_body, 1)
             arg_types = list(args.types)
+            expected = context.get_constant(body.dtype, signature_token(args.types))
+            with cgutils.if_unlikely(builder, builder.icmp_signed("!=", token_value, expected)):
+                message = f"{signature.args[0]} was not compiled for the argument types of this call, {args}"
+                context.call_conv.return_user_exc(builder, TypeError, (message,))
             values = [builder.extract_value(packed, i) for i in range(len(arg_types))]
             function_type = context.call_conv.get_function_type(return_type, arg_types)
             callee = builder.inttoptr(address_value, ir.PointerType(function_type))
@@ -61,7 +85,7 @@ def _compiled_call(return_type: types.Type) -> Callable:
                 context.call_conv.return_status_propagate(builder, status)
             return result if return_type != types.none else context.get_dummy_value()
 
-        return return_type(address, args), codegen
+        return return_type(body, args), codegen
 
     return call
 
@@ -97,13 +121,13 @@ def _other_key(value: Any) -> Any:
     return type(value)
 
 
-#: (body, intrinsic, the arguments' type keys) -> the body's address for those types, and
-#: its compile result, held so that its machine code lives as long as the address is handed out.
-_ADDRESSES: dict[tuple, tuple[int, Any]] = {}
+#: (body, intrinsic, the arguments' type keys) -> (the body's address, the token of the types it
+#: was compiled for), and its compile result, held so that the code lives while the address is handed out.
+_BODIES: dict[tuple, tuple[tuple[int, int], Any]] = {}
 
 
-def address_of(body: Dispatcher, args: tuple, call: Callable) -> int:
-    """The address of ``body`` compiled for the types of ``args``, for a driver to call with ``call``.
+def address_of(body: Dispatcher, args: tuple, call: Callable) -> tuple[int, int]:
+    """``body`` compiled for the types of ``args``, as (its address, the token of those types), for ``call``.
 
     ``args`` are the arguments of one call of ``body``, as the driver will
     pass them (per-chunk values may differ, not their types). The first
@@ -114,7 +138,7 @@ def address_of(body: Dispatcher, args: tuple, call: Callable) -> int:
     expects, since the call would then read a wrong value.
     """
     key = (body, call, *_type_key(args))
-    found = _ADDRESSES.get(key)
+    found = _BODIES.get(key)
     if found is None:
         signature = tuple(typeof(arg) for arg in args)
         body.compile(signature)
@@ -124,6 +148,7 @@ def address_of(body: Dispatcher, args: tuple, call: Callable) -> int:
                 f"{body.py_func.__qualname__} returns {compiled.signature.return_type}, "
                 f"not the {RETURN_TYPES[call]} that {call.__name__} reads"
             )
-        found = compiled.library.get_pointer_to_function(compiled.fndesc.llvm_func_name), compiled
-        _ADDRESSES[key] = found
+        address = compiled.library.get_pointer_to_function(compiled.fndesc.llvm_func_name)
+        found = (address, signature_token(compiled.signature.args)), compiled
+        _BODIES[key] = found
     return found[0]

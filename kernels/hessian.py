@@ -344,8 +344,8 @@ def _rowwise_chunk(X, W, b, V, c, sample_weight, start, stop, HV_acc, Hc_acc):
 
 
 @njit(parallel=True, **JIT_OPTIONS)
-def _hvp_parallel(body_address, align, n_samples, X, W, b, V, c, sample_weight, HV_acc, Hc_acc):
-    """The parallel driver of every body: chunk ch of the N = ``n_samples`` rows runs the body at ``body_address``.
+def _hvp_parallel(body, align, n_samples, X, W, b, V, c, sample_weight, HV_acc, Hc_acc):
+    """The parallel driver of every body: chunk ch of the N = ``n_samples`` rows runs ``body`` (``_calls.address_of``).
 
     The body is called by address (``_calls``), so the driver compiles none
     of its code. Chunks are cut at multiples of ``align``: BLOCKED's chunks
@@ -356,7 +356,7 @@ def _hvp_parallel(body_address, align, n_samples, X, W, b, V, c, sample_weight, 
     n_chunks = HV_acc.shape[0]
     for ch in prange(n_chunks):
         start, stop = chunk_rows(ch, n_chunks, n_samples, align)
-        call_none(body_address, (X, W, b, V, c, sample_weight, start, stop, HV_acc[ch], Hc_acc[ch]))
+        call_none(body, (X, W, b, V, c, sample_weight, start, stop, HV_acc[ch], Hc_acc[ch]))
 
 
 #: The block body of each variant.
@@ -377,8 +377,8 @@ def _run(body, align, n_samples, X, W, b, V, c, sample_weight, n_chunks, scale, 
         # Small problems skip the parallel region: its start-up would dominate.
         body(X, W, b, V, c, sample_weight, 0, n_samples, HV_acc[0], Hc_acc[0])
     else:
-        address = address_of(body, (X, W, b, V, c, sample_weight, 0, 0, HV_acc[0], Hc_acc[0]), call_none)
-        _hvp_parallel(address, align, n_samples, X, W, b, V, c, sample_weight, HV_acc, Hc_acc)
+        body_by_address = address_of(body, (X, W, b, V, c, sample_weight, 0, 0, HV_acc[0], Hc_acc[0]), call_none)
+        _hvp_parallel(body_by_address, align, n_samples, X, W, b, V, c, sample_weight, HV_acc, Hc_acc)
     reduce_chunks_any(V, HV_acc, Hc_acc, scale, l2, HV_out, Hc_out)
 
 

@@ -747,8 +747,8 @@ def chunk_rows(chunk, n_chunks, n_samples, align):
 
 
 @njit(parallel=True, **JIT_OPTIONS)
-def _loss_grad_parallel(body_address, align, X, y, W, b, sample_weight, dW_acc, db_acc, chunk_loss):
-    """The parallel driver of every block body: chunk c of the rows runs the body at ``body_address``.
+def _loss_grad_parallel(body, align, X, y, W, b, sample_weight, dW_acc, db_acc, chunk_loss):
+    """The parallel driver of every block body: chunk c of the rows runs ``body`` (``_calls.address_of``).
 
     The body is called by address (``_calls``), so the driver compiles none
     of its code and serves every body that takes X in the same type. Chunks
@@ -764,7 +764,7 @@ def _loss_grad_parallel(body_address, align, X, y, W, b, sample_weight, dW_acc, 
     n_chunks = dW_acc.shape[0]
     for c in prange(n_chunks):
         start, stop = chunk_rows(c, n_chunks, y.shape[0], align)
-        chunk_loss[c] = call_float64(body_address, (X, y, W, b, sample_weight, start, stop, dW_acc[c], db_acc[c]))
+        chunk_loss[c] = call_float64(body, (X, y, W, b, sample_weight, start, stop, dW_acc[c], db_acc[c]))
     loss_sum = 0.0
     for c in range(n_chunks):
         loss_sum += chunk_loss[c]
@@ -890,8 +890,10 @@ def _run(body, align, X, y, W, b, sample_weight, n_chunks, scale, l2, dW_out, db
         # Small problems skip the parallel region: its start-up would dominate.
         loss_sum = body(X, y, W, b, sample_weight, 0, y.shape[0], dW_acc[0], db_acc[0])
     else:
-        address = address_of(body, (X, y, W, b, sample_weight, 0, 0, dW_acc[0], db_acc[0]), call_float64)
-        loss_sum = _loss_grad_parallel(address, align, X, y, W, b, sample_weight, dW_acc, db_acc, np.empty(n_chunks))
+        body_by_address = address_of(body, (X, y, W, b, sample_weight, 0, 0, dW_acc[0], db_acc[0]), call_float64)
+        loss_sum = _loss_grad_parallel(
+            body_by_address, align, X, y, W, b, sample_weight, dW_acc, db_acc, np.empty(n_chunks)
+        )
     reduce_chunks_any(W, dW_acc, db_acc, scale, l2, dW_out, db_out)
     return loss_sum
 

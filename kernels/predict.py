@@ -290,8 +290,8 @@ def _blas_chunk(X, W, b, proba_out, labels_out, start, stop):
 
 
 @njit(parallel=True, **JIT_OPTIONS)
-def _predict_parallel(body_address, align, X, W, b, proba_out, labels_out, chunk_bad):
-    """The parallel driver of every body: chunk c of the rows runs the body at ``body_address`` (``_calls``).
+def _predict_parallel(body, align, X, W, b, proba_out, labels_out, chunk_bad):
+    """The parallel driver of every body: chunk c of the rows runs ``body`` (``_calls.address_of``).
 
     The columns body's chunks are whole blocks (``align`` = BLOCK_ROWS), so
     that only X's last partial block comes from the tail.
@@ -301,7 +301,7 @@ def _predict_parallel(body_address, align, X, W, b, proba_out, labels_out, chunk
     n_chunks = chunk_bad.shape[0]
     for c in prange(n_chunks):
         start, stop = chunk_rows(c, n_chunks, n_samples, align)
-        chunk_bad[c] = call_int64(body_address, (X, W, b, proba_out, labels_out, start, stop))
+        chunk_bad[c] = call_int64(body, (X, W, b, proba_out, labels_out, start, stop))
     n_bad = 0
     for c in range(n_chunks):
         n_bad += chunk_bad[c]
@@ -321,9 +321,9 @@ def _run(body, align, X, W, b, proba_out, labels_out, n_chunks):
     if n_chunks <= 1:
         # Small problems skip the parallel region: its start-up would dominate.
         return int(body(X, W, b, proba_out, labels_out, 0, labels_out.shape[0]))
-    address = address_of(body, (X, W, b, proba_out, labels_out, 0, 0), call_int64)
+    body_by_address = address_of(body, (X, W, b, proba_out, labels_out, 0, 0), call_int64)
     chunk_bad = np.zeros(n_chunks, dtype=np.int64)
-    return int(_predict_parallel(address, align, X, W, b, proba_out, labels_out, chunk_bad))
+    return int(_predict_parallel(body_by_address, align, X, W, b, proba_out, labels_out, chunk_bad))
 
 
 def predict_proba_labels(X, W, b, proba_out, labels_out, n_chunks, variant):

@@ -41,42 +41,42 @@ def _fill(values, start, stop, out):
 
 
 @njit(parallel=True, cache=False)
-def _chunked_sum(address, values, weights, n_chunks, first):
+def _chunked_sum(body, values, weights, n_chunks, first):
     partial = np.empty(n_chunks)
     n = values.shape[0]
     for c in prange(n_chunks):
         start = c * n // n_chunks
-        partial[c] = _calls.call_float64(address, (values, weights, start if c else first, (c + 1) * n // n_chunks))
+        partial[c] = _calls.call_float64(body, (values, weights, start if c else first, (c + 1) * n // n_chunks))
     return partial.sum()
 
 
 @njit(parallel=True, cache=False)
-def _chunked_count(address, values, n_chunks):
+def _chunked_count(body, values, n_chunks):
     partial = np.empty(n_chunks, dtype=np.int64)
     n = values.shape[0]
     for c in prange(n_chunks):
-        partial[c] = _calls.call_int64(address, (values, c * n // n_chunks, (c + 1) * n // n_chunks))
+        partial[c] = _calls.call_int64(body, (values, c * n // n_chunks, (c + 1) * n // n_chunks))
     return partial.sum()
 
 
 @njit(parallel=True, cache=False)
-def _chunked_fill(address, values, out, n_chunks):
+def _chunked_fill(body, values, out, n_chunks):
     n = values.shape[0]
     for c in prange(n_chunks):
-        _calls.call_none(address, (values, c * n // n_chunks, (c + 1) * n // n_chunks, out))
+        _calls.call_none(body, (values, c * n // n_chunks, (c + 1) * n // n_chunks, out))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_a_driver_gets_the_body_compiled_for_its_arguments(dtype):
     values = np.arange(1, 1001, dtype=dtype)
     weights = np.linspace(0, 1, 1000).astype(dtype)
-    address = _calls.address_of(_weighted_sum, (values, weights, 0, 0), _calls.call_float64)
+    body = _calls.address_of(_weighted_sum, (values, weights, 0, 0), _calls.call_float64)
     # The same arithmetic as a direct call of the body, chunk by chunk.
     direct = sum(_weighted_sum(values, weights, c * 1000 // 7, (c + 1) * 1000 // 7) for c in range(7))
-    assert _chunked_sum(address, values, weights, 7, 0) == direct
+    assert _chunked_sum(body, values, weights, 7, 0) == direct
     # Another type of argument is another specialisation at another address.
     other = values.astype(np.float64 if dtype == np.float32 else np.float32)
-    assert _calls.address_of(_weighted_sum, (other, other, 0, 0), _calls.call_float64) != address
+    assert _calls.address_of(_weighted_sum, (other, other, 0, 0), _calls.call_float64)[0] != body[0]
 
 
 def test_a_repeated_lookup_compiles_nothing_more_and_keys_on_layout_and_writeability():
@@ -88,13 +88,13 @@ def test_a_repeated_lookup_compiles_nothing_more_and_keys_on_layout_and_writeabi
         name: _calls.address_of(_count_positive, (array, 0, 0), _calls.call_int64)
         for name, array in (("strided", values), ("contiguous", contiguous), ("read-only", read_only))
     }
-    assert len(set(addresses.values())) == 3, addresses
+    assert len({address for address, _ in addresses.values()}) == 3, addresses
     n_signatures = len(_count_positive.signatures)
     assert _calls.address_of(_count_positive, (np.zeros(9), 0, 0), _calls.call_int64) == addresses["contiguous"]
     assert len(_count_positive.signatures) == n_signatures
     for array in (values, contiguous, read_only):
-        address = _calls.address_of(_count_positive, (array, 0, 0), _calls.call_int64)
-        assert _chunked_count(address, array, 4) == 6
+        body = _calls.address_of(_count_positive, (array, 0, 0), _calls.call_int64)
+        assert _chunked_count(body, array, 4) == 6
 
 
 def test_a_body_returning_nothing_writes_its_rows():
@@ -105,8 +105,8 @@ def test_a_body_returning_nothing_writes_its_rows():
 
 
 @njit(cache=False)
-def _whole_sum(address, values, first):
-    return _calls.call_float64(address, (values, values, first, values.shape[0]))
+def _whole_sum(body, values, first):
+    return _calls.call_float64(body, (values, values, first, values.shape[0]))
 
 
 @njit(parallel=True, cache=False)
@@ -122,16 +122,16 @@ def _chunked_sum_direct(values, n_chunks, first):
 
 def test_an_exception_in_the_body_reaches_the_caller():
     values = np.ones(100)
-    address = _calls.address_of(_weighted_sum, (values, values, 0, 0), _calls.call_float64)
-    assert _whole_sum(address, values, 0) == 100.0
+    body = _calls.address_of(_weighted_sum, (values, values, 0, 0), _calls.call_float64)
+    assert _whole_sum(body, values, 0) == 100.0
     with pytest.raises(ValueError, match="start is negative"):
-        _whole_sum(address, values, -1)
+        _whole_sum(body, values, -1)
     # Inside a prange, Numba reports a raise in the loop's body as a SystemError
     # chained to it, for a direct call as for a call by address.
     with pytest.raises(SystemError) as direct:
         _chunked_sum_direct(values, 4, -1)
     with pytest.raises(SystemError) as by_address:
-        _chunked_sum(address, values, values, 4, -1)
+        _chunked_sum(body, values, values, 4, -1)
     assert repr(by_address.value.__cause__) == repr(direct.value.__cause__) == "ValueError('start is negative')"
 
 
@@ -139,3 +139,33 @@ def test_a_body_of_another_return_type_is_refused():
     # Calling it would read its int64 result as a float64.
     with pytest.raises(TypeError, match="_count_positive returns int64, not the float64 that call_float64 reads"):
         _calls.address_of(_count_positive, (np.ones(3), 0, 0), _calls.call_float64)
+
+
+@njit(parallel=True, cache=False)
+def _chunked_sum_from_index(body, values, n_chunks, first):
+    partial = np.zeros(n_chunks)
+    for c in prange(n_chunks):
+        # Numba types a prange body again, with c as uint64: this start unifies
+        # uint64 with int64 into a float64, not the int64 the body was compiled for.
+        start = c if c > 0 else first
+        partial[c] = _calls.call_float64(body, (values, values, start, c + 1))
+    return partial.sum()
+
+
+@njit(cache=False)
+def _sum_with_float_stop(body, values):
+    return _calls.call_float64(body, (values, values, 0, 1.0))
+
+
+def test_a_call_with_other_argument_types_than_the_body_was_compiled_for_runs_nothing():
+    # A direct call would compile the body for these types; a call by address
+    # cannot, and running int64 code on a float64 argument read garbage or crashed.
+    values = np.arange(8.0)
+    body = _calls.address_of(_weighted_sum, (values, values, 0, 0), _calls.call_float64)
+    message = r"was not compiled for the argument types of this call, .*float64"
+    with pytest.raises(TypeError, match=message):
+        _sum_with_float_stop(body, values)
+    with pytest.raises(SystemError) as raised:
+        _chunked_sum_from_index(body, values, 8, 0)
+    assert isinstance(raised.value.__cause__, TypeError), repr(raised.value.__cause__)
+    assert "was not compiled for the argument types of this call" in str(raised.value.__cause__)
