@@ -19,7 +19,7 @@ CALL_EVERY_BODY = textwrap.dedent(
 
     import numpy as np
 
-    from fastsoftmax.kernels import hessian, loss_grad, predict
+    from fastsoftmax.kernels import hessian, loss_grad, moments, predict, read_only
 
     X = np.linspace(-1, 1, 40 * 3).reshape(40, 3)
     y = np.arange(40) % 2
@@ -43,6 +43,11 @@ CALL_EVERY_BODY = textwrap.dedent(
         loss_grad.loss_grad_row_blocks_sums(X_blocks, y, W, b, np.empty(0), n_chunks, 1 / 40, 0.0, dW, db)
         HV, Hc = np.empty_like(W), np.empty_like(b)
         hessian.hessian_vector_row_blocks_sums(X_blocks, 40, W, b, W, b, np.empty(0), n_chunks, 1 / 40, 0.0, HV, Hc)
+    for columns in (False, True):
+        for n_chunks in (1, 2):
+            X_in = read_only(X.T.copy() if columns else X)
+            sums, squares = np.empty(3), np.empty(3)
+            moments.column_moments(X_in, read_only(np.empty(0)), read_only(X[0]), columns, sums, squares, n_chunks)
     # A large K x D takes the parallel reduction.
     W_big = np.ones((4, loss_grad.PARALLEL_REDUCE_MIN // 8))
     X_big = np.ones((2, W_big.shape[1]))
@@ -61,6 +66,9 @@ CALL_EVERY_BODY = textwrap.dedent(
         hessian._row_blocks_chunk,
         *predict.BODIES.values(),
         predict._predict_parallel,
+        moments._moments_of_rows,  # compiled by a pipeline of its own (``_pipeline``)
+        moments._moments_of_columns,
+        moments._moments_parallel,
     ]
     stats = {}
     for f in dispatchers:
