@@ -14,7 +14,7 @@ Here the driver takes the body's address as an argument and calls it with
 Numba's own calling convention (``call_float64``, ``call_int64``,
 ``call_none``; the intrinsics emit what Numba emits for a direct call,
 status and exceptions included, but through a pointer). The driver then
-holds no copy of the body: it compiles in about 0.7 s, one driver serves
+holds no copy of the body: it compiles in about a second, one driver serves
 every body with the same arguments, and the parallel chunks run the very
 machine code that a serial call runs. The address is a run-time value, so
 the driver's disk cache holds none: ``address_of`` looks it up in each
@@ -75,7 +75,10 @@ def _compiled_call(return_type: types.Type) -> Callable:
             arg_types = list(args.types)
             expected = context.get_constant(body.dtype, signature_token(args.types))
             with cgutils.if_unlikely(builder, builder.icmp_signed("!=", token_value, expected)):
-                message = f"{signature.args[0]} was not compiled for the argument types of this call, {args}"
+                message = (
+                    f"call_{return_type}: the body was compiled for other argument types than this call's, "
+                    f"{args}; take it from address_of with arguments of these types"
+                )
                 context.call_conv.return_user_exc(builder, TypeError, (message,))
             values = [builder.extract_value(packed, i) for i in range(len(arg_types))]
             function_type = context.call_conv.get_function_type(return_type, arg_types)

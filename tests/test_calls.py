@@ -162,13 +162,13 @@ def test_a_call_with_other_argument_types_than_the_body_was_compiled_for_runs_no
     # cannot, and running int64 code on a float64 argument read garbage or crashed.
     values = np.arange(8.0)
     body = _calls.address_of(_weighted_sum, (values, values, 0, 0), _calls.call_float64)
-    message = r"was not compiled for the argument types of this call, .*float64"
+    message = r"call_float64: the body was compiled for other argument types than this call's, .*float64"
     with pytest.raises(TypeError, match=message):
         _sum_with_float_stop(body, values)
     with pytest.raises(SystemError) as raised:
         _chunked_sum_from_index(body, values, 8, 0)
     assert isinstance(raised.value.__cause__, TypeError), repr(raised.value.__cause__)
-    assert "was not compiled for the argument types of this call" in str(raised.value.__cause__)
+    assert "the body was compiled for other argument types than this call's" in str(raised.value.__cause__)
 
 
 def _fresh_copy(dispatcher):
