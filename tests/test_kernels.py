@@ -372,6 +372,40 @@ def test_softmax_and_log_softmax_match_reference(rng, dtype, shape):
     np.testing.assert_allclose(L, reference.log_softmax(Z64), rtol=rtol, atol=rtol * (1 + np.abs(Z64).max()))
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_softmax_family_in_parallel_chunks_gives_the_serial_bits(rng, dtype):
+    # The parallel drivers run each chunk's rows by the serial body, called by
+    # address: rows do not depend on the chunking, and the sums add the chunks' sums in order.
+    n, k = 3 * BLOCK_ROWS + 5, 7
+    Z = _logits(rng, (n, k), dtype)
+    Z[5, 2] = -np.inf
+    y = rng.integers(0, k, n)
+    weights = rng.uniform(0.1, 2, n).astype(dtype)
+    Z_in, y_in, w_in = kernels.read_only(Z), kernels.read_only(y), kernels.read_only(weights)
+    for kernel in (kernels.softmax_rows, kernels.log_softmax_rows):
+        serial, chunked = np.empty_like(Z), np.empty_like(Z)
+        kernel(Z_in, serial, 1)
+        with parallel_section(3):
+            kernel(Z_in, chunked, 3)
+        np.testing.assert_array_equal(chunked, serial)
+        in_place = Z.copy()
+        with parallel_section(3):
+            kernel(kernels.read_only(in_place), in_place, 3)  # as softmax(Z, out=Z) calls it
+        np.testing.assert_array_equal(in_place, serial)
+    serial_losses, chunked_losses = np.empty(n), np.empty(n)
+    kernels.cross_entropy_rows(Z_in, y_in, serial_losses, 1)
+    with parallel_section(3):
+        kernels.cross_entropy_rows(Z_in, y_in, chunked_losses, 3)
+    np.testing.assert_array_equal(chunked_losses, serial_losses)
+    for sample_weight in (kernels.read_only(np.empty(0, dtype)), w_in):
+        serial_sums = kernels.cross_entropy_sums(Z_in, y_in, sample_weight, 1)
+        with parallel_section(3):
+            chunked_sums = kernels.cross_entropy_sums(Z_in, y_in, sample_weight, 3)
+        assert chunked_sums[1] == serial_sums[1]
+        # Three partial sums of float64 terms against one: a few float64 roundings of the total.
+        np.testing.assert_allclose(chunked_sums[0], serial_sums[0], rtol=8 * n * np.finfo(np.float64).eps)
+
+
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
 @pytest.mark.parametrize("shape", Z_SHAPES, ids=Z_IDS)
