@@ -47,7 +47,7 @@ def column_moments(X, sample_weight, shift, columns, sums_out, squares_out, n_ch
     the row loop, and one parallel driver that calls the body by its address
     (``_calls``), so that it compiles none of the body's code: a cold
     ``fastsoftmax train`` spent 4.4 s compiling this kernel with both loops
-    inside its ``prange``, and 2.7 s with one.
+    inside its ``prange``, 2.7 s with one, and 0.9 s split this way.
     """
     n_samples, n_features = (X.shape[1], X.shape[0]) if columns else X.shape
     body = _moments_of_columns if columns else _moments_of_rows
