@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import DTYPE_IDS, DTYPES
 from numba import njit, prange
 
 from fastsoftmax.kernels import _calls, hessian, loss_grad, predict, read_only
@@ -66,7 +67,7 @@ def _chunked_fill(body, values, out, n_chunks):
         _calls.call_none(body, (values, c * n // n_chunks, (c + 1) * n // n_chunks, out))
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 def test_a_driver_gets_the_body_compiled_for_its_arguments(dtype):
     values = np.arange(1, 1001, dtype=dtype)
     weights = np.linspace(0, 1, 1000).astype(dtype)
