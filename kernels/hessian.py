@@ -370,8 +370,10 @@ BODIES = {
 def _run(body, align, n_samples, X, W, b, V, c, sample_weight, n_chunks, scale, l2, HV_out, Hc_out):
     """The Hessian-vector sums of N = ``n_samples`` rows in ``n_chunks`` chunks by ``body``, reduced into the outputs.
 
-    X is one array or the columns body's tuple, read-only like the others.
+    X is one array, or the columns body's tuple, already read-only (``columns_of``).
     """
+    X = X if isinstance(X, tuple) else read_only(X)
+    W, b, V, c, sample_weight = read_only(W), read_only(b), read_only(V), read_only(c), read_only(sample_weight)
     HV_acc, Hc_acc = _accumulators(W, n_chunks)
     if n_chunks <= 1:
         # Small problems skip the parallel region: its start-up would dominate.
@@ -403,8 +405,6 @@ def hessian_vector_sums(X, W, b, V, c, sample_weight, variant, n_chunks, scale, 
     body = BODIES[variant]
     # BLOCKED's chunks start at block boundaries, as those of the row blocks do.
     align = BLOCK_ROWS if body is _blocked_chunk else 1
-    X, W, b, V, c = read_only(X), read_only(W), read_only(b), read_only(V), read_only(c)
-    sample_weight = read_only(sample_weight)
     _run(body, align, X.shape[0], X, W, b, V, c, sample_weight, n_chunks, scale, l2, HV_out, Hc_out)
 
 
@@ -417,8 +417,6 @@ def hessian_vector_row_blocks_sums(X_blocks, n_samples, W, b, V, c, sample_weigh
     ``n_samples``; ``n_chunks`` is at most the number of blocks. The other
     arguments are those of ``hessian_vector_sums``.
     """
-    W, b, V, c = read_only(W), read_only(b), read_only(V), read_only(c)
-    X_blocks, sample_weight = read_only(X_blocks), read_only(sample_weight)
     _run(
         _row_blocks_chunk,
         BLOCK_ROWS,
@@ -444,15 +442,12 @@ def hessian_vector_columns_sums(X_T, W, b, V, c, sample_weight, n_chunks, scale,
     columns (``loss_grad.loss_grad_columns_sums``); no copy into C order.
     The other arguments are those of ``hessian_vector_sums``.
     """
-    W, b, V, c = read_only(W), read_only(b), read_only(V), read_only(c)
-    X_columns = columns_of(X_T)
-    sample_weight = read_only(sample_weight)
     n_chunks = min(n_chunks, -(-X_T.shape[1] // BLOCK_ROWS))
     _run(
         _columns_chunk,
         BLOCK_ROWS,
         X_T.shape[1],
-        X_columns,
+        columns_of(X_T),
         W,
         b,
         V,

@@ -10,6 +10,7 @@ from numba import njit, prange
 from fastsoftmax.kernels._calls import address_of, call_none
 from fastsoftmax.kernels._config import JIT_OPTIONS
 from fastsoftmax.kernels._pipeline import NoAliasPipeline
+from fastsoftmax.kernels.loss_grad import chunk_rows
 
 #: Partial sums per column: row i of a chunk starting at row s adds into lane
 #: (i - s) mod LANES, and the lanes are added in order at the end. Both
@@ -71,7 +72,7 @@ def _moments_parallel(body, n_samples, X, sample_weight, shift, sums, squares):
     """Chunk c of the N = ``n_samples`` rows by ``body`` (``_calls.address_of``), into row c of the sums."""
     n_chunks = sums.shape[0]
     for c in prange(n_chunks):
-        start, stop = c * n_samples // n_chunks, (c + 1) * n_samples // n_chunks
+        start, stop = chunk_rows(c, n_chunks, n_samples, 1)
         call_none(body, (X, sample_weight, shift, start, stop, sums[c], squares[c]))
 
 

@@ -29,6 +29,7 @@ from numba import njit, prange
 from fastsoftmax.kernels._calls import address_of, call_float64, call_none
 from fastsoftmax.kernels._config import BLOCK_ROWS, JIT_OPTIONS
 from fastsoftmax.kernels._math import exp_inplace, exp_scratch, log1p_scratch, log1p_tails, weighted_log1p_sum
+from fastsoftmax.kernels.loss_grad import chunk_rows
 
 
 @njit(**JIT_OPTIONS)
@@ -204,17 +205,11 @@ def _cross_entropy_sum_chunk(Z, y, sample_weight, start, stop):
     return loss
 
 
-@njit(inline="always", **JIT_OPTIONS)
-def _chunk_rows(c, n_chunks, n):
-    """Rows [start, stop) of chunk c of ``n_chunks`` even shares of n rows."""
-    return c * n // n_chunks, (c + 1) * n // n_chunks
-
-
 @njit(parallel=True, **JIT_OPTIONS)
 def _rows_parallel(body, Z, out, n_chunks):
     """Chunk c of Z's rows by ``body`` (``_calls.address_of``), writing ``out``."""
     for c in prange(n_chunks):
-        start, stop = _chunk_rows(c, n_chunks, Z.shape[0])
+        start, stop = chunk_rows(c, n_chunks, Z.shape[0], 1)
         call_none(body, (Z, out, start, stop))
 
 
@@ -222,7 +217,7 @@ def _rows_parallel(body, Z, out, n_chunks):
 def _labelled_rows_parallel(body, Z, y, out, n_chunks):
     """Chunk c of Z's rows and their labels by ``body`` (``_calls.address_of``), writing ``out``."""
     for c in prange(n_chunks):
-        start, stop = _chunk_rows(c, n_chunks, Z.shape[0])
+        start, stop = chunk_rows(c, n_chunks, Z.shape[0], 1)
         call_none(body, (Z, y, out, start, stop))
 
 
@@ -232,7 +227,7 @@ def _sums_parallel(body, Z, y, sample_weight, chunk_loss):
     # The caller allocates chunk_loss: an np.zeros here would be a parallel loop of its own.
     n_chunks = chunk_loss.shape[0]
     for c in prange(n_chunks):
-        start, stop = _chunk_rows(c, n_chunks, Z.shape[0])
+        start, stop = chunk_rows(c, n_chunks, Z.shape[0], 1)
         chunk_loss[c] = call_float64(body, (Z, y, sample_weight, start, stop))
     loss_sum = 0.0
     for c in range(n_chunks):
