@@ -13,6 +13,7 @@ import contextlib
 import os
 import sys
 import threading
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -233,7 +234,7 @@ def _limit_blas() -> None:
         libraries = [library for library in _blas_controller.lib_controllers if library.user_api == "blas"]
         _blas_original = [(library, library.num_threads) for library in libraries]
     for library, _ in _blas_original:
-        library.set_num_threads(1)
+        _set_blas_threads(library, 1)
 
 
 def _release_blas(holder: object) -> None:
@@ -243,5 +244,45 @@ def _release_blas(holder: object) -> None:
         _blas_holders.discard(holder)
         if not _blas_holders and _blas_original is not None:
             for library, num_threads in _blas_original:
-                library.set_num_threads(num_threads)
+                _set_blas_threads(library, num_threads)
             _blas_original = None  # only once every library is back
+
+
+#: Tries of :func:`_set_blas_threads` before it warns (another thread may take
+#: threadpoolctl's control of OpenBLAS between its clearing and its call).
+_BLAS_SET_TRIES = 3
+
+
+def _set_blas_threads(library: Any, num_threads: int) -> None:
+    """``library.set_num_threads(num_threads)``, from whichever Python thread, checked to take effect.
+
+    threadpoolctl 3.8 lets one Python thread at a time set the process-wide
+    count of an OpenBLAS built on pthreads (NumPy's and SciPy's wheels): the
+    first to call, until ``clear_controlling_thread``. From any other live
+    thread the call silently does nothing. Our sections open and close in
+    whichever threads fit, so a restore from the thread that closed last could
+    do nothing and leave BLAS at one thread for the rest of the process (from
+    the 17th of 150 rounds of three concurrent fits on: the next limit then
+    recorded 1 as the original). So each call here, all made under
+    ``_blas_lock``, clears the control, makes the call (which takes it), gives
+    it back, and reads the count back. Controllers without that notion (MKL,
+    BLIS, threadpoolctl before 3.8) are set as they are.
+    """
+    clear_control = getattr(type(library), "clear_controlling_thread", None)
+    for _ in range(_BLAS_SET_TRIES):
+        if clear_control is not None:
+            clear_control(force=True)
+        try:
+            library.set_num_threads(num_threads)
+        finally:
+            if clear_control is not None:
+                clear_control()  # only if this thread holds it: a user's threadpool_limits may own it now
+        if library.num_threads == num_threads:
+            return
+    warnings.warn(
+        f"fastsoftmax could not set {library.internal_api} ({library.filepath}) to {num_threads} BLAS threads: "
+        f"it reports {library.num_threads}. Another thread may be changing the BLAS thread count; "
+        "threadpoolctl.threadpool_limits can set it once that is done.",
+        RuntimeWarning,
+        stacklevel=2,
+    )

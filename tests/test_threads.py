@@ -175,6 +175,70 @@ def test_overlapping_blas_limits_restore_the_original_once(monkeypatch):
         assert _blas_threads() == before
 
 
+def test_blas_is_restored_by_a_thread_other_than_the_one_that_limited_it(monkeypatch):
+    """The last section to close restores BLAS although another thread, still alive, set the limit.
+
+    threadpoolctl 3.8 lets only the first Python thread to set OpenBLAS's
+    count set it again; the restore from the other thread did nothing, and
+    BLAS stayed at one thread for the rest of the process.
+    """
+    import scipy.linalg.cython_blas  # noqa: F401 (the BLAS the kernels call, which the limit loads)
+
+    from fastsoftmax import _threading
+
+    if not _blas_threads():
+        pytest.skip("threadpoolctl finds no BLAS here: there are no BLAS threads to limit")
+    monkeypatch.setattr(_threading, "_blas_controller", None)  # a fresh one (see the tests above)
+    before = _blas_threads()
+    if max(before) < 2:
+        pytest.skip(f"the BLAS runs a single thread ({before}): a limit of one cannot be seen")
+    first_in, second_in, first_out, second_out = (threading.Event() for _ in range(4))
+    inside: list[list[int]] = []
+
+    def first() -> None:  # limits BLAS, leaves first, and stays alive until the second has left
+        with _threading.single_threaded_blas():
+            first_in.set()
+            second_in.wait(30)
+        first_out.set()
+        second_out.wait(30)
+
+    def second() -> None:  # enters while the first is inside, leaves last: restores
+        first_in.wait(30)
+        with _threading.single_threaded_blas():
+            second_in.set()
+            first_out.wait(30)
+            inside.append(_blas_threads())
+        second_out.set()
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    second_out.wait(30)
+    after = _blas_threads()
+    for thread in threads:
+        thread.join(30)
+    assert inside and all(n == 1 for n in inside[0]), inside
+    assert after == before
+
+
+def test_a_blas_count_that_does_not_take_effect_is_reported():
+    from fastsoftmax import _threading
+
+    class StuckLibrary:  # a controller whose set_num_threads changes nothing
+        internal_api, filepath, num_threads = "openblas", "/lib/libstuck.so", 2
+
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def set_num_threads(self, num_threads: int) -> None:
+            self.calls += 1
+
+    library = StuckLibrary()
+    with pytest.warns(RuntimeWarning, match=r"could not set openblas \(/lib/libstuck.so\) to 1 BLAS threads"):
+        _threading._set_blas_threads(library, 1)
+    assert library.calls == _threading._BLAS_SET_TRIES
+
+
 BLAS_LOADED_AFTER_THE_FIRST_LIMIT = textwrap.dedent(
     """
     import json
