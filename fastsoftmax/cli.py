@@ -1104,7 +1104,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``fastsoftmax`` console script."""
+    """Entry point of the ``fastsoftmax`` console script; returns the exit status.
+
+    0 on success, 2 on an error (one line on stderr), 130 on Ctrl-C (one line,
+    no traceback), wherever it lands: in a command, or before one runs, as
+    the arguments are parsed or the thread pool starts.
+    """
+    try:
+        return _run_command(argv)
+    except KeyboardInterrupt:
+        print("fastsoftmax: interrupted", file=sys.stderr)
+        return 130
+
+
+def _run_command(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command in ("train", "generate"):

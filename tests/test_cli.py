@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -143,6 +144,33 @@ def _with_label(y: np.ndarray, row: int, label: int) -> np.ndarray:
 def _with_nan(X: np.ndarray, row: int) -> np.ndarray:
     X[row, 3] = np.nan
     return X
+
+
+def _interrupt(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize(
+    "where, message",
+    [("parsing", "fastsoftmax: interrupted"), ("training", "fastsoftmax train: interrupted")],
+)
+def test_ctrl_c_exits_130_with_one_line(tmp_path, capsys, monkeypatch, where, message):
+    from fastsoftmax import _threading
+
+    if where == "parsing":
+        monkeypatch.setattr(argparse.ArgumentParser, "parse_args", _interrupt)
+    else:
+        monkeypatch.setattr(SoftmaxRegression, "fit", _interrupt)
+    threads = _threading.get_num_threads()
+    assert (
+        main(["train", "--samples", "200", "--features", "4", "--threads", "1", "--out", str(tmp_path / "m.npz")])
+        == 130
+    )
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == message
+    assert "Traceback" not in err
+    assert _threading.get_num_threads() == threads
+    assert not (tmp_path / "m.npz").exists()
 
 
 @pytest.mark.parametrize(
