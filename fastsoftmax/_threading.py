@@ -14,6 +14,7 @@ import os
 import sys
 import threading
 import warnings
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -286,3 +287,56 @@ def _set_blas_threads(library: Any, num_threads: int) -> None:
         RuntimeWarning,
         stacklevel=2,
     )
+
+
+#: id(model) -> (a weak reference to the model, the thread training it now),
+#: under ``_trainers_lock``. Keyed by id, not by the model: a model class may
+#: define __eq__ without __hash__; the reference tells a claim on a model
+#: that has since died (and whose id was reused) from one on this model.
+_trainers: dict[int, tuple[weakref.ref, threading.Thread]] = {}
+_trainers_lock = threading.Lock()
+
+
+class exclusive_training:
+    """``with exclusive_training(model):`` trains ``model`` in this thread only; another thread's try raises.
+
+    Two threads training one model at once interleave their updates: the
+    model ends with the iterate of whichever finished last, or with W from
+    one and b from the other, and neither caller can tell. The second is
+    refused with a RuntimeError before it changes anything.
+
+    A claim belongs to a thread: the same thread may enter again (a callback
+    that trains its own model), and the claim of a thread that has ended
+    counts for nothing. A claim is left behind only where Ctrl-C lands inside
+    ``__exit__``; Ctrl-C reaches only the main thread, whose next training of
+    the model takes the claim again. A plain class rather than a generator:
+    entering and leaving run no contextlib code.
+    """
+
+    __slots__ = ("_model", "_outermost")
+
+    def __init__(self, model: object) -> None:
+        self._model = model
+        self._outermost = False
+
+    def __enter__(self) -> None:
+        this_thread = threading.current_thread()
+        with _trainers_lock:
+            model_ref, trainer = _trainers.get(id(self._model), (None, None))
+            if model_ref is None or model_ref() is not self._model:
+                trainer = None
+            if trainer is not None and trainer is not this_thread and trainer.is_alive():
+                name = type(self._model).__name__
+                raise RuntimeError(
+                    f"this {name} is being trained in another thread ({trainer.name}); two trainings of one model "
+                    f"at once would interleave their updates of its weights. Give each thread its own {name} "
+                    "(copy.deepcopy(model), or sklearn.base.clone for an estimator), or wait for the other to finish."
+                )
+            self._outermost = trainer is not this_thread
+            _trainers[id(self._model)] = (weakref.ref(self._model), this_thread)
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._outermost:
+            with _trainers_lock:
+                if _trainers.get(id(self._model), (None, None))[1] is threading.current_thread():
+                    del _trainers[id(self._model)]

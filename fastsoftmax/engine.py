@@ -28,7 +28,8 @@ everything that does not depend on where the data lives:
   feature-scaled coordinates, an exact change of variables
   (:mod:`fastsoftmax._scaling`); the model and the callback always see the
   raw W and b, the checkpoint the solver's coordinates and the scaling;
-* **threads**: BLAS is held to one thread for the whole fit;
+* **threads**: BLAS is held to one thread for the whole fit, and a model
+  that another thread is training is refused (``_threading.exclusive_training``);
 * **convergence**: ``max_iter`` used up before ``tol`` warns
   (:class:`ConvergenceWarning`), unless ``tol`` is 0 or the callback stopped.
 
@@ -52,7 +53,7 @@ from fastsoftmax import checkpoint as _checkpoint
 from fastsoftmax import solvers
 from fastsoftmax._checks import FitOptions, check_seed
 from fastsoftmax._scaling import FeatureScaling, ScaledObjective
-from fastsoftmax._threading import single_threaded_blas
+from fastsoftmax._threading import exclusive_training, single_threaded_blas
 from fastsoftmax.exceptions import ConvergenceWarning, TrainingError
 
 MINIBATCH_SOLVERS = ("sgd", "adam")
@@ -271,7 +272,7 @@ def fit(
         objective.check_checkpoint()
     # The solvers' own vector arithmetic is tiny: BLAS threads woken for it
     # only spin against the kernels' threads (one limit for the whole fit).
-    with objective, single_threaded_blas():
+    with exclusive_training(model), objective, single_threaded_blas():
         return _fit(model, objective, options, seed=seed, callback=callback, checkpoint=checkpoint)
 
 
@@ -471,7 +472,7 @@ def partial_fit(model: Trainable, objective: Objective, options: FitOptions, *, 
     """
     seed = check_seed(seed)
     objective.check_solver(options.solver)
-    with objective:
+    with exclusive_training(model), objective:
         return _partial_fit(model, objective, options, seed=seed, state=state)
 
 

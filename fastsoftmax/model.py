@@ -12,6 +12,7 @@ from fastsoftmax import _checks, engine, solvers
 from fastsoftmax._api import descend, fused_loss_grad, l2_penalty, predict, predict_proba
 from fastsoftmax._io import atomic_file, npz_scalar, read_npz, refuse_other_file_kind
 from fastsoftmax._layout import pack, unpack
+from fastsoftmax._threading import exclusive_training
 from fastsoftmax.exceptions import ConvergenceWarning, TrainingError
 from fastsoftmax.objectives import make_objective
 
@@ -186,24 +187,26 @@ class SoftmaxRegression:
         over X. W and b are updated in place. ``lr`` must be a finite number
         > 0 and ``l2`` a finite number >= 0, as in :meth:`fit`. A non-finite
         loss, a step that would make W or b non-finite, or a read-only W or b
-        raises and leaves W and b unchanged.
+        raises and leaves W and b unchanged; so does a step while another
+        thread trains the model (RuntimeError).
         """
         lr = _checks.check_lr(lr)
         l2 = _checks.check_l2(l2)
         X, y = self._Xy(X, y, fortran_ok=True, scan_labels=False)
-        W, b = self._params(update=True)
-        dW, db = np.empty_like(W), np.empty_like(b)
-        loss_sum = fused_loss_grad(X, y, W, b, _checks.no_weights(self.dtype), 1.0 / X.shape[0], l2, dW, db)
-        _checks.raise_for_nonfinite_loss(X, loss_sum, y, self.num_classes, W=W, l2=l2)
-        loss = loss_sum / X.shape[0] + l2_penalty(W, l2)
-        _checks.raise_for_overflowing_penalty(loss, W, l2)
-        # The new W and b are formed in the gradient's buffers and checked before W and b change.
-        if not descend(W, b, dW, db, self.dtype.type(lr)):
-            raise TrainingError(
-                f"the step with lr={lr} overflows W or b to a non-finite value; W and b are unchanged. Lower lr."
-            )
-        self.W[...] = dW
-        self.b[...] = db
+        with exclusive_training(self):
+            W, b = self._params(update=True)
+            dW, db = np.empty_like(W), np.empty_like(b)
+            loss_sum = fused_loss_grad(X, y, W, b, _checks.no_weights(self.dtype), 1.0 / X.shape[0], l2, dW, db)
+            _checks.raise_for_nonfinite_loss(X, loss_sum, y, self.num_classes, W=W, l2=l2)
+            loss = loss_sum / X.shape[0] + l2_penalty(W, l2)
+            _checks.raise_for_overflowing_penalty(loss, W, l2)
+            # The new W and b are formed in the gradient's buffers and checked before W and b change.
+            if not descend(W, b, dW, db, self.dtype.type(lr)):
+                raise TrainingError(
+                    f"the step with lr={lr} overflows W or b to a non-finite value; W and b are unchanged. Lower lr."
+                )
+            self.W[...] = dW
+            self.b[...] = db
         return loss
 
     def predict(self, X) -> np.ndarray:
@@ -341,6 +344,9 @@ class SoftmaxRegression:
         ValueError
             On a bad option (every option is checked before any data is read),
             bad data, or a checkpoint of another problem.
+        RuntimeError
+            Another thread is training this model (``fit``, ``partial_fit``
+            or ``train_step``); W and b are left to that thread.
 
         Warns
         -----
@@ -399,7 +405,8 @@ class SoftmaxRegression:
         first call's ``seed``) carries over from call to call; :meth:`fit`
         does not touch it. X and y take the forms :meth:`fit` accepts. The mean
         mini-batch loss of each call is appended to ``loss_history_``.
-        ``fit_intercept=False`` holds b at its current value, as in :meth:`fit`.
+        ``fit_intercept=False`` holds b at its current value, as in :meth:`fit`,
+        and it raises as :meth:`fit` does.
         """
         options = _checks.check_fit_options(
             solver,

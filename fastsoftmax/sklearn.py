@@ -63,7 +63,7 @@ from fastsoftmax._api import log_softmax, predict, predict_proba
 from fastsoftmax._dask_check import is_dask_collection
 from fastsoftmax._data import open_array
 from fastsoftmax._io import atomic_file, npz_scalar, read_npz, refuse_other_file_kind
-from fastsoftmax._threading import numba_threads
+from fastsoftmax._threading import exclusive_training, numba_threads
 from fastsoftmax.model import SoftmaxRegression
 
 _FORMAT = "fastsoftmax-sklearn"
@@ -445,6 +445,9 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             On a bad parameter or bad data, and ``TrainingError`` if training
             diverges. A fit that raises, or is interrupted, leaves the
             estimator as it was before the call (fitted or not).
+        RuntimeError
+            Another thread is fitting this estimator (``fit`` or
+            ``partial_fit``); it is left to that thread.
 
         Warns
         -----
@@ -454,7 +457,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             what to change. Never with ``tol=0``, which runs ``max_iter``
             iterations.
         """
-        with self._unchanged_on_failure():
+        with exclusive_training(self), self._unchanged_on_failure():
             return self._fit(X, y, sample_weight)
 
     def _fit(self, X, y, sample_weight) -> SoftmaxClassifier:
@@ -508,9 +511,10 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         "adam", else "sgd"; the optimiser's state carries over between calls.
         Each call minimises the objective of :meth:`fit` on its own rows
         (``l2 = 1 / (C * sum of the call's weights)``). A call that raises,
-        or is interrupted, leaves the estimator as it was before it.
+        or is interrupted, leaves the estimator as it was before it; a call
+        while another thread fits the estimator raises RuntimeError.
         """
-        with self._unchanged_on_failure():
+        with exclusive_training(self), self._unchanged_on_failure():
             return self._partial_fit(X, y, classes, sample_weight)
 
     def _partial_fit(self, X, y, classes, sample_weight) -> SoftmaxClassifier:

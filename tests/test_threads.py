@@ -135,6 +135,88 @@ def test_concurrent_model_fits_are_independent(rng):
         np.testing.assert_array_equal(model.b, want.b)
 
 
+def _trains_until_released(train, **kwargs):
+    """Start ``train(..., callback=...)`` in a thread that holds its first iteration until released.
+
+    Returns (thread, in_training, release): ``in_training`` is set once the
+    first iteration is done, ``release`` lets the training go on.
+    """
+    in_training, release = threading.Event(), threading.Event()
+
+    def callback(model, iteration, loss):
+        in_training.set()
+        release.wait(60)
+
+    worker = threading.Thread(target=train, kwargs={**kwargs, "callback": callback})
+    worker.start()
+    assert in_training.wait(120), "the training thread did not reach its first iteration"
+    return worker, release
+
+
+@pytest.mark.parametrize("second", ["fit", "partial_fit", "train_step"])
+def test_a_model_that_another_thread_trains_is_refused(rng, second):
+    X, y, _, _, _ = make_problem(rng, 500, 6, 3)
+    options = {"solver": "gd", "lr": 0.5, "max_iter": 3, "tol": 0}
+    model = fs.SoftmaxRegression(6, 3, seed=0)
+    worker, release = _trains_until_released(model.fit, X=X, y=y, **options)
+    try:
+        W, b = model.W.copy(), model.b.copy()
+        calls = {
+            "fit": lambda: model.fit(X, y, max_iter=2),
+            "partial_fit": lambda: model.partial_fit(X, y),
+            "train_step": lambda: model.train_step(X, y, lr=0.1),
+        }
+        with pytest.raises(RuntimeError, match="SoftmaxRegression is being trained in another thread"):
+            calls[second]()
+        np.testing.assert_array_equal(model.W, W)
+        np.testing.assert_array_equal(model.b, b)
+    finally:
+        release.set()
+        worker.join(60)
+    # The first fit ran as if alone, and its claim ended with it.
+    alone = fs.SoftmaxRegression(6, 3, seed=0).fit(X, y, **options)
+    np.testing.assert_array_equal(model.W, alone.W)
+    assert model.n_iter_ == alone.n_iter_ == 3
+    model.train_step(X, y, lr=0.1)
+
+
+def test_the_claim_of_a_thread_that_has_ended_does_not_block(rng):
+    from fastsoftmax._threading import exclusive_training
+
+    X, y, _, _, _ = make_problem(rng, 50, 4, 3)
+    model = fs.SoftmaxRegression(4, 3, seed=0)
+    left_behind = threading.Thread(target=exclusive_training(model).__enter__)  # a claim never released
+    left_behind.start()
+    left_behind.join()
+    model.train_step(X, y, lr=0.1)
+
+
+def test_an_estimator_that_another_thread_fits_is_refused(rng, monkeypatch):
+    from fastsoftmax.sklearn import SoftmaxClassifier
+
+    X, y, _, _, _ = make_problem(rng, 300, 5, 3)
+    estimator = SoftmaxClassifier(max_iter=3, tol=0)
+    held: list = []
+    # The estimator's only per-iteration hook is its verbose report: hold the fit there.
+    monkeypatch.setattr(SoftmaxClassifier, "_verbose_callback", lambda self: held[0])
+
+    def fit(callback):
+        held.append(callback)
+        estimator.fit(X, y)
+
+    worker, release = _trains_until_released(fit)
+    try:
+        with pytest.raises(RuntimeError, match="SoftmaxClassifier is being trained in another thread"):
+            estimator.fit(X, y)
+        with pytest.raises(RuntimeError, match="SoftmaxClassifier is being trained in another thread"):
+            estimator.partial_fit(X, y, classes=[0, 1, 2])
+        assert not hasattr(estimator, "coef_")
+    finally:
+        release.set()
+        worker.join(60)
+    assert estimator.n_iter_[0] == 3
+
+
 def _numpy_blas() -> str | None:
     """Name of the BLAS NumPy was built with, or None if it has none."""
     blas = np.show_config(mode="dicts").get("Build Dependencies", {}).get("blas", {})
