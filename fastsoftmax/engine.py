@@ -243,11 +243,14 @@ def _remedy(options: FitOptions) -> str:
     return "raise l2 or scale the features"
 
 
-def _diverged(exc: solvers.DivergedError, options: FitOptions) -> TrainingError:
-    return TrainingError(
-        f"training diverged: {exc}. W and b keep the best weights (iteration {exc.best_iteration}, "
-        f"loss {exc.best_loss:.6g}); {_remedy(options)}."
-    )
+def _diverged(exc: solvers.DivergedError, options: FitOptions, kept_iteration: int) -> TrainingError:
+    """The error for a run-away loss; W and b hold the iterate of ``kept_iteration`` (0: the start)."""
+    if options.solver in MINIBATCH_SOLVERS:
+        # The guard pairs an epoch's mean mini-batch loss with the weights the epoch started from.
+        kept = f"iteration {kept_iteration}; the epoch that started from them averaged {exc.best_loss:.6g}"
+    else:
+        kept = f"iteration {kept_iteration}, loss {exc.best_loss:.6g}"
+    return TrainingError(f"training diverged: {exc}. W and b keep the best weights ({kept}); {_remedy(options)}.")
 
 
 def fit(
@@ -413,6 +416,11 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
 
     stopped_by_callback = False
 
+    def history_to_kept() -> list[float]:
+        # The losses up to the iterate in the model: n_iter_ + 1 values (the start's, then one per
+        # iteration), or n_iter_ for the mini-batch solvers (one per epoch).
+        return history[: model.n_iter_ + (0 if minibatch else 1)]
+
     def on_iteration(theta: np.ndarray, loss: float, iteration: int) -> bool:
         nonlocal stopped_by_callback
         commit(theta)
@@ -441,6 +449,7 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
         if exc.iteration == 0 and offset == 0:
             # Finite starting weights and a non-finite loss: the data is at fault.
             objective.raise_for_nonfinite_start(exc.loss)
+        model.loss_history_ = history_to_kept()  # with the starting loss, where no iteration was completed
         raise TrainingError(
             f"training diverged: {exc}. W and b keep the weights of iteration {model.n_iter_}; {_remedy(options)}."
         ) from exc
@@ -448,9 +457,9 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
         commit(exc.best_theta)
         model.n_iter_ = offset + exc.best_iteration
         # The history ends at the iterate kept, as n_iter_ does (the error reports the climb),
-        # so that the model saves and loads (at most n_iter_ + 1 losses).
-        model.loss_history_ = history[: model.n_iter_ + 1]
-        raise _diverged(exc, options) from exc
+        # so that the model saves and loads.
+        model.loss_history_ = history_to_kept()
+        raise _diverged(exc, options, model.n_iter_) from exc
     finally:
         model.rows_processed_ = objective.rows_processed
     commit(result.theta)

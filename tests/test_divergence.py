@@ -141,3 +141,33 @@ def test_early_overshoot_of_a_run_that_converges_is_no_divergence():
     model.fit(X, y, solver="adam", lr=2.0, batch_size=512, max_iter=30, tol=0, seed=0)
     assert max(model.loss_history_) > 2 * start  # it did overshoot
     assert fs.loss_and_grad(X, y, model.W, model.b)[0] < start
+
+
+#: Runs that diverge on badly scaled float32 features (spreads 1 to 100): sgd
+#: after a good first epoch (the best weights are those of iteration 1, a later
+#: epoch was already committed), gd at once to NaN, and gd at once to a climb.
+DIVERGING = {
+    "sgd-after-one-epoch": ({"solver": "sgd", "lr": 1e-3, "momentum": 0.99, "batch_size": 64}, 1),
+    "gd-nan-at-once": ({"solver": "gd", "lr": 1e35}, 0),
+    "gd-climb-at-once": ({"solver": "gd", "lr": 3.0}, 0),
+}
+
+
+@pytest.mark.parametrize("case", list(DIVERGING))
+def test_a_fit_that_diverges_keeps_the_history_of_the_weights_it_keeps(case):
+    options, kept_iteration = DIVERGING[case]
+    rng = np.random.default_rng(16)
+    X = (rng.standard_normal((2000, 5)) * [1, 3, 10, 30, 100]).astype(np.float32)
+    y = rng.integers(0, 3, 2000)
+    model = SoftmaxRegression(5, 3, dtype=np.float32, seed=0)
+    with pytest.raises(TrainingError, match="diverged") as info:
+        model.fit(X, y, max_iter=40, seed=0, **options)
+    assert model.n_iter_ == kept_iteration
+    minibatch = options["solver"] in ("sgd", "adam")
+    # One loss per epoch (sgd, adam), or the start's and one per iteration: as a fit that ends there.
+    assert len(model.loss_history_) == model.n_iter_ + (0 if minibatch else 1)
+    if minibatch:
+        assert "the epoch that started from them averaged" in str(info.value)
+    else:
+        loss = fs.loss_and_grad(X, y, model.W, model.b)[0]
+        assert model.loss_history_[-1] == pytest.approx(loss, rel=16 * float(np.finfo(np.float32).eps))
