@@ -674,14 +674,22 @@ def check_fit_options(
     tol=1e-6,
     precondition="auto",
     fit_intercept=True,
+    callback=None,
 ) -> FitOptions:
     """Validate every solver option at once, before any data is read.
 
     ``allowed`` lists the solvers this entry point offers; ``lr=None`` takes
     :func:`default_lr` of the solver. ``precondition="auto"`` scales the
     features for lbfgs and newton-cg only: the other solvers' ``lr`` is a step
-    in the data's own units, which scaling would change.
+    in the data's own units, which scaling would change. ``callback`` is only
+    checked (None or callable): it was first called after the first
+    iteration, which had already changed W and b.
     """
+    if callback is not None and not callable(callback):
+        raise TypeError(
+            f"callback must be None or a function callback(model, iteration, loss), got {type(callback).__name__} "
+            f"{callback!r:.40}."
+        )
     solver = check_solver(solver, allowed)
     if precondition == "auto":
         precondition = solver in ("lbfgs", "newton-cg")

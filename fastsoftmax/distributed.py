@@ -769,6 +769,7 @@ def fit_dask(
         tol=tol,
         precondition=precondition,
         fit_intercept=fit_intercept,
+        callback=callback,
     )
     model._params(update=True)  # W and b are written in place: refuse read-only ones before the cluster works
     X, y, sample_weight = check_chunked(X, y, sample_weight, model.dtype, model.input_dim)

@@ -369,6 +369,7 @@ class SoftmaxRegression:
             tol=tol,
             precondition=precondition,
             fit_intercept=fit_intercept,
+            callback=callback,
         )
         self._params(update=True)
         objective = make_objective(

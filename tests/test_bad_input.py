@@ -471,6 +471,20 @@ def test_fit_rejects_bad_arguments(problem, case):
     np.testing.assert_array_equal(model.b, b)
 
 
+@pytest.mark.parametrize("solver", ["lbfgs", "sgd"])
+def test_fit_rejects_a_callback_that_cannot_be_called_before_any_iteration(problem, solver):
+    X, y, _, _ = problem
+    model = SoftmaxRegression(4, 3, seed=0)
+    W, b = model.W.copy(), model.b.copy()
+    with pytest.raises(
+        TypeError, match=r"callback must be None or a function callback\(model, iteration, loss\), got str"
+    ):
+        model.fit(X, y, solver=solver, callback="print")
+    np.testing.assert_array_equal(model.W, W)
+    np.testing.assert_array_equal(model.b, b)
+    assert model.n_iter_ == 0
+
+
 PARTIAL_FIT_ARG_CASES = {
     "solver-gd": (dict(solver="gd"), r"solver must be one of 'sgd', 'adam'"),
     "batch_size": (dict(batch_size=0), r"batch_size must be a positive integer"),
