@@ -311,10 +311,11 @@ def check_labels(y, n_samples: int, n_classes: int, *, scan: bool = True) -> np.
     """
     y = _as_array(y, "y", "the class labels as integers 0..K-1, shape (N,)", _STRING_LABELS_FIX)
     if y.ndim != 1:
-        raise ValueError(
-            f"y must be 1-dimensional (n_samples,), got shape {y.shape}; "
-            f"class indices, not one-hot rows (use y.argmax(axis=1) for one-hot)."
-        )
+        if y.ndim == 2 and y.shape[0] == n_samples and y.shape[1] > 1:
+            fix = "class indices, not one-hot rows (use y.argmax(axis=1) for one-hot)"
+        else:
+            fix = f"one class index per row of X (y.reshape({n_samples}) if it holds {n_samples} labels)"
+        raise ValueError(f"y must be 1-dimensional (n_samples,), got shape {y.shape}; {fix}.")
     if y.shape[0] != n_samples:
         raise ValueError(f"y has {y.shape[0]} labels but X has {n_samples} rows; they must match.")
     check_label_dtype(y)

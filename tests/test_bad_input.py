@@ -62,6 +62,16 @@ LOSS_GRAD_CASES = {
         ValueError,
         r"y must be 1-dimensional.*one-hot",
     ),
+    "y-column": (
+        lambda p: _replace(p, y=p[1][:, None]),
+        ValueError,
+        r"y must be 1-dimensional \(n_samples,\), got shape \(8, 1\); one class index per row of X \(y.reshape\(8\)",
+    ),
+    "y-scalar": (
+        lambda p: _replace(p, y=np.int64(0)),
+        ValueError,
+        r"got shape \(\); one class index per row of X",
+    ),
     "y-float": (
         lambda p: _replace(p, y=p[1].astype(float)),
         TypeError,
