@@ -300,13 +300,17 @@ def cross_entropy(
                 with np.errstate(invalid="ignore"):
                     losses *= sample_weight
                 losses[sample_weight == 0] = 0.0  # left out, even where the loss is inf
-            return _losses_in_dtype(losses, Z.dtype)
+            return _losses_in_dtype(losses, Z.dtype, sample_weight)
         loss_sum, weight_sum = kernels.cross_entropy_sums(*map(kernels.read_only, (Z, y, sample_weight)), n_chunks)
     return loss_sum / weight_sum if reduction == "mean" else loss_sum
 
 
-def _losses_in_dtype(losses: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """The float64 ``losses`` in ``dtype``; ValueError where a finite one overflows it (float32 beyond 3.4e38)."""
+def _losses_in_dtype(losses: np.ndarray, dtype: np.dtype, sample_weight: np.ndarray) -> np.ndarray:
+    """The float64 ``losses`` (weighted where ``sample_weight`` is not empty) in ``dtype``.
+
+    ValueError where a finite one overflows it (float32 beyond 3.4e38),
+    naming the weight where the row's own loss fits.
+    """
     if dtype == losses.dtype:
         return losses
     with np.errstate(over="ignore"):
@@ -314,9 +318,16 @@ def _losses_in_dtype(losses: np.ndarray, dtype: np.dtype) -> np.ndarray:
     overflowed = np.isinf(cast) & np.isfinite(losses)
     if overflowed.any():
         row = int(np.argmax(overflowed))
+        dtype_max = np.finfo(dtype).max
+        if sample_weight.shape[0] and losses[row] / sample_weight[row] <= dtype_max:
+            raise ValueError(
+                f"the weighted loss of row {row}, {losses[row]:.4g} (weight {sample_weight[row]:.4g} times loss "
+                f"{losses[row] / sample_weight[row]:.4g}), is beyond the range of {dtype}. Scale the weights down, "
+                f"pass float64 logits, or use reduction='sum' or 'mean', which add the losses in float64."
+            )
         raise ValueError(
             f"the loss of row {row}, {losses[row]:.4g}, is beyond the range of {dtype}: its logits differ by "
-            f"more than {np.finfo(dtype).max:.3g}. Pass float64 logits, or use reduction='sum' or 'mean', "
+            f"more than {dtype_max:.3g}. Pass float64 logits, or use reduction='sum' or 'mean', "
             f"which add the losses in float64."
         )
     return cast

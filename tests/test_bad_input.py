@@ -728,6 +728,18 @@ def test_cross_entropy_per_row_in_float32_refuses_a_loss_beyond_its_range():
     assert losses.dtype == np.float64 and np.isfinite(losses).all()
 
 
+def test_cross_entropy_per_row_in_float32_names_a_weight_that_overflows_the_loss():
+    Z = np.array([[0.0, 1.0], [0.0, 1.0]], dtype=np.float32)
+    with pytest.raises(
+        ValueError, match=r"weighted loss of row 1, 3\.9\d*e\+38 \(weight 3e\+38 times loss 1\.31.*Scale the"
+    ):
+        fs.cross_entropy(Z, [1, 0], sample_weight=[1.0, 3e38], reduction="none")
+    # A loss that overflows on its own is still blamed on the logits, weighted or not.
+    Z[1] = [3e38, -3e38]
+    with pytest.raises(ValueError, match=r"loss of row 1, 6e\+38, is beyond the range of float32: its logits"):
+        fs.cross_entropy(Z, [1, 1], sample_weight=[1.0, 1.0], reduction="none")
+
+
 def _files_that_are_not_npy(tmp_path):
     """(X path, y path, message) for each kind of file that a path argument must refuse by name."""
     X, y = np.zeros((6, 2)), np.arange(6) % 2
