@@ -213,6 +213,15 @@ def loss_and_grad_sums(X, y, W, b, *, sample_weight=None) -> LossGradSums:
     dW = np.empty_like(W)
     db = np.empty_like(b)
     loss_sum = fused_loss_grad(X, y, W, b, sample_weight, 1.0, 0.0, dW, db)
+    if not math.isfinite(loss_sum):
+        _checks.check_labels(y, y.shape[0], W.shape[0])
+        _checks.check_X_finite(X, "before training")
+        _checks.raise_for_overflow_by_scale(
+            "sample_weight",
+            (sample_weight,),
+            lambda s: math.isfinite(fused_loss_grad(X, y, W, b, s * sample_weight, 1.0, 0.0, dW, db)),
+            "the sums grow with the weights: scale them down (the mean depends only on their ratios)",
+        )
     _checks.raise_for_nonfinite_loss(X, loss_sum, y, W.shape[0])
     return LossGradSums(loss_sum, dW, db, _weight_sum(sample_weight, X.shape[0]))
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import math
 import numbers
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 import numpy as np
@@ -581,6 +581,24 @@ def _data_row(row: int, row_offset) -> int:
     if isinstance(row_offset, np.ndarray):
         return int(row_offset[row])
     return int(row) + int(row_offset)
+
+
+def raise_for_overflow_by_scale(
+    name: str, arrays: tuple[np.ndarray, ...], finite_when_scaled: Callable[[float], bool], fix: str
+) -> None:
+    """After a non-finite result from finite data, blame ``arrays`` if the result is finite with them scaled down.
+
+    The result is linear in ``arrays`` (the weights of a sum, a direction).
+    ``finite_when_scaled(s)`` computes it again with every array times
+    ``s = 1 / max |entry|`` and says whether that was finite: then it was
+    their size that overflowed. Costs one more pass, on the error path only.
+    """
+    largest = max((float(np.abs(array).max()) for array in arrays if array.size), default=0.0)
+    if largest > 1.0 and finite_when_scaled(arrays[0].dtype.type(1.0 / largest)):
+        raise ValueError(
+            f"the result overflows {arrays[0].dtype} through the size of {name} (largest |entry| {largest:.3g}); "
+            f"{fix}, or use float64."
+        )
 
 
 def raise_for_nonfinite_loss(

@@ -127,8 +127,16 @@ def hessian_vector_product(X, W, b, V, c, *, l2: float = 0.0, sample_weight=None
     l2 = _checks.check_l2(l2)
     HV = np.empty_like(W)
     Hc = np.empty_like(b)
-    finite = fused_hvp(X, W, b, V, c, sample_weight, 1.0 / _weight_sum(sample_weight, X.shape[0]), l2, HV, Hc)
-    _checks.raise_for_nonfinite_loss(X, 0.0 if finite else np.nan)
+    scale = 1.0 / _weight_sum(sample_weight, X.shape[0])
+    if not fused_hvp(X, W, b, V, c, sample_weight, scale, l2, HV, Hc):
+        _checks.check_X_finite(X, "before training")
+        _checks.raise_for_overflow_by_scale(
+            "the direction (V, c)",
+            (V, c),
+            lambda s: fused_hvp(X, W, b, s * V, s * c, sample_weight, scale, l2, HV, Hc),
+            "the product is linear in it: scale it down and the product back up, H (V, c) = s H (V / s, c / s)",
+        )
+        raise _checks.overflow_error()
     return HV, Hc
 
 

@@ -740,6 +740,22 @@ def test_cross_entropy_per_row_in_float32_names_a_weight_that_overflows_the_loss
         fs.cross_entropy(Z, [1, 1], sample_weight=[1.0, 1.0], reduction="none")
 
 
+def test_an_overflow_through_the_weights_or_the_direction_names_them():
+    X = np.ones((40, 1), np.float32)
+    W, b = np.zeros((2, 1), np.float32), np.zeros(2, np.float32)
+    y = np.zeros(40, dtype=np.int64)
+    # Each term is finite; the sum of 40 weighted gradients passes 3.4e38.
+    with pytest.raises(ValueError, match=r"overflows float32 through the size of sample_weight.*scale them down"):
+        fs.loss_and_grad_sums(X, y, W, b, sample_weight=np.full(40, 1e38, np.float32))
+    # u - u_a = 6e38 for a direction whose entries are finite.
+    c = np.array([3e38, -3e38], np.float32)
+    with pytest.raises(ValueError, match=r"through the size of the direction \(V, c\).*H \(V, c\) = s H"):
+        fs.hessian_vector_product(X, W, b, np.zeros_like(W), c)
+    # Logits that overflow on their own are still blamed on the logits and the features.
+    with pytest.raises(ValueError, match=r"the logits W x \+ b or the features are too large"):
+        fs.hessian_vector_product(X * 1e30, W + 1e10, b, np.ones_like(W), np.ones_like(b))
+
+
 def _files_that_are_not_npy(tmp_path):
     """(X path, y path, message) for each kind of file that a path argument must refuse by name."""
     X, y = np.zeros((6, 2)), np.arange(6) % 2
