@@ -1079,6 +1079,10 @@ def newton_cg(
     iteration = 0
     while iteration < max_iter:
         gnorm = float(np.linalg.norm(grad))
+        if not math.isfinite(gnorm):
+            # g^T g overflowed (|g| beyond 1e154): CG's tolerance and products would be
+            # inf and its step 0, which the stop below took for convergence.
+            return result(iteration, False, "the gradient's norm overflows float64; scale the features")
         # The next gradient is about the CG residual: solving past tol / 2 buys nothing
         # (on the last step, 109 products instead of 25 at (200000, 100, 10), l2 = 1e-5).
         cg_tolerance = max(min(0.5, math.sqrt(gnorm)) * gnorm, 0.5 * tol)

@@ -149,6 +149,18 @@ def test_nonfinite_start_and_a_region_that_collapses_on_nonfinite_losses_raise()
     assert later.value.iteration == 1
 
 
+def test_a_gradient_whose_norm_overflows_is_not_taken_for_convergence():
+    """A feature of 1e200: |g| passes 1e154 and g^T g overflows float64; CG then returned a zero step."""
+    rng = np.random.default_rng(0)
+    X = np.c_[rng.standard_normal((200, 2)), 1e200 * rng.standard_normal(200)]
+    y = rng.integers(0, 3, 200)
+    for precondition in (True, False):
+        model = SoftmaxRegression(3, 3, seed=0)
+        with pytest.warns(ConvergenceWarning, match="the gradient's norm overflows float64; scale the features"):
+            model.fit(X, y, solver="newton-cg", precondition=precondition)
+        assert not model.converged_
+
+
 # --------------------------------------------------------------------------- #
 # The objectives' Hessian-vector products
 # --------------------------------------------------------------------------- #
