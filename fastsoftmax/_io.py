@@ -56,13 +56,15 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
 
 
 def _create_beside(path: str, directory: str) -> str:
-    """Create a new empty file beside ``path``, with the mode ``open(path, "w")`` would give; return its path.
+    """Create a new empty file beside ``path``, with the mode a new ``open(path, "w")`` would give; return its path.
 
     Created with mode 0o666 and ``O_EXCL``, so that the kernel applies the
-    umask, as for any new file; an existing target's mode is then copied. (A
-    ``mkstemp`` file is 0o600, and fixing that needed the umask, which
-    ``os.umask`` reads only by setting it: process-wide, so saves in other
-    threads could make world-readable files and leave the umask changed.)
+    umask, as for any new file. (A ``mkstemp`` file is 0o600, and fixing that
+    needed the umask, which ``os.umask`` reads only by setting it:
+    process-wide, so saves in other threads could make world-readable files
+    and leave the umask changed.) An existing target's mode is copied only
+    once the file is written (:func:`atomic_path`): a read-only mode copied
+    now would refuse the writer.
     """
     flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     for _ in range(100):
@@ -71,16 +73,45 @@ def _create_beside(path: str, directory: str) -> str:
             fd = os.open(tmp, flags, 0o666)
         except FileExistsError:  # a name taken: draw another, as mkstemp does
             continue
-        try:
-            if hasattr(os, "fchmod") and os.path.exists(path):
-                os.fchmod(fd, os.stat(path).st_mode & 0o7777)
-        except BaseException:
-            os.unlink(tmp)
-            raise
-        finally:
-            os.close(fd)
+        os.close(fd)
         return tmp
     raise FileExistsError(errno.EEXIST, f"no free temporary name beside {path}")
+
+
+def writable_target(path: str | os.PathLike | bytes) -> str:
+    """The file that writing ``path`` should replace: ``path`` itself, or the file its symlinks lead to.
+
+    Replacing a symlink would cut it: whoever reads its target would keep the
+    old contents. Raises PermissionError where the target exists but this
+    process may not write it, as ``open(path, "w")`` would, before any work.
+    """
+    target = os.path.realpath(os.fsdecode(os.fspath(path)))
+    if os.path.exists(target) and not os.access(target, os.W_OK):
+        raise PermissionError(errno.EACCES, "the file is read-only; make it writable (chmod u+w) or write elsewhere")
+    return target
+
+
+def open_memmap_on_disk(path: str, dtype, shape: tuple[int, ...]) -> np.memmap:
+    """``np.lib.format.open_memmap(path, "w+", dtype, shape)`` with the file's disk space allocated at once.
+
+    open_memmap makes a sparse file. A page written through the map on a
+    full disk then has no block to go to, and the kernel kills the process
+    with SIGBUS: no message, no cleanup. ``posix_fallocate`` reserves every
+    block first, so a full disk is an OSError (ENOSPC) before any work. On a
+    platform or file system without it, the file stays sparse.
+    """
+    array = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+    if hasattr(os, "posix_fallocate"):
+        fd = os.open(path, os.O_RDWR)
+        try:
+            os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                del array  # unmapped before the caller removes the file
+                raise
+        finally:
+            os.close(fd)
+    return array
 
 
 #: Linux maps the pages of a file mapping around a faulting page too, within
@@ -146,27 +177,38 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     The temporary file lives in the same directory, so ``os.replace`` is an
     atomic rename; the directory is fsynced too, so the rename survives a power
     cut. On any exception the temporary file is removed and ``path`` is
-    untouched; an ``OSError`` is re-raised naming ``path``.
+    untouched; an ``OSError`` is re-raised naming ``path``. A symlink is
+    followed: the file it leads to is replaced, and the link kept. A target
+    that this process may not write is refused first (PermissionError); one
+    it may keeps its mode.
     """
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
+    path = os.fsdecode(os.fspath(path))
     tmp = None
     try:
-        tmp = _create_beside(path, directory)
+        target = writable_target(path)
+        directory = os.path.dirname(target)
+        tmp = _create_beside(target, directory)
         yield tmp
         fd = os.open(tmp, os.O_RDONLY)
         try:
+            if hasattr(os, "fchmod") and os.path.exists(target):
+                os.fchmod(fd, os.stat(target).st_mode & 0o7777)
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, path)
+        os.replace(tmp, target)
         tmp = None
         _fsync_directory(directory)
     except OSError as exc:
+        if getattr(exc, "names_target", False):
+            raise  # from an atomic_path nested in this one: it names its own target
         # The temporary name means nothing to the user: name the target instead.
         if exc.errno is None:
-            raise OSError(f"could not write {path}: {exc}") from exc
-        raise OSError(exc.errno, f"could not write {path}: {exc.strerror or exc}") from exc
+            named = OSError(f"could not write {path}: {exc}")
+        else:
+            named = OSError(exc.errno, f"could not write {path}: {exc.strerror or exc}")
+        named.names_target = True
+        raise named from exc
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)

@@ -753,9 +753,12 @@ def write_classification(
     # One mechanism for every file the package writes: temporary names beside
     # the targets, fsync, os.replace, errors naming the targets (fastsoftmax._io).
     try:
-        with _io.atomic_path(x_path) as x_tmp, _io.atomic_path(y_path) as y_tmp:
-            X = np.lib.format.open_memmap(x_tmp, mode="w+", dtype=p.dtype, shape=(n_samples, p.n_features))
-            y = np.lib.format.open_memmap(y_tmp, mode="w+", dtype=np.int64, shape=(n_samples,))
+        # Each file is created inside its own atomic_path, so that an error (a full disk) names it.
+        with contextlib.ExitStack() as files:
+            X = _io.open_memmap_on_disk(
+                files.enter_context(_io.atomic_path(x_path)), p.dtype, (n_samples, p.n_features)
+            )
+            y = _io.open_memmap_on_disk(files.enter_context(_io.atomic_path(y_path)), np.int64, (n_samples,))
             with _Filler(p, n_threads) as filler:
                 for start in range(0, n_samples, chunk_size):
                     stop = min(start + chunk_size, n_samples)

@@ -592,6 +592,75 @@ def test_write_classification_goes_through_atomic_path(tmp_path, monkeypatch):
     assert sorted(os.listdir(tmp_path)) == ["X.npy", "y.npy"]
 
 
+@pytest.mark.skipif(os.name != "posix", reason="POSIX symlinks")
+def test_writing_through_a_symlink_replaces_the_file_it_leads_to_and_keeps_the_link(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "m.npz").write_bytes(b"old")
+    link = tmp_path / "latest.npz"
+    link.symlink_to(shared / "m.npz")
+    model = SoftmaxRegression(D, K, seed=3)
+    model.save(link)
+    assert link.is_symlink()
+    np.testing.assert_array_equal(SoftmaxRegression.load(shared / "m.npz").W, model.W)
+    assert sorted(os.listdir(shared)) == ["m.npz"]  # the temporary file was made beside the target
+
+
+def test_a_bytes_path_saves_as_it_loads(tmp_path):
+    path = os.fsencode(tmp_path / "m.npz")
+    model = SoftmaxRegression(D, K, seed=3)
+    model.save(path)
+    np.testing.assert_array_equal(SoftmaxRegression.load(path).W, model.W)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX modes")
+def test_a_read_only_target_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+    target = tmp_path / "m.npz"
+    target.write_bytes(b"old")
+    target.chmod(0o444)
+    real_access = os.access
+    # As root, os.access allows every write: deny it for the target, as for any other user.
+    monkeypatch.setattr(os, "access", lambda p, mode: False if os.fspath(p) == str(target) else real_access(p, mode))
+    with pytest.raises(PermissionError, match=r"could not write .*m\.npz: the file is read-only; make it writable"):
+        SoftmaxRegression(D, K).save(target)
+    assert target.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["m.npz"]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX modes")
+def test_a_target_whose_mode_forbids_writing_it_again_is_still_written_once_allowed(tmp_path):
+    # The mode of a read-only target was copied to the empty temporary file, which the writer then could not open.
+    target = tmp_path / "m.npz"
+    target.write_bytes(b"old")
+    target.chmod(0o444)
+    with atomic_path(target) as tmp:
+        assert os.access(tmp, os.W_OK) and stat.S_IMODE(os.stat(tmp).st_mode) != 0o444
+        with open(tmp, "wb") as f:
+            f.write(b"new")
+    assert target.read_bytes() == b"new"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o444
+
+
+@pytest.mark.skipif(not hasattr(os, "posix_fallocate"), reason="needs posix_fallocate")
+def test_a_full_disk_fails_a_memory_mapped_output_with_an_error_not_sigbus(tmp_path, monkeypatch):
+    import errno
+
+    import fastsoftmax._io as io_module
+
+    written = io_module.open_memmap_on_disk(str(tmp_path / "a.npy"), np.float32, (1000, 10))
+    # The blocks are allocated: the file is not sparse, so writing through the map cannot fault.
+    assert os.stat(tmp_path / "a.npy").st_blocks * 512 >= written.nbytes
+    del written
+
+    def no_space(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", no_space)
+    with pytest.raises(OSError, match=r"could not write .*X\.npy: No space left on device"):
+        write_classification(tmp_path / "X.npy", tmp_path / "y.npy", 500, 4, seed=0)
+    assert sorted(os.listdir(tmp_path)) == ["a.npy"]
+
+
 def test_atomic_path_removes_the_temporary_file_on_error(tmp_path):
     with pytest.raises(RuntimeError), atomic_path(tmp_path / "f") as tmp:
         open(tmp, "wb").close()
