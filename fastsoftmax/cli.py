@@ -6,11 +6,13 @@ import argparse
 import contextlib
 import os
 import re
+import signal
 import statistics
 import sys
+import threading
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -232,14 +234,21 @@ def _set_threads(threads: int | None) -> None:
 
 
 def _check_output(option: str, path: str) -> None:
-    """An output location must be writable now, not only after the work is done."""
+    """An output location must be writable now, not only after the work is done.
+
+    Where ``path`` is a symlink, the file it leads to is what gets written
+    (``_io.writable_target``), so its directory is the one that must be writable.
+    """
     if os.path.isdir(path):
         raise CLIError(f"{option} {path} is a directory; give a file name inside it.")
-    directory = os.path.dirname(os.path.abspath(path))
+    target = os.path.realpath(path)
+    directory = os.path.dirname(target)
     if not os.path.isdir(directory):
         raise CLIError(f"{option} {path}: the directory {directory} does not exist; create it first.")
     if not os.access(directory, os.W_OK | os.X_OK):
         raise CLIError(f"{option} {path}: the directory {directory} is not writable.")
+    if os.path.exists(target) and not os.access(target, os.W_OK):
+        raise CLIError(f"{option} {path} is read-only; make it writable (chmod u+w) or write elsewhere.")
 
 
 def _check_checkpoint_dir(directory: str) -> None:
@@ -832,9 +841,9 @@ def run_predict(args: argparse.Namespace) -> int:
     chunk, whatever N.
     """
     from fastsoftmax import SoftmaxRegression
-    from fastsoftmax._checks import nonfinite_rows_of
+    from fastsoftmax._checks import cast_X, nonfinite_rows_of
     from fastsoftmax._data import CHUNK_BYTES
-    from fastsoftmax._io import atomic_path, release_rows
+    from fastsoftmax._io import atomic_path, open_memmap_on_disk, release_rows
 
     _check_paths({"--model": args.model, "--data": args.data}, {"--out": args.out, "--proba": args.proba})
     _set_threads(args.threads)
@@ -852,28 +861,27 @@ def run_predict(args: argparse.Namespace) -> int:
     chunk = max(1, CHUNK_BYTES // row_bytes)
     with _announce_compilation(args):
         # The loop's first call on a few rows, with the same dtype and layout.
-        first = np.ascontiguousarray(X[:_WARM_UP_ROWS], dtype=model.dtype)
+        first = cast_X(X[:_WARM_UP_ROWS], model.dtype, order="C")
+        model.predict(first)
         if args.proba:
             model.predict_proba(first)
-        else:
-            model.predict(first)
     # Temporary files beside the targets, moved into place only when every chunk is written.
     with contextlib.ExitStack() as files:
         labels_path = files.enter_context(atomic_path(args.out))
-        labels = np.lib.format.open_memmap(labels_path, mode="w+", dtype=np.int64, shape=(n_samples,))
+        labels = open_memmap_on_disk(labels_path, np.int64, (n_samples,))
         proba = None
         if args.proba:
             proba_path = files.enter_context(atomic_path(args.proba))
-            proba = np.lib.format.open_memmap(proba_path, mode="w+", dtype=model.dtype, shape=(n_samples, n_classes))
+            proba = open_memmap_on_disk(proba_path, model.dtype, (n_samples, n_classes))
         for start in range(0, n_samples, chunk):
             stop = min(start + chunk, n_samples)
-            part = np.ascontiguousarray(X[start:stop], dtype=model.dtype)
+            part = cast_X(X[start:stop], model.dtype, order="C", row_offset=start)
             with nonfinite_rows_of(part, start):  # a NaN's row in the file, not in the chunk
+                # The labels from the logits, as without --proba: an argmax of the rounded
+                # probabilities could pick another class where two logits are a rounding apart.
+                labels[start:stop] = model.predict(part)
                 if proba is not None:
                     proba[start:stop] = model.predict_proba(part)
-                    labels[start:stop] = proba[start:stop].argmax(axis=1)
-                else:
-                    labels[start:stop] = model.predict(part)
             del part
             for array in (X, labels) if proba is None else (X, labels, proba):
                 release_rows(array, start, stop)
@@ -1111,10 +1119,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     the arguments are parsed or the thread pool starts.
     """
     try:
-        return _run_command(argv)
+        with _terminate_as_an_exception():
+            return _run_command(argv)
     except KeyboardInterrupt:
         print("fastsoftmax: interrupted", file=sys.stderr)
         return 130
+    except _Terminated:
+        print("fastsoftmax: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
+
+
+class _Terminated(BaseException):
+    """SIGTERM, raised where the interpreter next checks for signals (as Ctrl-C is)."""
+
+
+@contextlib.contextmanager
+def _terminate_as_an_exception() -> Iterator[None]:
+    """SIGTERM (``kill``, ``timeout``, ``docker stop``, a batch scheduler) unwinds like Ctrl-C.
+
+    Its default action ends the process at once: no ``finally`` runs, and the
+    temporary files of an unfinished output (full-size for ``generate`` and
+    ``predict``) stay on disk. Raising instead runs every cleanup. Only from
+    the main thread, where Python can set a handler; the old one is put back.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum: int, frame: object) -> None:
+        raise _Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _run_command(argv: Sequence[str] | None) -> int:

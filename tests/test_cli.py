@@ -281,6 +281,69 @@ def test_checkpoint_of_another_problem_exits_nonzero_and_is_kept(tmp_path, npy, 
     assert (ck / "checkpoint.npz").read_bytes() == before
 
 
+def test_predict_labels_are_the_same_with_and_without_proba_at_a_near_tie(tmp_path):
+    # Logits one rounding apart: their probabilities round to equal values, whose argmax is the first class.
+    model = SoftmaxRegression(1, 2)
+    model.W = np.zeros((2, 1))
+    v = 0.23665115849038992
+    model.b = np.array([v, np.nextafter(v, 1.0)])
+    model.save(tmp_path / "tie.npz")
+    np.save(tmp_path / "X.npy", np.zeros((3, 1)))
+    common = ["predict", "--model", str(tmp_path / "tie.npz"), "--data", str(tmp_path / "X.npy"), "--quiet"]
+    assert main([*common, "--out", str(tmp_path / "plain.npy")]) == 0
+    assert main([*common, "--out", str(tmp_path / "with.npy"), "--proba", str(tmp_path / "p.npy")]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "with.npy"), [1, 1, 1])
+    np.testing.assert_array_equal(np.load(tmp_path / "plain.npy"), [1, 1, 1])
+
+
+def test_predict_names_a_finite_value_beyond_the_models_float32(tmp_path, npy, capsys):
+    model = SoftmaxRegression(6, 3, dtype=np.float32, seed=0)
+    model.save(tmp_path / "m.npz")
+    X = np.load(npy[0]).astype(np.float64)
+    X[1500, 1] = 1e300
+    np.save(tmp_path / "big.npy", X)
+    argv = ["predict", "--model", str(tmp_path / "m.npz"), "--data", str(tmp_path / "big.npy")]
+    assert main([*argv, "--out", str(tmp_path / "p.npy")]) == 2
+    err = capsys.readouterr().err
+    assert "beyond the range of float32" in err and "row 1500" in err, err
+    assert "RuntimeWarning" not in err
+    assert not (tmp_path / "p.npy").exists()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX modes")
+def test_a_read_only_output_is_refused_before_training(tmp_path, npy, capsys, monkeypatch):
+    out = tmp_path / "m.npz"
+    out.write_bytes(b"old")
+    out.chmod(0o444)
+    real_access = os.access
+    # As root, os.access allows every write: deny it for the output, as for any other user.
+    monkeypatch.setattr(os, "access", lambda p, mode: False if os.fspath(p) == str(out) else real_access(p, mode))
+    monkeypatch.setattr(SoftmaxRegression, "fit", lambda *args, **kwargs: pytest.fail("trained before the check"))
+    assert main(["train", "--data", str(npy[0]), "--labels", str(npy[1]), "--out", str(out)]) == 2
+    assert f"--out {out} is read-only; make it writable" in capsys.readouterr().err
+    assert out.read_bytes() == b"old"
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
+def test_sigterm_exits_143_and_leaves_no_temporary_file(tmp_path, capsys, monkeypatch):
+    from fastsoftmax import datasets
+
+    fill = datasets._Filler.fill
+
+    def fill_then_terminated(self, *args):
+        fill(self, *args)
+        os.kill(os.getpid(), signal.SIGTERM)  # as `kill` or `timeout` would, mid-way through the files
+        time.sleep(5)  # the handler raises before this ends
+
+    monkeypatch.setattr(datasets._Filler, "fill", fill_then_terminated)
+    handler = signal.getsignal(signal.SIGTERM)
+    argv = ["generate", "--data", str(tmp_path / "X.npy"), "--labels", str(tmp_path / "y.npy"), *SMALL, "--quiet"]
+    assert main(argv) == 143
+    assert capsys.readouterr().err.splitlines()[-1] == "fastsoftmax: terminated"
+    assert os.listdir(tmp_path) == []
+    assert signal.getsignal(signal.SIGTERM) is handler
+
+
 def test_predict_bad_model_and_shape(tmp_path, npy, capsys):
     (tmp_path / "bad.npz").write_bytes(b"garbage")
     assert main(["predict", "--model", str(tmp_path / "bad.npz"), "--data", str(npy[0])]) == 2
@@ -329,7 +392,9 @@ def test_predict_keeps_about_one_chunk_resident(tmp_path, monkeypatch):
     assert growth.largest < 8 << 20, f"{growth.largest / 2**20:.1f} MB of the 26 MB read and written stayed resident"
     proba = np.load(tmp_path / "proba.npy")
     np.testing.assert_array_equal(proba, model.predict_proba(np.load(tmp_path / "X.npy")))
-    np.testing.assert_array_equal(np.load(tmp_path / "p.npy"), proba.argmax(axis=1))
+    # The labels are predict's (the argmax of the logits): 1 of these rows has float32
+    # probabilities that round to a tie, where proba.argmax picks another class.
+    np.testing.assert_array_equal(np.load(tmp_path / "p.npy"), model.predict(np.load(tmp_path / "X.npy")))
 
 
 def _train_cmd(ck, metrics, solver):
