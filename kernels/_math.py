@@ -13,8 +13,11 @@ truncation error at |r| = ln(2)/2 is below one unit in the last place, and
 2^k built in the exponent bits of an integer scratch buffer viewed as float.
 ``tests/test_exp.py`` measures the error in ulp against NumPy's exp.
 
-Range: inputs below ``-708`` (float64) or ``-87`` (float32), where exp is
-subnormal or zero, give exactly 0; -inf gives 0 and NaN gives NaN. Inputs
+Range: inputs below ``-708`` (float64) or ``-87`` (float32) give exactly 0,
+so that 2^k stays a normal number: that drops the subnormal results and the
+few normal ones just above them (at most exp(-708) = 3.3e-308 and
+exp(-87) = 1.6e-38, next to the smallest normals 2.2e-308 and 1.2e-38);
+-inf gives 0 and NaN gives NaN. Inputs
 above 0 are not needed by the kernels (they only exponentiate z - max z) but
 are exact up to 709 (float64) and 88 (float32).
 
