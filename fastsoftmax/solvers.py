@@ -557,7 +557,11 @@ def lbfgs(
     def first_direction(g: np.ndarray) -> np.ndarray:
         """-H0 g; without any curvature yet, scaled to length 1 (L-BFGS-B's first step)."""
         scale = h0()
-        return -g / np.linalg.norm(g) if scale is None else -scale * g
+        if scale is not None:
+            return -scale * g
+        # g / max|g| first: np.linalg.norm squares the entries, which overflow beyond 1e154.
+        unit = g / np.max(np.abs(g))
+        return -unit / np.linalg.norm(unit)
 
     def wolfe(theta, loss, grad, direction):
         """(x, loss, grad) at a step satisfying the strong Wolfe conditions, or None."""
@@ -643,7 +647,8 @@ def lbfgs(
         x, f, g = step
 
         s_new, y_new = x - theta, g - grad
-        sy, yy = float(s_new @ y_new), float(y_new @ y_new)
+        with np.errstate(over="ignore"):  # a gradient beyond 1e154: yy = inf and the pair is skipped below
+            sy, yy = float(s_new @ y_new), float(y_new @ y_new)
         newest, gamma = int(state["newest"]), state["gamma"]
         if sy > np.finfo(np.float64).eps * yy:
             newest = (newest + 1) % memory

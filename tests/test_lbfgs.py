@@ -290,6 +290,30 @@ def _boxed_quadratic(center, half_width, visited):
     return objective
 
 
+@pytest.mark.parametrize("precondition", [True, False])
+def test_a_gradient_beyond_1e154_takes_its_first_step_without_overflow(precondition):
+    """One feature value of 1e300: the gradient's squares overflow float64.
+
+    The first direction was -g / ||g|| with ||g|| = inf (a zero step) and
+    the curvature pair's y^T y warned of an overflow.
+    """
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((2700, 5))
+    X[10, 2] = 1e300
+    y = rng.integers(0, 3, 2700)
+    model = SoftmaxRegression(5, 3, seed=0)
+    # Row 10 is misclassified at the start, or its p - e_y is exactly 0 and so is its huge term.
+    y[10] = (int(np.argmax(model.W @ X[10])) + 1) % 3
+    assert np.abs(fs.loss_and_grad(X, y, model.W, model.b)[1]).max() > 1e160
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        # Such data may stop short of tol (a loss at its rounding floor along that feature).
+        warnings.simplefilter("ignore", fs.ConvergenceWarning)
+        model.fit(X, y, max_iter=50, precondition=precondition)
+    assert model.n_iter_ >= 1
+    assert model.loss_history_[-1] < model.loss_history_[0]
+
+
 def test_nonfinite_trial_point_shrinks_the_step():
     # The first trial step has length 1 and leaves the box; the optimum lies inside it.
     center = np.array([0.3, 0.0])
