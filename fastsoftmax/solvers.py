@@ -559,7 +559,11 @@ def lbfgs(
         scale = h0()
         if scale is not None:
             return -scale * g
-        # g / max|g| first: np.linalg.norm squares the entries, which overflow beyond 1e154.
+        with np.errstate(over="ignore"):
+            norm = float(np.linalg.norm(g))
+        if math.isfinite(norm):
+            return -g / norm
+        # np.linalg.norm squares the entries, which overflow beyond 1e154: divide by max|g| first.
         unit = g / np.max(np.abs(g))
         return -unit / np.linalg.norm(unit)
 
