@@ -383,7 +383,8 @@ def check_chunked(X, y, sample_weight, dtype: np.dtype, n_features: int):
         if a.ndim != 1:
             extra = " (class indices, not one-hot rows)" if name == "y" else ""
             raise ValueError(f"{name} must be 1-dimensional (n_samples,){extra}, got shape {a.shape}.")
-        check_known_rows(a, name)
+        if isinstance(a, da.Array):  # a NumPy array of the wrong length has no chunks to check
+            check_known_rows(a, name)
         if a.shape[0] != X.shape[0]:
             raise ValueError(f"{name} has {a.shape[0]} entries but X has {X.shape[0]} rows; they must match.")
         if a.chunks[0] != X.chunks[0]:

@@ -260,6 +260,17 @@ def test_unknown_chunk_sizes_of_labels_and_weights(data):
         fit_dask(SoftmaxRegression(D, K), Xd, yd, sample_weight=w[yd > -1])
 
 
+def test_numpy_labels_and_weights_of_another_length_are_named(data):
+    """A NumPy y or sample_weight one row short raised AttributeError: no attribute 'chunks'."""
+    Xd = da.from_array(data[0], chunks=(CHUNK, D))
+    with pytest.raises(ValueError, match=rf"y has {N - 1} entries but X has {N} rows; they must match"):
+        fit_dask(SoftmaxRegression(D, K), Xd, data[1][:-1])
+    with pytest.raises(ValueError, match=rf"y has {N - 1} entries but X has {N} rows; they must match"):
+        SoftmaxRegression(D, K).fit(Xd, data[1][:-1])
+    with pytest.raises(ValueError, match=rf"sample_weight has {N - 1} entries but X has {N} rows"):
+        fit_dask(SoftmaxRegression(D, K), Xd, data[1], sample_weight=np.ones(N - 1))
+
+
 def test_missing_labels_are_named(data):
     """fit_dask(model, X, None) raised AttributeError: 'NoneType' object has no attribute 'dtype'."""
     Xd = da.from_array(data[0], chunks=(CHUNK, D))

@@ -497,6 +497,14 @@ def test_dask_arrays():
     assert_same_fit(ours, theirs, X, np.array(["a", "b", "c"])[y], 1.0)
 
 
+def test_dask_X_with_numpy_labels_of_another_length_is_refused_by_name():
+    """A NumPy y one row short of a Dask X raised AttributeError: 'numpy.ndarray' object has no attribute 'chunks'."""
+    da = pytest.importorskip("dask.array")
+    X, y = generated(n=100, k=3)
+    with pytest.raises(ValueError, match=r"y has 99 entries but X has 100 rows; they must match"):
+        SoftmaxClassifier().fit(da.from_array(X, chunks=(50, -1)), y[:99])
+
+
 def test_sparse_is_refused_with_the_fix():
     sparse = pytest.importorskip("scipy.sparse")
     X, y = generated(k=3)
