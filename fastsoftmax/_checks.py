@@ -242,6 +242,13 @@ def check_direction(V, c, W: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return V, c
 
 
+def check_2d(X) -> None:
+    """Refuse an X (anything with ``ndim`` and ``shape``: NumPy, Dask) that is not (N, D)."""
+    if X.ndim != 2:
+        hint = " (a single sample x needs x.reshape(1, -1))" if X.ndim == 1 else ""
+        raise ValueError(f"X must be 2-dimensional (n_samples, n_features), got shape {X.shape}{hint}.")
+
+
 def check_X(X, dtype: np.dtype, n_features: int | None = None, fortran_ok: bool = False) -> np.ndarray:
     """Check the data X (N, D) and return it C-contiguous in ``dtype``.
 
@@ -252,9 +259,7 @@ def check_X(X, dtype: np.dtype, n_features: int | None = None, fortran_ok: bool 
     Hessian-vector and prediction kernels read its transpose without a copy.
     """
     X = _as_array(X, "X")
-    if X.ndim != 2:
-        hint = " (a single sample x needs x.reshape(1, -1))" if X.ndim == 1 else ""
-        raise ValueError(f"X must be 2-dimensional (n_samples, n_features), got shape {X.shape}{hint}.")
+    check_2d(X)
     if X.shape[0] == 0:
         raise ValueError("X is empty (0 samples); pass at least one row.")
     if X.shape[1] == 0:

@@ -330,6 +330,8 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             return X, y_arr, dtype
         if is_dask_collection(X):
             # X stays on Dask; the labels and weights (N values) are brought here.
+            # validate_data leaves n_features_in_ unset for a 1-D X instead of raising.
+            _checks.check_2d(X)
             validate_data(self, X, skip_check_array=True)
             dtype = self._dtype_for(X.dtype)
             y_arr = np.asarray(y.compute() if is_dask_collection(y) else y)

@@ -505,6 +505,17 @@ def test_dask_X_with_numpy_labels_of_another_length_is_refused_by_name():
         SoftmaxClassifier().fit(da.from_array(X, chunks=(50, -1)), y[:99])
 
 
+@pytest.mark.parametrize("shape", [(100,), (100, 3, 2)], ids=["1-d", "3-d"])
+@pytest.mark.parametrize("fitted", [False, True], ids=["unfitted", "fitted"])
+def test_dask_X_that_is_not_2d_is_refused_by_name(shape, fitted):
+    """A 1-D Dask X on an unfitted estimator raised AttributeError: no attribute 'n_features_in_'."""
+    da = pytest.importorskip("dask.array")
+    X, y = generated(n=100, d=3, k=3)
+    est = SoftmaxClassifier().fit(X, y) if fitted else SoftmaxClassifier()
+    with pytest.raises(ValueError, match=r"X must be 2-dimensional \(n_samples, n_features\), got shape"):
+        est.fit(da.from_array(np.ones(shape), chunks=50), y)
+
+
 def test_sparse_is_refused_with_the_fix():
     sparse = pytest.importorskip("scipy.sparse")
     X, y = generated(k=3)
