@@ -291,6 +291,9 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             weighted = {"sample_weight": w} if w is not None and self.class_weight == "balanced" else {}
             with np.errstate(divide="ignore"):  # a class of zero weight, handled below
                 per_class = compute_class_weight(self.class_weight, classes=classes, y=classes[y_idx], **weighted)
+            if isinstance(self.class_weight, dict):
+                # Checked here, by class: as sample weights they would be blamed on sample_weight.
+                _check_class_weights(per_class, classes, y_idx)
             factors = per_class[y_idx]
             # "balanced" gives a class whose rows all weigh 0 an infinite weight; its rows stay at 0.
             w = factors if w is None else np.multiply(w, factors, out=np.zeros_like(w), where=w != 0)
@@ -731,6 +734,23 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         except (TypeError, ValueError) as exc:
             raise invalid(str(exc)) from exc
         return estimator
+
+
+def _check_class_weights(per_class: np.ndarray, classes: np.ndarray, y_idx: np.ndarray) -> None:
+    """Refuse a class_weight dict with a weight that is not finite and >= 0, or that zeroes every class of y."""
+    bad = ~np.isfinite(per_class) | (per_class < 0)
+    if np.any(bad):
+        i = int(np.argmax(bad))
+        raise ValueError(
+            f"class_weight gives class {_plain(classes[i])!r} the weight {float(per_class[i])!r}; "
+            f"class weights must be finite and >= 0."
+        )
+    present = np.unique(y_idx)
+    if not np.any(per_class[present] > 0):
+        raise ValueError(
+            f"class_weight gives weight 0 to every class in y ({[_plain(c) for c in classes[present]]}); "
+            f"at least one of them needs a positive weight."
+        )
 
 
 def _plain(value):

@@ -552,6 +552,34 @@ def test_bad_parameters_name_the_fix(params, error, match):
         SoftmaxClassifier(**params).fit(X, y)
 
 
+@pytest.mark.parametrize(
+    "class_weight, match",
+    [
+        ({0: 1.0, 1: -1.0}, r"class_weight gives class 1 the weight -1\.0; class weights must be finite and >= 0"),
+        ({2: np.nan}, r"class_weight gives class 2 the weight nan; class weights must be finite"),
+        ({0: np.inf}, r"class_weight gives class 0 the weight inf; class weights must be finite"),
+        ({0: 0, 1: 0, 2: 0}, r"class_weight gives weight 0 to every class in y \(\[0, 1, 2\]\)"),
+    ],
+    ids=["negative", "nan", "inf", "all-zero"],
+)
+def test_bad_class_weights_are_named_not_blamed_on_sample_weight(class_weight, match):
+    """Each was reported as a sample_weight error ("sample_weight contains negative values"), without sample_weight."""
+    X, y = generated(n=60, k=3)
+    with pytest.raises(ValueError, match=match):
+        SoftmaxClassifier(class_weight=class_weight).fit(X, y)
+    with pytest.raises(ValueError, match=match):
+        SoftmaxClassifier(class_weight=class_weight).fit(X, y, sample_weight=np.ones(60))
+    with pytest.raises(ValueError, match=match):
+        SoftmaxClassifier(class_weight=class_weight, solver="sgd").partial_fit(X, y, classes=[0, 1, 2])
+
+
+def test_class_weights_zeroing_every_class_of_a_batch_are_named():
+    X, y = generated(n=60, k=3)
+    est = SoftmaxClassifier(class_weight={0: 0.0, 1: 0.0}, solver="sgd")
+    with pytest.raises(ValueError, match=r"class_weight gives weight 0 to every class in y \(\[0, 1\]\)"):
+        est.partial_fit(X[y < 2], y[y < 2], classes=[0, 1, 2])
+
+
 def test_one_class_is_refused():
     X, _ = generated(n=20)
     with pytest.raises(ValueError, match="at least 2 classes"):
