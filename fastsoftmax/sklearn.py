@@ -617,7 +617,9 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         ``feature_names_in_``; :meth:`load` restores them.
         """
         check_is_fitted(self)
-        classes = np.asarray(self.classes_.tolist())
+        # Numbers, booleans and strings keep their dtype, which predict's labels have; object
+        # labels become the plain array of what they hold (and are refused if that is not one).
+        classes = np.asarray(self.classes_.tolist()) if self.classes_.dtype == object else self.classes_
         if classes.dtype.kind not in "biufU" or classes.shape != self.classes_.shape:
             raise ValueError(
                 f"classes_ of dtype {self.classes_.dtype} cannot be stored without pickle "

@@ -676,6 +676,19 @@ def test_npz_round_trip_without_pickle(tmp_path):
     assert restored.score(frame, y) == est.score(frame, y)
 
 
+@pytest.mark.parametrize("label_dtype", [np.uint8, np.int8, np.int32, np.float32, np.bool_, np.str_])
+def test_npz_round_trip_keeps_the_dtype_of_the_labels(tmp_path, label_dtype):
+    """uint8, int8, int32 and float32 labels came back as int64 or float64 from load (pickle kept them)."""
+    X, y_idx = generated(k=2)
+    y = y_idx.astype(label_dtype)
+    est = SoftmaxClassifier().fit(X, y)
+    est.save(tmp_path / "model.npz")
+    restored = SoftmaxClassifier.load(tmp_path / "model.npz")
+    assert restored.classes_.dtype == est.classes_.dtype == y.dtype
+    assert restored.predict(X).dtype == y.dtype
+    np.testing.assert_array_equal(restored.predict(X), est.predict(X))
+
+
 def test_npz_load_refuses_bad_files(tmp_path):
     est = SoftmaxClassifier().fit(*generated(k=3))
     path = tmp_path / "model.npz"
