@@ -209,6 +209,12 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             tol=self.tol,
             fit_intercept=self.fit_intercept,
         )
+        # As fit_intercept: a string such as "no" is truthy and would turn warm starts on.
+        if not isinstance(self.warm_start, (bool, np.bool_)):
+            raise ValueError(f"warm_start must be True or False, got {self.warm_start!r}.")
+        verbose = self.verbose
+        if not isinstance(verbose, (bool, np.bool_)) and (not isinstance(verbose, (int, np.integer)) or verbose < 0):
+            raise ValueError(f"verbose must be True, False or an integer >= 0, got {verbose!r}.")
         if (
             self.class_weight is not None
             and self.class_weight != "balanced"

@@ -543,8 +543,28 @@ def test_sparse_is_refused_with_the_fix():
         ({"n_threads": 0}, ValueError, "n_threads must be a positive integer"),
         ({"max_iter": 0}, ValueError, "max_iter must be a positive integer"),
         ({"solver": "sgd", "lr": -1.0}, ValueError, "lr must be"),
+        ({"warm_start": "no"}, ValueError, r"warm_start must be True or False, got 'no'"),
+        ({"warm_start": None}, ValueError, r"warm_start must be True or False, got None"),
+        ({"verbose": -1}, ValueError, r"verbose must be True, False or an integer >= 0, got -1"),
+        ({"verbose": 1.5}, ValueError, r"verbose must be True, False or an integer >= 0, got 1\.5"),
+        ({"verbose": "yes"}, ValueError, r"verbose must be True, False or an integer >= 0, got 'yes'"),
     ],
-    ids=["C-zero", "C-negative", "tol", "solver", "class_weight", "dtype", "n_threads", "max_iter", "lr"],
+    ids=[
+        "C-zero",
+        "C-negative",
+        "tol",
+        "solver",
+        "class_weight",
+        "dtype",
+        "n_threads",
+        "max_iter",
+        "lr",
+        "warm_start-str",
+        "warm_start-None",
+        "verbose-negative",
+        "verbose-float",
+        "verbose-str",
+    ],
 )
 def test_bad_parameters_name_the_fix(params, error, match):
     X, y = generated(n=50, k=3)
@@ -578,6 +598,12 @@ def test_class_weights_zeroing_every_class_of_a_batch_are_named():
     est = SoftmaxClassifier(class_weight={0: 0.0, 1: 0.0}, solver="sgd")
     with pytest.raises(ValueError, match=r"class_weight gives weight 0 to every class in y \(\[0, 1\]\)"):
         est.partial_fit(X[y < 2], y[y < 2], classes=[0, 1, 2])
+
+
+def test_numpy_bools_and_integers_are_taken_for_warm_start_and_verbose():
+    X, y = generated(n=50, k=3)
+    SoftmaxClassifier(warm_start=np.True_, verbose=np.int64(0)).fit(X, y).fit(X, y)
+    SoftmaxClassifier(warm_start=False, verbose=np.False_).partial_fit(X, y, classes=[0, 1, 2])
 
 
 def test_one_class_is_refused():
