@@ -61,8 +61,8 @@ except ImportError as exc:
 from fastsoftmax import _checks, engine, solvers
 from fastsoftmax._api import log_softmax, predict, predict_proba
 from fastsoftmax._dask_check import is_dask_collection
-from fastsoftmax._data import open_array
-from fastsoftmax._io import atomic_file, npz_scalar, read_npz, refuse_other_file_kind
+from fastsoftmax._data import CHUNK_BYTES, open_array
+from fastsoftmax._io import atomic_file, npz_scalar, read_npz, refuse_other_file_kind, release_rows
 from fastsoftmax._threading import exclusive_training, numba_threads
 from fastsoftmax.model import SoftmaxRegression
 
@@ -75,6 +75,10 @@ SPARSE_MESSAGE = (
 )
 
 _MINIBATCH_SOLVERS = ("sgd", "adam")
+
+
+def _is_path(X) -> bool:
+    return isinstance(X, (str, os.PathLike))
 
 
 def _refuse_sparse(X) -> None:
@@ -530,6 +534,11 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
 
     def _partial_fit(self, X, y, classes, sample_weight) -> SoftmaxClassifier:
         _refuse_sparse(X)
+        if _is_path(X) or _is_path(y):
+            raise TypeError(
+                "partial_fit takes arrays, not paths: it trains on the rows you stream to it. Open an .npy "
+                "file with np.load(path, mmap_mode='r') and pass it, or slices of it, to partial_fit."
+            )
         self._check_params()
         first_call = not hasattr(self, "classes_")
         if first_call:
@@ -578,27 +587,70 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
 
     # -- prediction ------------------------------------------------------------
 
+    def _on_file_chunks(self, path, method) -> np.ndarray:
+        """``method`` on the rows of the ``.npy`` file ``path``, one chunk at a time; the results stacked.
+
+        The file is opened as a read-only memmap and each chunk of about
+        ``CHUNK_BYTES`` is validated (and cast to the model's dtype) on its own,
+        then its pages are released: memory holds one chunk of X besides the
+        results, whatever the file's size. A NaN or inf is named by its row in
+        the file.
+        """
+        check_is_fitted(self)
+        X = open_array(path, "X")
+        if X.ndim != 2:
+            raise ValueError(f"X file {os.fspath(path)!r} must hold a 2-dimensional .npy array, got shape {X.shape}.")
+        if X.shape[0] == 0:
+            return method(X)  # refused as any empty X is
+        row_bytes = max(1, X.shape[1]) * max(X.dtype.itemsize, self.coef_.dtype.itemsize)
+        chunk = max(1, CHUNK_BYTES // row_bytes)
+        parts = []
+        for start in range(0, X.shape[0], chunk):
+            stop = min(start + chunk, X.shape[0])
+            with _checks.nonfinite_rows_of(X[start:stop], start):
+                parts.append(method(X[start:stop]))
+            release_rows(X, start, stop)
+        return np.concatenate(parts)
+
     def decision_function(self, X) -> np.ndarray:
-        """Logits ``X coef_^T + intercept_``: shape (N, K), or (N,) for two classes (the class-1 score)."""
+        """Logits ``X coef_^T + intercept_``: shape (N, K), or (N,) for two classes (the class-1 score).
+
+        X, here and in the other prediction methods and :meth:`score`, may be
+        the path of an ``.npy`` file, read in chunks.
+        """
+        if _is_path(X):
+            return self._on_file_chunks(X, self.decision_function)
         X = self._validate_X(X)
         scores = X @ self.coef_.T + self.intercept_
         return scores.ravel() if self.classes_.shape[0] == 2 else scores
 
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities softmax(X W^T + b), shape (N, K), columns in the order of ``classes_``."""
+        if _is_path(X):
+            return self._on_file_chunks(X, self.predict_proba)
         X = self._validate_X(X, kernel_finds_nonfinite=True)
         return predict_proba(X, *self._full_params(X.dtype))
 
     def predict_log_proba(self, X) -> np.ndarray:
         """log softmax(X W^T + b), shape (N, K), from the logits (finite where the probability underflows)."""
+        if _is_path(X):
+            return self._on_file_chunks(X, self.predict_log_proba)
         X = self._validate_X(X)
         W, b = self._full_params(X.dtype)
         return log_softmax(X @ W.T + b)
 
     def predict(self, X) -> np.ndarray:
         """The most probable label of each row, shape (N,), taken from ``classes_``."""
+        if _is_path(X):
+            return self._on_file_chunks(X, self.predict)
         X = self._validate_X(X, kernel_finds_nonfinite=True)
         return self.classes_[predict(X, *self._full_params(X.dtype))]
+
+    def score(self, X, y, sample_weight=None) -> float:
+        """Mean accuracy of :meth:`predict` on (X, y); X and y may be ``.npy`` paths, as in :meth:`fit`."""
+        if _is_path(y):
+            y = np.asarray(open_array(y, "y"))
+        return super().score(X, y, sample_weight=sample_weight)
 
     # -- persistence -----------------------------------------------------------
 

@@ -487,6 +487,46 @@ def test_npy_paths_are_streamed(tmp_path):
     assert_same_fit(ours, theirs, X, labels[y_idx], 1.0)
 
 
+@pytest.mark.parametrize("k", [2, 3], ids=["binary", "multiclass"])
+@pytest.mark.parametrize("file_dtype", [np.float64, np.float32])
+def test_prediction_methods_read_npy_paths_in_chunks(tmp_path, monkeypatch, k, file_dtype):
+    """predict, predict_proba, predict_log_proba, decision_function and score with a path raised
+    "could not convert string to float"; partial_fit now names what it takes instead."""
+    import fastsoftmax.sklearn as sk
+
+    X, y_idx = generated(n=300, k=k)
+    labels = np.array([10, 20, 30])[y_idx]
+    clf = SoftmaxClassifier().fit(X, labels)
+    np.save(tmp_path / "X.npy", X.astype(file_dtype))
+    np.save(tmp_path / "y.npy", labels)
+    X_file = X.astype(file_dtype)
+    monkeypatch.setattr(sk, "CHUNK_BYTES", 97 * X.shape[1] * 8)  # 97 rows a chunk: 4 chunks, the last short
+    shapes = []
+    validate = SoftmaxClassifier._validate_X
+
+    def recorded(self, X, **options):
+        shapes.append(X.shape)
+        return validate(self, X, **options)
+
+    monkeypatch.setattr(SoftmaxClassifier, "_validate_X", recorded)
+    path = tmp_path / "X.npy"
+    np.testing.assert_array_equal(clf.predict(path), clf.predict(X_file))
+    assert shapes == [(97, X.shape[1])] * 3 + [(9, X.shape[1])] + [X.shape]
+    rtol = 100 * np.finfo(np.float64).eps
+    np.testing.assert_allclose(clf.predict_proba(str(path)), clf.predict_proba(X_file), rtol=rtol, atol=1e-15)
+    np.testing.assert_allclose(clf.predict_log_proba(path), clf.predict_log_proba(X_file), rtol=rtol)
+    np.testing.assert_allclose(clf.decision_function(path), clf.decision_function(X_file), rtol=rtol, atol=1e-12)
+    assert clf.score(path, tmp_path / "y.npy") == clf.score(X_file, labels) > 0.5
+    bad = X.astype(file_dtype)
+    bad[150, 2] = np.inf
+    np.save(tmp_path / "bad.npy", bad)
+    for method in (clf.predict, clf.predict_proba, clf.predict_log_proba, clf.decision_function):
+        with pytest.raises(ValueError, match=r"NaN or infinite value\(s\), the first in row 150"):
+            method(tmp_path / "bad.npy")
+    with pytest.raises(TypeError, match=r"partial_fit takes arrays, not paths.*np\.load\(path, mmap_mode='r'\)"):
+        clf.partial_fit(path, labels)
+
+
 def test_dask_arrays():
     da = pytest.importorskip("dask.array")
     X, y = generated(k=3)
