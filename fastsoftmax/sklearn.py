@@ -272,7 +272,23 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         """
         _refuse_sparse(X)
         check_is_fitted(self)
-        return validate_data(self, X, dtype=self.coef_.dtype, reset=False, ensure_all_finite=not kernel_finds_nonfinite)
+        return self._validate_and_cast(
+            X, dtypes=[self.coef_.dtype], reset=False, ensure_all_finite=not kernel_finds_nonfinite
+        )
+
+    def _validate_and_cast(self, X, *y, dtypes: list[np.dtype], **options):
+        """``validate_data(self, X, *y, **options)`` with X in one of ``dtypes``, else cast to the first.
+
+        Floating X is validated in its own dtype and cast by ``_checks.cast_X``:
+        validate_data's cast would turn a finite float64 beyond float32's range
+        into inf, which its scan (or the kernels') then reports as an infinite
+        value in X, with the wrong fix.
+        """
+        validated = validate_data(self, X, *y, dtype=[*dtypes, *_checks.FLOAT_DTYPES], **options)
+        X, y_out = validated if y else (validated, None)
+        if X.dtype not in dtypes:
+            X = _checks.cast_X(X, dtypes[0])
+        return (X, y_out) if y else X
 
     def _encode(self, y: np.ndarray, classes: np.ndarray) -> np.ndarray:
         """Labels -> indices into ``classes`` (int64); unknown labels raise."""
@@ -351,7 +367,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             return X, y_arr, dtype
         # In the order given: fit decides whether a Fortran-ordered X (a frame's
         # values) is copied (objectives.make_objective).
-        X, y = validate_data(self, X, y, dtype=self._compute_dtypes())
+        X, y = self._validate_and_cast(X, y, dtypes=self._compute_dtypes())
         return X, y, X.dtype
 
     # -- training --------------------------------------------------------------
@@ -546,7 +562,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                 raise ValueError(
                     "classes must be passed on the first call to partial_fit (every label that will occur)."
                 )
-            X, y = validate_data(self, X, y, dtype=self._compute_dtypes(), order="C")
+            X, y = self._validate_and_cast(X, y, dtypes=self._compute_dtypes(), order="C")
             self.classes_ = self._classes_from(np.asarray(classes))
         else:
             if classes is not None and not np.array_equal(self._classes_from(np.asarray(classes)), self.classes_):
@@ -554,7 +570,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                     f"classes {classes!r} differ from those of the first partial_fit call {self.classes_!r}; "
                     f"call fit to start over with other classes."
                 )
-            X, y = validate_data(self, X, y, dtype=self.coef_.dtype, order="C", reset=False)
+            X, y = self._validate_and_cast(X, y, dtypes=[self.coef_.dtype], order="C", reset=False)
         check_classification_targets(y)
         y_idx = self._encode(y, self.classes_)
         n_classes = self.classes_.shape[0]
@@ -607,8 +623,11 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         parts = []
         for start in range(0, X.shape[0], chunk):
             stop = min(start + chunk, X.shape[0])
+            part = X[start:stop]
+            if part.dtype.kind == "f":  # cast here, so that an overflow is named by its row in the file
+                part = _checks.cast_X(part, self.coef_.dtype, row_offset=start)
             with _checks.nonfinite_rows_of(X[start:stop], start):
-                parts.append(method(X[start:stop]))
+                parts.append(method(part))
             release_rows(X, start, stop)
         return np.concatenate(parts)
 

@@ -421,6 +421,31 @@ def test_dtype_policy(x_dtype, dtype_param, expected):
     assert est.predict_proba(X.astype(np.float64)).dtype == expected
 
 
+def test_finite_float64_beyond_float32_is_named_as_such(tmp_path, monkeypatch):
+    """A finite 1e39 in float64 X for a float32 estimator was reported as "X contains 1 NaN or infinite value(s)"."""
+    import fastsoftmax.sklearn as sk
+
+    X, y = generated(n=300, k=3)
+    big = X.copy()
+    big[150, 2] = 1e39
+    clf = SoftmaxClassifier().fit(X.astype(np.float32), y)
+    message = r"X holds 1 finite value\(s\) beyond the range of float32 .*the first in row 150\)"
+    for method in (clf.predict, clf.predict_proba, clf.predict_log_proba, clf.decision_function):
+        with pytest.raises(ValueError, match=message):
+            method(big)
+    with pytest.raises(ValueError, match=message):
+        clf.partial_fit(big, y)
+    with pytest.raises(ValueError, match=message):
+        SoftmaxClassifier(dtype=np.float32).fit(big, y)
+    with pytest.raises(ValueError, match=message):
+        SoftmaxClassifier(dtype=np.float32, solver="sgd").partial_fit(big, y, classes=[0, 1, 2])
+    # Read from a file in chunks of 97 rows, the row is the file's.
+    np.save(tmp_path / "big.npy", big)
+    monkeypatch.setattr(sk, "CHUNK_BYTES", 97 * X.shape[1] * 8)
+    with pytest.raises(ValueError, match=message):
+        clf.predict(tmp_path / "big.npy")
+
+
 def test_float32_fit_is_close_to_float64():
     X, y = DATA["iris"]()
     est32 = SoftmaxClassifier(tol=1e-4).fit(X.astype(np.float32), y)
