@@ -118,8 +118,14 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         Iterations ("lbfgs", "newton-cg", "gd") or epochs ("sgd", "adam").
     solver : {"lbfgs", "newton-cg", "gd", "sgd", "adam"}, default "lbfgs"
         The engine's solvers (see :meth:`fastsoftmax.SoftmaxRegression.fit`).
-        :meth:`partial_fit` runs one epoch of "sgd" or "adam" (of "sgd" when
-        ``solver`` is a full-batch one).
+        "lbfgs" and "newton-cg" precondition themselves (they work in
+        standardised coordinates) and take features in any units. "gd" and
+        "sgd" step by ``lr`` times the gradient, in the data's units: on
+        unscaled features (load_breast_cancer, load_wine, load_digits) the
+        default lr=0.1 diverges (TrainingError), so standardise the features
+        (a StandardScaler before this estimator in a Pipeline) or pass a
+        smaller ``lr``. :meth:`partial_fit` runs one epoch of "sgd" or "adam"
+        (of "sgd" when ``solver`` is a full-batch one).
     class_weight : dict, "balanced" or None
         Multiplies the sample weights, as in LogisticRegression.
     warm_start : bool, default False
@@ -137,7 +143,9 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         Rows per chunk of the full-batch objective (see ``SoftmaxRegression.fit``).
     lr, batch_size, momentum :
         Step size (default 0.1, 1e-3 for "adam"), mini-batch size and momentum
-        of the mini-batch solvers; ``lr`` is also the step of "gd".
+        of the mini-batch solvers; ``lr`` is also the step of "gd". The step
+        is in the data's units: the default suits standardised features (see
+        ``solver``); with unscaled ones, scale them or lower ``lr``.
 
     Attributes
     ----------
