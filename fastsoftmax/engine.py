@@ -239,7 +239,8 @@ def warn_not_converged(n_iter: int, options: FitOptions, stop_message: str) -> N
 def _remedy(options: FitOptions) -> str:
     """What to change after a divergence: the step size, where the solver takes one."""
     if options.solver in STEP_SIZE_SOLVERS:
-        return f"lower lr (now {options.lr}) or raise l2"
+        # lr is a step in the data's units: unscaled features are the usual cause (no preconditioning here).
+        return f"lower lr (now {options.lr}), standardise the features (StandardScaler), or raise l2"
     return "raise l2 or scale the features"
 
 
@@ -503,7 +504,7 @@ def _partial_fit(model, objective, options, *, seed, state):
             dtype=model.dtype,
         )
     except (solvers.NonFiniteLossError, solvers.DivergedError) as exc:
-        raise TrainingError(f"training diverged: {exc}. W and b are unchanged; lower lr (now {options.lr}).") from exc
+        raise TrainingError(f"training diverged: {exc}. W and b are unchanged; {_remedy(options)}.") from exc
     model._commit(result.theta)
     model.loss_history_ = list(model.loss_history_) + result.loss_history
     model.n_iter_ += 1

@@ -163,6 +163,7 @@ def test_a_fit_that_diverges_keeps_the_history_of_the_weights_it_keeps(case):
     with pytest.raises(TrainingError, match="diverged") as info:
         model.fit(X, y, max_iter=40, seed=0, **options)
     assert model.n_iter_ == kept_iteration
+    assert f"lower lr (now {options['lr']}), standardise the features (StandardScaler), or raise l2" in str(info.value)
     minibatch = options["solver"] in ("sgd", "adam")
     # One loss per epoch (sgd, adam), or the start's and one per iteration: as a fit that ends there.
     assert len(model.loss_history_) == model.n_iter_ + (0 if minibatch else 1)
