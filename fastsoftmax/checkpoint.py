@@ -60,6 +60,51 @@ def checkpoint_path(directory: str | os.PathLike) -> str:
     return os.path.join(os.fspath(directory), FILENAME)
 
 
+def check_directory(directory: str | bytes | os.PathLike, *, option: str = "checkpoint") -> str:
+    """``directory`` as a str, if a checkpoint can be written there; checked before any work.
+
+    It must be a directory, or a path where one can be created: its nearest
+    existing ancestor a writable directory; :func:`save` creates it. Unchecked,
+    a bad path failed only at the first save, after the first iteration, with
+    an OSError that did not name the checkpoint.
+
+    Parameters
+    ----------
+    directory : str, bytes or os.PathLike
+    option : str
+        The name used in messages ("--checkpoint" on the command line).
+
+    Raises
+    ------
+    TypeError
+        ``directory`` is not a path.
+    ValueError
+        It is empty, an existing file or a broken symbolic link, lies under a
+        file, is not writable, or holds a directory named ``checkpoint.npz``.
+    """
+    if not isinstance(directory, (str, bytes, os.PathLike)):
+        raise TypeError(
+            f"{option} must be a directory path (str or os.PathLike), got {type(directory).__name__} {directory!r:.40}."
+        )
+    directory = os.fsdecode(os.fspath(directory))
+    if not directory:
+        raise ValueError(f"{option} is an empty path; give a directory.")
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise ValueError(f"{option} {directory} is an existing file, not a directory; give a directory.")
+    if os.path.islink(directory) and not os.path.exists(directory):
+        raise ValueError(f"{option} {directory} is a broken symbolic link; remove it or give another directory.")
+    existing = os.path.abspath(directory)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ValueError(f"{option} {directory}: {existing} is a file, so the directory cannot be created.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"{option} {directory}: {existing} is not writable.")
+    if os.path.isdir(checkpoint_path(directory)):
+        raise ValueError(f"{option} {directory}: {checkpoint_path(directory)} is a directory; remove it.")
+    return directory
+
+
 def save(directory: str | os.PathLike, state: CheckpointState) -> None:
     """Write ``state`` to ``directory/checkpoint.npz`` atomically (temp file, fsync, os.replace)."""
     directory = os.fspath(directory)

@@ -252,18 +252,13 @@ def _check_output(option: str, path: str) -> None:
 
 
 def _check_checkpoint_dir(directory: str) -> None:
-    """``--checkpoint DIR``: a directory, or a path where one can be created."""
-    if os.path.exists(directory) and not os.path.isdir(directory):
-        raise CLIError(f"--checkpoint {directory} is an existing file, not a directory; give a directory.")
-    existing = os.path.abspath(directory)
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
-    if not os.path.isdir(existing):
-        raise CLIError(f"--checkpoint {directory}: {existing} is a file, so the directory cannot be created.")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise CLIError(f"--checkpoint {directory}: {existing} is not writable.")
-    if os.path.isdir(_checkpoint_file(directory)):
-        raise CLIError(f"--checkpoint {directory}: {_checkpoint_file(directory)} is a directory; remove it.")
+    """``--checkpoint DIR``: a directory, or a path where one can be created (as ``fit`` checks it)."""
+    from fastsoftmax.checkpoint import check_directory
+
+    try:
+        check_directory(directory, option="--checkpoint")
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
 
 
 def _checkpoint_file(directory: str) -> str:

@@ -78,6 +78,7 @@ from fastsoftmax._extras import missing_extra
 from fastsoftmax._hessian import fused_hvp
 from fastsoftmax._layout import unpack
 from fastsoftmax._threading import numba_threads
+from fastsoftmax.checkpoint import check_directory as check_checkpoint_directory
 
 if TYPE_CHECKING:
     import dask.array as da
@@ -772,6 +773,8 @@ def fit_dask(
         fit_intercept=fit_intercept,
         callback=callback,
     )
+    if checkpoint is not None:
+        checkpoint = check_checkpoint_directory(checkpoint)
     model._params(update=True)  # W and b are written in place: refuse read-only ones before the cluster works
     X, y, sample_weight = check_chunked(X, y, sample_weight, model.dtype, model.input_dim)
     objective = DaskObjective(X, y, sample_weight, model.num_classes, options.l2, _resolve_client(client), persist)

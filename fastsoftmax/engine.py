@@ -273,6 +273,7 @@ def fit(
     seed = check_seed(seed)
     objective.check_solver(options.solver)
     if checkpoint is not None:
+        checkpoint = _checkpoint.check_directory(checkpoint)
         objective.check_checkpoint()
     # The solvers' own vector arithmetic is tiny: BLAS threads woken for it
     # only spin against the kernels' threads (one limit for the whole fit).

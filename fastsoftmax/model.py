@@ -13,6 +13,7 @@ from fastsoftmax._api import descend, fused_loss_grad, l2_penalty, predict, pred
 from fastsoftmax._io import atomic_file, npz_scalar, read_npz, refuse_other_file_kind
 from fastsoftmax._layout import pack, unpack
 from fastsoftmax._threading import exclusive_training
+from fastsoftmax.checkpoint import check_directory as check_checkpoint_directory
 from fastsoftmax.exceptions import ConvergenceWarning, TrainingError
 from fastsoftmax.objectives import make_objective
 
@@ -309,9 +310,12 @@ class SoftmaxRegression:
             Rows per chunk of the full-batch objective (default: all rows of
             an in-memory X, about 128 MB of a streamed X). Changes the result
             only by floating-point rounding.
-        checkpoint : str or os.PathLike, optional
-            A directory. After every iteration, theta, the solver state and the
-            loss history are written there atomically; a later ``fit`` with the
+        checkpoint : str, bytes or os.PathLike, optional
+            A directory, or a path where one can be created (a path where none
+            can, such as an existing file or an unwritable directory, is
+            refused with ValueError before any data is read). After every
+            iteration, theta, the solver state and the loss history are
+            written there atomically; a later ``fit`` with the
             same data and options resumes from it exactly: the resumed run
             ends bit for bit where the uninterrupted one would (for lbfgs the
             state holds the curvature pairs and the last loss and gradient). A
@@ -371,6 +375,8 @@ class SoftmaxRegression:
             fit_intercept=fit_intercept,
             callback=callback,
         )
+        if checkpoint is not None:
+            checkpoint = check_checkpoint_directory(checkpoint)
         self._params(update=True)
         objective = make_objective(
             X,

@@ -597,6 +597,16 @@ def test_killed_and_resumed_fit_on_the_cluster_is_exact(client, data, tmp_path, 
     assert resumed.loss_history_ == uninterrupted.loss_history_
 
 
+def test_unusable_dask_checkpoint_path_is_refused_before_any_work(data, tmp_path):
+    # It failed at the first save, after the first iteration on the cluster, with a bare OSError.
+    (tmp_path / "file").write_text("x")
+    X, y = data
+    model = SoftmaxRegression(D, K, seed=0)
+    with pytest.raises(ValueError, match=r"checkpoint .*file is an existing file, not a directory"):
+        fit_dask(model, da.from_array(X, chunks=(CHUNK, D)), y, max_iter=2, checkpoint=tmp_path / "file")
+    assert model.n_iter_ == 0
+
+
 def test_checkpoint_of_other_dask_data_is_refused(client, data, tmp_path):
     from fastsoftmax.checkpoint import CheckpointError
 

@@ -134,6 +134,67 @@ def test_full_batch_hashing_makes_no_extra_pass(tmp_path, files, monkeypatch, so
 
 
 # --------------------------------------------------------------------------- #
+# 3a. The checkpoint directory: checked before any work
+# --------------------------------------------------------------------------- #
+@pytest.mark.parametrize(
+    "path, message",
+    [
+        ("file", r"checkpoint .*file is an existing file, not a directory; give a directory"),
+        ("file/sub", r"checkpoint .*sub: .*file is a file, so the directory cannot be created"),
+        ("", r"checkpoint is an empty path; give a directory"),
+        ("dangling", r"checkpoint .*dangling is a broken symbolic link"),
+        ("nested", r"checkpoint .*nested: .*checkpoint\.npz is a directory; remove it"),
+    ],
+    ids=["file", "under-a-file", "empty", "broken-link", "holds-a-directory"],
+)
+def test_unusable_checkpoint_path_is_refused_before_any_work(tmp_path, data, files, path, message):
+    # These failed at the first save, after the first iteration, with a bare OSError.
+    (tmp_path / "file").write_text("x")
+    os.symlink(tmp_path / "nowhere", tmp_path / "dangling")
+    (tmp_path / "nested" / "checkpoint.npz").mkdir(parents=True)
+    checkpoint = str(tmp_path / path) if path else ""
+    calls = []
+    model = _model()
+    W0 = model.W.copy()
+    with pytest.raises(ValueError, match=message):
+        model.fit(*data, max_iter=5, checkpoint=checkpoint, callback=lambda *args: calls.append(args))
+    assert (model.n_iter_, calls) == (0, [])
+    np.testing.assert_array_equal(model.W, W0)
+    assert (tmp_path / "file").read_text() == "x"
+    # Before any data is read: a missing data file is not what is reported.
+    with pytest.raises(ValueError, match=message):
+        _fit(str(tmp_path / "missing.npy"), str(files[1]), checkpoint=checkpoint)
+
+
+def test_read_only_checkpoint_directory_is_refused_before_any_work(tmp_path, data):
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    ck.chmod(0o555)
+    model = _model()
+    try:
+        if os.access(ck, os.W_OK):
+            pytest.skip("this process may write to read-only directories (root)")
+        with pytest.raises(ValueError, match=r"checkpoint .*ck: .*ck is not writable"):
+            model.fit(*data, max_iter=5, checkpoint=ck)
+    finally:
+        ck.chmod(0o755)
+    assert model.n_iter_ == 0
+
+
+def test_bytes_checkpoint_path_is_used_as_its_decoded_str(tmp_path, data):
+    # os.fsencode paths are accepted for data; a bytes checkpoint raised "Can't mix strings and bytes".
+    first = _fit(*data, solver="gd", max_iter=2, checkpoint=os.fsencode(tmp_path / "ck"))
+    assert (tmp_path / "ck" / "checkpoint.npz").exists()
+    resumed = _fit(*data, solver="gd", max_iter=4, checkpoint=str(tmp_path / "ck"))
+    assert resumed.n_iter_ == 4 and resumed.loss_history_[:3] == first.loss_history_
+
+
+def test_checkpoint_of_another_type_is_a_type_error(data):
+    with pytest.raises(TypeError, match=r"checkpoint must be a directory path \(str or os.PathLike\), got int 3"):
+        _fit(*data, checkpoint=3)
+
+
+# --------------------------------------------------------------------------- #
 # 4. A data file changed while it is being read
 # --------------------------------------------------------------------------- #
 @pytest.mark.parametrize("solver", ["gd", "sgd"])
