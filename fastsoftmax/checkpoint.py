@@ -13,14 +13,20 @@ quoted when the data differ; the content hash decides.
 It is written under a temporary name, fsynced and moved into place with
 ``os.replace``, so a process killed at any moment leaves either the previous
 checkpoint or the new one, never a torn file. No pickle is involved.
+A fit holds its directory for its whole run (:func:`exclusive`): a second
+fit on it, in another process or thread, is refused before it reads or
+writes anything, since the fingerprint is checked only once, at the start.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -29,15 +35,24 @@ from fastsoftmax._io import atomic_file, npz_scalar, read_npz
 from fastsoftmax._scaling import check_scaling
 from fastsoftmax.solvers import LBFGS_STATE_KEYS, NEWTON_STATE_KEYS
 
+try:
+    import fcntl
+except ImportError:  # Windows: fits on one directory are not locked against each other
+    fcntl = None
+
 _FORMAT = "fastsoftmax-checkpoint"
 #: 2: the data hash became one of each array's bytes; version 1's hashed X, y
 #: and w chunk by chunk into one stream, so it changed with the chunk size.
 _FORMAT_VERSION = 2
 FILENAME = "checkpoint.npz"
+#: The file a running fit holds locked in its checkpoint directory (see :func:`exclusive`).
+LOCK_FILENAME = ".checkpoint.lock"
+#: flock errors of file systems that do not lock (some network mounts): the fit runs unlocked.
+_NO_LOCKING = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
 
 
 class CheckpointError(ValueError):
-    """The checkpoint is unreadable or belongs to a different problem; nothing was overwritten."""
+    """The checkpoint is unreadable, of another problem, or in use by another fit; nothing was overwritten."""
 
 
 @dataclass
@@ -64,7 +79,8 @@ def check_directory(directory: str | bytes | os.PathLike, *, option: str = "chec
     """``directory`` as a str, if a checkpoint can be written there; checked before any work.
 
     It must be a directory, or a path where one can be created: its nearest
-    existing ancestor a writable directory; :func:`save` creates it. Unchecked,
+    existing ancestor a writable directory; the fit creates it as it starts
+    (:func:`exclusive`). Unchecked,
     a bad path failed only at the first save, after the first iteration, with
     an OSError that did not name the checkpoint.
 
@@ -103,6 +119,75 @@ def check_directory(directory: str | bytes | os.PathLike, *, option: str = "chec
     if os.path.isdir(checkpoint_path(directory)):
         raise ValueError(f"{option} {directory}: {checkpoint_path(directory)} is a directory; remove it.")
     return directory
+
+
+@contextlib.contextmanager
+def exclusive(directory: str) -> Iterator[None]:
+    """Hold the checkpoint ``directory`` (created if missing) for one fit, the length of the block.
+
+    The hold is an exclusive, non-blocking ``flock`` on :data:`LOCK_FILENAME`
+    in the directory. Locks on separately opened files exclude each other
+    within one process too, so a fit in another thread is refused as one in
+    another process is. Without it, two fits each checked the fingerprint
+    once, at the start, then replaced each other's checkpoint every iteration.
+
+    The lock goes with the open file, which the block closes however it ends
+    (an exception, KeyboardInterrupt), and which the OS closes when the
+    process dies; the holder removes the file first, while it still holds it.
+    On platforms without ``fcntl`` (Windows), and on file systems that
+    cannot lock, the fit runs unlocked.
+
+    Raises
+    ------
+    CheckpointError
+        Another fit holds ``directory``.
+    """
+    os.makedirs(directory, exist_ok=True)
+    handle = None
+    try:
+        # Taken inside the try: an interrupt as _lock returns drops the file, and with it the lock.
+        handle = _lock(os.path.abspath(os.path.join(directory, LOCK_FILENAME)), directory)
+        yield
+    finally:
+        if handle is not None:
+            with contextlib.suppress(OSError):  # removed by hand meanwhile: nothing to clean up
+                os.unlink(handle.name)
+            handle.close()  # releases the lock
+
+
+def _lock(path: str, directory: str) -> IO[bytes] | None:
+    """``path`` opened and locked (the open file holds the lock); None where locking is not possible."""
+    if fcntl is None:
+        return None
+    for _ in range(100):
+        try:
+            handle = open(path, "a+b")
+        except PermissionError:  # another user's lock file, left by a killed fit: flock needs no write access
+            handle = open(path, "rb")
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # A holder that ended removed the file it held: a lock taken on that file guards nothing.
+            with contextlib.suppress(FileNotFoundError):
+                if os.path.samestat(os.fstat(handle.fileno()), os.stat(path)):
+                    return handle
+        except BlockingIOError:
+            handle.close()
+            raise CheckpointError(
+                f"checkpoint directory {directory} is in use by another fit (process or thread); "
+                f"use another directory or wait for that fit to end."
+            ) from None
+        except OSError as exc:
+            handle.close()
+            if exc.errno in _NO_LOCKING:
+                return None
+            raise
+        except BaseException:
+            handle.close()
+            raise
+        handle.close()  # removed or replaced as it was locked: lock the file now at path
+    raise CheckpointError(
+        f"checkpoint directory {directory}: its lock file {path} keeps being replaced; wait and retry."
+    )
 
 
 def save(directory: str | os.PathLike, state: CheckpointState) -> None:

@@ -16,7 +16,10 @@ everything that does not depend on where the data lives:
 * **checkpoints and resume**: a checkpoint whose fingerprint (data, classes,
   dtype and every option that changes the trajectory) differs is refused
   before anything is written; a matching one restarts the solver from its
-  theta and its state, so the resumed run equals the uninterrupted one;
+  theta and its state, so the resumed run equals the uninterrupted one; the
+  fit holds the directory throughout, and another fit on it (any process or
+  thread) is refused before it reads or writes anything
+  (:func:`checkpoint.exclusive`);
 * **divergence**: a non-finite loss at the start is the data's fault (the
   objective explains it); later, or a loss that runs away
   (:class:`solvers.DivergedError`), is a :class:`TrainingError` and the model
@@ -275,9 +278,11 @@ def fit(
     if checkpoint is not None:
         checkpoint = _checkpoint.check_directory(checkpoint)
         objective.check_checkpoint()
+    # One fit per checkpoint directory: the fingerprint is checked only here, at the start.
+    held = contextlib.nullcontext() if checkpoint is None else _checkpoint.exclusive(checkpoint)
     # The solvers' own vector arithmetic is tiny: BLAS threads woken for it
     # only spin against the kernels' threads (one limit for the whole fit).
-    with exclusive_training(model), objective, single_threaded_blas():
+    with exclusive_training(model), held, objective, single_threaded_blas():
         return _fit(model, objective, options, seed=seed, callback=callback, checkpoint=checkpoint)
 
 

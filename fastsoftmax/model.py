@@ -324,7 +324,9 @@ class SoftmaxRegression:
             first full pass streams them, whatever the ``chunk_size``, so a
             resume with another ``chunk_size`` differs only by rounding) raises
             :class:`~fastsoftmax.checkpoint.CheckpointError` before anything is
-            written, and is left alone.
+            written, and is left alone. A fit holds its directory until it
+            ends: another fit on it, in any process or thread, raises
+            ``CheckpointError`` before it trains.
         precondition : bool or "auto"
             Run the solver in feature-scaled coordinates: centre each feature
             and divide it by sqrt(variance + l2), as an exact change of
@@ -347,7 +349,8 @@ class SoftmaxRegression:
             ``max(1, |best|)``), and W and b keep the best iterate.
         ValueError
             On a bad option (every option is checked before any data is read),
-            bad data, or a checkpoint of another problem.
+            bad data, a checkpoint of another problem, or a checkpoint
+            directory in use by another fit.
         RuntimeError
             Another thread is training this model (``fit``, ``partial_fit``
             or ``train_step``); W and b are left to that thread.

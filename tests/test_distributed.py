@@ -607,6 +607,17 @@ def test_unusable_dask_checkpoint_path_is_refused_before_any_work(data, tmp_path
     assert model.n_iter_ == 0
 
 
+def test_dask_fit_on_a_checkpoint_directory_in_use_is_refused(data, tmp_path):
+    from fastsoftmax.checkpoint import CheckpointError, exclusive
+
+    X, y = data
+    model = SoftmaxRegression(D, K, seed=0)
+    with exclusive(tmp_path), pytest.raises(CheckpointError, match="is in use by another fit"):
+        fit_dask(model, da.from_array(X, chunks=(CHUNK, D)), y, max_iter=2, checkpoint=tmp_path)
+    assert model.n_iter_ == 0
+    assert not (tmp_path / "checkpoint.npz").exists()
+
+
 def test_checkpoint_of_other_dask_data_is_refused(client, data, tmp_path):
     from fastsoftmax.checkpoint import CheckpointError
 

@@ -7,6 +7,9 @@ import io
 import json
 import os
 import stat
+import subprocess
+import sys
+import threading
 import zipfile
 
 import numpy as np
@@ -134,7 +137,7 @@ def test_full_batch_hashing_makes_no_extra_pass(tmp_path, files, monkeypatch, so
 
 
 # --------------------------------------------------------------------------- #
-# 3a. The checkpoint directory: checked before any work
+# 3a. The checkpoint directory: checked before any work, used by one fit at a time
 # --------------------------------------------------------------------------- #
 @pytest.mark.parametrize(
     "path, message",
@@ -192,6 +195,93 @@ def test_bytes_checkpoint_path_is_used_as_its_decoded_str(tmp_path, data):
 def test_checkpoint_of_another_type_is_a_type_error(data):
     with pytest.raises(TypeError, match=r"checkpoint must be a directory path \(str or os.PathLike\), got int 3"):
         _fit(*data, checkpoint=3)
+
+
+def test_second_fit_on_a_checkpoint_directory_in_use_is_refused(tmp_path, data):
+    # Each fit checked the fingerprint once, at its start, then both replaced the
+    # one checkpoint every iteration: whichever saved last won, silently.
+    X, y = data
+    ck = tmp_path / "ck"
+    options = {"solver": "gd", "lr": 0.05, "tol": 0, "checkpoint": ck}
+    at_two, release, first = threading.Event(), threading.Event(), {}
+
+    def hold_at_two(model, iteration, loss):
+        if iteration == 2:
+            at_two.set()
+            assert release.wait(120)
+
+    def run_first():
+        try:
+            first["model"] = _fit(X, y, max_iter=4, callback=hold_at_two, **options)
+        except BaseException as exc:  # reported by the main thread
+            first["error"] = exc
+
+    thread = threading.Thread(target=run_first)
+    thread.start()
+    try:
+        assert at_two.wait(120)
+        saved = (ck / "checkpoint.npz").read_bytes()
+        second = _model()
+        W0 = second.W.copy()
+        with pytest.raises(
+            CheckpointError,
+            match=r"checkpoint directory .*ck is in use by another fit \(process or thread\); use another directory",
+        ):
+            second.fit(X, y, max_iter=6, **options)  # the same problem: it would have resumed the first's iterate
+        assert second.n_iter_ == 0
+        np.testing.assert_array_equal(second.W, W0)
+        assert (ck / "checkpoint.npz").read_bytes() == saved
+    finally:
+        release.set()
+        thread.join(120)
+    assert "error" not in first, first.get("error")
+    assert first["model"].n_iter_ == 4
+    # Once the first has ended the directory is free, and its checkpoint resumes exactly.
+    resumed = _fit(X, y, max_iter=6, **options)
+    uninterrupted = _fit(X, y, max_iter=6, **{**options, "checkpoint": None})
+    assert resumed.loss_history_ == uninterrupted.loss_history_
+    np.testing.assert_array_equal(resumed.W, uninterrupted.W)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="no flock on this platform: fits run unlocked")
+def test_checkpoint_directory_held_by_another_process_is_refused(tmp_path, data):
+    ck = tmp_path / "ck"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_DIRECTORY, str(ck)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    try:
+        assert holder.stdout.readline() == b"held\n"
+        with pytest.raises(CheckpointError, match="is in use by another fit"):
+            _fit(*data, checkpoint=ck)
+    finally:
+        holder.communicate(b"", timeout=120)
+    assert holder.returncode == 0
+    assert _fit(*data, checkpoint=ck).n_iter_ == 3
+    assert not (ck / ckpt_module.LOCK_FILENAME).exists()  # the holder removes it as it ends
+
+
+_HOLD_DIRECTORY = """
+import sys
+from fastsoftmax.checkpoint import exclusive
+with exclusive(sys.argv[1]):
+    print("held", flush=True)
+    sys.stdin.read()
+"""
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, TrainingError], ids=["ctrl-c", "error"])
+def test_checkpoint_directory_is_free_again_however_the_fit_ends(tmp_path, data, stop):
+    def interrupt(model, iteration, loss):
+        raise stop("stop")
+
+    with pytest.raises(stop):
+        _fit(*data, checkpoint=tmp_path, callback=interrupt)
+    assert os.listdir(tmp_path) == ["checkpoint.npz"]  # the lock file is removed as the lock is released
+    with ckpt_module.exclusive(tmp_path):  # refused if the interrupted fit still held it
+        pass
 
 
 # --------------------------------------------------------------------------- #
