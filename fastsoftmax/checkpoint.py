@@ -24,6 +24,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -137,6 +138,10 @@ def exclusive(directory: str) -> Iterator[None]:
     On platforms without ``fcntl`` (Windows), and on file systems that
     cannot lock, the fit runs unlocked.
 
+    Once locked, the temporary files of saves that never finished (a process
+    killed while it wrote, see :func:`save`) are removed: no other fit can be
+    writing them. Unlocked, they are left alone.
+
     Raises
     ------
     CheckpointError
@@ -147,6 +152,8 @@ def exclusive(directory: str) -> Iterator[None]:
     try:
         # Taken inside the try: an interrupt as _lock returns drops the file, and with it the lock.
         handle = _lock(os.path.abspath(os.path.join(directory, LOCK_FILENAME)), directory)
+        if handle is not None:
+            _remove_stale_temporaries(directory)
         yield
     finally:
         if handle is not None:
@@ -188,6 +195,18 @@ def _lock(path: str, directory: str) -> IO[bytes] | None:
     raise CheckpointError(
         f"checkpoint directory {directory}: its lock file {path} keeps being replaced; wait and retry."
     )
+
+
+#: The temporary names :func:`save` writes under (``fastsoftmax._io.atomic_file``: ".NAME-HEX.tmp").
+_TEMPORARY = re.compile(rf"\.{re.escape(FILENAME)}-[0-9a-f]+\.tmp")
+
+
+def _remove_stale_temporaries(directory: str) -> None:
+    """Remove the temporary checkpoint files in ``directory`` that killed saves left; call it holding the lock."""
+    for entry in os.scandir(directory):
+        if _TEMPORARY.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
 
 
 def save(directory: str | os.PathLike, state: CheckpointState) -> None:

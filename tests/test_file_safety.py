@@ -17,7 +17,7 @@ import pytest
 
 from fastsoftmax import SoftmaxRegression, TrainingError
 from fastsoftmax import checkpoint as ckpt_module
-from fastsoftmax._io import atomic_file, atomic_path
+from fastsoftmax._io import _create_beside, atomic_file, atomic_path
 from fastsoftmax.checkpoint import CheckpointError
 from fastsoftmax.datasets import make_classification, write_classification
 
@@ -282,6 +282,22 @@ def test_checkpoint_directory_is_free_again_however_the_fit_ends(tmp_path, data,
     assert os.listdir(tmp_path) == ["checkpoint.npz"]  # the lock file is removed as the lock is released
     with ckpt_module.exclusive(tmp_path):  # refused if the interrupted fit still held it
         pass
+
+
+def test_fit_removes_the_temporary_files_of_killed_saves(tmp_path, data):
+    # A fit killed (SIGKILL) while it saved left .checkpoint.npz-HEX.tmp, and no later fit removed it.
+    ck = tmp_path / "ck"
+    others = [".model.npz-0a1b2c.tmp", "notes.txt", ".checkpoint.npz-mine.tmp"]
+    with ckpt_module.exclusive(ck):
+        left = [_create_beside(str(ck / "checkpoint.npz"), str(ck)) for _ in range(2)]  # the names save writes under
+        for name in others:
+            (ck / name).write_text("kept")
+        with pytest.raises(CheckpointError, match="in use"):  # the holder may be writing them: left alone
+            _fit(*data, checkpoint=ck)
+        assert all(os.path.exists(path) for path in left)
+    _fit(*data, checkpoint=ck)
+    assert not any(os.path.exists(path) for path in left)
+    assert sorted(os.listdir(ck)) == sorted([*others, "checkpoint.npz"])
 
 
 # --------------------------------------------------------------------------- #
