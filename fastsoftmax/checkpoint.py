@@ -444,10 +444,19 @@ def _dask_rechunked(stored: Any, now: Any) -> str:
 
 
 def _files_changed(stored: dict[str, Any], now: dict[str, Any]) -> str:
+    """The data files that differ from the checkpoint's, for the message: each path with its own size."""
     notes = []
     for name, then in stored.items():
         current = now.get(name)
-        if current is not None and current != then:
+        if not isinstance(then, dict) or not isinstance(current, dict) or current == then:
+            continue
+        if current.get("path") != then.get("path"):
+            # Another file: its size next to the recorded path would be read as the same file's.
+            notes.append(
+                f"{name}: checkpoint trained on {then.get('path')} ({then.get('size')} bytes), "
+                f"now {current.get('path')} ({current.get('size')} bytes)"
+            )
+        else:
             notes.append(
                 f"{name} file {current.get('path')} was {then.get('size')} bytes with mtime_ns "
                 f"{then.get('mtime_ns')}, now {current.get('size')} bytes with mtime_ns "

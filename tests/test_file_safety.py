@@ -109,6 +109,20 @@ def test_changed_file_is_named_with_its_size_and_mtime(tmp_path, data, files):
         _fit(str(x_path), str(y_path), solver="gd", checkpoint=ck)
 
 
+def test_other_file_is_named_beside_the_checkpoint_s_file(tmp_path, data, files):
+    # The message put the new file's path next to the old file's size and mtime.
+    x_path, y_path = files
+    other = tmp_path / "X32.npy"
+    np.save(other, data[0].astype(np.float32))
+    ck = tmp_path / "ck"
+    _fit(str(x_path), str(y_path), solver="gd", checkpoint=ck)
+    with pytest.raises(CheckpointError) as info:
+        _fit(str(other), str(y_path), solver="gd", checkpoint=ck)
+    sizes = x_path.stat().st_size, other.stat().st_size
+    assert sizes[0] != sizes[1]
+    assert f"X: checkpoint trained on {x_path} ({sizes[0]} bytes), now {other} ({sizes[1]} bytes)" in str(info.value)
+
+
 def test_same_data_resumes_after_the_file_is_rewritten(tmp_path, data, files):
     # Only the content decides: a file written again with the same bytes resumes.
     x_path, y_path = files
