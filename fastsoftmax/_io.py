@@ -27,6 +27,7 @@ import errno
 import math
 import mmap
 import os
+import re
 import secrets
 import zipfile
 from collections.abc import Iterator
@@ -68,7 +69,7 @@ def _create_beside(path: str, directory: str) -> str:
     """
     flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     for _ in range(100):
-        tmp = os.path.join(directory, f".{os.path.basename(path)}-{secrets.token_hex(6)}.tmp")
+        tmp = os.path.join(directory, f".{os.path.basename(path)}-{secrets.token_hex(6)}.tmp")  # temporary_names
         try:
             fd = os.open(tmp, flags, 0o666)
         except FileExistsError:  # a name taken: draw another, as mkstemp does
@@ -76,6 +77,15 @@ def _create_beside(path: str, directory: str) -> str:
         os.close(fd)
         return tmp
     raise FileExistsError(errno.EEXIST, f"no free temporary name beside {path}")
+
+
+def temporary_names(filename: str) -> re.Pattern[str]:
+    """The pattern of the temporary names that writes of ``filename`` use beside it (``_create_beside``).
+
+    For a process that knows no write of its own is under way there (it
+    holds a lock) to find the ones that a killed writer left behind.
+    """
+    return re.compile(rf"\.{re.escape(filename)}-[0-9a-f]+\.tmp")
 
 
 def writable_target(path: str | os.PathLike | bytes) -> str:

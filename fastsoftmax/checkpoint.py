@@ -24,7 +24,6 @@ import contextlib
 import errno
 import json
 import os
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -32,7 +31,7 @@ from typing import IO, Any
 import numpy as np
 
 from fastsoftmax import solvers
-from fastsoftmax._io import atomic_file, npz_scalar, read_npz
+from fastsoftmax._io import atomic_file, npz_scalar, read_npz, temporary_names
 from fastsoftmax._scaling import check_scaling
 from fastsoftmax.solvers import LBFGS_STATE_KEYS, NEWTON_STATE_KEYS
 
@@ -197,8 +196,8 @@ def _lock(path: str, directory: str) -> IO[bytes] | None:
     )
 
 
-#: The temporary names :func:`save` writes under (``fastsoftmax._io.atomic_file``: ".NAME-HEX.tmp").
-_TEMPORARY = re.compile(rf"\.{re.escape(FILENAME)}-[0-9a-f]+\.tmp")
+#: The temporary names :func:`save` writes under (``fastsoftmax._io.atomic_file``).
+_TEMPORARY = temporary_names(FILENAME)
 
 
 def _remove_stale_temporaries(directory: str) -> None:
