@@ -80,9 +80,9 @@ def check_directory(directory: str | bytes | os.PathLike, *, option: str = "chec
 
     It must be a directory, or a path where one can be created: its nearest
     existing ancestor a writable directory; the fit creates it as it starts
-    (:func:`exclusive`). Unchecked,
-    a bad path failed only at the first save, after the first iteration, with
-    an OSError that did not name the checkpoint.
+    (:func:`exclusive`). A checkpoint file already there must be writable.
+    Unchecked, a bad path failed only at the first save, after the first
+    iteration, with an OSError that did not name the checkpoint.
 
     Parameters
     ----------
@@ -96,7 +96,8 @@ def check_directory(directory: str | bytes | os.PathLike, *, option: str = "chec
         ``directory`` is not a path.
     ValueError
         It is empty, an existing file or a broken symbolic link, lies under a
-        file, is not writable, or holds a directory named ``checkpoint.npz``.
+        file, is not writable, or holds a directory named ``checkpoint.npz``
+        or a read-only checkpoint file.
     """
     if not isinstance(directory, (str, bytes, os.PathLike)):
         raise TypeError(
@@ -118,6 +119,11 @@ def check_directory(directory: str | bytes | os.PathLike, *, option: str = "chec
         raise ValueError(f"{option} {directory}: {existing} is not writable.")
     if os.path.isdir(checkpoint_path(directory)):
         raise ValueError(f"{option} {directory}: {checkpoint_path(directory)} is a directory; remove it.")
+    if os.path.exists(checkpoint_path(directory)) and not os.access(checkpoint_path(directory), os.W_OK):
+        raise ValueError(
+            f"{option} {directory}: {checkpoint_path(directory)} is read-only; make it writable (chmod u+w) "
+            "to resume from it, or give another directory."
+        )
     return directory
 
 

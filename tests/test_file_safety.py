@@ -198,6 +198,20 @@ def test_read_only_checkpoint_directory_is_refused_before_any_work(tmp_path, dat
     assert model.n_iter_ == 0
 
 
+def test_read_only_checkpoint_file_is_refused_before_any_work(tmp_path, data, monkeypatch):
+    _fit(*data, solver="gd", max_iter=2, checkpoint=tmp_path / "ck")
+    ck_file = tmp_path / "ck" / "checkpoint.npz"
+    before = ck_file.read_bytes()
+    real_access = os.access
+    # As root, os.access allows every write: deny it for the file, as for any other user.
+    monkeypatch.setattr(os, "access", lambda p, mode: False if os.fspath(p) == str(ck_file) else real_access(p, mode))
+    model = _model()
+    with pytest.raises(ValueError, match=r"checkpoint\.npz is read-only; make it writable"):
+        model.fit(*data, solver="gd", max_iter=4, checkpoint=tmp_path / "ck")
+    assert model.n_iter_ == 0
+    assert ck_file.read_bytes() == before
+
+
 def test_bytes_checkpoint_path_is_used_as_its_decoded_str(tmp_path, data):
     # os.fsencode paths are accepted for data; a bytes checkpoint raised "Can't mix strings and bytes".
     first = _fit(*data, solver="gd", max_iter=2, checkpoint=os.fsencode(tmp_path / "ck"))
