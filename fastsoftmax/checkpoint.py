@@ -439,6 +439,9 @@ def _dask_rechunked(stored: Any, now: Any) -> str:
     if not (isinstance(stored, dict) and isinstance(now, dict)):
         return ""
     differing = {key for key in stored.keys() | now.keys() if stored.get(key) != now.get(key)}
+    if differing == {"row_chunks"} and ("row_chunks" not in stored or "row_chunks" not in now):
+        # One run on Dask, the other on NumPy or files: not a matter of chunks.
+        return "one of the two runs trained on Dask arrays and the other did not"
     if differing != {"row_chunks"}:
         return ""
     return (

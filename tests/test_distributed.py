@@ -618,6 +618,21 @@ def test_dask_fit_on_a_checkpoint_directory_in_use_is_refused(data, tmp_path):
     assert not (tmp_path / "checkpoint.npz").exists()
 
 
+@pytest.mark.parametrize("first", ["numpy", "dask"])
+def test_checkpoint_of_the_same_data_off_dask_is_refused_as_another_problem(data, tmp_path, first):
+    # Only one of the fingerprints has Dask's row chunks: the message read both, and raised KeyError.
+    from fastsoftmax.checkpoint import CheckpointError
+
+    X, y = data
+    runs = {"numpy": (X, y), "dask": (da.from_array(X, chunks=(CHUNK, D)), da.from_array(y, chunks=CHUNK))}
+    second = "dask" if first == "numpy" else "numpy"
+    SoftmaxRegression(D, K, seed=0).fit(*runs[first], solver="gd", max_iter=2, tol=0, checkpoint=tmp_path)
+    saved = (tmp_path / "checkpoint.npz").read_bytes()
+    with pytest.raises(CheckpointError, match="one of the two runs trained on Dask arrays and the other did not"):
+        SoftmaxRegression(D, K, seed=0).fit(*runs[second], solver="gd", max_iter=4, tol=0, checkpoint=tmp_path)
+    assert (tmp_path / "checkpoint.npz").read_bytes() == saved
+
+
 def test_checkpoint_of_other_dask_data_is_refused(client, data, tmp_path):
     from fastsoftmax.checkpoint import CheckpointError
 
