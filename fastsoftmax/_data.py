@@ -200,7 +200,8 @@ class DataSource:
     sample_weight : array_like, shape (N,), optional
     chunk_size : int, optional
         Rows per chunk. By default an in-memory X is one chunk and a streamed
-        X is cut into chunks of about :data:`CHUNK_BYTES`.
+        X is cut into chunks of about :data:`CHUNK_BYTES` in the compute dtype
+        or the file's, whichever is wider.
     row_offset : int, default 0
         The row of the whole data set that X's first row is (X a row slice
         of it, such as the CLI's validation rows), so that every message
@@ -240,7 +241,9 @@ class DataSource:
         self.sample_weight = _checks.check_sample_weight(sample_weight, self.n_samples, self.dtype, scale_free=True)
         self.weight_sum = _weight_sum(self.sample_weight, self.n_samples)
         if chunk_size is None:
-            row_bytes = self.n_features * self.X.dtype.itemsize
+            # A chunk is cast to the compute dtype: sized by the wider of the two (a uint8 file
+            # trained in float64 held chunks of 8 x CHUNK_BYTES).
+            row_bytes = self.n_features * max(self.X.dtype.itemsize, self.dtype.itemsize)
             chunk_size = max(1, CHUNK_BYTES // row_bytes) if self.streamed else self.n_samples
         self.chunk_size = min(_checks.check_int(chunk_size, "chunk_size"), self.n_samples)
         self.row_offset = _checks.check_int(row_offset, "row_offset", minimum=0)

@@ -271,6 +271,19 @@ def test_checkpoint_resumes_with_another_chunk_size(tmp_path, files):
     np.testing.assert_allclose(resumed.W, uninterrupted.W, rtol=_rtol(np.float64), atol=1e-15)
 
 
+@pytest.mark.parametrize(
+    "file_dtype, dtype", [(np.uint8, np.float64), (np.float16, np.float32), (np.float64, np.float32)]
+)
+def test_a_streamed_chunk_holds_about_chunk_bytes_once_cast(tmp_path, monkeypatch, file_dtype, dtype):
+    # Sized by the file's itemsize alone, a uint8 file trained in float64 made chunks of 8 x CHUNK_BYTES.
+    monkeypatch.setattr(fs._data, "CHUNK_BYTES", 1 << 16)
+    np.save(tmp_path / "X.npy", np.ones((10_000, 16), dtype=file_dtype))
+    np.save(tmp_path / "y.npy", np.zeros(10_000, dtype=np.int64))
+    source = DataSource(str(tmp_path / "X.npy"), str(tmp_path / "y.npy"), dtype)
+    widest = max(np.dtype(file_dtype).itemsize, np.dtype(dtype).itemsize)
+    assert source.chunk_size == (1 << 16) // (16 * widest)
+
+
 def test_data_digest_depends_on_the_data_only(data, files, monkeypatch):
     # Arrays, maps and paths, in any chunking and order of X, with or without weights.
     X, y = data
