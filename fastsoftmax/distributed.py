@@ -629,10 +629,18 @@ class DaskObjective:
         if w is None:
             mean, variance = self._compute(X.mean(axis=0), X.var(axis=0))
         else:  # weighted like the loss, as on one machine
+            # Moments about a row of X, as ChunkedObjective.feature_scaling takes them: about 0,
+            # E[x^2] - E[x]^2 cancels where the mean is large next to the spread (a scale 36x off
+            # for a feature of 1e6 +- 1e-3).
+            (shift,) = self._compute(X[0])
             w = w.astype(np.float64)[:, None]
-            total, sums, squares = self._compute(w.sum(), (w * X).sum(axis=0), (w * X * X).sum(axis=0))
-            mean = sums / total
-            variance = squares / total - mean * mean
+            deviation = X - shift
+            total, sums, squares = self._compute(
+                w.sum(), (w * deviation).sum(axis=0), (w * deviation * deviation).sum(axis=0)
+            )
+            return FeatureScaling.from_moments(
+                float(total), np.asarray(sums), np.asarray(squares), np.asarray(shift), l2, n_classes, centre=centre
+            )
         return FeatureScaling.from_mean_variance(np.asarray(mean), np.asarray(variance), l2, n_classes, centre=centre)
 
     def check_checkpoint(self) -> None:

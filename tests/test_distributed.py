@@ -445,6 +445,29 @@ def test_feature_scaling_with_empty_chunks_equals_one_machine(data, weighted):
     np.testing.assert_allclose(scaling.scale, reference.scale, rtol=1e-12)
 
 
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+def test_feature_scaling_of_a_feature_far_from_zero_equals_one_machine(data, weighted):
+    """A feature of 1e6 +- 1e-3: the weighted moments about 0 cancelled, and its scale came out 36x too large."""
+    from fastsoftmax.objectives import make_objective
+
+    X, y = data
+    X = X.copy()
+    X[:, 0] = 1e6 + 1e-3 * X[:, 0]
+    w = np.random.default_rng(0).uniform(0.5, 1.5, N) if weighted else None
+    common = {"n_features": D, "n_classes": K, "dtype": np.dtype(np.float64), "l2": 1e-6}
+    reference = make_objective(X, y, sample_weight=w, **common).feature_scaling(1e-6, K)
+    on_dask = make_objective(
+        da.from_array(X, chunks=(CHUNK, D)),
+        da.from_array(y, chunks=CHUNK),
+        sample_weight=None if w is None else da.from_array(w, chunks=CHUNK),
+        **common,
+    )
+    with on_dask:
+        scaling = on_dask.feature_scaling(1e-6, K)
+    np.testing.assert_allclose(scaling.scale, reference.scale, rtol=1e-6)
+    np.testing.assert_allclose(scaling.mean, reference.mean, rtol=1e-12)
+
+
 def test_divergence_keeps_last_good_weights(data):
     X, y = data
     X = (X * 1e10).astype(np.float32)  # with lr 1e20 the float32 logits overflow at the first step
