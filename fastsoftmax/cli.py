@@ -741,11 +741,7 @@ def run_train_dask(args: argparse.Namespace, t_start: float) -> int:
                 f"generated on the workers in chunks of {chunk_rows:,} rows",
             )
         else:
-            import dask.array as da
-
-            # The client reads the file and ships its chunks to the workers.
-            X = da.from_array(X_np, chunks=(chunk_rows, -1))
-            y = da.from_array(y_np, chunks=(chunk_rows,)).rechunk(X.chunks[0])
+            X, y = _dask_rows_of_files(args, X_np, y_np, chunk_rows, client)
         n_samples = X.shape[0]
         n_val = int(round(args.val_fraction * n_samples))
         n_train = n_samples - n_val
@@ -777,6 +773,57 @@ def run_train_dask(args: argparse.Namespace, t_start: float) -> int:
             bayes_accuracy=bayes,
         )
     return 0
+
+
+def _read_rows(path: str, start: int, stop: int) -> np.ndarray:
+    """Rows [start, stop) of the ``.npy`` file ``path``, read where the task runs (a worker)."""
+    return np.array(np.load(path, mmap_mode="r")[start:stop])
+
+
+def _dask_rows_of_files(args: argparse.Namespace, X_np: np.ndarray, y_np: np.ndarray, chunk_rows: int, client):
+    """X and y of ``--data``/``--labels`` as dask arrays chunked by rows, each row read once.
+
+    Built with ``da.from_array``, a memory map goes into the task graph
+    whole: a client pickles it into every graph that uses it (the warm-up,
+    the fit, each accuracy), four times the file, all of it in this
+    process's memory. Local workers (``--dask-workers``) read their rows
+    from the ``.npy`` files themselves, so only the paths travel. A remote
+    scheduler's workers may not see the files: there the data is shipped,
+    once, and kept on the workers (persisted) for everything after.
+    """
+    import dask
+    import dask.array as da
+
+    n_samples = X_np.shape[0]
+    if args.dask_workers is not None and isinstance(X_np, np.memmap) and isinstance(y_np, np.memmap):
+        read = dask.delayed(_read_rows, pure=True)
+        starts = range(0, n_samples, chunk_rows)
+        X = da.concatenate(
+            [
+                da.from_delayed(
+                    read(X_np.filename, a, min(a + chunk_rows, n_samples)),
+                    dtype=X_np.dtype,
+                    shape=(min(a + chunk_rows, n_samples) - a, X_np.shape[1]),
+                )
+                for a in starts
+            ]
+        )
+        y = da.concatenate(
+            [
+                da.from_delayed(
+                    read(y_np.filename, a, min(a + chunk_rows, n_samples)),
+                    dtype=y_np.dtype,
+                    shape=(min(a + chunk_rows, n_samples) - a,),
+                )
+                for a in starts
+            ]
+        )
+        return X, y
+    X = da.from_array(X_np, chunks=(chunk_rows, -1))
+    y = da.from_array(y_np, chunks=(chunk_rows,)).rechunk(X.chunks[0])
+    if client is not None:
+        X, y = client.persist([X, y])
+    return X, y
 
 
 def _threads() -> int:
