@@ -136,12 +136,17 @@ def advise_rows(
     """Pass ``advice`` (an ``mmap.MADV_*`` value, None: nothing) to ``madvise`` for rows [start, stop) of a memory map.
 
     The range is widened to whole windows of ``align`` bytes (a multiple of
-    the page size). ``arr`` is an ``np.memmap`` or a row slice of one;
-    anything else, a map that is not C-contiguous, or a platform without
-    ``madvise`` is left alone. Advice only: an error from ``madvise`` is ignored.
+    the page size). ``arr`` is an ``np.memmap`` or a row slice of one. In a
+    Fortran-ordered 2-D map (``np.save`` of a pandas frame's values) the rows
+    lie in one run per column, each advised on its own. Anything else, a map
+    that is neither C- nor F-contiguous, or a platform without ``madvise`` is
+    left alone. Advice only: an error from ``madvise`` is ignored.
     """
     base = getattr(arr, "_mmap", None)
-    if advice is None or base is None or not hasattr(base, "madvise") or not arr.flags.c_contiguous:
+    if advice is None or base is None or not hasattr(base, "madvise"):
+        return
+    columns = arr.ndim == 2 and not arr.flags.c_contiguous and arr.flags.f_contiguous
+    if not (arr.flags.c_contiguous or columns):
         return
     if getattr(arr, "mode", "r") == "c":
         return  # MADV_DONTNEED would drop the private edits of a copy-on-write map
@@ -155,15 +160,25 @@ def advise_rows(
         return
     address = probe.ctypes.data  # of the mapping: page-aligned
     del probe  # a buffer exported from the map would keep it from closing
-    row_bytes = math.prod(arr.shape[1:]) * arr.itemsize
-    first = arr.ctypes.data + start * row_bytes
-    last = arr.ctypes.data + stop * row_bytes
-    lo = max(first - first % align - address, 0)
-    hi = min(last + (-last % align) - address, len(base))
-    try:
-        base.madvise(advice, lo, hi - lo)
-    except (OSError, ValueError):
-        pass
+    if columns:  # column j's rows [start, stop) lie at (j N + [start, stop)) items from the start
+        column_bytes = arr.shape[0] * arr.itemsize
+        runs = [
+            (
+                arr.ctypes.data + j * column_bytes + start * arr.itemsize,
+                arr.ctypes.data + j * column_bytes + stop * arr.itemsize,
+            )
+            for j in range(arr.shape[1])
+        ]
+    else:
+        row_bytes = math.prod(arr.shape[1:]) * arr.itemsize
+        runs = [(arr.ctypes.data + start * row_bytes, arr.ctypes.data + stop * row_bytes)]
+    for first, last in runs:
+        lo = max(first - first % align - address, 0)
+        hi = min(last + (-last % align) - address, len(base))
+        try:
+            base.madvise(advice, lo, hi - lo)
+        except (OSError, ValueError):
+            pass
 
 
 def release_rows(arr: np.ndarray, start: int = 0, stop: int | None = None) -> None:
