@@ -14,8 +14,10 @@ class TrainingError(ValueError):
 
 
 class ConvergenceWarning(UserWarning):
-    """The solver used up ``max_iter`` before meeting its tolerance; ``converged_`` is False.
+    """The solver stopped before meeting its tolerance; ``converged_`` is False.
 
-    Like scikit-learn's warning of the same name: the model is usable, but
-    it is not at the optimum. Raise ``max_iter``, or scale the features.
+    ``max_iter`` ran out, or the solver could lower neither the loss nor the
+    gradient any further (for float32 data, often its rounding floor). The
+    message says which, and what to change. Like scikit-learn's warning of
+    the same name: the model is usable, but it is not at the optimum.
     """

@@ -358,7 +358,9 @@ class SoftmaxRegression:
         Warns
         -----
         ConvergenceWarning
-            ``max_iter`` ran out before ``tol`` was met (``converged_`` is False).
+            ``max_iter`` ran out before ``tol`` was met, or the solver stopped
+            early because it could go no further (``converged_`` is False);
+            the message gives the reason and the remedy.
 
         Notes
         -----
