@@ -414,11 +414,54 @@ class SoftmaxRegression:
 
         For data that the caller streams: call it once per chunk. The optimiser
         state (momentum or Adam moments, step count, shuffling RNG seeded by the
-        first call's ``seed``) carries over from call to call; :meth:`fit`
-        does not touch it. X and y take the forms :meth:`fit` accepts. The mean
-        mini-batch loss of each call is appended to ``loss_history_``.
-        ``fit_intercept=False`` holds b at its current value, as in :meth:`fit`,
-        and it raises as :meth:`fit` does.
+        first call's ``seed``) carries over from call to call, one state per
+        solver; :meth:`fit` does not touch it. X and y take the in-memory,
+        memmap and ``.npy``-path forms that :meth:`fit` accepts; Dask arrays
+        are refused, since sgd and adam do not run on Dask. The mean
+        mini-batch loss of each call is appended to ``loss_history_``, and
+        ``n_iter_`` grows by 1.
+
+        Parameters
+        ----------
+        X : array_like, np.memmap or str / os.PathLike of an ``.npy`` file, shape (N, D)
+        y : array_like of int, np.memmap or ``.npy`` path, shape (N,)
+        solver : {"sgd", "adam"}, default "sgd"
+            "sgd": mini-batch SGD with momentum; "adam": Adam on mini-batches.
+        lr : float, optional
+            Step size, a finite number > 0; defaults to 0.1 for sgd, 1e-3 for adam.
+        batch_size : int, default 256
+            Rows per mini-batch.
+        momentum : float, default 0.9
+            Heavy-ball momentum in [0, 1) (sgd only).
+        l2 : float, default 0.0
+            L2 strength on W (not on b).
+        seed : int, np.random.Generator or None
+            Seeds the shuffling of the rows. Only the first call's ``seed``
+            (for each solver; the first call that completes its epoch) is
+            used: later calls continue its generator, and their ``seed`` is
+            checked but otherwise ignored.
+        sample_weight : array_like, shape (N,), optional
+            Weights of the rows of this call's (X, y).
+        fit_intercept : bool, default True
+            False holds b at its current value (its gradient is zeroed), as in
+            :meth:`fit`.
+
+        Returns
+        -------
+        SoftmaxRegression
+            ``self``, with W and b after the epoch.
+
+        Raises
+        ------
+        TrainingError
+            The epoch diverged (a too large ``lr``): W, b and the optimiser
+            state are left as they were before the call.
+        ValueError
+            On a bad option (checked before any data is read), bad data, or
+            Dask arrays.
+        RuntimeError
+            Another thread is training this model (``fit``, ``partial_fit``
+            or ``train_step``); W and b are left to that thread.
         """
         options = _checks.check_fit_options(
             solver,
