@@ -765,8 +765,9 @@ def fit_dask(
     TypeError
         On non-array X, non-integer labels or non-numeric weights.
     fastsoftmax.TrainingError
-        The loss became non-finite during training; W and b keep the last
-        iterate whose loss was finite.
+        Training diverged: the loss became non-finite (W and b keep the last
+        iterate whose loss was finite), or climbed to more than twice the best
+        loss so far (W and b keep the best iterate).
     """
     if isinstance(solver, str) and solver in solvers.SOLVERS and solver not in DASK_SOLVERS:
         raise ValueError(_minibatch_solver_message(solver))
