@@ -43,10 +43,10 @@ class SoftmaxRegression:
         D, the number of features.
     num_classes : int
         K >= 2.
-    dtype : {np.float64, np.float32}
+    dtype : {np.float64, np.float32}, default np.float64
         The compute dtype of W, b and every result. Floating X of another
         dtype is cast to it (a copy).
-    seed : int, np.random.Generator or None
+    seed : int, np.random.Generator or None, default None
         Seeds the initial weights ``W = 0.01 * standard_normal((K, D))``.
 
     Attributes
@@ -272,7 +272,7 @@ class SoftmaxRegression:
             Dask arrays (chunked by rows) train on Dask through
             :func:`fastsoftmax.distributed.fit_dask` (solvers "lbfgs", "gd" and "newton-cg").
         y : array_like of int, np.memmap or ``.npy`` path, shape (N,)
-        solver : {"lbfgs", "gd", "sgd", "adam", "newton-cg"}
+        solver : {"lbfgs", "gd", "sgd", "adam", "newton-cg"}, default "lbfgs"
             "lbfgs": L-BFGS with a strong Wolfe line search on the fused loss and
             gradient (full batch; see :func:`fastsoftmax.solvers.lbfgs`).
             "gd": full-batch gradient descent. "sgd": mini-batch SGD with momentum,
@@ -282,16 +282,18 @@ class SoftmaxRegression:
             pass over X). Full-batch solvers stream X once per loss+gradient
             evaluation; sgd and adam
             on streamed data shuffle blocks of rows (see :mod:`fastsoftmax._data`).
-        max_iter : int
+        max_iter : int, default 100
             Iterations (lbfgs, gd, newton-cg) or epochs (sgd, adam), counted over resumes.
         lr : float, optional
             Step size; defaults to 0.1 for gd and sgd, 1e-3 for adam. Unused by lbfgs
             and newton-cg.
-        batch_size, momentum :
-            Mini-batch size (sgd, adam) and momentum (sgd).
-        l2 : float
+        batch_size : int, default 256
+            Mini-batch size (sgd, adam).
+        momentum : float, default 0.9
+            Heavy-ball momentum in [0, 1) (sgd).
+        l2 : float, default 0.0
             L2 strength on W (not on b).
-        tol : float
+        tol : float, default 1e-6
             lbfgs, newton-cg: gradient tolerance, on the largest component of
             the gradient; with ``precondition`` (the default for both) that is
             the gradient in the solver's standardised coordinates,
@@ -300,7 +302,7 @@ class SoftmaxRegression:
             adam: relative change of the loss between iterations below which
             training stops. ``tol=0`` runs
             exactly ``max_iter`` iterations, without a ConvergenceWarning.
-        seed : int, np.random.Generator or None
+        seed : int, np.random.Generator or None, default None
             Seeds the mini-batch shuffling (an int or None with ``checkpoint``).
         sample_weight : array_like, shape (N,), optional
         callback : callable ``callback(model, iteration, loss)``, optional
@@ -327,7 +329,7 @@ class SoftmaxRegression:
             written, and is left alone. A fit holds its directory until it
             ends: another fit on it, in any process or thread, raises
             ``CheckpointError`` before it trains.
-        precondition : bool or "auto"
+        precondition : bool or "auto", default "auto"
             Run the solver in feature-scaled coordinates: centre each feature
             and divide it by sqrt(variance + l2), as an exact change of
             variables (the data is not copied and the optimum does not change;
@@ -351,6 +353,8 @@ class SoftmaxRegression:
             On a bad option (every option is checked before any data is read),
             bad data, a checkpoint of another problem, or a checkpoint
             directory in use by another fit.
+        FileNotFoundError
+            X or y is the path of an ``.npy`` file that does not exist.
         RuntimeError
             Another thread is training this model (``fit``, ``partial_fit``
             or ``train_step``); W and b are left to that thread.
@@ -435,7 +439,7 @@ class SoftmaxRegression:
             Heavy-ball momentum in [0, 1) (sgd only).
         l2 : float, default 0.0
             L2 strength on W (not on b).
-        seed : int, np.random.Generator or None
+        seed : int, np.random.Generator or None, default None
             Seeds the shuffling of the rows. Only the first call's ``seed``
             (for each solver; the first call that completes its epoch) is
             used: later calls continue its generator, and their ``seed`` is
