@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import math
 import numbers
+import sys
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
@@ -47,6 +48,12 @@ def as_float_dtype(dtype) -> np.dtype:
     return dtype
 
 
+def _is_scipy_sparse(a) -> bool:
+    """True for a scipy.sparse matrix or array, without importing scipy (a sparse ``a`` means it is imported)."""
+    sparse = sys.modules.get("scipy.sparse")
+    return sparse is not None and sparse.issparse(a)
+
+
 def _as_array(a, name: str, what: str = "a NumPy array", object_fix: str | None = None) -> np.ndarray:
     """``a`` as an ndarray in native byte order, or a TypeError that names ``name``.
 
@@ -63,6 +70,11 @@ def _as_array(a, name: str, what: str = "a NumPy array", object_fix: str | None 
     if arr.dtype == object:
         if arr.ndim == 0 and arr[()] is None:  # np.asarray(None), from a caller that converted first
             raise TypeError(f"{name} is None; pass {what}.")
+        if arr.ndim == 0 and _is_scipy_sparse(arr[()]):  # np.asarray wraps it in a 0-d object array
+            raise TypeError(
+                f"{name} is a scipy.sparse matrix; fastsoftmax takes dense arrays: "
+                f"pass {name}.toarray() if it fits in memory."
+            )
         fix = object_fix or f"pass a numeric array (for example {name}.astype(np.float64))"
         raise TypeError(f"{name} has dtype object; {fix}.")
     if not arr.dtype.isnative:

@@ -796,3 +796,22 @@ def test_a_path_to_what_is_not_an_npy_file_is_named_with_the_fix(tmp_path, fit, 
     with pytest.raises((ValueError, TypeError), match=message) as raised:
         call()
     assert "allow_pickle" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda X, y, W, b: fs.loss_and_grad(X, y, W, b),
+        lambda X, y, W, b: fs.predict_proba(X, W, b),
+        lambda X, y, W, b: SoftmaxRegression(4, 3).predict(X),
+        lambda X, y, W, b: SoftmaxRegression(4, 3).fit(X, y, max_iter=1),
+    ],
+    ids=["loss_and_grad", "predict_proba", "model.predict", "model.fit"],
+)
+@pytest.mark.parametrize("kind", ["csr_matrix", "csr_array"])
+def test_sparse_X_is_named_with_the_fix(problem, call, kind):
+    # np.asarray wraps a sparse matrix in a 0-d object array: the message said "X has dtype object".
+    sparse = pytest.importorskip("scipy.sparse")
+    X, y, W, b = problem
+    with pytest.raises(TypeError, match=r"^X is a scipy\.sparse matrix; .*X\.toarray\(\) if it fits in memory\.$"):
+        call(getattr(sparse, kind)(X), y, W, b)
