@@ -344,7 +344,7 @@ def _losses_in_dtype(losses: np.ndarray, dtype: np.dtype, sample_weight: np.ndar
 
 def _check_prediction_input(X, W, b):
     W, b = _checks.check_weights(W, b)
-    return _checks.check_X(X, W.dtype, W.shape[1], fortran_ok=True), W, b
+    return _checks.check_X(X, W.dtype, W.shape[1], fortran_ok=True, takes_y=False), W, b
 
 
 def _raise_for_nonfinite_logits(X: np.ndarray, n_bad_rows: int) -> None:

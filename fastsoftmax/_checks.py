@@ -254,14 +254,23 @@ def check_direction(V, c, W: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return V, c
 
 
-def check_2d(X) -> None:
-    """Refuse an X (anything with ``ndim`` and ``shape``: NumPy, Dask) that is not (N, D)."""
+def check_2d(X, takes_y: bool = True) -> None:
+    """Refuse an X (anything with ``ndim`` and ``shape``: NumPy, Dask) that is not (N, D).
+
+    A 1-D X may be one sample, one feature, or, where the call takes
+    ``(X, y)`` (``takes_y``), the labels passed first: the message names all three.
+    """
     if X.ndim != 2:
-        hint = " (a single sample x needs x.reshape(1, -1))" if X.ndim == 1 else ""
-        raise ValueError(f"X must be 2-dimensional (n_samples, n_features), got shape {X.shape}{hint}.")
+        hint = "."
+        if X.ndim == 1:
+            hint = ": one sample of D features is x.reshape(1, -1), N samples of one feature x.reshape(-1, 1)"
+            hint += "; the arguments are (X, y): were they swapped?" if takes_y else "."
+        raise ValueError(f"X must be 2-dimensional (n_samples, n_features), got shape {X.shape}{hint}")
 
 
-def check_X(X, dtype: np.dtype, n_features: int | None = None, fortran_ok: bool = False) -> np.ndarray:
+def check_X(
+    X, dtype: np.dtype, n_features: int | None = None, fortran_ok: bool = False, *, takes_y: bool = True
+) -> np.ndarray:
     """Check the data X (N, D) and return it C-contiguous in ``dtype``.
 
     Integer and boolean X are cast to ``dtype``; a floating X of another dtype
@@ -269,9 +278,10 @@ def check_X(X, dtype: np.dtype, n_features: int | None = None, fortran_ok: bool 
     scanned for here (see the module docstring). With ``fortran_ok``, a
     Fortran-ordered X of that dtype comes back as it is: the loss+grad,
     Hessian-vector and prediction kernels read its transpose without a copy.
+    ``takes_y=False`` (prediction) leaves swapped (X, y) out of a 1-D X's message.
     """
     X = _as_array(X, "X")
-    check_2d(X)
+    check_2d(X, takes_y)
     if X.shape[0] == 0:
         raise ValueError("X is empty (0 samples); pass at least one row.")
     if X.shape[1] == 0:

@@ -212,8 +212,7 @@ class DataSource:
         self.dtype = _checks.as_float_dtype(dtype)
         X = open_array(X, "X")
         self.streamed = isinstance(X, np.memmap)
-        if X.ndim != 2:
-            raise ValueError(f"X must be 2-dimensional (n_samples, n_features), got shape {X.shape}.")
+        _checks.check_2d(X)
         if X.dtype.kind not in "fiub":
             raise TypeError(f"X has dtype {X.dtype}; it must be a real numeric array.")
         if self.streamed:

@@ -122,7 +122,7 @@ def hessian_vector_product(X, W, b, V, c, *, l2: float = 0.0, sample_weight=None
     """
     W, b = _checks.check_weights(W, b)
     V, c = _checks.check_direction(V, c, W)
-    X = _checks.check_X(X, W.dtype, W.shape[1], fortran_ok=True)
+    X = _checks.check_X(X, W.dtype, W.shape[1], fortran_ok=True, takes_y=False)
     sample_weight = _checks.check_sample_weight(sample_weight, X.shape[0], W.dtype, scale_free=True)
     l2 = _checks.check_l2(l2)
     HV = np.empty_like(W)

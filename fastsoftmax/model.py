@@ -131,8 +131,10 @@ class SoftmaxRegression:
                     f"Assign a writeable copy first: model.{name} = model.{name}.copy()."
                 )
 
-    def _X(self, X, fortran_ok: bool = False) -> np.ndarray:
-        return _checks.check_X(_checks.as_compute_dtype(X, self.dtype), self.dtype, self.input_dim, fortran_ok)
+    def _X(self, X, fortran_ok: bool = False, takes_y: bool = True) -> np.ndarray:
+        return _checks.check_X(
+            _checks.as_compute_dtype(X, self.dtype), self.dtype, self.input_dim, fortran_ok, takes_y=takes_y
+        )
 
     def _Xy(self, X, y, fortran_ok: bool = False, scan_labels: bool = True) -> tuple[np.ndarray, np.ndarray]:
         # fortran_ok: the fused loss+grad and prediction read a Fortran-ordered X as it is.
@@ -213,7 +215,7 @@ class SoftmaxRegression:
     def predict(self, X) -> np.ndarray:
         """Predicted class indices, shape (N,) int64."""
         W, b = self._params()
-        return predict(self._X(X, fortran_ok=True), W, b)
+        return predict(self._X(X, fortran_ok=True, takes_y=False), W, b)
 
     def accuracy(self, X, y) -> float:
         """Fraction of rows whose predicted class equals y."""
@@ -225,7 +227,7 @@ class SoftmaxRegression:
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities softmax(X W^T + b), shape (N, K), in the model's dtype."""
         W, b = self._params()
-        return predict_proba(self._X(X, fortran_ok=True), W, b)
+        return predict_proba(self._X(X, fortran_ok=True, takes_y=False), W, b)
 
     def score(self, X, y) -> float:
         """Mean accuracy on (X, y), as scikit-learn's classifiers define ``score``."""

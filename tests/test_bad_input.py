@@ -815,3 +815,52 @@ def test_sparse_X_is_named_with_the_fix(problem, call, kind):
     X, y, W, b = problem
     with pytest.raises(TypeError, match=r"^X is a scipy\.sparse matrix; .*X\.toarray\(\) if it fits in memory\.$"):
         call(getattr(sparse, kind)(X), y, W, b)
+
+
+_ONE_D_X = (
+    r"^X must be 2-dimensional \(n_samples, n_features\), got shape \(8,\): one sample of D features is "
+    r"x\.reshape\(1, -1\), N samples of one feature x\.reshape\(-1, 1\)"
+)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda X, y, W, b: fs.loss_and_grad(y, X, W, b),
+        lambda X, y, W, b: SoftmaxRegression(4, 3).fit(y, X, max_iter=1),
+        lambda X, y, W, b: SoftmaxRegression(4, 3).train_step(y, X, 0.1),
+        lambda X, y, W, b: SoftmaxRegression(4, 3).accuracy(y, X),
+    ],
+    ids=["loss_and_grad", "fit", "train_step", "accuracy"],
+)
+def test_a_1d_X_names_one_sample_one_feature_and_swapped_arguments(problem, call):
+    # The message suggested x.reshape(1, -1) alone, wrong for fit(y, X) and for a single feature.
+    X, y, W, b = problem
+    with pytest.raises(ValueError, match=_ONE_D_X + r"; the arguments are \(X, y\): were they swapped\?$"):
+        call(X, y, W, b)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda x, W, b: fs.predict(x, W, b),
+        lambda x, W, b: fs.predict_proba(x, W, b),
+        lambda x, W, b: SoftmaxRegression(4, 3).predict(x),
+        lambda x, W, b: SoftmaxRegression(4, 3).predict_proba(x),
+    ],
+    ids=["predict", "predict_proba", "model.predict", "model.predict_proba"],
+)
+def test_a_1d_X_to_predict_is_not_blamed_on_swapped_arguments(rng, call):
+    # Prediction takes no y, so there is nothing to swap.
+    W, b = rng.standard_normal((3, 4)), np.zeros(3)
+    with pytest.raises(ValueError, match=_ONE_D_X + r"\.$"):
+        call(np.ones(8), W, b)
+
+
+def test_a_1d_X_file_names_swapped_arguments(problem, tmp_path):
+    # Files had their own message, with no fix at all.
+    X, y, _, _ = problem
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "y.npy", y)
+    with pytest.raises(ValueError, match=_ONE_D_X + r"; the arguments are \(X, y\): were they swapped\?$"):
+        SoftmaxRegression(4, 3).fit(str(tmp_path / "y.npy"), str(tmp_path / "X.npy"), max_iter=1)
