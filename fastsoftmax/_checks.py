@@ -470,21 +470,41 @@ def check_seed(seed, name: str = "seed"):
     return int(seed)
 
 
-def check_lr(lr) -> float:
-    """Check a step size: a finite number > 0."""
+def _shown(value, call: str | None = None) -> str:
+    """A refused number option's value for its message: an array or a list by its shape, not its entries.
+
+    Such a value is usually another argument passed in its place (labels for
+    ``lr`` in ``train_step(X, lr, y)``), whose repr would fill the message;
+    ``call`` then names the order of the arguments.
+    """
+    if isinstance(value, np.ndarray) and value.ndim:
+        shown = f"an array of shape {value.shape}"
+    elif isinstance(value, (list, tuple)):
+        shown = f"a {type(value).__name__} of length {len(value)}"
+    else:
+        return repr(value)
+    return f"{shown} (are the arguments in order: {call}?)" if call else shown
+
+
+def check_lr(lr, call: str | None = None) -> float:
+    """Check a step size: a finite number > 0.
+
+    ``call`` is the signature of a caller that takes ``lr`` positionally,
+    named when an array arrives in its place.
+    """
     if type(lr) is float and 0.0 < lr < math.inf:  # the common case, without the ABC check below
         return lr
     if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not math.isfinite(lr) or lr <= 0:
-        raise ValueError(f"lr must be a finite number > 0, got {lr!r}.")
+        raise ValueError(f"lr must be a finite number > 0, got {_shown(lr, call)}.")
     return float(lr)
 
 
-def check_l2(l2) -> float:
-    """Check the L2 strength: a finite number >= 0."""
+def check_l2(l2, call: str | None = None) -> float:
+    """Check the L2 strength: a finite number >= 0 (``call`` as in :func:`check_lr`)."""
     if type(l2) is float and 0.0 <= l2 < math.inf:  # the common case, without the ABC check below
         return l2
     if isinstance(l2, bool) or not isinstance(l2, numbers.Real) or not math.isfinite(l2) or l2 < 0:
-        raise ValueError(f"l2 must be a finite number >= 0, got {l2!r}.")
+        raise ValueError(f"l2 must be a finite number >= 0, got {_shown(l2, call)}.")
     return float(l2)
 
 
@@ -686,7 +706,7 @@ def default_lr(solver: str) -> float:
 def check_tol(tol) -> float:
     """Check a stopping tolerance: a finite number >= 0."""
     if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not math.isfinite(tol) or tol < 0:
-        raise ValueError(f"tol must be a finite number >= 0 (for example 1e-6), got {tol!r}.")
+        raise ValueError(f"tol must be a finite number >= 0 (for example 1e-6), got {_shown(tol)}.")
     return float(tol)
 
 
@@ -697,7 +717,7 @@ def check_momentum(momentum) -> float:
         or not isinstance(momentum, numbers.Real)
         or not 0.0 <= momentum < 1.0  # also False for NaN
     ):
-        raise ValueError(f"momentum must be a number in [0, 1) (for example 0.9), got {momentum!r}.")
+        raise ValueError(f"momentum must be a number in [0, 1) (for example 0.9), got {_shown(momentum)}.")
     return float(momentum)
 
 

@@ -193,8 +193,8 @@ class SoftmaxRegression:
         raises and leaves W and b unchanged; so does a step while another
         thread trains the model (RuntimeError).
         """
-        lr = _checks.check_lr(lr)
-        l2 = _checks.check_l2(l2)
+        lr = _checks.check_lr(lr, "train_step(X, y, lr)")
+        l2 = _checks.check_l2(l2, "train_step(X, y, lr, l2)")
         X, y = self._Xy(X, y, fortran_ok=True, scan_labels=False)
         with exclusive_training(self):
             W, b = self._params(update=True)

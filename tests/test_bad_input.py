@@ -864,3 +864,40 @@ def test_a_1d_X_file_names_swapped_arguments(problem, tmp_path):
     np.save(tmp_path / "y.npy", y)
     with pytest.raises(ValueError, match=_ONE_D_X + r"; the arguments are \(X, y\): were they swapped\?$"):
         SoftmaxRegression(4, 3).fit(str(tmp_path / "y.npy"), str(tmp_path / "X.npy"), max_iter=1)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (
+            lambda m, X, y: m.train_step(X, 0.1, y),
+            r"^lr must be a finite number > 0, got an array of shape \(8,\) "
+            r"\(are the arguments in order: train_step\(X, y, lr\)\?\)\.$",
+        ),
+        (
+            lambda m, X, y: m.train_step(X, y, list(y)),
+            r"^lr must be a finite number > 0, got a list of length 8 \(are the arguments in order: ",
+        ),
+        (
+            lambda m, X, y: m.train_step(X, y, 0.1, y),
+            r"^l2 must be a finite number >= 0, got an array of shape \(8,\) \(are the arguments in order: "
+            r"train_step\(X, y, lr, l2\)\?\)\.$",
+        ),
+        # fit takes its options by keyword: the shape alone, no argument order.
+        (
+            lambda m, X, y: m.fit(X, y, solver="gd", lr=y),
+            r"^lr must be a finite number > 0, got an array of shape \(8,\)\.$",
+        ),
+        (lambda m, X, y: m.fit(X, y, tol=y), r"^tol must be .*, got an array of shape \(8,\)\.$"),
+        (
+            lambda m, X, y: m.fit(X, y, solver="sgd", momentum=y),
+            r"^momentum must be .*, got an array of shape \(8,\)\.$",
+        ),
+    ],
+    ids=["train_step-lr", "train_step-lr-list", "train_step-l2", "fit-lr", "fit-tol", "fit-momentum"],
+)
+def test_an_array_for_a_number_option_is_shown_by_its_shape(problem, call, message):
+    # train_step(X, lr, y) said "lr must be a finite number > 0, got array([0, 2, 0, ..." with every label.
+    X, y, _, _ = problem
+    with pytest.raises(ValueError, match=message):
+        call(SoftmaxRegression(4, 3), X, y)
