@@ -280,6 +280,7 @@ def check_X(
     Hessian-vector and prediction kernels read its transpose without a copy.
     ``takes_y=False`` (prediction) leaves swapped (X, y) out of a 1-D X's message.
     """
+    given = X
     X = _as_array(X, "X")
     check_2d(X, takes_y)
     if X.shape[0] == 0:
@@ -298,9 +299,12 @@ def check_X(
                 f"cast it to the parameters' dtype with X.astype(np.{dtype.name})."
             )
         if X.dtype != dtype:
+            # Only the functions get here: a model casts a floating X to its dtype first.
+            lists = " (Python lists are read as float64)" if not isinstance(given, np.ndarray) else ""
             raise TypeError(
-                f"X has dtype {X.dtype} but the parameters are {dtype}; cast one to "
-                f"match (X.astype(np.{dtype.name}), or build the model with dtype=np.{X.dtype.name})."
+                f"X has dtype {X.dtype} but W and b are {dtype}; convert X with "
+                f"np.asarray(X, dtype=np.{dtype.name}){lists}, or use {X.dtype} W and b "
+                f"(for a model: dtype=np.{X.dtype.name})."
             )
     elif kind not in "iub":
         raise TypeError(f"X has dtype {X.dtype}; it must be a real numeric array.")

@@ -140,12 +140,12 @@ LOSS_GRAD_CASES = {
     "X-f32-W-f64": (
         lambda p: _replace(p, X=p[0].astype(np.float32)),
         TypeError,
-        r"X has dtype float32 but the parameters are float64",
+        r"X has dtype float32 but W and b are float64; convert X with np\.asarray\(X, dtype=np\.float64\), ",
     ),
     "X-f64-W-f32": (
         lambda p: _replace(p, W=p[2].astype(np.float32), b=p[3].astype(np.float32)),
         TypeError,
-        r"X has dtype float64 but the parameters are float32",
+        r"X has dtype float64 but W and b are float32; convert X with np\.asarray\(X, dtype=np\.float32\), ",
     ),
     "b-f32-W-f64": (
         lambda p: _replace(p, b=p[3].astype(np.float32)),
@@ -901,3 +901,20 @@ def test_an_array_for_a_number_option_is_shown_by_its_shape(problem, call, messa
     X, y, _, _ = problem
     with pytest.raises(ValueError, match=message):
         call(SoftmaxRegression(4, 3), X, y)
+
+
+def test_a_list_X_with_float32_parameters_is_told_how_to_convert_it(problem):
+    # The message said X.astype(np.float32), which a list lacks, or to build a model, which the functions have none of.
+    X, y, W, b = problem
+    W32, b32 = W.astype(np.float32), b.astype(np.float32)
+    message = (
+        r"^X has dtype float64 but W and b are float32; convert X with np\.asarray\(X, dtype=np\.float32\) "
+        r"\(Python lists are read as float64\), or use float64 W and b \(for a model: dtype=np\.float64\)\.$"
+    )
+    with pytest.raises(TypeError, match=message):
+        fs.loss_and_grad(X.tolist(), y, W32, b32)
+    with pytest.raises(TypeError, match=message):
+        fs.predict_proba(X.tolist(), W32, b32)
+    # An array is not called a list.
+    with pytest.raises(TypeError, match=r"np\.float32\), or use float64 W and b"):
+        fs.loss_and_grad(X, y, W32, b32)

@@ -142,7 +142,10 @@ def test_fortran_X_keeps_extreme_logits_finite(rng, dtype):
 
 def test_fortran_X_of_another_dtype_is_refused(rng):
     X, y, W, b, _ = make_problem(rng, 200, 4, 3, np.float64)
-    with pytest.raises(TypeError, match="cast one to match"):
+    with pytest.raises(
+        TypeError,
+        match=r"X has dtype float32 but W and b are float64; convert X with np\.asarray\(X, dtype=np\.float64\)",
+    ):
         fs.loss_and_grad(np.asfortranarray(X.astype(np.float32)), y, W, b)
 
 
