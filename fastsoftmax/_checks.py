@@ -330,6 +330,15 @@ def check_label_dtype(y: np.ndarray) -> None:
         )
 
 
+def labels_shape_error(shape: tuple[int, ...], n_samples: int) -> ValueError:
+    """The error for labels of ``shape``, not 1-D, for an X of ``n_samples`` rows: one-hot rows, or another shape."""
+    if len(shape) == 2 and shape[0] == n_samples and shape[1] > 1:
+        fix = "class indices, not one-hot rows (use y.argmax(axis=1) for one-hot)"
+    else:
+        fix = f"one class index per row of X (y.reshape({n_samples}) if it holds {n_samples} labels)"
+    return ValueError(f"y must be 1-dimensional (n_samples,), got shape {shape}; {fix}.")
+
+
 def check_labels(y, n_samples: int, n_classes: int, *, scan: bool = True) -> np.ndarray:
     """Check integer labels y (N,) in [0, K) and return them as int64.
 
@@ -342,11 +351,7 @@ def check_labels(y, n_samples: int, n_classes: int, *, scan: bool = True) -> np.
     """
     y = _as_array(y, "y", "the class labels as integers 0..K-1, shape (N,)", _STRING_LABELS_FIX)
     if y.ndim != 1:
-        if y.ndim == 2 and y.shape[0] == n_samples and y.shape[1] > 1:
-            fix = "class indices, not one-hot rows (use y.argmax(axis=1) for one-hot)"
-        else:
-            fix = f"one class index per row of X (y.reshape({n_samples}) if it holds {n_samples} labels)"
-        raise ValueError(f"y must be 1-dimensional (n_samples,), got shape {y.shape}; {fix}.")
+        raise labels_shape_error(y.shape, n_samples)
     if y.shape[0] != n_samples:
         raise ValueError(f"y has {y.shape[0]} labels but X has {n_samples} rows; they must match.")
     check_label_dtype(y)

@@ -231,7 +231,7 @@ class DataSource:
         self.n_samples, self.n_features = X.shape
         y = open_array(y, "y")
         if y.ndim != 1:
-            raise ValueError(f"y must be 1-dimensional (n_samples,), got shape {y.shape}.")
+            raise _checks.labels_shape_error(y.shape, self.n_samples)
         if y.shape[0] != self.n_samples:
             raise ValueError(f"y has {y.shape[0]} labels but X has {self.n_samples} rows; they must match.")
         _checks.check_label_dtype(y)

@@ -918,3 +918,27 @@ def test_a_list_X_with_float32_parameters_is_told_how_to_convert_it(problem):
     # An array is not called a list.
     with pytest.raises(TypeError, match=r"np\.float32\), or use float64 W and b"):
         fs.loss_and_grad(X, y, W32, b32)
+
+
+@pytest.mark.parametrize("form", ["path", "memmap"])
+@pytest.mark.parametrize(
+    ("make", "fix"),
+    [
+        (
+            lambda y: np.eye(3, dtype=np.int64)[y],
+            r"got shape \(8, 3\); class indices, not one-hot rows \(use y\.argmax",
+        ),
+        (lambda y: y[:, None], r"got shape \(8, 1\); one class index per row of X \(y\.reshape\(8\)"),
+    ],
+    ids=["one-hot", "column"],
+)
+def test_labels_from_a_file_that_are_not_1d_get_the_fix_of_in_memory_labels(problem, tmp_path, form, make, fix):
+    # From a file the message stopped at "got shape (8, 3).", without the one-hot hint.
+    X, y, _, _ = problem
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "y.npy", make(y))
+    X_file, y_file = str(tmp_path / "X.npy"), str(tmp_path / "y.npy")
+    if form == "memmap":
+        X_file, y_file = np.load(X_file, mmap_mode="r"), np.load(y_file, mmap_mode="r")
+    with pytest.raises(ValueError, match=r"^y must be 1-dimensional \(n_samples,\), " + fix):
+        SoftmaxRegression(4, 3).fit(X_file, y_file, max_iter=1)
