@@ -470,6 +470,18 @@ def _classes_from_labels(y, largest: int, where: str) -> int:
     )
 
 
+def _check_dask_solver(solver: str) -> None:
+    """Refuse a solver that does not run on Dask before a cluster starts (it failed after, in the fit)."""
+    from fastsoftmax.distributed import DASK_SOLVERS
+
+    if solver not in DASK_SOLVERS:
+        offered = f"{', '.join(DASK_SOLVERS[:-1])} or {DASK_SOLVERS[-1]}"
+        raise CLIError(
+            f"--solver {solver} does not run on Dask (--dask-workers/--scheduler): use --solver {offered}, "
+            f"or drop the Dask option."
+        )
+
+
 def run_train(args: argparse.Namespace) -> int:
     """Train on the embedded synthetic problem or on the user's files."""
     from fastsoftmax import SoftmaxRegression
@@ -482,9 +494,12 @@ def run_train(args: argparse.Namespace) -> int:
     )
     if not 0.0 <= args.val_fraction < 1.0:
         raise CLIError(f"--val-fraction must be in [0, 1), got {args.val_fraction}.")
+    on_dask = args.scheduler is not None or args.dask_workers is not None
+    if on_dask:
+        _check_dask_solver(args.solver)
     _set_threads(args.threads)
     t_start = time.perf_counter()
-    if args.scheduler is not None or args.dask_workers is not None:
+    if on_dask:
         return run_train_dask(args, t_start)
     if args.data is None:
         if args.labels is not None:

@@ -791,3 +791,20 @@ def test_big_endian_and_float16_files_train_and_predict(workspace, file_dtype, m
             == 0
         )
     np.testing.assert_array_equal(np.load(workspace / "pXs.npy"), np.load(workspace / "pXn.npy"))
+
+
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+@pytest.mark.parametrize(
+    "dask", [["--dask-workers", "1"], ["--scheduler", "tcp://127.0.0.1:9"]], ids=["workers", "scheduler"]
+)
+def test_a_minibatch_solver_on_dask_is_refused_before_any_work(tmp_path, capsys, solver, dask):
+    # The cluster started and "training sgd ... on Dask" was printed before the fit refused the solver.
+    out = tmp_path / "m.npz"
+    rc = main(["train", *SMALL, "--solver", solver, *dask, "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err == (
+        f"fastsoftmax train: error: --solver {solver} does not run on Dask (--dask-workers/--scheduler): "
+        f"use --solver lbfgs, gd or newton-cg, or drop the Dask option.\n"
+    )
+    assert not out.exists()
