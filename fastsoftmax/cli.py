@@ -350,6 +350,14 @@ def _compute_dtype(args, X: np.ndarray) -> np.dtype:
     return np.dtype(np.float64)
 
 
+def _check_synthetic(args) -> None:
+    """Refuse --features and --classes that make no synthetic problem, before it is announced or a cluster starts."""
+    from fastsoftmax.datasets import _check_classification
+
+    with _option_names():
+        _check_classification(args.features, n_classes=args.classes, dtype=args.dtype, seed=args.seed)
+
+
 def _synthetic(args):
     from fastsoftmax.datasets import make_classification
 
@@ -497,6 +505,8 @@ def run_train(args: argparse.Namespace) -> int:
     on_dask = args.scheduler is not None or args.dask_workers is not None
     if on_dask:
         _check_dask_solver(args.solver)
+    if args.data is None:
+        _check_synthetic(args)
     _set_threads(args.threads)
     t_start = time.perf_counter()
     if on_dask:

@@ -228,7 +228,10 @@ def _make_problem(
     weights,
     dtype,
     seed,
-) -> _Problem:
+    *,
+    check_only: bool = False,
+) -> _Problem | None:
+    """The problem that these parameters define, after checking them; with ``check_only``, the checks alone (None)."""
     n_features = _check_int("n_features", n_features, 1)
     n_redundant = _check_int("n_redundant", n_redundant, 0)
     n_classes = _check_int("n_classes", n_classes, 2)
@@ -269,6 +272,8 @@ def _make_problem(
     if not 0.0 <= flip_y <= 1.0:
         raise ValueError(f"flip_y must lie in [0, 1] (a probability), got {flip_y}")
     class_p = _class_probabilities(weights, n_classes)
+    if check_only:  # the matrices below take n_clusters * n_informative**2 draws
+        return None
 
     # Cluster k belongs to class k % n_classes, as in sklearn.
     cluster_p = class_p[np.arange(n_clusters) % n_classes] / n_clusters_per_class
@@ -466,6 +471,15 @@ def _doc(func):
     if func.__doc__:  # None under python -OO
         func.__doc__ = func.__doc__.replace("    {params}", _PARAMS_DOC.strip("\n"))
     return func
+
+
+def _check_classification(n_features: int, *, n_classes: int, dtype, seed: int) -> None:
+    """Raise what :func:`make_classification` raises for these parameters (the others at their defaults).
+
+    Generates nothing: for a caller that announces the generation (the CLI)
+    or starts other work before it.
+    """
+    _make_problem(n_features, None, 0, n_classes, 1, 1.0, 0.0, None, dtype, seed, check_only=True)
 
 
 @_doc

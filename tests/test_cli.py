@@ -808,3 +808,23 @@ def test_a_minibatch_solver_on_dask_is_refused_before_any_work(tmp_path, capsys,
         f"use --solver lbfgs, gd or newton-cg, or drop the Dask option.\n"
     )
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--classes", "1"], "--classes must be >= 2, got 1"),
+        (["--features", "2", "--classes", "10"], r"10 \* 1 = 10 > 2\*\*2 = 4; raise --features or lower --classes"),
+        (["--features", "2", "--classes", "10", "--dask-workers", "1"], "raise --features or lower --classes"),
+    ],
+    ids=["classes-1", "too-few-features", "on-dask"],
+)
+def test_bad_synthetic_options_are_refused_before_the_data_is_announced(capsys, argv, message):
+    # "generating 2,000,000 x 100 synthetic rows, 1 classes..." came first (on Dask, a cluster too).
+    rc = main(["train", *argv])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.startswith("fastsoftmax train: error: ") and err.count("\n") == 1, err
+    import re
+
+    assert re.search(message, err), err
