@@ -282,13 +282,14 @@ class DataSource:
         for start, X, _, _ in self.chunks():
             _checks.check_X_finite(X, fix, row_offset=self.row_offset + start)
 
-    def max_label(self) -> int:
-        lo = hi = 0
+    def label_range(self) -> tuple[int, int]:
+        """The smallest and the largest label, from one chunked scan of y; ValueError for a negative label."""
+        lo, hi = math.inf, -math.inf
         for _, part in self._label_parts():
             lo, hi = min(lo, int(part.min())), max(hi, int(part.max()))
         if lo < 0:
             raise ValueError(f"y contains the negative label {lo}; labels must be 0..K-1.")
-        return hi
+        return int(lo), int(hi)
 
     def _label_parts(self) -> Iterator[tuple[int, np.ndarray]]:
         """``(start, y[start : start + 2**22])`` in row order; a mapped y's pages are released after each."""

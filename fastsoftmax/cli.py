@@ -465,7 +465,7 @@ def _classes_from_labels(y, largest: int, where: str) -> int:
     n_samples = y.shape[0]
     if largest < n_samples:
         return largest + 1
-    step = 1 << 22  # in slices, as DataSource.max_label reads a memory-mapped y
+    step = 1 << 22  # in slices, as DataSource.label_range reads a memory-mapped y
     for start in range(0, n_samples, step):
         hits = np.flatnonzero(y[start : start + step] == largest)
         if hits.size:
@@ -716,7 +716,16 @@ def _classes_of_files(args: argparse.Namespace, X: np.ndarray, y: np.ndarray, dt
     from fastsoftmax._data import DataSource
 
     whole = DataSource(X, y, dtype)
-    n_classes = args.classes_given or _classes_from_labels(y, whole.max_label(), args.labels or args.data)
+    n_classes = args.classes_given
+    if not n_classes:
+        lowest, largest = whole.label_range()
+        n_classes = _classes_from_labels(y, largest, args.labels or args.data)
+        if lowest > 0:  # 1-based labels train a class 0 that no row has: a note, as it may be intended
+            print(
+                "note: no row has label 0; labels must be 0..K-1 (for 1-based labels subtract 1), or pass --classes.",
+                file=sys.stderr,
+                flush=True,
+            )
     if n_classes < 2:
         raise CLIError(f"the labels in {args.labels or args.data} name only {n_classes} class; need at least 2.")
     whole.check_labels(n_classes)

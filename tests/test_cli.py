@@ -828,3 +828,21 @@ def test_bad_synthetic_options_are_refused_before_the_data_is_announced(capsys, 
     import re
 
     assert re.search(message, err), err
+
+
+ONE_BASED_NOTE = "note: no row has label 0; labels must be 0..K-1 (for 1-based labels subtract 1), or pass --classes.\n"
+
+
+@pytest.mark.parametrize(
+    "shift, classes, note",
+    [(1, [], True), (1, ["--classes", "4"], False), (0, [], False)],
+    ids=["1-based", "1-based-classes-given", "0-based"],
+)
+def test_labels_without_a_0_get_a_note_unless_classes_is_given(tmp_path, npy, capsys, shift, classes, note):
+    # Labels 1..3 trained 4 classes, one of them without a row, and said nothing.
+    np.save(tmp_path / "y1.npy", np.load(npy[1]) + shift)
+    out = tmp_path / "m.npz"
+    argv = ["train", "--data", str(npy[0]), "--labels", str(tmp_path / "y1.npy"), "--max-iter", "1", "--quiet"]
+    assert main([*argv, *classes, "--out", str(out)]) == 0
+    assert capsys.readouterr().err == (ONE_BASED_NOTE if note else "")
+    assert SoftmaxRegression.load(out).num_classes == 3 + shift  # a note, not a change
