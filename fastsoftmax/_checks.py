@@ -434,11 +434,11 @@ def check_sample_weight(sample_weight, n_samples: int, dtype: np.dtype, *, scale
     return w
 
 
-def check_int(value, name: str, minimum: int = 1) -> int:
-    """Check an integer option (max_iter, batch_size, chunk_size...) against its minimum."""
+def check_int(value, name: str, minimum: int = 1, hint: str = "") -> int:
+    """Check an integer option (max_iter, batch_size, chunk_size...) against its minimum; ``hint`` ends the message."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        raise ValueError(f"{name} must be {kind}, got {value!r}.")
+        raise ValueError(f"{name} must be {kind}, got {value!r}{f' ({hint})' if hint else ''}.")
     return int(value)
 
 

@@ -67,7 +67,9 @@ class SoftmaxRegression:
 
     def __init__(self, input_dim: int, num_classes: int, *, dtype=np.float64, seed=None):
         _checks.check_int(input_dim, "input_dim")
-        _checks.check_int(num_classes, "num_classes", minimum=2)
+        _checks.check_int(
+            num_classes, "num_classes", minimum=2, hint="a binary problem has 2 classes: num_classes=2, labels 0 and 1"
+        )
         self.dtype = _checks.as_float_dtype(dtype)
         rng = np.random.default_rng(_checks.check_seed(seed))
         self.W = (0.01 * rng.standard_normal((num_classes, input_dim))).astype(self.dtype)

@@ -942,3 +942,15 @@ def test_labels_from_a_file_that_are_not_1d_get_the_fix_of_in_memory_labels(prob
         X_file, y_file = np.load(X_file, mmap_mode="r"), np.load(y_file, mmap_mode="r")
     with pytest.raises(ValueError, match=r"^y must be 1-dimensional \(n_samples,\), " + fix):
         SoftmaxRegression(4, 3).fit(X_file, y_file, max_iter=1)
+
+
+def test_one_class_is_refused_with_what_a_binary_problem_needs():
+    # A binary problem is not one class: "num_classes must be an integer >= 2, got 1." said no more.
+    message = (
+        r"^num_classes must be an integer >= 2, got 1 "
+        r"\(a binary problem has 2 classes: num_classes=2, labels 0 and 1\)\.$"
+    )
+    with pytest.raises(ValueError, match=message):
+        SoftmaxRegression(4, 1)
+    with pytest.raises(ValueError, match=r"^input_dim must be a positive integer, got 0\.$"):  # no hint elsewhere
+        SoftmaxRegression(0, 3)
