@@ -10,6 +10,7 @@ import numpy as np
 
 from fastsoftmax import _checks, engine, solvers
 from fastsoftmax._api import descend, fused_loss_grad, l2_penalty, predict, predict_proba
+from fastsoftmax._api import softmax as softmax_rows
 from fastsoftmax._io import atomic_file, npz_scalar, read_npz, refuse_other_file_kind
 from fastsoftmax._layout import pack, unpack
 from fastsoftmax._threading import exclusive_training
@@ -28,7 +29,7 @@ _READABLE_VERSIONS = (1, 2)
 class SoftmaxRegression:
     r"""Multinomial logistic regression trained with fused Numba kernels.
 
-    A drop-in for the textbook NumPy class (``W``, ``b``, ``forward``,
+    A drop-in for the textbook NumPy class (``W``, ``b``, ``softmax``, ``forward``,
     ``compute_loss``, ``backward``, ``train_step``, ``predict``, ``accuracy``),
     plus :meth:`fit` with real solvers, :meth:`predict_proba`, :meth:`score`,
     :meth:`save` and :meth:`load`.
@@ -145,6 +146,29 @@ class SoftmaxRegression:
         return X, _checks.check_labels(y, X.shape[0], self.num_classes, scan=scan_labels)
 
     # -- the textbook interface ------------------------------------------------
+
+    def softmax(self, Z) -> np.ndarray:
+        r"""Row-wise softmax of logits Z (N, K), as the textbook class's ``softmax(z)``.
+
+        :math:`p_{ik} = e^{z_{ik} - m_i} / \sum_j e^{z_{ij} - m_i}` with
+        :math:`m_i = \max_j z_{ij}`: :func:`fastsoftmax.softmax`, which W and b
+        do not enter. A float32 or float64 Z keeps its dtype; integer logits
+        are cast to the model's dtype. -inf is allowed (probability 0), NaN and
+        +inf are not (ValueError).
+
+        Parameters
+        ----------
+        Z : array_like, shape (N, K)
+
+        Returns
+        -------
+        ndarray, shape (N, K)
+            Each row sums to 1.
+        """
+        Z = np.asarray(Z)
+        if Z.dtype.kind in "iub":  # the textbook's np.exp takes them; the kernel takes floats
+            Z = Z.astype(self.dtype)
+        return softmax_rows(Z)
 
     def forward(self, X) -> np.ndarray:
         """Class probabilities softmax(X W^T + b), shape (N, K)."""

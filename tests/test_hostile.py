@@ -312,6 +312,9 @@ TARGETS: dict[str, Target] = {
         _compare_rows("proba"),
     ),
     "predict": Target(("X", "W", "b"), lambda a: fs.predict(a["X"], a["W"], a["b"]), _ref_labels, _compare_equal),
+    "model.softmax": Target(
+        ("Z",), lambda a: _model(a).softmax(a["Z"]), lambda s: reference.softmax(s["Z"]), _compare_rows("logits")
+    ),
     "model.forward": dataclasses.replace(_model_proba_target(), call=lambda a: _model(a).forward(a["X"])),
     "model.compute_loss": Target(
         ("P", "y"),
@@ -651,6 +654,7 @@ def test_every_public_function_is_a_target():
     covered = {name.split("-")[0] for name in TARGETS}
     assert functions <= covered, functions - covered
     methods = {
+        "softmax",
         "forward",
         "compute_loss",
         "backward",

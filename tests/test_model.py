@@ -117,6 +117,22 @@ def test_textbook_methods_match_reference_class(rng, data, dtype):
     assert fast.score(X, y) == acc
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_softmax_matches_the_reference_class(rng, dtype):
+    # The textbook class has softmax(z); the drop-in lacked it.
+    fast, ref = SoftmaxRegression(D, K, dtype=dtype), SoftmaxRegressionNumPy(D, K, dtype=dtype)
+    Z = (10 * rng.standard_normal((N, K))).astype(dtype)
+    P = fast.softmax(Z)
+    assert P.dtype == dtype and P.shape == (N, K)
+    # Each probability rounds in the exp, the normaliser (K terms) and the division.
+    np.testing.assert_allclose(P, ref.softmax(Z), rtol=rtol_for(dtype, K), atol=rtol_for(dtype, K))
+    np.testing.assert_array_equal(P, fs.softmax(Z))
+    # Integer logits, which the textbook's np.exp takes, come back in the model's dtype.
+    Zi = rng.integers(-5, 5, (N, K))
+    assert fast.softmax(Zi).dtype == dtype
+    np.testing.assert_allclose(fast.softmax(Zi), ref.softmax(Zi), rtol=rtol_for(dtype, K), atol=rtol_for(dtype, K))
+
+
 def test_compute_loss_of_zero_probability_is_inf():
     model = SoftmaxRegression(2, 2)
     assert model.compute_loss(np.array([[1.0, 0.0]]), [1]) == math.inf
