@@ -242,8 +242,10 @@ def softmax(Z, *, out: np.ndarray | None = None) -> np.ndarray:
     Z : array_like, shape (N, K), float32 or float64
         Logits; -inf is allowed (probability 0), NaN and +inf are not.
     out : ndarray, shape (N, K), optional
-        Written in place and returned; may be ``Z`` itself, but must not
-        otherwise overlap it (ValueError).
+        Writeable, C-contiguous, of Z's shape and dtype (TypeError for what
+        is not an ndarray, ValueError for the rest). Written in place and
+        returned; may be ``Z`` itself, but must not otherwise overlap it
+        (ValueError).
 
     Returns
     -------
@@ -259,7 +261,17 @@ def softmax(Z, *, out: np.ndarray | None = None) -> np.ndarray:
 def log_softmax(Z, *, out: np.ndarray | None = None) -> np.ndarray:
     r"""Row-wise log-softmax :math:`z_{ik} - \operatorname{logsumexp}(z_i)`.
 
-    Shapes and arguments as :func:`softmax`.
+    Parameters
+    ----------
+    Z : array_like, shape (N, K), float32 or float64
+        Logits, as for :func:`softmax`.
+    out : ndarray, shape (N, K), optional
+        Writeable, C-contiguous, of Z's shape and dtype; written in place and
+        returned; may be ``Z`` itself (the rules of :func:`softmax`'s ``out``).
+
+    Returns
+    -------
+    ndarray, shape (N, K), dtype of Z
     """
     Z, out = _check_rowwise(Z, out)
     n_chunks = work_chunks(Z.shape[0], Z.shape[1] * EXP_WORK)
@@ -383,6 +395,7 @@ def predict_proba(X, W, b, *, out: np.ndarray | None = None) -> np.ndarray:
     W : ndarray, shape (K, D)
     b : ndarray, shape (K,)
     out : ndarray, shape (N, K), optional
+        Writeable, C-contiguous, of W's dtype (as :func:`softmax`'s ``out``).
         Written in place and returned; must not overlap X, W or b (ValueError).
     """
     X, W, b = _check_prediction_input(X, W, b)
