@@ -347,8 +347,7 @@ def check_chunked(X, y, sample_weight, dtype: np.dtype, n_features: int):
     if not isinstance(X, da.Array):
         hint = " (for a Dask DataFrame use df.to_dask_array(lengths=True))" if is_dask_collection(X) else ""
         raise TypeError(f"X must be a dask.array.Array, got {type(X).__name__}{hint}.")
-    if X.ndim != 2:
-        raise ValueError(f"X must be 2-dimensional (n_samples, n_features), got shape {X.shape}.")
+    _checks.check_2d(X)
 
     def check_known_rows(a, name: str) -> None:
         if any(math.isnan(c) for c in a.chunks[0]):

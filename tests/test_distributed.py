@@ -656,6 +656,12 @@ def test_checkpoint_of_the_same_data_off_dask_is_refused_as_another_problem(data
     assert (tmp_path / "checkpoint.npz").read_bytes() == saved
 
 
+def test_a_1d_dask_X_is_refused_with_the_fixes_of_a_1d_numpy_X(data):
+    X, y = data
+    with pytest.raises(ValueError, match=r"got shape \(4000,\): one sample of D features .*were they swapped\?"):
+        fit_dask(SoftmaxRegression(D, K), da.from_array(y, chunks=CHUNK), X[:, 0])
+
+
 def test_checkpoint_of_other_dask_data_is_refused(client, data, tmp_path):
     from fastsoftmax.checkpoint import CheckpointError
 
