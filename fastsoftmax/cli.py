@@ -831,28 +831,19 @@ def _dask_rows_of_files(args: argparse.Namespace, X_np: np.ndarray, y_np: np.nda
     n_samples = X_np.shape[0]
     if args.dask_workers is not None and isinstance(X_np, np.memmap) and isinstance(y_np, np.memmap):
         read = dask.delayed(_read_rows, pure=True)
-        starts = range(0, n_samples, chunk_rows)
-        X = da.concatenate(
-            [
-                da.from_delayed(
-                    read(X_np.filename, a, min(a + chunk_rows, n_samples)),
-                    dtype=X_np.dtype,
-                    shape=(min(a + chunk_rows, n_samples) - a, X_np.shape[1]),
-                )
-                for a in starts
-            ]
-        )
-        y = da.concatenate(
-            [
-                da.from_delayed(
-                    read(y_np.filename, a, min(a + chunk_rows, n_samples)),
-                    dtype=y_np.dtype,
-                    shape=(min(a + chunk_rows, n_samples) - a,),
-                )
-                for a in starts
-            ]
-        )
-        return X, y
+        bounds = [(start, min(start + chunk_rows, n_samples)) for start in range(0, n_samples, chunk_rows)]
+
+        def rows_of(array: np.memmap):
+            return da.concatenate(
+                [
+                    da.from_delayed(
+                        read(array.filename, start, stop), dtype=array.dtype, shape=(stop - start, *array.shape[1:])
+                    )
+                    for start, stop in bounds
+                ]
+            )
+
+        return rows_of(X_np), rows_of(y_np)
     X = da.from_array(X_np, chunks=(chunk_rows, -1))
     y = da.from_array(y_np, chunks=(chunk_rows,)).rechunk(X.chunks[0])
     if client is not None:
