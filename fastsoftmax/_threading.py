@@ -295,6 +295,10 @@ def _set_blas_threads(library: Any, num_threads: int) -> None:
 #: that has since died (and whose id was reused) from one on this model.
 _trainers: dict[int, tuple[weakref.ref, threading.Thread]] = {}
 _trainers_lock = threading.Lock()
+#: Per thread, id(model) -> a weak reference to the outermost ``exclusive_training``
+#: that holds its claim. A ``with`` statement keeps its context alive until it
+#: exits, so a dead reference marks a claim that an interrupted entry left behind.
+_training_here = threading.local()
 
 
 class exclusive_training:
@@ -308,12 +312,14 @@ class exclusive_training:
     A claim belongs to a thread: the same thread may enter again (a callback
     that trains its own model), and the claim of a thread that has ended
     counts for nothing. A claim is left behind only where Ctrl-C lands inside
-    ``__exit__``; Ctrl-C reaches only the main thread, whose next training of
-    the model takes the claim again. A plain class rather than a generator:
-    entering and leaving run no contextlib code.
+    ``__enter__`` or ``__exit__``; Ctrl-C reaches only the main thread, whose
+    next training of the model takes the claim over and releases it as it
+    ends (``_training_here`` tells a claim left behind from one in use). A
+    plain class rather than a generator: entering and leaving run no
+    contextlib code.
     """
 
-    __slots__ = ("_model", "_outermost")
+    __slots__ = ("_model", "_outermost", "__weakref__")
 
     def __init__(self, model: object) -> None:
         self._model = model
@@ -332,11 +338,18 @@ class exclusive_training:
                     f"at once would interleave their updates of its weights. Give each thread its own {name} "
                     "(copy.deepcopy(model), or sklearn.base.clone for an estimator), or wait for the other to finish."
                 )
-            self._outermost = trainer is not this_thread
+            holders = _training_here.__dict__.setdefault("holders", {})
+            holder = holders.get(id(self._model))
+            self._outermost = holder is None or holder() is None
             _trainers[id(self._model)] = (weakref.ref(self._model), this_thread)
+            if self._outermost:
+                holders[id(self._model)] = weakref.ref(self)
 
     def __exit__(self, *exc_info: object) -> None:
         if self._outermost:
             with _trainers_lock:
+                holders = _training_here.holders
+                if holders.get(id(self._model), lambda: None)() is self:
+                    del holders[id(self._model)]
                 if _trainers.get(id(self._model), (None, None))[1] is threading.current_thread():
                     del _trainers[id(self._model)]

@@ -191,6 +191,30 @@ def test_the_claim_of_a_thread_that_has_ended_does_not_block(rng):
     model.train_step(X, y, lr=0.1)
 
 
+def test_a_claim_that_an_interrupted_training_left_is_released_by_the_threads_next_training(rng):
+    """Ctrl-C between a claim and its with statement's body (or inside __exit__) left the claim; the
+    same thread's next training took it as its own nested one and never released it, and every other
+    thread was refused for the rest of the process."""
+    from fastsoftmax._threading import exclusive_training
+
+    X, y, _, _, _ = make_problem(rng, 50, 4, 3)
+    model = fs.SoftmaxRegression(4, 3, seed=0)
+    exclusive_training(model).__enter__()  # entered, never exited: as if interrupted
+    model.train_step(X, y, lr=0.1)  # this thread trains again, and releases the claim as it ends
+    errors: list[BaseException] = []
+
+    def other() -> None:
+        try:
+            model.train_step(X, y, lr=0.1)
+        except BaseException as error:
+            errors.append(error)
+
+    worker = threading.Thread(target=other)
+    worker.start()
+    worker.join(60)
+    assert not errors, errors
+
+
 def test_an_estimator_that_another_thread_fits_is_refused(rng, monkeypatch):
     from fastsoftmax.sklearn import SoftmaxClassifier
 
