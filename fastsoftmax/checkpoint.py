@@ -96,8 +96,8 @@ def check_directory(directory: str | bytes | os.PathLike, *, option: str = "chec
         ``directory`` is not a path.
     ValueError
         It is empty, an existing file or a broken symbolic link, lies under a
-        file, is not writable, or holds a directory named ``checkpoint.npz``
-        or a read-only checkpoint file.
+        file, is not writable, or holds a directory named ``checkpoint.npz``,
+        a read-only checkpoint file, or a link to one where it cannot be written.
     """
     if not isinstance(directory, (str, bytes, os.PathLike)):
         raise TypeError(
@@ -124,6 +124,14 @@ def check_directory(directory: str | bytes | os.PathLike, *, option: str = "chec
             f"{option} {directory}: {checkpoint_path(directory)} is read-only; make it writable (chmod u+w) "
             "to resume from it, or give another directory."
         )
+    if os.path.islink(checkpoint_path(directory)):
+        # Saves write through the link (``_io.atomic_path``), beside the file it leads to.
+        target_directory = os.path.dirname(os.path.realpath(checkpoint_path(directory)))
+        if not os.path.isdir(target_directory) or not os.access(target_directory, os.W_OK | os.X_OK):
+            raise ValueError(
+                f"{option} {directory}: {checkpoint_path(directory)} is a link into {target_directory}, which is "
+                "not a writable directory; remove the link or give another directory."
+            )
     return directory
 
 

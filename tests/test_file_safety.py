@@ -212,6 +212,17 @@ def test_read_only_checkpoint_file_is_refused_before_any_work(tmp_path, data, mo
     assert ck_file.read_bytes() == before
 
 
+@pytest.mark.skipif(os.name != "posix", reason="POSIX symlinks")
+def test_a_checkpoint_link_into_a_missing_directory_is_refused_before_any_work(tmp_path, data):
+    # Saves write through the link: its target's directory was not checked, and the first save failed.
+    (tmp_path / "ck").mkdir()
+    (tmp_path / "ck" / "checkpoint.npz").symlink_to(tmp_path / "gone" / "checkpoint.npz")
+    model = _model()
+    with pytest.raises(ValueError, match=r"checkpoint\.npz is a link into .*gone, which is not a writable directory"):
+        model.fit(*data, solver="gd", max_iter=3, checkpoint=tmp_path / "ck")
+    assert model.n_iter_ == 0
+
+
 def test_bytes_checkpoint_path_is_used_as_its_decoded_str(tmp_path, data):
     # os.fsencode paths are accepted for data; a bytes checkpoint raised "Can't mix strings and bytes".
     first = _fit(*data, solver="gd", max_iter=2, checkpoint=os.fsencode(tmp_path / "ck"))
