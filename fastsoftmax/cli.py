@@ -1207,9 +1207,11 @@ def _terminate_as_an_exception() -> Iterator[None]:
     Its default action ends the process at once: no ``finally`` runs, and the
     temporary files of an unfinished output (full-size for ``generate`` and
     ``predict``) stay on disk. Raising instead runs every cleanup. Only from
-    the main thread, where Python can set a handler; the old one is put back.
+    the main thread, where Python can set a handler, and only over the
+    default action: a SIGTERM ignored by the parent (``trap '' TERM``) or
+    handled by a host program stays so. The old handler is put back.
     """
-    if threading.current_thread() is not threading.main_thread():
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
         yield
         return
 

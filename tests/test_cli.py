@@ -379,6 +379,17 @@ def test_sigterm_exits_143_and_leaves_no_temporary_file(tmp_path, capsys, monkey
     assert signal.getsignal(signal.SIGTERM) is handler
 
 
+@pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
+def test_an_ignored_sigterm_stays_ignored(tmp_path, monkeypatch):
+    # A parent's `trap '' TERM` (or a host program's own handler) was replaced by ours.
+    monkeypatch.setattr(signal, "getsignal", lambda signum: signal.SIG_IGN)
+    installed = []
+    monkeypatch.setattr(signal, "signal", lambda signum, handler: installed.append(handler))
+    argv = ["generate", "--data", str(tmp_path / "X.npy"), "--labels", str(tmp_path / "y.npy"), *SMALL, "--quiet"]
+    assert main(argv) == 0
+    assert installed == []
+
+
 def test_predict_bad_model_and_shape(tmp_path, npy, capsys):
     (tmp_path / "bad.npz").write_bytes(b"garbage")
     assert main(["predict", "--model", str(tmp_path / "bad.npz"), "--data", str(npy[0])]) == 2
