@@ -24,7 +24,6 @@ import contextlib
 import errno
 import json
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -135,9 +134,8 @@ def check_directory(directory: str | bytes | os.PathLike, *, option: str = "chec
     return directory
 
 
-@contextlib.contextmanager
-def exclusive(directory: str) -> Iterator[None]:
-    """Hold the checkpoint ``directory`` (created if missing) for one fit, the length of the block.
+class exclusive:
+    """``with exclusive(directory):`` holds the checkpoint ``directory`` (created if missing) for one fit.
 
     The hold is an exclusive, non-blocking ``flock`` on :data:`LOCK_FILENAME`
     in the directory. Locks on separately opened files exclude each other
@@ -145,11 +143,14 @@ def exclusive(directory: str) -> Iterator[None]:
     another process is. Without it, two fits each checked the fingerprint
     once, at the start, then replaced each other's checkpoint every iteration.
 
-    The lock goes with the open file, which the block closes however it ends
-    (an exception, KeyboardInterrupt), and which the OS closes when the
-    process dies; the holder removes the file first, while it still holds it.
-    On platforms without ``fcntl`` (Windows), and on file systems that
-    cannot lock, the fit runs unlocked.
+    The lock goes with the open file, which leaving the block closes however
+    it ends (an exception, KeyboardInterrupt), and which the OS closes when
+    the process dies; the holder removes the file first, while it still
+    holds it. Leaving runs again until it is whole where Ctrl-C lands in it,
+    then re-raises the KeyboardInterrupt (as ``_threading.single_threaded_blas``
+    does); a class rather than a generator, so that no contextlib code runs
+    between the block and the release. On platforms without ``fcntl``
+    (Windows), and on file systems that cannot lock, the fit runs unlocked.
 
     Once locked, the temporary files of saves that never finished (a process
     killed while it wrote, see :func:`save`) are removed: no other fit can be
@@ -160,19 +161,44 @@ def exclusive(directory: str) -> Iterator[None]:
     CheckpointError
         Another fit holds ``directory``.
     """
-    os.makedirs(directory, exist_ok=True)
-    handle = None
-    try:
-        # Taken inside the try: an interrupt as _lock returns drops the file, and with it the lock.
-        handle = _lock(os.path.abspath(os.path.join(directory, LOCK_FILENAME)), directory)
-        if handle is not None:
-            _remove_stale_temporaries(directory)
-        yield
-    finally:
-        if handle is not None:
-            with contextlib.suppress(OSError):  # removed by hand meanwhile: nothing to clean up
-                os.unlink(handle.name)
-            handle.close()  # releases the lock
+
+    def __init__(self, directory: str) -> None:
+        self._directory = directory
+        self._handle: IO[bytes] | None = None
+
+    def __enter__(self) -> None:
+        os.makedirs(self._directory, exist_ok=True)
+        try:
+            # An interrupt as _lock returns drops the file unassigned, and with it the lock.
+            self._handle = _lock(os.path.abspath(os.path.join(self._directory, LOCK_FILENAME)), self._directory)
+            if self._handle is not None:
+                _remove_stale_temporaries(self._directory)
+        except BaseException:
+            self.__exit__()
+            raise
+
+    def __exit__(self, *exc_info: object) -> None:
+        interrupt = None
+        while True:
+            try:
+                handle = self._handle
+                if handle is None:
+                    break
+                if not handle.closed:  # else an interrupt came after the close
+                    # Only while the file at the path is still the one held: once it is removed,
+                    # another fit may have made and locked a new one there.
+                    with contextlib.suppress(OSError):
+                        if os.path.samestat(os.fstat(handle.fileno()), os.stat(handle.name)):
+                            os.unlink(handle.name)
+                    handle.close()  # releases the lock
+                self._handle = None
+            except KeyboardInterrupt as error:
+                interrupt = error
+        if interrupt is not None:
+            try:
+                raise interrupt
+            finally:
+                del interrupt  # no reference cycle through this frame
 
 
 def _lock(path: str, directory: str) -> IO[bytes] | None:

@@ -323,6 +323,49 @@ def test_checkpoint_directory_is_free_again_however_the_fit_ends(tmp_path, data,
         pass
 
 
+@pytest.mark.parametrize("where", ["unlink", "close"])
+def test_ctrl_c_while_the_checkpoint_directory_is_released_still_releases_it(tmp_path, data, monkeypatch, where):
+    # The release was a generator's finally: Ctrl-C inside it left the directory locked for as long
+    # as the KeyboardInterrupt's traceback lived (an interactive session keeps the last one).
+    fired = []
+    if where == "unlink":
+        real_unlink = os.unlink
+
+        def unlink(path, *args, **kwargs):
+            if str(path).endswith(ckpt_module.LOCK_FILENAME) and not fired:
+                fired.append(path)
+                raise KeyboardInterrupt
+            return real_unlink(path, *args, **kwargs)
+
+        monkeypatch.setattr(os, "unlink", unlink)
+    else:
+        real_lock = ckpt_module._lock
+
+        class InterruptedAfterClosing:
+            """The lock file, whose first close is interrupted once it has closed."""
+
+            def __init__(self, handle):
+                self._handle = handle
+                self.name = handle.name
+
+            def __getattr__(self, attribute):
+                return getattr(self._handle, attribute)
+
+            def close(self):
+                self._handle.close()
+                if not fired:
+                    fired.append(self.name)
+                    raise KeyboardInterrupt  # the retry must not touch the file again
+
+        monkeypatch.setattr(ckpt_module, "_lock", lambda *args: InterruptedAfterClosing(real_lock(*args)))
+    with pytest.raises(KeyboardInterrupt) as kept:  # the traceback is kept until the test ends
+        _fit(*data, solver="gd", max_iter=2, checkpoint=tmp_path)
+    assert fired and kept.value is not None
+    assert os.listdir(tmp_path) == ["checkpoint.npz"]
+    with ckpt_module.exclusive(tmp_path):  # refused if the interrupted fit still held it
+        pass
+
+
 def test_fit_removes_the_temporary_files_of_killed_saves(tmp_path, data):
     # A fit killed (SIGKILL) while it saved left .checkpoint.npz-HEX.tmp, and no later fit removed it.
     ck = tmp_path / "ck"
