@@ -642,12 +642,14 @@ def _data_row(row: int, row_offset) -> int:
 def raise_for_overflow_by_scale(
     name: str, arrays: tuple[np.ndarray, ...], finite_when_scaled: Callable[[float], bool], fix: str
 ) -> None:
-    """After a non-finite result from finite data, blame ``arrays`` if the result is finite with them scaled down.
+    """After a non-finite result, blame ``arrays`` if the result is finite with them scaled down.
 
     The result is linear in ``arrays`` (the weights of a sum, a direction).
     ``finite_when_scaled(s)`` computes it again with every array times
     ``s = 1 / max |entry|`` and says whether that was finite: then it was
-    their size that overflowed. Costs one more pass, on the error path only.
+    their size that overflowed. NaN or inf in the data, or a bad label, keep
+    it non-finite at any scale, and are left to the caller's own checks.
+    Costs one more pass, on the error path only.
     """
     largest = max((float(np.abs(array).max()) for array in arrays if array.size), default=0.0)
     if largest > 1.0 and finite_when_scaled(arrays[0].dtype.type(1.0 / largest)):

@@ -269,14 +269,14 @@ def fit(
     """Train ``model`` from its current W and b on ``objective``; returns ``model``.
 
     See the module docstring for what the engine guarantees; the parameters
-    are those of :meth:`SoftmaxRegression.fit`, with the options validated.
-    The objective is checked against the options, then entered (``with``)
-    for the run.
+    are those of :meth:`SoftmaxRegression.fit`, with the options validated
+    and ``checkpoint`` a str from :func:`checkpoint.check_directory`. The
+    objective is checked against the options, then entered (``with``) for
+    the run.
     """
     seed = check_seed(seed)
     objective.check_solver(options.solver)
     if checkpoint is not None:
-        checkpoint = _checkpoint.check_directory(checkpoint)
         objective.check_checkpoint()
     # One fit per checkpoint directory: the fingerprint is checked only here, at the start.
     held = contextlib.nullcontext() if checkpoint is None else _checkpoint.exclusive(checkpoint)
