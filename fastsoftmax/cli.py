@@ -27,6 +27,11 @@ def _split(X: np.ndarray, y: np.ndarray, test_fraction: float, seed: int):
     return X[train], y[train], X[test], y[test]
 
 
+def _loss_text(loss: float) -> str:
+    """Six decimals, as the textbook prints a loss; a loss a huge --lr blew up takes exponent notation."""
+    return f"{loss:.6f}" if abs(loss) < 1e6 else f"{loss:.4e}"
+
+
 def run_demo(args: argparse.Namespace) -> int:
     """The textbook experiment: the fused model and the NumPy reference side by side."""
     from fastsoftmax import SoftmaxRegression, loss_and_grad
@@ -66,23 +71,29 @@ def run_demo(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         fast_loss = fast.train_step(X_train, y_train, args.lr)
         t1 = time.perf_counter()
-        reference_loss = reference.train_step(X_train, y_train, args.lr)
+        with np.errstate(all="ignore"):
+            # The textbook loss takes log(p_y), which a large --lr drives to log(0): it prints inf, not a warning.
+            reference_loss = reference.train_step(X_train, y_train, args.lr)
         t2 = time.perf_counter()
         fast_times.append(t1 - t0)
         reference_times.append(t2 - t1)
         if epoch % 20 == 0 or epoch == 1:
             print(
-                f"{epoch:>5}  {fast_loss:>12.6f}  {reference_loss:>12.6f}  "
+                f"{epoch:>5}  {_loss_text(fast_loss):>12}  {_loss_text(reference_loss):>12}  "
                 f"{fast.accuracy(X_train, y_train):>9.3f}  {fast.accuracy(X_test, y_test):>8.3f}"
             )
     fast_accuracy = fast.accuracy(X_test, y_test)
     reference_accuracy = reference.accuracy(X_test, y_test)
     weight_difference = max(float(np.max(np.abs(fast.W - reference.W))), float(np.max(np.abs(fast.b - reference.b))))
+    largest_weight = max(float(np.max(np.abs(reference.W))), float(np.max(np.abs(reference.b))), np.finfo(float).tiny)
     fast_step = statistics.median(fast_times)
     reference_step = statistics.median(reference_times)
     print()
     print(f"final test accuracy: fast {fast_accuracy:.3f}, NumPy reference {reference_accuracy:.3f}")
-    print(f"largest difference between the two models' weights: {weight_difference:.3e}")
+    print(
+        f"largest difference between the two models' weights: {weight_difference:.3e} "
+        f"({weight_difference / largest_weight:.1e} of the largest weight)"
+    )
     print(
         f"median time per step: fast {fast_step * 1e6:.0f} us, NumPy {reference_step * 1e6:.0f} us "
         f"(speed-up {reference_step / fast_step:.1f}x)"
@@ -274,10 +285,15 @@ def _check_paths(inputs: dict[str, str | None], outputs: dict[str, str | None], 
     same path, or the same file through a symlink or a hard link
     (:func:`fastsoftmax._io.same_file`). ``checkpoint`` is a directory; the
     checkpoint file inside it and the directory itself count as outputs.
-    Each output location must also be writable now (see :func:`_check_output`).
+    Each output location must also be writable now (see :func:`_check_output`),
+    and no path may be empty.
     """
     from fastsoftmax._io import same_file
 
+    for option, path in [*inputs.items(), *outputs.items()]:  # an empty --checkpoint: check_directory
+        # "" reads as the working directory in os.path, and writing it would fail only after the work.
+        if path == "":
+            raise CLIError(f"{option} is an empty path (an unset shell variable?); give a file name.")
     ins = [(option, path) for option, path in inputs.items() if path is not None]
     outs = [(option, path) for option, path in outputs.items() if path is not None]
     writable = list(outs)
@@ -335,6 +351,25 @@ def _load_data(data: str, labels: str | None, *, need_labels: bool = True):
     if labels is None:
         raise CLIError("--labels y.npy is required with an .npy --data file.")
     return open_array(data, "X"), open_array(labels, "y")
+
+
+def _check_shape_options(args, X: np.ndarray) -> None:
+    """--samples and --features size synthetic data: beside --data they must agree with the file, which sets the shape.
+
+    They were ignored without a word; a script that passes the same options
+    to ``generate`` and ``train`` still runs.
+    """
+    if X.ndim != 2:
+        return  # the checks of X name that
+    for option, given, actual, what in (
+        ("--samples", args.samples_given, X.shape[0], "rows"),
+        ("--features", args.features_given, X.shape[1], "features"),
+    ):
+        if given is not None and given != actual:
+            raise CLIError(
+                f"{option} {given:,} does not match --data {args.data}, which has {actual:,} {what}; "
+                f"{option} sizes synthetic data and the file sets it: drop {option}."
+            )
 
 
 def _compute_dtype(args, X: np.ndarray) -> np.dtype:
@@ -518,6 +553,7 @@ def run_train(args: argparse.Namespace) -> int:
         dtype = np.dtype(args.dtype)
     else:
         X, y = _load_data(args.data, args.labels)
+        _check_shape_options(args, X)
         dtype = _compute_dtype(args, X)
         # Shape and label checks on the whole file before anything is split or written.
         n_classes = _classes_of_files(args, X, y, dtype)
@@ -748,6 +784,7 @@ def run_train_dask(args: argparse.Namespace, t_start: float) -> int:
     if args.data is not None:
         # The files are checked whole, as on one machine, before a cluster is started or they are split.
         X_np, y_np = _load_data(args.data, args.labels)
+        _check_shape_options(args, X_np)
         dtype = _compute_dtype(args, X_np)
         n_classes = _classes_of_files(args, X_np, y_np, dtype)
     chunk_rows = args.chunk_size or 250_000
@@ -1028,10 +1065,10 @@ def _add_problem_options(parser: argparse.ArgumentParser, *, train: bool) -> Non
     """
     where = "synthetic data: " if train else ""
     parser.add_argument(
-        "--samples", type=_positive_int, default=DEFAULT_SAMPLES, help=f"{where}rows (default {DEFAULT_SAMPLES:,})"
+        "--samples", type=_positive_int, default=None, help=f"{where}rows (default {DEFAULT_SAMPLES:,})"
     )
     parser.add_argument(
-        "--features", type=_positive_int, default=DEFAULT_FEATURES, help=f"{where}features (default {DEFAULT_FEATURES})"
+        "--features", type=_positive_int, default=None, help=f"{where}features (default {DEFAULT_FEATURES})"
     )
     if train:
         classes = f"classes (default {DEFAULT_CLASSES} for synthetic data, max label + 1 for files)"
@@ -1233,6 +1270,10 @@ def _run_command(argv: Sequence[str] | None) -> int:
         args.dtype = args.dtype or "float32"
         args.classes_given = args.classes
         args.classes = args.classes or DEFAULT_CLASSES
+        # None until given, so that train can hold them against a --data file's shape.
+        args.samples_given, args.features_given = args.samples, args.features
+        args.samples = args.samples or DEFAULT_SAMPLES
+        args.features = args.features or DEFAULT_FEATURES
     from fastsoftmax._threading import get_num_threads, set_num_threads
 
     threads = get_num_threads()  # --threads is undone on return (main() may run in-process)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -688,6 +690,66 @@ def test_unwritable_output_is_refused_before_training(workspace, capsys, argv, m
     assert rc == 2 and message in err and err.count("\n") == 1, err
     assert "generating" not in err  # refused before the data was made
     assert _snapshot(workspace) == before
+
+
+@pytest.mark.parametrize("lr", ["0.1", "1e300"])
+def test_demo_runs_both_models_to_the_same_weights_without_warnings(capsys, lr):
+    # At lr 1e300 the textbook loss is log(0) after a step: it printed NumPy's RuntimeWarning.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert main(["demo", "--samples", "200", "--epochs", "21", "--lr", lr]) == 0
+    out, err = capsys.readouterr()
+    assert "Warning" not in err, err
+    rows = [line.split() for line in out.splitlines() if line.split()[:1] in (["1"], ["20"])]
+    assert len(rows) == 2, out
+    relative = float(re.search(r"\(([0-9.e+-]+) of the largest weight\)", out).group(1))
+    # the same float64 arithmetic in another order: a few roundings per step, relative to the weights' size
+    assert relative < 21 * 64 * np.finfo(np.float64).eps, out
+
+
+@pytest.mark.parametrize(
+    "argv, option",
+    [
+        (["train", *TINY, "--out", ""], "--out"),
+        (["train", *TINY, "--metrics", ""], "--metrics"),
+        (["train", "--data", "", "--max-iter", "1"], "--data"),
+        (["generate", "--data", "", "--labels", "{d}/y2.npy", "--samples", "10"], "--data"),
+        (["generate", "--data", "{d}/X2.npy", "--labels", "", "--samples", "10"], "--labels"),
+        (["predict", "--model", "{d}/m.npz", "--data", "{d}/X.npy", "--out", ""], "--out"),
+        (["predict", "--model", "{d}/m.npz", "--data", "{d}/X.npy", "--proba", ""], "--proba"),
+        (["predict", "--model", "", "--data", "{d}/X.npy"], "--model"),
+    ],
+)
+def test_an_empty_path_is_refused_before_any_work(workspace, capsys, monkeypatch, argv, option):
+    # "" is the working directory to os.path: generate wrote every row before failing to rename onto it.
+    monkeypatch.chdir(workspace)
+    before = _snapshot(workspace)
+    rc = main([arg.replace("{d}", str(workspace)) for arg in argv])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1, err
+    assert f"{option} is an empty path" in err and "give a file name" in err, err
+    assert "generating" not in err and "wrote" not in err
+    assert _snapshot(workspace) == before
+
+
+@pytest.mark.parametrize("dask", [False, True], ids=["numpy", "dask"])
+@pytest.mark.parametrize(
+    "given, message",
+    [
+        (["--samples", "400"], "--samples 400 does not match --data {X}, which has 300 rows"),
+        (["--features", "6", "--samples", "300"], "--features 6 does not match --data {X}, which has 5 features"),
+    ],
+)
+def test_synthetic_shape_options_against_the_data_file(workspace, capsys, given, message, dask):
+    # They were ignored without a word: the file sets the rows and features.
+    files = ["--data", str(workspace / "X.npy"), "--labels", str(workspace / "y.npy")]
+    options = ["--max-iter", "1", "--threads", "1", *(["--dask-workers", "1"] if dask else [])]
+    rc = main(["train", *files, *options, *given])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1, err
+    assert message.format(X=workspace / "X.npy") in err and "sizes synthetic data" in err, err
+    # the file's own shape is no contradiction: a script may pass generate's options to train
+    assert main(["train", *files, *options, "--samples", "300", "--features", "5", "--quiet"]) == 0
 
 
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root may write anywhere")
