@@ -61,7 +61,7 @@ from numba import njit, prange
 
 from fastsoftmax.kernels._calls import address_of, call_none
 from fastsoftmax.kernels._config import BLAS_BLOCK_ROWS, BLOCK_ROWS, JIT_OPTIONS
-from fastsoftmax.kernels._math import exp_inplace, exp_scratch
+from fastsoftmax.kernels._math import CLASS_SUM_GROUP, add_class_group, exp_inplace, exp_scratch
 from fastsoftmax.kernels._signature import read_only
 from fastsoftmax.kernels.loss_grad import (
     BLAS_MIN_CLASSES,
@@ -177,17 +177,6 @@ def _blas_chunk(X, W, b, V, c, sample_weight, start, stop, HV_acc, Hc_acc):
                 HV_acc[k, d] += HV_block[k, d]
 
 
-#: Classes whose exponentials a row sums in the input dtype before it adds
-#: them to its float64 sums (``_block_curvature``); K up to it keeps the sums
-#: in the input dtype. Summed in the input dtype over all K, the error grew
-#: with K: float32, K = 5e4, 7-77 eps of max |H v| over five seeds (about 1e3
-#: seen in review), NumPy's pairwise sums a few; grouped, 0.5-1.3 eps
-#: (``tests/test_hessian.py``). Summed in float64 class by class, the float32
-#: product took 10-15 % longer at K = 3 and 10 (2 threads, 1e6 x 20 x 3 and
-#: 200,000 x 20 x 10, alternated runs); grouped, the time is unchanged.
-CLASS_SUM_GROUP = 32
-
-
 @njit(inline="always", **JIT_OPTIONS)
 def _curvature_scratch(X, W, b, V, c):
     """The per-chunk scratch of the tiled bodies.
@@ -225,8 +214,8 @@ def _block_curvature(ZUt, Rt, nb, sample_weight, block_start, scratch):
     loops run along the rows, one class at a time: they vectorise across
     rows. On the way the logits become exp(z - z_a) and the direction's
     logits u' = u - u_a, a = argmax z, exactly 0 at a: the module docstring
-    says why. Past CLASS_SUM_GROUP classes a row's sums sum e and sum e u'
-    go to float64 a group of classes at a time.
+    says why. Past ``_math.CLASS_SUM_GROUP`` classes a row's sums sum e and
+    sum e u' go to float64 a group of classes at a time.
     """
     rows, powers, row_sums = scratch[4], scratch[5], scratch[6]
     row_max, row_weight, row_lead_u, group_sum, group_pu = rows[0], rows[1], rows[2], rows[3], rows[4]
@@ -241,7 +230,6 @@ def _block_curvature(ZUt, Rt, nb, sample_weight, block_start, scratch):
         group_pu[r] = 0
         row_sum[r] = 0
         row_pu[r] = 0
-    wide = n_classes > CLASS_SUM_GROUP
     for k in range(1, n_classes):
         for r in range(BLOCK_ROWS):
             # A branch: two selects (x if leads else y) here doubled the body's time
@@ -258,16 +246,12 @@ def _block_curvature(ZUt, Rt, nb, sample_weight, block_start, scratch):
         for r in range(BLOCK_ROWS):
             group_sum[r] += ZUt[k, r]
             group_pu[r] += ZUt[k, r] * ZUt[n_classes + k, r]
-        if wide and ((k + 1) % CLASS_SUM_GROUP == 0 or k == n_classes - 1):
-            for r in range(BLOCK_ROWS):
-                row_sum[r] += group_sum[r]
-                row_pu[r] += group_pu[r]
-                group_sum[r] = 0
-                group_pu[r] = 0
+        add_class_group(k, n_classes, group_sum, row_sum, BLOCK_ROWS)
+        add_class_group(k, n_classes, group_pu, row_pu, BLOCK_ROWS)
     # p^T u' = sum e u' / sum e, and w p = (w / sum e) e, back in the input dtype for the last pass.
     # (Divided in the input dtype: float64 vector divides cost 0.1 us a block at K = 3.)
     prob_scale, mean_u = group_sum, group_pu  # the whole sums where K <= CLASS_SUM_GROUP
-    if wide:
+    if n_classes > CLASS_SUM_GROUP:
         for r in range(BLOCK_ROWS):
             mean_u[r] = row_pu[r]
             prob_scale[r] = row_sum[r]

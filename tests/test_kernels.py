@@ -677,3 +677,27 @@ def test_prediction_takes_the_loss_and_gradient_rule_with_its_own_bounds():
     assert_rowwise_bounds(kernels.select_predict_variant, ((3, 64), (5, 96), (20, 224), (63, 384)))
     assert kernels.select_predict_variant(20, 3, 4) is LossGradVariant.ROWWISE
     assert kernels.select_variant(20, 3, 4) is LossGradVariant.BLOCKED
+
+
+@pytest.mark.parametrize("body", ["blocked", "rowwise", "blas", "fortran"])
+def test_probabilities_of_many_classes_keep_float32_precision(rng, body):
+    # Each row's normaliser sums K exponentials. Summed in float32 class after
+    # class, its error grew with K: at K = 5e4, 56-77 eps of each entry, and
+    # rows summed to 1 within 71 eps. With W = 0 the logits are b exactly, so
+    # only the exponentials and the normaliser can be off.
+    n, d, k = 40, 4, 50_000
+    X = rng.standard_normal((n, d)).astype(np.float32)
+    W = np.zeros((k, d), np.float32)
+    b = rng.standard_normal(k).astype(np.float32)
+    P = np.empty((n, k), np.float32)
+    labels = np.empty(n, np.int64)
+    if body == "fortran":
+        kernels.predict_columns(np.asfortranarray(X).T, W, b, P, labels, 2)
+    else:
+        kernels.predict_proba_labels(X, W, b, P, labels, 2, LossGradVariant[body.upper()])
+    exact = np.exp(b.astype(np.float64) - b.max())
+    exact /= exact.sum()
+    eps = np.finfo(np.float32).eps
+    assert np.abs(P / exact - 1).max() <= 8 * eps
+    assert np.abs(P.sum(axis=1, dtype=np.float64) - 1).max() <= 4 * eps
+    assert (labels == np.argmax(b)).all()
