@@ -924,10 +924,14 @@ def adam(
     and ``state["second"]`` are the moment estimates.
     """
     state = {} if state is None else state
-    first = state.setdefault("first", np.zeros_like(theta0))
-    second = state.setdefault("second", np.zeros_like(theta0))
+    # The moments are float64 whatever theta's dtype: a float32 gradient above
+    # 1.8e19 squares to inf in float32, and v = inf makes every step m / inf = 0,
+    # so theta froze and the unchanged loss read as convergence.
+    first = state.setdefault("first", np.zeros(theta0.shape))
+    second = state.setdefault("second", np.zeros(theta0.shape))
 
     def step(theta, grad, t):
+        grad = np.asarray(grad, dtype=np.float64)
         first[:] = beta1 * first + (1 - beta1) * grad
         second[:] = beta2 * second + (1 - beta2) * grad * grad
         m_hat = first / (1 - beta1**t)

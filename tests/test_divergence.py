@@ -172,3 +172,23 @@ def test_a_fit_that_diverges_keeps_the_history_of_the_weights_it_keeps(case):
     else:
         loss = fs.loss_and_grad(X, y, model.W, model.b)[0]
         assert model.loss_history_[-1] == pytest.approx(loss, rel=16 * float(np.finfo(np.float32).eps))
+
+
+def test_adam_float32_takes_the_same_steps_whatever_the_gradients_scale():
+    # Adam's step m / sqrt(v) does not depend on the gradient's scale. A float32
+    # gradient of 1e25 squares past float32's range: with v = inf every step was
+    # 0, theta froze, and the unchanged loss ended the run as "converged".
+    target = np.ones(4, dtype=np.float32)
+
+    def run(scale: float) -> solvers.SolverResult:
+        def batch_objective(theta, rows):
+            diff = theta - target
+            return float(0.5 * scale * (diff.astype(np.float64) @ diff)), (scale * diff).astype(np.float32)
+
+        theta0 = np.zeros(4, dtype=np.float32)
+        return solvers.adam(batch_objective, theta0, 8, lr=1e-2, batch_size=8, max_iter=50, tol=1e-6, seed=0)
+
+    unit, huge = run(1.0), run(1e25)
+    assert huge.n_iter == unit.n_iter == 50
+    assert not huge.converged
+    np.testing.assert_allclose(huge.theta, unit.theta, rtol=10 * np.finfo(np.float32).eps)
