@@ -125,7 +125,8 @@ class SoftmaxRegression:
         """Raise before an update writes W or b in place, if either is read-only.
 
         Both are checked before either is written: a failed step must change
-        neither, not W without b.
+        neither, not W without b. Nor may they share memory (``model.b =
+        model.W[:, 0]``): writing b would overwrite part of the new W.
         """
         for name, value in (("W", self.W), ("b", self.b)):
             if not value.flags.writeable:
@@ -133,6 +134,11 @@ class SoftmaxRegression:
                     f"model.{name} is read-only, and training updates W and b in place; nothing was changed. "
                     f"Assign a writeable copy first: model.{name} = model.{name}.copy()."
                 )
+        if np.shares_memory(self.W, self.b):
+            raise ValueError(
+                "model.W and model.b share memory, and training writes both in place, so b would overwrite "
+                "part of W; nothing was changed. Assign a separate copy first: model.b = model.b.copy()."
+            )
 
     def _X(self, X, fortran_ok: bool = False, takes_y: bool = True) -> np.ndarray:
         return _checks.check_X(

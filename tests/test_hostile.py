@@ -712,6 +712,20 @@ def test_read_only_parameter_fails_training_before_anything_changes(param, train
     np.testing.assert_array_equal(model.predict(a["X"]), reference.predict(a["X"], before[0], before[1]))
 
 
+@pytest.mark.parametrize("training", list(TRAINING))
+def test_b_sharing_memory_with_W_fails_training_before_anything_changes(training):
+    """``model.b = model.W[:, 0]``: writing b would overwrite a column of the new W, silently."""
+    a = base_problem(np.float64)
+    model = _model(a)
+    model.b = model.W[:, 0]
+    before = (model.W.copy(), model.b.copy(), model.n_iter_, list(model.loss_history_))
+    with pytest.raises(ValueError, match=r"model\.W and model\.b share memory.*model\.b = model\.b\.copy\(\)"):
+        TRAINING[training](model, a)
+    np.testing.assert_array_equal(model.W, before[0])
+    np.testing.assert_array_equal(model.b, before[1])
+    assert (model.n_iter_, model.loss_history_) == before[2:]
+
+
 def test_parameter_made_read_only_during_fit_stops_with_both_at_the_last_iterate():
     a = base_problem(np.float64)
     model = _model(a)
