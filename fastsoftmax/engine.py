@@ -12,7 +12,8 @@ everything that does not depend on where the data lives:
 * **history and callbacks**: after every completed iteration the iterate is
   copied into the model (``model._commit``), its loss appended to
   ``loss_history_``, ``n_iter_`` advanced, the checkpoint written, then the
-  user's ``callback(model, iteration, loss)`` runs (a truthy return stops);
+  user's ``callback(model, iteration, loss)`` runs (True stops, None or
+  False goes on, anything else is a TypeError);
 * **checkpoints and resume**: a checkpoint whose fingerprint (data, classes,
   dtype and every option that changes the trajectory) differs is refused
   before anything is written; a matching one restarts the solver from its
@@ -257,6 +258,21 @@ def _diverged(exc: solvers.DivergedError, options: FitOptions, kept_iteration: i
     return TrainingError(f"training diverged: {exc}. W and b keep the best weights ({kept}); {_remedy(options)}.")
 
 
+def _stops(returned) -> bool:
+    """Whether a callback's return value stops the fit: True stops, None and False go on.
+
+    Anything else is refused rather than read by its truth: a callback that
+    returns the loss (as a closure for torch's L-BFGS does) stopped every fit
+    after one iteration, silently, and an array raised NumPy's ambiguous-truth error.
+    """
+    if returned is None or isinstance(returned, (bool, np.bool_)):
+        return bool(returned)
+    raise TypeError(
+        f"callback returned {type(returned).__name__} {returned!r:.40}; return True to stop the fit, "
+        f"or None or False to go on. W and b hold the iteration the callback was given."
+    )
+
+
 def fit(
     model: Trainable,
     objective: Objective,
@@ -435,7 +451,7 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
         model.loss_history_ = history
         model.n_iter_ = offset + iteration
         save_checkpoint(theta)
-        stopped_by_callback = bool(callback(model, model.n_iter_, loss)) if callback is not None else False
+        stopped_by_callback = _stops(callback(model, model.n_iter_, loss)) if callback is not None else False
         return stopped_by_callback
 
     model.loss_history_, model.n_iter_, model.converged_ = list(history), offset, False

@@ -341,7 +341,8 @@ class SoftmaxRegression:
         sample_weight : array_like, shape (N,), optional
         callback : callable ``callback(model, iteration, loss)``, optional
             Called after every iteration once W and b hold the new iterate;
-            returning True stops training.
+            returning True stops training, None or False goes on; any other
+            return value (the loss, an array) raises TypeError.
         chunk_size : int, optional
             Rows per chunk of the full-batch objective (default: all rows of
             an in-memory X, about 128 MB of a streamed X). Changes the result

@@ -253,6 +253,28 @@ def test_callback_returning_true_stops(data, solver):
     assert not model.converged_
 
 
+NOT_A_BOOL = {"float": 1.07, "np.float64": np.float64(1.07), "array": np.zeros(2), "list": [0.5], "str": "stop"}
+
+
+@pytest.mark.parametrize("returned", list(NOT_A_BOOL.values()), ids=list(NOT_A_BOOL))
+@pytest.mark.parametrize("solver", ["lbfgs", "sgd"])
+def test_callback_returning_something_else_than_a_bool_raises_and_keeps_the_iterate(data, solver, returned):
+    # Read by its truth, a callback returning the loss stopped every fit after one iteration, silently.
+    X, y = data
+    model = SoftmaxRegression(D, K, seed=0)
+    seen = []
+
+    def callback(m, it, loss):
+        seen.append((m.W.copy(), m.b.copy()))
+        return returned
+
+    with pytest.raises(TypeError, match=r"callback returned .*return True to stop the fit, or None or False to go on"):
+        model.fit(X, y, solver=solver, l2=L2, callback=callback, **dict(SOLVER_SETTINGS[solver], max_iter=50))
+    assert len(seen) == 1 and model.n_iter_ == 1
+    np.testing.assert_array_equal(model.W, seen[0][0])
+    np.testing.assert_array_equal(model.b, seen[0][1])
+
+
 # gd and sgd with lr * l2 = 100: each step multiplies W by about |1 - lr l2| = 99,
 # so the loss (its L2 term first) climbs without bound. Adam's first step moves every
 # weight by lr = 1e308, so the logits of the second epoch are huge (the loss
