@@ -474,10 +474,10 @@ def chunked_objectives(source: DataSource, n_classes: int, l2: float, counter: l
             _checks.check_X_finite(X, "before training", row_offset=source.row_offset + rows)
         return loss_sum
 
-    def evaluate(theta, X, y, w, rows=0, X_blocks=None, variant=None):
-        # One chunk: the kernel normalises and adds the L2 gradient itself.
+    def evaluate(theta, X, y, w, rows=0, X_blocks=None, variant=None, weight_sum=None):
+        # One chunk: the kernel normalises (by the chunk's own weight, unless given) and adds the L2 gradient itself.
         W, b = split(theta)
-        weight_sum = _weight_sum(w, X.shape[0])
+        weight_sum = _weight_sum(w, X.shape[0]) if weight_sum is None else weight_sum
         if weight_sum == 0:
             # A mini-batch whose rows all weigh 0 carries no data term.
             loss = l2_penalty(W, l2)
@@ -514,7 +514,15 @@ def chunked_objectives(source: DataSource, n_classes: int, l2: float, counter: l
         return loss, np.concatenate([grad_W.ravel(), db_sum * scale]).astype(dtype)
 
     def batch_objective(theta, rows):
-        return evaluate(theta, *source.take(rows), rows=np.asarray(rows))
+        X, y, w = source.take(rows)
+        # A mini-batch is divided by its expected weight (its rows times the mean
+        # weight), not by its own: as a weighted mean of its rows, a batch of one
+        # row ignored the weights altogether (sgd and adam at batch_size=1 fitted
+        # the unweighted model), and small batches leant towards their light rows.
+        # This way each batch's gradient estimates the weighted full gradient
+        # without bias; unweighted, the divisor is the batch's row count, as before.
+        expected_weight = X.shape[0] * source.weight_sum / source.n_samples
+        return evaluate(theta, X, y, w, rows=np.asarray(rows), weight_sum=expected_weight)
 
     def row_blocks():
         return layout["X_blocks"]

@@ -17,6 +17,7 @@ from fastsoftmax import SoftmaxRegression
 from fastsoftmax._data import DataSource, accuracy, block_shuffled_batches
 from fastsoftmax.checkpoint import CheckpointError
 from fastsoftmax.datasets import make_classification
+from fastsoftmax.objectives import make_objective
 
 N, D, K = 3000, 12, 4
 
@@ -429,9 +430,11 @@ def test_minibatches_whose_rows_all_weigh_zero(data):
     )
     assert np.isfinite(model.W).all() and len(model.loss_history_) == 1
     # Only the weighted rows move the model: dropping the others gives the same
-    # fit up to the order of the steps, so compare losses, not weights.
+    # fit up to the order of the steps, so compare losses, not weights. A batch
+    # is divided by its expected weight (mean weight 0.5), so each weighted row
+    # steps twice as far as an unweighted one: lr 0.02 on the half.
     reference = SoftmaxRegression(D, K, seed=0).fit(
-        X[1::2], y[1::2], solver="sgd", lr=0.01, batch_size=1, max_iter=1, seed=0
+        X[1::2], y[1::2], solver="sgd", lr=0.02, batch_size=1, max_iter=1, seed=0
     )
     assert abs(model.score(X[1::2], y[1::2]) - reference.score(X[1::2], y[1::2])) < 0.1
 
@@ -493,3 +496,38 @@ def test_state_comparison_sees_every_kind_of_change(change):
         got["sgd"]["velocity"] = got["sgd"]["velocity"].astype(np.float32)
     with pytest.raises(AssertionError):
         _assert_same_state(got, want)
+
+
+@pytest.mark.parametrize("batch_size", [1, 7], ids=["batch-1", "batch-7"])
+def test_weighted_minibatch_gradients_average_to_the_weighted_full_gradient(rng, batch_size):
+    # Each mini-batch was divided by its own weight sum: a batch of one row then
+    # had the gradient of that row alone, whatever its weight, and sgd and adam
+    # at batch_size=1 fitted the unweighted model.
+    X = rng.standard_normal((42, D))
+    y = rng.integers(0, K, 42)
+    weights = rng.uniform(0.0, 10.0, 42) ** 2
+    objective = make_objective(
+        X, y, n_features=D, n_classes=K, dtype=np.dtype(np.float64), l2=0.1, sample_weight=weights, minibatches=True
+    )
+    theta = rng.standard_normal(K * D + K)
+    loss, grad = objective(theta)
+    batches = np.array_split(rng.permutation(42), 42 // batch_size)
+    sizes = np.array([rows.shape[0] for rows in batches])
+    evaluated = [objective.batch(theta, np.sort(rows)) for rows in batches]
+    # Over an epoch the batches' losses and gradients, weighted by their rows, average to the full ones.
+    np.testing.assert_allclose(sizes @ np.array([b[0] for b in evaluated]) / 42, loss, rtol=1e-12)
+    np.testing.assert_allclose(sizes @ np.array([b[1] for b in evaluated]) / 42, grad, rtol=1e-11, atol=1e-14)
+
+
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+def test_sample_weight_counts_at_batch_size_1(data, solver):
+    X, y = data
+    weights = np.where(y == 0, 100.0, 1.0)
+    options = dict(solver=solver, lr=1e-3, batch_size=1, max_iter=1, tol=0, seed=0)
+    if solver == "sgd":
+        options["momentum"] = 0.0
+    fits = [SoftmaxRegression(D, K, seed=0).fit(X, y, **options, **kw) for kw in ({}, {"sample_weight": weights})]
+    # Ignored weights would leave only rounding between the two (w g / w is not always g).
+    assert not np.allclose(fits[0].W, fits[1].W, rtol=1e-6)
+    # Class 0 weighs 100 times the others: the weighted fit predicts it more often.
+    assert (fits[1].predict(X) == 0).mean() > (fits[0].predict(X) == 0).mean()
