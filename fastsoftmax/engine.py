@@ -444,9 +444,12 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
         # iteration), or n_iter_ for the mini-batch solvers (one per epoch).
         return history[: model.n_iter_ + (0 if minibatch else 1)]
 
+    iterated = False
+
     def on_iteration(theta: np.ndarray, loss: float, iteration: int) -> bool:
-        nonlocal stopped_by_callback
+        nonlocal stopped_by_callback, iterated
         commit(theta)
+        iterated = True
         history.append(loss)
         model.loss_history_ = history
         model.n_iter_ = offset + iteration
@@ -454,6 +457,10 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
         stopped_by_callback = _stops(callback(model, model.n_iter_, loss)) if callback is not None else False
         return stopped_by_callback
 
+    # Bad data is found by the first evaluation (NaN in X is seen in the loss, not
+    # scanned for first): until an iteration is committed, W and b are those of the
+    # last fit, and an error restores that fit's record with them.
+    record = (model.loss_history_, model.n_iter_, model.converged_)
     model.loss_history_, model.n_iter_, model.converged_ = list(history), offset, False
     model.rows_processed_ = 0
     try:
@@ -471,6 +478,7 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
     except solvers.NonFiniteLossError as exc:
         if exc.iteration == 0 and offset == 0:
             # Finite starting weights and a non-finite loss: the data is at fault.
+            model.loss_history_, model.n_iter_, model.converged_ = record
             objective.raise_for_nonfinite_start(exc.loss)
         model.loss_history_ = history_to_kept()  # with the starting loss, where no iteration was completed
         raise TrainingError(
@@ -483,6 +491,10 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
         # so that the model saves and loads.
         model.loss_history_ = history_to_kept()
         raise _diverged(exc, options, model.n_iter_) from exc
+    except BaseException:
+        if not iterated:
+            model.loss_history_, model.n_iter_, model.converged_ = record
+        raise
     finally:
         model.rows_processed_ = objective.rows_processed
     commit(result.theta)

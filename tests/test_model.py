@@ -253,6 +253,23 @@ def test_callback_returning_true_stops(data, solver):
     assert not model.converged_
 
 
+@pytest.mark.parametrize("bad", ["nan", "inf"])
+@pytest.mark.parametrize("solver", ["lbfgs", "newton-cg", "gd", "sgd", "adam"])
+def test_refit_on_bad_data_keeps_the_last_fit_with_its_record(data, solver, bad):
+    # NaN in X is found by the first evaluation: the fit had already reset n_iter_,
+    # converged_ and loss_history_, leaving the fitted W and b labelled as unfitted.
+    X, y = data
+    model = SoftmaxRegression(D, K, seed=0).fit(X, y, l2=L2)
+    before = (model.W.copy(), model.b.copy(), model.n_iter_, model.converged_, list(model.loss_history_))
+    X_bad = X.copy()
+    X_bad[N // 2, 1] = np.nan if bad == "nan" else np.inf
+    with pytest.raises(ValueError, match=rf"X contains 1 NaN or infinite value\(s\), the first in row {N // 2}"):
+        model.fit(X_bad, y, solver=solver, max_iter=3)
+    np.testing.assert_array_equal(model.W, before[0])
+    np.testing.assert_array_equal(model.b, before[1])
+    assert (model.n_iter_, model.converged_, model.loss_history_) == before[2:]
+
+
 NOT_A_BOOL = {"float": 1.07, "np.float64": np.float64(1.07), "array": np.zeros(2), "list": [0.5], "str": "stop"}
 
 
