@@ -346,6 +346,40 @@ def test_loss_and_grad_sums_add_up_over_chunks(rng, dtype, weighted):
     np.testing.assert_allclose(whole.db_sum / ws, db, rtol=rtol, atol=rtol)
 
 
+@pytest.mark.parametrize("body", [*VARIANT_IDS, "row-blocks", "fortran"])
+def test_loss_and_gradient_of_many_classes_keep_float32_precision(rng, body):
+    # A row's tail t sums K exponentials. Summed in float32 class after class
+    # (the BLOCKED and ROWWISE softmax tile), its error grew with K: at K = 5e4
+    # the loss was 17 eps off, dW 130 eps and db 200 eps of their largest
+    # entry; now within 0.1, 3 and 5. With W = 0 the logits are b exactly, so
+    # only the softmax and the sums after it can be off. 200 rows: a full
+    # block and a partial one.
+    n, d, k = 200, 4, 50_000
+    X = rng.standard_normal((n, d)).astype(np.float32)
+    y = rng.integers(0, k, n)
+    W = np.zeros((k, d), np.float32)
+    b = (3 * rng.standard_normal(k)).astype(np.float32)
+    dW, db = np.empty_like(W), np.empty_like(b)
+    no_weights = np.empty(0, np.float32)
+    if body == "row-blocks":
+        loss = kernels.loss_grad_row_blocks_sums(kernels.row_blocks(X), y, W, b, no_weights, 1, 1 / n, 0.0, dW, db)
+    elif body == "fortran":
+        loss = kernels.loss_grad_columns_sums(np.asfortranarray(X).T, y, W, b, no_weights, 1, 1 / n, 0.0, dW, db)
+    else:
+        variant = LossGradVariant[body.upper()]
+        loss = kernels.loss_grad_sums(X, y, W, b, no_weights, variant, 1, 1 / n, 0.0, dW, db)
+    z = b.astype(np.float64)
+    log_norm = z.max() + np.log(np.exp(z - z.max()).sum())
+    G = np.tile(np.exp(z - log_norm), (n, 1))
+    G[np.arange(n), y] -= 1
+    exact_dW = G.T @ X.astype(np.float64) / n
+    exact_db = G.mean(axis=0)
+    eps = np.finfo(np.float32).eps
+    assert abs(loss / n - np.mean(log_norm - z[y])) <= 2 * eps * np.mean(log_norm - z[y])
+    assert np.abs(dW - exact_dW).max() <= 16 * eps * np.abs(exact_dW).max()
+    assert np.abs(db - exact_db).max() <= 16 * eps * np.abs(exact_db).max()
+
+
 # -- softmax, log-softmax, cross-entropy ---------------------------------------
 
 Z_SHAPES = [(1, 2), (1, 300), (7, 2), (50, 3), (20, 300)]
