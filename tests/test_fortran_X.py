@@ -167,6 +167,23 @@ def test_fortran_X_of_many_features_keeps_the_logits_precision(rng, dtype):
     assert np.abs(db - exact_db).max() <= 16 * eps * np.abs(exact_db).max()
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_fortran_X_of_many_features_keeps_the_probabilities_precision(rng, dtype):
+    # The prediction bodies share the logits tile: at D = 1e5 one chain of D
+    # adds per lane left the probabilities 800-1200 eps off, where NumPy's
+    # GEMM is 50 eps off and C-ordered X 35; in segments, 50-60. The bound is
+    # the random walk of D rounded products, eps sqrt(D).
+    n, d, k = 64, 100_000, 10
+    X = rng.standard_normal((n, d)).astype(dtype)
+    W = (3 * rng.standard_normal((k, d)) / np.sqrt(d)).astype(dtype)
+    b = np.zeros(k, dtype)
+    P = fs.predict_proba(np.asfortranarray(X), W, b)
+    Z = X.astype(np.longdouble) @ W.T.astype(np.longdouble)
+    exact = np.exp(Z - Z.max(axis=1, keepdims=True))
+    exact /= exact.sum(axis=1, keepdims=True)
+    assert np.abs(P / exact - 1).max() <= np.finfo(dtype).eps * np.sqrt(d)
+
+
 def test_fortran_X_of_another_dtype_is_refused(rng):
     X, y, W, b, _ = make_problem(rng, 200, 4, 3, np.float64)
     with pytest.raises(
