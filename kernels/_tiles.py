@@ -91,8 +91,10 @@ from fastsoftmax.kernels._math import (
 #: sum of D / LOGITS_SEGMENT partial sums. One chain of D float32 adds per
 #: logit left Fortran-ordered X (the BLOCKED body at any D) at D = 1e5 with
 #: the loss 16 eps off and dW 34-53 eps of max |dW| in both dtypes (NumPy's
-#: GEMM: 0.1 and 3.5-5.4). BLOCKED_MAX_FEATURES, so that the shapes the rule
-#: gives to BLOCKED keep their one segment.
+#: GEMM: 0.1 and 3.5-5.4), predict_proba 800-1200 eps (NumPy: 50) and the
+#: Hessian-vector product 80-160 eps of max |H v| (NumPy: 7); in segments,
+#: 0.1-0.7, 3-12, 50-60 and 8-10. BLOCKED_MAX_FEATURES, so that the shapes the
+#: rule gives to BLOCKED keep their one segment.
 LOGITS_SEGMENT = 1024
 #: Classes per call of ``logits_strip`` and ``gradient_strip``: the most one
 #: tile holds with 32 vector registers.
