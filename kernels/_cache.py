@@ -26,10 +26,20 @@ costs a lock per signature on the first call in a process. The lock file is
 opened read-only, so processes of different users that share a cache
 directory lock it too. Where ``fcntl`` is absent (Windows), or the file
 cannot be created or locked, the cache runs unlocked, as Numba's own does.
+
+Numba also keys each kernel's cache by its own source file only (its
+modification time and size), while the kernels' code is spread over the
+package: the register tiles of ``_tiles.py``, the math of ``_math.py`` and
+the settings of ``_config.py`` are inlined into the kernels of other modules.
+An edit to ``_tiles.py`` alone left ``loss_grad.py``'s kernels loading their
+old machine code from a warm cache (seen in review: a before/after check ran
+the old tiles). ``stamp_disk_cache`` adds a digest of every kernel module's
+source to each kernel's stamp, so that any such edit recompiles them all.
 """
 
 import contextlib
 import functools
+import hashlib
 import os
 import sys
 from collections.abc import Iterator
@@ -100,11 +110,36 @@ def lock_cache_file(cache_file, directory: str) -> None:
         setattr(cache_file, name, _locked(getattr(cache_file, name), directory, getattr(fcntl, operation)))
 
 
+def sources_digest(directory: str = os.path.dirname(os.path.abspath(__file__))) -> str:
+    """A digest of the names and contents of the kernel modules (the ``.py`` files in ``directory``)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for name in sorted(os.listdir(directory)):
+        if name.endswith(".py"):
+            with open(os.path.join(directory, name), "rb") as source:
+                digest.update(name.encode() + b"\0" + source.read() + b"\0")
+    return digest.hexdigest()
+
+
+def stamp_disk_cache(dispatcher: Dispatcher, digest: str) -> None:
+    """Add ``digest`` to the source stamp by which the disk cache of one dispatcher is found fresh or stale.
+
+    Numba writes the stamp into the cache's index and ignores an index whose
+    stamp differs (``IndexDataCacheFile._load_index``). A dispatcher without a
+    disk cache, or one already stamped, is left as it is.
+    """
+    cache_file = getattr(dispatcher._cache, "_cache_file", None)
+    if cache_file is not None and getattr(cache_file, "_sources_digest", None) is None:
+        cache_file._source_stamp = (cache_file._source_stamp, digest)
+        cache_file._sources_digest = digest
+
+
 def lock_disk_caches(modules: list[ModuleType]) -> None:
-    """Lock the disk cache of every dispatcher bound to a name in ``modules``."""
+    """Lock the disk cache of every dispatcher bound to a name in ``modules``, and stamp it with ``sources_digest``."""
+    digest = sources_digest()
     for module in modules:
         for value in vars(module).values():
             if isinstance(value, Dispatcher):
+                stamp_disk_cache(value, digest)
                 lock_disk_cache(value)
 
 

@@ -9,9 +9,13 @@ every specialisation it calls there.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 import textwrap
+
+from _package_source import ROOT
 
 CALL_EVERY_BODY = textwrap.dedent(
     """
@@ -93,3 +97,46 @@ def test_fused_kernel_loads_from_the_disk_cache_in_a_new_process():
         assert signatures >= 1 and (hits, misses) == (signatures, 0), (
             f"{name}: {hits} cache hits, {misses} misses for {signatures} signatures in a fresh process"
         )
+
+
+CALL_LABEL_RANGE = textwrap.dedent(
+    """
+    import numpy as np
+
+    from fastsoftmax.kernels import label_range
+
+    label_range(np.array([0, 1, 2]))
+    print(sum(label_range.stats.cache_hits.values()), sum(label_range.stats.cache_misses.values()))
+    """
+)
+
+
+def test_an_edit_to_any_kernel_module_recompiles_every_kernel(tmp_path):
+    # Numba keys a kernel's cache by its own file only, but the tiles, the math
+    # and the settings of other kernel modules are inlined into it: an edit to
+    # _tiles.py alone left the kernels loading their old machine code (an
+    # upgrade that changes _tiles.py alone would do the same, since pip leaves
+    # the cache files behind).
+    package = tmp_path / "site" / "fastsoftmax"
+    shutil.copytree(ROOT / "fastsoftmax", package, ignore=shutil.ignore_patterns("__pycache__", "kernels"))
+    shutil.copytree(ROOT / "kernels", package / "kernels", ignore=shutil.ignore_patterns("__pycache__"))
+    environment = {**os.environ, "PYTHONPATH": str(tmp_path / "site"), "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
+
+    def hits_and_misses() -> tuple[int, int]:
+        done = subprocess.run(
+            [sys.executable, "-c", CALL_LABEL_RANGE],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=environment,
+            cwd=tmp_path,  # not the checkout, whose fastsoftmax/ "-c" would import first
+        )
+        assert done.returncode == 0, done.stderr
+        hits, misses = map(int, done.stdout.split())
+        return hits, misses
+
+    assert hits_and_misses() == (0, 1)  # a cold cache
+    assert hits_and_misses() == (1, 0)  # loaded
+    with open(package / "kernels" / "_tiles.py", "a") as tiles:  # not label_range's own module
+        tiles.write("\n# an edit\n")
+    assert hits_and_misses() == (0, 1)  # compiled again
