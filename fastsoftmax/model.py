@@ -339,6 +339,11 @@ class SoftmaxRegression:
         seed : int, np.random.Generator or None, default None
             Seeds the mini-batch shuffling (an int or None with ``checkpoint``).
         sample_weight : array_like, shape (N,), optional
+            Weights of the rows: the objective is sum_i w_i loss_i / sum_i w_i
+            (plus the L2 term). ``"sgd"`` and ``"adam"`` divide each
+            mini-batch by its expected weight, its rows times the mean weight,
+            so that a batch's gradient estimates the weighted full gradient
+            (a row twice as heavy moves W twice as far).
         callback : callable ``callback(model, iteration, loss)``, optional
             Called after every iteration once W and b hold the new iterate;
             returning True stops training, None or False goes on; any other
@@ -480,7 +485,8 @@ class SoftmaxRegression:
             used: later calls continue its generator, and their ``seed`` is
             checked but otherwise ignored.
         sample_weight : array_like, shape (N,), optional
-            Weights of the rows of this call's (X, y).
+            Weights of the rows of this call's (X, y); each mini-batch is
+            divided by its expected weight, as in :meth:`fit`.
         fit_intercept : bool, default True
             False holds b at its current value (its gradient is zeroed), as in
             :meth:`fit`.
