@@ -114,19 +114,25 @@ class SoftmaxRegression:
     def num_classes(self) -> int:
         return self.W.shape[0]
 
-    def _params(self, *, update: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """W and b, checked (:func:`_checks.check_weights`); with ``update``, also that both can be written."""
+    def _params(self, *, update: bool = False, data: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """W and b, checked (:func:`_checks.check_weights`); with ``update``, also that both can be written.
+
+        ``data`` maps names ("X", "y", "sample_weight") to the caller's own
+        arrays, which an update must not write (see :meth:`_check_writeable`).
+        """
         W, b = _checks.check_weights(self.W, self.b, self.dtype)
         if update:
-            self._check_writeable()
+            self._check_writeable(data)
         return W, b
 
-    def _check_writeable(self) -> None:
+    def _check_writeable(self, data: dict | None = None) -> None:
         """Raise before an update writes W or b in place, if either is read-only.
 
         Both are checked before either is written: a failed step must change
         neither, not W without b. Nor may they share memory (``model.b =
-        model.W[:, 0]``): writing b would overwrite part of the new W.
+        model.W[:, 0]``): writing b would overwrite part of the new W. Nor may
+        either share memory with an array of ``data`` (``model.W = X[:K]``):
+        training would overwrite the caller's data while it reads it.
         """
         for name, value in (("W", self.W), ("b", self.b)):
             if not value.flags.writeable:
@@ -139,6 +145,19 @@ class SoftmaxRegression:
                 "model.W and model.b share memory, and training writes both in place, so b would overwrite "
                 "part of W; nothing was changed. Assign a separate copy first: model.b = model.b.copy()."
             )
+        for data_name, array in (data or {}).items():
+            for name, value in (("W", self.W), ("b", self.b)):
+                # may_share_memory compares bounds only; the exact test runs where they overlap.
+                if (
+                    isinstance(array, np.ndarray)
+                    and np.may_share_memory(value, array)
+                    and np.shares_memory(value, array)
+                ):
+                    raise ValueError(
+                        f"model.{name} shares memory with {data_name}, and training writes {name} in place, so "
+                        f"it would overwrite the data it reads; nothing was changed. Assign a copy first: "
+                        f"model.{name} = model.{name}.copy()."
+                    )
 
     def _X(self, X, fortran_ok: bool = False, takes_y: bool = True) -> np.ndarray:
         return _checks.check_X(
@@ -227,9 +246,10 @@ class SoftmaxRegression:
         """
         lr = _checks.check_lr(lr, "train_step(X, y, lr)")
         l2 = _checks.check_l2(l2, "train_step(X, y, lr, l2)")
+        data = {"X": X, "y": y}  # the caller's arrays, before any copy
         X, y = self._Xy(X, y, fortran_ok=True, scan_labels=False)
         with exclusive_training(self):
-            W, b = self._params(update=True)
+            W, b = self._params(update=True, data=data)
             dW, db = np.empty_like(W), np.empty_like(b)
             loss_sum = fused_loss_grad(X, y, W, b, _checks.no_weights(self.dtype), 1.0 / X.shape[0], l2, dW, db)
             _checks.raise_for_nonfinite_loss(X, loss_sum, y, self.num_classes, W=W, l2=l2)
@@ -426,7 +446,7 @@ class SoftmaxRegression:
         )
         if checkpoint is not None:
             checkpoint = check_checkpoint_directory(checkpoint)
-        self._params(update=True)
+        self._params(update=True, data={"X": X, "y": y, "sample_weight": sample_weight})
         objective = make_objective(
             X,
             y,
@@ -517,7 +537,7 @@ class SoftmaxRegression:
             l2=l2,
             fit_intercept=fit_intercept,
         )
-        self._params(update=True)
+        self._params(update=True, data={"X": X, "y": y, "sample_weight": sample_weight})
         objective = make_objective(
             X,
             y,

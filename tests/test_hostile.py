@@ -726,6 +726,25 @@ def test_b_sharing_memory_with_W_fails_training_before_anything_changes(training
     assert (model.n_iter_, model.loss_history_) == before[2:]
 
 
+@pytest.mark.parametrize("training", list(TRAINING))
+@pytest.mark.parametrize("param", ["W", "b"])
+def test_parameter_sharing_memory_with_X_fails_training_before_anything_changes(param, training):
+    """``model.W = X[:K]`` or ``model.b = X[0]``: training wrote the caller's X while it read it."""
+    a = base_problem(np.float64)
+    X_before = a["X"].copy()
+    model = _model(a)
+    setattr(model, param, a["X"][:K] if param == "W" else a["X"][0])
+    before = (model.W.copy(), model.b.copy(), model.n_iter_, list(model.loss_history_))
+    with pytest.raises(
+        ValueError, match=rf"model\.{param} shares memory with X.*model\.{param} = model\.{param}\.copy\(\)"
+    ):
+        TRAINING[training](model, a)
+    np.testing.assert_array_equal(a["X"], X_before)
+    np.testing.assert_array_equal(model.W, before[0])
+    np.testing.assert_array_equal(model.b, before[1])
+    assert (model.n_iter_, model.loss_history_) == before[2:]
+
+
 def test_parameter_made_read_only_during_fit_stops_with_both_at_the_last_iterate():
     a = base_problem(np.float64)
     model = _model(a)
