@@ -695,6 +695,17 @@ TRAINING = {
 }
 
 
+def _assert_refused_untouched(model, a: dict, training: str, match: str) -> tuple:
+    """Training raises ValueError matching ``match`` and leaves W, b, n_iter_ and loss_history_ as before (returned)."""
+    before = (model.W.copy(), model.b.copy(), model.n_iter_, list(model.loss_history_))
+    with pytest.raises(ValueError, match=match):
+        TRAINING[training](model, a)
+    np.testing.assert_array_equal(model.W, before[0])
+    np.testing.assert_array_equal(model.b, before[1])
+    assert (model.n_iter_, model.loss_history_) == before[2:]
+    return before
+
+
 @pytest.mark.parametrize("training", list(TRAINING))
 @pytest.mark.parametrize("param", ["W", "b"])
 def test_read_only_parameter_fails_training_before_anything_changes(param, training):
@@ -702,14 +713,11 @@ def test_read_only_parameter_fails_training_before_anything_changes(param, train
     a = base_problem(np.float64)
     model = _model(a)
     getattr(model, param).flags.writeable = False
-    before = (model.W.copy(), model.b.copy(), model.n_iter_, list(model.loss_history_))
-    with pytest.raises(ValueError, match=rf"model\.{param} is read-only.*model\.{param} = model\.{param}\.copy\(\)"):
-        TRAINING[training](model, a)
-    np.testing.assert_array_equal(model.W, before[0])
-    np.testing.assert_array_equal(model.b, before[1])
-    assert (model.n_iter_, model.loss_history_) == before[2:]
+    W, b, _, _ = _assert_refused_untouched(
+        model, a, training, rf"model\.{param} is read-only.*model\.{param} = model\.{param}\.copy\(\)"
+    )
     # Predictions only read W and b: read-only ones serve them.
-    np.testing.assert_array_equal(model.predict(a["X"]), reference.predict(a["X"], before[0], before[1]))
+    np.testing.assert_array_equal(model.predict(a["X"]), reference.predict(a["X"], W, b))
 
 
 @pytest.mark.parametrize("training", list(TRAINING))
@@ -718,12 +726,7 @@ def test_b_sharing_memory_with_W_fails_training_before_anything_changes(training
     a = base_problem(np.float64)
     model = _model(a)
     model.b = model.W[:, 0]
-    before = (model.W.copy(), model.b.copy(), model.n_iter_, list(model.loss_history_))
-    with pytest.raises(ValueError, match=r"model\.W and model\.b share memory.*model\.b = model\.b\.copy\(\)"):
-        TRAINING[training](model, a)
-    np.testing.assert_array_equal(model.W, before[0])
-    np.testing.assert_array_equal(model.b, before[1])
-    assert (model.n_iter_, model.loss_history_) == before[2:]
+    _assert_refused_untouched(model, a, training, r"model\.W and model\.b share memory.*model\.b = model\.b\.copy\(\)")
 
 
 @pytest.mark.parametrize("training", list(TRAINING))
@@ -734,15 +737,10 @@ def test_parameter_sharing_memory_with_X_fails_training_before_anything_changes(
     X_before = a["X"].copy()
     model = _model(a)
     setattr(model, param, a["X"][:K] if param == "W" else a["X"][0])
-    before = (model.W.copy(), model.b.copy(), model.n_iter_, list(model.loss_history_))
-    with pytest.raises(
-        ValueError, match=rf"model\.{param} shares memory with X.*model\.{param} = model\.{param}\.copy\(\)"
-    ):
-        TRAINING[training](model, a)
+    _assert_refused_untouched(
+        model, a, training, rf"model\.{param} shares memory with X.*model\.{param} = model\.{param}\.copy\(\)"
+    )
     np.testing.assert_array_equal(a["X"], X_before)
-    np.testing.assert_array_equal(model.W, before[0])
-    np.testing.assert_array_equal(model.b, before[1])
-    assert (model.n_iter_, model.loss_history_) == before[2:]
 
 
 def test_parameter_made_read_only_during_fit_stops_with_both_at_the_last_iterate():
