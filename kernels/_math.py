@@ -373,10 +373,13 @@ CLASS_SUM_GROUP = 32
 def add_class_group(k, n_classes, group_sum, total, n):
     """After class k: past CLASS_SUM_GROUP classes, every group's end moves group_sum[:n] into the float64 total[:n].
 
-    The caller sums class k into ``group_sum`` (input dtype) and, where K >
-    CLASS_SUM_GROUP, reads the rows' sums from ``total`` once the last class is in.
+    The caller zeroes ``group_sum`` and ``total``, then sums each class k into
+    ``group_sum`` (input dtype) and calls this. After the last class,
+    ``group_sum`` holds the rows' whole sums whatever K: for K >
+    CLASS_SUM_GROUP, the float64 totals rounded to the input dtype.
     """
     if n_classes > CLASS_SUM_GROUP and ((k + 1) % CLASS_SUM_GROUP == 0 or k == n_classes - 1):
+        last = k == n_classes - 1
         for r in range(n):
             total[r] += group_sum[r]
-            group_sum[r] = 0
+            group_sum[r] = total[r] if last else 0

@@ -61,7 +61,7 @@ from numba import njit, prange
 
 from fastsoftmax.kernels._calls import address_of, call_none
 from fastsoftmax.kernels._config import BLAS_BLOCK_ROWS, BLOCK_ROWS, JIT_OPTIONS
-from fastsoftmax.kernels._math import CLASS_SUM_GROUP, add_class_group, exp_inplace, exp_scratch
+from fastsoftmax.kernels._math import add_class_group, exp_inplace, exp_scratch
 from fastsoftmax.kernels._signature import read_only
 from fastsoftmax.kernels.loss_grad import (
     BLAS_MIN_CLASSES,
@@ -250,11 +250,7 @@ def _block_curvature(ZUt, Rt, nb, sample_weight, block_start, scratch):
         add_class_group(k, n_classes, group_pu, row_pu, BLOCK_ROWS)
     # p^T u' = sum e u' / sum e, and w p = (w / sum e) e, back in the input dtype for the last pass.
     # (Divided in the input dtype: float64 vector divides cost 0.1 us a block at K = 3.)
-    prob_scale, mean_u = group_sum, group_pu  # the whole sums where K <= CLASS_SUM_GROUP
-    if n_classes > CLASS_SUM_GROUP:
-        for r in range(BLOCK_ROWS):
-            mean_u[r] = row_pu[r]
-            prob_scale[r] = row_sum[r]
+    prob_scale, mean_u = group_sum, group_pu  # the whole sums, after add_class_group
     for r in range(BLOCK_ROWS):
         mean_u[r] /= prob_scale[r]
         prob_scale[r] = row_weight[r] / prob_scale[r]

@@ -22,7 +22,7 @@ from numba import njit, prange
 
 from fastsoftmax.kernels._calls import address_of, call_int64
 from fastsoftmax.kernels._config import BLAS_BLOCK_ROWS, BLOCK_ROWS, JIT_OPTIONS
-from fastsoftmax.kernels._math import CLASS_SUM_GROUP, add_class_group, exp_inplace, exp_scratch
+from fastsoftmax.kernels._math import add_class_group, exp_inplace, exp_scratch
 from fastsoftmax.kernels._signature import named
 from fastsoftmax.kernels._tiles import prefetch_bytes
 from fastsoftmax.kernels.loss_grad import (
@@ -196,9 +196,6 @@ def _softmax_columns(Zt, nb, row_max, row_scale, powers, row_total):
         for r in range(nb):
             row_scale[r] += shifted[r]
         add_class_group(k, n_classes, row_scale, row_total, nb)
-    if n_classes > CLASS_SUM_GROUP:
-        for r in range(nb):
-            row_scale[r] = row_total[r]
     for r in range(nb):
         row_scale[r] = 1 / row_scale[r]
 
