@@ -683,7 +683,8 @@ def raise_for_nonfinite_loss(
     check_X_finite(X, "before training")
     if W is not None and l2:
         largest = float(np.abs(W).max())
-        if l2 * largest > np.finfo(W.dtype).max:
+        # As Python floats: compared with the dtype's float32 max, l2 |W| would be cast to float32 and overflow.
+        if l2 * largest > float(np.finfo(W.dtype).max):
             raise ValueError(
                 f"the L2 term's gradient l2 W overflows {W.dtype} (l2 = {l2:g}, largest |W| = {largest:.3g}); "
                 f"lower l2, or use float64."

@@ -1079,7 +1079,8 @@ def newton_cg(
         if not _finite(loss, theta):
             raise NonFiniteLossError(0, loss)
         grad = np.array(grad, dtype=np.float64)
-        radius = float(np.linalg.norm(grad))
+        with np.errstate(over="ignore"):  # an overflowing norm is inf, which the loop's first check reports
+            radius = float(np.linalg.norm(grad))
         steps_done = 0
     history = [loss]
     n_hvp = 0
@@ -1091,7 +1092,8 @@ def newton_cg(
         return result(0, True, "largest gradient component below tol")
     iteration = 0
     while iteration < max_iter:
-        gnorm = float(np.linalg.norm(grad))
+        with np.errstate(over="ignore"):  # reported just below, without NumPy's RuntimeWarning
+            gnorm = float(np.linalg.norm(grad))
         if not math.isfinite(gnorm):
             # g^T g overflowed (|g| beyond 1e154): CG's tolerance and products would be
             # inf and its step 0, which the stop below took for convergence.

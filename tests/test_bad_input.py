@@ -702,6 +702,7 @@ def test_an_overflowing_l2_term_raises_and_train_step_changes_nothing():
     np.testing.assert_array_equal(model.b, 0)
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # the explanation, without NumPy's overflow warning
 def test_an_l2_gradient_beyond_float32_is_blamed_on_l2():
     # l2 W overflowed float32's dW while the loss, in float64, stayed finite,
     # and the message blamed the logits and the features.

@@ -149,6 +149,7 @@ def test_nonfinite_start_and_a_region_that_collapses_on_nonfinite_losses_raise()
     assert later.value.iteration == 1
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # the ConvergenceWarning alone, no NumPy overflow warning
 def test_a_gradient_whose_norm_overflows_is_not_taken_for_convergence():
     """A feature of 1e200: |g| passes 1e154 and g^T g overflows float64; CG then returned a zero step."""
     rng = np.random.default_rng(0)
