@@ -4,7 +4,8 @@ Writes: a crash never leaves a half-written model, checkpoint or output. A
 file is written under a temporary name beside its target, fsynced, and moved
 over the target with ``os.replace``; errors name the user's path, not the
 temporary one, and the file gets the mode a plain ``open(path, "w")`` would
-give it.
+give it. Files that belong together are renamed together, once all are
+written (:func:`replaced_together`).
 
 Reads: :func:`read_npz` checks every member's ``.npy`` header against the
 member's real size before anything is allocated, so a small corrupt or hostile
@@ -31,7 +32,7 @@ import re
 import secrets
 import zipfile
 from collections.abc import Iterator
-from typing import IO
+from typing import IO, NamedTuple
 
 import numpy as np
 
@@ -195,7 +196,7 @@ def release_rows(arr: np.ndarray, start: int = 0, stop: int | None = None) -> No
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[str]:
+def atomic_path(path: str | os.PathLike, *, pending: list[_Pending] | None = None) -> Iterator[str]:
     """Yield a temporary path beside ``path``; on success, fsync it and rename it over ``path``.
 
     For writers that need a file name rather than an open file (``np.lib.format.open_memmap``).
@@ -206,6 +207,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     followed: the file it leads to is replaced, and the link kept. A target
     that this process may not write is refused first (PermissionError); one
     it may keeps its mode.
+
+    With ``pending`` (the list that :func:`replaced_together` yields) the
+    file is fsynced here but renamed only when that block ends, together
+    with the other files of the block.
     """
     path = os.fsdecode(os.fspath(path))
     tmp = None
@@ -214,29 +219,105 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
         directory = os.path.dirname(target)
         tmp = _create_beside(target, directory)
         yield tmp
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            if hasattr(os, "fchmod") and os.path.exists(target):
-                os.fchmod(fd, os.stat(target).st_mode & 0o7777)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, target)
-        tmp = None
-        _fsync_directory(directory)
+        _sync(tmp, target)
+        if pending is not None:
+            pending.append(_Pending(path, tmp, target, directory))
+            tmp = None  # the block of replaced_together renames it, or removes it
+        else:
+            os.replace(tmp, target)
+            tmp = None
+            _fsync_directory(directory)
     except OSError as exc:
         if getattr(exc, "names_target", False):
             raise  # from an atomic_path nested in this one: it names its own target
-        # The temporary name means nothing to the user: name the target instead.
-        if exc.errno is None:
-            named = OSError(f"could not write {path}: {exc}")
-        else:
-            named = OSError(exc.errno, f"could not write {path}: {exc.strerror or exc}")
-        named.names_target = True
-        raise named from exc
+        raise _naming(exc, path) from exc
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _sync(tmp: str, target: str) -> None:
+    """Give the written ``tmp`` the mode of an existing ``target`` and fsync it."""
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        if hasattr(os, "fchmod") and os.path.exists(target):
+            os.fchmod(fd, os.stat(target).st_mode & 0o7777)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _naming(exc: OSError, path: str) -> OSError:
+    """``exc`` as an OSError that names the user's ``path``; the temporary name means nothing to the user."""
+    if exc.errno is None:
+        named = OSError(f"could not write {path}: {exc}")
+    else:
+        named = OSError(exc.errno, f"could not write {path}: {exc.strerror or exc}")
+    named.names_target = True
+    return named
+
+
+class _Pending(NamedTuple):
+    """A written and fsynced temporary file of :func:`replaced_together`, waiting to be renamed."""
+
+    path: str
+    tmp: str
+    target: str
+    directory: str
+
+
+@contextlib.contextmanager
+def replaced_together() -> Iterator[list[_Pending]]:
+    """A block whose files (``atomic_path(path, pending=...)``) replace their targets together, when it ends.
+
+    For outputs that belong together (``X.npy`` and ``y.npy``, predicted
+    labels and probabilities). Renamed one by one as each was finished, a
+    Ctrl-C, SIGTERM or I/O error during the fsync of the second (seconds for
+    gigabytes) left the first file new and the second old: a pair of the
+    same shape from two runs, which a later fit takes without a word. Here
+    nothing is renamed until every file is written and fsynced, and an error
+    before that removes them all, leaving every target as it was. The
+    renames then run back to back; a Ctrl-C among them is held until they
+    are done. (Only a rename that fails, such as a target replaced by a
+    directory meanwhile, can still leave the earlier targets replaced.)
+    """
+    pending: list[_Pending] = []
+    try:
+        yield pending
+        _replace_all(pending)
+    finally:
+        for file in pending:  # nothing was renamed, or a rename failed
+            if os.path.exists(file.tmp):
+                os.unlink(file.tmp)
+
+
+def _replace_all(pending: list[_Pending]) -> None:
+    """Rename every pending file over its target, then fsync their directories; empties ``pending``."""
+    directories = {file.directory: file.path for file in reversed(pending)}  # each with its first file
+    interrupt = None
+    while pending:
+        try:
+            file = pending[0]
+            try:
+                if os.path.lexists(file.tmp):  # else an interrupt came after its rename
+                    os.replace(file.tmp, file.target)
+            except OSError as exc:
+                raise _naming(exc, file.path) from exc
+            pending.pop(0)
+        except Exception:
+            raise
+        except BaseException as error:  # KeyboardInterrupt, SIGTERM raised as an exception
+            interrupt = error
+    if interrupt is not None:
+        try:
+            raise interrupt
+        finally:
+            del interrupt  # no reference cycle through this frame
+    for directory, path in directories.items():
+        try:
+            _fsync_directory(directory)
+        except OSError as exc:
+            raise _naming(exc, path) from exc
 
 
 @contextlib.contextmanager

@@ -947,7 +947,7 @@ def run_predict(args: argparse.Namespace) -> int:
     from fastsoftmax import SoftmaxRegression
     from fastsoftmax._checks import cast_X, nonfinite_rows_of
     from fastsoftmax._data import CHUNK_BYTES
-    from fastsoftmax._io import atomic_path, open_memmap_on_disk, release_rows
+    from fastsoftmax._io import atomic_path, open_memmap_on_disk, release_rows, replaced_together
 
     _check_paths({"--model": args.model, "--data": args.data}, {"--out": args.out, "--proba": args.proba})
     _set_threads(args.threads)
@@ -969,13 +969,13 @@ def run_predict(args: argparse.Namespace) -> int:
         model.predict(first)
         if args.proba:
             model.predict_proba(first)
-    # Temporary files beside the targets, moved into place only when every chunk is written.
-    with contextlib.ExitStack() as files:
-        labels_path = files.enter_context(atomic_path(args.out))
+    # Temporary files beside the targets, moved into place (both together) only when every chunk is written.
+    with replaced_together() as pending, contextlib.ExitStack() as files:
+        labels_path = files.enter_context(atomic_path(args.out, pending=pending))
         labels = open_memmap_on_disk(labels_path, np.int64, (n_samples,))
         proba = None
         if args.proba:
-            proba_path = files.enter_context(atomic_path(args.proba))
+            proba_path = files.enter_context(atomic_path(args.proba, pending=pending))
             proba = open_memmap_on_disk(proba_path, model.dtype, (n_samples, n_classes))
         for start in range(0, n_samples, chunk):
             stop = min(start + chunk, n_samples)

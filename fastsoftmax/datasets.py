@@ -712,8 +712,9 @@ def write_classification(
     one chunk whatever the size of ``X``; data sets larger than RAM are fine.
     Both files are first written under temporary names in their target
     directories and then moved into place with :func:`os.replace`, so a
-    reader never sees a half-written file. The files are written to exactly
-    the given paths (no ``.npy`` suffix is added).
+    reader never sees a half-written file, and neither is moved before both
+    are written and fsynced: an error or Ctrl-C leaves both old files. The
+    files are written to exactly the given paths (no ``.npy`` suffix is added).
     ``np.load(x_path, mmap_mode="r")`` reads them back.
 
     Parameters
@@ -767,12 +768,15 @@ def write_classification(
     # One mechanism for every file the package writes: temporary names beside
     # the targets, fsync, os.replace, errors naming the targets (fastsoftmax._io).
     try:
-        # Each file is created inside its own atomic_path, so that an error (a full disk) names it.
-        with contextlib.ExitStack() as files:
+        # Each file is created inside its own atomic_path, so that an error (a full disk) names it;
+        # neither replaces its target until both are written (an old X with a new y is another data set).
+        with _io.replaced_together() as pending, contextlib.ExitStack() as files:
             X = _io.open_memmap_on_disk(
-                files.enter_context(_io.atomic_path(x_path)), p.dtype, (n_samples, p.n_features)
+                files.enter_context(_io.atomic_path(x_path, pending=pending)), p.dtype, (n_samples, p.n_features)
             )
-            y = _io.open_memmap_on_disk(files.enter_context(_io.atomic_path(y_path)), np.int64, (n_samples,))
+            y = _io.open_memmap_on_disk(
+                files.enter_context(_io.atomic_path(y_path, pending=pending)), np.int64, (n_samples,)
+            )
             with _Filler(p, n_threads) as filler:
                 for start in range(0, n_samples, chunk_size):
                     stop = min(start + chunk_size, n_samples)

@@ -831,14 +831,80 @@ def test_write_classification_goes_through_atomic_path(tmp_path, monkeypatch):
     committed = []
     original = io_module.atomic_path
 
-    def recording(path):
+    def recording(path, **kwargs):
         committed.append(os.path.basename(os.fspath(path)))
-        return original(path)
+        return original(path, **kwargs)
 
     monkeypatch.setattr(io_module, "atomic_path", recording)
     write_classification(tmp_path / "X.npy", tmp_path / "y.npy", 50, 4, seed=0)
     assert sorted(committed) == ["X.npy", "y.npy"]
     assert sorted(os.listdir(tmp_path)) == ["X.npy", "y.npy"]
+
+
+def _fail_second_file_fsync(monkeypatch, error):
+    """Make the fsync of the second regular file raise ``error`` (directories' fsyncs pass)."""
+    real_fsync, synced = os.fsync, []
+
+    def fsync(fd):
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            synced.append(fd)
+            if len(synced) == 2:
+                raise error
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt(), OSError(5, "Input/output error")], ids=["ctrl-c", "eio"])
+def test_generated_X_and_y_replace_the_old_pair_together_or_not_at_all(tmp_path, monkeypatch, error):
+    # y was renamed into place before X was fsynced (seconds for gigabytes): a Ctrl-C or an I/O
+    # error then left the new y beside the old X, a pair of the same shape that fits without a word.
+    x_path, y_path = tmp_path / "X.npy", tmp_path / "y.npy"
+    write_classification(x_path, y_path, 200, 4, seed=0)
+    before = {name: (tmp_path / name).read_bytes() for name in ("X.npy", "y.npy")}
+    _fail_second_file_fsync(monkeypatch, error)
+    with pytest.raises(type(error)):
+        write_classification(x_path, y_path, 200, 4, seed=1)
+    assert {name: (tmp_path / name).read_bytes() for name in ("X.npy", "y.npy")} == before
+    assert sorted(os.listdir(tmp_path)) == ["X.npy", "y.npy"]
+
+
+def test_ctrl_c_among_the_renames_of_a_pair_is_held_until_both_are_done(tmp_path, monkeypatch):
+    from fastsoftmax._io import replaced_together
+
+    real_replace, calls = os.replace, []
+
+    def interrupted_after_the_first(src, dst):
+        real_replace(src, dst)
+        calls.append(dst)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", interrupted_after_the_first)
+    with pytest.raises(KeyboardInterrupt), replaced_together() as pending:
+        for name in ("a", "b"):
+            with atomic_path(tmp_path / name, pending=pending) as tmp:
+                with open(tmp, "wb") as f:
+                    f.write(name.encode())
+    assert len(calls) == 2
+    assert {name: (tmp_path / name).read_bytes() for name in os.listdir(tmp_path)} == {"a": b"a", "b": b"b"}
+
+
+def test_predicted_labels_and_probabilities_replace_the_old_pair_together_or_not_at_all(tmp_path, monkeypatch):
+    from fastsoftmax.cli import main
+
+    X, _ = make_classification(100, D, n_classes=K, seed=0)
+    np.save(tmp_path / "X.npy", X)
+    SoftmaxRegression(D, K, seed=0).save(tmp_path / "model.npz")
+    outputs = ["--out", str(tmp_path / "labels.npy"), "--proba", str(tmp_path / "proba.npy")]
+    command = ["predict", "--model", str(tmp_path / "model.npz"), "--data", str(tmp_path / "X.npy"), *outputs]
+    assert main([*command, "--quiet"]) == 0
+    before = {name: (tmp_path / name).read_bytes() for name in ("labels.npy", "proba.npy")}
+    SoftmaxRegression(D, K, seed=1).save(tmp_path / "model.npz")
+    _fail_second_file_fsync(monkeypatch, OSError(5, "Input/output error"))
+    assert main([*command, "--quiet"]) == 2
+    assert {name: (tmp_path / name).read_bytes() for name in ("labels.npy", "proba.npy")} == before
+    assert sorted(os.listdir(tmp_path)) == ["X.npy", "labels.npy", "model.npz", "proba.npy"]
 
 
 @pytest.mark.skipif(os.name != "posix", reason="POSIX symlinks")
