@@ -205,8 +205,9 @@ def atomic_path(path: str | os.PathLike, *, pending: list[_Pending] | None = Non
     cut. On any exception the temporary file is removed and ``path`` is
     untouched; an ``OSError`` is re-raised naming ``path``. A symlink is
     followed: the file it leads to is replaced, and the link kept. A target
-    that this process may not write is refused first (PermissionError); one
-    it may keeps its mode.
+    that this process may not write, or that is a directory, is refused
+    before the caller writes anything (PermissionError, IsADirectoryError);
+    one it may write keeps its mode.
 
     With ``pending`` (the list that :func:`replaced_together` yields) the
     file is fsynced here but renamed only when that block ends, together
@@ -216,6 +217,9 @@ def atomic_path(path: str | os.PathLike, *, pending: list[_Pending] | None = Non
     tmp = None
     try:
         target = writable_target(path)
+        if os.path.isdir(target):
+            # os.replace would refuse it only once the caller's work (a whole data set) is done.
+            raise IsADirectoryError(errno.EISDIR, "it is a directory; give a file name")
         directory = os.path.dirname(target)
         tmp = _create_beside(target, directory)
         yield tmp

@@ -907,6 +907,19 @@ def test_predicted_labels_and_probabilities_replace_the_old_pair_together_or_not
     assert sorted(os.listdir(tmp_path)) == ["X.npy", "labels.npy", "model.npz", "proba.npy"]
 
 
+def test_a_directory_target_is_refused_before_the_data_is_generated(tmp_path):
+    (tmp_path / "X.npy").mkdir()
+    written = []
+
+    def progress(done, total):
+        written.append(done)
+
+    with pytest.raises(IsADirectoryError, match=r"could not write .*X\.npy: it is a directory; give a file name"):
+        write_classification(tmp_path / "X.npy", tmp_path / "y.npy", 200, 4, chunk_size=50, progress=progress)
+    assert written == []
+    assert sorted(os.listdir(tmp_path)) == ["X.npy"]
+
+
 @pytest.mark.skipif(os.name != "posix", reason="POSIX symlinks")
 def test_writing_through_a_symlink_replaces_the_file_it_leads_to_and_keeps_the_link(tmp_path):
     shared = tmp_path / "shared"
