@@ -357,6 +357,8 @@ def read_npz(path: str | os.PathLike, what: str) -> dict[str, np.ndarray]:
     no larger than the file, and a deflated member's uncompressed size is at
     most ``_MAX_DEFLATE_RATIO`` times its compressed size. A read that still
     runs out of memory is reported as an invalid file, not as MemoryError.
+    Arrays in the other byte order (a file written on a big-endian machine)
+    are returned in the native one.
 
     Parameters
     ----------
@@ -391,7 +393,12 @@ def read_npz(path: str | os.PathLike, what: str) -> dict[str, np.ndarray]:
                 _check_member(archive, info, file_size, invalid)
             for info in members:
                 with archive.open(info) as member:
-                    arrays[info.filename[: -len(".npy")]] = np.lib.format.read_array(member, allow_pickle=False)
+                    array = np.lib.format.read_array(member, allow_pickle=False)
+                    # np.savez on a big-endian machine writes ">f8": the same numbers, which every
+                    # check of dtypes below (float32 or float64) would refuse as another type.
+                    if not array.dtype.isnative:
+                        array = array.astype(array.dtype.newbyteorder("="))
+                    arrays[info.filename[: -len(".npy")]] = array
     except _InvalidFile:
         raise
     except MemoryError as exc:

@@ -440,6 +440,33 @@ def test_bad_model_file_names_the_file_and_the_problem(tmp_path, changes, messag
     assert str(path) in str(info.value)
 
 
+def _byte_swapped_copy(path, swapped_path):
+    """``path`` rewritten with every array in the other byte order, as np.savez on a big-endian machine writes it."""
+    with np.load(path, allow_pickle=False) as archive:
+        arrays = {name: archive[name] for name in archive.files}
+    _write_npz(swapped_path, **{name: a.astype(a.dtype.newbyteorder()) for name, a in arrays.items()})
+    return swapped_path
+
+
+@pytest.mark.parametrize("kind", ["model", "estimator"])
+def test_a_file_written_on_a_big_endian_machine_loads_as_the_same_model(tmp_path, kind):
+    # Its ">f8" weights were refused: "dtype >f8 is not supported ... It may be truncated or corrupt".
+    from fastsoftmax.sklearn import SoftmaxClassifier
+
+    X, y = make_classification(200, D, n_classes=K, seed=0)
+    if kind == "model":
+        original = SoftmaxRegression(D, K, seed=0).fit(X, y, max_iter=3, tol=0)
+    else:
+        original = SoftmaxClassifier(max_iter=3, tol=0).fit(X, y.astype(str))
+    original.save(tmp_path / "native.npz")
+    swapped = _byte_swapped_copy(tmp_path / "native.npz", tmp_path / "swapped.npz")
+    with np.load(swapped) as archive:
+        assert archive["W" if kind == "model" else "coef"].dtype == np.dtype(np.float64).newbyteorder()
+    loaded = type(original).load(swapped)
+    np.testing.assert_array_equal(loaded.predict_proba(X), original.predict_proba(X))
+    np.testing.assert_array_equal(loaded.predict(X), original.predict(X))
+
+
 def _npy_member(header_shape, dtype="<f8", payload=b""):
     header = {"descr": dtype, "fortran_order": False, "shape": header_shape}
     buffer = io.BytesIO()
