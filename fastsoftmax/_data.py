@@ -164,6 +164,7 @@ def open_array(a, name: str) -> np.ndarray:
             raise FileNotFoundError(f"{name} file {path!r} does not exist.")
         if os.path.isdir(path):
             raise ValueError(f"{name} file {path!r} is a directory; pass an .npy file.")
+        _io.refuse_special_file(path, f"{name} file")
         _check_npy_header(path, name)
         try:
             arr = np.load(path, mmap_mode="r", allow_pickle=False)

@@ -30,6 +30,7 @@ import mmap
 import os
 import re
 import secrets
+import stat
 import zipfile
 from collections.abc import Iterator
 from typing import IO, NamedTuple
@@ -55,6 +56,32 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
     if os.path.exists(a) and os.path.exists(b):
         return os.path.samefile(a, b)
     return os.path.normcase(os.path.realpath(a)) == os.path.normcase(os.path.realpath(b))
+
+
+#: What ``os.stat`` calls each kind of file that is neither regular nor a directory.
+_SPECIAL_FILES = (
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def refuse_special_file(path: str, what: str) -> None:
+    """Raise ValueError if ``path`` (an existing path) is a named pipe, socket or device, not a regular file.
+
+    Opening a named pipe for reading waits until some process opens it for
+    writing: a load, a fit or ``predict`` on one hung without a word. Neither
+    a memory map nor a zip archive can read a stream anyway (they seek).
+    ``what`` names the file in the message ("X file", "fastsoftmax model file").
+    """
+    mode = os.stat(path).st_mode
+    for test, kind in _SPECIAL_FILES:
+        if test(mode):
+            raise ValueError(
+                f"{what} {path} is {kind}, not a regular file, and cannot be read (it would wait for a writer "
+                f"or read a stream); save the data to a file and pass that."
+            )
 
 
 def _create_beside(path: str, directory: str) -> str:
@@ -383,6 +410,7 @@ def read_npz(path: str | os.PathLike, what: str) -> dict[str, np.ndarray]:
         raise FileNotFoundError(f"{path}: no such file.")
     if os.path.isdir(path):
         raise invalid("it is a directory")
+    refuse_special_file(path, what)
     arrays: dict[str, np.ndarray] = {}
     try:
         with open(path, "rb") as file, zipfile.ZipFile(file) as archive:

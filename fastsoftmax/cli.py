@@ -326,6 +326,9 @@ def _load_data(data: str, labels: str | None, *, need_labels: bool = True):
     if not os.path.exists(data):
         raise CLIError(f"--data {data}: no such file.")
     if data.endswith(".npz"):
+        from fastsoftmax._io import refuse_special_file
+
+        refuse_special_file(data, "--data")
         if labels is not None:
             raise CLIError("--labels is not used with an .npz file; it must hold arrays 'X' and 'y'.")
         required = {"X", "y"} if need_labels else {"X"}

@@ -1055,6 +1055,59 @@ def test_fortran_order_file_fits_like_the_copy(tmp_path, data):
     np.testing.assert_allclose(got.W, want.W, rtol=0, atol=1e3 * np.finfo(np.float64).eps)
 
 
+@pytest.fixture
+def fifo(tmp_path):
+    """Make a named pipe that no process writes: ``fifo(name)``. A reader stuck on it is let go after a while.
+
+    A reader that opens it waits for a writer: a test of the code that hung
+    there ends with end-of-file, and fails on its message, instead of hanging.
+    """
+    made, done = [], threading.Event()
+
+    def make(name):
+        made.append(tmp_path / name)
+        os.mkfifo(made[-1])
+        return made[-1]
+
+    def unblock():
+        while not done.wait(2.0):
+            for path in made:
+                try:
+                    os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))  # ENXIO while no reader has it open
+                except OSError:
+                    pass
+
+    helper = threading.Thread(target=unblock, daemon=True)
+    helper.start()
+    yield make
+    done.set()
+    helper.join()
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="POSIX named pipes")
+@pytest.mark.parametrize("reader", ["model", "checkpoint", "fit", "predict-npy", "predict-npz"])
+def test_a_named_pipe_is_refused_not_waited_on(tmp_path, fifo, data, reader, capsys):
+    # Opening a named pipe for reading waits for a writer: each of these hung without a word.
+    from fastsoftmax.cli import main
+
+    if reader == "model":
+        call = lambda: SoftmaxRegression.load(fifo("m.npz"))  # noqa: E731
+    elif reader == "checkpoint":
+        call = lambda: ckpt_module.load(fifo(ckpt_module.FILENAME).parent, {})  # noqa: E731
+    elif reader == "fit":
+        call = lambda: _fit(str(fifo("X.npy")), data[1])  # noqa: E731
+    else:
+        SoftmaxRegression(D, K).save(tmp_path / "m.npz")
+        command = ["predict", "--model", str(tmp_path / "m.npz"), "--out", str(tmp_path / "o.npy")]
+        path = fifo("X.npy" if reader == "predict-npy" else "X.npz")
+        assert main([*command, "--data", str(path)]) == 2
+        assert "is a named pipe (FIFO), not a regular file" in capsys.readouterr().err
+        assert not (tmp_path / "o.npy").exists()
+        return
+    with pytest.raises(ValueError, match=r"is a named pipe \(FIFO\), not a regular file"):
+        call()
+
+
 def test_bytes_paths_fit_like_str_paths(files):
     by_str = _fit(str(files[0]), str(files[1]), solver="gd")
     by_bytes = _fit(os.fsencode(files[0]), os.fsencode(files[1]), solver="gd")
