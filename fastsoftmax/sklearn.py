@@ -725,7 +725,9 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             arrays["feature_names_in"] = np.asarray(self.feature_names_in_.tolist(), dtype=str)
 
         def unsaveable(reason: str) -> ValueError:
-            return ValueError(f"the estimator cannot be saved: {reason}; {os.fspath(path)} was not written.")
+            return ValueError(
+                f"the estimator cannot be saved: {reason.rstrip('.')}; {os.fspath(path)} was not written."
+            )
 
         # What load would refuse is never written over a good file.
         self._from_arrays(arrays, unsaveable)
@@ -747,7 +749,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
 
         def invalid(reason: str) -> ValueError:
             return ValueError(
-                f"{path} is not a valid SoftmaxClassifier file: {reason}. "
+                f"{path} is not a valid SoftmaxClassifier file: {reason.rstrip('.')}. "
                 f"It may be truncated or corrupt; save the estimator again."
             )
 

@@ -840,6 +840,7 @@ def test_npz_load_refuses_edited_files(tmp_path, changes, match):
     with pytest.raises(ValueError, match="edited.npz is not a valid SoftmaxClassifier file") as error:
         SoftmaxClassifier.load(edited)
     assert error.match(match)
+    assert ".." not in str(error.value)  # a reason that ends a sentence is not followed by a second full stop
 
 
 def test_npz_save_refuses_what_load_would_refuse_and_keeps_the_old_file(tmp_path):
@@ -848,8 +849,9 @@ def test_npz_save_refuses_what_load_would_refuse_and_keeps_the_old_file(tmp_path
     est.save(path)
     good = path.read_bytes()
     est.coef_[0, 0] = np.nan
-    with pytest.raises(ValueError, match="cannot be saved: coef_ contains 1 NaN.*model.npz was not written"):
+    with pytest.raises(ValueError, match="cannot be saved: coef_ contains 1 NaN.*model.npz was not written") as error:
         est.save(path)
+    assert ".;" not in str(error.value)
     assert path.read_bytes() == good
     SoftmaxClassifier.load(path)
 
