@@ -15,8 +15,8 @@ import sys
 import threading
 import warnings
 import weakref
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import numba
 
@@ -25,6 +25,8 @@ _layer_checked = False
 _serialise = False
 _serialise_lock = threading.Lock()
 _blas_controller = None
+
+T = TypeVar("T")
 
 
 def request_threadsafe_layer() -> None:
@@ -328,10 +330,8 @@ class exclusive_training:
     def __enter__(self) -> None:
         this_thread = threading.current_thread()
         with _trainers_lock:
-            model_ref, trainer = _trainers.get(id(self._model), (None, None))
-            if model_ref is None or model_ref() is not self._model:
-                trainer = None
-            if trainer is not None and trainer is not this_thread and trainer.is_alive():
+            trainer = _other_trainer(self._model)
+            if trainer is not None:
                 name = type(self._model).__name__
                 raise RuntimeError(
                     f"this {name} is being trained in another thread ({trainer.name}); two trainings of one model "
@@ -353,3 +353,39 @@ class exclusive_training:
                     del holders[id(self._model)]
                 if _trainers.get(id(self._model), (None, None))[1] is threading.current_thread():
                     del _trainers[id(self._model)]
+
+
+def copied_for_saving(model: object, path: str, copy: Callable[[], T]) -> T:
+    """``copy()`` (what a save writes of ``model``), made while no other thread trains ``model``.
+
+    A training updates W, b and the fit record one after another after each
+    iteration, and a fit of the estimator sets ``classes_`` before it trains:
+    a save in another thread that read between two updates wrote W of one
+    iteration beside b or ``n_iter_`` of another (30 of 835 saves made
+    during a fit), or the new ``classes_`` beside the previous fit's
+    ``coef_``, and the file loaded without a word. Another thread's training
+    is refused with a RuntimeError that names the file; this thread's own
+    (a fit whose callback saves) is no obstacle, and neither are saves in
+    other threads. The copy is made holding the lock that trainings take to
+    start, so none starts in the middle of it (it waits for the copy, not
+    for the file to be written).
+    """
+    with _trainers_lock:
+        trainer = _other_trainer(model)
+        if trainer is not None:
+            raise RuntimeError(
+                f"{path} was not written: this {type(model).__name__} is being trained in another thread "
+                f"({trainer.name}), so its weights and fit record change as it is read. Save it from the fit's "
+                f"callback (between iterations), or once the fit has returned."
+            )
+        return copy()
+
+
+def _other_trainer(model: object) -> threading.Thread | None:
+    """The live thread other than this one that holds ``model``'s training claim, if any; call it under the lock."""
+    model_ref, trainer = _trainers.get(id(model), (None, None))
+    if model_ref is None or model_ref() is not model:
+        return None  # no claim, or the claim of a model that has died and whose id was reused
+    if trainer is None or trainer is threading.current_thread() or not trainer.is_alive():
+        return None
+    return trainer

@@ -13,7 +13,7 @@ from fastsoftmax._api import descend, fused_loss_grad, l2_penalty, predict, pred
 from fastsoftmax._api import softmax as softmax_rows
 from fastsoftmax._io import atomic_file, npz_scalar, read_npz, refuse_other_file_kind
 from fastsoftmax._layout import pack, unpack
-from fastsoftmax._threading import exclusive_training
+from fastsoftmax._threading import copied_for_saving, exclusive_training
 from fastsoftmax.checkpoint import check_directory as check_checkpoint_directory
 from fastsoftmax.exceptions import ConvergenceWarning, TrainingError
 from fastsoftmax.objectives import make_objective
@@ -564,6 +564,9 @@ class SoftmaxRegression:
 
         Raises
         ------
+        RuntimeError
+            Another thread is training the model (its weights change as they
+            are read); a fit's callback, in the training thread, may save.
         TypeError, ValueError
             The model would not load back: W or b of the wrong dtype or
             shape or not finite, ``n_iter_`` not an integer >= 0,
@@ -576,21 +579,33 @@ class SoftmaxRegression:
         def unsaved(reason: str) -> ValueError:
             return ValueError(f"the model was not saved ({path} is unchanged): {reason.rstrip('.')}.")
 
+        # W, b and the fit record, copied while no other thread trains the model: all of one iteration.
+        W, b, history, n_iter, converged = copied_for_saving(
+            self,
+            path,
+            lambda: (
+                np.array(self.W, copy=True),
+                np.array(self.b, copy=True),
+                list(self.loss_history_) if isinstance(self.loss_history_, list) else self.loss_history_,
+                self.n_iter_,
+                self.converged_,
+            ),
+        )
         # The checks load makes, before anything is written: a model that would
         # not load back must not replace a good file.
         try:
-            W, b = _checked_weights(self.W, self.b, self.dtype)
+            W, b = _checked_weights(W, b, self.dtype)
         except TypeError as exc:
             raise TypeError(f"the model was not saved ({path} is unchanged): {exc}") from exc
         except ValueError as exc:
             raise unsaved(str(exc)) from exc
         try:
-            history = np.asarray(self.loss_history_, dtype=np.float64)
+            history = np.asarray(history, dtype=np.float64)
         except (TypeError, ValueError) as exc:
             raise unsaved(f"loss_history_ must be a list of numbers ({exc})") from exc
         state = {
-            "n_iter": np.asarray(self.n_iter_),
-            "converged": np.asarray(self.converged_),
+            "n_iter": np.asarray(n_iter),
+            "converged": np.asarray(converged),
             "loss_history": history,
         }
         _fit_state(state, unsaved)

@@ -63,7 +63,7 @@ from fastsoftmax._api import log_softmax, predict, predict_proba
 from fastsoftmax._dask_check import is_dask_collection
 from fastsoftmax._data import CHUNK_BYTES, open_array
 from fastsoftmax._io import atomic_file, npz_scalar, read_npz, refuse_other_file_kind, release_rows
-from fastsoftmax._threading import exclusive_training, numba_threads
+from fastsoftmax._threading import copied_for_saving, exclusive_training, numba_threads
 from fastsoftmax.model import SoftmaxRegression
 
 _FORMAT = "fastsoftmax-sklearn"
@@ -699,30 +699,38 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
 
         Stores the parameters (JSON), ``classes_`` (strings as a unicode array),
         ``coef_``, ``intercept_``, ``n_iter_``, ``n_features_in_`` and
-        ``feature_names_in_``; :meth:`load` restores them.
+        ``feature_names_in_``; :meth:`load` restores them. Refused with a
+        RuntimeError while another thread fits the estimator.
         """
-        check_is_fitted(self)
-        # Numbers, booleans and strings keep their dtype, which predict's labels have; object
-        # labels become the plain array of what they hold (and are refused if that is not one).
-        classes = np.asarray(self.classes_.tolist()) if self.classes_.dtype == object else self.classes_
-        if classes.dtype.kind not in "biufU" or classes.shape != self.classes_.shape:
-            raise ValueError(
-                f"classes_ of dtype {self.classes_.dtype} cannot be stored without pickle "
-                f"(numbers, booleans and strings can); use pickle or joblib."
+
+        def snapshot() -> dict[str, np.ndarray]:
+            check_is_fitted(self)
+            # Numbers, booleans and strings keep their dtype, which predict's labels have; object
+            # labels become the plain array of what they hold (and are refused if that is not one).
+            classes = np.array(self.classes_.tolist()) if self.classes_.dtype == object else self.classes_.copy()
+            if classes.dtype.kind not in "biufU" or classes.shape != self.classes_.shape:
+                raise ValueError(
+                    f"classes_ of dtype {self.classes_.dtype} cannot be stored without pickle "
+                    f"(numbers, booleans and strings can); use pickle or joblib."
+                )
+            arrays = dict(
+                format=np.array(_FORMAT),
+                format_version=np.array(_FORMAT_VERSION),
+                params=np.array(self._params_json()),
+                classes=classes,
+                classes_object=np.array(self.classes_.dtype == object),
+                coef=np.array(self.coef_, copy=True),
+                intercept=np.array(self.intercept_, copy=True),
+                n_iter=np.array(self.n_iter_),
+                n_features_in=np.array(self.n_features_in_),
             )
-        arrays = dict(
-            format=np.array(_FORMAT),
-            format_version=np.array(_FORMAT_VERSION),
-            params=np.array(self._params_json()),
-            classes=classes,
-            classes_object=np.array(self.classes_.dtype == object),
-            coef=self.coef_,
-            intercept=self.intercept_,
-            n_iter=np.asarray(self.n_iter_),
-            n_features_in=np.array(self.n_features_in_),
-        )
-        if hasattr(self, "feature_names_in_"):
-            arrays["feature_names_in"] = np.asarray(self.feature_names_in_.tolist(), dtype=str)
+            if hasattr(self, "feature_names_in_"):
+                arrays["feature_names_in"] = np.asarray(self.feature_names_in_.tolist(), dtype=str)
+            return arrays
+
+        # Every attribute copied while no other thread fits the estimator: a fit sets
+        # classes_ before it trains, and the old coef_ beside them would name the wrong labels.
+        arrays = copied_for_saving(self, os.fspath(path), snapshot)
 
         def unsaveable(reason: str) -> ValueError:
             return ValueError(

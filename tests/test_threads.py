@@ -241,6 +241,66 @@ def test_an_estimator_that_another_thread_fits_is_refused(rng, monkeypatch):
     assert estimator.n_iter_[0] == 3
 
 
+def test_saving_a_model_that_another_thread_trains_is_refused_and_keeps_the_file(rng, tmp_path):
+    # The save read W, b and the fit record while the training thread updated them one after
+    # another: 30 of 835 files so written held W of one iteration beside b or n_iter_ of another.
+    X, y, _, _, _ = make_problem(rng, 500, 6, 3)
+    model = fs.SoftmaxRegression(6, 3, seed=0)
+    model.save(tmp_path / "m.npz")
+    before = (tmp_path / "m.npz").read_bytes()
+    worker, release = _trains_until_released(model.fit, X=X, y=y, solver="gd", max_iter=3, tol=0)
+    try:
+        with pytest.raises(RuntimeError, match=r"m\.npz was not written: .* being trained in another thread"):
+            model.save(tmp_path / "m.npz")
+    finally:
+        release.set()
+        worker.join(60)
+    assert (tmp_path / "m.npz").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.npz"]
+    model.save(tmp_path / "m.npz")  # the fit has returned: its claim ended with it
+    assert fs.SoftmaxRegression.load(tmp_path / "m.npz").n_iter_ == 3
+
+
+def test_a_fits_callback_saves_the_iteration_it_is_given(rng, tmp_path):
+    X, y, _, _, _ = make_problem(rng, 500, 6, 3)
+    seen = {}
+
+    def save_each(model, iteration, loss):
+        model.save(tmp_path / f"{iteration}.npz")
+        seen[iteration] = model.W.copy()
+
+    fs.SoftmaxRegression(6, 3, seed=0).fit(X, y, solver="gd", max_iter=3, tol=0, callback=save_each)
+    for iteration, W in seen.items():
+        loaded = fs.SoftmaxRegression.load(tmp_path / f"{iteration}.npz")
+        np.testing.assert_array_equal(loaded.W, W)
+        assert loaded.n_iter_ == iteration
+
+
+def test_saving_an_estimator_that_another_thread_fits_is_refused(rng, tmp_path, monkeypatch):
+    # A fit sets classes_ before it trains: the save wrote the new labels beside the last fit's coef_.
+    from fastsoftmax.sklearn import SoftmaxClassifier
+
+    X, y, _, _, _ = make_problem(rng, 300, 5, 3)
+    estimator = SoftmaxClassifier(max_iter=3, tol=0).fit(X, np.array(["a", "b", "c"])[y])
+    estimator.save(tmp_path / "e.npz")
+    before = (tmp_path / "e.npz").read_bytes()
+    held: list = []
+    monkeypatch.setattr(SoftmaxClassifier, "_verbose_callback", lambda self: held[0])
+
+    def fit(callback):
+        held.append(callback)
+        estimator.fit(X, np.array(["x", "y", "z"])[y])
+
+    worker, release = _trains_until_released(fit)
+    try:
+        with pytest.raises(RuntimeError, match=r"e\.npz was not written: .* being trained in another thread"):
+            estimator.save(tmp_path / "e.npz")
+    finally:
+        release.set()
+        worker.join(60)
+    assert (tmp_path / "e.npz").read_bytes() == before
+
+
 def _numpy_blas() -> str | None:
     """Name of the BLAS NumPy was built with, or None if it has none."""
     blas = np.show_config(mode="dicts").get("Build Dependencies", {}).get("blas", {})
