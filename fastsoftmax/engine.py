@@ -248,14 +248,20 @@ def _remedy(options: FitOptions) -> str:
     return "raise l2 or scale the features"
 
 
-def _diverged(exc: solvers.DivergedError, options: FitOptions, kept_iteration: int) -> TrainingError:
-    """The error for a run-away loss; W and b hold the iterate of ``kept_iteration`` (0: the start)."""
+def _diverged(exc: solvers.DivergedError, options: FitOptions, kept_iteration: int, offset: int) -> TrainingError:
+    """The error for a run-away loss; W and b hold the iterate of ``kept_iteration`` (0: the start).
+
+    ``offset`` is the iteration the solver started from (a resumed run's), so
+    that every iteration in the message is counted as ``n_iter_`` is.
+    """
     if options.solver in MINIBATCH_SOLVERS:
         # The guard pairs an epoch's mean mini-batch loss with the weights the epoch started from.
         kept = f"iteration {kept_iteration}; the epoch that started from them averaged {exc.best_loss:.6g}"
     else:
         kept = f"iteration {kept_iteration}, loss {exc.best_loss:.6g}"
-    return TrainingError(f"training diverged: {exc}. W and b keep the best weights ({kept}); {_remedy(options)}.")
+    return TrainingError(
+        f"training diverged: {exc.describe(offset)}. W and b keep the best weights ({kept}); {_remedy(options)}."
+    )
 
 
 def _stops(returned) -> bool:
@@ -482,7 +488,8 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
             objective.raise_for_nonfinite_start(exc.loss)
         model.loss_history_ = history_to_kept()  # with the starting loss, where no iteration was completed
         raise TrainingError(
-            f"training diverged: {exc}. W and b keep the weights of iteration {model.n_iter_}; {_remedy(options)}."
+            f"training diverged: {exc.describe(offset)}. W and b keep the weights of iteration {model.n_iter_}; "
+            f"{_remedy(options)}."
         ) from exc
     except solvers.DivergedError as exc:
         commit(exc.best_theta)
@@ -490,7 +497,7 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
         # The history ends at the iterate kept, as n_iter_ does (the error reports the climb),
         # so that the model saves and loads.
         model.loss_history_ = history_to_kept()
-        raise _diverged(exc, options, model.n_iter_) from exc
+        raise _diverged(exc, options, model.n_iter_, offset) from exc
     except BaseException:
         if not iterated:
             model.loss_history_, model.n_iter_, model.converged_ = record
@@ -538,7 +545,9 @@ def _partial_fit(model, objective, options, *, seed, state):
             dtype=model.dtype,
         )
     except (solvers.NonFiniteLossError, solvers.DivergedError) as exc:
-        raise TrainingError(f"training diverged: {exc}. W and b are unchanged; {_remedy(options)}.") from exc
+        raise TrainingError(
+            f"training diverged: {exc.describe(model.n_iter_)}. W and b are unchanged; {_remedy(options)}."
+        ) from exc
     model._commit(result.theta)
     model.loss_history_ = list(model.loss_history_) + result.loss_history
     model.n_iter_ += 1

@@ -41,7 +41,11 @@ class NonFiniteLossError(FloatingPointError):
     def __init__(self, iteration: int, loss: float):
         self.iteration = iteration
         self.loss = loss
-        super().__init__(f"the loss became {loss} at iteration {iteration}")
+        super().__init__(self.describe())
+
+    def describe(self, offset: int = 0) -> str:
+        """The message, the solver's iterations counted on from ``offset`` (where a resumed run began)."""
+        return f"the loss became {self.loss} at iteration {offset + self.iteration}"
 
 
 class DivergedError(FloatingPointError):
@@ -57,9 +61,13 @@ class DivergedError(FloatingPointError):
         self.best_iteration = best_iteration
         self.best_loss = best_loss
         self.best_theta = best_theta
-        super().__init__(
-            f"the loss climbed to {loss:.6g} at iteration {iteration}, "
-            f"far above the best {best_loss:.6g} (iteration {best_iteration})"
+        super().__init__(self.describe())
+
+    def describe(self, offset: int = 0) -> str:
+        """The message, the solver's iterations counted on from ``offset`` (where a resumed run began)."""
+        return (
+            f"the loss climbed to {self.loss:.6g} at iteration {offset + self.iteration}, "
+            f"far above the best {self.best_loss:.6g} (iteration {offset + self.best_iteration})"
         )
 
 

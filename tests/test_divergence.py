@@ -192,3 +192,40 @@ def test_adam_float32_takes_the_same_steps_whatever_the_gradients_scale():
     assert huge.n_iter == unit.n_iter == 50
     assert not huge.converged
     np.testing.assert_allclose(huge.theta, unit.theta, rtol=10 * np.finfo(np.float32).eps)
+
+
+def _reported_iterations(error: TrainingError) -> list[int]:
+    """Every iteration number the message of ``error`` gives."""
+    import re
+
+    return [int(n) for n in re.findall(r"iteration (\d+)", str(error))]
+
+
+def test_a_resumed_run_that_diverges_counts_its_iterations_as_n_iter_does(tmp_path):
+    # The message counted the solver's iterations from the resumed start: "climbed ... at
+    # iteration 30, far above the best (iteration 26). W and b keep the best weights
+    # (iteration 47)", where 26 and 47 named one iterate, and no iteration 30 had diverged.
+    X, y = make_classification(500, 5, n_classes=3, seed=0)
+    X = X * 30  # unscaled features: gradient descent at lr 0.02 oscillates, then climbs
+    options = dict(solver="gd", lr=0.02, max_iter=60, tol=0, checkpoint=tmp_path)
+    with pytest.raises(TrainingError):
+        SoftmaxRegression(5, 3, seed=0).fit(X, y, **options)
+    resumed_from = []
+    model = SoftmaxRegression(5, 3, seed=0)
+    with pytest.raises(TrainingError, match="climbed") as info:
+        model.fit(X, y, callback=lambda m, iteration, loss: resumed_from.append(iteration - 1), **options)
+    climbed_at, best, kept = _reported_iterations(info.value)[:3]
+    assert resumed_from[0] > 0  # the second run did resume
+    assert best == kept == model.n_iter_
+    assert climbed_at > best > resumed_from[0]
+
+
+def test_partial_fit_that_diverges_names_the_epoch_as_n_iter_would_count_it(data):
+    X, y = data
+    model = SoftmaxRegression(D, K, seed=0)
+    for _ in range(3):
+        model.partial_fit(X, y, solver="adam", lr=1e-3, seed=0)
+    with pytest.raises(TrainingError, match="diverged.*unchanged") as info:
+        model.partial_fit(X, y, solver="adam", lr=EXPLODING["adam"], seed=0)
+    assert _reported_iterations(info.value)[:2] == [4, 3]  # the 4th epoch, compared with the weights after the 3rd
+    assert model.n_iter_ == 3
