@@ -37,6 +37,11 @@ from typing import IO, NamedTuple
 
 import numpy as np
 
+try:
+    import fcntl
+except ImportError:  # Windows: the temporary files of killed writers are not told from live ones
+    fcntl = None
+
 
 class _InvalidFile(ValueError):
     pass
@@ -105,6 +110,79 @@ def _create_beside(path: str, directory: str) -> str:
         os.close(fd)
         return tmp
     raise FileExistsError(errno.EEXIST, f"no free temporary name beside {path}")
+
+
+class _WriterLock:
+    """An exclusive ``flock`` on a temporary file, held by this writer until :meth:`release` (idempotent).
+
+    While it is held, :func:`_remove_stale_temporaries` of another write
+    leaves the file alone; the OS drops it when the process dies, however
+    (SIGKILL, the OOM killer), which is what marks a temporary file as stale.
+    Where files cannot be locked (Windows, some network file systems) it
+    holds nothing, and such files are never taken for stale either.
+    """
+
+    __slots__ = ("_fd",)
+
+    def __init__(self, path: str) -> None:
+        self._fd = None
+        if fcntl is None:
+            return
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:  # unreadable (a umask of 0o777): others cannot open it to remove it either
+            return
+        try:
+            # Blocking: a cleaner may hold it for a moment, and leaves an empty file alone.
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:  # no locking on this file system
+            os.close(fd)
+            return
+        self._fd = fd
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+
+def _remove_stale_temporaries(target: str, directory: str) -> None:
+    """Remove the temporary files that earlier writes of ``target`` left beside it when killed.
+
+    A SIGKILL (the OOM killer, a batch system's hard limit) gives a writer no
+    chance to remove its temporary file: a ``generate`` or ``predict`` of
+    gigabytes left a hidden, fully allocated ``.X.npy-....tmp`` that no later
+    run removed, and which could fill the disk for the next one. A live
+    writer holds its file locked (:class:`_WriterLock`) from before its first
+    byte, so a file that is locked, or still empty (created, not yet locked),
+    or that cannot be locked here, is left alone.
+    """
+    if fcntl is None:
+        return
+    pattern = temporary_names(os.path.basename(target))
+    try:
+        entries = [entry for entry in os.scandir(directory) if pattern.fullmatch(entry.name)]
+    except OSError:
+        return
+    for entry in entries:
+        try:
+            # O_NONBLOCK: a named pipe put there meanwhile would wait for a writer.
+            fd = os.open(entry.path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            found = os.fstat(fd)
+            if (
+                stat.S_ISREG(found.st_mode)
+                and found.st_size > 0
+                and os.path.samestat(found, os.stat(entry.path, follow_symlinks=False))
+            ):
+                os.unlink(entry.path)
+        except OSError:  # a live writer's, removed meanwhile, another user's, or not lockable here
+            pass
+        finally:
+            os.close(fd)
 
 
 def temporary_names(filename: str) -> re.Pattern[str]:
@@ -239,21 +317,27 @@ def atomic_path(path: str | os.PathLike, *, pending: list[_Pending] | None = Non
     With ``pending`` (the list that :func:`replaced_together` yields) the
     file is fsynced here but renamed only when that block ends, together
     with the other files of the block.
+
+    The temporary file is locked while it is written (:class:`_WriterLock`),
+    and the temporary files of earlier writes of ``path`` whose writers were
+    killed (SIGKILL) are removed first (:func:`_remove_stale_temporaries`).
     """
     path = os.fsdecode(os.fspath(path))
-    tmp = None
+    tmp = lock = None
     try:
         target = writable_target(path)
         if os.path.isdir(target):
             # os.replace would refuse it only once the caller's work (a whole data set) is done.
             raise IsADirectoryError(errno.EISDIR, "it is a directory; give a file name")
         directory = os.path.dirname(target)
+        _remove_stale_temporaries(target, directory)
         tmp = _create_beside(target, directory)
+        lock = _WriterLock(tmp)
         yield tmp
         _sync(tmp, target)
         if pending is not None:
-            pending.append(_Pending(path, tmp, target, directory))
-            tmp = None  # the block of replaced_together renames it, or removes it
+            pending.append(_Pending(path, tmp, target, directory, lock))
+            tmp = lock = None  # the block of replaced_together renames it (or removes it), then releases it
         else:
             os.replace(tmp, target)
             tmp = None
@@ -265,6 +349,8 @@ def atomic_path(path: str | os.PathLike, *, pending: list[_Pending] | None = Non
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+        if lock is not None:
+            lock.release()
 
 
 def _sync(tmp: str, target: str) -> None:
@@ -295,6 +381,7 @@ class _Pending(NamedTuple):
     tmp: str
     target: str
     directory: str
+    lock: _WriterLock
 
 
 @contextlib.contextmanager
@@ -320,6 +407,7 @@ def replaced_together() -> Iterator[list[_Pending]]:
         for file in pending:  # nothing was renamed, or a rename failed
             if os.path.exists(file.tmp):
                 os.unlink(file.tmp)
+            file.lock.release()
 
 
 def _replace_all(pending: list[_Pending]) -> None:
@@ -334,6 +422,7 @@ def _replace_all(pending: list[_Pending]) -> None:
                     os.replace(file.tmp, file.target)
             except OSError as exc:
                 raise _naming(exc, file.path) from exc
+            file.lock.release()
             pending.pop(0)
         except Exception:
             raise

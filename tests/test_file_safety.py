@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -1014,6 +1015,59 @@ def test_a_full_disk_fails_a_memory_mapped_output_with_an_error_not_sigbus(tmp_p
     with pytest.raises(OSError, match=r"could not write .*X\.npy: No space left on device"):
         write_classification(tmp_path / "X.npy", tmp_path / "y.npy", 500, 4, seed=0)
     assert sorted(os.listdir(tmp_path)) == ["a.npy"]
+
+
+_KILLED_WHILE_WRITING = """
+import sys
+from fastsoftmax.datasets import write_classification
+
+def progress(done, total):
+    print("writing", flush=True)  # both temporary files exist, allocated in full and partly written
+    sys.stdin.read()  # until killed
+
+write_classification(sys.argv[1], sys.argv[2], 2000, 4, chunk_size=500, progress=progress)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="SIGKILL and flock: POSIX")
+def test_the_temporary_files_of_a_write_killed_with_sigkill_go_with_the_next_write(tmp_path):
+    # A SIGKILL (the OOM killer, a batch system's hard limit) runs no cleanup: generate and predict
+    # left hidden, fully allocated .X.npy-HEX.tmp files (gigabytes) that no later run removed.
+    x_path, y_path = tmp_path / "X.npy", tmp_path / "y.npy"
+    writer = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_WHILE_WRITING, str(x_path), str(y_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    try:
+        assert writer.stdout.readline() == b"writing\n"
+    finally:
+        writer.kill()
+        writer.communicate(timeout=120)
+    assert len([name for name in os.listdir(tmp_path) if name.endswith(".tmp")]) == 2
+    write_classification(x_path, y_path, 300, 4, seed=0)
+    assert sorted(os.listdir(tmp_path)) == ["X.npy", "y.npy"]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="flock: POSIX")
+def test_only_the_unlocked_written_temporary_files_of_the_same_target_are_removed(tmp_path):
+    target = tmp_path / "m.npz"
+    stale = tmp_path / ".m.npz-0123456789ab.tmp"  # a killed writer's: written, and no longer locked
+    other_target = tmp_path / ".n.npz-0123456789ab.tmp"
+    not_ours = tmp_path / ".m.npz-notes.tmp"
+    for path in (stale, other_target, not_ours):
+        path.write_bytes(b"partial")
+    with atomic_path(target) as live:  # another write of the target, under way: locked
+        with open(live, "wb") as f:
+            f.write(b"first")
+        just_created = _create_beside(str(target), str(tmp_path))  # empty: about to be locked by its writer
+        SoftmaxRegression(D, K).save(target)
+        assert not stale.exists()
+        assert os.path.exists(live) and os.path.exists(just_created)
+    assert target.read_bytes() == b"first"
+    assert sorted(os.listdir(tmp_path)) == sorted(["m.npz", other_target.name, not_ours.name, Path(just_created).name])
 
 
 def test_atomic_path_removes_the_temporary_file_on_error(tmp_path):
