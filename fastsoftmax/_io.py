@@ -32,7 +32,7 @@ import re
 import secrets
 import stat
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from typing import IO, NamedTuple
 
 import numpy as np
@@ -462,7 +462,7 @@ def _fsync_directory(directory: str) -> None:
         os.close(fd)
 
 
-def read_npz(path: str | os.PathLike, what: str) -> dict[str, np.ndarray]:
+def read_npz(path: str | os.PathLike, what: str, *, names: Collection[str] | None = None) -> dict[str, np.ndarray]:
     """Every array of the ``.npz`` archive ``path``, checked before it is allocated.
 
     Each member's ``.npy`` header is read first (``np.lib.format``): object
@@ -481,6 +481,9 @@ def read_npz(path: str | os.PathLike, what: str) -> dict[str, np.ndarray]:
     path : str or os.PathLike
     what : str
         What the file should be ("fastsoftmax model file"); used in messages.
+    names : collection of str, optional
+        Read only these arrays (those of them that the archive holds), and
+        leave the others unread and unchecked (a data archive's other arrays).
 
     Raises
     ------
@@ -504,6 +507,8 @@ def read_npz(path: str | os.PathLike, what: str) -> dict[str, np.ndarray]:
     try:
         with open(path, "rb") as file, zipfile.ZipFile(file) as archive:
             members = archive.infolist()
+            if names is not None:
+                members = [info for info in members if info.filename[: -len(".npy")] in names]
             file_size = os.fstat(file.fileno()).st_size
             # Every header is checked before any array is read.
             for info in members:

@@ -326,27 +326,24 @@ def _load_data(data: str, labels: str | None, *, need_labels: bool = True):
     if not os.path.exists(data):
         raise CLIError(f"--data {data}: no such file.")
     if data.endswith(".npz"):
-        from fastsoftmax._io import refuse_special_file
+        from fastsoftmax._io import read_npz
 
-        refuse_special_file(data, "--data")
         if labels is not None:
             raise CLIError("--labels is not used with an .npz file; it must hold arrays 'X' and 'y'.")
         required = {"X", "y"} if need_labels else {"X"}
+        # As every .npz the package reads: no pickle, and no size the file cannot back.
+        # (np.load's message for an object array was to pass allow_pickle=True.)
         try:
-            with np.load(data, allow_pickle=False) as archive:
-                missing = required - set(archive.files)
-                if missing:
-                    raise CLIError(
-                        f"--data {data}: the archive has no array {sorted(missing)[0]!r} "
-                        f"(it needs {' and '.join(repr(name) for name in sorted(required))})."
-                    )
-                return archive["X"], (archive["y"] if need_labels else None)
-        except CLIError:
-            raise
-        except Exception as exc:  # zipfile, zlib, format errors: all mean a bad file
+            arrays = read_npz(data, "data archive (arrays X and y)", names=required)
+        except ValueError as exc:
+            raise CLIError(f"--data {exc}") from exc
+        missing = required - set(arrays)
+        if missing:
             raise CLIError(
-                f"--data {data}: not a readable .npz archive ({exc}); it may be truncated or corrupt."
-            ) from exc
+                f"--data {data}: the archive has no array {sorted(missing)[0]!r} "
+                f"(it needs {' and '.join(repr(name) for name in sorted(required))})."
+            )
+        return arrays["X"], (arrays["y"] if need_labels else None)
     from fastsoftmax._data import open_array
 
     if not need_labels:

@@ -107,6 +107,8 @@ def _bad_inputs(tmp_path, npy):
     np.save(id_labels, _with_label(np.load(y_path).astype(np.int64), 17, 10**12))
     bad_npz = tmp_path / "bad.npz"
     np.savez(bad_npz, X=np.zeros((3, 2)))
+    pickled_npz = tmp_path / "pickled.npz"
+    np.savez(pickled_npz, X=np.array([[1.0, "a"]], dtype=object), y=np.zeros(1, dtype=np.int64))
     nan_val = tmp_path / "nan_val.npy"  # the default --val-fraction 0.1 makes rows 1800.. the validation rows
     np.save(nan_val, _with_nan(np.load(x_path), 1900))
     return {
@@ -120,6 +122,11 @@ def _bad_inputs(tmp_path, npy):
             r"label 5 \(row 0\), outside \[0, 3\)",
         ),
         "npz-without-y": (["--data", str(bad_npz)], "no array 'y'"),
+        # NumPy's message for it was to pass allow_pickle=True, with "it may be truncated or corrupt".
+        "npz-object-X": (
+            ["--data", str(pickled_npz)],
+            r"member 'X' holds Python objects \(a pickle\), which are never",
+        ),
         # This was found only after the fit, by the validation accuracy, naming row 100 of the validation rows.
         "nan-in-validation-rows": (
             ["--data", str(nan_val), "--labels", y_path],
@@ -185,6 +192,7 @@ def test_ctrl_c_exits_130_with_one_line(tmp_path, capsys, monkeypatch, where, me
         "negative-labels",
         "labels-over-classes",
         "npz-without-y",
+        "npz-object-X",
         "label-2**64-1",
         "label-10**12",
         "nan-in-validation-rows",
@@ -201,6 +209,7 @@ def test_bad_input_exits_nonzero_with_one_line_and_writes_nothing(tmp_path, npy,
     import re
 
     assert re.search(message, err), err
+    assert "allow_pickle" not in err  # never NumPy's advice to unpickle
     assert out.read_bytes() == b"previous model" and not metrics.exists()
     assert not (tmp_path / "ck").exists()
 
