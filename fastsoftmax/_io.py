@@ -194,14 +194,31 @@ def temporary_names(filename: str) -> re.Pattern[str]:
     return re.compile(rf"\.{re.escape(filename)}-[0-9a-f]+\.tmp")
 
 
+def names_a_directory(path: str) -> bool:
+    """Whether ``path`` ends with a path separator ("models/"), as only a directory's name does.
+
+    ``os.path.realpath`` drops the separator: ``save("models/")`` wrote a file
+    named ``models``, and ``save("m.npz/")`` replaced the file m.npz, where
+    ``open`` refuses both.
+    """
+    return path.endswith(tuple(sep for sep in (os.sep, os.altsep) if sep))
+
+
 def writable_target(path: str | os.PathLike | bytes) -> str:
     """The file that writing ``path`` should replace: ``path`` itself, or the file its symlinks lead to.
 
     Replacing a symlink would cut it: whoever reads its target would keep the
     old contents. Raises PermissionError where the target exists but this
-    process may not write it, as ``open(path, "w")`` would, before any work.
+    process may not write it, as ``open(path, "w")`` would, before any work,
+    and IsADirectoryError where ``path`` ends with a separator (see
+    :func:`names_a_directory`).
     """
-    target = os.path.realpath(os.fsdecode(os.fspath(path)))
+    path = os.fsdecode(os.fspath(path))
+    if names_a_directory(path):
+        raise IsADirectoryError(
+            errno.EISDIR, "the path ends with a separator, so it names a directory; give a file name"
+        )
+    target = os.path.realpath(path)
     if os.path.exists(target) and not os.access(target, os.W_OK):
         raise PermissionError(errno.EACCES, "the file is read-only; make it writable (chmod u+w) or write elsewhere")
     return target

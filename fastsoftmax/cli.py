@@ -250,8 +250,12 @@ def _check_output(option: str, path: str) -> None:
     Where ``path`` is a symlink, the file it leads to is what gets written
     (``_io.writable_target``), so its directory is the one that must be writable.
     """
+    from fastsoftmax._io import names_a_directory
+
     if os.path.isdir(path):
         raise CLIError(f"{option} {path} is a directory; give a file name inside it.")
+    if names_a_directory(path):  # the file would be written without the separator
+        raise CLIError(f"{option} {path} ends with a separator, so it names a directory; give a file name.")
     target = os.path.realpath(path)
     directory = os.path.dirname(target)
     if not os.path.isdir(directory):

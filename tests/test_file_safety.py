@@ -935,6 +935,28 @@ def test_predicted_labels_and_probabilities_replace_the_old_pair_together_or_not
     assert sorted(os.listdir(tmp_path)) == ["X.npy", "labels.npy", "model.npz", "proba.npy"]
 
 
+@pytest.mark.parametrize("existing", [False, True], ids=["new", "existing-file"])
+def test_a_path_ending_with_a_separator_is_refused_not_written_without_it(tmp_path, existing):
+    # realpath dropped the separator: save("out/") wrote a file named out, save("m.npz/") replaced m.npz.
+    target = tmp_path / "m.npz"
+    if existing:
+        target.write_bytes(b"old")
+    with pytest.raises(IsADirectoryError, match=r"could not write .*m\.npz/: the path ends with a separator"):
+        SoftmaxRegression(D, K).save(str(target) + os.sep)
+    assert sorted(os.listdir(tmp_path)) == (["m.npz"] if existing else [])
+    if existing:
+        assert target.read_bytes() == b"old"
+
+
+def test_an_output_option_ending_with_a_separator_is_refused_before_training(tmp_path, capsys):
+    from fastsoftmax.cli import main
+
+    out = str(tmp_path / "model.npz") + os.sep
+    assert main(["train", "--samples", "200", "--features", "4", "--max-iter", "2", "--out", out, "--quiet"]) == 2
+    assert f"--out {out} ends with a separator, so it names a directory; give a file name." in capsys.readouterr().err
+    assert os.listdir(tmp_path) == []
+
+
 def test_a_directory_target_is_refused_before_the_data_is_generated(tmp_path):
     (tmp_path / "X.npy").mkdir()
     written = []
