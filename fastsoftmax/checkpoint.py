@@ -30,7 +30,7 @@ from typing import IO, Any
 import numpy as np
 
 from fastsoftmax import solvers
-from fastsoftmax._io import atomic_file, npz_scalar, read_npz, temporary_names
+from fastsoftmax._io import atomic_file, npz_scalar, read_npz, refuse_other_file_kind, temporary_names
 from fastsoftmax._scaling import check_scaling
 from fastsoftmax.solvers import LBFGS_STATE_KEYS, NEWTON_STATE_KEYS
 
@@ -353,7 +353,16 @@ def load(
     except ValueError as exc:
         raise invalid(str(exc)) from exc
     if npz_scalar(arrays, "format", str) != _FORMAT:
-        raise invalid("it has no fastsoftmax checkpoint format marker")
+        # "checkpoint.npz" is a common name: a saved model or another program's file may be
+        # there, and the advice to delete it (right for a corrupt checkpoint) would lose it.
+        try:
+            refuse_other_file_kind(arrays, path, _FORMAT)
+        except ValueError as exc:
+            raise CheckpointError(f"{exc} It is left as it is; use another --checkpoint directory.") from None
+        raise CheckpointError(
+            f"{path} is not a fastsoftmax checkpoint (it has no fastsoftmax checkpoint format marker: another "
+            f"program's file?). It is left as it is; use another --checkpoint directory."
+        )
     version = npz_scalar(arrays, "format_version", int)
     if version == 1:
         # Its data hash cannot be compared with today's: resuming would refuse the right data.

@@ -1266,3 +1266,30 @@ def test_every_file_format_is_known_to_the_other_loaders():
     from fastsoftmax import _io, checkpoint, model, sklearn
 
     assert {model._FORMAT, sklearn._FORMAT, checkpoint._FORMAT} == set(_io.FILE_KINDS)
+
+
+@pytest.mark.parametrize(
+    "kind, message",
+    [
+        (
+            "model",
+            r"holds a SoftmaxRegression model, not a training checkpoint: read it with .*SoftmaxRegression\.load",
+        ),
+        ("estimator", r"holds a SoftmaxClassifier, not a training checkpoint"),
+        ("other-program", r"is not a fastsoftmax checkpoint \(it has no fastsoftmax checkpoint format marker"),
+    ],
+)
+def test_a_checkpoint_npz_that_is_not_a_checkpoint_is_named_and_not_to_be_deleted(tmp_path, data, kind, message):
+    # checkpoint.npz is a common name. A saved model there was "not a readable fastsoftmax
+    # checkpoint ...; delete it or use another --checkpoint directory": advice that loses the model.
+    run = tmp_path / "run"
+    run.mkdir()
+    if kind == "other-program":
+        np.savez(run / ckpt_module.FILENAME, weights=np.zeros(3), step=np.array(5))
+    else:
+        _each_kind_of_file(tmp_path)[kind].rename(run / ckpt_module.FILENAME)
+    before = (run / ckpt_module.FILENAME).read_bytes()
+    with pytest.raises(CheckpointError, match=message) as info:
+        _fit(*data, checkpoint=run)
+    assert "delete" not in str(info.value) and "use another --checkpoint directory" in str(info.value)
+    assert (run / ckpt_module.FILENAME).read_bytes() == before
