@@ -829,6 +829,10 @@ def run_train_dask(args: argparse.Namespace, t_start: float) -> int:
         rows = _warm_up_rows(n_train, X.shape[1], n_classes)
         _warm_up_fit(args, *dask.compute(X_train[:rows], y_train[:rows]), dtype, n_classes)
         fit_time, progress = _fit_with_progress(args, model, X_train, y_train)
+        if args.out:
+            # Before the accuracies, which run on the cluster (a worker lost, a NaN in the
+            # validation rows): a finished fit is never lost to them, as on one machine.
+            model.save(args.out)
         bayes = None
         if args.data is None and n_val:
             rows = min(BAYES_ROWS, n_val)
@@ -846,6 +850,7 @@ def run_train_dask(args: argparse.Namespace, t_start: float) -> int:
             rows_processed=model.rows_processed_,
             progress=progress,
             bayes_accuracy=bayes,
+            saved=True,
         )
     return 0
 

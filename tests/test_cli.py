@@ -303,6 +303,28 @@ def test_model_is_written_before_an_error_in_the_accuracies(tmp_path, npy, capsy
     assert SoftmaxRegression.load(out).n_iter_ == 2  # the finished fit is kept
 
 
+def test_model_is_written_before_an_error_in_the_accuracies_on_dask(tmp_path, npy, capsys, monkeypatch):
+    # The Dask path computed the accuracies (on the cluster) before it saved: an error there
+    # (a NaN in the validation rows, a worker lost) lost the finished fit.
+    pytest.importorskip("distributed")
+    import contextlib
+
+    from fastsoftmax import cli, distributed
+
+    # Dask's threaded scheduler in this process, for a test: no worker processes to start.
+    monkeypatch.setattr(distributed, "connect", lambda scheduler, n_workers: contextlib.nullcontext())
+
+    def failing_accuracy(model, X, y):
+        raise ValueError("the accuracy failed")
+
+    monkeypatch.setattr(cli, "_dask_accuracy", failing_accuracy)
+    out = tmp_path / "m.npz"
+    argv = ["train", "--data", str(npy[0]), "--labels", str(npy[1]), "--max-iter", "2", "--dask-workers", "1"]
+    assert main([*argv, "--out", str(out), "--quiet"]) == 2
+    assert "the accuracy failed" in capsys.readouterr().err
+    assert SoftmaxRegression.load(out).n_iter_ == 2  # the finished fit is kept
+
+
 def test_checkpoint_of_another_problem_exits_nonzero_and_is_kept(tmp_path, npy, capsys):
     ck = tmp_path / "ck"
     base = [
