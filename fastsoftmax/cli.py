@@ -855,9 +855,29 @@ def run_train_dask(args: argparse.Namespace, t_start: float) -> int:
     return 0
 
 
-def _read_rows(path: str, start: int, stop: int) -> np.ndarray:
-    """Rows [start, stop) of the ``.npy`` file ``path``, read where the task runs (a worker)."""
-    return np.array(np.load(path, mmap_mode="r")[start:stop])
+def _read_rows(path: str, start: int, stop: int, version: tuple[int, int]) -> np.ndarray:
+    """Rows [start, stop) of the ``.npy`` file ``path``, read where the task runs (a worker).
+
+    ``version`` is the file's (size, mtime_ns) when the command opened it. A
+    task runs again when a worker is lost, and Dask recomputes its chunks: a
+    file rewritten meanwhile (the same shape, regenerated) gave those chunks
+    other rows, mixed into the fit without a word. The file is checked before
+    and after it is mapped, so the map is of the version checked.
+    """
+
+    def check() -> None:
+        found = os.stat(path)
+        if (found.st_size, found.st_mtime_ns) != version:
+            raise ValueError(
+                f"the file {path} was modified after the command opened it ({version[0]:,} bytes then, "
+                f"{found.st_size:,} now, or a newer modification time); a worker that read rows "
+                f"{start:,}..{stop:,} of it again would train on other data. Restore it and rerun."
+            )
+
+    check()
+    rows = np.load(path, mmap_mode="r")
+    check()
+    return np.array(rows[start:stop])
 
 
 def _dask_rows_of_files(args: argparse.Namespace, X_np: np.ndarray, y_np: np.ndarray, chunk_rows: int, client):
@@ -880,10 +900,14 @@ def _dask_rows_of_files(args: argparse.Namespace, X_np: np.ndarray, y_np: np.nda
         bounds = [(start, min(start + chunk_rows, n_samples)) for start in range(0, n_samples, chunk_rows)]
 
         def rows_of(array: np.memmap):
+            found = os.stat(array.filename)
+            version = (found.st_size, found.st_mtime_ns)
             return da.concatenate(
                 [
                     da.from_delayed(
-                        read(array.filename, start, stop), dtype=array.dtype, shape=(stop - start, *array.shape[1:])
+                        read(array.filename, start, stop, version),
+                        dtype=array.dtype,
+                        shape=(stop - start, *array.shape[1:]),
                     )
                     for start, stop in bounds
                 ]

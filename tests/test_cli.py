@@ -284,6 +284,25 @@ def test_files_on_dask_are_read_by_the_workers_or_shipped_once(tmp_path, npy, lo
         assert len(client.persisted) == 1
 
 
+def test_rows_that_a_dask_worker_reads_again_from_a_rewritten_file_are_refused(tmp_path, npy):
+    # Local workers read their rows from the files, again whenever Dask recomputes a chunk (a worker
+    # lost): a file regenerated meanwhile with the same shape gave those chunks other rows, silently.
+    import argparse
+
+    from fastsoftmax import cli
+
+    x_path = tmp_path / "X.npy"
+    X_np = np.load(npy[0])
+    np.save(x_path, X_np)
+    X_map, y_map = cli._load_data(str(x_path), str(npy[1]))
+    X, _ = cli._dask_rows_of_files(argparse.Namespace(dask_workers=1), X_map, y_map, 700, None)
+    np.testing.assert_array_equal(X[:700].compute(scheduler="sync"), X_np[:700])
+    np.save(x_path, X_np[::-1].copy())  # same shape and dtype: another data set
+    os.utime(x_path, ns=(0, 0))  # a modification time of its own, however coarse the file system's clock
+    with pytest.raises(ValueError, match=r"X\.npy was modified after the command opened it"):
+        X[700:1400].compute(scheduler="sync")
+
+
 def test_model_is_written_before_an_error_in_the_accuracies(tmp_path, npy, capsys, monkeypatch):
     from fastsoftmax import _data
 
