@@ -1136,10 +1136,10 @@ def softmax_gradient_full_block(
     w log(1 + t). A vector of rows stays in registers from its max to its
     gradient: three passes over the classes instead of about ten loops over
     the block. For K in UNROLLED_CLASS_COUNTS the passes are unrolled and
-    skip the argmax's exp, which is 1; for
-    any other K, t goes to float64 every ``_math.CLASS_SUM_GROUP`` classes. A
-    label outside [0, K) only ever meets comparisons; its row's term of the
-    loss is NaN, whatever the row's weight, for the caller to report.
+    skip the argmax's exp, which is 1; for any other K, t goes to float64
+    every ``_math.CLASS_SUM_GROUP`` classes. A label outside [0, K) only ever
+    meets comparisons; its row's term of the loss is NaN, whatever the row's
+    weight, for the caller to report.
 
     For an unweighted block, the caller may take sum_r log(1 + t_r) from
     tail_excess (float64, TAIL_PRODUCTS values) instead: the products of
