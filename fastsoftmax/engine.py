@@ -508,7 +508,18 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
     model.n_iter_ = offset + result.n_iter
     model.converged_ = result.converged
     model.loss_history_ = history
-    save_checkpoint(result.theta, converged=result.converged)
+    try:
+        save_checkpoint(result.theta, converged=result.converged)
+    except OSError as exc:
+        # The fit is done and W, b hold its result, while the checkpoint directory keeps
+        # the last iteration's state. Raising here lost the trained model wherever the
+        # caller saves it next (train's --out), for a file that only marks the end.
+        warnings.warn(
+            f"the fit finished, but its final checkpoint was not written ({exc}); W and b hold the trained "
+            f"model. The checkpoint directory keeps the last state written, from which the same fit resumes.",
+            RuntimeWarning,
+            stacklevel=4,
+        )
     if not result.converged and not stopped_by_callback and options.tol > 0:
         warn_not_converged(model.n_iter_, options, result.message)
     return model

@@ -425,6 +425,10 @@ class SoftmaxRegression:
             ``max_iter`` ran out before ``tol`` was met, or the solver stopped
             early because it could go no further (``converged_`` is False);
             the message gives the reason and the remedy.
+        RuntimeWarning
+            With ``checkpoint``: the fit finished but its final checkpoint
+            could not be written (a full disk); the model holds the result
+            and the directory the last iteration's checkpoint.
 
         Notes
         -----
