@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -280,6 +281,8 @@ INFORMATIVE_KEYS = ("files",)
 #: of a preconditioned run (see :mod:`fastsoftmax._scaling`).
 SCALING_STATE_KEYS = ("scaling_mean", "scaling_scale")
 
+#: The dtypes of theta and of the solver state's arrays as the solvers write them.
+_STATE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 #: Solver state arrays with one value per parameter (the solvers' moments).
 PARAMETER_SHAPED_STATE = ("velocity", "first", "second", "gradient", "grad", "theta")
 
@@ -388,10 +391,12 @@ def load(
     theta = arrays.get("theta")
     if theta is None:
         raise invalid("theta is missing")
-    if theta.ndim != 1 or theta.dtype.kind != "f" or (n_params is not None and theta.shape[0] != n_params):
+    # float32 or float64, as the solvers write it: a float16 theta (an edited file) resumed with its
+    # precision lost, and went on as if nothing had happened.
+    if theta.ndim != 1 or theta.dtype not in _STATE_DTYPES or (n_params is not None and theta.shape[0] != n_params):
         raise invalid(
             f"theta has shape {theta.shape} and dtype {theta.dtype}; "
-            f"expected a float vector of length {n_params} (K * D + K)"
+            f"expected a float32 or float64 vector of length {n_params} (K * D + K)"
         )
     if not np.isfinite(theta).all():
         raise invalid("theta holds NaN or infinite values")
@@ -412,6 +417,8 @@ def load(
         value = solver_state.get(key)
         if isinstance(value, np.ndarray) and value.shape != theta.shape:
             raise invalid(f"the solver state {key!r} has shape {value.shape}, theta {theta.shape}")
+        if isinstance(value, np.ndarray) and value.dtype not in _STATE_DTYPES:
+            raise invalid(f"the solver state {key!r} has dtype {value.dtype}; the solvers write float32 or float64")
     try:
         solver_only = {k: v for k, v in solver_state.items() if k not in SCALING_STATE_KEYS}
         if n_params is not None and solver_only:  # an empty state starts the solver afresh
@@ -426,6 +433,9 @@ def load(
         isinstance(x, (int, float)) and not isinstance(x, bool) for x in history
     ):
         raise invalid("its loss history is not a list of numbers")
+    # A fit records finite losses only (a non-finite one ends it): JSON's NaN and Infinity are edits.
+    if not all(math.isfinite(x) for x in history):
+        raise invalid("its loss history holds NaN or infinite values")
     if len(history) > iteration + 1:  # the starting loss and one loss per iteration
         raise invalid(f"its loss history holds {len(history)} losses, more than {iteration} iterations record")
     return CheckpointState(
