@@ -211,3 +211,20 @@ def record_first_shapes(monkeypatch, kernel_name: str) -> list[tuple[int, ...]]:
 
     monkeypatch.setattr(kernels, kernel_name, recorded)
     return calls
+
+
+@pytest.fixture
+def final_checkpoint_fails(monkeypatch):
+    """Make the end-of-fit checkpoint (the converged one) fail as on a full disk; the per-iteration ones are written."""
+    import errno
+
+    from fastsoftmax import checkpoint
+
+    real_save = checkpoint.save
+
+    def save(directory, state):
+        if state.converged:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_save(directory, state)
+
+    monkeypatch.setattr(checkpoint, "save", save)

@@ -971,21 +971,9 @@ def test_labels_without_a_0_get_a_note_unless_classes_is_given(tmp_path, npy, ca
     assert SoftmaxRegression.load(out).num_classes == 3 + shift  # a note, not a change
 
 
-def test_train_writes_out_when_only_the_final_checkpoint_fails(tmp_path, monkeypatch):
+def test_train_writes_out_when_only_the_final_checkpoint_fails(tmp_path, final_checkpoint_fails):
     # A full disk at the end-of-fit checkpoint made train exit with an error and no --out,
     # losing a finished fit; the fit's checkpoint of its last iteration was already written.
-    import errno
-
-    from fastsoftmax import checkpoint as ckpt_module
-
-    real_save = ckpt_module.save
-
-    def save(directory, state):
-        if state.converged:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        real_save(directory, state)
-
-    monkeypatch.setattr(ckpt_module, "save", save)
     out = tmp_path / "model.npz"
     with pytest.warns(RuntimeWarning, match="final checkpoint was not written"):
         rc = main(["train", *SMALL, "--checkpoint", str(tmp_path / "ck"), "--out", str(out), "--quiet"])

@@ -1310,27 +1310,14 @@ def test_a_checkpoint_npz_that_is_not_a_checkpoint_is_named_and_not_to_be_delete
     assert (run / ckpt_module.FILENAME).read_bytes() == before
 
 
-def _final_checkpoint_fails(monkeypatch):
-    """Make the end-of-fit checkpoint (converged) fail as on a full disk; the per-iteration ones are written."""
-    import errno
-
-    real_save = ckpt_module.save
-
-    def save(directory, state):
-        if state.converged:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        real_save(directory, state)
-
-    monkeypatch.setattr(ckpt_module, "save", save)
-
-
-def test_a_final_checkpoint_that_cannot_be_written_keeps_the_trained_model(tmp_path, data, monkeypatch):
+def test_a_final_checkpoint_that_cannot_be_written_keeps_the_trained_model(
+    tmp_path, data, monkeypatch, final_checkpoint_fails
+):
     # The end-of-fit save raised OSError after the fit was done: the caller never got the
     # model back, and train lost it before writing --out.
     X, y = data
     want = SoftmaxRegression(D, K, seed=0).fit(X, y)
     assert want.converged_
-    _final_checkpoint_fails(monkeypatch)
     model = SoftmaxRegression(D, K, seed=0)
     with pytest.warns(RuntimeWarning, match=r"final checkpoint was not written \(.*No space left on device"):
         model.fit(X, y, checkpoint=tmp_path / "ck")
