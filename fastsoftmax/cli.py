@@ -220,15 +220,20 @@ def _warm_up_fit(args, X, y, dtype, n_classes: int, **fit_options) -> None:
     ``X`` and ``y`` are what the real fit receives (arrays, memmaps), so the
     slice goes through the same code path and the same kernel signatures.
     Two iterations: L-BFGS's compiled two-loop recursion first runs in the second.
+    A warm-up that diverges (a large ``--lr``) has compiled the kernels all
+    the same; whether training diverges is the real fit's to say, about itself.
     """
-    from fastsoftmax import ConvergenceWarning, SoftmaxRegression
+    from fastsoftmax import ConvergenceWarning, SoftmaxRegression, TrainingError
     from fastsoftmax._data import DataSource, accuracy
 
     rows = _warm_up_rows(X.shape[0], X.shape[1], n_classes)
     model = SoftmaxRegression(X.shape[1], n_classes, dtype=dtype)
     with _announce_compilation(args), warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        model.fit(X[:rows], y[:rows], solver=args.solver, max_iter=2, lr=args.lr, l2=args.l2, tol=0.0, **fit_options)
+        with contextlib.suppress(TrainingError):  # W and b keep finite weights, which the accuracy takes
+            model.fit(
+                X[:rows], y[:rows], solver=args.solver, max_iter=2, lr=args.lr, l2=args.l2, tol=0.0, **fit_options
+            )
         accuracy(model, DataSource(X[:rows], y[:rows], dtype))
 
 
@@ -619,8 +624,13 @@ def _bayes_accuracy(args, X_val, y_val) -> float:
 
 
 def _fit_with_progress(args, model, X, y, **fit_options) -> tuple[float, _TrainProgress]:
-    """Fit with the command's solver options and progress display; returns the fit's wall time and the progress."""
-    from fastsoftmax import ConvergenceWarning
+    """Fit with the command's solver options and progress display; returns the fit's wall time and the progress.
+
+    A diverged fit raises the engine's ``TrainingError``, whose message tells
+    an API caller that W and b keep the best weights: here they live only in
+    this process, so the message also says that ``--out`` was not written.
+    """
+    from fastsoftmax import ConvergenceWarning, TrainingError
 
     progress = _TrainProgress(args)
     start = time.perf_counter()
@@ -641,6 +651,10 @@ def _fit_with_progress(args, model, X, y, **fit_options) -> tuple[float, _TrainP
                 callback=progress,
                 **fit_options,
             )
+    except TrainingError as exc:
+        if not args.out:
+            raise
+        raise TrainingError(f"{exc} Nothing was written to {args.out}.") from exc
     finally:
         progress.close()
     return time.perf_counter() - start - compiling.seconds, progress

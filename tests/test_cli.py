@@ -981,3 +981,18 @@ def test_train_writes_out_when_only_the_final_checkpoint_fails(tmp_path, final_c
     model = SoftmaxRegression.load(out)
     assert model.converged_
     assert (tmp_path / "ck" / "checkpoint.npz").exists()
+
+
+@pytest.mark.parametrize("dask", [False, True], ids=["one-machine", "dask"])
+def test_diverged_train_says_out_was_not_written_and_leaves_it(tmp_path, capsys, dask):
+    # The engine's message says W and b keep the best weights, which a command-line
+    # user never sees: the line must say that --out was left as it was.
+    out = tmp_path / "m.npz"
+    out.write_bytes(b"previous model")
+    solver = ["--solver", "gd", "--dask-workers", "1"] if dask else ["--solver", "sgd"]
+    rc = main(["train", *SMALL, *solver, "--lr", "1e6", "--max-iter", "20", "--out", str(out), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.startswith("fastsoftmax train: error: training diverged") and err.count("\n") == 1
+    assert err.rstrip().endswith(f"Nothing was written to {out}."), err
+    assert out.read_bytes() == b"previous model"
