@@ -1243,9 +1243,11 @@ def softmax_gradient_full_block(
             n_steps = BLOCK_ROWS // (lanes * INTERLEAVED_ROW_VECTORS)
             with cgutils.for_range(builder, arrays.const(n_steps)) as step:
                 for j, row_vector in enumerate(row_vectors):
-                    index = builder.add(builder.mul(step.index, arrays.const(INTERLEAVED_ROW_VECTORS)), arrays.const(j))
-                    row_vector.offset = builder.mul(index, vector_bytes)
-                    first_row = builder.add(block_start, builder.mul(index, arrays.const(lanes)))
+                    vector_index = builder.add(
+                        builder.mul(step.index, arrays.const(INTERLEAVED_ROW_VECTORS)), arrays.const(j)
+                    )
+                    row_vector.offset = builder.mul(vector_index, vector_bytes)
+                    first_row = builder.add(block_start, builder.mul(vector_index, arrays.const(lanes)))
                     labels = arrays.load(y, ir.VectorType(label_type, lanes), arrays.row_offset(y, first_row))
                     # Labels in [0, K), compared before any truncation; a negative one is a large unsigned value.
                     row_vector.in_range = builder.icmp_unsigned(
