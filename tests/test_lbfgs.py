@@ -125,13 +125,39 @@ def test_reaches_the_optimum_of_scipy_lbfgsb(case):
     if dtype == np.float64:
         assert ours.converged
         assert f_ours == pytest.approx(f_ref, rel=1e-10)
-        # Not slower than scipy. On the ill-conditioned case (about 400 iterations)
-        # the count follows the gradient's last bits: a change of rounding in the
-        # kernels' exp moved ours from 390 to 352 against scipy's 404, both at the
-        # same optimum (checked above), so only more iterations would be a defect.
-        assert ours.n_iter <= reference.nit + max(3, reference.nit // 10)
+        if not params.get("scaled"):
+            # Not slower than scipy; the ill-conditioned case is judged over several
+            # problems (test_ill_conditioned_fits_take_no_more_iterations_than_scipy).
+            assert ours.n_iter <= reference.nit + max(3, reference.nit // 10)
     else:
         assert abs(f_ours - f_ref) <= (g_ref**2 + g_ours**2) / mu + 4 * np.finfo(np.float64).eps * abs(f_ref)
+
+
+def test_ill_conditioned_fits_take_no_more_iterations_than_scipy():
+    # On the scaled problem (hundreds of iterations) one count follows the
+    # gradient's last bits, which the CPU's vector width and the exp's rounding
+    # change: seed 0 took ours 352-400 iterations against scipy's 324-404 on
+    # AVX-512 and AVX2 machines, and seeds 0-5 on one machine differed by -11 %
+    # to +23 %, each pair at the same optimum. The sum over eight problems is
+    # the comparison: no more than scipy's, with a tenth for what is left of that.
+    ours_total = scipy_total = 0
+    for seed in range(8):
+        X, y, _ = _data(scaled=True, seed=seed)
+        objective = _objective(X, y, l2=1e-3)
+        reference = minimize(
+            objective,
+            np.zeros(N_PARAMS),
+            jac=True,
+            method="L-BFGS-B",
+            options={"maxiter": 2000, "gtol": 1e-8, "ftol": 64 * np.finfo(np.float64).eps},
+        )
+        ours = solvers.lbfgs(objective, np.zeros(N_PARAMS), max_iter=2000, tol=1e-8)
+        assert ours.converged and reference.success
+        assert objective(ours.theta)[0] == pytest.approx(reference.fun, rel=1e-10)
+        ours_total += ours.n_iter
+        scipy_total += reference.nit
+    print(f"iterations over eight scaled problems: ours {ours_total}, scipy {scipy_total}")
+    assert ours_total <= 1.1 * scipy_total
 
 
 def test_each_search_tries_the_unit_step_first():
