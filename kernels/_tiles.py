@@ -68,9 +68,10 @@ import dataclasses
 import functools
 import math
 
+import llvmlite.binding as llvm
 from llvmlite import ir
 from numba import types
-from numba.core import cgutils
+from numba.core import cgutils, config
 from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
@@ -677,8 +678,25 @@ CACHE_LINE_BYTES = 64
 #: 4.6 / 6.6, 6.1 (BLOCKED); 400,000 x 20 x 5 one training pass (row
 #: blocks) 2.8, 3.7 / 6.9, 6.4 -> 2.2, 2.1 / 5.2, 5.7; 60,000 x 784 x 10
 #: level. One thread, X in memory, ns per row, float32 / float64, 3 -> 1:
-#: row blocks 12.7, 15.4 / 32.8, 25.5 -> 8.1, 7.6 / 15.8, 17.0.
+#: row blocks 12.7, 15.4 / 32.8, 25.5 -> 8.1, 7.6 / 15.8, 17.0. AMD's cores
+#: before Zen 4 take every locality into L1 (``PREFETCH_FILLS_L1_CPUS``).
 PREFETCH_LOCALITY = 2
+#: LLVM's names of the CPUs whose ``prefetcht1`` fills L1 as ``prefetcht0``
+#: does: AMD's Zen 1 to 3, on which every PREFETCHh hint loads into L1 (Zen 4
+#: was the first to keep T1 and T2 out of L1). There the next block that the
+#: bodies prefetch shares L1 with the block in use (``prefetch_fills_l1``).
+PREFETCH_FILLS_L1_CPUS = frozenset({"znver1", "znver2", "znver3"})
+
+
+@functools.cache
+def prefetch_fills_l1() -> bool:
+    """Whether the CPU the kernels compile for is one of ``PREFETCH_FILLS_L1_CPUS``.
+
+    That CPU is Numba's: ``NUMBA_CPU_NAME`` where it is set (and not
+    ``host``), else the host's, as LLVM names it.
+    """
+    cpu_name = config.CPU_NAME if config.CPU_NAME not in (None, "host") else llvm.get_host_cpu_name()
+    return cpu_name in PREFETCH_FILLS_L1_CPUS
 
 
 def _emit_prefetches(builder, arrays, array, first, stop):

@@ -227,7 +227,13 @@ def test_no_row_blocks_for_long_rows_or_streamed_data(rng, tmp_path, row_blocks_
     assert row_blocks_calls == []
 
 
-def test_row_blocks_pay_rule():
+@pytest.fixture
+def prefetch_into_l2(monkeypatch):
+    """The rule for CPUs whose L2 prefetches stay out of L1, whatever CPU runs the tests."""
+    monkeypatch.setattr(loss_grad, "prefetch_fills_l1", lambda: False)
+
+
+def test_row_blocks_pay_rule(prefetch_into_l2):
     # At K < 64 wherever the shape selects BLOCKED on X: the copy removes its transpose.
     for n_features, n_classes, itemsize in [(55, 20, 4), (95, 63, 4), (47, 63, 8), (27, 20, 8)]:
         assert kernels.select_variant(n_features, n_classes, itemsize) is LossGradVariant.BLOCKED
@@ -249,13 +255,50 @@ def test_row_blocks_pay_rule():
     assert not kernels.row_blocks_pay(8, 64, 8)  # K >= 64: the classes set the work, not the transpose
 
 
+def test_row_blocks_pay_only_for_small_blocks_where_prefetches_fill_l1(monkeypatch):
+    # Zen 1 to 3 (``_tiles.prefetch_fills_l1``): blocks of at most 8 KB, whichever body X selects.
+    monkeypatch.setattr(loss_grad, "prefetch_fills_l1", lambda: True)
+    max_bytes = loss_grad.ROW_BLOCKS_MAX_BYTES_WHERE_PREFETCH_FILLS_L1
+    for n_classes, itemsize in [(3, 4), (3, 8), (20, 4), (20, 8)]:
+        widest = max_bytes // (BLOCK_ROWS * itemsize)
+        assert kernels.row_blocks_pay(widest, n_classes, itemsize)
+        assert not kernels.row_blocks_pay(widest + 1, n_classes, itemsize)
+    assert kernels.select_variant(55, 20, 4) is LossGradVariant.BLOCKED and not kernels.row_blocks_pay(55, 20, 4)
+    monkeypatch.setattr(loss_grad, "prefetch_fills_l1", lambda: False)
+    assert kernels.row_blocks_pay(55, 20, 4) and kernels.row_blocks_pay(16, 3, 8)
+
+
+@pytest.mark.parametrize("cpu_name", ["znver1", "znver2", "znver3", "znver4", "znver5", "skylake-avx512", "generic"])
+def test_prefetch_fills_l1_names_amd_before_zen_4(monkeypatch, cpu_name):
+    from numba.core import config
+
+    from fastsoftmax.kernels import _tiles
+
+    _tiles.prefetch_fills_l1.cache_clear()
+    monkeypatch.setattr(config, "CPU_NAME", cpu_name)  # as NUMBA_CPU_NAME sets it
+    try:
+        assert _tiles.prefetch_fills_l1() is (cpu_name in {"znver1", "znver2", "znver3"})
+    finally:
+        _tiles.prefetch_fills_l1.cache_clear()
+
+
 @pytest.mark.parametrize(("d", "k", "dtype"), [(20, 5, np.float32), (8, 20, np.float64), (64, 40, np.float32)])
-def test_training_reads_row_blocks_wherever_they_pay(rng, d, k, dtype, row_blocks_calls):
+def test_training_reads_row_blocks_wherever_they_pay(rng, d, k, dtype, row_blocks_calls, prefetch_into_l2):
     # Where the shape selects BLOCKED on X, below 64 classes.
     assert kernels.select_variant(d, k, np.dtype(dtype).itemsize) is LossGradVariant.BLOCKED
     X, y = _classification(rng, 1000, d, k, dtype)
     _fit(X, y, dtype)
     assert row_blocks_calls and row_blocks_calls[0] == (8, d, BLOCK_ROWS)
+
+
+def test_training_reads_X_in_place_where_prefetches_fill_l1_and_blocks_are_large(rng, monkeypatch, row_blocks_calls):
+    monkeypatch.setattr(loss_grad, "prefetch_fills_l1", lambda: True)
+    X, y = _classification(rng, 1000, 20, 5, np.float32)  # blocks of 10 KB: BLOCKED on X
+    _fit(X, y, np.float32)
+    assert row_blocks_calls == []
+    X, y = _classification(rng, 1000, 16, 5, np.float32)  # 8 KB
+    _fit(X, y, np.float32)
+    assert row_blocks_calls and row_blocks_calls[0] == (8, 16, BLOCK_ROWS)
 
 
 def test_the_copy_is_made_at_the_second_evaluation(rng, row_blocks_calls):
