@@ -77,6 +77,12 @@ def _smallest_curvature(objective, theta, basis) -> float:
     return float(np.linalg.eigvalsh(basis.T @ hessian @ basis)[0])
 
 
+def _scipy_lbfgsb(objective, tol: float):
+    """scipy's L-BFGS-B from zero, stopped by the gradient at ``tol`` or a relative decrease of 64 eps."""
+    options = {"maxiter": 2000, "gtol": tol, "ftol": 64 * np.finfo(np.float64).eps}
+    return minimize(objective, np.zeros(N_PARAMS), jac=True, method="L-BFGS-B", options=options)
+
+
 CASES = {
     "f64-well-l2": {"dtype": np.float64, "l2": 1e-2},
     "f64-well-nol2": {"dtype": np.float64, "l2": 0.0},
@@ -95,13 +101,7 @@ def test_reaches_the_optimum_of_scipy_lbfgsb(case):
     tol = 1e-8
     X, y, w = _data(dtype, **params)
     scipy_calls, our_calls = [], []
-    reference = minimize(
-        _objective(X, y, w, l2, scipy_calls),
-        np.zeros(N_PARAMS),
-        jac=True,
-        method="L-BFGS-B",
-        options={"maxiter": 2000, "gtol": tol, "ftol": 64 * np.finfo(np.float64).eps},
-    )
+    reference = _scipy_lbfgsb(_objective(X, y, w, l2, scipy_calls), tol)
     ours = solvers.lbfgs(_objective(X, y, w, l2, our_calls), np.zeros(N_PARAMS), max_iter=2000, tol=tol)
     print(
         f"{case}: scipy {reference.nit} it / {len(scipy_calls)} ev; "
@@ -144,13 +144,7 @@ def test_ill_conditioned_fits_take_no_more_iterations_than_scipy():
     for seed in range(8):
         X, y, _ = _data(scaled=True, seed=seed)
         objective = _objective(X, y, l2=1e-3)
-        reference = minimize(
-            objective,
-            np.zeros(N_PARAMS),
-            jac=True,
-            method="L-BFGS-B",
-            options={"maxiter": 2000, "gtol": 1e-8, "ftol": 64 * np.finfo(np.float64).eps},
-        )
+        reference = _scipy_lbfgsb(objective, 1e-8)
         ours = solvers.lbfgs(objective, np.zeros(N_PARAMS), max_iter=2000, tol=1e-8)
         assert ours.converged and reference.success
         assert objective(ours.theta)[0] == pytest.approx(reference.fun, rel=1e-10)
