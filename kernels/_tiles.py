@@ -693,6 +693,18 @@ PREFETCH_FILLS_L1_CPUS = frozenset({"znver1", "znver2", "znver3"})
 
 
 @functools.cache
+def target_vector_bytes() -> int:
+    """Bytes of a vector register on the CPU the kernels compile for (64 with AVX-512, 32 with AVX, else 16).
+
+    Read from Numba's CPU target, as the tiles read it when they compile
+    (``_vector_shape``), for rules chosen in Python before a call.
+    """
+    from numba.core.registry import cpu_target
+
+    return _vector_shape(cpu_target.target_context)[0]
+
+
+@functools.cache
 def prefetch_fills_l1() -> bool:
     """Whether the CPU the kernels compile for is one of ``PREFETCH_FILLS_L1_CPUS``.
 

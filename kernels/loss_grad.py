@@ -39,7 +39,7 @@ Design:
               register tiles of rows x classes for the logits and of
               classes x features for the gradient, the block's logits and
               softmax held transposed as in BLOCKED (K < 64 with long rows,
-              ``ROWWISE_MIN_ROW_BYTES``);
+              ``rowwise_min_row_bytes``);
   ``BLAS``    two GEMMs per block of 512 rows through ``np.dot`` with the
               softmax fused between them (K >= 64 with D > 1024).
 - Compiling is most of a cold first call, so each call compiles only what it
@@ -72,6 +72,7 @@ from fastsoftmax.kernels._tiles import (
     row_gradient_strip,
     row_logits_strip,
     softmax_gradient_full_block,
+    target_vector_bytes,
     transpose_full_block,
 )
 
@@ -133,6 +134,22 @@ BLOCKED_MAX_FEATURES = 1024
 #: to 96 bytes when the BLOCKED body had become faster (see
 #: ROWWISE_WHOLE_VECTOR_MAX_CLASSES).
 ROWWISE_MIN_ROW_BYTES = ((2, 64), (5, 96), (20, 224), (BLAS_MIN_CLASSES - 1, 384))
+#: ROWWISE_MIN_ROW_BYTES where a vector register holds 32 bytes (AVX2). Its
+#: sum across lanes per row and class takes one step fewer than on AVX-512,
+#: and at 5 < K <= 20 ROWWISE wins from 128 bytes a row, not 224. Zen 3, 2
+#: threads, public kernels, medians of 5 alternated rounds, ms BLOCKED /
+#: ROWWISE: K = 10, N = 200,000, float32 D = 24 (96 bytes) 3.02 / 3.38, D =
+#: 32 4.18 / 3.69, D = 40 4.76 / 4.35, D = 48 6.56 / 4.68; float64 D = 16
+#: (128 bytes) 5.30 / 4.65, D = 20 5.95 / 5.18, D = 24 6.45 / 5.57; K = 20,
+#: N = 100,000, float32 D = 24 2.64 / 3.20, D = 32 3.27 / 3.41, float64 D =
+#: 24 5.56 / 5.30. The other bounds held there: K = 3 float32 D = 20 (80
+#: bytes) 6.63 / 7.02; K = 5 float32 D = 16 (64 bytes) 3.18 / 3.31; K = 40,
+#: N = 100,000, float32 D = 20 4.46 / 6.73, D = 48 8.32 / 8.91, D = 64 10.7
+#: / 10.4, float64 D = 40 (320 bytes) 18.4 / 17.9. Whole fits (L-BFGS, tol
+#: 1e-6, the same iterations), s before / after, medians of 4 alternated
+#: processes: 200,000 x 48 x 10 float32 0.281 / 0.234, 200,000 x 32 x 10
+#: float32 0.124 / 0.117, 200,000 x 20 x 10 float64 0.303 / 0.275.
+ROWWISE_MIN_ROW_BYTES_32_BYTE_VECTORS = ((2, 64), (5, 96), (20, 128), (BLAS_MIN_CLASSES - 1, 384))
 #: K up to which ROWWISE also takes rows of exactly one AVX-512 vector
 #: (``VECTOR_BYTES``: 16 float32 or 8 float64 values), below the table's
 #: bound. ROWWISE loads a row in whole vectors, the last one masked: a row of
@@ -180,7 +197,7 @@ def select_variant(n_features: int, n_classes: int, itemsize: int) -> LossGradVa
 
     The rule, measured on the 2-core machine (README, "How the kernels
     work"): for K < 64, ROWWISE when a row of X takes at least the bytes
-    ``ROWWISE_MIN_ROW_BYTES`` sets for K (64 bytes for K = 2 up to 384 for
+    ``rowwise_min_row_bytes()`` sets for K (64 bytes for K = 2 up to 384 for
     K > 20), or exactly one vector at K <= 3
     (``ROWWISE_WHOLE_VECTOR_MAX_CLASSES``), else BLOCKED. Both run their
     products in register tiles near the FMA peak; BLOCKED pays a transpose
@@ -189,7 +206,18 @@ def select_variant(n_features: int, n_classes: int, itemsize: int) -> LossGradVa
     """
     if n_classes <= ROWWISE_WHOLE_VECTOR_MAX_CLASSES and n_features * itemsize == VECTOR_BYTES:
         return LossGradVariant.ROWWISE
-    return select_by_row_bytes(n_features, n_classes, itemsize, ROWWISE_MIN_ROW_BYTES)
+    return select_by_row_bytes(n_features, n_classes, itemsize, rowwise_min_row_bytes())
+
+
+def rowwise_min_row_bytes() -> tuple[tuple[int, int], ...]:
+    """``select_variant``'s ROWWISE bounds for the CPU the kernels compile for.
+
+    ROWWISE_MIN_ROW_BYTES_32_BYTE_VECTORS on AVX2, ROWWISE_MIN_ROW_BYTES
+    (measured on AVX-512) everywhere else.
+    """
+    if target_vector_bytes() == 32:
+        return ROWWISE_MIN_ROW_BYTES_32_BYTE_VECTORS
+    return ROWWISE_MIN_ROW_BYTES
 
 
 def select_by_row_bytes(

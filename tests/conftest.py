@@ -136,6 +136,12 @@ def five_point_derivative(f, h: float = FD_STEP) -> float:
 
 
 @pytest.fixture
+def avx512_shape_rule(monkeypatch):
+    """``select_variant``'s bounds for 64-byte vectors (AVX-512), whatever CPU runs the tests."""
+    monkeypatch.setattr(kernels.loss_grad, "target_vector_bytes", lambda: 64)
+
+
+@pytest.fixture
 def rng():
     """The one seeded generator every randomised test draws from."""
     return np.random.default_rng(20240611)

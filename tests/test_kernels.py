@@ -685,7 +685,7 @@ def test_count_nonfinite(rng, dtype, n_chunks):
     assert kernels.count_nonfinite(X, n_chunks) == (3, 11)
 
 
-def test_select_variant_rule():
+def test_select_variant_rule(avx512_shape_rule):
     # K < 64: register tiles along D on X's rows from rows of 64, 96, 224 or
     # 384 bytes (K <= 2, 5, 20, 63), and at K <= 3 on rows of exactly one
     # vector (64 bytes); across rows of a transposed block below; K >= 64:
@@ -717,6 +717,33 @@ def test_select_variant_rule():
     assert kernels.select_variant(1024, 64, 8) is LossGradVariant.BLOCKED
     assert kernels.select_variant(1025, 64, 4) is LossGradVariant.BLAS
     assert kernels.select_variant(1025, 63, 4) is LossGradVariant.ROWWISE
+
+
+def test_select_variant_rule_on_avx2(monkeypatch):
+    # With 32-byte vectors, ROWWISE from 128 bytes a row at 5 < K <= 20 (224 on
+    # AVX-512); the other bounds and the one-vector rule are AVX-512's.
+    monkeypatch.setattr(kernels.loss_grad, "target_vector_bytes", lambda: 32)
+    assert kernels.loss_grad.rowwise_min_row_bytes() is kernels.loss_grad.ROWWISE_MIN_ROW_BYTES_32_BYTE_VECTORS
+    assert_rowwise_bounds(kernels.select_variant, ((5, 96), (20, 128), (63, 384)))
+    assert kernels.select_variant(32, 10, 4) is LossGradVariant.ROWWISE
+    assert kernels.select_variant(24, 10, 4) is LossGradVariant.BLOCKED
+    assert kernels.select_variant(16, 10, 8) is LossGradVariant.ROWWISE
+    assert kernels.select_variant(20, 3, 4) is LossGradVariant.BLOCKED
+    assert kernels.select_variant(16, 3, 4) is LossGradVariant.ROWWISE  # one 64-byte row
+    assert kernels.select_variant(512, 1000, 4) is LossGradVariant.BLOCKED
+    # Other vector widths keep the bounds measured on AVX-512.
+    for vector_bytes in (16, 64):
+        monkeypatch.setattr(kernels.loss_grad, "target_vector_bytes", lambda vector_bytes=vector_bytes: vector_bytes)
+        assert kernels.loss_grad.rowwise_min_row_bytes() is kernels.loss_grad.ROWWISE_MIN_ROW_BYTES
+
+
+def test_target_vector_bytes_is_what_the_tiles_compile_for():
+    from numba.core.registry import cpu_target
+
+    from fastsoftmax.kernels import _tiles
+
+    assert _tiles.target_vector_bytes() in (16, 32, 64)
+    assert _tiles.target_vector_bytes() == _tiles._vector_shape(cpu_target.target_context)[0]
 
 
 def test_prediction_takes_the_loss_and_gradient_rule_with_its_own_bounds():

@@ -233,7 +233,7 @@ def prefetch_into_l2(monkeypatch):
     monkeypatch.setattr(loss_grad, "prefetch_fills_l1", lambda: False)
 
 
-def test_row_blocks_pay_rule(prefetch_into_l2):
+def test_row_blocks_pay_rule(prefetch_into_l2, avx512_shape_rule):
     # At K < 64 wherever the shape selects BLOCKED on X: the copy removes its transpose.
     for n_features, n_classes, itemsize in [(55, 20, 4), (95, 63, 4), (47, 63, 8), (27, 20, 8)]:
         assert kernels.select_variant(n_features, n_classes, itemsize) is LossGradVariant.BLOCKED
@@ -255,7 +255,7 @@ def test_row_blocks_pay_rule(prefetch_into_l2):
     assert not kernels.row_blocks_pay(8, 64, 8)  # K >= 64: the classes set the work, not the transpose
 
 
-def test_row_blocks_pay_only_for_small_blocks_where_prefetches_fill_l1(monkeypatch):
+def test_row_blocks_pay_only_for_small_blocks_where_prefetches_fill_l1(monkeypatch, avx512_shape_rule):
     # Zen 1 to 3 (``_tiles.prefetch_fills_l1``): blocks of at most 8 KB, whichever body X selects.
     monkeypatch.setattr(loss_grad, "prefetch_fills_l1", lambda: True)
     max_bytes = loss_grad.ROW_BLOCKS_MAX_BYTES_WHERE_PREFETCH_FILLS_L1
