@@ -209,28 +209,29 @@ def select_variant(n_features: int, n_classes: int, itemsize: int) -> LossGradVa
     return select_by_row_bytes(n_features, n_classes, itemsize, rowwise_min_row_bytes())
 
 
-def rowwise_min_row_bytes() -> tuple[tuple[int, int], ...]:
-    """``select_variant``'s ROWWISE bounds for the CPU the kernels compile for.
+RowBytesBounds = tuple[tuple[int, int], ...]
 
-    ROWWISE_MIN_ROW_BYTES_32_BYTE_VECTORS on AVX2, ROWWISE_MIN_ROW_BYTES
-    (measured on AVX-512) everywhere else.
+
+def rowwise_min_row_bytes(
+    bounds: RowBytesBounds = ROWWISE_MIN_ROW_BYTES,
+    bounds_32_byte_vectors: RowBytesBounds = ROWWISE_MIN_ROW_BYTES_32_BYTE_VECTORS,
+) -> RowBytesBounds:
+    """ROWWISE bounds for the CPU the kernels compile for: ``bounds_32_byte_vectors`` on AVX2, else ``bounds``.
+
+    The defaults are ``select_variant``'s; ``bounds`` were measured on AVX-512.
     """
-    if target_vector_bytes() == 32:
-        return ROWWISE_MIN_ROW_BYTES_32_BYTE_VECTORS
-    return ROWWISE_MIN_ROW_BYTES
+    return bounds_32_byte_vectors if target_vector_bytes() == 32 else bounds
 
 
-def select_by_row_bytes(
-    n_features: int, n_classes: int, itemsize: int, rowwise_min_row_bytes: tuple[tuple[int, int], ...]
-) -> LossGradVariant:
+def select_by_row_bytes(n_features: int, n_classes: int, itemsize: int, bounds: RowBytesBounds) -> LossGradVariant:
     """The rule of ``select_variant`` with the ROWWISE bounds as a parameter (the Hessian-vector product has its own).
 
-    ``rowwise_min_row_bytes`` holds (max classes, min row bytes) pairs by
-    increasing class count, the last for K = BLAS_MIN_CLASSES - 1.
+    ``bounds`` holds (max classes, min row bytes) pairs by increasing class
+    count, the last for K = BLAS_MIN_CLASSES - 1.
     """
     if n_classes >= BLAS_MIN_CLASSES:
         return LossGradVariant.BLOCKED if n_features <= BLOCKED_MAX_FEATURES else LossGradVariant.BLAS
-    min_row_bytes = next(row_bytes for max_classes, row_bytes in rowwise_min_row_bytes if n_classes <= max_classes)
+    min_row_bytes = next(row_bytes for max_classes, row_bytes in bounds if n_classes <= max_classes)
     if n_features * itemsize >= min_row_bytes:
         return LossGradVariant.ROWWISE
     return LossGradVariant.BLOCKED

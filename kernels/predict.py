@@ -37,6 +37,7 @@ from fastsoftmax.kernels.loss_grad import (
     _row_logits,
     chunk_rows,
     columns_of,
+    rowwise_min_row_bytes,
     select_by_row_bytes,
 )
 from fastsoftmax.kernels.softmax import exp_shifted_block
@@ -53,13 +54,21 @@ _COLUMNS = 5
 #: threads, 9 alternated rounds, 1e6 x D x 3 float32: D = 18 1.16, 20 1.20,
 #: 22 1.33; float64: D = 10 1.46.
 PREDICT_ROWWISE_MIN_ROW_BYTES = ((3, 64), (5, 96), (20, 224), (BLAS_MIN_CLASSES - 1, 384))
+#: PREDICT_ROWWISE_MIN_ROW_BYTES on AVX2, as for the loss and gradient
+#: (``loss_grad.ROWWISE_MIN_ROW_BYTES_32_BYTE_VECTORS``): at 5 < K <= 20 from
+#: 128 bytes a row. Zen 3, 2 threads, medians of 5 alternated rounds of 7
+#: calls, ms BLOCKED / ROWWISE, K = 10, N = 200,000: float32 D = 16 (64
+#: bytes) 5.04 / 5.87, D = 24 4.39 / 4.51, D = 32 5.45 / 5.44, D = 48 6.08 /
+#: 5.22; float64 D = 16 (128 bytes) 5.70 / 5.36, D = 24 6.06 / 5.27.
+PREDICT_ROWWISE_MIN_ROW_BYTES_32_BYTE_VECTORS = ((3, 64), (5, 96), (20, 128), (BLAS_MIN_CLASSES - 1, 384))
 
 
 def select_predict_variant(n_features: int, n_classes: int, itemsize: int) -> LossGradVariant:
     """Choose the block body that forms prediction's logits for D features, K classes, ``itemsize``-byte floats.
 
     The rule of the fused loss and gradient (``loss_grad.select_by_row_bytes``)
-    with the bounds ``PREDICT_ROWWISE_MIN_ROW_BYTES``: at every shape
+    with the bounds ``PREDICT_ROWWISE_MIN_ROW_BYTES`` (on AVX2,
+    ``PREDICT_ROWWISE_MIN_ROW_BYTES_32_BYTE_VECTORS``): at every shape
     measured, the body it picks for the labels is the fastest or within 14 %
     of it. 2 threads, OpenBLAS's own kernels, medians of 11
     alternated calls of ``predict_labels``, ms BLOCKED / ROWWISE / BLAS
@@ -74,7 +83,8 @@ def select_predict_variant(n_features: int, n_classes: int, itemsize: int) -> Lo
     3.93 / 5.13 / 6.17; 20,000 x 512 x 1000 48.9 / 56.6 / 53.4, 101.9 / 93.4
     / 114.3.
     """
-    return select_by_row_bytes(n_features, n_classes, itemsize, PREDICT_ROWWISE_MIN_ROW_BYTES)
+    bounds = rowwise_min_row_bytes(PREDICT_ROWWISE_MIN_ROW_BYTES, PREDICT_ROWWISE_MIN_ROW_BYTES_32_BYTE_VECTORS)
+    return select_by_row_bytes(n_features, n_classes, itemsize, bounds)
 
 
 @njit(inline="always", **JIT_OPTIONS)

@@ -731,10 +731,13 @@ def test_select_variant_rule_on_avx2(monkeypatch):
     assert kernels.select_variant(20, 3, 4) is LossGradVariant.BLOCKED
     assert kernels.select_variant(16, 3, 4) is LossGradVariant.ROWWISE  # one 64-byte row
     assert kernels.select_variant(512, 1000, 4) is LossGradVariant.BLOCKED
+    # Prediction moves its bound there too.
+    assert_rowwise_bounds(kernels.select_predict_variant, ((3, 64), (5, 96), (20, 128), (63, 384)))
     # Other vector widths keep the bounds measured on AVX-512.
     for vector_bytes in (16, 64):
         monkeypatch.setattr(kernels.loss_grad, "target_vector_bytes", lambda vector_bytes=vector_bytes: vector_bytes)
         assert kernels.loss_grad.rowwise_min_row_bytes() is kernels.loss_grad.ROWWISE_MIN_ROW_BYTES
+        assert kernels.select_predict_variant(48, 10, 4) is LossGradVariant.BLOCKED
 
 
 def test_target_vector_bytes_is_what_the_tiles_compile_for():
@@ -746,7 +749,7 @@ def test_target_vector_bytes_is_what_the_tiles_compile_for():
     assert _tiles.target_vector_bytes() == _tiles._vector_shape(cpu_target.target_context)[0]
 
 
-def test_prediction_takes_the_loss_and_gradient_rule_with_its_own_bounds():
+def test_prediction_takes_the_loss_and_gradient_rule_with_its_own_bounds(avx512_shape_rule):
     for n_features, n_classes, itemsize in [(8, 3, 4), (100, 10, 8), (64, 256, 4), (2000, 300, 8)]:
         assert kernels.select_predict_variant(n_features, n_classes, itemsize) is kernels.select_variant(
             n_features, n_classes, itemsize
