@@ -740,15 +740,6 @@ def test_select_variant_rule_on_avx2(monkeypatch):
         assert kernels.select_predict_variant(48, 10, 4) is LossGradVariant.BLOCKED
 
 
-def test_target_vector_bytes_is_what_the_tiles_compile_for():
-    from numba.core.registry import cpu_target
-
-    from fastsoftmax.kernels import _tiles
-
-    assert _tiles.target_vector_bytes() in (16, 32, 64)
-    assert _tiles.target_vector_bytes() == _tiles._vector_shape(cpu_target.target_context)[0]
-
-
 def test_prediction_takes_the_loss_and_gradient_rule_with_its_own_bounds(avx512_shape_rule):
     for n_features, n_classes, itemsize in [(8, 3, 4), (100, 10, 8), (64, 256, 4), (2000, 300, 8)]:
         assert kernels.select_predict_variant(n_features, n_classes, itemsize) is kernels.select_variant(

@@ -115,6 +115,25 @@ def _bias_sums_in_tree_order(Gt, lanes):
     return np.array(sums)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_target_vector_bytes_is_the_width_the_tiles_compile_for(rng, dtype):
+    # The shape rules, chosen in Python (``loss_grad.rowwise_min_row_bytes``),
+    # read the vector width; the bias sums' tree of lanes shows the width the
+    # tiles took when they compiled here, unpatched.
+    @njit(fastmath=FASTMATH)
+    def add(Gt, db):
+        _tiles.add_bias_sums(Gt, db)
+
+    assert _tiles.target_vector_bytes() in (16, 32, 64)
+    lanes = _tiles.target_vector_bytes() // np.dtype(dtype).itemsize
+    Gt = rng.standard_normal((5, BLOCK_ROWS)) * 10.0 ** rng.integers(-6, 6, (5, BLOCK_ROWS))
+    Gt = Gt.astype(dtype)
+    db = np.zeros(5)
+    add(Gt, db)
+    np.testing.assert_array_equal(db, _bias_sums_in_tree_order(Gt, lanes))
+    assert not np.array_equal(db, _bias_sums_in_tree_order(Gt, 2 * lanes))  # another width, other bits
+
+
 @pytest.mark.parametrize("vector_shape", VECTOR_SHAPES, ids=lambda shape: f"{shape[0]}-byte")
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 def test_bias_sums_take_one_fixed_order(rng, monkeypatch, vector_shape, dtype):
