@@ -74,6 +74,7 @@ from llvmlite import ir
 from numba import types
 from numba.core import cgutils, config
 from numba.core.errors import TypingError
+from numba.core.registry import cpu_target
 from numba.extending import intrinsic
 
 from fastsoftmax.kernels._config import BLOCK_ROWS, FASTMATH_EXP, FASTMATH_ORDERED
@@ -699,8 +700,6 @@ def target_vector_bytes() -> int:
     Read from Numba's CPU target, as the tiles read it when they compile
     (``_vector_shape``), for rules chosen in Python before a call.
     """
-    from numba.core.registry import cpu_target
-
     return _vector_shape(cpu_target.target_context)[0]
 
 

@@ -10,8 +10,9 @@ and timed that stage at 0.37 us a block where it takes 0.18 (20 x 3
 float32). A stage alone can answer a change differently from the body: at
 512 x 1000 float64 on Zen 3, panels of features that cut the gradient
 stage here by a quarter (by a sixth over one block) left the whole BLOCKED
-chunk level, so check such a lever on the chunk too. The stages are private functions of ``kernels.loss_grad``; a
-commit whose stages have other signatures skips (``NotImplementedError``).
+chunk level, so check such a lever on the chunk too. The stages are
+private functions of ``kernels.loss_grad``; a commit whose stages have
+other signatures skips (``NotImplementedError``).
 
 * ``transpose``: X's rows into the (D, 128) block (``_fill_transposed``);
 * ``logits``: Zt = W Xt + b (``_block_logits``);
