@@ -33,8 +33,10 @@ stays in registers:
 - bias (``add_bias_sums``): each class's sum of Gt over the block, in one
   fixed order for a given vector width, wherever it is compiled.
 
-Between the stages the body prefetches the next block (``prefetch_bytes``),
-so that memory works while the block computes.
+Meanwhile the body prefetches the next block, so that memory works while
+the block computes: between the stages (``prefetch_bytes``), or, where the
+block is read as it is stored, from the logits tiles, a part per tile of
+rows (``logits_strip``).
 
 The ROWWISE body runs the two products on X's rows as they lie, no
 transpose, and shares the softmax tile (its logits land in the same Zt):
@@ -187,18 +189,25 @@ def _fma(builder, vector_type, itemsize):
 
 @functools.cache
 def logits_strip(n_classes: int):
-    """An intrinsic ``strip(Xt, W, b, Zt, k0, column)``: Zt[k0 + c, r] = b[k0 + c] + W[k0 + c] . Xt[:, column + r].
+    """An intrinsic ``strip(Xt, W, b, Zt, k0, column, upcoming, upcoming_bytes)``: the logits of a strip of classes.
 
-    For c < ``n_classes`` and every r < BLOCK_ROWS. Xt (D, M) with
+    Zt[k0 + c, r] = b[k0 + c] + W[k0 + c] . Xt[:, column + r] for
+    c < ``n_classes`` and every r < BLOCK_ROWS. Xt (D, M) with
     M >= column + BLOCK_ROWS (a transposed block, column 0, or the
     transpose of a Fortran-ordered X) and Zt (K, BLOCK_ROWS) have contiguous
-    rows; W (K, D) and b (K,) any strides.
+    rows; W (K, D) and b (K,) any strides. Meanwhile it prefetches the bytes
+    ``upcoming_bytes`` of the C-contiguous array ``upcoming`` (where the next
+    block lies; ``_emit_prefetch_part``), a part at the start of each tile
+    of rows, so that the requests go out spread over the stage.
     """
 
     @intrinsic
-    def strip(typingctx, Xt_type, W_type, b_type, Zt_type, k0_type, column_type):
-        _require_contiguous(Xt=Xt_type, Zt=Zt_type)
-        signature = types.void(Xt_type, W_type, b_type, Zt_type, types.intp, types.intp)
+    def strip(typingctx, Xt_type, W_type, b_type, Zt_type, k0_type, column_type, upcoming_type, upcoming_bytes_type):
+        _require_contiguous(Xt=Xt_type, Zt=Zt_type, upcoming=upcoming_type)
+        upcoming_bytes_type = types.UniTuple(types.intp, 4)
+        signature = types.void(
+            Xt_type, W_type, b_type, Zt_type, types.intp, types.intp, upcoming_type, upcoming_bytes_type
+        )
 
         def codegen(context, builder, signature, args):
             Xt, W, b, Zt = (
@@ -208,14 +217,19 @@ def logits_strip(n_classes: int):
             k0 = args[4]
             arrays = _Arrays(context, builder, Xt_type.dtype)
             column_bytes = builder.mul(args[5], arrays.const(arrays.itemsize))
+            upcoming = context.make_array(upcoming_type)(context, builder, args[6])
+            upcoming_arrays = _Arrays(context, builder, upcoming_type.dtype)
+            upcoming_bytes = [builder.extract_value(args[7], field) for field in range(4)]
             lanes, n_row_vectors, _ = _tile_shapes(context, arrays.itemsize)
             vector_type = ir.VectorType(arrays.scalar, lanes)
             fma = _fma(builder, vector_type, arrays.itemsize)
             n_features = builder.extract_value(Xt.shape, 0)
             tile_rows = lanes * n_row_vectors
+            n_tiles = BLOCK_ROWS // tile_rows
             classes = [builder.add(k0, arrays.const(c)) for c in range(n_classes)]
             accumulators = [[cgutils.alloca_once(builder, vector_type) for _ in range(n_row_vectors)] for _ in classes]
-            with cgutils.for_range(builder, arrays.const(BLOCK_ROWS // tile_rows)) as tile:
+            with cgutils.for_range(builder, arrays.const(n_tiles)) as tile:
+                _emit_prefetch_part(builder, upcoming_arrays, upcoming, upcoming_bytes, tile.index, n_tiles)
                 row_bytes = [
                     builder.mul(
                         builder.add(builder.mul(tile.index, arrays.const(tile_rows)), arrays.const(v * lanes)),
@@ -731,6 +745,38 @@ def _emit_prefetches(builder, arrays, array, first, stop):
     read, locality, data = (ir.Constant(i32, flag) for flag in (0, PREFETCH_LOCALITY, 1))
     with cgutils.for_range_slice(builder, first, stop, arrays.const(CACHE_LINE_BYTES)) as (offset, _):
         builder.call(prefetch, [builder.gep(base, [offset]), read, locality, data])
+
+
+def _emit_prefetch_part(builder, arrays, array, upcoming_bytes, part, n_parts):
+    """Prefetch part ``part`` (a run-time index) of ``n_parts`` of the bytes ``upcoming_bytes`` of ``array``.
+
+    ``upcoming_bytes`` = (first, stop, n_pieces, piece_bytes) is bytes
+    [first, stop) of each of n_pieces pieces, piece_bytes apart. One piece
+    (the rows of a C-ordered X or a row block) splits into n_parts runs of
+    whole cache lines; several (one per feature of a Fortran-ordered X)
+    split by pieces, part p taking pieces [p n_pieces / n_parts, (p + 1)
+    n_pieces / n_parts).
+    """
+    first, stop, n_pieces, piece_bytes = upcoming_bytes
+    one_piece = builder.icmp_signed("==", n_pieces, arrays.const(1))
+    # One piece: a part is ceil((stop - first) / n_parts) bytes, rounded up to whole lines.
+    part_lines = builder.sdiv(
+        builder.add(builder.sub(stop, first), arrays.const(n_parts * CACHE_LINE_BYTES - 1)),
+        arrays.const(n_parts * CACHE_LINE_BYTES),
+    )
+    part_bytes = builder.mul(part_lines, arrays.const(CACHE_LINE_BYTES))
+    part_first = builder.add(first, builder.mul(part, part_bytes))
+    part_stop = builder.add(part_first, part_bytes)
+    part_stop = builder.select(builder.icmp_signed("<", part_stop, stop), part_stop, stop)
+    run_first = builder.select(one_piece, part_first, first)
+    run_stop = builder.select(one_piece, part_stop, stop)
+    first_piece = builder.sdiv(builder.mul(part, n_pieces), arrays.const(n_parts))
+    stop_piece = builder.sdiv(builder.mul(builder.add(part, arrays.const(1)), n_pieces), arrays.const(n_parts))
+    first_piece = builder.select(one_piece, arrays.const(0), first_piece)
+    stop_piece = builder.select(one_piece, arrays.const(1), stop_piece)
+    with cgutils.for_range_slice(builder, first_piece, stop_piece, arrays.const(1)) as (piece, _):
+        offset = builder.mul(piece, piece_bytes)
+        _emit_prefetches(builder, arrays, array, builder.add(run_first, offset), builder.add(run_stop, offset))
 
 
 @intrinsic

@@ -403,6 +403,54 @@ def test_prefetch_takes_any_range_and_changes_nothing(dtype):
         prefetch_ranges(a[::2], ranges)
 
 
+@pytest.mark.parametrize("vector_shape", VECTOR_SHAPES, ids=lambda shape: f"{shape[0]}-byte")
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("n_classes", [3, 7])
+def test_logits_that_prefetch_are_the_logits(monkeypatch, vector_shape, dtype, n_classes):
+    # The logits tiles ask for a range of an array a part per tile of rows:
+    # one piece split by bytes, or pieces (a Fortran-ordered X's features)
+    # split among the tiles, and ranges past either end of the buffer. The
+    # logits are those of the tiles that prefetch nothing, bit for bit, and
+    # the prefetched array is unchanged.
+    monkeypatch.setattr(_tiles, "_vector_shape", lambda context: vector_shape)
+
+    @njit(fastmath=FASTMATH)
+    def logits(Xt, W, b, Zt, upcoming, ranges):
+        for first, stop, n_pieces, piece_bytes in ranges:
+            loss_grad._block_logits_prefetching(Xt, W, b, Zt, 0, upcoming, (first, stop, n_pieces, piece_bytes))
+
+    @njit(fastmath=FASTMATH)
+    def logits_alone(Xt, W, b, Zt):
+        _block_logits(Xt, W, b, Zt)
+
+    rng = np.random.default_rng(n_classes)
+    n_features = 11
+    Xt = rng.standard_normal((n_features, BLOCK_ROWS)).astype(dtype)
+    W = rng.standard_normal((n_classes, n_features)).astype(dtype)
+    b = rng.standard_normal(n_classes).astype(dtype)
+    upcoming = rng.standard_normal((n_features, 3 * BLOCK_ROWS)).astype(dtype)
+    expected_upcoming = upcoming.copy()
+    row_bytes, n_bytes = upcoming.strides[0], upcoming.nbytes
+    ranges = np.array(
+        [
+            (0, n_bytes, 1, 0),
+            (row_bytes, row_bytes + 100, n_features, row_bytes),
+            (-(1 << 40), 1 << 40, 1, 0),
+            (n_bytes - 64, n_bytes + 4096, n_features, row_bytes),
+            (64, 0, 1, 0),
+            (0, 0, 0, 0),
+        ]
+    )
+    Zt, expected = np.empty((n_classes, BLOCK_ROWS), dtype), np.empty((n_classes, BLOCK_ROWS), dtype)
+    logits(Xt, W, b, Zt, upcoming, ranges)
+    logits_alone(Xt, W, b, expected)
+    np.testing.assert_array_equal(Zt, expected)
+    np.testing.assert_array_equal(upcoming, expected_upcoming)
+
+    with pytest.raises(TypingError, match="C-contiguous upcoming"):
+        logits(Xt, W, b, Zt, upcoming[:, ::2], ranges)
+
+
 @intrinsic
 def _exp_in_vectors(typingctx, values_type):
     """exp of a C-contiguous float array in place, through ``_tiles._vector_exp`` on vectors of 16 values (a
