@@ -164,11 +164,11 @@ ROWWISE_WHOLE_VECTOR_MAX_CLASSES = 3
 #: Bytes of one AVX-512 vector.
 VECTOR_BYTES = 64
 #: Bytes up to which a block is prefetched: the BLOCKED body asks for the
-#: next block while it computes on this one: a third before each stage on a
-#: C-ordered X, a part per tile of the logits on a stored block
-#: (``_stored_block``). The
-#: softmax and the products touch only the block in L1/L2, so without it
-#: memory idles for most of a block and the next one is read in a burst.
+#: next block while it computes on this one, a third before each stage on a
+#: C-ordered X and a part per tile of the logits on a stored block
+#: (``_stored_block``). The softmax and the products touch only the block
+#: in L1/L2, so without it memory idles for most of a block and the next
+#: one is read in a burst.
 #: Public kernels, two threads, medians of three alternated runs, ms before
 #: / after, on X and on row blocks: 1e6 x 20 x 3 (20 KB blocks in float64)
 #: 8.73 / 6.48 and 7.77 / 5.87 in float64, 4.73 / 3.63 and 4.20 / 3.20 in
