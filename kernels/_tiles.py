@@ -34,9 +34,9 @@ stays in registers:
   fixed order for a given vector width, wherever it is compiled.
 
 Meanwhile the body prefetches the next block, so that memory works while
-the block computes: between the stages (``prefetch_bytes``), or, where the
-block is read as it is stored, from the logits tiles, a part per tile of
-rows (``logits_strip``).
+the block computes: from the logits tiles, a part per tile of rows
+(``logits_strip``), or, in the loss+grad step on a C-ordered X, a third
+between the stages (``prefetch_bytes``).
 
 The ROWWISE body runs the two products on X's rows as they lie, no
 transpose, and shares the softmax tile (its logits land in the same Zt):

@@ -68,11 +68,9 @@ from fastsoftmax.kernels.loss_grad import (
     ROWWISE_PREFETCH_MAX_BYTES,
     LossGradVariant,
     _block_gradient,
-    _block_logits,
     _block_logits_prefetching,
     _columns_block,
     _fill_transposed,
-    _prefetch_third,
     _prefetched_bytes,
     _row_gradient,
     _row_logits,
@@ -264,29 +262,16 @@ def _block_curvature(ZUt, Rt, nb, sample_weight, block_start, scratch):
 def _transposed_block(Xt, column, nb, sample_weight, block_start, scratch, HV_acc, Hc_acc, upcoming, upcoming_bytes):
     """One block of the BLOCKED body, its rows r < nb held as Xt[:, column + r] (zero from nb on).
 
-    Meanwhile it prefetches the bytes ``upcoming_bytes`` (``loss_grad._prefetch_third``)
-    of the C-contiguous array ``upcoming``, where the next block lies, a
-    third before each stage, as ``loss_grad``'s body does.
-    """
-    WV, bc, ZUt, Rt = scratch[0], scratch[1], scratch[2], scratch[3]
-    _prefetch_third(upcoming, upcoming_bytes, 0)
-    _block_logits(Xt, WV, bc, ZUt, column)
-    _prefetch_third(upcoming, upcoming_bytes, 1)
-    _block_curvature(ZUt, Rt, nb, sample_weight, block_start, scratch)
-    _prefetch_third(upcoming, upcoming_bytes, 2)
-    _block_gradient(Xt, Rt, HV_acc, Hc_acc, column)
-
-
-@njit(inline="always", **JIT_OPTIONS)
-def _stored_block(Xt, column, nb, sample_weight, block_start, scratch, HV_acc, Hc_acc, upcoming, upcoming_bytes):
-    """``_transposed_block`` on a block read where it is stored, as ``loss_grad._stored_block``.
-
-    The logits tiles ask for the next block a part per tile of rows
-    (``loss_grad._block_logits_prefetching``), not a third before each stage.
-    Zen 3, the chunk in one process, the same bits, medians of 9 alternated
-    rounds, time after / before on one thread and on two: row blocks
-    1e6 x 20 x 3 float32 0.97 / 0.97, 1e6 x 8 x 3 float64 0.97 / 0.97,
-    400,000 x 20 x 5 float32 0.99 / 0.99; a Fortran-ordered X 0.99-1.00.
+    Meanwhile the logits tiles ask for the bytes ``upcoming_bytes`` of the
+    C-contiguous array ``upcoming``, where the next block lies, a part per
+    tile of rows (``loss_grad._block_logits_prefetching``), not a third
+    before each stage. Zen 3, the chunk in one process, the same bits,
+    medians of 9 alternated rounds, time after / before on one thread and
+    on two: on a C-ordered X 1e6 x 20 x 3 float32 0.96 / 0.96, 1e6 x 8 x 3
+    float64 0.96 / 1.00, 400,000 x 20 x 5 float32 0.98 / 0.98; on row
+    blocks 0.97 / 0.97, 0.97 / 0.97 and 0.99 / 0.99; on a Fortran-ordered X
+    0.99-1.00. (The loss+grad body on a C-ordered X keeps the thirds; see
+    ``loss_grad._stored_block``.)
     """
     WV, bc, ZUt, Rt = scratch[0], scratch[1], scratch[2], scratch[3]
     _block_logits_prefetching(Xt, WV, bc, ZUt, column, upcoming, upcoming_bytes)
@@ -299,8 +284,8 @@ def _blocked_chunk(X, W, b, V, c, sample_weight, start, stop, HV_acc, Hc_acc):
     """Rows [start, stop) a transposed block at a time, on the register tiles of ``loss_grad``'s BLOCKED body.
 
     Both sets of logits are one pass of the logits tiles over the
-    transposed block, R^T X one pass of the gradient tiles; the next block
-    is prefetched as there.
+    transposed block, R^T X one pass of the gradient tiles; the logits
+    tiles prefetch the next block (``_transposed_block``).
     """
     n_features = W.shape[1]
     Xt = np.empty((n_features, BLOCK_ROWS), dtype=X.dtype)
@@ -332,7 +317,9 @@ def _row_blocks_chunk(X_blocks, W, b, V, c, sample_weight, start, stop, HV_acc, 
         block = block_start // BLOCK_ROWS
         next_first = (block + 1) * block_bytes
         upcoming = (next_first, min(next_first + prefetched_bytes, chunk_end), 1, 0)
-        _stored_block(X_blocks[block], 0, nb, sample_weight, block_start, scratch, HV_acc, Hc_acc, X_blocks, upcoming)
+        _transposed_block(
+            X_blocks[block], 0, nb, sample_weight, block_start, scratch, HV_acc, Hc_acc, X_blocks, upcoming
+        )
 
 
 @njit(**JIT_OPTIONS)
@@ -346,7 +333,7 @@ def _columns_chunk(X_columns, W, b, V, c, sample_weight, start, stop, HV_acc, Hc
     for block_start in range(start, stop, BLOCK_ROWS):
         nb = min(BLOCK_ROWS, stop - block_start)
         Xt, column, upcoming = _columns_block(X_columns, block_start, nb, stop)
-        _stored_block(Xt, column, nb, sample_weight, block_start, scratch, HV_acc, Hc_acc, X_columns[0], upcoming)
+        _transposed_block(Xt, column, nb, sample_weight, block_start, scratch, HV_acc, Hc_acc, X_columns[0], upcoming)
 
 
 @njit(**JIT_OPTIONS)
