@@ -366,6 +366,10 @@ _logits_1, _logits_2, _logits_3, _logits_4, _logits_5 = _logits_strips
 _gradient_1, _gradient_2, _gradient_3, _gradient_4 = _gradient_strips
 
 
+#: The empty range of ``_block_logits_prefetching``: bytes [0, 0) of one piece.
+NO_PREFETCH = (0, 0, 1, 0)
+
+
 @njit(inline="always", **JIT_OPTIONS)
 def _block_logits(Xt, W, b, Zt, column=0):
     """Zt[k, r] = b_k + sum_d W[k, d] Xt[d, column + r] for every row r < BLOCK_ROWS of a transposed block.
@@ -373,10 +377,6 @@ def _block_logits(Xt, W, b, Zt, column=0):
     Prefetches nothing (``_block_logits_prefetching`` does).
     """
     _block_logits_prefetching(Xt, W, b, Zt, column, Zt, NO_PREFETCH)
-
-
-#: The empty range of ``_block_logits_prefetching``: bytes [0, 0) of one piece.
-NO_PREFETCH = (0, 0, 1, 0)
 
 
 @njit(inline="always", **JIT_OPTIONS)
@@ -546,21 +546,15 @@ def _prefetch_next_labels(y, sample_weight, block_start, stop):
 
 @njit(inline="always", **JIT_OPTIONS)
 def _prefetch_third(array, upcoming, third):
-    """Prefetch the ``third``-th third (0, 1 or 2) of the bytes ``upcoming`` of ``array``.
+    """Prefetch the ``third``-th third (0, 1 or 2) of bytes [first, stop) of ``array``.
 
-    ``upcoming`` = (first, stop, n_pieces, piece_bytes) is bytes [first, stop)
-    of each of n_pieces pieces, piece_bytes apart: one piece for rows of a
-    C-ordered X or a row block (split in thirds by bytes), one per feature
-    for a Fortran-ordered X (split in thirds by features).
+    ``upcoming`` = (first, stop, 1, 0): one piece, the next rows of a
+    C-ordered X, as the loss+grad body on such an X asks for them (every
+    other body asks from the logits tiles, ``_block_logits_prefetching``).
     """
-    first, stop, n_pieces, piece_bytes = upcoming
-    if n_pieces == 1:
-        size = (stop - first + 2) // 3
-        prefetch_bytes(array, first + third * size, min(first + (third + 1) * size, stop))
-        return
-    for piece in range(third * n_pieces // 3, (third + 1) * n_pieces // 3):
-        offset = piece * piece_bytes
-        prefetch_bytes(array, first + offset, stop + offset)
+    first, stop, _, _ = upcoming
+    size = (stop - first + 2) // 3
+    prefetch_bytes(array, first + third * size, min(first + (third + 1) * size, stop))
 
 
 @njit(inline="always", **JIT_OPTIONS)
@@ -721,8 +715,8 @@ def _columns_block(X_columns, block_start, nb, stop):
     block is X_T[:, column + r] with column = block_start, the last partial
     one X_tail[:, r]. ``upcoming`` is the bytes in each row of X_T of the
     block COLUMNS_PREFETCH_BLOCKS_AHEAD blocks on, up to row ``stop``, for
-    ``_prefetch_third`` or the logits tiles (``_stored_block``), as long as
-    a whole block is worth prefetching (``PREFETCH_MAX_BYTES``).
+    the logits tiles (``_block_logits_prefetching``), as long as a whole
+    block is worth prefetching (``PREFETCH_MAX_BYTES``).
     """
     X_T, X_tail = X_columns
     n_features, itemsize = X_T.shape[0], X_T.itemsize
