@@ -34,9 +34,10 @@ stays in registers:
   fixed order for a given vector width, wherever it is compiled.
 
 Meanwhile the body prefetches the next block, so that memory works while
-the block computes: from the logits tiles, a part per tile of rows
-(``logits_strip``), or, in the loss+grad step on a C-ordered X, a third
-between the stages (``prefetch_bytes``).
+the block computes: a part of its bytes at the start of each tile of rows
+of the logits (``logits_strip``) and, in the loss+grad step, of each step
+of the softmax (``softmax_gradient_full_block``), each stage taking the
+share of the block that the caller gives it.
 
 The ROWWISE body runs the two products on X's rows as they lie, no
 transpose, and shares the softmax tile (its logits land in the same Zt):
@@ -1240,11 +1241,20 @@ class _RowVector:
 
 @intrinsic
 def softmax_gradient_full_block(
-    typingctx, Zt_type, y_type, sample_weight_type, block_start_type, row_tail_type, tail_excess_type
+    typingctx,
+    Zt_type,
+    y_type,
+    sample_weight_type,
+    block_start_type,
+    row_tail_type,
+    tail_excess_type,
+    upcoming_type,
+    upcoming_bytes_type,
 ):
     """An intrinsic: the softmax stage of a full block of logits, a few vectors of rows at a time in registers.
 
-    ``softmax_gradient_full_block(Zt, y, sample_weight, block_start, row_tail, tail_excess) -> loss``
+    ``softmax_gradient_full_block(Zt, y, sample_weight, block_start, row_tail, tail_excess, upcoming,
+    upcoming_bytes) -> loss``
     does what ``loss_grad._softmax_grad_block`` does for a transposed block of
     BLOCK_ROWS rows, with the same operations: for each row r (row block_start + r of the data),
     its max logit m and first argmax a, the label's logit z_y, the exps
@@ -1267,11 +1277,29 @@ def softmax_gradient_full_block(
     lanes as q + t + q t (``_math.weighted_log1p_sum`` does the same in
     scalars). A set is BLOCK_ROWS / TAIL_PRODUCTS rows (more on targets with
     fewer than TAIL_PRODUCTS float64 lanes).
+
+    Meanwhile it prefetches the bytes ``upcoming_bytes`` of ``upcoming``, a
+    part at the start of each step (as ``logits_strip`` does per tile).
     """
     _require_contiguous(
-        Zt=Zt_type, y=y_type, sample_weight=sample_weight_type, row_tail=row_tail_type, tail_excess=tail_excess_type
+        Zt=Zt_type,
+        y=y_type,
+        sample_weight=sample_weight_type,
+        row_tail=row_tail_type,
+        tail_excess=tail_excess_type,
+        upcoming=upcoming_type,
     )
-    signature = types.float64(Zt_type, y_type, sample_weight_type, types.intp, row_tail_type, tail_excess_type)
+    upcoming_bytes_type = types.UniTuple(types.intp, 4)
+    signature = types.float64(
+        Zt_type,
+        y_type,
+        sample_weight_type,
+        types.intp,
+        row_tail_type,
+        tail_excess_type,
+        upcoming_type,
+        upcoming_bytes_type,
+    )
 
     def codegen(context, builder, signature, args):
         Zt = context.make_array(Zt_type)(context, builder, args[0])
@@ -1281,6 +1309,9 @@ def softmax_gradient_full_block(
         tail_excess = context.make_array(tail_excess_type)(context, builder, args[5])
         block_start = args[3]
         arrays = _Arrays(context, builder, Zt_type.dtype)
+        upcoming = context.make_array(upcoming_type)(context, builder, args[6])
+        upcoming_arrays = _Arrays(context, builder, upcoming_type.dtype)
+        upcoming_bytes = [builder.extract_value(args[7], field) for field in range(4)]
         lanes, _, _ = _tile_shapes(context, arrays.itemsize)
         vector_type = ir.VectorType(arrays.scalar, lanes)
         label_type = context.get_data_type(y_type.dtype)
@@ -1321,6 +1352,7 @@ def softmax_gradient_full_block(
                 label_bound = resize(n_classes, label_type)
             n_steps = BLOCK_ROWS // (lanes * INTERLEAVED_ROW_VECTORS)
             with cgutils.for_range(builder, arrays.const(n_steps)) as step:
+                _emit_prefetch_part(builder, upcoming_arrays, upcoming, upcoming_bytes, step.index, n_steps)
                 for j, row_vector in enumerate(row_vectors):
                     vector_index = builder.add(
                         builder.mul(step.index, arrays.const(INTERLEAVED_ROW_VECTORS)), arrays.const(j)

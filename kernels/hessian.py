@@ -270,8 +270,7 @@ def _transposed_block(Xt, column, nb, sample_weight, block_start, scratch, HV_ac
     on two: on a C-ordered X 1e6 x 20 x 3 float32 0.96 / 0.96, 1e6 x 8 x 3
     float64 0.96 / 1.00, 400,000 x 20 x 5 float32 0.98 / 0.98; on row
     blocks 0.97 / 0.97, 0.97 / 0.97 and 0.99 / 0.99; on a Fortran-ordered X
-    0.99-1.00. (The loss+grad body on a C-ordered X keeps the thirds; see
-    ``loss_grad._stored_block``.)
+    0.99-1.00.
     """
     WV, bc, ZUt, Rt = scratch[0], scratch[1], scratch[2], scratch[3]
     _block_logits_prefetching(Xt, WV, bc, ZUt, column, upcoming, upcoming_bytes)

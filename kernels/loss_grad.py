@@ -61,6 +61,7 @@ from fastsoftmax.kernels._config import BLAS_BLOCK_ROWS, BLOCK_ROWS, JIT_OPTIONS
 from fastsoftmax.kernels._math import add_in_order, exp_inplace, exp_scratch, log1p_sum, weighted_log1p_sum
 from fastsoftmax.kernels._signature import read_only
 from fastsoftmax.kernels._tiles import (
+    CACHE_LINE_BYTES,
     GRADIENT_GROUP,
     LOGITS_GROUP,
     TAIL_PRODUCTS,
@@ -164,9 +165,8 @@ ROWWISE_WHOLE_VECTOR_MAX_CLASSES = 3
 #: Bytes of one AVX-512 vector.
 VECTOR_BYTES = 64
 #: Bytes up to which a block is prefetched: the BLOCKED body asks for the
-#: next block while it computes on this one, a third before each stage on a
-#: C-ordered X and a part per tile of the logits on a stored block
-#: (``_stored_block``). The softmax and the products touch only the block
+#: next block while it computes on this one, a part per tile of each stage
+#: (``_transposed_block``). The softmax and the products touch only the block
 #: in L1/L2, so without it memory idles for most of a block and the next
 #: one is read in a burst.
 #: Public kernels, two threads, medians of three alternated runs, ms before
@@ -501,16 +501,29 @@ def _block_scratch(dtype_like, n_classes):
 def _block_softmax(Zt, nb, y, sample_weight, block_start, scratch):
     """Turn a transposed block of logits Zt[:, r] into w_r (p_r - e_{y_r}); returns the block's loss in float64.
 
+    Prefetches nothing (``_block_softmax_prefetching`` does).
+    """
+    return _block_softmax_prefetching(Zt, nb, y, sample_weight, block_start, scratch, Zt, NO_PREFETCH)
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def _block_softmax_prefetching(Zt, nb, y, sample_weight, block_start, scratch, upcoming, upcoming_bytes):
+    """``_block_softmax``, asking meanwhile for the bytes ``upcoming_bytes`` of the C-contiguous array ``upcoming``.
+
     Row r is row block_start + r of the data, for r < nb. The math is that of
     ``_softmax_grad_block``, through ``_tiles.softmax_gradient_full_block``.
     A last partial block goes through it as a full one whose rows from nb on
     have label 0 and weight 0: their gradient is then exactly zero and their
     loss is not counted (their logits must be finite). An unweighted full
-    block takes its log(1 + t) terms from the tile's products of 1 + t.
+    block takes its log(1 + t) terms from the tile's products of 1 + t. The
+    tile prefetches a part of ``upcoming_bytes`` per step of its rows
+    (``_tiles.softmax_gradient_full_block``).
     """
     _, row_tail, padded_labels, padded_weights, tail_excess = scratch
     if nb == BLOCK_ROWS:
-        loss = softmax_gradient_full_block(Zt, y, sample_weight, block_start, row_tail, tail_excess)
+        loss = softmax_gradient_full_block(
+            Zt, y, sample_weight, block_start, row_tail, tail_excess, upcoming, upcoming_bytes
+        )
         if sample_weight.shape[0] == 0:
             # the products' logs, taken as in weighted_log1p_sum but from vector lanes
             return add_in_order(loss, log1p_sum(tail_excess))
@@ -520,7 +533,9 @@ def _block_softmax(Zt, nb, y, sample_weight, block_start, scratch):
             padded_weights[r] = sample_weight[block_start + r] if sample_weight.shape[0] > 0 else 1
         padded_labels[nb:] = 0
         padded_weights[nb:] = 0
-        loss = softmax_gradient_full_block(Zt, padded_labels, padded_weights, 0, row_tail, tail_excess)
+        loss = softmax_gradient_full_block(
+            Zt, padded_labels, padded_weights, 0, row_tail, tail_excess, upcoming, upcoming_bytes
+        )
     return add_in_order(loss, weighted_log1p_sum(row_tail, nb, sample_weight, block_start))
 
 
@@ -544,17 +559,44 @@ def _prefetch_next_labels(y, sample_weight, block_start, stop):
         prefetch_bytes(sample_weight, first * sample_weight.itemsize, last * sample_weight.itemsize)
 
 
-@njit(inline="always", **JIT_OPTIONS)
-def _prefetch_third(array, upcoming, third):
-    """Prefetch the ``third``-th third (0, 1 or 2) of bytes [first, stop) of ``array``.
+#: Share of the next block's lines that the logits tiles ask for; the
+#: softmax, a part per step of its rows, asks for the rest. Asked for by the
+#: logits alone, the requests came in bursts that the core waited on, and
+#: memory idled for the rest of the block (a block of 1e6 x 20 x 3 float32
+#: took 1.5 us on one core from memory, where its stages take 0.95 us in
+#: L2 and reading it 0.53 us). Zen 3, the chunk in one process, the same
+#: bits, medians of 9 alternated rounds, time after / before, one thread /
+#: two: row blocks 1e6 x 20 x 3 float32 0.81 / 0.88, 1e6 x 8 x 3 float32
+#: 0.97 / 0.97, float64 1.02 / 0.92, 400,000 x 20 x 5 float32 0.81 / 0.81,
+#: 200,000 x 24 x 10 float32 0.89 / 0.83; a C-ordered X (before, a third of
+#: the block before each stage) 1e6 x 20 x 3 float32 0.94 / 0.92, float64
+#: 0.81 / 0.79, 1e6 x 8 x 3 float32 1.02 / 0.99, 400,000 x 20 x 5 float32
+#: 0.88 / 0.95, 200,000 x 100 x 10 float32 0.87 / 0.89, 100,000 x 13 x 7
+#: float64 0.92 / 0.90; a Fortran-ordered X 1e6 x 20 x 3 float32 0.84 /
+#: 0.93, float64 0.99 / 0.99, 1e6 x 8 x 3 float64 0.94 / 0.88, 400,000 x
+#: 20 x 5 float32 0.88 / 0.94. At 1e6 x 20 x 3 float32, two threads, on row
+#: blocks: half to each stage 1.06 of a quarter to the logits, all to the
+#: logits 1.16. A share for the gradient tiles too (a part per tile of
+#: features) gained 0.84-0.87 on a Fortran-ordered 1e6 x 20 x 3 float64
+#: but lost 1.14 on 1e6 x 8 x 3 float32 row blocks: the gradient ends the
+#: block, and the next block's first logits tile reads a line of every
+#: feature, so lines asked for there come too late.
+PREFETCH_LOGITS_SHARE = 0.25
 
-    ``upcoming`` = (first, stop, 1, 0): one piece, the next rows of a
-    C-ordered X, as the loss+grad body on such an X asks for them (every
-    other body asks from the logits tiles, ``_block_logits_prefetching``).
+
+@njit(inline="always", **JIT_OPTIONS)
+def _split_upcoming(upcoming_bytes):
+    """``upcoming_bytes`` = (first, stop, n_pieces, piece_bytes) cut into the logits' and the softmax's ranges.
+
+    The logits get bytes [first, cut) of every piece, PREFETCH_LOGITS_SHARE
+    of its lines, and the softmax bytes [cut, stop); the cut falls on a
+    whole cache line after ``first``, so the two ask for the lines that
+    one range would.
     """
-    first, stop, _, _ = upcoming
-    size = (stop - first + 2) // 3
-    prefetch_bytes(array, first + third * size, min(first + (third + 1) * size, stop))
+    first, stop, n_pieces, piece_bytes = upcoming_bytes
+    lines = (stop - first + CACHE_LINE_BYTES - 1) // CACHE_LINE_BYTES
+    cut = min(first + int(np.ceil(lines * PREFETCH_LOGITS_SHARE)) * CACHE_LINE_BYTES, stop)
+    return (first, cut, n_pieces, piece_bytes), (cut, stop, n_pieces, piece_bytes)
 
 
 @njit(inline="always", **JIT_OPTIONS)
@@ -563,42 +605,15 @@ def _transposed_block(
 ):
     """One block of the BLOCKED body, its rows r < nb held as Xt[:, column + r] (zero from nb on); returns its loss.
 
-    Meanwhile it prefetches the bytes ``upcoming_bytes`` (``_prefetch_third``)
-    of the C-contiguous array ``upcoming``, where the next block lies, a
-    third before each stage (``PREFETCH_MAX_BYTES``).
+    Xt is a transposed block, a row block, or X.T of a Fortran-ordered X.
+    Meanwhile the logits and then the softmax ask for the bytes
+    ``upcoming_bytes`` of the C-contiguous array ``upcoming``, where the
+    next block lies, a part per tile or step (``PREFETCH_LOGITS_SHARE``).
     """
     Zt = scratch[0]
-    _prefetch_third(upcoming, upcoming_bytes, 0)
-    _block_logits(Xt, W, b, Zt, column)
-    _prefetch_third(upcoming, upcoming_bytes, 1)
-    loss = _block_softmax(Zt, nb, y, sample_weight, block_start, scratch)
-    _prefetch_third(upcoming, upcoming_bytes, 2)
-    _block_gradient(Xt, Zt, dW_acc, db_acc, column)
-    return loss
-
-
-@njit(inline="always", **JIT_OPTIONS)
-def _stored_block(
-    Xt, column, nb, y, W, b, sample_weight, block_start, scratch, dW_acc, db_acc, upcoming, upcoming_bytes
-):
-    """``_transposed_block`` on a block read where it is stored (a row block, or a block of X.T's columns).
-
-    The next block's bytes are asked for during the logits, a part at the
-    start of each tile of rows (``_block_logits_prefetching``), rather than
-    a third before each stage: a third is a burst of tens of prefetches
-    that the core waits on. Zen 3, the chunk in one process, the same bits,
-    medians of 9 alternated rounds, time after / before on one thread and
-    on two: row blocks 1e6 x 20 x 3 float32 0.90 / 0.96, 1e6 x 8 x 3
-    float32 0.98 / 0.91, float64 0.94 / 0.98, 400,000 x 20 x 5 float32
-    0.95 / 0.97, 200,000 x 24 x 10 float32 1.00 / 0.99; a Fortran-ordered X
-    1e6 x 20 x 3 float32 0.98 / 0.96, float64 0.89 / 0.82, 1e6 x 8 x 3
-    float64 0.95 / 0.94, 400,000 x 20 x 5 float32 0.96 / 0.97. On a
-    C-ordered X, whose transpose reads the block that was asked for, it was
-    mixed (0.95-1.11), so that body keeps the thirds (``_transposed_block``).
-    """
-    Zt = scratch[0]
-    _block_logits_prefetching(Xt, W, b, Zt, column, upcoming, upcoming_bytes)
-    loss = _block_softmax(Zt, nb, y, sample_weight, block_start, scratch)
+    for_logits, for_softmax = _split_upcoming(upcoming_bytes)
+    _block_logits_prefetching(Xt, W, b, Zt, column, upcoming, for_logits)
+    loss = _block_softmax_prefetching(Zt, nb, y, sample_weight, block_start, scratch, upcoming, for_softmax)
     _block_gradient(Xt, Zt, dW_acc, db_acc, column)
     return loss
 
@@ -664,7 +679,7 @@ def _row_blocks_chunk(X_blocks, y, W, b, sample_weight, start, stop, dW_acc, db_
         next_first = (block + 1) * block_bytes
         next_stop = min(next_first + prefetched_bytes, chunk_end)
         upcoming = (next_first, next_stop, 1, 0)
-        block_loss = _stored_block(
+        block_loss = _transposed_block(
             Xt, 0, nb, y, W, b, sample_weight, block_start, scratch, dW_acc, db_acc, X_blocks, upcoming
         )
         loss = add_in_order(loss, block_loss)
@@ -689,7 +704,7 @@ def _columns_chunk(X_columns, y, W, b, sample_weight, start, stop, dW_acc, db_ac
         nb = min(BLOCK_ROWS, stop - block_start)
         _prefetch_next_labels(y, sample_weight, block_start, stop)
         Xt, column, upcoming = _columns_block(X_columns, block_start, nb, stop)
-        block_loss = _stored_block(
+        block_loss = _transposed_block(
             Xt, column, nb, y, W, b, sample_weight, block_start, scratch, dW_acc, db_acc, X_columns[0], upcoming
         )
         loss = add_in_order(loss, block_loss)

@@ -12,6 +12,8 @@ every machine, for every class-group remainder and every feature remainder.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from conftest import DTYPE_IDS, DTYPES
@@ -281,7 +283,7 @@ def test_no_sum_in_the_tiles_may_be_regrouped(monkeypatch):
         _block_gradient(Xt, Zt, dW, db)
         _row_logits(X, 0, BLOCK_ROWS, W, b, Zt)
         _row_gradient(X, 0, BLOCK_ROWS, Zt, dW, db)
-        return _tiles.softmax_gradient_full_block(Zt, y, sample_weight, 0, row_tail, tail_excess)
+        return _tiles.softmax_gradient_full_block(Zt, y, sample_weight, 0, row_tail, tail_excess, Zt, (0, 0, 1, 0))
 
     for dtype in DTYPES:
         K, D = 7, 37
@@ -449,6 +451,85 @@ def test_logits_that_prefetch_are_the_logits(monkeypatch, vector_shape, dtype, n
 
     with pytest.raises(TypingError, match="C-contiguous upcoming"):
         logits(Xt, W, b, Zt, upcoming[:, ::2], ranges)
+
+
+@pytest.mark.parametrize("vector_shape", VECTOR_SHAPES, ids=lambda shape: f"{shape[0]}-byte")
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("n_classes", [3, 7])
+@pytest.mark.parametrize(
+    ("weighted", "nb"), [(False, BLOCK_ROWS), (True, BLOCK_ROWS), (False, 5)], ids=["full", "weighted", "partial"]
+)
+def test_softmax_that_prefetches_is_the_softmax(monkeypatch, vector_shape, dtype, n_classes, weighted, nb):
+    # The softmax tile asks for a range a part per step of rows (unrolled at
+    # K = 3, a loop over the classes at K = 7). Its loss, gradient and
+    # tails are those of the softmax that prefetches nothing, bit for bit,
+    # for a full block and a last partial one, and the prefetched array is
+    # unchanged.
+    monkeypatch.setattr(_tiles, "_vector_shape", lambda context: vector_shape)
+
+    @njit(fastmath=FASTMATH)
+    def softmax(Zt, y, sample_weight, upcoming, ranges):
+        scratch = _block_scratch(Zt, Zt.shape[0])
+        losses = np.empty(len(ranges))
+        start = Zt.copy()
+        for i, (first, stop, n_pieces, piece_bytes) in enumerate(ranges):
+            Zt[:] = start
+            losses[i] = loss_grad._block_softmax_prefetching(
+                Zt, nb, y, sample_weight, 0, scratch, upcoming, (first, stop, n_pieces, piece_bytes)
+            )
+        return losses, scratch[1].copy()
+
+    @njit(fastmath=FASTMATH)
+    def softmax_alone(Zt, y, sample_weight):
+        scratch = _block_scratch(Zt, Zt.shape[0])
+        return _block_softmax(Zt, nb, y, sample_weight, 0, scratch), scratch[1].copy()
+
+    rng = np.random.default_rng(n_classes)
+    logits = (4 * rng.standard_normal((n_classes, BLOCK_ROWS))).astype(dtype)
+    y = rng.integers(0, n_classes, BLOCK_ROWS)
+    sample_weight = rng.uniform(0.5, 2.0, BLOCK_ROWS).astype(dtype) if weighted else np.empty(0, dtype)
+    upcoming = rng.standard_normal((11, 3 * BLOCK_ROWS)).astype(dtype)
+    expected_upcoming = upcoming.copy()
+    row_bytes, n_bytes = upcoming.strides[0], upcoming.nbytes
+    ranges = np.array(
+        [
+            (0, n_bytes, 1, 0),
+            (row_bytes, row_bytes + 100, 11, row_bytes),
+            (-(1 << 40), 1 << 40, 1, 0),
+            (n_bytes - 64, n_bytes + 4096, 11, row_bytes),
+            (64, 0, 1, 0),
+        ]
+    )
+    Zt, expected_Zt = logits.copy(), logits.copy()
+    losses, row_tail = softmax(Zt, y, sample_weight, upcoming, ranges)
+    expected_loss, expected_row_tail = softmax_alone(expected_Zt, y, sample_weight)
+    np.testing.assert_array_equal(losses, np.full(len(ranges), expected_loss))
+    np.testing.assert_array_equal(Zt, expected_Zt)
+    np.testing.assert_array_equal(row_tail[:nb], expected_row_tail[:nb])
+    np.testing.assert_array_equal(upcoming, expected_upcoming)
+
+    with pytest.raises(TypingError, match="C-contiguous upcoming"):
+        softmax(Zt, y, sample_weight, upcoming[:, ::2], ranges)
+
+
+@pytest.mark.parametrize(
+    "upcoming_bytes",
+    [(0, 10_240, 1, 0), (1000, 1000 + 20 * 64 + 3, 1, 0), (64, 64 + 512, 20, 4096), (0, 64, 1, 0), (0, 0, 1, 0)],
+)
+def test_the_next_block_is_split_on_cache_lines(upcoming_bytes):
+    # The logits' and the softmax's ranges join into the one range, the cut
+    # lies a whole number of cache lines after its start (so the two ask
+    # for the lines the one range would), and the logits take
+    # PREFETCH_LOGITS_SHARE of those lines, rounded up.
+    first, stop, n_pieces, piece_bytes = upcoming_bytes
+    for_logits, for_softmax = loss_grad._split_upcoming.py_func(upcoming_bytes)
+    cut = for_logits[1]
+    assert for_logits == (first, cut, n_pieces, piece_bytes)
+    assert for_softmax == (cut, stop, n_pieces, piece_bytes)
+    assert first <= cut <= stop
+    lines = -(-(stop - first) // _tiles.CACHE_LINE_BYTES)
+    assert (cut - first) % _tiles.CACHE_LINE_BYTES == 0 or cut == stop
+    assert -(-(cut - first) // _tiles.CACHE_LINE_BYTES) == math.ceil(lines * loss_grad.PREFETCH_LOGITS_SHARE)
 
 
 @intrinsic
