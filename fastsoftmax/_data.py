@@ -30,7 +30,7 @@ partial sums.
 * **Row blocks.** Where the BLOCKED body on X held as row blocks beats the
   body the shape selects (``kernels.row_blocks_pay``: K < 64 where the shape
   selects the BLOCKED body, whose transpose it removes, or the ROWWISE body
-  on rows of at most 128 bytes; on AMD's Zen 1 to 3, blocks of at most 8 KB
+  on rows of at most 128 bytes; on AMD's Zen 1 to 3, blocks of at most 14 KB
   only), an in-memory X is copied once
   into that layout (``kernels.row_blocks``), at the second full-batch
   evaluation, so that a one-off evaluation never pays for the copy; the

@@ -256,28 +256,28 @@ def select_by_row_bytes(n_features: int, n_classes: int, itemsize: int, bounds: 
 #: L1, ROWWISE was the faster at 1e6 x 20 x 3 float32 (2.85 / 3.08 ms).
 ROW_BLOCKS_MAX_ROWWISE_ROW_BYTES = 128
 #: Bytes of a row block (BLOCK_ROWS rows of X) up to which the row blocks pay
-#: on CPUs whose L2 prefetches fill L1 (``_tiles.prefetch_fills_l1``): a
-#: quarter of their 32 KB L1. The row-block body reads its block where it
-#: lies, a few rows of every feature at a time, so the block must be in
-#: cache before it; there the next block, prefetched into L1, likely evicts
-#: the block in use, and without the prefetch the strided reads wait on
-#: memory (1e6 x 20 x 3 float64, one thread, ns per block: 6,380-7,470 with,
-#: 8,080-8,500 without, 4,770 when the block is first read in order, one
-#: load per line). The bodies on X read X in order, which the hardware
-#: prefetcher follows. Zen 3, 2 threads, the public kernels, medians of 10
-#: alternated rounds, ms the best body on X / row blocks [median of the
-#: rounds' ratios]: float32 1e6 x 8 x 3 (4 KB blocks) 6.92 / 5.81 [1.25],
-#: 1e6 x 12 x 3 (6 KB) 7.03 / 6.39 [1.13], 1e6 x 16 x 3 (8 KB) 8.10 / 7.68
-#: [1.03], 1e6 x 20 x 3 (10 KB) 11.3 / 12.5 [0.89], 400,000 x 20 x 5 (10
-#: KB) 7.01 / 6.65 [1.03], 200,000 x 24 x 10 (12 KB) 4.83 / 4.69 [1.04];
-#: float64 1e6 x 8 x 3 (8 KB) 9.86 / 10.7 [0.95], 1e6 x 12 x 3 (12 KB) 11.6
-#: / 14.7 [0.80], 1e6 x 16 x 3 (16 KB) 14.8 / 24.7 [0.58], 400,000 x 20 x 5
-#: (20 KB) 9.70 / 15.8 [0.61], 200,000 x 24 x 10 (24 KB) 9.95 / 12.7
-#: [0.79]. Whole fits (L-BFGS, the same iterations), s before / after: 1e6
-#: x 16 x 3 float64 0.73 / 0.41, 200,000 x 24 x 10 float64 0.58 / 0.50, 1e6
-#: x 20 x 3 float32 0.38 / 0.36. (On Zen 4 and 5 the row blocks won wherever
-#: the rule copies; see ROW_BLOCKS_MAX_ROWWISE_ROW_BYTES.)
-ROW_BLOCKS_MAX_BYTES_WHERE_PREFETCH_FILLS_L1 = 8 * 1024
+#: on CPUs whose L2 prefetches fill L1 (``_tiles.prefetch_fills_l1``): the
+#: block in use and the next one, prefetched into L1, fit in their 32 KB L1
+#: beside the scratch. The row-block body reads its block where it lies, a
+#: few rows of every feature at a time, so the block must be in cache
+#: before it; a larger next block evicts the block in use, and without the
+#: prefetch the strided reads wait on memory. The bodies on X read X in
+#: order, which the hardware prefetcher follows. Zen 3, 2 threads, the
+#: public kernels, each run the medians of 7 alternated rounds, the best
+#: body on X / row blocks (above 1, the row blocks win), with the next
+#: block asked for over the logits and the softmax (``PREFETCH_LOGITS_SHARE``):
+#: float32 1e6 x 16 x 3 (8 KB blocks) 1.13, 1.06; 1e6 x 20 x 3 (10 KB)
+#: 0.99, 1.04, 1.14; 400,000 x 20 x 5 (10 KB) 1.14, 1.14; 1e6 x 24 x 3 (12
+#: KB) 1.00, 1.05; 200,000 x 24 x 10 (12 KB) 1.07, 1.06; 1e6 x 28 x 3 (14
+#: KB) 1.05, 1.02; 1e6 x 32 x 3 (16 KB) 0.73; 1e6 x 40 x 3 (20 KB) 0.75;
+#: float64 1e6 x 12 x 3 (12 KB) 1.02, 1.19, 1.05; 1e6 x 16 x 3 (16 KB)
+#: 0.97, 0.98, 1.00; 1e6 x 20 x 3 (20 KB) 1.14, 1.01, 1.16. With the whole
+#: next block asked for by the logits, the bound was 8 KB (a quarter of
+#: L1): 1e6 x 20 x 3 float32 0.89, float64 1e6 x 12 x 3 0.80 and 1e6 x 16
+#: x 3 0.58 (a fit of the last 0.73 s with the row blocks, 0.41 without).
+#: (On Zen 4 and 5 the row blocks won wherever the rule copies; see
+#: ROW_BLOCKS_MAX_ROWWISE_ROW_BYTES.)
+ROW_BLOCKS_MAX_BYTES_WHERE_PREFETCH_FILLS_L1 = 14 * 1024
 
 
 def row_blocks_pay(n_features: int, n_classes: int, itemsize: int) -> bool:

@@ -256,7 +256,7 @@ def test_row_blocks_pay_rule(prefetch_into_l2, avx512_shape_rule):
 
 
 def test_row_blocks_pay_only_for_small_blocks_where_prefetches_fill_l1(monkeypatch, avx512_shape_rule):
-    # Zen 1 to 3 (``_tiles.prefetch_fills_l1``): blocks of at most 8 KB, whichever body X selects.
+    # Zen 1 to 3 (``_tiles.prefetch_fills_l1``): blocks of at most 14 KB, whichever body X selects.
     monkeypatch.setattr(loss_grad, "prefetch_fills_l1", lambda: True)
     max_bytes = loss_grad.ROW_BLOCKS_MAX_BYTES_WHERE_PREFETCH_FILLS_L1
     for n_classes, itemsize in [(3, 4), (3, 8), (20, 4), (20, 8)]:
@@ -293,12 +293,12 @@ def test_training_reads_row_blocks_wherever_they_pay(rng, d, k, dtype, row_block
 
 def test_training_reads_X_in_place_where_prefetches_fill_l1_and_blocks_are_large(rng, monkeypatch, row_blocks_calls):
     monkeypatch.setattr(loss_grad, "prefetch_fills_l1", lambda: True)
-    X, y = _classification(rng, 1000, 20, 5, np.float32)  # blocks of 10 KB: BLOCKED on X
+    X, y = _classification(rng, 1000, 32, 5, np.float32)  # blocks of 16 KB: X in place
     _fit(X, y, np.float32)
     assert row_blocks_calls == []
-    X, y = _classification(rng, 1000, 16, 5, np.float32)  # 8 KB
+    X, y = _classification(rng, 1000, 28, 5, np.float32)  # 14 KB
     _fit(X, y, np.float32)
-    assert row_blocks_calls and row_blocks_calls[0] == (8, 16, BLOCK_ROWS)
+    assert row_blocks_calls and row_blocks_calls[0] == (8, 28, BLOCK_ROWS)
 
 
 def test_the_copy_is_made_at_the_second_evaluation(rng, row_blocks_calls):
