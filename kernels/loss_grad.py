@@ -165,8 +165,9 @@ ROWWISE_WHOLE_VECTOR_MAX_CLASSES = 3
 #: Bytes of one AVX-512 vector.
 VECTOR_BYTES = 64
 #: Bytes up to which a block is prefetched: the BLOCKED body asks for the
-#: next block while it computes on this one, a part per tile of each stage
-#: (``_transposed_block``). The softmax and the products touch only the block
+#: next block while it computes on this one, a part per tile of the logits
+#: and per step of the softmax (``_transposed_block``). The softmax and the
+#: products touch only the block
 #: in L1/L2, so without it memory idles for most of a block and the next
 #: one is read in a burst.
 #: Public kernels, two threads, medians of three alternated runs, ms before
@@ -190,7 +191,12 @@ PREFETCH_MAX_BYTES = 1 << 16
 #: core until its line buffers drain). Medians of three alternated runs, ms
 #: before / after: 200,000 x 100 x 10 3.80 / 6.83 -> 3.20 / 6.34; 200,000 x 160 x
 #: 10 4.93 / 10.07 -> 4.55 / 9.62; 100,000 x 256 x 10 3.79 / 8.22 -> 3.63 /
-#: 7.97; 100,000 x 192 x 20 6.30 / 9.87 -> 6.56 / 10.23 (noise).
+#: 7.97; 100,000 x 192 x 20 6.30 / 9.87 -> 6.56 / 10.23 (noise). Asking
+#: for a quarter of the block there and the rest from the softmax, as
+#: BLOCKED does (``PREFETCH_LOGITS_SHARE``), was mixed (Zen 3, the chunk in
+#: one process, time after / before, one thread / two: 1e6 x 20 x 3
+#: float64 0.95 / 0.97, 1e6 x 16 x 3 float32 1.00 / 1.02, 200,000 x 100 x
+#: 10 float32 1.19 / 1.14, float64 1.10 / 1.06).
 ROWWISE_PREFETCH_MAX_BYTES = 1 << 18
 
 
@@ -575,12 +581,12 @@ def _prefetch_next_labels(y, sample_weight, block_start, stop):
 #: float64 0.92 / 0.90; a Fortran-ordered X 1e6 x 20 x 3 float32 0.84 /
 #: 0.93, float64 0.99 / 0.99, 1e6 x 8 x 3 float64 0.94 / 0.88, 400,000 x
 #: 20 x 5 float32 0.88 / 0.94. At 1e6 x 20 x 3 float32, two threads, on row
-#: blocks: half to each stage 1.06 of a quarter to the logits, all to the
-#: logits 1.16. A share for the gradient tiles too (a part per tile of
-#: features) gained 0.84-0.87 on a Fortran-ordered 1e6 x 20 x 3 float64
-#: but lost 1.14 on 1e6 x 8 x 3 float32 row blocks: the gradient ends the
-#: block, and the next block's first logits tile reads a line of every
-#: feature, so lines asked for there come too late.
+#: blocks, against a quarter to the logits: half to each stage took 1.06
+#: of the time, all to the logits 1.16. A share for the gradient tiles too
+#: (a part per tile of features) gained 0.84-0.87 on a Fortran-ordered 1e6
+#: x 20 x 3 float64 but lost 1.14 on 1e6 x 8 x 3 float32 row blocks: the
+#: gradient ends the block, and the next block's first logits tile reads a
+#: line of every feature, so lines asked for there come too late.
 PREFETCH_LOGITS_SHARE = 0.25
 
 
