@@ -786,9 +786,10 @@ def prefetch_bytes(typingctx, array_type, first_type, stop_type):
 
     One ``llvm.prefetch`` (read, into L2) per cache line, clamped
     to the buffer, so a range past its end asks for nothing there. A prefetch
-    is a hint that never faults and changes no value. The BLOCKED body asks
-    for the next block while it computes on this one: memory is otherwise
-    idle during the softmax and the products (see ``loss_grad.PREFETCH_MAX_BYTES``).
+    is a hint that never faults and changes no value. The bodies ask so for
+    the next block's labels and weights (``loss_grad._prefetch_next_labels``);
+    the tiles ask for the next block of X a part at a time
+    (``_emit_prefetch_part``, ``loss_grad.PREFETCH_MAX_BYTES``).
     """
     _require_contiguous(a=array_type)
     signature = types.void(array_type, types.intp, types.intp)
