@@ -456,19 +456,16 @@ def test_logits_that_prefetch_are_the_logits(monkeypatch, vector_shape, dtype, n
 @pytest.mark.parametrize("vector_shape", VECTOR_SHAPES, ids=lambda shape: f"{shape[0]}-byte")
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 @pytest.mark.parametrize("n_classes", [3, 7])
-@pytest.mark.parametrize(
-    ("weighted", "nb"), [(False, BLOCK_ROWS), (True, BLOCK_ROWS), (False, 5)], ids=["full", "weighted", "partial"]
-)
-def test_softmax_that_prefetches_is_the_softmax(monkeypatch, vector_shape, dtype, n_classes, weighted, nb):
+def test_softmax_that_prefetches_is_the_softmax(monkeypatch, vector_shape, dtype, n_classes):
     # The softmax tile asks for a range a part per step of rows (unrolled at
     # K = 3, a loop over the classes at K = 7). Its loss, gradient and
     # tails are those of the softmax that prefetches nothing, bit for bit,
-    # for a full block and a last partial one, and the prefetched array is
-    # unchanged.
+    # for a full block, a weighted one and a last partial one, and the
+    # prefetched array is unchanged.
     monkeypatch.setattr(_tiles, "_vector_shape", lambda context: vector_shape)
 
     @njit(fastmath=FASTMATH)
-    def softmax(Zt, y, sample_weight, upcoming, ranges):
+    def softmax(Zt, nb, y, sample_weight, upcoming, ranges):
         scratch = _block_scratch(Zt, Zt.shape[0])
         losses = np.empty(len(ranges))
         start = Zt.copy()
@@ -480,14 +477,13 @@ def test_softmax_that_prefetches_is_the_softmax(monkeypatch, vector_shape, dtype
         return losses, scratch[1].copy()
 
     @njit(fastmath=FASTMATH)
-    def softmax_alone(Zt, y, sample_weight):
+    def softmax_alone(Zt, nb, y, sample_weight):
         scratch = _block_scratch(Zt, Zt.shape[0])
         return _block_softmax(Zt, nb, y, sample_weight, 0, scratch), scratch[1].copy()
 
     rng = np.random.default_rng(n_classes)
     logits = (4 * rng.standard_normal((n_classes, BLOCK_ROWS))).astype(dtype)
     y = rng.integers(0, n_classes, BLOCK_ROWS)
-    sample_weight = rng.uniform(0.5, 2.0, BLOCK_ROWS).astype(dtype) if weighted else np.empty(0, dtype)
     upcoming = rng.standard_normal((11, 3 * BLOCK_ROWS)).astype(dtype)
     expected_upcoming = upcoming.copy()
     row_bytes, n_bytes = upcoming.strides[0], upcoming.nbytes
@@ -500,16 +496,18 @@ def test_softmax_that_prefetches_is_the_softmax(monkeypatch, vector_shape, dtype
             (64, 0, 1, 0),
         ]
     )
-    Zt, expected_Zt = logits.copy(), logits.copy()
-    losses, row_tail = softmax(Zt, y, sample_weight, upcoming, ranges)
-    expected_loss, expected_row_tail = softmax_alone(expected_Zt, y, sample_weight)
-    np.testing.assert_array_equal(losses, np.full(len(ranges), expected_loss))
-    np.testing.assert_array_equal(Zt, expected_Zt)
-    np.testing.assert_array_equal(row_tail[:nb], expected_row_tail[:nb])
+    weights = rng.uniform(0.5, 2.0, BLOCK_ROWS).astype(dtype)
+    for nb, sample_weight in [(BLOCK_ROWS, np.empty(0, dtype)), (BLOCK_ROWS, weights), (5, np.empty(0, dtype))]:
+        Zt, expected_Zt = logits.copy(), logits.copy()
+        losses, row_tail = softmax(Zt, nb, y, sample_weight, upcoming, ranges)
+        expected_loss, expected_row_tail = softmax_alone(expected_Zt, nb, y, sample_weight)
+        np.testing.assert_array_equal(losses, np.full(len(ranges), expected_loss))
+        np.testing.assert_array_equal(Zt, expected_Zt)
+        np.testing.assert_array_equal(row_tail[:nb], expected_row_tail[:nb])
     np.testing.assert_array_equal(upcoming, expected_upcoming)
 
     with pytest.raises(TypingError, match="C-contiguous upcoming"):
-        softmax(Zt, y, sample_weight, upcoming[:, ::2], ranges)
+        softmax(Zt, nb, y, sample_weight, upcoming[:, ::2], ranges)
 
 
 @pytest.mark.parametrize(
