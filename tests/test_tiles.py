@@ -517,8 +517,9 @@ def test_softmax_that_prefetches_is_the_softmax(monkeypatch, vector_shape, dtype
 def test_the_next_block_is_split_on_cache_lines(upcoming_bytes):
     # The logits' and the softmax's ranges join into the one range, the cut
     # lies a whole number of cache lines after its start (so the two ask
-    # for the lines the one range would), and the logits take
-    # PREFETCH_LOGITS_SHARE of those lines, rounded up.
+    # for the lines the one range would), and the logits take their share
+    # of those lines, rounded up: PREFETCH_LOGITS_SHARE of one piece,
+    # PREFETCH_LOGITS_SHARE_OF_PIECES of each of several.
     first, stop, n_pieces, piece_bytes = upcoming_bytes
     for_logits, for_softmax = loss_grad._split_upcoming.py_func(upcoming_bytes)
     cut = for_logits[1]
@@ -527,7 +528,8 @@ def test_the_next_block_is_split_on_cache_lines(upcoming_bytes):
     assert first <= cut <= stop
     lines = -(-(stop - first) // _tiles.CACHE_LINE_BYTES)
     assert (cut - first) % _tiles.CACHE_LINE_BYTES == 0 or cut == stop
-    assert -(-(cut - first) // _tiles.CACHE_LINE_BYTES) == math.ceil(lines * loss_grad.PREFETCH_LOGITS_SHARE)
+    share = loss_grad.PREFETCH_LOGITS_SHARE if n_pieces == 1 else loss_grad.PREFETCH_LOGITS_SHARE_OF_PIECES
+    assert -(-(cut - first) // _tiles.CACHE_LINE_BYTES) == math.ceil(lines * share)
 
 
 @intrinsic
