@@ -277,7 +277,11 @@ ROW_BLOCKS_MAX_ROWWISE_ROW_BYTES = 128
 #: KB) 1.00, 1.05; 200,000 x 24 x 10 (12 KB) 1.07, 1.06; 1e6 x 28 x 3 (14
 #: KB) 1.05, 1.02; 1e6 x 32 x 3 (16 KB) 0.73; 1e6 x 40 x 3 (20 KB) 0.75;
 #: float64 1e6 x 12 x 3 (12 KB) 1.02, 1.19, 1.05; 1e6 x 16 x 3 (16 KB)
-#: 0.97, 0.98, 1.00; 1e6 x 20 x 3 (20 KB) 1.14, 1.01, 1.16. With the whole
+#: 0.97, 0.98, 1.00; 1e6 x 20 x 3 (20 KB) 1.14, 1.01, 1.16. The
+#: Hessian-vector product, which Newton's fits run on the same copy, read
+#: (``hessian_vector_sums``, the same way): float32 1e6 x 20 x 3 1.21, 1e6
+#: x 24 x 3 1.16, 0.95, 1e6 x 28 x 3 0.82, 1.07, 400,000 x 20 x 5 1.08,
+#: 200,000 x 24 x 10 1.07; float64 1e6 x 12 x 3 1.04. With the whole
 #: next block asked for by the logits, the bound was 8 KB (a quarter of
 #: L1): 1e6 x 20 x 3 float32 0.89, float64 1e6 x 12 x 3 0.80 and 1e6 x 16
 #: x 3 0.58 (a fit of the last 0.73 s with the row blocks, 0.41 without).
