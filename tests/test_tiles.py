@@ -405,6 +405,27 @@ def test_prefetch_takes_any_range_and_changes_nothing(dtype):
         prefetch_ranges(a[::2], ranges)
 
 
+def _upcoming_ranges(upcoming: np.ndarray) -> np.ndarray:
+    """Ranges (first, stop, n_pieces, piece_bytes) of ``upcoming`` (n_pieces, M) for the prefetching tiles.
+
+    One piece split by bytes, or pieces (a Fortran-ordered X's features)
+    split among the tiles; ranges past either end of the buffer, reversed
+    and empty.
+    """
+    n_pieces = upcoming.shape[0]
+    row_bytes, n_bytes = upcoming.strides[0], upcoming.nbytes
+    return np.array(
+        [
+            (0, n_bytes, 1, 0),
+            (row_bytes, row_bytes + 100, n_pieces, row_bytes),
+            (-(1 << 40), 1 << 40, 1, 0),
+            (n_bytes - 64, n_bytes + 4096, n_pieces, row_bytes),
+            (64, 0, 1, 0),
+            (0, 0, 0, 0),
+        ]
+    )
+
+
 @pytest.mark.parametrize("vector_shape", VECTOR_SHAPES, ids=lambda shape: f"{shape[0]}-byte")
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 @pytest.mark.parametrize("n_classes", [3, 7])
@@ -432,17 +453,7 @@ def test_logits_that_prefetch_are_the_logits(monkeypatch, vector_shape, dtype, n
     b = rng.standard_normal(n_classes).astype(dtype)
     upcoming = rng.standard_normal((n_features, 3 * BLOCK_ROWS)).astype(dtype)
     expected_upcoming = upcoming.copy()
-    row_bytes, n_bytes = upcoming.strides[0], upcoming.nbytes
-    ranges = np.array(
-        [
-            (0, n_bytes, 1, 0),
-            (row_bytes, row_bytes + 100, n_features, row_bytes),
-            (-(1 << 40), 1 << 40, 1, 0),
-            (n_bytes - 64, n_bytes + 4096, n_features, row_bytes),
-            (64, 0, 1, 0),
-            (0, 0, 0, 0),
-        ]
-    )
+    ranges = _upcoming_ranges(upcoming)
     Zt, expected = np.empty((n_classes, BLOCK_ROWS), dtype), np.empty((n_classes, BLOCK_ROWS), dtype)
     logits(Xt, W, b, Zt, upcoming, ranges)
     logits_alone(Xt, W, b, expected)
@@ -486,16 +497,7 @@ def test_softmax_that_prefetches_is_the_softmax(monkeypatch, vector_shape, dtype
     y = rng.integers(0, n_classes, BLOCK_ROWS)
     upcoming = rng.standard_normal((11, 3 * BLOCK_ROWS)).astype(dtype)
     expected_upcoming = upcoming.copy()
-    row_bytes, n_bytes = upcoming.strides[0], upcoming.nbytes
-    ranges = np.array(
-        [
-            (0, n_bytes, 1, 0),
-            (row_bytes, row_bytes + 100, 11, row_bytes),
-            (-(1 << 40), 1 << 40, 1, 0),
-            (n_bytes - 64, n_bytes + 4096, 11, row_bytes),
-            (64, 0, 1, 0),
-        ]
-    )
+    ranges = _upcoming_ranges(upcoming)
     weights = rng.uniform(0.5, 2.0, BLOCK_ROWS).astype(dtype)
     for nb, sample_weight in [(BLOCK_ROWS, np.empty(0, dtype)), (BLOCK_ROWS, weights), (5, np.empty(0, dtype))]:
         Zt, expected_Zt = logits.copy(), logits.copy()
