@@ -80,13 +80,18 @@ def refuse_special_file(path: str, what: str) -> None:
     a memory map nor a zip archive can read a stream anyway (they seek).
     ``what`` names the file in the message ("X file", "fastsoftmax model file").
     """
+    kind = _special_kind(path)
+    if kind is not None:
+        raise ValueError(
+            f"{what} {path} is {kind}, not a regular file, and cannot be read (it would wait for a writer "
+            f"or read a stream); save the data to a file and pass that."
+        )
+
+
+def _special_kind(path: str) -> str | None:
+    """What kind of special file the existing ``path`` is ("a named pipe (FIFO)"...), or None for any other."""
     mode = os.stat(path).st_mode
-    for test, kind in _SPECIAL_FILES:
-        if test(mode):
-            raise ValueError(
-                f"{what} {path} is {kind}, not a regular file, and cannot be read (it would wait for a writer "
-                f"or read a stream); save the data to a file and pass that."
-            )
+    return next((kind for test, kind in _SPECIAL_FILES if test(mode)), None)
 
 
 def _create_beside(path: str, directory: str) -> str:
@@ -210,8 +215,9 @@ def writable_target(path: str | os.PathLike | bytes) -> str:
     Replacing a symlink would cut it: whoever reads its target would keep the
     old contents. Raises PermissionError where the target exists but this
     process may not write it, as ``open(path, "w")`` would, before any work,
-    and IsADirectoryError where ``path`` ends with a separator (see
-    :func:`names_a_directory`).
+    IsADirectoryError where ``path`` ends with a separator (see
+    :func:`names_a_directory`), and ValueError where the target is a named
+    pipe, socket or device, which the rename would replace with a file.
     """
     path = os.fsdecode(os.fspath(path))
     if names_a_directory(path):
@@ -219,8 +225,18 @@ def writable_target(path: str | os.PathLike | bytes) -> str:
             errno.EISDIR, "the path ends with a separator, so it names a directory; give a file name"
         )
     target = os.path.realpath(path)
-    if os.path.exists(target) and not os.access(target, os.W_OK):
-        raise PermissionError(errno.EACCES, "the file is read-only; make it writable (chmod u+w) or write elsewhere")
+    if os.path.exists(target):
+        kind = _special_kind(target)
+        if kind is not None:
+            # The rename would put a regular file where the pipe or device was (/dev/null, as root).
+            raise ValueError(
+                f"could not write {path}: it is {kind}, not a regular file, and writing would replace it "
+                f"with one; give the path of a regular file"
+            )
+        if not os.access(target, os.W_OK):
+            raise PermissionError(
+                errno.EACCES, "the file is read-only; make it writable (chmod u+w) or write elsewhere"
+            )
     return target
 
 

@@ -255,7 +255,7 @@ def _check_output(option: str, path: str) -> None:
     Where ``path`` is a symlink, the file it leads to is what gets written
     (``_io.writable_target``), so its directory is the one that must be writable.
     """
-    from fastsoftmax._io import names_a_directory
+    from fastsoftmax._io import names_a_directory, writable_target
 
     if os.path.isdir(path):
         raise CLIError(f"{option} {path} is a directory; give a file name inside it.")
@@ -269,6 +269,10 @@ def _check_output(option: str, path: str) -> None:
         raise CLIError(f"{option} {path}: the directory {directory} is not writable.")
     if os.path.exists(target) and not os.access(target, os.W_OK):
         raise CLIError(f"{option} {path} is read-only; make it writable (chmod u+w) or write elsewhere.")
+    try:
+        writable_target(path)  # a named pipe or a device, which the rename would replace with a file
+    except ValueError as exc:
+        raise CLIError(f"{option}: {exc}.") from None
 
 
 def _check_checkpoint_dir(directory: str) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -1197,6 +1198,31 @@ def test_a_named_pipe_is_refused_not_waited_on(tmp_path, fifo, data, reader, cap
         return
     with pytest.raises(ValueError, match=r"is a named pipe \(FIFO\), not a regular file"):
         call()
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="POSIX named pipes")
+@pytest.mark.parametrize("writer", ["model", "checkpoint", "train --out", "train --metrics"])
+def test_a_named_pipe_is_not_replaced_by_a_written_file(tmp_path, fifo, data, writer, capsys):
+    # An atomic write renames its file over the target: it put a regular file where
+    # the pipe was (and, run as root, where /dev/null was). The same check refuses devices.
+    from fastsoftmax.cli import main
+
+    message = r"is a named pipe \(FIFO\), not a regular file, and writing would replace it"
+    if writer == "model":
+        path = fifo("m.npz")
+        with pytest.raises(ValueError, match=message):
+            SoftmaxRegression(D, K).save(path)
+    elif writer == "checkpoint":
+        path = fifo(ckpt_module.FILENAME)
+        with pytest.raises(ValueError, match=message):
+            ckpt_module.save(tmp_path, ckpt_module.CheckpointState(np.zeros(3), 1, [1.0, 0.5], {}))
+    else:
+        path = fifo("out")
+        option = writer.split()[1]
+        assert main(["train", "--samples", "200", "--features", "4", "--quiet", option, str(path)]) == 2
+        assert re.search(message, capsys.readouterr().err)
+    assert stat.S_ISFIFO(os.stat(path).st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # no temporary file left either
 
 
 def test_bytes_paths_fit_like_str_paths(files):
