@@ -486,9 +486,16 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
             # Finite starting weights and a non-finite loss: the data is at fault.
             model.loss_history_, model.n_iter_, model.converged_ = record
             objective.raise_for_nonfinite_start(exc.loss)
+        kept = "the weights"
+        if exc.best_theta is not None:
+            # An epoch's loss is measured from the weights it starts with: those of the last
+            # epoch reported may be the ones that gave the non-finite loss.
+            commit(exc.best_theta)
+            model.n_iter_ = offset + exc.best_iteration
+            kept = "the best weights"
         model.loss_history_ = history_to_kept()  # with the starting loss, where no iteration was completed
         raise TrainingError(
-            f"training diverged: {exc.describe(offset)}. W and b keep the weights of iteration {model.n_iter_}; "
+            f"training diverged: {exc.describe(offset)}. W and b keep {kept} of iteration {model.n_iter_}; "
             f"{_remedy(options)}."
         ) from exc
     except solvers.DivergedError as exc:

@@ -36,11 +36,26 @@ SOLVERS = ("lbfgs", "gd", "sgd", "adam", "newton-cg")
 
 
 class NonFiniteLossError(FloatingPointError):
-    """The objective returned a non-finite loss at ``iteration`` (0 is the start)."""
+    """The objective returned a non-finite loss at ``iteration`` (0 is the start).
 
-    def __init__(self, iteration: int, loss: float):
+    Where the last iterate reported is not known to have a finite loss (a
+    mini-batch epoch's loss is measured from the weights it starts with, so
+    those the last epoch ended with were never evaluated), ``best_theta`` is
+    the iterate to keep instead: that of ``best_iteration``, the best one
+    whose loss was measured. Otherwise both are None.
+    """
+
+    def __init__(
+        self,
+        iteration: int,
+        loss: float,
+        best_theta: np.ndarray | None = None,
+        best_iteration: int | None = None,
+    ):
         self.iteration = iteration
         self.loss = loss
+        self.best_theta = best_theta
+        self.best_iteration = best_iteration
         super().__init__(self.describe())
 
     def describe(self, offset: int = 0) -> str:
@@ -829,7 +844,8 @@ def _minibatch_epochs(
             for rows in (batches or _permuted_batches(n_samples, batch_size))(rng):
                 loss, grad = batch_objective(candidate, rows)
                 if not math.isfinite(loss):
-                    raise NonFiniteLossError(epoch, loss)
+                    # At the first mini-batch, the weights the last epoch ended with are the culprit.
+                    raise NonFiniteLossError(epoch, loss, guard.best_theta, guard.best_iteration)
                 if math.isnan(first_loss):
                     first_loss = loss
                 t += 1
@@ -838,7 +854,7 @@ def _minibatch_epochs(
                 epoch_loss += loss * rows.shape[0]
             epoch_loss /= n_samples
             if not _finite(epoch_loss, candidate):
-                raise NonFiniteLossError(epoch, epoch_loss)
+                raise NonFiniteLossError(epoch, epoch_loss, guard.best_theta, guard.best_iteration)
             if epoch == 1 and _first_epoch_explodes(first_loss, epoch_loss):
                 # Confirmed on all rows: the first mini-batch alone is too noisy.
                 start_loss = _mean_loss(batch_objective, theta, n_samples, batch_size)

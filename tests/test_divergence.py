@@ -9,6 +9,7 @@ here are plain NumPy (no kernels), so the solvers' own logic is tested exactly.
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -172,6 +173,48 @@ def test_a_fit_that_diverges_keeps_the_history_of_the_weights_it_keeps(case):
     else:
         loss = fs.loss_and_grad(X, y, model.W, model.b)[0]
         assert model.loss_history_[-1] == pytest.approx(loss, rel=16 * float(np.finfo(np.float32).eps))
+
+
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+def test_a_loss_that_turns_nonfinite_after_an_epoch_keeps_weights_whose_loss_is_finite(solver):
+    # One mini-batch an epoch: epoch 1's loss is the start's, and its step (lr 1e308)
+    # reaches weights whose loss overflows, first evaluated by epoch 2. Those weights
+    # were kept ("W and b keep the weights of iteration 1"), and predicting with them failed.
+    X, y = make_classification(100, D, n_classes=K, seed=0)
+    model = SoftmaxRegression(D, K, seed=0)
+    W0, b0 = model.W.copy(), model.b.copy()
+    with pytest.raises(TrainingError, match=r"at iteration 2\. W and b keep the best weights of iteration 0") as info:
+        model.fit(X, y, solver=solver, lr=1e308, max_iter=5, seed=0)
+    assert isinstance(info.value.__cause__, solvers.NonFiniteLossError)
+    assert (model.n_iter_, model.loss_history_) == (0, [])
+    np.testing.assert_array_equal(model.W, W0)
+    np.testing.assert_array_equal(model.b, b0)
+    assert np.isfinite(model.predict_proba(X)).all()
+
+
+def test_a_nonfinite_epoch_names_the_best_weights_whose_loss_was_measured():
+    # theta walks 0, 1, 2, 3 down the loss 10 - theta (one mini-batch an epoch, lr 1);
+    # past 2.5 the loss is NaN. Epoch 4 starts from 3, so the weights to keep are 2's
+    # (iteration 2), the best whose loss an epoch measured, not 3's (iteration 3).
+    def batch_objective(theta, rows):
+        return (math.nan if theta[0] > 2.5 else 10.0 - theta[0]), -np.ones(1)
+
+    reported = []
+    with pytest.raises(solvers.NonFiniteLossError) as info:
+        solvers.sgd(
+            batch_objective,
+            np.zeros(1),
+            4,
+            lr=1.0,
+            momentum=0.0,
+            batch_size=4,
+            max_iter=10,
+            on_iteration=lambda theta, loss, epoch: reported.append(theta[0]),
+        )
+    assert info.value.iteration == 4
+    assert reported == [1.0, 2.0, 3.0]
+    assert info.value.best_iteration == 2
+    np.testing.assert_array_equal(info.value.best_theta, [2.0])
 
 
 def test_adam_float32_takes_the_same_steps_whatever_the_gradients_scale():

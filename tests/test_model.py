@@ -320,10 +320,15 @@ def test_diverging_fit_raises_training_error_and_keeps_the_best_weights(data, so
     if isinstance(cause, solvers.DivergedError):
         best = cause.best_iteration
         assert cause.loss - cause.best_loss > max(1.0, abs(cause.best_loss))
+    elif cause.best_theta is None:
+        best = max(seen)  # gd: a non-finite loss keeps the last iterate, whose loss was finite
     else:
-        best = max(seen)  # a non-finite loss keeps the last finite iterate
+        # sgd and adam measure an epoch's loss from the weights it starts with: the last
+        # epoch's weights were never evaluated (adam's here give a non-finite loss).
+        best = cause.best_iteration
     assert model.n_iter_ == best
     assert np.isfinite(model.W).all() and np.isfinite(model.b).all()
+    assert np.isfinite(loss_and_grad(X, y, model.W, model.b)[0])
     np.testing.assert_array_equal(model.W, seen[best][0])
     np.testing.assert_array_equal(model.b, seen[best][1])
 
