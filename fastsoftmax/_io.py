@@ -503,8 +503,9 @@ def read_npz(path: str | os.PathLike, what: str, *, names: Collection[str] | Non
     ``prod(shape) * itemsize`` bytes, must fit in the member's uncompressed
     size recorded by ``zipfile``. That size must in turn be one the file can
     hold: a stored member's compressed and uncompressed sizes are equal and
-    no larger than the file, and a deflated member's uncompressed size is at
-    most ``_MAX_DEFLATE_RATIO`` times its compressed size. A read that still
+    no larger than the file, a deflated member's uncompressed size is at
+    most ``_MAX_DEFLATE_RATIO`` times its compressed size, and no member's
+    bytes overlap another's (:func:`_check_members_apart`). A read that still
     runs out of memory is reported as an invalid file, not as MemoryError.
     Arrays in the other byte order (a file written on a big-endian machine)
     are returned in the native one.
@@ -546,6 +547,7 @@ def read_npz(path: str | os.PathLike, what: str, *, names: Collection[str] | Non
             # Every header is checked before any array is read.
             for info in members:
                 _check_member(archive, info, file_size, invalid)
+            _check_members_apart(archive.infolist(), getattr(archive, "start_dir", file_size), invalid)
             for info in members:
                 with archive.open(info) as member:
                     array = np.lib.format.read_array(member, allow_pickle=False)
@@ -564,6 +566,29 @@ def read_npz(path: str | os.PathLike, what: str, *, names: Collection[str] | Non
             f"it is not a readable .npz archive ({type(exc).__name__}: {exc}); it may be truncated or corrupt"
         ) from exc
     return arrays
+
+
+#: Bytes of a zip local file header before its file name and extra field.
+_LOCAL_HEADER_BYTES = 30
+
+
+def _check_members_apart(members: list[zipfile.ZipInfo], directory_start: int, invalid) -> None:
+    """Refuse members whose stored bytes overlap the next member's or the central directory.
+
+    The directory gives each member's offset and compressed size, and
+    ``zipfile`` reads whatever bytes they point at. A crafted file whose
+    members each hold the next one then reads every byte many times over: a
+    12 KB file gave 290 KB of arrays, growing with the square of its size.
+    Apart, as every archive that zipfile writes has them, the members'
+    compressed bytes add up to at most the file's. (A member's bytes are
+    taken to end at its offset, its local header's fixed part and its
+    compressed size: never past where they really end, whatever its name.)
+    """
+    by_offset = sorted(members, key=lambda info: info.header_offset)
+    limits = [(info.header_offset, f"member {info.filename!r}") for info in by_offset[1:]]
+    for info, (limit, what) in zip(by_offset, [*limits, (directory_start, "the zip directory")], strict=True):
+        if info.header_offset + _LOCAL_HEADER_BYTES + info.compress_size > limit:
+            raise invalid(f"member {info.filename!r} overlaps {what}, so its bytes would be read twice; it is corrupt")
 
 
 def _check_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, file_size: int, invalid) -> None:

@@ -8,10 +8,12 @@ import json
 import os
 import re
 import stat
+import struct
 import subprocess
 import sys
 import threading
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -545,6 +547,50 @@ def test_zip_directory_claiming_a_terabyte_is_refused_before_allocating(tmp_path
         ValueError, match=r"'loss_history' declares 1,099,511,627,904 bytes compressed .* the file is only"
     ):
         load(path)
+
+
+def _nested_archive(path, n_members, innermost_bytes):
+    """A zip of stored uint8 members in which member i's bytes hold member i + 1 whole, header and all.
+
+    Each member passes every check of its own; zipfile reads what the
+    directory points at, so reading them all reads the file's bytes about
+    ``n_members / 2`` times over.
+    """
+
+    def npy_header(length):
+        buffer = io.BytesIO()
+        np.lib.format.write_array_header_1_0(buffer, {"descr": "|u1", "fortran_order": False, "shape": (length,)})
+        return buffer.getvalue()
+
+    nested, members = b"\0" * innermost_bytes, []
+    for i in reversed(range(n_members)):
+        name, data = f"m{i}.npy".encode(), npy_header(len(nested)) + nested
+        crc = zlib.crc32(data)
+        local = struct.pack("<4s2B4HL2L2H", b"PK\x03\x04", 20, 0, 0, 0, 0, 0, crc, len(data), len(data), len(name), 0)
+        members.append((name, crc, len(data), len(local) + len(name) + len(data) - len(nested)))
+        nested = local + name + data
+    directory, offset = b"", 0
+    for name, crc, size, to_next in reversed(members):
+        entry = struct.pack(
+            "<4s4B4HL2L5H2L", b"PK\x01\x02", 20, 3, 20, 0, 0, 0, 0, 0, crc, size, size, len(name), 0, 0, 0, 0, 0, offset
+        )
+        directory += entry + name
+        offset += to_next
+    end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, n_members, n_members, len(directory), len(nested), 0)
+    path.write_bytes(nested + directory + end)
+    return path
+
+
+def test_members_that_hold_each_other_are_refused_before_reading(tmp_path, monkeypatch):
+    # 40 members, each holding the next: a 12 KB file read as 290 KB of arrays (the
+    # square of the file's size), past every member's own checks.
+    path = _nested_archive(tmp_path / "nested.npz", 40, 4000)
+    with zipfile.ZipFile(path) as archive:  # a valid archive as zipfile reads it
+        assert sum(archive.getinfo(f"m{i}.npy").file_size for i in range(40)) > 20 * path.stat().st_size
+        assert archive.read("m39.npy")[-4000:] == b"\0" * 4000
+    _no_allocation(monkeypatch)
+    with pytest.raises(ValueError, match=r"nested\.npz .*member 'm0\.npy' overlaps member 'm1\.npy'.* corrupt"):
+        SoftmaxRegression.load(path)
 
 
 def test_stored_member_larger_than_its_compressed_size_is_refused(tmp_path, monkeypatch):
