@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import math
 import numbers
+import os
 import sys
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
@@ -63,6 +64,12 @@ def _as_array(a, name: str, what: str = "a NumPy array", object_fix: str | None 
     # np.asarray drops ndarray subclasses such as np.memmap without copying.
     if a is None:
         raise TypeError(f"{name} is None; pass {what}.")
+    if isinstance(a, (str, bytes, os.PathLike)):
+        # np.asarray makes a 0-d array of it, which was then refused for its shape.
+        raise TypeError(
+            f"{name} is {a!r}, not an array; pass {what}. If it names an .npy file, load it "
+            f"first: np.load(path, mmap_mode='r') maps the file without reading it into memory."
+        )
     try:
         arr = np.asarray(a)
     except Exception as exc:  # ragged lists and the like
@@ -126,6 +133,8 @@ def as_param_array(a, name: str, dtype: np.dtype) -> np.ndarray:
     dtype of its own; None, ragged and object values raise TypeError here,
     when the attribute is set, rather than at some later use.
     """
+    if isinstance(a, np.matrix):
+        return np.asarray(a)  # the same memory; a matrix stays 2-D when raveled, which packing relies on
     if isinstance(a, np.ndarray):
         return a
     arr = _as_array(a, name)

@@ -108,11 +108,17 @@ class SoftmaxRegression:
 
     @property
     def input_dim(self) -> int:
-        return self.W.shape[1]
+        return self._weights_shape()[1]
 
     @property
     def num_classes(self) -> int:
-        return self.W.shape[0]
+        return self._weights_shape()[0]
+
+    def _weights_shape(self) -> tuple[int, ...]:
+        """W's shape (K, D); an assigned W of another number of dimensions gets W's own error, not an IndexError."""
+        if self.W.ndim != 2:
+            _checks.check_float_param(self.W, "W", 2, self.dtype)
+        return self.W.shape
 
     def _params(self, *, update: bool = False, data: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
         """W and b, checked (:func:`_checks.check_weights`); with ``update``, also that both can be written.
@@ -207,7 +213,12 @@ class SoftmaxRegression:
         loss from the logits, which stays finite for any finite logits.
         """
         probs = _checks.check_probabilities(probs)
-        y = _checks.check_labels(y, probs.shape[0], probs.shape[1])
+        if probs.shape[1] != self.num_classes:
+            raise ValueError(
+                f"probs must have one column per class of the model, shape (N, {self.num_classes}); "
+                f"got {probs.shape}. Pass the output of forward(X)."
+            )
+        y = _checks.check_labels(y, probs.shape[0], self.num_classes)
         with np.errstate(divide="ignore"):
             return float(-np.mean(np.log(probs[np.arange(y.shape[0]), y], dtype=np.float64)))
 
@@ -290,7 +301,15 @@ class SoftmaxRegression:
 
     def _commit(self, theta: np.ndarray) -> None:
         """Copy a flat parameter vector into W and b (the last good iterate)."""
-        W, b = unpack(theta, self.num_classes, self.input_dim)
+        n_classes, n_features = self._weights_shape()
+        if theta.shape[0] != n_classes * (n_features + 1) or self.b.shape != (n_classes,):
+            # A callback assigned them: slicing theta by the new shapes wrote W, then failed at b.
+            raise ValueError(
+                f"model.W and model.b were given shapes {self.W.shape} and {self.b.shape} during training, which "
+                f"the trained weights ({theta.shape[0]} values) do not fit; neither was written. Assign W and b "
+                f"of new shapes between fits, not from a callback."
+            )
+        W, b = unpack(theta, n_classes, n_features)
         self._check_writeable()  # a callback may have made one read-only since fit checked
         self.W[...] = W
         self.b[...] = b
@@ -710,4 +729,7 @@ def _fit_state(arrays: dict[str, np.ndarray], invalid, *, trim_history: bool = F
             f"loss_history holds {history.shape[0]:,} losses but n_iter is {n_iter:,}; a fit records at "
             f"most n_iter + 1 (the starting loss and one per iteration)"
         )
+    if not np.isfinite(history).all():
+        # A fit records only finite losses (a non-finite one ends it, and is not kept), as checkpoints say too.
+        raise invalid(f"loss_history holds NaN or inf (the first at index {int(np.argmin(np.isfinite(history)))})")
     return n_iter, bool(converged), history

@@ -316,7 +316,7 @@ def _check_minibatch_state(state: dict, n: int) -> None:
     if "rng" in state:
         try:  # the generator's own check, on a throwaway generator
             np.random.default_rng().bit_generator.state = state["rng"]
-        except (TypeError, ValueError, KeyError) as exc:
+        except (TypeError, ValueError, KeyError, OverflowError) as exc:  # OverflowError: a negative or huge integer
             raise ValueError(f"the solver state 'rng' is not a PCG64 generator state ({exc}).") from exc
     if "t" in state:
         _state_int(state, "t", 0)

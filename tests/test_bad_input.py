@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -955,3 +957,70 @@ def test_one_class_is_refused_with_what_a_binary_problem_needs():
         SoftmaxRegression(4, 1)
     with pytest.raises(ValueError, match=r"^input_dim must be a positive integer, got 0\.$"):  # no hint elsewhere
         SoftmaxRegression(0, 3)
+
+
+_MODEL_CALLS = {
+    "train_step": lambda model, X, y: model.train_step(X, y, lr=0.1),
+    "backward": lambda model, X, y: model.backward(X, y),
+    "accuracy": lambda model, X, y: model.accuracy(X, y),
+    "predict": lambda model, X, y: model.predict(X),
+    "compute_loss": lambda model, X, y: model.compute_loss(np.full((X.shape[0], 3), 1 / 3), y),
+}
+
+
+@pytest.mark.parametrize("W", [np.zeros(12), np.float64(1.0), np.zeros((3, 4, 1))], ids=["1d", "0d", "3d"])
+@pytest.mark.parametrize("call", list(_MODEL_CALLS))
+def test_an_assigned_W_of_another_dimension_is_named_by_every_method(W, call):
+    # The model's dimensions come from W's shape: W.shape[1] raised IndexError.
+    model = SoftmaxRegression(4, 3, seed=0)
+    model.W = W
+    X, y = np.zeros((6, 4)), np.arange(6) % 3
+    with pytest.raises(ValueError, match=rf"^W must be 2-dimensional, got shape {re.escape(str(W.shape))}"):
+        _MODEL_CALLS[call](model, X, y)
+
+
+@pytest.mark.parametrize("columns", [1, 4])
+def test_compute_loss_takes_probabilities_of_the_models_classes_only(columns):
+    # Any number of columns was taken as the number of classes: (N, 1) gave -0.0.
+    model = SoftmaxRegression(4, 3, seed=0)
+    with pytest.raises(ValueError, match=rf"shape \(N, 3\); got \(6, {columns}\)\. Pass the output of forward"):
+        model.compute_loss(np.full((6, columns), 1 / columns), np.zeros(6, int))
+    with pytest.raises(ValueError, match=r"label 3, outside \[0, 3\)"):
+        model.compute_loss(np.full((6, 3), 1 / 3), np.full(6, 3))
+    assert model.compute_loss(np.full((6, 3), 1 / 3), np.arange(6) % 3) == pytest.approx(np.log(3), rel=1e-15)
+
+
+@pytest.mark.parametrize("path", ["X.npy", b"X.npy", Path("X.npy")], ids=["str", "bytes", "Path"])
+@pytest.mark.parametrize("call", ["train_step", "predict", "accuracy"])
+def test_a_file_name_where_an_array_is_taken_says_to_load_it(path, call):
+    # np.asarray made a 0-d array of the name: "X must be 2-dimensional ..., got shape ()".
+    model = SoftmaxRegression(4, 3, seed=0)
+    with pytest.raises(TypeError, match=r"^X is .*X\.npy.*, not an array; .*np\.load\(path, mmap_mode='r'\)"):
+        _MODEL_CALLS[call](model, path, np.zeros(6, int))
+
+
+def test_a_matrix_assigned_to_W_trains_as_its_array():
+    # A matrix stays 2-D when raveled: packing the parameters failed inside np.concatenate.
+    X, y = np.random.default_rng(0).standard_normal((60, 4)), np.arange(60) % 3
+    want = SoftmaxRegression(4, 3, seed=0)
+    model = SoftmaxRegression(4, 3, seed=0)
+    model.W = np.matrix(want.W)
+    model.fit(X, y, solver="gd", max_iter=3, tol=0)
+    want.fit(X, y, solver="gd", max_iter=3, tol=0)
+    assert type(model.W) is np.ndarray
+    np.testing.assert_array_equal(model.W, want.W)
+
+
+def test_weights_given_new_shapes_by_a_callback_are_refused_and_not_written():
+    # theta was cut by the new shapes: W received values of the fit, then b's assignment failed.
+    X, y = np.random.default_rng(0).standard_normal((60, 4)), np.arange(60) % 3
+    model = SoftmaxRegression(4, 3, seed=0)
+    W2, b2 = np.zeros((2, 4)), np.zeros(2)
+
+    def reshape_the_model(model, iteration, loss):
+        model.W, model.b = W2, b2
+
+    with pytest.raises(ValueError, match=r"given shapes \(2, 4\) and \(2,\) during training.*neither was written"):
+        model.fit(X, y, solver="gd", max_iter=3, tol=0, callback=reshape_the_model)
+    assert model.W is W2 and model.b is b2
+    np.testing.assert_array_equal(W2, 0)

@@ -702,6 +702,7 @@ def _nan_in_W(model):
         (lambda m: setattr(m, "converged_", "no"), ValueError, "converged must be a boolean scalar"),
         (lambda m: setattr(m, "loss_history_", ["a"]), ValueError, "loss_history_ must be a list of numbers"),
         (lambda m: setattr(m, "loss_history_", [[1.0]]), ValueError, "loss_history must be a 1-D float array"),
+        (lambda m: setattr(m, "loss_history_", [np.inf]), ValueError, "loss_history holds NaN or inf"),
     ],
     ids=[
         "nan-W",
@@ -714,6 +715,7 @@ def _nan_in_W(model):
         "str-converged",
         "str-history",
         "2d-history",
+        "inf-history",
     ],
 )
 def test_save_refuses_a_model_that_would_not_load_and_keeps_the_old_file(tmp_path, edit, error, message):
@@ -819,6 +821,13 @@ def _set_array(key, value):
         ("lbfgs", lambda a: a.update(meta=_edited_meta(a, loss_history=[0.0] * 100)), "holds 100 losses"),
         ("sgd", _solver_state(t=-1), "'t' must be >= 0, got -1"),
         ("sgd", _solver_state(rng={"bit_generator": "PCG64", "state": "x"}), "'rng' is not a PCG64 generator state"),
+        (
+            "sgd",
+            _solver_state(
+                rng={"bit_generator": "PCG64", "state": {"state": -5, "inc": 1}, "has_uint32": 0, "uinteger": 0}
+            ),
+            "'rng' is not a PCG64 generator state",
+        ),
         ("sgd", _solver_state(previous="x"), "'previous' must be a real number"),
         ("newton-cg", _set_array("state_radius", np.nan), "'radius' must be finite"),
         ("newton-cg", _set_array("state_radius", 0.0), "'radius' must be > 0"),
@@ -841,6 +850,7 @@ def _set_array(key, value):
         "history-too-long",
         "sgd-t-negative",
         "sgd-rng",
+        "sgd-rng-negative-state",
         "sgd-previous-str",
         "newton-radius-nan",
         "newton-radius-zero",

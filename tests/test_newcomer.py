@@ -218,6 +218,7 @@ def test_version_1_file_still_loads(tmp_path):
         ({"n_iter": np.array(-1)}, "n_iter must be an integer >= 0"),
         ({"converged": np.array([True])}, "converged must be a boolean scalar"),
         ({"loss_history": np.array(["a"])}, "loss_history must be a 1-D float array"),
+        ({"loss_history": np.array([1.0, np.nan, np.inf])}, r"loss_history holds NaN or inf \(the first at index 1\)"),
         ({"format_version": np.array(3)}, "format version 3 is not supported"),
     ],
     ids=[
@@ -225,6 +226,7 @@ def test_version_1_file_still_loads(tmp_path):
         "negative-n_iter",
         "converged-array",
         "history-strings",
+        "history-nan",
         "version-3",
     ],
 )
