@@ -83,7 +83,7 @@ def refuse_special_file(path: str, what: str) -> None:
     kind = _special_kind(path)
     if kind is not None:
         raise ValueError(
-            f"{what} {path} is {kind}, not a regular file, and cannot be read (it would wait for a writer "
+            f"{what} {path} is {kind}, and cannot be read (it would wait for a writer "
             f"or read a stream); save the data to a file and pass that."
         )
 
@@ -91,7 +91,20 @@ def refuse_special_file(path: str, what: str) -> None:
 def _special_kind(path: str) -> str | None:
     """What kind of special file the existing ``path`` is ("a named pipe (FIFO)"...), or None for any other."""
     mode = os.stat(path).st_mode
-    return next((kind for test, kind in _SPECIAL_FILES if test(mode)), None)
+    kind = next((kind for test, kind in _SPECIAL_FILES if test(mode)), None)
+    return None if kind is None else f"{kind}, not a regular file"
+
+
+def _standard_stream(path: str) -> str | None:
+    """ "this process's standard output" (input, error) if the existing ``path`` is the file open there, else None."""
+    status = os.stat(path)
+    for fd, stream in ((0, "input"), (1, "output"), (2, "error")):
+        try:
+            if os.path.samestat(status, os.fstat(fd)):
+                return f"the file open as this process's standard {stream}"
+        except OSError:  # closed
+            continue
+    return None
 
 
 def _create_beside(path: str, directory: str) -> str:
@@ -217,7 +230,8 @@ def writable_target(path: str | os.PathLike | bytes) -> str:
     process may not write it, as ``open(path, "w")`` would, before any work,
     IsADirectoryError where ``path`` ends with a separator (see
     :func:`names_a_directory`), and ValueError where the target is a named
-    pipe, socket or device, which the rename would replace with a file.
+    pipe, socket or device, or the file open as a standard stream (a shell's
+    ``>> log``, reached as ``/dev/stdout``), which the rename would replace.
     """
     path = os.fsdecode(os.fspath(path))
     if names_a_directory(path):
@@ -225,14 +239,18 @@ def writable_target(path: str | os.PathLike | bytes) -> str:
             errno.EISDIR, "the path ends with a separator, so it names a directory; give a file name"
         )
     target = os.path.realpath(path)
-    if os.path.exists(target):
-        kind = _special_kind(target)
+    if os.path.exists(path):
+        # os.stat follows the links to what is behind them: /dev/stdout's to a pipe, or to the file
+        # that a shell's redirection opened (which os.path.realpath does not always reach).
+        kind = _special_kind(path) or _standard_stream(path)
         if kind is not None:
-            # The rename would put a regular file where the pipe or device was (/dev/null, as root).
+            # The rename would put a regular file where the pipe or device was (/dev/null, as
+            # root), or replace the log that the process writes to (--metrics /dev/stdout >> log).
             raise ValueError(
-                f"could not write {path}: it is {kind}, not a regular file, and writing would replace it "
-                f"with one; give the path of a regular file"
+                f"could not write {path}: it is {kind}, and writing it would replace that with a new regular "
+                f"file; give the path of a regular file"
             )
+    if os.path.exists(target):
         if not os.access(target, os.W_OK):
             raise PermissionError(
                 errno.EACCES, "the file is read-only; make it writable (chmod u+w) or write elsewhere"

@@ -1263,7 +1263,7 @@ def test_a_named_pipe_is_not_replaced_by_a_written_file(tmp_path, fifo, data, wr
     # the pipe was (and, run as root, where /dev/null was). The same check refuses devices.
     from fastsoftmax.cli import main
 
-    message = r"is a named pipe \(FIFO\), not a regular file, and writing would replace it"
+    message = r"is a named pipe \(FIFO\), not a regular file, and writing it would replace that"
     if writer == "model":
         path = fifo("m.npz")
         with pytest.raises(ValueError, match=message):
@@ -1279,6 +1279,20 @@ def test_a_named_pipe_is_not_replaced_by_a_written_file(tmp_path, fifo, data, wr
         assert re.search(message, capsys.readouterr().err)
     assert stat.S_ISFIFO(os.stat(path).st_mode)
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # no temporary file left either
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/stdout"), reason="/dev/stdout")
+def test_metrics_to_dev_stdout_redirected_to_a_log_leave_the_log(tmp_path):
+    # /dev/stdout leads to the file a shell's ">> log" opened: the rename replaced the
+    # whole log with the metrics (exit 0), the run's summary and every earlier line gone.
+    log = tmp_path / "run.log"
+    log.write_text("an earlier line\n")
+    command = [sys.executable, "-m", "fastsoftmax", "train", "--samples", "200", "--features", "4", "--quiet"]
+    with open(log, "a") as stdout:
+        done = subprocess.run([*command, "--metrics", "/dev/stdout"], stdout=stdout, stderr=subprocess.PIPE, text=True)
+    assert done.returncode == 2
+    assert "it is the file open as this process's standard output" in done.stderr
+    assert log.read_text() == "an earlier line\n"
 
 
 def test_bytes_paths_fit_like_str_paths(files):
