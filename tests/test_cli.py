@@ -996,3 +996,25 @@ def test_diverged_train_says_out_was_not_written_and_leaves_it(tmp_path, capsys,
     assert err.startswith("fastsoftmax train: error: training diverged") and err.count("\n") == 1
     assert err.rstrip().endswith(f"Nothing was written to {out}."), err
     assert out.read_bytes() == b"previous model"
+
+
+@pytest.mark.parametrize("scale", [1e4, 1e10])
+def test_train_converges_whatever_the_features_units(tmp_path, scale):
+    # train started from the model's 0.01 N(0, 1) weights in the features' units: on
+    # X x 1e10 L-BFGS stopped at a loss of 4e8 after 0 iterations, below chance, with
+    # exit 0. From zero weights the fit is the same change of variables at every scale.
+    X, y = make_classification(4000, 8, n_classes=3, seed=0)
+    fits = {}
+    for name, data in (("unit", X), ("scaled", X * scale)):
+        np.save(tmp_path / f"{name}.npy", data)
+        metrics = tmp_path / f"{name}.json"
+        command = ["--data", str(tmp_path / f"{name}.npy"), "--labels", str(tmp_path / "y.npy")]
+        np.save(tmp_path / "y.npy", y)
+        # No L2 term, which depends on the units (the same l2 is weaker on larger features).
+        options = ["--l2", "0", "--threads", "1", "--quiet", "--metrics", str(metrics)]
+        assert main(["train", *command, *options]) == 0
+        fits[name] = json.loads(metrics.read_text())
+    assert fits["scaled"]["converged"] and fits["unit"]["converged"]
+    assert fits["scaled"]["loss_history"][0] == pytest.approx(np.log(3), rel=1e-12)  # every logit 0 at the start
+    assert fits["scaled"]["final_loss"] == pytest.approx(fits["unit"]["final_loss"], rel=1e-4)
+    assert fits["scaled"]["train_accuracy"] == pytest.approx(fits["unit"]["train_accuracy"], abs=2e-3)
