@@ -618,6 +618,8 @@ def nonfinite_rows_of(X: np.ndarray, row_offset, fix: str = "before predicting")
     try:
         yield
     except ValueError:
+        if X.dtype not in (np.float32, np.float64):
+            raise  # the scan takes the kernels' dtypes; another (complex, str) was refused for itself
         try:
             check_X_finite(X, fix, row_offset=row_offset)
         except ValueError as named:

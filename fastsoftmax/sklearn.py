@@ -634,7 +634,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             part = X[start:stop]
             if part.dtype.kind == "f":  # cast here, so that an overflow is named by its row in the file
                 part = _checks.cast_X(part, self.coef_.dtype, row_offset=start)
-            with _checks.nonfinite_rows_of(X[start:stop], start):
+            with _checks.nonfinite_rows_of(part, start):
                 parts.append(method(part))
             release_rows(X, start, stop)
         return np.concatenate(parts)

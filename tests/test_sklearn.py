@@ -552,6 +552,32 @@ def test_prediction_methods_read_npy_paths_in_chunks(tmp_path, monkeypatch, k, f
         clf.partial_fit(path, labels)
 
 
+def _with_nan_in_row_150(X):
+    X = X.copy()
+    X[150, 2] = np.nan
+    return X
+
+
+@pytest.mark.parametrize(
+    "file_dtype, edit, message",
+    [
+        (np.float16, _with_nan_in_row_150, r"NaN or infinite value\(s\), the first in row 150"),
+        (np.float16, lambda X: X[:, :-1], r"X has 7 features, but SoftmaxClassifier is expecting 8"),
+        (np.complex128, lambda X: X, r"Complex data not supported"),
+    ],
+    ids=["float16-nan", "float16-columns", "complex"],
+)
+def test_prediction_on_a_file_of_another_dtype_keeps_its_message(tmp_path, file_dtype, edit, message):
+    # The chunk's error was checked again on the file's uncast rows by a scan that
+    # takes float32 and float64 only: NotImplementedError: float16, or a Numba TypingError.
+    X, y = generated(n=300, k=3)
+    clf = SoftmaxClassifier().fit(X, y)
+    np.save(tmp_path / "X.npy", edit(X.astype(file_dtype)))
+    for method in (clf.predict, clf.predict_proba, clf.decision_function):
+        with pytest.raises(ValueError, match=message):
+            method(tmp_path / "X.npy")
+
+
 def test_dask_arrays():
     da = pytest.importorskip("dask.array")
     X, y = generated(k=3)
