@@ -340,6 +340,11 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
     def _classes_from(self, y) -> np.ndarray:
         check_classification_targets(y)
         classes = np.unique(y)
+        if classes.shape[0] == 0:
+            raise ValueError(
+                "SoftmaxClassifier needs samples of at least 2 classes, but no labels were given "
+                "(an empty y, or classes=[]); pass the labels of at least 2 classes."
+            )
         if classes.shape[0] < 2:
             raise ValueError(
                 f"SoftmaxClassifier needs samples of at least 2 classes in the data, but the data "
@@ -355,6 +360,11 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             if X_map.ndim != 2:
                 raise ValueError(f"X file {os.fspath(X)!r} must hold a 2-dimensional .npy array.")
             n_samples, n_features = X_map.shape
+            if n_samples == 0:  # as check_array refuses an empty array
+                raise ValueError(
+                    f"X file {os.fspath(X)!r} holds 0 samples (shape {X_map.shape}) while a minimum of 1 is "
+                    f"required by SoftmaxClassifier."
+                )
             dtype = self._dtype_for(X_map.dtype)
             del X_map
             self.n_features_in_ = n_features

@@ -703,6 +703,18 @@ def test_one_class_is_refused():
         SoftmaxClassifier().fit(X, np.zeros(20, dtype=int))
 
 
+def test_no_classes_and_an_empty_file_are_refused_by_name(tmp_path):
+    # classes[0] of no classes raised IndexError; an empty file reached it too.
+    X, y = generated(n=20, k=3)
+    with pytest.raises(
+        ValueError, match=r"at least 2 classes, but no labels were given \(an empty y, or classes=\[\]\)"
+    ):
+        SoftmaxClassifier().partial_fit(X, y, classes=[])
+    np.save(tmp_path / "empty.npy", np.zeros((0, 8)))
+    with pytest.raises(ValueError, match=r"empty\.npy' holds 0 samples \(shape \(0, 8\)\) while a minimum of 1"):
+        SoftmaxClassifier().fit(tmp_path / "empty.npy", [])
+
+
 # -- partial_fit ----------------------------------------------------------------
 
 
