@@ -1018,3 +1018,26 @@ def test_train_converges_whatever_the_features_units(tmp_path, scale):
     assert fits["scaled"]["loss_history"][0] == pytest.approx(np.log(3), rel=1e-12)  # every logit 0 at the start
     assert fits["scaled"]["final_loss"] == pytest.approx(fits["unit"]["final_loss"], rel=1e-4)
     assert fits["scaled"]["train_accuracy"] == pytest.approx(fits["unit"]["train_accuracy"], abs=2e-3)
+
+
+def test_an_npz_is_known_by_its_bytes_not_its_name(tmp_path, capsys):
+    # XY.NPZ was taken for an .npy file: "--labels y.npy is required with an .npy --data file".
+    X, y = make_classification(600, 8, n_classes=3, seed=0)
+    with open(tmp_path / "XY.NPZ", "wb") as file:
+        np.savez(file, X=X, y=y)
+    model = tmp_path / "m.npz"
+    assert main(["train", "--data", str(tmp_path / "XY.NPZ"), "--max-iter", "3", "--quiet", "--out", str(model)]) == 0
+    labels = tmp_path / "labels.npy"
+    assert main(["predict", "--model", str(model), "--data", str(tmp_path / "XY.NPZ"), "--out", str(labels)]) == 0
+    np.testing.assert_array_equal(np.load(labels), SoftmaxRegression.load(model).predict(X))
+
+
+def test_predict_counts_every_nonfinite_value_of_a_file_in_one_chunk(tmp_path, capsys):
+    # The warm-up call on the first 256 rows raised first, and counted only theirs (92 of 799).
+    X, y = make_classification(3000, 8, n_classes=3, seed=0)
+    SoftmaxRegression(8, 3, seed=0).fit(X, y, max_iter=3).save(tmp_path / "m.npz")
+    X[7::3, 1] = np.inf
+    np.save(tmp_path / "X.npy", X)
+    command = ["predict", "--model", str(tmp_path / "m.npz"), "--data", str(tmp_path / "X.npy")]
+    assert main([*command, "--out", str(tmp_path / "p.npy")]) == 2
+    assert "X contains 998 NaN or infinite value(s), the first in row 7" in capsys.readouterr().err
