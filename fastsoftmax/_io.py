@@ -31,6 +31,7 @@ import os
 import re
 import secrets
 import stat
+import tokenize
 import zipfile
 from collections.abc import Collection, Iterator
 from typing import IO, NamedTuple
@@ -50,6 +51,11 @@ class _InvalidFile(ValueError):
 #: The most that deflate can expand its input: 258 bytes from a 2-bit code
 #: (1032:1, reached by runs of one byte, such as an array of zeros).
 _MAX_DEFLATE_RATIO = 1032
+
+#: What NumPy raises on a corrupt ``.npy`` header. Its header is a Python dict
+#: literal, which np.lib.format tokenizes: a bracket lost to corruption raised
+#: tokenize.TokenError (not a ValueError) out of fit, and a traceback out of train.
+CORRUPT_NPY_ERRORS = (ValueError, OSError, EOFError, SyntaxError, tokenize.TokenError)
 
 
 def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
@@ -579,7 +585,7 @@ def read_npz(path: str | os.PathLike, what: str, *, names: Collection[str] | Non
     except MemoryError as exc:
         arrays.clear()
         raise invalid(f"its arrays do not fit in memory ({exc}); it may be corrupt") from exc
-    except (ValueError, zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, KeyError, TypeError) as exc:
+    except (*CORRUPT_NPY_ERRORS, zipfile.BadZipFile, zipfile.LargeZipFile, KeyError, TypeError) as exc:
         raise invalid(
             f"it is not a readable .npz archive ({type(exc).__name__}: {exc}); it may be truncated or corrupt"
         ) from exc

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import warnings
+import zipfile
 
 import numpy as np
 import pytest
@@ -96,6 +97,15 @@ def _bad_inputs(tmp_path, npy):
     corrupt.write_bytes(b"not an npy file at all")
     truncated = tmp_path / "truncated.npy"
     truncated.write_bytes(npy[0].read_bytes()[:5000])
+    # The header's shape loses its closing bracket (the header keeps its length).
+    unbalanced = tmp_path / "unbalanced.npy"
+    header_end = npy[0].read_bytes().index(b"}")
+    unbalanced.write_bytes(npy[0].read_bytes().replace(b"), }", b",  }", 1))
+    assert unbalanced.read_bytes().index(b"}") == header_end
+    unbalanced_npz = tmp_path / "unbalanced.npz"
+    with zipfile.ZipFile(unbalanced_npz, "w") as archive:
+        archive.writestr("X.npy", unbalanced.read_bytes())
+        archive.writestr("y.npy", npy[1].read_bytes())
     short = tmp_path / "short.npy"
     np.save(short, np.zeros(7, dtype=np.int64))
     bad_labels = tmp_path / "bad_labels.npy"
@@ -115,6 +125,9 @@ def _bad_inputs(tmp_path, npy):
         "missing": (["--data", str(tmp_path / "missing.npy"), "--labels", y_path], "no such file"),
         "corrupt": (["--data", str(corrupt), "--labels", y_path], r"is not an .npy file.*np\.save"),
         "truncated": (["--data", str(truncated), "--labels", y_path], "truncated or corrupt"),
+        # NumPy tokenizes the header: tokenize.TokenError, a traceback and exit 1.
+        "header-bracket-lost": (["--data", str(unbalanced), "--labels", y_path], "truncated or corrupt"),
+        "npz-header-bracket-lost": (["--data", str(unbalanced_npz)], "TokenError.*truncated or corrupt"),
         "mismatched": (["--data", x_path, "--labels", str(short)], "7 labels but X has 2000 rows"),
         "negative-labels": (["--data", x_path, "--labels", str(bad_labels)], "negative label -1"),
         "labels-over-classes": (
@@ -188,6 +201,8 @@ def test_ctrl_c_exits_130_with_one_line(tmp_path, capsys, monkeypatch, where, me
         "missing",
         "corrupt",
         "truncated",
+        "header-bracket-lost",
+        "npz-header-bracket-lost",
         "mismatched",
         "negative-labels",
         "labels-over-classes",
