@@ -345,8 +345,14 @@ def check_chunked(X, y, sample_weight, dtype: np.dtype, n_features: int):
     import dask.array as da
 
     if not isinstance(X, da.Array):
-        hint = " (for a Dask DataFrame use df.to_dask_array(lengths=True))" if is_dask_collection(X) else ""
+        if is_dask_collection(X):
+            hint = " (for a Dask DataFrame use df.to_dask_array(lengths=True))"
+        elif isinstance(X, (str, bytes, os.PathLike)):
+            hint = "; y is a Dask array, so X must be one too: X = da.from_array(np.load(path, mmap_mode='r'))"
+        else:
+            hint = "; y is a Dask array, so X must be one too: X = da.from_array(X), chunked like y"
         raise TypeError(f"X must be a dask.array.Array, got {type(X).__name__}{hint}.")
+    _refuse_other_chunks(X, "X")
     _checks.check_2d(X)
 
     def check_known_rows(a, name: str) -> None:
@@ -371,11 +377,18 @@ def check_chunked(X, y, sample_weight, dtype: np.dtype, n_features: int):
     if X.dtype.kind not in "fiub":
         raise TypeError(f"X has dtype {X.dtype}; it must be a real numeric array.")
     if X.dtype != dtype:
-        X = X.astype(dtype)
+        # Chunk by chunk through cast_X: a finite value beyond float32's range is named as
+        # such, with its row (astype made it inf, reported as "NaN or infinite").
+        X = X.map_blocks(_cast_rows, target=dtype, dtype=dtype, meta=np.empty((0, 0), dtype=dtype))
 
     def as_rows(a, name: str):
         if a is None:
             return None
+        if isinstance(a, (str, bytes, os.PathLike)):
+            raise TypeError(
+                f"{name} is the path {os.fsdecode(a)!r}, and X is a Dask array: pass {name} as an array chunked "
+                f"like the rows of X, {name} = da.from_array(np.load(path), chunks=(X.chunks[0],))."
+            )
         if not isinstance(a, da.Array):
             a = np.asarray(a)
             if a.ndim == 1 and a.shape[0] == X.shape[0]:
@@ -384,6 +397,7 @@ def check_chunked(X, y, sample_weight, dtype: np.dtype, n_features: int):
             extra = " (class indices, not one-hot rows)" if name == "y" else ""
             raise ValueError(f"{name} must be 1-dimensional (n_samples,){extra}, got shape {a.shape}.")
         if isinstance(a, da.Array):  # a NumPy array of the wrong length has no chunks to check
+            _refuse_other_chunks(a, name)
             check_known_rows(a, name)
         if a.shape[0] != X.shape[0]:
             raise ValueError(f"{name} has {a.shape[0]} entries but X has {X.shape[0]} rows; they must match.")
@@ -407,9 +421,28 @@ def check_chunked(X, y, sample_weight, dtype: np.dtype, n_features: int):
     if sample_weight is not None:
         if sample_weight.dtype.kind not in "fiub":
             raise TypeError(f"sample_weight has dtype {sample_weight.dtype}; it must be numeric.")
-        if sample_weight.dtype != dtype:
-            sample_weight = sample_weight.astype(dtype)
+        if sample_weight.dtype.kind != "f":
+            sample_weight = sample_weight.astype(np.float64)
+        # Not cast to the compute dtype yet: DaskObjective checks the weights as given, then
+        # scales them as _checks.check_sample_weight does (a float32 1e39 is finite here).
     return X, y, sample_weight
+
+
+def _refuse_other_chunks(a, name: str) -> None:
+    """Refuse a Dask array whose chunks are not NumPy arrays (scipy.sparse, CuPy), from its metadata."""
+    meta = getattr(a, "_meta", None)
+    if meta is not None and type(meta) is not np.ndarray:
+        kind = f"{type(meta).__module__}.{type(meta).__name__}"
+        raise TypeError(
+            f"the chunks of {name} are {kind}, not NumPy arrays; fastsoftmax takes dense NumPy chunks: "
+            f"{name} = {name}.map_blocks(lambda chunk: chunk.toarray(), dtype={name}.dtype) for scipy.sparse ones."
+        )
+
+
+def _cast_rows(chunk: np.ndarray, target: np.dtype, block_info=None) -> np.ndarray:
+    """A chunk of X in ``target``, through ``_checks.cast_X``: an overflow names the data set's row."""
+    row_offset = block_info[0]["array-location"][0][0] if block_info else 0
+    return _checks.cast_X(chunk, target, row_offset=row_offset)
 
 
 def _minibatch_solver_message(solver: str) -> str:
@@ -512,7 +545,7 @@ class DaskObjective:
         w = self.sample_weight
         if w is not None:
             w = declared_chunks(w, "sample_weight")
-            todo += [da.isfinite(w).all(), w.min(), w.sum(dtype=np.float64)]
+            todo += [da.isfinite(w).all(), w.min(), w.max()]
         values = self._compute(*todo)
         lo, hi = int(values[0]), int(values[1])
         if lo < 0 or hi >= self.n_classes:
@@ -522,7 +555,7 @@ class DaskObjective:
                 f"labels must be 0..{self.n_classes - 1} for {self.n_classes} classes."
             )
         if w is not None:
-            finite, w_min, w_sum = values[2:]
+            finite, w_min, w_max = values[2:]
             if not finite:
                 raise ValueError(
                     "sample_weight contains NaN or infinite value(s); "
@@ -530,10 +563,31 @@ class DaskObjective:
                 )
             if w_min < 0:
                 raise ValueError("sample_weight contains negative values; weights must be >= 0.")
-            if not w_sum > 0:
+            if not w_max > 0:
                 raise ValueError(
                     "sample_weight sums to 0 (every weight is zero); at least one sample needs a positive weight."
                 )
+            self.sample_weight = self._compute_dtype_weights(float(w_max))
+
+    def _compute_dtype_weights(self, w_max: float):
+        """The checked weights in the compute dtype, scaled as ``_checks.check_sample_weight(scale_free=True)``.
+
+        The objective uses them only through w_i / sum_j w_j. Cast as given, float32
+        weights of 1e39 became inf ("NaN or infinite"), of 1e-46 zero ("sums to 0"),
+        and of 1e-40 subnormal (dW 100 times further from NumPy's fit).
+        """
+        import dask
+
+        w = self.sample_weight
+        info = np.finfo(self.dtype)
+        if not float(info.tiny) <= w_max <= 1 / float(info.eps):
+            w = w.astype(np.float64) / w_max
+        if w.dtype == self.dtype:
+            return w
+        w = w.astype(self.dtype)
+        if not self.persist:
+            return w
+        return self.client.persist(w) if self.client is not None else dask.persist(w)[0]
 
     # -- evaluation -----------------------------------------------------------
 
@@ -798,14 +852,21 @@ def _no_rows(n_features: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _check_row_chunks(chunks) -> None:
-    """Refuse the ``chunks`` that Dask would take badly: 0 (ZeroDivisionError), True (1 row per chunk), negatives."""
+    """Refuse ``chunks`` that Dask takes badly: 0 (ZeroDivisionError), True (1 row per chunk), negatives, NaN."""
     if isinstance(chunks, (bool, np.bool_)):
         raise TypeError(f"chunks must be an int, a tuple of ints or 'auto', got a bool ({chunks!r}).")
     if isinstance(chunks, numbers.Integral) and chunks < 1 and chunks != -1:
         raise ValueError(f"chunks must be a positive number of rows (or -1 for one chunk), got {chunks}.")
     if isinstance(chunks, (tuple, list)):
+        if chunks and isinstance(chunks[0], (tuple, list)):
+            # X.chunks, Dask's form per axis: its sizes would be added to tuples (a TypeError).
+            raise TypeError(
+                f"chunks must give the rows of each chunk, got chunks per axis {tuple(chunks)!r}; "
+                f"pass the rows' part only (chunks=X.chunks[0])."
+            )
         for rows in chunks:
-            if isinstance(rows, (bool, np.bool_)) or (isinstance(rows, numbers.Real) and rows < 0):
+            # Not NaN (unknown sizes): the chunks must add up to n_samples, which NaN skips.
+            if isinstance(rows, (bool, np.bool_)) or not isinstance(rows, numbers.Integral) or rows < 0:
                 raise ValueError(f"chunks must be row counts (ints >= 0), got {rows!r} in {tuple(chunks)}.")
 
 

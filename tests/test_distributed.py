@@ -116,11 +116,14 @@ def test_make_classification_dask_equals_in_memory(data, chunks):
         (-5, ValueError, r"chunks must be a positive number of rows \(or -1 for one chunk\), got -5"),
         (True, TypeError, "chunks must be an int, a tuple of ints or 'auto', got a bool"),
         ((2000, -1, 2001), ValueError, r"chunks must be row counts \(ints >= 0\), got -1 in \(2000, -1, 2001\)"),
+        ((3000, float("nan")), ValueError, r"chunks must be row counts \(ints >= 0\), got nan in \(3000, nan\)"),
+        (((2000, 2000), (D,)), TypeError, r"got chunks per axis \(\(2000, 2000\), \(10,\)\).*chunks=X\.chunks\[0\]"),
     ],
-    ids=["zero", "negative", "bool", "negative-in-tuple"],
+    ids=["zero", "negative", "bool", "negative-in-tuple", "nan-in-tuple", "per-axis"],
 )
 def test_make_classification_dask_refuses_bad_chunks(chunks, error, match):
-    """chunks=0 raised ZeroDivisionError, and chunks=True made one chunk per row."""
+    """chunks=0 raised ZeroDivisionError, chunks=True made one chunk per row, NaN chunks ignored
+    n_samples (X of shape (nan, 10)), and X.chunks raised a TypeError inside Dask."""
     with pytest.raises(error, match=match):
         make_classification_dask(N, D, chunks=chunks, **PARAMS)
 
@@ -165,6 +168,53 @@ def test_sample_weight_float32(data):
     assert model.W.dtype == np.float32
     # float32 sums: agreement to a few float32 ulps of the loss.
     np.testing.assert_allclose(model.loss_history_[-1], reference.loss_history_[-1], rtol=64 * np.finfo(np.float32).eps)
+
+
+@pytest.mark.parametrize("scale", [1e39, 1e-40, 1e-46], ids=["beyond-float32", "subnormal", "below-float32"])
+def test_float32_weights_of_any_scale_fit_as_on_one_machine(data, scale):
+    # The weights were cast to float32 as given: 1e39 became inf ("NaN or infinite value(s)"),
+    # 1e-46 zero ("sums to 0"), and 1e-40 subnormal (dW 100 times further from the NumPy fit).
+    X, y = data
+    X32 = X.astype(np.float32)
+    w = np.random.default_rng(0).uniform(0.5, 2, size=N)
+    options = {"l2": L2, "tol": 0, "max_iter": 20}
+    reference = SoftmaxRegression(D, K, seed=0, dtype=np.float32).fit(X32, y, sample_weight=w, **options)
+    model = fit_dask(
+        SoftmaxRegression(D, K, seed=0, dtype=np.float32),
+        da.from_array(X32, chunks=(CHUNK, D)),
+        da.from_array(y, chunks=CHUNK),
+        sample_weight=da.from_array(w * scale, chunks=CHUNK),
+        **options,
+    )
+    # Scaled to a largest weight of 1 in float64, then cast: NumPy's fit of w * scale does the same.
+    np.testing.assert_allclose(model.W, reference.W, rtol=0, atol=64 * np.finfo(np.float32).eps)
+
+
+def test_a_value_beyond_float32_is_named_as_on_one_machine(data):
+    # X.astype(float32) made it inf: "NaN or infinite value(s)", and "impute them".
+    X, y = data
+    X = X.copy()
+    X[1234, 2] = 1e39
+    model = SoftmaxRegression(D, K, seed=0, dtype=np.float32)
+    with pytest.raises(ValueError, match=r"1 finite value\(s\) beyond the range of float32 .* the first in row 1234"):
+        fit_dask(model, da.from_array(X, chunks=(CHUNK, D)), da.from_array(y, chunks=CHUNK), max_iter=2)
+
+
+def test_sparse_chunks_and_paths_beside_dask_arrays_are_named(data, tmp_path):
+    sparse = pytest.importorskip("scipy.sparse")
+    X, y = data
+    Xd, yd = da.from_array(X, chunks=(CHUNK, D)), da.from_array(y, chunks=CHUNK)
+    model = SoftmaxRegression(D, K, seed=0)
+    # IndexError from inside Dask, as the feature scaling's graph was built on the sparse metadata.
+    X_sparse = da.from_array(sparse.csr_matrix(X), chunks=(CHUNK, D), asarray=False)
+    with pytest.raises(TypeError, match=r"chunks of X are scipy\.sparse\..*, not NumPy arrays.*toarray"):
+        model.fit(X_sparse, yd, max_iter=2)
+    np.save(tmp_path / "y.npy", y)
+    # "y must be 1-dimensional (n_samples,), got shape ()" and "X must be a dask.array.Array, got ndarray."
+    with pytest.raises(TypeError, match=r"y is the path .*y\.npy', and X is a Dask array.*da\.from_array"):
+        model.fit(Xd, tmp_path / "y.npy", max_iter=2)
+    with pytest.raises(TypeError, match=r"got ndarray; y is a Dask array, so X must be one too: X = da\.from_array"):
+        model.fit(X, yd, max_iter=2)
 
 
 def test_cluster_equals_single_machine(client, single_machine):
