@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import math
 import os
 import warnings
 from collections.abc import Callable, Iterator
@@ -225,11 +226,31 @@ def convergence_messages() -> Iterator[list[str]]:
         _convergence_messages.reset(token)
 
 
-def warn_not_converged(n_iter: int, options: FitOptions, stop_message: str) -> None:
-    """Warn, as scikit-learn does, that the fit ended before its tolerance was met, and why."""
+#: A starting loss above this many times log K (the loss of zero weights) comes from huge logits.
+HUGE_START_LOSS_RATIO = 100
+
+
+def warn_not_converged(
+    n_iter: int, options: FitOptions, stop_message: str, *, start_loss: float | None = None, n_classes: int = 2
+) -> None:
+    """Warn, as scikit-learn does, that the fit ended before its tolerance was met, and why.
+
+    ``start_loss``, the loss at the starting weights, is given where no
+    iteration was completed: far above log K, it says that the start, not
+    rounding, stopped the solver.
+    """
     unit = "epochs" if options.solver in MINIBATCH_SOLVERS else "iterations"
+    zero_weights_loss = math.log(n_classes)
     if n_iter >= options.max_iter:
         why = "raise max_iter, loosen tol, or scale the features (for example with StandardScaler)"
+    elif start_loss is not None and start_loss > HUGE_START_LOSS_RATIO * zero_weights_loss:
+        # The model's 0.01 N(0, 1) start on features of 1e10: the logits start near 1e8, where the
+        # loss is piecewise linear and the line search finds no step that meets its conditions.
+        why = (
+            f"it stopped early ({stop_message}); the loss at the starting weights, {start_loss:.3g}, is far "
+            f"above {zero_weights_loss:.3g}, that of zero weights, so they are far too large for features in "
+            f"these units: start from zero (model.W[...] = 0; model.b[...] = 0) or standardise the features"
+        )
     else:  # the solver stopped on its own, e.g. a line search that found no lower loss
         why = f"it stopped early ({stop_message}); loosen tol, or use float64 if the data is float32"
     summary = f"{options.solver} did not converge in {n_iter} {unit}"
@@ -528,7 +549,8 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
             stacklevel=4,
         )
     if not result.converged and not stopped_by_callback and options.tol > 0:
-        warn_not_converged(model.n_iter_, options, result.message)
+        start_loss = history[0] if result.n_iter == 0 and history else None
+        warn_not_converged(model.n_iter_, options, result.message, start_loss=start_loss, n_classes=model.num_classes)
     return model
 
 

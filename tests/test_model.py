@@ -13,6 +13,7 @@ from conftest import DTYPE_IDS, DTYPES, grad_rtol, rtol_for
 
 import fastsoftmax as fs
 from fastsoftmax import ConvergenceWarning, SoftmaxRegression, TrainingError, loss_and_grad, solvers
+from fastsoftmax.datasets import make_classification
 from fastsoftmax.reference import SoftmaxRegressionNumPy
 
 N, D, K = 240, 4, 3
@@ -541,3 +542,18 @@ def test_lbfgs_evaluates_the_start_once(data):
     solvers.lbfgs(objective, np.zeros(K * (D + 1)), max_iter=3)
     assert len(points) >= 2
     assert not any(np.array_equal(points[0], later) for later in points[1:])
+
+
+def test_a_fit_stopped_at_a_huge_starting_loss_says_to_start_from_zero():
+    # The model's 0.01 N(0, 1) start on features of 1e10: the logits start near 1e8, L-BFGS
+    # takes no step, and the advice was that the loss may be at its rounding floor.
+    X, y = make_classification(600, 8, n_classes=3, seed=0)
+    model = SoftmaxRegression(8, 3, seed=0)
+    with pytest.warns(
+        fs.ConvergenceWarning, match=r"the loss at the starting weights, .* is far above 1\.1, that of zero"
+    ):
+        model.fit(X * 1e10, y)
+    assert model.n_iter_ == 0
+    model.W[...] = 0
+    model.fit(X * 1e10, y)  # from zero weights, the same change of variables as in any units
+    assert model.converged_
