@@ -102,7 +102,7 @@ def _special_kind(path: str) -> str | None:
 
 
 def _standard_stream(path: str) -> str | None:
-    """ "this process's standard output" (input, error) if the existing ``path`` is the file open there, else None."""
+    """Which of this process's standard streams the existing ``path`` is the file of, in words; else None."""
     status = os.stat(path)
     for fd, stream in ((0, "input"), (1, "output"), (2, "error")):
         try:

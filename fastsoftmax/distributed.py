@@ -582,11 +582,9 @@ class DaskObjective:
         info = np.finfo(self.dtype)
         if not float(info.tiny) <= w_max <= 1 / float(info.eps):
             w = w.astype(np.float64) / w_max
-        if w.dtype == self.dtype:
-            return w
         w = w.astype(self.dtype)
-        if not self.persist:
-            return w
+        if w is self.sample_weight or not self.persist:
+            return w  # astype of the same dtype returns the array itself
         return self.client.persist(w) if self.client is not None else dask.persist(w)[0]
 
     # -- evaluation -----------------------------------------------------------
