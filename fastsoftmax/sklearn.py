@@ -129,7 +129,9 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
     class_weight : dict, "balanced" or None
         Multiplies the sample weights, as in LogisticRegression.
     warm_start : bool, default False
-        Start :meth:`fit` from the previous ``coef_`` and ``intercept_``.
+        Start :meth:`fit` from the previous ``coef_`` and ``intercept_``; a
+        fit on data of other features or classes raises ValueError (as
+        LogisticRegression does) and keeps the previous fit.
     verbose : int, default 0
         > 0 prints the loss after every iteration.
     random_state : int, RandomState or None
@@ -517,12 +519,14 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         y_idx = self._encode(y, classes)
         weights, weight_sum = self._weights(y_idx, classes, sample_weight, dtype)
         n_features, n_classes = self.n_features_in_, classes.shape[0]
-        warm = (
-            self.warm_start
-            and hasattr(self, "coef_")
-            and np.array_equal(getattr(self, "classes_", None), classes)
-            and self.coef_.shape[-1] == n_features
-        )
+        warm = self.warm_start and hasattr(self, "coef_")
+        if warm and not (np.array_equal(self.classes_, classes) and self.coef_.shape[-1] == n_features):
+            # It started again from zero without a word; LogisticRegression and SGDClassifier raise.
+            raise ValueError(
+                f"warm_start=True continues from the last fit's coef_, which has {self.coef_.shape[-1]} features "
+                f"and the classes {self.classes_.tolist()!r}; this X has {n_features} features and y the classes "
+                f"{classes.tolist()!r}. Set warm_start=False (or fit a clone of the estimator) to start again."
+            )
         self.classes_ = classes
         model = self._engine(n_features, n_classes, dtype, warm)
         options: dict[str, Any] = {}

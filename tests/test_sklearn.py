@@ -221,6 +221,27 @@ def test_warm_start_continues_from_coef():
     assert_same_fit(est, theirs, X, y, 1.0)
 
 
+@pytest.mark.parametrize("change", ["features", "classes", "labels"])
+def test_warm_start_on_another_problem_is_refused_and_keeps_the_fit(change):
+    # It started again from zero without a word; LogisticRegression raises
+    # ("Initialization coef is of shape (3, 9), expected shape (3, 6)").
+    X, y = generated(n=90, d=6, k=3)
+    est = SoftmaxClassifier(warm_start=True).fit(X, y)
+    coef, classes = est.coef_.copy(), est.classes_.copy()
+    X2, y2 = {
+        "features": (X[:, :3], y),
+        "classes": (X, y % 2),
+        "labels": (X, np.array(["a", "b", "c"])[y]),
+    }[change]
+    with pytest.raises(ValueError, match=r"warm_start=True continues from the last fit's coef_, which has 6 features"):
+        est.fit(X2, y2)
+    np.testing.assert_array_equal(est.coef_, coef)
+    np.testing.assert_array_equal(est.classes_, classes)
+    assert est.n_features_in_ == 6
+    est.set_params(warm_start=False).fit(X2, y2)  # the fix the message gives
+    assert est.n_features_in_ == X2.shape[1]
+
+
 @pytest.mark.parametrize("k", [2, 3], ids=["binary", "multiclass"])
 def test_warm_start_without_intercept_starts_b_at_zero(k):
     X, y = generated(n=300, k=k)
