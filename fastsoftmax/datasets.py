@@ -50,7 +50,7 @@ from typing import Union
 
 import numpy as np
 
-from fastsoftmax import _io
+from fastsoftmax import _checks, _io
 from fastsoftmax._threading import single_threaded_blas
 
 __all__ = [
@@ -125,7 +125,11 @@ def _class_probabilities(weights, n_classes: int) -> np.ndarray:
     if not np.all(np.isfinite(w)) or np.any(w < 0):
         raise ValueError(f"weights must be finite and non-negative, got {w.tolist()}")
     if w.shape[0] == n_classes - 1:
+        # Tenths that sum to 1 can add up to 1 + 2e-16 in floating point ([0.2, 0.4, 0.3, 0.1]):
+        # a rest within the sum's rounding is 0, the last class's share.
         rest = 1.0 - w.sum()
+        if rest < 0 and -rest <= w.shape[0] * np.finfo(np.float64).eps:
+            rest = 0.0
         if rest < 0:
             raise ValueError(
                 f"weights of length n_classes - 1 must sum to at most 1 (the last class "
@@ -794,6 +798,18 @@ def write_classification(
             bar.close()
 
 
+def _check_finite(X, chunk_size: int) -> None:
+    """Raise ValueError naming the count and the first row if X holds NaN or inf (read a chunk of rows at a time)."""
+    n_bad, first_row = 0, -1
+    for start in range(0, X.shape[0], chunk_size):
+        bad = ~np.isfinite(np.asarray(X[start : start + chunk_size], dtype=np.float64))
+        n_bad += int(np.count_nonzero(bad))
+        if first_row < 0 and bad.any():
+            first_row = start + int(np.argmax(bad.any(axis=1)))
+    if n_bad:
+        raise _checks.nonfinite_X_error(n_bad, first_row, "before estimating the Bayes accuracy")
+
+
 def bayes_accuracy(
     X: np.ndarray,
     y: np.ndarray,
@@ -870,6 +886,10 @@ def bayes_accuracy(
         np.float64,
         seed,
     )
+    # Labels out of range, or not integers, and NaN rows (whose argmax is 0) were scored
+    # without a word: NaN rows of class 0 as correct, y + 5 as 0.0.
+    y = _checks.check_labels(y, X.shape[0], p.n_classes)
+    _check_finite(X, chunk_size)
     log_prior = np.log(np.diff(p.cluster_cdf, prepend=0.0))
     inverses = np.linalg.inv(p.transforms)  # z = (x_inf - mu_c) A_c^{-1}
     log_det = np.linalg.slogdet(p.transforms)[1]

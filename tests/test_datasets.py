@@ -252,3 +252,29 @@ def test_every_generator_documents_its_parameters():
         assert "{params}" not in doc, name
         for parameter in inspect.signature(function).parameters:
             assert parameter in doc, (name, parameter)
+
+
+def test_bayes_accuracy_refuses_nonfinite_rows_and_labels_out_of_range():
+    # An all-NaN row's argmax is 0: a third of 1000 NaN rows counted as correct (0.776,
+    # not an error), and labels y + 5 or strings scored 0.0 without a word.
+    X, y = ds.make_classification(600, 10, n_classes=3, class_sep=2.0, seed=0)
+    options = {"n_classes": 3, "class_sep": 2.0, "seed": 0}
+    assert ds.bayes_accuracy(X, y, **options) > 0.95
+    bad = X.copy()
+    bad[200:300, -1] = np.nan  # a feature the Bayes rule does not read: still not data
+    with pytest.raises(ValueError, match=r"X contains 100 NaN or infinite value\(s\), the first in row 200"):
+        ds.bayes_accuracy(bad, y, **options)
+    with pytest.raises(ValueError, match=r"label 7, outside \[0, 3\)"):
+        ds.bayes_accuracy(X, y + 5, **options)
+    with pytest.raises(TypeError, match="labels are strings"):
+        ds.bayes_accuracy(X, y.astype(str), **options)
+
+
+@pytest.mark.parametrize("weights", [[0.2, 0.4, 0.3, 0.1], [0.4, 0.2, 0.3, 0.1]])
+def test_sklearn_style_weights_that_sum_to_one_in_tenths_are_taken(weights):
+    # 0.2 + 0.4 + 0.3 + 0.1 is 1 + 2e-16 in floating point: "must sum to at most 1, got sum 1".
+    assert sum(weights) > 1
+    y = ds.make_classification(20_000, 5, n_classes=5, weights=weights, seed=0)[1]
+    np.testing.assert_allclose(np.bincount(y, minlength=5) / y.shape[0], [*weights, 0], atol=0.02)
+    with pytest.raises(ValueError, match="must sum to at most 1"):
+        ds.make_classification(20, 5, n_classes=5, weights=[0.2, 0.4, 0.3, 0.2])
