@@ -317,12 +317,50 @@ def cross_entropy(
             losses = np.empty(Z.shape[0])
             kernels.cross_entropy_rows(kernels.read_only(Z), kernels.read_only(y), losses, n_chunks)
             if sample_weight.shape[0]:
-                with np.errstate(invalid="ignore"):
+                with np.errstate(invalid="ignore", over="ignore"):
                     losses *= sample_weight
                 losses[sample_weight == 0] = 0.0  # left out, even where the loss is inf
+            if not np.isfinite(losses).all():
+                _raise_for_overflow(Z, y, sample_weight, n_chunks)
             return _losses_in_dtype(losses, Z.dtype, sample_weight)
         loss_sum, weight_sum = kernels.cross_entropy_sums(*map(kernels.read_only, (Z, y, sample_weight)), n_chunks)
+    if not math.isfinite(loss_sum):
+        _raise_for_overflow(Z, y, sample_weight, n_chunks, reduction)
     return loss_sum / weight_sum if reduction == "mean" else loss_sum
+
+
+def _raise_for_overflow(Z: np.ndarray, y: np.ndarray, sample_weight: np.ndarray, n_chunks: int, reduction="none"):
+    """Raise ValueError where finite logits and weights gave an infinite loss; return where a -inf logit did.
+
+    A -inf logit at a row's label makes its loss inf, as it should. Finite
+    logits whose difference, or whose loss times its weight, exceeds float64
+    (1.8e308) made inf too, which the float32 losses already refused.
+    """
+    losses = np.empty(Z.shape[0])
+    with parallel_section(n_chunks):
+        kernels.cross_entropy_rows(kernels.read_only(Z), kernels.read_only(y), losses, n_chunks)
+    weights = sample_weight if sample_weight.shape[0] else np.ones(Z.shape[0])
+    counted = weights != 0
+    if (np.isinf(losses) & counted & ~np.isfinite(Z).all(axis=1)).any():
+        return  # a -inf logit at a label: the loss is inf
+    with np.errstate(over="ignore"):
+        weighted = losses * weights
+    overflowed = ~np.isfinite(weighted) & counted
+    if overflowed.any():
+        row = int(np.argmax(overflowed))
+        if np.isfinite(losses[row]):
+            raise ValueError(
+                f"the weighted loss of row {row} (weight {weights[row]:.4g} times loss {losses[row]:.4g}) is beyond "
+                f"the range of float64; scale the weights down (the mean does not depend on their scale)."
+            )
+        raise ValueError(
+            f"the loss of row {row} is beyond the range of float64: its logits differ by more than "
+            f"{np.finfo(np.float64).max:.3g}; scale the logits down."
+        )
+    raise ValueError(
+        f"the {reduction} of the losses is beyond the range of float64, though each loss is finite; "
+        f"scale the weights or the logits down."
+    )
 
 
 def _losses_in_dtype(losses: np.ndarray, dtype: np.dtype, sample_weight: np.ndarray) -> np.ndarray:

@@ -64,6 +64,12 @@ def _as_array(a, name: str, what: str = "a NumPy array", object_fix: str | None 
     # np.asarray drops ndarray subclasses such as np.memmap without copying.
     if a is None:
         raise TypeError(f"{name} is None; pass {what}.")
+    if isinstance(a, np.ma.MaskedArray):
+        # np.asarray drops the mask: the masked values would count as data.
+        raise TypeError(
+            f"{name} is a masked array, whose mask would be ignored; pass {name}.filled(value) with the value "
+            f"the masked entries should take, or leave out their rows ({name}[~{name}.mask.any(axis=-1)])."
+        )
     if isinstance(a, (str, bytes, os.PathLike)):
         # np.asarray makes a 0-d array of it, which was then refused for its shape.
         raise TypeError(
@@ -698,7 +704,7 @@ def raise_for_nonfinite_loss(
         if l2 * largest > float(np.finfo(W.dtype).max):
             raise ValueError(
                 f"the L2 term's gradient l2 W overflows {W.dtype} (l2 = {l2:g}, largest |W| = {largest:.3g}); "
-                f"lower l2, or use float64."
+                f"lower l2{', or use float64' if W.dtype.itemsize < 8 else ''}."
             )
     raise overflow_error()
 

@@ -60,6 +60,39 @@ def test_positive_weight_row_with_infinite_loss_stays_infinite(rng, dtype):
     assert fs.cross_entropy(Z, y, sample_weight=sw, reduction="none")[0] == np.inf
 
 
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+def test_a_float64_loss_beyond_its_range_is_refused_not_inf(reduction):
+    # Finite logits 2e308 apart gave inf without a word, where float32 losses already raised.
+    Z, y = np.array([[1e308, -1e308], [0.0, 0.0]]), [1, 0]
+    with pytest.raises(ValueError, match=r"loss of row 0 is beyond the range of float64: its logits differ"):
+        fs.cross_entropy(Z, y, reduction=reduction)
+    with pytest.raises(ValueError, match=r"weighted loss of row 0 \(weight 1e\+10 times loss 1e\+300\)"):
+        fs.cross_entropy(np.array([[0.0, 1e300]]), [0], sample_weight=[1e10], reduction=reduction)
+    Z[1, 0] = -np.inf  # a -inf logit at a label: its loss is inf, as it should be
+    assert np.isinf(fs.cross_entropy(Z, [1, 0], reduction=reduction)).any()
+
+
+@pytest.mark.parametrize("call", ["loss_and_grad", "softmax", "predict_proba"])
+def test_a_masked_array_is_refused_not_unmasked(call):
+    # np.asarray dropped the mask: the masked entries counted as data.
+    X = np.ma.masked_array(np.ones((4, 3)), mask=np.eye(4, 3, dtype=bool))
+    W, b, y = np.zeros((2, 3)), np.zeros(2), np.array([0, 1, 0, 1])
+    name = "Z" if call == "softmax" else "X"
+    with pytest.raises(TypeError, match=rf"^{name} is a masked array, whose mask would be ignored; .*filled"):
+        {
+            "loss_and_grad": lambda: fs.loss_and_grad(X, y, W, b),
+            "softmax": lambda: fs.softmax(X),
+            "predict_proba": lambda: fs.predict_proba(X, W, b),
+        }[call]()
+
+
+def test_an_l2_gradient_beyond_float64_does_not_say_to_use_float64():
+    X, y = np.ones((4, 2)), np.array([0, 1, 0, 1])
+    W = np.array([[2.0, 0.0], [0.0, 1.0]])
+    with pytest.raises(ValueError, match=r"l2 W overflows float64 .*; lower l2\.$"):
+        fs.loss_and_grad(X, y, W, np.zeros(2), l2=1e308)
+
+
 # -- a gradient that overflows is reported, not returned ----------------------
 
 # Constant rows at the top of the dtype's range: with W = 0 every p is uniform
