@@ -290,8 +290,11 @@ def cross_entropy(
 
     Computed exactly that way, with no epsilon, so it is finite wherever that
     difference fits in float64 (each loss is formed in float64 from Z's
-    values). "none" returns the losses in Z's dtype and raises where a float32
-    loss would overflow to inf; "mean" and "sum" stay in float64.
+    values); a -inf logit at a row's label gives inf. Where finite logits
+    (or weights) give a loss beyond float64, or "none" a loss beyond
+    float32 for float32 logits, it raises ValueError instead of returning
+    inf. "none" returns the losses in Z's dtype; "mean" and "sum" stay in
+    float64.
 
     Parameters
     ----------
