@@ -112,6 +112,24 @@ def _n_threads(n_threads) -> int:
     return _check_int("n_threads", n_threads, 1)
 
 
+def _check_problem_fits(n_clusters: int, n_informative: int) -> None:
+    """Refuse a problem whose generator (a matrix per cluster) would not fit in the memory available.
+
+    n_classes = 2**30 asked for 2**30 matrices of 31 x 31 floats, and the
+    process was killed (out of memory) instead of told.
+    """
+    from fastsoftmax._data import available_memory
+
+    needed = 8 * n_clusters * (n_informative**2 + 2 * n_informative + 4)
+    available = available_memory()
+    if available is not None and needed > available:
+        raise ValueError(
+            f"the generator of {n_clusters:,} clusters (n_classes * n_clusters_per_class), each a "
+            f"{n_informative} x {n_informative} matrix, needs {needed / 2**30:.3g} GiB, more than the "
+            f"{available / 2**30:.3g} GiB available; use fewer classes, clusters per class or informative features."
+        )
+
+
 def _class_probabilities(weights, n_classes: int) -> np.ndarray:
     if weights is None:
         return np.full(n_classes, 1.0 / n_classes)
@@ -275,6 +293,7 @@ def _make_problem(
         raise ValueError(f"class_sep must be finite, got {class_sep}")
     if not 0.0 <= flip_y <= 1.0:
         raise ValueError(f"flip_y must lie in [0, 1] (a probability), got {flip_y}")
+    _check_problem_fits(n_clusters, n_informative)
     class_p = _class_probabilities(weights, n_classes)
     if check_only:  # the matrices below take n_clusters * n_informative**2 draws
         return None

@@ -278,3 +278,15 @@ def test_sklearn_style_weights_that_sum_to_one_in_tenths_are_taken(weights):
     np.testing.assert_allclose(np.bincount(y, minlength=5) / y.shape[0], [*weights, 0], atol=0.02)
     with pytest.raises(ValueError, match="must sum to at most 1"):
         ds.make_classification(20, 5, n_classes=5, weights=[0.2, 0.4, 0.3, 0.2])
+
+
+def test_a_generator_beyond_memory_is_refused_before_allocating(monkeypatch):
+    # n_classes = 2**30 asked for 2**30 matrices of 31 x 31 floats: the process was killed.
+    from fastsoftmax import _data
+
+    monkeypatch.setattr(_data, "available_memory", lambda: 2**30)
+    with pytest.raises(
+        ValueError, match=r"1,073,741,824 clusters .* 31 x 31 matrix, needs 8\.22e\+03 GiB, more than the 1"
+    ):
+        ds.make_classification(10, 40, n_informative=31, n_classes=2**30)
+    assert ds.make_classification(10, 40, n_informative=31, n_classes=100, seed=0)[0].shape == (10, 40)
