@@ -332,7 +332,9 @@ def cross_entropy(
     return loss_sum / weight_sum if reduction == "mean" else loss_sum
 
 
-def _raise_for_overflow(Z: np.ndarray, y: np.ndarray, sample_weight: np.ndarray, n_chunks: int, reduction="none"):
+def _raise_for_overflow(
+    Z: np.ndarray, y: np.ndarray, sample_weight: np.ndarray, n_chunks: int, reduction: str = "none"
+) -> None:
     """Raise ValueError where finite logits and weights gave an infinite loss; return where a -inf logit did.
 
     A -inf logit at a row's label makes its loss inf, as it should. Finite
