@@ -401,11 +401,11 @@ def _check_prediction_input(X, W, b):
     return _checks.check_X(X, W.dtype, W.shape[1], fortran_ok=True, takes_y=False), W, b
 
 
-def _raise_for_nonfinite_logits(X: np.ndarray, n_bad_rows: int) -> None:
-    """Explain rows whose logits were not finite: NaN or inf in X, else an overflow."""
+def _raise_for_nonfinite_logits(X: np.ndarray, W: np.ndarray, b: np.ndarray, n_bad_rows: int) -> None:
+    """Explain rows whose logits were not finite: NaN or inf in X, else the first row whose logits overflow."""
     if n_bad_rows:
         _checks.check_X_finite(X, "before predicting")
-        raise _checks.overflow_error()
+        raise _checks.logits_overflow_error(X, W, b)
 
 
 def _predict_into(X: np.ndarray, W: np.ndarray, b: np.ndarray, proba_out: np.ndarray, labels: np.ndarray) -> None:
@@ -425,7 +425,7 @@ def _predict_into(X: np.ndarray, W: np.ndarray, b: np.ndarray, proba_out: np.nda
             n_bad_rows = kernels.predict_columns(X.T, W, b, proba_out, labels, n_chunks)
         else:
             n_bad_rows = kernels.predict_proba_labels(kernels.read_only(X), W, b, proba_out, labels, n_chunks, variant)
-    _raise_for_nonfinite_logits(X, n_bad_rows)
+    _raise_for_nonfinite_logits(X, W, b, n_bad_rows)
 
 
 def predict_proba(X, W, b, *, out: np.ndarray | None = None) -> np.ndarray:

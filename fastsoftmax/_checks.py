@@ -619,10 +619,13 @@ def nonfinite_rows_of(X: np.ndarray, row_offset, fix: str = "before predicting")
 
     The public functions know only the chunk, so the row in their message is
     the chunk's; on a ValueError the chunk is scanned again with ``row_offset``
-    (as :func:`check_X_finite`), and any other ValueError passes as it is.
+    (as :func:`check_X_finite`); a :class:`LogitsOverflowError` gets the data
+    set's row too, and any other ValueError passes as it is.
     """
     try:
         yield
+    except LogitsOverflowError as overflow:
+        raise overflow.for_rows_from(row_offset) from None
     except ValueError:
         if X.dtype not in (np.float32, np.float64):
             raise  # the scan takes the kernels' dtypes; another (complex, str) was refused for itself
@@ -648,6 +651,47 @@ def overflow_error() -> ValueError:
         "the logits W x + b or the features are too large for the dtype; scale the features "
         "(for example X / np.abs(X).max()) or, from float32, use float64."
     )
+
+
+class LogitsOverflowError(ValueError):
+    """Logits X W^T + b beyond the dtype's range from finite X, W and b, at prediction.
+
+    A ValueError; it keeps the row (of the X it was found in) and the sizes
+    involved, so that a caller predicting on a chunk of a larger data set can
+    name the row in the data set (:meth:`for_rows_from`).
+    """
+
+    def __init__(self, row: int | None, x_largest: float, w_largest: float, dtype: np.dtype) -> None:
+        self.row, self.x_largest, self.w_largest, self.dtype = row, x_largest, w_largest, np.dtype(dtype)
+        where = "some row" if row is None else f"row {row}"
+        super().__init__(
+            f"the logits X W^T + b of {where} of X overflow {self.dtype} although X, W and b are finite "
+            f"(largest |x| in it {x_largest:.3g}, largest |W| {w_largest:.3g}); check that row's values "
+            f"and units: no prediction can be made from it"
+            f"{'; or use float64' if self.dtype.itemsize < 8 else ''}."
+        )
+
+    def for_rows_from(self, row_offset) -> LogitsOverflowError:
+        """The same error with its row in the data set of which X was the part at ``row_offset``."""
+        row = None if self.row is None else _data_row(self.row, row_offset)
+        return LogitsOverflowError(row, self.x_largest, self.w_largest, self.dtype)
+
+
+def logits_overflow_error(X: np.ndarray, W: np.ndarray, b: np.ndarray) -> LogitsOverflowError:
+    """The error for finite X (N, D), W (K, D) and b (K,) whose logits are not all finite; names the first such row.
+
+    Forms the logits again, a block of rows at a time: on the error path only.
+    """
+    block = max(1, (1 << 20) // max(1, W.shape[0]))
+    with np.errstate(over="ignore", invalid="ignore"):
+        for start in range(0, X.shape[0], block):
+            logits = X[start : start + block] @ W.T + b
+            bad = ~np.isfinite(logits).all(axis=1)
+            if bad.any():
+                row = start + int(np.argmax(bad))
+                return LogitsOverflowError(row, float(np.abs(X[row]).max()), float(np.abs(W).max()), W.dtype)
+    # BLAS summed the logits in another order than the kernel, and kept them finite.
+    return LogitsOverflowError(None, float(np.abs(X).max()), float(np.abs(W).max()), W.dtype)
 
 
 def _data_row(row: int, row_offset) -> int:
