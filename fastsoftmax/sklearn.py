@@ -37,11 +37,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import json
 import math
 import numbers
 import os
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -71,10 +73,22 @@ _FORMAT_VERSION = 1
 
 SPARSE_MESSAGE = (
     "SoftmaxClassifier does not take sparse input yet: a fused sparse kernel is planned; "
-    "densify with X.toarray() if it fits in memory."
+    "densify with X.toarray() if it fits in memory. In a pipeline, have the step before it give "
+    "dense output: OneHotEncoder(sparse_output=False), or ColumnTransformer(..., sparse_threshold=0)."
 )
 
 _MINIBATCH_SOLVERS = ("sgd", "adam")
+
+
+def _in_own_threads(method: Callable) -> Callable:
+    """Run an estimator method on ``n_threads`` Numba threads, as fit does (all of them for None)."""
+
+    @functools.wraps(method)
+    def with_threads(self, *args, **kwargs):
+        with self._threads():
+            return method(self, *args, **kwargs)
+
+    return with_threads
 
 
 def _is_path(X) -> bool:
@@ -86,6 +100,12 @@ def _refuse_sparse(X) -> None:
 
     if scipy.sparse.issparse(X):
         raise TypeError(SPARSE_MESSAGE)
+    # scikit-learn turns a frame whose columns are all sparse into a SciPy
+    # matrix, and would say "use X.toarray()", which a DataFrame lacks.
+    dtypes = getattr(X, "dtypes", None)
+    if hasattr(X, "sparse") and hasattr(dtypes, "__len__") and len(dtypes):
+        if all(type(dtype).__name__ == "SparseDtype" for dtype in dtypes):
+            raise TypeError(SPARSE_MESSAGE.replace("X.toarray()", "X.sparse.to_dense()"))
 
 
 class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
@@ -140,7 +160,8 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         The compute dtype. "preserve" keeps float32 X in float32 (as
         LogisticRegression does with lbfgs) and fits anything else in float64.
     n_threads : int or None
-        Numba threads for the kernels (default: all of numba's).
+        Numba threads for the kernels, in fitting and in prediction (default:
+        all of numba's).
     chunk_size : int or None
         Rows per chunk of the full-batch objective (see ``SoftmaxRegression.fit``).
     lr, batch_size, momentum :
@@ -235,6 +256,10 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             and not isinstance(self.class_weight, dict)
         ):
             raise ValueError(f"class_weight must be a dict, 'balanced' or None, got {self.class_weight!r}.")
+        self._check_n_threads()
+        self._compute_dtypes()
+
+    def _check_n_threads(self) -> None:
         if self.n_threads is not None:
             import numba
 
@@ -244,7 +269,6 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                     f"n_threads must be at most {numba.config.NUMBA_NUM_THREADS} (NUMBA_NUM_THREADS), "
                     f"got {self.n_threads}."
                 )
-        self._compute_dtypes()
 
     def _compute_dtypes(self) -> list[np.dtype]:
         """The dtypes X may keep; anything else is cast to the first."""
@@ -261,6 +285,8 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         return np.dtype(x_dtype) if np.dtype(x_dtype) in dtypes else dtypes[0]
 
     def _threads(self):
+        """``n_threads`` Numba threads for the block (all of them for None), checked first."""
+        self._check_n_threads()  # set_params after fit may have changed it
         return numba_threads(self.n_threads) if self.n_threads is not None else contextlib.nullcontext()
 
     def _seed(self) -> int:
@@ -307,14 +333,18 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         unknown = classes[indices] != y
         if np.any(unknown):
             raise ValueError(
-                f"y contains the label {y[np.argmax(unknown)]!r}, which is not in classes {classes!r}; "
-                f"pass every label in `classes` on the first call of partial_fit."
+                f"y contains the label {_plain(y[np.argmax(unknown)])!r}, which is not in classes_ "
+                f"{classes.tolist()!r} (set by the last fit, or by the classes of the first partial_fit call); "
+                f"fit on data with every label, "
+                f"or start partial_fit on a new estimator with every label in `classes`."
             )
         return indices.astype(np.int64, copy=False)
 
     def _weights(self, y_idx: np.ndarray, classes: np.ndarray, sample_weight, dtype, allow_balanced=True):
         """Sample weights times class weights, or None; and their sum."""
         n = y_idx.shape[0]
+        if isinstance(sample_weight, numbers.Number):
+            sample_weight = np.full(n, sample_weight, dtype=np.float64)  # as scikit-learn's _check_sample_weight
         w = None if sample_weight is None else _checks.check_sample_weight(sample_weight, n, np.dtype(np.float64))
         if self.class_weight is not None:
             if self.class_weight == "balanced" and not allow_balanced:
@@ -356,7 +386,9 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
 
     def _prepare_fit(self, X, y, sample_weight):
         """Validate (X, y) for fit: returns X for the engine, y as indices, dtype, classes."""
-        if isinstance(X, (str, os.PathLike)):
+        if _is_path(y):
+            y = np.array(open_array(y, "y"))  # N labels: read into memory, the file closed
+        if _is_path(X):
             # A .npy file, streamed by the engine; its labels are read here (N values).
             X_map = open_array(X, "X")
             if X_map.ndim != 2:
@@ -372,7 +404,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             self.n_features_in_ = n_features
             if hasattr(self, "feature_names_in_"):
                 del self.feature_names_in_
-            y_arr = np.array(open_array(y, "y")) if isinstance(y, (str, os.PathLike)) else np.asarray(y)
+            y_arr = np.asarray(y)
             y_arr = np.ravel(y_arr) if y_arr.ndim == 2 and y_arr.shape[1] == 1 else y_arr
             if y_arr.ndim != 1 or y_arr.shape[0] != n_samples:
                 raise ValueError(f"y must have shape ({n_samples},) to match X, got {y_arr.shape}.")
@@ -487,8 +519,11 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             dask.array chunked by rows (solvers "lbfgs", "gd" and "newton-cg"). Sparse
             matrices are refused.
         y : array_like, shape (N,)
-            Class labels of any kind ``np.unique`` sorts (an ``.npy`` path with X's path).
-        sample_weight : array_like, shape (N,), optional
+            Class labels of any kind ``np.unique`` sorts, or the path of an
+            ``.npy`` file of them.
+        sample_weight : array_like, shape (N,), or a number, optional
+            A number weighs every row alike (it scales the penalty's share,
+            as in LogisticRegression).
 
         Raises
         ------
@@ -589,8 +624,9 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         else:
             if classes is not None and not np.array_equal(self._classes_from(np.asarray(classes)), self.classes_):
                 raise ValueError(
-                    f"classes {classes!r} differ from those of the first partial_fit call {self.classes_!r}; "
-                    f"call fit to start over with other classes."
+                    f"classes {np.asarray(classes).tolist()!r} differ from classes_ {self.classes_.tolist()!r}, "
+                    f"set by the last fit or by the first partial_fit call; call fit, or partial_fit on a new "
+                    f"estimator, to start over with other classes."
                 )
             X, y = self._validate_and_cast(X, y, dtypes=[self.coef_.dtype], order="C", reset=False)
         check_classification_targets(y)
@@ -653,6 +689,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             release_rows(X, start, stop)
         return np.concatenate(parts)
 
+    @_in_own_threads
     def decision_function(self, X) -> np.ndarray:
         """Logits ``X coef_^T + intercept_``: shape (N, K), or (N,) for two classes (the class-1 score).
 
@@ -665,6 +702,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         scores = X @ self.coef_.T + self.intercept_
         return scores.ravel() if self.classes_.shape[0] == 2 else scores
 
+    @_in_own_threads
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities softmax(X W^T + b), shape (N, K), columns in the order of ``classes_``."""
         if _is_path(X):
@@ -672,14 +710,20 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         X = self._validate_X(X, kernel_finds_nonfinite=True)
         return predict_proba(X, *self._full_params(X.dtype))
 
+    @_in_own_threads
     def predict_log_proba(self, X) -> np.ndarray:
         """log softmax(X W^T + b), shape (N, K), from the logits (finite where the probability underflows)."""
         if _is_path(X):
             return self._on_file_chunks(X, self.predict_log_proba)
         X = self._validate_X(X)
         W, b = self._full_params(X.dtype)
-        return log_softmax(X @ W.T + b)
+        with np.errstate(over="ignore", invalid="ignore"):
+            logits = X @ W.T + b
+        if not np.isfinite(logits).all():  # X was checked finite: the logits overflowed
+            raise _checks.logits_overflow_error(X, W, b)
+        return log_softmax(logits)
 
+    @_in_own_threads
     def predict(self, X) -> np.ndarray:
         """The most probable label of each row, shape (N,), taken from ``classes_``."""
         if _is_path(X):
@@ -804,6 +848,8 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                 raise TypeError(f"a JSON {type(params).__name__}, where an object was expected")
             if isinstance(params.get("class_weight"), dict):
                 params["class_weight"] = {key: value for key, value in params["class_weight"]["items"]}
+            if params.get("dtype") in ("float32", "float64"):  # saved by name; get_params gives the type back
+                params["dtype"] = getattr(np, params["dtype"])
             estimator = cls(**params)
         except (ValueError, TypeError, KeyError) as exc:
             raise invalid(f"its parameters cannot be read ({exc})") from exc

@@ -178,6 +178,29 @@ def test_sample_weight_matches_and_equals_repeated_rows():
     np.testing.assert_allclose(repeated.intercept_, ours.intercept_, rtol=0, atol=coef_atol(f))
 
 
+def test_a_number_as_sample_weight_weighs_every_row_as_logistic_regression_does():
+    """sample_weight=2.0 said "sample_weight must have shape (300,) to match X, got ()"."""
+    X, y = generated(n=300, k=3)
+    ours, theirs = both(C=1.0)
+    ours.fit(X, y, sample_weight=2.0)
+    theirs.fit(X, y, sample_weight=2.0)
+    assert_same_fit(ours, theirs, X, y, 1.0, np.full(300, 2.0))
+    np.testing.assert_array_equal(
+        ours.coef_, SoftmaxClassifier(tol=TOL, max_iter=MAX_ITER).fit(X, y, sample_weight=np.full(300, 2.0)).coef_
+    )
+    with pytest.raises(ValueError, match="negative"):
+        SoftmaxClassifier().fit(X, y, sample_weight=-1.0)
+
+
+def test_labels_from_an_npy_path_with_in_memory_X(tmp_path):
+    """score took y as a path, but fit said "y should be a 1d array, got an array of shape ()"."""
+    X, y = generated(k=3)
+    np.save(tmp_path / "y.npy", y)
+    from_path = SoftmaxClassifier().fit(X, tmp_path / "y.npy")
+    np.testing.assert_array_equal(from_path.coef_, SoftmaxClassifier().fit(X, y).coef_)
+    assert from_path.score(X, str(tmp_path / "y.npy")) == from_path.score(X, y)
+
+
 @pytest.mark.parametrize("k", [2, 3], ids=["binary", "multiclass"])
 def test_no_intercept_matches(k):
     X, y = generated(k=k)
@@ -467,6 +490,51 @@ def test_finite_float64_beyond_float32_is_named_as_such(tmp_path, monkeypatch):
         clf.predict(tmp_path / "big.npy")
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_logits_that_overflow_in_prediction_name_the_row(tmp_path, monkeypatch, dtype):
+    """predict and predict_proba blamed "the loss or its gradient" and said to divide X by its maximum,
+    which changes the model's input; predict_log_proba named a "Z" the user never passed."""
+    import fastsoftmax.sklearn as sk
+
+    X, y = generated(n=300, k=3)
+    clf = SoftmaxClassifier(dtype=dtype).fit(X, y)
+    huge = X.astype(dtype)
+    huge[150] = np.finfo(dtype).max / 4  # finite, but its logits are not
+    message = rf"^the logits X W\^T \+ b of row 150 of X overflow {np.dtype(dtype).name} although X, W and b are finite"
+    for method in (clf.predict, clf.predict_proba, clf.predict_log_proba):
+        with pytest.raises(ValueError, match=message) as info:
+            method(huge)
+        assert ("use float64" in str(info.value)) == (dtype == np.float32)
+    # From a file in chunks of 97 rows, the row is the file's.
+    np.save(tmp_path / "huge.npy", huge)
+    monkeypatch.setattr(sk, "CHUNK_BYTES", 97 * X.shape[1] * np.dtype(dtype).itemsize)
+    for method in (clf.predict, clf.predict_proba, clf.predict_log_proba):
+        with pytest.raises(ValueError, match=message):
+            method(tmp_path / "huge.npy")
+
+
+def test_n_threads_holds_in_prediction(monkeypatch):
+    """n_threads=1 held in fit only: predict, predict_proba and score ran on every thread."""
+    import numba
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("needs 2 Numba threads to tell 1 apart")
+    seen = []
+    for name in ("predict_proba_labels", "log_softmax_rows"):
+        kernel = getattr(kernels, name)
+        monkeypatch.setattr(
+            kernels, name, lambda *args, kernel=kernel: seen.append(numba.get_num_threads()) or kernel(*args)
+        )
+    X, y = generated(n=20_000, k=3)  # work enough for 2 threads (_threading.MIN_WORK_PER_THREAD)
+    clf = SoftmaxClassifier(n_threads=1).fit(X, y)
+    before = numba.get_num_threads()
+    clf.predict(X), clf.predict_proba(X), clf.predict_log_proba(X), clf.score(X, y)
+    assert seen == [1, 1, 1, 1]
+    assert numba.get_num_threads() == before
+    with pytest.raises(ValueError, match="n_threads must be at most"):
+        clf.set_params(n_threads=numba.config.NUMBA_NUM_THREADS + 1).predict(X)
+
+
 def test_float32_fit_is_close_to_float64():
     X, y = DATA["iris"]()
     est32 = SoftmaxClassifier(tol=1e-4).fit(X.astype(np.float32), y)
@@ -643,6 +711,18 @@ def test_sparse_is_refused_with_the_fix():
         est.predict(sparse.csr_matrix(X))
 
 
+def test_a_frame_of_sparse_columns_is_refused_with_the_frames_fix():
+    """scikit-learn's message said to call X.toarray(), which a DataFrame does not have."""
+    pd = pytest.importorskip("pandas")
+    X, y = generated(k=3)
+    frame = pd.DataFrame({f"c{j}": pd.arrays.SparseArray(X[:, j]) for j in range(X.shape[1])})
+    with pytest.raises(TypeError, match=r"densify with X\.sparse\.to_dense\(\).*sparse_output=False"):
+        SoftmaxClassifier().fit(frame, y)
+    np.testing.assert_array_equal(
+        SoftmaxClassifier().fit(frame.sparse.to_dense(), y).coef_, SoftmaxClassifier().fit(X, y).coef_
+    )
+
+
 @pytest.mark.parametrize(
     "params, error, match",
     [
@@ -778,6 +858,16 @@ def test_partial_fit_refuses_balanced_and_continues_after_fit():
     assert objective(est, X, y, 1.0) == pytest.approx(before, rel=1e-3)
 
 
+def test_partial_fit_after_fit_names_where_its_classes_came_from():
+    """After fit, a new label was blamed on "the first call of partial_fit", which never happened."""
+    X, y = generated(k=3)
+    est = SoftmaxClassifier().fit(X, y)
+    with pytest.raises(ValueError, match=r"label 7, which is not in classes_ \[0, 1, 2\] \(set by the last fit"):
+        est.partial_fit(X, np.where(y == 2, 7, y))
+    with pytest.raises(ValueError, match=r"differ from classes_ .*set by the last fit or by the first partial_fit"):
+        est.partial_fit(X, y, classes=[0, 1, 2, 3])
+
+
 # -- persistence ------------------------------------------------------------------
 
 
@@ -814,9 +904,8 @@ def test_npz_round_trip_without_pickle(tmp_path):
     with np.load(path, allow_pickle=False) as data:
         assert data["classes"].dtype.kind == "U"
     restored = SoftmaxClassifier.load(path)
-    params, saved_params = restored.get_params(), est.get_params()
-    assert np.dtype(params.pop("dtype")) == np.dtype(saved_params.pop("dtype"))  # stored by name
-    assert params == saved_params
+    # dtype is stored by name and came back as the string "float32".
+    assert restored.get_params() == est.get_params()
     np.testing.assert_array_equal(restored.classes_, est.classes_)
     assert restored.classes_.dtype == est.classes_.dtype
     np.testing.assert_array_equal(restored.feature_names_in_, est.feature_names_in_)
