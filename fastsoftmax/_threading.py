@@ -355,6 +355,33 @@ class exclusive_training:
                     del _trainers[id(self._model)]
 
 
+def run_whole(write: Callable[[], None]) -> None:
+    """Run ``write``, assignments that must land together (W and b of one iterate, its loss, its count).
+
+    Ctrl-C raises wherever the interpreter next looks for signals: landing
+    between ``W[...] = ...`` and ``b[...] = ...`` it left W of iteration k + 1
+    beside b of iteration k. Where an interrupt (KeyboardInterrupt, or another
+    BaseException that is not an Exception, such as the CLI's SIGTERM) lands
+    in ``write``, ``write`` runs again to its end and then the interrupt is
+    raised; so ``write`` must give the same result when run twice. An
+    ordinary error is raised as it is.
+    """
+    try:
+        write()
+    except Exception:
+        raise
+    except BaseException:
+        while True:  # to the end, even where another Ctrl-C lands in it
+            try:
+                write()
+                break
+            except Exception:
+                raise
+            except BaseException:
+                continue
+        raise
+
+
 def copied_for_saving(model: object, path: str, copy: Callable[[], T]) -> T:
     """``copy()`` (what a save writes of ``model``), made while no other thread trains ``model``.
 

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import copy
 import math
 import os
 import warnings
@@ -58,7 +59,7 @@ from fastsoftmax import checkpoint as _checkpoint
 from fastsoftmax import solvers
 from fastsoftmax._checks import FitOptions, check_seed
 from fastsoftmax._scaling import FeatureScaling, ScaledObjective
-from fastsoftmax._threading import exclusive_training, single_threaded_blas
+from fastsoftmax._threading import exclusive_training, run_whole, single_threaded_blas
 from fastsoftmax.exceptions import ConvergenceWarning, TrainingError
 
 MINIBATCH_SOLVERS = ("sgd", "adam")
@@ -427,14 +428,22 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
         objective = ScaledObjective(objective, scaling, model.dtype)
     objective = _hold_intercept(model, objective, options)
 
-    def commit(theta: np.ndarray) -> None:
-        model._commit(theta if scaling is None else scaling.to_raw(theta))
+    def keep(theta: np.ndarray, n_iter: int, losses: list[float], converged: bool | None = None) -> None:
+        """W and b from theta, with their loss history and iteration count: all of them or none (run_whole)."""
+        raw = theta if scaling is None else scaling.to_raw(theta)
+
+        def write() -> None:
+            model._commit(raw)
+            model.loss_history_, model.n_iter_ = losses, n_iter
+            if converged is not None:
+                model.converged_ = converged
+
+        run_whole(write)
 
     if resumed is not None:
         theta0 = np.asarray(resumed.theta)
         if resumed.converged or offset >= options.max_iter:
-            commit(theta0)
-            model.loss_history_, model.n_iter_, model.converged_ = history, offset, resumed.converged
+            keep(theta0, offset, history, converged=resumed.converged)
             model.rows_processed_ = 0
             return model
     elif scaling is None:
@@ -466,20 +475,18 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
 
     stopped_by_callback = False
 
-    def history_to_kept() -> list[float]:
-        # The losses up to the iterate in the model: n_iter_ + 1 values (the start's, then one per
-        # iteration), or n_iter_ for the mini-batch solvers (one per epoch).
-        return history[: model.n_iter_ + (0 if minibatch else 1)]
+    def history_to_kept(n_iter: int | None = None) -> list[float]:
+        # The losses up to the iterate in the model (or of iteration n_iter): n_iter_ + 1 values
+        # (the start's, then one per iteration), or n_iter_ for the mini-batch solvers (one per epoch).
+        return history[: (model.n_iter_ if n_iter is None else n_iter) + (0 if minibatch else 1)]
 
     iterated = False
 
     def on_iteration(theta: np.ndarray, loss: float, iteration: int) -> bool:
         nonlocal stopped_by_callback, iterated
-        commit(theta)
+        history.append(loss)  # the model's history is this list: kept whole only with the iterate (below)
+        keep(theta, offset + iteration, history)
         iterated = True
-        history.append(loss)
-        model.loss_history_ = history
-        model.n_iter_ = offset + iteration
         save_checkpoint(theta)
         stopped_by_callback = _stops(callback(model, model.n_iter_, loss)) if callback is not None else False
         return stopped_by_callback
@@ -511,8 +518,7 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
         if exc.best_theta is not None:
             # An epoch's loss is measured from the weights it starts with: those of the last
             # epoch reported may be the ones that gave the non-finite loss.
-            commit(exc.best_theta)
-            model.n_iter_ = offset + exc.best_iteration
+            keep(exc.best_theta, offset + exc.best_iteration, history_to_kept(offset + exc.best_iteration))
             kept = "the best weights"
         model.loss_history_ = history_to_kept()  # with the starting loss, where no iteration was completed
         raise TrainingError(
@@ -520,22 +526,19 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
             f"{_remedy(options)}."
         ) from exc
     except solvers.DivergedError as exc:
-        commit(exc.best_theta)
-        model.n_iter_ = offset + exc.best_iteration
         # The history ends at the iterate kept, as n_iter_ does (the error reports the climb),
         # so that the model saves and loads.
-        model.loss_history_ = history_to_kept()
+        keep(exc.best_theta, offset + exc.best_iteration, history_to_kept(offset + exc.best_iteration))
         raise _diverged(exc, options, model.n_iter_, offset) from exc
     except BaseException:
         if not iterated:
             model.loss_history_, model.n_iter_, model.converged_ = record
+        else:  # a loss appended for an iterate that an interrupt kept out of the model
+            model.loss_history_ = history_to_kept()
         raise
     finally:
         model.rows_processed_ = objective.rows_processed
-    commit(result.theta)
-    model.n_iter_ = offset + result.n_iter
-    model.converged_ = result.converged
-    model.loss_history_ = history
+    keep(result.theta, offset + result.n_iter, history, converged=result.converged)
     try:
         save_checkpoint(result.theta, converged=result.converged)
     except OSError as exc:
@@ -573,6 +576,8 @@ def _partial_fit(model, objective, options, *, seed, state):
     if state and state.get("dim") != dim:
         state.clear()
     state["dim"] = dim
+    # The epoch runs on a copy of the optimiser's state, which is kept with its weights or not at all.
+    epoch_state = copy.deepcopy(state)
     try:
         result = run_solver(
             objective,
@@ -581,14 +586,20 @@ def _partial_fit(model, objective, options, *, seed, state):
             max_iter=1,
             seed=seed,
             on_iteration=lambda theta, loss, iteration: None,
-            state=state,
+            state=epoch_state,
             dtype=model.dtype,
         )
     except (solvers.NonFiniteLossError, solvers.DivergedError) as exc:
         raise TrainingError(
             f"training diverged: {exc.describe(model.n_iter_)}. W and b are unchanged; {_remedy(options)}."
         ) from exc
-    model._commit(result.theta)
-    model.loss_history_ = list(model.loss_history_) + result.loss_history
-    model.n_iter_ += 1
+    losses, n_iter = list(model.loss_history_) + result.loss_history, model.n_iter_ + 1
+
+    def write() -> None:
+        model._commit(result.theta)
+        model.loss_history_, model.n_iter_ = losses, n_iter
+        state.clear()
+        state.update(epoch_state)
+
+    run_whole(write)
     return model

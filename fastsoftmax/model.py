@@ -13,7 +13,7 @@ from fastsoftmax._api import descend, fused_loss_grad, l2_penalty, predict, pred
 from fastsoftmax._api import softmax as softmax_rows
 from fastsoftmax._io import atomic_file, npz_scalar, read_npz, refuse_other_file_kind
 from fastsoftmax._layout import pack, unpack
-from fastsoftmax._threading import copied_for_saving, exclusive_training
+from fastsoftmax._threading import copied_for_saving, exclusive_training, run_whole
 from fastsoftmax.checkpoint import check_directory as check_checkpoint_directory
 from fastsoftmax.exceptions import ConvergenceWarning, TrainingError
 from fastsoftmax.objectives import make_objective
@@ -271,8 +271,12 @@ class SoftmaxRegression:
                 raise TrainingError(
                     f"the step with lr={lr} overflows W or b to a non-finite value; W and b are unchanged. Lower lr."
                 )
-            self.W[...] = dW
-            self.b[...] = db
+
+            def write() -> None:
+                self.W[...] = dW
+                self.b[...] = db
+
+            run_whole(write)  # both or, where Ctrl-C lands between them, both all the same
         return loss
 
     def predict(self, X) -> np.ndarray:

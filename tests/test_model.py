@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import math
 import os
+import sys
 import warnings
 import zipfile
 
@@ -236,6 +239,89 @@ def test_keyboard_interrupt_in_callback_keeps_iterate_3(data, solver):
     np.testing.assert_array_equal(model.b, seen[3][1])
     assert not np.array_equal(seen[3][0], seen[2][0])  # the iterates really moved
     assert model.n_iter_ == 3
+
+
+@contextlib.contextmanager
+def ctrl_c_at(module, statement: str, at_pass: int):
+    """Raise KeyboardInterrupt in ``module`` as it reaches the line ``statement`` for the ``at_pass``-th time.
+
+    Ctrl-C raises wherever the interpreter next looks for signals; a trace
+    function puts it exactly there (the interpreter's own trace hook).
+    """
+    filename = inspect.getsourcefile(module)
+    with open(filename) as source:
+        lines = [number for number, line in enumerate(source, 1) if line.strip() == statement]
+    assert len(lines) == 1, f"{statement!r} must occur once in {filename}"
+    passes = 0
+
+    def on_line(frame, event, arg):
+        nonlocal passes
+        if event == "line" and frame.f_lineno == lines[0]:
+            passes += 1
+            if passes == at_pass:
+                raise KeyboardInterrupt
+        return on_line
+
+    sys.settrace(lambda frame, event, arg: on_line if frame.f_code.co_filename == filename else None)
+    try:
+        yield
+    finally:
+        sys.settrace(None)
+    assert passes >= at_pass, "the interrupt was never raised"
+
+
+@pytest.mark.parametrize("solver", ["gd", "lbfgs", "sgd"])
+def test_ctrl_c_between_the_writes_of_w_and_b_keeps_one_whole_iterate(data, solver):
+    """Ctrl-C landing between W[...] = and b[...] = left W of iteration 3 beside b of iteration 2."""
+    import fastsoftmax.model
+
+    X, y = data
+    settings = dict(SOLVER_SETTINGS[solver], max_iter=6, tol=0)
+    iterates = []
+    SoftmaxRegression(D, K, seed=0).fit(
+        X, y, solver=solver, callback=lambda m, i, loss: iterates.append((m.W.copy(), m.b.copy())), **settings
+    )
+    model = SoftmaxRegression(D, K, seed=0)
+    with pytest.raises(KeyboardInterrupt), ctrl_c_at(fastsoftmax.model, "self.b[...] = b", at_pass=3):
+        model.fit(X, y, solver=solver, **settings)
+    np.testing.assert_array_equal(model.W, iterates[2][0])
+    np.testing.assert_array_equal(model.b, iterates[2][1])
+    assert model.n_iter_ == 3
+    assert len(model.loss_history_) == (3 if solver == "sgd" else 4)
+    if solver != "sgd":  # full batch: the last loss is that of W and b
+        assert model.loss_history_[-1] == pytest.approx(loss_and_grad(X, y, model.W, model.b)[0], rel=1e-12)
+
+
+def test_ctrl_c_between_the_writes_of_a_train_step_makes_the_whole_step(data):
+    import fastsoftmax.model
+
+    X, y = data
+    stepped = SoftmaxRegression(D, K, seed=0)
+    stepped.train_step(X, y, lr=0.5)
+    model = SoftmaxRegression(D, K, seed=0)
+    with pytest.raises(KeyboardInterrupt), ctrl_c_at(fastsoftmax.model, "self.b[...] = db", at_pass=1):
+        model.train_step(X, y, lr=0.5)
+    np.testing.assert_array_equal(model.W, stepped.W)
+    np.testing.assert_array_equal(model.b, stepped.b)
+
+
+def test_ctrl_c_as_partial_fit_keeps_its_epoch_keeps_the_optimiser_state_with_it(data):
+    """The epoch's weights land with the optimiser's state advanced by that epoch, or neither does."""
+    import fastsoftmax.model
+
+    X, y = data
+    options = dict(solver="sgd", lr=0.05, batch_size=32, seed=3)
+    uninterrupted = SoftmaxRegression(D, K, seed=0)
+    for _ in range(3):
+        uninterrupted.partial_fit(X, y, **options)
+    model = SoftmaxRegression(D, K, seed=0)
+    model.partial_fit(X, y, **options)
+    with pytest.raises(KeyboardInterrupt), ctrl_c_at(fastsoftmax.model, "self.b[...] = b", at_pass=1):
+        model.partial_fit(X, y, **options)
+    assert model.n_iter_ == 2
+    model.partial_fit(X, y, **options)
+    np.testing.assert_array_equal(model.W, uninterrupted.W)
+    np.testing.assert_array_equal(model.b, uninterrupted.b)
 
 
 @pytest.mark.parametrize("solver", list(SOLVER_SETTINGS))
