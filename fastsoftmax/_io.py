@@ -113,26 +113,55 @@ def _standard_stream(path: str) -> str | None:
     return None
 
 
-def _create_beside(path: str, directory: str) -> str:
-    """Create a new empty file beside ``path``, with the mode a new ``open(path, "w")`` would give; return its path.
+#: The longest file name, in bytes, where ``os.pathconf`` cannot tell (ext4, XFS, Btrfs, tmpfs, APFS, NTFS).
+_NAME_MAX = 255
+
+#: What a temporary name adds to the target's name: "." before it, "-", 12 hex digits and ".tmp" after it.
+_TEMPORARY_NAME_BYTES = 18
+
+
+def _name_max(directory: str) -> int:
+    try:
+        return int(os.pathconf(directory or ".", "PC_NAME_MAX"))
+    except (OSError, ValueError, AttributeError):  # no pathconf (Windows), or no answer
+        return _NAME_MAX
+
+
+def _temporary_stem(filename: str, name_max: int = _NAME_MAX) -> str:
+    """``filename`` cut, where need be, so that its temporary names (``_create_beside``) fit in ``name_max`` bytes."""
+    encoded = os.fsencode(filename)
+    room = name_max - _TEMPORARY_NAME_BYTES
+    return filename if len(encoded) <= room else os.fsdecode(encoded[:room])
+
+
+def _create_beside(path: str, directory: str) -> tuple[str, int]:
+    """Create a new empty file beside ``path``; return its path and the mode a new ``open(path, "w")`` would give.
 
     Created with mode 0o666 and ``O_EXCL``, so that the kernel applies the
     umask, as for any new file. (A ``mkstemp`` file is 0o600, and fixing that
     needed the umask, which ``os.umask`` reads only by setting it:
     process-wide, so saves in other threads could make world-readable files
-    and leave the umask changed.) An existing target's mode is copied only
-    once the file is written (:func:`atomic_path`): a read-only mode copied
-    now would refuse the writer.
+    and leave the umask changed.) The file is left readable and writable by
+    its owner while it is written, and given its final mode once it is
+    written (:func:`_sync`): the umask's mode or an existing target's, which
+    may be read-only (a umask of 0o222) and would refuse the writer now.
     """
     flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    # A name near the longest allowed: the temporary name keeps only what fits (temporary_names).
+    stem = _temporary_stem(os.path.basename(path), _name_max(directory))
     for _ in range(100):
-        tmp = os.path.join(directory, f".{os.path.basename(path)}-{secrets.token_hex(6)}.tmp")  # temporary_names
+        tmp = os.path.join(directory, f".{stem}-{secrets.token_hex(6)}.tmp")
         try:
             fd = os.open(tmp, flags, 0o666)
         except FileExistsError:  # a name taken: draw another, as mkstemp does
             continue
-        os.close(fd)
-        return tmp
+        try:
+            mode = stat.S_IMODE(os.fstat(fd).st_mode)
+            if hasattr(os, "fchmod") and mode & 0o600 != 0o600:
+                os.fchmod(fd, mode | 0o600)
+        finally:
+            os.close(fd)
+        return tmp, mode
     raise FileExistsError(errno.EEXIST, f"no free temporary name beside {path}")
 
 
@@ -183,7 +212,7 @@ def _remove_stale_temporaries(target: str, directory: str) -> None:
     """
     if fcntl is None:
         return
-    pattern = temporary_names(os.path.basename(target))
+    pattern = temporary_names(os.path.basename(target), _name_max(directory))
     try:
         entries = [entry for entry in os.scandir(directory) if pattern.fullmatch(entry.name)]
     except OSError:
@@ -209,13 +238,13 @@ def _remove_stale_temporaries(target: str, directory: str) -> None:
             os.close(fd)
 
 
-def temporary_names(filename: str) -> re.Pattern[str]:
+def temporary_names(filename: str, name_max: int = _NAME_MAX) -> re.Pattern[str]:
     """The pattern of the temporary names that writes of ``filename`` use beside it (``_create_beside``).
 
     For a process that knows no write of its own is under way there (it
     holds a lock) to find the ones that a killed writer left behind.
     """
-    return re.compile(rf"\.{re.escape(filename)}-[0-9a-f]+\.tmp")
+    return re.compile(rf"\.{re.escape(_temporary_stem(filename, name_max))}-[0-9a-f]+\.tmp")
 
 
 def names_a_directory(path: str) -> bool:
@@ -233,7 +262,9 @@ def writable_target(path: str | os.PathLike | bytes) -> str:
 
     Replacing a symlink would cut it: whoever reads its target would keep the
     old contents. Raises PermissionError where the target exists but this
-    process may not write it, as ``open(path, "w")`` would, before any work,
+    process may not write it, as ``open(path, "w")`` would, or where its
+    directory is not writable, before any work; OSError (ENAMETOOLONG) where
+    its name is longer than the file system takes;
     IsADirectoryError where ``path`` ends with a separator (see
     :func:`names_a_directory`), and ValueError where the target is a named
     pipe, socket or device, or the file open as a standard stream (a shell's
@@ -260,6 +291,22 @@ def writable_target(path: str | os.PathLike | bytes) -> str:
         if not os.access(target, os.W_OK):
             raise PermissionError(
                 errno.EACCES, "the file is read-only; make it writable (chmod u+w) or write elsewhere"
+            )
+    directory, name = os.path.split(target)
+    if os.path.isdir(directory):
+        name_bytes, name_max = len(os.fsencode(name)), _name_max(directory)
+        if name_bytes > name_max:
+            # Refused by the rename only once the work (a fit) is done.
+            raise OSError(
+                errno.ENAMETOOLONG,
+                f"the file name is {name_bytes} bytes long, and this file system takes at most {name_max}; "
+                f"give a shorter name",
+            )
+        if not os.access(directory, os.W_OK | os.X_OK):
+            raise PermissionError(
+                errno.EACCES,
+                f"the directory {directory} is not writable, and a write puts a new file there and renames it "
+                f"over the old one; make the directory writable or write elsewhere",
             )
     return target
 
@@ -388,10 +435,10 @@ def atomic_path(path: str | os.PathLike, *, pending: list[_Pending] | None = Non
             raise IsADirectoryError(errno.EISDIR, "it is a directory; give a file name")
         directory = os.path.dirname(target)
         _remove_stale_temporaries(target, directory)
-        tmp = _create_beside(target, directory)
+        tmp, new_file_mode = _create_beside(target, directory)
         lock = _WriterLock(tmp)
         yield tmp
-        _sync(tmp, target)
+        _sync(tmp, target, new_file_mode)
         if pending is not None:
             pending.append(_Pending(path, tmp, target, directory, lock))
             tmp = lock = None  # the block of replaced_together renames it (or removes it), then releases it
@@ -410,12 +457,12 @@ def atomic_path(path: str | os.PathLike, *, pending: list[_Pending] | None = Non
             lock.release()
 
 
-def _sync(tmp: str, target: str) -> None:
-    """Give the written ``tmp`` the mode of an existing ``target`` and fsync it."""
+def _sync(tmp: str, target: str, new_file_mode: int) -> None:
+    """Give the written ``tmp`` the mode of an existing ``target``, else ``new_file_mode``, and fsync it."""
     fd = os.open(tmp, os.O_RDONLY)
     try:
-        if hasattr(os, "fchmod") and os.path.exists(target):
-            os.fchmod(fd, os.stat(target).st_mode & 0o7777)
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, stat.S_IMODE(os.stat(target).st_mode) if os.path.exists(target) else new_file_mode)
         os.fsync(fd)
     finally:
         os.close(fd)

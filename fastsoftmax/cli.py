@@ -276,9 +276,12 @@ def _check_output(option: str, path: str) -> None:
     if os.path.exists(target) and not os.access(target, os.W_OK):
         raise CLIError(f"{option} {path} is read-only; make it writable (chmod u+w) or write elsewhere.")
     try:
-        writable_target(path)  # a named pipe or a device, which the rename would replace with a file
+        # A named pipe or a device, which the rename would replace with a file; a name too long to write.
+        writable_target(path)
     except ValueError as exc:
         raise CLIError(f"{option}: {exc}.") from None
+    except OSError as exc:
+        raise CLIError(f"{option} {path}: {exc.strerror or exc}.") from None
 
 
 def _check_checkpoint_dir(directory: str) -> None:

@@ -375,7 +375,7 @@ def test_fit_removes_the_temporary_files_of_killed_saves(tmp_path, data):
     ck = tmp_path / "ck"
     others = [".model.npz-0a1b2c.tmp", "notes.txt", ".checkpoint.npz-mine.tmp"]
     with ckpt_module.exclusive(ck):
-        left = [_create_beside(str(ck / "checkpoint.npz"), str(ck)) for _ in range(2)]  # the names save writes under
+        left = [_create_beside(str(ck / "checkpoint.npz"), str(ck))[0] for _ in range(2)]  # the names save writes under
         for name in others:
             (ck / name).write_text("kept")
         with pytest.raises(CheckpointError, match="in use"):  # the holder may be writing them: left alone
@@ -916,6 +916,89 @@ def test_atomic_files_respect_the_umask(tmp_path, umask):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == expected, name
 
 
+def _run_as_an_ordinary_user(code: str) -> str:
+    """Run ``code`` in a new Python, as user nobody if this is root (whom no mode refuses), in a scratch
+    directory every user may write (its path is ``scratch``); return its output, or skip where that cannot be."""
+    import shutil
+    import tempfile
+
+    if not hasattr(os, "geteuid"):
+        pytest.skip("POSIX users")
+    scratch = tempfile.mkdtemp()
+    try:
+        os.chmod(scratch, 0o777)
+        drop = "os.setgid(65534); os.setuid(65534)\n" if os.geteuid() == 0 else ""
+        # Everything is imported first, by a save and a load: nobody may not read this Python's files.
+        prelude = (
+            f"import os, stat\nscratch = {scratch!r}\nos.chdir(scratch)\n"
+            "from fastsoftmax import SoftmaxRegression\n"
+            "SoftmaxRegression.load(SoftmaxRegression(3, 2).save('warm.npz') or 'warm.npz')\n"
+            f"os.unlink('warm.npz')\n{drop}"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", prelude + code], capture_output=True, text=True, timeout=300, cwd=scratch
+        )
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    if "PermissionError: [Errno 1] Operation not permitted" in result.stderr:
+        pytest.skip("this root may not become another user")
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX modes")
+@pytest.mark.parametrize("umask", [0o222, 0o277, 0o777], ids=["222", "277", "777"])
+def test_a_umask_that_makes_new_files_read_only_still_saves(umask):
+    """The temporary file was created read-only and then opened for writing: PermissionError, where
+    np.savez writes the file and leaves it read-only."""
+    out = _run_as_an_ordinary_user(
+        f"""
+os.umask({umask:#o})
+open("plain", "w").close()
+SoftmaxRegression(3, 2).save("m.npz")
+print(stat.S_IMODE(os.stat("plain").st_mode), stat.S_IMODE(os.stat("m.npz").st_mode), sorted(os.listdir(".")))
+"""
+    )
+    expected = 0o666 & ~umask
+    assert out.split(None, 2)[:2] == [str(expected), str(expected)]
+    assert out.split(None, 2)[2].strip() == "['m.npz', 'plain']"
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX modes")
+def test_a_writable_file_in_a_read_only_directory_names_the_directory():
+    """It said only "Permission denied" about the file, which this user may write."""
+    out = _run_as_an_ordinary_user(
+        """
+os.mkdir("locked")
+SoftmaxRegression(3, 2).save("locked/m.npz")
+os.chmod("locked/m.npz", 0o666)
+os.chmod("locked", 0o555)
+try:
+    SoftmaxRegression(3, 2, seed=1).save("locked/m.npz")
+except PermissionError as error:
+    print(error)
+"""
+    )
+    assert "the directory" in out and "locked is not writable" in out and "renames it" in out, out
+
+
+def test_a_file_name_near_the_longest_allowed_saves_and_a_longer_one_is_refused_before_writing(tmp_path):
+    """The temporary name adds 18 bytes to the target's: a 244-byte name (255 allowed) could not be saved."""
+    from fastsoftmax._io import _name_max, temporary_names
+
+    name_max = _name_max(str(tmp_path))
+    model = SoftmaxRegression(D, K, seed=0)
+    longest = tmp_path / ("m" * (name_max - 4) + ".npz")
+    model.save(longest)
+    np.testing.assert_array_equal(SoftmaxRegression.load(longest).W, model.W)
+    tmp, _ = _create_beside(str(longest), str(tmp_path))  # what a killed writer would leave: still found
+    assert temporary_names(longest.name, name_max).fullmatch(os.path.basename(tmp))
+    os.unlink(tmp)
+    with pytest.raises(OSError, match=rf"is {name_max + 1} bytes long, and this file system takes at most {name_max}"):
+        model.save(tmp_path / ("m" * (name_max - 3) + ".npz"))
+    assert os.listdir(tmp_path) == [longest.name]
+
+
 @pytest.mark.skipif(os.name != "posix", reason="POSIX modes")
 def test_atomic_write_keeps_an_existing_files_mode(tmp_path):
     target = tmp_path / "m.npz"
@@ -1156,7 +1239,7 @@ def test_only_the_unlocked_written_temporary_files_of_the_same_target_are_remove
     with atomic_path(target) as live:  # another write of the target, under way: locked
         with open(live, "wb") as f:
             f.write(b"first")
-        just_created = _create_beside(str(target), str(tmp_path))  # empty: about to be locked by its writer
+        just_created, _ = _create_beside(str(target), str(tmp_path))  # empty: about to be locked by its writer
         SoftmaxRegression(D, K).save(target)
         assert not stale.exists()
         assert os.path.exists(live) and os.path.exists(just_created)
