@@ -683,7 +683,7 @@ class DaskObjective:
             # Moments about a row of X, as ChunkedObjective.feature_scaling takes them: about 0,
             # E[x^2] - E[x]^2 cancels where the mean is large next to the spread (a scale 36x off
             # for a feature of 1e6 +- 1e-3).
-            (shift,) = self._compute(X[0])
+            shift = self._reference_point(X, w)
             w = w.astype(np.float64)[:, None]
             deviation = X - shift
             total, sums, squares = self._compute(
@@ -693,6 +693,21 @@ class DaskObjective:
                 float(total), np.asarray(sums), np.asarray(squares), np.asarray(shift), l2, n_classes, centre=centre
             )
         return FeatureScaling.from_mean_variance(np.asarray(mean), np.asarray(variance), l2, n_classes, centre=centre)
+
+    def _reference_point(self, X, w) -> np.ndarray:
+        """A point near the weighted mean of X's rows, as ``objectives._reference_point`` takes it on one machine.
+
+        The median of rows of positive weight among a few spread over X (one
+        small gather); where those all weigh 0, the weighted mean (one pass).
+        """
+        from fastsoftmax.objectives import _REFERENCE_ROWS
+
+        spread = np.unique(np.linspace(0, X.shape[0] - 1, _REFERENCE_ROWS).astype(int))
+        rows, weights = self._compute(X[spread], w[spread])
+        if np.any(weights > 0):
+            return np.median(rows[weights > 0], axis=0)
+        (mean,) = self._compute((w.astype(np.float64)[:, None] * X).sum(axis=0) / w.sum())
+        return np.asarray(mean)
 
     def check_checkpoint(self) -> None:
         """Checkpoints work on Dask too: the data is fingerprinted on the cluster (see :meth:`digest`)."""

@@ -107,7 +107,7 @@ class ChunkedObjective:
 
         Weighted like the loss, so integer weights give the scaling of repeated rows.
         """
-        shift = np.asarray(self.source.X[0], dtype=np.float64)  # a row of X: near the mean, for precision
+        shift = _reference_point(self.source.X, self.source.sample_weight)
         sums = np.zeros(self.source.n_features)
         squares = np.zeros(self.source.n_features)
         chunk_sums, chunk_squares = np.empty_like(sums), np.empty_like(squares)
@@ -130,6 +130,26 @@ class ChunkedObjective:
         the logits overflowed.
         """
         raise _checks.overflow_error()
+
+
+#: Rows of X whose median is the reference point of the column moments.
+_REFERENCE_ROWS = 63
+
+
+def _reference_point(X: np.ndarray, sample_weight: np.ndarray) -> np.ndarray:
+    """A point near the weighted mean of X's rows (D,), float64: the column-wise median of a few weighted rows.
+
+    The moments are summed about it: sums of (x - shift)^2 lose the variance
+    to cancellation when the shift lies far from the rows (by more than
+    sqrt(1/eps) spreads). The first row served, and a first row of weight 0
+    at 1e12 among features of spread 1 gave scales 1e4 times too large (98
+    L-BFGS iterations instead of 14). Rows of weight 0 are never taken, and
+    a median of rows spread over X ignores a few outliers. Reads at most
+    ``_REFERENCE_ROWS`` rows.
+    """
+    candidates = np.flatnonzero(sample_weight) if sample_weight.shape[0] else np.arange(X.shape[0])
+    rows = candidates[np.linspace(0, candidates.shape[0] - 1, min(_REFERENCE_ROWS, candidates.shape[0])).astype(int)]
+    return np.median(np.asarray(X[rows], dtype=np.float64), axis=0)
 
 
 def _is_path_or_map(a) -> bool:
