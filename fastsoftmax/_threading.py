@@ -56,8 +56,17 @@ def _check_layer() -> None:
             return
         try:
             _launch_threads()
-        except ValueError:
-            # Neither OpenMP nor TBB could be loaded: fall back to workqueue.
+        except ValueError as exc:
+            if numba.config.THREADING_LAYER != "threadsafe":
+                # The user's own choice (NUMBA_THREADING_LAYER, or numba.config before the import):
+                # replacing it with workqueue made their own parallel code abort on concurrent calls.
+                reason = str(exc).splitlines()[0].rstrip(".")
+                raise ValueError(
+                    f"Numba could not load the threading layer {numba.config.THREADING_LAYER!r} chosen for this "
+                    f"process ({reason}); install it (pip install tbb for 'tbb'), or unset NUMBA_THREADING_LAYER "
+                    f"to let fastsoftmax choose one."
+                ) from exc
+            # Neither OpenMP nor TBB could be loaded for fastsoftmax's own request: fall back to workqueue.
             numba.config.THREADING_LAYER = "workqueue"
             _launch_threads()
         _serialise = numba.threading_layer() == "workqueue"
@@ -101,8 +110,33 @@ def _parallel_section(n_chunks: int, calls_blas: bool) -> Iterator[None]:
         yield
 
 
+#: Set in a process forked from one whose OpenMP threads had started: GNU
+#: OpenMP cannot start threads after a fork (Numba ends such a child with
+#: "fork() called from a process already using GNU OpenMP, this is unsafe",
+#: and a multiprocessing pool then waits for ever), so every call there runs
+#: on one thread, where no parallel region is entered.
+_forked_from_openmp = False
+
+
+def _after_fork_in_child() -> None:
+    global _forked_from_openmp
+    try:
+        _forked_from_openmp = _forked_from_openmp or (_layer_checked and numba.threading_layer() == "omp")
+    except ValueError:  # no layer started
+        pass
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def get_num_threads() -> int:
-    """``numba.get_num_threads()``, once the threading layer is chosen (it launches the pool)."""
+    """``numba.get_num_threads()``, once the threading layer is chosen (it launches the pool).
+
+    1 in a process forked after OpenMP's threads started (``_forked_from_openmp``).
+    """
+    if _forked_from_openmp:
+        return 1
     if not _layer_checked:
         _check_layer()
     return numba.get_num_threads()

@@ -20,15 +20,24 @@ call and is cached on disk (``cache=True``). Processes that share the cache
 take turns to write it (``_cache``).
 """
 
-from fastsoftmax.kernels._signature import read_only
-from fastsoftmax.kernels.hessian import (
+import numba
+
+if numba.config.DISABLE_JIT:
+    # The kernels would run as Python, and fail inside on the Numba intrinsics that only compile.
+    raise ImportError(
+        "fastsoftmax's kernels need Numba's compiler, which NUMBA_DISABLE_JIT=1 turns off; "
+        "unset NUMBA_DISABLE_JIT (or set it to 0) to use fastsoftmax."
+    )
+
+from fastsoftmax.kernels._signature import read_only  # noqa: E402
+from fastsoftmax.kernels.hessian import (  # noqa: E402
     hessian_vector_columns_sums,
     hessian_vector_row_blocks_sums,
     hessian_vector_sums,
     select_hvp_variant,
 )
-from fastsoftmax.kernels.lbfgs import two_loop
-from fastsoftmax.kernels.loss_grad import (
+from fastsoftmax.kernels.lbfgs import two_loop  # noqa: E402
+from fastsoftmax.kernels.loss_grad import (  # noqa: E402
     LossGradVariant,
     loss_grad_columns_sums,
     loss_grad_row_blocks_sums,
@@ -37,11 +46,11 @@ from fastsoftmax.kernels.loss_grad import (
     row_blocks_pay,
     select_variant,
 )
-from fastsoftmax.kernels.moments import column_moments
-from fastsoftmax.kernels.predict import predict_columns, predict_labels, predict_proba_labels, select_predict_variant
-from fastsoftmax.kernels.reductions import count_nonfinite, stream_sum
-from fastsoftmax.kernels.scans import all_finite, all_finite_pair, descend, label_range
-from fastsoftmax.kernels.softmax import (
+from fastsoftmax.kernels.moments import column_moments  # noqa: E402
+from fastsoftmax.kernels.predict import predict_columns, predict_labels, predict_proba_labels, select_predict_variant  # noqa: E402
+from fastsoftmax.kernels.reductions import count_nonfinite, stream_sum  # noqa: E402
+from fastsoftmax.kernels.scans import all_finite, all_finite_pair, descend, label_range  # noqa: E402
+from fastsoftmax.kernels.softmax import (  # noqa: E402
     cross_entropy_rows,
     cross_entropy_sums,
     log_softmax_rows,

@@ -6,6 +6,7 @@ Ctrl-C during a fit leaves BLAS's and numba's thread counts as they were, and co
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -433,6 +434,84 @@ def test_blas_limit_covers_a_blas_loaded_after_the_first_limit():
     if len(threads) < 2:
         pytest.skip(f"NumPy and SciPy share one BLAS here ({list(threads)}): nothing is loaded later")
     assert all(n == 1 for n in threads.values()), f"BLAS threads inside single_threaded_blas: {threads}"
+
+
+def _run_with_environment(code: str, **environment: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, **environment}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+
+
+def test_disabled_jit_is_named_at_import():
+    """The package imported, then failed inside: "<intrinsic transpose_full_block> is not usable in pure-python"."""
+    done = _run_with_environment("import fastsoftmax", NUMBA_DISABLE_JIT="1")
+    assert done.returncode == 1
+    assert (
+        "ImportError: fastsoftmax's kernels need Numba's compiler, which NUMBA_DISABLE_JIT=1 turns off" in done.stderr
+    )
+
+
+@pytest.mark.skipif(MAX_THREADS < 2, reason="needs two Numba threads to start a layer")
+def test_a_threading_layer_the_user_chose_is_not_replaced_behind_their_back():
+    """NUMBA_THREADING_LAYER=tbb without TBB silently became workqueue, and the user's own parallel code,
+    called from several threads, then aborted the process."""
+    pytest.importorskip("numba")
+    try:
+        import tbb  # noqa: F401
+
+        pytest.skip("TBB is installed here")
+    except ImportError:
+        pass
+    code = textwrap.dedent(
+        """
+        import numpy as np, fastsoftmax as fs
+        X = np.ones((200_000, 20))
+        try:
+            fs.loss_and_grad(X, np.zeros(200_000, dtype=np.int64), np.zeros((3, 20)), np.zeros(3))
+        except ValueError as error:
+            print(error)
+        """
+    )
+    done = _run_with_environment(code, NUMBA_THREADING_LAYER="tbb")
+    assert done.returncode == 0, done.stderr
+    assert "Numba could not load the threading layer 'tbb' chosen for this process" in done.stdout, done.stdout
+    assert "unset NUMBA_THREADING_LAYER" in done.stdout
+
+
+FORKED_WORKERS = textwrap.dedent(
+    """
+    import multiprocessing, sys
+    import numpy as np
+    import fastsoftmax as fs
+
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((60_000, 30)), rng.integers(0, 5, 60_000)
+    W, b = rng.standard_normal((5, 30)), np.zeros(5)
+
+    def work(solver):
+        model = fs.SoftmaxRegression(30, 5, seed=0).fit(X, y, solver=solver, max_iter=3)
+        Z = X @ W.T
+        return [model.loss_history_[-1], fs.predict_proba(X, W, b).sum(), fs.softmax(Z).sum(), fs.cross_entropy(Z, y),
+                np.abs(fs.hessian_vector_product(X, W, b, W, b)[0]).sum()]
+
+    if __name__ == "__main__":
+        solvers = ["lbfgs", "sgd", "newton-cg"]
+        in_parent = [work(solver) for solver in solvers]  # on 2 threads: OpenMP's threads start here
+        with multiprocessing.get_context("fork").Pool(2) as pool:
+            in_children = pool.map_async(work, solvers).get(timeout=240)
+        # The same calls in another order of summation (sgd's 3 epochs amplify it to about 3e-4).
+        np.testing.assert_allclose(in_children, in_parent, rtol=1e-3)
+        print("forked workers ok")
+    """
+)
+
+
+@pytest.mark.skipif(MAX_THREADS < 2 or sys.platform != "linux", reason="needs two Numba threads and fork")
+def test_processes_forked_after_the_threads_started_run_their_calls():
+    """GNU OpenMP cannot start threads in a forked child: Numba ended each worker ("fork() called from a process
+    already using GNU OpenMP, this is unsafe") and Pool.map waited for ever. Forked children now run on one thread."""
+    done = subprocess.run([sys.executable, "-c", FORKED_WORKERS], capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0 and "forked workers ok" in done.stdout, done.stderr[-2000:]
+    assert "unsafe" not in done.stderr
 
 
 @pytest.mark.skipif(MAX_THREADS < 2, reason="needs at least two Numba threads")
