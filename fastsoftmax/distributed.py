@@ -695,14 +695,14 @@ class DaskObjective:
         return FeatureScaling.from_mean_variance(np.asarray(mean), np.asarray(variance), l2, n_classes, centre=centre)
 
     def _reference_point(self, X, w) -> np.ndarray:
-        """A point near the weighted mean of X's rows, as ``objectives._reference_point`` takes it on one machine.
+        """A point near the weighted mean of X's rows, as ``_scaling.reference_point`` takes it on one machine.
 
         The median of rows of positive weight among a few spread over X (one
         small gather); where those all weigh 0, the weighted mean (one pass).
         """
-        from fastsoftmax.objectives import _REFERENCE_ROWS
+        from fastsoftmax._scaling import REFERENCE_ROWS
 
-        spread = np.unique(np.linspace(0, X.shape[0] - 1, _REFERENCE_ROWS).astype(int))
+        spread = np.unique(np.linspace(0, X.shape[0] - 1, REFERENCE_ROWS).astype(int))
         rows, weights = self._compute(X[spread], w[spread])
         if np.any(weights > 0):
             return np.median(rows[weights > 0], axis=0)

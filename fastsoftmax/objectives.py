@@ -29,7 +29,7 @@ from fastsoftmax import _checks, kernels, solvers
 from fastsoftmax._dask_check import is_dask_collection
 from fastsoftmax._data import PATH_TYPES, DataSource, block_shuffled_batches, chunked_objectives, copy_of_X_fits
 from fastsoftmax._hessian import chunked_hvp
-from fastsoftmax._scaling import FeatureScaling
+from fastsoftmax._scaling import FeatureScaling, reference_point
 from fastsoftmax._threading import parallel_section, work_chunks
 
 
@@ -107,7 +107,7 @@ class ChunkedObjective:
 
         Weighted like the loss, so integer weights give the scaling of repeated rows.
         """
-        shift = _reference_point(self.source.X, self.source.sample_weight)
+        shift = reference_point(self.source.X, self.source.sample_weight)
         sums = np.zeros(self.source.n_features)
         squares = np.zeros(self.source.n_features)
         chunk_sums, chunk_squares = np.empty_like(sums), np.empty_like(squares)
@@ -130,26 +130,6 @@ class ChunkedObjective:
         the logits overflowed.
         """
         raise _checks.overflow_error()
-
-
-#: Rows of X whose median is the reference point of the column moments.
-_REFERENCE_ROWS = 63
-
-
-def _reference_point(X: np.ndarray, sample_weight: np.ndarray) -> np.ndarray:
-    """A point near the weighted mean of X's rows (D,), float64: the column-wise median of a few weighted rows.
-
-    The moments are summed about it: sums of (x - shift)^2 lose the variance
-    to cancellation when the shift lies far from the rows (by more than
-    sqrt(1/eps) spreads). The first row served, and a first row of weight 0
-    at 1e12 among features of spread 1 gave scales 1e4 times too large (98
-    L-BFGS iterations instead of 14). Rows of weight 0 are never taken, and
-    a median of rows spread over X ignores a few outliers. Reads at most
-    ``_REFERENCE_ROWS`` rows.
-    """
-    candidates = np.flatnonzero(sample_weight) if sample_weight.shape[0] else np.arange(X.shape[0])
-    rows = candidates[np.linspace(0, candidates.shape[0] - 1, min(_REFERENCE_ROWS, candidates.shape[0])).astype(int)]
-    return np.median(np.asarray(X[rows], dtype=np.float64), axis=0)
 
 
 def _is_path_or_map(a) -> bool:
