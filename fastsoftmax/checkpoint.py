@@ -296,6 +296,23 @@ SOLVER_STATE_KEYS = {
 }
 
 
+def _state_keys(solver: str | None) -> tuple[str, ...]:
+    """Every key of the state that a checkpoint of ``solver`` may hold (the solver's and the feature scaling's)."""
+    optional = solvers.LBFGS_OPTIONAL_STATE_KEYS if solver == "lbfgs" else ()
+    return (*SOLVER_STATE_KEYS.get(solver, ()), *optional, *SCALING_STATE_KEYS)
+
+
+#: The arrays of a checkpoint file (:func:`save`): solver state arrays are stored as "state_<key>".
+_MEMBERS = (
+    "format",
+    "format_version",
+    "fingerprint",
+    "meta",
+    "theta",
+    *sorted({f"state_{key}" for solver in (*SOLVER_STATE_KEYS, "gd") for key in _state_keys(solver)}),
+)
+
+
 def load(
     directory: str | os.PathLike,
     fingerprint: dict[str, Any],
@@ -352,7 +369,8 @@ def load(
         )
 
     try:
-        arrays = read_npz(path, "fastsoftmax checkpoint")
+        # Only the members a checkpoint has are read: others (a crafted 1 GB member) are never inflated.
+        arrays = read_npz(path, "fastsoftmax checkpoint", names=_MEMBERS)
     except ValueError as exc:
         raise invalid(str(exc)) from exc
     if npz_scalar(arrays, "format", str) != _FORMAT:
@@ -409,6 +427,14 @@ def load(
     if solver_state is None:
         raise invalid("its solver state is not a JSON object")
     solver_state.update({k[len("state_") :]: v for k, v in arrays.items() if k.startswith("state_")})
+    # Resuming writes the state back at every iteration: a key the solver does not keep (an edit) would be
+    # carried along, as large as the edit made it.
+    foreign = sorted(set(solver_state) - set(_state_keys(stored.get("solver"))))
+    if foreign:
+        raise invalid(
+            f"its solver state holds {', '.join(map(repr, foreign))}, which the {stored.get('solver')} "
+            f"solver never writes"
+        )
     needed = SOLVER_STATE_KEYS.get(stored.get("solver"), ()) if iteration > 0 else ()
     absent = [key for key in needed if key not in solver_state]
     if absent:

@@ -662,7 +662,8 @@ class SoftmaxRegression:
                 f"It may be truncated or corrupt; save the model again."
             )
 
-        arrays = read_npz(path, "fastsoftmax model file")
+        # Only the members a model file has are read: others (a crafted 1 GB member) are never inflated.
+        arrays = read_npz(path, "fastsoftmax model file", names=_MEMBERS)
         if npz_scalar(arrays, "format", str) != _FORMAT:
             refuse_other_file_kind(arrays, path, _FORMAT)
             raise invalid("it has no fastsoftmax format marker")
@@ -692,6 +693,10 @@ class SoftmaxRegression:
             model.n_iter_, model.converged_, history = _fit_state(arrays, invalid, trim_history=True)
             model.loss_history_ = history.tolist()
         return model
+
+
+#: The arrays of a model file (:meth:`SoftmaxRegression.save`).
+_MEMBERS = ("format", "format_version", "W", "b", "n_iter", "converged", "loss_history")
 
 
 def _checked_weights(W, b, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:

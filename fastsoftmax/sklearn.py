@@ -79,6 +79,20 @@ SPARSE_MESSAGE = (
 
 _MINIBATCH_SOLVERS = ("sgd", "adam")
 
+#: The arrays of a saved estimator (:meth:`SoftmaxClassifier.save`).
+_MEMBERS = (
+    "format",
+    "format_version",
+    "params",
+    "classes",
+    "classes_object",
+    "coef",
+    "intercept",
+    "n_iter",
+    "n_features_in",
+    "feature_names_in",
+)
+
 
 def _in_own_threads(method: Callable) -> Callable:
     """Run an estimator method on ``n_threads`` Numba threads, as fit does (all of them for None)."""
@@ -820,7 +834,8 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             )
 
         # Every member's header is checked before anything is allocated, and nothing is unpickled.
-        arrays = read_npz(path, "SoftmaxClassifier file")
+        # Only the members such a file has are read: others (a crafted 1 GB member) are never inflated.
+        arrays = read_npz(path, "SoftmaxClassifier file", names=_MEMBERS)
         if npz_scalar(arrays, "format", str) != _FORMAT:
             refuse_other_file_kind(arrays, path, _FORMAT)
             raise invalid("it has no SoftmaxClassifier format marker")

@@ -831,6 +831,9 @@ def _set_array(key, value):
         ("sgd", _solver_state(previous="x"), "'previous' must be a real number"),
         ("newton-cg", _set_array("state_radius", np.nan), "'radius' must be finite"),
         ("newton-cg", _set_array("state_radius", 0.0), "'radius' must be > 0"),
+        # Carried along and written back at every iteration, as large as the edit made them.
+        ("sgd", _solver_state(junk=1), "holds 'junk', which the sgd solver never writes"),
+        ("lbfgs", _set_array("state_velocity", np.zeros(3)), "holds 'velocity', which the lbfgs solver never writes"),
     ],
     ids=[
         "scale-zero",
@@ -854,6 +857,8 @@ def _set_array(key, value):
         "sgd-previous-str",
         "newton-radius-nan",
         "newton-radius-zero",
+        "sgd-unknown-key",
+        "lbfgs-other-solvers-array",
     ],
 )
 def test_edited_checkpoint_state_is_refused_before_resuming(tmp_path, data, solver, edit, message):
@@ -874,6 +879,36 @@ def test_edited_checkpoint_state_is_refused_before_resuming(tmp_path, data, solv
     assert str(tmp_path / "checkpoint.npz") in str(info.value)
     assert (tmp_path / "checkpoint.npz").read_bytes() == before
     np.testing.assert_array_equal(model.W, W0)
+
+
+def _with_a_member_that_cannot_be_read(path) -> None:
+    """Add a member whose header claims 1 GiB: reading it would fail (or, well made, inflate it)."""
+    with zipfile.ZipFile(path, "a") as archive, archive.open("junk.npy", "w") as member:
+        np.lib.format.write_array_header_2_0(member, {"descr": "<f8", "fortran_order": False, "shape": (1 << 27,)})
+
+
+@pytest.mark.parametrize("kind", ["model", "checkpoint", "estimator"])
+def test_members_a_file_does_not_have_are_never_read(tmp_path, data, kind):
+    """A crafted 1 MB model file with a 1 GiB member took 1.2 GB of memory to load: every member was inflated."""
+    X, y = data
+    if kind == "model":
+        path = tmp_path / "m.npz"
+        _model().save(path)
+        _with_a_member_that_cannot_be_read(path)
+        SoftmaxRegression.load(path)
+    elif kind == "checkpoint":
+        _fit(X, y, checkpoint=tmp_path, max_iter=2, tol=0)
+        _with_a_member_that_cannot_be_read(tmp_path / "checkpoint.npz")
+        assert _fit(X, y, checkpoint=tmp_path, max_iter=4, tol=0).n_iter_ == 4
+        with np.load(tmp_path / "checkpoint.npz") as archive:
+            assert "junk" not in archive.files  # not carried along either
+    else:
+        from fastsoftmax import SoftmaxClassifier
+
+        path = tmp_path / "clf.npz"
+        SoftmaxClassifier().fit(X, y).save(path)
+        _with_a_member_that_cannot_be_read(path)
+        SoftmaxClassifier.load(path)
 
 
 # --------------------------------------------------------------------------- #
