@@ -29,6 +29,7 @@ from fastsoftmax import _checks, kernels, solvers
 from fastsoftmax._dask_check import is_dask_collection
 from fastsoftmax._data import PATH_TYPES, DataSource, block_shuffled_batches, chunked_objectives, copy_of_X_fits
 from fastsoftmax._hessian import chunked_hvp
+from fastsoftmax._io import release_rows
 from fastsoftmax._scaling import FeatureScaling, reference_point
 from fastsoftmax._threading import parallel_section, work_chunks
 
@@ -108,6 +109,9 @@ class ChunkedObjective:
         Weighted like the loss, so integer weights give the scaling of repeated rows.
         """
         shift = reference_point(self.source.X, self.source.sample_weight)
+        if self.source.streamed:
+            # Rows spread over a Fortran-ordered file touch a page of every column (its whole 16 MB in a test).
+            release_rows(self.source.X)
         sums = np.zeros(self.source.n_features)
         squares = np.zeros(self.source.n_features)
         chunk_sums, chunk_squares = np.empty_like(sums), np.empty_like(squares)

@@ -497,8 +497,8 @@ def test_model_claiming_8_terabytes_is_refused_before_allocating(tmp_path, monke
         SoftmaxRegression.load(path)
 
 
-def _forged_model_file(path, *, member_shape=(1 << 37,), compress=zipfile.ZIP_STORED, **sizes):
-    """A small model file whose loss_history member claims ``member_shape`` and, in the zip
+def _forged_model_file(path, *, member_shape=(1 << 37,), compress=zipfile.ZIP_STORED, forged="loss_history", **sizes):
+    """A small model file whose member ``forged`` claims ``member_shape`` and, in the zip
     directory, the ``sizes`` given (file_size, compress_size): what a hand-forged file declares."""
     model = SoftmaxRegression(3, 2)
     arrays = {"format": np.array("fastsoftmax-model"), "format_version": np.array(2), "W": model.W, "b": model.b}
@@ -508,7 +508,7 @@ def _forged_model_file(path, *, member_shape=(1 << 37,), compress=zipfile.ZIP_ST
             buffer = io.BytesIO()
             np.lib.format.write_array(buffer, value)
             archive.writestr(f"{key}.npy", buffer.getvalue())
-        archive.writestr("loss_history.npy", _npy_member(member_shape, "<f8", b"\0" * 64))
+        archive.writestr(f"{forged}.npy", _npy_member(member_shape, "<f8", b"\0" * 64))
         for key, value in sizes.items():
             setattr(archive.filelist[-1], key, value)  # written into the central directory on close
     return path
@@ -539,12 +539,15 @@ def _load_checkpoint(path):
 
 @pytest.mark.parametrize("load", [_load_model, _load_classifier, _load_checkpoint], ids=["model", "sklearn", "ckpt"])
 def test_zip_directory_claiming_a_terabyte_is_refused_before_allocating(tmp_path, monkeypatch, load):
-    # The .npy header and the zip directory agree on 1 TiB; the file is 2 KB.
-    path = _forged_model_file(tmp_path / "forged.npz", file_size=(1 << 40) + 128, compress_size=(1 << 40) + 128)
+    # The .npy header and the zip directory agree on 1 TiB; the file is 2 KB. The member is one that
+    # each kind of file has (the others are never read).
+    forged = {_load_model: "loss_history", _load_classifier: "coef", _load_checkpoint: "theta"}[load]
+    sizes = {"file_size": (1 << 40) + 128, "compress_size": (1 << 40) + 128}
+    path = _forged_model_file(tmp_path / "forged.npz", forged=forged, **sizes)
     assert path.stat().st_size < 4000
     _no_allocation(monkeypatch)
     with pytest.raises(
-        ValueError, match=r"'loss_history' declares 1,099,511,627,904 bytes compressed .* the file is only"
+        ValueError, match=rf"'{forged}' declares 1,099,511,627,904 bytes compressed .* the file is only"
     ):
         load(path)
 
