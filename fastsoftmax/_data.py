@@ -148,7 +148,8 @@ def _check_npy_header(path: str, name: str) -> None:
                 np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
             )
             dtype = read_header(file)[2]
-        except _io.CORRUPT_NPY_ERRORS:
+        except _io.CORRUPT_NPY_ERRORS as exc:
+            _io.raise_if_not_about_the_contents(exc)
             return  # np.load names what is wrong with the header
     if dtype.hasobject:
         raise ValueError(
@@ -170,6 +171,7 @@ def open_array(a, name: str) -> np.ndarray:
         try:
             arr = np.load(path, mmap_mode="r", allow_pickle=False)
         except _io.CORRUPT_NPY_ERRORS as exc:
+            _io.raise_if_not_about_the_contents(exc)
             raise ValueError(
                 f"{name} file {path!r} is not a readable .npy file ({exc}); it may be truncated or corrupt."
             ) from exc

@@ -57,6 +57,17 @@ _MAX_DEFLATE_RATIO = 1032
 #: tokenize.TokenError (not a ValueError) out of fit, and a traceback out of train.
 CORRUPT_NPY_ERRORS = (ValueError, OSError, EOFError, SyntaxError, tokenize.TokenError)
 
+#: OSErrors that say nothing about a file's contents: no permission, no file
+#: descriptor or memory left. Caught as CORRUPT_NPY_ERRORS, they said a good
+#: file "may be truncated or corrupt", and of a checkpoint to delete it.
+_ACCESS_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EAGAIN})
+
+
+def raise_if_not_about_the_contents(exc: BaseException) -> None:
+    """Re-raise ``exc``, caught as one of CORRUPT_NPY_ERRORS, where it is an OSError of access, not of contents."""
+    if isinstance(exc, OSError) and exc.errno in _ACCESS_ERRNOS:
+        raise exc
+
 
 def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
     """Whether two paths name one file: through symlinks and hard links when both exist.
@@ -633,6 +644,7 @@ def read_npz(path: str | os.PathLike, what: str, *, names: Collection[str] | Non
         arrays.clear()
         raise invalid(f"its arrays do not fit in memory ({exc}); it may be corrupt") from exc
     except (*CORRUPT_NPY_ERRORS, zipfile.BadZipFile, zipfile.LargeZipFile, KeyError, TypeError) as exc:
+        raise_if_not_about_the_contents(exc)
         raise invalid(
             f"it is not a readable .npz archive ({type(exc).__name__}: {exc}); it may be truncated or corrupt"
         ) from exc

@@ -3,6 +3,7 @@ files changed under a running fit, guarded loads, atomic writes, and the file la
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -882,6 +883,41 @@ def test_edited_checkpoint_state_is_refused_before_resuming(tmp_path, data, solv
     assert str(tmp_path / "checkpoint.npz") in str(info.value)
     assert (tmp_path / "checkpoint.npz").read_bytes() == before
     np.testing.assert_array_equal(model.W, W0)
+
+
+def _failing_open(number: int):
+    def failing_open(path, *args, **kwargs):
+        raise OSError(number, os.strerror(number), os.fspath(path))
+
+    return failing_open
+
+
+@pytest.mark.parametrize("number", [errno.EMFILE, errno.EACCES], ids=["EMFILE", "EACCES"])
+@pytest.mark.parametrize("kind", ["model", "checkpoint", "X file"])
+def test_a_file_that_cannot_be_opened_is_not_called_corrupt(tmp_path, monkeypatch, data, kind, number):
+    """Out of file descriptors, or without permission, a good file "may be truncated or corrupt", and a
+    checkpoint was to be deleted."""
+    import fastsoftmax._data
+    import fastsoftmax._io
+
+    X, y = data
+    if kind == "model":
+        _model().save(tmp_path / "m.npz")
+        monkeypatch.setattr(fastsoftmax._io, "open", _failing_open(number), raising=False)
+        call = lambda: SoftmaxRegression.load(tmp_path / "m.npz")  # noqa: E731
+    elif kind == "checkpoint":
+        _fit(X, y, checkpoint=tmp_path, max_iter=2)
+        monkeypatch.setattr(fastsoftmax._io, "open", _failing_open(number), raising=False)
+        call = lambda: _fit(X, y, checkpoint=tmp_path, max_iter=4)  # noqa: E731
+    else:
+        np.save(tmp_path / "X.npy", X)
+        monkeypatch.setattr(fastsoftmax._data, "open", _failing_open(number), raising=False)
+        monkeypatch.setattr(fastsoftmax._data.np, "load", _failing_open(number))
+        call = lambda: _fit(str(tmp_path / "X.npy"), y)  # noqa: E731
+    with pytest.raises(OSError) as info:
+        call()
+    assert info.value.errno == number
+    assert "corrupt" not in str(info.value) and "delete" not in str(info.value)
 
 
 def _with_a_member_that_cannot_be_read(path) -> None:
