@@ -1309,6 +1309,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     no traceback), wherever it lands: in a command, or before one runs, as
     the arguments are parsed or the thread pool starts.
     """
+    _paths_printable()
     try:
         with _terminate_as_an_exception():
             return _run_command(argv)
@@ -1318,6 +1319,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _Terminated:
         print("fastsoftmax: terminated", file=sys.stderr)
         return 128 + signal.SIGTERM
+
+
+def _paths_printable() -> None:
+    """Let stdout and stderr print any file name, as ``\\xff`` where it is not text in their encoding.
+
+    Linux takes any bytes in a name; Python decodes the others as surrogates,
+    which a strict UTF-8 stream refuses: train wrote the model to ``m\\xff.npz``
+    and then failed on the line that named it, exit status 2.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
 
 
 class _Terminated(BaseException):

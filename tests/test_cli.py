@@ -759,6 +759,17 @@ def test_unwritable_output_is_refused_before_training(workspace, capsys, argv, m
     assert _snapshot(workspace) == before
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="a file name that is not UTF-8 (Linux takes any bytes)")
+def test_a_file_name_that_is_not_text_is_written_and_named(workspace):
+    """train wrote m\\xff.npz, then failed to print its name on a strict UTF-8 stdout: exit status 2."""
+    out = os.path.join(os.fsencode(workspace), b"m\xff.npz")
+    argv = [sys.executable, "-m", "fastsoftmax", "train", *TINY, "--quiet", "--out", os.fsdecode(out)]
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8"}  # strict, as under any xx_XX.UTF-8 locale
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert os.path.exists(out) and "m\\udcff.npz" in done.stdout
+
+
 @pytest.mark.parametrize("lr", ["0.1", "1e300"])
 def test_demo_runs_both_models_to_the_same_weights_without_warnings(capsys, lr):
     # At lr 1e300 the textbook loss is log(0) after a step: it printed NumPy's RuntimeWarning.
