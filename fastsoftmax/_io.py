@@ -282,6 +282,15 @@ def writable_target(path: str | os.PathLike | bytes) -> str:
     ``>> log``, reached as ``/dev/stdout``), which the rename would replace.
     """
     path = os.fsdecode(os.fspath(path))
+    if not path:
+        # os.path reads "" as the working directory: "could not write : it is a directory".
+        raise FileNotFoundError(errno.ENOENT, "the path is empty; give a file name")
+    if os.path.islink(path) and not os.path.exists(path):
+        try:
+            os.stat(path)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:  # else a dangling link: written through, to where it points
+                raise OSError(errno.ELOOP, "it is a symbolic link that leads back to itself (a loop)") from None
     if names_a_directory(path):
         raise IsADirectoryError(
             errno.EISDIR, "the path ends with a separator, so it names a directory; give a file name"

@@ -312,10 +312,19 @@ def _check_paths(inputs: dict[str, str | None], outputs: dict[str, str | None], 
     """
     from fastsoftmax._io import same_file
 
-    for option, path in [*inputs.items(), *outputs.items()]:  # an empty --checkpoint: check_directory
+    named = [*inputs.items(), *outputs.items(), ("--checkpoint", checkpoint)]
+    for option, path in named[:-1]:  # an empty --checkpoint: check_directory
         # "" reads as the working directory in os.path, and writing it would fail only after the work.
         if path == "":
             raise CLIError(f"{option} is an empty path (an unset shell variable?); give a file name.")
+    for option, path in named:
+        # The shell expands ~ only at the start of a word: --out=~/m.npz reaches us as it is, and
+        # --checkpoint=~/ck made a directory named "~" here.
+        if path is not None and (path == "~" or path.startswith(("~/", "~" + os.sep))):
+            raise CLIError(
+                f"{option} {path}: the shell did not expand '~' here (it does so only at the start of a word, "
+                f"not after '='); give {os.path.expanduser(path)} instead."
+            )
     ins = [(option, path) for option, path in inputs.items() if path is not None]
     outs = [(option, path) for option, path in outputs.items() if path is not None]
     writable = list(outs)

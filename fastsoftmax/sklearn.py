@@ -106,7 +106,7 @@ def _in_own_threads(method: Callable) -> Callable:
 
 
 def _is_path(X) -> bool:
-    return isinstance(X, (str, os.PathLike))
+    return isinstance(X, (str, bytes, os.PathLike))
 
 
 def _refuse_sparse(X) -> None:

@@ -759,6 +759,18 @@ def test_unwritable_output_is_refused_before_training(workspace, capsys, argv, m
     assert _snapshot(workspace) == before
 
 
+@pytest.mark.parametrize("option", ["--out", "--metrics", "--checkpoint"])
+def test_a_tilde_the_shell_left_alone_is_named(workspace, capsys, monkeypatch, option):
+    """--out=~/m.npz said to create a directory "~"; --checkpoint=~/ck made one."""
+    monkeypatch.chdir(workspace)
+    before = _snapshot(workspace)
+    assert main(["train", *TINY, option, "~/out"]) == 2
+    err = capsys.readouterr().err
+    assert f"{option} ~/out: the shell did not expand '~' here" in err, err
+    assert os.path.expanduser("~/out") in err
+    assert _snapshot(workspace) == before
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="a file name that is not UTF-8 (Linux takes any bytes)")
 def test_a_file_name_that_is_not_text_is_written_and_named(workspace):
     """train wrote m\\xff.npz, then failed to print its name on a strict UTF-8 stdout: exit status 2."""

@@ -885,6 +885,17 @@ def test_edited_checkpoint_state_is_refused_before_resuming(tmp_path, data, solv
     np.testing.assert_array_equal(model.W, W0)
 
 
+def test_an_empty_path_and_a_symlink_loop_are_named(tmp_path, monkeypatch):
+    """save("") said "could not write : it is a directory"; a link to itself was replaced by a regular file."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match="the path is empty; give a file name"):
+        _model().save("")
+    os.symlink("loop", tmp_path / "loop")
+    with pytest.raises(OSError, match="a symbolic link that leads back to itself"):
+        _model().save(tmp_path / "loop")
+    assert os.path.islink(tmp_path / "loop") and os.listdir(tmp_path) == ["loop"]
+
+
 def _failing_open(number: int):
     def failing_open(path, *args, **kwargs):
         raise OSError(number, os.strerror(number), os.fspath(path))

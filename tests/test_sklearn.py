@@ -11,6 +11,7 @@ has no such bound; it is held to the same tolerance.
 
 from __future__ import annotations
 
+import os
 import pickle
 import subprocess
 import sys
@@ -190,6 +191,17 @@ def test_a_number_as_sample_weight_weighs_every_row_as_logistic_regression_does(
     )
     with pytest.raises(ValueError, match="negative"):
         SoftmaxClassifier().fit(X, y, sample_weight=-1.0)
+
+
+def test_bytes_paths_are_paths(tmp_path):
+    """SoftmaxRegression.fit took bytes paths; the estimator said "could not convert string to float: b'X.npy'"."""
+    X, y = generated(k=3)
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "y.npy", y)
+    X_path, y_path = os.fsencode(tmp_path / "X.npy"), os.fsencode(tmp_path / "y.npy")
+    est = SoftmaxClassifier().fit(X_path, y_path)
+    np.testing.assert_array_equal(est.predict(X_path), SoftmaxClassifier().fit(X, y).predict(X))
+    assert est.score(X_path, y_path) == est.score(X, y)
 
 
 def test_labels_from_an_npy_path_with_in_memory_X(tmp_path):
