@@ -190,6 +190,40 @@ def _file_stat(arr: np.ndarray) -> tuple[str, int, int] | None:
     return os.fspath(path), stat.st_size, stat.st_mtime_ns
 
 
+def _file_change(path: str, size: int, mtime_ns: int) -> str | None:
+    """How the file at ``path``, of ``size`` bytes modified at ``mtime_ns`` when opened, has changed since; or None."""
+    try:
+        stat = os.stat(path)
+        now = (stat.st_size, stat.st_mtime_ns)
+    except OSError:
+        return "was removed"
+    if now == (size, mtime_ns):
+        return None
+    return f"changed size from {size:,} to {now[0]:,} bytes" if now[0] != size else "was modified"
+
+
+def unchanged_file_check(arr: np.ndarray, name: str, stopped: str) -> Callable[[], None]:
+    """A check to call before reading each chunk of the memory map ``arr``: ValueError if its file changed.
+
+    The message says that the file changed and then ``stopped`` ("prediction stopped").
+
+    Reading a memory map whose file was truncated kills the process with
+    SIGBUS, without a message; so does a chunk whose file is truncated while
+    the chunk is read, which no check can stop. For an array in memory the
+    check does nothing.
+    """
+    opened = _file_stat(arr)
+    if opened is None:
+        return lambda: None
+
+    def check() -> None:
+        change = _file_change(*opened)
+        if change is not None:
+            raise ValueError(f"the {name} file {opened[0]} {change} while it was being read; {stopped}.")
+
+    return check
+
+
 class DataSource:
     """Row chunks of X (N, D), labels y (N,) and optional sample weights (N,).
 
@@ -310,20 +344,11 @@ class DataSource:
         Called before every chunk is read: reading a memory map whose file was
         truncated kills the process with SIGBUS, so it is stopped here instead.
         """
-        for name, (path, size, mtime_ns) in self._files.items():
-            try:
-                stat = os.stat(path)
-                now = (stat.st_size, stat.st_mtime_ns)
-            except OSError:
-                now = None
-            if now != (size, mtime_ns):
-                change = (
-                    "was removed"
-                    if now is None
-                    else (f"changed size from {size:,} to {now[0]:,} bytes" if now[0] != size else "was modified")
-                )
+        for name, opened in self._files.items():
+            change = _file_change(*opened)
+            if change is not None:
                 raise ValueError(
-                    f"the {name} file {path} {change} while it was being read; training stopped. "
+                    f"the {name} file {opened[0]} {change} while it was being read; training stopped. "
                     f"Any checkpoint written so far is intact: restore the file and rerun to resume."
                 )
 

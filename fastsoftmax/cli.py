@@ -1041,7 +1041,7 @@ def run_predict(args: argparse.Namespace) -> int:
     """
     from fastsoftmax import SoftmaxRegression
     from fastsoftmax._checks import cast_X, nonfinite_rows_of
-    from fastsoftmax._data import CHUNK_BYTES
+    from fastsoftmax._data import CHUNK_BYTES, unchanged_file_check
     from fastsoftmax._io import atomic_path, open_memmap_on_disk, release_rows, replaced_together
 
     _check_paths({"--model": args.model, "--data": args.data}, {"--out": args.out, "--proba": args.proba})
@@ -1073,7 +1073,9 @@ def run_predict(args: argparse.Namespace) -> int:
         if args.proba:
             proba_path = files.enter_context(atomic_path(args.proba, pending=pending))
             proba = open_memmap_on_disk(proba_path, model.dtype, (n_samples, n_classes))
+        check_file = unchanged_file_check(X, "--data", "prediction stopped, and no output was written")
         for start in range(0, n_samples, chunk):
+            check_file()  # a truncated file's pages would kill the process (SIGBUS)
             stop = min(start + chunk, n_samples)
             part = cast_X(X[start:stop], model.dtype, order="C", row_offset=start)
             with nonfinite_rows_of(part, start):  # a NaN's row in the file, not in the chunk

@@ -63,7 +63,7 @@ except ImportError as exc:
 from fastsoftmax import _checks, engine, solvers
 from fastsoftmax._api import log_softmax, predict, predict_proba
 from fastsoftmax._dask_check import is_dask_collection
-from fastsoftmax._data import CHUNK_BYTES, open_array
+from fastsoftmax._data import CHUNK_BYTES, open_array, unchanged_file_check
 from fastsoftmax._io import atomic_file, npz_scalar, read_npz, refuse_other_file_kind, release_rows
 from fastsoftmax._threading import copied_for_saving, exclusive_training, numba_threads
 from fastsoftmax.model import SoftmaxRegression
@@ -693,7 +693,9 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         row_bytes = max(1, X.shape[1]) * max(X.dtype.itemsize, self.coef_.dtype.itemsize)
         chunk = max(1, CHUNK_BYTES // row_bytes)
         parts = []
+        check_file = unchanged_file_check(X, "X", "prediction stopped")
         for start in range(0, X.shape[0], chunk):
+            check_file()  # a truncated file's pages would kill the process (SIGBUS)
             stop = min(start + chunk, X.shape[0])
             part = X[start:stop]
             if part.dtype.kind == "f":  # cast here, so that an overflow is named by its row in the file

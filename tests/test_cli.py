@@ -759,6 +759,27 @@ def test_unwritable_output_is_refused_before_training(workspace, capsys, argv, m
     assert _snapshot(workspace) == before
 
 
+def test_predict_stops_at_a_data_file_truncated_between_chunks(workspace, capsys, monkeypatch):
+    """The truncated file's pages killed the process with SIGBUS, and left a temporary file."""
+    import fastsoftmax._data
+    import fastsoftmax._io
+
+    monkeypatch.setattr(fastsoftmax._data, "CHUNK_BYTES", 97 * 5 * 4)
+    release = fastsoftmax._io.release_rows
+
+    def truncate_after_the_first_chunk(array, start, stop):
+        release(array, start, stop)
+        if start == 0:
+            os.truncate(workspace / "X.npy", 4096)
+
+    monkeypatch.setattr(fastsoftmax._io, "release_rows", truncate_after_the_first_chunk)
+    argv = ["predict", "--model", str(workspace / "m.npz"), "--data", str(workspace / "X.npy")]
+    assert main([*argv, "--out", str(workspace / "p.npy")]) == 2
+    err = capsys.readouterr().err
+    assert "changed size" in err and "prediction stopped, and no output was written" in err, err
+    assert sorted(os.listdir(workspace)) == ["X.npy", "m.npz", "old.npy", "y.npy"]
+
+
 @pytest.mark.parametrize("option", ["--out", "--metrics", "--checkpoint"])
 def test_a_tilde_the_shell_left_alone_is_named(workspace, capsys, monkeypatch, option):
     """--out=~/m.npz said to create a directory "~"; --checkpoint=~/ck made one."""

@@ -193,6 +193,26 @@ def test_a_number_as_sample_weight_weighs_every_row_as_logistic_regression_does(
         SoftmaxClassifier().fit(X, y, sample_weight=-1.0)
 
 
+def test_a_file_truncated_between_chunks_of_prediction_is_named(tmp_path, monkeypatch):
+    """Read through its memory map, the truncated file's pages killed the process with SIGBUS."""
+    import fastsoftmax.sklearn as sk
+
+    X, y = generated(n=300, k=3)
+    clf = SoftmaxClassifier().fit(X, y)
+    np.save(tmp_path / "X.npy", X)
+    monkeypatch.setattr(sk, "CHUNK_BYTES", 97 * X.shape[1] * 8)
+    release = sk.release_rows
+
+    def truncate_after_the_first_chunk(array, start, stop):
+        release(array, start, stop)
+        if start == 0:
+            os.truncate(tmp_path / "X.npy", 4096)
+
+    monkeypatch.setattr(sk, "release_rows", truncate_after_the_first_chunk)
+    with pytest.raises(ValueError, match=r"the X file .*X\.npy changed size from [\d,]+ to 4,096 bytes while it was"):
+        clf.predict(tmp_path / "X.npy")
+
+
 def test_bytes_paths_are_paths(tmp_path):
     """SoftmaxRegression.fit took bytes paths; the estimator said "could not convert string to float: b'X.npy'"."""
     X, y = generated(k=3)
