@@ -13,7 +13,7 @@ from fastsoftmax._api import descend, fused_loss_grad, l2_penalty, predict, pred
 from fastsoftmax._api import softmax as softmax_rows
 from fastsoftmax._io import atomic_file, npz_scalar, read_npz, refuse_other_file_kind
 from fastsoftmax._layout import pack, unpack
-from fastsoftmax._threading import copied_for_saving, exclusive_training, run_whole
+from fastsoftmax._threading import copied_for_saving, exclusive_training, refuse_if_trained_elsewhere, run_whole
 from fastsoftmax.checkpoint import check_directory as check_checkpoint_directory
 from fastsoftmax.exceptions import ConvergenceWarning, TrainingError
 from fastsoftmax.objectives import make_objective
@@ -123,9 +123,14 @@ class SoftmaxRegression:
     def _params(self, *, update: bool = False, data: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
         """W and b, checked (:func:`_checks.check_weights`); with ``update``, also that both can be written.
 
+        Without ``update`` (to predict from them), RuntimeError while another
+        thread trains the model (:func:`_threading.refuse_if_trained_elsewhere`).
+
         ``data`` maps names ("X", "y", "sample_weight") to the caller's own
         arrays, which an update must not write (see :meth:`_check_writeable`).
         """
+        if not update:  # to read them: not while another thread writes them
+            refuse_if_trained_elsewhere(self, "reading W and b")
         W, b = _checks.check_weights(self.W, self.b, self.dtype)
         if update:
             self._check_writeable(data)

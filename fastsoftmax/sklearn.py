@@ -94,15 +94,20 @@ _MEMBERS = (
 )
 
 
-def _in_own_threads(method: Callable) -> Callable:
-    """Run an estimator method on ``n_threads`` Numba threads, as fit does (all of them for None)."""
+def _predicting(method: Callable) -> Callable:
+    """A prediction method: run on a snapshot of the estimator, on ``n_threads`` Numba threads as fit is.
+
+    The snapshot (:meth:`SoftmaxClassifier._snapshot`) holds one fit's
+    ``classes_``, ``coef_`` and ``intercept_`` together while another thread
+    fits the estimator, however long the prediction takes.
+    """
 
     @functools.wraps(method)
-    def with_threads(self, *args, **kwargs):
+    def on_a_snapshot(self, *args, **kwargs):
         with self._threads():
-            return method(self, *args, **kwargs)
+            return method(self._snapshot(), *args, **kwargs)
 
-    return with_threads
+    return on_a_snapshot
 
 
 def _is_path(X) -> bool:
@@ -298,6 +303,17 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         dtypes = self._compute_dtypes()
         return np.dtype(x_dtype) if np.dtype(x_dtype) in dtypes else dtypes[0]
 
+    def _snapshot(self) -> SoftmaxClassifier:
+        """A shallow copy holding this estimator's attributes as they are now.
+
+        One C-level copy of ``__dict__``, which no other Python thread can
+        interleave: a fit in another thread replaces the whole ``__dict__``
+        at once (:meth:`fit`), so a snapshot holds one fit's attributes.
+        """
+        snapshot = object.__new__(type(self))
+        snapshot.__dict__.update(self.__dict__)
+        return snapshot
+
     def _threads(self):
         """``n_threads`` Numba threads for the block (all of them for None), checked first."""
         self._check_n_threads()  # set_params after fit may have changed it
@@ -488,12 +504,9 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
 
     @contextlib.contextmanager
     def _unchanged_on_failure(self):
-        """Put back every attribute if the body raises (or is interrupted).
+        """Put back every attribute if the body (``partial_fit``) raises (or is interrupted).
 
-        ``fit`` sets ``classes_`` and ``n_features_in_`` before it trains, so
-        a failure would otherwise leave the new classes beside the old
-        ``coef_``, and ``predict`` would name them from the wrong model.
-        ``partial_fit``'s engine model, which holds the optimiser's state
+        The engine model of ``partial_fit``, which holds the optimiser's state
         (moments, step count, random stream), is kept, with that state as it
         was: an interruption after the epoch, while ``coef_`` was being
         stored, left the state one epoch on (a later call then differed by
@@ -557,8 +570,14 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             what to change. Never with ``tol=0``, which runs ``max_iter``
             iterations.
         """
-        with exclusive_training(self), self._unchanged_on_failure():
-            return self._fit(X, y, sample_weight)
+        with exclusive_training(self):
+            # Fitted on a copy, whose attributes replace these in one step: a prediction in another
+            # thread took the new classes_ beside the last fit's coef_ for the whole fit (or an
+            # IndexError). A fit that fails leaves the estimator as it was.
+            staged = self._snapshot()
+            staged._fit(X, y, sample_weight)
+            self.__dict__ = staged.__dict__
+        return self
 
     def _fit(self, X, y, sample_weight) -> SoftmaxClassifier:
         _refuse_sparse(X)
@@ -617,7 +636,10 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         while another thread fits the estimator raises RuntimeError.
         """
         with exclusive_training(self), self._unchanged_on_failure():
-            return self._partial_fit(X, y, classes, sample_weight)
+            staged = self._snapshot()  # as in fit; the engine model, shared, keeps the optimiser's state
+            staged._partial_fit(X, y, classes, sample_weight)
+            self.__dict__ = staged.__dict__
+        return self
 
     def _partial_fit(self, X, y, classes, sample_weight) -> SoftmaxClassifier:
         _refuse_sparse(X)
@@ -705,7 +727,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             release_rows(X, start, stop)
         return np.concatenate(parts)
 
-    @_in_own_threads
+    @_predicting
     def decision_function(self, X) -> np.ndarray:
         """Logits ``X coef_^T + intercept_``: shape (N, K), or (N,) for two classes (the class-1 score).
 
@@ -718,7 +740,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         scores = X @ self.coef_.T + self.intercept_
         return scores.ravel() if self.classes_.shape[0] == 2 else scores
 
-    @_in_own_threads
+    @_predicting
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities softmax(X W^T + b), shape (N, K), columns in the order of ``classes_``."""
         if _is_path(X):
@@ -726,7 +748,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         X = self._validate_X(X, kernel_finds_nonfinite=True)
         return predict_proba(X, *self._full_params(X.dtype))
 
-    @_in_own_threads
+    @_predicting
     def predict_log_proba(self, X) -> np.ndarray:
         """log softmax(X W^T + b), shape (N, K), from the logits (finite where the probability underflows)."""
         if _is_path(X):
@@ -739,7 +761,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             raise _checks.logits_overflow_error(X, W, b)
         return log_softmax(logits)
 
-    @_in_own_threads
+    @_predicting
     def predict(self, X) -> np.ndarray:
         """The most probable label of each row, shape (N,), taken from ``classes_``."""
         if _is_path(X):

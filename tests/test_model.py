@@ -324,6 +324,33 @@ def test_ctrl_c_as_partial_fit_keeps_its_epoch_keeps_the_optimiser_state_with_it
     np.testing.assert_array_equal(model.b, uninterrupted.b)
 
 
+def test_predicting_while_another_thread_trains_is_refused(data):
+    """Predictions during another thread's fit read W of one iterate beside b of another."""
+    import threading
+
+    X, y = data
+    model = SoftmaxRegression(D, K, seed=0)
+    outcomes = []
+
+    def predict_elsewhere():
+        try:
+            model.predict_proba(X)
+        except RuntimeError as error:
+            outcomes.append(str(error))
+
+    def callback(m, iteration, loss):
+        outcomes.append(m.predict(X).shape)  # the training thread itself may
+        worker = threading.Thread(target=predict_elsewhere)
+        worker.start()
+        worker.join()
+        return True
+
+    model.fit(X, y, callback=callback)
+    assert outcomes[0] == (X.shape[0],)
+    assert "being trained in another thread" in outcomes[1] and "copy.deepcopy(model)" in outcomes[1]
+    model.predict_proba(X)  # once the fit has returned
+
+
 @pytest.mark.parametrize("solver", list(SOLVER_SETTINGS))
 def test_callback_returning_true_stops(data, solver):
     X, y = data

@@ -193,6 +193,31 @@ def test_a_number_as_sample_weight_weighs_every_row_as_logistic_regression_does(
         SoftmaxClassifier().fit(X, y, sample_weight=-1.0)
 
 
+def test_a_prediction_during_a_refit_in_another_thread_uses_the_last_fit_whole(monkeypatch):
+    """fit set classes_ before training: another thread's predictions took the new classes beside the last
+    fit's coef_ for the whole fit (new labels from old weights, or an IndexError)."""
+    from fastsoftmax import SoftmaxRegression
+
+    X, y = generated(n=300, k=3)
+    clf = SoftmaxClassifier().fit(X, y)
+    expected = clf.predict_proba(X), clf.predict(X)
+    seen = []
+    fit = SoftmaxRegression.fit
+
+    def fit_while_another_thread_predicts(model, *args, **kwargs):
+        worker = threading.Thread(target=lambda: seen.append((clf.predict_proba(X), clf.predict(X))))
+        worker.start()
+        worker.join()
+        return fit(model, *args, **kwargs)
+
+    monkeypatch.setattr(SoftmaxRegression, "fit", fit_while_another_thread_predicts)
+    clf.fit(X, np.array(list("vwxyz"))[generated(n=300, k=5)[1]])  # other labels, other number of classes
+    assert len(seen) == 1, "the prediction raised"
+    np.testing.assert_array_equal(seen[0][0], expected[0])
+    np.testing.assert_array_equal(seen[0][1], expected[1])
+    assert list(clf.classes_) == list("vwxyz")
+
+
 def test_a_file_truncated_between_chunks_of_prediction_is_named(tmp_path, monkeypatch):
     """Read through its memory map, the truncated file's pages killed the process with SIGBUS."""
     import fastsoftmax.sklearn as sk
