@@ -297,7 +297,13 @@ SOLVER_STATE_KEYS = {
 
 
 def _state_keys(solver: str | None) -> tuple[str, ...]:
-    """Every key of the state that a checkpoint of ``solver`` may hold (the solver's and the feature scaling's)."""
+    """Every key of the state that a checkpoint of ``solver`` may hold (the solver's and the feature scaling's).
+
+    For a fingerprint that names no solver (a caller of :func:`load` that
+    compares none), the keys of every solver.
+    """
+    if solver is None:
+        return tuple(sorted({key for known in (*SOLVER_STATE_KEYS, "gd") for key in _state_keys(known)}))
     optional = solvers.LBFGS_OPTIONAL_STATE_KEYS if solver == "lbfgs" else ()
     return (*SOLVER_STATE_KEYS.get(solver, ()), *optional, *SCALING_STATE_KEYS)
 
@@ -309,7 +315,7 @@ _MEMBERS = (
     "fingerprint",
     "meta",
     "theta",
-    *sorted({f"state_{key}" for solver in (*SOLVER_STATE_KEYS, "gd") for key in _state_keys(solver)}),
+    *(f"state_{key}" for key in _state_keys(None)),
 )
 
 

@@ -498,8 +498,10 @@ FORKED_WORKERS = textwrap.dedent(
         in_parent = [work(solver) for solver in solvers]  # on 2 threads: OpenMP's threads start here
         with multiprocessing.get_context("fork").Pool(2) as pool:
             in_children = pool.map_async(work, solvers).get(timeout=240)
-        # The same calls in another order of summation (sgd's 3 epochs amplify it to about 3e-4).
-        np.testing.assert_allclose(in_children, in_parent, rtol=1e-3)
+        # The same calls on one thread, in another order of summation: sgd's 3 epochs of 235 steps
+        # amplify that (3e-4 relative, 1e-3 seen once in CI); the others agree to 1e-9.
+        np.testing.assert_allclose([in_children[0], in_children[2]], [in_parent[0], in_parent[2]], rtol=1e-9)
+        np.testing.assert_allclose(in_children[1], in_parent[1], rtol=1e-2)
         print("forked workers ok")
     """
 )
