@@ -154,6 +154,9 @@ _FTOL = 64 * float(np.finfo(np.float64).eps)
 # Backtracking after a failed Wolfe search halves the -H0 g step at most this often:
 # below 1e-3 of that quasi-Newton step the loss is at its rounding floor.
 _BACKTRACK_HALVINGS = 10
+#: Halvings of the unit first step when the line searches fail before any curvature is known:
+#: down to 2**-64 (5e-20), below which a step changes no weight of size 1 in float64.
+_FIRST_STEP_HALVINGS = 64
 # Hager and Zhang's approximate Wolfe conditions (CG_DESCENT, 2005/2006), tried
 # when the strong Wolfe search fails: delta, sigma as in their paper; the loss may
 # rise by _LOSS_NOISE_ULPS rounding units of |f| (the noise of a float32 loss near
@@ -626,11 +629,11 @@ def lbfgs(
     def approximate_wolfe(theta, loss, grad, direction):
         return _approximate_wolfe(evaluate, theta, loss, grad, direction, loss_noise(loss))
 
-    def backtrack(theta, loss, grad, direction):
+    def backtrack(theta, loss, grad, direction, halvings=_BACKTRACK_HALVINGS):
         """(x, loss, grad) at the first of 1, 1/2, 1/4... times ``direction`` that satisfies Armijo, or None."""
         slope = float(grad @ direction)
         alpha = 1.0
-        for _ in range(_BACKTRACK_HALVINGS + 1):
+        for _ in range(halvings + 1):
             with np.errstate(over="ignore", invalid="ignore"):
                 x = theta + alpha * direction
             f, g = evaluate(x)
@@ -669,6 +672,11 @@ def lbfgs(
             # Drop the memory, as L-BFGS-B does, and retry along -H0 g.
             n_pairs, last_fallback = 0, current
             step = backtrack(theta, loss, grad, first_direction(grad))
+        elif step is None and not n_pairs and grad @ direction < 0:
+            # No curvature yet: a step of length 1 may be 1e7 times too long where a feature is in
+            # large units (unpreconditioned), and both searches gave up at iteration 0. Armijo holds
+            # for a step short enough along a descent direction, unless the loss is at its floor.
+            step = backtrack(theta, loss, grad, direction, halvings=_FIRST_STEP_HALVINGS)
         if step is None:
             return SolverResult(theta, iteration - 1, False, give_up(), history, n_evaluations=n_evaluations)
         x, f, g = step

@@ -362,6 +362,23 @@ def test_gives_up_with_a_message_when_no_step_lowers_the_loss():
     assert result.loss_history == [0.0]
 
 
+@pytest.mark.parametrize("units", [1e3, 1e5])
+def test_a_first_step_far_too_long_is_shortened_until_it_lowers_the_loss(units):
+    """Unpreconditioned, with one feature of mean 3 * units and spread units, the unit first step raised
+    the loss by far and both searches gave up at iteration 0 ("the loss may be at its rounding floor")."""
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(1000, 4))
+    y = (X[:, :3].argmax(1) + (rng.random(1000) < 0.4)) % 3
+    X[:, 0] = X[:, 0] * units + 3 * units
+
+    def objective(theta):
+        loss, dW, db = fs.loss_and_grad(X, y, theta[:12].reshape(3, 4), theta[12:])
+        return float(loss), np.concatenate([dW.ravel(), db])
+
+    result = solvers.lbfgs(objective, np.zeros(15), max_iter=5)
+    assert result.n_iter == 5 and all(np.diff(result.loss_history) < 0)
+
+
 def _failing_searches(monkeypatch, failing: set[int]) -> None:
     """Make scipy's Wolfe search fail on the calls numbered in ``failing`` (from 1).
 
