@@ -265,8 +265,14 @@ def warn_not_converged(
 def _remedy(options: FitOptions) -> str:
     """What to change after a divergence: the step size, where the solver takes one."""
     if options.solver in STEP_SIZE_SOLVERS:
+        if options.lr * options.l2 >= 1:
+            # The penalty's own step, W <- (1 - lr l2) W, overshoots 0: a larger l2 diverges faster.
+            return (
+                f"lower lr (now {options.lr}) or l2 (now {options.l2:g}; raise C in SoftmaxClassifier): "
+                f"lr * l2 = {options.lr * options.l2:.3g} >= 1 makes the penalty's step alone overshoot"
+            )
         # lr is a step in the data's units: unscaled features are the usual cause (no preconditioning here).
-        return f"lower lr (now {options.lr}), standardise the features (StandardScaler), or raise l2"
+        return f"lower lr (now {options.lr}), or standardise the features (StandardScaler)"
     return "raise l2 or scale the features"
 
 

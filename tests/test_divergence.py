@@ -154,6 +154,19 @@ DIVERGING = {
 }
 
 
+@pytest.mark.parametrize("solver", ["gd", "sgd"])
+def test_a_divergence_that_the_penalty_drives_asks_for_less_of_it(solver):
+    """It advised "raise l2", which makes W <- (1 - lr l2) W overshoot further (l2 = 100 at lr = 0.1)."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(1000, 5))
+    y = (X[:, :3].argmax(1) + (rng.random(1000) < 0.3)) % 3
+    with pytest.raises(TrainingError, match="diverged") as info:
+        SoftmaxRegression(5, 3, seed=0).fit(X, y, solver=solver, l2=100.0, lr=0.1)
+    assert "lower lr (now 0.1) or l2 (now 100" in str(info.value) and "lr * l2 = 10 >= 1" in str(info.value)
+    assert "raise l2" not in str(info.value)
+    assert SoftmaxRegression(5, 3, seed=0).fit(X, y, solver=solver, l2=100.0, lr=1e-3).n_iter_ > 0
+
+
 @pytest.mark.parametrize("case", list(DIVERGING))
 def test_a_fit_that_diverges_keeps_the_history_of_the_weights_it_keeps(case):
     options, kept_iteration = DIVERGING[case]
@@ -164,7 +177,7 @@ def test_a_fit_that_diverges_keeps_the_history_of_the_weights_it_keeps(case):
     with pytest.raises(TrainingError, match="diverged") as info:
         model.fit(X, y, max_iter=40, seed=0, **options)
     assert model.n_iter_ == kept_iteration
-    assert f"lower lr (now {options['lr']}), standardise the features (StandardScaler), or raise l2" in str(info.value)
+    assert f"lower lr (now {options['lr']}), or standardise the features (StandardScaler)" in str(info.value)
     minibatch = options["solver"] in ("sgd", "adam")
     # One loss per epoch (sgd, adam), or the start's and one per iteration: as a fit that ends there.
     assert len(model.loss_history_) == model.n_iter_ + (0 if minibatch else 1)
