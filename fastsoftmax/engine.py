@@ -194,7 +194,8 @@ def _fingerprint(model: Trainable, objective: Objective, options: FitOptions, se
         "tol": options.tol,
         "batch_size": options.batch_size if minibatch else None,
         "momentum": options.momentum if options.solver == "sgd" else None,
-        "seed": _checkpoint_seed(seed),
+        # Only the mini-batch solvers draw from it (checkpoint.check_fingerprint compares it for them only).
+        "seed": _checkpoint_seed(seed) if minibatch else None,
         "precondition": options.precondition,
         "fit_intercept": options.fit_intercept,
         "shuffle": ("rows" if objective.minibatch_order(options.batch_size) is None else "blocks")

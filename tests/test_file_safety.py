@@ -885,6 +885,15 @@ def test_edited_checkpoint_state_is_refused_before_resuming(tmp_path, data, solv
     np.testing.assert_array_equal(model.W, W0)
 
 
+@pytest.mark.parametrize("solver", ["lbfgs", "gd", "newton-cg"])
+def test_a_solver_that_draws_nothing_resumes_under_another_seed(tmp_path, data, solver):
+    """The seed was compared for every solver: "a different problem (seed: checkpoint 1, now None)"."""
+    X, y = data
+    _fit(X, y, solver=solver, checkpoint=tmp_path, max_iter=2, seed=1)
+    for seed in (None, 2, np.random.default_rng(0)):
+        assert _fit(X, y, solver=solver, checkpoint=tmp_path, max_iter=3, seed=seed).n_iter_ == 3
+
+
 def test_an_empty_path_and_a_symlink_loop_are_named(tmp_path, monkeypatch):
     """save("") said "could not write : it is a directory"; a link to itself was replaced by a regular file."""
     monkeypatch.chdir(tmp_path)
