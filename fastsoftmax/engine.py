@@ -597,6 +597,8 @@ def _partial_fit(model, objective, options, *, seed, state):
             dtype=model.dtype,
         )
     except (solvers.NonFiniteLossError, solvers.DivergedError) as exc:
+        if isinstance(exc, solvers.NonFiniteLossError) and exc.iteration == 0:
+            objective.raise_for_nonfinite_start(exc.loss)  # before any step: the data, not lr
         raise TrainingError(
             f"training diverged: {exc.describe(model.n_iter_)}. W and b are unchanged; {_remedy(options)}."
         ) from exc

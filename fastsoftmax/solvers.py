@@ -852,8 +852,9 @@ def _minibatch_epochs(
             for rows in (batches or _permuted_batches(n_samples, batch_size))(rng):
                 loss, grad = batch_objective(candidate, rows)
                 if not math.isfinite(loss):
-                    # At the first mini-batch, the weights the last epoch ended with are the culprit.
-                    raise NonFiniteLossError(epoch, loss, guard.best_theta, guard.best_iteration)
+                    # At the first mini-batch, the weights the last epoch ended with are the culprit;
+                    # before any step ever taken (t = 0), the starting weights (iteration 0): the data.
+                    raise NonFiniteLossError(epoch if t else 0, loss, guard.best_theta, guard.best_iteration)
                 if math.isnan(first_loss):
                     first_loss = loss
                 t += 1

@@ -154,6 +154,23 @@ DIVERGING = {
 }
 
 
+@pytest.mark.parametrize("call", ["gd", "sgd", "adam", "partial_fit"])
+def test_a_loss_not_finite_at_the_starting_weights_blames_the_data_not_lr(call):
+    """gd named the overflow; sgd and adam said "training diverged ... lower lr", before any step."""
+    rng = np.random.default_rng(4)
+    X = (rng.normal(size=(500, 4)) * 1e30).astype(np.float32)
+    y = rng.integers(0, 3, 500)
+    model = SoftmaxRegression(4, 3, seed=0, dtype=np.float32)
+    model.W[...] = 1e10
+    W0 = model.W.copy()
+    with pytest.raises(ValueError, match="overflowed to a non-finite value although X, W and b are finite"):
+        if call == "partial_fit":
+            model.partial_fit(X, y)
+        else:
+            model.fit(X, y, solver=call, max_iter=5)
+    np.testing.assert_array_equal(model.W, W0)
+
+
 @pytest.mark.parametrize("solver", ["gd", "sgd"])
 def test_a_divergence_that_the_penalty_drives_asks_for_less_of_it(solver):
     """It advised "raise l2", which makes W <- (1 - lr l2) W overshoot further (l2 = 100 at lr = 0.1)."""
