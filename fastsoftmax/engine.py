@@ -237,22 +237,23 @@ def warn_not_converged(
 ) -> None:
     """Warn, as scikit-learn does, that the fit ended before its tolerance was met, and why.
 
-    ``start_loss``, the loss at the starting weights, is given where no
-    iteration was completed: far above log K, it says that the start, not
-    rounding, stopped the solver.
+    ``start_loss``, the loss at the starting weights (of the full-batch
+    solvers): far above log K, it says that the start, not rounding or
+    ``max_iter``, kept the solver from the optimum.
     """
     unit = "epochs" if options.solver in MINIBATCH_SOLVERS else "iterations"
     zero_weights_loss = math.log(n_classes)
-    if n_iter >= options.max_iter:
-        why = "raise max_iter, loosen tol, or scale the features (for example with StandardScaler)"
-    elif start_loss is not None and start_loss > HUGE_START_LOSS_RATIO * zero_weights_loss:
+    if start_loss is not None and start_loss > HUGE_START_LOSS_RATIO * zero_weights_loss:
         # The model's 0.01 N(0, 1) start on features of 1e10: the logits start near 1e8, where the
-        # loss is piecewise linear and the line search finds no step that meets its conditions.
+        # loss is piecewise linear, and the solver stops at once or crawls.
         why = (
-            f"it stopped early ({stop_message}); the loss at the starting weights, {start_loss:.3g}, is far "
-            f"above {zero_weights_loss:.3g}, that of zero weights, so they are far too large for features in "
-            f"these units: start from zero (model.W[...] = 0; model.b[...] = 0) or standardise the features"
+            f"{f'it stopped early ({stop_message}); ' if n_iter < options.max_iter else ''}the loss at the "
+            f"starting weights, {start_loss:.3g}, is far above {zero_weights_loss:.3g}, that of zero weights, so "
+            f"they are far too large for features in these units: start from zero (model.W[...] = 0; "
+            f"model.b[...] = 0) or standardise the features"
         )
+    elif n_iter >= options.max_iter:
+        why = "raise max_iter, loosen tol, or scale the features (for example with StandardScaler)"
     else:  # the solver stopped on its own, e.g. a line search that found no lower loss
         why = f"it stopped early ({stop_message}); loosen tol, or use float64 if the data is float32"
     summary = f"{options.solver} did not converge in {n_iter} {unit}"
@@ -559,7 +560,7 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
             stacklevel=4,
         )
     if not result.converged and not stopped_by_callback and options.tol > 0:
-        start_loss = history[0] if result.n_iter == 0 and history else None
+        start_loss = history[0] if history and not minibatch else None
         warn_not_converged(model.n_iter_, options, result.message, start_loss=start_loss, n_classes=model.num_classes)
     return model
 
