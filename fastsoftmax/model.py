@@ -382,8 +382,10 @@ class SoftmaxRegression:
             (dW - db mu^T) / s and db for feature means mu and spreads s, so
             that tol does not depend on the units of the features. gd, sgd,
             adam: relative change of the loss between iterations below which
-            training stops. ``tol=0`` runs
-            exactly ``max_iter`` iterations, without a ConvergenceWarning.
+            training stops. ``tol=0`` gives no ConvergenceWarning; gd, sgd
+            and adam then run exactly ``max_iter`` iterations, lbfgs and
+            newton-cg stop earlier where the loss stops changing (its
+            rounding floor: 64 eps relative).
         seed : int, np.random.Generator or None, default None
             Seeds the mini-batch shuffling (an int or None with ``checkpoint``).
         sample_weight : array_like, shape (N,), optional

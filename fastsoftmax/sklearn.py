@@ -567,8 +567,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         sklearn.exceptions.ConvergenceWarning
             The solver stopped before ``tol`` was met; the message says why
             (``max_iter`` ran out, or the solver could go no further) and
-            what to change. Never with ``tol=0``, which runs ``max_iter``
-            iterations.
+            what to change. Never with ``tol=0`` (see ``SoftmaxRegression.fit``).
         """
         with exclusive_training(self):
             # Fitted on a copy, whose attributes replace these in one step: a prediction in another
