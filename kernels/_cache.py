@@ -41,6 +41,7 @@ import contextlib
 import functools
 import hashlib
 import os
+import stat
 import sys
 from collections.abc import Iterator
 from types import ModuleType
@@ -67,9 +68,14 @@ def _holding_lock(directory: str, operation: int) -> Iterator[None]:
     with contextlib.ExitStack() as stack:
         try:
             os.makedirs(directory, exist_ok=True)
-            # Read-only: flock needs no write access, and another user may own the file.
-            descriptor = os.open(os.path.join(directory, LOCK_FILE_NAME), os.O_RDONLY | os.O_CREAT, 0o666)
+            # Read-only: flock needs no write access, and another user may own the file. Without
+            # blocking, and not through a link: a named pipe put in its place (in a cache directory
+            # that users share) waited for a writer for ever, and so did the first kernel call.
+            flags = os.O_RDONLY | os.O_CREAT | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
+            descriptor = os.open(os.path.join(directory, LOCK_FILE_NAME), flags, 0o666)
             stack.callback(os.close, descriptor)
+            if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+                raise OSError(f"{LOCK_FILE_NAME} in {directory} is not a regular file")  # run unlocked
             fcntl.flock(descriptor, operation)
         except OSError:
             pass

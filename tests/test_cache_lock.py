@@ -69,6 +69,19 @@ def test_cache_file_operations_wait_for_each_other(tmp_path, method, held, waits
     assert cache_file.load("key") == ("payload" if method == "save" else None)
 
 
+def test_a_lock_file_that_is_not_a_regular_file_is_passed_over(tmp_path):
+    """A named pipe in the lock file's place (in a cache directory that users share) made the first
+    kernel call wait for a writer for ever."""
+    os.mkfifo(tmp_path / _cache.LOCK_FILE_NAME)
+    cache_file = IndexDataCacheFile(cache_path=str(tmp_path), filename_base="kernel", source_stamp=(0.0, 0))
+    _cache.lock_cache_file(cache_file, str(tmp_path))
+    caller = threading.Thread(target=cache_file.save, args=("key", "payload"), daemon=True)
+    caller.start()
+    caller.join(60)
+    assert not caller.is_alive(), "the save waits on the named pipe"
+    assert cache_file.load("key") == "payload"
+
+
 # Compiles label_range for one label dtype once the file argv[2] exists, with
 # Numba's writes of the cache index and data slowed down so that, unlocked, the
 # two processes interleave as: both read the empty index and name their entry
