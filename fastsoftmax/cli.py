@@ -787,7 +787,10 @@ def _report(
         else (f" (the generating model, Bayes-optimal: {bayes_accuracy:.4f} on the validation rows)")
     )
     print(f"accuracy: train {train_accuracy:.4f}, validation {val_text}{bayes_text}")
-    where = f"{_threads()} threads" if not (args.scheduler or args.dask_workers) else "on Dask"
+    n_threads = _threads()
+    where = (
+        f"{n_threads} thread{'s' if n_threads != 1 else ''}" if not (args.scheduler or args.dask_workers) else "on Dask"
+    )
     if args.checkpoint and rows_processed == 0 and progress.first_iteration is None and model.n_iter_ > 0:
         # The checkpoint had already reached the end: nothing was fitted, so there is no throughput.
         advice = "nothing left to do" if model.converged_ else "raise --max-iter to continue"

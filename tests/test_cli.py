@@ -780,6 +780,12 @@ def test_predict_stops_at_a_data_file_truncated_between_chunks(workspace, capsys
     assert sorted(os.listdir(workspace)) == ["X.npy", "m.npz", "old.npy", "y.npy"]
 
 
+def test_the_summary_counts_one_thread_in_the_singular(capsys):
+    assert main(["train", *TINY]) == 0
+    out = capsys.readouterr().out
+    assert "in all, 1 thread)" in out and "1 threads" not in out, out
+
+
 @pytest.mark.parametrize("option", ["--out", "--metrics", "--checkpoint"])
 def test_a_tilde_the_shell_left_alone_is_named(workspace, capsys, monkeypatch, option):
     """--out=~/m.npz said to create a directory "~"; --checkpoint=~/ck made one."""
