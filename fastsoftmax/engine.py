@@ -436,12 +436,14 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
         objective = ScaledObjective(objective, scaling, model.dtype)
     objective = _hold_intercept(model, objective, options)
 
-    def keep(theta: np.ndarray, n_iter: int, losses: list[float], converged: bool | None = None) -> None:
-        """W and b from theta, with their loss history and iteration count: all of them or none (run_whole)."""
-        raw = theta if scaling is None else scaling.to_raw(theta)
+    def keep(theta: np.ndarray | None, n_iter: int, losses: list[float], converged: bool | None = None) -> None:
+        """W and b from theta (None: as they are), with their loss history and iteration count: all of them
+        or none (run_whole)."""
+        raw = theta if scaling is None or theta is None else scaling.to_raw(theta)
 
         def write() -> None:
-            model._commit(raw)
+            if raw is not None:
+                model._commit(raw)
             model.loss_history_, model.n_iter_ = losses, n_iter
             if converged is not None:
                 model.converged_ = converged
@@ -546,7 +548,10 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
         raise
     finally:
         model.rows_processed_ = objective.rows_processed
-    keep(result.theta, offset + result.n_iter, history, converged=result.converged)
+    # No iteration: W and b stay as they were, not the start's round trip through the scaled
+    # coordinates (in float32, a refit of a converged model moved b by 7e-6 and raised the loss).
+    unmoved = result.n_iter == 0 and resumed is None
+    keep(None if unmoved else result.theta, offset + result.n_iter, history, converged=result.converged)
     try:
         save_checkpoint(result.theta, converged=result.converged)
     except OSError as exc:

@@ -129,6 +129,22 @@ def test_a_far_row_of_weight_zero_leaves_the_scaling_and_the_fit_alone(on):
     assert model.loss_history_[-1] == pytest.approx(without.loss_history_[-1], rel=1e-9)
 
 
+def test_a_refit_that_takes_no_iteration_leaves_w_and_b_exactly_as_they_were():
+    """Their round trip through the scaled coordinates moved b by 7e-6 in float32 (features near 1e4),
+    and raised the loss, in a refit that reported 0 iterations and convergence."""
+    rng = np.random.default_rng(4)
+    X = (rng.normal(size=(1000, 4)) + 1e4).astype(np.float32)
+    y = (X[:, :3].argmax(1) + (rng.random(1000) < 0.4)) % 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fs.ConvergenceWarning)
+        model = fs.SoftmaxRegression(4, 3, seed=0, dtype=np.float32).fit(X, y, tol=1e-3)
+        W, b = model.W.copy(), model.b.copy()
+        model.fit(X, y, tol=1e-3)
+    assert model.n_iter_ == 0 and model.converged_
+    np.testing.assert_array_equal(model.W, W)
+    np.testing.assert_array_equal(model.b, b)
+
+
 def test_constant_and_nonfinite_columns_fall_back_safely():
     constant = FeatureScaling.from_mean_variance(np.array([5.0, 1.0]), np.array([0.0, 4.0]), 0.0, K)
     np.testing.assert_array_equal(constant.scale, [1.0, 2.0])
