@@ -998,7 +998,7 @@ def run_generate(args: argparse.Namespace) -> int:
     from fastsoftmax.datasets import write_classification
 
     _check_paths({}, {"--data": args.data, "--labels": args.labels})
-    _set_threads(args.threads)
+    # --threads counts generator threads (Python's): Numba's limit does not apply, and its pool is not started.
     start = time.perf_counter()
     progress = _Progress(
         args, args.samples, desc=f"writing {os.path.basename(args.data)}", unit="rows", unit_scale=True

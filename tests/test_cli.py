@@ -780,6 +780,16 @@ def test_predict_stops_at_a_data_file_truncated_between_chunks(workspace, capsys
     assert sorted(os.listdir(workspace)) == ["X.npy", "m.npz", "old.npy", "y.npy"]
 
 
+def test_generate_takes_more_generator_threads_than_numba_has(workspace, capsys):
+    """--threads 3 was refused with Numba's limit ("between 1 and 2"), though generate runs Python threads."""
+    import numba
+
+    threads = numba.config.NUMBA_NUM_THREADS + 1
+    argv = ["generate", "--data", str(workspace / "X3.npy"), "--labels", str(workspace / "y3.npy"), "--quiet"]
+    assert main([*argv, "--samples", "500", "--features", "4", "--threads", str(threads)]) == 0, capsys.readouterr()
+    assert np.load(workspace / "X3.npy").shape == (500, 4)
+
+
 def test_the_summary_counts_one_thread_in_the_singular(capsys):
     assert main(["train", *TINY]) == 0
     out = capsys.readouterr().out
