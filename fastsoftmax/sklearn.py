@@ -104,7 +104,7 @@ def _predicting(method: Callable) -> Callable:
 
     @functools.wraps(method)
     def on_a_snapshot(self, *args, **kwargs):
-        with self._threads():
+        with self._threads(at_most_available=True):
             return method(self._snapshot(), *args, **kwargs)
 
     return on_a_snapshot
@@ -314,10 +314,34 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         snapshot.__dict__.update(self.__dict__)
         return snapshot
 
-    def _threads(self):
-        """``n_threads`` Numba threads for the block (all of them for None), checked first."""
+    def _take_fit(self, staged: SoftmaxClassifier, started: dict[str, Any]) -> None:
+        """Take the attributes that fitting ``staged`` changed since ``started``, in one assignment of ``__dict__``.
+
+        What other threads set meanwhile (``set_params``, ``set_fit_request``)
+        is kept: replacing the whole ``__dict__`` with the copy's undid it.
+        """
+        fitted = staged.__dict__
+        changed = {key: value for key, value in fitted.items() if key not in started or started[key] is not value}
+        merged = {key: value for key, value in self.__dict__.items() if key in fitted or key not in started}
+        merged.update(changed)
+        self.__dict__ = merged
+
+    def _threads(self, *, at_most_available: bool = False):
+        """``n_threads`` Numba threads for the block (all of them for None), checked first.
+
+        With ``at_most_available`` (prediction), a count above this process's
+        ``NUMBA_NUM_THREADS`` is lowered to it: an estimator fitted with
+        ``n_threads=2`` and unpickled where Numba has one thread still predicts.
+        """
+        if self.n_threads is None:
+            return contextlib.nullcontext()
+        if at_most_available:
+            import numba
+
+            _checks.check_int(self.n_threads, "n_threads")
+            return numba_threads(min(self.n_threads, numba.config.NUMBA_NUM_THREADS))
         self._check_n_threads()  # set_params after fit may have changed it
-        return numba_threads(self.n_threads) if self.n_threads is not None else contextlib.nullcontext()
+        return numba_threads(self.n_threads)
 
     def _seed(self) -> int:
         """The mini-batch shuffling seed drawn from ``random_state`` (unused by lbfgs and gd)."""
@@ -373,7 +397,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
     def _weights(self, y_idx: np.ndarray, classes: np.ndarray, sample_weight, dtype, allow_balanced=True):
         """Sample weights times class weights, or None; and their sum."""
         n = y_idx.shape[0]
-        if isinstance(sample_weight, numbers.Number):
+        if isinstance(sample_weight, numbers.Real):
             sample_weight = np.full(n, sample_weight, dtype=np.float64)  # as scikit-learn's _check_sample_weight
         w = None if sample_weight is None else _checks.check_sample_weight(sample_weight, n, np.dtype(np.float64))
         if self.class_weight is not None:
@@ -512,14 +536,15 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         stored, left the state one epoch on (a later call then differed by
         0.06 in ``coef_``).
         """
-        saved = dict(self.__dict__)
+        saved = self.__dict__
         engine_model = saved.get("_partial_model")
         saved_state = copy.deepcopy(engine_model.__dict__.get("_partial_state")) if engine_model else None
         try:
             yield
         except BaseException:
-            self.__dict__.clear()
-            self.__dict__.update(saved)
+            # The body fits a copy (:meth:`_take_fit`): put back what it took, if it took anything.
+            # In one assignment: clearing the dict first left it empty to other threads.
+            self.__dict__ = saved
             if engine_model is not None:
                 engine_model.__dict__.pop("_partial_state", None)
                 if saved_state is not None:
@@ -574,8 +599,9 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             # thread took the new classes_ beside the last fit's coef_ for the whole fit (or an
             # IndexError). A fit that fails leaves the estimator as it was.
             staged = self._snapshot()
+            started = dict(staged.__dict__)
             staged._fit(X, y, sample_weight)
-            self.__dict__ = staged.__dict__
+            self._take_fit(staged, started)
         return self
 
     def _fit(self, X, y, sample_weight) -> SoftmaxClassifier:
@@ -636,8 +662,9 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         """
         with exclusive_training(self), self._unchanged_on_failure():
             staged = self._snapshot()  # as in fit; the engine model, shared, keeps the optimiser's state
+            started = dict(staged.__dict__)
             staged._partial_fit(X, y, classes, sample_weight)
-            self.__dict__ = staged.__dict__
+            self._take_fit(staged, started)
         return self
 
     def _partial_fit(self, X, y, classes, sample_weight) -> SoftmaxClassifier:

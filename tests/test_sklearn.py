@@ -218,6 +218,75 @@ def test_a_prediction_during_a_refit_in_another_thread_uses_the_last_fit_whole(m
     assert list(clf.classes_) == list("vwxyz")
 
 
+def test_set_params_made_while_another_thread_fits_is_kept(monkeypatch):
+    """The fit's copy replaced the whole __dict__ as it ended, and set C back to what it was."""
+    from fastsoftmax import SoftmaxRegression
+
+    X, y = generated(n=300, k=3)
+    clf = SoftmaxClassifier()
+    fit = SoftmaxRegression.fit
+
+    def fit_while_another_thread_sets_params(model, *args, **kwargs):
+        worker = threading.Thread(target=lambda: clf.set_params(C=5.0))
+        worker.start()
+        worker.join()
+        return fit(model, *args, **kwargs)
+
+    monkeypatch.setattr(SoftmaxRegression, "fit", fit_while_another_thread_sets_params)
+    clf.fit(X, y)
+    assert clf.C == 5.0 and hasattr(clf, "coef_")
+
+
+def test_a_failed_partial_fit_never_shows_other_threads_an_empty_estimator():
+    """Its restore cleared the estimator's __dict__ and then refilled it: a prediction in between raised
+    AttributeError ('no attribute n_threads')."""
+    import fastsoftmax.sklearn as sk
+
+    X, y = generated(n=300, k=3)
+    clf = SoftmaxClassifier(solver="sgd").partial_fit(X, y, classes=[0, 1, 2])
+    expected = clf.predict(X)
+    outcomes = []
+
+    def predict_elsewhere():
+        try:
+            outcomes.append(np.array_equal(clf.predict(X), expected))
+        except Exception as error:  # noqa: BLE001 - any error is the defect
+            outcomes.append(repr(error))
+
+    def on_line(frame, event, arg):
+        if event == "line" and frame.f_code.co_name == "_unchanged_on_failure":
+            worker = threading.Thread(target=predict_elsewhere)
+            worker.start()
+            worker.join()
+        return on_line
+
+    sys.settrace(lambda frame, event, arg: on_line if frame.f_code.co_filename == sk.__file__ else None)
+    try:
+        with pytest.raises(ValueError, match="not in classes_"):
+            clf.partial_fit(X, np.where(y == 2, 7, y))  # an unknown label: the call fails
+    finally:
+        sys.settrace(None)
+    assert outcomes and all(outcome is True for outcome in outcomes), outcomes
+
+
+def test_an_estimator_with_more_threads_than_this_process_has_still_predicts():
+    """Unpickled where NUMBA_NUM_THREADS is lower than its n_threads, it raised "n_threads must be at most"."""
+    import numba
+
+    X, y = generated(n=300, k=3)
+    clf = SoftmaxClassifier(n_threads=1).fit(X, y)
+    clf.__dict__["n_threads"] = numba.config.NUMBA_NUM_THREADS + 1  # as pickled on a larger machine
+    np.testing.assert_array_equal(clf.predict(X), SoftmaxClassifier().fit(X, y).predict(X))
+    with pytest.raises(ValueError, match="n_threads must be at most"):
+        clf.fit(X, y)  # fitting names it
+
+
+def test_a_complex_number_as_sample_weight_is_refused():
+    X, y = generated(n=300, k=3)
+    with pytest.raises((TypeError, ValueError), match="sample_weight"):
+        SoftmaxClassifier().fit(X, y, sample_weight=2 + 1j)
+
+
 def test_a_file_truncated_between_chunks_of_prediction_is_named(tmp_path, monkeypatch):
     """Read through its memory map, the truncated file's pages killed the process with SIGBUS."""
     import fastsoftmax.sklearn as sk
@@ -588,8 +657,6 @@ def test_n_threads_holds_in_prediction(monkeypatch):
     clf.predict(X), clf.predict_proba(X), clf.predict_log_proba(X), clf.score(X, y)
     assert seen == [1, 1, 1, 1]
     assert numba.get_num_threads() == before
-    with pytest.raises(ValueError, match="n_threads must be at most"):
-        clf.set_params(n_threads=numba.config.NUMBA_NUM_THREADS + 1).predict(X)
 
 
 def test_float32_fit_is_close_to_float64():
