@@ -442,17 +442,47 @@ def copied_for_saving(model: object, path: str, copy: Callable[[], T]) -> T:
         return copy()
 
 
+#: id(model) -> how many of its fit's callbacks are running now: while one runs, the
+#: training thread waits for it, and W and b hold one whole iterate.
+_in_callback: dict[int, int] = {}
+
+
+class callback_running:
+    """``with callback_running(model):`` around a fit's callback: other threads may read W and b meanwhile.
+
+    The training thread is inside the callback, so nothing writes them: a
+    callback that hands a prediction to a worker thread and waits for it is
+    safe (it was refused).
+    """
+
+    __slots__ = ("_key",)
+
+    def __init__(self, model: object) -> None:
+        self._key = id(model)
+
+    def __enter__(self) -> None:
+        with _trainers_lock:
+            _in_callback[self._key] = _in_callback.get(self._key, 0) + 1
+
+    def __exit__(self, *exc_info: object) -> None:
+        with _trainers_lock:
+            depth = _in_callback.pop(self._key, 1) - 1
+            if depth:
+                _in_callback[self._key] = depth
+
+
 def refuse_if_trained_elsewhere(model: object, action: str) -> None:
     """Raise RuntimeError if another thread trains ``model`` now: ``action`` ("reading W and b") would read
     them as they are written.
 
     A prediction made during another thread's fit read W of one iterate
     beside b of another (51 of 47,676 in a test). The fit's own thread (its
-    callback) may predict. A fit that starts once a prediction is under way
+    callback) may predict, and so may any thread while the fit's callback
+    runs (:class:`callback_running`). A fit that starts once a prediction is under way
     is not seen: predict from a copy for that (``copy.deepcopy(model)``).
     """
     with _trainers_lock:
-        trainer = _other_trainer(model)
+        trainer = None if _in_callback.get(id(model)) else _other_trainer(model)
     if trainer is not None:
         name = type(model).__name__
         raise RuntimeError(

@@ -59,7 +59,7 @@ from fastsoftmax import checkpoint as _checkpoint
 from fastsoftmax import solvers
 from fastsoftmax._checks import FitOptions, check_seed
 from fastsoftmax._scaling import FeatureScaling, ScaledObjective
-from fastsoftmax._threading import exclusive_training, run_whole, single_threaded_blas
+from fastsoftmax._threading import callback_running, exclusive_training, run_whole, single_threaded_blas
 from fastsoftmax.exceptions import ConvergenceWarning, TrainingError
 
 MINIBATCH_SOLVERS = ("sgd", "adam")
@@ -498,7 +498,9 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
         keep(theta, offset + iteration, history)
         iterated = True
         save_checkpoint(theta)
-        stopped_by_callback = _stops(callback(model, model.n_iter_, loss)) if callback is not None else False
+        if callback is not None:
+            with callback_running(model):  # other threads may read W and b while the fit waits for it
+                stopped_by_callback = _stops(callback(model, model.n_iter_, loss))
         return stopped_by_callback
 
     # Bad data is found by the first evaluation (NaN in X is seen in the loss, not

@@ -324,6 +324,23 @@ def test_ctrl_c_as_partial_fit_keeps_its_epoch_keeps_the_optimiser_state_with_it
     np.testing.assert_array_equal(model.b, uninterrupted.b)
 
 
+def test_a_callback_may_hand_a_prediction_to_another_thread(data):
+    """While the fit waits for its callback nothing writes W and b: a worker thread's prediction was refused."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    X, y = data
+    with ThreadPoolExecutor(1) as pool:
+        accuracies = []
+        SoftmaxRegression(D, K, seed=0).fit(
+            X,
+            y,
+            max_iter=3,
+            tol=0,
+            callback=lambda m, i, loss: accuracies.append(pool.submit(m.accuracy, X, y).result()),
+        )
+    assert len(accuracies) == 3
+
+
 def test_predicting_while_another_thread_trains_is_refused(data):
     """Predictions during another thread's fit read W of one iterate beside b of another."""
     import threading
@@ -338,14 +355,17 @@ def test_predicting_while_another_thread_trains_is_refused(data):
         except RuntimeError as error:
             outcomes.append(str(error))
 
-    def callback(m, iteration, loss):
-        outcomes.append(m.predict(X).shape)  # the training thread itself may
+    commit = model._commit
+
+    def commit_while_another_thread_predicts(theta):
+        outcomes.append(model.predict(X).shape)  # the training thread itself may
         worker = threading.Thread(target=predict_elsewhere)
         worker.start()
         worker.join()
-        return True
+        commit(theta)
 
-    model.fit(X, y, callback=callback)
+    model._commit = commit_while_another_thread_predicts  # inside the fit, between iterations' writes
+    model.fit(X, y, max_iter=1, tol=0)
     assert outcomes[0] == (X.shape[0],)
     assert "being trained in another thread" in outcomes[1] and "copy.deepcopy(model)" in outcomes[1]
     model.predict_proba(X)  # once the fit has returned
