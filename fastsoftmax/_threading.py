@@ -54,6 +54,10 @@ def _check_layer() -> None:
     with _layer_lock:
         if _layer_checked:
             return
+        from fastsoftmax.kernels import JIT_DISABLED
+
+        if JIT_DISABLED:
+            raise RuntimeError(JIT_DISABLED)
         try:
             _launch_threads()
         except ValueError as exc:

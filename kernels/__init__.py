@@ -22,12 +22,20 @@ take turns to write it (``_cache``).
 
 import numba
 
-if numba.config.DISABLE_JIT:
-    # The kernels would run as Python, and fail inside on the Numba intrinsics that only compile.
-    raise ImportError(
-        "fastsoftmax's kernels need Numba's compiler, which NUMBA_DISABLE_JIT=1 turns off; "
-        "unset NUMBA_DISABLE_JIT (or set it to 0) to use fastsoftmax."
-    )
+#: Why no kernel can run in this process, or None. With NUMBA_DISABLE_JIT=1 the kernels
+#: would run as Python, and fail inside on the Numba intrinsics that only compile. The
+#: import goes on (a program may import fastsoftmax and not call it; ``--help`` works), with
+#: a warning; the first parallel section raises RuntimeError (``_threading._check_layer``).
+JIT_DISABLED = (
+    "fastsoftmax's kernels need Numba's compiler, which NUMBA_DISABLE_JIT=1 turns off; "
+    "unset NUMBA_DISABLE_JIT (or set it to 0) to use fastsoftmax."
+    if numba.config.DISABLE_JIT
+    else None
+)
+if JIT_DISABLED:
+    import warnings
+
+    warnings.warn(JIT_DISABLED, RuntimeWarning, stacklevel=2)
 
 from fastsoftmax.kernels._signature import read_only  # noqa: E402
 from fastsoftmax.kernels.hessian import (  # noqa: E402
