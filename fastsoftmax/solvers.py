@@ -629,15 +629,18 @@ def lbfgs(
     def approximate_wolfe(theta, loss, grad, direction):
         return _approximate_wolfe(evaluate, theta, loss, grad, direction, loss_noise(loss))
 
-    def backtrack(theta, loss, grad, direction, halvings=_BACKTRACK_HALVINGS):
-        """(x, loss, grad) at the first of 1, 1/2, 1/4... times ``direction`` that satisfies Armijo, or None."""
+    def backtrack(theta, loss, grad, direction, halvings=_BACKTRACK_HALVINGS, below=math.inf):
+        """(x, loss, grad) at the first of 1, 1/2, 1/4... times ``direction`` that satisfies Armijo, or None.
+
+        With ``below``, the loss there must also be under it.
+        """
         slope = float(grad @ direction)
         alpha = 1.0
         for _ in range(halvings + 1):
             with np.errstate(over="ignore", invalid="ignore"):
                 x = theta + alpha * direction
             f, g = evaluate(x)
-            if math.isfinite(f) and np.isfinite(g).all() and f <= loss + _WOLFE_C1 * alpha * slope:
+            if math.isfinite(f) and np.isfinite(g).all() and f <= loss + _WOLFE_C1 * alpha * slope and f < below:
                 return x, f, g
             alpha *= 0.5
         return None
@@ -675,8 +678,10 @@ def lbfgs(
         elif step is None and not n_pairs and grad @ direction < 0:
             # No curvature yet: a step of length 1 may be 1e7 times too long where a feature is in
             # large units (unpreconditioned), and both searches gave up at iteration 0. Armijo holds
-            # for a step short enough along a descent direction, unless the loss is at its floor.
-            step = backtrack(theta, loss, grad, direction, halvings=_FIRST_STEP_HALVINGS)
+            # for a step short enough along a descent direction; the loss must also fall by more
+            # than its rounding, or a warm start at the optimum crawls on rounding (Armijo's right
+            # side rounds to the loss itself at tiny steps).
+            step = backtrack(theta, loss, grad, direction, halvings=_FIRST_STEP_HALVINGS, below=loss - loss_noise(loss))
         if step is None:
             return SolverResult(theta, iteration - 1, False, give_up(), history, n_evaluations=n_evaluations)
         x, f, g = step

@@ -379,6 +379,20 @@ def test_a_first_step_far_too_long_is_shortened_until_it_lowers_the_loss(units):
     assert result.n_iter == 5 and all(np.diff(result.loss_history) < 0)
 
 
+def test_a_warm_start_at_the_optimum_does_not_crawl_on_rounding():
+    """The first-step backtracking took steps that lowered the loss only by its rounding (or not at all:
+    Armijo's right side rounds to the loss at tiny steps): a float32 refit ran 60 to 355 iterations."""
+    X, y = make_classification(20_000, 30, n_classes=5, dtype=np.float32, seed=1)
+    model = SoftmaxRegression(30, 5, dtype=np.float32, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fs.ConvergenceWarning)
+        model.fit(X, y, tol=0, max_iter=400)
+        W = model.W.copy()
+        model.fit(X, y, tol=0, max_iter=400)
+    assert model.n_iter_ == 0
+    np.testing.assert_array_equal(model.W, W)
+
+
 def _failing_searches(monkeypatch, failing: set[int]) -> None:
     """Make scipy's Wolfe search fail on the calls numbered in ``failing`` (from 1).
 
