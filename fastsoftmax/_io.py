@@ -138,11 +138,23 @@ def _name_max(directory: str) -> int:
         return _NAME_MAX
 
 
+def _name_length(name: str) -> int:
+    """The length of a file name as its file system counts it: bytes, or UTF-16 units on Windows (NTFS)."""
+    if os.name == "nt":
+        return len(name.encode("utf-16-le", "surrogatepass")) // 2
+    return len(os.fsencode(name))
+
+
 def _temporary_stem(filename: str, name_max: int = _NAME_MAX) -> str:
-    """``filename`` cut, where need be, so that its temporary names (``_create_beside``) fit in ``name_max`` bytes."""
-    encoded = os.fsencode(filename)
+    """``filename`` cut, where need be, so that its temporary names (``_create_beside``) fit in ``name_max``.
+
+    Cut by whole characters: bytes cut inside one could not be decoded on Windows.
+    """
     room = name_max - _TEMPORARY_NAME_BYTES
-    return filename if len(encoded) <= room else os.fsdecode(encoded[:room])
+    stem = filename
+    while _name_length(stem) > room:
+        stem = stem[:-1]
+    return stem
 
 
 def _create_beside(path: str, directory: str) -> tuple[str, int]:
@@ -314,12 +326,13 @@ def writable_target(path: str | os.PathLike | bytes) -> str:
             )
     directory, name = os.path.split(target)
     if os.path.isdir(directory):
-        name_bytes, name_max = len(os.fsencode(name)), _name_max(directory)
-        if name_bytes > name_max:
+        length, name_max = _name_length(name), _name_max(directory)
+        if length > name_max:
             # Refused by the rename only once the work (a fit) is done.
+            unit = "UTF-16 units" if os.name == "nt" else "bytes"
             raise OSError(
                 errno.ENAMETOOLONG,
-                f"the file name is {name_bytes} bytes long, and this file system takes at most {name_max}; "
+                f"the file name is {length} {unit} long, and this file system takes at most {name_max}; "
                 f"give a shorter name",
             )
         if not os.access(directory, os.W_OK | os.X_OK):

@@ -1076,6 +1076,15 @@ except PermissionError as error:
     assert "the directory" in out and "locked is not writable" in out and "renames it" in out, out
 
 
+def test_a_long_name_is_cut_by_whole_characters_for_its_temporary_name():
+    """Cut inside a character, the bytes decoded to a lone surrogate on Linux and failed to decode on Windows."""
+    from fastsoftmax._io import _temporary_stem
+
+    name = "ab" + "é" * 124 + ".npz"  # 254 bytes in UTF-8
+    stem = _temporary_stem(name)
+    assert name.startswith(stem) and len(stem.encode("utf-8")) <= 255 - 18
+
+
 def test_a_file_name_near_the_longest_allowed_saves_and_a_longer_one_is_refused_before_writing(tmp_path):
     """The temporary name adds 18 bytes to the target's: a 244-byte name (255 allowed) could not be saved."""
     from fastsoftmax._io import _name_max, temporary_names
