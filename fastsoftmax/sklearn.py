@@ -528,7 +528,8 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
 
     @contextlib.contextmanager
     def _unchanged_on_failure(self):
-        """Put back every attribute if the body (``partial_fit``) raises (or is interrupted).
+        """Around ``partial_fit``: if it raises (or is interrupted), put back the optimiser's state (and the
+        attributes, had it taken its fit already).
 
         The engine model of ``partial_fit``, which holds the optimiser's state
         (moments, step count, random stream), is kept, with that state as it
