@@ -182,5 +182,9 @@ def reference_point(X: np.ndarray, sample_weight: np.ndarray) -> np.ndarray:
     ``REFERENCE_ROWS`` rows.
     """
     candidates = np.flatnonzero(sample_weight) if sample_weight.shape[0] else np.arange(X.shape[0])
-    rows = candidates[np.linspace(0, candidates.shape[0] - 1, min(REFERENCE_ROWS, candidates.shape[0])).astype(int)]
-    return np.median(np.asarray(X[rows], dtype=np.float64), axis=0)
+    return np.median(np.asarray(X[candidates[spread_rows(candidates.shape[0])]], dtype=np.float64), axis=0)
+
+
+def spread_rows(n_rows: int) -> np.ndarray:
+    """At most ``REFERENCE_ROWS`` distinct row indices spread evenly over ``n_rows`` rows, first and last included."""
+    return np.unique(np.linspace(0, n_rows - 1, min(REFERENCE_ROWS, n_rows)).astype(np.int64))

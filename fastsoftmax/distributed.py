@@ -700,9 +700,9 @@ class DaskObjective:
         The median of rows of positive weight among a few spread over X (one
         small gather); where those all weigh 0, the weighted mean (one pass).
         """
-        from fastsoftmax._scaling import REFERENCE_ROWS
+        from fastsoftmax._scaling import spread_rows
 
-        spread = np.unique(np.linspace(0, X.shape[0] - 1, REFERENCE_ROWS).astype(int))
+        spread = spread_rows(X.shape[0])
         rows, weights = self._compute(X[spread], w[spread])
         if np.any(weights > 0):
             return np.median(rows[weights > 0], axis=0)

@@ -22,6 +22,34 @@ take turns to write it (``_cache``).
 
 import numba
 
+from fastsoftmax.kernels._signature import read_only
+from fastsoftmax.kernels.hessian import (
+    hessian_vector_columns_sums,
+    hessian_vector_row_blocks_sums,
+    hessian_vector_sums,
+    select_hvp_variant,
+)
+from fastsoftmax.kernels.lbfgs import two_loop
+from fastsoftmax.kernels.loss_grad import (
+    LossGradVariant,
+    loss_grad_columns_sums,
+    loss_grad_row_blocks_sums,
+    loss_grad_sums,
+    row_blocks,
+    row_blocks_pay,
+    select_variant,
+)
+from fastsoftmax.kernels.moments import column_moments
+from fastsoftmax.kernels.predict import predict_columns, predict_labels, predict_proba_labels, select_predict_variant
+from fastsoftmax.kernels.reductions import count_nonfinite, stream_sum
+from fastsoftmax.kernels.scans import all_finite, all_finite_pair, descend, label_range
+from fastsoftmax.kernels.softmax import (
+    cross_entropy_rows,
+    cross_entropy_sums,
+    log_softmax_rows,
+    softmax_rows,
+)
+
 #: Why no kernel can run in this process, or None. With NUMBA_DISABLE_JIT=1 the kernels
 #: would run as Python, and fail inside on the Numba intrinsics that only compile. The
 #: import goes on (a program may import fastsoftmax and not call it; ``--help`` works), with
@@ -36,34 +64,6 @@ if JIT_DISABLED:
     import warnings
 
     warnings.warn(JIT_DISABLED, RuntimeWarning, stacklevel=2)
-
-from fastsoftmax.kernels._signature import read_only  # noqa: E402
-from fastsoftmax.kernels.hessian import (  # noqa: E402
-    hessian_vector_columns_sums,
-    hessian_vector_row_blocks_sums,
-    hessian_vector_sums,
-    select_hvp_variant,
-)
-from fastsoftmax.kernels.lbfgs import two_loop  # noqa: E402
-from fastsoftmax.kernels.loss_grad import (  # noqa: E402
-    LossGradVariant,
-    loss_grad_columns_sums,
-    loss_grad_row_blocks_sums,
-    loss_grad_sums,
-    row_blocks,
-    row_blocks_pay,
-    select_variant,
-)
-from fastsoftmax.kernels.moments import column_moments  # noqa: E402
-from fastsoftmax.kernels.predict import predict_columns, predict_labels, predict_proba_labels, select_predict_variant  # noqa: E402
-from fastsoftmax.kernels.reductions import count_nonfinite, stream_sum  # noqa: E402
-from fastsoftmax.kernels.scans import all_finite, all_finite_pair, descend, label_range  # noqa: E402
-from fastsoftmax.kernels.softmax import (  # noqa: E402
-    cross_entropy_rows,
-    cross_entropy_sums,
-    log_softmax_rows,
-    softmax_rows,
-)
 
 __all__ = [
     "LossGradVariant",
