@@ -764,7 +764,10 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         if _is_path(X):
             return self._on_file_chunks(X, self.decision_function)
         X = self._validate_X(X)
-        scores = X @ self.coef_.T + self.intercept_
+        with np.errstate(over="ignore", invalid="ignore"):
+            scores = X @ self.coef_.T + self.intercept_
+        if not np.isfinite(scores).all():  # X was checked finite: the products overflowed (inf - inf is NaN)
+            raise _checks.logits_overflow_error(X, self.coef_, self.intercept_)
         return scores.ravel() if self.classes_.shape[0] == 2 else scores
 
     @_predicting

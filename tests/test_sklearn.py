@@ -619,7 +619,8 @@ def test_finite_float64_beyond_float32_is_named_as_such(tmp_path, monkeypatch):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_logits_that_overflow_in_prediction_name_the_row(tmp_path, monkeypatch, dtype):
     """predict and predict_proba blamed "the loss or its gradient" and said to divide X by its maximum,
-    which changes the model's input; predict_log_proba named a "Z" the user never passed."""
+    which changes the model's input; predict_log_proba named a "Z" the user never passed;
+    decision_function returned NaN (inf - inf) with NumPy's RuntimeWarnings only."""
     import fastsoftmax.sklearn as sk
 
     X, y = generated(n=300, k=3)
@@ -627,16 +628,23 @@ def test_logits_that_overflow_in_prediction_name_the_row(tmp_path, monkeypatch, 
     huge = X.astype(dtype)
     huge[150] = np.finfo(dtype).max / 4  # finite, but its logits are not
     message = rf"^the logits X W\^T \+ b of row 150 of X overflow {np.dtype(dtype).name} although X, W and b are finite"
-    for method in (clf.predict, clf.predict_proba, clf.predict_log_proba):
+    methods = (clf.predict, clf.predict_proba, clf.predict_log_proba, clf.decision_function)
+    for method in methods:
         with pytest.raises(ValueError, match=message) as info:
             method(huge)
         assert ("use float64" in str(info.value)) == (dtype == np.float32)
     # From a file in chunks of 97 rows, the row is the file's.
     np.save(tmp_path / "huge.npy", huge)
     monkeypatch.setattr(sk, "CHUNK_BYTES", 97 * X.shape[1] * np.dtype(dtype).itemsize)
-    for method in (clf.predict, clf.predict_proba, clf.predict_log_proba):
+    for method in methods:
         with pytest.raises(ValueError, match=message):
             method(tmp_path / "huge.npy")
+    # Two classes: the one score column. Features in units of 1e-3 give coefficients far above 1.
+    binary = SoftmaxClassifier(C=1e6, dtype=dtype).fit(X[y < 2] * 1e-3, y[y < 2])
+    assert np.abs(binary.coef_).sum() > 4
+    row = np.sign(binary.coef_) * (np.finfo(dtype).max / 4)
+    with pytest.raises(ValueError, match=rf"^the logits X W\^T \+ b of row 0 of X overflow {np.dtype(dtype).name}"):
+        binary.decision_function(row)
 
 
 def test_n_threads_holds_in_prediction(monkeypatch):
