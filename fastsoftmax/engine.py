@@ -614,7 +614,8 @@ def _partial_fit(model, objective, options, *, seed, state):
 
     def write() -> None:
         model._commit(result.theta)
-        model.loss_history_, model.n_iter_ = losses, n_iter
+        # An epoch converges nothing: a converged_ of the fit before no longer describes W and b.
+        model.loss_history_, model.n_iter_, model.converged_ = losses, n_iter, False
         state.clear()
         state.update(epoch_state)
 

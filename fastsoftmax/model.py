@@ -63,7 +63,11 @@ class SoftmaxRegression:
         values); for sgd and adam the mean mini-batch loss of each epoch
         (``n_iter_`` values).
     n_iter_ : int
+        Iterations (epochs for sgd and adam) of the last :meth:`fit`, plus one per
+        :meth:`partial_fit` call since.
     converged_ : bool
+        Whether the last :meth:`fit` met its tolerance; :meth:`partial_fit`
+        sets it to False (an epoch converges nothing).
     """
 
     def __init__(self, input_dim: int, num_classes: int, *, dtype=np.float64, seed=None):
@@ -516,8 +520,8 @@ class SoftmaxRegression:
         solver; :meth:`fit` does not touch it. X and y take the in-memory,
         memmap and ``.npy``-path forms that :meth:`fit` accepts; Dask arrays
         are refused, since sgd and adam do not run on Dask. The mean
-        mini-batch loss of each call is appended to ``loss_history_``, and
-        ``n_iter_`` grows by 1.
+        mini-batch loss of each call is appended to ``loss_history_``,
+        ``n_iter_`` grows by 1, and ``converged_`` is set to False.
 
         Parameters
         ----------

@@ -324,6 +324,17 @@ def test_ctrl_c_as_partial_fit_keeps_its_epoch_keeps_the_optimiser_state_with_it
     np.testing.assert_array_equal(model.b, uninterrupted.b)
 
 
+def test_partial_fit_after_a_converged_fit_clears_converged(data, tmp_path):
+    """An epoch moved W and b, but converged_ stayed True from the fit before it, and save stored it."""
+    X, y = data
+    model = SoftmaxRegression(D, K, seed=0).fit(X, y)
+    assert model.converged_
+    model.partial_fit(X, y, solver="sgd", lr=1.0, seed=0)
+    assert not model.converged_
+    model.save(tmp_path / "m.npz")
+    assert not SoftmaxRegression.load(tmp_path / "m.npz").converged_
+
+
 def test_a_callback_may_hand_a_prediction_to_another_thread(data):
     """While the fit waits for its callback nothing writes W and b: a worker thread's prediction was refused."""
     from concurrent.futures import ThreadPoolExecutor
