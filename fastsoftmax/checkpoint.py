@@ -287,7 +287,7 @@ SCALING_STATE_KEYS = ("scaling_mean", "scaling_scale")
 #: The dtypes of theta and of the solver state's arrays as the solvers write them.
 _STATE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 #: Solver state arrays with one value per parameter (the solvers' moments).
-PARAMETER_SHAPED_STATE = ("velocity", "first", "second", "gradient", "grad", "theta")
+PARAMETER_SHAPED_STATE = ("velocity", "first", "second", "gradient", "grad", "theta", "guard_theta")
 
 #: The solver state a checkpoint must hold after the first epoch or step (the keys
 #: that ``solvers._minibatch_epochs``, ``sgd``, ``adam`` and ``newton_cg`` keep).
@@ -307,7 +307,9 @@ def _state_keys(solver: str | None) -> tuple[str, ...]:
     """
     if solver is None:
         return tuple(sorted({key for known in (*SOLVER_STATE_KEYS, "gd") for key in _state_keys(known)}))
-    optional = solvers.LBFGS_OPTIONAL_STATE_KEYS if solver == "lbfgs" else ()
+    optional = {"lbfgs": solvers.LBFGS_OPTIONAL_STATE_KEYS}.get(
+        solver, solvers.GUARD_STATE_KEYS if solver in ("gd", "sgd", "adam") else ()
+    )
     return (*SOLVER_STATE_KEYS.get(solver, ()), *optional, *SCALING_STATE_KEYS)
 
 

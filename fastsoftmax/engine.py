@@ -153,7 +153,7 @@ def run_solver(
         )
     if solver == "gd":
         return solvers.gradient_descent(
-            full, theta0, lr=options.lr, max_iter=max_iter, tol=options.tol, on_iteration=on_iteration
+            full, theta0, lr=options.lr, max_iter=max_iter, tol=options.tol, on_iteration=on_iteration, state=state
         )
     minibatch = dict(
         lr=options.lr,
@@ -611,6 +611,9 @@ def _partial_fit(model, objective, options, *, seed, state):
             f"training diverged: {exc.describe(model.n_iter_)}. W and b are unchanged; {_remedy(options)}."
         ) from exc
     losses, n_iter = list(model.loss_history_) + result.loss_history, model.n_iter_ + 1
+    # The guard compares epochs of one data set; each call of partial_fit may bring another batch.
+    for key in solvers.GUARD_STATE_KEYS:
+        epoch_state.pop(key, None)
 
     def write() -> None:
         model._commit(result.theta)

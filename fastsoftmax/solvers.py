@@ -106,6 +106,25 @@ class DivergenceGuard:
         self.best_loss = loss
         self.best_iteration = iteration
 
+    @classmethod
+    def resumed(cls, state: dict, theta: np.ndarray, loss: float = math.inf) -> tuple[DivergenceGuard, bool]:
+        """The guard kept in ``state`` by :meth:`keep` (and True), else a new one at ``theta`` (and False).
+
+        A resumed run then judges its losses against the best of the whole
+        run, as the uninterrupted one does, not against its own first.
+        """
+        if not all(key in state for key in GUARD_STATE_KEYS):
+            return cls(theta, loss), False
+        # Iterations count from 0 at the start of each call: the best lies ``age`` before it.
+        guard = cls(state["guard_theta"], float(state["guard_loss"]), -int(state["guard_age"]))
+        return guard, True
+
+    def keep(self, state: dict, iteration: int) -> None:
+        """Store the guard in ``state`` at the end of ``iteration`` (counted in this call)."""
+        state["guard_theta"] = self.best_theta.copy()
+        state["guard_loss"] = np.array(self.best_loss, dtype=np.float64)
+        state["guard_age"] = iteration - self.best_iteration
+
     def update(self, theta: np.ndarray, loss: float, iteration: int, *, reported: int | None = None) -> None:
         """Record the iterate of ``iteration``; raise if its loss has run away from the best.
 
@@ -192,6 +211,10 @@ LBFGS_STATE_KEYS = (
 #: Keys of the L-BFGS state that states saved before they existed lack; resuming
 #: such a state starts them afresh.
 LBFGS_OPTIONAL_STATE_KEYS = ("best_loss", "best_gradient", "stalled")
+#: The :class:`DivergenceGuard` in the state of gd, sgd and adam: its best iterate,
+#: that iterate's loss, and how many iterations before the state's it was. Optional:
+#: checkpoints written before they were kept resume with a new guard.
+GUARD_STATE_KEYS = ("guard_theta", "guard_loss", "guard_age")
 #: The curvature pairs L-BFGS keeps by default (the engine's runs use this).
 LBFGS_MEMORY = 10
 #: Iterations (in units of the memory m) without a new lowest loss or a new
@@ -314,6 +337,21 @@ def _state_finite(state: dict, key: str, shape: tuple[int, ...] | None = None) -
         raise ValueError(f"the solver state {key!r} holds NaN or infinite values.")
 
 
+def _check_guard_state(state: dict, n: int) -> None:
+    """Raise ValueError naming the field if the :class:`DivergenceGuard` kept in ``state`` cannot be resumed."""
+    present = [key for key in GUARD_STATE_KEYS if key in state]
+    if not present:
+        return
+    if len(present) < len(GUARD_STATE_KEYS):
+        missing = sorted(set(GUARD_STATE_KEYS) - set(present))
+        raise ValueError(
+            f"the solver state lacks {missing}, which go with {present}; pass an empty dict to start afresh."
+        )
+    _state_finite(state, "guard_theta", (n,))
+    _state_real(state, "guard_loss")
+    _state_int(state, "guard_age", 0)
+
+
 def _check_minibatch_state(state: dict, n: int) -> None:
     """Raise ValueError naming the field if a filled sgd or adam state cannot be resumed."""
     if "rng" in state:
@@ -351,7 +389,7 @@ def check_state(solver: str, state: dict, n: int) -> None:
     checkpoint read from disk, whose contents may have been edited):
     integers within the bounds the solver indexes with, real numbers and
     arrays of the right shapes with no NaN or inf. L-BFGS is checked for
-    :data:`LBFGS_MEMORY` pairs; "gd" keeps no state.
+    :data:`LBFGS_MEMORY` pairs; "gd" keeps only its divergence guard.
     """
     if solver == "lbfgs":
         _check_lbfgs_state(state, n, LBFGS_MEMORY)
@@ -359,6 +397,8 @@ def check_state(solver: str, state: dict, n: int) -> None:
         _check_newton_state(state, n)
     elif solver in ("sgd", "adam"):
         _check_minibatch_state(state, n)
+    if solver in ("gd", "sgd", "adam"):
+        _check_guard_state(state, n)
 
 
 def _approximate_wolfe(
@@ -735,19 +775,24 @@ def gradient_descent(
     max_iter: int = 100,
     tol: float = 0.0,
     on_iteration: OnIteration | None = None,
+    state: dict | None = None,
 ) -> SolverResult:
     """Full-batch gradient descent, theta <- theta - lr * grad.
 
     Stops after ``max_iter`` steps or when the relative change of the loss
     falls below ``tol``; raises :class:`DivergedError` when the loss runs away
-    (see :class:`DivergenceGuard`).
+    (see :class:`DivergenceGuard`). ``state``, if given, holds the guard at
+    the end of every step (before ``on_iteration``; :data:`GUARD_STATE_KEYS`),
+    and a run started with a filled ``state`` from its last theta guards as
+    the uninterrupted run would.
     """
+    state = {} if state is None else state
     theta = np.array(theta0, copy=True)
     loss, grad = objective(theta)
     if not _finite(loss, theta):
         raise NonFiniteLossError(0, loss)
     history = [loss]
-    guard = DivergenceGuard(theta, loss)
+    guard, _ = DivergenceGuard.resumed(state, theta, loss)
     for iteration in range(1, max_iter + 1):
         with np.errstate(over="ignore", invalid="ignore"):  # divergence is checked below
             candidate = theta - lr * grad
@@ -757,6 +802,7 @@ def gradient_descent(
         guard.update(candidate, new_loss, iteration)
         theta, grad = candidate, new_grad
         history.append(new_loss)
+        guard.keep(state, iteration)
         if on_iteration is not None and on_iteration(theta, new_loss, iteration):
             return SolverResult(theta, iteration, False, "stopped by callback", history)
         if _relative_change(loss, new_loss) < tol:
@@ -814,16 +860,17 @@ def _minibatch_epochs(
     The loss recorded for an epoch is the mean of its mini-batch losses.
     ``batches(rng)`` yields one epoch's row index arrays (default: a fresh
     permutation of all rows cut into ``batch_size`` pieces). ``state``, if
-    given, holds ``rng``, ``t`` and ``previous`` at the end of every epoch
-    (before ``on_iteration``), and a run started with a filled ``state``
-    continues from it: a checkpoint of theta and ``state`` resumes exactly.
+    given, holds ``rng``, ``t``, ``previous`` and the divergence guard
+    (:data:`GUARD_STATE_KEYS`) at the end of every epoch (before
+    ``on_iteration``), and a run started with a filled ``state`` continues
+    from it: a checkpoint of theta and ``state`` resumes exactly.
     An epoch whose mean loss runs away from the best epoch's raises
     :class:`DivergedError` (see :class:`DivergenceGuard`); ``best_theta`` is
     then the start of the best epoch.
 
     The first epoch has no earlier one to compare with, so it is compared
-    with the loss at ``theta0``, in every call (a resumed run's and each
-    ``partial_fit`` epoch's too): a first epoch whose mean loss exceeds it by
+    with the loss at ``theta0``, in every call whose ``state`` holds no
+    guard (each ``partial_fit`` epoch's too, whose guard is not kept): a first epoch whose mean loss exceeds it by
     more than ``FIRST_EPOCH_RUNAWAY`` times ``max(1, |loss at theta0|)`` has
     exploded, and raises with ``best_theta = theta0``. The bound is wide on
     purpose: an epoch's mean is taken along its path, and momentum or Adam
@@ -844,7 +891,7 @@ def _minibatch_epochs(
     t = state.get("t", 0)
     # An epoch's loss is measured along the way, from the weights it started
     # with: the guard pairs it with those (iteration epoch - 1).
-    guard = DivergenceGuard(theta)
+    guard, resumed = DivergenceGuard.resumed(state, theta)
     for epoch in range(1, max_iter + 1):
         epoch_loss = 0.0
         first_loss = math.nan  # the first mini-batch's, at the epoch's starting weights
@@ -869,7 +916,7 @@ def _minibatch_epochs(
             epoch_loss /= n_samples
             if not _finite(epoch_loss, candidate):
                 raise NonFiniteLossError(epoch, epoch_loss, guard.best_theta, guard.best_iteration)
-            if epoch == 1 and _first_epoch_explodes(first_loss, epoch_loss):
+            if epoch == 1 and not resumed and _first_epoch_explodes(first_loss, epoch_loss):
                 # Confirmed on all rows: the first mini-batch alone is too noisy.
                 start_loss = _mean_loss(batch_objective, theta, n_samples, batch_size)
                 if not math.isfinite(start_loss):
@@ -886,6 +933,7 @@ def _minibatch_epochs(
         theta = candidate
         history.append(epoch_loss)
         state.update(rng=rng.bit_generator.state, t=t, previous=epoch_loss)
+        guard.keep(state, epoch)
         if on_iteration is not None and on_iteration(theta, epoch_loss, epoch):
             return SolverResult(theta, epoch, False, "stopped by callback", history)
         if _relative_change(previous, epoch_loss) < tol:

@@ -838,6 +838,12 @@ def _set_array(key, value):
         # Carried along and written back at every iteration, as large as the edit made them.
         ("sgd", _solver_state(junk=1), "holds 'junk', which the sgd solver never writes"),
         ("lbfgs", _set_array("state_velocity", np.zeros(3)), "holds 'velocity', which the lbfgs solver never writes"),
+        # The divergence guard of gd, sgd and adam.
+        ("gd", _solver_state(guard_age=-1), "'guard_age' must be >= 0, got -1"),
+        ("gd", _set_array("state_guard_loss", np.inf), "'guard_loss' must be finite"),
+        ("sgd", _set_array("state_guard_theta", np.zeros(3)), r"'guard_theta' has shape \(3,\)"),
+        ("gd", lambda a: a.pop("state_guard_theta"), r"lacks \['guard_theta'\], which go with"),
+        ("lbfgs", _solver_state(guard_age=1), "holds 'guard_age', which the lbfgs solver never writes"),
     ],
     ids=[
         "scale-zero",
@@ -863,6 +869,11 @@ def _set_array(key, value):
         "newton-radius-zero",
         "sgd-unknown-key",
         "lbfgs-other-solvers-array",
+        "gd-guard-age-negative",
+        "gd-guard-loss-inf",
+        "sgd-guard-theta-shape",
+        "gd-guard-theta-missing",
+        "lbfgs-guard",
     ],
 )
 def test_edited_checkpoint_state_is_refused_before_resuming(tmp_path, data, solver, edit, message):
