@@ -307,9 +307,12 @@ def _state_keys(solver: str | None) -> tuple[str, ...]:
     """
     if solver is None:
         return tuple(sorted({key for known in (*SOLVER_STATE_KEYS, "gd") for key in _state_keys(known)}))
-    optional = {"lbfgs": solvers.LBFGS_OPTIONAL_STATE_KEYS}.get(
-        solver, solvers.GUARD_STATE_KEYS if solver in ("gd", "sgd", "adam") else ()
-    )
+    optional = {
+        "lbfgs": solvers.LBFGS_OPTIONAL_STATE_KEYS,
+        "gd": solvers.GUARD_STATE_KEYS,
+        "sgd": solvers.MINIBATCH_OPTIONAL_STATE_KEYS,
+        "adam": solvers.MINIBATCH_OPTIONAL_STATE_KEYS,
+    }.get(solver, ())
     return (*SOLVER_STATE_KEYS.get(solver, ()), *optional, *SCALING_STATE_KEYS)
 
 

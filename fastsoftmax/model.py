@@ -384,9 +384,12 @@ class SoftmaxRegression:
             the gradient; with ``precondition`` (the default for both) that is
             the gradient in the solver's standardised coordinates,
             (dW - db mu^T) / s and db for feature means mu and spreads s, so
-            that tol does not depend on the units of the features. gd, sgd,
-            adam: relative change of the loss between iterations below which
-            training stops. ``tol=0`` gives no ConvergenceWarning; gd, sgd
+            that tol does not depend on the units of the features. gd:
+            relative change of the loss between iterations below which
+            training stops. sgd, adam: training stops once 5 epochs in a row
+            have not lowered the best epoch's mean loss by more than tol
+            (relative; scikit-learn's ``n_iter_no_change``), since one
+            epoch's mean is a noisy estimate. ``tol=0`` gives no ConvergenceWarning; gd, sgd
             and adam then run exactly ``max_iter`` iterations, lbfgs and
             newton-cg stop earlier where the loss stops changing (its
             rounding floor: 64 eps relative).

@@ -215,6 +215,13 @@ LBFGS_OPTIONAL_STATE_KEYS = ("best_loss", "best_gradient", "stalled")
 #: that iterate's loss, and how many iterations before the state's it was. Optional:
 #: checkpoints written before they were kept resume with a new guard.
 GUARD_STATE_KEYS = ("guard_theta", "guard_loss", "guard_age")
+#: Epochs in a row whose mean loss is not below the best epoch's by more than tol
+#: (relative) after which sgd and adam stop (scikit-learn's ``n_iter_no_change``):
+#: one epoch's mean is a noisy estimate, and a single near-tie of two of them
+#: stopped 11 of 12 seeded runs at random epochs, up to 11 % above the optimum.
+N_ITER_NO_CHANGE = 5
+#: The count of such epochs in an sgd or adam state (optional: older checkpoints start it at 0).
+MINIBATCH_OPTIONAL_STATE_KEYS = (*GUARD_STATE_KEYS, "unimproved")
 #: The curvature pairs L-BFGS keeps by default (the engine's runs use this).
 LBFGS_MEMORY = 10
 #: Iterations (in units of the memory m) without a new lowest loss or a new
@@ -366,6 +373,8 @@ def _check_minibatch_state(state: dict, n: int) -> None:
     for key in ("velocity", "first", "second"):
         if key in state:
             _state_finite(state, key, (n,))
+    if "unimproved" in state:
+        _state_int(state, "unimproved", 0, N_ITER_NO_CHANGE)
     if "second" in state and (state["second"] < 0).any():
         raise ValueError("the solver state 'second' (Adam's squared-gradient moments) holds negative values.")
 
@@ -860,11 +869,15 @@ def _minibatch_epochs(
     The loss recorded for an epoch is the mean of its mini-batch losses.
     ``batches(rng)`` yields one epoch's row index arrays (default: a fresh
     permutation of all rows cut into ``batch_size`` pieces). ``state``, if
-    given, holds ``rng``, ``t``, ``previous`` and the divergence guard
-    (:data:`GUARD_STATE_KEYS`) at the end of every epoch (before
+    given, holds ``rng``, ``t``, ``previous`` (the last epoch's loss),
+    ``unimproved`` and the divergence guard (:data:`GUARD_STATE_KEYS`) at
+    the end of every epoch (before
     ``on_iteration``), and a run started with a filled ``state`` continues
-    from it: a checkpoint of theta and ``state`` resumes exactly.
-    An epoch whose mean loss runs away from the best epoch's raises
+    from it: a checkpoint of theta and ``state`` resumes exactly. With
+    ``tol > 0`` the run stops, converged, after :data:`N_ITER_NO_CHANGE`
+    epochs in a row whose mean loss is not below the best earlier epoch's by
+    more than ``tol * max(1, |best|)`` (one near-tie of two noisy means is
+    no plateau). An epoch whose mean loss runs away from the best epoch's raises
     :class:`DivergedError` (see :class:`DivergenceGuard`); ``best_theta`` is
     then the start of the best epoch.
 
@@ -887,8 +900,8 @@ def _minibatch_epochs(
         rng.bit_generator.state = state["rng"]
     theta = np.array(theta0, copy=True)
     history: list[float] = []
-    previous = state.get("previous", math.inf)
     t = state.get("t", 0)
+    unimproved = int(state.get("unimproved", 0))
     # An epoch's loss is measured along the way, from the weights it started
     # with: the guard pairs it with those (iteration epoch - 1).
     guard, resumed = DivergenceGuard.resumed(state, theta)
@@ -923,6 +936,7 @@ def _minibatch_epochs(
                     raise NonFiniteLossError(0, start_loss)
                 if _first_epoch_explodes(start_loss, epoch_loss):
                     raise DivergedError(epoch, epoch_loss, 0, start_loss, theta.copy())
+            best = guard.best_loss  # of the epochs before this one
             guard.update(theta, epoch_loss, epoch - 1, reported=epoch)
         except BaseException:
             for key, value in saved.items():
@@ -932,13 +946,16 @@ def _minibatch_epochs(
             raise
         theta = candidate
         history.append(epoch_loss)
-        state.update(rng=rng.bit_generator.state, t=t, previous=epoch_loss)
+        improved = math.isinf(best) or best - epoch_loss > tol * max(1.0, abs(best))
+        unimproved = 0 if improved else unimproved + 1
+        state.update(rng=rng.bit_generator.state, t=t, previous=epoch_loss, unimproved=unimproved)
         guard.keep(state, epoch)
         if on_iteration is not None and on_iteration(theta, epoch_loss, epoch):
             return SolverResult(theta, epoch, False, "stopped by callback", history)
-        if _relative_change(previous, epoch_loss) < tol:
-            return SolverResult(theta, epoch, True, "relative loss change below tol", history)
-        previous = epoch_loss
+        if tol > 0 and unimproved >= N_ITER_NO_CHANGE:
+            return SolverResult(
+                theta, epoch, True, f"no epoch's loss below the best by more than tol for {unimproved} epochs", history
+            )
     return SolverResult(theta, max_iter, False, "reached max_iter", history)
 
 

@@ -87,6 +87,34 @@ class RowQuadratic:
         return float(self.offset[rows].mean() + 0.5 * self.a * theta @ theta), self.a * theta
 
 
+class ScriptedEpochs:
+    """One mini-batch per epoch, whose loss is the next of ``losses``; the gradient is 0 (theta stays)."""
+
+    def __init__(self, losses):
+        self.losses = iter(losses)
+
+    def __call__(self, theta: np.ndarray, rows: np.ndarray) -> tuple[float, np.ndarray]:
+        return next(self.losses), np.zeros_like(theta)
+
+
+def test_minibatch_solvers_stop_after_five_epochs_without_progress_not_one_near_tie():
+    """sgd stopped, converged, at the first epoch whose mean came within tol of the last one: a chance
+    near-tie of two noisy means, while the loss still fell (11 of 12 seeded runs, up to 11 % above the optimum)."""
+    tie, plateau = [1.0, 0.9, 0.9 + 1e-9, 0.8, 0.7], [0.7 - 1e-9, 0.7 + 1e-3, 0.7, 0.7 - 1e-8, 0.7]
+    result = solvers.sgd(
+        ScriptedEpochs([*tie, *plateau, 0.1]), np.ones(2), 1, lr=0.1, batch_size=1, max_iter=20, tol=1e-6
+    )
+    assert result.converged
+    assert result.n_iter == len(tie) + len(plateau) == solvers.N_ITER_NO_CHANGE + len(tie)
+    # Counted on across a resumed call, through the state.
+    state: dict = {}
+    objective = ScriptedEpochs([*tie, *plateau, 0.1])
+    first = solvers.adam(objective, np.ones(2), 1, lr=0.1, batch_size=1, max_iter=7, tol=1e-6, state=state)
+    assert (first.converged, state["unimproved"]) == (False, 2)
+    rest = solvers.adam(objective, first.theta, 1, lr=0.1, batch_size=1, max_iter=20, tol=1e-6, state=state)
+    assert rest.converged and rest.n_iter == 3
+
+
 def test_sgd_exploding_in_its_only_epoch_raises_with_the_start_as_best():
     # lr a = 3: each of the 10 steps of the epoch multiplies theta by |1 - 3| = 2.
     objective = RowQuadratic(np.zeros(100))
