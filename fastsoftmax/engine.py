@@ -252,6 +252,9 @@ def warn_not_converged(
             f"they are far too large for features in these units: start from zero (model.W[...] = 0; "
             f"model.b[...] = 0) or standardise the features"
         )
+    elif n_iter >= options.max_iter and options.precondition:
+        # The solver already works on centred, scaled features: scaling them again changes nothing.
+        why = "raise max_iter or loosen tol"
     elif n_iter >= options.max_iter:
         why = "raise max_iter, loosen tol, or scale the features (for example with StandardScaler)"
     else:  # the solver stopped on its own, e.g. a line search that found no lower loss
