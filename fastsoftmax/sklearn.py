@@ -626,7 +626,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         options: dict[str, Any] = {}
         if self.chunk_size is not None:
             options["chunk_size"] = self.chunk_size
-        with self._threads(), engine.convergence_messages() as not_converged:
+        with self._threads(), engine.penalty_from_C(self.C), engine.convergence_messages() as not_converged:
             model.fit(
                 X,
                 y_idx,
@@ -705,7 +705,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             # coef_ and intercept_ hold the weights; the engine model keeps the optimiser's moments.
             model.W, model.b = self._start_params(model.dtype)
         solver = self.solver if self.solver in _MINIBATCH_SOLVERS else "sgd"
-        with self._threads():
+        with self._threads(), engine.penalty_from_C(self.C):
             model.partial_fit(
                 X,
                 y_idx,
