@@ -446,10 +446,12 @@ def _cast_rows(chunk: np.ndarray, target: np.dtype, block_info=None) -> np.ndarr
 
 
 def _minibatch_solver_message(solver: str) -> str:
+    # Read by fit and by partial_fit, which takes only sgd and adam: each remedy names the call it works with.
     return (
         f"solver {solver!r} is not available on Dask: it steps on mini-batches of rows, "
-        f"each of which would cost a cluster round trip. Use one of {DASK_SOLVERS}, "
-        f"or compute the data to NumPy and call model.fit."
+        f"each of which would cost a cluster round trip. Fit the Dask arrays with one of "
+        f"{', '.join(map(repr, DASK_SOLVERS))} (model.fit(X, y, solver='lbfgs')), or compute the data to NumPy "
+        f"and call model.fit, or model.partial_fit once per chunk (X.blocks[i].compute(), y.blocks[i].compute())."
     )
 
 
