@@ -151,8 +151,10 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         objective below which it stops, in the solver's standardised
         coordinates (features centred and scaled, so that tol does not depend
         on their units; see ``SoftmaxRegression.fit``); "gd", "sgd", "adam":
-        relative change of the loss between iterations (epochs). 0 runs
-        ``max_iter`` iterations and never warns.
+        relative change of the loss between iterations (epochs). 0 never
+        warns; "gd", "sgd" and "adam" then run exactly ``max_iter``
+        iterations, "lbfgs" and "newton-cg" stop earlier where the loss stops
+        changing (its rounding floor; see ``SoftmaxRegression.fit``).
     max_iter : int, default 100
         Iterations ("lbfgs", "newton-cg", "gd") or epochs ("sgd", "adam").
     solver : {"lbfgs", "newton-cg", "gd", "sgd", "adam"}, default "lbfgs"
