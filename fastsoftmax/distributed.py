@@ -834,8 +834,8 @@ def fit_dask(
         On non-array X, non-integer labels or non-numeric weights.
     fastsoftmax.TrainingError
         Training diverged: the loss became non-finite (W and b keep the last
-        iterate whose loss was finite), or climbed to more than twice the best
-        loss so far (W and b keep the best iterate).
+        iterate whose loss was finite), or climbed above the best loss so far
+        by more than ``max(1, |best|)`` (W and b keep the best iterate).
     """
     if isinstance(solver, str) and solver in solvers.SOLVERS and solver not in DASK_SOLVERS:
         raise ValueError(_minibatch_solver_message(solver))

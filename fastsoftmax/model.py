@@ -437,8 +437,9 @@ class SoftmaxRegression:
         TrainingError
             Training diverged (a too large ``lr``): the loss became non-finite,
             and W and b keep the last iterate whose loss was finite; or the loss
-            climbed to more than twice the best loss so far (by more than
-            ``max(1, |best|)``), and W and b keep the best iterate.
+            climbed above the best loss so far by more than ``max(1, |best|)``
+            (by more than 1 from a best below 1, else to more than twice the
+            best), and W and b keep the best iterate.
         ValueError
             On a bad option (every option is checked before any data is read),
             bad data, a checkpoint of another problem, or a checkpoint
