@@ -658,10 +658,12 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         As ``SGDClassifier.partial_fit``: the first call needs ``classes``
         (every label that will occur). It runs ``solver`` if that is "sgd" or
         "adam", else "sgd"; the optimiser's state carries over between calls.
-        Each call minimises the objective of :meth:`fit` on its own rows
-        (``l2 = 1 / (C * sum of the call's weights)``). A call that raises,
-        or is interrupted, leaves the estimator as it was before it; a call
-        while another thread fits the estimator raises RuntimeError.
+        Each call minimises the objective of :meth:`fit` on its own rows:
+        ``l2 = 1 / (C * sum of the call's weights)``, or ``2 / (C * sum of
+        the call's weights)`` with two classes (LogisticRegression's binomial
+        objective; see the module docstring). A call that raises, or is
+        interrupted, leaves the estimator as it was before it; a call while
+        another thread fits the estimator raises RuntimeError.
         """
         with exclusive_training(self), self._unchanged_on_failure():
             staged = self._snapshot()  # as in fit; the engine model, shared, keeps the optimiser's state
