@@ -128,7 +128,7 @@ def _refuse_sparse(X) -> None:
 
 
 class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
-    r"""Multinomial logistic regression with L2 penalty, a drop-in for ``LogisticRegression``.
+    r"""Multinomial logistic regression with L2 penalty, with the parameters and attributes of ``LogisticRegression``.
 
     Minimises, over W (K, D) and b (K,),
 
@@ -139,6 +139,16 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
     the objective of ``LogisticRegression(C=C)`` (b is not penalised), with the
     fused kernels of :class:`fastsoftmax.SoftmaxRegression`. With two classes
     the fit is LogisticRegression's binomial one (see the module docstring).
+
+    What matches ``LogisticRegression``: the parameters ``C``,
+    ``fit_intercept``, ``tol``, ``max_iter``, ``solver`` (its "lbfgs" and
+    "newton-cg", and three of ours), ``class_weight``, ``warm_start``,
+    ``verbose`` and ``random_state``; the methods ``fit``, ``predict``,
+    ``predict_proba``, ``predict_log_proba``, ``decision_function`` and
+    ``score``; and the fitted attributes below, with the same shapes. Its
+    other parameters (``penalty``, always L2 here; ``l1_ratio``, ``dual``,
+    ``intercept_scaling``, ``n_jobs``) are not taken: passing one raises
+    TypeError. The other parameters below are ours.
 
     Parameters
     ----------
