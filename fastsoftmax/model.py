@@ -108,10 +108,12 @@ class SoftmaxRegression:
 
     @property
     def input_dim(self) -> int:
+        """D, the number of features: the second dimension of W, shape (K, D) (it follows an assigned W)."""
         return self._weights_shape()[1]
 
     @property
     def num_classes(self) -> int:
+        """K, the number of classes: the first dimension of W, shape (K, D) (it follows an assigned W)."""
         return self._weights_shape()[0]
 
     def _weights_shape(self) -> tuple[int, ...]:
@@ -290,7 +292,14 @@ class SoftmaxRegression:
         return predict(self._X(X, fortran_ok=True, takes_y=False), W, b)
 
     def accuracy(self, X, y) -> float:
-        """Fraction of rows whose predicted class equals y."""
+        """Fraction of rows whose predicted class equals y, ``mean(predict(X) == y)``, a float in [0, 1].
+
+        Parameters
+        ----------
+        X : array_like, shape (N, D)
+        y : array_like of int, shape (N,)
+            Class indices in [0, K).
+        """
         X, y = self._Xy(X, y, fortran_ok=True)
         return float(np.mean(self.predict(X) == y))
 

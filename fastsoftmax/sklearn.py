@@ -786,7 +786,14 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
 
     @_predicting
     def predict_proba(self, X) -> np.ndarray:
-        """Class probabilities softmax(X W^T + b), shape (N, K), columns in the order of ``classes_``."""
+        """Class probabilities, shape (N, K), columns in the order of ``classes_``.
+
+        ``softmax(X coef_^T + intercept_)`` row by row, with ``coef_`` (K, D)
+        and ``intercept_`` (K,). With two classes, ``coef_`` is (1, D) and
+        ``intercept_`` (1,): the columns are ``1 - sigmoid(s)`` and
+        ``sigmoid(s)`` for the class-1 score ``s = X coef_[0] + intercept_[0]``
+        (:meth:`decision_function`), as in LogisticRegression.
+        """
         if _is_path(X):
             return self._on_file_chunks(X, self.predict_proba)
         X = self._validate_X(X, kernel_finds_nonfinite=True)
@@ -794,7 +801,13 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
 
     @_predicting
     def predict_log_proba(self, X) -> np.ndarray:
-        """log softmax(X W^T + b), shape (N, K), from the logits (finite where the probability underflows)."""
+        """Log of :meth:`predict_proba`, shape (N, K), from the logits (finite where the probability underflows).
+
+        ``log_softmax(X coef_^T + intercept_)`` row by row, with ``coef_``
+        (K, D) and ``intercept_`` (K,); with two classes, ``coef_`` (1, D) and
+        ``intercept_`` (1,), the columns are ``log sigmoid(-s)`` and
+        ``log sigmoid(s)`` for ``s = X coef_[0] + intercept_[0]``.
+        """
         if _is_path(X):
             return self._on_file_chunks(X, self.predict_log_proba)
         X = self._validate_X(X)
