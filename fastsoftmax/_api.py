@@ -17,10 +17,19 @@ from fastsoftmax._threading import EXP_WORK, parallel_section, work_chunks
 
 
 class LossGradSums(NamedTuple):
-    """Un-normalised partial sums of one chunk of rows.
+    r"""Un-normalised partial sums of one chunk of rows (:func:`loss_and_grad_sums`).
+
+    With logits :math:`z_i = W x_i + b`, probabilities :math:`p_i = \mathrm{softmax}(z_i)`
+    and row weights :math:`w_i` (1 by default), over the rows i of the chunk:
+
+    * ``loss_sum``: :math:`\sum_i w_i (\operatorname{logsumexp}(z_i) - z_{i,y_i})`, a float;
+    * ``dW_sum``: :math:`\sum_i w_i (p_i - e_{y_i}) x_i^\top`, shape (K, D);
+    * ``db_sum``: :math:`\sum_i w_i (p_i - e_{y_i})`, shape (K,);
+    * ``weight_sum``: :math:`\sum_i w_i`, a float.
 
     Partial sums of disjoint chunks add up to those of their union, and the
-    mean loss and gradient follow as ``loss_sum / weight_sum`` and so on.
+    mean loss and gradient follow as ``loss_sum / weight_sum`` and so on
+    (plus the L2 term: ``l2 * W`` in the gradient, ``l2 / 2 * ||W||_F^2`` in the loss).
     """
 
     loss_sum: float
@@ -448,7 +457,20 @@ def predict_proba(X, W, b, *, out: np.ndarray | None = None) -> np.ndarray:
 
 
 def predict(X, W, b) -> np.ndarray:
-    """Predicted labels argmax_k (X W^T + b)_k, shape (N,) int64, without forming probabilities."""
+    """Predicted labels argmax_k (X W^T + b)_k, shape (N,) int64, without forming probabilities.
+
+    Parameters
+    ----------
+    X : array_like, shape (N, D)
+        Float32 or float64 matching W; integer X is cast to W's dtype.
+    W : ndarray, shape (K, D)
+    b : ndarray, shape (K,)
+
+    Returns
+    -------
+    ndarray of int64, shape (N,)
+        Class indices in [0, K).
+    """
     X, W, b = _check_prediction_input(X, W, b)
     labels = np.empty(X.shape[0], dtype=np.int64)
     _predict_into(X, W, b, np.empty((0, W.shape[0]), dtype=W.dtype), labels)

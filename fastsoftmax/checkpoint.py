@@ -72,6 +72,10 @@ def _canonical(fingerprint: dict[str, Any]) -> str:
 
 
 def checkpoint_path(directory: str | os.PathLike) -> str:
+    """The path of the checkpoint file in ``directory``, ``directory/checkpoint.npz`` (:data:`FILENAME`), as a str.
+
+    Only joins the two: whether the file or the directory exists is not checked.
+    """
     return os.path.join(os.fspath(directory), FILENAME)
 
 

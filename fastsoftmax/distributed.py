@@ -446,10 +446,12 @@ def _cast_rows(chunk: np.ndarray, target: np.dtype, block_info=None) -> np.ndarr
 
 
 def _minibatch_solver_message(solver: str) -> str:
+    # Read by fit and by partial_fit, which takes only sgd and adam: each remedy names the call it works with.
     return (
         f"solver {solver!r} is not available on Dask: it steps on mini-batches of rows, "
-        f"each of which would cost a cluster round trip. Use one of {DASK_SOLVERS}, "
-        f"or compute the data to NumPy and call model.fit."
+        f"each of which would cost a cluster round trip. Fit the Dask arrays with one of "
+        f"{', '.join(map(repr, DASK_SOLVERS))} (model.fit(X, y, solver='lbfgs')), or compute the data to NumPy "
+        f"and call model.fit, or model.partial_fit once per chunk (X.blocks[i].compute(), y.blocks[i].compute())."
     )
 
 
@@ -832,8 +834,8 @@ def fit_dask(
         On non-array X, non-integer labels or non-numeric weights.
     fastsoftmax.TrainingError
         Training diverged: the loss became non-finite (W and b keep the last
-        iterate whose loss was finite), or climbed to more than twice the best
-        loss so far (W and b keep the best iterate).
+        iterate whose loss was finite), or climbed above the best loss so far
+        by more than ``max(1, |best|)`` (W and b keep the best iterate).
     """
     if isinstance(solver, str) and solver in solvers.SOLVERS and solver not in DASK_SOLVERS:
         raise ValueError(_minibatch_solver_message(solver))

@@ -252,6 +252,9 @@ def warn_not_converged(
             f"they are far too large for features in these units: start from zero (model.W[...] = 0; "
             f"model.b[...] = 0) or standardise the features"
         )
+    elif n_iter >= options.max_iter and options.precondition:
+        # The solver already works on centred, scaled features: scaling them again changes nothing.
+        why = "raise max_iter or loosen tol"
     elif n_iter >= options.max_iter:
         why = "raise max_iter, loosen tol, or scale the features (for example with StandardScaler)"
     else:  # the solver stopped on its own, e.g. a line search that found no lower loss
@@ -264,18 +267,42 @@ def warn_not_converged(
     warnings.warn(f"{summary} (converged_ is False); {why}.", ConvergenceWarning, stacklevel=5)
 
 
+#: The ``C`` of the scikit-learn estimator whose fit runs in this context (see
+#: :func:`penalty_from_C`), or None: :func:`_remedy` then names the parameter
+#: its users set. A context variable, as :data:`_convergence_messages` is.
+_penalty_C: contextvars.ContextVar[float | None] = contextvars.ContextVar("fastsoftmax_penalty_C", default=None)
+
+
+@contextlib.contextmanager
+def penalty_from_C(C: float) -> Iterator[None]:
+    """Word the remedies of the fits run in this block (this thread) in terms of ``C``, not ``l2``.
+
+    For the scikit-learn estimator, whose users set ``C`` (``l2`` is
+    proportional to ``1 / C``) and have no ``l2`` to change.
+    """
+    token = _penalty_C.set(C)
+    try:
+        yield
+    finally:
+        _penalty_C.reset(token)
+
+
 def _remedy(options: FitOptions) -> str:
     """What to change after a divergence: the step size, where the solver takes one."""
+    C = _penalty_C.get()
     if options.solver in STEP_SIZE_SOLVERS:
         if options.lr * options.l2 >= 1:
             # The penalty's own step, W <- (1 - lr l2) W, overshoots 0: a larger l2 diverges faster.
+            less_penalty = (
+                f"l2 (now {options.l2:g})" if C is None else f"raise C (now {C:g}, giving l2 = {options.l2:g})"
+            )
             return (
-                f"lower lr (now {options.lr}) or l2 (now {options.l2:g}; raise C in SoftmaxClassifier): "
+                f"lower lr (now {options.lr}) or {less_penalty}: "
                 f"lr * l2 = {options.lr * options.l2:.3g} >= 1 makes the penalty's step alone overshoot"
             )
         # lr is a step in the data's units: unscaled features are the usual cause (no preconditioning here).
         return f"lower lr (now {options.lr}), or standardise the features (StandardScaler)"
-    return "raise l2 or scale the features"
+    return f"{'raise l2' if C is None else 'lower C'} or scale the features"
 
 
 def _diverged(exc: solvers.DivergedError, options: FitOptions, kept_iteration: int, offset: int) -> TrainingError:

@@ -112,10 +112,12 @@ class SoftmaxRegression:
 
     @property
     def input_dim(self) -> int:
+        """D, the number of features: the second dimension of W, shape (K, D) (it follows an assigned W)."""
         return self._weights_shape()[1]
 
     @property
     def num_classes(self) -> int:
+        """K, the number of classes: the first dimension of W, shape (K, D) (it follows an assigned W)."""
         return self._weights_shape()[0]
 
     def _weights_shape(self) -> tuple[int, ...]:
@@ -294,7 +296,14 @@ class SoftmaxRegression:
         return predict(self._X(X, fortran_ok=True, takes_y=False), W, b)
 
     def accuracy(self, X, y) -> float:
-        """Fraction of rows whose predicted class equals y."""
+        """Fraction of rows whose predicted class equals y, ``mean(predict(X) == y)``, a float in [0, 1].
+
+        Parameters
+        ----------
+        X : array_like, shape (N, D)
+        y : array_like of int, shape (N,)
+            Class indices in [0, K).
+        """
         X, y = self._Xy(X, y, fortran_ok=True)
         return float(np.mean(self.predict(X) == y))
 
@@ -444,8 +453,9 @@ class SoftmaxRegression:
         TrainingError
             Training diverged (a too large ``lr``): the loss became non-finite,
             and W and b keep the last iterate whose loss was finite; or the loss
-            climbed to more than twice the best loss so far (by more than
-            ``max(1, |best|)``), and W and b keep the best iterate.
+            climbed above the best loss so far by more than ``max(1, |best|)``
+            (by more than 1 from a best below 1, else to more than twice the
+            best), and W and b keep the best iterate.
         ValueError
             On a bad option (every option is checked before any data is read),
             bad data, a checkpoint of another problem, or a checkpoint

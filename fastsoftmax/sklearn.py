@@ -128,7 +128,7 @@ def _refuse_sparse(X) -> None:
 
 
 class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
-    r"""Multinomial logistic regression with L2 penalty, a drop-in for ``LogisticRegression``.
+    r"""Multinomial logistic regression with L2 penalty, with the parameters and attributes of ``LogisticRegression``.
 
     Minimises, over W (K, D) and b (K,),
 
@@ -139,6 +139,16 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
     the objective of ``LogisticRegression(C=C)`` (b is not penalised), with the
     fused kernels of :class:`fastsoftmax.SoftmaxRegression`. With two classes
     the fit is LogisticRegression's binomial one (see the module docstring).
+
+    What matches ``LogisticRegression``: the parameters ``C``,
+    ``fit_intercept``, ``tol``, ``max_iter``, ``solver`` (its "lbfgs" and
+    "newton-cg", and three of ours), ``class_weight``, ``warm_start``,
+    ``verbose`` and ``random_state``; the methods ``fit``, ``predict``,
+    ``predict_proba``, ``predict_log_proba``, ``decision_function`` and
+    ``score``; and the fitted attributes below, with the same shapes. Its
+    other parameters (``penalty``, always L2 here; ``l1_ratio``, ``dual``,
+    ``intercept_scaling``, ``n_jobs``) are not taken: passing one raises
+    TypeError. The other parameters below are ours.
 
     Parameters
     ----------
@@ -151,8 +161,10 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         objective below which it stops, in the solver's standardised
         coordinates (features centred and scaled, so that tol does not depend
         on their units; see ``SoftmaxRegression.fit``); "gd", "sgd", "adam":
-        relative change of the loss between iterations (epochs). 0 runs
-        ``max_iter`` iterations and never warns.
+        relative change of the loss between iterations (epochs). 0 never
+        warns; "gd", "sgd" and "adam" then run exactly ``max_iter``
+        iterations, "lbfgs" and "newton-cg" stop earlier where the loss stops
+        changing (its rounding floor; see ``SoftmaxRegression.fit``).
     max_iter : int, default 100
         Iterations ("lbfgs", "newton-cg", "gd") or epochs ("sgd", "adam").
     solver : {"lbfgs", "newton-cg", "gd", "sgd", "adam"}, default "lbfgs"
@@ -626,7 +638,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         options: dict[str, Any] = {}
         if self.chunk_size is not None:
             options["chunk_size"] = self.chunk_size
-        with self._threads(), engine.convergence_messages() as not_converged:
+        with self._threads(), engine.penalty_from_C(self.C), engine.convergence_messages() as not_converged:
             model.fit(
                 X,
                 y_idx,
@@ -656,10 +668,12 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         As ``SGDClassifier.partial_fit``: the first call needs ``classes``
         (every label that will occur). It runs ``solver`` if that is "sgd" or
         "adam", else "sgd"; the optimiser's state carries over between calls.
-        Each call minimises the objective of :meth:`fit` on its own rows
-        (``l2 = 1 / (C * sum of the call's weights)``). A call that raises,
-        or is interrupted, leaves the estimator as it was before it; a call
-        while another thread fits the estimator raises RuntimeError.
+        Each call minimises the objective of :meth:`fit` on its own rows:
+        ``l2 = 1 / (C * sum of the call's weights)``, or ``2 / (C * sum of
+        the call's weights)`` with two classes (LogisticRegression's binomial
+        objective; see the module docstring). A call that raises, or is
+        interrupted, leaves the estimator as it was before it; a call while
+        another thread fits the estimator raises RuntimeError.
         """
         with exclusive_training(self), self._unchanged_on_failure():
             staged = self._snapshot()  # as in fit; the engine model, shared, keeps the optimiser's state
@@ -705,7 +719,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             # coef_ and intercept_ hold the weights; the engine model keeps the optimiser's moments.
             model.W, model.b = self._start_params(model.dtype)
         solver = self.solver if self.solver in _MINIBATCH_SOLVERS else "sgd"
-        with self._threads():
+        with self._threads(), engine.penalty_from_C(self.C):
             model.partial_fit(
                 X,
                 y_idx,
@@ -772,7 +786,14 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
 
     @_predicting
     def predict_proba(self, X) -> np.ndarray:
-        """Class probabilities softmax(X W^T + b), shape (N, K), columns in the order of ``classes_``."""
+        """Class probabilities, shape (N, K), columns in the order of ``classes_``.
+
+        ``softmax(X coef_^T + intercept_)`` row by row, with ``coef_`` (K, D)
+        and ``intercept_`` (K,). With two classes, ``coef_`` is (1, D) and
+        ``intercept_`` (1,): the columns are ``1 - sigmoid(s)`` and
+        ``sigmoid(s)`` for the class-1 score ``s = X coef_[0] + intercept_[0]``
+        (:meth:`decision_function`), as in LogisticRegression.
+        """
         if _is_path(X):
             return self._on_file_chunks(X, self.predict_proba)
         X = self._validate_X(X, kernel_finds_nonfinite=True)
@@ -780,7 +801,13 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
 
     @_predicting
     def predict_log_proba(self, X) -> np.ndarray:
-        """log softmax(X W^T + b), shape (N, K), from the logits (finite where the probability underflows)."""
+        """Log of :meth:`predict_proba`, shape (N, K), from the logits (finite where the probability underflows).
+
+        ``log_softmax(X coef_^T + intercept_)`` row by row, with ``coef_``
+        (K, D) and ``intercept_`` (K,); with two classes, ``coef_`` (1, D) and
+        ``intercept_`` (1,), the columns are ``log sigmoid(-s)`` and
+        ``log sigmoid(s)`` for ``s = X coef_[0] + intercept_[0]``.
+        """
         if _is_path(X):
             return self._on_file_chunks(X, self.predict_log_proba)
         X = self._validate_X(X)

@@ -92,9 +92,10 @@ class DivergenceGuard:
     A descent method with a suitable step never ends far above its best
     loss; one whose step is too large climbs without bound (gradient descent
     at lr = 1e10 goes from 1.1 to 2.5e9). The guard calls a loss *diverged*
-    when it exceeds the best loss so far by more than ``max(1, |best|)``,
-    i.e. more than doubles it: far beyond the epoch-to-epoch noise of the
-    mini-batch solvers, and reached within a few steps by a run that explodes.
+    when it exceeds the best loss so far by more than ``max(1, |best|)`` (by
+    more than 1 from a best below 1, else more than doubling it): far beyond
+    the epoch-to-epoch noise of the mini-batch solvers, and reached within a
+    few steps by a run that explodes.
     Seed it with the loss at the start (``loss``) where that loss is known:
     a guard that starts at ``inf`` takes the first loss it sees as the best,
     however far that one has already run away (the mini-batch solvers check

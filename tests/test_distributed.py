@@ -571,6 +571,21 @@ def test_bad_options_are_refused_before_any_work(data, options, match):
         fit_dask(SoftmaxRegression(D, K), da.from_array(data[0], chunks=(CHUNK, D)), data[1], **options)
 
 
+def test_partial_fit_on_dask_names_remedies_that_partial_fit_users_can_take(data):
+    """partial_fit on Dask arrays said "Use one of ('lbfgs', 'gd', 'newton-cg')", solvers that partial_fit refuses."""
+    X, y = data
+    Xd, yd = da.from_array(X, chunks=(CHUNK, D)), da.from_array(y, chunks=CHUNK)
+    model = SoftmaxRegression(D, K, seed=0)
+    with pytest.raises(ValueError, match="not available on Dask") as info:
+        model.partial_fit(Xd, yd)
+    assert "model.fit(X, y, solver='lbfgs')" in str(info.value)
+    assert "model.partial_fit once per chunk (X.blocks[i].compute(), y.blocks[i].compute())" in str(info.value)
+    # Both remedies work as written.
+    model.partial_fit(Xd.blocks[0].compute(), yd.blocks[0].compute())
+    assert model.n_iter_ == 1
+    assert SoftmaxRegression(D, K, seed=0).fit(Xd, yd, solver="lbfgs", max_iter=5, tol=0).n_iter_ == 5
+
+
 def test_concurrent_kernel_calls_in_threads(data):
     """Many chunks on Dask's threads at once: the kernels must be thread-safe."""
     X, y = data

@@ -510,6 +510,26 @@ def test_max_iter_before_tol_warns_and_converged_is_false(data, solver):
     assert model.n_iter_ == 1
 
 
+@pytest.mark.parametrize(
+    "options, advised",
+    [
+        (dict(solver="lbfgs"), False),
+        (dict(solver="newton-cg"), False),
+        (dict(solver="gd", precondition=True), False),
+        (dict(solver="lbfgs", precondition=False), True),
+        (dict(solver="gd"), True),
+    ],
+    ids=["lbfgs", "newton-cg", "gd-preconditioned", "lbfgs-unpreconditioned", "gd"],
+)
+def test_max_iter_warning_advises_scaling_only_to_unpreconditioned_fits(data, options, advised):
+    """A preconditioned fit was told to scale its features, which it already does: the advice changed nothing."""
+    X, y = data
+    with pytest.warns(ConvergenceWarning, match="did not converge in 1 iterations.*raise max_iter") as record:
+        SoftmaxRegression(D, K, seed=0).fit(X, y, max_iter=1, tol=1e-12, **options)
+    messages = [str(w.message) for w in record if issubclass(w.category, ConvergenceWarning)]
+    assert all(("scale the features" in message) is advised for message in messages)
+
+
 def test_no_convergence_warning_when_tol_is_zero_or_the_callback_stops(data):
     X, y = data
     with warnings.catch_warnings():

@@ -452,6 +452,22 @@ def test_a_failed_first_partial_fit_leaves_the_estimator_unfitted():
     assert est.coef_.shape == (3, X.shape[1])
 
 
+@pytest.mark.parametrize("call", ["fit", "partial_fit"])
+def test_a_divergence_that_the_penalty_drives_asks_for_a_larger_C(call):
+    """The estimator's users were told to lower "l2 (now 100; raise C in SoftmaxClassifier)": l2 is no parameter of
+    the estimator, and the C in that hint reached users of SoftmaxRegression and the CLI too."""
+    from fastsoftmax import TrainingError
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(1000, 5))
+    y = (X[:, :3].argmax(1) + (rng.random(1000) < 0.3)) % 3
+    est = SoftmaxClassifier(C=1e-5, solver="gd" if call == "fit" else "sgd", lr=0.1, random_state=0)  # l2 = 100
+    with pytest.raises(TrainingError, match="diverged") as info:
+        for _ in range(5):  # the first epochs of partial_fit shrink W before it climbs
+            est.fit(X, y) if call == "fit" else est.partial_fit(X, y, classes=[0, 1, 2])
+    assert "lower lr (now 0.1) or raise C (now 1e-05, giving l2 = 100): lr * l2 = 10 >= 1" in str(info.value)
+
+
 def test_convergence_warning_says_why_the_solver_stopped():
     X, y = generated(n=300, k=3)
     with pytest.warns(ConvergenceWarning, match="did not converge in 3 iterations.*raise max_iter"):
