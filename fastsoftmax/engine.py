@@ -35,7 +35,10 @@ everything that does not depend on where the data lives:
 * **threads**: BLAS is held to one thread for the whole fit, and a model
   that another thread is training is refused (``_threading.exclusive_training``);
 * **convergence**: ``max_iter`` used up before ``tol`` warns
-  (:class:`ConvergenceWarning`), unless ``tol`` is 0 or the callback stopped.
+  (:class:`ConvergenceWarning`), unless ``tol`` is 0 or the callback stopped;
+  a full-batch fit is not called converged where its loss ends above
+  log K, or where the loss stopped falling but the gradient, in
+  standardised units, is still far from zero (:func:`_unconverged_at_floor`).
 
 The engine imports neither the model nor any data back end: the model is
 passed in (anything with ``_pack``, ``_commit`` and the fitted attributes),
@@ -230,6 +233,58 @@ def convergence_messages() -> Iterator[list[str]]:
 
 #: A starting loss above this many times log K (the loss of zero weights) comes from huge logits.
 HUGE_START_LOSS_RATIO = 100
+
+
+def _unconverged_at_floor(
+    model: Trainable, objective: Objective, options: FitOptions, scaling: FeatureScaling | None, result
+) -> str | None:
+    """Why a full-batch fit that the solver calls converged is not at the optimum; None where it is.
+
+    Two checks, each true of every optimum:
+
+    * zero W and b give the loss log K (and no penalty), so the optimum's
+      loss is at most log K wherever b is fitted or starts at 0. A loss far
+      above it (features of 1e20, whose centring cancels b in float64) is
+      no optimum, whatever the last step changed;
+    * a solver that stops because the loss no longer falls (a relative
+      decrease within 64 eps, ``result.at_loss_floor``) is at its rounding
+      floor only if the gradient is small where the features are on one
+      scale: with ``precondition=False`` and a feature in units of 1e4, L-BFGS
+      stalled 14 % above the optimum. The largest component of the gradient
+      in standardised coordinates (the solver's own with ``precondition``,
+      else from one more pass over X) must be at most ``max(tol, sqrt(eps))``
+      of the data's dtype: far above the gradient's rounding (about
+      1e-6 in float32 at 2,000 rows), far below a stall (0.01 and up).
+    """
+    zero_weights_loss = math.log(model.num_classes)
+    final_loss = result.loss_history[-1] if result.loss_history else math.nan
+    starts_at_zero_b = options.fit_intercept or not np.any(model.b)
+    if starts_at_zero_b and final_loss > zero_weights_loss * (1 + 1e-3):
+        return (
+            f"the loss stopped at {final_loss:.6g}, above {zero_weights_loss:.6g}, that of zero weights, "
+            f"so it is no optimum"
+        )
+    if not result.at_loss_floor:
+        return None
+    _, grad = objective(result.theta)
+    if scaling is None:  # raw coordinates: measure the gradient as the preconditioned solver would
+        standard = objective.feature_scaling(options.l2, model.num_classes, centre=options.fit_intercept)
+        grad = standard.gradient_to_scaled(grad)
+    largest = float(np.max(np.abs(grad)))
+    bound = max(options.tol, math.sqrt(float(np.finfo(model.dtype).eps)))
+    if largest <= bound:
+        return None
+    remedy = (
+        "use precondition='auto' or standardise the features"
+        if not options.precondition
+        else "use float64"
+        if np.dtype(model.dtype) == np.float32
+        else "raise l2, or drop near-duplicate features"
+    )
+    return (
+        f"{result.message}, but the largest gradient component in standardised units is still {largest:.3g}, "
+        f"above {bound:.3g}: the steps stalled short of the optimum; {remedy}"
+    )
 
 
 def warn_not_converged(
@@ -577,6 +632,10 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
         raise
     finally:
         model.rows_processed_ = objective.rows_processed
+    if result.converged and not minibatch:
+        stalled = _unconverged_at_floor(model, objective, options, scaling, result)
+        if stalled is not None:
+            result.converged, result.message = False, stalled
     # No iteration: W and b stay as they were, not the start's round trip through the scaled
     # coordinates (in float32, a refit of a converged model moved b by 7e-6 and raised the loss).
     unmoved = result.n_iter == 0 and resumed is None

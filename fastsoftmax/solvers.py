@@ -155,6 +155,9 @@ class SolverResult:
     n_hvp: int = 0
     #: Objective calls (L-BFGS; 0 where not counted).
     n_evaluations: int = 0
+    #: Converged because the loss no longer fell (a relative decrease within 64 eps),
+    #: not because max|g| met tol: the caller may check the gradient (see engine).
+    at_loss_floor: bool = False
 
 
 def _finite(loss: float, theta: np.ndarray) -> bool:
@@ -171,6 +174,7 @@ def _relative_change(previous: float, current: float) -> float:
 _WOLFE_C1 = 1e-4
 _WOLFE_C2 = 0.9
 _FTOL = 64 * float(np.finfo(np.float64).eps)
+_GRADIENT_STOP = "max|g| <= tol"
 # Backtracking after a failed Wolfe search halves the -H0 g step at most this often:
 # below 1e-3 of that quasi-Newton step the loss is at its rounding floor.
 _BACKTRACK_HALVINGS = 10
@@ -617,7 +621,7 @@ def lbfgs(
 
     def stop_reason() -> str | None:
         if float(np.max(np.abs(state["grad"]))) <= tol:
-            return "max|g| <= tol"
+            return _GRADIENT_STOP
         previous, current = float(state["previous_loss"]), float(state["loss"])
         if 0.0 <= (previous - current) / max(abs(previous), abs(current), 1.0) <= _FTOL:  # False while NaN
             return "relative decrease of the loss <= 64 eps"
@@ -703,7 +707,9 @@ def lbfgs(
 
     reason = stop_reason()
     if reason is not None:
-        return SolverResult(theta, 0, True, reason, history, n_evaluations=n_evaluations)
+        return SolverResult(
+            theta, 0, True, reason, history, n_evaluations=n_evaluations, at_loss_floor=reason != _GRADIENT_STOP
+        )
     for iteration in range(1, max_iter + 1):
         n_pairs = int(state["n_pairs"])
         if n_pairs:
@@ -770,7 +776,15 @@ def lbfgs(
             return SolverResult(theta, iteration, False, "stopped by callback", history, n_evaluations=n_evaluations)
         reason = stop_reason()
         if reason is not None:
-            return SolverResult(theta, iteration, True, reason, history, n_evaluations=n_evaluations)
+            return SolverResult(
+                theta,
+                iteration,
+                True,
+                reason,
+                history,
+                n_evaluations=n_evaluations,
+                at_loss_floor=reason != _GRADIENT_STOP,
+            )
         if stalled >= _STALL_MEMORIES * memory:
             why = f"neither the loss nor max|g| has gone below its lowest value for {stalled} iterations"
             return SolverResult(theta, iteration, False, give_up(why), history, n_evaluations=n_evaluations)
@@ -1189,8 +1203,8 @@ def newton_cg(
     history = [loss]
     n_hvp = 0
 
-    def result(iteration: int, converged: bool, message: str) -> SolverResult:
-        return SolverResult(theta, iteration, converged, message, history, n_hvp=n_hvp)
+    def result(iteration: int, converged: bool, message: str, at_loss_floor: bool = False) -> SolverResult:
+        return SolverResult(theta, iteration, converged, message, history, n_hvp=n_hvp, at_loss_floor=at_loss_floor)
 
     if np.abs(grad).max() <= tol:
         return result(0, True, "largest gradient component below tol")
@@ -1238,11 +1252,11 @@ def newton_cg(
                 if np.abs(grad).max() <= tol:
                     return result(iteration, True, "largest gradient component below tol")
                 if _relative_change(previous, loss) <= 64 * eps:
-                    return result(iteration, True, "relative decrease of the loss below 64 eps")
+                    return result(iteration, True, "relative decrease of the loss below 64 eps", at_loss_floor=True)
                 continue
             if trial_finite and predicted <= 64 * eps * max(1.0, abs(loss)):
                 # Even the model sees nothing left to gain in this region.
-                return result(iteration, not boundary, "predicted relative decrease below 64 eps")
+                return result(iteration, not boundary, "predicted relative decrease below 64 eps", at_loss_floor=True)
         if radius <= eps * max(1.0, float(np.linalg.norm(theta))):
             if not math.isfinite(new_loss):
                 raise NonFiniteLossError(iteration + 1, new_loss)

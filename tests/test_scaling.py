@@ -12,6 +12,7 @@ from conftest import DTYPE_IDS, DTYPES, rtol_for
 import fastsoftmax as fs
 from fastsoftmax import kernels
 from fastsoftmax._scaling import FeatureScaling
+from fastsoftmax.datasets import make_classification
 from fastsoftmax.kernels.moments import PASS_ROWS
 
 N, D, K = 400, 6, 3
@@ -246,3 +247,36 @@ def test_integer_weights_scale_like_repeated_rows(badly_scaled):
     repeated = make_objective(X[rows], y[rows], **common).feature_scaling(L2, K)
     np.testing.assert_allclose(weighted.mean, repeated.mean, rtol=1e-12)
     np.testing.assert_allclose(weighted.scale, repeated.scale, rtol=1e-10)
+
+
+@pytest.mark.parametrize("solver", ["lbfgs", "newton-cg"])
+def test_a_stall_on_unscaled_features_is_not_called_converged(solver):
+    """With precondition=False and a feature of mean 1e4, the loss stopped falling 14 % above the optimum
+    and the fit said converged_ = True, with no warning: the stop rule looked at the loss only."""
+    rng = np.random.default_rng(1)
+    X0 = rng.standard_normal((3000, 4))
+    y = np.argmax(X0 @ rng.standard_normal((3, 4)).T + rng.gumbel(size=(3000, 3)), axis=1)
+    optimum = fs.SoftmaxRegression(4, 3, seed=0).fit(X0, y, solver=solver)
+    assert optimum.converged_
+    model = fs.SoftmaxRegression(4, 3, seed=0)
+    with pytest.warns(fs.ConvergenceWarning, match=r"standardised units.*use precondition='auto'"):
+        model.fit(X0 + 1e4, y, solver=solver, precondition=False, max_iter=300)
+    assert not model.converged_
+    assert model.loss_history_[-1] > optimum.loss_history_[-1] * (1 + 1e-5)
+    # Preconditioned (the default), the same data converges to the optimum.
+    fitted = fs.SoftmaxRegression(4, 3, seed=0).fit(X0 + 1e4, y, solver=solver)
+    assert fitted.converged_
+    assert fitted.loss_history_[-1] == pytest.approx(optimum.loss_history_[-1], rel=1e-9)
+
+
+@pytest.mark.parametrize("solver", ["lbfgs", "newton-cg"])
+def test_a_fit_that_ends_above_the_loss_of_zero_weights_is_not_converged(solver):
+    """One outlier of 1e37: centring cancelled b in float64, the loss stayed near 1.5e15 (log 3 = 1.1 for zero
+    weights) and L-BFGS called the unchanged loss converged, with no warning."""
+    X, y = make_classification(2000, 5, n_classes=3, seed=0)
+    X[1500, 2] = 1e37
+    model = fs.SoftmaxRegression(5, 3, seed=0)
+    with pytest.warns(fs.ConvergenceWarning, match=r"start from zero"):
+        model.fit(X, y, solver=solver, l2=1e-3)
+    assert model.loss_history_[-1] > 1e10
+    assert not model.converged_
