@@ -20,6 +20,8 @@ from typing import Any, TypeVar
 
 import numba
 
+from fastsoftmax.exceptions import JitDisabledError
+
 _layer_lock = threading.Lock()
 _layer_checked = False
 #: Set once the kernels are known to be compiled (NUMBA_DISABLE_JIT is not set).
@@ -46,12 +48,12 @@ def _launch_threads() -> None:
 
 
 def _check_jit() -> None:
-    """Raise RuntimeError if NUMBA_DISABLE_JIT=1 turned the compiler off: the kernels fail in pure Python."""
+    """Raise JitDisabledError if NUMBA_DISABLE_JIT=1 turned the compiler off: the kernels fail in pure Python."""
     global _jit_checked
     from fastsoftmax.kernels import JIT_DISABLED
 
     if JIT_DISABLED:
-        raise RuntimeError(JIT_DISABLED)
+        raise JitDisabledError(JIT_DISABLED)
     _jit_checked = True
 
 

@@ -819,6 +819,44 @@ def test_a_file_name_that_is_not_text_is_written_and_named(workspace):
     assert os.path.exists(out) and "m\\udcff.npz" in done.stdout
 
 
+@pytest.mark.parametrize(
+    "environment, argv, expected",
+    [
+        (
+            {"NUMBA_DISABLE_JIT": "1"},
+            ["generate", "--data", "X.npy", "--labels", "y.npy", "--samples", "100"],
+            "fastsoftmax generate: error: fastsoftmax's kernels need Numba's compiler, which NUMBA_DISABLE_JIT=1 "
+            "turns off; unset NUMBA_DISABLE_JIT",
+        ),
+        (
+            {"NUMBA_THREADING_LAYER": "tbb"},
+            ["demo", "--samples", "200", "--epochs", "2"],
+            "fastsoftmax demo: error: Numba could not load the threading layer 'tbb' chosen for this process",
+        ),
+    ],
+    ids=["disabled-jit", "missing-layer"],
+)
+def test_an_environment_that_cannot_run_the_kernels_is_one_line_and_exit_2(tmp_path, environment, argv, expected):
+    """The thread count was read before the command's error handling, and NUMBA_DISABLE_JIT's RuntimeError was not
+    among the errors it reports: both printed a traceback and exited 1, generate included."""
+    if "NUMBA_THREADING_LAYER" in environment:
+        try:
+            import tbb  # noqa: F401
+
+            pytest.skip("TBB is installed here")
+        except ImportError:
+            pass
+    env = {**os.environ, **environment}
+    done = subprocess.run(
+        [sys.executable, "-m", "fastsoftmax", *argv], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300
+    )
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    errors = [line for line in done.stderr.splitlines() if ": error: " in line]
+    assert len(errors) == 1 and errors[0].startswith(expected), done.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("lr", ["0.1", "1e300"])
 def test_demo_runs_both_models_to_the_same_weights_without_warnings(capsys, lr):
     # At lr 1e300 the textbook loss is log(0) after a step: it printed NumPy's RuntimeWarning.
