@@ -468,6 +468,18 @@ def test_predict_bad_model_and_shape(tmp_path, npy, capsys):
     assert not (tmp_path / "p.npy").exists()
 
 
+def test_predict_with_data_given_as_the_model_names_the_data_file(tmp_path, npy, capsys):
+    """--model X.npy said "not a readable .npz archive (BadZipFile: File is not a zip file); it may be
+    truncated or corrupt", and an archive of X and y said it had no format marker and may be corrupt."""
+    archive = tmp_path / "data.npz"
+    np.savez(archive, X=np.load(npy[0]), y=np.load(npy[1]))
+    for model, holds in [(npy[0], "a NumPy array file (.npy)"), (archive, "an .npz archive of arrays 'X', 'y'")]:
+        assert main(["predict", "--model", str(model), "--data", str(npy[0])]) == 2
+        err = capsys.readouterr().err
+        assert f"{model} is {holds}, not a fastsoftmax model file. Pass the model file that" in err, err
+        assert "fastsoftmax train --out" in err and "corrupt" not in err
+
+
 @pytest.mark.parametrize("proba", [False, True], ids=["labels", "proba"])
 def test_predict_names_the_file_row_of_a_nan_beyond_the_first_chunk(tmp_path, npy, capsys, monkeypatch, proba):
     from fastsoftmax import _data
