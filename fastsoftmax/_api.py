@@ -6,14 +6,13 @@ Results keep the compute dtype (see the dtype policy in ``_checks``).
 
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import Literal, NamedTuple
 
 import numpy as np
 
 from fastsoftmax import _checks, kernels
-from fastsoftmax._threading import EXP_WORK, parallel_section, work_chunks
+from fastsoftmax._threading import EXP_WORK, parallel_section, serial_section, work_chunks
 
 
 class LossGradSums(NamedTuple):
@@ -99,7 +98,7 @@ def fused_loss_grad(
     section = (
         parallel_section(n_chunks, calls_blas=variant == kernels.LossGradVariant.BLAS)
         if n_chunks > 1
-        else contextlib.nullcontext()
+        else serial_section()
     )
     with section:
         if X_blocks is not None:

@@ -48,6 +48,14 @@ class _InvalidFile(ValueError):
     pass
 
 
+class ForeignFileError(_InvalidFile):
+    """A whole file of another kind than the reader's (a NumPy array file, an archive of other arrays): not corrupt."""
+
+
+#: The most member names a message lists.
+_NAMES_SHOWN = 5
+
+
 #: The most that deflate can expand its input: 258 bytes from a 2-bit code
 #: (1032:1, reached by runs of one byte, such as an array of zeros).
 _MAX_DEFLATE_RATIO = 1032
@@ -599,7 +607,9 @@ def _fsync_directory(directory: str) -> None:
         os.close(fd)
 
 
-def read_npz(path: str | os.PathLike, what: str, *, names: Collection[str] | None = None) -> dict[str, np.ndarray]:
+def read_npz(
+    path: str | os.PathLike, what: str, *, names: Collection[str] | None = None, instead: str | None = None
+) -> dict[str, np.ndarray]:
     """Every array of the ``.npz`` archive ``path``, checked before it is allocated.
 
     Each member's ``.npy`` header is read first (``np.lib.format``): object
@@ -622,11 +632,20 @@ def read_npz(path: str | os.PathLike, what: str, *, names: Collection[str] | Non
     names : collection of str, optional
         Read only these arrays (those of them that the archive holds), and
         leave the others unread and unchecked (a data archive's other arrays).
+    instead : str, optional
+        A sentence saying what to pass instead of a file of another kind
+        ("Pass the model file that save wrote"). Given, an archive that holds
+        none of ``names`` is refused as one (a data archive given for a
+        model), naming its arrays.
 
     Raises
     ------
     FileNotFoundError
         ``path`` does not exist.
+    ForeignFileError
+        The file is a NumPy array file (``.npy``), or, with ``instead``, an
+        archive of none of ``names``. A ValueError; the message says what
+        the file is, not that it is corrupt.
     ValueError
         The file is not a readable archive, or a member is pickled, corrupt or
         claims more data than it holds. The message names the file.
@@ -636,6 +655,10 @@ def read_npz(path: str | os.PathLike, what: str, *, names: Collection[str] | Non
     def invalid(reason: str) -> ValueError:
         return _InvalidFile(f"{path} is not a valid {what}: {reason}.")
 
+    def foreign(holds: str) -> ValueError:
+        # A whole file of another kind: saying it may be corrupt sent users looking for damage that is not there.
+        return ForeignFileError(f"{path} is {holds}, not a {what}" + (f". {instead}." if instead else "."))
+
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such file.")
     if os.path.isdir(path):
@@ -643,23 +666,29 @@ def read_npz(path: str | os.PathLike, what: str, *, names: Collection[str] | Non
     refuse_special_file(path, what)
     arrays: dict[str, np.ndarray] = {}
     try:
-        with open(path, "rb") as file, zipfile.ZipFile(file) as archive:
-            members = archive.infolist()
-            if names is not None:
-                members = [info for info in members if info.filename[: -len(".npy")] in names]
-            file_size = os.fstat(file.fileno()).st_size
-            # Every header is checked before any array is read.
-            for info in members:
-                _check_member(archive, info, file_size, invalid)
-            _check_members_apart(archive.infolist(), getattr(archive, "start_dir", file_size), invalid)
-            for info in members:
-                with archive.open(info) as member:
-                    array = np.lib.format.read_array(member, allow_pickle=False)
-                    # np.savez on a big-endian machine writes ">f8": the same numbers, which every
-                    # check of dtypes below (float32 or float64) would refuse as another type.
-                    if not array.dtype.isnative:
-                        array = array.astype(array.dtype.newbyteorder("="))
-                    arrays[info.filename[: -len(".npy")]] = array
+        with open(path, "rb") as file:
+            if file.read(len(np.lib.format.MAGIC_PREFIX)) == np.lib.format.MAGIC_PREFIX:
+                raise foreign("a NumPy array file (.npy)")
+            with zipfile.ZipFile(file) as archive:
+                members = archive.infolist()
+                if names is not None:
+                    members = [info for info in members if info.filename[: -len(".npy")] in names]
+                file_size = os.fstat(file.fileno()).st_size
+                # Every header is checked before any array is read.
+                for info in members:
+                    _check_member(archive, info, file_size, invalid)
+                _check_members_apart(archive.infolist(), getattr(archive, "start_dir", file_size), invalid)
+                if names is not None and not members and instead is not None:
+                    # Whole (its members lie apart), and none of them is the reader's: another kind of file.
+                    raise foreign(_archive_holds(archive.infolist()))
+                for info in members:
+                    with archive.open(info) as member:
+                        array = np.lib.format.read_array(member, allow_pickle=False)
+                        # np.savez on a big-endian machine writes ">f8": the same numbers, which every
+                        # check of dtypes below (float32 or float64) would refuse as another type.
+                        if not array.dtype.isnative:
+                            array = array.astype(array.dtype.newbyteorder("="))
+                        arrays[info.filename[: -len(".npy")]] = array
     except _InvalidFile:
         raise
     except MemoryError as exc:
@@ -671,6 +700,17 @@ def read_npz(path: str | os.PathLike, what: str, *, names: Collection[str] | Non
             f"it is not a readable .npz archive ({type(exc).__name__}: {exc}); it may be truncated or corrupt"
         ) from exc
     return arrays
+
+
+def _archive_holds(members: list[zipfile.ZipInfo]) -> str:
+    """What an archive holds, for a message: "an .npz archive of arrays 'X', 'y'" (the first few names)."""
+    if not members:
+        return "an empty .npz archive"
+    npy = all(info.filename.endswith(".npy") for info in members)
+    shown = ", ".join(repr(info.filename[: -len(".npy")] if npy else info.filename) for info in members[:_NAMES_SHOWN])
+    if len(members) > _NAMES_SHOWN:
+        shown += f" and {len(members) - _NAMES_SHOWN} more"
+    return f"an .npz archive of arrays {shown}" if npy else f"a zip archive of {shown}"
 
 
 #: Bytes of a zip local file header before its file name and extra field.

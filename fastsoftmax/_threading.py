@@ -20,8 +20,12 @@ from typing import Any, TypeVar
 
 import numba
 
+from fastsoftmax.exceptions import JitDisabledError
+
 _layer_lock = threading.Lock()
 _layer_checked = False
+#: Set once the kernels are known to be compiled (NUMBA_DISABLE_JIT is not set).
+_jit_checked = False
 _serialise = False
 _serialise_lock = threading.Lock()
 _blas_controller = None
@@ -43,6 +47,16 @@ def _launch_threads() -> None:
     parallel._launch_threads()
 
 
+def _check_jit() -> None:
+    """Raise JitDisabledError if NUMBA_DISABLE_JIT=1 turned the compiler off: the kernels fail in pure Python."""
+    global _jit_checked
+    from fastsoftmax.kernels import JIT_DISABLED
+
+    if JIT_DISABLED:
+        raise JitDisabledError(JIT_DISABLED)
+    _jit_checked = True
+
+
 def _check_layer() -> None:
     """Launch numba's thread pool once, falling back to workqueue (serialised) if need be.
 
@@ -54,10 +68,7 @@ def _check_layer() -> None:
     with _layer_lock:
         if _layer_checked:
             return
-        from fastsoftmax.kernels import JIT_DISABLED
-
-        if JIT_DISABLED:
-            raise RuntimeError(JIT_DISABLED)
+        _check_jit()
         try:
             _launch_threads()
         except ValueError as exc:
@@ -97,6 +108,19 @@ def parallel_section(n_chunks: int = 2, calls_blas: bool = False) -> contextlib.
     if _layer_checked and not _serialise and not (calls_blas and n_chunks > 1) and n_chunks >= numba.get_num_threads():
         return _NOTHING_TO_DO
     return _parallel_section(n_chunks, calls_blas)
+
+
+def serial_section() -> contextlib.AbstractContextManager[None]:
+    """Enter around a kernel call on one chunk, which runs on this thread: no team to size, nothing to serialise.
+
+    It starts no thread pool, but refuses NUMBA_DISABLE_JIT as
+    :func:`parallel_section` does: a small problem reached the kernels
+    uncompiled and failed inside Numba ("<intrinsic prefetch_bytes> is not
+    usable in pure-python"). Once checked, the cost is one flag's test.
+    """
+    if not _jit_checked:
+        _check_jit()
+    return _NOTHING_TO_DO
 
 
 @contextlib.contextmanager

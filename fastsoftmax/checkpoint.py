@@ -31,7 +31,14 @@ from typing import IO, Any
 import numpy as np
 
 from fastsoftmax import solvers
-from fastsoftmax._io import atomic_file, npz_scalar, read_npz, refuse_other_file_kind, temporary_names
+from fastsoftmax._io import (
+    ForeignFileError,
+    atomic_file,
+    npz_scalar,
+    read_npz,
+    refuse_other_file_kind,
+    temporary_names,
+)
 from fastsoftmax._scaling import check_scaling
 from fastsoftmax.solvers import LBFGS_STATE_KEYS, NEWTON_STATE_KEYS
 
@@ -388,7 +395,15 @@ def load(
 
     try:
         # Only the members a checkpoint has are read: others (a crafted 1 GB member) are never inflated.
-        arrays = read_npz(path, "fastsoftmax checkpoint", names=_MEMBERS)
+        arrays = read_npz(
+            path,
+            "fastsoftmax checkpoint",
+            names=_MEMBERS,
+            instead="It is left as it is; use another --checkpoint directory",
+        )
+    except ForeignFileError as exc:
+        # Another program's data, not a damaged checkpoint: the advice to delete it would lose it.
+        raise CheckpointError(str(exc)) from None
     except ValueError as exc:
         raise invalid(str(exc)) from exc
     if npz_scalar(arrays, "format", str) != _FORMAT:

@@ -1389,19 +1389,23 @@ def _run_command(argv: Sequence[str] | None) -> int:
         args.samples = args.samples or DEFAULT_SAMPLES
         args.features = args.features or DEFAULT_FEATURES
     from fastsoftmax._threading import get_num_threads, set_num_threads
+    from fastsoftmax.exceptions import JitDisabledError
 
-    threads = get_num_threads()  # --threads is undone on return (main() may run in-process)
+    threads = None
     try:
+        # Inside the try: a threading layer that cannot load, or NUMBA_DISABLE_JIT, is reported in one line.
+        threads = get_num_threads()  # --threads is undone on return (main() may run in-process)
         return args.handler(args)
     except KeyboardInterrupt:
         print(f"fastsoftmax {args.command}: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, TypeError, OSError, MemoryError, ImportError) as exc:
+    except (ValueError, TypeError, OSError, MemoryError, ImportError, JitDisabledError) as exc:
         message = " ".join(str(exc).split()) or type(exc).__name__
         print(f"fastsoftmax {args.command}: error: {message}", file=sys.stderr)
         return 2
     finally:
-        set_num_threads(threads)
+        if threads is not None:
+            set_num_threads(threads)
 
 
 if __name__ == "__main__":

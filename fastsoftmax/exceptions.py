@@ -1,4 +1,4 @@
-"""The errors and warnings that training reports to the user."""
+"""The errors and warnings that training and the environment report to the user."""
 
 from __future__ import annotations
 
@@ -10,6 +10,15 @@ class TrainingError(ValueError):
     whose loss was finite) or climbs far above the best loss seen so far
     (W and b keep the best iterate). The usual fix is a smaller ``lr`` or a
     larger ``l2``.
+    """
+
+
+class JitDisabledError(RuntimeError):
+    """NUMBA_DISABLE_JIT=1 turned Numba's compiler off, and the kernels cannot run as Python.
+
+    Raised by the first call that needs a kernel (the import only warns).
+    The fix is to unset NUMBA_DISABLE_JIT, or set it to 0; the command-line
+    tool reports it in one line with exit code 2.
     """
 
 

@@ -676,7 +676,9 @@ class SoftmaxRegression:
         FileNotFoundError
             ``path`` does not exist.
         ValueError
-            The file is truncated, corrupt or not a fastsoftmax model.
+            The file is truncated, corrupt or not a fastsoftmax model (a data
+            file: a NumPy array file, or an archive of other arrays, is named
+            as such).
         """
         path = os.fspath(path)
 
@@ -687,7 +689,12 @@ class SoftmaxRegression:
             )
 
         # Only the members a model file has are read: others (a crafted 1 GB member) are never inflated.
-        arrays = read_npz(path, "fastsoftmax model file", names=_MEMBERS)
+        arrays = read_npz(
+            path,
+            "fastsoftmax model file",
+            names=_MEMBERS,
+            instead="Pass the model file that SoftmaxRegression.save or fastsoftmax train --out wrote",
+        )
         if npz_scalar(arrays, "format", str) != _FORMAT:
             refuse_other_file_kind(arrays, path, _FORMAT)
             raise invalid("it has no fastsoftmax format marker")

@@ -904,7 +904,9 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         FileNotFoundError
             ``path`` does not exist.
         ValueError
-            The file is truncated, corrupt or not a saved SoftmaxClassifier.
+            The file is truncated, corrupt or not a saved SoftmaxClassifier (a
+            data file: a NumPy array file, or an archive of other arrays, is
+            named as such).
         """
         path = os.fspath(path)
 
@@ -916,7 +918,9 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
 
         # Every member's header is checked before anything is allocated, and nothing is unpickled.
         # Only the members such a file has are read: others (a crafted 1 GB member) are never inflated.
-        arrays = read_npz(path, "SoftmaxClassifier file", names=_MEMBERS)
+        arrays = read_npz(
+            path, "SoftmaxClassifier file", names=_MEMBERS, instead="Pass the file that SoftmaxClassifier.save wrote"
+        )
         if npz_scalar(arrays, "format", str) != _FORMAT:
             refuse_other_file_kind(arrays, path, _FORMAT)
             raise invalid("it has no SoftmaxClassifier format marker")

@@ -468,6 +468,18 @@ def test_predict_bad_model_and_shape(tmp_path, npy, capsys):
     assert not (tmp_path / "p.npy").exists()
 
 
+def test_predict_with_data_given_as_the_model_names_the_data_file(tmp_path, npy, capsys):
+    """--model X.npy said "not a readable .npz archive (BadZipFile: File is not a zip file); it may be
+    truncated or corrupt", and an archive of X and y said it had no format marker and may be corrupt."""
+    archive = tmp_path / "data.npz"
+    np.savez(archive, X=np.load(npy[0]), y=np.load(npy[1]))
+    for model, holds in [(npy[0], "a NumPy array file (.npy)"), (archive, "an .npz archive of arrays 'X', 'y'")]:
+        assert main(["predict", "--model", str(model), "--data", str(npy[0])]) == 2
+        err = capsys.readouterr().err
+        assert f"{model} is {holds}, not a fastsoftmax model file. Pass the model file that" in err, err
+        assert "fastsoftmax train --out" in err and "corrupt" not in err
+
+
 @pytest.mark.parametrize("proba", [False, True], ids=["labels", "proba"])
 def test_predict_names_the_file_row_of_a_nan_beyond_the_first_chunk(tmp_path, npy, capsys, monkeypatch, proba):
     from fastsoftmax import _data
@@ -817,6 +829,44 @@ def test_a_file_name_that_is_not_text_is_written_and_named(workspace):
     done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr
     assert os.path.exists(out) and "m\\udcff.npz" in done.stdout
+
+
+@pytest.mark.parametrize(
+    "environment, argv, expected",
+    [
+        (
+            {"NUMBA_DISABLE_JIT": "1"},
+            ["generate", "--data", "X.npy", "--labels", "y.npy", "--samples", "100"],
+            "fastsoftmax generate: error: fastsoftmax's kernels need Numba's compiler, which NUMBA_DISABLE_JIT=1 "
+            "turns off; unset NUMBA_DISABLE_JIT",
+        ),
+        (
+            {"NUMBA_THREADING_LAYER": "tbb"},
+            ["demo", "--samples", "200", "--epochs", "2"],
+            "fastsoftmax demo: error: Numba could not load the threading layer 'tbb' chosen for this process",
+        ),
+    ],
+    ids=["disabled-jit", "missing-layer"],
+)
+def test_an_environment_that_cannot_run_the_kernels_is_one_line_and_exit_2(tmp_path, environment, argv, expected):
+    """The thread count was read before the command's error handling, and NUMBA_DISABLE_JIT's RuntimeError was not
+    among the errors it reports: both printed a traceback and exited 1, generate included."""
+    if "NUMBA_THREADING_LAYER" in environment:
+        try:
+            import tbb  # noqa: F401
+
+            pytest.skip("TBB is installed here")
+        except ImportError:
+            pass
+    env = {**os.environ, **environment}
+    done = subprocess.run(
+        [sys.executable, "-m", "fastsoftmax", *argv], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300
+    )
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    errors = [line for line in done.stderr.splitlines() if ": error: " in line]
+    assert len(errors) == 1 and errors[0].startswith(expected), done.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("lr", ["0.1", "1e300"])

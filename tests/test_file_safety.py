@@ -1570,6 +1570,55 @@ def test_loading_another_kind_of_fastsoftmax_file_names_what_reads_it(tmp_path, 
     assert str(path) in str(info.value) and "corrupt" not in str(info.value)
 
 
+def _data_file(tmp_path, kind):
+    """A data file of ``kind``: np.save's array, an archive of X and y, or an archive of many arrays."""
+    X, y = make_classification(50, D, n_classes=K, seed=0)
+    path = tmp_path / f"{kind}.data"  # the contents, not the name, must tell them apart
+    with open(path, "wb") as file:
+        if kind == "npy":
+            np.save(file, X)
+        elif kind == "npz":
+            np.savez(file, X=X, y=y)
+        else:
+            np.savez(file, **{f"a{i}": np.zeros(1) for i in range(8)})
+    return path
+
+
+@pytest.mark.parametrize("loader", ["model", "estimator"])
+@pytest.mark.parametrize(
+    "kind, holds",
+    [
+        ("npy", r"is a NumPy array file \(\.npy\)"),
+        ("npz", r"is an \.npz archive of arrays 'X', 'y'"),
+        ("npz-many", r"is an \.npz archive of arrays 'a0', 'a1', 'a2', 'a3', 'a4' and 3 more"),
+    ],
+    ids=["npy", "npz", "npz-many"],
+)
+def test_a_data_file_given_as_a_model_is_named_as_such_not_as_corrupt(tmp_path, loader, kind, holds):
+    """An .npy file was "not a readable .npz archive (BadZipFile ...); it may be truncated or corrupt", and an
+    archive of X and y had "no fastsoftmax format marker. It may be truncated or corrupt; save the model again"."""
+    from fastsoftmax.sklearn import SoftmaxClassifier
+
+    path = _data_file(tmp_path, kind)
+    load, what, writer = {
+        "model": (SoftmaxRegression.load, "a fastsoftmax model file", r"SoftmaxRegression\.save or fastsoftmax train"),
+        "estimator": (SoftmaxClassifier.load, "a SoftmaxClassifier file", r"SoftmaxClassifier\.save"),
+    }[loader]
+    with pytest.raises(ValueError, match=f"^{re.escape(str(path))} {holds}, not {what}\\. Pass the .*{writer}"):
+        load(path)
+
+
+@pytest.mark.parametrize("load", ["model", "estimator"])
+def test_a_truncated_model_file_is_still_called_corrupt(tmp_path, load):
+    # A model file cut short is no longer a zip, as a data file is not: it keeps its message.
+    from fastsoftmax.sklearn import SoftmaxClassifier
+
+    path = _each_kind_of_file(tmp_path)[load]
+    path.write_bytes(path.read_bytes()[:-30])
+    with pytest.raises(ValueError, match="not a readable .npz archive .*; it may be truncated or corrupt"):
+        (SoftmaxRegression.load if load == "model" else SoftmaxClassifier.load)(path)
+
+
 def test_every_file_format_is_known_to_the_other_loaders():
     from fastsoftmax import _io, checkpoint, model, sklearn
 
@@ -1584,7 +1633,10 @@ def test_every_file_format_is_known_to_the_other_loaders():
             r"holds a SoftmaxRegression model, not a training checkpoint: read it with .*SoftmaxRegression\.load",
         ),
         ("estimator", r"holds a SoftmaxClassifier, not a training checkpoint"),
-        ("other-program", r"is not a fastsoftmax checkpoint \(it has no fastsoftmax checkpoint format marker"),
+        ("other-program", r"is an \.npz archive of arrays 'weights', 'step', not a fastsoftmax checkpoint\."),
+        ("other-program-marker", r"is not a fastsoftmax checkpoint \(it has no fastsoftmax checkpoint format marker"),
+        # This was "not a readable .npz archive (BadZipFile ...); it may be truncated or corrupt); delete it".
+        ("npy", r"is a NumPy array file \(\.npy\), not a fastsoftmax checkpoint\."),
     ],
 )
 def test_a_checkpoint_npz_that_is_not_a_checkpoint_is_named_and_not_to_be_deleted(tmp_path, data, kind, message):
@@ -1594,6 +1646,10 @@ def test_a_checkpoint_npz_that_is_not_a_checkpoint_is_named_and_not_to_be_delete
     run.mkdir()
     if kind == "other-program":
         np.savez(run / ckpt_module.FILENAME, weights=np.zeros(3), step=np.array(5))
+    elif kind == "other-program-marker":
+        np.savez(run / ckpt_module.FILENAME, format=np.array("another-program"), theta=np.zeros(3))
+    elif kind == "npy":
+        _data_file(tmp_path, "npy").rename(run / ckpt_module.FILENAME)
     else:
         _each_kind_of_file(tmp_path)[kind].rename(run / ckpt_module.FILENAME)
     before = (run / ckpt_module.FILENAME).read_bytes()

@@ -1083,9 +1083,12 @@ def test_npz_load_refuses_bad_files(tmp_path):
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(ValueError, match="not a valid SoftmaxClassifier file"):
         SoftmaxClassifier.load(path)
-    np.savez(tmp_path / "other.npz", W=np.zeros((2, 2)))
+    np.savez(tmp_path / "other.npz", coef=np.zeros((2, 2)))
     with pytest.raises(ValueError, match="format marker"):
         SoftmaxClassifier.load(tmp_path / "other.npz")
+    np.savez(tmp_path / "data.npz", W=np.zeros((2, 2)))
+    with pytest.raises(ValueError, match="is an .npz archive of arrays 'W', not a SoftmaxClassifier file"):
+        SoftmaxClassifier.load(tmp_path / "data.npz")
     with pytest.raises(FileNotFoundError):
         SoftmaxClassifier.load(tmp_path / "missing.npz")
     with pytest.raises(ValueError, match="RandomState"):

@@ -460,6 +460,41 @@ def test_disabled_jit_is_named():
     assert _run_with_environment("from fastsoftmax.cli import main; main(['--version'])", NUMBA_DISABLE_JIT="1")
 
 
+def test_disabled_jit_is_named_on_a_small_problem():
+    """A problem small enough for one chunk skipped the parallel section and its check: loss_and_grad, train_step
+    and the step-size solvers failed inside Numba ("<intrinsic prefetch_bytes> is not usable in pure-python")."""
+    code = textwrap.dedent(
+        """
+        import warnings
+        import numpy as np, fastsoftmax as fs
+        warnings.simplefilter("ignore", RuntimeWarning)
+        X, y = np.random.default_rng(0).random((10, 3)), np.arange(10) % 2
+        W, b = np.zeros((2, 3)), np.zeros(2)
+        calls = {
+            "loss_and_grad": lambda: fs.loss_and_grad(X, y, W, b),
+            "loss_and_grad_sums": lambda: fs.loss_and_grad_sums(X, y, W, b),
+            "train_step": lambda: fs.SoftmaxRegression(3, 2).train_step(X, y, lr=0.1),
+            "backward": lambda: fs.SoftmaxRegression(3, 2).backward(X, y),
+            "partial_fit": lambda: fs.SoftmaxRegression(3, 2).partial_fit(X, y),
+            "fit gd": lambda: fs.SoftmaxRegression(3, 2).fit(X, y, solver="gd"),
+            "fit sgd": lambda: fs.SoftmaxRegression(3, 2).fit(X, y, solver="sgd"),
+        }
+        for name, call in calls.items():
+            try:
+                call()
+                print(name, "returned")
+            except Exception as error:
+                print(name, type(error).__name__, isinstance(error, RuntimeError), error)
+        """
+    )
+    done = _run_with_environment(code, NUMBA_DISABLE_JIT="1")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 7, done.stdout
+    for line in lines:
+        assert "JitDisabledError True fastsoftmax's kernels need Numba's compiler" in line, line
+
+
 @pytest.mark.skipif(MAX_THREADS < 2, reason="needs two Numba threads to start a layer")
 def test_a_threading_layer_the_user_chose_is_not_replaced_behind_their_back():
     """NUMBA_THREADING_LAYER=tbb without TBB silently became workqueue, and the user's own parallel code,
