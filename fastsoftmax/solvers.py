@@ -1115,7 +1115,10 @@ def _steihaug_cg(
             return None, residual, False, products
         curvature = float(direction @ Hd)
         alpha = rr / curvature if curvature > 0 else math.inf
-        if curvature <= 0 or float(np.linalg.norm(step + alpha * direction)) >= radius:
+        # A tiny positive curvature makes alpha huge and the norm overflow (inf, or NaN): past the boundary.
+        with np.errstate(over="ignore", invalid="ignore"):
+            trial_norm = float(np.linalg.norm(step + alpha * direction)) if curvature > 0 else math.inf
+        if not trial_norm < radius:
             tau = _to_boundary(step, direction, radius)
             return step + tau * direction, residual - tau * Hd, True, products
         step += alpha * direction

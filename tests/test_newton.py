@@ -363,3 +363,15 @@ def test_cli_trains_with_newton_cg(tmp_path, capsys):
     assert main(argv) == 0
     report = json.loads(metrics.read_text())
     assert report["solver"] == "newton-cg" and report["n_iter"] == 3
+
+
+def test_tiny_positive_curvature_stops_cg_on_the_boundary_without_an_overflow_warning():
+    """With a curvature of 1e-280 the trial step's norm overflowed in NumPy's dot: the fit warned
+    "overflow encountered in dot", and under warnings-as-errors (pytest -W error) it died."""
+    grad = np.full(3, 1e10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        step, _, boundary, products = solvers._steihaug_cg(lambda v: 1e-300 * v, grad, 2.0, 0.0)
+    assert boundary and products == 1
+    assert np.linalg.norm(step) == pytest.approx(2.0)
+    np.testing.assert_allclose(step / np.linalg.norm(step), -grad / np.linalg.norm(grad))
