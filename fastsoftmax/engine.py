@@ -537,6 +537,10 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
         if resumed.converged or offset >= options.max_iter:
             keep(theta0, offset, history, converged=resumed.converged)
             model.rows_processed_ = 0
+            if not resumed.converged and options.tol > 0:
+                # The same model as the run that wrote the checkpoint, so the same warning.
+                start_loss = history[0] if history and not minibatch else None
+                warn_not_converged(offset, options, "", start_loss=start_loss, n_classes=model.num_classes)
             return model
     elif scaling is None:
         theta0 = model._pack()

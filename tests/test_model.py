@@ -510,6 +510,18 @@ def test_max_iter_before_tol_warns_and_converged_is_false(data, solver):
     assert model.n_iter_ == 1
 
 
+@pytest.mark.parametrize("max_iter", [5, 3])
+def test_rerunning_a_checkpoint_that_used_up_max_iter_warns_again(data, tmp_path, max_iter):
+    """The second run restored the unconverged model from the checkpoint in silence, converged_ False."""
+    X, y = data
+    with pytest.warns(ConvergenceWarning, match="did not converge in 5 iterations"):
+        SoftmaxRegression(D, K, seed=0).fit(X, y, max_iter=5, tol=1e-12, checkpoint=tmp_path)
+    model = SoftmaxRegression(D, K, seed=0)
+    with pytest.warns(ConvergenceWarning, match="did not converge in 5 iterations"):
+        model.fit(X, y, max_iter=max_iter, tol=1e-12, checkpoint=tmp_path)
+    assert (model.n_iter_, model.converged_) == (5, False)
+
+
 @pytest.mark.parametrize(
     "options, advised",
     [
