@@ -366,7 +366,7 @@ def _diverged(exc: solvers.DivergedError, options: FitOptions, kept_iteration: i
     ``offset`` is the iteration the solver started from (a resumed run's), so
     that every iteration in the message is counted as ``n_iter_`` is.
     """
-    if options.solver in MINIBATCH_SOLVERS:
+    if options.solver in MINIBATCH_SOLVERS and exc.best_is_epoch_mean:
         # The guard pairs an epoch's mean mini-batch loss with the weights the epoch started from.
         kept = f"iteration {kept_iteration}; the epoch that started from them averaged {exc.best_loss:.6g}"
     else:

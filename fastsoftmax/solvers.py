@@ -67,15 +67,29 @@ class DivergedError(FloatingPointError):
     """The loss climbed far above the best loss seen (see :class:`DivergenceGuard`).
 
     ``best_theta`` is the iterate of ``best_loss`` (iteration ``best_iteration``;
-    0 is the start), which the model restores.
+    0 is the start), which the model restores. For the mini-batch solvers
+    ``best_loss`` is the mean loss of the epoch that started from
+    ``best_theta``, unless ``best_is_epoch_mean`` is False: then it is the loss
+    over all rows at ``best_theta`` (a first epoch that exploded, compared
+    with the start).
     """
 
-    def __init__(self, iteration: int, loss: float, best_iteration: int, best_loss: float, best_theta):
+    def __init__(
+        self,
+        iteration: int,
+        loss: float,
+        best_iteration: int,
+        best_loss: float,
+        best_theta,
+        *,
+        best_is_epoch_mean: bool = True,
+    ):
         self.iteration = iteration
         self.loss = loss
         self.best_iteration = best_iteration
         self.best_loss = best_loss
         self.best_theta = best_theta
+        self.best_is_epoch_mean = best_is_epoch_mean
         super().__init__(self.describe())
 
     def describe(self, offset: int = 0) -> str:
@@ -950,7 +964,7 @@ def _minibatch_epochs(
                 if not math.isfinite(start_loss):
                     raise NonFiniteLossError(0, start_loss)
                 if _first_epoch_explodes(start_loss, epoch_loss):
-                    raise DivergedError(epoch, epoch_loss, 0, start_loss, theta.copy())
+                    raise DivergedError(epoch, epoch_loss, 0, start_loss, theta.copy(), best_is_epoch_mean=False)
             best = guard.best_loss  # of the epochs before this one
             guard.update(theta, epoch_loss, epoch - 1, reported=epoch)
         except BaseException:

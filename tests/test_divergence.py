@@ -46,6 +46,9 @@ def test_minibatch_fit_that_explodes_in_epoch_1_raises_and_keeps_the_start(data,
     assert isinstance(cause, solvers.DivergedError)
     assert cause.best_iteration == 0
     assert cause.best_loss == pytest.approx(start_loss, rel=1e-12)
+    # The loss at the start over all rows, not an epoch's mean (the message called it what the epoch averaged).
+    assert f"(iteration 0, loss {start_loss:.6g})" in str(info.value)
+    assert "averaged" not in str(info.value)
     assert model.n_iter_ == 0
     np.testing.assert_array_equal(model.W, W0)
     np.testing.assert_array_equal(model.b, b0)
