@@ -22,7 +22,8 @@ from fastsoftmax.datasets import make_classification
 # More rows than one mini-batch (256), so that a run explodes within epoch 1.
 N, D, K = 2000, 5, 3
 #: Step sizes that explode in the first epoch (mean losses of 1.6e9 and 887 from
-#: 1.1). sgd at lr 100 only stalls, at about 13: bounded, so not divergence.
+#: 1.1). sgd at lr 100 stays bounded, at about 13, but ends far above the start
+#: (see test_a_bounded_run_that_ends_far_above_its_start_is_divergence).
 EXPLODING = {"adam": 1e10, "sgd": 1e4}
 
 
@@ -52,6 +53,23 @@ def test_minibatch_fit_that_explodes_in_epoch_1_raises_and_keeps_the_start(data,
     assert model.n_iter_ == 0
     np.testing.assert_array_equal(model.W, W0)
     np.testing.assert_array_equal(model.b, b0)
+
+
+@pytest.mark.parametrize("solver, lr", [("sgd", 100.0), ("adam", 30.0)])
+def test_a_bounded_run_that_ends_far_above_its_start_is_divergence(solver, lr):
+    """sgd at lr 100 went 1.10 -> 9.8, 12.2, 8.8, 4.4, 6.3: no epoch ran away from the best one (the first),
+    and the fit kept a model at 7.0 with a ConvergenceWarning that said to raise max_iter."""
+    X, y = make_classification(3000, 5, n_classes=3, seed=0)
+    model = SoftmaxRegression(5, 3, seed=0)
+    model.W[...] = 0
+    start_loss = fs.loss_and_grad(X, y, model.W, model.b)[0]
+    with pytest.raises(TrainingError, match=rf"iteration 5, far above the best {start_loss:.6g} \(iteration 0\)"):
+        model.fit(X, y, solver=solver, lr=lr, max_iter=5, seed=0)
+    assert not model.W.any() and not model.b.any()
+    assert (model.n_iter_, model.loss_history_) == (0, [])
+    # At a step size that converges, the end is below the start and nothing is evaluated again.
+    model = SoftmaxRegression(5, 3, seed=0).fit(X, y, solver=solver, lr=lr / 1000, max_iter=5, seed=0, tol=0)
+    assert fs.loss_and_grad(X, y, model.W, model.b)[0] < start_loss
 
 
 @pytest.mark.parametrize("solver", list(EXPLODING))
