@@ -289,17 +289,26 @@ def _unconverged_at_floor(
 
 
 def warn_not_converged(
-    n_iter: int, options: FitOptions, stop_message: str, *, start_loss: float | None = None, n_classes: int = 2
+    n_iter: int,
+    options: FitOptions,
+    stop_message: str,
+    *,
+    start_loss: float | None = None,
+    final_loss: float | None = None,
+    n_classes: int = 2,
 ) -> None:
     """Warn, as scikit-learn does, that the fit ended before its tolerance was met, and why.
 
     ``start_loss``, the loss at the starting weights (of the full-batch
     solvers): far above log K, it says that the start, not rounding or
-    ``max_iter``, kept the solver from the optimum.
+    ``max_iter``, kept the solver from the optimum, unless ``final_loss``
+    (the last one) is down to log K, at or above every optimum: such a fit
+    got past its start, and stopped for another reason.
     """
     unit = "epochs" if options.solver in MINIBATCH_SOLVERS else "iterations"
     zero_weights_loss = math.log(n_classes)
-    if start_loss is not None and start_loss > HUGE_START_LOSS_RATIO * zero_weights_loss:
+    huge_start = start_loss is not None and start_loss > HUGE_START_LOSS_RATIO * zero_weights_loss
+    if huge_start and (final_loss is None or final_loss > zero_weights_loss):
         # The model's 0.01 N(0, 1) start on features of 1e10: the logits start near 1e8, where the
         # loss is piecewise linear, and the solver stops at once or crawls.
         why = (
@@ -563,7 +572,10 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
             if not resumed.converged and options.tol > 0:
                 # The same model as the run that wrote the checkpoint, so the same warning.
                 start_loss = history[0] if history and not minibatch else None
-                warn_not_converged(offset, options, "", start_loss=start_loss, n_classes=model.num_classes)
+                final_loss = history[-1] if history else None
+                warn_not_converged(
+                    offset, options, "", start_loss=start_loss, final_loss=final_loss, n_classes=model.num_classes
+                )
             return model
     elif scaling is None:
         theta0 = model._pack()
@@ -682,8 +694,15 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
             stacklevel=4,
         )
     if not result.converged and not stopped_by_callback and options.tol > 0:
-        start_loss = history[0] if history and not minibatch else None
-        warn_not_converged(model.n_iter_, options, result.message, start_loss=start_loss, n_classes=model.num_classes)
+        start_loss, final_loss = (history[0], history[-1]) if history and not minibatch else (None, None)
+        warn_not_converged(
+            model.n_iter_,
+            options,
+            result.message,
+            start_loss=start_loss,
+            final_loss=final_loss,
+            n_classes=model.num_classes,
+        )
     return model
 
 
