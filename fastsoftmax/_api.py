@@ -336,18 +336,22 @@ def cross_entropy(
             return _losses_in_dtype(losses, Z.dtype, sample_weight)
         loss_sum, weight_sum = kernels.cross_entropy_sums(*map(kernels.read_only, (Z, y, sample_weight)), n_chunks)
     if not math.isfinite(loss_sum):
-        _raise_for_overflow(Z, y, sample_weight, n_chunks, reduction)
+        mean = _raise_for_overflow(Z, y, sample_weight, n_chunks, reduction)
+        if mean is not None:
+            return mean
     return loss_sum / weight_sum if reduction == "mean" else loss_sum
 
 
 def _raise_for_overflow(
     Z: np.ndarray, y: np.ndarray, sample_weight: np.ndarray, n_chunks: int, reduction: str = "none"
-) -> None:
+) -> float | None:
     """Raise ValueError where finite logits and weights gave an infinite loss; return where a -inf logit did.
 
     A -inf logit at a row's label makes its loss inf, as it should. Finite
     logits whose difference, or whose loss times its weight, exceeds float64
-    (1.8e308) made inf too, which the float32 losses already refused.
+    (1.8e308) made inf too, which the float32 losses already refused. Finite
+    losses whose sum overflows may still have a finite mean: for
+    ``reduction="mean"`` it is returned, summed in units of the largest.
     """
     losses = np.empty(Z.shape[0])
     with parallel_section(n_chunks):
@@ -370,6 +374,9 @@ def _raise_for_overflow(
             f"the loss of row {row} is beyond the range of float64: its logits differ by more than "
             f"{np.finfo(np.float64).max:.3g}; scale the logits down."
         )
+    if reduction == "mean":
+        largest = float(np.abs(weighted[counted]).max())
+        return largest * (float((weighted[counted] / largest).sum()) / float(weights[counted].sum()))
     raise ValueError(
         f"the {reduction} of the losses is beyond the range of float64, though each loss is finite; "
         f"scale the weights or the logits down."

@@ -731,6 +731,16 @@ def test_cross_entropy_per_row_in_float32_refuses_a_loss_beyond_its_range():
     assert losses.dtype == np.float64 and np.isfinite(losses).all()
 
 
+def test_cross_entropy_mean_of_losses_whose_sum_overflows_is_their_mean():
+    """Two losses of 1.6e308 have a mean of about 1.07e308 over three rows, but "mean" raised "the mean of the
+    losses is beyond the range of float64": only their sum is."""
+    Z = np.array([[1.6e308, 0.0], [1.6e308, 0.0], [0.0, 0.0]])
+    assert fs.cross_entropy(Z, [1, 1, 0]) == pytest.approx(1.6e308 / 3 * 2 + np.log(2) / 3, rel=1e-15)
+    assert fs.cross_entropy(Z, [1, 1, 0], sample_weight=[1.0, 1.0, 0.0]) == pytest.approx(1.6e308, rel=1e-15)
+    with pytest.raises(ValueError, match=r"the sum of the losses is beyond the range of float64"):
+        fs.cross_entropy(Z, [1, 1, 0], reduction="sum")
+
+
 def test_cross_entropy_per_row_in_float32_names_a_weight_that_overflows_the_loss():
     Z = np.array([[0.0, 1.0], [0.0, 1.0]], dtype=np.float32)
     with pytest.raises(
