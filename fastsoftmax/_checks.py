@@ -862,21 +862,58 @@ def as_compute_dtype(X, dtype: np.dtype):
 
 
 def cast_X(X: np.ndarray, dtype: np.dtype, *, order: str = "K", row_offset=0) -> np.ndarray:
-    """X in ``dtype`` (and ``order``, as ``ndarray.astype``), or ValueError where a finite value overflows the cast.
+    """X in ``dtype`` (and ``order``, as ``ndarray.astype``), or ValueError where the cast loses a value or a feature.
 
     A float64 value above float32's largest (3.4e38) becomes inf in the cast,
     which the data's later scan would report as an infinite value in X, with
-    the wrong fix. ``row_offset`` maps X's rows to the data set's, as in
-    :func:`check_X_finite`. The overflow flag of the cast itself detects it:
-    no pass of its own.
+    the wrong fix. A feature (column) whose nonzero values all lie below the
+    smallest normal number of ``dtype`` (float32's 1.2e-38) becomes zeros and
+    subnormals, and a fit would silently leave it out; tiny values in a
+    column with normal ones are negligible at its scale and pass. X is judged
+    as given: a chunk of a streamed data set on its own rows. ``row_offset``
+    maps X's rows to the data set's, as in :func:`check_X_finite`. The
+    overflow and underflow flags of the cast itself detect both: no pass of
+    their own unless a value underflows. (Values that ``dtype`` holds exactly,
+    subnormal ones included, raise no flag: the cast changes nothing that the
+    same data given in ``dtype`` would not have.)
     """
     if X.dtype == dtype:
         return X.astype(dtype, order=order, copy=False)
-    with np.errstate(over="raise"):
+    with np.errstate(over="raise", under="raise"):
         try:
             return X.astype(dtype, order=order)
         except FloatingPointError:
-            raise cast_overflow_error(X, dtype, row_offset) from None
+            pass
+    with np.errstate(invalid="ignore"):
+        overflows = bool((np.abs(X) > np.finfo(dtype).max).any())
+    if overflows:
+        raise cast_overflow_error(X, dtype, row_offset) from None
+    raise_for_underflowing_features(X, dtype, row_offset)
+    # Only some values underflowed, each in a column with normal values: negligible there.
+    with np.errstate(under="ignore"):
+        return X.astype(dtype, order=order)
+
+
+def raise_for_underflowing_features(X: np.ndarray, dtype: np.dtype, row_offset=0) -> None:
+    """Raise ValueError if a column of X has nonzero values, all below the smallest normal number of ``dtype``."""
+    dtype = np.dtype(dtype)
+    tiny = float(np.finfo(dtype).tiny)
+    columns = np.atleast_2d(X)  # a 1-D X is one row
+    with np.errstate(invalid="ignore"):  # NaN is left to the scan for non-finite values
+        largest = np.maximum(columns.max(axis=0), -columns.min(axis=0))
+        lost = np.flatnonzero((largest > 0) & (largest < tiny))
+    if lost.size == 0:
+        return
+    column = int(lost[0])
+    others = f" (and {lost.size - 1} more feature(s) like it)" if lost.size > 1 else ""
+    rows = f"rows {_data_row(0, row_offset)} to {_data_row(columns.shape[0] - 1, row_offset)}"
+    wider = " or train in float64 (dtype=np.float64)" if dtype.itemsize < 8 else ""
+    raise ValueError(
+        f"feature {column} of X (column {column}){others} is tiny in {rows}: its largest magnitude, "
+        f"{float(largest[column]):.3g}, is below {dtype}'s smallest normal number ({tiny:.3g}), so the cast to "
+        f"the model's {dtype} would turn the whole feature into zeros and subnormals, and the model would "
+        f"ignore it. Rescale the feature (for example divide column {column} by its largest magnitude){wider}."
+    )
 
 
 def cast_overflow_error(X: np.ndarray, dtype: np.dtype, row_offset=0) -> ValueError:
