@@ -415,7 +415,10 @@ def check_sample_weight(sample_weight, n_samples: int, dtype: np.dtype, *, scale
     ``[finfo(dtype).tiny, 1 / finfo(dtype).eps]`` are then divided by that
     value (in float64, before the cast). Subnormal weights would lose
     precision, and their sum's reciprocal can overflow; very large ones bring
-    the weighted sums in the kernels closer to overflow.
+    the weighted sums in the kernels closer to overflow. Otherwise the values
+    themselves count, and a nonzero weight that the cast to ``dtype`` takes
+    below its smallest normal number raises ValueError (weights already in
+    ``dtype`` are used as they are).
     """
     if sample_weight is None:
         return no_weights(dtype)
@@ -433,12 +436,17 @@ def check_sample_weight(sample_weight, n_samples: int, dtype: np.dtype, *, scale
     info = np.finfo(dtype)
     if scale_free and not float(info.tiny) <= w_max <= 1 / float(info.eps):
         w = w.astype(np.float64) / w_max
-    w = _contiguous(w, dtype)
+    given, w = w, _contiguous(w, dtype)
     if not w.any():
         raise ValueError(
             f"sample_weight underflows to 0 in {dtype} (largest weight {w_max:.3g}); "
             f"scale the weights up or use float64."
         )
+    if not scale_free and given.dtype != w.dtype:
+        # The sums take the weights' values: the cast kept 3e-45 and 1e-45 as float32
+        # subnormals in the ratio 2:1, not 3:1 (a weighted mean of 0.79, not 0.63).
+        # Weights given in dtype are its caller's values, subnormal or not.
+        raise_for_subnormal_weights(given, w)
     with np.errstate(over="ignore"):
         weight_sum = float(w.sum(dtype=np.float64))
     if not math.isfinite(weight_sum):
@@ -447,6 +455,22 @@ def check_sample_weight(sample_weight, n_samples: int, dtype: np.dtype, *, scale
             f"{w_max:.3g}); scale the weights down."
         )
     return w
+
+
+def raise_for_subnormal_weights(given: np.ndarray, w: np.ndarray) -> None:
+    """Raise ValueError where the cast of the weights ``given`` to ``w``'s dtype took one below its normal range."""
+    tiny = np.finfo(w.dtype).tiny
+    lost = (w < tiny) & (given != 0)
+    if not lost.any():
+        return
+    row = int(np.argmax(lost))
+    wider = " or use float64" if w.dtype.itemsize < 8 else ""
+    raise ValueError(
+        f"sample_weight holds {int(np.count_nonzero(lost))} weight(s) below {w.dtype}'s smallest normal number "
+        f"({float(tiny):.3g}), the first {float(given[row]):.3g} in row {row}: in {w.dtype} they become "
+        f"subnormal or zero and lose their ratios to the other weights. Multiply every weight by a common factor "
+        f"(the sums scale with it){wider}."
+    )
 
 
 def check_int(value, name: str, minimum: int = 1, hint: str = "") -> int:
