@@ -288,13 +288,20 @@ def _unconverged_at_floor(
 
 
 def warn_not_converged(
-    n_iter: int, options: FitOptions, stop_message: str, *, start_loss: float | None = None, n_classes: int = 2
+    n_iter: int,
+    options: FitOptions,
+    stop_message: str,
+    *,
+    start_loss: float | None = None,
+    n_classes: int = 2,
+    dtype: np.dtype,
 ) -> None:
     """Warn, as scikit-learn does, that the fit ended before its tolerance was met, and why.
 
     ``start_loss``, the loss at the starting weights (of the full-batch
     solvers): far above log K, it says that the start, not rounding or
-    ``max_iter``, kept the solver from the optimum.
+    ``max_iter``, kept the solver from the optimum. ``dtype``, the model's:
+    only a float32 fit is told to use float64.
     """
     unit = "epochs" if options.solver in MINIBATCH_SOLVERS else "iterations"
     zero_weights_loss = math.log(n_classes)
@@ -313,7 +320,20 @@ def warn_not_converged(
     elif n_iter >= options.max_iter:
         why = "raise max_iter, loosen tol, or scale the features (for example with StandardScaler)"
     else:  # the solver stopped on its own, e.g. a line search that found no lower loss
-        why = f"it stopped early ({stop_message}); loosen tol, or use float64 if the data is float32"
+        # A stall found by _unconverged_at_floor names its remedy already: not repeated here.
+        advice = []
+        if options.solver in ("lbfgs", "newton-cg") and not options.precondition:
+            # Features in units from 1e-3 to 1e3 stalled L-BFGS 1 % above the optimum.
+            if "precondition='auto'" not in stop_message:
+                advice.append(
+                    "with precondition=False, features on different scales may have stalled it short of the "
+                    "optimum, rather than rounding: use precondition='auto' or standardise the features"
+                )
+        else:
+            advice.append("loosen tol")
+        if np.dtype(dtype) == np.float32 and "use float64" not in stop_message:
+            advice.append("use float64 (dtype=np.float64)")
+        why = f"it stopped early ({stop_message})" + (f"; {', or '.join(advice)}" if advice else "")
     summary = f"{options.solver} did not converge in {n_iter} {unit}"
     messages = _convergence_messages.get()
     if messages is not None:
@@ -654,7 +674,14 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
         )
     if not result.converged and not stopped_by_callback and options.tol > 0:
         start_loss = history[0] if history and not minibatch else None
-        warn_not_converged(model.n_iter_, options, result.message, start_loss=start_loss, n_classes=model.num_classes)
+        warn_not_converged(
+            model.n_iter_,
+            options,
+            result.message,
+            start_loss=start_loss,
+            n_classes=model.num_classes,
+            dtype=model.dtype,
+        )
     return model
 
 
