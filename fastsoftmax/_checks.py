@@ -415,7 +415,10 @@ def check_sample_weight(sample_weight, n_samples: int, dtype: np.dtype, *, scale
     ``[finfo(dtype).tiny, 1 / finfo(dtype).eps]`` are then divided by that
     value (in float64, before the cast). Subnormal weights would lose
     precision, and their sum's reciprocal can overflow; very large ones bring
-    the weighted sums in the kernels closer to overflow.
+    the weighted sums in the kernels closer to overflow. Otherwise the values
+    themselves count, and a nonzero weight that the cast to ``dtype`` takes
+    below its smallest normal number raises ValueError (weights already in
+    ``dtype`` are used as they are).
     """
     if sample_weight is None:
         return no_weights(dtype)
@@ -433,12 +436,17 @@ def check_sample_weight(sample_weight, n_samples: int, dtype: np.dtype, *, scale
     info = np.finfo(dtype)
     if scale_free and not float(info.tiny) <= w_max <= 1 / float(info.eps):
         w = w.astype(np.float64) / w_max
-    w = _contiguous(w, dtype)
+    given, w = w, _contiguous(w, dtype)
     if not w.any():
         raise ValueError(
             f"sample_weight underflows to 0 in {dtype} (largest weight {w_max:.3g}); "
             f"scale the weights up or use float64."
         )
+    if not scale_free and given.dtype != w.dtype:
+        # The sums take the weights' values: the cast kept 3e-45 and 1e-45 as float32
+        # subnormals in the ratio 2:1, not 3:1 (a weighted mean of 0.79, not 0.63).
+        # Weights given in dtype are its caller's values, subnormal or not.
+        raise_for_subnormal_weights(given, w)
     with np.errstate(over="ignore"):
         weight_sum = float(w.sum(dtype=np.float64))
     if not math.isfinite(weight_sum):
@@ -447,6 +455,22 @@ def check_sample_weight(sample_weight, n_samples: int, dtype: np.dtype, *, scale
             f"{w_max:.3g}); scale the weights down."
         )
     return w
+
+
+def raise_for_subnormal_weights(given: np.ndarray, w: np.ndarray) -> None:
+    """Raise ValueError where the cast of the weights ``given`` to ``w``'s dtype took one below its normal range."""
+    tiny = np.finfo(w.dtype).tiny
+    lost = (w < tiny) & (given != 0)
+    if not lost.any():
+        return
+    row = int(np.argmax(lost))
+    wider = " or use float64" if w.dtype.itemsize < 8 else ""
+    raise ValueError(
+        f"sample_weight holds {int(np.count_nonzero(lost))} weight(s) below {w.dtype}'s smallest normal number "
+        f"({float(tiny):.3g}), the first {float(given[row]):.3g} in row {row}: in {w.dtype} they become "
+        f"subnormal or zero and lose their ratios to the other weights. Multiply every weight by a common factor "
+        f"(the sums scale with it){wider}."
+    )
 
 
 def check_int(value, name: str, minimum: int = 1, hint: str = "") -> int:
@@ -862,21 +886,58 @@ def as_compute_dtype(X, dtype: np.dtype):
 
 
 def cast_X(X: np.ndarray, dtype: np.dtype, *, order: str = "K", row_offset=0) -> np.ndarray:
-    """X in ``dtype`` (and ``order``, as ``ndarray.astype``), or ValueError where a finite value overflows the cast.
+    """X in ``dtype`` (and ``order``, as ``ndarray.astype``), or ValueError where the cast loses a value or a feature.
 
     A float64 value above float32's largest (3.4e38) becomes inf in the cast,
     which the data's later scan would report as an infinite value in X, with
-    the wrong fix. ``row_offset`` maps X's rows to the data set's, as in
-    :func:`check_X_finite`. The overflow flag of the cast itself detects it:
-    no pass of its own.
+    the wrong fix. A feature (column) whose nonzero values all lie below the
+    smallest normal number of ``dtype`` (float32's 1.2e-38) becomes zeros and
+    subnormals, and a fit would silently leave it out; tiny values in a
+    column with normal ones are negligible at its scale and pass. X is judged
+    as given: a chunk of a streamed data set on its own rows. ``row_offset``
+    maps X's rows to the data set's, as in :func:`check_X_finite`. The
+    overflow and underflow flags of the cast itself detect both: no pass of
+    their own unless a value underflows. (Values that ``dtype`` holds exactly,
+    subnormal ones included, raise no flag: the cast changes nothing that the
+    same data given in ``dtype`` would not have.)
     """
     if X.dtype == dtype:
         return X.astype(dtype, order=order, copy=False)
-    with np.errstate(over="raise"):
+    with np.errstate(over="raise", under="raise"):
         try:
             return X.astype(dtype, order=order)
         except FloatingPointError:
-            raise cast_overflow_error(X, dtype, row_offset) from None
+            pass
+    with np.errstate(invalid="ignore"):
+        overflows = bool((np.abs(X) > np.finfo(dtype).max).any())
+    if overflows:
+        raise cast_overflow_error(X, dtype, row_offset) from None
+    raise_for_underflowing_features(X, dtype, row_offset)
+    # Only some values underflowed, each in a column with normal values: negligible there.
+    with np.errstate(under="ignore"):
+        return X.astype(dtype, order=order)
+
+
+def raise_for_underflowing_features(X: np.ndarray, dtype: np.dtype, row_offset=0) -> None:
+    """Raise ValueError if a column of X has nonzero values, all below the smallest normal number of ``dtype``."""
+    dtype = np.dtype(dtype)
+    tiny = float(np.finfo(dtype).tiny)
+    columns = np.atleast_2d(X)  # a 1-D X is one row
+    with np.errstate(invalid="ignore"):  # NaN is left to the scan for non-finite values
+        largest = np.maximum(columns.max(axis=0), -columns.min(axis=0))
+        lost = np.flatnonzero((largest > 0) & (largest < tiny))
+    if lost.size == 0:
+        return
+    column = int(lost[0])
+    others = f" (and {lost.size - 1} more feature(s) like it)" if lost.size > 1 else ""
+    rows = f"rows {_data_row(0, row_offset)} to {_data_row(columns.shape[0] - 1, row_offset)}"
+    wider = " or train in float64 (dtype=np.float64)" if dtype.itemsize < 8 else ""
+    raise ValueError(
+        f"feature {column} of X (column {column}){others} is tiny in {rows}: its largest magnitude, "
+        f"{float(largest[column]):.3g}, is below {dtype}'s smallest normal number ({tiny:.3g}), so the cast to "
+        f"the model's {dtype} would turn the whole feature into zeros and subnormals, and the model would "
+        f"ignore it. Rescale the feature (for example divide column {column} by its largest magnitude){wider}."
+    )
 
 
 def cast_overflow_error(X: np.ndarray, dtype: np.dtype, row_offset=0) -> ValueError:

@@ -361,6 +361,8 @@ class DataSource:
         # The whole of a Fortran-ordered X goes as it is; a row slice of one is
         # neither C- nor Fortran-contiguous and is copied, like a cast chunk.
         if X.dtype != self.dtype or not (X.flags.c_contiguous or X.flags.f_contiguous):
+            # cast_X refuses a feature that the cast turns into zeros and subnormals, judged on
+            # this chunk's rows: a feature tiny in one chunk only is refused there too.
             X = _checks.cast_X(X, self.dtype, order="C", row_offset=self.row_offset + start)
         y = np.ascontiguousarray(self.y[start:stop], dtype=np.int64)
         w = self.sample_weight[start:stop] if self.sample_weight.shape[0] else self.sample_weight
@@ -370,6 +372,7 @@ class DataSource:
         """Gather the rows of a mini-batch (a small copy)."""
         self.check_files()
         offset = rows + self.row_offset if self.row_offset else rows  # no array to add to each batch in a fit
+        # A feature that the cast turns into zeros and subnormals is judged on this batch's rows (cast_X).
         X = _checks.cast_X(self.X[rows], self.dtype, order="C", row_offset=offset)
         y = np.ascontiguousarray(self.y[rows], dtype=np.int64)
         w = self.sample_weight[rows] if self.sample_weight.shape[0] else self.sample_weight

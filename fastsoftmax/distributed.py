@@ -440,7 +440,12 @@ def _refuse_other_chunks(a, name: str) -> None:
 
 
 def _cast_rows(chunk: np.ndarray, target: np.dtype, block_info=None) -> np.ndarray:
-    """A chunk of X in ``target``, through ``_checks.cast_X``: an overflow names the data set's row."""
+    """A chunk of X in ``target``, through ``_checks.cast_X``: an overflow names the data set's row.
+
+    A feature that the cast turns into zeros and subnormals is refused as on
+    one machine, judged on this chunk's rows: one tiny in this chunk only is
+    refused too.
+    """
     row_offset = block_info[0]["array-location"][0][0] if block_info else 0
     return _checks.cast_X(chunk, target, row_offset=row_offset)
 

@@ -296,6 +296,7 @@ def warn_not_converged(
     start_loss: float | None = None,
     final_loss: float | None = None,
     n_classes: int = 2,
+    dtype: np.dtype,
 ) -> None:
     """Warn, as scikit-learn does, that the fit ended before its tolerance was met, and why.
 
@@ -303,7 +304,8 @@ def warn_not_converged(
     solvers): far above log K, it says that the start, not rounding or
     ``max_iter``, kept the solver from the optimum, unless ``final_loss``
     (the last one) is down to log K, at or above every optimum: such a fit
-    got past its start, and stopped for another reason.
+    got past its start, and stopped for another reason. ``dtype``, the
+    model's: only a float32 fit is told to use float64.
     """
     unit = "epochs" if options.solver in MINIBATCH_SOLVERS else "iterations"
     zero_weights_loss = math.log(n_classes)
@@ -323,7 +325,20 @@ def warn_not_converged(
     elif n_iter >= options.max_iter:
         why = "raise max_iter, loosen tol, or scale the features (for example with StandardScaler)"
     else:  # the solver stopped on its own, e.g. a line search that found no lower loss
-        why = f"it stopped early ({stop_message}); loosen tol, or use float64 if the data is float32"
+        # A stall found by _unconverged_at_floor names its remedy already: not repeated here.
+        advice = []
+        if options.solver in ("lbfgs", "newton-cg") and not options.precondition:
+            # Features in units from 1e-3 to 1e3 stalled L-BFGS 1 % above the optimum.
+            if "precondition='auto'" not in stop_message:
+                advice.append(
+                    "with precondition=False, features on different scales may have stalled it short of the "
+                    "optimum, rather than rounding: use precondition='auto' or standardise the features"
+                )
+        else:
+            advice.append("loosen tol")
+        if np.dtype(dtype) == np.float32 and "use float64" not in stop_message:
+            advice.append("use float64 (dtype=np.float64)")
+        why = f"it stopped early ({stop_message})" + (f"; {', or '.join(advice)}" if advice else "")
     summary = f"{options.solver} did not converge in {n_iter} {unit}"
     messages = _convergence_messages.get()
     if messages is not None:
@@ -574,7 +589,13 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
                 start_loss = history[0] if history and not minibatch else None
                 final_loss = history[-1] if history else None
                 warn_not_converged(
-                    offset, options, "", start_loss=start_loss, final_loss=final_loss, n_classes=model.num_classes
+                    offset,
+                    options,
+                    "",
+                    start_loss=start_loss,
+                    final_loss=final_loss,
+                    n_classes=model.num_classes,
+                    dtype=model.dtype,
                 )
             return model
     elif scaling is None:
@@ -702,6 +723,7 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
             start_loss=start_loss,
             final_loss=final_loss,
             n_classes=model.num_classes,
+            dtype=model.dtype,
         )
     return model
 

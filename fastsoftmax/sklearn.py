@@ -407,7 +407,11 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         return indices.astype(np.int64, copy=False)
 
     def _weights(self, y_idx: np.ndarray, classes: np.ndarray, sample_weight, dtype, allow_balanced=True):
-        """Sample weights times class weights, or None; and their sum."""
+        """Sample weights times class weights in ``dtype``, or None; and their sum in float64.
+
+        Weights whose largest lies outside ``dtype``'s range are returned divided by it
+        (``_checks.check_sample_weight(scale_free=True)``); the sum is that of the weights as given.
+        """
         n = y_idx.shape[0]
         if isinstance(sample_weight, numbers.Real):
             sample_weight = np.full(n, sample_weight, dtype=np.float64)  # as scikit-learn's _check_sample_weight
@@ -431,8 +435,10 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             w = factors if w is None else np.multiply(w, factors, out=np.zeros_like(w), where=w != 0)
         weight_sum = float(n) if w is None else float(np.sum(w, dtype=np.float64))
         if w is not None:
-            w = w.astype(dtype)
-            _checks.check_sample_weight(w, n, dtype)  # class weights may have zeroed every row
+            # The engine uses them only through w_i / sum w (l2 takes weight_sum, in float64): scaled
+            # there before the cast to dtype, as the engine would, or float32 made weights of 1e-44
+            # subnormal (their ratios lost) and those of 1e-300 zero. Class weights may have zeroed every row.
+            w = _checks.check_sample_weight(w, n, dtype, scale_free=True)
         return w, weight_sum
 
     def _classes_from(self, y) -> np.ndarray:

@@ -170,6 +170,28 @@ def test_loss_and_grad_sums_with_weights_that_vanish_in_float32_raise(rng):
         fs.loss_and_grad_sums(X, y, W, b, sample_weight=np.full(N, 1e-320))
 
 
+def test_weights_that_float32_makes_subnormal_raise_in_the_sums():
+    """Weights 3e-45 and 1e-45 became float32 subnormals in the ratio 2:1: the sums' weighted mean loss was 0.79,
+    not 0.63, without a word."""
+    X, y = np.zeros((2, 1), np.float32), np.array([0, 1])
+    W, b = np.zeros((2, 1), np.float32), np.array([2.0, 0.0], np.float32)
+    message = (
+        r"sample_weight holds 2 weight\(s\) below float32's smallest normal.*3e-45 in row 0.*common factor.*float64"
+    )
+    with pytest.raises(ValueError, match=message):
+        fs.loss_and_grad_sums(X, y, W, b, sample_weight=np.array([3e-45, 1e-45]))
+    Z = np.array([[2.0, 0.0], [2.0, 0.0]], np.float32)
+    for reduction in ("sum", "none"):
+        with pytest.raises(ValueError, match=message):
+            fs.cross_entropy(Z, y, sample_weight=np.array([3e-45, 1e-45]), reduction=reduction)
+    # One weight of 1e-40 beside 1.0 is refused too, and named; scaled up, the sums scale with it.
+    with pytest.raises(ValueError, match=r"1 weight\(s\) .* the first 1e-40 in row 1"):
+        fs.loss_and_grad_sums(X, y, W, b, sample_weight=np.array([1.0, 1e-40]))
+    sums = fs.loss_and_grad_sums(X, y, W, b, sample_weight=np.array([3e-45, 1e-45]) * 1e40)
+    exact = (3 * np.logaddexp(2.0, 0.0) - 3 * 2.0 + np.logaddexp(2.0, 0.0)) / 4
+    np.testing.assert_allclose(sums.loss_sum / sums.weight_sum, exact, rtol=1e-6)
+
+
 def test_loss_and_grad_sums_with_weights_whose_sum_overflows_raise(rng):
     X, y, W, b, _ = make_problem(rng, N, D, K)
     with pytest.raises(ValueError, match=r"sample_weight overflows"):

@@ -658,3 +658,34 @@ def test_a_failed_line_search_is_handled_where_warnings_are_errors(rng, monkeypa
     assert failures
     assert model.n_iter_ == 5 and np.isfinite(model.W).all()
     assert model.loss_history_[-1] <= want.loss_history_[0]
+
+
+def test_an_early_stop_on_unscaled_float64_features_advises_preconditioning_not_float64():
+    """Features in units from 1e-3 to 1e3 with precondition=False stalled L-BFGS 1 % above the optimum, and the
+    warning blamed rounding: "loosen tol, or use float64 if the data is float32", to a float64 fit."""
+    X, y = make_classification(1000, 3, n_classes=2, dtype=np.float64, seed=1003)
+    X = X * np.array([1e-3, 1.0, 1e3]) + 5
+    model = SoftmaxRegression(3, 2)
+    model.W[:] = 0
+    model.b[:] = 0
+    with pytest.warns(fs.ConvergenceWarning, match=r"stopped early.*use precondition='auto' or standardise") as info:
+        model.fit(X, y, solver="lbfgs", l2=1e-5, precondition=False)
+    assert "float64" not in str(info[0].message)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("precondition", [True, False], ids=["preconditioned", "unscaled"])
+@pytest.mark.parametrize("solver", ["lbfgs", "newton-cg", "gd"])
+def test_an_early_stop_advises_what_fits_the_case(solver, precondition, dtype):
+    """float64 fits were told to use float64 "if the data is float32", and unscaled ones to loosen tol."""
+    from fastsoftmax import engine
+    from fastsoftmax._checks import check_fit_options
+
+    options = check_fit_options(solver, (solver,), precondition=precondition)
+    with pytest.warns(fs.ConvergenceWarning) as info:
+        engine.warn_not_converged(3, options, "the line search found no lower loss", dtype=np.dtype(dtype))
+    message = str(info[0].message)
+    unscaled = solver != "gd" and not precondition
+    assert ("use precondition='auto' or standardise the features" in message) == unscaled
+    assert ("loosen tol" in message) == (not unscaled)
+    assert ("use float64 (dtype=np.float64)" in message) == (dtype == np.float32)

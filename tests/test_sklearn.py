@@ -193,6 +193,23 @@ def test_a_number_as_sample_weight_weighs_every_row_as_logistic_regression_does(
         SoftmaxClassifier().fit(X, y, sample_weight=-1.0)
 
 
+@pytest.mark.parametrize("scale", [1e-44, 1e-300], ids=["1e-44", "1e-300"])
+def test_tiny_weights_on_float32_data_fit_as_their_ratios_with_C_over_their_scale(scale):
+    """float32 turned weights of 1e-44 into subnormals before they were rescaled (coef_ 4 % off the unscaled
+    fit's), and those of 1e-300 into zeros: "sample_weight sums to 0 (every weight is zero)"."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((400, 3)).astype(np.float32)  # fitted in float32 (dtype="preserve")
+    y = rng.integers(0, 3, 400)
+    w = rng.random(400) * 3 + 0.1
+    reference = SoftmaxClassifier(C=1.0, tol=1e-8).fit(X, y, sample_weight=w)
+    # C * sum(s w_i loss_i) + ||W||^2 / 2 with C = 1 / s: the same objective.
+    scaled = SoftmaxClassifier(C=1 / scale, tol=1e-8).fit(X, y, sample_weight=w * scale)
+    assert scaled.coef_.dtype == np.float32
+    atol = 64 * np.finfo(np.float32).eps * np.abs(reference.coef_).max()
+    np.testing.assert_allclose(scaled.coef_, reference.coef_, rtol=0, atol=atol)
+    np.testing.assert_allclose(scaled.intercept_, reference.intercept_, rtol=0, atol=atol)
+
+
 def test_a_prediction_during_a_refit_in_another_thread_uses_the_last_fit_whole(monkeypatch):
     """fit set classes_ before training: another thread's predictions took the new classes beside the last
     fit's coef_ for the whole fit (new labels from old weights, or an IndexError)."""
