@@ -1234,8 +1234,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_tolerance,
         default=DEFAULT_TOL,
         help="stop when the largest gradient entry (in feature-scaled coordinates) for lbfgs and "
-        "newton-cg, or the relative change of the loss for gd/sgd/adam, falls below this; 0 runs --max-iter "
-        f"(default {DEFAULT_TOL:g})",
+        "newton-cg, or the relative change of the loss for gd, falls below this, or when 5 epochs of sgd/adam "
+        f"in a row lower their best loss by less than this (relative); 0 runs --max-iter (default {DEFAULT_TOL:g})",
     )
     train.add_argument(
         "--batch-size", type=_positive_int, default=256, help="mini-batch rows for sgd/adam (default 256)"

@@ -160,8 +160,10 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         "lbfgs", "newton-cg": largest gradient component of the mean
         objective below which it stops, in the solver's standardised
         coordinates (features centred and scaled, so that tol does not depend
-        on their units; see ``SoftmaxRegression.fit``); "gd", "sgd", "adam":
-        relative change of the loss between iterations (epochs). 0 never
+        on their units; see ``SoftmaxRegression.fit``); "gd": relative change
+        of the loss between iterations; "sgd", "adam": it stops once 5 epochs
+        in a row lower the best epoch's mean loss by less than tol (relative),
+        as scikit-learn's ``n_iter_no_change``. 0 never
         warns; "gd", "sgd" and "adam" then run exactly ``max_iter``
         iterations, "lbfgs" and "newton-cg" stop earlier where the loss stops
         changing (its rounding floor; see ``SoftmaxRegression.fit``).
