@@ -353,8 +353,9 @@ def _is_zip(path: str) -> bool:
     """Whether ``path`` is an ``.npz`` (a zip archive) by its first bytes, not its name (``XY.NPZ`` is one too)."""
     from fastsoftmax._data import _ZIP_MAGIC
 
-    if os.path.isdir(path):
-        return False  # refused where it is read
+    if not os.path.isfile(path):
+        # A directory, or a named pipe or device, whose open would wait for a writer: refused where it is read.
+        return False
     try:
         with open(path, "rb") as file:
             return file.read(len(_ZIP_MAGIC)) == _ZIP_MAGIC
