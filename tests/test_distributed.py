@@ -200,6 +200,29 @@ def test_a_value_beyond_float32_is_named_as_on_one_machine(data):
         fit_dask(model, da.from_array(X, chunks=(CHUNK, D)), da.from_array(y, chunks=CHUNK), max_iter=2)
 
 
+@pytest.mark.parametrize("how", ["fit_dask", "model.fit", "persist=False", "client"])
+def test_values_beyond_float32_in_many_chunks_are_counted_as_on_one_machine(request, how):
+    """The float32 cast of a float64 Dask X failed in whichever chunk task failed first, and the
+    message gave that chunk's count and first row ("1 finite value(s) ... row 60" for 4 from row 10)."""
+    X = np.ones((200, 3))
+    y = np.arange(200) % 2
+    X[[10, 60, 120, 190], 1] = [1e39, 2e39, 3e39, 4e39]  # in 4 of the 4 chunks
+    with pytest.raises(ValueError) as in_memory:
+        SoftmaxRegression(3, 2, dtype=np.float32).fit(X, y)
+    assert "4 finite value(s)" in str(in_memory.value) and "the first in row 10" in str(in_memory.value)
+    X_dask, y_dask = da.from_array(X, chunks=(50, 3)), da.from_array(y, chunks=50)
+    model = SoftmaxRegression(3, 2, dtype=np.float32)
+    with pytest.raises(ValueError) as on_dask:
+        if how == "model.fit":
+            model.fit(X_dask, y_dask)
+        else:
+            options = {"persist": False} if how == "persist=False" else {}
+            if how == "client":
+                options["client"] = request.getfixturevalue("client")
+            fit_dask(model, X_dask, y_dask, **options)
+    assert str(on_dask.value) == str(in_memory.value)
+
+
 def test_sparse_chunks_and_paths_beside_dask_arrays_are_named(data, tmp_path):
     sparse = pytest.importorskip("scipy.sparse")
     X, y = data
