@@ -347,6 +347,11 @@ def check_chunked(X, y, sample_weight, dtype: np.dtype, n_features: int):
     if not isinstance(X, da.Array):
         if is_dask_collection(X):
             hint = " (for a Dask DataFrame use df.to_dask_array(lengths=True))"
+        elif not is_dask_collection(y):  # only fit_dask comes here without a Dask array
+            hint = (
+                "; fit_dask trains on Dask arrays, and neither X nor y is one: "
+                "fit NumPy arrays and .npy files with model.fit(X, y)"
+            )
         elif isinstance(X, (str, bytes, os.PathLike)):
             hint = "; y is a Dask array, so X must be one too: X = da.from_array(np.load(path, mmap_mode='r'))"
         else:

@@ -240,6 +240,19 @@ def test_sparse_chunks_and_paths_beside_dask_arrays_are_named(data, tmp_path):
         model.fit(X, yd, max_iter=2)
 
 
+@pytest.mark.parametrize("X_kind", ["array", "path"])
+def test_fit_dask_on_numpy_data_names_model_fit(data, tmp_path, X_kind):
+    """fit_dask on a NumPy X and y said "y is a Dask array, so X must be one too", of a NumPy y;
+    it names fit_dask's Dask arrays and model.fit for NumPy arrays and .npy files."""
+    X, y = data
+    np.save(tmp_path / "X.npy", X)
+    X_given = X if X_kind == "array" else str(tmp_path / "X.npy")
+    message = r"fit_dask trains on Dask arrays, and neither X nor y is one: .*with model\.fit\(X, y\)\.$"
+    with pytest.raises(TypeError, match=message) as raised:
+        fit_dask(SoftmaxRegression(D, K), X_given, y, max_iter=1)
+    assert "y is a Dask array" not in str(raised.value)
+
+
 def test_cluster_equals_single_machine(client, single_machine):
     X, y = make_classification_dask(N, D, chunks=CHUNK, **PARAMS)
     model = fit_dask(SoftmaxRegression(D, K, seed=0), X, y, l2=L2, tol=TOL, max_iter=500, client=client)
