@@ -460,11 +460,12 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             if X_map.ndim != 2:
                 raise ValueError(f"X file {os.fspath(X)!r} must hold a 2-dimensional .npy array.")
             n_samples, n_features = X_map.shape
-            if n_samples == 0:  # as check_array refuses an empty array
-                raise ValueError(
-                    f"X file {os.fspath(X)!r} holds 0 samples (shape {X_map.shape}) while a minimum of 1 is "
-                    f"required by SoftmaxClassifier."
-                )
+            for count, what in ((n_samples, "samples"), (n_features, "features")):
+                if count == 0:  # as check_array refuses an empty array
+                    raise ValueError(
+                        f"X file {os.fspath(X)!r} holds 0 {what} (shape {X_map.shape}) while a minimum of 1 is "
+                        f"required by SoftmaxClassifier."
+                    )
             dtype = self._dtype_for(X_map.dtype)
             del X_map
             self.n_features_in_ = n_features

@@ -964,6 +964,18 @@ def test_no_classes_and_an_empty_file_are_refused_by_name(tmp_path):
         SoftmaxClassifier().fit(tmp_path / "empty.npy", [])
 
 
+def test_a_file_of_0_features_is_refused_like_an_array_of_0_features(tmp_path):
+    """An .npy file of 0 features was checked for 0 rows only, and the fit failed on
+    "input_dim must be a positive integer, got 0", a parameter the caller never gave."""
+    y = np.arange(300) % 3
+    with pytest.raises(ValueError, match=r"0 feature\(s\) \(shape=\(300, 0\)\) while a minimum of 1 is required"):
+        SoftmaxClassifier().fit(np.empty((300, 0)), y)
+    np.save(tmp_path / "X.npy", np.empty((300, 0)))
+    message = r"^X file .*X\.npy' holds 0 features \(shape \(300, 0\)\) while a minimum of 1 is required by Softmax"
+    with pytest.raises(ValueError, match=message):
+        SoftmaxClassifier().fit(tmp_path / "X.npy", y)
+
+
 # -- partial_fit ----------------------------------------------------------------
 
 
