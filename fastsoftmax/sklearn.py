@@ -56,7 +56,7 @@ try:
     from sklearn.utils import check_random_state
     from sklearn.utils.class_weight import compute_class_weight
     from sklearn.utils.multiclass import check_classification_targets
-    from sklearn.utils.validation import check_is_fitted, validate_data
+    from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 except ImportError as exc:
     raise missing_extra("SoftmaxClassifier (fastsoftmax.sklearn)", "sklearn") from exc
 
@@ -483,6 +483,9 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             validate_data(self, X, skip_check_array=True)
             dtype = self._dtype_for(X.dtype)
             y_arr = np.asarray(y.compute() if is_dask_collection(y) else y)
+            if y_arr.ndim == 2 and y_arr.shape[1] == 1:
+                # A column vector, raveled with scikit-learn's DataConversionWarning, as validate_data does for NumPy X.
+                y_arr = column_or_1d(y_arr, warn=True)
             return X, y_arr, dtype
         # In the order given: fit decides whether a Fortran-ordered X (a frame's
         # values) is copied (objectives.make_objective).

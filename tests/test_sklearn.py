@@ -26,7 +26,7 @@ pytest.importorskip("sklearn")
 from conftest import record_first_shapes
 from scipy.special import logsumexp
 from sklearn import datasets
-from sklearn.exceptions import ConvergenceWarning
+from sklearn.exceptions import ConvergenceWarning, DataConversionWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
@@ -831,6 +831,22 @@ def test_dask_X_with_numpy_labels_of_another_length_is_refused_by_name():
     X, y = generated(n=100, k=3)
     with pytest.raises(ValueError, match=r"y has 99 entries but X has 100 rows; they must match"):
         SoftmaxClassifier().fit(da.from_array(X, chunks=(50, -1)), y[:99])
+
+
+@pytest.mark.parametrize("labels", ["numpy", "dask"])
+def test_a_column_vector_y_with_a_dask_X_is_taken_as_with_a_numpy_X(labels):
+    """y of shape (n, 1) with a Dask X was refused as "one-hot rows", where a NumPy or .npy X
+    takes it, raveled with scikit-learn's DataConversionWarning."""
+    da = pytest.importorskip("dask.array")
+    X, y = generated(n=200, d=3, k=3)
+    y_column = y[:, None] if labels == "numpy" else da.from_array(y[:, None], chunks=(50, 1))
+    with pytest.warns(DataConversionWarning, match="A column-vector y was passed") as on_numpy:
+        want = SoftmaxClassifier().fit(X, y[:, None])
+    with pytest.warns(DataConversionWarning, match="A column-vector y was passed") as on_dask:
+        got = SoftmaxClassifier().fit(da.from_array(X, chunks=(50, -1)), y_column)
+    assert [str(w.message) for w in on_dask] == [str(w.message) for w in on_numpy]
+    np.testing.assert_array_equal(got.classes_, want.classes_)
+    np.testing.assert_allclose(got.coef_, want.coef_, rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("shape", [(100,), (100, 3, 2)], ids=["1-d", "3-d"])
