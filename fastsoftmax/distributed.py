@@ -933,6 +933,13 @@ def _check_row_chunks(chunks) -> None:
     """Refuse ``chunks`` that Dask takes badly: 0 (ZeroDivisionError), True (1 row per chunk), negatives, NaN."""
     if isinstance(chunks, (bool, np.bool_)):
         raise TypeError(f"chunks must be an int, a tuple of ints or 'auto', got a bool ({chunks!r}).")
+    if isinstance(chunks, dict):
+        # Dask's form by axis: the sizes would be added to the dict (a TypeError from inside Dask).
+        fix = f"; pass the rows' part only (chunks={chunks[0]!r})" if 0 in chunks else ""
+        raise TypeError(
+            f"chunks must be an int, a tuple of ints or 'auto', for the rows of each chunk (a chunk holds "
+            f"whole rows), got a dict by axis ({chunks!r}){fix}."
+        )
     if isinstance(chunks, numbers.Integral) and chunks < 1 and chunks != -1:
         raise ValueError(f"chunks must be a positive number of rows (or -1 for one chunk), got {chunks}.")
     if isinstance(chunks, (tuple, list)):

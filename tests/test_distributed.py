@@ -118,12 +118,14 @@ def test_make_classification_dask_equals_in_memory(data, chunks):
         ((2000, -1, 2001), ValueError, r"chunks must be row counts \(ints >= 0\), got -1 in \(2000, -1, 2001\)"),
         ((3000, float("nan")), ValueError, r"chunks must be row counts \(ints >= 0\), got nan in \(3000, nan\)"),
         (((2000, 2000), (D,)), TypeError, r"got chunks per axis \(\(2000, 2000\), \(10,\)\).*chunks=X\.chunks\[0\]"),
+        ({0: 300}, TypeError, r"^chunks must be an int, .*got a dict by axis \(\{0: 300\}\); .*\(chunks=300\)\.$"),
+        ({1: 5}, TypeError, r"^chunks must be an int, a tuple of ints or 'auto', .*got a dict by axis \(\{1: 5\}\)\.$"),
     ],
-    ids=["zero", "negative", "bool", "negative-in-tuple", "nan-in-tuple", "per-axis"],
+    ids=["zero", "negative", "bool", "negative-in-tuple", "nan-in-tuple", "per-axis", "dict", "dict-of-columns"],
 )
 def test_make_classification_dask_refuses_bad_chunks(chunks, error, match):
     """chunks=0 raised ZeroDivisionError, chunks=True made one chunk per row, NaN chunks ignored
-    n_samples (X of shape (nan, 10)), and X.chunks raised a TypeError inside Dask."""
+    n_samples (X of shape (nan, 10)), and X.chunks and Dask's dict form ({0: 300}) raised a TypeError inside Dask."""
     with pytest.raises(error, match=match):
         make_classification_dask(N, D, chunks=chunks, **PARAMS)
 
