@@ -942,14 +942,27 @@ def raise_for_underflowing_features(X: np.ndarray, dtype: np.dtype, row_offset=0
 
 def cast_overflow_error(X: np.ndarray, dtype: np.dtype, row_offset=0) -> ValueError:
     """The error for finite values of X beyond the range of the compute dtype ``dtype``."""
-    dtype = np.dtype(dtype)
+    n_beyond, row, largest = values_beyond(X, dtype)
+    return beyond_range_error(n_beyond, _data_row(row, row_offset), largest, dtype)
+
+
+def values_beyond(X: np.ndarray, dtype: np.dtype) -> tuple[int, int, float]:
+    """(count, first row, largest |x|) of the finite values of X beyond the range of ``dtype``; (0, -1, 0.0) if none."""
     with np.errstate(invalid="ignore"):
         beyond = np.isfinite(X) & (np.abs(X) > np.finfo(dtype).max)
+    n_beyond = int(np.count_nonzero(beyond))
+    if not n_beyond:
+        return 0, -1, 0.0
     row = int(np.argmax(beyond.any(axis=1))) if X.ndim == 2 else 0
-    largest = float(np.abs(X[beyond]).max())
+    return n_beyond, row, float(np.abs(X[beyond]).max())
+
+
+def beyond_range_error(n_beyond: int, first_row: int, largest: float, dtype: np.dtype) -> ValueError:
+    """The error for ``n_beyond`` finite values of X beyond ``dtype``'s range, wherever the scan that found them ran."""
+    dtype = np.dtype(dtype)
     wider = " or train in float64 (dtype=np.float64)" if dtype.itemsize < 8 else ""
     return ValueError(
-        f"X holds {int(beyond.sum())} finite value(s) beyond the range of {dtype} (|x| up to {largest:.3g}, "
-        f"above {np.finfo(dtype).max:.3g}; the first in row {_data_row(row, row_offset)}): the cast to the "
+        f"X holds {n_beyond} finite value(s) beyond the range of {dtype} (|x| up to {largest:.3g}, "
+        f"above {np.finfo(dtype).max:.3g}; the first in row {first_row}): the cast to the "
         f"model's {dtype} would make them inf. Scale the data (for example X / np.abs(X).max()){wider}."
     )

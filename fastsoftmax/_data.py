@@ -62,6 +62,7 @@ from __future__ import annotations
 import math
 import mmap
 import os
+import struct
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -121,6 +122,10 @@ PATH_TYPES = (str, bytes, os.PathLike)
 _NPY_MAGIC = np.lib.format.MAGIC_PREFIX
 _ZIP_MAGIC = b"PK\x03\x04"
 
+#: The longest ``.npy`` header that ``np.load`` parses unless given ``max_header_size`` (NumPy's default).
+#: Not raised here: the limit guards the parser against headers made to exhaust memory or time.
+_NPY_MAX_HEADER_SIZE = 10_000
+
 
 def _check_npy_header(path: str, name: str) -> None:
     """Refuse a file that is not an ``.npy`` file by its first bytes, naming how to make one.
@@ -141,21 +146,43 @@ def _check_npy_header(path: str, name: str) -> None:
                 f"only arrays saved with np.save are read. Convert it once, for a CSV file with "
                 f"np.save({stem + '.npy'!r}, np.loadtxt({path!r}, delimiter=','))."
             )
+        header_size = None
         try:
             file.seek(0)
             version = np.lib.format.read_magic(file)
+            header_size = _declared_header_size(file, version)
             read_header = (
                 np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
             )
             dtype = read_header(file)[2]
         except _io.CORRUPT_NPY_ERRORS as exc:
             _io.raise_if_not_about_the_contents(exc)
+            if header_size is not None and header_size > _NPY_MAX_HEADER_SIZE:
+                # NumPy's message for it advises allow_pickle=True, which does not apply to a header.
+                raise ValueError(
+                    f"{name} file {path!r} has an .npy header of {header_size:,} bytes, more than the "
+                    f"{_NPY_MAX_HEADER_SIZE:,} that NumPy reads by default (the limit guards against headers "
+                    f"made to exhaust memory); if the file is from a source you trust, rewrite it once "
+                    f"with a header of the usual size: np.save({path!r}, np.load({path!r}, "
+                    f"max_header_size={header_size}))."
+                ) from exc
             return  # np.load names what is wrong with the header
     if dtype.hasobject:
         raise ValueError(
             f"{name} file {path!r} holds Python objects (dtype {dtype}), which are not read (unpickling "
             f"can run code): save the values as a numeric array, labels as int64 class indices."
         )
+
+
+def _declared_header_size(file, version: tuple[int, int]) -> int | None:
+    """The header size an ``.npy`` file declares after its magic, or None where the file ends first.
+
+    The file is left where it was, at the size field.
+    """
+    field = "<H" if version == (1, 0) else "<I"
+    raw = file.read(struct.calcsize(field))
+    file.seek(-len(raw), os.SEEK_CUR)
+    return struct.unpack(field, raw)[0] if len(raw) == struct.calcsize(field) else None
 
 
 def open_array(a, name: str) -> np.ndarray:

@@ -353,8 +353,9 @@ def _is_zip(path: str) -> bool:
     """Whether ``path`` is an ``.npz`` (a zip archive) by its first bytes, not its name (``XY.NPZ`` is one too)."""
     from fastsoftmax._data import _ZIP_MAGIC
 
-    if os.path.isdir(path):
-        return False  # refused where it is read
+    if not os.path.isfile(path):
+        # A directory, or a named pipe or device, whose open would wait for a writer: refused where it is read.
+        return False
     try:
         with open(path, "rb") as file:
             return file.read(len(_ZIP_MAGIC)) == _ZIP_MAGIC
@@ -601,11 +602,7 @@ def run_train(args: argparse.Namespace) -> int:
         # Shape and label checks on the whole file before anything is split or written.
         n_classes = _classes_of_files(args, X, y, dtype)
     n_classes = args.classes if args.data is None else n_classes
-    n_samples = X.shape[0]
-    n_val = int(round(args.val_fraction * n_samples))
-    n_train = n_samples - n_val
-    if n_train < 1:
-        raise CLIError(f"--val-fraction {args.val_fraction} leaves no training rows out of {n_samples}.")
+    n_train, n_val = _split_rows(args, X.shape[0])
     # The validation rows are the last ones: row slices are views, nothing is copied.
     train = DataSource(X[:n_train], y[:n_train], dtype, chunk_size=args.chunk_size)
     val = DataSource(X[n_train:], y[n_train:], dtype, chunk_size=args.chunk_size, row_offset=n_train) if n_val else None
@@ -805,12 +802,36 @@ def _report(
         print(f"model written to {args.out}")
 
 
-def _dask_accuracy(model, X, y) -> float:
-    """Accuracy over Dask arrays, predicted chunk by chunk where the chunks live."""
+def _split_rows(args: argparse.Namespace, n_samples: int) -> tuple[int, int]:
+    """(training rows, validation rows) of ``n_samples``: the last ``--val-fraction`` of them validate."""
+    n_val = int(round(args.val_fraction * n_samples))
+    n_train = n_samples - n_val
+    if n_train < 1:
+        raise CLIError(f"--val-fraction {args.val_fraction} leaves no training rows out of {n_samples}.")
+    return n_train, n_val
+
+
+def _dask_accuracy(model, X, y, row_offset: int = 0) -> float:
+    """Accuracy over Dask arrays, predicted chunk by chunk where the chunks live.
+
+    ``row_offset`` is the row of the data set at which X begins (the first
+    validation row): an error in a chunk names the data set's row.
+    """
     import dask.array as da
 
-    predictions = da.map_blocks(model.predict, X, drop_axis=1, dtype=np.int64)
+    predictions = da.map_blocks(
+        _predict_rows, X, model=model, row_offset=row_offset, drop_axis=1, dtype=np.int64, meta=np.empty(0, np.int64)
+    )
     return float((predictions == y).mean().compute())
+
+
+def _predict_rows(chunk: np.ndarray, model, row_offset: int, block_info=None) -> np.ndarray:
+    """``model.predict`` of one chunk of rows; its NaN or overflow names the row in the data set, not in the chunk."""
+    from fastsoftmax._checks import nonfinite_rows_of
+
+    start = row_offset + (block_info[0]["array-location"][0][0] if block_info else 0)
+    with nonfinite_rows_of(chunk, start, "before predicting"):
+        return model.predict(chunk)
 
 
 def _classes_of_files(args: argparse.Namespace, X: np.ndarray, y: np.ndarray, dtype: np.dtype) -> int:
@@ -840,6 +861,7 @@ def _classes_of_files(args: argparse.Namespace, X: np.ndarray, y: np.ndarray, dt
 
 def run_train_dask(args: argparse.Namespace, t_start: float) -> int:
     """``train --scheduler ADDRESS`` or ``--dask-workers N``: the same fit on Dask."""
+    from fastsoftmax._data import DataSource
     from fastsoftmax.distributed import connect, make_classification_dask
 
     try:
@@ -856,6 +878,13 @@ def run_train_dask(args: argparse.Namespace, t_start: float) -> int:
         _check_shape_options(args, X_np)
         dtype = _compute_dtype(args, X_np)
         n_classes = _classes_of_files(args, X_np, y_np, dtype)
+        n_train, n_val = _split_rows(args, X_np.shape[0])
+        if n_val:
+            # As on one machine (run_train): no training pass reads the validation rows, so their
+            # NaN surfaced only after the fit, in the accuracy.
+            DataSource(
+                X_np[n_train:], y_np[n_train:], dtype, chunk_size=args.chunk_size, row_offset=n_train
+            ).check_finite()
     chunk_rows = args.chunk_size or 250_000
     with connect(args.scheduler, args.dask_workers) as client:
         import dask  # installed: connect() has checked
@@ -882,11 +911,7 @@ def run_train_dask(args: argparse.Namespace, t_start: float) -> int:
             )
         else:
             X, y = _dask_rows_of_files(args, X_np, y_np, chunk_rows, client)
-        n_samples = X.shape[0]
-        n_val = int(round(args.val_fraction * n_samples))
-        n_train = n_samples - n_val
-        if n_train < 1:
-            raise CLIError(f"--val-fraction {args.val_fraction} leaves no training rows out of {n_samples}.")
+        n_train, n_val = _split_rows(args, X.shape[0])
         X_train, y_train, X_val, y_val = X[:n_train], y[:n_train], X[n_train:], y[n_train:]
         model = _zero_start_model(X.shape[1], n_classes, dtype)
         _log(args, f"training {args.solver} on {n_train:,} rows on Dask; {n_val:,} validation rows")
@@ -911,7 +936,7 @@ def run_train_dask(args: argparse.Namespace, t_start: float) -> int:
             fit_time=fit_time,
             t_start=t_start,
             train_accuracy=_dask_accuracy(model, X_train, y_train),
-            val_accuracy=_dask_accuracy(model, X_val, y_val) if n_val else None,
+            val_accuracy=_dask_accuracy(model, X_val, y_val, row_offset=n_train) if n_val else None,
             rows_processed=model.rows_processed_,
             progress=progress,
             bayes_accuracy=bayes,

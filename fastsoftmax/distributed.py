@@ -347,6 +347,11 @@ def check_chunked(X, y, sample_weight, dtype: np.dtype, n_features: int):
     if not isinstance(X, da.Array):
         if is_dask_collection(X):
             hint = " (for a Dask DataFrame use df.to_dask_array(lengths=True))"
+        elif not is_dask_collection(y):  # only fit_dask comes here without a Dask array
+            hint = (
+                "; fit_dask trains on Dask arrays, and neither X nor y is one: "
+                "fit NumPy arrays and .npy files with model.fit(X, y)"
+            )
         elif isinstance(X, (str, bytes, os.PathLike)):
             hint = "; y is a Dask array, so X must be one too: X = da.from_array(np.load(path, mmap_mode='r'))"
         else:
@@ -439,6 +444,15 @@ def _refuse_other_chunks(a, name: str) -> None:
         )
 
 
+class _CastOverflowError(ValueError):
+    """Finite values beyond the compute dtype's range in one chunk of X, counted in that chunk only.
+
+    Whichever chunk task fails first raises it; :class:`DaskObjective` then
+    counts the values of every chunk (:func:`_chunk_values_beyond`) and
+    raises the data set's error instead.
+    """
+
+
 def _cast_rows(chunk: np.ndarray, target: np.dtype, block_info=None) -> np.ndarray:
     """A chunk of X in ``target``, through ``_checks.cast_X``: an overflow names the data set's row.
 
@@ -447,7 +461,16 @@ def _cast_rows(chunk: np.ndarray, target: np.dtype, block_info=None) -> np.ndarr
     refused too.
     """
     row_offset = block_info[0]["array-location"][0][0] if block_info else 0
-    return _checks.cast_X(chunk, target, row_offset=row_offset)
+    try:
+        return _checks.cast_X(chunk, target, row_offset=row_offset)
+    except ValueError as exc:
+        raise _CastOverflowError(str(exc)) from None
+
+
+def _chunk_values_beyond(X: np.ndarray, target: np.dtype, start: int) -> tuple[int, int, float]:
+    """``_checks.values_beyond`` of one chunk of X whose first row is row ``start`` of the data set."""
+    n_beyond, row, largest = _checks.values_beyond(X, target)
+    return n_beyond, start + row if n_beyond else -1, largest
 
 
 def _minibatch_solver_message(solver: str) -> str:
@@ -488,10 +511,17 @@ class DaskObjective:
     persist : bool
         Persist the inputs (the default): every evaluation then reads chunks
         from worker memory instead of recomputing them.
+    uncast_X : dask.array.Array, optional
+        X as given, before :func:`check_chunked` cast it to the compute dtype.
+        Where the cast of a chunk overflows, every chunk of it is scanned, so
+        that the error counts them all and names the first row, as on one machine.
     """
 
-    def __init__(self, X, y, sample_weight, n_classes: int, l2: float, client=None, persist: bool = True):
+    def __init__(
+        self, X, y, sample_weight, n_classes: int, l2: float, client=None, persist: bool = True, uncast_X=None
+    ):
         self.X, self.y, self.sample_weight = X, y, sample_weight
+        self._uncast_X = uncast_X
         self.n_samples = X.shape[0]
         self.n_classes = n_classes
         self.n_features = X.shape[1]
@@ -513,7 +543,8 @@ class DaskObjective:
             if self.client is not None:
                 arrays = self.client.persist(arrays)
             else:
-                arrays = list(dask.persist(*arrays))
+                with self._naming_cast_overflow():
+                    arrays = list(dask.persist(*arrays))
         self.X, self.y = arrays[0], arrays[1]
         self.sample_weight = arrays[2] if len(arrays) > 2 else None
         self._check_values()
@@ -537,11 +568,41 @@ class DaskObjective:
         self.X = self.y = self.sample_weight = self._leaves = None
 
     def _compute(self, *values):
+        with self._naming_cast_overflow():
+            return self._compute_unchecked(*values)
+
+    def _compute_unchecked(self, *values):
         import dask
 
         if self.client is not None:
             return tuple(self.client.gather(self.client.compute(list(values))))
         return dask.compute(*values)
+
+    @contextlib.contextmanager
+    def _naming_cast_overflow(self) -> Iterator[None]:
+        """Around a computation that casts X: the error of the chunk that failed first becomes the data set's.
+
+        That chunk's message counted its own values only and named its first
+        row, whichever chunk it was; one small reduction over every chunk of
+        the uncast X gives the count and the first row of the data set.
+        """
+        try:
+            yield
+        except _CastOverflowError:
+            if self._uncast_X is None:
+                raise
+            import dask
+
+            X, target = self._uncast_X, self.dtype
+            starts = np.cumsum((0, *X.chunks[0][:-1])).tolist()
+            scan = dask.delayed(_chunk_values_beyond, pure=True)
+            found = self._compute_unchecked(
+                *[scan(x, target, start) for x, start in zip(X.to_delayed().ravel(), starts, strict=True)]
+            )
+            n_beyond = sum(n for n, _, _ in found)
+            # The chunks are in row order: the first that holds one holds the first row.
+            first_row = next(row for n, row, _ in found if n)
+            raise _checks.beyond_range_error(n_beyond, first_row, max(v for _, _, v in found), target) from None
 
     def _check_values(self) -> None:
         """The data-dependent checks of ``_checks``, as one pass over y (and the weights) on the cluster."""
@@ -858,8 +919,10 @@ def fit_dask(
     if checkpoint is not None:
         checkpoint = check_checkpoint_directory(checkpoint)
     model._params(update=True)  # W and b are written in place: refuse read-only ones before the cluster works
-    X, y, sample_weight = check_chunked(X, y, sample_weight, model.dtype, model.input_dim)
-    objective = DaskObjective(X, y, sample_weight, model.num_classes, options.l2, _resolve_client(client), persist)
+    X_cast, y, sample_weight = check_chunked(X, y, sample_weight, model.dtype, model.input_dim)
+    objective = DaskObjective(
+        X_cast, y, sample_weight, model.num_classes, options.l2, _resolve_client(client), persist, uncast_X=X
+    )
     return engine.fit(model, objective, options, callback=callback, checkpoint=checkpoint)
 
 
@@ -875,6 +938,13 @@ def _check_row_chunks(chunks) -> None:
     """Refuse ``chunks`` that Dask takes badly: 0 (ZeroDivisionError), True (1 row per chunk), negatives, NaN."""
     if isinstance(chunks, (bool, np.bool_)):
         raise TypeError(f"chunks must be an int, a tuple of ints or 'auto', got a bool ({chunks!r}).")
+    if isinstance(chunks, dict):
+        # Dask's form by axis: the sizes would be added to the dict (a TypeError from inside Dask).
+        fix = f"; pass the rows' part only (chunks={chunks[0]!r})" if 0 in chunks else ""
+        raise TypeError(
+            f"chunks must be an int, a tuple of ints or 'auto', for the rows of each chunk (a chunk holds "
+            f"whole rows), got a dict by axis ({chunks!r}){fix}."
+        )
     if isinstance(chunks, numbers.Integral) and chunks < 1 and chunks != -1:
         raise ValueError(f"chunks must be a positive number of rows (or -1 for one chunk), got {chunks}.")
     if isinstance(chunks, (tuple, list)):

@@ -190,8 +190,8 @@ def make_objective(
             )
         from fastsoftmax.distributed import DaskObjective, check_chunked
 
-        X, y, sample_weight = check_chunked(X, y, sample_weight, dtype, n_features)
-        return DaskObjective(X, y, sample_weight, n_classes, l2, client=client, persist=persist)
+        X_cast, y, sample_weight = check_chunked(X, y, sample_weight, dtype, n_features)
+        return DaskObjective(X_cast, y, sample_weight, n_classes, l2, client=client, persist=persist, uncast_X=X)
     if not _is_path_or_map(X) and not _is_path_or_map(y):
         X = _checks.as_compute_dtype(X, dtype)
         fortran_ok = X.flags.f_contiguous and _trains_in_place(X, n_features, n_classes, chunk_size, minibatches)

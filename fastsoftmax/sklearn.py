@@ -56,7 +56,7 @@ try:
     from sklearn.utils import check_random_state
     from sklearn.utils.class_weight import compute_class_weight
     from sklearn.utils.multiclass import check_classification_targets
-    from sklearn.utils.validation import check_is_fitted, validate_data
+    from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 except ImportError as exc:
     raise missing_extra("SoftmaxClassifier (fastsoftmax.sklearn)", "sklearn") from exc
 
@@ -468,11 +468,12 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             if X_map.ndim != 2:
                 raise ValueError(f"X file {os.fspath(X)!r} must hold a 2-dimensional .npy array.")
             n_samples, n_features = X_map.shape
-            if n_samples == 0:  # as check_array refuses an empty array
-                raise ValueError(
-                    f"X file {os.fspath(X)!r} holds 0 samples (shape {X_map.shape}) while a minimum of 1 is "
-                    f"required by SoftmaxClassifier."
-                )
+            for count, what in ((n_samples, "samples"), (n_features, "features")):
+                if count == 0:  # as check_array refuses an empty array
+                    raise ValueError(
+                        f"X file {os.fspath(X)!r} holds 0 {what} (shape {X_map.shape}) while a minimum of 1 is "
+                        f"required by SoftmaxClassifier."
+                    )
             dtype = self._dtype_for(X_map.dtype)
             del X_map
             self.n_features_in_ = n_features
@@ -490,6 +491,9 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             validate_data(self, X, skip_check_array=True)
             dtype = self._dtype_for(X.dtype)
             y_arr = np.asarray(y.compute() if is_dask_collection(y) else y)
+            if y_arr.ndim == 2 and y_arr.shape[1] == 1:
+                # A column vector, raveled with scikit-learn's DataConversionWarning, as validate_data does for NumPy X.
+                y_arr = column_or_1d(y_arr, warn=True)
             return X, y_arr, dtype
         # In the order given: fit decides whether a Fortran-ordered X (a frame's
         # values) is copied (objectives.make_objective).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import struct
 import warnings
 from pathlib import Path
 
@@ -849,6 +850,53 @@ def test_a_path_to_what_is_not_an_npy_file_is_named_with_the_fix(tmp_path, fit, 
     with pytest.raises((ValueError, TypeError), match=message) as raised:
         call()
     assert "allow_pickle" not in str(raised.value)
+
+
+def _save_with_a_large_header(path, a, pad=20_000):
+    """np.save's file of ``a``, its header padded past the 10,000 bytes np.load reads by default (a valid file)."""
+    header = repr({"descr": a.dtype.str, "fortran_order": False, "shape": a.shape}) + " " * pad
+    header += " " * (-(12 + len(header) + 1) % 64) + "\n"
+    with open(path, "wb") as file:
+        file.write(b"\x93NUMPY\x02\x00" + struct.pack("<I", len(header)) + header.encode("latin1"))
+        file.write(np.ascontiguousarray(a).tobytes())
+
+
+@pytest.mark.filterwarnings("ignore::fastsoftmax.ConvergenceWarning")  # the fits of one iteration
+@pytest.mark.parametrize(
+    "call", ["model.fit", "SoftmaxClassifier.fit", "SoftmaxClassifier.predict", "train", "predict"]
+)
+def test_an_npy_header_over_numpys_limit_is_named_with_the_rewrite(tmp_path, call, capsys):
+    """An .npy file with a header over 10,000 bytes got NumPy's advice to pass allow_pickle=True and was
+    called "truncated or corrupt"; the header and its size are named, with the one-line rewrite."""
+    from fastsoftmax.cli import main
+    from fastsoftmax.sklearn import SoftmaxClassifier
+
+    X, y = np.random.default_rng(0).standard_normal((300, 5)), np.arange(300) % 3
+    x_path, y_path = tmp_path / "X.npy", tmp_path / "y.npy"
+    _save_with_a_large_header(x_path, X)
+    np.save(y_path, y)
+    np.testing.assert_array_equal(np.load(x_path, max_header_size=10**6), X)  # valid, with the limit raised
+    SoftmaxRegression(5, 3).save(tmp_path / "m.npz")
+    message = r"X file .*X\.npy' has an \.npy header of 20,\d{3} bytes, more than the 10,000 that NumPy reads"
+    if call in ("train", "predict"):
+        options = ["--labels", str(y_path)] if call == "train" else ["--model", str(tmp_path / "m.npz")]
+        assert main([call, "--data", str(x_path), *options, "--out", str(tmp_path / "o.npy"), "--quiet"]) == 2
+        text = capsys.readouterr().err
+    else:
+        calls = {
+            "model.fit": lambda: SoftmaxRegression(5, 3).fit(str(x_path), y, max_iter=1),
+            "SoftmaxClassifier.fit": lambda: SoftmaxClassifier(max_iter=1).fit(str(x_path), y),
+            "SoftmaxClassifier.predict": lambda: SoftmaxClassifier().fit(X, y).predict(str(x_path)),
+        }
+        with pytest.raises(ValueError, match=message) as raised:
+            calls[call]()
+        text = str(raised.value)
+    assert re.search(message, text), text
+    assert "allow_pickle" not in text and "corrupt" not in text
+    # The rewrite it names reads the file once with the limit raised, and gives a file that is read.
+    size = int(re.search(r"max_header_size=(\d+)\)", text).group(1))
+    np.save(x_path, np.load(x_path, max_header_size=size))
+    assert SoftmaxRegression(5, 3).fit(str(x_path), y, max_iter=1).n_iter_ == 1
 
 
 @pytest.mark.parametrize(

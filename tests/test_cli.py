@@ -348,7 +348,7 @@ def test_model_is_written_before_an_error_in_the_accuracies_on_dask(tmp_path, np
     # Dask's threaded scheduler in this process, for a test: no worker processes to start.
     monkeypatch.setattr(distributed, "connect", lambda scheduler, n_workers: contextlib.nullcontext())
 
-    def failing_accuracy(model, X, y):
+    def failing_accuracy(model, X, y, row_offset=0):
         raise ValueError("the accuracy failed")
 
     monkeypatch.setattr(cli, "_dask_accuracy", failing_accuracy)
@@ -357,6 +357,50 @@ def test_model_is_written_before_an_error_in_the_accuracies_on_dask(tmp_path, np
     assert main([*argv, "--out", str(out), "--quiet"]) == 2
     assert "the accuracy failed" in capsys.readouterr().err
     assert SoftmaxRegression.load(out).n_iter_ == 2  # the finished fit is kept
+
+
+def test_nan_in_the_validation_rows_on_dask_is_refused_before_training(tmp_path, capsys, monkeypatch):
+    """On Dask, NaN in the validation rows was found only after the whole fit, by the accuracy,
+    which named its row in a chunk (150) instead of in the data set (2950), as on one machine."""
+    pytest.importorskip("distributed")
+    import contextlib
+
+    from fastsoftmax import distributed
+
+    # Dask's threaded scheduler in this process, for a test: no worker processes to start.
+    monkeypatch.setattr(distributed, "connect", lambda scheduler, n_workers: contextlib.nullcontext())
+    X, y = make_classification(3000, 5, n_classes=3, dtype=np.float64, seed=0)
+    X[2950, 1] = np.nan  # a validation row: the last 10 %
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "y.npy", y)
+    out = tmp_path / "m.npz"
+    argv = ["train", "--data", str(tmp_path / "X.npy"), "--labels", str(tmp_path / "y.npy"), "--chunk-size", "700"]
+    assert main([*argv, "--dask-workers", "1", "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "X contains 1 NaN or infinite value(s), the first in row 2950" in err and "before training" in err
+    assert not out.exists()  # refused before the fit, not after
+
+
+@pytest.mark.parametrize("row_offset", [0, 1000], ids=["training-rows", "validation-rows"])
+@pytest.mark.parametrize("bad", ["nan", "overflow"])
+def test_dask_accuracy_names_the_row_in_the_data_set(bad, row_offset):
+    """The accuracy on Dask predicted each chunk as a data set of its own: NaN or logits that
+    overflow in the validation rows were named by their row in the chunk."""
+    da = pytest.importorskip("dask.array")
+    from fastsoftmax import cli
+
+    model = SoftmaxRegression(4, 3, dtype=np.float64)
+    X = np.ones((300, 4))
+    if bad == "nan":
+        X[250, 2] = np.nan
+        message = rf"X contains 1 NaN or infinite value\(s\), the first in row {250 + row_offset};"
+    else:
+        model.W[...] = 1e300
+        X[250] = 1e300
+        message = rf"the logits X W\^T \+ b of row {250 + row_offset} of X overflow"
+    arrays = (da.from_array(X, chunks=100), da.zeros(300, chunks=100, dtype=np.int64))
+    with pytest.raises(ValueError, match=message):
+        cli._dask_accuracy(model, *arrays, **({"row_offset": row_offset} if row_offset else {}))
 
 
 def test_checkpoint_of_another_problem_exits_nonzero_and_is_kept(tmp_path, npy, capsys):

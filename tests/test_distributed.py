@@ -118,12 +118,14 @@ def test_make_classification_dask_equals_in_memory(data, chunks):
         ((2000, -1, 2001), ValueError, r"chunks must be row counts \(ints >= 0\), got -1 in \(2000, -1, 2001\)"),
         ((3000, float("nan")), ValueError, r"chunks must be row counts \(ints >= 0\), got nan in \(3000, nan\)"),
         (((2000, 2000), (D,)), TypeError, r"got chunks per axis \(\(2000, 2000\), \(10,\)\).*chunks=X\.chunks\[0\]"),
+        ({0: 300}, TypeError, r"^chunks must be an int, .*got a dict by axis \(\{0: 300\}\); .*\(chunks=300\)\.$"),
+        ({1: 5}, TypeError, r"^chunks must be an int, a tuple of ints or 'auto', .*got a dict by axis \(\{1: 5\}\)\.$"),
     ],
-    ids=["zero", "negative", "bool", "negative-in-tuple", "nan-in-tuple", "per-axis"],
+    ids=["zero", "negative", "bool", "negative-in-tuple", "nan-in-tuple", "per-axis", "dict", "dict-of-columns"],
 )
 def test_make_classification_dask_refuses_bad_chunks(chunks, error, match):
     """chunks=0 raised ZeroDivisionError, chunks=True made one chunk per row, NaN chunks ignored
-    n_samples (X of shape (nan, 10)), and X.chunks raised a TypeError inside Dask."""
+    n_samples (X of shape (nan, 10)), and X.chunks and Dask's dict form ({0: 300}) raised a TypeError inside Dask."""
     with pytest.raises(error, match=match):
         make_classification_dask(N, D, chunks=chunks, **PARAMS)
 
@@ -211,6 +213,29 @@ def test_a_float64_feature_below_float32s_normal_range_is_refused_as_on_one_mach
         fit_dask(model, da.from_array(X, chunks=(CHUNK, D)), da.from_array(y, chunks=CHUNK), max_iter=2)
 
 
+@pytest.mark.parametrize("how", ["fit_dask", "model.fit", "persist=False", "client"])
+def test_values_beyond_float32_in_many_chunks_are_counted_as_on_one_machine(request, how):
+    """The float32 cast of a float64 Dask X failed in whichever chunk task failed first, and the
+    message gave that chunk's count and first row ("1 finite value(s) ... row 60" for 4 from row 10)."""
+    X = np.ones((200, 3))
+    y = np.arange(200) % 2
+    X[[10, 60, 120, 190], 1] = [1e39, 2e39, 3e39, 4e39]  # in 4 of the 4 chunks
+    with pytest.raises(ValueError) as in_memory:
+        SoftmaxRegression(3, 2, dtype=np.float32).fit(X, y)
+    assert "4 finite value(s)" in str(in_memory.value) and "the first in row 10" in str(in_memory.value)
+    X_dask, y_dask = da.from_array(X, chunks=(50, 3)), da.from_array(y, chunks=50)
+    model = SoftmaxRegression(3, 2, dtype=np.float32)
+    with pytest.raises(ValueError) as on_dask:
+        if how == "model.fit":
+            model.fit(X_dask, y_dask)
+        else:
+            options = {"persist": False} if how == "persist=False" else {}
+            if how == "client":
+                options["client"] = request.getfixturevalue("client")
+            fit_dask(model, X_dask, y_dask, **options)
+    assert str(on_dask.value) == str(in_memory.value)
+
+
 def test_sparse_chunks_and_paths_beside_dask_arrays_are_named(data, tmp_path):
     sparse = pytest.importorskip("scipy.sparse")
     X, y = data
@@ -226,6 +251,19 @@ def test_sparse_chunks_and_paths_beside_dask_arrays_are_named(data, tmp_path):
         model.fit(Xd, tmp_path / "y.npy", max_iter=2)
     with pytest.raises(TypeError, match=r"got ndarray; y is a Dask array, so X must be one too: X = da\.from_array"):
         model.fit(X, yd, max_iter=2)
+
+
+@pytest.mark.parametrize("X_kind", ["array", "path"])
+def test_fit_dask_on_numpy_data_names_model_fit(data, tmp_path, X_kind):
+    """fit_dask on a NumPy X and y said "y is a Dask array, so X must be one too", of a NumPy y;
+    it names fit_dask's Dask arrays and model.fit for NumPy arrays and .npy files."""
+    X, y = data
+    np.save(tmp_path / "X.npy", X)
+    X_given = X if X_kind == "array" else str(tmp_path / "X.npy")
+    message = r"fit_dask trains on Dask arrays, and neither X nor y is one: .*with model\.fit\(X, y\)\.$"
+    with pytest.raises(TypeError, match=message) as raised:
+        fit_dask(SoftmaxRegression(D, K), X_given, y, max_iter=1)
+    assert "y is a Dask array" not in str(raised.value)
 
 
 def test_cluster_equals_single_machine(client, single_machine):

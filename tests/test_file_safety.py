@@ -1454,6 +1454,34 @@ def test_a_named_pipe_is_refused_not_waited_on(tmp_path, fifo, data, reader, cap
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="POSIX named pipes")
+@pytest.mark.parametrize("command", ["train", "predict"])
+def test_a_named_pipe_as_data_is_refused_by_the_command_line(tmp_path, files, command):
+    """``--data`` naming a named pipe hung ``train`` and ``predict`` for good: the command read its first
+    bytes, to tell an ``.npz`` from an ``.npy``, before the check that refuses special files."""
+    os.mkfifo(tmp_path / "p.fifo")  # no writer, ever: a reader that opens it waits
+    SoftmaxRegression(D, K).save(tmp_path / "m.npz")
+    options = {
+        "train": ["--labels", str(files[1]), "--quiet"],
+        "predict": ["--model", str(tmp_path / "m.npz"), "--out", str(tmp_path / "o.npy")],
+    }[command]
+    argv = [sys.executable, "-m", "fastsoftmax", command, "--data", str(tmp_path / "p.fifo"), *options]
+    try:
+        done = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=tmp_path,  # not the checkout, whose fastsoftmax/ "-m" would import first
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"fastsoftmax {command} waited on the named pipe given as --data")
+    assert done.returncode == 2
+    assert "X file" in done.stderr and "is a named pipe (FIFO), not a regular file" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1  # one line, no traceback
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="POSIX named pipes")
 @pytest.mark.parametrize("writer", ["model", "checkpoint", "train --out", "train --metrics"])
 def test_a_named_pipe_is_not_replaced_by_a_written_file(tmp_path, fifo, data, writer, capsys):
     # An atomic write renames its file over the target: it put a regular file where

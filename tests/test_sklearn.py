@@ -26,7 +26,7 @@ pytest.importorskip("sklearn")
 from conftest import record_first_shapes
 from scipy.special import logsumexp
 from sklearn import datasets
-from sklearn.exceptions import ConvergenceWarning
+from sklearn.exceptions import ConvergenceWarning, DataConversionWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
@@ -850,6 +850,22 @@ def test_dask_X_with_numpy_labels_of_another_length_is_refused_by_name():
         SoftmaxClassifier().fit(da.from_array(X, chunks=(50, -1)), y[:99])
 
 
+@pytest.mark.parametrize("labels", ["numpy", "dask"])
+def test_a_column_vector_y_with_a_dask_X_is_taken_as_with_a_numpy_X(labels):
+    """y of shape (n, 1) with a Dask X was refused as "one-hot rows", where a NumPy or .npy X
+    takes it, raveled with scikit-learn's DataConversionWarning."""
+    da = pytest.importorskip("dask.array")
+    X, y = generated(n=200, d=3, k=3)
+    y_column = y[:, None] if labels == "numpy" else da.from_array(y[:, None], chunks=(50, 1))
+    with pytest.warns(DataConversionWarning, match="A column-vector y was passed") as on_numpy:
+        want = SoftmaxClassifier().fit(X, y[:, None])
+    with pytest.warns(DataConversionWarning, match="A column-vector y was passed") as on_dask:
+        got = SoftmaxClassifier().fit(da.from_array(X, chunks=(50, -1)), y_column)
+    assert [str(w.message) for w in on_dask] == [str(w.message) for w in on_numpy]
+    np.testing.assert_array_equal(got.classes_, want.classes_)
+    np.testing.assert_allclose(got.coef_, want.coef_, rtol=0, atol=1e-6)
+
+
 @pytest.mark.parametrize("shape", [(100,), (100, 3, 2)], ids=["1-d", "3-d"])
 @pytest.mark.parametrize("fitted", [False, True], ids=["unfitted", "fitted"])
 def test_dask_X_that_is_not_2d_is_refused_by_name(shape, fitted):
@@ -979,6 +995,18 @@ def test_no_classes_and_an_empty_file_are_refused_by_name(tmp_path):
     np.save(tmp_path / "empty.npy", np.zeros((0, 8)))
     with pytest.raises(ValueError, match=r"empty\.npy' holds 0 samples \(shape \(0, 8\)\) while a minimum of 1"):
         SoftmaxClassifier().fit(tmp_path / "empty.npy", [])
+
+
+def test_a_file_of_0_features_is_refused_like_an_array_of_0_features(tmp_path):
+    """An .npy file of 0 features was checked for 0 rows only, and the fit failed on
+    "input_dim must be a positive integer, got 0", a parameter the caller never gave."""
+    y = np.arange(300) % 3
+    with pytest.raises(ValueError, match=r"0 feature\(s\) \(shape=\(300, 0\)\) while a minimum of 1 is required"):
+        SoftmaxClassifier().fit(np.empty((300, 0)), y)
+    np.save(tmp_path / "X.npy", np.empty((300, 0)))
+    message = r"^X file .*X\.npy' holds 0 features \(shape \(300, 0\)\) while a minimum of 1 is required by Softmax"
+    with pytest.raises(ValueError, match=message):
+        SoftmaxClassifier().fit(tmp_path / "X.npy", y)
 
 
 # -- partial_fit ----------------------------------------------------------------
