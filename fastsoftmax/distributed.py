@@ -464,6 +464,8 @@ def _cast_rows(chunk: np.ndarray, target: np.dtype, block_info=None) -> np.ndarr
     try:
         return _checks.cast_X(chunk, target, row_offset=row_offset)
     except ValueError as exc:
+        if _checks.values_beyond(chunk, target)[0] == 0:
+            raise  # a feature that underflows: named on this chunk's rows, as documented above
         raise _CastOverflowError(str(exc)) from None
 
 
