@@ -457,7 +457,10 @@ def test_disabled_jit_is_named():
     assert done.returncode == 0, done.stderr
     assert "RuntimeWarning: fastsoftmax's kernels need Numba's compiler, which NUMBA_DISABLE_JIT=1" in done.stderr
     assert done.stdout.startswith("fastsoftmax's kernels need Numba's compiler"), done.stdout
-    assert _run_with_environment("from fastsoftmax.cli import main; main(['--version'])", NUMBA_DISABLE_JIT="1")
+    version = _run_with_environment(
+        "import sys; from fastsoftmax.cli import main; sys.exit(main(['--version']))", NUMBA_DISABLE_JIT="1"
+    )
+    assert version.returncode == 0 and version.stdout.strip(), version.stderr
 
 
 def test_disabled_jit_is_named_on_a_small_problem():
