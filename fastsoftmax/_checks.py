@@ -458,16 +458,21 @@ def check_sample_weight(sample_weight, n_samples: int, dtype: np.dtype, *, scale
 
 
 def raise_for_subnormal_weights(given: np.ndarray, w: np.ndarray) -> None:
-    """Raise ValueError where the cast of the weights ``given`` to ``w``'s dtype took one below its normal range."""
-    tiny = np.finfo(w.dtype).tiny
-    lost = (w < tiny) & (given != 0)
+    """Raise ValueError where the cast of the weights ``given`` to ``w``'s dtype took one below its normal range.
+
+    Only weights that count next to the largest (above eps of ``w``'s dtype
+    times it) are refused: 1e-50 beside 1.0 adds nothing to the sums however
+    it is cast.
+    """
+    info = np.finfo(w.dtype)
+    lost = (w < info.tiny) & (given != 0) & (np.abs(given) > float(info.eps) * float(np.abs(given).max()))
     if not lost.any():
         return
     row = int(np.argmax(lost))
     wider = " or use float64" if w.dtype.itemsize < 8 else ""
     raise ValueError(
         f"sample_weight holds {int(np.count_nonzero(lost))} weight(s) below {w.dtype}'s smallest normal number "
-        f"({float(tiny):.3g}), the first {float(given[row]):.3g} in row {row}: in {w.dtype} they become "
+        f"({float(info.tiny):.3g}), the first {float(given[row]):.3g} in row {row}: in {w.dtype} they become "
         f"subnormal or zero and lose their ratios to the other weights. Multiply every weight by a common factor "
         f"(the sums scale with it){wider}."
     )
@@ -890,16 +895,17 @@ def cast_X(X: np.ndarray, dtype: np.dtype, *, order: str = "K", row_offset=0) ->
 
     A float64 value above float32's largest (3.4e38) becomes inf in the cast,
     which the data's later scan would report as an infinite value in X, with
-    the wrong fix. A feature (column) whose nonzero values all lie below the
-    smallest normal number of ``dtype`` (float32's 1.2e-38) becomes zeros and
-    subnormals, and a fit would silently leave it out; tiny values in a
-    column with normal ones are negligible at its scale and pass. X is judged
-    as given: a chunk of a streamed data set on its own rows. ``row_offset``
-    maps X's rows to the data set's, as in :func:`check_X_finite`. The
-    overflow and underflow flags of the cast itself detect both: no pass of
-    their own unless a value underflows. (Values that ``dtype`` holds exactly,
-    subnormal ones included, raise no flag: the cast changes nothing that the
-    same data given in ``dtype`` would not have.)
+    the wrong fix. An X whose nonzero values all lie below the smallest
+    normal number of ``dtype`` (float32's 1.2e-38) becomes zeros and
+    subnormals, and a fit of it would learn nothing (X * 1e-50: accuracy 0.35
+    where float64 reached 0.88). Tiny values beside normal ones pass: X is
+    judged as given (a chunk, a mini-batch, the rows to predict), and a
+    column tiny in these rows only may be normal elsewhere, where the fit
+    weighs it at its scale. ``row_offset`` maps X's rows to the data set's,
+    as in :func:`check_X_finite`. The overflow and underflow flags of the
+    cast itself detect both: no pass of their own unless a value underflows.
+    (Values that ``dtype`` holds exactly, subnormal ones included, raise no
+    flag.)
     """
     if X.dtype == dtype:
         return X.astype(dtype, order=order, copy=False)
@@ -919,24 +925,21 @@ def cast_X(X: np.ndarray, dtype: np.dtype, *, order: str = "K", row_offset=0) ->
 
 
 def raise_for_underflowing_features(X: np.ndarray, dtype: np.dtype, row_offset=0) -> None:
-    """Raise ValueError if a column of X has nonzero values, all below the smallest normal number of ``dtype``."""
+    """Raise ValueError if X has nonzero values, all below the smallest normal number of ``dtype``."""
     dtype = np.dtype(dtype)
     tiny = float(np.finfo(dtype).tiny)
-    columns = np.atleast_2d(X)  # a 1-D X is one row
+    rows = np.atleast_2d(X)  # a 1-D X is one row
     with np.errstate(invalid="ignore"):  # NaN is left to the scan for non-finite values
-        largest = np.maximum(columns.max(axis=0), -columns.min(axis=0))
-        lost = np.flatnonzero((largest > 0) & (largest < tiny))
-    if lost.size == 0:
+        largest = float(max(rows.max(initial=0.0), -rows.min(initial=0.0)))
+    if not 0 < largest < tiny:
         return
-    column = int(lost[0])
-    others = f" (and {lost.size - 1} more feature(s) like it)" if lost.size > 1 else ""
-    rows = f"rows {_data_row(0, row_offset)} to {_data_row(columns.shape[0] - 1, row_offset)}"
+    where = f"rows {_data_row(0, row_offset)} to {_data_row(rows.shape[0] - 1, row_offset)}"
     wider = " or train in float64 (dtype=np.float64)" if dtype.itemsize < 8 else ""
     raise ValueError(
-        f"feature {column} of X (column {column}){others} is tiny in {rows}: its largest magnitude, "
-        f"{float(largest[column]):.3g}, is below {dtype}'s smallest normal number ({tiny:.3g}), so the cast to "
-        f"the model's {dtype} would turn the whole feature into zeros and subnormals, and the model would "
-        f"ignore it. Rescale the feature (for example divide column {column} by its largest magnitude){wider}."
+        f"every value of X in {where} is tiny: the largest magnitude, {largest:.3g}, is below {dtype}'s "
+        f"smallest normal number ({tiny:.3g}), so the cast to the model's {dtype} would turn X into zeros and "
+        f"subnormals, and the model would learn nothing from it. Rescale X (for example X / np.abs(X).max())"
+        f"{wider}."
     )
 
 

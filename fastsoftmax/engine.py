@@ -236,7 +236,12 @@ HUGE_START_LOSS_RATIO = 100
 
 
 def _unconverged_at_floor(
-    model: Trainable, objective: Objective, options: FitOptions, scaling: FeatureScaling | None, result
+    model: Trainable,
+    objective: Objective,
+    options: FitOptions,
+    scaling: FeatureScaling | None,
+    result,
+    solver_state: dict,
 ) -> str | None:
     """Why a full-batch fit that the solver calls converged is not at the optimum; None where it is.
 
@@ -251,8 +256,9 @@ def _unconverged_at_floor(
       floor only if the gradient is small where the features are on one
       scale: with ``precondition=False`` and a feature in units of 1e4, L-BFGS
       stalled 14 % above the optimum. The largest component of the gradient
-      in standardised coordinates (the solver's own with ``precondition``,
-      else from one more pass over X) must be at most ``max(tol, eps^(1/3))``
+      in standardised coordinates (the solver's last gradient, from its
+      state, mapped with one more pass over X for the scaling where the fit
+      is not preconditioned) must be at most ``max(tol, eps^(1/3))``
       of the data's dtype, 5e-3 in float32 and 6e-6 in float64: 100 times the
       largest seen at a true rounding floor (4e-5 and 2e-8), 20 times below
       the smallest stall measured (0.09 and 2e-4).
@@ -267,7 +273,10 @@ def _unconverged_at_floor(
         )
     if not result.at_loss_floor:
         return None
-    _, grad = objective(result.theta)
+    # L-BFGS keeps the gradient at its last iterate as "grad", Newton-CG as "gradient".
+    grad = solver_state.get("grad", solver_state.get("gradient"))
+    if grad is None:
+        _, grad = objective(result.theta)
     if scaling is None:  # raw coordinates: measure the gradient as the preconditioned solver would
         standard = objective.feature_scaling(options.l2, model.num_classes, centre=options.fit_intercept)
         grad = standard.gradient_to_scaled(grad)
@@ -695,7 +704,7 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
     finally:
         model.rows_processed_ = objective.rows_processed
     if result.converged and not minibatch:
-        stalled = _unconverged_at_floor(model, objective, options, scaling, result)
+        stalled = _unconverged_at_floor(model, objective, options, scaling, result, solver_state)
         if stalled is not None:
             result.converged, result.message = False, stalled
     # No iteration: W and b stay as they were, not the start's round trip through the scaled

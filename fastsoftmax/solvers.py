@@ -393,7 +393,7 @@ def _check_minibatch_state(state: dict, n: int) -> None:
         if key in state:
             _state_finite(state, key, (n,))
     if "unimproved" in state:
-        _state_int(state, "unimproved", 0, N_ITER_NO_CHANGE)
+        _state_int(state, "unimproved", 0)  # counts on past N_ITER_NO_CHANGE where tol is 0
     if "second" in state and (state["second"] < 0).any():
         raise ValueError("the solver state 'second' (Adam's squared-gradient moments) holds negative values.")
 

@@ -184,9 +184,13 @@ def test_weights_that_float32_makes_subnormal_raise_in_the_sums():
     for reduction in ("sum", "none"):
         with pytest.raises(ValueError, match=message):
             fs.cross_entropy(Z, y, sample_weight=np.array([3e-45, 1e-45]), reduction=reduction)
-    # One weight of 1e-40 beside 1.0 is refused too, and named; scaled up, the sums scale with it.
+    # One weight of 1e-40 beside 1e-36 counts (above eps32 times the largest) and is refused, and named;
+    # beside 1.0 it adds nothing to the sums however it is cast, and passes.
     with pytest.raises(ValueError, match=r"1 weight\(s\) .* the first 1e-40 in row 1"):
-        fs.loss_and_grad_sums(X, y, W, b, sample_weight=np.array([1.0, 1e-40]))
+        fs.loss_and_grad_sums(X, y, W, b, sample_weight=np.array([1e-36, 1e-40]))
+    fs.loss_and_grad_sums(X, y, W, b, sample_weight=np.array([1.0, 1e-40]))
+    fs.cross_entropy(Z, y, sample_weight=np.array([1.0, 1e-50]), reduction="none")
+    # Scaled up, the sums scale with the weights.
     sums = fs.loss_and_grad_sums(X, y, W, b, sample_weight=np.array([3e-45, 1e-45]) * 1e40)
     exact = (3 * np.logaddexp(2.0, 0.0) - 3 * 2.0 + np.logaddexp(2.0, 0.0)) / 4
     np.testing.assert_allclose(sums.loss_sum / sums.weight_sum, exact, rtol=1e-6)

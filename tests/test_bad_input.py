@@ -674,42 +674,45 @@ def test_float64_X_beyond_float32_range_is_reported_as_such(tmp_path, call, valu
 
 
 @pytest.mark.parametrize("call", list(CAST_CALLS))
-def test_a_float64_feature_below_float32s_normal_range_is_refused_not_zeroed(tmp_path, call):
-    """A float64 feature of 1e-50 became all zeros in the cast to a float32 model: the fit ignored it and
+def test_a_float64_X_below_float32s_normal_range_is_refused_not_zeroed(tmp_path, call):
+    """A float64 X of 1e-50 became all zeros in the cast to a float32 model: the fit learnt nothing and
     called itself converged (accuracy 0.35 where float64 reached 0.88), and the predictions lost it."""
     X = np.random.default_rng(0).standard_normal((40, 4))
     y = np.arange(40) % 3
-    X[:, 2] = np.where(X[:, 2] > 0, 3e-50, -3e-50)  # the same largest magnitude in every chunk and batch
-    X[5, 2] = 0.0  # zeros are no part of the feature's scale
+    X = np.where(X > 0, 3e-50, -3e-50)  # the same largest magnitude in every chunk and batch
+    X[5, 2] = 0.0  # zeros are no part of the scale
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no "underflow encountered in cast" either
         with pytest.raises(
             ValueError,
-            match=r"feature 2 of X \(column 2\) is tiny in rows \d+ to \d+: its largest "
-            r"magnitude, 3e-50, is below float32's smallest normal.*Rescale.*dtype=np\.float64",
+            match=r"every value of X in rows \d+ to \d+ is tiny: the largest "
+            r"magnitude, 3e-50, is below float32's smallest normal.*Rescale X.*dtype=np\.float64",
         ):
             CAST_CALLS[call](X, y, tmp_path)
 
 
-def test_tiny_values_beside_normal_ones_in_a_feature_are_cast_without_a_word():
-    # Negligible at the scale of their column: a float32 fit of them is the fit of zeros there.
+def test_tiny_values_beside_normal_ones_are_cast_without_a_word(tmp_path):
+    """A column tiny in the rows of one call (a prediction, a chunk, a mini-batch) was refused as a feature
+    "the model would ignore", though it was normal elsewhere in the data and W x was negligible there."""
     X = np.random.default_rng(0).standard_normal((40, 4))
     y = np.arange(40) % 3
     X[3, 1], X[7, 2] = 1e-50, -1e-40
+    X[30:, 3] = 1e-87  # tiny in the last rows only
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         model = SoftmaxRegression(4, 3, dtype=np.float32, seed=0).fit(X, y, max_iter=5, tol=0)
+        model.predict(X[-1:])
+        model.train_step(X[-5:], y[-5:], lr=0.1)
+        _fit_file(tmp_path, X, y, chunk_size=5, tol=0)
     assert model.predict(X).shape == (40,)
     assert fs.SoftmaxRegression(4, 3, dtype=np.float32, seed=0).predict_proba(X[3:8]).dtype == np.float32
 
 
-def test_a_feature_tiny_in_one_chunk_of_a_file_names_the_chunks_rows(tmp_path):
+def test_a_file_chunk_whose_values_are_all_tiny_names_the_files_rows(tmp_path):
     # Each streamed chunk is judged on its own rows, named as the file's.
     X = np.random.default_rng(0).standard_normal((40, 4))
-    X[10:15, 3] = 1e-45
-    with pytest.raises(
-        ValueError, match=r"feature 3 of X \(column 3\) is tiny in rows 10 to 14: its largest magnitude"
-    ):
+    X[10:15] = 1e-45
+    with pytest.raises(ValueError, match=r"every value of X in rows 10 to 14 is tiny: the largest magnitude"):
         _fit_file(tmp_path, X, np.arange(40) % 3, chunk_size=5)
 
 

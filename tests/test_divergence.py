@@ -402,3 +402,24 @@ def test_partial_fit_that_diverges_names_the_epoch_as_n_iter_would_count_it(data
         model.partial_fit(X, y, solver="adam", lr=EXPLODING["adam"], seed=0)
     assert _reported_iterations(info.value)[:2] == [4, 3]  # the 4th epoch, compared with the weights after the 3rd
     assert model.n_iter_ == 3
+
+
+def test_a_tol_0_sgd_checkpoint_resumes_after_many_epochs_without_a_new_best(tmp_path):
+    """With tol=0 the run never stops on the count of epochs without a new best, so it passed 5; the checkpoint
+    check capped it at 5 and called the checkpoint unreadable ("delete it"), losing the run's progress."""
+    X, y = make_classification(2000, 5, n_classes=3, seed=0)
+    options = dict(solver="sgd", lr=1.0, tol=0, max_iter=30, seed=0, checkpoint=tmp_path)
+
+    class Interrupt(Exception):
+        pass
+
+    def interrupt(model, iteration, loss):
+        if iteration == 24:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        SoftmaxRegression(5, 3, seed=0).fit(X, y, callback=interrupt, **options)
+    resumed = SoftmaxRegression(5, 3, seed=0).fit(X, y, **options)
+    uninterrupted = SoftmaxRegression(5, 3, seed=0).fit(X, y, **{**options, "checkpoint": None})
+    assert resumed.n_iter_ == 30
+    np.testing.assert_array_equal(resumed.W, uninterrupted.W)
