@@ -291,14 +291,28 @@ _SEEDED_SOLVERS = ("sgd", "adam")
 #: the data files' paths, sizes and modification times (the content hash decides).
 INFORMATIVE_KEYS = ("files",)
 
-#: The engine's own state, checkpointed beside the solver's: the feature scaling
-#: of a preconditioned run (see :mod:`fastsoftmax._scaling`).
+#: The feature scaling of a preconditioned run (see :mod:`fastsoftmax._scaling`),
+#: part of the engine's state.
 SCALING_STATE_KEYS = ("scaling_mean", "scaling_scale")
+#: The start of a mini-batch run (sgd, adam), in the solver's coordinates: a
+#: resumed or rerun fit compares its end with it (``engine._fit``).
+START_STATE_KEYS = ("start_theta",)
+#: All of the engine's state, checkpointed beside the solver's.
+ENGINE_STATE_KEYS = (*SCALING_STATE_KEYS, *START_STATE_KEYS)
 
 #: The dtypes of theta and of the solver state's arrays as the solvers write them.
 _STATE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 #: Solver state arrays with one value per parameter (the solvers' moments).
-PARAMETER_SHAPED_STATE = ("velocity", "first", "second", "gradient", "grad", "theta", "guard_theta")
+PARAMETER_SHAPED_STATE = (
+    "velocity",
+    "first",
+    "second",
+    "gradient",
+    "grad",
+    "theta",
+    "guard_theta",
+    "start_theta",
+)
 
 #: The solver state a checkpoint must hold after the first epoch or step (the keys
 #: that ``solvers._minibatch_epochs``, ``sgd``, ``adam`` and ``newton_cg`` keep).
@@ -311,7 +325,7 @@ SOLVER_STATE_KEYS = {
 
 
 def _state_keys(solver: str | None) -> tuple[str, ...]:
-    """Every key of the state that a checkpoint of ``solver`` may hold (the solver's and the feature scaling's).
+    """Every key of the state that a checkpoint of ``solver`` may hold (the solver's and the engine's).
 
     For a fingerprint that names no solver (a caller of :func:`load` that
     compares none), the keys of every solver.
@@ -321,8 +335,8 @@ def _state_keys(solver: str | None) -> tuple[str, ...]:
     optional = {
         "lbfgs": solvers.LBFGS_OPTIONAL_STATE_KEYS,
         "gd": solvers.GUARD_STATE_KEYS,
-        "sgd": solvers.MINIBATCH_OPTIONAL_STATE_KEYS,
-        "adam": solvers.MINIBATCH_OPTIONAL_STATE_KEYS,
+        "sgd": (*solvers.MINIBATCH_OPTIONAL_STATE_KEYS, *START_STATE_KEYS),
+        "adam": (*solvers.MINIBATCH_OPTIONAL_STATE_KEYS, *START_STATE_KEYS),
     }.get(solver, ())
     return (*SOLVER_STATE_KEYS.get(solver, ()), *optional, *SCALING_STATE_KEYS)
 
@@ -479,7 +493,7 @@ def load(
         if isinstance(value, np.ndarray) and value.dtype not in _STATE_DTYPES:
             raise invalid(f"the solver state {key!r} has dtype {value.dtype}; the solvers write float32 or float64")
     try:
-        solver_only = {k: v for k, v in solver_state.items() if k not in SCALING_STATE_KEYS}
+        solver_only = {k: v for k, v in solver_state.items() if k not in ENGINE_STATE_KEYS}
         if n_params is not None and solver_only:  # an empty state starts the solver afresh
             solvers.check_state(stored.get("solver"), solver_only, n_params)
         scaling = [solver_state.get(key) for key in SCALING_STATE_KEYS]

@@ -67,7 +67,7 @@ from fastsoftmax.exceptions import ConvergenceWarning, TrainingError
 
 MINIBATCH_SOLVERS = ("sgd", "adam")
 #: Checkpointed state that belongs to the engine, not to the solver.
-ENGINE_STATE_KEYS = _checkpoint.SCALING_STATE_KEYS
+ENGINE_STATE_KEYS = _checkpoint.ENGINE_STATE_KEYS
 #: Solvers that take a step size ``lr`` (the others search for their steps).
 STEP_SIZE_SOLVERS = ("gd", *MINIBATCH_SOLVERS)
 #: Solvers that take no step size (``lr`` is left out of their checkpoint fingerprint).
@@ -376,8 +376,16 @@ def penalty_from_C(C: float) -> Iterator[None]:
         _penalty_C.reset(token)
 
 
-def _refuse_an_end_far_above_the_start(objective: Objective, theta0: np.ndarray, result, n_classes: int) -> None:
-    """Raise DivergedError, keeping ``theta0``, where an sgd or adam run ended far above the loss it started from.
+def _refuse_an_end_far_above_the_start(
+    objective: Objective,
+    start_theta: np.ndarray,
+    start_iteration: int,
+    end_theta: np.ndarray,
+    end_iteration: int,
+    last_epoch_loss: float | None,
+    n_classes: int,
+) -> None:
+    """Raise DivergedError, keeping ``start_theta``, where an sgd or adam run ended far above the loss it started from.
 
     The guard compares each epoch with the best earlier one, and the first
     epoch with the start only at 100 times its loss (an epoch's mean is taken
@@ -388,13 +396,22 @@ def _refuse_an_end_far_above_the_start(objective: Objective, theta0: np.ndarray,
     or above every optimum), the losses over all rows at the start and at
     the end are compared (two passes) by the guard's rule: more than
     ``max(1, |start|)`` above the start is divergence.
+
+    Iterations are counted as the solver of this call counts them: a resumed
+    run's original start (kept in its checkpoint) is at ``start_iteration =
+    -offset``.
     """
-    if not result.loss_history or result.loss_history[-1] <= math.log(n_classes):
+    if last_epoch_loss is None or last_epoch_loss <= math.log(n_classes):
         return
-    start_loss, end_loss = objective(theta0)[0], objective(result.theta)[0]
+    start_loss, end_loss = objective(start_theta)[0], objective(end_theta)[0]
     if end_loss - start_loss > max(1.0, abs(start_loss)):
         raise solvers.DivergedError(
-            result.n_iter, end_loss, 0, start_loss, np.array(theta0, copy=True), best_is_epoch_mean=False
+            end_iteration,
+            end_loss,
+            start_iteration,
+            start_loss,
+            np.array(start_theta, copy=True),
+            best_is_epoch_mean=False,
         )
 
 
@@ -588,9 +605,46 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
 
         run_whole(write)
 
+    def history_to_kept(n_iter: int | None = None) -> list[float]:
+        # The losses up to the iterate in the model (or of iteration n_iter): n_iter_ + 1 values
+        # (the start's, then one per iteration), or n_iter_ for the mini-batch solvers (one per epoch).
+        return history[: (model.n_iter_ if n_iter is None else n_iter) + (0 if minibatch else 1)]
+
+    def restore_the_best(exc: solvers.DivergedError) -> TrainingError:
+        # The history ends at the iterate kept, as n_iter_ does (the error reports the climb),
+        # so that the model saves and loads.
+        keep(exc.best_theta, offset + exc.best_iteration, history_to_kept(offset + exc.best_iteration))
+        return _diverged(exc, options, model.n_iter_, offset)
+
     if resumed is not None:
         theta0 = np.asarray(resumed.theta)
+    elif scaling is None:
+        theta0 = model._pack()
+    else:
+        theta0 = scaling.to_scaled(model._pack()).astype(model.dtype)
+    if minibatch:
+        # Where the run began, checkpointed, so that a resumed or rerun fit judges its end
+        # against that start, not against where it was interrupted. A checkpoint written
+        # before the start was kept resumes with its own iterate as the start.
+        start_iteration = 0 if resumed is None or "start_theta" in engine_state else offset
+        start_theta = engine_state.setdefault("start_theta", np.array(theta0, copy=True))
+
+    if resumed is not None:
         if resumed.converged or offset >= options.max_iter:
+            if minibatch and not resumed.converged:
+                # The run that wrote this checkpoint raised here, and so does its rerun.
+                try:
+                    _refuse_an_end_far_above_the_start(
+                        objective,
+                        start_theta,
+                        start_iteration - offset,
+                        theta0,
+                        0,
+                        history[-1] if history else None,
+                        model.num_classes,
+                    )
+                except solvers.DivergedError as exc:
+                    raise restore_the_best(exc) from exc
             keep(theta0, offset, history, converged=resumed.converged)
             model.rows_processed_ = 0
             if not resumed.converged and options.tol > 0:
@@ -607,10 +661,6 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
                     dtype=model.dtype,
                 )
             return model
-    elif scaling is None:
-        theta0 = model._pack()
-    else:
-        theta0 = scaling.to_scaled(model._pack()).astype(model.dtype)
 
     def save_checkpoint(theta: np.ndarray, converged: bool = False) -> None:
         if checkpoint is not None:
@@ -635,11 +685,6 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
         return loss, grad
 
     stopped_by_callback = False
-
-    def history_to_kept(n_iter: int | None = None) -> list[float]:
-        # The losses up to the iterate in the model (or of iteration n_iter): n_iter_ + 1 values
-        # (the start's, then one per iteration), or n_iter_ for the mini-batch solvers (one per epoch).
-        return history[: (model.n_iter_ if n_iter is None else n_iter) + (0 if minibatch else 1)]
 
     iterated = False
 
@@ -673,7 +718,15 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
             full_objective=None if minibatch else recording_objective,
         )
         if minibatch and result.n_iter and not stopped_by_callback:
-            _refuse_an_end_far_above_the_start(objective, theta0, result, model.num_classes)
+            _refuse_an_end_far_above_the_start(
+                objective,
+                start_theta,
+                start_iteration - offset,
+                result.theta,
+                result.n_iter,
+                result.loss_history[-1] if result.loss_history else None,
+                model.num_classes,
+            )
     except solvers.NonFiniteLossError as exc:
         if exc.iteration == 0 and offset == 0:
             # Finite starting weights and a non-finite loss: the data is at fault.
@@ -691,10 +744,7 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
             f"{_remedy(options)}."
         ) from exc
     except solvers.DivergedError as exc:
-        # The history ends at the iterate kept, as n_iter_ does (the error reports the climb),
-        # so that the model saves and loads.
-        keep(exc.best_theta, offset + exc.best_iteration, history_to_kept(offset + exc.best_iteration))
-        raise _diverged(exc, options, model.n_iter_, offset) from exc
+        raise restore_the_best(exc) from exc
     except BaseException:
         if not iterated:
             model.loss_history_, model.n_iter_, model.converged_ = record

@@ -72,6 +72,41 @@ def test_a_bounded_run_that_ends_far_above_its_start_is_divergence(solver, lr):
     assert fs.loss_and_grad(X, y, model.W, model.b)[0] < start_loss
 
 
+@pytest.mark.parametrize("solver, lr", [("sgd", 100.0), ("adam", 30.0)])
+def test_a_resumed_or_rerun_run_compares_its_end_with_the_original_start(tmp_path, solver, lr):
+    """The end-versus-start check compared with the resume point, and a rerun of a checkpoint at max_iter
+    returned its iterate unchecked: ``train --checkpoint`` run twice raised the first time and wrote the
+    diverged model the second."""
+    X, y = make_classification(3000, 5, n_classes=3, seed=0)
+    options = dict(solver=solver, lr=lr, max_iter=5, seed=0, checkpoint=tmp_path)
+
+    def zero_start() -> SoftmaxRegression:
+        model = SoftmaxRegression(5, 3, seed=0)
+        model.W[...] = 0
+        return model
+
+    start_loss = fs.loss_and_grad(X, y, np.zeros((3, 5)), np.zeros(3))[0]
+    expected = rf"iteration 5, far above the best {start_loss:.6g} \(iteration 0\)"
+
+    class Interrupt(Exception):
+        pass
+
+    def interrupt(model, iteration, loss):
+        if iteration == 3:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        zero_start().fit(X, y, callback=interrupt, **options)
+    for run in ("resumed", "rerun"):
+        model = SoftmaxRegression(5, 3, seed=0)  # its own weights are not the start: the checkpoint's are
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # a ConvergenceWarning and the diverged model are not enough
+            with pytest.raises(TrainingError, match=expected):
+                model.fit(X, y, **options)
+        assert not model.W.any() and not model.b.any(), run
+        assert (model.n_iter_, model.loss_history_) == (0, []), run
+
+
 @pytest.mark.parametrize("solver", list(EXPLODING))
 def test_partial_fit_epoch_that_explodes_raises_and_leaves_the_model(data, solver):
     X, y = data
