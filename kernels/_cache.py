@@ -35,6 +35,13 @@ An edit to ``_tiles.py`` alone left ``loss_grad.py``'s kernels loading their
 old machine code from a warm cache (seen in review: a before/after check ran
 the old tiles). ``stamp_disk_cache`` adds a digest of every kernel module's
 source to each kernel's stamp, so that any such edit recompiles them all.
+
+A damaged cache file (a disk that filled up during a write, a copy cut
+short, bytes overwritten) made every later call of its kernel fail in
+Numba's unpickling (``UnpicklingError: invalid load key``) until the
+cache was deleted by hand. ``tolerate_damage`` makes such a file a cache
+miss, with a ``RuntimeWarning`` that names it: the kernel compiles again
+and its next save writes the file afresh.
 """
 
 import contextlib
@@ -43,6 +50,7 @@ import hashlib
 import os
 import stat
 import sys
+import warnings
 from collections.abc import Iterator
 from types import ModuleType
 
@@ -116,6 +124,55 @@ def lock_cache_file(cache_file, directory: str) -> None:
         setattr(cache_file, name, _locked(getattr(cache_file, name), directory, getattr(fcntl, operation)))
 
 
+class _DamagedCacheFile(OSError):
+    """A cache data file that does not unpickle: Numba's ``load`` reads an OSError as a missing file."""
+
+
+def _warn_damaged(path: str, exc: Exception) -> None:
+    warnings.warn(
+        f"the kernels' disk cache file {path} is damaged ({type(exc).__name__}: {exc}); it is ignored, and "
+        f"rewritten when the kernel has compiled again",
+        RuntimeWarning,
+        stacklevel=2,
+    )
+
+
+def tolerate_damage(cache_file) -> None:
+    """Read a damaged index of ``cache_file`` as empty and a damaged data file as missing (both with a warning).
+
+    Numba unpickles both without a guard, so one damaged file failed every
+    call of its kernel. An index read as empty is written afresh by the next
+    save (other signatures then compile again once); a data file read as
+    missing makes its signature compile, and the save overwrites it. Errors
+    in opening the files are Numba's to handle, as before: only what the
+    reading and unpickling raise is caught.
+    """
+    load_index, load_data = cache_file._load_index, cache_file._load_data
+
+    @functools.wraps(load_index)
+    def _load_index():
+        try:
+            return load_index()
+        except FileNotFoundError:
+            raise
+        except Exception as exc:  # the unpickling of arbitrary bytes raises almost anything
+            _warn_damaged(cache_file._index_path, exc)
+            return {}
+
+    @functools.wraps(load_data)
+    def _load_data(name):
+        try:
+            return load_data(name)
+        except OSError:
+            raise
+        except Exception as exc:
+            _warn_damaged(cache_file._data_path(name), exc)
+            raise _DamagedCacheFile(str(exc)) from exc
+
+    cache_file._load_index, cache_file._load_data = _load_index, _load_data
+    cache_file._tolerates_damage = True
+
+
 def sources_digest(directory: str = os.path.dirname(os.path.abspath(__file__))) -> str:
     """A digest of the names and contents of the kernel modules (the ``.py`` files in ``directory``)."""
     digest = hashlib.blake2b(digest_size=16)
@@ -137,10 +194,13 @@ def stamp_disk_cache(dispatcher: Dispatcher, digest: str) -> None:
     if cache_file is not None and getattr(cache_file, "_sources_digest", None) is None:
         cache_file._source_stamp = (cache_file._source_stamp, digest)
         cache_file._sources_digest = digest
+    if cache_file is not None and not getattr(cache_file, "_tolerates_damage", False):
+        tolerate_damage(cache_file)
 
 
 def lock_disk_caches(modules: list[ModuleType]) -> None:
-    """Lock the disk cache of every dispatcher bound to a name in ``modules``, and stamp it with ``sources_digest``."""
+    """Lock the disk cache of every dispatcher bound to a name in ``modules``, stamp it with ``sources_digest``,
+    and make its damaged files cache misses (``tolerate_damage``)."""
     digest = sources_digest()
     for module in modules:
         for value in vars(module).values():

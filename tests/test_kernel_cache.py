@@ -140,3 +140,27 @@ def test_an_edit_to_any_kernel_module_recompiles_every_kernel(tmp_path):
     with open(package / "kernels" / "_tiles.py", "a") as tiles:  # not label_range's own module
         tiles.write("\n# an edit\n")
     assert hits_and_misses() == (0, 1)  # compiled again
+
+
+def test_a_damaged_cache_file_is_compiled_again_and_rewritten(tmp_path):
+    """A damaged data or index file (a full disk during a write, a copy cut short) made every call of its
+    kernel fail in Numba's unpickling, in every process, until the cache was deleted by hand."""
+    cache = tmp_path / "cache"
+    environment = {**os.environ, "NUMBA_CACHE_DIR": str(cache)}
+
+    def run() -> subprocess.CompletedProcess:
+        done = subprocess.run(
+            [sys.executable, "-c", CALL_LABEL_RANGE], capture_output=True, text=True, timeout=300, env=environment
+        )
+        assert done.returncode == 0, done.stderr
+        return done
+
+    assert run().stdout.split() == ["0", "1"]  # a cold cache, written
+    for suffix in (".nbc", ".nbi"):
+        (damaged,) = cache.rglob(f"*label_range*{suffix}")
+        damaged.write_bytes(b"\x80\x05not a pickle")
+        done = run()
+        assert done.stdout.split() == ["0", "1"]  # compiled again
+        assert "RuntimeWarning" in done.stderr and f"{damaged} is damaged" in done.stderr
+        done = run()
+        assert (done.stdout.split(), done.stderr) == (["1", "0"], "")  # rewritten, and loaded
