@@ -16,6 +16,10 @@ Design:
       where its chunk lives. Nothing of size N ever reaches the client: per
       evaluation the client sends theta (K (D + 1) values) and receives one
       set of sums.
+    * **One graph per evaluation, of a few layers.** The chunk tasks and the
+      reduction tree are two layers whose tasks name the chunks by key, so
+      the graph is built and culled in time linear in the number of chunks
+      (:func:`map_reduce`).
     * **theta is sent once per evaluation** as a single key of the task graph
       that every chunk task depends on: the scheduler runs it on one worker
       and the others fetch it once (not once per chunk); under the threaded
@@ -82,6 +86,7 @@ from fastsoftmax.checkpoint import check_directory as check_checkpoint_directory
 
 if TYPE_CHECKING:
     import dask.array as da
+    from dask.delayed import Delayed
     from distributed import Client
 
     from fastsoftmax.engine import Trainable
@@ -317,24 +322,55 @@ def _add_sums(*parts: LossGradSums) -> LossGradSums:
     return LossGradSums(loss_sum, dW, db, math.fsum(p.weight_sum for p in parts))
 
 
-def tree_reduce(leaves: list, combine: Callable, *, prefix: str, split_every: int = SPLIT_EVERY):
-    """Reduce a list of ``dask.delayed`` values with ``combine``, ``split_every`` at a time.
+def _join_digests(*parts: str) -> str:
+    """The digests of consecutive chunks, concatenated in row order."""
+    return "".join(parts)
 
-    Returns one Delayed; the tree has ``ceil(log_{split_every}(len(leaves)))``
-    levels, and its keys are ``f"{prefix}-{level}-{index}"``.
+
+def _add_found(*parts: tuple) -> tuple:
+    """Combine the scans ``(count, first row, *largest)`` of consecutive chunks, given in row order.
+
+    Counts add; the first row is that of the first part with a count (-1
+    where none has one); any further fields (the largest value) take the maximum.
     """
-    import dask
+    n_found = sum(p[0] for p in parts)
+    first_row = next((p[1] for p in parts if p[0]), -1)
+    return (n_found, first_row, *(max(p[k] for p in parts) for k in range(2, len(parts[0]))))
 
-    level = 0
-    while len(leaves) > 1:
+
+def map_reduce(
+    tasks: list[tuple], combine: Callable, *, name: str, dependencies: list, split_every: int = SPLIT_EVERY
+) -> Delayed:
+    """One Delayed: the chunk ``tasks`` reduced with ``combine``, ``split_every`` at a time, in order.
+
+    ``tasks[i]``, the task of chunk i, is a tuple ``(function, *arguments)``
+    under the key ``(name, i)``; an argument that is a key of
+    ``dependencies`` (Dask collections: the arrays, theta) is replaced by its
+    value. The tree has ``ceil(log_{split_every}(len(tasks)))`` levels of
+    keys ``(f"{name}-sum", level, index)``; it groups the chunks by their
+    index only, so the result does not depend on where the tasks ran.
+
+    The graph has two layers besides those of ``dependencies``, at any chunk
+    count, and is built in time linear in it. One ``dask.delayed`` call per
+    chunk made a layer per chunk, which Dask culls one by one: one evaluation
+    over 8,000 chunks of 50 rows took 22 s on the threaded scheduler (3 s in
+    two layers).
+    """
+    from dask.delayed import Delayed
+    from dask.highlevelgraph import HighLevelGraph
+
+    layer = {(name, i): task for i, task in enumerate(tasks)}
+    graph = HighLevelGraph.from_collections(name, layer, dependencies=dependencies)
+    keys, tree, level, tree_name = list(layer), {}, 0, f"{name}-sum"
+    while len(keys) > 1:
         level += 1
-        leaves = [
-            dask.delayed(combine, pure=True)(
-                *leaves[i : i + split_every], dask_key_name=f"{prefix}-{level}-{i // split_every}"
-            )
-            for i in range(0, len(leaves), split_every)
-        ]
-    return leaves[0]
+        groups = [keys[i : i + split_every] for i in range(0, len(keys), split_every)]
+        keys = [(tree_name, level, j) for j in range(len(groups))]
+        tree.update({key: (combine, *group) for key, group in zip(keys, groups, strict=True)})
+    if not tree:  # one chunk: its task is the result
+        return Delayed(keys[0], graph, layer=name)
+    graph = HighLevelGraph({**graph.layers, tree_name: tree}, {**graph.dependencies, tree_name: {name}})
+    return Delayed(keys[0], graph, layer=tree_name)
 
 
 # --------------------------------------------------------------------------- #
@@ -533,7 +569,8 @@ class DaskObjective:
         self.persist = persist
         self.n_evaluations = 0
         self.n_hvp = 0
-        self._leaves = None
+        self._inputs: list | None = None  # X, y (and the weights) as the chunk tasks read them
+        self._chunks: list[tuple] | None = None  # per chunk: the keys of its X, y, weights, and its _Chunk
 
     # -- set-up ---------------------------------------------------------------
 
@@ -555,19 +592,31 @@ class DaskObjective:
             self.concurrency: int | dict[str, int] = _cluster_concurrency(self.client, n_chunks)
         else:
             self.concurrency = _local_concurrency(n_chunks)
-        xs = self.X.to_delayed().ravel()
-        ys = self.y.to_delayed().ravel()
-        ws = self.sample_weight.to_delayed().ravel() if self.sample_weight is not None else [None] * len(xs)
+        # As they are, not optimized: the tasks name their chunks by key, and an
+        # optimized graph leaves out the chunks a distributed client holds (Futures).
+        self._inputs = [self.X, self.y] + ([self.sample_weight] if self.sample_weight is not None else [])
+        x_name, y_name = self.X.name, self.y.name
+        w_name = self.sample_weight.name if self.sample_weight is not None else None
         stops = np.cumsum(self.X.chunks[0]).tolist()
-        chunks = [
-            _Chunk(i, stop - rows, stop, self.n_features, self.dtype, self.y.dtype)
+        self._chunks = [
+            (
+                (x_name, i, 0),
+                (y_name, i),
+                None if w_name is None else (w_name, i),
+                _Chunk(i, stop - rows, stop, self.n_features, self.dtype, self.y.dtype),
+            )
             for i, (rows, stop) in enumerate(zip(self.X.chunks[0], stops, strict=True))
         ]
-        self._leaves = list(zip(xs, ys, ws, chunks, strict=True))
         return self
 
     def __exit__(self, *exc) -> None:
-        self.X = self.y = self.sample_weight = self._leaves = None
+        self.X = self.y = self.sample_weight = self._inputs = self._chunks = None
+
+    def _entered(self) -> list[tuple]:
+        """The chunks' keys and metadata; RuntimeError outside the ``with`` block."""
+        if self._chunks is None:
+            raise RuntimeError("DaskObjective is used outside its `with` block.")
+        return self._chunks
 
     def _compute(self, *values):
         with self._naming_cast_overflow():
@@ -593,18 +642,19 @@ class DaskObjective:
         except _CastOverflowError:
             if self._uncast_X is None:
                 raise
-            import dask
-
             X, target = self._uncast_X, self.dtype
             starts = np.cumsum((0, *X.chunks[0][:-1])).tolist()
-            scan = dask.delayed(_chunk_values_beyond, pure=True)
-            found = self._compute_unchecked(
-                *[scan(x, target, start) for x, start in zip(X.to_delayed().ravel(), starts, strict=True)]
+            tasks = [
+                (functools.partial(_chunk_values_beyond, target=target, start=start), (X.name, i, 0))
+                for i, start in enumerate(starts)
+            ]
+            name = f"fastsoftmax-beyond-{uuid.uuid4().hex}"
+            ((n_beyond, first_row, largest),) = self._compute_unchecked(
+                map_reduce(tasks, _add_found, name=name, dependencies=[X])
             )
-            n_beyond = sum(n for n, _, _ in found)
-            # The chunks are in row order: the first that holds one holds the first row.
-            first_row = next(row for n, row, _ in found if n)
-            raise _checks.beyond_range_error(n_beyond, first_row, max(v for _, _, v in found), target) from None
+            if not n_beyond:
+                raise  # the chunk's error stands where the recount finds nothing to add
+            raise _checks.beyond_range_error(n_beyond, first_row, largest, target) from None
 
     def _check_values(self) -> None:
         """The data-dependent checks of ``_checks``, as one pass over y (and the weights) on the cluster."""
@@ -659,24 +709,28 @@ class DaskObjective:
 
     # -- evaluation -----------------------------------------------------------
 
-    def sums_graph(self, theta: np.ndarray):
-        """The Delayed of one evaluation's reduced :class:`LossGradSums` (not yet computed)."""
+    def _shared(self, kind: str, token: str, value: np.ndarray) -> Delayed:
+        """``value`` in the compute dtype as one graph key, on which every chunk task of the evaluation depends."""
         import dask
 
+        return dask.delayed(np.ascontiguousarray(value, dtype=self.dtype), name=f"fastsoftmax-{kind}-{token}")
+
+    def sums_graph(self, theta: np.ndarray) -> Delayed:
+        """The Delayed of one evaluation's reduced :class:`LossGradSums` (not yet computed).
+
+        Its graph holds the inputs' layers, theta's key, one task per chunk
+        and the reduction tree: built in time linear in the number of chunks
+        (see :func:`map_reduce`).
+        """
         token = uuid.uuid4().hex
-        chunk_sums, prefix = dask.delayed(_chunk_sums, pure=True), f"fastsoftmax-chunk-{token}"
-        # One key holds theta; every chunk task depends on it.
-        theta_ref = dask.delayed(np.ascontiguousarray(theta, dtype=self.dtype), name=f"fastsoftmax-theta-{token}")
-        leaves = [
-            chunk_sums(x, y, w, theta_ref, self.n_classes, self.concurrency, chunk, dask_key_name=f"{prefix}-{i}")
-            for i, (x, y, w, chunk) in enumerate(self._leaves)
-        ]
-        return tree_reduce(leaves, _add_sums, prefix=f"fastsoftmax-sum-{token}")
+        theta_ref = self._shared("theta", token, theta)
+        # The constants go in a partial, where Dask does not look for keys.
+        task = functools.partial(_chunk_sums, n_classes=self.n_classes, concurrency=self.concurrency)
+        tasks = [(functools.partial(task, chunk=chunk), x, y, w, theta_ref.key) for x, y, w, chunk in self._entered()]
+        return map_reduce(tasks, _add_sums, name=f"fastsoftmax-chunk-{token}", dependencies=[*self._inputs, theta_ref])
 
     def sums(self, theta: np.ndarray) -> LossGradSums:
         """The partial sums of the whole data set at ``theta`` (one cluster round trip)."""
-        if self._leaves is None:
-            raise RuntimeError("DaskObjective is used outside its `with` block.")
         (total,) = self._compute(self.sums_graph(theta))
         self.n_evaluations += 1
         return total
@@ -695,19 +749,14 @@ class DaskObjective:
 
     def hvp(self, theta: np.ndarray, v: np.ndarray) -> np.ndarray:
         """The Hessian of the objective at ``theta`` times ``v``: one map-reduce, like :meth:`sums`."""
-        import dask
-
-        if self._leaves is None:
-            raise RuntimeError("DaskObjective is used outside its `with` block.")
         token = uuid.uuid4().hex
-        task, prefix = dask.delayed(_chunk_hvp_sums, pure=True), f"fastsoftmax-hvp-chunk-{token}"
-        theta_ref = dask.delayed(np.ascontiguousarray(theta, dtype=self.dtype), name=f"fastsoftmax-theta-{token}")
-        v_ref = dask.delayed(np.ascontiguousarray(v, dtype=self.dtype), name=f"fastsoftmax-v-{token}")
-        leaves = [
-            task(x, w, theta_ref, v_ref, self.n_classes, self.concurrency, chunk, dask_key_name=f"{prefix}-{i}")
-            for i, (x, _, w, chunk) in enumerate(self._leaves)
+        theta_ref, v_ref = self._shared("theta", token, theta), self._shared("v", token, v)
+        task = functools.partial(_chunk_hvp_sums, n_classes=self.n_classes, concurrency=self.concurrency)
+        tasks = [
+            (functools.partial(task, chunk=chunk), x, w, theta_ref.key, v_ref.key) for x, _, w, chunk in self._entered()
         ]
-        (total,) = self._compute(tree_reduce(leaves, _add_hvp_sums, prefix=f"fastsoftmax-hvp-sum-{token}"))
+        name, dependencies = f"fastsoftmax-hvp-chunk-{token}", [*self._inputs, theta_ref, v_ref]
+        (total,) = self._compute(map_reduce(tasks, _add_hvp_sums, name=name, dependencies=dependencies))
         self.n_hvp += 1
         HV_sum, Hc_sum, weight_sum = total
         n_weights = self.n_classes * self.n_features
@@ -801,32 +850,25 @@ class DaskObjective:
 
     def digest(self) -> str:
         """xxh3-128 of every byte of X, y and the weights: one hash per chunk on the workers, combined in order."""
-        import dask
         import xxhash
 
-        if self._leaves is None:
-            raise RuntimeError("DaskObjective is used outside its `with` block.")
-        chunk_digest = dask.delayed(_chunk_digest, pure=True)
-        digests = self._compute(*[chunk_digest(*leaf) for leaf in self._leaves])
-        return xxhash.xxh3_128("".join(digests).encode()).hexdigest()
+        tasks = [(functools.partial(_chunk_digest, chunk=chunk), x, y, w) for x, y, w, chunk in self._entered()]
+        name = f"fastsoftmax-digest-{uuid.uuid4().hex}"
+        (digests,) = self._compute(map_reduce(tasks, _join_digests, name=name, dependencies=self._inputs))
+        return xxhash.xxh3_128(digests.encode()).hexdigest()
 
     def raise_for_nonfinite_start(self, loss: float) -> None:
         self.raise_for_nonfinite_loss(loss)
 
     def raise_for_nonfinite_loss(self, loss: float) -> None:
         """As :func:`fastsoftmax._checks.raise_for_nonfinite_loss`, with X scanned on the cluster chunk by chunk."""
-        import dask
-
         if math.isfinite(loss):
             return
-        if self._leaves is None:
-            raise RuntimeError("DaskObjective is used outside its `with` block.")
-        scan = dask.delayed(_chunk_nonfinite, pure=True)
-        found = self._compute(*[scan(x, chunk) for x, _, _, chunk in self._leaves])
-        n_bad = sum(n for n, _ in found)
+        tasks = [(functools.partial(_chunk_nonfinite, chunk=chunk), x) for x, _, _, chunk in self._entered()]
+        name = f"fastsoftmax-nonfinite-{uuid.uuid4().hex}"
+        ((n_bad, first_row),) = self._compute(map_reduce(tasks, _add_found, name=name, dependencies=self._inputs[:1]))
         if n_bad:
-            # The chunks are in row order: the first that holds one holds the first bad row.
-            raise _checks.nonfinite_X_error(n_bad, next(row for n, row in found if n))
+            raise _checks.nonfinite_X_error(n_bad, first_row)
         raise _checks.overflow_error()
 
 
