@@ -878,19 +878,20 @@ def check_fit_options(
     )
 
 
-def as_compute_dtype(X, dtype: np.dtype):
+def as_compute_dtype(X, dtype: np.dtype, *, learning: bool = True):
     """Cast a floating X of another dtype to the compute dtype (a copy); anything else as it is.
 
     The model's methods and ``fit`` accept float32 data in a float64 model and
     the reverse; the public functions do not (see the dtype policy above).
+    ``learning`` as in :func:`cast_X`.
     """
     X = _as_array(X, "X")
     if X.dtype.kind == "f" and X.dtype != dtype:
-        return cast_X(X, dtype)
+        return cast_X(X, dtype, learning=learning)
     return X
 
 
-def cast_X(X: np.ndarray, dtype: np.dtype, *, order: str = "K", row_offset=0) -> np.ndarray:
+def cast_X(X: np.ndarray, dtype: np.dtype, *, order: str = "K", row_offset=0, learning: bool = True) -> np.ndarray:
     """X in ``dtype`` (and ``order``, as ``ndarray.astype``), or ValueError where the cast loses a value or a feature.
 
     A float64 value above float32's largest (3.4e38) becomes inf in the cast,
@@ -905,7 +906,11 @@ def cast_X(X: np.ndarray, dtype: np.dtype, *, order: str = "K", row_offset=0) ->
     as in :func:`check_X_finite`. The overflow and underflow flags of the
     cast itself detect both: no pass of their own unless a value underflows.
     (Values that ``dtype`` holds exactly, subnormal ones included, raise no
-    flag.)
+    flag.) With ``learning=False`` (X is only scored: predictions, a loss)
+    an X of tiny values is cast as it is: the cast moves each logit by at
+    most the sum of |W| times 1.2e-38, and the same rows given in float32
+    are scored without a word (a refusal told a one-row prediction that "the
+    model would learn nothing", with a remedy that changed the answer).
     """
     if X.dtype == dtype:
         return X.astype(dtype, order=order, copy=False)
@@ -918,7 +923,8 @@ def cast_X(X: np.ndarray, dtype: np.dtype, *, order: str = "K", row_offset=0) ->
         overflows = bool((np.abs(X) > np.finfo(dtype).max).any())
     if overflows:
         raise cast_overflow_error(X, dtype, row_offset) from None
-    raise_for_underflowing_features(X, dtype, row_offset)
+    if learning:
+        raise_for_underflowing_features(X, dtype, row_offset)
     # Only some values underflowed, each in a column with normal values: negligible there.
     with np.errstate(under="ignore"):
         return X.astype(dtype, order=order)

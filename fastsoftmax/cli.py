@@ -1089,7 +1089,7 @@ def run_predict(args: argparse.Namespace) -> int:
     with _announce_compilation(args), contextlib.suppress(ValueError):
         # The loop's first call on a few rows, with the same dtype and layout. A NaN there
         # is the loop's to report (its message counted only these rows); the kernels compiled.
-        first = cast_X(X[:_WARM_UP_ROWS], model.dtype, order="C")
+        first = cast_X(X[:_WARM_UP_ROWS], model.dtype, order="C", learning=False)
         model.predict(first)
         if args.proba:
             model.predict_proba(first)
@@ -1105,7 +1105,7 @@ def run_predict(args: argparse.Namespace) -> int:
         for start in range(0, n_samples, chunk):
             check_file()  # a truncated file's pages would kill the process (SIGBUS)
             stop = min(start + chunk, n_samples)
-            part = cast_X(X[start:stop], model.dtype, order="C", row_offset=start)
+            part = cast_X(X[start:stop], model.dtype, order="C", row_offset=start, learning=False)
             with nonfinite_rows_of(part, start):  # a NaN's row in the file, not in the chunk
                 # The labels from the logits, as without --proba: an argmax of the rounded
                 # probabilities could pick another class where two logits are a rounding apart.

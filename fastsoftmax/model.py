@@ -176,15 +176,17 @@ class SoftmaxRegression:
                         f"model.{name} = model.{name}.copy()."
                     )
 
-    def _X(self, X, fortran_ok: bool = False, takes_y: bool = True) -> np.ndarray:
-        return _checks.check_X(
-            _checks.as_compute_dtype(X, self.dtype), self.dtype, self.input_dim, fortran_ok, takes_y=takes_y
-        )
+    def _X(self, X, fortran_ok: bool = False, takes_y: bool = True, learning: bool = False) -> np.ndarray:
+        # learning: X is learnt from (backward, train_step), not only scored (see _checks.cast_X).
+        X = _checks.as_compute_dtype(X, self.dtype, learning=learning)
+        return _checks.check_X(X, self.dtype, self.input_dim, fortran_ok, takes_y=takes_y)
 
-    def _Xy(self, X, y, fortran_ok: bool = False, scan_labels: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    def _Xy(
+        self, X, y, fortran_ok: bool = False, scan_labels: bool = True, learning: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
         # fortran_ok: the fused loss+grad and prediction read a Fortran-ordered X as it is.
         # scan_labels=False: the fused kernel flags labels out of range (see _checks.check_labels).
-        X = self._X(X, fortran_ok)
+        X = self._X(X, fortran_ok, learning=learning)
         return X, _checks.check_labels(y, X.shape[0], self.num_classes, scan=scan_labels)
 
     # -- the textbook interface ------------------------------------------------
@@ -241,7 +243,7 @@ class SoftmaxRegression:
         formed from those probabilities instead; they must be probabilities
         (in [0, 1], rows summing to 1 within rounding), not logits.
         """
-        X, y = self._Xy(X, y, fortran_ok=True, scan_labels=probs is not None)
+        X, y = self._Xy(X, y, fortran_ok=True, scan_labels=probs is not None, learning=True)
         W, b = self._params()
         if probs is not None:
             probs = _checks.check_probabilities(probs, self.dtype)
@@ -269,7 +271,7 @@ class SoftmaxRegression:
         lr = _checks.check_lr(lr, "train_step(X, y, lr)")
         l2 = _checks.check_l2(l2, "train_step(X, y, lr, l2)")
         data = {"X": X, "y": y}  # the caller's arrays, before any copy
-        X, y = self._Xy(X, y, fortran_ok=True, scan_labels=False)
+        X, y = self._Xy(X, y, fortran_ok=True, scan_labels=False, learning=True)
         with exclusive_training(self):
             W, b = self._params(update=True, data=data)
             dW, db = np.empty_like(W), np.empty_like(b)

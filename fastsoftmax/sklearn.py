@@ -127,6 +127,18 @@ def _refuse_sparse(X) -> None:
             raise TypeError(SPARSE_MESSAGE.replace("X.toarray()", "X.sparse.to_dense()"))
 
 
+def _refuse_an_empty_X(shape: tuple, source: str) -> None:
+    """Refuse an X (a file, a Dask array: ``source``) of 0 samples or 0 features, as ``check_array`` refuses an array.
+
+    A Dask array's unknown row count (NaN) passes.
+    """
+    for count, what in zip(shape, ("samples", "features"), strict=True):
+        if count == 0:
+            raise ValueError(
+                f"{source} holds 0 {what} (shape {shape}) while a minimum of 1 is required by SoftmaxClassifier."
+            )
+
+
 class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
     r"""Multinomial logistic regression with L2 penalty, with the parameters and attributes of ``LogisticRegression``.
 
@@ -283,10 +295,11 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         verbose = self.verbose
         if not isinstance(verbose, (bool, np.bool_)) and (not isinstance(verbose, (int, np.integer)) or verbose < 0):
             raise ValueError(f"verbose must be True, False or an integer >= 0, got {verbose!r}.")
+        # isinstance first: an array compared with "balanced" is compared element by element.
         if (
             self.class_weight is not None
-            and self.class_weight != "balanced"
             and not isinstance(self.class_weight, dict)
+            and not (isinstance(self.class_weight, str) and self.class_weight == "balanced")
         ):
             raise ValueError(f"class_weight must be a dict, 'balanced' or None, got {self.class_weight!r}.")
         self._check_n_threads()
@@ -377,21 +390,22 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         _refuse_sparse(X)
         check_is_fitted(self)
         return self._validate_and_cast(
-            X, dtypes=[self.coef_.dtype], reset=False, ensure_all_finite=not kernel_finds_nonfinite
+            X, dtypes=[self.coef_.dtype], learning=False, reset=False, ensure_all_finite=not kernel_finds_nonfinite
         )
 
-    def _validate_and_cast(self, X, *y, dtypes: list[np.dtype], **options):
+    def _validate_and_cast(self, X, *y, dtypes: list[np.dtype], learning: bool = True, **options):
         """``validate_data(self, X, *y, **options)`` with X in one of ``dtypes``, else cast to the first.
 
         Floating X is validated in its own dtype and cast by ``_checks.cast_X``:
         validate_data's cast would turn a finite float64 beyond float32's range
         into inf, which its scan (or the kernels') then reports as an infinite
-        value in X, with the wrong fix.
+        value in X, with the wrong fix. ``learning=False``: X is only scored
+        (see ``_checks.cast_X``).
         """
         validated = validate_data(self, X, *y, dtype=[*dtypes, *_checks.FLOAT_DTYPES], **options)
         X, y_out = validated if y else (validated, None)
         if X.dtype not in dtypes:
-            X = _checks.cast_X(X, dtypes[0])
+            X = _checks.cast_X(X, dtypes[0], learning=learning)
         return (X, y_out) if y else X
 
     def _encode(self, y: np.ndarray, classes: np.ndarray) -> np.ndarray:
@@ -458,6 +472,25 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             )
         return classes
 
+    def _classes_argument(self, classes) -> np.ndarray:
+        """partial_fit's ``classes`` (every label that will occur), sorted and unique.
+
+        Checked as an argument: a one-label list was blamed on "the data", a set
+        was "Unknown label type" (a regression target?), and a 2-D list was flattened.
+        """
+        given = np.asarray(classes)
+        if given.ndim != 1:
+            raise ValueError(
+                f"classes must be a 1-D list or array of every label that will occur, got "
+                f"{type(classes).__name__} {classes!r:.60}; pass for example classes=[0, 1, 2] or np.unique(y_all)."
+            )
+        if np.unique(given).shape[0] == 1:
+            raise ValueError(
+                f"classes holds one label, {given.tolist()[0]!r}; partial_fit needs every label that will occur, "
+                f"at least 2 (for example np.unique(y_all))."
+            )
+        return self._classes_from(given)
+
     def _prepare_fit(self, X, y, sample_weight):
         """Validate (X, y) for fit: returns X for the engine, y as indices, dtype, classes."""
         if _is_path(y):
@@ -468,12 +501,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             if X_map.ndim != 2:
                 raise ValueError(f"X file {os.fspath(X)!r} must hold a 2-dimensional .npy array.")
             n_samples, n_features = X_map.shape
-            for count, what in ((n_samples, "samples"), (n_features, "features")):
-                if count == 0:  # as check_array refuses an empty array
-                    raise ValueError(
-                        f"X file {os.fspath(X)!r} holds 0 {what} (shape {X_map.shape}) while a minimum of 1 is "
-                        f"required by SoftmaxClassifier."
-                    )
+            _refuse_an_empty_X(X_map.shape, f"X file {os.fspath(X)!r}")
             dtype = self._dtype_for(X_map.dtype)
             del X_map
             self.n_features_in_ = n_features
@@ -487,7 +515,18 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         if is_dask_collection(X):
             # X stays on Dask; the labels and weights (N values) are brought here.
             # validate_data leaves n_features_in_ unset for a 1-D X instead of raising.
+            from fastsoftmax.distributed import DASK_SOLVERS
+
             _checks.check_2d(X)
+            _refuse_an_empty_X(X.shape, "The Dask array X")
+            if self.solver not in DASK_SOLVERS:
+                # Refused here in the estimator's terms: the engine's message gives model.fit's call.
+                raise ValueError(
+                    f"solver={self.solver!r} is not available on Dask: it steps on mini-batches of rows, each of "
+                    f"which would cost a cluster round trip. Use one of {', '.join(map(repr, DASK_SOLVERS))} "
+                    f"(SoftmaxClassifier(solver='lbfgs'), or set_params(solver='lbfgs')), or compute X and y to "
+                    f"NumPy first."
+                )
             validate_data(self, X, skip_check_array=True)
             dtype = self._dtype_for(X.dtype)
             y_arr = np.asarray(y.compute() if is_dask_collection(y) else y)
@@ -525,9 +564,23 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             self.intercept_ = b
 
     def _l2(self, n_classes: int, weight_sum: float) -> float:
-        # l2 = 1 / (C sum w), and 2 / (C sum w) for the binomial objective (module docstring).
+        """The engine's l2 for this C: 1 / (C sum w), and 2 / (C sum w) for the binomial objective (module docstring).
+
+        Divided in turn, so that C and sum w of 1e-200 and 1e-148 are no product
+        of 0 (ZeroDivisionError); a penalty beyond float64's range is refused in C's terms.
+        """
+        if math.isinf(self.C):
+            return 0.0
         factor = 2.0 if n_classes == 2 else 1.0
-        return 0.0 if math.isinf(self.C) else factor / (self.C * weight_sum)
+        l2 = factor / self.C / weight_sum
+        if not math.isfinite(l2):
+            raise ValueError(
+                f"C = {self.C:g} with sample weights that sum to {weight_sum:g} gives a penalty "
+                f"{factor:g} / (C * sum(sample_weight)) beyond float64's range; the penalty alone would set "
+                f"every coefficient to 0. Raise C, or scale the sample weights up (only their ratios and C * "
+                f"their sum count)."
+            )
+        return l2
 
     def _start_params(self, dtype) -> tuple[np.ndarray, np.ndarray]:
         """Copies of W (K, D) and b (K,) to continue training from; b is 0 without an intercept.
@@ -709,9 +762,9 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                     "classes must be passed on the first call to partial_fit (every label that will occur)."
                 )
             X, y = self._validate_and_cast(X, y, dtypes=self._compute_dtypes(), order="C")
-            self.classes_ = self._classes_from(np.asarray(classes))
+            self.classes_ = self._classes_argument(classes)
         else:
-            if classes is not None and not np.array_equal(self._classes_from(np.asarray(classes)), self.classes_):
+            if classes is not None and not np.array_equal(self._classes_argument(classes), self.classes_):
                 raise ValueError(
                     f"classes {np.asarray(classes).tolist()!r} differ from classes_ {self.classes_.tolist()!r}, "
                     f"set by the last fit or by the first partial_fit call; call fit, or partial_fit on a new "
@@ -774,7 +827,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             stop = min(start + chunk, X.shape[0])
             part = X[start:stop]
             if part.dtype.kind == "f":  # cast here, so that an overflow is named by its row in the file
-                part = _checks.cast_X(part, self.coef_.dtype, row_offset=start)
+                part = _checks.cast_X(part, self.coef_.dtype, row_offset=start, learning=False)
             with _checks.nonfinite_rows_of(part, start):
                 parts.append(method(part))
             release_rows(X, start, stop)

@@ -673,10 +673,17 @@ def test_float64_X_beyond_float32_range_is_reported_as_such(tmp_path, call, valu
             CAST_CALLS[call](X, y, tmp_path)
 
 
-@pytest.mark.parametrize("call", list(CAST_CALLS))
+#: The calls that learn from X: a cast that makes all of X zeros and subnormals is refused there.
+LEARNING_CALLS = {
+    **{name: call for name, call in CAST_CALLS.items() if name != "predict"},
+    "train_step": lambda X, y, tmp_path: SoftmaxRegression(4, 3, dtype=np.float32).train_step(X, y, lr=0.1),
+}
+
+
+@pytest.mark.parametrize("call", list(LEARNING_CALLS))
 def test_a_float64_X_below_float32s_normal_range_is_refused_not_zeroed(tmp_path, call):
     """A float64 X of 1e-50 became all zeros in the cast to a float32 model: the fit learnt nothing and
-    called itself converged (accuracy 0.35 where float64 reached 0.88), and the predictions lost it."""
+    called itself converged (accuracy 0.35 where float64 reached 0.88)."""
     X = np.random.default_rng(0).standard_normal((40, 4))
     y = np.arange(40) % 3
     X = np.where(X > 0, 3e-50, -3e-50)  # the same largest magnitude in every chunk and batch
@@ -688,7 +695,34 @@ def test_a_float64_X_below_float32s_normal_range_is_refused_not_zeroed(tmp_path,
             match=r"every value of X in rows \d+ to \d+ is tiny: the largest "
             r"magnitude, 3e-50, is below float32's smallest normal.*Rescale X.*dtype=np\.float64",
         ):
-            CAST_CALLS[call](X, y, tmp_path)
+            LEARNING_CALLS[call](X, y, tmp_path)
+
+
+def test_tiny_rows_are_scored_as_their_float32_cast(tmp_path):
+    """A float32 model refused to score float64 rows whose values were all below 1.2e-38 ("the model would
+    learn nothing"; rescale X), though the same rows given in float32 were scored, and so a one-row
+    prediction of a served model failed."""
+    from fastsoftmax.sklearn import SoftmaxClassifier
+
+    rng = np.random.default_rng(1)
+    X_train = rng.standard_normal((300, 4)).astype(np.float32)
+    y_train = rng.integers(0, 3, 300)
+    tiny = np.array([[1e-39, 0.0, -3e-41, 0.0], [0.0, 2e-45, 0.0, 1e-50]])
+    y_tiny = np.array([0, 1])
+    cast = tiny.astype(np.float32)
+    model = SoftmaxRegression(4, 3, dtype=np.float32, seed=0).fit(X_train, y_train, max_iter=5, tol=0)
+    estimator = SoftmaxClassifier(max_iter=5, tol=0).fit(X_train, y_train)
+    np.save(tmp_path / "tiny.npy", tiny)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for method in ("predict", "predict_proba", "forward"):
+            np.testing.assert_array_equal(getattr(model, method)(tiny), getattr(model, method)(cast))
+        assert model.accuracy(tiny, y_tiny) == model.accuracy(cast, y_tiny)
+        for method in ("predict", "predict_proba", "predict_log_proba", "decision_function"):
+            expected = getattr(estimator, method)(cast)
+            np.testing.assert_array_equal(getattr(estimator, method)(tiny), expected)
+            np.testing.assert_array_equal(getattr(estimator, method)(tmp_path / "tiny.npy"), expected)
+        assert estimator.score(tiny, y_tiny) == estimator.score(cast, y_tiny)
 
 
 def test_tiny_values_beside_normal_ones_are_cast_without_a_word(tmp_path):

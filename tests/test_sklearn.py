@@ -1255,3 +1255,55 @@ def test_n_threads_is_used_and_restored():
     Probe(n_threads=1).fit(*generated(n=100, k=3))
     assert seen and set(seen) == {1}
     assert numba.get_num_threads() == before
+
+
+def test_a_penalty_beyond_float64s_range_is_refused_in_the_terms_of_C():
+    """C * sum(sample_weight) of 3e-348 raised ZeroDivisionError, and a subnormal C or weight sum a message about
+    "l2", which the estimator has no parameter for."""
+    X, y = np.random.default_rng(1).standard_normal((300, 4)), np.arange(300) % 3
+    message = r"C = .* with sample weights that sum to .* beyond float64's range.*Raise C, or scale the sample weights"
+    for C, weights in [(1e-200, np.full(300, 1e-150)), (1e-320, None), (1e5, np.full(300, 1e-320))]:
+        with pytest.raises(ValueError, match=message):
+            SoftmaxClassifier(C=C).fit(X, y, sample_weight=weights)
+    # A small product within range is fitted: the penalty then holds every coefficient near 0.
+    tiny_C = SoftmaxClassifier(C=1e-200).fit(X, y, sample_weight=np.full(300, 1e-100))
+    assert np.abs(tiny_C.coef_).max() < 1e-250
+
+
+def test_class_weight_as_an_array_gets_the_estimators_message():
+    # NumPy's "truth value of an array ... is ambiguous", from the comparison with "balanced".
+    X, y = np.random.default_rng(1).standard_normal((30, 4)), np.arange(30) % 3
+    with pytest.raises(ValueError, match=r"class_weight must be a dict, 'balanced' or None, got array"):
+        SoftmaxClassifier(class_weight=np.array([1.0, 2.0, 3.0])).fit(X, y)
+
+
+@pytest.mark.parametrize(
+    ("classes", "message"),
+    [
+        ([0], r"classes holds one label, 0; partial_fit needs every label that will occur, at least 2"),
+        ({0, 1, 2}, r"classes must be a 1-D list or array .* got set"),
+        ([[0, 1, 2]], r"classes must be a 1-D list or array .* got list"),
+    ],
+    ids=["one-label", "set", "2-D"],
+)
+def test_partial_fit_classes_are_checked_as_an_argument(classes, message):
+    """A one-label classes was blamed on "the data", a set was an "Unknown label type" (a regression target?),
+    and a 2-D list was flattened."""
+    X, y = np.random.default_rng(1).standard_normal((30, 4)), np.arange(30) % 3
+    with pytest.raises(ValueError, match=message):
+        SoftmaxClassifier(solver="sgd").partial_fit(X, y, classes=classes)
+    fitted = SoftmaxClassifier(solver="sgd").partial_fit(X, y, classes=[0, 1, 2])
+    with pytest.raises(ValueError, match=message):
+        fitted.partial_fit(X, y, classes=classes)
+
+
+def test_dask_X_of_0_features_or_a_minibatch_solver_is_refused_in_the_estimators_terms():
+    """A Dask X of 0 features blamed ``input_dim``, and sgd on Dask gave SoftmaxRegression.fit's call as the fix."""
+    da = pytest.importorskip("dask.array")
+    y = np.arange(300) % 3
+    with pytest.raises(ValueError, match=r"^The Dask array X holds 0 features \(shape \(300, 0\)\) while a minimum"):
+        SoftmaxClassifier().fit(da.zeros((300, 0), chunks=(100, 0)), y)
+    X = da.from_array(np.random.default_rng(1).standard_normal((300, 4)), chunks=100)
+    message = r"solver='adam' is not available on Dask.*SoftmaxClassifier\(solver='lbfgs'\)"
+    with pytest.raises(ValueError, match=message):
+        SoftmaxClassifier(solver="adam").fit(X, y)
