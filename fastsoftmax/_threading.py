@@ -409,12 +409,18 @@ class exclusive_training:
 
     def __exit__(self, *exc_info: object) -> None:
         if self._outermost:
-            with _trainers_lock:
-                holders = _training_here.holders
-                if holders.get(id(self._model), lambda: None)() is self:
-                    del holders[id(self._model)]
-                if _trainers.get(id(self._model), (None, None))[1] is threading.current_thread():
-                    del _trainers[id(self._model)]
+            # Whole (run_whole): a Ctrl-C between the two deletions left the claim in _trainers,
+            # and every other thread's predict and save was refused until this thread trained again.
+            run_whole(self._release)
+
+    def _release(self) -> None:
+        """Give up the claim and this thread's holder; a second run finds nothing left to do."""
+        with _trainers_lock:
+            holders = _training_here.holders
+            if holders.get(id(self._model), lambda: None)() is self:
+                del holders[id(self._model)]
+            if _trainers.get(id(self._model), (None, None))[1] is threading.current_thread():
+                del _trainers[id(self._model)]
 
 
 def run_whole(write: Callable[[], None]) -> None:
@@ -444,8 +450,8 @@ def run_whole(write: Callable[[], None]) -> None:
         raise
 
 
-def copied_for_saving(model: object, path: str, copy: Callable[[], T]) -> T:
-    """``copy()`` (what a save writes of ``model``), made while no other thread trains ``model``.
+def copied_for_saving(model: object, path: str | None, copy: Callable[[], T]) -> T:
+    """``copy()`` (what a save writes of ``model`` to ``path``), made while no other thread trains ``model``.
 
     A training updates W, b and the fit record one after another after each
     iteration, and a fit of the estimator sets ``classes_`` before it trains:
@@ -457,15 +463,20 @@ def copied_for_saving(model: object, path: str, copy: Callable[[], T]) -> T:
     (a fit whose callback saves) is no obstacle, and neither are saves in
     other threads. The copy is made holding the lock that trainings take to
     start, so none starts in the middle of it (it waits for the copy, not
-    for the file to be written).
+    for the file to be written). While the fit's callback runs, the
+    training thread waits in it, and a save from a worker thread the callback
+    waits for is made like the callback's own. ``path`` None: the copy is
+    that of pickle or ``copy.deepcopy`` (``__getstate__``).
     """
     with _trainers_lock:
-        trainer = _other_trainer(model)
+        trainer = None if _in_callback.get(id(model)) else _other_trainer(model)
         if trainer is not None:
+            name = type(model).__name__
+            what, verb = (f"{path} was not written", "Save") if path is not None else ("no copy was made", "Copy")
             raise RuntimeError(
-                f"{path} was not written: this {type(model).__name__} is being trained in another thread "
-                f"({trainer.name}), so its weights and fit record change as it is read. Save it from the fit's "
-                f"callback (between iterations), or once the fit has returned."
+                f"{what}: this {name} is being trained in another thread ({trainer.name}), so its weights and "
+                f"fit record change as they are read. {verb} it from the fit's callback (between iterations), "
+                f"or once the fit has returned."
             )
         return copy()
 
@@ -499,18 +510,24 @@ class callback_running:
                 _in_callback[self._key] = depth
 
 
-def refuse_if_trained_elsewhere(model: object, action: str) -> None:
-    """Raise RuntimeError if another thread trains ``model`` now: ``action`` ("reading W and b") would read
-    them as they are written.
+def read_while_trained_elsewhere(model: object, action: str, read: Callable[[bool], T]) -> T:
+    """``read(copy)`` of ``model``'s W and b; RuntimeError if another thread trains it now, outside its callback.
 
     A prediction made during another thread's fit read W of one iterate
-    beside b of another (51 of 47,676 in a test). The fit's own thread (its
-    callback) may predict, and so may any thread while the fit's callback
-    runs (:class:`callback_running`). A fit that starts once a prediction is under way
-    is not seen: predict from a copy for that (``copy.deepcopy(model)``).
+    beside b of another (51 of 47,676 in a test): ``action`` ("reading W and
+    b") is refused then. The fit's own thread (its callback) may predict, and
+    so may any thread while the fit's callback runs (:class:`callback_running`):
+    that read gets ``copy=True`` and is made holding the lock that the
+    callback's end takes, so it holds one whole iterate even where the
+    callback does not wait for it (a prediction handed to a worker and not
+    awaited read iterates 17 to 26 of a fit, in blocks, without a word).
+    A fit that starts once a prediction is under way is not seen: predict
+    from a copy for that (``copy.deepcopy(model)``).
     """
     with _trainers_lock:
-        trainer = None if _in_callback.get(id(model)) else _other_trainer(model)
+        trainer = _other_trainer(model)
+        if trainer is not None and _in_callback.get(id(model)):
+            return read(True)
     if trainer is not None:
         name = type(model).__name__
         raise RuntimeError(
@@ -518,6 +535,7 @@ def refuse_if_trained_elsewhere(model: object, action: str) -> None:
             f"change as they are read. Predict from the fit's callback, from a copy made before the fit "
             f"(copy.deepcopy(model)), or once the fit has returned."
         )
+    return read(False)
 
 
 def _other_trainer(model: object) -> threading.Thread | None:

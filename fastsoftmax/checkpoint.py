@@ -544,9 +544,20 @@ def check_fingerprint(
     ]
     if not diff:
         return
+    shuffles = stored.get("shuffle"), expected.get("shuffle")
+    if shuffles[0] != shuffles[1] and None not in shuffles:
+        then, now = (_SHUFFLES.get(shuffle, shuffle) for shuffle in shuffles)
+        diff.append(
+            f"the checkpoint's run drew its mini-batches from {then}, this one from {now}: pass X and y as that run did"
+        )
     rechunked = _dask_rechunked(stored.get("data"), expected.get("data"))
     if rechunked:
         diff.append(rechunked)
+    elif _recast(stored, expected):
+        diff.append(
+            f"the data are cast to the model's dtype, and the model's dtype changed: build the model with "
+            f"dtype=np.{stored['dtype']} to resume"
+        )
     elif any(k not in ignored and k.startswith("data") and stored.get(k) != expected.get(k) for k in keys):
         changed = _files_changed(stored.get("files") or {}, expected.get("files") or {})
         diff.append(
@@ -558,6 +569,21 @@ def check_fingerprint(
         + "; ".join(diff)
         + "); use another checkpoint directory or delete it to start over."
     )
+
+
+#: What the fingerprint's "shuffle" records, in words.
+_SHUFFLES = {"rows": "rows of X in memory", "blocks": "blocks of rows of a file"}
+
+
+def _recast(stored: dict[str, Any], expected: dict[str, Any]) -> bool:
+    """Whether the data fingerprints differ only by the dtype X is cast to, where the model's dtype changed."""
+    data_stored, data_now = stored.get("data"), expected.get("data")
+    if stored.get("dtype") == expected.get("dtype"):
+        return False
+    if not (isinstance(data_stored, dict) and isinstance(data_now, dict)):
+        return False
+    differing = {key for key in data_stored.keys() | data_now.keys() if data_stored.get(key) != data_now.get(key)}
+    return differing == {"X_dtype"}
 
 
 def _dask_rechunked(stored: Any, now: Any) -> str:

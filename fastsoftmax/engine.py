@@ -691,9 +691,22 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
     def on_iteration(theta: np.ndarray, loss: float, iteration: int) -> bool:
         nonlocal stopped_by_callback, iterated
         history.append(loss)  # the model's history is this list: kept whole only with the iterate (below)
-        keep(theta, offset + iteration, history)
+        # Set first: a Ctrl-C that lands in keep's write finishes it and then raises, and the
+        # handler must not put the last fit's record back beside this iterate's W and b.
+        # (Landing before the write, it leaves the start's W and b with the start's record.)
         iterated = True
-        save_checkpoint(theta)
+        keep(theta, offset + iteration, history)
+        try:
+            save_checkpoint(theta)
+        except OSError as exc:
+            # The bare error (a directory replaced by a file: "[Errno 17] File exists") named
+            # neither the checkpoint nor what the model holds. Same errno, so the same subclass.
+            raise OSError(
+                exc.errno,
+                f"the checkpoint in {os.fspath(checkpoint)} was not written at iteration {model.n_iter_} "
+                f"({exc.strerror or exc}); W and b hold that iteration. Make the directory writable again and "
+                f"rerun, to resume from the last checkpoint written there, or pass another directory",
+            ) from exc
         if callback is not None:
             with callback_running(model):  # other threads may read W and b while the fit waits for it
                 stopped_by_callback = _stops(callback(model, model.n_iter_, loss))

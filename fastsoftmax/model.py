@@ -13,7 +13,7 @@ from fastsoftmax._api import descend, fused_loss_grad, l2_penalty, predict, pred
 from fastsoftmax._api import softmax as softmax_rows
 from fastsoftmax._io import atomic_file, npz_scalar, read_npz, refuse_other_file_kind
 from fastsoftmax._layout import pack, unpack
-from fastsoftmax._threading import copied_for_saving, exclusive_training, refuse_if_trained_elsewhere, run_whole
+from fastsoftmax._threading import copied_for_saving, exclusive_training, read_while_trained_elsewhere, run_whole
 from fastsoftmax.checkpoint import check_directory as check_checkpoint_directory
 from fastsoftmax.exceptions import ConvergenceWarning, TrainingError
 from fastsoftmax.objectives import make_objective
@@ -83,6 +83,22 @@ class SoftmaxRegression:
         self.n_iter_ = 0
         self.converged_ = False
 
+    def __getstate__(self) -> dict:
+        """The attributes, copied while no other thread trains the model (as :meth:`save` copies them).
+
+        pickle, joblib and ``copy.deepcopy`` read the attributes one after
+        another: during another thread's fit they caught W of one iterate
+        beside b of another, or W in the middle of its write.
+        """
+
+        def copy() -> dict:
+            return {
+                name: value.copy() if isinstance(value, (np.ndarray, list)) else value
+                for name, value in self.__dict__.items()
+            }
+
+        return copied_for_saving(self, None, copy)
+
     def __setstate__(self, state: dict) -> None:
         # Pickles of versions in which W and b were plain attributes.
         for name in ("W", "b"):
@@ -130,16 +146,21 @@ class SoftmaxRegression:
         """W and b, checked (:func:`_checks.check_weights`); with ``update``, also that both can be written.
 
         Without ``update`` (to predict from them), RuntimeError while another
-        thread trains the model (:func:`_threading.refuse_if_trained_elsewhere`).
+        thread trains the model, and copies while that thread waits in the
+        fit's callback (:func:`_threading.read_while_trained_elsewhere`).
 
         ``data`` maps names ("X", "y", "sample_weight") to the caller's own
         arrays, which an update must not write (see :meth:`_check_writeable`).
         """
         if not update:  # to read them: not while another thread writes them
-            refuse_if_trained_elsewhere(self, "reading W and b")
+
+            def read(copy: bool) -> tuple[np.ndarray, np.ndarray]:
+                W, b = _checks.check_weights(self.W, self.b, self.dtype)
+                return (W.copy(), b.copy()) if copy else (W, b)
+
+            return read_while_trained_elsewhere(self, "reading W and b", read)
         W, b = _checks.check_weights(self.W, self.b, self.dtype)
-        if update:
-            self._check_writeable(data)
+        self._check_writeable(data)
         return W, b
 
     def _check_writeable(self, data: dict | None = None) -> None:
@@ -614,6 +635,12 @@ class SoftmaxRegression:
         (float64, shape (n,)). It is written under a temporary name in the
         same directory and then renamed over ``path``, so a crash never leaves
         a half-written model. No pickle is involved.
+
+        The optimiser state of :meth:`partial_fit` (the momentum or Adam's
+        moments, the step count, the shuffling stream) is not saved: a loaded
+        model's next ``partial_fit`` starts them afresh, while ``n_iter_``
+        counts on. To carry on exactly, keep the model itself (pickle holds
+        that state), or train with :meth:`fit` and a checkpoint.
 
         Raises
         ------

@@ -612,11 +612,14 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         (moments, step count, random stream), is kept, with that state as it
         was: an interruption after the epoch, while ``coef_`` was being
         stored, left the state one epoch on (a later call then differed by
-        0.06 in ``coef_``).
+        0.06 in ``coef_``), and its epoch count too (``n_iter_`` counted the
+        lost epoch from then on).
         """
         saved = self.__dict__
         engine_model = saved.get("_partial_model")
         saved_state = copy.deepcopy(engine_model.__dict__.get("_partial_state")) if engine_model else None
+        if engine_model is not None:
+            saved_record = (list(engine_model.loss_history_), engine_model.n_iter_, engine_model.converged_)
         try:
             yield
         except BaseException:
@@ -627,6 +630,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                 engine_model.__dict__.pop("_partial_state", None)
                 if saved_state is not None:
                     engine_model._partial_state = saved_state
+                engine_model.loss_history_, engine_model.n_iter_, engine_model.converged_ = saved_record
             raise
 
     def _verbose_callback(self):

@@ -1706,3 +1706,41 @@ def test_a_final_checkpoint_that_cannot_be_written_keeps_the_trained_model(
     resumed = SoftmaxRegression(D, K, seed=0).fit(X, y, checkpoint=tmp_path / "ck")
     assert resumed.converged_
     np.testing.assert_allclose(resumed.W, want.W, rtol=1e-6, atol=1e-8)
+
+
+def test_a_resume_in_another_model_dtype_is_told_to_change_the_dtype_not_the_data(tmp_path, data):
+    """The data fingerprint records the dtype X is cast to: a float32 model resuming a float64 run on the same
+    data was told that they "are not the data the checkpoint was trained on"."""
+    X, y = data
+    _fit(X, y, checkpoint=tmp_path / "ck")
+    message = r"the model's dtype changed: build the model with dtype=np\.float64"
+    with pytest.raises(CheckpointError, match=message) as info:
+        _fit(X, y, checkpoint=tmp_path / "ck", max_iter=5, dtype=np.float32)
+    assert "not the data" not in str(info.value)
+
+
+def test_a_minibatch_resume_from_a_file_instead_of_memory_says_so(tmp_path, data, files):
+    # The refusal was "(shuffle: checkpoint 'rows', now 'blocks')", and fit has no shuffle option.
+    X, y = data
+    options = dict(solver="sgd", lr=0.05, seed=0, checkpoint=tmp_path / "ck")
+    _fit(X, y, **options)
+    with pytest.raises(CheckpointError, match=r"drew its mini-batches from rows of X in memory, this one from blocks"):
+        _fit(*map(str, files), max_iter=5, **options)
+
+
+def test_a_checkpoint_directory_replaced_mid_fit_is_named_with_what_the_model_holds(tmp_path, data):
+    """The fit raised a bare "[Errno 17] File exists", naming neither the checkpoint nor the model's state."""
+    import shutil
+
+    X, y = data
+    ck = tmp_path / "ck"
+
+    def replace_the_directory(model, iteration, loss):
+        if iteration == 2:
+            shutil.rmtree(ck)
+            ck.write_bytes(b"")
+
+    model = _model()
+    with pytest.raises(FileExistsError, match=r"the checkpoint in .*ck was not written at iteration 3 .*W and b hold"):
+        model.fit(X, y, solver="gd", max_iter=5, tol=0, checkpoint=ck, callback=replace_the_directory)
+    assert model.n_iter_ == 3

@@ -292,6 +292,28 @@ def test_ctrl_c_between_the_writes_of_w_and_b_keeps_one_whole_iterate(data, solv
         assert model.loss_history_[-1] == pytest.approx(loss_and_grad(X, y, model.W, model.b)[0], rel=1e-12)
 
 
+def test_ctrl_c_in_the_first_write_of_a_refit_keeps_that_iterate_with_its_own_record(data, tmp_path):
+    """Landing in the first iteration's write of a refit, the interrupt put the last fit's record (n_iter_,
+    converged_ True, its history) back beside the refit's W and b, and save wrote that as a converged model."""
+    import fastsoftmax.model
+
+    X, y = data
+    settings = dict(solver="gd", lr=0.5, max_iter=5, tol=0)
+    first = []
+    SoftmaxRegression(D, K, seed=0).fit(X, y, max_iter=100).fit(
+        X[::-1], y[::-1], callback=lambda m, i, loss: first.append((m.W.copy(), m.b.copy())), **settings
+    )
+    model = SoftmaxRegression(D, K, seed=0).fit(X, y, max_iter=100)
+    assert model.converged_
+    with pytest.raises(KeyboardInterrupt), ctrl_c_at(fastsoftmax.model, "self.b[...] = b", at_pass=1):
+        model.fit(X[::-1], y[::-1], **settings)
+    np.testing.assert_array_equal(model.W, first[0][0])
+    np.testing.assert_array_equal(model.b, first[0][1])
+    assert (model.n_iter_, model.converged_, len(model.loss_history_)) == (1, False, 2)
+    model.save(tmp_path / "m.npz")
+    assert not SoftmaxRegression.load(tmp_path / "m.npz").converged_
+
+
 def test_ctrl_c_between_the_writes_of_a_train_step_makes_the_whole_step(data):
     import fastsoftmax.model
 
@@ -750,3 +772,80 @@ def test_a_fit_that_got_past_a_huge_start_is_not_blamed_on_it():
     assert model.loss_history_[0] > 100 * math.log(3) > 100 * model.loss_history_[-1]
     messages = [str(w.message) for w in caught if issubclass(w.category, fs.ConvergenceWarning)]
     assert messages and not any("start from zero" in message for message in messages)
+
+
+def test_a_prediction_a_callback_starts_and_does_not_wait_for_reads_one_iterate(data, monkeypatch):
+    """A prediction handed to a worker during a callback, and not waited for, went on reading W and b as the
+    fit wrote the next iterates: its rows matched iterates 17 to 26, in blocks, without a word."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import fastsoftmax.model
+
+    X, y = data
+    real_predict_proba = fastsoftmax.model.predict_proba
+    started, next_iterate_written = threading.Event(), threading.Event()
+
+    def slow_predict_proba(X_, W, b):
+        started.set()
+        next_iterate_written.wait(60)  # the fit writes iteration 2 meanwhile
+        return real_predict_proba(X_, W, b)
+
+    monkeypatch.setattr(fastsoftmax.model, "predict_proba", slow_predict_proba)
+    seen, pending = {}, []
+    with ThreadPoolExecutor(1) as pool:
+
+        def callback(model, iteration, loss):
+            seen[iteration] = (model.W.copy(), model.b.copy())
+            if iteration == 1:
+                pending.append(pool.submit(model.predict_proba, X))
+                assert started.wait(60)  # it has read W and b; the callback returns without its result
+            elif iteration == 2:
+                next_iterate_written.set()
+
+        SoftmaxRegression(D, K, seed=0).fit(X, y, solver="gd", lr=0.5, max_iter=4, tol=0, callback=callback)
+        proba = pending[0].result()
+    np.testing.assert_array_equal(proba, real_predict_proba(X, *seen[1]))
+    assert not np.array_equal(seen[1][0], seen[2][0])
+
+
+def test_pickle_and_deepcopy_copy_one_iterate_or_refuse(data):
+    """pickle, joblib and copy.deepcopy read the attributes one by one during another thread's fit: W of one
+    iterate beside b of another, or W in the middle of its write."""
+    import copy
+    import pickle
+    import threading
+
+    from fastsoftmax._threading import exclusive_training
+
+    X, y = data
+    model = SoftmaxRegression(D, K, seed=0)
+    claimed, release = threading.Event(), threading.Event()
+
+    def train_elsewhere():
+        with exclusive_training(model):  # as a fit holds the model between its callbacks
+            claimed.set()
+            release.wait(60)
+
+    trainer = threading.Thread(target=train_elsewhere)
+    trainer.start()
+    try:
+        assert claimed.wait(60)
+        for make_copy in (copy.deepcopy, pickle.dumps):
+            with pytest.raises(RuntimeError, match=r"no copy was made: .* being trained in another thread.*Copy it"):
+                make_copy(model)
+    finally:
+        release.set()
+        trainer.join(60)
+    copies = []
+
+    def callback(m, iteration, loss):  # the fit waits in its callback: a whole iterate, from any thread
+        worker = threading.Thread(target=lambda: copies.append((iteration, pickle.loads(pickle.dumps(m)))))
+        worker.start()
+        worker.join(60)
+
+    model.fit(X, y, solver="gd", max_iter=2, tol=0, callback=callback)
+    iteration, last = copies[-1]
+    np.testing.assert_array_equal(last.W, model.W)
+    assert (iteration, last.n_iter_, last.loss_history_) == (2, 2, model.loss_history_)
+    assert last.loss_history_ is not model.loss_history_

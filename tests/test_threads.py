@@ -243,6 +243,8 @@ def test_an_estimator_that_another_thread_fits_is_refused(rng, monkeypatch):
 
 
 def test_saving_a_model_that_another_thread_trains_is_refused_and_keeps_the_file(rng, tmp_path):
+    from fastsoftmax._threading import exclusive_training
+
     # The save read W, b and the fit record while the training thread updated them one after
     # another: 30 of 835 files so written held W of one iteration beside b or n_iter_ of another.
     X, y, _, _, _ = make_problem(rng, 500, 6, 3)
@@ -251,13 +253,30 @@ def test_saving_a_model_that_another_thread_trains_is_refused_and_keeps_the_file
     before = (tmp_path / "m.npz").read_bytes()
     worker, release = _trains_until_released(model.fit, X=X, y=y, solver="gd", max_iter=3, tol=0)
     try:
+        # Held in its callback, the fit waits: W and b are one whole iterate, and a save is made of it.
+        model.save(tmp_path / "in-callback.npz")
+        assert fs.SoftmaxRegression.load(tmp_path / "in-callback.npz").n_iter_ == 1
+    finally:
+        release.set()
+        worker.join(60)
+    claimed, release = threading.Event(), threading.Event()
+
+    def train_elsewhere():
+        with exclusive_training(model):  # as a fit holds the model between its callbacks
+            claimed.set()
+            release.wait(60)
+
+    worker = threading.Thread(target=train_elsewhere)
+    worker.start()
+    try:
+        assert claimed.wait(60)
         with pytest.raises(RuntimeError, match=r"m\.npz was not written: .* being trained in another thread"):
             model.save(tmp_path / "m.npz")
     finally:
         release.set()
         worker.join(60)
     assert (tmp_path / "m.npz").read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.npz"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in-callback.npz", "m.npz"]
     model.save(tmp_path / "m.npz")  # the fit has returned: its claim ended with it
     assert fs.SoftmaxRegression.load(tmp_path / "m.npz").n_iter_ == 3
 
@@ -729,3 +748,42 @@ def test_no_kernel_hands_an_array_back_through_python(tmp_path, monkeypatch):
     # numba's C helper holds on to the function itself: swap its code, not the module's name for it.
     monkeypatch.setattr(serialize._numba_unpickle, "__code__", ctrl_c.__code__)
     run_all()
+
+
+def test_a_worker_may_save_while_the_fits_callback_waits_for_it(rng, tmp_path):
+    # A prediction from a worker the callback waited for was allowed, but its save was refused with
+    # "being trained in another thread ... Save it from the fit's callback", which is what it did.
+    X, y, _, _, _ = make_problem(rng, 200, 4, 3)
+    with ThreadPoolExecutor(1) as pool:
+
+        def save_in_a_worker(model, iteration, loss):
+            pool.submit(model.save, tmp_path / f"{iteration}.npz").result()
+
+        fs.SoftmaxRegression(4, 3, seed=0).fit(X, y, solver="gd", max_iter=2, tol=0, callback=save_in_a_worker)
+    assert fs.SoftmaxRegression.load(tmp_path / "2.npz").n_iter_ == 2
+
+
+def test_ctrl_c_in_the_release_of_a_claim_releases_it_whole(rng, monkeypatch):
+    """Ctrl-C between the release's two deletions left the claim, and every other thread's predict and save
+    was refused ("being trained in another thread") until this thread trained the model again."""
+    from fastsoftmax import _threading
+
+    X, y, _, _, _ = make_problem(rng, 50, 4, 3)
+    model = fs.SoftmaxRegression(4, 3, seed=0)
+    release = _threading.exclusive_training._release
+    calls = []
+
+    def interrupted_once(self):
+        calls.append(self)
+        if len(calls) == 1:
+            with _threading._trainers_lock:
+                del _threading._training_here.holders[id(self._model)]  # the first deletion, then Ctrl-C
+            raise KeyboardInterrupt
+        release(self)
+
+    monkeypatch.setattr(_threading.exclusive_training, "_release", interrupted_once)
+    with pytest.raises(KeyboardInterrupt):
+        model.train_step(X, y, lr=0.1)
+    monkeypatch.undo()
+    with ThreadPoolExecutor(1) as pool:
+        assert pool.submit(model.predict, X).result().shape == (50,)
