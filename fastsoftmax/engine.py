@@ -591,17 +591,29 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
         objective = ScaledObjective(objective, scaling, model.dtype)
     objective = _hold_intercept(model, objective, options)
 
-    def keep(theta: np.ndarray | None, n_iter: int, losses: list[float], converged: bool | None = None) -> None:
+    iterated = False
+
+    def keep(
+        theta: np.ndarray | None,
+        n_iter: int,
+        losses: list[float],
+        converged: bool | None = None,
+        *,
+        an_iterate: bool = False,
+    ) -> None:
         """W and b from theta (None: as they are), with their loss history and iteration count: all of them
-        or none (run_whole)."""
+        or none (run_whole). ``an_iterate``: they are one of this fit's iterates, marked as kept in the same
+        write (a Ctrl-C after it must not put the last fit's record back beside them)."""
         raw = theta if scaling is None or theta is None else scaling.to_raw(theta)
 
         def write() -> None:
+            nonlocal iterated
             if raw is not None:
                 model._commit(raw)
             model.loss_history_, model.n_iter_ = losses, n_iter
             if converged is not None:
                 model.converged_ = converged
+            iterated = iterated or an_iterate
 
         run_whole(write)
 
@@ -686,16 +698,10 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
 
     stopped_by_callback = False
 
-    iterated = False
-
     def on_iteration(theta: np.ndarray, loss: float, iteration: int) -> bool:
-        nonlocal stopped_by_callback, iterated
+        nonlocal stopped_by_callback
         history.append(loss)  # the model's history is this list: kept whole only with the iterate (below)
-        # Set first: a Ctrl-C that lands in keep's write finishes it and then raises, and the
-        # handler must not put the last fit's record back beside this iterate's W and b.
-        # (Landing before the write, it leaves the start's W and b with the start's record.)
-        iterated = True
-        keep(theta, offset + iteration, history)
+        keep(theta, offset + iteration, history, an_iterate=True)
         try:
             save_checkpoint(theta)
         except OSError as exc:
