@@ -11,8 +11,11 @@ own error is negligible next to a float32 kernel's.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -234,3 +237,25 @@ def final_checkpoint_fails(monkeypatch):
         real_save(directory, state)
 
     monkeypatch.setattr(checkpoint, "save", save)
+
+
+@contextlib.contextmanager
+def trained_in_another_thread(model) -> Iterator[None]:
+    """Hold ``model``'s training claim in another thread for the body, as a fit holds it between its callbacks."""
+    from fastsoftmax._threading import exclusive_training
+
+    claimed, release = threading.Event(), threading.Event()
+
+    def train_elsewhere():
+        with exclusive_training(model):
+            claimed.set()
+            release.wait(60)
+
+    trainer = threading.Thread(target=train_elsewhere)
+    trainer.start()
+    try:
+        assert claimed.wait(60), "the other thread did not claim the model"
+        yield
+    finally:
+        release.set()
+        trainer.join(60)

@@ -816,27 +816,14 @@ def test_pickle_and_deepcopy_copy_one_iterate_or_refuse(data):
     import pickle
     import threading
 
-    from fastsoftmax._threading import exclusive_training
+    from conftest import trained_in_another_thread
 
     X, y = data
     model = SoftmaxRegression(D, K, seed=0)
-    claimed, release = threading.Event(), threading.Event()
-
-    def train_elsewhere():
-        with exclusive_training(model):  # as a fit holds the model between its callbacks
-            claimed.set()
-            release.wait(60)
-
-    trainer = threading.Thread(target=train_elsewhere)
-    trainer.start()
-    try:
-        assert claimed.wait(60)
+    with trained_in_another_thread(model):
         for make_copy in (copy.deepcopy, pickle.dumps):
             with pytest.raises(RuntimeError, match=r"no copy was made: .* being trained in another thread.*Copy it"):
                 make_copy(model)
-    finally:
-        release.set()
-        trainer.join(60)
     copies = []
 
     def callback(m, iteration, loss):  # the fit waits in its callback: a whole iterate, from any thread

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numba
 import numpy as np
 import pytest
-from conftest import assert_grad_close, grad_rtol, make_problem, rtol_for
+from conftest import assert_grad_close, grad_rtol, make_problem, rtol_for, trained_in_another_thread
 
 import fastsoftmax as fs
 from fastsoftmax import _api, _checks, kernels
@@ -243,8 +243,6 @@ def test_an_estimator_that_another_thread_fits_is_refused(rng, monkeypatch):
 
 
 def test_saving_a_model_that_another_thread_trains_is_refused_and_keeps_the_file(rng, tmp_path):
-    from fastsoftmax._threading import exclusive_training
-
     # The save read W, b and the fit record while the training thread updated them one after
     # another: 30 of 835 files so written held W of one iteration beside b or n_iter_ of another.
     X, y, _, _, _ = make_problem(rng, 500, 6, 3)
@@ -259,22 +257,9 @@ def test_saving_a_model_that_another_thread_trains_is_refused_and_keeps_the_file
     finally:
         release.set()
         worker.join(60)
-    claimed, release = threading.Event(), threading.Event()
-
-    def train_elsewhere():
-        with exclusive_training(model):  # as a fit holds the model between its callbacks
-            claimed.set()
-            release.wait(60)
-
-    worker = threading.Thread(target=train_elsewhere)
-    worker.start()
-    try:
-        assert claimed.wait(60)
+    with trained_in_another_thread(model):  # between two of its callbacks
         with pytest.raises(RuntimeError, match=r"m\.npz was not written: .* being trained in another thread"):
             model.save(tmp_path / "m.npz")
-    finally:
-        release.set()
-        worker.join(60)
     assert (tmp_path / "m.npz").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in-callback.npz", "m.npz"]
     model.save(tmp_path / "m.npz")  # the fit has returned: its claim ended with it
