@@ -296,7 +296,7 @@ INFORMATIVE_KEYS = ("files",)
 SCALING_STATE_KEYS = ("scaling_mean", "scaling_scale")
 #: The start of a mini-batch run (sgd, adam), in the solver's coordinates: a
 #: resumed or rerun fit compares its end with it (``engine._fit``).
-START_STATE_KEYS = ("start_theta",)
+START_STATE_KEYS = ("start_theta", "start_iteration")
 #: All of the engine's state, checkpointed beside the solver's.
 ENGINE_STATE_KEYS = (*SCALING_STATE_KEYS, *START_STATE_KEYS)
 
@@ -492,6 +492,9 @@ def load(
             raise invalid(f"the solver state {key!r} has shape {value.shape}, theta {theta.shape}")
         if isinstance(value, np.ndarray) and value.dtype not in _STATE_DTYPES:
             raise invalid(f"the solver state {key!r} has dtype {value.dtype}; the solvers write float32 or float64")
+    start_iteration = solver_state.get("start_iteration", 0)
+    if type(start_iteration) is not int or not 0 <= start_iteration <= iteration:
+        raise invalid(f"its start iteration {start_iteration!r} is not an integer from 0 to {iteration}")
     try:
         solver_only = {k: v for k, v in solver_state.items() if k not in ENGINE_STATE_KEYS}
         if n_params is not None and solver_only:  # an empty state starts the solver afresh
@@ -555,8 +558,8 @@ def check_fingerprint(
         diff.append(rechunked)
     elif _recast(stored, expected):
         diff.append(
-            f"the data are cast to the model's dtype, and the model's dtype changed: build the model with "
-            f"dtype=np.{stored['dtype']} to resume"
+            f"the data are the same but the model's dtype changed, and the data are read in it: resume in "
+            f"{stored['dtype']} (dtype=np.{stored['dtype']}, or --dtype {stored['dtype']} on the command line)"
         )
     elif any(k not in ignored and k.startswith("data") and stored.get(k) != expected.get(k) for k in keys):
         changed = _files_changed(stored.get("files") or {}, expected.get("files") or {})

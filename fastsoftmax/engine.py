@@ -637,9 +637,10 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
     if minibatch:
         # Where the run began, checkpointed, so that a resumed or rerun fit judges its end
         # against that start, not against where it was interrupted. A checkpoint written
-        # before the start was kept resumes with its own iterate as the start.
-        start_iteration = 0 if resumed is None or "start_theta" in engine_state else offset
-        start_theta = engine_state.setdefault("start_theta", np.array(theta0, copy=True))
+        # before the start was kept resumes with its own iterate (at its own iteration) as the start.
+        if "start_theta" not in engine_state:
+            engine_state["start_theta"], engine_state["start_iteration"] = np.array(theta0, copy=True), offset
+        start_theta, start_iteration = engine_state["start_theta"], engine_state.get("start_iteration", 0)
 
     if resumed is not None:
         if resumed.converged or offset >= options.max_iter:
@@ -710,8 +711,8 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
             raise OSError(
                 exc.errno,
                 f"the checkpoint in {os.fspath(checkpoint)} was not written at iteration {model.n_iter_} "
-                f"({exc.strerror or exc}); W and b hold that iteration. Make the directory writable again and "
-                f"rerun, to resume from the last checkpoint written there, or pass another directory",
+                f"({exc.strerror or exc}); W and b hold that iteration. Free space or make the directory writable "
+                f"again and rerun, to resume from the last checkpoint written there, or pass another directory",
             ) from exc
         if callback is not None:
             with callback_running(model):  # other threads may read W and b while the fit waits for it

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy as _copy
 import os
 from collections.abc import Callable
 from typing import Any
@@ -92,8 +93,9 @@ class SoftmaxRegression:
         """
 
         def copy() -> dict:
+            # partial_fit's optimiser state (a dict of arrays) too: partial_fit clears and refills it.
             return {
-                name: value.copy() if isinstance(value, (np.ndarray, list)) else value
+                name: value.copy() if isinstance(value, (np.ndarray, list)) else _copy.deepcopy(value)
                 for name, value in self.__dict__.items()
             }
 

@@ -484,7 +484,14 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                 f"classes must be a 1-D list or array of every label that will occur, got "
                 f"{type(classes).__name__} {classes!r:.60}; pass for example classes=[0, 1, 2] or np.unique(y_all)."
             )
-        if np.unique(given).shape[0] == 1:
+        try:
+            labels = np.unique(given)
+        except TypeError:  # np.unique sorts: None beside numbers, or numbers beside strings
+            raise ValueError(
+                f"classes {given.tolist()!r:.60} holds labels that cannot be sorted together (None, or mixed "
+                f"types); pass labels of one type, as y holds them."
+            ) from None
+        if labels.shape[0] == 1:
             raise ValueError(
                 f"classes holds one label, {given.tolist()[0]!r}; partial_fit needs every label that will occur, "
                 f"at least 2 (for example np.unique(y_all))."
@@ -572,10 +579,10 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         if math.isinf(self.C):
             return 0.0
         factor = 2.0 if n_classes == 2 else 1.0
-        l2 = factor / self.C / weight_sum
+        l2 = factor / float(self.C) / weight_sum  # in float64, whatever type C has
         if not math.isfinite(l2):
             raise ValueError(
-                f"C = {self.C:g} with sample weights that sum to {weight_sum:g} gives a penalty "
+                f"C = {self.C:g} with sample weights (1 each unless given) that sum to {weight_sum:g} gives a penalty "
                 f"{factor:g} / (C * sum(sample_weight)) beyond float64's range; the penalty alone would set "
                 f"every coefficient to 0. Raise C, or scale the sample weights up (only their ratios and C * "
                 f"their sum count)."

@@ -129,12 +129,15 @@ class _DamagedCacheFile(OSError):
 
 
 def _warn_damaged(path: str, exc: Exception) -> None:
-    warnings.warn(
-        f"the kernels' disk cache file {path} is damaged ({type(exc).__name__}: {exc}); it is ignored, and "
-        f"rewritten when the kernel has compiled again",
-        RuntimeWarning,
-        stacklevel=2,
-    )
+    try:
+        warnings.warn(
+            f"the kernels' disk cache file {path} is damaged ({type(exc).__name__}: {exc}); it is ignored, and "
+            f"rewritten when the kernel has compiled again",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    except Warning:
+        pass  # warnings as errors (-W error) must not turn the cache miss into a failure of every call
 
 
 def tolerate_damage(cache_file) -> None:
@@ -153,8 +156,8 @@ def tolerate_damage(cache_file) -> None:
     def _load_index():
         try:
             return load_index()
-        except FileNotFoundError:
-            raise
+        except OSError:
+            raise  # a missing or unreadable file is Numba's to handle, as before: not damage
         except Exception as exc:  # the unpickling of arbitrary bytes raises almost anything
             _warn_damaged(cache_file._index_path, exc)
             return {}

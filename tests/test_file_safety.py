@@ -1713,7 +1713,7 @@ def test_a_resume_in_another_model_dtype_is_told_to_change_the_dtype_not_the_dat
     data was told that they "are not the data the checkpoint was trained on"."""
     X, y = data
     _fit(X, y, checkpoint=tmp_path / "ck")
-    message = r"the model's dtype changed: build the model with dtype=np\.float64"
+    message = r"the model's dtype changed, and the data are read in it: resume in float64 \(dtype=np\.float64, or --"
     with pytest.raises(CheckpointError, match=message) as info:
         _fit(X, y, checkpoint=tmp_path / "ck", max_iter=5, dtype=np.float32)
     assert "not the data" not in str(info.value)
@@ -1744,3 +1744,13 @@ def test_a_checkpoint_directory_replaced_mid_fit_is_named_with_what_the_model_ho
     with pytest.raises(FileExistsError, match=r"the checkpoint in .*ck was not written at iteration 3 .*W and b hold"):
         model.fit(X, y, solver="gd", max_iter=5, tol=0, checkpoint=ck, callback=replace_the_directory)
     assert model.n_iter_ == 3
+
+
+@pytest.mark.parametrize("start_iteration", [-1, 99, 1.5, "0"])
+def test_an_edited_start_iteration_makes_the_checkpoint_unreadable(tmp_path, data, start_iteration):
+    arrays = _checkpoint_file(tmp_path, data)
+    assert json.loads(str(arrays["meta"]))["solver_state"]["start_iteration"] == 0
+    _solver_state(start_iteration=start_iteration)(arrays)
+    np.savez(tmp_path / "checkpoint.npz", **arrays)
+    with pytest.raises(CheckpointError, match=r"its start iteration .* is not an integer from 0 to \d"):
+        _fit(*data, solver="sgd", checkpoint=tmp_path, lr=0.05, seed=0, max_iter=4)

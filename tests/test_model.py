@@ -836,3 +836,16 @@ def test_pickle_and_deepcopy_copy_one_iterate_or_refuse(data):
     np.testing.assert_array_equal(last.W, model.W)
     assert (iteration, last.n_iter_, last.loss_history_) == (2, 2, model.loss_history_)
     assert last.loss_history_ is not model.loss_history_
+
+
+def test_a_copy_holds_its_own_partial_fit_state(data):
+    # partial_fit clears and refills its state dict: a pickle that took it by reference, and wrote it
+    # after the lock was released, paired a later epoch's moments with the copy's W (t 8858, n_iter_ 8683).
+    X, y = data
+    model = SoftmaxRegression(D, K, seed=0).partial_fit(X, y, solver="adam", seed=0)
+    state = model.__getstate__()
+    assert state["_partial_state"] is not model._partial_state
+    for solver, values in model._partial_state.items():
+        for name, value in values.items():
+            if isinstance(value, np.ndarray):
+                assert not np.shares_memory(state["_partial_state"][solver][name], value), (solver, name)

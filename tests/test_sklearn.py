@@ -1265,13 +1265,16 @@ def test_a_penalty_beyond_float64s_range_is_refused_in_the_terms_of_C():
     """C * sum(sample_weight) of 3e-348 raised ZeroDivisionError, and a subnormal C or weight sum a message about
     "l2", which the estimator has no parameter for."""
     X, y = np.random.default_rng(1).standard_normal((300, 4)), np.arange(300) % 3
-    message = r"C = .* with sample weights that sum to .* beyond float64's range.*Raise C, or scale the sample weights"
+    message = r"C = .* with sample weights .* sum to .* beyond float64's range.*Raise C, or scale the sample weights"
     for C, weights in [(1e-200, np.full(300, 1e-150)), (1e-320, None), (1e5, np.full(300, 1e-320))]:
         with pytest.raises(ValueError, match=message):
             SoftmaxClassifier(C=C).fit(X, y, sample_weight=weights)
     # A small product within range is fitted: the penalty then holds every coefficient near 0.
     tiny_C = SoftmaxClassifier(C=1e-200).fit(X, y, sample_weight=np.full(300, 1e-100))
     assert np.abs(tiny_C.coef_).max() < 1e-250
+    # A C of NumPy's float32: the penalty 3.3e41 overflowed in float32 and was called beyond float64's range.
+    float32_C = SoftmaxClassifier(C=np.float32(1e-30)).fit(X, y, sample_weight=np.full(300, 1e-14))
+    assert np.abs(float32_C.coef_).max() < 1e-30
 
 
 def test_class_weight_as_an_array_gets_the_estimators_message():
