@@ -263,6 +263,26 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         self.batch_size = batch_size
         self.momentum = momentum
 
+    def __getstate__(self) -> dict:
+        """The attributes for pickle and ``copy.deepcopy``, with the engine model of ``partial_fit`` copied whole.
+
+        That model holds the optimiser's state, and its own copy is refused
+        while another thread runs this estimator's ``partial_fit``
+        (:meth:`SoftmaxRegression.__getstate__`); the refusal is given here in
+        this estimator's terms (it named SoftmaxRegression and a callback).
+        """
+        state = super().__getstate__()
+        model = state.get("_partial_model")
+        if model is not None:
+            try:
+                state = {**state, "_partial_model": copy.deepcopy(model)}
+            except RuntimeError:
+                raise RuntimeError(
+                    "no copy was made: this SoftmaxClassifier's partial_fit is running in another thread, and the "
+                    "optimiser state it keeps changes as it is read. Copy or pickle it once partial_fit has returned."
+                ) from None
+        return state
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = False

@@ -1314,3 +1314,19 @@ def test_dask_X_of_0_features_or_a_minibatch_solver_is_refused_in_the_estimators
     message = r"solver='adam' is not available on Dask.*SoftmaxClassifier\(solver='lbfgs'\)"
     with pytest.raises(ValueError, match=message):
         SoftmaxClassifier(solver="adam").fit(X, y)
+
+
+def test_a_copy_during_another_threads_partial_fit_is_refused_in_the_estimators_terms():
+    """The engine model's refusal named SoftmaxRegression and "the fit's callback", which the estimator lacks."""
+    import copy
+
+    from conftest import trained_in_another_thread
+
+    X, y = np.random.default_rng(1).standard_normal((60, 4)), np.arange(60) % 3
+    estimator = SoftmaxClassifier(solver="adam", random_state=0).partial_fit(X, y, classes=[0, 1, 2])
+    with trained_in_another_thread(estimator._partial_model):  # as its partial_fit holds it
+        for make_copy in (copy.deepcopy, pickle.dumps):
+            with pytest.raises(RuntimeError, match=r"SoftmaxClassifier's partial_fit is running in another thread"):
+                make_copy(estimator)
+    restored = pickle.loads(pickle.dumps(estimator))
+    np.testing.assert_array_equal(restored.partial_fit(X, y).coef_, estimator.partial_fit(X, y).coef_)
