@@ -640,22 +640,25 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
         # before the start was kept resumes with its own iterate (at its own iteration) as the start.
         if "start_theta" not in engine_state:
             engine_state["start_theta"], engine_state["start_iteration"] = np.array(theta0, copy=True), offset
-        start_theta, start_iteration = engine_state["start_theta"], engine_state.get("start_iteration", 0)
+
+    def judge_the_end(end_theta: np.ndarray, end_iteration: int, last_epoch_loss: float | None) -> None:
+        # Against the run's start, counted from this call's first iteration (the solver's count).
+        _refuse_an_end_far_above_the_start(
+            objective,
+            engine_state["start_theta"],
+            engine_state.get("start_iteration", 0) - offset,
+            end_theta,
+            end_iteration,
+            last_epoch_loss,
+            model.num_classes,
+        )
 
     if resumed is not None:
         if resumed.converged or offset >= options.max_iter:
             if minibatch and not resumed.converged:
                 # The run that wrote this checkpoint raised here, and so does its rerun.
                 try:
-                    _refuse_an_end_far_above_the_start(
-                        objective,
-                        start_theta,
-                        start_iteration - offset,
-                        theta0,
-                        0,
-                        history[-1] if history else None,
-                        model.num_classes,
-                    )
+                    judge_the_end(theta0, 0, history[-1] if history else None)
                 except solvers.DivergedError as exc:
                     raise restore_the_best(exc) from exc
             keep(theta0, offset, history, converged=resumed.converged)
@@ -738,15 +741,7 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
             full_objective=None if minibatch else recording_objective,
         )
         if minibatch and result.n_iter and not stopped_by_callback:
-            _refuse_an_end_far_above_the_start(
-                objective,
-                start_theta,
-                start_iteration - offset,
-                result.theta,
-                result.n_iter,
-                result.loss_history[-1] if result.loss_history else None,
-                model.num_classes,
-            )
+            judge_the_end(result.theta, result.n_iter, result.loss_history[-1] if result.loss_history else None)
     except solvers.NonFiniteLossError as exc:
         if exc.iteration == 0 and offset == 0:
             # Finite starting weights and a non-finite loss: the data is at fault.

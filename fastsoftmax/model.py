@@ -92,14 +92,8 @@ class SoftmaxRegression:
         beside b of another, or W in the middle of its write.
         """
 
-        def copy() -> dict:
-            # partial_fit's optimiser state (a dict of arrays) too: partial_fit clears and refills it.
-            return {
-                name: value.copy() if isinstance(value, (np.ndarray, list)) else _copy.deepcopy(value)
-                for name, value in self.__dict__.items()
-            }
-
-        return copied_for_saving(self, None, copy)
+        # Deep: partial_fit's optimiser state (a dict of arrays) too, which partial_fit clears and refills.
+        return copied_for_saving(self, None, lambda: _copy.deepcopy(self.__dict__))
 
     def __setstate__(self, state: dict) -> None:
         # Pickles of versions in which W and b were plain attributes.

@@ -140,16 +140,21 @@ def _warn_damaged(path: str, exc: Exception) -> None:
         pass  # warnings as errors (-W error) must not turn the cache miss into a failure of every call
 
 
-def tolerate_damage(cache_file) -> None:
-    """Read a damaged index of ``cache_file`` as empty and a damaged data file as missing (both with a warning).
+def tolerate_damage(dispatcher: Dispatcher) -> None:
+    """Read a damaged index of one dispatcher's disk cache as empty, and a damaged data file as missing.
 
     Numba unpickles both without a guard, so one damaged file failed every
     call of its kernel. An index read as empty is written afresh by the next
     save (other signatures then compile again once); a data file read as
     missing makes its signature compile, and the save overwrites it. Errors
     in opening the files are Numba's to handle, as before: only what the
-    reading and unpickling raise is caught.
+    reading and unpickling raise is caught. Each is named in a
+    ``RuntimeWarning``. A dispatcher without a disk cache, or one already
+    wrapped, is left as it is.
     """
+    cache_file = getattr(dispatcher._cache, "_cache_file", None)
+    if cache_file is None or getattr(cache_file, "_tolerates_damage", False):
+        return
     load_index, load_data = cache_file._load_index, cache_file._load_data
 
     @functools.wraps(load_index)
@@ -197,8 +202,6 @@ def stamp_disk_cache(dispatcher: Dispatcher, digest: str) -> None:
     if cache_file is not None and getattr(cache_file, "_sources_digest", None) is None:
         cache_file._source_stamp = (cache_file._source_stamp, digest)
         cache_file._sources_digest = digest
-    if cache_file is not None and not getattr(cache_file, "_tolerates_damage", False):
-        tolerate_damage(cache_file)
 
 
 def lock_disk_caches(modules: list[ModuleType]) -> None:
@@ -210,6 +213,7 @@ def lock_disk_caches(modules: list[ModuleType]) -> None:
             if isinstance(value, Dispatcher):
                 stamp_disk_cache(value, digest)
                 lock_disk_cache(value)
+                tolerate_damage(value)
 
 
 def kernel_modules(package: str = __package__) -> list[ModuleType]:

@@ -27,6 +27,20 @@ N, D, K = 2000, 5, 3
 EXPLODING = {"adam": 1e10, "sgd": 1e4}
 
 
+class Interrupt(Exception):
+    """Stops a fit from its callback, as Ctrl-C would: the checkpoint of the last iteration is kept."""
+
+
+def interrupt_at(stop: int):
+    """A fit callback that raises :class:`Interrupt` at iteration ``stop``."""
+
+    def callback(model, iteration, loss):
+        if iteration == stop:
+            raise Interrupt
+
+    return callback
+
+
 @pytest.fixture(scope="module")
 def data():
     return make_classification(N, D, n_classes=K, seed=0)
@@ -88,15 +102,8 @@ def test_a_resumed_or_rerun_run_compares_its_end_with_the_original_start(tmp_pat
     start_loss = fs.loss_and_grad(X, y, np.zeros((3, 5)), np.zeros(3))[0]
     expected = rf"iteration 5, far above the best {start_loss:.6g} \(iteration 0\)"
 
-    class Interrupt(Exception):
-        pass
-
-    def interrupt(model, iteration, loss):
-        if iteration == 3:
-            raise Interrupt
-
     with pytest.raises(Interrupt):
-        zero_start().fit(X, y, callback=interrupt, **options)
+        zero_start().fit(X, y, callback=interrupt_at(3), **options)
     for run in ("resumed", "rerun"):
         model = SoftmaxRegression(5, 3, seed=0)  # its own weights are not the start: the checkpoint's are
         with warnings.catch_warnings():
@@ -221,15 +228,10 @@ def test_a_run_resumed_after_its_best_iterate_diverges_as_the_uninterrupted_one(
         climbed_at, best = _reported_iterations(expected.value)[:2]
         assert climbed_at > best + 1
 
-        class Interrupt(Exception):
-            pass
-
-        def interrupt(model, iteration, loss):
-            if iteration == best + 1:
-                raise Interrupt
-
         with pytest.raises(Interrupt):
-            SoftmaxRegression(X.shape[1], 3, seed=0).fit(X, y, checkpoint=tmp_path, callback=interrupt, **options)
+            SoftmaxRegression(X.shape[1], 3, seed=0).fit(
+                X, y, checkpoint=tmp_path, callback=interrupt_at(best + 1), **options
+            )
         resumed = SoftmaxRegression(X.shape[1], 3, seed=0)
         with pytest.raises(TrainingError) as info:
             resumed.fit(X, y, checkpoint=tmp_path, **options)
@@ -445,15 +447,8 @@ def test_a_tol_0_sgd_checkpoint_resumes_after_many_epochs_without_a_new_best(tmp
     X, y = make_classification(2000, 5, n_classes=3, seed=0)
     options = dict(solver="sgd", lr=1.0, tol=0, max_iter=30, seed=0, checkpoint=tmp_path)
 
-    class Interrupt(Exception):
-        pass
-
-    def interrupt(model, iteration, loss):
-        if iteration == 24:
-            raise Interrupt
-
     with pytest.raises(Interrupt):
-        SoftmaxRegression(5, 3, seed=0).fit(X, y, callback=interrupt, **options)
+        SoftmaxRegression(5, 3, seed=0).fit(X, y, callback=interrupt_at(24), **options)
     resumed = SoftmaxRegression(5, 3, seed=0).fit(X, y, **options)
     uninterrupted = SoftmaxRegression(5, 3, seed=0).fit(X, y, **{**options, "checkpoint": None})
     assert resumed.n_iter_ == 30
