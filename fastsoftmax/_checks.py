@@ -61,6 +61,10 @@ def _as_array(a, name: str, what: str = "a NumPy array", object_fix: str | None 
     ``what`` describes the expected argument in the message for None;
     ``object_fix`` replaces the default hint for object arrays.
     """
+    if type(a) is np.ndarray and a.dtype.kind in "fiub" and a.dtype.isnative:
+        # The common case, on every call of a training step: the tests below cost
+        # about 0.8 us (os.PathLike's isinstance is an ABC check), this one 0.25.
+        return a
     # np.asarray drops ndarray subclasses such as np.memmap without copying.
     if a is None:
         raise TypeError(f"{name} is None; pass {what}.")
