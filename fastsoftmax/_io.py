@@ -187,11 +187,17 @@ def _create_beside(path: str, directory: str) -> tuple[str, int]:
         except FileExistsError:  # a name taken: draw another, as mkstemp does
             continue
         try:
-            mode = stat.S_IMODE(os.fstat(fd).st_mode)
-            if hasattr(os, "fchmod") and mode & 0o600 != 0o600:
-                os.fchmod(fd, mode | 0o600)
-        finally:
-            os.close(fd)
+            try:
+                mode = stat.S_IMODE(os.fstat(fd).st_mode)
+                if hasattr(os, "fchmod") and mode & 0o600 != 0o600:
+                    os.fchmod(fd, mode | 0o600)
+            finally:
+                os.close(fd)
+        except BaseException:
+            # Ctrl-C included: the caller never learns the name, and _remove_stale_temporaries
+            # leaves empty files alone (a live writer's, not yet locked), so nothing else would remove it.
+            os.unlink(tmp)
+            raise
         return tmp, mode
     raise FileExistsError(errno.EEXIST, f"no free temporary name beside {path}")
 

@@ -1549,6 +1549,23 @@ def test_saving_never_sets_the_process_umask(tmp_path, monkeypatch):
     assert sorted(os.listdir(tmp_path)) == ["X.npy", "m.npz", "y.npy"]
 
 
+@pytest.mark.parametrize("where", ["fstat", "fchmod"])
+def test_ctrl_c_as_the_temporary_file_is_created_leaves_no_file(tmp_path, monkeypatch, where):
+    # The empty file stayed: its writer never learnt its name, and the stale-file sweep leaves empty files alone.
+    import fastsoftmax._io as io_module
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    if where == "fchmod":  # reached only where the umask takes the owner's write bit
+        monkeypatch.setattr(io_module.os, "fstat", lambda fd: os.stat_result((0o100444,) + (0,) * 9))
+    monkeypatch.setattr(io_module.os, where, interrupted)
+    with pytest.raises(KeyboardInterrupt), atomic_file(tmp_path / "m.npz") as f:
+        f.write(b"never")
+    monkeypatch.undo()
+    assert os.listdir(tmp_path) == []
+
+
 def test_atomic_path_draws_another_name_when_one_is_taken(tmp_path, monkeypatch):
     import fastsoftmax._io as io_module
 
