@@ -63,8 +63,9 @@ import math
 import mmap
 import os
 import struct
+import weakref
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -195,6 +196,11 @@ def open_array(a, name: str) -> np.ndarray:
             raise ValueError(f"{name} file {path!r} is a directory; pass an .npy file.")
         _io.refuse_special_file(path, f"{name} file")
         _check_npy_header(path, name)
+        # Taken before the file is mapped, so that the checks before each chunk compare with
+        # the file as mapped: a file replaced after this (by the compile of a first run, say)
+        # was read from the old map while the first check took the new file as its baseline.
+        # (A replacement in between reads as a change: the safe side.)
+        opened = os.stat(path)
         try:
             arr = np.load(path, mmap_mode="r", allow_pickle=False)
         except _io.CORRUPT_NPY_ERRORS as exc:
@@ -202,31 +208,90 @@ def open_array(a, name: str) -> np.ndarray:
             raise ValueError(
                 f"{name} file {path!r} is not a readable .npy file ({exc}); it may be truncated or corrupt."
             ) from exc
+        if isinstance(arr, np.memmap) and arr._mmap is not None:
+            _OPENED[arr._mmap] = _FileStat(path, opened.st_size, opened.st_mtime_ns, opened.st_ino)
         return arr
     if isinstance(a, np.memmap):
         return a
     return _checks._as_array(a, name)
 
 
-def _file_stat(arr: np.ndarray) -> tuple[str, int, int] | None:
-    """(path, size, mtime_ns) of the file behind a memmap, or None for memory."""
+class _FileStat(NamedTuple):
+    """The file behind a memory map as it was when mapped (or, for a map made elsewhere, first seen here)."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    inode: int
+
+
+#: The file of each map that ``open_array`` made, stated just before the map: its
+#: views share the mmap object, and the entry goes with it.
+_OPENED: weakref.WeakKeyDictionary[mmap.mmap, _FileStat] = weakref.WeakKeyDictionary()
+
+
+def _file_stat(arr: np.ndarray) -> _FileStat | None:
+    """The file behind a memmap: as ``open_array`` mapped it, else as it is now; None for memory.
+
+    None too where the file has been removed since it was mapped: nothing can
+    change its pages by its name any more, and the map reads as it is
+    (``_mapped_past_end`` still guards it).
+    """
     path = getattr(arr, "filename", None) if isinstance(arr, np.memmap) else None
     if path is None:
         return None
-    stat = os.stat(path)
-    return os.fspath(path), stat.st_size, stat.st_mtime_ns
-
-
-def _file_change(path: str, size: int, mtime_ns: int) -> str | None:
-    """How the file at ``path``, of ``size`` bytes modified at ``mtime_ns`` when opened, has changed since; or None."""
+    mapping = getattr(arr, "_mmap", None)
+    if mapping is not None and mapping in _OPENED:
+        return _OPENED[mapping]
     try:
         stat = os.stat(path)
-        now = (stat.st_size, stat.st_mtime_ns)
+    except FileNotFoundError:
+        return None
+    return _FileStat(os.fspath(path), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+
+
+def _file_change(opened: _FileStat) -> str | None:
+    """How the file at ``opened.path`` has changed since ``opened`` was taken; or None."""
+    try:
+        stat = os.stat(opened.path)
     except OSError:
         return "was removed"
-    if now == (size, mtime_ns):
+    if (stat.st_size, stat.st_mtime_ns, stat.st_ino) == opened[1:]:
         return None
-    return f"changed size from {size:,} to {now[0]:,} bytes" if now[0] != size else "was modified"
+    if stat.st_ino != opened.inode:
+        return "was replaced by another file"
+    if stat.st_size != opened.size:
+        return f"changed size from {opened.size:,} to {stat.st_size:,} bytes"
+    return "was modified"
+
+
+def _mapped_past_end(arr: np.ndarray) -> tuple[int, int] | None:
+    """(bytes the map of ``arr`` spans in its file, the file's size now) where the file is now shorter; else None.
+
+    The size is the mapped file's own (``mmap.size`` asks its descriptor),
+    whatever its path now names: a file rewritten in place after it was
+    mapped (``np.save`` over it) is caught here, before a read past its end
+    kills the process with SIGBUS, even where the map was made before the
+    file's first check.
+    """
+    mapping = getattr(arr, "_mmap", None) if isinstance(arr, np.memmap) else None
+    if mapping is None:
+        return None
+    # np.memmap maps from the offset rounded down to the allocation granularity.
+    spans = arr.offset - arr.offset % mmap.ALLOCATIONGRANULARITY + len(mapping)
+    try:
+        size = mapping.size()
+    except (OSError, ValueError):  # a closed map, or one without a file
+        return None
+    return (spans, size) if size < spans else None
+
+
+def _truncated_map_error(name: str, path: str, spans: int, size: int, stopped: str) -> ValueError:
+    return ValueError(
+        f"the {name} file {path} is now {size:,} bytes, shorter than the {spans:,} mapped from it: it was "
+        f"truncated or rewritten in place after it was mapped, and reading it would kill the process "
+        f"(SIGBUS); {stopped}. Map the file again (np.load(path, mmap_mode='r')) once it is written."
+    )
 
 
 def unchanged_file_check(arr: np.ndarray, name: str, stopped: str) -> Callable[[], None]:
@@ -239,15 +304,19 @@ def unchanged_file_check(arr: np.ndarray, name: str, stopped: str) -> Callable[[
     the chunk is read, which no check can stop. For an array in memory the
     check does nothing.
     """
-    opened = _file_stat(arr)
-    if opened is None:
+    if not isinstance(arr, np.memmap):
         return lambda: None
+    opened = _file_stat(arr)
 
     def check() -> None:
-        change = _file_change(*opened)
+        change = None if opened is None else _file_change(opened)
         if change is not None:
-            raise ValueError(f"the {name} file {opened[0]} {change} while it was being read; {stopped}.")
+            raise ValueError(f"the {name} file {opened.path} {change} while it was being read; {stopped}.")
+        past_end = _mapped_past_end(arr)
+        if past_end is not None:
+            raise _truncated_map_error(name, arr.filename, *past_end, stopped)
 
+    check()  # a map of a file already rewritten in place is refused before any work
     return check
 
 
@@ -315,6 +384,7 @@ class DataSource:
         # The files behind X and y as they were when opened: a file that changes
         # under the map (truncated: SIGBUS on the next read) is caught before each chunk.
         self._files = {key: stat for key, stat in (("X", _file_stat(self.X)), ("y", _file_stat(self.y))) if stat}
+        self.check_files()  # a file that changed after it was mapped, before this fit began
         self._hashers: list | None = None  # X's, y's and w's (see digest)
         self._hashed_rows = 0
         self._digest: str | None = None
@@ -360,6 +430,7 @@ class DataSource:
         """``(start, y[start : start + 2**22])`` in row order; a mapped y's pages are released after each."""
         step = 1 << 22
         for start in range(0, self.n_samples, step):
+            self.check_files()
             yield start, self.y[start : start + step]
             _io.release_rows(self.y, start, start + step)
 
@@ -372,12 +443,17 @@ class DataSource:
         truncated kills the process with SIGBUS, so it is stopped here instead.
         """
         for name, opened in self._files.items():
-            change = _file_change(*opened)
+            change = _file_change(opened)
             if change is not None:
                 raise ValueError(
-                    f"the {name} file {opened[0]} {change} while it was being read; training stopped. "
+                    f"the {name} file {opened.path} {change} while it was being read; training stopped. "
                     f"Any checkpoint written so far is intact: restore the file and rerun to resume."
                 )
+        # Its name unchanged since this source first saw it, a file may still have been rewritten before.
+        for name, arr in (("X", self.X), ("y", self.y)):
+            past_end = _mapped_past_end(arr)
+            if past_end is not None:
+                raise _truncated_map_error(name, arr.filename, *past_end, "training stopped")
 
     def rows(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Rows [start, stop) as (X, y int64, w) ready for the kernel (views when possible)."""
@@ -435,8 +511,8 @@ class DataSource:
     def file_stats(self) -> dict[str, dict[str, Any]]:
         """Path, size and modification time (ns) of the files behind X and y, as opened."""
         return {
-            name: {"path": path, "size": size, "mtime_ns": mtime_ns}
-            for name, (path, size, mtime_ns) in self._files.items()
+            name: {"path": opened.path, "size": opened.size, "mtime_ns": opened.mtime_ns}
+            for name, opened in self._files.items()
         }
 
     def start_digest(self) -> None:

@@ -623,6 +623,14 @@ def run_train(args: argparse.Namespace) -> int:
     fit_time, progress = _fit_with_progress(args, model, train.X, train.y, checkpoint=args.checkpoint, **fit_options)
     if args.out:
         model.save(args.out)  # before the accuracies: a finished fit is never lost to an error in reporting
+    try:
+        train_accuracy = accuracy(model, train)
+        val_accuracy = accuracy(model, val) if val is not None else None
+    except ValueError as exc:
+        if not args.out:
+            raise
+        # A data file changed now says "training stopped": the reader must learn that it did not.
+        raise ValueError(f"the fit finished and the model was written to {args.out}; then its accuracy: {exc}") from exc
     _report(
         args,
         model,
@@ -631,8 +639,8 @@ def run_train(args: argparse.Namespace) -> int:
         n_val=n_val,
         fit_time=fit_time,
         t_start=t_start,
-        train_accuracy=accuracy(model, train),
-        val_accuracy=accuracy(model, val) if val is not None else None,
+        train_accuracy=train_accuracy,
+        val_accuracy=val_accuracy,
         rows_processed=model.rows_processed_,
         progress=progress,
         bayes_accuracy=_bayes_accuracy(args, X[n_train:], y[n_train:]) if args.data is None and n_val else None,

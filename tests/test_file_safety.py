@@ -411,6 +411,69 @@ def test_truncated_file_stops_with_its_name_and_the_checkpoint_resumes(tmp_path,
     assert resumed.loss_history_ == uninterrupted.loss_history_
 
 
+def test_a_file_replaced_after_it_was_mapped_is_caught_by_the_first_check(tmp_path, files):
+    # The first check took the new file as its baseline and the map read the old one: predict
+    # wrote predictions of the old rows under the new file's name, and train fitted them.
+    from fastsoftmax._data import open_array, unchanged_file_check
+
+    x_path, _ = files
+    X = open_array(str(x_path), "X")
+    np.save(tmp_path / "new.npy", -np.load(x_path))
+    os.replace(tmp_path / "new.npy", x_path)  # a regenerate finishing while the first run compiles
+    with pytest.raises(ValueError, match=r"X\.npy was replaced by another file while it was being read; stopped"):
+        unchanged_file_check(X, "X", "stopped")
+
+
+def test_train_stops_before_writing_when_its_data_is_replaced_during_the_warm_up(tmp_path, files, monkeypatch):
+    from fastsoftmax import cli
+
+    x_path, y_path = files
+    out = tmp_path / "m.npz"
+    SoftmaxRegression(D, K, seed=1).save(out)
+    before = out.read_bytes()
+    real_warm_up = cli._warm_up_fit
+
+    def warm_up_then_replace(*args, **kwargs):
+        real_warm_up(*args, **kwargs)
+        np.save(tmp_path / "new.npy", -np.load(x_path))
+        os.replace(tmp_path / "new.npy", x_path)
+
+    monkeypatch.setattr(cli, "_warm_up_fit", warm_up_then_replace)
+    argv = ["train", "--data", str(x_path), "--labels", str(y_path), "--out", str(out), "--max-iter", "3", "--quiet"]
+    assert cli.main(argv) == 2
+    assert out.read_bytes() == before  # the user's model, not a fit of rows the file no longer holds
+
+
+def test_a_map_of_a_file_rewritten_in_place_before_the_fit_is_refused_not_a_sigbus(tmp_path, data):
+    # The file's stat at the fit's start matched the shorter file: the first read past its end killed the process.
+    X, y = data
+    x_path = tmp_path / "X.npy"
+    np.save(x_path, X)
+    script = f"""
+import numpy as np
+from fastsoftmax import SoftmaxRegression
+X = np.load({str(x_path)!r}, mmap_mode="r")
+np.save({str(x_path)!r}, X[:10].copy())  # rewritten in place: the map now reaches past the file's end
+try:
+    SoftmaxRegression({D}, {K}).fit(X, np.zeros({N}, dtype=np.int64), max_iter=2)
+except ValueError as exc:
+    print(exc)
+"""
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert re.search(r"X\.npy is now [\d,]+ bytes, shorter than the [\d,]+ mapped from it", run.stdout)
+    assert "Map the file again" in run.stdout
+
+
+def test_a_map_whose_file_was_removed_trains_as_the_array_it_holds(tmp_path, data):
+    # os.stat of the removed path raised a bare FileNotFoundError, though the map reads whole.
+    X, y = data
+    np.save(tmp_path / "X.npy", X)
+    mapped = np.load(tmp_path / "X.npy", mmap_mode="r")
+    os.remove(tmp_path / "X.npy")
+    np.testing.assert_array_equal(_fit(mapped, y).W, _fit(X, y).W)
+
+
 # --------------------------------------------------------------------------- #
 # 5. Load errors name the file and the problem
 # --------------------------------------------------------------------------- #
