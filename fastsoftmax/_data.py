@@ -126,6 +126,8 @@ _ZIP_MAGIC = b"PK\x03\x04"
 #: The longest ``.npy`` header that ``np.load`` parses unless given ``max_header_size`` (NumPy's default).
 #: Not raised here: the limit guards the parser against headers made to exhaust memory or time.
 _NPY_MAX_HEADER_SIZE = 10_000
+#: The ``.npy`` format versions that NumPy writes and reads.
+_NPY_VERSIONS = ((1, 0), (2, 0), (3, 0))
 
 
 def _check_npy_header(path: str, name: str) -> None:
@@ -151,11 +153,15 @@ def _check_npy_header(path: str, name: str) -> None:
         try:
             file.seek(0)
             version = np.lib.format.read_magic(file)
+            if version not in _NPY_VERSIONS:
+                # np.load names the versions it reads; read here, a 9.0 header's size field was
+                # taken as 4 bytes, and the message blamed a "538,968,084-byte header".
+                return
             header_size = _declared_header_size(file, version)
             read_header = (
                 np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
             )
-            dtype = read_header(file)[2]
+            shape, _, dtype = read_header(file)
         except _io.CORRUPT_NPY_ERRORS as exc:
             _io.raise_if_not_about_the_contents(exc)
             if header_size is not None and header_size > _NPY_MAX_HEADER_SIZE:
@@ -168,6 +174,12 @@ def _check_npy_header(path: str, name: str) -> None:
                     f"max_header_size={header_size}))."
                 ) from exc
             return  # np.load names what is wrong with the header
+    if not all(type(n) is int and n >= 0 for n in shape):
+        # NumPy's header parser takes them; the map then failed with OverflowError or "an integer is required".
+        raise ValueError(
+            f"{name} file {path!r} declares the shape {shape} in its .npy header, and every dimension must be "
+            f"a whole number >= 0: the file is corrupt, or not from np.save."
+        )
     if dtype.hasobject:
         raise ValueError(
             f"{name} file {path!r} holds Python objects (dtype {dtype}), which are not read (unpickling "

@@ -898,6 +898,38 @@ def _save_with_a_large_header(path, a, pad=20_000):
         file.write(np.ascontiguousarray(a).tobytes())
 
 
+def _npy_with_header(path, header: str, version=b"\x01\x00", data=b"\0" * 320):
+    """An .npy file with the header dictionary ``header`` as given: NumPy's parser takes what np.save never writes."""
+    padded = header.ljust(117) + "\n"
+    with open(path, "wb") as file:
+        file.write(b"\x93NUMPY" + version + struct.pack("<H", len(padded)) + padded.encode("latin1") + data)
+
+
+@pytest.mark.parametrize("shape", ["(10, -4)", "(10, True)", "(-10, -4)"])
+def test_an_npy_header_with_an_impossible_shape_is_named(tmp_path, shape, capsys):
+    # A negative dimension raised OverflowError from the map (train: exit 1 and a traceback),
+    # a boolean one "an integer is required", naming no file.
+    from fastsoftmax.cli import main
+
+    x_path, y_path = tmp_path / "X.npy", tmp_path / "y.npy"
+    _npy_with_header(x_path, f"{{'descr': '<f8', 'fortran_order': False, 'shape': {shape}, }}")
+    np.save(y_path, np.zeros(10, dtype=np.int64))
+    message = rf"X file .*X\.npy' declares the shape \({re.escape(shape[1:-1])}\) in its \.npy header"
+    with pytest.raises(ValueError, match=message):
+        SoftmaxRegression(4, 3).fit(str(x_path), str(y_path), max_iter=1)
+    assert main(["train", "--data", str(x_path), "--labels", str(y_path), "--quiet"]) == 2
+    assert re.search(message, " ".join(capsys.readouterr().err.split()))
+
+
+def test_an_npy_file_of_an_unknown_format_version_is_named_as_such(tmp_path):
+    # Its header size was read as a version 2.0 field: "a 538,968,084-byte header", with max_header_size advice.
+    x_path = tmp_path / "X.npy"
+    _npy_with_header(x_path, "{'descr': '<f8', 'fortran_order': False, 'shape': (10, 4), }", version=b"\x09\x00")
+    with pytest.raises(ValueError, match=r"X\.npy' is not a readable \.npy file \(.*format version") as raised:
+        SoftmaxRegression(4, 3).fit(str(x_path), np.zeros(10, dtype=np.int64), max_iter=1)
+    assert "max_header_size" not in str(raised.value)
+
+
 @pytest.mark.filterwarnings("ignore::fastsoftmax.ConvergenceWarning")  # the fits of one iteration
 @pytest.mark.parametrize(
     "call", ["model.fit", "SoftmaxClassifier.fit", "SoftmaxClassifier.predict", "train", "predict"]
