@@ -804,6 +804,20 @@ def refuse_other_file_kind(arrays: dict[str, np.ndarray], path: str, expected: s
         raise ValueError(f"{path} holds {holds}, not {FILE_KINDS[expected][0]}: read it with {reader}.")
 
 
+def newer_format(path: str, what: str, version: int | None, newest: int) -> str | None:
+    """The first sentence of the error for a file of a format newer than this fastsoftmax reads; None if it is not.
+
+    Such a file is intact: the advice for a corrupt one (save it again,
+    delete it) would lose work that a newer fastsoftmax reads.
+    """
+    if version is None or version <= newest:
+        return None
+    return (
+        f"{path} was written by a newer fastsoftmax ({what} format version {version}; this one reads versions "
+        f"up to {newest}): upgrade fastsoftmax (python -m pip install -U fastsoftmax) to read it."
+    )
+
+
 def npz_scalar(arrays: dict[str, np.ndarray], key: str, kind: type) -> str | int | None:
     """``arrays[key]`` as a Python ``str`` or ``int`` if it is a 0-d array of that kind, else None."""
     value = arrays.get(key)

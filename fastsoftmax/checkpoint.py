@@ -34,6 +34,7 @@ from fastsoftmax import solvers
 from fastsoftmax._io import (
     ForeignFileError,
     atomic_file,
+    newer_format,
     npz_scalar,
     read_npz,
     refuse_other_file_kind,
@@ -439,6 +440,9 @@ def load(
             f"depended on the chunk size; this version writes format {_FORMAT_VERSION}), so it cannot be "
             f"resumed; delete it or use another --checkpoint directory to start over."
         )
+    newer = newer_format(path, "checkpoint", version, _FORMAT_VERSION)
+    if newer is not None:
+        raise CheckpointError(f"{newer} It is left as it is; to start over instead, use another --checkpoint directory.")
     if version != _FORMAT_VERSION:
         raise invalid(f"format version {version} is not supported (expected {_FORMAT_VERSION})")
     try:

@@ -12,7 +12,7 @@ import numpy as np
 from fastsoftmax import _checks, engine, solvers
 from fastsoftmax._api import descend, fused_loss_grad, l2_penalty, predict, predict_proba
 from fastsoftmax._api import softmax as softmax_rows
-from fastsoftmax._io import atomic_file, npz_scalar, read_npz, refuse_other_file_kind
+from fastsoftmax._io import atomic_file, newer_format, npz_scalar, read_npz, refuse_other_file_kind
 from fastsoftmax._layout import pack, unpack
 from fastsoftmax._threading import copied_for_saving, exclusive_training, read_while_trained_elsewhere, run_whole
 from fastsoftmax.checkpoint import check_directory as check_checkpoint_directory
@@ -724,6 +724,9 @@ class SoftmaxRegression:
             refuse_other_file_kind(arrays, path, _FORMAT)
             raise invalid("it has no fastsoftmax format marker")
         version = npz_scalar(arrays, "format_version", int)
+        newer = newer_format(path, "model file", version, max(_READABLE_VERSIONS))
+        if newer is not None:
+            raise ValueError(newer)
         if version not in _READABLE_VERSIONS:
             found = arrays.get("format_version")
             shown = (
@@ -733,7 +736,7 @@ class SoftmaxRegression:
             )
             raise invalid(
                 f"format version {shown} is not supported (this fastsoftmax reads versions "
-                f"{', '.join(map(str, _READABLE_VERSIONS))}; a newer file needs a newer fastsoftmax)"
+                f"{', '.join(map(str, _READABLE_VERSIONS))})"
             )
         if "W" not in arrays or "b" not in arrays:
             raise invalid("W or b is missing")

@@ -64,7 +64,14 @@ from fastsoftmax import _checks, engine, solvers
 from fastsoftmax._api import log_softmax, predict, predict_proba
 from fastsoftmax._dask_check import is_dask_collection
 from fastsoftmax._data import CHUNK_BYTES, open_array, unchanged_file_check
-from fastsoftmax._io import atomic_file, npz_scalar, read_npz, refuse_other_file_kind, release_rows
+from fastsoftmax._io import (
+    atomic_file,
+    newer_format,
+    npz_scalar,
+    read_npz,
+    refuse_other_file_kind,
+    release_rows,
+)
 from fastsoftmax._threading import copied_for_saving, exclusive_training, numba_threads
 from fastsoftmax.model import SoftmaxRegression
 
@@ -1021,6 +1028,9 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             refuse_other_file_kind(arrays, path, _FORMAT)
             raise invalid("it has no SoftmaxClassifier format marker")
         version = npz_scalar(arrays, "format_version", int)
+        newer = newer_format(path, "SoftmaxClassifier file", version, _FORMAT_VERSION)
+        if newer is not None:
+            raise ValueError(newer)
         if version != _FORMAT_VERSION:
             raise invalid(f"format version {version} is not supported (expected {_FORMAT_VERSION})")
         return cls._from_arrays(arrays, invalid)

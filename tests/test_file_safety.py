@@ -494,18 +494,44 @@ def _model_arrays(**changes):
     [
         ({"format_version": np.array("one")}, r"format version <U3 array of shape \(\) is not supported"),
         ({"format_version": np.array([1, 1])}, r"format version int64 array of shape \(2,\)"),
-        ({"format_version": np.array(7)}, "format version 7 is not supported"),
+        ({"format_version": np.array(0)}, r"format version 0 is not supported \(this fastsoftmax reads versions 1, 2"),
         ({"format": np.array(3)}, "no fastsoftmax format marker"),
         ({"W": None}, "W or b is missing"),
         ({"b": np.zeros(2)}, "b has length 2"),
     ],
-    ids=["version-str", "version-array", "version-7", "format-int", "no-W", "short-b"],
+    ids=["version-str", "version-array", "version-0", "format-int", "no-W", "short-b"],
 )
 def test_bad_model_file_names_the_file_and_the_problem(tmp_path, changes, message):
     path = _write_npz(tmp_path / "m.npz", **_model_arrays(**changes))
     with pytest.raises(ValueError, match=message) as info:
         SoftmaxRegression.load(path)
     assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize("kind", ["model", "estimator", "checkpoint"])
+def test_a_file_of_a_newer_format_is_named_as_such_and_left_alone(tmp_path, data, kind):
+    # It was called "truncated or corrupt", with the advice to save it again (or to delete a checkpoint).
+    from fastsoftmax.sklearn import SoftmaxClassifier
+
+    if kind == "model":
+        path, what = _write_npz(tmp_path / "m.npz", **_model_arrays(format_version=np.array(7))), "model file"
+        load = lambda: SoftmaxRegression.load(path)  # noqa: E731
+    elif kind == "estimator":
+        path, what = tmp_path / "e.npz", "SoftmaxClassifier file"
+        SoftmaxClassifier(max_iter=2).fit(*data).save(path)
+        _write_npz(path, **{**dict(np.load(path)), "format_version": np.array(7)})
+        load = lambda: SoftmaxClassifier.load(path)  # noqa: E731
+    else:
+        path, what = tmp_path / "checkpoint.npz", "checkpoint"
+        _write_npz(path, **{**_checkpoint_file(tmp_path, data), "format_version": np.array(7)})
+        load = lambda: _fit(*data, solver="sgd", checkpoint=tmp_path, lr=0.05, seed=0, max_iter=4)  # noqa: E731
+    before = path.read_bytes()
+    newer = rf"was written by a newer fastsoftmax \({what} format version 7; .*upgrade"
+    with pytest.raises(ValueError, match=newer) as info:
+        load()
+    assert str(path) in str(info.value)
+    assert "corrupt" not in str(info.value) and "delete" not in str(info.value)
+    assert path.read_bytes() == before
 
 
 def _byte_swapped_copy(path, swapped_path):

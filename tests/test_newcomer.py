@@ -219,7 +219,7 @@ def test_version_1_file_still_loads(tmp_path):
         ({"converged": np.array([True])}, "converged must be a boolean scalar"),
         ({"loss_history": np.array(["a"])}, "loss_history must be a 1-D float array"),
         ({"loss_history": np.array([1.0, np.nan, np.inf])}, r"loss_history holds NaN or inf \(the first at index 1\)"),
-        ({"format_version": np.array(3)}, "format version 3 is not supported"),
+        ({"format_version": np.array(3)}, r"written by a newer fastsoftmax \(model file format version 3; "),
     ],
     ids=[
         "no-n_iter",
