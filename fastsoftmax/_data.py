@@ -429,6 +429,13 @@ class DataSource:
         for start, X, _, _ in self.chunks():
             _checks.check_X_finite(X, fix, row_offset=self.row_offset + start)
 
+    def class_counts(self, n_classes: int) -> np.ndarray:
+        """Rows per class, shape (n_classes,) int64, from one chunked scan of y; its labels checked to lie in range."""
+        counts = np.zeros(n_classes, dtype=np.int64)
+        for _, part in self._label_parts():
+            counts += np.bincount(part, minlength=n_classes)
+        return counts
+
     def label_range(self) -> tuple[int, int]:
         """The smallest and the largest label, from one chunked scan of y; ValueError for a negative label."""
         lo, hi = math.inf, -math.inf

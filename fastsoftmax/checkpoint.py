@@ -442,7 +442,7 @@ def load(
         )
     newer = newer_format(path, "checkpoint", version, _FORMAT_VERSION)
     if newer is not None:
-        raise CheckpointError(f"{newer} It is left as it is; to start over instead, use another --checkpoint directory.")
+        raise CheckpointError(f"{newer} It is left as it is; to start over, use another --checkpoint directory.")
     if version != _FORMAT_VERSION:
         raise invalid(f"format version {version} is not supported (expected {_FORMAT_VERSION})")
     try:

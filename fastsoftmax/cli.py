@@ -610,6 +610,8 @@ def run_train(args: argparse.Namespace) -> int:
         # No training pass reads the validation rows: their NaN would otherwise
         # surface only after the fit, when the accuracy is computed.
         val.check_finite()
+    if args.data is not None:
+        _note_classes_without_training_rows(args, train, val, n_classes)
     model = _zero_start_model(X.shape[1], n_classes, dtype)
     _log(
         args,
@@ -840,6 +842,47 @@ def _predict_rows(chunk: np.ndarray, model, row_offset: int, block_info=None) ->
     start = row_offset + (block_info[0]["array-location"][0][0] if block_info else 0)
     with nonfinite_rows_of(chunk, start, "before predicting"):
         return model.predict(chunk)
+
+
+def _note_classes_without_training_rows(args: argparse.Namespace, train, val, n_classes: int) -> None:
+    """A note for the classes that no training row has: the model never learns them.
+
+    Those that only the validation rows have come from a file sorted by
+    label (the validation rows are its last ones): the fit learnt the other
+    classes, and the validation accuracy was near 0. Those that no row has
+    are gaps in the labels (0, 1, 5 train six classes); class 0 has its own
+    note (``_classes_of_files``), and ``--classes`` adds classes on purpose.
+    """
+    counts = train.class_counts(n_classes)
+    in_validation = val.class_counts(n_classes) > 0 if val is not None else np.zeros(n_classes, dtype=bool)
+    only_validated = np.flatnonzero((counts == 0) & in_validation)
+    if len(only_validated):
+        them = "it" if len(only_validated) == 1 else "them"
+        print(
+            f"note: no training row has {_labels(only_validated)}: only the validation rows, the last "
+            f"{val.n_samples:,} of the file, do, so the model never learns {them}. "
+            f"If the file is sorted by label, shuffle it first (or pass --val-fraction 0).",
+            file=sys.stderr,
+            flush=True,
+        )
+    gaps = np.flatnonzero((counts == 0) & ~in_validation)
+    gaps = gaps[gaps > 0]
+    if len(gaps) and not args.classes_given:
+        print(
+            f"note: no row has {_labels(gaps)}; labels must be 0..K-1, and the model gets a class for every "
+            f"label up to the largest, {n_classes - 1}.",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def _labels(values: np.ndarray) -> str:
+    """ "label 2" or "labels 2, 3 and 4", the first ten of ``values`` named."""
+    if len(values) == 1:
+        return f"label {values[0]}"
+    named = [str(v) for v in values[:10]]
+    last = f"{len(values) - 10} more" if len(values) > 10 else named.pop()
+    return f"labels {', '.join(named)} and {last}"
 
 
 def _classes_of_files(args: argparse.Namespace, X: np.ndarray, y: np.ndarray, dtype: np.dtype) -> int:

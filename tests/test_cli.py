@@ -1145,6 +1145,34 @@ def test_labels_without_a_0_get_a_note_unless_classes_is_given(tmp_path, npy, ca
     assert SoftmaxRegression.load(out).num_classes == 3 + shift  # a note, not a change
 
 
+def test_a_class_only_in_the_validation_rows_gets_a_note(tmp_path, capsys):
+    # A file sorted by label left class 2 to the validation rows (its last ones): train 1.0000,
+    # validation 0.0196, exit 0, and not a word.
+    X, y = make_classification(1200, 4, n_classes=3, seed=0)
+    order = np.argsort(y, kind="stable")
+    np.save(tmp_path / "X.npy", X[order])
+    np.save(tmp_path / "y.npy", y[order])
+    argv = ["train", "--data", str(tmp_path / "X.npy"), "--labels", str(tmp_path / "y.npy"), "--max-iter", "2"]
+    assert main([*argv, "--val-fraction", "0.3", "--quiet"]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    n_val = round(0.3 * 1200)
+    assert f"note: no training row has label 2: only the validation rows, the last {n_val:,} of the file, do" in err
+    assert "shuffle it first" in err
+    assert main([*argv, "--val-fraction", "0", "--quiet"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("classes", [[], ["--classes", "7"]], ids=["inferred", "given"])
+def test_gaps_in_the_labels_get_a_note_unless_classes_is_given(tmp_path, npy, capsys, classes):
+    # Labels 0, 1, 5 trained six classes, three of them without a row, without a word.
+    y = np.load(npy[1])
+    np.save(tmp_path / "y.npy", np.where(y == 2, 5, y))
+    argv = ["train", "--data", str(npy[0]), "--labels", str(tmp_path / "y.npy"), "--max-iter", "1", "--quiet"]
+    assert main([*argv, *classes]) == 0
+    note = "note: no row has labels 2, 3 and 4; labels must be 0..K-1, and the model gets a class for every label"
+    assert (note in " ".join(capsys.readouterr().err.split())) == (not classes)
+
+
 def test_train_writes_out_when_only_the_final_checkpoint_fails(tmp_path, final_checkpoint_fails):
     # A full disk at the end-of-fit checkpoint made train exit with an error and no --out,
     # losing a finished fit; the fit's checkpoint of its last iteration was already written.
