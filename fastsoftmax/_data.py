@@ -221,7 +221,9 @@ def open_array(a, name: str) -> np.ndarray:
                 f"{name} file {path!r} is not a readable .npy file ({exc}); it may be truncated or corrupt."
             ) from exc
         if isinstance(arr, np.memmap) and arr._mmap is not None:
-            _OPENED[arr._mmap] = _FileStat(path, opened.st_size, opened.st_mtime_ns, opened.st_ino)
+            # Under np.memmap's absolute name: a relative one would be checked in whatever
+            # directory a callback or a notebook's %cd moved to.
+            _OPENED[arr._mmap] = _FileStat(arr.filename, opened.st_size, opened.st_mtime_ns, opened.st_ino)
         return arr
     if isinstance(a, np.memmap):
         return a
@@ -320,15 +322,17 @@ def unchanged_file_check(arr: np.ndarray, name: str, stopped: str) -> Callable[[
         return lambda: None
     opened = _file_stat(arr)
 
-    def check() -> None:
+    def check(first: bool = False) -> None:
         change = None if opened is None else _file_change(opened)
         if change is not None:
             raise ValueError(f"the {name} file {opened.path} {change} while it was being read; {stopped}.")
-        past_end = _mapped_past_end(arr)
+        # Once the file's name is watched, a rewrite in place shows as a change: the map's own size
+        # (one more fstat) is asked first, and then only of a map whose file has been removed.
+        past_end = _mapped_past_end(arr) if first or opened is None else None
         if past_end is not None:
             raise _truncated_map_error(name, arr.filename, *past_end, stopped)
 
-    check()  # a map of a file already rewritten in place is refused before any work
+    check(first=True)  # a map of a file already rewritten in place is refused before any work
     return check
 
 
@@ -396,7 +400,13 @@ class DataSource:
         # The files behind X and y as they were when opened: a file that changes
         # under the map (truncated: SIGBUS on the next read) is caught before each chunk.
         self._files = {key: stat for key, stat in (("X", _file_stat(self.X)), ("y", _file_stat(self.y))) if stat}
-        self.check_files()  # a file that changed after it was mapped, before this fit began
+        maps = [(key, arr) for key, arr in (("X", self.X), ("y", self.y)) if isinstance(arr, np.memmap)]
+        #: How a message about a data file that changed ends: what stopped, and what to do.
+        self.stopped = "training stopped. Any checkpoint written so far is intact: restore the file and rerun to resume"
+        # A map whose file was rewritten shorter before this source saw it (its name's stat then
+        # matches) is caught here; later rewrites show in the name's stat, but a removed file has none.
+        self._check_files(maps)
+        self._unnamed_maps = [(key, arr) for key, arr in maps if key not in self._files]
         self._hashers: list | None = None  # X's, y's and w's (see digest)
         self._hashed_rows = 0
         self._digest: str | None = None
@@ -430,7 +440,7 @@ class DataSource:
             _checks.check_X_finite(X, fix, row_offset=self.row_offset + start)
 
     def class_counts(self, n_classes: int) -> np.ndarray:
-        """Rows per class, shape (n_classes,) int64, from one chunked scan of y; its labels checked to lie in range."""
+        """Rows per class, shape (n_classes,) int64, from one chunked scan of y, whose labels lie in [0, n_classes)."""
         counts = np.zeros(n_classes, dtype=np.int64)
         for _, part in self._label_parts():
             counts += np.bincount(part, minlength=n_classes)
@@ -456,23 +466,24 @@ class DataSource:
     # -- chunks --------------------------------------------------------------
 
     def check_files(self) -> None:
-        """Raise ValueError if a file behind X or y changed size or modification time since it was opened.
+        """Raise ValueError if a file behind X or y changed size, modification time or inode since it was mapped.
 
         Called before every chunk is read: reading a memory map whose file was
         truncated kills the process with SIGBUS, so it is stopped here instead.
         """
+        if self._files or self._unnamed_maps:
+            self._check_files(self._unnamed_maps)
+
+    def _check_files(self, maps: list[tuple[str, np.memmap]]) -> None:
+        """``check_files``, and whether each map in ``maps`` still lies within its file."""
         for name, opened in self._files.items():
             change = _file_change(opened)
             if change is not None:
-                raise ValueError(
-                    f"the {name} file {opened.path} {change} while it was being read; training stopped. "
-                    f"Any checkpoint written so far is intact: restore the file and rerun to resume."
-                )
-        # Its name unchanged since this source first saw it, a file may still have been rewritten before.
-        for name, arr in (("X", self.X), ("y", self.y)):
+                raise ValueError(f"the {name} file {opened.path} {change} while it was being read; {self.stopped}.")
+        for name, arr in maps:
             past_end = _mapped_past_end(arr)
             if past_end is not None:
-                raise _truncated_map_error(name, arr.filename, *past_end, "training stopped")
+                raise _truncated_map_error(name, arr.filename, *past_end, self.stopped)
 
     def rows(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Rows [start, stop) as (X, y int64, w) ready for the kernel (views when possible)."""

@@ -196,7 +196,8 @@ def _create_beside(path: str, directory: str) -> tuple[str, int]:
         except BaseException:
             # Ctrl-C included: the caller never learns the name, and _remove_stale_temporaries
             # leaves empty files alone (a live writer's, not yet locked), so nothing else would remove it.
-            os.unlink(tmp)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
             raise
         return tmp, mode
     raise FileExistsError(errno.EEXIST, f"no free temporary name beside {path}")

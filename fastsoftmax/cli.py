@@ -625,14 +625,16 @@ def run_train(args: argparse.Namespace) -> int:
     fit_time, progress = _fit_with_progress(args, model, train.X, train.y, checkpoint=args.checkpoint, **fit_options)
     if args.out:
         model.save(args.out)  # before the accuracies: a finished fit is never lost to an error in reporting
+    for source in (train, val):
+        if source is not None:  # a data file that changes now stops the accuracy, not the finished fit
+            source.stopped = "the accuracy was not computed"
     try:
         train_accuracy = accuracy(model, train)
         val_accuracy = accuracy(model, val) if val is not None else None
     except ValueError as exc:
         if not args.out:
             raise
-        # A data file changed now says "training stopped": the reader must learn that it did not.
-        raise ValueError(f"the fit finished and the model was written to {args.out}; then its accuracy: {exc}") from exc
+        raise ValueError(f"the fit finished and the model was written to {args.out}; then: {exc}") from exc
     _report(
         args,
         model,
@@ -930,12 +932,13 @@ def run_train_dask(args: argparse.Namespace, t_start: float) -> int:
         dtype = _compute_dtype(args, X_np)
         n_classes = _classes_of_files(args, X_np, y_np, dtype)
         n_train, n_val = _split_rows(args, X_np.shape[0])
+        val = None
         if n_val:
             # As on one machine (run_train): no training pass reads the validation rows, so their
             # NaN surfaced only after the fit, in the accuracy.
-            DataSource(
-                X_np[n_train:], y_np[n_train:], dtype, chunk_size=args.chunk_size, row_offset=n_train
-            ).check_finite()
+            val = DataSource(X_np[n_train:], y_np[n_train:], dtype, chunk_size=args.chunk_size, row_offset=n_train)
+            val.check_finite()
+        _note_classes_without_training_rows(args, DataSource(X_np[:n_train], y_np[:n_train], dtype), val, n_classes)
     chunk_rows = args.chunk_size or 250_000
     with connect(args.scheduler, args.dask_workers) as client:
         import dask  # installed: connect() has checked

@@ -465,6 +465,35 @@ except ValueError as exc:
     assert "Map the file again" in run.stdout
 
 
+def test_a_file_given_by_a_relative_path_is_watched_where_it_lies(tmp_path, files, monkeypatch):
+    # The baseline kept the relative name: a callback that changed directory stopped the fit ("was removed").
+    x_path, y_path = files
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "elsewhere").mkdir()
+    fitted = _fit("X.npy", "y.npy", chunk_size=100, callback=lambda *args: os.chdir(tmp_path / "elsewhere"))
+    np.testing.assert_array_equal(fitted.W, _fit(str(x_path), str(y_path), chunk_size=100).W)
+
+
+def test_a_data_file_changed_during_the_accuracy_says_the_model_was_written(tmp_path, files, capsys, monkeypatch):
+    # The message said "training stopped ... rerun to resume" of a fit that had finished and been saved.
+    from fastsoftmax import _data, cli
+
+    x_path, y_path = files
+    real_accuracy = _data.accuracy
+
+    def touch_then_accuracy(model, source):
+        if (tmp_path / "m.npz").exists():
+            os.utime(x_path, ns=(0, 0))
+        return real_accuracy(model, source)
+
+    monkeypatch.setattr(_data, "accuracy", touch_then_accuracy)
+    argv = ["train", "--data", str(x_path), "--labels", str(y_path), "--max-iter", "2", "--quiet"]
+    assert cli.main([*argv, "--out", str(tmp_path / "m.npz")]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"the model was written to {tmp_path / 'm.npz'}; then: the X file {x_path} was modified" in err
+    assert err.rstrip().endswith("the accuracy was not computed.") and "rerun" not in err
+
+
 def test_a_map_whose_file_was_removed_trains_as_the_array_it_holds(tmp_path, data):
     # os.stat of the removed path raised a bare FileNotFoundError, though the map reads whole.
     X, y = data
