@@ -395,6 +395,7 @@ def check_chunked(X, y, sample_weight, dtype: np.dtype, n_features: int):
         raise TypeError(f"X must be a dask.array.Array, got {type(X).__name__}{hint}.")
     _refuse_other_chunks(X, "X")
     _checks.check_2d(X)
+    _refuse_shared_names({"X": X, "y": y, "sample_weight": sample_weight})
 
     def check_known_rows(a, name: str) -> None:
         if any(math.isnan(c) for c in a.chunks[0]):
@@ -467,6 +468,31 @@ def check_chunked(X, y, sample_weight, dtype: np.dtype, n_features: int):
         # Not cast to the compute dtype yet: DaskObjective checks the weights as given, then
         # scales them as _checks.check_sample_weight does (a float32 1e39 is finite here).
     return X, y, sample_weight
+
+
+def _refuse_shared_names(arrays: dict[str, Any]) -> None:
+    """Refuse two different Dask arrays of one name: Dask takes them for one array, and one is read as the other.
+
+    Names come from the data (``tokenize``) unless the caller gives one
+    (``da.from_array(..., name="shard")``). y and sample_weight of one given
+    name trained with the labels as the weights, without an error. Arrays of
+    one name that also agree in dtype, shape and chunks are taken to be the
+    same data, as Dask takes them.
+    """
+    import dask.array as da
+
+    seen: dict[str, tuple[str, Any]] = {}
+    for name, a in arrays.items():
+        if not isinstance(a, da.Array):
+            continue
+        first = seen.setdefault(a.name, (name, a))
+        other_name, other = first
+        if other is not a and (other.dtype, other.shape, other.chunks) != (a.dtype, a.shape, a.chunks):
+            raise ValueError(
+                f"{other_name} and {name} are different Dask arrays of one name ({a.name!r}): Dask takes arrays "
+                f"of one name for the same data, so one would be read as the other. Give each its own name "
+                f"(da.from_array(..., name=None) derives one from the data)."
+            )
 
 
 def _refuse_other_chunks(a, name: str) -> None:

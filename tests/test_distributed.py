@@ -339,6 +339,25 @@ def test_labels_chunked_unlike_X(data):
         fit_dask(SoftmaxRegression(D, K), X, data[1], sample_weight=da.ones(N, chunks=500))
 
 
+@pytest.mark.parametrize("persist", [True, False])
+def test_different_arrays_of_one_dask_name_are_refused(data, persist):
+    # y and sample_weight built with one name= trained with the labels as the weights, without an error.
+    X, y = data
+    X_dask = da.from_array(X, chunks=(CHUNK, D))
+    y_dask = da.from_array(y, chunks=CHUNK, name="shard")
+    weights = da.from_array(np.linspace(0.1, 3, N), chunks=CHUNK, name="shard")
+    model = SoftmaxRegression(D, K, seed=0)
+    before = model.W.copy()
+    with pytest.raises(ValueError, match=r"y and sample_weight are different Dask arrays of one name \('shard'\)"):
+        fit_dask(model, X_dask, y_dask, sample_weight=weights, persist=persist, max_iter=2)
+    np.testing.assert_array_equal(model.W, before)
+    with pytest.raises(ValueError, match="X and y are different Dask arrays of one name"):
+        fit_dask(model, da.from_array(X, chunks=(CHUNK, D), name="shard"), y_dask, max_iter=2)
+    # Arrays made from one another have names of their own: the labels as their own weights train.
+    labels = da.from_array(y.astype(np.float64), chunks=CHUNK)
+    fit_dask(model, X_dask, labels.astype(np.int64), sample_weight=labels, max_iter=2)
+
+
 def test_unknown_chunk_sizes(data):
     X = da.from_array(data[0], chunks=(CHUNK, D))
     X = X[X[:, 0] > -np.inf]
