@@ -103,6 +103,20 @@ SPLIT_EVERY = 8
 # --------------------------------------------------------------------------- #
 # Schedulers and threads
 # --------------------------------------------------------------------------- #
+def _check_client(client) -> None:
+    """Refuse a ``client`` that is not a ``distributed.Client`` (its address gave "'str' object has no attribute")."""
+    if client is None:
+        return
+    from distributed import Client
+
+    if not isinstance(client, Client):
+        connect = f"Client({client!r})" if isinstance(client, str) else "Client(address)"
+        raise TypeError(
+            f"client must be a distributed.Client or None, got {type(client).__name__} {client!r:.60}; "
+            f"connect first: client = distributed.{connect}."
+        )
+
+
 def _resolve_client(client: Client | None) -> Client | None:
     """The explicit client, else the default ``distributed`` client, else None (local scheduler)."""
     if client is not None:
@@ -986,6 +1000,9 @@ def fit_dask(
         fit_intercept=fit_intercept,
         callback=callback,
     )
+    if not isinstance(persist, (bool, np.bool_)):
+        raise ValueError(f"persist must be True or False, got {persist!r}.")
+    _check_client(client)
     if checkpoint is not None:
         checkpoint = check_checkpoint_directory(checkpoint)
     model._params(update=True)  # W and b are written in place: refuse read-only ones before the cluster works

@@ -630,11 +630,18 @@ def test_max_iter_before_tol_warns_on_dask(data):
         (dict(solver="newton"), "solver must be one of 'lbfgs', 'gd'"),
         (dict(tol=-1.0), "tol must be a finite number >= 0"),
         (dict(solver="gd", lr=np.inf), "lr must be a finite number > 0"),
+        # Taken as True before, "no" included.
+        (dict(persist="no"), "persist must be True or False, got 'no'"),
+        # "'str' object has no attribute 'persist'" before.
+        (
+            dict(client="tcp://127.0.0.1:8786"),
+            r"connect first: client = distributed\.Client\('tcp://127\.0\.0\.1:8786'\)",
+        ),
     ],
-    ids=["sgd", "unknown", "tol", "lr"],
+    ids=["sgd", "unknown", "tol", "lr", "persist", "client-address"],
 )
 def test_bad_options_are_refused_before_any_work(data, options, match):
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises((ValueError, TypeError), match=match):
         fit_dask(SoftmaxRegression(D, K), da.from_array(data[0], chunks=(CHUNK, D)), data[1], **options)
 
 
