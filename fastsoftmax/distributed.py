@@ -1025,6 +1025,15 @@ def _check_row_chunks(chunks) -> None:
     """Refuse ``chunks`` that Dask takes badly: 0 (ZeroDivisionError), True (1 row per chunk), negatives, NaN."""
     if isinstance(chunks, (bool, np.bool_)):
         raise TypeError(f"chunks must be an int, a tuple of ints or 'auto', got a bool ({chunks!r}).")
+    if isinstance(chunks, str) and chunks.strip().isdigit():
+        # Dask reads a string as bytes per chunk: 1,000 rows of 5 features came in 1,000 chunks of 1 row.
+        raise ValueError(
+            f"chunks={chunks!r} is read by Dask as {chunks.strip()} bytes per chunk; for rows per chunk pass "
+            f"the int {int(chunks)}."
+        )
+    if isinstance(chunks, np.ndarray):
+        # Its truth value was asked inside Dask ("ambiguous").
+        raise TypeError("chunks must be an int, a tuple of ints or 'auto', got an array; pass tuple(chunks.tolist()).")
     if isinstance(chunks, dict):
         # Dask's form by axis: the sizes would be added to the dict (a TypeError from inside Dask).
         fix = f"; pass the rows' part only (chunks={chunks[0]!r})" if 0 in chunks else ""

@@ -120,8 +120,23 @@ def test_make_classification_dask_equals_in_memory(data, chunks):
         (((2000, 2000), (D,)), TypeError, r"got chunks per axis \(\(2000, 2000\), \(10,\)\).*chunks=X\.chunks\[0\]"),
         ({0: 300}, TypeError, r"^chunks must be an int, .*got a dict by axis \(\{0: 300\}\); .*\(chunks=300\)\.$"),
         ({1: 5}, TypeError, r"^chunks must be an int, a tuple of ints or 'auto', .*got a dict by axis \(\{1: 5\}\)\.$"),
+        # Read by Dask as 10 bytes: one row per chunk.
+        ("10", ValueError, r"chunks='10' is read by Dask as 10 bytes per chunk; for rows per chunk pass the int 10"),
+        # NumPy's "truth value of an array ... is ambiguous" from inside Dask.
+        (np.array([2000, 2000]), TypeError, r"got an array; pass tuple\(chunks\.tolist\(\)\)"),
     ],
-    ids=["zero", "negative", "bool", "negative-in-tuple", "nan-in-tuple", "per-axis", "dict", "dict-of-columns"],
+    ids=[
+        "zero",
+        "negative",
+        "bool",
+        "negative-in-tuple",
+        "nan-in-tuple",
+        "per-axis",
+        "dict",
+        "dict-of-columns",
+        "digits-string",
+        "array",
+    ],
 )
 def test_make_classification_dask_refuses_bad_chunks(chunks, error, match):
     """chunks=0 raised ZeroDivisionError, chunks=True made one chunk per row, NaN chunks ignored
