@@ -966,7 +966,11 @@ def fit_dask(
     persist : bool, default True
         Keep X, y and the weights in worker memory for the whole fit. With
         False every evaluation recomputes the chunks (from disk, from the
-        generator...): for data larger than the cluster's memory.
+        generator...): for data larger than the cluster's memory. The labels
+        and weights are then checked on the first pass only, so the source
+        must give the same values on every pass: a store rewritten during
+        the fit, or a loader that is not deterministic, trains on whatever
+        it returns (a NaN then ends the fit as a failed line search).
 
     Returns
     -------
