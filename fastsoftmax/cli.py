@@ -20,6 +20,7 @@ import numpy as np
 from fastsoftmax._extras import missing_extra
 
 if TYPE_CHECKING:
+    from fastsoftmax._data import DataSource
     from fastsoftmax.model import SoftmaxRegression
 
 
@@ -846,7 +847,9 @@ def _predict_rows(chunk: np.ndarray, model, row_offset: int, block_info=None) ->
         return model.predict(chunk)
 
 
-def _note_classes_without_training_rows(args: argparse.Namespace, train, val, n_classes: int) -> None:
+def _note_classes_without_training_rows(
+    args: argparse.Namespace, train: DataSource, val: DataSource | None, n_classes: int
+) -> None:
     """A note for the classes that no training row has: the model never learns them.
 
     Those that only the validation rows have come from a file sorted by
@@ -879,7 +882,7 @@ def _note_classes_without_training_rows(args: argparse.Namespace, train, val, n_
 
 
 def _labels(values: np.ndarray) -> str:
-    """ "label 2" or "labels 2, 3 and 4", the first ten of ``values`` named."""
+    """The words for ``values`` in a note: "label 2", or "labels 2, 3 and 4" (the first ten named)."""
     if len(values) == 1:
         return f"label {values[0]}"
     named = [str(v) for v in values[:10]]

@@ -499,8 +499,7 @@ def _refuse_shared_names(arrays: dict[str, Any]) -> None:
     for name, a in arrays.items():
         if not isinstance(a, da.Array):
             continue
-        first = seen.setdefault(a.name, (name, a))
-        other_name, other = first
+        other_name, other = seen.setdefault(a.name, (name, a))
         if other is not a and (other.dtype, other.shape, other.chunks) != (a.dtype, a.shape, a.chunks):
             raise ValueError(
                 f"{other_name} and {name} are different Dask arrays of one name ({a.name!r}): Dask takes arrays "
