@@ -300,12 +300,25 @@ def _mapped_past_end(arr: np.ndarray) -> tuple[int, int] | None:
     return (spans, size) if size < spans else None
 
 
-def _truncated_map_error(name: str, path: str, spans: int, size: int, stopped: str) -> ValueError:
-    return ValueError(
-        f"the {name} file {path} is now {size:,} bytes, shorter than the {spans:,} mapped from it: it was "
-        f"truncated or rewritten in place after it was mapped, and reading it would kill the process "
-        f"(SIGBUS); {stopped}. Map the file again (np.load(path, mmap_mode='r')) once it is written."
-    )
+def _raise_if_changed(name: str, arr: np.memmap, opened: _FileStat | None, stopped: str, *, first: bool) -> None:
+    """ValueError if the file of the map ``arr`` changed by its name since ``opened``, or now ends before the map.
+
+    The message names the file and ends with ``stopped``. Once the name is
+    watched, a rewrite in place shows in its stat: the map's own size (one
+    more fstat) is asked on the ``first`` check, and then only of a map whose
+    file has been removed (``opened`` None).
+    """
+    change = None if opened is None else _file_change(opened)
+    if change is not None:
+        raise ValueError(f"the {name} file {opened.path} {change} while it was being read; {stopped}.")
+    past_end = _mapped_past_end(arr) if first or opened is None else None
+    if past_end is not None:
+        spans, size = past_end
+        raise ValueError(
+            f"the {name} file {arr.filename} is now {size:,} bytes, shorter than the {spans:,} mapped from it: "
+            f"it was truncated or rewritten in place after it was mapped, and reading it would kill the process "
+            f"(SIGBUS); {stopped}. Map the file again (np.load(path, mmap_mode='r')) once it is written."
+        )
 
 
 def unchanged_file_check(arr: np.ndarray, name: str, stopped: str) -> Callable[[], None]:
@@ -321,19 +334,8 @@ def unchanged_file_check(arr: np.ndarray, name: str, stopped: str) -> Callable[[
     if not isinstance(arr, np.memmap):
         return lambda: None
     opened = _file_stat(arr)
-
-    def check(first: bool = False) -> None:
-        change = None if opened is None else _file_change(opened)
-        if change is not None:
-            raise ValueError(f"the {name} file {opened.path} {change} while it was being read; {stopped}.")
-        # Once the file's name is watched, a rewrite in place shows as a change: the map's own size
-        # (one more fstat) is asked first, and then only of a map whose file has been removed.
-        past_end = _mapped_past_end(arr) if first or opened is None else None
-        if past_end is not None:
-            raise _truncated_map_error(name, arr.filename, *past_end, stopped)
-
-    check(first=True)  # a map of a file already rewritten in place is refused before any work
-    return check
+    _raise_if_changed(name, arr, opened, stopped, first=True)  # a file already rewritten shorter: before any work
+    return lambda: _raise_if_changed(name, arr, opened, stopped, first=False)
 
 
 class DataSource:
@@ -399,14 +401,13 @@ class DataSource:
         self._labels_checked_for = None
         # The files behind X and y as they were when opened: a file that changes
         # under the map (truncated: SIGBUS on the next read) is caught before each chunk.
-        self._files = {key: stat for key, stat in (("X", _file_stat(self.X)), ("y", _file_stat(self.y))) if stat}
-        maps = [(key, arr) for key, arr in (("X", self.X), ("y", self.y)) if isinstance(arr, np.memmap)]
+        self._maps = [
+            (key, arr, _file_stat(arr)) for key, arr in (("X", self.X), ("y", self.y)) if isinstance(arr, np.memmap)
+        ]
         #: How a message about a data file that changed ends: what stopped, and what to do.
         self.stopped = "training stopped. Any checkpoint written so far is intact: restore the file and rerun to resume"
-        # A map whose file was rewritten shorter before this source saw it (its name's stat then
-        # matches) is caught here; later rewrites show in the name's stat, but a removed file has none.
-        self._check_files(maps)
-        self._unnamed_maps = [(key, arr) for key, arr in maps if key not in self._files]
+        # A map whose file was rewritten shorter before this source saw it (its name's stat then matches).
+        self._check_maps(first=True)
         self._hashers: list | None = None  # X's, y's and w's (see digest)
         self._hashed_rows = 0
         self._digest: str | None = None
@@ -471,19 +472,12 @@ class DataSource:
         Called before every chunk is read: reading a memory map whose file was
         truncated kills the process with SIGBUS, so it is stopped here instead.
         """
-        if self._files or self._unnamed_maps:
-            self._check_files(self._unnamed_maps)
+        self._check_maps(first=False)
 
-    def _check_files(self, maps: list[tuple[str, np.memmap]]) -> None:
-        """``check_files``, and whether each map in ``maps`` still lies within its file."""
-        for name, opened in self._files.items():
-            change = _file_change(opened)
-            if change is not None:
-                raise ValueError(f"the {name} file {opened.path} {change} while it was being read; {self.stopped}.")
-        for name, arr in maps:
-            past_end = _mapped_past_end(arr)
-            if past_end is not None:
-                raise _truncated_map_error(name, arr.filename, *past_end, self.stopped)
+    def _check_maps(self, *, first: bool) -> None:
+        """``check_files``; ``first`` (once, as the source is made) also asks whether each map lies within its file."""
+        for name, arr, opened in self._maps:
+            _raise_if_changed(name, arr, opened, self.stopped, first=first)
 
     def rows(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Rows [start, stop) as (X, y int64, w) ready for the kernel (views when possible)."""
@@ -542,7 +536,8 @@ class DataSource:
         """Path, size and modification time (ns) of the files behind X and y, as opened."""
         return {
             name: {"path": opened.path, "size": opened.size, "mtime_ns": opened.mtime_ns}
-            for name, opened in self._files.items()
+            for name, _, opened in self._maps
+            if opened is not None
         }
 
     def start_digest(self) -> None:
