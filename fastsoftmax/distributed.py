@@ -550,6 +550,54 @@ def _chunk_values_beyond(X: np.ndarray, target: np.dtype, start: int) -> tuple[i
     return n_beyond, start + row if n_beyond else -1, largest
 
 
+class _LabelScan(NamedTuple):
+    """What one pass over y (and the weights) finds in a chunk, or in consecutive chunks combined.
+
+    Chunks of no rows give the identities of the reductions (+inf, -inf).
+    """
+
+    lowest_label: float
+    highest_label: float
+    weights_finite: bool = True
+    lowest_weight: float = math.inf
+    highest_weight: float = -math.inf
+
+
+def _scan_chunk(
+    y: np.ndarray,
+    sample_weight: np.ndarray | None,
+    *,
+    index: int,
+    rows: tuple[int, int],
+    label_dtype: np.dtype,
+    weight_dtype: np.dtype | None,
+) -> _LabelScan:
+    """The labels' range (and the weights' finiteness and range) of chunk ``index``, checked first as declared."""
+    shape = (rows[1] - rows[0],)
+    _check_chunk(y, "y", index, rows, shape, label_dtype)
+    if not shape[0]:
+        return _LabelScan(math.inf, -math.inf)
+    # Python ints: uint64 labels beyond 2**63 compare and print exactly.
+    labels = _LabelScan(int(y.min()), int(y.max()))
+    if sample_weight is None:
+        return labels
+    _check_chunk(sample_weight, "sample_weight", index, rows, shape, weight_dtype)
+    if not np.isfinite(sample_weight).all():
+        return labels._replace(weights_finite=False)
+    return labels._replace(lowest_weight=float(sample_weight.min()), highest_weight=float(sample_weight.max()))
+
+
+def _combine_scans(*parts: _LabelScan) -> _LabelScan:
+    """One :class:`_LabelScan` of the rows of all ``parts``."""
+    return _LabelScan(
+        min(p.lowest_label for p in parts),
+        max(p.highest_label for p in parts),
+        all(p.weights_finite for p in parts),
+        min(p.lowest_weight for p in parts),
+        max(p.highest_weight for p in parts),
+    )
+
+
 def _minibatch_solver_message(solver: str) -> str:
     # Read by fit and by partial_fit, which takes only sgd and adam: each remedy names the call it works with.
     return (
@@ -696,25 +744,41 @@ class DaskObjective:
             raise _checks.beyond_range_error(n_beyond, first_row, largest, target) from None
 
     def _check_values(self) -> None:
-        """The data-dependent checks of ``_checks``, as one pass over y (and the weights) on the cluster."""
-        import dask.array as da
+        """The data-dependent checks of ``_checks``, as one pass over y (and the weights) on the cluster.
 
-        y = declared_chunks(self.y, "y")
-        todo = [y.min(), y.max()]
-        w = self.sample_weight
-        if w is not None:
-            w = declared_chunks(w, "sample_weight")
-            todo += [da.isfinite(w).all(), w.min(), w.max()]
-        values = self._compute(*todo)
-        lo, hi = int(values[0]), int(values[1])
-        if lo < 0 or hi >= self.n_classes:
-            bad = lo if lo < 0 else hi
+        One task per chunk (:func:`_scan_chunk`) and one reduction tree: Dask's
+        ``min``, ``max`` and ``isfinite(...).all()`` made a tree each, and with
+        the chunk checks five tasks per chunk: over 4,000 chunks of 50 rows
+        with weights, this check took 7 to 8 s on the threaded scheduler, now
+        0.8 to 0.9 s (2.1 to 3.9 s without weights, now 0.5 to 0.7 s).
+        """
+        y, w = self.y, self.sample_weight
+        starts = np.cumsum((0, *y.chunks[0][:-1])).tolist()
+        tasks = [
+            (
+                functools.partial(
+                    _scan_chunk,
+                    index=i,
+                    rows=(start, start + n_rows),
+                    label_dtype=y.dtype,
+                    weight_dtype=None if w is None else w.dtype,
+                ),
+                (y.name, i),
+                None if w is None else (w.name, i),
+            )
+            for i, (start, n_rows) in enumerate(zip(starts, y.chunks[0], strict=True))
+        ]
+        name = f"fastsoftmax-scan-{uuid.uuid4().hex}"
+        dependencies = [y] if w is None else [y, w]
+        (scan,) = self._compute(map_reduce(tasks, _combine_scans, name=name, dependencies=dependencies))
+        if scan.lowest_label < 0 or scan.highest_label >= self.n_classes:
+            bad = scan.lowest_label if scan.lowest_label < 0 else scan.highest_label
             raise ValueError(
                 f"y contains the label {bad}, outside [0, {self.n_classes}); "
                 f"labels must be 0..{self.n_classes - 1} for {self.n_classes} classes."
             )
         if w is not None:
-            finite, w_min, w_max = values[2:]
+            finite, w_min, w_max = scan.weights_finite, scan.lowest_weight, scan.highest_weight
             if not finite:
                 raise ValueError(
                     "sample_weight contains NaN or infinite value(s); "

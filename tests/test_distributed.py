@@ -535,6 +535,35 @@ def test_bad_values_found_on_the_cluster(data):
     np.testing.assert_array_equal(model.W, W0)
 
 
+@pytest.mark.parametrize("row_chunks", [(2000, 0, 2000), (0, 4000), (4000, 0)], ids=["middle", "first", "last"])
+def test_labels_and_weights_are_checked_on_the_cluster_with_empty_chunks(data, row_chunks):
+    """One task per chunk scans y and the weights (Dask's own min, max and all made five tasks per chunk
+    with the chunk checks); a chunk of no rows has nothing to scan."""
+    X, y = data
+    Xd = da.from_array(X, chunks=(row_chunks, (D,)))
+
+    def fit(labels, weights=None):
+        wd = None if weights is None else da.from_array(weights, chunks=(row_chunks,))
+        yd = da.from_array(labels, chunks=(row_chunks,))
+        return fit_dask(SoftmaxRegression(D, K, seed=0), Xd, yd, sample_weight=wd, max_iter=3)
+
+    for label, row in ((K, N - 1), (-1, 0), (K + 7, 1999)):
+        labels = y.copy()
+        labels[row] = label
+        with pytest.raises(ValueError, match=rf"label {label}, outside \[0, {K}\)"):
+            fit(labels)
+    for value, match in ((np.nan, "NaN or infinite"), (-np.inf, "NaN or infinite"), (-1.0, "negative values")):
+        weights = np.ones(N)
+        weights[N - 1] = value
+        with pytest.raises(ValueError, match=match):
+            fit(y, weights)
+    with pytest.raises(ValueError, match="sums to 0"):
+        fit(y, np.zeros(N))
+    weights = np.random.default_rng(1).random(N)
+    reference = SoftmaxRegression(D, K, seed=0).fit(X, y, sample_weight=weights, max_iter=3)
+    np.testing.assert_allclose(fit(y, weights).W, reference.W, rtol=1e-9, atol=1e-12)
+
+
 @pytest.mark.parametrize(
     "row_chunks", [(2000, 0, 2000), (0, 4000), (4000, 0), (1000, 0, 0, 3000)], ids=["middle", "first", "last", "two"]
 )
@@ -729,7 +758,8 @@ def test_the_graphs_of_the_passes_over_the_chunks_have_as_many_layers_at_any_chu
     with dask.config.set(scheduler="threads"):  # not the module's client, made default if it was started
         few = passes(4)
         assert passes(64) == few
-    assert len(few) == 5  # one graph each: sums, hvp, digest, the non-finite scan, the cast's recount
+    # One graph each: the label scan on entry, sums, hvp, digest, the non-finite scan, the cast's recount.
+    assert len(few) == 6
 
 
 def test_every_chunk_task_reads_its_own_chunks_and_one_key_of_theta(data):
