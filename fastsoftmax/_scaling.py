@@ -36,7 +36,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from fastsoftmax import kernels
 from fastsoftmax._layout import pack, unpack
+from fastsoftmax._threading import parallel_section, work_chunks
 
 
 class FeatureScaling:
@@ -183,6 +185,27 @@ def reference_point(X: np.ndarray, sample_weight: np.ndarray) -> np.ndarray:
     """
     candidates = np.flatnonzero(sample_weight) if sample_weight.shape[0] else np.arange(X.shape[0])
     return np.median(np.asarray(X[candidates[spread_rows(candidates.shape[0])]], dtype=np.float64), axis=0)
+
+
+def moments_about(X: np.ndarray, sample_weight: np.ndarray, shift: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    r"""Per-column sums :math:`\sum_i w_i (x_{ij} - c_j)` and :math:`\sum_i w_i (x_{ij} - c_j)^2`, (D,) float64.
+
+    X (N, D) is C-contiguous or Fortran-ordered; ``sample_weight`` w is (N,)
+    or empty (all ones), in X's dtype; ``shift`` c is (D,) float64, a point
+    near the mean (:func:`fastsoftmax._scaling.reference_point`). One pass
+    over X by ``kernels.column_moments``, on the threads of the caller's team.
+    """
+    n_features = X.shape[1]
+    sums, squares = np.zeros(n_features), np.zeros(n_features)
+    if not X.shape[0]:
+        return sums, squares
+    n_chunks = work_chunks(X.shape[0], 2 * n_features)
+    # A Fortran-ordered X goes as its C-contiguous transpose.
+    columns = not X.flags.c_contiguous
+    with parallel_section(n_chunks):
+        X, sample_weight, shift = map(kernels.read_only, (X.T if columns else X, sample_weight, shift))
+        kernels.column_moments(X, sample_weight, shift, columns, sums, squares, n_chunks)
+    return sums, squares
 
 
 def spread_rows(n_rows: int) -> np.ndarray:

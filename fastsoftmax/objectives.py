@@ -30,8 +30,7 @@ from fastsoftmax._dask_check import is_dask_collection
 from fastsoftmax._data import PATH_TYPES, DataSource, block_shuffled_batches, chunked_objectives, copy_of_X_fits
 from fastsoftmax._hessian import chunked_hvp
 from fastsoftmax._io import release_rows
-from fastsoftmax._scaling import FeatureScaling, reference_point
-from fastsoftmax._threading import parallel_section, work_chunks
+from fastsoftmax._scaling import FeatureScaling, moments_about, reference_point
 
 
 class ChunkedObjective:
@@ -114,14 +113,8 @@ class ChunkedObjective:
             release_rows(self.source.X)
         sums = np.zeros(self.source.n_features)
         squares = np.zeros(self.source.n_features)
-        chunk_sums, chunk_squares = np.empty_like(sums), np.empty_like(squares)
         for _, X, _, w in self.source.chunks():
-            n_chunks = work_chunks(X.shape[0], 2 * X.shape[1])
-            # A Fortran-ordered X (``_trains_in_place``) goes as its C-contiguous transpose.
-            columns = not X.flags.c_contiguous
-            with parallel_section(n_chunks):
-                X, w, shift_in = map(kernels.read_only, (X.T if columns else X, w, shift))
-                kernels.column_moments(X, w, shift_in, columns, chunk_sums, chunk_squares, n_chunks)
+            chunk_sums, chunk_squares = moments_about(X, w, shift)
             sums += chunk_sums
             squares += chunk_squares
         return FeatureScaling.from_moments(self.source.weight_sum, sums, squares, shift, l2, n_classes, centre=centre)
