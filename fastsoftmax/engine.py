@@ -512,7 +512,8 @@ class FrozenIntercept:
 
     With a zero partial derivative every solver leaves b in place: gradient
     descent, SGD and Adam step by multiples of the gradient (Adam's moments
-    of a zero gradient stay 0), and L-BFGS builds its directions from
+    of a zero gradient stay 0; ``partial_fit`` zeroes b's part of a momentum
+    or of moments that an earlier call left), and L-BFGS builds its directions from
     gradients and steps whose b parts are all zero. Starting from b = 0 this
     fits the model without an intercept, with no change to the kernels.
     Everything else is delegated to the wrapped objective.
@@ -817,12 +818,19 @@ def partial_fit(model: Trainable, objective: Objective, options: FitOptions, *, 
 
 def _partial_fit(model, objective, options, *, seed, state):
     objective = _hold_intercept(model, objective, options)
-    dim = model._pack().shape[0]
-    if state and state.get("dim") != dim:
+    # A state of weights of another shape is no state of these: (3, 4) and (5, 2) have as many parameters.
+    shape = (model.num_classes, model.input_dim)
+    if state and state.get("shape") != shape:
         state.clear()
-    state["dim"] = dim
+    state["shape"] = shape
     # The epoch runs on a copy of the optimiser's state, which is kept with its weights or not at all.
     epoch_state = copy.deepcopy(state)
+    if not options.fit_intercept:
+        # A zero gradient holds b only where its momentum and moments are zero too: an earlier
+        # call's would move it (FrozenIntercept).
+        for key in solvers.MINIBATCH_VECTOR_KEYS:
+            if key in epoch_state:
+                epoch_state[key][-model.num_classes :] = 0.0
     try:
         result = run_solver(
             objective,

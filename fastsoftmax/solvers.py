@@ -378,6 +378,10 @@ def _check_guard_state(state: dict, n: int) -> None:
     _state_int(state, "guard_age", 0)
 
 
+#: The per-parameter vectors of the sgd and adam states, shaped like theta: the momentum, Adam's moments.
+MINIBATCH_VECTOR_KEYS = ("velocity", "first", "second")
+
+
 def _check_minibatch_state(state: dict, n: int) -> None:
     """Raise ValueError naming the field if a filled sgd or adam state cannot be resumed."""
     if "rng" in state:
@@ -389,7 +393,7 @@ def _check_minibatch_state(state: dict, n: int) -> None:
         _state_int(state, "t", 0)
     if "previous" in state:
         _state_real(state, "previous")
-    for key in ("velocity", "first", "second"):
+    for key in MINIBATCH_VECTOR_KEYS:
         if key in state:
             _state_finite(state, key, (n,))
     if "unimproved" in state:

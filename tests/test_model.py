@@ -849,3 +849,18 @@ def test_a_copy_holds_its_own_partial_fit_state(data):
         for name, value in values.items():
             if isinstance(value, np.ndarray):
                 assert not np.shares_memory(state["_partial_state"][solver][name], value), (solver, name)
+
+
+def test_partial_fit_state_of_weights_of_another_shape_is_dropped(rng):
+    """The state was kept while K (D + 1) stayed: weights reassigned from (3, 4) to (5, 2) stepped with
+    the old problem's momentum, its entries on other classes and features, and ignored the new seed."""
+    model = SoftmaxRegression(4, 3, seed=0)
+    model.partial_fit(rng.standard_normal((500, 4)), rng.integers(0, 3, 500), solver="sgd", seed=0)
+    X, y = rng.standard_normal((500, 2)), rng.integers(0, 5, 500)
+    model.W, model.b = np.zeros((5, 2)), np.zeros(5)
+    model.partial_fit(X, y, solver="sgd", seed=123)
+    fresh = SoftmaxRegression(2, 5, seed=0)
+    fresh.W, fresh.b = np.zeros((5, 2)), np.zeros(5)
+    fresh.partial_fit(X, y, solver="sgd", seed=123)
+    np.testing.assert_array_equal(model.W, fresh.W)
+    np.testing.assert_array_equal(model.b, fresh.b)
