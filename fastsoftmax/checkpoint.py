@@ -545,10 +545,22 @@ def check_fingerprint(
         # lbfgs, gd and newton-cg draw nothing: a resume under another seed (or None, which
         # checkpoints of earlier versions did not record as such) is the same run.
         ignored.add("seed")
+    if "held_intercept" not in stored:
+        ignored.add("held_intercept")  # checkpoints of earlier versions did not record it
     keys = sorted((set(stored) | set(expected)) - ignored)
     diff = [
-        f"{k}: checkpoint {stored.get(k)!r}, now {expected.get(k)!r}" for k in keys if stored.get(k) != expected.get(k)
+        f"{k}: checkpoint {stored.get(k)!r}, now {expected.get(k)!r}"
+        for k in keys
+        if stored.get(k) != expected.get(k) and k != "held_intercept"
     ]
+    held = stored.get("held_intercept"), expected.get("held_intercept")
+    # Where fit_intercept or n_classes differ, their lines say so.
+    if held[0] != held[1] and None not in held and len(held[0]) == len(held[1]):
+        largest = max(abs(then - now) for then, now in zip(*held, strict=True))
+        diff.append(
+            f"the intercept b that fit_intercept=False holds differs from that of the checkpoint's run "
+            f"(by up to {largest:.3g}): set b as that run did before fit"
+        )
     if not diff:
         return
     shuffles = stored.get("shuffle"), expected.get("shuffle")

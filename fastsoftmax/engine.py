@@ -201,6 +201,8 @@ def _fingerprint(model: Trainable, objective: Objective, options: FitOptions, se
         "seed": _checkpoint_seed(seed) if minibatch else None,
         "precondition": options.precondition,
         "fit_intercept": options.fit_intercept,
+        # A b held where it starts is part of the objective: another b is another problem.
+        "held_intercept": None if options.fit_intercept else np.asarray(model.b, dtype=np.float64).tolist(),
         "shuffle": ("rows" if objective.minibatch_order(options.batch_size) is None else "blocks")
         if minibatch
         else None,

@@ -451,7 +451,10 @@ class SoftmaxRegression:
             first full pass streams them, whatever the ``chunk_size``, so a
             resume with another ``chunk_size`` differs only by rounding) raises
             :class:`~fastsoftmax.checkpoint.CheckpointError` before anything is
-            written, and is left alone. A fit holds its directory until it
+            written, and is left alone. A resumed run continues from the
+            checkpoint's weights, not from the model's own; under
+            ``fit_intercept=False`` the b that the run holds is part of the
+            problem, so another b is refused. A fit holds its directory until it
             ends: another fit on it, in any process or thread, raises
             ``CheckpointError`` before it trains.
         precondition : bool or "auto", default "auto"

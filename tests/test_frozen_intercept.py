@@ -79,3 +79,24 @@ def test_frozen_intercept_zeroes_only_the_b_gradient():
     _, grad_rows = wrapped.batch(np.ones(6), np.arange(3))  # the mini-batch form
     np.testing.assert_array_equal(grad_rows, grad)
     assert wrapped.n_samples == 3  # everything else is the wrapped objective's
+
+
+def test_checkpoint_of_a_run_that_held_another_b_is_refused(rng, tmp_path):
+    """The held b is part of the objective: a fit from b = 0 resumed a checkpoint whose run held
+    b = (2, 0, -2), and returned that b without a word."""
+    from fastsoftmax.checkpoint import CheckpointError
+
+    X, y = _problem(rng)
+    first = SoftmaxRegression(X.shape[1], 3, seed=0)
+    first.b = np.array([2.0, 0.0, -2.0])
+    first.fit(X, y, fit_intercept=False, max_iter=3, checkpoint=tmp_path)
+    before = (tmp_path / "checkpoint.npz").read_bytes()
+    other = SoftmaxRegression(X.shape[1], 3, seed=0)
+    with pytest.raises(CheckpointError, match=r"b that fit_intercept=False holds differs .*by up to 2\b"):
+        other.fit(X, y, fit_intercept=False, max_iter=3, checkpoint=tmp_path)
+    assert (tmp_path / "checkpoint.npz").read_bytes() == before
+    np.testing.assert_array_equal(other.b, 0.0)
+    again = SoftmaxRegression(X.shape[1], 3, seed=0)
+    again.b = first.b.copy()
+    again.fit(X, y, fit_intercept=False, max_iter=3, checkpoint=tmp_path)  # the same problem resumes
+    np.testing.assert_array_equal(again.W, first.W)
