@@ -701,7 +701,17 @@ def read_npz(
     except MemoryError as exc:
         arrays.clear()
         raise invalid(f"its arrays do not fit in memory ({exc}); it may be corrupt") from exc
-    except (*CORRUPT_NPY_ERRORS, zipfile.BadZipFile, zipfile.LargeZipFile, KeyError, TypeError) as exc:
+    except (
+        *CORRUPT_NPY_ERRORS,
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        KeyError,
+        TypeError,
+        # zipfile's words for a flipped flag bit or version byte: "File ... is encrypted,
+        # password required", "zip file version 17.3" (or a compression method it lacks).
+        RuntimeError,
+        NotImplementedError,
+    ) as exc:
         raise_if_not_about_the_contents(exc)
         raise invalid(
             f"it is not a readable .npz archive ({type(exc).__name__}: {exc}); it may be truncated or corrupt"

@@ -1782,6 +1782,36 @@ def test_a_truncated_model_file_is_still_called_corrupt(tmp_path, load):
         (SoftmaxRegression.load if load == "model" else SoftmaxClassifier.load)(path)
 
 
+@pytest.mark.parametrize("load", ["model", "estimator", "checkpoint"])
+@pytest.mark.parametrize(
+    "offset, bit, reason",
+    [(8, 0x01, r"RuntimeError: File .* is encrypted"), (6, 0x80, r"NotImplementedError: zip file version")],
+    ids=["encrypted-flag", "version-needed"],
+)
+def test_a_flipped_bit_in_the_zip_directory_is_called_corrupt(tmp_path, data, load, offset, bit, reason):
+    """zipfile's RuntimeError (a member marked encrypted) and NotImplementedError (a version it lacks) went
+    through: load raised them as they were, and fit(checkpoint=...) did not raise CheckpointError."""
+    from fastsoftmax.checkpoint import CheckpointError
+    from fastsoftmax.sklearn import SoftmaxClassifier
+
+    X, y = data
+    if load == "checkpoint":
+        SoftmaxRegression(D, K, seed=0).fit(X, y, max_iter=2, checkpoint=tmp_path / "run")
+        path = tmp_path / "run" / "checkpoint.npz"
+    else:
+        path = _each_kind_of_file(tmp_path)[load]
+    damaged = bytearray(path.read_bytes())
+    damaged[damaged.rfind(b"PK\x01\x02") + offset] ^= bit  # in the last member's central directory entry
+    path.write_bytes(bytes(damaged))
+    message = f"not a readable .npz archive \\({reason}.*\\); it may be truncated or corrupt"
+    if load == "checkpoint":
+        with pytest.raises(CheckpointError, match=message):
+            SoftmaxRegression(D, K, seed=0).fit(X, y, max_iter=2, checkpoint=tmp_path / "run")
+    else:
+        with pytest.raises(ValueError, match=message):
+            (SoftmaxRegression.load if load == "model" else SoftmaxClassifier.load)(path)
+
+
 def test_every_file_format_is_known_to_the_other_loaders():
     from fastsoftmax import _io, checkpoint, model, sklearn
 
