@@ -603,6 +603,27 @@ def atomic_file(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         f.flush()
 
 
+def write_npz(file: IO, **arrays: np.ndarray) -> None:
+    """``np.savez(file, **arrays)`` (uncompressed, no pickles), where an interrupt stays an interrupt.
+
+    Ctrl-C (or SystemExit) while a member is being written can leave
+    zipfile's write handle open; np.savez's ``finally: zipf.close()`` then
+    raised ValueError ("Can't close the ZIP file while there is an open
+    writing handle on it") in place of the interrupt, and so did the
+    archive's ``__del__`` when it was collected. The caller discards such a
+    file (:func:`atomic_file`), so the archive lets go of it unfinished.
+    """
+    archive = zipfile.ZipFile(file, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True)
+    try:
+        for name, value in arrays.items():
+            with archive.open(f"{name}.npy", mode="w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
+    except BaseException:
+        archive.fp = None  # close() and __del__ return at once: no directory written, nothing raised
+        raise
+    archive.close()
+
+
 def _fsync_directory(directory: str) -> None:
     try:
         fd = os.open(directory, os.O_RDONLY)

@@ -39,6 +39,7 @@ from fastsoftmax._io import (
     read_npz,
     refuse_other_file_kind,
     temporary_names,
+    write_npz,
 )
 from fastsoftmax._scaling import check_scaling
 from fastsoftmax.solvers import LBFGS_STATE_KEYS, NEWTON_STATE_KEYS
@@ -274,7 +275,7 @@ def save(directory: str | os.PathLike, state: CheckpointState) -> None:
         "converged": bool(state.converged),
     }
     with atomic_file(checkpoint_path(directory)) as f:
-        np.savez(
+        write_npz(
             f,
             format=np.array(_FORMAT),
             format_version=np.array(_FORMAT_VERSION),

@@ -12,7 +12,7 @@ import numpy as np
 from fastsoftmax import _checks, engine, solvers
 from fastsoftmax._api import descend, fused_loss_grad, l2_penalty, predict, predict_proba
 from fastsoftmax._api import softmax as softmax_rows
-from fastsoftmax._io import atomic_file, newer_format, npz_scalar, read_npz, refuse_other_file_kind
+from fastsoftmax._io import atomic_file, newer_format, npz_scalar, read_npz, refuse_other_file_kind, write_npz
 from fastsoftmax._layout import pack, unpack
 from fastsoftmax._threading import copied_for_saving, exclusive_training, read_while_trained_elsewhere, run_whole
 from fastsoftmax.checkpoint import check_directory as check_checkpoint_directory
@@ -689,7 +689,7 @@ class SoftmaxRegression:
         }
         _fit_state(state, unsaved)
         with atomic_file(path) as f:
-            np.savez(f, format=np.array(_FORMAT), format_version=np.array(_FORMAT_VERSION), W=W, b=b, **state)
+            write_npz(f, format=np.array(_FORMAT), format_version=np.array(_FORMAT_VERSION), W=W, b=b, **state)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> SoftmaxRegression:

@@ -71,6 +71,7 @@ from fastsoftmax._io import (
     read_npz,
     refuse_other_file_kind,
     release_rows,
+    write_npz,
 )
 from fastsoftmax._threading import copied_for_saving, exclusive_training, numba_threads
 from fastsoftmax.model import SoftmaxRegression
@@ -996,7 +997,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         # What load would refuse is never written over a good file.
         self._from_arrays(arrays, unsaveable)
         with atomic_file(path) as f:
-            np.savez(f, **arrays)
+            write_npz(f, **arrays)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> SoftmaxClassifier:
