@@ -112,7 +112,7 @@ def _predicting(method: Callable) -> Callable:
 
     @functools.wraps(method)
     def on_a_snapshot(self, *args, **kwargs):
-        with self._threads(at_most_available=True):
+        with self._threads():
             return method(self._snapshot(), *args, **kwargs)
 
     return on_a_snapshot
@@ -214,7 +214,9 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         LogisticRegression does with lbfgs) and fits anything else in float64.
     n_threads : int or None
         Numba threads for the kernels, in fitting and in prediction (default:
-        all of numba's).
+        all of numba's); more than Numba has (``NUMBA_NUM_THREADS``, which
+        joblib's worker processes lower to their share of the cores) run as
+        all of them.
     chunk_size : int or None
         Rows per chunk of the full-batch objective (see ``SoftmaxRegression.fit``).
     lr, batch_size, momentum :
@@ -335,14 +337,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
 
     def _check_n_threads(self) -> None:
         if self.n_threads is not None:
-            import numba
-
             _checks.check_int(self.n_threads, "n_threads")
-            if self.n_threads > numba.config.NUMBA_NUM_THREADS:
-                raise ValueError(
-                    f"n_threads must be at most {numba.config.NUMBA_NUM_THREADS} (NUMBA_NUM_THREADS), "
-                    f"got {self.n_threads}."
-                )
 
     def _compute_dtypes(self) -> list[np.dtype]:
         """The dtypes X may keep; anything else is cast to the first."""
@@ -381,22 +376,21 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         merged.update(changed)
         self.__dict__ = merged
 
-    def _threads(self, *, at_most_available: bool = False):
+    def _threads(self):
         """``n_threads`` Numba threads for the block (all of them for None), checked first.
 
-        With ``at_most_available`` (prediction), a count above this process's
-        ``NUMBA_NUM_THREADS`` is lowered to it: an estimator fitted with
+        A count above this process's ``NUMBA_NUM_THREADS`` is lowered to it, as
+        scikit-learn's ``n_jobs`` is: joblib's worker processes (a grid search
+        with ``n_jobs=2``) set it to their share of the cores, where a fit with
+        ``n_threads=2`` was refused in every fold; and an estimator fitted with
         ``n_threads=2`` and unpickled where Numba has one thread still predicts.
         """
         if self.n_threads is None:
             return contextlib.nullcontext()
-        if at_most_available:
-            import numba
+        import numba
 
-            _checks.check_int(self.n_threads, "n_threads")
-            return numba_threads(min(self.n_threads, numba.config.NUMBA_NUM_THREADS))
         self._check_n_threads()  # set_params after fit may have changed it
-        return numba_threads(self.n_threads)
+        return numba_threads(min(self.n_threads, numba.config.NUMBA_NUM_THREADS))
 
     def _seed(self) -> int:
         """The mini-batch shuffling seed drawn from ``random_state`` (unused by lbfgs and gd)."""

@@ -286,16 +286,27 @@ def test_a_failed_partial_fit_never_shows_other_threads_an_empty_estimator():
     assert outcomes and all(outcome is True for outcome in outcomes), outcomes
 
 
-def test_an_estimator_with_more_threads_than_this_process_has_still_predicts():
+def test_an_estimator_with_more_threads_than_this_process_has_predicts_and_fits_on_all():
     """Unpickled where NUMBA_NUM_THREADS is lower than its n_threads, it raised "n_threads must be at most"."""
     import numba
 
     X, y = generated(n=300, k=3)
+    every = SoftmaxClassifier(n_threads=numba.config.NUMBA_NUM_THREADS).fit(X, y)
     clf = SoftmaxClassifier(n_threads=1).fit(X, y)
     clf.__dict__["n_threads"] = numba.config.NUMBA_NUM_THREADS + 1  # as pickled on a larger machine
-    np.testing.assert_array_equal(clf.predict(X), SoftmaxClassifier().fit(X, y).predict(X))
-    with pytest.raises(ValueError, match="n_threads must be at most"):
-        clf.fit(X, y)  # fitting names it
+    np.testing.assert_array_equal(clf.predict(X), every.predict(X))
+    np.testing.assert_array_equal(clf.fit(X, y).coef_, every.coef_)
+
+
+def test_n_threads_in_a_grid_search_of_joblib_processes():
+    """joblib's workers set NUMBA_NUM_THREADS to their share of the cores (1 each for n_jobs=2 on 2 cores):
+    fit refused n_threads=2 in every fold, "n_threads must be at most 1 (NUMBA_NUM_THREADS)"."""
+    from sklearn.model_selection import cross_val_score
+
+    X, y = generated(n=300, k=3)
+    serial = cross_val_score(SoftmaxClassifier(n_threads=2), X, y, cv=2)
+    in_processes = cross_val_score(SoftmaxClassifier(n_threads=2), X, y, cv=2, n_jobs=2, error_score="raise")
+    np.testing.assert_allclose(in_processes, serial)
 
 
 def test_a_complex_number_as_sample_weight_is_refused():
