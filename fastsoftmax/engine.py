@@ -360,7 +360,8 @@ def warn_not_converged(
 
 #: The ``C`` of the scikit-learn estimator whose fit runs in this context (see
 #: :func:`penalty_from_C`), or None: :func:`_remedy` then names the parameter
-#: its users set. A context variable, as :data:`_convergence_messages` is.
+#: its users set, and :func:`_what_is_kept` what it keeps. A context variable,
+#: as :data:`_convergence_messages` is.
 _penalty_C: contextvars.ContextVar[float | None] = contextvars.ContextVar("fastsoftmax_penalty_C", default=None)
 
 
@@ -435,6 +436,15 @@ def _remedy(options: FitOptions) -> str:
     return f"{'raise l2' if C is None else 'lower C'} or scale the features"
 
 
+def _what_is_kept(model_keeps: str) -> str:
+    """What a diverged fit leaves, for its message: ``model_keeps``, or for the scikit-learn estimator, its state.
+
+    The estimator's fit trains a model of its own and keeps nothing of it on
+    an error; its users have no W and b (see :func:`penalty_from_C`).
+    """
+    return model_keeps if _penalty_C.get() is None else "The estimator is left as it was before the call"
+
+
 def _diverged(exc: solvers.DivergedError, options: FitOptions, kept_iteration: int, offset: int) -> TrainingError:
     """The error for a run-away loss; W and b hold the iterate of ``kept_iteration`` (0: the start).
 
@@ -447,7 +457,8 @@ def _diverged(exc: solvers.DivergedError, options: FitOptions, kept_iteration: i
     else:
         kept = f"iteration {kept_iteration}, loss {exc.best_loss:.6g}"
     return TrainingError(
-        f"training diverged: {exc.describe(offset)}. W and b keep the best weights ({kept}); {_remedy(options)}."
+        f"training diverged: {exc.describe(offset)}. {_what_is_kept(f'W and b keep the best weights ({kept})')}; "
+        f"{_remedy(options)}."
     )
 
 
@@ -758,8 +769,8 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
             kept = "the best weights"
         model.loss_history_ = history_to_kept()  # with the starting loss, where no iteration was completed
         raise TrainingError(
-            f"training diverged: {exc.describe(offset)}. W and b keep {kept} of iteration {model.n_iter_}; "
-            f"{_remedy(options)}."
+            f"training diverged: {exc.describe(offset)}. "
+            f"{_what_is_kept(f'W and b keep {kept} of iteration {model.n_iter_}')}; {_remedy(options)}."
         ) from exc
     except solvers.DivergedError as exc:
         raise restore_the_best(exc) from exc
@@ -848,7 +859,8 @@ def _partial_fit(model, objective, options, *, seed, state):
         if isinstance(exc, solvers.NonFiniteLossError) and exc.iteration == 0:
             objective.raise_for_nonfinite_start(exc.loss)  # before any step: the data, not lr
         raise TrainingError(
-            f"training diverged: {exc.describe(model.n_iter_)}. W and b are unchanged; {_remedy(options)}."
+            f"training diverged: {exc.describe(model.n_iter_)}. {_what_is_kept('W and b are unchanged')}; "
+            f"{_remedy(options)}."
         ) from exc
     losses, n_iter = list(model.loss_history_) + result.loss_history, model.n_iter_ + 1
     # The guard compares epochs of one data set; each call of partial_fit may bring another batch.

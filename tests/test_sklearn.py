@@ -494,6 +494,9 @@ def test_a_divergence_that_the_penalty_drives_asks_for_a_larger_C(call):
         for _ in range(5):  # the first epochs of partial_fit shrink W before it climbs
             est.fit(X, y) if call == "fit" else est.partial_fit(X, y, classes=[0, 1, 2])
     assert "lower lr (now 0.1) or raise C (now 1e-05, giving l2 = 100): lr * l2 = 10 >= 1" in str(info.value)
+    # It said "W and b keep the best weights" (or "are unchanged"): the estimator has neither and keeps nothing.
+    assert "). The estimator is left as it was before the call; lower lr" in str(info.value)
+    assert "W and b" not in str(info.value)
 
 
 def test_convergence_warning_says_why_the_solver_stopped():
