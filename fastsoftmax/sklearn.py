@@ -135,6 +135,20 @@ def _refuse_sparse(X) -> None:
             raise TypeError(SPARSE_MESSAGE.replace("X.toarray()", "X.sparse.to_dense()"))
 
 
+def _nonfinite_logits_error(X: np.ndarray, W: np.ndarray, b: np.ndarray) -> ValueError:
+    """The error for logits X W^T + b that are not all finite: NaN or inf in X, or else an overflow.
+
+    X is scanned here, on the error path: scikit-learn's ``assume_finite=True``
+    skips the validation's scan, and a NaN in X was reported as logits that
+    overflow "although X, W and b are finite".
+    """
+    try:
+        _checks.check_X_finite(X, "before predicting")
+    except ValueError as nonfinite:
+        return nonfinite
+    return _checks.logits_overflow_error(X, W, b)
+
+
 def _refuse_an_empty_X(shape: tuple, source: str) -> None:
     """Refuse an X (a file, a Dask array: ``source``) of 0 samples or 0 features, as ``check_array`` refuses an array.
 
@@ -878,8 +892,8 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         X = self._validate_X(X)
         with np.errstate(over="ignore", invalid="ignore"):
             scores = X @ self.coef_.T + self.intercept_
-        if not np.isfinite(scores).all():  # X was checked finite: the products overflowed (inf - inf is NaN)
-            raise _checks.logits_overflow_error(X, self.coef_, self.intercept_)
+        if not np.isfinite(scores).all():
+            raise _nonfinite_logits_error(X, self.coef_, self.intercept_)
         return scores.ravel() if self.classes_.shape[0] == 2 else scores
 
     @_predicting
@@ -912,8 +926,8 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         W, b = self._full_params(X.dtype)
         with np.errstate(over="ignore", invalid="ignore"):
             logits = X @ W.T + b
-        if not np.isfinite(logits).all():  # X was checked finite: the logits overflowed
-            raise _checks.logits_overflow_error(X, W, b)
+        if not np.isfinite(logits).all():
+            raise _nonfinite_logits_error(X, W, b)
         return log_softmax(logits)
 
     @_predicting

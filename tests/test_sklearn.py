@@ -1344,3 +1344,19 @@ def test_a_copy_during_another_threads_partial_fit_is_refused_in_the_estimators_
                 make_copy(estimator)
     restored = pickle.loads(pickle.dumps(estimator))
     np.testing.assert_array_equal(restored.partial_fit(X, y).coef_, estimator.partial_fit(X, y).coef_)
+
+
+@pytest.mark.parametrize("method", ["decision_function", "predict_log_proba", "predict_proba", "predict"])
+@pytest.mark.parametrize("value", [np.nan, -np.inf])
+def test_nonfinite_X_is_named_under_assume_finite(method, value):
+    """scikit-learn's assume_finite=True skips the validation's scan: decision_function and predict_log_proba
+    then called a NaN in X logits that overflow "although X, W and b are finite"."""
+    import sklearn
+
+    X, y = generated(n=200, k=3)
+    est = SoftmaxClassifier().fit(X, y)
+    X = X.copy()
+    X[7, 1] = value
+    with sklearn.config_context(assume_finite=True):
+        with pytest.raises(ValueError, match=r"^X contains 1 NaN or infinite value\(s\), the first in row 7;"):
+            getattr(est, method)(X)
