@@ -358,11 +358,14 @@ def _raise_for_overflow(
         kernels.cross_entropy_rows(kernels.read_only(Z), kernels.read_only(y), losses, n_chunks)
     weights = sample_weight if sample_weight.shape[0] else np.ones(Z.shape[0])
     counted = weights != 0
-    if (np.isinf(losses) & counted & ~np.isfinite(Z).all(axis=1)).any():
-        return  # a -inf logit at a label: the loss is inf
+    # A -inf logit at its row's label: that loss is inf. (A -inf elsewhere in a row is no excuse
+    # for its finite logits' overflow.)
+    inf_at_label = np.isneginf(Z[np.arange(Z.shape[0]), y]) & counted
     with np.errstate(over="ignore"):
         weighted = losses * weights
-    overflowed = ~np.isfinite(weighted) & counted
+    overflowed = ~np.isfinite(weighted) & counted & ~inf_at_label
+    if inf_at_label.any() and (reduction != "none" or not overflowed.any()):
+        return None  # the loss is inf (their sum too, whatever other rows overflow)
     if overflowed.any():
         row = int(np.argmax(overflowed))
         if np.isfinite(losses[row]):

@@ -68,8 +68,16 @@ def test_a_float64_loss_beyond_its_range_is_refused_not_inf(reduction):
         fs.cross_entropy(Z, y, reduction=reduction)
     with pytest.raises(ValueError, match=r"weighted loss of row 0 \(weight 1e\+10 times loss 1e\+300\)"):
         fs.cross_entropy(np.array([[0.0, 1e300]]), [0], sample_weight=[1e10], reduction=reduction)
-    Z[1, 0] = -np.inf  # a -inf logit at a label: its loss is inf, as it should be
-    assert np.isinf(fs.cross_entropy(Z, [1, 0], reduction=reduction)).any()
+    # A -inf logit elsewhere in the row is no excuse: [-inf, 1e308, -1e308] at label 2 returned inf.
+    with pytest.raises(ValueError, match=r"loss of row 0 is beyond the range of float64: its logits differ"):
+        fs.cross_entropy(np.array([[-np.inf, 1e308, -1e308], [0.0, 0.0, 0.0]]), [2, 0], reduction=reduction)
+    Z[1, 0] = -np.inf  # a -inf logit at a label: its loss is inf, as it should be ...
+    if reduction == "none":  # ... while row 0's is still refused
+        with pytest.raises(ValueError, match=r"loss of row 0 is beyond the range of float64"):
+            fs.cross_entropy(Z, [1, 0], reduction=reduction)
+    else:  # ... and so is the sum, and the mean
+        assert fs.cross_entropy(Z, [1, 0], reduction=reduction) == np.inf
+    assert fs.cross_entropy(Z[1:], [0], reduction=reduction) == np.inf
 
 
 @pytest.mark.parametrize("call", ["loss_and_grad", "softmax", "predict_proba"])
