@@ -423,6 +423,23 @@ def test_softmax_family_of_many_classes_keeps_float32_precision(rng):
     assert np.abs(fs.cross_entropy(Z, y, reduction="none") / -exact[rows, y] - 1).max() <= 4 * eps
 
 
+@pytest.mark.parametrize("n_classes", [100_000, 1_000_000])
+def test_softmax_of_many_like_logits_keeps_float64_precision(n_classes):
+    """A row's tail is summed in groups whatever the lanes (``TAIL_SUM_GROUP``): a chain of K / lanes float64
+    adds of like values errs one way, by more as it grows (NumPy's pairwise sums: 0.7 and 2.7 eps here)."""
+    Z = np.zeros((1, n_classes))
+    Z[0, ::7] = 1.0
+    n_ones = Z[0].sum()
+    exp_minus_one = np.exp(np.longdouble(-1))
+    denominator = n_ones + (n_classes - n_ones) * exp_minus_one
+    exact = np.where(Z[0] == 1, 1 / denominator, exp_minus_one / denominator)
+    eps = np.finfo(np.float64).eps
+    P = fs.softmax(Z)
+    assert np.abs(P[0] / exact - 1).max() <= 8 * eps
+    assert abs(P.sum(dtype=np.longdouble) - 1) <= 8 * eps
+    assert abs(fs.log_softmax(Z)[0, 0] / -np.log(denominator) - 1) <= 8 * eps
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 def test_softmax_family_in_parallel_chunks_gives_the_serial_bits(rng, dtype):
     # The parallel drivers run each chunk's rows by the serial body, called by
