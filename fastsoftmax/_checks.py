@@ -534,7 +534,10 @@ def _shown(value, call: str | None = None) -> str:
     ``lr`` in ``train_step(X, lr, y)``), whose repr would fill the message;
     ``call`` then names the order of the arguments.
     """
-    if isinstance(value, np.ndarray) and value.ndim:
+    if isinstance(value, np.ndarray) and not value.ndim:
+        # Its repr, array(0.1), read as if 0.1 itself were refused.
+        return f"a 0-d array holding {value.item()!r} (pass a number: float(...) or .item())"
+    if isinstance(value, np.ndarray):
         shown = f"an array of shape {value.shape}"
     elif isinstance(value, (list, tuple)):
         shown = f"a {type(value).__name__} of length {len(value)}"

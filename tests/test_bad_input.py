@@ -1063,8 +1063,14 @@ def test_a_1d_X_file_names_swapped_arguments(problem, tmp_path):
             lambda m, X, y: m.fit(X, y, solver="sgd", momentum=y),
             r"^momentum must be .*, got an array of shape \(8,\)\.$",
         ),
+        # A 0-d array by the number it holds: "got array(0.1)" read as if 0.1 were refused.
+        (
+            lambda m, X, y: m.train_step(X, y, np.array(0.1)),
+            r"^lr must be a finite number > 0, got a 0-d array holding 0\.1 \(pass a number: float\(\.\.\.\) "
+            r"or \.item\(\)\)\.$",
+        ),
     ],
-    ids=["train_step-lr", "train_step-lr-list", "train_step-l2", "fit-lr", "fit-tol", "fit-momentum"],
+    ids=["train_step-lr", "train_step-lr-list", "train_step-l2", "fit-lr", "fit-tol", "fit-momentum", "lr-0d"],
 )
 def test_an_array_for_a_number_option_is_shown_by_its_shape(problem, call, message):
     # train_step(X, lr, y) said "lr must be a finite number > 0, got array([0, 2, 0, ..." with every label.
