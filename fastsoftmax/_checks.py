@@ -778,15 +778,22 @@ def raise_for_nonfinite_loss(
     if y is not None:
         check_labels(y, y.shape[0], n_classes)
     check_X_finite(X, "before training")
-    if W is not None and l2:
-        largest = float(np.abs(W).max())
-        # As Python floats: compared with the dtype's float32 max, l2 |W| would be cast to float32 and overflow.
-        if l2 * largest > float(np.finfo(W.dtype).max):
-            raise ValueError(
-                f"the L2 term's gradient l2 W overflows {W.dtype} (l2 = {l2:g}, largest |W| = {largest:.3g}); "
-                f"lower l2{', or use float64' if W.dtype.itemsize < 8 else ''}."
-            )
+    if W is not None:
+        raise_for_l2_overflow(l2, W, "gradient l2 W", "W")
     raise overflow_error()
+
+
+def raise_for_l2_overflow(l2: float, M: np.ndarray, term: str, name: str) -> None:
+    """Raise ValueError if the L2 term ``l2 M`` (the gradient's l2 W, the Hessian product's l2 V) overflows."""
+    if not l2:
+        return
+    largest = float(np.abs(M).max())
+    # As Python floats: compared with the dtype's float32 max, l2 |M| would be cast to float32 and overflow.
+    if l2 * largest > float(np.finfo(M.dtype).max):
+        raise ValueError(
+            f"the L2 term's {term} overflows {M.dtype} (l2 = {l2:g}, largest |{name}| = {largest:.3g}); "
+            f"lower l2{', or use float64' if M.dtype.itemsize < 8 else ''}."
+        )
 
 
 # --------------------------------------------------------------------------- #

@@ -130,6 +130,8 @@ def hessian_vector_product(X, W, b, V, c, *, l2: float = 0.0, sample_weight=None
     scale = 1.0 / _weight_sum(sample_weight, X.shape[0])
     if not fused_hvp(X, W, b, V, c, sample_weight, scale, l2, HV, Hc):
         _checks.check_X_finite(X, "before training")
+        # Before the direction's size: l2 V shrinks with V too.
+        _checks.raise_for_l2_overflow(l2, V, "product l2 V", "V")
         _checks.raise_for_overflow_by_scale(
             "the direction (V, c)",
             (V, c),

@@ -94,6 +94,15 @@ def test_a_masked_array_is_refused_not_unmasked(call):
         }[call]()
 
 
+def test_an_l2_product_beyond_float32_is_named_by_the_hessian_vector_product():
+    # It blamed the direction's size ("scale it down and the product back up"), which l2 V shrinks with.
+    rng = np.random.default_rng(0)
+    X, W, V = (rng.standard_normal(shape).astype(np.float32) for shape in ((50, 4), (3, 4), (3, 4)))
+    b = np.zeros(3, np.float32)
+    with pytest.raises(ValueError, match=r"^the L2 term's product l2 V overflows float32 \(l2 = 1e\+39, .*; lower l2"):
+        fs.hessian_vector_product(X, W, b, V, b, l2=1e39)
+
+
 def test_an_l2_gradient_beyond_float64_does_not_say_to_use_float64():
     X, y = np.ones((4, 2)), np.array([0, 1, 0, 1])
     W = np.array([[2.0, 0.0], [0.0, 1.0]])
