@@ -483,8 +483,14 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                 # Checked here, by class: as sample weights they would be blamed on sample_weight.
                 _check_class_weights(per_class, classes, y_idx)
             factors = per_class[y_idx]
-            # "balanced" gives a class whose rows all weigh 0 an infinite weight; its rows stay at 0.
-            w = factors if w is None else np.multiply(w, factors, out=np.zeros_like(w), where=w != 0)
+            if w is not None:
+                # "balanced" gives a class whose rows all weigh 0 an infinite weight; its rows stay at 0.
+                with np.errstate(over="ignore"):
+                    product = np.multiply(w, factors, out=np.zeros_like(w), where=w != 0)
+                _refuse_overflowed_weights(product, w, factors)
+                w = product
+            else:
+                w = factors
         weight_sum = float(n) if w is None else float(np.sum(w, dtype=np.float64))
         if w is not None:
             # The engine uses them only through w_i / sum w (l2 takes weight_sum, in float64): scaled
@@ -1106,6 +1112,22 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         except (TypeError, ValueError) as exc:
             raise invalid(str(exc)) from exc
         return estimator
+
+
+def _refuse_overflowed_weights(product: np.ndarray, sample_weight: np.ndarray, factors: np.ndarray) -> None:
+    """Refuse a product of a row's sample weight and its class weight beyond float64, naming both.
+
+    Both are finite, so the inf it made was blamed on sample_weight ("contains
+    NaN or infinite value(s)"), with a NumPy overflow warning before it.
+    """
+    overflowed = np.isinf(product) & np.isfinite(factors)
+    if overflowed.any():
+        row = int(np.argmax(overflowed))
+        raise ValueError(
+            f"sample_weight times class_weight is beyond the range of float64 in row {row} "
+            f"({sample_weight[row]:.4g} times {factors[row]:.4g}); "
+            f"scale either down by a factor and C up by the same factor: the objective stays the same."
+        )
 
 
 def _check_class_weights(per_class: np.ndarray, classes: np.ndarray, y_idx: np.ndarray) -> None:

@@ -991,6 +991,20 @@ def test_class_weights_zeroing_every_class_of_a_batch_are_named():
         est.partial_fit(X[y < 2], y[y < 2], classes=[0, 1, 2])
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+def test_sample_weight_times_class_weight_beyond_float64_is_named_as_such():
+    """Both finite, their product's inf was "sample_weight contains NaN or infinite value(s)", after NumPy's
+    overflow warning."""
+    X, y = generated(n=60, k=3)
+    weights = np.ones(60)
+    weights[y == 1] = 1e10
+    row = int(np.argmax(y == 1))
+    est = SoftmaxClassifier(class_weight={0: 1.0, 1: 1e300, 2: 1.0})
+    match = rf"class_weight is beyond the range of float64 in row {row} \(1e\+10 times 1e"
+    with pytest.raises(ValueError, match=match):
+        est.fit(X, y, sample_weight=weights)
+
+
 def test_numpy_bools_and_integers_are_taken_for_warm_start_and_verbose():
     X, y = generated(n=50, k=3)
     SoftmaxClassifier(warm_start=np.True_, verbose=np.int64(0)).fit(X, y).fit(X, y)
