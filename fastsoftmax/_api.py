@@ -279,6 +279,11 @@ def log_softmax(Z, *, out: np.ndarray | None = None) -> np.ndarray:
     Returns
     -------
     ndarray, shape (N, K), dtype of Z
+        Finite wherever the log-probability fits the dtype; where finite
+        logits differ by more than its largest value (a log-probability
+        below -1.8e308 in float64, -3.4e38 in float32), that entry is -inf,
+        the rounding of IEEE arithmetic, where :func:`cross_entropy` refuses
+        the same loss with ValueError.
     """
     Z, out = _check_rowwise(Z, out)
     n_chunks = work_chunks(Z.shape[0], Z.shape[1] * EXP_WORK)

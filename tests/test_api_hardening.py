@@ -289,3 +289,13 @@ def test_without_openmp_or_tbb_the_workqueue_fallback_gives_the_same_numbers():
     rtol = rtol_for(np.float64, 3000)  # the chunks' partial sums may be added in another order
     for key in ("softmax", "cross_entropy", "loss", "dW", "db", "predict_proba", "fit_W"):
         np.testing.assert_allclose(fallback[key], normal[key], rtol=rtol, atol=rtol, err_msg=key)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_log_softmax_beyond_the_dtype_is_minus_inf_as_its_docstring_says(dtype):
+    # Where cross_entropy refuses the same loss: each function as its docstring states.
+    largest = np.finfo(dtype).max
+    Z = np.array([[0.9 * largest, -0.9 * largest]], dtype=dtype)
+    np.testing.assert_array_equal(fs.log_softmax(Z), [[0.0, -np.inf]])
+    with pytest.raises(ValueError, match="beyond the range"):
+        fs.cross_entropy(Z, [1], reduction="none")
