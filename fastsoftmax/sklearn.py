@@ -220,7 +220,8 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         fit on data of other features or classes raises ValueError (as
         LogisticRegression does) and keeps the previous fit.
     verbose : int, default 0
-        > 0 prints the loss after every iteration.
+        > 0 prints the loss after every iteration of ``fit``, and after the
+        epoch of each ``partial_fit`` call.
     random_state : int, RandomState or None
         Seeds the mini-batch shuffling of "sgd" and "adam".
     dtype : "preserve", np.float32 or np.float64, default "preserve"
@@ -852,6 +853,11 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             )
         self._store(model.W, model.b)
         self.n_iter_ = np.array([model.n_iter_], dtype=np.int32)
+        if self.verbose:  # as fit reports its iterations (SGDClassifier.partial_fit reports its epoch)
+            print(
+                f"SoftmaxClassifier: epoch {model.n_iter_}, mean mini-batch loss {model.loss_history_[-1]:.10g}",
+                flush=True,
+            )
         return self
 
     # -- prediction ------------------------------------------------------------

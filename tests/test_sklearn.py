@@ -1271,6 +1271,15 @@ def test_verbose_prints_the_loss(capsys):
         warnings.simplefilter("ignore", ConvergenceWarning)
         SoftmaxClassifier(verbose=1, max_iter=2).fit(X, y)
     assert "iteration 1, mean loss" in capsys.readouterr().out
+    # partial_fit printed nothing.
+    est = SoftmaxClassifier(verbose=1, solver="sgd", random_state=0)
+    for _ in range(2):
+        est.partial_fit(X, y, classes=[0, 1, 2])
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(", mean")[0] for line in lines] == ["SoftmaxClassifier: epoch 1", "SoftmaxClassifier: epoch 2"]
+    assert lines[-1].split()[-1] == f"{est._partial_model.loss_history_[-1]:.10g}"
+    SoftmaxClassifier(solver="sgd").partial_fit(X, y, classes=[0, 1, 2])
+    assert capsys.readouterr().out == ""
 
 
 def test_n_threads_is_used_and_restored():
