@@ -535,8 +535,8 @@ def _shown(value, call: str | None = None) -> str:
     ``call`` then names the order of the arguments.
     """
     if isinstance(value, np.ndarray) and not value.ndim:
-        # Its repr, array(0.1), read as if 0.1 itself were refused.
-        return f"a 0-d array holding {value.item()!r} (pass a number: float(...) or .item())"
+        # Its repr, array(0.1), read as if 0.1 itself were refused; a number is asked for.
+        return f"a 0-d array holding {value.item()!r}"
     if isinstance(value, np.ndarray):
         shown = f"an array of shape {value.shape}"
     elif isinstance(value, (list, tuple)):

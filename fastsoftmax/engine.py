@@ -833,6 +833,8 @@ def _partial_fit(model, objective, options, *, seed, state):
     objective = _hold_intercept(model, objective, options)
     # A state of weights of another shape is no state of these: (3, 4) and (5, 2) have as many parameters.
     shape = (model.num_classes, model.input_dim)
+    if state.pop("dim", None) == model._pack().shape[0] and "shape" not in state:
+        state["shape"] = shape  # pickled when states were kept by their parameter count: taken as then
     if state and state.get("shape") != shape:
         state.clear()
     state["shape"] = shape

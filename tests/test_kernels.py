@@ -425,8 +425,8 @@ def test_softmax_family_of_many_classes_keeps_float32_precision(rng):
 
 @pytest.mark.parametrize("n_classes", [100_000, 1_000_000])
 def test_softmax_of_many_like_logits_keeps_float64_precision(n_classes):
-    """A row's tail is summed in groups whatever the lanes (``TAIL_SUM_GROUP``): a chain of K / lanes float64
-    adds of like values errs one way, by more as it grows (NumPy's pairwise sums: 0.7 and 2.7 eps here)."""
+    """Summed in the vector lanes, a chain of K / lanes float64 adds of like values errs one way: logits of
+    0 with a 1 at every 7th class gave softmax 79 eps off at K = 1e5, 813 at 1e6 (NumPy: 0.7 and 2.7)."""
     Z = np.zeros((1, n_classes))
     Z[0, ::7] = 1.0
     n_ones = Z[0].sum()

@@ -864,3 +864,19 @@ def test_partial_fit_state_of_weights_of_another_shape_is_dropped(rng):
     fresh.partial_fit(X, y, solver="sgd", seed=123)
     np.testing.assert_array_equal(model.W, fresh.W)
     np.testing.assert_array_equal(model.b, fresh.b)
+
+
+def test_partial_fit_state_pickled_by_parameter_count_carries_on(rng):
+    """Pickles of models whose states were kept by parameter count ("dim") lost them on their next call."""
+    import pickle
+
+    X, y = rng.standard_normal((200, 4)), rng.integers(0, 3, 200)
+    model = SoftmaxRegression(4, 3, seed=0).partial_fit(X, y, solver="adam", seed=1)
+    state = model._partial_state["adam"]
+    old = pickle.loads(pickle.dumps(model))
+    old._partial_state["adam"].pop("shape")
+    old._partial_state["adam"]["dim"] = 3 * (4 + 1)  # as such a pickle holds it
+    for each in (model, old):
+        each.partial_fit(X, y, solver="adam")
+    assert old._partial_state["adam"]["t"] == state["t"] == 2  # one mini-batch per epoch, two epochs
+    np.testing.assert_array_equal(old.W, model.W)

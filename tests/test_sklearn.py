@@ -299,13 +299,15 @@ def test_an_estimator_with_more_threads_than_this_process_has_predicts_and_fits_
 
 
 def test_n_threads_in_a_grid_search_of_joblib_processes():
-    """joblib's workers set NUMBA_NUM_THREADS to their share of the cores (1 each for n_jobs=2 on 2 cores):
-    fit refused n_threads=2 in every fold, "n_threads must be at most 1 (NUMBA_NUM_THREADS)"."""
+    """joblib's workers set NUMBA_NUM_THREADS to their share of the cores (half of them each for n_jobs=2):
+    fit refused n_threads=2 on 2 cores in every fold, "n_threads must be at most 1 (NUMBA_NUM_THREADS)"."""
+    import numba
     from sklearn.model_selection import cross_val_score
 
     X, y = generated(n=300, k=3)
-    serial = cross_val_score(SoftmaxClassifier(n_threads=2), X, y, cv=2)
-    in_processes = cross_val_score(SoftmaxClassifier(n_threads=2), X, y, cv=2, n_jobs=2, error_score="raise")
+    every = max(2, numba.config.NUMBA_NUM_THREADS)  # more than either worker has
+    serial = cross_val_score(SoftmaxClassifier(n_threads=every), X, y, cv=2)
+    in_processes = cross_val_score(SoftmaxClassifier(n_threads=every), X, y, cv=2, n_jobs=2, error_score="raise")
     np.testing.assert_allclose(in_processes, serial)
 
 
