@@ -60,24 +60,45 @@ def _chunk_sums_rows(X, partial):
         partial[c] = acc
 
 
+def count_nonfinite(X: np.ndarray, n_chunks: int) -> tuple[int, int]:
+    """(count of NaN/inf entries of X (N, D), first offending row or -1), in ``n_chunks`` chunks of rows.
+
+    One chunk runs serially, on this thread: a parallel kernel starts its
+    thread team whatever its chunk count, and in a process forked after
+    GNU OpenMP's threads started, that ended the process ("fork() called
+    from a process already using GNU OpenMP, this is unsafe") where a
+    forked child explained a NaN in its input.
+    """
+    if n_chunks <= 1:
+        return _nonfinite_rows(X, 0, X.shape[0])
+    return _count_nonfinite_parallel(X, n_chunks)
+
+
+@njit(**JIT_OPTIONS)
+def _nonfinite_rows(X, start, stop):
+    """(count of NaN/inf entries, first row holding one or -1) of rows [start, stop) of X."""
+    count = 0
+    first = -1
+    for i in range(start, stop):
+        bad = 0
+        for d in range(X.shape[1]):
+            if not math.isfinite(X[i, d]):
+                bad += 1
+        if bad > 0:
+            count += bad
+            if first < 0:
+                first = i
+    return count, first
+
+
 @njit(parallel=True, **JIT_OPTIONS)
-def count_nonfinite(X, n_chunks):
-    """Return (count of NaN/inf entries of X (N, D), first offending row or -1)."""
+def _count_nonfinite_parallel(X, n_chunks):
+    """``count_nonfinite`` over ``n_chunks`` > 1 chunks, one per thread."""
     n = X.shape[0]
     counts = np.empty(n_chunks, dtype=np.int64)  # not np.zeros / np.full: see _chunk_sums_flat
     first = np.empty(n_chunks, dtype=np.int64)
     for c in prange(n_chunks):
-        counts[c] = 0
-        first[c] = -1
-        for i in range(c * n // n_chunks, (c + 1) * n // n_chunks):
-            bad = 0
-            for d in range(X.shape[1]):
-                if not math.isfinite(X[i, d]):
-                    bad += 1
-            if bad > 0:
-                counts[c] += bad
-                if first[c] < 0:
-                    first[c] = i
+        counts[c], first[c] = _nonfinite_rows(X, c * n // n_chunks, (c + 1) * n // n_chunks)
     first_row = -1
     for c in range(n_chunks):
         if first[c] >= 0:

@@ -540,6 +540,15 @@ FORKED_WORKERS = textwrap.dedent(
     W, b = rng.standard_normal((5, 30)), np.zeros(5)
 
     def work(solver):
+        # Bad input is explained as in the parent: the scan that names the row ended the child too.
+        bad = X[:10].copy()
+        bad[4, 0] = np.nan
+        try:
+            fs.predict(bad, W, b)
+        except ValueError as error:
+            assert "the first in row 4" in str(error), error
+        else:
+            raise AssertionError("a NaN in X was not refused")
         model = fs.SoftmaxRegression(30, 5, seed=0).fit(X, y, solver=solver, max_iter=3, seed=0)
         Z = X @ W.T
         return [model.loss_history_[-1], fs.predict_proba(X, W, b).sum(), fs.softmax(Z).sum(), fs.cross_entropy(Z, y),
@@ -563,7 +572,8 @@ FORKED_WORKERS = textwrap.dedent(
 @pytest.mark.skipif(MAX_THREADS < 2 or sys.platform != "linux", reason="needs two Numba threads and fork")
 def test_processes_forked_after_the_threads_started_run_their_calls():
     """GNU OpenMP cannot start threads in a forked child: Numba ended each worker ("fork() called from a process
-    already using GNU OpenMP, this is unsafe") and Pool.map waited for ever. Forked children now run on one thread."""
+    already using GNU OpenMP, this is unsafe") and Pool.map waited for ever. Forked children now run on one thread,
+    the finiteness scan that explains a NaN too."""
     done = subprocess.run([sys.executable, "-c", FORKED_WORKERS], capture_output=True, text=True, timeout=400)
     assert done.returncode == 0 and "forked workers ok" in done.stdout, done.stderr[-2000:]
     assert "unsafe" not in done.stderr
