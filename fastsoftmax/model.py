@@ -89,11 +89,28 @@ class SoftmaxRegression:
 
         pickle, joblib and ``copy.deepcopy`` read the attributes one after
         another: during another thread's fit they caught W of one iterate
-        beside b of another, or W in the middle of its write.
+        beside b of another, or W in the middle of its write. What training
+        writes in place is copied holding the training lock: the arrays, the
+        lists (the loss history) and partial_fit's optimiser state, a dict of
+        arrays that partial_fit clears and refills. Anything else is left to
+        pickle or deepcopy, after the lock is released: a model held by this
+        one (or this model, through a bound method) takes the lock in its own
+        ``__getstate__``, and deep-copied within it, hung the thread.
         """
 
-        # Deep: partial_fit's optimiser state (a dict of arrays) too, which partial_fit clears and refills.
-        return copied_for_saving(self, None, lambda: _copy.deepcopy(self.__dict__))
+        def written_in_training() -> dict:
+            return {
+                name: value.copy()
+                if isinstance(value, np.ndarray)
+                else list(value)
+                if isinstance(value, list)
+                else _copy.deepcopy(value)
+                if name == "_partial_state"
+                else value
+                for name, value in self.__dict__.items()
+            }
+
+        return copied_for_saving(self, None, written_in_training)
 
     def __setstate__(self, state: dict) -> None:
         # Pickles of versions in which W and b were plain attributes.

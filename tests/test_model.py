@@ -880,3 +880,29 @@ def test_partial_fit_state_pickled_by_parameter_count_carries_on(rng):
         each.partial_fit(X, y, solver="adam")
     assert old._partial_state["adam"]["t"] == state["t"] == 2  # one mini-batch per epoch, two epochs
     np.testing.assert_array_equal(old.W, model.W)
+
+
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+def test_a_model_holding_a_model_copies(how):
+    """A model held by another (a teacher), or the model itself through a bound method, took the training lock
+    again inside the outer copy: the thread hung."""
+    import copy
+    import pickle
+    import threading
+
+    model = SoftmaxRegression(4, 3, seed=0)
+    model.teacher = SoftmaxRegression(4, 3, seed=1)
+    model.hook = model.predict
+    copies = []
+
+    def copy_it():
+        copies.append(copy.deepcopy(model) if how == "deepcopy" else pickle.loads(pickle.dumps(model)))
+
+    worker = threading.Thread(target=copy_it, daemon=True)
+    worker.start()
+    worker.join(timeout=60)
+    assert not worker.is_alive(), "the copy hung"
+    (copied,) = copies
+    np.testing.assert_array_equal(copied.teacher.W, model.teacher.W)
+    assert copied.teacher is not model.teacher and not np.shares_memory(copied.W, model.W)
+    assert copied.hook.__self__ is copied
