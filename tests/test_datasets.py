@@ -290,3 +290,34 @@ def test_a_generator_beyond_memory_is_refused_before_allocating(monkeypatch):
     ):
         ds.make_classification(10, 40, n_informative=31, n_classes=2**30)
     assert ds.make_classification(10, 40, n_informative=31, n_classes=100, seed=0)[0].shape == (10, 40)
+
+
+def test_a_huge_feature_count_is_refused_at_once():
+    """2**n_informative was formed before the memory check: 1e10 features took 40 s and 3 GB before the error,
+    1e20 never ended."""
+    import subprocess
+    import sys
+
+    code = (
+        "from fastsoftmax.datasets import make_classification\n"
+        "try:\n"
+        "    make_classification(10, 10**20, n_classes=3)\n"
+        "except ValueError as error:\n"
+        "    print(error)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "GiB, more than the" in done.stdout and "use fewer classes" in done.stdout
+
+
+@pytest.mark.parametrize("n_samples", [10**13, 2**63 - 1, 10**23])
+def test_files_larger_than_their_disk_are_refused_before_any_work(tmp_path, n_samples):
+    """The sizes failed in the allocation ("Invalid argument"), or in np.memmap with an OverflowError that the
+    command line showed as a traceback, after a NumPy overflow warning."""
+    import os
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match=r"^X\.npy and y\.npy would take .* GiB, more than the .* GiB free on"):
+            ds.write_classification(tmp_path / "X.npy", tmp_path / "y.npy", n_samples, 20, progress=False)
+    assert os.listdir(tmp_path) == []
