@@ -1183,11 +1183,23 @@ def run_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+def _int_at_least(text: str, least: int, rule: str) -> int:
+    """``text`` as an integer >= ``least``, else argparse's error ``rule, got text``.
+
+    argparse names a type function's ValueError by the function's name: "--samples 1e3" was
+    "invalid _positive_int value: '1e3'".
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        value = least - 1
+    if value < least:
+        raise argparse.ArgumentTypeError(f"{rule}, got {text}")
     return value
+
+
+def _positive_int(text: str) -> int:
+    return _int_at_least(text, 1, "must be a positive integer")
 
 
 def _seed(text: str) -> int:
@@ -1207,19 +1219,13 @@ DEMO_MIN_SAMPLES = 5
 
 
 def _demo_samples(text: str) -> int:
-    value = int(text)
-    if value < DEMO_MIN_SAMPLES:
-        raise argparse.ArgumentTypeError(
-            f"must be at least {DEMO_MIN_SAMPLES} (the 80/20 split needs rows on both sides), got {text}"
-        )
-    return value
+    rule = f"must be an integer of at least {DEMO_MIN_SAMPLES} (the 80/20 split needs rows on both sides)"
+    return _int_at_least(text, DEMO_MIN_SAMPLES, rule)
 
 
 def _demo_features(text: str) -> int:
-    value = int(text)
-    if value < 2:  # 3 classes at distinct hypercube vertices need 2 informative features
-        raise argparse.ArgumentTypeError(f"must be at least 2 for the demo's 3 classes, got {text}")
-    return value
+    # 3 classes at distinct hypercube vertices need 2 informative features.
+    return _int_at_least(text, 2, "must be an integer of at least 2 for the demo's 3 classes")
 
 
 def _checked_number(check_name: str):

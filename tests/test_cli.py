@@ -1004,6 +1004,11 @@ BAD_OPTIONS = [
     (["train", "--seed", "-1"], "--seed"),
     (["generate", "--seed", "-1"], "--seed"),
     (["demo", "--seed", "-1"], "--seed"),
+    # argparse named the type function: "invalid _positive_int value: '1e3'".
+    (["generate", "--samples", "1e3"], "--samples"),
+    (["train", "--max-iter", "ten"], "--max-iter"),
+    (["demo", "--samples", "1.5"], "--samples"),
+    (["demo", "--features", "x"], "--features"),
 ]
 
 
@@ -1014,7 +1019,7 @@ def test_bad_option_values_are_refused_when_parsed(capsys, argv, option):
     err = capsys.readouterr().err
     assert info.value.code == 2
     assert f"argument {option}: must be" in err
-    assert "generating" not in err
+    assert "generating" not in err and "invalid" not in err
 
 
 def test_generate_advice_names_the_options_of_the_command(tmp_path, capsys):
