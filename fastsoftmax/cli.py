@@ -173,6 +173,7 @@ class _CompileClock:
         self._depth -= 1
         if self._depth == 0:
             self.seconds += time.perf_counter() - self._start
+            _raise_if_signalled()  # a signal during the compilation, whose exception LLVM's callback dropped
 
 
 @contextlib.contextmanager
@@ -484,6 +485,7 @@ class _Progress:
 
     def update(self, done: int, line: str, **postfix: str) -> None:
         """``done`` of ``total`` units are finished; ``line`` is the plain-text form."""
+        _raise_if_signalled()  # a signal whose exception a callback from C code swallowed
         if self.bar is not None:
             self.bar.n = done
             self.bar.set_postfix(postfix, refresh=False)
@@ -1409,18 +1411,32 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     0 on success, 2 on an error (one line on stderr), 130 on Ctrl-C (one line,
     no traceback), wherever it lands: in a command, or before one runs, as
-    the arguments are parsed or the thread pool starts.
+    the arguments are parsed or the thread pool starts, or where a callback
+    from C code drops its exception (LLVM's, as the kernels compile): the
+    signal is recorded and raised again (``_signalled``). 143 on SIGTERM.
     """
     _paths_printable()
+    _signalled.clear()
     try:
         with _terminate_as_an_exception():
-            return _run_command(argv)
+            status = _run_command(argv)
+            if status != 130:  # else the command reported the interrupt itself
+                _raise_if_signalled()
+            return status
     except KeyboardInterrupt:
         print("fastsoftmax: interrupted", file=sys.stderr)
         return 130
     except _Terminated:
         print("fastsoftmax: terminated", file=sys.stderr)
         return 128 + signal.SIGTERM
+    except Exception:
+        if not _signalled:
+            raise
+        # The signal's exception broke code that cannot be interrupted (Numba's cache, as the
+        # kernels compile: "RuntimeError: no compiled object yet"): the signal is the cause.
+        terminated = _signalled[-1] == signal.SIGTERM
+        print(f"fastsoftmax: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
+        return 128 + signal.SIGTERM if terminated else 130
 
 
 def _paths_printable() -> None:
@@ -1439,6 +1455,21 @@ class _Terminated(BaseException):
     """SIGTERM, raised where the interpreter next checks for signals (as Ctrl-C is)."""
 
 
+#: The signals (SIGINT, SIGTERM) received during the command. A handler's
+#: exception raised inside a callback that C code makes (LLVM's object cache
+#: as Numba compiles, a garbage collector callback) is printed as "Exception
+#: ignored" and dropped: Ctrl-C and SIGTERM were lost, and the command ran on
+#: and exited 0. Recorded here, they are raised again at the next progress
+#: update and at the end of the command.
+_signalled: list[int] = []
+
+
+def _raise_if_signalled() -> None:
+    """Raise the exception of a signal received earlier whose own exception was dropped."""
+    if _signalled:
+        raise _Terminated if _signalled[-1] == signal.SIGTERM else KeyboardInterrupt
+
+
 @contextlib.contextmanager
 def _terminate_as_an_exception() -> Iterator[None]:
     """SIGTERM (``kill``, ``timeout``, ``docker stop``, a batch scheduler) unwinds like Ctrl-C.
@@ -1450,18 +1481,39 @@ def _terminate_as_an_exception() -> Iterator[None]:
     default action: a SIGTERM ignored by the parent (``trap '' TERM``) or
     handled by a host program stays so. The old handler is put back.
     """
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def terminate(signum: int, frame: object) -> None:
+        _signalled.append(signum)
         raise _Terminated
 
-    previous = signal.signal(signal.SIGTERM, terminate)
+    def interrupt(signum: int, frame: object) -> None:
+        _signalled.append(signum)
+        raise KeyboardInterrupt
+
+    # Each over its default only: a signal ignored by the parent (trap '' TERM) or handled by a host stays so.
+    handlers = {signal.SIGTERM: (signal.SIG_DFL, terminate), signal.SIGINT: (signal.default_int_handler, interrupt)}
+    previous = {}
+    unraisable_hook = sys.unraisablehook
+
+    def drop_our_signals(unraisable) -> None:
+        # Recorded in _signalled and raised again: no "Exception ignored" traceback for them, nor
+        # for what they broke (llvmlite's __del__ of an object the interrupt left half made).
+        if not (_signalled or issubclass(unraisable.exc_type, (KeyboardInterrupt, _Terminated))):
+            unraisable_hook(unraisable)
+
     try:
+        for signum, (default, handler) in handlers.items():
+            if signal.getsignal(signum) is default:
+                previous[signum] = signal.signal(signum, handler)
+        sys.unraisablehook = drop_our_signals
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        sys.unraisablehook = unraisable_hook
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _run_command(argv: Sequence[str] | None) -> int:

@@ -493,6 +493,50 @@ def test_sigterm_exits_143_and_leaves_no_temporary_file(tmp_path, capsys, monkey
 
 
 @pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
+@pytest.mark.parametrize(
+    "signum, then, status, last_line",
+    [
+        (signal.SIGTERM, None, 143, "fastsoftmax: terminated"),
+        (signal.SIGINT, None, 130, "fastsoftmax generate: interrupted"),
+        (
+            signal.SIGTERM,
+            RuntimeError("no compiled object yet for <Library '_blocked_chunk'>"),
+            143,
+            "fastsoftmax: terminated",
+        ),
+    ],
+    ids=["sigterm", "sigint", "sigterm-then-broken-code"],
+)
+def test_a_signal_whose_exception_was_dropped_still_ends_the_command(
+    tmp_path, capsys, monkeypatch, signum, then, status, last_line
+):
+    """Raised inside a callback that C code makes (LLVM's object cache, as Numba compiles on a cold cache), the
+    handler's exception was printed as "Exception ignored" and dropped: the command ran on, wrote its output and
+    exited 0; or the code it broke raised a RuntimeError whose traceback ended the command (exit 1)."""
+    from fastsoftmax import datasets
+
+    fill = datasets._Filler.fill
+
+    class SignalledWhileCollected:
+        def __del__(self):
+            os.kill(os.getpid(), signum)  # the handler runs here: its exception cannot leave __del__
+
+    def fill_after_a_dropped_signal(self, *args):
+        SignalledWhileCollected()
+        if then is not None:
+            raise then
+        fill(self, *args)
+
+    monkeypatch.setattr(datasets._Filler, "fill", fill_after_a_dropped_signal)
+    argv = ["generate", "--data", str(tmp_path / "X.npy"), "--labels", str(tmp_path / "y.npy"), *SMALL, "--quiet"]
+    assert main(argv) == status
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == last_line
+    assert "Exception ignored" not in err and "Traceback" not in err
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
 def test_an_ignored_sigterm_stays_ignored(tmp_path, monkeypatch):
     # A parent's `trap '' TERM` (or a host program's own handler) was replaced by ours.
     monkeypatch.setattr(signal, "getsignal", lambda signum: signal.SIG_IGN)
