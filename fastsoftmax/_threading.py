@@ -147,11 +147,24 @@ _forked_from_openmp = False
 
 
 def _after_fork_in_child() -> None:
-    global _forked_from_openmp
+    """In a forked child, which has only the thread that forked: OpenMP's state, and what other threads held.
+
+    A lock another thread held at the fork stays held in the child, whose
+    next fit or save would wait for ever: the locks are made anew. The BLAS
+    sections of other threads (a fit running at the fork) would never close,
+    and left BLAS at one thread for the child's whole life: they are dropped,
+    and the counts put back where none of this thread's own remains.
+    """
+    global _forked_from_openmp, _trainers_lock, _blas_lock
     try:
         _forked_from_openmp = _forked_from_openmp or (_layer_checked and numba.threading_layer() == "omp")
     except ValueError:  # no layer started
         pass
+    _trainers_lock = threading.Lock()
+    _blas_lock = threading.RLock()
+    this_thread = threading.get_ident()
+    for holder in [holder for holder, thread in _blas_holders.items() if thread != this_thread]:
+        _release_blas(holder)
 
 
 if hasattr(os, "register_at_fork"):
@@ -232,8 +245,8 @@ def work_chunks(n_rows: int, work_per_row: int) -> int:
 #: closed by the garbage collector, which may run its finally while this
 #: thread holds the lock.
 _blas_lock = threading.RLock()
-#: The single_threaded_blas sections open now, in every thread.
-_blas_holders: set[object] = set()
+#: The single_threaded_blas sections open now, in every thread: each with its thread's ident.
+_blas_holders: dict[object, int] = {}
 #: Each limited BLAS library's controller and its thread count before the
 #: limit, recorded before the first is set; None while BLAS is not limited.
 _blas_original: list[tuple[Any, int]] | None = None
@@ -262,7 +275,7 @@ def single_threaded_blas() -> Iterator[None]:
     holder = object()
     try:
         with _blas_lock:
-            _blas_holders.add(holder)
+            _blas_holders[holder] = threading.get_ident()
             if len(_blas_holders) == 1:
                 _limit_blas()
         yield
@@ -306,7 +319,7 @@ def _release_blas(holder: object) -> None:
     """Close ``holder``'s section (if it was counted); the last to close puts the original counts back."""
     global _blas_original
     with _blas_lock:
-        _blas_holders.discard(holder)
+        _blas_holders.pop(holder, None)
         if not _blas_holders and _blas_original is not None:
             for library, num_threads in _blas_original:
                 _set_blas_threads(library, num_threads)

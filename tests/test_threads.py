@@ -782,3 +782,51 @@ def test_ctrl_c_in_the_release_of_a_claim_releases_it_whole(rng, monkeypatch):
     monkeypatch.undo()
     with ThreadPoolExecutor(1) as pool:
         assert pool.submit(model.predict, X).result().shape == (50,)
+
+
+FORK_DURING_A_FIT = textwrap.dedent(
+    """
+    import os, threading
+    import numpy as np, scipy.linalg.cython_blas, threadpoolctl
+    import fastsoftmax as fs
+    from fastsoftmax import _threading
+
+    def blas_threads():
+        return [lib["num_threads"] for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"]
+
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((5000, 20)), rng.integers(0, 3, 5000)
+    before = blas_threads()
+    inside, go = threading.Event(), threading.Event()
+
+    def wait_in_the_callback(model, iteration, loss):
+        if iteration == 1:
+            inside.set()
+            go.wait(60)
+
+    model = fs.SoftmaxRegression(20, 3)
+    fitting = threading.Thread(target=lambda: model.fit(X, y, max_iter=3, tol=0, callback=wait_in_the_callback))
+    fitting.start()
+    inside.wait(60)
+    pid = os.fork()
+    if pid == 0:  # the fitting thread is not in the child: its BLAS section and its claim are not either
+        at_fork = blas_threads()
+        fs.SoftmaxRegression(20, 3).fit(X, y, max_iter=2, tol=0)
+        model.predict(X[:5])
+        ok = at_fork == before == blas_threads() and not _threading._blas_holders
+        print("child ok" if ok else f"child: {before} {at_fork} {blas_threads()} {_threading._blas_holders}")
+        os._exit(0)
+    os.waitpid(pid, 0)
+    go.set()
+    fitting.join()
+    """
+)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="fork")
+def test_a_child_forked_during_another_threads_fit_gets_its_blas_threads_back():
+    """The child kept the fitting thread's BLAS section open, with no thread to close it: BLAS stayed at one
+    thread for its whole life, its own fits included."""
+    done = subprocess.run([sys.executable, "-c", FORK_DURING_A_FIT], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "child ok" in done.stdout, done.stdout + done.stderr[-2000:]
