@@ -459,7 +459,7 @@ def _synthetic(args):
             n_threads=args.threads,
         )
     elapsed = time.perf_counter() - start
-    _log(args, f"  {X.nbytes / 1e6:,.0f} MB in {elapsed:.1f} s ({args.samples / elapsed:,.0f} rows/s)")
+    _log(args, f"  {_bytes(X.nbytes)} in {elapsed:.1f} s ({args.samples / elapsed:,.0f} rows/s)")
     return X, y
 
 
@@ -499,6 +499,14 @@ class _Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def _bytes(n: int) -> str:
+    """A size for a message, in the unit that shows it: "80 kB", "2.4 MB", "8.00 GB" (generate said "0.00 GB")."""
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.2f} GB" if unit == "GB" else f"{n / size:.3g} {unit}"
+    return f"{n} bytes"
 
 
 def _unit(solver: str) -> str:
@@ -1111,7 +1119,7 @@ def run_generate(args: argparse.Namespace) -> int:
     nbytes = args.samples * args.features * np.dtype(args.dtype).itemsize
     if not args.quiet:
         print(
-            f"wrote {args.samples:,} x {args.features} {args.dtype} rows ({nbytes / 1e9:.2f} GB) to {args.data} "
+            f"wrote {args.samples:,} x {args.features} {args.dtype} rows ({_bytes(nbytes)}) to {args.data} "
             f"and labels to {args.labels} in {elapsed:.1f} s: {args.samples / elapsed:,.0f} rows/s, "
             f"{nbytes / elapsed / 1e6:,.0f} MB/s"
         )

@@ -56,6 +56,8 @@ def test_generate_train_on_files_and_predict(tmp_path, capsys):
     X, y = tmp_path / "X.npy", tmp_path / "y.npy"
     assert main(["generate", "--data", str(X), "--labels", str(y), *SMALL]) == 0
     assert np.load(X, mmap_mode="r").shape == (4000, 8)
+    # In a unit that shows the size: 128 kB of float32 was "(0.00 GB)".
+    assert "wrote 4,000 x 8 float32 rows (128 kB) to" in capsys.readouterr().out
     model = tmp_path / "m.npz"
     assert (
         main(
