@@ -1421,7 +1421,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     no traceback), wherever it lands: in a command, or before one runs, as
     the arguments are parsed or the thread pool starts, or where a callback
     from C code drops its exception (LLVM's, as the kernels compile): the
-    signal is recorded and raised again (``_signalled``). 143 on SIGTERM.
+    signal is recorded and raised again (``_signalled``). 143 on SIGTERM;
+    141, quietly, where the reader of stdout left (``... | head``).
     """
     _paths_printable()
     _signalled.clear()
@@ -1547,6 +1548,11 @@ def _run_command(argv: Sequence[str] | None) -> int:
     except KeyboardInterrupt:
         print(f"fastsoftmax {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader of stdout left (`... | head`): the outputs are written, and there is no one to tell.
+        # Python would report the same error again as it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except (ValueError, TypeError, OSError, MemoryError, ImportError, JitDisabledError) as exc:
         message = " ".join(str(exc).split()) or type(exc).__name__
         print(f"fastsoftmax {args.command}: error: {message}", file=sys.stderr)

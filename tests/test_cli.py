@@ -1303,3 +1303,17 @@ def test_predict_counts_every_nonfinite_value_of_a_file_in_one_chunk(tmp_path, c
     command = ["predict", "--model", str(tmp_path / "m.npz"), "--data", str(tmp_path / "X.npy")]
     assert main([*command, "--out", str(tmp_path / "p.npy")]) == 2
     assert "X contains 998 NaN or infinite value(s), the first in row 7" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX pipes and signals")
+def test_a_reader_of_stdout_that_left_ends_the_command_quietly(tmp_path):
+    """`fastsoftmax generate ... | true` wrote its files, then printed "error: [Errno 32] Broken pipe" and
+    exited 2, as if it had failed."""
+    X, y = tmp_path / "X.npy", tmp_path / "y.npy"
+    command = [sys.executable, "-m", "fastsoftmax", "generate", "--data", str(X), "--labels", str(y), *SMALL]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
+        process.stdout.close()  # as `| true` does, before the command prints its summary
+        stderr = process.stderr.read()
+    assert process.returncode == 128 + signal.SIGPIPE, stderr
+    assert "error" not in stderr and "Traceback" not in stderr
+    assert np.load(X).shape == (4000, 8) and np.load(y).shape == (4000,)
