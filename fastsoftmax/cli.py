@@ -373,7 +373,7 @@ def _load_data(data: str, labels: str | None, *, need_labels: bool = True):
     if not os.path.exists(data):
         raise CLIError(f"--data {data}: no such file.")
     if _is_zip(data):
-        from fastsoftmax._io import read_npz
+        from fastsoftmax._io import FILE_KINDS, npz_scalar, read_npz
 
         if labels is not None:
             raise CLIError("--labels is not used with an .npz file; it must hold arrays 'X' and 'y'.")
@@ -381,10 +381,16 @@ def _load_data(data: str, labels: str | None, *, need_labels: bool = True):
         # As every .npz the package reads: no pickle, and no size the file cannot back.
         # (np.load's message for an object array was to pass allow_pickle=True.)
         try:
-            arrays = read_npz(data, "data archive (arrays X and y)", names=required)
+            arrays = read_npz(data, "data archive (arrays X and y)", names=required | {"format"})
         except ValueError as exc:
             raise CLIError(f"--data {exc}") from exc
         missing = required - set(arrays)
+        marker = npz_scalar(arrays, "format", str)
+        if missing and marker in FILE_KINDS:
+            # It said only "the archive has no array 'X'" of a model given as --data.
+            holds, reader = FILE_KINDS[marker]
+            reader = "fastsoftmax predict --model" if marker == "fastsoftmax-model" else reader
+            raise CLIError(f"--data {data} holds {holds}, not data (arrays X and y): read it with {reader}.")
         if missing:
             raise CLIError(
                 f"--data {data}: the archive has no array {sorted(missing)[0]!r} "

@@ -572,6 +572,20 @@ def test_predict_with_data_given_as_the_model_names_the_data_file(tmp_path, npy,
         assert "fastsoftmax train --out" in err and "corrupt" not in err
 
 
+@pytest.mark.parametrize("command", ["predict", "train"])
+def test_a_model_given_as_data_is_named_as_a_model(tmp_path, npy, capsys, command):
+    """It said only "--data m.npz: the archive has no array 'X' (it needs 'X')"."""
+    model = tmp_path / "m.npz"
+    SoftmaxRegression(6, 3, seed=0).save(model)
+    argv = [command, "--data", str(model), "--out", str(tmp_path / ("p.npy" if command == "predict" else "o.npz"))]
+    if command == "predict":
+        argv += ["--model", str(model)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"--data {model} holds a SoftmaxRegression model, not data (arrays X and y): read it with " in err
+    assert not (tmp_path / "p.npy").exists() and not (tmp_path / "o.npz").exists()
+
+
 @pytest.mark.parametrize("proba", [False, True], ids=["labels", "proba"])
 def test_predict_names_the_file_row_of_a_nan_beyond_the_first_chunk(tmp_path, npy, capsys, monkeypatch, proba):
     from fastsoftmax import _data
