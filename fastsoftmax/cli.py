@@ -310,7 +310,7 @@ def _check_paths(inputs: dict[str, str | None], outputs: dict[str, str | None], 
     (:func:`fastsoftmax._io.same_file`). ``checkpoint`` is a directory; the
     checkpoint file inside it and the directory itself count as outputs.
     Each output location must also be writable now (see :func:`_check_output`),
-    and no path may be empty.
+    and no path may be empty or "-".
     """
     from fastsoftmax._io import same_file
 
@@ -319,6 +319,9 @@ def _check_paths(inputs: dict[str, str | None], outputs: dict[str, str | None], 
         # "" reads as the working directory in os.path, and writing it would fail only after the work.
         if path == "":
             raise CLIError(f"{option} is an empty path (an unset shell variable?); give a file name.")
+        # "-" is stdin or stdout to most tools: here it would be a file named "-" (or none to read).
+        if path == "-":
+            raise CLIError(f"{option} - : fastsoftmax reads and writes files, not stdin or stdout; give a file name.")
     for option, path in named:
         # The shell expands ~ only at the start of a word: --out=~/m.npz reaches us as it is, and
         # --checkpoint=~/ck made a directory named "~" here.

@@ -1003,7 +1003,7 @@ def test_demo_runs_both_models_to_the_same_weights_without_warnings(capsys, lr):
         (["predict", "--model", "", "--data", "{d}/X.npy"], "--model"),
     ],
 )
-def test_an_empty_path_is_refused_before_any_work(workspace, capsys, monkeypatch, argv, option):
+def test_an_empty_or_dash_path_is_refused_before_any_work(workspace, capsys, monkeypatch, argv, option):
     # "" is the working directory to os.path: generate wrote every row before failing to rename onto it.
     monkeypatch.chdir(workspace)
     before = _snapshot(workspace)
@@ -1012,6 +1012,11 @@ def test_an_empty_path_is_refused_before_any_work(workspace, capsys, monkeypatch
     assert rc == 2 and err.count("\n") == 1, err
     assert f"{option} is an empty path" in err and "give a file name" in err, err
     assert "generating" not in err and "wrote" not in err
+    assert _snapshot(workspace) == before
+    # "-" (stdout or stdin to most tools) wrote a file named "-".
+    rc = main([arg.replace("{d}", str(workspace)) if arg else "-" for arg in argv])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"{option} - : fastsoftmax reads and writes files, not stdin or stdout" in err, err
     assert _snapshot(workspace) == before
 
 
