@@ -512,9 +512,11 @@ class _Progress:
 
 def _bytes(n: int) -> str:
     """A size for a message, in the unit that shows it: "80 kB", "2.4 MB", "8.00 GB" (generate said "0.00 GB")."""
-    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+    if n >= 1e9:
+        return f"{n / 1e9:.2f} GB"
+    for unit, size in (("MB", 1e6), ("kB", 1e3)):
         if n >= size:
-            return f"{n / size:.2f} GB" if unit == "GB" else f"{n / size:.3g} {unit}"
+            return f"{n / size:.3g} {unit}"
     return f"{n} bytes"
 
 
@@ -1437,7 +1439,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     _signalled.clear()
     try:
         with _terminate_as_an_exception():
-            status = _run_command(argv)
+            try:
+                status = _run_command(argv)
+            except Exception:
+                # Where a signal's exception broke code that cannot be interrupted (Numba's cache, as
+                # the kernels compile: "RuntimeError: no compiled object yet"), the signal is the cause.
+                _raise_if_signalled()
+                raise
             if status != 130:  # else the command reported the interrupt itself
                 _raise_if_signalled()
             return status
@@ -1447,14 +1455,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _Terminated:
         print("fastsoftmax: terminated", file=sys.stderr)
         return 128 + signal.SIGTERM
-    except Exception:
-        if not _signalled:
-            raise
-        # The signal's exception broke code that cannot be interrupted (Numba's cache, as the
-        # kernels compile: "RuntimeError: no compiled object yet"): the signal is the cause.
-        terminated = _signalled[-1] == signal.SIGTERM
-        print(f"fastsoftmax: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
-        return 128 + signal.SIGTERM if terminated else 130
 
 
 def _paths_printable() -> None:
