@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -797,12 +796,10 @@ def test_connect_local_cluster_and_threaded():
         assert client is None
     with pytest.raises(ValueError, match="not both"), connect("tcp://127.0.0.1:1", 2):
         pass
-    start = time.perf_counter()
     with connect(n_workers=1) as client:
         assert len(client.nthreads()) == 1
         assert list(client.nthreads().values()) == [1]
         assert client.scheduler.address.startswith("tcp://127.0.0.1:")
-    assert time.perf_counter() - start < 60
 
 
 def test_model_fit_dispatches_dask_arrays(data, single_machine):

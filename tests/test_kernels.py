@@ -632,6 +632,39 @@ def test_predict_ties_go_to_lowest_class():
     np.testing.assert_array_equal(fs.predict(X, W, b), [1, 1, 1])
 
 
+#: Rows past one block with a remainder; K past a logits tile's classes and at the BLAS body's 64.
+TIE_SHAPES = [(300, 2, 4), (150, 21, 13), (131, 3, 70)]
+
+
+@pytest.mark.parametrize("body", [*PREDICT_VARIANTS, "columns"], ids=lambda v: getattr(v, "name", v).lower())
+@pytest.mark.parametrize("shape", TIE_SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_every_prediction_body_breaks_ties_to_the_lowest_class(rng, dtype, shape, body):
+    # Classes 2, 5, ... and K - 1 tie at the top (b = 1, W = 0) over every row:
+    # argmax's rule (the first of the largest) gives 2, whatever X holds.
+    n, d, k = shape
+    X = rng.standard_normal((n, d)).astype(dtype)
+    W = np.zeros((k, d), dtype=dtype)
+    tied_at_top = np.zeros(k, dtype=dtype)
+    tied_at_top[2::3] = 1
+    tied_at_top[-1] = 1
+    for b, want in [(tied_at_top, 2), (np.zeros(k, dtype=dtype), 0)]:  # and every class tied
+        for n_chunks in (1, 2):
+            labels = np.full(n, -1, dtype=np.int64)
+            labels_only = np.full(n, -1, dtype=np.int64)
+            P = np.empty((n, k), dtype=dtype)
+            with parallel_section(n_chunks, calls_blas=body == LossGradVariant.BLAS):
+                if body == "columns":
+                    X_T = np.asfortranarray(X).T
+                    assert kernels.predict_columns(X_T, W, b, P, labels, n_chunks) == 0
+                    assert kernels.predict_columns(X_T, W, b, P[:0], labels_only, n_chunks) == 0
+                else:
+                    assert kernels.predict_proba_labels(X, W, b, P, labels, n_chunks, body) == 0
+                    assert kernels.predict_labels(X, W, b, labels_only, n_chunks, body) == 0
+            np.testing.assert_array_equal(labels, want)
+            np.testing.assert_array_equal(labels_only, want)
+
+
 # -- out= buffers and the dtype policy ------------------------------------------
 
 
