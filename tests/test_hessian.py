@@ -178,8 +178,11 @@ def test_labels_do_not_enter_and_sums_add_over_chunks(rng):
         parts.append((HV, Hc))
     whole = fastsoftmax.hessian_vector_product(X, W, b, V, c, sample_weight=sw)
     total = float(sw.sum(dtype=np.float64))
-    np.testing.assert_allclose((parts[0][0] + parts[1][0]) / total, whole[0], rtol=1e-13, atol=1e-15)
-    np.testing.assert_allclose((parts[0][1] + parts[1][1]) / total, whole[1], rtol=1e-13, atol=1e-15)
+    # Both sides sum the same N rows' terms in other orders; entries that cancel are judged against the terms' size.
+    tol = rtol_for(np.float64, n, d + 1, k)
+    x_scale = float(np.abs(X).max())
+    np.testing.assert_allclose((parts[0][0] + parts[1][0]) / total, whole[0], rtol=tol, atol=tol * x_scale)
+    np.testing.assert_allclose((parts[0][1] + parts[1][1]) / total, whole[1], rtol=tol, atol=tol)
 
 
 @settings(max_examples=25, deadline=None)

@@ -310,8 +310,10 @@ def test_the_copy_is_made_at_the_second_evaluation(rng, row_blocks_calls):
     assert row_blocks_calls == []
     second = objective(theta)
     assert len(row_blocks_calls) == 1
-    assert second[0] == pytest.approx(first[0], rel=1e-14)
-    np.testing.assert_allclose(second[1], first[1], rtol=1e-12, atol=1e-15)
+    # The copy's blocks may sum the rows in another order than X in place.
+    tol = grad_rtol(np.float64, 2000, 5, 3)
+    assert second[0] == pytest.approx(first[0], rel=tol)
+    np.testing.assert_allclose(second[1], first[1], rtol=tol, atol=tol * float(np.abs(X).max()))
 
 
 def test_available_memory_reads_the_system_and_falls_back(monkeypatch):
