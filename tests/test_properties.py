@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
-from conftest import DTYPE_IDS, DTYPES, rtol_for
+from conftest import DTYPE_IDS, DTYPES, grad_rtol, reference_loss_grad, rtol_for
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import fastsoftmax as fs
-from fastsoftmax import _api, kernels
+from fastsoftmax import _api, kernels, reference
 from fastsoftmax.kernels import LossGradVariant
+from fastsoftmax.kernels._math import UNDERFLOW_32, UNDERFLOW_64
 
 SETTINGS = settings(max_examples=40, deadline=None)
 
@@ -46,6 +49,76 @@ def problems(draw, max_rows=40, max_features=6, max_classes=6):
     if draw(st.booleans()):
         sw = draw(hnp.arrays(dtype, (n,), elements=st.floats(0.5, 2.0, width=32)))
     return X, y, W, b, sw
+
+
+def _logit_error(X, W, b, tol: float) -> float:
+    """Bound on a logit's rounding: ``tol`` times the largest sum of |W_kd x_d| + |b_k| a logit adds up.
+
+    A logit off by e moves every probability by a factor of up to exp(2e),
+    the loss by 2e and each gradient entry by 2e times its factor (|x| or 1).
+    """
+    X64, W64, b64 = (np.abs(np.asarray(a, dtype=np.float64)) for a in (X, W, b))
+    return tol * (1.0 + float((X64 @ W64.T + b64).max()))
+
+
+def _flushed_below(dtype) -> float:
+    """The kernels' exp gives 0 below this (near the dtype's smallest normal), and so may a probability."""
+    return math.exp(UNDERFLOW_32 if np.dtype(dtype) == np.float32 else UNDERFLOW_64)
+
+
+def _fused(X, y, W, b, sw, l2, variant):
+    """Mean loss (with the penalty), dW and db from the fused kernel's ``variant``, as ``loss_and_grad`` calls it."""
+    weight_sum = float(X.shape[0] if sw is None else sw.sum(dtype=np.float64))
+    dW, db = np.empty_like(W), np.empty_like(b)
+    sw_arr = np.empty(0, W.dtype) if sw is None else sw
+    loss_sum = _api.fused_loss_grad(X, y, W, b, sw_arr, 1.0 / weight_sum, l2, dW, db, variant=variant)
+    return loss_sum / weight_sum + 0.5 * l2 * float(np.sum(W.astype(np.float64) ** 2)), dW, db
+
+
+@SETTINGS
+@given(problems(), st.sampled_from(list(LossGradVariant)), st.sampled_from([0.0, 0.5]))
+def test_every_body_matches_the_reference(problem, variant, l2):
+    X, y, W, b, sw = problem
+    n, d = X.shape
+    k = W.shape[0]
+    tol = grad_rtol(W.dtype, n, d, k)
+    logit_error = _logit_error(X, W, b, tol)
+    x_scale = float(np.abs(X).max())
+    subnormal = float(np.finfo(W.dtype).tiny)  # products below it may flush to 0
+    ref_loss, ref_dW, ref_db = reference_loss_grad(X, y, W, b, l2=l2, sample_weight=sw)
+    for loss, dW, db in [_fused(X, y, W, b, sw, l2, variant), fs.loss_and_grad(X, y, W, b, l2=l2, sample_weight=sw)]:
+        assert dW.dtype == W.dtype and db.dtype == W.dtype
+        np.testing.assert_allclose(loss, ref_loss, rtol=tol, atol=2 * logit_error)
+        dW_atol = 2 * logit_error * x_scale + tol * l2 * float(np.abs(W).max()) + subnormal
+        np.testing.assert_allclose(dW, ref_dW, rtol=tol, atol=dW_atol)
+        np.testing.assert_allclose(db, ref_db, rtol=tol, atol=2 * logit_error + subnormal)
+
+
+@SETTINGS
+@given(problems())
+def test_predictions_match_the_reference(problem):
+    X, y, W, b, _ = problem
+    tol = grad_rtol(W.dtype, *X.shape, W.shape[0])
+    P = fs.predict_proba(X, W, b)
+    want = reference.predict_proba(*(a.astype(np.float64) for a in (X, W, b)))
+    rtol = tol + 2 * _logit_error(X, W, b, tol)
+    np.testing.assert_allclose(P, want, rtol=rtol, atol=_flushed_below(W.dtype))
+
+
+@SETTINGS
+@given(logits())
+def test_softmax_log_softmax_and_cross_entropy_match_the_reference(case):
+    Z, y = case
+    k = Z.shape[1]
+    Z64 = Z.astype(np.float64)
+    # z - max z is rounded to eps |z - max z| / 2: a relative error of p, an absolute one of log p.
+    tol = rtol_for(Z.dtype, k) + 2 * float(np.finfo(Z.dtype).eps) * float(np.abs(Z64).max())
+    np.testing.assert_allclose(fs.softmax(Z), reference.softmax(Z64), rtol=tol, atol=_flushed_below(Z.dtype))
+    log_P = reference.log_softmax(Z64)
+    np.testing.assert_allclose(fs.log_softmax(Z), log_P, rtol=tol, atol=tol)
+    losses = -log_P[np.arange(len(y)), y]
+    np.testing.assert_allclose(fs.cross_entropy(Z, y, reduction="none"), losses, rtol=tol, atol=tol)
+    np.testing.assert_allclose(fs.cross_entropy(Z, y), losses.mean(), rtol=tol, atol=tol)
 
 
 @SETTINGS
