@@ -463,7 +463,9 @@ def check_chunked(X, y, sample_weight, dtype: np.dtype, n_features: int):
                 f"like the rows of X, {name} = da.from_array(np.load(path), chunks=(X.chunks[0],))."
             )
         if not isinstance(a, da.Array):
-            a = np.asarray(a)
+            # As on one machine: np.asarray would drop a masked array's mask, and the masked
+            # labels or weights would count as data.
+            a = _checks._as_array(a, name)
             if a.ndim == 1 and a.shape[0] == X.shape[0]:
                 return da.from_array(a, chunks=(X.chunks[0],))
         if a.ndim != 1:

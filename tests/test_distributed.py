@@ -15,6 +15,7 @@ the same iterates up to the rounding of the summation order.
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import sys
@@ -264,6 +265,21 @@ def test_sparse_chunks_and_paths_beside_dask_arrays_are_named(data, tmp_path):
         model.fit(Xd, tmp_path / "y.npy", max_iter=2)
     with pytest.raises(TypeError, match=r"got ndarray; y is a Dask array, so X must be one too: X = da\.from_array"):
         model.fit(X, yd, max_iter=2)
+
+
+def test_masked_labels_or_weights_beside_a_dask_X_are_refused(data):
+    """A masked NumPy y or sample_weight beside a Dask X lost its mask: the masked entries were trained on
+    as data, where one machine refuses them."""
+    X, y = data
+    Xd = da.from_array(X, chunks=(CHUNK, D))
+    half = np.arange(len(y)) % 2 == 0
+    masked_y = np.ma.masked_array(y, mask=half)
+    masked_w = np.ma.masked_array(np.ones(len(y)), mask=half)
+    for fit in (SoftmaxRegression(D, K, seed=0).fit, functools.partial(fit_dask, SoftmaxRegression(D, K, seed=0))):
+        with pytest.raises(TypeError, match=r"y is a masked array, whose mask would be ignored.*filled"):
+            fit(Xd, masked_y, max_iter=2)
+        with pytest.raises(TypeError, match=r"sample_weight is a masked array, whose mask would be ignored"):
+            fit(Xd, y, sample_weight=masked_w, max_iter=2)
 
 
 @pytest.mark.parametrize("X_kind", ["array", "path"])
