@@ -1023,23 +1023,24 @@ def run_train_dask(args: argparse.Namespace, t_start: float) -> int:
     return 0
 
 
-def _read_rows(path: str, start: int, stop: int, version: tuple[int, int]) -> np.ndarray:
+def _read_rows(path: str, start: int, stop: int, version: tuple[int, int, int]) -> np.ndarray:
     """Rows [start, stop) of the ``.npy`` file ``path``, read where the task runs (a worker).
 
-    ``version`` is the file's (size, mtime_ns) when the command opened it. A
-    task runs again when a worker is lost, and Dask recomputes its chunks: a
-    file rewritten meanwhile (the same shape, regenerated) gave those chunks
-    other rows, mixed into the fit without a word. The file is checked before
-    and after it is mapped, so the map is of the version checked.
+    ``version`` is the file's (size, mtime_ns, inode) when the command mapped
+    it, before it checked the labels and the validation rows. A task runs
+    again when a worker is lost, and Dask recomputes its chunks: a file
+    rewritten meanwhile (the same shape, regenerated) gave those chunks other
+    rows, mixed into the fit without a word. The file is checked before and
+    after it is mapped, so the map is of the version checked.
     """
+    from fastsoftmax._data import _file_change, _FileStat
 
     def check() -> None:
-        found = os.stat(path)
-        if (found.st_size, found.st_mtime_ns) != version:
+        change = _file_change(_FileStat(path, *version))
+        if change is not None:
             raise ValueError(
-                f"the file {path} was modified after the command opened it ({version[0]:,} bytes then, "
-                f"{found.st_size:,} now, or a newer modification time); a worker that read rows "
-                f"{start:,}..{stop:,} of it again would train on other data. Restore it and rerun."
+                f"the file {path} {change} after the command opened it; a worker that read rows {start:,}..{stop:,} "
+                f"of it would train on other data than the command checked. Restore it and rerun."
             )
 
     check()
@@ -1062,14 +1063,19 @@ def _dask_rows_of_files(args: argparse.Namespace, X_np: np.ndarray, y_np: np.nda
     import dask
     import dask.array as da
 
+    from fastsoftmax._data import _file_stat
+
     n_samples = X_np.shape[0]
     if args.dask_workers is not None and isinstance(X_np, np.memmap) and isinstance(y_np, np.memmap):
         read = dask.delayed(_read_rows, pure=True)
         bounds = [(start, min(start + chunk_rows, n_samples)) for start in range(0, n_samples, chunk_rows)]
 
         def rows_of(array: np.memmap):
-            found = os.stat(array.filename)
-            version = (found.st_size, found.st_mtime_ns)
+            # The file as mapped when the command opened it, before the checks of its labels and
+            # validation rows and the cluster's start (seconds): a file replaced since then is
+            # refused, not trained on. None where the file is gone: the workers' read names that.
+            opened = _file_stat(array)
+            version = (-1, -1, -1) if opened is None else (opened.size, opened.mtime_ns, opened.inode)
             return da.concatenate(
                 [
                     da.from_delayed(

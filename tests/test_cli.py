@@ -320,6 +320,25 @@ def test_rows_that_a_dask_worker_reads_again_from_a_rewritten_file_are_refused(t
         X[700:1400].compute(scheduler="sync")
 
 
+def test_a_file_replaced_before_the_dask_graph_is_built_is_refused(tmp_path, npy):
+    # The version the workers check was taken when the graph was built, after the labels and the
+    # validation rows were checked and the cluster started (seconds): a file moved over --data in
+    # between was trained on without a word, where one machine stops.
+    import argparse
+
+    from fastsoftmax import cli
+
+    x_path = tmp_path / "X.npy"
+    X_np = np.load(npy[0])
+    np.save(x_path, X_np)
+    X_map, y_map = cli._load_data(str(x_path), str(npy[1]))
+    np.save(tmp_path / "other.npy", -X_np)
+    os.replace(tmp_path / "other.npy", x_path)
+    X, _ = cli._dask_rows_of_files(argparse.Namespace(dask_workers=1), X_map, y_map, 700, None)
+    with pytest.raises(ValueError, match=r"X\.npy was replaced by another file after the command opened it"):
+        X[:700].compute(scheduler="sync")
+
+
 def test_model_is_written_before_an_error_in_the_accuracies(tmp_path, npy, capsys, monkeypatch):
     from fastsoftmax import _data
 
