@@ -553,7 +553,9 @@ class DataSource:
 
         Each array is hashed as one stream of its bytes in row order, so the
         digest depends on the data only: not on the chunk size, nor on whether
-        the data came as arrays or files (of the same dtypes). If
+        the data came as arrays or files, where X's dtype is the model's (an
+        array of another float dtype is hashed after its cast, a file as
+        stored). If
         :meth:`start_digest` was called and a full pass has streamed all rows
         since (the first objective evaluation of a full-batch solver), this
         costs nothing; otherwise it makes one streamed pass of its own.

@@ -578,6 +578,8 @@ def check_fingerprint(
             f"the data are the same but the model's dtype changed, and the data are read in it: resume in "
             f"{stored['dtype']} (dtype=np.{stored['dtype']}, or --dtype {stored['dtype']} on the command line)"
         )
+    elif note := _array_and_file(stored, expected):
+        diff.append(note)
     elif any(k not in ignored and k.startswith("data") and stored.get(k) != expected.get(k) for k in keys):
         changed = _files_changed(stored.get("files") or {}, expected.get("files") or {})
         diff.append(
@@ -604,6 +606,29 @@ def _recast(stored: dict[str, Any], expected: dict[str, Any]) -> bool:
         return False
     differing = {key for key in data_stored.keys() | data_now.keys() if data_stored.get(key) != data_now.get(key)}
     return differing == {"X_dtype"}
+
+
+def _array_and_file(stored: dict[str, Any], expected: dict[str, Any]) -> str:
+    """The note for an X given as an array in one run and as a file of another dtype in the other, else ''.
+
+    An X in memory is cast to the model's dtype before it is hashed, a file
+    is hashed as stored: the same values then read as other data, with only
+    X's dtype (and the digest) to tell them apart.
+    """
+    data_stored, data_now = stored.get("data"), expected.get("data")
+    if not (isinstance(data_stored, dict) and isinstance(data_now, dict)):
+        return ""
+    differing = {key for key in data_stored.keys() | data_now.keys() if data_stored.get(key) != data_now.get(key)}
+    from_file = ["X" in (fingerprint.get("files") or {}) for fingerprint in (stored, expected)]
+    if differing != {"X_dtype"} or from_file[0] == from_file[1]:
+        return ""
+    then = f"a {data_stored['X_dtype']} .npy file" if from_file[0] else "an array"
+    now = f"a {data_now['X_dtype']} .npy file" if from_file[1] else "an array"
+    return (
+        f"the checkpoint's run read X from {then} and this one from {now}: an array is cast to the "
+        f"model's dtype before it is hashed, a file is hashed as stored, so the same values can read as "
+        f"other data. Pass X as the checkpoint's run did"
+    )
 
 
 def _dask_rechunked(stored: Any, now: Any) -> str:

@@ -1918,6 +1918,26 @@ def test_a_resume_in_another_model_dtype_is_told_to_change_the_dtype_not_the_dat
     assert "not the data" not in str(info.value)
 
 
+@pytest.mark.parametrize("first", ["array", "file"])
+def test_the_same_X_as_an_array_and_as_a_file_of_another_dtype_is_named_as_such(tmp_path, data, files, first):
+    """An array is cast to the model's dtype before it is hashed, a file is hashed as stored: a float32 fit
+    on a float64 X resumed from its .npy file was refused as "not the data the checkpoint was trained on"."""
+    X, y = data
+    given = {"array": X, "file": str(files[0])}
+    then, now = given[first], given["file" if first == "array" else "array"]
+    _fit(then, y, checkpoint=tmp_path / "ck", dtype=np.float32)
+    read_from = {"array": "an array", "file": r"a float64 \.npy file"}
+    message = (
+        rf"the checkpoint's run read X from {read_from[first]} and this one from "
+        rf"{read_from['file' if first == 'array' else 'array']}: .*Pass X as the checkpoint's run did"
+    )
+    with pytest.raises(CheckpointError, match=message) as info:
+        _fit(now, y, checkpoint=tmp_path / "ck", dtype=np.float32)
+    assert "not the data" not in str(info.value)
+    # The same input as the checkpoint's run resumes.
+    _fit(then, y, checkpoint=tmp_path / "ck", dtype=np.float32, max_iter=4)
+
+
 def test_a_minibatch_resume_from_a_file_instead_of_memory_says_so(tmp_path, data, files):
     # The refusal was "(shuffle: checkpoint 'rows', now 'blocks')", and fit has no shuffle option.
     X, y = data
