@@ -39,6 +39,7 @@ from fastsoftmax._io import (
     read_npz,
     refuse_other_file_kind,
     temporary_names,
+    writable_target,
     write_npz,
 )
 from fastsoftmax._scaling import check_scaling
@@ -110,7 +111,8 @@ def check_directory(directory: str | bytes | os.PathLike, *, option: str = "chec
     ValueError
         It is empty, an existing file or a broken symbolic link, lies under a
         file, is not writable, or holds a directory named ``checkpoint.npz``,
-        a read-only checkpoint file, or a link to one where it cannot be written.
+        a read-only checkpoint file, a link to one where it cannot be written
+        (a loop of links, say), or a lock file that is not a regular file.
     """
     if not isinstance(directory, (str, bytes, os.PathLike)):
         raise TypeError(
@@ -137,9 +139,22 @@ def check_directory(directory: str | bytes | os.PathLike, *, option: str = "chec
             f"{option} {directory}: {checkpoint_path(directory)} is read-only; make it writable (chmod u+w) "
             "to resume from it, or give another directory."
         )
+    lock = os.path.join(directory, LOCK_FILENAME)
+    if os.path.exists(lock) and not os.path.isfile(lock):
+        # A named pipe failed at the first lock with "File or stream is not seekable", naming no path.
+        raise ValueError(f"{option} {directory}: {lock} is not a regular file; remove it.")
     if os.path.islink(checkpoint_path(directory)):
+        try:
+            # What the saves will write (a loop of links failed only at the first save, after an iteration).
+            target = writable_target(checkpoint_path(directory))
+        except (OSError, ValueError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise ValueError(
+                f"{option} {directory}: {checkpoint_path(directory)} cannot be written ({reason}); "
+                "remove the link or give another directory."
+            ) from None
         # Saves write through the link (``_io.atomic_path``), beside the file it leads to.
-        target_directory = os.path.dirname(os.path.realpath(checkpoint_path(directory)))
+        target_directory = os.path.dirname(target)
         if not os.path.isdir(target_directory) or not os.access(target_directory, os.W_OK | os.X_OK):
             raise ValueError(
                 f"{option} {directory}: {checkpoint_path(directory)} is a link into {target_directory}, which is "

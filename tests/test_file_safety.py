@@ -228,6 +228,27 @@ def test_a_checkpoint_link_into_a_missing_directory_is_refused_before_any_work(t
     assert model.n_iter_ == 0
 
 
+@pytest.mark.skipif(os.name != "posix", reason="POSIX symlinks and named pipes")
+def test_a_checkpoint_link_loop_or_a_special_lock_file_is_refused_before_any_work(tmp_path, data):
+    """A checkpoint.npz in a loop of links passed the checks and failed at the first save, after an iteration,
+    saying to free space; a named pipe as the lock file failed with "File or stream is not seekable"."""
+    loop = tmp_path / "loop"
+    loop.mkdir()
+    (loop / "checkpoint.npz").symlink_to("other")
+    (loop / "other").symlink_to("checkpoint.npz")
+    fifo = tmp_path / "fifo"
+    fifo.mkdir()
+    os.mkfifo(fifo / ".checkpoint.lock")
+    for directory, message in [
+        (loop, r"checkpoint\.npz cannot be written \(it is a symbolic link that leads back to itself \(a loop\)\)"),
+        (fifo, r"\.checkpoint\.lock is not a regular file; remove it"),
+    ]:
+        model = _model()
+        with pytest.raises(ValueError, match=message):
+            model.fit(*data, solver="gd", max_iter=3, checkpoint=directory)
+        assert model.n_iter_ == 0
+
+
 def test_bytes_checkpoint_path_is_used_as_its_decoded_str(tmp_path, data):
     # os.fsencode paths are accepted for data; a bytes checkpoint raised "Can't mix strings and bytes".
     first = _fit(*data, solver="gd", max_iter=2, checkpoint=os.fsencode(tmp_path / "ck"))
