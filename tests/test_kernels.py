@@ -9,6 +9,7 @@ import pytest
 from conftest import (
     DTYPE_IDS,
     DTYPES,
+    FD_STEP,
     FD_TOL,
     LAYOUTS,
     assert_grad_close,
@@ -291,6 +292,91 @@ def test_gradient_matches_finite_differences(rng, option):
                 return fs.loss_and_grad(X, y, W_t, b, l2=l2, sample_weight=sw)[0]
 
             np.testing.assert_allclose(five_point_derivative(coord), dW[cls, j], rtol=tol, atol=tol)
+
+
+#: One row, one feature, rows past a block with 33 features, and K = 300 (the BLAS body's classes).
+FD_SHAPES = [(1, 3, 2), (9, 1, 2), (131, 33, 5), (37, 6, 300)]
+FD_SHAPE_IDS = [f"N{n}-D{d}-K{k}" for n, d, k in FD_SHAPES]
+
+
+def _assert_gradient_is_the_derivative(rng, loss_at, X, W, b, dW, db, tolerance):
+    """dW and db against five-point derivatives of ``loss_at(W, b)`` (float64) along rows, biases and coordinates.
+
+    Up to three classes and four features each. The stencil's step along
+    W[c, j] is FD_STEP / max |x_j|, so that each step moves the logits by
+    about FD_STEP: its error is then FD_TOL times that reach (``tolerance``
+    scales it with the data). dW and db may be of either dtype.
+    """
+    n_classes, n_features = W.shape
+    reach = np.maximum(np.abs(X.astype(np.float64)).max(axis=0), np.finfo(np.float64).tiny)
+    for c in rng.choice(n_classes, size=min(n_classes, 3), replace=False):
+
+        def along_bias(t, c=c):
+            b_t = b.copy()
+            b_t[c] += t
+            return loss_at(W, b_t)
+
+        np.testing.assert_allclose(db[c], five_point_derivative(along_bias), rtol=tolerance(1.0), atol=tolerance(1.0))
+        for j in rng.choice(n_features, size=min(n_features, 4), replace=False):
+
+            def along_weight(t, c=c, j=j):
+                W_t = W.copy()
+                W_t[c, j] += t
+                return loss_at(W_t, b)
+
+            numeric = five_point_derivative(along_weight, FD_STEP / reach[j])
+            np.testing.assert_allclose(dW[c, j], numeric, rtol=tolerance(reach[j]), atol=tolerance(reach[j]))
+
+
+@pytest.mark.parametrize("option", ["plain", "weighted-l2"])
+@pytest.mark.parametrize("shape", FD_SHAPES, ids=FD_SHAPE_IDS)
+@pytest.mark.parametrize("variant", VARIANTS, ids=VARIANT_IDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_every_body_gradient_is_the_derivative_of_the_loss(rng, dtype, variant, shape, option):
+    # The float64 body's loss is differenced; a float32 body's gradient is judged against that
+    # derivative, at the same point (values that float32 holds exactly), to float32's tolerance.
+    n, d, k = shape
+    weighted, l2 = OPTIONS[option]
+    X, y, W, b, sw = make_problem(rng, n, d, k, dtype, weighted=weighted, w_scale=0.5)
+    _, dW, db = run_variant(X, y, W, b, sw, l2, variant)
+    X64, W64, b64 = (a.astype(np.float64) for a in (X, W, b))
+    sw64 = None if sw is None else sw.astype(np.float64)
+    # The terms a logit sums: the loss's rounding is eps times them, and so the stencil's.
+    logit_scale = 1.0 + float((np.abs(X64) @ np.abs(W64).T + np.abs(b64)).max())
+    if dtype == np.float64:
+
+        def tolerance(reach):
+            return FD_TOL * reach * logit_scale
+
+    else:
+        logit_error = grad_rtol(dtype, n, d, k) * logit_scale
+
+        def tolerance(reach):
+            return 2 * logit_error * reach + FD_TOL * reach * logit_scale
+
+    def loss_at(W_t, b_t):
+        return run_variant(X64, y, W_t, b_t, sw64, l2, variant)[0]
+
+    _assert_gradient_is_the_derivative(rng, loss_at, X64, W64, b64, dW, db, tolerance)
+
+
+@pytest.mark.parametrize("layout", ["fortran", "strided", "readonly", "np_memmap"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_public_gradient_is_the_derivative_of_the_loss_in_every_layout(rng, tmp_path, dtype, layout):
+    n, d, k = 131, 6, 4
+    X, y, W, b, sw = make_problem(rng, n, d, k, dtype, weighted=True, w_scale=0.5)
+    _, dW, db = fs.loss_and_grad(with_layout(X, layout, tmp_path), y, W, b, l2=0.3, sample_weight=sw)
+    X64, W64, b64, sw64 = (a.astype(np.float64) for a in (X, W, b, sw))
+    logit_scale = 1.0 + float((np.abs(X64) @ np.abs(W64).T + np.abs(b64)).max())
+    logit_error = grad_rtol(dtype, n, d, k) * logit_scale if dtype == np.float32 else 0.0
+
+    def tolerance(reach):
+        return 2 * logit_error * reach + FD_TOL * reach * logit_scale
+
+    def loss_at(W_t, b_t):
+        return fs.loss_and_grad(X64, y, W_t, b_t, l2=0.3, sample_weight=sw64)[0]
+
+    _assert_gradient_is_the_derivative(rng, loss_at, X64, W64, b64, dW, db, tolerance)
 
 
 # -- the fused path against the loss-only path and the partial sums ------------
