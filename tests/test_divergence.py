@@ -281,7 +281,8 @@ def test_early_overshoot_of_a_run_that_converges_is_no_divergence():
 #: after a good first epoch (the best weights are those of iteration 1, a later
 #: epoch was already committed), gd at once to NaN, and gd at once to a climb.
 DIVERGING = {
-    "sgd-after-one-epoch": ({"solver": "sgd", "lr": 1e-3, "momentum": 0.99, "batch_size": 64}, 1),
+    # Epoch 1 averaged the lowest mean, but its end is worse than the start over all rows: the start is kept.
+    "sgd-after-one-epoch": ({"solver": "sgd", "lr": 1e-3, "momentum": 0.99, "batch_size": 64}, 0),
     "gd-nan-at-once": ({"solver": "gd", "lr": 1e35}, 0),
     "gd-climb-at-once": ({"solver": "gd", "lr": 3.0}, 0),
 }
@@ -333,11 +334,27 @@ def test_a_fit_that_diverges_keeps_the_history_of_the_weights_it_keeps(case):
     minibatch = options["solver"] in ("sgd", "adam")
     # One loss per epoch (sgd, adam), or the start's and one per iteration: as a fit that ends there.
     assert len(model.loss_history_) == model.n_iter_ + (0 if minibatch else 1)
-    if minibatch:
-        assert "the epoch that started from them averaged" in str(info.value)
-    else:
-        loss = fs.loss_and_grad(X, y, model.W, model.b)[0]
+    loss = fs.loss_and_grad(X, y, model.W, model.b)[0]
+    if not minibatch:
         assert model.loss_history_[-1] == pytest.approx(loss, rel=16 * float(np.finfo(np.float32).eps))
+    if case != "gd-nan-at-once":  # that one names the NaN
+        assert f"W and b keep the best weights (iteration {kept_iteration}, loss {loss:.6g})" in str(info.value)
+
+
+@pytest.mark.parametrize("solver, lr", [("adam", 10.0), ("adam", 3.0), ("sgd", 0.3)])
+def test_a_minibatch_fit_that_diverges_keeps_no_weights_worse_than_its_start(solver, lr):
+    """The guard judges the weights an epoch started from by the epoch's mean loss along its steps: every
+    epoch of adam at lr 10 averaged 15 or more, from a start at 1.12, and W and b kept the weights of the
+    lowest mean, whose loss over all rows was 14.2 ("W and b keep the best weights")."""
+    rng = np.random.default_rng(7)
+    X = rng.standard_normal((400, 6)) * [1, 1, 1, 30, 1, 1]
+    y = rng.integers(0, 3, 400)
+    model = SoftmaxRegression(6, 3, seed=0)
+    start_loss = fs.loss_and_grad(X, y, model.W, model.b, l2=1e-3)[0]
+    with pytest.raises(TrainingError, match="diverged") as info:
+        model.fit(X, y, solver=solver, lr=lr, l2=1e-3, max_iter=50, tol=0, seed=0)
+    assert fs.loss_and_grad(X, y, model.W, model.b, l2=1e-3)[0] <= start_loss
+    assert f"W and b keep the best weights (iteration {model.n_iter_}" in str(info.value)
 
 
 @pytest.mark.parametrize("solver", ["sgd", "adam"])
