@@ -179,7 +179,10 @@ def _finite(loss: float, theta: np.ndarray) -> bool:
 
 
 def _relative_change(previous: float, current: float) -> float:
-    return abs(previous - current) / max(1.0, abs(current))
+    """|previous - current| relative to the larger of the two: the loss is a mean of non-negative terms, so its
+    rounding is relative to its size whatever that is (a floor of 1 made the test absolute below 1: an
+    L-BFGS fit whose mean loss was 2e-8 stopped 51 % above the optimum as "at the rounding floor")."""
+    return abs(previous - current) / max(abs(previous), abs(current), _TINY)
 
 
 # L-BFGS constants. c1, c2: the strong Wolfe conditions of Nocedal and Wright
@@ -188,6 +191,7 @@ def _relative_change(previous: float, current: float) -> float:
 _WOLFE_C1 = 1e-4
 _WOLFE_C2 = 0.9
 _FTOL = 64 * float(np.finfo(np.float64).eps)
+_TINY = float(np.finfo(np.float64).tiny)
 _GRADIENT_STOP = "max|g| <= tol"
 # Backtracking after a failed Wolfe search halves the -H0 g step at most this often:
 # below 1e-3 of that quasi-Newton step the loss is at its rounding floor.
@@ -641,7 +645,7 @@ def lbfgs(
         if float(np.max(np.abs(state["grad"]))) <= tol:
             return _GRADIENT_STOP
         previous, current = float(state["previous_loss"]), float(state["loss"])
-        if 0.0 <= (previous - current) / max(abs(previous), abs(current), 1.0) <= _FTOL:  # False while NaN
+        if 0.0 <= previous - current and _relative_change(previous, current) <= _FTOL:  # False while NaN
             return "relative decrease of the loss <= 64 eps"
         return None
 
@@ -1275,7 +1279,7 @@ def newton_cg(
                 if _relative_change(previous, loss) <= 64 * eps:
                     return result(iteration, True, "relative decrease of the loss below 64 eps", at_loss_floor=True)
                 continue
-            if trial_finite and predicted <= 64 * eps * max(1.0, abs(loss)):
+            if trial_finite and predicted <= 64 * eps * abs(loss):
                 # Even the model sees nothing left to gain in this region.
                 return result(iteration, not boundary, "predicted relative decrease below 64 eps", at_loss_floor=True)
         if radius <= eps * max(1.0, float(np.linalg.norm(theta))):

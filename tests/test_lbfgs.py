@@ -689,3 +689,32 @@ def test_an_early_stop_advises_what_fits_the_case(solver, precondition, dtype):
     assert ("use precondition='auto' or standardise the features" in message) == unscaled
     assert ("loosen tol" in message) == (not unscaled)
     assert ("use float64 (dtype=np.float64)" in message) == (dtype == np.float32)
+
+
+@pytest.mark.parametrize("solver", ["lbfgs", "newton-cg"])
+def test_a_mean_loss_far_below_1_is_not_taken_for_its_rounding_floor(solver):
+    """The loss-floor stop divided the decrease by max(|f|, 1): below a loss of 1 it was an absolute test.
+    Here the mean objective is 2e-8 (near-separable rows, C = 3.4e4), and L-BFGS stopped 51 % above the
+    optimum as converged, with tol=0 as with tol=1e-10."""
+    rng = np.random.default_rng(27)  # case 27 of a random search over shapes, units, C and weights
+    n, d, k = (int(rng.choice(values)) for values in ([20, 60, 200, 800], [2, 5, 20, 100], [2, 3, 5]))
+    assert (n, d, k) == (20, 20, 2)
+    X = rng.standard_normal((n, d))
+    if rng.random() < 0.5:
+        X *= 10.0 ** rng.uniform(-3, 3, d)  # features in units from 1e-3 to 1e3
+    if rng.random() < 0.3:
+        X += 10.0 ** rng.uniform(0, 3, d)
+    W_true = rng.standard_normal((k, d)) * rng.choice([0.3, 3, 30]) / X.std(axis=0)
+    y = np.argmax((X - X.mean(axis=0)) @ W_true.T + rng.gumbel(size=(n, k)), axis=1)
+    C = 10.0 ** rng.uniform(-3, 5)  # 3.4e4
+    rng.random()
+    sample_weight = rng.exponential(1.0, n) * (rng.random(n) > 0.2)
+    l2 = 2 / (C * sample_weight.sum())
+    options = dict(l2=l2, tol=0, sample_weight=sample_weight)
+    optimum, model = SoftmaxRegression(d, k), SoftmaxRegression(d, k)
+    optimum.W[...] = model.W[...] = 0  # from zero weights, as the estimator starts
+    optimum.fit(X, y, solver="newton-cg", max_iter=1000, **options)
+    assert optimum.converged_ and optimum.loss_history_[-1] < 1e-6
+    model.fit(X, y, solver=solver, max_iter=3000, **options)
+    # Converged means at the optimum, to the rounding of a loss this small; or the fit says it is not.
+    assert not model.converged_ or model.loss_history_[-1] <= optimum.loss_history_[-1] * (1 + 1e-6)
