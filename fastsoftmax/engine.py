@@ -345,7 +345,7 @@ def warn_not_converged(
                     "with precondition=False, features on different scales may have stalled it short of the "
                     "optimum, rather than rounding: use precondition='auto' or standardise the features"
                 )
-        else:
+        elif "lower lr" not in stop_message:  # a climbing loss names its own remedy
             advice.append("loosen tol")
         if np.dtype(dtype) == np.float32 and "use float64" not in stop_message:
             advice.append("use float64 (dtype=np.float64)")

@@ -434,7 +434,9 @@ class SoftmaxRegression:
             training stops. sgd, adam: training stops once 5 epochs in a row
             have not lowered the best epoch's mean loss by more than tol
             (relative; scikit-learn's ``n_iter_no_change``), since one
-            epoch's mean is a noisy estimate. ``tol=0`` gives no ConvergenceWarning; gd, sgd
+            epoch's mean is a noisy estimate; converged unless the last of
+            them lies more than 10 % of max(1, best) above the best (a loss
+            that climbs: lower lr). ``tol=0`` gives no ConvergenceWarning; gd, sgd
             and adam then run exactly ``max_iter`` iterations, lbfgs and
             newton-cg stop earlier where the loss stops changing (its
             rounding floor: 64 eps relative).

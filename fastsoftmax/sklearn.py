@@ -197,7 +197,8 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         on their units; see ``SoftmaxRegression.fit``); "gd": relative change
         of the loss between iterations; "sgd", "adam": it stops once 5 epochs
         in a row lower the best epoch's mean loss by less than tol (relative),
-        as scikit-learn's ``n_iter_no_change``. 0 never
+        as scikit-learn's ``n_iter_no_change``, converged unless the last of
+        them lies more than 10 % above the best (a climbing loss). 0 never
         warns; "gd", "sgd" and "adam" then run exactly ``max_iter``
         iterations, "lbfgs" and "newton-cg" stop earlier where the loss stops
         changing (its rounding floor; see ``SoftmaxRegression.fit``).

@@ -243,6 +243,12 @@ GUARD_STATE_KEYS = ("guard_theta", "guard_loss", "guard_age")
 #: one epoch's mean is a noisy estimate, and a single near-tie of two of them
 #: stopped 11 of 12 seeded runs at random epochs, up to 11 % above the optimum.
 N_ITER_NO_CHANGE = 5
+#: At that stop, a last epoch whose mean lies more than this fraction of
+#: ``max(1, |best|)`` above the best epoch's is no convergence: the loss has
+#: been climbing (adam at its default lr on unscaled wine features went from
+#: 1.71 to 2.76 over five epochs and was called converged, at chance
+#: accuracy). The epoch-to-epoch noise of a run that converges lies far below.
+RISE_AT_STOP = 0.1
 #: The count of such epochs in an sgd or adam state (optional: older checkpoints start it at 0).
 MINIBATCH_OPTIONAL_STATE_KEYS = (*GUARD_STATE_KEYS, "unimproved")
 #: The curvature pairs L-BFGS keeps by default (the engine's runs use this).
@@ -990,6 +996,15 @@ def _minibatch_epochs(
         if on_iteration is not None and on_iteration(theta, epoch_loss, epoch):
             return SolverResult(theta, epoch, False, "stopped by callback", history)
         if tol > 0 and unimproved >= N_ITER_NO_CHANGE:
+            if epoch_loss - guard.best_loss > RISE_AT_STOP * max(1.0, abs(guard.best_loss)):
+                return SolverResult(
+                    theta,
+                    epoch,
+                    False,
+                    f"the epochs' mean loss rose to {epoch_loss:.4g} from its best, {guard.best_loss:.4g}, "
+                    f"over the last {unimproved} epochs: lower lr, or standardise the features",
+                    history,
+                )
             return SolverResult(
                 theta, epoch, True, f"no epoch's loss below the best by more than tol for {unimproved} epochs", history
             )
