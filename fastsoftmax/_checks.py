@@ -249,6 +249,12 @@ def check_weights(W, b, dtype=None) -> tuple[np.ndarray, np.ndarray]:
     """Check the parameters W (K, D) and b (K,): float, matching dtypes, finite."""
     W = check_float_param(W, "W", 2, dtype)
     b = check_float_param(b, "b", 1, W.dtype)
+    if b.shape[0] != W.shape[0] and b.shape[0] == W.shape[1]:
+        # W laid out (D, K), as many textbooks do: b's length gives K, and it matches W's columns.
+        raise ValueError(
+            f"W has shape {W.shape} and b has length {b.shape[0]}: W must be (n_classes, n_features) = "
+            f"({b.shape[0]}, {W.shape[0]}), one row per class; if W is laid out (n_features, n_classes), pass W.T."
+        )
     if b.shape[0] != W.shape[0]:
         raise ValueError(
             f"b has length {b.shape[0]} but W has {W.shape[0]} rows (classes); b must have shape ({W.shape[0]},)."

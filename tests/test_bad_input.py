@@ -55,6 +55,12 @@ LOSS_GRAD_CASES = {
         ValueError,
         r"b has length 4 but W has 3 rows",
     ),
+    # W as (D, K), as many textbooks lay it out: b's length says K. It was blamed on b ("b must have shape (4,)").
+    "W-transposed": (
+        lambda p: _replace(p, W=p[2].T.copy()),
+        ValueError,
+        r"W has shape \(4, 3\) and b has length 3: W must be \(n_classes, n_features\) = \(3, 4\).*pass W\.T",
+    ),
     "y-wrong-length": (
         lambda p: _replace(p, y=p[1][:5]),
         ValueError,
@@ -363,6 +369,8 @@ def test_predict_rejects_bad_shapes(problem, func):
         func(X[:, :3], W, b)
     with pytest.raises(ValueError, match=r"b has length 2"):
         func(X, W, b[:2])
+    with pytest.raises(ValueError, match=r"W has shape \(4, 3\) and b has length 3: .*pass W\.T"):
+        func(X, W.T, b)
     with pytest.raises(ValueError, match=r"X is empty"):
         func(X[:0], W, b)
     with pytest.raises(ValueError, match=r"W contains 1 NaN"):
