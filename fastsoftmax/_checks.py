@@ -80,6 +80,9 @@ def _as_array(a, name: str, what: str = "a NumPy array", object_fix: str | None 
             f"{name} is {a!r}, not an array; pass {what}. If it names an .npy file, load it "
             f"first: np.load(path, mmap_mode='r') maps the file without reading it into memory."
         )
+    frame = _pandas_array(a, name, object_fix)
+    if frame is not None:
+        return frame
     try:
         arr = np.asarray(a)
     except Exception as exc:  # ragged lists and the like
@@ -99,6 +102,42 @@ def _as_array(a, name: str, what: str = "a NumPy array", object_fix: str | None 
         # need native order, so convert it (a copy, as for any other layout).
         arr = arr.astype(arr.dtype.newbyteorder("="))
     return arr
+
+
+def _pandas_array(a, name: str, object_fix: str | None) -> np.ndarray | None:
+    """A pandas DataFrame or Series with extension dtypes as a NumPy array; None for anything else.
+
+    np.asarray makes an object array of nullable numbers (``Float64``,
+    ``Int64``, ``boolean``), which was refused as "dtype object" with a fix
+    (``astype``) that cannot work for a categorical or string column. Nullable
+    numbers convert, a missing value (pd.NA) to NaN where the column is float
+    (the finiteness check then names its row); columns that are not numbers
+    are named (``object_fix``, if given, is the fix for them).
+    """
+    pandas = sys.modules.get("pandas")  # a frame means pandas is imported
+    if pandas is None or not isinstance(a, (pandas.DataFrame, pandas.Series)):
+        return None
+    dtypes = dict(a.dtypes.items()) if isinstance(a, pandas.DataFrame) else {a.name: a.dtype}
+    types = pandas.api.types
+    other = {column: dtype for column, dtype in dtypes.items() if not types.is_numeric_dtype(dtype)}
+    if other:
+        fix = object_fix or (
+            "encode them as numbers (for example with scikit-learn's OneHotEncoder or OrdinalEncoder) or drop them"
+        )
+        if isinstance(a, pandas.Series):
+            raise TypeError(f"{name} holds {a.dtype} values, not numbers; {fix}.")
+        listed = ", ".join(f"{column!r} ({dtype})" for column, dtype in list(other.items())[:5])
+        raise TypeError(f"{name} has {len(other)} column(s) that are not numbers: {listed}; {fix}.")
+    if all(isinstance(dtype, np.dtype) for dtype in dtypes.values()):
+        return None  # NumPy's own dtypes: np.asarray converts them
+    if all(types.is_integer_dtype(dtype) or types.is_bool_dtype(dtype) for dtype in dtypes.values()):
+        if bool(np.asarray(a.isna()).any()):
+            raise TypeError(
+                f"{name} holds missing values (pd.NA) in nullable integer columns; fill them "
+                f"({name}.fillna(value)) or drop their rows."
+            )
+        return a.to_numpy(dtype=np.int64)
+    return a.to_numpy(dtype=np.float64, na_value=np.nan)
 
 
 def _contiguous(arr: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -250,10 +289,11 @@ def check_weights(W, b, dtype=None) -> tuple[np.ndarray, np.ndarray]:
     W = check_float_param(W, "W", 2, dtype)
     b = check_float_param(b, "b", 1, W.dtype)
     if b.shape[0] != W.shape[0] and b.shape[0] == W.shape[1]:
-        # W laid out (D, K), as many textbooks do: b's length gives K, and it matches W's columns.
+        # Or W laid out (D, K), as many textbooks do, with b's length K matching W's columns.
         raise ValueError(
-            f"W has shape {W.shape} and b has length {b.shape[0]}: W must be (n_classes, n_features) = "
-            f"({b.shape[0]}, {W.shape[0]}), one row per class; if W is laid out (n_features, n_classes), pass W.T."
+            f"b has length {b.shape[0]} but W has {W.shape[0]} rows (classes): b must have shape "
+            f"({W.shape[0]},); or, if W is laid out (n_features, n_classes) and b is right, pass W.T "
+            f"(W is (n_classes, n_features), one row per class)."
         )
     if b.shape[0] != W.shape[0]:
         raise ValueError(

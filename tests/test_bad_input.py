@@ -59,7 +59,8 @@ LOSS_GRAD_CASES = {
     "W-transposed": (
         lambda p: _replace(p, W=p[2].T.copy()),
         ValueError,
-        r"W has shape \(4, 3\) and b has length 3: W must be \(n_classes, n_features\) = \(3, 4\).*pass W\.T",
+        r"b has length 3 but W has 4 rows \(classes\): b must have shape \(4,\); or, if W is laid out "
+        r"\(n_features, n_classes\) and b is right, pass W\.T",
     ),
     "y-wrong-length": (
         lambda p: _replace(p, y=p[1][:5]),
@@ -369,7 +370,7 @@ def test_predict_rejects_bad_shapes(problem, func):
         func(X[:, :3], W, b)
     with pytest.raises(ValueError, match=r"b has length 2"):
         func(X, W, b[:2])
-    with pytest.raises(ValueError, match=r"W has shape \(4, 3\) and b has length 3: .*pass W\.T"):
+    with pytest.raises(ValueError, match=r"b has length 3 but W has 4 rows .*pass W\.T"):
         func(X, W.T, b)
     with pytest.raises(ValueError, match=r"X is empty"):
         func(X[:0], W, b)
@@ -993,6 +994,34 @@ def test_sparse_X_is_named_with_the_fix(problem, call, kind):
     X, y, W, b = problem
     with pytest.raises(TypeError, match=r"^X is a scipy\.sparse matrix; .*X\.toarray\(\) if it fits in memory\.$"):
         call(getattr(sparse, kind)(X), y, W, b)
+
+
+def test_pandas_frames_with_nullable_or_non_numeric_columns(problem):
+    """np.asarray makes an object array of a frame's nullable numbers: a Float64 frame was refused as
+    "X has dtype object" with a fix (astype) that cannot work for a categorical or string column."""
+    pd = pytest.importorskip("pandas")
+    X, y, W, b = problem
+    frame = pd.DataFrame(X, columns=["a", "b", "c", "d"])
+    nullable = frame.astype("Float64")
+    labels = pd.Series(y).astype("Int64")
+    want = fs.loss_and_grad(X, y, W, b)
+    got = fs.loss_and_grad(nullable, labels, W, b)
+    assert got[0] == want[0]
+    np.testing.assert_array_equal(got[1], want[1])
+    np.testing.assert_array_equal(fs.predict(nullable, W, b), fs.predict(X, W, b))
+    missing = nullable.copy()
+    missing.iloc[5, 2] = pd.NA
+    with pytest.raises(ValueError, match=r"X contains 1 NaN or infinite value\(s\), the first in row 5"):
+        fs.loss_and_grad(missing, y, W, b)
+    labels_missing = labels.copy()
+    labels_missing[2] = pd.NA
+    with pytest.raises(TypeError, match=r"y holds missing values \(pd\.NA\) .*fillna"):
+        fs.loss_and_grad(X, labels_missing, W, b)
+    mixed = frame.assign(c=pd.Categorical(["x"] * len(frame)), d=np.array(["s"] * len(frame), dtype=object))
+    with pytest.raises(TypeError, match=r"^X has 2 column\(s\) that are not numbers: 'c' \(category\), 'd' .*Encoder"):
+        fs.loss_and_grad(mixed, y, W, b)
+    with pytest.raises(TypeError, match=r"^y holds .* values, not numbers; the kernels need class indices"):
+        fs.loss_and_grad(X, pd.Series(np.array(["u", "v"] * 4, dtype=object)), W, b)
 
 
 _ONE_D_X = (
