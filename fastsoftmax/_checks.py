@@ -162,7 +162,9 @@ def check_float_param(a, name: str, ndim: int, dtype=None) -> np.ndarray:
     if arr.ndim != ndim:
         raise ValueError(f"{name} must be {ndim}-dimensional, got shape {arr.shape}.")
     if arr.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"{name} has dtype {arr.dtype}; it must be float32 or float64 (use {name}.astype(np.float64)).")
+        raise TypeError(
+            f"{name} has dtype {arr.dtype}; it must be float32 or float64 (use np.asarray({name}, dtype=np.float64))."
+        )
     if dtype is not None and arr.dtype != dtype:
         raise TypeError(
             f"{name} has dtype {arr.dtype} but the computation runs in {np.dtype(dtype)}; "
@@ -389,10 +391,14 @@ def check_label_dtype(y: np.ndarray) -> None:
     if y.dtype.kind in "SU":
         raise TypeError(f"y has dtype {y.dtype}: labels are strings; {_STRING_LABELS_FIX}.")
     if y.dtype.kind not in "iu":
-        raise TypeError(
-            f"y has dtype {y.dtype}; labels must be integer class indices "
-            f"(use y.astype(np.int64) if they are whole numbers)."
-        )
+        raise TypeError(f"y has dtype {y.dtype}; labels must be integer class indices ({label_fix(y.dtype)}).")
+
+
+def label_fix(dtype: np.dtype) -> str:
+    """How to turn labels of ``dtype`` (not integers) into class indices, for a message."""
+    if dtype.kind == "b":
+        return "use y.astype(np.int64): False is class 0, True class 1"
+    return "use y.astype(np.int64) if they are whole numbers"
 
 
 def labels_shape_error(shape: tuple[int, ...], n_samples: int) -> ValueError:

@@ -402,11 +402,19 @@ def _load_data(data: str, labels: str | None, *, need_labels: bool = True):
         return arrays["X"], (arrays["y"] if need_labels else None)
     from fastsoftmax._data import open_array
 
+    X = open_array(data, "X")
+    if X.ndim == 1:
+        # The library's message asks whether the arguments (X, y) were swapped: here they are options.
+        swapped = "; were --data and --labels swapped?" if need_labels else ""
+        raise CLIError(
+            f"--data {data} holds a 1-D array (shape {X.shape}); it must be 2-D (n_samples, n_features), "
+            f"one row per sample{swapped}"
+        )
     if not need_labels:
-        return open_array(data, "X"), None
+        return X, None
     if labels is None:
         raise CLIError("--labels y.npy is required with an .npy --data file.")
-    return open_array(data, "X"), open_array(labels, "y")
+    return X, open_array(labels, "y")
 
 
 def _check_shape_options(args, X: np.ndarray) -> None:

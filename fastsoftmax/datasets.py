@@ -279,10 +279,17 @@ def _make_problem(
     # By bit length: 2**n_informative of 1e10 features is a 1 GB integer, built in 40 s before any error.
     if (n_clusters - 1).bit_length() > n_informative:
         # Name what the caller can change: n_informative follows n_features when not given.
+        # Named in the caller's terms: the command line has neither n_clusters_per_class (1) nor n_informative.
+        clusters = "n_classes" if n_clusters_per_class == 1 else "n_classes * n_clusters_per_class"
+        count = f"{n_classes}" if n_clusters_per_class == 1 else f"{n_classes} * {n_clusters_per_class} = {n_clusters}"
+        informative = (
+            ""
+            if informative_given
+            else f"; n_informative, the informative features, is {n_informative} of {n_features}"
+        )
         raise ValueError(
-            f"n_classes * n_clusters_per_class must be <= 2**n_informative (the number "
-            f"of hypercube vertices), got {n_classes} * {n_clusters_per_class} = "
-            f"{n_clusters} > 2**{n_informative} = {2**n_informative}; raise "
+            f"{clusters} must be <= 2**n_informative (the number of hypercube vertices{informative}), "
+            f"got {count} > 2**{n_informative} = {2**n_informative}; raise "
             f"{'n_informative' if informative_given else 'n_features'} or lower n_classes"
             + (" / n_clusters_per_class" if n_clusters_per_class > 1 else "")
         )

@@ -488,10 +488,7 @@ def check_chunked(X, y, sample_weight, dtype: np.dtype, n_features: int):
         raise TypeError("y is None; pass the class labels as integers 0..K-1, shape (N,), chunked like the rows of X.")
     y = as_rows(y, "y")
     if y.dtype.kind not in "iu":
-        raise TypeError(
-            f"y has dtype {y.dtype}; labels must be integer class indices "
-            f"(use y.astype(np.int64) if they are whole numbers)."
-        )
+        raise TypeError(f"y has dtype {y.dtype}; labels must be integer class indices ({_checks.label_fix(y.dtype)}).")
     sample_weight = as_rows(sample_weight, "sample_weight")
     if sample_weight is not None:
         if sample_weight.dtype.kind not in "fiub":

@@ -87,6 +87,16 @@ LOSS_GRAD_CASES = {
         TypeError,
         r"y has dtype float64; labels must be integer",
     ),
+    "y-bool": (  # "use y.astype(np.int64) if they are whole numbers", of booleans
+        lambda p: _replace(p, y=p[1] > 0),
+        TypeError,
+        r"y has dtype bool; labels must be integer class indices \(use y\.astype\(np\.int64\): False is class 0",
+    ),
+    "b-int-list": (  # "use b.astype(np.float64)", of a list
+        lambda p: _replace(p, b=[0, 0, 0]),
+        TypeError,
+        r"b has dtype int64; it must be float32 or float64 \(use np\.asarray\(b, dtype=np\.float64\)\)",
+    ),
     "y-negative": (
         lambda p: _replace(p, y=_with_value(p[1], 2, -1)),
         ValueError,

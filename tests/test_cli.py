@@ -576,6 +576,22 @@ def test_an_ignored_sigterm_stays_ignored(tmp_path, monkeypatch):
     assert installed == []
 
 
+def test_a_1d_data_file_is_named_in_the_command_s_options(tmp_path, npy, capsys):
+    # The library's message asked whether "the arguments (X, y)" were swapped: the command has options.
+    np.save(tmp_path / "flat.npy", np.arange(10.0))
+    assert main(["train", "--data", str(tmp_path / "flat.npy"), "--labels", str(npy[1]), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.endswith(
+        "holds a 1-D array (shape (10,)); it must be 2-D (n_samples, n_features), one row per sample; "
+        "were --data and --labels swapped?\n"
+    )
+    assert "(X, y)" not in err
+    SoftmaxRegression(5, 3).save(tmp_path / "m.npz")
+    assert main(["predict", "--model", str(tmp_path / "m.npz"), "--data", str(tmp_path / "flat.npy")]) == 2
+    err = capsys.readouterr().err
+    assert "holds a 1-D array (shape (10,)); it must be 2-D" in err and "swapped" not in err
+
+
 def test_predict_bad_model_and_shape(tmp_path, npy, capsys):
     (tmp_path / "bad.npz").write_bytes(b"garbage")
     assert main(["predict", "--model", str(tmp_path / "bad.npz"), "--data", str(npy[0])]) == 2
@@ -1207,7 +1223,11 @@ def test_a_minibatch_solver_on_dask_is_refused_before_any_work(tmp_path, capsys,
     "argv, message",
     [
         (["--classes", "1"], "--classes must be >= 2, got 1"),
-        (["--features", "2", "--classes", "10"], r"10 \* 1 = 10 > 2\*\*2 = 4; raise --features or lower --classes"),
+        (
+            ["--features", "2", "--classes", "10"],
+            r"^fastsoftmax train: error: --classes must be <= 2\*\*n_informative "
+            r"\(.* is 2 of 2\), got 10 > 2\*\*2 = 4; raise --features or lower --classes",
+        ),
         (["--features", "2", "--classes", "10", "--dask-workers", "1"], "raise --features or lower --classes"),
     ],
     ids=["classes-1", "too-few-features", "on-dask"],
