@@ -817,6 +817,12 @@ def _report(
             f"(the gradient is down to rounding noise); raise --tol"
             + (" or use --dtype float64" if np.dtype(dtype) == np.float32 else "")
         )
+    elif getattr(args, "empty_classes", False):
+        status = (
+            f"not converged: --max-iter ran out before --tol {args.tol:g}; a class that no training row has "
+            f"(see the note above) has no finite optimum, as its intercept falls without end: correct the "
+            f"labels, or raise --max-iter to go on"
+        )
     else:
         status = f"not converged: --max-iter ran out before --tol {args.tol:g}; raise --max-iter to go on"
     print(f"final loss {final_loss:.6f} after {model.n_iter_} {unit}s ({status})")
@@ -888,6 +894,8 @@ def _note_classes_without_training_rows(
     note (``_classes_of_files``), and ``--classes`` adds classes on purpose.
     """
     counts = train.class_counts(n_classes)
+    # A class without training rows has no finite optimum (its intercept falls without end): the summary says so.
+    args.empty_classes = bool((counts == 0).any())
     in_validation = val.class_counts(n_classes) > 0 if val is not None else np.zeros(n_classes, dtype=bool)
     only_validated = np.flatnonzero((counts == 0) & in_validation)
     if len(only_validated):

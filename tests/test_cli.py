@@ -1261,6 +1261,19 @@ def test_labels_without_a_0_get_a_note_unless_classes_is_given(tmp_path, npy, ca
     assert SoftmaxRegression.load(out).num_classes == 3 + shift  # a note, not a change
 
 
+def test_a_fit_that_runs_out_of_iterations_with_an_empty_class_names_it_as_the_cause(tmp_path, npy, capsys):
+    # "--max-iter ran out; raise --max-iter", where class 0 had no row: its intercept falls without end.
+    np.save(tmp_path / "y1.npy", np.load(npy[1]) + 1)
+    argv = ["train", "--data", str(npy[0]), "--labels", str(tmp_path / "y1.npy"), "--max-iter", "2", "--tol", "1e-12"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "a class that no training row has (see the note above) has no finite optimum" in out
+    np.save(tmp_path / "y0.npy", np.load(npy[1]))
+    assert main([*argv[:4], str(tmp_path / "y0.npy"), *argv[5:]]) == 0
+    out = capsys.readouterr().out
+    assert "--max-iter ran out" in out and "no finite optimum" not in out
+
+
 @pytest.mark.parametrize("dask", [False, True], ids=["one-machine", "dask"])
 def test_a_class_only_in_the_validation_rows_gets_a_note(tmp_path, capsys, monkeypatch, dask):
     # A file sorted by label left class 2 to the validation rows (its last ones): train 1.0000,
