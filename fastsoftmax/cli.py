@@ -1364,8 +1364,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--tol",
         type=_tolerance,
         default=DEFAULT_TOL,
-        help="stop when the largest gradient entry (in feature-scaled coordinates) for lbfgs and "
-        "newton-cg, or the relative change of the loss for gd, falls below this, or when 5 epochs of sgd/adam "
+        help="stop when the largest gradient entry (in feature-scaled coordinates for lbfgs and "
+        "newton-cg, in the features' own units for gd) falls below this, or when 5 epochs of sgd/adam "
         f"in a row lower their best loss by less than this (relative); 0 runs --max-iter (default {DEFAULT_TOL:g})",
     )
     train.add_argument(

@@ -194,8 +194,8 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         "lbfgs", "newton-cg": largest gradient component of the mean
         objective below which it stops, in the solver's standardised
         coordinates (features centred and scaled, so that tol does not depend
-        on their units; see ``SoftmaxRegression.fit``); "gd": relative change
-        of the loss between iterations; "sgd", "adam": it stops once 5 epochs
+        on their units; see ``SoftmaxRegression.fit``); "gd": the same, in
+        the features' own units; "sgd", "adam": it stops once 5 epochs
         in a row lower the best epoch's mean loss by less than tol (relative),
         as scikit-learn's ``n_iter_no_change``, converged unless the last of
         them lies more than 10 % above the best (a climbing loss). 0 never

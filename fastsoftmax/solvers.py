@@ -831,8 +831,9 @@ def gradient_descent(
 ) -> SolverResult:
     """Full-batch gradient descent, theta <- theta - lr * grad.
 
-    Stops after ``max_iter`` steps or when the relative change of the loss
-    falls below ``tol``; raises :class:`DivergedError` when the loss runs away
+    Stops after ``max_iter`` steps or when the largest gradient component is at
+    most ``tol`` (as L-BFGS: a small change of the loss per step only says the
+    step is small); raises :class:`DivergedError` when the loss runs away
     (see :class:`DivergenceGuard`). ``state``, if given, holds the guard at
     the end of every step (before ``on_iteration``; :data:`GUARD_STATE_KEYS`),
     and a run started with a filled ``state`` from its last theta guards as
@@ -857,8 +858,8 @@ def gradient_descent(
         guard.keep(state, iteration)
         if on_iteration is not None and on_iteration(theta, new_loss, iteration):
             return SolverResult(theta, iteration, False, "stopped by callback", history)
-        if _relative_change(loss, new_loss) < tol:
-            return SolverResult(theta, iteration, True, "relative loss change below tol", history)
+        if float(np.max(np.abs(grad))) <= tol:
+            return SolverResult(theta, iteration, True, _GRADIENT_STOP, history)
         loss = new_loss
     return SolverResult(theta, max_iter, False, "reached max_iter", history)
 
