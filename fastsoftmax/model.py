@@ -84,6 +84,15 @@ class SoftmaxRegression:
         self.n_iter_ = 0
         self.converged_ = False
 
+    def __repr__(self) -> str:
+        """The constructor's arguments, and where the last fit ended (``n_iter_``, ``converged_``), if any."""
+        try:
+            shape = f"input_dim={self.input_dim}, num_classes={self.num_classes}"
+        except (ValueError, TypeError):  # an assigned W of another shape: repr must not raise
+            shape = f"W of shape {np.shape(self.W)}"
+        fitted = f", n_iter_={self.n_iter_}, converged_={self.converged_}" if self.n_iter_ else ""
+        return f"{type(self).__name__}({shape}, dtype={np.dtype(self.dtype).name}{fitted})"
+
     def __getstate__(self) -> dict:
         """The attributes, copied while no other thread trains the model (as :meth:`save` copies them).
 

@@ -919,3 +919,15 @@ def test_a_model_holding_a_model_copies(how):
     np.testing.assert_array_equal(copied.teacher.W, model.teacher.W)
     assert copied.teacher is not model.teacher and not np.shares_memory(copied.W, model.W)
     assert copied.hook.__self__ is copied
+
+
+def test_repr_names_the_shape_the_dtype_and_the_last_fit(data):
+    # It was "<fastsoftmax.model.SoftmaxRegression object at 0x...>".
+    X, y = data
+    model = SoftmaxRegression(D, K, dtype=np.float32)
+    assert repr(model) == f"SoftmaxRegression(input_dim={D}, num_classes={K}, dtype=float32)"
+    model.fit(X, y, max_iter=3, tol=0)
+    fitted = f"SoftmaxRegression(input_dim={D}, num_classes={K}, dtype=float32, n_iter_=3, converged_=False)"
+    assert repr(model) == fitted
+    model.W = np.zeros(4)  # any assigned array is kept and checked when used: repr must not raise
+    assert repr(model).startswith("SoftmaxRegression(W of shape (4,), dtype=float32")
