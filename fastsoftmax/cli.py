@@ -13,7 +13,7 @@ import threading
 import time
 import warnings
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -1167,7 +1167,6 @@ def run_predict(args: argparse.Namespace) -> int:
     (:func:`fastsoftmax._io.release_rows`): resident memory stays at about one
     chunk, whatever N.
     """
-    from fastsoftmax import SoftmaxRegression
     from fastsoftmax._checks import cast_X, nonfinite_rows_of
     from fastsoftmax._data import CHUNK_BYTES, unchanged_file_check
     from fastsoftmax._io import atomic_path, open_memmap_on_disk, release_rows, replaced_together
@@ -1176,7 +1175,7 @@ def run_predict(args: argparse.Namespace) -> int:
     _set_threads(args.threads)
     if not os.path.exists(args.model):
         raise CLIError(f"--model {args.model}: no such file.")
-    model = SoftmaxRegression.load(args.model)
+    model, labels_dtype = _load_predictor(args.model)
     X, _ = _load_data(args.data, None, need_labels=False)
     if X.ndim != 2 or X.shape[1] != model.input_dim:
         raise CLIError(f"--data {args.data} has shape {X.shape}; the model expects (n_samples, {model.input_dim}).")
@@ -1196,7 +1195,7 @@ def run_predict(args: argparse.Namespace) -> int:
     # Temporary files beside the targets, moved into place (both together) only when every chunk is written.
     with replaced_together() as pending, contextlib.ExitStack() as files:
         labels_path = files.enter_context(atomic_path(args.out, pending=pending))
-        labels = open_memmap_on_disk(labels_path, np.int64, (n_samples,))
+        labels = open_memmap_on_disk(labels_path, labels_dtype, (n_samples,))
         proba = None
         if args.proba:
             proba_path = files.enter_context(atomic_path(args.proba, pending=pending))
@@ -1224,6 +1223,51 @@ def run_predict(args: argparse.Namespace) -> int:
             + (f" and probabilities to {args.proba}" if args.proba else "")
         )
     return 0
+
+
+def _load_predictor(path: str) -> tuple[Any, np.dtype]:
+    """The model in ``path`` and the dtype of its labels: a SoftmaxRegression (``train --out``, ``save``)
+    or a saved SoftmaxClassifier.
+
+    Either has what :func:`run_predict` reads: ``input_dim``, ``num_classes``,
+    ``dtype``, ``predict`` and ``predict_proba``. The estimator's labels are
+    its ``classes_`` (numbers or strings), its probabilities' columns in their
+    order.
+    """
+    from fastsoftmax import SoftmaxRegression
+    from fastsoftmax._io import npz_scalar, read_npz
+
+    try:
+        marker = npz_scalar(read_npz(path, "fastsoftmax model file", names={"format"}), "format", str)
+    except ValueError:
+        marker = None  # SoftmaxRegression.load names what is wrong with the file
+    if marker != "fastsoftmax-sklearn":
+        return SoftmaxRegression.load(path), np.dtype(np.int64)
+    from fastsoftmax.sklearn import SoftmaxClassifier  # the sklearn extra: an ImportError names it
+
+    estimator = _SavedEstimator(SoftmaxClassifier.load(path), path)
+    return estimator, estimator.estimator.classes_.dtype
+
+
+class _SavedEstimator:
+    """A loaded SoftmaxClassifier with the attributes of a SoftmaxRegression that ``predict`` reads."""
+
+    def __init__(self, estimator, path: str) -> None:
+        if estimator.classes_.dtype.kind not in "biufU":
+            raise CLIError(
+                f"--model {path}: the estimator's classes are {estimator.classes_.dtype} values, which an .npy "
+                f"file of labels cannot hold; predict with SoftmaxClassifier.load(path).predict in Python."
+            )
+        self.estimator = estimator
+        self.input_dim = int(estimator.n_features_in_)
+        self.num_classes = len(estimator.classes_)
+        self.dtype = estimator.coef_.dtype
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.estimator.predict(X)
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        return self.estimator.predict_proba(X)
 
 
 def _int_at_least(text: str, least: int, rule: str) -> int:
@@ -1416,9 +1460,15 @@ def build_parser() -> argparse.ArgumentParser:
     predict = commands.add_parser(
         "predict",
         help="predict labels (and probabilities) with a saved model",
-        description="Predict with a model written by `fastsoftmax train --out`.",
+        description=(
+            "Predict with a model written by `fastsoftmax train --out` (or SoftmaxRegression.save), or with a "
+            "scikit-learn SoftmaxClassifier written by its save: then the labels are its classes_ and the "
+            "probabilities' columns follow them."
+        ),
     )
-    predict.add_argument("--model", required=True, metavar="MODEL.npz", help="a model written by train --out")
+    predict.add_argument(
+        "--model", required=True, metavar="MODEL.npz", help="a model from train --out, or a saved SoftmaxClassifier"
+    )
     predict.add_argument("--data", required=True, metavar="X.npy", help="X as .npy, or an .npz holding X")
     predict.add_argument("--out", default="predictions.npy", help="labels .npy (default predictions.npy)")
     predict.add_argument("--proba", metavar="PROBA.npy", help="also write the probabilities (N, K)")

@@ -592,6 +592,24 @@ def test_a_1d_data_file_is_named_in_the_command_s_options(tmp_path, npy, capsys)
     assert "holds a 1-D array (shape (10,)); it must be 2-D" in err and "swapped" not in err
 
 
+@pytest.mark.parametrize("classes", [["cat", "dog", "emu"], [5, 7]], ids=["strings", "two-integers"])
+def test_predict_reads_a_saved_scikit_learn_estimator(tmp_path, npy, capsys, classes):
+    """The README's scikit-learn example saves softmax.npz; predict refused it ("read it with
+    SoftmaxClassifier.load"). The labels are the estimator's classes_, the columns in their order."""
+    from fastsoftmax.sklearn import SoftmaxClassifier
+
+    X = np.load(npy[0])
+    y = np.asarray(classes)[np.load(npy[1]) % len(classes)]
+    estimator = SoftmaxClassifier().fit(X, y)
+    estimator.save(tmp_path / "softmax.npz")
+    out, proba = tmp_path / "labels.npy", tmp_path / "proba.npy"
+    argv = ["predict", "--model", str(tmp_path / "softmax.npz"), "--data", str(npy[0]), "--out", str(out)]
+    assert main([*argv, "--proba", str(proba), "--quiet"]) == 0
+    np.testing.assert_array_equal(np.load(out), estimator.predict(X))
+    assert np.load(out).dtype == estimator.classes_.dtype
+    np.testing.assert_array_equal(np.load(proba), estimator.predict_proba(X))
+
+
 def test_predict_bad_model_and_shape(tmp_path, npy, capsys):
     (tmp_path / "bad.npz").write_bytes(b"garbage")
     assert main(["predict", "--model", str(tmp_path / "bad.npz"), "--data", str(npy[0])]) == 2
