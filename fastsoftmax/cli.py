@@ -539,6 +539,8 @@ class _TrainProgress(_Progress):
     def __init__(self, args):
         super().__init__(args, args.max_iter, desc=f"train ({args.solver})", unit=_unit(args.solver)[:2])
         self.first_iteration: int | None = None
+        #: Why the fit stopped short of --tol, as the engine says it (in the API's names), or None.
+        self.not_converged: str | None = None
 
     def __call__(self, model, iteration: int, loss: float) -> None:
         if self.first_iteration is None:
@@ -718,16 +720,16 @@ def _fit_with_progress(args, model, X, y, **fit_options) -> tuple[float, _TrainP
     an API caller that W and b keep the best weights: here they live only in
     this process, so the message also says that ``--out`` was not written.
     """
-    from fastsoftmax import ConvergenceWarning, TrainingError
+    from fastsoftmax import TrainingError
+    from fastsoftmax.engine import convergence_messages
 
     progress = _TrainProgress(args)
     start = time.perf_counter()
     try:
         # The warm-up compiled what the fit runs; a signature it missed (the
         # short last chunk of a file, say) compiles here, and is not throughput.
-        with warnings.catch_warnings(), _compile_clock() as compiling:
-            # The summary says whether the fit converged, and what to do if not.
-            warnings.simplefilter("ignore", ConvergenceWarning)
+        # The summary says whether the fit converged, and why not: the engine's reason, not a warning.
+        with _compile_clock() as compiling, convergence_messages() as not_converged:
             model.fit(
                 X,
                 y,
@@ -739,6 +741,7 @@ def _fit_with_progress(args, model, X, y, **fit_options) -> tuple[float, _TrainP
                 callback=progress,
                 **fit_options,
             )
+        progress.not_converged = not_converged[-1] if not_converged else None
     except TrainingError as exc:
         if not args.out:
             raise
@@ -746,6 +749,25 @@ def _fit_with_progress(args, model, X, y, **fit_options) -> tuple[float, _TrainP
     finally:
         progress.close()
     return time.perf_counter() - start - compiling.seconds, progress
+
+
+#: The fit's parameters that a reason for stopping names, and the options of train that set them.
+_FIT_OPTIONS = {
+    r"\bdtype=np\.float64\b": "--dtype float64",
+    r"\bmax_iter\b": "--max-iter",
+    r"\btol\b": "--tol",
+    r"\blr\b": "--lr",
+    r"\bl2\b": "--l2",
+}
+
+
+def _in_option_names(message: str) -> str:
+    """The engine's reason for stopping a fit (``"lbfgs did not converge in 9 iterations; why."``): the why,
+    in the command's option names."""
+    why = message.split("; ", 1)[-1].rstrip(".")
+    for parameter, option in _FIT_OPTIONS.items():
+        why = re.sub(parameter, option, why)
+    return why
 
 
 def _report(
@@ -810,13 +832,9 @@ def _report(
         status = "converged"
     elif args.tol == 0 and model.n_iter_ >= args.max_iter:
         status = "--tol 0: ran --max-iter"
-    elif model.n_iter_ < args.max_iter:
-        # Only L-BFGS stops early without converging: its line search found no lower loss.
-        status = (
-            f"not converged: stopped before --tol {args.tol:g}, as no step lowered the loss further "
-            f"(the gradient is down to rounding noise); raise --tol"
-            + (" or use --dtype float64" if np.dtype(dtype) == np.float32 else "")
-        )
+    elif model.n_iter_ < args.max_iter and progress.not_converged:
+        # The solver stopped on its own (no lower loss found, a stall, a climbing loss): the engine's reason.
+        status = f"not converged before --tol {args.tol:g}: {_in_option_names(progress.not_converged)}"
     elif getattr(args, "empty_classes", False):
         status = (
             f"not converged: --max-iter ran out before --tol {args.tol:g}; a class that no training row has "

@@ -542,9 +542,10 @@ def lbfgs(
     2e-12 in float64), the approximate search goes first.
 
     Stops when max|g| <= ``tol`` (L-BFGS-B's ``pgtol``), when the relative
-    decrease (f_prev - f) / max(|f_prev|, |f|, 1) is in [0, 64 eps64]
-    (L-BFGS-B's ``ftol`` as used here; a rise within the rounding noise is no
-    stop), after ``max_iter`` iterations, or when ``on_iteration`` returns a
+    decrease (f_prev - f) / max(|f_prev|, |f|) is in [0, 64 eps64]
+    (L-BFGS-B's ``ftol`` as used here, but relative to the loss however small
+    it is, where L-BFGS-B divides by at least 1; a rise within the rounding
+    noise is no stop), after ``max_iter`` iterations, or when ``on_iteration`` returns a
     truthy value. If both searches fail, the memory is dropped and the step is
     retried along -H0 g by backtracking (Armijo). The solver stops at the
     current iterate with ``converged=False`` and a message when that fails

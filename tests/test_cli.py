@@ -1292,6 +1292,22 @@ def test_a_fit_that_runs_out_of_iterations_with_an_empty_class_names_it_as_the_c
     assert "--max-iter ran out" in out and "no finite optimum" not in out
 
 
+def test_a_fit_that_stops_early_gives_the_engine_s_reason_in_option_names(tmp_path, capsys):
+    # Every early stop was reported as L-BFGS's ("no step lowered the loss further ... raise --tol"),
+    # also where adam's loss climbed and the remedy was a lower --lr.
+    load_wine = pytest.importorskip("sklearn.datasets").load_wine
+    X, y = load_wine(return_X_y=True)
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "y.npy", y)
+    argv = ["train", "--data", str(tmp_path / "X.npy"), "--labels", str(tmp_path / "y.npy"), "--dtype", "float64"]
+    adam = ["--solver", "adam", "--lr", "0.03", "--batch-size", "16", "--tol", "1e-3", "--max-iter", "200"]
+    assert main([*argv, *adam, "--quiet"]) == 0
+    summary = capsys.readouterr().out.splitlines()[0]
+    assert "(not converged before --tol 0.001: it stopped early (the epochs' mean loss rose to" in summary
+    assert summary.endswith(": lower --lr, or standardise the features))")
+    assert "no step lowered" not in summary
+
+
 @pytest.mark.parametrize("dask", [False, True], ids=["one-machine", "dask"])
 def test_a_class_only_in_the_validation_rows_gets_a_note(tmp_path, capsys, monkeypatch, dask):
     # A file sorted by label left class 2 to the validation rows (its last ones): train 1.0000,
