@@ -72,7 +72,8 @@ def _as_array(a, name: str, what: str = "a NumPy array", object_fix: str | None 
         # np.asarray drops the mask: the masked values would count as data.
         raise TypeError(
             f"{name} is a masked array, whose mask would be ignored; pass {name}.filled(value) with the value "
-            f"the masked entries should take, or leave out their rows ({name}[~{name}.mask.any(axis=-1)])."
+            f"the masked entries should take, or leave out their rows ("
+            + (f"{name}[~np.ma.getmaskarray({name})])." if a.ndim == 1 else f"{name}[~{name}.mask.any(axis=1)]).")
         )
     if isinstance(a, (str, bytes, os.PathLike)):
         # np.asarray makes a 0-d array of it, which was then refused for its shape.
@@ -117,26 +118,35 @@ def _pandas_array(a, name: str, object_fix: str | None) -> np.ndarray | None:
     pandas = sys.modules.get("pandas")  # a frame means pandas is imported
     if pandas is None or not isinstance(a, (pandas.DataFrame, pandas.Series)):
         return None
-    dtypes = dict(a.dtypes.items()) if isinstance(a, pandas.DataFrame) else {a.name: a.dtype}
+    # A list: a frame may repeat a column name.
+    dtypes = list(a.dtypes.items()) if isinstance(a, pandas.DataFrame) else [(a.name, a.dtype)]
     types = pandas.api.types
-    other = {column: dtype for column, dtype in dtypes.items() if not types.is_numeric_dtype(dtype)}
+
+    def numeric(dtype) -> bool:  # categories of numbers convert, as np.asarray converts them
+        categories = getattr(dtype, "categories", None)
+        return types.is_numeric_dtype(dtype if categories is None else categories.dtype)
+
+    other = [(column, dtype) for column, dtype in dtypes if not numeric(dtype)]
     if other:
         fix = object_fix or (
             "encode them as numbers (for example with scikit-learn's OneHotEncoder or OrdinalEncoder) or drop them"
         )
         if isinstance(a, pandas.Series):
             raise TypeError(f"{name} holds {a.dtype} values, not numbers; {fix}.")
-        listed = ", ".join(f"{column!r} ({dtype})" for column, dtype in list(other.items())[:5])
+        listed = ", ".join(f"{column!r} ({dtype})" for column, dtype in other[:5])
         raise TypeError(f"{name} has {len(other)} column(s) that are not numbers: {listed}; {fix}.")
-    if all(isinstance(dtype, np.dtype) for dtype in dtypes.values()):
-        return None  # NumPy's own dtypes: np.asarray converts them
-    if all(types.is_integer_dtype(dtype) or types.is_bool_dtype(dtype) for dtype in dtypes.values()):
+    if all(isinstance(dtype, (np.dtype, pandas.CategoricalDtype)) for _, dtype in dtypes):
+        return None  # NumPy's own dtypes, and categories of numbers: np.asarray converts them
+    whole = [types.is_integer_dtype(dtype) or types.is_bool_dtype(dtype) for _, dtype in dtypes]
+    if all(whole):
         if bool(np.asarray(a.isna()).any()):
             raise TypeError(
-                f"{name} holds missing values (pd.NA) in nullable integer columns; fill them "
+                f"{name} holds missing values (pd.NA) in nullable integer or boolean columns; fill them "
                 f"({name}.fillna(value)) or drop their rows."
             )
-        return a.to_numpy(dtype=np.int64)
+        # Booleans stay booleans, as a NumPy array of them would be (labels are then refused with the fix).
+        every_bool = all(types.is_bool_dtype(dtype) for _, dtype in dtypes)
+        return a.to_numpy(dtype=bool if every_bool else np.int64)
     return a.to_numpy(dtype=np.float64, na_value=np.nan)
 
 

@@ -832,14 +832,25 @@ def _report(
         status = "converged"
     elif args.tol == 0 and model.n_iter_ >= args.max_iter:
         status = "--tol 0: ran --max-iter"
-    elif model.n_iter_ < args.max_iter and progress.not_converged:
-        # The solver stopped on its own (no lower loss found, a stall, a climbing loss): the engine's reason.
-        status = f"not converged before --tol {args.tol:g}: {_in_option_names(progress.not_converged)}"
+    elif model.n_iter_ < args.max_iter:
+        # The solver stopped on its own (no lower loss found, a stall, a climbing loss): the engine's reason,
+        # which it gives only where --tol > 0 (under --tol 0 that is L-BFGS or Newton-CG at the loss's floor).
+        why = (
+            _in_option_names(progress.not_converged)
+            if progress.not_converged
+            else "no step lowered the loss any further (its rounding floor)"
+        )
+        status = f"not converged before --tol {args.tol:g}: {why}"
     elif getattr(args, "empty_classes", False):
+        which = (
+            f"--classes {args.classes} gives a class that no training row has, which"
+            if args.classes_given
+            else "a class that no training row has (see the note above)"
+        )
         status = (
-            f"not converged: --max-iter ran out before --tol {args.tol:g}; a class that no training row has "
-            f"(see the note above) has no finite optimum, as its intercept falls without end: correct the "
-            f"labels, or raise --max-iter to go on"
+            f"not converged: --max-iter ran out before --tol {args.tol:g}; {which} has no finite optimum, as "
+            f"its intercept falls without end: "
+            + ("raise --max-iter to go on" if args.classes_given else "correct the labels, or raise --max-iter")
         )
     else:
         status = f"not converged: --max-iter ran out before --tol {args.tol:g}; raise --max-iter to go on"
@@ -1282,10 +1293,20 @@ class _SavedEstimator:
         self.dtype = estimator.coef_.dtype
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        return self.estimator.predict(X)
+        with self._no_feature_names():
+            return self.estimator.predict(X)
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        return self.estimator.predict_proba(X)
+        with self._no_feature_names():
+            return self.estimator.predict_proba(X)
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _no_feature_names() -> Iterator[None]:
+        """Without scikit-learn's warning that X has no column names: an .npy file has none to give."""
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="X does not have valid feature names", category=UserWarning)
+            yield
 
 
 def _int_at_least(text: str, least: int, rule: str) -> int:

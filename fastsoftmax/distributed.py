@@ -529,10 +529,13 @@ def _refuse_other_chunks(a, name: str) -> None:
     meta = getattr(a, "_meta", None)
     if meta is not None and type(meta) is not np.ndarray:
         kind = f"{type(meta).__module__}.{type(meta).__name__}"
-        raise TypeError(
-            f"the chunks of {name} are {kind}, not NumPy arrays; fastsoftmax takes dense NumPy chunks: "
-            f"{name} = {name}.map_blocks(lambda chunk: chunk.toarray(), dtype={name}.dtype) for scipy.sparse ones."
+        fix = (
+            f"{name} = {name}.map_blocks(lambda chunk: chunk.filled(value), dtype={name}.dtype), with the value "
+            f"the masked entries should take"
+            if isinstance(meta, np.ma.MaskedArray)
+            else f"{name} = {name}.map_blocks(lambda chunk: chunk.toarray(), dtype={name}.dtype) for scipy.sparse ones"
         )
+        raise TypeError(f"the chunks of {name} are {kind}, not NumPy arrays; fastsoftmax takes NumPy chunks: {fix}.")
 
 
 class _CastOverflowError(ValueError):

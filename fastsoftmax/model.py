@@ -85,7 +85,10 @@ class SoftmaxRegression:
         self.converged_ = False
 
     def __repr__(self) -> str:
-        """The constructor's arguments, and where the last fit ended (``n_iter_``, ``converged_``), if any."""
+        """The shape and dtype, as the constructor takes them, then where the last fit ended, if any.
+
+        Not a constructor call once ``n_iter_`` and ``converged_`` follow (nor is ``seed`` kept).
+        """
         try:
             shape = f"input_dim={self.input_dim}, num_classes={self.num_classes}"
         except (ValueError, TypeError):  # an assigned W of another shape: repr must not raise
@@ -440,8 +443,9 @@ class SoftmaxRegression:
             (dW - db mu^T) / s and db for feature means mu and spreads s, so
             that tol does not depend on the units of the features. gd: the
             largest component of the gradient, in the features' own units
-            (a small change of the loss per step is no sign of the optimum:
-            a stop on it left gd 106 % above it on digits). sgd, adam: training stops once 5 epochs in a row
+            (in the standardised ones with ``precondition=True``); a small
+            change of the loss per step is no sign of the optimum: a stop on
+            it left gd 106 % above it on digits. sgd, adam: training stops once 5 epochs in a row
             have not lowered the best epoch's mean loss by more than tol
             (relative; scikit-learn's ``n_iter_no_change``), since one
             epoch's mean is a noisy estimate; converged unless the last of

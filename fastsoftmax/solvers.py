@@ -861,7 +861,6 @@ def gradient_descent(
             return SolverResult(theta, iteration, False, "stopped by callback", history)
         if float(np.max(np.abs(grad))) <= tol:
             return SolverResult(theta, iteration, True, _GRADIENT_STOP, history)
-        loss = new_loss
     return SolverResult(theta, max_iter, False, "reached max_iter", history)
 
 
@@ -950,6 +949,10 @@ def _minibatch_epochs(
     # An epoch's loss is measured along the way, from the weights it started
     # with: the guard pairs it with those (iteration epoch - 1).
     guard, resumed = DivergenceGuard.resumed(state, theta)
+    if tol > 0 and resumed and unimproved >= N_ITER_NO_CHANGE and "previous" in state:
+        # A run that stopped here already (a rerun of a checkpointed fit whose loss climbed): the same verdict,
+        # not another epoch.
+        return _no_change_stop(theta, 0, float(state["previous"]), guard.best_loss, unimproved, history)
     for epoch in range(1, max_iter + 1):
         epoch_loss = 0.0
         first_loss = math.nan  # the first mini-batch's, at the epoch's starting weights
@@ -998,19 +1001,26 @@ def _minibatch_epochs(
         if on_iteration is not None and on_iteration(theta, epoch_loss, epoch):
             return SolverResult(theta, epoch, False, "stopped by callback", history)
         if tol > 0 and unimproved >= N_ITER_NO_CHANGE:
-            if epoch_loss - guard.best_loss > RISE_AT_STOP * max(1.0, abs(guard.best_loss)):
-                return SolverResult(
-                    theta,
-                    epoch,
-                    False,
-                    f"the epochs' mean loss rose to {epoch_loss:.4g} from its best, {guard.best_loss:.4g}, "
-                    f"over the last {unimproved} epochs: lower lr, or standardise the features",
-                    history,
-                )
-            return SolverResult(
-                theta, epoch, True, f"no epoch's loss below the best by more than tol for {unimproved} epochs", history
-            )
+            return _no_change_stop(theta, epoch, epoch_loss, guard.best_loss, unimproved, history)
     return SolverResult(theta, max_iter, False, "reached max_iter", history)
+
+
+def _no_change_stop(
+    theta: np.ndarray, epoch: int, epoch_loss: float, best_loss: float, unimproved: int, history: list[float]
+) -> SolverResult:
+    """The result of a stop after ``unimproved`` epochs without a new best: converged, unless the loss climbed."""
+    if epoch_loss - best_loss > RISE_AT_STOP * max(1.0, abs(best_loss)):
+        return SolverResult(
+            theta,
+            epoch,
+            False,
+            f"the epochs' mean loss rose to {epoch_loss:.4g} from its best, {best_loss:.4g}, "
+            f"over the last {unimproved} epochs: lower lr, or standardise the features",
+            history,
+        )
+    return SolverResult(
+        theta, epoch, True, f"no epoch's loss below the best by more than tol for {unimproved} epochs", history
+    )
 
 
 def sgd(

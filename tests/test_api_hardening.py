@@ -92,6 +92,12 @@ def test_a_masked_array_is_refused_not_unmasked(call):
             "softmax": lambda: fs.softmax(X),
             "predict_proba": lambda: fs.predict_proba(X, W, b),
         }[call]()
+    # The rows to keep: of a 2-D array, those with no masked entry; of labels or weights, the unmasked ones
+    # (mask.any(axis=-1) of a 1-D mask is one value, and indexing with it gave shape (0, 4)).
+    with pytest.raises(TypeError, match=rf"leave out their rows \({name}\[~{name}\.mask\.any\(axis=1\)\]\)\.$"):
+        fs.softmax(X) if call == "softmax" else fs.predict_proba(X, W, b)
+    with pytest.raises(TypeError, match=r"leave out their rows \(y\[~np\.ma\.getmaskarray\(y\)\]\)\.$"):
+        fs.loss_and_grad(X.data, np.ma.masked_array(y, mask=[0, 1, 0, 0]), W, b)
 
 
 def test_an_l2_product_beyond_float32_is_named_by_the_hessian_vector_product():

@@ -1032,6 +1032,12 @@ def test_pandas_frames_with_nullable_or_non_numeric_columns(problem):
         fs.loss_and_grad(mixed, y, W, b)
     with pytest.raises(TypeError, match=r"^y holds .* values, not numbers; the kernels need class indices"):
         fs.loss_and_grad(X, pd.Series(np.array(["u", "v"] * 4, dtype=object)), W, b)
+    # Categories of numbers convert, as np.asarray converts them (and did before frames were looked at).
+    got = fs.loss_and_grad(frame.assign(a=pd.Categorical(X[:, 0])), pd.Series(pd.Categorical(y)), W, b)
+    assert got[0] == want[0]
+    # Nullable booleans are booleans, refused as labels as NumPy's are.
+    with pytest.raises(TypeError, match=r"y has dtype bool; .*False is class 0"):
+        fs.loss_and_grad(X, pd.Series(y > 0).astype("boolean"), W, b)
 
 
 _ONE_D_X = (

@@ -598,16 +598,24 @@ def test_predict_reads_a_saved_scikit_learn_estimator(tmp_path, npy, capsys, cla
     SoftmaxClassifier.load"). The labels are the estimator's classes_, the columns in their order."""
     from fastsoftmax.sklearn import SoftmaxClassifier
 
+    pd = pytest.importorskip("pandas")
     X = np.load(npy[0])
     y = np.asarray(classes)[np.load(npy[1]) % len(classes)]
-    estimator = SoftmaxClassifier().fit(X, y)
+    # Fitted on a frame: an .npy file has no column names, and scikit-learn's warning about them is not shown.
+    estimator = SoftmaxClassifier().fit(pd.DataFrame(X, columns=[f"x{j}" for j in range(X.shape[1])]), y)
     estimator.save(tmp_path / "softmax.npz")
     out, proba = tmp_path / "labels.npy", tmp_path / "proba.npy"
     argv = ["predict", "--model", str(tmp_path / "softmax.npz"), "--data", str(npy[0]), "--out", str(out)]
-    assert main([*argv, "--proba", str(proba), "--quiet"]) == 0
-    np.testing.assert_array_equal(np.load(out), estimator.predict(X))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert main([*argv, "--proba", str(proba), "--quiet"]) == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the feature names, here
+        np.testing.assert_array_equal(np.load(out), estimator.predict(X))
     assert np.load(out).dtype == estimator.classes_.dtype
-    np.testing.assert_array_equal(np.load(proba), estimator.predict_proba(X))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        np.testing.assert_array_equal(np.load(proba), estimator.predict_proba(X))
 
 
 def test_predict_bad_model_and_shape(tmp_path, npy, capsys):
@@ -1290,6 +1298,11 @@ def test_a_fit_that_runs_out_of_iterations_with_an_empty_class_names_it_as_the_c
     assert main([*argv[:4], str(tmp_path / "y0.npy"), *argv[5:]]) == 0
     out = capsys.readouterr().out
     assert "--max-iter ran out" in out and "no finite optimum" not in out
+    # A class added on purpose: no note was printed, and the labels are not at fault.
+    assert main([*argv[:4], str(tmp_path / "y0.npy"), *argv[5:], "--classes", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "--classes 4 gives a class that no training row has, which has no finite optimum" in out
+    assert "note above" not in out and "correct the labels" not in out
 
 
 def test_a_fit_that_stops_early_gives_the_engine_s_reason_in_option_names(tmp_path, capsys):
@@ -1305,7 +1318,11 @@ def test_a_fit_that_stops_early_gives_the_engine_s_reason_in_option_names(tmp_pa
     summary = capsys.readouterr().out.splitlines()[0]
     assert "(not converged before --tol 0.001: it stopped early (the epochs' mean loss rose to" in summary
     assert summary.endswith(": lower --lr, or standardise the features))")
-    assert "no step lowered" not in summary
+    # Under --tol 0 the engine gives no reason (it does not warn): an early stop is at the loss's floor.
+    newton = ["--solver", "newton-cg", "--dtype", "float32", "--tol", "0", "--max-iter", "300", "--quiet"]
+    assert main([*argv, *newton]) == 0
+    summary = capsys.readouterr().out.splitlines()[0]
+    assert "(not converged before --tol 0: no step lowered the loss any further (its rounding floor))" in summary
 
 
 @pytest.mark.parametrize("dask", [False, True], ids=["one-machine", "dask"])

@@ -259,6 +259,10 @@ def test_sparse_chunks_and_paths_beside_dask_arrays_are_named(data, tmp_path):
     X_sparse = da.from_array(sparse.csr_matrix(X), chunks=(CHUNK, D), asarray=False)
     with pytest.raises(TypeError, match=r"chunks of X are scipy\.sparse\..*, not NumPy arrays.*toarray"):
         model.fit(X_sparse, yd, max_iter=2)
+    # Masked chunks: toarray, the sparse fix, is no method of theirs.
+    X_masked = da.from_array(np.ma.masked_array(X, mask=X > 2), chunks=(CHUNK, D))
+    with pytest.raises(TypeError, match=r"chunks of X are numpy\.ma\..*MaskedArray, .*chunk\.filled\(value\)"):
+        model.fit(X_masked, yd, max_iter=2)
     np.save(tmp_path / "y.npy", y)
     # "y must be 1-dimensional (n_samples,), got shape ()" and "X must be a dask.array.Array, got ndarray."
     with pytest.raises(TypeError, match=r"y is the path .*y\.npy', and X is a Dask array.*da\.from_array"):

@@ -15,6 +15,7 @@ to every row of W is flat too, and is projected out the same way.
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 
@@ -711,10 +712,12 @@ def test_a_mean_loss_far_below_1_is_not_taken_for_its_rounding_floor(solver):
     sample_weight = rng.exponential(1.0, n) * (rng.random(n) > 0.2)
     l2 = 2 / (C * sample_weight.sum())
     options = dict(l2=l2, tol=0, sample_weight=sample_weight)
-    optimum, model = SoftmaxRegression(d, k), SoftmaxRegression(d, k)
-    optimum.W[...] = model.W[...] = 0  # from zero weights, as the estimator starts
-    optimum.fit(X, y, solver="newton-cg", max_iter=1000, **options)
-    assert optimum.converged_ and optimum.loss_history_[-1] < 1e-6
+    model = SoftmaxRegression(d, k)
+    model.W[...] = 0  # from zero weights, as the estimator starts
     model.fit(X, y, solver=solver, max_iter=3000, **options)
-    # Converged means at the optimum, to the rounding of a loss this small; or the fit says it is not.
-    assert not model.converged_ or model.loss_history_[-1] <= optimum.loss_history_[-1] * (1 + 1e-6)
+    assert model.loss_history_[-1] < 1e-6
+    if model.converged_:
+        # At its floor, Newton's method from there lowers the loss by no more than its rounding (Newton-CG,
+        # at 102 iterations, was 2e-7 above the loss that 128 more reached).
+        further = copy.deepcopy(model).fit(X, y, solver="newton-cg", max_iter=1000, **options)
+        assert further.loss_history_[-1] >= model.loss_history_[-1] * (1 - 64 * np.finfo(np.float64).eps)
