@@ -1035,6 +1035,10 @@ def test_pandas_frames_with_nullable_or_non_numeric_columns(problem):
     # Categories of numbers convert, as np.asarray converts them (and did before frames were looked at).
     got = fs.loss_and_grad(frame.assign(a=pd.Categorical(X[:, 0])), pd.Series(pd.Categorical(y)), W, b)
     assert got[0] == want[0]
+    # Two columns of one name are two columns (a dict of the dtypes kept the last: pandas' own error followed).
+    twice = pd.concat([frame[["a"]].assign(a=pd.Categorical(["x"] * len(frame))), nullable[["a", "b", "c"]]], axis=1)
+    with pytest.raises(TypeError, match=r"^X has 1 column\(s\) that are not numbers: 'a' \(category\)"):
+        fs.loss_and_grad(twice, y, W, b)
     # Nullable booleans are booleans, refused as labels as NumPy's are.
     with pytest.raises(TypeError, match=r"y has dtype bool; .*False is class 0"):
         fs.loss_and_grad(X, pd.Series(y > 0).astype("boolean"), W, b)
