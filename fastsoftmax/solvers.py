@@ -918,10 +918,13 @@ def _minibatch_epochs(
     the end of every epoch (before
     ``on_iteration``), and a run started with a filled ``state`` continues
     from it: a checkpoint of theta and ``state`` resumes exactly. With
-    ``tol > 0`` the run stops, converged, after :data:`N_ITER_NO_CHANGE`
-    epochs in a row whose mean loss is not below the best earlier epoch's by
-    more than ``tol * max(1, |best|)`` (one near-tie of two noisy means is
-    no plateau). An epoch whose mean loss runs away from the best epoch's raises
+    ``tol > 0`` the run stops after :data:`N_ITER_NO_CHANGE` epochs in a row
+    whose mean loss is not below the best earlier epoch's by more than
+    ``tol * max(1, |best|)`` (one near-tie of two noisy means is no plateau):
+    converged, unless the last of them lies more than :data:`RISE_AT_STOP`
+    times ``max(1, |best|)`` above the best (a climbing loss). A run resumed
+    from the state of such a stop stops again at once, with the same verdict.
+    An epoch whose mean loss runs away from the best epoch's raises
     :class:`DivergedError` (see :class:`DivergenceGuard`); ``best_theta`` is
     then the start of the best epoch.
 
