@@ -401,10 +401,10 @@ def check_label_dtype(y: np.ndarray) -> None:
     if y.dtype.kind in "SU":
         raise TypeError(f"y has dtype {y.dtype}: labels are strings; {_STRING_LABELS_FIX}.")
     if y.dtype.kind not in "iu":
-        raise TypeError(f"y has dtype {y.dtype}; labels must be integer class indices ({label_fix(y.dtype)}).")
+        raise TypeError(f"y has dtype {y.dtype}; labels must be integer class indices ({_label_fix(y.dtype)}).")
 
 
-def label_fix(dtype: np.dtype) -> str:
+def _label_fix(dtype: np.dtype) -> str:
     """How to turn labels of ``dtype`` (not integers) into class indices, for a message."""
     if dtype.kind == "b":
         return "use y.astype(np.int64): False is class 0, True class 1"

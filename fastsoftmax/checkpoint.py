@@ -612,15 +612,18 @@ def check_fingerprint(
 _SHUFFLES = {"rows": "rows of X in memory", "blocks": "blocks of rows of a file"}
 
 
+def _differing_keys(stored: Any, now: Any) -> set[str] | None:
+    """The keys whose values differ between two data fingerprints; None unless both are dicts."""
+    if not (isinstance(stored, dict) and isinstance(now, dict)):
+        return None
+    return {key for key in stored.keys() | now.keys() if stored.get(key) != now.get(key)}
+
+
 def _recast(stored: dict[str, Any], expected: dict[str, Any]) -> bool:
     """Whether the data fingerprints differ only by the dtype X is cast to, where the model's dtype changed."""
-    data_stored, data_now = stored.get("data"), expected.get("data")
     if stored.get("dtype") == expected.get("dtype"):
         return False
-    if not (isinstance(data_stored, dict) and isinstance(data_now, dict)):
-        return False
-    differing = {key for key in data_stored.keys() | data_now.keys() if data_stored.get(key) != data_now.get(key)}
-    return differing == {"X_dtype"}
+    return _differing_keys(stored.get("data"), expected.get("data")) == {"X_dtype"}
 
 
 def _array_and_file(stored: dict[str, Any], expected: dict[str, Any]) -> str:
@@ -631,11 +634,8 @@ def _array_and_file(stored: dict[str, Any], expected: dict[str, Any]) -> str:
     X's dtype (and the digest) to tell them apart.
     """
     data_stored, data_now = stored.get("data"), expected.get("data")
-    if not (isinstance(data_stored, dict) and isinstance(data_now, dict)):
-        return ""
-    differing = {key for key in data_stored.keys() | data_now.keys() if data_stored.get(key) != data_now.get(key)}
     from_file = ["X" in (fingerprint.get("files") or {}) for fingerprint in (stored, expected)]
-    if differing != {"X_dtype"} or from_file[0] == from_file[1]:
+    if _differing_keys(data_stored, data_now) != {"X_dtype"} or from_file[0] == from_file[1]:
         return ""
     then = f"a {data_stored['X_dtype']} .npy file" if from_file[0] else "an array"
     now = f"a {data_now['X_dtype']} .npy file" if from_file[1] else "an array"
@@ -652,9 +652,9 @@ def _dask_rechunked(stored: Any, now: Any) -> str:
     Dask's data hash is taken chunk by chunk, so it cannot tell rechunked data
     from other data: the fit is refused, but the message says what to change.
     """
-    if not (isinstance(stored, dict) and isinstance(now, dict)):
+    differing = _differing_keys(stored, now)
+    if differing is None:
         return ""
-    differing = {key for key in stored.keys() | now.keys() if stored.get(key) != now.get(key)}
     if differing == {"row_chunks"} and ("row_chunks" not in stored or "row_chunks" not in now):
         # One run on Dask, the other on NumPy or files: not a matter of chunks.
         return "one of the two runs trained on Dask arrays and the other did not"

@@ -487,8 +487,7 @@ def check_chunked(X, y, sample_weight, dtype: np.dtype, n_features: int):
     if y is None:
         raise TypeError("y is None; pass the class labels as integers 0..K-1, shape (N,), chunked like the rows of X.")
     y = as_rows(y, "y")
-    if y.dtype.kind not in "iu":
-        raise TypeError(f"y has dtype {y.dtype}; labels must be integer class indices ({_checks.label_fix(y.dtype)}).")
+    _checks.check_label_dtype(y)  # from the dtype alone: no chunk is read
     sample_weight = as_rows(sample_weight, "sample_weight")
     if sample_weight is not None:
         if sample_weight.dtype.kind not in "fiub":

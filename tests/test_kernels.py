@@ -328,6 +328,19 @@ def _assert_gradient_is_the_derivative(rng, loss_at, X, W, b, dW, db, tolerance)
             np.testing.assert_allclose(dW[c, j], numeric, rtol=tolerance(reach[j]), atol=tolerance(reach[j]))
 
 
+def _derivative_tolerance(dtype, X64, W64, b64):
+    """The tolerance of a gradient entry of ``dtype`` against the stencil, for a step of the given reach.
+
+    The loss's rounding is eps times the terms a logit sums, and so the
+    stencil's error is FD_TOL times them; a float32 gradient adds its own
+    rounding, a logit's error times the reach (``grad_rtol``).
+    """
+    (n, d), k = X64.shape, W64.shape[0]
+    logit_scale = 1.0 + float((np.abs(X64) @ np.abs(W64).T + np.abs(b64)).max())
+    logit_error = grad_rtol(dtype, n, d, k) * logit_scale if dtype == np.float32 else 0.0
+    return lambda reach: 2 * logit_error * reach + FD_TOL * reach * logit_scale
+
+
 @pytest.mark.parametrize("option", ["plain", "weighted-l2"])
 @pytest.mark.parametrize("shape", FD_SHAPES, ids=FD_SHAPE_IDS)
 @pytest.mark.parametrize("variant", VARIANTS, ids=VARIANT_IDS)
@@ -341,22 +354,11 @@ def test_every_body_gradient_is_the_derivative_of_the_loss(rng, dtype, variant, 
     _, dW, db = run_variant(X, y, W, b, sw, l2, variant)
     X64, W64, b64 = (a.astype(np.float64) for a in (X, W, b))
     sw64 = None if sw is None else sw.astype(np.float64)
-    # The terms a logit sums: the loss's rounding is eps times them, and so the stencil's.
-    logit_scale = 1.0 + float((np.abs(X64) @ np.abs(W64).T + np.abs(b64)).max())
-    if dtype == np.float64:
-
-        def tolerance(reach):
-            return FD_TOL * reach * logit_scale
-
-    else:
-        logit_error = grad_rtol(dtype, n, d, k) * logit_scale
-
-        def tolerance(reach):
-            return 2 * logit_error * reach + FD_TOL * reach * logit_scale
 
     def loss_at(W_t, b_t):
         return run_variant(X64, y, W_t, b_t, sw64, l2, variant)[0]
 
+    tolerance = _derivative_tolerance(dtype, X64, W64, b64)
     _assert_gradient_is_the_derivative(rng, loss_at, X64, W64, b64, dW, db, tolerance)
 
 
@@ -367,15 +369,11 @@ def test_public_gradient_is_the_derivative_of_the_loss_in_every_layout(rng, tmp_
     X, y, W, b, sw = make_problem(rng, n, d, k, dtype, weighted=True, w_scale=0.5)
     _, dW, db = fs.loss_and_grad(with_layout(X, layout, tmp_path), y, W, b, l2=0.3, sample_weight=sw)
     X64, W64, b64, sw64 = (a.astype(np.float64) for a in (X, W, b, sw))
-    logit_scale = 1.0 + float((np.abs(X64) @ np.abs(W64).T + np.abs(b64)).max())
-    logit_error = grad_rtol(dtype, n, d, k) * logit_scale if dtype == np.float32 else 0.0
-
-    def tolerance(reach):
-        return 2 * logit_error * reach + FD_TOL * reach * logit_scale
 
     def loss_at(W_t, b_t):
         return fs.loss_and_grad(X64, y, W_t, b_t, l2=0.3, sample_weight=sw64)[0]
 
+    tolerance = _derivative_tolerance(dtype, X64, W64, b64)
     _assert_gradient_is_the_derivative(rng, loss_at, X64, W64, b64, dW, db, tolerance)
 
 
