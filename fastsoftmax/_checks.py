@@ -29,6 +29,7 @@ import math
 import numbers
 import os
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
@@ -874,6 +875,27 @@ class FitOptions(NamedTuple):
     tol: float
     precondition: bool
     fit_intercept: bool
+
+
+#: The solvers that take ``lr``; lbfgs and newton-cg choose their own steps.
+STEP_SIZE_SOLVERS = ("gd", "sgd", "adam")
+
+
+def warn_unused_lr(lr, solver: str, stacklevel: int = 2) -> None:
+    """Warn that a given ``lr`` does nothing under ``solver`` (lbfgs, newton-cg).
+
+    scikit-learn warns the same way of an option its penalty ignores
+    (``l1_ratio``): a step size that silently does nothing hides a
+    solver the caller did not mean. ``stacklevel`` counts from the caller.
+    """
+    if lr is not None and solver not in STEP_SIZE_SOLVERS:
+        warnings.warn(
+            f"lr={lr!r} is not used by solver={solver!r}, which chooses its own steps "
+            f"({'a line search' if solver == 'lbfgs' else 'a trust region'}); leave lr out, or pick "
+            f"solver 'gd', 'sgd' or 'adam' to train with that step size.",
+            UserWarning,
+            stacklevel=stacklevel + 1,
+        )
 
 
 def default_lr(solver: str) -> float:

@@ -604,6 +604,7 @@ def _check_dask_solver(solver: str) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     """Train on the embedded synthetic problem or on the user's files."""
+    from fastsoftmax._checks import STEP_SIZE_SOLVERS
     from fastsoftmax._data import DataSource, accuracy
 
     _check_paths(
@@ -616,6 +617,14 @@ def run_train(args: argparse.Namespace) -> int:
     on_dask = args.scheduler is not None or args.dask_workers is not None
     if on_dask:
         _check_dask_solver(args.solver)
+    if args.lr is not None and args.solver not in STEP_SIZE_SOLVERS:
+        # The API's UserWarning, as one line: the fit would run as if --lr were not there.
+        print(
+            f"fastsoftmax: note: --lr is not used by --solver {args.solver}, which chooses its own steps; "
+            "it applies to --solver gd, sgd and adam.",
+            file=sys.stderr,
+        )
+        args.lr = None
     if args.data is None:
         _check_synthetic(args)
     _set_threads(args.threads)

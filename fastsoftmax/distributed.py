@@ -1081,6 +1081,7 @@ def fit_dask(
         fit_intercept=fit_intercept,
         callback=callback,
     )
+    _checks.warn_unused_lr(lr, options.solver)
     if not isinstance(persist, (bool, np.bool_)):
         raise ValueError(f"persist must be True or False, got {persist!r}.")
     _check_client(client)

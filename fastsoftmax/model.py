@@ -429,7 +429,7 @@ class SoftmaxRegression:
             Iterations (lbfgs, gd, newton-cg) or epochs (sgd, adam), counted over resumes.
         lr : float, optional
             Step size; defaults to 0.1 for gd and sgd, 1e-3 for adam. Unused by lbfgs
-            and newton-cg.
+            and newton-cg, which warn (UserWarning) when it is given.
         batch_size : int, default 256
             Mini-batch size (sgd, adam).
         momentum : float, default 0.9
@@ -550,6 +550,7 @@ class SoftmaxRegression:
             fit_intercept=fit_intercept,
             callback=callback,
         )
+        _checks.warn_unused_lr(lr, options.solver)
         if checkpoint is not None:
             checkpoint = check_checkpoint_directory(checkpoint)
         self._params(update=True, data={"X": X, "y": y, "sample_weight": sample_weight})

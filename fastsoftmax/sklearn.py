@@ -726,6 +726,8 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             The solver stopped before ``tol`` was met; the message says why
             (``max_iter`` ran out, or the solver could go no further) and
             what to change. Never with ``tol=0`` (see ``SoftmaxRegression.fit``).
+        UserWarning
+            ``lr`` is set but ``solver`` ("lbfgs", "newton-cg") does not use it.
         """
         with exclusive_training(self):
             # Fitted on a copy, whose attributes replace these in one step: a prediction in another
@@ -740,6 +742,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
     def _fit(self, X, y, sample_weight) -> SoftmaxClassifier:
         _refuse_sparse(X)
         self._check_params()
+        _checks.warn_unused_lr(self.lr, self.solver, stacklevel=3)  # the caller of fit
         X, y, dtype = self._prepare_fit(X, y, sample_weight)
         classes = self._classes_from(y)
         y_idx = self._encode(y, classes)
@@ -764,7 +767,8 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                 y_idx,
                 solver=self.solver,
                 max_iter=self.max_iter,
-                lr=self.lr,
+                # An lr that the solver does not use was warned of by fit, where the caller sees it.
+                lr=self.lr if self.solver in _checks.STEP_SIZE_SOLVERS else None,
                 batch_size=self.batch_size,
                 momentum=self.momentum,
                 l2=self._l2(n_classes, weight_sum),

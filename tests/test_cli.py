@@ -1287,6 +1287,21 @@ def test_labels_without_a_0_get_a_note_unless_classes_is_given(tmp_path, npy, ca
     assert SoftmaxRegression.load(out).num_classes == 3 + shift  # a note, not a change
 
 
+def test_lr_with_a_solver_that_chooses_its_own_steps_gets_a_note_and_changes_nothing(tmp_path, npy, capsys):
+    argv = ["train", "--data", str(npy[0]), "--labels", str(npy[1]), "--max-iter", "3", "--quiet"]
+    assert main([*argv, "--out", str(tmp_path / "plain.npz")]) == 0
+    assert capsys.readouterr().err == ""
+    assert main([*argv, "--lr", "0.5", "--out", str(tmp_path / "lr.npz")]) == 0
+    assert capsys.readouterr().err == (
+        "fastsoftmax: note: --lr is not used by --solver lbfgs, which chooses its own steps; "
+        "it applies to --solver gd, sgd and adam.\n"
+    )
+    plain, given = SoftmaxRegression.load(tmp_path / "plain.npz"), SoftmaxRegression.load(tmp_path / "lr.npz")
+    np.testing.assert_array_equal(given.W, plain.W)
+    assert main([*argv, "--lr", "0.5", "--solver", "gd"]) == 0
+    assert capsys.readouterr().err == ""
+
+
 def test_a_fit_that_runs_out_of_iterations_with_an_empty_class_names_it_as_the_cause(tmp_path, npy, capsys):
     # "--max-iter ran out; raise --max-iter", where class 0 had no row: its intercept falls without end.
     np.save(tmp_path / "y1.npy", np.load(npy[1]) + 1)

@@ -708,6 +708,12 @@ def test_bad_options_are_refused_before_any_work(data, options, match):
         fit_dask(SoftmaxRegression(D, K), da.from_array(data[0], chunks=(CHUNK, D)), data[1], **options)
 
 
+def test_an_lr_that_the_solver_does_not_use_is_warned_of(data):
+    Xd = da.from_array(data[0], chunks=(CHUNK, D))
+    with pytest.warns(UserWarning, match="lr=0.5 is not used by solver='newton-cg'"):
+        fit_dask(SoftmaxRegression(D, K), Xd, data[1], solver="newton-cg", lr=0.5, max_iter=1, tol=0)
+
+
 def test_partial_fit_on_dask_names_remedies_that_partial_fit_users_can_take(data):
     """partial_fit on Dask arrays said "Use one of ('lbfgs', 'gd', 'newton-cg')", solvers that partial_fit refuses."""
     X, y = data

@@ -189,6 +189,28 @@ def test_gd_converges_on_the_gradient_not_on_a_small_change_of_the_loss(data):
     assert max(np.abs(dW).max(), np.abs(db).max()) <= 1e-6
 
 
+@pytest.mark.parametrize("solver", ["lbfgs", "newton-cg"])
+def test_an_lr_the_solver_does_not_use_is_warned_of_and_changes_nothing(data, solver):
+    """lbfgs and newton-cg ignored lr without a word: fit(X, y, lr=0.5) read as a step size that had been used."""
+    X, y = data
+    plain = SoftmaxRegression(D, K, seed=0).fit(X, y, solver=solver, l2=L2)
+    unused = rf"lr=0.5 is not used by solver='{solver}'.*pick solver 'gd', 'sgd' or 'adam'"
+    with pytest.warns(UserWarning, match=unused):
+        given = SoftmaxRegression(D, K, seed=0).fit(X, y, solver=solver, l2=L2, lr=0.5)
+    np.testing.assert_array_equal(given.W, plain.W)
+    np.testing.assert_array_equal(given.b, plain.b)
+
+
+@pytest.mark.parametrize("solver", ["gd", "sgd", "adam", "lbfgs"])
+def test_no_lr_warning_where_lr_is_used_or_not_given(data, solver):
+    X, y = data
+    lr = None if solver == "lbfgs" else 0.01
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        SoftmaxRegression(D, K, seed=0).fit(X, y, solver=solver, lr=lr, max_iter=2, tol=0, seed=0)
+        SoftmaxRegression(D, K, seed=0).partial_fit(X, y, solver="sgd", lr=0.01, seed=0)
+
+
 SOLVER_SETTINGS = {
     "lbfgs": dict(max_iter=200, tol=1e-10),
     "gd": dict(lr=1.0, max_iter=400, tol=0),

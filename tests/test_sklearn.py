@@ -472,6 +472,20 @@ def test_a_failed_fit_leaves_the_estimator_as_it_was(monkeypatch):
     np.testing.assert_array_equal(est.predict(X), SoftmaxClassifier().fit(X, y).predict(X))
 
 
+def test_an_lr_that_the_solver_does_not_use_is_warned_of_once_at_the_callers_line():
+    X, y = datasets.load_iris(return_X_y=True)
+    with pytest.warns(UserWarning, match="lr=0.3 is not used by solver='lbfgs'") as record:
+        given = SoftmaxClassifier(lr=0.3).fit(X, y)
+    unused = [w for w in record if "is not used by" in str(w.message)]
+    assert len(unused) == 1 and unused[0].filename == __file__
+    np.testing.assert_array_equal(given.coef_, SoftmaxClassifier().fit(X, y).coef_)
+    # partial_fit runs sgd whatever the solver, and takes lr.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        SoftmaxClassifier(lr=0.01).partial_fit(X, y, classes=[0, 1, 2])
+        SoftmaxClassifier(lr=0.01, solver="gd", max_iter=2, tol=0).fit(X, y)
+
+
 def test_a_failed_first_partial_fit_leaves_the_estimator_unfitted():
     X, y = generated(n=200, k=3)
     est = SoftmaxClassifier(solver="sgd", lr=-1.0)
