@@ -324,7 +324,7 @@ def cross_entropy(
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}.")
     Z, _ = _checks.check_logits(Z)
-    y = _checks.check_labels(y, Z.shape[0], Z.shape[1])
+    y = _checks.check_labels(y, Z.shape[0], Z.shape[1], rows_of="Z")
     # The mean divides by sum w, so it does not depend on the weights' scale.
     sample_weight = _checks.check_sample_weight(sample_weight, Z.shape[0], Z.dtype, scale_free=reduction == "mean")
     n_chunks = work_chunks(Z.shape[0], Z.shape[1] * EXP_WORK)

@@ -412,17 +412,20 @@ def _label_fix(dtype: np.dtype) -> str:
     return "use y.astype(np.int64) if they are whole numbers"
 
 
-def labels_shape_error(shape: tuple[int, ...], n_samples: int) -> ValueError:
-    """The error for labels of ``shape``, not 1-D, for an X of ``n_samples`` rows: one-hot rows, or another shape."""
+def labels_shape_error(shape: tuple[int, ...], n_samples: int, rows_of: str = "X") -> ValueError:
+    """The error for labels of ``shape``, not 1-D, for ``n_samples`` rows of ``rows_of``: one-hot, or another shape."""
     if len(shape) == 2 and shape[0] == n_samples and shape[1] > 1:
         fix = "class indices, not one-hot rows (use y.argmax(axis=1) for one-hot)"
     else:
-        fix = f"one class index per row of X (y.reshape({n_samples}) if it holds {n_samples} labels)"
+        fix = f"one class index per row of {rows_of} (y.reshape({n_samples}) if it holds {n_samples} labels)"
     return ValueError(f"y must be 1-dimensional (n_samples,), got shape {shape}; {fix}.")
 
 
-def check_labels(y, n_samples: int, n_classes: int, *, scan: bool = True) -> np.ndarray:
+def check_labels(y, n_samples: int, n_classes: int, *, scan: bool = True, rows_of: str = "X") -> np.ndarray:
     """Check integer labels y (N,) in [0, K) and return them as int64.
+
+    ``rows_of`` names the array whose ``n_samples`` rows the labels belong to
+    (X, or the logits Z and probabilities that take its place), for the messages.
 
     With ``scan=False`` the labels' range is left to the caller: the fused
     loss-and-gradient kernel turns a label outside [0, K) into a NaN loss
@@ -433,9 +436,9 @@ def check_labels(y, n_samples: int, n_classes: int, *, scan: bool = True) -> np.
     """
     y = _as_array(y, "y", "the class labels as integers 0..K-1, shape (N,)", _STRING_LABELS_FIX)
     if y.ndim != 1:
-        raise labels_shape_error(y.shape, n_samples)
+        raise labels_shape_error(y.shape, n_samples, rows_of)
     if y.shape[0] != n_samples:
-        raise ValueError(f"y has {y.shape[0]} labels but X has {n_samples} rows; they must match.")
+        raise ValueError(f"y has {y.shape[0]} labels but {rows_of} has {n_samples} rows; they must match.")
     check_label_dtype(y)
     if y.shape[0] == 0:
         return _contiguous(y, _INT64)  # no label to be out of range
@@ -692,7 +695,7 @@ def check_logits(Z, y=None) -> tuple[np.ndarray, np.ndarray | None]:
             f"is undefined; every row needs at least one finite logit."
         )
     if y is not None:
-        y = check_labels(y, Z.shape[0], Z.shape[1])
+        y = check_labels(y, Z.shape[0], Z.shape[1], rows_of="Z")
     return Z, y
 
 

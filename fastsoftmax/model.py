@@ -277,7 +277,7 @@ class SoftmaxRegression:
                 f"probs must have one column per class of the model, shape (N, {self.num_classes}); "
                 f"got {probs.shape}. Pass the output of forward(X)."
             )
-        y = _checks.check_labels(y, probs.shape[0], self.num_classes)
+        y = _checks.check_labels(y, probs.shape[0], self.num_classes, rows_of="probs")
         with np.errstate(divide="ignore"):
             return float(-np.mean(np.log(probs[np.arange(y.shape[0]), y], dtype=np.float64)))
 

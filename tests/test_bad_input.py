@@ -314,7 +314,7 @@ def test_cross_entropy_bad_labels_and_reduction():
         fs.cross_entropy(Z, [0, 3])
     with pytest.raises(TypeError, match=r"labels must be integer"):
         fs.cross_entropy(Z, [0.0, 1.0])
-    with pytest.raises(ValueError, match=r"y has 1 labels but X has 2 rows"):
+    with pytest.raises(ValueError, match=r"y has 1 labels but Z has 2 rows"):
         fs.cross_entropy(Z, [0])
     with pytest.raises(ValueError, match=r"reduction must be 'mean', 'sum' or 'none', got 'max'"):
         fs.cross_entropy(Z, [0, 1], reduction="max")
@@ -464,6 +464,11 @@ def test_model_rejects_bad_shapes_and_labels(problem):
         model.accuracy(X, y.astype(float))
     with pytest.raises(ValueError, match=r"probs must have shape \(8, 3\)"):
         model.backward(X, y, np.full((8, 2), 0.5))
+    # The labels of probabilities and of logits are counted against those, not against an X that was not passed.
+    with pytest.raises(ValueError, match=r"y has 7 labels but probs has 8 rows"):
+        model.compute_loss(np.full((8, 3), 1 / 3), y[:7])
+    with pytest.raises(ValueError, match=r"one class index per row of Z \(y\.reshape\(8\)"):
+        fs.cross_entropy(np.zeros((8, 3)), y[:, None])
     with pytest.raises(ValueError, match=r"X is empty"):
         model.predict(X[:0])
 
