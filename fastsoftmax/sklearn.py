@@ -795,7 +795,13 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         Each call minimises the objective of :meth:`fit` on its own rows:
         ``l2 = 1 / (C * sum of the call's weights)``, or ``2 / (C * sum of
         the call's weights)`` with two classes (LogisticRegression's binomial
-        objective; see the module docstring). A call that raises, or is
+        objective; see the module docstring). So the penalty depends on the
+        calls' size, unlike SGDClassifier's ``alpha``: N rows streamed in
+        calls of n rows each train toward the objective of :meth:`fit` at
+        ``C * n / N``, a penalty N / n times as strong. For the objective of
+        ``fit`` on all N rows at ``C``, set ``C`` to ``C * N / n`` for the
+        calls (10 calls of 15 iris rows at C = 10 reach the coefficients of
+        ``fit`` at C = 1). A call that raises, or is
         interrupted, leaves the estimator as it was before it; a call while
         another thread fits the estimator raises RuntimeError.
         """

@@ -1079,6 +1079,21 @@ def test_partial_fit_approaches_fit(solver):
         est.partial_fit(X[:3], np.array(["setosa", "lion", "setosa"]))
 
 
+def test_partial_fit_on_parts_reaches_fit_at_c_times_the_number_of_parts():
+    """Each call penalises as a fit on its rows: five parts per pass at C train toward fit at C / 5 (the
+    docstring's and README's rule, and their remedy: C times N / n)."""
+    X, y = DATA["iris"]()
+    f_fit = objective(SoftmaxClassifier(tol=1e-8).fit(X, y), X, y, 1.0)
+    gaps = {}
+    for C in (1.0, 5.0):
+        est = SoftmaxClassifier(C=C, solver="sgd", random_state=0, batch_size=16, lr=0.05)
+        for _ in range(60):
+            for part in np.array_split(np.arange(X.shape[0]), 5):
+                est.partial_fit(X[part], y[part], classes=[0, 1, 2])
+        gaps[C] = objective(est, X, y, 1.0) / f_fit - 1
+    assert gaps[5.0] < 0.01 < 0.1 < gaps[1.0]  # measured: 0.0003 and 0.30
+
+
 def test_partial_fit_overshooting_at_first_is_not_divergence():
     # sgd at the default lr on unscaled pixels: the first epoch's mean loss
     # climbs from 2.3 to about 26 (momentum's overshoot), then the calls converge.
