@@ -112,7 +112,8 @@ def check_directory(directory: str | bytes | os.PathLike, *, option: str = "chec
         It is empty, an existing file or a broken symbolic link, lies under a
         file, is not writable, or holds a directory named ``checkpoint.npz``,
         a read-only checkpoint file, a link to one where it cannot be written
-        (a loop of links, say), or a lock file that is not a regular file.
+        (a loop of links, say), or a lock file that is a symbolic link or not
+        a regular file.
     """
     if not isinstance(directory, (str, bytes, os.PathLike)):
         raise TypeError(
@@ -140,6 +141,8 @@ def check_directory(directory: str | bytes | os.PathLike, *, option: str = "chec
             "to resume from it, or give another directory."
         )
     lock = os.path.join(directory, LOCK_FILENAME)
+    if os.path.islink(lock):
+        raise ValueError(f"{option} {directory}: {lock} is a symbolic link; the lock file is the fit's own: remove it.")
     if os.path.exists(lock) and not os.path.isfile(lock):
         # A named pipe failed at the first lock with "File or stream is not seekable", naming no path.
         raise ValueError(f"{option} {directory}: {lock} is not a regular file; remove it.")
@@ -234,11 +237,23 @@ def _lock(path: str, directory: str) -> IO[bytes] | None:
     """``path`` opened and locked (the open file holds the lock); None where locking is not possible."""
     if fcntl is None:
         return None
+
+    # A link planted at the lock's name made the fit create an empty file wherever it pointed.
+    def no_follow(name: str, flags: int) -> int:
+        return os.open(name, flags | getattr(os, "O_NOFOLLOW", 0), 0o666)
+
     for _ in range(100):
         try:
-            handle = open(path, "a+b")
-        except PermissionError:  # another user's lock file, left by a killed fit: flock needs no write access
-            handle = open(path, "rb")
+            try:
+                handle = open(path, "a+b", opener=no_follow)
+            except PermissionError:  # another user's lock file, left by a killed fit: flock needs no write access
+                handle = open(path, "rb", opener=no_follow)
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            raise CheckpointError(
+                f"checkpoint directory {directory}: its lock file {path} is a symbolic link; remove it."
+            ) from None
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             # A holder that ended removed the file it held: a lock taken on that file guards nothing.

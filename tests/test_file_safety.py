@@ -249,6 +249,23 @@ def test_a_checkpoint_link_loop_or_a_special_lock_file_is_refused_before_any_wor
         assert model.n_iter_ == 0
 
 
+@pytest.mark.skipif(os.name != "posix", reason="POSIX symlinks")
+def test_a_lock_file_that_is_a_link_is_refused_and_its_target_never_created(tmp_path, data):
+    """The lock was opened through a link planted at its name: an empty file appeared where the link pointed."""
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    target = tmp_path / "elsewhere"
+    (ck / ".checkpoint.lock").symlink_to(target)
+    model = _model()
+    with pytest.raises(ValueError, match=r"\.checkpoint\.lock is a symbolic link; the lock file is the fit's own"):
+        model.fit(*data, solver="gd", max_iter=3, checkpoint=ck)
+    assert model.n_iter_ == 0
+    # A link planted after that check, as the lock is taken, is refused there too.
+    with pytest.raises(CheckpointError, match=r"its lock file .*\.checkpoint\.lock is a symbolic link; remove it"):
+        ckpt_module._lock(str(ck / ".checkpoint.lock"), str(ck))
+    assert not os.path.lexists(target)
+
+
 def test_bytes_checkpoint_path_is_used_as_its_decoded_str(tmp_path, data):
     # os.fsencode paths are accepted for data; a bytes checkpoint raised "Can't mix strings and bytes".
     first = _fit(*data, solver="gd", max_iter=2, checkpoint=os.fsencode(tmp_path / "ck"))
