@@ -1686,9 +1686,32 @@ def _run_command(argv: Sequence[str] | None) -> int:
         message = " ".join(str(exc).split()) or type(exc).__name__
         print(f"fastsoftmax {args.command}: error: {message}", file=sys.stderr)
         return 2
+    except SystemError as exc:
+        # Numba reports an allocation that failed inside a parallel kernel as a SystemError
+        # ("returned a result with an exception set") whose cause is the MemoryError.
+        if not _caused_by(exc, MemoryError):
+            raise
+        print(
+            f"fastsoftmax {args.command}: error: out of memory in the kernels' working arrays, "
+            "which grow with the number of classes; free memory"
+            + (", or train with fewer --classes or a smaller --chunk-size." if args.command == "train" else "."),
+            file=sys.stderr,
+        )
+        return 2
     finally:
         if threads is not None:
             set_num_threads(threads)
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    """Whether ``exc`` or an exception in its chain of causes and contexts is a ``kind``."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, kind):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 if __name__ == "__main__":

@@ -1287,6 +1287,36 @@ def test_labels_without_a_0_get_a_note_unless_classes_is_given(tmp_path, npy, ca
     assert SoftmaxRegression.load(out).num_classes == 3 + shift  # a note, not a change
 
 
+@pytest.mark.parametrize("command", ["train", "predict"])
+def test_memory_running_out_inside_a_kernel_is_one_line_and_exit_2(tmp_path, npy, capsys, monkeypatch, command):
+    """Numba reports an allocation that fails inside a parallel kernel as a SystemError caused by the
+    MemoryError: train and predict printed its traceback and exited 1 (K = 1e6 under a 2 GB address space)."""
+
+    def out_of_memory(*args, **kwargs):
+        try:
+            raise MemoryError("Allocation failed")
+        except MemoryError as cause:
+            raise SystemError("CPUDispatcher(...) returned a result with an exception set") from cause
+
+    model = tmp_path / "m.npz"
+    assert main(["train", "--data", str(npy[0]), "--labels", str(npy[1]), "--max-iter", "1", "--out", str(model)]) == 0
+    capsys.readouterr()
+    target = "fit" if command == "train" else "predict_proba"
+    monkeypatch.setattr(SoftmaxRegression, target, out_of_memory)
+    argv = ["--data", str(npy[0]), "--labels", str(npy[1])] if command == "train" else ["--model", str(model)]
+    if command == "predict":
+        argv += ["--data", str(npy[0]), "--proba", str(tmp_path / "p.npy")]
+    assert main([command, *argv]) == 2
+    err = capsys.readouterr().err
+    last = err.splitlines()[-1]  # train's progress lines come first
+    assert last.startswith(f"fastsoftmax {command}: error: out of memory in the kernels' working arrays")
+    assert ("--classes" in last) == (command == "train") and "Traceback" not in err
+    # Any other SystemError is a bug to report, with its traceback.
+    monkeypatch.setattr(SoftmaxRegression, target, lambda *args, **kwargs: (_ for _ in ()).throw(SystemError("x")))
+    with pytest.raises(SystemError):
+        main([command, *argv])
+
+
 def test_lr_with_a_solver_that_chooses_its_own_steps_gets_a_note_and_changes_nothing(tmp_path, npy, capsys):
     argv = ["train", "--data", str(npy[0]), "--labels", str(npy[1]), "--max-iter", "3", "--quiet"]
     assert main([*argv, "--out", str(tmp_path / "plain.npz")]) == 0
