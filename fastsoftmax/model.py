@@ -527,6 +527,8 @@ class SoftmaxRegression:
             ``max_iter`` ran out before ``tol`` was met, or the solver stopped
             early because it could go no further (``converged_`` is False);
             the message gives the reason and the remedy.
+        UserWarning
+            ``lr`` is given to "lbfgs" or "newton-cg", which do not use it.
         RuntimeWarning
             With ``checkpoint``: the fit finished but its final checkpoint
             could not be written (a full disk); the model holds the result
