@@ -4,9 +4,14 @@ Run on a many-core machine: ``python asv_benchmarks/thread_scaling.py``
 (``SMALL=1`` for a quick check). For each shape and dtype it prints the time
 to read X once, the public ``loss_and_grad``, each block body forced through
 ``fused_loss_grad(variant=...)``, numpy's two GEMMs for K >= 256 and the
-NumPy reference; then checks 32 concurrent calls from 8 Python threads, and
-times import and the first call with an empty and a warm Numba cache. The
-rows are also written to ``$OUT/scaling.json`` (``/tmp`` by default).
+NumPy reference, with BLAS held to the same thread count, and the public
+step's ratio to the limit (the larger of reading X once and 4 N D K flops at
+that count's BLAS peak, measured on a square product; the two GEMMs for
+K >= 256). Then it times whole L-BFGS fits at each thread count, checks 32
+concurrent calls from 8 Python threads, and times import and the first call
+with an empty and a warm Numba cache. The rows are also written to
+``$OUT/scaling.json`` (``/tmp`` by default), after each row, so a run stopped
+at a time limit keeps what it measured.
 Not an asv benchmark: asv measures on one machine, this compares thread counts.
 """
 
@@ -17,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 
 import numba
 import numpy as np
@@ -62,7 +68,31 @@ def median_time(f, repeats=5):
 
 
 rows = []
+summary = {"rows": rows}
+results_path = os.path.join(out_dir, "scaling.json")
+
+
+def write_results():
+    # Rewritten after every row, so a run stopped at a time limit keeps what it measured.
+    with open(results_path, "w") as f:
+        json.dump(summary, f, indent=1)
+
+
 rng = np.random.default_rng(0)
+blas_peaks = {}
+
+
+def blas_peak_flops(dtype, n_threads):
+    """Flop/s of one square product at ``n_threads`` BLAS threads (cached per dtype and count)."""
+    key = (np.dtype(dtype).name, n_threads)
+    if key not in blas_peaks:
+        n = 1024 if small else 2048
+        A = rng.standard_normal((n, n)).astype(dtype)
+        B = rng.standard_normal((n, n)).astype(dtype)
+        blas_peaks[key] = 2.0 * n**3 / median_time(lambda: A @ B, 3)
+    return blas_peaks[key]
+
+
 for N, D, K in shapes:
     for dt in (np.float32, np.float64):
         X = rng.standard_normal((N, D)).astype(dt)
@@ -72,36 +102,97 @@ for N, D, K in shapes:
         dW = np.empty_like(W)
         db = np.empty_like(b)
         sw = np.empty(0, dt)
+        G = rng.standard_normal((N, K)).astype(dt) if K >= 256 else None  # stands in for P - Y
         t_ref = median_time(lambda: reference.loss_and_grad(X, y, W, b), 3)
         for nt in threads:
             numba.set_num_threads(nt)
-            rec = {"N": N, "D": D, "K": K, "dtype": dt.__name__, "threads": nt, "reference_ms": t_ref * 1e3}
-            rec["readX_ms"] = median_time(lambda: kernels.stream_sum(X, max(1, min(nt, N)))) * 1e3
-            rec["public_ms"] = median_time(lambda: fs.loss_and_grad(X, y, W, b)) * 1e3
-            for v in kernels.LossGradVariant:
-                if (K >= 256 and v != kernels.LossGradVariant.BLAS) or (
-                    D > BLOCKED_MAX_FEATURES and v == kernels.LossGradVariant.BLOCKED
-                ):
-                    continue
-                rec[v.name + "_ms"] = (
-                    median_time(lambda: fused_loss_grad(X, y, W, b, sw, 1.0 / N, 0.0, dW, db, variant=v)) * 1e3
-                )
-            if K >= 256:
-                G = rng.standard_normal((N, K)).astype(dt)
-                with threadpool_limits(nt, user_api="blas"):
+            # BLAS gets the same number of threads: a forced BLAS body and the
+            # two products would otherwise use every core at any Numba count.
+            with threadpool_limits(nt, user_api="blas"):
+                rec = {"N": N, "D": D, "K": K, "dtype": dt.__name__, "threads": nt, "reference_ms": t_ref * 1e3}
+                rec["readX_ms"] = median_time(lambda: kernels.stream_sum(X, max(1, min(nt, N)))) * 1e3
+                rec["public_ms"] = median_time(lambda: fs.loss_and_grad(X, y, W, b)) * 1e3
+                for v in kernels.LossGradVariant:
+                    if (K >= 256 and v != kernels.LossGradVariant.BLAS) or (
+                        D > BLOCKED_MAX_FEATURES and v == kernels.LossGradVariant.BLOCKED
+                    ):
+                        continue
+                    rec[v.name + "_ms"] = (
+                        median_time(lambda: fused_loss_grad(X, y, W, b, sw, 1.0 / N, 0.0, dW, db, variant=v)) * 1e3
+                    )
+                if K >= 256:
                     rec["two_gemm_ms"] = median_time(lambda: (X @ W.T, G.T @ X), 3) * 1e3
-            rec["chosen"] = kernels.select_variant(D, K, X.itemsize).name
-            rows.append(rec)
-            print(
-                f"{N:>8} {D:>4} {K:>5} {dt.__name__:8} t={nt:<2} readX {rec['readX_ms']:7.2f}  public {rec['public_ms']:8.2f} "
-                + " ".join(
-                    f"{k[:-3]} {rec[k]:8.2f}"
-                    for k in ("BLOCKED_ms", "ROWWISE_ms", "BLAS_ms", "two_gemm_ms")
-                    if k in rec
+                rec["chosen"] = kernels.select_variant(D, K, X.itemsize).name
+                # The limit: the larger of reading X once and both products
+                # (4 N D K flops) at this thread count's BLAS peak; for K >= 256
+                # the two products as numpy runs them, as the README's table.
+                rec["blas_peak_gflops"] = blas_peak_flops(dt, nt) / 1e9
+                rec["limit_ms"] = max(
+                    rec["readX_ms"],
+                    4.0 * N * D * K / blas_peak_flops(dt, nt) * 1e3,
+                    rec.get("two_gemm_ms", 0.0),
                 )
-                + f"  ref {t_ref * 1e3:8.2f}  public/readX {rec['public_ms'] / rec['readX_ms']:5.2f} ref/public {t_ref * 1e3 / rec['public_ms']:6.1f}",
-                flush=True,
+                rows.append(rec)
+                write_results()
+                print(
+                    f"{N:>8} {D:>4} {K:>5} {dt.__name__:8} t={nt:<2} readX {rec['readX_ms']:7.2f}  public {rec['public_ms']:8.2f} "
+                    + " ".join(
+                        f"{k[:-3]} {rec[k]:8.2f}"
+                        for k in ("BLOCKED_ms", "ROWWISE_ms", "BLAS_ms", "two_gemm_ms")
+                        if k in rec
+                    )
+                    + f"  ref {t_ref * 1e3:8.2f}  public/limit {rec['public_ms'] / rec['limit_ms']:5.2f} ref/public {t_ref * 1e3 / rec['public_ms']:6.1f}",
+                    flush=True,
+                )
+numba.set_num_threads(max_threads)
+
+# Whole fits: L-BFGS to tol 1e-6 from the same start at each thread count, on
+# labels drawn from a planted model (softmax of X W* with Gumbel noise).
+fit_shapes = (
+    [(20_000, 20, 3, np.float32), (5000, 100, 10, np.float64)]
+    if small
+    else [
+        (1_000_000, 20, 3, np.float32),
+        (200_000, 100, 10, np.float64),
+    ]
+)
+summary["fits"] = fits = []
+for N, D, K, dt in fit_shapes:
+    X = rng.standard_normal((N, D)).astype(dt)
+    y = np.argmax(X @ rng.standard_normal((D, K)) + rng.gumbel(size=(N, K)), axis=1)
+    # Compile both paths first: one chunk runs serially, the full X in parallel.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fs.ConvergenceWarning)
+        for rows_for_warmup in (1000, N):
+            fs.SoftmaxRegression(D, K, dtype=dt, seed=0).fit(
+                X[:rows_for_warmup], y[:rows_for_warmup], l2=1e-4, max_iter=2
             )
+    for nt in threads:
+        numba.set_num_threads(nt)
+        with threadpool_limits(nt, user_api="blas"):
+            model = fs.SoftmaxRegression(D, K, dtype=dt, seed=0)
+            start = time.perf_counter()
+            model.fit(X, y, l2=1e-4, tol=1e-6, max_iter=500)
+            seconds = time.perf_counter() - start
+        fits.append(
+            {
+                "N": N,
+                "D": D,
+                "K": K,
+                "dtype": np.dtype(dt).name,
+                "threads": nt,
+                "fit_s": seconds,
+                "n_iter": model.n_iter_,
+                "converged": model.converged_,
+                "loss": model.loss_history_[-1],
+            }
+        )
+        write_results()
+        print(
+            f"fit {N:>8} {D:>4} {K:>5} {np.dtype(dt).name:8} t={nt:<2} {seconds:7.3f} s  "
+            f"{model.n_iter_} iterations, converged {model.converged_}, loss {model.loss_history_[-1]:.6f}",
+            flush=True,
+        )
 numba.set_num_threads(max_threads)
 
 # Concurrency: 8 Python threads calling the kernels at once.
@@ -133,12 +224,6 @@ env = dict(os.environ, NUMBA_CACHE_DIR=cache)
 cold = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stdout.split()
 warm = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stdout.split()
 print(f"import {cold[0]} s; first loss+grad: empty cache {cold[1]} s, warm cache {warm[1]} s", flush=True)
-json.dump(
-    {
-        "rows": rows,
-        "concurrent_ok": same,
-        "startup": {"import_s": cold[0], "cold_s": cold[1], "warm_s": warm[1]},
-    },
-    open(os.path.join(out_dir, "scaling.json"), "w"),
-    indent=1,
-)
+summary["concurrent_ok"] = same
+summary["startup"] = {"import_s": cold[0], "cold_s": cold[1], "warm_s": warm[1]}
+write_results()
