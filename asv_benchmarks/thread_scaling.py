@@ -231,10 +231,14 @@ def time_startup():
         "X = np.ones((100, 20)); fastsoftmax.loss_and_grad(X, np.zeros(100, int), np.zeros((3, 20)), np.zeros(3)); "
         "print(f'{t1 - t:.3f} {time.perf_counter() - t1:.3f}')"
     )
-    env = dict(os.environ, NUMBA_CACHE_DIR=tempfile.mkdtemp())
+    cache = tempfile.mkdtemp()
+    env = dict(os.environ, NUMBA_CACHE_DIR=cache)
     timings = {}
     for cache_state in ("cold", "warm"):
-        run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+        # Run outside the source tree: from the repository's root, `import
+        # fastsoftmax` finds fastsoftmax/ without kernels/ beside it when the
+        # package is on PYTHONPATH rather than installed.
+        run = subprocess.run([sys.executable, "-c", code], env=env, cwd=cache, capture_output=True, text=True)
         if run.returncode != 0:
             # Say why instead of failing on the missing numbers.
             print(f"start-up ({cache_state} cache) failed, exit {run.returncode}:\n{run.stderr[-2000:]}", flush=True)
