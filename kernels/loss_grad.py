@@ -101,7 +101,10 @@ BLAS_MIN_CLASSES = 64
 #: 20,000 x 784 x 300 49.6 / 49.8, 102 / 109; 20,000 x 512 x 1000 108.6 /
 #: 109.7, 186 / 248; 20,000 x 1000 x 100 20.8 / 23.6, 51.3 / 58.6. Past it:
 #: 10,000 x 4000 x 100 60.6 / 48.9, 107 / 108; 5000 x 2048 x 1000 178 /
-#: 112, 319 / 227.
+#: 112, 319 / 227. On 16 threads of a Xeon (AVX-512, 2 MB of L2 a core;
+#: ``asv_benchmarks/thread_scaling.py``, BLAS at the same count), 20,000 x
+#: 512 x 1000: float32 51.6 / 56.2, float64 83.2 / 102; on one thread 404 /
+#: 429 and 1155 / 947, BLAS ahead in float64 up to 4 threads there.
 BLOCKED_MAX_FEATURES = 1024
 #: (max K, min bytes of a row of X) pairs: at K < 64, the ROWWISE body runs
 #: when a row takes at least the bytes of the first pair whose K is at
@@ -210,7 +213,9 @@ def select_variant(n_features: int, n_classes: int, itemsize: int) -> LossGradVa
     (``ROWWISE_WHOLE_VECTOR_MAX_CLASSES``), else BLOCKED. Both run their
     products in register tiles near the FMA peak; BLOCKED pays a transpose
     per block, ROWWISE a sum across lanes per row and class. For K >= 64,
-    BLOCKED up to BLOCKED_MAX_FEATURES features and BLAS past them.
+    BLOCKED up to BLOCKED_MAX_FEATURES features and BLAS past them. On 16
+    threads of a Xeon (README, the 16-core table) the body it picks was the
+    fastest, or within the run's noise of it, at all seven shapes.
     """
     if n_classes <= ROWWISE_WHOLE_VECTOR_MAX_CLASSES and n_features * itemsize == VECTOR_BYTES:
         return LossGradVariant.ROWWISE
