@@ -97,7 +97,11 @@ __all__ = [
 ]
 
 # Last, once every kernel module is imported: processes that share the disk
-# cache take turns to write it (``_cache``).
-from fastsoftmax.kernels import _cache  # noqa: E402
+# cache take turns to write it (``_cache``), and Ctrl-C waits for a
+# compilation to end instead of breaking Numba's state (``_interrupts``).
+from fastsoftmax.kernels import _cache, _interrupts  # noqa: E402
 
-_cache.lock_disk_caches(_cache.kernel_modules())
+_dispatchers = _cache.kernel_dispatchers(_cache.kernel_modules())
+_cache.lock_disk_caches(_dispatchers)
+_interrupts.defer_signals_while_compiling(_dispatchers)
+del _dispatchers

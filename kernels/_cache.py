@@ -204,18 +204,22 @@ def stamp_disk_cache(dispatcher: Dispatcher, digest: str) -> None:
         cache_file._sources_digest = digest
 
 
-def lock_disk_caches(modules: list[ModuleType]) -> None:
-    """Lock the disk cache of every dispatcher bound to a name in ``modules``, stamp it with ``sources_digest``,
-    and make its damaged files cache misses (``tolerate_damage``)."""
+def lock_disk_caches(dispatchers: list[Dispatcher]) -> None:
+    """Lock the disk cache of every dispatcher, stamp it with ``sources_digest``, and make its damaged files
+    cache misses (``tolerate_damage``)."""
     digest = sources_digest()
-    for module in modules:
-        for value in vars(module).values():
-            if isinstance(value, Dispatcher):
-                stamp_disk_cache(value, digest)
-                lock_disk_cache(value)
-                tolerate_damage(value)
+    for dispatcher in dispatchers:
+        stamp_disk_cache(dispatcher, digest)
+        lock_disk_cache(dispatcher)
+        tolerate_damage(dispatcher)
 
 
 def kernel_modules(package: str = __package__) -> list[ModuleType]:
     """The modules of ``package`` imported so far, the package itself included."""
     return [module for name, module in list(sys.modules.items()) if name == package or name.startswith(package + ".")]
+
+
+def kernel_dispatchers(modules: list[ModuleType]) -> list[Dispatcher]:
+    """Every dispatcher bound to a name in ``modules``, once each."""
+    found = {id(value): value for module in modules for value in vars(module).values() if isinstance(value, Dispatcher)}
+    return list(found.values())
