@@ -6,9 +6,11 @@ import argparse
 import contextlib
 import os
 import re
+import shutil
 import signal
 import statistics
 import sys
+import tempfile
 import threading
 import time
 import warnings
@@ -654,6 +656,7 @@ def run_train(args: argparse.Namespace) -> int:
     if args.data is not None:
         _note_classes_without_training_rows(args, train, val, n_classes)
     model = _zero_start_model(X.shape[1], n_classes, dtype)
+    _check_room_for_model(args, model)
     _log(
         args,
         f"training {args.solver} on {n_train:,} rows x {X.shape[1]} features, {n_classes} classes, "
@@ -665,7 +668,7 @@ def run_train(args: argparse.Namespace) -> int:
     _warm_up_fit(args, train.X, train.y, dtype, n_classes, **fit_options)
     fit_time, progress = _fit_with_progress(args, model, train.X, train.y, checkpoint=args.checkpoint, **fit_options)
     if args.out:
-        model.save(args.out)  # before the accuracies: a finished fit is never lost to an error in reporting
+        _save_trained_model(model, args.out)  # before the accuracies: a finished fit is never lost to them
     for source in (train, val):
         if source is not None:  # a data file that changes now stops the accuracy, not the finished fit
             source.stopped = "the accuracy was not computed"
@@ -692,6 +695,59 @@ def run_train(args: argparse.Namespace) -> int:
         saved=True,
     )
     return 0
+
+
+#: Bytes of a model file besides its numbers: the zip's and the arrays' headers (about 1.3 kB).
+MODEL_FILE_OVERHEAD = 4096
+
+
+def _check_room_for_model(args: argparse.Namespace, model: SoftmaxRegression) -> None:
+    """Refuse an ``--out`` whose disk has less room than the model file will take, before the fit.
+
+    The file holds W (K, D), b (K,) and a loss history of up to
+    ``--max-iter`` + 1 float64 values. On a full disk the save after the fit
+    failed and the trained model was lost (``_save_trained_model`` keeps it
+    where the disk fills up during the fit). A disk whose free space cannot
+    be read is left to the save.
+    """
+    if not args.out:
+        return
+    n_bytes = (model.W.size + model.b.size) * model.W.itemsize + 8 * (args.max_iter + 1) + MODEL_FILE_OVERHEAD
+    directory = os.path.dirname(os.path.abspath(args.out))
+    try:
+        free = shutil.disk_usage(directory).free
+    except OSError:
+        return
+    if free < n_bytes:
+        raise CLIError(
+            f"--out {args.out}: the model will take about {_bytes(n_bytes)} and its disk has {_bytes(free)} free; "
+            "free some space or write it to another disk (nothing was trained)."
+        )
+
+
+def _save_trained_model(model: SoftmaxRegression, path: str) -> None:
+    """``model.save(path)``; where the file system refuses it, the model is written to the temporary directory.
+
+    A disk that filled up during the fit, or a folder removed meanwhile, made
+    the save fail after all the training, and the model was lost. It is now
+    written to a new file in ``tempfile.gettempdir()``, and the error (exit
+    status 2: ``--out`` was not written) names that file. Where that fails
+    too, the error is the first one.
+    """
+    try:
+        model.save(path)
+    except OSError as exc:
+        descriptor, rescue = tempfile.mkstemp(prefix="fastsoftmax-model-", suffix=".npz")
+        os.close(descriptor)
+        try:
+            model.save(rescue)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(rescue)
+            raise exc from None
+        kept = OSError(f"{exc}; the trained model was written to {rescue} instead: move it where it belongs")
+        kept.errno = exc.errno
+        raise kept from exc
 
 
 def _zero_start_model(n_features: int, n_classes: int, dtype) -> SoftmaxRegression:
@@ -1046,6 +1102,7 @@ def run_train_dask(args: argparse.Namespace, t_start: float) -> int:
         n_train, n_val = _split_rows(args, X.shape[0])
         X_train, y_train, X_val, y_val = X[:n_train], y[:n_train], X[n_train:], y[n_train:]
         model = _zero_start_model(X.shape[1], n_classes, dtype)
+        _check_room_for_model(args, model)
         _log(args, f"training {args.solver} on {n_train:,} rows on Dask; {n_val:,} validation rows")
         # Compiled here, into the on-disk cache that local workers load from.
         rows = _warm_up_rows(n_train, X.shape[1], n_classes)
@@ -1054,7 +1111,7 @@ def run_train_dask(args: argparse.Namespace, t_start: float) -> int:
         if args.out:
             # Before the accuracies, which run on the cluster (a worker lost, a NaN in the
             # validation rows): a finished fit is never lost to them, as on one machine.
-            model.save(args.out)
+            _save_trained_model(model, args.out)
         bayes = None
         if args.data is None and n_val:
             rows = min(BAYES_ROWS, n_val)

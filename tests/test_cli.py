@@ -360,6 +360,80 @@ def test_model_is_written_before_an_error_in_the_accuracies(tmp_path, npy, capsy
     assert SoftmaxRegression.load(out).n_iter_ == 2  # the finished fit is kept
 
 
+def test_an_out_on_a_disk_without_room_for_the_model_is_refused_before_training(tmp_path, capsys, monkeypatch):
+    from fastsoftmax import cli
+
+    out = tmp_path / "m.npz"
+    # W (3, 8) and b (3,) in float32, 6 float64 losses and 4096 bytes for the headers: 4252 bytes.
+    monkeypatch.setattr(cli.shutil, "disk_usage", lambda path: shutil_usage(free=4000))
+    assert main(["train", *SMALL, "--max-iter", "5", "--out", str(out)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"--out {out}: the model will take about 4.25 kB and its disk has 4 kB free" in err
+    assert "(nothing was trained)" in err and "iteration" not in err
+    assert not out.exists()
+    monkeypatch.setattr(cli.shutil, "disk_usage", lambda path: shutil_usage(free=4300))
+    assert main(["train", *SMALL, "--max-iter", "5", "--out", str(out), "--quiet"]) == 0
+    assert out.stat().st_size <= 4252  # the estimate is not below the file
+
+
+def shutil_usage(free: int):
+    import shutil
+
+    return shutil._ntuple_diskusage(total=10 * free, used=9 * free, free=free)
+
+
+@pytest.fixture
+def out_refused(monkeypatch):
+    """``--out`` (any path ending in "out.npz") written as on a disk that filled up during the fit."""
+    import errno
+
+    real_save = SoftmaxRegression.save
+
+    def save(model, path):
+        if str(path).endswith("out.npz"):
+            raise OSError(errno.ENOSPC, f"could not write {path}: No space left on device")
+        real_save(model, path)
+
+    monkeypatch.setattr(SoftmaxRegression, "save", save)
+
+
+def test_a_model_that_out_cannot_take_after_the_fit_is_kept_in_the_temporary_directory(
+    tmp_path, capsys, monkeypatch, out_refused
+):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    out = tmp_path / "out.npz"
+    assert main(["train", *SMALL, "--max-iter", "5", "--out", str(out), "--quiet"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    kept = list((tmp_path / "tmp").glob("fastsoftmax-model-*.npz"))
+    assert len(kept) == 1
+    assert f"could not write {out}: No space left on device; the trained model was written to {kept[0]}" in err
+    assert err.count("[Errno") <= 1
+    model = SoftmaxRegression.load(kept[0])
+    assert model.W.shape == (3, 8) and model.n_iter_ == 5 and np.any(model.W != 0)
+
+
+def test_where_the_temporary_directory_refuses_the_model_too_the_error_is_outs(
+    tmp_path, capsys, monkeypatch, out_refused
+):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "mkstemp", lambda **kwargs: _descriptor_of(tmp_path / "tmp" / "out.npz"))
+    out = tmp_path / "out.npz"
+    assert main(["train", *SMALL, "--max-iter", "5", "--out", str(out), "--quiet"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"could not write {out}: No space left on device" in err and "instead" not in err
+    assert list((tmp_path / "tmp").iterdir()) == []  # the empty file made for the model is removed
+
+
+def _descriptor_of(path):
+    return os.open(path, os.O_CREAT | os.O_WRONLY), str(path)
+
+
 def test_model_is_written_before_an_error_in_the_accuracies_on_dask(tmp_path, npy, capsys, monkeypatch):
     # The Dask path computed the accuracies (on the cluster) before it saved: an error there
     # (a NaN in the validation rows, a worker lost) lost the finished fit.
