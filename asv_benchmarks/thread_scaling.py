@@ -89,14 +89,19 @@ def blas_peak_flops(dtype, n_threads):
     return blas_peaks[key]
 
 
+def random_problem(N, D, K, dtype):
+    """X (N, D) standard normal, labels uniform in [0, K), W (K, D) at 0.1 N(0, 1) and b = 0, in ``dtype``."""
+    X = rng.standard_normal((N, D)).astype(dtype)
+    y = rng.integers(0, K, N)
+    W = (0.1 * rng.standard_normal((K, D))).astype(dtype)
+    return X, y, W, np.zeros(K, dtype)
+
+
 def time_steps():
     """The step per shape, dtype and thread count: read X, public, each body, the two GEMMs, the limit."""
     for N, D, K in shapes:
         for dt in (np.float32, np.float64):
-            X = rng.standard_normal((N, D)).astype(dt)
-            y = rng.integers(0, K, N)
-            W = (0.1 * rng.standard_normal((K, D))).astype(dt)
-            b = np.zeros(K, dt)
+            X, y, W, b = random_problem(N, D, K, dt)
             dW = np.empty_like(W)
             db = np.empty_like(b)
             sw = np.empty(0, dt)
@@ -265,10 +270,7 @@ def time_frameworks():
     summary["frameworks"] = records = []
     for N, D, K in shapes:
         for dt in (np.float32, np.float64):
-            X = rng.standard_normal((N, D)).astype(dt)
-            y = rng.integers(0, K, N)
-            W = (0.1 * rng.standard_normal((K, D))).astype(dt)
-            b = np.zeros(K, dt)
+            X, y, W, b = random_problem(N, D, K, dt)
             try:
                 steps = framework_steps(X, y, W, b)
             except NotImplementedError as missing:

@@ -1,6 +1,5 @@
 """Processes that share the kernels' disk cache take turns to write it (``kernels._cache``)."""
 
-import gc
 import os
 import subprocess
 import sys
@@ -8,33 +7,16 @@ import textwrap
 import threading
 
 import pytest
+from _dispatchers import kernel_dispatchers
 from numba.core.caching import IndexDataCacheFile
-from numba.core.dispatcher import Dispatcher
 
 from fastsoftmax.kernels import _cache
 
 pytestmark = pytest.mark.skipif(_cache.fcntl is None, reason="the cache lock needs fcntl.flock (POSIX)")
 
 
-def _kernel_dispatchers():
-    """Every kernel dispatcher, bound to a name or not (factories make some).
-
-    That is, every dispatcher of a function of the kernel modules but those
-    Numba makes for ``@overload`` implementations, which compile inside their
-    callers and have no cache of their own (no CPython wrapper).
-    """
-    # type(), not isinstance: isinstance on a dead weak proxy raises ReferenceError.
-    return [
-        obj
-        for obj in gc.get_objects()
-        if issubclass(type(obj), Dispatcher)
-        and obj.py_func.__module__.startswith("fastsoftmax.kernels")
-        and not obj.targetoptions.get("no_cpython_wrapper")
-    ]
-
-
 def test_every_kernel_with_a_disk_cache_is_locked():
-    dispatchers = _kernel_dispatchers()
+    dispatchers = kernel_dispatchers()
     cache_files = [d._cache._cache_file for d in dispatchers if hasattr(d._cache, "_cache_file")]
     assert len(cache_files) == len(dispatchers) > 50
     for cache_file in cache_files:

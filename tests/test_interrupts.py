@@ -5,7 +5,6 @@ to run any kernel, or crashed it; held back, it is raised when the
 compilation ends, and the kernels keep working.
 """
 
-import gc
 import signal
 import subprocess
 import sys
@@ -13,9 +12,9 @@ import textwrap
 import threading
 
 import pytest
+from _dispatchers import kernel_dispatchers
 from numba import njit, types
 from numba.core import utils as numba_utils
-from numba.core.dispatcher import Dispatcher
 from numba.extending import intrinsic
 
 from fastsoftmax.kernels import _interrupts
@@ -109,19 +108,8 @@ def test_other_threads_leave_the_handlers_alone():
     assert seen == [handler]
 
 
-def _kernel_dispatchers():
-    """Every kernel dispatcher with a Python entry (as in test_cache_lock): those that compile on a call."""
-    return [
-        obj
-        for obj in gc.get_objects()
-        if issubclass(type(obj), Dispatcher)
-        and obj.py_func.__module__.startswith("fastsoftmax.kernels")
-        and not obj.targetoptions.get("no_cpython_wrapper")
-    ]
-
-
 def test_every_kernel_defers_signals_while_it_compiles():
-    dispatchers = _kernel_dispatchers()
+    dispatchers = kernel_dispatchers()
     assert len(dispatchers) > 50
     for dispatcher in dispatchers:
         for name in _interrupts.COMPILING_METHODS:
