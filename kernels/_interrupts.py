@@ -11,8 +11,8 @@ interrupted had to be restarted. One that landed in llvmlite's object-cache
 callback from C code was dropped there, and Numba went on to crash in
 ``set_env`` (a segmentation fault, also from ``fastsoftmax train``).
 Ctrl-C at 100 random lines of Numba's and llvmlite's code in a first fit on
-a warm cache broke 16 processes so and crashed one; with the deferral, none
-(each fit raised KeyboardInterrupt, and the next one ran).
+a warm cache left 16 processes unable to run a kernel and crashed one; with
+the deferral, none (each fit raised KeyboardInterrupt, and the next one ran).
 
 :func:`defer_signals_while_compiling` wraps each kernel's ``compile`` and
 ``_compile_for_args`` (the paths by which a call compiles a signature it
