@@ -24,7 +24,8 @@ recorded goes to its own handler, which raises as it would have. A signal
 with the default action (SIGTERM's: the process ends) or ignored is left
 alone, and so are other threads, which Python gives no signals. The cost:
 on a cold cache, Ctrl-C takes effect when the compilation in progress
-ends, seconds later; on a warm one, after the load (milliseconds).
+ends, seconds later (a line on stderr says so; a second Ctrl-C acts at
+once, at the old risk); on a warm one, after the load (milliseconds).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from types import FrameType
@@ -46,47 +48,104 @@ DEFERRED_SIGNALS: tuple[signal.Signals, ...] = tuple(
 #: The dispatcher methods that compile or load a signature.
 COMPILING_METHODS = ("compile", "_compile_for_args")
 
+#: Tries to put a handler back: each signal.signal call first runs the
+#: handlers of pending signals, and one of them may raise instead.
+RESTORE_ATTEMPTS = 8
+
 # Compilations under way in the main thread (the only one that sets handlers):
 # a kernel's callees, and compile inside _compile_for_args, run within the outer one.
 _depth = 0
+
+
+class _HeldSignals:
+    """The ``DEFERRED_SIGNALS`` with Python handlers, held while a compilation runs (see :func:`signals_deferred`)."""
+
+    def __init__(self) -> None:
+        self.previous: dict[int, Callable] = {}
+        self.received: list[int] = []
+        self.released = False
+
+    def hold(self) -> None:
+        for signum in DEFERRED_SIGNALS:
+            handler = signal.getsignal(signum)
+            if callable(handler):
+                self.previous[signum] = signal.signal(signum, self.record)
+
+    def record(self, signum: int, frame: FrameType | None) -> None:
+        self.received.append(signum)
+        if len(self.received) == 1:
+            if sys.stderr is not None:  # pythonw has none
+                print(
+                    f"fastsoftmax: {signal.Signals(signum).name} received while a kernel compiles; it takes "
+                    "effect when the compilation ends (seconds), or at once on another signal",
+                    file=sys.stderr,
+                )
+        else:
+            # Sent again: the user insists (or the compilation waits, on another
+            # process's cache lock say). Act now, inside the compilation.
+            self.release()
+
+    def release(self) -> None:
+        """Put the handlers back, then hand them every signal received, each once, in order of arrival.
+
+        Where ``pthread_sigmask`` exists the signals are blocked meanwhile and
+        raised again while blocked, so that on unblocking Python runs each
+        handler as if the signal had just arrived: one that raises leaves the
+        next ones pending, to raise as its exception unwinds, as without the
+        deferral. Elsewhere (Windows) the first one's handler is called.
+        """
+        if self.released:
+            return
+        self.released = True
+        block = getattr(signal, "pthread_sigmask", None)
+        mask = block(signal.SIG_BLOCK, self.previous) if block and self.previous else None
+        first_error = None
+        try:
+            for signum, handler in self.previous.items():
+                for _ in range(RESTORE_ATTEMPTS):
+                    try:
+                        signal.signal(signum, handler)
+                        break
+                    except BaseException as exc:  # a pending signal's handler, which ran first
+                        first_error = first_error or exc
+            arrived = [signum for signum in dict.fromkeys(self.received) if signum in self.previous]
+            if mask is not None:
+                for signum in arrived:
+                    signal.raise_signal(signum)  # pending until the block below is lifted
+            elif arrived:
+                self.previous[arrived[0]](arrived[0], None)
+        finally:
+            if mask is not None:
+                block(signal.SIG_SETMASK, mask)
+        if first_error is not None:
+            raise first_error
 
 
 @contextlib.contextmanager
 def signals_deferred() -> Iterator[None]:
     """In the main thread, hold back the ``DEFERRED_SIGNALS`` that have Python handlers until the block ends.
 
-    A signal received in the block is recorded, and on leaving it (after the
-    handlers are restored) the first one recorded is passed to its handler:
-    Ctrl-C's default handler then raises KeyboardInterrupt, out of the
-    block's end instead of out of its middle. Nested blocks and other
-    threads run as they are.
+    A signal received in the block is recorded (with one line on stderr that
+    says so), and on leaving it the handlers are put back and each signal
+    received goes to its own handler: Ctrl-C's default handler then raises
+    KeyboardInterrupt out of the block's end instead of out of its middle.
+    A second signal (Ctrl-C pressed again, a SIGTERM after it) acts at once,
+    with the first: the user insists, or the compilation waits (for another
+    process's lock on the disk cache, say). Nested blocks and other threads
+    run as they are.
     """
     global _depth
     if _depth or threading.current_thread() is not threading.main_thread():
         yield
         return
-    received: list[tuple[int, FrameType | None]] = []
-
-    def record(signum: int, frame: FrameType | None) -> None:
-        received.append((signum, frame))
-
-    previous: dict[int, Callable] = {}
+    held = _HeldSignals()
     _depth += 1
     try:
-        for signum in DEFERRED_SIGNALS:
-            handler = signal.getsignal(signum)
-            if callable(handler):
-                previous[signum] = signal.signal(signum, record)
+        held.hold()
         yield
     finally:
         _depth -= 1
-        # signal.signal runs the handlers of signals already pending first, so
-        # one that arrives now is recorded, not lost.
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        if received:
-            signum, frame = received[0]
-            previous[signum](signum, frame)
+        held.release()
 
 
 def _deferring(method: Callable) -> Callable:

@@ -5,6 +5,7 @@ to run any kernel, or crashed it; held back, it is raised when the
 compilation ends, and the kernels keep working.
 """
 
+import inspect
 import signal
 import subprocess
 import sys
@@ -39,7 +40,7 @@ def sigterm_recorded():
     signal.signal(signal.SIGTERM, previous)
 
 
-def test_ctrl_c_in_the_block_is_raised_at_its_end():
+def test_ctrl_c_in_the_block_is_raised_at_its_end(capsys):
     handler = signal.getsignal(signal.SIGINT)
     steps = []
     with pytest.raises(KeyboardInterrupt):
@@ -48,6 +49,64 @@ def test_ctrl_c_in_the_block_is_raised_at_its_end():
             steps.append("after the signal")
     assert steps == ["after the signal"]
     assert signal.getsignal(signal.SIGINT) is handler
+    assert capsys.readouterr().err == (
+        "fastsoftmax: SIGINT received while a kernel compiles; it takes effect when the compilation ends "
+        "(seconds), or at once on another signal\n"
+    )
+
+
+def test_a_second_ctrl_c_acts_at_once():
+    handler = signal.getsignal(signal.SIGINT)
+    steps = []
+    with pytest.raises(KeyboardInterrupt):
+        with _interrupts.signals_deferred():
+            signal.raise_signal(signal.SIGINT)
+            steps.append("after the first")
+            signal.raise_signal(signal.SIGINT)
+            steps.append("after the second")
+    assert steps == ["after the first"]
+    assert signal.getsignal(signal.SIGINT) is handler
+
+
+def test_every_signal_received_reaches_its_handler(sigterm_recorded):
+    """SIGTERM, then Ctrl-C: the second acts at once, and the first is not dropped."""
+    steps = []
+    with pytest.raises(KeyboardInterrupt):
+        with _interrupts.signals_deferred():
+            signal.raise_signal(signal.SIGTERM)
+            steps.append("after SIGTERM")
+            signal.raise_signal(signal.SIGINT)
+            steps.append("after Ctrl-C")
+    assert steps == ["after SIGTERM"]
+    assert sigterm_recorded == [signal.SIGTERM]
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="needs pthread_sigmask")
+def test_a_signal_that_arrives_as_the_handlers_are_put_back_loses_nothing(sigterm_recorded):
+    """Ctrl-C between putting SIGINT's handler back and SIGTERM's: it raised in the middle, SIGTERM's handler
+    stayed the recorder for good, and the SIGTERM recorded in the block was dropped."""
+    release = _interrupts._HeldSignals.release.__code__
+    lines, first = inspect.getsourcelines(_interrupts._HeldSignals.release)
+    restore_line = first + next(i for i, line in enumerate(lines) if "signal.signal(signum, handler)" in line)
+    restored = []
+
+    def ctrl_c_after_the_first_restore(frame, event, arg):
+        if frame.f_code is release and event == "line" and frame.f_lineno == restore_line:
+            restored.append(frame.f_lineno)
+            if len(restored) == 2:
+                sys.settrace(None)
+                signal.raise_signal(signal.SIGINT)
+        return ctrl_c_after_the_first_restore
+
+    handler = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+        with _interrupts.signals_deferred():
+            signal.raise_signal(signal.SIGTERM)
+            sys.settrace(ctrl_c_after_the_first_restore)
+    sys.settrace(None)
+    assert len(restored) == 2
+    assert signal.getsignal(signal.SIGTERM) is handler
+    assert sigterm_recorded == [signal.SIGTERM]
 
 
 def test_without_a_signal_the_block_ends_as_usual_and_the_handlers_are_restored(sigterm_recorded):
