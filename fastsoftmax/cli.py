@@ -668,7 +668,8 @@ def run_train(args: argparse.Namespace) -> int:
     _warm_up_fit(args, train.X, train.y, dtype, n_classes, **fit_options)
     fit_time, progress = _fit_with_progress(args, model, train.X, train.y, checkpoint=args.checkpoint, **fit_options)
     if args.out:
-        _save_trained_model(model, args.out)  # before the accuracies: a finished fit is never lost to them
+        # Before the accuracies: a finished fit is never lost to an error in reporting.
+        _save_trained_model(model, args.out, args.checkpoint)
     for source in (train, val):
         if source is not None:  # a data file that changes now stops the accuracy, not the finished fit
             source.stopped = "the accuracy was not computed"
@@ -699,21 +700,27 @@ def run_train(args: argparse.Namespace) -> int:
 
 #: Bytes of a model file besides its numbers: the zip's and the arrays' headers (about 1.3 kB).
 MODEL_FILE_OVERHEAD = 4096
+#: Losses counted in the model file's estimate: a fit stops on tol long before a large --max-iter,
+#: and a history beyond these (80 kB) is left to ``_save_trained_model``'s rescue.
+MODEL_FILE_MAX_LOSSES = 10_000
 
 
 def _check_room_for_model(args: argparse.Namespace, model: SoftmaxRegression) -> None:
     """Refuse an ``--out`` whose disk has less room than the model file will take, before the fit.
 
     The file holds W (K, D), b (K,) and a loss history of up to
-    ``--max-iter`` + 1 float64 values. On a full disk the save after the fit
-    failed and the trained model was lost (``_save_trained_model`` keeps it
-    where the disk fills up during the fit). A disk whose free space cannot
-    be read is left to the save.
+    ``--max-iter`` + 1 float64 values (at most ``MODEL_FILE_MAX_LOSSES`` are
+    counted). On a full disk the save after the fit failed and the trained
+    model was lost (``_save_trained_model`` keeps it where the disk fills up
+    during the fit). The disk is that of the file the save writes: a
+    symbolic link's target. One whose free space cannot be read is left to
+    the save.
     """
     if not args.out:
         return
-    n_bytes = (model.W.size + model.b.size) * model.W.itemsize + 8 * (args.max_iter + 1) + MODEL_FILE_OVERHEAD
-    directory = os.path.dirname(os.path.abspath(args.out))
+    n_losses = min(args.max_iter, MODEL_FILE_MAX_LOSSES) + 1
+    n_bytes = (model.W.size + model.b.size) * model.W.itemsize + 8 * n_losses + MODEL_FILE_OVERHEAD
+    directory = os.path.dirname(os.path.realpath(args.out))
     try:
         free = shutil.disk_usage(directory).free
     except OSError:
@@ -725,26 +732,35 @@ def _check_room_for_model(args: argparse.Namespace, model: SoftmaxRegression) ->
         )
 
 
-def _save_trained_model(model: SoftmaxRegression, path: str) -> None:
+def _save_trained_model(model: SoftmaxRegression, path: str, checkpoint: str | None = None) -> None:
     """``model.save(path)``; where the file system refuses it, the model is written to the temporary directory.
 
     A disk that filled up during the fit, or a folder removed meanwhile, made
     the save fail after all the training, and the model was lost. It is now
-    written to a new file in ``tempfile.gettempdir()``, and the error (exit
-    status 2: ``--out`` was not written) names that file. Where that fails
-    too, the error is the first one.
+    written under its own name to a new folder in ``tempfile.gettempdir()``
+    (often another disk), and the error (exit status 2: ``--out`` was not
+    written) names that file. Where that fails too, the error says so, and
+    names the fit's ``checkpoint`` folder, which still holds the weights.
     """
     try:
         model.save(path)
     except OSError as exc:
-        descriptor, rescue = tempfile.mkstemp(prefix="fastsoftmax-model-", suffix=".npz")
-        os.close(descriptor)
+        rescue = None
         try:
+            rescue = os.path.join(tempfile.mkdtemp(prefix="fastsoftmax-model-"), os.path.basename(path))
             model.save(rescue)
-        except OSError:
-            with contextlib.suppress(OSError):
-                os.unlink(rescue)
-            raise exc from None
+        except BaseException as rescue_exc:
+            if rescue is not None:
+                with contextlib.suppress(OSError):
+                    os.rmdir(os.path.dirname(rescue))  # empty: the save leaves nothing behind
+            if not isinstance(rescue_exc, OSError):
+                raise
+            kept_by = (
+                f"the fit's checkpoint in {checkpoint} holds the weights: run the same command again once there is room"
+                if checkpoint
+                else "the trained model is lost; free space and train again"
+            )
+            raise OSError(f"{exc}; writing it to the temporary directory failed too ({rescue_exc}); {kept_by}") from exc
         kept = OSError(f"{exc}; the trained model was written to {rescue} instead: move it where it belongs")
         kept.errno = exc.errno
         raise kept from exc
@@ -1111,7 +1127,7 @@ def run_train_dask(args: argparse.Namespace, t_start: float) -> int:
         if args.out:
             # Before the accuracies, which run on the cluster (a worker lost, a NaN in the
             # validation rows): a finished fit is never lost to them, as on one machine.
-            _save_trained_model(model, args.out)
+            _save_trained_model(model, args.out)  # no --checkpoint on Dask
         bayes = None
         if args.data is None and n_val:
             rows = min(BAYES_ROWS, n_val)

@@ -365,73 +365,105 @@ def test_an_out_on_a_disk_without_room_for_the_model_is_refused_before_training(
 
     out = tmp_path / "m.npz"
     # W (3, 8) and b (3,) in float32, 6 float64 losses and 4096 bytes for the headers: 4252 bytes.
-    monkeypatch.setattr(cli.shutil, "disk_usage", lambda path: shutil_usage(free=4000))
+    monkeypatch.setattr(cli.shutil, "disk_usage", lambda path: _disk_usage(free=4000))
     assert main(["train", *SMALL, "--max-iter", "5", "--out", str(out)]) == 2
     err = " ".join(capsys.readouterr().err.split())
     assert f"--out {out}: the model will take about 4.25 kB and its disk has 4 kB free" in err
     assert "(nothing was trained)" in err and "iteration" not in err
     assert not out.exists()
-    monkeypatch.setattr(cli.shutil, "disk_usage", lambda path: shutil_usage(free=4300))
+    monkeypatch.setattr(cli.shutil, "disk_usage", lambda path: _disk_usage(free=4300))
     assert main(["train", *SMALL, "--max-iter", "5", "--out", str(out), "--quiet"]) == 0
     assert out.stat().st_size <= 4252  # the estimate is not below the file
 
 
-def shutil_usage(free: int):
+def test_the_room_for_the_model_is_that_of_the_disk_a_linked_out_writes_to(tmp_path, capsys, monkeypatch):
+    from fastsoftmax import cli
+
+    roomy, full = tmp_path / "roomy", tmp_path / "full"
+    roomy.mkdir()
+    full.mkdir()
+    (roomy / "m.npz").symlink_to(full / "m.npz")
+    monkeypatch.setattr(cli.shutil, "disk_usage", lambda path: _disk_usage(free=1000 if path == str(full) else 10**9))
+    assert main(["train", *SMALL, "--max-iter", "5", "--out", str(roomy / "m.npz"), "--quiet"]) == 2
+    assert "its disk has 1 kB free" in capsys.readouterr().err
+
+
+def test_a_large_max_iter_does_not_refuse_a_small_model(tmp_path, monkeypatch):
+    from fastsoftmax import cli
+
+    # A fit stops on tol long before --max-iter 10**9; 8 GB of losses were counted.
+    monkeypatch.setattr(cli.shutil, "disk_usage", lambda path: _disk_usage(free=100_000))
+    argv = ["train", *SMALL, "--max-iter", str(10**9), "--out", str(tmp_path / "m.npz"), "--quiet"]
+    assert main(argv) == 0
+
+
+def _disk_usage(free: int):
     import shutil
 
     return shutil._ntuple_diskusage(total=10 * free, used=9 * free, free=free)
 
 
 @pytest.fixture
-def out_refused(monkeypatch):
-    """``--out`` (any path ending in "out.npz") written as on a disk that filled up during the fit."""
+def saves_refused(monkeypatch):
+    """``refused(folder)``: model saves into ``folder`` fail as on a disk that filled up during the fit."""
     import errno
 
-    real_save = SoftmaxRegression.save
+    real_save, folders = SoftmaxRegression.save, []
 
     def save(model, path):
-        if str(path).endswith("out.npz"):
+        if any(os.path.dirname(os.path.abspath(path)).startswith(str(folder)) for folder in folders):
             raise OSError(errno.ENOSPC, f"could not write {path}: No space left on device")
         real_save(model, path)
 
     monkeypatch.setattr(SoftmaxRegression, "save", save)
+    return folders.append
+
+
+@pytest.fixture
+def temporary_directory(tmp_path, monkeypatch):
+    import tempfile
+
+    folder = tmp_path / "tmp"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
 
 
 def test_a_model_that_out_cannot_take_after_the_fit_is_kept_in_the_temporary_directory(
-    tmp_path, capsys, monkeypatch, out_refused
+    tmp_path, capsys, saves_refused, temporary_directory
 ):
-    import tempfile
-
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
-    (tmp_path / "tmp").mkdir()
-    out = tmp_path / "out.npz"
+    out = tmp_path / "data" / "m.npz"
+    out.parent.mkdir()
+    saves_refused(out.parent)
     assert main(["train", *SMALL, "--max-iter", "5", "--out", str(out), "--quiet"]) == 2
     err = " ".join(capsys.readouterr().err.split())
-    kept = list((tmp_path / "tmp").glob("fastsoftmax-model-*.npz"))
+    kept = list(temporary_directory.glob("fastsoftmax-model-*/m.npz"))
     assert len(kept) == 1
     assert f"could not write {out}: No space left on device; the trained model was written to {kept[0]}" in err
     assert err.count("[Errno") <= 1
     model = SoftmaxRegression.load(kept[0])
     assert model.W.shape == (3, 8) and model.n_iter_ == 5 and np.any(model.W != 0)
+    (tmp_path / "new-file").touch()  # the mode of a new file here (0o666 less the umask), not mkstemp's 0o600
+    assert kept[0].stat().st_mode & 0o777 == (tmp_path / "new-file").stat().st_mode & 0o777
 
 
-def test_where_the_temporary_directory_refuses_the_model_too_the_error_is_outs(
-    tmp_path, capsys, monkeypatch, out_refused
+@pytest.mark.parametrize("with_checkpoint", [False, True], ids=["alone", "with-checkpoint"])
+def test_where_the_temporary_directory_refuses_the_model_too_the_error_says_so(
+    tmp_path, capsys, saves_refused, temporary_directory, with_checkpoint
 ):
-    import tempfile
-
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
-    (tmp_path / "tmp").mkdir()
-    monkeypatch.setattr(tempfile, "mkstemp", lambda **kwargs: _descriptor_of(tmp_path / "tmp" / "out.npz"))
-    out = tmp_path / "out.npz"
-    assert main(["train", *SMALL, "--max-iter", "5", "--out", str(out), "--quiet"]) == 2
+    out = tmp_path / "data" / "m.npz"
+    out.parent.mkdir()
+    saves_refused(out.parent)
+    saves_refused(temporary_directory)
+    checkpoint = ["--checkpoint", str(tmp_path / "ckpt")] if with_checkpoint else []
+    assert main(["train", *SMALL, "--max-iter", "5", "--out", str(out), *checkpoint, "--quiet"]) == 2
     err = " ".join(capsys.readouterr().err.split())
-    assert f"could not write {out}: No space left on device" in err and "instead" not in err
-    assert list((tmp_path / "tmp").iterdir()) == []  # the empty file made for the model is removed
-
-
-def _descriptor_of(path):
-    return os.open(path, os.O_CREAT | os.O_WRONLY), str(path)
+    assert f"could not write {out}: No space left on device; writing it to the temporary directory failed too" in err
+    if with_checkpoint:
+        assert f"the fit's checkpoint in {tmp_path / 'ckpt'} holds the weights" in err
+    else:
+        assert "the trained model is lost; free space and train again" in err
+    assert list(temporary_directory.iterdir()) == []  # the folder made for the model is removed
 
 
 def test_model_is_written_before_an_error_in_the_accuracies_on_dask(tmp_path, npy, capsys, monkeypatch):
