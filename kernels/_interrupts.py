@@ -74,19 +74,21 @@ class _HeldSignals:
     def record(self, signum: int, frame: FrameType | None) -> None:
         self.received.append(signum)
         if len(self.received) == 1:
-            if sys.stderr is not None:  # pythonw has none
-                print(
-                    f"fastsoftmax: {signal.Signals(signum).name} received while a kernel compiles; it takes "
-                    "effect when the compilation ends (seconds), or at once on another signal",
-                    file=sys.stderr,
-                )
+            # Best effort: no stderr (pythonw), or a closed one, must not raise inside the compilation.
+            if sys.stderr is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    print(
+                        f"fastsoftmax: {signal.Signals(signum).name} received while a kernel compiles; it "
+                        "takes effect when the compilation ends (seconds), or at once on another signal",
+                        file=sys.stderr,
+                    )
         else:
             # Sent again: the user insists (or the compilation waits, on another
             # process's cache lock say). Act now, inside the compilation.
             self.release()
 
     def release(self) -> None:
-        """Put the handlers back, then hand them every signal received, each once, in order of arrival.
+        """Put the handlers back, then hand them every signal received, each once.
 
         Where ``pthread_sigmask`` exists the signals are blocked meanwhile and
         raised again while blocked, so that on unblocking Python runs each
