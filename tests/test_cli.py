@@ -383,7 +383,12 @@ def test_the_room_for_the_model_is_that_of_the_disk_a_linked_out_writes_to(tmp_p
     roomy.mkdir()
     full.mkdir()
     (roomy / "m.npz").symlink_to(full / "m.npz")
-    monkeypatch.setattr(cli.shutil, "disk_usage", lambda path: _disk_usage(free=1000 if path == str(full) else 10**9))
+    full_disk = os.path.realpath(full)  # where /tmp is itself a link (macOS), the check sees its target
+
+    def disk_usage(path):
+        return _disk_usage(free=1000 if os.path.realpath(path) == full_disk else 10**9)
+
+    monkeypatch.setattr(cli.shutil, "disk_usage", disk_usage)
     assert main(["train", *SMALL, "--max-iter", "5", "--out", str(roomy / "m.npz"), "--quiet"]) == 2
     assert "its disk has 1 kB free" in capsys.readouterr().err
 
