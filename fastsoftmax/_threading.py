@@ -88,9 +88,38 @@ def _check_layer() -> None:
         _layer_checked = True
 
 
-#: What :func:`parallel_section` returns when it has nothing to do. A
-#: nullcontext holds no state, so one instance serves every thread at once.
+#: A context with nothing to do. A nullcontext holds no state, so one
+#: instance serves every thread at once.
 _NOTHING_TO_DO = contextlib.nullcontext()
+
+#: The message of a MemoryError raised inside a kernel.
+KERNEL_MEMORY_ERROR = (
+    "out of memory for the kernels' working arrays, which grow with the number of classes and of threads; "
+    "free memory, or run with fewer classes or Numba threads"
+)
+
+
+class _KernelCall:
+    """What :func:`parallel_section` and :func:`serial_section` return when there is nothing to set up.
+
+    It only gives a MemoryError raised inside a parallel kernel back its
+    type: Numba reports it as a SystemError ("CPUDispatcher(...) returned a
+    result with an exception set") caused by the MemoryError, which ``except
+    MemoryError`` missed (``loss_and_grad`` with 3,000,000 classes under a
+    1 GB address-space limit). Other exceptions pass as they are. It holds
+    no state, so one instance serves every thread at once, at the cost of a
+    nullcontext.
+    """
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, exc, traceback) -> None:
+        if kind is SystemError and isinstance(exc.__cause__ or exc.__context__, MemoryError):
+            raise MemoryError(KERNEL_MEMORY_ERROR) from exc
+
+
+_KERNEL_CALL = _KernelCall()
 
 
 def parallel_section(n_chunks: int = 2, calls_blas: bool = False) -> contextlib.AbstractContextManager[None]:
@@ -102,11 +131,12 @@ def parallel_section(n_chunks: int = 2, calls_blas: bool = False) -> contextlib.
     the current count.
 
     Once the layer is known, a call that needs none of these gets a shared
-    ``nullcontext``: a generator-based context manager costs about a
-    microsecond per call, a tenth of a small problem's whole overhead.
+    context (``_KernelCall``) that only turns memory that ran out in the
+    kernel into a MemoryError: a generator-based context manager costs about
+    a microsecond per call, a tenth of a small problem's whole overhead.
     """
     if _layer_checked and not _serialise and not (calls_blas and n_chunks > 1) and n_chunks >= numba.get_num_threads():
-        return _NOTHING_TO_DO
+        return _KERNEL_CALL
     return _parallel_section(n_chunks, calls_blas)
 
 
@@ -120,7 +150,7 @@ def serial_section() -> contextlib.AbstractContextManager[None]:
     """
     if not _jit_checked:
         _check_jit()
-    return _NOTHING_TO_DO
+    return _KERNEL_CALL
 
 
 @contextlib.contextmanager
@@ -134,7 +164,7 @@ def _parallel_section(n_chunks: int, calls_blas: bool) -> Iterator[None]:
     team = numba_threads(max(1, n_chunks)) if n_chunks < numba.get_num_threads() else _NOTHING_TO_DO
     # One with statement, not an ExitStack: enter_context records a context
     # only once it is entered, so Ctrl-C in between left it entered (a lock held).
-    with serialise, blas, team:
+    with serialise, blas, team, _KERNEL_CALL:
         yield
 
 

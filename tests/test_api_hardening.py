@@ -305,3 +305,65 @@ def test_log_softmax_beyond_the_dtype_is_minus_inf_as_its_docstring_says(dtype):
     np.testing.assert_array_equal(fs.log_softmax(Z), [[0.0, -np.inf]])
     with pytest.raises(ValueError, match="beyond the range"):
         fs.cross_entropy(Z, [1], reduction="none")
+
+
+def _numba_out_of_memory():
+    """Numba's report of a MemoryError inside a parallel kernel: a SystemError caused by it."""
+    try:
+        raise MemoryError("Allocation failed (probably too large).")
+    except MemoryError as cause:
+        message = "CPUDispatcher(<function _loss_grad_parallel>) returned a result with an exception set"
+        raise SystemError(message) from cause
+
+
+@pytest.mark.parametrize("section", ["shared", "team", "serial"])
+def test_memory_running_out_in_a_kernel_is_a_memory_error(section):
+    from fastsoftmax import _threading
+
+    threads = _threading.get_num_threads()
+    if section == "team" and threads < 2:
+        pytest.skip("a smaller team needs two threads")
+    context = {
+        "shared": lambda: _threading.parallel_section(threads),  # nothing to set up: the shared context
+        "team": lambda: _threading.parallel_section(1),  # fewer chunks than threads: the generator
+        "serial": _threading.serial_section,
+    }[section]
+    with pytest.raises(MemoryError, match="out of memory for the kernels' working arrays") as raised:
+        with context():
+            _numba_out_of_memory()
+    assert isinstance(raised.value.__cause__, SystemError)
+    with pytest.raises(SystemError, match="not about memory"):  # any other SystemError passes as it is
+        with context():
+            raise SystemError("not about memory")
+    assert _threading.get_num_threads() == threads
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS and /proc/self/status (Linux)")
+def test_a_kernel_that_cannot_allocate_its_working_arrays_raises_memory_error():
+    """3,000,000 classes need 3 GB of logits per thread; under a limit of 1 GB more address space than the
+    process holds, the kernel's allocation fails inside the parallel region."""
+    script = textwrap.dedent(
+        """
+        import resource
+        import numpy as np
+        import fastsoftmax as fs
+
+        rng = np.random.default_rng(0)
+        X, y = rng.standard_normal((600, 2)), rng.integers(0, 3, 600)
+        K = 3_000_000
+        fs.loss_and_grad(X, y, np.zeros((K // 1000, 2)), np.zeros(K // 1000))  # compiled, threads started
+        W, b = np.zeros((K, 2)), np.zeros(K)
+        with open("/proc/self/status") as status:
+            size = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmSize"))
+        resource.setrlimit(resource.RLIMIT_AS, (size + (1 << 30), resource.getrlimit(resource.RLIMIT_AS)[1]))
+        try:
+            fs.loss_and_grad(X, y, W, b)
+            print("no error")
+        except MemoryError as exc:
+            print("MemoryError", type(exc.__cause__).__name__)
+        """
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["MemoryError", "SystemError"], run.stdout + run.stderr

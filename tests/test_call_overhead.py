@@ -98,16 +98,16 @@ def test_check_labels_returns_int64_c_contiguous(dtype):
     np.testing.assert_array_equal(out, [2, 1, 0])
 
 
-def test_parallel_section_is_the_shared_null_context_when_nothing_changes():
+def test_parallel_section_is_the_shared_context_when_nothing_changes():
     threads = _threading.get_num_threads()  # the layer is checked from here on
     if _threading._serialise:
         pytest.skip("only the workqueue layer is available here: every section serialises")
-    assert _threading.parallel_section(threads) is _threading._NOTHING_TO_DO
-    assert _threading.parallel_section(threads + 3) is _threading._NOTHING_TO_DO
+    assert _threading.parallel_section(threads) is _threading._KERNEL_CALL
+    assert _threading.parallel_section(threads + 3) is _threading._KERNEL_CALL
     if threads > 1:  # fewer chunks than threads: the team is shrunk for the call
-        assert _threading.parallel_section(1) is not _threading._NOTHING_TO_DO
+        assert _threading.parallel_section(1) is not _threading._KERNEL_CALL
     else:
-        assert _threading.parallel_section(1, calls_blas=True) is _threading._NOTHING_TO_DO
+        assert _threading.parallel_section(1, calls_blas=True) is _threading._KERNEL_CALL
 
 
 def test_parallel_section_still_limits_blas_for_threads_that_call_it(monkeypatch):
@@ -128,7 +128,7 @@ def test_parallel_section_still_serialises_on_workqueue(monkeypatch):
     _threading.get_num_threads()
     monkeypatch.setattr(_threading, "_serialise", True)
     section = _threading.parallel_section(1)
-    assert section is not _threading._NOTHING_TO_DO
+    assert section is not _threading._KERNEL_CALL
     with section:
         assert _threading._serialise_lock.locked()
     assert not _threading._serialise_lock.locked()
