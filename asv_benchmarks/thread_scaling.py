@@ -20,7 +20,6 @@ Not an asv benchmark: asv measures on one machine, this compares thread counts.
 
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -30,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
-from benchmarks._common import settle
+from benchmarks._common import median_time as common_median_time
 from threadpoolctl import threadpool_limits
 
 import fastsoftmax as fs
@@ -52,15 +51,9 @@ threads = [t for t in (1, 2, 4, 8, 16) if t <= max_threads]
 
 
 def median_time(f, repeats=5):
-    # Each quantity is timed after it has run alone for a while: OpenBLAS's and
-    # the frameworks' threads spin for about 0.1 s after their last call.
-    settle(f)
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        f()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
+    """The asv suite's ``median_time`` (after ``settle``: OpenBLAS's and the frameworks' threads spin for
+    about 0.1 s after their last call), five calls by default."""
+    return common_median_time(f, repeats)
 
 
 rows = []

@@ -92,11 +92,15 @@ def _check_layer() -> None:
 #: instance serves every thread at once.
 _NOTHING_TO_DO = contextlib.nullcontext()
 
-#: The message of a MemoryError raised inside a kernel.
-KERNEL_MEMORY_ERROR = (
-    "out of memory for the kernels' working arrays, which grow with the number of classes and of threads; "
-    "free memory, or run with fewer classes or Numba threads"
-)
+
+class KernelMemoryError(MemoryError):
+    """Memory that ran out for a kernel's working arrays (a MemoryError; the command line names its options)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "out of memory for the kernels' working arrays, which grow with the number of classes and of threads; "
+            "free memory, or run with fewer classes or Numba threads"
+        )
 
 
 class _KernelCall:
@@ -116,7 +120,7 @@ class _KernelCall:
 
     def __exit__(self, kind, exc, traceback) -> None:
         if kind is SystemError and isinstance(exc.__cause__ or exc.__context__, MemoryError):
-            raise MemoryError(KERNEL_MEMORY_ERROR) from exc
+            raise KernelMemoryError from exc
 
 
 _KERNEL_CALL = _KernelCall()

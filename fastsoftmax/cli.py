@@ -1739,7 +1739,7 @@ def _run_command(argv: Sequence[str] | None) -> int:
         args.samples_given, args.features_given = args.samples, args.features
         args.samples = args.samples or DEFAULT_SAMPLES
         args.features = args.features or DEFAULT_FEATURES
-    from fastsoftmax._threading import get_num_threads, set_num_threads
+    from fastsoftmax._threading import KernelMemoryError, get_num_threads, set_num_threads
     from fastsoftmax.exceptions import JitDisabledError
 
     threads = None
@@ -1755,15 +1755,8 @@ def _run_command(argv: Sequence[str] | None) -> int:
         # Python would report the same error again as it flushes stdout at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 128 + signal.SIGPIPE
-    except (ValueError, TypeError, OSError, MemoryError, ImportError, JitDisabledError) as exc:
-        message = " ".join(str(exc).split()) or type(exc).__name__
-        print(f"fastsoftmax {args.command}: error: {message}", file=sys.stderr)
-        return 2
-    except SystemError as exc:
-        # Numba reports an allocation that failed inside a parallel kernel as a SystemError
-        # ("returned a result with an exception set") whose cause is the MemoryError.
-        if not _caused_by(exc, MemoryError):
-            raise
+    except KernelMemoryError:
+        # The library's message names its own knobs; here they are options.
         print(
             f"fastsoftmax {args.command}: error: out of memory in the kernels' working arrays, "
             "which grow with the number of classes; free memory"
@@ -1771,20 +1764,13 @@ def _run_command(argv: Sequence[str] | None) -> int:
             file=sys.stderr,
         )
         return 2
+    except (ValueError, TypeError, OSError, MemoryError, ImportError, JitDisabledError) as exc:
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"fastsoftmax {args.command}: error: {message}", file=sys.stderr)
+        return 2
     finally:
         if threads is not None:
             set_num_threads(threads)
-
-
-def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
-    """Whether ``exc`` or an exception in its chain of causes and contexts is a ``kind``."""
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, kind):
-            return True
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
-    return False
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ the deferral, none (each fit raised KeyboardInterrupt, and the next one ran).
 has not got, or loads it from the disk cache; a kernel's callees compile
 inside them). While either runs in the main thread, every deferred signal
 whose handler is a Python function gets a handler that only records it;
-when the compilation ends the handlers are put back and the first signal
+when the compilation ends the handlers are put back and each signal
 recorded goes to its own handler, which raises as it would have. A signal
 with the default action (SIGTERM's: the process ends) or ignored is left
 alone, and so are other threads, which Python gives no signals. The cost:
