@@ -72,6 +72,17 @@ ENGINE_STATE_KEYS = _checkpoint.ENGINE_STATE_KEYS
 STEP_SIZE_SOLVERS = ("gd", *MINIBATCH_SOLVERS)
 #: Solvers that take no step size (``lr`` is left out of their checkpoint fingerprint).
 STEP_FREE_SOLVERS = ("lbfgs", "newton-cg")
+#: The least memory a fit takes over its start, in float64 copies of its
+#: n = K (D + 1) parameters: the solver's state (L-BFGS's 10 curvature pairs
+#: alone are 20 copies) and the engine's. Peak resident memory of fits of
+#: 2000 rows at K x D = 2000 x 500 and 20,000 x 50, one thread, 25
+#: iterations, read 31-35 copies for lbfgs, 19-28 for newton-cg, 8-11 for
+#: gd, 13-16 for sgd and 17-19 for adam, each thread's part included; these
+#: are rounded down, so that a fit refused here would not have fitted (on 2
+#: threads at 2000 x 500, the peak over the floor: lbfgs 1.17, newton-cg
+#: 1.31, gd 1.34, sgd 1.21, adam 1.10). Each kernel thread holds one more
+#: float64 K x D array, its sums of dW (:func:`fit_memory_floor`).
+FIT_STATE_COPIES = {"lbfgs": 27, "newton-cg": 16, "gd": 6, "sgd": 11, "adam": 14}
 
 
 class Trainable(Protocol):
@@ -515,6 +526,7 @@ def fit(
     """
     seed = check_seed(seed)
     objective.check_solver(options.solver)
+    _refuse_what_cannot_fit(model.num_classes, model.input_dim, options.solver)
     if checkpoint is not None:
         objective.check_checkpoint()
     # One fit per checkpoint directory: the fingerprint is checked only here, at the start.
@@ -523,6 +535,62 @@ def fit(
     # only spin against the kernels' threads (one limit for the whole fit).
     with exclusive_training(model), held, objective, single_threaded_blas():
         return _fit(model, objective, options, seed=seed, callback=callback, checkpoint=checkpoint)
+
+
+def fit_memory_floor(n_classes: int, n_features: int, solver: str, n_threads: int) -> int:
+    """Bytes that a fit of K classes and D features with ``solver`` takes at least, on ``n_threads`` kernel threads.
+
+    8 (c n + t K D) for the n = K (D + 1) parameters, the solver's c copies
+    of them (:data:`FIT_STATE_COPIES`) and each of the t threads' float64
+    sums of dW (K, D). The data are not counted: they are already in memory,
+    or streamed.
+    """
+    n_params = n_classes * (n_features + 1)
+    return 8 * (FIT_STATE_COPIES[solver] * n_params + n_threads * n_classes * n_features)
+
+
+def fit_memory_shortfall(n_classes: int, n_features: int, solver: str) -> str | None:
+    """Why a fit of K classes and D features with ``solver`` cannot fit in the memory available, or None if it can.
+
+    The floor of :func:`fit_memory_floor`, on this process's kernel threads,
+    held against ``_data.available_memory`` (None where that is unknown).
+    The reason names the memory needed and available and, where one would
+    fit, a solver with less state; the caller adds what to change in its
+    own terms (the library's arguments, the command line's options).
+    """
+    from fastsoftmax._data import available_memory
+    from fastsoftmax._threading import get_num_threads
+
+    available = available_memory()
+    if available is None:
+        return None
+    n_threads = get_num_threads()
+    needed = fit_memory_floor(n_classes, n_features, solver, n_threads)
+    if needed <= available:
+        return None
+    leaner = min(FIT_STATE_COPIES, key=FIT_STATE_COPIES.__getitem__)
+    leaner_fits = solver != leaner and fit_memory_floor(n_classes, n_features, leaner, n_threads) <= available
+    return (
+        f"a fit of {n_classes:,} classes x {n_features:,} features ({n_classes * (n_features + 1):,} parameters) "
+        f"with solver {solver!r} needs at least {needed / 2**30:.3g} GiB ({FIT_STATE_COPIES[solver]} float64 copies "
+        f"of the parameters for the solver, one of W for each of the {n_threads} kernel threads), more than the "
+        f"{available / 2**30:.3g} GiB available"
+        + (f"; solver {leaner!r}, which keeps {FIT_STATE_COPIES[leaner]} copies, would fit" if leaner_fits else "")
+    )
+
+
+def _refuse_what_cannot_fit(n_classes: int, n_features: int, solver: str) -> None:
+    """Raise MemoryError, before anything is allocated, for a fit that needs more memory than is available.
+
+    20,000,000 classes of 50 features, given to ``fastsoftmax train``, ran
+    for a minute and was killed (out of memory) with nothing said.
+    """
+    shortfall = fit_memory_shortfall(n_classes, n_features, solver)
+    if shortfall is not None:
+        raise MemoryError(
+            f"{shortfall}; use fewer classes or features, or fewer threads (numba.set_num_threads), "
+            "or free memory. Nothing was trained."
+        )
 
 
 def _scaling(model: Trainable, objective: Objective, options: FitOptions, state: dict) -> FeatureScaling | None:
@@ -856,6 +924,8 @@ def partial_fit(model: Trainable, objective: Objective, options: FitOptions, *, 
     """
     seed = check_seed(seed)
     objective.check_solver(options.solver)
+    if not state:  # later calls hold what the first one did: no read of the memory available each time
+        _refuse_what_cannot_fit(model.num_classes, model.input_dim, options.solver)
     with exclusive_training(model), objective:
         return _partial_fit(model, objective, options, seed=seed, state=state)
 

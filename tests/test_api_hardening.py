@@ -367,3 +367,97 @@ def test_a_kernel_that_cannot_allocate_its_working_arrays_raises_memory_error():
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr
     assert run.stdout.split() == ["MemoryError", "SystemError"], run.stdout + run.stderr
+
+
+# -- a fit whose solver state cannot fit in memory is refused before it starts --
+
+
+def _available(monkeypatch, n_bytes):
+    from fastsoftmax import _data
+
+    monkeypatch.setattr(_data, "available_memory", lambda: n_bytes)
+
+
+@pytest.mark.filterwarnings("ignore::fastsoftmax.ConvergenceWarning")
+@pytest.mark.parametrize("solver", ["lbfgs", "newton-cg", "gd", "sgd", "adam"])
+def test_a_fit_that_cannot_fit_in_memory_is_refused_and_trains_nothing(rng, monkeypatch, solver):
+    from fastsoftmax.engine import FIT_STATE_COPIES, fit_memory_floor
+
+    X, y = rng.standard_normal((60, 4)), rng.integers(0, 3, 60)
+    model = fs.SoftmaxRegression(4, 3, seed=0)
+    W, b = model.W.copy(), model.b.copy()
+    threads = fs._threading.get_num_threads()
+    floor = fit_memory_floor(3, 4, solver, threads)
+    assert floor == 8 * (FIT_STATE_COPIES[solver] * 3 * 5 + threads * 3 * 4)
+    _available(monkeypatch, floor - 1)
+    needs = rf"solver '{solver}' needs at least .* GiB .* more than the .* GiB available"
+    with pytest.raises(MemoryError, match=needs):
+        model.fit(X, y, solver=solver, max_iter=3)
+    np.testing.assert_array_equal(model.W, W)
+    np.testing.assert_array_equal(model.b, b)
+    assert model.n_iter_ == 0 and model.loss_history_ == []
+    if solver in ("sgd", "adam"):
+        with pytest.raises(MemoryError, match="Nothing was trained"):
+            model.partial_fit(X, y, solver=solver)
+        assert model.n_iter_ == 0
+    _available(monkeypatch, floor)  # at the floor, the fit runs
+    model.fit(X, y, solver=solver, max_iter=3)
+    assert model.n_iter_ > 0
+
+
+def test_a_fit_refused_for_memory_names_a_solver_with_less_state_that_would_fit(rng, monkeypatch):
+    from fastsoftmax.engine import fit_memory_floor
+
+    threads = fs._threading.get_num_threads()
+    X, y = rng.standard_normal((60, 4)), rng.integers(0, 3, 60)
+    _available(monkeypatch, fit_memory_floor(3, 4, "gd", threads))
+    with pytest.raises(MemoryError, match="solver 'gd', which keeps 6 copies, would fit"):
+        fs.SoftmaxRegression(4, 3).fit(X, y, solver="lbfgs")
+    _available(monkeypatch, fit_memory_floor(3, 4, "gd", threads) - 1)
+    with pytest.raises(MemoryError) as raised:
+        fs.SoftmaxRegression(4, 3).fit(X, y, solver="lbfgs")
+    assert "would fit" not in str(raised.value)
+
+
+def test_a_fit_where_the_available_memory_is_unknown_is_not_refused(rng, monkeypatch):
+    _available(monkeypatch, None)
+    X, y = rng.standard_normal((60, 4)), rng.integers(0, 3, 60)
+    assert fs.SoftmaxRegression(4, 3).fit(X, y, max_iter=3).n_iter_ > 0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="VmHWM in /proc/self/status (Linux)")
+@pytest.mark.parametrize("solver", ["lbfgs", "newton-cg", "gd", "sgd", "adam"])
+def test_the_memory_floor_of_a_fit_is_below_what_the_fit_takes(solver):
+    """The floor refuses only fits that could not have run: each solver's peak memory over its start,
+    at 2000 x 500 x 2000 (8 MB a copy of the parameters), is above ``fit_memory_floor``."""
+    script = textwrap.dedent(
+        f"""
+        import warnings
+        import numpy as np
+        import fastsoftmax as fs
+        from fastsoftmax import _threading
+        from fastsoftmax.engine import fit_memory_floor
+
+        warnings.simplefilter("ignore")
+        rng = np.random.default_rng(0)
+        N, D, K = 2000, 500, 2000
+        X, y = rng.standard_normal((N, D)), rng.integers(0, K, N)
+        fs.SoftmaxRegression(D, 5).fit(X[:300], y[:300] % 5, solver="{solver}", max_iter=2)  # compiled
+        model = fs.SoftmaxRegression(D, K)
+
+        def status(field):
+            with open("/proc/self/status") as lines:
+                return next(int(line.split()[1]) * 1024 for line in lines if line.startswith(field))
+
+        start = status("VmRSS")
+        with open("/proc/self/clear_refs", "w") as clear:
+            clear.write("5")  # VmHWM starts again from the resident memory now
+        model.fit(X, y, solver="{solver}", max_iter=12)
+        print(status("VmHWM") - start, fit_memory_floor(K, D, "{solver}", _threading.get_num_threads()))
+        """
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    peak, floor = (int(value) for value in run.stdout.split())
+    assert peak > floor, f"{solver}: peak {peak / 2**20:.0f} MiB, floor {floor / 2**20:.0f} MiB"
