@@ -419,6 +419,7 @@ def test_a_fit_refused_for_memory_names_a_solver_with_less_state_that_would_fit(
     assert "would fit" not in str(raised.value)
 
 
+@pytest.mark.filterwarnings("ignore::fastsoftmax.ConvergenceWarning")
 def test_a_fit_where_the_available_memory_is_unknown_is_not_refused(rng, monkeypatch):
     _available(monkeypatch, None)
     X, y = rng.standard_normal((60, 4)), rng.integers(0, 3, 60)
@@ -461,3 +462,91 @@ def test_the_memory_floor_of_a_fit_is_below_what_the_fit_takes(solver):
     assert run.returncode == 0, run.stderr
     peak, floor = (int(value) for value in run.stdout.split())
     assert peak > floor, f"{solver}: peak {peak / 2**20:.0f} MiB, floor {floor / 2**20:.0f} MiB"
+
+
+def _fake_linux(tmp_path, monkeypatch, cgroup_lines: str, files: dict[str, str], mem_available_gib: int = 64):
+    from fastsoftmax import _data
+
+    (tmp_path / "meminfo").write_text(f"MemTotal: 1 kB\nMemAvailable: {mem_available_gib << 20} kB\n")
+    (tmp_path / "cgroup").write_text(cgroup_lines)
+    for name, text in files.items():
+        (tmp_path / "cg" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "cg" / name).write_text(text)
+    (tmp_path / "cg").mkdir(exist_ok=True)
+    monkeypatch.setattr(_data, "MEMINFO", str(tmp_path / "meminfo"))
+    monkeypatch.setattr(_data, "PROC_SELF_CGROUP", str(tmp_path / "cgroup"))
+    monkeypatch.setattr(_data, "CGROUP_ROOT", str(tmp_path / "cg"))
+    return _data.available_memory
+
+
+GIB = 1 << 30
+V1_NO_LIMIT = "9223372036854771712"
+
+
+@pytest.mark.parametrize(
+    ("cgroup_lines", "files", "expected"),
+    [
+        pytest.param(  # a container's limit, less its usage, the inactive page cache not counted
+            "0::/app\n",
+            {
+                "app/memory.max": str(4 * GIB),
+                "app/memory.current": str(GIB),
+                "app/memory.stat": f"inactive_file {GIB // 2}\n",
+            },
+            3.5 * GIB,
+            id="v2",
+        ),
+        pytest.param(  # the parent's limit is the tighter
+            "0::/box/app\n",
+            {
+                "box/app/memory.max": "max",
+                "box/app/memory.current": str(GIB),
+                "box/memory.max": str(3 * GIB),
+                "box/memory.current": str(2 * GIB),
+            },
+            1 * GIB,
+            id="v2-parent",
+        ),
+        pytest.param(  # the host's name for the group is not mounted here: the root of the hierarchy
+            "0::/host/name\n",
+            {"memory.max": str(2 * GIB), "memory.current": str(GIB // 2)},
+            1.5 * GIB,
+            id="v2-root",
+        ),
+        pytest.param(
+            "9:pids:/\n4:memory:/docker/abc\n0::/\n",
+            {
+                "memory/docker/abc/memory.limit_in_bytes": str(2 * GIB),
+                "memory/docker/abc/memory.usage_in_bytes": str(GIB),
+                "memory/docker/abc/memory.stat": "cache 5\ntotal_inactive_file 0\n",
+                "memory/docker/memory.limit_in_bytes": V1_NO_LIMIT,
+            },
+            1 * GIB,
+            id="v1",
+        ),
+        pytest.param(  # no limit: the machine's MemAvailable
+            "4:memory:/\n",
+            {"memory/memory.limit_in_bytes": V1_NO_LIMIT, "memory/memory.usage_in_bytes": str(GIB)},
+            64 * GIB,
+            id="v1-unlimited",
+        ),
+        pytest.param("0::/\n", {"memory.max": "max"}, 64 * GIB, id="v2-unlimited"),
+        pytest.param("", {}, 64 * GIB, id="no-cgroups"),
+        pytest.param(  # a limit above the machine's memory: MemAvailable
+            "0::/\n", {"memory.max": str(100 * GIB), "memory.current": "0"}, 64 * GIB, id="limit-above-the-machine"
+        ),
+    ],
+)
+def test_the_memory_available_is_the_containers_where_its_control_group_sets_a_limit(
+    tmp_path, monkeypatch, cgroup_lines, files, expected
+):
+    """In a container limited to 4 GB on a host of 64, MemAvailable reads 64: a fit refused by nothing was killed."""
+    available_memory = _fake_linux(tmp_path, monkeypatch, cgroup_lines, files)
+    assert available_memory() == expected
+
+
+def test_a_fit_in_a_container_too_small_for_it_is_refused(tmp_path, monkeypatch, rng):
+    _fake_linux(tmp_path, monkeypatch, "0::/\n", {"memory.max": str(1 << 20), "memory.current": str(1 << 19)})
+    X, y = rng.standard_normal((60, 40)), rng.integers(0, 300, 60)
+    with pytest.raises(MemoryError, match=r"more than the 0.000488 GiB available"):
+        fs.SoftmaxRegression(40, 300).fit(X, y)
