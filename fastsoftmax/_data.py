@@ -71,6 +71,7 @@ import numpy as np
 
 from fastsoftmax import _checks, _io, kernels
 from fastsoftmax._api import _weight_sum, fused_loss_grad, l2_penalty
+from fastsoftmax._memory import available_memory
 from fastsoftmax._threading import parallel_section, work_chunks
 
 #: Target size of one streamed chunk of X in bytes (the kernels see one chunk at a time).
@@ -84,123 +85,6 @@ HASH_SLAB_BYTES = 16 << 20
 #: Largest share of the available memory that a copy of X made for speed may
 #: take: its row blocks, or the C-ordered copy of a Fortran-ordered X.
 COPY_MEMORY_FRACTION = 0.25
-
-
-#: Where Linux describes the machine's memory and the process's control groups (tests point them elsewhere).
-MEMINFO = "/proc/meminfo"
-PROC_SELF_CGROUP = "/proc/self/cgroup"
-CGROUP_ROOT = "/sys/fs/cgroup"
-
-
-def available_memory() -> int | None:
-    """Bytes of memory available to new allocations, or None when unknown.
-
-    Linux's MemAvailable (free memory plus what the page cache would give
-    back), or less where the process's memory control group allows less
-    (:func:`cgroup_memory_left`: a container's limit), else the free
-    physical pages, else a quarter of all of them (macOS).
-    """
-    try:
-        with open(MEMINFO, encoding="ascii") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    machine = int(line.split()[1]) * 1024
-                    group = cgroup_memory_left()
-                    return machine if group is None else min(machine, group)
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        page = os.sysconf("SC_PAGE_SIZE")
-        try:
-            return os.sysconf("SC_AVPHYS_PAGES") * page
-        except (ValueError, OSError):  # no such name (macOS): guess a quarter of the total
-            return os.sysconf("SC_PHYS_PAGES") * page // 4
-    except (ValueError, OSError, AttributeError):  # no sysconf (Windows)
-        return None
-
-
-def _read_int(path: str) -> int | None:
-    """The integer a control-group file holds; None for ``max`` (no limit) or a file that cannot be read."""
-    try:
-        with open(path, encoding="ascii") as file:
-            text = file.read().strip()
-        return None if text == "max" else int(text)
-    except (OSError, ValueError):
-        return None
-
-
-def _stat_value(path: str, key: str) -> int:
-    """A key's value in a control group's ``memory.stat``; 0 where it is missing."""
-    try:
-        with open(path, encoding="ascii") as file:
-            for line in file:
-                name, _, value = line.partition(" ")
-                if name == key:
-                    return int(value)
-    except (OSError, ValueError):
-        pass
-    return 0
-
-
-def _memory_cgroup_dirs() -> list[str]:
-    """The directories of this process's memory control group and of its ancestors, innermost first.
-
-    From ``/proc/self/cgroup``: cgroup v2's single hierarchy (``0::/path``)
-    or v1's memory controller (``N:memory:/path``). In a container the path
-    is usually ``/``, its own root; a path that is not mounted here (the
-    host's name for it) falls back to the hierarchy's root.
-    """
-    try:
-        with open(PROC_SELF_CGROUP, encoding="ascii") as file:
-            lines = file.read().splitlines()
-    except OSError:
-        return []
-    for line in lines:
-        hierarchy, _, rest = line.partition(":")
-        controllers, _, path = rest.partition(":")
-        if hierarchy == "0" and controllers == "":
-            root = CGROUP_ROOT  # v2
-        elif "memory" in controllers.split(","):
-            root = os.path.join(CGROUP_ROOT, "memory")  # v1
-        else:
-            continue
-        parts = [part for part in path.split("/") if part]
-        dirs = [os.path.join(root, *parts[:depth]) for depth in range(len(parts), -1, -1)]
-        found = [directory for directory in dirs if os.path.isdir(directory)]
-        if found:
-            return found
-    return []
-
-
-def cgroup_memory_left() -> int | None:
-    """Bytes that the process's memory control groups let it take still, or None where none sets a limit.
-
-    In a container limited to 4 GB on a host of 64, MemAvailable reads the
-    host's 64, and the container is killed at its 4. For each group with a
-    limit (``memory.max`` in cgroup v2, ``memory.limit_in_bytes`` in v1),
-    the limit less the usage, not counting the inactive page cache, which
-    the kernel reclaims before it kills (as ``docker stats`` counts usage);
-    the least of them.
-    """
-    left = None
-    for directory in _memory_cgroup_dirs():
-        v2 = os.path.exists(os.path.join(directory, "memory.current")) or os.path.exists(
-            os.path.join(directory, "memory.max")
-        )
-        limit_file, usage_file, inactive = (
-            ("memory.max", "memory.current", "inactive_file")
-            if v2
-            else ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file")
-        )
-        limit = _read_int(os.path.join(directory, limit_file))
-        # v1 writes "no limit" as the largest page-aligned 63-bit number
-        if limit is None or limit >= 1 << 62:
-            continue
-        usage = _read_int(os.path.join(directory, usage_file)) or 0
-        usage -= min(usage, _stat_value(os.path.join(directory, "memory.stat"), inactive))
-        group_left = max(0, limit - usage)
-        left = group_left if left is None else min(left, group_left)
-    return left
 
 
 def copy_of_X_fits(nbytes: int) -> bool:

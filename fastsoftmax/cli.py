@@ -630,8 +630,6 @@ def run_train(args: argparse.Namespace) -> int:
     if args.data is None:
         _check_synthetic(args)
     _set_threads(args.threads)
-    if args.data is None:
-        _check_fit_fits_in_memory(args, args.features, args.classes)  # before the data are generated
     t_start = time.perf_counter()
     if on_dask:
         return run_train_dask(args, t_start)
@@ -646,7 +644,7 @@ def run_train(args: argparse.Namespace) -> int:
         dtype = _compute_dtype(args, X)
         # Shape and label checks on the whole file before anything is split or written.
         n_classes = _classes_of_files(args, X, y, dtype)
-        _check_fit_fits_in_memory(args, X.shape[1], n_classes)
+        _check_fit_fits_in_memory(args, X.shape[1], n_classes, dtype)
     n_classes = args.classes if args.data is None else n_classes
     n_train, n_val = _split_rows(args, X.shape[0])
     # The validation rows are the last ones: row slices are views, nothing is copied.
@@ -769,21 +767,20 @@ def _save_trained_model(model: SoftmaxRegression, path: str, checkpoint: str | N
         raise kept from exc
 
 
-def _check_fit_fits_in_memory(args: argparse.Namespace, n_features: int, n_classes: int) -> None:
-    """Refuse, before the classes are counted or a model is made, a fit that would not fit in memory.
+def _check_fit_fits_in_memory(args: argparse.Namespace, n_features: int, n_classes: int, dtype) -> None:
+    """Refuse, before the rows of each class are counted or a model is made, a fit that cannot run in memory.
 
     ``--classes 20000000`` on a file of 50 features ran for a minute and was
     killed (out of memory) with nothing said, and ``--classes 2000000000``
-    was killed by the count of rows per class (``engine.fit_memory_shortfall``).
+    was killed as it counted the rows of each class (``engine.fit_memory_shortfall``).
+    Synthetic data need no check of their own: the generator's matrices
+    (``datasets``) outgrow the solver's arrays, and are checked first.
     """
     from fastsoftmax.engine import fit_memory_shortfall
 
-    shortfall = fit_memory_shortfall(n_classes, n_features, args.solver)
+    shortfall = fit_memory_shortfall(n_classes, n_features, args.solver, np.dtype(dtype).itemsize)
     if shortfall is not None:
-        raise CLIError(
-            f"{shortfall}; train with fewer --classes, another --solver or fewer --threads, or free memory "
-            "(nothing was trained)."
-        )
+        raise CLIError(f"{shortfall}; train with fewer --classes, or free memory (nothing was trained).")
 
 
 def _zero_start_model(n_features: int, n_classes: int, dtype) -> SoftmaxRegression:
@@ -1101,7 +1098,7 @@ def run_train_dask(args: argparse.Namespace, t_start: float) -> int:
         _check_shape_options(args, X_np)
         dtype = _compute_dtype(args, X_np)
         n_classes = _classes_of_files(args, X_np, y_np, dtype)
-        _check_fit_fits_in_memory(args, X_np.shape[1], n_classes)
+        _check_fit_fits_in_memory(args, X_np.shape[1], n_classes, dtype)
         n_train, n_val = _split_rows(args, X_np.shape[0])
         val = None
         if n_val:

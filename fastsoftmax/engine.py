@@ -58,8 +58,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from fastsoftmax import _memory, solvers
 from fastsoftmax import checkpoint as _checkpoint
-from fastsoftmax import solvers
 from fastsoftmax._checks import FitOptions, check_seed
 from fastsoftmax._scaling import FeatureScaling, ScaledObjective
 from fastsoftmax._threading import callback_running, exclusive_training, run_whole, single_threaded_blas
@@ -72,17 +72,22 @@ ENGINE_STATE_KEYS = _checkpoint.ENGINE_STATE_KEYS
 STEP_SIZE_SOLVERS = ("gd", *MINIBATCH_SOLVERS)
 #: Solvers that take no step size (``lr`` is left out of their checkpoint fingerprint).
 STEP_FREE_SOLVERS = ("lbfgs", "newton-cg")
-#: The least memory a fit takes over its start, in float64 copies of its
-#: n = K (D + 1) parameters: the solver's state (L-BFGS's 10 curvature pairs
-#: alone are 20 copies) and the engine's. Peak resident memory of fits of
-#: 2000 rows at K x D = 2000 x 500 and 20,000 x 50, one thread, 25
-#: iterations, read 31-35 copies for lbfgs, 19-28 for newton-cg, 8-11 for
-#: gd, 13-16 for sgd and 17-19 for adam, each thread's part included; these
-#: are rounded down, so that a fit refused here would not have fitted (on 2
-#: threads at 2000 x 500, the peak over the floor: lbfgs 1.17, newton-cg
-#: 1.31, gd 1.34, sgd 1.21, adam 1.10). Each kernel thread holds one more
-#: float64 K x D array, its sums of dW (:func:`fit_memory_floor`).
-FIT_STATE_COPIES = {"lbfgs": 27, "newton-cg": 16, "gd": 6, "sgd": 11, "adam": 14}
+#: The arrays of n = K (D + 1) values that a solver holds at least, all at
+#: once, besides the model and the data, as (float64 arrays, arrays in the
+#: model's dtype): lbfgs and newton-cg work in float64 (the iterate, its
+#: gradient and a search direction); gd keeps the iterate, its gradient and
+#: the next iterate in the model's dtype; sgd the iterate and a gradient;
+#: adam those and its two float64 moments. A fit refused for less memory
+#: than these could not have run; fits take far more (peak resident memory
+#: over the start, 2000 rows, K x D = 2000 x 500, one thread, in bytes per
+#: parameter, against this floor: lbfgs 250 / 24 in float64, newton-cg 140
+#: / 24, gd 46 / 12 in float32, sgd 64 / 8, adam 110 / 24; an epoch of
+#: partial_fit, sgd 32 / 8 and adam 40 / 24 in float32).
+SOLVER_ARRAYS = {"lbfgs": (3, 0), "newton-cg": (3, 0), "gd": (0, 3), "sgd": (0, 2), "adam": (2, 2)}
+#: Fits whose solver holds less than this are not checked: the check reads
+#: the memory available (/proc, and the control groups that set a limit),
+#: about 16 us, which a fit of a small model should not pay.
+MEMORY_CHECK_MIN_BYTES = 64 << 20
 
 
 class Trainable(Protocol):
@@ -526,7 +531,7 @@ def fit(
     """
     seed = check_seed(seed)
     objective.check_solver(options.solver)
-    _refuse_what_cannot_fit(model.num_classes, model.input_dim, options.solver)
+    _refuse_what_cannot_fit(model, options.solver)
     if checkpoint is not None:
         objective.check_checkpoint()
     # One fit per checkpoint directory: the fingerprint is checked only here, at the start.
@@ -537,60 +542,64 @@ def fit(
         return _fit(model, objective, options, seed=seed, callback=callback, checkpoint=checkpoint)
 
 
-def fit_memory_floor(n_classes: int, n_features: int, solver: str, n_threads: int) -> int:
-    """Bytes that a fit of K classes and D features with ``solver`` takes at least, on ``n_threads`` kernel threads.
+def fit_memory_floor(n_classes: int, n_features: int, solver: str, itemsize: int) -> int:
+    """Bytes that ``solver`` holds at least for K classes and D features in a dtype of ``itemsize`` bytes.
 
-    8 (c n + t K D) for the n = K (D + 1) parameters, the solver's c copies
-    of them (:data:`FIT_STATE_COPIES`) and each of the t threads' float64
-    sums of dW (K, D). The data are not counted: they are already in memory,
-    or streamed.
+    8 bytes for each float64 array of :data:`SOLVER_ARRAYS` and ``itemsize``
+    for each in the model's dtype, times the n = K (D + 1) parameters. The
+    model and the data are not counted: they are in memory already, or the
+    data are streamed.
     """
-    n_params = n_classes * (n_features + 1)
-    return 8 * (FIT_STATE_COPIES[solver] * n_params + n_threads * n_classes * n_features)
+    return n_classes * (n_features + 1) * _bytes_per_parameter(solver, itemsize)
 
 
-def fit_memory_shortfall(n_classes: int, n_features: int, solver: str) -> str | None:
-    """Why a fit of K classes and D features with ``solver`` cannot fit in the memory available, or None if it can.
+def _bytes_per_parameter(solver: str, itemsize: int) -> int:
+    float64_arrays, dtype_arrays = SOLVER_ARRAYS[solver]
+    return 8 * float64_arrays + itemsize * dtype_arrays
 
-    The floor of :func:`fit_memory_floor`, on this process's kernel threads,
-    held against ``_data.available_memory`` (None where that is unknown).
-    The reason names the memory needed and available and, where one would
-    fit, a solver with less state; the caller adds what to change in its
-    own terms (the library's arguments, the command line's options).
+
+def fit_memory_shortfall(
+    n_classes: int,
+    n_features: int,
+    solver: str,
+    itemsize: int,
+    solvers: tuple[str, ...] = tuple(SOLVER_ARRAYS),
+) -> str | None:
+    """Why a fit of K classes and D features with ``solver`` cannot run in the memory available, or None.
+
+    None where :func:`fit_memory_floor` is below :data:`MEMORY_CHECK_MIN_BYTES`
+    or the memory available (``_memory.available_memory``), or that is
+    unknown. The reason names both figures and, where one of ``solvers``
+    (those the caller offers) would fit, a solver that holds less; the
+    caller adds what to change in its own terms.
     """
-    from fastsoftmax._data import available_memory
-    from fastsoftmax._threading import get_num_threads
-
-    available = available_memory()
-    if available is None:
+    needed = fit_memory_floor(n_classes, n_features, solver, itemsize)
+    if needed < MEMORY_CHECK_MIN_BYTES:
         return None
-    n_threads = get_num_threads()
-    needed = fit_memory_floor(n_classes, n_features, solver, n_threads)
-    if needed <= available:
+    available = _memory.available_memory()
+    if available is None or needed <= available:
         return None
-    leaner = min(FIT_STATE_COPIES, key=FIT_STATE_COPIES.__getitem__)
-    leaner_fits = solver != leaner and fit_memory_floor(n_classes, n_features, leaner, n_threads) <= available
+    leaner = min(solvers, key=lambda other: _bytes_per_parameter(other, itemsize))
+    leaner_needs = fit_memory_floor(n_classes, n_features, leaner, itemsize)
+    would_fit = leaner != solver and leaner_needs <= available
     return (
         f"a fit of {n_classes:,} classes x {n_features:,} features ({n_classes * (n_features + 1):,} parameters) "
-        f"with solver {solver!r} needs at least {needed / 2**30:.3g} GiB ({FIT_STATE_COPIES[solver]} float64 copies "
-        f"of the parameters for the solver, one of W for each of the {n_threads} kernel threads), more than the "
-        f"{available / 2**30:.3g} GiB available"
-        + (f"; solver {leaner!r}, which keeps {FIT_STATE_COPIES[leaner]} copies, would fit" if leaner_fits else "")
+        f"with solver {solver!r} needs at least {needed / 2**30:.3g} GiB for the solver's own arrays "
+        f"({_bytes_per_parameter(solver, itemsize)} bytes a parameter), more than the {available / 2**30:.3g} GiB "
+        "available" + (f"; solver {leaner!r} would need {leaner_needs / 2**30:.3g} GiB" if would_fit else "")
     )
 
 
-def _refuse_what_cannot_fit(n_classes: int, n_features: int, solver: str) -> None:
-    """Raise MemoryError, before anything is allocated, for a fit that needs more memory than is available.
+def _refuse_what_cannot_fit(model: Trainable, solver: str, solvers: tuple[str, ...] = tuple(SOLVER_ARRAYS)) -> None:
+    """Raise MemoryError, before anything is allocated, for a fit that cannot run in the memory available.
 
     20,000,000 classes of 50 features, given to ``fastsoftmax train``, ran
     for a minute and was killed (out of memory) with nothing said.
     """
-    shortfall = fit_memory_shortfall(n_classes, n_features, solver)
+    itemsize = np.dtype(model.dtype).itemsize
+    shortfall = fit_memory_shortfall(model.num_classes, model.input_dim, solver, itemsize, solvers)
     if shortfall is not None:
-        raise MemoryError(
-            f"{shortfall}; use fewer classes or features, or fewer threads (numba.set_num_threads), "
-            "or free memory. Nothing was trained."
-        )
+        raise MemoryError(f"{shortfall}; use fewer classes or features, or free memory. Nothing was trained.")
 
 
 def _scaling(model: Trainable, objective: Objective, options: FitOptions, state: dict) -> FeatureScaling | None:
@@ -925,7 +934,7 @@ def partial_fit(model: Trainable, objective: Objective, options: FitOptions, *, 
     seed = check_seed(seed)
     objective.check_solver(options.solver)
     if not state:  # later calls hold what the first one did: no read of the memory available each time
-        _refuse_what_cannot_fit(model.num_classes, model.input_dim, options.solver)
+        _refuse_what_cannot_fit(model, options.solver, MINIBATCH_SOLVERS)
     with exclusive_training(model), objective:
         return _partial_fit(model, objective, options, seed=seed, state=state)
 

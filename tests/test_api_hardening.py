@@ -6,6 +6,7 @@ buffers of every function are in ``test_hostile.py``.)
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -369,28 +370,31 @@ def test_a_kernel_that_cannot_allocate_its_working_arrays_raises_memory_error():
     assert run.stdout.split() == ["MemoryError", "SystemError"], run.stdout + run.stderr
 
 
-# -- a fit whose solver state cannot fit in memory is refused before it starts --
+# -- a fit whose solver cannot hold its arrays in memory is refused before it starts --
 
 
-def _available(monkeypatch, n_bytes):
-    from fastsoftmax import _data
+def _available(monkeypatch, n_bytes, *, checked_from=0):
+    """The memory available reads ``n_bytes``, and fits from ``checked_from`` bytes are checked."""
+    from fastsoftmax import _memory, engine
 
-    monkeypatch.setattr(_data, "available_memory", lambda: n_bytes)
+    monkeypatch.setattr(_memory, "available_memory", lambda: n_bytes)
+    monkeypatch.setattr(engine, "MEMORY_CHECK_MIN_BYTES", checked_from)
 
 
 @pytest.mark.filterwarnings("ignore::fastsoftmax.ConvergenceWarning")
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 @pytest.mark.parametrize("solver", ["lbfgs", "newton-cg", "gd", "sgd", "adam"])
-def test_a_fit_that_cannot_fit_in_memory_is_refused_and_trains_nothing(rng, monkeypatch, solver):
-    from fastsoftmax.engine import FIT_STATE_COPIES, fit_memory_floor
+def test_a_fit_that_cannot_fit_in_memory_is_refused_and_trains_nothing(rng, monkeypatch, solver, dtype):
+    from fastsoftmax.engine import SOLVER_ARRAYS, fit_memory_floor
 
-    X, y = rng.standard_normal((60, 4)), rng.integers(0, 3, 60)
-    model = fs.SoftmaxRegression(4, 3, seed=0)
+    X, y = rng.standard_normal((60, 4)).astype(dtype), rng.integers(0, 3, 60)
+    model = fs.SoftmaxRegression(4, 3, dtype=dtype, seed=0)
     W, b = model.W.copy(), model.b.copy()
-    threads = fs._threading.get_num_threads()
-    floor = fit_memory_floor(3, 4, solver, threads)
-    assert floor == 8 * (FIT_STATE_COPIES[solver] * 3 * 5 + threads * 3 * 4)
+    floor = fit_memory_floor(3, 4, solver, np.dtype(dtype).itemsize)
+    float64_arrays, dtype_arrays = SOLVER_ARRAYS[solver]
+    assert floor == 3 * 5 * (8 * float64_arrays + np.dtype(dtype).itemsize * dtype_arrays) > 0
     _available(monkeypatch, floor - 1)
-    needs = rf"solver '{solver}' needs at least .* GiB .* more than the .* GiB available"
+    needs = rf"solver '{solver}' needs at least .* GiB for the solver's own arrays .* more than the .* GiB available"
     with pytest.raises(MemoryError, match=needs):
         model.fit(X, y, solver=solver, max_iter=3)
     np.testing.assert_array_equal(model.W, W)
@@ -405,78 +409,109 @@ def test_a_fit_that_cannot_fit_in_memory_is_refused_and_trains_nothing(rng, monk
     assert model.n_iter_ > 0
 
 
-def test_a_fit_refused_for_memory_names_a_solver_with_less_state_that_would_fit(rng, monkeypatch):
+def test_a_fit_refused_for_memory_names_a_solver_that_would_fit(rng, monkeypatch):
     from fastsoftmax.engine import fit_memory_floor
 
-    threads = fs._threading.get_num_threads()
     X, y = rng.standard_normal((60, 4)), rng.integers(0, 3, 60)
-    _available(monkeypatch, fit_memory_floor(3, 4, "gd", threads))
-    with pytest.raises(MemoryError, match="solver 'gd', which keeps 6 copies, would fit"):
-        fs.SoftmaxRegression(4, 3).fit(X, y, solver="lbfgs")
-    _available(monkeypatch, fit_memory_floor(3, 4, "gd", threads) - 1)
+    _available(monkeypatch, fit_memory_floor(3, 4, "sgd", 8))
+    for solver in ("lbfgs", "adam"):
+        with pytest.raises(MemoryError, match="; solver 'sgd' would need"):
+            fs.SoftmaxRegression(4, 3).fit(X, y, solver=solver)
+    with pytest.raises(MemoryError, match="; solver 'sgd' would need"):
+        fs.SoftmaxRegression(4, 3).partial_fit(X, y, solver="adam")
+    _available(monkeypatch, fit_memory_floor(3, 4, "sgd", 8) - 1)
     with pytest.raises(MemoryError) as raised:
         fs.SoftmaxRegression(4, 3).fit(X, y, solver="lbfgs")
-    assert "would fit" not in str(raised.value)
+    assert "would need" not in str(raised.value)
 
 
 @pytest.mark.filterwarnings("ignore::fastsoftmax.ConvergenceWarning")
-def test_a_fit_where_the_available_memory_is_unknown_is_not_refused(rng, monkeypatch):
-    _available(monkeypatch, None)
+def test_the_memory_is_read_neither_for_a_small_fit_nor_where_it_is_unknown(rng, monkeypatch):
+    from fastsoftmax import _memory
+
     X, y = rng.standard_normal((60, 4)), rng.integers(0, 3, 60)
+
+    def not_read():
+        raise AssertionError("a fit of a small model read the memory available")
+
+    monkeypatch.setattr(_memory, "available_memory", not_read)
+    assert fs.SoftmaxRegression(4, 3).fit(X, y, max_iter=3).n_iter_ > 0
+    _available(monkeypatch, None)
     assert fs.SoftmaxRegression(4, 3).fit(X, y, max_iter=3).n_iter_ > 0
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="VmHWM in /proc/self/status (Linux)")
-@pytest.mark.parametrize("solver", ["lbfgs", "newton-cg", "gd", "sgd", "adam"])
-def test_the_memory_floor_of_a_fit_is_below_what_the_fit_takes(solver):
-    """The floor refuses only fits that could not have run: each solver's peak memory over its start,
-    at 2000 x 500 x 2000 (8 MB a copy of the parameters), is above ``fit_memory_floor``."""
+@pytest.mark.parametrize(
+    ("solver", "dtype", "how"),
+    [
+        ("lbfgs", "float64", "fit"),
+        ("newton-cg", "float64", "fit"),
+        ("gd", "float32", "fit"),
+        ("sgd", "float32", "fit"),
+        ("adam", "float32", "fit"),
+        ("sgd", "float32", "partial_fit"),
+        ("adam", "float32", "partial_fit"),
+    ],
+)
+def test_the_memory_floor_of_a_fit_is_below_what_the_fit_takes(solver, dtype, how):
+    """The floor refuses only fits that could not have run: the peak memory over the start of each solver's
+    fit (or epoch of partial_fit) at 2000 x 500 x 2000 (1,002,000 parameters) is above ``fit_memory_floor``."""
     script = textwrap.dedent(
         f"""
         import warnings
         import numpy as np
         import fastsoftmax as fs
-        from fastsoftmax import _threading
         from fastsoftmax.engine import fit_memory_floor
 
         warnings.simplefilter("ignore")
         rng = np.random.default_rng(0)
         N, D, K = 2000, 500, 2000
-        X, y = rng.standard_normal((N, D)), rng.integers(0, K, N)
-        fs.SoftmaxRegression(D, 5).fit(X[:300], y[:300] % 5, solver="{solver}", max_iter=2)  # compiled
-        model = fs.SoftmaxRegression(D, K)
+        X, y = rng.standard_normal((N, D)).astype("{dtype}"), rng.integers(0, K, N)
+        fs.SoftmaxRegression(D, 5, dtype="{dtype}").fit(X[:300], y[:300] % 5, solver="{solver}", max_iter=2)
+        model = fs.SoftmaxRegression(D, K, dtype="{dtype}")
 
         def status(field):
             with open("/proc/self/status") as lines:
                 return next(int(line.split()[1]) * 1024 for line in lines if line.startswith(field))
 
         start = status("VmRSS")
-        with open("/proc/self/clear_refs", "w") as clear:
-            clear.write("5")  # VmHWM starts again from the resident memory now
-        model.fit(X, y, solver="{solver}", max_iter=12)
-        print(status("VmHWM") - start, fit_memory_floor(K, D, "{solver}", _threading.get_num_threads()))
+        try:
+            with open("/proc/self/clear_refs", "w") as clear:
+                clear.write("5")  # VmHWM starts again from the resident memory now
+        except OSError:
+            print("no clear_refs")
+            raise SystemExit
+        if "{how}" == "fit":
+            model.fit(X, y, solver="{solver}", max_iter=12)
+        else:
+            model.partial_fit(X, y, solver="{solver}")
+        print(status("VmHWM") - start, fit_memory_floor(K, D, "{solver}", np.dtype("{dtype}").itemsize))
         """
     )
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr
+    if run.stdout.strip() == "no clear_refs":
+        pytest.skip("/proc/self/clear_refs cannot be written here")
     peak, floor = (int(value) for value in run.stdout.split())
-    assert peak > floor, f"{solver}: peak {peak / 2**20:.0f} MiB, floor {floor / 2**20:.0f} MiB"
+    assert peak > floor, f"{solver} {how}: peak {peak / 2**20:.0f} MiB, floor {floor / 2**20:.0f} MiB"
 
 
 def _fake_linux(tmp_path, monkeypatch, cgroup_lines: str, files: dict[str, str], mem_available_gib: int = 64):
-    from fastsoftmax import _data
+    from fastsoftmax import _memory
 
     (tmp_path / "meminfo").write_text(f"MemTotal: 1 kB\nMemAvailable: {mem_available_gib << 20} kB\n")
-    (tmp_path / "cgroup").write_text(cgroup_lines)
+    (tmp_path / "cgroup").write_bytes(cgroup_lines.encode("utf-8", "surrogateescape"))
     for name, text in files.items():
         (tmp_path / "cg" / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "cg" / name).write_text(text)
     (tmp_path / "cg").mkdir(exist_ok=True)
-    monkeypatch.setattr(_data, "MEMINFO", str(tmp_path / "meminfo"))
-    monkeypatch.setattr(_data, "PROC_SELF_CGROUP", str(tmp_path / "cgroup"))
-    monkeypatch.setattr(_data, "CGROUP_ROOT", str(tmp_path / "cg"))
-    return _data.available_memory
+    monkeypatch.setattr(_memory, "MEMINFO", str(tmp_path / "meminfo"))
+    monkeypatch.setattr(_memory, "PROC_SELF_CGROUP", str(tmp_path / "cgroup"))
+    monkeypatch.setattr(_memory, "CGROUP_ROOT", str(tmp_path / "cg"))
+    _memory._limited_cgroups.cache_clear()  # found once per process: again for this one
+    monkeypatch.setattr(_memory, "_limited_cgroups", functools.cache(_memory._limited_cgroups.__wrapped__))
+    return _memory.available_memory
 
 
 GIB = 1 << 30
@@ -486,14 +521,14 @@ V1_NO_LIMIT = "9223372036854771712"
 @pytest.mark.parametrize(
     ("cgroup_lines", "files", "expected"),
     [
-        pytest.param(  # a container's limit, less its usage, the inactive page cache not counted
+        pytest.param(  # a container's limit less its use; its page cache is reclaimed first, but not its tmpfs files
             "0::/app\n",
             {
                 "app/memory.max": str(4 * GIB),
-                "app/memory.current": str(GIB),
-                "app/memory.stat": f"inactive_file {GIB // 2}\n",
+                "app/memory.current": str(3 * GIB),
+                "app/memory.stat": f"anon {GIB}\nfile {2 * GIB}\nshmem {GIB // 2}\n",
             },
-            3.5 * GIB,
+            2.5 * GIB,
             id="v2",
         ),
         pytest.param(  # the parent's limit is the tighter
@@ -513,15 +548,21 @@ V1_NO_LIMIT = "9223372036854771712"
             1.5 * GIB,
             id="v2-root",
         ),
-        pytest.param(
-            "9:pids:/\n4:memory:/docker/abc\n0::/\n",
+        pytest.param(  # a group name that is not ASCII
+            "0::/app-\udce9\n",
+            {"app-\udce9/memory.max": str(4 * GIB), "app-\udce9/memory.current": str(GIB)},
+            3 * GIB,
+            id="v2-name-not-ascii",
+        ),
+        pytest.param(  # v1 beside v2 (a hybrid system), the memory controller mounted with another
+            "9:pids:/\n4:cpu,memory:/docker/abc\n0::/\n",
             {
                 "memory/docker/abc/memory.limit_in_bytes": str(2 * GIB),
                 "memory/docker/abc/memory.usage_in_bytes": str(GIB),
-                "memory/docker/abc/memory.stat": "cache 5\ntotal_inactive_file 0\n",
+                "memory/docker/abc/memory.stat": f"total_cache {GIB // 2}\ntotal_shmem 0\n",
                 "memory/docker/memory.limit_in_bytes": V1_NO_LIMIT,
             },
-            1 * GIB,
+            1.5 * GIB,
             id="v1",
         ),
         pytest.param(  # no limit: the machine's MemAvailable
@@ -535,6 +576,9 @@ V1_NO_LIMIT = "9223372036854771712"
         pytest.param(  # a limit above the machine's memory: MemAvailable
             "0::/\n", {"memory.max": str(100 * GIB), "memory.current": "0"}, 64 * GIB, id="limit-above-the-machine"
         ),
+        pytest.param(  # usage above the limit (charged before the limit was lowered): nothing left
+            "0::/\n", {"memory.max": str(GIB), "memory.current": str(2 * GIB)}, 0, id="over-the-limit"
+        ),
     ],
 )
 def test_the_memory_available_is_the_containers_where_its_control_group_sets_a_limit(
@@ -546,7 +590,10 @@ def test_the_memory_available_is_the_containers_where_its_control_group_sets_a_l
 
 
 def test_a_fit_in_a_container_too_small_for_it_is_refused(tmp_path, monkeypatch, rng):
+    from fastsoftmax import engine
+
     _fake_linux(tmp_path, monkeypatch, "0::/\n", {"memory.max": str(1 << 20), "memory.current": str(1 << 19)})
+    monkeypatch.setattr(engine, "MEMORY_CHECK_MIN_BYTES", 0)
     X, y = rng.standard_normal((60, 40)), rng.integers(0, 300, 60)
     with pytest.raises(MemoryError, match=r"more than the 0.000488 GiB available"):
-        fs.SoftmaxRegression(40, 300).fit(X, y)
+        fs.SoftmaxRegression(40, 3000).fit(X, y)  # lbfgs: 3000 x 41 parameters, 24 bytes each (2.95 MB)

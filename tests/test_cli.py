@@ -376,34 +376,29 @@ def test_an_out_on_a_disk_without_room_for_the_model_is_refused_before_training(
     assert out.stat().st_size <= 4252  # the estimate is not below the file
 
 
-@pytest.mark.parametrize("source", ["files", "synthetic"])
-def test_a_fit_that_cannot_fit_in_memory_is_refused_before_the_data_are_read(
-    tmp_path, npy, capsys, monkeypatch, source
-):
+def test_a_fit_that_cannot_fit_in_memory_is_refused_before_the_classes_are_counted(tmp_path, npy, capsys, monkeypatch):
     """--classes 20000000 on a file of 50 features was killed (out of memory) after a minute, with nothing
-    said; --classes 2000000000 while it counted the rows of each class."""
-    from fastsoftmax import _data, cli
+    said; --classes 2000000000 as it counted the rows of each class."""
+    from fastsoftmax import _data, _memory, engine
 
-    # The fit takes at least 31 MB on the files, 94 MB on the synthetic problem, whose generator takes 41 MB
-    # (20,000 matrices of 15 x 15) and is checked first.
-    available = 10 * 2**20 if source == "files" else 60 * 2**20
-    monkeypatch.setattr(_data, "available_memory", lambda: available)
+    monkeypatch.setattr(_memory, "available_memory", lambda: 1 << 20)
+    monkeypatch.setattr(engine, "MEMORY_CHECK_MIN_BYTES", 0)
 
     def not_reached(*args, **kwargs):
-        raise AssertionError("the data were read before the fit was refused")
+        raise AssertionError("the rows of each class were counted before the fit was refused")
 
     monkeypatch.setattr(_data.DataSource, "class_counts", not_reached)
-    monkeypatch.setattr(cli, "_synthetic", not_reached)
-    n_features = 6 if source == "files" else 20
-    data = ["--data", str(npy[0]), "--labels", str(npy[1])] if source == "files" else ["--samples", "4000"]
     out = tmp_path / "m.npz"
-    argv = ["train", *data, "--features", str(n_features), "--classes", "20000", "--threads", "1", "--out", str(out)]
+    argv = ["train", "--data", str(npy[0]), "--labels", str(npy[1]), "--classes", "20000", "--out", str(out)]
     assert main(argv) == 2
     err = " ".join(capsys.readouterr().err.split())
-    n_params = 20_000 * (n_features + 1)
-    assert f"a fit of 20,000 classes x {n_features} features ({n_params:,} parameters) with solver 'lbfgs'" in err
-    assert f"more than the {available / 2**30:.3g} GiB available" in err
-    assert "fewer --classes, another --solver or fewer --threads" in err and "(nothing was trained)" in err
+    # 24 bytes a parameter for lbfgs: 3.36 MB
+    assert (
+        "a fit of 20,000 classes x 6 features (140,000 parameters) with solver 'lbfgs' needs at least 0.00313 GiB"
+        in err
+    )
+    assert "more than the 0.000977 GiB available; train with fewer --classes" in err
+    assert "(nothing was trained)" in err
     assert not out.exists()
 
 

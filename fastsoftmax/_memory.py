@@ -1,0 +1,158 @@
+"""The memory a process may still take: the machine's, or less where its memory control group sets a limit.
+
+Read before a copy of X is made for speed (``_data.copy_of_X_fits``), before
+the synthetic generator runs (``datasets``) and before a fit starts
+(``engine.fit_memory_shortfall``). Linux's ``MemAvailable`` reads the
+machine's memory, also in a container limited to a fraction of it, which
+the kernel kills at its own limit; the control group's limit less its use
+is then the smaller figure. The groups that set a limit are found once per
+process; each call reads only their use.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+#: Where Linux describes the machine's memory and the process's control groups (tests point them elsewhere).
+MEMINFO = "/proc/meminfo"
+PROC_SELF_CGROUP = "/proc/self/cgroup"
+CGROUP_ROOT = "/sys/fs/cgroup"
+
+#: A cgroup v1 limit at or above this is no limit (v1 writes "none" as the largest page-aligned 63-bit number).
+V1_NO_LIMIT = 1 << 62
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to new allocations, or None when unknown.
+
+    Linux's MemAvailable (free memory plus what the page cache would give
+    back), or less where a memory control group of the process allows less
+    (:func:`cgroup_memory_left`: a container's limit); else the free
+    physical pages, else a quarter of all of them (macOS).
+    """
+    machine = _mem_available()
+    group = cgroup_memory_left()
+    if machine is not None:
+        return machine if group is None else min(machine, group)
+    try:
+        page = os.sysconf("SC_PAGE_SIZE")
+        try:
+            machine = os.sysconf("SC_AVPHYS_PAGES") * page
+        except (ValueError, OSError):  # no such name (macOS): guess a quarter of the total
+            machine = os.sysconf("SC_PHYS_PAGES") * page // 4
+    except (ValueError, OSError, AttributeError):  # no sysconf (Windows)
+        return group
+    return machine if group is None else min(machine, group)
+
+
+def _mem_available() -> int | None:
+    try:
+        with open(MEMINFO, encoding="ascii", errors="replace") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def cgroup_memory_left() -> int | None:
+    """Bytes that the process's memory control groups let it take still, or None where none sets a limit.
+
+    For each group with a limit (``memory.max`` in cgroup v2,
+    ``memory.limit_in_bytes`` in v1; the process's group and its
+    ancestors), the limit less the memory charged to it that the kernel
+    cannot reclaim before it kills: its usage less its page cache, plus
+    the shared memory counted in that cache (v2's ``file`` and ``shmem``,
+    v1's ``total_cache`` and ``total_shmem``), as MemAvailable counts the
+    page cache as available. The least of them.
+    """
+    left = None
+    for directory, v2, limit in _limited_cgroups():
+        usage_file, cache, shared = (
+            ("memory.current", "file", "shmem") if v2 else ("memory.usage_in_bytes", "total_cache", "total_shmem")
+        )
+        usage = _read_int(os.path.join(directory, usage_file))
+        if usage is None:
+            continue
+        stat = _memory_stat(os.path.join(directory, "memory.stat"))
+        used = usage - min(usage, stat.get(cache, 0)) + stat.get(shared, 0)
+        group_left = max(0, limit - used)
+        left = group_left if left is None else min(left, group_left)
+    return left
+
+
+@functools.cache
+def _limited_cgroups() -> tuple[tuple[str, bool, int], ...]:
+    """(directory, is cgroup v2, limit) of each of the process's memory control groups that sets a limit.
+
+    Found once per process: a process is seldom moved between groups, nor
+    its limits changed, while it runs.
+    """
+    limited = []
+    for directory, v2 in _memory_cgroup_dirs():
+        limit = _read_int(os.path.join(directory, "memory.max" if v2 else "memory.limit_in_bytes"))
+        if limit is not None and limit < V1_NO_LIMIT:
+            limited.append((directory, v2, limit))
+    return tuple(limited)
+
+
+def _memory_cgroup_dirs() -> list[tuple[str, bool]]:
+    """(directory, is cgroup v2) of the process's memory control group and of its ancestors, innermost first.
+
+    From ``/proc/self/cgroup``: v1's memory controller (``N:memory:/path``,
+    maybe beside other controllers), else v2's single hierarchy
+    (``0::/path``). In a container the path is usually ``/``, its own root;
+    a path not mounted here (the host's name for the group) falls back to
+    the hierarchy's root.
+    """
+    try:
+        # Group names may hold any bytes but "/" and NUL.
+        with open(PROC_SELF_CGROUP, encoding="utf-8", errors="surrogateescape") as file:
+            lines = file.read().splitlines()
+    except (OSError, ValueError):
+        return []
+    v1 = [(path, False) for hierarchy, controllers, path in _fields(lines) if "memory" in controllers.split(",")]
+    v2 = [(path, True) for hierarchy, controllers, path in _fields(lines) if hierarchy == "0" and not controllers]
+    for path, is_v2 in v1 + v2:
+        root = CGROUP_ROOT if is_v2 else os.path.join(CGROUP_ROOT, "memory")
+        parts = [part for part in path.split("/") if part]
+        dirs = [os.path.join(root, *parts[:depth]) for depth in range(len(parts), -1, -1)]
+        found = [(directory, is_v2) for directory in dirs if os.path.isdir(directory)]
+        if found:
+            return found
+    return []
+
+
+def _fields(lines: list[str]) -> list[tuple[str, str, str]]:
+    """The (hierarchy, controllers, path) of each line of ``/proc/self/cgroup``."""
+    fields = []
+    for line in lines:
+        hierarchy, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        fields.append((hierarchy, controllers, path))
+    return fields
+
+
+def _read_int(path: str) -> int | None:
+    """The integer a control-group file holds; None for ``max`` (no limit) or a file that cannot be read."""
+    try:
+        with open(path, encoding="ascii") as file:
+            text = file.read().strip()
+        return None if text == "max" else int(text)
+    except (OSError, ValueError):
+        return None
+
+
+def _memory_stat(path: str) -> dict[str, int]:
+    """A control group's ``memory.stat`` as {key: value}; empty where it cannot be read."""
+    stat = {}
+    try:
+        with open(path, encoding="ascii") as file:
+            for line in file:
+                key, _, value = line.partition(" ")
+                stat[key] = int(value)
+    except (OSError, ValueError):
+        pass
+    return stat
