@@ -563,14 +563,14 @@ def fit_memory_shortfall(
     n_features: int,
     solver: str,
     itemsize: int,
-    solvers: tuple[str, ...] = tuple(SOLVER_ARRAYS),
+    offered: tuple[str, ...] = tuple(SOLVER_ARRAYS),
 ) -> str | None:
     """Why a fit of K classes and D features with ``solver`` cannot run in the memory available, or None.
 
     None where :func:`fit_memory_floor` is below :data:`MEMORY_CHECK_MIN_BYTES`
     or the memory available (``_memory.available_memory``), or that is
-    unknown. The reason names both figures and, where one of ``solvers``
-    (those the caller offers) would fit, a solver that holds less; the
+    unknown. The reason names both figures and, where one of the
+    solvers the caller ``offered`` would fit, a solver that holds less; the
     caller adds what to change in its own terms.
     """
     needed = fit_memory_floor(n_classes, n_features, solver, itemsize)
@@ -579,7 +579,7 @@ def fit_memory_shortfall(
     available = _memory.available_memory()
     if available is None or needed <= available:
         return None
-    leaner = min(solvers, key=lambda other: _bytes_per_parameter(other, itemsize))
+    leaner = min(offered, key=lambda other: _bytes_per_parameter(other, itemsize))
     leaner_needs = fit_memory_floor(n_classes, n_features, leaner, itemsize)
     would_fit = leaner != solver and leaner_needs <= available
     return (
@@ -590,14 +590,14 @@ def fit_memory_shortfall(
     )
 
 
-def _refuse_what_cannot_fit(model: Trainable, solver: str, solvers: tuple[str, ...] = tuple(SOLVER_ARRAYS)) -> None:
+def _refuse_what_cannot_fit(model: Trainable, solver: str, offered: tuple[str, ...] = tuple(SOLVER_ARRAYS)) -> None:
     """Raise MemoryError, before anything is allocated, for a fit that cannot run in the memory available.
 
     20,000,000 classes of 50 features, given to ``fastsoftmax train``, ran
     for a minute and was killed (out of memory) with nothing said.
     """
     itemsize = np.dtype(model.dtype).itemsize
-    shortfall = fit_memory_shortfall(model.num_classes, model.input_dim, solver, itemsize, solvers)
+    shortfall = fit_memory_shortfall(model.num_classes, model.input_dim, solver, itemsize, offered)
     if shortfall is not None:
         raise MemoryError(f"{shortfall}; use fewer classes or features, or free memory. Nothing was trained.")
 
