@@ -5,12 +5,13 @@ the synthetic generator runs (``datasets``) and before a fit starts
 (``engine.fit_memory_shortfall``). Linux's ``MemAvailable`` reads the
 machine's memory, also in a container limited to a fraction of it, which
 the kernel kills at its own limit; the control group's limit less its use
-is then the smaller figure. The groups that set a limit are found once per
-process; each call reads only their use.
+is then the smaller figure. The process's groups are found once per
+process; each call reads their limits and use.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 
@@ -61,20 +62,25 @@ def cgroup_memory_left() -> int | None:
     """Bytes that the process's memory control groups let it take still, or None where none sets a limit.
 
     For each group with a limit (``memory.max`` in cgroup v2,
-    ``memory.limit_in_bytes`` in v1; the process's group and its
-    ancestors), the limit less the memory charged to it that the kernel
-    cannot reclaim before it kills: its usage less its page cache, plus
-    the shared memory counted in that cache (v2's ``file`` and ``shmem``,
-    v1's ``total_cache`` and ``total_shmem``), as MemAvailable counts the
-    page cache as available. The least of them.
+    ``memory.limit_in_bytes`` in v1; the process's group and the ancestors
+    whose limits reach it), the limit less the memory charged to it that the
+    kernel cannot reclaim before it kills: its usage less its page cache,
+    plus the shared memory counted in that cache (v2's ``file`` and
+    ``shmem``, v1's ``total_cache`` and ``total_shmem``), as MemAvailable
+    counts the page cache as available. The least of them. Limits are read
+    on every call: ``docker update --memory`` and ``systemctl set-property
+    ... MemoryMax=`` change them while the process runs.
     """
     left = None
-    for directory, v2, limit in _limited_cgroups():
-        usage_file, cache, shared = (
-            ("memory.current", "file", "shmem") if v2 else ("memory.usage_in_bytes", "total_cache", "total_shmem")
+    for directory, v2 in _memory_cgroup_dirs():
+        limit_file, usage_file, cache, shared = (
+            ("memory.max", "memory.current", "file", "shmem")
+            if v2
+            else ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_cache", "total_shmem")
         )
+        limit = _read_int(os.path.join(directory, limit_file))
         usage = _read_int(os.path.join(directory, usage_file))
-        if usage is None:
+        if limit is None or limit >= V1_NO_LIMIT or usage is None:
             continue
         stat = _memory_stat(os.path.join(directory, "memory.stat"))
         used = usage - min(usage, stat.get(cache, 0)) + stat.get(shared, 0)
@@ -84,45 +90,40 @@ def cgroup_memory_left() -> int | None:
 
 
 @functools.cache
-def _limited_cgroups() -> tuple[tuple[str, bool, int], ...]:
-    """(directory, is cgroup v2, limit) of each of the process's memory control groups that sets a limit.
-
-    Found once per process: a process is seldom moved between groups, nor
-    its limits changed, while it runs.
-    """
-    limited = []
-    for directory, v2 in _memory_cgroup_dirs():
-        limit = _read_int(os.path.join(directory, "memory.max" if v2 else "memory.limit_in_bytes"))
-        if limit is not None and limit < V1_NO_LIMIT:
-            limited.append((directory, v2, limit))
-    return tuple(limited)
-
-
-def _memory_cgroup_dirs() -> list[tuple[str, bool]]:
-    """(directory, is cgroup v2) of the process's memory control group and of its ancestors, innermost first.
+def _memory_cgroup_dirs() -> tuple[tuple[str, bool], ...]:
+    """(directory, is cgroup v2) of the process's memory control group and of the ancestors whose limits reach it.
 
     From ``/proc/self/cgroup``: v1's memory controller (``N:memory:/path``,
     maybe beside other controllers), else v2's single hierarchy
     (``0::/path``). In a container the path is usually ``/``, its own root;
     a path not mounted here (the host's name for the group) falls back to
-    the hierarchy's root.
+    the hierarchy's root. In v1 an ancestor whose ``memory.use_hierarchy``
+    is 0 does not limit its children, nor do its own ancestors. Found once
+    per process (a process is seldom moved to another group); a forked
+    child, which starts in its parent's group, inherits it.
     """
     try:
         # Group names may hold any bytes but "/" and NUL.
         with open(PROC_SELF_CGROUP, encoding="utf-8", errors="surrogateescape") as file:
             lines = file.read().splitlines()
     except (OSError, ValueError):
-        return []
+        return ()
     v1 = [(path, False) for hierarchy, controllers, path in _fields(lines) if "memory" in controllers.split(",")]
     v2 = [(path, True) for hierarchy, controllers, path in _fields(lines) if hierarchy == "0" and not controllers]
     for path, is_v2 in v1 + v2:
         root = CGROUP_ROOT if is_v2 else os.path.join(CGROUP_ROOT, "memory")
         parts = [part for part in path.split("/") if part]
         dirs = [os.path.join(root, *parts[:depth]) for depth in range(len(parts), -1, -1)]
-        found = [(directory, is_v2) for directory in dirs if os.path.isdir(directory)]
-        if found:
-            return found
-    return []
+        found = [directory for directory in dirs if os.path.isdir(directory)]
+        if not found:
+            continue
+        reaching = found[:1]
+        for ancestor in found[1:]:
+            if not is_v2 and _read_int(os.path.join(ancestor, "memory.use_hierarchy")) == 0:
+                break
+            reaching.append(ancestor)
+        return tuple((directory, is_v2) for directory in reaching)
+    return ()
 
 
 def _fields(lines: list[str]) -> list[tuple[str, str, str]]:
@@ -146,13 +147,14 @@ def _read_int(path: str) -> int | None:
 
 
 def _memory_stat(path: str) -> dict[str, int]:
-    """A control group's ``memory.stat`` as {key: value}; empty where it cannot be read."""
+    """A control group's ``memory.stat`` as {key: value}, but for lines that are not ``key value``."""
     stat = {}
     try:
-        with open(path, encoding="ascii") as file:
+        with open(path, encoding="ascii", errors="replace") as file:
             for line in file:
                 key, _, value = line.partition(" ")
-                stat[key] = int(value)
-    except (OSError, ValueError):
+                with contextlib.suppress(ValueError):
+                    stat[key] = int(value)
+    except OSError:
         pass
     return stat

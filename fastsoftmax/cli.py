@@ -767,7 +767,9 @@ def _save_trained_model(model: SoftmaxRegression, path: str, checkpoint: str | N
         raise kept from exc
 
 
-def _check_fit_fits_in_memory(args: argparse.Namespace, n_features: int, n_classes: int, dtype) -> None:
+def _check_fit_fits_in_memory(
+    args: argparse.Namespace, n_features: int, n_classes: int, dtype, offered: tuple[str, ...] | None = None
+) -> None:
     """Refuse, before the rows of each class are counted or a model is made, a fit that cannot run in memory.
 
     ``--classes 20000000`` on a file of 50 features ran for a minute and was
@@ -775,12 +777,15 @@ def _check_fit_fits_in_memory(args: argparse.Namespace, n_features: int, n_class
     was killed as it counted the rows of each class (``engine.fit_memory_shortfall``).
     Synthetic data need no check of their own: the generator's matrices
     (``datasets``) outgrow the solver's arrays, and are checked first.
+    ``offered``: the solvers that may be suggested instead (all by default).
     """
-    from fastsoftmax.engine import fit_memory_shortfall
+    from fastsoftmax.engine import SOLVER_ARRAYS, fit_memory_shortfall
 
-    shortfall = fit_memory_shortfall(n_classes, n_features, args.solver, np.dtype(dtype).itemsize)
+    offered = tuple(SOLVER_ARRAYS) if offered is None else offered
+    shortfall = fit_memory_shortfall(n_classes, n_features, args.solver, np.dtype(dtype).itemsize, offered)
     if shortfall is not None:
-        raise CLIError(f"{shortfall}; train with fewer --classes, or free memory (nothing was trained).")
+        shortfall = re.sub(r"solver '([\w-]+)' would need", r"--solver \1 would need", shortfall)
+        raise CLIError(f"{shortfall}; train with fewer classes or features, or free memory (nothing was trained).")
 
 
 def _zero_start_model(n_features: int, n_classes: int, dtype) -> SoftmaxRegression:
@@ -1082,7 +1087,7 @@ def _classes_of_files(args: argparse.Namespace, X: np.ndarray, y: np.ndarray, dt
 def run_train_dask(args: argparse.Namespace, t_start: float) -> int:
     """``train --scheduler ADDRESS`` or ``--dask-workers N``: the same fit on Dask."""
     from fastsoftmax._data import DataSource
-    from fastsoftmax.distributed import connect, make_classification_dask
+    from fastsoftmax.distributed import DASK_SOLVERS, connect, make_classification_dask
 
     try:
         import dask.array  # noqa: F401
@@ -1098,7 +1103,7 @@ def run_train_dask(args: argparse.Namespace, t_start: float) -> int:
         _check_shape_options(args, X_np)
         dtype = _compute_dtype(args, X_np)
         n_classes = _classes_of_files(args, X_np, y_np, dtype)
-        _check_fit_fits_in_memory(args, X_np.shape[1], n_classes, dtype)
+        _check_fit_fits_in_memory(args, X_np.shape[1], n_classes, dtype, offered=DASK_SOLVERS)
         n_train, n_val = _split_rows(args, X_np.shape[0])
         val = None
         if n_val:

@@ -531,7 +531,7 @@ def fit(
     """
     seed = check_seed(seed)
     objective.check_solver(options.solver)
-    _refuse_what_cannot_fit(model, options.solver)
+    _refuse_what_cannot_fit(model, options.solver, _solvers_of(objective))
     if checkpoint is not None:
         objective.check_checkpoint()
     # One fit per checkpoint directory: the fingerprint is checked only here, at the start.
@@ -584,10 +584,22 @@ def fit_memory_shortfall(
     would_fit = leaner != solver and leaner_needs <= available
     return (
         f"a fit of {n_classes:,} classes x {n_features:,} features ({n_classes * (n_features + 1):,} parameters) "
-        f"with solver {solver!r} needs at least {needed / 2**30:.3g} GiB for the solver's own arrays "
-        f"({_bytes_per_parameter(solver, itemsize)} bytes a parameter), more than the {available / 2**30:.3g} GiB "
-        "available" + (f"; solver {leaner!r} would need {leaner_needs / 2**30:.3g} GiB" if would_fit else "")
+        f"with solver {solver!r} needs at least {needed / 2**30:.4g} GiB for the solver's own arrays "
+        f"({_bytes_per_parameter(solver, itemsize)} bytes a parameter), more than the {available / 2**30:.4g} GiB "
+        "available" + (f"; solver {leaner!r} would need {leaner_needs / 2**30:.4g} GiB" if would_fit else "")
     )
+
+
+def _solvers_of(objective: Objective) -> tuple[str, ...]:
+    """The solvers that ``objective`` runs (Dask's: only the full-batch ones)."""
+    offered = []
+    for solver in SOLVER_ARRAYS:
+        try:
+            objective.check_solver(solver)
+        except ValueError:
+            continue
+        offered.append(solver)
+    return tuple(offered)
 
 
 def _refuse_what_cannot_fit(model: Trainable, solver: str, offered: tuple[str, ...] = tuple(SOLVER_ARRAYS)) -> None:

@@ -509,8 +509,8 @@ def _fake_linux(tmp_path, monkeypatch, cgroup_lines: str, files: dict[str, str],
     monkeypatch.setattr(_memory, "MEMINFO", str(tmp_path / "meminfo"))
     monkeypatch.setattr(_memory, "PROC_SELF_CGROUP", str(tmp_path / "cgroup"))
     monkeypatch.setattr(_memory, "CGROUP_ROOT", str(tmp_path / "cg"))
-    _memory._limited_cgroups.cache_clear()  # found once per process: again for this one
-    monkeypatch.setattr(_memory, "_limited_cgroups", functools.cache(_memory._limited_cgroups.__wrapped__))
+    # The groups are found once per process: again for this one, and again after it.
+    monkeypatch.setattr(_memory, "_memory_cgroup_dirs", functools.cache(_memory._memory_cgroup_dirs.__wrapped__))
     return _memory.available_memory
 
 
@@ -576,6 +576,30 @@ V1_NO_LIMIT = "9223372036854771712"
         pytest.param(  # a limit above the machine's memory: MemAvailable
             "0::/\n", {"memory.max": str(100 * GIB), "memory.current": "0"}, 64 * GIB, id="limit-above-the-machine"
         ),
+        pytest.param(  # in v1, an ancestor that does not count its children's memory does not limit them
+            "4:memory:/outer/inner/leaf\n",
+            {
+                "memory/outer/inner/leaf/memory.limit_in_bytes": str(8 * GIB),
+                "memory/outer/inner/leaf/memory.usage_in_bytes": str(GIB),
+                "memory/outer/inner/memory.use_hierarchy": "0",
+                "memory/outer/inner/memory.limit_in_bytes": str(GIB),
+                "memory/outer/inner/memory.usage_in_bytes": str(GIB // 2),
+                "memory/outer/memory.limit_in_bytes": str(GIB),
+                "memory/outer/memory.usage_in_bytes": str(GIB // 2),
+            },
+            7 * GIB,
+            id="v1-use-hierarchy-0",
+        ),
+        pytest.param(  # a line of memory.stat that is not "key value" is left out, not the lines after it
+            "0::/\n",
+            {
+                "memory.max": str(4 * GIB),
+                "memory.current": str(3 * GIB),
+                "memory.stat": f"anon {GIB}\nodd line\nfile {2 * GIB}\nshmem 0\n",
+            },
+            3 * GIB,
+            id="v2-odd-stat-line",
+        ),
         pytest.param(  # usage above the limit (charged before the limit was lowered): nothing left
             "0::/\n", {"memory.max": str(GIB), "memory.current": str(2 * GIB)}, 0, id="over-the-limit"
         ),
@@ -589,11 +613,23 @@ def test_the_memory_available_is_the_containers_where_its_control_group_sets_a_l
     assert available_memory() == expected
 
 
+def test_a_containers_limit_is_read_again_on_every_call(tmp_path, monkeypatch):
+    """``docker update --memory`` and ``systemctl set-property ... MemoryMax=`` change the limit while a process
+    runs: a limit kept from the first call refused fits that fit, or missed one set later."""
+    files = {"app/memory.max": "max", "app/memory.current": str(GIB)}
+    available_memory = _fake_linux(tmp_path, monkeypatch, "0::/app\n", files)
+    assert available_memory() == 64 * GIB
+    (tmp_path / "cg" / "app" / "memory.max").write_text(str(2 * GIB))
+    assert available_memory() == 1 * GIB
+    (tmp_path / "cg" / "app" / "memory.max").write_text(str(16 * GIB))
+    assert available_memory() == 15 * GIB
+
+
 def test_a_fit_in_a_container_too_small_for_it_is_refused(tmp_path, monkeypatch, rng):
     from fastsoftmax import engine
 
     _fake_linux(tmp_path, monkeypatch, "0::/\n", {"memory.max": str(1 << 20), "memory.current": str(1 << 19)})
     monkeypatch.setattr(engine, "MEMORY_CHECK_MIN_BYTES", 0)
     X, y = rng.standard_normal((60, 40)), rng.integers(0, 300, 60)
-    with pytest.raises(MemoryError, match=r"more than the 0.000488 GiB available"):
+    with pytest.raises(MemoryError, match=r"more than the 0.0004883 GiB available"):
         fs.SoftmaxRegression(40, 3000).fit(X, y)  # lbfgs: 3000 x 41 parameters, 24 bytes each (2.95 MB)

@@ -169,6 +169,22 @@ def test_threaded_scheduler_equals_single_machine(data, single_machine, solver):
         np.testing.assert_allclose(model.W, reference.W, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_fit_refused_for_memory_suggests_only_a_solver_that_runs_on_dask(data, monkeypatch, dtype):
+    from fastsoftmax import _memory, engine
+
+    X, y = data
+    Xd = da.from_array(X.astype(dtype), chunks=(CHUNK, D))
+    monkeypatch.setattr(engine, "MEMORY_CHECK_MIN_BYTES", 0)
+    # sgd would fit, but does not run on Dask: gd does in float32 (12 bytes a parameter), none in float64
+    monkeypatch.setattr(_memory, "available_memory", lambda: engine.fit_memory_floor(K, D, "gd", 4))
+    with pytest.raises(MemoryError) as raised:
+        fit_dask(SoftmaxRegression(D, K, dtype=dtype), Xd, y, solver="lbfgs", max_iter=1)
+    message = str(raised.value)
+    assert "sgd" not in message
+    assert ("; solver 'gd' would need" in message) == (dtype == np.float32)
+
+
 def test_sample_weight_float32(data):
     X, y = data
     w = np.random.default_rng(0).uniform(0, 2, size=N)

@@ -10,6 +10,7 @@ body on X, or a row is short) and the copy fits the memory budget.
 
 from __future__ import annotations
 
+import functools
 import sys
 
 import numpy as np
@@ -316,7 +317,12 @@ def test_the_copy_is_made_at_the_second_evaluation(rng, row_blocks_calls):
     np.testing.assert_allclose(second[1], first[1], rtol=tol, atol=tol * float(np.abs(X).max()))
 
 
-def test_available_memory_reads_the_system_and_falls_back(monkeypatch):
+def test_available_memory_reads_the_system_and_falls_back(monkeypatch, tmp_path):
+    from fastsoftmax import _memory
+
+    # No memory control group either (a container's limit would be the figure left).
+    monkeypatch.setattr(_memory, "PROC_SELF_CGROUP", str(tmp_path / "no-cgroup"))
+    monkeypatch.setattr(_memory, "_memory_cgroup_dirs", functools.cache(_memory._memory_cgroup_dirs.__wrapped__))
     available = _data.available_memory()
     if sys.platform.startswith("linux"):
         assert available > 0  # MemAvailable
