@@ -79,8 +79,10 @@ def cgroup_memory_left() -> int | None:
             else ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_cache", "total_shmem")
         )
         limit = _read_int(os.path.join(directory, limit_file))
+        if limit is None or limit >= V1_NO_LIMIT:
+            continue
         usage = _read_int(os.path.join(directory, usage_file))
-        if limit is None or limit >= V1_NO_LIMIT or usage is None:
+        if usage is None:
             continue
         stat = _memory_stat(os.path.join(directory, "memory.stat"))
         used = usage - min(usage, stat.get(cache, 0)) + stat.get(shared, 0)
@@ -139,9 +141,13 @@ def _fields(lines: list[str]) -> list[tuple[str, str, str]]:
 def _read_int(path: str) -> int | None:
     """The integer a control-group file holds; None for ``max`` (no limit) or a file that cannot be read."""
     try:
-        with open(path, encoding="ascii") as file:
-            text = file.read().strip()
-        return None if text == "max" else int(text)
+        # os.read, not open(): a text file object costs about 10 us more, and this runs before every fit
+        descriptor = os.open(path, os.O_RDONLY)
+        try:
+            text = os.read(descriptor, 64).strip()
+        finally:
+            os.close(descriptor)
+        return None if text == b"max" else int(text)
     except (OSError, ValueError):
         return None
 
