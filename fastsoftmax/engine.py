@@ -85,8 +85,8 @@ STEP_FREE_SOLVERS = ("lbfgs", "newton-cg")
 #: partial_fit, sgd 32 / 8 and adam 40 / 24 in float32).
 SOLVER_ARRAYS = {"lbfgs": (3, 0), "newton-cg": (3, 0), "gd": (0, 3), "sgd": (0, 2), "adam": (2, 2)}
 #: Fits whose solver holds less than this are not checked: the check reads
-#: the memory available (/proc, and the control groups that set a limit),
-#: about 16 us, which a fit of a small model should not pay.
+#: the memory available (/proc/meminfo and the control groups' limits,
+#: 16-45 us), which a fit of a small model should not pay.
 MEMORY_CHECK_MIN_BYTES = 64 << 20
 
 
