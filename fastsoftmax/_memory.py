@@ -33,18 +33,24 @@ def available_memory() -> int | None:
     physical pages, else a quarter of all of them (macOS).
     """
     machine = _mem_available()
+    if machine is None:
+        machine = _physical_memory_free()
     group = cgroup_memory_left()
-    if machine is not None:
-        return machine if group is None else min(machine, group)
+    if machine is None:
+        return group
+    return machine if group is None else min(machine, group)
+
+
+def _physical_memory_free() -> int | None:
+    """The free physical pages' bytes, else a quarter of all of them (macOS); None without sysconf (Windows)."""
     try:
         page = os.sysconf("SC_PAGE_SIZE")
         try:
-            machine = os.sysconf("SC_AVPHYS_PAGES") * page
+            return os.sysconf("SC_AVPHYS_PAGES") * page
         except (ValueError, OSError):  # no such name (macOS): guess a quarter of the total
-            machine = os.sysconf("SC_PHYS_PAGES") * page // 4
+            return os.sysconf("SC_PHYS_PAGES") * page // 4
     except (ValueError, OSError, AttributeError):  # no sysconf (Windows)
-        return group
-    return machine if group is None else min(machine, group)
+        return None
 
 
 def _mem_available() -> int | None:

@@ -53,7 +53,7 @@ import copy
 import math
 import os
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
 import numpy as np
@@ -563,7 +563,7 @@ def fit_memory_shortfall(
     n_features: int,
     solver: str,
     itemsize: int,
-    offered: tuple[str, ...] = tuple(SOLVER_ARRAYS),
+    offered: Iterable[str] = tuple(SOLVER_ARRAYS),
 ) -> str | None:
     """Why a fit of K classes and D features with ``solver`` cannot run in the memory available, or None.
 
@@ -590,19 +590,17 @@ def fit_memory_shortfall(
     )
 
 
-def _solvers_of(objective: Objective) -> tuple[str, ...]:
-    """The solvers that ``objective`` runs (Dask's: only the full-batch ones)."""
-    offered = []
+def _solvers_of(objective: Objective) -> Iterator[str]:
+    """The solvers that ``objective`` runs (Dask's: only the full-batch ones), asked only when a fit is refused."""
     for solver in SOLVER_ARRAYS:
         try:
             objective.check_solver(solver)
         except ValueError:
             continue
-        offered.append(solver)
-    return tuple(offered)
+        yield solver
 
 
-def _refuse_what_cannot_fit(model: Trainable, solver: str, offered: tuple[str, ...] = tuple(SOLVER_ARRAYS)) -> None:
+def _refuse_what_cannot_fit(model: Trainable, solver: str, offered: Iterable[str] = tuple(SOLVER_ARRAYS)) -> None:
     """Raise MemoryError, before anything is allocated, for a fit that cannot run in the memory available.
 
     20,000,000 classes of 50 features, given to ``fastsoftmax train``, ran
