@@ -12,6 +12,7 @@ from typing import Literal, NamedTuple
 import numpy as np
 
 from fastsoftmax import _checks, kernels
+from fastsoftmax._terms import _weight_sum, l2_penalty
 from fastsoftmax._threading import EXP_WORK, parallel_section, serial_section, work_chunks
 
 
@@ -137,21 +138,6 @@ def _check_problem(X, y, W, b, sample_weight, scale_free: bool = False):
     return X, y, W, b, sample_weight
 
 
-def l2_penalty(W: np.ndarray, l2: float) -> float:
-    """(l2 / 2) ||W||_F^2, summed in float64 so that a large float32 W cannot overflow it."""
-    if not l2:
-        return 0.0
-    W64 = W.ravel().astype(np.float64, copy=False)
-    with np.errstate(over="ignore"):  # an inf penalty is how training loops see divergence
-        return 0.5 * l2 * float(np.dot(W64, W64))
-
-
-def _weight_sum(sample_weight: np.ndarray, n_samples: int) -> float:
-    if sample_weight.shape[0] == 0:
-        return float(n_samples)
-    return float(sample_weight.sum(dtype=np.float64))
-
-
 def loss_and_grad(X, y, W, b, *, l2: float = 0.0, sample_weight=None) -> tuple[float, np.ndarray, np.ndarray]:
     r"""Mean cross-entropy of softmax regression and its gradient, in one pass over X.
 
@@ -169,8 +155,9 @@ def loss_and_grad(X, y, W, b, *, l2: float = 0.0, sample_weight=None) -> tuple[f
 
     Parameters
     ----------
-    X : array_like, shape (N, D)
-        Float32 or float64 matching W; integer X is cast to W's dtype.
+    X : array_like or scipy.sparse matrix, shape (N, D)
+        Float32 or float64 matching W; integer X is cast to W's dtype (a
+        sparse X of any real dtype is cast to it, ``_sparse.check_sparse_X``).
     y : array_like of int, shape (N,)
         Class indices in [0, K).
     W : ndarray, shape (K, D)
@@ -194,6 +181,10 @@ def loss_and_grad(X, y, W, b, *, l2: float = 0.0, sample_weight=None) -> tuple[f
     TypeError
         On non-float W, mismatched float dtypes or non-integer labels.
     """
+    if _checks._is_scipy_sparse(X):
+        from fastsoftmax._sparse import sparse_loss_and_grad
+
+        return sparse_loss_and_grad(X, y, *_checks.check_weights(W, b), _checks.check_l2(l2), sample_weight)
     # The normalised weights w_i / sum w do not depend on the weights' scale.
     X, y, W, b, sample_weight = _check_problem(X, y, W, b, sample_weight, scale_free=True)
     l2 = _checks.check_l2(l2)
@@ -456,13 +447,21 @@ def predict_proba(X, W, b, *, out: np.ndarray | None = None) -> np.ndarray:
 
     Parameters
     ----------
-    X : array_like, shape (N, D)
+    X : array_like or scipy.sparse matrix, shape (N, D)
     W : ndarray, shape (K, D)
     b : ndarray, shape (K,)
     out : ndarray, shape (N, K), optional
         Writeable, C-contiguous, of W's dtype (as :func:`softmax`'s ``out``).
         Written in place and returned; must not overlap X, W or b (ValueError).
     """
+    if _checks._is_scipy_sparse(X):
+        from fastsoftmax._sparse import predict_sparse
+
+        W, b = _checks.check_weights(W, b)
+        out = _checks.check_out(out, (X.shape[0], W.shape[0]), W.dtype)
+        _checks.check_out_overlap(out, {"W": W, "b": b})
+        predict_sparse(X, W, b, proba_out=out)
+        return out
     X, W, b = _check_prediction_input(X, W, b)
     out = _checks.check_out(out, (X.shape[0], W.shape[0]), W.dtype)
     _checks.check_out_overlap(out, {"X": X, "W": W, "b": b})
@@ -475,8 +474,9 @@ def predict(X, W, b) -> np.ndarray:
 
     Parameters
     ----------
-    X : array_like, shape (N, D)
-        Float32 or float64 matching W; integer X is cast to W's dtype.
+    X : array_like or scipy.sparse matrix, shape (N, D)
+        Float32 or float64 matching W; integer X is cast to W's dtype (a
+        sparse X of any real dtype is cast to it, ``_sparse.check_sparse_X``).
     W : ndarray, shape (K, D)
     b : ndarray, shape (K,)
 
@@ -485,6 +485,10 @@ def predict(X, W, b) -> np.ndarray:
     ndarray of int64, shape (N,)
         Class indices in [0, K).
     """
+    if _checks._is_scipy_sparse(X):
+        from fastsoftmax._sparse import predict_sparse
+
+        return predict_sparse(X, *_checks.check_weights(W, b))
     X, W, b = _check_prediction_input(X, W, b)
     labels = np.empty(X.shape[0], dtype=np.int64)
     _predict_into(X, W, b, np.empty((0, W.shape[0]), dtype=W.dtype), labels)

@@ -94,7 +94,8 @@ def _as_array(a, name: str, what: str = "a NumPy array", object_fix: str | None 
             raise TypeError(f"{name} is None; pass {what}.")
         if arr.ndim == 0 and _is_scipy_sparse(arr[()]):  # np.asarray wraps it in a 0-d object array
             raise TypeError(
-                f"{name} is a scipy.sparse matrix; fastsoftmax takes dense arrays: "
+                f"{name} is a scipy.sparse matrix; this call takes dense arrays (fit, partial_fit, predict, "
+                f"predict_proba, accuracy, loss_and_grad and SoftmaxClassifier take sparse X as it is): "
                 f"pass {name}.toarray() if it fits in memory."
             )
         fix = object_fix or f"pass a numeric array (for example {name}.astype(np.float64))"

@@ -14,6 +14,7 @@ from fastsoftmax._api import descend, fused_loss_grad, l2_penalty, predict, pred
 from fastsoftmax._api import softmax as softmax_rows
 from fastsoftmax._io import atomic_file, newer_format, npz_scalar, read_npz, refuse_other_file_kind, write_npz
 from fastsoftmax._layout import pack, unpack
+from fastsoftmax._sparse import is_sparse
 from fastsoftmax._threading import copied_for_saving, exclusive_training, read_while_trained_elsewhere, run_whole
 from fastsoftmax.checkpoint import check_directory as check_checkpoint_directory
 from fastsoftmax.exceptions import ConvergenceWarning, TrainingError
@@ -227,6 +228,10 @@ class SoftmaxRegression:
         X = _checks.as_compute_dtype(X, self.dtype, learning=learning)
         return _checks.check_X(X, self.dtype, self.input_dim, fortran_ok, takes_y=takes_y)
 
+    def _X_to_score(self, X):
+        """X for prediction: a scipy.sparse X as given (the sparse kernels check it), else checked here."""
+        return X if is_sparse(X) else self._X(X, fortran_ok=True, takes_y=False)
+
     def _Xy(
         self, X, y, fortran_ok: bool = False, scan_labels: bool = True, learning: bool = False
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -341,7 +346,7 @@ class SoftmaxRegression:
     def predict(self, X) -> np.ndarray:
         """Predicted class indices, shape (N,) int64."""
         W, b = self._params()
-        return predict(self._X(X, fortran_ok=True, takes_y=False), W, b)
+        return predict(self._X_to_score(X), W, b)
 
     def accuracy(self, X, y) -> float:
         """Fraction of rows whose predicted class equals y, ``mean(predict(X) == y)``, a float in [0, 1].
@@ -352,7 +357,10 @@ class SoftmaxRegression:
         y : array_like of int, shape (N,)
             Class indices in [0, K).
         """
-        X, y = self._Xy(X, y, fortran_ok=True)
+        if is_sparse(X):
+            y = _checks.check_labels(y, X.shape[0], self.num_classes)
+        else:
+            X, y = self._Xy(X, y, fortran_ok=True)
         return float(np.mean(self.predict(X) == y))
 
     # -- estimator extras ------------------------------------------------------
@@ -360,7 +368,7 @@ class SoftmaxRegression:
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities softmax(X W^T + b), shape (N, K), in the model's dtype."""
         W, b = self._params()
-        return predict_proba(self._X(X, fortran_ok=True, takes_y=False), W, b)
+        return predict_proba(self._X_to_score(X), W, b)
 
     def score(self, X, y) -> float:
         """Mean accuracy on (X, y), as scikit-learn's classifiers define ``score``."""
@@ -555,7 +563,7 @@ class SoftmaxRegression:
         _checks.warn_unused_lr(lr, options.solver)
         if checkpoint is not None:
             checkpoint = check_checkpoint_directory(checkpoint)
-        self._params(update=True, data={"X": X, "y": y, "sample_weight": sample_weight})
+        self._params(update=True, data={"X": X.data if is_sparse(X) else X, "y": y, "sample_weight": sample_weight})
         objective = make_objective(
             X,
             y,
@@ -646,7 +654,7 @@ class SoftmaxRegression:
             l2=l2,
             fit_intercept=fit_intercept,
         )
-        self._params(update=True, data={"X": X, "y": y, "sample_weight": sample_weight})
+        self._params(update=True, data={"X": X.data if is_sparse(X) else X, "y": y, "sample_weight": sample_weight})
         objective = make_objective(
             X,
             y,

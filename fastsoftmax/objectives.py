@@ -12,6 +12,8 @@ not finite). This is the only layer that knows where the data lives:
 
 * :class:`ChunkedObjective`: in-memory arrays, ``np.memmap`` and ``.npy``
   files, through :class:`fastsoftmax._data.DataSource` (streamed in chunks);
+* :class:`fastsoftmax._sparse.SparseObjective`: a scipy.sparse X, read as
+  CSR by the sparse kernels;
 * :class:`fastsoftmax.distributed.DaskObjective`: Dask arrays, one map-reduce
   per evaluation on the cluster.
 
@@ -31,6 +33,7 @@ from fastsoftmax._data import PATH_TYPES, DataSource, block_shuffled_batches, ch
 from fastsoftmax._hessian import chunked_hvp
 from fastsoftmax._io import release_rows
 from fastsoftmax._scaling import FeatureScaling, moments_about, reference_point
+from fastsoftmax._sparse import is_sparse, make_sparse_objective
 
 
 class ChunkedObjective:
@@ -166,7 +169,8 @@ def make_objective(
 ):
     """The objective for data in any form that ``SoftmaxRegression.fit`` accepts.
 
-    Validates the data once: in-memory arrays fully (shape, dtype, labels);
+    Validates the data once: in-memory arrays fully (shape, dtype, labels),
+    a scipy.sparse X too (its structure and values, ``_sparse.check_sparse_X``);
     memmaps and ``.npy`` paths by shape and a chunked label scan; Dask arrays
     by their metadata (the values are checked on the cluster on entry).
     :func:`fastsoftmax.engine.fit` enters it (a Dask objective persists and
@@ -185,6 +189,14 @@ def make_objective(
 
         X_cast, y, sample_weight = check_chunked(X, y, sample_weight, dtype, n_features)
         return DaskObjective(X_cast, y, sample_weight, n_classes, l2, client=client, persist=persist, uncast_X=X)
+    if is_sparse(X):
+        if chunk_size is not None:
+            raise ValueError(
+                "chunk_size applies to dense X; a sparse X is read as it lies, in one pass (leave chunk_size unset)."
+            )
+        return make_sparse_objective(
+            X, y, n_features=n_features, n_classes=n_classes, dtype=dtype, l2=l2, sample_weight=sample_weight
+        )
     if not _is_path_or_map(X) and not _is_path_or_map(y):
         X = _checks.as_compute_dtype(X, dtype)
         fortran_ok = X.flags.f_contiguous and _trains_in_place(X, n_features, n_classes, chunk_size, minibatches)

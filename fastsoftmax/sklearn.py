@@ -73,17 +73,12 @@ from fastsoftmax._io import (
     release_rows,
     write_npz,
 )
+from fastsoftmax._sparse import check_sparse_X, is_sparse, sparse_logits_error
 from fastsoftmax._threading import copied_for_saving, exclusive_training, numba_threads
 from fastsoftmax.model import SoftmaxRegression
 
 _FORMAT = "fastsoftmax-sklearn"
 _FORMAT_VERSION = 1
-
-SPARSE_MESSAGE = (
-    "SoftmaxClassifier does not take sparse input yet: a fused sparse kernel is planned; "
-    "densify with X.toarray() if it fits in memory. In a pipeline, have the step before it give "
-    "dense output: OneHotEncoder(sparse_output=False), or ColumnTransformer(..., sparse_threshold=0)."
-)
 
 _MINIBATCH_SOLVERS = ("sgd", "adam")
 
@@ -122,19 +117,6 @@ def _is_path(X) -> bool:
     return isinstance(X, (str, bytes, os.PathLike))
 
 
-def _refuse_sparse(X) -> None:
-    import scipy.sparse
-
-    if scipy.sparse.issparse(X):
-        raise TypeError(SPARSE_MESSAGE)
-    # scikit-learn turns a frame whose columns are all sparse into a SciPy
-    # matrix, and would say "use X.toarray()", which a DataFrame lacks.
-    dtypes = getattr(X, "dtypes", None)
-    if hasattr(X, "sparse") and hasattr(dtypes, "__len__") and len(dtypes):
-        if all(type(dtype).__name__ == "SparseDtype" for dtype in dtypes):
-            raise TypeError(SPARSE_MESSAGE.replace("X.toarray()", "X.sparse.to_dense()"))
-
-
 def _nonfinite_logits_error(X: np.ndarray, W: np.ndarray, b: np.ndarray) -> ValueError:
     """The error for logits X W^T + b that are not all finite: NaN or inf in X, or else an overflow.
 
@@ -142,6 +124,12 @@ def _nonfinite_logits_error(X: np.ndarray, W: np.ndarray, b: np.ndarray) -> Valu
     skips the validation's scan, and a NaN in X was reported as logits that
     overflow "although X, W and b are finite".
     """
+    if is_sparse(X):
+        try:
+            rows = check_sparse_X(X, W.dtype, W.shape[1], learning=False)
+        except ValueError as nonfinite:
+            return nonfinite
+        return sparse_logits_error(rows, W, b)
     try:
         _checks.check_X_finite(X, "before predicting")
     except ValueError as nonfinite:
@@ -311,7 +299,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = False
+        tags.input_tags.sparse = True
         tags.input_tags.allow_nan = False
         # Mini-batch solvers shuffle with random_state; lbfgs and gd are deterministic.
         tags.non_deterministic = self.solver in _MINIBATCH_SOLVERS and self.random_state is None
@@ -415,9 +403,9 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
     # -- data ------------------------------------------------------------------
 
     def _validate_X(self, X, kernel_finds_nonfinite: bool = False) -> np.ndarray:
-        """X for prediction: dense, the fitted number of features, the model's dtype.
+        """X for prediction: the fitted number of features, the model's dtype; a sparse X as CSR.
 
-        In C or Fortran order as given (a pandas frame's values are
+        A dense X comes in C or Fortran order as given (a pandas frame's values are
         Fortran-ordered): the prediction kernels read either where it lies.
         With ``kernel_finds_nonfinite``, scikit-learn's scan for NaN and inf is
         skipped: the prediction kernels count the rows whose logits are not
@@ -425,7 +413,6 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         so a finite X is read once, not twice (predict at 1e6 x 20 x 3
         float32: the scan took 4.0 of 13.1 ms).
         """
-        _refuse_sparse(X)
         check_is_fitted(self)
         return self._validate_and_cast(
             X, dtypes=[self.coef_.dtype], learning=False, reset=False, ensure_all_finite=not kernel_finds_nonfinite
@@ -440,9 +427,13 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         value in X, with the wrong fix. ``learning=False``: X is only scored
         (see ``_checks.cast_X``).
         """
-        validated = validate_data(self, X, *y, dtype=[*dtypes, *_checks.FLOAT_DTYPES], **options)
+        validated = validate_data(self, X, *y, dtype=[*dtypes, *_checks.FLOAT_DTYPES], accept_sparse="csr", **options)
         X, y_out = validated if y else (validated, None)
-        if X.dtype not in dtypes:
+        if X.dtype not in dtypes and is_sparse(X):
+            # Cast by the sparse kernels' check, which names a value beyond float32's range by its row.
+            rows = check_sparse_X(X, dtypes[0], learning=learning)
+            X = type(X)((rows.data, rows.indices, rows.indptr), shape=rows.shape)
+        elif X.dtype not in dtypes:
             X = _checks.cast_X(X, dtypes[0], learning=learning)
         return (X, y_out) if y else X
 
@@ -701,8 +692,9 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         X : array_like, shape (N, D)
             Anything ``sklearn.utils.check_array`` accepts (lists, DataFrames,
             memmaps), a path of an ``.npy`` file (streamed in chunks), or a
-            dask.array chunked by rows (solvers "lbfgs", "gd" and "newton-cg"). Sparse
-            matrices are refused.
+            dask.array chunked by rows (solvers "lbfgs", "gd" and "newton-cg"), or a
+            scipy.sparse matrix or array (any format; read as CSR by fused
+            sparse kernels, every solver).
         y : array_like, shape (N,)
             Class labels of any kind ``np.unique`` sorts, or the path of an
             ``.npy`` file of them.
@@ -740,7 +732,6 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         return self
 
     def _fit(self, X, y, sample_weight) -> SoftmaxClassifier:
-        _refuse_sparse(X)
         self._check_params()
         _checks.warn_unused_lr(self.lr, self.solver, stacklevel=3)  # the caller of fit
         X, y, dtype = self._prepare_fit(X, y, sample_weight)
@@ -813,7 +804,6 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         return self
 
     def _partial_fit(self, X, y, classes, sample_weight) -> SoftmaxClassifier:
-        _refuse_sparse(X)
         if _is_path(X) or _is_path(y):
             raise TypeError(
                 "partial_fit takes arrays, not paths: it trains on the rows you stream to it. Open an .npy "

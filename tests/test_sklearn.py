@@ -32,7 +32,6 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from fastsoftmax import SoftmaxClassifier, kernels
-from fastsoftmax.sklearn import SPARSE_MESSAGE
 
 TOL = 1e-10
 MAX_ITER = 20_000
@@ -911,31 +910,16 @@ def test_dask_X_that_is_not_2d_is_refused_by_name(shape, fitted):
         est.fit(da.from_array(np.ones(shape), chunks=50), y)
 
 
-def test_sparse_is_refused_with_the_fix():
-    sparse = pytest.importorskip("scipy.sparse")
-    X, y = generated(k=3)
-    for call in (
-        lambda e: e.fit(sparse.csr_matrix(X), y),
-        lambda e: e.partial_fit(sparse.csr_array(X), y, classes=[0, 1, 2]),
-    ):
-        with pytest.raises(TypeError, match="densify with X.toarray()") as info:
-            call(SoftmaxClassifier())
-        assert str(info.value) == SPARSE_MESSAGE
-    est = SoftmaxClassifier().fit(X, y)
-    with pytest.raises(TypeError, match="fused sparse kernel is planned"):
-        est.predict(sparse.csr_matrix(X))
-
-
-def test_a_frame_of_sparse_columns_is_refused_with_the_frames_fix():
-    """scikit-learn's message said to call X.toarray(), which a DataFrame does not have."""
+def test_a_frame_of_sparse_columns_trains_as_its_dense_frame():
+    """scikit-learn hands a frame whose columns are all sparse over as a SciPy matrix: the sparse kernels read it."""
     pd = pytest.importorskip("pandas")
     X, y = generated(k=3)
-    frame = pd.DataFrame({f"c{j}": pd.arrays.SparseArray(X[:, j]) for j in range(X.shape[1])})
-    with pytest.raises(TypeError, match=r"densify with X\.sparse\.to_dense\(\).*sparse_output=False"):
-        SoftmaxClassifier().fit(frame, y)
-    np.testing.assert_array_equal(
-        SoftmaxClassifier().fit(frame.sparse.to_dense(), y).coef_, SoftmaxClassifier().fit(X, y).coef_
-    )
+    X[X < 0.5] = 0.0
+    frame = pd.DataFrame({f"c{j}": pd.arrays.SparseArray(X[:, j], fill_value=0.0) for j in range(X.shape[1])})
+    on_frame = SoftmaxClassifier().fit(frame, y)
+    on_dense = SoftmaxClassifier().fit(frame.sparse.to_dense(), y)
+    np.testing.assert_allclose(on_frame.coef_, on_dense.coef_, atol=1e-6)
+    np.testing.assert_array_equal(on_frame.predict(frame), on_dense.predict(X))
 
 
 @pytest.mark.parametrize(

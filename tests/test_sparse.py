@@ -1,0 +1,361 @@
+"""A scipy.sparse X: the CSR kernels against the dense oracle, fits, the estimator, and bad sparse input."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+from conftest import (
+    DTYPE_IDS,
+    DTYPES,
+    FD_TOL,
+    assert_grad_close,
+    five_point_derivative,
+    grad_rtol,
+    reference_loss_grad,
+    rtol_for,
+)
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import fastsoftmax as fs
+from fastsoftmax import _sparse, kernels
+from fastsoftmax._layout import pack, unpack
+from fastsoftmax.model import SoftmaxRegression
+
+sparse = pytest.importorskip("scipy.sparse")
+
+
+def sparse_problem(rng, n, d, k, dtype=np.float64, *, density=0.3, weighted=False, scale=1.0, index_dtype=np.int32):
+    """(X as a csr_array, y, W, b, w): random values at random places, every class present where N >= K."""
+    dense = rng.standard_normal((n, d)) * (rng.random((n, d)) < density)
+    X = sparse.csr_array(dense.astype(dtype))
+    X.indices, X.indptr = X.indices.astype(index_dtype), X.indptr.astype(index_dtype)
+    y = rng.integers(0, k, size=n)
+    if n >= k:
+        y[:k] = np.arange(k)
+    W = (scale * rng.standard_normal((k, d))).astype(dtype)
+    b = (scale * rng.standard_normal(k)).astype(dtype)
+    w = rng.uniform(0.1, 2.0, size=n).astype(dtype) if weighted else None
+    return X, y, W, b, w
+
+
+SHAPES = [(1, 1, 2), (1, 5, 3), (7, 1, 2), (50, 3, 2), (200, 30, 7), (64, 12, 300)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("n, d, k", SHAPES)
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("index_dtype", [np.int32, np.int64])
+def test_loss_and_grad_match_the_dense_oracle(rng, dtype, n, d, k, weighted, index_dtype):
+    X, y, W, b, w = sparse_problem(rng, n, d, k, dtype, weighted=weighted, index_dtype=index_dtype)
+    loss, dW, db = fs.loss_and_grad(X, y, W, b, l2=0.3, sample_weight=w)
+    assert dW.dtype == dtype and db.dtype == dtype and dW.shape == (k, d)
+    ref = reference_loss_grad(X.toarray(), y, W, b, l2=0.3, sample_weight=w)
+    assert_grad_close(loss, dW, db, ref, X.toarray(), W, 0.3, grad_rtol(dtype, n, d, k))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_awkward_storage_counts_as_scipy_does(rng, dtype):
+    """Repeated and unsorted columns, stored zeros, empty rows, a read-only X: each as X.toarray() reads it."""
+    data = np.array([1.5, -2.0, 0.0, 3.0, 0.5, 0.25, -1.0], dtype=dtype)
+    indices = np.array([2, 0, 1, 2, 2, 0, 3], dtype=np.int32)  # row 0 holds column 2 twice, row 2 unsorted
+    indptr = np.array([0, 3, 3, 7, 7], dtype=np.int32)  # rows 1 and 3 store nothing
+    for a in (data, indices, indptr):
+        a.flags.writeable = False
+    X = sparse.csr_matrix((data, indices, indptr), shape=(4, 4))
+    y = np.array([0, 2, 1, 2])
+    W = rng.standard_normal((3, 4)).astype(dtype)
+    b = rng.standard_normal(3).astype(dtype)
+    loss, dW, db = fs.loss_and_grad(X, y, W, b)
+    assert_grad_close(
+        loss, dW, db, reference_loss_grad(X.toarray(), y, W, b), X.toarray(), W, 0.0, grad_rtol(dtype, 4, 4, 3)
+    )
+    np.testing.assert_array_equal(fs.predict(X, W, b), fs.predict(X.toarray(), W, b))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_extreme_logits_keep_the_loss_exact(dtype):
+    """Logits of +-1e4: no overflow, and a confident row's loss and gradient do not cancel to 0."""
+    X = sparse.csr_array(np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], dtype=dtype))
+    W = np.array([[1e4, -1e4], [-1e4, 1e4], [0.0, 0.0]], dtype=dtype)
+    b = np.zeros(3, dtype=dtype)
+    y = np.array([1, 1, 2])
+    loss, dW, db = fs.loss_and_grad(X, y, W, b)
+    ref = reference_loss_grad(X.toarray(), y, W, b)
+    assert_grad_close(loss, dW, db, ref, X.toarray(), W, 0.0, grad_rtol(dtype, 3, 2, 3))
+    # A confident, right row: loss exp(-20) (not 0), the true class's gradient -exp(-20) (not 0).
+    Xc = sparse.csr_array(np.array([[1.0, 0.0]], dtype=dtype))
+    Wc = np.array([[10.0, 0.0], [-10.0, 0.0]], dtype=dtype)
+    loss, dW, db = fs.loss_and_grad(Xc, np.array([0]), Wc, np.zeros(2, dtype=dtype))
+    tail = math.exp(-20.0)
+    np.testing.assert_allclose(loss, math.log1p(tail), rtol=rtol_for(dtype, 4))
+    np.testing.assert_allclose(db, [-tail / (1 + tail), tail / (1 + tail)], rtol=rtol_for(dtype, 4))
+
+
+def test_gradient_and_hessian_match_finite_differences(rng):
+    X, y, W, b, w = sparse_problem(rng, 40, 6, 4, weighted=True)
+    objective = _sparse.make_sparse_objective(
+        X, y, n_features=6, n_classes=4, dtype=np.dtype(np.float64), l2=0.2, sample_weight=w
+    )
+    theta = pack(W, b)
+    direction = rng.standard_normal(theta.shape)
+    _, grad = objective(theta)
+    slope = five_point_derivative(lambda h: objective(theta + h * direction)[0])
+    np.testing.assert_allclose(slope, grad @ direction, rtol=FD_TOL, atol=FD_TOL)
+    curvature = five_point_derivative(lambda h: objective(theta + h * direction)[1] @ direction)
+    np.testing.assert_allclose(curvature, objective.hvp(theta, direction) @ direction, rtol=FD_TOL, atol=FD_TOL)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_hessian_vector_product_matches_the_dense_kernel(rng, dtype):
+    X, y, W, b, w = sparse_problem(rng, 300, 20, 6, dtype, weighted=True)
+    V, c = rng.standard_normal(W.shape).astype(dtype), rng.standard_normal(b.shape).astype(dtype)
+    objective = _sparse.make_sparse_objective(
+        X, y, n_features=20, n_classes=6, dtype=np.dtype(dtype), l2=0.1, sample_weight=w
+    )
+    HV, Hc = unpack(objective.hvp(pack(W, b), pack(V, c)), 6, 20)
+    dense_HV, dense_Hc = fs.hessian_vector_product(X.toarray(), W, b, V, c, l2=0.1, sample_weight=w)
+    rtol = grad_rtol(dtype, 300, 20, 6)
+    np.testing.assert_allclose(HV, dense_HV, rtol=rtol, atol=rtol * float(np.abs(dense_HV).max()))
+    np.testing.assert_allclose(Hc, dense_Hc, rtol=rtol, atol=rtol * float(np.abs(dense_Hc).max()))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_chunks_of_rows_add_up_to_one_pass(rng, dtype):
+    """The threads' chunks (cut by stored values) and mini-batch rows give the sums of one serial pass."""
+    X, y, W, b, w = sparse_problem(rng, 333, 17, 5, dtype, weighted=True)
+    rows = _sparse.check_sparse_X(X, np.dtype(dtype))
+    Wt = kernels.read_only(np.ascontiguousarray(W.T))
+
+    def sums(n_chunks, subset):
+        bounds = (
+            _sparse.nnz_chunks(rows.indptr, n_chunks)
+            if not subset.shape[0]
+            else _sparse._even_chunks(subset.shape[0], n_chunks)
+        )
+        dWt, db = np.zeros((n_chunks, 17, 5)), np.zeros((n_chunks, 5))
+        loss = kernels.csr_loss_grad_sums(*rows.arrays(), subset, bounds, y, Wt, b, w, dWt, db)
+        return loss, dWt.sum(axis=0), db.sum(axis=0)
+
+    one = sums(1, np.empty(0, dtype=np.int64))
+    for n_chunks in (2, 3, 7):
+        bounds = _sparse.nnz_chunks(rows.indptr, n_chunks)
+        assert bounds[0] == 0 and bounds[-1] == 333 and np.all(np.diff(bounds) >= 0)
+        for got, want in zip(sums(n_chunks, np.empty(0, dtype=np.int64)), one, strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    picked = np.array([5, 5, 300, 0, 17], dtype=np.int64)
+    picked_rows = sparse.csr_array(X[picked])
+    dense_subset = reference_loss_grad(picked_rows.toarray(), y[picked], W, b, sample_weight=w[picked])
+    loss, dWt, db = sums(2, picked)
+    weight = float(w[picked].astype(np.float64).sum())
+    np.testing.assert_allclose(loss / weight, dense_subset[0], rtol=grad_rtol(dtype, 5, 17, 5))
+    np.testing.assert_allclose(dWt.T / weight, dense_subset[1], rtol=grad_rtol(dtype, 5, 17, 5), atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_predictions_match_the_dense_ones(rng, dtype):
+    X, _, W, b, _ = sparse_problem(rng, 500, 25, 9, dtype)
+    for form in ("csr_array", "csc_matrix", "coo_array"):
+        Xf = getattr(sparse, form)(X)
+        np.testing.assert_array_equal(fs.predict(Xf, W, b), fs.predict(X.toarray(), W, b))
+        proba = fs.predict_proba(Xf, W, b)
+        assert proba.dtype == dtype
+        np.testing.assert_allclose(
+            proba, fs.predict_proba(X.toarray(), W, b), rtol=rtol_for(dtype, 26, 9), atol=rtol_for(dtype, 26, 9)
+        )
+    # Ties go to the lowest class, as np.argmax: an empty row under equal intercepts.
+    empty = sparse.csr_array((2, 25), dtype=dtype)
+    np.testing.assert_array_equal(fs.predict(empty, W, np.zeros(9, dtype=dtype)), [0, 0])
+
+
+@pytest.mark.parametrize("solver", ["lbfgs", "newton-cg", "gd"])
+@pytest.mark.parametrize("precondition", [False, True])
+def test_a_sparse_fit_reaches_the_dense_fit(rng, solver, precondition):
+    X, y, _, _, w = sparse_problem(rng, 400, 30, 5, weighted=True, density=0.2)
+    fits = []
+    for data in (X, X.toarray()):
+        model = SoftmaxRegression(30, 5, seed=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", fs.ConvergenceWarning)
+            model.fit(
+                data, y, solver=solver, l2=1e-2, tol=1e-10, max_iter=300, sample_weight=w, precondition=precondition
+            )
+        fits.append(model)
+    np.testing.assert_allclose(fits[0].W, fits[1].W, atol=1e-5)
+    np.testing.assert_allclose(fits[0].b, fits[1].b, atol=1e-5)
+    assert fits[0].accuracy(X, y) == fits[1].accuracy(X.toarray(), y)
+
+
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+def test_minibatch_solvers_train_on_sparse_rows(rng, solver):
+    """The planted model's labels are learnt well past chance, by fit and by partial_fit."""
+    X, _, W_true, b_true, _ = sparse_problem(rng, 2000, 40, 4, density=0.3, scale=3.0)
+    y = fs.predict(X, W_true, b_true)
+    model = SoftmaxRegression(40, 4, dtype=np.float32, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fs.ConvergenceWarning)
+        model.fit(X, y, solver=solver, lr=0.05, max_iter=30, batch_size=64, seed=1)
+    assert model.accuracy(X, y) > 0.8
+    streamed = SoftmaxRegression(40, 4, dtype=np.float32, seed=0)
+    for _ in range(20):
+        streamed.partial_fit(X, y, solver=solver, lr=0.05, batch_size=64, seed=1)
+    assert streamed.accuracy(X, y) > 0.8
+
+
+def test_a_fit_resumes_from_its_checkpoint(rng, tmp_path):
+    X, y, _, _, _ = sparse_problem(rng, 300, 12, 3)
+    whole = SoftmaxRegression(12, 3, seed=0).fit(X, y, l2=1e-3, max_iter=8, tol=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fs.ConvergenceWarning)
+        SoftmaxRegression(12, 3, seed=0).fit(X, y, l2=1e-3, max_iter=4, tol=0, checkpoint=tmp_path / "run")
+        resumed = SoftmaxRegression(12, 3, seed=0).fit(X, y, l2=1e-3, max_iter=8, tol=0, checkpoint=tmp_path / "run")
+    np.testing.assert_array_equal(resumed.W, whole.W)
+    other = X.copy()
+    other.data[0] += 1.0
+    with pytest.raises(ValueError, match="checkpoint"):
+        SoftmaxRegression(12, 3, seed=0).fit(other, y, l2=1e-3, max_iter=8, tol=0, checkpoint=tmp_path / "run")
+
+
+def test_the_accumulators_stay_within_their_share_of_memory(monkeypatch):
+    """A wide X runs on fewer threads rather than give each a D x K float64 array it cannot hold."""
+    monkeypatch.setattr(_sparse, "work_chunks", lambda n_rows, work: 8)
+    monkeypatch.setattr(_sparse, "available_memory", lambda: 8 * (1 << 30))
+    accumulator = 8 * 1_000_000 * 100  # 800 MB a thread at D = 1e6, K = 100
+    assert (
+        _sparse._n_chunks(10**6, 10**8, 1_000_000, 100)
+        == int(8 * (1 << 30) * _sparse.ACCUMULATOR_MEMORY_SHARE) // accumulator
+    )
+    assert _sparse._n_chunks(10**6, 10**8, 1_000, 100) == 8  # small accumulators: memory is not asked
+    monkeypatch.setattr(_sparse, "available_memory", lambda: 1 << 20)
+    assert _sparse._n_chunks(10**6, 10**8, 1_000_000, 100) == 1
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(1, 30),
+    d=st.integers(1, 12),
+    k=st.integers(2, 8),
+    density=st.floats(0.0, 1.0),
+    scale=st.sampled_from([1e-3, 1.0, 30.0]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_property_sparse_equals_dense(n, d, k, density, scale, seed):
+    rng = np.random.default_rng(seed)
+    X, y, W, b, w = sparse_problem(rng, n, d, k, density=density, scale=scale, weighted=True)
+    loss, dW, db = fs.loss_and_grad(X, y, W, b, l2=0.01, sample_weight=w)
+    dense = fs.loss_and_grad(X.toarray(), y, W, b, l2=0.01, sample_weight=w)
+    assert_grad_close(loss, dW, db, dense, X.toarray(), W, 0.01, grad_rtol(np.float64, n, d, k))
+    np.testing.assert_array_equal(fs.predict(X, W, b), fs.predict(X.toarray(), W, b))
+
+
+# -- bad sparse input: a clear error, nothing trained --------------------------------------------------------------
+
+
+def _raw_csr(data, indices, indptr, shape):
+    """A CSR matrix built without SciPy's checks of its indices (as a hostile or broken file can give)."""
+    X = sparse.csr_matrix(shape, dtype=np.float64)
+    X.data, X.indices, X.indptr = (
+        np.asarray(data, dtype=np.float64),
+        np.asarray(indices, dtype=np.int32),
+        np.asarray(indptr, dtype=np.int32),
+    )
+    return X
+
+
+@pytest.mark.parametrize(
+    "X, match",
+    [
+        (_raw_csr([1.0, 2.0], [0, 7], [0, 1, 2], (2, 3)), r"row 1 stores a value in column 7, outside \[0, 3\)"),
+        (_raw_csr([1.0, 2.0], [0, -1], [0, 1, 2], (2, 3)), r"row 1 stores a value in column -1"),
+        (_raw_csr([1.0, 2.0], [0, 1], [0, 2, 1], (2, 3)), "indptr does not rise from 0"),
+        (_raw_csr([1.0, 2.0], [0, 1], [0, 1, 5], (2, 3)), "indptr ends at 5, past the 2 stored values"),
+        (_raw_csr([1.0, np.nan], [0, 1], [0, 1, 2], (2, 3)), r"NaN or inf.*row 1"),
+        (_raw_csr([np.inf, 1.0], [0, 1], [0, 1, 2], (2, 3)), r"NaN or inf.*row 0"),
+        (sparse.csr_array((0, 3)), "X is empty"),
+        (sparse.csr_array((2, 4)), "X has 4 features but W has 3 columns"),
+    ],
+)
+def test_broken_sparse_X_is_refused_before_training(X, match):
+    model = SoftmaxRegression(3, 2, seed=0)
+    W, b = model.W.copy(), model.b.copy()
+    for call in (
+        lambda: model.fit(X, np.zeros(X.shape[0], dtype=int), max_iter=2),
+        lambda: model.predict(X),
+        lambda: fs.loss_and_grad(X, np.zeros(X.shape[0], dtype=int), W, b),
+    ):
+        with pytest.raises(ValueError, match=match):
+            call()
+    np.testing.assert_array_equal(model.W, W)
+    np.testing.assert_array_equal(model.b, b)
+
+
+def test_other_bad_sparse_input_is_named():
+    X = sparse.csr_array(np.eye(3))
+    with pytest.raises(TypeError, match=r"dtype complex128; fastsoftmax takes real numbers"):
+        SoftmaxRegression(3, 2).fit(X.astype(np.complex128), [0, 1, 0])
+    with pytest.raises(ValueError, match=r"y contains the label 5, outside \[0, 2\)"):
+        SoftmaxRegression(3, 2).fit(X, [0, 1, 5])
+    with pytest.raises(ValueError, match="chunk_size applies to dense X"):
+        SoftmaxRegression(3, 2).fit(X, [0, 1, 0], chunk_size=2)
+    huge = sparse.csr_array(np.array([[1e39, 0, 0], [0, 1, 0], [0, 0, 1]]))
+    with pytest.raises(ValueError, match=r"beyond float32's range \(largest magnitude 1e\+39, first in row 0\)"):
+        SoftmaxRegression(3, 2, dtype=np.float32).fit(huge, [0, 1, 0])
+    W = np.array([[1e300, 0, 0], [0, 0, 0]])
+    with pytest.raises(ValueError, match="logits X W\\^T \\+ b of row 0 of X overflow"):
+        fs.predict(sparse.csr_array(np.array([[1e10, 0, 0]])), W, np.zeros(2))
+
+
+# -- the estimator ------------------------------------------------------------------------------------------------
+
+
+def test_the_estimator_on_sparse_X_equals_it_on_dense_X(rng):
+    from fastsoftmax.sklearn import SoftmaxClassifier
+
+    X, y, _, _, _ = sparse_problem(rng, 300, 20, 4, density=0.25)
+    labels = np.array(["a", "b", "c", "d"])[y]
+    on_sparse = SoftmaxClassifier(C=10.0).fit(sparse.csc_array(X), labels)
+    on_dense = SoftmaxClassifier(C=10.0).fit(X.toarray(), labels)
+    np.testing.assert_allclose(on_sparse.coef_, on_dense.coef_, atol=1e-6)
+    for method in ("predict", "predict_proba", "predict_log_proba", "decision_function"):
+        got, want = getattr(on_sparse, method)(X), getattr(on_dense, method)(X.toarray())
+        if method == "predict":
+            np.testing.assert_array_equal(got, want)
+        else:
+            np.testing.assert_allclose(got, want, atol=1e-6)
+    float32 = SoftmaxClassifier(dtype=np.float32).fit(X, labels)
+    assert float32.predict_proba(X).dtype == np.float32
+
+
+def test_a_text_pipeline_reaches_the_sparse_kernels():
+    """TfidfVectorizer's CSR output, in a pipeline and a grid search, as LogisticRegression takes it."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.pipeline import make_pipeline
+
+    from fastsoftmax.sklearn import SoftmaxClassifier
+
+    topics = {
+        "space": "orbit rocket launch planet moon star telescope astronaut",
+        "sport": "goal match team score player league coach season",
+        "food": "recipe bake flour sugar oven dinner taste spice",
+    }
+    rng = np.random.default_rng(0)
+    texts, labels = [], []
+    for _ in range(150):
+        topic = rng.choice(list(topics))
+        words = (
+            rng.choice(topics[topic].split(), size=6).tolist()
+            + rng.choice(" ".join(topics.values()).split(), size=3).tolist()
+        )
+        texts.append(" ".join(words))
+        labels.append(topic)
+    pipeline = make_pipeline(TfidfVectorizer(), SoftmaxClassifier(C=10.0, tol=1e-8))
+    search = GridSearchCV(pipeline, {"softmaxclassifier__C": [1.0, 10.0]}, cv=3).fit(texts, labels)
+    assert search.best_score_ > 0.9
+    ours = make_pipeline(TfidfVectorizer(), SoftmaxClassifier(C=10.0, tol=1e-10)).fit(texts, labels)
+    theirs = make_pipeline(TfidfVectorizer(), LogisticRegression(C=10.0, tol=1e-10, max_iter=10_000)).fit(texts, labels)
+    np.testing.assert_allclose(ours.predict_proba(texts), theirs.predict_proba(texts), atol=1e-4)
