@@ -81,7 +81,7 @@ PEER_LABELS = {"sklearn": "scikit-learn lbfgs", "sklearnex": "oneDAL (sklearnex)
 class Problem:
     """One objective: data (generated from ``kind`` and a seed) and l2 (None: 1/N)."""
 
-    kind: str  # "synth" (well scaled), "scaled" (columns times 10**U(-1, 1)), "digits", "wine"
+    kind: str  # "synth" (well scaled), "scaled" (columns times 10**U(-1, 1)), "text" (sparse), "digits", "wine"
     n: int
     d: int
     k: int
@@ -106,14 +106,41 @@ def _problems(quick: bool) -> list[Problem]:
             Problem("synth", 200_000 // scale, 100, 10, dtype, 1e-5),
             Problem("scaled", 100_000 // scale, 100, 10, dtype, 1e-5),
             Problem("synth", 60_000 // scale, 784, 10, dtype, 1e-4),
+            Problem("text", 100_000 // scale, 50_000 // scale, 20, dtype, 1e-5),
             Problem("digits", 1797, 64, 10, dtype, None),
             Problem("wine", 178, 13, 3, dtype, None),
         ]
     return found
 
 
-def _generate(problem: Problem) -> tuple[np.ndarray, np.ndarray]:
-    """float64 X and int64 y of ``problem``, deterministically from its seed."""
+#: Stored values per row of the "text" problems (a Poisson mean), and the
+#: exponent of their columns' Zipf-like frequencies (rank r drawn in
+#: proportion to 1 / (r + 10) ** TEXT_ZIPF), as a bag of words gives.
+TEXT_WORDS_PER_ROW = 60
+TEXT_ZIPF = 1.1
+
+
+def _generate_text(problem: Problem):
+    """A float64 CSR X like tf-idf rows (unit norm, Zipf-distributed columns) and labels of a planted model."""
+    import scipy.sparse
+
+    rng = np.random.default_rng([problem.seed, 20261204])
+    counts = np.minimum(rng.poisson(TEXT_WORDS_PER_ROW, problem.n) + 1, problem.d)
+    frequency = 1.0 / (np.arange(problem.d) + 10.0) ** TEXT_ZIPF
+    columns = rng.choice(problem.d, size=int(counts.sum()), p=frequency / frequency.sum())
+    indptr = np.concatenate([[0], np.cumsum(counts)])
+    X = scipy.sparse.csr_array((rng.exponential(1.0, columns.shape[0]), columns, indptr), shape=(problem.n, problem.d))
+    X.sum_duplicates()
+    X.data /= np.repeat(np.sqrt(np.add.reduceat(X.data**2, X.indptr[:-1])), np.diff(X.indptr))
+    W = rng.normal(0.0, 8.0, (problem.k, problem.d))
+    y = np.argmax(X @ W.T + rng.gumbel(size=(problem.n, problem.k)), axis=1)
+    return X, y.astype(np.int64)
+
+
+def _generate(problem: Problem):
+    """float64 X (a CSR array for "text") and int64 y of ``problem``, deterministically from its seed."""
+    if problem.kind == "text":
+        return _generate_text(problem)
     if problem.kind in ("digits", "wine"):
         from sklearn import datasets
 
@@ -129,27 +156,44 @@ def _generate(problem: Problem) -> tuple[np.ndarray, np.ndarray]:
     return X, y.astype(np.int64)
 
 
-def _save_atomic(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}.npy")
-    np.save(tmp, array)
+def _save_atomic(path: Path, array) -> None:
+    """An array as ``.npy``, a sparse one as scipy's ``.npz``, under a temporary name first."""
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}{path.suffix}")
+    if path.suffix == ".npz":
+        import scipy.sparse
+
+        scipy.sparse.save_npz(tmp, array, compressed=False)
+    else:
+        np.save(tmp, array)
     os.replace(tmp, path)
 
 
+def load_X(path: str | Path):
+    """X as :func:`cached_problem` wrote it: an ndarray, or a CSR array for sparse problems."""
+    if str(path).endswith(".npz"):
+        import scipy.sparse
+
+        return scipy.sparse.csr_array(scipy.sparse.load_npz(path))
+    return np.load(path)
+
+
 def cached_problem(problem: Problem, cache_dir: Path) -> tuple[Path, Path]:
-    """Paths of the ``.npy`` files of ``problem``, written once."""
+    """Paths of the files of ``problem`` (X ``.npy``, or ``.npz`` where sparse; y ``.npy``), written once."""
     cache_dir.mkdir(parents=True, exist_ok=True)
-    x_path = cache_dir / f"{problem.name}-seed{problem.seed}-X.npy"
+    x_path = cache_dir / f"{problem.name}-seed{problem.seed}-X.{'npz' if problem.kind == 'text' else 'npy'}"
     y_path = cache_dir / f"{problem.name}-seed{problem.seed}-y.npy"
     if not (x_path.exists() and y_path.exists()):
         X, y = _generate(problem)
         # float32 data is the float64 data rounded once.
-        _save_atomic(x_path, np.ascontiguousarray(X, dtype=problem.dtype))
+        _save_atomic(
+            x_path, X.astype(problem.dtype) if problem.kind == "text" else np.ascontiguousarray(X, dtype=problem.dtype)
+        )
         _save_atomic(y_path, y)
     return x_path, y_path
 
 
 def objective(X: np.ndarray, y: np.ndarray, W: np.ndarray, b: np.ndarray, l2: float, chunk: int = 16384) -> float:
-    """Mean cross-entropy + (l2/2)||W||^2 in float64 (see the module docstring)."""
+    """Mean cross-entropy + (l2/2)||W||^2 in float64 (see the module docstring); X dense or CSR."""
     W = np.asarray(W, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     total = 0.0
@@ -290,7 +334,7 @@ def _fit_peer(spec: dict, X: np.ndarray, y: np.ndarray) -> dict:
 def worker_main(spec_path: str) -> None:
     """Load the problem, fit, and write the results next to ``spec_path``."""
     spec = json.loads(Path(spec_path).read_text())
-    X = np.load(spec["X"])
+    X = load_X(spec["X"])
     y = np.load(spec["y"])
     fit = _fit_fastsoftmax if spec["solver"] in ("lbfgs", "newton-cg") else _fit_peer
     result = fit(spec, X, y)
@@ -397,7 +441,7 @@ def time_to_target(runs: list[Run], f_star: float, target: float) -> tuple[float
 
 def solve_problem(problem: Problem, args, peers: list[str], solvers_available: tuple, workdir: Path) -> dict:
     x_path, y_path = cached_problem(problem, args.cache_dir)
-    X = np.load(x_path)
+    X = load_X(x_path)
     y = np.load(y_path)
     n, d = X.shape
     l2 = problem.l2_value(n)
