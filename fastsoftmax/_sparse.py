@@ -211,12 +211,6 @@ class SparseObjective:
         self._n_chunks = _n_chunks(X.n_samples, n_stored, X.n_features, n_classes)
         self._bounds = nnz_chunks(X.indptr, self._n_chunks)
         self._digest: str | None = None
-        # Made on the first evaluation and reused by every one after it: fresh
-        # arrays of this size come from the system's zeroed pages, and their
-        # page faults took 3.4 of a step's 7.7 ms (10,000 x 5,000 x 20, 2 threads).
-        self._transposed: tuple[np.ndarray, np.ndarray] | None = None
-        self._dWt_acc: np.ndarray | None = None
-        self._db_acc: np.ndarray | None = None
 
     def __enter__(self) -> SparseObjective:  # noqa: PYI034 (typing.Self needs Python 3.11)
         return self
@@ -224,25 +218,13 @@ class SparseObjective:
     def __exit__(self, *exc) -> None:
         return None
 
-    def _weights(self, theta: np.ndarray, slot: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """W (K, D), W^T (D, K) C-contiguous and b (K,), in X's dtype; W^T in buffer ``slot`` (0 or 1)."""
+    def _weights(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """W (K, D), W^T (D, K) C-contiguous and b (K,), in X's dtype."""
         W, b = unpack(np.asarray(theta, dtype=self.dtype), self.n_classes, self.X.n_features)
-        if self._transposed is None:
-            shape = (self.X.n_features, self.n_classes)
-            self._transposed = (np.empty(shape, dtype=self.dtype), np.empty(shape, dtype=self.dtype))
-        Wt = self._transposed[slot]
-        np.copyto(Wt, W.T)
-        return W, kernels.read_only(Wt), kernels.read_only(np.ascontiguousarray(b))
+        return W, kernels.read_only(np.ascontiguousarray(W.T)), kernels.read_only(np.ascontiguousarray(b))
 
     def _accumulators(self, n_chunks: int) -> tuple[np.ndarray, np.ndarray]:
-        """Zeroed float64 accumulators of ``n_chunks`` chunks: dW^T (C, D, K) and db (C, K)."""
-        if self._dWt_acc is None:
-            self._dWt_acc = np.zeros((self._n_chunks, self.X.n_features, self.n_classes))
-            self._db_acc = np.zeros((self._n_chunks, self.n_classes))
-        dWt_acc, db_acc = self._dWt_acc[:n_chunks], self._db_acc[:n_chunks]
-        dWt_acc.fill(0.0)
-        db_acc.fill(0.0)
-        return dWt_acc, db_acc
+        return np.zeros((n_chunks, self.X.n_features, self.n_classes)), np.zeros((n_chunks, self.n_classes))
 
     def _sums(self, theta: np.ndarray, rows: np.ndarray) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
         """(sum_i w_i loss_i, sum_i g_i x_i^T (K, D), sum_i g_i (K,), W) over ``rows`` (every row where empty)."""
@@ -277,7 +259,7 @@ class SparseObjective:
     def hvp(self, theta: np.ndarray, v: np.ndarray) -> np.ndarray:
         """The Hessian of the full objective at ``theta`` times ``v``: one pass over X (``kernels.csr_hvp_sums``)."""
         _, Wt, b = self._weights(theta)
-        V, Vt, c = self._weights(v, slot=1)
+        V, Vt, c = self._weights(v)
         dHt_acc, dc_acc = self._accumulators(self._n_chunks)
         with parallel_section(self._n_chunks):
             kernels.csr_hvp_sums(*self.X.arrays(), self._bounds, Wt, b, Vt, c, self.sample_weight, dHt_acc, dc_acc)
