@@ -113,25 +113,12 @@ def _problems(quick: bool) -> list[Problem]:
     return found
 
 
-#: Stored values per row of the "text" problems (a Poisson mean), and the
-#: exponent of their columns' Zipf-like frequencies (rank r drawn in
-#: proportion to 1 / (r + 10) ** TEXT_ZIPF), as a bag of words gives.
-TEXT_WORDS_PER_ROW = 60
-TEXT_ZIPF = 1.1
-
-
 def _generate_text(problem: Problem):
-    """A float64 CSR X like tf-idf rows (unit norm, Zipf-distributed columns) and labels of a planted model."""
-    import scipy.sparse
+    """A float64 CSR X like tf-idf rows (``benchmarks.bench_sparse.text_like_csr``) and labels of a planted model."""
+    from benchmarks.bench_sparse import text_like_csr  # beside this file; imported by the parent only
 
     rng = np.random.default_rng([problem.seed, 20261204])
-    counts = np.minimum(rng.poisson(TEXT_WORDS_PER_ROW, problem.n) + 1, problem.d)
-    frequency = 1.0 / (np.arange(problem.d) + 10.0) ** TEXT_ZIPF
-    columns = rng.choice(problem.d, size=int(counts.sum()), p=frequency / frequency.sum())
-    indptr = np.concatenate([[0], np.cumsum(counts)])
-    X = scipy.sparse.csr_array((rng.exponential(1.0, columns.shape[0]), columns, indptr), shape=(problem.n, problem.d))
-    X.sum_duplicates()
-    X.data /= np.repeat(np.sqrt(np.add.reduceat(X.data**2, X.indptr[:-1])), np.diff(X.indptr))
+    X = text_like_csr(problem.n, problem.d, rng)
     W = rng.normal(0.0, 8.0, (problem.k, problem.d))
     y = np.argmax(X @ W.T + rng.gumbel(size=(problem.n, problem.k)), axis=1)
     return X, y.astype(np.int64)

@@ -208,6 +208,7 @@ class SparseObjective:
         self.weight_sum = _weight_sum(sample_weight, X.n_samples)
         self._rows = 0
         n_stored = int(X.indptr[-1])
+        self._stored_per_row = n_stored // X.n_samples
         self._n_chunks = _n_chunks(X.n_samples, n_stored, X.n_features, n_classes)
         self._bounds = nnz_chunks(X.indptr, self._n_chunks)
         self._digest: str | None = None
@@ -230,7 +231,10 @@ class SparseObjective:
         """(sum_i w_i loss_i, sum_i g_i x_i^T (K, D), sum_i g_i (K,), W) over ``rows`` (every row where empty)."""
         W, Wt, b = self._weights(theta)
         if rows.shape[0]:
-            n_chunks = min(self._n_chunks, rows.shape[0])
+            # A mini-batch's own work sets its threads: each adds a D x K accumulator to zero and sum.
+            n_chunks = min(
+                self._n_chunks, _n_chunks(rows.shape[0], self._stored_per_row * rows.shape[0], 0, self.n_classes)
+            )
             bounds = _even_chunks(rows.shape[0], n_chunks)
         else:
             n_chunks, bounds = self._n_chunks, self._bounds

@@ -563,7 +563,10 @@ class SoftmaxRegression:
         _checks.warn_unused_lr(lr, options.solver)
         if checkpoint is not None:
             checkpoint = check_checkpoint_directory(checkpoint)
-        self._params(update=True, data={"X": X.data if is_sparse(X) else X, "y": y, "sample_weight": sample_weight})
+        self._params(
+            update=True,
+            data={"X": getattr(X, "data", None) if is_sparse(X) else X, "y": y, "sample_weight": sample_weight},
+        )
         objective = make_objective(
             X,
             y,
@@ -654,7 +657,10 @@ class SoftmaxRegression:
             l2=l2,
             fit_intercept=fit_intercept,
         )
-        self._params(update=True, data={"X": X.data if is_sparse(X) else X, "y": y, "sample_weight": sample_weight})
+        self._params(
+            update=True,
+            data={"X": getattr(X, "data", None) if is_sparse(X) else X, "y": y, "sample_weight": sample_weight},
+        )
         objective = make_objective(
             X,
             y,

@@ -359,3 +359,34 @@ def test_a_text_pipeline_reaches_the_sparse_kernels():
     ours = make_pipeline(TfidfVectorizer(), SoftmaxClassifier(C=10.0, tol=1e-10)).fit(texts, labels)
     theirs = make_pipeline(TfidfVectorizer(), LogisticRegression(C=10.0, tol=1e-10, max_iter=10_000)).fit(texts, labels)
     np.testing.assert_allclose(ours.predict_proba(texts), theirs.predict_proba(texts), atol=1e-4)
+
+
+def test_the_estimator_streams_and_weighs_sparse_rows_as_dense_ones(rng):
+    """partial_fit, sample_weight and class_weight on sparse X: the coefficients of the same calls on X.toarray()."""
+    from fastsoftmax.sklearn import SoftmaxClassifier
+
+    X, y, _, _, w = sparse_problem(rng, 240, 15, 3, density=0.3, weighted=True)
+    weighted = [
+        SoftmaxClassifier(class_weight="balanced", tol=1e-10).fit(data, y, sample_weight=w) for data in (X, X.toarray())
+    ]
+    np.testing.assert_allclose(weighted[0].coef_, weighted[1].coef_, atol=1e-6)
+    streamed = []
+    for data in (sparse.csc_matrix(X), X.toarray()):
+        estimator = SoftmaxClassifier(solver="adam", lr=0.01, batch_size=16, random_state=0)
+        for start in range(0, 240, 60):
+            estimator.partial_fit(data[start : start + 60], y[start : start + 60], classes=[0, 1, 2])
+        streamed.append(estimator)
+    np.testing.assert_allclose(streamed[0].coef_, streamed[1].coef_, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "form", ["csr_matrix", "csc_array", "coo_matrix", "bsr_array", "dia_matrix", "lil_array", "dok_array"]
+)
+def test_every_scipy_format_trains_and_predicts(rng, form):
+    X, y, _, _, _ = sparse_problem(rng, 60, 8, 3, density=0.4)
+    given = getattr(sparse, form)(X)
+    model = SoftmaxRegression(8, 3, seed=0).fit(given, y, l2=1e-2)
+    dense = SoftmaxRegression(8, 3, seed=0).fit(X.toarray(), y, l2=1e-2)
+    np.testing.assert_allclose(model.W, dense.W, atol=1e-8)
+    np.testing.assert_array_equal(model.predict(given), dense.predict(X.toarray()))
+    assert model.accuracy(given, y) == dense.accuracy(X.toarray(), y)

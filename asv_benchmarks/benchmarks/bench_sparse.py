@@ -1,0 +1,118 @@
+"""One step on a sparse X (CSR): the fused sparse kernel against the textbook step on SciPy's products.
+
+X is text-like: rows of about 60 stored values in columns drawn with Zipf-like
+frequencies (a bag of words), each row of unit norm, as tf-idf gives. The
+baseline is what a user writes with SciPy: Z = X W^T + b and dW = G^T X by
+SciPy's sparse products, the softmax and P - Y by NumPy (N x K arrays), as
+scikit-learn's LogisticRegression computes its multinomial gradient on
+sparse X. ``track_fused_over_textbook`` times both in turns in one process.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from ._common import DTYPES, QUICK, TIME_REPEAT, median_ratio, parse_shape, require
+
+#: (N, D, K): documents, vocabulary, classes.
+SPARSE_SHAPES = ["20000x20000x20"] if QUICK else ["100000x50000x20"]
+IMPLS = ["fused", "textbook"]
+#: Stored values a row (a Poisson mean) and the exponent of the columns' Zipf-like frequencies.
+WORDS_PER_ROW = 60
+ZIPF = 1.1
+
+
+def text_like_csr(n: int, d: int, rng: np.random.Generator, words_per_row: int = WORDS_PER_ROW, zipf: float = ZIPF):
+    """A float64 CSR array (N, D) like tf-idf rows: unit norm, Poisson(``words_per_row``) + 1 draws a row.
+
+    Columns are drawn with probability proportional to 1 / (rank + 10) ** ``zipf``
+    (repeated draws add up), values exponential before the rows are normalised.
+    """
+    import scipy.sparse  # a dependency of every commit; imported here, as the suite imports nothing at module level
+
+    counts = np.minimum(rng.poisson(words_per_row, n) + 1, d)
+    frequency = 1.0 / (np.arange(d) + 10.0) ** zipf
+    columns = rng.choice(d, size=int(counts.sum()), p=frequency / frequency.sum())
+    indptr = np.concatenate([[0], np.cumsum(counts)])
+    X = scipy.sparse.csr_array((rng.exponential(1.0, columns.shape[0]), columns, indptr), shape=(n, d))
+    X.sum_duplicates()
+    X.data /= np.repeat(np.sqrt(np.add.reduceat(X.data**2, X.indptr[:-1])), np.diff(X.indptr))
+    return X
+
+
+@functools.lru_cache(maxsize=2)
+def sparse_problem(shape: str, dtype: str):
+    """Seeded (X as a CSR array, y, W, b), generated with NumPy and SciPy only (see the module docstring)."""
+    n, d, k = parse_shape(shape)
+    rng = np.random.default_rng([20261204, n, d, k])
+    X = text_like_csr(n, d, rng)
+    y = rng.integers(0, k, size=n)
+    W = (0.01 * rng.standard_normal((k, d))).astype(dtype)
+    return X.astype(dtype), y, W, np.zeros(k, dtype=dtype)
+
+
+def textbook_step(X, y, W, b):
+    """Mean cross-entropy and (dW, db) with SciPy's sparse products and NumPy's N x K arrays."""
+    Z = X @ W.T + b
+    Z -= Z.max(axis=1, keepdims=True)
+    P = np.exp(Z)
+    total = P.sum(axis=1, keepdims=True)
+    rows = np.arange(X.shape[0])
+    loss = float(np.mean(np.log(total[:, 0]) - Z[rows, y]))
+    G = P / total
+    G[rows, y] -= 1.0
+    G /= X.shape[0]
+    return loss, (X.T @ G).T, G.sum(axis=0)
+
+
+def step(impl: str):
+    if impl == "fused":
+        return require("fastsoftmax", "loss_and_grad")
+    return textbook_step
+
+
+class SparseLossGrad:
+    """Mean cross-entropy and its gradient of the full batch on a CSR X."""
+
+    params = [SPARSE_SHAPES, DTYPES, IMPLS]
+    param_names = ["shape", "dtype", "impl"]
+    repeat = TIME_REPEAT
+    warmup_time = 0.0
+    timeout = 600
+
+    def setup(self, shape, dtype, impl):
+        self.func = step(impl)
+        self.args = sparse_problem(shape, dtype)
+        try:
+            self.func(*self.args)  # compile (fused) and fault in the pages
+        except TypeError as exc:  # a commit from before the sparse kernels
+            raise NotImplementedError(str(exc)) from exc
+
+    def time_loss_and_grad(self, shape, dtype, impl):
+        self.func(*self.args)
+
+
+class SparseRatios:
+    """The fused sparse step over the textbook step on SciPy's products, timed in turns (lower is better)."""
+
+    params = [SPARSE_SHAPES, DTYPES]
+    param_names = ["shape", "dtype"]
+    number = 1
+    repeat = 1
+    timeout = 900
+
+    def setup(self, shape, dtype):
+        fused = step("fused")
+        self.args = sparse_problem(shape, dtype)
+        try:
+            fused(*self.args)
+        except TypeError as exc:
+            raise NotImplementedError(str(exc)) from exc
+        self.fused = fused
+
+    def track_fused_over_textbook(self, shape, dtype):
+        return median_ratio(lambda: self.fused(*self.args), lambda: textbook_step(*self.args))
+
+    track_fused_over_textbook.unit = "ratio"
