@@ -50,6 +50,8 @@ _FAMILY_CALLS = {
     ),
     "predict": "fastsoftmax.predict_proba(X, W, b); fastsoftmax.predict(X, W, b)",
     "hvp_serial": "fastsoftmax.hessian_vector_product(X, W, b, W, b)",
+    # The sparse kernels: loss+grad and prediction, on X (a third of it kept) as CSR.
+    "sparse": "fastsoftmax.loss_and_grad(X_csr, y, W, b); fastsoftmax.predict_proba(X_csr, W, b)",
 }
 for _body in ("blocked", "blas", "rowwise"):
     for _chunks, _path in ((1, "serial"), (2, "parallel")):
@@ -142,6 +144,11 @@ class FirstCallPerKernel(_Raw):
             "try:\n    _ = kernels.loss_grad_sums, kernels.hessian_vector_sums, fastsoftmax.hessian_vector_product\n"
             "except AttributeError:\n    raise NotImplementedError\n"
         )
+        if family == "sparse":
+            setup += (
+                "import scipy.sparse\nX_csr = scipy.sparse.csr_array(X * (np.abs(X) > 1.0))\n"
+                "if not hasattr(kernels, 'csr_loss_grad_sums'):\n    raise NotImplementedError\n"
+            )
         return _FAMILY_CALLS[family], setup
 
 
