@@ -14,7 +14,7 @@ from fastsoftmax._api import descend, fused_loss_grad, l2_penalty, predict, pred
 from fastsoftmax._api import softmax as softmax_rows
 from fastsoftmax._io import atomic_file, newer_format, npz_scalar, read_npz, refuse_other_file_kind, write_npz
 from fastsoftmax._layout import pack, unpack
-from fastsoftmax._sparse import is_sparse
+from fastsoftmax._sparse import checked_csr, is_sparse
 from fastsoftmax._threading import copied_for_saving, exclusive_training, read_while_trained_elsewhere, run_whole
 from fastsoftmax.checkpoint import check_directory as check_checkpoint_directory
 from fastsoftmax.exceptions import ConvergenceWarning, TrainingError
@@ -229,8 +229,10 @@ class SoftmaxRegression:
         return _checks.check_X(X, self.dtype, self.input_dim, fortran_ok, takes_y=takes_y)
 
     def _X_to_score(self, X):
-        """X for prediction: a scipy.sparse X as given (the sparse kernels check it), else checked here."""
-        return X if is_sparse(X) else self._X(X, fortran_ok=True, takes_y=False)
+        """X for prediction, checked and in the model's dtype: a scipy.sparse X as CSR."""
+        if is_sparse(X):
+            return checked_csr(X, self.dtype, self.input_dim, learning=False)
+        return self._X(X, fortran_ok=True, takes_y=False)
 
     def _Xy(
         self, X, y, fortran_ok: bool = False, scan_labels: bool = True, learning: bool = False

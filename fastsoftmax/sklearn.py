@@ -73,7 +73,7 @@ from fastsoftmax._io import (
     release_rows,
     write_npz,
 )
-from fastsoftmax._sparse import check_sparse_X, is_sparse, sparse_logits_error
+from fastsoftmax._sparse import check_sparse_X, checked_csr, is_sparse, sparse_logits_error
 from fastsoftmax._threading import copied_for_saving, exclusive_training, numba_threads
 from fastsoftmax.model import SoftmaxRegression
 
@@ -427,13 +427,13 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         value in X, with the wrong fix. ``learning=False``: X is only scored
         (see ``_checks.cast_X``).
         """
+        if is_sparse(X):
+            # Checked before scikit-learn converts it to CSR (SciPy converts unchecked index
+            # arrays), and cast by that check, which names a value beyond float32's range by its row.
+            X = checked_csr(X, X.dtype if X.dtype in dtypes else dtypes[0], learning=learning)
         validated = validate_data(self, X, *y, dtype=[*dtypes, *_checks.FLOAT_DTYPES], accept_sparse="csr", **options)
         X, y_out = validated if y else (validated, None)
-        if X.dtype not in dtypes and is_sparse(X):
-            # Cast by the sparse kernels' check, which names a value beyond float32's range by its row.
-            rows = check_sparse_X(X, dtypes[0], learning=learning)
-            X = type(X)((rows.data, rows.indices, rows.indptr), shape=rows.shape)
-        elif X.dtype not in dtypes:
+        if X.dtype not in dtypes:
             X = _checks.cast_X(X, dtypes[0], learning=learning)
         return (X, y_out) if y else X
 

@@ -49,7 +49,7 @@ from fastsoftmax.kernels.softmax import (
     log_softmax_rows,
     softmax_rows,
 )
-from fastsoftmax.kernels.sparse import csr_hvp_sums, csr_loss_grad_sums, csr_predict
+from fastsoftmax.kernels.sparse import csr_finish, csr_hvp_sums, csr_loss_grad_sums, csr_predict
 
 #: Why no kernel can run in this process, or None. With NUMBA_DISABLE_JIT=1 the kernels
 #: would run as Python, and fail inside on the Numba intrinsics that only compile. The
@@ -73,6 +73,7 @@ __all__ = [
     "column_moments",
     "count_nonfinite",
     "cross_entropy_rows",
+    "csr_finish",
     "csr_hvp_sums",
     "csr_loss_grad_sums",
     "csr_predict",

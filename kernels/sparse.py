@@ -298,3 +298,31 @@ def csr_predict(data, indices, indptr, bounds, Wt, b, proba_out, labels_out):
         return _csr_predict_chunk(data, indices, indptr, bounds[0], bounds[1], Wt, b, proba_out, labels_out)
     chunk_bad = np.empty(bounds.shape[0] - 1, dtype=np.int64)
     return _csr_predict_parallel(data, indices, indptr, bounds, Wt, b, proba_out, labels_out, chunk_bad)
+
+
+@njit(**JIT_OPTIONS)
+def csr_finish(dWt_acc, db_acc, W, scale, l2, out):
+    """out = [scale * sum_c dWt_acc[c].T + l2 W (raveled), scale * sum_c db_acc[c]], in out's dtype; zeroes the sums.
+
+    Shapes: dWt_acc (C, D, K) and db_acc (C, K) float64, W (K, D), out
+    (K D + K,), theta's layout. The chunks are added in order. Each entry of
+    the accumulators is set to 0 once read, so that the caller keeps them
+    for the next pass without zeroing them apart.
+    """
+    n_chunks, n_features, n_classes = dWt_acc.shape
+    total = np.empty(n_classes)
+    for d in range(n_features):
+        for k in range(n_classes):
+            total[k] = 0.0
+        for c in range(n_chunks):
+            for k in range(n_classes):
+                total[k] += dWt_acc[c, d, k]
+                dWt_acc[c, d, k] = 0.0
+        for k in range(n_classes):
+            out[k * n_features + d] = scale * total[k] + l2 * np.float64(W[k, d])
+    for k in range(n_classes):
+        bias = 0.0
+        for c in range(n_chunks):
+            bias += db_acc[c, k]
+            db_acc[c, k] = 0.0
+        out[n_classes * n_features + k] = scale * bias
