@@ -471,3 +471,17 @@ def test_a_checkpoint_knows_the_same_X_with_wider_indices(rng, tmp_path):
         wide.indices, wide.indptr = wide.indices.astype(np.int64), wide.indptr.astype(np.int64)
         resumed = SoftmaxRegression(8, 3, seed=0).fit(wide, y, max_iter=6, tol=0, checkpoint=tmp_path / "run")
     assert resumed.n_iter_ == 6
+
+
+def test_concurrent_calls_from_threads_agree_with_one_call(rng):
+    """The kernels release the GIL and share nothing: four threads at once get the serial result."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    X, y, W, b, w = sparse_problem(rng, 3000, 50, 6, weighted=True)
+    want = fs.loss_and_grad(X, y, W, b, l2=0.1, sample_weight=w)
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: fs.loss_and_grad(X, y, W, b, l2=0.1, sample_weight=w), range(8)))
+    for loss, dW, db in results:
+        assert loss == want[0]
+        np.testing.assert_array_equal(dW, want[1])
+        np.testing.assert_array_equal(db, want[2])
