@@ -4,11 +4,13 @@ Any SciPy sparse format is taken and converted to CSR (CSR is read as it
 is, without a copy where its dtype is the model's); the kernels read its
 three arrays. Checked once per call, in O(nnz): the shape, the dtype (real
 numbers only; a float64 value beyond float32's range refuses a float32
-model, as for dense X), the structure (``indptr`` rising from 0 and
-``indices`` within [0, D): SciPy's constructors do not check the latter,
-and the kernels would read outside W), and NaN or inf among the stored
-values, named by their row. Stored zeros, repeated columns within a row
-and unsorted columns are taken as SciPy's products take them.
+model, as for dense X; the functions take floating values in W's dtype
+only), the structure (integer index arrays, ``indptr`` rising from 0 and
+every index within the shape, in a CSC, COO or BSR X before SciPy converts
+it: SciPy's constructors do not check the indices, and its conversions and
+the kernels would follow them outside the arrays), and NaN or inf among the
+stored values, named by their row. Stored zeros, repeated columns within a
+row and unsorted columns are taken as SciPy's products take them.
 
 :class:`SparseObjective` is the engine's objective over such an X (see
 :mod:`fastsoftmax.objectives`); :func:`predict_sparse` the prediction.
@@ -43,7 +45,8 @@ ROW_COST_IN_VALUES = 2
 #: Rows per block when the rows whose logits overflow are looked for (on the error path).
 OVERFLOW_SCAN_ROWS = 4096
 
-_EMPTY_ROWS = np.empty(0, dtype=np.int64)
+#: "Every row" for the kernels; read-only, as the mini-batches' rows are passed, so both share one signature.
+_EMPTY_ROWS = kernels.read_only(np.empty(0, dtype=np.int64))
 
 
 def is_sparse(X) -> bool:
@@ -264,6 +267,7 @@ def _n_chunks(n_rows: int, n_stored: int, n_features: int, n_classes: int) -> in
 
 
 def _even_chunks(n_rows: int, n_chunks: int) -> np.ndarray:
+    """Bounds (n_chunks + 1,) int64 of ``n_chunks`` runs of about n_rows / n_chunks positions each."""
     return (np.arange(n_chunks + 1, dtype=np.int64) * n_rows) // n_chunks
 
 

@@ -24,9 +24,10 @@ kernels (``loss_grad.py``). The Hessian-vector product follows
 u'_i = u_i - u_ia, r_i = p_i * (u'_i - p_i^T u'_i).
 
 Threads: rows are split into contiguous chunks of about equal stored values
-(``nnz_chunks``), one per thread, each with float64 accumulators of dW^T
-(D, K) and db (K,), added in chunk order by the caller: the result does not
-depend on scheduling, and no N x K array is built. A stored value costs 2 K
+(``_sparse.nnz_chunks``), one per thread, each with float64 accumulators of
+dW^T (D, K) and db (K,), added in chunk order by ``csr_finish``, which also
+clears them for the next pass: the result does not depend on scheduling,
+and no N x K array is built. A stored value costs 2 K
 multiply-adds (its share of the logits and of the gradient); the softmax of
 a row costs K exps, whatever its number of stored values.
 """
