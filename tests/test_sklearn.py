@@ -919,7 +919,7 @@ def test_a_frame_of_sparse_columns_trains_as_its_dense_frame():
     on_frame = SoftmaxClassifier().fit(frame, y)
     on_dense = SoftmaxClassifier().fit(frame.sparse.to_dense(), y)
     np.testing.assert_allclose(on_frame.coef_, on_dense.coef_, atol=1e-6)
-    np.testing.assert_array_equal(on_frame.predict(frame), on_dense.predict(X))
+    np.testing.assert_array_equal(on_frame.predict(frame), on_dense.predict(frame.sparse.to_dense()))
 
 
 @pytest.mark.parametrize(
