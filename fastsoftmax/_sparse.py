@@ -344,8 +344,8 @@ class SparseObjective:
         if not rows.shape[0]:
             return self._n_chunks, self._bounds
         # A mini-batch's own work sets its threads.
-        work_chunks = _n_chunks(rows.shape[0], self._stored_per_row * rows.shape[0], 0, self.n_classes)
-        n_chunks = min(self._n_chunks, work_chunks)
+        by_work = _n_chunks(rows.shape[0], self._stored_per_row * rows.shape[0], 0, self.n_classes)
+        n_chunks = min(self._n_chunks, by_work)
         return n_chunks, _even_chunks(rows.shape[0], n_chunks)
 
     def _mean(self, theta: np.ndarray, rows: np.ndarray, weight_sum: float) -> tuple[float, np.ndarray]:
@@ -498,14 +498,16 @@ def sparse_loss_and_grad(
     return loss, dW.copy(), db.copy()
 
 
-def predict_sparse(X, W: np.ndarray, b: np.ndarray, proba_out: np.ndarray | None = None) -> np.ndarray:
+def predict_sparse(
+    X, W: np.ndarray, b: np.ndarray, proba_out: np.ndarray | None = None, *, cast_floats: bool = False
+) -> np.ndarray:
     """Labels (N,) int64 of a scipy.sparse X under checked W (K, D) and b (K,); ``proba_out`` (N, K) receives p.
 
     Rows whose logits are not finite raise (an overflow: X's values were
-    checked finite). A floating X of another dtype than W's is refused (a
-    model casts it first: :func:`checked_csr`).
+    checked finite). A floating X of another dtype than W's is refused, as
+    the functions refuse it, unless ``cast_floats`` (a model's prediction).
     """
-    rows = check_sparse_X(X, W.dtype, W.shape[1], learning=False, cast_floats=False)
+    rows = check_sparse_X(X, W.dtype, W.shape[1], learning=False, cast_floats=cast_floats)
     n_classes = W.shape[0]
     n_chunks = _n_chunks(rows.n_samples, int(rows.indptr[-1]), 0, n_classes)
     labels = np.empty(rows.n_samples, dtype=np.int64)

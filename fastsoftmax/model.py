@@ -14,7 +14,7 @@ from fastsoftmax._api import descend, fused_loss_grad, l2_penalty, predict, pred
 from fastsoftmax._api import softmax as softmax_rows
 from fastsoftmax._io import atomic_file, newer_format, npz_scalar, read_npz, refuse_other_file_kind, write_npz
 from fastsoftmax._layout import pack, unpack
-from fastsoftmax._sparse import checked_csr, is_sparse
+from fastsoftmax._sparse import is_sparse, predict_sparse
 from fastsoftmax._threading import copied_for_saving, exclusive_training, read_while_trained_elsewhere, run_whole
 from fastsoftmax.checkpoint import check_directory as check_checkpoint_directory
 from fastsoftmax.exceptions import ConvergenceWarning, TrainingError
@@ -228,12 +228,6 @@ class SoftmaxRegression:
         X = _checks.as_compute_dtype(X, self.dtype, learning=learning)
         return _checks.check_X(X, self.dtype, self.input_dim, fortran_ok, takes_y=takes_y)
 
-    def _X_to_score(self, X):
-        """X for prediction, checked and in the model's dtype: a scipy.sparse X as CSR."""
-        if is_sparse(X):
-            return checked_csr(X, self.dtype, self.input_dim, learning=False)
-        return self._X(X, fortran_ok=True, takes_y=False)
-
     def _Xy(
         self, X, y, fortran_ok: bool = False, scan_labels: bool = True, learning: bool = False
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -348,7 +342,9 @@ class SoftmaxRegression:
     def predict(self, X) -> np.ndarray:
         """Predicted class indices, shape (N,) int64."""
         W, b = self._params()
-        return predict(self._X_to_score(X), W, b)
+        if is_sparse(X):  # checked and cast to the model's dtype there, in one pass
+            return predict_sparse(X, W, b, cast_floats=True)
+        return predict(self._X(X, fortran_ok=True, takes_y=False), W, b)
 
     def accuracy(self, X, y) -> float:
         """Fraction of rows whose predicted class equals y, ``mean(predict(X) == y)``, a float in [0, 1].
@@ -370,7 +366,11 @@ class SoftmaxRegression:
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities softmax(X W^T + b), shape (N, K), in the model's dtype."""
         W, b = self._params()
-        return predict_proba(self._X_to_score(X), W, b)
+        if is_sparse(X):
+            proba = np.empty((X.shape[0], self.num_classes), dtype=self.dtype)
+            predict_sparse(X, W, b, proba_out=proba, cast_floats=True)
+            return proba
+        return predict_proba(self._X(X, fortran_ok=True, takes_y=False), W, b)
 
     def score(self, X, y) -> float:
         """Mean accuracy on (X, y), as scikit-learn's classifiers define ``score``."""
