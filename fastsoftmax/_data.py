@@ -40,7 +40,7 @@ partial sums.
   transpose (two threads, float32, X in place -> row blocks: 400,000 x 20 x 5
   1.44 -> 1.20 ms, 200,000 x 48 x 10 1.88 -> 1.74).
   The copy is as large as X and is made only when it fits
-  :data:`COPY_MEMORY_FRACTION` of the available memory. A
+  ``_memory.COPY_MEMORY_FRACTION`` of the available memory. A
   Fortran-ordered X that ``make_objective`` keeps as it is (a pandas frame's
   values) is read where it lies: the BLOCKED body on X.T before the copy,
   and the copy from X.T, with no transpose and no C-ordered copy between.
@@ -71,7 +71,7 @@ import numpy as np
 
 from fastsoftmax import _checks, _io, kernels
 from fastsoftmax._api import _weight_sum, fused_loss_grad, l2_penalty
-from fastsoftmax._memory import available_memory
+from fastsoftmax._memory import COPY_MEMORY_FRACTION, available_memory
 from fastsoftmax._threading import parallel_section, work_chunks
 
 #: Target size of one streamed chunk of X in bytes (the kernels see one chunk at a time).
@@ -80,11 +80,6 @@ CHUNK_BYTES = 128 << 20
 SHUFFLE_BLOCK_ROWS = 1 << 16
 #: Bytes of X copied at a time to hash rows that are not stored in C order.
 HASH_SLAB_BYTES = 16 << 20
-
-
-#: Largest share of the available memory that a copy of X made for speed may
-#: take: its row blocks, or the C-ordered copy of a Fortran-ordered X.
-COPY_MEMORY_FRACTION = 0.25
 
 
 def copy_of_X_fits(nbytes: int) -> bool:

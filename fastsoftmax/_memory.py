@@ -20,6 +20,12 @@ MEMINFO = "/proc/meminfo"
 PROC_SELF_CGROUP = "/proc/self/cgroup"
 CGROUP_ROOT = "/sys/fs/cgroup"
 
+#: Largest share of the available memory that a copy of X made for speed may
+#: take: its row blocks, the C-ordered copy of a Fortran-ordered X
+#: (``_data.copy_of_X_fits``), or a sparse X with its columns renumbered
+#: (``_sparse.SparseObjective``).
+COPY_MEMORY_FRACTION = 0.25
+
 #: A cgroup v1 limit at or above this is no limit (v1 writes "none" as the largest page-aligned 63-bit number).
 V1_NO_LIMIT = 1 << 62
 

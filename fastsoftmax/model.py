@@ -579,6 +579,7 @@ class SoftmaxRegression:
             sample_weight=sample_weight,
             chunk_size=chunk_size,
             minibatches=options.solver in engine.MINIBATCH_SOLVERS,
+            many_passes=True,
         )
         return engine.fit(self, objective, options, seed=seed, callback=callback, checkpoint=checkpoint)
 

@@ -166,6 +166,7 @@ def make_objective(
     client=None,
     persist: bool = True,
     minibatches: bool = False,
+    many_passes: bool = False,
 ):
     """The objective for data in any form that ``SoftmaxRegression.fit`` accepts.
 
@@ -177,7 +178,9 @@ def make_objective(
     checks its data on entry). ``minibatches`` says that the solver gathers
     rows at random (sgd, adam): an in-memory Fortran-ordered X is then copied
     into C order where the copy fits, as it is for shapes that do not train
-    on row blocks (``_trains_in_place``).
+    on row blocks (``_trains_in_place``). ``many_passes`` says that the
+    objective serves a fit, which reads X many times: a sparse X is then
+    read with its columns renumbered by frequency (``_sparse.SparseObjective``).
     """
     if is_dask_collection(X) or is_dask_collection(y):
         if chunk_size is not None:
@@ -195,7 +198,14 @@ def make_objective(
                 "chunk_size applies to dense X; a sparse X is read as it lies, in one pass (leave chunk_size unset)."
             )
         return make_sparse_objective(
-            X, y, n_features=n_features, n_classes=n_classes, dtype=dtype, l2=l2, sample_weight=sample_weight
+            X,
+            y,
+            n_features=n_features,
+            n_classes=n_classes,
+            dtype=dtype,
+            l2=l2,
+            sample_weight=sample_weight,
+            renumber_columns=many_passes,
         )
     if not _is_path_or_map(X) and not _is_path_or_map(y):
         X = _checks.as_compute_dtype(X, dtype)

@@ -29,7 +29,10 @@ dW^T (D, K) and db (K,), added in chunk order by ``csr_finish``, which also
 clears them for the next pass: the result does not depend on scheduling,
 and no N x K array is built. A stored value costs 2 K
 multiply-adds (its share of the logits and of the gradient); the softmax of
-a row costs K exps, whatever its number of stored values.
+a row costs K exps, whatever its number of stored values. Each reads a row
+of W^T and adds to a row of the sums at random, so a fit hands the kernels
+X with its columns renumbered by frequency (``_sparse.by_frequency``), and
+``csr_finish`` maps the sums back to X's columns.
 """
 
 import math
@@ -302,25 +305,33 @@ def csr_predict(data, indices, indptr, bounds, Wt, b, proba_out, labels_out):
 
 
 @njit(**JIT_OPTIONS)
-def csr_finish(dWt_acc, db_acc, W, scale, l2, out):
+def csr_finish(dWt_acc, db_acc, rank, W, scale, l2, out):
     """out = [scale * sum_c dWt_acc[c].T + l2 W (raveled), scale * sum_c db_acc[c]], in out's dtype; zeroes the sums.
 
     Shapes: dWt_acc (C, D, K) and db_acc (C, K) float64, W (K, D), out
-    (K D + K,), theta's layout. The chunks are added in order. Each entry of
-    the accumulators is set to 0 once read, so that the caller keeps them
-    for the next pass without zeroing them apart.
+    (K D + K,), theta's layout. Where the kernels' columns renumber X's
+    (``_sparse.by_frequency``), ``rank`` (D,) int64 gives the kernels'
+    column of each of X's: column j of dW is row ``rank[j]`` of the sums.
+    Length 0: the kernels' columns are X's. The columns are visited in X's
+    order, so that ``out`` and W are read and written in order and only the
+    sums' rows (K contiguous values each) are read out of order. The chunks
+    are added in order. Each entry of the accumulators is set to 0 once
+    read, so that the caller keeps them for the next pass without zeroing
+    them apart.
     """
     n_chunks, n_features, n_classes = dWt_acc.shape
+    renumbered = rank.shape[0] > 0
     total = np.empty(n_classes)
-    for d in range(n_features):
+    for j in range(n_features):
+        row = rank[j] if renumbered else j
         for k in range(n_classes):
             total[k] = 0.0
         for c in range(n_chunks):
             for k in range(n_classes):
-                total[k] += dWt_acc[c, d, k]
-                dWt_acc[c, d, k] = 0.0
+                total[k] += dWt_acc[c, row, k]
+                dWt_acc[c, row, k] = 0.0
         for k in range(n_classes):
-            out[k * n_features + d] = scale * total[k] + l2 * np.float64(W[k, d])
+            out[k * n_features + j] = scale * total[k] + l2 * np.float64(W[k, j])
     for k in range(n_classes):
         bias = 0.0
         for c in range(n_chunks):

@@ -174,9 +174,106 @@ def test_predictions_match_the_dense_ones(rng, dtype):
     np.testing.assert_array_equal(fs.predict(empty, W, np.zeros(9, dtype=dtype)), [0, 0])
 
 
+@pytest.fixture(params=[False, True], ids=["columns-as-given", "columns-renumbered"])
+def renumbered(request, monkeypatch):
+    """Whether fits read X with its columns renumbered (``_sparse.by_frequency``), as a fit on a wide X does."""
+    if request.param:
+        monkeypatch.setattr(_sparse, "RENUMBER_MIN_BYTES", 0)
+    return request.param
+
+
+def zipf_columns_csr(rng, n, d, dtype, index_dtype=np.int32):
+    """A CSR X whose columns hold values as often as words do (few often, most rarely, some never), shuffled.
+
+    Rows repeat some columns and list them unsorted, as a CSR X built by hand may.
+    """
+    counts = rng.poisson(6, n) + 1
+    frequency = 1.0 / np.arange(1, d + 1) ** 1.2
+    frequency[rng.choice(d, d // 5, replace=False)] = 0.0  # columns that hold nothing
+    columns = rng.permutation(d)[rng.choice(d, size=int(counts.sum()), p=frequency / frequency.sum())]
+    indptr = np.concatenate([[0], np.cumsum(counts)]).astype(index_dtype)
+    X = sparse.csr_array((rng.standard_normal(columns.shape[0]).astype(dtype), columns.astype(index_dtype), indptr))
+    return sparse.csr_array(X, shape=(n, d))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("index_dtype", [np.int32, np.int64])
+def test_renumbered_columns_give_the_same_objective(rng, monkeypatch, dtype, index_dtype):
+    """Loss, gradient, Hessian-vector product and mini-batches, with X's columns renumbered by frequency or not."""
+    n, d, k = 500, 120, 6
+    X = zipf_columns_csr(rng, n, d, dtype, index_dtype)
+    given = [a.copy() for a in (X.data, X.indices, X.indptr)]
+    y = rng.integers(0, k, size=n)
+    w = rng.uniform(0.1, 2.0, size=n).astype(dtype)
+    theta = pack(rng.standard_normal((k, d)).astype(dtype), rng.standard_normal(k).astype(dtype))
+    direction = rng.standard_normal(theta.shape).astype(dtype)
+    monkeypatch.setattr(_sparse, "RENUMBER_MIN_BYTES", 0)
+    objectives = [
+        _sparse.make_sparse_objective(
+            X, y, n_features=d, n_classes=k, dtype=np.dtype(dtype), l2=0.1, sample_weight=w, renumber_columns=renumber
+        )
+        for renumber in (False, True)
+    ]
+    as_given, renumbered = objectives
+    rank = renumbered._rank
+    assert as_given._rank.shape[0] == 0
+    np.testing.assert_array_equal(np.sort(rank), np.arange(d))
+    counts = np.bincount(X.indices, minlength=d)
+    in_new_order = np.empty(d, dtype=np.int64)
+    in_new_order[rank] = counts
+    assert np.all(np.diff(in_new_order) <= 0)  # the most stored values first
+    data, indices, indptr = renumbered._kernel_X.arrays()
+    np.testing.assert_array_equal(indptr, X.indptr)
+    for i in range(n):  # each row's columns sorted, holding X's values at X's columns
+        first, last = indptr[i], indptr[i + 1]
+        assert np.all(np.diff(indices[first:last]) >= 0)
+    renumbered_X = sparse.csr_array((data, indices, indptr), shape=(n, d))
+    # A repeated column's values are added in another order: within the rounding of a short sum.
+    repeats_rtol = rtol_for(dtype, int(np.diff(X.indptr).max()))
+    dense_X = X.toarray()
+    np.testing.assert_allclose(
+        renumbered_X.toarray()[:, rank], dense_X, rtol=repeats_rtol, atol=repeats_rtol * float(np.abs(dense_X).max())
+    )
+    rows = rng.choice(n, 64, replace=False)
+    rtol = grad_rtol(dtype, n, d, k)
+    for got, want in (
+        (renumbered(theta), as_given(theta)),
+        (renumbered.batch(theta, rows), as_given.batch(theta, rows)),
+        ((0.0, renumbered.hvp(theta, direction)), (0.0, as_given.hvp(theta, direction))),
+    ):
+        np.testing.assert_allclose(got[0], want[0], rtol=rtol)
+        np.testing.assert_allclose(got[1], want[1], rtol=rtol, atol=rtol * float(np.abs(want[1]).max()))
+    assert renumbered.digest() == as_given.digest()  # the checkpoint's X is the caller's
+    for before, after in zip(given, (X.data, X.indices, X.indptr), strict=True):
+        np.testing.assert_array_equal(before, after)
+
+
+def test_columns_are_renumbered_for_fits_on_wide_X_only_and_within_memory(rng, monkeypatch):
+    X = zipf_columns_csr(rng, 200, 400, np.float64)
+    y = rng.integers(0, 2, size=200)
+
+    def rank_length(k, renumber=True):
+        objective = _sparse.make_sparse_objective(
+            X, y, n_features=400, n_classes=k, dtype=np.dtype(np.float64), l2=0.0, renumber_columns=renumber
+        )
+        return objective._rank.shape[0]
+
+    monkeypatch.setattr(_sparse, "RENUMBER_MIN_BYTES", 8 * 400 * 3)
+    assert rank_length(3) == 400
+    assert rank_length(3, renumber=False) == 0  # a single call (loss_and_grad) reads X as it is
+    assert rank_length(2) == 0  # W^T under the size where the caches hold it in any order
+    copy_bytes = X.nnz * (X.data.itemsize + X.indices.itemsize)
+    monkeypatch.setattr(_sparse, "available_memory", lambda: 4 * copy_bytes)  # a copy of X within a quarter
+    assert rank_length(3) == 400
+    monkeypatch.setattr(_sparse, "available_memory", lambda: 4 * copy_bytes - 1)
+    assert rank_length(3) == 0
+    monkeypatch.setattr(_sparse, "available_memory", lambda: None)  # unknown: no copy
+    assert rank_length(3) == 0
+
+
 @pytest.mark.parametrize("solver", ["lbfgs", "newton-cg", "gd"])
 @pytest.mark.parametrize("precondition", [False, True])
-def test_a_sparse_fit_reaches_the_dense_fit(rng, solver, precondition):
+def test_a_sparse_fit_reaches_the_dense_fit(rng, renumbered, solver, precondition):
     X, y, _, _, w = sparse_problem(rng, 400, 30, 5, weighted=True, density=0.2)
     fits = []
     for data in (X, X.toarray()):
@@ -193,7 +290,7 @@ def test_a_sparse_fit_reaches_the_dense_fit(rng, solver, precondition):
 
 
 @pytest.mark.parametrize("solver", ["sgd", "adam"])
-def test_minibatch_solvers_train_on_sparse_rows(rng, solver):
+def test_minibatch_solvers_train_on_sparse_rows(rng, renumbered, solver):
     """The planted model's labels are learnt well past chance, by fit and by partial_fit."""
     X, _, W_true, b_true, _ = sparse_problem(rng, 2000, 40, 4, density=0.3, scale=3.0)
     y = fs.predict(X, W_true, b_true)
@@ -208,7 +305,7 @@ def test_minibatch_solvers_train_on_sparse_rows(rng, solver):
     assert streamed.accuracy(X, y) > 0.8
 
 
-def test_a_fit_resumes_from_its_checkpoint(rng, tmp_path):
+def test_a_fit_resumes_from_its_checkpoint(rng, tmp_path, renumbered):
     X, y, _, _, _ = sparse_problem(rng, 300, 12, 3)
     whole = SoftmaxRegression(12, 3, seed=0).fit(X, y, l2=1e-3, max_iter=8, tol=0)
     with warnings.catch_warnings():
