@@ -164,11 +164,19 @@ def load_X(path: str | Path):
     return np.load(path)
 
 
+#: The generator's version of a kind of problem, where it has changed, so that files a
+#: cache holds from an earlier one are not read as this one's: "text" 2 numbers
+#: its words' columns at random (``benchmarks.bench_sparse.text_like_csr``).
+DATA_VERSIONS = {"text": 2}
+
+
 def cached_problem(problem: Problem, cache_dir: Path) -> tuple[Path, Path]:
     """Paths of the files of ``problem`` (X ``.npy``, or ``.npz`` where sparse; y ``.npy``), written once."""
     cache_dir.mkdir(parents=True, exist_ok=True)
-    x_path = cache_dir / f"{problem.name}-seed{problem.seed}-X.{'npz' if problem.kind == 'text' else 'npy'}"
-    y_path = cache_dir / f"{problem.name}-seed{problem.seed}-y.npy"
+    version = f"-v{DATA_VERSIONS[problem.kind]}" if problem.kind in DATA_VERSIONS else ""
+    stem = f"{problem.name}-seed{problem.seed}{version}"
+    x_path = cache_dir / f"{stem}-X.{'npz' if problem.kind == 'text' else 'npy'}"
+    y_path = cache_dir / f"{stem}-y.npy"
     if not (x_path.exists() and y_path.exists()):
         X, y = _generate(problem)
         # float32 data is the float64 data rounded once.
