@@ -412,7 +412,10 @@ class SparseObjective:
     def _finish(self, dWt_acc: np.ndarray, db_acc: np.ndarray, W: np.ndarray, scale: float) -> np.ndarray:
         """theta-shaped ``[scale * sum_c dWt_acc[c].T + l2 W, scale * sum_c db_acc[c]]`` in X's dtype; clears both."""
         out = np.empty(W.size + db_acc.shape[1], dtype=self.dtype)
-        kernels.csr_finish(dWt_acc, db_acc, self._rank, kernels.read_only(W), scale, self.l2, out)
+        n_chunks, n_features, n_classes = dWt_acc.shape
+        n_parts = work_chunks(n_features, n_chunks * n_classes)
+        with parallel_section(n_parts):
+            kernels.csr_finish(dWt_acc, db_acc, self._rank, kernels.read_only(W), scale, self.l2, out, n_parts)
         self._dirty = False
         return out
 

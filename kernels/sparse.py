@@ -305,24 +305,12 @@ def csr_predict(data, indices, indptr, bounds, Wt, b, proba_out, labels_out):
 
 
 @njit(**JIT_OPTIONS)
-def csr_finish(dWt_acc, db_acc, rank, W, scale, l2, out):
-    """out = [scale * sum_c dWt_acc[c].T + l2 W (raveled), scale * sum_c db_acc[c]], in out's dtype; zeroes the sums.
-
-    Shapes: dWt_acc (C, D, K) and db_acc (C, K) float64, W (K, D), out
-    (K D + K,), theta's layout. Where the kernels' columns renumber X's
-    (``_sparse.by_frequency``), ``rank`` (D,) int64 gives the kernels'
-    column of each of X's: column j of dW is row ``rank[j]`` of the sums.
-    Length 0: the kernels' columns are X's. The columns are visited in X's
-    order, so that ``out`` and W are read and written in order and only the
-    sums' rows (K contiguous values each) are read out of order. The chunks
-    are added in order. Each entry of the accumulators is set to 0 once
-    read, so that the caller keeps them for the next pass without zeroing
-    them apart.
-    """
+def _finish_columns(dWt_acc, rank, W, scale, l2, out, first, last):
+    """X's columns [first, last) of out's dW part (see ``csr_finish``); zeroes the sums' rows they read."""
     n_chunks, n_features, n_classes = dWt_acc.shape
     renumbered = rank.shape[0] > 0
     total = np.empty(n_classes)
-    for j in range(n_features):
+    for j in range(first, last):
         row = rank[j] if renumbered else j
         for k in range(n_classes):
             total[k] = 0.0
@@ -332,9 +320,47 @@ def csr_finish(dWt_acc, db_acc, rank, W, scale, l2, out):
                 dWt_acc[c, row, k] = 0.0
         for k in range(n_classes):
             out[k * n_features + j] = scale * total[k] + l2 * np.float64(W[k, j])
+
+
+@njit(parallel=True, **JIT_OPTIONS)
+def _finish_parallel(dWt_acc, rank, W, scale, l2, out, bounds):
+    for part in prange(bounds.shape[0] - 1):
+        _finish_columns(dWt_acc, rank, W, scale, l2, out, bounds[part], bounds[part + 1])
+
+
+@njit(**JIT_OPTIONS)
+def _finish_bias(db_acc, scale, out):
+    """out's last K values = scale * sum_c db_acc[c], the chunks added in order; zeroes db_acc."""
+    n_chunks, n_classes = db_acc.shape
+    first = out.shape[0] - n_classes
     for k in range(n_classes):
         bias = 0.0
         for c in range(n_chunks):
             bias += db_acc[c, k]
             db_acc[c, k] = 0.0
-        out[n_classes * n_features + k] = scale * bias
+        out[first + k] = scale * bias
+
+
+def csr_finish(dWt_acc, db_acc, rank, W, scale, l2, out, n_parts=1):
+    """out = [scale * sum_c dWt_acc[c].T + l2 W (raveled), scale * sum_c db_acc[c]], in out's dtype; zeroes the sums.
+
+    Shapes: dWt_acc (C, D, K) and db_acc (C, K) float64, W (K, D), out
+    (K D + K,), theta's layout. Where the kernels' columns renumber X's
+    (``_sparse.by_frequency``), ``rank`` (D,) int64 gives the kernels'
+    column of each of X's: column j of dW is row ``rank[j]`` of the sums.
+    Length 0: the kernels' columns are X's. The columns are visited in X's
+    order, so that ``out`` and W are read and written in order and only the
+    sums' rows (K contiguous values each) are read out of order; in
+    ``n_parts`` runs of columns, one a thread, where that is over 1 (the
+    sums of C threads are C D K values, read once by one thread otherwise).
+    The chunks are added in order, whatever ``n_parts``. Each entry of the
+    accumulators is set to 0 once read, so that the caller keeps them for
+    the next pass without zeroing them apart.
+    """
+    n_features = dWt_acc.shape[1]
+    if n_parts <= 1:
+        _finish_columns(dWt_acc, rank, W, scale, l2, out, 0, n_features)
+    else:
+        bounds = (np.arange(n_parts + 1, dtype=np.int64) * n_features) // n_parts
+        _finish_parallel(dWt_acc, rank, W, scale, l2, out, bounds)
+    _finish_bias(db_acc, scale, out)
