@@ -52,7 +52,7 @@ OVERFLOW_SCAN_ROWS = 4096
 #: float64 array passes this size; below it, W^T and the gradient's sums
 #: stay in a core's L2 cache in any order. Measured with the columns of the
 #: text problem shuffled (two threads, float32 / float64, ms a pass, shuffled
-#: -> renumbered; ``/tmp/r33/sizes.py``): 100,000 x 2,000 x 20 (0.3 MiB)
+#: -> renumbered): 100,000 x 2,000 x 20 (0.3 MiB)
 #: 28 -> 32 / 33 -> 31; x 20,000 x 20 (3 MiB) 42 -> 34 / 48 -> 46;
 #: 100,000 x 50,000 x 20 (8 MiB) 99-113 -> 69-71 (float64);
 #: 50,000 x 200,000 x 10 (15 MiB) 63 -> 38 / 70 -> 42; 100,000 x 50,000 x

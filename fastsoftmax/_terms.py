@@ -14,12 +14,13 @@ def l2_penalty(W: np.ndarray, l2: float) -> float:
 
     Summed by ``np.einsum``, not BLAS: OpenBLAS's threads spin for a while
     after a threaded product and take the cores from the kernel that comes
-    next. ``np.dot`` of W with itself threads from about a hundred thousand
-    weights on, so a loop of ``loss_and_grad(..., l2 > 0)`` calls ran each
-    kernel beside them: 60,000 x 784 x 10 float64 with W of 2e6 weights
-    doubled in time in the same test as ``np.dot(v, v)`` of 2e6 values
-    (``/tmp/r33/einsum3.py``: 4.0 ms alone, 7.8-8.0 after a dot, 4.1 after
-    this sum). einsum casts float32 in buffered blocks, without a float64 copy.
+    next. ``np.dot`` of W with itself ran threaded for W of 512,000 weights
+    (K = 1000, D = 512), not for 7,840: on 2 threads a loop of
+    ``loss_and_grad(..., l2=1e-4)`` at 20,000 x 512 x 1000 took 256 ms a
+    call against 207 with l2 = 0 (float32; 456 against 399 in float64), and
+    a sparse objective's pass at 100,000 x 50,000 x 20 float64 116 ms against
+    71. With this sum both match l2 = 0. einsum casts float32 in buffered
+    blocks, without a float64 copy.
     """
     if not l2:
         return 0.0
