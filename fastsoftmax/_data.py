@@ -83,7 +83,7 @@ HASH_SLAB_BYTES = 16 << 20
 
 
 def copy_of_X_fits(nbytes: int) -> bool:
-    """Whether a copy of X of ``nbytes`` fits the memory budget (:data:`COPY_MEMORY_FRACTION`); False when unknown."""
+    """Whether a copy of X of ``nbytes`` fits the budget (``_memory.COPY_MEMORY_FRACTION``); False when unknown."""
     free = available_memory()
     return free is not None and nbytes <= COPY_MEMORY_FRACTION * free
 

@@ -337,9 +337,14 @@ class SparseObjective:
         The objective serves a fit, which reads X many times: the kernels
         read X with its columns renumbered (:func:`by_frequency`) where W^T
         passes ``RENUMBER_MIN_BYTES`` and the copy fits the memory budget
-        (``_memory.COPY_MEMORY_FRACTION``). Every pass of the fit, a resumed one
-        too, then reads the same copy, so that its sums repeat bit for bit.
-        ``X``, the scaling's moments and the digest stay X's own.
+        (``_memory.COPY_MEMORY_FRACTION`` of the memory available now).
+        Every pass of the fit reads the same copy. ``X``, the scaling's
+        moments and the digest stay X's own. The copy adds each row's values
+        in another order, so a fit resumed from a checkpoint repeats the
+        uninterrupted one bit for bit only where both chose alike, as they
+        must choose their threads alike (``_n_chunks`` also asks the memory
+        available): a resume whose free memory crossed the budget in between
+        differs in the last bits.
     """
 
     def __init__(

@@ -579,7 +579,8 @@ class SoftmaxRegression:
             sample_weight=sample_weight,
             chunk_size=chunk_size,
             minibatches=options.solver in engine.MINIBATCH_SOLVERS,
-            many_passes=True,
+            # A sparse X's renumbered copy costs about two passes: not for a fit of one or two.
+            many_passes=options.max_iter > 2,
         )
         return engine.fit(self, objective, options, seed=seed, callback=callback, checkpoint=checkpoint)
 

@@ -197,10 +197,23 @@ def test_predictions_match_the_dense_ones(rng, dtype):
 
 @pytest.fixture(params=[False, True], ids=["columns-as-given", "columns-renumbered"])
 def renumbered(request, monkeypatch):
-    """Whether fits read X with its columns renumbered (``_sparse.by_frequency``), as a fit on a wide X does."""
+    """Whether fits read X with its columns renumbered (``_sparse.by_frequency``), as a fit on a wide X does.
+
+    Where they should, the test fails unless a fit did.
+    """
+    calls = []
     if request.param:
         monkeypatch.setattr(_sparse, "RENUMBER_MIN_BYTES", 0)
-    return request.param
+        monkeypatch.setattr(_sparse, "available_memory", lambda: 1 << 40)  # the copy fits wherever the test runs
+
+        def counted(rows):
+            calls.append(rows.shape)
+            return by_frequency(rows)
+
+        by_frequency = _sparse.by_frequency
+        monkeypatch.setattr(_sparse, "by_frequency", counted)
+    yield request.param
+    assert bool(calls) == request.param
 
 
 def zipf_columns_csr(rng, n, d, dtype, index_dtype=np.int32):

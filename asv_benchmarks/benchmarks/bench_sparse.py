@@ -8,11 +8,14 @@ baseline is what a user writes with SciPy: Z = X W^T + b and dW = G^T X by
 SciPy's sparse products, the softmax and P - Y by NumPy (N x K arrays), as
 scikit-learn's LogisticRegression computes its multinomial gradient on
 sparse X. ``track_fused_over_textbook`` times both in turns in one process.
+``SparseFit`` times a fit's iterations, where the fit renumbers X's columns
+by frequency once and every pass reads them so.
 """
 
 from __future__ import annotations
 
 import functools
+import warnings
 
 import numpy as np
 
@@ -123,3 +126,40 @@ class SparseRatios:
         return median_ratio(lambda: self.fused(*self.args), lambda: textbook_step(*self.args))
 
     track_fused_over_textbook.unit = "ratio"
+
+
+#: L-BFGS iterations of ``SparseFit`` (tol = 0: the same work at every commit).
+FIT_ITERATIONS = 20
+
+
+class SparseFit:
+    """``FIT_ITERATIONS`` L-BFGS iterations of ``SoftmaxRegression.fit`` on the text-like X, set-up included.
+
+    The fit's own costs per commit: its checks, the column renumbering, the
+    feature scaling's moments and the passes (about 1.05 an iteration).
+    """
+
+    params = [SPARSE_SHAPES, DTYPES]
+    param_names = ["shape", "dtype"]
+    repeat = TIME_REPEAT
+    number = 1
+    warmup_time = 0.0
+    timeout = 900
+
+    def setup(self, shape, dtype):
+        self.X, self.y, W, _ = sparse_problem(shape, dtype)
+        self.n_classes, self.n_features = W.shape
+        self.dtype = dtype
+        self.model_class = require("fastsoftmax", "SoftmaxRegression")
+        warnings.simplefilter("ignore", require("fastsoftmax", "ConvergenceWarning"))
+        try:
+            self._fit(max_iter=2)  # compile the kernels, import scipy.optimize
+        except TypeError as exc:  # a commit from before the sparse kernels
+            raise NotImplementedError(str(exc)) from exc
+
+    def _fit(self, max_iter=FIT_ITERATIONS):
+        model = self.model_class(self.n_features, self.n_classes, dtype=np.dtype(self.dtype), seed=0)
+        return model.fit(self.X, self.y, solver="lbfgs", l2=1e-5, tol=0.0, max_iter=max_iter)
+
+    def time_fit(self, shape, dtype):
+        self._fit()
