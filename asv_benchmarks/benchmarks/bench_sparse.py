@@ -1,4 +1,4 @@
-"""One step on a sparse X (CSR): the fused sparse kernel against the textbook step on SciPy's products.
+"""A sparse X (CSR): one fused step against the textbook step on SciPy's products, and a fit's iterations.
 
 X is text-like: rows of about 60 stored values in columns drawn with Zipf-like
 frequencies (a bag of words), each row of unit norm, as tf-idf gives, the
