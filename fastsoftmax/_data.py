@@ -71,7 +71,7 @@ import numpy as np
 
 from fastsoftmax import _checks, _io, kernels
 from fastsoftmax._api import _weight_sum, fused_loss_grad, l2_penalty
-from fastsoftmax._memory import COPY_MEMORY_FRACTION, available_memory
+from fastsoftmax._memory import available_memory, within_copy_budget
 from fastsoftmax._threading import parallel_section, work_chunks
 
 #: Target size of one streamed chunk of X in bytes (the kernels see one chunk at a time).
@@ -84,8 +84,7 @@ HASH_SLAB_BYTES = 16 << 20
 
 def copy_of_X_fits(nbytes: int) -> bool:
     """Whether a copy of X of ``nbytes`` fits the budget (``_memory.COPY_MEMORY_FRACTION``); False when unknown."""
-    free = available_memory()
-    return free is not None and nbytes <= COPY_MEMORY_FRACTION * free
+    return within_copy_budget(nbytes, available_memory())
 
 
 #: What names a file: a path given as str, bytes or os.PathLike.

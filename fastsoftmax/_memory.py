@@ -176,3 +176,8 @@ def _memory_stat(path: str) -> dict[str, int]:
     except OSError:
         pass
     return stat
+
+
+def within_copy_budget(nbytes: int, available: int | None) -> bool:
+    """Whether a copy of ``nbytes`` fits :data:`COPY_MEMORY_FRACTION` of ``available`` bytes; False when unknown."""
+    return available is not None and nbytes <= COPY_MEMORY_FRACTION * available

@@ -29,7 +29,7 @@ import numpy as np
 
 from fastsoftmax import _checks, kernels, solvers
 from fastsoftmax._layout import pack, unpack
-from fastsoftmax._memory import COPY_MEMORY_FRACTION, available_memory
+from fastsoftmax._memory import available_memory, within_copy_budget
 from fastsoftmax._scaling import FeatureScaling
 from fastsoftmax._terms import _weight_sum, l2_penalty
 from fastsoftmax._threading import parallel_section, work_chunks
@@ -372,10 +372,13 @@ class SparseObjective:
         self._dirty = False
         #: What the kernels read: X, or X with its columns renumbered, and ``rank`` (see ``kernels.csr_finish``).
         self._kernel_X, self._rank = X, _SAME_COLUMNS
-        if renumber_columns and 8 * X.n_features * n_classes >= RENUMBER_MIN_BYTES:
-            free = available_memory()
-            if free is not None and n_stored * (X.data.itemsize + X.indices.itemsize) <= COPY_MEMORY_FRACTION * free:
-                self._kernel_X, self._rank = by_frequency(X)
+        copy_bytes = n_stored * (X.data.itemsize + X.indices.itemsize)
+        if (
+            renumber_columns
+            and 8 * X.n_features * n_classes >= RENUMBER_MIN_BYTES
+            and within_copy_budget(copy_bytes, available_memory())
+        ):
+            self._kernel_X, self._rank = by_frequency(X)
 
     def __enter__(self) -> SparseObjective:  # noqa: PYI034 (typing.Self needs Python 3.11)
         return self

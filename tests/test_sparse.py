@@ -226,8 +226,8 @@ def zipf_columns_csr(rng, n, d, dtype, index_dtype=np.int32):
     frequency[rng.choice(d, d // 5, replace=False)] = 0.0  # columns that hold nothing
     columns = rng.permutation(d)[rng.choice(d, size=int(counts.sum()), p=frequency / frequency.sum())]
     indptr = np.concatenate([[0], np.cumsum(counts)]).astype(index_dtype)
-    X = sparse.csr_array((rng.standard_normal(columns.shape[0]).astype(dtype), columns.astype(index_dtype), indptr))
-    return sparse.csr_array(X, shape=(n, d))
+    values = rng.standard_normal(columns.shape[0]).astype(dtype)
+    return sparse.csr_array((values, columns.astype(index_dtype), indptr), shape=(n, d))
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
