@@ -156,8 +156,8 @@ def loss_and_grad(X, y, W, b, *, l2: float = 0.0, sample_weight=None) -> tuple[f
     Parameters
     ----------
     X : array_like or scipy.sparse matrix, shape (N, D)
-        Float32 or float64 matching W; integer X is cast to W's dtype (a
-        sparse X of any real dtype is cast to it, ``_sparse.check_sparse_X``).
+        Float32 or float64 matching W; integer X, dense or sparse, is cast
+        to W's dtype (a sparse X is checked by ``_sparse.check_sparse_X``).
     y : array_like of int, shape (N,)
         Class indices in [0, K).
     W : ndarray, shape (K, D)
@@ -207,7 +207,12 @@ def loss_and_grad_sums(X, y, W, b, *, sample_weight=None) -> LossGradSums:
     ``weight_sum = sum_i w_i``. Sums over disjoint chunks add up; divide by the
     total weight and add the L2 term to get :func:`loss_and_grad`. Raises
     ValueError in the same cases as :func:`loss_and_grad`, an overflowing sum included.
+    X may be a scipy.sparse matrix or array, as in :func:`loss_and_grad`.
     """
+    if _checks._is_scipy_sparse(X):
+        from fastsoftmax._sparse import sparse_loss_and_grad_sums
+
+        return LossGradSums(*sparse_loss_and_grad_sums(X, y, *_checks.check_weights(W, b), sample_weight))
     X, y, W, b, sample_weight = _check_problem(X, y, W, b, sample_weight)
     dW = np.empty_like(W)
     db = np.empty_like(b)
@@ -218,7 +223,7 @@ def loss_and_grad_sums(X, y, W, b, *, sample_weight=None) -> LossGradSums:
             "sample_weight",
             (sample_weight,),
             lambda s: math.isfinite(fused_loss_grad(X, y, W, b, s * sample_weight, 1.0, 0.0, dW, db)),
-            "the sums grow with the weights: scale them down (the mean depends only on their ratios)",
+            _checks.WEIGHTS_OVERFLOW_FIX,
         )
     _checks.raise_for_nonfinite_loss(X, loss_sum, y, W.shape[0])
     return LossGradSums(loss_sum, dW, db, _weight_sum(sample_weight, X.shape[0]))
@@ -475,8 +480,8 @@ def predict(X, W, b) -> np.ndarray:
     Parameters
     ----------
     X : array_like or scipy.sparse matrix, shape (N, D)
-        Float32 or float64 matching W; integer X is cast to W's dtype (a
-        sparse X of any real dtype is cast to it, ``_sparse.check_sparse_X``).
+        Float32 or float64 matching W; integer X, dense or sparse, is cast
+        to W's dtype (a sparse X is checked by ``_sparse.check_sparse_X``).
     W : ndarray, shape (K, D)
     b : ndarray, shape (K,)
 

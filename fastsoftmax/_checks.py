@@ -94,8 +94,8 @@ def _as_array(a, name: str, what: str = "a NumPy array", object_fix: str | None 
             raise TypeError(f"{name} is None; pass {what}.")
         if arr.ndim == 0 and _is_scipy_sparse(arr[()]):  # np.asarray wraps it in a 0-d object array
             raise TypeError(
-                f"{name} is a scipy.sparse matrix; this call takes dense arrays (fit, partial_fit, predict, "
-                f"predict_proba, accuracy, loss_and_grad and SoftmaxClassifier take sparse X as it is): "
+                f"{name} is a scipy.sparse matrix; {name} must be a dense array here (the model's methods, the "
+                f"functions and SoftmaxClassifier take a sparse X, not a sparse {name}): "
                 f"pass {name}.toarray() if it fits in memory."
             )
         fix = object_fix or f"pass a numeric array (for example {name}.astype(np.float64))"
@@ -848,6 +848,14 @@ def raise_for_nonfinite_loss(
     if W is not None:
         raise_for_l2_overflow(l2, W, "gradient l2 W", "W")
     raise overflow_error()
+
+
+#: The remedy when a weighted sum overflows through the weights' size (``loss_and_grad_sums``).
+WEIGHTS_OVERFLOW_FIX = "the sums grow with the weights: scale them down (the mean depends only on their ratios)"
+#: The remedy when a Hessian-vector product overflows through the direction's size.
+DIRECTION_OVERFLOW_FIX = (
+    "the product is linear in it: scale it down and the product back up, H (V, c) = s H (V / s, c / s)"
+)
 
 
 def raise_for_l2_overflow(l2: float, M: np.ndarray, term: str, name: str) -> None:

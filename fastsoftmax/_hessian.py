@@ -94,8 +94,9 @@ def hessian_vector_product(X, W, b, V, c, *, l2: float = 0.0, sample_weight=None
 
     Parameters
     ----------
-    X : array_like, shape (N, D)
-        Float32 or float64 matching W; integer X is cast to W's dtype.
+    X : array_like or scipy.sparse matrix, shape (N, D)
+        Float32 or float64 matching W; integer X, dense or sparse, is cast
+        to W's dtype (a sparse X is checked by ``_sparse.check_sparse_X``).
     W : ndarray, shape (K, D)
     b : ndarray, shape (K,)
     V : ndarray, shape (K, D)
@@ -122,6 +123,10 @@ def hessian_vector_product(X, W, b, V, c, *, l2: float = 0.0, sample_weight=None
     """
     W, b = _checks.check_weights(W, b)
     V, c = _checks.check_direction(V, c, W)
+    if _checks._is_scipy_sparse(X):
+        from fastsoftmax._sparse import sparse_hessian_vector_product
+
+        return sparse_hessian_vector_product(X, W, b, V, c, _checks.check_l2(l2), sample_weight)
     X = _checks.check_X(X, W.dtype, W.shape[1], fortran_ok=True, takes_y=False)
     sample_weight = _checks.check_sample_weight(sample_weight, X.shape[0], W.dtype, scale_free=True)
     l2 = _checks.check_l2(l2)
@@ -136,7 +141,7 @@ def hessian_vector_product(X, W, b, V, c, *, l2: float = 0.0, sample_weight=None
             "the direction (V, c)",
             (V, c),
             lambda s: fused_hvp(X, W, b, s * V, s * c, sample_weight, scale, l2, HV, Hc),
-            "the product is linear in it: scale it down and the product back up, H (V, c) = s H (V / s, c / s)",
+            _checks.DIRECTION_OVERFLOW_FIX,
         )
         raise _checks.overflow_error()
     return HV, Hc

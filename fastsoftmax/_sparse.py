@@ -452,6 +452,10 @@ class SparseObjective:
     def __call__(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
         return self._mean(theta, _EMPTY_ROWS, self.weight_sum)
 
+    def sums(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
+        """(loss, gradient) summed over the rows with their weights, not divided by ``weight_sum``."""
+        return self._mean(theta, _EMPTY_ROWS, 1.0)
+
     def batch(self, theta: np.ndarray, rows: np.ndarray) -> tuple[float, np.ndarray]:
         """A mini-batch, divided by its expected weight, as ``_data.chunked_objectives`` divides a dense one."""
         rows = np.ascontiguousarray(rows, dtype=np.int64)
@@ -558,15 +562,39 @@ def make_sparse_objective(
     sample_weight=None,
     cast_floats: bool = True,
     renumber_columns: bool = False,
+    scale_free: bool = True,
 ) -> SparseObjective:
     """The objective over a scipy.sparse X, its labels and weights checked (see :func:`check_sparse_X`).
 
     ``renumber_columns``: the objective serves a fit (see :class:`SparseObjective`).
+    ``scale_free=False``: the weights' values count, not only their ratios
+    (:meth:`SparseObjective.sums`; see ``_checks.check_sample_weight``).
     """
     rows = check_sparse_X(X, dtype, n_features, cast_floats=cast_floats)
     y = _checks.check_labels(y, rows.n_samples, n_classes)
-    sample_weight = _checks.check_sample_weight(sample_weight, rows.n_samples, dtype, scale_free=True)
+    sample_weight = _checks.check_sample_weight(sample_weight, rows.n_samples, dtype, scale_free=scale_free)
     return SparseObjective(rows, y, sample_weight, n_classes, l2, renumber_columns=renumber_columns)
+
+
+def _all_finite(loss: float, grad: np.ndarray) -> bool:
+    return math.isfinite(loss) and bool(np.isfinite(grad).all())
+
+
+def objective_loss_and_grad(
+    objective: SparseObjective, W: np.ndarray, b: np.ndarray
+) -> tuple[float, np.ndarray, np.ndarray]:
+    """(mean loss + L2 term, dW (K, D), db (K,)) of ``objective`` at checked W and b, in one pass over X.
+
+    dW and db are views of one new array. A loss or gradient that overflows
+    raises ValueError (X's values were checked finite): the L2 term's loss
+    or gradient, else the first row whose logits overflow.
+    """
+    loss, grad = objective(pack(W, b))
+    if not _all_finite(loss, grad):
+        _checks.raise_for_overflowing_penalty(l2_penalty(W, objective.l2), W, objective.l2)
+        _checks.raise_for_l2_overflow(objective.l2, W, "gradient l2 W", "W")
+        raise sparse_logits_error(objective.X, W, b)
+    return (loss, *unpack(grad, *W.shape))
 
 
 def sparse_loss_and_grad(
@@ -584,12 +612,74 @@ def sparse_loss_and_grad(
         sample_weight=sample_weight,
         cast_floats=False,
     )
-    loss, grad = objective(pack(W, b))
-    if not (math.isfinite(loss) and np.isfinite(grad).all()):
-        _checks.raise_for_overflowing_penalty(l2_penalty(W, l2), W, l2)
+    loss, dW, db = objective_loss_and_grad(objective, W, b)
+    return loss, dW.copy(), db.copy()
+
+
+def sparse_loss_and_grad_sums(
+    X, y, W: np.ndarray, b: np.ndarray, sample_weight=None
+) -> tuple[float, np.ndarray, np.ndarray, float]:
+    """``fastsoftmax.loss_and_grad_sums`` of a scipy.sparse X under checked W (K, D) and b (K,).
+
+    Returns (loss_sum, dW_sum, db_sum, weight_sum): sum_i w_i (logsumexp(z_i)
+    - z_{i,y_i}), sum_i w_i (p_i - e_{y_i}) x_i^T, sum_i w_i (p_i - e_{y_i})
+    and sum_i w_i, summed in float64 and returned in W's dtype.
+    """
+    n_classes, n_features = W.shape
+    objective = make_sparse_objective(
+        X,
+        y,
+        n_features=n_features,
+        n_classes=n_classes,
+        dtype=W.dtype,
+        l2=0.0,
+        sample_weight=sample_weight,
+        cast_floats=False,
+        scale_free=False,
+    )
+    theta = pack(W, b)
+    loss_sum, grad = objective.sums(theta)
+    if not _all_finite(loss_sum, grad):
+        weights = objective.sample_weight
+
+        def finite_when_scaled(scale) -> bool:
+            return _all_finite(*SparseObjective(objective.X, objective.y, scale * weights, n_classes, 0.0).sums(theta))
+
+        _checks.raise_for_overflow_by_scale(
+            "sample_weight", (weights,), finite_when_scaled, _checks.WEIGHTS_OVERFLOW_FIX
+        )
         raise sparse_logits_error(objective.X, W, b)
     dW, db = unpack(grad, n_classes, n_features)
-    return loss, dW.copy(), db.copy()
+    return loss_sum, dW.copy(), db.copy(), objective.weight_sum
+
+
+def sparse_hessian_vector_product(
+    X, W: np.ndarray, b: np.ndarray, V: np.ndarray, c: np.ndarray, l2: float, sample_weight=None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``fastsoftmax.hessian_vector_product`` of a scipy.sparse X under checked W, b, direction (V, c) and l2.
+
+    Returns (HV (K, D), Hc (K,)) in W's dtype: one pass over X
+    (``kernels.csr_hvp_sums``), summed in float64.
+    """
+    n_classes, n_features = W.shape
+    rows = check_sparse_X(X, W.dtype, n_features, cast_floats=False)
+    sample_weight = _checks.check_sample_weight(sample_weight, rows.n_samples, W.dtype, scale_free=True)
+    no_labels = np.zeros(rows.n_samples, dtype=np.int64)  # the Hessian does not depend on them
+    objective = SparseObjective(rows, no_labels, sample_weight, n_classes, l2)
+    theta = pack(W, b)
+    product = objective.hvp(theta, pack(V, c))
+    if not np.isfinite(product).all():
+        # Before the direction's size: l2 V shrinks with V too.
+        _checks.raise_for_l2_overflow(l2, V, "product l2 V", "V")
+        _checks.raise_for_overflow_by_scale(
+            "the direction (V, c)",
+            (V, c),
+            lambda scale: bool(np.isfinite(objective.hvp(theta, pack(scale * V, scale * c))).all()),
+            _checks.DIRECTION_OVERFLOW_FIX,
+        )
+        raise sparse_logits_error(rows, W, b)
+    HV, Hc = unpack(product, n_classes, n_features)
+    return HV.copy(), Hc.copy()
 
 
 def predict_sparse(

@@ -14,7 +14,14 @@ from fastsoftmax._api import descend, fused_loss_grad, l2_penalty, predict, pred
 from fastsoftmax._api import softmax as softmax_rows
 from fastsoftmax._io import atomic_file, newer_format, npz_scalar, read_npz, refuse_other_file_kind, write_npz
 from fastsoftmax._layout import pack, unpack
-from fastsoftmax._sparse import is_sparse, predict_sparse
+from fastsoftmax._sparse import (
+    SparseObjective,
+    checked_csr,
+    is_sparse,
+    make_sparse_objective,
+    objective_loss_and_grad,
+    predict_sparse,
+)
 from fastsoftmax._threading import copied_for_saving, exclusive_training, read_while_trained_elsewhere, run_whole
 from fastsoftmax.checkpoint import check_directory as check_checkpoint_directory
 from fastsoftmax.exceptions import ConvergenceWarning, TrainingError
@@ -236,6 +243,12 @@ class SoftmaxRegression:
         X = self._X(X, fortran_ok, learning=learning)
         return X, _checks.check_labels(y, X.shape[0], self.num_classes, scan=scan_labels)
 
+    def _sparse_objective(self, X, y, l2: float) -> SparseObjective:
+        """A scipy.sparse X and its labels, checked and cast to the model's dtype, as one objective."""
+        return make_sparse_objective(
+            X, y, n_features=self.input_dim, n_classes=self.num_classes, dtype=self.dtype, l2=l2
+        )
+
     # -- the textbook interface ------------------------------------------------
 
     def softmax(self, Z) -> np.ndarray:
@@ -288,9 +301,18 @@ class SoftmaxRegression:
         Without ``probs`` this is one fused pass over X. Given ``probs`` (N, K)
         from :meth:`forward`, as the textbook class takes them, the gradient is
         formed from those probabilities instead; they must be probabilities
-        (in [0, 1], rows summing to 1 within rounding), not logits.
+        (in [0, 1], rows summing to 1 within rounding), not logits. X may be
+        a scipy.sparse matrix or array (see :meth:`fit`).
         """
-        X, y = self._Xy(X, y, fortran_ok=True, scan_labels=probs is not None, learning=True)
+        sparse = is_sparse(X)
+        if sparse and probs is None:
+            _, dW, db = objective_loss_and_grad(self._sparse_objective(X, y, 0.0), *self._params())
+            return dW, db
+        if sparse:
+            X = checked_csr(X, self.dtype, self.input_dim)
+            y = _checks.check_labels(y, X.shape[0], self.num_classes)
+        else:
+            X, y = self._Xy(X, y, fortran_ok=True, scan_labels=probs is not None, learning=True)
         W, b = self._params()
         if probs is not None:
             probs = _checks.check_probabilities(probs, self.dtype)
@@ -299,7 +321,9 @@ class SoftmaxRegression:
             dz = probs.copy()
             dz[np.arange(y.shape[0]), y] -= 1
             dz /= X.shape[0]
-            return dz.T @ X, dz.sum(axis=0)
+            # A sparse X multiplies from the left (SciPy's product); the result is dense.
+            dW = np.ascontiguousarray((X.T @ dz).T) if sparse else dz.T @ X
+            return dW, dz.sum(axis=0)
         dW, db = np.empty_like(W), np.empty_like(b)
         loss_sum = fused_loss_grad(X, y, W, b, _checks.no_weights(self.dtype), 1.0 / X.shape[0], 0.0, dW, db)
         _checks.raise_for_nonfinite_loss(X, loss_sum, y, self.num_classes)
@@ -313,19 +337,28 @@ class SoftmaxRegression:
         > 0 and ``l2`` a finite number >= 0, as in :meth:`fit`. A non-finite
         loss, a step that would make W or b non-finite, or a read-only W or b
         raises and leaves W and b unchanged; so does a step while another
-        thread trains the model (RuntimeError).
+        thread trains the model (RuntimeError). X may be a scipy.sparse
+        matrix or array (see :meth:`fit`).
         """
         lr = _checks.check_lr(lr, "train_step(X, y, lr)")
         l2 = _checks.check_l2(l2, "train_step(X, y, lr, l2)")
-        data = {"X": X, "y": y}  # the caller's arrays, before any copy
-        X, y = self._Xy(X, y, fortran_ok=True, scan_labels=False, learning=True)
+        sparse = is_sparse(X)
+        # The caller's arrays, before any copy (a sparse X's values).
+        data = {"X": getattr(X, "data", None) if sparse else X, "y": y}
+        if sparse:
+            objective = self._sparse_objective(X, y, l2)
+        else:
+            X, y = self._Xy(X, y, fortran_ok=True, scan_labels=False, learning=True)
         with exclusive_training(self):
             W, b = self._params(update=True, data=data)
-            dW, db = np.empty_like(W), np.empty_like(b)
-            loss_sum = fused_loss_grad(X, y, W, b, _checks.no_weights(self.dtype), 1.0 / X.shape[0], l2, dW, db)
-            _checks.raise_for_nonfinite_loss(X, loss_sum, y, self.num_classes, W=W, l2=l2)
-            loss = loss_sum / X.shape[0] + l2_penalty(W, l2)
-            _checks.raise_for_overflowing_penalty(loss, W, l2)
+            if sparse:
+                loss, dW, db = objective_loss_and_grad(objective, W, b)
+            else:
+                dW, db = np.empty_like(W), np.empty_like(b)
+                loss_sum = fused_loss_grad(X, y, W, b, _checks.no_weights(self.dtype), 1.0 / X.shape[0], l2, dW, db)
+                _checks.raise_for_nonfinite_loss(X, loss_sum, y, self.num_classes, W=W, l2=l2)
+                loss = loss_sum / X.shape[0] + l2_penalty(W, l2)
+                _checks.raise_for_overflowing_penalty(loss, W, l2)
             # The new W and b are formed in the gradient's buffers and checked before W and b change.
             if not descend(W, b, dW, db, self.dtype.type(lr)):
                 raise TrainingError(

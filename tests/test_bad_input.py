@@ -993,24 +993,30 @@ def test_an_npy_header_over_numpys_limit_is_named_with_the_rewrite(tmp_path, cal
 
 
 @pytest.mark.parametrize(
-    "call",
+    "name, call",
     [
-        lambda X, y, W, b: fs.loss_and_grad_sums(X, y, W, b),
-        lambda X, y, W, b: fs.hessian_vector_product(X, W, b, W, b),
-        lambda X, y, W, b: SoftmaxRegression(4, 3).backward(X, y),
-        lambda X, y, W, b: SoftmaxRegression(4, 3).train_step(X, y, lr=0.1),
+        ("Z", lambda X, y, W, b, to_sparse: fs.softmax(to_sparse(X @ W.T))),
+        ("Z", lambda X, y, W, b, to_sparse: fs.cross_entropy(to_sparse(X @ W.T), y)),
+        (
+            "probs",
+            lambda X, y, W, b, to_sparse: SoftmaxRegression(4, 3).compute_loss(to_sparse(fs.softmax(X @ W.T)), y),
+        ),
+        ("probs", lambda X, y, W, b, to_sparse: SoftmaxRegression(4, 3).backward(X, y, to_sparse(fs.softmax(X @ W.T)))),
+        ("W", lambda X, y, W, b, to_sparse: fs.loss_and_grad(X, y, to_sparse(W), b)),
+        ("V", lambda X, y, W, b, to_sparse: fs.hessian_vector_product(to_sparse(X), W, b, to_sparse(W), b)),
     ],
-    ids=["loss_and_grad_sums", "hessian_vector_product", "model.backward", "model.train_step"],
+    ids=["softmax", "cross_entropy", "compute_loss", "model.backward", "loss_and_grad", "hessian_vector_product"],
 )
 @pytest.mark.parametrize("kind", ["csr_matrix", "csr_array"])
-def test_sparse_X_is_named_with_the_fix(problem, call, kind):
+def test_a_sparse_argument_other_than_X_is_named_with_the_fix(problem, name, call, kind):
     # np.asarray wraps a sparse matrix in a 0-d object array: the message said "X has dtype object".
     sparse = pytest.importorskip("scipy.sparse")
     X, y, W, b = problem
-    # The calls that take sparse X are named (tests/test_sparse.py runs them).
-    dense_only = r"^X is a scipy\.sparse matrix; .*fit, partial_fit, predict.*X\.toarray\(\) if it fits in memory\.$"
+    # X may be sparse wherever X is taken (tests/test_sparse.py); the message says so.
+    dense_only = rf"^{name} is a scipy\.sparse matrix; {name} must be a dense array here .* take a sparse X, "
+    dense_only += rf"not a sparse {name}\): pass {name}\.toarray\(\) if it fits in memory\.$"
     with pytest.raises(TypeError, match=dense_only):
-        call(getattr(sparse, kind)(X), y, W, b)
+        call(X, y, W, b, getattr(sparse, kind))
 
 
 def test_pandas_frames_with_nullable_or_non_numeric_columns(problem):

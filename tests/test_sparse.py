@@ -195,6 +195,122 @@ def test_predictions_match_the_dense_ones(rng, dtype):
     np.testing.assert_array_equal(fs.predict(empty, W, np.zeros(9, dtype=dtype)), [0, 0])
 
 
+# -- the partial sums, the Hessian-vector product and the textbook calls -------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("n, d, k", SHAPES)
+@pytest.mark.parametrize("weighted", [False, True])
+def test_partial_sums_and_hessian_products_match_the_dense_ones(rng, dtype, n, d, k, weighted):
+    X, y, W, b, w = sparse_problem(rng, n, d, k, dtype, weighted=weighted)
+    dense = X.toarray()
+    sums = fs.loss_and_grad_sums(X, y, W, b, sample_weight=w)
+    assert isinstance(sums, fs.LossGradSums) and sums.dW_sum.dtype == dtype and sums.db_sum.dtype == dtype
+    weight = float(n if w is None else w.astype(np.float64).sum())
+    np.testing.assert_allclose(sums.weight_sum, weight, rtol=rtol_for(np.float64, n))
+    mean = (sums.loss_sum / weight, sums.dW_sum / weight, sums.db_sum / weight)
+    rtol = grad_rtol(dtype, n, d, k)
+    assert_grad_close(*mean, reference_loss_grad(dense, y, W, b, sample_weight=w), dense, W, 0.0, rtol)
+    V, c = rng.standard_normal(W.shape).astype(dtype), rng.standard_normal(b.shape).astype(dtype)
+    HV, Hc = fs.hessian_vector_product(X, W, b, V, c, l2=0.2, sample_weight=w)
+    dense_HV, dense_Hc = fs.hessian_vector_product(dense, W, b, V, c, l2=0.2, sample_weight=w)
+    assert HV.dtype == dtype and Hc.dtype == dtype and HV.shape == (k, d) and Hc.shape == (k,)
+    np.testing.assert_allclose(HV, dense_HV, rtol=rtol, atol=rtol * float(np.abs(dense_HV).max()))
+    np.testing.assert_allclose(Hc, dense_Hc, rtol=rtol, atol=rtol * max(float(np.abs(dense_Hc).max()), 1.0))
+
+
+def test_partial_sums_of_row_chunks_add_up_to_the_whole(rng):
+    """What the sums are for: chunks of rows (a Dask partition, a file) summed apart and added."""
+    X, y, W, b, w = sparse_problem(rng, 250, 12, 4, weighted=True)
+    whole = fs.loss_and_grad_sums(X, y, W, b, sample_weight=w)
+    parts = [
+        fs.loss_and_grad_sums(X[rows], y[rows], W, b, sample_weight=w[rows]) for rows in (slice(0, 90), slice(90, None))
+    ]
+    rtol = rtol_for(np.float64, 250)
+    for got, want in zip(map(sum, zip(*parts, strict=True)), whole, strict=True):
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * float(np.abs(want).max()))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_backward_and_train_step_take_sparse_X_as_they_take_dense_X(rng, dtype):
+    """The textbook loop on a sparse X (here CSC, converted per call) follows the loop on X.toarray()."""
+    X, y, W, b, _ = sparse_problem(rng, 300, 20, 5, dtype)
+    runs = {}
+    for name, data in (("sparse", sparse.csc_matrix(X)), ("dense", X.toarray())):
+        model = SoftmaxRegression(20, 5, dtype=dtype)
+        model.W, model.b = W.copy(), b.copy()
+        fused = model.backward(data, y)
+        from_probs = model.backward(data, y, model.forward(data))
+        losses = [model.train_step(data, y, 0.5, l2=0.01) for _ in range(5)]
+        runs[name] = (*fused, *from_probs, np.array(losses), model.W.copy(), model.b.copy())
+    rtol = 5 * grad_rtol(dtype, 300, 20, 5)  # five steps, each within the one-step tolerance
+    for got, want in zip(runs["sparse"], runs["dense"], strict=True):
+        assert got.dtype == want.dtype and got.shape == want.shape and got.flags.c_contiguous
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * max(float(np.abs(want).max()), 1.0))
+    # A model casts a sparse X of the other float dtype to its own, as it casts a dense one.
+    other = np.float64 if dtype == np.float32 else np.float32
+    model, twin = SoftmaxRegression(20, 5, dtype=dtype, seed=1), SoftmaxRegression(20, 5, dtype=dtype, seed=1)
+    assert model.train_step(X.astype(other), y, 0.5) == twin.train_step(X.astype(other).astype(dtype), y, 0.5)
+    np.testing.assert_array_equal(model.W, twin.W)
+
+
+def test_textbook_calls_refuse_bad_sparse_input_and_keep_the_weights():
+    X = sparse.csr_array(np.array([[1.0, 0.0, 2.0], [0.0, 3.0, 0.0], [4.0, 0.0, 0.0]]))
+    model = SoftmaxRegression(3, 2, seed=0)
+    W, b = model.W.copy(), model.b.copy()
+    with pytest.raises(ValueError, match=r"y contains the label 2, outside \[0, 2\)"):
+        model.train_step(X, [0, 1, 2], 0.1)
+    with pytest.raises(ValueError, match=r"y contains the label 2, outside \[0, 2\)"):
+        model.backward(X, [0, 1, 2], np.full((3, 2), 0.5))
+    with pytest.raises(ValueError, match=r"probs must have shape \(3, 2\)"):
+        model.backward(X, [0, 1, 0], np.full((2, 2), 0.5))
+    huge = sparse.csr_array(X * 1e200)
+    model.W[...] = 1e200
+    with pytest.raises(ValueError, match=r"logits X W\^T \+ b of row 0 of X overflow"):
+        model.train_step(huge, [0, 1, 0], 0.1)
+    np.testing.assert_array_equal(model.W, 1e200)
+    model.W[...] = W
+    # A step too large for the dtype: W and b stay as they were.
+    with pytest.raises(fs.TrainingError, match="overflows W or b"):
+        model.train_step(sparse.csr_array(X * 100.0), [0, 1, 0], 1e308)
+    np.testing.assert_array_equal(model.W, W)
+    np.testing.assert_array_equal(model.b, b)
+    # Training must not write the caller's X while it reads it.
+    shared = sparse.csr_array((np.arange(1.0, 7.0), [0, 1, 2, 0, 1, 2], [0, 3, 6]), shape=(2, 3))
+    model.W = shared.data.reshape(2, 3)
+    with pytest.raises(ValueError, match=r"model\.W shares memory with X"):
+        model.train_step(shared, [0, 1], 0.1)
+    np.testing.assert_array_equal(shared.data, np.arange(1.0, 7.0))
+
+
+def test_an_overflow_of_the_sparse_sums_or_product_names_its_cause():
+    """As for dense X: the weights' size, the direction's size, the L2 term, or the logits."""
+    X = sparse.csr_array(np.ones((40, 1), np.float32))
+    W, b = np.zeros((2, 1), np.float32), np.zeros(2, np.float32)
+    y = np.zeros(40, dtype=np.int64)
+    with pytest.raises(ValueError, match=r"overflows float32 through the size of sample_weight.*scale them down"):
+        fs.loss_and_grad_sums(X, y, W, b, sample_weight=np.full(40, 1e38, np.float32))
+    # The sparse kernels form u = V x + c in float64: here r = p (u - p^T u) = 1.5e39 x, in float32 HV = inf.
+    V = np.array([[3e38], [-3e38]], np.float32)
+    with pytest.raises(ValueError, match=r"through the size of the direction \(V, c\).*H \(V, c\) = s H"):
+        fs.hessian_vector_product(X * np.float32(10.0), W, b, V, b)
+    with pytest.raises(ValueError, match=r"^the L2 term's product l2 V overflows float32"):
+        fs.hessian_vector_product(X, W, b, np.full_like(W, 1e30), b, l2=1e10)
+    # Logits beyond float64's range, which the kernels form them in.
+    X_huge, W_huge = X.astype(np.float64) * 1e200, W.astype(np.float64) + 1e200
+    with pytest.raises(ValueError, match=r"logits X W\^T \+ b of row 0 of X overflow"):
+        fs.hessian_vector_product(X_huge, W_huge, np.zeros(2), np.ones_like(W_huge), np.ones(2))
+    with pytest.raises(ValueError, match=r"logits X W\^T \+ b of row 0 of X overflow"):
+        fs.loss_and_grad_sums(X_huge, y, W_huge, np.zeros(2))
+    # The L2 gradient l2 W alone passes float32's range (its loss term, in float64, does not).
+    model = SoftmaxRegression(1, 2, dtype=np.float32)
+    model.W[...] = 1.0
+    with pytest.raises(ValueError, match=r"^the L2 term's gradient l2 W overflows float32"):
+        fs.loss_and_grad(X, y, np.ones_like(W), b, l2=1e39)
+    with pytest.raises(ValueError, match=r"^the L2 term's gradient l2 W overflows float32"):
+        model.train_step(X, y, 0.1, l2=1e39)
+
+
 @pytest.fixture(params=[False, True], ids=["columns-as-given", "columns-renumbered"])
 def renumbered(request, monkeypatch):
     """Whether fits read X with its columns renumbered (``_sparse.by_frequency``), as a fit on a wide X does.
@@ -415,10 +531,16 @@ def _raw_csr(data, indices, indptr, shape):
 def test_broken_sparse_X_is_refused_before_training(X, match):
     model = SoftmaxRegression(3, 2, seed=0)
     W, b = model.W.copy(), model.b.copy()
+    y = np.zeros(X.shape[0], dtype=int)
     for call in (
-        lambda: model.fit(X, np.zeros(X.shape[0], dtype=int), max_iter=2),
+        lambda: model.fit(X, y, max_iter=2),
         lambda: model.predict(X),
-        lambda: fs.loss_and_grad(X, np.zeros(X.shape[0], dtype=int), W, b),
+        lambda: model.train_step(X, y, 0.1),
+        lambda: model.backward(X, y),
+        lambda: model.backward(X, y, np.full((X.shape[0], 2), 0.5)),
+        lambda: fs.loss_and_grad(X, y, W, b),
+        lambda: fs.loss_and_grad_sums(X, y, W, b),
+        lambda: fs.hessian_vector_product(X, W, b, W, b),
     ):
         with pytest.raises(ValueError, match=match):
             call()
