@@ -411,23 +411,34 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         skipped: the prediction kernels count the rows whose logits are not
         finite and then name the first bad row of X (``_api._predict_into``),
         so a finite X is read once, not twice (predict at 1e6 x 20 x 3
-        float32: the scan took 4.0 of 13.1 ms).
+        float32: the scan took 4.0 of 13.1 ms). A sparse X that is CSR in
+        the model's dtype is then checked by the prediction's own call
+        (``_sparse.check_sparse_X``) and not here as well: scikit-learn
+        neither converts it nor reads its indices.
         """
         check_is_fitted(self)
         return self._validate_and_cast(
-            X, dtypes=[self.coef_.dtype], learning=False, reset=False, ensure_all_finite=not kernel_finds_nonfinite
+            X,
+            dtypes=[self.coef_.dtype],
+            learning=False,
+            sparse_checked_later=kernel_finds_nonfinite,
+            reset=False,
+            ensure_all_finite=not kernel_finds_nonfinite,
         )
 
-    def _validate_and_cast(self, X, *y, dtypes: list[np.dtype], learning: bool = True, **options):
+    def _validate_and_cast(
+        self, X, *y, dtypes: list[np.dtype], learning: bool = True, sparse_checked_later: bool = False, **options
+    ):
         """``validate_data(self, X, *y, **options)`` with X in one of ``dtypes``, else cast to the first.
 
         Floating X is validated in its own dtype and cast by ``_checks.cast_X``:
         validate_data's cast would turn a finite float64 beyond float32's range
         into inf, which its scan (or the kernels') then reports as an infinite
         value in X, with the wrong fix. ``learning=False``: X is only scored
-        (see ``_checks.cast_X``).
+        (see ``_checks.cast_X``). ``sparse_checked_later``: the caller checks
+        a sparse X that is CSR in ``dtypes[0]`` itself (see :meth:`_validate_X`).
         """
-        if is_sparse(X):
+        if is_sparse(X) and not (sparse_checked_later and X.format == "csr" and X.dtype == dtypes[0]):
             # Checked before scikit-learn converts it to CSR (SciPy converts unchecked index
             # arrays), and cast by that check, which names a value beyond float32's range by its row.
             X = checked_csr(X, X.dtype if X.dtype in dtypes else dtypes[0], learning=learning)

@@ -684,6 +684,25 @@ def test_every_estimator_method_checks_a_sparse_X(rng):
         estimator.decision_function(sparse.csc_array(_bad_csc(7)))
 
 
+def test_the_estimator_checks_a_csr_X_once_per_prediction(rng, monkeypatch):
+    """Each check reads every stored value: at 100,000 x 50,000 x 20 a second one took predict 24 -> 29 ms."""
+    from fastsoftmax.sklearn import SoftmaxClassifier
+
+    X, y, _, _, _ = sparse_problem(rng, 60, 4, 3, density=0.5)
+    estimator = SoftmaxClassifier().fit(X, y)
+    checks = []
+    check = _sparse.check_sparse_X
+    monkeypatch.setattr(_sparse, "check_sparse_X", lambda *args, **kwargs: checks.append(1) or check(*args, **kwargs))
+    for method in ("predict", "predict_proba"):
+        checks.clear()
+        getattr(estimator, method)(X)
+        assert len(checks) == 1, method
+        # Another format, or another dtype, is checked before scikit-learn converts it: twice in all.
+        checks.clear()
+        getattr(estimator, method)(sparse.csc_array(X))
+        assert len(checks) == 2, method
+
+
 def test_index_arrays_must_be_integers_and_one_dimensional():
     X = sparse.csr_array(np.eye(3))
     X.indices = X.indices.astype(np.float64) + 0.7
