@@ -71,7 +71,7 @@ def is_sparse(X) -> bool:
     return _checks._is_scipy_sparse(X)
 
 
-def checked_csr(X, dtype: np.dtype, n_features: int | None = None, *, learning: bool = True):
+def checked_csr(X, dtype: np.dtype, n_features: int | None = None, *, learning: bool = True, row_offset: int = 0):
     """A scipy.sparse X checked (:func:`check_sparse_X`) and rebuilt as CSR in ``dtype``, of X's kind.
 
     A ``csr_matrix`` for a sparse matrix, a ``csr_array`` for a sparse
@@ -80,7 +80,7 @@ def checked_csr(X, dtype: np.dtype, n_features: int | None = None, *, learning: 
     """
     import scipy.sparse
 
-    rows = check_sparse_X(X, dtype, n_features, learning=learning)
+    rows = check_sparse_X(X, dtype, n_features, learning=learning, row_offset=row_offset)
     kind = scipy.sparse.csr_matrix if isinstance(X, scipy.sparse.spmatrix) else scipy.sparse.csr_array
     return kind(rows.arrays(), shape=rows.shape, copy=False)
 
@@ -111,7 +111,13 @@ class CSRRows:
 
 
 def check_sparse_X(
-    X, dtype: np.dtype, n_features: int | None = None, *, learning: bool = True, cast_floats: bool = True
+    X,
+    dtype: np.dtype,
+    n_features: int | None = None,
+    *,
+    learning: bool = True,
+    cast_floats: bool = True,
+    row_offset: int = 0,
 ) -> CSRRows:
     """Check a scipy.sparse X (N, D) and return it as :class:`CSRRows` in ``dtype``.
 
@@ -122,7 +128,9 @@ def check_sparse_X(
     from X (see ``_checks.cast_X``); only the words of an overflow's message
     depend on it. ``cast_floats=False`` (the functions, which take dense X
     in W's dtype only) refuses floating values of another dtype, as
-    ``_checks.check_X`` does.
+    ``_checks.check_X`` does. ``row_offset``: X's rows are rows
+    ``row_offset`` onward of a larger data set (a Dask chunk's), and the
+    messages name the data set's rows.
     """
     if X.ndim != 2:
         raise ValueError(f"X must be 2-dimensional (n_samples, n_features), got a sparse X of shape {X.shape}.")
@@ -151,10 +159,11 @@ def check_sparse_X(
     else:
         csr = X.tocsr()
         data, indices, indptr = np.asarray(csr.data), *_index_arrays(csr.indices, csr.indptr, "CSR")
-    _check_compressed(data, indices, indptr, n_samples, n_columns, "CSR")
+    _check_compressed(data, indices, indptr, n_samples, n_columns, "CSR", first_line=row_offset)
     n_stored = int(indptr[-1])
     data, indices = data[:n_stored], indices[:n_stored]
-    data = _values_in(data, indptr, dtype, learning, "before training" if learning else "before predicting")
+    fix = "before training" if learning else "before predicting"
+    data = _values_in(data, indptr, dtype, learning, fix, row_offset=row_offset)
     return CSRRows(
         *(kernels.read_only(np.ascontiguousarray(a)) for a in (data, indices, indptr)), (n_samples, n_columns)
     )
@@ -208,11 +217,18 @@ def _invalid(form: str, broken: str) -> ValueError:
 
 
 def _check_compressed(
-    data: np.ndarray, indices: np.ndarray, indptr: np.ndarray, n_major: int, n_minor: int, form: str
+    data: np.ndarray,
+    indices: np.ndarray,
+    indptr: np.ndarray,
+    n_major: int,
+    n_minor: int,
+    form: str,
+    first_line: int = 0,
 ) -> None:
     """Refuse compressed (CSR or CSC) arrays that would make the kernels, or SciPy's conversion, read outside them.
 
-    ``n_major`` lines (rows of a CSR X, columns of a CSC one) of ``n_minor`` entries each.
+    ``n_major`` lines (rows of a CSR X, columns of a CSC one) of ``n_minor``
+    entries each, named from ``first_line`` on.
     """
     line, entry = ("row", "column") if form == "CSR" else ("column", "row")
     broken = None
@@ -229,17 +245,19 @@ def _check_compressed(
         lowest, highest = int(used.min()), int(used.max())
         if lowest < 0 or highest >= n_minor:
             bad = lowest if lowest < 0 else highest
-            where = int(np.searchsorted(indptr, int(np.argmax(used == bad)), side="right")) - 1
+            where = first_line + int(np.searchsorted(indptr, int(np.argmax(used == bad)), side="right")) - 1
             broken = f"{line} {where} stores a value in {entry} {bad}, outside [0, {n_minor})"
     if broken is not None:
         raise _invalid(form, broken)
 
 
-def _values_in(data: np.ndarray, indptr: np.ndarray, dtype: np.dtype, learning: bool, fix: str) -> np.ndarray:
+def _values_in(
+    data: np.ndarray, indptr: np.ndarray, dtype: np.dtype, learning: bool, fix: str, row_offset: int = 0
+) -> np.ndarray:
     """The stored values in ``dtype``; NaN, inf and values beyond ``dtype``'s range raise, naming their row."""
 
     def row_of(position: int) -> int:
-        return int(np.searchsorted(indptr, position, side="right")) - 1
+        return row_offset + int(np.searchsorted(indptr, position, side="right")) - 1
 
     if data.dtype.kind == "f":
         finite = np.isfinite(data)
@@ -463,6 +481,13 @@ class SparseObjective:
 
     def hvp(self, theta: np.ndarray, v: np.ndarray) -> np.ndarray:
         """The Hessian of the full objective at ``theta`` times ``v``: one pass over X (``kernels.csr_hvp_sums``)."""
+        return self._hvp(theta, v, 1.0 / self.weight_sum)
+
+    def hvp_sums(self, theta: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """:meth:`hvp` summed over the rows with their weights, not divided by ``weight_sum``."""
+        return self._hvp(theta, v, 1.0)
+
+    def _hvp(self, theta: np.ndarray, v: np.ndarray, scale: float) -> np.ndarray:
         _, Wt, b = self._weights(theta)
         V, Vt, c = self._weights(v)
         dHt_acc, dc_acc = self._accumulators(self._n_chunks)
@@ -471,7 +496,7 @@ class SparseObjective:
                 *self._kernel_X.arrays(), self._bounds, Wt, b, Vt, c, self.sample_weight, dHt_acc, dc_acc
             )
         self._rows += self.n_samples
-        return self._finish(dHt_acc, dc_acc, V, 1.0 / self.weight_sum)
+        return self._finish(dHt_acc, dc_acc, V, scale)
 
     @property
     def rows_processed(self) -> int:
@@ -530,25 +555,44 @@ class SparseObjective:
         solver's change of variables centres theta, not X
         (:mod:`fastsoftmax._scaling`), so X stays sparse.
         """
-        data, indices, indptr = self.X.arrays()
         n_features = self.X.n_features
-        values = data.astype(np.float64)
-        if self.sample_weight.shape[0]:
-            weights = np.repeat(self.sample_weight.astype(np.float64), np.diff(indptr))
-        else:
-            weights = np.ones_like(values)
+        sums, _, weight_sum = column_moments_about(self.X, self.sample_weight, np.zeros(n_features))
         with np.errstate(over="ignore", invalid="ignore"):  # inf: the scaling falls back to the identity
-            mean = np.bincount(indices, weights=weights * values, minlength=n_features) / self.weight_sum
-            # The unstored zeros, each (0 - mean)^2, weigh what the rows without the column weigh.
-            stored_weight = np.bincount(indices, weights=weights, minlength=n_features)
-            deviations = values - mean[indices]
-            squares = np.bincount(indices, weights=weights * deviations * deviations, minlength=n_features)
-            variance = (squares + (self.weight_sum - stored_weight) * mean * mean) / self.weight_sum
+            mean = sums / weight_sum
+            _, squares, _ = column_moments_about(self.X, self.sample_weight, mean)
+            variance = squares / weight_sum
         return FeatureScaling.from_mean_variance(mean, np.maximum(variance, 0.0), l2, n_classes, centre=centre)
 
     def raise_for_nonfinite_start(self, loss: float) -> None:
         """X's values were checked finite on entry: the logits overflowed."""
         raise _checks.overflow_error()
+
+
+def column_moments_about(
+    rows: CSRRows, sample_weight: np.ndarray, shift: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, float]:
+    r"""Weighted sums about ``shift`` (D,) of each column of a sparse X, its unstored zeros included.
+
+    Returns :math:`\sum_i w_i (x_{ij} - s_j)`, :math:`\sum_i w_i (x_{ij} - s_j)^2`
+    (both (D,) float64) and :math:`\sum_i w_i`, from the stored values in
+    O(stored values + D): each row without column j adds :math:`w_i (0 - s_j)`
+    and :math:`w_i s_j^2`. ``sample_weight`` is (N,) or (0,) for all ones.
+    Sums of disjoint sets of rows add up (``FeatureScaling.from_moments``).
+    """
+    data, indices, indptr = rows.arrays()
+    n_features = rows.n_features
+    weight_sum = _weight_sum(sample_weight, rows.n_samples)
+    if sample_weight.shape[0]:
+        weights = np.repeat(sample_weight.astype(np.float64), np.diff(indptr))
+    else:
+        weights = np.ones(data.shape[0])
+    with np.errstate(over="ignore", invalid="ignore"):  # inf: the scaling falls back to the identity
+        unstored_weight = weight_sum - np.bincount(indices, weights=weights, minlength=n_features)
+        deviations = data.astype(np.float64) - shift[indices]
+        sums = np.bincount(indices, weights=weights * deviations, minlength=n_features) - unstored_weight * shift
+        squares = np.bincount(indices, weights=weights * deviations * deviations, minlength=n_features)
+        squares += unstored_weight * shift * shift
+    return sums, squares, weight_sum
 
 
 def make_sparse_objective(

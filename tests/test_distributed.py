@@ -266,15 +266,24 @@ def test_values_beyond_float32_in_many_chunks_are_counted_as_on_one_machine(requ
     assert str(on_dask.value) == str(in_memory.value)
 
 
-def test_sparse_chunks_and_paths_beside_dask_arrays_are_named(data, tmp_path):
+def test_other_chunks_and_paths_beside_dask_arrays_are_named(data, tmp_path):
     sparse = pytest.importorskip("scipy.sparse")
     X, y = data
     Xd, yd = da.from_array(X, chunks=(CHUNK, D)), da.from_array(y, chunks=CHUNK)
     model = SoftmaxRegression(D, K, seed=0)
-    # IndexError from inside Dask, as the feature scaling's graph was built on the sparse metadata.
-    X_sparse = da.from_array(sparse.csr_matrix(X), chunks=(CHUNK, D), asarray=False)
-    with pytest.raises(TypeError, match=r"chunks of X are scipy\.sparse\..*, not NumPy arrays.*toarray"):
-        model.fit(X_sparse, yd, max_iter=2)
+    # X may hold scipy.sparse chunks (the tests of sparse chunks below), but only chunks that say so.
+    undeclared = da.from_array(sparse.csr_matrix(X), chunks=(CHUNK, D), asarray=False).map_blocks(
+        lambda chunk: chunk, dtype=np.float32, meta=np.empty((0, 0), np.float32)
+    )
+    message = r"chunk \d of X \(rows \d+:\d+\) is a csr_matrix, not a NumPy array; .* that the Dask array declares"
+    with pytest.raises(TypeError, match=message):
+        model.fit(undeclared, yd, max_iter=2)
+    # Dask declares COO chunks, which it cannot slice, as NumPy chunks: the fix makes them CSR.
+    coo = da.from_array(sparse.csr_matrix(X), chunks=(CHUNK, D), asarray=False).map_blocks(
+        lambda chunk: chunk.tocoo(), dtype=X.dtype
+    )
+    with pytest.raises(TypeError, match=r"is a coo_matrix, not a NumPy array; .*scipy\.sparse\.csr_matrix\(chunk\)"):
+        model.fit(coo, yd, max_iter=2)
     # Masked chunks: toarray, the sparse fix, is no method of theirs.
     X_masked = da.from_array(np.ma.masked_array(X, mask=X > 2), chunks=(CHUNK, D))
     with pytest.raises(TypeError, match=r"chunks of X are numpy\.ma\..*MaskedArray, .*chunk\.filled\(value\)"):
@@ -285,6 +294,183 @@ def test_sparse_chunks_and_paths_beside_dask_arrays_are_named(data, tmp_path):
         model.fit(Xd, tmp_path / "y.npy", max_iter=2)
     with pytest.raises(TypeError, match=r"got ndarray; y is a Dask array, so X must be one too: X = da\.from_array"):
         model.fit(X, yd, max_iter=2)
+
+
+# -- scipy.sparse chunks -------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sparse_data():
+    """(X as a CSR matrix, y): a text-like X with 85 % of its values zero, every class present."""
+    sparse = pytest.importorskip("scipy.sparse")
+    rng = np.random.default_rng(5)
+    dense = np.where(rng.random((N, D)) < 0.15, rng.standard_normal((N, D)), 0.0)
+    dense[:, 0] = rng.uniform(0.5, 1.5, size=N)  # every row stores a value (the bad chunks' tests change some)
+    y = rng.integers(0, K, size=N)
+    return sparse.csr_matrix(dense), y
+
+
+def _sparse_dask(X, chunks=CHUNK):
+    return da.from_array(X, chunks=(chunks, X.shape[1]), asarray=False)
+
+
+@pytest.mark.parametrize("solver", ["lbfgs", "newton-cg", "gd"])
+@pytest.mark.parametrize("precondition", [True, False])
+def test_sparse_chunks_fit_as_one_machine_fits_the_sparse_X(sparse_data, solver, precondition):
+    """The same iterates as the single-machine sparse fit, up to the order of the chunks' sums."""
+    X, y = sparse_data
+    w = np.random.default_rng(1).uniform(0.2, 2.0, size=N)
+    options = dict(solver=solver, l2=L2, precondition=precondition, max_iter=25 if solver == "gd" else 200)
+    options["tol"] = 0.0 if solver == "gd" else TOL
+    Xd, yd, wd = _sparse_dask(X), da.from_array(y, chunks=CHUNK), da.from_array(w, chunks=CHUNK)
+    model = SoftmaxRegression(D, K, seed=0).fit(Xd, yd, sample_weight=wd, **options)
+    reference = SoftmaxRegression(D, K, seed=0).fit(X, y, sample_weight=w, **options)
+    if solver == "gd":  # 25 fixed steps: the same steps, up to the rounding of the sums
+        assert model.n_iter_ == reference.n_iter_ == 25
+        np.testing.assert_allclose(model.loss_history_, reference.loss_history_, rtol=1e-12)
+        np.testing.assert_allclose(model.W, reference.W, rtol=0, atol=1e-12)
+    else:  # the feature scaling's rounding too: both converged, to within the tolerance's reach
+        assert_same_fit(model, reference)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_chunk_tasks_give_a_dense_chunks_sums_on_a_sparse_chunk(sparse_data, dtype):
+    """Loss and gradient sums, Hessian-vector sums, moments: on CSR arrays as on the same values dense."""
+    from fastsoftmax.distributed import _Chunk, _chunk_digest, _chunk_hvp_sums, _chunk_moments, _chunk_sums
+
+    X, y = sparse_data
+    rng = np.random.default_rng(2)
+    rows = slice(1400, 2100)
+    sparse_chunk, dense_chunk = X[rows].astype(dtype), X[rows].toarray().astype(dtype)
+    w = rng.uniform(0.5, 2.0, size=700).astype(dtype)
+    theta, v = rng.standard_normal(K * (D + 1)).astype(dtype), rng.standard_normal(K * (D + 1)).astype(dtype)
+    shift = rng.standard_normal(D)
+    on = {sparse: _Chunk(2, 1400, 2100, D, np.dtype(dtype), np.dtype(np.int64), sparse) for sparse in (False, True)}
+    rtol = 64 * float(np.finfo(dtype).eps)
+    for task in (
+        lambda chunk, sparse: _chunk_sums(chunk, y[rows], w, theta, K, 1, on[sparse]),
+        lambda chunk, sparse: _chunk_hvp_sums(chunk, w, theta, v, K, 1, on[sparse]),
+        lambda chunk, sparse: _chunk_moments(chunk, w, shift, 1, on[sparse]),
+    ):
+        for got, want in zip(task(sparse_chunk, True), task(dense_chunk, False), strict=True):
+            scale = max(float(np.max(np.abs(want))), 1.0)
+            np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * scale)
+    # A chunk with int64 indices is the same data as with int32 ones; another chunk's values are not.
+    wide = sparse_chunk.copy()
+    wide.indices, wide.indptr = wide.indices.astype(np.int64), wide.indptr.astype(np.int64)
+    digest = _chunk_digest(sparse_chunk, y[rows], w, on[True])
+    assert _chunk_digest(wide, y[rows], w, on[True]) == digest
+    assert _chunk_digest(X[2100:2800].astype(dtype), y[rows], w, on[True]) != digest
+    # Each task checks that its chunk is the CSR matrix the entry check made of it.
+    with pytest.raises(TypeError, match=r"chunk 2 of X \(rows 1400:2100\) is a csc_matrix, not the CSR matrix"):
+        _chunk_sums(sparse_chunk.tocsc(), y[rows], w, theta, K, 1, on[True])
+
+
+def test_sparse_chunks_of_any_format_and_dtype_on_the_cluster(client, sparse_data):
+    """CSC chunks in a float32 model of float64 values, and integer values: checked and made CSR on the workers."""
+    X, y = sparse_data
+    reference = SoftmaxRegression(D, K, seed=0, dtype=np.float32).fit(X, y, l2=L2, tol=1e-5)
+    chunks = _sparse_dask(X.tocsc())
+    model = fit_dask(SoftmaxRegression(D, K, seed=0, dtype=np.float32), chunks, y, l2=L2, tol=1e-5, client=client)
+    assert model.n_iter_ == reference.n_iter_
+    np.testing.assert_allclose(model.W, reference.W, rtol=0, atol=1e-5)
+    counts = X.copy()
+    counts.data = np.round(np.abs(counts.data) * 3)
+    counts = counts.astype(np.int64)
+    model = fit_dask(SoftmaxRegression(D, K, seed=0), _sparse_dask(counts), y, l2=L2, tol=TOL, client=client)
+    assert_same_fit(model, SoftmaxRegression(D, K, seed=0).fit(counts, y, l2=L2, tol=TOL))
+
+
+def test_the_estimator_fits_sparse_chunks_as_a_sparse_X(sparse_data):
+    from fastsoftmax.sklearn import SoftmaxClassifier
+
+    X, y = sparse_data
+    labels = np.array(["ham", "eggs", "spam"])[y]
+    on_dask = SoftmaxClassifier(C=10.0).fit(_sparse_dask(X), da.from_array(labels, chunks=CHUNK))
+    on_one_machine = SoftmaxClassifier(C=10.0).fit(X, labels)
+    np.testing.assert_allclose(on_dask.coef_, on_one_machine.coef_, rtol=0, atol=1e-9)
+    np.testing.assert_array_equal(on_dask.predict(X), on_one_machine.predict(X))
+
+
+def test_a_sparse_fit_resumed_from_its_checkpoint_repeats_the_uninterrupted_one(sparse_data, tmp_path):
+    X, y = sparse_data
+    options = dict(l2=L2, tol=0, max_iter=8)
+
+    def stop_at_4(model, iteration, loss):
+        if iteration == 4:
+            raise _Killed
+
+    with pytest.raises(_Killed):
+        fit_dask(
+            SoftmaxRegression(D, K, seed=0), _sparse_dask(X), y, checkpoint=tmp_path, callback=stop_at_4, **options
+        )
+    resumed = fit_dask(SoftmaxRegression(D, K, seed=0), _sparse_dask(X), y, checkpoint=tmp_path, **options)
+    uninterrupted = fit_dask(SoftmaxRegression(D, K, seed=0), _sparse_dask(X), y, **options)
+    np.testing.assert_array_equal(resumed.W, uninterrupted.W)
+    assert resumed.loss_history_ == uninterrupted.loss_history_
+    # The same values in dense chunks are other data to a checkpoint: their sums are added in another order.
+    from fastsoftmax.checkpoint import CheckpointError
+
+    with pytest.raises(CheckpointError, match="belongs to a different problem"):
+        fit_dask(SoftmaxRegression(D, K, seed=0), da.from_array(X.toarray(), chunks=(CHUNK, D)), y, checkpoint=tmp_path)
+
+
+def _chunk_made_by(chunk: int, make):
+    """A map_blocks function that replaces chunk ``chunk`` of X by ``make(chunk)``: one chunk is bad."""
+
+    def replace(block, block_info=None):
+        return make(block) if block_info[0]["chunk-location"][0] == chunk else block
+
+    return replace
+
+
+def _bad_sparse_chunks(X):
+    sparse = pytest.importorskip("scipy.sparse")
+
+    def with_value(value):
+        def make(block):
+            block = block.copy()
+            block.data[block.indptr[50]] = value  # the first stored value of row 50 of the chunk
+            return block
+
+        return make
+
+    def out_of_range(block):
+        indices = block.indices.copy()
+        indices[block.indptr[60]] = D + 5
+        return sparse.csr_matrix((block.data, indices, block.indptr), shape=block.shape)
+
+    return {
+        "nan": (with_value(np.nan), ValueError, r"X contains 1 NaN or infinite value\(s\), the first in row 1450"),
+        "index": (out_of_range, ValueError, rf"X is not a valid CSR matrix: row 1460 stores a value in column {D + 5}"),
+        "dense": (lambda block: block.toarray(), TypeError, r"is a ndarray, not the scipy\.sparse matrix declared"),
+        "short": (lambda block: block[:-3], ValueError, rf"has shape \(697, {D}\) but the Dask array declares"),
+    }
+
+
+@pytest.mark.parametrize("case", ["nan", "index", "dense", "short"])
+@pytest.mark.parametrize("persist", [True, False])
+def test_a_bad_sparse_chunk_is_named_with_its_rows_before_any_step(sparse_data, case, persist):
+    """Checked where it is made, as one machine checks a sparse X: the chunk, and the data set's row."""
+    X, y = sparse_data
+    make, error, message = _bad_sparse_chunks(X)[case]
+    Xd = _sparse_dask(X).map_blocks(_chunk_made_by(2, make), dtype=X.dtype, meta=X[:0])
+    model = SoftmaxRegression(D, K, seed=0)
+    W0 = model.W.copy()
+    with pytest.raises(error, match=r"^chunk 2 of X \(rows 1400:2100\)(: | )" + message):
+        fit_dask(model, Xd, y, max_iter=3, persist=persist)
+    np.testing.assert_array_equal(model.W, W0)
+    assert model.n_iter_ == 0
+
+
+def test_sparse_values_beyond_float32_are_named_with_their_row(sparse_data):
+    X, y = sparse_data
+    huge = X.copy()
+    huge.data[huge.indptr[800]] = 1e39
+    with pytest.raises(ValueError, match=r"^chunk 1 of X \(rows 700:1400\): X holds values beyond float32's range "):
+        fit_dask(SoftmaxRegression(D, K, dtype=np.float32), _sparse_dask(huge), y, max_iter=2)
+    with pytest.raises(ValueError, match=r"largest magnitude 1e\+39, first in row 800\)"):
+        fit_dask(SoftmaxRegression(D, K, dtype=np.float32), _sparse_dask(huge), y, max_iter=2)
 
 
 def test_masked_labels_or_weights_beside_a_dask_X_are_refused(data):
