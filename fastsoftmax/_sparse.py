@@ -435,15 +435,26 @@ class SparseObjective:
         self._dirty = True
         return self._dWt_acc[:n_chunks], self._db_acc[:n_chunks]
 
-    def _finish(self, dWt_acc: np.ndarray, db_acc: np.ndarray, W: np.ndarray, scale: float) -> np.ndarray:
-        """theta-shaped ``[scale * sum_c dWt_acc[c].T + l2 W, scale * sum_c db_acc[c]]`` in X's dtype; clears both."""
+    def _finish(
+        self, dWt_acc: np.ndarray, db_acc: np.ndarray, W: np.ndarray, scale: float, *, penalty: bool = False
+    ) -> tuple[np.ndarray, float]:
+        """(theta-shaped ``[scale * sum_c dWt_acc[c].T + l2 W, scale * sum_c db_acc[c]]`` in X's dtype, L2 term).
+
+        Clears both sums. The L2 term (l2 / 2) ||W||^2 (in float64) where
+        ``penalty`` and l2 > 0, else 0: its squares are summed as W is read
+        for l2 W (``kernels.csr_finish``).
+        """
         out = np.empty(W.size + db_acc.shape[1], dtype=self.dtype)
         n_chunks, n_features, n_classes = dWt_acc.shape
         n_parts = work_chunks(n_features, n_chunks * n_classes)
+        squares = np.empty(n_features) if penalty and self.l2 else None
         with parallel_section(n_parts):
-            kernels.csr_finish(dWt_acc, db_acc, self._rank, kernels.read_only(W), scale, self.l2, out, n_parts)
+            kernels.csr_finish(dWt_acc, db_acc, self._rank, kernels.read_only(W), scale, self.l2, out, n_parts, squares)
         self._dirty = False
-        return out
+        if squares is None:
+            return out, 0.0
+        with np.errstate(over="ignore"):  # an inf penalty is how training loops see divergence
+            return out, 0.5 * self.l2 * float(squares.sum())
 
     def _chunks_of(self, rows: np.ndarray) -> tuple[int, np.ndarray]:
         """(chunks, their bounds) for ``rows`` (every row where empty)."""
@@ -465,7 +476,8 @@ class SparseObjective:
             )
         self._rows += rows.shape[0] or self.n_samples
         scale = 1.0 / weight_sum
-        return loss_sum * scale + l2_penalty(W, self.l2), self._finish(dWt_acc, db_acc, W, scale)
+        grad, penalty = self._finish(dWt_acc, db_acc, W, scale, penalty=True)
+        return loss_sum * scale + penalty, grad
 
     def __call__(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
         return self._mean(theta, _EMPTY_ROWS, self.weight_sum)
@@ -496,7 +508,7 @@ class SparseObjective:
                 *self._kernel_X.arrays(), self._bounds, Wt, b, Vt, c, self.sample_weight, dHt_acc, dc_acc
             )
         self._rows += self.n_samples
-        return self._finish(dHt_acc, dc_acc, V, scale)
+        return self._finish(dHt_acc, dc_acc, V, scale)[0]
 
     @property
     def rows_processed(self) -> int:

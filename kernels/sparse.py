@@ -304,11 +304,16 @@ def csr_predict(data, indices, indptr, bounds, Wt, b, proba_out, labels_out):
     return _csr_predict_parallel(data, indices, indptr, bounds, Wt, b, proba_out, labels_out, chunk_bad)
 
 
+#: "No sums of squares" for ``csr_finish``: one compiled signature with and without them.
+_NO_SQUARES = np.empty(0, dtype=np.float64)
+
+
 @njit(**JIT_OPTIONS)
-def _finish_columns(dWt_acc, rank, W, scale, l2, out, first, last):
+def _finish_columns(dWt_acc, rank, W, scale, l2, out, squares, first, last):
     """X's columns [first, last) of out's dW part (see ``csr_finish``); zeroes the sums' rows they read."""
     n_chunks, n_features, n_classes = dWt_acc.shape
     renumbered = rank.shape[0] > 0
+    with_squares = squares.shape[0] > 0
     total = np.empty(n_classes)
     for j in range(first, last):
         row = rank[j] if renumbered else j
@@ -318,14 +323,19 @@ def _finish_columns(dWt_acc, rank, W, scale, l2, out, first, last):
             for k in range(n_classes):
                 total[k] += dWt_acc[c, row, k]
                 dWt_acc[c, row, k] = 0.0
+        square = 0.0
         for k in range(n_classes):
-            out[k * n_features + j] = scale * total[k] + l2 * np.float64(W[k, j])
+            weight = np.float64(W[k, j])
+            out[k * n_features + j] = scale * total[k] + l2 * weight
+            square += weight * weight
+        if with_squares:
+            squares[j] = square
 
 
 @njit(parallel=True, **JIT_OPTIONS)
-def _finish_parallel(dWt_acc, rank, W, scale, l2, out, bounds):
+def _finish_parallel(dWt_acc, rank, W, scale, l2, out, squares, bounds):
     for part in prange(bounds.shape[0] - 1):
-        _finish_columns(dWt_acc, rank, W, scale, l2, out, bounds[part], bounds[part + 1])
+        _finish_columns(dWt_acc, rank, W, scale, l2, out, squares, bounds[part], bounds[part + 1])
 
 
 @njit(**JIT_OPTIONS)
@@ -341,7 +351,7 @@ def _finish_bias(db_acc, scale, out):
         out[first + k] = scale * bias
 
 
-def csr_finish(dWt_acc, db_acc, rank, W, scale, l2, out, n_parts=1):
+def csr_finish(dWt_acc, db_acc, rank, W, scale, l2, out, n_parts=1, squares=None):
     """out = [scale * sum_c dWt_acc[c].T + l2 W (raveled), scale * sum_c db_acc[c]], in out's dtype; zeroes the sums.
 
     Shapes: dWt_acc (C, D, K) and db_acc (C, K) float64, W (K, D), out
@@ -355,12 +365,17 @@ def csr_finish(dWt_acc, db_acc, rank, W, scale, l2, out, n_parts=1):
     sums of C threads are C D K values, read once by one thread otherwise).
     The chunks are added in order, whatever ``n_parts``. Each entry of the
     accumulators is set to 0 once read, so that the caller keeps them for
-    the next pass without zeroing them apart.
+    the next pass without zeroing them apart. ``squares`` (D,) float64, if
+    given, receives sum_k W[k, j]^2 of each column j, read with W: the
+    caller's ||W||^2 (the L2 penalty) without a pass of its own over W
+    (np.einsum's took 0.8 ms of a 3.1 ms mini-batch at 50,000 x 20 float32),
+    and the same sum whatever ``n_parts``.
     """
     n_features = dWt_acc.shape[1]
+    squares = _NO_SQUARES if squares is None else squares
     if n_parts <= 1:
-        _finish_columns(dWt_acc, rank, W, scale, l2, out, 0, n_features)
+        _finish_columns(dWt_acc, rank, W, scale, l2, out, squares, 0, n_features)
     else:
         bounds = (np.arange(n_parts + 1, dtype=np.int64) * n_features) // n_parts
-        _finish_parallel(dWt_acc, rank, W, scale, l2, out, bounds)
+        _finish_parallel(dWt_acc, rank, W, scale, l2, out, squares, bounds)
     _finish_bias(db_acc, scale, out)

@@ -170,13 +170,21 @@ def test_finishing_the_sums_in_parts_of_columns_is_one_pass(rng, dtype, renumber
     want = np.concatenate([(0.5 * sums.sum(axis=0)[row_of_column].T + 0.1 * W).ravel(), 0.5 * bias_sums.sum(axis=0)])
     for n_parts in (1, 2, 7):
         dWt_acc, db_acc = sums.copy(), bias_sums.copy()
-        out = np.empty(k * d + k, dtype=dtype)
-        kernels.csr_finish(dWt_acc, db_acc, kernels.read_only(rank), kernels.read_only(W), 0.5, 0.1, out, n_parts)
+        out, squares = np.empty(k * d + k, dtype=dtype), np.full(d, np.nan)
+        finish = (kernels.read_only(rank), kernels.read_only(W), 0.5, 0.1, out, n_parts)
+        kernels.csr_finish(dWt_acc, db_acc, *finish, squares)
         if n_parts == 1:
-            one_pass = out
+            one_pass, one_pass_squares = out.copy(), squares.copy()
             np.testing.assert_allclose(out, want, rtol=rtol_for(dtype, n_chunks + 1))
+            # Each column's sum of W^2 in float64, as the L2 penalty takes it.
+            np.testing.assert_allclose(squares, (W.astype(np.float64) ** 2).sum(axis=0), rtol=rtol_for(np.float64, k))
         np.testing.assert_array_equal(out, one_pass)
+        np.testing.assert_array_equal(squares, one_pass_squares)
         assert not dWt_acc.any() and not db_acc.any()
+        # Without squares: the same gradient.
+        dWt_acc, db_acc = sums.copy(), bias_sums.copy()
+        kernels.csr_finish(dWt_acc, db_acc, *finish)
+        np.testing.assert_array_equal(out, one_pass)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
