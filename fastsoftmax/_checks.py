@@ -93,6 +93,11 @@ def _as_array(a, name: str, what: str = "a NumPy array", object_fix: str | None 
         if arr.ndim == 0 and arr[()] is None:  # np.asarray(None), from a caller that converted first
             raise TypeError(f"{name} is None; pass {what}.")
         if arr.ndim == 0 and _is_scipy_sparse(arr[()]):  # np.asarray wraps it in a 0-d object array
+            if name == "X":  # a call that takes a sparse X was handed one inside another container
+                raise TypeError(
+                    "X holds a scipy.sparse matrix inside another array (a Dask array of sparse chunks gives one "
+                    "when computed here): pass the sparse matrix itself (X.compute() of a Dask array), or a dense X."
+                )
             raise TypeError(
                 f"{name} is a scipy.sparse matrix; {name} must be a dense array here (the model's methods, the "
                 f"functions and SoftmaxClassifier take a sparse X, not a sparse {name}): "

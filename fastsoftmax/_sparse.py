@@ -601,9 +601,10 @@ def column_moments_about(
     with np.errstate(over="ignore", invalid="ignore"):  # inf: the scaling falls back to the identity
         unstored_weight = weight_sum - np.bincount(indices, weights=weights, minlength=n_features)
         deviations = data.astype(np.float64) - shift[indices]
+        # Not in place: bincount of no values is int64, even with weights (an X that stores nothing).
         sums = np.bincount(indices, weights=weights * deviations, minlength=n_features) - unstored_weight * shift
         squares = np.bincount(indices, weights=weights * deviations * deviations, minlength=n_features)
-        squares += unstored_weight * shift * shift
+        squares = squares + unstored_weight * shift * shift
     return sums, squares, weight_sum
 
 
@@ -780,4 +781,4 @@ def sparse_logits_error(rows: CSRRows, W: np.ndarray, b: np.ndarray) -> ValueErr
                 f"the logits X W^T + b of row {start + int(np.argmax(~finite))} of X overflow, although X, W and b "
                 f"are finite: W or X is far too large. Scale X's features, or train with a larger l2."
             )
-    return ValueError("the logits X W^T + b overflow, although X, W and b are finite: W or X is far too large.")
+    return _checks.overflow_error()  # finite logits: a sum over the rows overflowed

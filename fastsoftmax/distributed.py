@@ -299,6 +299,8 @@ def _checked_sparse_chunk(chunk, target: np.dtype, block_info=None):
         raise ValueError(
             f"{where} has shape {chunk.shape} but the Dask array declares {declared['chunk-shape']}; {_DECLARED_FIX}."
         )
+    if not chunk.shape[0]:  # a chunk of no rows (a Dask array may have them; they add nothing)
+        return scipy.sparse.csr_matrix(chunk.shape, dtype=target)
     try:
         rows = check_sparse_X(chunk, target, row_offset=start)
     except (TypeError, ValueError) as exc:
@@ -330,8 +332,11 @@ def _chunk_sums(
     y = np.ascontiguousarray(y, dtype=np.int64)
     sample_weight = _kernel_weights(sample_weight, X.dtype)
     if chunk.sparse:
-        objective = SparseObjective(_chunk_rows(X), y, sample_weight, n_classes, 0.0)
+        if not X.shape[0]:  # a chunk of no rows adds nothing
+            return LossGradSums(0.0, np.zeros((n_classes, X.shape[1])), np.zeros(n_classes), 0.0)
         with numba_threads(_kernel_threads(concurrency)):
+            # Made under the task's thread count: its accumulators (one per thread) are sized by it.
+            objective = SparseObjective(_chunk_rows(X), y, sample_weight, n_classes, 0.0)
             loss_sum, grad = objective.sums(theta)
         dW, db = unpack(grad, n_classes, X.shape[1])
         # A non-finite gradient makes the loss NaN, as fused_loss_grad makes it for a dense chunk.
@@ -362,9 +367,11 @@ def _chunk_hvp_sums(
     chunk.check(X, None, sample_weight)
     sample_weight = _kernel_weights(sample_weight, X.dtype)
     if chunk.sparse:
+        if not X.shape[0]:  # a chunk of no rows adds nothing
+            return np.zeros((n_classes, X.shape[1])), np.zeros(n_classes), 0.0
         no_labels = np.zeros(X.shape[0], dtype=np.int64)  # the Hessian does not depend on them
-        objective = SparseObjective(_chunk_rows(X), no_labels, sample_weight, n_classes, 0.0)
         with numba_threads(_kernel_threads(concurrency)):
+            objective = SparseObjective(_chunk_rows(X), no_labels, sample_weight, n_classes, 0.0)
             HV, Hc = unpack(objective.hvp_sums(theta, v), n_classes, X.shape[1])
         return HV.astype(np.float64), Hc.astype(np.float64), objective.weight_sum
     W, b = unpack(theta, n_classes, X.shape[1])
@@ -425,8 +432,9 @@ def _chunk_nonfinite(X: np.ndarray, chunk: _Chunk) -> tuple[int, int]:
     if chunk.sparse:
         bad_values = ~np.isfinite(X.data)
         n_bad = int(np.count_nonzero(bad_values))
-        first = chunk.start + int(np.searchsorted(X.indptr, int(np.argmax(bad_values)), side="right")) - 1
-        return (n_bad, first) if n_bad else (0, -1)
+        if not n_bad:  # a chunk that stores no values, or only finite ones
+            return 0, -1
+        return n_bad, chunk.start + int(np.searchsorted(X.indptr, int(np.argmax(bad_values)), side="right")) - 1
     bad = ~np.isfinite(X)
     n_bad = int(np.count_nonzero(bad))
     # The first bad row of this chunk only: an empty chunk has no row to reduce over.

@@ -415,6 +415,37 @@ def test_a_sparse_fit_resumed_from_its_checkpoint_repeats_the_uninterrupted_one(
         fit_dask(SoftmaxRegression(D, K, seed=0), da.from_array(X.toarray(), chunks=(CHUNK, D)), y, checkpoint=tmp_path)
 
 
+def test_sparse_chunks_with_no_stored_values_or_no_rows_train(sparse_data):
+    """A chunk of empty rows (bincount of nothing is int64) and a chunk of no rows, as dense chunks may be."""
+    X, y = sparse_data
+    dense = X.toarray()
+    dense[700:1400] = 0.0  # chunk 1 stores nothing
+    sparse = pytest.importorskip("scipy.sparse")
+    empty_chunk = sparse.csr_matrix(dense)
+    reference = SoftmaxRegression(D, K, seed=0).fit(empty_chunk, y, l2=L2, tol=TOL)
+    model = SoftmaxRegression(D, K, seed=0).fit(
+        _sparse_dask(empty_chunk), da.from_array(y, chunks=CHUNK), l2=L2, tol=TOL
+    )
+    assert_same_fit(model, reference)
+    row_chunks = ((700, 0, 3300),)
+    no_rows = da.from_array(empty_chunk, chunks=(row_chunks[0], (D,)), asarray=False)
+    model = fit_dask(SoftmaxRegression(D, K, seed=0), no_rows, da.from_array(y, chunks=row_chunks), l2=L2, tol=TOL)
+    assert_same_fit(model, reference)
+    # An overflow is explained by a scan of every chunk, the one that stores nothing included.
+    diverging = SoftmaxRegression(D, K, seed=0)
+    diverging.W[...] = 1e306
+    with pytest.raises(ValueError, match=r"overflowed to a non-finite value although X, W and b are finite"):
+        fit_dask(diverging, _sparse_dask(empty_chunk * 1e5), y, max_iter=2, precondition=False)
+
+
+def test_predicting_a_dask_array_of_sparse_chunks_names_the_fix(sparse_data):
+    X, y = sparse_data
+    model = SoftmaxRegression(D, K, seed=0)
+    with pytest.raises(TypeError, match=r"X holds a scipy\.sparse matrix inside another array .*X\.compute\(\)"):
+        model.predict(_sparse_dask(X))
+    np.testing.assert_array_equal(model.predict(_sparse_dask(X).compute()), model.predict(X))
+
+
 def _chunk_made_by(chunk: int, make):
     """A map_blocks function that replaces chunk ``chunk`` of X by ``make(chunk)``: one chunk is bad."""
 

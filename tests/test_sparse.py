@@ -291,6 +291,16 @@ def test_textbook_calls_refuse_bad_sparse_input_and_keep_the_weights():
     np.testing.assert_array_equal(shared.data, np.arange(1.0, 7.0))
 
 
+def test_a_sparse_X_that_stores_nothing_fits_and_scales(rng):
+    """np.bincount of no values is int64: the feature scaling's sums failed to add a float64 term in place."""
+    y = np.arange(60) % 3
+    for X in (sparse.csr_array((60, 6)), sparse.csr_array(np.zeros((60, 6)))):
+        model = SoftmaxRegression(6, 3, seed=0).fit(X, y, l2=1e-2, max_iter=5)
+        reference = SoftmaxRegression(6, 3, seed=0).fit(np.zeros((60, 6)), y, l2=1e-2, max_iter=5)
+        np.testing.assert_allclose(model.W, reference.W, atol=1e-12)
+        np.testing.assert_allclose(model.b, reference.b, atol=1e-12)
+
+
 def test_an_overflow_of_the_sparse_sums_or_product_names_its_cause():
     """As for dense X: the weights' size, the direction's size, the L2 term, or the logits."""
     X = sparse.csr_array(np.ones((40, 1), np.float32))
@@ -304,6 +314,10 @@ def test_an_overflow_of_the_sparse_sums_or_product_names_its_cause():
         fs.hessian_vector_product(X * np.float32(10.0), W, b, V, b)
     with pytest.raises(ValueError, match=r"^the L2 term's product l2 V overflows float32"):
         fs.hessian_vector_product(X, W, b, np.full_like(W, 1e30), b, l2=1e10)
+    # Finite logits, but float32 sums of 100 rows of 1e37: no row's logits to blame.
+    tall = sparse.csr_array(np.full((100, 1), 1e37, np.float32))
+    with pytest.raises(ValueError, match=r"overflowed to a non-finite value although X, W and b are finite"):
+        fs.loss_and_grad_sums(tall, np.zeros(100, dtype=np.int64), W, b)
     # Logits beyond float64's range, which the kernels form them in.
     X_huge, W_huge = X.astype(np.float64) * 1e200, W.astype(np.float64) + 1e200
     with pytest.raises(ValueError, match=r"logits X W\^T \+ b of row 0 of X overflow"):
