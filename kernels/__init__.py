@@ -49,7 +49,14 @@ from fastsoftmax.kernels.softmax import (
     log_softmax_rows,
     softmax_rows,
 )
-from fastsoftmax.kernels.sparse import csr_finish, csr_hvp_sums, csr_loss_grad_sums, csr_predict
+from fastsoftmax.kernels.sparse import (
+    csr_finish,
+    csr_finish_touched,
+    csr_hvp_sums,
+    csr_loss_grad_sums,
+    csr_predict,
+    csr_touched_columns,
+)
 
 #: Why no kernel can run in this process, or None. With NUMBA_DISABLE_JIT=1 the kernels
 #: would run as Python, and fail inside on the Numba intrinsics that only compile. The
@@ -75,9 +82,11 @@ __all__ = [
     "cross_entropy_rows",
     "cross_entropy_sums",
     "csr_finish",
+    "csr_finish_touched",
     "csr_hvp_sums",
     "csr_loss_grad_sums",
     "csr_predict",
+    "csr_touched_columns",
     "descend",
     "hessian_vector_columns_sums",
     "hessian_vector_row_blocks_sums",

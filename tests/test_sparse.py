@@ -420,6 +420,61 @@ def test_renumbered_columns_give_the_same_objective(rng, monkeypatch, dtype, ind
         np.testing.assert_array_equal(before, after)
 
 
+def _batch_by_full_finish(objective, theta, rows, weight_sum):
+    """A mini-batch as a full pass finishes it: all of W^T built, all of the sums read (the path batches left)."""
+    from fastsoftmax._threading import parallel_section
+
+    W, Wt, b = objective._weights(theta)
+    n_chunks, bounds = objective._chunks_of(rows)
+    dWt_acc, db_acc = objective._accumulators(n_chunks)
+    arrays = (*objective._kernel_X.arrays(), rows, bounds, objective.y, Wt, b, objective.sample_weight, dWt_acc, db_acc)
+    with parallel_section(n_chunks):
+        loss_sum = kernels.csr_loss_grad_sums(*arrays)
+    grad, penalty = objective._finish(dWt_acc, db_acc, W, 1.0 / weight_sum, penalty=True)
+    return loss_sum / weight_sum + penalty, grad
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("renumber", [False, True])
+@pytest.mark.parametrize("l2", [0.0, 0.1])
+def test_a_mini_batch_reads_only_its_columns_and_gives_a_full_finishs_result(rng, monkeypatch, dtype, renumber, l2):
+    """W^T and the sums only where the batch's rows store values: the loss and gradient of all of them.
+
+    The same sums, finished by another kernel: equal up to how LLVM contracts scale * sum + l2 w (an ulp or two).
+    """
+    n, d, k = 400, 300, 5
+    X = zipf_columns_csr(rng, n, d, dtype)
+    y = rng.integers(0, k, size=n)
+    w = rng.uniform(0.1, 2.0, size=n).astype(dtype)
+    monkeypatch.setattr(_sparse, "RENUMBER_MIN_BYTES", 0)
+    objective = _sparse.make_sparse_objective(
+        X, y, n_features=d, n_classes=k, dtype=np.dtype(dtype), l2=l2, sample_weight=w, renumber_columns=renumber
+    )
+    assert (objective._rank.shape[0] > 0) == renumber
+    for batch in range(6):  # W^T's rows from earlier batches linger: each batch must write what it reads
+        theta = pack(rng.standard_normal((k, d)).astype(dtype), rng.standard_normal(k).astype(dtype))
+        rows = kernels.read_only(rng.choice(n, 1 if batch == 0 else 40, replace=False).astype(np.int64))
+        touched = np.unique(X.indices[np.concatenate([np.arange(X.indptr[r], X.indptr[r + 1]) for r in rows])])
+        assert touched.size < d  # some columns are untouched, whose gradient is l2 W
+        weight_sum = float(w[rows].astype(np.float64).sum())
+        loss, grad = objective._mean(theta, rows, weight_sum)
+        want_loss, want_grad = _batch_by_full_finish(objective, theta, rows, weight_sum)
+        ulps = rtol_for(dtype, 1, safety=4.0)
+        np.testing.assert_allclose(loss, want_loss, rtol=ulps)
+        np.testing.assert_allclose(grad, want_grad, rtol=ulps, atol=ulps * float(np.abs(want_grad).max()))
+        W, _ = unpack(grad, k, d)
+        untouched = np.setdiff1d(np.arange(d), touched)
+        np.testing.assert_array_equal(
+            W[:, untouched], (l2 * unpack(theta, k, d)[0][:, untouched].astype(np.float64)).astype(dtype)
+        )
+    # The accumulators are left zeroed for the next pass: a full pass after the batches is a fresh objective's.
+    fresh = _sparse.make_sparse_objective(
+        X, y, n_features=d, n_classes=k, dtype=np.dtype(dtype), l2=l2, sample_weight=w, renumber_columns=renumber
+    )
+    for got, want in zip(objective(theta), fresh(theta), strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
 def test_columns_are_renumbered_for_fits_on_wide_X_only_and_within_memory(rng, monkeypatch):
     X = zipf_columns_csr(rng, 200, 400, np.float64)
     y = rng.integers(0, 2, size=200)
