@@ -9,7 +9,8 @@ SciPy's sparse products, the softmax and P - Y by NumPy (N x K arrays), as
 scikit-learn's LogisticRegression computes its multinomial gradient on
 sparse X. ``track_fused_over_textbook`` times both in turns in one process.
 ``SparseFit`` times a fit's iterations, where the fit renumbers X's columns
-by frequency once and every pass reads them so.
+by frequency once and every pass reads them so, and one epoch of ``sgd``
+(mini-batches of ``SGD_BATCH`` rows, each touching a few of X's columns).
 """
 
 from __future__ import annotations
@@ -132,11 +133,18 @@ class SparseRatios:
 FIT_ITERATIONS = 20
 
 
+#: Rows of a mini-batch in ``SparseFit.time_sgd_epoch``.
+SGD_BATCH = 256
+
+
 class SparseFit:
     """``FIT_ITERATIONS`` L-BFGS iterations of ``SoftmaxRegression.fit`` on the text-like X, set-up included.
 
     The fit's own costs per commit: its checks, the column renumbering, the
     feature scaling's moments and the passes (about 1.05 an iteration).
+    ``time_sgd_epoch``: one epoch of ``sgd`` in batches of ``SGD_BATCH``
+    rows, whose costs are the batches' W^T and sums (in the columns they
+    touch) and a pass over W a step.
     """
 
     params = [SPARSE_SHAPES, DTYPES]
@@ -154,12 +162,20 @@ class SparseFit:
         warnings.simplefilter("ignore", require("fastsoftmax", "ConvergenceWarning"))
         try:
             self._fit(max_iter=2)  # compile the kernels, import scipy.optimize
+            self._sgd_epoch()
         except TypeError as exc:  # a commit from before the sparse kernels
             raise NotImplementedError(str(exc)) from exc
 
-    def _fit(self, max_iter=FIT_ITERATIONS):
+    def _fit(self, max_iter=FIT_ITERATIONS, **options):
         model = self.model_class(self.n_features, self.n_classes, dtype=np.dtype(self.dtype), seed=0)
-        return model.fit(self.X, self.y, solver="lbfgs", l2=1e-5, tol=0.0, max_iter=max_iter)
+        options = {"solver": "lbfgs", **options}
+        return model.fit(self.X, self.y, l2=1e-5, tol=0.0, max_iter=max_iter, **options)
 
     def time_fit(self, shape, dtype):
         self._fit()
+
+    def _sgd_epoch(self):
+        return self._fit(max_iter=1, solver="sgd", batch_size=SGD_BATCH, precondition=False, seed=0)
+
+    def time_sgd_epoch(self, shape, dtype):
+        self._sgd_epoch()
