@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fastsoftmax import _checks
+from fastsoftmax import _checks, kernels
 
 Objective = Callable[[np.ndarray], "tuple[float, np.ndarray]"]
 BatchObjective = Callable[[np.ndarray, np.ndarray], "tuple[float, np.ndarray]"]
@@ -1051,8 +1051,7 @@ def sgd(
     velocity = state.setdefault("velocity", np.zeros_like(theta0))
 
     def step(theta, grad, t):
-        velocity[:] = momentum * velocity - lr * grad
-        theta += velocity
+        kernels.momentum_step(theta, np.ascontiguousarray(grad, dtype=theta.dtype), velocity, lr, momentum)
 
     return _minibatch_epochs(
         batch_objective,
@@ -1101,12 +1100,9 @@ def adam(
     second = state.setdefault("second", np.zeros(theta0.shape))
 
     def step(theta, grad, t):
-        grad = np.asarray(grad, dtype=np.float64)
-        first[:] = beta1 * first + (1 - beta1) * grad
-        second[:] = beta2 * second + (1 - beta2) * grad * grad
-        m_hat = first / (1 - beta1**t)
-        v_hat = second / (1 - beta2**t)
-        theta -= lr * m_hat / (np.sqrt(v_hat) + epsilon)
+        kernels.adam_step(
+            theta, np.ascontiguousarray(grad, dtype=theta.dtype), first, second, lr, beta1, beta2, epsilon, t
+        )
 
     return _minibatch_epochs(
         batch_objective,

@@ -57,6 +57,7 @@ from fastsoftmax.kernels.sparse import (
     csr_predict,
     csr_touched_columns,
 )
+from fastsoftmax.kernels.steps import adam_step, momentum_step
 
 #: Why no kernel can run in this process, or None. With NUMBA_DISABLE_JIT=1 the kernels
 #: would run as Python, and fail inside on the Numba intrinsics that only compile. The
@@ -75,6 +76,7 @@ if JIT_DISABLED:
 
 __all__ = [
     "LossGradVariant",
+    "adam_step",
     "all_finite",
     "all_finite_pair",
     "column_moments",
@@ -93,6 +95,7 @@ __all__ = [
     "hessian_vector_sums",
     "label_range",
     "log_softmax_rows",
+    "momentum_step",
     "loss_grad_columns_sums",
     "loss_grad_row_blocks_sums",
     "loss_grad_sums",

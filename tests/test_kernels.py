@@ -907,3 +907,40 @@ def test_probabilities_of_many_classes_keep_float32_precision(rng, body):
     assert np.abs(P / exact - 1).max() <= 8 * eps
     assert np.abs(P.sum(axis=1, dtype=np.float64) - 1).max() <= 4 * eps
     assert (labels == np.argmax(b)).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("scale", [1.0, 1e25])
+def test_the_mini_batch_steps_match_their_numpy_expressions(rng, dtype, scale):
+    """SGD's and Adam's updates, one loop each, against the NumPy expressions the solvers wrote before them."""
+    n, lr, momentum, beta1, beta2, epsilon = 1001, 0.05, 0.9, 0.9, 0.999, 1e-8
+    theta = rng.standard_normal(n).astype(dtype)
+    velocity = rng.standard_normal(n).astype(dtype)
+    first, second = rng.standard_normal(n), rng.uniform(0.0, 2.0, n) * scale**2
+    # A float32 gradient of 1e25 squares past float32's range: Adam's moments are float64 for it.
+    grad = (scale * rng.standard_normal(n)).astype(dtype)
+    rtol = rtol_for(dtype, 4)
+    with np.errstate(over="ignore", invalid="ignore"):
+        want_velocity = (momentum * velocity.astype(np.float64) - lr * grad.astype(np.float64)).astype(dtype)
+        want_theta = theta + want_velocity
+    got_theta, got_velocity = theta.copy(), velocity.copy()
+    if scale == 1.0:  # a momentum step of 1e25 is no step a test can compare
+        kernels.momentum_step(got_theta, grad, got_velocity, lr, momentum)
+        np.testing.assert_allclose(got_velocity, want_velocity, rtol=rtol, atol=rtol)
+        np.testing.assert_allclose(got_theta, want_theta, rtol=rtol, atol=rtol)
+    for t in (1, 7):
+        g = grad.astype(np.float64)
+        want_first = beta1 * first + (1 - beta1) * g
+        want_second = beta2 * second + (1 - beta2) * g * g
+        m_hat, v_hat = want_first / (1 - beta1**t), want_second / (1 - beta2**t)
+        want = (theta - lr * m_hat / (np.sqrt(v_hat) + epsilon)).astype(dtype)
+        got_theta, got_first, got_second = theta.copy(), first.copy(), second.copy()
+        kernels.adam_step(got_theta, grad, got_first, got_second, lr, beta1, beta2, epsilon, t)
+        # b1 m + (1 - b1) g may cancel: judged against the size of its terms.
+        terms = float(np.abs(first).max() + np.abs(g).max())
+        np.testing.assert_allclose(
+            got_first, want_first, rtol=rtol_for(np.float64, 4), atol=rtol_for(np.float64, 4) * terms
+        )
+        np.testing.assert_allclose(got_second, want_second, rtol=rtol_for(np.float64, 4))
+        assert np.isfinite(got_theta).all()
+        np.testing.assert_allclose(got_theta, want, rtol=rtol, atol=rtol * lr)
