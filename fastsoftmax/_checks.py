@@ -735,8 +735,10 @@ def nonfinite_rows_of(X: np.ndarray, row_offset, fix: str = "before predicting")
     except LogitsOverflowError as overflow:
         raise overflow.for_rows_from(row_offset) from None
     except ValueError:
-        if X.dtype not in (np.float32, np.float64):
-            raise  # the scan takes the kernels' dtypes; another (complex, str) was refused for itself
+        if X.dtype not in (np.float32, np.float64) or _is_scipy_sparse(X):
+            # The scan takes the kernels' dtypes (another, complex or str, was refused for itself)
+            # and dense X (a sparse one's values were checked, and named by row, on entry).
+            raise
         try:
             check_X_finite(X, fix, row_offset=row_offset)
         except ValueError as named:

@@ -293,6 +293,17 @@ def _raise_if_changed(name: str, arr: np.memmap, opened: _FileStat | None, stopp
         )
 
 
+def open_labels(y, n_samples: int) -> np.ndarray:
+    """y (an array, a memory map, or an ``.npy`` path) as an array of ``n_samples`` integer labels, unscanned."""
+    y = open_array(y, "y")
+    if y.ndim != 1:
+        raise _checks.labels_shape_error(y.shape, n_samples)
+    if y.shape[0] != n_samples:
+        raise ValueError(f"y has {y.shape[0]} labels but X has {n_samples} rows; they must match.")
+    _checks.check_label_dtype(y)
+    return y
+
+
 def unchanged_file_check(arr: np.ndarray, name: str, stopped: str) -> Callable[[], None]:
     """A check to call before reading each chunk of the memory map ``arr``: ValueError if its file changed.
 
@@ -353,13 +364,7 @@ class DataSource:
             X = _checks.check_X(X, self.dtype, fortran_ok=True)
         self.X = X
         self.n_samples, self.n_features = X.shape
-        y = open_array(y, "y")
-        if y.ndim != 1:
-            raise _checks.labels_shape_error(y.shape, self.n_samples)
-        if y.shape[0] != self.n_samples:
-            raise ValueError(f"y has {y.shape[0]} labels but X has {self.n_samples} rows; they must match.")
-        _checks.check_label_dtype(y)
-        self.y = y
+        self.y = open_labels(y, self.n_samples)
         # Training uses the weights only through w_i / sum(w): scale-free.
         self.sample_weight = _checks.check_sample_weight(sample_weight, self.n_samples, self.dtype, scale_free=True)
         self.weight_sum = _weight_sum(self.sample_weight, self.n_samples)

@@ -811,12 +811,12 @@ def predict_sparse(
             *rows.arrays(), nnz_chunks(rows.indptr, n_chunks), Wt, kernels.read_only(b), proba, labels
         )
     if n_bad_rows:
-        raise sparse_logits_error(rows, W, b)
+        raise prediction_overflow_error(rows, W, b)
     return labels
 
 
-def sparse_logits_error(rows: CSRRows, W: np.ndarray, b: np.ndarray) -> ValueError:
-    """The first row whose logits overflow (the kernel forms them in float64; X, W and b are finite)."""
+def _first_overflowing_row(rows: CSRRows, W: np.ndarray, b: np.ndarray) -> int | None:
+    """The first row whose logits X W^T + b are not all finite, formed in float64 a block at a time; None if none."""
     import scipy.sparse
 
     for start in range(0, rows.n_samples, OVERFLOW_SCAN_ROWS):
@@ -829,8 +829,24 @@ def sparse_logits_error(rows: CSRRows, W: np.ndarray, b: np.ndarray) -> ValueErr
         with np.errstate(over="ignore", invalid="ignore"):
             finite = np.isfinite(block @ W.T.astype(np.float64) + b).all(axis=1)
         if not finite.all():
-            return ValueError(
-                f"the logits X W^T + b of row {start + int(np.argmax(~finite))} of X overflow, although X, W and b "
-                f"are finite: W or X is far too large. Scale X's features, or train with a larger l2."
-            )
-    return _checks.overflow_error()  # finite logits: a sum over the rows overflowed
+            return start + int(np.argmax(~finite))
+    return None
+
+
+def sparse_logits_error(rows: CSRRows, W: np.ndarray, b: np.ndarray) -> ValueError:
+    """The first row whose logits overflow (the kernel forms them in float64; X, W and b are finite)."""
+    row = _first_overflowing_row(rows, W, b)
+    if row is None:
+        return _checks.overflow_error()  # finite logits: a sum over the rows overflowed
+    return ValueError(
+        f"the logits X W^T + b of row {row} of X overflow, although X, W and b "
+        f"are finite: W or X is far too large. Scale X's features, or train with a larger l2."
+    )
+
+
+def prediction_overflow_error(rows: CSRRows, W: np.ndarray, b: np.ndarray) -> _checks.LogitsOverflowError:
+    """A prediction's error for logits that overflow, as for a dense X: it keeps the row, for a chunk's caller."""
+    row = _first_overflowing_row(rows, W, b)
+    values = rows.data if row is None else rows.data[rows.indptr[row] : rows.indptr[row + 1]]
+    x_largest = float(np.abs(values).max()) if values.shape[0] else 0.0
+    return _checks.LogitsOverflowError(row, x_largest, float(np.abs(W).max()), W.dtype)

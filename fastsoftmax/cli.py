@@ -234,7 +234,6 @@ def _warm_up_fit(args, X, y, dtype, n_classes: int, **fit_options) -> None:
     the same; whether training diverges is the real fit's to say, about itself.
     """
     from fastsoftmax import ConvergenceWarning, SoftmaxRegression, TrainingError
-    from fastsoftmax._data import DataSource, accuracy
 
     rows = _warm_up_rows(X.shape[0], X.shape[1], n_classes)
     model = SoftmaxRegression(X.shape[1], n_classes, dtype=dtype)
@@ -244,7 +243,7 @@ def _warm_up_fit(args, X, y, dtype, n_classes: int, **fit_options) -> None:
             model.fit(
                 X[:rows], y[:rows], solver=args.solver, max_iter=2, lr=args.lr, l2=args.l2, tol=0.0, **fit_options
             )
-        accuracy(model, DataSource(X[:rows], y[:rows], dtype))
+        _accuracy(model, _rows_of(X[:rows], y[:rows], dtype))
 
 
 def _set_threads(threads: int | None) -> None:
@@ -370,8 +369,56 @@ def _is_zip(path: str) -> bool:
         return path.lower().endswith(".npz")  # unreadable: the readers name why
 
 
+#: The formats of a ``scipy.sparse.save_npz`` archive that ``--data`` reads, and the arrays each holds.
+SPARSE_ARCHIVE_ARRAYS = {
+    "csr": ("data", "indices", "indptr"),
+    "csc": ("data", "indices", "indptr"),
+    "coo": ("data", "row", "col"),
+}
+
+
+def _sparse_format(arrays: dict[str, np.ndarray]) -> str | None:
+    """The format a ``scipy.sparse.save_npz`` archive names in its ``format`` array (bytes), else None."""
+    marker = arrays.get("format")
+    if marker is None or marker.shape != () or marker.dtype.kind != "S":
+        return None
+    return marker.item().decode("ascii", errors="replace")
+
+
+def _load_sparse_archive(data: str, sparse_format: str):
+    """X from a ``scipy.sparse.save_npz`` archive, read as every archive here is (``_io.read_npz``: no pickle).
+
+    The arrays are put together as SciPy's ``load_npz`` would; their
+    structure and values are checked where X is used (``_sparse.check_sparse_X``,
+    before anything converts it).
+    """
+    import scipy.sparse
+
+    from fastsoftmax._io import read_npz
+
+    names = SPARSE_ARCHIVE_ARRAYS.get(sparse_format)
+    if names is None:
+        raise CLIError(
+            f"--data {data} is a scipy.sparse {sparse_format!r} archive; the command reads CSR, CSC and COO ones: "
+            f"scipy.sparse.save_npz(path, X.tocsr())."
+        )
+    try:
+        arrays = read_npz(data, f"scipy.sparse {sparse_format} archive", names={*names, "shape"})
+        missing = sorted({*names, "shape"} - set(arrays))
+        if missing:
+            raise ValueError(f"{data}: the archive has no array {missing[0]!r}")
+        shape = tuple(int(n) for n in arrays["shape"])
+        if sparse_format == "coo":
+            return scipy.sparse.coo_matrix((arrays["data"], (arrays["row"], arrays["col"])), shape=shape)
+        kind = scipy.sparse.csr_matrix if sparse_format == "csr" else scipy.sparse.csc_matrix
+        return kind((arrays["data"], arrays["indices"], arrays["indptr"]), shape=shape)
+    except (ValueError, TypeError) as exc:  # SciPy's constructors check lengths and dtypes
+        raise CLIError(f"--data {data}: not a readable scipy.sparse archive: {exc}.") from exc
+
+
 def _load_data(data: str, labels: str | None, *, need_labels: bool = True):
-    """X and y from ``.npy`` files (memory-mapped, read-only) or from one ``.npz`` with arrays X and y.
+    """X and y from ``.npy`` files (memory-mapped, read-only), from one ``.npz`` with arrays X and y, or from a
+    ``scipy.sparse.save_npz`` archive of X (a scipy.sparse matrix) and ``labels`` as ``.npy``.
 
     With ``need_labels=False`` (prediction) an ``.npz`` needs only X, and y is None.
     """
@@ -380,8 +427,6 @@ def _load_data(data: str, labels: str | None, *, need_labels: bool = True):
     if _is_zip(data):
         from fastsoftmax._io import FILE_KINDS, npz_scalar, read_npz
 
-        if labels is not None:
-            raise CLIError("--labels is not used with an .npz file; it must hold arrays 'X' and 'y'.")
         required = {"X", "y"} if need_labels else {"X"}
         # As every .npz the package reads: no pickle, and no size the file cannot back.
         # (np.load's message for an object array was to pass allow_pickle=True.)
@@ -390,6 +435,18 @@ def _load_data(data: str, labels: str | None, *, need_labels: bool = True):
         except ValueError as exc:
             raise CLIError(f"--data {exc}") from exc
         missing = required - set(arrays)
+        sparse_format = _sparse_format(arrays) if "X" in missing else None
+        if sparse_format is not None:
+            X = _load_sparse_archive(data, sparse_format)
+            if not need_labels:
+                return X, None
+            if labels is None:
+                raise CLIError(f"--data {data} holds a sparse X only: pass its labels as --labels y.npy.")
+            from fastsoftmax._data import open_array
+
+            return X, open_array(labels, "y")
+        if labels is not None:
+            raise CLIError("--labels is not used with an .npz file; it must hold arrays 'X' and 'y'.")
         marker = npz_scalar(arrays, "format", str)
         if missing and marker in FILE_KINDS:
             # It said only "the archive has no array 'X'" of a model given as --data.
@@ -604,10 +661,82 @@ def _check_dask_solver(solver: str) -> None:
         )
 
 
+def is_sparse(X) -> bool:
+    """Whether X is a scipy.sparse matrix or array (``_checks._is_scipy_sparse``, imported when asked)."""
+    from fastsoftmax._checks import _is_scipy_sparse
+
+    return _is_scipy_sparse(X)
+
+
+def _checked_sparse_data(args: argparse.Namespace, X, dtype: np.dtype):
+    """A sparse ``--data`` X checked whole, as CSR in ``dtype`` (``_sparse.checked_csr``), before it is split.
+
+    Its structure (before anything converts it), NaN and inf, and values
+    beyond float32's range, each named by its row.
+    """
+    from fastsoftmax._sparse import checked_csr
+
+    if args.chunk_size is not None:
+        raise CLIError("--chunk-size streams .npy files; a sparse --data is read into memory whole: drop --chunk-size.")
+    return checked_csr(X, dtype)
+
+
+class _SparseRows:
+    """A checked CSR X (``_sparse.checked_csr``) and its labels, as ``train`` reads a ``DataSource`` of files.
+
+    The parts of :class:`fastsoftmax._data.DataSource` that ``train`` uses:
+    the labels' checks (the same messages), the class counts, the accuracy,
+    the rows themselves; X is in memory, its values checked already.
+    """
+
+    streamed = False
+
+    def __init__(self, X, y, row_offset: int = 0):
+        from fastsoftmax._data import open_labels
+
+        self.X, self.n_samples, self.row_offset = X, X.shape[0], row_offset
+        self.y = np.asarray(open_labels(y, self.n_samples))
+        self.stopped = ""  # nothing is read from a file after this: no file can change under it
+
+    def label_range(self) -> tuple[int, int]:
+        lowest, largest = int(self.y.min()), int(self.y.max())
+        if lowest < 0:
+            raise ValueError(f"y contains the negative label {lowest}; labels must be 0..K-1.")
+        return lowest, largest
+
+    def check_labels(self, n_classes: int) -> None:
+        from fastsoftmax import _checks
+
+        _checks.check_labels(self.y, self.n_samples, n_classes)
+
+    def class_counts(self, n_classes: int) -> np.ndarray:
+        return np.bincount(self.y, minlength=n_classes)
+
+    def check_finite(self) -> None:
+        """Checked whole when it was loaded (``checked_csr``)."""
+
+
+def _rows_of(X, y, dtype: np.dtype, **options):
+    """The rows ``train`` reads: a ``DataSource`` of arrays and files, or a sparse X's :class:`_SparseRows`."""
+    from fastsoftmax._data import DataSource
+
+    if is_sparse(X):
+        return _SparseRows(X, y, options.get("row_offset", 0))
+    return DataSource(X, y, dtype, **options)
+
+
+def _accuracy(model, rows) -> float:
+    """The fraction of ``rows`` (a ``DataSource`` or :class:`_SparseRows`) that ``model`` predicts right."""
+    from fastsoftmax._data import accuracy
+
+    if isinstance(rows, _SparseRows):
+        return model.accuracy(rows.X, rows.y)
+    return accuracy(model, rows)
+
+
 def run_train(args: argparse.Namespace) -> int:
     """Train on the embedded synthetic problem or on the user's files."""
     from fastsoftmax._checks import STEP_SIZE_SOLVERS
-    from fastsoftmax._data import DataSource, accuracy
 
     _check_paths(
         {"--data": args.data, "--labels": args.labels},
@@ -642,14 +771,16 @@ def run_train(args: argparse.Namespace) -> int:
         X, y = _load_data(args.data, args.labels)
         _check_shape_options(args, X)
         dtype = _compute_dtype(args, X)
+        if is_sparse(X):
+            X = _checked_sparse_data(args, X, dtype)
         # Shape and label checks on the whole file before anything is split or written.
         n_classes = _classes_of_files(args, X, y, dtype)
         _check_fit_fits_in_memory(args, X.shape[1], n_classes, dtype)
     n_classes = args.classes if args.data is None else n_classes
     n_train, n_val = _split_rows(args, X.shape[0])
-    # The validation rows are the last ones: row slices are views, nothing is copied.
-    train = DataSource(X[:n_train], y[:n_train], dtype, chunk_size=args.chunk_size)
-    val = DataSource(X[n_train:], y[n_train:], dtype, chunk_size=args.chunk_size, row_offset=n_train) if n_val else None
+    # The validation rows are the last ones: row slices are views, nothing is copied (a sparse X's rows are).
+    train = _rows_of(X[:n_train], y[:n_train], dtype, chunk_size=args.chunk_size)
+    val = _rows_of(X[n_train:], y[n_train:], dtype, chunk_size=args.chunk_size, row_offset=n_train) if n_val else None
     if val is not None:
         # No training pass reads the validation rows: their NaN would otherwise
         # surface only after the fit, when the accuracy is computed.
@@ -658,11 +789,13 @@ def run_train(args: argparse.Namespace) -> int:
         _note_classes_without_training_rows(args, train, val, n_classes)
     model = _zero_start_model(X.shape[1], n_classes, dtype)
     _check_room_for_model(args, model)
+    where = "streamed from " + args.data if train.streamed else "in memory"
+    if is_sparse(X):
+        where = f"sparse, {train.X.nnz:,} stored values, in memory"
     _log(
         args,
         f"training {args.solver} on {n_train:,} rows x {X.shape[1]} features, {n_classes} classes, "
-        f"{dtype} ({'streamed from ' + args.data if train.streamed else 'in memory'}); "
-        f"{n_val:,} validation rows",
+        f"{dtype} ({where}); {n_val:,} validation rows",
     )
 
     fit_options = {"batch_size": args.batch_size, "seed": args.seed, "chunk_size": args.chunk_size}
@@ -675,8 +808,8 @@ def run_train(args: argparse.Namespace) -> int:
         if source is not None:  # a data file that changes now stops the accuracy, not the finished fit
             source.stopped = "the accuracy was not computed"
     try:
-        train_accuracy = accuracy(model, train)
-        val_accuracy = accuracy(model, val) if val is not None else None
+        train_accuracy = _accuracy(model, train)
+        val_accuracy = _accuracy(model, val) if val is not None else None
     except ValueError as exc:
         if not args.out:
             raise
@@ -1065,9 +1198,7 @@ def _classes_of_files(args: argparse.Namespace, X: np.ndarray, y: np.ndarray, dt
     Shapes, dtypes and the labels' range, by :class:`~fastsoftmax._data.DataSource`
     as on one machine (``run_train``); CLIError where the labels name fewer than 2 classes.
     """
-    from fastsoftmax._data import DataSource
-
-    whole = DataSource(X, y, dtype)
+    whole = _rows_of(X, y, dtype)
     n_classes = args.classes_given
     if not n_classes:
         lowest, largest = whole.label_range()
@@ -1100,6 +1231,11 @@ def run_train_dask(args: argparse.Namespace, t_start: float) -> int:
     if args.data is not None:
         # The files are checked whole, as on one machine, before a cluster is started or they are split.
         X_np, y_np = _load_data(args.data, args.labels)
+        if is_sparse(X_np):
+            raise CLIError(
+                "--scheduler and --dask-workers read the rows of .npy files; train a sparse --data on one machine "
+                "(drop the Dask option), or from Python on a Dask array of its chunks (see the README)."
+            )
         _check_shape_options(args, X_np)
         dtype = _compute_dtype(args, X_np)
         n_classes = _classes_of_files(args, X_np, y_np, dtype)
@@ -1316,13 +1452,28 @@ def run_predict(args: argparse.Namespace) -> int:
     if X.dtype.kind not in "fiub":
         raise CLIError(f"--data {args.data} has dtype {X.dtype}; it must be numeric.")
     n_samples, n_classes = X.shape[0], model.num_classes
+    x_row_bytes = X.shape[1] * X.dtype.itemsize
+    if is_sparse(X):
+        from fastsoftmax._sparse import checked_csr
+
+        # Checked whole (its structure, NaN and inf by row), in memory already; its chunks are row slices.
+        X = checked_csr(X, model.dtype, learning=False)
+        x_row_bytes = -(-X.nnz * (X.data.itemsize + X.indices.itemsize) // max(n_samples, 1))
+
+        def rows(start: int, stop: int):
+            return X[start:stop]
+    else:
+
+        def rows(start: int, stop: int):
+            return cast_X(X[start:stop], model.dtype, order="C", row_offset=start, learning=False)
+
     # About CHUNK_BYTES of X, and of the chunk's probabilities when there are many classes.
-    row_bytes = max(X.shape[1] * X.dtype.itemsize, n_classes * model.dtype.itemsize if args.proba else 0)
+    row_bytes = max(x_row_bytes, n_classes * model.dtype.itemsize if args.proba else 0, 1)
     chunk = max(1, CHUNK_BYTES // row_bytes)
     with _announce_compilation(args), contextlib.suppress(ValueError):
         # The loop's first call on a few rows, with the same dtype and layout. A NaN there
         # is the loop's to report (its message counted only these rows); the kernels compiled.
-        first = cast_X(X[:_WARM_UP_ROWS], model.dtype, order="C", learning=False)
+        first = rows(0, min(_WARM_UP_ROWS, n_samples))
         model.predict(first)
         if args.proba:
             model.predict_proba(first)
@@ -1338,7 +1489,7 @@ def run_predict(args: argparse.Namespace) -> int:
         for start in range(0, n_samples, chunk):
             check_file()  # a truncated file's pages would kill the process (SIGBUS)
             stop = min(start + chunk, n_samples)
-            part = cast_X(X[start:stop], model.dtype, order="C", row_offset=start, learning=False)
+            part = rows(start, stop)
             with nonfinite_rows_of(part, start):  # a NaN's row in the file, not in the chunk
                 # The labels from the logits, as without --proba: an argmax of the rounded
                 # probabilities could pick another class where two logits are a rounding apart.
@@ -1529,8 +1680,11 @@ def build_parser() -> argparse.ArgumentParser:
             "larger than RAM. The validation rows are the last --val-fraction of the rows."
         ),
     )
-    train.add_argument("--data", help="X as .npy (N, D), or an .npz holding arrays X and y")
-    train.add_argument("--labels", help="y as .npy (N,) of integer labels (with an .npy --data)")
+    train.add_argument(
+        "--data",
+        help="X as .npy (N, D), an .npz holding arrays X and y, or a sparse X as scipy.sparse.save_npz writes it",
+    )
+    train.add_argument("--labels", help="y as .npy (N,) of integer labels (with an .npy or a sparse --data)")
     _add_problem_options(train, train=True)
     train.add_argument(
         "--solver", choices=("lbfgs", "gd", "sgd", "adam", "newton-cg"), default="lbfgs", help="solver (default lbfgs)"
@@ -1613,7 +1767,12 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--model", required=True, metavar="MODEL.npz", help="a model from train --out, or a saved SoftmaxClassifier"
     )
-    predict.add_argument("--data", required=True, metavar="X.npy", help="X as .npy, or an .npz holding X")
+    predict.add_argument(
+        "--data",
+        required=True,
+        metavar="X.npy",
+        help="X as .npy, an .npz holding X, or a scipy.sparse.save_npz archive",
+    )
     predict.add_argument("--out", default="predictions.npy", help="labels .npy (default predictions.npy)")
     predict.add_argument("--proba", metavar="PROBA.npy", help="also write the probabilities (N, K)")
     predict.add_argument("--threads", type=_positive_int, default=None, help="Numba threads (default: all cores)")

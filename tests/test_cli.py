@@ -1631,3 +1631,95 @@ def test_a_reader_of_stdout_that_left_ends_the_command_quietly(tmp_path):
     assert process.returncode == 128 + signal.SIGPIPE, stderr
     assert "error" not in stderr and "Traceback" not in stderr
     assert np.load(X).shape == (4000, 8) and np.load(y).shape == (4000,)
+
+
+# -- a sparse --data (scipy.sparse.save_npz) -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def sparse_npz(tmp_path):
+    """(X.npz written by scipy.sparse.save_npz, y.npy, X): a text-like problem of 3,000 rows and 200 columns."""
+    sparse = pytest.importorskip("scipy.sparse")
+    rng = np.random.default_rng(0)
+    X = sparse.random(3000, 200, density=0.05, format="csr", random_state=1)
+    y = np.argmax(X @ (2.0 * rng.standard_normal((200, 4))) + 0.5 * rng.standard_normal((3000, 4)), axis=1)
+    sparse.save_npz(tmp_path / "X.npz", X)
+    np.save(tmp_path / "y.npy", y)
+    return tmp_path / "X.npz", tmp_path / "y.npy", X
+
+
+@pytest.mark.parametrize("form", ["csr", "csc", "coo"])
+def test_train_and_predict_on_a_sparse_archive_as_the_library_does(tmp_path, capsys, sparse_npz, form):
+    """The fit of model.fit on the first 90 % of the rows, from W = 0, and the predictions of model.predict."""
+    sparse = pytest.importorskip("scipy.sparse")
+    path, labels, X = sparse_npz
+    if form != "csr":
+        path = tmp_path / f"X_{form}.npz"
+        sparse.save_npz(path, X.asformat(form), compressed=form == "coo")
+    out, metrics = tmp_path / "m.npz", tmp_path / "metrics.json"
+    argv = ["train", "--data", str(path), "--labels", str(labels), "--l2", "1e-3", "--out", str(out)]
+    assert main([*argv, "--metrics", str(metrics)]) == 0
+    text = capsys.readouterr()
+    assert f"(sparse, {X[:2700].nnz:,} stored values, in memory); 300 validation rows" in text.err
+    model = SoftmaxRegression.load(out)
+    y = np.load(labels)
+    reference = SoftmaxRegression(200, 4)
+    reference.W[...] = 0.0
+    reference.fit(X[:2700], y[:2700], l2=1e-3, tol=1e-5, max_iter=50)
+    np.testing.assert_allclose(model.W, reference.W, atol=1e-6)
+    report = json.loads(metrics.read_text())
+    assert report["val_accuracy"] == model.accuracy(X[2700:], y[2700:])
+    predictions, proba = tmp_path / "p.npy", tmp_path / "proba.npy"
+    assert (
+        main(["predict", "--model", str(out), "--data", str(path), "--out", str(predictions), "--proba", str(proba)])
+        == 0
+    )
+    np.testing.assert_array_equal(np.load(predictions), model.predict(X))
+    np.testing.assert_allclose(np.load(proba), model.predict_proba(X), rtol=1e-12, atol=1e-15)
+
+
+def test_a_bad_sparse_archive_or_option_is_named(tmp_path, capsys, sparse_npz):
+    sparse = pytest.importorskip("scipy.sparse")
+    path, labels, X = sparse_npz
+    cases = []
+    with_nan = X.copy()
+    with_nan.data[with_nan.indptr[1234]] = np.nan
+    sparse.save_npz(tmp_path / "nan.npz", with_nan)
+    cases.append(
+        (
+            ["--data", str(tmp_path / "nan.npz"), "--labels", str(labels)],
+            r"NaN or infinite value\(s\), the first in row 1234",
+        )
+    )
+    broken = X.copy()
+    broken.indices[broken.indptr[77]] = 999
+    sparse.save_npz(tmp_path / "broken.npz", broken)
+    cases.append(
+        (["--data", str(tmp_path / "broken.npz"), "--labels", str(labels)], r"row 77 stores a value in column 999")
+    )
+    sparse.save_npz(tmp_path / "bsr.npz", X.tobsr())
+    cases.append(
+        (
+            ["--data", str(tmp_path / "bsr.npz"), "--labels", str(labels)],
+            r"'bsr' archive; the command reads CSR, CSC and COO",
+        )
+    )
+    cases.append((["--data", str(path)], r"holds a sparse X only: pass its labels as --labels y\.npy"))
+    cases.append((["--data", str(path), "--labels", str(labels), "--chunk-size", "100"], r"drop --chunk-size"))
+    cases.append(
+        (["--data", str(path), "--labels", str(labels), "--dask-workers", "1"], r"train a sparse --data on one machine")
+    )
+    np.save(tmp_path / "short.npy", np.load(labels)[:10])
+    cases.append(
+        (["--data", str(path), "--labels", str(tmp_path / "short.npy")], r"y has 10 labels but X has 3000 rows")
+    )
+    for argv, message in cases:
+        out = tmp_path / "m.npz"
+        assert main(["train", *argv, "--out", str(out), "--quiet"]) == 2
+        assert re.search(message, capsys.readouterr().err), argv
+        assert not out.exists()
+    assert (
+        main(["train", "--data", str(path), "--labels", str(labels), "--out", str(tmp_path / "m.npz"), "--quiet"]) == 0
+    )
+    assert main(["predict", "--model", str(tmp_path / "m.npz"), "--data", str(tmp_path / "nan.npz")]) == 2
+    assert re.search(r"the first in row 1234; .*before predicting", capsys.readouterr().err)
