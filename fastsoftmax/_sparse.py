@@ -362,7 +362,9 @@ class SparseObjective:
         uninterrupted one bit for bit only where both chose alike, as they
         must choose their threads alike (``_n_chunks`` also asks the memory
         available): a resume whose free memory crossed the budget in between
-        differs in the last bits.
+        differs in the last bits, as does the resume with a larger
+        ``max_iter`` of a fit of at most two iterations (which did not renumber:
+        ``SoftmaxRegression.fit``).
     """
 
     def __init__(

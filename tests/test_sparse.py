@@ -181,10 +181,11 @@ def test_finishing_the_sums_in_parts_of_columns_is_one_pass(rng, dtype, renumber
         np.testing.assert_array_equal(out, one_pass)
         np.testing.assert_array_equal(squares, one_pass_squares)
         assert not dWt_acc.any() and not db_acc.any()
-        # Without squares: the same gradient.
-        dWt_acc, db_acc = sums.copy(), bias_sums.copy()
-        kernels.csr_finish(dWt_acc, db_acc, *finish)
-        np.testing.assert_array_equal(out, one_pass)
+        # Without squares: the same gradient, into an output of its own, and the sums zeroed.
+        dWt_acc, db_acc, plain = sums.copy(), bias_sums.copy(), np.full(k * d + k, np.nan, dtype=dtype)
+        kernels.csr_finish(dWt_acc, db_acc, kernels.read_only(rank), kernels.read_only(W), 0.5, 0.1, plain, n_parts)
+        np.testing.assert_array_equal(plain, one_pass)
+        assert not dWt_acc.any() and not db_acc.any()
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
@@ -444,6 +445,10 @@ def test_a_mini_batch_reads_only_its_columns_and_gives_a_full_finishs_result(rng
     """
     n, d, k = 400, 300, 5
     X = zipf_columns_csr(rng, n, d, dtype)
+    # Rows 0 to 3 store nothing: a batch of them touches no column.
+    first = X.indptr[4]
+    indptr = np.concatenate([np.zeros(4, dtype=X.indptr.dtype), X.indptr[4:] - first])
+    X = sparse.csr_array((X.data[first:], X.indices[first:], indptr), shape=X.shape)
     y = rng.integers(0, k, size=n)
     w = rng.uniform(0.1, 2.0, size=n).astype(dtype)
     monkeypatch.setattr(_sparse, "RENUMBER_MIN_BYTES", 0)
@@ -467,6 +472,21 @@ def test_a_mini_batch_reads_only_its_columns_and_gives_a_full_finishs_result(rng
         np.testing.assert_array_equal(
             W[:, untouched], (l2 * unpack(theta, k, d)[0][:, untouched].astype(np.float64)).astype(dtype)
         )
+    # What batch() divides by: the batch's share of the total weight. Against the oracle on X[rows], with
+    # rows repeated, and with rows that store nothing (a batch of them touches no column).
+    for rows in ([5, 5, 5, 9], [0, 1, 2, 3], [0, 0]):
+        rows = np.array(rows, dtype=np.int64)
+        theta = pack(rng.standard_normal((k, d)).astype(dtype), rng.standard_normal(k).astype(dtype))
+        W, b = unpack(theta, k, d)
+        loss, grad = objective.batch(theta, rows)
+        ref_loss, ref_dW, ref_db = reference_loss_grad(X[rows].toarray(), y[rows], W, b, sample_weight=w[rows])
+        share = float(w[rows].astype(np.float64).sum()) / (rows.shape[0] * objective.weight_sum / n)
+        want = (
+            ref_loss * share + 0.5 * l2 * float(np.sum(W.astype(np.float64) ** 2)),
+            ref_dW * share + l2 * W,
+            ref_db * share,
+        )
+        assert_grad_close(loss, *unpack(grad, k, d), want, X[rows].toarray(), W, l2, grad_rtol(dtype, 4, d, k))
     # The accumulators are left zeroed for the next pass: a full pass after the batches is a fresh objective's.
     fresh = _sparse.make_sparse_objective(
         X, y, n_features=d, n_classes=k, dtype=np.dtype(dtype), l2=l2, sample_weight=w, renumber_columns=renumber

@@ -144,7 +144,9 @@ class SparseFit:
     feature scaling's moments and the passes (about 1.05 an iteration).
     ``time_sgd_epoch``: one epoch of ``sgd`` in batches of ``SGD_BATCH``
     rows, whose costs are the batches' W^T and sums (in the columns they
-    touch) and a pass over W a step.
+    touch) and a pass over W a step. A fit of one epoch reads X as it is
+    (fits of more than two renumber it first); the batches run the same
+    code either way, and one epoch keeps the sample short.
     """
 
     params = [SPARSE_SHAPES, DTYPES]
