@@ -358,13 +358,11 @@ class SparseObjective:
         (``_memory.COPY_MEMORY_FRACTION`` of the memory available now).
         Every pass of the fit reads the same copy. ``X``, the scaling's
         moments and the digest stay X's own. The copy adds each row's values
-        in another order, so a fit resumed from a checkpoint repeats the
-        uninterrupted one bit for bit only where both chose alike, as they
-        must choose their threads alike (``_n_chunks`` also asks the memory
-        available): a resume whose free memory crossed the budget in between
-        differs in the last bits, as does the resume with a larger
-        ``max_iter`` of a fit of at most two iterations (which did not renumber:
-        ``SoftmaxRegression.fit``).
+        in another order, as the chunks of rows (``_n_chunks``, which also
+        asks the memory available) add the rows in another order: a fit
+        resumed from a checkpoint follows the layout the checkpoint records
+        (:meth:`data_layout`), where it still fits the memory, and so repeats
+        the uninterrupted run bit for bit.
     """
 
     def __init__(
@@ -394,20 +392,54 @@ class SparseObjective:
         self._kernel_X, self._rank = X, _SAME_COLUMNS
         #: X's column of each of the kernels' columns (where renumbered): the inverse of ``rank``.
         self._x_column = _SAME_COLUMNS
-        copy_bytes = n_stored * (X.data.itemsize + X.indices.itemsize)
         if (
             renumber_columns
             and 8 * X.n_features * n_classes >= RENUMBER_MIN_BYTES
-            and within_copy_budget(copy_bytes, available_memory())
+            and within_copy_budget(self._renumbered_bytes(), available_memory())
         ):
-            self._kernel_X, self._rank = by_frequency(X)
-            self._x_column = np.empty(X.n_features, dtype=np.int64)
-            self._x_column[self._rank] = np.arange(X.n_features)
+            self._renumber()
         #: A mini-batch's buffers (:meth:`_batch_mean`), made by the first: W^T, of which each batch
         #: writes the rows it reads, the columns it touches, and the kernel's marks of them.
         self._batch_Wt: np.ndarray | None = None
         self._touched: np.ndarray | None = None
         self._seen: np.ndarray | None = None
+
+    def _renumbered_bytes(self) -> int:
+        """The size of X's renumbered copy: its values and indices."""
+        return int(self.X.indptr[-1]) * (self.X.data.itemsize + self.X.indices.itemsize)
+
+    def _renumber(self) -> None:
+        self._kernel_X, self._rank = by_frequency(self.X)
+        self._x_column = np.empty(self.X.n_features, dtype=np.int64)
+        self._x_column[self._rank] = np.arange(self.X.n_features)
+
+    def data_layout(self, recorded: dict[str, Any]) -> dict[str, Any]:
+        """Follow a resumed fit's layout (``checkpoint.LAYOUT_STATE_KEYS``) where memory allows; returns the one used.
+
+        Whether the columns are renumbered and the chunks of rows set the
+        order in which each sum is added, and both were chosen from the
+        memory available (and renumbering from the fit's ``max_iter``) when
+        the checkpoint's run started: followed, the resumed fit repeats the
+        uninterrupted one bit for bit. A layout whose copy or sums would not
+        fit the memory budgets now is not followed (the fit differs in the
+        last bits rather than run out of memory). Called before any pass.
+        """
+        if "layout_renumbered" in recorded:
+            if recorded["layout_renumbered"] and not self._rank.shape[0]:
+                if within_copy_budget(self._renumbered_bytes(), available_memory()):
+                    self._renumber()
+            elif not recorded["layout_renumbered"] and self._rank.shape[0]:
+                self._kernel_X, self._rank, self._x_column = self.X, _SAME_COLUMNS, _SAME_COLUMNS
+        chunks = recorded.get("layout_row_chunks")
+        if chunks is not None and chunks != self._n_chunks and self._dWt_acc is None:
+            accumulator_bytes = chunks * 8 * self.X.n_features * self.n_classes
+            available = available_memory()
+            if chunks <= self.n_samples and (
+                available is None
+                or accumulator_bytes <= max(ACCUMULATOR_CHECK_BYTES, available * ACCUMULATOR_MEMORY_SHARE)
+            ):
+                self._n_chunks, self._bounds = chunks, nnz_chunks(self.X.indptr, chunks)
+        return {"layout_renumbered": bool(self._rank.shape[0]), "layout_row_chunks": int(self._n_chunks)}
 
     def __enter__(self) -> SparseObjective:  # noqa: PYI034 (typing.Self needs Python 3.11)
         return self

@@ -329,8 +329,12 @@ SCALING_STATE_KEYS = ("scaling_mean", "scaling_scale")
 #: The start of a mini-batch run (sgd, adam), in the solver's coordinates: a
 #: resumed or rerun fit compares its end with it (``engine._fit``).
 START_STATE_KEYS = ("start_theta", "start_iteration")
+#: How a sparse objective laid out its passes (``_sparse.SparseObjective.data_layout``):
+#: whether it renumbered X's columns, and its chunks of rows. A resumed fit follows
+#: them, so that it adds each sum in the order the interrupted one did.
+LAYOUT_STATE_KEYS = ("layout_renumbered", "layout_row_chunks")
 #: All of the engine's state, checkpointed beside the solver's.
-ENGINE_STATE_KEYS = (*SCALING_STATE_KEYS, *START_STATE_KEYS)
+ENGINE_STATE_KEYS = (*SCALING_STATE_KEYS, *START_STATE_KEYS, *LAYOUT_STATE_KEYS)
 
 #: The dtypes of theta and of the solver state's arrays as the solvers write them.
 _STATE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -370,7 +374,7 @@ def _state_keys(solver: str | None) -> tuple[str, ...]:
         "sgd": (*solvers.MINIBATCH_OPTIONAL_STATE_KEYS, *START_STATE_KEYS),
         "adam": (*solvers.MINIBATCH_OPTIONAL_STATE_KEYS, *START_STATE_KEYS),
     }.get(solver, ())
-    return (*SOLVER_STATE_KEYS.get(solver, ()), *optional, *SCALING_STATE_KEYS)
+    return (*SOLVER_STATE_KEYS.get(solver, ()), *optional, *SCALING_STATE_KEYS, *LAYOUT_STATE_KEYS)
 
 
 #: The arrays of a checkpoint file (:func:`save`): solver state arrays are stored as "state_<key>".
@@ -530,6 +534,9 @@ def load(
     start_iteration = solver_state.get("start_iteration", 0)
     if type(start_iteration) is not int or not 0 <= start_iteration <= iteration:
         raise invalid(f"its start iteration {start_iteration!r} is not an integer from 0 to {iteration}")
+    renumbered, row_chunks = solver_state.get("layout_renumbered", False), solver_state.get("layout_row_chunks", 1)
+    if type(renumbered) is not bool or type(row_chunks) is not int or row_chunks < 1:
+        raise invalid(f"its data layout ({renumbered!r}, {row_chunks!r}) is not a flag and a positive chunk count")
     try:
         solver_only = {k: v for k, v in solver_state.items() if k not in ENGINE_STATE_KEYS}
         if n_params is not None and solver_only:  # an empty state starts the solver afresh

@@ -705,6 +705,10 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
     # The engine's own state (the feature scaling) is checkpointed beside the
     # solver's, not inside it: a solver reads a non-empty state as one to resume.
     engine_state = {key: solver_state.pop(key) for key in ENGINE_STATE_KEYS if key in solver_state}
+    data_layout = getattr(objective, "data_layout", None)
+    if data_layout is not None:
+        # Before any pass: the passes follow the resumed run's layout, and the checkpoints record it.
+        engine_state.update(data_layout(engine_state))
     scaling = _scaling(model, objective, options, engine_state)
     if scaling is not None:
         # The solver and the checkpoint see theta' (see fastsoftmax._scaling); the model sees theta.

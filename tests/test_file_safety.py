@@ -2011,3 +2011,13 @@ def test_an_edited_start_iteration_makes_the_checkpoint_unreadable(tmp_path, dat
     np.savez(tmp_path / "checkpoint.npz", **arrays)
     with pytest.raises(CheckpointError, match=r"its start iteration .* is not an integer from 0 to \d"):
         _fit(*data, solver="sgd", checkpoint=tmp_path, lr=0.05, seed=0, max_iter=4)
+
+
+@pytest.mark.parametrize("layout", [{"layout_renumbered": "yes"}, {"layout_row_chunks": 0}, {"layout_row_chunks": 1.5}])
+def test_an_edited_data_layout_makes_the_checkpoint_unreadable(tmp_path, data, layout):
+    """A sparse fit's layout (renumbered columns, chunks of rows) is followed on resume: it must be one a fit writes."""
+    arrays = _checkpoint_file(tmp_path, data)
+    _solver_state(**layout)(arrays)
+    np.savez(tmp_path / "checkpoint.npz", **arrays)
+    with pytest.raises(CheckpointError, match=r"its data layout .* is not a flag and a positive chunk count"):
+        _fit(*data, solver="sgd", checkpoint=tmp_path, lr=0.05, seed=0, max_iter=4)

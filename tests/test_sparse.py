@@ -566,6 +566,37 @@ def test_a_fit_resumes_from_its_checkpoint(rng, tmp_path, renumbered):
         SoftmaxRegression(12, 3, seed=0).fit(other, y, l2=1e-3, max_iter=8, tol=0, checkpoint=tmp_path / "run")
 
 
+def test_a_resumed_fit_follows_the_layout_its_checkpoint_records(rng, tmp_path, monkeypatch):
+    """Renumbered or not, and the chunks of rows, as the interrupted run chose them: the same sums, bit for bit.
+
+    Both are chosen from the memory available when a fit starts (and renumbering from max_iter > 2); a resume
+    that chose anew added each row's values in another order (1.7e-15 apart).
+    """
+    X, y, _, _, _ = sparse_problem(rng, 300, 12, 3)
+    monkeypatch.setattr(_sparse, "RENUMBER_MIN_BYTES", 0)
+    monkeypatch.setattr(_sparse, "ACCUMULATOR_CHECK_BYTES", 0)  # the threads' sums are bounded by the memory too
+
+    def fit(memory: int, max_iter: int, checkpoint=None) -> SoftmaxRegression:
+        monkeypatch.setattr(_sparse, "available_memory", lambda: memory)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", fs.ConvergenceWarning)
+            options = {"checkpoint": checkpoint} if checkpoint else {}
+            return SoftmaxRegression(12, 3, seed=0).fit(X, y, l2=1e-3, max_iter=max_iter, tol=0, **options)
+
+    little, plenty = 1, 1 << 40  # a copy of X fits the second only
+    with_little = fit(little, 8)
+    assert not np.array_equal(fit(plenty, 8).W, with_little.W)  # the layout shows in the last bits
+    fit(little, 4, checkpoint=tmp_path / "little")
+    resumed = fit(plenty, 8, checkpoint=tmp_path / "little")
+    np.testing.assert_array_equal(resumed.W, with_little.W)
+    assert resumed.loss_history_ == with_little.loss_history_
+    # A run of two iterations does not renumber; resumed with more, it goes on as it began.
+    fit(plenty, 2, checkpoint=tmp_path / "short")
+    resumed = fit(plenty, 8, checkpoint=tmp_path / "short")
+    monkeypatch.setattr(_sparse, "RENUMBER_MIN_BYTES", 1 << 62)
+    np.testing.assert_array_equal(resumed.W, fit(plenty, 8).W)
+
+
 def test_the_accumulators_stay_within_their_share_of_memory(monkeypatch):
     """A wide X runs on fewer threads rather than give each a D x K float64 array it cannot hold."""
     monkeypatch.setattr(_sparse, "work_chunks", lambda n_rows, work: 8)
