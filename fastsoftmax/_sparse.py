@@ -529,12 +529,11 @@ class SparseObjective:
 
         What the full-pass path gives for those rows (to an ulp or two: see
         ``kernels.csr_finish_touched``), in time of the batch's stored values
-        plus one pass over W (the gradient is
-        l2 W in the columns it does not touch, and the penalty needs
-        ||W||^2). Building all of W^T and finishing all of the C D K sums
-        took 94 % of a 256-row batch at 100,000 x 50,000 x 20 (renumbered:
-        2.0 and 3.0 of 5.3 ms; the kernel 0.3), when it touches about 5,500
-        of the 50,000 columns.
+        plus one pass over W (the gradient is l2 W in the columns the batch
+        does not touch, and the penalty needs ||W||^2). Building all of W^T
+        and finishing all of the C D K sums took 94 % of a 256-row batch at
+        100,000 x 50,000 x 20 (renumbered: 2.0 and 3.0 of 5.3 ms; the kernel
+        0.3), when it touches about 5,500 of the 50,000 columns.
         """
         n_features, n_classes = self.X.n_features, self.n_classes
         if self._batch_Wt is None:

@@ -778,7 +778,7 @@ def run_train(args: argparse.Namespace) -> int:
         _check_fit_fits_in_memory(args, X.shape[1], n_classes, dtype)
     n_classes = args.classes if args.data is None else n_classes
     n_train, n_val = _split_rows(args, X.shape[0])
-    # The validation rows are the last ones: row slices are views, nothing is copied (a sparse X's rows are).
+    # The validation rows are the last ones: row slices are views, nothing is copied (a sparse X's slices are copies).
     train = _rows_of(X[:n_train], y[:n_train], dtype, chunk_size=args.chunk_size)
     val = _rows_of(X[n_train:], y[n_train:], dtype, chunk_size=args.chunk_size, row_offset=n_train) if n_val else None
     if val is not None:
