@@ -17,3 +17,13 @@ def is_dask_collection(obj: Any) -> bool:
     import dask
 
     return dask.is_dask_collection(obj)
+
+
+def computed(obj: Any) -> Any:
+    """``obj.compute()`` for a Dask collection, else ``obj`` itself: what a prediction reads in memory.
+
+    np.asarray computed a Dask array of NumPy chunks just so, but made one of
+    scipy.sparse chunks an object array; computed, it is the sparse matrix
+    its chunks stack into, which the predictions take.
+    """
+    return obj.compute() if is_dask_collection(obj) else obj

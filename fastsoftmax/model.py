@@ -12,6 +12,7 @@ import numpy as np
 from fastsoftmax import _checks, engine, solvers
 from fastsoftmax._api import descend, fused_loss_grad, l2_penalty, predict, predict_proba
 from fastsoftmax._api import softmax as softmax_rows
+from fastsoftmax._dask_check import computed
 from fastsoftmax._io import atomic_file, newer_format, npz_scalar, read_npz, refuse_other_file_kind, write_npz
 from fastsoftmax._layout import pack, unpack
 from fastsoftmax._sparse import (
@@ -375,6 +376,7 @@ class SoftmaxRegression:
     def predict(self, X) -> np.ndarray:
         """Predicted class indices, shape (N,) int64."""
         W, b = self._params()
+        X = computed(X)  # a Dask X is predicted in memory
         if is_sparse(X):  # checked and cast to the model's dtype there, in one pass
             return predict_sparse(X, W, b, cast_floats=True)
         return predict(self._X(X, fortran_ok=True, takes_y=False), W, b)
@@ -388,6 +390,7 @@ class SoftmaxRegression:
         y : array_like of int, shape (N,)
             Class indices in [0, K).
         """
+        X, y = computed(X), computed(y)
         if is_sparse(X):
             y = _checks.check_labels(y, X.shape[0], self.num_classes)
         else:
@@ -399,6 +402,7 @@ class SoftmaxRegression:
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities softmax(X W^T + b), shape (N, K), in the model's dtype."""
         W, b = self._params()
+        X = computed(X)
         if is_sparse(X):
             proba = np.empty((X.shape[0], self.num_classes), dtype=self.dtype)
             predict_sparse(X, W, b, proba_out=proba, cast_floats=True)

@@ -62,7 +62,7 @@ except ImportError as exc:
 
 from fastsoftmax import _checks, engine, solvers
 from fastsoftmax._api import log_softmax, predict, predict_proba
-from fastsoftmax._dask_check import is_dask_collection
+from fastsoftmax._dask_check import computed, is_dask_collection
 from fastsoftmax._data import CHUNK_BYTES, open_array, unchanged_file_check
 from fastsoftmax._io import (
     atomic_file,
@@ -414,9 +414,12 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         float32: the scan took 4.0 of 13.1 ms). A sparse X that is CSR in
         the model's dtype is then checked by the prediction's own call
         (``_sparse.check_sparse_X``) and not here as well: scikit-learn
-        neither converts it nor reads its indices.
+        neither converts it nor reads its indices. A Dask X is computed here
+        (:func:`fastsoftmax._dask_check.computed`), chunks of scipy.sparse
+        matrices to one.
         """
         check_is_fitted(self)
+        X = computed(X)
         return self._validate_and_cast(
             X,
             dtypes=[self.coef_.dtype],

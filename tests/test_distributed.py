@@ -438,12 +438,20 @@ def test_sparse_chunks_with_no_stored_values_or_no_rows_train(sparse_data):
         fit_dask(diverging, _sparse_dask(empty_chunk * 1e5), y, max_iter=2, precondition=False)
 
 
-def test_predicting_a_dask_array_of_sparse_chunks_names_the_fix(sparse_data):
+def test_a_dask_array_of_sparse_chunks_is_predicted_as_its_matrix(sparse_data):
+    """Computed in memory, as a Dask array of NumPy chunks is: np.asarray had made it an object array."""
+    from fastsoftmax.sklearn import SoftmaxClassifier
+
     X, y = sparse_data
+    Xd, yd = _sparse_dask(X), da.from_array(y, chunks=CHUNK)
     model = SoftmaxRegression(D, K, seed=0)
-    with pytest.raises(TypeError, match=r"X holds a scipy\.sparse matrix inside another array .*X\.compute\(\)"):
-        model.predict(_sparse_dask(X))
-    np.testing.assert_array_equal(model.predict(_sparse_dask(X).compute()), model.predict(X))
+    np.testing.assert_array_equal(model.predict(Xd), model.predict(X))
+    np.testing.assert_array_equal(model.predict_proba(Xd), model.predict_proba(X))
+    assert model.accuracy(Xd, yd) == model.accuracy(X, y)
+    estimator = SoftmaxClassifier(C=10.0).fit(Xd, yd)
+    for method in ("predict", "predict_proba", "predict_log_proba", "decision_function"):
+        np.testing.assert_array_equal(getattr(estimator, method)(Xd), getattr(estimator, method)(X))
+    assert estimator.score(Xd, yd) == estimator.score(X, y)
 
 
 def _chunk_made_by(chunk: int, make):
