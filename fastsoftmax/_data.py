@@ -64,7 +64,7 @@ import mmap
 import os
 import struct
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -293,6 +293,16 @@ def _raise_if_changed(name: str, arr: np.memmap, opened: _FileStat | None, stopp
         )
 
 
+def label_range(parts: Iterable[np.ndarray]) -> tuple[int, int]:
+    """The smallest and the largest label of the non-empty ``parts`` of y; ValueError for a negative label."""
+    lo, hi = math.inf, -math.inf
+    for part in parts:
+        lo, hi = min(lo, int(part.min())), max(hi, int(part.max()))
+    if lo < 0:
+        raise ValueError(f"y contains the negative label {lo}; labels must be 0..K-1.")
+    return int(lo), int(hi)
+
+
 def open_labels(y, n_samples: int) -> np.ndarray:
     """y (an array, a memory map, or an ``.npy`` path) as an array of ``n_samples`` integer labels, unscanned."""
     y = open_array(y, "y")
@@ -426,12 +436,7 @@ class DataSource:
 
     def label_range(self) -> tuple[int, int]:
         """The smallest and the largest label, from one chunked scan of y; ValueError for a negative label."""
-        lo, hi = math.inf, -math.inf
-        for _, part in self._label_parts():
-            lo, hi = min(lo, int(part.min())), max(hi, int(part.max()))
-        if lo < 0:
-            raise ValueError(f"y contains the negative label {lo}; labels must be 0..K-1.")
-        return int(lo), int(hi)
+        return label_range(part for _, part in self._label_parts())
 
     def _label_parts(self) -> Iterator[tuple[int, np.ndarray]]:
         """``(start, y[start : start + 2**22])`` in row order; a mapped y's pages are released after each."""

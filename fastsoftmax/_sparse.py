@@ -554,8 +554,7 @@ class SparseObjective:
             )
         self._rows += rows.shape[0]
         scale = 1.0 / weight_sum
-        out = np.empty(W.size + n_classes, dtype=self.dtype)
-        squares = np.empty(n_features if self.l2 else 0)
+        out, squares = np.empty(W.size + n_classes, dtype=self.dtype), np.empty(n_features)
         kernels.csr_finish_touched(
             dWt_acc, db_acc, touched, x_columns, kernels.read_only(W), scale, self.l2, out, squares
         )
@@ -693,6 +692,11 @@ def column_moments_about(
     return sums, squares, weight_sum
 
 
+def hessian_objective(rows: CSRRows, sample_weight: np.ndarray, n_classes: int, l2: float) -> SparseObjective:
+    """A :class:`SparseObjective` for Hessian-vector products only: the Hessian does not depend on the labels."""
+    return SparseObjective(rows, np.zeros(rows.n_samples, dtype=np.int64), sample_weight, n_classes, l2)
+
+
 def make_sparse_objective(
     X,
     y,
@@ -806,8 +810,7 @@ def sparse_hessian_vector_product(
     n_classes, n_features = W.shape
     rows = check_sparse_X(X, W.dtype, n_features, cast_floats=False)
     sample_weight = _checks.check_sample_weight(sample_weight, rows.n_samples, W.dtype, scale_free=True)
-    no_labels = np.zeros(rows.n_samples, dtype=np.int64)  # the Hessian does not depend on them
-    objective = SparseObjective(rows, no_labels, sample_weight, n_classes, l2)
+    objective = hessian_objective(rows, sample_weight, n_classes, l2)
     theta = pack(W, b)
     product = objective.hvp(theta, pack(V, c))
     if not np.isfinite(product).all():

@@ -699,10 +699,9 @@ class _SparseRows:
         self.stopped = ""  # nothing is read from a file after this: no file can change under it
 
     def label_range(self) -> tuple[int, int]:
-        lowest, largest = int(self.y.min()), int(self.y.max())
-        if lowest < 0:
-            raise ValueError(f"y contains the negative label {lowest}; labels must be 0..K-1.")
-        return lowest, largest
+        from fastsoftmax._data import label_range
+
+        return label_range([self.y])
 
     def check_labels(self, n_classes: int) -> None:
         from fastsoftmax import _checks

@@ -88,7 +88,7 @@ from fastsoftmax._extras import missing_extra
 from fastsoftmax._hessian import fused_hvp
 from fastsoftmax._layout import unpack
 from fastsoftmax._scaling import FeatureScaling, moments_about, spread_rows
-from fastsoftmax._sparse import CSRRows, SparseObjective, check_sparse_X, column_moments_about
+from fastsoftmax._sparse import CSRRows, SparseObjective, check_sparse_X, column_moments_about, hessian_objective
 from fastsoftmax._threading import numba_threads
 from fastsoftmax.checkpoint import check_directory as check_checkpoint_directory
 
@@ -369,9 +369,8 @@ def _chunk_hvp_sums(
     if chunk.sparse:
         if not X.shape[0]:  # a chunk of no rows adds nothing
             return np.zeros((n_classes, X.shape[1])), np.zeros(n_classes), 0.0
-        no_labels = np.zeros(X.shape[0], dtype=np.int64)  # the Hessian does not depend on them
         with numba_threads(_kernel_threads(concurrency)):
-            objective = SparseObjective(_chunk_rows(X), no_labels, sample_weight, n_classes, 0.0)
+            objective = hessian_objective(_chunk_rows(X), sample_weight, n_classes, 0.0)
             HV, Hc = unpack(objective.hvp_sums(theta, v), n_classes, X.shape[1])
         return HV.astype(np.float64), Hc.astype(np.float64), objective.weight_sum
     W, b = unpack(theta, n_classes, X.shape[1])

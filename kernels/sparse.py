@@ -383,28 +383,20 @@ def csr_finish_touched(dWt_acc, db_acc, touched, x_columns, W, scale, l2, out, s
     :func:`csr_finish` computes it from zero sums; only the touched rows of
     the sums are read (and zeroed). The result is :func:`csr_finish`'s up to
     an ulp or two (the two kernels' ``scale * sum + l2 w`` may be contracted
-    differently). W is read once, in
-    order, for l2 W and for ``squares`` (length 0: none), which hold the
-    same values as :func:`csr_finish`'s. The cost is one pass over W and the
-    gradient, where :func:`csr_finish` also reads and clears C D K sums.
+    differently). W is read once, in order, for l2 W and for ``squares``
+    (D,), which receive the same values as :func:`csr_finish`'s. The cost
+    is one pass over W and the gradient, where :func:`csr_finish` also reads
+    and clears C D K sums.
     """
     n_chunks, n_features, n_classes = dWt_acc.shape
-    # Row by row of W, each loop without a branch (so that LLVM vectorises it); the squares
-    # are added in the same order of k as csr_finish adds them.
-    if squares.shape[0] > 0:
+    # Row by row of W; the squares are added in the same order of k as csr_finish adds them.
+    squares[:] = 0.0
+    for k in range(n_classes):
+        row = k * n_features
         for j in range(n_features):
-            squares[j] = 0.0
-        for k in range(n_classes):
-            row = k * n_features
-            for j in range(n_features):
-                weight = np.float64(W[k, j])
-                out[row + j] = l2 * weight
-                squares[j] += weight * weight
-    else:
-        for k in range(n_classes):
-            row = k * n_features
-            for j in range(n_features):
-                out[row + j] = l2 * np.float64(W[k, j])
+            weight = np.float64(W[k, j])
+            out[row + j] = l2 * weight
+            squares[j] += weight * weight
     for i in range(touched.shape[0]):
         t, j = touched[i], x_columns[i]
         for k in range(n_classes):

@@ -26,6 +26,7 @@ def momentum_step(theta, grad, velocity, lr, momentum):
     for i in range(theta.shape[0]):
         v = momentum * np.float64(velocity[i]) - lr * np.float64(grad[i])
         velocity[i] = v
+        # The velocity as stored, in theta's dtype, as theta += velocity added it.
         theta[i] = np.float64(theta[i]) + np.float64(velocity[i])
 
 
