@@ -56,6 +56,19 @@ def _is_scipy_sparse(a) -> bool:
     return sparse is not None and sparse.issparse(a)
 
 
+def refuse_masked(a, name: str) -> None:
+    """TypeError for a masked array, whose mask np.asarray (and scikit-learn's checks) would drop.
+
+    The masked values would then count as data.
+    """
+    if isinstance(a, np.ma.MaskedArray):
+        raise TypeError(
+            f"{name} is a masked array, whose mask would be ignored; pass {name}.filled(value) with the value "
+            f"the masked entries should take, or leave out their rows ("
+            + (f"{name}[~np.ma.getmaskarray({name})])." if a.ndim == 1 else f"{name}[~{name}.mask.any(axis=1)]).")
+        )
+
+
 def _as_array(a, name: str, what: str = "a NumPy array", object_fix: str | None = None) -> np.ndarray:
     """``a`` as an ndarray in native byte order, or a TypeError that names ``name``.
 
@@ -69,13 +82,7 @@ def _as_array(a, name: str, what: str = "a NumPy array", object_fix: str | None 
     # np.asarray drops ndarray subclasses such as np.memmap without copying.
     if a is None:
         raise TypeError(f"{name} is None; pass {what}.")
-    if isinstance(a, np.ma.MaskedArray):
-        # np.asarray drops the mask: the masked values would count as data.
-        raise TypeError(
-            f"{name} is a masked array, whose mask would be ignored; pass {name}.filled(value) with the value "
-            f"the masked entries should take, or leave out their rows ("
-            + (f"{name}[~np.ma.getmaskarray({name})])." if a.ndim == 1 else f"{name}[~{name}.mask.any(axis=1)]).")
-        )
+    refuse_masked(a, name)
     if isinstance(a, (str, bytes, os.PathLike)):
         # np.asarray makes a 0-d array of it, which was then refused for its shape.
         raise TypeError(

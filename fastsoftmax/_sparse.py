@@ -143,6 +143,11 @@ def check_sparse_X(
         raise ValueError(
             f"X has {n_columns} features but W has {n_features} columns; X must have shape (n_samples, {n_features})."
         )
+    if X.dtype.kind == "f" and X.dtype.itemsize > 8:  # longdouble: real, but no kernel takes it
+        raise TypeError(
+            f"X has dtype {X.dtype}, which the kernels do not support (float32 and float64 only); "
+            f"cast it with X.astype(np.{dtype.name})."
+        )
     if X.dtype.kind not in "fiub" or X.dtype.itemsize > 8:
         raise TypeError(
             f"X has dtype {X.dtype}; fastsoftmax takes real numbers: cast it with X.astype(np.{dtype.name})."

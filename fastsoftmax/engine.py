@@ -315,6 +315,36 @@ def _unconverged_at_floor(
     )
 
 
+def _minibatch_end_above_zero_weights(
+    model: Trainable, objective: Objective, options: FitOptions, result, last_epoch_loss: float | None
+) -> str | None:
+    """Why an sgd or adam run that met its stopping rule is no optimum; None where nothing says so.
+
+    The rule (5 epochs without a relative gain above ``tol``) also holds for a
+    run that hardly moves: lr 1e-9 kept the loss at 1.106 on data whose
+    optimum is near 0, and reported convergence. As for the full-batch
+    solvers (:func:`_unconverged_at_floor`), every optimum's loss is at most
+    log K, that of zero weights, wherever b is fitted or starts at 0. The last
+    epoch's mean is taken along its steps, so where it lies above log K the
+    loss over all rows at the end is measured (one pass) before the run is
+    denied convergence. ``last_epoch_loss``: the fit's last, a resumed run's
+    included (a rerun of a checkpointed run that stopped takes no epoch).
+    """
+    zero_weights_loss = math.log(model.num_classes)
+    above = zero_weights_loss * (1 + 1e-3)
+    starts_at_zero_b = options.fit_intercept or not np.any(model.b)
+    if not starts_at_zero_b or last_epoch_loss is None or not last_epoch_loss > above:
+        return None
+    end_loss = objective(result.theta)[0]
+    if not end_loss > above:
+        return None
+    return (
+        f"{result.message}, but the loss over all rows stopped at {end_loss:.6g}, above {zero_weights_loss:.6g}, "
+        f"that of zero weights, so it is no optimum: the steps barely moved the weights; raise lr, or use "
+        f"solver='lbfgs', whose line search sets the step"
+    )
+
+
 def warn_not_converged(
     n_iter: int,
     options: FitOptions,
@@ -322,6 +352,7 @@ def warn_not_converged(
     *,
     start_loss: float | None = None,
     final_loss: float | None = None,
+    start_penalty: float | None = None,
     n_classes: int = 2,
     dtype: np.dtype,
 ) -> None:
@@ -331,13 +362,25 @@ def warn_not_converged(
     solvers): far above log K, it says that the start, not rounding or
     ``max_iter``, kept the solver from the optimum, unless ``final_loss``
     (the last one) is down to log K, at or above every optimum: such a fit
-    got past its start, and stopped for another reason. ``dtype``, the
+    got past its start, and stopped for another reason; where the L2 term
+    at the start, ``start_penalty``, makes most of that loss, l2 is named
+    instead of the features' units. ``dtype``, the
     model's: only a float32 fit is told to use float64.
     """
     unit = "epochs" if options.solver in MINIBATCH_SOLVERS else "iterations"
     zero_weights_loss = math.log(n_classes)
     huge_start = start_loss is not None and start_loss > HUGE_START_LOSS_RATIO * zero_weights_loss
-    if huge_start and (final_loss is None or final_loss > zero_weights_loss):
+    if huge_start and start_penalty is not None and start_penalty > 0.5 * start_loss:
+        # l2 = 1e60 on the model's 0.01 N(0, 1) start: the line search found no finite lower loss.
+        C = _penalty_C.get()
+        penalty = f"l2 = {options.l2:g}" if C is None else f"C = {C:g} (l2 = {options.l2:g})"
+        why = (
+            f"{f'it stopped early ({stop_message}); ' if n_iter < options.max_iter else ''}the loss at the "
+            f"starting weights, {start_loss:.3g}, is far above {zero_weights_loss:.3g}, that of zero weights, and "
+            f"is mostly the L2 term, {start_penalty:.3g}: {penalty} is far too strong for weights of that size; "
+            f"start from zero (model.W[...] = 0) or {'lower l2' if C is None else 'raise C'}"
+        )
+    elif huge_start and (final_loss is None or final_loss > zero_weights_loss):
         # The model's 0.01 N(0, 1) start on features of 1e10: the logits start near 1e8, where the
         # loss is piecewise linear, and the solver stops at once or crawls.
         why = (
@@ -361,7 +404,7 @@ def warn_not_converged(
                     "with precondition=False, features on different scales may have stalled it short of the "
                     "optimum, rather than rounding: use precondition='auto' or standardise the features"
                 )
-        elif "lower lr" not in stop_message:  # a climbing loss names its own remedy
+        elif "lower lr" not in stop_message and "raise lr" not in stop_message:  # these name their remedy
             advice.append("loosen tol")
         if np.dtype(dtype) == np.float32 and "use float64" not in stop_message:
             advice.append("use float64 (dtype=np.float64)")
@@ -700,6 +743,9 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
             objective.start_digest()  # hashed by the first objective evaluation, no extra pass
 
     offset, history, solver_state = 0, [], {}
+    # The L2 term at the start, for the warning's diagnosis of a start far above log K (resumed: unknown).
+    with np.errstate(over="ignore"):
+        start_penalty = 0.5 * options.l2 * float(np.vdot(model.W, model.W)) if resumed is None else None
     if resumed is not None:
         offset, history, solver_state = resumed.iteration, list(resumed.loss_history), resumed.solver_state
     # The engine's own state (the feature scaling) is checkpointed beside the
@@ -904,8 +950,12 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
         raise
     finally:
         model.rows_processed_ = objective.rows_processed
-    if result.converged and not minibatch:
-        stalled = _unconverged_at_floor(model, objective, options, scaling, result, solver_state)
+    if result.converged:
+        stalled = (
+            _minibatch_end_above_zero_weights(model, objective, options, result, history[-1] if history else None)
+            if minibatch
+            else _unconverged_at_floor(model, objective, options, scaling, result, solver_state)
+        )
         if stalled is not None:
             result.converged, result.message = False, stalled
     # No iteration: W and b stay as they were, not the start's round trip through the scaled
@@ -932,6 +982,7 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
             result.message,
             start_loss=start_loss,
             final_loss=final_loss,
+            start_penalty=start_penalty,
             n_classes=model.num_classes,
             dtype=model.dtype,
         )

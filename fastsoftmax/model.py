@@ -323,7 +323,14 @@ class SoftmaxRegression:
             dz[np.arange(y.shape[0]), y] -= 1
             dz /= X.shape[0]
             # A sparse X multiplies from the left (SciPy's product); the result is dense.
-            dW = np.ascontiguousarray((X.T @ dz).T) if sparse else dz.T @ X
+            with np.errstate(over="ignore", invalid="ignore"):
+                dW = np.ascontiguousarray((X.T @ dz).T) if sparse else dz.T @ X
+            if not _checks.all_finite(dW):
+                # The probabilities were checked and a sparse X's values on entry: the dense X's
+                # NaN or inf (left to the fused kernel on the other path), else an overflow.
+                if not sparse:
+                    _checks.check_X_finite(X)
+                raise _checks.overflow_error()
             return dW, dz.sum(axis=0)
         dW, db = np.empty_like(W), np.empty_like(b)
         loss_sum = fused_loss_grad(X, y, W, b, _checks.no_weights(self.dtype), 1.0 / X.shape[0], 0.0, dW, db)
@@ -754,8 +761,8 @@ class SoftmaxRegression:
             self,
             path,
             lambda: (
-                np.array(self.W, copy=True),
-                np.array(self.b, copy=True),
+                np.array(self.W, copy=True, subok=True),
+                np.array(self.b, copy=True, subok=True),
                 list(self.loss_history_) if isinstance(self.loss_history_, list) else self.loss_history_,
                 self.n_iter_,
                 self.converged_,

@@ -441,6 +441,10 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         (see ``_checks.cast_X``). ``sparse_checked_later``: the caller checks
         a sparse X that is CSR in ``dtypes[0]`` itself (see :meth:`_validate_X`).
         """
+        # validate_data drops a masked array's mask, as np.asarray does: refused as the model refuses one.
+        _checks.refuse_masked(X, "X")
+        for labels in y:
+            _checks.refuse_masked(labels, "y")
         if is_sparse(X) and not (sparse_checked_later and X.format == "csr" and X.dtype == dtypes[0]):
             # Checked before scikit-learn converts it to CSR (SciPy converts unchecked index
             # arrays), and cast by that check, which names a value beyond float32's range by its row.
@@ -507,8 +511,17 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         return w, weight_sum
 
     def _classes_from(self, y) -> np.ndarray:
-        check_classification_targets(y)
-        classes = np.unique(y)
+        try:
+            check_classification_targets(y)
+            classes = np.unique(y)
+        except TypeError as exc:  # both sort the labels: None beside strings, or numbers beside strings
+            if "not supported between" not in str(exc):
+                raise
+            types = ", ".join(sorted({type(label).__name__ for label in np.ravel(y)}))
+            raise ValueError(
+                f"y holds labels of types that cannot be sorted together ({types}); pass labels of one type "
+                f"(for example np.asarray(y).astype(str), with missing labels' rows left out)."
+            ) from None
         if classes.shape[0] == 0:
             raise ValueError(
                 "SoftmaxClassifier needs samples of at least 2 classes, but no labels were given "
@@ -549,6 +562,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
 
     def _prepare_fit(self, X, y, sample_weight):
         """Validate (X, y) for fit: returns X for the engine, y as indices, dtype, classes."""
+        _checks.refuse_masked(y, "y")  # before np.asarray drops its mask (X is a path, or on Dask)
         if _is_path(y):
             y = np.array(open_array(y, "y"))  # N labels: read into memory, the file closed
         if _is_path(X):

@@ -1161,7 +1161,12 @@ def _steihaug_cg(
         products += 1
         if not np.isfinite(Hd).all():
             return None, residual, False, products
-        curvature = float(direction @ Hd)
+        with np.errstate(over="ignore", invalid="ignore"):
+            curvature = float(direction @ Hd)
+        if not math.isfinite(curvature):
+            # d^T H d beyond the range (l2 = 1e150, unscaled): the step along d is about 0, and
+            # CG, taking it as 0, ran on to n products without moving. It stops where it is.
+            return step, residual, False, products
         alpha = rr / curvature if curvature > 0 else math.inf
         # A tiny positive curvature makes alpha huge and the norm overflow (inf, or NaN): past the boundary.
         with np.errstate(over="ignore", invalid="ignore"):

@@ -633,3 +633,44 @@ def test_a_fit_in_a_container_too_small_for_it_is_refused(tmp_path, monkeypatch,
     X, y = rng.standard_normal((60, 40)), rng.integers(0, 300, 60)
     with pytest.raises(MemoryError, match=r"more than the 0.0004883 GiB available"):
         fs.SoftmaxRegression(40, 3000).fit(X, y)  # lbfgs: 3000 x 41 parameters, 24 bytes each (2.95 MB)
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_backward_from_probs_names_nan_or_inf_in_X(order, value):
+    # backward(X, y) refused such an X; backward(X, y, probs) returned a NaN (or inf) column of dW.
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((20, 4)), rng.integers(0, 3, 20)
+    model = fs.SoftmaxRegression(4, 3, seed=0)
+    probs = model.forward(X)
+    X[5, 2] = value
+    with pytest.raises(ValueError, match=r"^X contains 1 NaN or infinite value\(s\), the first in row 5"):
+        model.backward(np.asarray(X, order=order), y, probs=probs)
+    X[5, 2] = 0.0
+    dW, db = model.backward(np.asarray(X, order=order), y, probs=probs)
+    expected = (probs - np.eye(3)[y]).T @ X / 20
+    # Sums of 20 terms of either sign: within a few eps of the largest term, not of each entry.
+    np.testing.assert_allclose(dW, expected, rtol=0, atol=64 * np.finfo(np.float64).eps * np.abs(X).max())
+
+
+@pytest.mark.parametrize("param", ["W", "b"])
+def test_save_refuses_a_masked_W_or_b_and_keeps_the_file(tmp_path, param):
+    # The copy for saving dropped the mask: the masked values were written as weights.
+    path = tmp_path / "model.npz"
+    model = fs.SoftmaxRegression(4, 3, seed=0)
+    model.save(path)
+    before = path.read_bytes()
+    values = getattr(model, param)
+    setattr(model, param, np.ma.masked_array(values + 1e6, mask=np.arange(values.size).reshape(values.shape) == 0))
+    with pytest.raises(TypeError, match=rf"^the model was not saved .*: {param} is a masked array"):
+        model.save(path)
+    assert path.read_bytes() == before
+
+
+def test_a_sparse_longdouble_X_is_named_as_a_float_the_kernels_do_not_take():
+    scipy_sparse = pytest.importorskip("scipy.sparse")
+    X = scipy_sparse.csr_matrix(np.eye(3)).astype(np.longdouble)
+    if X.dtype.itemsize <= 8:
+        pytest.skip("longdouble is float64 on this platform")
+    with pytest.raises(TypeError, match=r"float128, which the kernels do not support \(float32 and float64 only\)"):
+        fs.loss_and_grad(X, np.arange(3), np.zeros((3, 3)), np.zeros(3))

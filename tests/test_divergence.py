@@ -512,3 +512,21 @@ def test_a_tol_0_sgd_checkpoint_resumes_after_many_epochs_without_a_new_best(tmp
     uninterrupted = SoftmaxRegression(5, 3, seed=0).fit(X, y, **{**options, "checkpoint": None})
     assert resumed.n_iter_ == 30
     np.testing.assert_array_equal(resumed.W, uninterrupted.W)
+
+
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+def test_a_minibatch_run_that_barely_moves_is_not_called_converged(tmp_path, solver):
+    """Five epochs without a gain above tol stopped lr = 1e-9 runs as converged at a loss above log K, that of
+    zero weights, on data whose optimum is near 0; so did a rerun of the checkpointed run."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((400, 5))
+    y = np.argmax(X @ (3 * rng.standard_normal((3, 5))).T, axis=1)
+    for _ in range(2):  # the run, then its rerun from the checkpoint (no epoch taken)
+        model = SoftmaxRegression(5, 3, seed=0)
+        with pytest.warns(fs.ConvergenceWarning, match=r"above 1\.09861, that of zero weights.*raise lr") as w:
+            model.fit(X, y, solver=solver, lr=1e-9, max_iter=50, checkpoint=tmp_path / "ck")
+        assert not model.converged_ and model.n_iter_ < 50
+        assert "loosen tol" not in str(w[0].message)
+    # A run that gets somewhere and then stalls is still converged.
+    model = SoftmaxRegression(5, 3, seed=0).fit(X, y, solver=solver, lr=0.05, max_iter=500, tol=1e-2)
+    assert model.converged_ and fs.loss_and_grad(X, y, model.W, model.b)[0] < 0.5

@@ -375,3 +375,29 @@ def test_tiny_positive_curvature_stops_cg_on_the_boundary_without_an_overflow_wa
     assert boundary and products == 1
     assert np.linalg.norm(step) == pytest.approx(2.0)
     np.testing.assert_allclose(step / np.linalg.norm(step), -grad / np.linalg.norm(grad))
+
+
+def test_a_curvature_beyond_float64_stops_cg_where_it_is_without_running_to_n_products():
+    """d^T H d overflowed (l2 = 1e150 on unscaled weights): CG took the step along d as 0 and ran on
+    to n products without moving, warning "overflow encountered in matmul" at each."""
+    grad = np.full(50, 1e100)  # H d = 1e250 is finite, d^T H d = 5e351 is not
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        step, residual, boundary, products = solvers._steihaug_cg(lambda v: 1e150 * v, grad, 1.0, 0.0)
+    assert products == 1 and not boundary
+    np.testing.assert_array_equal(step, 0.0)
+    np.testing.assert_array_equal(residual, -grad)
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+def test_an_l2_far_too_strong_for_the_start_is_named_not_the_features():
+    """l2 = 1e150 without the scaling: the ConvergenceWarning blamed the starting weights' size on the
+    features' units, though the L2 term made the loss at the start."""
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((100, 4)), rng.integers(0, 3, 100)
+    model = SoftmaxRegression(4, 3, seed=0)
+    W = model.W.copy()
+    with pytest.warns(ConvergenceWarning, match=r"is mostly the L2 term, .*: l2 = 1e\+150 is far too strong") as w:
+        model.fit(X, y, solver="newton-cg", l2=1e150, precondition=False, max_iter=5)
+    assert "units" not in str(w[0].message) and not model.converged_
+    np.testing.assert_array_equal(model.W, W)

@@ -1398,3 +1398,34 @@ def test_nonfinite_X_is_named_under_assume_finite(method, value):
     with sklearn.config_context(assume_finite=True):
         with pytest.raises(ValueError, match=r"^X contains 1 NaN or infinite value\(s\), the first in row 7;"):
             getattr(est, method)(X)
+
+
+def test_a_masked_X_or_y_is_refused_not_unmasked():
+    """validate_data dropped the mask: the masked rows' values were trained on and predicted from."""
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((100, 3)), rng.integers(0, 2, 100)
+    X_masked = np.ma.masked_array(X, mask=np.arange(300).reshape(100, 3) < 30)
+    y_masked = np.ma.masked_array(y, mask=np.arange(100) < 50)
+    fitted = SoftmaxClassifier().fit(X, y)
+    calls = {
+        "fit X": lambda: SoftmaxClassifier().fit(X_masked, y),
+        "fit y": lambda: SoftmaxClassifier().fit(X, y_masked),
+        "fit X and y": lambda: SoftmaxClassifier().fit(X_masked, y_masked),
+        "partial_fit X": lambda: SoftmaxClassifier(solver="sgd").partial_fit(X_masked, y, classes=[0, 1]),
+        "partial_fit y": lambda: fitted.partial_fit(X, y_masked),
+        "predict": lambda: fitted.predict(X_masked),
+        "predict_proba": lambda: fitted.predict_proba(X_masked),
+    }
+    for name, call in calls.items():
+        with pytest.raises(TypeError, match=r"^[Xy] is a masked array, whose mask would be ignored"):
+            call()
+            pytest.fail(f"{name}: no error")
+
+
+@pytest.mark.parametrize("y", [["a", "b", None, "a", "b", None], ["a", 1, "b", 2, "a", 1]], ids=["None", "mixed"])
+def test_labels_that_cannot_be_sorted_are_named(y):
+    """NumPy's "'<' not supported between instances of 'NoneType' and 'str'" came out of scikit-learn's check."""
+    X = np.random.default_rng(0).standard_normal((6, 2))
+    unsortable = r"^y holds labels of types that cannot be sorted together \((NoneType|int), str\)"
+    with pytest.raises(ValueError, match=unsortable):
+        SoftmaxClassifier().fit(X, np.array(y, dtype=object))
