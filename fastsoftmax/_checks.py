@@ -69,6 +69,24 @@ def refuse_masked(a, name: str) -> None:
         )
 
 
+#: The fix for an .npy file of a structured dtype (:func:`refuse_structured`).
+STRUCTURED_FILE_FIX = (
+    "save the array of numpy.lib.recfunctions.structured_to_unstructured(np.load(path)) in its place, "
+    "one column per field"
+)
+
+
+def refuse_structured(arr: np.ndarray, name: str, fix: str | None = None) -> None:
+    """TypeError for an array of a structured dtype (named fields), before its shape is judged.
+
+    A record array of D fields is 1-D, and was refused as "must be 2-dimensional" with a
+    reshape as the fix. ``fix`` replaces the one for an array in memory.
+    """
+    if arr.dtype.names is not None:
+        fix = fix or f"pass numpy.lib.recfunctions.structured_to_unstructured({name}), one column per field"
+        raise TypeError(f"{name} has a structured dtype (fields {', '.join(map(repr, arr.dtype.names))}); {fix}.")
+
+
 def _as_array(a, name: str, what: str = "a NumPy array", object_fix: str | None = None) -> np.ndarray:
     """``a`` as an ndarray in native byte order, or a TypeError that names ``name``.
 
@@ -112,6 +130,7 @@ def _as_array(a, name: str, what: str = "a NumPy array", object_fix: str | None 
             )
         fix = object_fix or f"pass a numeric array (for example {name}.astype(np.float64))"
         raise TypeError(f"{name} has dtype object; {fix}.")
+    refuse_structured(arr, name)
     if not arr.dtype.isnative:
         # Byte-swapped data (for example read from a big-endian file): the kernels
         # need native order, so convert it (a copy, as for any other layout).

@@ -357,6 +357,7 @@ class DataSource:
         self.dtype = _checks.as_float_dtype(dtype)
         X = open_array(X, "X")
         self.streamed = isinstance(X, np.memmap)
+        _checks.refuse_structured(X, "X", _checks.STRUCTURED_FILE_FIX if self.streamed else None)
         _checks.check_2d(X)
         if X.dtype.kind not in "fiub":
             raise TypeError(f"X has dtype {X.dtype}; it must be a real numeric array.")

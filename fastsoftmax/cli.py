@@ -459,9 +459,15 @@ def _load_data(data: str, labels: str | None, *, need_labels: bool = True):
                 f"(it needs {' and '.join(repr(name) for name in sorted(required))})."
             )
         return arrays["X"], (arrays["y"] if need_labels else None)
+    from fastsoftmax._checks import STRUCTURED_FILE_FIX
     from fastsoftmax._data import open_array
 
     X = open_array(data, "X")
+    if X.dtype.names is not None:  # a record array is 1-D: the message below would blame its shape
+        raise CLIError(
+            f"--data {data} holds an array of a structured dtype (fields {', '.join(map(repr, X.dtype.names))}); "
+            f"{STRUCTURED_FILE_FIX}"
+        )
     if X.ndim == 1:
         # The library's message asks whether the arguments (X, y) were swapped: here they are options.
         swapped = "; were --data and --labels swapped?" if need_labels else ""

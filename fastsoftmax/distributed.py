@@ -28,7 +28,9 @@ Design:
     * **Fault tolerance** is Dask's: persisted chunks keep their graph, so the
       chunks of a worker that dies are recomputed elsewhere (from
       ``da.from_array``, from :func:`make_classification_dask`, from files),
-      and the evaluation that was in flight finishes with the same sums.
+      and the evaluation that was in flight finishes with the same sums,
+      where the graph gives the same values when run again (not for chunks
+      of unseeded random draws: the README says how to seed them).
     * **Checks** that need the data run on the cluster once per fit (label
       range, sample weights); shape and chunk checks use metadata, and every
       chunk is checked against that metadata where it is made (its real
@@ -76,6 +78,7 @@ import operator
 import os
 import sys
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -304,8 +307,42 @@ def _checked_sparse_chunk(chunk, target: np.dtype, block_info=None):
     try:
         rows = check_sparse_X(chunk, target, row_offset=start)
     except (TypeError, ValueError) as exc:
-        raise type(exc)(f"{where}: {exc}") from None
+        scans = _sparse_chunk_values(chunk, target, start)
+        bad_values = isinstance(exc, ValueError) and (scans[0][0] or scans[1][0])
+        # NaN, inf or values beyond the range: recounted over every chunk (DaskObjective).
+        raise (_ChunkValuesError if bad_values else type(exc))(f"{where}: {exc}") from None
     return scipy.sparse.csr_matrix(rows.arrays(), shape=rows.shape, copy=False)
+
+
+def _sparse_chunk_values(chunk, target: np.dtype, start: int) -> tuple[tuple[int, int], tuple[int, int, float]]:
+    """The bad stored values of a scipy.sparse chunk of X whose first row is row ``start`` of the data set.
+
+    ((count, first row) of NaN and inf, (count, first row, largest |x|) of
+    finite values beyond ``target``'s range), rows -1 where there are none; as
+    :func:`_add_found` combines them. A chunk whose structure is broken (its
+    own error) or whose values are not floats counts nothing.
+    """
+    nothing = ((0, -1), (0, -1, 0.0))
+    try:
+        csr = chunk.tocsr()
+    except (TypeError, ValueError, IndexError):
+        return nothing
+    data = np.asarray(csr.data)
+    if data.dtype.kind != "f":
+        return nothing
+
+    def row_of(position: int) -> int:
+        return start + int(np.searchsorted(csr.indptr, position, side="right")) - 1
+
+    nonfinite = ~np.isfinite(data)
+    n_nonfinite = int(np.count_nonzero(nonfinite))
+    with np.errstate(invalid="ignore"):
+        beyond = ~nonfinite & (np.abs(data) > np.finfo(target).max)
+    n_beyond = int(np.count_nonzero(beyond))
+    return (
+        (n_nonfinite, row_of(int(np.argmax(nonfinite))) if n_nonfinite else -1),
+        (n_beyond, row_of(int(np.argmax(beyond))) if n_beyond else -1, float(np.abs(data[beyond]).max(initial=0.0))),
+    )
 
 
 def _chunk_rows(X) -> CSRRows:
@@ -610,18 +647,29 @@ def _refuse_shared_names(arrays: dict[str, Any]) -> None:
 
     Names come from the data (``tokenize``) unless the caller gives one
     (``da.from_array(..., name="shard")``). y and sample_weight of one given
-    name trained with the labels as the weights, without an error. Arrays of
-    one name that also agree in dtype, shape and chunks are taken to be the
-    same data, as Dask takes them.
+    name trained with the labels as the weights, without an error, also where
+    both are integers of one shape and chunking (labels and counts of rows).
+    Two arrays of one name are taken for the same data only where the tasks
+    that make their chunks are the same (one token for both: the same
+    arrays, functions and arguments), as two ``da.from_array`` of the same
+    values are; a layer's tasks are read for this only where two different
+    array objects share a name.
     """
     import dask.array as da
+    from dask.base import tokenize
+
+    def tasks_token(a) -> str:
+        return tokenize(dict(a.__dask_graph__().layers[a.name]))
 
     seen: dict[str, tuple[str, Any]] = {}
     for name, a in arrays.items():
         if not isinstance(a, da.Array):
             continue
         other_name, other = seen.setdefault(a.name, (name, a))
-        if other is not a and (other.dtype, other.shape, other.chunks) != (a.dtype, a.shape, a.chunks):
+        if other is not a and (
+            (other.dtype, other.shape, other.chunks) != (a.dtype, a.shape, a.chunks)
+            or tasks_token(other) != tasks_token(a)
+        ):
             raise ValueError(
                 f"{other_name} and {name} are different Dask arrays of one name ({a.name!r}): Dask takes arrays "
                 f"of one name for the same data, so one would be read as the other. Give each its own name "
@@ -655,13 +703,16 @@ def _refuse_other_chunks(a, name: str) -> None:
         raise TypeError(f"the chunks of {name} are {kind}, not NumPy arrays; fastsoftmax takes {takes}: {fix}.")
 
 
-class _CastOverflowError(ValueError):
-    """Finite values beyond the compute dtype's range in one chunk of X, counted in that chunk only.
+class _ChunkValuesError(ValueError):
+    """Bad values in one chunk of X, counted in that chunk only, their first row that chunk's.
 
     Whichever chunk task fails first raises it; :class:`DaskObjective` then
-    counts the values of every chunk (:func:`_chunk_values_beyond`) and
-    raises the data set's error instead.
+    counts the values of every chunk and raises the data set's error instead.
     """
+
+
+class _CastOverflowError(_ChunkValuesError):
+    """Finite values beyond the compute dtype's range in one dense chunk of X (:func:`_chunk_values_beyond`)."""
 
 
 def _cast_rows(chunk: np.ndarray, target: np.dtype, block_info=None) -> np.ndarray:
@@ -682,6 +733,11 @@ def _cast_rows(chunk: np.ndarray, target: np.dtype, block_info=None) -> np.ndarr
         if _checks.values_beyond(chunk, target)[0] == 0:
             raise  # a feature that underflows: named on this chunk's rows, as documented above
         raise _CastOverflowError(str(exc)) from None
+
+
+def _sparse_chunk_part(X, target: np.dtype, start: int, which: int) -> tuple:
+    """One of :func:`_sparse_chunk_values`' two scans (0: NaN and inf, 1: beyond the range), for a recount."""
+    return _sparse_chunk_values(X, target, start)[which]
 
 
 def _chunk_values_beyond(X: np.ndarray, target: np.dtype, start: int) -> tuple[int, int, float]:
@@ -806,6 +862,18 @@ class DaskObjective:
     def __enter__(self) -> DaskObjective:  # noqa: PYI034 (typing.Self needs Python 3.11)
         import dask
 
+        # The client the tasks go to: this one, or the default client, which Dask's own calls use.
+        client = _resolve_client(self.client)
+        if client is not None and not client.nthreads():
+            # Dask waits for workers without a word: the fit looked hung. Not refused, as an
+            # adaptive cluster starts its workers once tasks arrive.
+            address = client.scheduler.address
+            warnings.warn(
+                f"the Dask cluster at {address} has no workers yet: the fit waits until one joins. Start workers "
+                f"(dask worker {address}), or use another client.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
         arrays = [self.X, self.y] + ([self.sample_weight] if self.sample_weight is not None else [])
         if self.persist:
             if self.client is not None:
@@ -864,15 +932,19 @@ class DaskObjective:
 
         That chunk's message counted its own values only and named its first
         row, whichever chunk it was; one small reduction over every chunk of
-        the uncast X gives the count and the first row of the data set.
+        the uncast X gives the count and the first row of the data set. A
+        sparse X's chunks are checked for NaN and inf as they are made, and
+        recounted for those too (:func:`_sparse_chunk_values`).
         """
         try:
             yield
-        except _CastOverflowError:
+        except _ChunkValuesError:
             if self._uncast_X is None:
                 raise
             X, target = self._uncast_X, self.dtype
             starts = np.cumsum((0, *X.chunks[0][:-1])).tolist()
+            if has_sparse_chunks(X):
+                self._raise_sparse_values_error(X, target, starts)
             tasks = [
                 (functools.partial(_chunk_values_beyond, target=target, start=start), (X.name, i, 0))
                 for i, start in enumerate(starts)
@@ -883,6 +955,28 @@ class DaskObjective:
             )
             if not n_beyond:
                 raise  # the chunk's error stands where the recount finds nothing to add
+            raise _checks.beyond_range_error(n_beyond, first_row, largest, target) from None
+
+    def _raise_sparse_values_error(self, X, target: np.dtype, starts: list[int]) -> None:
+        """The data set's error for NaN or inf, else values beyond ``target``'s range, in sparse chunks of X.
+
+        Returns (the chunk's error then stands) where the recount finds neither.
+        """
+
+        def recount(which: int):
+            tasks = [
+                (functools.partial(_sparse_chunk_part, target=target, start=start, which=which), (X.name, i, 0))
+                for i, start in enumerate(starts)
+            ]
+            name = f"fastsoftmax-sparse-values-{uuid.uuid4().hex}"
+            (found,) = self._compute_unchecked(map_reduce(tasks, _add_found, name=name, dependencies=[X]))
+            return found
+
+        n_nonfinite, first_row = recount(0)
+        if n_nonfinite:
+            raise _checks.nonfinite_X_error(n_nonfinite, first_row) from None
+        n_beyond, first_row, largest = recount(1)
+        if n_beyond:
             raise _checks.beyond_range_error(n_beyond, first_row, largest, target) from None
 
     def _check_values(self) -> None:

@@ -443,6 +443,8 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         """
         # validate_data drops a masked array's mask, as np.asarray does: refused as the model refuses one.
         _checks.refuse_masked(X, "X")
+        if isinstance(X, np.ndarray):  # validate_data's cast of named fields failed in NumPy's words
+            _checks.refuse_structured(X, "X")
         for labels in y:
             _checks.refuse_masked(labels, "y")
         if is_sparse(X) and not (sparse_checked_later and X.format == "csr" and X.dtype == dtypes[0]):
@@ -568,6 +570,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         if _is_path(X):
             # A .npy file, streamed by the engine; its labels are read here (N values).
             X_map = open_array(X, "X")
+            _checks.refuse_structured(X_map, f"X file {os.fspath(X)!r}", _checks.STRUCTURED_FILE_FIX)
             if X_map.ndim != 2:
                 raise ValueError(f"X file {os.fspath(X)!r} must hold a 2-dimensional .npy array.")
             n_samples, n_features = X_map.shape

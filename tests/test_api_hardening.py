@@ -674,3 +674,23 @@ def test_a_sparse_longdouble_X_is_named_as_a_float_the_kernels_do_not_take():
         pytest.skip("longdouble is float64 on this platform")
     with pytest.raises(TypeError, match=r"float128, which the kernels do not support \(float32 and float64 only\)"):
         fs.loss_and_grad(X, np.arange(3), np.zeros((3, 3)), np.zeros(3))
+
+
+def test_an_X_of_a_structured_dtype_is_named_not_its_shape(tmp_path):
+    # A record array of D fields is 1-D: refused as "must be 2-dimensional", with a reshape as the fix,
+    # and by the estimator in NumPy's words ("Cannot cast array data from dtype([('a', ...").
+    records = np.zeros(30, dtype=[("a", "f8"), ("b", "f8")])
+    np.save(tmp_path / "records.npy", records)
+    y = np.arange(30) % 3
+    in_memory = r"^X has a structured dtype \(fields 'a', 'b'\); pass numpy\.lib\.recfunctions\.structured_to_unst"
+    in_a_file = r"has a structured dtype \(fields 'a', 'b'\); save the array of numpy\.lib\.recfunctions\."
+    calls = [
+        (in_memory, lambda: fs.SoftmaxRegression(2, 3).fit(records, y)),
+        (in_memory, lambda: fs.loss_and_grad(records, y, np.zeros((3, 2)), np.zeros(3))),
+        (in_a_file, lambda: fs.SoftmaxRegression(2, 3).fit(tmp_path / "records.npy", y)),
+        (in_memory, lambda: fs.SoftmaxClassifier().fit(records, y)),
+        (in_a_file, lambda: fs.SoftmaxClassifier().fit(tmp_path / "records.npy", y)),
+    ]
+    for message, call in calls:
+        with pytest.raises(TypeError, match=message):
+            call()

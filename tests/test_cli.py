@@ -1723,3 +1723,12 @@ def test_a_bad_sparse_archive_or_option_is_named(tmp_path, capsys, sparse_npz):
     )
     assert main(["predict", "--model", str(tmp_path / "m.npz"), "--data", str(tmp_path / "nan.npz")]) == 2
     assert re.search(r"the first in row 1234; .*before predicting", capsys.readouterr().err)
+
+
+def test_a_data_file_of_a_structured_dtype_is_named_not_its_shape(tmp_path, npy, capsys):
+    # A record array of D fields is 1-D: the message blamed its shape and asked whether the options were swapped.
+    np.save(tmp_path / "records.npy", np.zeros(10, dtype=[("a", "f8"), ("b", "f4")]))
+    assert main(["train", "--data", str(tmp_path / "records.npy"), "--labels", str(npy[1]), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "holds an array of a structured dtype (fields 'a', 'b'); save the array of " in err
+    assert "structured_to_unstructured(np.load(path))" in err and "swapped" not in err

@@ -19,6 +19,7 @@ import functools
 import os
 import signal
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -479,11 +480,17 @@ def _bad_sparse_chunks(X):
         indices[block.indptr[60]] = D + 5
         return sparse.csr_matrix((block.data, indices, block.indptr), shape=block.shape)
 
+    chunk = r"^chunk 2 of X \(rows 1400:2100\)(: | )"
     return {
-        "nan": (with_value(np.nan), ValueError, r"X contains 1 NaN or infinite value\(s\), the first in row 1450"),
-        "index": (out_of_range, ValueError, rf"X is not a valid CSR matrix: row 1460 stores a value in column {D + 5}"),
-        "dense": (lambda block: block.toarray(), TypeError, r"is a ndarray, not the scipy\.sparse matrix declared"),
-        "short": (lambda block: block[:-3], ValueError, rf"has shape \(697, {D}\) but the Dask array declares"),
+        # Values are counted over every chunk, as one machine counts them (the data set's first row).
+        "nan": (with_value(np.nan), ValueError, r"^X contains 1 NaN or infinite value\(s\), the first in row 1450"),
+        "index": (
+            out_of_range,
+            ValueError,
+            chunk + rf"X is not a valid CSR matrix: row 1460 stores a value in column {D + 5}",
+        ),
+        "dense": (lambda block: block.toarray(), TypeError, chunk + r"is a ndarray, not the scipy\.sparse matrix"),
+        "short": (lambda block: block[:-3], ValueError, chunk + rf"has shape \(697, {D}\) but the Dask array declares"),
     }
 
 
@@ -496,20 +503,30 @@ def test_a_bad_sparse_chunk_is_named_with_its_rows_before_any_step(sparse_data, 
     Xd = _sparse_dask(X).map_blocks(_chunk_made_by(2, make), dtype=X.dtype, meta=X[:0])
     model = SoftmaxRegression(D, K, seed=0)
     W0 = model.W.copy()
-    with pytest.raises(error, match=r"^chunk 2 of X \(rows 1400:2100\)(: | )" + message):
+    with pytest.raises(error, match=message):
         fit_dask(model, Xd, y, max_iter=3, persist=persist)
     np.testing.assert_array_equal(model.W, W0)
     assert model.n_iter_ == 0
 
 
-def test_sparse_values_beyond_float32_are_named_with_their_row(sparse_data):
+@pytest.mark.parametrize("persist", [True, False])
+def test_sparse_values_beyond_float32_or_not_finite_are_counted_over_every_chunk(sparse_data, persist):
+    """The chunk that failed first named its own count and first row (2 values, row 2500, for 3 from row 800)."""
     X, y = sparse_data
     huge = X.copy()
-    huge.data[huge.indptr[800]] = 1e39
-    with pytest.raises(ValueError, match=r"^chunk 1 of X \(rows 700:1400\): X holds values beyond float32's range "):
-        fit_dask(SoftmaxRegression(D, K, dtype=np.float32), _sparse_dask(huge), y, max_iter=2)
-    with pytest.raises(ValueError, match=r"largest magnitude 1e\+39, first in row 800\)"):
-        fit_dask(SoftmaxRegression(D, K, dtype=np.float32), _sparse_dask(huge), y, max_iter=2)
+    for row in (800, 2500, 2510):
+        huge.data[huge.indptr[row]] = 1e39
+    with pytest.raises(
+        ValueError, match=r"^X holds 3 finite value\(s\) beyond the range of float32 \(\|x\| up to 1e\+39"
+    ):
+        fit_dask(SoftmaxRegression(D, K, dtype=np.float32), _sparse_dask(huge), y, max_iter=2, persist=persist)
+    with pytest.raises(ValueError, match=r"; the first in row 800\): the cast to the model's float32"):
+        fit_dask(SoftmaxRegression(D, K, dtype=np.float32), _sparse_dask(huge), y, max_iter=2, persist=persist)
+    bad = X.copy()
+    for row, value in ((800, np.inf), (2500, np.nan), (2510, np.nan)):
+        bad.data[bad.indptr[row]] = value
+    with pytest.raises(ValueError, match=r"^X contains 3 NaN or infinite value\(s\), the first in row 800; "):
+        fit_dask(SoftmaxRegression(D, K), _sparse_dask(bad.tocsc()), y, max_iter=2, persist=persist)
 
 
 def test_masked_labels_or_weights_beside_a_dask_X_are_refused(data):
@@ -628,9 +645,16 @@ def test_different_arrays_of_one_dask_name_are_refused(data, persist):
     np.testing.assert_array_equal(model.W, before)
     with pytest.raises(ValueError, match="X and y are different Dask arrays of one name"):
         fit_dask(model, da.from_array(X, chunks=(CHUNK, D), name="shard"), y_dask, max_iter=2)
+    # Integer counts agree with the labels in dtype, shape and chunks: they too were read as the labels.
+    counts = da.from_array(np.arange(N) % 2 + y.dtype.type(1), chunks=CHUNK, name="shard")
+    with pytest.raises(ValueError, match=r"y and sample_weight are different Dask arrays of one name \('shard'\)"):
+        fit_dask(model, X_dask, y_dask, sample_weight=counts, persist=persist, max_iter=2)
+    np.testing.assert_array_equal(model.W, before)
     # Arrays made from one another have names of their own: the labels as their own weights train.
     labels = da.from_array(y.astype(np.float64), chunks=CHUNK)
     fit_dask(model, X_dask, labels.astype(np.int64), sample_weight=labels, max_iter=2)
+    # Two arrays of one name made the same way from the same values are the same data.
+    fit_dask(model, X_dask, y_dask, sample_weight=da.from_array(y.copy(), chunks=CHUNK, name="shard"), max_iter=2)
 
 
 def test_unknown_chunk_sizes(data):
@@ -1240,3 +1264,28 @@ def test_read_only_weights_are_refused_before_the_cluster_works(data, monkeypatc
     with pytest.raises(ValueError, match=r"model\.b is read-only"):
         fit_dask(model, da.from_array(X, chunks=(500, -1)), da.from_array(y, chunks=500), max_iter=2)
     np.testing.assert_array_equal(model.W, W)
+
+
+def test_a_cluster_without_workers_is_named_and_the_fit_waits_for_one(data):
+    """A client of a cluster with no workers (none joined yet) made the fit wait without a word."""
+    X, y = data
+    with (
+        distributed.LocalCluster(n_workers=0, processes=False, dashboard_address=None) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        # A worker joins once the fit waits; the warning comes first, from the metadata alone.
+        joining = threading.Timer(1.0, cluster.scale, args=(1,))
+        joining.start()
+        try:
+            with pytest.warns(RuntimeWarning, match=r"^the Dask cluster at .* has no workers yet: the fit waits"):
+                model = fit_dask(
+                    SoftmaxRegression(D, K, seed=0),
+                    da.from_array(X, chunks=(CHUNK, D)),
+                    da.from_array(y, chunks=CHUNK),
+                    max_iter=3,
+                    client=client,
+                )
+        finally:
+            joining.join()
+    expected = SoftmaxRegression(D, K, seed=0).fit(X, y, max_iter=3)
+    np.testing.assert_allclose(model.W, expected.W, rtol=1e-9, atol=1e-12)
