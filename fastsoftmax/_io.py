@@ -286,13 +286,28 @@ def temporary_names(filename: str, name_max: int = _NAME_MAX) -> re.Pattern[str]
 
 
 def names_a_directory(path: str) -> bool:
-    """Whether ``path`` ends with a path separator ("models/"), as only a directory's name does.
+    """Whether ``path`` ends with a path separator ("models/"), or in "." or "..", as only a directory's name does.
 
     ``os.path.realpath`` drops the separator: ``save("models/")`` wrote a file
     named ``models``, and ``save("m.npz/")`` replaced the file m.npz, where
-    ``open`` refuses both.
+    ``open`` refuses both; it also drops a last "." ("results/." wrote a
+    file named ``results``).
     """
-    return path.endswith(tuple(sep for sep in (os.sep, os.altsep) if sep))
+    return path.endswith(tuple(sep for sep in (os.sep, os.altsep) if sep)) or os.path.basename(path) in (".", "..")
+
+
+def _refuse_dotdot_past_nothing(path: str) -> None:
+    """FileNotFoundError where a ".." of ``path`` follows a name that is no directory, as ``open`` finds.
+
+    ``os.path.realpath`` cancels "missing/.." without looking at the disk:
+    ``save("nosuchdir/../m.npz")`` wrote m.npz, where ``open`` refuses it.
+    """
+    parts = path.replace(os.altsep or os.sep, os.sep).split(os.sep)
+    for i, part in enumerate(parts):
+        if part == ".." and i > 0:
+            before = os.sep.join(parts[:i]) or os.sep
+            if not os.path.isdir(before):
+                raise FileNotFoundError(errno.ENOENT, f"{before} is no directory, so '..' after it leads nowhere")
 
 
 def writable_target(path: str | os.PathLike | bytes) -> str:
@@ -320,8 +335,9 @@ def writable_target(path: str | os.PathLike | bytes) -> str:
                 raise OSError(errno.ELOOP, "it is a symbolic link that leads back to itself (a loop)") from None
     if names_a_directory(path):
         raise IsADirectoryError(
-            errno.EISDIR, "the path ends with a separator, so it names a directory; give a file name"
+            errno.EISDIR, "the path ends with a separator, '.' or '..', so it names a directory; give a file name"
         )
+    _refuse_dotdot_past_nothing(path)
     target = os.path.realpath(path)
     if os.path.exists(path):
         # os.stat follows the links to what is behind them: /dev/stdout's to a pipe, or to the file
@@ -712,6 +728,10 @@ def read_npz(
                 for info in members:
                     with archive.open(info) as member:
                         array = np.lib.format.read_array(member, allow_pickle=False)
+                        # zipfile checks a member's CRC-32 only once it is read to its end: read_array
+                        # stops at the array's last byte (_check_member made that the member's last).
+                        if member.read():
+                            raise invalid(f"member {info.filename!r} holds bytes after its array; it is corrupt")
                         # np.savez on a big-endian machine writes ">f8": the same numbers, which every
                         # check of dtypes below (float32 or float64) would refuse as another type.
                         if not array.dtype.isnative:
@@ -753,10 +773,12 @@ def _archive_holds(members: list[zipfile.ZipInfo]) -> str:
 
 #: Bytes of a zip local file header before its file name and extra field.
 _LOCAL_HEADER_BYTES = 30
+#: The signature that starts each entry of a zip archive's central directory.
+_CENTRAL_DIRECTORY_SIGNATURE = b"PK\x01\x02"
 
 
 def _check_members_apart(members: list[zipfile.ZipInfo], directory_start: int, invalid) -> None:
-    """Refuse members whose stored bytes overlap the next member's or the central directory.
+    """Refuse members whose stored bytes overlap the next member's or the central directory, or lost from it.
 
     The directory gives each member's offset and compressed size, and
     ``zipfile`` reads whatever bytes they point at. A crafted file whose
@@ -767,6 +789,11 @@ def _check_members_apart(members: list[zipfile.ZipInfo], directory_start: int, i
     taken to end at its offset, its local header's fixed part and its
     compressed size: never past where they really end, whatever its name.)
     """
+    for info in members:
+        # A flipped bit in an entry's comment length makes zipfile read the entries after it as
+        # its comment: those members vanish from the archive (a checkpoint resumed without them).
+        if _CENTRAL_DIRECTORY_SIGNATURE in info.comment:
+            raise invalid(f"the zip directory entry of {info.filename!r} swallows the entries after it; it is corrupt")
     by_offset = sorted(members, key=lambda info: info.header_offset)
     limits = [(info.header_offset, f"member {info.filename!r}") for info in by_offset[1:]]
     for info, (limit, what) in zip(by_offset, [*limits, (directory_start, "the zip directory")], strict=True):
@@ -775,7 +802,7 @@ def _check_members_apart(members: list[zipfile.ZipInfo], directory_start: int, i
 
 
 def _check_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, file_size: int, invalid) -> None:
-    """Refuse a member that is not an ``.npy`` array, is pickled, or claims more bytes than it holds.
+    """Refuse a member that is not an ``.npy`` array, is pickled, or claims other than the bytes it holds.
 
     ``file_size`` is the archive's size on disk: the sizes in the zip
     directory are the file's own claims, so they are checked against it.
@@ -810,6 +837,13 @@ def _check_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, file_size: in
         raise invalid(
             f"member {name!r} claims shape {shape} {dtype} ({claimed:,} bytes) but holds "
             f"only {max(available, 0):,} bytes; it is truncated or corrupt"
+        )
+    if claimed < available:
+        # np.save writes the data right after the header, to the member's end. A header whose
+        # length or shape lost a bit read the data from the wrong place, or too little of it.
+        raise invalid(
+            f"member {name!r} claims shape {shape} {dtype} ({claimed:,} bytes) but holds "
+            f"{available:,} bytes of data; it is corrupt"
         )
 
 

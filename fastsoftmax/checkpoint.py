@@ -112,8 +112,9 @@ def check_directory(directory: str | bytes | os.PathLike, *, option: str = "chec
         It is empty, an existing file or a broken symbolic link, lies under a
         file, is not writable, or holds a directory named ``checkpoint.npz``,
         a read-only checkpoint file, a link to one where it cannot be written
-        (a loop of links, say), or a lock file that is a symbolic link or not
-        a regular file.
+        (a loop of links, say), or a lock file that is a symbolic link, not
+        a regular file, or not empty (a file of the user's at that name: the
+        fit removes its lock file when it ends).
     """
     if not isinstance(directory, (str, bytes, os.PathLike)):
         raise TypeError(
@@ -146,6 +147,8 @@ def check_directory(directory: str | bytes | os.PathLike, *, option: str = "chec
     if os.path.exists(lock) and not os.path.isfile(lock):
         # A named pipe failed at the first lock with "File or stream is not seekable", naming no path.
         raise ValueError(f"{option} {directory}: {lock} is not a regular file; remove it.")
+    if os.path.isfile(lock) and os.path.getsize(lock):
+        raise ValueError(_lock_holds_data(f"{option} {directory}", lock, os.path.getsize(lock)))
     if os.path.islink(checkpoint_path(directory)):
         try:
             # What the saves will write (a loop of links failed only at the first save, after an iteration).
@@ -233,6 +236,14 @@ class exclusive:
                 del interrupt  # no reference cycle through this frame
 
 
+def _lock_holds_data(where: str, lock: str, size: int) -> str:
+    """The message for a file of data at the lock file's name, which a fit would remove as it ends."""
+    return (
+        f"{where}: {lock} holds {size:,} bytes, but it is the name of the fit's lock "
+        f"file, which is always empty and is removed when the fit ends; move that file elsewhere."
+    )
+
+
 def _lock(path: str, directory: str) -> IO[bytes] | None:
     """``path`` opened and locked (the open file holds the lock); None where locking is not possible."""
     if fcntl is None:
@@ -259,6 +270,10 @@ def _lock(path: str, directory: str) -> IO[bytes] | None:
             # A holder that ended removed the file it held: a lock taken on that file guards nothing.
             with contextlib.suppress(FileNotFoundError):
                 if os.path.samestat(os.fstat(handle.fileno()), os.stat(path)):
+                    size = os.fstat(handle.fileno()).st_size
+                    if size:  # a file of data put there since check_directory: __exit__ would remove it
+                        handle.close()
+                        raise CheckpointError(_lock_holds_data(f"checkpoint directory {directory}", path, size))
                     return handle
         except BlockingIOError:
             handle.close()

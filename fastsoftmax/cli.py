@@ -269,7 +269,9 @@ def _check_output(option: str, path: str) -> None:
     if os.path.isdir(path):
         raise CLIError(f"{option} {path} is a directory; give a file name inside it.")
     if names_a_directory(path):  # the file would be written without the separator
-        raise CLIError(f"{option} {path} ends with a separator, so it names a directory; give a file name.")
+        raise CLIError(
+            f"{option} {path} ends with a separator, '.' or '..', so it names a directory; give a file name."
+        )
     target = os.path.realpath(path)
     directory = os.path.dirname(target)
     if not os.path.isdir(directory):
@@ -297,10 +299,11 @@ def _check_checkpoint_dir(directory: str) -> None:
         raise CLIError(str(exc)) from None
 
 
-def _checkpoint_file(directory: str) -> str:
-    from fastsoftmax.checkpoint import checkpoint_path
+def _checkpoint_files(directory: str) -> list[str]:
+    """The files a fit writes in the checkpoint ``directory``: the checkpoint, and the lock it removes as it ends."""
+    from fastsoftmax.checkpoint import LOCK_FILENAME, checkpoint_path
 
-    return checkpoint_path(directory)
+    return [checkpoint_path(directory), os.path.join(directory, LOCK_FILENAME)]
 
 
 def _check_paths(inputs: dict[str, str | None], outputs: dict[str, str | None], checkpoint: str | None = None) -> None:
@@ -309,7 +312,8 @@ def _check_paths(inputs: dict[str, str | None], outputs: dict[str, str | None], 
     Every output is compared with every input and every other output: the
     same path, or the same file through a symlink or a hard link
     (:func:`fastsoftmax._io.same_file`). ``checkpoint`` is a directory; the
-    checkpoint file inside it and the directory itself count as outputs.
+    checkpoint file and the lock file inside it and the directory itself count
+    as outputs.
     Each output location must also be writable now (see :func:`_check_output`),
     and no path may be empty or "-".
     """
@@ -335,7 +339,7 @@ def _check_paths(inputs: dict[str, str | None], outputs: dict[str, str | None], 
     outs = [(option, path) for option, path in outputs.items() if path is not None]
     writable = list(outs)
     if checkpoint is not None:
-        outs += [("--checkpoint", checkpoint), ("--checkpoint", _checkpoint_file(checkpoint))]
+        outs += [("--checkpoint", path) for path in (checkpoint, *_checkpoint_files(checkpoint))]
     for i, (out_option, out_path) in enumerate(outs):
         for in_option, in_path in ins:
             if same_file(out_path, in_path):
@@ -407,12 +411,27 @@ def _load_sparse_archive(data: str, sparse_format: str):
         missing = sorted({*names, "shape"} - set(arrays))
         if missing:
             raise ValueError(f"{data}: the archive has no array {missing[0]!r}")
-        shape = tuple(int(n) for n in arrays["shape"])
+        # As save_npz writes them: a shape of two integers, index arrays of integers (SciPy truncated
+        # a float shape or float indices, and a shape beyond int64 raised OverflowError).
+        stored_shape = arrays["shape"]
+        if (
+            stored_shape.dtype.kind not in "iu"
+            or stored_shape.shape != (2,)
+            or not all(0 <= int(n) <= np.iinfo(np.int64).max for n in stored_shape)
+        ):
+            raise ValueError(
+                f"its 'shape' must be 2 integers from 0 to 2**63 - 1, got {stored_shape.dtype} "
+                f"{stored_shape.tolist()!r:.60}"
+            )
+        for name in names[1:]:
+            if arrays[name].dtype.kind not in "iu":
+                raise ValueError(f"its array {name!r} must hold integers, got {arrays[name].dtype}")
+        shape = tuple(int(n) for n in stored_shape)
         if sparse_format == "coo":
             return scipy.sparse.coo_matrix((arrays["data"], (arrays["row"], arrays["col"])), shape=shape)
         kind = scipy.sparse.csr_matrix if sparse_format == "csr" else scipy.sparse.csc_matrix
         return kind((arrays["data"], arrays["indices"], arrays["indptr"]), shape=shape)
-    except (ValueError, TypeError) as exc:  # SciPy's constructors check lengths and dtypes
+    except (ValueError, TypeError, OverflowError) as exc:  # SciPy's constructors check lengths and dtypes
         raise CLIError(f"--data {data}: not a readable scipy.sparse archive: {exc}.") from exc
 
 
@@ -1543,6 +1562,12 @@ class _SavedEstimator:
     """A loaded SoftmaxClassifier with the attributes of a SoftmaxRegression that ``predict`` reads."""
 
     def __init__(self, estimator, path: str) -> None:
+        if estimator.classes_.dtype == object:
+            # Labels fitted from an object array (a pandas column of strings) load as one; the file
+            # stores them as an array of what they hold, which an .npy file of labels can hold too.
+            plain = np.asarray(estimator.classes_.tolist())
+            if plain.dtype.kind in "biufU" and plain.tolist() == estimator.classes_.tolist():
+                estimator.classes_ = plain
         if estimator.classes_.dtype.kind not in "biufU":
             raise CLIError(
                 f"--model {path}: the estimator's classes are {estimator.classes_.dtype} values, which an .npy "

@@ -1012,15 +1012,27 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         RuntimeError while another thread fits the estimator.
         """
 
+        def unsaveable(reason: str) -> ValueError:
+            return ValueError(
+                f"the estimator cannot be saved: {reason.rstrip('.')}; {os.fspath(path)} was not written."
+            )
+
         def snapshot() -> dict[str, np.ndarray]:
             check_is_fitted(self)
             # Numbers, booleans and strings keep their dtype, which predict's labels have; object
             # labels become the plain array of what they hold (and are refused if that is not one).
             classes = np.array(self.classes_.tolist()) if self.classes_.dtype == object else self.classes_.copy()
             if classes.dtype.kind not in "biufU" or classes.shape != self.classes_.shape:
-                raise ValueError(
+                raise unsaveable(
                     f"classes_ of dtype {self.classes_.dtype} cannot be stored without pickle "
-                    f"(numbers, booleans and strings can); use pickle or joblib."
+                    f"(numbers, booleans and strings can); use pickle or joblib"
+                )
+            if classes.tolist() != self.classes_.tolist():
+                # NumPy's unicode arrays drop trailing NUL characters: "x\0" would load as "x".
+                changed = next(a for a, b in zip(self.classes_.tolist(), classes.tolist(), strict=True) if a != b)
+                raise unsaveable(
+                    f"the label {changed!r} of classes_ would not be stored as it is (an array of strings drops "
+                    f"trailing NUL characters); strip them from the labels before fitting, or use pickle or joblib"
                 )
             arrays = dict(
                 format=np.array(_FORMAT),
@@ -1034,17 +1046,18 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                 n_features_in=np.array(self.n_features_in_),
             )
             if hasattr(self, "feature_names_in_"):
-                arrays["feature_names_in"] = np.asarray(self.feature_names_in_.tolist(), dtype=str)
+                names = np.asarray(self.feature_names_in_.tolist(), dtype=str)
+                if names.tolist() != list(self.feature_names_in_):
+                    raise unsaveable(
+                        "a name of feature_names_in_ ends in NUL characters, which an array of strings drops; "
+                        "rename the columns before fitting, or use pickle or joblib"
+                    )
+                arrays["feature_names_in"] = names
             return arrays
 
         # Every attribute copied while no other thread fits the estimator: a fit sets
         # classes_ before it trains, and the old coef_ beside them would name the wrong labels.
         arrays = copied_for_saving(self, os.fspath(path), snapshot)
-
-        def unsaveable(reason: str) -> ValueError:
-            return ValueError(
-                f"the estimator cannot be saved: {reason.rstrip('.')}; {os.fspath(path)} was not written."
-            )
 
         # What load would refuse is never written over a good file.
         self._from_arrays(arrays, unsaveable)

@@ -728,10 +728,15 @@ def test_a_1d_data_file_is_named_in_the_command_s_options(tmp_path, npy, capsys)
     assert "holds a 1-D array (shape (10,)); it must be 2-D" in err and "swapped" not in err
 
 
-@pytest.mark.parametrize("classes", [["cat", "dog", "emu"], [5, 7]], ids=["strings", "two-integers"])
+@pytest.mark.parametrize(
+    "classes",
+    [["cat", "dog", "emu"], np.array(["cat", "dog", "emu"], dtype=object), [5, 7]],
+    ids=["strings", "object-strings", "two-integers"],
+)
 def test_predict_reads_a_saved_scikit_learn_estimator(tmp_path, npy, capsys, classes):
     """The README's scikit-learn example saves softmax.npz; predict refused it ("read it with
-    SoftmaxClassifier.load"). The labels are the estimator's classes_, the columns in their order."""
+    SoftmaxClassifier.load"). The labels are the estimator's classes_, the columns in their order.
+    Labels of an object array (a pandas column of strings) were refused as "object values"."""
     from fastsoftmax.sklearn import SoftmaxClassifier
 
     pd = pytest.importorskip("pandas")
@@ -748,7 +753,7 @@ def test_predict_reads_a_saved_scikit_learn_estimator(tmp_path, npy, capsys, cla
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # the feature names, here
         np.testing.assert_array_equal(np.load(out), estimator.predict(X))
-    assert np.load(out).dtype == estimator.classes_.dtype
+    assert np.load(out).dtype == np.asarray(estimator.classes_.tolist()).dtype
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         np.testing.assert_array_equal(np.load(proba), estimator.predict_proba(X))
@@ -1702,6 +1707,23 @@ def test_a_bad_sparse_archive_or_option_is_named(tmp_path, capsys, sparse_npz):
         (
             ["--data", str(tmp_path / "bsr.npz"), "--labels", str(labels)],
             r"'bsr' archive; the command reads CSR, CSC and COO",
+        )
+    )
+    # A shape beyond int64 raised SciPy's OverflowError (a traceback, exit 1); a float one was truncated.
+    stored = dict(np.load(path))
+    for name, shape in [("huge", np.array([3000, 2**64 - 1], dtype=np.uint64)), ("float", np.array([3000.9, 200.9]))]:
+        np.savez(tmp_path / f"{name}_shape.npz", **{**stored, "shape": shape})
+        cases.append(
+            (
+                ["--data", str(tmp_path / f"{name}_shape.npz"), "--labels", str(labels)],
+                r"not a readable scipy\.sparse archive: its 'shape' must be 2 integers from 0 to 2\*\*63 - 1, got ",
+            )
+        )
+    np.savez(tmp_path / "float_indices.npz", **{**stored, "indices": stored["indices"].astype(np.float64)})
+    cases.append(
+        (
+            ["--data", str(tmp_path / "float_indices.npz"), "--labels", str(labels)],
+            r"its array 'indices' must hold integers, got float64",
         )
     )
     cases.append((["--data", str(path)], r"holds a sparse X only: pass its labels as --labels y\.npy"))

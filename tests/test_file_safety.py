@@ -1373,13 +1373,34 @@ def test_a_path_ending_with_a_separator_is_refused_not_written_without_it(tmp_pa
         assert target.read_bytes() == b"old"
 
 
+@pytest.mark.parametrize("name", [".", "..", os.path.join("no-such-dir", "..", "m.npz")])
+def test_a_path_that_open_could_not_follow_is_refused_not_normalised(tmp_path, name):
+    """realpath cancels "x/.." and drops "/." without looking at the disk: save("m.npz/.") replaced m.npz,
+    save("results/.") wrote a file named results and save("no-such-dir/../m.npz") wrote m.npz, where open()
+    refuses all three."""
+    target = tmp_path / "m.npz"
+    target.write_bytes(b"old")
+    path = os.path.join(str(target), name) if name in (".", "..") else os.path.join(str(tmp_path), name)
+    error = IsADirectoryError if name in (".", "..") else FileNotFoundError
+    with pytest.raises(error, match=r"names a directory|no-such-dir is no directory, so '\.\.' after it leads nowhere"):
+        SoftmaxRegression(D, K).save(path)
+    assert target.read_bytes() == b"old" and sorted(os.listdir(tmp_path)) == ["m.npz"]
+
+
 def test_an_output_option_ending_with_a_separator_is_refused_before_training(tmp_path, capsys):
     from fastsoftmax.cli import main
 
     out = str(tmp_path / "model.npz") + os.sep
     assert main(["train", "--samples", "200", "--features", "4", "--max-iter", "2", "--out", out, "--quiet"]) == 2
-    assert f"--out {out} ends with a separator, so it names a directory; give a file name." in capsys.readouterr().err
+    message = "ends with a separator, '.' or '..', so it names a directory; give a file name."
+    assert f"--out {out} {message}" in capsys.readouterr().err
     assert os.listdir(tmp_path) == []
+    # realpath also drops a last "." (a file named "m.npz" was written for m.npz/., over the file there).
+    (tmp_path / "m.npz").write_bytes(b"old")
+    out = os.path.join(str(tmp_path / "m.npz"), ".")
+    assert main(["train", "--samples", "200", "--features", "4", "--max-iter", "2", "--out", out, "--quiet"]) == 2
+    assert f"--out {out} {message}" in capsys.readouterr().err
+    assert (tmp_path / "m.npz").read_bytes() == b"old"
 
 
 def test_a_directory_target_is_refused_before_the_data_is_generated(tmp_path):
@@ -2021,3 +2042,80 @@ def test_an_edited_data_layout_makes_the_checkpoint_unreadable(tmp_path, data, l
     np.savez(tmp_path / "checkpoint.npz", **arrays)
     with pytest.raises(CheckpointError, match=r"its data layout .* is not a flag and a positive chunk count"):
         _fit(*data, solver="sgd", checkpoint=tmp_path, lr=0.05, seed=0, max_iter=4)
+
+
+def _flip_bit(path: Path, at: int, bit: int = 0x10) -> None:
+    raw = bytearray(path.read_bytes())
+    raw[at] ^= bit
+    path.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize("damage", ["header length", "shape"])
+def test_a_flipped_bit_in_an_arrays_header_is_refused_not_read_from_the_wrong_place(tmp_path, damage):
+    """A header length of 102 for 118 read W 16 bytes early (its first weights the header's padding); a shape
+    of (50, 20) for (50, 200) loaded a 20-feature model: only a header claiming more than the member held
+    was refused, and zipfile's CRC is checked only at a member's end, which reading the array stopped short of."""
+    rng = np.random.default_rng(0)
+    model = SoftmaxRegression(200, 50)
+    model.W, model.b = rng.standard_normal((50, 200)), rng.standard_normal(50)
+    path = tmp_path / "model.npz"
+    model.save(path)
+    raw = path.read_bytes()
+    header = raw.find(b"\x93NUMPY", raw.find(b"W.npy"))
+    _flip_bit(path, header + 8 if damage == "header length" else raw.find(b"(50, 200)") + 7)
+    with pytest.raises(ValueError, match=r"model\.npz is not a valid fastsoftmax model file: member 'W' claims shape"):
+        SoftmaxRegression.load(path)
+
+
+def test_a_flipped_bit_in_a_checkpoints_header_is_refused_not_resumed(tmp_path):
+    # gd, sgd, adam and newton-cg resumed from theta shifted by 16 bytes (sgd ended at 1.93 for 0.70).
+    # theta is larger than zipfile's read-ahead (4 KiB), within which the CRC was checked.
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((300, 400)), rng.integers(0, 5, 300)
+    SoftmaxRegression(400, 5, seed=0).fit(X, y, solver="sgd", max_iter=2, tol=0, seed=0, checkpoint=tmp_path / "ck")
+    path = tmp_path / "ck" / "checkpoint.npz"
+    raw = path.read_bytes()
+    _flip_bit(path, raw.find(b"\x93NUMPY", raw.find(b"theta.npy")) + 8)
+    model = SoftmaxRegression(400, 5, seed=0)
+    with pytest.raises(CheckpointError, match=r"member 'theta' claims shape .* it is corrupt"):
+        model.fit(X, y, solver="sgd", max_iter=3, tol=0, seed=0, checkpoint=tmp_path / "ck")
+    assert model.n_iter_ == 0
+
+
+def test_a_zip_directory_entry_that_swallows_the_next_ones_is_refused(tmp_path, data):
+    """A bit set in an entry's comment length made zipfile read the entries after it as its comment: the
+    checkpoint's scaling and its best iterate vanished, and the fit resumed without them."""
+    _fit(*data, solver="lbfgs", max_iter=2, tol=0, checkpoint=tmp_path / "ck")
+    path = tmp_path / "ck" / "checkpoint.npz"
+    raw = bytearray(path.read_bytes())
+    entry = raw.find(b"PK\x01\x02", raw.find(b"PK\x01\x02") + 4)  # the second entry of the directory
+    name_length, extra_length, comment_length = struct.unpack_from("<3H", raw, entry + 28)
+    following = entry + 46 + name_length + extra_length + comment_length
+    # Its comment length made to cover the entries after it, up to the directory's end record.
+    struct.pack_into("<H", raw, entry + 32, comment_length + raw.find(b"PK\x05\x06") - following)
+    path.write_bytes(bytes(raw))
+    with zipfile.ZipFile(path) as archive:  # as zipfile reads it: fewer members, one with a long comment
+        assert any(b"PK\x01\x02" in info.comment for info in archive.infolist())
+    with pytest.raises(CheckpointError, match=r"swallows the entries after it; it is corrupt"):
+        _model().fit(*data, solver="lbfgs", max_iter=3, tol=0, checkpoint=tmp_path / "ck")
+
+
+def test_a_file_of_data_at_the_lock_files_name_is_never_removed(tmp_path, data):
+    """A fit removed whatever file was at .checkpoint.lock when it ended: a user's notes, or a model that
+    train --out had written there (--out was not compared with the lock's path)."""
+    from fastsoftmax.cli import main
+
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    (ck / ".checkpoint.lock").write_text("my notes\n")
+    model = _model()
+    with pytest.raises(ValueError, match=r"\.checkpoint\.lock holds 9 bytes, but it is the name of the fit's lock"):
+        model.fit(*data, solver="gd", max_iter=2, checkpoint=ck)
+    # Written there after that check, as the lock is taken: refused there too, and kept.
+    with pytest.raises(CheckpointError, match=r"holds 9 bytes, but it is the name of the fit's lock file"):
+        ckpt_module._lock(str(ck / ".checkpoint.lock"), str(ck))
+    assert (ck / ".checkpoint.lock").read_text() == "my notes\n" and model.n_iter_ == 0
+    out = tmp_path / "ck2" / ".checkpoint.lock"
+    argv = ["train", "--samples", "200", "--features", "4", "--max-iter", "2", "--quiet"]
+    assert main([*argv, "--out", str(out), "--checkpoint", str(tmp_path / "ck2")]) == 2
+    assert not out.exists()
