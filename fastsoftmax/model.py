@@ -880,8 +880,9 @@ def _fit_state(arrays: dict[str, np.ndarray], invalid, *, trim_history: bool = F
     if missing:
         raise invalid(f"{' and '.join(missing)} missing (a version 2 file has n_iter, converged and loss_history)")
     n_iter = npz_scalar(arrays, "n_iter", int)
-    if n_iter is None or n_iter < 0:
-        raise invalid(f"n_iter must be an integer >= 0, got {arrays['n_iter']!r}")
+    # Bounded as int64 holds it: 2**64 - 1 loaded, and the next partial_fit's save failed on an object array.
+    if n_iter is None or not 0 <= n_iter <= np.iinfo(np.int64).max:
+        raise invalid(f"n_iter must be an integer from 0 to 2**63 - 1, got {arrays['n_iter']!r}")
     converged = arrays["converged"]
     if converged.shape != () or converged.dtype != np.bool_:
         raise invalid(f"converged must be a boolean scalar, got a {converged.dtype} array of shape {converged.shape}")

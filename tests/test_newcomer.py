@@ -215,7 +215,8 @@ def test_version_1_file_still_loads(tmp_path):
     "changes, message",
     [
         ({"n_iter": None}, "n_iter missing"),
-        ({"n_iter": np.array(-1)}, "n_iter must be an integer >= 0"),
+        ({"n_iter": np.array(-1)}, "n_iter must be an integer from 0 to 2\\*\\*63 - 1"),
+        ({"n_iter": np.array(2**64 - 1, dtype=np.uint64)}, "n_iter must be an integer from 0 to 2\\*\\*63 - 1"),
         ({"converged": np.array([True])}, "converged must be a boolean scalar"),
         ({"loss_history": np.array(["a"])}, "loss_history must be a 1-D float array"),
         ({"loss_history": np.array([1.0, np.nan, np.inf])}, r"loss_history holds NaN or inf \(the first at index 1\)"),
@@ -224,6 +225,7 @@ def test_version_1_file_still_loads(tmp_path):
     ids=[
         "no-n_iter",
         "negative-n_iter",
+        "n_iter-beyond-int64",
         "converged-array",
         "history-strings",
         "history-nan",
