@@ -57,11 +57,13 @@ def _is_scipy_sparse(a) -> bool:
 
 
 def refuse_masked(a, name: str) -> None:
-    """TypeError for a masked array, whose mask np.asarray (and scikit-learn's checks) would drop.
+    """TypeError for a masked array with masked entries, whose mask np.asarray (and scikit-learn's checks) would drop.
 
-    The masked values would then count as data.
+    The masked values would then count as data. One with nothing masked
+    (``np.genfromtxt(..., usemask=True)`` of a file with no missing value) is
+    its data.
     """
-    if isinstance(a, np.ma.MaskedArray):
+    if isinstance(a, np.ma.MaskedArray) and np.ma.is_masked(a):
         raise TypeError(
             f"{name} is a masked array, whose mask would be ignored; pass {name}.filled(value) with the value "
             f"the masked entries should take, or leave out their rows ("
@@ -83,7 +85,12 @@ def refuse_structured(arr: np.ndarray, name: str, fix: str | None = None) -> Non
     reshape as the fix. ``fix`` replaces the one for an array in memory.
     """
     if arr.dtype.names is not None:
-        fix = fix or f"pass numpy.lib.recfunctions.structured_to_unstructured({name}), one column per field"
+        one_column = f"pass one field of it, {name}[{arr.dtype.names[0]!r}]"
+        fix = fix or (
+            f"pass numpy.lib.recfunctions.structured_to_unstructured({name}), one column per field"
+            if name == "X"
+            else one_column
+        )
         raise TypeError(f"{name} has a structured dtype (fields {', '.join(map(repr, arr.dtype.names))}); {fix}.")
 
 

@@ -300,9 +300,12 @@ def _refuse_dotdot_past_nothing(path: str) -> None:
     """FileNotFoundError where a ".." of ``path`` follows a name that is no directory, as ``open`` finds.
 
     ``os.path.realpath`` cancels "missing/.." without looking at the disk:
-    ``save("nosuchdir/../m.npz")`` wrote m.npz, where ``open`` refuses it.
+    ``save("nosuchdir/../m.npz")`` wrote m.npz, where ``open`` refuses it on
+    POSIX systems (Windows cancels it as realpath does).
     """
-    parts = path.replace(os.altsep or os.sep, os.sep).split(os.sep)
+    if os.name != "posix":
+        return
+    parts = path.split(os.sep)
     for i, part in enumerate(parts):
         if part == ".." and i > 0:
             before = os.sep.join(parts[:i]) or os.sep
@@ -790,9 +793,11 @@ def _check_members_apart(members: list[zipfile.ZipInfo], directory_start: int, i
     compressed size: never past where they really end, whatever its name.)
     """
     for info in members:
-        # A flipped bit in an entry's comment length makes zipfile read the entries after it as
-        # its comment: those members vanish from the archive (a checkpoint resumed without them).
-        if _CENTRAL_DIRECTORY_SIGNATURE in info.comment:
+        # A flipped bit in an entry's comment, name or extra field length makes zipfile read the
+        # entries after it as part of that field: those members vanish from the archive (a
+        # checkpoint resumed without them). zipfile decodes the name from cp437, byte for character.
+        fields = (info.comment, info.extra, info.filename.encode("cp437", errors="replace"))
+        if any(_CENTRAL_DIRECTORY_SIGNATURE in field for field in fields):
             raise invalid(f"the zip directory entry of {info.filename!r} swallows the entries after it; it is corrupt")
     by_offset = sorted(members, key=lambda info: info.header_offset)
     limits = [(info.header_offset, f"member {info.filename!r}") for info in by_offset[1:]]

@@ -520,8 +520,9 @@ def load(
     if not np.isfinite(theta).all():
         raise invalid("theta holds NaN or infinite values")
     iteration = meta["iteration"]
-    if not isinstance(iteration, int) or isinstance(iteration, bool) or iteration < 0:
-        raise invalid(f"its iteration count {iteration!r} is not a non-negative integer")
+    # Bounded as a model file bounds n_iter (int64): 2**64 resumed, and the model could not be saved.
+    if not isinstance(iteration, int) or isinstance(iteration, bool) or not 0 <= iteration <= np.iinfo(np.int64).max:
+        raise invalid(f"its iteration count {iteration!r} is not an integer from 0 to 2**63 - 1")
     if not isinstance(meta["converged"], bool):
         raise invalid(f"its converged flag {meta['converged']!r} is not true or false")
     solver_state = dict(meta["solver_state"]) if isinstance(meta["solver_state"], dict) else None

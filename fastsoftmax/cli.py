@@ -478,15 +478,14 @@ def _load_data(data: str, labels: str | None, *, need_labels: bool = True):
                 f"(it needs {' and '.join(repr(name) for name in sorted(required))})."
             )
         return arrays["X"], (arrays["y"] if need_labels else None)
-    from fastsoftmax._checks import STRUCTURED_FILE_FIX
+    from fastsoftmax._checks import STRUCTURED_FILE_FIX, refuse_structured
     from fastsoftmax._data import open_array
 
     X = open_array(data, "X")
-    if X.dtype.names is not None:  # a record array is 1-D: the message below would blame its shape
-        raise CLIError(
-            f"--data {data} holds an array of a structured dtype (fields {', '.join(map(repr, X.dtype.names))}); "
-            f"{STRUCTURED_FILE_FIX}"
-        )
+    try:
+        refuse_structured(X, f"--data {data}", STRUCTURED_FILE_FIX)  # a record array is 1-D: not its shape
+    except TypeError as exc:
+        raise CLIError(str(exc)) from None
     if X.ndim == 1:
         # The library's message asks whether the arguments (X, y) were swapped: here they are options.
         swapped = "; were --data and --labels swapped?" if need_labels else ""
@@ -1562,12 +1561,13 @@ class _SavedEstimator:
     """A loaded SoftmaxClassifier with the attributes of a SoftmaxRegression that ``predict`` reads."""
 
     def __init__(self, estimator, path: str) -> None:
-        if estimator.classes_.dtype == object:
-            # Labels fitted from an object array (a pandas column of strings) load as one; the file
-            # stores them as an array of what they hold, which an .npy file of labels can hold too.
-            plain = np.asarray(estimator.classes_.tolist())
-            if plain.dtype.kind in "biufU" and plain.tolist() == estimator.classes_.tolist():
-                estimator.classes_ = plain
+        from fastsoftmax.sklearn import plain_classes
+
+        # Labels fitted from an object array (a pandas column of strings) load as one; the file
+        # stores them as an array of what they hold, which an .npy file of labels can hold too.
+        plain = plain_classes(estimator.classes_)
+        if plain is not None:
+            estimator.classes_ = plain
         if estimator.classes_.dtype.kind not in "biufU":
             raise CLIError(
                 f"--model {path}: the estimator's classes are {estimator.classes_.dtype} values, which an .npy "

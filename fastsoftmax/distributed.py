@@ -319,10 +319,13 @@ def _sparse_chunk_values(chunk, target: np.dtype, start: int) -> tuple[tuple[int
 
     ((count, first row) of NaN and inf, (count, first row, largest |x|) of
     finite values beyond ``target``'s range), rows -1 where there are none; as
-    :func:`_add_found` combines them. A chunk whose structure is broken (its
-    own error) or whose values are not floats counts nothing.
+    :func:`_add_found_pairs` combines them. A chunk that is not sparse, whose
+    structure is broken (their own errors) or whose values are not floats
+    counts nothing.
     """
     nothing = ((0, -1), (0, -1, 0.0))
+    if not _checks._is_scipy_sparse(chunk):  # a chunk made dense: refused for that by its own check
+        return nothing
     try:
         csr = chunk.tocsr()
     except (TypeError, ValueError, IndexError):
@@ -502,6 +505,11 @@ def _add_found(*parts: tuple) -> tuple:
     n_found = sum(p[0] for p in parts)
     first_row = next((p[1] for p in parts if p[0]), -1)
     return (n_found, first_row, *(max(p[k] for p in parts) for k in range(2, len(parts[0]))))
+
+
+def _add_found_pairs(*parts: tuple) -> tuple:
+    """:func:`_add_found` of each of two scans per chunk, ``(scan_a, scan_b)``, given in row order."""
+    return tuple(_add_found(*(part[k] for part in parts)) for k in range(2))
 
 
 def map_reduce(
@@ -735,11 +743,6 @@ def _cast_rows(chunk: np.ndarray, target: np.dtype, block_info=None) -> np.ndarr
         raise _CastOverflowError(str(exc)) from None
 
 
-def _sparse_chunk_part(X, target: np.dtype, start: int, which: int) -> tuple:
-    """One of :func:`_sparse_chunk_values`' two scans (0: NaN and inf, 1: beyond the range), for a recount."""
-    return _sparse_chunk_values(X, target, start)[which]
-
-
 def _chunk_values_beyond(X: np.ndarray, target: np.dtype, start: int) -> tuple[int, int, float]:
     """``_checks.values_beyond`` of one chunk of X whose first row is row ``start`` of the data set."""
     n_beyond, row, largest = _checks.values_beyond(X, target)
@@ -963,21 +966,17 @@ class DaskObjective:
         Returns (the chunk's error then stands) where the recount finds neither.
         """
 
-        def recount(which: int):
-            tasks = [
-                (functools.partial(_sparse_chunk_part, target=target, start=start, which=which), (X.name, i, 0))
-                for i, start in enumerate(starts)
-            ]
-            name = f"fastsoftmax-sparse-values-{uuid.uuid4().hex}"
-            (found,) = self._compute_unchecked(map_reduce(tasks, _add_found, name=name, dependencies=[X]))
-            return found
-
-        n_nonfinite, first_row = recount(0)
+        tasks = [
+            (functools.partial(_sparse_chunk_values, target=target, start=start), (X.name, i, 0))
+            for i, start in enumerate(starts)
+        ]
+        name = f"fastsoftmax-sparse-values-{uuid.uuid4().hex}"
+        (found,) = self._compute_unchecked(map_reduce(tasks, _add_found_pairs, name=name, dependencies=[X]))
+        (n_nonfinite, first_row), (n_beyond, first_beyond_row, largest) = found
         if n_nonfinite:
             raise _checks.nonfinite_X_error(n_nonfinite, first_row) from None
-        n_beyond, first_row, largest = recount(1)
         if n_beyond:
-            raise _checks.beyond_range_error(n_beyond, first_row, largest, target) from None
+            raise _checks.beyond_range_error(n_beyond, first_beyond_row, largest, target) from None
 
     def _check_values(self) -> None:
         """The data-dependent checks of ``_checks``, as one pass over y (and the weights) on the cluster.

@@ -1021,18 +1021,19 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             check_is_fitted(self)
             # Numbers, booleans and strings keep their dtype, which predict's labels have; object
             # labels become the plain array of what they hold (and are refused if that is not one).
-            classes = np.array(self.classes_.tolist()) if self.classes_.dtype == object else self.classes_.copy()
-            if classes.dtype.kind not in "biufU" or classes.shape != self.classes_.shape:
+            classes = plain_classes(self.classes_)
+            if classes is None:
+                held = np.array(self.classes_.tolist())
+                if held.dtype.kind in "biufU" and held.shape == self.classes_.shape:
+                    # NumPy's unicode arrays drop trailing NUL characters: "x\0" would load as "x".
+                    changed = next(a for a, b in zip(self.classes_.tolist(), held.tolist(), strict=True) if a != b)
+                    raise unsaveable(
+                        f"the label {changed!r} of classes_ would not be stored as it is (an array of strings drops "
+                        f"trailing NUL characters); strip them from the labels before fitting, or use pickle or joblib"
+                    )
                 raise unsaveable(
                     f"classes_ of dtype {self.classes_.dtype} cannot be stored without pickle "
                     f"(numbers, booleans and strings can); use pickle or joblib"
-                )
-            if classes.tolist() != self.classes_.tolist():
-                # NumPy's unicode arrays drop trailing NUL characters: "x\0" would load as "x".
-                changed = next(a for a, b in zip(self.classes_.tolist(), classes.tolist(), strict=True) if a != b)
-                raise unsaveable(
-                    f"the label {changed!r} of classes_ would not be stored as it is (an array of strings drops "
-                    f"trailing NUL characters); strip them from the labels before fitting, or use pickle or joblib"
                 )
             arrays = dict(
                 format=np.array(_FORMAT),
@@ -1196,6 +1197,20 @@ def _check_class_weights(per_class: np.ndarray, classes: np.ndarray, y_idx: np.n
             f"class_weight gives weight 0 to every class in y ({[_plain(c) for c in classes[present]]}); "
             f"at least one of them needs a positive weight."
         )
+
+
+def plain_classes(classes: np.ndarray) -> np.ndarray | None:
+    """``classes`` as an array of numbers, booleans or strings that holds exactly its labels; None where none does.
+
+    Object labels (a pandas column of strings) become the plain array of what
+    they hold: what :meth:`SoftmaxClassifier.save` stores and the command
+    line's ``predict`` writes. None for labels of mixed types, and for
+    strings that end in NUL characters, which NumPy's unicode arrays drop.
+    """
+    plain = np.array(classes.tolist()) if classes.dtype == object else classes.copy()
+    if plain.dtype.kind not in "biufU" or plain.shape != classes.shape or plain.tolist() != classes.tolist():
+        return None
+    return plain
 
 
 def _plain(value):

@@ -694,3 +694,23 @@ def test_an_X_of_a_structured_dtype_is_named_not_its_shape(tmp_path):
     for message, call in calls:
         with pytest.raises(TypeError, match=message):
             call()
+
+
+def test_a_masked_array_with_nothing_masked_is_taken_as_its_data():
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((20, 4)), rng.integers(0, 3, 20)
+    W, b = rng.standard_normal((3, 4)), np.zeros(3)
+    expected = fs.loss_and_grad(X, y, W, b)
+    got = fs.loss_and_grad(np.ma.masked_array(X, mask=False), np.ma.masked_array(y, mask=False), W, b)
+    assert got[0] == expected[0]
+    np.testing.assert_array_equal(got[1], expected[1])
+
+
+def test_structured_labels_are_told_to_pass_one_field():
+    # The fix for X (structured_to_unstructured, one column per field) made a 2-D y.
+    X = np.zeros((4, 2))
+    y = np.zeros(4, dtype=[("label", "i8"), ("weight", "f8")])
+    with pytest.raises(
+        TypeError, match=r"^y has a structured dtype \(fields 'label', 'weight'\); pass one field of it"
+    ):
+        fs.loss_and_grad(X, y, np.zeros((3, 2)), np.zeros(3))

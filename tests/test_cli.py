@@ -1752,5 +1752,5 @@ def test_a_data_file_of_a_structured_dtype_is_named_not_its_shape(tmp_path, npy,
     np.save(tmp_path / "records.npy", np.zeros(10, dtype=[("a", "f8"), ("b", "f4")]))
     assert main(["train", "--data", str(tmp_path / "records.npy"), "--labels", str(npy[1]), "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert "holds an array of a structured dtype (fields 'a', 'b'); save the array of " in err
+    assert "has a structured dtype (fields 'a', 'b'); save the array of " in err
     assert "structured_to_unstructured(np.load(path))" in err and "swapped" not in err

@@ -527,6 +527,12 @@ def test_sparse_values_beyond_float32_or_not_finite_are_counted_over_every_chunk
         bad.data[bad.indptr[row]] = value
     with pytest.raises(ValueError, match=r"^X contains 3 NaN or infinite value\(s\), the first in row 800; "):
         fit_dask(SoftmaxRegression(D, K), _sparse_dask(bad.tocsc()), y, max_iter=2, persist=persist)
+    # A chunk made dense beside them (refused for that on its own) counts nothing: the recount raised
+    # AttributeError ('numpy.ndarray' object has no attribute 'tocsr').
+    from fastsoftmax.distributed import _sparse_chunk_values
+
+    assert _sparse_chunk_values(bad[700:1400].toarray(), np.dtype(np.float32), 700) == ((0, -1), (0, -1, 0.0))
+    assert _sparse_chunk_values(bad[700:1400], np.dtype(np.float32), 700)[0] == (1, 800)
 
 
 def test_masked_labels_or_weights_beside_a_dask_X_are_refused(data):

@@ -523,10 +523,20 @@ def test_a_minibatch_run_that_barely_moves_is_not_called_converged(tmp_path, sol
     y = np.argmax(X @ (3 * rng.standard_normal((3, 5))).T, axis=1)
     for _ in range(2):  # the run, then its rerun from the checkpoint (no epoch taken)
         model = SoftmaxRegression(5, 3, seed=0)
-        with pytest.warns(fs.ConvergenceWarning, match=r"above 1\.09861, that of zero weights.*raise lr") as w:
+        with pytest.warns(
+            fs.ConvergenceWarning, match=r"above 1\.09861, that of zero weights.* too small; raise lr"
+        ) as w:
             model.fit(X, y, solver=solver, lr=1e-9, max_iter=50, checkpoint=tmp_path / "ck")
         assert not model.converged_ and model.n_iter_ < 50
         assert "loosen tol" not in str(w[0].message)
+    # Steps too large end above log K too, above the start: they are told to lower lr, not raise it.
+    # (sgd at its default lr on features of scale 3, coin-flip labels.)
+    noise = np.random.default_rng(52)
+    X_wide, y_coin = 3 * noise.standard_normal((1000, 50)), noise.integers(0, 2, 1000)
+    model = SoftmaxRegression(50, 2, seed=0)
+    with pytest.warns(fs.ConvergenceWarning, match=r"it rose from .* at the start: the steps are too large; lower lr"):
+        model.fit(X_wide, y_coin, solver=solver, lr=0.1, max_iter=50, seed=0)
+    assert not model.converged_
     # A run that gets somewhere and then stalls is still converged.
     model = SoftmaxRegression(5, 3, seed=0).fit(X, y, solver=solver, lr=0.05, max_iter=500, tol=1e-2)
     assert model.converged_ and fs.loss_and_grad(X, y, model.W, model.b)[0] < 0.5

@@ -978,6 +978,8 @@ def _set_array(key, value):
         ("lbfgs", _set_array("state_gamma", "x"), "'gamma' must be a real number"),
         ("lbfgs", lambda a: a.update(meta=_edited_meta(a, converged="no")), "converged flag 'no' is not true or false"),
         ("lbfgs", lambda a: a.update(meta=_edited_meta(a, iteration=True)), "iteration count True"),
+        # As a model file bounds n_iter: 2**64 resumed, and the trained model could not be saved.
+        ("gd", lambda a: a.update(meta=_edited_meta(a, iteration=2**64)), r"count 18446744073709551616 is not an"),
         ("lbfgs", lambda a: a.update(meta=_edited_meta(a, loss_history=[0.0] * 100)), "holds 100 losses"),
         ("sgd", _solver_state(t=-1), "'t' must be >= 0, got -1"),
         ("sgd", _solver_state(rng={"bit_generator": "PCG64", "state": "x"}), "'rng' is not a PCG64 generator state"),
@@ -1016,6 +1018,7 @@ def _set_array(key, value):
         "gamma-str",
         "converged-str",
         "meta-iteration-bool",
+        "meta-iteration-beyond-int64",
         "history-too-long",
         "sgd-t-negative",
         "sgd-rng",
@@ -2082,20 +2085,22 @@ def test_a_flipped_bit_in_a_checkpoints_header_is_refused_not_resumed(tmp_path):
     assert model.n_iter_ == 0
 
 
-def test_a_zip_directory_entry_that_swallows_the_next_ones_is_refused(tmp_path, data):
-    """A bit set in an entry's comment length made zipfile read the entries after it as its comment: the
-    checkpoint's scaling and its best iterate vanished, and the fit resumed without them."""
+@pytest.mark.parametrize("field", ["name", "comment"])
+def test_a_zip_directory_entry_that_swallows_the_next_ones_is_refused(tmp_path, data, field):
+    """A bit set in an entry's comment (or file name) length made zipfile read the entries after it as part
+    of that field: the checkpoint's scaling and its best iterate vanished, and the fit resumed without them."""
     _fit(*data, solver="lbfgs", max_iter=2, tol=0, checkpoint=tmp_path / "ck")
     path = tmp_path / "ck" / "checkpoint.npz"
     raw = bytearray(path.read_bytes())
     entry = raw.find(b"PK\x01\x02", raw.find(b"PK\x01\x02") + 4)  # the second entry of the directory
     name_length, extra_length, comment_length = struct.unpack_from("<3H", raw, entry + 28)
     following = entry + 46 + name_length + extra_length + comment_length
-    # Its comment length made to cover the entries after it, up to the directory's end record.
-    struct.pack_into("<H", raw, entry + 32, comment_length + raw.find(b"PK\x05\x06") - following)
+    # Its comment (name) length made to cover the entries after it, up to the directory's end record.
+    offset, length = (entry + 32, comment_length) if field == "comment" else (entry + 28, name_length)
+    struct.pack_into("<H", raw, offset, length + raw.find(b"PK\x05\x06") - following)
     path.write_bytes(bytes(raw))
-    with zipfile.ZipFile(path) as archive:  # as zipfile reads it: fewer members, one with a long comment
-        assert any(b"PK\x01\x02" in info.comment for info in archive.infolist())
+    with zipfile.ZipFile(path) as archive:  # as zipfile reads it: fewer members, one with a long field
+        assert len(archive.infolist()) < raw.count(b"PK\x01\x02")
     with pytest.raises(CheckpointError, match=r"swallows the entries after it; it is corrupt"):
         _model().fit(*data, solver="lbfgs", max_iter=3, tol=0, checkpoint=tmp_path / "ck")
 

@@ -390,14 +390,18 @@ def test_a_curvature_beyond_float64_stops_cg_where_it_is_without_running_to_n_pr
 
 
 @pytest.mark.filterwarnings("error::RuntimeWarning")
-def test_an_l2_far_too_strong_for_the_start_is_named_not_the_features():
+def test_an_l2_far_too_strong_for_the_start_is_named_not_the_features(tmp_path):
     """l2 = 1e150 without the scaling: the ConvergenceWarning blamed the starting weights' size on the
     features' units, though the L2 term made the loss at the start."""
     rng = np.random.default_rng(0)
     X, y = rng.standard_normal((100, 4)), rng.integers(0, 3, 100)
-    model = SoftmaxRegression(4, 3, seed=0)
-    W = model.W.copy()
-    with pytest.warns(ConvergenceWarning, match=r"is mostly the L2 term, .*: l2 = 1e\+150 is far too strong") as w:
-        model.fit(X, y, solver="newton-cg", l2=1e150, precondition=False, max_iter=5)
-    assert "units" not in str(w[0].message) and not model.converged_
-    np.testing.assert_array_equal(model.W, W)
+    messages = []
+    for _ in range(2):  # the run, then its rerun from the checkpoint: the same verdict
+        model = SoftmaxRegression(4, 3, seed=0)
+        W = model.W.copy()
+        with pytest.warns(ConvergenceWarning, match=r"is mostly the L2 term, .*: l2 = 1e\+150 is far too strong") as w:
+            model.fit(X, y, solver="newton-cg", l2=1e150, precondition=False, max_iter=5, checkpoint=tmp_path / "ck")
+        assert "units" not in str(w[0].message) and not model.converged_
+        np.testing.assert_array_equal(model.W, W)
+        messages.append(str(w[0].message))
+    assert messages[0] == messages[1]

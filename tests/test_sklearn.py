@@ -1447,3 +1447,15 @@ def test_save_refuses_labels_or_feature_names_that_an_array_of_strings_would_cha
     with pytest.raises(ValueError, match=r"cannot be saved: a name of feature_names_in_ ends in NUL characters"):
         SoftmaxClassifier(max_iter=20).fit(frame, index).save(path)
     assert not path.exists()
+
+
+def test_a_masked_array_with_nothing_masked_is_its_data():
+    """np.genfromtxt(..., usemask=True) gives a masked array even where no value is missing: refused as
+    "whose mask would be ignored" by the change that refused masked arrays with masked entries."""
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((60, 3)), rng.integers(0, 2, 60)
+    unmasked_X, unmasked_y = np.ma.masked_array(X, mask=False), np.ma.masked_array(y, mask=False)
+    fitted = SoftmaxClassifier().fit(unmasked_X, unmasked_y)
+    expected = SoftmaxClassifier().fit(X, y)
+    np.testing.assert_array_equal(fitted.coef_, expected.coef_)
+    np.testing.assert_array_equal(fitted.predict(unmasked_X), expected.predict(X))
