@@ -222,7 +222,10 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         joblib's worker processes lower to their share of the cores) run as
         all of them.
     chunk_size : int or None
-        Rows per chunk of the full-batch objective (see ``SoftmaxRegression.fit``).
+        Rows per chunk of the full-batch objective on a dense X (see
+        ``SoftmaxRegression.fit``); a sparse X is read as it lies, and the
+        setting is not used for it (a ColumnTransformer's output is sparse or
+        dense with its input's density, in one pipeline).
     lr, batch_size, momentum :
         Step size (default 0.1, 1e-3 for "adam"), mini-batch size and momentum
         of the mini-batch solvers; ``lr`` is also the step of "gd". The step
@@ -396,8 +399,15 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         self._check_n_threads()  # set_params after fit may have changed it
         return numba_threads(min(self.n_threads, numba.config.NUMBA_NUM_THREADS))
 
-    def _seed(self) -> int:
-        """The mini-batch shuffling seed drawn from ``random_state`` (unused by lbfgs and gd)."""
+    def _seed(self, solver: str) -> int:
+        """The mini-batch shuffling seed drawn from ``random_state``; 0 for the solvers that draw nothing.
+
+        Drawn only for "sgd" and "adam": with ``random_state=None`` the draw
+        advanced NumPy's global generator on every lbfgs fit, changing a
+        seeded script's later numbers (LogisticRegression's fit does not).
+        """
+        if solver not in _MINIBATCH_SOLVERS:
+            return 0
         return int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
 
     # -- data ------------------------------------------------------------------
@@ -781,7 +791,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         self.classes_ = classes
         model = self._engine(n_features, n_classes, dtype, warm)
         options: dict[str, Any] = {}
-        if self.chunk_size is not None:
+        if self.chunk_size is not None and not is_sparse(X):  # SoftmaxRegression.fit refuses it for sparse X
             options["chunk_size"] = self.chunk_size
         with self._threads(), engine.penalty_from_C(self.C), engine.convergence_messages() as not_converged:
             model.fit(
@@ -795,7 +805,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                 momentum=self.momentum,
                 l2=self._l2(n_classes, weight_sum),
                 tol=float(self.tol),
-                seed=self._seed(),
+                seed=self._seed(self.solver),
                 sample_weight=weights,
                 callback=self._verbose_callback(),
                 fit_intercept=bool(self.fit_intercept),
@@ -879,7 +889,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                 batch_size=self.batch_size,
                 momentum=self.momentum,
                 l2=self._l2(n_classes, weight_sum),
-                seed=self._seed(),
+                seed=self._seed(solver),
                 sample_weight=weights,
                 fit_intercept=bool(self.fit_intercept),
             )

@@ -1459,3 +1459,30 @@ def test_a_masked_array_with_nothing_masked_is_its_data():
     expected = SoftmaxClassifier().fit(X, y)
     np.testing.assert_array_equal(fitted.coef_, expected.coef_)
     np.testing.assert_array_equal(fitted.predict(unmasked_X), expected.predict(X))
+
+
+@pytest.mark.parametrize("solver", ["lbfgs", "newton-cg", "gd"])
+def test_a_solver_that_draws_nothing_leaves_the_global_generator_alone(solver):
+    """The shuffling seed was drawn from random_state for every solver: with None, each lbfgs fit advanced
+    NumPy's global generator and changed a seeded script's later numbers (LogisticRegression's does not)."""
+    X, y = generated(k=3)
+    # The legacy global generator is the one random_state=None draws from (check_random_state).
+    _, key, position, *_ = np.random.get_state()  # noqa: NPY002
+    SoftmaxClassifier(solver=solver, lr=0.01).fit(X, y)
+    _, key_after, position_after, *_ = np.random.get_state()  # noqa: NPY002
+    assert np.array_equal(key_after, key) and position_after == position
+    generator = np.random.RandomState(0)
+    SoftmaxClassifier(solver=solver, lr=0.01, random_state=generator).fit(X, y)
+    assert generator.rand() == np.random.RandomState(0).rand()
+
+
+def test_chunk_size_is_not_used_for_a_sparse_X():
+    """A ColumnTransformer's output is sparse or dense with its input's density: chunk_size, which applies to
+    dense X, made every fit on the sparse output fail ("leave chunk_size unset")."""
+    sparse = pytest.importorskip("scipy.sparse")
+    X, y = generated(k=3)
+    X_sparse = sparse.csr_matrix(np.where(np.abs(X) > 1, X, 0.0))
+    chunked = SoftmaxClassifier(chunk_size=50).fit(X_sparse, y)
+    np.testing.assert_array_equal(chunked.coef_, SoftmaxClassifier().fit(X_sparse, y).coef_)
+    dense = SoftmaxClassifier(chunk_size=50).fit(X_sparse.toarray(), y)  # still chunked where X is dense
+    np.testing.assert_allclose(dense.coef_, chunked.coef_, rtol=1e-5, atol=1e-7)
