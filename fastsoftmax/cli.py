@@ -149,6 +149,12 @@ def _log(args, message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
+#: ``train``'s mini-batch rows without ``--batch-size`` (the library's default).
+DEFAULT_BATCH_SIZE = 256
+
+#: Where ``predict`` writes its labels without ``--out`` (never over an existing file).
+DEFAULT_PREDICTIONS = "predictions.npy"
+
 #: What a command says when Numba has to compile (a cold on-disk cache).
 COMPILING_MESSAGE = "Compiling the kernels (once; cached on disk)..."
 
@@ -538,6 +544,26 @@ def _check_synthetic(args) -> None:
 
     with _option_names():
         _check_classification(args.features, n_classes=args.classes, dtype=args.dtype, seed=args.seed)
+    if args.samples < args.classes:
+        # Some classes would have no row: trained, such a model reported convergence at a loss near 0.
+        raise CLIError(
+            f"--samples {args.samples:,} is fewer than --classes {args.classes}: every class needs rows; "
+            f"give at least {args.classes} samples (many more to learn anything)."
+        )
+
+
+def _check_synthetic_fits_in_memory(args) -> None:
+    """Refuse synthetic data that cannot be held in memory, naming the options (NumPy said "Unable to allocate")."""
+    from fastsoftmax._memory import available_memory
+
+    needed = args.samples * args.features * np.dtype(args.dtype).itemsize
+    available = available_memory()
+    if available is not None and needed > available:
+        raise CLIError(
+            f"--samples {args.samples:,} x --features {args.features} of {args.dtype} take {_bytes(needed)} in "
+            f"memory, more than the {_bytes(available)} available; lower --samples, or write the data to disk "
+            f"with fastsoftmax generate and train from the files (read a chunk at a time)."
+        )
 
 
 def _synthetic(args):
@@ -769,6 +795,8 @@ def run_train(args: argparse.Namespace) -> int:
     if not 0.0 <= args.val_fraction < 1.0:
         raise CLIError(f"--val-fraction must be in [0, 1), got {args.val_fraction}.")
     on_dask = args.scheduler is not None or args.dask_workers is not None
+    if args.scheduler is not None and not args.scheduler.strip():  # distributed: "missing port number in address"
+        raise CLIError("--scheduler is empty (an unset shell variable?); give its address, as tcp://host:8786.")
     if on_dask:
         _check_dask_solver(args.solver)
     if args.lr is not None and args.solver not in STEP_SIZE_SOLVERS:
@@ -779,8 +807,19 @@ def run_train(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         args.lr = None
+    if args.batch_size is not None and args.solver not in ("sgd", "adam"):
+        # As for --lr: the full-batch solvers read every row at each step.
+        print(
+            f"fastsoftmax: note: --batch-size is not used by --solver {args.solver}, which steps on every row; "
+            "it applies to --solver sgd and adam.",
+            file=sys.stderr,
+        )
+    args.batch_size = args.batch_size or DEFAULT_BATCH_SIZE
     if args.data is None:
         _check_synthetic(args)
+        _split_rows(args, args.samples)  # before the data is made: 2,000,000 rows were generated first
+        if not on_dask:
+            _check_synthetic_fits_in_memory(args)
     _set_threads(args.threads)
     t_start = time.perf_counter()
     if on_dask:
@@ -1002,9 +1041,11 @@ def _fit_with_progress(args, model, X, y, **fit_options) -> tuple[float, _TrainP
             )
         progress.not_converged = not_converged[-1] if not_converged else None
     except TrainingError as exc:
-        if not args.out:
-            raise
-        raise TrainingError(f"{exc} Nothing was written to {args.out}.") from exc
+        # The remedy in the command's option names ("lower --lr (now 1e+30)", not "lower lr").
+        message = _with_option_names(str(exc))
+        if args.out:
+            message += f" Nothing was written to {args.out}."
+        raise TrainingError(message) from exc
     finally:
         progress.close()
     return time.perf_counter() - start - compiling.seconds, progress
@@ -1020,13 +1061,17 @@ _FIT_OPTIONS = {
 }
 
 
+def _with_option_names(message: str) -> str:
+    """``message`` with the fit's parameters it names written as the command's options (:data:`_FIT_OPTIONS`)."""
+    for parameter, option in _FIT_OPTIONS.items():
+        message = re.sub(parameter, option, message)
+    return message
+
+
 def _in_option_names(message: str) -> str:
     """The engine's reason for stopping a fit (``"lbfgs did not converge in 9 iterations; why."``): the why,
     in the command's option names."""
-    why = message.split("; ", 1)[-1].rstrip(".")
-    for parameter, option in _FIT_OPTIONS.items():
-        why = re.sub(parameter, option, why)
-    return why
+    return _with_option_names(message.split("; ", 1)[-1].rstrip("."))
 
 
 def _report(
@@ -1232,6 +1277,8 @@ def _classes_of_files(args: argparse.Namespace, X: np.ndarray, y: np.ndarray, dt
                 file=sys.stderr,
                 flush=True,
             )
+    if n_classes < 2 and args.classes_given:  # the labels were not read for it: the option is at fault
+        raise CLIError(f"--classes must be >= 2, got {n_classes}.")
     if n_classes < 2:
         raise CLIError(f"the labels in {args.labels or args.data} name only {n_classes} class; need at least 2.")
     whole.check_labels(n_classes)
@@ -1416,6 +1463,7 @@ def run_generate(args: argparse.Namespace) -> int:
     from fastsoftmax.datasets import write_classification
 
     _check_paths({}, {"--data": args.data, "--labels": args.labels})
+    _check_synthetic(args)
     # --threads counts generator threads (Python's): Numba's limit does not apply, and its pool is not started.
     start = time.perf_counter()
     progress = _Progress(
@@ -1464,6 +1512,14 @@ def run_predict(args: argparse.Namespace) -> int:
     from fastsoftmax._data import CHUNK_BYTES, unchanged_file_check
     from fastsoftmax._io import atomic_path, open_memmap_on_disk, release_rows, replaced_together
 
+    if args.out is None:
+        if os.path.lexists(DEFAULT_PREDICTIONS):
+            # A file the user never named: predict --proba p.npy replaced ./predictions.npy without a word.
+            raise CLIError(
+                f"{DEFAULT_PREDICTIONS} exists, and --out was not given: pass --out {DEFAULT_PREDICTIONS} to "
+                f"replace it, or --out with another name."
+            )
+        args.out = DEFAULT_PREDICTIONS
     _check_paths({"--model": args.model, "--data": args.data}, {"--out": args.out, "--proba": args.proba})
     _set_threads(args.threads)
     if not os.path.exists(args.model):
@@ -1647,7 +1703,11 @@ def _checked_number(check_name: str):
         from fastsoftmax import _checks
 
         try:
-            return getattr(_checks, check_name)(float(text))
+            number = float(text)
+        except ValueError:  # float's own words: "could not convert string to float: ''"
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        try:
+            return getattr(_checks, check_name)(number)
         except ValueError as exc:
             # argparse names the option itself: "argument --lr: must be ...".
             message = str(exc).rstrip(".").removeprefix(check_name.removeprefix("check_") + " ")
@@ -1741,7 +1801,10 @@ def build_parser() -> argparse.ArgumentParser:
         f"in a row lower their best loss by less than this (relative); 0 runs --max-iter (default {DEFAULT_TOL:g})",
     )
     train.add_argument(
-        "--batch-size", type=_positive_int, default=256, help="mini-batch rows for sgd/adam (default 256)"
+        "--batch-size",
+        type=_positive_int,
+        default=None,
+        help=f"mini-batch rows for sgd/adam (default {DEFAULT_BATCH_SIZE})",
     )
     train.add_argument(
         "--chunk-size",
@@ -1803,7 +1866,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="X.npy",
         help="X as .npy, an .npz holding X, or a scipy.sparse.save_npz archive",
     )
-    predict.add_argument("--out", default="predictions.npy", help="labels .npy (default predictions.npy)")
+    predict.add_argument(
+        "--out",
+        default=None,
+        help=f"labels .npy (default {DEFAULT_PREDICTIONS}, which is never replaced unless named)",
+    )
     predict.add_argument("--proba", metavar="PROBA.npy", help="also write the probabilities (N, K)")
     predict.add_argument("--threads", type=_positive_int, default=None, help="Numba threads (default: all cores)")
     predict.add_argument(
@@ -1837,9 +1904,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     no traceback), wherever it lands: in a command, or before one runs, as
     the arguments are parsed or the thread pool starts, or where a callback
     from C code drops its exception (LLVM's, as the kernels compile): the
-    signal is recorded and raised again (``_signalled``). 143 on SIGTERM;
-    141, quietly, where the reader of stdout left (``... | head``).
+    signal is recorded and raised again (``_signalled``). 143 on SIGTERM,
+    129 on SIGHUP; 141, quietly, where the reader of stdout left
+    (``... | head``). With stderr closed, what it would print goes nowhere.
     """
+    # With stderr closed (2>&-) the first progress line failed (exit 1, nothing trained): it goes nowhere.
+    closed_stderr = _NullStream.replacing_stderr() if sys.stderr is None else None
     _paths_printable()
     _signalled.clear()
     try:
@@ -1858,8 +1928,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("fastsoftmax: interrupted", file=sys.stderr)
         return 130
     except _Terminated:
-        print("fastsoftmax: terminated", file=sys.stderr)
-        return 128 + signal.SIGTERM
+        hung_up = _HANGUP is not None and _signalled and _signalled[-1] == _HANGUP
+        print(f"fastsoftmax: {'hung up' if hung_up else 'terminated'}", file=sys.stderr)
+        return 128 + (_HANGUP if hung_up else signal.SIGTERM)
+    finally:
+        if closed_stderr is not None:
+            sys.stderr = closed_stderr.previous
+            closed_stderr.close()
 
 
 def _paths_printable() -> None:
@@ -1875,7 +1950,28 @@ def _paths_printable() -> None:
 
 
 class _Terminated(BaseException):
-    """SIGTERM, raised where the interpreter next checks for signals (as Ctrl-C is)."""
+    """SIGTERM (or SIGHUP), raised where the interpreter next checks for signals (as Ctrl-C is)."""
+
+
+#: SIGHUP (a closed terminal, a dropped ssh session), which ends the process as SIGTERM does; None on Windows.
+_HANGUP = getattr(signal, "SIGHUP", None)
+
+
+class _NullStream:
+    """os.devnull opened as sys.stderr while a command runs with stderr closed; ``previous`` is put back."""
+
+    def __init__(self) -> None:
+        self.previous = sys.stderr
+        self.file = open(os.devnull, "w")  # noqa: SIM115 (closed by main, which installed it)
+
+    @classmethod
+    def replacing_stderr(cls) -> _NullStream:
+        stream = cls()
+        sys.stderr = stream.file
+        return stream
+
+    def close(self) -> None:
+        self.file.close()
 
 
 #: The signals (SIGINT, SIGTERM) received during the command. A handler's
@@ -1890,12 +1986,12 @@ _signalled: list[int] = []
 def _raise_if_signalled() -> None:
     """Raise the exception of a signal received earlier whose own exception was dropped."""
     if _signalled:
-        raise _Terminated if _signalled[-1] == signal.SIGTERM else KeyboardInterrupt
+        raise KeyboardInterrupt if _signalled[-1] == signal.SIGINT else _Terminated
 
 
 @contextlib.contextmanager
 def _terminate_as_an_exception() -> Iterator[None]:
-    """SIGTERM (``kill``, ``timeout``, ``docker stop``, a batch scheduler) unwinds like Ctrl-C.
+    """SIGTERM (``kill``, ``timeout``, ``docker stop``, a batch scheduler) and SIGHUP unwind like Ctrl-C.
 
     Its default action ends the process at once: no ``finally`` runs, and the
     temporary files of an unfinished output (full-size for ``generate`` and
@@ -1917,7 +2013,10 @@ def _terminate_as_an_exception() -> Iterator[None]:
         raise KeyboardInterrupt
 
     # Each over its default only: a signal ignored by the parent (trap '' TERM) or handled by a host stays so.
+    # SIGHUP too: a closed terminal left full-size temporary files of generate's outputs.
     handlers = {signal.SIGTERM: (signal.SIG_DFL, terminate), signal.SIGINT: (signal.default_int_handler, interrupt)}
+    if _HANGUP is not None:
+        handlers[_HANGUP] = (signal.SIG_DFL, terminate)
     previous = {}
     unraisable_hook = sys.unraisablehook
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -630,23 +631,36 @@ def test_a_read_only_output_is_refused_before_training(tmp_path, npy, capsys, mo
 
 
 @pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
-def test_sigterm_exits_143_and_leaves_no_temporary_file(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize(
+    "signum, status, last_line",
+    [(signal.SIGTERM, 143, "fastsoftmax: terminated"), (getattr(signal, "SIGHUP", None), 129, "fastsoftmax: hung up")],
+    ids=["sigterm", "sighup"],
+)
+def test_sigterm_or_sighup_exits_with_its_status_and_leaves_no_temporary_file(
+    tmp_path, capsys, monkeypatch, signum, status, last_line
+):
+    # SIGHUP (a closed terminal, a dropped ssh session) left generate's full-size temporary files.
     from fastsoftmax import datasets
 
     fill = datasets._Filler.fill
 
     def fill_then_terminated(self, *args):
         fill(self, *args)
-        os.kill(os.getpid(), signal.SIGTERM)  # as `kill` or `timeout` would, mid-way through the files
+        os.kill(os.getpid(), signum)  # as `kill`, `timeout` or a closed terminal would, mid-way through the files
         time.sleep(5)  # the handler raises before this ends
 
     monkeypatch.setattr(datasets._Filler, "fill", fill_then_terminated)
-    handler = signal.getsignal(signal.SIGTERM)
+    handler = signal.getsignal(signum)
     argv = ["generate", "--data", str(tmp_path / "X.npy"), "--labels", str(tmp_path / "y.npy"), *SMALL, "--quiet"]
-    assert main(argv) == 143
-    assert capsys.readouterr().err.splitlines()[-1] == "fastsoftmax: terminated"
+    previous = signal.signal(signum, signal.SIG_DFL)  # the command takes over the default action only
+    try:
+        assert main(argv) == status
+        assert signal.getsignal(signum) is signal.SIG_DFL
+    finally:
+        signal.signal(signum, previous)
+    assert capsys.readouterr().err.splitlines()[-1] == last_line
     assert os.listdir(tmp_path) == []
-    assert signal.getsignal(signal.SIGTERM) is handler
+    assert signal.getsignal(signum) is handler
 
 
 @pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
@@ -1754,3 +1768,75 @@ def test_a_data_file_of_a_structured_dtype_is_named_not_its_shape(tmp_path, npy,
     err = capsys.readouterr().err
     assert "has a structured dtype (fields 'a', 'b'); save the array of " in err
     assert "structured_to_unstructured(np.load(path))" in err and "swapped" not in err
+
+
+def test_predict_without_out_never_replaces_an_existing_predictions_file(tmp_path, npy, capsys, monkeypatch):
+    # predict --proba p.npy wrote its labels over ./predictions.npy, a file the user never named.
+    monkeypatch.chdir(tmp_path)
+    SoftmaxRegression(6, 3, seed=0).save(tmp_path / "m.npz")
+    np.save(tmp_path / "predictions.npy", np.arange(5))
+    argv = ["predict", "--model", "m.npz", "--data", str(npy[0]), "--proba", "p.npy", "--quiet"]
+    assert main(argv) == 2
+    assert "predictions.npy exists, and --out was not given: pass --out predictions.npy to replace it" in (
+        capsys.readouterr().err
+    )
+    np.testing.assert_array_equal(np.load(tmp_path / "predictions.npy"), np.arange(5))
+    assert not (tmp_path / "p.npy").exists()
+    assert main([*argv, "--out", "predictions.npy"]) == 0  # named, it is replaced
+    assert np.load(tmp_path / "predictions.npy").shape == (2000,)
+    os.remove(tmp_path / "predictions.npy")
+    assert main(argv) == 0  # and written by default where there is none
+    assert np.load(tmp_path / "predictions.npy").shape == (2000,)
+
+
+@pytest.mark.parametrize("command", ["train", "generate"])
+def test_fewer_samples_than_classes_are_refused(tmp_path, capsys, command):
+    # train --samples 5 --classes 10 trained on 5 of 10 classes and reported convergence at a loss near 0.
+    argv = [command, "--samples", "5", "--features", "4", "--classes", "10", "--quiet"]
+    if command == "generate":
+        argv += ["--data", str(tmp_path / "X.npy"), "--labels", str(tmp_path / "y.npy")]
+    assert main(argv) == 2
+    assert "--samples 5 is fewer than --classes 10: every class needs rows" in capsys.readouterr().err
+    assert os.listdir(tmp_path) == []
+
+
+def test_options_that_the_command_cannot_use_or_hold_are_named_before_any_work(tmp_path, npy, capsys, monkeypatch):
+    monkeypatch.setattr(SoftmaxRegression, "fit", lambda *args, **kwargs: pytest.fail("trained before the check"))
+    from fastsoftmax import _memory
+
+    cases = [
+        (["--samples", "9000000000", "--features", "4"], r"--samples 9,000,000,000 x --features 4 of float32 take "),
+        (["--samples", "1000", "--val-fraction", "0.9999"], r"--val-fraction 0\.9999 leaves no training rows"),
+        (["--tol", ""], r"argument --tol: expected a number, got ''"),
+        (["--scheduler", ""], r"--scheduler is empty \(an unset shell variable\?\)"),
+        (["--data", str(npy[0]), "--labels", str(npy[1]), "--classes", "1"], r"--classes must be >= 2, got 1\."),
+    ]
+    monkeypatch.setattr(_memory, "available_memory", lambda: 16 * 2**30)
+    for argv, message in cases:
+        with contextlib.suppress(SystemExit):  # argparse's errors exit
+            assert main(["train", *argv, "--quiet"]) == 2
+        assert re.search(message, capsys.readouterr().err), argv
+
+
+def test_batch_size_for_a_full_batch_solver_gets_a_note(npy, capsys):
+    argv = ["train", "--data", str(npy[0]), "--labels", str(npy[1]), "--max-iter", "2", "--quiet"]
+    assert main([*argv, "--batch-size", "7"]) == 0
+    assert "note: --batch-size is not used by --solver lbfgs, which steps on every row" in capsys.readouterr().err
+    assert main([*argv, "--batch-size", "7", "--solver", "sgd"]) == 0
+    assert "--batch-size" not in capsys.readouterr().err
+
+
+def test_a_diverged_fit_names_the_options_to_change(npy, capsys):
+    argv = ["train", "--data", str(npy[0]), "--labels", str(npy[1]), "--solver", "gd", "--lr", "1e30", "--quiet"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "lower --lr (now 1e+30) or --l2 (now 0.0001)" in err and "lower lr" not in err
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file descriptors")
+def test_train_runs_with_stderr_closed(tmp_path, npy):
+    # 2>&- : sys.stderr is None, and the first progress line failed (exit 1, nothing trained, nothing printed).
+    out = tmp_path / "m.npz"
+    argv = ["-m", "fastsoftmax", "train", "--data", str(npy[0]), "--labels", str(npy[1]), "--max-iter", "3"]
+    done = subprocess.run(["sh", "-c", 'exec "$0" "$@" 2>&-', sys.executable, *argv, "--out", str(out)], timeout=600)
+    assert done.returncode == 0 and out.exists()
