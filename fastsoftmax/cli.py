@@ -799,6 +799,14 @@ def run_train(args: argparse.Namespace) -> int:
         raise CLIError("--scheduler is empty (an unset shell variable?); give its address, as tcp://host:8786.")
     if on_dask:
         _check_dask_solver(args.solver)
+    cores = os.cpu_count() or 1
+    if args.dask_workers is not None and args.dask_workers > cores:
+        # Each is a process of one kernel thread: more than the cores only share them (8 workers on
+        # 2 cores took 11 s where 1 took 3.7), and a slip such as --dask-workers 1000 started 1000.
+        raise CLIError(
+            f"--dask-workers {args.dask_workers} is more than this machine's {cores} cores; give at most {cores} "
+            f"(each worker is a process of one kernel thread), or --scheduler ADDRESS for a larger cluster."
+        )
     if args.lr is not None and args.solver not in STEP_SIZE_SOLVERS:
         # The API's UserWarning, as one line: the fit would run as if --lr were not there.
         print(

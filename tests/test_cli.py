@@ -1810,6 +1810,8 @@ def test_options_that_the_command_cannot_use_or_hold_are_named_before_any_work(t
         (["--tol", ""], r"argument --tol: expected a number, got ''"),
         (["--scheduler", ""], r"--scheduler is empty \(an unset shell variable\?\)"),
         (["--data", str(npy[0]), "--labels", str(npy[1]), "--classes", "1"], r"--classes must be >= 2, got 1\."),
+        # A slip such as --dask-workers 1000 started 1000 worker processes.
+        (["--dask-workers", str((os.cpu_count() or 1) + 1)], r"is more than this machine's \d+ cores; give at most"),
     ]
     monkeypatch.setattr(_memory, "available_memory", lambda: 16 * 2**30)
     for argv, message in cases:
