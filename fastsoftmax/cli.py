@@ -538,31 +538,50 @@ def _compute_dtype(args, X: np.ndarray) -> np.dtype:
     return np.dtype(np.float64)
 
 
+def _usable_cores() -> int:
+    """The cores this process may run on (its affinity mask: taskset), else the machine's."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def _check_synthetic(args) -> None:
-    """Refuse --features and --classes that make no synthetic problem, before it is announced or a cluster starts."""
+    """Refuse --features and --classes that make no synthetic problem, before it is announced or a cluster starts.
+
+    ``train`` also refuses fewer --samples than --classes (trained, 5 rows of 10
+    classes reported convergence at a loss near 0); with more, the classes
+    that draw no training row get a note (:func:`_note_synthetic_classes_without_rows`).
+    """
     from fastsoftmax.datasets import _check_classification
 
     with _option_names():
         _check_classification(args.features, n_classes=args.classes, dtype=args.dtype, seed=args.seed)
     if args.samples < args.classes:
-        # Some classes would have no row: trained, such a model reported convergence at a loss near 0.
         raise CLIError(
             f"--samples {args.samples:,} is fewer than --classes {args.classes}: every class needs rows; "
             f"give at least {args.classes} samples (many more to learn anything)."
         )
 
 
-def _check_synthetic_fits_in_memory(args) -> None:
-    """Refuse synthetic data that cannot be held in memory, naming the options (NumPy said "Unable to allocate")."""
+#: What to do about synthetic data too large for memory.
+_SYNTHETIC_TOO_LARGE_FIX = (
+    "lower --samples, or write the data to disk with fastsoftmax generate and train from the files (read a "
+    "chunk at a time)"
+)
+
+
+def _note_synthetic_memory(args) -> None:
+    """A note where synthetic data may not fit in memory (an estimate: swap, and other systems' counts, differ)."""
     from fastsoftmax._memory import available_memory
 
     needed = args.samples * args.features * np.dtype(args.dtype).itemsize
     available = available_memory()
     if available is not None and needed > available:
-        raise CLIError(
-            f"--samples {args.samples:,} x --features {args.features} of {args.dtype} take {_bytes(needed)} in "
-            f"memory, more than the {_bytes(available)} available; lower --samples, or write the data to disk "
-            f"with fastsoftmax generate and train from the files (read a chunk at a time)."
+        print(
+            f"fastsoftmax: note: --samples {args.samples:,} x --features {args.features} of {args.dtype} take "
+            f"{_bytes(needed)} in memory, more than the {_bytes(available)} available; if it fails, "
+            f"{_SYNTHETIC_TOO_LARGE_FIX}.",
+            file=sys.stderr,
         )
 
 
@@ -575,15 +594,26 @@ def _synthetic(args):
         f"{args.dtype} (seed {args.seed}) in memory...",
     )
     start = time.perf_counter()
-    with _option_names():
-        X, y = make_classification(
-            args.samples,
-            args.features,
-            n_classes=args.classes,
-            dtype=args.dtype,
-            seed=args.seed,
-            n_threads=args.threads,
-        )
+    try:
+        with _option_names():
+            X, y = make_classification(
+                args.samples,
+                args.features,
+                n_classes=args.classes,
+                dtype=args.dtype,
+                seed=args.seed,
+                n_threads=args.threads,
+            )
+    except (MemoryError, ValueError, OverflowError) as exc:
+        # NumPy's words for shapes beyond any memory; every other ValueError is the data's own.
+        too_big = ("array is too big", "Maximum allowed dimension", "too large")
+        if not isinstance(exc, MemoryError) and not any(words in str(exc) for words in too_big):
+            raise
+        # NumPy's "Unable to allocate 134. GiB for an array with shape (9000000000, 4)", naming no option.
+        raise CLIError(
+            f"--samples {args.samples:,} x --features {args.features} of {args.dtype} do not fit in memory "
+            f"({exc}); {_SYNTHETIC_TOO_LARGE_FIX}."
+        ) from None
     elapsed = time.perf_counter() - start
     _log(args, f"  {_bytes(X.nbytes)} in {elapsed:.1f} s ({args.samples / elapsed:,.0f} rows/s)")
     return X, y
@@ -786,6 +816,7 @@ def _accuracy(model, rows) -> float:
 def run_train(args: argparse.Namespace) -> int:
     """Train on the embedded synthetic problem or on the user's files."""
     from fastsoftmax._checks import STEP_SIZE_SOLVERS
+    from fastsoftmax.engine import MINIBATCH_SOLVERS
 
     _check_paths(
         {"--data": args.data, "--labels": args.labels},
@@ -799,13 +830,14 @@ def run_train(args: argparse.Namespace) -> int:
         raise CLIError("--scheduler is empty (an unset shell variable?); give its address, as tcp://host:8786.")
     if on_dask:
         _check_dask_solver(args.solver)
-    cores = os.cpu_count() or 1
-    if args.dask_workers is not None and args.dask_workers > cores:
+    most_workers = max(2, _usable_cores())  # 2 on one core: a worker's loss can be tried there too
+    if args.dask_workers is not None and args.dask_workers > most_workers:
         # Each is a process of one kernel thread: more than the cores only share them (8 workers on
         # 2 cores took 11 s where 1 took 3.7), and a slip such as --dask-workers 1000 started 1000.
         raise CLIError(
-            f"--dask-workers {args.dask_workers} is more than this machine's {cores} cores; give at most {cores} "
-            f"(each worker is a process of one kernel thread), or --scheduler ADDRESS for a larger cluster."
+            f"--dask-workers {args.dask_workers} is more than this process can use ({_usable_cores()} of the "
+            f"machine's cores); give at most {most_workers} (each worker is a process of one kernel thread), or "
+            f"--scheduler ADDRESS for a larger cluster."
         )
     if args.lr is not None and args.solver not in STEP_SIZE_SOLVERS:
         # The API's UserWarning, as one line: the fit would run as if --lr were not there.
@@ -815,7 +847,7 @@ def run_train(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         args.lr = None
-    if args.batch_size is not None and args.solver not in ("sgd", "adam"):
+    if args.batch_size is not None and args.solver not in MINIBATCH_SOLVERS:
         # As for --lr: the full-batch solvers read every row at each step.
         print(
             f"fastsoftmax: note: --batch-size is not used by --solver {args.solver}, which steps on every row; "
@@ -827,7 +859,7 @@ def run_train(args: argparse.Namespace) -> int:
         _check_synthetic(args)
         _split_rows(args, args.samples)  # before the data is made: 2,000,000 rows were generated first
         if not on_dask:
-            _check_synthetic_fits_in_memory(args)
+            _note_synthetic_memory(args)
     _set_threads(args.threads)
     t_start = time.perf_counter()
     if on_dask:
@@ -857,6 +889,8 @@ def run_train(args: argparse.Namespace) -> int:
         val.check_finite()
     if args.data is not None:
         _note_classes_without_training_rows(args, train, val, n_classes)
+    else:
+        _note_synthetic_classes_without_rows(args, train, n_classes)
     model = _zero_start_model(X.shape[1], n_classes, dtype)
     _check_room_for_model(args, model)
     where = "streamed from " + args.data if train.streamed else "in memory"
@@ -1259,6 +1293,19 @@ def _note_classes_without_training_rows(
         )
 
 
+def _note_synthetic_classes_without_rows(args: argparse.Namespace, train: DataSource, n_classes: int) -> None:
+    """A note for the synthetic classes that drew no training row (10 rows of 10 classes drew 6 of them)."""
+    counts = train.class_counts(n_classes)
+    args.empty_classes = bool((counts == 0).any())  # no finite optimum for them: the summary says so
+    if args.empty_classes:
+        print(
+            f"note: no training row has {_labels(np.flatnonzero(counts == 0))}: the model never learns them; "
+            f"raise --samples (now {args.samples:,}) for --classes {args.classes}.",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
 def _labels(values: np.ndarray) -> str:
     """The words for ``values`` in a note: "label 2", or "labels 2, 3 and 4" (the first ten named)."""
     if len(values) == 1:
@@ -1286,7 +1333,7 @@ def _classes_of_files(args: argparse.Namespace, X: np.ndarray, y: np.ndarray, dt
                 flush=True,
             )
     if n_classes < 2 and args.classes_given:  # the labels were not read for it: the option is at fault
-        raise CLIError(f"--classes must be >= 2, got {n_classes}.")
+        raise CLIError(f"--classes must be >= 2, got {n_classes}")
     if n_classes < 2:
         raise CLIError(f"the labels in {args.labels or args.data} name only {n_classes} class; need at least 2.")
     whole.check_labels(n_classes)
@@ -1471,7 +1518,6 @@ def run_generate(args: argparse.Namespace) -> int:
     from fastsoftmax.datasets import write_classification
 
     _check_paths({}, {"--data": args.data, "--labels": args.labels})
-    _check_synthetic(args)
     # --threads counts generator threads (Python's): Numba's limit does not apply, and its pool is not started.
     start = time.perf_counter()
     progress = _Progress(
@@ -1520,14 +1566,8 @@ def run_predict(args: argparse.Namespace) -> int:
     from fastsoftmax._data import CHUNK_BYTES, unchanged_file_check
     from fastsoftmax._io import atomic_path, open_memmap_on_disk, release_rows, replaced_together
 
-    if args.out is None:
-        if os.path.lexists(DEFAULT_PREDICTIONS):
-            # A file the user never named: predict --proba p.npy replaced ./predictions.npy without a word.
-            raise CLIError(
-                f"{DEFAULT_PREDICTIONS} exists, and --out was not given: pass --out {DEFAULT_PREDICTIONS} to "
-                f"replace it, or --out with another name."
-            )
-        args.out = DEFAULT_PREDICTIONS
+    out_named = args.out is not None
+    args.out = args.out if out_named else DEFAULT_PREDICTIONS  # "" stays, to be refused as empty
     _check_paths({"--model": args.model, "--data": args.data}, {"--out": args.out, "--proba": args.proba})
     _set_threads(args.threads)
     if not os.path.exists(args.model):
@@ -1538,6 +1578,13 @@ def run_predict(args: argparse.Namespace) -> int:
         raise CLIError(f"--data {args.data} has shape {X.shape}; the model expects (n_samples, {model.input_dim}).")
     if X.dtype.kind not in "fiub":
         raise CLIError(f"--data {args.data} has dtype {X.dtype}; it must be numeric.")
+    if not out_named and os.path.lexists(args.out):
+        # After the inputs' checks, which name what is wrong with them first; before anything is written.
+        # A file the user never named: predict --proba p.npy replaced ./predictions.npy without a word.
+        raise CLIError(
+            f"{args.out} exists, and --out was not given: pass --out {args.out} to replace it, or --out with "
+            f"another name."
+        )
     n_samples, n_classes = X.shape[0], model.num_classes
     x_row_bytes = X.shape[1] * X.dtype.itemsize
     if is_sparse(X):
@@ -1933,16 +1980,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                 _raise_if_signalled()
             return status
     except KeyboardInterrupt:
-        print("fastsoftmax: interrupted", file=sys.stderr)
+        _last_line("fastsoftmax: interrupted")
         return 130
     except _Terminated:
         hung_up = _HANGUP is not None and _signalled and _signalled[-1] == _HANGUP
-        print(f"fastsoftmax: {'hung up' if hung_up else 'terminated'}", file=sys.stderr)
+        _last_line(f"fastsoftmax: {'hung up' if hung_up else 'terminated'}")
         return 128 + (_HANGUP if hung_up else signal.SIGTERM)
     finally:
         if closed_stderr is not None:
             sys.stderr = closed_stderr.previous
             closed_stderr.close()
+
+
+def _last_line(text: str) -> None:
+    """``text`` on stderr, where it can still be written: a hung-up terminal answers EIO (exit 1, a traceback)."""
+    with contextlib.suppress(OSError):
+        print(text, file=sys.stderr, flush=True)
 
 
 def _paths_printable() -> None:

@@ -222,10 +222,11 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         joblib's worker processes lower to their share of the cores) run as
         all of them.
     chunk_size : int or None
-        Rows per chunk of the full-batch objective on a dense X (see
-        ``SoftmaxRegression.fit``); a sparse X is read as it lies, and the
-        setting is not used for it (a ColumnTransformer's output is sparse or
-        dense with its input's density, in one pipeline).
+        Rows per chunk of the full-batch objective on NumPy data, in memory
+        or a file (see ``SoftmaxRegression.fit``). Not used for a sparse X,
+        which is read as it lies (a ColumnTransformer's output is sparse or
+        dense with its input's density, in one pipeline), nor for a Dask X,
+        whose chunks are its own.
     lr, batch_size, momentum :
         Step size (default 0.1, 1e-3 for "adam"), mini-batch size and momentum
         of the mini-batch solvers; ``lr`` is also the step of "gd". The step
@@ -791,7 +792,8 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         self.classes_ = classes
         model = self._engine(n_features, n_classes, dtype, warm)
         options: dict[str, Any] = {}
-        if self.chunk_size is not None and not is_sparse(X):  # SoftmaxRegression.fit refuses it for sparse X
+        if self.chunk_size is not None and not (is_sparse(X) or is_dask_collection(X)):
+            # SoftmaxRegression.fit refuses it for them: a sparse X is read as it lies, a Dask X has its chunks.
             options["chunk_size"] = self.chunk_size
         with self._threads(), engine.penalty_from_C(self.C), engine.convergence_messages() as not_converged:
             model.fit(

@@ -1476,7 +1476,7 @@ def test_a_solver_that_draws_nothing_leaves_the_global_generator_alone(solver):
     assert generator.rand() == np.random.RandomState(0).rand()
 
 
-def test_chunk_size_is_not_used_for_a_sparse_X():
+def test_chunk_size_is_not_used_for_a_sparse_or_dask_X():
     """A ColumnTransformer's output is sparse or dense with its input's density: chunk_size, which applies to
     dense X, made every fit on the sparse output fail ("leave chunk_size unset")."""
     sparse = pytest.importorskip("scipy.sparse")
@@ -1486,3 +1486,6 @@ def test_chunk_size_is_not_used_for_a_sparse_X():
     np.testing.assert_array_equal(chunked.coef_, SoftmaxClassifier().fit(X_sparse, y).coef_)
     dense = SoftmaxClassifier(chunk_size=50).fit(X_sparse.toarray(), y)  # still chunked where X is dense
     np.testing.assert_allclose(dense.coef_, chunked.coef_, rtol=1e-5, atol=1e-7)
+    da = pytest.importorskip("dask.array")  # nor for a Dask X, whose chunks are its own
+    on_dask = SoftmaxClassifier(chunk_size=50).fit(da.from_array(X_sparse.toarray(), chunks=(100, -1)), y)
+    np.testing.assert_allclose(on_dask.coef_, dense.coef_, rtol=1e-5, atol=1e-7)
