@@ -2035,7 +2035,7 @@ class _NullStream:
         self.file.close()
 
 
-#: The signals (SIGINT, SIGTERM) received during the command. A handler's
+#: The signals (SIGINT, SIGTERM, SIGHUP) received during the command. A handler's
 #: exception raised inside a callback that C code makes (LLVM's object cache
 #: as Numba compiles, a garbage collector callback) is printed as "Exception
 #: ignored" and dropped: Ctrl-C and SIGTERM were lost, and the command ran on
