@@ -540,3 +540,19 @@ def test_a_minibatch_run_that_barely_moves_is_not_called_converged(tmp_path, sol
     # A run that gets somewhere and then stalls is still converged.
     model = SoftmaxRegression(5, 3, seed=0).fit(X, y, solver=solver, lr=0.05, max_iter=500, tol=1e-2)
     assert model.converged_ and fs.loss_and_grad(X, y, model.W, model.b)[0] < 0.5
+
+
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+def test_a_batch_size_of_every_row_is_named_when_the_run_does_not_converge(solver):
+    """The default 256 on fewer rows makes each epoch one step (adam on scaled iris ended with probabilities
+    0.59 from the optimum's): the warning said to raise max_iter or scale the features, not batch_size."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((150, 4))
+    y = np.argmax(X @ rng.standard_normal((3, 4)).T, axis=1)
+    model = SoftmaxRegression(4, 3, seed=0)
+    with pytest.warns(fs.ConvergenceWarning, match=r"batch_size 256 is not below the 150 rows, so each epoch is one"):
+        model.fit(X, y, solver=solver, lr=1e-3, max_iter=5)
+    with warnings.catch_warnings(record=True) as caught:  # below N it is not named
+        warnings.simplefilter("always")
+        SoftmaxRegression(4, 3, seed=0).fit(X, y, solver=solver, lr=1e-3, max_iter=5, batch_size=16)
+    assert caught and all("batch_size" not in str(warning.message) for warning in caught)
