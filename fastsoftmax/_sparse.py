@@ -143,15 +143,13 @@ def check_sparse_X(
         raise ValueError(
             f"X has {n_columns} features but W has {n_features} columns; X must have shape (n_samples, {n_features})."
         )
-    if X.dtype.kind == "f" and X.dtype.itemsize > 8:  # longdouble: real, but no kernel takes it
-        raise TypeError(
-            f"X has dtype {X.dtype}, which the kernels do not support (float32 and float64 only); "
-            f"cast it with X.astype(np.{dtype.name})."
-        )
     if X.dtype.kind not in "fiub" or X.dtype.itemsize > 8:
-        raise TypeError(
-            f"X has dtype {X.dtype}; fastsoftmax takes real numbers: cast it with X.astype(np.{dtype.name})."
+        why = (
+            ", which the kernels do not support (float32 and float64 only);"  # longdouble: real, but not theirs
+            if X.dtype.kind == "f"
+            else "; fastsoftmax takes real numbers:"
         )
+        raise TypeError(f"X has dtype {X.dtype}{why} cast it with X.astype(np.{dtype.name}).")
     if not cast_floats and X.dtype.kind == "f" and X.dtype != dtype:
         raise TypeError(
             f"X has dtype {X.dtype} but W and b are {dtype}; convert X with X.astype(np.{dtype.name}), "
@@ -499,10 +497,14 @@ class SparseObjective:
         with parallel_section(n_parts):
             kernels.csr_finish(dWt_acc, db_acc, self._rank, kernels.read_only(W), scale, self.l2, out, n_parts, squares)
         self._dirty = False
-        if squares is None:
-            return out, 0.0
+        return out, 0.0 if squares is None else self._penalty(squares)
+
+    def _penalty(self, squares: np.ndarray) -> float:
+        """(l2 / 2) ||W||^2 in float64 from ``squares``, sum_k W[k, j]^2 per column j (the finishes' sums)."""
+        if not self.l2:
+            return 0.0
         with np.errstate(over="ignore"):  # an inf penalty is how training loops see divergence
-            return out, 0.5 * self.l2 * float(squares.sum())
+            return 0.5 * self.l2 * float(squares.sum())
 
     def _chunks_of(self, rows: np.ndarray) -> tuple[int, np.ndarray]:
         """(chunks, their bounds) for ``rows`` (every row where empty)."""
@@ -564,9 +566,7 @@ class SparseObjective:
             dWt_acc, db_acc, touched, x_columns, kernels.read_only(W), scale, self.l2, out, squares
         )
         self._dirty = False
-        with np.errstate(over="ignore"):  # an inf penalty is how training loops see divergence
-            penalty = 0.5 * self.l2 * float(squares.sum()) if self.l2 else 0.0
-        return loss_sum * scale + penalty, out
+        return loss_sum * scale + self._penalty(squares), out
 
     def __call__(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
         return self._mean(theta, _EMPTY_ROWS, self.weight_sum)

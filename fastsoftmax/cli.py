@@ -538,13 +538,6 @@ def _compute_dtype(args, X: np.ndarray) -> np.dtype:
     return np.dtype(np.float64)
 
 
-def _usable_cores() -> int:
-    """The cores this process may run on (its affinity mask: taskset), else the machine's."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
 def _check_synthetic(args) -> None:
     """Refuse --features and --classes that make no synthetic problem, before it is announced or a cluster starts.
 
@@ -830,12 +823,14 @@ def run_train(args: argparse.Namespace) -> int:
         raise CLIError("--scheduler is empty (an unset shell variable?); give its address, as tcp://host:8786.")
     if on_dask:
         _check_dask_solver(args.solver)
-    most_workers = max(2, _usable_cores())  # 2 on one core: a worker's loss can be tried there too
+    from fastsoftmax.datasets import usable_cores
+
+    most_workers = max(2, usable_cores())  # 2 on one core: a worker's loss can be tried there too
     if args.dask_workers is not None and args.dask_workers > most_workers:
         # Each is a process of one kernel thread: more than the cores only share them (8 workers on
         # 2 cores took 11 s where 1 took 3.7), and a slip such as --dask-workers 1000 started 1000.
         raise CLIError(
-            f"--dask-workers {args.dask_workers} is more than this process can use ({_usable_cores()} of the "
+            f"--dask-workers {args.dask_workers} is more than this process can use ({usable_cores()} of the "
             f"machine's cores); give at most {most_workers} (each worker is a process of one kernel thread), or "
             f"--scheduler ADDRESS for a larger cluster."
         )
@@ -1672,11 +1667,11 @@ class _SavedEstimator:
     """A loaded SoftmaxClassifier with the attributes of a SoftmaxRegression that ``predict`` reads."""
 
     def __init__(self, estimator, path: str) -> None:
-        from fastsoftmax.sklearn import plain_classes
+        from fastsoftmax.sklearn import plain_array
 
         # Labels fitted from an object array (a pandas column of strings) load as one; the file
         # stores them as an array of what they hold, which an .npy file of labels can hold too.
-        plain = plain_classes(estimator.classes_)
+        plain = plain_array(estimator.classes_)
         if plain is not None:
             estimator.classes_ = plain
         if estimator.classes_.dtype.kind not in "biufU":

@@ -106,10 +106,16 @@ def _check_dtype(dtype) -> np.dtype:
     return dt
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask: taskset, a container's CPU set), else the machine's."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, getattr(os, "process_cpu_count", os.cpu_count)() or 1)
+
+
 def _n_threads(n_threads) -> int:
     if n_threads is None:
-        count = getattr(os, "process_cpu_count", os.cpu_count)()
-        return max(1, count or 1)
+        return usable_cores()
     return _check_int("n_threads", n_threads, 1)
 
 

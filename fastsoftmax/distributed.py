@@ -469,11 +469,7 @@ def _chunk_nonfinite(X: np.ndarray, chunk: _Chunk) -> tuple[int, int]:
     """(count, first row in the data set) of the NaN and inf in one chunk of X; (0, -1) where it has none."""
     chunk.check(X)
     if chunk.sparse:
-        bad_values = ~np.isfinite(X.data)
-        n_bad = int(np.count_nonzero(bad_values))
-        if not n_bad:  # a chunk that stores no values, or only finite ones
-            return 0, -1
-        return n_bad, chunk.start + int(np.searchsorted(X.indptr, int(np.argmax(bad_values)), side="right")) - 1
+        return _sparse_chunk_values(X, chunk.dtype, chunk.start)[0]
     bad = ~np.isfinite(X)
     n_bad = int(np.count_nonzero(bad))
     # The first bad row of this chunk only: an empty chunk has no row to reduce over.
@@ -965,7 +961,6 @@ class DaskObjective:
 
         Returns (the chunk's error then stands) where the recount finds neither.
         """
-
         tasks = [
             (functools.partial(_sparse_chunk_values, target=target, start=start), (X.name, i, 0))
             for i, start in enumerate(starts)

@@ -1033,7 +1033,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             check_is_fitted(self)
             # Numbers, booleans and strings keep their dtype, which predict's labels have; object
             # labels become the plain array of what they hold (and are refused if that is not one).
-            classes = plain_classes(self.classes_)
+            classes = plain_array(self.classes_)
             if classes is None:
                 held = np.array(self.classes_.tolist())
                 if held.dtype.kind in "biufU" and held.shape == self.classes_.shape:
@@ -1059,8 +1059,8 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                 n_features_in=np.array(self.n_features_in_),
             )
             if hasattr(self, "feature_names_in_"):
-                names = np.asarray(self.feature_names_in_.tolist(), dtype=str)
-                if names.tolist() != list(self.feature_names_in_):
+                names = plain_array(self.feature_names_in_)
+                if names is None:
                     raise unsaveable(
                         "a name of feature_names_in_ ends in NUL characters, which an array of strings drops; "
                         "rename the columns before fitting, or use pickle or joblib"
@@ -1211,16 +1211,17 @@ def _check_class_weights(per_class: np.ndarray, classes: np.ndarray, y_idx: np.n
         )
 
 
-def plain_classes(classes: np.ndarray) -> np.ndarray | None:
-    """``classes`` as an array of numbers, booleans or strings that holds exactly its labels; None where none does.
+def plain_array(values: np.ndarray) -> np.ndarray | None:
+    """``values`` as an array of numbers, booleans or strings that holds exactly them; None where none does.
 
-    Object labels (a pandas column of strings) become the plain array of what
-    they hold: what :meth:`SoftmaxClassifier.save` stores and the command
-    line's ``predict`` writes. None for labels of mixed types, and for
-    strings that end in NUL characters, which NumPy's unicode arrays drop.
+    Object arrays (labels from a pandas column of strings, feature names)
+    become the plain array of what they hold: what :meth:`SoftmaxClassifier.save`
+    stores and the command line's ``predict`` writes. None for values of
+    mixed types, and for strings that end in NUL characters, which NumPy's
+    unicode arrays drop.
     """
-    plain = np.array(classes.tolist()) if classes.dtype == object else classes.copy()
-    if plain.dtype.kind not in "biufU" or plain.shape != classes.shape or plain.tolist() != classes.tolist():
+    plain = np.array(values.tolist()) if values.dtype == object else values.copy()
+    if plain.dtype.kind not in "biufU" or plain.shape != values.shape or plain.tolist() != values.tolist():
         return None
     return plain
 
