@@ -134,6 +134,7 @@ def _check_npy_header(path: str, name: str) -> None:
                 np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
             )
             shape, _, dtype = read_header(file)
+            data_bytes_in_file = os.fstat(file.fileno()).st_size - file.tell()
         except _io.CORRUPT_NPY_ERRORS as exc:
             _io.raise_if_not_about_the_contents(exc)
             if header_size is not None and header_size > _NPY_MAX_HEADER_SIZE:
@@ -156,6 +157,15 @@ def _check_npy_header(path: str, name: str) -> None:
         raise ValueError(
             f"{name} file {path!r} holds Python objects (dtype {dtype}), which are not read (unpickling "
             f"can run code): save the values as a numeric array, labels as int64 class indices."
+        )
+    data_bytes = math.prod(shape) * dtype.itemsize
+    if data_bytes_in_file > data_bytes:
+        # np.load maps the first rows and ignores the rest: a header left stale by a writer
+        # that appended rows trained on part of the data without a word.
+        raise ValueError(
+            f"{name} file {path!r} holds {data_bytes_in_file:,} bytes of data after its .npy header, which "
+            f"declares {shape} of {dtype} ({data_bytes:,} bytes): the header is stale or the file is "
+            f"corrupt. Write the file again with np.save (or np.lib.format.open_memmap with its final shape)."
         )
 
 
@@ -389,9 +399,13 @@ class DataSource:
         self._labels_checked_for = None
         # The files behind X and y as they were when opened: a file that changes
         # under the map (truncated: SIGBUS on the next read) is caught before each chunk.
-        self._maps = [
-            (key, arr, _file_stat(arr)) for key, arr in (("X", self.X), ("y", self.y)) if isinstance(arr, np.memmap)
-        ]
+        mapped = [("X", self.X), ("y", self.y)]
+        if isinstance(sample_weight, np.memmap) and np.shares_memory(self.sample_weight, sample_weight):
+            # Used uncopied (already in the compute dtype), the weights are read from their file on
+            # every pass as X is: a rewrite trained on a mix of old and new weights, a truncation
+            # killed the process.
+            mapped.append(("sample_weight", sample_weight))
+        self._maps = [(key, arr, _file_stat(arr)) for key, arr in mapped if isinstance(arr, np.memmap)]
         #: How a message about a data file that changed ends: what stopped, and what to do.
         self.stopped = "training stopped. Any checkpoint written so far is intact: restore the file and rerun to resume"
         # A map whose file was rewritten shorter before this source saw it (its name's stat then matches).
@@ -450,7 +464,7 @@ class DataSource:
     # -- chunks --------------------------------------------------------------
 
     def check_files(self) -> None:
-        """Raise ValueError if a file behind X or y changed size, modification time or inode since it was mapped.
+        """Raise ValueError if a file behind X, y or the weights changed size, modification time or inode.
 
         Called before every chunk is read: reading a memory map whose file was
         truncated kills the process with SIGBUS, so it is stopped here instead.
@@ -516,7 +530,7 @@ class DataSource:
         }
 
     def file_stats(self) -> dict[str, dict[str, Any]]:
-        """Path, size and modification time (ns) of the files behind X and y, as opened."""
+        """Path, size and modification time (ns) of the files behind X, y and mapped weights, as opened."""
         return {
             name: {"path": opened.path, "size": opened.size, "mtime_ns": opened.mtime_ns}
             for name, _, opened in self._maps

@@ -945,6 +945,22 @@ def test_an_npy_header_with_an_impossible_shape_is_named(tmp_path, shape, capsys
     assert re.search(message, " ".join(capsys.readouterr().err.split()))
 
 
+def test_an_npy_header_declaring_fewer_rows_than_the_file_holds_is_refused(tmp_path, capsys):
+    # np.load maps the declared rows and ignores the rest: the fit trained on the first half without a word.
+    from fastsoftmax.cli import main
+
+    x_path, y_path = tmp_path / "X.npy", tmp_path / "y.npy"
+    _npy_with_header(x_path, "{'descr': '<f8', 'fortran_order': False, 'shape': (5, 4), }", data=b"\0" * 320)
+    np.save(y_path, np.zeros(5, dtype=np.int64))
+    message = r"X file .*X\.npy' holds 320 bytes of data after its \.npy header, which declares \(5, 4\) of float64"
+    with pytest.raises(ValueError, match=message):
+        SoftmaxRegression(4, 3).fit(str(x_path), str(y_path), max_iter=1)
+    assert main(["train", "--data", str(x_path), "--labels", str(y_path), "--quiet"]) == 2
+    assert re.search(message, " ".join(capsys.readouterr().err.split()))
+    _npy_with_header(x_path, "{'descr': '<f8', 'fortran_order': False, 'shape': (10, 4), }", data=b"\0" * 320)
+    SoftmaxRegression(4, 3).fit(str(x_path), np.zeros(10, dtype=np.int64), max_iter=1)  # exactly its data
+
+
 def test_an_npy_file_of_an_unknown_format_version_is_named_as_such(tmp_path):
     # Its header size was read as a version 2.0 field: "a 538,968,084-byte header", with max_header_size advice.
     x_path = tmp_path / "X.npy"

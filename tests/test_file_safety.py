@@ -503,6 +503,36 @@ except ValueError as exc:
     assert "Map the file again" in run.stdout
 
 
+@pytest.mark.parametrize("change", ["rewritten", "truncated"])
+def test_mapped_sample_weights_whose_file_changes_stop_the_fit(tmp_path, files, change):
+    # Used uncopied, the weights were read from their file on every pass: a rewrite trained on a mix
+    # of old and new weights divided by the old sum, a truncation killed the process (SIGBUS).
+    x_path, y_path = files
+    w_path = tmp_path / "w.npy"
+    np.save(w_path, np.ones(N, dtype=np.float64))
+    weights = np.load(w_path, mmap_mode="r")
+
+    def change_the_weights(model, iteration, loss):
+        if iteration == 2:
+            if change == "rewritten":
+                np.save(w_path, np.linspace(0.5, 2.0, N))
+            else:
+                os.truncate(w_path, 1000)
+
+    model = SoftmaxRegression(D, K, seed=0)
+    with pytest.raises(ValueError, match=r"the sample_weight file .*w\.npy (was modified|changed size)"):
+        model.fit(
+            str(x_path),
+            str(y_path),
+            sample_weight=weights,
+            chunk_size=100,
+            max_iter=8,
+            tol=0,
+            callback=change_the_weights,
+        )
+    assert model.n_iter_ == 2
+
+
 def test_a_file_given_by_a_relative_path_is_watched_where_it_lies(tmp_path, files, monkeypatch):
     # The baseline kept the relative name: a callback that changed directory stopped the fit ("was removed").
     x_path, y_path = files
