@@ -70,6 +70,7 @@ at module level: ``import fastsoftmax`` stays free of Dask.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import functools
 import math
@@ -828,7 +829,8 @@ class DaskObjective:
     n_classes : int
     l2 : float
     client : distributed.Client or None
-        None runs on Dask's local scheduler (threaded unless configured otherwise).
+        None uses the default `distributed` client where one exists (resolved on
+        entry), else Dask's local scheduler (threaded unless configured otherwise).
     persist : bool
         Persist the inputs (the default): every evaluation then reads chunks
         from worker memory instead of recomputing them.
@@ -862,7 +864,9 @@ class DaskObjective:
         import dask
 
         # The client the tasks go to: this one, or the default client, which Dask's own calls use.
-        client = _resolve_client(self.client)
+        # Resolved here for model.fit as fit_dask resolves it: left None, the tasks still went to the
+        # default client, but each took its threads from this machine's cores, not its worker's.
+        self.client = client = _resolve_client(self.client)
         if client is not None and not client.nthreads():
             # Dask waits for workers without a word: the fit looked hung. Not refused, as an
             # adaptive cluster starts its workers once tasks arrive.
@@ -922,7 +926,16 @@ class DaskObjective:
         import dask
 
         if self.client is not None:
-            return tuple(self.client.gather(self.client.compute(list(values))))
+            try:
+                return tuple(self.client.gather(self.client.compute(list(values))))
+            except concurrent.futures.CancelledError as exc:
+                # distributed's FutureCancelledError named a task key and "lost dependencies".
+                raise RuntimeError(
+                    f"the Dask cluster cancelled the fit's tasks ({exc}): the data the fit had persisted "
+                    f"on the workers is gone (client.restart(), or the scheduler dropped it). W and b hold "
+                    f"the last iteration's weights; fit again once the workers are back (a checkpoint "
+                    f"resumes where the fit stopped)."
+                ) from exc
         return dask.compute(*values)
 
     @contextlib.contextmanager

@@ -576,6 +576,39 @@ def test_default_client_is_used(client, single_machine):
     assert_same_fit(model, single_machine)
 
 
+def test_model_fit_under_a_default_client_shares_each_workers_cores(client, data):
+    """model.fit gives the chunk tasks of the default client the threads fit_dask gives them: each
+    worker's cores over the tasks on its host, not the cores of the machine that submits them."""
+    from fastsoftmax.distributed import DaskObjective, _cluster_concurrency
+
+    X, y = da.from_array(data[0], chunks=(CHUNK, D)), da.from_array(data[1], chunks=CHUNK)
+    assert distributed.default_client() is client
+    with DaskObjective(X, y, None, K, L2) as objective:
+        assert objective.client is client
+        assert objective.concurrency == _cluster_concurrency(client, len(X.chunks[0]))
+        assert isinstance(objective.concurrency, dict)
+
+
+def test_tasks_the_cluster_cancelled_are_named_with_what_the_model_keeps(client, data, monkeypatch):
+    # client.restart() during a fit raised distributed's "('fastsoftmax-chunk-...', 1, 0) cancelled for
+    # reason: lost dependencies", which said neither what was lost nor what W and b hold.
+    X, y = da.from_array(data[0], chunks=(CHUNK, D)), da.from_array(data[1], chunks=CHUNK)
+    real_gather, gathered = client.gather, []
+
+    def gather(futures, *args, **kwargs):
+        gathered.append(futures)
+        if len(gathered) == 6:
+            raise distributed.client.FutureCancelledError(("fastsoftmax-chunk", 1, 0), "lost dependencies")
+        return real_gather(futures, *args, **kwargs)
+
+    monkeypatch.setattr(client, "gather", gather)
+    model = SoftmaxRegression(D, K, seed=0)
+    message = r"the Dask cluster cancelled the fit's tasks \(.*lost dependencies.*W and b hold the last iteration"
+    with pytest.raises(RuntimeError, match=message):
+        fit_dask(model, X, y, client=client, l2=L2, max_iter=50)
+    assert model.n_iter_ >= 1 and np.isfinite(model.W).all()
+
+
 @pytest.fixture
 def own_client():
     """A cluster of the test's own, for a test that kills one of its workers.
