@@ -504,6 +504,58 @@ def _refuse_an_end_far_above_the_start(
         )
 
 
+#: The most rows on which ``partial_fit`` compares its epoch's end with its start.
+PARTIAL_FIT_JUDGED_ROWS = 1024
+
+
+def _refuse_an_epoch_far_above_its_start(objective: Objective, start_theta: np.ndarray, end_theta: np.ndarray) -> None:
+    """Raise DivergedError, keeping ``start_theta``, where one ``partial_fit`` epoch ended far above its start.
+
+    The guard sees an epoch's mean loss, taken along its steps; where the
+    call's rows are one mini-batch (a streamed call of up to ``batch_size``
+    rows) that mean is the loss at the start, so any step passed (lr 1e300
+    took W to 5e299 without a word). The losses at the start and at the end
+    on the call's rows, or on ``PARTIAL_FIT_JUDGED_ROWS`` of them spread
+    evenly where there are more (two passes over at most that many rows),
+    are compared by the rule for a first epoch (``solvers._first_epoch_explodes``;
+    a loss that is not finite too): each call is a first epoch on its rows,
+    and a run that converges over the calls may end its first far above its
+    start (sgd at its default lr on unscaled digits: 2.3 -> 20.6, then 6.8
+    after five calls, 89 % of the rows right). A step too large by orders of
+    magnitude is caught; a bounded climb over the calls is the lr's to fix.
+    """
+    n_samples = objective.n_samples
+    if n_samples <= PARTIAL_FIT_JUDGED_ROWS:
+        rows = np.arange(n_samples)
+    else:
+        rows = np.linspace(0, n_samples - 1, PARTIAL_FIT_JUDGED_ROWS).astype(np.int64)
+    start_loss, end_loss = objective.batch(start_theta, rows)[0], objective.batch(end_theta, rows)[0]
+    if not math.isfinite(end_loss) or solvers._first_epoch_explodes(start_loss, end_loss):
+        raise solvers.DivergedError(1, end_loss, 0, start_loss, start_theta, best_is_epoch_mean=False)
+
+
+def _refuse_replaced_weights(model: Trainable, fit_weights: tuple[np.ndarray, np.ndarray]) -> None:
+    """ValueError, with the fit's own W and b put back, where a callback assigned new arrays to them.
+
+    The fit writes each iterate into the arrays it started with, which it
+    checked (dtype, writeable, not sharing memory with the data). A new array
+    was written unchecked: an int64 W truncated every weight of a fit that
+    reported convergence, ``model.W = X[:K]`` overwrote the caller's data.
+    The fit's arrays hold the last iterate kept.
+    """
+    W, b = fit_weights
+    if model.W is W and model.b is b:
+        return
+    replaced = [f"model.{name}" for name, now, then in (("W", model.W, W), ("b", model.b, b)) if now is not then]
+    model.W, model.b = W, b
+    raise ValueError(
+        f"{' and '.join(replaced)} {'was' if len(replaced) == 1 else 'were'} assigned a new array during training "
+        f"(from a callback): the fit writes its iterates into the W and b it started with, which hold the last "
+        f"iterate kept and were put back (iteration {model.n_iter_}). Assign W and b between fits, not from a "
+        f"callback."
+    )
+
+
 def _start_if_better(
     objective: Objective, kept_theta: np.ndarray, start_theta: np.ndarray
 ) -> tuple[np.ndarray, float] | None:
@@ -786,6 +838,7 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
     objective = _hold_intercept(model, objective, options)
 
     iterated = False
+    fit_weights = (model.W, model.b)  # the arrays the iterates are written into
 
     def keep(
         theta: np.ndarray | None,
@@ -803,6 +856,7 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
         def write() -> None:
             nonlocal iterated
             if raw is not None:
+                _refuse_replaced_weights(model, fit_weights)
                 model._commit(raw)
             model.loss_history_, model.n_iter_ = losses, n_iter
             if converged is not None:
@@ -943,8 +997,10 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
             dtype=model.dtype,
             full_objective=None if minibatch else recording_objective,
         )
-        if minibatch and result.n_iter and not stopped_by_callback:
-            judge_the_end(result.theta, result.n_iter, result.loss_history[-1] if result.loss_history else None)
+        # A resumed run whose checkpoint already met the no-change stop ends at once (n_iter 0):
+        # judged too, as the run that wrote it was (its rerun returned the rejected weights).
+        if minibatch and (result.n_iter or resumed is not None) and not stopped_by_callback:
+            judge_the_end(result.theta, result.n_iter, history[-1] if history else None)
     except solvers.NonFiniteLossError as exc:
         if exc.iteration == 0 and offset == 0:
             # Finite starting weights and a non-finite loss: the data is at fault.
@@ -1050,10 +1106,11 @@ def _partial_fit(model, objective, options, *, seed, state):
         for key in solvers.MINIBATCH_VECTOR_KEYS:
             if key in epoch_state:
                 epoch_state[key][-model.num_classes :] = 0.0
+    start_theta = model._pack()
     try:
         result = run_solver(
             objective,
-            model._pack(),
+            start_theta,
             options._replace(tol=0.0),
             max_iter=1,
             seed=seed,
@@ -1061,6 +1118,7 @@ def _partial_fit(model, objective, options, *, seed, state):
             state=epoch_state,
             dtype=model.dtype,
         )
+        _refuse_an_epoch_far_above_its_start(objective, start_theta, result.theta)
     except (solvers.NonFiniteLossError, solvers.DivergedError) as exc:
         if isinstance(exc, solvers.NonFiniteLossError) and exc.iteration == 0:
             objective.raise_for_nonfinite_start(exc.loss)  # before any step: the data, not lr

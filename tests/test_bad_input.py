@@ -1278,7 +1278,33 @@ def test_weights_given_new_shapes_by_a_callback_are_refused_and_not_written():
     def reshape_the_model(model, iteration, loss):
         model.W, model.b = W2, b2
 
-    with pytest.raises(ValueError, match=r"given shapes \(2, 4\) and \(2,\) during training.*neither was written"):
+    kept = SoftmaxRegression(4, 3, seed=0).fit(X, y, solver="gd", max_iter=1, tol=0)
+    W, b = model.W, model.b
+    with pytest.raises(ValueError, match=r"model\.W and model\.b were assigned a new array during training"):
         model.fit(X, y, solver="gd", max_iter=3, tol=0, callback=reshape_the_model)
-    assert model.W is W2 and model.b is b2
+    assert model.W is W and model.b is b and model.n_iter_ == 1  # the fit's own arrays, with iteration 1
+    np.testing.assert_array_equal(model.W, kept.W)
     np.testing.assert_array_equal(W2, 0)
+
+
+@pytest.mark.parametrize("given", ["int64", "float32", "X"])
+def test_weights_replaced_by_a_callback_are_refused_and_the_last_iterate_kept(given):
+    """An array assigned from a callback was written into unchecked: an int64 W truncated every weight of
+    a fit that reported convergence (predict then raised TypeError), and ``model.W = X[:3]`` overwrote
+    the caller's data, which the fit refuses when it starts."""
+    X, y = np.random.default_rng(0).standard_normal((60, 4)), np.arange(60) % 3
+    original = X.copy()
+    model = SoftmaxRegression(4, 3, seed=0)
+    W = model.W
+    replacement = {"int64": np.zeros((3, 4), dtype=np.int64), "float32": np.zeros((3, 4), np.float32), "X": X[:3]}
+
+    def replace(model, iteration, loss):
+        if iteration == 1:
+            model.W = replacement[given]
+
+    with pytest.raises(ValueError, match=r"model\.W was assigned a new array during training .*iteration 1"):
+        model.fit(X, y, max_iter=50, callback=replace)
+    kept = SoftmaxRegression(4, 3, seed=0).fit(X, y, max_iter=1, tol=0)
+    assert model.W is W and model.n_iter_ == 1
+    np.testing.assert_array_equal(model.W, kept.W)
+    np.testing.assert_array_equal(X, original)

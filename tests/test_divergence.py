@@ -114,6 +114,54 @@ def test_a_resumed_or_rerun_run_compares_its_end_with_the_original_start(tmp_pat
         assert (model.n_iter_, model.loss_history_) == (0, []), run
 
 
+def test_a_rerun_of_a_run_that_stopped_without_progress_and_diverged_raises_again(tmp_path):
+    """The run stopped on 5 epochs without a new best, before max_iter, and its end was refused; its rerun
+    resumed a checkpoint whose guard already met that stop, ran no epoch, and returned the refused weights
+    (loss 18.2 from a start at 1.70) with a ConvergenceWarning only; ``train`` wrote them to --out."""
+    X, y = make_classification(600, 8, n_classes=3, seed=0)
+    X = X * 30
+    options = dict(solver="adam", lr=3.0, max_iter=30, seed=0, checkpoint=tmp_path)
+    with pytest.raises(TrainingError, match="far above the best") as first:
+        SoftmaxRegression(8, 3, seed=0).fit(X, y, **options)
+    start = SoftmaxRegression(8, 3, seed=0)
+    rerun = SoftmaxRegression(8, 3, seed=0)
+    with pytest.raises(TrainingError) as again:
+        rerun.fit(X, y, **options)
+    assert str(again.value) == str(first.value)
+    np.testing.assert_array_equal(rerun.W, start.W)
+    assert rerun.n_iter_ == 0
+
+
+@pytest.mark.parametrize("rows", [200, N])
+def test_partial_fit_whose_epoch_ends_far_above_its_start_raises_and_leaves_the_model(data, rows):
+    """Where the call's rows were one mini-batch, the epoch's mean was the loss at the start, and any step
+    passed: lr 1e300 took W to 5e299 without a word. The end is judged as a first epoch is (100 times
+    the start), so that an overshoot that later calls recover from passes (the next test, and
+    test_sklearn's test_partial_fit_overshooting_at_first_is_not_divergence)."""
+    X, y = data
+    X, y = X[:rows], y[:rows]
+    model = SoftmaxRegression(D, K, seed=0)
+    model.partial_fit(X, y, solver="sgd", lr=1e-3, seed=0)
+    W, b, history = model.W.copy(), model.b.copy(), list(model.loss_history_)
+    for lr in (1e300, 1e5):  # the end's loss 1.5e299, and about 5,000 or 10,000 from 1.1
+        with pytest.raises(TrainingError, match="diverged.*unchanged"):
+            model.partial_fit(X, y, solver="sgd", lr=lr, seed=0)
+        np.testing.assert_array_equal(model.W, W)
+        np.testing.assert_array_equal(model.b, b)
+        assert (model.n_iter_, model.loss_history_) == (1, history)
+    model.partial_fit(X, y, solver="sgd", lr=1e-3, seed=0)  # and it goes on from there
+    assert model.n_iter_ == 2
+
+
+def test_streamed_partial_fit_at_a_usual_lr_is_not_refused():
+    # The judge compares the end with the start on the call's rows: a step at a working lr lowers the loss there.
+    X, y = make_classification(5000, D, n_classes=K, seed=3)
+    estimator = pytest.importorskip("fastsoftmax.sklearn").SoftmaxClassifier(solver="sgd", random_state=0)
+    for start in range(0, 5000, 100):
+        estimator.partial_fit(X[start : start + 100], y[start : start + 100], classes=np.arange(K))
+    assert estimator.n_iter_[0] == 50 and estimator.score(X, y) > 0.8
+
+
 @pytest.mark.parametrize("solver", list(EXPLODING))
 def test_partial_fit_epoch_that_explodes_raises_and_leaves_the_model(data, solver):
     X, y = data
