@@ -1020,8 +1020,11 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
 
         Stores the parameters (JSON), ``classes_`` (strings as a unicode array),
         ``coef_``, ``intercept_``, ``n_iter_``, ``n_features_in_`` and
-        ``feature_names_in_``; :meth:`load` restores them. Refused with a
-        RuntimeError while another thread fits the estimator.
+        ``feature_names_in_``; :meth:`load` restores them. Not stored: the
+        optimiser's state between :meth:`partial_fit` calls (Adam's moments,
+        the step count), so a ``partial_fit`` after ``load`` starts it afresh
+        from the loaded coefficients, as one after ``fit`` does; pickle keeps
+        it. Refused with a RuntimeError while another thread fits the estimator.
         """
 
         def unsaveable(reason: str) -> ValueError:
