@@ -1956,10 +1956,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from C code drops its exception (LLVM's, as the kernels compile): the
     signal is recorded and raised again (``_signalled``). 143 on SIGTERM,
     129 on SIGHUP; 141, quietly, where the reader of stdout left
-    (``... | head``). With stderr closed, what it would print goes nowhere.
+    (``... | head``). With stderr closed, or once its reader has left, what
+    it would print goes nowhere and the command goes on.
     """
     # With stderr closed (2>&-) the first progress line failed (exit 1, nothing trained): it goes nowhere.
-    closed_stderr = _NullStream.replacing_stderr() if sys.stderr is None else None
+    stderr = _NullStream.replacing_stderr() if sys.stderr is None else _StderrGuard.replacing_stderr()
     _paths_printable()
     _signalled.clear()
     try:
@@ -1982,9 +1983,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _last_line(f"fastsoftmax: {'hung up' if hung_up else 'terminated'}")
         return 128 + (_HANGUP if hung_up else signal.SIGTERM)
     finally:
-        if closed_stderr is not None:
-            sys.stderr = closed_stderr.previous
-            closed_stderr.close()
+        sys.stderr = stderr.previous
+        stderr.close()
 
 
 def _last_line(text: str) -> None:
@@ -2011,6 +2011,57 @@ class _Terminated(BaseException):
 
 #: SIGHUP (a closed terminal, a dropped ssh session), which ends the process as SIGTERM does; None on Windows.
 _HANGUP = getattr(signal, "SIGHUP", None)
+
+
+class _StderrGuard:
+    """sys.stderr while a command runs: once its reader has left (``2>&1 | head -1``), the rest goes to os.devnull.
+
+    The next progress line raised BrokenPipeError in the middle of the fit:
+    exit 141, and nothing written (neither ``--out`` nor ``--metrics``).
+    Where the stream has a file descriptor, os.devnull is put in its place,
+    so that what the stream still buffers is flushed there at exit too.
+    """
+
+    def __init__(self) -> None:
+        self.previous = self.stream = sys.stderr
+        self.file = None  # os.devnull, opened for a stream without a descriptor
+
+    @classmethod
+    def replacing_stderr(cls) -> _StderrGuard:
+        guard = cls()
+        sys.stderr = guard
+        return guard
+
+    def _reader_left(self) -> None:
+        try:
+            descriptor = self.stream.fileno()
+        except (AttributeError, OSError, ValueError):
+            self.file = self.stream = open(os.devnull, "w")  # noqa: SIM115 (closed by close())
+        else:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, descriptor)
+            os.close(devnull)
+
+    def write(self, text: str) -> int:
+        try:
+            return self.stream.write(text)
+        except BrokenPipeError:
+            self._reader_left()
+            return self.stream.write(text)
+
+    def flush(self) -> None:
+        try:
+            self.stream.flush()
+        except BrokenPipeError:
+            self._reader_left()
+            self.stream.flush()
+
+    def __getattr__(self, name: str):
+        return getattr(self.stream, name)
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
 
 
 class _NullStream:

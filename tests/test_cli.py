@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import os
 import re
@@ -1847,6 +1848,38 @@ def test_train_runs_with_stderr_closed(tmp_path, npy):
     argv = ["-m", "fastsoftmax", "train", "--data", str(npy[0]), "--labels", str(npy[1]), "--max-iter", "3"]
     done = subprocess.run(["sh", "-c", 'exec "$0" "$@" 2>&-', sys.executable, *argv, "--out", str(out)], timeout=600)
     assert done.returncode == 0 and out.exists()
+
+
+class _ReaderLeavesAfterOneLine(io.StringIO):
+    """A stderr whose reader reads one line and leaves (``2>&1 | head -1``), as a stream without a descriptor."""
+
+    def write(self, text: str) -> int:
+        if "\n" in self.getvalue():
+            raise BrokenPipeError(32, "Broken pipe")
+        return super().write(text)
+
+
+@pytest.mark.parametrize("stream", ["pipe", "no descriptor"])
+def test_train_goes_on_and_writes_its_outputs_once_the_reader_of_stderr_has_left(tmp_path, npy, monkeypatch, stream):
+    # The next progress line raised BrokenPipeError mid-fit: exit 141, and neither --out nor --metrics was written.
+    if stream == "pipe":
+        if os.name != "posix":
+            pytest.skip("POSIX pipes")
+        read_end, write_end = os.pipe()
+        os.close(read_end)  # the reader has left: every write raises BrokenPipeError (Python ignores SIGPIPE)
+        stderr = os.fdopen(write_end, "w")
+    else:
+        stderr = _ReaderLeavesAfterOneLine()
+    monkeypatch.setattr(sys, "stderr", stderr)
+    out, metrics = tmp_path / "m.npz", tmp_path / "m.json"
+    argv = ["train", "--data", str(npy[0]), "--labels", str(npy[1]), "--solver", "gd", "--max-iter", "5", "--tol", "0"]
+    assert main([*argv, "--out", str(out), "--metrics", str(metrics)]) == 0
+    assert sys.stderr is stderr
+    assert SoftmaxRegression.load(out).n_iter_ == 5 and json.loads(metrics.read_text())
+    if stream == "pipe":
+        stderr.write("after the command\n")
+        stderr.flush()  # the pipe's descriptor now writes to os.devnull, for Python's flush at exit too
+        stderr.close()
 
 
 def test_synthetic_data_beyond_memory_gets_a_note_and_its_allocation_error_names_the_options(capsys, monkeypatch):
