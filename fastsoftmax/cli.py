@@ -2158,6 +2158,7 @@ def _run_command(argv: Sequence[str] | None) -> int:
         args.samples = args.samples or DEFAULT_SAMPLES
         args.features = args.features or DEFAULT_FEATURES
     from fastsoftmax._threading import KernelMemoryError, get_num_threads, set_num_threads
+    from fastsoftmax.engine import PenaltyBeyondDtypeError
     from fastsoftmax.exceptions import JitDisabledError
 
     threads = None
@@ -2184,6 +2185,8 @@ def _run_command(argv: Sequence[str] | None) -> int:
         return 2
     except (ValueError, TypeError, OSError, MemoryError, ImportError, JitDisabledError) as exc:
         message = " ".join(str(exc).split()) or type(exc).__name__
+        if isinstance(exc, PenaltyBeyondDtypeError):  # from the warm-up's fit or the fit: --l2, --dtype
+            message = _with_option_names(message)
         print(f"fastsoftmax {args.command}: error: {message}", file=sys.stderr)
         return 2
     finally:

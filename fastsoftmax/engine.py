@@ -593,6 +593,31 @@ def _remedy(options: FitOptions) -> str:
     return f"{'raise l2' if C is None else 'lower C'} or scale the features"
 
 
+class PenaltyBeyondDtypeError(ValueError):
+    """An l2 beyond the model's dtype (:func:`_refuse_a_penalty_beyond_the_dtype`); the command line names --l2."""
+
+
+def _refuse_a_penalty_beyond_the_dtype(options: FitOptions, dtype: np.dtype) -> None:
+    """ValueError, before any work, where ``options.l2`` lies beyond the model's dtype.
+
+    The penalty's gradient l2 W is formed in that dtype: l2 = 1e100 in
+    float32 overflowed in a cast, and the error blamed the features' size.
+    """
+    largest = float(np.finfo(dtype).max)
+    if options.l2 <= largest:
+        return
+    C = _penalty_C.get()
+    given, fix = (
+        (f"l2 = {options.l2:g}", "lower it (1e6 already holds W near 0)")
+        if C is None
+        else (f"C = {C:g} gives l2 = {options.l2:g}", "raise C")
+    )
+    raise PenaltyBeyondDtypeError(
+        f"{given}, beyond the range of {np.dtype(dtype)} (at most {largest:.3g}), in which the penalty's "
+        f"gradient is formed: {fix}, or use dtype=np.float64."
+    )
+
+
 def _what_is_kept(model_keeps: str) -> str:
     """What a diverged fit leaves, for its message: ``model_keeps``, or for the scikit-learn estimator, its state.
 
@@ -653,6 +678,7 @@ def fit(
     """
     seed = check_seed(seed)
     objective.check_solver(options.solver)
+    _refuse_a_penalty_beyond_the_dtype(options, model.dtype)
     _refuse_what_cannot_fit(model, options.solver, _solvers_of(objective))
     if checkpoint is not None:
         objective.check_checkpoint()
@@ -1083,6 +1109,7 @@ def partial_fit(model: Trainable, objective: Objective, options: FitOptions, *, 
     """
     seed = check_seed(seed)
     objective.check_solver(options.solver)
+    _refuse_a_penalty_beyond_the_dtype(options, model.dtype)
     if not state:  # later calls hold what the first one did: no read of the memory available each time
         _refuse_what_cannot_fit(model, options.solver, MINIBATCH_SOLVERS)
     with exclusive_training(model), objective:

@@ -1269,6 +1269,32 @@ def test_a_matrix_assigned_to_W_trains_as_its_array():
     np.testing.assert_array_equal(model.W, want.W)
 
 
+@pytest.mark.parametrize("call", ["fit", "partial_fit", "SoftmaxClassifier", "train"])
+def test_a_penalty_beyond_float32_is_named_before_any_work(call, capsys):
+    # l2 = 1e100 overflowed in a cast to float32 (RuntimeWarnings), and the error blamed the features' size.
+    X, y = np.random.default_rng(0).standard_normal((60, 4)).astype(np.float32), np.arange(60) % 3
+    model = SoftmaxRegression(4, 3, seed=0, dtype=np.float32)
+    W = model.W.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        if call == "train":
+            from fastsoftmax.cli import main
+
+            assert main(["train", "--samples", "300", "--features", "4", "--l2", "1e100", "--quiet"]) == 2
+            message = " ".join(capsys.readouterr().err.split())
+            assert re.search(r"--l2 = 1e\+100, beyond the range of float32 .*or use --dtype float64", message)
+            return
+        with pytest.raises(ValueError, match=r"beyond the range of float32 \(at most 3\.4e\+38\)") as raised:
+            if call == "SoftmaxClassifier":
+                pytest.importorskip("fastsoftmax.sklearn").SoftmaxClassifier(C=1e-100, dtype=np.float32).fit(X, y)
+            else:
+                getattr(model, call)(X, y, l2=1e100)
+    fix = "raise C" if call == "SoftmaxClassifier" else "lower it"
+    assert fix in str(raised.value) and "dtype=np.float64" in str(raised.value)
+    np.testing.assert_array_equal(model.W, W)
+    SoftmaxRegression(4, 3, seed=0, dtype=np.float64).fit(X, y, l2=1e100, max_iter=3)  # in range there
+
+
 def test_weights_given_new_shapes_by_a_callback_are_refused_and_not_written():
     # theta was cut by the new shapes: W received values of the fit, then b's assignment failed.
     X, y = np.random.default_rng(0).standard_normal((60, 4)), np.arange(60) % 3
