@@ -904,10 +904,30 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
                 exc = solvers.DivergedError(
                     exc.iteration, exc.loss, start_iteration, start[1], start[0], best_is_epoch_mean=False
                 )
-        # The history ends at the iterate kept, as n_iter_ does (the error reports the climb),
-        # so that the model saves and loads.
-        keep(exc.best_theta, offset + exc.best_iteration, history_to_kept(offset + exc.best_iteration))
-        return _diverged(exc, options, model.n_iter_, offset)
+        keep_after_divergence(exc.best_theta, offset + exc.best_iteration)
+        return _diverged(exc, options, offset + exc.best_iteration, offset)
+
+    def keep_after_divergence(theta: np.ndarray | None, iteration: int) -> None:
+        """W and b at the iterate kept after a divergence (``theta``; None: as they are), with its history.
+
+        The history ends at that iterate, as n_iter_ does (the error reports the climb), so that the
+        model saves and loads. Where it is the fit's untouched start and the model has a record of its
+        own (a fit or a load made it), W and b get back the values they had, not their round trip
+        through the scaled coordinates, and the record comes back with them: a diverged refit of a
+        converged model left n_iter_ 0 and dropped its history.
+        """
+        if iteration == 0 and resumed is None and (record[0] or record[1]):
+
+            def write() -> None:
+                _refuse_replaced_weights(model, fit_weights)
+                model._commit(start_raw)
+                model.loss_history_, model.n_iter_, model.converged_ = record
+
+            run_whole(write)
+        elif theta is not None:
+            keep(theta, iteration, history_to_kept(iteration))
+        else:
+            model.loss_history_ = history_to_kept()  # with the starting loss, where no iteration was completed
 
     if resumed is not None:
         theta0 = np.asarray(resumed.theta)
@@ -1009,6 +1029,7 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
     # scanned for first): until an iteration is committed, W and b are those of the
     # last fit, and an error restores that fit's record with them.
     record = (model.loss_history_, model.n_iter_, model.converged_)
+    start_raw = model._pack()  # a copy: W and b as they were, kept where a divergence keeps the start
     model.loss_history_, model.n_iter_, model.converged_ = list(history), offset, False
     model.rows_processed_ = 0
     try:
@@ -1032,7 +1053,7 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
             # Finite starting weights and a non-finite loss: the data is at fault.
             model.loss_history_, model.n_iter_, model.converged_ = record
             objective.raise_for_nonfinite_start(exc.loss)
-        kept = "the weights"
+        kept, kept_iteration = "the weights", model.n_iter_
         start_iteration = engine_state.get("start_iteration", 0) - offset
         if minibatch and exc.best_theta is not None and exc.best_iteration != start_iteration:
             start = _start_if_better(objective, exc.best_theta, engine_state["start_theta"])
@@ -1041,12 +1062,11 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
         if exc.best_theta is not None:
             # An epoch's loss is measured from the weights it starts with: those of the last
             # epoch reported may be the ones that gave the non-finite loss.
-            keep(exc.best_theta, offset + exc.best_iteration, history_to_kept(offset + exc.best_iteration))
-            kept = "the best weights"
-        model.loss_history_ = history_to_kept()  # with the starting loss, where no iteration was completed
+            kept, kept_iteration = "the best weights", offset + exc.best_iteration
+        keep_after_divergence(exc.best_theta, kept_iteration)
         raise TrainingError(
             f"training diverged: {exc.describe(offset)}. "
-            f"{_what_is_kept(f'W and b keep {kept} of iteration {model.n_iter_}')}; {_remedy(options)}."
+            f"{_what_is_kept(f'W and b keep {kept} of iteration {kept_iteration}')}; {_remedy(options)}."
         ) from exc
     except solvers.DivergedError as exc:
         raise restore_the_best(exc) from exc

@@ -431,6 +431,23 @@ def test_a_fit_that_diverges_keeps_the_history_of_the_weights_it_keeps(case):
         assert f"W and b keep the best weights (iteration {kept_iteration}, loss {loss:.6g})" in str(info.value)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("solver, lr", [("gd", 1e6), ("gd", 1e35), ("sgd", 1e6), ("adam", 1e6)])
+def test_a_refit_that_diverges_at_once_keeps_the_fitted_model_and_its_record(solver, lr, dtype):
+    """W and b were kept, but as the refit's iterate 0: n_iter_ 0, converged_ False and one loss, the converged
+    fit's record gone (a save then stored it so), and in float32 W and b were their round trip through the
+    scaled coordinates."""
+    X, y = make_classification(600, 8, n_classes=3, seed=0)
+    model = SoftmaxRegression(8, 3, seed=0, dtype=dtype).fit(X, y)
+    assert model.converged_
+    W, b, record = model.W.copy(), model.b.copy(), (model.n_iter_, True, list(model.loss_history_))
+    with pytest.raises(TrainingError, match=r"W and b keep the (best )?weights \(?(of )?iteration 0"):
+        model.fit(X, y, solver=solver, lr=lr)
+    assert (model.n_iter_, model.converged_, model.loss_history_) == record
+    np.testing.assert_array_equal(model.W, W)
+    np.testing.assert_array_equal(model.b, b)
+
+
 @pytest.mark.parametrize("solver, lr", [("adam", 10.0), ("adam", 3.0)])
 def test_a_minibatch_fit_that_diverges_keeps_no_weights_worse_than_its_start(solver, lr):
     """The guard judges the weights an epoch started from by the epoch's mean loss along its steps: every
