@@ -455,7 +455,7 @@ def load(
     def invalid(reason: str) -> CheckpointError:
         return CheckpointError(
             f"{path} is not a readable fastsoftmax checkpoint ({reason}); "
-            f"delete it or use another --checkpoint directory."
+            f"delete it or use another checkpoint directory."
         )
 
     try:
@@ -464,23 +464,24 @@ def load(
             path,
             "fastsoftmax checkpoint",
             names=_MEMBERS,
-            instead="It is left as it is; use another --checkpoint directory",
+            instead="It is left as it is; use another checkpoint directory",
         )
     except ForeignFileError as exc:
         # Another program's data, not a damaged checkpoint: the advice to delete it would lose it.
         raise CheckpointError(str(exc)) from None
     except ValueError as exc:
-        raise invalid(str(exc)) from exc
+        # Its message names the file and what is wrong with it already.
+        raise CheckpointError(f"{str(exc).rstrip('.')}; delete it or use another checkpoint directory.") from exc
     if npz_scalar(arrays, "format", str) != _FORMAT:
         # "checkpoint.npz" is a common name: a saved model or another program's file may be
         # there, and the advice to delete it (right for a corrupt checkpoint) would lose it.
         try:
             refuse_other_file_kind(arrays, path, _FORMAT)
         except ValueError as exc:
-            raise CheckpointError(f"{exc} It is left as it is; use another --checkpoint directory.") from None
+            raise CheckpointError(f"{exc} It is left as it is; use another checkpoint directory.") from None
         raise CheckpointError(
             f"{path} is not a fastsoftmax checkpoint (it has no fastsoftmax checkpoint format marker: another "
-            f"program's file?). It is left as it is; use another --checkpoint directory."
+            f"program's file?). It is left as it is; use another checkpoint directory."
         )
     version = npz_scalar(arrays, "format_version", int)
     if version == 1:
@@ -488,11 +489,11 @@ def load(
         raise CheckpointError(
             f"{path} was written by an older fastsoftmax (checkpoint format 1, whose data hash "
             f"depended on the chunk size; this version writes format {_FORMAT_VERSION}), so it cannot be "
-            f"resumed; delete it or use another --checkpoint directory to start over."
+            f"resumed; delete it or use another checkpoint directory to start over."
         )
     newer = newer_format(path, "checkpoint", version, _FORMAT_VERSION)
     if newer is not None:
-        raise CheckpointError(f"{newer} It is left as it is; to start over, use another --checkpoint directory.")
+        raise CheckpointError(f"{newer} It is left as it is; to start over, use another checkpoint directory.")
     if version != _FORMAT_VERSION:
         raise invalid(f"format version {version} is not supported (expected {_FORMAT_VERSION})")
     try:

@@ -1960,7 +1960,7 @@ def test_every_file_format_is_known_to_the_other_loaders():
 )
 def test_a_checkpoint_npz_that_is_not_a_checkpoint_is_named_and_not_to_be_deleted(tmp_path, data, kind, message):
     # checkpoint.npz is a common name. A saved model there was "not a readable fastsoftmax
-    # checkpoint ...; delete it or use another --checkpoint directory": advice that loses the model.
+    # checkpoint ...; delete it or use another checkpoint directory": advice that loses the model.
     run = tmp_path / "run"
     run.mkdir()
     if kind == "other-program":
@@ -1974,7 +1974,7 @@ def test_a_checkpoint_npz_that_is_not_a_checkpoint_is_named_and_not_to_be_delete
     before = (run / ckpt_module.FILENAME).read_bytes()
     with pytest.raises(CheckpointError, match=message) as info:
         _fit(*data, checkpoint=run)
-    assert "delete" not in str(info.value) and "use another --checkpoint directory" in str(info.value)
+    assert "delete" not in str(info.value) and "use another checkpoint directory" in str(info.value)
     assert (run / ckpt_module.FILENAME).read_bytes() == before
 
 

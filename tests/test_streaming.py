@@ -341,8 +341,12 @@ def test_checkpoint_of_format_1_is_refused_as_older(tmp_path, data):
 def test_corrupt_checkpoint_is_refused(tmp_path, data):
     X, y = data
     (tmp_path / "checkpoint.npz").write_bytes(b"PK\x03\x04 garbage")
-    with pytest.raises(CheckpointError, match="not a readable fastsoftmax checkpoint"):
+    with pytest.raises(CheckpointError, match="is not a valid fastsoftmax checkpoint: it is not a readable") as info:
         _fit(X, y, solver="gd", checkpoint=tmp_path)
+    # Named once, and in the API's words: "(... is not a valid fastsoftmax checkpoint ...); delete it or
+    # use another --checkpoint directory" named the file twice and the command line's option.
+    assert str(info.value).count("checkpoint.npz") == 1 and "--checkpoint" not in str(info.value)
+    assert str(info.value).endswith("; delete it or use another checkpoint directory.")
 
 
 def test_checkpoint_leaves_no_temporary_files(tmp_path, data):
