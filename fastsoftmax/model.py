@@ -368,7 +368,9 @@ class SoftmaxRegression:
                 loss = loss_sum / X.shape[0] + l2_penalty(W, l2)
                 _checks.raise_for_overflowing_penalty(loss, W, l2)
             # The new W and b are formed in the gradient's buffers and checked before W and b change.
-            if not descend(W, b, dW, db, self.dtype.type(lr)):
+            with np.errstate(over="ignore"):  # an lr beyond float32 is inf there: the step is refused below
+                step = self.dtype.type(lr)
+            if not descend(W, b, dW, db, step):
                 raise TrainingError(
                     f"the step with lr={lr} overflows W or b to a non-finite value; W and b are unchanged. Lower lr."
                 )

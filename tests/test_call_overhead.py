@@ -8,6 +8,7 @@ test_api_hardening.
 from __future__ import annotations
 
 import contextlib
+import warnings
 
 import numpy as np
 import pytest
@@ -192,11 +193,13 @@ def test_descend_writes_the_step_into_the_gradient_and_reports_overflow(dtype, r
 
 
 def test_train_step_with_a_step_that_overflows_in_float32_leaves_the_weights(rng):
-    # lr = 1e39 is finite as a Python float and inf as a float32 step.
+    # lr = 1e39 is finite as a Python float and inf as a float32 step; its cast warned "overflow
+    # encountered in cast" beside the TrainingError.
     X, y, _, _, _ = make_problem(rng, 20, 4, 2, np.float32)
     model = SoftmaxRegression(4, 2, dtype=np.float32, seed=0)
     W, b = model.W.copy(), model.b.copy()
-    with pytest.raises(TrainingError, match="unchanged"), np.errstate(over="ignore"):
+    with pytest.raises(TrainingError, match="unchanged"), warnings.catch_warnings():
+        warnings.simplefilter("error")
         model.train_step(X, y, lr=1e39)
     np.testing.assert_array_equal(model.W, W)
     np.testing.assert_array_equal(model.b, b)
