@@ -116,10 +116,12 @@ def _check_npy_header(path: str, name: str) -> None:
             raise ValueError(f"{name} file {path!r} is truncated: it has {len(head)} bytes, fewer than any .npy file.")
         if head != _NPY_MAGIC:
             stem = os.path.splitext(os.path.basename(path))[0] or name
+            # Labels as integers: np.loadtxt reads floats, which the next run refused as labels.
+            load = f"np.loadtxt({path!r}, delimiter=','{', dtype=np.int64' if name == 'y' else ''})"
             raise ValueError(
                 f"{name} file {path!r} is not an .npy file (it does not begin with NumPy's .npy header): "
                 f"only arrays saved with np.save are read. Convert it once, for a CSV file with "
-                f"np.save({stem + '.npy'!r}, np.loadtxt({path!r}, delimiter=','))."
+                f"np.save({stem + '.npy'!r}, {load})."
             )
         header_size = None
         try:

@@ -892,6 +892,19 @@ def _files_that_are_not_npy(tmp_path):
     }
 
 
+def test_the_conversion_that_a_csv_of_labels_is_given_gives_labels(tmp_path, monkeypatch):
+    # It advised np.loadtxt alone, whose float64 labels the next run refused ("y has dtype float64").
+    monkeypatch.chdir(tmp_path)
+    np.save("X.npy", np.zeros((6, 2)))
+    np.savetxt("labels.csv", np.arange(6) % 2, delimiter=",", fmt="%d")
+    with pytest.raises(ValueError, match=r"y file 'labels\.csv' is not an \.npy file") as raised:
+        SoftmaxRegression(2, 2).fit("X.npy", "labels.csv", max_iter=1)
+    advice = re.search(r"np\.save\(.*\)\)", str(raised.value)).group()
+    assert "dtype=np.int64" in advice
+    exec(advice, {"np": np})
+    SoftmaxRegression(2, 2).fit("X.npy", "labels.npy", max_iter=1)
+
+
 # The estimator maps string labels to classes itself, so strings are an error for the model only.
 @pytest.mark.parametrize(
     ("fit", "case"),
