@@ -338,8 +338,8 @@ def _check_paths(inputs: dict[str, str | None], outputs: dict[str, str | None], 
         # --checkpoint=~/ck made a directory named "~" here.
         if path is not None and (path == "~" or path.startswith(("~/", "~" + os.sep))):
             raise CLIError(
-                f"{option} {path}: the shell did not expand '~' here (it does so only at the start of a word, "
-                f"not after '='); give {os.path.expanduser(path)} instead."
+                f"{option} {path}: the shell did not expand '~' here (it does so only at the start of an unquoted "
+                f"word, not after '='); give {os.path.expanduser(path)} instead."
             )
     ins = [(option, path) for option, path in inputs.items() if path is not None]
     outs = [(option, path) for option, path in outputs.items() if path is not None]
@@ -1563,7 +1563,14 @@ def run_predict(args: argparse.Namespace) -> int:
 
     out_named = args.out is not None
     args.out = args.out if out_named else DEFAULT_PREDICTIONS  # "" stays, to be refused as empty
-    _check_paths({"--model": args.model, "--data": args.data}, {"--out": args.out, "--proba": args.proba})
+    try:
+        _check_paths({"--model": args.model, "--data": args.data}, {"--out": args.out, "--proba": args.proba})
+    except CLIError as exc:
+        given = f"--out {args.out}"
+        if out_named or not str(exc).startswith(given):
+            raise
+        # "--out predictions.npy: the directory ... is not writable" named an option that was not given.
+        raise CLIError(f"the default output {args.out} (--out not given){str(exc)[len(given) :]}") from None
     _set_threads(args.threads)
     if not os.path.exists(args.model):
         raise CLIError(f"--model {args.model}: no such file.")

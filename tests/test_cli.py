@@ -1790,6 +1790,19 @@ def test_predict_without_out_never_replaces_an_existing_predictions_file(tmp_pat
     assert np.load(tmp_path / "predictions.npy").shape == (2000,)
 
 
+def test_predict_names_its_default_output_as_such(tmp_path, npy, capsys, monkeypatch):
+    # "--out predictions.npy: the directory ... is not writable" named an option the user never gave.
+    monkeypatch.chdir(tmp_path)
+    SoftmaxRegression(6, 3, seed=0).save(tmp_path / "m.npz")
+    np.save(tmp_path / "predictions.npy", np.zeros((2000, 6)))
+    argv = ["predict", "--model", "m.npz", "--quiet"]
+    assert main([*argv, "--data", "predictions.npy"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "error: the default output predictions.npy (--out not given) is the same file as the input --data" in err
+    assert main([*argv, "--data", str(npy[0]), "--out", str(tmp_path / "missing" / "p.npy")]) == 2
+    assert "error: --out " in capsys.readouterr().err  # named, it is named as given
+
+
 def test_synthetic_classes_without_training_rows_are_refused_or_noted(tmp_path, capsys):
     """train --samples 5 --classes 10 trained on 5 of 10 classes and reported convergence at a loss near 0;
     with 10 rows, 4 classes drew none, without a word. (generate writes such small sets: a few rows to try
