@@ -45,7 +45,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from fastsoftmax.datasets import make_classification
     from fastsoftmax.reference import SoftmaxRegressionNumPy
 
-    with _option_names():
+    with _synthetic_memory(args, "float64"), _option_names():
         # 15 informative features as in the textbook experiment; fewer features: the default share.
         X, y = make_classification(
             args.samples,
@@ -135,13 +135,36 @@ _DATASET_OPTIONS = {"n_samples": "--samples", "n_features": "--features", "n_cla
 @contextlib.contextmanager
 def _option_names():
     """Report the synthetic-data generator's errors in the command's option names."""
+    from fastsoftmax.datasets import PROBLEM_TOO_LARGE_FIX
+
     try:
         yield
     except ValueError as exc:
         message = str(exc)
         for name, option in _DATASET_OPTIONS.items():
             message = re.sub(rf"\b{name}\b", option, message)
+        # The command sets the informative features from --features, and no clusters per class.
+        message = message.replace(PROBLEM_TOO_LARGE_FIX, "lower --features or --classes")
         raise CLIError(message) from exc
+
+
+@contextlib.contextmanager
+def _synthetic_memory(args, dtype: str):
+    """NumPy's errors for synthetic data beyond memory, in the command's options (--samples, --features).
+
+    NumPy's "Unable to allocate 134. GiB for an array with shape (9000000000, 4)" named no option.
+    """
+    try:
+        yield
+    except (MemoryError, ValueError, OverflowError) as exc:
+        # NumPy's words for shapes beyond any memory; every other ValueError is the data's own.
+        too_big = ("array is too big", "Maximum allowed dimension", "too large")
+        if not isinstance(exc, MemoryError) and not any(words in str(exc) for words in too_big):
+            raise
+        fix = _SYNTHETIC_TOO_LARGE_FIX if args.command != "demo" else "lower --samples or --features"
+        raise CLIError(
+            f"--samples {args.samples:,} x --features {args.features} of {dtype} do not fit in memory ({exc}); {fix}."
+        ) from None
 
 
 def _log(args, message: str) -> None:
@@ -587,26 +610,15 @@ def _synthetic(args):
         f"{args.dtype} (seed {args.seed}) in memory...",
     )
     start = time.perf_counter()
-    try:
-        with _option_names():
-            X, y = make_classification(
-                args.samples,
-                args.features,
-                n_classes=args.classes,
-                dtype=args.dtype,
-                seed=args.seed,
-                n_threads=args.threads,
-            )
-    except (MemoryError, ValueError, OverflowError) as exc:
-        # NumPy's words for shapes beyond any memory; every other ValueError is the data's own.
-        too_big = ("array is too big", "Maximum allowed dimension", "too large")
-        if not isinstance(exc, MemoryError) and not any(words in str(exc) for words in too_big):
-            raise
-        # NumPy's "Unable to allocate 134. GiB for an array with shape (9000000000, 4)", naming no option.
-        raise CLIError(
-            f"--samples {args.samples:,} x --features {args.features} of {args.dtype} do not fit in memory "
-            f"({exc}); {_SYNTHETIC_TOO_LARGE_FIX}."
-        ) from None
+    with _synthetic_memory(args, args.dtype), _option_names():
+        X, y = make_classification(
+            args.samples,
+            args.features,
+            n_classes=args.classes,
+            dtype=args.dtype,
+            seed=args.seed,
+            n_threads=args.threads,
+        )
     elapsed = time.perf_counter() - start
     _log(args, f"  {_bytes(X.nbytes)} in {elapsed:.1f} s ({args.samples / elapsed:,.0f} rows/s)")
     return X, y

@@ -119,6 +119,10 @@ def _n_threads(n_threads) -> int:
     return _check_int("n_threads", n_threads, 1)
 
 
+#: How to shrink a generator too large for memory (the command line says it in its options).
+PROBLEM_TOO_LARGE_FIX = "use fewer classes, clusters per class or informative features"
+
+
 def _check_problem_fits(n_clusters: int, n_informative: int) -> None:
     """Refuse a problem whose generator (a matrix per cluster) would not fit in the memory available.
 
@@ -133,7 +137,7 @@ def _check_problem_fits(n_clusters: int, n_informative: int) -> None:
         raise ValueError(
             f"the generator of {n_clusters:,} clusters (n_classes * n_clusters_per_class), each a "
             f"{n_informative} x {n_informative} matrix, needs {needed / 2**30:.3g} GiB, more than the "
-            f"{available / 2**30:.3g} GiB available; use fewer classes, clusters per class or informative features."
+            f"{available / 2**30:.3g} GiB available; {PROBLEM_TOO_LARGE_FIX}."
         )
 
 

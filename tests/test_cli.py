@@ -1909,6 +1909,22 @@ def test_synthetic_data_beyond_memory_gets_a_note_and_its_allocation_error_names
     err = capsys.readouterr().err
     assert "note: --samples 9,000,000,000 x --features 4 of float32 take 144.00 GB in memory, more than the " in err
     assert "error: --samples 9,000,000,000 x --features 4 of float32 do not fit in memory (Unable to allocate" in err
+    # demo's data too: NumPy's message alone, "Unable to allocate 14.2 PiB ...", named no option.
+    assert main(["demo", "--samples", "99999999999999"]) == 2
+    err = capsys.readouterr().err
+    assert "demo: error: --samples 99,999,999,999,999 x --features 20 of float64 do not fit in memory" in err
+    assert err.rstrip().endswith("lower --samples or --features.")
+
+
+def test_a_synthetic_generator_beyond_memory_is_named_in_the_options(capsys, monkeypatch):
+    # "use fewer classes, clusters per class or informative features": the command has no option for the
+    # last two, and --features sets the informative features.
+    from fastsoftmax import _data
+
+    monkeypatch.setattr(_data, "available_memory", lambda: 2**30)  # what datasets reads
+    assert main(["train", "--features", "100000", "--quiet"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert re.search(r"each a 75000 x 75000 matrix, needs .* GiB, more than the 1 GiB available; lower --features", err)
 
 
 def test_the_last_line_of_an_interrupted_command_cannot_fail(monkeypatch):
