@@ -604,7 +604,7 @@ def check_fingerprint(
         ignored.add("held_intercept")  # checkpoints of earlier versions did not record it
     keys = sorted((set(stored) | set(expected)) - ignored)
     diff = [
-        f"{k}: checkpoint {stored.get(k)!r}, now {expected.get(k)!r}"
+        _difference(k, stored.get(k), expected.get(k))
         for k in keys
         if stored.get(k) != expected.get(k) and k != "held_intercept"
     ]
@@ -649,6 +649,20 @@ def check_fingerprint(
 
 #: What the fingerprint's "shuffle" records, in words.
 _SHUFFLES = {"rows": "rows of X in memory", "blocks": "blocks of rows of a file"}
+
+
+def _difference(key: str, then: Any, now: Any) -> str:
+    """How field ``key`` differs, in a line; of a dict (the data's shape and dtypes), only the entries that differ.
+
+    The whole dicts were quoted ("data: checkpoint {'X_dtype': 'float32', 'n_features': 10, ...}, now
+    {...}"), which left the reader to find the one entry that differed.
+    """
+    changed = _differing_keys(then, now)
+    if changed:
+        return f"{key}: " + ", ".join(
+            f"{entry} checkpoint {then.get(entry)!r}, now {now.get(entry)!r}" for entry in sorted(changed)
+        )
+    return f"{key}: checkpoint {then!r}, now {now!r}"
 
 
 def _differing_keys(stored: Any, now: Any) -> set[str] | None:

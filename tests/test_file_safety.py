@@ -53,6 +53,17 @@ def _fit(X, y, **kwargs):
     return _model(kwargs.pop("dtype", np.float64)).fit(X, y, **kwargs)
 
 
+def test_a_checkpoint_of_other_data_names_only_what_differs(tmp_path, data):
+    # The message quoted both whole data records ("data: checkpoint {'X_dtype': 'float32', 'n_features': 10,
+    # 'n_samples': 1800, ...}, now {...}") for one entry that differed.
+    X, y = data
+    _fit(X, y, checkpoint=tmp_path)
+    with pytest.raises(CheckpointError) as info:
+        _fit(X[:500], y[:500], checkpoint=tmp_path)
+    assert f"(data: n_samples checkpoint {N}, now 500; " in str(info.value)
+    assert "X_dtype" not in str(info.value)
+
+
 def _sampled_rows(n):
     # The rows the former fingerprint hashed: 64 spread over the data.
     return set(np.unique(np.linspace(0, n - 1, 64).astype(np.int64)).tolist())
