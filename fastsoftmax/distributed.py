@@ -73,6 +73,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import functools
+import logging
 import math
 import numbers
 import operator
@@ -1468,6 +1469,27 @@ def make_classification_dask(
 # Connecting (for the CLI)
 # --------------------------------------------------------------------------- #
 @contextlib.contextmanager
+def _quiet_gathers_cut_short() -> Iterator[None]:
+    """Leave out asyncio's "Task exception was never retrieved" for gathers that a closing client ended.
+
+    Where Ctrl-C stops the command during a computation, the client closes
+    with a gather pending, which ends with ``distributed.client.AllExit``, and
+    asyncio logged that task's traceback around the command's one line.
+    """
+    from distributed.client import AllExit
+
+    def not_a_gather_cut_short(record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], AllExit))
+
+    logger = logging.getLogger("asyncio")
+    logger.addFilter(not_a_gather_cut_short)
+    try:
+        yield
+    finally:
+        logger.removeFilter(not_a_gather_cut_short)
+
+
+@contextlib.contextmanager
 def connect(
     scheduler: str | None = None, n_workers: int | None = None, *, threads_per_worker: int = 1
 ) -> Iterator[Client | None]:
@@ -1501,12 +1523,15 @@ def connect(
         return
     _checks.check_int(n_workers, "n_workers")
     with (
+        _quiet_gathers_cut_short(),
         LocalCluster(
             n_workers=int(n_workers),
             threads_per_worker=threads_per_worker,
             processes=True,
             host="127.0.0.1",
             dashboard_address="127.0.0.1:0",
+            # The workers leave Ctrl-C to this process, which closes the cluster (see the module).
+            preload=["fastsoftmax._dask_worker"],
         ) as cluster,
         Client(cluster) as client,
     ):

@@ -1130,6 +1130,37 @@ def test_connect_local_cluster_and_threaded():
         assert len(client.nthreads()) == 1
         assert list(client.nthreads().values()) == [1]
         assert client.scheduler.address.startswith("tcp://127.0.0.1:")
+        # Ctrl-C reached the workers too (the terminal's process group): each printed its own traceback
+        # around the command's one line. They leave it to the command, which closes the cluster.
+        ignored = client.run(lambda: signal.getsignal(signal.SIGINT) is signal.SIG_IGN)
+        assert list(ignored.values()) == [True]
+
+
+def test_the_local_clusters_close_after_ctrl_c_logs_nothing_of_its_own(caplog):
+    """What the close after Ctrl-C logged around the command's one line: each worker's "Async instruction
+    for <Task ...> ended with CancelledError", and asyncio's "Task exception was never retrieved" with the
+    traceback of the client's gather that the close ended (AllExit)."""
+    import logging
+
+    from distributed.client import AllExit
+
+    from fastsoftmax._dask_worker import _not_a_cancelled_instruction
+    from fastsoftmax.distributed import _quiet_gathers_cut_short
+
+    def record(message, exc=None):
+        exc_info = (type(exc), exc, None) if exc is not None else None
+        return logging.LogRecord("x", logging.WARNING, __file__, 1, message, None, exc_info)
+
+    assert not _not_a_cancelled_instruction(record("Async instruction for <Task cancelled> ended with CancelledError"))
+    assert _not_a_cancelled_instruction(record("Unmanaged memory use is high"))
+    logger = logging.getLogger("asyncio")
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        with _quiet_gathers_cut_short():
+            logger.error("Task exception was never retrieved", exc_info=(AllExit, AllExit(), None))
+            logger.error("another task's error")
+        assert [r.getMessage() for r in caplog.records] == ["another task's error"]
+        logger.error("Task exception was never retrieved", exc_info=(AllExit, AllExit(), None))  # outside: kept
+        assert len(caplog.records) == 2
 
 
 def test_model_fit_dispatches_dask_arrays(data, single_machine):
