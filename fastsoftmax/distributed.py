@@ -131,17 +131,22 @@ def _check_client(client) -> None:
 
 
 def _resolve_client(client: Client | None) -> Client | None:
-    """The explicit client, else the default ``distributed`` client, else None (local scheduler)."""
+    """The explicit client, else the ``distributed`` client that Dask's own calls use now, else None.
+
+    That is the default client, unless ``dask.config.set(scheduler=...)``
+    chose another scheduler ("threads", "sync"), which Dask's calls then use
+    instead: Dask's own choice (``dask.base.get_scheduler``), so that the
+    fit's threads follow where its tasks run.
+    """
     if client is not None:
         return client
     if "distributed" not in sys.modules:
         return None  # no Client can exist without distributed imported
-    from distributed import default_client
+    from dask.base import get_scheduler
+    from distributed import Client
 
-    try:
-        return default_client()
-    except ValueError:
-        return None
+    owner = getattr(get_scheduler(), "__self__", None)  # a client's bound method ``get``
+    return owner if isinstance(owner, Client) else None
 
 
 def _local_concurrency(n_chunks: int) -> int:

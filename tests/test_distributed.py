@@ -587,6 +587,8 @@ def test_model_fit_under_a_default_client_shares_each_workers_cores(client, data
         assert objective.client is client
         assert objective.concurrency == _cluster_concurrency(client, len(X.chunks[0]))
         assert isinstance(objective.concurrency, dict)
+    with dask.config.set(scheduler="threads"), DaskObjective(X, y, None, K, L2) as objective:
+        assert objective.client is None  # Dask's own calls take the configured scheduler, and so does the fit
 
 
 def test_tasks_the_cluster_cancelled_are_named_with_what_the_model_keeps(client, data, monkeypatch):
