@@ -946,12 +946,20 @@ def _npy_with_header(path, header: str, version=b"\x01\x00", data=b"\0" * 320):
 def test_an_npy_header_with_an_impossible_shape_is_named(tmp_path, shape, capsys):
     # A negative dimension raised OverflowError from the map (train: exit 1 and a traceback),
     # a boolean one "an integer is required", naming no file.
+
+    x_path = tmp_path / "X.npy"
+    _npy_with_header(x_path, f"{{'descr': '<f8', 'fortran_order': False, 'shape': {shape}, }}")
+    message = rf"X file .*X\.npy' declares the shape \({re.escape(shape[1:-1])}\) in its \.npy header"
+    _refused_by_fit_and_train(x_path, 10, message, capsys)
+
+
+def _refused_by_fit_and_train(x_path, n_samples: int, message: str, capsys) -> None:
+    """The X file at ``x_path`` (4 features), beside labels of ``n_samples`` rows, is refused with ``message``
+    by ``fit`` and by ``fastsoftmax train`` (exit 2)."""
     from fastsoftmax.cli import main
 
-    x_path, y_path = tmp_path / "X.npy", tmp_path / "y.npy"
-    _npy_with_header(x_path, f"{{'descr': '<f8', 'fortran_order': False, 'shape': {shape}, }}")
-    np.save(y_path, np.zeros(10, dtype=np.int64))
-    message = rf"X file .*X\.npy' declares the shape \({re.escape(shape[1:-1])}\) in its \.npy header"
+    y_path = x_path.parent / "y.npy"
+    np.save(y_path, np.zeros(n_samples, dtype=np.int64))
     with pytest.raises(ValueError, match=message):
         SoftmaxRegression(4, 3).fit(str(x_path), str(y_path), max_iter=1)
     assert main(["train", "--data", str(x_path), "--labels", str(y_path), "--quiet"]) == 2
@@ -960,16 +968,10 @@ def test_an_npy_header_with_an_impossible_shape_is_named(tmp_path, shape, capsys
 
 def test_an_npy_header_declaring_fewer_rows_than_the_file_holds_is_refused(tmp_path, capsys):
     # np.load maps the declared rows and ignores the rest: the fit trained on the first half without a word.
-    from fastsoftmax.cli import main
-
-    x_path, y_path = tmp_path / "X.npy", tmp_path / "y.npy"
+    x_path = tmp_path / "X.npy"
     _npy_with_header(x_path, "{'descr': '<f8', 'fortran_order': False, 'shape': (5, 4), }", data=b"\0" * 320)
-    np.save(y_path, np.zeros(5, dtype=np.int64))
     message = r"X file .*X\.npy' holds 320 bytes of data after its \.npy header, which declares \(5, 4\) of float64"
-    with pytest.raises(ValueError, match=message):
-        SoftmaxRegression(4, 3).fit(str(x_path), str(y_path), max_iter=1)
-    assert main(["train", "--data", str(x_path), "--labels", str(y_path), "--quiet"]) == 2
-    assert re.search(message, " ".join(capsys.readouterr().err.split()))
+    _refused_by_fit_and_train(x_path, 5, message, capsys)
     _npy_with_header(x_path, "{'descr': '<f8', 'fortran_order': False, 'shape': (10, 4), }", data=b"\0" * 320)
     SoftmaxRegression(4, 3).fit(str(x_path), np.zeros(10, dtype=np.int64), max_iter=1)  # exactly its data
 
