@@ -946,7 +946,6 @@ def _npy_with_header(path, header: str, version=b"\x01\x00", data=b"\0" * 320):
 def test_an_npy_header_with_an_impossible_shape_is_named(tmp_path, shape, capsys):
     # A negative dimension raised OverflowError from the map (train: exit 1 and a traceback),
     # a boolean one "an integer is required", naming no file.
-
     x_path = tmp_path / "X.npy"
     _npy_with_header(x_path, f"{{'descr': '<f8', 'fortran_order': False, 'shape': {shape}, }}")
     message = rf"X file .*X\.npy' declares the shape \({re.escape(shape[1:-1])}\) in its \.npy header"
