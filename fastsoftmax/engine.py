@@ -504,32 +504,34 @@ def _refuse_an_end_far_above_the_start(
         )
 
 
-#: The most rows on which ``partial_fit`` compares its epoch's end with its start.
-PARTIAL_FIT_JUDGED_ROWS = 1024
-
-
-def _refuse_an_epoch_far_above_its_start(objective: Objective, start_theta: np.ndarray, end_theta: np.ndarray) -> None:
+def _refuse_an_epoch_far_above_its_start(
+    objective: Objective, start_theta: np.ndarray, end_theta: np.ndarray, epoch_loss: float, batch_size: int
+) -> None:
     """Raise DivergedError, keeping ``start_theta``, where one ``partial_fit`` epoch ended far above its start.
 
-    The guard sees an epoch's mean loss, taken along its steps; where the
-    call's rows are one mini-batch (a streamed call of up to ``batch_size``
-    rows) that mean is the loss at the start, so any step passed (lr 1e300
-    took W to 5e299 without a word). The losses at the start and at the end
-    on the call's rows, or on ``PARTIAL_FIT_JUDGED_ROWS`` of them spread
-    evenly where there are more (two passes over at most that many rows),
-    are compared by the rule for a first epoch (``solvers._first_epoch_explodes``;
-    a loss that is not finite too): each call is a first epoch on its rows,
-    and a run that converges over the calls may end its first far above its
-    start (sgd at its default lr on unscaled digits: 2.3 -> 20.6, then 6.8
-    after five calls, 89 % of the rows right). A step too large by orders of
-    magnitude is caught; a bounded climb over the calls is the lr's to fix.
+    The guard sees an epoch's mean loss ``epoch_loss``, taken along its
+    steps; where the call's rows are one mini-batch (a streamed call of up
+    to ``batch_size`` rows) that mean is the loss at the start, so any step
+    passed (lr 1e300 took W to 5e299 without a word). The end is measured on
+    one mini-batch's worth of the call's rows (all of them, or
+    ``batch_size`` spread evenly: one more step's pass) and judged by the
+    rule for a first epoch (``solvers._first_epoch_explodes``; a loss that
+    is not finite too): each call is a first epoch on its rows, and a run
+    that converges over the calls may end its first far above its start
+    (sgd at its default lr on unscaled digits: 2.3 -> 20.6, then 6.8 after
+    five calls, 89 % of the rows right). Over one mini-batch the epoch's
+    mean is the start's loss on those rows; over more, an end far above the
+    mean is compared with the start's loss on the same rows (a second pass,
+    on that suspicion only). A step too large by orders of magnitude is
+    caught; a bounded climb over the calls is the lr's to fix.
     """
     n_samples = objective.n_samples
-    if n_samples <= PARTIAL_FIT_JUDGED_ROWS:
-        rows = np.arange(n_samples)
-    else:
-        rows = np.linspace(0, n_samples - 1, PARTIAL_FIT_JUDGED_ROWS).astype(np.int64)
-    start_loss, end_loss = objective.batch(start_theta, rows)[0], objective.batch(end_theta, rows)[0]
+    one_batch = n_samples <= batch_size
+    rows = np.arange(n_samples) if one_batch else np.linspace(0, n_samples - 1, batch_size).astype(np.int64)
+    end_loss = objective.batch(end_theta, rows)[0]
+    if math.isfinite(end_loss) and not solvers._first_epoch_explodes(epoch_loss, end_loss):
+        return
+    start_loss = epoch_loss if one_batch else objective.batch(start_theta, rows)[0]
     if not math.isfinite(end_loss) or solvers._first_epoch_explodes(start_loss, end_loss):
         raise solvers.DivergedError(1, end_loss, 0, start_loss, start_theta, best_is_epoch_mean=False)
 
@@ -1165,7 +1167,9 @@ def _partial_fit(model, objective, options, *, seed, state):
             state=epoch_state,
             dtype=model.dtype,
         )
-        _refuse_an_epoch_far_above_its_start(objective, start_theta, result.theta)
+        _refuse_an_epoch_far_above_its_start(
+            objective, start_theta, result.theta, result.loss_history[-1], options.batch_size
+        )
     except (solvers.NonFiniteLossError, solvers.DivergedError) as exc:
         if isinstance(exc, solvers.NonFiniteLossError) and exc.iteration == 0:
             objective.raise_for_nonfinite_start(exc.loss)  # before any step: the data, not lr
