@@ -130,6 +130,15 @@ def _check_client(client) -> None:
         )
 
 
+def _dask_array(feature: str):
+    """The ``dask.array`` module, or the ImportError that names the extra that installs it."""
+    try:
+        import dask.array
+    except ImportError as exc:
+        raise missing_extra(feature, "dask") from exc
+    return dask.array
+
+
 def _resolve_client(client: Client | None) -> Client | None:
     """The explicit client, else the ``distributed`` client that Dask's own calls use now, else None.
 
@@ -1329,6 +1338,7 @@ def fit_dask(
     _checks.warn_unused_lr(lr, options.solver)
     if not isinstance(persist, (bool, np.bool_)):
         raise ValueError(f"persist must be True or False, got {persist!r}.")
+    _dask_array("Training on Dask")
     _check_client(client)
     if checkpoint is not None:
         checkpoint = check_checkpoint_directory(checkpoint)
@@ -1427,7 +1437,7 @@ def make_classification_dask(
     X : dask.array.Array, shape (n_samples, n_features), chunks ``(row_chunks, (n_features,))``
     y : dask.array.Array of int64, shape (n_samples,), chunks ``(row_chunks,)``
     """
-    import dask.array as da
+    da = _dask_array("Data made on Dask")
     from dask.array.core import normalize_chunks
     from dask.base import tokenize
     from dask.highlevelgraph import HighLevelGraph

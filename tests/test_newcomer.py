@@ -396,6 +396,26 @@ def test_train_on_dask_without_dask_is_a_one_line_error():
     assert 'needs the dask extra: pip install "fastsoftmax[dask]"' in done.stderr
 
 
+def test_the_dask_functions_without_dask_name_the_extra():
+    # make_classification_dask and fit_dask raised a bare "No module named 'dask'".
+    done = _run_without(
+        ["dask", "distributed"],
+        """
+        import numpy as np
+        from fastsoftmax import SoftmaxRegression
+        from fastsoftmax.distributed import fit_dask, make_classification_dask
+        for call in (lambda: make_classification_dask(10, 3),
+                     lambda: fit_dask(SoftmaxRegression(3, 2), np.zeros((4, 3)), np.arange(4) % 2)):
+            try:
+                call()
+            except ImportError as exc:
+                print(exc)
+        """,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count('needs the dask extra: pip install "fastsoftmax[dask]"') == 2, done.stdout
+
+
 def test_version_flag(capsys):
     from fastsoftmax import __version__
 
