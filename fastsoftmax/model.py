@@ -503,7 +503,7 @@ class SoftmaxRegression:
             change of the loss per step is no sign of the optimum: a stop on
             it left gd 106 % above it on digits. sgd, adam: training stops once 5 epochs in a row
             have not lowered the best epoch's mean loss by more than tol
-            (relative; scikit-learn's ``n_iter_no_change``), since one
+            times max(1, best) (scikit-learn's ``n_iter_no_change``), since one
             epoch's mean is a noisy estimate; converged unless the last of
             them lies more than 10 % of max(1, best) above the best (a loss
             that climbs: lower lr). ``tol=0`` gives no ConvergenceWarning; gd, sgd

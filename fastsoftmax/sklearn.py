@@ -184,9 +184,10 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         coordinates (features centred and scaled, so that tol does not depend
         on their units; see ``SoftmaxRegression.fit``); "gd": the same, in
         the features' own units; "sgd", "adam": it stops once 5 epochs
-        in a row lower the best epoch's mean loss by less than tol (relative),
-        as scikit-learn's ``n_iter_no_change``, converged unless the last of
-        them lies more than 10 % above the best (a climbing loss). 0 never
+        in a row lower the best epoch's mean loss by no more than tol times
+        max(1, best), as scikit-learn's ``n_iter_no_change``, converged unless
+        the last of them lies more than 10 % of max(1, best) above the best
+        (a climbing loss). 0 never
         warns; "gd", "sgd" and "adam" then run exactly ``max_iter``
         iterations, "lbfgs" and "newton-cg" stop earlier where the loss stops
         changing (its rounding floor; see ``SoftmaxRegression.fit``).
