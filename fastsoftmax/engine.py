@@ -50,6 +50,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import copy
+import hashlib
 import math
 import os
 import warnings
@@ -536,6 +537,11 @@ def _refuse_an_epoch_far_above_its_start(
         raise solvers.DivergedError(1, end_loss, 0, start_loss, start_theta, best_is_epoch_mean=False)
 
 
+def _weights_digest(theta: np.ndarray) -> bytes:
+    """A digest of packed weights (K(D+1) values): which weights a model's fit record describes."""
+    return hashlib.blake2b(np.ascontiguousarray(theta).view(np.uint8), digest_size=16).digest()
+
+
 def _refuse_replaced_weights(model: Trainable, fit_weights: tuple[np.ndarray, np.ndarray]) -> None:
     """ValueError, with the fit's own W and b put back, where a callback assigned new arrays to them.
 
@@ -913,17 +919,20 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
         """W and b at the iterate kept after a divergence (``theta``; None: as they are), with its history.
 
         The history ends at that iterate, as n_iter_ does (the error reports the climb), so that the
-        model saves and loads. Where it is the fit's untouched start and the model has a record of its
-        own (a fit or a load made it), W and b get back the values they had, not their round trip
-        through the scaled coordinates, and the record comes back with them: a diverged refit of a
-        converged model left n_iter_ 0 and dropped its history.
+        model saves and loads. Where it is the fit's untouched start and the model's record describes
+        those very weights (the fit or load that made them left them unchanged: ``_weights_digest``),
+        W and b get back the values they had, not their round trip through the scaled coordinates,
+        and the record comes back with them: a diverged refit of a converged model left n_iter_ 0
+        and dropped its history. Weights changed since (``model.W[...] = 0``) keep the record of
+        this fit's iteration 0, which describes them.
         """
-        if iteration == 0 and resumed is None and (record[0] or record[1]):
+        if iteration == 0 and resumed is None and record_digest == _weights_digest(start_raw):
 
             def write() -> None:
                 _refuse_replaced_weights(model, fit_weights)
                 model._commit(start_raw)
                 model.loss_history_, model.n_iter_, model.converged_ = record
+                model._record_digest = record_digest
 
             run_whole(write)
         elif theta is not None:
@@ -965,6 +974,7 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
                 except solvers.DivergedError as exc:
                     raise restore_the_best(exc) from exc
             keep(theta0, offset, history, converged=resumed.converged)
+            model._record_digest = _weights_digest(model._pack())
             model.rows_processed_ = 0
             if not resumed.converged and options.tol > 0:
                 # The same model as the run that wrote the checkpoint, so the same warning.
@@ -1032,6 +1042,8 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
     # last fit, and an error restores that fit's record with them.
     record = (model.loss_history_, model.n_iter_, model.converged_)
     start_raw = model._pack()  # a copy: W and b as they were, kept where a divergence keeps the start
+    # Which weights that record describes; unset while this fit may change them.
+    record_digest, model._record_digest = getattr(model, "_record_digest", None), None
     model.loss_history_, model.n_iter_, model.converged_ = list(history), offset, False
     model.rows_processed_ = 0
     try:
@@ -1054,6 +1066,7 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
         if exc.iteration == 0 and offset == 0:
             # Finite starting weights and a non-finite loss: the data is at fault.
             model.loss_history_, model.n_iter_, model.converged_ = record
+            model._record_digest = record_digest
             objective.raise_for_nonfinite_start(exc.loss)
         kept, kept_iteration = "the weights", model.n_iter_
         start_iteration = engine_state.get("start_iteration", 0) - offset
@@ -1075,6 +1088,7 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
     except BaseException:
         if not iterated:
             model.loss_history_, model.n_iter_, model.converged_ = record
+            model._record_digest = record_digest
         else:  # a loss appended for an iterate that an interrupt kept out of the model
             model.loss_history_ = history_to_kept()
         raise
@@ -1094,6 +1108,7 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
     # coordinates (in float32, a refit of a converged model moved b by 7e-6 and raised the loss).
     unmoved = result.n_iter == 0 and resumed is None
     keep(None if unmoved else result.theta, offset + result.n_iter, history, converged=result.converged)
+    model._record_digest = _weights_digest(model._pack())
     try:
         save_checkpoint(result.theta, converged=result.converged)
     except OSError as exc:
@@ -1186,6 +1201,7 @@ def _partial_fit(model, objective, options, *, seed, state):
         model._commit(result.theta)
         # An epoch converges nothing: a converged_ of the fit before no longer describes W and b.
         model.loss_history_, model.n_iter_, model.converged_ = losses, n_iter, False
+        model._record_digest = _weights_digest(model._pack())
         state.clear()
         state.update(epoch_state)
 

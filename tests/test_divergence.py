@@ -448,6 +448,34 @@ def test_a_refit_that_diverges_at_once_keeps_the_fitted_model_and_its_record(sol
     np.testing.assert_array_equal(model.b, b)
 
 
+@pytest.mark.parametrize("changed", ["in place", "assigned"])
+def test_a_refit_that_diverges_at_once_after_the_weights_changed_keeps_the_record_of_those_weights(changed):
+    """The first version of the rule above put back the converged fit's record (n_iter_ 5, converged_ True,
+    its last loss 1.08) beside weights set to zero since, whose loss is log 3: a save stored the mismatch."""
+    X, y = make_classification(600, 8, n_classes=3, seed=0)
+    model = SoftmaxRegression(8, 3, seed=0).fit(X, y)
+    if changed == "in place":
+        model.W[...] = 0
+    else:
+        model.W = np.zeros((3, 8))
+    model.b[...] = 0
+    with pytest.raises(TrainingError, match="diverged"):
+        model.fit(X, y, solver="gd", lr=1e6)
+    assert (model.n_iter_, model.converged_) == (0, False) and not model.W.any()
+    assert model.loss_history_ == [pytest.approx(math.log(3))]
+
+
+def test_a_loaded_model_whose_refit_diverges_at_once_keeps_the_files_record(tmp_path):
+    X, y = make_classification(600, 8, n_classes=3, seed=0)
+    SoftmaxRegression(8, 3, seed=0).fit(X, y).save(tmp_path / "m.npz")
+    model = SoftmaxRegression.load(tmp_path / "m.npz")
+    record = (model.n_iter_, model.converged_, list(model.loss_history_))
+    with pytest.raises(TrainingError, match="diverged"):
+        model.fit(X, y, solver="sgd", lr=1e6, seed=0)
+    assert (model.n_iter_, model.converged_, model.loss_history_) == record
+    np.testing.assert_array_equal(model.W, SoftmaxRegression.load(tmp_path / "m.npz").W)
+
+
 @pytest.mark.parametrize("solver, lr", [("adam", 10.0), ("adam", 3.0)])
 def test_a_minibatch_fit_that_diverges_keeps_no_weights_worse_than_its_start(solver, lr):
     """The guard judges the weights an epoch started from by the epoch's mean loss along its steps: every
