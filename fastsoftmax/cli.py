@@ -2038,12 +2038,15 @@ class _StderrGuard:
     The next progress line raised BrokenPipeError in the middle of the fit:
     exit 141, and nothing written (neither ``--out`` nor ``--metrics``).
     Where the stream has a file descriptor, os.devnull is put in its place,
-    so that what the stream still buffers is flushed there at exit too.
+    so that what the stream still buffers is flushed there too; ``close``
+    puts the descriptor back (``main`` may run inside a host program, whose
+    later writes and child processes then keep their stderr).
     """
 
     def __init__(self) -> None:
         self.previous = self.stream = sys.stderr
         self.file = None  # os.devnull, opened for a stream without a descriptor
+        self.saved: tuple[int, int] | None = None  # (descriptor, a duplicate of what it was)
 
     @classmethod
     def replacing_stderr(cls) -> _StderrGuard:
@@ -2057,6 +2060,8 @@ class _StderrGuard:
         except (AttributeError, OSError, ValueError):
             self.file = self.stream = open(os.devnull, "w")  # noqa: SIM115 (closed by close())
         else:
+            if self.saved is None:
+                self.saved = descriptor, os.dup(descriptor)
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, descriptor)
             os.close(devnull)
@@ -2081,6 +2086,12 @@ class _StderrGuard:
     def close(self) -> None:
         if self.file is not None:
             self.file.close()
+        if self.saved is not None:
+            descriptor, duplicate = self.saved
+            with contextlib.suppress(OSError, ValueError):
+                self.stream.flush()  # what it still buffers goes to os.devnull, not to the reader that left
+            os.dup2(duplicate, descriptor)
+            os.close(duplicate)
 
 
 class _NullStream:
