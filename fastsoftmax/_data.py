@@ -136,7 +136,8 @@ def _check_npy_header(path: str, name: str) -> None:
                 np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
             )
             shape, _, dtype = read_header(file)
-            data_bytes_in_file = os.fstat(file.fileno()).st_size - file.tell()
+            data_start = file.tell()
+            data_bytes_in_file = os.fstat(file.fileno()).st_size - data_start
         except _io.CORRUPT_NPY_ERRORS as exc:
             _io.raise_if_not_about_the_contents(exc)
             if header_size is not None and header_size > _NPY_MAX_HEADER_SIZE:
@@ -164,6 +165,15 @@ def _check_npy_header(path: str, name: str) -> None:
     if data_bytes_in_file > data_bytes:
         # np.load maps the first rows and ignores the rest: a header left stale by a writer
         # that appended rows trained on part of the data without a word.
+        with open(path, "rb") as file:
+            file.seek(data_start + data_bytes)
+            another_array = file.read(len(_NPY_MAGIC)) == _NPY_MAGIC
+        if another_array:
+            raise ValueError(
+                f"{name} file {path!r} holds more than one array, saved one after another (np.save(f, a); "
+                f"np.save(f, b)), and np.load reads the first only: save each array in a file of its own, "
+                f"or their np.concatenate in one."
+            )
         raise ValueError(
             f"{name} file {path!r} holds {data_bytes_in_file:,} bytes of data after its .npy header, which "
             f"declares {shape} of {dtype} ({data_bytes:,} bytes): the header is stale or the file is "

@@ -975,6 +975,16 @@ def test_an_npy_header_declaring_fewer_rows_than_the_file_holds_is_refused(tmp_p
     SoftmaxRegression(4, 3).fit(str(x_path), np.zeros(10, dtype=np.int64), max_iter=1)  # exactly its data
 
 
+def test_an_npy_file_of_arrays_saved_one_after_another_is_named_as_such(tmp_path, capsys):
+    # np.save(f, a); np.save(f, b): np.load reads the first; the refusal above called it stale or corrupt.
+    x_path = tmp_path / "X.npy"
+    with open(x_path, "wb") as file:
+        np.save(file, np.zeros((5, 4)))
+        np.save(file, np.ones((5, 4)))
+    message = r"X file .*X\.npy' holds more than one array, saved one after another .*in a file of its own"
+    _refused_by_fit_and_train(x_path, 5, message, capsys)
+
+
 def test_an_npy_file_of_an_unknown_format_version_is_named_as_such(tmp_path):
     # Its header size was read as a version 2.0 field: "a 538,968,084-byte header", with max_header_size advice.
     x_path = tmp_path / "X.npy"
