@@ -844,8 +844,9 @@ class DaskObjective:
     n_classes : int
     l2 : float
     client : distributed.Client or None
-        None uses the default `distributed` client where one exists (resolved on
-        entry), else Dask's local scheduler (threaded unless configured otherwise).
+        None uses the ``distributed`` client that Dask's own calls use when the
+        objective is entered (the default client, unless ``dask.config``
+        chose another scheduler), else Dask's local scheduler.
     persist : bool
         Persist the inputs (the default): every evaluation then reads chunks
         from worker memory instead of recomputing them.
