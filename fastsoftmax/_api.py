@@ -118,6 +118,39 @@ def fused_loss_grad(
     return loss_sum
 
 
+def fused_mean_loss_grad(
+    X: np.ndarray,
+    y: np.ndarray,
+    W: np.ndarray,
+    b: np.ndarray,
+    sample_weight: np.ndarray,
+    weight_sum: float,
+    l2: float,
+    dW_out: np.ndarray,
+    db_out: np.ndarray,
+) -> float:
+    r""":func:`fused_loss_grad` as a weighted mean: returns :math:`\sum_i w_i l_i / \sum_i w_i`, its gradient in dW, db.
+
+    The kernel sums :math:`w_i l_i` and :math:`w_i (p_i - e_{y_i}) x_i` (in
+    float64 across blocks, in the dtype within a block of rows) and scales
+    the sums by :math:`1 / \sum_i w_i` at the end, so a sum can overflow where
+    the mean fits: three rows of features at 1.7e308 in float64, whose mean
+    gradient is 8.5e307, or float32 features near 3e37, whose blocks of 128
+    rows overflow, were refused. Where the result is not finite, the call is
+    made again with each weight divided by the sum first (scale 1), whose
+    sums are the means; a result still not finite (NaN in X, a bad label, a
+    mean beyond the dtype) is returned as it is, for the caller's check.
+    One pass over X, and a second on that path only.
+    """
+    loss_sum = fused_loss_grad(X, y, W, b, sample_weight, 1.0 / weight_sum, l2, dW_out, db_out)
+    if math.isfinite(loss_sum):
+        return loss_sum / weight_sum
+    weights = sample_weight if sample_weight.shape[0] else np.ones(X.shape[0], dtype=W.dtype)
+    with np.errstate(under="ignore"):  # a share below the dtype's range adds nothing next to the largest
+        shares = (weights / np.float64(weight_sum)).astype(W.dtype)
+    return fused_loss_grad(X, y, W, b, shares, 1.0, l2, dW_out, db_out)
+
+
 def descend(W: np.ndarray, b: np.ndarray, dW: np.ndarray, db: np.ndarray, step) -> bool:
     """Overwrite (dW, db) with the gradient step (W - step dW, b - step db); True when all of it is finite.
 
@@ -191,9 +224,9 @@ def loss_and_grad(X, y, W, b, *, l2: float = 0.0, sample_weight=None) -> tuple[f
     weight_sum = _weight_sum(sample_weight, X.shape[0])
     dW = np.empty_like(W)
     db = np.empty_like(b)
-    loss_sum = fused_loss_grad(X, y, W, b, sample_weight, 1.0 / weight_sum, l2, dW, db)
-    _checks.raise_for_nonfinite_loss(X, loss_sum, y, W.shape[0], W=W, l2=l2)
-    loss = loss_sum / weight_sum + l2_penalty(W, l2)
+    mean_loss = fused_mean_loss_grad(X, y, W, b, sample_weight, weight_sum, l2, dW, db)
+    _checks.raise_for_nonfinite_loss(X, mean_loss, y, W.shape[0], W=W, l2=l2)
+    loss = mean_loss + l2_penalty(W, l2)
     _checks.raise_for_overflowing_penalty(loss, W, l2)
     return loss, dW, db
 

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from fastsoftmax import _checks, engine, solvers
-from fastsoftmax._api import descend, fused_loss_grad, l2_penalty, predict, predict_proba
+from fastsoftmax._api import descend, fused_mean_loss_grad, l2_penalty, predict, predict_proba
 from fastsoftmax._api import softmax as softmax_rows
 from fastsoftmax._dask_check import computed
 from fastsoftmax._io import atomic_file, newer_format, npz_scalar, read_npz, refuse_other_file_kind, write_npz
@@ -335,8 +335,8 @@ class SoftmaxRegression:
                 raise _checks.overflow_error()
             return dW, dz.sum(axis=0)
         dW, db = np.empty_like(W), np.empty_like(b)
-        loss_sum = fused_loss_grad(X, y, W, b, _checks.no_weights(self.dtype), 1.0 / X.shape[0], 0.0, dW, db)
-        _checks.raise_for_nonfinite_loss(X, loss_sum, y, self.num_classes)
+        mean_loss = fused_mean_loss_grad(X, y, W, b, _checks.no_weights(self.dtype), X.shape[0], 0.0, dW, db)
+        _checks.raise_for_nonfinite_loss(X, mean_loss, y, self.num_classes)
         return dW, db
 
     def train_step(self, X, y, lr: float, l2: float = 0.0) -> float:
@@ -365,9 +365,10 @@ class SoftmaxRegression:
                 loss, dW, db = objective_loss_and_grad(objective, W, b)
             else:
                 dW, db = np.empty_like(W), np.empty_like(b)
-                loss_sum = fused_loss_grad(X, y, W, b, _checks.no_weights(self.dtype), 1.0 / X.shape[0], l2, dW, db)
-                _checks.raise_for_nonfinite_loss(X, loss_sum, y, self.num_classes, W=W, l2=l2)
-                loss = loss_sum / X.shape[0] + l2_penalty(W, l2)
+                weights = _checks.no_weights(self.dtype)
+                mean_loss = fused_mean_loss_grad(X, y, W, b, weights, X.shape[0], l2, dW, db)
+                _checks.raise_for_nonfinite_loss(X, mean_loss, y, self.num_classes, W=W, l2=l2)
+                loss = mean_loss + l2_penalty(W, l2)
                 _checks.raise_for_overflowing_penalty(loss, W, l2)
             # The new W and b are formed in the gradient's buffers and checked before W and b change.
             with np.errstate(over="ignore"):  # an lr beyond float32 is inf there: the step is refused below

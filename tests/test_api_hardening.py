@@ -117,35 +117,52 @@ def test_an_l2_gradient_beyond_float64_does_not_say_to_use_float64():
         fs.loss_and_grad(X, y, W, np.zeros(2), l2=1e308)
 
 
-# -- a gradient that overflows is reported, not returned ----------------------
+# -- a gradient sum that overflows is reported; a mean that fits is returned ----
 
 # Constant rows at the top of the dtype's range: with W = 0 every p is uniform
-# and, all labels being 0, dW[1] = sum_i x_i / 3 = N/3 x 1e308 (or 4 x 1e38),
-# beyond the range, while the loss log(3) is finite.
+# and, all labels being 0, the sum of dW[1] is sum_i x_i / 3 = N/3 x 1e308 (or
+# 4 x 1e38), beyond the range, while its mean 1e308 / 3 and the loss log(3) fit.
 HUGE = {np.float64: 1e308, np.float32: 1e38}
 
 
-@pytest.mark.parametrize("function", ["loss_and_grad", "loss_and_grad_sums"])
-@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
-def test_overflowing_gradient_raises(dtype, function):
+def _huge_problem(dtype):
     X = np.full((N, D), HUGE[dtype], dtype=dtype)
-    y = np.zeros(N, dtype=np.int64)
-    W, b = np.zeros((K, D), dtype), np.zeros(K, dtype)
-    with pytest.raises(ValueError, match=r"gradient overflowed.*scale the features"):
-        getattr(fs, function)(X, y, W, b)
+    return X, np.zeros(N, dtype=np.int64), np.zeros((K, D), dtype), np.zeros(K, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
-def test_overflowing_gradient_raises_in_the_model_and_keeps_its_weights(dtype):
+def test_a_gradient_sum_beyond_the_dtype_raises(dtype):
+    with pytest.raises(ValueError, match=r"gradient overflowed.*scale the features"):
+        fs.loss_and_grad_sums(*_huge_problem(dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_a_mean_gradient_that_fits_is_returned_where_its_sum_overflows(dtype):
+    """The kernel scales its sums by 1 / N at the end: loss_and_grad, backward and train_step refused
+    what the reference computes (three float64 rows of 1.7e308, whose mean gradient is 8.5e307)."""
+    X, y, W, b = _huge_problem(dtype)
+    expected = reference.loss_and_grad(X.astype(np.float64), y, W.astype(np.float64), b.astype(np.float64))
+    tolerance = 16 * float(np.finfo(dtype).eps)
+    loss, dW, db = fs.loss_and_grad(X, y, W, b)
+    assert loss == pytest.approx(expected[0], rel=tolerance)
+    np.testing.assert_allclose(dW, expected[1], rtol=tolerance)
+    np.testing.assert_allclose(db, expected[2], rtol=tolerance, atol=tolerance)
+    model = fs.SoftmaxRegression(D, K, dtype=dtype)
+    model.W[...] = 0
+    np.testing.assert_allclose(model.backward(X, y)[0], expected[1], rtol=tolerance)
+    assert model.train_step(X, y, lr=1e-300 if dtype == np.float64 else 1e-38) == pytest.approx(
+        expected[0], rel=tolerance
+    )
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_a_step_that_overflows_the_weights_raises_in_the_model_and_keeps_them(dtype):
     model = fs.SoftmaxRegression(D, K, dtype=dtype)
     model.W[...] = 0
     W_before = model.W.copy()
-    X = np.full((N, D), HUGE[dtype], dtype=dtype)
-    y = np.zeros(N, dtype=np.int64)
-    with pytest.raises(ValueError, match=r"gradient overflowed"):
-        model.backward(X, y)
-    with pytest.raises(ValueError, match=r"gradient overflowed"):
-        model.train_step(X, y, lr=0.1)
+    X, y, _, _ = _huge_problem(dtype)
+    with pytest.raises(fs.TrainingError, match=r"overflows W or b to a non-finite value; W and b are unchanged"):
+        model.train_step(X, y, lr=10.0)
     np.testing.assert_array_equal(model.W, W_before)
 
 
