@@ -1347,10 +1347,34 @@ def _classes_of_files(args: argparse.Namespace, X: np.ndarray, y: np.ndarray, dt
     return n_classes
 
 
+@contextlib.contextmanager
+def _dask_client(args) -> Iterator:
+    """``distributed.connect`` for ``--scheduler`` or ``--dask-workers``; a scheduler it cannot reach is named.
+
+    Distributed's own errors named no option: "missing port number in
+    address 'x'", or "Timed out trying to connect to tcp://... after 30 s"
+    with no word of what to check.
+    """
+    from fastsoftmax.distributed import connect
+
+    with contextlib.ExitStack() as stack:
+        try:
+            client = stack.enter_context(connect(args.scheduler, args.dask_workers))
+        except (OSError, ValueError) as exc:
+            if args.scheduler is None:
+                raise
+            raise CLIError(
+                f"--scheduler {args.scheduler}: no Dask scheduler could be reached there ({exc}); check the "
+                f"address (tcp://host:8786, as the scheduler prints it) and that the scheduler is running "
+                f"(dask scheduler, then dask worker ADDRESS), or train on local workers with --dask-workers N."
+            ) from None
+        yield client
+
+
 def run_train_dask(args: argparse.Namespace, t_start: float) -> int:
     """``train --scheduler ADDRESS`` or ``--dask-workers N``: the same fit on Dask."""
     from fastsoftmax._data import DataSource
-    from fastsoftmax.distributed import DASK_SOLVERS, connect, make_classification_dask
+    from fastsoftmax.distributed import DASK_SOLVERS, make_classification_dask
 
     try:
         import dask.array  # noqa: F401
@@ -1381,7 +1405,7 @@ def run_train_dask(args: argparse.Namespace, t_start: float) -> int:
             val.check_finite()
         _note_classes_without_training_rows(args, DataSource(X_np[:n_train], y_np[:n_train], dtype), val, n_classes)
     chunk_rows = args.chunk_size or 250_000
-    with connect(args.scheduler, args.dask_workers) as client:
+    with _dask_client(args) as client:
         import dask  # installed: connect() has checked
 
         if client is not None:

@@ -1385,6 +1385,19 @@ def test_big_endian_and_float16_files_train_and_predict(workspace, file_dtype, m
     np.testing.assert_array_equal(np.load(workspace / "pXs.npy"), np.load(workspace / "pXn.npy"))
 
 
+@pytest.mark.parametrize("address", ["not an address", "tcp://127.0.0.1:9"])
+def test_a_scheduler_that_cannot_be_reached_is_named_by_its_option(capsys, address):
+    # distributed's own words named no option: "missing port number in address 'not an address'", or
+    # "Timed out trying to connect to tcp://127.0.0.1:9 after 30 s" with nothing to check.
+    dask = pytest.importorskip("dask")
+    pytest.importorskip("distributed")
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
+        assert main(["train", *SMALL, "--scheduler", address, "--quiet"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"error: --scheduler {address}: no Dask scheduler could be reached there (" in err
+    assert "check the address (tcp://host:8786" in err and "Traceback" not in err
+
+
 @pytest.mark.parametrize("solver", ["sgd", "adam"])
 @pytest.mark.parametrize(
     "dask", [["--dask-workers", "1"], ["--scheduler", "tcp://127.0.0.1:9"]], ids=["workers", "scheduler"]
