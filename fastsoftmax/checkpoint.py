@@ -602,6 +602,10 @@ def check_fingerprint(
         ignored.add("seed")
     if "held_intercept" not in stored:
         ignored.add("held_intercept")  # checkpoints of earlier versions did not record it
+    if stored.get("solver") != expected.get("solver"):
+        # The solver's line says it all: its defaults for these followed it ("lr: checkpoint None,
+        # now 0.1; precondition: checkpoint True, now False" beside a --solver gd).
+        ignored.update(_SOLVER_DEFAULTS)
     keys = sorted((set(stored) | set(expected)) - ignored)
     diff = [
         _difference(k, stored.get(k), expected.get(k))
@@ -646,6 +650,9 @@ def check_fingerprint(
         + "); use another checkpoint directory or delete it to start over."
     )
 
+
+#: Fingerprint fields whose defaults depend on the solver: left out of the message where the solver differs.
+_SOLVER_DEFAULTS = ("lr", "precondition")
 
 #: What the fingerprint's "shuffle" records, in words.
 _SHUFFLES = {"rows": "rows of X in memory", "blocks": "blocks of rows of a file"}

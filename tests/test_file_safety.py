@@ -64,6 +64,16 @@ def test_a_checkpoint_of_other_data_names_only_what_differs(tmp_path, data):
     assert "X_dtype" not in str(info.value)
 
 
+def test_a_checkpoint_of_another_solver_names_the_solver_not_its_defaults(tmp_path, data):
+    # "lr: checkpoint None, now 0.1; precondition: checkpoint True, now False; solver: ..." for a change of solver.
+    X, y = data
+    _fit(X, y, checkpoint=tmp_path)
+    with pytest.raises(CheckpointError) as info:
+        _fit(X, y, solver="gd", checkpoint=tmp_path)
+    assert "(solver: checkpoint 'lbfgs', now 'gd'); " in str(info.value)
+    assert "lr:" not in str(info.value) and "precondition" not in str(info.value)
+
+
 def _sampled_rows(n):
     # The rows the former fingerprint hashed: 64 spread over the data.
     return set(np.unique(np.linspace(0, n - 1, 64).astype(np.int64)).tolist())
