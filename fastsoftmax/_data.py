@@ -409,7 +409,7 @@ class DataSource:
         self.chunk_size = min(_checks.check_int(chunk_size, "chunk_size"), self.n_samples)
         self.row_offset = _checks.check_int(row_offset, "row_offset", minimum=0)
         self._labels_checked_for = None
-        # The files behind X and y as they were when opened: a file that changes
+        # The files behind X, y and mapped weights as they were when opened: a file that changes
         # under the map (truncated: SIGBUS on the next read) is caught before each chunk.
         mapped = [("X", self.X), ("y", self.y)]
         if isinstance(sample_weight, np.memmap) and np.shares_memory(self.sample_weight, sample_weight):

@@ -2002,8 +2002,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     (``... | head``). With stderr closed, or once its reader has left, what
     it would print goes nowhere and the command goes on.
     """
-    # With stderr closed (2>&-) the first progress line failed (exit 1, nothing trained): it goes nowhere.
-    stderr = _NullStream.replacing_stderr() if sys.stderr is None else _StderrGuard.replacing_stderr()
+    stderr = _StderrGuard.replacing_stderr()
     _paths_printable()
     _signalled.clear()
     try:
@@ -2057,20 +2056,25 @@ _HANGUP = getattr(signal, "SIGHUP", None)
 
 
 class _StderrGuard:
-    """sys.stderr while a command runs: once its reader has left (``2>&1 | head -1``), the rest goes to os.devnull.
+    """sys.stderr while a command runs: with stderr closed, or once its reader has left, output goes to os.devnull.
 
-    The next progress line raised BrokenPipeError in the middle of the fit:
-    exit 141, and nothing written (neither ``--out`` nor ``--metrics``).
-    Where the stream has a file descriptor, os.devnull is put in its place,
-    so that what the stream still buffers is flushed there too; ``close``
-    puts the descriptor back (``main`` may run inside a host program, whose
-    later writes and child processes then keep their stderr).
+    With stderr closed (``2>&-``, sys.stderr None) the first progress line
+    failed (exit 1, nothing trained). Where the reader left (``2>&1 | head
+    -1``) the next one raised BrokenPipeError in the middle of the fit: exit
+    141, and nothing written (neither ``--out`` nor ``--metrics``). Where the
+    stream has a file descriptor, os.devnull is put in its place, so that
+    what the stream still buffers is flushed there too; ``close`` puts the
+    descriptor back (``main`` may run inside a host program, whose later
+    writes and child processes then keep their stderr) and ``previous``
+    is put back as sys.stderr by ``main``.
     """
 
     def __init__(self) -> None:
         self.previous = self.stream = sys.stderr
-        self.file = None  # os.devnull, opened for a stream without a descriptor
+        self.file = None  # os.devnull, opened for a closed stderr or a stream without a descriptor
         self.saved: tuple[int, int] | None = None  # (descriptor, a duplicate of what it was)
+        if self.stream is None:
+            self.file = self.stream = open(os.devnull, "w")  # noqa: SIM115 (closed by close())
 
     @classmethod
     def replacing_stderr(cls) -> _StderrGuard:
@@ -2116,23 +2120,6 @@ class _StderrGuard:
                 self.stream.flush()  # what it still buffers goes to os.devnull, not to the reader that left
             os.dup2(duplicate, descriptor)
             os.close(duplicate)
-
-
-class _NullStream:
-    """os.devnull opened as sys.stderr while a command runs with stderr closed; ``previous`` is put back."""
-
-    def __init__(self) -> None:
-        self.previous = sys.stderr
-        self.file = open(os.devnull, "w")  # noqa: SIM115 (closed by main, which installed it)
-
-    @classmethod
-    def replacing_stderr(cls) -> _NullStream:
-        stream = cls()
-        sys.stderr = stream.file
-        return stream
-
-    def close(self) -> None:
-        self.file.close()
 
 
 #: The signals (SIGINT, SIGTERM, SIGHUP) received during the command. A handler's

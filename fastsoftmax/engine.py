@@ -542,6 +542,16 @@ def _weights_digest(theta: np.ndarray) -> bytes:
     return hashlib.blake2b(np.ascontiguousarray(theta).view(np.uint8), digest_size=16).digest()
 
 
+def mark_record(model: Trainable) -> None:
+    """Note that the model's fit record (n_iter_, converged_, loss_history_) describes its W and b as they are now.
+
+    Set by whatever leaves both together (a fit, ``partial_fit``, ``load``); a
+    refit that diverges at once puts that record back only beside these very
+    weights (``_fit``'s ``keep_after_divergence``).
+    """
+    model._record_digest = _weights_digest(model._pack())
+
+
 def _refuse_replaced_weights(model: Trainable, fit_weights: tuple[np.ndarray, np.ndarray]) -> None:
     """ValueError, with the fit's own W and b put back, where a callback assigned new arrays to them.
 
@@ -920,7 +930,7 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
 
         The history ends at that iterate, as n_iter_ does (the error reports the climb), so that the
         model saves and loads. Where it is the fit's untouched start and the model's record describes
-        those very weights (the fit or load that made them left them unchanged: ``_weights_digest``),
+        those very weights (the fit or load that made them left them unchanged: ``mark_record``),
         W and b get back the values they had, not their round trip through the scaled coordinates,
         and the record comes back with them: a diverged refit of a converged model left n_iter_ 0
         and dropped its history. Weights changed since (``model.W[...] = 0``) keep the record of
@@ -931,8 +941,7 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
             def write() -> None:
                 _refuse_replaced_weights(model, fit_weights)
                 model._commit(start_raw)
-                model.loss_history_, model.n_iter_, model.converged_ = record
-                model._record_digest = record_digest
+                restore_record()
 
             run_whole(write)
         elif theta is not None:
@@ -974,7 +983,7 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
                 except solvers.DivergedError as exc:
                     raise restore_the_best(exc) from exc
             keep(theta0, offset, history, converged=resumed.converged)
-            model._record_digest = _weights_digest(model._pack())
+            mark_record(model)
             model.rows_processed_ = 0
             if not resumed.converged and options.tol > 0:
                 # The same model as the run that wrote the checkpoint, so the same warning.
@@ -1044,6 +1053,11 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
     start_raw = model._pack()  # a copy: W and b as they were, kept where a divergence keeps the start
     # Which weights that record describes; unset while this fit may change them.
     record_digest, model._record_digest = getattr(model, "_record_digest", None), None
+
+    def restore_record() -> None:
+        model.loss_history_, model.n_iter_, model.converged_ = record
+        model._record_digest = record_digest
+
     model.loss_history_, model.n_iter_, model.converged_ = list(history), offset, False
     model.rows_processed_ = 0
     try:
@@ -1065,8 +1079,7 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
     except solvers.NonFiniteLossError as exc:
         if exc.iteration == 0 and offset == 0:
             # Finite starting weights and a non-finite loss: the data is at fault.
-            model.loss_history_, model.n_iter_, model.converged_ = record
-            model._record_digest = record_digest
+            restore_record()
             objective.raise_for_nonfinite_start(exc.loss)
         kept, kept_iteration = "the weights", model.n_iter_
         start_iteration = engine_state.get("start_iteration", 0) - offset
@@ -1087,8 +1100,7 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
         raise restore_the_best(exc) from exc
     except BaseException:
         if not iterated:
-            model.loss_history_, model.n_iter_, model.converged_ = record
-            model._record_digest = record_digest
+            restore_record()
         else:  # a loss appended for an iterate that an interrupt kept out of the model
             model.loss_history_ = history_to_kept()
         raise
@@ -1108,7 +1120,7 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
     # coordinates (in float32, a refit of a converged model moved b by 7e-6 and raised the loss).
     unmoved = result.n_iter == 0 and resumed is None
     keep(None if unmoved else result.theta, offset + result.n_iter, history, converged=result.converged)
-    model._record_digest = _weights_digest(model._pack())
+    mark_record(model)
     try:
         save_checkpoint(result.theta, converged=result.converged)
     except OSError as exc:
@@ -1201,7 +1213,7 @@ def _partial_fit(model, objective, options, *, seed, state):
         model._commit(result.theta)
         # An epoch converges nothing: a converged_ of the fit before no longer describes W and b.
         model.loss_history_, model.n_iter_, model.converged_ = losses, n_iter, False
-        model._record_digest = _weights_digest(model._pack())
+        mark_record(model)
         state.clear()
         state.update(epoch_state)
 

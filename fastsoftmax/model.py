@@ -92,7 +92,7 @@ class SoftmaxRegression:
         self.loss_history_: list[float] = []
         self.n_iter_ = 0
         self.converged_ = False
-        #: A digest of the weights that the fit record above describes (``engine._weights_digest``), or None.
+        #: A digest of the weights that the fit record above describes (``engine.mark_record``), or None.
         self._record_digest: bytes | None = None
 
     def __repr__(self) -> str:
@@ -857,8 +857,7 @@ class SoftmaxRegression:
         if version >= 2:
             model.n_iter_, model.converged_, history = _fit_state(arrays, invalid, trim_history=True)
             model.loss_history_ = history.tolist()
-            # The record describes these weights: a refit that diverges at once keeps both (engine).
-            model._record_digest = engine._weights_digest(model._pack())
+            engine.mark_record(model)  # a refit that diverges at once keeps both
         return model
 
 
