@@ -736,11 +736,21 @@ def objective_loss_and_grad(
 ) -> tuple[float, np.ndarray, np.ndarray]:
     """(mean loss + L2 term, dW (K, D), db (K,)) of ``objective`` at checked W and b, in one pass over X.
 
-    dW and db are views of one new array. A loss or gradient that overflows
-    raises ValueError (X's values were checked finite): the L2 term's loss
-    or gradient, else the first row whose logits overflow.
+    dW and db are views of one new array. The kernel sums w_i l_i and
+    w_i (p_i - e_{y_i}) x_i in float64 and divides at the end, so a sum can
+    overflow where the mean fits (float64 features near 1.8e308 / N): the
+    call is then made again with each weight divided by the sum, as
+    ``_api.fused_mean_loss_grad`` does for a dense X. A loss or gradient
+    still not finite raises ValueError (X's values were checked finite): the
+    L2 term's loss or gradient, else the first row whose logits overflow.
     """
-    loss, grad = objective(pack(W, b))
+    theta = pack(W, b)
+    loss, grad = objective(theta)
+    if not _all_finite(loss, grad):
+        weights = objective.sample_weight if objective.sample_weight.shape[0] else np.ones(objective.n_samples)
+        with np.errstate(under="ignore"):  # a share below the dtype's range adds nothing next to the largest
+            shares = (weights / np.float64(objective.weight_sum)).astype(objective.dtype)
+        loss, grad = SparseObjective(objective.X, objective.y, shares, objective.n_classes, objective.l2).sums(theta)
     if not _all_finite(loss, grad):
         _checks.raise_for_overflowing_penalty(l2_penalty(W, objective.l2), W, objective.l2)
         _checks.raise_for_l2_overflow(objective.l2, W, "gradient l2 W", "W")

@@ -15,6 +15,7 @@ import textwrap
 
 import numpy as np
 import pytest
+import scipy.sparse
 from conftest import (
     DTYPE_IDS,
     DTYPES,
@@ -136,21 +137,23 @@ def test_a_gradient_sum_beyond_the_dtype_raises(dtype):
         fs.loss_and_grad_sums(*_huge_problem(dtype))
 
 
+@pytest.mark.parametrize("layout", ["dense", "csr"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
-def test_a_mean_gradient_that_fits_is_returned_where_its_sum_overflows(dtype):
-    """The kernel scales its sums by 1 / N at the end: loss_and_grad, backward and train_step refused
+def test_a_mean_gradient_that_fits_is_returned_where_its_sum_overflows(dtype, layout):
+    """The kernels scale their sums by 1 / N at the end: loss_and_grad, backward and train_step refused
     what the reference computes (three float64 rows of 1.7e308, whose mean gradient is 8.5e307)."""
     X, y, W, b = _huge_problem(dtype)
     expected = reference.loss_and_grad(X.astype(np.float64), y, W.astype(np.float64), b.astype(np.float64))
+    X_in = scipy.sparse.csr_matrix(X) if layout == "csr" else X
     tolerance = 16 * float(np.finfo(dtype).eps)
-    loss, dW, db = fs.loss_and_grad(X, y, W, b)
+    loss, dW, db = fs.loss_and_grad(X_in, y, W, b)
     assert loss == pytest.approx(expected[0], rel=tolerance)
     np.testing.assert_allclose(dW, expected[1], rtol=tolerance)
     np.testing.assert_allclose(db, expected[2], rtol=tolerance, atol=tolerance)
     model = fs.SoftmaxRegression(D, K, dtype=dtype)
     model.W[...] = 0
-    np.testing.assert_allclose(model.backward(X, y)[0], expected[1], rtol=tolerance)
-    assert model.train_step(X, y, lr=1e-300 if dtype == np.float64 else 1e-38) == pytest.approx(
+    np.testing.assert_allclose(model.backward(X_in, y)[0], expected[1], rtol=tolerance)
+    assert model.train_step(X_in, y, lr=1e-300 if dtype == np.float64 else 1e-38) == pytest.approx(
         expected[0], rel=tolerance
     )
 
