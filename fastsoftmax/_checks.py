@@ -184,9 +184,11 @@ def _pandas_array(a, name: str, object_fix: str | None) -> np.ndarray | None:
                 f"{name} holds missing values (pd.NA) in nullable integer or boolean columns; fill them "
                 f"({name}.fillna(value)) or drop their rows."
             )
-        # Booleans stay booleans, as a NumPy array of them would be (labels are then refused with the fix).
-        every_bool = all(types.is_bool_dtype(dtype) for _, dtype in dtypes)
-        return a.to_numpy(dtype=bool if every_bool else np.int64)
+        # Booleans stay booleans, as a NumPy array of them would be (labels are then refused with the fix);
+        # integers take NumPy's common type of the columns' own (UInt64 as int64 wrapped 2**63 and above
+        # to negative numbers; Int64 beside UInt64 makes float64, as NumPy makes it).
+        common = np.result_type(*(getattr(dtype, "numpy_dtype", dtype) for _, dtype in dtypes))
+        return a.to_numpy(dtype=common)
     return a.to_numpy(dtype=np.float64, na_value=np.nan)
 
 

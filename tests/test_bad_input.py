@@ -1097,6 +1097,25 @@ def test_pandas_frames_with_nullable_or_non_numeric_columns(problem):
         fs.loss_and_grad(X, pd.Series(y > 0).astype("boolean"), W, b)
 
 
+def test_pandas_unsigned_nullable_integers_keep_their_values():
+    """A UInt64 column was read as int64: 2**63 + 10 became -2**63 + 10 and predicted the other class,
+    and a UInt64 label 2**64 - 1 was named as the label -1."""
+    pd = pytest.importorskip("pandas")
+    column = np.array([2**63 + 10, 10], dtype=np.uint64)
+    W, b = np.array([[1e-18], [-1e-18]]), np.zeros(2)
+    frame = pd.DataFrame({"a": pd.array(column, dtype="UInt64")})
+    np.testing.assert_array_equal(fs.predict(frame, W, b), fs.predict(column[:, None], W, b))
+    np.testing.assert_array_equal(fs.predict(frame, W, b), [0, 0])
+    # Signed beside unsigned: NumPy's common type, float64, as for NumPy columns of those dtypes.
+    mixed = frame.assign(b=pd.array([-1, 1], dtype="Int64"))
+    np.testing.assert_array_equal(
+        fs.predict(mixed, np.hstack([W, W]), b), fs.predict(np.column_stack([column, [-1, 1]]), np.hstack([W, W]), b)
+    )
+    labels = pd.Series(pd.array([2**64 - 1, 0], dtype="UInt64"))
+    with pytest.raises(ValueError, match=r"y contains the label 18446744073709551615, outside \[0, 2\)"):
+        fs.cross_entropy(np.zeros((2, 2)), labels)
+
+
 _ONE_D_X = (
     r"^X must be 2-dimensional \(n_samples, n_features\), got shape \(8,\): one sample of D features is "
     r"x\.reshape\(1, -1\), N samples of one feature x\.reshape\(-1, 1\)"
