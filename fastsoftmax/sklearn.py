@@ -997,6 +997,9 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
 
     def score(self, X, y, sample_weight=None) -> float:
         """Mean accuracy of :meth:`predict` on (X, y); X and y may be ``.npy`` paths, as in :meth:`fit`."""
+        # scikit-learn's accuracy_score drops a mask: the masked labels or weights would count as data.
+        _checks.refuse_masked(y, "y")
+        _checks.refuse_masked(sample_weight, "sample_weight")
         if _is_path(y):
             y = np.asarray(open_array(y, "y"))
         return super().score(X, y, sample_weight=sample_weight)

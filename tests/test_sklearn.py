@@ -1415,9 +1415,15 @@ def test_a_masked_X_or_y_is_refused_not_unmasked():
         "partial_fit y": lambda: fitted.partial_fit(X, y_masked),
         "predict": lambda: fitted.predict(X_masked),
         "predict_proba": lambda: fitted.predict_proba(X_masked),
+        # accuracy_score dropped the mask: the masked labels or weights were scored.
+        "score X": lambda: fitted.score(X_masked, y),
+        "score y": lambda: fitted.score(X, y_masked),
+        "score sample_weight": lambda: fitted.score(
+            X, y, sample_weight=np.ma.masked_array(np.ones(100), y_masked.mask)
+        ),
     }
     for name, call in calls.items():
-        with pytest.raises(TypeError, match=r"^[Xy] is a masked array, whose mask would be ignored"):
+        with pytest.raises(TypeError, match=r"^(X|y|sample_weight) is a masked array, whose mask would be ignored"):
             call()
             pytest.fail(f"{name}: no error")
 
