@@ -471,6 +471,10 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
 
     def _encode(self, y: np.ndarray, classes: np.ndarray) -> np.ndarray:
         """Labels -> indices into ``classes`` (int64); unknown labels raise."""
+        if classes.dtype.kind in "iu" and y.dtype.kind in "iu" and np.result_type(classes, y).kind == "f":
+            # int64 beside uint64 compare as float64, whose 53 bits made neighbouring labels above 2**53
+            # one value (a label of classes_ was refused): compared as Python ints instead.
+            classes, y = classes.astype(object), y.astype(object)
         indices = np.searchsorted(classes, y)
         indices = np.minimum(indices, classes.shape[0] - 1)
         unknown = classes[indices] != y

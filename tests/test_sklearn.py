@@ -26,6 +26,7 @@ pytest.importorskip("sklearn")
 from conftest import record_first_shapes
 from scipy.special import logsumexp
 from sklearn import datasets
+from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning, DataConversionWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
@@ -1106,6 +1107,21 @@ def test_partial_fit_after_fit_names_where_its_classes_came_from():
         est.partial_fit(X, np.where(y == 2, 7, y))
     with pytest.raises(ValueError, match=r"differ from classes_ .*set by the last fit or by the first partial_fit"):
         est.partial_fit(X, y, classes=[0, 1, 2, 3])
+
+
+def test_partial_fit_encodes_uint64_labels_against_int64_classes_exactly():
+    """searchsorted compared int64 classes_ with uint64 labels as float64: the neighbouring labels
+    2**62 + 1, + 2, + 3 became one value and a label of classes_ was refused as not in it."""
+    X, y_idx = generated(k=3)
+    labels = 2**62 + 1 + y_idx.astype(np.int64)
+    est = SoftmaxClassifier(solver="sgd", random_state=0).fit(X, labels)
+    same = clone(est).fit(X, labels)
+    est.partial_fit(X, labels.astype(np.uint64))
+    same.partial_fit(X, labels)
+    np.testing.assert_array_equal(est.coef_, same.coef_)
+    beyond = np.r_[labels[:-1].astype(np.uint64), np.uint64(2**64 - 1)]
+    with pytest.raises(ValueError, match=r"label 18446744073709551615, which is not in classes_"):
+        est.partial_fit(X, beyond)
 
 
 # -- persistence ------------------------------------------------------------------
