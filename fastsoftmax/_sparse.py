@@ -150,10 +150,11 @@ def check_sparse_X(
             else "; fastsoftmax takes real numbers:"
         )
         raise TypeError(f"X has dtype {X.dtype}{why} cast it with X.astype(np.{dtype.name}).")
-    if not cast_floats and X.dtype.kind == "f" and X.dtype != dtype:
+    # Byte order aside (a big-endian X converts in _values_in, as a dense one does in _checks.as_array).
+    if not cast_floats and X.dtype.kind == "f" and X.dtype.newbyteorder("=") != dtype:
         raise TypeError(
             f"X has dtype {X.dtype} but W and b are {dtype}; convert X with X.astype(np.{dtype.name}), "
-            f"or use {X.dtype} W and b."
+            f"or use {X.dtype.newbyteorder('=')} W and b."
         )
     _check_before_conversion(X)
     if X.format == "csr":

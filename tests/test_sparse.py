@@ -204,6 +204,26 @@ def test_predictions_match_the_dense_ones(rng, dtype):
     np.testing.assert_array_equal(fs.predict(empty, W, np.zeros(9, dtype=dtype)), [0, 0])
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_a_byte_swapped_X_is_read_as_its_native_dtype(rng, dtype):
+    """A big-endian X was refused by the functions ("use >f8 W and b", which was refused the same way)."""
+    X, y, W, b, _ = sparse_problem(rng, 50, 6, 3, dtype)
+    swapped = X.copy()
+    swapped.data = X.data.astype(np.dtype(dtype).newbyteorder(">"))
+    np.testing.assert_array_equal(fs.predict_proba(swapped, W, b), fs.predict_proba(X, W, b))
+    got, want = fs.loss_and_grad(swapped, y, W, b), fs.loss_and_grad(X, y, W, b)
+    assert got[0] == want[0]
+    np.testing.assert_array_equal(got[1], want[1])
+    other = np.float32 if dtype == np.float64 else np.float64
+    swapped.data = X.data.astype(np.dtype(other).newbyteorder(">"))
+    with pytest.raises(
+        TypeError,
+        match=rf"^X has dtype >f{np.dtype(other).itemsize} but W and b are "
+        rf"{np.dtype(dtype).name}; .* or use {np.dtype(other).name} W and b\.$",
+    ):
+        fs.predict_proba(swapped, W, b)
+
+
 # -- the partial sums, the Hessian-vector product and the textbook calls -------------------------------------------
 
 
