@@ -801,7 +801,8 @@ def _check_members_apart(members: list[zipfile.ZipInfo], directory_start: int, i
             raise invalid(f"the zip directory entry of {info.filename!r} swallows the entries after it; it is corrupt")
     by_offset = sorted(members, key=lambda info: info.header_offset)
     limits = [(info.header_offset, f"member {info.filename!r}") for info in by_offset[1:]]
-    for info, (limit, what) in zip(by_offset, [*limits, (directory_start, "the zip directory")], strict=True):
+    limits.append((directory_start, "the zip directory"))
+    for info, (limit, what) in zip(by_offset, limits[: len(by_offset)], strict=True):  # no member: no limit
         if info.header_offset + _LOCAL_HEADER_BYTES + info.compress_size > limit:
             raise invalid(f"member {info.filename!r} overlaps {what}, so its bytes would be read twice; it is corrupt")
 

@@ -1889,6 +1889,8 @@ def _data_file(tmp_path, kind):
             np.save(file, X)
         elif kind == "npz":
             np.savez(file, X=X, y=y)
+        elif kind == "npz-empty":
+            np.savez(file)
         else:
             np.savez(file, **{f"a{i}": np.zeros(1) for i in range(8)})
     return path
@@ -1901,12 +1903,14 @@ def _data_file(tmp_path, kind):
         ("npy", r"is a NumPy array file \(\.npy\)"),
         ("npz", r"is an \.npz archive of arrays 'X', 'y'"),
         ("npz-many", r"is an \.npz archive of arrays 'a0', 'a1', 'a2', 'a3', 'a4' and 3 more"),
+        ("npz-empty", r"is an empty \.npz archive"),
     ],
-    ids=["npy", "npz", "npz-many"],
+    ids=["npy", "npz", "npz-many", "npz-empty"],
 )
 def test_a_data_file_given_as_a_model_is_named_as_such_not_as_corrupt(tmp_path, loader, kind, holds):
     """An .npy file was "not a readable .npz archive (BadZipFile ...); it may be truncated or corrupt", and an
-    archive of X and y had "no fastsoftmax format marker. It may be truncated or corrupt; save the model again"."""
+    archive of X and y had "no fastsoftmax format marker. It may be truncated or corrupt; save the model again"
+    (an empty archive: "zip() argument 2 is longer than argument 1", then "may be truncated or corrupt")."""
     from fastsoftmax.sklearn import SoftmaxClassifier
 
     path = _data_file(tmp_path, kind)
