@@ -34,7 +34,7 @@ import stat
 import tokenize
 import zipfile
 from collections.abc import Collection, Iterator
-from typing import IO, NamedTuple
+from typing import IO, Any, NamedTuple
 
 import numpy as np
 
@@ -296,6 +296,40 @@ def names_a_directory(path: str) -> bool:
     return path.endswith(tuple(sep for sep in (os.sep, os.altsep) if sep)) or os.path.basename(path) in (".", "..")
 
 
+def file_path(path: Any, saving: bool) -> str:
+    """``path`` as a str; TypeError for anything but a file's name (str, bytes or os.PathLike).
+
+    An open file or a ``BytesIO``, which np.save and np.load take, met
+    ``os.fspath``'s "expected str, bytes or os.PathLike object", which named
+    no fix. ``saving`` says why a name is needed there.
+    """
+    if isinstance(path, (str, bytes, os.PathLike)):
+        return os.fsdecode(os.fspath(path))
+    why = (
+        "the file is written under a temporary name beside it and then renamed, so that a failed save "
+        "keeps the file that was there"
+        if saving
+        else "the file is checked on disk before it is read"
+    )
+    raise TypeError(
+        f"path must be the name of a file (str or os.PathLike), not {type(path).__name__}: {why}; pass the file's path."
+    )
+
+
+def refuse_link_loop(path: str) -> None:
+    """OSError (ELOOP) where ``path`` is a symbolic link that leads back to itself.
+
+    os.path.exists is False for a loop as for a dangling link: loading one
+    said "no such file", and writing one wrote through it.
+    """
+    if os.path.islink(path) and not os.path.exists(path):
+        try:
+            os.stat(path)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:  # else a dangling link
+                raise OSError(errno.ELOOP, "it is a symbolic link that leads back to itself (a loop)", path) from None
+
+
 def _refuse_dotdot_past_nothing(path: str) -> None:
     """FileNotFoundError where a ".." of ``path`` follows a name that is no directory, as ``open`` finds.
 
@@ -326,16 +360,11 @@ def writable_target(path: str | os.PathLike | bytes) -> str:
     pipe, socket or device, or the file open as a standard stream (a shell's
     ``>> log``, reached as ``/dev/stdout``), which the rename would replace.
     """
-    path = os.fsdecode(os.fspath(path))
+    path = file_path(path, saving=True)
     if not path:
         # os.path reads "" as the working directory: "could not write : it is a directory".
         raise FileNotFoundError(errno.ENOENT, "the path is empty; give a file name")
-    if os.path.islink(path) and not os.path.exists(path):
-        try:
-            os.stat(path)
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:  # else a dangling link: written through, to where it points
-                raise OSError(errno.ELOOP, "it is a symbolic link that leads back to itself (a loop)") from None
+    refuse_link_loop(path)  # a dangling link is written through, to where it points
     if names_a_directory(path):
         raise IsADirectoryError(
             errno.EISDIR, "the path ends with a separator, '.' or '..', so it names a directory; give a file name"
@@ -697,7 +726,7 @@ def read_npz(
         The file is not a readable archive, or a member is pickled, corrupt or
         claims more data than it holds. The message names the file.
     """
-    path = os.fspath(path)
+    path = file_path(path, saving=False)
 
     def invalid(reason: str) -> ValueError:
         return _InvalidFile(f"{path} is not a valid {what}: {reason}.")
@@ -706,6 +735,7 @@ def read_npz(
         # A whole file of another kind: saying it may be corrupt sent users looking for damage that is not there.
         return ForeignFileError(f"{path} is {holds}, not a {what}" + (f". {instead}." if instead else "."))
 
+    refuse_link_loop(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such file.")
     if os.path.isdir(path):

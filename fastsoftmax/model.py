@@ -13,7 +13,15 @@ from fastsoftmax import _checks, engine, solvers
 from fastsoftmax._api import descend, fused_mean_loss_grad, l2_penalty, predict, predict_proba
 from fastsoftmax._api import softmax as softmax_rows
 from fastsoftmax._dask_check import computed
-from fastsoftmax._io import atomic_file, newer_format, npz_scalar, read_npz, refuse_other_file_kind, write_npz
+from fastsoftmax._io import (
+    atomic_file,
+    file_path,
+    newer_format,
+    npz_scalar,
+    read_npz,
+    refuse_other_file_kind,
+    write_npz,
+)
 from fastsoftmax._layout import pack, unpack
 from fastsoftmax._sparse import (
     SparseObjective,
@@ -754,9 +762,10 @@ class SoftmaxRegression:
             shape or not finite, ``n_iter_`` not an integer >= 0,
             ``converged_`` not a bool, ``loss_history_`` not a list of at
             most ``n_iter_ + 1`` numbers (the checks :meth:`load` makes). Nothing is written: a file
-            already at ``path`` is kept.
+            already at ``path`` is kept. TypeError also for a ``path`` that is not a file's name (an
+            open file or a BytesIO).
         """
-        path = os.fspath(path)
+        path = file_path(path, saving=True)
 
         def unsaved(reason: str) -> ValueError:
             return ValueError(f"the model was not saved ({path} is unchanged): {reason.rstrip('.')}.")
@@ -810,8 +819,10 @@ class SoftmaxRegression:
             The file is truncated, corrupt or not a fastsoftmax model (a data
             file: a NumPy array file, or an archive of other arrays, is named
             as such).
+        TypeError
+            ``path`` is not a file's name (an open file or a BytesIO).
         """
-        path = os.fspath(path)
+        path = file_path(path, saving=False)
 
         def invalid(reason: str) -> ValueError:
             return ValueError(

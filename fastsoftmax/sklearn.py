@@ -66,6 +66,7 @@ from fastsoftmax._dask_check import computed, is_dask_collection
 from fastsoftmax._data import CHUNK_BYTES, open_array, unchanged_file_check
 from fastsoftmax._io import (
     atomic_file,
+    file_path,
     newer_format,
     npz_scalar,
     read_npz,
@@ -1032,13 +1033,14 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         optimiser's state between :meth:`partial_fit` calls (Adam's moments,
         the step count), so a ``partial_fit`` after ``load`` starts it afresh
         from the loaded coefficients, as one after ``fit`` does; pickle keeps
-        it. Refused with a RuntimeError while another thread fits the estimator.
+        it. Refused with a RuntimeError while another thread fits the estimator,
+        and with a TypeError for a ``path`` that is not a file's name (an open
+        file or a BytesIO).
         """
+        path = file_path(path, saving=True)
 
         def unsaveable(reason: str) -> ValueError:
-            return ValueError(
-                f"the estimator cannot be saved: {reason.rstrip('.')}; {os.fspath(path)} was not written."
-            )
+            return ValueError(f"the estimator cannot be saved: {reason.rstrip('.')}; {path} was not written.")
 
         def snapshot() -> dict[str, np.ndarray]:
             check_is_fitted(self)
@@ -1081,7 +1083,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
 
         # Every attribute copied while no other thread fits the estimator: a fit sets
         # classes_ before it trains, and the old coef_ beside them would name the wrong labels.
-        arrays = copied_for_saving(self, os.fspath(path), snapshot)
+        arrays = copied_for_saving(self, path, snapshot)
 
         # What load would refuse is never written over a good file.
         self._from_arrays(arrays, unsaveable)
@@ -1100,8 +1102,10 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             The file is truncated, corrupt or not a saved SoftmaxClassifier (a
             data file: a NumPy array file, or an archive of other arrays, is
             named as such).
+        TypeError
+            ``path`` is not a file's name (an open file or a BytesIO).
         """
-        path = os.fspath(path)
+        path = file_path(path, saving=False)
 
         def invalid(reason: str) -> ValueError:
             return ValueError(

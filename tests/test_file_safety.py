@@ -1124,6 +1124,27 @@ def test_an_empty_path_and_a_symlink_loop_are_named(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="a symbolic link that leads back to itself"):
         _model().save(tmp_path / "loop")
     assert os.path.islink(tmp_path / "loop") and os.listdir(tmp_path) == ["loop"]
+    # load said "no such file", as os.path.exists says of a loop.
+    with pytest.raises(OSError, match="a symbolic link that leads back to itself"):
+        SoftmaxRegression.load(tmp_path / "loop")
+
+
+@pytest.mark.parametrize("kind", ["model", "estimator"])
+def test_a_file_object_for_a_path_is_named(tmp_path, kind):
+    """save and load of an open file or a BytesIO (which np.save and np.load take) raised os.fspath's
+    "expected str, bytes or os.PathLike object, not BytesIO"."""
+    from fastsoftmax.sklearn import SoftmaxClassifier
+
+    saved = _each_kind_of_file(tmp_path)[kind]
+    owner = {"model": SoftmaxRegression, "estimator": SoftmaxClassifier}[kind]
+    fitted = owner.load(saved)
+    with pytest.raises(TypeError, match=r"^path must be the name of a file .*, not BytesIO: .*renamed"):
+        fitted.save(io.BytesIO())
+    with open(saved, "rb") as file, pytest.raises(TypeError, match=r"not BufferedReader: .*pass the file's path"):
+        owner.load(file)
+    # A bytes path is a file's name.
+    fitted.save(os.fsencode(tmp_path / "again.npz"))
+    assert type(owner.load(os.fsencode(tmp_path / "again.npz"))) is owner
 
 
 def _failing_open(number: int):
