@@ -1153,6 +1153,11 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             estimator = cls(**params)
         except (ValueError, TypeError, KeyError) as exc:
             raise invalid(f"its parameters cannot be read ({exc})") from exc
+        try:
+            # As fit checks them: C = -1 or n_threads = "x" loaded, and the latter failed at the first predict.
+            estimator._check_params()
+        except (ValueError, TypeError) as exc:
+            raise invalid(f"its parameters are not valid ({str(exc).rstrip('.')})") from exc
         classes = arrays["classes"]
         # Sorted and distinct, as fit leaves them: partial_fit encodes labels by binary search.
         if classes.ndim != 1 or classes.dtype.kind not in "biufU":

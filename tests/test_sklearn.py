@@ -1224,6 +1224,9 @@ def _edited(tmp_path, source, **changes):
         ({"params": "null"}, "parameters cannot be read"),
         ({"params": np.array(["{}", "{}"])}, "not a JSON string"),
         ({"params": '{"class_weight": {"items": 3}}'}, "parameters cannot be read"),
+        # Checked as fit checks them (n_threads "x" loaded, and failed at the first predict).
+        ({"params": '{"C": -1}'}, r"parameters are not valid \(C must be a number > 0 .*, got -1\)"),
+        ({"params": '{"n_threads": "x"}'}, r"parameters are not valid \(n_threads must be"),
         ({"classes": np.array(1)}, "1-d array of numbers or strings"),
         ({"classes": np.array([0, 0, 2])}, "distinct labels in sorted order"),
         ({"classes": np.array([2, 1, 0])}, "distinct labels in sorted order"),
@@ -1260,7 +1263,11 @@ def test_npz_save_refuses_what_load_would_refuse_and_keeps_the_old_file(tmp_path
         est.save(path)
     assert ".;" not in str(error.value)
     assert path.read_bytes() == good
-    SoftmaxClassifier.load(path)
+    loaded = SoftmaxClassifier.load(path)
+    loaded.set_params(C=-1.0)  # a parameter that load refuses
+    with pytest.raises(ValueError, match=r"cannot be saved: its parameters are not valid \(C must be"):
+        loaded.save(path)
+    assert path.read_bytes() == good
 
 
 # -- model selection from several threads --------------------------------------
