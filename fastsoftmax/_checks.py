@@ -71,6 +71,12 @@ def refuse_masked(a, name: str) -> None:
         )
 
 
+def refuse_non_real(X: np.ndarray, name: str = "X") -> None:
+    """TypeError for an array that is not of real numbers (floats, integers or booleans): complex, strings, dates."""
+    if X.dtype.kind not in "fiub":
+        raise TypeError(f"{name} has dtype {X.dtype}; it must be a real numeric array.")
+
+
 #: The fix for an .npy file of a structured dtype (:func:`refuse_structured`).
 STRUCTURED_FILE_FIX = (
     "save the array of numpy.lib.recfunctions.structured_to_unstructured(np.load(path)) in its place, "
@@ -425,8 +431,8 @@ def check_X(
                 f"np.asarray(X, dtype=np.{dtype.name}){lists}, or use {X.dtype} W and b "
                 f"(for a model: dtype=np.{X.dtype.name})."
             )
-    elif kind not in "iub":
-        raise TypeError(f"X has dtype {X.dtype}; it must be a real numeric array.")
+    else:
+        refuse_non_real(X)
     if fortran_ok and X.dtype == dtype and X.flags.f_contiguous:
         return X
     return _contiguous(X, dtype)

@@ -381,8 +381,7 @@ class DataSource:
         self.streamed = isinstance(X, np.memmap)
         _checks.refuse_structured(X, "X", _checks.STRUCTURED_FILE_FIX if self.streamed else None)
         _checks.check_2d(X)
-        if X.dtype.kind not in "fiub":
-            raise TypeError(f"X has dtype {X.dtype}; it must be a real numeric array.")
+        _checks.refuse_non_real(X)
         if self.streamed:
             if 0 in X.shape:
                 raise ValueError(f"X is empty (shape {X.shape}).")

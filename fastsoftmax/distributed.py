@@ -604,8 +604,7 @@ def check_chunked(X, y, sample_weight, dtype: np.dtype, n_features: int):
         raise ValueError(
             f"X has {X.shape[1]} features but the model has {n_features}; X must have shape (n_samples, {n_features})."
         )
-    if X.dtype.kind not in "fiub":
-        raise TypeError(f"X has dtype {X.dtype}; it must be a real numeric array.")
+    _checks.refuse_non_real(X)
     if sparse_chunks:
         import scipy.sparse
 

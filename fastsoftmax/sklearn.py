@@ -923,6 +923,9 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         """
         check_is_fitted(self)
         X = open_array(path, "X")
+        # As fit names them: a structured file was "not 2-dimensional", a complex one was printed whole.
+        _checks.refuse_structured(X, f"X file {os.fspath(path)!r}", _checks.STRUCTURED_FILE_FIX)
+        _checks.refuse_non_real(X, f"X file {os.fspath(path)!r}")
         if X.ndim != 2:
             raise ValueError(f"X file {os.fspath(path)!r} must hold a 2-dimensional .npy array, got shape {X.shape}.")
         if X.shape[0] == 0:

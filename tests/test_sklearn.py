@@ -851,9 +851,8 @@ def _with_nan_in_row_150(X):
     [
         (np.float16, _with_nan_in_row_150, r"NaN or infinite value\(s\), the first in row 150"),
         (np.float16, lambda X: X[:, :-1], r"X has 7 features, but SoftmaxClassifier is expecting 8"),
-        (np.complex128, lambda X: X, r"Complex data not supported"),
     ],
-    ids=["float16-nan", "float16-columns", "complex"],
+    ids=["float16-nan", "float16-columns"],
 )
 def test_prediction_on_a_file_of_another_dtype_keeps_its_message(tmp_path, file_dtype, edit, message):
     # The chunk's error was checked again on the file's uncast rows by a scan that
@@ -864,6 +863,20 @@ def test_prediction_on_a_file_of_another_dtype_keeps_its_message(tmp_path, file_
     for method in (clf.predict, clf.predict_proba, clf.decision_function):
         with pytest.raises(ValueError, match=message):
             method(tmp_path / "X.npy")
+
+
+def test_prediction_on_a_file_of_no_real_numbers_names_the_file_as_fit_does(tmp_path):
+    """Prediction printed a complex file's rows after scikit-learn's "Complex data not supported", and
+    called a structured file "not 2-dimensional"; fit named both dtypes."""
+    X, y = generated(n=300, k=3)
+    clf = SoftmaxClassifier().fit(X, y)
+    np.save(tmp_path / "complex.npy", X.astype(np.complex128))
+    np.save(tmp_path / "fields.npy", np.zeros(300, dtype=[("a", "f8"), ("b", "f8")]))
+    for method in (clf.predict, clf.predict_proba, clf.decision_function):
+        with pytest.raises(TypeError, match=r"^X file '.*complex\.npy' has dtype complex128; it must be a real"):
+            method(tmp_path / "complex.npy")
+        with pytest.raises(TypeError, match=r"^X file '.*fields\.npy' has a structured dtype \(fields 'a', 'b'\)"):
+            method(tmp_path / "fields.npy")
 
 
 def test_dask_arrays():
