@@ -1342,7 +1342,7 @@ def fit_dask(
     _check_client(client)
     if checkpoint is not None:
         checkpoint = check_checkpoint_directory(checkpoint)
-    model._params(update=True)  # W and b are written in place: refuse read-only ones before the cluster works
+    model._params()  # W and b are written in place: refuse read-only ones before the cluster works
     X_cast, y, sample_weight = check_chunked(X, y, sample_weight, model.dtype, model.input_dim)
     objective = DaskObjective(
         X_cast, y, sample_weight, model.num_classes, options.l2, _resolve_client(client), persist, uncast_X=X

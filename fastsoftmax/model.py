@@ -31,7 +31,7 @@ from fastsoftmax._sparse import (
     objective_loss_and_grad,
     predict_sparse,
 )
-from fastsoftmax._threading import copied_for_saving, exclusive_training, read_while_trained_elsewhere, run_whole
+from fastsoftmax._threading import copied_for_saving, exclusive_training, reading_weights, run_whole
 from fastsoftmax.checkpoint import check_directory as check_checkpoint_directory
 from fastsoftmax.exceptions import ConvergenceWarning, TrainingError
 from fastsoftmax.objectives import make_objective
@@ -186,26 +186,29 @@ class SoftmaxRegression:
             _checks.check_float_param(self.W, "W", 2, self.dtype)
         return self.W.shape
 
-    def _params(self, *, update: bool = False, data: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """W and b, checked (:func:`_checks.check_weights`); with ``update``, also that both can be written.
-
-        Without ``update`` (to predict from them), RuntimeError while another
-        thread trains the model, and copies while that thread waits in the
-        fit's callback (:func:`_threading.read_while_trained_elsewhere`).
+    def _params(self, *, data: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """W and b to update in place, checked (:func:`_checks.check_weights`), and that both can be written.
 
         ``data`` maps names ("X", "y", "sample_weight") to the caller's own
         arrays, which an update must not write (see :meth:`_check_writeable`).
         """
-        if not update:  # to read them: not while another thread writes them
-
-            def read(copy: bool) -> tuple[np.ndarray, np.ndarray]:
-                W, b = _checks.check_weights(self.W, self.b, self.dtype)
-                return (W.copy(), b.copy()) if copy else (W, b)
-
-            return read_while_trained_elsewhere(self, "reading W and b", read)
         W, b = _checks.check_weights(self.W, self.b, self.dtype)
         self._check_writeable(data)
         return W, b
+
+    def _reading(self) -> reading_weights:
+        """``with self._reading() as (W, b):`` W and b, checked, to predict from while no thread trains the model.
+
+        RuntimeError while another thread trains the model; copies while that
+        thread waits in the fit's callback; a training that starts in the
+        block waits for its end (:class:`_threading.reading_weights`).
+        """
+
+        def read(copy: bool) -> tuple[np.ndarray, np.ndarray]:
+            W, b = _checks.check_weights(self.W, self.b, self.dtype)
+            return (W.copy(), b.copy()) if copy else (W, b)
+
+        return reading_weights(self, "reading W and b", read)
 
     def _check_writeable(self, data: dict | None = None) -> None:
         """Raise before an update writes W or b in place, if either is read-only.
@@ -317,14 +320,15 @@ class SoftmaxRegression:
         """
         sparse = is_sparse(X)
         if sparse and probs is None:
-            _, dW, db = objective_loss_and_grad(self._sparse_objective(X, y, 0.0), *self._params())
+            objective = self._sparse_objective(X, y, 0.0)
+            with self._reading() as (W, b):
+                _, dW, db = objective_loss_and_grad(objective, W, b)
             return dW, db
         if sparse:
             X = checked_csr(X, self.dtype, self.input_dim)
             y = _checks.check_labels(y, X.shape[0], self.num_classes)
         else:
             X, y = self._Xy(X, y, fortran_ok=True, scan_labels=probs is not None, learning=True)
-        W, b = self._params()
         if probs is not None:
             probs = _checks.check_probabilities(probs, self.dtype)
             if probs.shape != (X.shape[0], self.num_classes):
@@ -342,8 +346,9 @@ class SoftmaxRegression:
                     _checks.check_X_finite(X)
                 raise _checks.overflow_error()
             return dW, dz.sum(axis=0)
-        dW, db = np.empty_like(W), np.empty_like(b)
-        mean_loss = fused_mean_loss_grad(X, y, W, b, _checks.no_weights(self.dtype), X.shape[0], 0.0, dW, db)
+        with self._reading() as (W, b):
+            dW, db = np.empty_like(W), np.empty_like(b)
+            mean_loss = fused_mean_loss_grad(X, y, W, b, _checks.no_weights(self.dtype), X.shape[0], 0.0, dW, db)
         _checks.raise_for_nonfinite_loss(X, mean_loss, y, self.num_classes)
         return dW, db
 
@@ -368,7 +373,7 @@ class SoftmaxRegression:
         else:
             X, y = self._Xy(X, y, fortran_ok=True, scan_labels=False, learning=True)
         with exclusive_training(self):
-            W, b = self._params(update=True, data=data)
+            W, b = self._params(data=data)
             if sparse:
                 loss, dW, db = objective_loss_and_grad(objective, W, b)
             else:
@@ -395,11 +400,11 @@ class SoftmaxRegression:
 
     def predict(self, X) -> np.ndarray:
         """Predicted class indices, shape (N,) int64."""
-        W, b = self._params()
-        X = computed(X)  # a Dask X is predicted in memory
-        if is_sparse(X):  # checked and cast to the model's dtype there, in one pass
-            return predict_sparse(X, W, b, cast_floats=True)
-        return predict(self._X(X, fortran_ok=True, takes_y=False), W, b)
+        with self._reading() as (W, b):
+            X = computed(X)  # a Dask X is predicted in memory
+            if is_sparse(X):  # checked and cast to the model's dtype there, in one pass
+                return predict_sparse(X, W, b, cast_floats=True)
+            return predict(self._X(X, fortran_ok=True, takes_y=False), W, b)
 
     def accuracy(self, X, y) -> float:
         """Fraction of rows whose predicted class equals y, ``mean(predict(X) == y)``, a float in [0, 1].
@@ -421,13 +426,13 @@ class SoftmaxRegression:
 
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities softmax(X W^T + b), shape (N, K), in the model's dtype."""
-        W, b = self._params()
-        X = computed(X)
-        if is_sparse(X):
-            proba = np.empty((X.shape[0], self.num_classes), dtype=self.dtype)
-            predict_sparse(X, W, b, proba_out=proba, cast_floats=True)
-            return proba
-        return predict_proba(self._X(X, fortran_ok=True, takes_y=False), W, b)
+        with self._reading() as (W, b):
+            X = computed(X)
+            if is_sparse(X):
+                proba = np.empty((X.shape[0], self.num_classes), dtype=self.dtype)
+                predict_sparse(X, W, b, proba_out=proba, cast_floats=True)
+                return proba
+            return predict_proba(self._X(X, fortran_ok=True, takes_y=False), W, b)
 
     def score(self, X, y) -> float:
         """Mean accuracy on (X, y), as scikit-learn's classifiers define ``score``."""
@@ -623,8 +628,7 @@ class SoftmaxRegression:
         if checkpoint is not None:
             checkpoint = check_checkpoint_directory(checkpoint)
         self._params(
-            update=True,
-            data={"X": getattr(X, "data", None) if is_sparse(X) else X, "y": y, "sample_weight": sample_weight},
+            data={"X": getattr(X, "data", None) if is_sparse(X) else X, "y": y, "sample_weight": sample_weight}
         )
         objective = make_objective(
             X,
@@ -719,8 +723,7 @@ class SoftmaxRegression:
             fit_intercept=fit_intercept,
         )
         self._params(
-            update=True,
-            data={"X": getattr(X, "data", None) if is_sparse(X) else X, "y": y, "sample_weight": sample_weight},
+            data={"X": getattr(X, "data", None) if is_sparse(X) else X, "y": y, "sample_weight": sample_weight}
         )
         objective = make_objective(
             X,

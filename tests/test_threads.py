@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numba
@@ -179,6 +180,62 @@ def test_a_model_that_another_thread_trains_is_refused(rng, second):
     np.testing.assert_array_equal(model.W, alone.W)
     assert model.n_iter_ == alone.n_iter_ == 3
     model.train_step(X, y, lr=0.1)
+
+
+def _claimed_elsewhere(model, timeout: float) -> bool:
+    """Wait until another thread holds ``model``'s training claim; False after ``timeout`` seconds."""
+    from fastsoftmax import _threading
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with _threading._trainers_lock:
+            if _threading._other_trainer(model) is not None:
+                return True
+        time.sleep(0.01)
+    return False
+
+
+@pytest.mark.parametrize("second", ["fit", "train_step"])
+def test_a_training_that_starts_during_a_prediction_waits_for_it(rng, monkeypatch, second):
+    """Only a prediction that started after a training was refused: a train_step started during one wrote
+    W and b as the kernel read them, and 3 % of 2,000,000 rows got probabilities of neither weights."""
+    import fastsoftmax.model
+
+    X, y, _, _, _ = make_problem(rng, 500, 6, 3)
+    model = fs.SoftmaxRegression(6, 3, seed=0)
+    W_before, b_before = model.W.copy(), model.b.copy()
+    reading, release, trained = threading.Event(), threading.Event(), threading.Event()
+    real_predict_proba = fastsoftmax.model.predict_proba
+
+    def held_predict_proba(X, W, b):  # the prediction's kernel call, held until released
+        reading.set()
+        release.wait(60)
+        return real_predict_proba(X, W, b)
+
+    monkeypatch.setattr(fastsoftmax.model, "predict_proba", held_predict_proba)
+    predicted: list[np.ndarray] = []
+    reader = threading.Thread(target=lambda: predicted.append(model.predict_proba(X)))
+    reader.start()
+    assert reading.wait(60)
+    train = {
+        "fit": lambda: model.fit(X, y, solver="gd", lr=0.5, max_iter=3, tol=0),
+        "train_step": lambda: model.train_step(X, y, lr=0.5),
+    }[second]
+    trainer = threading.Thread(target=lambda: (train(), trained.set()))
+    trainer.start()
+    try:
+        assert _claimed_elsewhere(model, timeout=60), "the training did not take its claim"
+        assert not trained.wait(1.0), "the training ran during the prediction"
+        np.testing.assert_array_equal(model.W, W_before)
+        with pytest.raises(RuntimeError, match="SoftmaxRegression is being trained in another thread"):
+            model.predict(X)  # the training has started: a new prediction is refused as before
+    finally:
+        release.set()
+        reader.join(60)
+        trainer.join(60)
+    assert trained.is_set()
+    np.testing.assert_array_equal(predicted[0], real_predict_proba(X, W_before, b_before))
+    assert not np.array_equal(model.W, W_before)
 
 
 def test_the_claim_of_a_thread_that_has_ended_does_not_block(rng):
@@ -782,6 +839,107 @@ def test_ctrl_c_in_the_release_of_a_claim_releases_it_whole(rng, monkeypatch):
     monkeypatch.undo()
     with ThreadPoolExecutor(1) as pool:
         assert pool.submit(model.predict, X).result().shape == (50,)
+
+
+FORKED_AFTER_THE_USERS_OWN_PARALLEL_CODE = textwrap.dedent(
+    """
+    import multiprocessing
+    import numba, numpy as np
+    import fastsoftmax as fs
+
+    @numba.njit(parallel=True)
+    def users_kernel(a):
+        total = 0.0
+        for i in numba.prange(a.shape[0]):
+            total += a[i]
+        return total
+
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((20000, 20)), rng.integers(0, 3, 20000)
+
+    def work(_):
+        return fs.SoftmaxRegression(20, 3, seed=0).fit(X, y, max_iter=3).n_iter_
+
+    if __name__ == "__main__":
+        users_kernel(np.ones(100000))  # Numba's OpenMP threads start here, not in fastsoftmax
+        if numba.threading_layer() != "omp":
+            print("not omp")
+        else:
+            with multiprocessing.get_context("fork").Pool(2) as pool:
+                print("forked workers", pool.map_async(work, range(2)).get(timeout=120))
+    """
+)
+
+
+@pytest.mark.skipif(MAX_THREADS < 2 or sys.platform != "linux", reason="needs two Numba threads and fork")
+def test_processes_forked_after_the_users_own_parallel_code_run_their_calls():
+    """Only a pool that fastsoftmax had started counted: after the user's own parallel=True code, Numba ended
+    each forked worker ("fork() called from a process already using GNU OpenMP") and Pool.map waited for ever."""
+    done = subprocess.run(
+        [sys.executable, "-c", FORKED_AFTER_THE_USERS_OWN_PARALLEL_CODE], capture_output=True, text=True, timeout=400
+    )
+    if "not omp" in done.stdout:
+        pytest.skip("Numba's threading layer here is not OpenMP")
+    assert done.returncode == 0 and "forked workers [3, 3]" in done.stdout, done.stderr[-2000:]
+    assert "unsafe" not in done.stderr
+
+
+FORKED_WHILE_A_THREAD_IS_IN_A_KERNEL = textwrap.dedent(
+    """
+    import os, signal, threading, time
+    import numpy as np
+    import fastsoftmax as fs
+    from fastsoftmax import _threading
+
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((100000, 20)), rng.integers(0, 3, 100000)
+    fs.SoftmaxRegression(20, 3, seed=0).fit(X, y, max_iter=1)
+    assert _threading._serialise, "workqueue was asked for"
+    # Another thread inside a parallel kernel at the fork holds the lock that serialises them.
+    inside, done = threading.Event(), threading.Event()
+
+    def in_a_kernel():
+        with _threading._serialise_lock:
+            inside.set()
+            done.wait(60)
+
+    other = threading.Thread(target=in_a_kernel)
+    other.start()
+    inside.wait(60)
+    pid = os.fork()
+    if pid == 0:
+        fs.SoftmaxRegression(20, 3, seed=0).fit(X, y, max_iter=2)
+        os._exit(0)
+    for _ in range(1200):  # 120 s
+        finished, status = os.waitpid(pid, os.WNOHANG)
+        if finished:
+            print("child exit", os.waitstatus_to_exitcode(status))
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        print("child hung")
+    done.set()
+    other.join()
+    """
+)
+
+
+@pytest.mark.skipif(MAX_THREADS < 2 or sys.platform != "linux", reason="needs two Numba threads and fork")
+def test_a_child_forked_while_another_thread_is_in_a_serialised_kernel_runs():
+    """Under workqueue the lock that serialises parallel calls was not made anew after a fork: held by another
+    thread at the fork, it stayed held in the child, whose first parallel call waited for ever."""
+    env = {**os.environ, "NUMBA_THREADING_LAYER": "workqueue"}
+    done = subprocess.run(
+        [sys.executable, "-c", FORKED_WHILE_A_THREAD_IS_IN_A_KERNEL],
+        capture_output=True,
+        text=True,
+        timeout=400,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "child exit 0" in done.stdout, done.stdout + done.stderr[-2000:]
 
 
 FORK_DURING_A_FIT = textwrap.dedent(
