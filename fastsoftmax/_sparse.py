@@ -669,6 +669,10 @@ class SparseObjective:
         """X's values were checked finite on entry: the logits overflowed."""
         raise _checks.overflow_error()
 
+    def class_counts(self) -> np.ndarray:
+        """Rows per class, shape (K,) int64."""
+        return np.bincount(self.y, minlength=self.n_classes)
+
 
 def column_moments_about(
     rows: CSRRows, sample_weight: np.ndarray, shift: np.ndarray

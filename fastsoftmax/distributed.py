@@ -1231,6 +1231,10 @@ class DaskObjective:
     def raise_for_nonfinite_start(self, loss: float) -> None:
         self.raise_for_nonfinite_loss(loss)
 
+    def class_counts(self) -> None:
+        """Not counted: the labels lie on the cluster, and counting them would be a pass before the fit."""
+        return None
+
     def raise_for_nonfinite_loss(self, loss: float) -> None:
         """As :func:`fastsoftmax._checks.raise_for_nonfinite_loss`, with X scanned on the cluster chunk by chunk."""
         if math.isfinite(loss):

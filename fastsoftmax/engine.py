@@ -138,6 +138,8 @@ class Objective(Protocol):
 
     def raise_for_nonfinite_start(self, loss: float) -> None: ...
 
+    def class_counts(self) -> np.ndarray | None: ...
+
 
 def run_solver(
     objective: Objective,
@@ -705,7 +707,39 @@ def fit(
     # The solvers' own vector arithmetic is tiny: BLAS threads woken for it
     # only spin against the kernels' threads (one limit for the whole fit).
     with exclusive_training(model), held, objective, single_threaded_blas():
+        _warn_of_classes_without_rows(objective.class_counts())
         return _fit(model, objective, options, seed=seed, callback=callback, checkpoint=checkpoint)
+
+
+#: How :func:`_warn_of_classes_without_rows` begins (the command line, which notes such classes itself, filters it).
+CLASSES_WITHOUT_ROWS = "no training row has"
+
+
+def _warn_of_classes_without_rows(counts: np.ndarray | None) -> None:
+    """UserWarning where a class of the model has no training row (``counts``: rows per class; None: not counted).
+
+    Such a class has no finite optimum: the gradient of its intercept is its
+    mean probability, positive wherever it is finite, so the intercept falls
+    for as long as the fit runs, and the fit stopped at ``tol`` with
+    ``converged_`` True and nothing said (labels 0..K-2 for K classes, or a
+    split that left out a rare class). The model never predicts it.
+    """
+    if counts is None:
+        return
+    missing = np.flatnonzero(counts == 0)
+    if not missing.shape[0]:
+        return
+    n_classes = counts.shape[0]
+    shown = ", ".join(map(str, missing[:5].tolist())) + (
+        f" and {missing.shape[0] - 5} more" if missing.shape[0] > 5 else ""
+    )
+    warnings.warn(
+        f"{CLASSES_WITHOUT_ROWS} class {shown} of the model's {n_classes} (labels 0..{n_classes - 1}): the model "
+        f"never predicts {'it' if missing.shape[0] == 1 else 'them'}, and the intercept of such a class falls for "
+        f"as long as the fit runs (it has no finite optimum). Check the labels, or give the model fewer classes.",
+        UserWarning,
+        stacklevel=4,
+    )
 
 
 def fit_memory_floor(n_classes: int, n_features: int, solver: str, itemsize: int) -> int:

@@ -131,6 +131,10 @@ class ChunkedObjective:
         """
         raise _checks.overflow_error()
 
+    def class_counts(self) -> np.ndarray:
+        """Rows per class, shape (K,) int64: one chunked scan of y."""
+        return self.source.class_counts(self.n_classes)
+
 
 def _is_path_or_map(a) -> bool:
     return isinstance(a, (*PATH_TYPES, np.memmap))

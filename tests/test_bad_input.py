@@ -972,7 +972,7 @@ def test_an_npy_header_declaring_fewer_rows_than_the_file_holds_is_refused(tmp_p
     message = r"X file .*X\.npy' holds 320 bytes of data after its \.npy header, which declares \(5, 4\) of float64"
     _refused_by_fit_and_train(x_path, 5, message, capsys)
     _npy_with_header(x_path, "{'descr': '<f8', 'fortran_order': False, 'shape': (10, 4), }", data=b"\0" * 320)
-    SoftmaxRegression(4, 3).fit(str(x_path), np.zeros(10, dtype=np.int64), max_iter=1)  # exactly its data
+    SoftmaxRegression(4, 3).fit(str(x_path), np.arange(10) % 3, max_iter=1)  # exactly its data
 
 
 def test_an_npy_file_of_arrays_saved_one_after_another_is_named_as_such(tmp_path, capsys):

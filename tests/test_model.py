@@ -608,6 +608,31 @@ def test_no_convergence_warning_when_tol_is_zero_or_the_callback_stops(data):
         SoftmaxRegression(D, K, seed=0).fit(X, y, max_iter=500, tol=1e-5)
 
 
+@pytest.mark.parametrize("form", ["array", "file", "sparse"])
+def test_a_class_without_training_rows_is_warned_of(tmp_path, form):
+    """Labels 0..K-2 for K classes fitted to "converged" with the last class's intercept at -15.6 and
+    falling (it has no finite optimum), and nothing was said."""
+    scipy_sparse = pytest.importorskip("scipy.sparse")
+    X, y = make_classification(300, 4, n_classes=3, seed=0)
+
+    def given(X, y):
+        if form == "file":
+            np.save(tmp_path / "X.npy", X)
+            np.save(tmp_path / "y.npy", y)
+            return tmp_path / "X.npy", tmp_path / "y.npy"
+        return (scipy_sparse.csr_matrix(X) if form == "sparse" else X), y
+
+    one = r"^no training row has class 3 of the model's 4 \(labels 0\.\.3\): the model never predicts it, "
+    one += r".*\(it has no finite optimum\)\. Check the labels, or give the model fewer classes\.$"
+    with pytest.warns(UserWarning, match=one):
+        SoftmaxRegression(4, 4, seed=0).fit(*given(X, y), max_iter=5, tol=0)
+    with pytest.warns(UserWarning, match=r"^no training row has class 0, 3 of the model's 4 .* never predicts them"):
+        SoftmaxRegression(4, 4, seed=0).fit(*given(X[y > 0], y[y > 0]), max_iter=5, tol=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # every class has a row: nothing to say
+        SoftmaxRegression(4, 3, seed=0).fit(*given(X, y), max_iter=5, tol=0)
+
+
 @pytest.mark.parametrize("lr", [math.inf, math.nan, None, -1.0, 0.0, "0.1", True], ids=repr)
 def test_train_step_rejects_bad_lr_and_leaves_the_weights(data, lr):
     X, y = data
