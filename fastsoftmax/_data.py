@@ -460,6 +460,17 @@ class DataSource:
             counts += np.bincount(part, minlength=n_classes)
         return counts
 
+    def weight_per_class(self, n_classes: int) -> np.ndarray:
+        """The weight of each class's rows, shape (n_classes,) float64 (rows counted where unweighted), from one
+        chunked scan of y and the weights."""
+        if not self.sample_weight.shape[0]:
+            return self.class_counts(n_classes).astype(np.float64)
+        totals = np.zeros(n_classes)
+        for start, part in self._label_parts():
+            weights = self.sample_weight[start : start + part.shape[0]]
+            totals += np.bincount(part, weights=weights, minlength=n_classes)
+        return totals
+
     def label_range(self) -> tuple[int, int]:
         """The smallest and the largest label, from one chunked scan of y; ValueError for a negative label."""
         return label_range(part for _, part in self._label_parts())

@@ -669,9 +669,10 @@ class SparseObjective:
         """X's values were checked finite on entry: the logits overflowed."""
         raise _checks.overflow_error()
 
-    def class_counts(self) -> np.ndarray:
-        """Rows per class, shape (K,) int64."""
-        return np.bincount(self.y, minlength=self.n_classes)
+    def weight_per_class(self) -> np.ndarray:
+        """The weight of each class's rows, shape (K,) float64 (rows counted where unweighted)."""
+        weights = self.sample_weight if self.sample_weight.shape[0] else None
+        return np.bincount(self.y, weights=weights, minlength=self.n_classes).astype(np.float64)
 
 
 def column_moments_about(

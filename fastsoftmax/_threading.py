@@ -13,6 +13,7 @@ import contextlib
 import os
 import sys
 import threading
+import time
 import warnings
 import weakref
 from collections.abc import Callable, Iterator
@@ -188,18 +189,18 @@ def _after_fork_in_child() -> None:
     call would wait for ever: the locks are made anew. The BLAS sections of
     other threads (a fit running at the fork) would never close, and left
     BLAS at one thread for the child's whole life: they are dropped, and the
-    counts put back where none of this thread's own remains. Reads of other
-    threads (:class:`reading_weights`) are not in the child: they are
-    dropped. OpenMP counts as started where Numba's pool is, whoever started
+    counts put back where none of this thread's own remains. The reads
+    under way (:class:`reading_weights`) are dropped: those of other threads
+    are not in the child, and the forking thread is in none (it forks from
+    Python code, not from a kernel). OpenMP counts as started where Numba's pool is, whoever started
     it (the user's own ``parallel=True`` code).
     """
-    global _forked_from_openmp, _trainers_lock, _readers_done, _blas_lock, _serialise_lock, _layer_lock
+    global _forked_from_openmp, _trainers_lock, _blas_lock, _serialise_lock, _layer_lock
     try:
         _forked_from_openmp = _forked_from_openmp or numba.threading_layer() == "omp"
     except ValueError:  # no layer started
         pass
     _trainers_lock = threading.Lock()
-    _readers_done = threading.Condition(_trainers_lock)
     _readers.clear()
     _blas_lock = threading.RLock()
     _serialise_lock = threading.Lock()
@@ -414,11 +415,10 @@ def _set_blas_threads(library: Any, num_threads: int) -> None:
 #: that has since died (and whose id was reused) from one on this model.
 _trainers: dict[int, tuple[weakref.ref, threading.Thread]] = {}
 _trainers_lock = threading.Lock()
-#: id(model) -> {thread id: its read} for the reads of its W and b under way
-#: outside any training (:class:`reading_weights`), under ``_trainers_lock``; a
-#: training that claims the model waits on ``_readers_done`` until none is left.
-_readers: dict[int, dict[int, object]] = {}
-_readers_done = threading.Condition(_trainers_lock)
+#: id(model) -> {thread id: the reads of that thread} for the reads of its W and b
+#: under way outside any training (:class:`reading_weights`), under
+#: ``_trainers_lock``; a training that claims the model waits until none is left.
+_readers: dict[int, dict[int, set[object]]] = {}
 #: Per thread, id(model) -> a weak reference to the outermost ``exclusive_training``
 #: that holds its claim. A ``with`` statement keeps its context alive until it
 #: exits, so a dead reference marks a claim that an interrupted entry left behind.
@@ -472,13 +472,13 @@ class exclusive_training:
             _trainers[id(self._model)] = (weakref.ref(self._model), this_thread)
             if self._outermost:
                 holders[id(self._model)] = weakref.ref(self)
+            reads_under_way = _reads_under_way(self._model)
+        if reads_under_way:
             try:
-                while _reads_under_way(self._model):
-                    _readers_done.wait(timeout=1.0)  # and look again: a reader's thread may have died
+                _wait_for_reads(self._model)
             except BaseException:  # Ctrl-C while waiting: the claim is given back, nothing was trained
                 if self._outermost:
-                    del holders[id(self._model)]
-                    del _trainers[id(self._model)]
+                    run_whole(self._release)
                 raise
 
     def __exit__(self, *exc_info: object) -> None:
@@ -603,7 +603,9 @@ class reading_weights:
     (:class:`exclusive_training`). A training step that started during a
     prediction wrote W and b as the kernel read them: the probabilities of
     3 % of 2,000,000 rows came from neither the old weights nor the new.
-    A plain class rather than a generator, as :class:`exclusive_training`.
+    The block should hold the kernel call only, no code of the caller's (a
+    Dask compute whose task trains the model would wait for itself). A
+    plain class rather than a generator, as :class:`exclusive_training`.
     """
 
     __slots__ = ("_model", "_action", "_read", "_counted")
@@ -613,16 +615,16 @@ class reading_weights:
         self._counted = False
 
     def __enter__(self) -> T:
-        key, this_thread = id(self._model), threading.get_ident()
         try:
             with _trainers_lock:
                 trainer = _other_trainer(self._model)
-                if trainer is not None and _in_callback.get(key):
+                if trainer is not None and _in_callback.get(id(self._model)):
                     return self._read(True)
                 if trainer is None:
-                    # One entry per thread: one left behind by a Ctrl-C in this method is replaced here.
-                    _readers.setdefault(key, {})[this_thread] = self
+                    # Marked first: a Ctrl-C between the two leaves __exit__ something (perhaps nothing) to remove.
                     self._counted = True
+                    threads = _readers.setdefault(id(self._model), {})
+                    threads.setdefault(threading.get_ident(), set()).add(self)
             if trainer is not None:
                 name = type(self._model).__name__
                 raise RuntimeError(
@@ -640,24 +642,44 @@ class reading_weights:
             run_whole(self._done)
 
     def _done(self) -> None:
-        """This read is over; a training waiting for the last one goes on. Run twice, it does nothing more."""
+        """This read is over (a training waiting for the last one goes on); run twice, it does nothing more."""
         with _trainers_lock:
-            readers = _readers.get(id(self._model), {})
-            if readers.get(threading.get_ident()) is self:
-                del readers[threading.get_ident()]
-                if not readers:
-                    del _readers[id(self._model)]
-                _readers_done.notify_all()
+            threads = _readers.get(id(self._model), {})
+            reads = threads.get(threading.get_ident(), set())
+            reads.discard(self)
+            if not reads:
+                threads.pop(threading.get_ident(), None)
+            if not threads:
+                _readers.pop(id(self._model), None)
 
 
 def _reads_under_way(model: object) -> bool:
-    """Whether another live thread reads ``model``'s W and b in place now (:class:`reading_weights`); under the lock."""
-    readers = _readers.get(id(model))
-    if not readers:
+    """Whether another live thread reads ``model``'s W and b in place now (:class:`reading_weights`); under the lock.
+
+    This thread's own are left out: a thread that trains is in none of them.
+    """
+    threads = _readers.get(id(model))
+    if not threads:
         return False
     alive = {thread.ident for thread in threading.enumerate()}
-    this_thread = threading.get_ident()
-    return any(ident != this_thread and ident in alive for ident in readers)
+    return any(ident != threading.get_ident() and ident in alive for ident in threads)
+
+
+def _wait_for_reads(model: object) -> None:
+    """Return once no other thread reads ``model``'s W and b in place; called holding its training claim.
+
+    Polled, 0.1 ms growing to 10 ms apart, without holding the lock: a
+    prediction takes microseconds to seconds, a training waits for it at its
+    start only, and a Condition's wait, which gives the lock up and takes it
+    back in Python code, could be left by a Ctrl-C without it.
+    """
+    delay = 1e-4
+    while True:
+        time.sleep(delay)
+        with _trainers_lock:
+            if not _reads_under_way(model):
+                return
+        delay = min(2 * delay, 0.01)
 
 
 def _other_trainer(model: object) -> threading.Thread | None:

@@ -262,15 +262,13 @@ def _warm_up_fit(args, X, y, dtype, n_classes: int, **fit_options) -> None:
     A warm-up that diverges (a large ``--lr``) has compiled the kernels all
     the same; whether training diverges is the real fit's to say, about itself.
     """
-    from fastsoftmax import ConvergenceWarning, SoftmaxRegression, TrainingError
-    from fastsoftmax.engine import CLASSES_WITHOUT_ROWS
+    from fastsoftmax import SoftmaxRegression, TrainingError
+    from fastsoftmax.engine import convergence_messages
 
     rows = _warm_up_rows(X.shape[0], X.shape[1], n_classes)
     model = SoftmaxRegression(X.shape[1], n_classes, dtype=dtype)
-    with _announce_compilation(args), warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        # Its first rows may miss a class; the real fit's are noted by _note_classes_without_training_rows.
-        warnings.filterwarnings("ignore", message=CLASSES_WITHOUT_ROWS, category=UserWarning)
+    # Nothing to say of its convergence, nor of a class its first rows miss (the real fit's are noted).
+    with _announce_compilation(args), convergence_messages():
         with contextlib.suppress(TrainingError):  # W and b keep finite weights, which the accuracy takes
             model.fit(
                 X[:rows], y[:rows], solver=args.solver, max_iter=2, lr=args.lr, l2=args.l2, tol=0.0, **fit_options
@@ -1071,7 +1069,7 @@ def _fit_with_progress(args, model, X, y, **fit_options) -> tuple[float, _TrainP
     this process, so the message also says that ``--out`` was not written.
     """
     from fastsoftmax import TrainingError
-    from fastsoftmax.engine import CLASSES_WITHOUT_ROWS, convergence_messages
+    from fastsoftmax.engine import convergence_messages
 
     progress = _TrainProgress(args)
     start = time.perf_counter()
@@ -1079,9 +1077,8 @@ def _fit_with_progress(args, model, X, y, **fit_options) -> tuple[float, _TrainP
         # The warm-up compiled what the fit runs; a signature it missed (the
         # short last chunk of a file, say) compiles here, and is not throughput.
         # The summary says whether the fit converged, and why not: the engine's reason, not a warning.
-        with _compile_clock() as compiling, convergence_messages() as not_converged, warnings.catch_warnings():
-            # Noted before the fit, in the command's terms (_note_classes_without_training_rows).
-            warnings.filterwarnings("ignore", message=CLASSES_WITHOUT_ROWS, category=UserWarning)
+        # convergence_messages also leaves out the warning of classes without rows: noted before the fit.
+        with _compile_clock() as compiling, convergence_messages() as not_converged:
             model.fit(
                 X,
                 y,

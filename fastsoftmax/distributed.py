@@ -1231,7 +1231,7 @@ class DaskObjective:
     def raise_for_nonfinite_start(self, loss: float) -> None:
         self.raise_for_nonfinite_loss(loss)
 
-    def class_counts(self) -> None:
+    def weight_per_class(self) -> None:
         """Not counted: the labels lie on the cluster, and counting them would be a pass before the fit."""
         return None
 

@@ -138,7 +138,7 @@ class Objective(Protocol):
 
     def raise_for_nonfinite_start(self, loss: float) -> None: ...
 
-    def class_counts(self) -> np.ndarray | None: ...
+    def weight_per_class(self) -> np.ndarray | None: ...
 
 
 def run_solver(
@@ -244,6 +244,10 @@ def convergence_messages() -> Iterator[list[str]]:
 
     For callers that report non-convergence their own way (the scikit-learn
     estimator issues scikit-learn's ConvergenceWarning with the message).
+    The warning of classes without rows (:func:`_warn_of_classes_without_rows`)
+    is left out too: the command line notes them in its own terms, and the
+    estimator, whose classes come from y, says nothing of a class whose
+    rows all weigh 0, as LogisticRegression does.
     """
     messages: list[str] = []
     token = _convergence_messages.set(messages)
@@ -707,36 +711,35 @@ def fit(
     # The solvers' own vector arithmetic is tiny: BLAS threads woken for it
     # only spin against the kernels' threads (one limit for the whole fit).
     with exclusive_training(model), held, objective, single_threaded_blas():
-        _warn_of_classes_without_rows(objective.class_counts())
+        if options.fit_intercept:  # a held b leaves such a class a finite optimum where l2 > 0
+            _warn_of_classes_without_rows(objective.weight_per_class())
         return _fit(model, objective, options, seed=seed, callback=callback, checkpoint=checkpoint)
 
 
-#: How :func:`_warn_of_classes_without_rows` begins (the command line, which notes such classes itself, filters it).
-CLASSES_WITHOUT_ROWS = "no training row has"
+def _warn_of_classes_without_rows(weight_per_class: np.ndarray | None) -> None:
+    """UserWarning where a class of the model has no training row of weight > 0 (None: the rows were not counted).
 
-
-def _warn_of_classes_without_rows(counts: np.ndarray | None) -> None:
-    """UserWarning where a class of the model has no training row (``counts``: rows per class; None: not counted).
-
-    Such a class has no finite optimum: the gradient of its intercept is its
-    mean probability, positive wherever it is finite, so the intercept falls
-    for as long as the fit runs, and the fit stopped at ``tol`` with
-    ``converged_`` True and nothing said (labels 0..K-2 for K classes, or a
-    split that left out a rare class). The model never predicts it.
+    Such a class has no finite optimum where b is fitted: the gradient of its
+    intercept is its mean probability, positive wherever it is finite, so
+    the intercept falls for as long as the fit runs, and the fit stopped at
+    ``tol`` with ``converged_`` True and nothing said (labels 0..K-2 for K
+    classes, or a split that left out a rare class). The model learns never
+    to predict it.
     """
-    if counts is None:
+    if weight_per_class is None or _convergence_messages.get() is not None:
         return
-    missing = np.flatnonzero(counts == 0)
+    missing = np.flatnonzero(weight_per_class == 0)
     if not missing.shape[0]:
         return
-    n_classes = counts.shape[0]
-    shown = ", ".join(map(str, missing[:5].tolist())) + (
-        f" and {missing.shape[0] - 5} more" if missing.shape[0] > 5 else ""
-    )
+    n_classes = weight_per_class.shape[0]
+    shown = ", ".join(map(str, missing[:5].tolist()))
+    if missing.shape[0] > 5:
+        shown += f" and {missing.shape[0] - 5} more"
     warnings.warn(
-        f"{CLASSES_WITHOUT_ROWS} class {shown} of the model's {n_classes} (labels 0..{n_classes - 1}): the model "
-        f"never predicts {'it' if missing.shape[0] == 1 else 'them'}, and the intercept of such a class falls for "
-        f"as long as the fit runs (it has no finite optimum). Check the labels, or give the model fewer classes.",
+        f"no training row has class {shown} of the model's {n_classes} (labels 0..{n_classes - 1}; rows of "
+        f"weight 0 do not count): the intercept of such a class falls for as long as the fit runs (it has no "
+        f"finite optimum), and the model learns never to predict {'it' if missing.shape[0] == 1 else 'them'}. "
+        f"Check the labels, or give the model fewer classes.",
         UserWarning,
         stacklevel=4,
     )

@@ -400,11 +400,14 @@ class SoftmaxRegression:
 
     def predict(self, X) -> np.ndarray:
         """Predicted class indices, shape (N,) int64."""
-        with self._reading() as (W, b):
-            X = computed(X)  # a Dask X is predicted in memory
-            if is_sparse(X):  # checked and cast to the model's dtype there, in one pass
+        # X is computed and checked before the read of W and b, which a training waits for: a Dask task may train.
+        X = computed(X)  # a Dask X is predicted in memory
+        if is_sparse(X):  # checked and cast to the model's dtype there, in one pass
+            with self._reading() as (W, b):
                 return predict_sparse(X, W, b, cast_floats=True)
-            return predict(self._X(X, fortran_ok=True, takes_y=False), W, b)
+        X = self._X(X, fortran_ok=True, takes_y=False)
+        with self._reading() as (W, b):
+            return predict(X, W, b)
 
     def accuracy(self, X, y) -> float:
         """Fraction of rows whose predicted class equals y, ``mean(predict(X) == y)``, a float in [0, 1].
@@ -426,13 +429,15 @@ class SoftmaxRegression:
 
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities softmax(X W^T + b), shape (N, K), in the model's dtype."""
-        with self._reading() as (W, b):
-            X = computed(X)
-            if is_sparse(X):
-                proba = np.empty((X.shape[0], self.num_classes), dtype=self.dtype)
+        X = computed(X)  # computed and checked before the read of W and b, as in predict
+        if is_sparse(X):
+            proba = np.empty((X.shape[0], self.num_classes), dtype=self.dtype)
+            with self._reading() as (W, b):
                 predict_sparse(X, W, b, proba_out=proba, cast_floats=True)
-                return proba
-            return predict_proba(self._X(X, fortran_ok=True, takes_y=False), W, b)
+            return proba
+        X = self._X(X, fortran_ok=True, takes_y=False)
+        with self._reading() as (W, b):
+            return predict_proba(X, W, b)
 
     def score(self, X, y) -> float:
         """Mean accuracy on (X, y), as scikit-learn's classifiers define ``score``."""
@@ -600,7 +605,10 @@ class SoftmaxRegression:
             early because it could go no further (``converged_`` is False);
             the message gives the reason and the remedy.
         UserWarning
-            ``lr`` is given to "lbfgs" or "newton-cg", which do not use it.
+            ``lr`` is given to "lbfgs" or "newton-cg", which do not use it; or,
+            with ``fit_intercept``, a class of the model has no row of weight
+            > 0 (its intercept falls for as long as the fit runs; not counted
+            for Dask data).
         RuntimeWarning
             With ``checkpoint``: the fit finished but its final checkpoint
             could not be written (a full disk); the model holds the result

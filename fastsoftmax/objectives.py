@@ -131,9 +131,9 @@ class ChunkedObjective:
         """
         raise _checks.overflow_error()
 
-    def class_counts(self) -> np.ndarray:
-        """Rows per class, shape (K,) int64: one chunked scan of y."""
-        return self.source.class_counts(self.n_classes)
+    def weight_per_class(self) -> np.ndarray:
+        """The weight of each class's rows, shape (K,) float64: one chunked scan of y (and the weights)."""
+        return self.source.weight_per_class(self.n_classes)
 
 
 def _is_path_or_map(a) -> bool:

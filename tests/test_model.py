@@ -622,15 +622,21 @@ def test_a_class_without_training_rows_is_warned_of(tmp_path, form):
             return tmp_path / "X.npy", tmp_path / "y.npy"
         return (scipy_sparse.csr_matrix(X) if form == "sparse" else X), y
 
-    one = r"^no training row has class 3 of the model's 4 \(labels 0\.\.3\): the model never predicts it, "
-    one += r".*\(it has no finite optimum\)\. Check the labels, or give the model fewer classes\.$"
+    one = r"^no training row has class 3 of the model's 4 \(labels 0\.\.3; rows of weight 0 do not count\): "
+    one += r"the intercept .* \(it has no finite optimum\), and the model learns never to predict it\. "
+    one += r"Check the labels, or give the model fewer classes\.$"
     with pytest.warns(UserWarning, match=one):
         SoftmaxRegression(4, 4, seed=0).fit(*given(X, y), max_iter=5, tol=0)
-    with pytest.warns(UserWarning, match=r"^no training row has class 0, 3 of the model's 4 .* never predicts them"):
+    with pytest.warns(UserWarning, match=r"^no training row has class 0, 3 of the model's 4 .* never to predict them"):
         SoftmaxRegression(4, 4, seed=0).fit(*given(X[y > 0], y[y > 0]), max_iter=5, tol=0)
+    # Rows of weight 0 are left out of the fit: a class of only such rows has none.
+    with pytest.warns(UserWarning, match=r"^no training row has class 2 of the model's 3 "):
+        SoftmaxRegression(4, 3, seed=0).fit(*given(X, y), sample_weight=(y != 2) * 1.0, max_iter=5, tol=0)
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # every class has a row: nothing to say
-        SoftmaxRegression(4, 3, seed=0).fit(*given(X, y), max_iter=5, tol=0)
+        warnings.simplefilter("error")
+        SoftmaxRegression(4, 3, seed=0).fit(*given(X, y), max_iter=5, tol=0)  # every class has a row
+        # A held b (fit_intercept=False) leaves such a class a finite optimum under l2: nothing to say.
+        SoftmaxRegression(4, 4, seed=0).fit(*given(X, y), max_iter=5, tol=0, l2=1e-2, fit_intercept=False)
 
 
 @pytest.mark.parametrize("lr", [math.inf, math.nan, None, -1.0, 0.0, "0.1", True], ids=repr)

@@ -238,6 +238,62 @@ def test_a_training_that_starts_during_a_prediction_waits_for_it(rng, monkeypatc
     assert not np.array_equal(model.W, W_before)
 
 
+def test_a_read_that_ends_in_an_error_or_a_nested_read_leaves_the_count_right(rng):
+    """A read that raised (Ctrl-C in the kernel) must not be left counted, or every later training of the
+    model in another thread would wait for it for ever; an inner read of the same model in the same thread
+    (Dask's synchronous scheduler) ended the outer one's count with its own."""
+    from fastsoftmax._threading import reading_weights
+
+    X, y, _, _, _ = make_problem(rng, 50, 4, 3)
+    model = fs.SoftmaxRegression(4, 3, seed=0)
+
+    def interrupted(copy):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt), reading_weights(model, "reading", interrupted):
+        pass
+    trainer = threading.Thread(target=lambda: model.train_step(X, y, lr=0.1))
+    trainer.start()
+    trainer.join(60)
+    assert not trainer.is_alive(), "the training waited for a read that had ended"
+
+    trained = threading.Event()
+    with reading_weights(model, "reading", lambda copy: None):
+        with reading_weights(model, "reading", lambda copy: None):
+            pass
+        trainer = threading.Thread(target=lambda: (model.train_step(X, y, lr=0.1), trained.set()))
+        trainer.start()
+        assert not trained.wait(0.5), "the training ran during the outer read"
+    trainer.join(60)
+    assert trained.is_set()
+
+
+def test_a_prediction_of_dask_rows_that_train_the_model_does_not_wait_for_itself(rng):
+    """The read of W and b held the Dask compute of X: a task that trained the model waited for the read,
+    and the read for the task, for ever. X is computed first, and only the kernel call is a read."""
+    dask = pytest.importorskip("dask")
+    da = pytest.importorskip("dask.array")
+    X, y, _, _, _ = make_problem(rng, 200, 4, 3)
+    model = fs.SoftmaxRegression(4, 3, seed=0)
+
+    def rows_after_a_step():
+        model.train_step(X, y, lr=0.1)
+        return X
+
+    lazy = da.from_delayed(dask.delayed(rows_after_a_step)(), shape=X.shape, dtype=X.dtype)
+    predicted: list[np.ndarray] = []
+
+    def predict():
+        with dask.config.set(scheduler="threads"):  # the task runs in another thread
+            predicted.append(model.predict(lazy))
+
+    worker = threading.Thread(target=predict, daemon=True)
+    worker.start()
+    worker.join(120)
+    assert not worker.is_alive(), "the prediction and the training waited for each other"
+    np.testing.assert_array_equal(predicted[0], model.predict(X))
+
+
 def test_the_claim_of_a_thread_that_has_ended_does_not_block(rng):
     from fastsoftmax._threading import exclusive_training
 
