@@ -415,10 +415,10 @@ def _set_blas_threads(library: Any, num_threads: int) -> None:
 #: that has since died (and whose id was reused) from one on this model.
 _trainers: dict[int, tuple[weakref.ref, threading.Thread]] = {}
 _trainers_lock = threading.Lock()
-#: id(model) -> {thread id: the reads of that thread} for the reads of its W and b
-#: under way outside any training (:class:`reading_weights`), under
-#: ``_trainers_lock``; a training that claims the model waits until none is left.
-_readers: dict[int, dict[int, set[object]]] = {}
+#: id(model) -> the reads of its W and b under way outside any training
+#: (:class:`reading_weights`, each with its thread), under ``_trainers_lock``;
+#: a training that claims the model waits until none of another thread is left.
+_readers: dict[int, list[reading_weights]] = {}
 #: Per thread, id(model) -> a weak reference to the outermost ``exclusive_training``
 #: that holds its claim. A ``with`` statement keeps its context alive until it
 #: exits, so a dead reference marks a claim that an interrupted entry left behind.
@@ -608,23 +608,22 @@ class reading_weights:
     plain class rather than a generator, as :class:`exclusive_training`.
     """
 
-    __slots__ = ("_model", "_action", "_read", "_counted")
+    __slots__ = ("_model", "_action", "_read", "_thread")
 
     def __init__(self, model: object, action: str, read: Callable[[bool], T]) -> None:
         self._model, self._action, self._read = model, action, read
-        self._counted = False
+        self._thread: int | None = None  # set once the read is counted
 
     def __enter__(self) -> T:
         try:
             with _trainers_lock:
                 trainer = _other_trainer(self._model)
-                if trainer is not None and _in_callback.get(id(self._model)):
-                    return self._read(True)
                 if trainer is None:
                     # Marked first: a Ctrl-C between the two leaves __exit__ something (perhaps nothing) to remove.
-                    self._counted = True
-                    threads = _readers.setdefault(id(self._model), {})
-                    threads.setdefault(threading.get_ident(), set()).add(self)
+                    self._thread = threading.get_ident()
+                    _readers.setdefault(id(self._model), []).append(self)
+                elif _in_callback.get(id(self._model)):
+                    return self._read(True)
             if trainer is not None:
                 name = type(self._model).__name__
                 raise RuntimeError(
@@ -638,19 +637,17 @@ class reading_weights:
             raise
 
     def __exit__(self, *exc_info: object) -> None:
-        if self._counted:
+        if self._thread is not None:
             run_whole(self._done)
 
     def _done(self) -> None:
         """This read is over (a training waiting for the last one goes on); run twice, it does nothing more."""
         with _trainers_lock:
-            threads = _readers.get(id(self._model), {})
-            reads = threads.get(threading.get_ident(), set())
-            reads.discard(self)
-            if not reads:
-                threads.pop(threading.get_ident(), None)
-            if not threads:
-                _readers.pop(id(self._model), None)
+            reads = _readers.get(id(self._model), ())
+            if self in reads:
+                reads.remove(self)
+                if not reads:
+                    del _readers[id(self._model)]
 
 
 def _reads_under_way(model: object) -> bool:
@@ -658,11 +655,11 @@ def _reads_under_way(model: object) -> bool:
 
     This thread's own are left out: a thread that trains is in none of them.
     """
-    threads = _readers.get(id(model))
-    if not threads:
+    reads = _readers.get(id(model))
+    if not reads:
         return False
     alive = {thread.ident for thread in threading.enumerate()}
-    return any(ident != threading.get_ident() and ident in alive for ident in threads)
+    return any(read._thread != threading.get_ident() and read._thread in alive for read in reads)
 
 
 def _wait_for_reads(model: object) -> None:
