@@ -2058,12 +2058,16 @@ _HANGUP = getattr(signal, "SIGHUP", None)
 
 
 class _StderrGuard:
-    """sys.stderr while a command runs: with stderr closed, or once its reader has left, output goes to os.devnull.
+    """sys.stderr while a command runs: with stderr closed, or once it cannot be written, output goes to os.devnull.
 
     With stderr closed (``2>&-``, sys.stderr None) the first progress line
     failed (exit 1, nothing trained). Where the reader left (``2>&1 | head
     -1``) the next one raised BrokenPipeError in the middle of the fit: exit
-    141, and nothing written (neither ``--out`` nor ``--metrics``). Where the
+    141, and nothing written (neither ``--out`` nor ``--metrics``); a log on
+    a full disk (``2>>log``, ``2>/dev/full``) raised OSError (ENOSPC) the
+    same way, and so did the error's own line, which left exit 1 and no
+    word. Any OSError of a write or flush now sends what follows to
+    os.devnull. Where the
     stream has a file descriptor, os.devnull is put in its place, so that
     what the stream still buffers is flushed there too; ``close`` puts the
     descriptor back (``main`` may run inside a host program, whose later
@@ -2084,7 +2088,7 @@ class _StderrGuard:
         sys.stderr = guard
         return guard
 
-    def _reader_left(self) -> None:
+    def _unwritable(self) -> None:
         try:
             descriptor = self.stream.fileno()
         except (AttributeError, OSError, ValueError):
@@ -2099,22 +2103,27 @@ class _StderrGuard:
     def write(self, text: str) -> int:
         try:
             return self.stream.write(text)
-        except BrokenPipeError:
-            self._reader_left()
+        except OSError:  # the reader left (BrokenPipeError), a full disk, an I/O error
+            self._unwritable()
             return self.stream.write(text)
 
     def flush(self) -> None:
         try:
             self.stream.flush()
-        except BrokenPipeError:
-            self._reader_left()
+        except OSError:
+            self._unwritable()
             self.stream.flush()
 
     def __getattr__(self, name: str):
         return getattr(self.stream, name)
 
     def close(self) -> None:
-        if self.file is not None:
+        if self.file is None:
+            # What the stream still buffers (the error's line) is written now, while a failure can still
+            # send it to os.devnull: left in the buffer, it failed again at the stream's next flush.
+            with contextlib.suppress(OSError, ValueError):
+                self.flush()
+        else:
             self.file.close()
         if self.saved is not None:
             descriptor, duplicate = self.saved

@@ -1888,15 +1888,20 @@ class _ReaderLeavesAfterOneLine(io.StringIO):
         return super().write(text)
 
 
-@pytest.mark.parametrize("stream", ["pipe", "no descriptor"])
+@pytest.mark.parametrize("stream", ["pipe", "full disk", "no descriptor"])
 def test_train_goes_on_and_writes_its_outputs_once_the_reader_of_stderr_has_left(tmp_path, npy, monkeypatch, stream):
     # The next progress line raised BrokenPipeError mid-fit: exit 141, and neither --out nor --metrics was written.
+    # A log on a full disk (2>/dev/full) raised OSError (ENOSPC) the same way, and so did the error's line: exit 1.
     if stream == "pipe":
         if os.name != "posix":
             pytest.skip("POSIX pipes")
         read_end, write_end = os.pipe()
         os.close(read_end)  # the reader has left: every write raises BrokenPipeError (Python ignores SIGPIPE)
         stderr = os.fdopen(write_end, "w")
+    elif stream == "full disk":
+        if not os.path.exists("/dev/full"):
+            pytest.skip("/dev/full: every write fails with ENOSPC")
+        stderr = open("/dev/full", "w")  # noqa: SIM115 (closed below)
     else:
         stderr = _ReaderLeavesAfterOneLine()
     monkeypatch.setattr(sys, "stderr", stderr)
@@ -1905,6 +1910,10 @@ def test_train_goes_on_and_writes_its_outputs_once_the_reader_of_stderr_has_left
     assert main([*argv, "--out", str(out), "--metrics", str(metrics)]) == 0
     assert sys.stderr is stderr
     assert SoftmaxRegression.load(out).n_iter_ == 5 and json.loads(metrics.read_text())
+    missing = ["train", "--data", str(tmp_path / "missing.npy"), "--labels", str(npy[1])]
+    assert main(missing) == 2  # an error's line that cannot be written: still exit 2
+    if stream == "full disk":
+        stderr.close()
     if stream == "pipe":
         # The descriptor is the pipe again (a host program's later writes and children keep their stderr),
         # with nothing left in the stream's buffer to fail at exit.
