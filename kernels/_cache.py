@@ -181,6 +181,48 @@ def tolerate_damage(dispatcher: Dispatcher) -> None:
     cache_file._tolerates_damage = True
 
 
+#: Whether a failed write of the disk cache was warned of: once a process is enough.
+_unwritten_warned = False
+
+
+def tolerate_unwritable(dispatcher: Dispatcher) -> None:
+    """Make a failed write of one dispatcher's disk cache a ``RuntimeWarning`` (once a process), not an error.
+
+    Numba raises the OSError of its save (a full disk: "No space left on
+    device") out of the kernel's first call, after compiling it: every
+    command failed with that line alone, naming neither the cache nor a fix.
+    The compiled code is in memory, so the call goes on; the index and data
+    files are each replaced whole (Numba writes a temporary file and renames
+    it), and an index whose data file is missing reads as a cache miss. A
+    dispatcher without a disk cache, or one already wrapped, is left as it is.
+    """
+    cache_file = getattr(dispatcher._cache, "_cache_file", None)
+    if cache_file is None or getattr(cache_file, "_tolerates_unwritable", False):
+        return
+    save = cache_file.save
+
+    @functools.wraps(save)
+    def tolerant_save(*args, **kwargs):
+        global _unwritten_warned
+        try:
+            return save(*args, **kwargs)
+        except OSError as exc:
+            if not _unwritten_warned:
+                _unwritten_warned = True
+                with contextlib.suppress(Warning):  # warnings as errors must not fail the call
+                    warnings.warn(
+                        f"the kernels' disk cache in {dispatcher._cache._cache_path} could not be written "
+                        f"({exc.strerror or exc}): the kernels run, but compile again in the next process; free "
+                        f"space there, or set NUMBA_CACHE_DIR to a writable directory",
+                        RuntimeWarning,
+                        stacklevel=2,
+                    )
+            return None
+
+    cache_file.save = tolerant_save
+    cache_file._tolerates_unwritable = True
+
+
 def sources_digest(directory: str = os.path.dirname(os.path.abspath(__file__))) -> str:
     """A digest of the names and contents of the kernel modules (the ``.py`` files in ``directory``)."""
     digest = hashlib.blake2b(digest_size=16)
@@ -205,13 +247,14 @@ def stamp_disk_cache(dispatcher: Dispatcher, digest: str) -> None:
 
 
 def lock_disk_caches(dispatchers: list[Dispatcher]) -> None:
-    """Lock the disk cache of every dispatcher, stamp it with ``sources_digest``, and make its damaged files
-    cache misses (``tolerate_damage``)."""
+    """Lock the disk cache of every dispatcher, stamp it with ``sources_digest``, make its damaged files
+    cache misses (``tolerate_damage``) and a failed write a warning (``tolerate_unwritable``)."""
     digest = sources_digest()
     for dispatcher in dispatchers:
         stamp_disk_cache(dispatcher, digest)
         lock_disk_cache(dispatcher)
         tolerate_damage(dispatcher)
+        tolerate_unwritable(dispatcher)
 
 
 def kernel_modules(package: str = __package__) -> list[ModuleType]:

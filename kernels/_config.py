@@ -6,6 +6,11 @@ and the wrappers rely on NaN propagating through the fused kernel to detect
 non-finite input after the fact (see ``fastsoftmax._checks``).
 """
 
+import os
+import warnings
+
+import numba
+
 FASTMATH = {"nsz", "arcp", "contract", "reassoc"}
 
 #: The flags of the vectorised exp (``kernels/_math.py``): ``FASTMATH`` without
@@ -20,9 +25,39 @@ FASTMATH_EXP = FASTMATH - {"reassoc", "arcp"}
 #: for bit (BLOCKED, row blocks, Fortran order) differed when compiled apart.
 FASTMATH_ORDERED = FASTMATH - {"reassoc"}
 
+
+def _disk_cache_usable() -> bool:
+    """Whether Numba finds a writable directory for the kernels' disk cache, else a RuntimeWarning.
+
+    ``cache=True`` raises RuntimeError ("cannot cache function ...: no
+    locator available") as a kernel is decorated where Numba finds none: the
+    package's ``__pycache__``, ``NUMBA_CACHE_DIR`` or the user's cache
+    directory. An install that cannot be written, with no writable home (a
+    container run read-only), then failed at import, ``--help`` included.
+    The kernels then run uncached: they compile in every process.
+    """
+
+    def probe() -> None:  # defined in this directory, as every kernel is: Numba looks for the same places
+        pass
+
+    try:
+        numba.njit(cache=True)(probe)
+    except RuntimeError:
+        warnings.warn(
+            f"Numba finds no writable directory for the kernels' disk cache (not {os.path.dirname(__file__)}, "
+            f"NUMBA_CACHE_DIR or the user's cache directory): the kernels compile in every process (about 10 s "
+            f"before a first fit); set NUMBA_CACHE_DIR to a writable directory to keep them",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return False
+    return True
+
+
 #: Options for every kernel: release the GIL (kernels are called from Python
-#: threads and from Dask workers), cache to disk, and compile lazily on first call.
-JIT_OPTIONS = {"nogil": True, "cache": True, "fastmath": FASTMATH, "error_model": "numpy"}
+#: threads and from Dask workers), cache to disk where Numba can, and compile
+#: lazily on first call.
+JIT_OPTIONS = {"nogil": True, "cache": _disk_cache_usable(), "fastmath": FASTMATH, "error_model": "numpy"}
 
 #: ``JIT_OPTIONS`` for the functions that add up a loss (``_math.weighted_log1p_sum``,
 #: ``log1p_sum``, ``add_in_order``): without ``reassoc``, their adds keep the order

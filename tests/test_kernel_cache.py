@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -164,3 +165,44 @@ def test_a_damaged_cache_file_is_compiled_again_and_rewritten(tmp_path):
         assert "RuntimeWarning" in done.stderr and f"{damaged} is damaged" in done.stderr
         done = run()
         assert (done.stdout.split(), done.stderr) == (["1", "0"], "")  # rewritten, and loaded
+
+
+UNWRITABLE_CACHE = textwrap.dedent(
+    """
+    import errno, sys
+    import numba.core.caching as caching
+
+    def full_disk(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def read_only(self):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    if sys.argv[1] == "full disk":
+        caching.IndexDataCacheFile._save_index = full_disk
+    else:  # no place for the cache at all: not beside the package, nor NUMBA_CACHE_DIR, nor the user's
+        caching._CacheLocator.ensure_cache_path = read_only
+    import numpy as np
+    from fastsoftmax.kernels import label_range
+
+    print(label_range(np.array([0, 1, 2])), label_range(np.array([0, 1, 2], dtype=np.int32)))
+    """
+)
+
+
+def test_a_disk_cache_that_cannot_be_written_leaves_the_kernels_running(tmp_path):
+    """A full disk under the cache failed every command with Numba's "[Errno 28] No space left on device" alone;
+    a cache with no writable place at all (a read-only install, no writable home) failed at import with
+    "cannot cache function ...: no locator available", --help included. The kernels now run, uncached."""
+    environment = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
+    expected = {
+        "full disk": r"the kernels. disk cache in .* could not be written \(No space left on device\): the kernels",
+        "no place": "Numba finds no writable directory for the kernels' disk cache .* set NUMBA_CACHE_DIR",
+    }
+    for case, warning in expected.items():
+        done = subprocess.run(
+            [sys.executable, "-c", UNWRITABLE_CACHE, case], capture_output=True, text=True, timeout=300, env=environment
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.split() == ["(0,", "2)", "(0,", "2)"], done.stdout
+        assert len(re.findall(warning, done.stderr)) == 1, done.stderr  # once a process
