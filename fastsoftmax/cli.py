@@ -1153,34 +1153,39 @@ def _report(
     if args.out and not saved:
         model.save(args.out)
     wall = time.perf_counter() - t_start
+    metrics_error = None
     if args.metrics:
-        _write_json(
-            args.metrics,
-            {
-                "solver": args.solver,
-                "dtype": str(dtype),
-                "l2": args.l2,
-                "max_iter": args.max_iter,
-                "n_train": n_train,
-                "n_val": n_val,
-                "n_features": model.input_dim,
-                "n_classes": model.num_classes,
-                "data": args.data or "synthetic",
-                "threads": _threads(),
-                "dask": args.scheduler or (f"LocalCluster({args.dask_workers})" if args.dask_workers else None),
-                "n_iter": model.n_iter_,
-                "converged": model.converged_,
-                "loss_history": [float(v) for v in model.loss_history_],
-                "final_loss": float(final_loss),
-                "train_accuracy": train_accuracy,
-                "val_accuracy": val_accuracy,
-                "bayes_accuracy": bayes_accuracy,
-                "fit_time_s": fit_time,
-                "wall_time_s": wall,
-                "rows_processed": int(rows_processed),
-                "rows_per_s": rows_per_s,
-            },
-        )
+        # Written after the model: a failure here must say so, and the summary is printed first.
+        try:
+            _write_json(
+                args.metrics,
+                {
+                    "solver": args.solver,
+                    "dtype": str(dtype),
+                    "l2": args.l2,
+                    "max_iter": args.max_iter,
+                    "n_train": n_train,
+                    "n_val": n_val,
+                    "n_features": model.input_dim,
+                    "n_classes": model.num_classes,
+                    "data": args.data or "synthetic",
+                    "threads": _threads(),
+                    "dask": args.scheduler or (f"LocalCluster({args.dask_workers})" if args.dask_workers else None),
+                    "n_iter": model.n_iter_,
+                    "converged": model.converged_,
+                    "loss_history": [float(v) for v in model.loss_history_],
+                    "final_loss": float(final_loss),
+                    "train_accuracy": train_accuracy,
+                    "val_accuracy": val_accuracy,
+                    "bayes_accuracy": bayes_accuracy,
+                    "fit_time_s": fit_time,
+                    "wall_time_s": wall,
+                    "rows_processed": int(rows_processed),
+                    "rows_per_s": rows_per_s,
+                },
+            )
+        except OSError as exc:
+            metrics_error = exc
     val_text = f"{val_accuracy:.4f}" if val_accuracy is not None else "n/a"
     unit = _unit(args.solver)
     if model.converged_:
@@ -1232,6 +1237,10 @@ def _report(
         )
     if args.out:
         print(f"model written to {args.out}")
+    if metrics_error is not None:
+        # Exit 2 with what was written: "could not write m.json" alone hid that --out was replaced.
+        written = f" and the model was written to {args.out}" if args.out else ""
+        raise ValueError(f"the fit finished{written}; then: {metrics_error}") from metrics_error
 
 
 def _split_rows(args: argparse.Namespace, n_samples: int) -> tuple[int, int]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import io
 import json
 import os
@@ -1877,6 +1878,25 @@ def test_train_runs_with_stderr_closed(tmp_path, npy):
     argv = ["-m", "fastsoftmax", "train", "--data", str(npy[0]), "--labels", str(npy[1]), "--max-iter", "3"]
     done = subprocess.run(["sh", "-c", 'exec "$0" "$@" 2>&-', sys.executable, *argv, "--out", str(out)], timeout=600)
     assert done.returncode == 0 and out.exists()
+
+
+def test_metrics_that_cannot_be_written_after_the_model_say_the_model_was_written(tmp_path, npy, monkeypatch, capsys):
+    # --metrics on a full disk: "error: [Errno 28] could not write m.json: No space left on device", exit 2, no
+    # summary, and nothing said of --out, which the new model had already replaced.
+    from fastsoftmax import cli
+
+    def full_disk(path, record):
+        raise OSError(errno.ENOSPC, f"could not write {path}: No space left on device")
+
+    monkeypatch.setattr(cli, "_write_json", full_disk)
+    out, metrics = tmp_path / "m.npz", tmp_path / "m.json"
+    argv = ["train", "--data", str(npy[0]), "--labels", str(npy[1]), "--max-iter", "3", "--quiet"]
+    assert main([*argv, "--out", str(out), "--metrics", str(metrics)]) == 2
+    captured = capsys.readouterr()
+    assert "final loss" in captured.out and f"model written to {out}" in captured.out
+    written = f"error: the fit finished and the model was written to {out}; then: [Errno 28] could not write {metrics}"
+    assert written in captured.err
+    assert SoftmaxRegression.load(out).n_iter_ == 3
 
 
 class _ReaderLeavesAfterOneLine(io.StringIO):
