@@ -276,6 +276,21 @@ def _remove_stale_temporaries(target: str, directory: str) -> None:
             os.close(fd)
 
 
+def remove_stale_temporaries_of(path: str | os.PathLike) -> None:
+    """:func:`_remove_stale_temporaries` for the file that a write of ``path`` replaces, ahead of the write.
+
+    For a writer that counts the free space first: the temporary files of a
+    killed ``generate`` (720 MB) counted as used, and its rerun was refused
+    for want of the room that their removal would have made. What is wrong
+    with ``path`` itself is left for the write to name.
+    """
+    try:
+        target = os.path.realpath(os.fsdecode(os.fspath(path)))
+    except (OSError, ValueError):
+        return
+    _remove_stale_temporaries(target, os.path.dirname(target))
+
+
 def temporary_names(filename: str, name_max: int = _NAME_MAX) -> re.Pattern[str]:
     """The pattern of the temporary names that writes of ``filename`` use beside it (``_create_beside``).
 

@@ -1573,9 +1573,12 @@ write_classification(sys.argv[1], sys.argv[2], 2000, 4, chunk_size=500, progress
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="SIGKILL and flock: POSIX")
-def test_the_temporary_files_of_a_write_killed_with_sigkill_go_with_the_next_write(tmp_path):
+def test_the_temporary_files_of_a_write_killed_with_sigkill_go_with_the_next_write(tmp_path, monkeypatch):
     # A SIGKILL (the OOM killer, a batch system's hard limit) runs no cleanup: generate and predict
     # left hidden, fully allocated .X.npy-HEX.tmp files (gigabytes) that no later run removed.
+    # Then they were removed only after the free space was counted: the rerun was refused for want of their room.
+    from fastsoftmax import datasets
+
     x_path, y_path = tmp_path / "X.npy", tmp_path / "y.npy"
     writer = subprocess.Popen(
         [sys.executable, "-c", _KILLED_WHILE_WRITING, str(x_path), str(y_path)],
@@ -1590,7 +1593,16 @@ def test_the_temporary_files_of_a_write_killed_with_sigkill_go_with_the_next_wri
         writer.kill()
         writer.communicate(timeout=120)
     assert len([name for name in os.listdir(tmp_path) if name.endswith(".tmp")]) == 2
+    check_room = datasets._check_room_on_disk
+    counted_beside: list[list[str]] = []
+
+    def counting_room(sizes):
+        counted_beside.append(os.listdir(tmp_path))
+        check_room(sizes)
+
+    monkeypatch.setattr(datasets, "_check_room_on_disk", counting_room)
     write_classification(x_path, y_path, 300, 4, seed=0)
+    assert counted_beside == [[]]
     assert sorted(os.listdir(tmp_path)) == ["X.npy", "y.npy"]
 
 
