@@ -30,6 +30,7 @@ import mmap
 import os
 import re
 import secrets
+import shutil
 import stat
 import tokenize
 import zipfile
@@ -429,20 +430,30 @@ def open_memmap_on_disk(path: str, dtype, shape: tuple[int, ...]) -> np.memmap:
     full disk then has no block to go to, and the kernel kills the process
     with SIGBUS: no message, no cleanup. ``posix_fallocate`` reserves every
     block first, so a full disk is an OSError (ENOSPC) before any work. On a
-    platform or file system without it, the file stays sparse.
+    platform or file system without it (macOS, musl), the file stays sparse,
+    and one larger than the disk's free space is refused (ENOSPC) instead:
+    there, a full disk killed ``predict`` (SIGBUS) part way.
     """
     array = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
-    if hasattr(os, "posix_fallocate"):
-        fd = os.open(path, os.O_RDWR)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        size = os.fstat(fd).st_size
         try:
-            os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+            os.posix_fallocate(fd, 0, size)
+            return array
+        except AttributeError:  # no posix_fallocate on this platform
+            pass
         except OSError as exc:
             if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
                 del array  # unmapped before the caller removes the file
                 raise
-        finally:
-            os.close(fd)
-    return array
+        free = shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free
+        if size > free:
+            del array
+            raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} ({size:,} bytes to write, {free:,} free)")
+        return array
+    finally:
+        os.close(fd)
 
 
 #: Linux maps the pages of a file mapping around a faulting page too, within

@@ -1560,6 +1560,39 @@ def test_a_full_disk_fails_a_memory_mapped_output_with_an_error_not_sigbus(tmp_p
     assert sorted(os.listdir(tmp_path)) == ["a.npy"]
 
 
+@pytest.mark.parametrize("platform", ["no posix_fallocate", "not supported here"])
+def test_without_posix_fallocate_an_output_beyond_the_free_space_is_refused(tmp_path, monkeypatch, files, platform):
+    """Where posix_fallocate is missing (macOS, musl) or unsupported by the file system, the output stayed
+    sparse: predict on a full disk was killed with SIGBUS part way, leaving its full-size temporary files."""
+    import errno
+    import shutil
+
+    import fastsoftmax._io as io_module
+    from fastsoftmax.cli import main
+
+    if platform == "no posix_fallocate":
+        monkeypatch.delattr(os, "posix_fallocate", raising=False)
+    else:
+
+        def unsupported(fd, offset, length):
+            raise OSError(errno.EOPNOTSUPP, "Operation not supported")
+
+        monkeypatch.setattr(os, "posix_fallocate", unsupported)
+    # Room for 4 kB: the file's header fits, its rows do not.
+    monkeypatch.setattr(io_module.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(2**30, 2**30, 4096))
+    with pytest.raises(OSError, match=r"No space left on device \(40,128 bytes to write, 4,096 free\)"):
+        io_module.open_memmap_on_disk(str(tmp_path / "a.npy"), np.float32, (1000, 10))
+    model = tmp_path / "m.npz"
+    SoftmaxRegression(D, K).save(model)
+    outputs = {"--out": tmp_path / "p.npy", "--proba": tmp_path / "pr.npy"}
+    argv = ["predict", "--model", str(model), "--data", str(files[0])]
+    assert main([*argv, *(str(part) for pair in outputs.items() for part in pair)]) == 2
+    assert not any(name.endswith((".tmp", "p.npy", "pr.npy")) for name in os.listdir(tmp_path))
+    # With room, the file is written as before.
+    monkeypatch.setattr(io_module.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(2**30, 0, 2**30))
+    assert io_module.open_memmap_on_disk(str(tmp_path / "b.npy"), np.float32, (1000, 10)).shape == (1000, 10)
+
+
 _KILLED_WHILE_WRITING = """
 import sys
 from fastsoftmax.datasets import write_classification
