@@ -1097,6 +1097,15 @@ def _fit_with_progress(args, model, X, y, **fit_options) -> tuple[float, _TrainP
         if args.out:
             message += f" Nothing was written to {args.out}."
         raise TrainingError(message) from exc
+    except OSError as exc:
+        # A checkpoint not written mid-fit: "W and b hold that iteration" means nothing to a command
+        # whose process ends here.
+        held = "W and b hold that iteration"
+        if exc.strerror is None or held not in exc.strerror:
+            raise
+        lost = f"nothing was written to {args.out}" if args.out else "the weights end with this command"
+        message = exc.strerror.replace(held, lost).replace("pass another directory", "pass another --checkpoint")
+        raise OSError(exc.errno, message) from exc
     finally:
         progress.close()
     return time.perf_counter() - start - compiling.seconds, progress

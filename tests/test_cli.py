@@ -1899,6 +1899,30 @@ def test_metrics_that_cannot_be_written_after_the_model_say_the_model_was_writte
     assert SoftmaxRegression.load(out).n_iter_ == 3
 
 
+def test_a_checkpoint_not_written_mid_fit_is_named_in_the_command_s_terms(tmp_path, npy, monkeypatch, capsys):
+    # "...; W and b hold that iteration. ... or pass another directory": the process ends there, and
+    # --out was not written.
+    from fastsoftmax import checkpoint
+
+    save = checkpoint.save
+    saves = []
+
+    def full_disk_at_the_second(directory, state):
+        saves.append(directory)
+        if len(saves) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        save(directory, state)
+
+    monkeypatch.setattr(checkpoint, "save", full_disk_at_the_second)
+    out = tmp_path / "m.npz"
+    argv = ["train", "--data", str(npy[0]), "--labels", str(npy[1]), "--solver", "gd", "--max-iter", "5", "--quiet"]
+    assert main([*argv, "--out", str(out), "--checkpoint", str(tmp_path / "ck")]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "was not written at iteration 2 (No space left on device); nothing was written to" in err, err
+    assert "or pass another --checkpoint" in err and "W and b" not in err
+    assert not out.exists()
+
+
 class _ReaderLeavesAfterOneLine(io.StringIO):
     """A stderr whose reader reads one line and leaves (``2>&1 | head -1``), as a stream without a descriptor."""
 
