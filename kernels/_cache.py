@@ -191,31 +191,44 @@ def tolerate_unwritable(dispatcher: Dispatcher) -> None:
     Numba raises the OSError of its save (a full disk: "No space left on
     device") out of the kernel's first call, after compiling it: every
     command failed with that line alone, naming neither the cache nor a fix.
-    The compiled code is in memory, so the call goes on; the index and data
-    files are each replaced whole (Numba writes a temporary file and renames
-    it), and an index whose data file is missing reads as a cache miss. A
-    dispatcher without a disk cache, or one already wrapped, is left as it is.
+    The compiled code is in memory, so the call goes on. Numba writes the
+    index (the new signature's entry) before the data file, each replaced
+    whole: where the index was written and the data was not, the entry may
+    name the data file of a stale index's slot (sources edited, Numba
+    upgraded), whose machine code a later process would run for the new
+    signature (``label_range`` of int64 labels returned floats). That data
+    file is removed, so the entry reads as a cache miss. A dispatcher without
+    a disk cache, or one already wrapped, is left as it is.
     """
     cache_file = getattr(dispatcher._cache, "_cache_file", None)
     if cache_file is None or getattr(cache_file, "_tolerates_unwritable", False):
         return
-    save = cache_file.save
+    save, directory = cache_file.save, dispatcher._cache._cache_path
+
+    def remove_the_entry_s_data(key) -> None:
+        held = _holding_lock(directory, fcntl.LOCK_EX) if fcntl is not None else contextlib.nullcontext()
+        with contextlib.suppress(Exception), held:  # a cache it cannot read or change is left as it is
+            name = cache_file._load_index().get(key)
+            if name is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(cache_file._data_path(name))
 
     @functools.wraps(save)
-    def tolerant_save(*args, **kwargs):
+    def tolerant_save(key, data):
         global _unwritten_warned
         try:
-            return save(*args, **kwargs)
+            return save(key, data)
         except OSError as exc:
+            remove_the_entry_s_data(key)
             if not _unwritten_warned:
                 _unwritten_warned = True
                 with contextlib.suppress(Warning):  # warnings as errors must not fail the call
                     warnings.warn(
-                        f"the kernels' disk cache in {dispatcher._cache._cache_path} could not be written "
-                        f"({exc.strerror or exc}): the kernels run, but compile again in the next process; free "
-                        f"space there, or set NUMBA_CACHE_DIR to a writable directory",
+                        f"the kernels' disk cache in {directory} could not be written ({exc.strerror or exc}): the "
+                        f"kernels run, but compile again in the next process; free space there, or set "
+                        f"NUMBA_CACHE_DIR to a writable directory",
                         RuntimeWarning,
-                        stacklevel=2,
+                        stacklevel=1,
                     )
             return None
 

@@ -43,13 +43,19 @@ def _disk_cache_usable() -> bool:
     try:
         numba.njit(cache=True)(probe)
     except RuntimeError:
-        warnings.warn(
-            f"Numba finds no writable directory for the kernels' disk cache (not {os.path.dirname(__file__)}, "
-            f"NUMBA_CACHE_DIR or the user's cache directory): the kernels compile in every process (about 10 s "
-            f"before a first fit); set NUMBA_CACHE_DIR to a writable directory to keep them",
-            RuntimeWarning,
-            stacklevel=2,
-        )
+        given = os.environ.get("NUMBA_CACHE_DIR")
+        places = f"NUMBA_CACHE_DIR={given}" if given else "NUMBA_CACHE_DIR (unset)"
+        try:  # warnings as errors (-W error) must not fail the import this fallback is for
+            warnings.warn(
+                f"Numba finds no writable directory for the kernels' disk cache (not "
+                f"{os.path.join(os.path.dirname(__file__), '__pycache__')}, {places} or the user's cache "
+                f"directory): the kernels compile in every process (about 10 s before a first fit); set "
+                f"NUMBA_CACHE_DIR to a writable directory to keep them",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        except Warning:
+            pass
         return False
     return True
 

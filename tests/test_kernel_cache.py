@@ -206,3 +206,42 @@ def test_a_disk_cache_that_cannot_be_written_leaves_the_kernels_running(tmp_path
         assert done.returncode == 0, done.stderr
         assert done.stdout.split() == ["(0,", "2)", "(0,", "2)"], done.stdout
         assert len(re.findall(warning, done.stderr)) == 1, done.stderr  # once a process
+
+
+LABEL_RANGES = textwrap.dedent(
+    """
+    import errno, sys
+    import numba.core.caching as caching
+    import numpy as np
+
+    if sys.argv[1] == "data not written":
+        def full_disk(self, *args, **kwargs):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        caching.IndexDataCacheFile._save_data = full_disk
+    from fastsoftmax.kernels import label_range
+
+    print(label_range(np.array([0, 7, 2], dtype=np.int32 if sys.argv[1] == "int32" else np.int64)))
+    """
+)
+
+
+def test_an_index_entry_whose_data_was_not_written_is_a_cache_miss(tmp_path):
+    """Numba writes the index before the data: with the data not written, the new entry named the data file
+    of a slot of the index it replaced (a stale one starts its numbering again), and the next process ran
+    that file's machine code, compiled for int32 labels, on int64 ones."""
+    cache = tmp_path / "cache"
+    environment = {**os.environ, "NUMBA_CACHE_DIR": str(cache)}
+
+    def run(case: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-c", LABEL_RANGES, case], capture_output=True, text=True, timeout=300, env=environment
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    assert run("int32") == "(0, 7)"
+    (index,) = cache.rglob("*label_range*.nbi")
+    index.unlink()  # as a stale index is dropped: the next entry takes the first slot, whose data file is int32's
+    assert run("data not written") == "(0, 7)"
+    assert run("int64") == "(0, 7)"
