@@ -277,6 +277,35 @@ def _remove_stale_temporaries(target: str, directory: str) -> None:
             os.close(fd)
 
 
+def check_room_on_disk(sizes: dict[str, int], fix: str) -> None:
+    """Refuse files (path -> bytes of data) larger than the free space of their disks, before any work.
+
+    Each is written under a temporary name beside its target, which it then
+    replaces: while they are written, the disk holds them whole. A size
+    beyond any disk failed in np.memmap (OverflowError, with a traceback
+    from the command line) or in the allocation ("Invalid argument"); two
+    outputs that fit one at a time but not together (``predict``'s labels
+    and probabilities) passed a check of each. ValueError, ending with ``fix``.
+    """
+    by_disk: dict[int, tuple[str, int]] = {}
+    for path, size in sizes.items():
+        directory = os.path.dirname(os.path.abspath(path))
+        try:
+            disk = os.stat(directory).st_dev
+        except OSError:
+            continue  # a missing directory is named when the file is created
+        first_directory, total = by_disk.get(disk, (directory, 0))
+        by_disk[disk] = (first_directory, total + size)
+    for directory, total in by_disk.values():
+        free = shutil.disk_usage(directory).free
+        if total > free:
+            names = " and ".join(os.path.basename(path) for path in sizes)
+            raise ValueError(
+                f"{names} would take {total / 2**30:.3g} GiB, more than the {free / 2**30:.3g} GiB free on the "
+                f"disk of {directory}; {fix}."
+            )
+
+
 def remove_stale_temporaries_of(path: str | os.PathLike) -> None:
     """:func:`_remove_stale_temporaries` for the file that a write of ``path`` replaces, ahead of the write.
 

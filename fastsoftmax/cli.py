@@ -1615,7 +1615,14 @@ def run_predict(args: argparse.Namespace) -> int:
     """
     from fastsoftmax._checks import cast_X, nonfinite_rows_of
     from fastsoftmax._data import CHUNK_BYTES, unchanged_file_check
-    from fastsoftmax._io import atomic_path, open_memmap_on_disk, release_rows, replaced_together
+    from fastsoftmax._io import (
+        atomic_path,
+        check_room_on_disk,
+        open_memmap_on_disk,
+        release_rows,
+        remove_stale_temporaries_of,
+        replaced_together,
+    )
 
     out_named = args.out is not None
     args.out = args.out if out_named else DEFAULT_PREDICTIONS  # "" stays, to be refused as empty
@@ -1669,6 +1676,15 @@ def run_predict(args: argparse.Namespace) -> int:
         model.predict(first)
         if args.proba:
             model.predict_proba(first)
+    # The outputs together against the free space (each against it alone, two that did not fit together
+    # passed, and where posix_fallocate is missing a full disk then killed the command with SIGBUS), once the
+    # temporary files of a killed run are gone.
+    sizes = {args.out: n_samples * np.dtype(labels_dtype).itemsize}
+    if args.proba:
+        sizes[args.proba] = n_samples * n_classes * model.dtype.itemsize
+    for path in sizes:
+        remove_stale_temporaries_of(path)
+    check_room_on_disk(sizes, "write them to another disk (--out, --proba)")
     # Temporary files beside the targets, moved into place (both together) only when every chunk is written.
     with replaced_together() as pending, contextlib.ExitStack() as files:
         labels_path = files.enter_context(atomic_path(args.out, pending=pending))

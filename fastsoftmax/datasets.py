@@ -42,7 +42,6 @@ import contextlib
 import math
 import operator
 import os
-import shutil
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -840,30 +839,8 @@ def write_classification(
 
 
 def _check_room_on_disk(sizes: dict[str, int]) -> None:
-    """Refuse files (path -> bytes of data) larger than the free space of their disks, before any work.
-
-    Each is written under a temporary name beside its target, which it then
-    replaces: while they are written, the disk holds them whole. A size
-    beyond any disk failed in np.memmap (OverflowError, with a traceback
-    from the command line) or in the allocation ("Invalid argument").
-    """
-    by_disk: dict[int, tuple[str, int]] = {}
-    for path, size in sizes.items():
-        directory = os.path.dirname(os.path.abspath(path))
-        try:
-            disk = os.stat(directory).st_dev
-        except OSError:
-            continue  # a missing directory is named when the file is created
-        first_directory, total = by_disk.get(disk, (directory, 0))
-        by_disk[disk] = (first_directory, total + size)
-    for directory, total in by_disk.values():
-        free = shutil.disk_usage(directory).free
-        if total > free:
-            names = " and ".join(os.path.basename(path) for path in sizes)
-            raise ValueError(
-                f"{names} would take {total / 2**30:.3g} GiB, more than the {free / 2**30:.3g} GiB free on the "
-                f"disk of {directory}; lower n_samples or n_features, or write them to another disk."
-            )
+    """:func:`_io.check_room_on_disk` for the data files (path -> bytes), with the fix in this module's terms."""
+    _io.check_room_on_disk(sizes, "lower n_samples or n_features, or write them to another disk")
 
 
 def _check_finite(X, chunk_size: int) -> None:

@@ -1588,6 +1588,10 @@ def test_without_posix_fallocate_an_output_beyond_the_free_space_is_refused(tmp_
     argv = ["predict", "--model", str(model), "--data", str(files[0])]
     assert main([*argv, *(str(part) for pair in outputs.items() for part in pair)]) == 2
     assert not any(name.endswith((".tmp", "p.npy", "pr.npy")) for name in os.listdir(tmp_path))
+    # Room for each output alone (600 labels: 4,800 bytes; their probabilities: 14,400), not for both.
+    monkeypatch.setattr(io_module.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(2**30, 2**30, 15000))
+    assert main([*argv, *(str(part) for pair in outputs.items() for part in pair)]) == 2
+    assert not any(name.endswith((".tmp", "p.npy", "pr.npy")) for name in os.listdir(tmp_path))
     # With room, the file is written as before.
     monkeypatch.setattr(io_module.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(2**30, 0, 2**30))
     assert io_module.open_memmap_on_disk(str(tmp_path / "b.npy"), np.float32, (1000, 10)).shape == (1000, 10)
