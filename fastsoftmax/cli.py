@@ -2035,8 +2035,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from C code drops its exception (LLVM's, as the kernels compile): the
     signal is recorded and raised again (``_signalled``). 143 on SIGTERM,
     129 on SIGHUP; 141, quietly, where the reader of stdout left
-    (``... | head``). With stderr closed, or once its reader has left, what
-    it would print goes nowhere and the command goes on.
+    (``... | head``). With stderr closed, or once it cannot be written (its
+    reader left, a full disk), what it would print goes nowhere and the
+    command goes on.
     """
     stderr = _StderrGuard.replacing_stderr()
     _paths_printable()
@@ -2137,6 +2138,8 @@ class _StderrGuard:
     def write(self, text: str) -> int:
         try:
             return self.stream.write(text)
+        except BlockingIOError:
+            raise  # a non-blocking stderr whose reader is behind: it may be written again later
         except OSError:  # the reader left (BrokenPipeError), a full disk, an I/O error
             self._unwritable()
             return self.stream.write(text)
@@ -2144,6 +2147,8 @@ class _StderrGuard:
     def flush(self) -> None:
         try:
             self.stream.flush()
+        except BlockingIOError:
+            raise
         except OSError:
             self._unwritable()
             self.stream.flush()

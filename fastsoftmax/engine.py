@@ -711,7 +711,9 @@ def fit(
     # The solvers' own vector arithmetic is tiny: BLAS threads woken for it
     # only spin against the kernels' threads (one limit for the whole fit).
     with exclusive_training(model), held, objective, single_threaded_blas():
-        if options.fit_intercept:  # a held b leaves such a class a finite optimum where l2 > 0
+        # A held b leaves such a class a finite optimum where l2 > 0; a caller that collects the fit's
+        # messages says nothing of it (see convergence_messages), and the scan of y is not made for it.
+        if options.fit_intercept and _convergence_messages.get() is None:
             _warn_of_classes_without_rows(objective.weight_per_class())
         return _fit(model, objective, options, seed=seed, callback=callback, checkpoint=checkpoint)
 
@@ -726,7 +728,7 @@ def _warn_of_classes_without_rows(weight_per_class: np.ndarray | None) -> None:
     classes, or a split that left out a rare class). The model learns never
     to predict it.
     """
-    if weight_per_class is None or _convergence_messages.get() is not None:
+    if weight_per_class is None:
         return
     missing = np.flatnonzero(weight_per_class == 0)
     if not missing.shape[0]:
