@@ -901,6 +901,7 @@ def run_train(args: argparse.Namespace) -> int:
         _note_synthetic_classes_without_rows(args, train, n_classes)
     model = _zero_start_model(X.shape[1], n_classes, dtype)
     _check_room_for_model(args, model)
+    _check_room_for_checkpoint(args, model)
     where = "streamed from " + args.data if train.streamed else "in memory"
     if is_sparse(X):
         where = f"sparse, {train.X.nnz:,} stored values, in memory"
@@ -976,6 +977,47 @@ def _check_room_for_model(args: argparse.Namespace, model: SoftmaxRegression) ->
             f"--out {args.out}: the model will take about {_bytes(n_bytes)} and its disk has {_bytes(free)} free; "
             "free some space or write it to another disk (nothing was trained)."
         )
+
+
+#: The size of a checkpoint file, in float64 vectors of the model's K (D + 1) parameters: each
+#: solver's state (measured at 10 classes of 100 features: 24 for lbfgs, whose memory holds 10
+#: pairs of vectors (``solvers.LBFGS_MEMORY``), 3 to 6 for the others), rounded up.
+CHECKPOINT_VECTORS = {"lbfgs": 26, "newton-cg": 4, "gd": 4, "sgd": 6, "adam": 7}
+#: Bytes of a checkpoint file besides those vectors: the zip's headers, the fingerprint of the data
+#: and the JSON of the run (about 6 kB at 10 features), with room to spare.
+CHECKPOINT_OVERHEAD = 16384
+
+
+def _check_room_for_checkpoint(args: argparse.Namespace, model: SoftmaxRegression) -> None:
+    """Refuse a ``--checkpoint`` whose disk has less room than one checkpoint file will take, before the fit.
+
+    On a full disk the first iteration ran (the first pass over a large file
+    can take minutes), then the fit stopped for the checkpoint it could not
+    write. One file's room is needed: each save writes the new file beside
+    the previous one, which it then replaces. A disk whose free space cannot
+    be read is left to the saves.
+    """
+    if not args.checkpoint:
+        return
+    n_parameters = model.num_classes * (model.input_dim + 1)
+    n_bytes = 8 * CHECKPOINT_VECTORS[args.solver] * n_parameters + 16 * model.input_dim  # and the scaling's
+    n_bytes += 24 * (min(args.max_iter, MODEL_FILE_MAX_LOSSES) + 1) + CHECKPOINT_OVERHEAD  # losses, as JSON text
+    try:
+        free = shutil.disk_usage(_existing_parent(os.path.realpath(args.checkpoint))).free
+    except OSError:
+        return
+    if free < n_bytes:
+        raise CLIError(
+            f"--checkpoint {args.checkpoint}: a checkpoint of this fit will take about {_bytes(n_bytes)} and its "
+            f"disk has {_bytes(free)} free; free some space or pass another --checkpoint (nothing was trained)."
+        )
+
+
+def _existing_parent(path: str) -> str:
+    """``path``, or its nearest parent that exists (a checkpoint directory is made by the fit)."""
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return path
 
 
 def _save_trained_model(model: SoftmaxRegression, path: str, checkpoint: str | None = None) -> None:

@@ -380,6 +380,27 @@ def test_an_out_on_a_disk_without_room_for_the_model_is_refused_before_training(
     assert out.stat().st_size <= 4252  # the estimate is not below the file
 
 
+@pytest.mark.parametrize("solver", ["lbfgs", "newton-cg", "gd", "sgd", "adam"])
+def test_a_checkpoint_on_a_disk_without_room_for_one_is_refused_before_training(tmp_path, capsys, monkeypatch, solver):
+    # The first iteration ran (the first pass of a large file can take minutes), then the fit stopped for the
+    # checkpoint it could not write.
+    from fastsoftmax import cli
+
+    ck = tmp_path / "ck" / "nested"  # made by the fit: the room is that of the nearest parent that exists
+    argv = ["train", *SMALL, "--max-iter", "5", "--solver", solver, "--checkpoint", str(ck), "--quiet"]
+    monkeypatch.setattr(cli.shutil, "disk_usage", lambda path: _disk_usage(free=8000))
+    assert main(argv) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    took = rf"--checkpoint {ck}: a checkpoint of this fit will take about [\d.]+ kB and its disk has 8 kB free"
+    assert re.search(took, err), err
+    assert "pass another --checkpoint (nothing was trained)" in err and not ck.exists()
+    monkeypatch.setattr(cli.shutil, "disk_usage", lambda path: _disk_usage(free=10**9))
+    assert main(argv) == 0
+    # K = 3, D = 8: the estimate is not below the file, nor far above it.
+    estimate = 8 * cli.CHECKPOINT_VECTORS[solver] * 3 * 9 + 16 * 8 + 24 * 6 + cli.CHECKPOINT_OVERHEAD
+    assert estimate / 4 <= sum(path.stat().st_size for path in ck.iterdir()) <= estimate
+
+
 def test_a_fit_that_cannot_fit_in_memory_is_refused_before_the_classes_are_counted(tmp_path, npy, capsys, monkeypatch):
     """--classes 20000000 on a file of 50 features was killed (out of memory) after a minute, with nothing
     said; --classes 2000000000 as it counted the rows of each class."""
