@@ -1120,7 +1120,13 @@ def _fit_with_progress(args, model, X, y, **fit_options) -> tuple[float, _TrainP
         # short last chunk of a file, say) compiles here, and is not throughput.
         # The summary says whether the fit converged, and why not: the engine's reason, not a warning.
         # convergence_messages also leaves out the warning of classes without rows: noted before the fit.
-        with _compile_clock() as compiling, convergence_messages() as not_converged:
+        with (
+            _compile_clock() as compiling,
+            convergence_messages() as not_converged,
+            warnings.catch_warnings(record=True) as caught,
+        ):
+            # Recorded whatever the filters say (-W error too): it becomes a note below.
+            warnings.filterwarnings("always", message=_FINAL_CHECKPOINT_NOT_WRITTEN, category=RuntimeWarning)
             model.fit(
                 X,
                 y,
@@ -1133,6 +1139,8 @@ def _fit_with_progress(args, model, X, y, **fit_options) -> tuple[float, _TrainP
                 **fit_options,
             )
         progress.not_converged = not_converged[-1] if not_converged else None
+        for warning in caught:
+            _show_fit_warning(args, warning)
     except TrainingError as exc:
         # The remedy in the command's option names ("lower --lr (now 1e+30)", not "lower lr").
         message = _with_option_names(str(exc))
@@ -1161,6 +1169,26 @@ _FIT_OPTIONS = {
     r"\blr\b": "--lr",
     r"\bl2\b": "--l2",
 }
+
+
+#: How the engine's warning of a final checkpoint that was not written begins.
+_FINAL_CHECKPOINT_NOT_WRITTEN = "the fit finished, but its final checkpoint was not written"
+
+
+def _show_fit_warning(args: argparse.Namespace, warning: warnings.WarningMessage) -> None:
+    """A warning of the fit, shown as Python shows it; the final checkpoint's as a note in the command's terms.
+
+    It said "W and b hold the trained model" after a line of this module's
+    source (``model.fit(``), where the model goes on to ``--out``.
+    """
+    message = str(warning.message)
+    if issubclass(warning.category, RuntimeWarning) and message.startswith(_FINAL_CHECKPOINT_NOT_WRITTEN):
+        held = f"the model is written to {args.out} all the same" if args.out else "the fit's result is reported below"
+        message = message.replace("W and b hold the trained model", held)
+        message = message.replace("The checkpoint directory keeps", f"--checkpoint {args.checkpoint} keeps")
+        print(f"note: {message}", file=sys.stderr, flush=True)
+        return
+    warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
 
 
 def _with_option_names(message: str) -> str:
