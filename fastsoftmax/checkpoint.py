@@ -33,6 +33,8 @@ import numpy as np
 from fastsoftmax import solvers
 from fastsoftmax._io import (
     ForeignFileError,
+    _name_length,
+    _name_max,
     atomic_file,
     newer_format,
     npz_scalar,
@@ -134,6 +136,15 @@ def check_directory(directory: str | bytes | os.PathLike, *, option: str = "chec
         raise ValueError(f"{option} {directory}: {existing} is a file, so the directory cannot be created.")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ValueError(f"{option} {directory}: {existing} is not writable.")
+    # The directories to create: a name longer than the file system takes failed only as the fit began,
+    # after the data were read or generated, with "[Errno 36] File name too long" naming no option.
+    name_max = _name_max(existing)
+    for name in os.path.relpath(os.path.abspath(directory), existing).split(os.sep):
+        if name != os.curdir and _name_length(name) > name_max:
+            raise ValueError(
+                f"{option} {directory}: the directory name {name[:24]}... is {_name_length(name)} bytes long, and "
+                f"this file system takes at most {name_max}; give a shorter name."
+            )
     if os.path.isdir(checkpoint_path(directory)):
         raise ValueError(f"{option} {directory}: {checkpoint_path(directory)} is a directory; remove it.")
     if os.path.exists(checkpoint_path(directory)) and not os.access(checkpoint_path(directory), os.W_OK):

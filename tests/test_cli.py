@@ -1113,8 +1113,18 @@ def test_output_naming_an_input_or_another_output_is_refused_before_any_work(wor
         (["--checkpoint", "{d}/old.npy/ck"], "is a file, so the directory cannot be created"),
         # Written only after the fit, which failed then (the temporary name is longer still).
         (["--out", "{d}/" + "m" * 252 + ".npz"], "is 256 bytes long, and this file system takes at most 255"),
+        # Made only as the fit began, after the data: "[Errno 36] File name too long", naming no option.
+        (["--checkpoint", "{d}/ck/" + "c" * 256], "is 256 bytes long, and this file system takes at most 255"),
     ],
-    ids=["out-dir", "metrics-dir", "out-missing-dir", "checkpoint-is-file", "checkpoint-under-file", "out-too-long"],
+    ids=[
+        "out-dir",
+        "metrics-dir",
+        "out-missing-dir",
+        "checkpoint-is-file",
+        "checkpoint-under-file",
+        "out-too-long",
+        "checkpoint-too-long",
+    ],
 )
 def test_unwritable_output_is_refused_before_training(workspace, capsys, argv, message):
     before = _snapshot(workspace)
