@@ -192,8 +192,8 @@ def _after_fork_in_child() -> None:
     counts put back where none of this thread's own remains. The reads
     under way (:class:`reading_weights`) are dropped: those of other threads
     are not in the child, and the forking thread is in none (it forks from
-    Python code, not from a kernel). OpenMP counts as started where Numba's pool is, whoever started
-    it (the user's own ``parallel=True`` code).
+    Python code, not from a kernel). OpenMP counts as started where Numba's
+    pool is, whoever started it (the user's own ``parallel=True`` code).
     """
     global _forked_from_openmp, _trainers_lock, _blas_lock, _serialise_lock, _layer_lock
     try:
