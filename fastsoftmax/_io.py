@@ -287,19 +287,19 @@ def check_room_on_disk(sizes: dict[str, int], fix: str) -> None:
     outputs that fit one at a time but not together (``predict``'s labels
     and probabilities) passed a check of each. ValueError, ending with ``fix``.
     """
-    by_disk: dict[int, tuple[str, int]] = {}
+    by_disk: dict[int, tuple[str, int, list[str]]] = {}
     for path, size in sizes.items():
         directory = os.path.dirname(os.path.abspath(path))
         try:
             disk = os.stat(directory).st_dev
         except OSError:
             continue  # a missing directory is named when the file is created
-        first_directory, total = by_disk.get(disk, (directory, 0))
-        by_disk[disk] = (first_directory, total + size)
-    for directory, total in by_disk.values():
+        first_directory, total, paths = by_disk.get(disk, (directory, 0, []))
+        by_disk[disk] = (first_directory, total + size, [*paths, path])
+    for directory, total, paths in by_disk.values():
         free = shutil.disk_usage(directory).free
         if total > free:
-            names = " and ".join(os.path.basename(path) for path in sizes)
+            names = " and ".join(os.path.basename(path) for path in paths)  # those on this disk
             raise ValueError(
                 f"{names} would take {total / 2**30:.3g} GiB, more than the {free / 2**30:.3g} GiB free on the "
                 f"disk of {directory}; {fix}."
