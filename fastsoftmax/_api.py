@@ -12,7 +12,7 @@ from typing import Literal, NamedTuple
 import numpy as np
 
 from fastsoftmax import _checks, kernels
-from fastsoftmax._terms import _weight_sum, l2_penalty
+from fastsoftmax._terms import _weight_sum, l2_penalty, weight_shares
 from fastsoftmax._threading import EXP_WORK, parallel_section, serial_section, work_chunks
 
 
@@ -145,9 +145,7 @@ def fused_mean_loss_grad(
     loss_sum = fused_loss_grad(X, y, W, b, sample_weight, 1.0 / weight_sum, l2, dW_out, db_out)
     if math.isfinite(loss_sum):
         return loss_sum / weight_sum
-    weights = sample_weight if sample_weight.shape[0] else np.ones(X.shape[0], dtype=W.dtype)
-    with np.errstate(under="ignore"):  # a share below the dtype's range adds nothing next to the largest
-        shares = (weights / np.float64(weight_sum)).astype(W.dtype)
+    shares = weight_shares(sample_weight, X.shape[0], weight_sum, W.dtype)
     return fused_loss_grad(X, y, W, b, shares, 1.0, l2, dW_out, db_out)
 
 

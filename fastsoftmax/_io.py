@@ -286,9 +286,12 @@ def check_room_on_disk(sizes: dict[str, int], fix: str) -> None:
     from the command line) or in the allocation ("Invalid argument"); two
     outputs that fit one at a time but not together (``predict``'s labels
     and probabilities) passed a check of each. ValueError, ending with ``fix``.
+    The temporary files that killed writes of these paths left are removed
+    first (:func:`_remove_stale_temporaries_of`): they counted as used.
     """
     by_disk: dict[int, tuple[str, int, list[str]]] = {}
     for path, size in sizes.items():
+        _remove_stale_temporaries_of(path)
         directory = os.path.dirname(os.path.abspath(path))
         try:
             disk = os.stat(directory).st_dev
@@ -306,7 +309,7 @@ def check_room_on_disk(sizes: dict[str, int], fix: str) -> None:
             )
 
 
-def remove_stale_temporaries_of(path: str | os.PathLike) -> None:
+def _remove_stale_temporaries_of(path: str | os.PathLike) -> None:
     """:func:`_remove_stale_temporaries` for the file that a write of ``path`` replaces, ahead of the write.
 
     For a writer that counts the free space first: the temporary files of a
@@ -359,6 +362,13 @@ def file_path(path: Any, saving: bool) -> str:
     raise TypeError(
         f"path must be the name of a file (str or os.PathLike), not {type(path).__name__}: {why}; pass the file's path."
     )
+
+
+def nearest_existing(path: str) -> str:
+    """``path``, or its nearest parent that exists (a directory that a write or a fit will make)."""
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return path
 
 
 def refuse_link_loop(path: str) -> None:

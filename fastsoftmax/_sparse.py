@@ -31,7 +31,7 @@ from fastsoftmax import _checks, kernels, solvers
 from fastsoftmax._layout import pack, unpack
 from fastsoftmax._memory import available_memory, within_copy_budget
 from fastsoftmax._scaling import FeatureScaling
-from fastsoftmax._terms import _weight_sum, l2_penalty
+from fastsoftmax._terms import _weight_sum, l2_penalty, weight_shares
 from fastsoftmax._threading import parallel_section, work_chunks
 
 #: The thread accumulators (one (D, K) float64 array a chunk of rows) are
@@ -753,9 +753,7 @@ def objective_loss_and_grad(
     theta = pack(W, b)
     loss, grad = objective(theta)
     if not _all_finite(loss, grad):
-        weights = objective.sample_weight if objective.sample_weight.shape[0] else np.ones(objective.n_samples)
-        with np.errstate(under="ignore"):  # a share below the dtype's range adds nothing next to the largest
-            shares = (weights / np.float64(objective.weight_sum)).astype(objective.dtype)
+        shares = weight_shares(objective.sample_weight, objective.n_samples, objective.weight_sum, objective.dtype)
         loss, grad = SparseObjective(objective.X, objective.y, shares, objective.n_classes, objective.l2).sums(theta)
     if not _all_finite(loss, grad):
         _checks.raise_for_overflowing_penalty(l2_penalty(W, objective.l2), W, objective.l2)

@@ -29,6 +29,18 @@ def l2_penalty(W: np.ndarray, l2: float) -> float:
         return 0.5 * l2 * float(np.einsum("i,i->", flat, flat, dtype=np.float64))
 
 
+def weight_shares(sample_weight: np.ndarray, n_samples: int, weight_sum: float, dtype: np.dtype) -> np.ndarray:
+    """w_i / sum_j w_j in ``dtype`` (1 / N for the length-0 "all ones"): weights whose sums are the means.
+
+    For a kernel that sums w_i l_i and divides at the end, where those sums
+    overflow and the means fit. A share below the dtype's range becomes 0,
+    which adds nothing next to the largest.
+    """
+    weights = sample_weight if sample_weight.shape[0] else np.ones(n_samples)
+    with np.errstate(under="ignore"):
+        return (weights / np.float64(weight_sum)).astype(dtype)
+
+
 def _weight_sum(sample_weight: np.ndarray, n_samples: int) -> float:
     """sum_i w_i in float64: N where ``sample_weight`` is the length-0 "all ones"."""
     if sample_weight.shape[0] == 0:

@@ -36,6 +36,7 @@ from fastsoftmax._io import (
     _name_length,
     _name_max,
     atomic_file,
+    nearest_existing,
     newer_format,
     npz_scalar,
     read_npz,
@@ -129,9 +130,7 @@ def check_directory(directory: str | bytes | os.PathLike, *, option: str = "chec
         raise ValueError(f"{option} {directory} is an existing file, not a directory; give a directory.")
     if os.path.islink(directory) and not os.path.exists(directory):
         raise ValueError(f"{option} {directory} is a broken symbolic link; remove it or give another directory.")
-    existing = os.path.abspath(directory)
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
+    existing = nearest_existing(os.path.abspath(directory))
     if not os.path.isdir(existing):
         raise ValueError(f"{option} {directory}: {existing} is a file, so the directory cannot be created.")
     if not os.access(existing, os.W_OK | os.X_OK):

@@ -997,13 +997,15 @@ def _check_room_for_checkpoint(args: argparse.Namespace, model: SoftmaxRegressio
     the previous one, which it then replaces. A disk whose free space cannot
     be read is left to the saves.
     """
+    from fastsoftmax._io import nearest_existing
+
     if not args.checkpoint:
         return
     n_parameters = model.num_classes * (model.input_dim + 1)
     n_bytes = 8 * CHECKPOINT_VECTORS[args.solver] * n_parameters + 16 * model.input_dim  # and the scaling's
     n_bytes += 24 * (min(args.max_iter, MODEL_FILE_MAX_LOSSES) + 1) + CHECKPOINT_OVERHEAD  # losses, as JSON text
     try:
-        free = shutil.disk_usage(_existing_parent(os.path.realpath(args.checkpoint))).free
+        free = shutil.disk_usage(nearest_existing(os.path.realpath(args.checkpoint))).free
     except OSError:
         return
     if free < n_bytes:
@@ -1011,13 +1013,6 @@ def _check_room_for_checkpoint(args: argparse.Namespace, model: SoftmaxRegressio
             f"--checkpoint {args.checkpoint}: a checkpoint of this fit will take about {_bytes(n_bytes)} and its "
             f"disk has {_bytes(free)} free; free some space or pass another --checkpoint (nothing was trained)."
         )
-
-
-def _existing_parent(path: str) -> str:
-    """``path``, or its nearest parent that exists (a checkpoint directory is made by the fit)."""
-    while not os.path.exists(path) and os.path.dirname(path) != path:
-        path = os.path.dirname(path)
-    return path
 
 
 def _save_trained_model(model: SoftmaxRegression, path: str, checkpoint: str | None = None) -> None:
@@ -1111,7 +1106,7 @@ def _fit_with_progress(args, model, X, y, **fit_options) -> tuple[float, _TrainP
     this process, so the message also says that ``--out`` was not written.
     """
     from fastsoftmax import TrainingError
-    from fastsoftmax.engine import convergence_messages
+    from fastsoftmax.engine import FINAL_CHECKPOINT_NOT_WRITTEN, HOLDS_THAT_ITERATION, convergence_messages
 
     progress = _TrainProgress(args)
     start = time.perf_counter()
@@ -1126,7 +1121,7 @@ def _fit_with_progress(args, model, X, y, **fit_options) -> tuple[float, _TrainP
             warnings.catch_warnings(record=True) as caught,
         ):
             # Recorded whatever the filters say (-W error too): it becomes a note below.
-            warnings.filterwarnings("always", message=_FINAL_CHECKPOINT_NOT_WRITTEN, category=RuntimeWarning)
+            warnings.filterwarnings("always", message=FINAL_CHECKPOINT_NOT_WRITTEN, category=RuntimeWarning)
             model.fit(
                 X,
                 y,
@@ -1150,11 +1145,12 @@ def _fit_with_progress(args, model, X, y, **fit_options) -> tuple[float, _TrainP
     except OSError as exc:
         # A checkpoint not written mid-fit: "W and b hold that iteration" means nothing to a command
         # whose process ends here.
-        held = "W and b hold that iteration"
-        if exc.strerror is None or held not in exc.strerror:
+        if exc.strerror is None or HOLDS_THAT_ITERATION not in exc.strerror:
             raise
         lost = f"nothing was written to {args.out}" if args.out else "the weights end with this command"
-        message = exc.strerror.replace(held, lost).replace("pass another directory", "pass another --checkpoint")
+        message = exc.strerror.replace(HOLDS_THAT_ITERATION, lost).replace(
+            "pass another directory", "pass another --checkpoint"
+        )
         raise OSError(exc.errno, message) from exc
     finally:
         progress.close()
@@ -1171,20 +1167,18 @@ _FIT_OPTIONS = {
 }
 
 
-#: How the engine's warning of a final checkpoint that was not written begins.
-_FINAL_CHECKPOINT_NOT_WRITTEN = "the fit finished, but its final checkpoint was not written"
-
-
 def _show_fit_warning(args: argparse.Namespace, warning: warnings.WarningMessage) -> None:
     """A warning of the fit, shown as Python shows it; the final checkpoint's as a note in the command's terms.
 
     It said "W and b hold the trained model" after a line of this module's
     source (``model.fit(``), where the model goes on to ``--out``.
     """
+    from fastsoftmax.engine import FINAL_CHECKPOINT_NOT_WRITTEN, HOLDS_THE_TRAINED_MODEL
+
     message = str(warning.message)
-    if issubclass(warning.category, RuntimeWarning) and message.startswith(_FINAL_CHECKPOINT_NOT_WRITTEN):
+    if issubclass(warning.category, RuntimeWarning) and message.startswith(FINAL_CHECKPOINT_NOT_WRITTEN):
         held = f"the model is written to {args.out} all the same" if args.out else "the fit's result is reported below"
-        message = message.replace("W and b hold the trained model", held)
+        message = message.replace(HOLDS_THE_TRAINED_MODEL, held)
         message = message.replace("The checkpoint directory keeps", f"--checkpoint {args.checkpoint} keeps")
         print(f"note: {message}", file=sys.stderr, flush=True)
         return
@@ -1690,7 +1684,6 @@ def run_predict(args: argparse.Namespace) -> int:
         check_room_on_disk,
         open_memmap_on_disk,
         release_rows,
-        remove_stale_temporaries_of,
         replaced_together,
     )
 
@@ -1747,13 +1740,10 @@ def run_predict(args: argparse.Namespace) -> int:
         if args.proba:
             model.predict_proba(first)
     # The outputs together against the free space (each against it alone, two that did not fit together
-    # passed, and where posix_fallocate is missing a full disk then killed the command with SIGBUS), once the
-    # temporary files of a killed run are gone.
+    # passed, and where posix_fallocate is missing a full disk then killed the command with SIGBUS).
     sizes = {args.out: n_samples * np.dtype(labels_dtype).itemsize}
     if args.proba:
         sizes[args.proba] = n_samples * n_classes * model.dtype.itemsize
-    for path in sizes:
-        remove_stale_temporaries_of(path)
     check_room_on_disk(sizes, "write them to another disk (--out, --proba)")
     # Temporary files beside the targets, moved into place (both together) only when every chunk is written.
     with replaced_together() as pending, contextlib.ExitStack() as files:
@@ -2229,15 +2219,14 @@ class _StderrGuard:
     def close(self) -> None:
         if self.file is None:
             # What the stream still buffers (the error's line) is written now, while a failure can still
-            # send it to os.devnull: left in the buffer, it failed again at the stream's next flush.
+            # send it to os.devnull (and where the descriptor was swapped, it goes there, not to the reader
+            # that left): left in the buffer, it failed again at the stream's next flush.
             with contextlib.suppress(OSError, ValueError):
                 self.flush()
         else:
             self.file.close()
-        if self.saved is not None:
+        if self.saved is not None:  # set only where the stream has a descriptor: self.file is None
             descriptor, duplicate = self.saved
-            with contextlib.suppress(OSError, ValueError):
-                self.stream.flush()  # what it still buffers goes to os.devnull, not to the reader that left
             os.dup2(duplicate, descriptor)
             os.close(duplicate)
 

@@ -792,8 +792,6 @@ def write_classification(
     x_path, y_path = os.fspath(x_path), os.fspath(y_path)
     if _io.same_file(x_path, y_path):
         raise ValueError(f"x_path and y_path must differ: both name the file {x_path!r}")
-    for path in (x_path, y_path):
-        _io.remove_stale_temporaries_of(path)  # before the free space is counted
     _check_room_on_disk({x_path: n_samples * p.n_features * p.dtype.itemsize, y_path: n_samples * 8})
 
     bar = None

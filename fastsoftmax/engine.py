@@ -617,6 +617,13 @@ def _remedy(options: FitOptions) -> str:
     return f"{'raise l2' if C is None else 'lower C'} or scale the features"
 
 
+#: What the checkpoint messages say the model holds, where a save fails during a fit or at its end (the
+#: command line, whose process ends with the fit, says what it wrote instead), and how the latter begins.
+HOLDS_THAT_ITERATION = "W and b hold that iteration"
+HOLDS_THE_TRAINED_MODEL = "W and b hold the trained model"
+FINAL_CHECKPOINT_NOT_WRITTEN = "the fit finished, but its final checkpoint was not written"
+
+
 class PenaltyBeyondDtypeError(ValueError):
     """An l2 beyond the model's dtype (:func:`_refuse_a_penalty_beyond_the_dtype`); the command line names --l2."""
 
@@ -1077,7 +1084,7 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
             raise OSError(
                 exc.errno,
                 f"the checkpoint in {os.fspath(checkpoint)} was not written at iteration {model.n_iter_} "
-                f"({exc.strerror or exc}); W and b hold that iteration. Free space or make the directory writable "
+                f"({exc.strerror or exc}); {HOLDS_THAT_ITERATION}. Free space or make the directory writable "
                 f"again and rerun, to resume from the last checkpoint written there, or pass another directory",
             ) from exc
         if callback is not None:
@@ -1167,8 +1174,8 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
         # the last iteration's state. Raising here lost the trained model wherever the
         # caller saves it next (train's --out), for a file that only marks the end.
         warnings.warn(
-            f"the fit finished, but its final checkpoint was not written ({exc}); W and b hold the trained "
-            f"model. The checkpoint directory keeps the last state written, from which the same fit resumes.",
+            f"{FINAL_CHECKPOINT_NOT_WRITTEN} ({exc}); {HOLDS_THE_TRAINED_MODEL}. The checkpoint directory keeps "
+            f"the last state written, from which the same fit resumes.",
             RuntimeWarning,
             stacklevel=4,
         )
