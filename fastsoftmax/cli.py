@@ -2097,15 +2097,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     129 on SIGHUP; 141, quietly, where the reader of stdout left
     (``... | head``). With stderr closed, or once it cannot be written (its
     reader left, a full disk), what it would print goes nowhere and the
-    command goes on.
+    command goes on. Where stdout cannot be written (``> log`` on a full
+    disk), the command finishes and exits 2, naming stdout and the files
+    it wrote before its summary.
     """
-    stderr = _StderrGuard.replacing_stderr()
+    stderr = _StreamGuard.replacing("stderr")
+    stdout = _StreamGuard.replacing("stdout")
     _paths_printable()
     _signalled.clear()
     try:
         with _terminate_as_an_exception():
             try:
-                status = _run_command(argv)
+                status = _run_command(argv, stdout)
             except Exception:
                 # Where a signal's exception broke code that cannot be interrupted (Numba's cache, as
                 # the kernels compile: "RuntimeError: no compiled object yet"), the signal is the cause.
@@ -2122,8 +2125,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         _last_line(f"fastsoftmax: {'hung up' if hung_up else 'terminated'}")
         return 128 + (_HANGUP if hung_up else signal.SIGTERM)
     finally:
+        sys.stdout = stdout.previous
+        stdout.close()
         sys.stderr = stderr.previous
         stderr.close()
+
+
+class _StdoutUnwritable(OSError):
+    """stdout failed (``> log`` on a full disk) after the command had written its outputs."""
+
+    def __init__(self, error: OSError, written: list[str]) -> None:
+        reason = error.strerror or str(error) or type(error).__name__
+        message = f"could not write standard output ({reason}): the summary was lost"
+        if written:
+            message += f"; {' and '.join(written)} {'was' if len(written) == 1 else 'were'} written before it"
+        super().__init__(message + ".")
+
+
+def _outputs(args: argparse.Namespace) -> list[str]:
+    """The files a command that succeeded has written, each before its summary on stdout."""
+    named = {"train": ("out", "metrics"), "generate": ("data", "labels"), "predict": ("out", "proba")}
+    return [getattr(args, name) for name in named.get(args.command, ()) if getattr(args, name, None)]
 
 
 def _last_line(text: str) -> None:
@@ -2152,38 +2174,51 @@ class _Terminated(BaseException):
 _HANGUP = getattr(signal, "SIGHUP", None)
 
 
-class _StderrGuard:
-    """sys.stderr while a command runs: with stderr closed, or once it cannot be written, output goes to os.devnull.
+class _StreamGuard:
+    """sys.stderr or sys.stdout while a command runs: once it cannot be written, output goes to os.devnull.
 
-    With stderr closed (``2>&-``, sys.stderr None) the first progress line
-    failed (exit 1, nothing trained). Where the reader left (``2>&1 | head
-    -1``) the next one raised BrokenPipeError in the middle of the fit: exit
-    141, and nothing written (neither ``--out`` nor ``--metrics``); a log on
-    a full disk (``2>>log``, ``2>/dev/full``) raised OSError (ENOSPC) the
-    same way, and so did the error's own line, which left exit 1 and no
+    stderr: with stderr closed (``2>&-``, sys.stderr None) the first progress
+    line failed (exit 1, nothing trained). Where the reader left (``2>&1 |
+    head -1``) the next one raised BrokenPipeError in the middle of the fit:
+    exit 141, and nothing written (neither ``--out`` nor ``--metrics``); a
+    log on a full disk (``2>>log``, ``2>/dev/full``) raised OSError (ENOSPC)
+    the same way, and so did the error's own line, which left exit 1 and no
     word. Any OSError of a write or flush now sends what follows to
-    os.devnull. Where the
-    stream has a file descriptor, os.devnull is put in its place, so that
-    what the stream still buffers is flushed there too; ``close`` puts the
-    descriptor back (``main`` may run inside a host program, whose later
-    writes and child processes then keep their stderr) and ``previous``
-    is put back as sys.stderr by ``main``.
+    os.devnull, and the command goes on.
+
+    stdout, where the commands print their summaries after their outputs
+    are written: the first OSError is kept in ``error`` (``main`` reports it
+    once the command is done: ``> log`` on a full disk said "error: [Errno
+    28] No space left on device" alone, as if nothing had been written),
+    except BrokenPipeError, which is raised (the reader left: ``main`` ends
+    the command quietly).
+
+    Where the stream has a file descriptor, os.devnull is put in its place,
+    so that what the stream still buffers is flushed there too; ``close``
+    puts the descriptor back (``main`` may run inside a host program, whose
+    later writes and child processes then keep their streams) and
+    ``previous`` is put back as the sys attribute by ``main``.
     """
 
-    def __init__(self) -> None:
-        self.previous = self.stream = sys.stderr
-        self.file = None  # os.devnull, opened for a closed stderr or a stream without a descriptor
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.previous = self.stream = getattr(sys, name)
+        self.error: OSError | None = None  # the first write or flush that failed
+        self.file = None  # os.devnull, opened for a closed stream or a stream without a descriptor
         self.saved: tuple[int, int] | None = None  # (descriptor, a duplicate of what it was)
         if self.stream is None:
             self.file = self.stream = open(os.devnull, "w")  # noqa: SIM115 (closed by close())
 
     @classmethod
-    def replacing_stderr(cls) -> _StderrGuard:
-        guard = cls()
-        sys.stderr = guard
+    def replacing(cls, name: str) -> _StreamGuard:
+        """A guard put in place of ``sys.<name>`` ("stdout" or "stderr")."""
+        guard = cls(name)
+        setattr(sys, name, guard)
         return guard
 
-    def _unwritable(self) -> None:
+    def _unwritable(self, error: OSError) -> None:
+        if self.error is None:
+            self.error = error
         try:
             descriptor = self.stream.fileno()
         except (AttributeError, OSError, ValueError):
@@ -2194,14 +2229,16 @@ class _StderrGuard:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, descriptor)
             os.close(devnull)
+        if self.name == "stdout" and isinstance(error, BrokenPipeError):
+            raise error
 
     def write(self, text: str) -> int:
         try:
             return self.stream.write(text)
         except BlockingIOError:
-            raise  # a non-blocking stderr whose reader is behind: it may be written again later
-        except OSError:  # the reader left (BrokenPipeError), a full disk, an I/O error
-            self._unwritable()
+            raise  # a non-blocking stream whose reader is behind: it may be written again later
+        except OSError as exc:  # the reader left (BrokenPipeError), a full disk, an I/O error
+            self._unwritable(exc)
             return self.stream.write(text)
 
     def flush(self) -> None:
@@ -2209,8 +2246,8 @@ class _StderrGuard:
             self.stream.flush()
         except BlockingIOError:
             raise
-        except OSError:
-            self._unwritable()
+        except OSError as exc:
+            self._unwritable(exc)
             self.stream.flush()
 
     def __getattr__(self, name: str):
@@ -2295,7 +2332,7 @@ def _terminate_as_an_exception() -> Iterator[None]:
             signal.signal(signum, handler)
 
 
-def _run_command(argv: Sequence[str] | None) -> int:
+def _run_command(argv: Sequence[str] | None, stdout: _StreamGuard) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command in ("train", "generate"):
@@ -2315,14 +2352,17 @@ def _run_command(argv: Sequence[str] | None) -> int:
     try:
         # Inside the try: a threading layer that cannot load, or NUMBA_DISABLE_JIT, is reported in one line.
         threads = get_num_threads()  # --threads is undone on return (main() may run in-process)
-        return args.handler(args)
+        status = args.handler(args)
+        stdout.flush()  # a summary still buffered fails here, not at exit ("Exception ignored", exit 120)
+        if status == 0 and stdout.error is not None:
+            raise _StdoutUnwritable(stdout.error, _outputs(args))
+        return status
     except KeyboardInterrupt:
         print(f"fastsoftmax {args.command}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         # The reader of stdout left (`... | head`): the outputs are written, and there is no one to tell.
-        # Python would report the same error again as it flushes stdout at exit.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        # The guard has put os.devnull in its place, for what it still buffers.
         return 128 + signal.SIGPIPE
     except KernelMemoryError:
         # The library's message names its own knobs; here they are options.

@@ -2002,6 +2002,43 @@ def test_train_goes_on_and_writes_its_outputs_once_the_reader_of_stderr_has_left
         stderr.close()
 
 
+class _FullDisk(io.StringIO):
+    """A stdout on a full disk (``> log``), as a stream without a descriptor: every flush fails with ENOSPC."""
+
+    def flush(self) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.mark.parametrize("stream", ["/dev/full", "no descriptor"])
+def test_a_stdout_on_a_full_disk_is_named_with_the_outputs_written_before_it(
+    tmp_path, npy, monkeypatch, capsys, stream
+):
+    # "error: [Errno 28] No space left on device" alone: as if nothing had been written, where the model was.
+    if stream == "/dev/full":
+        if not os.path.exists("/dev/full"):
+            pytest.skip("/dev/full: every write fails with ENOSPC")
+        stdout = open("/dev/full", "w")  # noqa: SIM115 (closed below)
+    else:
+        stdout = _FullDisk()
+    monkeypatch.setattr(sys, "stdout", stdout)
+    out, metrics = tmp_path / "m.npz", tmp_path / "m.json"
+    argv = ["train", "--data", str(npy[0]), "--labels", str(npy[1]), "--solver", "gd", "--max-iter", "5", "--tol", "0"]
+    assert main([*argv, "--out", str(out), "--metrics", str(metrics)]) == 2
+    assert sys.stdout is stdout
+    assert SoftmaxRegression.load(out).n_iter_ == 5 and json.loads(metrics.read_text())
+    err = capsys.readouterr().err
+    assert err.rstrip().endswith(
+        "train: error: could not write standard output (No space left on device): the summary was lost; "
+        f"{out} and {metrics} were written before it."
+    )
+    predictions = tmp_path / "p.npy"
+    assert main(["predict", "--model", str(out), "--data", str(npy[0]), "--out", str(predictions)]) == 2
+    assert np.load(predictions).shape == np.load(npy[1]).shape
+    assert f"the summary was lost; {predictions} was written before it." in capsys.readouterr().err
+    if stream == "/dev/full":
+        stdout.close()  # nothing left in its buffer to fail
+
+
 def test_synthetic_data_beyond_memory_gets_a_note_and_its_allocation_error_names_the_options(capsys, monkeypatch):
     # NumPy's "Unable to allocate 134. GiB for an array with shape (9000000000, 4)" named no option. The size is
     # an estimate of what fits (swap, and other systems' counts, differ): a note, not a refusal.
@@ -2046,6 +2083,6 @@ def test_the_last_line_of_an_interrupted_command_cannot_fail(monkeypatch):
             raise OSError(5, "Input/output error")
 
     monkeypatch.setattr(sys, "stderr", HungUp())
-    monkeypatch.setattr(cli, "_run_command", lambda argv: (_ for _ in ()).throw(cli._Terminated()))
+    monkeypatch.setattr(cli, "_run_command", lambda argv, stdout: (_ for _ in ()).throw(cli._Terminated()))
     monkeypatch.setattr(cli, "_signalled", [signal.SIGTERM])
     assert main(["train"]) == 143
