@@ -192,8 +192,12 @@ def _after_fork_in_child() -> None:
     counts put back where none of this thread's own remains. The reads
     under way (:class:`reading_weights`) are dropped: those of other threads
     are not in the child, and the forking thread is in none (it forks from
-    Python code, not from a kernel). OpenMP counts as started where Numba's
-    pool is, whoever started it (the user's own ``parallel=True`` code).
+    Python code, not from a kernel). So are the callbacks under way
+    (``_in_callback``) but the forking thread's own: left, a training of
+    that model in the child was taken to be waiting in its callback, and
+    another thread's prediction read W and b as they were written, where it
+    is refused. OpenMP counts as started where Numba's pool is, whoever
+    started it (the user's own ``parallel=True`` code).
     """
     global _forked_from_openmp, _trainers_lock, _blas_lock, _serialise_lock, _layer_lock
     try:
@@ -202,11 +206,14 @@ def _after_fork_in_child() -> None:
         pass
     _trainers_lock = threading.Lock()
     _readers.clear()
+    this_thread = threading.current_thread()
+    # A callback runs in its fit's thread, which holds the model's training claim.
+    for key in [key for key in _in_callback if _trainers.get(key, (None, None))[1] is not this_thread]:
+        del _in_callback[key]
     _blas_lock = threading.RLock()
     _serialise_lock = threading.Lock()
     _layer_lock = threading.Lock()
-    this_thread = threading.get_ident()
-    for holder in [holder for holder, thread in _blas_holders.items() if thread != this_thread]:
+    for holder in [holder for holder, thread in _blas_holders.items() if thread != this_thread.ident]:
         _release_blas(holder)
 
 

@@ -1029,6 +1029,25 @@ FORK_DURING_A_FIT = textwrap.dedent(
         model.predict(X[:5])
         ok = at_fork == before == blas_threads() and not _threading._blas_holders
         print("child ok" if ok else f"child: {before} {at_fork} {blas_threads()} {_threading._blas_holders}")
+        # The callback under way at the fork is not in the child: a training of the model there, out of any
+        # callback, refuses another thread's prediction (it was taken for a read while the fit waits).
+        claimed, release = threading.Event(), threading.Event()
+
+        def train_here():
+            with _threading.exclusive_training(model):
+                claimed.set()
+                release.wait(60)
+
+        training = threading.Thread(target=train_here)
+        training.start()
+        claimed.wait(60)
+        try:
+            model.predict(X[:5])
+            print("child: a prediction during a training was not refused")
+        except RuntimeError as error:
+            print("child refused" if "being trained in another thread" in str(error) else error)
+        release.set()
+        training.join()
         os._exit(0)
     os.waitpid(pid, 0)
     go.set()
@@ -1040,7 +1059,8 @@ FORK_DURING_A_FIT = textwrap.dedent(
 @pytest.mark.skipif(sys.platform != "linux", reason="fork")
 def test_a_child_forked_during_another_threads_fit_gets_its_blas_threads_back():
     """The child kept the fitting thread's BLAS section open, with no thread to close it: BLAS stayed at one
-    thread for its whole life, its own fits included."""
+    thread for its whole life, its own fits included. It kept the fit's callback under way too, and a
+    prediction during the child's own training of the model was let through."""
     done = subprocess.run([sys.executable, "-c", FORK_DURING_A_FIT], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "child ok" in done.stdout, done.stdout + done.stderr[-2000:]
+    assert "child ok" in done.stdout and "child refused" in done.stdout, done.stdout + done.stderr[-2000:]
