@@ -19,7 +19,15 @@ import weakref
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-import numba
+try:
+    import numba
+except ValueError as error:  # Numba reads NUMBA_NUM_THREADS as it is imported: "... must be > 0", no variable named
+    if "NUMBA_NUM_THREADS" not in os.environ:
+        raise
+    raise ValueError(
+        f"Numba cannot start with NUMBA_NUM_THREADS={os.environ['NUMBA_NUM_THREADS']!r} in the environment "
+        f"({error}): set it to a whole number of threads, at least 1, or unset it to use every core."
+    ) from error
 
 from fastsoftmax.exceptions import JitDisabledError
 

@@ -642,6 +642,17 @@ def test_a_threading_layer_the_user_chose_is_not_replaced_behind_their_back():
     assert "unset NUMBA_THREADING_LAYER" in done.stdout
 
 
+@pytest.mark.parametrize("threads", ["0", "-1"])
+def test_a_number_of_threads_numba_cannot_start_with_names_the_variable(threads):
+    """Numba's import raised "Number of threads specified must be > 0." without naming NUMBA_NUM_THREADS."""
+    done = _run_with_environment("import fastsoftmax", NUMBA_NUM_THREADS=threads)
+    assert done.returncode == 1
+    assert done.stderr.rstrip().splitlines()[-1] == (
+        f"ValueError: Numba cannot start with NUMBA_NUM_THREADS='{threads}' in the environment (Number of threads "
+        "specified must be > 0.): set it to a whole number of threads, at least 1, or unset it to use every core."
+    )
+
+
 FORKED_WORKERS = textwrap.dedent(
     """
     import multiprocessing, sys
