@@ -763,7 +763,8 @@ def _chunk_values_beyond(X: np.ndarray, target: np.dtype, start: int) -> tuple[i
 class _LabelScan(NamedTuple):
     """What one pass over y (and the weights) finds in a chunk, or in consecutive chunks combined.
 
-    Chunks of no rows give the identities of the reductions (+inf, -inf).
+    Chunks of no rows give the identities of the reductions (+inf, -inf,
+    and None for no row counted).
     """
 
     lowest_label: float
@@ -771,6 +772,8 @@ class _LabelScan(NamedTuple):
     weights_finite: bool = True
     lowest_weight: float = math.inf
     highest_weight: float = -math.inf
+    #: (K,) int64: the rows of weight > 0 of each class (labels out of range are left to the range's error).
+    rows_per_class: np.ndarray | None = None
 
 
 def _scan_chunk(
@@ -781,30 +784,38 @@ def _scan_chunk(
     rows: tuple[int, int],
     label_dtype: np.dtype,
     weight_dtype: np.dtype | None,
+    n_classes: int,
 ) -> _LabelScan:
-    """The labels' range (and the weights' finiteness and range) of chunk ``index``, checked first as declared."""
+    """The labels' range, the rows of each class (and the weights' finiteness and range) of chunk ``index``.
+
+    The chunks are checked first as declared.
+    """
     shape = (rows[1] - rows[0],)
     _check_chunk(y, "y", index, rows, shape, label_dtype)
     if not shape[0]:
         return _LabelScan(math.inf, -math.inf)
     # Python ints: uint64 labels beyond 2**63 compare and print exactly.
     labels = _LabelScan(int(y.min()), int(y.max()))
-    if sample_weight is None:
-        return labels
-    _check_chunk(sample_weight, "sample_weight", index, rows, shape, weight_dtype)
-    if not np.isfinite(sample_weight).all():
-        return labels._replace(weights_finite=False)
-    return labels._replace(lowest_weight=float(sample_weight.min()), highest_weight=float(sample_weight.max()))
+    counted = (y >= 0) & (y < n_classes)
+    if sample_weight is not None:
+        _check_chunk(sample_weight, "sample_weight", index, rows, shape, weight_dtype)
+        if not np.isfinite(sample_weight).all():
+            return labels._replace(weights_finite=False)
+        labels = labels._replace(lowest_weight=float(sample_weight.min()), highest_weight=float(sample_weight.max()))
+        counted &= sample_weight > 0
+    return labels._replace(rows_per_class=np.bincount(y[counted].astype(np.intp), minlength=n_classes))
 
 
 def _combine_scans(*parts: _LabelScan) -> _LabelScan:
     """One :class:`_LabelScan` of the rows of all ``parts``."""
+    counts = [p.rows_per_class for p in parts if p.rows_per_class is not None]
     return _LabelScan(
         min(p.lowest_label for p in parts),
         max(p.highest_label for p in parts),
         all(p.weights_finite for p in parts),
         min(p.lowest_weight for p in parts),
         max(p.highest_weight for p in parts),
+        functools.reduce(np.add, counts) if counts else None,
     )
 
 
@@ -872,6 +883,7 @@ class DaskObjective:
         self.n_hvp = 0
         self._inputs: list | None = None  # X, y (and the weights) as the chunk tasks read them
         self._chunks: list[tuple] | None = None  # per chunk: the keys of its X, y, weights, and its _Chunk
+        self._rows_per_class: np.ndarray | None = None  # counted by _check_values
 
     # -- set-up ---------------------------------------------------------------
 
@@ -1020,6 +1032,7 @@ class DaskObjective:
                     rows=(start, start + n_rows),
                     label_dtype=y.dtype,
                     weight_dtype=None if w is None else w.dtype,
+                    n_classes=self.n_classes,
                 ),
                 (y.name, i),
                 None if w is None else (w.name, i),
@@ -1029,6 +1042,8 @@ class DaskObjective:
         name = f"fastsoftmax-scan-{uuid.uuid4().hex}"
         dependencies = [y] if w is None else [y, w]
         (scan,) = self._compute(map_reduce(tasks, _combine_scans, name=name, dependencies=dependencies))
+        rows = scan.rows_per_class
+        self._rows_per_class = np.zeros(self.n_classes, np.int64) if rows is None else rows
         if scan.lowest_label < 0 or scan.highest_label >= self.n_classes:
             bad = scan.lowest_label if scan.lowest_label < 0 else scan.highest_label
             raise ValueError(
@@ -1231,9 +1246,12 @@ class DaskObjective:
     def raise_for_nonfinite_start(self, loss: float) -> None:
         self.raise_for_nonfinite_loss(loss)
 
-    def weight_per_class(self) -> None:
-        """Not counted: the labels lie on the cluster, and counting them would be a pass before the fit."""
-        return None
+    def weight_per_class(self) -> np.ndarray:
+        """(K,) int64: the rows of weight > 0 of each class, counted on the cluster as the labels were checked.
+
+        Counts, not weights: the engine asks only which classes have none.
+        """
+        return self._rows_per_class
 
     def raise_for_nonfinite_loss(self, loss: float) -> None:
         """As :func:`fastsoftmax._checks.raise_for_nonfinite_loss`, with X scanned on the cluster chunk by chunk."""

@@ -138,7 +138,7 @@ class Objective(Protocol):
 
     def raise_for_nonfinite_start(self, loss: float) -> None: ...
 
-    def weight_per_class(self) -> np.ndarray | None: ...
+    def weight_per_class(self) -> np.ndarray: ...
 
 
 def run_solver(
@@ -725,8 +725,8 @@ def fit(
         return _fit(model, objective, options, seed=seed, callback=callback, checkpoint=checkpoint)
 
 
-def _warn_of_classes_without_rows(weight_per_class: np.ndarray | None) -> None:
-    """UserWarning where a class of the model has no training row of weight > 0 (None: the rows were not counted).
+def _warn_of_classes_without_rows(weight_per_class: np.ndarray) -> None:
+    """UserWarning where a class of the model has no training row of weight > 0.
 
     Such a class has no finite optimum where b is fitted: the gradient of its
     intercept is its mean probability, positive wherever it is finite, so
@@ -735,8 +735,6 @@ def _warn_of_classes_without_rows(weight_per_class: np.ndarray | None) -> None:
     classes, or a split that left out a rare class). The model learns never
     to predict it.
     """
-    if weight_per_class is None:
-        return
     missing = np.flatnonzero(weight_per_class == 0)
     if not missing.shape[0]:
         return

@@ -611,8 +611,7 @@ class SoftmaxRegression:
         UserWarning
             ``lr`` is given to "lbfgs" or "newton-cg", which do not use it; or,
             with ``fit_intercept``, a class of the model has no row of weight
-            > 0 (its intercept falls for as long as the fit runs; not counted
-            for Dask data).
+            > 0 (its intercept falls for as long as the fit runs).
         RuntimeWarning
             With ``checkpoint``: the fit finished but its final checkpoint
             could not be written (a full disk); the model holds the result

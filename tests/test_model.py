@@ -608,10 +608,10 @@ def test_no_convergence_warning_when_tol_is_zero_or_the_callback_stops(data):
         SoftmaxRegression(D, K, seed=0).fit(X, y, max_iter=500, tol=1e-5)
 
 
-@pytest.mark.parametrize("form", ["array", "file", "sparse"])
+@pytest.mark.parametrize("form", ["array", "file", "sparse", "dask", "dask sparse"])
 def test_a_class_without_training_rows_is_warned_of(tmp_path, form):
     """Labels 0..K-2 for K classes fitted to "converged" with the last class's intercept at -15.6 and
-    falling (it has no finite optimum), and nothing was said."""
+    falling (it has no finite optimum), and nothing was said (on Dask, the labels were not counted)."""
     scipy_sparse = pytest.importorskip("scipy.sparse")
     X, y = make_classification(300, 4, n_classes=3, seed=0)
 
@@ -620,6 +620,10 @@ def test_a_class_without_training_rows_is_warned_of(tmp_path, form):
             np.save(tmp_path / "X.npy", X)
             np.save(tmp_path / "y.npy", y)
             return tmp_path / "X.npy", tmp_path / "y.npy"
+        if form.startswith("dask"):
+            da = pytest.importorskip("dask.array")
+            X = da.from_array(X, chunks=(70, 4))
+            return (X.map_blocks(scipy_sparse.csr_matrix) if form == "dask sparse" else X), da.from_array(y, chunks=70)
         return (scipy_sparse.csr_matrix(X) if form == "sparse" else X), y
 
     one = r"^no training row has class 3 of the model's 4 \(labels 0\.\.3; rows of weight 0 do not count\): "
