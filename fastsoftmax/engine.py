@@ -580,6 +580,33 @@ def _refuse_replaced_weights(model: Trainable, fit_weights: tuple[np.ndarray, np
     )
 
 
+def _refuse_weights_changed_in_place(
+    model: Trainable, fit_weights: tuple[np.ndarray, np.ndarray], given: np.ndarray
+) -> None:
+    """ValueError, with the iterate put back, where a callback that lets the fit go on changed W or b in place.
+
+    The solver goes on from its own iterate and writes the next over W and b:
+    a callback's clipped or restored weights were lost without a word. Where
+    it stops the fit (returns True), W and b stay as it leaves them. ``given``
+    is the packed iterate the callback was given. Arrays assigned anew are
+    refused first (:func:`_refuse_replaced_weights`).
+    """
+    _refuse_replaced_weights(model, fit_weights)
+    now = model._pack()
+    if np.array_equal(now, given):
+        return
+    size = model.W.size
+    parts = (("W", now[:size], given[:size]), ("b", now[size:], given[size:]))
+    changed = [name for name, part, given_part in parts if not np.array_equal(part, given_part)]
+    run_whole(lambda: model._commit(given))
+    raise ValueError(
+        f"the callback changed model.{' and model.'.join(changed)} in place and the fit went on: the solver "
+        f"continues from its own iterate and would have written the next one over the change, so W and b were "
+        f"put back (iteration {model.n_iter_}). To keep weights that the callback sets (such as the best ones, "
+        f"restored in place), return True to stop the fit; otherwise change W and b between fits."
+    )
+
+
 def _start_if_better(
     objective: Objective, kept_theta: np.ndarray, start_theta: np.ndarray
 ) -> tuple[np.ndarray, float] | None:
@@ -943,8 +970,8 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
 
         def write() -> None:
             nonlocal iterated
+            _refuse_replaced_weights(model, fit_weights)  # theta None too: a callback that stopped the fit
             if raw is not None:
-                _refuse_replaced_weights(model, fit_weights)
                 model._commit(raw)
             model.loss_history_, model.n_iter_ = losses, n_iter
             if converged is not None:
@@ -1086,8 +1113,11 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
                 f"again and rerun, to resume from the last checkpoint written there, or pass another directory",
             ) from exc
         if callback is not None:
+            given = model._pack()
             with callback_running(model):  # other threads may read W and b while the fit waits for it
                 stopped_by_callback = _stops(callback(model, model.n_iter_, loss))
+            if not stopped_by_callback:
+                _refuse_weights_changed_in_place(model, fit_weights, given)
         return stopped_by_callback
 
     # Bad data is found by the first evaluation (NaN in X is seen in the loss, not
@@ -1146,7 +1176,13 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
         if not iterated:
             restore_record()
         else:  # a loss appended for an iterate that an interrupt kept out of the model
-            model.loss_history_ = history_to_kept()
+
+            def write() -> None:
+                # A callback that assigned new arrays and then raised: the fit's hold the iterate recorded.
+                model.W, model.b = fit_weights
+                model.loss_history_ = history_to_kept()
+
+            run_whole(write)
         raise
     finally:
         model.rows_processed_ = objective.rows_processed
@@ -1163,7 +1199,13 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
     # No iteration: W and b stay as they were, not the start's round trip through the scaled
     # coordinates (in float32, a refit of a converged model moved b by 7e-6 and raised the loss).
     unmoved = result.n_iter == 0 and resumed is None
-    keep(None if unmoved else result.theta, offset + result.n_iter, history, converged=result.converged)
+    # A callback that stopped the fit leaves W and b as it wants them (the best iterate, restored in place).
+    keep(
+        None if unmoved or stopped_by_callback else result.theta,
+        offset + result.n_iter,
+        history,
+        converged=result.converged,
+    )
     mark_record(model)
     try:
         save_checkpoint(result.theta, converged=result.converged)

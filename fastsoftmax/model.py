@@ -546,7 +546,11 @@ class SoftmaxRegression:
         callback : callable ``callback(model, iteration, loss)``, optional
             Called after every iteration once W and b hold the new iterate;
             returning True stops training, None or False goes on; any other
-            return value (the loss, an array) raises TypeError.
+            return value (the loss, an array) raises TypeError. A callback
+            that stops the fit may change W and b in place (restore the
+            best iterate), and the model keeps them; one that lets the fit go
+            on may not (ValueError, the iterate put back), nor assign new
+            arrays to them.
         chunk_size : int, optional
             Rows per chunk of the full-batch objective (default: all rows of
             an in-memory X, about 128 MB of a streamed X). Changes the result

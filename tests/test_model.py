@@ -455,6 +455,71 @@ def test_callback_returning_true_stops(data, solver):
     assert not model.converged_
 
 
+@pytest.mark.parametrize("solver", list(SOLVER_SETTINGS))
+def test_a_callback_that_stops_the_fit_keeps_the_weights_it_restores_in_place(data, solver):
+    """Early stopping that writes the best iterate back in place and returns True: the fit then wrote its last
+    iterate over it, without a word."""
+    X, y = data
+    best = {}
+
+    def restore_the_first(model, iteration, loss):
+        if iteration == 1:
+            best.update(W=model.W.copy(), b=model.b.copy())
+        if iteration == 3:
+            model.W[...], model.b[...] = best["W"], best["b"]
+            return True
+        return False
+
+    model = SoftmaxRegression(D, K, seed=0)
+    W = model.W
+    settings = dict(SOLVER_SETTINGS[solver], max_iter=50)
+    model.fit(X, y, solver=solver, l2=L2, callback=restore_the_first, **settings)
+    assert model.W is W and model.n_iter_ == 3 and not model.converged_
+    np.testing.assert_array_equal(model.W, best["W"])
+    np.testing.assert_array_equal(model.b, best["b"])
+
+
+@pytest.mark.parametrize("solver", ["lbfgs", "sgd"])
+@pytest.mark.parametrize("changed", ["W", "b"])
+def test_weights_a_callback_changes_in_place_as_the_fit_goes_on_are_refused_and_put_back(data, solver, changed):
+    """Weights clipped in place by a callback that let the fit go on were written over by the next iterate."""
+    X, y = data
+
+    def clip(model, iteration, loss):
+        if iteration == 2:
+            weights = getattr(model, changed)
+            np.clip(weights, -1e-3, 1e-3, out=weights)
+
+    settings = dict(SOLVER_SETTINGS[solver], max_iter=50)
+    kept = SoftmaxRegression(D, K, seed=0).fit(X, y, solver=solver, l2=L2, **dict(settings, max_iter=2, tol=0))
+    model = SoftmaxRegression(D, K, seed=0)
+    with pytest.raises(ValueError, match=rf"^the callback changed model\.{changed} in place and the fit went on: "):
+        model.fit(X, y, solver=solver, l2=L2, callback=clip, **settings)
+    assert model.n_iter_ == 2
+    np.testing.assert_array_equal(model.W, kept.W)
+    np.testing.assert_array_equal(model.b, kept.b)
+
+
+@pytest.mark.parametrize("solver", ["lbfgs", "sgd"])
+def test_a_callback_that_assigns_new_weights_and_raises_leaves_the_fits_own(data, solver):
+    """The assigned array stayed in the model, beside the record of the iterate the fit had reached."""
+    X, y = data
+
+    def assign_and_fail(model, iteration, loss):
+        if iteration == 2:
+            model.W = np.zeros_like(model.W)
+            raise RuntimeError("the callback's own error")
+
+    settings = dict(SOLVER_SETTINGS[solver], max_iter=50)
+    kept = SoftmaxRegression(D, K, seed=0).fit(X, y, solver=solver, l2=L2, **dict(settings, max_iter=2, tol=0))
+    model = SoftmaxRegression(D, K, seed=0)
+    W = model.W
+    with pytest.raises(RuntimeError, match="the callback's own error"):
+        model.fit(X, y, solver=solver, l2=L2, callback=assign_and_fail, **settings)
+    assert model.W is W and model.n_iter_ == 2
+    np.testing.assert_array_equal(model.W, kept.W)
+
+
 @pytest.mark.parametrize("bad", ["nan", "inf"])
 @pytest.mark.parametrize("solver", ["lbfgs", "newton-cg", "gd", "sgd", "adam"])
 def test_refit_on_bad_data_keeps_the_last_fit_with_its_record(data, solver, bad):
