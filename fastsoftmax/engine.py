@@ -521,23 +521,23 @@ def _refuse_an_epoch_far_above_its_start(
     to ``batch_size`` rows) that mean is the loss at the start, so any step
     passed (lr 1e300 took W to 5e299 without a word). The end is measured on
     one mini-batch's worth of the call's rows (all of them, or
-    ``batch_size`` spread evenly: one more step's pass) and judged by the
-    rule for a first epoch (``solvers._first_epoch_explodes``; a loss that
-    is not finite too): each call is a first epoch on its rows, and a run
-    that converges over the calls may end its first far above its start
-    (sgd at its default lr on unscaled digits: 2.3 -> 20.6, then 6.8 after
-    five calls, 89 % of the rows right). Over one mini-batch the epoch's
-    mean is the start's loss on those rows; over more, an end far above the
-    mean is compared with the start's loss on the same rows (a second pass,
-    on that suspicion only). A step too large by orders of magnitude is
-    caught; a bounded climb over the calls is the lr's to fix.
+    ``batch_size`` spread evenly: one more step's pass), and so is the
+    start, where the epoch's mean is not its loss there (a second such
+    pass), and the two are judged by the rule for a first epoch
+    (``solvers._first_epoch_explodes``; a loss that is not finite too): each
+    call is a first epoch on its rows, and a run that converges over the
+    calls may end its first far above its start (sgd at its default lr on
+    unscaled digits: 2.3 -> 20.6, then 6.8 after five calls, 89 % of the
+    rows right). The end was compared with the epoch's mean first, which an
+    epoch that blew up early had raised already: lr 1000 took the loss on
+    the rows from 0.36 to 774, under the mean's 100 times 63.8. A step too
+    large by orders of magnitude is caught; a bounded climb over the calls
+    is the lr's to fix.
     """
     n_samples = objective.n_samples
     one_batch = n_samples <= batch_size
     rows = np.arange(n_samples) if one_batch else np.linspace(0, n_samples - 1, batch_size).astype(np.int64)
     end_loss = objective.batch(end_theta, rows)[0]
-    if math.isfinite(end_loss) and not solvers._first_epoch_explodes(epoch_loss, end_loss):
-        return
     start_loss = epoch_loss if one_batch else objective.batch(start_theta, rows)[0]
     if not math.isfinite(end_loss) or solvers._first_epoch_explodes(start_loss, end_loss):
         raise solvers.DivergedError(1, end_loss, 0, start_loss, start_theta, best_is_epoch_mean=False)

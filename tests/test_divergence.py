@@ -153,6 +153,23 @@ def test_partial_fit_whose_epoch_ends_far_above_its_start_raises_and_leaves_the_
     assert model.n_iter_ == 2
 
 
+@pytest.mark.parametrize("lr", [200.0, 1000.0])
+def test_partial_fit_whose_epoch_blows_up_early_is_judged_against_its_start_not_its_mean(lr):
+    """The end was compared with the epoch's mean first, which an epoch that blew up at its first steps had
+    raised already: after three good calls, lr 1000 took the loss on the call's rows from 0.36 to 774 (the
+    mean's bound 100 x 63.8), the accuracy from 0.87 to 0.57, without a word."""
+    X, y = make_classification(3000, 8, n_classes=3, dtype=np.float64, seed=0)
+    model = SoftmaxRegression(8, 3, seed=0)
+    for i in range(3):
+        model.partial_fit(X[i * 500 : (i + 1) * 500], y[i * 500 : (i + 1) * 500], seed=1)
+    W, b, start = model.W.copy(), model.b.copy(), fs.loss_and_grad(X[:500], y[:500], model.W, model.b)[0]
+    with pytest.raises(TrainingError, match="diverged.*unchanged"):
+        model.partial_fit(X[:500], y[:500], lr=lr)
+    np.testing.assert_array_equal(model.W, W)
+    np.testing.assert_array_equal(model.b, b)
+    assert start < 0.5 and model.n_iter_ == 3
+
+
 def test_streamed_partial_fit_at_a_usual_lr_is_not_refused():
     # The judge compares the end with the start on the call's rows: a step at a working lr lowers the loss there.
     X, y = make_classification(5000, D, n_classes=K, seed=3)
