@@ -330,6 +330,7 @@ def _minibatch_end_above_zero_weights(
     result,
     last_epoch_loss: float | None,
     start_theta: np.ndarray,
+    end_loss: float | None,
 ) -> str | None:
     """Why an sgd or adam run that met its stopping rule is no optimum; None where nothing says so.
 
@@ -337,22 +338,24 @@ def _minibatch_end_above_zero_weights(
     run that hardly moves: lr 1e-9 kept the loss at 1.106 on data whose
     optimum is near 0, and reported convergence. As for the full-batch
     solvers (:func:`_unconverged_at_floor`), every optimum's loss is at most
-    log K, that of zero weights, wherever b is fitted or starts at 0. The last
-    epoch's mean is taken along its steps, so where it lies above log K the
-    loss over all rows at the end is measured (one pass) before the run is
-    denied convergence. ``last_epoch_loss``: the fit's last, a resumed run's
-    included (a rerun of a checkpointed run that stopped takes no epoch).
-    The remedy depends on the loss at the run's start, ``start_theta`` (one
-    more pass): above it at the end, the steps were too large (sgd at its
-    default lr on features of scale 3 went from 0.726 to 0.737, above log 2),
-    else too small.
+    log K, that of zero weights, wherever b is fitted or starts at 0: a run
+    whose loss over all rows at the end, ``end_loss`` (measured where None:
+    one pass), lies above it is denied convergence. Not the last epoch's
+    mean, which is taken along its steps: adam at lr 0.3 ended at 1.529, above
+    log 4, from a last epoch's mean of 1.311, and was called converged.
+    ``last_epoch_loss``: the fit's last, a resumed run's included (None: a
+    rerun of a checkpointed run that stopped takes no epoch). The remedy
+    depends on the loss at the run's start, ``start_theta`` (one more pass):
+    above it at the end, the steps were too large (sgd at its default lr on
+    features of scale 3 went from 0.726 to 0.737, above log 2), else too small.
     """
     zero_weights_loss = math.log(model.num_classes)
     above = zero_weights_loss * (1 + 1e-3)
     starts_at_zero_b = options.fit_intercept or not np.any(model.b)
-    if not starts_at_zero_b or last_epoch_loss is None or not last_epoch_loss > above:
+    if not starts_at_zero_b or last_epoch_loss is None:
         return None
-    end_loss = objective(result.theta)[0]
+    if end_loss is None:
+        end_loss = objective(result.theta)[0]
     if not end_loss > above:
         return None
     start_loss = objective(start_theta)[0]
@@ -478,29 +481,32 @@ def _refuse_an_end_far_above_the_start(
     start_iteration: int,
     end_theta: np.ndarray,
     end_iteration: int,
-    last_epoch_loss: float | None,
-    n_classes: int,
-) -> None:
-    """Raise DivergedError, keeping ``start_theta``, where an sgd or adam run ended far above the loss it started from.
+) -> float:
+    """The loss over all rows at ``end_theta``, the end of an sgd or adam run; DivergedError, keeping
+    ``start_theta``, where it lies far above the loss the run started from.
 
     The guard compares each epoch with the best earlier one, and the first
     epoch with the start only at 100 times its loss (an epoch's mean is taken
     along its path, and a run that converges may overshoot early). A run at
     too large a step can stay bounded and still end far worse than it began:
     sgd at lr 100 went 1.10 -> 9.8, 12.2, 8.8, 4.4, 6.3 and kept a model at 7.0.
-    Where the last epoch's mean is above log K (the loss of zero weights, at
-    or above every optimum), the losses over all rows at the start and at
-    the end are compared (two passes) by the guard's rule: more than
-    ``max(1, |start|)`` above the start is divergence.
+    The losses over all rows at the end (one pass) and, where the end is
+    above 1, at the start (a second) are compared by the guard's rule: more
+    than ``max(1, |start|)`` above the start, or not finite, is divergence
+    (both losses are >= 0, so an end at or below 1 passes). Only where the
+    last epoch's mean lay above log K, before: a warm refit of a model at
+    0.388 with sgd at its default lr ended at 1.480, from a last epoch's mean
+    of 1.378 under log 4, and replaced it with a ConvergenceWarning only.
 
     Iterations are counted as the solver of this call counts them: a resumed
     run's original start (kept in its checkpoint) is at ``start_iteration =
     -offset``.
     """
-    if last_epoch_loss is None or last_epoch_loss <= math.log(n_classes):
-        return
-    start_loss, end_loss = objective(start_theta)[0], objective(end_theta)[0]
-    if end_loss - start_loss > max(1.0, abs(start_loss)):
+    end_loss = objective(end_theta)[0]
+    if end_loss <= 1.0:
+        return end_loss
+    start_loss = objective(start_theta)[0]
+    if not math.isfinite(end_loss) or end_loss - start_loss > max(1.0, abs(start_loss)):
         raise solvers.DivergedError(
             end_iteration,
             end_loss,
@@ -509,6 +515,7 @@ def _refuse_an_end_far_above_the_start(
             np.array(start_theta, copy=True),
             best_is_epoch_mean=False,
         )
+    return end_loss
 
 
 def _refuse_an_epoch_far_above_its_start(
@@ -1033,16 +1040,14 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
         if "start_theta" not in engine_state:
             engine_state["start_theta"], engine_state["start_iteration"] = np.array(theta0, copy=True), offset
 
-    def judge_the_end(end_theta: np.ndarray, end_iteration: int, last_epoch_loss: float | None) -> None:
+    def judge_the_end(end_theta: np.ndarray, end_iteration: int) -> float:
         # Against the run's start, counted from this call's first iteration (the solver's count).
-        _refuse_an_end_far_above_the_start(
+        return _refuse_an_end_far_above_the_start(
             objective,
             engine_state["start_theta"],
             engine_state.get("start_iteration", 0) - offset,
             end_theta,
             end_iteration,
-            last_epoch_loss,
-            model.num_classes,
         )
 
     if resumed is not None:
@@ -1050,7 +1055,7 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
             if minibatch and not resumed.converged:
                 # The run that wrote this checkpoint raised here, and so does its rerun.
                 try:
-                    judge_the_end(theta0, 0, history[-1] if history else None)
+                    judge_the_end(theta0, 0)
                 except solvers.DivergedError as exc:
                     raise restore_the_best(exc) from exc
             keep(theta0, offset, history, converged=resumed.converged)
@@ -1096,6 +1101,7 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
         return loss, grad
 
     stopped_by_callback = False
+    end_loss = None  # an sgd or adam run's loss over all rows at its end, once measured
 
     def on_iteration(theta: np.ndarray, loss: float, iteration: int) -> bool:
         nonlocal stopped_by_callback
@@ -1149,7 +1155,7 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
         # A resumed run whose checkpoint already met the no-change stop ends at once (n_iter 0):
         # judged too, as the run that wrote it was (its rerun returned the rejected weights).
         if minibatch and (result.n_iter or resumed is not None) and not stopped_by_callback:
-            judge_the_end(result.theta, result.n_iter, history[-1] if history else None)
+            end_loss = judge_the_end(result.theta, result.n_iter)
     except solvers.NonFiniteLossError as exc:
         if exc.iteration == 0 and offset == 0:
             # Finite starting weights and a non-finite loss: the data is at fault.
@@ -1189,7 +1195,13 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
     if result.converged:
         stalled = (
             _minibatch_end_above_zero_weights(
-                model, objective, options, result, history[-1] if history else None, engine_state["start_theta"]
+                model,
+                objective,
+                options,
+                result,
+                history[-1] if history else None,
+                engine_state["start_theta"],
+                end_loss,
             )
             if minibatch
             else _unconverged_at_floor(model, objective, options, scaling, result, solver_state)

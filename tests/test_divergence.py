@@ -81,9 +81,28 @@ def test_a_bounded_run_that_ends_far_above_its_start_is_divergence(solver, lr):
         model.fit(X, y, solver=solver, lr=lr, max_iter=5, seed=0)
     assert not model.W.any() and not model.b.any()
     assert (model.n_iter_, model.loss_history_) == (0, [])
-    # At a step size that converges, the end is below the start and nothing is evaluated again.
+    # At a step size that converges, the end is below the start.
     model = SoftmaxRegression(5, 3, seed=0).fit(X, y, solver=solver, lr=lr / 1000, max_iter=5, seed=0, tol=0)
     assert fs.loss_and_grad(X, y, model.W, model.b)[0] < start_loss
+
+
+def test_an_end_far_above_the_start_is_divergence_below_log_k_too():
+    """The end was measured only where the last epoch's mean lay above log K: a warm refit of a model at 0.388
+    with sgd at its default lr ended at 1.480 (mean of its last epoch 1.378, under log 4), above the bound of
+    max(1, |start|), and replaced the model with a ConvergenceWarning only."""
+    X, y = make_classification(5000, 20, n_classes=4, dtype=np.float64, seed=0)
+    X = X * np.linspace(0.5, 8, 20)
+    model = SoftmaxRegression(20, 4, seed=0).fit(X, y, l2=1e-4)
+    W, b = model.W.copy(), model.b.copy()
+    start_loss = fs.loss_and_grad(X, y, W, b)[0]
+    with pytest.raises(TrainingError, match=rf"far above the best {start_loss:.6g} \(iteration 0\)"):
+        model.fit(X, y, solver="sgd", max_iter=30, seed=0)
+    np.testing.assert_array_equal(model.W, W)
+    np.testing.assert_array_equal(model.b, b)
+    # adam at lr 0.3 ended at 1.529 over all rows, above log 4, from a last epoch's mean of 1.311: called converged.
+    with pytest.warns(fs.ConvergenceWarning, match=r"the loss over all rows stopped at 1\.5\d+, above 1\.38629"):
+        model = SoftmaxRegression(20, 4, seed=0).fit(X, y, solver="adam", lr=0.3, max_iter=100, seed=0)
+    assert not model.converged_
 
 
 @pytest.mark.parametrize("solver, lr", [("sgd", 100.0), ("adam", 30.0)])
