@@ -1103,10 +1103,18 @@ def _fit_with_progress(args, model, X, y, **fit_options) -> tuple[float, _TrainP
 
     A diverged fit raises the engine's ``TrainingError``, whose message tells
     an API caller that W and b keep the best weights: here they live only in
-    this process, so the message also says that ``--out`` was not written.
+    this process, so the message says that they end with it, that ``--out``
+    was not written, and that a ``--checkpoint`` (which holds this run, and
+    resumes only with its options) takes a rerun with another ``--lr``
+    nowhere.
     """
     from fastsoftmax import TrainingError
-    from fastsoftmax.engine import FINAL_CHECKPOINT_NOT_WRITTEN, HOLDS_THAT_ITERATION, convergence_messages
+    from fastsoftmax.engine import (
+        FINAL_CHECKPOINT_NOT_WRITTEN,
+        HOLDS_THAT_ITERATION,
+        WEIGHTS_KEPT,
+        convergence_messages,
+    )
 
     progress = _TrainProgress(args)
     start = time.perf_counter()
@@ -1139,8 +1147,17 @@ def _fit_with_progress(args, model, X, y, **fit_options) -> tuple[float, _TrainP
     except TrainingError as exc:
         # The remedy in the command's option names ("lower --lr (now 1e+30)", not "lower lr").
         message = _with_option_names(str(exc))
-        if args.out:
-            message += f" Nothing was written to {args.out}."
+        lost = f": nothing was written to {args.out}" if args.out else ""
+        message = re.sub(
+            rf"{WEIGHTS_KEPT} (the (?:best )?weights (?:\([^)]*\)|of iteration \d+))",
+            lambda kept: f"{kept[1][0].upper()}{kept[1][1:]} end with this command{lost}",
+            message,
+        )
+        if args.checkpoint:
+            message += (
+                f" --checkpoint {args.checkpoint} holds this run, which a rerun with another --lr or --l2 does "
+                f"not resume: give that one another --checkpoint directory (or remove this one)."
+            )
         raise TrainingError(message) from exc
     except OSError as exc:
         # A checkpoint not written mid-fit: "W and b hold that iteration" means nothing to a command

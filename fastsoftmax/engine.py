@@ -654,6 +654,9 @@ def _remedy(options: FitOptions) -> str:
 #: What the checkpoint messages say the model holds, where a save fails during a fit or at its end (the
 #: command line, whose process ends with the fit, says what it wrote instead), and how the latter begins.
 HOLDS_THAT_ITERATION = "W and b hold that iteration"
+#: How a diverged fit's message begins to say which weights the model keeps ("W and b keep the best
+#: weights (iteration 3, loss 0.51)"), which the command line rewrites: its process ends there.
+WEIGHTS_KEPT = "W and b keep"
 HOLDS_THE_TRAINED_MODEL = "W and b hold the trained model"
 FINAL_CHECKPOINT_NOT_WRITTEN = "the fit finished, but its final checkpoint was not written"
 
@@ -704,7 +707,7 @@ def _diverged(exc: solvers.DivergedError, options: FitOptions, kept_iteration: i
     else:
         kept = f"iteration {kept_iteration}, loss {exc.best_loss:.6g}"
     return TrainingError(
-        f"training diverged: {exc.describe(offset)}. {_what_is_kept(f'W and b keep the best weights ({kept})')}; "
+        f"training diverged: {exc.describe(offset)}. {_what_is_kept(f'{WEIGHTS_KEPT} the best weights ({kept})')}; "
         f"{_remedy(options)}."
     )
 
@@ -1174,7 +1177,7 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
         keep_after_divergence(exc.best_theta, kept_iteration)
         raise TrainingError(
             f"training diverged: {exc.describe(offset)}. "
-            f"{_what_is_kept(f'W and b keep {kept} of iteration {kept_iteration}')}; {_remedy(options)}."
+            f"{_what_is_kept(f'{WEIGHTS_KEPT} {kept} of iteration {kept_iteration}')}; {_remedy(options)}."
         ) from exc
     except solvers.DivergedError as exc:
         raise restore_the_best(exc) from exc

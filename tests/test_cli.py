@@ -1635,16 +1635,25 @@ def test_train_writes_out_when_only_the_final_checkpoint_fails(tmp_path, final_c
 
 @pytest.mark.parametrize("dask", [False, True], ids=["one-machine", "dask"])
 def test_diverged_train_says_out_was_not_written_and_leaves_it(tmp_path, capsys, dask):
-    # The engine's message says W and b keep the best weights, which a command-line
-    # user never sees: the line must say that --out was left as it was.
-    out = tmp_path / "m.npz"
+    # The engine's message said "W and b keep the best weights", which a command-line user never has,
+    # and then "Nothing was written": the line must say that the weights end with the command and that
+    # --out was left as it was; and that the --checkpoint, which holds this run, resumes no rerun with another --lr.
+    out, checkpoint = tmp_path / "m.npz", tmp_path / "ck"
     out.write_bytes(b"previous model")
     solver = ["--solver", "gd", "--dask-workers", "1"] if dask else ["--solver", "sgd"]
-    rc = main(["train", *SMALL, *solver, "--lr", "1e6", "--max-iter", "20", "--out", str(out), "--quiet"])
+    argv = ["train", *SMALL, *solver, "--lr", "1e6", "--max-iter", "20", "--out", str(out), "--quiet"]
+    rc = main(argv if dask else [*argv, "--checkpoint", str(checkpoint)])  # on Dask, no checkpoint
     err = capsys.readouterr().err
     assert rc == 2
     assert err.startswith("fastsoftmax train: error: training diverged") and err.count("\n") == 1
-    assert err.rstrip().endswith(f"Nothing was written to {out}."), err
+    assert "W and b" not in err
+    kept = r"\. The best weights \(iteration 0, loss [\d.]+\) end with this command: nothing was written to "
+    assert re.search(rf"{kept}{re.escape(str(out))}; lower --lr", err), err
+    if not dask:
+        assert err.rstrip().endswith(
+            f"--checkpoint {checkpoint} holds this run, which a rerun with another --lr or --l2 does not resume: "
+            "give that one another --checkpoint directory (or remove this one)."
+        ), err
     assert out.read_bytes() == b"previous model"
 
 
