@@ -1175,19 +1175,42 @@ def _vector_exp(builder, x, itemsize):
 
 
 #: Values of ``softmax_gradient_full_block``'s tail_excess: the products of
-#: 1 + t over so many sets of a block's rows, each set of LOG_GROUP rows where
-#: the target has that many float64 lanes.
+#: 1 + t over so many sets of a block's rows, each set of LOG_GROUP rows (so
+#: that a product of sums in [1, K] stays finite for K < 2**32).
 TAIL_PRODUCTS = BLOCK_ROWS // LOG_GROUP
 
 
-def _store_tail_products(builder, excess, tail_excess):
-    """tail_excess[:TAIL_PRODUCTS] = the lanes of ``excess`` merged into TAIL_PRODUCTS products (zero past the lanes).
+def _tail_accumulators(lanes: int) -> int:
+    """Vectors that carry a block's products of 1 + t for vectors of ``lanes`` rows: LOG_GROUP rows a lane at most.
 
-    Lane j holds prod(1 + t) - 1 over the rows j, j + lanes, ...; two lanes
-    merge as a + b + a b, the excess of their product, halving the lanes.
+    One wherever a vector has TAIL_PRODUCTS lanes or more (4 float64 lanes of
+    AVX, 8 of AVX-512). With 2 (SSE, NEON) one vector's lanes held 64 rows
+    each, whose product overflowed from K = 2**16 classes: a false "the loss
+    overflowed" at 70,000 classes, float64.
     """
-    lanes = excess.type.count
+    return max(1, BLOCK_ROWS // (lanes * LOG_GROUP))
+
+
+def _store_tail_products(builder, excesses, tail_excess):
+    """tail_excess[:TAIL_PRODUCTS] = the lanes of ``excesses`` as TAIL_PRODUCTS products (zero past the lanes).
+
+    Lane j of a vector holds prod(1 + t) - 1 over the rows j, j + lanes, ...
+    of its part of the block. One vector's lanes merge as a + b + a b, the
+    excess of their product, halving the lanes; several (``_tail_accumulators``)
+    have TAIL_PRODUCTS lanes in all, stored in order.
+    """
+    double = ir.DoubleType()
+    base = builder.bitcast(tail_excess.data, double.as_pointer())
     mask_type = ir.IntType(32)
+    if len(excesses) > 1:
+        lanes = excesses[0].type.count
+        for part, excess in enumerate(excesses):
+            for j in range(lanes):
+                value = builder.extract_element(excess, ir.Constant(mask_type, j))
+                builder.store(value, builder.gep(base, [ir.Constant(ir.IntType(64), part * lanes + j)]))
+        return
+    (excess,) = excesses
+    lanes = excess.type.count
     while lanes > TAIL_PRODUCTS:
         lanes //= 2
         low = builder.shuffle_vector(excess, excess, ir.Constant(ir.VectorType(mask_type, lanes), list(range(lanes))))
@@ -1195,8 +1218,6 @@ def _store_tail_products(builder, excess, tail_excess):
             excess, excess, ir.Constant(ir.VectorType(mask_type, lanes), list(range(lanes, 2 * lanes)))
         )
         excess = _ordered_fadd(builder, _ordered_fadd(builder, low, high), builder.fmul(low, high))
-    double = ir.DoubleType()
-    base = builder.bitcast(tail_excess.data, double.as_pointer())
     for i in range(TAIL_PRODUCTS):
         value = builder.extract_element(excess, ir.Constant(mask_type, i)) if i < lanes else ir.Constant(double, 0.0)
         builder.store(value, builder.gep(base, [ir.Constant(ir.IntType(64), i)]))
@@ -1238,6 +1259,7 @@ class _RowVector:
     a: ir.Value | None = None
     scale: ir.Value | None = None
     minus_tail_scale: ir.Value | None = None
+    excess: ir.Value | None = None  # the accumulator of its rows' products of 1 + t
 
 
 @intrinsic
@@ -1276,8 +1298,7 @@ def softmax_gradient_full_block(
     tail_excess (float64, TAIL_PRODUCTS values) instead: the products of
     1 + t over TAIL_PRODUCTS sets of rows, less one, carried in float64
     lanes as q + t + q t (``_math.weighted_log1p_sum`` does the same in
-    scalars). A set is BLOCK_ROWS / TAIL_PRODUCTS rows (more on targets with
-    fewer than TAIL_PRODUCTS float64 lanes).
+    scalars). A set is BLOCK_ROWS / TAIL_PRODUCTS rows, on every target.
 
     Meanwhile it prefetches the bytes ``upcoming_bytes`` of ``upcoming``, a
     part at the start of each step (as ``logits_strip`` does per tile).
@@ -1325,7 +1346,9 @@ def softmax_gradient_full_block(
         one = _vector_constant(vector_type, 1.0)
         zero = ir.Constant(vector_type, None)
         loss = cgutils.alloca_once_value(builder, ir.Constant(doubles, None))
-        excess = cgutils.alloca_once_value(builder, ir.Constant(doubles, None))
+        excesses = [
+            cgutils.alloca_once_value(builder, ir.Constant(doubles, None)) for _ in range(_tail_accumulators(lanes))
+        ]
         vector_bytes = arrays.const(lanes * arrays.itemsize)
         row_vectors = [
             _RowVector(
@@ -1359,6 +1382,10 @@ def softmax_gradient_full_block(
                         builder.mul(step.index, arrays.const(INTERLEAVED_ROW_VECTORS)), arrays.const(j)
                     )
                     row_vector.offset = builder.mul(vector_index, vector_bytes)
+                    row_vector.excess = excesses[0]
+                    for part, excess in enumerate(excesses[1:], start=1):  # LOG_GROUP vectors of rows each
+                        later = builder.icmp_signed(">=", vector_index, arrays.const(part * LOG_GROUP))
+                        row_vector.excess = builder.select(later, excess, row_vector.excess)
                     first_row = builder.add(block_start, builder.mul(vector_index, arrays.const(lanes)))
                     labels = arrays.load(y, ir.VectorType(label_type, lanes), arrays.row_offset(y, first_row))
                     # Labels in [0, K), compared before any truncation; a negative one is a large unsigned value.
@@ -1489,8 +1516,10 @@ def softmax_gradient_full_block(
                     t = builder.load(row_vector.tail)
                     builder.store(t, arrays.address(row_tail, vector_type, row_vector.offset), align=arrays.itemsize)
                     t64 = builder.fpext(t, doubles) if arrays.itemsize == 4 else t
-                    q = builder.load(excess)
-                    builder.store(_ordered_fadd(builder, _ordered_fadd(builder, q, t64), builder.fmul(q, t64)), excess)
+                    q = builder.load(row_vector.excess)
+                    builder.store(
+                        _ordered_fadd(builder, _ordered_fadd(builder, q, t64), builder.fmul(q, t64)), row_vector.excess
+                    )
                     label_logit = builder.load(row_vector.label_logit)
                     margin = builder.fsub(
                         builder.fpext(row_vector.m, doubles) if arrays.itemsize == 4 else row_vector.m,
@@ -1529,7 +1558,7 @@ def softmax_gradient_full_block(
                     dispatch(counts[1:])
 
         dispatch(UNROLLED_CLASS_COUNTS)
-        _store_tail_products(builder, builder.load(excess), tail_excess)
+        _store_tail_products(builder, [builder.load(excess) for excess in excesses], tail_excess)
         return _fixed_order_sum(builder, [builder.load(loss)])
 
     return signature, codegen

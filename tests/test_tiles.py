@@ -261,6 +261,19 @@ def test_softmax_stage_matches_the_row_major_one(rng, tiled, dtype, weighted, nb
         np.testing.assert_allclose(G[1:, 32:nb].T, expected_G[32:, 1:], rtol=16 * eps, atol=0)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_the_loss_of_a_full_block_of_70_000_classes_is_finite(tiled, dtype):
+    """With 16-byte vectors (SSE, NEON) each of two float64 lanes multiplied 1 + t over 64 rows, which
+    overflowed from K = 2**16: a fit of 70,000 classes from W = 0 raised "the loss overflowed"."""
+    _, _, softmax_stage = tiled
+    n_classes = 70_000
+    loss = softmax_stage(
+        np.zeros((n_classes, BLOCK_ROWS), dtype), BLOCK_ROWS, np.zeros(BLOCK_ROWS, np.int64), np.empty(0, dtype), 0
+    )
+    # Each row's tail, 69,999 ones, is exact in either dtype; the products and their logs round in float64.
+    assert loss == pytest.approx(BLOCK_ROWS * math.log(n_classes), rel=4 * _math.LOG_GROUP * np.finfo(np.float64).eps)
+
+
 def test_softmax_stage_propagates_nan(tiled):
     _, _, softmax_stage = tiled
     for nb in (BLOCK_ROWS, 9):
