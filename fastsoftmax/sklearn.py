@@ -213,7 +213,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
     verbose : int, default 0
         > 0 prints the loss after every iteration of ``fit``, and after the
         epoch of each ``partial_fit`` call.
-    random_state : int, RandomState or None
+    random_state : int in [0, 2**32 - 1], RandomState or None
         Seeds the mini-batch shuffling of "sgd" and "adam".
     dtype : "preserve", np.float32 or np.float64, default "preserve"
         The compute dtype. "preserve" keeps float32 X in float32 (as
@@ -342,12 +342,27 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             and not (isinstance(self.class_weight, str) and self.class_weight == "balanced")
         ):
             raise ValueError(f"class_weight must be a dict, 'balanced' or None, got {self.class_weight!r}.")
+        self._check_random_state()
         self._check_n_threads()
         self._compute_dtypes()
 
+    def _check_random_state(self) -> None:
+        """As LogisticRegression: "x", 1.5 or -1 were accepted, saved and loaded by lbfgs and gd, which draw
+        nothing, and failed inside NumPy, naming no parameter, once sgd had read the data."""
+        state = self.random_state
+        if not (
+            state is None
+            or isinstance(state, np.random.RandomState)
+            or (isinstance(state, numbers.Integral) and not isinstance(state, bool) and 0 <= state < 2**32)
+        ):
+            raise ValueError(
+                f"random_state must be None, an int in [0, 2**32 - 1] or a np.random.RandomState, got {state!r}."
+            )
+
     def _check_n_threads(self) -> None:
         if self.n_threads is not None:
-            _checks.check_int(self.n_threads, "n_threads")
+            # -1 means every core to joblib's n_jobs; here that is None.
+            _checks.check_int(self.n_threads, "n_threads", hint="None runs on all of Numba's threads")
 
     def _compute_dtypes(self) -> list[np.dtype]:
         """The dtypes X may keep; anything else is cast to the first."""
@@ -598,7 +613,8 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             if hasattr(self, "feature_names_in_"):
                 del self.feature_names_in_
             y_arr = np.asarray(y)
-            y_arr = np.ravel(y_arr) if y_arr.ndim == 2 and y_arr.shape[1] == 1 else y_arr
+            if y_arr.ndim == 2 and y_arr.shape[1] == 1:
+                y_arr = column_or_1d(y_arr, warn=True)  # as for an X in memory: DataConversionWarning
             if y_arr.ndim != 1 or y_arr.shape[0] != n_samples:
                 raise ValueError(f"y must have shape ({n_samples},) to match X, got {y_arr.shape}.")
             return X, y_arr, dtype
@@ -874,6 +890,14 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                     f"set by the last fit or by the first partial_fit call; call fit, or partial_fit on a new "
                     f"estimator, to start over with other classes."
                 )
+            wanted = self._compute_dtypes()
+            if len(wanted) == 1 and wanted[0] != self.coef_.dtype:
+                # The weights and the optimiser's state are in coef_'s dtype: set_params(dtype=...) was ignored.
+                raise ValueError(
+                    f"dtype is {wanted[0].name}, but coef_ is {self.coef_.dtype.name} (from the last fit or the "
+                    f"first partial_fit), and partial_fit goes on in its dtype; call fit to start over in "
+                    f"{wanted[0].name}, or set dtype back."
+                )
             X, y = self._validate_and_cast(X, y, dtypes=[self.coef_.dtype], order="C", reset=False)
         check_classification_targets(y)
         y_idx = self._encode(y, self.classes_)
@@ -1016,6 +1040,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
 
     def _params_json(self) -> str:
         params = self.get_params(deep=False)
+        self._check_random_state()  # set_params after fit may have changed it
         if params["random_state"] is not None and not isinstance(params["random_state"], numbers.Integral):
             raise ValueError(
                 "random_state is a RandomState instance, which an .npz file cannot hold without pickle; "

@@ -913,6 +913,39 @@ def test_a_column_vector_y_with_a_dask_X_is_taken_as_with_a_numpy_X(labels):
     np.testing.assert_allclose(got.coef_, want.coef_, rtol=0, atol=1e-6)
 
 
+def test_a_column_vector_y_with_an_npy_X_gets_the_warning_of_a_numpy_X(tmp_path):
+    """Raveled without a word for an .npy path X, where a NumPy or Dask X gets DataConversionWarning."""
+    X, y = generated(n=200, d=3, k=3)
+    np.save(tmp_path / "X.npy", X)
+    with pytest.warns(DataConversionWarning, match="A column-vector y was passed"):
+        got = SoftmaxClassifier().fit(tmp_path / "X.npy", y[:, None])
+    np.testing.assert_allclose(got.coef_, SoftmaxClassifier().fit(X, y).coef_, rtol=0, atol=1e-6)
+
+
+def test_random_state_set_to_a_bad_value_after_fit_is_named_by_save(tmp_path):
+    # save called any value that is not an int "a RandomState instance".
+    X, y = generated(n=100, k=3)
+    clf = SoftmaxClassifier().fit(X, y).set_params(random_state="seed")
+    with pytest.raises(ValueError, match=r"random_state must be None, an int in .*, got 'seed'"):
+        clf.save(tmp_path / "m.npz")
+    assert not (tmp_path / "m.npz").exists()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_partial_fit_refuses_a_dtype_set_since_its_first_call(dtype):
+    """set_params(dtype=...) after the first partial_fit was ignored: the calls went on in coef_'s dtype."""
+    X, y = generated(n=300, k=3)
+    other = np.float64 if dtype == np.float32 else np.float32
+    clf = SoftmaxClassifier(solver="sgd", dtype=dtype, random_state=0).partial_fit(X, y, classes=[0, 1, 2])
+    coef = clf.coef_.copy()
+    clf.set_params(dtype=other)
+    with pytest.raises(ValueError, match=rf"dtype is {np.dtype(other).name}, but coef_ is {np.dtype(dtype).name} "):
+        clf.partial_fit(X, y)
+    np.testing.assert_array_equal(clf.coef_, coef)
+    assert clf.set_params(dtype="preserve").partial_fit(X, y).coef_.dtype == dtype  # X cast to coef_'s dtype
+    assert clf.set_params(dtype=other).fit(X, y).coef_.dtype == other  # fit starts over in it
+
+
 @pytest.mark.parametrize("shape", [(100,), (100, 3, 2)], ids=["1-d", "3-d"])
 @pytest.mark.parametrize("fitted", [False, True], ids=["unfitted", "fitted"])
 def test_dask_X_that_is_not_2d_is_refused_by_name(shape, fitted):
@@ -953,6 +986,10 @@ def test_a_frame_of_sparse_columns_trains_as_its_dense_frame():
         ({"verbose": -1}, ValueError, r"verbose must be True, False or an integer >= 0, got -1"),
         ({"verbose": 1.5}, ValueError, r"verbose must be True, False or an integer >= 0, got 1\.5"),
         ({"verbose": "yes"}, ValueError, r"verbose must be True, False or an integer >= 0, got 'yes'"),
+        ({"n_threads": -1}, ValueError, r"n_threads must be a positive integer, got -1 \(None runs on all of"),
+        ({"random_state": "x"}, ValueError, r"random_state must be None, an int in \[0, 2\*\*32 - 1\] or a np\."),
+        ({"random_state": 1.5}, ValueError, r"random_state must be None, an int in .*, got 1\.5\.$"),
+        ({"random_state": -1}, ValueError, r"random_state must be None, an int in .*, got -1\.$"),
     ],
     ids=[
         "C-zero",
@@ -969,6 +1006,10 @@ def test_a_frame_of_sparse_columns_trains_as_its_dense_frame():
         "verbose-negative",
         "verbose-float",
         "verbose-str",
+        "n_threads-minus-one",
+        "random_state-str",
+        "random_state-float",
+        "random_state-negative",
     ],
 )
 def test_bad_parameters_name_the_fix(params, error, match):
