@@ -598,12 +598,26 @@ def _without_class_mean(theta: np.ndarray, n_classes: int) -> np.ndarray:
     l2 = 1e-4), L-BFGS stopped at iteration 44 with W 1.0e-2 from the
     optimum, 4.5 % of its largest weight; with the mean taken out, at
     iteration 27, 3.9e-6 from it. The loss is unchanged and the penalty can
-    only fall.
+    only fall. A mean within rounding of 0 (a fit's result, centred before)
+    is left: taken out again, it moved the weights of every refit of a
+    converged model by their rounding, with no fixed point.
     """
     n_weights = theta.shape[0] - n_classes
     W = theta[:n_weights].reshape(n_classes, -1)
-    W -= W.mean(axis=0, dtype=np.float64).astype(W.dtype)
+    mean = W.mean(axis=0, dtype=np.float64)
+    if np.abs(mean).max(initial=0.0) > 4 * np.finfo(W.dtype).eps * np.abs(W).max(initial=0.0):
+        W -= mean.astype(W.dtype)
     return theta
+
+
+def _put_back(model: Trainable, fit_weights: tuple[np.ndarray, np.ndarray], given: np.ndarray) -> None:
+    """The fit's own arrays as W and b, holding ``given`` (packed): after a callback that raised.
+
+    Where the callback made them read-only, they are left as they are: its own exception is the one raised.
+    """
+    model.W, model.b = fit_weights
+    with contextlib.suppress(ValueError):
+        model._commit(given)
 
 
 def _refuse_weights_changed_in_place(
@@ -1029,23 +1043,24 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
         """W and b at the iterate kept after a divergence (``theta``; None: as they are), with its history.
 
         The history ends at that iterate, as n_iter_ does (the error reports the climb), so that the
-        model saves and loads. Where it is the fit's start, W and b get back the values they had: not
-        its round trip through the scaled coordinates, nor the start made of them under L2 (less their
-        mean over the classes, :func:`_without_class_mean`, whose loss the history's first value is:
-        the same but for that mean's share of the penalty). Where the model's record describes those
-        very weights (the fit or load that made them left them unchanged: ``mark_record``), the record
-        comes back with them: a diverged refit of a converged model left n_iter_ 0 and dropped its
-        history. Weights changed since (``model.W[...] = 0``) keep the record of this fit's iteration 0.
+        model saves and loads. Where it is the fit's start and the model's record describes those very
+        weights (the fit or load that made them left them unchanged: ``mark_record``), W and b get back
+        the values they had, and the record comes back with them: a diverged refit of a converged model
+        left n_iter_ 0 and dropped its history. Otherwise they get the fit's start, which its history's
+        first loss and a checkpoint's rerun describe (under L2, less the mean of W's rows:
+        :func:`_without_class_mean`), in their own units, not its round trip through the scaled
+        coordinates.
         """
         if iteration == 0 and resumed is None:
             same_weights = record_digest == _weights_digest(start_raw)
 
             def write() -> None:
                 _refuse_replaced_weights(model, fit_weights)
-                model._commit(start_raw)
                 if same_weights:
+                    model._commit(start_raw)
                     restore_record()
-                else:
+                else:  # the start this fit's history and checkpoints describe, in the weights' own units
+                    model._commit(fit_start)
                     model.loss_history_, model.n_iter_ = history_to_kept(0), 0
 
             run_whole(write)
@@ -1130,6 +1145,7 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
         return loss, grad
 
     stopped_by_callback = False
+    changed_by_callback: list[bool] = []  # a callback that stopped the fit changed W or b in place
     end_loss = None  # an sgd or adam run's loss over all rows at its end, once measured
 
     def on_iteration(theta: np.ndarray, loss: float, iteration: int) -> bool:
@@ -1149,10 +1165,17 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
             ) from exc
         if callback is not None:
             given = model._pack()
-            with callback_running(model):  # other threads may read W and b while the fit waits for it
-                stopped_by_callback = _stops(callback(model, model.n_iter_, loss))
+            try:
+                with callback_running(model):  # other threads may read W and b while the fit waits for it
+                    stopped_by_callback = _stops(callback(model, model.n_iter_, loss))
+            except BaseException:
+                # The iteration the callback was given, whole, whatever it assigned or changed in place.
+                run_whole(lambda: _put_back(model, fit_weights, given))
+                raise
             if not stopped_by_callback:
                 _refuse_weights_changed_in_place(model, fit_weights, given)
+            elif not np.array_equal(model._pack(), given):
+                changed_by_callback.append(True)
         return stopped_by_callback
 
     # Bad data is found by the first evaluation (NaN in X is seen in the loss, not
@@ -1211,13 +1234,7 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
         if not iterated:
             restore_record()
         else:  # a loss appended for an iterate that an interrupt kept out of the model
-
-            def write() -> None:
-                # A callback that assigned new arrays and then raised: the fit's hold the iterate recorded.
-                model.W, model.b = fit_weights
-                model.loss_history_ = history_to_kept()
-
-            run_whole(write)
+            model.loss_history_ = history_to_kept()
         raise
     finally:
         model.rows_processed_ = objective.rows_processed
@@ -1249,7 +1266,8 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
         history,
         converged=result.converged,
     )
-    mark_record(model)
+    if not changed_by_callback:  # else n_iter_ and the history are of the iterations run, not of W and b
+        mark_record(model)
     try:
         save_checkpoint(result.theta, converged=result.converged)
     except OSError as exc:

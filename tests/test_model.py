@@ -501,6 +501,49 @@ def test_weights_a_callback_changes_in_place_as_the_fit_goes_on_are_refused_and_
 
 
 @pytest.mark.parametrize("solver", ["lbfgs", "sgd"])
+def test_a_callback_that_changes_weights_in_place_and_raises_leaves_the_iterate_it_was_given(data, solver):
+    """W changed in place stayed beside the record of the iterate, where an exception in a callback leaves the
+    last completed iteration, whole."""
+    X, y = data
+
+    def change_and_fail(model, iteration, loss):
+        if iteration == 2:
+            model.W *= 3
+            model.b += 1
+            raise RuntimeError("the callback's own error")
+
+    settings = dict(SOLVER_SETTINGS[solver], max_iter=50)
+    kept = SoftmaxRegression(D, K, seed=0).fit(X, y, solver=solver, l2=L2, **dict(settings, max_iter=2, tol=0))
+    model = SoftmaxRegression(D, K, seed=0)
+    with pytest.raises(RuntimeError, match="the callback's own error"):
+        model.fit(X, y, solver=solver, l2=L2, callback=change_and_fail, **settings)
+    assert model.n_iter_ == 2
+    np.testing.assert_array_equal(model.W, kept.W)
+    np.testing.assert_array_equal(model.b, kept.b)
+
+
+def test_the_record_of_a_fit_whose_callback_restored_weights_is_not_given_back_with_them(data):
+    """The record (n_iter_ 3, the history of three iterations) was marked as describing W, which held the
+    first iteration's weights: a refit that diverged at once gave that record back beside them."""
+    X, y = data
+    best = {}
+
+    def restore_the_first(model, iteration, loss):
+        if iteration == 1:
+            best.update(W=model.W.copy(), b=model.b.copy())
+        if iteration == 3:
+            model.W[...], model.b[...] = best["W"], best["b"]
+            return True
+        return False
+
+    model = SoftmaxRegression(D, K, seed=0).fit(X, y, solver="gd", l2=L2, max_iter=50, callback=restore_the_first)
+    with pytest.raises(TrainingError, match="diverged"):
+        model.fit(X, y, solver="gd", tol=0, **DIVERGING["gd"])
+    assert model.n_iter_ == 0 and len(model.loss_history_) == 1
+    np.testing.assert_allclose(model.W, best["W"] - best["W"].mean(axis=0), rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("solver", ["lbfgs", "sgd"])
 def test_a_callback_that_assigns_new_weights_and_raises_leaves_the_fits_own(data, solver):
     """The assigned array stayed in the model, beside the record of the iterate the fit had reached."""
     X, y = data
@@ -595,7 +638,9 @@ DIVERGING = {
 def test_diverging_fit_raises_training_error_and_keeps_the_best_weights(data, solver):
     X, y = data
     model = SoftmaxRegression(D, K, seed=0)
-    seen = {0: (model.W.copy(), model.b.copy())}
+    # The fit's start: under L2, the weights less the mean of W's rows.
+    start = model.W - (model.W.mean(axis=0) if DIVERGING[solver]["l2"] else 0)
+    seen = {0: (start, model.b.copy())}
 
     def callback(model, iteration, loss):
         seen[iteration] = (model.W.copy(), model.b.copy())
