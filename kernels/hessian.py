@@ -61,7 +61,15 @@ from numba import njit, prange
 
 from fastsoftmax.kernels._calls import address_of, call_none
 from fastsoftmax.kernels._config import BLAS_BLOCK_ROWS, BLOCK_ROWS, JIT_OPTIONS
-from fastsoftmax.kernels._math import add_class_group, exp_inplace, exp_scratch
+from fastsoftmax.kernels._math import (
+    CLASS_SUM_LEVELS,
+    ROW_SUM_GROUP,
+    add_class_group,
+    exp_inplace,
+    exp_scratch,
+    grouped_row_dot,
+    grouped_row_sum,
+)
 from fastsoftmax.kernels._signature import read_only
 from fastsoftmax.kernels.loss_grad import (
     BLAS_MIN_CLASSES,
@@ -156,11 +164,15 @@ def _blas_chunk(X, W, b, V, c, sample_weight, start, stop, HV_acc, Hc_acc):
             ZU[r, n_classes + lead] = zero
         exp_inplace(E[:nb].reshape(nb * n_classes), scratch)
         for r in range(nb):
-            s = zero
-            pu = zero
-            for k in range(n_classes):
-                s += E[r, k]
-                pu += E[r, k] * ZU[r, n_classes + k]
+            if n_classes <= ROW_SUM_GROUP:
+                s = zero
+                pu = zero
+                for k in range(n_classes):
+                    s += E[r, k]
+                    pu += E[r, k] * ZU[r, n_classes + k]
+            else:  # a plain sum's error grew with K: H c 152 eps of its largest entry off at K = 70,000, float64
+                s = E.dtype.type(grouped_row_sum(E[r]))
+                pu = E.dtype.type(grouped_row_dot(E[r], ZU[r, n_classes:]))
             w = sample_weight[block_start + r] if weighted else one
             # p^T u' = sum e u' / sum e; E becomes w p (u' - p^T u').
             pu /= s
@@ -200,7 +212,7 @@ def _curvature_scratch(X, W, b, V, c):
     ZUt = np.empty((2 * n_classes, BLOCK_ROWS), dtype=X.dtype)
     Rt = np.empty((n_classes, BLOCK_ROWS), dtype=X.dtype)
     rows = np.empty((5, BLOCK_ROWS), dtype=X.dtype)
-    row_sums = np.empty((2, BLOCK_ROWS))
+    row_sums = np.empty((2, CLASS_SUM_LEVELS, BLOCK_ROWS))
     return WV, bc, ZUt, Rt, rows, exp_scratch(X, BLOCK_ROWS), row_sums
 
 
@@ -219,6 +231,7 @@ def _block_curvature(ZUt, Rt, nb, sample_weight, block_start, scratch):
     rows, powers, row_sums = scratch[4], scratch[5], scratch[6]
     row_max, row_weight, row_lead_u, group_sum, group_pu = rows[0], rows[1], rows[2], rows[3], rows[4]
     row_sum, row_pu = row_sums[0], row_sums[1]
+    row_sums[:] = 0
     n_classes = Rt.shape[0]
     weighted = sample_weight.shape[0] > 0
     for r in range(BLOCK_ROWS):
@@ -227,8 +240,6 @@ def _block_curvature(ZUt, Rt, nb, sample_weight, block_start, scratch):
         row_lead_u[r] = ZUt[n_classes, r]
         group_sum[r] = 0
         group_pu[r] = 0
-        row_sum[r] = 0
-        row_pu[r] = 0
     for k in range(1, n_classes):
         for r in range(BLOCK_ROWS):
             # A branch: two selects (x if leads else y) here doubled the body's time

@@ -58,7 +58,15 @@ from numba import njit, prange
 
 from fastsoftmax.kernels._calls import address_of, call_float64
 from fastsoftmax.kernels._config import BLAS_BLOCK_ROWS, BLOCK_ROWS, JIT_OPTIONS
-from fastsoftmax.kernels._math import add_in_order, exp_inplace, exp_scratch, log1p_sum, weighted_log1p_sum
+from fastsoftmax.kernels._math import (
+    ROW_SUM_GROUP,
+    add_in_order,
+    exp_inplace,
+    exp_scratch,
+    grouped_row_sum,
+    log1p_sum,
+    weighted_log1p_sum,
+)
 from fastsoftmax.kernels._signature import read_only
 from fastsoftmax.kernels._tiles import (
     CACHE_LINE_BYTES,
@@ -357,9 +365,13 @@ def _softmax_grad_block(Z, nb, y, sample_weight, block_start, scratch, row_tail,
     for r in range(nb):
         a = row_argmax[r]
         Z[r, a] = zero  # exp(0) = 1 is left out of the tail t
-        t = zero
-        for k in range(n_classes):
-            t += Z[r, k]
+        if n_classes <= ROW_SUM_GROUP:
+            t = zero
+            for k in range(n_classes):
+                t += Z[r, k]
+        else:
+            # In the lanes' chains of a plain sum the error grew with K (as softmax's did before its groups).
+            t = Z.dtype.type(grouped_row_sum(Z[r]))
         row_tail[r] = t
         w = sample_weight[block_start + r] if weighted else one
         prob_scale = w / (one + t)

@@ -22,7 +22,7 @@ from numba import njit, prange
 
 from fastsoftmax.kernels._calls import address_of, call_int64
 from fastsoftmax.kernels._config import BLAS_BLOCK_ROWS, BLOCK_ROWS, JIT_OPTIONS
-from fastsoftmax.kernels._math import add_class_group, exp_inplace, exp_scratch
+from fastsoftmax.kernels._math import CLASS_SUM_LEVELS, add_class_group, exp_inplace, exp_scratch
 from fastsoftmax.kernels._signature import named
 from fastsoftmax.kernels.loss_grad import (
     BLAS_MIN_CLASSES,
@@ -185,14 +185,14 @@ TRANSPOSE_CLASSES = 8
 
 
 @njit(inline="always", **JIT_OPTIONS)
-def _softmax_columns(Zt, nb, row_max, row_scale, powers, row_total):
+def _softmax_columns(Zt, nb, row_max, row_scale, powers, row_totals):
     """Zt[k, r] <- exp(z_rk - max_k z_rk) and row_scale[r] = 1 / sum_k of those, for the rows r < nb.
 
     The loops run along the rows, one class at a time: they vectorise across
     rows whatever K, where a softmax along each row of K = 3 spent most of
     its time on per-row loops. ``powers`` is ``exp_inplace``'s scratch (nb).
     Past ``_math.CLASS_SUM_GROUP`` classes the sums go to the float64
-    ``row_total`` (BLOCK_ROWS) a group of classes at a time.
+    ``row_totals`` (CLASS_SUM_LEVELS, BLOCK_ROWS) a group of classes at a time.
     """
     n_classes = Zt.shape[0]
     for r in range(nb):
@@ -203,7 +203,7 @@ def _softmax_columns(Zt, nb, row_max, row_scale, powers, row_total):
                 row_max[r] = Zt[k, r]
     for r in range(nb):
         row_scale[r] = 0
-        row_total[r] = 0
+    row_totals[:, :nb] = 0
     for k in range(n_classes):
         shifted = Zt[k, :nb]
         for r in range(nb):
@@ -211,7 +211,7 @@ def _softmax_columns(Zt, nb, row_max, row_scale, powers, row_total):
         exp_inplace(shifted, powers)
         for r in range(nb):
             row_scale[r] += shifted[r]
-        add_class_group(k, n_classes, row_scale, row_total, nb)
+        add_class_group(k, n_classes, row_scale, row_totals, nb)
     for r in range(nb):
         row_scale[r] = 1 / row_scale[r]
 
@@ -256,7 +256,7 @@ def _make_tiled_chunk(variant: int, name: str):
         Zt = np.empty((n_classes, BLOCK_ROWS), dtype=data.dtype)
         Xt = np.empty((n_features if uses_transpose else 0, BLOCK_ROWS), dtype=data.dtype)
         rows = np.empty((2, BLOCK_ROWS), dtype=data.dtype)
-        row_total = np.empty(BLOCK_ROWS if with_proba else 0)
+        row_totals = np.empty((CLASS_SUM_LEVELS, BLOCK_ROWS if with_proba else 0))
         row_finite = np.empty(BLOCK_ROWS, dtype=np.bool_)
         scratch = exp_scratch(data, BLOCK_ROWS if with_proba else 0)
         chunk_end_bytes = stop * n_features * data.itemsize
@@ -271,7 +271,7 @@ def _make_tiled_chunk(variant: int, name: str):
                 _rowwise_logits(X, block_start, nb, W, b, Zt, Xt, chunk_end_bytes)
             n_bad += _argmax_columns(Zt, nb, labels_out, block_start, rows[0], row_finite)
             if with_proba:
-                _softmax_columns(Zt, nb, rows[0], rows[1], scratch, row_total)
+                _softmax_columns(Zt, nb, rows[0], rows[1], scratch, row_totals)
                 _copy_probabilities(Zt, nb, rows[1], proba_out[block_start : block_start + nb])
         return n_bad
 

@@ -28,7 +28,15 @@ from numba import njit, prange
 
 from fastsoftmax.kernels._calls import address_of, call_float64, call_none
 from fastsoftmax.kernels._config import BLOCK_ROWS, JIT_OPTIONS
-from fastsoftmax.kernels._math import exp_inplace, exp_scratch, log1p_scratch, log1p_tails, weighted_log1p_sum
+from fastsoftmax.kernels._math import (
+    ROW_GROUPS_PER_SUBTOTAL,
+    ROW_SUM_GROUP,
+    exp_inplace,
+    exp_scratch,
+    log1p_scratch,
+    log1p_tails,
+    weighted_log1p_sum,
+)
 from fastsoftmax.kernels.loss_grad import chunk_rows
 
 
@@ -60,49 +68,29 @@ def exp_shifted_block(Z, block_start, nb, E, scratch, row_max, row_tail):
         # adds (20,000 x 1000 float32, one thread: 24 ms for that loop, 2.5
         # for the sum alone, 2.3 for the count alone).
         row = E[r]
-        if n_classes <= TAIL_SUM_GROUP:
+        if n_classes <= ROW_SUM_GROUP:
             below_one, ones = _tail_part(row)
             row_tail[r] = below_one + (ones - 1)
         else:
             row_tail[r] = _grouped_tail(row)
 
 
-#: Classes whose exponentials ``exp_shifted_block`` sums in the data's dtype
-#: before it adds them to a float64 subtotal. The sum runs in the vector
-#: lanes' partial sums (64 on AVX-512), each a chain of K / 64 adds: at
-#: K = 1e5, float32 log_softmax was 18 eps off and rows of softmax summed to
-#: 1 within 25 eps (NumPy's pairwise sums: 0.9 and 0.9), grouped 0.9 and 0.5.
-#: Groups of 32 classes (as ``_math.CLASS_SUM_GROUP``) left the lanes idle:
-#: the loop took 1.7 times as long at K = 1000, 1.4 at K = 5e4 (one thread, a
-#: block of 128 rows); 1024 takes the time of one sum. float64 sums are
-#: grouped too: in the lanes' chains, adds of like values err one way, and
-#: a row of logits 0 with a 1 at every 7th class had softmax 79 eps off at
-#: K = 1e5 and 813 at 1e6 (NumPy: 0.7 and 2.7); grouped, 2.1 and 1.0, in
-#: the same time (softmax at K = 1500 to 1e6, one thread). float64 results
-#: at K > 1024 changed in their last bits with this.
-TAIL_SUM_GROUP = 1024
-#: Groups whose sums ``_grouped_tail`` adds into one float64 subtotal before
-#: the row's total, so that no chain of float64 adds is longer than this or
-#: K / (TAIL_SUM_GROUP * TAIL_GROUPS_PER_SUBTOTAL).
-TAIL_GROUPS_PER_SUBTOTAL = 32
-
-
 @njit(inline="always", **JIT_OPTIONS)
 def _grouped_tail(row):
-    """t = (sum of the values below 1) + (count of the 1s) - 1 of a row of more than TAIL_SUM_GROUP classes.
+    """t = (sum of the values below 1) + (count of the 1s) - 1 of a row of more than ROW_SUM_GROUP classes.
 
-    Summed by groups (``TAIL_SUM_GROUP``), their sums in float64 subtotals
-    (``TAIL_GROUPS_PER_SUBTOTAL``), and those into the total: every chain of
+    Summed by groups (``ROW_SUM_GROUP``), their sums in float64 subtotals
+    (``ROW_GROUPS_PER_SUBTOTAL``), and those into the total: every chain of
     adds stays short, so that the error does not grow with K.
     """
     n_classes = row.shape[0]
-    span = TAIL_SUM_GROUP * TAIL_GROUPS_PER_SUBTOTAL
+    span = ROW_SUM_GROUP * ROW_GROUPS_PER_SUBTOTAL
     total = 0.0
     ones = 0
     for outer in range(0, n_classes, span):
         subtotal = 0.0
-        for first in range(outer, min(outer + span, n_classes), TAIL_SUM_GROUP):
-            below_one, group_ones = _tail_part(row[first : first + TAIL_SUM_GROUP])
+        for first in range(outer, min(outer + span, n_classes), ROW_SUM_GROUP):
+            below_one, group_ones = _tail_part(row[first : first + ROW_SUM_GROUP])
             subtotal += np.float64(below_one)
             ones += group_ones
         total += subtotal
