@@ -1104,11 +1104,13 @@ def _fit_with_progress(args, model, X, y, **fit_options) -> tuple[float, _TrainP
     A diverged fit raises the engine's ``TrainingError``, whose message tells
     an API caller that W and b keep the best weights: here they live only in
     this process, so the message says that they end with it, that ``--out``
-    was not written, and that a ``--checkpoint`` (which holds this run, and
-    resumes only with its options) takes a rerun with another ``--lr``
-    nowhere.
+    was not written, and that a ``--checkpoint`` written before the climb
+    (which holds this run, and resumes only with its options) takes a rerun
+    with another ``--lr`` or ``--l2`` nowhere.
     """
     from fastsoftmax import TrainingError
+    from fastsoftmax._checks import STEP_SIZE_SOLVERS
+    from fastsoftmax.checkpoint import checkpoint_path
     from fastsoftmax.engine import (
         FINAL_CHECKPOINT_NOT_WRITTEN,
         HOLDS_THAT_ITERATION,
@@ -1153,9 +1155,11 @@ def _fit_with_progress(args, model, X, y, **fit_options) -> tuple[float, _TrainP
             lambda kept: f"{kept[1][0].upper()}{kept[1][1:]} end with this command{lost}",
             message,
         )
-        if args.checkpoint:
+        if args.checkpoint and os.path.isfile(checkpoint_path(args.checkpoint)):  # written before the climb
+            # The options a checkpoint records: lbfgs's and newton-cg's do not hold lr.
+            changed = "--lr or --l2" if args.solver in STEP_SIZE_SOLVERS else "--l2"
             message += (
-                f" --checkpoint {args.checkpoint} holds this run, which a rerun with another --lr or --l2 does "
+                f" --checkpoint {args.checkpoint} holds this run, which a rerun with another {changed} does "
                 f"not resume: give that one another --checkpoint directory (or remove this one)."
             )
         raise TrainingError(message) from exc

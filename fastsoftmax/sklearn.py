@@ -353,7 +353,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         if not (
             state is None
             or isinstance(state, np.random.RandomState)
-            or (isinstance(state, numbers.Integral) and not isinstance(state, bool) and 0 <= state < 2**32)
+            or (isinstance(state, numbers.Integral) and 0 <= state < 2**32)
         ):
             raise ValueError(
                 f"random_state must be None, an int in [0, 2**32 - 1] or a np.random.RandomState, got {state!r}."
@@ -895,8 +895,8 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                 # The weights and the optimiser's state are in coef_'s dtype: set_params(dtype=...) was ignored.
                 raise ValueError(
                     f"dtype is {wanted[0].name}, but coef_ is {self.coef_.dtype.name} (from the last fit or the "
-                    f"first partial_fit), and partial_fit goes on in its dtype; call fit to start over in "
-                    f"{wanted[0].name}, or set dtype back."
+                    f"first partial_fit), and partial_fit goes on in its dtype; call fit (warm_start=False) to "
+                    f"start over in {wanted[0].name}, or set dtype back."
                 )
             X, y = self._validate_and_cast(X, y, dtypes=[self.coef_.dtype], order="C", reset=False)
         check_classification_targets(y)

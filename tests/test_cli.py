@@ -1649,7 +1649,13 @@ def test_diverged_train_says_out_was_not_written_and_leaves_it(tmp_path, capsys,
     assert "W and b" not in err
     kept = r"\. The best weights \(iteration 0, loss [\d.]+\) end with this command: nothing was written to "
     assert re.search(rf"{kept}{re.escape(str(out))}; lower --lr", err), err
+    assert "--checkpoint" not in err  # it climbed at the first epoch: no checkpoint was written
     if not dask:
+        # A climb at epoch 5: the checkpoint holds epochs 1 to 4, which only the same options resume.
+        argv = ["train", *SMALL, "--solver", "sgd", "--lr", "30", "--max-iter", "20", "--out", str(out), "--quiet"]
+        assert main([*argv, "--checkpoint", str(checkpoint)]) == 2
+        err = capsys.readouterr().err
+        assert "training diverged: the loss climbed to" in err and "at iteration 5" in err
         assert err.rstrip().endswith(
             f"--checkpoint {checkpoint} holds this run, which a rerun with another --lr or --l2 does not resume: "
             "give that one another --checkpoint directory (or remove this one)."
