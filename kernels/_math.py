@@ -429,26 +429,9 @@ ROW_GROUPS_PER_SUBTOTAL = 32
 
 
 @njit(inline="always", **JIT_OPTIONS)
-def grouped_row_dot(values, weights):
-    """sum(values * weights) in float64, grouped as ``grouped_row_sum`` groups its sum."""
-    n = values.shape[0]
-    zero = values.dtype.type(0)
-    span = ROW_SUM_GROUP * ROW_GROUPS_PER_SUBTOTAL
-    total = 0.0
-    for outer in range(0, n, span):
-        subtotal = 0.0
-        for first in range(outer, min(outer + span, n), ROW_SUM_GROUP):
-            part = zero
-            for k in range(first, min(first + ROW_SUM_GROUP, n)):
-                part += values[k] * weights[k]
-            subtotal += np.float64(part)
-        total += subtotal
-    return total
-
-
-@njit(inline="always", **JIT_OPTIONS)
-def grouped_row_sum(values):
-    """sum(values) in float64, by groups of ROW_SUM_GROUP summed in the values' dtype, then subtotals and a total.
+def grouped_row_sum(values, weights=None):
+    """sum(values), or sum(values * weights), in float64: by groups of ROW_SUM_GROUP summed in the values'
+    dtype, then subtotals and a total.
 
     Every chain of adds stays short, so that the error does not grow with the
     length: a plain sum of a row of like values (the exponentials of a
@@ -462,8 +445,12 @@ def grouped_row_sum(values):
         subtotal = 0.0
         for first in range(outer, min(outer + span, n), ROW_SUM_GROUP):
             part = zero
-            for k in range(first, min(first + ROW_SUM_GROUP, n)):
-                part += values[k]
+            if weights is None:  # pruned as Numba compiles: one loop or the other
+                for k in range(first, min(first + ROW_SUM_GROUP, n)):
+                    part += values[k]
+            else:
+                for k in range(first, min(first + ROW_SUM_GROUP, n)):
+                    part += values[k] * weights[k]
             subtotal += np.float64(part)
         total += subtotal
     return total

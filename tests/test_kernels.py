@@ -430,6 +430,21 @@ def test_loss_and_grad_sums_add_up_over_chunks(rng, dtype, weighted):
     np.testing.assert_allclose(whole.db_sum / ws, db, rtol=rtol, atol=rtol)
 
 
+def _loss_grad_sums_of_body(body, X, y, W, b):
+    """(sum of the losses, mean dW, mean db) of unweighted rows through one body's kernel, on one chunk."""
+    n = X.shape[0]
+    dW, db = np.empty_like(W), np.empty_like(b)
+    no_weights = np.empty(0, W.dtype)
+    if body == "row-blocks":
+        loss = kernels.loss_grad_row_blocks_sums(kernels.row_blocks(X), y, W, b, no_weights, 1, 1 / n, 0.0, dW, db)
+    elif body == "fortran":
+        loss = kernels.loss_grad_columns_sums(np.asfortranarray(X).T, y, W, b, no_weights, 1, 1 / n, 0.0, dW, db)
+    else:
+        variant = LossGradVariant[body.upper()]
+        loss = kernels.loss_grad_sums(X, y, W, b, no_weights, variant, 1, 1 / n, 0.0, dW, db)
+    return loss, dW, db
+
+
 @pytest.mark.parametrize("body", [*VARIANT_IDS, "row-blocks", "fortran"])
 def test_loss_and_gradient_of_many_classes_keep_float32_precision(rng, body):
     # A row's tail t sums K exponentials. Summed in float32 class after class
@@ -443,15 +458,7 @@ def test_loss_and_gradient_of_many_classes_keep_float32_precision(rng, body):
     y = rng.integers(0, k, n)
     W = np.zeros((k, d), np.float32)
     b = (3 * rng.standard_normal(k)).astype(np.float32)
-    dW, db = np.empty_like(W), np.empty_like(b)
-    no_weights = np.empty(0, np.float32)
-    if body == "row-blocks":
-        loss = kernels.loss_grad_row_blocks_sums(kernels.row_blocks(X), y, W, b, no_weights, 1, 1 / n, 0.0, dW, db)
-    elif body == "fortran":
-        loss = kernels.loss_grad_columns_sums(np.asfortranarray(X).T, y, W, b, no_weights, 1, 1 / n, 0.0, dW, db)
-    else:
-        variant = LossGradVariant[body.upper()]
-        loss = kernels.loss_grad_sums(X, y, W, b, no_weights, variant, 1, 1 / n, 0.0, dW, db)
+    loss, dW, db = _loss_grad_sums_of_body(body, X, y, W, b)
     z = b.astype(np.float64)
     log_norm = z.max() + np.log(np.exp(z - z.max()).sum())
     G = np.tile(np.exp(z - log_norm), (n, 1))
@@ -491,15 +498,7 @@ def test_loss_and_gradient_of_many_like_classes_keep_float64_precision(rng, body
         loss, dW, db = fs.loss_and_grad(scipy_sparse.csr_matrix(X), y, W, b)
         loss *= n
     else:
-        dW, db = np.empty_like(W), np.empty_like(b)
-        no_weights = np.empty(0)
-        if body == "row-blocks":
-            loss = kernels.loss_grad_row_blocks_sums(kernels.row_blocks(X), y, W, b, no_weights, 1, 1 / n, 0.0, dW, db)
-        elif body == "fortran":
-            loss = kernels.loss_grad_columns_sums(np.asfortranarray(X).T, y, W, b, no_weights, 1, 1 / n, 0.0, dW, db)
-        else:
-            variant = LossGradVariant[body.upper()]
-            loss = kernels.loss_grad_sums(X, y, W, b, no_weights, variant, 1, 1 / n, 0.0, dW, db)
+        loss, dW, db = _loss_grad_sums_of_body(body, X, y, W, b)
     P, log_norm = _exact_softmax_of_like_logits(b)
     exact_loss = float(np.sum(log_norm - b[y]))
     G = np.tile(P, (n, 1))
