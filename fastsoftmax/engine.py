@@ -493,8 +493,8 @@ def _refuse_an_end_far_above_the_start(
     The losses over all rows at the end (one pass) and, where the end is
     above 1, at the start (a second) are compared by the guard's rule: more
     than ``max(1, |start|)`` above the start, or not finite, is divergence
-    (both losses are >= 0, so an end at or below 1 passes). Only where the
-    last epoch's mean lay above log K, before: a warm refit of a model at
+    (both losses are >= 0, so an end at or below 1 passes). Measured only
+    where the last epoch's mean lay above log K, a warm refit of a model at
     0.388 with sgd at its default lr ended at 1.480, from a last epoch's mean
     of 1.378 under log 4, and replaced it with a ConvergenceWarning only.
 
@@ -1145,11 +1145,11 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
         return loss, grad
 
     stopped_by_callback = False
-    changed_by_callback: list[bool] = []  # a callback that stopped the fit changed W or b in place
+    changed_by_callback = False  # a callback that stopped the fit changed W or b in place
     end_loss = None  # an sgd or adam run's loss over all rows at its end, once measured
 
     def on_iteration(theta: np.ndarray, loss: float, iteration: int) -> bool:
-        nonlocal stopped_by_callback
+        nonlocal stopped_by_callback, changed_by_callback
         history.append(loss)  # the model's history is this list: kept whole only with the iterate (below)
         keep(theta, offset + iteration, history, an_iterate=True)
         try:
@@ -1174,8 +1174,8 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
                 raise
             if not stopped_by_callback:
                 _refuse_weights_changed_in_place(model, fit_weights, given)
-            elif not np.array_equal(model._pack(), given):
-                changed_by_callback.append(True)
+            else:
+                changed_by_callback = not np.array_equal(model._pack(), given)
         return stopped_by_callback
 
     # Bad data is found by the first evaluation (NaN in X is seen in the loss, not
