@@ -27,7 +27,9 @@ everything that does not depend on where the data lives:
   keeps its last good (or best) weights, with ``n_iter_`` and
   ``loss_history_`` ending at them;
 * **Ctrl-C** and exceptions from the callback leave the last completed
-  iteration in the model, since nothing else is ever committed;
+  iteration in the model (what a raising callback changed in place or
+  assigned is put back); a callback that stops the fit may leave weights it
+  restored in place, which the model keeps;
 * **conditioning**: with ``options.precondition`` the solver runs in
   feature-scaled coordinates, an exact change of variables
   (:mod:`fastsoftmax._scaling`); the model and the callback always see the
@@ -598,9 +600,10 @@ def _without_class_mean(theta: np.ndarray, n_classes: int) -> np.ndarray:
     l2 = 1e-4), L-BFGS stopped at iteration 44 with W 1.0e-2 from the
     optimum, 4.5 % of its largest weight; with the mean taken out, at
     iteration 27, 3.9e-6 from it. The loss is unchanged and the penalty can
-    only fall. A mean within rounding of 0 (a fit's result, centred before)
-    is left: taken out again, it moved the weights of every refit of a
-    converged model by their rounding, with no fixed point.
+    only fall. A mean within rounding of 0 (the result of a fit under L2 by
+    lbfgs, newton-cg, gd or sgd; adam's steps, scaled coordinate by
+    coordinate, leave one) is left: taken out again, it moved the weights of
+    every refit of a converged model by their rounding, with no fixed point.
     """
     n_weights = theta.shape[0] - n_classes
     W = theta[:n_weights].reshape(n_classes, -1)
@@ -623,7 +626,7 @@ def _put_back(model: Trainable, fit_weights: tuple[np.ndarray, np.ndarray], give
 def _refuse_weights_changed_in_place(
     model: Trainable, fit_weights: tuple[np.ndarray, np.ndarray], given: np.ndarray
 ) -> None:
-    """ValueError, with the iterate put back, where a callback that lets the fit go on changed W or b in place.
+    """ValueError, with the iterate put back, where a callback that did not stop the fit changed W or b in place.
 
     The solver goes on from its own iterate and writes the next over W and b:
     a callback's clipped or restored weights were lost without a word. Where
@@ -640,10 +643,10 @@ def _refuse_weights_changed_in_place(
     changed = [name for name, part, given_part in parts if not np.array_equal(part, given_part)]
     run_whole(lambda: model._commit(given))
     raise ValueError(
-        f"the callback changed model.{' and model.'.join(changed)} in place and the fit went on: the solver "
-        f"continues from its own iterate and would have written the next one over the change, so W and b were "
-        f"put back (iteration {model.n_iter_}). To keep weights that the callback sets (such as the best ones, "
-        f"restored in place), return True to stop the fit; otherwise change W and b between fits."
+        f"the callback changed model.{' and model.'.join(changed)} in place without stopping the fit: the "
+        f"solver goes on from its own iterate and writes the next one, or its result, over the change, so W and "
+        f"b were put back (iteration {model.n_iter_}). To keep weights that the callback sets (such as the best "
+        f"ones, restored in place), return True to stop the fit; otherwise change W and b between fits."
     )
 
 
@@ -789,7 +792,8 @@ def fit(
     # only spin against the kernels' threads (one limit for the whole fit).
     with exclusive_training(model), held, objective, single_threaded_blas():
         # A held b leaves such a class a finite optimum where l2 > 0; a caller that collects the fit's
-        # messages says nothing of it (see convergence_messages), and the scan of y is not made for it.
+        # messages says nothing of it (see convergence_messages), and, except on Dask, where it is part
+        # of the label check, y is not scanned for it.
         if options.fit_intercept and _convergence_messages.get() is None:
             _warn_of_classes_without_rows(objective.weight_per_class())
         return _fit(model, objective, options, seed=seed, callback=callback, checkpoint=checkpoint)

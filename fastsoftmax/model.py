@@ -492,10 +492,11 @@ class SoftmaxRegression:
         acts on that part, and the optimum has none of it, which the stopping
         rule would otherwise leave in place (from the 0.01 N(0, 1) start, W
         ended 4.5 % of its largest weight from the optimum). The loss is the
-        same and the penalty lower. A mean within rounding of 0 (a fit's
-        result) is left as it is, so a refit that takes no iteration changes
-        nothing. A fit that diverges at once keeps W as the fit or ``load``
-        that made it left it, with their record, or else that start.
+        same and the penalty lower. A mean within rounding of 0 (the result
+        of a fit under L2 by lbfgs, newton-cg, gd or sgd) is left as it is,
+        so refitting such a model without an iteration changes nothing. A
+        fit that diverges at once keeps W as the fit or ``load`` that made
+        it left it, with their record, or else that start.
 
         Parameters
         ----------
@@ -559,9 +560,10 @@ class SoftmaxRegression:
             return value (the loss, an array) raises TypeError. A callback
             that stops the fit may change W and b in place (restore the
             best iterate), and the model keeps them (``n_iter_`` and
-            ``loss_history_`` still count the iterations run); one that lets
-            the fit go on may not (ValueError, the iterate put back), nor
-            assign new arrays to them. One that raises leaves the iterate it
+            ``loss_history_`` still count the iterations run); one that does
+            not return True may not, even at the last iteration, whose end
+            writes the solver's iterate over them (ValueError, the iterate
+            put back), nor assign new arrays to them. One that raises leaves the iterate it
             was given.
         chunk_size : int, optional
             Rows per chunk of the full-batch objective (default: all rows of

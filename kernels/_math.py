@@ -369,7 +369,7 @@ def weighted_log1p_sum(tails, n, sample_weight, offset):
 CLASS_SUM_GROUP = 32
 #: Levels of float64 sums above a group's (``add_class_group``'s ``totals``):
 #: each takes CLASS_SUM_GROUP sums of the level below, the last the rest, so
-#: that no chain of float64 adds is longer than CLASS_SUM_GROUP or K / 32**4.
+#: that no chain of float64 adds is longer than CLASS_SUM_GROUP or K / 32**3.
 #: With one level (a chain of K / 32), float64 rows of logits 0 with a 1 at
 #: every 7th class summed to 1 within 161 eps at K = 70,000 and 2,193 at
 #: 1e6 (NumPy's pairwise sums: 1 to 3), where ``softmax``'s grouped sums are
