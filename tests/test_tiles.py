@@ -274,6 +274,20 @@ def test_the_loss_of_a_full_block_of_70_000_classes_is_finite(tiled, dtype):
     assert loss == pytest.approx(BLOCK_ROWS * math.log(n_classes), rel=4 * _math.LOG_GROUP * np.finfo(np.float64).eps)
 
 
+def test_the_loss_of_70_000_like_classes_keeps_float64_precision(tiled):
+    """The tail's groups of CLASS_SUM_GROUP classes went to one float64 total, a chain of K / 32 adds, which
+    errs one way where the exponentials take two values: the loss was 15 eps off at K = 70,000."""
+    _, _, softmax_stage = tiled
+    n_classes = 70_000
+    logits = np.zeros(n_classes)
+    logits[::7] = 1.0
+    labels = np.arange(BLOCK_ROWS) % 7  # a 1 for one row in seven
+    loss = softmax_stage(np.repeat(logits[:, None], BLOCK_ROWS, axis=1), BLOCK_ROWS, labels, np.empty(0, np.float64), 0)
+    log_norm = float(np.log(np.exp(logits.astype(np.longdouble)).sum()))
+    exact = float(np.sum(log_norm - logits[labels]))
+    assert abs(loss - exact) <= 8 * np.finfo(np.float64).eps * exact
+
+
 def test_softmax_stage_propagates_nan(tiled):
     _, _, softmax_stage = tiled
     for nb in (BLOCK_ROWS, 9):
