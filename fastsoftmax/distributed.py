@@ -1557,8 +1557,13 @@ def connect(
         from distributed import Client, LocalCluster
     except ImportError as exc:
         raise missing_extra("Training on Dask", "dask") from exc
+    import dask
+
     if scheduler is not None:
-        with Client(scheduler) as client:
+        # A Client makes itself Dask's scheduler before it connects, and one that cannot connect ("not an
+        # address") left that setting behind: later computations in this process (main runs in-process
+        # too) asked for a client that does not exist ("no Client active"). Put back as it was.
+        with dask.config.set(scheduler=dask.config.get("scheduler", None)), Client(scheduler) as client:
             yield client
         return
     _checks.check_int(n_workers, "n_workers")

@@ -1428,6 +1428,9 @@ def test_a_scheduler_that_cannot_be_reached_is_named_by_its_option(capsys, addre
     err = " ".join(capsys.readouterr().err.split())
     assert f"error: --scheduler {address}: no Dask scheduler could be reached there (" in err
     assert "check the address (tcp://host:8786" in err and "Traceback" not in err
+    # The failed Client made itself Dask's scheduler: left so, this process's later computations failed
+    # ("no Client active"; in CI, the threaded-scheduler tests that ran after it in the same worker).
+    assert dask.config.get("scheduler", None) is None
 
 
 @pytest.mark.parametrize("solver", ["sgd", "adam"])
