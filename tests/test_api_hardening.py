@@ -382,12 +382,15 @@ def test_a_kernel_that_cannot_allocate_its_working_arrays_raises_memory_error():
             fs.loss_and_grad(X, y, W, b)
             print("no error")
         except MemoryError as exc:
-            print("MemoryError", type(exc.__cause__).__name__)
+            print("MemoryError", type(exc.__cause__).__name__, fs._threading.get_num_threads())
         """
     )
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr
-    assert run.stdout.split() == ["MemoryError", "SystemError"], run.stdout + run.stderr
+    error, cause, threads = run.stdout.split()
+    # Inside a parallel region Numba raises SystemError, which the call turns into MemoryError; on one
+    # thread (NUMBA_NUM_THREADS=1) the serial body's allocation raises MemoryError itself.
+    assert (error, cause) == ("MemoryError", "SystemError" if int(threads) > 1 else "NoneType"), run.stdout
 
 
 # -- a fit whose solver cannot hold its arrays in memory is refused before it starts --
