@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import os
 import re
 import shutil
@@ -2104,7 +2105,51 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--lr", type=_step_size, default=0.1, help="learning rate (default 0.1)")
     demo.add_argument("--seed", type=_seed, default=42, help="seed for data and weights (default 42)")
     demo.set_defaults(handler=run_demo)
+    parser.commands = {"train": train, "generate": generate, "predict": predict, "demo": demo}
     return parser
+
+
+def _refuse_unknown_arguments(parser: argparse.ArgumentParser, command: str | None, unknown: list[str]) -> None:
+    """argparse's error for arguments no option takes, from the command's own parser, with the options meant.
+
+    The top-level parser reported them ("usage: fastsoftmax [-h] [--version] COMMAND ...  unrecognized
+    arguments: --max_iter 10"): neither the command's options nor the one meant (--max-iter). Exits 2.
+    """
+    command_parser = parser.commands.get(command, parser)
+    options = [option for action in command_parser._actions for option in action.option_strings]
+    hints, positional = [], []
+    after_option = False  # a word after an unknown option is taken for its value
+    for argument in unknown:
+        name = argument.split("=", 1)[0]
+        if name.startswith("-"):
+            meant = _OPTIONS_MEANT.get((command, name)) or _OPTIONS_MEANT.get((None, name))
+            close = difflib.get_close_matches(name.replace("_", "-").lower(), options, n=2, cutoff=0.6)
+            if meant:
+                hints.append(f"{name}: {meant}")
+            elif close:
+                hints.append(f"{name}: did you mean {' or '.join(close)}?")
+            after_option = "=" not in argument
+        elif not after_option and command in ("train", "predict", "generate"):
+            positional.append(argument)
+        else:
+            after_option = False
+    if positional:
+        hints.append(f"{' '.join(positional)}: files are given by their options (see --help), not by position")
+    command_parser.error(f"unrecognized arguments: {' '.join(unknown)}" + "".join(f"; {hint}" for hint in hints))
+
+
+#: Options of other tools (and of the other commands) that a command does not take, and what it takes.
+_OPTIONS_MEANT = {
+    (None, "--epochs"): "--max-iter counts the iterations, or the epochs of sgd and adam",
+    (None, "--iterations"): "use --max-iter",
+    (None, "--learning-rate"): "use --lr",
+    (None, "--alpha"): "the L2 strength is --l2",
+    (None, "--C"): "the L2 strength is --l2 (l2 = 1 / (C N))",
+    ("train", "--model"): "train writes its model to --out MODEL.npz",
+    ("predict", "--labels"): "predict reads no labels: it writes the predicted ones to --out",
+    ("predict", "--solver"): "predict uses the model given by --model",
+    ("demo", "--max-iter"): "demo's gradient steps are --epochs",
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -2355,7 +2400,9 @@ def _terminate_as_an_exception() -> Iterator[None]:
 
 def _run_command(argv: Sequence[str] | None, stdout: _StreamGuard) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        _refuse_unknown_arguments(parser, getattr(args, "command", None), unknown)
     if args.command in ("train", "generate"):
         args.dtype_given = args.dtype is not None
         args.dtype = args.dtype or "float32"

@@ -1345,6 +1345,32 @@ def test_bad_option_values_are_refused_when_parsed(capsys, argv, option):
     assert "generating" not in err and "invalid" not in err
 
 
+UNKNOWN_ARGUMENTS = [
+    (["train", "--max_iter", "10"], "train", "--max_iter: did you mean --max-iter?"),
+    (["train", "--output", "m.npz"], "train", "--output: did you mean --out?"),
+    (["train", "--epochs", "10"], "train", "--epochs: --max-iter counts the iterations, or the epochs of sgd and adam"),
+    (
+        ["train", "X.npy", "y.npy"],
+        "train",
+        "X.npy y.npy: files are given by their options (see --help), not by position",
+    ),
+    (["predict", "--model", "m.npz", "--data", "X.npy", "--labels", "y.npy"], "predict", "--labels: predict reads no"),
+    (["demo", "--max-iter", "5"], "demo", "--max-iter: demo's gradient steps are --epochs"),
+]
+
+
+@pytest.mark.parametrize("argv, command, hint", UNKNOWN_ARGUMENTS, ids=[" ".join(a) for a, _, _ in UNKNOWN_ARGUMENTS])
+def test_unknown_arguments_get_the_commands_usage_and_the_option_meant(capsys, argv, command, hint):
+    # The top-level usage line, "usage: fastsoftmax [-h] [--version] COMMAND ...", and "unrecognized
+    # arguments: --max_iter 10": neither the command's options nor the one meant.
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    err = " ".join(capsys.readouterr().err.split())
+    assert info.value.code == 2
+    assert err.startswith(f"usage: fastsoftmax {command} [-h]")
+    assert f"fastsoftmax {command}: error: unrecognized arguments: " in err and hint in err
+
+
 def test_generate_advice_names_the_options_of_the_command(tmp_path, capsys):
     rc = main(
         [
