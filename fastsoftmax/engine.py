@@ -438,7 +438,9 @@ def warn_not_converged(
                 )
         elif "lower lr" not in stop_message and "raise lr" not in stop_message:  # these name their remedies
             advice.append("loosen tol")
-        if np.dtype(dtype) == np.float32 and "use float64" not in stop_message:
+        # Not where the stop names its step size: a climbing loss is the lr's, which float64 would not fix.
+        names_lr = "lower lr" in stop_message or "raise lr" in stop_message
+        if np.dtype(dtype) == np.float32 and "use float64" not in stop_message and not names_lr:
             advice.append("use float64 (dtype=np.float64)")
         why = f"it stopped early ({stop_message})" + (f"; {', or '.join(advice)}" if advice else "")
     if options.solver in MINIBATCH_SOLVERS and n_samples is not None and options.batch_size >= n_samples:

@@ -285,6 +285,11 @@ def test_a_fit_whose_loss_climbs_at_the_end_warns_with_the_remedy():
         model.fit(X, y, solver="adam", seed=0, max_iter=500)
     assert not model.converged_ and model.n_iter_ < 500
     assert "loosen tol" not in str(w[0].message)
+    # In float32 too: a climbing loss is the lr's, which float64 would not fix (it was advised).
+    model = SoftmaxRegression(X.shape[1], 3, seed=0, dtype=np.float32)
+    with pytest.warns(fs.ConvergenceWarning, match=r"the epochs' mean loss rose .*: lower lr, or standardise") as w:
+        model.fit(X.astype(np.float32), y, solver="adam", seed=0, max_iter=500)
+    assert "float64" not in str(w[0].message) and "loosen tol" not in str(w[0].message)
 
 
 def test_a_rerun_of_a_checkpointed_fit_whose_loss_climbed_ends_where_it_ended(tmp_path):
