@@ -1332,6 +1332,8 @@ def _report(
         )
     if args.out:
         print(f"model written to {args.out}")
+    elif args.data:  # trained on the user's files: a run that keeps nothing looked like a finished job
+        print("model not written: pass --out MODEL.npz to keep it")
     if metrics_error is not None:
         # Exit 2 with what was written: "could not write m.json" alone hid that --out was replaced.
         written = f" and the model was written to {args.out}" if args.out else ""

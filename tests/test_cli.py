@@ -186,7 +186,7 @@ def test_ctrl_c_exits_130_with_one_line(tmp_path, capsys, monkeypatch, where, me
     from fastsoftmax import _threading
 
     if where == "parsing":
-        monkeypatch.setattr(argparse.ArgumentParser, "parse_args", _interrupt)
+        monkeypatch.setattr(argparse.ArgumentParser, "parse_known_args", _interrupt)
     else:
         monkeypatch.setattr(SoftmaxRegression, "fit", _interrupt)
     threads = _threading.get_num_threads()
@@ -1369,6 +1369,15 @@ def test_unknown_arguments_get_the_commands_usage_and_the_option_meant(capsys, a
     assert info.value.code == 2
     assert err.startswith(f"usage: fastsoftmax {command} [-h]")
     assert f"fastsoftmax {command}: error: unrecognized arguments: " in err and hint in err
+
+
+def test_train_on_files_without_out_says_the_model_was_not_written(npy, capsys):
+    # The summary looked like a finished job, and the model went with the process.
+    argv = ["train", "--data", str(npy[0]), "--labels", str(npy[1]), "--max-iter", "2", "--quiet"]
+    assert main(argv) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "model not written: pass --out MODEL.npz to keep it"
+    assert main(["train", *SMALL, "--max-iter", "2", "--quiet"]) == 0  # the synthetic demo keeps nothing, as said
+    assert "model not written" not in capsys.readouterr().out
 
 
 def test_generate_advice_names_the_options_of_the_command(tmp_path, capsys):
