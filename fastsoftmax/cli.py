@@ -1304,8 +1304,8 @@ def _report(
         )
         status = (
             f"not converged: --max-iter ran out before --tol {args.tol:g}; {which} has no finite optimum, as "
-            f"its intercept falls without end: "
-            + ("raise --max-iter to go on" if args.classes_given else "correct the labels, or raise --max-iter")
+            f"its intercept falls without end, and no --max-iter ends the fit at one: "
+            + ("give as many --classes as the labels name" if args.classes_given else "correct the labels")
         )
     else:
         status = f"not converged: --max-iter ran out before --tol {args.tol:g}; raise --max-iter to go on"
@@ -1443,7 +1443,8 @@ def _classes_of_files(args: argparse.Namespace, X: np.ndarray, y: np.ndarray, dt
         n_classes = _classes_from_labels(y, largest, args.labels or args.data)
         if lowest > 0:  # 1-based labels train a class 0 that no row has: a note, as it may be intended
             print(
-                "note: no row has label 0; labels must be 0..K-1 (for 1-based labels subtract 1), or pass --classes.",
+                f"note: no row has label 0; labels must be 0..K-1: for 1-based labels subtract 1, or pass "
+                f"--classes {n_classes} to train a class 0 that no row has.",
                 file=sys.stderr,
                 flush=True,
             )

@@ -1509,7 +1509,10 @@ def test_bad_synthetic_options_are_refused_before_the_data_is_announced(capsys, 
     assert re.search(message, err), err
 
 
-ONE_BASED_NOTE = "note: no row has label 0; labels must be 0..K-1 (for 1-based labels subtract 1), or pass --classes.\n"
+ONE_BASED_NOTE = (
+    "note: no row has label 0; labels must be 0..K-1: for 1-based labels subtract 1, or pass --classes 4 to train "
+    "a class 0 that no row has.\n"
+)
 
 
 @pytest.mark.parametrize(
@@ -1584,6 +1587,8 @@ def test_a_fit_that_runs_out_of_iterations_with_an_empty_class_names_it_as_the_c
         assert main(argv) == 0
     out = capsys.readouterr().out
     assert "a class that no training row has (see the note above) has no finite optimum" in out
+    # Raising --max-iter could never help ("correct the labels, or raise --max-iter").
+    assert out.count("--max-iter") == 2 and "no --max-iter ends the fit at one: correct the labels)" in out
     np.save(tmp_path / "y0.npy", np.load(npy[1]))
     assert main([*argv[:4], str(tmp_path / "y0.npy"), *argv[5:]]) == 0
     out = capsys.readouterr().out
@@ -1593,6 +1598,7 @@ def test_a_fit_that_runs_out_of_iterations_with_an_empty_class_names_it_as_the_c
     out = capsys.readouterr().out
     assert "--classes 4 gives a class that no training row has, which has no finite optimum" in out
     assert "note above" not in out and "correct the labels" not in out
+    assert "ends the fit at one: give as many --classes as the labels name)" in out
 
 
 def test_a_fit_that_stops_early_gives_the_engine_s_reason_in_option_names(tmp_path, capsys):
