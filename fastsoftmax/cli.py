@@ -15,6 +15,7 @@ import tempfile
 import threading
 import time
 import warnings
+import zipfile
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -494,7 +495,7 @@ def _load_data(data: str, labels: str | None, *, need_labels: bool = True):
                 raise CLIError(f"--data {data} holds a sparse X only: pass its labels as --labels y.npy.")
             from fastsoftmax._data import open_array
 
-            return X, open_array(labels, "y")
+            return X, _labels_of_file(labels, open_array(labels, "y"))
         if labels is not None:
             raise CLIError("--labels is not used with an .npz file; it must hold arrays 'X' and 'y'.")
         marker = npz_scalar(arrays, "format", str)
@@ -504,9 +505,13 @@ def _load_data(data: str, labels: str | None, *, need_labels: bool = True):
             reader = "fastsoftmax predict --model" if marker == "fastsoftmax-model" else reader
             raise CLIError(f"--data {data} holds {holds}, not data (arrays X and y): read it with {reader}.")
         if missing:
+            needs = " and ".join(repr(name) for name in sorted(required))
+            with zipfile.ZipFile(data) as archive:  # np.savez('d.npz', X, y) names them arr_0 and arr_1
+                held = sorted(name.removesuffix(".npy") for name in archive.namelist())
+            holds = f"; it holds {', '.join(map(repr, held[:5]))}{' and more' if len(held) > 5 else ''}" if held else ""
             raise CLIError(
-                f"--data {data}: the archive has no array {sorted(missing)[0]!r} "
-                f"(it needs {' and '.join(repr(name) for name in sorted(required))})."
+                f"--data {data}: the archive has no array {sorted(missing)[0]!r} (it needs {needs}{holds}); save "
+                f"the arrays by name: np.savez({os.path.basename(data)!r}, X=X, y=y)."
             )
         return arrays["X"], (arrays["y"] if need_labels else None)
     from fastsoftmax._checks import STRUCTURED_FILE_FIX, refuse_structured
@@ -528,7 +533,24 @@ def _load_data(data: str, labels: str | None, *, need_labels: bool = True):
         return X, None
     if labels is None:
         raise CLIError("--labels y.npy is required with an .npy --data file.")
-    return X, open_array(labels, "y")
+    return X, _labels_of_file(labels, open_array(labels, "y"))
+
+
+def _labels_of_file(path: str, y: np.ndarray) -> np.ndarray:
+    """``y`` from the ``--labels`` file ``path``; CLIError, with the line that rewrites the file, where its labels
+    are floats or a column: the library named ``y`` and ``y.astype(np.int64)``, no file or option."""
+    name = os.path.basename(path)
+    if y.ndim == 2 and y.shape[1] == 1:
+        raise CLIError(
+            f"--labels {path} holds a column, shape {y.shape}; labels are one per row, shape ({y.shape[0]},): "
+            f"np.save({name!r}, np.load({name!r}).ravel())."
+        )
+    if y.dtype.kind == "f":
+        raise CLIError(
+            f"--labels {path} holds {y.dtype} labels; they must be integer class indices 0..K-1. If they are "
+            f"whole numbers: np.save({name!r}, np.load({name!r}).astype(np.int64))."
+        )
+    return y
 
 
 def _check_shape_options(args, X: np.ndarray) -> None:

@@ -255,7 +255,7 @@ def test_bad_files_on_dask_are_refused_as_on_one_machine(tmp_path, npy, capsys, 
     np.save(labels_2d, np.load(npy[1])[:, None])
     cases = {
         **_bad_inputs(tmp_path, npy),
-        "labels-2d": (["--data", str(npy[0]), "--labels", str(labels_2d)], r"y must be 1-dimensional.*\(2000, 1\)"),
+        "labels-2d": (["--data", str(npy[0]), "--labels", str(labels_2d)], r"holds a column, shape \(2000, 1\)"),
         "labels-without-data": (["--labels", str(npy[1]), *SMALL[:6], "--max-iter", "1"], "--labels needs --data"),
     }
     argv, message = cases[case]
@@ -1369,6 +1369,28 @@ def test_unknown_arguments_get_the_commands_usage_and_the_option_meant(capsys, a
     assert info.value.code == 2
     assert err.startswith(f"usage: fastsoftmax {command} [-h]")
     assert f"fastsoftmax {command}: error: unrecognized arguments: " in err and hint in err
+
+
+@pytest.mark.parametrize("labels", ["float", "column"])
+def test_label_files_of_floats_or_a_column_are_named_with_the_line_that_rewrites_them(tmp_path, npy, capsys, labels):
+    # "y has dtype float64 ... (use y.astype(np.int64) ...)": a variable the command-line user never had.
+    y = np.load(npy[1])
+    path = tmp_path / "y_bad.npy"
+    np.save(path, y.astype(np.float64) if labels == "float" else y[:, None])
+    assert main(["train", "--data", str(npy[0]), "--labels", str(path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    fix = ".astype(np.int64))." if labels == "float" else ".ravel())."
+    assert err.startswith(f"fastsoftmax train: error: --labels {path} holds ") and "y has" not in err
+    assert err.rstrip().endswith(f"np.save('y_bad.npy', np.load('y_bad.npy'){fix}")
+
+
+def test_an_archive_of_unnamed_arrays_is_told_to_name_them(tmp_path, npy, capsys):
+    # "the archive has no array 'X'" of np.savez('d.npz', X, y), which names them arr_0 and arr_1.
+    np.savez(tmp_path / "d.npz", np.load(npy[0]), np.load(npy[1]))
+    assert main(["train", "--data", str(tmp_path / "d.npz"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "(it needs 'X' and 'y'; it holds 'arr_0', 'arr_1'); save the arrays by name: " in err
+    assert err.rstrip().endswith("np.savez('d.npz', X=X, y=y).")
 
 
 def test_train_on_files_without_out_says_the_model_was_not_written(npy, capsys):
