@@ -102,6 +102,19 @@ _NPY_MAX_HEADER_SIZE = 10_000
 _NPY_VERSIONS = ((1, 0), (2, 0), (3, 0))
 
 
+def _begins_with_names(file) -> bool:
+    """Whether the text file's first line holds a field that is no number (a CSV header of column names)."""
+    file.seek(0)
+    line = file.readline(4096).decode("utf-8", errors="replace")
+    for field in line.replace(";", ",").replace("\t", ",").split(","):
+        try:
+            float(field)
+        except ValueError:
+            if field.strip():
+                return True
+    return False
+
+
 def _check_npy_header(path: str, name: str) -> None:
     """Refuse a file that is not an ``.npy`` file by its first bytes, naming how to make one.
 
@@ -117,11 +130,14 @@ def _check_npy_header(path: str, name: str) -> None:
         if head != _NPY_MAGIC:
             stem = os.path.splitext(os.path.basename(path))[0] or name
             # Labels as integers: np.loadtxt reads floats, which the next run refused as labels.
-            load = f"np.loadtxt({path!r}, delimiter=','{', dtype=np.int64' if name == 'y' else ''})"
+            # A first line of column names (as most CSV files have) made np.loadtxt fail.
+            header = ", skiprows=1" if _begins_with_names(file) else ""
+            load = f"np.loadtxt({path!r}, delimiter=','{header}{', dtype=np.int64' if name == 'y' else ''})"
+            labels = " (a column of labels goes to a file of its own)" if name == "X" else ""
             raise ValueError(
                 f"{name} file {path!r} is not an .npy file (it does not begin with NumPy's .npy header): "
                 f"only arrays saved with np.save are read. Convert it once, for a CSV file with "
-                f"np.save({stem + '.npy'!r}, {load})."
+                f"np.save({stem + '.npy'!r}, {load}){labels}."
             )
         header_size = None
         try:

@@ -493,9 +493,7 @@ def _load_data(data: str, labels: str | None, *, need_labels: bool = True):
                 return X, None
             if labels is None:
                 raise CLIError(f"--data {data} holds a sparse X only: pass its labels as --labels y.npy.")
-            from fastsoftmax._data import open_array
-
-            return X, _labels_of_file(labels, open_array(labels, "y"))
+            return X, _labels_of_file(labels)
         if labels is not None:
             raise CLIError("--labels is not used with an .npz file; it must hold arrays 'X' and 'y'.")
         marker = npz_scalar(arrays, "format", str)
@@ -517,7 +515,10 @@ def _load_data(data: str, labels: str | None, *, need_labels: bool = True):
     from fastsoftmax._checks import STRUCTURED_FILE_FIX, refuse_structured
     from fastsoftmax._data import open_array
 
-    X = open_array(data, "X")
+    try:
+        X = open_array(data, "X")
+    except ValueError as exc:  # "X file 'data.csv' ...": here the file is an option's
+        raise CLIError(str(exc).replace(f"X file {data!r}", f"--data {data}", 1)) from None
     try:
         refuse_structured(X, f"--data {data}", STRUCTURED_FILE_FIX)  # a record array is 1-D: not its shape
     except TypeError as exc:
@@ -533,12 +534,18 @@ def _load_data(data: str, labels: str | None, *, need_labels: bool = True):
         return X, None
     if labels is None:
         raise CLIError("--labels y.npy is required with an .npy --data file.")
-    return X, _labels_of_file(labels, open_array(labels, "y"))
+    return X, _labels_of_file(labels)
 
 
-def _labels_of_file(path: str, y: np.ndarray) -> np.ndarray:
-    """``y`` from the ``--labels`` file ``path``; CLIError, with the line that rewrites the file, where its labels
-    are floats or a column: the library named ``y`` and ``y.astype(np.int64)``, no file or option."""
+def _labels_of_file(path: str) -> np.ndarray:
+    """The labels of the ``--labels`` file ``path``, memory-mapped; CLIError, with the line that rewrites the file,
+    where they are floats or a column: the library named ``y`` and ``y.astype(np.int64)``, no file or option."""
+    from fastsoftmax._data import open_array
+
+    try:
+        y = open_array(path, "y")
+    except ValueError as exc:  # "y file 'y.csv' ...": here the file is an option's
+        raise CLIError(str(exc).replace(f"y file {path!r}", f"--labels {path}", 1)) from None
     name = os.path.basename(path)
     if y.ndim == 2 and y.shape[1] == 1:
         raise CLIError(

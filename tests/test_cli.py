@@ -1384,6 +1384,18 @@ def test_label_files_of_floats_or_a_column_are_named_with_the_line_that_rewrites
     assert err.rstrip().endswith(f"np.save('y_bad.npy', np.load('y_bad.npy'){fix}")
 
 
+@pytest.mark.parametrize("option", ["--data", "--labels"])
+def test_a_csv_file_is_named_by_its_option_with_a_conversion_that_reads_its_header(tmp_path, npy, capsys, option):
+    # "X file 'data.csv' ...": the command line has options, not X; and np.loadtxt failed on the header row.
+    csv = tmp_path / "data.csv"
+    csv.write_text("a,b,label\n1,2,0\n3,4,1\n")
+    files = {"--data": str(npy[0]), "--labels": str(npy[1]), option: str(csv)}
+    assert main(["train", "--data", files["--data"], "--labels", files["--labels"], "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {option} {csv} is not an .npy file" in err and "X file '" not in err and "y file '" not in err
+    assert f"np.loadtxt({str(csv)!r}, delimiter=',', skiprows=1" in err
+
+
 def test_an_archive_of_unnamed_arrays_is_told_to_name_them(tmp_path, npy, capsys):
     # "the archive has no array 'X'" of np.savez('d.npz', X, y), which names them arr_0 and arr_1.
     np.savez(tmp_path / "d.npz", np.load(npy[0]), np.load(npy[1]))
