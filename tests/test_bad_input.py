@@ -942,13 +942,17 @@ def _npy_with_header(path, header: str, version=b"\x01\x00", data=b"\0" * 320):
         file.write(b"\x93NUMPY" + version + struct.pack("<H", len(padded)) + padded.encode("latin1") + data)
 
 
+#: X.npy as the API names it ("X file '.../X.npy'") and as the command line does ("--data .../X.npy").
+X_NPY = r"(?:X file .*X\.npy'|--data .*X\.npy)"
+
+
 @pytest.mark.parametrize("shape", ["(10, -4)", "(10, True)", "(-10, -4)"])
 def test_an_npy_header_with_an_impossible_shape_is_named(tmp_path, shape, capsys):
     # A negative dimension raised OverflowError from the map (train: exit 1 and a traceback),
     # a boolean one "an integer is required", naming no file.
     x_path = tmp_path / "X.npy"
     _npy_with_header(x_path, f"{{'descr': '<f8', 'fortran_order': False, 'shape': {shape}, }}")
-    message = rf"(?:X file .*X\.npy'|--data .*X\.npy) declares the shape \({re.escape(shape[1:-1])}\) in its \.npy header"
+    message = rf"{X_NPY} declares the shape \({re.escape(shape[1:-1])}\) in its \.npy header"
     _refused_by_fit_and_train(x_path, 10, message, capsys)
 
 
@@ -969,7 +973,7 @@ def test_an_npy_header_declaring_fewer_rows_than_the_file_holds_is_refused(tmp_p
     # np.load maps the declared rows and ignores the rest: the fit trained on the first half without a word.
     x_path = tmp_path / "X.npy"
     _npy_with_header(x_path, "{'descr': '<f8', 'fortran_order': False, 'shape': (5, 4), }", data=b"\0" * 320)
-    message = r"(?:X file .*X\.npy'|--data .*X\.npy) holds 320 bytes of data after its \.npy header, which declares \(5, 4\) of float64"
+    message = rf"{X_NPY} holds 320 bytes of data after its \.npy header, which declares \(5, 4\) of float64"
     _refused_by_fit_and_train(x_path, 5, message, capsys)
     _npy_with_header(x_path, "{'descr': '<f8', 'fortran_order': False, 'shape': (10, 4), }", data=b"\0" * 320)
     SoftmaxRegression(4, 3).fit(str(x_path), np.arange(10) % 3, max_iter=1)  # exactly its data
@@ -981,7 +985,7 @@ def test_an_npy_file_of_arrays_saved_one_after_another_is_named_as_such(tmp_path
     with open(x_path, "wb") as file:
         np.save(file, np.zeros((5, 4)))
         np.save(file, np.ones((5, 4)))
-    message = r"(?:X file .*X\.npy'|--data .*X\.npy) holds more than one array, saved one after another .*in a file of its own"
+    message = rf"{X_NPY} holds more than one array, saved one after another .*in a file of its own"
     _refused_by_fit_and_train(x_path, 5, message, capsys)
 
 
@@ -1010,7 +1014,7 @@ def test_an_npy_header_over_numpys_limit_is_named_with_the_rewrite(tmp_path, cal
     np.save(y_path, y)
     np.testing.assert_array_equal(np.load(x_path, max_header_size=10**6), X)  # valid, with the limit raised
     SoftmaxRegression(5, 3).save(tmp_path / "m.npz")
-    message = r"(?:X file .*X\.npy'|--data .*X\.npy) has an \.npy header of 20,\d{3} bytes, more than the 10,000 that NumPy reads"
+    message = rf"{X_NPY} has an \.npy header of 20,\d{{3}} bytes, more than the 10,000 that NumPy reads"
     if call in ("train", "predict"):
         options = ["--labels", str(y_path)] if call == "train" else ["--model", str(tmp_path / "m.npz")]
         assert main([call, "--data", str(x_path), *options, "--out", str(tmp_path / "o.npy"), "--quiet"]) == 2
