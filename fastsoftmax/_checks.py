@@ -151,6 +151,36 @@ def _as_array(a, name: str, what: str = "a NumPy array", object_fix: str | None 
     return arr
 
 
+def refuse_columns_that_are_not_numbers(
+    a, name: str, object_fix: str | None = None, error: type[Exception] = TypeError
+) -> None:
+    """``error`` naming the columns of a pandas DataFrame (or the values of a Series) that are not numbers.
+
+    Anything else passes. ``object_fix``, if given, is the fix for them.
+    Categories of numbers convert, as np.asarray converts them.
+    """
+    pandas = sys.modules.get("pandas")  # a frame means pandas is imported
+    if pandas is None or not isinstance(a, (pandas.DataFrame, pandas.Series)):
+        return
+    # A list: a frame may repeat a column name.
+    dtypes = list(a.dtypes.items()) if isinstance(a, pandas.DataFrame) else [(a.name, a.dtype)]
+    types = pandas.api.types
+
+    def numeric(dtype) -> bool:
+        categories = getattr(dtype, "categories", None)
+        return types.is_numeric_dtype(dtype if categories is None else categories.dtype)
+
+    other = [(column, dtype) for column, dtype in dtypes if not numeric(dtype)]
+    if other:
+        fix = object_fix or (
+            "encode them as numbers (for example with scikit-learn's OneHotEncoder or OrdinalEncoder) or drop them"
+        )
+        if isinstance(a, pandas.Series):
+            raise error(f"{name} holds {a.dtype} values, not numbers; {fix}.")
+        listed = ", ".join(f"{column!r} ({dtype})" for column, dtype in other[:5])
+        raise error(f"{name} has {len(other)} column(s) that are not numbers: {listed}; {fix}.")
+
+
 def _pandas_array(a, name: str, object_fix: str | None) -> np.ndarray | None:
     """A pandas DataFrame or Series with extension dtypes as a NumPy array; None for anything else.
 
@@ -164,23 +194,10 @@ def _pandas_array(a, name: str, object_fix: str | None) -> np.ndarray | None:
     pandas = sys.modules.get("pandas")  # a frame means pandas is imported
     if pandas is None or not isinstance(a, (pandas.DataFrame, pandas.Series)):
         return None
+    refuse_columns_that_are_not_numbers(a, name, object_fix)
     # A list: a frame may repeat a column name.
     dtypes = list(a.dtypes.items()) if isinstance(a, pandas.DataFrame) else [(a.name, a.dtype)]
     types = pandas.api.types
-
-    def numeric(dtype) -> bool:  # categories of numbers convert, as np.asarray converts them
-        categories = getattr(dtype, "categories", None)
-        return types.is_numeric_dtype(dtype if categories is None else categories.dtype)
-
-    other = [(column, dtype) for column, dtype in dtypes if not numeric(dtype)]
-    if other:
-        fix = object_fix or (
-            "encode them as numbers (for example with scikit-learn's OneHotEncoder or OrdinalEncoder) or drop them"
-        )
-        if isinstance(a, pandas.Series):
-            raise TypeError(f"{name} holds {a.dtype} values, not numbers; {fix}.")
-        listed = ", ".join(f"{column!r} ({dtype})" for column, dtype in other[:5])
-        raise TypeError(f"{name} has {len(other)} column(s) that are not numbers: {listed}; {fix}.")
     if all(isinstance(dtype, (np.dtype, pandas.CategoricalDtype)) for _, dtype in dtypes):
         return None  # NumPy's own dtypes, and categories of numbers: np.asarray converts them
     whole = [types.is_integer_dtype(dtype) or types.is_bool_dtype(dtype) for _, dtype in dtypes]

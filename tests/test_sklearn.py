@@ -913,6 +913,20 @@ def test_a_column_vector_y_with_a_dask_X_is_taken_as_with_a_numpy_X(labels):
     np.testing.assert_allclose(got.coef_, want.coef_, rtol=0, atol=1e-6)
 
 
+def test_a_frame_with_a_column_of_strings_is_named_by_its_column():
+    """scikit-learn's "could not convert string to float: 'paris'" named no column (SoftmaxRegression's fit
+    named it); a ValueError still, as LogisticRegression raises."""
+    pd = pytest.importorskip("pandas")
+    X, y = generated(n=60, d=2, k=3)
+    frame = pd.DataFrame({"a": X[:, 0], "city": np.where(y == 0, "paris", "oslo"), "b": X[:, 1]})
+    message = r"^X has 1 column\(s\) that are not numbers: '{}' \((object|str)\); encode them as numbers"
+    with pytest.raises(ValueError, match=message.format("city")):
+        SoftmaxClassifier().fit(frame, y)
+    fitted = SoftmaxClassifier().fit(frame[["a", "b"]], y)
+    with pytest.raises(ValueError, match=message.format("b")):  # strings where the fit had numbers
+        fitted.predict(frame[["a", "city"]].rename(columns={"city": "b"}))
+
+
 def test_a_column_vector_y_with_an_npy_X_gets_the_warning_of_a_numpy_X(tmp_path):
     """Raveled without a word for an .npy path X, where a NumPy or Dask X gets DataConversionWarning."""
     X, y = generated(n=200, d=3, k=3)
