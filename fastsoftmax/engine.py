@@ -1075,8 +1075,9 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
         else:
             model.loss_history_ = history_to_kept()  # with the starting loss, where no iteration was completed
 
+    start_raw = model._pack()  # a copy: W and b as they were, kept where a divergence keeps the start
     # W and b where the fit starts, in their own units: under L2, less their mean over the classes.
-    fit_start = _without_class_mean(model._pack(), model.num_classes) if options.l2 > 0 else model._pack()
+    fit_start = _without_class_mean(start_raw.copy(), model.num_classes) if options.l2 > 0 else start_raw
     if resumed is not None:
         theta0 = np.asarray(resumed.theta)
     elif scaling is None:
@@ -1188,7 +1189,6 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
     # scanned for first): until an iteration is committed, W and b are those of the
     # last fit, and an error restores that fit's record with them.
     record = (model.loss_history_, model.n_iter_, model.converged_)
-    start_raw = model._pack()  # a copy: W and b as they were, kept where a divergence keeps the start
     # Which weights that record describes; unset while this fit may change them.
     record_digest, model._record_digest = getattr(model, "_record_digest", None), None
 

@@ -455,12 +455,8 @@ def test_callback_returning_true_stops(data, solver):
     assert not model.converged_
 
 
-@pytest.mark.parametrize("solver", list(SOLVER_SETTINGS))
-def test_a_callback_that_stops_the_fit_keeps_the_weights_it_restores_in_place(data, solver):
-    """Early stopping that writes the best iterate back in place and returns True: the fit then wrote its last
-    iterate over it, without a word."""
-    X, y = data
-    best = {}
+def _restoring_the_first_iterate(best: dict):
+    """An early-stopping callback: keeps iteration 1's W and b in ``best``, writes them back in place at 3, stops."""
 
     def restore_the_first(model, iteration, loss):
         if iteration == 1:
@@ -470,10 +466,19 @@ def test_a_callback_that_stops_the_fit_keeps_the_weights_it_restores_in_place(da
             return True
         return False
 
+    return restore_the_first
+
+
+@pytest.mark.parametrize("solver", list(SOLVER_SETTINGS))
+def test_a_callback_that_stops_the_fit_keeps_the_weights_it_restores_in_place(data, solver):
+    """Early stopping that writes the best iterate back in place and returns True: the fit then wrote its last
+    iterate over it, without a word."""
+    X, y = data
+    best = {}
     model = SoftmaxRegression(D, K, seed=0)
     W = model.W
     settings = dict(SOLVER_SETTINGS[solver], max_iter=50)
-    model.fit(X, y, solver=solver, l2=L2, callback=restore_the_first, **settings)
+    model.fit(X, y, solver=solver, l2=L2, callback=_restoring_the_first_iterate(best), **settings)
     assert model.W is W and model.n_iter_ == 3 and not model.converged_
     np.testing.assert_array_equal(model.W, best["W"])
     np.testing.assert_array_equal(model.b, best["b"])
@@ -528,16 +533,8 @@ def test_the_record_of_a_fit_whose_callback_restored_weights_is_not_given_back_w
     first iteration's weights: a refit that diverged at once gave that record back beside them."""
     X, y = data
     best = {}
-
-    def restore_the_first(model, iteration, loss):
-        if iteration == 1:
-            best.update(W=model.W.copy(), b=model.b.copy())
-        if iteration == 3:
-            model.W[...], model.b[...] = best["W"], best["b"]
-            return True
-        return False
-
-    model = SoftmaxRegression(D, K, seed=0).fit(X, y, solver="gd", l2=L2, max_iter=50, callback=restore_the_first)
+    restoring = _restoring_the_first_iterate(best)
+    model = SoftmaxRegression(D, K, seed=0).fit(X, y, solver="gd", l2=L2, max_iter=50, callback=restoring)
     with pytest.raises(TrainingError, match="diverged"):
         model.fit(X, y, solver="gd", tol=0, **DIVERGING["gd"])
     assert model.n_iter_ == 0 and len(model.loss_history_) == 1
