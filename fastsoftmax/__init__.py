@@ -8,34 +8,61 @@ Public functions (shapes: X (N, D), y (N,), W (K, D), b (K,), Z (N, K)):
 :func:`loss_and_grad`, :func:`loss_and_grad_sums`,
 :func:`hessian_vector_product`, :func:`predict_proba`, :func:`predict`; the model
 :class:`SoftmaxRegression`, and the scikit-learn estimator :class:`SoftmaxClassifier`
-(imported on first use, with scikit-learn).
+(with scikit-learn).
 
-Importing the package compiles nothing; each kernel compiles on first use
+Importing the package imports neither Numba nor the kernels: each public name
+is imported on first use (``__getattr__``, PEP 562), so that ``import
+fastsoftmax`` and ``fastsoftmax --help`` take a fraction of a second, and an
+error in Numba's own start (``NUMBA_NUM_THREADS=0``) or a Ctrl-C during it
+reaches the command line's handlers. Each kernel compiles on its first call
 and is cached on disk.
 """
 
-from fastsoftmax._threading import request_threadsafe_layer
+from __future__ import annotations
 
-request_threadsafe_layer()
+import importlib
+from typing import TYPE_CHECKING
 
-from fastsoftmax._api import (  # noqa: E402
-    LossGradSums,
-    cross_entropy,
-    log_softmax,
-    loss_and_grad,
-    loss_and_grad_sums,
-    predict,
-    predict_proba,
-    softmax,
-)
-from fastsoftmax._hessian import hessian_vector_product  # noqa: E402
-from fastsoftmax.exceptions import ConvergenceWarning, TrainingError  # noqa: E402
-from fastsoftmax.model import SoftmaxRegression  # noqa: E402
+# Registers its hook at fork now: a fork before the first use of a name must be noted too.
+from fastsoftmax import _fork  # noqa: F401
+
+if TYPE_CHECKING:  # the names for type checkers and IDEs; at run time they come from __getattr__
+    from fastsoftmax._api import (
+        LossGradSums,
+        cross_entropy,
+        log_softmax,
+        loss_and_grad,
+        loss_and_grad_sums,
+        predict,
+        predict_proba,
+        softmax,
+    )
+    from fastsoftmax._hessian import hessian_vector_product
+    from fastsoftmax.exceptions import ConvergenceWarning, TrainingError
+    from fastsoftmax.model import SoftmaxRegression
+    from fastsoftmax.sklearn import SoftmaxClassifier as SoftmaxClassifier
 
 __version__ = "0.1.0"
 
-# SoftmaxClassifier is left out: a star import would import scikit-learn, and
-# fail without it. It is reached as fastsoftmax.SoftmaxClassifier (``__getattr__``).
+#: Each public name and the module that defines it.
+_PUBLIC = {
+    "ConvergenceWarning": "fastsoftmax.exceptions",
+    "LossGradSums": "fastsoftmax._api",
+    "SoftmaxClassifier": "fastsoftmax.sklearn",
+    "SoftmaxRegression": "fastsoftmax.model",
+    "TrainingError": "fastsoftmax.exceptions",
+    "cross_entropy": "fastsoftmax._api",
+    "hessian_vector_product": "fastsoftmax._hessian",
+    "log_softmax": "fastsoftmax._api",
+    "loss_and_grad": "fastsoftmax._api",
+    "loss_and_grad_sums": "fastsoftmax._api",
+    "predict": "fastsoftmax._api",
+    "predict_proba": "fastsoftmax._api",
+    "softmax": "fastsoftmax._api",
+}
+
+# _PUBLIC's names but SoftmaxClassifier: a star import would import
+# scikit-learn, and fail without it. It is reached as fastsoftmax.SoftmaxClassifier.
 __all__ = [
     "ConvergenceWarning",
     "LossGradSums",
@@ -53,14 +80,14 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    # SoftmaxClassifier needs scikit-learn: import it on first use only, so
-    # that `import fastsoftmax` stays light and works without scikit-learn.
-    if name == "SoftmaxClassifier":
-        from fastsoftmax.sklearn import SoftmaxClassifier
-
-        return SoftmaxClassifier
-    raise AttributeError(f"module 'fastsoftmax' has no attribute {name!r}")
+    """Import the module of a public name on its first use, and keep the name here."""
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fastsoftmax' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later uses are plain attribute reads
+    return value
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), "SoftmaxClassifier"})
+    return sorted({*globals(), *_PUBLIC})

@@ -19,17 +19,15 @@ import weakref
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-try:
-    import numba
-except ValueError as error:  # Numba reads NUMBA_NUM_THREADS as it is imported: "... must be > 0", no variable named
-    if "NUMBA_NUM_THREADS" not in os.environ:
-        raise
-    raise ValueError(
-        f"Numba cannot start with NUMBA_NUM_THREADS={os.environ['NUMBA_NUM_THREADS']!r} in the environment "
-        f"({error}): set it to a whole number of threads, at least 1, or unset it to use every core."
-    ) from error
+# The kernels before Numba: their package's import of Numba names NUMBA_NUM_THREADS where
+# Numba's own refusal does not.
+from fastsoftmax import kernels
 
-from fastsoftmax.exceptions import JitDisabledError
+# isort: split
+import numba
+
+from fastsoftmax import _fork
+from fastsoftmax.exceptions import JitDisabledError, KernelMemoryError
 
 _layer_lock = threading.Lock()
 _layer_checked = False
@@ -48,6 +46,10 @@ def request_threadsafe_layer() -> None:
         numba.config.THREADING_LAYER = "threadsafe"
 
 
+# At import, before any code of the package can launch Numba's threads.
+request_threadsafe_layer()
+
+
 def _launch_threads() -> None:
     # Numba starts its thread pool on the first parallel call; starting it here
     # lets a failure to load OpenMP/TBB fall back before any kernel runs.
@@ -59,10 +61,8 @@ def _launch_threads() -> None:
 def _check_jit() -> None:
     """Raise JitDisabledError if NUMBA_DISABLE_JIT=1 turned the compiler off: the kernels fail in pure Python."""
     global _jit_checked
-    from fastsoftmax.kernels import JIT_DISABLED
-
-    if JIT_DISABLED:
-        raise JitDisabledError(JIT_DISABLED)
+    if kernels.JIT_DISABLED:
+        raise JitDisabledError(kernels.JIT_DISABLED)
     _jit_checked = True
 
 
@@ -100,16 +100,6 @@ def _check_layer() -> None:
 #: A context with nothing to do. A nullcontext holds no state, so one
 #: instance serves every thread at once.
 _NOTHING_TO_DO = contextlib.nullcontext()
-
-
-class KernelMemoryError(MemoryError):
-    """Memory that ran out for a kernel's working arrays (a MemoryError; the command line names its options)."""
-
-    def __init__(self) -> None:
-        super().__init__(
-            "out of memory for the kernels' working arrays, which grow with the number of classes and of threads; "
-            "free memory, or run with fewer classes or Numba threads"
-        )
 
 
 class _KernelCall:
@@ -181,14 +171,6 @@ def _parallel_section(n_chunks: int, calls_blas: bool) -> Iterator[None]:
         yield
 
 
-#: Set in a process forked from one whose OpenMP threads had started: GNU
-#: OpenMP cannot start threads after a fork (Numba ends such a child with
-#: "fork() called from a process already using GNU OpenMP, this is unsafe",
-#: and a multiprocessing pool then waits for ever), so every call there runs
-#: on one thread, where no parallel region is entered.
-_forked_from_openmp = False
-
-
 def _after_fork_in_child() -> None:
     """In a forked child, which has only the thread that forked: OpenMP's state, and what other threads held.
 
@@ -204,14 +186,9 @@ def _after_fork_in_child() -> None:
     (``_in_callback``) but the forking thread's own: left, a training of
     that model in the child was taken to be waiting in its callback, and
     another thread's prediction read W and b as they were written, where it
-    is refused. OpenMP counts as started where Numba's pool is, whoever
-    started it (the user's own ``parallel=True`` code).
+    is refused. Whether OpenMP had started is noted by :mod:`fastsoftmax._fork`.
     """
-    global _forked_from_openmp, _trainers_lock, _blas_lock, _serialise_lock, _layer_lock
-    try:
-        _forked_from_openmp = _forked_from_openmp or numba.threading_layer() == "omp"
-    except ValueError:  # no layer started
-        pass
+    global _trainers_lock, _blas_lock, _serialise_lock, _layer_lock
     _trainers_lock = threading.Lock()
     _readers.clear()
     this_thread = threading.current_thread()
@@ -232,9 +209,9 @@ if hasattr(os, "register_at_fork"):
 def get_num_threads() -> int:
     """``numba.get_num_threads()``, once the threading layer is chosen (it launches the pool).
 
-    1 in a process forked after OpenMP's threads started (``_forked_from_openmp``).
+    1 in a process forked after OpenMP's threads started (:mod:`fastsoftmax._fork`).
     """
-    if _forked_from_openmp:
+    if _fork.forked_from_openmp:
         return 1
     if not _layer_checked:
         _check_layer()

@@ -2444,12 +2444,13 @@ def _run_command(argv: Sequence[str] | None, stdout: _StreamGuard) -> int:
         args.samples_given, args.features_given = args.samples, args.features
         args.samples = args.samples or DEFAULT_SAMPLES
         args.features = args.features or DEFAULT_FEATURES
-    from fastsoftmax._threading import KernelMemoryError, get_num_threads, set_num_threads
-    from fastsoftmax.engine import PenaltyBeyondDtypeError
-    from fastsoftmax.exceptions import JitDisabledError
+    from fastsoftmax.exceptions import JitDisabledError, KernelMemoryError, PenaltyBeyondDtypeError
 
     threads = None
     try:
+        # Numba's import inside the try: NUMBA_NUM_THREADS=0 is reported in one line, Ctrl-C as an interrupt.
+        from fastsoftmax._threading import get_num_threads, set_num_threads
+
         # Inside the try: a threading layer that cannot load, or NUMBA_DISABLE_JIT, is reported in one line.
         threads = get_num_threads()  # --threads is undone on return (main() may run in-process)
         status = args.handler(args)

@@ -67,7 +67,7 @@ from fastsoftmax._checks import FitOptions, check_seed
 from fastsoftmax._scaling import FeatureScaling, ScaledObjective
 from fastsoftmax._terms import l2_penalty
 from fastsoftmax._threading import callback_running, exclusive_training, run_whole, single_threaded_blas
-from fastsoftmax.exceptions import ConvergenceWarning, TrainingError
+from fastsoftmax.exceptions import ConvergenceWarning, PenaltyBeyondDtypeError, TrainingError
 
 MINIBATCH_SOLVERS = ("sgd", "adam")
 #: Checkpointed state that belongs to the engine, not to the solver.
@@ -697,10 +697,6 @@ HOLDS_THAT_ITERATION = "W and b hold that iteration"
 WEIGHTS_KEPT = "W and b keep"
 HOLDS_THE_TRAINED_MODEL = "W and b hold the trained model"
 FINAL_CHECKPOINT_NOT_WRITTEN = "the fit finished, but its final checkpoint was not written"
-
-
-class PenaltyBeyondDtypeError(ValueError):
-    """An l2 beyond the model's dtype (:func:`_refuse_a_penalty_beyond_the_dtype`); the command line names --l2."""
 
 
 def _refuse_a_penalty_beyond_the_dtype(options: FitOptions, dtype: np.dtype) -> None:

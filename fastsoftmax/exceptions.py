@@ -22,6 +22,20 @@ class JitDisabledError(RuntimeError):
     """
 
 
+class KernelMemoryError(MemoryError):
+    """Memory that ran out for a kernel's working arrays (a MemoryError; the command line names its options)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "out of memory for the kernels' working arrays, which grow with the number of classes and of threads; "
+            "free memory, or run with fewer classes or Numba threads"
+        )
+
+
+class PenaltyBeyondDtypeError(ValueError):
+    """An l2 beyond the model's dtype (``engine._refuse_a_penalty_beyond_the_dtype``); the command line names --l2."""
+
+
 class ConvergenceWarning(UserWarning):
     """The solver stopped before meeting its tolerance; ``converged_`` is False.
 

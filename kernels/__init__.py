@@ -20,7 +20,17 @@ call and is cached on disk (``cache=True``). Processes that share the cache
 take turns to write it (``_cache``).
 """
 
-import numba
+import os
+
+try:
+    import numba
+except ValueError as error:  # Numba reads NUMBA_NUM_THREADS as it is imported: "... must be > 0", no variable named
+    if "NUMBA_NUM_THREADS" not in os.environ:
+        raise
+    raise ValueError(
+        f"Numba cannot start with NUMBA_NUM_THREADS={os.environ['NUMBA_NUM_THREADS']!r} in the environment "
+        f"({error}): set it to a whole number of threads, at least 1, or unset it to use every core."
+    ) from error
 
 from fastsoftmax.kernels._signature import read_only
 from fastsoftmax.kernels.hessian import (

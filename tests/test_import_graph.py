@@ -18,6 +18,8 @@ or every module would sit in a cycle with its own ``__init__``.
 from __future__ import annotations
 
 import ast
+import importlib
+import importlib.util
 import itertools
 import json
 import subprocess
@@ -193,7 +195,8 @@ def test_no_cycle_among_module_and_function_level_imports():
 def test_the_graph_holds_the_package_imports():
     # The cycle tests pass on an empty graph: check that the graph is the real one.
     edges = {(e.source, e.target, e.kind) for e in package_import_edges()}
-    assert ("fastsoftmax", "fastsoftmax._api", "module") in edges
+    assert ("fastsoftmax.model", "fastsoftmax._api", "module") in edges
+    assert ("fastsoftmax", "fastsoftmax._api", "type-checking") in edges
     assert ("fastsoftmax.kernels.loss_grad", "fastsoftmax.kernels._config", "module") in edges
     assert ("fastsoftmax._api", "fastsoftmax.kernels", "module") in edges
     assert any(kind == "function" for _, _, kind in edges)
@@ -266,6 +269,11 @@ LIGHT_IMPORT = textwrap.dedent(
     import sys
 
     import fastsoftmax
+
+    at_import = [name for name in ("numba", "fastsoftmax.kernels") if name in sys.modules]
+    for name in fastsoftmax.__all__:  # every public name but SoftmaxClassifier, imported on first use
+        getattr(fastsoftmax, name)
+
     from numba.core.dispatcher import Dispatcher
 
     heavy = [name for name in ("dask", "distributed", "sklearn", "scipy.optimize") if name in sys.modules]
@@ -275,7 +283,7 @@ LIGHT_IMPORT = textwrap.dedent(
             for obj in vars(module).values():
                 if isinstance(obj, Dispatcher):
                     dispatchers[obj.py_func.__module__ + "." + obj.py_func.__name__] = len(obj.signatures)
-    print(json.dumps({"heavy": heavy, "dispatchers": dispatchers}))
+    print(json.dumps({"at_import": at_import, "heavy": heavy, "dispatchers": dispatchers}))
     """
 )
 
@@ -284,8 +292,42 @@ def test_import_fastsoftmax_imports_no_extra_and_compiles_nothing():
     done = subprocess.run([sys.executable, "-c", LIGHT_IMPORT], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.splitlines()[-1])
-    assert result["heavy"] == [], f"import fastsoftmax imported {result['heavy']}; import them inside functions"
+    # Numba and the kernels wait for the first public name used (``fastsoftmax.__getattr__``).
+    assert result["at_import"] == [], f"import fastsoftmax imported {result['at_import']}"
+    assert result["heavy"] == [], f"fastsoftmax's public names imported {result['heavy']}; import them inside functions"
     # The check looked at the kernels: the fused kernel's dispatcher is among them.
     assert "fastsoftmax.kernels.loss_grad._loss_grad_parallel" in result["dispatchers"], result["dispatchers"]
     compiled = {name: n for name, n in result["dispatchers"].items() if n}
-    assert not compiled, f"import fastsoftmax compiled {compiled}; kernels must compile on first call"
+    assert not compiled, f"fastsoftmax's public names compiled {compiled}; kernels must compile on first call"
+
+
+def test_the_public_names_are_their_modules_objects():
+    import fastsoftmax
+
+    assert set(fastsoftmax.__all__) | {"SoftmaxClassifier"} == set(fastsoftmax._PUBLIC)
+    for name, module in fastsoftmax._PUBLIC.items():
+        if name != "SoftmaxClassifier" or importlib.util.find_spec("sklearn") is not None:
+            assert getattr(fastsoftmax, name) is getattr(importlib.import_module(module), name)
+    assert set(fastsoftmax._PUBLIC) <= set(dir(fastsoftmax))
+    with pytest.raises(AttributeError, match="module 'fastsoftmax' has no attribute 'SoftmaxRegresion'"):
+        fastsoftmax.SoftmaxRegresion  # noqa: B018
+
+
+COMMAND_LINE_HELP = textwrap.dedent(
+    """
+    import contextlib, io, sys
+    from fastsoftmax.cli import main
+
+    for argv in (["--help"], ["train", "--help"], ["predict", "--help"]):
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
+            main(argv)
+    print("numba" in sys.modules)
+    """
+)
+
+
+def test_the_command_lines_help_imports_no_numba():
+    """``fastsoftmax --help`` waited about a second for Numba, which it never uses."""
+    done = subprocess.run([sys.executable, "-c", COMMAND_LINE_HELP], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False"]

@@ -642,15 +642,39 @@ def test_a_threading_layer_the_user_chose_is_not_replaced_behind_their_back():
     assert "unset NUMBA_THREADING_LAYER" in done.stdout
 
 
+NUMBA_START_REFUSED = (
+    "Numba cannot start with NUMBA_NUM_THREADS='{threads}' in the environment (Number of threads specified must "
+    "be > 0.): set it to a whole number of threads, at least 1, or unset it to use every core."
+)
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import fastsoftmax; fastsoftmax.softmax",
+        "from fastsoftmax import SoftmaxRegression",
+        "from fastsoftmax.datasets import make_classification",
+        "import fastsoftmax._threading",
+        "import fastsoftmax.kernels",
+    ],
+)
 @pytest.mark.parametrize("threads", ["0", "-1"])
-def test_a_number_of_threads_numba_cannot_start_with_names_the_variable(threads):
-    """Numba's import raised "Number of threads specified must be > 0." without naming NUMBA_NUM_THREADS."""
-    done = _run_with_environment("import fastsoftmax", NUMBA_NUM_THREADS=threads)
+def test_a_number_of_threads_numba_cannot_start_with_names_the_variable(threads, code):
+    """Numba's import raised "Number of threads specified must be > 0." without naming NUMBA_NUM_THREADS,
+    on every way into the package that imports Numba."""
+    done = _run_with_environment(code, NUMBA_NUM_THREADS=threads)
     assert done.returncode == 1
-    assert done.stderr.rstrip().splitlines()[-1] == (
-        f"ValueError: Numba cannot start with NUMBA_NUM_THREADS='{threads}' in the environment (Number of threads "
-        "specified must be > 0.): set it to a whole number of threads, at least 1, or unset it to use every core."
+    assert done.stderr.rstrip().splitlines()[-1] == "ValueError: " + NUMBA_START_REFUSED.format(threads=threads)
+
+
+def test_a_number_of_threads_numba_cannot_start_with_is_one_line_at_the_command_line():
+    """The package's import started Numba before main() ran: a traceback, where every other error is one line."""
+    environment = {**os.environ, "NUMBA_NUM_THREADS": "0"}
+    done = subprocess.run(
+        [sys.executable, "-m", "fastsoftmax", "demo"], capture_output=True, text=True, timeout=300, env=environment
     )
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == ["fastsoftmax demo: error: " + NUMBA_START_REFUSED.format(threads=0)]
 
 
 FORKED_WORKERS = textwrap.dedent(
