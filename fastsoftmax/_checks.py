@@ -31,6 +31,7 @@ import os
 import sys
 import warnings
 from collections.abc import Callable, Iterator
+from types import ModuleType
 from typing import NamedTuple
 
 import numpy as np
@@ -50,9 +51,25 @@ def as_float_dtype(dtype) -> np.dtype:
     return dtype
 
 
+def imported_module(name: str) -> ModuleType | None:
+    """The module ``name`` where this process has imported it, else None; it is never imported here.
+
+    A module is in ``sys.modules`` from the start of its import: read from
+    there while another thread imported it, pandas raised "partially
+    initialized module 'pandas' has no attribute 'DataFrame'" in a call that
+    had nothing to do with it. The import statement waits for that import
+    to end (``__import__``: a fifth of ``importlib.import_module``'s cost, on
+    every call's path).
+    """
+    if name not in sys.modules:
+        return None
+    __import__(name)
+    return sys.modules[name]
+
+
 def _is_scipy_sparse(a) -> bool:
     """True for a scipy.sparse matrix or array, without importing scipy (a sparse ``a`` means it is imported)."""
-    sparse = sys.modules.get("scipy.sparse")
+    sparse = imported_module("scipy.sparse")
     return sparse is not None and sparse.issparse(a)
 
 
@@ -159,7 +176,7 @@ def refuse_columns_that_are_not_numbers(
     Anything else passes. ``object_fix``, if given, is the fix for them.
     Categories of numbers convert, as np.asarray converts them.
     """
-    pandas = sys.modules.get("pandas")  # a frame means pandas is imported
+    pandas = imported_module("pandas")  # a frame means pandas is imported
     if pandas is None or not isinstance(a, (pandas.DataFrame, pandas.Series)):
         return
     # A list: a frame may repeat a column name.
@@ -191,7 +208,7 @@ def _pandas_array(a, name: str, object_fix: str | None) -> np.ndarray | None:
     (the finiteness check then names its row); columns that are not numbers
     are named (``object_fix``, if given, is the fix for them).
     """
-    pandas = sys.modules.get("pandas")  # a frame means pandas is imported
+    pandas = imported_module("pandas")  # a frame means pandas is imported
     if pandas is None or not isinstance(a, (pandas.DataFrame, pandas.Series)):
         return None
     refuse_columns_that_are_not_numbers(a, name, object_fix)

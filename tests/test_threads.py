@@ -677,6 +677,48 @@ def test_a_number_of_threads_numba_cannot_start_with_is_one_line_at_the_command_
     assert done.stderr.splitlines() == ["fastsoftmax demo: error: " + NUMBA_START_REFUSED.format(threads=0)]
 
 
+CALLS_WHILE_ANOTHER_THREAD_IMPORTS = textwrap.dedent(
+    """
+    import sys, threading
+    import numpy as np
+    import fastsoftmax as fs
+
+    rng = np.random.default_rng(0)
+    X, W, b = rng.standard_normal((20, 10)), np.zeros((3, 10)), np.zeros(3)
+    y = [0, 1, 2, 0] * 5  # a list: the checks look for a pandas Series
+    fs.loss_and_grad(X, y, W, b)
+    errors, stop = [], threading.Event()
+
+    def call():
+        while not stop.is_set():
+            try:
+                fs.loss_and_grad(X, y, W, b)
+            except Exception as error:
+                errors.append(repr(error))
+                return
+
+    threads = [threading.Thread(target=call) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    import {module}
+    stop.set()
+    for thread in threads:
+        thread.join()
+    print(errors[:1])
+    """
+)
+
+
+@pytest.mark.parametrize("module", ["pandas", "scipy.sparse"])
+def test_calls_go_on_while_another_thread_imports_a_module_they_look_for(module):
+    """A module is in sys.modules from the start of its import: a call in another thread read pandas from there
+    and raised "partially initialized module 'pandas' has no attribute 'DataFrame'"."""
+    pytest.importorskip(module)
+    done = _run_with_environment(CALLS_WHILE_ANOTHER_THREAD_IMPORTS.format(module=module))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["[]"]
+
+
 FORKED_WORKERS = textwrap.dedent(
     """
     import multiprocessing, sys
