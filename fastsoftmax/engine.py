@@ -39,8 +39,9 @@ everything that does not depend on where the data lives:
 * **convergence**: ``max_iter`` used up before ``tol`` warns
   (:class:`ConvergenceWarning`), unless ``tol`` is 0 or the callback stopped;
   a full-batch fit is not called converged where its loss ends above
-  log K, or where the loss stopped falling but the gradient, in
-  standardised units, is still far from zero (:func:`_unconverged_at_floor`).
+  log K, or where the loss stopped falling, or a gradient in the
+  features' own units fell below tol, but the gradient in standardised
+  units is still far from zero (:func:`_unconverged_where_stopped`).
 
 The engine imports neither the model nor any data back end: the model is
 passed in (anything with ``_pack``, ``_commit`` and the fitted attributes),
@@ -263,7 +264,7 @@ def convergence_messages() -> Iterator[list[str]]:
 HUGE_START_LOSS_RATIO = 100
 
 
-def _unconverged_at_floor(
+def _unconverged_where_stopped(
     model: Trainable,
     objective: Objective,
     options: FitOptions,
@@ -273,7 +274,7 @@ def _unconverged_at_floor(
 ) -> str | None:
     """Why a full-batch fit that the solver calls converged is not at the optimum; None where it is.
 
-    Two checks, each true of every optimum:
+    Three checks, each true of every optimum:
 
     * zero W and b give the loss log K (and no penalty), so the optimum's
       loss is at most log K wherever b is fitted or starts at 0. A loss far
@@ -289,7 +290,17 @@ def _unconverged_at_floor(
       is not preconditioned) must be at most ``max(tol, eps^(1/3))``
       of the data's dtype, 5e-3 in float32 and 6e-6 in float64: 100 times the
       largest seen at a true rounding floor (4e-5 and 2e-8), 20 times below
-      the smallest stall measured (0.09 and 2e-4).
+      the smallest stall measured (0.09 and 2e-4);
+    * a fit that is not preconditioned (gd, and lbfgs or newton-cg with
+      ``precondition=False``) and stops because ``max|g| <= tol`` measured
+      the gradient in the features' own units, where a feature in units of
+      1e-6 has a gradient a million times below its standardised one: gd
+      and L-BFGS stopped with the loss at 1.013 against an optimum of 0.500,
+      and a standardised gradient of 0.36. The bound there is float32's in
+      either dtype, ``max(tol, 5e-3)``: below it the loss is within about
+      1e-5 of the optimum, and a rare column (a one-hot category in 1 row of
+      400, whose standardised gradient is 20 times its own) is not called
+      unconverged at a gap near 1e-9.
     """
     zero_weights_loss = math.log(model.num_classes)
     final_loss = result.loss_history[-1] if result.loss_history else math.nan
@@ -299,8 +310,8 @@ def _unconverged_at_floor(
             f"the loss stopped at {final_loss:.6g}, above {zero_weights_loss:.6g}, that of zero weights, "
             f"so it is no optimum"
         )
-    if not result.at_loss_floor:
-        return None
+    if not result.at_loss_floor and scaling is not None:
+        return None  # max|g| <= tol, measured in standardised coordinates
     # L-BFGS keeps the gradient at its last iterate as "grad", Newton-CG as "gradient".
     grad = solver_state.get("grad", solver_state.get("gradient"))
     if grad is None:
@@ -309,9 +320,19 @@ def _unconverged_at_floor(
         standard = objective.feature_scaling(options.l2, model.num_classes, centre=options.fit_intercept)
         grad = standard.gradient_to_scaled(grad)
     largest = float(np.max(np.abs(grad)))
-    bound = max(options.tol, float(np.finfo(model.dtype).eps) ** (1 / 3))
+    eps = float(np.finfo(model.dtype if result.at_loss_floor else np.float32).eps)
+    bound = max(options.tol, eps ** (1 / 3))
     if largest <= bound:
         return None
+    if not result.at_loss_floor:
+        remedy = "standardise the features" + (
+            ", or use precondition='auto'" if options.solver in ("lbfgs", "newton-cg") else ""
+        )
+        return (
+            f"the largest gradient component fell below tol in the features' own units, but in standardised units "
+            f"it is still {largest:.3g}, above {bound:.3g}: features in small units leave their weights short of "
+            f"the optimum; {remedy}"
+        )
     remedy = (
         "use precondition='auto' or standardise the features"
         if not options.precondition
@@ -339,7 +360,7 @@ def _minibatch_end_above_zero_weights(
     The rule (5 epochs without a relative gain above ``tol``) also holds for a
     run that hardly moves: lr 1e-9 kept the loss at 1.106 on data whose
     optimum is near 0, and reported convergence. As for the full-batch
-    solvers (:func:`_unconverged_at_floor`), every optimum's loss is at most
+    solvers (:func:`_unconverged_where_stopped`), every optimum's loss is at most
     log K, that of zero weights, wherever b is fitted or starts at 0: a run
     whose loss over all rows at the end, ``end_loss`` (measured where None:
     one pass), lies above it is denied convergence. Not the last epoch's
@@ -427,8 +448,11 @@ def warn_not_converged(
     elif n_iter >= options.max_iter:
         why = "raise max_iter, loosen tol, or scale the features (for example with StandardScaler)"
     else:  # the solver stopped on its own, e.g. a line search that found no lower loss
-        # A stall found by _unconverged_at_floor names its remedy already: not repeated here.
+        # A stall found by _unconverged_where_stopped names its remedy already: not repeated here.
         advice = []
+        # Not where the stop names its own cause: a climbing loss is the lr's, and a gradient below tol only
+        # in the features' own units is their scale's; neither tol nor float64 would change it.
+        names_its_cause = any(cause in stop_message for cause in ("lower lr", "raise lr", "standardise the features"))
         if options.solver in ("lbfgs", "newton-cg") and not options.precondition:
             # Features in units from 1e-3 to 1e3 stalled L-BFGS 1 % above the optimum.
             if "precondition='auto'" not in stop_message:
@@ -436,11 +460,9 @@ def warn_not_converged(
                     "with precondition=False, features on different scales may have stalled it short of the "
                     "optimum, rather than rounding: use precondition='auto' or standardise the features"
                 )
-        elif "lower lr" not in stop_message and "raise lr" not in stop_message:  # these name their remedies
+        elif not names_its_cause:
             advice.append("loosen tol")
-        # Not where the stop names its step size: a climbing loss is the lr's, which float64 would not fix.
-        names_lr = "lower lr" in stop_message or "raise lr" in stop_message
-        if np.dtype(dtype) == np.float32 and "use float64" not in stop_message and not names_lr:
+        if np.dtype(dtype) == np.float32 and "use float64" not in stop_message and not names_its_cause:
             advice.append("use float64 (dtype=np.float64)")
         why = f"it stopped early ({stop_message})" + (f"; {', or '.join(advice)}" if advice else "")
     if options.solver in MINIBATCH_SOLVERS and n_samples is not None and options.batch_size >= n_samples:
@@ -1252,7 +1274,7 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
                 end_loss,
             )
             if minibatch
-            else _unconverged_at_floor(model, objective, options, scaling, result, solver_state)
+            else _unconverged_where_stopped(model, objective, options, scaling, result, solver_state)
         )
         if stalled is not None:
             result.converged, result.message = False, stalled

@@ -298,6 +298,32 @@ def test_a_stall_on_unscaled_features_is_not_called_converged(solver):
     assert fitted.loss_history_[-1] == pytest.approx(optimum.loss_history_[-1], rel=1e-9)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(("solver", "options"), [("gd", {"max_iter": 20_000}), ("lbfgs", {"precondition": False})])
+def test_a_gradient_below_tol_in_small_units_is_not_called_converged(solver, options, dtype):
+    """The informative feature in units of 1e-6: max|g| <= tol held in those units at once, and gd and L-BFGS
+    called a loss of 1.013 converged, where the optimum's is 0.500 (accuracy 0.46 against 0.78)."""
+    rng = np.random.default_rng(0)
+    Z = rng.standard_normal((500, 4))
+    logits = 3 * Z[:, :1] * np.array([[-1.0, 0.0, 1.0]]) + 0.3 * Z[:, 1:] @ rng.standard_normal((3, 3))
+    y = np.argmax(logits + rng.gumbel(size=logits.shape), axis=1)
+    X = Z.copy()
+    X[:, 0] *= 1e-6
+    optimum = fs.SoftmaxRegression(4, 3, seed=0).fit(X, y)
+    assert optimum.converged_
+    model = fs.SoftmaxRegression(4, 3, seed=0, dtype=dtype)
+    with pytest.warns(fs.ConvergenceWarning, match=r"below tol in the features' own units.*standardise the features"):
+        model.fit(X.astype(dtype), y, solver=solver, **options)
+    assert not model.converged_
+    assert model.loss_history_[-1] > optimum.loss_history_[-1] * 1.2
+    # On standardised features the same solver's gradient stop is at the optimum, and is called converged
+    # (tol 1e-4: float32's gradient is not exact to 1e-6).
+    standardised = ((X - X.mean(axis=0)) / X.std(axis=0)).astype(dtype)
+    refit = fs.SoftmaxRegression(4, 3, seed=0, dtype=dtype).fit(standardised, y, solver=solver, tol=1e-4, **options)
+    assert refit.converged_
+    assert refit.loss_history_[-1] == pytest.approx(optimum.loss_history_[-1], rel=1e-5)
+
+
 @pytest.mark.parametrize("solver", ["lbfgs", "newton-cg"])
 def test_a_fit_that_ends_above_the_loss_of_zero_weights_is_not_converged(solver):
     """One outlier of 1e37: centring cancelled b in float64, the loss stayed near 1.5e15 (log 3 = 1.1 for zero
