@@ -685,8 +685,10 @@ def column_moments_about(
     O(stored values + D): each row without column j adds :math:`w_i (0 - s_j)`
     and :math:`w_i s_j^2`. ``sample_weight`` is (N,) or (0,) for all ones.
     Sums of disjoint sets of rows add up (``FeatureScaling.from_moments``).
+    A column that a row stores more than once counts as the sum of its
+    values there (:func:`_with_each_column_once`).
     """
-    data, indices, indptr = rows.arrays()
+    data, indices, indptr = _with_each_column_once(rows)
     n_features = rows.n_features
     weight_sum = _weight_sum(sample_weight, rows.n_samples)
     if sample_weight.shape[0]:
@@ -701,6 +703,27 @@ def column_moments_about(
         squares = np.bincount(indices, weights=weights * deviations * deviations, minlength=n_features)
         squares = squares + unstored_weight * shift * shift
     return sums, squares, weight_sum
+
+
+def _with_each_column_once(rows: CSRRows) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """X's arrays, or, where a row stores a column more than once, a copy with those values summed.
+
+    SciPy's products, and the kernels, add such values up, but moments taken
+    value by value counted each as a value of its own: with every value stored
+    as 1000 x and -999 x, the scaling's variances were wrong and L-BFGS ended
+    17 % above the optimum. SciPy's test for a canonical X (each row's
+    columns rising) reads the indices once and copies nothing; the copy is
+    made only where it fails, for the moments alone.
+    """
+    import scipy.sparse
+
+    arrays = rows.arrays()
+    X = scipy.sparse.csr_array(arrays, shape=rows.shape, copy=False)
+    if X.has_canonical_format:
+        return arrays
+    X = X.copy()
+    X.sum_duplicates()  # sorts each row's columns, and adds the values of a column stored twice
+    return X.data, X.indices, X.indptr
 
 
 def hessian_objective(rows: CSRRows, sample_weight: np.ndarray, n_classes: int, l2: float) -> SparseObjective:
