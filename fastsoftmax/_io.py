@@ -23,6 +23,7 @@ bounds a chunked pass to about one chunk of file pages.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import math
@@ -813,6 +814,7 @@ def read_npz(
                 raise foreign("a NumPy array file (.npy)")
             with zipfile.ZipFile(file) as archive:
                 members = archive.infolist()
+                _refuse_repeated_members(members, invalid)
                 if names is not None:
                     members = [info for info in members if info.filename[: -len(".npy")] in names]
                 file_size = os.fstat(file.fileno()).st_size
@@ -873,6 +875,22 @@ def _archive_holds(members: list[zipfile.ZipInfo]) -> str:
 _LOCAL_HEADER_BYTES = 30
 #: The signature that starts each entry of a zip archive's central directory.
 _CENTRAL_DIRECTORY_SIGNATURE = b"PK\x01\x02"
+
+
+def _refuse_repeated_members(members: list[zipfile.ZipInfo], invalid) -> None:
+    """Refuse an archive that holds a member twice under one name, which no writer of these files makes.
+
+    ``zipfile`` reads both, and the later one won: a model file given a
+    second ``W.npy`` predicted with it, without a word (as ``np.load``
+    does).
+    """
+    counts = collections.Counter(info.filename for info in members)
+    repeated = [f"{name!r} ({count} times)" for name, count in counts.items() if count > 1]
+    if repeated:
+        raise invalid(
+            f"it holds the member {', '.join(repeated[:3])} more than once, which no writer of these files does; "
+            f"it was edited or is corrupt"
+        )
 
 
 def _check_members_apart(members: list[zipfile.ZipInfo], directory_start: int, invalid) -> None:

@@ -804,6 +804,23 @@ def test_members_that_hold_each_other_are_refused_before_reading(tmp_path, monke
         SoftmaxRegression.load(path)
 
 
+def test_a_member_held_twice_is_refused(tmp_path):
+    """A model file given a second W.npy (all 7s) loaded without a word, the later copy winning, and predicted
+    with it."""
+    path = tmp_path / "m.npz"
+    SoftmaxRegression(4, 3, seed=0).save(path)
+    forged = tmp_path / "twice.npz"
+    with zipfile.ZipFile(path) as original, zipfile.ZipFile(forged, "w") as archive:
+        for info in original.infolist():
+            archive.writestr(info, original.read(info))
+        buffer = io.BytesIO()
+        np.lib.format.write_array(buffer, np.full((3, 4), 7.0, dtype=np.float32))
+        with pytest.warns(UserWarning, match="Duplicate name"):  # zipfile's own, as it writes the copy
+            archive.writestr("W.npy", buffer.getvalue())
+    with pytest.raises(ValueError, match=r"twice\.npz .*member 'W\.npy' \(2 times\) more than once"):
+        SoftmaxRegression.load(forged)
+
+
 def test_stored_member_larger_than_its_compressed_size_is_refused(tmp_path, monkeypatch):
     path = _forged_model_file(tmp_path / "forged.npz", member_shape=(1 << 27,), file_size=(1 << 30) + 128)
     _no_allocation(monkeypatch)
