@@ -516,7 +516,7 @@ def run_whole(write: Callable[[], None]) -> None:
         raise
 
 
-def copied_for_saving(model: object, path: str | None, copy: Callable[[], T]) -> T:
+def copied_for_saving(model: object, path: str | None, copy: Callable[[], T], held: tuple[object, ...] = ()) -> T:
     """``copy()`` (what a save writes of ``model`` to ``path``), made while no other thread trains ``model``.
 
     A training updates W, b and the fit record one after another after each
@@ -532,10 +532,14 @@ def copied_for_saving(model: object, path: str | None, copy: Callable[[], T]) ->
     for the file to be written). While the fit's callback runs, the
     training thread waits in it, and a save from a worker thread the callback
     waits for is made like the callback's own. ``path`` None: the copy is
-    that of pickle or ``copy.deepcopy`` (``__getstate__``).
+    that of pickle or ``copy.deepcopy`` (``__getstate__``). ``held``: other
+    models that ``copy()`` copies (the estimator's engine model), whose
+    training in another thread refuses the copy too.
     """
     with _trainers_lock:
         trainer = None if _in_callback.get(id(model)) else _other_trainer(model)
+        for other in held:
+            trainer = trainer or (None if _in_callback.get(id(other)) else _other_trainer(other))
         if trainer is not None:
             name = type(model).__name__
             what, verb = (f"{path} was not written", "Save") if path is not None else ("no copy was made", "Copy")

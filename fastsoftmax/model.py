@@ -133,19 +133,20 @@ class SoftmaxRegression:
         ``__getstate__``, and deep-copied within it, hung the thread.
         """
 
-        def written_in_training() -> dict:
-            return {
-                name: value.copy()
-                if isinstance(value, np.ndarray)
-                else list(value)
-                if isinstance(value, list)
-                else _copy.deepcopy(value)
-                if name == "_partial_state"
-                else value
-                for name, value in self.__dict__.items()
-            }
+        return copied_for_saving(self, None, self._attributes_copy)
 
-        return copied_for_saving(self, None, written_in_training)
+    def _attributes_copy(self) -> dict:
+        """The attributes, with a copy of what training writes in place; to be called holding the training lock."""
+        return {
+            name: value.copy()
+            if isinstance(value, np.ndarray)
+            else list(value)
+            if isinstance(value, list)
+            else _copy.deepcopy(value)
+            if name == "_partial_state"
+            else value
+            for name, value in self.__dict__.items()
+        }
 
     def __setstate__(self, state: dict) -> None:
         # Pickles of versions in which W and b were plain attributes.
