@@ -235,10 +235,11 @@ class RowQuadratic:
 
 
 class ScriptedEpochs:
-    """One mini-batch per epoch, whose loss is the next of ``losses``; the gradient is 0 (theta stays)."""
+    """Epochs of two mini-batches of one row (n_samples 2, batch_size 1), both of the next of ``losses``, or of
+    one mini-batch of all rows with ``one_step_an_epoch``; the gradient is 0 (theta stays)."""
 
-    def __init__(self, losses):
-        self.losses = iter(losses)
+    def __init__(self, losses, one_step_an_epoch: bool = False):
+        self.losses = iter([loss for loss in losses for _ in range(1 if one_step_an_epoch else 2)])
 
     def __call__(self, theta: np.ndarray, rows: np.ndarray) -> tuple[float, np.ndarray]:
         return next(self.losses), np.zeros_like(theta)
@@ -249,16 +250,16 @@ def test_minibatch_solvers_stop_after_five_epochs_without_progress_not_one_near_
     near-tie of two noisy means, while the loss still fell (11 of 12 seeded runs, up to 11 % above the optimum)."""
     tie, plateau = [1.0, 0.9, 0.9 + 1e-9, 0.8, 0.7], [0.7 - 1e-9, 0.7 + 1e-3, 0.7, 0.7 - 1e-8, 0.7]
     result = solvers.sgd(
-        ScriptedEpochs([*tie, *plateau, 0.1]), np.ones(2), 1, lr=0.1, batch_size=1, max_iter=20, tol=1e-6
+        ScriptedEpochs([*tie, *plateau, 0.1]), np.ones(2), 2, lr=0.1, batch_size=1, max_iter=20, tol=1e-6
     )
     assert result.converged
     assert result.n_iter == len(tie) + len(plateau) == solvers.N_ITER_NO_CHANGE + len(tie)
     # Counted on across a resumed call, through the state.
     state: dict = {}
     objective = ScriptedEpochs([*tie, *plateau, 0.1])
-    first = solvers.adam(objective, np.ones(2), 1, lr=0.1, batch_size=1, max_iter=7, tol=1e-6, state=state)
+    first = solvers.adam(objective, np.ones(2), 2, lr=0.1, batch_size=1, max_iter=7, tol=1e-6, state=state)
     assert (first.converged, state["unimproved"]) == (False, 2)
-    rest = solvers.adam(objective, first.theta, 1, lr=0.1, batch_size=1, max_iter=20, tol=1e-6, state=state)
+    rest = solvers.adam(objective, first.theta, 2, lr=0.1, batch_size=1, max_iter=20, tol=1e-6, state=state)
     assert rest.converged and rest.n_iter == 3
 
 
@@ -269,12 +270,47 @@ def test_a_loss_that_climbs_for_the_last_epochs_is_no_convergence(solver):
     A plateau within the rise allowed (RISE_AT_STOP) still converges."""
     run = getattr(solvers, solver)
     climb = [1.0, 0.5, 0.52, 0.56, 0.6, 0.64, 0.7, 0.1]
-    result = run(ScriptedEpochs(climb), np.ones(2), 1, lr=0.1, batch_size=1, max_iter=20, tol=1e-4)
+    result = run(ScriptedEpochs(climb), np.ones(2), 2, lr=0.1, batch_size=1, max_iter=20, tol=1e-4)
     assert not result.converged and result.n_iter == 7
     assert "mean loss rose to 0.7 from its best, 0.5, over the last 5 epochs: lower lr" in result.message
     plateau = [1.0, 0.5, 0.52, 0.56, 0.55, 0.59, 0.53, 0.1]
-    result = run(ScriptedEpochs(plateau), np.ones(2), 1, lr=0.1, batch_size=1, max_iter=20, tol=1e-4)
+    result = run(ScriptedEpochs(plateau), np.ones(2), 2, lr=0.1, batch_size=1, max_iter=20, tol=1e-4)
     assert result.converged and result.n_iter == 7
+
+
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+def test_a_loss_that_rises_where_each_epoch_is_one_step_over_all_rows_is_no_convergence(solver):
+    """An epoch of one mini-batch of all rows has an exact loss, not a mean with noise: adam on 31 rows rose from
+    1.4406 to 1.4630 over five such epochs and was called converged, 18 % above the optimum. There a rise of
+    more than tol is a climb; a plateau within tol still converges."""
+    run = getattr(solvers, solver)
+    rise = [1.0, 0.5, 0.501, 0.503, 0.505, 0.507, 0.509, 0.1]  # within RISE_AT_STOP of the best
+    for one_step_an_epoch, converged in ((False, True), (True, False)):
+        result = run(
+            ScriptedEpochs(rise, one_step_an_epoch),
+            np.ones(2),
+            1 if one_step_an_epoch else 2,
+            lr=0.1,
+            batch_size=1,
+            max_iter=20,
+            tol=1e-4,
+        )
+        assert result.converged == converged and result.n_iter == 7
+    assert "rose to 0.509 from its best, 0.5, over the last 5 epochs, each one step over all rows" in result.message
+    plateau = [1.0, 0.5, 0.50001, 0.50002, 0.49999, 0.50003, 0.50004, 0.1]
+    result = run(ScriptedEpochs(plateau, True), np.ones(2), 1, lr=0.1, batch_size=1, max_iter=20, tol=1e-4)
+    assert result.converged and result.n_iter == 7
+
+
+def test_adam_whose_full_batch_loss_climbs_at_the_end_warns():
+    """Adam on 31 rows (batch_size 256: one step an epoch) rose over its last epochs and was called converged."""
+    rng = np.random.default_rng(0)
+    X = 130 + 20 * rng.standard_normal((31, 1))
+    y = rng.integers(0, 5, 31)
+    model = SoftmaxRegression(1, 5, seed=0)
+    with pytest.warns(fs.ConvergenceWarning, match=r"each one step over all rows: lower lr.*lower batch_size"):
+        model.fit(X, y, solver="adam", l2=4.0, seed=0)
+    assert not model.converged_
 
 
 def test_a_fit_whose_loss_climbs_at_the_end_warns_with_the_remedy():
