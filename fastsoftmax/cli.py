@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import difflib
+import errno
 import os
 import re
 import shutil
@@ -307,6 +308,8 @@ def _check_output(option: str, path: str) -> None:
     target = os.path.realpath(path)
     directory = os.path.dirname(target)
     if not os.path.isdir(directory):
+        if os.path.exists(directory):  # --out X.npy/m.npz, with X.npy a file
+            raise CLIError(f"{option} {path}: {directory} is a file, not a directory; give a path in a directory.")
         raise CLIError(f"{option} {path}: the directory {directory} does not exist; create it first.")
     if not os.access(directory, os.W_OK | os.X_OK):
         raise CLIError(f"{option} {path}: the directory {directory} is not writable.")
@@ -467,14 +470,31 @@ def _load_sparse_archive(data: str, sparse_format: str):
         raise CLIError(f"--data {data}: not a readable scipy.sparse archive: {exc}.") from exc
 
 
+def _refuse_missing_input(option: str, path: str) -> None:
+    """CLIError where the file ``path`` of ``option`` does not exist: named as a symbolic link where it is one.
+
+    A link that leads back to itself, or to no file, was "no such file",
+    which ``ls`` contradicts.
+    """
+    if os.path.exists(path):
+        return
+    if os.path.islink(path):
+        try:
+            os.stat(path)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise CLIError(f"{option} {path} is a symbolic link that leads back to itself (a loop).") from None
+        raise CLIError(f"{option} {path} is a symbolic link to {os.readlink(path)}, which does not exist.")
+    raise CLIError(f"{option} {path}: no such file.")
+
+
 def _load_data(data: str, labels: str | None, *, need_labels: bool = True):
     """X and y from ``.npy`` files (memory-mapped, read-only), from one ``.npz`` with arrays X and y, or from a
     ``scipy.sparse.save_npz`` archive of X (a scipy.sparse matrix) and ``labels`` as ``.npy``.
 
     With ``need_labels=False`` (prediction) an ``.npz`` needs only X, and y is None.
     """
-    if not os.path.exists(data):
-        raise CLIError(f"--data {data}: no such file.")
+    _refuse_missing_input("--data", data)
     if _is_zip(data):
         from fastsoftmax._io import FILE_KINDS, npz_scalar, read_npz
 
@@ -542,6 +562,7 @@ def _labels_of_file(path: str) -> np.ndarray:
     where they are floats or a column: the library named ``y`` and ``y.astype(np.int64)``, no file or option."""
     from fastsoftmax._data import open_array
 
+    _refuse_missing_input("--labels", path)
     try:
         y = open_array(path, "y")
     except ValueError as exc:  # "y file 'y.csv' ...": here the file is an option's
@@ -1752,8 +1773,7 @@ def run_predict(args: argparse.Namespace) -> int:
         # "--out predictions.npy: the directory ... is not writable" named an option that was not given.
         raise CLIError(f"the default output {args.out} (--out not given){str(exc)[len(given) :]}") from None
     _set_threads(args.threads)
-    if not os.path.exists(args.model):
-        raise CLIError(f"--model {args.model}: no such file.")
+    _refuse_missing_input("--model", args.model)
     model, labels_dtype = _load_predictor(args.model)
     X, _ = _load_data(args.data, None, need_labels=False)
     if X.ndim != 2 or X.shape[1] != model.input_dim:

@@ -1109,6 +1109,8 @@ def test_output_naming_an_input_or_another_output_is_refused_before_any_work(wor
         (["--out", "{d}"], "is a directory"),
         (["--metrics", "{d}"], "is a directory"),
         (["--out", "{d}/missing/m.npz"], "does not exist"),
+        # It said the directory old.npy "does not exist; create it first", where a file of that name does.
+        (["--out", "{d}/old.npy/m.npz"], "old.npy is a file, not a directory; give a path in a directory"),
         (["--checkpoint", "{d}/old.npy"], "is an existing file, not a directory"),
         (["--checkpoint", "{d}/old.npy/ck"], "is a file, so the directory cannot be created"),
         # Written only after the fit, which failed then (the temporary name is longer still).
@@ -1120,6 +1122,7 @@ def test_output_naming_an_input_or_another_output_is_refused_before_any_work(wor
         "out-dir",
         "metrics-dir",
         "out-missing-dir",
+        "out-under-file",
         "checkpoint-is-file",
         "checkpoint-under-file",
         "out-too-long",
@@ -1133,6 +1136,30 @@ def test_unwritable_output_is_refused_before_training(workspace, capsys, argv, m
     assert rc == 2 and message in err and err.count("\n") == 1, err
     assert "generating" not in err  # refused before the data was made
     assert _snapshot(workspace) == before
+
+
+@pytest.mark.parametrize("option", ["--data", "--labels", "--model"])
+@pytest.mark.parametrize("link", ["loop", "dangling"])
+def test_an_input_that_is_a_broken_symbolic_link_is_named_as_one(workspace, capsys, option, link):
+    """A link that leads back to itself, or to no file, was "no such file" (and "y file ... does not exist" as
+    --labels), which ls contradicts."""
+    if link == "loop":
+        os.symlink(workspace / "loop-b", workspace / "loop-a")
+        os.symlink(workspace / "loop-a", workspace / "loop-b")
+        given, message = workspace / "loop-a", "is a symbolic link that leads back to itself (a loop)."
+    else:
+        os.symlink(workspace / "gone.npy", workspace / "dangling")
+        given = workspace / "dangling"
+        message = f"is a symbolic link to {workspace / 'gone.npy'}, which does not exist."
+    files = {"--data": workspace / "X.npy", "--labels": workspace / "y.npy", "--model": workspace / "m.npz"}
+    files[option] = given
+    if option == "--model":
+        argv = ["predict", "--model", str(files["--model"]), "--data", str(files["--data"])]
+        argv += ["--out", str(workspace / "p.npy")]
+    else:
+        argv = ["train", "--data", str(files["--data"]), "--labels", str(files["--labels"]), "--quiet"]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.splitlines() == [f"fastsoftmax {argv[0]}: error: {option} {given} {message}"]
 
 
 def test_predict_stops_at_a_data_file_truncated_between_chunks(workspace, capsys, monkeypatch):
