@@ -18,15 +18,14 @@ reaches the command line's handlers. Each kernel compiles on its first call
 and is cached on disk.
 """
 
-from __future__ import annotations
-
-import importlib
-from typing import TYPE_CHECKING
+import importlib as _importlib
+import importlib.util as _importlib_util
+import typing as _typing
 
 # Registers its hook at fork now: a fork before the first use of a name must be noted too.
 from fastsoftmax import _fork  # noqa: F401
 
-if TYPE_CHECKING:  # the names for type checkers and IDEs; at run time they come from __getattr__
+if _typing.TYPE_CHECKING:  # the names for type checkers and IDEs; at run time they come from __getattr__
     from fastsoftmax._api import (
         LossGradSums,
         cross_entropy,
@@ -80,14 +79,20 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    """Import the module of a public name on its first use, and keep the name here."""
+    """Import the module of a public name on its first use, and keep the name here.
+
+    A public submodule (``fastsoftmax.exceptions``, ``fastsoftmax.model``) is
+    imported as it is named, as the eager import made them all attributes.
+    """
     module = _PUBLIC.get(name)
-    if module is None:
-        raise AttributeError(f"module 'fastsoftmax' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later uses are plain attribute reads
-    return value
+    if module is not None:
+        value = getattr(_importlib.import_module(module), name)
+        globals()[name] = value  # later uses are plain attribute reads
+        return value
+    if not name.startswith("_") and _importlib_util.find_spec(f"{__name__}.{name}") is not None:
+        return _importlib.import_module(f"{__name__}.{name}")  # the import binds it here too
+    raise AttributeError(f"module 'fastsoftmax' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_PUBLIC})
+    return sorted({*(name for name in globals() if not name.startswith("_")), *_PUBLIC, "__version__"})

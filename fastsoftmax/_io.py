@@ -885,12 +885,10 @@ def _refuse_repeated_members(members: list[zipfile.ZipInfo], invalid) -> None:
     does).
     """
     counts = collections.Counter(info.filename for info in members)
-    repeated = [f"{name!r} ({count} times)" for name, count in counts.items() if count > 1]
+    repeated = [f"{name!r} {count} times" for name, count in counts.items() if count > 1]
     if repeated:
-        raise invalid(
-            f"it holds the member {', '.join(repeated[:3])} more than once, which no writer of these files does; "
-            f"it was edited or is corrupt"
-        )
+        held = f"the member {repeated[0]}" if len(repeated) == 1 else f"the members {', '.join(repeated[:3])}"
+        raise invalid(f"it holds {held}, where the writers of these files store each once: it was edited or corrupted")
 
 
 def _check_members_apart(members: list[zipfile.ZipInfo], directory_start: int, invalid) -> None:

@@ -516,6 +516,10 @@ def run_whole(write: Callable[[], None]) -> None:
         raise
 
 
+class CopyRefusedError(RuntimeError):
+    """A copy or save of a model that another thread is training (:func:`copied_for_saving`)."""
+
+
 def copied_for_saving(model: object, path: str | None, copy: Callable[[], T], held: tuple[object, ...] = ()) -> T:
     """``copy()`` (what a save writes of ``model`` to ``path``), made while no other thread trains ``model``.
 
@@ -543,7 +547,7 @@ def copied_for_saving(model: object, path: str | None, copy: Callable[[], T], he
         if trainer is not None:
             name = type(model).__name__
             what, verb = (f"{path} was not written", "Save") if path is not None else ("no copy was made", "Copy")
-            raise RuntimeError(
+            raise CopyRefusedError(
                 f"{what}: this {name} is being trained in another thread ({trainer.name}), so its weights and "
                 f"fit record change as they are read. {verb} it from the fit's callback (between iterations), "
                 f"or once the fit has returned."

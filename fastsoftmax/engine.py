@@ -296,11 +296,14 @@ def _unconverged_where_stopped(
       the gradient in the features' own units, where a feature in units of
       1e-6 has a gradient a million times below its standardised one: gd
       and L-BFGS stopped with the loss at 1.013 against an optimum of 0.500,
-      and a standardised gradient of 0.36. The bound there is float32's in
-      either dtype, ``max(tol, 5e-3)``: below it the loss is within about
-      1e-5 of the optimum, and a rare column (a one-hot category in 1 row of
-      400, whose standardised gradient is 20 times its own) is not called
-      unconverged at a gap near 1e-9.
+      and a standardised gradient of 0.36. A gradient at tol in the
+      features' units is tol / s_j in standardised ones, for a feature of
+      spread s_j, so the bound there is ``max(100 tol, 5e-3)`` (float32's
+      floor bound, in either dtype): features whose spread is above a
+      hundredth of their unit (0/1 columns, a one-hot category in 3 rows of
+      2,000) pass at any tol, and the 1e-6 units above fail at any tol
+      below 3e-3. The measurement costs a pass for the gradient where the
+      solver keeps none (gd), and the scaling's pass or two.
     """
     zero_weights_loss = math.log(model.num_classes)
     final_loss = result.loss_history[-1] if result.loss_history else math.nan
@@ -320,8 +323,10 @@ def _unconverged_where_stopped(
         standard = objective.feature_scaling(options.l2, model.num_classes, centre=options.fit_intercept)
         grad = standard.gradient_to_scaled(grad)
     largest = float(np.max(np.abs(grad)))
-    eps = float(np.finfo(model.dtype if result.at_loss_floor else np.float32).eps)
-    bound = max(options.tol, eps ** (1 / 3))
+    if result.at_loss_floor:
+        bound = max(options.tol, float(np.finfo(model.dtype).eps) ** (1 / 3))
+    else:
+        bound = max(100 * options.tol, float(np.finfo(np.float32).eps) ** (1 / 3))
     if largest <= bound:
         return None
     if not result.at_loss_floor:
@@ -452,7 +457,7 @@ def warn_not_converged(
         advice = []
         # Not where the stop names its own cause: a climbing loss is the lr's, and a gradient below tol only
         # in the features' own units is their scale's; neither tol nor float64 would change it.
-        names_its_cause = any(cause in stop_message for cause in ("lower lr", "raise lr", "standardise the features"))
+        names_its_cause = any(cause in stop_message for cause in ("lower lr", "raise lr", "features in small units"))
         if options.solver in ("lbfgs", "newton-cg") and not options.precondition:
             # Features in units from 1e-3 to 1e3 stalled L-BFGS 1 % above the optimum.
             if "precondition='auto'" not in stop_message:

@@ -75,7 +75,7 @@ from fastsoftmax._io import (
     write_npz,
 )
 from fastsoftmax._sparse import check_sparse_X, checked_csr, is_sparse, sparse_logits_error
-from fastsoftmax._threading import copied_for_saving, exclusive_training, numba_threads
+from fastsoftmax._threading import CopyRefusedError, copied_for_saving, exclusive_training, numba_threads
 from fastsoftmax.model import SoftmaxRegression
 
 _FORMAT = "fastsoftmax-sklearn"
@@ -308,11 +308,10 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         model = self.__dict__.get("_partial_model")
         try:
             return copied_for_saving(self, None, attributes, held=() if model is None else (model,))
-        except RuntimeError:
-            raise RuntimeError(
-                "no copy was made: this SoftmaxClassifier is being fitted in another thread (fit or partial_fit), "
-                "and its coefficients and the optimiser state that partial_fit keeps change as they are read. Copy "
-                "or pickle it once that call has returned."
+        except CopyRefusedError:  # its words name SoftmaxRegression's fit and callback
+            raise CopyRefusedError(
+                "no copy was made: this SoftmaxClassifier is being fitted in another thread (fit or partial_fit). "
+                "Copy or pickle it once that call has returned."
             ) from None
 
     def __sklearn_tags__(self):

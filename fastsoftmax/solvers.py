@@ -1337,7 +1337,7 @@ def newton_cg(
             if trial_finite and predicted <= 64 * eps * abs(loss):
                 # Even the model sees nothing left to gain in this region. On its boundary too: where a
                 # float32 loss's rounding rejects the trials, the region shrinks to that level at the
-                # optimum (2 of 20 float32 fits, 4e-11 from it, were called unconverged). As every stop
+                # optimum (2 of 20 float32 fits, 3e-10 and 4e-11 from it, were called unconverged). As every stop
                 # at the loss's floor, it is judged by the gradient (engine._unconverged_where_stopped).
                 return result(iteration, True, "predicted relative decrease below 64 eps", at_loss_floor=True)
         if radius <= eps * max(1.0, float(np.linalg.norm(theta))):

@@ -313,6 +313,29 @@ def test_the_public_names_are_their_modules_objects():
         fastsoftmax.SoftmaxRegresion  # noqa: B018
 
 
+SUBMODULES_AS_ATTRIBUTES = textwrap.dedent(
+    """
+    import fastsoftmax
+
+    # Attributes after the eager import, which the README names (fastsoftmax.exceptions.JitDisabledError).
+    print(fastsoftmax.exceptions.JitDisabledError.__name__, fastsoftmax.model.SoftmaxRegression.__name__)
+    print(fastsoftmax.kernels.__name__, fastsoftmax.datasets.__name__)
+    print([name for name in dir(fastsoftmax) if name in ("annotations", "importlib", "TYPE_CHECKING")])
+    """
+)
+
+
+def test_the_public_submodules_are_attributes_of_the_package():
+    """After the import became lazy, fastsoftmax.exceptions raised AttributeError until a name had been used."""
+    done = subprocess.run([sys.executable, "-c", SUBMODULES_AS_ATTRIBUTES], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "JitDisabledError SoftmaxRegression",
+        "fastsoftmax.kernels fastsoftmax.datasets",
+        "[]",
+    ]
+
+
 COMMAND_LINE_HELP = textwrap.dedent(
     """
     import contextlib, io, sys

@@ -692,6 +692,35 @@ def test_an_early_stop_advises_what_fits_the_case(solver, precondition, dtype):
     assert ("use float64 (dtype=np.float64)" in message) == (dtype == np.float32)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_a_stop_that_names_its_cause_gets_no_advice_against_another(dtype):
+    """A gradient below tol only in the features' own units is their scale's: neither tol nor float64 changes it.
+    A stall short of the optimum without preconditioning, in float32, still gets the float64 advice (matching
+    "standardise the features" in both messages had dropped it)."""
+    from fastsoftmax import engine
+    from fastsoftmax._checks import check_fit_options
+
+    def warning(solver, precondition, stop_message):
+        options = check_fit_options(solver, (solver,), precondition=precondition)
+        with pytest.warns(fs.ConvergenceWarning) as info:
+            engine.warn_not_converged(3, options, stop_message, dtype=np.dtype(dtype))
+        return str(info[0].message)
+
+    small_units = (
+        "the largest gradient component fell below tol in the features' own units, but in standardised units it "
+        "is still 0.363, above 0.005: features in small units leave their weights short of the optimum; "
+        "standardise the features"
+    )
+    message = warning("gd", False, small_units)
+    assert "loosen tol" not in message and "float64" not in message
+    stall = (
+        "relative decrease of the loss below 64 eps, but the largest gradient component in standardised units is "
+        "still 0.09, above 0.005: the steps stalled short of the optimum; use precondition='auto' or standardise "
+        "the features"
+    )
+    assert ("use float64 (dtype=np.float64)" in warning("lbfgs", False, stall)) == (dtype == np.float32)
+
+
 @pytest.mark.parametrize("solver", ["lbfgs", "newton-cg"])
 def test_a_mean_loss_far_below_1_is_not_taken_for_its_rounding_floor(solver):
     """The loss-floor stop divided the decrease by max(|f|, 1): below a loss of 1 it was an absolute test.

@@ -299,7 +299,10 @@ def test_a_stall_on_unscaled_features_is_not_called_converged(solver):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize(("solver", "options"), [("gd", {"max_iter": 20_000}), ("lbfgs", {"precondition": False})])
+@pytest.mark.parametrize(
+    ("solver", "options"),
+    [("gd", {"max_iter": 20_000}), ("lbfgs", {"precondition": False}), ("newton-cg", {"precondition": False})],
+)
 def test_a_gradient_below_tol_in_small_units_is_not_called_converged(solver, options, dtype):
     """The informative feature in units of 1e-6: max|g| <= tol held in those units at once, and gd and L-BFGS
     called a loss of 1.013 converged, where the optimum's is 0.500 (accuracy 0.46 against 0.78)."""
@@ -322,6 +325,19 @@ def test_a_gradient_below_tol_in_small_units_is_not_called_converged(solver, opt
     refit = fs.SoftmaxRegression(4, 3, seed=0, dtype=dtype).fit(standardised, y, solver=solver, tol=1e-4, **options)
     assert refit.converged_
     assert refit.loss_history_[-1] == pytest.approx(optimum.loss_history_[-1], rel=1e-5)
+
+
+@pytest.mark.parametrize("tol", [1e-2, 1e-3])
+def test_a_gradient_below_a_loose_tol_on_0_1_features_is_converged(tol):
+    """0/1 features (spread 0.4) at gd's tol 1e-2: the gradient in standardised units, 0.025, lay above max(tol,
+    5e-3), and the warning blamed "features in small units"."""
+    rng = np.random.default_rng(0)
+    X = (rng.random((1000, 5)) < 0.2).astype(float)
+    y = np.argmax(X[:, :3] @ rng.standard_normal((3, 3)) + rng.gumbel(size=(1000, 3)), axis=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", fs.ConvergenceWarning)
+        model = fs.SoftmaxRegression(5, 3, seed=0).fit(X, y, solver="gd", tol=tol, max_iter=100_000)
+    assert model.converged_
 
 
 @pytest.mark.parametrize("solver", ["lbfgs", "newton-cg"])

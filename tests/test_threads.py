@@ -560,7 +560,8 @@ def _run_with_environment(code: str, **environment: str) -> subprocess.Completed
 
 def test_disabled_jit_is_named():
     """The package imported, then failed inside: "<intrinsic transpose_full_block> is not usable in pure-python".
-    It warns at import (--help and programs that import it still work) and the calls raise that reason."""
+    It warns as the kernels are imported, with the first public name that needs them (--help and programs that
+    import it still work), and the calls raise that reason."""
     code = textwrap.dedent(
         """
         import numpy as np, fastsoftmax as fs
@@ -707,6 +708,27 @@ CALLS_WHILE_ANOTHER_THREAD_IMPORTS = textwrap.dedent(
     print(errors[:1])
     """
 )
+
+
+BLOCKED_MODULES = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+
+    sys.modules["pandas"] = sys.modules["scipy.sparse"] = None  # as a test simulates a package not installed
+    import fastsoftmax as fs
+
+    X, W, b = np.ones((4, 3)), np.zeros((2, 3)), np.zeros(2)
+    print(fs.predict(X.tolist(), W, b).tolist(), round(float(fs.loss_and_grad(X, [0, 1, 0, 1], W, b)[0]), 6))
+    """
+)
+
+
+def test_calls_go_on_where_a_module_they_look_for_is_blocked():
+    """``sys.modules[name] = None`` blocks an import: looking for a pandas frame raised "import of pandas halted"."""
+    done = _run_with_environment(BLOCKED_MODULES)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["[0,", "0,", "0,", "0]", "0.693147"]
 
 
 @pytest.mark.parametrize("module", ["pandas", "scipy.sparse"])
