@@ -417,11 +417,17 @@ SPARSE_ARCHIVE_ARRAYS = {
 
 
 def _sparse_format(arrays: dict[str, np.ndarray]) -> str | None:
-    """The format a ``scipy.sparse.save_npz`` archive names in its ``format`` array (bytes), else None."""
+    """The format a ``scipy.sparse.save_npz`` archive names in its ``format`` array, else None.
+
+    Bytes, as save_npz writes it, or text, as ``load_npz`` also reads it: an
+    archive written with ``np.savez(..., format="csr")`` was told that
+    "--labels is not used with an .npz file".
+    """
     marker = arrays.get("format")
-    if marker is None or marker.shape != () or marker.dtype.kind != "S":
+    if marker is None or marker.shape != () or marker.dtype.kind not in "SU":
         return None
-    return marker.item().decode("ascii", errors="replace")
+    value = marker.item()
+    return value.decode("ascii", errors="replace") if isinstance(value, bytes) else value
 
 
 def _load_sparse_archive(data: str, sparse_format: str):

@@ -1842,6 +1842,18 @@ def sparse_npz(tmp_path):
     return tmp_path / "X.npz", tmp_path / "y.npy", X
 
 
+def test_a_sparse_archive_that_names_its_format_as_text_is_read(tmp_path, capsys, sparse_npz):
+    """save_npz writes the format as bytes, and load_npz reads text too: an archive written by np.savez with
+    format="csr" was told that "--labels is not used with an .npz file"."""
+    path, labels, X = sparse_npz
+    text_format = tmp_path / "text_format.npz"
+    np.savez(text_format, format="csr", shape=np.array(X.shape), data=X.data, indices=X.indices, indptr=X.indptr)
+    for data in (path, text_format):
+        assert main(["train", "--data", str(data), "--labels", str(labels), "--max-iter", "3", "--quiet"]) == 0
+    first, second = (line for line in capsys.readouterr().out.splitlines() if line.startswith("final loss"))
+    assert first == second
+
+
 @pytest.mark.parametrize("form", ["csr", "csc", "coo"])
 def test_train_and_predict_on_a_sparse_archive_as_the_library_does(tmp_path, capsys, sparse_npz, form):
     """The fit of model.fit on the first 90 % of the rows, from W = 0, and the predictions of model.predict."""
