@@ -414,6 +414,8 @@ SPARSE_ARCHIVE_ARRAYS = {
     "csc": ("data", "indices", "indptr"),
     "coo": ("data", "row", "col"),
 }
+#: The formats of scipy.sparse, which ``save_npz`` names (it writes bsr and dia too).
+SCIPY_SPARSE_FORMATS = ("bsr", "coo", "csc", "csr", "dia", "dok", "lil")
 
 
 def _sparse_format(arrays: dict[str, np.ndarray]) -> str | None:
@@ -421,13 +423,17 @@ def _sparse_format(arrays: dict[str, np.ndarray]) -> str | None:
 
     Bytes, as save_npz writes it, or text, as ``load_npz`` also reads it: an
     archive written with ``np.savez(..., format="csr")`` was told that
-    "--labels is not used with an .npz file".
+    "--labels is not used with an .npz file". Text names a sparse format only
+    where SciPy has one of that name: this package's files name their kind
+    in text (``FILE_KINDS``).
     """
     marker = arrays.get("format")
     if marker is None or marker.shape != () or marker.dtype.kind not in "SU":
         return None
     value = marker.item()
-    return value.decode("ascii", errors="replace") if isinstance(value, bytes) else value
+    if isinstance(value, bytes):
+        return value.decode("ascii", errors="replace")
+    return value if value in SCIPY_SPARSE_FORMATS else None
 
 
 def _load_sparse_archive(data: str, sparse_format: str):
