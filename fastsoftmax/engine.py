@@ -629,10 +629,12 @@ def _without_class_mean(theta: np.ndarray, n_classes: int) -> np.ndarray:
     l2 = 1e-4), L-BFGS stopped at iteration 44 with W 1.0e-2 from the
     optimum, 4.5 % of its largest weight; with the mean taken out, at
     iteration 27, 3.9e-6 from it. The loss is unchanged and the penalty can
-    only fall. A mean within rounding of 0 (the result of a fit under L2 by
-    lbfgs, newton-cg, gd or sgd; adam's steps, scaled coordinate by
-    coordinate, leave one) is left: taken out again, it moved the weights of
-    every refit of a converged model by their rounding, with no fixed point.
+    only fall. A fit's result under L2 has its mean taken out too: within
+    the tolerance, Newton-CG left one of up to 7e-5 of W, and adam's steps,
+    scaled coordinate by coordinate, one of 0.08, which a refit then took out
+    without an iteration. A mean within rounding of 0 is left: taken out
+    again, it moved the weights of every refit of a converged model by their
+    rounding, with no fixed point.
     """
     n_weights = theta.shape[0] - n_classes
     W = theta[:n_weights].reshape(n_classes, -1)
@@ -1034,11 +1036,15 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
         converged: bool | None = None,
         *,
         an_iterate: bool = False,
+        the_end: bool = False,
     ) -> None:
         """W and b from theta (None: as they are), with their loss history and iteration count: all of them
         or none (run_whole). ``an_iterate``: they are one of this fit's iterates, marked as kept in the same
-        write (a Ctrl-C after it must not put the last fit's record back beside them)."""
+        write (a Ctrl-C after it must not put the last fit's record back beside them). ``the_end``: the
+        fit's result, which under L2 keeps no mean of W's rows (:func:`_without_class_mean`)."""
         raw = theta if scaling is None or theta is None else scaling.to_raw(theta)
+        if the_end and raw is not None and options.l2 > 0:
+            raw = _without_class_mean(np.array(raw, dtype=np.float64), model.num_classes)
 
         def write() -> None:
             nonlocal iterated
@@ -1132,7 +1138,7 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
                     judge_the_end(theta0, 0)
                 except solvers.DivergedError as exc:
                     raise restore_the_best(exc) from exc
-            keep(theta0, offset, history, converged=resumed.converged)
+            keep(theta0, offset, history, converged=resumed.converged, the_end=True)
             mark_record(model)
             model.rows_processed_ = 0
             if not resumed.converged and options.tol > 0:
@@ -1294,6 +1300,7 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
         offset + result.n_iter,
         history,
         converged=result.converged,
+        the_end=True,
     )
     if not changed_by_callback:  # else n_iter_ and the history are of the iterations run, not of W and b
         mark_record(model)

@@ -493,9 +493,9 @@ class SoftmaxRegression:
         acts on that part, and the optimum has none of it, which the stopping
         rule would otherwise leave in place (from the 0.01 N(0, 1) start, W
         ended 4.5 % of its largest weight from the optimum). The loss is the
-        same and the penalty lower. A mean within rounding of 0 (the result
-        of a fit under L2 by lbfgs, newton-cg, gd or sgd) is left as it is,
-        so refitting such a model without an iteration changes nothing. A
+        same and the penalty lower. The fit's result under L2 has the mean
+        taken out too, and a mean within rounding of 0 is left as it is, so
+        refitting such a model without an iteration changes nothing. A
         fit that diverges at once keeps W as the fit or ``load`` that made
         it left it, with their record, or else that start.
 

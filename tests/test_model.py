@@ -582,6 +582,29 @@ def test_a_fit_under_l2_from_the_random_start_reaches_the_optimum_as_from_zero(s
     np.testing.assert_allclose(model.W, from_zero.W, rtol=0, atol=1e-4 * np.abs(from_zero.W).max())
 
 
+@pytest.mark.parametrize("solver", ["newton-cg", "adam"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_fit_under_l2_ends_without_a_mean_of_ws_rows_so_a_refit_keeps_it(solver, dtype):
+    """Within tol, Newton-CG left W's rows a mean of 1.9e-8 (adam one of 0.08), which the next fit's start took
+    out: a refit of the converged model reported n_iter_ 0 and converged_ True, and moved W by that mean."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(1000, 24))
+    X[:, :4] = 1.0  # constant columns
+    y = (X @ rng.normal(size=(24, 10)) + rng.gumbel(size=(1000, 10))).argmax(1)
+    model = SoftmaxRegression(24, 10, dtype=dtype, seed=0)
+    options = {"solver": solver, "l2": 5e-4, **({"lr": 0.01, "seed": 0, "max_iter": 20} if solver == "adam" else {})}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fs.ConvergenceWarning)
+        model.fit(X.astype(dtype), y, **options)
+    W = model.W.copy()
+    # The mean as the cast to the model's dtype leaves it: within a rounding of each weight.
+    assert np.abs(W.mean(axis=0, dtype=np.float64)).max() <= np.finfo(dtype).eps * np.abs(W).max()
+    if solver == "newton-cg":
+        model.fit(X.astype(dtype), y, **options)
+        assert model.n_iter_ == 0 and model.converged_
+        np.testing.assert_array_equal(model.W, W)
+
+
 @pytest.mark.parametrize("bad", ["nan", "inf"])
 @pytest.mark.parametrize("solver", ["lbfgs", "newton-cg", "gd", "sgd", "adam"])
 def test_refit_on_bad_data_keeps_the_last_fit_with_its_record(data, solver, bad):
