@@ -24,10 +24,17 @@ the chain rule
     \partial f / \partial W' = (\partial f / \partial W - \partial f / \partial b \; \mu^\top) S^{-1},
     \qquad \partial f / \partial b' = \partial f / \partial b.
 
-The scale is :math:`s_j = \sqrt{\mathrm{var}_j + \lambda}`: the diagonal of
-the Hessian in the :math:`W_{kj}` direction is about
-:math:`p_k(1 - p_k)\,\mathrm{var}_j + \lambda`, so this makes it uniform
-across features (up to the class factor); a constant column with
+The scale is :math:`s_j = \sqrt{\mathrm{var}_j + \lambda / q}`, with
+:math:`q = (K - 1) / K^2`: the diagonal of the Hessian in the :math:`W_{kj}`
+direction is about :math:`p_k(1 - p_k)\,\mathrm{var}_j + \lambda`, whose
+class factor is :math:`q` for K classes of equal share, so the diagonal in
+scaled coordinates is about :math:`q` for every feature, a constant column
+(variance 0, only the penalty) included. With :math:`s_j^2 = \mathrm{var}_j +
+\lambda` a constant column's was 1, 1/q times the others' (11 times at K =
+10), and L-BFGS took 170 iterations for a problem of 24 features, four of
+them constant, where it takes 64 now (74 and 66 with none constant), and
+906 for the 8 x 8 digits, whose border pixels are nearly constant, where it
+takes 523 (l2 = 1e-4; at 1e-2, 345 and 105). A constant column with
 :math:`\lambda = 0` keeps :math:`s_j = 1`. The map costs O(K D) per
 evaluation; the statistics cost one pass over X per fit.
 """
@@ -80,17 +87,19 @@ class FeatureScaling:
     def from_mean_variance(
         cls, mean: np.ndarray, variance: np.ndarray, l2: float, n_classes: int, *, centre: bool = True
     ) -> FeatureScaling:
-        """Scales sqrt(variance + l2), 1 where that is 0; the identity if the moments are not finite.
+        """Scales sqrt(variance + l2 K^2 / (K - 1)), 1 where that is 0; the identity if the moments are not finite.
 
         With ``centre=False`` (a model without intercept, whose b must stay
         put: centring would move it, b = b' - W mu) the mean is 0 and the
-        scale sqrt(E[x^2] + l2), the second moment about 0.
+        scale sqrt(E[x^2] + l2 K^2 / (K - 1)), the second moment about 0.
         """
         if not centre:
             variance = variance + mean * mean
             mean = np.zeros_like(mean)
+        # l2 over the class factor of the Hessian's diagonal, p (1 - p) at equal shares (module docstring).
+        penalty = l2 * n_classes * n_classes / max(n_classes - 1, 1)
         with np.errstate(invalid="ignore", over="ignore"):
-            scale = np.sqrt(np.maximum(variance, 0.0) + l2)
+            scale = np.sqrt(np.maximum(variance, 0.0) + penalty)
         if not (np.isfinite(mean).all() and np.isfinite(scale).all()):
             # NaN or inf in X (reported by the first evaluation, with its row), or
             # features too large to square in float64: leave the coordinates be.

@@ -592,7 +592,7 @@ class SoftmaxRegression:
             ``CheckpointError`` before it trains.
         precondition : bool or "auto", default "auto"
             Run the solver in feature-scaled coordinates: centre each feature
-            and divide it by sqrt(variance + l2), as an exact change of
+            and divide it by sqrt(variance + l2 K^2 / (K - 1)), as an exact change of
             variables (the data is not copied and the optimum does not change;
             see :mod:`fastsoftmax._scaling`). On features of different scales
             L-BFGS then needs tens of iterations instead of hundreds. Costs one

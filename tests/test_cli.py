@@ -1676,7 +1676,7 @@ def test_a_fit_that_stops_early_gives_the_engine_s_reason_in_option_names(tmp_pa
     assert "(not converged before --tol 0.001: it stopped early (the epochs' mean loss rose to" in summary
     assert summary.endswith(": lower --lr, or standardise the features))")
     # Under --tol 0 the engine gives no reason (it does not warn): an early stop is at the loss's floor.
-    lbfgs = ["--solver", "lbfgs", "--dtype", "float32", "--tol", "0", "--max-iter", "300", "--quiet"]
+    lbfgs = ["--solver", "lbfgs", "--dtype", "float32", "--tol", "0", "--max-iter", "3000", "--quiet"]
     assert main([*argv, *lbfgs]) == 0
     summary = capsys.readouterr().out.splitlines()[0]
     assert "(not converged before --tol 0: no step lowered the loss any further (its rounding floor))" in summary
