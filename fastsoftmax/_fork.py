@@ -23,11 +23,12 @@ forked_from_openmp = False
 
 def _note_openmp_at_fork() -> None:
     global forked_from_openmp
-    numba = sys.modules.get("numba")
-    if numba is None or forked_from_openmp:
+    # getattr: a fork while another thread imports Numba finds its module without the function yet.
+    threading_layer = getattr(sys.modules.get("numba"), "threading_layer", None)
+    if threading_layer is None or forked_from_openmp:
         return
     try:
-        forked_from_openmp = numba.threading_layer() == "omp"
+        forked_from_openmp = threading_layer() == "omp"
     except ValueError:  # no layer started: the child may start one of its own
         pass
 
