@@ -1202,7 +1202,9 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         classes = arrays["classes"]
         # Sorted and distinct, as fit leaves them: partial_fit encodes labels by binary search.
         if classes.ndim != 1 or classes.dtype.kind not in "biufU":
-            raise invalid(f"classes must be a 1-d array of numbers or strings, got shape {classes.shape}")
+            # The shape alone was named for a 1-d array of bytes, complex numbers or dates.
+            got = f"shape {classes.shape}" if classes.ndim != 1 else f"dtype {classes.dtype}"
+            raise invalid(f"classes must be a 1-d array of numbers or strings, got {got}")
         if classes.shape[0] < 2 or not np.array_equal(np.unique(classes), classes):
             raise invalid("classes must be at least two distinct labels in sorted order")
         classes_object = arrays["classes_object"]

@@ -1295,7 +1295,10 @@ def _edited(tmp_path, source, **changes):
         # Checked as fit checks them (n_threads "x" loaded, and failed at the first predict).
         ({"params": '{"C": -1}'}, r"parameters are not valid \(C must be a number > 0 .*, got -1\)"),
         ({"params": '{"n_threads": "x"}'}, r"parameters are not valid \(n_threads must be"),
-        ({"classes": np.array(1)}, "1-d array of numbers or strings"),
+        ({"classes": np.array(1)}, r"1-d array of numbers or strings, got shape \(\)"),
+        # The dtype is what is wrong: it said "got shape (3,)".
+        ({"classes": np.array([b"a", b"b", b"c"])}, r"1-d array of numbers or strings, got dtype \|S1"),
+        ({"classes": np.array([0, 1, 2], dtype=complex)}, r"1-d array of numbers or strings, got dtype complex128"),
         ({"classes": np.array([0, 0, 2])}, "distinct labels in sorted order"),
         ({"classes": np.array([2, 1, 0])}, "distinct labels in sorted order"),
         ({"classes": np.array([0])}, "distinct labels"),
