@@ -31,7 +31,7 @@ from fastsoftmax._sparse import (
     objective_loss_and_grad,
     predict_sparse,
 )
-from fastsoftmax._threading import copied_for_saving, exclusive_training, reading_weights, run_whole
+from fastsoftmax._threading import copied_for_saving, exclusive_training, reading_weights, run_whole, writing_weights
 from fastsoftmax.checkpoint import check_directory as check_checkpoint_directory
 from fastsoftmax.exceptions import ConvergenceWarning, TrainingError
 from fastsoftmax.objectives import make_objective
@@ -397,8 +397,9 @@ class SoftmaxRegression:
                 )
 
             def write() -> None:
-                self.W[...] = dW
-                self.b[...] = db
+                with writing_weights(self):  # called from this model's own callback, other threads may read
+                    self.W[...] = dW
+                    self.b[...] = db
 
             run_whole(write)  # both or, where Ctrl-C lands between them, both all the same
         return loss
@@ -463,8 +464,9 @@ class SoftmaxRegression:
             )
         W, b = unpack(theta, n_classes, n_features)
         self._check_writeable()  # a callback may have made one read-only since fit checked
-        self.W[...] = W
-        self.b[...] = b
+        with writing_weights(self):  # a fit nested in this model's own callback: other threads may read
+            self.W[...] = W
+            self.b[...] = b
 
     def fit(
         self,

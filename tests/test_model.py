@@ -997,6 +997,52 @@ def test_a_fit_that_got_past_a_huge_start_is_not_blamed_on_it():
     assert messages and not any("start from zero" in message for message in messages)
 
 
+def test_a_copy_made_while_a_callback_trains_its_own_model_holds_one_step(data):
+    """A callback that trains its own model (train_step) wrote W and b without the lock that other threads' reads
+    take meanwhile: 5 of 7,137 copies held W of one step beside b of the step before. Here the copy is asked for
+    between the two writes: it waits for the second."""
+    import copy
+    import threading
+
+    X, y = data
+    between, copied = threading.Event(), threading.Event()
+
+    class PausingBetweenWrites(np.ndarray):
+        armed = False
+
+        def __setitem__(self, key, value):
+            if PausingBetweenWrites.armed:  # the callback's train_step, not the fit's own writes
+                between.set()
+                copied.wait(1.0)  # where the copy does not wait for the write, it is made now
+            super().__setitem__(key, value)
+
+    model = SoftmaxRegression(D, K, seed=0)
+    model.b = model.b.copy().view(PausingBetweenWrites)
+    copies, steps = [], []
+
+    def copy_when_asked():
+        between.wait(60)
+        copies.append(copy.deepcopy(model))
+        copied.set()
+
+    def callback(m, iteration, loss):
+        reader = threading.Thread(target=copy_when_asked)
+        reader.start()
+        PausingBetweenWrites.armed = True
+        try:
+            m.train_step(X, y, lr=0.1)
+        finally:
+            PausingBetweenWrites.armed = False
+        steps.append((m.W.copy(), np.asarray(m.b).copy()))
+        reader.join()
+        return True
+
+    model.fit(X, y, solver="gd", lr=0.1, max_iter=3, callback=callback)
+    (W, b), (got,) = steps[0], copies
+    np.testing.assert_array_equal(got.W, W)
+    np.testing.assert_array_equal(np.asarray(got.b), b)
+
+
 def test_a_prediction_a_callback_starts_and_does_not_wait_for_reads_one_iterate(data, monkeypatch):
     """A prediction handed to a worker during a callback, and not waited for, went on reading W and b as the
     fit wrote the next iterates: its rows matched iterates 17 to 26, in blocks, without a word."""
