@@ -318,9 +318,22 @@ def _remove_stale_temporaries(directory: str) -> None:
 
 
 def save(directory: str | os.PathLike, state: CheckpointState) -> None:
-    """Write ``state`` to ``directory/checkpoint.npz`` atomically (temp file, fsync, os.replace)."""
+    """Write ``state`` to ``directory/checkpoint.npz`` atomically (temp file, fsync, os.replace).
+
+    ``directory`` must exist: the fit made it and holds its lock file
+    (:class:`exclusive`). One removed during the fit was made again here,
+    without the lock, and another fit could then have written there too.
+    """
     directory = os.fspath(directory)
-    os.makedirs(directory, exist_ok=True)
+    if not os.path.isdir(directory):
+        if os.path.lexists(directory):
+            raise FileExistsError(errno.EEXIST, "the checkpoint directory was replaced during the fit", directory)
+        raise FileNotFoundError(
+            errno.ENOENT,
+            "the checkpoint directory was removed during the fit, and with it the lock that keeps other fits out, "
+            "so it was not made again",
+            directory,
+        )
     arrays = {f"state_{k}": np.asarray(v) for k, v in state.solver_state.items() if isinstance(v, np.ndarray)}
     scalars = {k: v for k, v in state.solver_state.items() if not isinstance(v, np.ndarray)}
     meta = {

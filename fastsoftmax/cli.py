@@ -1264,6 +1264,7 @@ def _show_fit_warning(args: argparse.Namespace, warning: warnings.WarningMessage
         held = f"the model is written to {args.out} all the same" if args.out else "the fit's result is reported below"
         message = message.replace(HOLDS_THE_TRAINED_MODEL, held)
         message = message.replace("The checkpoint directory keeps", f"--checkpoint {args.checkpoint} keeps")
+        message = message.replace("in the checkpoint directory", f"in --checkpoint {args.checkpoint}")
         print(f"note: {message}", file=sys.stderr, flush=True)
         return
     warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)

@@ -1193,11 +1193,17 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
         except OSError as exc:
             # The bare error (a directory replaced by a file: "[Errno 17] File exists") named
             # neither the checkpoint nor what the model holds. Same errno, so the same subclass.
+            removed = not os.path.lexists(os.fspath(checkpoint))  # nothing is left there to resume from
+            remedy = (
+                "Fit again to start over in that directory, or pass another one"
+                if removed
+                else "Free space or make the directory writable again and rerun, to resume from the last "
+                "checkpoint written there, or pass another directory"
+            )
             raise OSError(
                 exc.errno,
                 f"the checkpoint in {os.fspath(checkpoint)} was not written at iteration {model.n_iter_} "
-                f"({exc.strerror or exc}); {HOLDS_THAT_ITERATION}. Free space or make the directory writable "
-                f"again and rerun, to resume from the last checkpoint written there, or pass another directory",
+                f"({exc.strerror or exc}); {HOLDS_THAT_ITERATION}. {remedy}",
             ) from exc
         if callback is not None:
             given = model._pack()
@@ -1310,9 +1316,13 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
         # The fit is done and W, b hold its result, while the checkpoint directory keeps
         # the last iteration's state. Raising here lost the trained model wherever the
         # caller saves it next (train's --out), for a file that only marks the end.
+        kept = (
+            "The checkpoint directory keeps the last state written, from which the same fit resumes."
+            if os.path.lexists(os.fspath(checkpoint))
+            else "Nothing is left in the checkpoint directory to resume from."
+        )
         warnings.warn(
-            f"{FINAL_CHECKPOINT_NOT_WRITTEN} ({exc}); {HOLDS_THE_TRAINED_MODEL}. The checkpoint directory keeps "
-            f"the last state written, from which the same fit resumes.",
+            f"{FINAL_CHECKPOINT_NOT_WRITTEN} ({exc}); {HOLDS_THE_TRAINED_MODEL}. {kept}",
             RuntimeWarning,
             stacklevel=4,
         )

@@ -804,6 +804,33 @@ def test_members_that_hold_each_other_are_refused_before_reading(tmp_path, monke
         SoftmaxRegression.load(path)
 
 
+@pytest.mark.parametrize("removed_at", [2, 4])
+def test_a_checkpoint_directory_removed_during_the_fit_is_not_made_again(tmp_path, removed_at):
+    """It was made again without its lock file, so that another fit could write there too. Removed at the last
+    iteration, only the final save fails: the fit ends with a warning, and no longer says that the directory
+    keeps a state to resume from."""
+    import shutil
+
+    X, y = make_classification(2000, 5, n_classes=3, seed=0)
+    directory = tmp_path / "run"
+
+    def remove(model, iteration, loss):
+        if iteration == removed_at:
+            shutil.rmtree(directory)
+
+    model = SoftmaxRegression(5, 3, seed=0)
+    if removed_at < 4:
+        message = r"at iteration 3 \(the checkpoint directory was removed during the fit.*Fit again to start over"
+        with pytest.raises(FileNotFoundError, match=message):
+            model.fit(X, y, max_iter=4, tol=0, checkpoint=directory, callback=remove)
+        assert model.n_iter_ == 3
+    else:
+        with pytest.warns(RuntimeWarning, match=r"removed during the fit.*Nothing is left in the checkpoint"):
+            model.fit(X, y, max_iter=4, tol=0, checkpoint=directory, callback=remove)
+        assert model.n_iter_ == 4
+    assert not directory.exists()
+
+
 def test_a_member_held_twice_is_refused(tmp_path):
     """A model file given a second W.npy (all 7s) loaded without a word, the later copy winning, and predicted
     with it."""
