@@ -658,10 +658,11 @@ class SparseObjective:
         (:mod:`fastsoftmax._scaling`), so X stays sparse.
         """
         n_features = self.X.n_features
-        sums, _, weight_sum = column_moments_about(self.X, self.sample_weight, np.zeros(n_features))
+        rows = _with_each_column_once(self.X)  # once for both passes: a copy where X repeats a column
+        sums, _, weight_sum = column_moments_about(rows, self.sample_weight, np.zeros(n_features))
         with np.errstate(over="ignore", invalid="ignore"):  # inf: the scaling falls back to the identity
             mean = sums / weight_sum
-            _, squares, _ = column_moments_about(self.X, self.sample_weight, mean)
+            _, squares, _ = column_moments_about(rows, self.sample_weight, mean)
             variance = squares / weight_sum
         return FeatureScaling.from_mean_variance(mean, np.maximum(variance, 0.0), l2, n_classes, centre=centre)
 
@@ -688,7 +689,7 @@ def column_moments_about(
     A column that a row stores more than once counts as the sum of its
     values there (:func:`_with_each_column_once`).
     """
-    data, indices, indptr = _with_each_column_once(rows)
+    data, indices, indptr = _with_each_column_once(rows).arrays()
     n_features = rows.n_features
     weight_sum = _weight_sum(sample_weight, rows.n_samples)
     if sample_weight.shape[0]:
@@ -705,8 +706,8 @@ def column_moments_about(
     return sums, squares, weight_sum
 
 
-def _with_each_column_once(rows: CSRRows) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """X's arrays, or, where a row stores a column more than once, a copy with those values summed.
+def _with_each_column_once(rows: CSRRows) -> CSRRows:
+    """``rows``, or, where a row stores a column more than once, a copy with those values summed.
 
     SciPy's products, and the kernels, add such values up, but moments taken
     value by value counted each as a value of its own: with every value stored
@@ -717,13 +718,13 @@ def _with_each_column_once(rows: CSRRows) -> tuple[np.ndarray, np.ndarray, np.nd
     """
     import scipy.sparse
 
-    arrays = rows.arrays()
-    X = scipy.sparse.csr_array(arrays, shape=rows.shape, copy=False)
+    X = scipy.sparse.csr_array(rows.arrays(), shape=rows.shape, copy=False)
     if X.has_canonical_format:
-        return arrays
+        return rows
     X = X.copy()
     X.sum_duplicates()  # sorts each row's columns, and adds the values of a column stored twice
-    return X.data, X.indices, X.indptr
+    arrays = (X.data, *_index_arrays(X.indices, X.indptr, "CSR"))
+    return CSRRows(*(kernels.read_only(a) for a in arrays), rows.shape)
 
 
 def hessian_objective(rows: CSRRows, sample_weight: np.ndarray, n_classes: int, l2: float) -> SparseObjective:

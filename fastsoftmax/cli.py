@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import difflib
-import errno
 import os
 import re
 import shutil
@@ -488,14 +487,15 @@ def _refuse_missing_input(option: str, path: str) -> None:
     A link that leads back to itself, or to no file, was "no such file",
     which ``ls`` contradicts.
     """
+    from fastsoftmax._io import refuse_link_loop
+
     if os.path.exists(path):
         return
+    try:
+        refuse_link_loop(path)
+    except OSError:
+        raise CLIError(f"{option} {path} is a symbolic link that leads back to itself (a loop).") from None
     if os.path.islink(path):
-        try:
-            os.stat(path)
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise CLIError(f"{option} {path} is a symbolic link that leads back to itself (a loop).") from None
         raise CLIError(f"{option} {path} is a symbolic link to {os.readlink(path)}, which does not exist.")
     raise CLIError(f"{option} {path}: no such file.")
 

@@ -731,12 +731,13 @@ def test_calls_go_on_where_a_module_they_look_for_is_blocked():
     assert done.stdout.split() == ["[0,", "0,", "0,", "0]", "0.693147"]
 
 
-@pytest.mark.parametrize("module", ["pandas", "scipy.sparse"])
-def test_calls_go_on_while_another_thread_imports_a_module_they_look_for(module):
+def test_calls_go_on_while_another_thread_imports_a_module_they_look_for():
     """A module is in sys.modules from the start of its import: a call in another thread read pandas from there
-    and raised "partially initialized module 'pandas' has no attribute 'DataFrame'"."""
-    pytest.importorskip(module)
-    done = _run_with_environment(CALLS_WHILE_ANOTHER_THREAD_IMPORTS.format(module=module))
+    and raised "partially initialized module 'pandas' has no attribute 'DataFrame'". (scipy.sparse goes through
+    the same check, _checks.imported_module, but defines issparse too early in its import for a test to catch
+    the window.)"""
+    pytest.importorskip("pandas")
+    done = _run_with_environment(CALLS_WHILE_ANOTHER_THREAD_IMPORTS.format(module="pandas"))
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["[]"]
 
