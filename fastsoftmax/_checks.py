@@ -1148,23 +1148,27 @@ def cast_overflow_error(X: np.ndarray, dtype: np.dtype, row_offset=0) -> ValueEr
     return beyond_range_error(n_beyond, _data_row(row, row_offset), largest, dtype)
 
 
-def values_beyond(X: np.ndarray, dtype: np.dtype) -> tuple[int, int, float]:
-    """(count, first row, largest |x|) of the finite values of X beyond the range of ``dtype``; (0, -1, 0.0) if none."""
+def values_beyond(X: np.ndarray, dtype: np.dtype) -> tuple[int, int, np.floating | float]:
+    """(count, first row, largest |x|) of the finite values of X beyond the range of ``dtype``; (0, -1, 0.0) if none.
+
+    The largest |x| keeps X's dtype: a longdouble beyond float64's range would be inf as a float.
+    """
     with np.errstate(invalid="ignore"):
         beyond = np.isfinite(X) & (np.abs(X) > np.finfo(dtype).max)
     n_beyond = int(np.count_nonzero(beyond))
     if not n_beyond:
         return 0, -1, 0.0
     row = int(np.argmax(beyond.any(axis=1))) if X.ndim == 2 else 0
-    return n_beyond, row, float(np.abs(X[beyond]).max())
+    return n_beyond, row, np.abs(X[beyond]).max()
 
 
-def beyond_range_error(n_beyond: int, first_row: int, largest: float, dtype: np.dtype) -> ValueError:
+def beyond_range_error(n_beyond: int, first_row: int, largest: np.floating | float, dtype: np.dtype) -> ValueError:
     """The error for ``n_beyond`` finite values of X beyond ``dtype``'s range, wherever the scan that found them ran."""
     dtype = np.dtype(dtype)
     wider = " or train in float64 (dtype=np.float64)" if dtype.itemsize < 8 else ""
     return ValueError(
-        f"X holds {n_beyond} finite value(s) beyond the range of {dtype} (|x| up to {largest:.3g}, "
+        f"X holds {n_beyond} finite value(s) beyond the range of {dtype} (|x| up to "
+        f"{np.format_float_scientific(largest, precision=2, trim='-')}, "
         f"above {np.finfo(dtype).max:.3g}; the first in row {first_row}): the cast to the "
         f"model's {dtype} would make them inf. Scale the data (for example X / np.abs(X).max()){wider}."
     )

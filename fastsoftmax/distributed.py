@@ -330,7 +330,7 @@ def _checked_sparse_chunk(chunk, target: np.dtype, block_info=None):
     return scipy.sparse.csr_matrix(rows.arrays(), shape=rows.shape, copy=False)
 
 
-def _sparse_chunk_values(chunk, target: np.dtype, start: int) -> tuple[tuple[int, int], tuple[int, int, float]]:
+def _sparse_chunk_values(chunk, target: np.dtype, start: int) -> tuple[tuple[int, int], tuple[int, int, np.floating]]:
     """The bad stored values of a scipy.sparse chunk of X whose first row is row ``start`` of the data set.
 
     ((count, first row) of NaN and inf, (count, first row, largest |x|) of
@@ -360,7 +360,7 @@ def _sparse_chunk_values(chunk, target: np.dtype, start: int) -> tuple[tuple[int
     n_beyond = int(np.count_nonzero(beyond))
     return (
         (n_nonfinite, row_of(int(np.argmax(nonfinite))) if n_nonfinite else -1),
-        (n_beyond, row_of(int(np.argmax(beyond))) if n_beyond else -1, float(np.abs(data[beyond]).max(initial=0.0))),
+        (n_beyond, row_of(int(np.argmax(beyond))) if n_beyond else -1, np.abs(data[beyond]).max(initial=0.0)),
     )
 
 
@@ -754,7 +754,7 @@ def _cast_rows(chunk: np.ndarray, target: np.dtype, block_info=None) -> np.ndarr
         raise _CastOverflowError(str(exc)) from None
 
 
-def _chunk_values_beyond(X: np.ndarray, target: np.dtype, start: int) -> tuple[int, int, float]:
+def _chunk_values_beyond(X: np.ndarray, target: np.dtype, start: int) -> tuple[int, int, np.floating | float]:
     """``_checks.values_beyond`` of one chunk of X whose first row is row ``start`` of the data set."""
     n_beyond, row, largest = _checks.values_beyond(X, target)
     return n_beyond, start + row if n_beyond else -1, largest

@@ -697,6 +697,15 @@ def test_float64_X_beyond_float32_range_is_reported_as_such(tmp_path, call, valu
             CAST_CALLS[call](X, y, tmp_path)
 
 
+@pytest.mark.skipif(np.finfo(np.longdouble).max <= np.finfo(np.float64).max, reason="longdouble is float64 here")
+def test_longdouble_X_beyond_float64_range_names_its_magnitude():
+    # The magnitude went through float() on its way to the message: "|x| up to inf".
+    X = np.ones((6, 3), np.longdouble)
+    X[4, 1] = np.longdouble("-2.5e400")
+    with pytest.raises(ValueError, match=r"beyond the range of float64 \(\|x\| up to 2\.5e\+400, .*row 4\)"):
+        SoftmaxRegression(3, 3).fit(X, np.arange(6) % 3, max_iter=2)
+
+
 #: The calls that learn from X: a cast that makes all of X zeros and subnormals is refused there.
 LEARNING_CALLS = {
     **{name: call for name, call in CAST_CALLS.items() if name != "predict"},
