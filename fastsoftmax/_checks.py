@@ -899,10 +899,11 @@ def raise_for_overflow_by_scale(
     Costs one more pass, on the error path only.
     """
     largest = max((float(np.abs(array).max()) for array in arrays if array.size), default=0.0)
-    if largest > 1.0 and finite_when_scaled(arrays[0].dtype.type(1.0 / largest)):
+    dtype = arrays[0].dtype
+    if largest > 1.0 and finite_when_scaled(dtype.type(1.0 / largest)):
         raise ValueError(
-            f"the result overflows {arrays[0].dtype} through the size of {name} (largest |entry| {largest:.3g}); "
-            f"{fix}, or use float64."
+            f"the result overflows {dtype} through the size of {name} (largest |entry| {largest:.3g}); "
+            f"{fix}{', or use float64' if dtype.itemsize < 8 else ''}."
         )
 
 

@@ -878,6 +878,13 @@ def test_an_overflow_through_the_weights_or_the_direction_names_them():
     # Logits that overflow on their own are still blamed on the logits and the features.
     with pytest.raises(ValueError, match=r"the logits W x \+ b or the features are too large"):
         fs.hessian_vector_product(X * 1e30, W + 1e10, b, np.ones_like(W), np.ones_like(b))
+    # In float64 the fix does not end with "or use float64", which it is already.
+    X64, W64, b64 = np.full((40, 1), 1e10), np.zeros((2, 1)), np.zeros(2)
+    with pytest.raises(ValueError, match=r"overflows float64 through the size of the direction .*c / s\)\.$"):
+        fs.hessian_vector_product(X64, W64, b64, np.zeros_like(W64), np.array([1.7e308, -1.7e308]))
+    # 40 weights of 4e306 sum within range; the weighted gradients, 40 x 4e306 x 1e10 / 2, do not.
+    with pytest.raises(ValueError, match=r"overflows float64 through the size of sample_weight.*ratios\)\.$"):
+        fs.loss_and_grad_sums(X64, y, W64, b64, sample_weight=np.full(40, 4e306))
 
 
 def _files_that_are_not_npy(tmp_path):
