@@ -165,7 +165,10 @@ def _check_problem(X, y, W, b, sample_weight, scale_free: bool = False):
     W, b = _checks.check_weights(W, b)
     X = _checks.check_X(X, W.dtype, W.shape[1], fortran_ok=True)
     y = _checks.check_labels(y, X.shape[0], W.shape[0], scan=False)
-    sample_weight = _checks.check_sample_weight(sample_weight, X.shape[0], W.dtype, scale_free=scale_free)
+    # Only a mean needs a weight above 0: the sums of a chunk whose rows all weigh 0 are 0.
+    sample_weight = _checks.check_sample_weight(
+        sample_weight, X.shape[0], W.dtype, scale_free=scale_free, all_zero_ok=not scale_free
+    )
     return X, y, W, b, sample_weight
 
 
@@ -236,7 +239,8 @@ def loss_and_grad_sums(X, y, W, b, *, sample_weight=None) -> LossGradSums:
     ``loss_sum = sum_i w_i (logsumexp(z_i) - z_{i,y_i})``,
     ``dW_sum = sum_i w_i (p_i - e_{y_i}) x_i^T`` (K, D), ``db_sum`` (K,) and
     ``weight_sum = sum_i w_i``. Sums over disjoint chunks add up; divide by the
-    total weight and add the L2 term to get :func:`loss_and_grad`. Raises
+    total weight and add the L2 term to get :func:`loss_and_grad`. A chunk whose
+    rows all weigh 0 gives sums of 0. Raises
     ValueError in the same cases as :func:`loss_and_grad`, an overflowing sum included.
     X may be a scipy.sparse matrix or array, as in :func:`loss_and_grad`.
     """
@@ -353,7 +357,10 @@ def cross_entropy(
     Z, _ = _checks.check_logits(Z)
     y = _checks.check_labels(y, Z.shape[0], Z.shape[1], rows_of="Z")
     # The mean divides by sum w, so it does not depend on the weights' scale.
-    sample_weight = _checks.check_sample_weight(sample_weight, Z.shape[0], Z.dtype, scale_free=reduction == "mean")
+    scale_free = reduction == "mean"  # "sum" and "none" of rows that all weigh 0 are 0
+    sample_weight = _checks.check_sample_weight(
+        sample_weight, Z.shape[0], Z.dtype, scale_free=scale_free, all_zero_ok=not scale_free
+    )
     n_chunks = work_chunks(Z.shape[0], Z.shape[1] * EXP_WORK)
     with parallel_section(n_chunks):
         if reduction == "none":

@@ -556,10 +556,14 @@ def no_weights(dtype) -> np.ndarray:
     return _NO_WEIGHTS[np.dtype(dtype)]
 
 
-def check_sample_weight(sample_weight, n_samples: int, dtype: np.dtype, *, scale_free: bool = False) -> np.ndarray:
+def check_sample_weight(
+    sample_weight, n_samples: int, dtype: np.dtype, *, scale_free: bool = False, all_zero_ok: bool = False
+) -> np.ndarray:
     r"""Check sample weights (N,): finite, non-negative, positive sum; return them in ``dtype``.
 
     Returns a length-0 array for None, which the kernels read as "all ones".
+    ``all_zero_ok=True`` lets every weight be 0 where the caller returns
+    weighted sums, not a mean: a chunk of rows of weight 0 adds 0 to them.
 
     With ``scale_free=True`` the caller uses the weights only through
     :math:`w_i / \sum_j w_j` (a mean loss or its gradient), which does not
@@ -584,6 +588,8 @@ def check_sample_weight(sample_weight, n_samples: int, dtype: np.dtype, *, scale
         raise ValueError("sample_weight contains negative values; weights must be >= 0.")
     w_max = float(w.max())
     if not w_max > 0:
+        if all_zero_ok:
+            return _contiguous(w, dtype)
         raise ValueError("sample_weight sums to 0 (every weight is zero); at least one sample needs a positive weight.")
     info = np.finfo(dtype)
     if scale_free and not float(info.tiny) <= w_max <= 1 / float(info.eps):

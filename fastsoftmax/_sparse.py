@@ -748,12 +748,14 @@ def make_sparse_objective(
     """The objective over a scipy.sparse X, its labels and weights checked (see :func:`check_sparse_X`).
 
     ``renumber_columns``: the objective serves a fit (see :class:`SparseObjective`).
-    ``scale_free=False``: the weights' values count, not only their ratios
-    (:meth:`SparseObjective.sums`; see ``_checks.check_sample_weight``).
+    ``scale_free=False``: the weights' values count, not only their ratios,
+    and they may all be 0 (:meth:`SparseObjective.sums`; see ``_checks.check_sample_weight``).
     """
     rows = check_sparse_X(X, dtype, n_features, cast_floats=cast_floats)
     y = _checks.check_labels(y, rows.n_samples, n_classes)
-    sample_weight = _checks.check_sample_weight(sample_weight, rows.n_samples, dtype, scale_free=scale_free)
+    sample_weight = _checks.check_sample_weight(
+        sample_weight, rows.n_samples, dtype, scale_free=scale_free, all_zero_ok=not scale_free
+    )
     return SparseObjective(rows, y, sample_weight, n_classes, l2, renumber_columns=renumber_columns)
 
 

@@ -214,6 +214,30 @@ def test_loss_and_grad_sums_with_weights_that_vanish_in_float32_raise(rng):
         fs.loss_and_grad_sums(X, y, W, b, sample_weight=np.full(N, 1e-320))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "csr"])
+def test_a_chunk_whose_rows_all_weigh_0_adds_0_to_the_sums(rng, sparse, dtype):
+    """The chunk of rows 0-4 was refused ("sample_weight sums to 0"): its sums, 0, did not add up with the rest's."""
+    X, y, W, b, _ = make_problem(rng, N, D, K, dtype)
+    weights = np.ones(N, dtype)
+    weights[:5] = 0.0
+    as_given = scipy.sparse.csr_matrix if sparse else np.asarray
+    whole = fs.loss_and_grad_sums(as_given(X), y, W, b, sample_weight=weights)
+    head = fs.loss_and_grad_sums(as_given(X[:5]), y[:5], W, b, sample_weight=weights[:5])
+    tail = fs.loss_and_grad_sums(as_given(X[5:]), y[5:], W, b, sample_weight=weights[5:])
+    assert head.loss_sum == 0.0 and head.weight_sum == 0.0
+    assert not head.dW_sum.any() and not head.db_sum.any()
+    eps = np.finfo(dtype).eps
+    np.testing.assert_allclose(head.loss_sum + tail.loss_sum, whole.loss_sum, rtol=N * eps)
+    np.testing.assert_allclose(head.dW_sum + tail.dW_sum, whole.dW_sum, rtol=0, atol=N * eps)
+    Z = (X[:5] @ W.T + b).astype(dtype)
+    assert fs.cross_entropy(Z, y[:5], sample_weight=weights[:5], reduction="sum") == 0.0
+    assert not fs.cross_entropy(Z, y[:5], sample_weight=weights[:5], reduction="none").any()
+    # A mean of rows that all weigh 0 is still refused, as before.
+    with pytest.raises(ValueError, match=r"sample_weight sums to 0"):
+        fs.loss_and_grad(as_given(X[:5]), y[:5], W, b, sample_weight=weights[:5])
+
+
 def test_weights_that_float32_makes_subnormal_raise_in_the_sums():
     """Weights 3e-45 and 1e-45 became float32 subnormals in the ratio 2:1: the sums' weighted mean loss was 0.79,
     not 0.63, without a word."""
