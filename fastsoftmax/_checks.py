@@ -713,6 +713,28 @@ def check_lr(lr, call: str | None = None) -> float:
     return float(lr)
 
 
+_FLOAT32_TINY = float(np.finfo(np.float32).tiny)
+
+
+def check_lr_in_dtype(lr: float, dtype: np.dtype) -> None:
+    """Raise ValueError for a checked ``lr`` below ``dtype``'s smallest normal number.
+
+    Cast to the model's dtype, such a step size is 0 or subnormal: the steps
+    lr * gradient round to nothing, and training would change no weight
+    while it reported a loss for every step.
+    """
+    if lr >= _FLOAT32_TINY:  # normal in both dtypes: one comparison on train_step's path
+        return
+    dtype = np.dtype(dtype)
+    tiny = float(np.finfo(dtype).tiny)
+    if lr < tiny:
+        wider = ", or train in float64 (dtype=np.float64)" if dtype.itemsize < 8 else ""
+        raise ValueError(
+            f"lr={lr!r} is below {dtype}'s smallest normal number ({tiny:.3g}): in {dtype} its steps round to "
+            f"nothing and training would change no weight. Use a larger lr{wider}."
+        )
+
+
 def check_l2(l2, call: str | None = None) -> float:
     """Check the L2 strength: a finite number >= 0 (``call`` as in :func:`check_lr`)."""
     if type(l2) is float and 0.0 <= l2 < math.inf:  # the common case, without the ABC check below
@@ -1043,11 +1065,14 @@ def check_fit_options(
     precondition="auto",
     fit_intercept=True,
     callback=None,
+    dtype: np.dtype | None = None,
 ) -> FitOptions:
     """Validate every solver option at once, before any data is read.
 
     ``allowed`` lists the solvers this entry point offers; ``lr=None`` takes
-    :func:`default_lr` of the solver. ``precondition="auto"`` scales the
+    :func:`default_lr` of the solver. Given the model's ``dtype``, the ``lr``
+    of a solver that steps by it must not round to nothing there
+    (:func:`check_lr_in_dtype`). ``precondition="auto"`` scales the
     features for lbfgs and newton-cg only: the other solvers' ``lr`` is a step
     in the data's own units, which scaling would change. ``callback`` is only
     checked (None or callable): it was first called after the first
@@ -1065,10 +1090,13 @@ def check_fit_options(
         raise ValueError(f"precondition must be True, False or 'auto', got {precondition!r}.")
     if not isinstance(fit_intercept, (bool, np.bool_)):
         raise ValueError(f"fit_intercept must be True or False, got {fit_intercept!r}.")
+    lr = check_lr(default_lr(solver) if lr is None else lr)
+    if dtype is not None and solver in STEP_SIZE_SOLVERS:
+        check_lr_in_dtype(lr, dtype)
     return FitOptions(
         solver=solver,
         max_iter=check_int(max_iter, "max_iter"),
-        lr=check_lr(default_lr(solver) if lr is None else lr),
+        lr=lr,
         batch_size=check_int(batch_size, "batch_size"),
         momentum=check_momentum(momentum),
         l2=check_l2(l2),

@@ -1359,6 +1359,7 @@ def fit_dask(
         precondition=precondition,
         fit_intercept=fit_intercept,
         callback=callback,
+        dtype=model.dtype,
     )
     _checks.warn_unused_lr(lr, options.solver)
     if not isinstance(persist, (bool, np.bool_)):

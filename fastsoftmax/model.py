@@ -369,6 +369,7 @@ class SoftmaxRegression:
         matrix or array (see :meth:`fit`).
         """
         lr = _checks.check_lr(lr, "train_step(X, y, lr)")
+        _checks.check_lr_in_dtype(lr, self.dtype)
         l2 = _checks.check_l2(l2, "train_step(X, y, lr, l2)")
         sparse = is_sparse(X)
         # The caller's arrays, before any copy (a sparse X's values).
@@ -655,6 +656,7 @@ class SoftmaxRegression:
             precondition=precondition,
             fit_intercept=fit_intercept,
             callback=callback,
+            dtype=self.dtype,
         )
         _checks.warn_unused_lr(lr, options.solver)
         if checkpoint is not None:
@@ -753,6 +755,7 @@ class SoftmaxRegression:
             momentum=momentum,
             l2=l2,
             fit_intercept=fit_intercept,
+            dtype=self.dtype,
         )
         self._params(
             data={"X": getattr(X, "data", None) if is_sparse(X) else X, "y": y, "sample_weight": sample_weight}

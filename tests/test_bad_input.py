@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import struct
 import warnings
@@ -520,6 +521,34 @@ def test_fit_rejects_a_callback_that_cannot_be_called_before_any_iteration(probl
     np.testing.assert_array_equal(model.W, W)
     np.testing.assert_array_equal(model.b, b)
     assert model.n_iter_ == 0
+
+
+@pytest.mark.parametrize(
+    ("dtype", "lr"), [(np.float32, 1e-46), (np.float32, 1e-40), (np.float64, 1e-320)], ids=["f32-0", "f32-sub", "f64"]
+)
+def test_a_step_size_that_rounds_to_nothing_in_the_dtype_is_refused(problem, dtype, lr):
+    """float32 made lr=1e-46 zero: train_step returned the loss and left W as it was, and gd, sgd and adam recorded a
+    flat loss, without a word; lr=1e39 was refused as a step that overflows W."""
+    X, y, _, _ = problem
+    model = SoftmaxRegression(4, 3, dtype=dtype, seed=0)
+    W, b = model.W.copy(), model.b.copy()
+    wider = r", or train in float64 \(dtype=np\.float64\)\.$" if dtype == np.float32 else r"\.$"
+    message = rf"^lr={lr!r} is below {np.dtype(dtype)}'s smallest normal number .*Use a larger lr{wider}"
+    calls = [
+        lambda: model.train_step(X, y, lr),
+        *(functools.partial(model.fit, X, y, solver=solver, lr=lr) for solver in ("gd", "sgd", "adam")),
+        *(functools.partial(model.partial_fit, X, y, solver=solver, lr=lr) for solver in ("sgd", "adam")),
+    ]
+    for call in calls:
+        with pytest.raises(ValueError, match=message):
+            call()
+    np.testing.assert_array_equal(model.W, W)
+    np.testing.assert_array_equal(model.b, b)
+    # In float64, 1e-40 is a step; lbfgs and newton-cg do not use lr (only warned of).
+    if dtype == np.float64:
+        SoftmaxRegression(4, 3, dtype=dtype).train_step(X, y, 1e-40)
+    with pytest.warns(UserWarning, match=r"is not used by solver='lbfgs'"):
+        SoftmaxRegression(4, 3, dtype=dtype).fit(X, y, lr=lr)
 
 
 PARTIAL_FIT_ARG_CASES = {

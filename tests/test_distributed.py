@@ -999,6 +999,8 @@ def test_max_iter_before_tol_warns_on_dask(data):
         (dict(solver="newton"), "solver must be one of 'lbfgs', 'gd'"),
         (dict(tol=-1.0), "tol must be a finite number >= 0"),
         (dict(solver="gd", lr=np.inf), "lr must be a finite number > 0"),
+        # Steps that round to nothing in the model's float64: the fit changed no weight.
+        (dict(solver="gd", lr=1e-320), "lr=1e-320 is below float64's smallest normal number"),
         # Taken as True before, "no" included.
         (dict(persist="no"), "persist must be True or False, got 'no'"),
         # "'str' object has no attribute 'persist'" before.
@@ -1007,7 +1009,7 @@ def test_max_iter_before_tol_warns_on_dask(data):
             r"connect first: client = distributed\.Client\('tcp://127\.0\.0\.1:8786'\)",
         ),
     ],
-    ids=["sgd", "unknown", "tol", "lr", "persist", "client-address"],
+    ids=["sgd", "unknown", "tol", "lr", "lr-subnormal", "persist", "client-address"],
 )
 def test_bad_options_are_refused_before_any_work(data, options, match):
     with pytest.raises((ValueError, TypeError), match=match):
