@@ -211,10 +211,25 @@ _DECLARED_FIX = (
 )
 
 
+def _is_numpy_chunk(chunk) -> bool:
+    """Whether ``chunk`` is the NumPy array a Dask array of NumPy chunks declares; a masked array is not.
+
+    A reader that returns masked arrays (netCDF4 does) under NumPy metadata
+    passed ``isinstance(chunk, np.ndarray)``: the values under the mask were
+    trained on as data.
+    """
+    return isinstance(chunk, np.ndarray) and not isinstance(chunk, np.ma.MaskedArray)
+
+
 def _not_numpy_error(where: str, chunk) -> TypeError:
     """A chunk that is not the NumPy array its Dask array declares; a scipy.sparse one is told how to declare it."""
     fix = _DECLARED_FIX
-    if _checks._is_scipy_sparse(chunk):
+    if isinstance(chunk, np.ma.MaskedArray):
+        fix = (
+            "fill the masked entries where the chunks are made (chunk.filled(value), with the value they "
+            "should take), or leave out their rows"
+        )
+    elif _checks._is_scipy_sparse(chunk):
         # Dask declares COO chunks (which it cannot slice) as NumPy ones, whatever meta is given.
         fix = (
             "fastsoftmax trains on sparse chunks that the Dask array declares as such (in CSR or CSC): "
@@ -248,7 +263,7 @@ def _check_chunk(
     if sparse:
         if not (_checks._is_scipy_sparse(chunk) and chunk.format == "csr"):
             raise TypeError(f"{where} is a {type(chunk).__name__}, not the CSR matrix it was checked as; {fix}.")
-    elif not isinstance(chunk, np.ndarray):
+    elif not _is_numpy_chunk(chunk):
         raise _not_numpy_error(where, chunk)
     if chunk.shape != shape:
         raise ValueError(f"{where} has shape {chunk.shape} but the Dask array declares {shape}; {fix}.")
@@ -742,7 +757,7 @@ def _cast_rows(chunk: np.ndarray, target: np.dtype, block_info=None) -> np.ndarr
     refused too.
     """
     row_offset = block_info[0]["array-location"][0][0] if block_info else 0
-    if not isinstance(chunk, np.ndarray):  # declared NumPy (it is cast as such) but made otherwise
+    if not _is_numpy_chunk(chunk):  # declared NumPy (it is cast as such) but made otherwise
         index = block_info[0]["chunk-location"][0] if block_info else 0
         rows = f"rows {row_offset}:{row_offset + chunk.shape[0]}" if hasattr(chunk, "shape") else "its rows"
         raise _not_numpy_error(f"chunk {index} of X ({rows})", chunk)

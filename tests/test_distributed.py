@@ -794,6 +794,30 @@ def test_chunks_unlike_their_metadata_are_refused_by_name(data, case, solver):
     np.testing.assert_array_equal(model.W, W0)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32-cast"])
+@pytest.mark.parametrize("name", ["X", "y", "sample_weight"])
+def test_masked_chunks_declared_as_numpy_ones_are_refused_by_name(data, name, dtype):
+    """A reader that returns masked arrays (netCDF4 does) under NumPy metadata passed the chunks' check: the values
+    under the mask were trained on (X's: a loss of 9.4 against 0.23), and masked labels were read as labels."""
+    X, y = data
+    arrays = {"X": X, "y": y, "sample_weight": np.ones(N)}
+    chunks = {name: da.from_array(a, chunks=(CHUNK, D) if a.ndim == 2 else CHUNK) for name, a in arrays.items()}
+
+    def masked(block, block_info=None):
+        mask = np.zeros(block.shape, bool)
+        if block_info[0]["chunk-location"][0] == 3:
+            mask[:10] = True
+        return np.ma.masked_array(block, mask=mask)
+
+    chunks[name] = chunks[name].map_blocks(masked, dtype=chunks[name].dtype, meta=np.empty((0,) * chunks[name].ndim))
+    model = SoftmaxRegression(D, K, dtype=dtype, seed=0)
+    W0 = model.W.copy()
+    message = rf"chunk \d of {name} \(rows \d+:\d+\) is a MaskedArray, not a NumPy array; fill the masked entries"
+    with pytest.raises(TypeError, match=message):
+        model.fit(chunks["X"], chunks["y"], sample_weight=chunks["sample_weight"], max_iter=5)
+    np.testing.assert_array_equal(model.W, W0)
+
+
 def test_chunk_unlike_its_metadata_is_named_from_a_worker_and_without_persist(client, data):
     X, y, _ = _lying_chunks(data)["X-short"]
     message = r"chunk 3 of X \(rows 2100:2800\) has shape \(600, 10\)"
