@@ -1418,21 +1418,9 @@ def _dask_accuracy(model, X, y, row_offset: int = 0) -> float:
     ``row_offset`` is the row of the data set at which X begins (the first
     validation row): an error in a chunk names the data set's row.
     """
-    import dask.array as da
+    from fastsoftmax.distributed import predict_blocks
 
-    predictions = da.map_blocks(
-        _predict_rows, X, model=model, row_offset=row_offset, drop_axis=1, dtype=np.int64, meta=np.empty(0, np.int64)
-    )
-    return float((predictions == y).mean().compute())
-
-
-def _predict_rows(chunk: np.ndarray, model, row_offset: int, block_info=None) -> np.ndarray:
-    """``model.predict`` of one chunk of rows; its NaN or overflow names the row in the data set, not in the chunk."""
-    from fastsoftmax._checks import nonfinite_rows_of
-
-    start = row_offset + (block_info[0]["array-location"][0][0] if block_info else 0)
-    with nonfinite_rows_of(chunk, start, "before predicting"):
-        return model.predict(chunk)
+    return float((predict_blocks(model, X, row_offset=row_offset) == y).mean().compute())
 
 
 def _note_classes_without_training_rows(

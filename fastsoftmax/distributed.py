@@ -72,6 +72,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import copy
 import functools
 import logging
 import math
@@ -104,7 +105,7 @@ if TYPE_CHECKING:
 
     from fastsoftmax.engine import Trainable
 
-__all__ = ["connect", "fit_dask", "is_dask_collection", "make_classification_dask"]
+__all__ = ["connect", "fit_dask", "is_dask_collection", "make_classification_dask", "predict_dask"]
 
 #: Solvers that run on Dask (full-batch; see the module docstring).
 DASK_SOLVERS = ("lbfgs", "gd", "newton-cg")
@@ -1389,6 +1390,114 @@ def fit_dask(
         X_cast, y, sample_weight, model.num_classes, options.l2, _resolve_client(client), persist, uncast_X=X
     )
     return engine.fit(model, objective, options, callback=callback, checkpoint=checkpoint)
+
+
+#: The prediction methods :func:`predict_dask` maps over the chunks (those the model has).
+PREDICT_METHODS = ("predict", "predict_proba", "predict_log_proba", "decision_function")
+
+
+def predict_dask(model, X, *, method: str = "predict"):
+    """Predictions of a Dask X, chunk by chunk where the chunks live, as a lazy Dask array.
+
+    The model's own ``predict`` (and the estimator's) computes a Dask X in
+    memory first; this keeps every chunk on its worker, for more rows than
+    memory holds. The model is copied at the call: training it afterwards
+    does not change what the returned array computes.
+
+    Parameters
+    ----------
+    model : SoftmaxRegression or fastsoftmax.sklearn.SoftmaxClassifier
+        A trained model, or anything else with the method ``method``.
+    X : dask.array.Array, shape (N, D)
+        NumPy or scipy.sparse chunks (as ``fit`` takes them), each holding
+        whole rows (one chunk along the columns). Chunks of no rows (a
+        filtered array has them) give blocks of no rows.
+    method : {"predict", "predict_proba", "predict_log_proba", "decision_function"}
+        The model's method to apply to each chunk; the first two are
+        those of every model, the others the estimator's.
+
+    Returns
+    -------
+    dask.array.Array
+        X's row chunks, each the method's result on its chunk: shape (N,)
+        for ``predict`` (the model's labels) and for a binary estimator's
+        ``decision_function``, (N, K) for the others. Computing it raises
+        the model's own errors, NaN in X naming the data set's row.
+
+    Raises
+    ------
+    TypeError
+        X is not a Dask array, or ``model`` has no method ``method``.
+    ValueError
+        ``method`` is not a prediction method, or X is not 2-D, is chunked
+        along its columns, or has columns the model does not take (the
+        model's own message, from one row of zeros predicted at the call).
+    """
+    da = _dask_array("Predicting on Dask")
+    if method not in PREDICT_METHODS:
+        raise ValueError(f"method must be one of {', '.join(map(repr, PREDICT_METHODS))}, got {method!r}.")
+    if not callable(getattr(model, method, None)):
+        raise TypeError(f"{type(model).__name__} has no method {method!r}; pass a model that has one.")
+    if not isinstance(X, da.Array):
+        raise TypeError(f"X must be a dask.array.Array, got {type(X).__name__}; call model.{method}(X) itself.")
+    if X.ndim != 2:
+        raise ValueError(f"X must be 2-dimensional (N, D), got shape {X.shape}.")
+    if len(X.chunks[1]) != 1:
+        raise ValueError(
+            f"X is chunked along its columns ({len(X.chunks[1])} chunks); each chunk must hold whole rows. "
+            f"Rechunk with X = X.rechunk({{1: -1}})."
+        )
+    return predict_blocks(copy.deepcopy(model), X, method)  # the weights of now, whatever trains the model later
+
+
+def predict_blocks(model, X, method: str = "predict", row_offset: int = 0):
+    """:func:`predict_dask` of a checked Dask X (2-D, whole rows), with ``model`` itself, not a copy.
+
+    ``row_offset`` is the row of the data set at which X begins: NaN in a
+    chunk names the data set's row (the command line predicts its validation
+    rows so).
+    """
+    import dask
+
+    # One row of zeros: the model's errors for X's columns (and for a model not trained) now, not at the
+    # compute, and the shape and dtype of each block's result.
+    sample = getattr(model, method)(np.zeros((1, X.shape[1]), dtype=X.dtype))
+    per_row, dtype = sample.shape[1:], sample.dtype
+    # The tasks' kernel threads as a fit's: the cores of a machine shared by its concurrent tasks.
+    client, n_chunks = _resolve_client(None), len(X.chunks[0])
+    concurrency = _cluster_concurrency(client, n_chunks) if client is not None else _local_concurrency(n_chunks)
+    shared = dask.delayed(model, name=f"fastsoftmax-model-{uuid.uuid4().hex}")  # one key, not one copy a task
+    layout = dict(drop_axis=1) if not per_row else dict(chunks=(X.chunks[0], per_row))
+    return X.map_blocks(
+        _predict_chunk,
+        shared,
+        method=method,
+        per_row=per_row,
+        result_dtype=dtype,  # map_blocks' own ``dtype`` is not passed on
+        dtype=dtype,
+        concurrency=concurrency,
+        row_offset=row_offset,
+        meta=np.empty((0,) * (1 + len(per_row)), dtype=dtype),
+        **layout,
+    )
+
+
+def _predict_chunk(
+    chunk,
+    model,
+    method: str,
+    per_row: tuple[int, ...],
+    result_dtype: np.dtype,
+    concurrency: int | dict[str, int],
+    row_offset: int,
+    block_info=None,
+) -> np.ndarray:
+    """``model.method`` of one chunk of rows (:func:`predict_blocks`); its NaN names the row in the data set."""
+    if chunk.shape[0] == 0:
+        return np.empty((0, *per_row), dtype=result_dtype)
+    start = row_offset + (block_info[0]["array-location"][0][0] if block_info else 0)
+    with numba_threads(_kernel_threads(concurrency)), _checks.nonfinite_rows_of(chunk, start, "before predicting"):
+        return getattr(model, method)(chunk)
 
 
 # --------------------------------------------------------------------------- #

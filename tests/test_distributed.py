@@ -35,6 +35,7 @@ from fastsoftmax.distributed import (
     fit_dask,
     is_dask_collection,
     make_classification_dask,
+    predict_dask,
 )
 
 N, D, K = 4000, 10, 3
@@ -453,6 +454,85 @@ def test_a_dask_array_of_sparse_chunks_is_predicted_as_its_matrix(sparse_data):
     for method in ("predict", "predict_proba", "predict_log_proba", "decision_function"):
         np.testing.assert_array_equal(getattr(estimator, method)(Xd), getattr(estimator, method)(X))
     assert estimator.score(Xd, yd) == estimator.score(X, y)
+
+
+def test_predict_dask_predicts_each_chunk_where_it_lives_empty_chunks_included(data, single_machine, sparse_data):
+    """The README's recipe, X.map_blocks(model.predict, ...), failed on any chunk of no rows ("X is empty"), which a
+    filtered Dask array has."""
+    X, y = data
+    keep = (y == 0) & (np.arange(N) // CHUNK != 1)  # chunk 1 keeps no row
+    filtered = da.from_array(X, chunks=(CHUNK, D))[da.from_array(keep, chunks=CHUNK)]
+    predicted = predict_dask(single_machine, filtered)
+    assert isinstance(predicted, da.Array)
+    np.testing.assert_array_equal(predicted.compute(), single_machine.predict(X[keep]))
+    zero_rows = ((0, 1, 1999, 0, 1000, 1000), (D,))
+    for method in ("predict", "predict_proba"):
+        result = predict_dask(single_machine, da.from_array(X, chunks=zero_rows), method=method)
+        assert result.chunks[0] == zero_rows[0]
+        np.testing.assert_array_equal(result.compute(), getattr(single_machine, method)(X))
+    X_sparse, _ = sparse_data
+    np.testing.assert_array_equal(
+        predict_dask(single_machine, _sparse_dask(X_sparse, chunks=(700, 0, 3300))).compute(),
+        single_machine.predict(X_sparse),
+    )
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_predict_dask_applies_every_method_of_the_estimator(data, n_classes):
+    from fastsoftmax.sklearn import SoftmaxClassifier
+
+    X, y = data
+    labels = np.array(["cat", "dog", "eel"])[y % n_classes]
+    estimator = SoftmaxClassifier(C=10.0).fit(X, labels)
+    Xd = da.from_array(X, chunks=(CHUNK, D))
+    for method in ("predict", "predict_proba", "predict_log_proba", "decision_function"):
+        expected = getattr(estimator, method)(X)
+        result = predict_dask(estimator, Xd, method=method)
+        # (N,) for the labels and a binary decision_function, as the estimator's own.
+        assert (result.shape, result.dtype) == (expected.shape, expected.dtype)
+        np.testing.assert_array_equal(result.compute(), expected)
+
+
+def test_predict_dask_keeps_the_weights_of_its_call_and_names_the_data_sets_row(data):
+    X, y = data
+    model = SoftmaxRegression(D, K, seed=0)
+    probabilities = predict_dask(model, da.from_array(X, chunks=(CHUNK, D)), method="predict_proba")
+    expected = model.predict_proba(X)
+    model.fit(X, y, max_iter=3)  # trained between the call and the compute
+    np.testing.assert_array_equal(probabilities.compute(), expected)
+    with_nan = X.copy()
+    with_nan[2345, 4] = np.nan
+    predicted = predict_dask(model, da.from_array(with_nan, chunks=(CHUNK, D)))
+    with pytest.raises(ValueError, match=r"X contains 1 NaN or infinite value\(s\), the first in row 2345;"):
+        predicted.compute()
+
+
+def test_predict_dask_refuses_what_it_cannot_predict_at_the_call(data):
+    from sklearn.exceptions import NotFittedError
+
+    from fastsoftmax.sklearn import SoftmaxClassifier
+
+    X, _ = data
+    model = SoftmaxRegression(D, K)
+    Xd = da.from_array(X, chunks=(CHUNK, D))
+    cases = [
+        (lambda: predict_dask(model, X), TypeError, r"X must be a dask\.array\.Array, got ndarray"),
+        (lambda: predict_dask(model, Xd, method="fit"), ValueError, r"method must be one of 'predict'"),
+        (lambda: predict_dask(model, Xd, method="decision_function"), TypeError, r"no method 'decision_function'"),
+        (lambda: predict_dask(model, Xd.rechunk((CHUNK, 5))), ValueError, r"X = X\.rechunk\(\{1: -1\}\)"),
+        (lambda: predict_dask(model, Xd[:, :4]), ValueError, r"X has 4 features but W has 10 columns"),
+        (lambda: predict_dask(model, Xd[:, 0]), ValueError, r"X must be 2-dimensional"),
+        (lambda: predict_dask(SoftmaxClassifier(), Xd), NotFittedError, r"not fitted yet"),
+    ]
+    for call, error, message in cases:
+        with pytest.raises(error, match=message):
+            call()
+
+
+def test_predict_dask_on_a_cluster_equals_the_single_machine(client, data, single_machine):
+    X, _ = data
+    result = predict_dask(single_machine, da.from_array(X, chunks=(CHUNK, D)), method="predict_proba")
+    np.testing.assert_array_equal(client.compute(result).result(), single_machine.predict_proba(X))
 
 
 def _chunk_made_by(chunk: int, make):
