@@ -79,16 +79,25 @@ STEP_SIZE_SOLVERS = ("gd", *MINIBATCH_SOLVERS)
 STEP_FREE_SOLVERS = ("lbfgs", "newton-cg")
 #: The arrays of n = K (D + 1) values that a solver holds at least, all at
 #: once, besides the model and the data, as (float64 arrays, arrays in the
-#: model's dtype): lbfgs and newton-cg work in float64 (the iterate, its
-#: gradient and a search direction); gd keeps the iterate, its gradient and
-#: the next iterate in the model's dtype; sgd the iterate and a gradient;
-#: adam those and its two float64 moments. A fit refused for less memory
-#: than these could not have run; fits take far more (peak resident memory
-#: over the start, 2000 rows, K x D = 2000 x 500, one thread, in bytes per
-#: parameter, against this floor: lbfgs 250 / 24 in float64, newton-cg 140
-#: / 24, gd 46 / 12 in float32, sgd 64 / 8, adam 110 / 24; an epoch of
-#: partial_fit, sgd 32 / 8 and adam 40 / 24 in float32).
-SOLVER_ARRAYS = {"lbfgs": (3, 0), "newton-cg": (3, 0), "gd": (0, 3), "sgd": (0, 2), "adam": (2, 2)}
+#: model's dtype): lbfgs works in float64 on the iterate, its gradient and a
+#: search direction, and keeps its history of ``LBFGS_MEMORY`` pairs (s, y),
+#: all written by its 10th iteration; newton-cg the iterate, its gradient and
+#: conjugate gradients' step, residual, direction and Hessian product; gd
+#: keeps the iterate, its gradient and the next iterate in the model's dtype;
+#: sgd the iterate and a gradient; adam those and its two float64 moments.
+#: A fit refused for less memory than these could not have run; fits take
+#: more (memory held at the 12th iteration, tracemalloc, 400 rows, K x D =
+#: 300 x 100, in bytes per parameter, against this floor: lbfgs 242 / 184 in
+#: float64, newton-cg 89 / 48, gd 36 / 12 in float32, sgd 53 / 8, adam 77 /
+#: 24). Without the history (24 bytes a parameter), a fit of 420 M
+#: parameters passed the check, then held 77 GB and was killed with nothing said.
+SOLVER_ARRAYS = {
+    "lbfgs": (3 + 2 * solvers.LBFGS_MEMORY, 0),
+    "newton-cg": (6, 0),
+    "gd": (0, 3),
+    "sgd": (0, 2),
+    "adam": (2, 2),
+}
 #: Fits whose solver holds less than this are not checked: the check reads
 #: the memory available (/proc/meminfo and the control groups' limits,
 #: 16-45 us), which a fit of a small model should not pay.

@@ -679,7 +679,40 @@ def test_a_fit_in_a_container_too_small_for_it_is_refused(tmp_path, monkeypatch,
     monkeypatch.setattr(engine, "MEMORY_CHECK_MIN_BYTES", 0)
     X, y = rng.standard_normal((60, 40)), rng.integers(0, 300, 60)
     with pytest.raises(MemoryError, match=r"more than the 0.0004883 GiB available"):
-        fs.SoftmaxRegression(40, 3000).fit(X, y)  # lbfgs: 3000 x 41 parameters, 24 bytes each (2.95 MB)
+        fs.SoftmaxRegression(40, 3000).fit(X, y)  # lbfgs: 3000 x 41 parameters, 184 bytes each (22.6 MB)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("solver", ["lbfgs", "newton-cg"])
+def test_the_memory_floor_counts_what_the_solver_holds(rng, solver, dtype):
+    """The floor counted 24 bytes a parameter for lbfgs, which holds 10 pairs of history besides: --classes 20000000
+    on a small file passed the check, swapped for two minutes and was killed with nothing said."""
+    import tracemalloc
+
+    from fastsoftmax import engine
+
+    n_classes, n_features = 300, 100
+    X, y = rng.standard_normal((400, n_features)).astype(dtype), np.arange(400) % n_classes
+    fit = functools.partial(fs.SoftmaxRegression(n_features, n_classes, dtype=dtype).fit, X, y, solver=solver)
+    fit(max_iter=1)  # the kernels compiled or loaded, outside the count
+    held = []
+    tracemalloc.start()
+    try:
+        start = tracemalloc.get_traced_memory()[0]
+        fs.SoftmaxRegression(n_features, n_classes, dtype=dtype).fit(
+            X,
+            y,
+            solver=solver,
+            l2=1e-3,
+            tol=0,
+            max_iter=12,
+            callback=lambda *_: held.append(tracemalloc.get_traced_memory()[0] - start),
+        )
+    finally:
+        tracemalloc.stop()
+    floor = engine.fit_memory_floor(n_classes, n_features, solver, np.dtype(dtype).itemsize)
+    # A floor, and not far below: the model's own arrays, the kernels' buffers and the data are held besides.
+    assert held[-1] / 2.5 <= floor <= held[-1], (floor, held)
 
 
 @pytest.mark.parametrize("order", ["C", "F"])
