@@ -525,7 +525,7 @@ def _load_data(data: str, labels: str | None, *, need_labels: bool = True):
                 return X, None
             if labels is None:
                 raise CLIError(f"--data {data} holds a sparse X only: pass its labels as --labels y.npy.")
-            return X, _labels_of_file(labels)
+            return X, _labels_of_file(labels, data)
         if labels is not None:
             raise CLIError("--labels is not used with an .npz file; it must hold arrays 'X' and 'y'.")
         marker = npz_scalar(arrays, "format", str)
@@ -566,15 +566,22 @@ def _load_data(data: str, labels: str | None, *, need_labels: bool = True):
         return X, None
     if labels is None:
         raise CLIError("--labels y.npy is required with an .npy --data file.")
-    return X, _labels_of_file(labels)
+    return X, _labels_of_file(labels, data)
 
 
-def _labels_of_file(path: str) -> np.ndarray:
+def _labels_of_file(path: str, data: str) -> np.ndarray:
     """The labels of the ``--labels`` file ``path``, memory-mapped; CLIError, with the line that rewrites the file,
-    where they are floats or a column: the library named ``y`` and ``y.astype(np.int64)``, no file or option."""
+    where they are floats, a column or one-hot rows: the library named ``y`` and ``y.astype(np.int64)``, no file or
+    option. The file of ``--data`` given again as ``--labels`` is named as such: the line that rewrote its floats as
+    labels would have destroyed the features."""
     from fastsoftmax._data import open_array
+    from fastsoftmax._io import same_file
 
     _refuse_missing_input("--labels", path)
+    if same_file(path, data):
+        raise CLIError(
+            f"--labels {path} is the file of --data {data}; pass the file of the labels (one class index per row)."
+        )
     try:
         y = open_array(path, "y")
     except ValueError as exc:  # "y file 'y.csv' ...": here the file is an option's
@@ -584,6 +591,12 @@ def _labels_of_file(path: str) -> np.ndarray:
         raise CLIError(
             f"--labels {path} holds a column, shape {y.shape}; labels are one per row, shape ({y.shape[0]},): "
             f"np.save({name!r}, np.load({name!r}).ravel())."
+        )
+    if y.ndim == 2:
+        # One-hot rows, as Keras's to_categorical writes them (floats): the fix for floats made them a second error.
+        raise CLIError(
+            f"--labels {path} holds rows of {y.shape[1]} values, shape {y.shape}; labels are one class index per "
+            f"row, shape ({y.shape[0]},). If the rows are one-hot: np.save({name!r}, np.load({name!r}).argmax(axis=1))."
         )
     if y.dtype.kind == "f":
         raise CLIError(

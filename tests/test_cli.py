@@ -1398,17 +1398,31 @@ def test_unknown_arguments_get_the_commands_usage_and_the_option_meant(capsys, a
     assert f"fastsoftmax {command}: error: unrecognized arguments: " in err and hint in err
 
 
-@pytest.mark.parametrize("labels", ["float", "column"])
+@pytest.mark.parametrize("labels", ["float", "column", "one-hot"])
 def test_label_files_of_floats_or_a_column_are_named_with_the_line_that_rewrites_them(tmp_path, npy, capsys, labels):
     # "y has dtype float64 ... (use y.astype(np.int64) ...)": a variable the command-line user never had.
+    # One-hot float rows (Keras's to_categorical) were told to take astype(np.int64), which left them 2-D.
     y = np.load(npy[1])
     path = tmp_path / "y_bad.npy"
-    np.save(path, y.astype(np.float64) if labels == "float" else y[:, None])
+    rewritten = {"float": y.astype(np.float64), "column": y[:, None], "one-hot": np.eye(3)[y]}[labels]
+    np.save(path, rewritten)
     assert main(["train", "--data", str(npy[0]), "--labels", str(path), "--quiet"]) == 2
     err = capsys.readouterr().err
-    fix = ".astype(np.int64))." if labels == "float" else ".ravel())."
+    fix = {"float": ".astype(np.int64)).", "column": ".ravel()).", "one-hot": ".argmax(axis=1))."}[labels]
     assert err.startswith(f"fastsoftmax train: error: --labels {path} holds ") and "y has" not in err
     assert err.rstrip().endswith(f"np.save('y_bad.npy', np.load('y_bad.npy'){fix}")
+
+
+def test_the_data_file_given_as_labels_is_named_as_such(tmp_path, npy, capsys):
+    """--labels X.npy was told to rewrite its floats as labels: np.save('X.npy', np.load('X.npy').astype(np.int64)),
+    which would have replaced the features."""
+    link = tmp_path / "labels.npy"
+    link.symlink_to(npy[0])
+    for labels in (npy[0], link):
+        assert main(["train", "--data", str(npy[0]), "--labels", str(labels), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert f"error: --labels {labels} is the file of --data {npy[0]}; pass the file of the labels" in err
+        assert "np.save" not in err
 
 
 @pytest.mark.parametrize("option", ["--data", "--labels"])
