@@ -810,8 +810,16 @@ def read_npz(
     arrays: dict[str, np.ndarray] = {}
     try:
         with open(path, "rb") as file:
-            if file.read(len(np.lib.format.MAGIC_PREFIX)) == np.lib.format.MAGIC_PREFIX:
+            head = file.read(len(np.lib.format.MAGIC_PREFIX))
+            if head == np.lib.format.MAGIC_PREFIX:
                 raise foreign("a NumPy array file (.npy)")
+            if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+                # pickle's PROTO opcode: what joblib.dump(pipeline, "pipe.joblib") writes, which the README
+                # suggests for a whole pipeline; "it may be truncated or corrupt" sent users looking for damage.
+                raise foreign(
+                    "a Python pickle (as pickle.dump and joblib.dump write them, loaded in Python with "
+                    "joblib.load or pickle.load, from a source you trust)"
+                )
             with zipfile.ZipFile(file) as archive:
                 members = archive.infolist()
                 _refuse_repeated_members(members, invalid)
@@ -975,9 +983,33 @@ FILE_KINDS = {
 }
 
 
+#: The formats of scipy.sparse, which ``save_npz`` names (it writes bsr and dia too).
+SCIPY_SPARSE_FORMATS = ("bsr", "coo", "csc", "csr", "dia", "dok", "lil")
+
+
+def sparse_archive_format(arrays: dict[str, np.ndarray]) -> str | None:
+    """The format a ``scipy.sparse.save_npz`` archive names in its ``format`` array, else None.
+
+    Bytes, as save_npz writes it, or text, as ``load_npz`` also reads it: an
+    archive written with ``np.savez(..., format="csr")`` was told that
+    "--labels is not used with an .npz file". Text names a sparse format only
+    where SciPy has one of that name: this package's files name their kind
+    in text (``FILE_KINDS``).
+    """
+    marker = arrays.get("format")
+    if marker is None or marker.shape != () or marker.dtype.kind not in "SU":
+        return None
+    value = marker.item()
+    if isinstance(value, bytes):
+        return value.decode("ascii", errors="replace")
+    return value if value in SCIPY_SPARSE_FORMATS else None
+
+
 def refuse_other_file_kind(arrays: dict[str, np.ndarray], path: str, expected: str) -> None:
     """Raise a ``ValueError`` naming what the file holds and what reads it, if its marker is another fastsoftmax file's.
 
+    A ``scipy.sparse.save_npz`` archive (data) is named as one too: it was
+    "not a valid model file ... it may be truncated or corrupt".
     ``expected`` is the marker the caller reads (a key of :data:`FILE_KINDS`);
     a file with no marker, or an unknown one, is left to the caller.
     """
@@ -985,6 +1017,13 @@ def refuse_other_file_kind(arrays: dict[str, np.ndarray], path: str, expected: s
     if marker != expected and marker in FILE_KINDS:
         holds, reader = FILE_KINDS[marker]
         raise ValueError(f"{path} holds {holds}, not {FILE_KINDS[expected][0]}: read it with {reader}.")
+    sparse_format = sparse_archive_format(arrays)
+    if sparse_format is not None:
+        raise ForeignFileError(
+            f"{path} holds a scipy.sparse {sparse_format.upper()} matrix (scipy.sparse.save_npz writes them), data, "
+            f"not {FILE_KINDS[expected][0]}: read it with scipy.sparse.load_npz (fastsoftmax train and predict take "
+            f"it as --data)."
+        )
 
 
 def newer_format(path: str, what: str, version: int | None, newest: int) -> str | None:

@@ -413,26 +413,6 @@ SPARSE_ARCHIVE_ARRAYS = {
     "csc": ("data", "indices", "indptr"),
     "coo": ("data", "row", "col"),
 }
-#: The formats of scipy.sparse, which ``save_npz`` names (it writes bsr and dia too).
-SCIPY_SPARSE_FORMATS = ("bsr", "coo", "csc", "csr", "dia", "dok", "lil")
-
-
-def _sparse_format(arrays: dict[str, np.ndarray]) -> str | None:
-    """The format a ``scipy.sparse.save_npz`` archive names in its ``format`` array, else None.
-
-    Bytes, as save_npz writes it, or text, as ``load_npz`` also reads it: an
-    archive written with ``np.savez(..., format="csr")`` was told that
-    "--labels is not used with an .npz file". Text names a sparse format only
-    where SciPy has one of that name: this package's files name their kind
-    in text (``FILE_KINDS``).
-    """
-    marker = arrays.get("format")
-    if marker is None or marker.shape != () or marker.dtype.kind not in "SU":
-        return None
-    value = marker.item()
-    if isinstance(value, bytes):
-        return value.decode("ascii", errors="replace")
-    return value if value in SCIPY_SPARSE_FORMATS else None
 
 
 def _load_sparse_archive(data: str, sparse_format: str):
@@ -508,7 +488,7 @@ def _load_data(data: str, labels: str | None, *, need_labels: bool = True):
     """
     _refuse_missing_input("--data", data)
     if _is_zip(data):
-        from fastsoftmax._io import FILE_KINDS, npz_scalar, read_npz
+        from fastsoftmax._io import FILE_KINDS, npz_scalar, read_npz, sparse_archive_format
 
         required = {"X", "y"} if need_labels else {"X"}
         # As every .npz the package reads: no pickle, and no size the file cannot back.
@@ -518,7 +498,7 @@ def _load_data(data: str, labels: str | None, *, need_labels: bool = True):
         except ValueError as exc:
             raise CLIError(f"--data {exc}") from exc
         missing = required - set(arrays)
-        sparse_format = _sparse_format(arrays) if "X" in missing else None
+        sparse_format = sparse_archive_format(arrays) if "X" in missing else None
         if sparse_format is not None:
             X = _load_sparse_archive(data, sparse_format)
             if not need_labels:

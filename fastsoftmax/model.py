@@ -14,6 +14,7 @@ from fastsoftmax._api import descend, fused_mean_loss_grad, l2_penalty, predict,
 from fastsoftmax._api import softmax as softmax_rows
 from fastsoftmax._dask_check import computed
 from fastsoftmax._io import (
+    ForeignFileError,
     atomic_file,
     file_path,
     newer_format,
@@ -877,6 +878,14 @@ class SoftmaxRegression:
         )
         if npz_scalar(arrays, "format", str) != _FORMAT:
             refuse_other_file_kind(arrays, path, _FORMAT)
+            if set(arrays) == {"W", "b"}:
+                # np.savez("wb.npz", W=model.W, b=model.b): whole, but not this reader's file. (A model
+                # file that lost its marker keeps its other members, and is corrupt.)
+                raise ForeignFileError(
+                    f"{path} holds arrays 'W' and 'b' without the marker SoftmaxRegression.save writes: np.savez "
+                    f"wrote it. Set them on a model (model.W[...] = W; model.b[...] = b) and save that with "
+                    f"model.save."
+                )
             raise invalid("it has no fastsoftmax format marker")
         version = npz_scalar(arrays, "format_version", int)
         newer = newer_format(path, "model file", version, max(_READABLE_VERSIONS))

@@ -7,6 +7,7 @@ import errno
 import io
 import json
 import os
+import pickle
 import re
 import stat
 import struct
@@ -1999,7 +2000,9 @@ def _data_file(tmp_path, kind):
     X, y = make_classification(50, D, n_classes=K, seed=0)
     path = tmp_path / f"{kind}.data"  # the contents, not the name, must tell them apart
     with open(path, "wb") as file:
-        if kind == "npy":
+        if kind.startswith("pickle"):
+            pickle.dump(SoftmaxRegression(4, 3), file, protocol=int(kind[-1]))
+        elif kind == "npy":
             np.save(file, X)
         elif kind == "npz":
             np.savez(file, X=X, y=y)
@@ -2018,8 +2021,11 @@ def _data_file(tmp_path, kind):
         ("npz", r"is an \.npz archive of arrays 'X', 'y'"),
         ("npz-many", r"is an \.npz archive of arrays 'a0', 'a1', 'a2', 'a3', 'a4' and 3 more"),
         ("npz-empty", r"is an empty \.npz archive"),
+        # joblib.dump(pipeline, "pipe.joblib"), which the README suggests, writes a pickle.
+        ("pickle2", r"is a Python pickle \(as pickle\.dump and joblib\.dump write them, .*joblib\.load.*\)"),
+        ("pickle5", r"is a Python pickle \(.*\)"),
     ],
-    ids=["npy", "npz", "npz-many", "npz-empty"],
+    ids=["npy", "npz", "npz-many", "npz-empty", "pickle2", "pickle5"],
 )
 def test_a_data_file_given_as_a_model_is_named_as_such_not_as_corrupt(tmp_path, loader, kind, holds):
     """An .npy file was "not a readable .npz archive (BadZipFile ...); it may be truncated or corrupt", and an
@@ -2034,6 +2040,30 @@ def test_a_data_file_given_as_a_model_is_named_as_such_not_as_corrupt(tmp_path, 
     }[loader]
     with pytest.raises(ValueError, match=f"^{re.escape(str(path))} {holds}, not {what}\\. Pass the .*{writer}"):
         load(path)
+
+
+@pytest.mark.parametrize("loader", ["model", "estimator"])
+def test_a_sparse_archive_or_bare_weights_given_as_a_model_are_named_as_such(tmp_path, loader):
+    """Both were "not a valid fastsoftmax model file: it has no fastsoftmax format marker. It may be truncated or
+    corrupt; save the model again"."""
+    scipy_sparse = pytest.importorskip("scipy.sparse")
+    from fastsoftmax.sklearn import SoftmaxClassifier
+
+    load = SoftmaxRegression.load if loader == "model" else SoftmaxClassifier.load
+    archive = tmp_path / "X_sparse.npz"
+    scipy_sparse.save_npz(archive, scipy_sparse.csr_matrix(np.eye(4)))
+    with pytest.raises(ValueError, match=r"holds a scipy\.sparse CSR matrix .*read it with scipy\.sparse\.load_npz"):
+        load(archive)
+    weights = tmp_path / "wb.npz"
+    np.savez(weights, W=np.zeros((3, 4)), b=np.zeros(3))
+    message = (
+        r"holds arrays 'W' and 'b' without the marker SoftmaxRegression\.save writes: np\.savez wrote it"
+        if loader == "model"
+        else r"is an \.npz archive of arrays 'W', 'b', not a SoftmaxClassifier file"
+    )
+    with pytest.raises(ValueError, match=message) as raised:
+        load(weights)
+    assert "corrupt" not in str(raised.value)
 
 
 @pytest.mark.parametrize("load", ["model", "estimator"])
