@@ -169,13 +169,20 @@ def _as_array(a, name: str, what: str = "a NumPy array", object_fix: str | None 
     return arr
 
 
+#: What ``pandas.api.types.infer_dtype`` calls an object column of numbers, which converts to float.
+_NUMBER_KINDS = ("integer", "floating", "mixed-integer-float", "decimal", "boolean")
+
+
 def refuse_columns_that_are_not_numbers(
     a, name: str, object_fix: str | None = None, error: type[Exception] = TypeError
 ) -> None:
     """``error`` naming the columns of a pandas DataFrame (or the values of a Series) that are not numbers.
 
     Anything else passes. ``object_fix``, if given, is the fix for them.
-    Categories of numbers convert, as np.asarray converts them.
+    Categories of numbers convert, as np.asarray converts them, and so do
+    object columns that hold only numbers (Decimal values from a database, a
+    frame built from records), as scikit-learn's ``check_array`` converts
+    them: such a column was refused, with the advice to encode it.
     """
     pandas = imported_module("pandas")  # a frame means pandas is imported
     if pandas is None or not isinstance(a, (pandas.DataFrame, pandas.Series)):
@@ -184,11 +191,14 @@ def refuse_columns_that_are_not_numbers(
     dtypes = list(a.dtypes.items()) if isinstance(a, pandas.DataFrame) else [(a.name, a.dtype)]
     types = pandas.api.types
 
-    def numeric(dtype) -> bool:
+    def numeric(position: int, dtype) -> bool:
+        if types.is_object_dtype(dtype):  # one scan of its values, for object columns only
+            column = a.iloc[:, position] if isinstance(a, pandas.DataFrame) else a
+            return types.infer_dtype(column, skipna=True) in _NUMBER_KINDS
         categories = getattr(dtype, "categories", None)
         return types.is_numeric_dtype(dtype if categories is None else categories.dtype)
 
-    other = [(column, dtype) for column, dtype in dtypes if not numeric(dtype)]
+    other = [(column, dtype) for position, (column, dtype) in enumerate(dtypes) if not numeric(position, dtype)]
     if other:
         fix = object_fix or (
             "encode them as numbers (for example with scikit-learn's OneHotEncoder or OrdinalEncoder) or drop them"

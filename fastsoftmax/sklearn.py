@@ -340,6 +340,10 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             tol=self.tol,
             fit_intercept=self.fit_intercept,
         )
+        # Checked whatever X is: the engine checks it only where it is used (dense X), and a sparse or Dask X
+        # took -1 or "x", which a search's next, dense, fit (or a saved file loaded) then met.
+        if self.chunk_size is not None:
+            _checks.check_int(self.chunk_size, "chunk_size", hint="None for the default")
         # As fit_intercept: a string such as "no" is truthy and would turn warm starts on.
         if not isinstance(self.warm_start, (bool, np.bool_)):
             raise ValueError(f"warm_start must be True or False, got {self.warm_start!r}.")

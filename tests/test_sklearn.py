@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import subprocess
 import sys
 import threading
@@ -927,6 +928,27 @@ def test_a_frame_with_a_column_of_strings_is_named_by_its_column():
         fitted.predict(frame[["a", "city"]].rename(columns={"city": "b"}))
 
 
+def test_a_frame_whose_numbers_are_objects_is_fitted_and_predicted_as_logistic_regression_does():
+    """Object columns of numbers (Decimal values from a database, a frame built from records) were refused as "not
+    numbers", with the advice to one-hot encode them; scikit-learn's check_array converts them."""
+    pd = pytest.importorskip("pandas")
+    import decimal
+
+    X, y = generated(n=60, d=3, k=3)
+    frame = pd.DataFrame(X, columns=["a", "b", "c"]).astype(object)
+    frame["c"] = [decimal.Decimal(repr(float(value))) for value in X[:, 2]]
+    frame.loc[7, "b"] = int(round(X[7, 1]))  # an int among the floats
+    as_floats = frame.to_numpy(dtype=np.float64)
+    got = SoftmaxClassifier().fit(frame, y)
+    want = SoftmaxClassifier().fit(pd.DataFrame(as_floats, columns=["a", "b", "c"]), y)
+    np.testing.assert_array_equal(got.coef_, want.coef_)
+    np.testing.assert_array_equal(got.predict_proba(frame), want.predict_proba(as_floats))
+    # One string among them is still named, by its column.
+    frame.loc[3, "b"] = "n/a"
+    with pytest.raises(ValueError, match=r"^X has 1 column\(s\) that are not numbers: 'b' \(object\)"):
+        SoftmaxClassifier().fit(frame, y)
+
+
 def test_a_column_vector_y_with_an_npy_X_gets_the_warning_of_a_numpy_X(tmp_path):
     """Raveled without a word for an .npy path X, where a NumPy or Dask X gets DataConversionWarning."""
     X, y = generated(n=200, d=3, k=3)
@@ -1030,6 +1052,25 @@ def test_bad_parameters_name_the_fix(params, error, match):
     X, y = generated(n=50, k=3)
     with pytest.raises(error, match=match):
         SoftmaxClassifier(**params).fit(X, y)
+
+
+@pytest.mark.parametrize("chunk_size", [-1, 0, "x", 2.5])
+def test_chunk_size_is_checked_whatever_X_is(tmp_path, monkeypatch, chunk_size):
+    """Only a dense X checked it: a sparse X took -1 or "x", and so did load from a file whose params held it."""
+    scipy_sparse = pytest.importorskip("scipy.sparse")
+    X, y = generated(n=50, k=3)
+    message = rf"^chunk_size must be a positive integer, got {re.escape(repr(chunk_size))} \(None for the default\)"
+    for data in (X, scipy_sparse.csr_matrix(X)):
+        with pytest.raises(ValueError, match=message):
+            SoftmaxClassifier(chunk_size=chunk_size).fit(data, y)
+    path = tmp_path / "c.npz"
+    fitted = SoftmaxClassifier().fit(X, y)
+    fitted.chunk_size = chunk_size  # as an edited file would hold it (save refuses to write it)
+    with monkeypatch.context() as patched:
+        patched.setattr(SoftmaxClassifier, "_check_params", lambda self: None)
+        fitted.save(path)
+    with pytest.raises(ValueError, match=r"chunk_size must be a positive integer"):
+        SoftmaxClassifier.load(path)
 
 
 @pytest.mark.parametrize(
