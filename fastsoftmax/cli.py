@@ -1241,6 +1241,7 @@ _FIT_OPTIONS = {
     r"\btol\b": "--tol",
     r"\blr\b": "--lr",
     r"\bl2\b": "--l2",
+    r"\bbatch_size\b": "--batch-size",
 }
 
 

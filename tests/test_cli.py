@@ -1694,6 +1694,12 @@ def test_a_fit_that_stops_early_gives_the_engine_s_reason_in_option_names(tmp_pa
     assert main([*argv, *lbfgs]) == 0
     summary = capsys.readouterr().out.splitlines()[0]
     assert "(not converged before --tol 0: no step lowered the loss any further (its rounding floor))" in summary
+    # It said "lower batch_size", the library's name, beside --lr.
+    sgd = ["--solver", "sgd", "--lr", "1e-6", "--batch-size", "100000", "--quiet"]
+    assert main([*argv, *sgd]) == 0
+    summary = capsys.readouterr().out.splitlines()[0]
+    assert "--batch-size 100000 is not below the 160 rows, so each epoch is one step: lower --batch-size" in summary
+    assert "batch_size" not in summary
 
 
 @pytest.mark.parametrize("dask", [False, True], ids=["one-machine", "dask"])
