@@ -129,6 +129,11 @@ def _check_client(client) -> None:
             f"client must be a distributed.Client or None, got {type(client).__name__} {client!r:.60}; "
             f"connect first: client = distributed.{connect}."
         )
+    if client.status != "running":  # "'NoneType' object has no attribute 'ncores'" from its first call
+        raise ValueError(
+            f"the client is {client.status}, not connected to a scheduler; connect again "
+            f"(client = distributed.Client(address)) and pass the new client."
+        )
 
 
 def _dask_array(feature: str):

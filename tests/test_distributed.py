@@ -1120,6 +1120,16 @@ def test_bad_options_are_refused_before_any_work(data, options, match):
         fit_dask(SoftmaxRegression(D, K), da.from_array(data[0], chunks=(CHUNK, D)), data[1], **options)
 
 
+def test_a_closed_client_is_named_as_such(cluster, data):
+    """The fit's first call to the closed client said "'NoneType' object has no attribute 'ncores'"."""
+    closed = distributed.Client(cluster, set_as_default=False)
+    closed.close()
+    model = SoftmaxRegression(D, K)
+    with pytest.raises(ValueError, match=r"^the client is closed, not connected to a scheduler; connect again"):
+        fit_dask(model, da.from_array(data[0], chunks=(CHUNK, D)), data[1], client=closed, max_iter=2)
+    assert model.n_iter_ == 0
+
+
 def test_an_lr_that_the_solver_does_not_use_is_warned_of(data):
     Xd = da.from_array(data[0], chunks=(CHUNK, D))
     with pytest.warns(UserWarning, match="lr=0.5 is not used by solver='newton-cg'"):
