@@ -723,25 +723,27 @@ def check_lr(lr, call: str | None = None) -> float:
     return float(lr)
 
 
-_FLOAT32_TINY = float(np.finfo(np.float32).tiny)
+#: Half of float32's smallest subnormal number: a step size below it is 0 in float32.
+_FLOAT32_ZERO_BELOW = float(np.finfo(np.float32).smallest_subnormal) / 2
 
 
 def check_lr_in_dtype(lr: float, dtype: np.dtype) -> None:
-    """Raise ValueError for a checked ``lr`` below ``dtype``'s smallest normal number.
+    """Raise ValueError for a checked ``lr`` that is 0 in the model's ``dtype``.
 
-    Cast to the model's dtype, such a step size is 0 or subnormal: the steps
-    lr * gradient round to nothing, and training would change no weight
-    while it reported a loss for every step.
+    Every step lr * gradient would then be 0: training would change no weight
+    while it reported a loss for every step. (A subnormal lr still steps by
+    lr * gradient where the gradient is large; a positive float is never 0
+    in float64.)
     """
-    if lr >= _FLOAT32_TINY:  # normal in both dtypes: one comparison on train_step's path
+    if lr > _FLOAT32_ZERO_BELOW:  # one comparison on train_step's path
         return
     dtype = np.dtype(dtype)
-    tiny = float(np.finfo(dtype).tiny)
-    if lr < tiny:
+    if dtype.type(lr) == 0:
         wider = ", or train in float64 (dtype=np.float64)" if dtype.itemsize < 8 else ""
         raise ValueError(
-            f"lr={lr!r} is below {dtype}'s smallest normal number ({tiny:.3g}): in {dtype} its steps round to "
-            f"nothing and training would change no weight. Use a larger lr{wider}."
+            f"lr={lr!r} is 0 in {dtype} (its smallest positive number is "
+            f"{float(np.finfo(dtype).smallest_subnormal):.3g}): every step would be 0 and training would change "
+            f"no weight. Use a larger lr{wider}."
         )
 
 

@@ -1103,8 +1103,8 @@ def test_max_iter_before_tol_warns_on_dask(data):
         (dict(solver="newton"), "solver must be one of 'lbfgs', 'gd'"),
         (dict(tol=-1.0), "tol must be a finite number >= 0"),
         (dict(solver="gd", lr=np.inf), "lr must be a finite number > 0"),
-        # Steps that round to nothing in the model's float64: the fit changed no weight.
-        (dict(solver="gd", lr=1e-320), "lr=1e-320 is below float64's smallest normal number"),
+        # A step size that is 0 in the model's float32: the fit changed no weight.
+        (dict(solver="gd", lr=1e-46, dtype=np.float32), r"lr=1e-46 is 0 in float32"),
         # Taken as True before, "no" included.
         (dict(persist="no"), "persist must be True or False, got 'no'"),
         # "'str' object has no attribute 'persist'" before.
@@ -1116,8 +1116,10 @@ def test_max_iter_before_tol_warns_on_dask(data):
     ids=["sgd", "unknown", "tol", "lr", "lr-subnormal", "persist", "client-address"],
 )
 def test_bad_options_are_refused_before_any_work(data, options, match):
+    options = dict(options)
+    model = SoftmaxRegression(D, K, dtype=options.pop("dtype", np.float64))
     with pytest.raises((ValueError, TypeError), match=match):
-        fit_dask(SoftmaxRegression(D, K), da.from_array(data[0], chunks=(CHUNK, D)), data[1], **options)
+        fit_dask(model, da.from_array(data[0], chunks=(CHUNK, D)), data[1], **options)
 
 
 def test_a_closed_client_is_named_as_such(cluster, data):
