@@ -1161,6 +1161,25 @@ def _to_boundary(step: np.ndarray, direction: np.ndarray, radius: float) -> floa
     return room / (sd + root) if sd >= 0 else (root - sd) / dd
 
 
+def _hessian_product(hessian_times: Callable[[np.ndarray], np.ndarray], direction: np.ndarray) -> np.ndarray:
+    """H d in float64; where that is not finite, ||d|| H (d / ||d||), which H's linearity makes the same.
+
+    The product runs in the model's dtype. In float32, that of the first
+    direction, the gradient of features in units of 1e12, overflowed where
+    the product of its unit vector fits: Newton-CG shrank its region around
+    the same product until it collapsed, and the fit was reported as a loss
+    that "became inf". A second product on that path only.
+    """
+    product = np.asarray(hessian_times(direction), dtype=np.float64)
+    if np.isfinite(product).all():
+        return product
+    length = float(np.linalg.norm(direction))
+    if not 0 < length < math.inf:
+        return product
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.asarray(hessian_times(direction / length), dtype=np.float64) * length
+
+
 def _steihaug_cg(
     hessian_times: Callable[[np.ndarray], np.ndarray], grad: np.ndarray, radius: float, tolerance: float
 ) -> tuple[np.ndarray | None, np.ndarray, bool, int]:
@@ -1179,7 +1198,7 @@ def _steihaug_cg(
     products = 0
     # In exact arithmetic CG ends within n steps; the cap guards against rounding.
     while math.sqrt(rr) > tolerance and products < grad.shape[0]:
-        Hd = np.asarray(hessian_times(direction), dtype=np.float64)
+        Hd = _hessian_product(hessian_times, direction)
         products += 1
         if not np.isfinite(Hd).all():
             return None, residual, False, products

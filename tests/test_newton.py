@@ -410,6 +410,28 @@ def test_a_curvature_beyond_float64_stops_cg_where_it_is_without_running_to_n_pr
     np.testing.assert_array_equal(residual, -grad)
 
 
+@pytest.mark.parametrize("units", [1e12, 1e15])
+def test_a_hessian_product_that_overflows_the_float32_model_is_taken_on_the_unit_direction(units):
+    """The first product, H (-g), overflowed float32 for features in units of 1e12, whatever the region: Newton-CG
+    shrank it around the same product until it collapsed, and the fit "diverged: the loss became inf", though no
+    loss was ever infinite."""
+    rng = np.random.default_rng(15)
+    X = rng.standard_normal((400, 2)) + 3
+    y = (X[:, 0] + 0.5 * rng.standard_normal(400) > 3).astype(int)
+    model = fastsoftmax.SoftmaxRegression(2, 2, dtype=np.float32)
+    model.W[...] = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # unscaled, it stalls short of the optimum, and says so
+        model.fit((X * units).astype(np.float32), y, solver="newton-cg", precondition=False)
+    assert model.n_iter_ >= 1 and model.loss_history_[-1] < 0.9 * math.log(2)
+    # The product of a finite unit direction, scaled back; an overflow of that still returns as it is.
+    long_direction = np.full(4, 1e30)
+    with np.errstate(over="ignore"):  # the stand-in product's own overflow, which the kernels do not warn of
+        product = solvers._hessian_product(lambda v: np.float32(1e10) * v.astype(np.float32), long_direction)
+    np.testing.assert_allclose(product, 1e40, rtol=1e-6)
+    assert np.isinf(solvers._hessian_product(lambda v: np.full(4, np.inf), long_direction)).all()
+
+
 @pytest.mark.filterwarnings("error::RuntimeWarning")
 def test_an_l2_far_too_strong_for_the_start_is_named_not_the_features(tmp_path):
     """l2 = 1e150 without the scaling: the ConvergenceWarning blamed the starting weights' size on the
