@@ -870,10 +870,10 @@ def nonfinite_X_error(n_bad: int, first_row: int, fix: str = "before training") 
     )
 
 
-def overflow_error() -> ValueError:
-    """The error for a non-finite loss from finite X, W and b."""
+def overflow_error(result: str = "the loss or its gradient") -> ValueError:
+    """The error for a non-finite ``result`` (the loss, a Hessian-vector product) from finite X, W and b."""
     return ValueError(
-        "the loss or its gradient overflowed to a non-finite value although X, W and b are finite: "
+        f"{result} overflowed to a non-finite value although X, W and b are finite: "
         "the logits W x + b or the features are too large for the dtype; scale the features "
         "(for example X / np.abs(X).max()) or, from float32, use float64."
     )

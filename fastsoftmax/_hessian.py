@@ -13,6 +13,7 @@ import numpy as np
 from fastsoftmax import _checks, kernels
 from fastsoftmax._api import _n_chunks, _weight_sum, read_in_place
 from fastsoftmax._layout import pack, unpack
+from fastsoftmax._terms import weight_shares
 from fastsoftmax._threading import parallel_section
 
 
@@ -74,6 +75,34 @@ def fused_hvp(
     return bool(np.isfinite(HV_out).all() and np.isfinite(Hc_out).all())
 
 
+def fused_mean_hvp(
+    X: np.ndarray,
+    W: np.ndarray,
+    b: np.ndarray,
+    V: np.ndarray,
+    c: np.ndarray,
+    sample_weight: np.ndarray,
+    weight_sum: float,
+    l2: float,
+    HV_out: np.ndarray,
+    Hc_out: np.ndarray,
+    X_blocks: np.ndarray | None = None,
+) -> bool:
+    """:func:`fused_hvp` of the weighted mean, ``sum_i w_i r_i x_i^T / sum_i w_i + l2 V``; whether it is finite.
+
+    As ``_api.fused_mean_loss_grad``: the kernel adds the weighted rows and
+    scales the sums at the end, so a sum can overflow where the mean fits
+    (ten float64 rows of features at 1e308, or float32 ones near 3e37). A
+    result that is not finite is computed again with each weight divided by
+    the sum first, whose sums are the means; one still not finite is left to
+    the caller. A second pass over X on that path only.
+    """
+    if fused_hvp(X, W, b, V, c, sample_weight, 1.0 / weight_sum, l2, HV_out, Hc_out, X_blocks=X_blocks):
+        return True
+    shares = weight_shares(sample_weight, X.shape[0], weight_sum, W.dtype)
+    return fused_hvp(X, W, b, V, c, shares, 1.0, l2, HV_out, Hc_out, X_blocks=X_blocks)
+
+
 def hessian_vector_product(X, W, b, V, c, *, l2: float = 0.0, sample_weight=None) -> tuple[np.ndarray, np.ndarray]:
     r"""Product of the Hessian of :func:`loss_and_grad`'s loss with a direction (V, c), in one pass over X.
 
@@ -132,8 +161,9 @@ def hessian_vector_product(X, W, b, V, c, *, l2: float = 0.0, sample_weight=None
     l2 = _checks.check_l2(l2)
     HV = np.empty_like(W)
     Hc = np.empty_like(b)
-    scale = 1.0 / _weight_sum(sample_weight, X.shape[0])
-    if not fused_hvp(X, W, b, V, c, sample_weight, scale, l2, HV, Hc):
+    weight_sum = _weight_sum(sample_weight, X.shape[0])
+    scale = 1.0 / weight_sum
+    if not fused_mean_hvp(X, W, b, V, c, sample_weight, weight_sum, l2, HV, Hc):
         _checks.check_X_finite(X, "before training")
         # Before the direction's size: l2 V shrinks with V too.
         _checks.raise_for_l2_overflow(l2, V, "product l2 V", "V")
@@ -143,7 +173,7 @@ def hessian_vector_product(X, W, b, V, c, *, l2: float = 0.0, sample_weight=None
             lambda s: fused_hvp(X, W, b, s * V, s * c, sample_weight, scale, l2, HV, Hc),
             _checks.DIRECTION_OVERFLOW_FIX,
         )
-        raise _checks.overflow_error()
+        raise _checks.overflow_error("the Hessian-vector product")
     return HV, Hc
 
 
@@ -173,7 +203,7 @@ def chunked_hvp(
     scale = 1.0 / source.weight_sum
     if source.chunk_size >= source.n_samples:
         X, _, w = source.rows(0, source.n_samples)
-        fused_hvp(X, W, b, V, c, w, scale, l2, HV, Hc, X_blocks=X_blocks)
+        fused_mean_hvp(X, W, b, V, c, w, source.weight_sum, l2, HV, Hc, X_blocks=X_blocks)
         counter[0] += X.shape[0]
         return pack(HV, Hc)
     HV_sum = np.zeros(HV.shape)

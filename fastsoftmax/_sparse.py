@@ -867,7 +867,7 @@ def sparse_hessian_vector_product(
             lambda scale: bool(np.isfinite(objective.hvp(theta, pack(scale * V, scale * c))).all()),
             _checks.DIRECTION_OVERFLOW_FIX,
         )
-        raise sparse_logits_error(rows, W, b)
+        raise sparse_logits_error(rows, W, b, "the Hessian-vector product")
     HV, Hc = unpack(product, n_classes, n_features)
     return HV.copy(), Hc.copy()
 
@@ -914,11 +914,16 @@ def _first_overflowing_row(rows: CSRRows, W: np.ndarray, b: np.ndarray) -> int |
     return None
 
 
-def sparse_logits_error(rows: CSRRows, W: np.ndarray, b: np.ndarray) -> ValueError:
-    """The first row whose logits overflow (the kernel forms them in float64; X, W and b are finite)."""
+def sparse_logits_error(
+    rows: CSRRows, W: np.ndarray, b: np.ndarray, result: str = "the loss or its gradient"
+) -> ValueError:
+    """The first row whose logits overflow (the kernel forms them in float64; X, W and b are finite).
+
+    Where none does, a sum over the rows of ``result`` overflowed.
+    """
     row = _first_overflowing_row(rows, W, b)
     if row is None:
-        return _checks.overflow_error()  # finite logits: a sum over the rows overflowed
+        return _checks.overflow_error(result)
     return ValueError(
         f"the logits X W^T + b of row {row} of X overflow, although X, W and b "
         f"are finite: W or X is far too large. Scale X's features, or train with a larger l2."

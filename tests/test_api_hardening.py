@@ -159,6 +159,27 @@ def test_a_mean_gradient_that_fits_is_returned_where_its_sum_overflows(dtype, la
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_a_mean_hessian_product_that_fits_is_returned_where_its_sum_overflows(dtype):
+    """hessian_vector_product, and a fit's, had no second pass over weights divided by their sum: it refused what
+    loss_and_grad returns, a mean of (2/9) x 1e308 over 12 rows whose sum does not fit, and said that "the loss or its
+    gradient overflowed"."""
+    X, _, W, b = _huge_problem(dtype)
+    scale = HUGE[dtype]
+    V, c = np.zeros((K, D), dtype), np.zeros(K, dtype)
+    V[0, 0] = 1 / scale  # u = V x = (1, 0, 0): r = p (u - p^T u) = (2/9, -1/9, -1/9)
+    # By linearity, from X / scale and V * scale, which the reference computes without an overflow.
+    unit_V = (V * scale).astype(np.float64)
+    expected = reference.hessian_vector_product(np.ones((N, D)), W.astype(np.float64), b.astype(np.float64), unit_V, c)
+    HV, Hc = fs.hessian_vector_product(X, W, b, V, c)
+    tolerance = 16 * float(np.finfo(dtype).eps)
+    np.testing.assert_allclose(HV, expected[0] * scale, rtol=tolerance)
+    np.testing.assert_allclose(Hc, expected[1], rtol=tolerance)
+    # A product whose mean does not fit either is named as the product, not as the loss.
+    with pytest.raises(ValueError, match=r"^the Hessian-vector product overflowed to a non-finite value"):
+        fs.hessian_vector_product(X, W, b, V * 100, c)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 def test_a_step_that_overflows_the_weights_raises_in_the_model_and_keeps_them(dtype):
     model = fs.SoftmaxRegression(D, K, dtype=dtype)
     model.W[...] = 0
