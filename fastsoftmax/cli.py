@@ -1305,8 +1305,14 @@ def _report(
     if args.out and not saved:
         model.save(args.out)
     wall = time.perf_counter() - t_start
+    # The checkpoint had already reached the end: nothing was fitted, so there is no throughput.
+    already_finished = bool(
+        args.checkpoint and rows_processed == 0 and progress.first_iteration is None and model.n_iter_ > 0
+    )
+    # The rerun of a finished command replaced its --metrics with a fit time and throughput of 0.
+    metrics_kept = bool(args.metrics) and already_finished and os.path.exists(args.metrics)
     metrics_error = None
-    if args.metrics:
+    if args.metrics and not metrics_kept:
         # Written after the model: a failure here must say so, and the summary is printed first.
         try:
             _write_json(
@@ -1330,10 +1336,13 @@ def _report(
                     "train_accuracy": train_accuracy,
                     "val_accuracy": val_accuracy,
                     "bayes_accuracy": bayes_accuracy,
-                    "fit_time_s": fit_time,
+                    "resumed_from": progress.resumed_from or None,  # the iteration a resumed fit started from
+                    "already_finished": already_finished,
+                    # None where nothing was fitted (already_finished), not a throughput of 0.
+                    "fit_time_s": None if already_finished else fit_time,
                     "wall_time_s": wall,
-                    "rows_processed": int(rows_processed),
-                    "rows_per_s": rows_per_s,
+                    "rows_processed": None if already_finished else int(rows_processed),
+                    "rows_per_s": None if already_finished else rows_per_s,
                 },
             )
         except OSError as exc:
@@ -1377,10 +1386,10 @@ def _report(
     where = (
         f"{n_threads} thread{'s' if n_threads != 1 else ''}" if not (args.scheduler or args.dask_workers) else "on Dask"
     )
-    if args.checkpoint and rows_processed == 0 and progress.first_iteration is None and model.n_iter_ > 0:
-        # The checkpoint had already reached the end: nothing was fitted, so there is no throughput.
+    if already_finished:
         advice = "nothing left to do" if model.converged_ else "raise --max-iter to continue"
-        print(f"already finished at {unit} {model.n_iter_}; {advice}")
+        kept = f"; --metrics {args.metrics} is left as the fit wrote it" if metrics_kept else ""
+        print(f"already finished at {unit} {model.n_iter_}; {advice}{kept}")
     else:
         resumed = f"; resumed from {args.checkpoint} at {unit} {progress.resumed_from}" if progress.resumed_from else ""
         print(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -131,21 +132,32 @@ def test_synthetic_summary_gives_the_generating_models_accuracy(capsys):
 
 
 def test_train_resumes_and_says_so(tmp_path, capsys):
-    ck = tmp_path / "ck"
-    base = ["train", *SMALL, "--solver", "gd", "--checkpoint", str(ck)]
+    ck, metrics = tmp_path / "ck", tmp_path / "m.json"
+    base = ["train", *SMALL, "--solver", "gd", "--checkpoint", str(ck), "--metrics", str(metrics)]
     assert main([*base, "--max-iter", "3"]) == 0
     first = capsys.readouterr()
     assert "resumed" not in first.err + first.out
+    assert json.loads(metrics.read_text())["resumed_from"] is None
 
     assert main([*base, "--max-iter", "5"]) == 0
     resumed = capsys.readouterr()
     assert f"resumed from {ck} at iteration 3" in resumed.err
     assert "iteration 5/5" in resumed.err and "after 5 iterations" in resumed.out
+    fitted = metrics.read_text()
+    assert json.loads(fitted)["resumed_from"] == 3 and json.loads(fitted)["rows_per_s"] > 0
 
+    # The rerun of the finished command replaced its metrics with a fit time and throughput of 0.
     assert main([*base, "--max-iter", "5"]) == 0
     finished = capsys.readouterr()
-    assert "already finished at iteration 5; raise --max-iter to continue" in finished.out
+    assert f"already finished at iteration 5; raise --max-iter to continue; --metrics {metrics} is left" in finished.out
     assert "rows/s" not in finished.out and "resumed" not in finished.err
+    assert metrics.read_text() == fitted
+    # Into a new file: nothing fitted is said as such, not as a throughput of 0.
+    other = tmp_path / "other.json"
+    assert main([*base[:-1], str(other), "--max-iter", "5"]) == 0
+    report = json.loads(other.read_text())
+    assert report["already_finished"] and report["n_iter"] == 5
+    assert report["fit_time_s"] is None and report["rows_processed"] is None and report["rows_per_s"] is None
 
 
 def test_sgd_summary_counts_epochs(capsys):
