@@ -2002,7 +2002,7 @@ def _add_problem_options(parser: argparse.ArgumentParser, *, train: bool) -> Non
         classes = f"classes (default {DEFAULT_CLASSES} for synthetic data, max label + 1 for files)"
         dtype = "compute dtype (default float32; for files, float32 for float16/float32 files, else float64)"
         seed = "seed for the synthetic data and the sgd/adam shuffling (default 0); training starts from zero weights"
-        threads = "Numba threads for the kernels (default: all cores)"
+        threads = "Numba threads for the kernels (default: all cores; on Dask, each task takes its share)"
         quiet = "print only the closing summary (no progress, no compile message)"
     else:
         classes = f"classes (default {DEFAULT_CLASSES})"

@@ -222,7 +222,9 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         Numba threads for the kernels, in fitting and in prediction (default:
         all of numba's); more than Numba has (``NUMBA_NUM_THREADS``, which
         joblib's worker processes lower to their share of the cores) run as
-        all of them.
+        all of them. A fit on Dask arrays does not use it: each chunk task
+        takes the cores of its machine shared by the tasks that run there at
+        once (see :mod:`fastsoftmax.distributed`).
     chunk_size : int or None
         Rows per chunk of the full-batch objective on NumPy data, in memory
         or a file (see ``SoftmaxRegression.fit``). Not used for a sparse X,
