@@ -1918,16 +1918,27 @@ class _SavedEstimator:
             yield
 
 
+#: An integer written with thousands separators, as --help prints the defaults.
+_THOUSANDS = re.compile(r"[+-]?\d{1,3}(,\d{3})+")
+
+
 def _int_at_least(text: str, least: int, rule: str) -> int:
     """``text`` as an integer >= ``least``, else argparse's error ``rule, got text``.
 
     argparse names a type function's ValueError by the function's name: "--samples 1e3" was
-    "invalid _positive_int value: '1e3'".
+    "invalid _positive_int value: '1e3'". The spellings of the defaults that ``--help`` prints,
+    with thousands separators ("2,000,000"), and whole numbers in e-notation ("1e6") are read too.
     """
+    if _THOUSANDS.fullmatch(text):
+        text = text.replace(",", "")
     try:
         value = int(text)
     except ValueError:
-        value = least - 1
+        try:
+            number = float(text)
+        except ValueError:
+            number = float("nan")
+        value = int(number) if number.is_integer() and "e" in text.lower() else least - 1
     if value < least:
         raise argparse.ArgumentTypeError(f"{rule}, got {text}")
     return value

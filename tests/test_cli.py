@@ -1354,8 +1354,9 @@ BAD_OPTIONS = [
     (["train", "--seed", "-1"], "--seed"),
     (["generate", "--seed", "-1"], "--seed"),
     (["demo", "--seed", "-1"], "--seed"),
-    # argparse named the type function: "invalid _positive_int value: '1e3'".
-    (["generate", "--samples", "1e3"], "--samples"),
+    # argparse named the type function: "invalid _positive_int value: '1e3'" (1e3 is read now).
+    (["generate", "--samples", "1e-3"], "--samples"),
+    (["generate", "--samples", "2,00"], "--samples"),
     (["train", "--max-iter", "ten"], "--max-iter"),
     (["demo", "--samples", "1.5"], "--samples"),
     (["demo", "--features", "x"], "--features"),
@@ -1370,6 +1371,15 @@ def test_bad_option_values_are_refused_when_parsed(capsys, argv, option):
     assert info.value.code == 2
     assert f"argument {option}: must be" in err
     assert "generating" not in err and "invalid" not in err
+
+
+@pytest.mark.parametrize("spelling", ["2000", "2,000", "2_000", "2e3", "2E+3"])
+def test_counts_are_read_as_help_prints_them_and_in_e_notation(spelling):
+    """--help prints "default 2,000,000", and "--samples 2,000" was refused: "must be a positive integer"."""
+    from fastsoftmax.cli import build_parser
+
+    args = build_parser().parse_args(["generate", "--samples", spelling, "--data", "X.npy", "--labels", "y.npy"])
+    assert args.samples == 2000
 
 
 UNKNOWN_ARGUMENTS = [
