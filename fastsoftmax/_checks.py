@@ -501,6 +501,11 @@ def _label_fix(dtype: np.dtype) -> str:
     """How to turn labels of ``dtype`` (not integers) into class indices, for a message."""
     if dtype.kind == "b":
         return "use y.astype(np.int64): False is class 0, True class 1"
+    if dtype.kind == "O":  # strings or mixed objects, as often as whole numbers (a Dask y's chunks say which)
+        return (
+            "map them to 0..K-1, for example with classes, y = np.unique(y, return_inverse=True), and keep "
+            "classes to map predictions back; or use y.astype(np.int64) if they are whole numbers"
+        )
     return "use y.astype(np.int64) if they are whole numbers"
 
 

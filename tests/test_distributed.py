@@ -743,6 +743,14 @@ def test_chunks_split_along_features(data):
         fit_dask(SoftmaxRegression(D, K), X, data[1])
 
 
+def test_object_labels_on_dask_get_the_mapping_to_class_indices(data):
+    """A Dask y of strings as objects was told to take y.astype(np.int64), where NumPy's y is told to map them."""
+    X, y = data
+    labels = da.from_array(np.array(["cat", "dog", "eel"], dtype=object)[y], chunks=CHUNK)
+    with pytest.raises(TypeError, match=r"y has dtype object; .*np\.unique\(y, return_inverse=True\)"):
+        fit_dask(SoftmaxRegression(D, K), da.from_array(X, chunks=(CHUNK, D)), labels, max_iter=2)
+
+
 def test_labels_chunked_unlike_X(data):
     X = da.from_array(data[0], chunks=(CHUNK, D))
     y = da.from_array(data[1], chunks=500)
