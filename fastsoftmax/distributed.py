@@ -916,6 +916,8 @@ class DaskObjective:
         # Resolved here for model.fit as fit_dask resolves it: left None, the tasks still went to the
         # default client, but each took its threads from this machine's cores, not its worker's.
         self.client = client = _resolve_client(self.client)
+        if client is not None:
+            _keep_gathers_cut_short_quiet()
         if client is not None and not client.nthreads():
             # Dask waits for workers without a word: the fit looked hung. Not refused, as an
             # adaptive cluster starts its workers once tasks arrive.
@@ -1646,17 +1648,34 @@ def _quiet_gathers_cut_short() -> Iterator[None]:
     with a gather pending, which ends with ``distributed.client.AllExit``, and
     asyncio logged that task's traceback around the command's one line.
     """
-    from distributed.client import AllExit
-
-    def not_a_gather_cut_short(record: logging.LogRecord) -> bool:
-        return not (record.exc_info and isinstance(record.exc_info[1], AllExit))
-
     logger = logging.getLogger("asyncio")
-    logger.addFilter(not_a_gather_cut_short)
+    added = _not_a_gather_cut_short not in logger.filters
+    logger.addFilter(_not_a_gather_cut_short)
     try:
         yield
     finally:
-        logger.removeFilter(not_a_gather_cut_short)
+        if added:  # the filter a fit on a client left stays (_keep_gathers_cut_short_quiet)
+            logger.removeFilter(_not_a_gather_cut_short)
+
+
+def _not_a_gather_cut_short(record: logging.LogRecord) -> bool:
+    """False for asyncio's record of a gather that a closing client ended (``distributed.client.AllExit``)."""
+    from distributed.client import AllExit
+
+    return not (record.exc_info and isinstance(record.exc_info[1], AllExit))
+
+
+def _keep_gathers_cut_short_quiet() -> None:
+    """Leave out, from now on, asyncio's records of gathers that a closing client ended.
+
+    A fit on a client that Ctrl-C stops leaves its gather pending; the
+    client's close, which comes after the fit (the caller's ``with
+    Client(...)``), ends it with ``AllExit``, and asyncio printed its
+    traceback below the KeyboardInterrupt. Only those records are dropped.
+    """
+    logger = logging.getLogger("asyncio")
+    if _not_a_gather_cut_short not in logger.filters:
+        logger.addFilter(_not_a_gather_cut_short)
 
 
 @contextlib.contextmanager

@@ -1264,7 +1264,7 @@ def test_connect_local_cluster_and_threaded():
         assert list(ignored.values()) == [True]
 
 
-def test_the_local_clusters_close_after_ctrl_c_logs_nothing_of_its_own(caplog):
+def test_the_local_clusters_close_after_ctrl_c_logs_nothing_of_its_own(caplog, monkeypatch):
     """What the close after Ctrl-C logged around the command's one line: each worker's "Async instruction
     for <Task ...> ended with CancelledError", and asyncio's "Task exception was never retrieved" with the
     traceback of the client's gather that the close ended (AllExit)."""
@@ -1282,6 +1282,7 @@ def test_the_local_clusters_close_after_ctrl_c_logs_nothing_of_its_own(caplog):
     assert not _not_a_cancelled_instruction(record("Async instruction for <Task cancelled> ended with CancelledError"))
     assert _not_a_cancelled_instruction(record("Unmanaged memory use is high"))
     logger = logging.getLogger("asyncio")
+    monkeypatch.setattr(logger, "filters", [])  # without the filter that a fit on a client leaves
     with caplog.at_level(logging.ERROR, logger="asyncio"):
         with _quiet_gathers_cut_short():
             logger.error("Task exception was never retrieved", exc_info=(AllExit, AllExit(), None))
@@ -1289,6 +1290,22 @@ def test_the_local_clusters_close_after_ctrl_c_logs_nothing_of_its_own(caplog):
         assert [r.getMessage() for r in caplog.records] == ["another task's error"]
         logger.error("Task exception was never retrieved", exc_info=(AllExit, AllExit(), None))  # outside: kept
         assert len(caplog.records) == 2
+
+
+def test_a_fit_on_a_client_leaves_the_records_of_gathers_its_close_cut_short_out(client, data, caplog, monkeypatch):
+    """Ctrl-C during a fit on a client: the client's close, after the fit (the caller's `with Client(...)`), ended
+    the pending gather, and asyncio printed "Task exception was never retrieved" with distributed's AllExit."""
+    import logging
+
+    from distributed.client import AllExit
+
+    logger = logging.getLogger("asyncio")
+    monkeypatch.setattr(logger, "filters", [])
+    fit_dask(SoftmaxRegression(D, K), da.from_array(data[0], chunks=(CHUNK, D)), data[1], client=client, max_iter=1)
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        logger.error("Task exception was never retrieved", exc_info=(AllExit, AllExit(), None))
+        logger.error("another task's error")
+    assert [r.getMessage() for r in caplog.records] == ["another task's error"]
 
 
 def test_model_fit_dispatches_dask_arrays(data, single_machine):
