@@ -1409,7 +1409,11 @@ def predict_dask(model, X, *, method: str = "predict"):
     The model's own ``predict`` (and the estimator's) computes a Dask X in
     memory first; this keeps every chunk on its worker, for more rows than
     memory holds. The model is copied at the call: training it afterwards
-    does not change what the returned array computes.
+    does not change what the returned array computes. Each task's kernels
+    run on its machine's share of the cores, as a fit's tasks do, for the
+    scheduler that Dask's calls use at this call; the estimator's
+    ``n_threads`` does not apply, nor its feature names (a Dask array has
+    none: the columns are taken in their order).
 
     Parameters
     ----------
@@ -1429,7 +1433,8 @@ def predict_dask(model, X, *, method: str = "predict"):
         X's row chunks, each the method's result on its chunk: shape (N,)
         for ``predict`` (the model's labels) and for a binary estimator's
         ``decision_function``, (N, K) for the others. Computing it raises
-        the model's own errors, NaN in X naming the data set's row.
+        the model's own errors, NaN in X naming the data set's row (or,
+        where X's chunk sizes are unknown, the chunk and its row in it).
 
     Raises
     ------
@@ -1446,7 +1451,12 @@ def predict_dask(model, X, *, method: str = "predict"):
     if not callable(getattr(model, method, None)):
         raise TypeError(f"{type(model).__name__} has no method {method!r}; pass a model that has one.")
     if not isinstance(X, da.Array):
-        raise TypeError(f"X must be a dask.array.Array, got {type(X).__name__}; call model.{method}(X) itself.")
+        fix = (
+            "pass X.to_dask_array(lengths=True)"
+            if is_dask_collection(X) and hasattr(X, "to_dask_array")  # a Dask DataFrame
+            else f"call model.{method}(X) itself"
+        )
+        raise TypeError(f"X must be a dask.array.Array, got {type(X).__name__}; {fix}.")
     if X.ndim != 2:
         raise ValueError(f"X must be 2-dimensional (N, D), got shape {X.shape}.")
     if len(X.chunks[1]) != 1:
@@ -1454,7 +1464,14 @@ def predict_dask(model, X, *, method: str = "predict"):
             f"X is chunked along its columns ({len(X.chunks[1])} chunks); each chunk must hold whole rows. "
             f"Rechunk with X = X.rechunk({{1: -1}})."
         )
-    return predict_blocks(copy.deepcopy(model), X, method)  # the weights of now, whatever trains the model later
+    snapshot = copy.deepcopy(model)  # the weights of now, whatever trains the model later
+    if getattr(snapshot, "n_threads", None) is not None:
+        snapshot.n_threads = None  # each task takes its share of the cores, as a fit's tasks do
+    if hasattr(snapshot, "feature_names_in_"):
+        # A Dask array has no column names: the copy predicts by position, without scikit-learn's warning
+        # that "X does not have valid feature names" once per chunk (n_features_in_ is still checked).
+        del snapshot.feature_names_in_
+    return predict_blocks(snapshot, X, method)
 
 
 def predict_blocks(model, X, method: str = "predict", row_offset: int = 0):
@@ -1470,7 +1487,8 @@ def predict_blocks(model, X, method: str = "predict", row_offset: int = 0):
     # compute, and the shape and dtype of each block's result.
     sample = getattr(model, method)(np.zeros((1, X.shape[1]), dtype=X.dtype))
     per_row, dtype = sample.shape[1:], sample.dtype
-    # The tasks' kernel threads as a fit's: the cores of a machine shared by its concurrent tasks.
+    # The tasks' kernel threads as a fit's: the cores of a machine shared by its concurrent tasks, of the
+    # scheduler Dask's calls use now (the default client's machines, or this one's).
     client, n_chunks = _resolve_client(None), len(X.chunks[0])
     concurrency = _cluster_concurrency(client, n_chunks) if client is not None else _local_concurrency(n_chunks)
     shared = dask.delayed(model, name=f"fastsoftmax-model-{uuid.uuid4().hex}")  # one key, not one copy a task
@@ -1499,12 +1517,35 @@ def _predict_chunk(
     row_offset: int,
     block_info=None,
 ) -> np.ndarray:
-    """``model.method`` of one chunk of rows (:func:`predict_blocks`); its NaN names the row in the data set."""
+    """``model.method`` of one chunk of rows (:func:`predict_blocks`); its NaN names the row in the data set.
+
+    Where X's chunk sizes are unknown (a filtered array), the chunk's place
+    in X is too: the error then names the chunk, and its row in it.
+    """
     if chunk.shape[0] == 0:
         return np.empty((0, *per_row), dtype=result_dtype)
-    start = row_offset + (block_info[0]["array-location"][0][0] if block_info else 0)
-    with numba_threads(_kernel_threads(concurrency)), _checks.nonfinite_rows_of(chunk, start, "before predicting"):
-        return getattr(model, method)(chunk)
+    location = block_info[0]["array-location"][0][0] if block_info else 0
+    index = block_info[0]["chunk-location"][0] if block_info else 0
+    with numba_threads(_kernel_threads(concurrency)):
+        if not math.isfinite(location):
+            try:
+                return getattr(model, method)(chunk)
+            except ValueError as exc:
+                raise ValueError(
+                    f"chunk {index} of X, whose place in X is unknown (X.compute_chunk_sizes() finds it): {exc}"
+                ) from None
+        start = row_offset + int(location)
+        if _checks._is_scipy_sparse(chunk):
+            try:
+                return getattr(model, method)(chunk)
+            except ValueError:
+                # The sparse checks name the chunk's row: recounted, the data set's.
+                (n_nonfinite, first_row), _ = _sparse_chunk_values(chunk, np.dtype(np.float64), start)
+                if n_nonfinite:
+                    raise _checks.nonfinite_X_error(n_nonfinite, first_row, "before predicting") from None
+                raise
+        with _checks.nonfinite_rows_of(chunk, start, "before predicting"):
+            return getattr(model, method)(chunk)
 
 
 # --------------------------------------------------------------------------- #

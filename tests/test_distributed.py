@@ -20,6 +20,7 @@ import os
 import signal
 import sys
 import threading
+import warnings
 
 import numpy as np
 import pytest
@@ -493,6 +494,23 @@ def test_predict_dask_applies_every_method_of_the_estimator(data, n_classes):
         np.testing.assert_array_equal(result.compute(), expected)
 
 
+def test_predict_dask_takes_an_estimator_fitted_on_a_frame_by_its_columns_order(data):
+    """scikit-learn warned "X does not have valid feature names" at the call and once per chunk (a Dask array has
+    none); and the estimator's n_threads ran each task on that many threads besides the others."""
+    pd = pytest.importorskip("pandas")
+    from fastsoftmax.sklearn import SoftmaxClassifier
+
+    X, y = data
+    frame = pd.DataFrame(X, columns=[f"f{j}" for j in range(D)])
+    estimator = SoftmaxClassifier(C=10.0, n_threads=1).fit(frame, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        predicted = predict_dask(estimator, da.from_array(X, chunks=(CHUNK, D)), method="predict_proba").compute()
+    # Within rounding: the whole frame and the chunks may take other kernel bodies (sizes, threads).
+    np.testing.assert_allclose(predicted, estimator.predict_proba(frame), rtol=0, atol=16 * np.finfo(np.float64).eps)
+    assert estimator.n_threads == 1 and list(estimator.feature_names_in_) == list(frame.columns)  # the copy's changed
+
+
 def test_predict_dask_keeps_the_weights_of_its_call_and_names_the_data_sets_row(data):
     X, y = data
     model = SoftmaxRegression(D, K, seed=0)
@@ -505,6 +523,16 @@ def test_predict_dask_keeps_the_weights_of_its_call_and_names_the_data_sets_row(
     predicted = predict_dask(model, da.from_array(with_nan, chunks=(CHUNK, D)))
     with pytest.raises(ValueError, match=r"X contains 1 NaN or infinite value\(s\), the first in row 2345;"):
         predicted.compute()
+    # Sparse chunks: their own checks named the row in the chunk, 245.
+    sparse = pytest.importorskip("scipy.sparse").csr_matrix(with_nan)
+    with pytest.raises(ValueError, match=r"X contains 1 NaN or infinite value\(s\), the first in row 2345;"):
+        predict_dask(model, da.from_array(sparse, chunks=(CHUNK, D), asarray=False)).compute()
+    # Filtered, X's chunk sizes are unknown: "cannot convert float NaN to integer", of the chunk's place.
+    Xd = da.from_array(with_nan, chunks=(CHUNK, D))
+    filtered = Xd[da.from_array(np.arange(N) % 2 == 1, chunks=CHUNK)]  # row 2345 is row 122 of chunk 3 here
+    message = r"^chunk 3 of X, whose place in X is unknown \(X\.compute_chunk_sizes\(\) finds it\): X contains 1 NaN"
+    with pytest.raises(ValueError, match=message + r".*the first in row 122;"):
+        predict_dask(model, filtered).compute()
 
 
 def test_predict_dask_refuses_what_it_cannot_predict_at_the_call(data):
