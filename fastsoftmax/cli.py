@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import decimal
 import difflib
 import os
 import re
@@ -1935,10 +1936,13 @@ def _int_at_least(text: str, least: int, rule: str) -> int:
         value = int(text)
     except ValueError:
         try:
-            number = float(text)
-        except ValueError:
-            number = float("nan")
-        value = int(number) if number.is_integer() and "e" in text.lower() else least - 1
+            number = decimal.Decimal(text)  # exact: through a float, 12345678901234567e1 lost its last digits
+        except decimal.InvalidOperation:
+            number = decimal.Decimal("NaN")
+        # Below 1e19, beyond any count: "1e100000000" would make an int of a hundred million digits.
+        whole = number.is_finite() and number.adjusted() < 19 and number == number.to_integral_value()
+        whole = whole and "e" in text.lower()
+        value = int(number) if whole else least - 1
     if value < least:
         raise argparse.ArgumentTypeError(f"{rule}, got {text}")
     return value

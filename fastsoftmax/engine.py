@@ -86,9 +86,9 @@ STEP_FREE_SOLVERS = ("lbfgs", "newton-cg")
 #: keeps the iterate, its gradient and the next iterate in the model's dtype;
 #: sgd the iterate and a gradient; adam those and its two float64 moments.
 #: A fit refused for less memory than these could not have run; fits take
-#: more (memory held at the 12th iteration, tracemalloc, 400 rows, K x D =
-#: 300 x 100, in bytes per parameter, against this floor: lbfgs 242 / 184 in
-#: float64, newton-cg 89 / 48, gd 36 / 12 in float32, sgd 53 / 8, adam 77 /
+#: more (peak memory over 15 iterations, tracemalloc, 400 rows, K x D =
+#: 300 x 100, in bytes per parameter, against this floor: lbfgs 288 / 184 in
+#: float64, newton-cg 204 / 48, gd 51 / 12 in float32, sgd 72 / 8, adam 97 /
 #: 24). Without the history (24 bytes a parameter), a fit of 420 M
 #: parameters passed the check, then held 77 GB and was killed with nothing said.
 SOLVER_ARRAYS = {

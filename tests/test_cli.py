@@ -1357,6 +1357,7 @@ BAD_OPTIONS = [
     # argparse named the type function: "invalid _positive_int value: '1e3'" (1e3 is read now).
     (["generate", "--samples", "1e-3"], "--samples"),
     (["generate", "--samples", "2,00"], "--samples"),
+    (["generate", "--samples", "1e100000000"], "--samples"),  # not an int of a hundred million digits
     (["train", "--max-iter", "ten"], "--max-iter"),
     (["demo", "--samples", "1.5"], "--samples"),
     (["demo", "--features", "x"], "--features"),
@@ -1380,6 +1381,9 @@ def test_counts_are_read_as_help_prints_them_and_in_e_notation(spelling):
 
     args = build_parser().parse_args(["generate", "--samples", spelling, "--data", "X.npy", "--labels", "y.npy"])
     assert args.samples == 2000
+    # Exactly: through a float, the last digits were lost.
+    args = build_parser().parse_args(["generate", "--samples", "12345678901234567e1", "--data", "X.npy"])
+    assert args.samples == 123456789012345670
 
 
 UNKNOWN_ARGUMENTS = [
