@@ -1382,7 +1382,9 @@ def test_counts_are_read_as_help_prints_them_and_in_e_notation(spelling):
     args = build_parser().parse_args(["generate", "--samples", spelling, "--data", "X.npy", "--labels", "y.npy"])
     assert args.samples == 2000
     # Exactly: through a float, the last digits were lost.
-    args = build_parser().parse_args(["generate", "--samples", "12345678901234567e1", "--data", "X.npy"])
+    args = build_parser().parse_args(
+        ["generate", "--samples", "12345678901234567e1", "--data", "X.npy", "--labels", "y.npy"]
+    )
     assert args.samples == 123456789012345670
 
 
