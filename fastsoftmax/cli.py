@@ -2471,7 +2471,17 @@ def _terminate_as_an_exception() -> Iterator[None]:
 
 def _run_command(argv: Sequence[str] | None, stdout: _StreamGuard) -> int:
     parser = build_parser()
-    args, unknown = parser.parse_known_args(argv)
+    try:
+        args, unknown = parser.parse_known_args(argv)
+    except SystemExit as done:
+        # --help and --version print, then exit 0: `--help > /dev/full` exited 0 with nothing written.
+        with contextlib.suppress(OSError):
+            stdout.flush()
+        if done.code == 0 and stdout.error is not None:
+            reason = stdout.error.strerror or str(stdout.error) or type(stdout.error).__name__
+            print(f"fastsoftmax: error: could not write standard output ({reason}).", file=sys.stderr)
+            return 2
+        raise
     if unknown:
         _refuse_unknown_arguments(parser, getattr(args, "command", None), unknown)
     if args.command in ("train", "generate"):

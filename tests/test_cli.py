@@ -2207,6 +2207,20 @@ def test_a_stdout_on_a_full_disk_is_named_with_the_outputs_written_before_it(
         stdout.close()  # nothing left in its buffer to fail
 
 
+@pytest.mark.parametrize(
+    "argv", [["--help"], ["train", "--help"], ["--version"]], ids=["help", "train-help", "version"]
+)
+def test_help_that_stdout_cannot_take_exits_2(monkeypatch, capsys, argv):
+    """`fastsoftmax --help > /dev/full` exited 0 with nothing written and nothing said."""
+    monkeypatch.setattr(sys, "stdout", _FullDisk())
+    assert main(argv) == 2
+    assert capsys.readouterr().err == "fastsoftmax: error: could not write standard output (No space left on device).\n"
+    monkeypatch.setattr(sys, "stdout", io.StringIO())
+    with pytest.raises(SystemExit) as done:  # where it can: printed, exit 0 as argparse's
+        main(argv)
+    assert done.value.code == 0 and sys.stdout.getvalue()
+
+
 def test_synthetic_data_beyond_memory_gets_a_note_and_its_allocation_error_names_the_options(capsys, monkeypatch):
     # NumPy's "Unable to allocate 134. GiB for an array with shape (9000000000, 4)" named no option. The size is
     # an estimate of what fits (swap, and other systems' counts, differ): a note, not a refusal.
