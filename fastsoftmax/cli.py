@@ -341,6 +341,34 @@ def _checkpoint_files(directory: str) -> list[str]:
     return [checkpoint_path(directory), os.path.join(directory, LOCK_FILENAME)]
 
 
+#: What each kind of output file holds, by the name ending that opens it as such.
+_OUTPUT_FORMATS = {
+    ".npy": "a NumPy .npy file (np.load reads it)",
+    ".npz": "a fastsoftmax model, an .npz archive",
+    ".json": "JSON text",
+}
+
+
+def _note_other_name_endings(outputs: dict[str, tuple[str | None, str]]) -> None:
+    """A note for each output whose name ends otherwise than the format it is written in.
+
+    ``outputs`` maps an option to (its path, the ending of its format).
+    ``generate --labels y.txt`` or ``predict --out labels.csv`` wrote an
+    ``.npy`` file under that name, without a word, which a text reader then
+    showed as binary. The file is written all the same: the name is the
+    user's. Special files (``/dev/stdout``) are left alone.
+    """
+    for option, (path, ending) in outputs.items():
+        if path is None or path.startswith("/dev/") or path.lower().endswith(ending):
+            continue
+        stem = os.path.splitext(path)[0]
+        print(
+            f"fastsoftmax: note: {option} {path} is written as {_OUTPUT_FORMATS[ending]} whatever its name "
+            f"({stem}{ending} would say so).",
+            file=sys.stderr,
+        )
+
+
 def _check_paths(inputs: dict[str, str | None], outputs: dict[str, str | None], checkpoint: str | None = None) -> None:
     """Refuse, before any work starts, outputs that would destroy an input or each other.
 
@@ -886,6 +914,7 @@ def run_train(args: argparse.Namespace) -> int:
         {"--out": args.out, "--metrics": args.metrics},
         checkpoint=args.checkpoint,
     )
+    _note_other_name_endings({"--out": (args.out, ".npz"), "--metrics": (args.metrics, ".json")})
     if not 0.0 <= args.val_fraction < 1.0:
         raise CLIError(f"--val-fraction must be in [0, 1), got {args.val_fraction}.")
     on_dask = args.scheduler is not None or args.dask_workers is not None
@@ -1713,6 +1742,7 @@ def run_generate(args: argparse.Namespace) -> int:
     from fastsoftmax.datasets import write_classification
 
     _check_paths({}, {"--data": args.data, "--labels": args.labels})
+    _note_other_name_endings({"--data": (args.data, ".npy"), "--labels": (args.labels, ".npy")})
     # --threads counts generator threads (Python's): Numba's limit does not apply, and its pool is not started.
     start = time.perf_counter()
     progress = _Progress(
@@ -1771,6 +1801,7 @@ def run_predict(args: argparse.Namespace) -> int:
     args.out = args.out if out_named else DEFAULT_PREDICTIONS  # "" stays, to be refused as empty
     try:
         _check_paths({"--model": args.model, "--data": args.data}, {"--out": args.out, "--proba": args.proba})
+        _note_other_name_endings({"--out": (args.out, ".npy"), "--proba": (args.proba, ".npy")})
     except CLIError as exc:
         given = f"--out {args.out}"
         if out_named or not str(exc).startswith(given):

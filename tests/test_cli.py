@@ -2207,6 +2207,22 @@ def test_a_stdout_on_a_full_disk_is_named_with_the_outputs_written_before_it(
         stdout.close()  # nothing left in its buffer to fail
 
 
+def test_outputs_named_otherwise_than_their_format_get_a_note(tmp_path, npy, capsys):
+    """generate --labels gy.txt and predict --out labels.csv wrote .npy files under those names, without a word."""
+    data, labels, out = tmp_path / "g.csv", tmp_path / "gy.txt", tmp_path / "labels.csv"
+    generate = ["generate", "--samples", "300", "--features", "4", "--classes", "3"]
+    assert main([*generate, "--data", str(data), "--labels", str(labels), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert f"note: --data {data} is written as a NumPy .npy file (np.load reads it) whatever its name" in err
+    assert f"({tmp_path / 'gy'}.npy would say so)" in err and np.load(labels).shape == (300,)
+    model = tmp_path / "m.npz"
+    assert main(["train", "--data", str(npy[0]), "--labels", str(npy[1]), "--out", str(model), "--quiet"]) == 0
+    assert "note" not in capsys.readouterr().err  # named as their formats: no note
+    assert main(["predict", "--model", str(model), "--data", str(npy[0]), "--out", str(out), "--quiet"]) == 0
+    assert f"note: --out {out} is written as a NumPy .npy file" in capsys.readouterr().err
+    assert np.load(out).shape == np.load(npy[1]).shape
+
+
 @pytest.mark.parametrize(
     "argv", [["--help"], ["train", "--help"], ["--version"]], ids=["help", "train-help", "version"]
 )
