@@ -1020,7 +1020,7 @@ def refuse_other_file_kind(arrays: dict[str, np.ndarray], path: str, expected: s
     sparse_format = sparse_archive_format(arrays)
     if sparse_format is not None:
         raise ForeignFileError(
-            f"{path} holds a scipy.sparse {sparse_format.upper()} matrix (scipy.sparse.save_npz writes them), data, "
+            f"{path} holds a scipy.sparse {sparse_format.upper()} matrix, data as scipy.sparse.save_npz writes it, "
             f"not {FILE_KINDS[expected][0]}: read it with scipy.sparse.load_npz (fastsoftmax train and predict take "
             f"it as --data)."
         )

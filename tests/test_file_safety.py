@@ -2052,7 +2052,9 @@ def test_a_sparse_archive_or_bare_weights_given_as_a_model_are_named_as_such(tmp
     load = SoftmaxRegression.load if loader == "model" else SoftmaxClassifier.load
     archive = tmp_path / "X_sparse.npz"
     scipy_sparse.save_npz(archive, scipy_sparse.csr_matrix(np.eye(4)))
-    with pytest.raises(ValueError, match=r"holds a scipy\.sparse CSR matrix .*read it with scipy\.sparse\.load_npz"):
+    with pytest.raises(
+        ValueError, match=r"holds a scipy\.sparse CSR matrix, data .*read it with scipy\.sparse\.load_npz"
+    ):
         load(archive)
     weights = tmp_path / "wb.npz"
     np.savez(weights, W=np.zeros((3, 4)), b=np.zeros(3))
