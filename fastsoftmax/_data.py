@@ -466,8 +466,9 @@ class DataSource:
         For rows that no training pass reads, such as validation rows:
         otherwise their NaN would surface only after the fit, in a prediction.
         """
-        for start, X, _, _ in self.chunks():
+        for start, X, y, w in self.chunks():
             _checks.check_X_finite(X, fix, row_offset=self.row_offset + start)
+            del X, y, w  # dropped before the next chunk is made (see :meth:`chunks`)
 
     def class_counts(self, n_classes: int) -> np.ndarray:
         """Rows per class, shape (n_classes,) int64, from one chunked scan of y, whose labels lie in [0, n_classes)."""
@@ -541,7 +542,14 @@ class DataSource:
         return X, y, w
 
     def chunks(self) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
-        """Yield ``(start, X_chunk, y_chunk, w_chunk)`` in row order."""
+        """Yield ``(start, X_chunk, y_chunk, w_chunk)`` in row order.
+
+        A chunk cast to the compute dtype (or copied from a Fortran-ordered
+        file) is a copy of its rows: the loop that takes them drops its names
+        for one (``del X, y, w``) before it asks for the next, which is made
+        before the loop's names are bound again. A float32 file of 200 MB fitted
+        in float64 held two cast chunks at once, 257 MB where one is 128 MB.
+        """
         for start in range(0, self.n_samples, self.chunk_size):
             stop = min(start + self.chunk_size, self.n_samples)
             yield (start, *self.rows(start, stop))
@@ -705,6 +713,7 @@ def chunked_objectives(source: DataSource, n_classes: int, l2: float, counter: l
             loss_sum += kernel(X, y, W, b, w, 1.0, 0.0, start)
             dW_sum += dW
             db_sum += db
+            del X, y, w  # dropped before the next chunk is made (see DataSource.chunks)
         scale = 1.0 / source.weight_sum
         loss = loss_sum * scale + l2_penalty(W, l2)
         grad_W = dW_sum * scale + l2 * W
@@ -781,8 +790,9 @@ def block_shuffled_batches(
 def accuracy(model, source: DataSource) -> float:
     """Fraction of correctly predicted rows, computed chunk by chunk."""
     correct = 0
-    for start, X, y, _ in source.chunks():
+    for start, X, y, w in source.chunks():
         with _checks.nonfinite_rows_of(X, source.row_offset + start, "before predicting"):
             predicted = model.predict(X)
         correct += int(np.count_nonzero(predicted == y))
+        del X, y, w  # dropped before the next chunk is made (see DataSource.chunks)
     return correct / source.n_samples

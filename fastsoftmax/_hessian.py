@@ -208,9 +208,10 @@ def chunked_hvp(
         return pack(HV, Hc)
     HV_sum = np.zeros(HV.shape)
     Hc_sum = np.zeros(Hc.shape)
-    for _, X, _, w in source.chunks():
+    for _, X, y, w in source.chunks():
         fused_hvp(X, W, b, V, c, w, 1.0, 0.0, HV, Hc)
         counter[0] += X.shape[0]
         HV_sum += HV
         Hc_sum += Hc
+        del X, y, w  # dropped before the next chunk is made (see DataSource.chunks)
     return pack(HV_sum * scale + l2 * V, Hc_sum * scale).astype(dtype)

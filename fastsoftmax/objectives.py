@@ -116,10 +116,11 @@ class ChunkedObjective:
             release_rows(self.source.X)
         sums = np.zeros(self.source.n_features)
         squares = np.zeros(self.source.n_features)
-        for _, X, _, w in self.source.chunks():
+        for _, X, y, w in self.source.chunks():
             chunk_sums, chunk_squares = moments_about(X, w, shift)
             sums += chunk_sums
             squares += chunk_squares
+            del X, y, w  # dropped before the next chunk is made (see DataSource.chunks)
         return FeatureScaling.from_moments(self.source.weight_sum, sums, squares, shift, l2, n_classes, centre=centre)
 
     def raise_for_nonfinite_start(self, loss: float) -> None:

@@ -308,6 +308,33 @@ def test_a_streamed_chunk_holds_about_chunk_bytes_once_cast(tmp_path, monkeypatc
     assert source.chunk_size == (1 << 16) // (16 * widest)
 
 
+def test_a_streamed_pass_holds_one_cast_chunk_at_a_time(tmp_path, monkeypatch):
+    """The loop's names held chunk k while the next was cast: a 200 MB float32 file fitted in float64 held two cast
+    chunks of 128 MB at once."""
+    import weakref
+
+    X, y = make_classification(3000, 6, n_classes=3, seed=2)
+    np.save(tmp_path / "X.npy", X.astype(np.float32))  # every chunk is cast to the model's float64
+    np.save(tmp_path / "y.npy", y)
+    cast_X, alive, most = fs._checks.cast_X, [0], [0]
+
+    def counted(*args, **kwargs):
+        chunk = cast_X(*args, **kwargs)
+        alive[0] += 1
+        most[0] = max(most[0], alive[0])
+        weakref.finalize(chunk, lambda: alive.__setitem__(0, alive[0] - 1))
+        return chunk
+
+    monkeypatch.setattr(fs._checks, "cast_X", counted)
+    paths = (str(tmp_path / "X.npy"), str(tmp_path / "y.npy"))
+    for solver in ("lbfgs", "newton-cg", "gd"):  # the scaling's pass, the loss's, the Hessian products'
+        SoftmaxRegression(6, 3).fit(*paths, solver=solver, max_iter=3, chunk_size=700)
+    source = DataSource(*paths, np.float64, chunk_size=700)
+    source.check_finite()
+    accuracy(SoftmaxRegression(6, 3), source)
+    assert most[0] == 1
+
+
 def test_data_digest_depends_on_the_data_only(data, files, monkeypatch):
     # Arrays, maps and paths, in any chunking and order of X, with or without weights.
     X, y = data
