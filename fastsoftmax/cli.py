@@ -1075,29 +1075,34 @@ CHECKPOINT_OVERHEAD = 16384
 
 
 def _check_room_for_checkpoint(args: argparse.Namespace, model: SoftmaxRegression) -> None:
-    """Refuse a ``--checkpoint`` whose disk has less room than one checkpoint file will take, before the fit.
+    """Refuse a ``--checkpoint`` whose disk has less room than the fit's saves will take, before the fit.
 
     On a full disk the first iteration ran (the first pass over a large file
     can take minutes), then the fit stopped for the checkpoint it could not
-    write. One file's room is needed: each save writes the new file beside
-    the previous one, which it then replaces. A disk whose free space cannot
-    be read is left to the saves.
+    write. Each save writes the new file beside the previous one, which it
+    then replaces: two files' room is needed, or one beside a checkpoint
+    already there (a resumed fit). With one file's room, the second save
+    failed. A disk whose free space cannot be read is left to the saves.
     """
     from fastsoftmax._io import nearest_existing
+    from fastsoftmax.checkpoint import checkpoint_path
 
     if not args.checkpoint:
         return
     n_parameters = model.num_classes * (model.input_dim + 1)
     n_bytes = 8 * CHECKPOINT_VECTORS[args.solver] * n_parameters + 16 * model.input_dim  # and the scaling's
     n_bytes += 24 * (min(args.max_iter, MODEL_FILE_MAX_LOSSES) + 1) + CHECKPOINT_OVERHEAD  # losses, as JSON text
+    n_files = 1 if os.path.exists(checkpoint_path(args.checkpoint)) else 2
     try:
         free = shutil.disk_usage(nearest_existing(os.path.realpath(args.checkpoint))).free
     except OSError:
         return
-    if free < n_bytes:
+    if free < n_files * n_bytes:
+        held = "beside the one there" if n_files == 1 else "twice, the new file written beside the last"
         raise CLIError(
-            f"--checkpoint {args.checkpoint}: a checkpoint of this fit will take about {_bytes(n_bytes)} and its "
-            f"disk has {_bytes(free)} free; free some space or pass another --checkpoint (nothing was trained)."
+            f"--checkpoint {args.checkpoint}: a checkpoint of this fit will take about {_bytes(n_bytes)}, held "
+            f"{held}, and its disk has {_bytes(free)} free; free some space or pass another --checkpoint "
+            f"(nothing was trained)."
         )
 
 

@@ -391,7 +391,7 @@ def test_a_checkpoint_on_a_disk_without_room_for_one_is_refused_before_training(
     monkeypatch.setattr(cli.shutil, "disk_usage", lambda path: _disk_usage(free=8000))
     assert main(argv) == 2
     err = " ".join(capsys.readouterr().err.split())
-    took = rf"--checkpoint {ck}: a checkpoint of this fit will take about [\d.]+ kB and its disk has 8 kB free"
+    took = rf"--checkpoint {ck}: a checkpoint of this fit will take about [\d.]+ kB, held twice, .* disk has 8 kB free"
     assert re.search(took, err), err
     assert "pass another --checkpoint (nothing was trained)" in err and not ck.exists()
     monkeypatch.setattr(cli.shutil, "disk_usage", lambda path: _disk_usage(free=10**9))
@@ -399,6 +399,13 @@ def test_a_checkpoint_on_a_disk_without_room_for_one_is_refused_before_training(
     # K = 3, D = 8: the estimate is not below the file, nor far above it.
     estimate = 8 * cli.CHECKPOINT_VECTORS[solver] * 3 * 9 + 16 * 8 + 24 * 6 + cli.CHECKPOINT_OVERHEAD
     assert estimate / 4 <= sum(path.stat().st_size for path in ck.iterdir()) <= estimate
+    # A new checkpoint needs two files' room (the second save wrote beside the first, and failed with one); a
+    # resumed fit one, beside the checkpoint there.
+    monkeypatch.setattr(cli.shutil, "disk_usage", lambda path: _disk_usage(free=int(1.5 * estimate)))
+    fresh = tmp_path / "fresh"
+    assert main([*argv[:-2], str(fresh), "--quiet"]) == 2
+    assert "held twice, the new file written beside the last" in capsys.readouterr().err and not fresh.exists()
+    assert main([*argv, "--max-iter", "6"]) == 0  # the last --max-iter counts
 
 
 def test_a_fit_that_cannot_fit_in_memory_is_refused_before_the_classes_are_counted(tmp_path, npy, capsys, monkeypatch):
