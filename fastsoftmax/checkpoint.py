@@ -571,6 +571,11 @@ def load(
             raise invalid(f"the solver state {key!r} has shape {value.shape}, theta {theta.shape}")
         if isinstance(value, np.ndarray) and value.dtype not in _STATE_DTYPES:
             raise invalid(f"the solver state {key!r} has dtype {value.dtype}; the solvers write float32 or float64")
+    # The solvers' own keys are checked by solvers.check_state; the start, the engine's, here: NaN in it
+    # was accepted, and turned off the end-of-fit check that compares the fit's end with its start.
+    start_theta = solver_state.get("start_theta")
+    if isinstance(start_theta, np.ndarray) and not np.isfinite(start_theta).all():
+        raise invalid("the solver state 'start_theta' holds NaN or infinite values")
     start_iteration = solver_state.get("start_iteration", 0)
     if type(start_iteration) is not int or not 0 <= start_iteration <= iteration:
         raise invalid(f"its start iteration {start_iteration!r} is not an integer from 0 to {iteration}")

@@ -332,8 +332,11 @@ def _check_lbfgs_state(state: dict, n: int, memory: int) -> None:
         _state_real(state, "best_gradient", minimum=0.0)
     # NaN until the first iteration, and until the first pair (then s'y / y'y > 0).
     _state_real(state, "previous_loss", nan_ok=True)
-    if _state_real(state, "gamma", nan_ok=True) <= 0:
-        raise ValueError(f"the solver state 'gamma' must be NaN or > 0, got {float(state['gamma'])}.")
+    gamma = _state_real(state, "gamma", nan_ok=True)
+    if gamma <= 0:
+        raise ValueError(f"the solver state 'gamma' must be NaN or > 0, got {gamma}.")
+    if math.isnan(gamma) and int(state["n_pairs"]) > 0:  # the two-loop scales by it: a TypeError there
+        raise ValueError("the solver state 'gamma' is NaN, which only a state without pairs (n_pairs 0) holds.")
 
 
 def _state_int(state: dict, key: str, minimum: int, maximum: int | None = None) -> int:

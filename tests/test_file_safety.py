@@ -1072,6 +1072,10 @@ def _set_array(key, value):
         ("lbfgs", _solver_state(iteration=True), "'iteration' must be an integer, got True"),
         ("lbfgs", _set_array("state_rho", np.full(10, np.nan)), "'rho' holds NaN"),
         ("lbfgs", _set_array("state_gamma", "x"), "'gamma' must be a real number"),
+        # NaN with pairs held: "float() argument must be ... not 'NoneType'" from the two-loop recursion.
+        ("lbfgs", _set_array("state_gamma", np.nan), r"'gamma' is NaN, which only a state without pairs"),
+        # NaN in the start of a mini-batch run turned off the end-of-fit check that compares with it.
+        ("sgd", lambda a: a["state_start_theta"].fill(np.nan), "'start_theta' holds NaN or infinite values"),
         ("lbfgs", lambda a: a.update(meta=_edited_meta(a, converged="no")), "converged flag 'no' is not true or false"),
         ("lbfgs", lambda a: a.update(meta=_edited_meta(a, iteration=True)), "iteration count True"),
         # As a model file bounds n_iter: 2**64 resumed, and the trained model could not be saved.
@@ -1112,6 +1116,8 @@ def _set_array(key, value):
         "iteration-bool",
         "rho-nan",
         "gamma-str",
+        "gamma-nan-with-pairs",
+        "sgd-start-nan",
         "converged-str",
         "meta-iteration-bool",
         "meta-iteration-beyond-int64",
