@@ -692,6 +692,13 @@ def chunked_objectives(source: DataSource, n_classes: int, l2: float, counter: l
         return loss, np.concatenate([dW.ravel(), db])
 
     def objective(theta):
+        result = evaluate_all(theta)
+        # The files checked once more after the pass too, not only before each chunk: a file rewritten while
+        # its last (or only) chunk was read gave gd's last loss of other data, without a word. One stat a file.
+        source.check_files()
+        return result
+
+    def evaluate_all(theta):
         if source.chunk_size >= source.n_samples:
             X, y, w = source.rows(0, source.n_samples)
             if not use_row_blocks:

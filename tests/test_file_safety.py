@@ -471,6 +471,27 @@ def test_truncated_file_stops_with_its_name_and_the_checkpoint_resumes(tmp_path,
     assert resumed.loss_history_ == uninterrupted.loss_history_
 
 
+def test_a_file_rewritten_while_its_last_pass_reads_it_is_caught_after_the_pass(tmp_path, files, monkeypatch):
+    """Files were checked before each chunk only: one rewritten in place while gd's last pass read its only chunk
+    ended the fit normally, its last loss (and the checkpoint's) one of other rows."""
+    from fastsoftmax import _data
+
+    x_path, y_path = files
+    kernel, evaluations = _data.fused_loss_grad, [0]
+
+    def rewritten_at_the_last_pass(X, *args, **kwargs):
+        evaluations[0] += 1
+        if evaluations[0] == 4:  # the start and three steps: the last
+            with open(x_path, "r+b") as file:  # another process, in place (the map sees it)
+                file.seek(-8, os.SEEK_END)
+                file.write(np.float64(3.0).tobytes())
+        return kernel(X, *args, **kwargs)
+
+    monkeypatch.setattr(_data, "fused_loss_grad", rewritten_at_the_last_pass)
+    with pytest.raises(ValueError, match=r"X file .*X\.npy .*while it was being read"):
+        _fit(str(x_path), str(y_path), solver="gd", max_iter=3, tol=0, checkpoint=tmp_path / "ck")
+
+
 def test_a_file_replaced_after_it_was_mapped_is_caught_by_the_first_check(tmp_path, files):
     # The first check took the new file as its baseline and the map read the old one: predict
     # wrote predictions of the old rows under the new file's name, and train fitted them.
