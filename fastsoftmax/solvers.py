@@ -172,6 +172,9 @@ class SolverResult:
     #: Converged because the loss no longer fell (a relative decrease within 64 eps),
     #: not because max|g| met tol: the caller may check the gradient (see engine).
     at_loss_floor: bool = False
+    #: Not converged: L-BFGS found no step that lowers the loss, or stalled, with max|g| above
+    #: tol (the loss may be at its rounding floor; the caller may judge the gradient).
+    gave_up: bool = False
 
 
 def _finite(loss: float, theta: np.ndarray) -> bool:
@@ -771,7 +774,9 @@ def lbfgs(
             # side rounds to the loss itself at tiny steps).
             step = backtrack(theta, loss, grad, direction, halvings=_FIRST_STEP_HALVINGS, below=loss - loss_noise(loss))
         if step is None:
-            return SolverResult(theta, iteration - 1, False, give_up(), history, n_evaluations=n_evaluations)
+            return SolverResult(
+                theta, iteration - 1, False, give_up(), history, n_evaluations=n_evaluations, gave_up=True
+            )
         x, f, g = step
 
         s_new, y_new = x - theta, g - grad
@@ -819,7 +824,9 @@ def lbfgs(
             )
         if stalled >= _STALL_MEMORIES * memory:
             why = f"neither the loss nor max|g| has gone below its lowest value for {stalled} iterations"
-            return SolverResult(theta, iteration, False, give_up(why), history, n_evaluations=n_evaluations)
+            return SolverResult(
+                theta, iteration, False, give_up(why), history, n_evaluations=n_evaluations, gave_up=True
+            )
     return SolverResult(theta, max_iter, False, "reached max_iter", history, n_evaluations=n_evaluations)
 
 

@@ -100,3 +100,43 @@ def test_checkpoint_of_a_run_that_held_another_b_is_refused(rng, tmp_path):
     again.b = first.b.copy()
     again.fit(X, y, fit_intercept=False, max_iter=3, checkpoint=tmp_path)  # the same problem resumes
     np.testing.assert_array_equal(again.W, first.W)
+
+
+def _offset_problem():
+    """Two features at 1e4 with a spread of 1 (years, kelvin), whose classes the spread sets."""
+    rng = np.random.default_rng(0)
+    deviation = rng.standard_normal((300, 2))
+    y = (deviation @ rng.standard_normal((2, 3)) * 3 + rng.standard_normal((300, 3))).argmax(axis=1)
+    return deviation + 1e4, y
+
+
+def test_features_far_from_zero_without_an_intercept_reach_logistic_regressions_optimum():
+    """Scaled about 0 (without an intercept), a gradient at tol was tol x 1e4 per unit of the features' spread:
+    SoftmaxClassifier stopped after 3 iterations at its tol 1e-4 with coef_ 1e5 times too small, without a word,
+    where LogisticRegression went on to the optimum."""
+    linear_model = pytest.importorskip("sklearn.linear_model")
+    from fastsoftmax.sklearn import SoftmaxClassifier
+
+    X, y = _offset_problem()
+    C = 1 / (1e-4 * len(y))
+    expected = linear_model.LogisticRegression(C=C, fit_intercept=False, tol=1e-10, max_iter=10_000).fit(X, y)
+    got = SoftmaxClassifier(C=C, fit_intercept=False).fit(X, y)
+    np.testing.assert_allclose(got.coef_, expected.coef_, rtol=1e-3)
+    optimum = SoftmaxRegression(2, 3).fit(X, y, solver="newton-cg", l2=1e-4, fit_intercept=False, tol=1e-10)
+    for solver in ("lbfgs", "newton-cg"):
+        model = SoftmaxRegression(2, 3)
+        model.fit(X, y, solver=solver, l2=1e-4, fit_intercept=False)
+        assert model.converged_
+        assert model.loss_history_[-1] - optimum.loss_history_[-1] <= 1e-9 * optimum.loss_history_[-1]
+
+
+def test_a_fit_without_intercept_on_features_far_from_zero_resumes_bit_for_bit(tmp_path):
+    # Its solver's tol comes from the data (the features' spread), measured again when it resumes.
+    X, y = _offset_problem()
+    options = dict(solver="lbfgs", l2=1e-4, fit_intercept=False, checkpoint=tmp_path)
+    uninterrupted = SoftmaxRegression(2, 3, seed=1).fit(X, y, solver="lbfgs", l2=1e-4, fit_intercept=False)
+    stopped = SoftmaxRegression(2, 3, seed=1).fit(X, y, callback=lambda model, it, loss: it == 20, **options)
+    assert stopped.n_iter_ == 20
+    resumed = SoftmaxRegression(2, 3, seed=1).fit(X, y, **options)
+    np.testing.assert_array_equal(resumed.W, uninterrupted.W)
+    assert resumed.loss_history_ == uninterrupted.loss_history_
