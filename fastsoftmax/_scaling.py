@@ -59,11 +59,13 @@ class FeatureScaling:
         K.
     """
 
-    def __init__(self, mean: np.ndarray, scale: np.ndarray, n_classes: int):
+    def __init__(self, mean: np.ndarray, scale: np.ndarray, n_classes: int, variance: np.ndarray | None = None):
         self.mean = np.ascontiguousarray(mean, dtype=np.float64)
         self.scale = np.ascontiguousarray(scale, dtype=np.float64)
         self.n_classes = n_classes
         self.n_features = self.mean.shape[0]
+        #: The columns' variance about their means, where the scaling was made from moments (else None).
+        self.variance = variance
 
     @classmethod
     def from_moments(
@@ -93,6 +95,7 @@ class FeatureScaling:
         put: centring would move it, b = b' - W mu) the mean is 0 and the
         scale sqrt(E[x^2] + l2 K^2 / (K - 1)), the second moment about 0.
         """
+        about_the_mean = np.maximum(variance, 0.0)
         if not centre:
             variance = variance + mean * mean
             mean = np.zeros_like(mean)
@@ -104,7 +107,7 @@ class FeatureScaling:
             # NaN or inf in X (reported by the first evaluation, with its row), or
             # features too large to square in float64: leave the coordinates be.
             return cls.identity(mean.shape[0], n_classes)
-        return cls(mean, np.where(scale > 0, scale, 1.0), n_classes)
+        return cls(mean, np.where(scale > 0, scale, 1.0), n_classes, variance=about_the_mean)
 
     @classmethod
     def identity(cls, n_features: int, n_classes: int) -> FeatureScaling:

@@ -942,15 +942,24 @@ def _solver_tol(model: Trainable, objective: Objective, options: FitOptions, sca
     1e-4 (``SoftmaxClassifier``'s), features at 1e4 of spread 1 stopped after 3
     iterations with coefficients 1e5 times too small, and nothing said, where
     LogisticRegression went on to the optimum (63 iterations). The solver's
-    tol is then ``tol * min_j sigma_j / s_j``: the same where every feature's
-    mean is small next to its spread, 1e-8 there (61 iterations, the
-    optimum). The centred moments cost a pass or two over X, on such fits
-    only, and again when one resumes (the same tol: it repeats the run).
+    tol is then ``tol * min_j sigma_j / s_j`` over the columns that vary (a
+    constant one, a column of ones as a bias, has no spread to lose): the
+    same where every feature's mean is small next to its spread, 1e-8 there
+    (61 iterations, the optimum). For lbfgs, newton-cg and gd, whose tol
+    bounds a gradient (sgd's and adam's bounds their epochs' loss). The
+    centred moments cost a pass or two over X, on such fits only, and again
+    when one resumes (the same tol: it repeats the run).
     """
-    if scaling is None or options.fit_intercept or options.tol == 0:
-        return options.tol
+    if scaling is None or options.fit_intercept or options.tol == 0 or options.solver in MINIBATCH_SOLVERS:
+        return options.tol  # sgd and adam: tol bounds the epochs' loss, not a gradient
     centred = objective.feature_scaling(options.l2, model.num_classes, centre=True)
-    return options.tol * min(1.0, float(np.min(centred.scale / scaling.scale)))
+    if centred.variance is None:  # moments beyond float64: the scaling is the identity
+        return options.tol
+    # A constant column (a column of ones as a bias) has no spread to lose: left out, or l2 = 1e-6 cut tol by 300.
+    varies = centred.variance > 1e-12 * (centred.variance + centred.mean**2)
+    if not varies.any():
+        return options.tol
+    return options.tol * min(1.0, float(np.min(centred.scale[varies] / scaling.scale[varies])))
 
 
 def _scaling(model: Trainable, objective: Objective, options: FitOptions, state: dict) -> FeatureScaling | None:
@@ -1277,11 +1286,11 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
             full_objective=None if minibatch else recording_objective,
         )
         if result.gave_up and solver_options.tol < options.tol:
-            # The tighter tol of a fit without intercept (_solver_tol) ended at the loss's rounding floor: the
-            # caller's tol is met where the gradient meets it, judged below as every stop at the floor is.
-            grad = solver_state.get("grad")
-            if grad is not None and float(np.max(np.abs(grad))) <= options.tol:
-                result.converged, result.at_loss_floor = True, True
+            # The tighter tol of a fit without intercept (_solver_tol), which float32 may not reach, ended at
+            # the loss's rounding floor: judged as every stop at the floor is (_unconverged_where_stopped), by
+            # the caller's tol. Judged by the last gradient against that tol, a float32 fit that had converged
+            # before the tighter tol warned, naming the solver's tol.
+            result.converged, result.at_loss_floor = True, True
         # A resumed run whose checkpoint already met the no-change stop ends at once (n_iter 0):
         # judged too, as the run that wrote it was (its rerun returned the rejected weights).
         if minibatch and (result.n_iter or resumed is not None) and not stopped_by_callback:

@@ -538,7 +538,10 @@ class SoftmaxRegression:
             the gradient; with ``precondition`` (the default for both) that is
             the gradient in the solver's standardised coordinates,
             (dW - db mu^T) / s and db for feature means mu and spreads s, so
-            that tol does not depend on the units of the features. gd: the
+            that tol does not depend on the units of the features (with
+            ``fit_intercept=False`` the features are scaled about 0, and the
+            solver meets tol per unit of their spread: tol times the smallest
+            spread over root mean square of a column that varies). gd: the
             largest component of the gradient, in the features' own units
             (in the standardised ones with ``precondition=True``); a small
             change of the loss per step is no sign of the optimum: a stop on

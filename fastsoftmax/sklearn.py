@@ -183,7 +183,8 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         "lbfgs", "newton-cg": largest gradient component of the mean
         objective below which it stops, in the solver's standardised
         coordinates (features centred and scaled, so that tol does not depend
-        on their units; see ``SoftmaxRegression.fit``); "gd": the same, in
+        on their units; without an intercept, per unit of their spread; see
+        ``SoftmaxRegression.fit``); "gd": the same, in
         the features' own units; "sgd", "adam": it stops once 5 epochs
         in a row lower the best epoch's mean loss by no more than tol times
         max(1, best), as scikit-learn's ``n_iter_no_change``, converged unless
