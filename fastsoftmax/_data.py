@@ -802,4 +802,5 @@ def accuracy(model, source: DataSource) -> float:
             predicted = model.predict(X)
         correct += int(np.count_nonzero(predicted == y))
         del X, y, w  # dropped before the next chunk is made (see DataSource.chunks)
+    source.check_files()  # after the last chunk too, as a full pass of the loss (chunked_objectives)
     return correct / source.n_samples

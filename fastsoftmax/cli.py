@@ -363,7 +363,7 @@ def _note_other_name_endings(outputs: dict[str, tuple[str | None, str]]) -> None
             continue
         stem = os.path.splitext(path)[0]
         print(
-            f"fastsoftmax: note: {option} {path} is written as {_OUTPUT_FORMATS[ending]} whatever its name "
+            f"fastsoftmax: note: {option} {path} is written as {_OUTPUT_FORMATS[ending]}, whatever its name "
             f"({stem}{ending} would say so).",
             file=sys.stderr,
         )
@@ -1882,6 +1882,7 @@ def run_predict(args: argparse.Namespace) -> int:
             del part
             for array in (X, labels) if proba is None else (X, labels, proba):
                 release_rows(array, start, stop)
+        check_file()  # after the last chunk too: one rewritten as it was read gave predictions of other rows
         for array in (labels,) if proba is None else (labels, proba):
             array.flush()
         del labels, proba  # close the maps before the files are moved

@@ -2220,7 +2220,7 @@ def test_outputs_named_otherwise_than_their_format_get_a_note(tmp_path, npy, cap
     generate = ["generate", "--samples", "300", "--features", "4", "--classes", "3"]
     assert main([*generate, "--data", str(data), "--labels", str(labels), "--quiet"]) == 0
     err = capsys.readouterr().err
-    assert f"note: --data {data} is written as a NumPy .npy file (np.load reads it) whatever its name" in err
+    assert f"note: --data {data} is written as a NumPy .npy file (np.load reads it), whatever its name" in err
     assert f"({tmp_path / 'gy'}.npy would say so)" in err and np.load(labels).shape == (300,)
     model = tmp_path / "m.npz"
     assert main(["train", "--data", str(npy[0]), "--labels", str(npy[1]), "--out", str(model), "--quiet"]) == 0

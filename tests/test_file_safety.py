@@ -482,14 +482,45 @@ def test_a_file_rewritten_while_its_last_pass_reads_it_is_caught_after_the_pass(
     def rewritten_at_the_last_pass(X, *args, **kwargs):
         evaluations[0] += 1
         if evaluations[0] == 4:  # the start and three steps: the last
-            with open(x_path, "r+b") as file:  # another process, in place (the map sees it)
-                file.seek(-8, os.SEEK_END)
-                file.write(np.float64(3.0).tobytes())
+            _rewrite_in_place(x_path)
         return kernel(X, *args, **kwargs)
 
     monkeypatch.setattr(_data, "fused_loss_grad", rewritten_at_the_last_pass)
     with pytest.raises(ValueError, match=r"X file .*X\.npy .*while it was being read"):
         _fit(str(x_path), str(y_path), solver="gd", max_iter=3, tol=0, checkpoint=tmp_path / "ck")
+
+
+def _rewrite_in_place(path) -> None:
+    """Another process rewrites the file's last value in place (its map sees it); its time moves on, whatever the
+    file system's clock tick."""
+    before = os.stat(path)
+    with open(path, "r+b") as file:
+        file.seek(-8, os.SEEK_END)
+        file.write(np.float64(3.0).tobytes())
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns + 10**9))
+
+
+def test_a_file_rewritten_while_its_last_chunk_is_predicted_is_caught_after_it(tmp_path, files, monkeypatch, capsys):
+    """predict and the accuracy checked the file before each chunk only: one rewritten while its only chunk was read
+    gave predictions (or an accuracy) of other rows, without a word."""
+    from fastsoftmax import cli
+    from fastsoftmax._data import DataSource, accuracy
+
+    x_path, y_path = files
+    model_path, out = tmp_path / "m.npz", tmp_path / "p.npy"
+    _model().save(model_path)
+    predict = SoftmaxRegression.predict
+
+    def rewritten_as_read(self, X):
+        _rewrite_in_place(x_path)
+        return predict(self, X)
+
+    monkeypatch.setattr(SoftmaxRegression, "predict", rewritten_as_read)
+    assert cli.main(["predict", "--model", str(model_path), "--data", str(x_path), "--out", str(out)]) == 2
+    assert "while it was being read; prediction stopped, and no output was written" in capsys.readouterr().err
+    assert not out.exists()
+    with pytest.raises(ValueError, match=r"X file .*X\.npy .*while it was being read"):
+        accuracy(_model(), DataSource(str(x_path), str(y_path), np.float64))
 
 
 def test_a_file_replaced_after_it_was_mapped_is_caught_by_the_first_check(tmp_path, files):
