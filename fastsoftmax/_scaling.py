@@ -48,6 +48,14 @@ from fastsoftmax._layout import pack, unpack
 from fastsoftmax._threading import parallel_section, work_chunks
 
 
+def curvature_penalty(l2: float, n_classes: int) -> float:
+    """l2 K^2 / (K - 1): l2 over the class factor of the Hessian's diagonal, p (1 - p) at equal shares.
+
+    Added to each column's variance (or second moment) in its scale (module docstring).
+    """
+    return l2 * n_classes * n_classes / max(n_classes - 1, 1)
+
+
 class FeatureScaling:
     """The change of variables theta' <-> theta for column means ``mean`` and scales ``scale`` (D,).
 
@@ -59,13 +67,20 @@ class FeatureScaling:
         K.
     """
 
-    def __init__(self, mean: np.ndarray, scale: np.ndarray, n_classes: int, variance: np.ndarray | None = None):
+    def __init__(
+        self,
+        mean: np.ndarray,
+        scale: np.ndarray,
+        n_classes: int,
+        moments: tuple[np.ndarray, np.ndarray] | None = None,
+    ):
         self.mean = np.ascontiguousarray(mean, dtype=np.float64)
         self.scale = np.ascontiguousarray(scale, dtype=np.float64)
         self.n_classes = n_classes
         self.n_features = self.mean.shape[0]
-        #: The columns' variance about their means, where the scaling was made from moments (else None).
-        self.variance = variance
+        #: (column means, variances about them) where the scaling was made from moments, else None:
+        #: ``mean`` is 0 for a scaling about 0 (``centre=False``), these are the columns' own.
+        self.moments = moments
 
     @classmethod
     def from_moments(
@@ -95,19 +110,18 @@ class FeatureScaling:
         put: centring would move it, b = b' - W mu) the mean is 0 and the
         scale sqrt(E[x^2] + l2 K^2 / (K - 1)), the second moment about 0.
         """
-        about_the_mean = np.maximum(variance, 0.0)
+        moments = (np.asarray(mean, dtype=np.float64), np.maximum(variance, 0.0))
         if not centre:
             variance = variance + mean * mean
             mean = np.zeros_like(mean)
-        # l2 over the class factor of the Hessian's diagonal, p (1 - p) at equal shares (module docstring).
-        penalty = l2 * n_classes * n_classes / max(n_classes - 1, 1)
+        penalty = curvature_penalty(l2, n_classes)
         with np.errstate(invalid="ignore", over="ignore"):
             scale = np.sqrt(np.maximum(variance, 0.0) + penalty)
         if not (np.isfinite(mean).all() and np.isfinite(scale).all()):
             # NaN or inf in X (reported by the first evaluation, with its row), or
             # features too large to square in float64: leave the coordinates be.
             return cls.identity(mean.shape[0], n_classes)
-        return cls(mean, np.where(scale > 0, scale, 1.0), n_classes, variance=about_the_mean)
+        return cls(mean, np.where(scale > 0, scale, 1.0), n_classes, moments=moments)
 
     @classmethod
     def identity(cls, n_features: int, n_classes: int) -> FeatureScaling:

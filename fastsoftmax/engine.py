@@ -65,7 +65,7 @@ import numpy as np
 from fastsoftmax import _memory, solvers
 from fastsoftmax import checkpoint as _checkpoint
 from fastsoftmax._checks import FitOptions, check_seed
-from fastsoftmax._scaling import FeatureScaling, ScaledObjective
+from fastsoftmax._scaling import FeatureScaling, ScaledObjective, curvature_penalty
 from fastsoftmax._terms import l2_penalty
 from fastsoftmax._threading import callback_running, exclusive_training, run_whole, single_threaded_blas
 from fastsoftmax.exceptions import ConvergenceWarning, PenaltyBeyondDtypeError, TrainingError
@@ -947,19 +947,25 @@ def _solver_tol(model: Trainable, objective: Objective, options: FitOptions, sca
     same where every feature's mean is small next to its spread, 1e-8 there
     (61 iterations, the optimum). For lbfgs, newton-cg and gd, whose tol
     bounds a gradient (sgd's and adam's bounds their epochs' loss). The
-    centred moments cost a pass or two over X, on such fits only, and again
-    when one resumes (the same tol: it repeats the run).
+    moments are those the scaling was made from; a resumed run, whose
+    scaling comes from its checkpoint, takes them again from a pass or two
+    over X (the same tol: it repeats the run).
     """
     if scaling is None or options.fit_intercept or options.tol == 0 or options.solver in MINIBATCH_SOLVERS:
         return options.tol  # sgd and adam: tol bounds the epochs' loss, not a gradient
-    centred = objective.feature_scaling(options.l2, model.num_classes, centre=True)
-    if centred.variance is None:  # moments beyond float64: the scaling is the identity
+    # The moments the scaling was made from; a resumed run's scaling, read from its checkpoint, has none.
+    moments = scaling.moments or objective.feature_scaling(options.l2, model.num_classes, centre=True).moments
+    if moments is None:  # moments beyond float64: the scaling is the identity
         return options.tol
+    mean, variance = moments
     # A constant column (a column of ones as a bias) has no spread to lose: left out, or l2 = 1e-6 cut tol by 300.
-    varies = centred.variance > 1e-12 * (centred.variance + centred.mean**2)
+    varies = variance > 1e-12 * (variance + mean**2)
     if not varies.any():
         return options.tol
-    return options.tol * min(1.0, float(np.min(centred.scale[varies] / scaling.scale[varies])))
+    penalty = curvature_penalty(options.l2, model.num_classes)
+    spread = np.sqrt(variance[varies] + penalty)
+    about_zero = np.sqrt(variance[varies] + mean[varies] ** 2 + penalty)
+    return options.tol * min(1.0, float(np.min(spread / about_zero)))
 
 
 def _scaling(model: Trainable, objective: Objective, options: FitOptions, state: dict) -> FeatureScaling | None:
@@ -973,6 +979,7 @@ def _scaling(model: Trainable, objective: Objective, options: FitOptions, state:
     if "scaling_mean" not in state:
         scaling = objective.feature_scaling(options.l2, model.num_classes, centre=options.fit_intercept)
         state["scaling_mean"], state["scaling_scale"] = scaling.mean, scaling.scale
+        return scaling  # with its moments (_solver_tol)
     return FeatureScaling(state["scaling_mean"], state["scaling_scale"], model.num_classes)
 
 

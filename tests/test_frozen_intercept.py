@@ -185,3 +185,26 @@ def test_a_float32_fit_far_from_zero_without_an_intercept_stops_at_its_floor_con
     W, b = model.W.astype(np.float64), model.b.astype(np.float64)
     reached = optimum.loss_history_[-1]
     assert loss_and_grad(X, y, W, b, l2=1e-4)[0] - reached <= 1e-5 * reached
+
+
+def test_the_tighter_tol_takes_the_moments_of_the_scalings_own_pass(monkeypatch, tmp_path):
+    """It made a second pass over X for the centred moments: a whole pass per fit out of core or on Dask. A resumed
+    run, whose scaling comes from its checkpoint, takes them from one pass, and repeats the run bit for bit."""
+    from fastsoftmax.objectives import ChunkedObjective
+
+    X, y = _offset_problem()
+    scaling_pass, passes = ChunkedObjective.feature_scaling, []
+
+    def counted(self, *args, **kwargs):
+        passes.append(kwargs.get("centre", True))
+        return scaling_pass(self, *args, **kwargs)
+
+    monkeypatch.setattr(ChunkedObjective, "feature_scaling", counted)
+    options = dict(solver="lbfgs", l2=1e-4, fit_intercept=False)
+    whole = SoftmaxRegression(2, 3, seed=1).fit(X, y, **options)
+    assert passes == [False] and whole.converged_
+    passes.clear()
+    SoftmaxRegression(2, 3, seed=1).fit(X, y, checkpoint=tmp_path, callback=lambda m, i, loss: i == 20, **options)
+    resumed = SoftmaxRegression(2, 3, seed=1).fit(X, y, checkpoint=tmp_path, **options)
+    assert passes == [False, True]
+    np.testing.assert_array_equal(resumed.W, whole.W)
