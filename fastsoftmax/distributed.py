@@ -177,6 +177,11 @@ def _local_concurrency(n_chunks: int) -> int:
     return max(1, min(int(workers), n_chunks))
 
 
+def _concurrency(client: Client | None, n_chunks: int) -> int | dict[str, int]:
+    """Concurrent chunk tasks: per host on a ``distributed`` client, else of Dask's local scheduler."""
+    return _cluster_concurrency(client, n_chunks) if client is not None else _local_concurrency(n_chunks)
+
+
 def _cluster_concurrency(client: Client, n_chunks: int) -> dict[str, int]:
     """Concurrent tasks per host: the Dask threads of all workers on that host."""
     from distributed.comm import get_address_host
@@ -583,6 +588,15 @@ def map_reduce(
 # --------------------------------------------------------------------------- #
 # Input checks
 # --------------------------------------------------------------------------- #
+def _refuse_column_chunks(X) -> None:
+    """Refuse a 2-D Dask X split along its features: each chunk task takes whole rows."""
+    if len(X.chunks[1]) != 1:
+        raise ValueError(
+            f"X is split along its features into {len(X.chunks[1])} chunks {X.chunks[1]}; "
+            f"each chunk must hold whole rows. Rechunk with X = X.rechunk({{1: -1}})."
+        )
+
+
 def check_chunked(X, y, sample_weight, dtype: np.dtype, n_features: int):
     """Check shapes, dtypes and chunks from metadata; returns dask arrays (X cast to ``dtype``)."""
     import dask.array as da
@@ -614,11 +628,7 @@ def check_chunked(X, y, sample_weight, dtype: np.dtype, n_features: int):
             )
 
     check_known_rows(X, "X")
-    if len(X.chunks[1]) != 1:
-        raise ValueError(
-            f"X is split along its features into {len(X.chunks[1])} chunks {X.chunks[1]}; "
-            f"each chunk must hold whole rows. Rechunk with X = X.rechunk({{1: -1}})."
-        )
+    _refuse_column_chunks(X)
     if X.shape[0] == 0:
         raise ValueError("X is empty (0 samples); pass at least one row.")
     if X.shape[1] != n_features:
@@ -938,11 +948,7 @@ class DaskObjective:
         self.X, self.y = arrays[0], arrays[1]
         self.sample_weight = arrays[2] if len(arrays) > 2 else None
         self._check_values()
-        n_chunks = len(self.X.chunks[0])
-        if self.client is not None:
-            self.concurrency: int | dict[str, int] = _cluster_concurrency(self.client, n_chunks)
-        else:
-            self.concurrency = _local_concurrency(n_chunks)
+        self.concurrency = _concurrency(self.client, len(self.X.chunks[0]))
         # As they are, not optimized: the tasks name their chunks by key, and an
         # optimized graph leaves out the chunks a distributed client holds (Futures).
         self._inputs = [self.X, self.y] + ([self.sample_weight] if self.sample_weight is not None else [])
@@ -1457,13 +1463,8 @@ def predict_dask(model, X, *, method: str = "predict"):
             else f"call model.{method}(X) itself"
         )
         raise TypeError(f"X must be a dask.array.Array, got {type(X).__name__}; {fix}.")
-    if X.ndim != 2:
-        raise ValueError(f"X must be 2-dimensional (N, D), got shape {X.shape}.")
-    if len(X.chunks[1]) != 1:
-        raise ValueError(
-            f"X is chunked along its columns ({len(X.chunks[1])} chunks); each chunk must hold whole rows. "
-            f"Rechunk with X = X.rechunk({{1: -1}})."
-        )
+    _checks.check_2d(X, takes_y=False)
+    _refuse_column_chunks(X)
     snapshot = copy.deepcopy(model)  # the weights of now, whatever trains the model later
     if getattr(snapshot, "n_threads", None) is not None:
         snapshot.n_threads = None  # each task takes its share of the cores, as a fit's tasks do
@@ -1489,8 +1490,7 @@ def predict_blocks(model, X, method: str = "predict", row_offset: int = 0):
     per_row, dtype = sample.shape[1:], sample.dtype
     # The tasks' kernel threads as a fit's: the cores of a machine shared by its concurrent tasks, of the
     # scheduler Dask's calls use now (the default client's machines, or this one's).
-    client, n_chunks = _resolve_client(None), len(X.chunks[0])
-    concurrency = _cluster_concurrency(client, n_chunks) if client is not None else _local_concurrency(n_chunks)
+    concurrency = _concurrency(_resolve_client(None), len(X.chunks[0]))
     shared = dask.delayed(model, name=f"fastsoftmax-model-{uuid.uuid4().hex}")  # one key, not one copy a task
     layout = dict(drop_axis=1) if not per_row else dict(chunks=(X.chunks[0], per_row))
     return X.map_blocks(
@@ -1714,9 +1714,7 @@ def _keep_gathers_cut_short_quiet() -> None:
     Client(...)``), ends it with ``AllExit``, and asyncio printed its
     traceback below the KeyboardInterrupt. Only those records are dropped.
     """
-    logger = logging.getLogger("asyncio")
-    if _not_a_gather_cut_short not in logger.filters:
-        logger.addFilter(_not_a_gather_cut_short)
+    logging.getLogger("asyncio").addFilter(_not_a_gather_cut_short)  # once: addFilter skips a filter it holds
 
 
 @contextlib.contextmanager

@@ -962,10 +962,8 @@ def _solver_tol(model: Trainable, objective: Objective, options: FitOptions, sca
     varies = variance > 1e-12 * (variance + mean**2)
     if not varies.any():
         return options.tol
-    penalty = curvature_penalty(options.l2, model.num_classes)
-    spread = np.sqrt(variance[varies] + penalty)
-    about_zero = np.sqrt(variance[varies] + mean[varies] ** 2 + penalty)
-    return options.tol * min(1.0, float(np.min(spread / about_zero)))
+    spread = np.sqrt(variance[varies] + curvature_penalty(options.l2, model.num_classes))
+    return options.tol * min(1.0, float(np.min(spread / scaling.scale[varies])))  # scale: sqrt(E[x^2] + penalty)
 
 
 def _scaling(model: Trainable, objective: Objective, options: FitOptions, state: dict) -> FeatureScaling | None:
