@@ -528,16 +528,28 @@ def test_where_the_temporary_directory_refuses_the_model_too_the_error_says_so(
     assert list(temporary_directory.iterdir()) == []  # the folder made for the model is removed
 
 
+@contextlib.contextmanager
+def _threads_in_this_process(scheduler, n_workers):
+    """``distributed.connect``'s stand-in for a test: no client, Dask's threaded scheduler in this process.
+
+    Set as the scheduler, not left to Dask's choice: a client another test left as the default took the
+    computations, and one run waited on its gather for good.
+    """
+    import dask
+
+    with dask.config.set(scheduler="threads"):
+        yield None
+
+
 def test_model_is_written_before_an_error_in_the_accuracies_on_dask(tmp_path, npy, capsys, monkeypatch):
     # The Dask path computed the accuracies (on the cluster) before it saved: an error there
     # (a NaN in the validation rows, a worker lost) lost the finished fit.
     pytest.importorskip("distributed")
-    import contextlib
 
     from fastsoftmax import cli, distributed
 
     # Dask's threaded scheduler in this process, for a test: no worker processes to start.
-    monkeypatch.setattr(distributed, "connect", lambda scheduler, n_workers: contextlib.nullcontext())
+    monkeypatch.setattr(distributed, "connect", _threads_in_this_process)
 
     def failing_accuracy(model, X, y, row_offset=0):
         raise ValueError("the accuracy failed")
@@ -554,12 +566,11 @@ def test_nan_in_the_validation_rows_on_dask_is_refused_before_training(tmp_path,
     """On Dask, NaN in the validation rows was found only after the whole fit, by the accuracy,
     which named its row in a chunk (150) instead of in the data set (2950), as on one machine."""
     pytest.importorskip("distributed")
-    import contextlib
 
     from fastsoftmax import distributed
 
     # Dask's threaded scheduler in this process, for a test: no worker processes to start.
-    monkeypatch.setattr(distributed, "connect", lambda scheduler, n_workers: contextlib.nullcontext())
+    monkeypatch.setattr(distributed, "connect", _threads_in_this_process)
     X, y = make_classification(3000, 5, n_classes=3, dtype=np.float64, seed=0)
     X[2950, 1] = np.nan  # a validation row: the last 10 %
     np.save(tmp_path / "X.npy", X)
@@ -1736,12 +1747,11 @@ def test_a_class_only_in_the_validation_rows_gets_a_note(tmp_path, capsys, monke
     argv = ["train", "--data", str(tmp_path / "X.npy"), "--labels", str(tmp_path / "y.npy"), "--max-iter", "2"]
     if dask:
         pytest.importorskip("distributed")
-        import contextlib
 
         from fastsoftmax import distributed
 
         # Dask's threaded scheduler in this process, for a test: no worker processes to start.
-        monkeypatch.setattr(distributed, "connect", lambda scheduler, n_workers: contextlib.nullcontext())
+        monkeypatch.setattr(distributed, "connect", _threads_in_this_process)
         argv += ["--solver", "gd", "--dask-workers", "1"]
     assert main([*argv, "--val-fraction", "0.3", "--quiet"]) == 0
     err = " ".join(capsys.readouterr().err.split())
