@@ -713,18 +713,20 @@ def chunked_objectives(source: DataSource, n_classes: int, l2: float, counter: l
             variant = kernels.LossGradVariant.BLOCKED if blocked_on_X else None
             return evaluate(theta, X, y, w, X_blocks=X_blocks, variant=variant)
         W, b = split(theta)
+        scale = 1.0 / source.weight_sum
         loss_sum = 0.0
         dW_sum = np.zeros(dW.shape, dtype=np.float64)
         db_sum = np.zeros(db.shape, dtype=np.float64)
         for start, X, y, w in source.chunks():
-            loss_sum += kernel(X, y, W, b, w, 1.0, 0.0, start)
+            # Each chunk's gradient is its share of the mean, scaled in float64 before the kernel writes it in
+            # the dtype: a chunk's plain sum of float32 rows near 1e37 overflowed where the mean fits.
+            loss_sum += kernel(X, y, W, b, w, scale, 0.0, start)
             dW_sum += dW
             db_sum += db
             del X, y, w  # dropped before the next chunk is made (see DataSource.chunks)
-        scale = 1.0 / source.weight_sum
         loss = loss_sum * scale + l2_penalty(W, l2)
-        grad_W = dW_sum * scale + l2 * W
-        return loss, np.concatenate([grad_W.ravel(), db_sum * scale]).astype(dtype)
+        grad_W = dW_sum + l2 * W
+        return loss, np.concatenate([grad_W.ravel(), db_sum]).astype(dtype)
 
     def batch_objective(theta, rows):
         X, y, w = source.take(rows)

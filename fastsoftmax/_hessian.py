@@ -209,9 +209,11 @@ def chunked_hvp(
     HV_sum = np.zeros(HV.shape)
     Hc_sum = np.zeros(Hc.shape)
     for _, X, y, w in source.chunks():
-        fused_hvp(X, W, b, V, c, w, 1.0, 0.0, HV, Hc)
+        # Each chunk's share of the mean, scaled in float64 before the kernel writes it in the dtype: a chunk's
+        # plain sum overflowed float32 where the mean fits (Newton-CG on rows near 1e37 "diverged" at once).
+        fused_hvp(X, W, b, V, c, w, scale, 0.0, HV, Hc)
         counter[0] += X.shape[0]
         HV_sum += HV
         Hc_sum += Hc
         del X, y, w  # dropped before the next chunk is made (see DataSource.chunks)
-    return pack(HV_sum * scale + l2 * V, Hc_sum * scale).astype(dtype)
+    return pack(HV_sum + l2 * V, Hc_sum).astype(dtype)

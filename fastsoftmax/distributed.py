@@ -428,12 +428,13 @@ def _chunk_sums(
     X = np.ascontiguousarray(X)
     dW = np.empty_like(W)
     db = np.empty_like(b)
+    weight_sum = _weight_sum(sample_weight, X.shape[0])
+    scale = _chunk_mean_scale(weight_sum)
     with numba_threads(_kernel_threads(concurrency)):
         # A non-finite loss comes back as it is: the client decides from the
         # reduced sum whether X holds NaN or the solver diverged.
-        loss_sum = fused_loss_grad(X, y, W, b, sample_weight, 1.0, 0.0, dW, db)
-    weight_sum = _weight_sum(sample_weight, X.shape[0])
-    return LossGradSums(loss_sum, dW.astype(np.float64), db.astype(np.float64), weight_sum)
+        loss_sum = fused_loss_grad(X, y, W, b, sample_weight, scale, 0.0, dW, db)
+    return LossGradSums(loss_sum, dW.astype(np.float64) / scale, db.astype(np.float64) / scale, weight_sum)
 
 
 def _chunk_hvp_sums(
@@ -460,10 +461,22 @@ def _chunk_hvp_sums(
     X = np.ascontiguousarray(X)
     HV = np.empty_like(W)
     Hc = np.empty_like(b)
+    weight_sum = _weight_sum(sample_weight, X.shape[0])
+    scale = _chunk_mean_scale(weight_sum)
     with numba_threads(_kernel_threads(concurrency)):
         # A non-finite product comes back as it is: the solver rejects the step.
-        fused_hvp(X, W, b, V, c, sample_weight, 1.0, 0.0, HV, Hc)
-    return HV.astype(np.float64), Hc.astype(np.float64), _weight_sum(sample_weight, X.shape[0])
+        fused_hvp(X, W, b, V, c, sample_weight, scale, 0.0, HV, Hc)
+    return HV.astype(np.float64) / scale, Hc.astype(np.float64) / scale, weight_sum
+
+
+def _chunk_mean_scale(weight_sum: float) -> float:
+    """1 / the chunk's weight: its kernel writes the mean, which fits the dtype, and the task the sum in float64.
+
+    The kernels add in float64 and scale before they write in the dtype: a
+    chunk's plain sum of float32 rows near 1e37 overflowed where its mean
+    fits. A chunk whose rows all weigh 0 has sums of 0 at any scale.
+    """
+    return 1.0 / weight_sum if weight_sum > 0 else 1.0
 
 
 def _chunk_moments(

@@ -163,6 +163,18 @@ def make_problem(rng, n, d, k, dtype=np.float64, *, weighted=False, w_scale=1.0)
     return X, y, W, b, sw
 
 
+def chunk_sum_overflow_problem() -> tuple[np.ndarray, np.ndarray]:
+    """600 float32 rows in chunks of 300 whose gradient sums overflow float32 where the mean fits.
+
+    Class 0's rows are near 1e37, the others' near 1e30. From W = 0 class 0's
+    gradient summed over a chunk is about -2/3 x 100 x 1e37, beyond float32's
+    3.4e38, while each block of 128 rows, and the mean over all the rows, fit.
+    """
+    y = np.arange(600) % 3
+    magnitude = np.where((y == 0)[:, None], 1e37, 1e30)
+    return (magnitude * np.random.default_rng(0).uniform(0.9, 1.0, (600, 3))).astype(np.float32), y
+
+
 LAYOUTS = ["c", "fortran", "strided", "readonly", "np_memmap", "np_load_mmap"]
 
 

@@ -20,6 +20,7 @@ from conftest import (
     DTYPE_IDS,
     DTYPES,
     assert_grad_close,
+    chunk_sum_overflow_problem,
     grad_rtol,
     make_problem,
     reference_loss_grad,
@@ -156,6 +157,24 @@ def test_a_mean_gradient_that_fits_is_returned_where_its_sum_overflows(dtype, la
     assert model.train_step(X_in, y, lr=1e-300 if dtype == np.float64 else 1e-38) == pytest.approx(
         expected[0], rel=tolerance
     )
+
+
+@pytest.mark.parametrize("solver", ["lbfgs", "newton-cg"])
+def test_a_fit_in_chunks_takes_the_steps_of_one_chunk_where_a_chunk_sum_overflows(solver):
+    """Chunks were summed with scale 1 and divided at the end: a chunk's gradient or Hessian product overflowed
+    float32 where the mean fits, and Newton-CG in chunks "diverged: the loss became inf" at its first step."""
+    X, y = chunk_sum_overflow_problem()
+    fits = []
+    for chunk_size in (None, 300):
+        model = fs.SoftmaxRegression(X.shape[1], 3, dtype=np.float32)
+        model.W[...] = 0
+        model.fit(X, y, solver=solver, max_iter=3, chunk_size=chunk_size)
+        assert model.n_iter_ == 3
+        fits.append(model)
+    whole, chunked = fits
+    tolerance = 64 * float(np.finfo(np.float32).eps)
+    np.testing.assert_allclose(chunked.W, whole.W, rtol=0, atol=tolerance * np.abs(whole.W).max())
+    np.testing.assert_allclose(chunked.b, whole.b, rtol=0, atol=tolerance * np.abs(whole.b).max())
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)

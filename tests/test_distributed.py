@@ -29,6 +29,8 @@ dask = pytest.importorskip("dask")
 da = pytest.importorskip("dask.array")
 distributed = pytest.importorskip("distributed")
 
+from conftest import chunk_sum_overflow_problem
+
 from fastsoftmax import SoftmaxRegression, TrainingError
 from fastsoftmax.datasets import make_classification
 from fastsoftmax.distributed import (
@@ -1047,6 +1049,28 @@ def test_nonfinite_loss_is_explained_with_empty_chunks(data, row_chunks):
     X_big = da.from_array(np.full((N, D), 1e308), chunks=(row_chunks, (D,)))
     with pytest.raises(ValueError, match="overflowed to a non-finite value although X, W and b are finite"):
         fit_dask(model, X_big, yd, solver="gd", max_iter=5)
+
+
+@pytest.mark.parametrize("solver", ["lbfgs", "newton-cg"])
+def test_chunk_sums_that_overflow_float32_take_the_steps_of_one_machine(solver):
+    """Each task summed its chunk with scale 1: a chunk's gradient or Hessian product overflowed float32 where
+    the mean fits, and the fit was refused at once ("the loss or its gradient overflowed")."""
+    X, y = chunk_sum_overflow_problem()
+    fits = []
+    for on_dask in (False, True):
+        model = SoftmaxRegression(X.shape[1], 3, dtype=np.float32)
+        model.W[...] = 0
+        if on_dask:
+            X_chunks, y_chunks = da.from_array(X, chunks=(300, X.shape[1])), da.from_array(y, chunks=300)
+            fit_dask(model, X_chunks, y_chunks, solver=solver, max_iter=3)
+        else:
+            model.fit(X, y, solver=solver, max_iter=3)
+        assert model.n_iter_ == 3
+        fits.append(model)
+    one_machine, dask_fit = fits
+    tolerance = 64 * float(np.finfo(np.float32).eps)
+    np.testing.assert_allclose(dask_fit.W, one_machine.W, rtol=0, atol=tolerance * np.abs(one_machine.W).max())
+    np.testing.assert_allclose(dask_fit.b, one_machine.b, rtol=0, atol=tolerance * np.abs(one_machine.b).max())
 
 
 @pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
