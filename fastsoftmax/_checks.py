@@ -227,6 +227,11 @@ def _pandas_array(a, name: str, object_fix: str | None) -> np.ndarray | None:
     dtypes = list(a.dtypes.items()) if isinstance(a, pandas.DataFrame) else [(a.name, a.dtype)]
     types = pandas.api.types
     if all(isinstance(dtype, (np.dtype, pandas.CategoricalDtype)) for _, dtype in dtypes):
+        kinds = {getattr(getattr(dtype, "categories", None), "dtype", dtype).kind for _, dtype in dtypes}
+        if "O" in kinds or ("b" in kinds and len(kinds) > 1):
+            # Numbers in objects (Decimal), or booleans beside numbers (pd.get_dummies' columns beside the rest):
+            # np.asarray made an object array of them, which was refused. As float64, as check_array makes them.
+            return a.to_numpy(dtype=np.float64)
         return None  # NumPy's own dtypes, and categories of numbers: np.asarray converts them
     whole = [types.is_integer_dtype(dtype) or types.is_bool_dtype(dtype) for _, dtype in dtypes]
     if all(whole):
@@ -289,6 +294,9 @@ def as_param_array(a, name: str, dtype: np.dtype) -> np.ndarray:
     """
     if isinstance(a, np.matrix):
         return np.asarray(a)  # the same memory; a matrix stays 2-D when raveled, which packing relies on
+    if isinstance(a, np.ma.MaskedArray):
+        refuse_masked(a, name)
+        return np.ma.getdata(a)  # the same memory; the fit's NumPy calls (max's initial=) refuse a masked array
     if isinstance(a, np.ndarray):
         return a
     arr = _as_array(a, name)
@@ -390,9 +398,17 @@ def check_finite(arr: np.ndarray, name: str) -> None:
 
 
 def check_weights(W, b, dtype=None) -> tuple[np.ndarray, np.ndarray]:
-    """Check the parameters W (K, D) and b (K,): float, matching dtypes, finite."""
+    """Check the parameters W (K, D) and b (K,): float, matching dtypes, K >= 2, finite."""
     W = check_float_param(W, "W", 2, dtype)
     b = check_float_param(b, "b", 1, W.dtype)
+    if W.shape[0] < 2:
+        # A binary model's coefficients, (1, D) as LogisticRegression's coef_, predicted class 0 for every row.
+        raise ValueError(
+            f"W has {W.shape[0]} row: a softmax over one class gives it probability 1 for every row, so every "
+            "prediction would be class 0. W needs one row per class, and at least 2 classes; a binary model's "
+            "weights of shape (1, n_features), such as LogisticRegression's coef_ and intercept_, convert as "
+            "W = np.vstack([np.zeros_like(coef_), coef_]), b = np.concatenate([[0.0], intercept_])."
+        )
     if b.shape[0] != W.shape[0] and b.shape[0] == W.shape[1]:
         # Or W laid out (D, K), as many textbooks do, with b's length K matching W's columns.
         raise ValueError(
@@ -470,7 +486,7 @@ def check_X(
             )
         if X.dtype != dtype:
             # Only the functions get here: a model casts a floating X to its dtype first.
-            lists = " (Python lists are read as float64)" if not isinstance(given, np.ndarray) else ""
+            lists = " (Python lists are read as float64)" if isinstance(given, (list, tuple)) else ""
             raise TypeError(
                 f"X has dtype {X.dtype} but W and b are {dtype}; convert X with "
                 f"np.asarray(X, dtype=np.{dtype.name}){lists}, or use {X.dtype} W and b "

@@ -150,13 +150,26 @@ class SoftmaxRegression:
         }
 
     def __setstate__(self, state: dict) -> None:
-        # Pickles of versions in which W and b were plain attributes.
-        for name in ("W", "b"):
+        # Pickles of versions in which W, b and dtype were plain attributes.
+        for name in ("W", "b", "dtype"):
             if name in state:
                 state[f"_{name}"] = state.pop(name)
         self.__dict__.update(state)
 
     # -- shapes and validation -------------------------------------------------
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The compute dtype, float32 or float64, as an ``np.dtype`` (``np.float32`` or "float32" can be assigned).
+
+        Assigning it changes neither W nor b: a W of another dtype is refused when used, with the cast to make.
+        """
+        return self._dtype
+
+    @dtype.setter
+    def dtype(self, value) -> None:
+        # Normalised as the constructor does it: train_step's dtype.type(lr) failed on an assigned np.float32.
+        self._dtype = _checks.as_float_dtype(value)
 
     @property
     def W(self) -> np.ndarray:
@@ -236,16 +249,13 @@ class SoftmaxRegression:
                 "model.W and model.b share memory, and training writes both in place, so b would overwrite "
                 "part of W; nothing was changed. Assign a separate copy first: model.b = model.b.copy()."
             )
-        for data_name, array in (data or {}).items():
+        for data_name, given in (data or {}).items():
             for name, value in (("W", self.W), ("b", self.b)):
-                # may_share_memory compares bounds only; the exact test runs where they overlap.
-                if (
-                    isinstance(array, np.ndarray)
-                    and np.may_share_memory(value, array)
-                    and np.shares_memory(value, array)
-                ):
+                if _overlaps(value, given):
+                    path = isinstance(given, (str, bytes, os.PathLike))
+                    shares = "is mapped from the file given as" if path else "shares memory with"
                     raise ValueError(
-                        f"model.{name} shares memory with {data_name}, and training writes {name} in place, so "
+                        f"model.{name} {shares} {data_name}, and training writes {name} in place, so "
                         f"it would overwrite the data it reads; nothing was changed. Assign a copy first: "
                         f"model.{name} = model.{name}.copy()."
                     )
@@ -289,7 +299,7 @@ class SoftmaxRegression:
         ndarray, shape (N, K)
             Each row sums to 1.
         """
-        Z = np.asarray(Z)
+        Z = _checks._as_array(Z, "Z")  # np.asarray would drop a mask, and make objects of a nullable frame
         if Z.dtype.kind in "iub":  # the textbook's np.exp takes them; the kernel takes floats
             Z = Z.astype(self.dtype)
         return softmax_rows(Z)
@@ -827,7 +837,7 @@ class SoftmaxRegression:
         # The checks load makes, before anything is written: a model that would
         # not load back must not replace a good file.
         try:
-            W, b = _checked_weights(W, b, self.dtype)
+            W, b = _checks.check_weights(W, b, self.dtype)
         except TypeError as exc:
             raise TypeError(f"the model was not saved ({path} is unchanged): {exc}") from exc
         except ValueError as exc:
@@ -909,7 +919,7 @@ class SoftmaxRegression:
             raise invalid("W or b is missing")
         try:
             dtype = _checks.as_float_dtype(arrays["W"].dtype)
-            W, b = _checked_weights(arrays["W"], arrays["b"], dtype)
+            W, b = _checks.check_weights(arrays["W"], arrays["b"], dtype)
         except (TypeError, ValueError) as exc:
             raise invalid(str(exc)) from exc
         model = cls(W.shape[1], W.shape[0], dtype=dtype)
@@ -922,16 +932,65 @@ class SoftmaxRegression:
         return model
 
 
+def _overlaps(param: np.ndarray, given) -> bool:
+    """Whether writing ``param`` (W or b) in place would change the caller's data ``given`` as training reads it.
+
+    ``given`` as the caller passed it: an array, a pandas frame or series
+    (the arrays its columns live in), or the path of an .npy file, which a
+    parameter mapped from the same file (``np.load(path, mmap_mode="r+")``)
+    overlaps. A frame's rows and a file's mapping were not checked: training
+    overwrote them, and the fit then blamed the file's change on another writer.
+    """
+    # may_share_memory compares bounds only; the exact test runs where they overlap. The common case, an
+    # array W of its own, costs that test alone (0.25 us; a step makes four).
+    if isinstance(given, np.ndarray) and np.may_share_memory(param, given):
+        return np.shares_memory(param, given)
+    if param.base is None:
+        return False  # neither a view of the caller's data nor a mapped file
+    param_file = _mapped_file(param)
+    if isinstance(given, (str, bytes, os.PathLike)):
+        return param_file is not None and _same_file(param_file, given)
+    for array in _arrays_of(given):
+        if np.may_share_memory(param, array) and np.shares_memory(param, array):
+            return True
+        array_file = _mapped_file(array)
+        if param_file is not None and array_file is not None and _same_file(param_file, array_file):
+            return True  # two mappings of one file share its pages, not their addresses
+    return False
+
+
+def _arrays_of(given) -> list[np.ndarray]:
+    """The ndarrays that hold ``given``'s values: itself, or a pandas object's columns; [] for anything else."""
+    if isinstance(given, np.ndarray):
+        return [given]
+    pandas = _checks.imported_module("pandas")
+    if pandas is None or not isinstance(given, (pandas.DataFrame, pandas.Series)):
+        return []
+    if isinstance(given, pandas.Series):
+        return [np.asarray(given)]
+    # One array per column: a frame of one dtype views one block, which np.asarray(frame) may copy.
+    return [np.asarray(given.iloc[:, position]) for position in range(given.shape[1])]
+
+
+def _mapped_file(array) -> str | None:
+    """The file an array (or an array it views) is memory-mapped from, by np.memmap or np.load(mmap_mode=...)."""
+    while isinstance(array, np.ndarray):
+        filename = getattr(array, "filename", None)
+        if isinstance(array, np.memmap) and filename is not None:
+            return filename
+        array = array.base
+    return None
+
+
+def _same_file(first, second) -> bool:
+    try:
+        return os.path.samefile(first, second)
+    except (OSError, ValueError, TypeError):  # a file gone, or a path that names none
+        return False
+
+
 #: The arrays of a model file (:meth:`SoftmaxRegression.save`).
 _MEMBERS = ("format", "format_version", "W", "b", "n_iter", "converged", "loss_history")
-
-
-def _checked_weights(W, b, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
-    """W and b as a model file holds them: :func:`_checks.check_weights` in ``dtype``, and K >= 2."""
-    W, b = _checks.check_weights(W, b, dtype)
-    if W.shape[0] < 2:
-        raise ValueError(f"W has {W.shape[0]} row(s); a model needs at least 2 classes")
-    return W, b
 
 
 def _fit_state(arrays: dict[str, np.ndarray], invalid, *, trim_history: bool = False) -> tuple[int, bool, np.ndarray]:

@@ -750,6 +750,45 @@ def test_parameter_sharing_memory_with_X_fails_training_before_anything_changes(
     np.testing.assert_array_equal(a["X"], X_before)
 
 
+@pytest.mark.parametrize("training", ["fit", "train_step"])
+def test_parameter_sharing_memory_with_a_frame_of_X_fails_training_before_anything_changes(training):
+    """Only an ndarray X was compared with W: ``model.W = values[:K]`` beside ``pd.DataFrame(values, copy=False)``
+    trained, and the trained W was written over the caller's rows."""
+    pd = pytest.importorskip("pandas")
+    a = base_problem(np.float64)
+    values = a["X"].copy()
+    model = _model(a)
+    model.W = values[:K]
+    W_before = model.W.copy()
+    train = {"fit": lambda: model.fit(pd.DataFrame(values, copy=False), a["y"], max_iter=3)}
+    train["train_step"] = lambda: model.train_step(pd.DataFrame(values, copy=False), a["y"], 0.1)
+    with pytest.raises(ValueError, match=r"model\.W shares memory with X.*nothing was changed"):
+        train[training]()
+    np.testing.assert_array_equal(values, a["X"])
+    np.testing.assert_array_equal(model.W, W_before)
+
+
+def test_parameter_mapped_from_the_file_of_X_fails_training_before_the_file_changes(tmp_path):
+    """``model.W = np.load(path, mmap_mode="r+")[:K]`` then ``fit(path)``: the fit wrote the file it read, then
+    said that the file "was modified while it was being read" by someone else. Two mappings of one file
+    share its pages, not their addresses: a W mapped from X's file is refused for a memory-mapped X too."""
+    a = base_problem(np.float64)
+    path = tmp_path / "X.npy"
+    np.save(path, a["X"])
+    model = _model(a)
+    model.W = np.load(path, mmap_mode="r+")[:K]
+    with pytest.raises(ValueError, match=r"model\.W is mapped from the file given as X.*nothing was changed"):
+        model.fit(path, a["y"], max_iter=3)
+    with pytest.raises(ValueError, match=r"model\.W shares memory with X.*nothing was changed"):
+        model.fit(np.load(path, mmap_mode="r"), a["y"], max_iter=3)
+    np.testing.assert_array_equal(np.load(path), a["X"])
+    # A W mapped from another file trains, in place.
+    np.save(tmp_path / "W.npy", a["W"])
+    model.W = np.load(tmp_path / "W.npy", mmap_mode="r+")
+    model.fit(path, a["y"], max_iter=3)
+    assert model.n_iter_ == 3
+
+
 def test_parameter_made_read_only_during_fit_stops_with_both_at_the_last_iterate():
     a = base_problem(np.float64)
     model = _model(a)

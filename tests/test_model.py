@@ -1190,3 +1190,80 @@ def test_repr_names_the_shape_the_dtype_and_the_last_fit(data):
     assert repr(model) == fitted
     model.W = np.zeros(4)  # any assigned array is kept and checked when used: repr must not raise
     assert repr(model).startswith("SoftmaxRegression(W of shape (4,), dtype=float32")
+
+
+def test_an_assigned_dtype_is_normalised_as_the_constructor_normalises_it(data):
+    """``model.dtype = np.float32`` (a type, not a dtype) made train_step fail on ``dtype.type(lr)``."""
+    X, y = data
+    model = SoftmaxRegression(X.shape[1], 3, seed=0)
+    model.W, model.b = model.W.astype(np.float32), model.b.astype(np.float32)
+    for assigned in (np.float32, "float32"):
+        model.dtype = assigned
+        assert model.dtype == np.dtype(np.float32) and isinstance(model.dtype, np.dtype)
+        assert np.isfinite(model.train_step(X.astype(np.float32), y, 0.1))
+    with pytest.raises(TypeError, match=r"dtype int32 is not supported; use np\.float32 or np\.float64"):
+        model.dtype = np.int32
+    assert model.dtype == np.float32
+    # A pickle of a version in which dtype was a plain attribute.
+    state = model.__getstate__()
+    state["dtype"] = state.pop("_dtype")
+    restored = SoftmaxRegression.__new__(SoftmaxRegression)
+    restored.__setstate__(state)
+    assert restored.dtype == np.float32
+
+
+def test_a_W_of_one_row_is_refused_where_it_is_used(data):
+    """A binary model's (1, D) coef_ assigned as W: every prediction was class 0, with probability 1."""
+    X, y = data
+    model = SoftmaxRegression(X.shape[1], 2, seed=0)
+    model.W, model.b = np.ones((1, X.shape[1])), np.zeros(1)
+    message = r"^W has 1 row: .*every prediction would be class 0.*np\.vstack\(\[np\.zeros_like\(coef_\), coef_\]\)"
+    for use in (
+        lambda: model.predict(X),
+        lambda: model.predict_proba(X),
+        lambda: model.fit(X, np.zeros_like(y)),
+        lambda: fs.predict(X, model.W, model.b),
+        lambda: loss_and_grad(X, np.zeros_like(y), model.W, model.b),
+    ):
+        with pytest.raises(ValueError, match=message):
+            use()
+
+
+def test_softmax_refuses_a_mask_and_converts_a_frame_of_nullable_numbers():
+    """model.softmax took np.asarray(Z) first: a masked 1e3 took all the probability, and a Float64 frame was
+    refused as "dtype object", where fs.softmax refuses the one and converts the other."""
+    pd = pytest.importorskip("pandas")
+    model = SoftmaxRegression(3, 3, seed=0)
+    with pytest.raises(TypeError, match=r"^Z is a masked array, whose mask would be ignored"):
+        model.softmax(np.ma.masked_array([[1.0, 2.0, 1e3]], mask=[[0, 0, 1]]))
+    logits = [[1.0, 2.0, 3.0]]
+    for dtype in ("Float64", "Int64"):
+        np.testing.assert_array_equal(model.softmax(pd.DataFrame(logits).astype(dtype)), fs.softmax(np.array(logits)))
+
+
+def test_a_frame_of_booleans_beside_numbers_or_of_decimal_objects_is_read_as_float64():
+    """pd.get_dummies' boolean columns beside numeric ones, or Decimal values, made np.asarray an object array,
+    refused as "X has dtype object" by the model and the functions; SoftmaxClassifier converts them."""
+    pd = pytest.importorskip("pandas")
+    import decimal
+
+    rng = np.random.default_rng(0)
+    numbers = rng.normal(size=(40, 2))
+    flags = rng.random(40) < 0.5
+    y = np.arange(40) % 3
+    frames = {
+        "bool beside float": pd.DataFrame({"x0": numbers[:, 0], "x1": numbers[:, 1], "flag": flags}),
+        "decimal objects": pd.DataFrame(
+            {"x0": [decimal.Decimal(repr(float(v))) for v in numbers[:, 0]], "x1": numbers[:, 1], "flag": flags * 1.0}
+        ),
+    }
+    as_floats = np.column_stack([numbers, flags.astype(np.float64)])
+    for frame in frames.values():
+        model = SoftmaxRegression(3, 3, seed=0)
+        want = model.predict_proba(as_floats)
+        np.testing.assert_array_equal(model.predict_proba(frame), want)
+        np.testing.assert_array_equal(fs.predict_proba(frame, model.W, model.b), want)
+        np.testing.assert_array_equal(
+            loss_and_grad(frame, y, model.W, model.b)[1], loss_and_grad(as_floats, y, model.W, model.b)[1]
+        )
+        assert model.fit(frame, y, max_iter=5).n_iter_ == 5
