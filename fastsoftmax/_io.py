@@ -992,16 +992,17 @@ def sparse_archive_format(arrays: dict[str, np.ndarray]) -> str | None:
 
     Bytes, as save_npz writes it, or text, as ``load_npz`` also reads it: an
     archive written with ``np.savez(..., format="csr")`` was told that
-    "--labels is not used with an .npz file". Text names a sparse format only
-    where SciPy has one of that name: this package's files name their kind
-    in text (``FILE_KINDS``).
+    "--labels is not used with an .npz file". Either names a sparse format
+    only where SciPy has one of that name: this package's files name their
+    kind in text (``FILE_KINDS``), and other archives may have a "format".
     """
     marker = arrays.get("format")
     if marker is None or marker.shape != () or marker.dtype.kind not in "SU":
         return None
     value = marker.item()
     if isinstance(value, bytes):
-        return value.decode("ascii", errors="replace")
+        value = value.decode("ascii", errors="replace")
+    # Only a format SciPy has: np.savez(..., format=b"v1") was called a sparse "V1" matrix, to read with load_npz.
     return value if value in SCIPY_SPARSE_FORMATS else None
 
 

@@ -248,7 +248,9 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
     feature_names_in_ : ndarray of str, shape (D,)
         Only when X was a DataFrame with string column names.
     n_iter_ : ndarray of int32, shape (1,)
-        Iterations of the last :meth:`fit`, or epochs run by :meth:`partial_fit`.
+        Iterations of the last :meth:`fit`, or epochs run by :meth:`partial_fit`
+        since its optimiser started: at the first call, or the first after
+        ``fit`` or :meth:`load` (which do not keep the optimiser's state).
     """
 
     def __init__(
@@ -669,8 +671,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
 
     def _full_params(self, dtype) -> tuple[np.ndarray, np.ndarray]:
         """W (K, D) and b (K,) of the softmax over ``classes_`` from ``coef_`` and ``intercept_``."""
-        coef = np.asarray(self.coef_, dtype=dtype)
-        intercept = np.asarray(self.intercept_, dtype=dtype)
+        coef, intercept = self._finite_coefficients(dtype)
         if self.classes_.shape[0] == 2:
             # The binomial row v as the antisymmetric pair [-v/2, v/2] (module docstring).
             half = coef[0] / 2
@@ -678,6 +679,20 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                 [-intercept[0] / 2, intercept[0] / 2], dtype=dtype
             )
         return np.ascontiguousarray(coef), np.ascontiguousarray(intercept)
+
+    def _finite_coefficients(self, dtype) -> tuple[np.ndarray, np.ndarray]:
+        """``coef_`` and ``intercept_`` in ``dtype``; ValueError where either holds NaN or inf (an assigned one)."""
+        coef = np.asarray(self.coef_, dtype=dtype)
+        intercept = np.asarray(self.intercept_, dtype=dtype)
+        for name, value in (("coef_", coef), ("intercept_", intercept)):
+            # Named here: the kernels' check called them W and b, or said the finite logits of row 0 overflowed.
+            n_bad = value.size - int(np.count_nonzero(np.isfinite(value)))
+            if n_bad:
+                raise ValueError(
+                    f"{name} contains {n_bad} NaN or infinite value(s) (in {np.dtype(dtype).name}): the model "
+                    f"cannot score or continue from them. Fit it again, or assign a finite {name}."
+                )
+        return coef, intercept
 
     def _store(self, W: np.ndarray, b: np.ndarray) -> None:
         """coef_ and intercept_ from the engine's W and b."""
@@ -999,10 +1014,11 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         if _is_path(X):
             return self._on_file_chunks(X, self.decision_function)
         X = self._validate_X(X)
+        coef, intercept = self._finite_coefficients(np.result_type(self.coef_, self.intercept_))
         with np.errstate(over="ignore", invalid="ignore"):
-            scores = X @ self.coef_.T + self.intercept_
+            scores = X @ coef.T + intercept
         if not np.isfinite(scores).all():
-            raise _nonfinite_logits_error(X, self.coef_, self.intercept_)
+            raise _nonfinite_logits_error(X, coef, intercept)
         return scores.ravel() if self.classes_.shape[0] == 2 else scores
 
     @_predicting
@@ -1080,8 +1096,9 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         ``feature_names_in_``; :meth:`load` restores them. Not stored: the
         optimiser's state between :meth:`partial_fit` calls (Adam's moments,
         the step count), so a ``partial_fit`` after ``load`` starts it afresh
-        from the loaded coefficients, as one after ``fit`` does; pickle keeps
-        it. Refused with a RuntimeError while another thread fits the estimator,
+        from the loaded coefficients, as one after ``fit`` does, and
+        ``n_iter_`` counts its epochs from 1 again; pickle keeps both.
+        Refused with a RuntimeError while another thread fits the estimator,
         and with a TypeError for a ``path`` that is not a file's name (an open
         file or a BytesIO).
         """

@@ -2124,6 +2124,12 @@ def test_a_sparse_archive_or_bare_weights_given_as_a_model_are_named_as_such(tmp
     with pytest.raises(ValueError, match=message) as raised:
         load(weights)
     assert "corrupt" not in str(raised.value)
+    # A "format" of bytes that SciPy has no format of is no sparse archive: it was "a scipy.sparse V1 matrix".
+    other = tmp_path / "other.npz"
+    np.savez(other, format=np.array(b"v1"), data=np.zeros(3))
+    with pytest.raises(ValueError) as raised:
+        load(other)
+    assert "scipy.sparse" not in str(raised.value)
 
 
 @pytest.mark.parametrize("load", ["model", "estimator"])

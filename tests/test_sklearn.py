@@ -1662,3 +1662,18 @@ def test_chunk_size_is_not_used_for_a_sparse_or_dask_X():
     da = pytest.importorskip("dask.array")  # nor for a Dask X, whose chunks are its own
     on_dask = SoftmaxClassifier(chunk_size=50).fit(da.from_array(X_sparse.toarray(), chunks=(100, -1)), y)
     np.testing.assert_allclose(on_dask.coef_, dense.coef_, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_coefficients_that_are_not_finite_are_named_as_the_estimators(n_classes):
+    """An assigned coef_ of NaN: decision_function said that the finite logits of row 0 overflowed, and predict
+    named W; intercept_ of inf the same."""
+    X, y = generated(n=60, d=3, k=n_classes)
+    fitted = SoftmaxClassifier().fit(X, y)
+    for name in ("coef_", "intercept_"):
+        broken = clone(fitted).fit(X, y)
+        getattr(broken, name).flat[0] = np.nan if name == "coef_" else np.inf
+        for method in ("predict", "predict_proba", "predict_log_proba", "decision_function", "score"):
+            arguments = (X, y) if method == "score" else (X,)
+            with pytest.raises(ValueError, match=rf"^{name} contains 1 NaN or infinite value\(s\) \(in float64\)"):
+                getattr(broken, method)(*arguments)
