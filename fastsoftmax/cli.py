@@ -1820,7 +1820,9 @@ def run_predict(args: argparse.Namespace) -> int:
     if X.ndim != 2 or X.shape[1] != model.input_dim:
         raise CLIError(f"--data {args.data} has shape {X.shape}; the model expects (n_samples, {model.input_dim}).")
     if X.dtype.kind not in "fiub":
-        raise CLIError(f"--data {args.data} has dtype {X.dtype}; it must be numeric.")
+        raise CLIError(
+            f"--data {args.data} has dtype {X.dtype}; it must hold real numbers (floats, integers or booleans)."
+        )
     if not out_named and os.path.lexists(args.out):
         # After the inputs' checks, which name what is wrong with them first; before anything is written.
         # A file the user never named: predict --proba p.npy replaced ./predictions.npy without a word.

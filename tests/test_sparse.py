@@ -815,8 +815,40 @@ def test_other_formats_are_checked_before_scipy_converts_them(bad_row):
         fs.predict(_bad_csc(bad_row), W, b)
     coo = sparse.coo_array((3, 4), dtype=np.float64)
     coo.data, coo.row, coo.col = np.ones(2), np.array([0, bad_row], dtype=np.int32), np.array([0, 1], dtype=np.int32)
-    with pytest.raises(ValueError, match=rf"not a valid COO matrix: a row index is {bad_row}, outside \[0, 3\)"):
+    with pytest.raises(
+        ValueError, match=rf"not a valid COO matrix: a row index is {bad_row}, outside \[0, 3\)"
+    ) as raised:
         SoftmaxRegression(4, 3).fit(coo, [0, 1, 2])
+    assert "check_format" not in str(raised.value)  # COO has none: the advice failed with AttributeError
+
+
+def test_a_lil_X_is_checked_in_its_own_lists_and_named_as_lil():
+    """tocsr() flattens LIL's column lists and value lists each on its own: a row with more columns than values
+    took another row's value, or memory never written, and predicted without a word. An index out of range
+    was named "not a valid CSR matrix", with advice (check_format) that LIL does not have."""
+    W, b = np.eye(3), np.zeros(3)
+    moved = sparse.lil_array((2, 3))
+    moved.rows[0], moved.data[0], moved.rows[1], moved.data[1] = [0, 1], [5.0], [2], [7.0, 9.0]
+    with pytest.raises(
+        ValueError, match=r"^X is not a valid LIL matrix: row 0 lists 2 column\(s\) in X\.rows\[0\] but 1 value"
+    ):
+        fs.predict(moved, W, b)
+    outside = sparse.lil_array((2, 3))
+    outside.rows[0], outside.data[0] = [0, 5], [5.0, 1.0]
+    with pytest.raises(ValueError, match=r"^X is not a valid LIL matrix: row 0 stores a value in column 5") as raised:
+        SoftmaxRegression(3, 3).fit(outside, [0, 1])
+    assert "check_format" not in str(raised.value)
+
+
+def test_predict_proba_refuses_an_out_over_a_sparse_X():
+    """Only W and b were compared with out: an out over X.data gave 68 of 200 rows wrong, and rewrote X."""
+    rng = np.random.default_rng(0)
+    X_dense = rng.standard_normal((200, 6))
+    X = sparse.csr_array(X_dense)
+    W, b = rng.standard_normal((3, 6)), rng.standard_normal(3)
+    with pytest.raises(ValueError, match=r"^out overlaps X\.data in memory"):
+        fs.predict_proba(X, W, b, out=X.data[600:].reshape(200, 3))
+    np.testing.assert_array_equal(X.toarray(), X_dense)
 
 
 def test_every_estimator_method_checks_a_sparse_X(rng):
@@ -883,6 +915,38 @@ def test_scaling_a_column_with_a_large_offset_keeps_its_variance(rng):
         fits.append(model.fit(data, y, l2=1e-4, max_iter=1000))
     assert abs(fits[0].n_iter_ - fits[1].n_iter_) <= 2
     np.testing.assert_allclose(fits[1].W, fits[0].W, rtol=1e-4, atol=1e-9)
+
+
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+def test_column_moments_go_through_blocks_of_rows_in_memory_of_a_block(rng, monkeypatch, weighted):
+    """The moments held float64 temporaries of one entry a stored value, all at once: four times the memory
+    of X (605 MiB for a float32 X of 152 MiB) during a default fit's scaling. Blocks of rows give the sums of
+    the whole, a row longer than a block included, in the memory of a block."""
+    import tracemalloc
+
+    n, d = 4000, 30
+    X = sparse.random(n, d, density=0.4, random_state=1, format="csr", dtype=np.float64)
+    X.data += 3.0  # a column mean far from 0, as the second pass is taken about it
+    X = sparse.vstack([X, sparse.csr_array(np.full((1, d), 2.0))], format="csr")  # a row of d values
+    weights = rng.uniform(0.5, 2.0, X.shape[0]) if weighted else np.zeros(0)
+    rows = _sparse.CSRRows(X.data, X.indices, X.indptr, X.shape)
+    shift = rng.standard_normal(d)
+    whole = _sparse.column_moments_about(rows, weights, shift)
+    w = weights if weighted else np.ones(X.shape[0])
+    dense = X.toarray() - shift
+    np.testing.assert_allclose(whole[0], w @ dense, rtol=1e-12)
+    np.testing.assert_allclose(whole[1], w @ dense**2, rtol=1e-12)
+    monkeypatch.setattr(_sparse, "MOMENTS_BLOCK_VALUES", 7)  # blocks of 1 row (d values) or more
+    tracemalloc.start()
+    try:
+        blocked = _sparse.column_moments_about(rows, weights, shift)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    for got, want in zip(blocked[:2], whole[:2], strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-12)
+    assert blocked[2] == whole[2]
+    assert peak < X.data.nbytes / 4  # about 10 float64 arrays of d; at once, 5 to 6 of one entry a value
 
 
 @pytest.mark.parametrize("form", ["csr", "csc"])
