@@ -99,12 +99,14 @@ def time_steps():
             db = np.empty_like(b)
             sw = np.empty(0, dt)
             G = rng.standard_normal((N, K)).astype(dt) if K >= 256 else None  # stands in for P - Y
-            t_ref = median_time(lambda: reference.loss_and_grad(X, y, W, b), 3)
             for nt in threads:
                 numba.set_num_threads(nt)
                 # BLAS gets the same number of threads: a forced BLAS body and the
                 # two products would otherwise use every core at any Numba count.
                 with threadpool_limits(nt, user_api="blas"):
+                    # The reference at this thread count too: timed once outside the loop, on every core,
+                    # its column compared an all-core reference with each count's step.
+                    t_ref = median_time(lambda: reference.loss_and_grad(X, y, W, b), 3)
                     rec = {"N": N, "D": D, "K": K, "dtype": dt.__name__, "threads": nt, "reference_ms": t_ref * 1e3}
                     rec["readX_ms"] = median_time(lambda: kernels.stream_sum(X, max(1, min(nt, N)))) * 1e3
                     rec["public_ms"] = median_time(lambda: fs.loss_and_grad(X, y, W, b)) * 1e3

@@ -39,11 +39,13 @@ QUICK = PROFILE == "quick"
 #: 2-core machine, two runs of one commit differed by 0.02x to 130x wherever
 #: a parallel kernel waited for a descheduled thread, while one-thread
 #: timings agreed within a few percent (asv_benchmarks/README.md). Set before
-#: numpy and numba are imported; the full profile uses every core.
+#: numpy and numba are imported, over any value the environment had (which
+#: setdefault left, and the profile then ran on 2 threads); the full profile
+#: uses every core.
 QUICK_THREADS = "1"
 if QUICK:
     for _variable in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(_variable, QUICK_THREADS)
+        os.environ[_variable] = QUICK_THREADS
     if "numpy" in sys.modules:
         # asv's runner imports numpy before the benchmarks, so numpy's BLAS
         # has read its thread count already (every core): limit it now. A
@@ -260,7 +262,8 @@ def blas_peak_flops(dtype: str, threads: int, repeats: int = 5) -> float:
     gemms = [lambda: np.matmul(A, B, out=C)]
     try:
         scipy_gemm = require("scipy.linalg.blas", "sgemm" if dtype == "float32" else "dgemm")
-        gemms.append(lambda: scipy_gemm(1.0, A, B))
+        # On the transposes, Fortran-ordered: C-ordered operands are copied by SciPy on every call.
+        gemms.append(lambda: scipy_gemm(1.0, B.T, A.T))
     except NotImplementedError:
         pass
     best = math.inf

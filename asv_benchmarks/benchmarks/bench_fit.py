@@ -8,8 +8,9 @@ case where conditioning decides the iteration count. scikit-learn's
 objective (times C*N) and runs beside it when it is importable (the ``bench``
 extra installs it). ``track_iterations`` records the iterations,
 ``FitPasses.track_passes_per_iteration`` the full passes over X per
-iteration (``rows_processed_ // N / n_iter_``: loss+gradient evaluations,
-plus the preconditioner's column-moments pass, spread over the iterations).
+iteration (``rows_processed_ // N / n_iter_``: loss+gradient evaluations
+only; the preconditioner's column-moments pass is not counted in
+``rows_processed_``).
 ``asv_benchmarks/time_to_optimum.py`` compares the objectives reached, and
 oneDAL and cyanure too; this suite follows the times commit by commit.
 """

@@ -82,9 +82,9 @@ class LossGradRatio(_Ratio):
 
     def track_fused_over_read_x(self, shape, dtype):
         stream_sum = require("fastsoftmax.kernels", "stream_sum")
-        row_chunks = require("fastsoftmax._threading", "row_chunks")
-        X = self.args[0]
-        n_chunks = row_chunks(X.shape[0])
+        X, W = self.args[0], self.args[2]
+        # Split as the step splits its rows: one chunk a thread woke the pool where a small step runs serially.
+        n_chunks = kernel_threads(X.shape[0], X.shape[1], W.shape[0])
         return median_ratio(self.step, lambda: stream_sum(X, n_chunks))
 
     def track_fused_over_limit(self, shape, dtype):
