@@ -495,6 +495,9 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         _checks.refuse_columns_that_are_not_numbers(X, "X", error=ValueError)
         if isinstance(X, np.ndarray):  # validate_data's cast of named fields failed in NumPy's words
             _checks.refuse_structured(X, "X")
+            if X.dtype.kind == "f" and X.dtype.itemsize > 8:
+                # longdouble: validate_data's cast to float64 made a finite 1e400 inf, named as "NaN or infinite".
+                X = _checks.cast_X(X, dtypes[0], learning=learning)
         for labels in y:
             _checks.refuse_masked(labels, "y")
         if is_sparse(X) and not (sparse_checked_later and X.format == "csr" and X.dtype == dtypes[0]):

@@ -1677,3 +1677,17 @@ def test_coefficients_that_are_not_finite_are_named_as_the_estimators(n_classes)
             arguments = (X, y) if method == "score" else (X,)
             with pytest.raises(ValueError, match=rf"^{name} contains 1 NaN or infinite value\(s\) \(in float64\)"):
                 getattr(broken, method)(*arguments)
+
+
+def test_a_longdouble_X_beyond_float64_is_named_by_its_range_not_as_infinite():
+    """validate_data cast a longdouble X to float64 first: a finite 1e400 became inf, and was named as "NaN or
+    infinite value(s)" with the fix to impute them, where the model names the range and the scaling to do."""
+    if np.finfo(np.longdouble).max <= np.finfo(np.float64).max:
+        pytest.skip("longdouble is float64 on this platform")
+    X, y = generated(n=60, d=3, k=3)
+    fitted = SoftmaxClassifier().fit(X, y)
+    message = r"^X holds 3 finite value\(s\) beyond the range of float64 \(\|x\| up to 1e\+400"
+    for method in ("predict", "predict_proba", "decision_function"):
+        with pytest.raises(ValueError, match=message):
+            getattr(fitted, method)(np.full((1, 3), np.longdouble("1e400")))
+    np.testing.assert_array_equal(fitted.predict(X.astype(np.longdouble)), fitted.predict(X))
