@@ -537,6 +537,13 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         n = y_idx.shape[0]
         if isinstance(sample_weight, numbers.Real):
             sample_weight = np.full(n, sample_weight, dtype=np.float64)  # as scikit-learn's _check_sample_weight
+        elif isinstance(sample_weight, (list, tuple, np.ndarray)) and not isinstance(sample_weight, np.ma.MaskedArray):
+            # Numbers held as objects (Decimal values from a database): scikit-learn's _check_sample_weight
+            # converts them. Anything else (strings, None, ragged lists) is left to the check below, which names it.
+            with contextlib.suppress(TypeError, ValueError):
+                as_objects = np.asarray(sample_weight)
+                if as_objects.dtype == object:
+                    sample_weight = as_objects.astype(np.float64)
         w = None if sample_weight is None else _checks.check_sample_weight(sample_weight, n, np.dtype(np.float64))
         if self.class_weight is not None:
             if self.class_weight == "balanced" and not allow_balanced:
