@@ -820,6 +820,13 @@ def read_npz(
                     "a Python pickle (as pickle.dump and joblib.dump write them, loaded in Python with "
                     "joblib.load or pickle.load, from a source you trust)"
                 )
+            compression = next((name for magic, name in _COMPRESSED_MAGIC if head.startswith(magic)), None)
+            if compression is not None:
+                # joblib.dump(pipeline, path, compress=3) writes zlib: "not a readable .npz archive" named nothing.
+                raise foreign(
+                    f"{compression}-compressed file (as joblib.dump(..., compress=...) writes one, loaded in "
+                    "Python with joblib.load, from a source you trust)"
+                )
             with zipfile.ZipFile(file) as archive:
                 members = archive.infolist()
                 _refuse_repeated_members(members, invalid)
@@ -984,6 +991,21 @@ FILE_KINDS = {
 
 
 #: The formats of scipy.sparse, which ``save_npz`` names (it writes bsr and dia too).
+#: The first bytes of the compressed files that joblib.dump(..., compress=...) writes (zlib by default), and
+#: what compresses them: a model file is an uncompressed zip, whose first bytes are "PK".
+_COMPRESSED_MAGIC = (
+    (b"\x78\x01", "a zlib"),
+    (b"\x78\x5e", "a zlib"),
+    (b"\x78\x9c", "a zlib"),
+    (b"\x78\xda", "a zlib"),
+    (b"\x1f\x8b", "a gzip"),
+    (b"BZh", "a bz2"),
+    (b"\xfd7zXZ", "an xz"),
+    (b"\x5d\x00\x00", "an lzma"),
+    (b"\x04\x22\x4d\x18", "an lz4"),
+)
+
+
 SCIPY_SPARSE_FORMATS = ("bsr", "coo", "csc", "csr", "dia", "dok", "lil")
 
 

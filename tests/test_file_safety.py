@@ -2057,6 +2057,11 @@ def _data_file(tmp_path, kind):
     """A data file of ``kind``: np.save's array, an archive of X and y, or an archive of many arrays."""
     X, y = make_classification(50, D, n_classes=K, seed=0)
     path = tmp_path / f"{kind}.data"  # the contents, not the name, must tell them apart
+    if kind.startswith("joblib-"):
+        joblib = pytest.importorskip("joblib")
+        compress = {"joblib-zlib": 3, "joblib-gzip": "gzip", "joblib-xz": "xz", "joblib-lzma": "lzma"}[kind]
+        joblib.dump(SoftmaxRegression(4, 3), path, compress=compress)
+        return path
     with open(path, "wb") as file:
         if kind.startswith("pickle"):
             pickle.dump(SoftmaxRegression(4, 3), file, protocol=int(kind[-1]))
@@ -2082,8 +2087,24 @@ def _data_file(tmp_path, kind):
         # joblib.dump(pipeline, "pipe.joblib"), which the README suggests, writes a pickle.
         ("pickle2", r"is a Python pickle \(as pickle\.dump and joblib\.dump write them, .*joblib\.load.*\)"),
         ("pickle5", r"is a Python pickle \(.*\)"),
+        # joblib.dump(..., compress=3) compresses the pickle: "not a readable .npz archive", named as nothing.
+        ("joblib-zlib", r"is a zlib-compressed file \(as joblib\.dump\(\.\.\., compress=\.\.\.\) writes one, .*\)"),
+        ("joblib-gzip", r"is a gzip-compressed file \(.*\)"),
+        ("joblib-xz", r"is an xz-compressed file \(.*\)"),
+        ("joblib-lzma", r"is an lzma-compressed file \(.*\)"),
     ],
-    ids=["npy", "npz", "npz-many", "npz-empty", "pickle2", "pickle5"],
+    ids=[
+        "npy",
+        "npz",
+        "npz-many",
+        "npz-empty",
+        "pickle2",
+        "pickle5",
+        "joblib-zlib",
+        "joblib-gzip",
+        "joblib-xz",
+        "joblib-lzma",
+    ],
 )
 def test_a_data_file_given_as_a_model_is_named_as_such_not_as_corrupt(tmp_path, loader, kind, holds):
     """An .npy file was "not a readable .npz archive (BadZipFile ...); it may be truncated or corrupt", and an
