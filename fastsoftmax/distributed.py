@@ -1730,6 +1730,26 @@ def _keep_gathers_cut_short_quiet() -> None:
     logging.getLogger("asyncio").addFilter(_not_a_gather_cut_short)  # once: addFilter skips a filter it holds
 
 
+def _close_unconnected_default_client() -> None:
+    """Close the Client that failed to connect, which made itself this process's default client first.
+
+    With an address distributed cannot parse ("not an address") it stays
+    "connecting", and the default for as long as the exception's frames
+    keep it alive (until a garbage collection): later computations in the
+    process (``main`` runs in-process) asked it for a scheduler and failed
+    with "missing port number in address". A client that connected (a
+    user's own, running) is left alone.
+    """
+    from distributed import default_client
+
+    try:
+        client = default_client()
+    except ValueError:  # none was left behind (a refused connection closes its client)
+        return
+    if client.status in ("newly-created", "connecting"):
+        client.close()
+
+
 @contextlib.contextmanager
 def connect(
     scheduler: str | None = None, n_workers: int | None = None, *, threads_per_worker: int = 1
@@ -1764,8 +1784,14 @@ def connect(
         # A Client makes itself Dask's scheduler before it connects, and one that cannot connect ("not an
         # address") left that setting behind: later computations in this process (main runs in-process
         # too) asked for a client that does not exist ("no Client active"). Put back as it was.
-        with dask.config.set(scheduler=dask.config.get("scheduler", None)), Client(scheduler) as client:
-            yield client
+        with dask.config.set(scheduler=dask.config.get("scheduler", None)):
+            try:
+                client = Client(scheduler)
+            except BaseException:
+                _close_unconnected_default_client()
+                raise
+            with client:
+                yield client
         return
     _checks.check_int(n_workers, "n_workers")
     with (

@@ -1575,6 +1575,12 @@ def test_a_scheduler_that_cannot_be_reached_is_named_by_its_option(capsys, addre
     # The failed Client made itself Dask's scheduler: left so, this process's later computations failed
     # ("no Client active"; in CI, the threaded-scheduler tests that ran after it in the same worker).
     assert dask.config.get("scheduler", None) is None
+    # And this process's default client, "connecting" for as long as garbage kept it: the Dask tests that
+    # ran after it in the same worker failed with "missing port number in address 'not an address'".
+    from distributed import default_client
+
+    with pytest.raises(ValueError, match="No clients found"):
+        default_client()
 
 
 @pytest.mark.parametrize("solver", ["sgd", "adam"])
