@@ -459,6 +459,9 @@ def warn_not_converged(
     elif n_iter >= options.max_iter and options.precondition:
         # The solver already works on centred, scaled features: scaling them again changes nothing.
         why = "raise max_iter or loosen tol"
+    elif n_iter >= options.max_iter and options.solver in ("lbfgs", "newton-cg"):
+        # precondition=False: the solver's own scaling is what it lacks.
+        why = "raise max_iter, loosen tol, or use precondition='auto' (the default) or standardise the features"
     elif n_iter >= options.max_iter:
         why = "raise max_iter, loosen tol, or scale the features (for example with StandardScaler)"
     else:  # the solver stopped on its own, e.g. a line search that found no lower loss

@@ -674,6 +674,10 @@ def lbfgs(
         scale = h0()
         if scale is not None:
             return -scale * g
+        return unit_descent(g)
+
+    def unit_descent(g: np.ndarray) -> np.ndarray:
+        """-g scaled to length 1."""
         with np.errstate(over="ignore"):
             norm = float(np.linalg.norm(g))
         if math.isfinite(norm):
@@ -726,6 +730,10 @@ def lbfgs(
         slope = float(grad @ direction)
         alpha = 1.0
         for _ in range(halvings + 1):
+            if alpha * -slope <= loss - below:
+                # The loss is convex: it falls by at most alpha |slope| along the step, not below ``below``
+                # now, nor at any shorter step (at the rounding floor, 64 halvings were 64 passes over X).
+                return None
             with np.errstate(over="ignore", invalid="ignore"):
                 x = theta + alpha * direction
             f, g = evaluate(x)
@@ -763,9 +771,16 @@ def lbfgs(
         current = int(state["iteration"]) + 1
         last_fallback = int(state["last_fallback"])
         if step is None and n_pairs and (last_fallback == 0 or current - last_fallback > memory):
-            # Drop the memory, as L-BFGS-B does, and retry along -H0 g.
+            # Drop the memory, as L-BFGS-B does, and retry along -H0 g; then along -g of length 1, as at the
+            # start. H0 is the newest pair's curvature: on a long valley (features far from 0, fitted without
+            # an intercept) it made -H0 g 1e8 times too long a step, 10 halvings found no decrease, and the
+            # fit gave up where the loss still fell by 5e-3 an iteration (1 random start in 600).
             n_pairs, last_fallback = 0, current
             step = backtrack(theta, loss, grad, first_direction(grad))
+            if step is None:
+                step = backtrack(
+                    theta, loss, grad, unit_descent(grad), halvings=_FIRST_STEP_HALVINGS, below=loss - loss_noise(loss)
+                )
         elif step is None and not n_pairs and grad @ direction < 0:
             # No curvature yet: a step of length 1 may be 1e7 times too long where a feature is in
             # large units (unpreconditioned), and both searches gave up at iteration 0. Armijo holds
