@@ -196,17 +196,24 @@ def refuse_columns_that_are_not_numbers(
             column = a.iloc[:, position] if isinstance(a, pandas.DataFrame) else a
             return types.infer_dtype(column, skipna=True) in _NUMBER_KINDS
         categories = getattr(dtype, "categories", None)
-        return types.is_numeric_dtype(dtype if categories is None else categories.dtype)
+        values = dtype if categories is None else categories.dtype
+        # Complex numbers are refused here too, by column: beside booleans they made an object array.
+        return types.is_numeric_dtype(values) and not types.is_complex_dtype(values)
 
     other = [(column, dtype) for position, (column, dtype) in enumerate(dtypes) if not numeric(position, dtype)]
     if other:
+        complex_only = all(types.is_complex_dtype(dtype) for _, dtype in other)
         fix = object_fix or (
-            "encode them as numbers (for example with scikit-learn's OneHotEncoder or OrdinalEncoder) or drop them"
+            "fastsoftmax takes real numbers: give their real and imaginary parts columns of their own "
+            "(np.real, np.imag), or drop them"
+            if complex_only
+            else "encode them as numbers (for example with scikit-learn's OneHotEncoder or OrdinalEncoder) or drop them"
         )
+        kind = "real numbers" if complex_only else "numbers"
         if isinstance(a, pandas.Series):
-            raise error(f"{name} holds {a.dtype} values, not numbers; {fix}.")
+            raise error(f"{name} holds {a.dtype} values, not {kind}; {fix}.")
         listed = ", ".join(f"{column!r} ({dtype})" for column, dtype in other[:5])
-        raise error(f"{name} has {len(other)} column(s) that are not numbers: {listed}; {fix}.")
+        raise error(f"{name} has {len(other)} column(s) that are not {kind}: {listed}; {fix}.")
 
 
 def _pandas_array(a, name: str, object_fix: str | None) -> np.ndarray | None:
@@ -228,9 +235,10 @@ def _pandas_array(a, name: str, object_fix: str | None) -> np.ndarray | None:
     types = pandas.api.types
     if all(isinstance(dtype, (np.dtype, pandas.CategoricalDtype)) for _, dtype in dtypes):
         kinds = {getattr(getattr(dtype, "categories", None), "dtype", dtype).kind for _, dtype in dtypes}
-        if "O" in kinds or ("b" in kinds and len(kinds) > 1):
+        if kinds <= set("biufO") and ("O" in kinds or ("b" in kinds and len(kinds) > 1)):
             # Numbers in objects (Decimal), or booleans beside numbers (pd.get_dummies' columns beside the rest):
-            # np.asarray made an object array of them, which was refused. As float64, as check_array makes them.
+            # np.asarray made an object array of them, which was refused. As float64, as check_array makes them
+            # (a complex column is left to np.asarray, whose dtype is then refused: the cast drops its imaginary part).
             return a.to_numpy(dtype=np.float64)
         return None  # NumPy's own dtypes, and categories of numbers: np.asarray converts them
     whole = [types.is_integer_dtype(dtype) or types.is_bool_dtype(dtype) for _, dtype in dtypes]

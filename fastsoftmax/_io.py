@@ -990,7 +990,6 @@ FILE_KINDS = {
 }
 
 
-#: The formats of scipy.sparse, which ``save_npz`` names (it writes bsr and dia too).
 #: The first bytes of the compressed files that joblib.dump(..., compress=...) writes (zlib by default), and
 #: what compresses them: a model file is an uncompressed zip, whose first bytes are "PK".
 _COMPRESSED_MAGIC = (
@@ -1006,6 +1005,7 @@ _COMPRESSED_MAGIC = (
 )
 
 
+#: The formats of scipy.sparse, which ``save_npz`` names (it writes bsr and dia too).
 SCIPY_SPARSE_FORMATS = ("bsr", "coo", "csc", "csr", "dia", "dok", "lil")
 
 

@@ -43,10 +43,11 @@ weights, L-BFGS in raw coordinates stays in the span of X's rows, where
 the optimum lies, and the penalty's curvature is l2 in every other
 direction; the scaling makes that curvature l2 / s_j^2, spread as widely
 as the columns' variances. Iterations to a gap of 1e-6 (a sweep of 162
-problems, each fitted both ways, scaled / raw): dense columns times
-10^U(-1, 1) at l2 = 1e-4, 20 x 200 x 5 519 / 133 and 200 x 5,000 x 10
-642 / 100, but at l2 = 0.1 69 / 98 and 73 / 171, and at a gap of 1e-10
-the raw fits of 200 x 5,000 x 10 did not get there in 3,000 iterations;
+problems on 2 threads, each fitted both ways, scaled / raw; the counts
+move with the thread count): dense columns times 10^U(-1, 1) at l2 =
+1e-4, 20 x 200 x 5 519 / 133 and 200 x 5,000 x 10 642 / 100, but at l2 =
+0.1 69 / 98 and 73 / 171, and the raw fits of 200 x 5,000 x 10 (seed 0)
+stopped short of a gap of 1e-10 on a loss that no longer fell;
 standardised dense columns about level (0.79 to 1.38 times the raw
 count); sparse counts of Zipf words ahead at every shape, N > D or not
 (500 x 2,000 x 5: 16 / 180 at l2 = 0.1, 138 / 538 at 1e-4). With no

@@ -724,7 +724,8 @@ def column_moments_about(
         first = 0
         while first < n_samples:
             # The rows up to about block_values stored values on, one row at least.
-            end = int(np.searchsorted(indptr, indptr[first] + block_values, side="right")) - 1
+            # A Python int: indptr[first] + block_values in int32 wraps near 2**31.
+            end = int(np.searchsorted(indptr, int(indptr[first]) + block_values, side="right")) - 1
             end = min(max(end, first + 1), n_samples)
             values = slice(indptr[first], indptr[end])
             columns = indices[values]

@@ -474,9 +474,12 @@ def _chunk_mean_scale(weight_sum: float) -> float:
 
     The kernels add in float64 and scale before they write in the dtype: a
     chunk's plain sum of float32 rows near 1e37 overflowed where its mean
-    fits. A chunk whose rows all weigh 0 has sums of 0 at any scale.
+    fits. A chunk whose rows all weigh 0 has sums of 0 at any scale; one
+    whose weights sum to a subnormal number (1 / sum is inf) has sums too
+    small to overflow, and keeps scale 1.
     """
-    return 1.0 / weight_sum if weight_sum > 0 else 1.0
+    scale = 1.0 / weight_sum if weight_sum > 0 else 1.0
+    return scale if math.isfinite(scale) else 1.0
 
 
 def _chunk_moments(

@@ -150,10 +150,13 @@ class SoftmaxRegression:
         }
 
     def __setstate__(self, state: dict) -> None:
-        # Pickles of versions in which W, b and dtype were plain attributes.
-        for name in ("W", "b", "dtype"):
+        # Pickles of versions in which W, b and dtype were plain attributes; dtype as its setter takes it
+        # (such a pickle may hold the np.float32 that an assignment left there).
+        for name in ("W", "b"):
             if name in state:
                 state[f"_{name}"] = state.pop(name)
+        if "dtype" in state:
+            state["_dtype"] = _checks.as_float_dtype(state.pop("dtype"))
         self.__dict__.update(state)
 
     # -- shapes and validation -------------------------------------------------
@@ -251,12 +254,12 @@ class SoftmaxRegression:
             )
         for data_name, given in (data or {}).items():
             for name, value in (("W", self.W), ("b", self.b)):
-                if _overlaps(value, given):
-                    path = isinstance(given, (str, bytes, os.PathLike))
-                    shares = "is mapped from the file given as" if path else "shares memory with"
+                relation = _overlap(value, given)
+                if relation is not None:
+                    overwrites = "the data it reads" if relation == "shares memory with" else "the file it reads"
                     raise ValueError(
-                        f"model.{name} {shares} {data_name}, and training writes {name} in place, so "
-                        f"it would overwrite the data it reads; nothing was changed. Assign a copy first: "
+                        f"model.{name} {relation} {data_name}, and training writes {name} in place, so "
+                        f"it would overwrite {overwrites}; nothing was changed. Assign a copy first: "
                         f"model.{name} = model.{name}.copy()."
                     )
 
@@ -932,31 +935,38 @@ class SoftmaxRegression:
         return model
 
 
-def _overlaps(param: np.ndarray, given) -> bool:
-    """Whether writing ``param`` (W or b) in place would change the caller's data ``given`` as training reads it.
+def _overlap(param: np.ndarray, given) -> str | None:
+    """How writing ``param`` (W or b) in place would change the caller's data ``given``, or None if it would not.
 
     ``given`` as the caller passed it: an array, a pandas frame or series
-    (the arrays its columns live in), or the path of an .npy file, which a
-    parameter mapped from the same file (``np.load(path, mmap_mode="r+")``)
-    overlaps. A frame's rows and a file's mapping were not checked: training
-    overwrote them, and the fit then blamed the file's change on another writer.
+    (the arrays its columns live in), or the path of an .npy file. Returns
+    "shares memory with" where their memory overlaps, or "is mapped from
+    the file of" (of a path: "is mapped from the file given as") where the
+    parameter is mapped from the file the data is read from
+    (``np.load(path, mmap_mode="r+")``): training writes that file, and a
+    fit stops when its data's file changes, even where the two lie apart in
+    it. A frame's rows and a file's mapping were not checked: training
+    overwrote them, and the fit then blamed the file's change on another
+    writer. A parameter mapped copy-on-write (mode "c") writes no file.
+    Only a parameter that views other memory pays for more than one bounds
+    test (a frame: one array a column).
     """
     # may_share_memory compares bounds only; the exact test runs where they overlap. The common case, an
     # array W of its own, costs that test alone (0.25 us; a step makes four).
     if isinstance(given, np.ndarray) and np.may_share_memory(param, given):
-        return np.shares_memory(param, given)
+        return "shares memory with" if np.shares_memory(param, given) else None
     if param.base is None:
-        return False  # neither a view of the caller's data nor a mapped file
+        return None  # neither a view of the caller's data nor a mapped file
     param_file = _mapped_file(param)
     if isinstance(given, (str, bytes, os.PathLike)):
-        return param_file is not None and _same_file(param_file, given)
+        return "is mapped from the file given as" if param_file and _same_file(param_file, given) else None
     for array in _arrays_of(given):
         if np.may_share_memory(param, array) and np.shares_memory(param, array):
-            return True
+            return "shares memory with"
         array_file = _mapped_file(array)
-        if param_file is not None and array_file is not None and _same_file(param_file, array_file):
-            return True  # two mappings of one file share its pages, not their addresses
-    return False
+        if param_file and array_file and _same_file(param_file, array_file):
+            return "is mapped from the file of"
+    return None
 
 
 def _arrays_of(given) -> list[np.ndarray]:
@@ -973,11 +983,13 @@ def _arrays_of(given) -> list[np.ndarray]:
 
 
 def _mapped_file(array) -> str | None:
-    """The file an array (or an array it views) is memory-mapped from, by np.memmap or np.load(mmap_mode=...)."""
+    """The file an array (or an array it views) is mapped from, by np.memmap or np.load(mmap_mode=...).
+
+    None for an array that is not mapped, or mapped copy-on-write (mode "c"), whose writes stay in memory.
+    """
     while isinstance(array, np.ndarray):
-        filename = getattr(array, "filename", None)
-        if isinstance(array, np.memmap) and filename is not None:
-            return filename
+        if isinstance(array, np.memmap) and getattr(array, "filename", None) is not None:
+            return None if getattr(array, "mode", None) == "c" else array.filename
         array = array.base
     return None
 

@@ -539,7 +539,8 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             sample_weight = np.full(n, sample_weight, dtype=np.float64)  # as scikit-learn's _check_sample_weight
         elif isinstance(sample_weight, (list, tuple, np.ndarray)) and not isinstance(sample_weight, np.ma.MaskedArray):
             # Numbers held as objects (Decimal values from a database): scikit-learn's _check_sample_weight
-            # converts them. Anything else (strings, None, ragged lists) is left to the check below, which names it.
+            # converts them, numeric strings too (and None to NaN, which the check below names). What does
+            # not convert (other strings, ragged lists) is left to that check, which names it.
             with contextlib.suppress(TypeError, ValueError):
                 as_objects = np.asarray(sample_weight)
                 if as_objects.dtype == object:

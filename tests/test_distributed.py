@@ -1073,6 +1073,29 @@ def test_chunk_sums_that_overflow_float32_take_the_steps_of_one_machine(solver):
     np.testing.assert_allclose(dask_fit.b, one_machine.b, rtol=0, atol=tolerance * np.abs(one_machine.b).max())
 
 
+def test_a_chunk_whose_weights_sum_to_a_subnormal_number_fits_as_on_one_machine():
+    """Each task scaled its chunk by 1 / its weight, inf where the weights sum below 5.6e-309: the fit was
+    refused as an overflow, where one machine fits it."""
+    X, y = make_classification(105, 3, n_classes=3, seed=4)
+    weights = np.ones(105)
+    weights[100:] = 1e-310  # the last chunk's weights
+    fits = []
+    for on_dask in (False, True):
+        model = SoftmaxRegression(3, 3, seed=0)
+        if on_dask:
+            fit_dask(
+                model,
+                da.from_array(X, chunks=(100, 3)),
+                da.from_array(y, chunks=100),
+                sample_weight=da.from_array(weights, chunks=100),
+                max_iter=5,
+            )
+        else:
+            model.fit(X, y, sample_weight=weights, max_iter=5)
+        fits.append(model)
+    np.testing.assert_allclose(fits[1].W, fits[0].W, rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
 def test_feature_scaling_with_empty_chunks_equals_one_machine(data, weighted):
     """Dask's var was NaN where empty chunks met its tree's combine step: the fit ran silently unpreconditioned."""

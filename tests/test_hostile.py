@@ -777,12 +777,21 @@ def test_parameter_mapped_from_the_file_of_X_fails_training_before_the_file_chan
     np.save(path, a["X"])
     model = _model(a)
     model.W = np.load(path, mmap_mode="r+")[:K]
-    with pytest.raises(ValueError, match=r"model\.W is mapped from the file given as X.*nothing was changed"):
+    message = r"model\.W is mapped from the file {} X, .*overwrite the file it reads; nothing was changed"
+    with pytest.raises(ValueError, match=message.format("given as")):
         model.fit(path, a["y"], max_iter=3)
-    with pytest.raises(ValueError, match=r"model\.W shares memory with X.*nothing was changed"):
+    with pytest.raises(ValueError, match=message.format("of")):
         model.fit(np.load(path, mmap_mode="r"), a["y"], max_iter=3)
+    # Rows of one mapping that lie apart: writing W still writes X's file, whose change stopped a fit.
+    mapped = np.load(path, mmap_mode="r+")
+    model.W = mapped[:K]
+    with pytest.raises(ValueError, match=message.format("of")):
+        model.fit(mapped[K:], a["y"][K:], max_iter=3)
     np.testing.assert_array_equal(np.load(path), a["X"])
-    # A W mapped from another file trains, in place.
+    # A W mapped copy-on-write writes no file, and one mapped from another file trains it in place.
+    model.W = np.load(path, mmap_mode="c")[:K]
+    model.fit(path, a["y"], max_iter=3)
+    np.testing.assert_array_equal(np.load(path), a["X"])
     np.save(tmp_path / "W.npy", a["W"])
     model.W = np.load(tmp_path / "W.npy", mmap_mode="r+")
     model.fit(path, a["y"], max_iter=3)

@@ -1206,12 +1206,14 @@ def test_an_assigned_dtype_is_normalised_as_the_constructor_normalises_it(data):
     with pytest.raises(TypeError, match=r"dtype int32 is not supported; use np\.float32 or np\.float64"):
         model.dtype = np.int32
     assert model.dtype == np.float32
-    # A pickle of a version in which dtype was a plain attribute.
+    # A pickle of a version in which dtype was a plain attribute, holding the type an assignment left there.
     state = model.__getstate__()
-    state["dtype"] = state.pop("_dtype")
+    state.pop("_dtype")
+    state["dtype"] = np.float32
     restored = SoftmaxRegression.__new__(SoftmaxRegression)
     restored.__setstate__(state)
-    assert restored.dtype == np.float32
+    assert restored.dtype == np.float32 and isinstance(restored.dtype, np.dtype)
+    assert np.isfinite(restored.train_step(X.astype(np.float32), y, 0.1))
 
 
 def test_a_W_of_one_row_is_refused_where_it_is_used(data):
@@ -1269,3 +1271,7 @@ def test_a_frame_of_booleans_beside_numbers_or_of_decimal_objects_is_read_as_flo
             loss_and_grad(frame, y, model.W, model.b)[1], loss_and_grad(as_floats, y, model.W, model.b)[1]
         )
         assert model.fit(frame, y, max_iter=5).n_iter_ == 5
+    # Complex numbers beside booleans are not cast to float64, which would drop their imaginary part.
+    complex_beside_bool = pd.DataFrame({"z": numbers[:, 0] + 1j, "x1": numbers[:, 1], "flag": flags})
+    with pytest.raises(TypeError, match=r"^X has 1 column\(s\) that are not real numbers: 'z' \(complex128\)"):
+        SoftmaxRegression(3, 3, seed=0).predict(complex_beside_bool)
