@@ -55,6 +55,7 @@ try:
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.utils import check_random_state
     from sklearn.utils.class_weight import compute_class_weight
+    from sklearn.utils._param_validation import InvalidParameterError
     from sklearn.utils.multiclass import check_classification_targets
     from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 except ImportError as exc:
@@ -330,7 +331,18 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
     # -- parameters ------------------------------------------------------------
 
     def _check_params(self) -> None:
-        """Validate every parameter, the engine's solver options included."""
+        """Validate every parameter, the engine's solver options included.
+
+        A bad one raises scikit-learn's ``InvalidParameterError``, as
+        LogisticRegression's do: a ValueError and a TypeError at once, so that
+        code catching either, or scikit-learn's own class, sees it.
+        """
+        try:
+            self._check_each_param()
+        except (ValueError, TypeError) as exc:
+            raise InvalidParameterError(str(exc)) from None
+
+    def _check_each_param(self) -> None:
         C = self.C
         if isinstance(C, bool) or not isinstance(C, numbers.Real) or math.isnan(C) or C <= 0:
             raise ValueError(f"C must be a number > 0 (np.inf for no penalty), got {C!r}.")

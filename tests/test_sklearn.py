@@ -1704,3 +1704,20 @@ def test_sample_weights_held_as_objects_are_converted_as_logistic_regression_con
         np.testing.assert_array_equal(SoftmaxClassifier().fit(X, y, sample_weight=given).coef_, want)
     with pytest.raises(TypeError, match=r"^sample_weight has dtype object; pass a numeric array"):
         SoftmaxClassifier().fit(X, y, sample_weight=np.array(["heavy"] * 60, dtype=object))
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"C": -1}, {"solver": "saga"}, {"max_iter": 50.0}, {"fit_intercept": 0}, {"dtype": np.float16}],
+    ids=["C", "solver", "max_iter", "fit_intercept", "dtype"],
+)
+def test_a_bad_parameter_raises_scikit_learns_invalid_parameter_error(params):
+    """A plain ValueError or TypeError, where LogisticRegression's is InvalidParameterError (both at once): code
+    that catches scikit-learn's class, or the TypeError it gives for a type, missed it."""
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    X, y = generated(n=30, d=3, k=3)
+    with pytest.raises(InvalidParameterError) as raised:
+        SoftmaxClassifier(**params).fit(X, y)
+    assert isinstance(raised.value, ValueError) and isinstance(raised.value, TypeError)
+    assert next(iter(params)) in str(raised.value)
