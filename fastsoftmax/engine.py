@@ -1092,7 +1092,15 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
         fit's result, which under L2 keeps no mean of W's rows (:func:`_without_class_mean`)."""
         raw = theta if scaling is None or theta is None else scaling.to_raw(theta)
         if the_end and raw is not None and options.l2 > 0:
-            raw = _without_class_mean(np.array(raw, dtype=np.float64), model.num_classes)
+            before = np.array(raw, dtype=np.float64)
+            raw = _without_class_mean(before.copy(), model.num_classes)
+            if losses and options.solver not in MINIBATCH_SOLVERS:
+                # The last loss is the objective at theta: the mean's removal changes no probability, only the
+                # penalty, so it moves by exactly that change (unconverged Newton-CG fits kept 2.987 as their
+                # last loss beside weights whose loss was 2.751). sgd's and adam's are epochs' means.
+                n_weights = raw.shape[0] - model.num_classes
+                change = l2_penalty(raw[:n_weights], options.l2) - l2_penalty(before[:n_weights], options.l2)
+                losses = [*losses[:-1], losses[-1] + change]
 
         def write() -> None:
             nonlocal iterated
