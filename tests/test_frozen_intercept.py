@@ -104,12 +104,12 @@ def test_checkpoint_of_a_run_that_held_another_b_is_refused(rng, tmp_path):
     np.testing.assert_array_equal(again.W, first.W)
 
 
-def _offset_problem():
-    """Two features at 1e4 with a spread of 1 (years, kelvin), whose classes the spread sets."""
+def _offset_problem(offset: float = 1e4):
+    """Two features at ``offset`` with a spread of 1 (years, kelvin), whose classes the spread sets."""
     rng = np.random.default_rng(0)
     deviation = rng.standard_normal((300, 2))
     y = (deviation @ rng.standard_normal((2, 3)) * 3 + rng.standard_normal((300, 3))).argmax(axis=1)
-    return deviation + 1e4, y
+    return deviation + offset, y
 
 
 def test_features_far_from_zero_without_an_intercept_reach_logistic_regressions_optimum():
@@ -227,3 +227,31 @@ def test_the_last_loss_of_an_unconverged_fit_is_the_loss_of_the_weights_it_leave
     assert not model.converged_
     loss = loss_and_grad(X, y, model.W, model.b, l2=1e-3)[0]
     assert model.loss_history_[-1] == pytest.approx(loss, rel=64 * np.finfo(np.float64).eps)
+
+
+def test_a_stall_without_intercept_far_from_zero_is_judged_by_its_gap_not_called_converged():
+    """Features at 1e6 of spread 1 without an intercept: L-BFGS stopped at the loss's rounding floor 1.5e-2 above
+    the optimum and was called converged (no gradient bound tells such a stall from the optimum there), and at
+    3e6 the features counted as constant, so the tol was not tightened and both solvers stopped 47 % above it
+    after 4 iterations, called converged. A stop at the floor is now judged by the gap g^T H^-1 g / 2."""
+    optima = {}
+    for offset in (1e6, 3e6):
+        X, y = _offset_problem(offset)
+        reference = SoftmaxRegression(2, 3, seed=0)
+        reference.W[...] = 0
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            reference.fit(X, y, solver="newton-cg", l2=1e-4, fit_intercept=False, tol=1e-12, max_iter=500)
+        optima[offset] = loss_and_grad(X, y, reference.W, reference.b, l2=1e-4)[0]
+    X, y = _offset_problem(1e6)
+    stalled = SoftmaxRegression(2, 3, seed=0)
+    stalled.W[...] = 0
+    with pytest.warns(ConvergenceWarning, match=r"still about .* above the optimum \(g\^T H\^-1 g / 2"):
+        stalled.fit(X, y, l2=1e-4, fit_intercept=False)
+    assert not stalled.converged_
+    X, y = _offset_problem(3e6)
+    model = SoftmaxRegression(2, 3, seed=0)
+    model.W[...] = 0
+    model.fit(X, y, solver="newton-cg", l2=1e-4, fit_intercept=False)
+    assert model.converged_
+    assert loss_and_grad(X, y, model.W, model.b, l2=1e-4)[0] - optima[3e6] <= 1e-9 * optima[3e6]
