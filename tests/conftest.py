@@ -175,6 +175,14 @@ def chunk_sum_overflow_problem() -> tuple[np.ndarray, np.ndarray]:
     return (magnitude * np.random.default_rng(0).uniform(0.9, 1.0, (600, 3))).astype(np.float32), y
 
 
+def assert_same_float32_steps(got, want) -> None:
+    """``got``'s W and b within 64 float32 eps of ``want``'s largest: the same steps, summed in another order."""
+    tolerance = 64 * float(np.finfo(np.float32).eps)
+    for name in ("W", "b"):
+        expected = getattr(want, name)
+        np.testing.assert_allclose(getattr(got, name), expected, rtol=0, atol=tolerance * np.abs(expected).max())
+
+
 LAYOUTS = ["c", "fortran", "strided", "readonly", "np_memmap", "np_load_mmap"]
 
 

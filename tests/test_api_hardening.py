@@ -20,6 +20,7 @@ from conftest import (
     DTYPE_IDS,
     DTYPES,
     assert_grad_close,
+    assert_same_float32_steps,
     chunk_sum_overflow_problem,
     grad_rtol,
     make_problem,
@@ -172,9 +173,7 @@ def test_a_fit_in_chunks_takes_the_steps_of_one_chunk_where_a_chunk_sum_overflow
         assert model.n_iter_ == 3
         fits.append(model)
     whole, chunked = fits
-    tolerance = 64 * float(np.finfo(np.float32).eps)
-    np.testing.assert_allclose(chunked.W, whole.W, rtol=0, atol=tolerance * np.abs(whole.W).max())
-    np.testing.assert_allclose(chunked.b, whole.b, rtol=0, atol=tolerance * np.abs(whole.b).max())
+    assert_same_float32_steps(chunked, whole)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
