@@ -1149,8 +1149,8 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
             raw = _without_class_mean(before.copy(), model.num_classes)
             if losses and options.solver not in MINIBATCH_SOLVERS:
                 # The last loss is the objective at theta: the mean's removal changes no probability, only the
-                # penalty, so it moves by exactly that change (unconverged Newton-CG fits kept 2.987 as their
-                # last loss beside weights whose loss was 2.751). sgd's and adam's are epochs' means.
+                # penalty, so it moves by exactly that change (an unconverged Newton-CG fit kept 2.411 as its
+                # last loss beside weights whose loss was 2.228). sgd's and adam's are epochs' means.
                 n_weights = raw.shape[0] - model.num_classes
                 change = l2_penalty(raw[:n_weights], options.l2) - l2_penalty(before[:n_weights], options.l2)
                 losses = [*losses[:-1], losses[-1] + change]
