@@ -235,10 +235,10 @@ def _pandas_array(a, name: str, object_fix: str | None) -> np.ndarray | None:
     types = pandas.api.types
     if all(isinstance(dtype, (np.dtype, pandas.CategoricalDtype)) for _, dtype in dtypes):
         kinds = {getattr(getattr(dtype, "categories", None), "dtype", dtype).kind for _, dtype in dtypes}
-        if kinds <= set("biufO") and ("O" in kinds or ("b" in kinds and len(kinds) > 1)):
+        if "O" in kinds or ("b" in kinds and len(kinds) > 1):
             # Numbers in objects (Decimal), or booleans beside numbers (pd.get_dummies' columns beside the rest):
             # np.asarray made an object array of them, which was refused. As float64, as check_array makes them
-            # (a complex column is left to np.asarray, whose dtype is then refused: the cast drops its imaginary part).
+            # (complex columns were refused above, whose imaginary part the cast would drop).
             return a.to_numpy(dtype=np.float64)
         return None  # NumPy's own dtypes, and categories of numbers: np.asarray converts them
     whole = [types.is_integer_dtype(dtype) or types.is_bool_dtype(dtype) for _, dtype in dtypes]

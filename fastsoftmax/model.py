@@ -21,6 +21,7 @@ from fastsoftmax._io import (
     npz_scalar,
     read_npz,
     refuse_other_file_kind,
+    same_file,
     write_npz,
 )
 from fastsoftmax._layout import pack, unpack
@@ -995,9 +996,10 @@ def _mapped_file(array) -> str | None:
 
 
 def _same_file(first, second) -> bool:
+    """:func:`fastsoftmax._io.same_file`, False where a path cannot be compared (a file gone, a NUL in it)."""
     try:
-        return os.path.samefile(first, second)
-    except (OSError, ValueError, TypeError):  # a file gone, or a path that names none
+        return same_file(first, second)
+    except (OSError, ValueError, TypeError):
         return False
 
 
