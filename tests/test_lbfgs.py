@@ -760,3 +760,59 @@ def test_a_mean_loss_far_below_1_is_not_taken_for_its_rounding_floor(solver):
         # at 102 iterations, was 2e-7 above the loss that 128 more reached).
         further = copy.deepcopy(model).fit(X, y, solver="newton-cg", max_iter=1000, **options)
         assert further.loss_history_[-1] >= model.loss_history_[-1] * (1 - 64 * np.finfo(np.float64).eps)
+
+
+def _features_at_1e4(seed, n=2000, d=5, k=3):
+    """Features at 1e4 of spread 1, rounded to float32, and labels drawn from a softmax model of them."""
+    rng = np.random.default_rng(seed)
+    deviation = rng.standard_normal((n, d))
+    logits = deviation @ rng.standard_normal((d, k))
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+    y = (probs.cumsum(axis=1) / probs.sum(axis=1, keepdims=True) < rng.random((n, 1))).sum(axis=1)
+    return (1e4 + deviation).astype(np.float32), y
+
+
+@pytest.mark.parametrize("seed", [0, 3, 8])
+def test_a_float32_give_up_within_rounding_of_the_optimum_is_called_converged(seed):
+    """float32 features at 1e4 with an intercept: the logits cancel b against W x at 1e4, so the loss is rounded
+    far above its eps, and L-BFGS's line search found no lower loss within 5e-6 of the optimum, with gradients up to
+    5e-4 above tol. It warned "did not converge" for 30 seeds of 30, where Newton-CG stopped at the same floor
+    and was called converged. Such a give-up is now judged by its gap to the optimum (g^T H^-1 g / 2)."""
+    X, y = _features_at_1e4(seed)
+    optimum = SoftmaxRegression(5, 3, seed=0)
+    optimum.W[...] = 0
+    optimum.fit(X.astype(np.float64), y, solver="newton-cg", l2=1e-4, tol=1e-10, max_iter=200)
+    model = SoftmaxRegression(5, 3, dtype=np.float32)
+    model.W[...] = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.fit(X, y, l2=1e-4)
+    assert model.converged_
+    reached = _float64_loss(X, y, model, l2=1e-4)
+    best = optimum.loss_history_[-1]
+    assert reached - best <= np.finfo(np.float32).eps ** (2 / 3) * best
+
+
+def test_a_give_up_short_of_the_optimum_still_warns(monkeypatch):
+    """The judge, not the give-up, makes a fit converged: an L-BFGS run that gives up after 2 iterations, far
+    above the optimum, warns with the gap it measured and keeps converged_ False."""
+    lbfgs = solvers.lbfgs
+
+    def gives_up_at_once(*args, **kwargs):
+        result = lbfgs(*args, **{**kwargs, "max_iter": 2})
+        result.converged, result.gave_up = False, True
+        result.message = "the line search found no step that lowers the loss with a finite value"
+        return result
+
+    monkeypatch.setattr(solvers, "lbfgs", gives_up_at_once)
+    X, y, _ = _data()
+    model = SoftmaxRegression(D, K, seed=0)
+    with pytest.warns(fs.ConvergenceWarning, match=r"still about .* above the optimum .*stalled short of the optimum"):
+        model.fit(X, y, l2=1e-4)
+    assert not model.converged_
+
+
+def _float64_loss(X, y, model, *, l2):
+    """The loss of the model's weights, in float64 on the same (rounded) X."""
+    W, b = model.W.astype(np.float64), model.b.astype(np.float64)
+    return fs.loss_and_grad(X.astype(np.float64), y, W, b, l2=l2)[0]
