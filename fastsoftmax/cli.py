@@ -1277,6 +1277,7 @@ _FIT_OPTIONS = {
     r"\blr\b": "--lr",
     r"\bl2\b": "--l2",
     r"\bbatch_size\b": "--batch-size",
+    r"\bsolver='([a-z-]+)'": r"--solver \1",
 }
 
 
@@ -1390,11 +1391,12 @@ def _report(
         status = "--tol 0: ran --max-iter"
     elif model.n_iter_ < args.max_iter:
         # The solver stopped on its own (no lower loss found, a stall, a climbing loss): the engine's reason,
-        # which it gives only where --tol > 0 (under --tol 0 that is L-BFGS or Newton-CG at the loss's floor).
+        # which it gives only where --tol > 0. Under --tol 0 that is L-BFGS or Newton-CG where no step lowered
+        # the loss, judged short of the optimum (at it, the fit is converged).
         why = (
             _in_option_names(progress.not_converged)
             if progress.not_converged
-            else "no step lowered the loss any further (its rounding floor)"
+            else "no step lowered the loss any further, short of the optimum"
         )
         status = f"not converged before --tol {args.tol:g}: {why}"
     elif getattr(args, "empty_classes", False):

@@ -348,7 +348,7 @@ def _unconverged_where_stopped(
     if result.at_loss_floor and (tightened or result.gave_up) and scaling is not None:
         final = abs(float(result.loss_history[-1])) if result.loss_history else 1.0
         allowed = float(np.finfo(model.dtype).eps) ** (2 / 3) * max(final, 1e-300)
-        gap = _gap_estimate(objective, result.theta, np.asarray(grad, dtype=np.float64), allowed)
+        gap = _gap_estimate(objective, result.theta, np.asarray(grad, dtype=np.float64), allowed, model.num_classes)
         if gap <= allowed:
             return None
         stalled = (
@@ -390,21 +390,27 @@ def _unconverged_where_stopped(
     )
 
 
-def _gap_estimate(objective: Objective, theta: np.ndarray, grad: np.ndarray, enough: float, steps: int = 20) -> float:
+def _gap_estimate(
+    objective: Objective, theta: np.ndarray, grad: np.ndarray, enough: float, n_classes: int, steps: int = 20
+) -> float:
     """g^T H^-1 g / 2 at ``theta``, the quadratic model's gap to the optimum, from at most ``steps`` CG steps.
 
     Conjugate gradients on H d = g from d = 0 raise g^T d at every step, so
     the estimate only grows: it stops once it passes ``enough``, or where a
     curvature is not positive and finite. One Hessian-vector product (a pass
-    over X) a step.
+    over X) a step. Only off the directions along which no probability
+    changes (:func:`_off_the_flat_directions`): along them the data's
+    curvature is 0, and a gradient of rounding alone there made the
+    estimate 3e-9 (|g| = 3e-10, 1e-11 of curvature) at an optimum.
     """
+    grad = _off_the_flat_directions(grad, n_classes)
     d = np.zeros_like(grad)
     residual = grad.copy()
     direction = residual.copy()
     rr = float(residual @ residual)
     estimate = 0.0
     for _ in range(steps):
-        product = np.asarray(objective.hvp(theta, direction), dtype=np.float64)
+        product = _off_the_flat_directions(np.asarray(objective.hvp(theta, direction), dtype=np.float64), n_classes)
         curvature = float(direction @ product)
         if not (math.isfinite(curvature) and curvature > 0.0):
             break
@@ -418,6 +424,21 @@ def _gap_estimate(objective: Objective, theta: np.ndarray, grad: np.ndarray, eno
         direction = residual + (rr_next / rr) * direction
         rr = rr_next
     return estimate
+
+
+def _off_the_flat_directions(vector: np.ndarray, n_classes: int) -> np.ndarray:
+    """``vector`` (packed W and b, float64) less its parts along which no probability changes: a new array.
+
+    One number added to every b, or one vector to every row of W, adds the
+    same to every logit of a row. The first is flat; along the second only
+    the L2 term acts, and a fit's end takes that part out of W
+    (:func:`_without_class_mean`). Each column of W's part and b's part lose
+    their means over the classes.
+    """
+    n_weights = vector.shape[0] - n_classes
+    W = vector[:n_weights].reshape(n_classes, -1)
+    b = vector[n_weights:]
+    return np.concatenate(((W - W.mean(axis=0)).ravel(), b - b.mean()))
 
 
 def _minibatch_end_above_zero_weights(
@@ -479,6 +500,7 @@ def warn_not_converged(
     n_classes: int = 2,
     n_samples: int | None = None,
     dtype: np.dtype,
+    features_standardised: bool = False,
 ) -> None:
     """Warn, as scikit-learn does, that the fit ended before its tolerance was met, and why.
 
@@ -491,6 +513,8 @@ def warn_not_converged(
     named instead of the features' units (the weights a checkpoint's rerun
     keeps give it the same verdict). ``dtype``, the
     model's: only a float32 fit is told to use float64.
+    ``features_standardised`` (:func:`_features_standardised`): a gd, sgd or
+    adam fit out of iterations is not told to scale them.
     """
     unit = "epochs" if options.solver in MINIBATCH_SOLVERS else "iterations"
     zero_weights_loss = math.log(n_classes)
@@ -522,8 +546,14 @@ def warn_not_converged(
     elif n_iter >= options.max_iter and options.solver in ("lbfgs", "newton-cg"):
         # precondition=False: the solver's own scaling is what it lacks.
         why = "raise max_iter, loosen tol, or use precondition='auto' (the default) or standardise the features"
+    elif n_iter >= options.max_iter and features_standardised:
+        # Scaling features already on one scale about 0 changes nothing: lbfgs is what reaches the optimum.
+        why = "raise max_iter, loosen tol, or use solver='lbfgs', which converges in far fewer passes over X"
     elif n_iter >= options.max_iter:
-        why = "raise max_iter, loosen tol, or scale the features (for example with StandardScaler)"
+        why = (
+            "raise max_iter, loosen tol, or scale the features (for example with StandardScaler), or use "
+            "solver='lbfgs', which scales them itself"
+        )
     else:  # the solver stopped on its own, e.g. a line search that found no lower loss
         # A stall found by _unconverged_where_stopped names its remedy already: not repeated here.
         advice = []
@@ -1273,6 +1303,7 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
                     n_classes=model.num_classes,
                     n_samples=objective.n_samples,
                     dtype=model.dtype,
+                    features_standardised=_features_standardised(objective, options, offset, model.num_classes),
                 )
             return model
 
@@ -1465,8 +1496,30 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
             n_classes=model.num_classes,
             n_samples=objective.n_samples,
             dtype=model.dtype,
+            features_standardised=_features_standardised(objective, options, model.n_iter_, model.num_classes),
         )
     return model
+
+
+def _features_standardised(objective: Objective, options: FitOptions, n_iter: int, n_classes: int) -> bool:
+    """Whether a step-size solver out of iterations ran on features already on one scale about 0.
+
+    Every column that varies must have a spread within [0.1, 10] and a mean
+    within 3 spreads of 0 (StandardScaler's output, or data of that kind).
+    One pass over X for its moments, and only where the warning needs it:
+    gd, sgd and adam, whose steps are in the features' own units, with
+    ``max_iter`` used up.
+    """
+    if options.solver not in STEP_SIZE_SOLVERS or n_iter < options.max_iter:
+        return False
+    moments = objective.feature_scaling(options.l2, n_classes, centre=True).moments
+    if moments is None:  # moments beyond float64
+        return False
+    mean, variance = moments
+    spread = np.sqrt(variance)
+    varies = spread > 1024 * np.finfo(np.float64).eps * np.sqrt(variance + mean**2)
+    spread, mean = spread[varies], mean[varies]
+    return bool(np.all((spread >= 0.1) & (spread <= 10) & (np.abs(mean) <= 3 * spread)))
 
 
 def partial_fit(model: Trainable, objective: Objective, options: FitOptions, *, seed, state: dict) -> Trainable:

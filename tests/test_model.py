@@ -732,25 +732,40 @@ def test_rerunning_a_checkpoint_that_used_up_max_iter_warns_again(data, tmp_path
 
 
 @pytest.mark.parametrize(
-    "options, advised",
+    "options, unit, advised",
     [
-        (dict(solver="lbfgs"), False),
-        (dict(solver="newton-cg"), False),
-        (dict(solver="gd", precondition=True), False),
-        (dict(solver="lbfgs", precondition=False), True),
-        (dict(solver="gd"), True),
+        (dict(solver="lbfgs"), 1.0, False),
+        (dict(solver="newton-cg"), 1.0, False),
+        (dict(solver="gd", precondition=True), 1.0, False),
+        (dict(solver="lbfgs", precondition=False), 1.0, True),
+        (dict(solver="gd"), 1e-3, True),
+        (dict(solver="gd"), 1.0, False),
+        (dict(solver="sgd"), 1e-3, True),
+        (dict(solver="adam"), 1.0, False),
     ],
-    ids=["lbfgs", "newton-cg", "gd-preconditioned", "lbfgs-unpreconditioned", "gd"],
+    ids=[
+        "lbfgs",
+        "newton-cg",
+        "gd-preconditioned",
+        "lbfgs-unpreconditioned",
+        "gd-small-units",
+        "gd-standardised",
+        "sgd-small-units",
+        "adam-standardised",
+    ],
 )
-def test_max_iter_warning_advises_scaling_only_to_unpreconditioned_fits(data, options, advised):
-    """A preconditioned fit was told to scale its features, which it already does: the advice changed nothing."""
+def test_max_iter_warning_advises_scaling_only_to_unpreconditioned_fits(data, options, unit, advised):
+    """A preconditioned fit was told to scale its features, which it already does: the advice changed nothing.
+    So were gd, sgd and adam on features already standardised: they are pointed to lbfgs instead."""
     X, y = data
-    with pytest.warns(ConvergenceWarning, match="did not converge in 1 iterations.*raise max_iter") as record:
-        SoftmaxRegression(D, K, seed=0).fit(X, y, max_iter=1, tol=1e-12, **options)
+    with pytest.warns(ConvergenceWarning, match="did not converge in 1 (iterations|epochs).*raise max_iter") as record:
+        SoftmaxRegression(D, K, seed=0).fit(X * unit, y, max_iter=1, tol=1e-12, **options)
     messages = [str(w.message) for w in record if issubclass(w.category, ConvergenceWarning)]
     # An unpreconditioned lbfgs or newton-cg fit is pointed to its own scaling (precondition='auto') first.
     scaling = ("scale the features", "use precondition='auto' (the default) or standardise the features")
     assert all(any(advice in message for advice in scaling) is advised for message in messages)
+    if options["solver"] in ("gd", "sgd", "adam") and not options.get("precondition"):
+        assert all("use solver='lbfgs'" in message for message in messages)
 
 
 def test_no_convergence_warning_when_tol_is_zero_or_the_callback_stops(data):

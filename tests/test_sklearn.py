@@ -401,6 +401,23 @@ def test_warm_start_continues_from_coef():
     assert_same_fit(est, theirs, X, y, 1.0)
 
 
+def test_a_warm_refit_at_the_optimum_is_converged_without_a_warning():
+    """At tol 1e-10 the cold fit stops where the loss stops falling, called converged; the warm refit could take no
+    first step (L-BFGS gave up at iteration 0) and warned "did not converge in 0 iterations" about the same
+    coefficients. A give-up is judged by its gap to the optimum, off the directions that change no probability
+    (b + c, which the gap estimate's gradient of rounding along it made 3e-9)."""
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(300, 4)), rng.integers(0, 3, 300)
+    est = SoftmaxClassifier(warm_start=True, tol=1e-10, max_iter=1000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        est.fit(X, y)
+        coef = est.coef_.copy()
+        est.fit(X, y)
+    assert est.n_iter_[0] <= 1
+    np.testing.assert_allclose(est.coef_, coef, rtol=0, atol=1e-8)
+
+
 @pytest.mark.parametrize("change", ["features", "classes", "labels"])
 def test_warm_start_on_another_problem_is_refused_and_keeps_the_fit(change):
     # It started again from zero without a word; LogisticRegression raises
@@ -518,14 +535,16 @@ def test_a_divergence_that_the_penalty_drives_asks_for_a_larger_C(call):
 
 def test_convergence_warning_says_why_the_solver_stopped():
     X, y = generated(n=300, k=3)
-    with pytest.warns(ConvergenceWarning, match="did not converge in 3 iterations.*raise max_iter"):
+    with pytest.warns(ConvergenceWarning, match="did not converge in 3 iterations.*raise max_iter") as caught:
         SoftmaxClassifier(max_iter=3).fit(X, y)
-    # float32 data far from the origin: the line search reaches the rounding floor before tol.
+    assert [w.filename for w in caught] == [__file__]  # the warning points at the caller
+    # float32 data far from the origin: the line search reaches the rounding floor before tol. It warned "stopped
+    # early ... use float64"; Newton-CG, stopped at the same floor, was converged. Both are judged at the floor.
     far = (X + 1e3).astype(np.float32)
-    with pytest.warns(ConvergenceWarning, match="stopped early.*use float64") as caught:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         est = SoftmaxClassifier(tol=1e-8, max_iter=2000).fit(far, y)
     assert est.n_iter_[0] < 2000
-    assert [w.filename for w in caught] == [__file__]  # the warning points at the caller
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         SoftmaxClassifier(tol=0, max_iter=3).fit(X, y)  # tol=0 runs max_iter iterations by request
