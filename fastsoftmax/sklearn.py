@@ -209,9 +209,12 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
     class_weight : dict, "balanced" or None
         Multiplies the sample weights, as in LogisticRegression.
     warm_start : bool, default False
-        Start :meth:`fit` from the previous ``coef_`` and ``intercept_``; a
-        fit on data of other features or classes raises ValueError (as
-        LogisticRegression does) and keeps the previous fit.
+        Start :meth:`fit` from the previous ``coef_`` and ``intercept_``. A
+        fit on data of another number of features or classes raises
+        ValueError, as in LogisticRegression, and so does one on other class
+        labels, which LogisticRegression takes; either keeps the previous fit.
+        A DataFrame's columns in another order start from their own
+        coefficients (by ``feature_names_in_``).
     verbose : int, default 0
         > 0 prints the loss after every iteration of ``fit``, and after the
         epoch of each ``partial_fit`` call.
@@ -540,11 +543,13 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             )
         return indices.astype(np.int64, copy=False)
 
-    def _weights(self, y_idx: np.ndarray, classes: np.ndarray, sample_weight, dtype, allow_balanced=True):
+    def _weights(self, y_idx: np.ndarray, classes: np.ndarray, sample_weight, dtype, partial: bool = False):
         """Sample weights times class weights in ``dtype``, or None; and their sum in float64.
 
         Weights whose largest lies outside ``dtype``'s range are returned divided by it
         (``_checks.check_sample_weight(scale_free=True)``); the sum is that of the weights as given.
+        For ``partial_fit`` (``partial``) class weights that zero every row give zeros and the sum 0
+        (a batch to skip), and class_weight='balanced' is refused.
         """
         n = y_idx.shape[0]
         if isinstance(sample_weight, numbers.Real):
@@ -559,7 +564,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                     sample_weight = as_objects.astype(np.float64)
         w = None if sample_weight is None else _checks.check_sample_weight(sample_weight, n, np.dtype(np.float64))
         if self.class_weight is not None:
-            if self.class_weight == "balanced" and not allow_balanced:
+            if self.class_weight == "balanced" and partial:
                 raise ValueError(
                     "class_weight='balanced' needs the counts of the whole data set, which partial_fit "
                     "never sees; pass a dict, for example from "
@@ -571,7 +576,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                 per_class = compute_class_weight(self.class_weight, classes=classes, y=classes[y_idx], **weighted)
             if isinstance(self.class_weight, dict):
                 # Checked here, by class: as sample weights they would be blamed on sample_weight.
-                _check_class_weights(per_class, classes, y_idx)
+                _check_class_weights(per_class, classes, y_idx, every_row_may_weigh_zero=partial)
             factors = per_class[y_idx]
             if w is not None:
                 # "balanced" gives a class whose rows all weigh 0 an infinite weight; its rows stay at 0.
@@ -582,6 +587,8 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             else:
                 w = factors
         weight_sum = float(n) if w is None else float(np.sum(w, dtype=np.float64))
+        if partial and weight_sum == 0.0:
+            return np.zeros(n, dtype=dtype), 0.0
         if w is not None:
             # The engine uses them only through w_i / sum w (l2 takes weight_sum, in float64): scaled
             # there before the cast to dtype, as the engine would, or float32 made weights of 1e-44
@@ -856,6 +863,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
     def _fit(self, X, y, sample_weight) -> SoftmaxClassifier:
         self._check_params()
         _checks.warn_unused_lr(self.lr, self.solver, stacklevel=3)  # the caller of fit
+        last_names = getattr(self, "feature_names_in_", None)
         X, y, dtype = self._prepare_fit(X, y, sample_weight)
         classes = self._classes_from(y)
         y_idx = self._encode(y, classes)
@@ -871,6 +879,11 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             )
         self.classes_ = classes
         model = self._engine(n_features, n_classes, dtype, warm)
+        names = getattr(self, "feature_names_in_", None)
+        if warm and last_names is not None and names is not None and sorted(last_names) == sorted(names):
+            # The same columns in another order: each starts from its own coefficients, not its position's.
+            position = {name: j for j, name in enumerate(last_names)}
+            model.W = np.ascontiguousarray(model.W[:, [position[name] for name in names]])
         options: dict[str, Any] = {}
         if self.chunk_size is not None and not (is_sparse(X) or is_dask_collection(X)):
             # SoftmaxRegression.fit refuses it for them: a sparse X is read as it lies, a Dask X has its chunks.
@@ -915,7 +928,9 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         ``C * n / N``, a penalty N / n times as strong. For the objective of
         ``fit`` on all N rows at ``C``, set ``C`` to ``C * N / n`` for the
         calls (10 calls of 15 iris rows at C = 10 reach the coefficients of
-        ``fit`` at C = 1). A call that raises, or is
+        ``fit`` at C = 1). A call whose rows are all of classes that a
+        ``class_weight`` dict weighs 0 (a stream grouped by class) takes no
+        step, as in SGDClassifier: its rows weigh nothing. A call that raises, or is
         interrupted, leaves the estimator as it was before it; a call while
         another thread fits the estimator raises RuntimeError.
         """
@@ -960,7 +975,15 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         check_classification_targets(y)
         y_idx = self._encode(y, self.classes_)
         n_classes = self.classes_.shape[0]
-        weights, weight_sum = self._weights(y_idx, self.classes_, sample_weight, X.dtype, allow_balanced=False)
+        weights, weight_sum = self._weights(y_idx, self.classes_, sample_weight, X.dtype, partial=True)
+        if weight_sum == 0.0:
+            # Every row is of a class that class_weight weighs 0 (a stream grouped by class): no step, as
+            # SGDClassifier takes it. It raised, and the stream stopped there.
+            if first_call:
+                self._partial_model = self._engine(X.shape[1], n_classes, X.dtype, warm=False)
+                self._store(self._partial_model.W, self._partial_model.b)
+                self.n_iter_ = np.array([0], dtype=np.int32)
+            return self
         model = self.__dict__.get("_partial_model")
         if model is None:
             # The first call, or the first after fit: continue from coef_ with a fresh optimiser.
@@ -1304,8 +1327,14 @@ def _refuse_overflowed_weights(product: np.ndarray, sample_weight: np.ndarray, f
         )
 
 
-def _check_class_weights(per_class: np.ndarray, classes: np.ndarray, y_idx: np.ndarray) -> None:
-    """Refuse a class_weight dict with a weight that is not finite and >= 0, or that zeroes every class of y."""
+def _check_class_weights(
+    per_class: np.ndarray, classes: np.ndarray, y_idx: np.ndarray, every_row_may_weigh_zero: bool = False
+) -> None:
+    """Refuse a class_weight dict with a weight that is not finite and >= 0, or that zeroes every class of y.
+
+    With ``every_row_may_weigh_zero`` (a batch of ``partial_fit``, which skips one whose rows all weigh 0)
+    only a dict that zeroes every class of the model is refused.
+    """
     bad = ~np.isfinite(per_class) | (per_class < 0)
     if np.any(bad):
         i = int(np.argmax(bad))
@@ -1313,10 +1342,10 @@ def _check_class_weights(per_class: np.ndarray, classes: np.ndarray, y_idx: np.n
             f"class_weight gives class {_plain(classes[i])!r} the weight {float(per_class[i])!r}; "
             f"class weights must be finite and >= 0."
         )
-    present = np.unique(y_idx)
-    if not np.any(per_class[present] > 0):
+    judged, where = (slice(None), "") if every_row_may_weigh_zero else (np.unique(y_idx), " in y")
+    if not np.any(per_class[judged] > 0):
         raise ValueError(
-            f"class_weight gives weight 0 to every class in y ({[_plain(c) for c in classes[present]]}); "
+            f"class_weight gives weight 0 to every class{where} ({[_plain(c) for c in classes[judged]]}); "
             f"at least one of them needs a positive weight."
         )
 

@@ -418,6 +418,25 @@ def test_a_warm_refit_at_the_optimum_is_converged_without_a_warning():
     np.testing.assert_allclose(est.coef_, coef, rtol=0, atol=1e-8)
 
 
+def test_a_warm_start_on_reordered_columns_starts_each_from_its_own_coefficients():
+    """A DataFrame's columns in another order started from the coefficients of the columns at their positions."""
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 5))
+    y = (X[:, 0] > 0).astype(int) + (X[:, 4] > 0)
+    frame = pd.DataFrame(X, columns=list("abcde"))
+    order = list("ecabd")
+    fits = []
+    for columns in (list("abcde"), order):
+        est = SoftmaxClassifier(warm_start=True, max_iter=2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            est.fit(frame, y)
+            est.fit(frame[columns], y)
+        fits.append(pd.DataFrame(est.coef_, columns=est.feature_names_in_)[list("abcde")].to_numpy())
+    np.testing.assert_allclose(fits[1], fits[0], rtol=1e-9, atol=1e-12)
+
+
 @pytest.mark.parametrize("change", ["features", "classes", "labels"])
 def test_warm_start_on_another_problem_is_refused_and_keeps_the_fit(change):
     # It started again from zero without a word; LogisticRegression raises
@@ -1098,7 +1117,7 @@ def test_chunk_size_is_checked_whatever_X_is(tmp_path, monkeypatch, chunk_size):
         ({0: 1.0, 1: -1.0}, r"class_weight gives class 1 the weight -1\.0; class weights must be finite and >= 0"),
         ({2: np.nan}, r"class_weight gives class 2 the weight nan; class weights must be finite"),
         ({0: np.inf}, r"class_weight gives class 0 the weight inf; class weights must be finite"),
-        ({0: 0, 1: 0, 2: 0}, r"class_weight gives weight 0 to every class in y \(\[0, 1, 2\]\)"),
+        ({0: 0, 1: 0, 2: 0}, r"class_weight gives weight 0 to every class( in y)? \(\[0, 1, 2\]\)"),
     ],
     ids=["negative", "nan", "inf", "all-zero"],
 )
@@ -1113,11 +1132,21 @@ def test_bad_class_weights_are_named_not_blamed_on_sample_weight(class_weight, m
         SoftmaxClassifier(class_weight=class_weight, solver="sgd").partial_fit(X, y, classes=[0, 1, 2])
 
 
-def test_class_weights_zeroing_every_class_of_a_batch_are_named():
+def test_class_weights_zeroing_every_class_of_a_batch_are_named_by_fit_and_skipped_by_partial_fit():
+    """partial_fit refused a batch whose rows were all of classes weighed 0, and a stream grouped by class
+    stopped there; SGDClassifier takes such a batch. It is now skipped: no step, the optimiser's state kept."""
     X, y = generated(n=60, k=3)
-    est = SoftmaxClassifier(class_weight={0: 0.0, 1: 0.0}, solver="sgd")
     with pytest.raises(ValueError, match=r"class_weight gives weight 0 to every class in y \(\[0, 1\]\)"):
-        est.partial_fit(X[y < 2], y[y < 2], classes=[0, 1, 2])
+        SoftmaxClassifier(class_weight={0: 0.0, 1: 0.0}).fit(X[y < 2], y[y < 2])
+    est = SoftmaxClassifier(class_weight={0: 0.0, 1: 0.0}, solver="sgd")
+    est.partial_fit(X[y < 2], y[y < 2], classes=[0, 1, 2])  # the first call: zero coefficients, no step
+    assert not est.coef_.any() and not est.intercept_.any() and est.n_iter_[0] == 0
+    reference = SoftmaxClassifier(class_weight={0: 0.0, 1: 0.0}, solver="sgd").partial_fit(X, y, classes=[0, 1, 2])
+    est.partial_fit(X, y)
+    est.partial_fit(X[y < 2], y[y < 2])  # a later call: nothing changes
+    np.testing.assert_array_equal(est.coef_, reference.coef_)
+    np.testing.assert_array_equal(est.intercept_, reference.intercept_)
+    assert est.n_iter_[0] == reference.n_iter_[0] == 1
 
 
 @pytest.mark.filterwarnings("error::RuntimeWarning")
