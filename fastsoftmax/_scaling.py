@@ -34,7 +34,8 @@ scaled coordinates is about :math:`q` for every feature, a constant column
 10), and L-BFGS took 170 iterations for a problem of 24 features, four of
 them constant, where it takes 64 now (74 and 66 with none constant), and
 906 for the 8 x 8 digits, whose border pixels are nearly constant, where it
-takes 523 (l2 = 1e-4; at 1e-2, 345 and 105). A constant column with
+takes 523 (l2 = 1e-4, from zero weights on 2 threads, 568 on one; at 1e-2,
+345 and 105). A constant column with
 :math:`\lambda = 0` keeps :math:`s_j = 1`. The map costs O(K D) per
 evaluation; the statistics cost one pass over X per fit.
 

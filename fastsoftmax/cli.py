@@ -2121,7 +2121,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_TOL,
         help="stop when the largest gradient entry (in feature-scaled coordinates for lbfgs and "
         "newton-cg, in the features' own units for gd) falls below this, or when 5 epochs of sgd/adam "
-        f"in a row lower their best loss by less than this (relative); 0 runs --max-iter (default {DEFAULT_TOL:g})",
+        f"in a row lower their best loss by less than this times max(1, best loss); 0 runs --max-iter "
+        f"(default {DEFAULT_TOL:g})",
     )
     train.add_argument(
         "--batch-size",
@@ -2534,15 +2535,23 @@ def _run_command(argv: Sequence[str] | None, stdout: _StreamGuard) -> int:
         args.samples_given, args.features_given = args.samples, args.features
         args.samples = args.samples or DEFAULT_SAMPLES
         args.features = args.features or DEFAULT_FEATURES
-    from fastsoftmax.exceptions import JitDisabledError, KernelMemoryError, PenaltyBeyondDtypeError
+    from fastsoftmax.exceptions import (
+        JIT_DISABLED_MESSAGE,
+        JitDisabledError,
+        KernelMemoryError,
+        PenaltyBeyondDtypeError,
+    )
 
     threads = None
     try:
         # Numba's import inside the try: NUMBA_NUM_THREADS=0 is reported in one line, Ctrl-C as an interrupt.
-        from fastsoftmax._threading import get_num_threads, set_num_threads
+        # NUMBA_DISABLE_JIT's warning at the kernels' import is left out: the error below says the same.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=re.escape(JIT_DISABLED_MESSAGE), category=RuntimeWarning)
+            from fastsoftmax._threading import get_num_threads, set_num_threads
 
-        # Inside the try: a threading layer that cannot load, or NUMBA_DISABLE_JIT, is reported in one line.
-        threads = get_num_threads()  # --threads is undone on return (main() may run in-process)
+            # Inside the try: a threading layer that cannot load, or NUMBA_DISABLE_JIT, is reported in one line.
+            threads = get_num_threads()  # --threads is undone on return (main() may run in-process)
         status = args.handler(args)
         stdout.flush()  # a summary still buffered fails here, not at exit ("Exception ignored", exit 120)
         if status == 0 and stdout.error is not None:

@@ -13,6 +13,13 @@ class TrainingError(ValueError):
     """
 
 
+#: What the kernels' import warns and their first call raises (:class:`JitDisabledError`) under NUMBA_DISABLE_JIT=1.
+JIT_DISABLED_MESSAGE = (
+    "fastsoftmax's kernels need Numba's compiler, which NUMBA_DISABLE_JIT=1 turns off; "
+    "unset NUMBA_DISABLE_JIT (or set it to 0) to use fastsoftmax."
+)
+
+
 class JitDisabledError(RuntimeError):
     """NUMBA_DISABLE_JIT=1 turned Numba's compiler off, and the kernels cannot run as Python.
 

@@ -519,12 +519,14 @@ class SoftmaxRegression:
 
         Parameters
         ----------
-        X : array_like, np.memmap, str / os.PathLike of an ``.npy`` file, or dask.array, shape (N, D)
+        X : array_like, np.memmap, str / os.PathLike of an ``.npy`` file, dask.array, or scipy.sparse, shape (N, D)
             In-memory data is used as one chunk. A memmap or an ``.npy`` path
             (opened with ``mmap_mode="r"``) is streamed in chunks and may be
             larger than memory; a floating X of another dtype is cast chunk by chunk.
             Dask arrays (chunked by rows) train on Dask through
             :func:`fastsoftmax.distributed.fit_dask` (solvers "lbfgs", "gd" and "newton-cg").
+            A scipy.sparse matrix or array, of any format, is read as CSR by
+            fused sparse kernels, with every solver (``chunk_size`` does not apply).
         y : array_like of int, np.memmap or ``.npy`` path, shape (N,)
         solver : {"lbfgs", "gd", "sgd", "adam", "newton-cg"}, default "lbfgs"
             "lbfgs": L-BFGS with a strong Wolfe line search on the fused loss and
@@ -676,6 +678,10 @@ class SoftmaxRegression:
             callback=callback,
             dtype=self.dtype,
         )
+        # Before the data are opened and their labels read, as every option is (a missing file named first).
+        _checks.check_seed(seed)
+        if chunk_size is not None:
+            _checks.check_int(chunk_size, "chunk_size")
         _checks.warn_unused_lr(lr, options.solver)
         if checkpoint is not None:
             checkpoint = check_checkpoint_directory(checkpoint)
@@ -724,7 +730,7 @@ class SoftmaxRegression:
 
         Parameters
         ----------
-        X : array_like, np.memmap or str / os.PathLike of an ``.npy`` file, shape (N, D)
+        X : array_like, np.memmap, str / os.PathLike of an ``.npy`` file, or scipy.sparse, shape (N, D)
         y : array_like of int, np.memmap or ``.npy`` path, shape (N,)
         solver : {"sgd", "adam"}, default "sgd"
             "sgd": mini-batch SGD with momentum; "adam": Adam on mini-batches.
@@ -775,6 +781,7 @@ class SoftmaxRegression:
             fit_intercept=fit_intercept,
             dtype=self.dtype,
         )
+        _checks.check_seed(seed)  # before the data, as every option
         self._params(
             data={"X": getattr(X, "data", None) if is_sparse(X) else X, "y": y, "sample_weight": sample_weight}
         )

@@ -32,6 +32,7 @@ except ValueError as error:  # Numba reads NUMBA_NUM_THREADS as it is imported: 
         f"({error}): set it to a whole number of threads, at least 1, or unset it to use every core."
     ) from error
 
+from fastsoftmax.exceptions import JIT_DISABLED_MESSAGE
 from fastsoftmax.kernels._signature import read_only
 from fastsoftmax.kernels.hessian import (
     hessian_vector_columns_sums,
@@ -73,12 +74,7 @@ from fastsoftmax.kernels.steps import adam_step, momentum_step
 #: would run as Python, and fail inside on the Numba intrinsics that only compile. The
 #: import goes on (a program may import fastsoftmax and not call it; ``--help`` works), with
 #: a warning; the first parallel section raises RuntimeError (``_threading._check_layer``).
-JIT_DISABLED = (
-    "fastsoftmax's kernels need Numba's compiler, which NUMBA_DISABLE_JIT=1 turns off; "
-    "unset NUMBA_DISABLE_JIT (or set it to 0) to use fastsoftmax."
-    if numba.config.DISABLE_JIT
-    else None
-)
+JIT_DISABLED = JIT_DISABLED_MESSAGE if numba.config.DISABLE_JIT else None
 if JIT_DISABLED:
     import warnings
 

@@ -1424,3 +1424,20 @@ def test_weights_replaced_by_a_callback_are_refused_and_the_last_iterate_kept(gi
     assert model.W is W and model.n_iter_ == 1
     np.testing.assert_array_equal(model.W, kept.W)
     np.testing.assert_array_equal(X, original)
+
+
+@pytest.mark.parametrize(
+    "call, options, message",
+    [
+        ("fit", dict(chunk_size=0), "chunk_size must be a positive integer"),
+        ("fit", dict(solver="sgd", seed=-1), "seed must be None, an integer >= 0"),
+        ("partial_fit", dict(seed=-1), "seed must be None, an integer >= 0"),
+    ],
+    ids=["fit-chunk_size", "fit-seed", "partial_fit-seed"],
+)
+def test_every_option_is_checked_before_the_data_are_opened(tmp_path, call, options, message):
+    """As the docstrings say: seed and chunk_size were checked after the files were opened and the labels read,
+    so a missing file was named first (FileNotFoundError), and a bad option only after reading the labels."""
+    model = SoftmaxRegression(3, 2)
+    with pytest.raises(ValueError, match=message):
+        getattr(model, call)(tmp_path / "missing.npy", tmp_path / "missing_y.npy", **options)

@@ -1273,8 +1273,8 @@ def test_an_environment_that_cannot_run_the_kernels_is_one_line_and_exit_2(tmp_p
     )
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr, done.stderr
-    errors = [line for line in done.stderr.splitlines() if ": error: " in line]
-    assert len(errors) == 1 and errors[0].startswith(expected), done.stderr
+    # One line: NUMBA_DISABLE_JIT's import warning came first, credited to importlib, with its source line.
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith(expected), done.stderr
     assert list(tmp_path.iterdir()) == []
 
 
