@@ -632,7 +632,8 @@ def check_fingerprint(
         ignored.add("held_intercept")  # checkpoints of earlier versions did not record it
     if stored.get("solver") != expected.get("solver"):
         # The solver's line says it all: its defaults for these followed it ("lr: checkpoint None,
-        # now 0.1; precondition: checkpoint True, now False" beside a --solver gd).
+        # now 0.1; precondition: checkpoint True, now False" beside a --solver gd), and the options of
+        # one solver only are None for the other ("momentum: checkpoint 0.9, now None" from sgd to adam).
         ignored.update(_SOLVER_DEFAULTS)
     keys = sorted((set(stored) | set(expected)) - ignored)
     diff = [
@@ -679,8 +680,9 @@ def check_fingerprint(
     )
 
 
-#: Fingerprint fields whose defaults depend on the solver: left out of the message where the solver differs.
-_SOLVER_DEFAULTS = ("lr", "precondition")
+#: Fingerprint fields whose defaults depend on the solver, or that only some solvers use (None for the
+#: others): left out of the message where the solver differs.
+_SOLVER_DEFAULTS = ("lr", "precondition", "batch_size", "momentum", "seed", "shuffle")
 
 #: What the fingerprint's "shuffle" records, in words.
 _SHUFFLES = {"rows": "rows of X in memory", "blocks": "blocks of rows of a file"}

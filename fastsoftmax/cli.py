@@ -89,7 +89,7 @@ def run_demo(args: argparse.Namespace) -> int:
         t2 = time.perf_counter()
         fast_times.append(t1 - t0)
         reference_times.append(t2 - t1)
-        if epoch % 20 == 0 or epoch == 1:
+        if epoch % 20 == 0 or epoch in (1, args.epochs):  # the last too: its accuracies are the final ones
             print(
                 f"{epoch:>5}  {_loss_text(fast_loss):>12}  {_loss_text(reference_loss):>12}  "
                 f"{fast.accuracy(X_train, y_train):>9.3f}  {fast.accuracy(X_test, y_test):>8.3f}"

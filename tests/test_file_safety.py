@@ -73,6 +73,14 @@ def test_a_checkpoint_of_another_solver_names_the_solver_not_its_defaults(tmp_pa
         _fit(X, y, solver="gd", checkpoint=tmp_path)
     assert "(solver: checkpoint 'lbfgs', now 'gd'); " in str(info.value)
     assert "lr:" not in str(info.value) and "precondition" not in str(info.value)
+    # From sgd, whose momentum, batches and shuffling are None for the others ("momentum: checkpoint 0.9, now
+    # None; shuffle: checkpoint 'rows', now None" beside the solver).
+    sgd = tmp_path / "sgd"
+    _fit(X, y, solver="sgd", seed=0, max_iter=1, checkpoint=sgd)  # tol 0: no warning
+    for solver in ("adam", "lbfgs"):
+        with pytest.raises(CheckpointError) as info:
+            _fit(X, y, solver=solver, seed=0, checkpoint=sgd)
+        assert f"(solver: checkpoint 'sgd', now '{solver}'); " in str(info.value)
 
 
 def _sampled_rows(n):
