@@ -1392,11 +1392,11 @@ def _report(
     elif model.n_iter_ < args.max_iter:
         # The solver stopped on its own (no lower loss found, a stall, a climbing loss): the engine's reason,
         # which it gives only where --tol > 0. Under --tol 0 that is L-BFGS or Newton-CG where no step lowered
-        # the loss, judged short of the optimum (at it, the fit is converged).
+        # the loss, not shown to be at the optimum (shown, the fit is converged).
         why = (
             _in_option_names(progress.not_converged)
             if progress.not_converged
-            else "no step lowered the loss any further, short of the optimum"
+            else "no step lowered the loss any further, and it was not shown to be at the optimum"
         )
         status = f"not converged before --tol {args.tol:g}: {why}"
     elif getattr(args, "empty_classes", False):
