@@ -634,7 +634,9 @@ class DataSource:
             self._hashers = None
 
 
-def chunked_objectives(source: DataSource, n_classes: int, l2: float, counter: list[int] | None = None):
+def chunked_objectives(
+    source: DataSource, n_classes: int, l2: float, counter: list[int] | None = None, *, row_blocks: bool = True
+):
     """The full-batch and mini-batch objectives over a flat theta = [W.ravel(), b].
 
     ``objective(theta)`` streams every chunk once and adds the partial sums;
@@ -642,6 +644,9 @@ def chunked_objectives(source: DataSource, n_classes: int, l2: float, counter: l
     ``row_blocks()`` is the row-block copy of X that ``objective`` holds, or
     None (the Hessian-vector product reads it too).
     ``counter[0]``, if given, counts the rows passed to the kernels.
+    ``row_blocks=False`` never makes the copy: sgd and adam evaluate all rows
+    only to judge their end, and the second such evaluation copied X (1,000,000
+    x 50 float32: 200 MB, and 0.98 s against 0.55 s for the fit) for one pass.
     """
     n_features, dtype = source.n_features, source.dtype
     n_weights = n_classes * n_features
@@ -652,7 +657,8 @@ def chunked_objectives(source: DataSource, n_classes: int, l2: float, counter: l
     # evaluation, then the copy or None when it is not worth making.
     layout = {"full_evaluations": 0, "X_blocks": None}
     use_row_blocks = (
-        kernels.row_blocks_pay(n_features, n_classes, dtype.itemsize)
+        row_blocks
+        and kernels.row_blocks_pay(n_features, n_classes, dtype.itemsize)
         and not source.streamed
         and source.chunk_size >= source.n_samples
     )

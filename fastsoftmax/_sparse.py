@@ -283,16 +283,16 @@ def _values_in(
         return row_offset + int(np.searchsorted(indptr, position, side="right")) - 1
 
     if data.dtype.kind == "f":
-        finite = np.isfinite(data)
-        if not finite.all():
-            bad = ~finite
-            raise _checks.nonfinite_X_error(int(bad.sum()), row_of(int(np.argmax(bad))), fix)
+        n_bad, first = _checks.nonfinite_values(data)
+        if n_bad:
+            raise _checks.nonfinite_X_error(n_bad, row_of(first), fix)
     if data.dtype != dtype:
         with np.errstate(over="ignore"):
             cast = data.astype(dtype)
-        if not np.isfinite(cast).all():
+        n_bad, first = _checks.nonfinite_values(cast)
+        if n_bad:
             largest = float(np.max(np.abs(data)))
-            row = row_of(int(np.argmax(~np.isfinite(cast))))
+            row = row_of(first)
             use = "trained" if learning else "used"
             raise ValueError(
                 f"X holds values beyond {dtype}'s range (largest magnitude {largest:.3g}, first in row {row}), which "

@@ -46,13 +46,18 @@ class ChunkedObjective:
     n_classes : int
         K; theta has K (D + 1) values, ``[W.ravel(), b]``.
     l2 : float
+    minibatches : bool, default False
+        The solver draws mini-batches: its full-batch evaluations, a few at the
+        end of a run, never pay for the row-block copy of X.
     """
 
-    def __init__(self, source: DataSource, n_classes: int, l2: float):
+    def __init__(self, source: DataSource, n_classes: int, l2: float, minibatches: bool = False):
         self.source = source
         self.n_samples = source.n_samples
         self._rows = [0]
-        self._full, self._batch, self._row_blocks = chunked_objectives(source, n_classes, l2, self._rows)
+        self._full, self._batch, self._row_blocks = chunked_objectives(
+            source, n_classes, l2, self._rows, row_blocks=not minibatches
+        )
         self.n_classes, self.l2 = n_classes, l2
 
     def __enter__(self) -> ChunkedObjective:  # noqa: PYI034 (typing.Self needs Python 3.11)
@@ -218,7 +223,7 @@ def make_objective(
         X = _checks.check_X(X, dtype, n_features, fortran_ok=fortran_ok)
         y = _checks.check_labels(y, X.shape[0], n_classes)
         source = DataSource(X, y, dtype, sample_weight=sample_weight, chunk_size=chunk_size)
-        return ChunkedObjective(source, n_classes, l2)
+        return ChunkedObjective(source, n_classes, l2, minibatches)
     source = DataSource(X, y, dtype, sample_weight=sample_weight, chunk_size=chunk_size)
     if source.n_features != n_features:
         raise ValueError(
@@ -226,4 +231,4 @@ def make_objective(
             f"X must have shape (n_samples, {n_features})."
         )
     source.check_labels(n_classes)
-    return ChunkedObjective(source, n_classes, l2)
+    return ChunkedObjective(source, n_classes, l2, minibatches)

@@ -1441,3 +1441,23 @@ def test_every_option_is_checked_before_the_data_are_opened(tmp_path, call, opti
     model = SoftmaxRegression(3, 2)
     with pytest.raises(ValueError, match=message):
         getattr(model, call)(tmp_path / "missing.npy", tmp_path / "missing_y.npy", **options)
+
+
+def test_a_cast_with_a_value_that_underflows_takes_no_copy_of_x_to_look_for_overflow():
+    """One float64 value below float32's range sends the cast to its checks, whose np.abs(X) > max built a float64
+    copy of X and a mask beside the float32 result (450 MB for a 400 MB X). The same overflow is still named."""
+    import tracemalloc
+
+    X = np.random.default_rng(0).random((1000, 500))
+    X[3, 3] = 1e-45
+    tracemalloc.start()
+    try:
+        cast = fs._checks.cast_X(X, np.dtype(np.float32), learning=False)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert cast.dtype == np.float32 and cast[0, 0] == np.float32(X[0, 0])
+    assert peak < 1.25 * cast.nbytes  # the result, not X's size again
+    X[7, 1], X[8, 2] = np.nan, -1e39
+    with pytest.raises(ValueError, match=r"X holds 1 finite value\(s\) beyond the range of float32 .*first in row 8"):
+        fs._checks.cast_X(X, np.dtype(np.float32), learning=False)

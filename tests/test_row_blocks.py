@@ -228,6 +228,17 @@ def test_no_row_blocks_for_long_rows_or_streamed_data(rng, tmp_path, row_blocks_
     assert row_blocks_calls == []
 
 
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+def test_no_row_blocks_for_the_minibatch_solvers(rng, row_blocks_calls, solver):
+    """Their full-batch evaluations only judge the end of a run: the second copied X (200 MB for 1,000,000 x 50
+    float32, and 0.98 s against 0.55 s for an sgd fit) for one pass."""
+    X, y = _classification(rng, 3000, 6, 3, np.float32)
+    model = SoftmaxRegression(6, 3, dtype=np.float32, seed=0)
+    model.fit(X, y, solver=solver, max_iter=3, tol=0, seed=0)
+    assert model.n_iter_ == 3
+    assert row_blocks_calls == []
+
+
 @pytest.fixture
 def prefetch_into_l2(monkeypatch):
     """The rule for CPUs whose L2 prefetches stay out of L1, whatever CPU runs the tests."""
