@@ -662,7 +662,10 @@ class SoftmaxRegression:
         Notes
         -----
         If the fit is interrupted (KeyboardInterrupt or an exception in the
-        callback), W and b hold the last completed iteration.
+        callback), W and b hold the last completed iteration; after a
+        KeyboardInterrupt, that of an sgd or adam run is first judged as the
+        end of a finished run is (one or two passes over X), and where it
+        lies far above the run's start, W, b and the record go back to it.
         """
         options = _checks.check_fit_options(
             solver,
