@@ -440,6 +440,8 @@ def writable_target(path: str | os.PathLike | bytes) -> str:
             )
     if os.path.exists(target):
         if not os.access(target, os.W_OK):
+            if _on_read_only_file_system(target):  # chmod, the fix below, fails there too (EROFS)
+                raise OSError(errno.EROFS, "the file system is mounted read-only; write elsewhere")
             raise PermissionError(
                 errno.EACCES, "the file is read-only; make it writable (chmod u+w) or write elsewhere"
             )
@@ -500,6 +502,14 @@ def open_memmap_on_disk(path: str, dtype, shape: tuple[int, ...]) -> np.memmap:
 #: the aligned window of this size that holds it (``fault_around_bytes``, 64 KiB
 #: by default), so reading rows also maps up to this much of their neighbours.
 FAULT_AROUND_BYTES = 64 << 10
+
+
+def _on_read_only_file_system(path: str) -> bool:
+    """Whether ``path`` lies on a file system mounted read-only (``statvfs``'s ST_RDONLY; False where unknown)."""
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except (AttributeError, OSError):  # no statvfs (Windows)
+        return False
 
 
 def advise_rows(
@@ -574,7 +584,9 @@ def atomic_path(path: str | os.PathLike, *, pending: list[_Pending] | None = Non
     The temporary file lives in the same directory, so ``os.replace`` is an
     atomic rename; the directory is fsynced too, so the rename survives a power
     cut. On any exception the temporary file is removed and ``path`` is
-    untouched; an ``OSError`` is re-raised naming ``path``. A symlink is
+    untouched; an ``OSError`` is re-raised naming ``path``, except where the
+    directory's fsync fails after the rename, which says that the new file
+    is in place. A symlink is
     followed: the file it leads to is replaced, and the link kept. A target
     that this process may not write, or that is a directory, is refused
     before the caller writes anything (PermissionError, IsADirectoryError);
@@ -607,7 +619,7 @@ def atomic_path(path: str | os.PathLike, *, pending: list[_Pending] | None = Non
         else:
             os.replace(tmp, target)
             tmp = None
-            _fsync_directory(directory)
+            _fsync_directory_of(directory, path)
     except OSError as exc:
         if getattr(exc, "names_target", False):
             raise  # from an atomic_path nested in this one: it names its own target
@@ -700,10 +712,7 @@ def _replace_all(pending: list[_Pending]) -> None:
         finally:
             del interrupt  # no reference cycle through this frame
     for directory, path in directories.items():
-        try:
-            _fsync_directory(directory)
-        except OSError as exc:
-            raise _naming(exc, path) from exc
+        _fsync_directory_of(directory, path)
 
 
 @contextlib.contextmanager
@@ -736,6 +745,23 @@ def write_npz(file: IO, **arrays: np.ndarray) -> None:
         archive.fp = None  # close() and __del__ return at once: no directory written, nothing raised
         raise
     archive.close()
+
+
+def _fsync_directory_of(directory: str, path: str) -> None:
+    """fsync ``directory`` once ``path`` has been renamed into it; an error says the new file is in place.
+
+    It said "could not write" the path, whose new contents a load then returned.
+    """
+    try:
+        _fsync_directory(directory)
+    except OSError as exc:
+        error = OSError(
+            exc.errno,
+            f"wrote {path}, but could not sync its directory ({exc.strerror or exc}): the new file is in place, "
+            f"but a crash of the system may still undo its replacement",
+        )
+        error.names_target = True
+        raise error from exc
 
 
 def _fsync_directory(directory: str) -> None:
@@ -1069,7 +1095,9 @@ def npz_scalar(arrays: dict[str, np.ndarray], key: str, kind: type) -> str | int
     if value is None or value.shape != ():
         return None
     if kind is str and value.dtype.kind == "U":
-        return str(value)
+        # The element itself, not str(value): NumPy's repr guard, left set by a Ctrl-C inside an earlier str()
+        # of an array at the same address, made it "..." and a good model file read as corrupt.
+        return str(value[()])
     if kind is int and value.dtype.kind in "iu":
         return int(value)
     return None
