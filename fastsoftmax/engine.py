@@ -281,6 +281,7 @@ def _unconverged_where_stopped(
     result,
     solver_state: dict,
     tightened: bool = False,
+    resumed_run: bool = False,
 ) -> str | None:
     """Why a full-batch fit that the solver calls converged is not at the optimum; None where it is.
 
@@ -351,13 +352,22 @@ def _unconverged_where_stopped(
     if result.at_loss_floor and (tightened or result.gave_up) and scaling is not None:
         final = abs(float(result.loss_history[-1])) if result.loss_history else 1.0
         allowed = float(np.finfo(model.dtype).eps) ** (2 / 3) * max(final, 1e-300)
-        # At most as many passes as the fit took (at least 20): float32 give-ups took 53-92 evaluations, their
-        # estimates settled in 25-32 steps, and nearly collinear features' in about 60.
-        steps = min(GAP_ESTIMATE_STEPS, max(20, result.n_evaluations + result.n_hvp))
+        # A give-up with an intercept, called converged here and nowhere else, must show its gap small: an
+        # estimate that has not settled only bounds it from below (20 steps read 5.5e-7 for a float32 fit 1.6e-4
+        # above the optimum). A stop at the floor of a fit without intercept (a give-up too) is judged as before,
+        # on at most 20 steps: asked to settle, fits at the optimum there warned (digits without an intercept,
+        # 3e-9 from it; the estimate needs more steps than there are parameters).
+        must_settle = result.gave_up and not tightened
+        # As many steps as the fit took passes, at most GAP_ESTIMATE_STEPS: judging at most doubles the cost of a
+        # fit that gives up. A resumed run, whose own passes are fewer, takes them all, so that it settles
+        # wherever the run it resumes would have.
+        passes = GAP_ESTIMATE_STEPS if resumed_run else result.n_evaluations + result.n_hvp
+        steps = min(GAP_ESTIMATE_STEPS, max(20, passes)) if must_settle else 20
+        flat = _flat_columns(scaling, options) if must_settle else None
         gap, settled = _gap_estimate(
-            objective, result.theta, np.asarray(grad, dtype=np.float64), allowed, model.num_classes, steps
+            objective, result.theta, np.asarray(grad, dtype=np.float64), allowed, model.num_classes, steps, flat
         )
-        if gap <= allowed and settled:
+        if gap <= allowed and (settled or not must_settle):
             return None
         where = (
             "along the long valley that features far from 0 make without an intercept; fit an intercept "
@@ -403,12 +413,19 @@ def _unconverged_where_stopped(
     )
 
 
-#: The most conjugate-gradient steps (Hessian-vector products) that judging a fit's end may take.
+#: The most conjugate-gradient steps (Hessian-vector products, passes over X) that judging an L-BFGS give-up
+#: takes: float32 give-ups of 53-92 evaluations settled in 25-32, those of 105 parameters in 54-68.
 GAP_ESTIMATE_STEPS = 100
 
 
 def _gap_estimate(
-    objective: Objective, theta: np.ndarray, grad: np.ndarray, enough: float, n_classes: int, steps: int
+    objective: Objective,
+    theta: np.ndarray,
+    grad: np.ndarray,
+    enough: float,
+    n_classes: int,
+    steps: int,
+    flat_columns: np.ndarray | None = None,
 ) -> tuple[float, bool]:
     """g^T H^-1 g / 2 at ``theta``, the quadratic model's gap to the optimum, and whether it settled.
 
@@ -423,11 +440,12 @@ def _gap_estimate(
     read 1.6e-5 where the gap was 1e-2 (features at 1e5 without an
     intercept). One Hessian-vector product (a pass over X)
     a step. Only off the directions along which no probability changes
-    (:func:`_off_the_flat_directions`): along them the data's curvature is
-    0, and a gradient of rounding alone there made the estimate 3e-9 (|g| =
-    3e-10, 1e-11 of curvature) at an optimum.
+    (:func:`_off_the_flat_directions`, with the columns of W marked in
+    ``flat_columns``): along them the data's curvature is 0, and a gradient
+    of rounding alone there made the estimate 3e-9 (|g| = 3e-10, 1e-11 of
+    curvature) at an optimum.
     """
-    grad = _off_the_flat_directions(grad, n_classes)
+    grad = _off_the_flat_directions(grad, n_classes, flat_columns)
     d = np.zeros_like(grad)
     residual = grad.copy()
     direction = residual.copy()
@@ -436,7 +454,8 @@ def _gap_estimate(
     if gg == 0.0:
         return estimate, True
     for _ in range(steps):
-        product = _off_the_flat_directions(np.asarray(objective.hvp(theta, direction), dtype=np.float64), n_classes)
+        product = np.asarray(objective.hvp(theta, direction), dtype=np.float64)
+        product = _off_the_flat_directions(product, n_classes, flat_columns)
         curvature = float(direction @ product)
         if not (math.isfinite(curvature) and curvature > 0.0):
             return estimate, False
@@ -452,19 +471,43 @@ def _gap_estimate(
     return estimate, False
 
 
-def _off_the_flat_directions(vector: np.ndarray, n_classes: int) -> np.ndarray:
+def _off_the_flat_directions(vector: np.ndarray, n_classes: int, flat_columns: np.ndarray | None = None) -> np.ndarray:
     """``vector`` (packed W and b, float64) less its parts along which no probability changes: a new array.
 
     One number added to every b, or one vector to every row of W, adds the
     same to every logit of a row. The first is flat; along the second only
     the L2 term acts, and a fit's end takes that part out of W
     (:func:`_without_class_mean`). Each column of W's part and b's part lose
-    their means over the classes.
+    their means over the classes. The columns of ``flat_columns`` (a boolean
+    mask over the features, :func:`_flat_columns`) go whole.
     """
     n_weights = vector.shape[0] - n_classes
     W = vector[:n_weights].reshape(n_classes, -1)
     b = vector[n_weights:]
-    return np.concatenate(((W - W.mean(axis=0)).ravel(), b - b.mean()))
+    W = W - W.mean(axis=0)
+    if flat_columns is not None:
+        W[:, flat_columns] = 0.0
+    return np.concatenate((W.ravel(), b - b.mean()))
+
+
+def _flat_columns(scaling: FeatureScaling, options: FitOptions) -> np.ndarray | None:
+    """The constant features whose weights, centred with an intercept and without L2, change no logit; or None.
+
+    A column of ones beside the intercept, with l2 = 0: the gradient's
+    rounding along its weights made the gap estimate 2.5e-5 where the gap was
+    3.1e-6 (float32, features at 1e4). Constant as :func:`_solver_tol` counts
+    them, from the scaling's moments (None where it has none: a resumed run's).
+    """
+    if not options.fit_intercept or options.l2 > 0 or scaling.moments is None:
+        return None
+    mean, variance = scaling.moments
+    flat = ~_varies(mean, variance)
+    return flat if flat.any() else None
+
+
+def _varies(mean: np.ndarray, variance: np.ndarray) -> np.ndarray:
+    """The columns whose spread is above float64's rounding of their moments (constant ones are not)."""
+    return variance > (1024 * np.finfo(np.float64).eps) ** 2 * (variance + mean**2)
 
 
 def _minibatch_end_above_zero_weights(
@@ -526,7 +569,7 @@ def warn_not_converged(
     n_classes: int = 2,
     n_samples: int | None = None,
     dtype: np.dtype,
-    features_standardised: bool = False,
+    features_standardised: Callable[[], bool] | None = None,
 ) -> None:
     """Warn, as scikit-learn does, that the fit ended before its tolerance was met, and why.
 
@@ -539,8 +582,9 @@ def warn_not_converged(
     named instead of the features' units (the weights a checkpoint's rerun
     keeps give it the same verdict). ``dtype``, the
     model's: only a float32 fit is told to use float64.
-    ``features_standardised`` (:func:`_features_standardised`): a gd, sgd or
-    adam fit out of iterations is not told to scale them.
+    ``features_standardised``, called only where the advice depends on it
+    (:func:`_features_standardised`, a pass over X): a gd, sgd or adam fit
+    out of iterations is not told to scale them.
     """
     unit = "epochs" if options.solver in MINIBATCH_SOLVERS else "iterations"
     zero_weights_loss = math.log(n_classes)
@@ -572,7 +616,7 @@ def warn_not_converged(
     elif n_iter >= options.max_iter and options.solver in ("lbfgs", "newton-cg"):
         # precondition=False: the solver's own scaling is what it lacks.
         why = "raise max_iter, loosen tol, or use precondition='auto' (the default) or standardise the features"
-    elif n_iter >= options.max_iter and features_standardised:
+    elif n_iter >= options.max_iter and features_standardised is not None and features_standardised():
         # Scaling features already on one scale about 0 changes nothing: lbfgs is what reaches the optimum.
         why = "raise max_iter, loosen tol, or use solver='lbfgs', which converges in far fewer passes over X"
     elif n_iter >= options.max_iter:
@@ -1080,7 +1124,7 @@ def _solver_tol(model: Trainable, objective: Objective, options: FitOptions, sca
     # A constant column (a column of ones as a bias) has no spread to lose: left out, or l2 = 1e-6 cut tol by 300.
     # Constant to within float64's rounding of its moments, no more: at 1e-12 of the second moment, features at
     # 3e6 of spread 1 counted as constant, and a fit stopped 47 % above the optimum, called converged.
-    varies = variance > (1024 * np.finfo(np.float64).eps) ** 2 * (variance + mean**2)
+    varies = _varies(mean, variance)
     if not varies.any():
         return options.tol
     spread = np.sqrt(variance[varies] + curvature_penalty(options.l2, model.num_classes))
@@ -1332,7 +1376,7 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
                     n_classes=model.num_classes,
                     n_samples=objective.n_samples,
                     dtype=model.dtype,
-                    features_standardised=_features_standardised(objective, options, offset, model.num_classes),
+                    features_standardised=lambda: _features_standardised(objective, options, model.num_classes),
                 )
             return model
 
@@ -1487,7 +1531,9 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
                 end_loss,
             )
             if minibatch
-            else _unconverged_where_stopped(model, objective, options, scaling, result, solver_state, tightening < 1.0)
+            else _unconverged_where_stopped(
+                model, objective, options, scaling, result, solver_state, tightening < 1.0, resumed is not None
+            )
         )
         if stalled is not None:
             result.converged, result.message = False, stalled
@@ -1534,12 +1580,12 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
             n_classes=model.num_classes,
             n_samples=objective.n_samples,
             dtype=model.dtype,
-            features_standardised=_features_standardised(objective, options, model.n_iter_, model.num_classes),
+            features_standardised=lambda: _features_standardised(objective, options, model.num_classes),
         )
     return model
 
 
-def _features_standardised(objective: Objective, options: FitOptions, n_iter: int, n_classes: int) -> bool:
+def _features_standardised(objective: Objective, options: FitOptions, n_classes: int) -> bool:
     """Whether a step-size solver out of iterations ran on features already on one scale about 0.
 
     Every column that varies must have a spread within [0.1, 10] and a mean
@@ -1548,15 +1594,12 @@ def _features_standardised(objective: Objective, options: FitOptions, n_iter: in
     gd, sgd and adam, whose steps are in the features' own units, with
     ``max_iter`` used up.
     """
-    if options.solver not in STEP_SIZE_SOLVERS or n_iter < options.max_iter:
-        return False
     moments = objective.feature_scaling(options.l2, n_classes, centre=True).moments
     if moments is None:  # moments beyond float64
         return False
     mean, variance = moments
-    spread = np.sqrt(variance)
-    varies = spread > 1024 * np.finfo(np.float64).eps * np.sqrt(variance + mean**2)
-    spread, mean = spread[varies], mean[varies]
+    varies = _varies(mean, variance)
+    spread, mean = np.sqrt(variance[varies]), mean[varies]
     return bool(np.all((spread >= 0.1) & (spread <= 10) & (np.abs(mean) <= 3 * spread)))
 
 

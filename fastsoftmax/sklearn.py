@@ -578,6 +578,8 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                 # Checked here, by class: as sample weights they would be blamed on sample_weight.
                 _check_class_weights(per_class, classes, y_idx, every_row_may_weigh_zero=partial)
             factors = per_class[y_idx]
+            if partial and not factors.any():
+                return np.zeros(n, dtype=dtype), 0.0  # every row of a class the dict weighs 0: a batch to skip
             if w is not None:
                 # "balanced" gives a class whose rows all weigh 0 an infinite weight; its rows stay at 0.
                 with np.errstate(over="ignore"):
@@ -587,8 +589,6 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             else:
                 w = factors
         weight_sum = float(n) if w is None else float(np.sum(w, dtype=np.float64))
-        if partial and weight_sum == 0.0:
-            return np.zeros(n, dtype=dtype), 0.0
         if w is not None:
             # The engine uses them only through w_i / sum w (l2 takes weight_sum, in float64): scaled
             # there before the cast to dtype, as the engine would, or float32 made weights of 1e-44
