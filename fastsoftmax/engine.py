@@ -309,14 +309,15 @@ def _unconverged_where_stopped(
       features at 1e6), and the stalls were called converged. There a stop
       at the floor is judged by the gap itself, estimated as g^T H^-1 g / 2
       (:func:`_gap_estimate`): above eps^(2/3) of the loss (4e-11 in float64,
-      2.4e-5 in float32), or not shown below it by an estimate that settled
-      within as many Hessian-vector products as the fit took passes (at
-      least 20, at most :data:`GAP_ESTIMATE_STEPS`), it is a stall. So is an
-      L-BFGS stop where its line search found no lower loss
+      2.4e-5 in float32) it is a stall, from at most 20 conjugate-gradient
+      steps. So is an L-BFGS stop where its line search found no lower loss
       (``result.gave_up``), called converged by the engine only to be judged
-      here: in float32, on features at 1e4 of spread 1 with an intercept, it
+      here (in float32, on features at 1e4 of spread 1 with an intercept, it
       gave up within 5e-6 of the optimum with gradients up to 5e-4, where
-      Newton-CG stopped at the floor as close;
+      Newton-CG stopped at the floor as close), and, with an intercept, also
+      where the estimate has not settled within as many Hessian-vector
+      products as the fit took passes (at least 20, at most
+      :data:`GAP_ESTIMATE_STEPS`): unsettled, it only bounds the gap from below;
     * a fit that is not preconditioned (gd, and lbfgs or newton-cg with
       ``precondition=False``) and stops because ``max|g| <= tol`` measured
       the gradient in the features' own units, where a feature in units of
