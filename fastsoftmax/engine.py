@@ -1420,11 +1420,16 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
             # The bare error (a directory replaced by a file: "[Errno 17] File exists") named
             # neither the checkpoint nor what the model holds. Same errno, so the same subclass.
             removed = not os.path.lexists(os.fspath(checkpoint))  # nothing is left there to resume from
+            # Nothing written yet (a full disk at the first iteration): the rerun starts over, it resumes nothing.
+            written = os.path.lexists(_checkpoint.checkpoint_path(checkpoint))
             remedy = (
                 "Fit again to start over in that directory, or pass another one"
                 if removed
                 else "Free space or make the directory writable again and rerun, to resume from the last "
                 "checkpoint written there, or pass another directory"
+                if written
+                else "No checkpoint was written there yet: free space or make the directory writable again and "
+                "rerun to start over, or pass another directory"
             )
             raise OSError(
                 exc.errno,
