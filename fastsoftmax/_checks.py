@@ -857,13 +857,20 @@ def check_X_finite(X: np.ndarray, fix: str = "before calling", row_offset=0) -> 
     data set's: an int is added (a chunk), an index array is looked up (a
     gathered mini-batch).
     """
-    n_chunks = work_chunks(X.shape[0], X.shape[1])
-    # The scan takes C order; a Fortran-ordered X reaches it only after a kernel found a non-finite row.
-    X = np.ascontiguousarray(X)
-    with parallel_section(n_chunks):
-        n_bad, first_row = kernels.count_nonfinite(kernels.read_only(X), n_chunks)
+    n_bad, first_row = _count_nonfinite(X)
     if n_bad:
         raise nonfinite_X_error(n_bad, _data_row(first_row, row_offset), fix)
+
+
+def _count_nonfinite(X: np.ndarray) -> tuple[int, int]:
+    """(count of NaN/inf in the 2-D float32 or float64 X, first row holding one or -1): the kernels' parallel scan.
+
+    The scan takes C order; a Fortran-ordered X reaches it only after a kernel found a non-finite row.
+    """
+    n_chunks = work_chunks(X.shape[0], X.shape[1])
+    with parallel_section(n_chunks):
+        n_bad, first_row = kernels.count_nonfinite(kernels.read_only(np.ascontiguousarray(X)), n_chunks)
+    return int(n_bad), int(first_row)
 
 
 def nonfinite_values(values: np.ndarray) -> tuple[int, int]:
@@ -876,11 +883,7 @@ def nonfinite_values(values: np.ndarray) -> tuple[int, int]:
     if values.dtype not in FLOAT_DTYPES:
         finite = np.isfinite(values)
         return int(finite.size - np.count_nonzero(finite)), int(np.argmin(finite)) if not finite.all() else -1
-    column = values.reshape(-1, 1)
-    n_chunks = work_chunks(column.shape[0], 1)
-    with parallel_section(n_chunks):
-        n_bad, first = kernels.count_nonfinite(kernels.read_only(column), n_chunks)
-    return int(n_bad), int(first)
+    return _count_nonfinite(values.reshape(-1, 1))
 
 
 @contextlib.contextmanager

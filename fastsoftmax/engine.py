@@ -1405,15 +1405,15 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
 
     stopped_by_callback = False
     changed_by_callback = False  # a callback that stopped the fit changed W or b in place
-    last_epoch: dict[str, Any] = {"theta": None, "iteration": 0}  # sgd's and adam's last epoch kept
+    last_epoch: tuple[np.ndarray, int] | None = None  # sgd's and adam's last epoch kept, and its iteration
     end_loss = None  # an sgd or adam run's loss over all rows at its end, once measured
 
     def on_iteration(theta: np.ndarray, loss: float, iteration: int) -> bool:
-        nonlocal stopped_by_callback, changed_by_callback
+        nonlocal stopped_by_callback, changed_by_callback, last_epoch
         history.append(loss)  # the model's history is this list: kept whole only with the iterate (below)
         keep(theta, offset + iteration, history, an_iterate=True)
         if minibatch:  # an epoch's end, judged again if an interrupt leaves it in the model (a copy: O(K D))
-            last_epoch["theta"], last_epoch["iteration"] = np.array(theta, copy=True), iteration
+            last_epoch = np.array(theta, copy=True), iteration
         try:
             save_checkpoint(theta)
         except OSError as exc:
@@ -1514,12 +1514,12 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
             restore_record()
         else:  # a loss appended for an iterate that an interrupt kept out of the model
             model.loss_history_ = history_to_kept()
-            if isinstance(exc, KeyboardInterrupt) and last_epoch["theta"] is not None:
+            if isinstance(exc, KeyboardInterrupt) and last_epoch is not None:
                 # The end of an sgd or adam run is judged against its start; a Ctrl-C before it kept an epoch
                 # the judge would refuse (lr 30: a loss of 32 for a trained model's 0.33, where the run that
                 # finished raised TrainingError and kept the model). Such an epoch gives way to the start.
                 try:
-                    judge_the_end(last_epoch["theta"], last_epoch["iteration"])
+                    judge_the_end(*last_epoch)
                 except solvers.DivergedError as diverged:
                     restore_the_best(diverged)
         raise

@@ -976,14 +976,6 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         y_idx = self._encode(y, self.classes_)
         n_classes = self.classes_.shape[0]
         weights, weight_sum = self._weights(y_idx, self.classes_, sample_weight, X.dtype, partial=True)
-        if weight_sum == 0.0:
-            # Every row is of a class that class_weight weighs 0 (a stream grouped by class): no step, as
-            # SGDClassifier takes it. It raised, and the stream stopped there.
-            if first_call:
-                self._partial_model = self._engine(X.shape[1], n_classes, X.dtype, warm=False)
-                self._store(self._partial_model.W, self._partial_model.b)
-                self.n_iter_ = np.array([0], dtype=np.int32)
-            return self
         model = self.__dict__.get("_partial_model")
         if model is None:
             # The first call, or the first after fit: continue from coef_ with a fresh optimiser.
@@ -992,6 +984,13 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         else:
             # coef_ and intercept_ hold the weights; the engine model keeps the optimiser's moments.
             model.W, model.b = self._start_params(model.dtype)
+        if weight_sum == 0.0:
+            # Every row is of a class that class_weight weighs 0 (a stream grouped by class): no step, as
+            # SGDClassifier takes it. It raised, and the stream stopped there. A first call leaves zeros.
+            if first_call:
+                self._store(model.W, model.b)
+                self.n_iter_ = np.array([model.n_iter_], dtype=np.int32)
+            return self
         solver = self.solver if self.solver in _MINIBATCH_SOLVERS else "sgd"
         with self._threads(), engine.penalty_from_C(self.C):
             model.partial_fit(
