@@ -317,7 +317,17 @@ def _unconverged_where_stopped(
       Newton-CG stopped at the floor as close), and, with an intercept, also
       where the estimate has not settled within as many Hessian-vector
       products as the fit took passes (at least 20, at most
-      :data:`GAP_ESTIMATE_STEPS`): unsettled, it only bounds the gap from below;
+      :data:`GAP_ESTIMATE_STEPS`): unsettled, it only bounds the gap from below.
+      Every other stop at the floor of a preconditioned fit whose gradient
+      passes the bound is judged by that estimate too, on 20 steps: on
+      nearly collinear float64 features without L2 (copies up to noise of
+      1e-7 to 1e-5), L-BFGS stopped 5e-4 to 1.3e-2 above the optimum with
+      its gradient under the bound, since the copies' difference has a
+      curvature near the noise's square; the estimate passed eps^(2/3) of
+      the loss within 7 to 11 steps. Newton-CG stopped within 2e-11 of the
+      optimum in 13 of 16 such problems, still called converged, and 3e-8 to
+      2e-7 above it in 3, now not; no verdict changed in a sweep of 96 fits
+      (digits, wine, iris and synthetic sets, both dtypes);
     * a fit that is not preconditioned (gd, and lbfgs or newton-cg with
       ``precondition=False``) and stops because ``max|g| <= tol`` measured
       the gradient in the features' own units, where a feature in units of
@@ -350,7 +360,9 @@ def _unconverged_where_stopped(
         standard = objective.feature_scaling(options.l2, model.num_classes, centre=options.fit_intercept)
         grad = standard.gradient_to_scaled(grad)
     largest = float(np.max(np.abs(grad)))
-    if result.at_loss_floor and (tightened or result.gave_up) and scaling is not None:
+    floor_bound = max(options.tol, float(np.finfo(model.dtype).eps) ** (1 / 3))
+    judged_by_gap_alone = tightened or result.gave_up
+    if result.at_loss_floor and scaling is not None and (judged_by_gap_alone or largest <= floor_bound):
         final = abs(float(result.loss_history[-1])) if result.loss_history else 1.0
         allowed = float(np.finfo(model.dtype).eps) ** (2 / 3) * max(final, 1e-300)
         # A give-up with an intercept, called converged here and nowhere else, must show its gap small: an
@@ -376,7 +388,13 @@ def _unconverged_where_stopped(
             if tightened
             else "short of the optimum; "
         )
-        remedy = "use float64" if np.dtype(model.dtype) == np.float32 else "use solver='newton-cg'"
+        remedy = (
+            "use float64"
+            if np.dtype(model.dtype) == np.float32
+            else "use solver='newton-cg'"
+            if options.solver == "lbfgs"
+            else "raise l2, or drop near-duplicate features"
+        )
         if gap > allowed:
             return (
                 f"{result.message}, but the loss is still about {gap:.3g} above the optimum (g^T H^-1 g / 2, more "
@@ -387,7 +405,7 @@ def _unconverged_where_stopped(
             f"{steps} Hessian-vector products: the steps may have stalled {where}{remedy}"
         )
     if result.at_loss_floor:
-        bound = max(options.tol, float(np.finfo(model.dtype).eps) ** (1 / 3))
+        bound = floor_bound
     else:
         bound = max(100 * options.tol, float(np.finfo(np.float32).eps) ** (1 / 3))
     if largest <= bound:

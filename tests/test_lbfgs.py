@@ -867,3 +867,43 @@ def test_a_constant_column_beside_the_intercept_is_left_out_of_the_gap_estimate(
         warnings.simplefilter("error")
         model.fit(X, y)
     assert model.converged_
+
+
+def _nearly_collinear(seed, spread, n=2000):
+    """Six float64 features, two of them copies of others up to noise of ``spread``, in units from 0.1 to 10 and
+    off 0; labels drawn from a softmax model of them; and the optimum's loss without L2 (a fit on the whitened
+    features, which have the same optimum with an intercept and are well conditioned)."""
+    rng = np.random.default_rng(seed)
+    base = rng.standard_normal((n, 4))
+    copies = base[:, :2] * [1.0, 2.0] + spread * rng.standard_normal((n, 2))
+    X = np.hstack([base, copies]) * 10.0 ** rng.uniform(-1, 1, 6) + rng.normal(0, 2, 6)
+    logits = 0.5 * X @ rng.standard_normal((6, 3))
+    y = (logits + rng.gumbel(size=logits.shape)).argmax(axis=1)
+    whitened = np.linalg.svd(X - X.mean(axis=0), full_matrices=False)[0] * np.sqrt(n)
+    optimum = SoftmaxRegression(6, 3)
+    optimum.W[...] = 0
+    optimum.fit(whitened, y, solver="newton-cg", tol=1e-12, max_iter=200)
+    return X, y, optimum.loss_history_[-1]
+
+
+@pytest.mark.parametrize("seed, spread", [(0, 3e-7), (1, 1e-6), (2, 1e-5)])
+def test_a_stop_at_the_floor_is_judged_by_its_gap_as_well_as_its_gradient(seed, spread):
+    """Nearly collinear float64 features without L2: L-BFGS stopped where the loss fell by at most 64 eps in an
+    iteration, 5e-4 to 1.3e-2 above the optimum, with max|g| (standardised) under the floor bound, 6e-6: the
+    direction along which the copies differ has a curvature near spread^2, so a small gradient there leaves a
+    large gap. At tol 0 it was called converged. Such a stop is judged by its gap estimate too."""
+    X, y, best = _nearly_collinear(seed, spread)
+    for solver in ("lbfgs", "newton-cg"):
+        model = SoftmaxRegression(6, 3, seed=seed)
+        model.fit(X, y, solver=solver, tol=0, max_iter=3000)
+        reached = fs.loss_and_grad(X, y, model.W, model.b)[0]
+        assert not model.converged_ or reached - best <= 1e-6 * best, solver
+
+
+def test_a_stop_at_the_floor_with_a_large_gap_names_it():
+    """The same stop at tol 1e-10 warns with the gap it measured and the solver that goes on."""
+    X, y, _ = _nearly_collinear(0, 3e-7)
+    model = SoftmaxRegression(6, 3, seed=0)
+    with pytest.warns(fs.ConvergenceWarning, match=r"relative decrease .* still about .* above the optimum .*newton-cg"):
+        model.fit(X, y, tol=1e-10, max_iter=3000)
+    assert not model.converged_
