@@ -416,6 +416,9 @@ class DataSource:
         # Training uses the weights only through w_i / sum(w): scale-free.
         self.sample_weight = _checks.check_sample_weight(sample_weight, self.n_samples, self.dtype, scale_free=True)
         self.weight_sum = _weight_sum(self.sample_weight, self.n_samples)
+        #: A mini-batch of n rows is divided by n times this (its expected weight): the mean weight of these rows,
+        #: or of every row of a stream that ``partial_fit`` is given in calls (set by the engine).
+        self.mean_weight = self.weight_sum / self.n_samples
         if chunk_size is None:
             # A chunk is cast to the compute dtype: sized by the wider of the two (a uint8 file
             # trained in float64 held chunks of 8 x CHUNK_BYTES).
@@ -742,8 +745,7 @@ def chunked_objectives(
         # the unweighted model), and small batches leant towards their light rows.
         # This way each batch's gradient estimates the weighted full gradient
         # without bias; unweighted, the divisor is the batch's row count, as before.
-        expected_weight = X.shape[0] * source.weight_sum / source.n_samples
-        return evaluate(theta, X, y, w, rows=np.asarray(rows), weight_sum=expected_weight)
+        return evaluate(theta, X, y, w, rows=np.asarray(rows), weight_sum=X.shape[0] * source.mean_weight)
 
     def row_blocks():
         return layout["X_blocks"]

@@ -402,6 +402,8 @@ class SparseObjective:
         self.n_samples, self.n_classes, self.l2 = X.n_samples, n_classes, l2
         self.dtype = X.dtype
         self.weight_sum = _weight_sum(sample_weight, X.n_samples)
+        #: :meth:`batch` divides a mini-batch of n rows by n times this (see ``_data.DataSource.mean_weight``).
+        self.mean_weight = self.weight_sum / X.n_samples
         self._rows = 0
         n_stored = int(X.indptr[-1])
         self._stored_per_row = n_stored // X.n_samples
@@ -598,7 +600,7 @@ class SparseObjective:
     def batch(self, theta: np.ndarray, rows: np.ndarray) -> tuple[float, np.ndarray]:
         """A mini-batch, divided by its expected weight, as ``_data.chunked_objectives`` divides a dense one."""
         rows = np.ascontiguousarray(rows, dtype=np.int64)
-        return self._mean(theta, kernels.read_only(rows), rows.shape[0] * self.weight_sum / self.n_samples)
+        return self._mean(theta, kernels.read_only(rows), rows.shape[0] * self.mean_weight)
 
     def hvp(self, theta: np.ndarray, v: np.ndarray) -> np.ndarray:
         """The Hessian of the full objective at ``theta`` times ``v``: one pass over X (``kernels.csr_hvp_sums``)."""

@@ -125,6 +125,10 @@ class Objective(Protocol):
 
     n_samples: int
     rows_processed: int
+    #: The sum of the rows' weights, and the weight per row by which ``batch`` divides a mini-batch (objectives
+    #: that serve sgd and adam).
+    weight_sum: float
+    mean_weight: float
 
     def __call__(self, theta: np.ndarray) -> tuple[float, np.ndarray]: ...
 
@@ -1643,8 +1647,24 @@ def partial_fit(model: Trainable, objective: Objective, options: FitOptions, *, 
         return _partial_fit(model, objective, options, seed=seed, state=state)
 
 
+def stream_mean_weight(state: dict, weight_sum: float, n_samples: int) -> float:
+    """The mean weight of every row that ``partial_fit`` has been given with ``state``, these ``n_samples`` included.
+
+    A call's mini-batches are divided by their rows times it, so that the
+    weights count across calls as they do within a fit. Divided by their own
+    call's mean, a call whose rows all weigh 10 stepped as one of weight 1,
+    and a ``class_weight`` did nothing on a stream grouped by class.
+    """
+    weight_seen, rows_seen = _streamed(state, weight_sum, n_samples)
+    return weight_seen / rows_seen
+
+
+def _streamed(state: dict, weight_sum: float, n_samples: int) -> tuple[float, int]:
+    """The weight and the rows that the calls of ``state`` have streamed, with these rows."""
+    return float(state.get("weight_seen", 0.0)) + float(weight_sum), int(state.get("rows_seen", 0)) + n_samples
+
+
 def _partial_fit(model, objective, options, *, seed, state):
-    objective = _hold_intercept(model, objective, options)
     # A state of weights of another shape is no state of these: (3, 4) and (5, 2) have as many parameters.
     shape = (model.num_classes, model.input_dim)
     if state.pop("dim", None) == model._pack().shape[0] and "shape" not in state:
@@ -1652,8 +1672,12 @@ def _partial_fit(model, objective, options, *, seed, state):
     if state and state.get("shape") != shape:
         state.clear()
     state["shape"] = shape
+    weight_seen, rows_seen = _streamed(state, objective.weight_sum, objective.n_samples)
+    objective.mean_weight = weight_seen / rows_seen
+    objective = _hold_intercept(model, objective, options)
     # The epoch runs on a copy of the optimiser's state, which is kept with its weights or not at all.
     epoch_state = copy.deepcopy(state)
+    epoch_state["weight_seen"], epoch_state["rows_seen"] = weight_seen, rows_seen
     if not options.fit_intercept:
         # A zero gradient holds b only where its momentum and moments are zero too: an earlier
         # call's would move it (FrozenIntercept).

@@ -751,8 +751,14 @@ class SoftmaxRegression:
             used: later calls continue its generator, and their ``seed`` is
             checked but otherwise ignored.
         sample_weight : array_like, shape (N,), optional
-            Weights of the rows of this call's (X, y); each mini-batch is
-            divided by its expected weight, as in :meth:`fit`.
+            Weights of the rows of this call's (X, y). Each mini-batch is
+            divided by its rows times the mean weight of every row given to
+            ``partial_fit`` so far (for this solver, this call's rows
+            included), so that weights count across calls as within a
+            :meth:`fit`: calls whose rows weigh 10 step ten times as far as
+            calls of weight 1, once the stream's mean has settled. (Divided
+            by each call's own mean, both stepped alike.) Only the ratios of
+            the weights matter, as in :meth:`fit`.
         fit_intercept : bool, default True
             False holds b at its current value (its gradient is zeroed), as in
             :meth:`fit`.

@@ -72,6 +72,20 @@ class ChunkedObjective:
     def batch(self, theta: np.ndarray, rows: np.ndarray) -> tuple[float, np.ndarray]:
         return self._batch(theta, rows)
 
+    @property
+    def weight_sum(self) -> float:
+        """The sum of the rows' weights (N without weights)."""
+        return self.source.weight_sum
+
+    @property
+    def mean_weight(self) -> float:
+        """The weight per row by which :meth:`batch` divides a mini-batch (see :attr:`DataSource.mean_weight`)."""
+        return self.source.mean_weight
+
+    @mean_weight.setter
+    def mean_weight(self, value: float) -> None:
+        self.source.mean_weight = value
+
     def hvp(self, theta: np.ndarray, v: np.ndarray) -> np.ndarray:
         """The Hessian of the full objective at ``theta`` times ``v``: one pass over X (:mod:`fastsoftmax._hessian`).
 

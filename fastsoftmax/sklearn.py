@@ -920,9 +920,14 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         (every label that will occur). It runs ``solver`` if that is "sgd" or
         "adam", else "sgd"; the optimiser's state carries over between calls.
         Each call minimises the objective of :meth:`fit` on its own rows:
-        ``l2 = 1 / (C * sum of the call's weights)``, or ``2 / (C * sum of
-        the call's weights)`` with two classes (LogisticRegression's binomial
-        objective; see the module docstring). So the penalty depends on the
+        ``l2 = 1 / (C * n * w)``, or ``2 / (C * n * w)`` with two classes
+        (LogisticRegression's binomial objective; see the module docstring),
+        for the call's n rows and the mean weight w of every row streamed so
+        far, this call's included (sample weights times class weights). Its
+        mini-batches are divided by their rows times w too, so that weights
+        count across calls as within a fit: a ``class_weight`` works on a
+        stream grouped by class (divided by each call's own mean weight,
+        as before, it changed nothing there). So the penalty depends on the
         calls' size, unlike SGDClassifier's ``alpha``: N rows streamed in
         calls of n rows each train toward the objective of :meth:`fit` at
         ``C * n / N``, a penalty N / n times as strong. For the objective of
@@ -992,6 +997,10 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                 self.n_iter_ = np.array([model.n_iter_], dtype=np.int32)
             return self
         solver = self.solver if self.solver in _MINIBATCH_SOLVERS else "sgd"
+        # The call's rows count at the stream's mean weight, as the engine divides its mini-batches: weights
+        # count across calls (a class_weight on a stream grouped by class did nothing).
+        stream_state = model.__dict__.get("_partial_state", {}).get(solver, {})
+        streamed_weight = X.shape[0] * engine.stream_mean_weight(stream_state, weight_sum, X.shape[0])
         with self._threads(), engine.penalty_from_C(self.C):
             model.partial_fit(
                 X,
@@ -1000,7 +1009,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                 lr=self.lr,
                 batch_size=self.batch_size,
                 momentum=self.momentum,
-                l2=self._l2(n_classes, weight_sum),
+                l2=self._l2(n_classes, streamed_weight),
                 seed=self._seed(solver),
                 sample_weight=weights,
                 fit_intercept=bool(self.fit_intercept),

@@ -1172,6 +1172,24 @@ def test_partial_fit_state_pickled_by_parameter_count_carries_on(rng):
     np.testing.assert_array_equal(old.W, model.W)
 
 
+def test_partial_fit_weighs_a_call_against_the_mean_weight_of_the_stream(rng):
+    """A mini-batch was divided by its call's own mean weight, so a call whose rows all weigh 10 stepped as one
+    of weight 1 (and class weights did nothing on a stream grouped by class). It is divided by its rows times
+    the mean weight of every row streamed so far: with one plain-sgd step per call, the second call's step is
+    lr * (10 / mean) times its gradient."""
+    X, y = rng.standard_normal((200, 4)), rng.integers(0, 3, 200)
+    first, second = slice(0, 120), slice(120, 200)
+    options = {"solver": "sgd", "lr": 0.5, "momentum": 0.0, "batch_size": 200, "seed": 0}
+    model = SoftmaxRegression(4, 3, seed=0).partial_fit(X[first], y[first], **options)
+    W, b = model.W.copy(), model.b.copy()
+    _, dW, db = fs.loss_and_grad(X[second], y[second], W, b)
+    model.partial_fit(X[second], y[second], sample_weight=np.full(80, 10.0), **options)
+    stream_mean = (120 * 1.0 + 80 * 10.0) / 200
+    factor = options["lr"] * 10.0 / stream_mean
+    np.testing.assert_allclose(model.W, W - factor * dW, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(model.b, b - factor * db, rtol=1e-12, atol=1e-14)
+
+
 @pytest.mark.parametrize("how", ["deepcopy", "pickle"])
 def test_a_model_holding_a_model_copies(how):
     """A model held by another (a teacher), or the model itself through a bound method, took the training lock

@@ -1149,6 +1149,28 @@ def test_class_weights_zeroing_every_class_of_a_batch_are_named_by_fit_and_skipp
     assert est.n_iter_[0] == reference.n_iter_[0] == 1
 
 
+def test_class_weight_counts_on_a_stream_grouped_by_class():
+    """Each call was divided by its own mean weight: on a stream of one class per call, class_weight
+    {0: 10} gave the coefficients of no class_weight to 3e-16 (41 % of rows predicted 0, where fit gives
+    95 %). Calls are weighed against the stream's mean weight, and the penalty with them."""
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(300, 3)), rng.integers(0, 3, 300)
+    X[y == 0] += 0.5
+    weights = {0: 10.0, 1: 1.0, 2: 1.0}
+
+    def streamed(class_weight):
+        est = SoftmaxClassifier(C=1e4, class_weight=class_weight, random_state=0)
+        for _ in range(20):
+            for k in range(3):
+                est.partial_fit(X[y == k], y[y == k], classes=[0, 1, 2])
+        return np.mean(est.predict(X) == 0)
+
+    fitted = np.mean(SoftmaxClassifier(C=1e4, class_weight=weights).fit(X, y).predict(X) == 0)
+    plain, weighted = streamed(None), streamed(weights)
+    assert weighted > plain + 0.3
+    assert abs(weighted - fitted) <= 0.05
+
+
 @pytest.mark.filterwarnings("error::RuntimeWarning")
 def test_sample_weight_times_class_weight_beyond_float64_is_named_as_such():
     """Both finite, their product's inf was "sample_weight contains NaN or infinite value(s)", after NumPy's
