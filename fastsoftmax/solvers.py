@@ -398,6 +398,20 @@ def _check_guard_state(state: dict, n: int) -> None:
 MINIBATCH_VECTOR_KEYS = ("velocity", "first", "second")
 
 
+#: The bit generators whose state an sgd or adam state may keep (a checkpoint's is a PCG64's).
+_BIT_GENERATORS = {
+    kind.__name__: kind
+    for kind in (np.random.PCG64, np.random.PCG64DXSM, np.random.Philox, np.random.SFC64, np.random.MT19937)
+}
+
+
+def _generator_of(rng_state: dict) -> np.random.Generator:
+    """A new Generator that continues the stream of ``rng_state`` (a ``bit_generator.state`` dict)."""
+    bit_generator = _BIT_GENERATORS.get(rng_state.get("bit_generator"), np.random.PCG64)()
+    bit_generator.state = rng_state  # its own check of the state: ValueError where the kinds differ
+    return np.random.Generator(bit_generator)
+
+
 def _check_minibatch_state(state: dict, n: int) -> None:
     """Raise ValueError naming the field if a filled sgd or adam state cannot be resumed."""
     if "rng" in state:
@@ -969,9 +983,10 @@ def _minibatch_epochs(
     all rows at ``theta0`` (a small mini-batch can lie far below the mean).
     """
     state = {} if state is None else state
-    rng = np.random.default_rng(seed)
-    if "rng" in state:
-        rng.bit_generator.state = state["rng"]
+    # A kept stream goes on in a generator of its own: the seed of a later call (partial_fit, a resume) is
+    # ignored. Set into the generator that seed gave, it rewound a Generator the caller went on to use, and
+    # made a later call whose seed was of another kind (Philox) raise NumPy's "state must be for a PCG64 RNG".
+    rng = _generator_of(state["rng"]) if "rng" in state else np.random.default_rng(seed)
     theta = np.array(theta0, copy=True)
     history: list[float] = []
     t = state.get("t", 0)
@@ -1019,10 +1034,9 @@ def _minibatch_epochs(
             best = guard.best_loss  # of the epochs before this one
             guard.update(theta, epoch_loss, epoch - 1, reported=epoch)
         except BaseException:
+            # The next run takes the stream from state["rng"], where the last completed epoch left it.
             for key, value in saved.items():
                 state[key][...] = value
-            if "rng" in state:
-                rng.bit_generator.state = state["rng"]
             raise
         theta = candidate
         history.append(epoch_loss)

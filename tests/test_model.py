@@ -1172,6 +1172,26 @@ def test_partial_fit_state_pickled_by_parameter_count_carries_on(rng):
     np.testing.assert_array_equal(old.W, model.W)
 
 
+def test_partial_fit_leaves_the_generator_of_a_later_call_alone(rng):
+    """Only the first call's seed is used: the kept stream was set into the generator a later call passed,
+    rewinding it past the caller's own draws (which then repeated the model's), and a later seed of another
+    kind than the first made that call raise NumPy's "state must be for a PCG64 RNG"."""
+    X, y = rng.standard_normal((300, 4)), rng.integers(0, 3, 300)
+    model, twin = SoftmaxRegression(4, 3, seed=0), SoftmaxRegression(4, 3, seed=0)
+    generator = np.random.default_rng(1)
+    model.partial_fit(X, y, seed=generator)
+    twin.partial_fit(X, y, seed=np.random.default_rng(1))
+    drawn = generator.bit_generator.state
+    model.partial_fit(X, y, seed=generator)
+    twin.partial_fit(X, y)
+    assert generator.bit_generator.state == drawn
+    np.testing.assert_array_equal(model.W, twin.W)
+    for first, later in ((np.random.Generator(np.random.Philox(7)), None), (0, np.random.SFC64(3))):
+        model = SoftmaxRegression(4, 3, seed=0).partial_fit(X, y, seed=first)
+        model.partial_fit(X, y, seed=later)
+        assert model.n_iter_ == 2
+
+
 def test_partial_fit_weighs_a_call_against_the_mean_weight_of_the_stream(rng):
     """A mini-batch was divided by its call's own mean weight, so a call whose rows all weigh 10 stepped as one
     of weight 1 (and class weights did nothing on a stream grouped by class). It is divided by its rows times
