@@ -633,7 +633,8 @@ def check_sample_weight(
     info = np.finfo(dtype)
     if scale_free and not float(info.tiny) <= w_max <= 1 / float(info.eps):
         w = w.astype(np.float64) / w_max
-    given, w = w, _contiguous(w, dtype)
+    with np.errstate(over="ignore"):  # a weight beyond dtype's range is named below, without NumPy's warning
+        given, w = w, _contiguous(w, dtype)
     if not w.any():
         raise ValueError(
             f"sample_weight underflows to 0 in {dtype} (largest weight {w_max:.3g}); "

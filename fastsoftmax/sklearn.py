@@ -38,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import inspect
 import json
 import math
 import numbers
@@ -78,6 +79,10 @@ from fastsoftmax._io import (
 from fastsoftmax._sparse import check_sparse_X, checked_csr, is_sparse, sparse_logits_error
 from fastsoftmax._threading import CopyRefusedError, copied_for_saving, exclusive_training, numba_threads
 from fastsoftmax.model import SoftmaxRegression
+
+#: scikit-learn >= 1.7 counts the classes for "balanced" with the sample weights; 1.6 (which the sklearn extra
+#: takes) has no such argument, and its LogisticRegression counts rows.
+_CLASS_WEIGHT_TAKES_SAMPLE_WEIGHT = "sample_weight" in inspect.signature(compute_class_weight).parameters
 
 _FORMAT = "fastsoftmax-sklearn"
 _FORMAT_VERSION = 1
@@ -570,16 +575,19 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                     "never sees; pass a dict, for example from "
                     "sklearn.utils.class_weight.compute_class_weight('balanced', classes=..., y=y_all)."
                 )
-            # The weighted "balanced" counts, as LogisticRegression computes them (scikit-learn >= 1.7).
-            weighted = {"sample_weight": w} if w is not None and self.class_weight == "balanced" else {}
+            # The weighted "balanced" counts where LogisticRegression computes them (scikit-learn >= 1.7; the
+            # counts of rows before, where compute_class_weight takes no sample_weight).
+            weighted = (
+                {"sample_weight": w}
+                if w is not None and self.class_weight == "balanced" and _CLASS_WEIGHT_TAKES_SAMPLE_WEIGHT
+                else {}
+            )
             with np.errstate(divide="ignore"):  # a class of zero weight, handled below
                 per_class = compute_class_weight(self.class_weight, classes=classes, y=classes[y_idx], **weighted)
             if isinstance(self.class_weight, dict):
                 # Checked here, by class: as sample weights they would be blamed on sample_weight.
                 _check_class_weights(per_class, classes, y_idx, every_row_may_weigh_zero=partial)
             factors = per_class[y_idx]
-            if partial and not factors.any():
-                return np.zeros(n, dtype=dtype), 0.0  # every row of a class the dict weighs 0: a batch to skip
             if w is not None:
                 # "balanced" gives a class whose rows all weigh 0 an infinite weight; its rows stay at 0.
                 with np.errstate(over="ignore"):
@@ -588,6 +596,14 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                 w = product
             else:
                 w = factors
+            if not w.any():
+                if partial:
+                    return np.zeros(n, dtype=dtype), 0.0  # every row weighs 0 under class_weight: a batch to skip
+                raise ValueError(
+                    "sample_weight times class_weight is 0 for every row: each row with a sample weight > 0 is "
+                    "of a class that class_weight weighs 0. Give some such class a weight > 0, or weigh rows of "
+                    "the other classes."
+                )
         weight_sum = float(n) if w is None else float(np.sum(w, dtype=np.float64))
         if w is not None:
             # The engine uses them only through w_i / sum w (l2 takes weight_sum, in float64): scaled

@@ -891,6 +891,15 @@ def test_cross_entropy_per_row_in_float32_names_a_weight_that_overflows_the_loss
         fs.cross_entropy(Z, [1, 1], sample_weight=[1.0, 1.0], reduction="none")
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+def test_weights_beyond_float32_are_named_without_numpys_cast_warning():
+    """The cast of weights of 1e300 to float32 printed "overflow encountered in cast" before the ValueError."""
+    Z = np.zeros((5, 3), np.float32)
+    y = np.array([0, 1, 2, 0, 1])
+    with pytest.raises(ValueError, match=r"sample_weight overflows in float32"):
+        fs.cross_entropy(Z, y, sample_weight=np.full(5, 1e300), reduction="sum")
+
+
 def test_an_overflow_through_the_weights_or_the_direction_names_them():
     X = np.ones((40, 1), np.float32)
     W, b = np.zeros((2, 1), np.float32), np.zeros(2, np.float32)

@@ -904,6 +904,7 @@ def test_a_stop_at_the_floor_with_a_large_gap_names_it():
     """The same stop at tol 1e-10 warns with the gap it measured and the solver that goes on."""
     X, y, _ = _nearly_collinear(0, 3e-7)
     model = SoftmaxRegression(6, 3, seed=0)
-    with pytest.warns(fs.ConvergenceWarning, match=r"relative decrease .* still about .* above the optimum .*newton-cg"):
+    match = r"relative decrease .* still about .* above the optimum .*newton-cg"
+    with pytest.warns(fs.ConvergenceWarning, match=match):
         model.fit(X, y, tol=1e-10, max_iter=3000)
     assert not model.converged_

@@ -1171,6 +1171,39 @@ def test_class_weight_counts_on_a_stream_grouped_by_class():
     assert abs(weighted - fitted) <= 0.05
 
 
+def test_class_weight_that_zeroes_every_weighted_row_is_named_and_skipped_by_partial_fit():
+    """Rows of weight > 0 only in a class that class_weight weighs 0: fit blamed sample_weight ("sums to 0"),
+    which does not, and partial_fit raised where a batch that weighs nothing takes no step."""
+    X, y = generated(n=60, k=3)
+    sample_weight = (y == 0).astype(float)
+    est = SoftmaxClassifier(class_weight={0: 0.0, 1: 1.0, 2: 1.0})
+    with pytest.raises(ValueError, match=r"sample_weight times class_weight is 0 for every row"):
+        est.fit(X, y, sample_weight=sample_weight)
+    est.partial_fit(X, y, classes=[0, 1, 2], sample_weight=sample_weight)
+    assert not est.coef_.any() and est.n_iter_[0] == 0
+
+
+def test_balanced_class_weight_with_sample_weight_on_a_scikit_learn_without_weighted_counts(monkeypatch):
+    """scikit-learn 1.6 (which the extra takes) has no sample_weight in compute_class_weight: passing it raised
+    TypeError. There, as its LogisticRegression does, "balanced" counts rows."""
+    from fastsoftmax import sklearn as fs_sklearn
+
+    unweighted = fs_sklearn.compute_class_weight
+    monkeypatch.setattr(fs_sklearn, "_CLASS_WEIGHT_TAKES_SAMPLE_WEIGHT", False)
+    monkeypatch.setattr(
+        fs_sklearn,
+        "compute_class_weight",
+        lambda class_weight, *, classes, y: unweighted(class_weight, classes=classes, y=y),
+    )
+    X, y = generated(n=60, k=3)
+    sample_weight = np.random.default_rng(0).uniform(0.5, 2.0, 60)
+    balanced = SoftmaxClassifier(class_weight="balanced").fit(X, y, sample_weight=sample_weight)
+    counts = np.bincount(y)
+    as_dict = dict(enumerate(60 / (3 * counts)))
+    expected = SoftmaxClassifier(class_weight=as_dict).fit(X, y, sample_weight=sample_weight)
+    np.testing.assert_array_equal(balanced.coef_, expected.coef_)
+
+
 @pytest.mark.filterwarnings("error::RuntimeWarning")
 def test_sample_weight_times_class_weight_beyond_float64_is_named_as_such():
     """Both finite, their product's inf was "sample_weight contains NaN or infinite value(s)", after NumPy's
