@@ -1405,9 +1405,12 @@ def _report(
             if args.classes_given
             else "a class that no training row has (see the note above)"
         )
+        # More iterations do end such a fit at --tol (the falling intercept's gradient, the class's mean
+        # probability, shrinks below it), with the class never predicted: the labels are what to change.
         status = (
-            f"not converged: --max-iter ran out before --tol {args.tol:g}; {which} has no finite optimum, as "
-            f"its intercept falls without end, and no --max-iter ends the fit at one: "
+            f"not converged: --max-iter ran out before --tol {args.tol:g}; {which} has no finite optimum: its "
+            f"intercept falls for as long as the fit runs, until its gradient passes under --tol (a higher "
+            f"--max-iter gets there), and the model never predicts it: "
             + ("give as many --classes as the labels name" if args.classes_given else "correct the labels")
         )
     else:
@@ -1475,7 +1478,8 @@ def _note_classes_without_training_rows(
     note (``_classes_of_files``), and ``--classes`` adds classes on purpose.
     """
     counts = train.class_counts(n_classes)
-    # A class without training rows has no finite optimum (its intercept falls without end): the summary says so.
+    # A class without training rows has no finite optimum (its intercept falls as long as the fit runs): the
+    # summary says so.
     args.empty_classes = bool((counts == 0).any())
     in_validation = val.class_counts(n_classes) > 0 if val is not None else np.zeros(n_classes, dtype=bool)
     only_validated = np.flatnonzero((counts == 0) & in_validation)
@@ -1825,6 +1829,10 @@ def run_predict(args: argparse.Namespace) -> int:
         raise CLIError(
             f"--data {args.data} has dtype {X.dtype}; it must hold real numbers (floats, integers or booleans)."
         )
+    if X.shape[0] == 0:
+        # As the model's predict refuses an empty X, and train an empty file: an empty output is likelier a
+        # wrong or truncated file than a request.
+        raise CLIError(f"--data {args.data} has no rows (shape {X.shape}); there is nothing to predict.")
     if not out_named and os.path.lexists(args.out):
         # After the inputs' checks, which name what is wrong with them first; before anything is written.
         # A file the user never named: predict --proba p.npy replaced ./predictions.npy without a word.

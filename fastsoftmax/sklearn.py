@@ -224,7 +224,9 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         > 0 prints the loss after every iteration of ``fit``, and after the
         epoch of each ``partial_fit`` call.
     random_state : int in [0, 2**32 - 1], RandomState or None
-        Seeds the mini-batch shuffling of "sgd" and "adam".
+        Seeds the mini-batch shuffling of "sgd" and "adam". An ``.npy``
+        path of more than 65,536 rows is shuffled by blocks of rows, so the
+        same seed gives another model there than on the array in memory.
     dtype : "preserve", np.float32 or np.float64, default "preserve"
         The compute dtype. "preserve" keeps float32 X in float32 (as
         LogisticRegression does with lbfgs) and fits anything else in float64.

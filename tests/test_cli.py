@@ -826,6 +826,17 @@ def test_predict_bad_model_and_shape(tmp_path, npy, capsys):
     assert not (tmp_path / "p.npy").exists()
 
 
+def test_predict_refuses_a_file_of_no_rows(tmp_path, capsys):
+    """It wrote 0 predicted labels and exited 0, where the model's predict and train refuse an empty X."""
+    model = tmp_path / "m.npz"
+    SoftmaxRegression(5, 3).save(model)
+    np.save(tmp_path / "empty.npy", np.zeros((0, 5)))
+    out = tmp_path / "p.npy"
+    assert main(["predict", "--model", str(model), "--data", str(tmp_path / "empty.npy"), "--out", str(out)]) == 2
+    assert "has no rows (shape (0, 5)); there is nothing to predict" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_predict_with_data_given_as_the_model_names_the_data_file(tmp_path, npy, capsys):
     """--model X.npy said "not a readable .npz archive (BadZipFile: File is not a zip file); it may be
     truncated or corrupt", and an archive of X and y said it had no format marker and may be corrupt."""
@@ -1694,7 +1705,7 @@ def test_lr_with_a_solver_that_chooses_its_own_steps_gets_a_note_and_changes_not
 
 
 def test_a_fit_that_runs_out_of_iterations_with_an_empty_class_names_it_as_the_cause(tmp_path, npy, capsys):
-    # "--max-iter ran out; raise --max-iter", where class 0 had no row: its intercept falls without end.
+    # "--max-iter ran out; raise --max-iter", where class 0 had no row: its intercept falls as long as the fit runs.
     np.save(tmp_path / "y1.npy", np.load(npy[1]) + 1)
     argv = ["train", "--data", str(npy[0]), "--labels", str(tmp_path / "y1.npy"), "--max-iter", "2", "--tol", "1e-12"]
     with warnings.catch_warnings():
@@ -1702,8 +1713,10 @@ def test_a_fit_that_runs_out_of_iterations_with_an_empty_class_names_it_as_the_c
         assert main(argv) == 0
     out = capsys.readouterr().out
     assert "a class that no training row has (see the note above) has no finite optimum" in out
-    # Raising --max-iter could never help ("correct the labels, or raise --max-iter").
-    assert out.count("--max-iter") == 2 and "no --max-iter ends the fit at one: correct the labels)" in out
+    # A higher --max-iter ends the fit at --tol (the class's gradient, its mean probability, shrinks), with the
+    # class never predicted: it said that no --max-iter ends the fit, and a fit at 70 iterations converged.
+    assert "until its gradient passes under --tol (a higher --max-iter gets there)" in out
+    assert "the model never predicts it: correct the labels)" in out
     np.save(tmp_path / "y0.npy", np.load(npy[1]))
     assert main([*argv[:4], str(tmp_path / "y0.npy"), *argv[5:]]) == 0
     out = capsys.readouterr().out
@@ -1713,7 +1726,7 @@ def test_a_fit_that_runs_out_of_iterations_with_an_empty_class_names_it_as_the_c
     out = capsys.readouterr().out
     assert "--classes 4 gives a class that no training row has, which has no finite optimum" in out
     assert "note above" not in out and "correct the labels" not in out
-    assert "ends the fit at one: give as many --classes as the labels name)" in out
+    assert "never predicts it: give as many --classes as the labels name)" in out
 
 
 def test_a_fit_that_stops_early_gives_the_engine_s_reason_in_option_names(tmp_path, capsys):
