@@ -351,3 +351,26 @@ def test_a_fit_that_ends_above_the_loss_of_zero_weights_is_not_converged(solver)
         model.fit(X, y, solver=solver, l2=1e-3)
     assert model.loss_history_[-1] > 1e10
     assert not model.converged_
+
+
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+def test_the_reference_point_holds_no_array_of_the_rows(tmp_path, weighted):
+    """It indexed every row (np.arange(N), or np.flatnonzero of the weights: 8 bytes a row) to pick 63: a
+    streamed fit of a file of 2**31 rows and one feature asked for 16 GiB. The rows it picks are the same."""
+    import tracemalloc
+
+    from fastsoftmax._scaling import reference_point, spread_rows
+
+    n = 2_000_000
+    X = np.lib.format.open_memmap(tmp_path / "X.npy", mode="w+", dtype=np.float32, shape=(n, 1))
+    X[:, 0] = np.arange(n, dtype=np.float32)
+    weights = (np.arange(n) % 3 == 0).astype(np.float32) if weighted else np.empty(0, np.float32)
+    tracemalloc.start()
+    try:
+        point = reference_point(X, weights)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * 2**20  # about 8 MB of a block's indices where weighted; 16 MB for the whole index
+    rows = np.flatnonzero(weights) if weighted else np.arange(n)
+    assert point[0] == np.median(X[rows[spread_rows(rows.shape[0])], 0].astype(np.float64))
