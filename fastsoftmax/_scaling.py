@@ -239,7 +239,7 @@ def _spread_weighted_rows(sample_weight: np.ndarray, block: int = 1 << 20) -> np
     counts = [int(np.count_nonzero(sample_weight[start : start + block])) for start in starts]
     wanted = spread_rows(sum(counts))  # ranks among the rows of weight > 0
     rows, first_rank = [], 0
-    for start, count in zip(starts, counts):
+    for start, count in zip(starts, counts, strict=True):
         mine = wanted[(wanted >= first_rank) & (wanted < first_rank + count)] - first_rank
         if mine.shape[0]:
             rows.append(start + np.flatnonzero(sample_weight[start : start + block])[mine])

@@ -1155,7 +1155,9 @@ def _check_fit_fits_in_memory(
     from fastsoftmax.engine import SOLVER_ARRAYS, fit_memory_shortfall
 
     offered = tuple(SOLVER_ARRAYS) if offered is None else offered
-    shortfall = fit_memory_shortfall(n_classes, n_features, args.solver, np.dtype(dtype).itemsize, offered)
+    shortfall = fit_memory_shortfall(
+        n_classes, n_features, args.solver, np.dtype(dtype).itemsize, offered, with_model=True
+    )
     if shortfall is not None:
         shortfall = re.sub(r"solver '([\w-]+)' would need", r"--solver \1 would need", shortfall)
         raise CLIError(f"{shortfall}; train with fewer classes or features, or free memory (nothing was trained).")
@@ -1171,8 +1173,10 @@ def _zero_start_model(n_features: int, n_classes: int, dtype) -> SoftmaxRegressi
     """
     from fastsoftmax import SoftmaxRegression
 
-    model = SoftmaxRegression(n_features, n_classes, dtype=dtype)
-    model.W = np.zeros_like(model.W)
+    # Made with one feature, so that the constructor's random start (K x D float64 draws) is never drawn;
+    # input_dim follows the W assigned.
+    model = SoftmaxRegression(1, n_classes, dtype=dtype)
+    model.W = np.zeros((n_classes, n_features), dtype=model.dtype)
     return model
 
 

@@ -1070,6 +1070,8 @@ def fit_memory_shortfall(
     solver: str,
     itemsize: int,
     offered: Iterable[str] = tuple(SOLVER_ARRAYS),
+    *,
+    with_model: bool = False,
 ) -> str | None:
     """Why a fit of K classes and D features with ``solver`` cannot run in the memory available, or None.
 
@@ -1077,22 +1079,28 @@ def fit_memory_shortfall(
     or the memory available (``_memory.available_memory``), or that is
     unknown. The reason names both figures and, where one of the
     solvers the caller ``offered`` would fit, a solver that holds less; the
-    caller adds what to change in its own terms.
+    caller adds what to change in its own terms. ``with_model``: the model's
+    W and b are not made yet, and count too (a check before the model is
+    built, as the command line's: it passed fits whose model then took the
+    memory, and the engine's own check refused them only after that).
     """
-    needed = fit_memory_floor(n_classes, n_features, solver, itemsize)
+    model_bytes = n_classes * (n_features + 1) * itemsize if with_model else 0
+    needed = fit_memory_floor(n_classes, n_features, solver, itemsize) + model_bytes
     if needed < MEMORY_CHECK_MIN_BYTES:
         return None
     available = _memory.available_memory()
     if available is None or needed <= available:
         return None
     leaner = min(offered, key=lambda other: _bytes_per_parameter(other, itemsize))
-    leaner_needs = fit_memory_floor(n_classes, n_features, leaner, itemsize)
+    leaner_needs = fit_memory_floor(n_classes, n_features, leaner, itemsize) + model_bytes
     would_fit = leaner != solver and leaner_needs <= available
+    held = " and the model's weights" if with_model else ""
     return (
         f"a fit of {n_classes:,} classes x {n_features:,} features ({n_classes * (n_features + 1):,} parameters) "
         f"with solver {solver!r} needs at least {needed / 2**30:.4g} GiB for the solver's own arrays "
-        f"({_bytes_per_parameter(solver, itemsize)} bytes a parameter), more than the {available / 2**30:.4g} GiB "
-        "available" + (f"; solver {leaner!r} would need {leaner_needs / 2**30:.4g} GiB" if would_fit else "")
+        f"({_bytes_per_parameter(solver, itemsize)} bytes a parameter){held}, more than the "
+        f"{available / 2**30:.4g} GiB available"
+        + (f"; solver {leaner!r} would need {leaner_needs / 2**30:.4g} GiB" if would_fit else "")
     )
 
 

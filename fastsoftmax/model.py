@@ -101,7 +101,9 @@ class SoftmaxRegression:
         )
         self.dtype = _checks.as_float_dtype(dtype)
         rng = np.random.default_rng(_checks.check_seed(seed))
-        self.W = (0.01 * rng.standard_normal((num_classes, input_dim))).astype(self.dtype)
+        draws = rng.standard_normal((num_classes, input_dim))
+        draws *= 0.01  # in place: ``0.01 * draws`` held a second K x D float64 array (the values are the same)
+        self.W = draws.astype(self.dtype, copy=False)
         self.b = np.zeros(num_classes, dtype=self.dtype)
         self.loss_history_: list[float] = []
         self.n_iter_ = 0

@@ -410,10 +410,11 @@ def test_a_checkpoint_on_a_disk_without_room_for_one_is_refused_before_training(
 
 def test_a_fit_that_cannot_fit_in_memory_is_refused_before_the_classes_are_counted(tmp_path, npy, capsys, monkeypatch):
     """--classes 20000000 on a file of 50 features was killed (out of memory) after a minute, with nothing
-    said; --classes 2000000000 as it counted the rows of each class."""
+    said; --classes 2000000000 as it counted the rows of each class. The model's own weights count: the check
+    passed fits whose solver fitted only without them, and the model the command made took the memory."""
     from fastsoftmax import _data, _memory, engine
 
-    monkeypatch.setattr(_memory, "available_memory", lambda: 1_200_000)
+    monkeypatch.setattr(_memory, "available_memory", lambda: 2_000_000)
     monkeypatch.setattr(engine, "MEMORY_CHECK_MIN_BYTES", 0)
 
     def not_reached(*args, **kwargs):
@@ -424,11 +425,13 @@ def test_a_fit_that_cannot_fit_in_memory_is_refused_before_the_classes_are_count
     argv = ["train", "--data", str(npy[0]), "--labels", str(npy[1]), "--classes", "20000", "--out", str(out)]
     assert main([*argv, "--solver", "gd"]) == 2
     err = " ".join(capsys.readouterr().err.split())
-    # float32 (the file's dtype): gd holds 12 bytes a parameter (1.68 MB), sgd 8 (1.12 MB)
+    # float32 (the file's dtype): gd holds 12 bytes a parameter, sgd 8, and the model 4 (W and b): 2.24 MB and
+    # 1.68 MB, where gd alone (1.68 MB) fits in the 2 MB.
     assert (
-        "a fit of 20,000 classes x 6 features (140,000 parameters) with solver 'gd' needs at least 0.001565 GiB" in err
+        "a fit of 20,000 classes x 6 features (140,000 parameters) with solver 'gd' needs at least 0.002086 GiB for "
+        "the solver's own arrays (12 bytes a parameter) and the model's weights" in err
     )
-    assert "more than the 0.001118 GiB available; --solver sgd would need 0.001043 GiB; train with fewer classes" in err
+    assert "more than the 0.001863 GiB available; --solver sgd would need 0.001565 GiB; train with fewer classes" in err
     assert "(nothing was trained)" in err
     assert not out.exists()
 
