@@ -59,6 +59,7 @@ partial sums.
 
 from __future__ import annotations
 
+import errno
 import math
 import mmap
 import os
@@ -226,6 +227,15 @@ def open_array(a, name: str) -> np.ndarray:
         try:
             arr = np.load(path, mmap_mode="r", allow_pickle=False)
         except _io.CORRUPT_NPY_ERRORS as exc:
+            if isinstance(exc, OSError) and exc.errno == errno.ENOMEM:
+                # mmap's bare "[Errno 12] Cannot allocate memory" named neither the file nor the cause: the file
+                # is mapped whole, whatever the chunk size, and a limit on the address space (ulimit -v) refuses
+                # a map larger than it allows, however little of it is read at once.
+                raise MemoryError(
+                    f"{name} file {path!r} ({opened.st_size:,} bytes) could not be mapped into memory ({exc}): "
+                    f"files are mapped whole and read a chunk at a time, so the process's address space must "
+                    f"hold the file; raise its limit (ulimit -v), or split the file."
+                ) from exc
             _io.raise_if_not_about_the_contents(exc)
             raise ValueError(
                 f"{name} file {path!r} is not a readable .npy file ({exc}); it may be truncated or corrupt."

@@ -563,3 +563,18 @@ def test_sample_weight_counts_at_batch_size_1(data, solver):
     assert not np.allclose(fits[0].W, fits[1].W, rtol=1e-6)
     # Class 0 weighs 100 times the others: the weighted fit predicts it more often.
     assert (fits[1].predict(X) == 0).mean() > (fits[0].predict(X) == 0).mean()
+
+
+def test_a_file_the_address_space_cannot_map_is_named_with_the_cause(files, monkeypatch):
+    """Under a limit on the address space (ulimit -v) below the file's size, mmap's bare "[Errno 12] Cannot
+    allocate memory" reached the user: from fit, and from the command line as its whole message."""
+    import errno
+
+    X_path, y_path = files
+
+    def cannot_map(*args, **kwargs):
+        raise OSError(errno.ENOMEM, "Cannot allocate memory")
+
+    monkeypatch.setattr(np, "load", cannot_map)
+    with pytest.raises(MemoryError, match=r"X file .* could not be mapped into memory .*ulimit -v"):
+        SoftmaxRegression(D, K).fit(X_path, y_path, chunk_size=100)
