@@ -75,8 +75,10 @@ from fastsoftmax._api import _weight_sum, fused_loss_grad, l2_penalty
 from fastsoftmax._memory import available_memory, within_copy_budget
 from fastsoftmax._threading import parallel_section, work_chunks
 
-#: Target size of one streamed chunk of X in bytes (the kernels see one chunk at a time).
+#: Target size of one streamed chunk of X and its labels in bytes (the kernels see one chunk at a time).
 CHUNK_BYTES = 128 << 20
+#: Bytes a row of labels takes in a chunk (int64, as the kernels read them).
+LABEL_BYTES = np.dtype(np.int64).itemsize
 #: Rows per shuffle block for the mini-batches of a streamed source.
 SHUFFLE_BLOCK_ROWS = 1 << 16
 #: Bytes of X copied at a time to hash rows that are not stored in C order.
@@ -431,8 +433,9 @@ class DataSource:
         self.mean_weight = self.weight_sum / self.n_samples
         if chunk_size is None:
             # A chunk is cast to the compute dtype: sized by the wider of the two (a uint8 file
-            # trained in float64 held chunks of 8 x CHUNK_BYTES).
-            row_bytes = self.n_features * max(self.X.dtype.itemsize, self.dtype.itemsize)
+            # trained in float64 held chunks of 8 x CHUNK_BYTES), and its labels go to the kernels as int64:
+            # counted too (a file of one float32 feature held chunks of 3 x CHUNK_BYTES, two of them labels).
+            row_bytes = self.n_features * max(self.X.dtype.itemsize, self.dtype.itemsize) + LABEL_BYTES
             chunk_size = max(1, CHUNK_BYTES // row_bytes) if self.streamed else self.n_samples
         self.chunk_size = min(_checks.check_int(chunk_size, "chunk_size"), self.n_samples)
         self.row_offset = _checks.check_int(row_offset, "row_offset", minimum=0)

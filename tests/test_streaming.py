@@ -299,13 +299,15 @@ def test_checkpoint_resumes_with_another_chunk_size(tmp_path, files):
     "file_dtype, dtype", [(np.uint8, np.float64), (np.float16, np.float32), (np.float64, np.float32)]
 )
 def test_a_streamed_chunk_holds_about_chunk_bytes_once_cast(tmp_path, monkeypatch, file_dtype, dtype):
-    # Sized by the file's itemsize alone, a uint8 file trained in float64 made chunks of 8 x CHUNK_BYTES.
+    # Sized by the file's itemsize alone, a uint8 file trained in float64 made chunks of 8 x CHUNK_BYTES; and
+    # without its labels, which the kernels read as int64, a file of one float32 feature made chunks of 3 x.
     monkeypatch.setattr(fs._data, "CHUNK_BYTES", 1 << 16)
-    np.save(tmp_path / "X.npy", np.ones((10_000, 16), dtype=file_dtype))
-    np.save(tmp_path / "y.npy", np.zeros(10_000, dtype=np.int64))
-    source = DataSource(str(tmp_path / "X.npy"), str(tmp_path / "y.npy"), dtype)
-    widest = max(np.dtype(file_dtype).itemsize, np.dtype(dtype).itemsize)
-    assert source.chunk_size == (1 << 16) // (16 * widest)
+    for n_features in (16, 1):
+        np.save(tmp_path / "X.npy", np.ones((10_000, n_features), dtype=file_dtype))
+        np.save(tmp_path / "y.npy", np.zeros(10_000, dtype=np.uint8))
+        source = DataSource(str(tmp_path / "X.npy"), str(tmp_path / "y.npy"), dtype)
+        widest = max(np.dtype(file_dtype).itemsize, np.dtype(dtype).itemsize)
+        assert source.chunk_size == (1 << 16) // (n_features * widest + 8)
 
 
 def test_a_streamed_pass_holds_one_cast_chunk_at_a_time(tmp_path, monkeypatch):
