@@ -2587,6 +2587,12 @@ def _run_command(argv: Sequence[str] | None, stdout: _StreamGuard) -> int:
         return 2
     except (ValueError, TypeError, OSError, MemoryError, ImportError, JitDisabledError) as exc:
         message = " ".join(str(exc).split()) or type(exc).__name__
+        if isinstance(exc, MemoryError) and not str(exc).strip():
+            # NumPy's buffers and pickle's raise it bare (writing a checkpoint): "error: MemoryError" said no more.
+            message = (
+                "out of memory (a MemoryError with no details); free memory and run it again (every file is "
+                "written whole under a temporary name, so those in place are as they were or complete)"
+            )
         if isinstance(exc, PenaltyBeyondDtypeError):  # from the warm-up's fit or the fit: --l2, --dtype
             message = _with_option_names(message)
         print(f"fastsoftmax {args.command}: error: {message}", file=sys.stderr)

@@ -2331,3 +2331,16 @@ def test_the_last_line_of_an_interrupted_command_cannot_fail(monkeypatch):
     monkeypatch.setattr(cli, "_run_command", lambda argv, stdout: (_ for _ in ()).throw(cli._Terminated()))
     monkeypatch.setattr(cli, "_signalled", [signal.SIGTERM])
     assert main(["train"]) == 143
+
+
+def test_a_memory_error_without_details_is_named_as_running_out_of_memory(capsys, monkeypatch):
+    """Raised bare (as writing a checkpoint raised it, in np.save), it printed "error: MemoryError"."""
+    from fastsoftmax import cli
+
+    def out_of_memory(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(cli, "_zero_start_model", out_of_memory)
+    assert main(["train", *SMALL, "--max-iter", "2", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fastsoftmax train: error: out of memory (a MemoryError with no details); free memory")
