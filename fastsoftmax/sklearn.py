@@ -562,12 +562,12 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         if isinstance(sample_weight, numbers.Real):
             sample_weight = np.full(n, sample_weight, dtype=np.float64)  # as scikit-learn's _check_sample_weight
         elif isinstance(sample_weight, (list, tuple, np.ndarray)) and not isinstance(sample_weight, np.ma.MaskedArray):
-            # Numbers held as objects (Decimal values from a database): scikit-learn's _check_sample_weight
-            # converts them, numeric strings too (and None to NaN, which the check below names). What does
-            # not convert (other strings, ragged lists) is left to that check, which names it.
+            # Numbers held as objects (Decimal values from a database) or as strings ("0.5", read from a text
+            # file): scikit-learn's _check_sample_weight converts them (and None to NaN, which the check below
+            # names). What does not convert (other strings, ragged lists) is left to that check, which names it.
             with contextlib.suppress(TypeError, ValueError):
                 as_objects = np.asarray(sample_weight)
-                if as_objects.dtype == object:
+                if as_objects.dtype == object or as_objects.dtype.kind in "US":
                     sample_weight = as_objects.astype(np.float64)
         w = None if sample_weight is None else _checks.check_sample_weight(sample_weight, n, np.dtype(np.float64))
         if self.class_weight is not None:

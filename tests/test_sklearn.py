@@ -1797,13 +1797,15 @@ def test_a_longdouble_X_beyond_float64_is_named_by_its_range_not_as_infinite():
 
 
 def test_sample_weights_held_as_objects_are_converted_as_logistic_regression_converts_them():
-    """An object array of numbers (Decimal values from a database) was refused as "dtype object"."""
+    """An object array of numbers (Decimal values from a database) was refused as "dtype object"; numeric
+    strings (read from a text file) as "must be numeric"."""
     import decimal
 
     X, y = generated(n=60, d=3, k=3)
     weights = np.random.default_rng(1).uniform(0.5, 2.0, 60)
     want = SoftmaxClassifier().fit(X, y, sample_weight=weights).coef_
-    for given in (weights.astype(object), [decimal.Decimal(repr(float(w))) for w in weights]):
+    as_text = [repr(float(w)) for w in weights]
+    for given in (weights.astype(object), [decimal.Decimal(w) for w in as_text], as_text, np.array(as_text)):
         np.testing.assert_array_equal(SoftmaxClassifier().fit(X, y, sample_weight=given).coef_, want)
     with pytest.raises(TypeError, match=r"^sample_weight has dtype object; pass a numeric array"):
         SoftmaxClassifier().fit(X, y, sample_weight=np.array(["heavy"] * 60, dtype=object))
