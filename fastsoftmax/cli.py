@@ -2294,7 +2294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     stderr = _StreamGuard.replacing("stderr")
     stdout = _StreamGuard.replacing("stdout")
-    _paths_printable()
+    made_printable = _paths_printable(stdout.previous, stderr.previous)
     _signalled.clear()
     try:
         with _terminate_as_an_exception():
@@ -2320,6 +2320,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         stdout.close()
         sys.stderr = stderr.previous
         stderr.close()
+        for stream in made_printable:  # the host's streams encode as they did (main may run inside a program)
+            with contextlib.suppress(Exception):
+                stream.reconfigure(errors="strict")
 
 
 class _StdoutUnwritable(OSError):
@@ -2345,16 +2348,20 @@ def _last_line(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
 
-def _paths_printable() -> None:
-    """Let stdout and stderr print any file name, as ``\\xff`` where it is not text in their encoding.
+def _paths_printable(*streams) -> list:
+    """Let ``streams`` (stdout, stderr) print any file name, as ``\\xff`` where it is not text in their encoding.
 
     Linux takes any bytes in a name; Python decodes the others as surrogates,
     which a strict UTF-8 stream refuses: train wrote the model to ``m\\xff.npz``
-    and then failed on the line that named it, exit status 2.
+    and then failed on the line that named it, exit status 2. Returns the
+    streams changed, which :func:`main` makes strict again when it ends.
     """
-    for stream in (sys.stdout, sys.stderr):
+    changed = []
+    for stream in streams:
         if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
+            changed.append(stream)
+    return changed
 
 
 class _Terminated(BaseException):

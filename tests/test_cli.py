@@ -2344,3 +2344,16 @@ def test_a_memory_error_without_details_is_named_as_running_out_of_memory(capsys
     assert main(["train", *SMALL, "--max-iter", "2", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("fastsoftmax train: error: out of memory (a MemoryError with no details); free memory")
+
+
+def test_main_leaves_the_host_s_streams_encoding_as_they_did(monkeypatch, tmp_path):
+    """main lets its streams print any file name (errors="backslashreplace") and left them so: a host program's
+    later print of a lone surrogate wrote an escape where it raised before."""
+    import io
+
+    for stream_name in ("stdout", "stderr"):
+        monkeypatch.setattr(sys, stream_name, io.TextIOWrapper(io.BytesIO(), encoding="utf-8", errors="strict"))
+    assert main(["predict", "--model", str(tmp_path / "none.npz"), "--data", str(tmp_path / "none.npy")]) == 2
+    assert (sys.stdout.errors, sys.stderr.errors) == ("strict", "strict")
+    with pytest.raises(UnicodeEncodeError):
+        print("caf\udcff")
