@@ -908,3 +908,58 @@ def test_a_stop_at_the_floor_with_a_large_gap_names_it():
     with pytest.warns(fs.ConvergenceWarning, match=match):
         model.fit(X, y, tol=1e-10, max_iter=3000)
     assert not model.converged_
+
+
+@pytest.mark.parametrize("solver", ["lbfgs", "newton-cg"])
+def test_features_that_are_combinations_of_others_raise_no_alarm_at_the_optimum(solver):
+    """Two features that are exact linear combinations of the other four, without L2: the directions they
+    leave flat carry a gradient and a curvature of rounding alone (max|g| 2e-17, curvature near eps^2), whose
+    ratio put the gap estimate at 6e-7 where the fit was 2e-16 from the optimum, and the fit was called not
+    converged (22 seeds of 25 with Newton-CG). Steps of such curvature end the estimate."""
+    rng = np.random.default_rng(1)
+    base = rng.standard_normal((2000, 4)) * 10.0 ** rng.uniform(-1, 1, 4) + rng.normal(0, 2, 4)
+    X = np.hstack([base, base @ rng.standard_normal((4, 2))])
+    logits = 0.7 * base @ rng.standard_normal((4, 3))
+    y = (logits + rng.gumbel(size=logits.shape)).argmax(axis=1)
+    optimum = SoftmaxRegression(4, 3, seed=0).fit(base, y, solver="newton-cg", tol=1e-13, max_iter=500)
+    best = fs.loss_and_grad(base, y, optimum.W, optimum.b)[0]
+    for tol in (1e-10, 0.0):  # at tol 0 every stop is at the floor
+        model = SoftmaxRegression(6, 3, seed=1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            model.fit(X, y, solver=solver, tol=tol, max_iter=3000)
+        assert model.converged_, tol
+        assert fs.loss_and_grad(X, y, model.W, model.b)[0] - best <= 1e-12 * best
+
+
+def test_a_constant_column_beside_the_intercept_raises_no_alarm_at_a_stop_at_the_floor():
+    """Iris and a column of ones, float64, without L2, at tol 1e-10: L-BFGS stopped at the floor 4e-14 from the
+    optimum, and the estimate (6e-8) took the ones' weights in, which change no logit beside the intercept."""
+    from sklearn.datasets import load_iris
+
+    X, y = load_iris(return_X_y=True)
+    X = np.hstack([X, np.ones((X.shape[0], 1))])
+    model = SoftmaxRegression(5, 3, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.fit(X, y, tol=1e-10, max_iter=2000)
+    assert model.converged_
+
+
+def test_one_hot_categories_beside_the_intercept_raise_no_alarm_in_float32():
+    """Four one-hot columns (summing to 1, as the intercept does), float32, without L2: L-BFGS gave up 3e-15 from
+    the optimum, and the gap estimate, 1e-15 after 13 steps, was driven up to 2e-4 by steps along the direction the
+    categories leave flat, whose curvature was the float32 products' rounding: "not shown below"."""
+    rng = np.random.default_rng(0)
+    n = 3000
+    categories = rng.integers(0, 4, n)
+    one_hot = np.eye(4)[categories]
+    numbers = rng.standard_normal((n, 3)) * [1, 5, 0.2] + [0, 3, -1]
+    X = np.hstack([numbers, one_hot]).astype(np.float32)
+    logits = numbers @ rng.standard_normal((3, 3)) + one_hot @ rng.standard_normal((4, 3))
+    y = (logits + rng.gumbel(size=logits.shape)).argmax(axis=1)
+    model = SoftmaxRegression(7, 3, dtype=np.float32, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.fit(X, y, tol=1e-10, max_iter=3000)
+    assert model.converged_
