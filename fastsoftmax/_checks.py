@@ -596,8 +596,14 @@ def no_weights(dtype) -> np.ndarray:
 
 
 def check_sample_weight(
-    sample_weight, n_samples: int, dtype: np.dtype, *, scale_free: bool = False, all_zero_ok: bool = False
-) -> np.ndarray:
+    sample_weight,
+    n_samples: int,
+    dtype: np.dtype,
+    *,
+    scale_free: bool = False,
+    all_zero_ok: bool = False,
+    with_divisor: bool = False,
+):
     r"""Check sample weights (N,): finite, non-negative, positive sum; return them in ``dtype``.
 
     Returns a length-0 array for None, which the kernels read as "all ones".
@@ -613,10 +619,13 @@ def check_sample_weight(
     the weighted sums in the kernels closer to overflow. Otherwise the values
     themselves count, and a nonzero weight that the cast to ``dtype`` takes
     below its smallest normal number raises ValueError (weights already in
-    ``dtype`` are used as they are).
+    ``dtype`` are used as they are). ``with_divisor=True`` returns the pair
+    (weights, the number they were divided by), that number 1.0 unless
+    ``scale_free`` rescaled them: what compares weights across calls
+    (``partial_fit``'s stream) needs them as given.
     """
     if sample_weight is None:
-        return no_weights(dtype)
+        return (no_weights(dtype), 1.0) if with_divisor else no_weights(dtype)
     w = _as_array(sample_weight, "sample_weight")
     if w.ndim != 1 or w.shape[0] != n_samples:
         raise ValueError(f"sample_weight must have shape ({n_samples},) to match X, got {w.shape}.")
@@ -628,11 +637,13 @@ def check_sample_weight(
     w_max = float(w.max())
     if not w_max > 0:
         if all_zero_ok:
-            return _contiguous(w, dtype)
+            return (_contiguous(w, dtype), 1.0) if with_divisor else _contiguous(w, dtype)
         raise ValueError("sample_weight sums to 0 (every weight is zero); at least one sample needs a positive weight.")
     info = np.finfo(dtype)
+    divisor = 1.0
     if scale_free and not float(info.tiny) <= w_max <= 1 / float(info.eps):
         w = w.astype(np.float64) / w_max
+        divisor = w_max
     with np.errstate(over="ignore"):  # a weight beyond dtype's range is named below, without NumPy's warning
         given, w = w, _contiguous(w, dtype)
     if not w.any():
@@ -652,7 +663,7 @@ def check_sample_weight(
             f"sample_weight overflows in {dtype} or its sum does in float64 (largest weight "
             f"{w_max:.3g}); scale the weights down."
         )
-    return w
+    return (w, divisor) if with_divisor else w
 
 
 def raise_for_subnormal_weights(given: np.ndarray, w: np.ndarray) -> None:

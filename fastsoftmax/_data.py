@@ -396,7 +396,7 @@ class DataSource:
     chunk_size : int, optional
         Rows per chunk. By default an in-memory X is one chunk and a streamed
         X is cut into chunks of about :data:`CHUNK_BYTES` in the compute dtype
-        or the file's, whichever is wider.
+        or the file's, whichever is wider, with their labels as int64.
     row_offset : int, default 0
         The row of the whole data set that X's first row is (X a row slice
         of it, such as the CLI's validation rows), so that every message
@@ -426,8 +426,12 @@ class DataSource:
         self.n_samples, self.n_features = X.shape
         self.y = open_labels(y, self.n_samples)
         # Training uses the weights only through w_i / sum(w): scale-free.
-        self.sample_weight = _checks.check_sample_weight(sample_weight, self.n_samples, self.dtype, scale_free=True)
+        self.sample_weight, divisor = _checks.check_sample_weight(
+            sample_weight, self.n_samples, self.dtype, scale_free=True, with_divisor=True
+        )
         self.weight_sum = _weight_sum(self.sample_weight, self.n_samples)
+        #: The weight sum as given, before the check divided the weights into the dtype's range.
+        self.given_weight_sum = self.weight_sum * divisor
         #: A mini-batch of n rows is divided by n times this (its expected weight): the mean weight of these rows,
         #: or of every row of a stream that ``partial_fit`` is given in calls (set by the engine).
         self.mean_weight = self.weight_sum / self.n_samples

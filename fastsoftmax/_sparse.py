@@ -404,6 +404,8 @@ class SparseObjective:
         self.weight_sum = _weight_sum(sample_weight, X.n_samples)
         #: :meth:`batch` divides a mini-batch of n rows by n times this (see ``_data.DataSource.mean_weight``).
         self.mean_weight = self.weight_sum / X.n_samples
+        #: The weight sum as given, before they were divided into the dtype's range (set by the maker).
+        self.given_weight_sum = self.weight_sum
         self._rows = 0
         n_stored = int(X.indptr[-1])
         self._stored_per_row = n_stored // X.n_samples
@@ -793,10 +795,12 @@ def make_sparse_objective(
     """
     rows = check_sparse_X(X, dtype, n_features, cast_floats=cast_floats)
     y = _checks.check_labels(y, rows.n_samples, n_classes)
-    sample_weight = _checks.check_sample_weight(
-        sample_weight, rows.n_samples, dtype, scale_free=scale_free, all_zero_ok=not scale_free
+    sample_weight, divisor = _checks.check_sample_weight(
+        sample_weight, rows.n_samples, dtype, scale_free=scale_free, all_zero_ok=not scale_free, with_divisor=True
     )
-    return SparseObjective(rows, y, sample_weight, n_classes, l2, renumber_columns=renumber_columns)
+    objective = SparseObjective(rows, y, sample_weight, n_classes, l2, renumber_columns=renumber_columns)
+    objective.given_weight_sum = objective.weight_sum * divisor
+    return objective
 
 
 def _all_finite(loss: float, grad: np.ndarray) -> bool:

@@ -78,6 +78,11 @@ class ChunkedObjective:
         return self.source.weight_sum
 
     @property
+    def given_weight_sum(self) -> float:
+        """The sum of the rows' weights as given, before the check divided them into the dtype's range."""
+        return self.source.given_weight_sum
+
+    @property
     def mean_weight(self) -> float:
         """The weight per row by which :meth:`batch` divides a mini-batch (see :attr:`DataSource.mean_weight`)."""
         return self.source.mean_weight

@@ -607,10 +607,12 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                     "the other classes."
                 )
         weight_sum = float(n) if w is None else float(np.sum(w, dtype=np.float64))
-        if w is not None:
+        if w is not None and not partial:
             # The engine uses them only through w_i / sum w (l2 takes weight_sum, in float64): scaled
             # there before the cast to dtype, as the engine would, or float32 made weights of 1e-44
             # subnormal (their ratios lost) and those of 1e-300 zero. Class weights may have zeroed every row.
+            # partial_fit's go as given, in float64: its stream compares calls by their weights (the engine
+            # scales each call's into the dtype's range and keeps the scale).
             w = _checks.check_sample_weight(w, n, dtype, scale_free=True)
         return w, weight_sum
 

@@ -1192,22 +1192,26 @@ def test_partial_fit_leaves_the_generator_of_a_later_call_alone(rng):
         assert model.n_iter_ == 2
 
 
-def test_partial_fit_weighs_a_call_against_the_mean_weight_of_the_stream(rng):
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("heavy", [10.0, 1e7])
+def test_partial_fit_weighs_a_call_against_the_mean_weight_of_the_stream(rng, dtype, heavy):
     """A mini-batch was divided by its call's own mean weight, so a call whose rows all weigh 10 stepped as one
     of weight 1 (and class weights did nothing on a stream grouped by class). It is divided by its rows times
     the mean weight of every row streamed so far: with one plain-sgd step per call, the second call's step is
-    lr * (10 / mean) times its gradient."""
-    X, y = rng.standard_normal((200, 4)), rng.integers(0, 3, 200)
+    lr * (w / mean) times its gradient. Also where the check divides the weights into the dtype's range
+    (1e7 in float32: the first version compared the divided ones, and stepped as for weight 1)."""
+    X, y = rng.standard_normal((200, 4)).astype(dtype), rng.integers(0, 3, 200)
     first, second = slice(0, 120), slice(120, 200)
     options = {"solver": "sgd", "lr": 0.5, "momentum": 0.0, "batch_size": 200, "seed": 0}
-    model = SoftmaxRegression(4, 3, seed=0).partial_fit(X[first], y[first], **options)
+    model = SoftmaxRegression(4, 3, seed=0, dtype=dtype).partial_fit(X[first], y[first], **options)
     W, b = model.W.copy(), model.b.copy()
     _, dW, db = fs.loss_and_grad(X[second], y[second], W, b)
-    model.partial_fit(X[second], y[second], sample_weight=np.full(80, 10.0), **options)
-    stream_mean = (120 * 1.0 + 80 * 10.0) / 200
-    factor = options["lr"] * 10.0 / stream_mean
-    np.testing.assert_allclose(model.W, W - factor * dW, rtol=1e-12, atol=1e-14)
-    np.testing.assert_allclose(model.b, b - factor * db, rtol=1e-12, atol=1e-14)
+    model.partial_fit(X[second], y[second], sample_weight=np.full(80, heavy), **options)
+    stream_mean = (120 * 1.0 + 80 * heavy) / 200
+    factor = options["lr"] * heavy / stream_mean
+    rtol = rtol_for(dtype, 5, 3, 200)
+    np.testing.assert_allclose(model.W, W - factor * dW, rtol=rtol, atol=rtol * np.abs(W).max())
+    np.testing.assert_allclose(model.b, b - factor * db, rtol=rtol, atol=rtol * np.abs(b).max())
 
 
 @pytest.mark.parametrize("how", ["deepcopy", "pickle"])
