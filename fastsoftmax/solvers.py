@@ -812,7 +812,9 @@ def lbfgs(
         with np.errstate(over="ignore"):  # a gradient beyond 1e154: yy = inf and the pair is skipped below
             sy, yy = float(s_new @ y_new), float(y_new @ y_new)
         newest, gamma = int(state["newest"]), state["gamma"]
-        if sy > np.finfo(np.float64).eps * yy:
+        # yy == 0 with sy > 0: the change of gradient underflowed in its square (losses near 1e-107 on separable
+        # data without L2), and sy / yy raised ZeroDivisionError; such a pair says nothing about the curvature.
+        if sy > np.finfo(np.float64).eps * yy and yy > 0.0:
             newest = (newest + 1) % memory
             s[newest], y[newest], rho[newest] = s_new, y_new, 1.0 / sy
             n_pairs, gamma = min(n_pairs + 1, memory), np.array(sy / yy)

@@ -968,3 +968,13 @@ def test_one_hot_categories_beside_the_intercept_raise_no_alarm_in_float32():
         model.fit(X, y, tol=1e-10, max_iter=3000)
     assert model.converged_
 
+
+def test_a_change_of_gradient_whose_square_underflows_is_no_curvature_pair():
+    """Separable wine without L2 at tol 0: the loss falls toward 0 (1e-107 and below), a change of gradient's
+    square underflowed to 0 while s^T y did not, and sy / yy raised ZeroDivisionError."""
+    from sklearn.datasets import load_wine
+
+    X, y = load_wine(return_X_y=True)
+    model = SoftmaxRegression(13, 3, seed=0)
+    model.fit(X, y, l2=0.0, tol=0.0, max_iter=1500)
+    assert model.n_iter_ == 1500 and model.loss_history_[-1] < 1e-100
