@@ -338,9 +338,10 @@ def _unconverged_where_stopped(
       leaves out what changes no logit, and stops where the curvature is
       rounding alone (:func:`_gap_estimate`): without that, features that
       are combinations of others, and iris without L2, were called not
-      converged at the optimum. Not in float32, whose Hessian products are
-      rounded to float32: their noise put Newton-CG's estimate above the
-      allowed gap 4e-10 from the optimum, on one-hot categories;
+      converged at the optimum. Such stops of float32 fits are judged by the
+      gradient alone, as before: their Hessian products are rounded to
+      float32, and that noise put Newton-CG's estimate above the allowed
+      gap 4e-10 from the optimum, on one-hot categories;
     * a fit that is not preconditioned (gd, and lbfgs or newton-cg with
       ``precondition=False``) and stops because ``max|g| <= tol`` measured
       the gradient in the features' own units, where a feature in units of

@@ -555,8 +555,9 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
 
         Weights whose largest lies outside ``dtype``'s range are returned divided by it
         (``_checks.check_sample_weight(scale_free=True)``); the sum is that of the weights as given.
-        For ``partial_fit`` (``partial``) class weights that zero every row give zeros and the sum 0
-        (a batch to skip), and class_weight='balanced' is refused.
+        For ``partial_fit`` (``partial``) the weights are returned as given, in float64 (the engine compares
+        calls by them), class weights that zero every row give zeros and the sum 0 (a batch to skip), and
+        class_weight='balanced' is refused.
         """
         n = y_idx.shape[0]
         if isinstance(sample_weight, numbers.Real):
