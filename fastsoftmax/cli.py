@@ -2280,6 +2280,9 @@ _OPTIONS_MEANT = {
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fastsoftmax`` console script; returns the exit status.
 
+    Usage errors, ``--help`` and ``--version`` raise SystemExit (2, 0, 0)
+    as argparse does, after the streams and the thread count are put back:
+    a program that calls ``main`` catches it.
     0 on success, 2 on an error (one line on stderr), 130 on Ctrl-C (one line,
     no traceback), wherever it lands: in a command, or before one runs, as
     the arguments are parsed or the thread pool starts, or where a callback
