@@ -596,15 +596,21 @@ def no_weights(dtype) -> np.ndarray:
 
 
 def check_sample_weight(
-    sample_weight,
-    n_samples: int,
-    dtype: np.dtype,
-    *,
-    scale_free: bool = False,
-    all_zero_ok: bool = False,
-    with_divisor: bool = False,
-):
-    r"""Check sample weights (N,): finite, non-negative, positive sum; return them in ``dtype``.
+    sample_weight, n_samples: int, dtype: np.dtype, *, scale_free: bool = False, all_zero_ok: bool = False
+) -> np.ndarray:
+    """Check sample weights (N,): finite, non-negative, positive sum; return them in ``dtype``.
+
+    See :func:`check_sample_weight_and_divisor`, which also returns what the weights were divided by.
+    """
+    return check_sample_weight_and_divisor(
+        sample_weight, n_samples, dtype, scale_free=scale_free, all_zero_ok=all_zero_ok
+    )[0]
+
+
+def check_sample_weight_and_divisor(
+    sample_weight, n_samples: int, dtype: np.dtype, *, scale_free: bool = False, all_zero_ok: bool = False
+) -> tuple[np.ndarray, float]:
+    r"""Check sample weights (N,): finite, non-negative, positive sum; return them in ``dtype``, and a divisor.
 
     Returns a length-0 array for None, which the kernels read as "all ones".
     ``all_zero_ok=True`` lets every weight be 0 where the caller returns
@@ -619,13 +625,12 @@ def check_sample_weight(
     the weighted sums in the kernels closer to overflow. Otherwise the values
     themselves count, and a nonzero weight that the cast to ``dtype`` takes
     below its smallest normal number raises ValueError (weights already in
-    ``dtype`` are used as they are). ``with_divisor=True`` returns the pair
-    (weights, the number they were divided by), that number 1.0 unless
-    ``scale_free`` rescaled them: what compares weights across calls
-    (``partial_fit``'s stream) needs them as given.
+    ``dtype`` are used as they are). The divisor is the number the weights
+    were divided by, 1.0 unless ``scale_free`` rescaled them: what compares
+    weights across calls (``partial_fit``'s stream) needs them as given.
     """
     if sample_weight is None:
-        return (no_weights(dtype), 1.0) if with_divisor else no_weights(dtype)
+        return no_weights(dtype), 1.0
     w = _as_array(sample_weight, "sample_weight")
     if w.ndim != 1 or w.shape[0] != n_samples:
         raise ValueError(f"sample_weight must have shape ({n_samples},) to match X, got {w.shape}.")
@@ -637,7 +642,7 @@ def check_sample_weight(
     w_max = float(w.max())
     if not w_max > 0:
         if all_zero_ok:
-            return (_contiguous(w, dtype), 1.0) if with_divisor else _contiguous(w, dtype)
+            return _contiguous(w, dtype), 1.0
         raise ValueError("sample_weight sums to 0 (every weight is zero); at least one sample needs a positive weight.")
     info = np.finfo(dtype)
     divisor = 1.0
@@ -663,7 +668,7 @@ def check_sample_weight(
             f"sample_weight overflows in {dtype} or its sum does in float64 (largest weight "
             f"{w_max:.3g}); scale the weights down."
         )
-    return (w, divisor) if with_divisor else w
+    return w, divisor
 
 
 def raise_for_subnormal_weights(given: np.ndarray, w: np.ndarray) -> None:

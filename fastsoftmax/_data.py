@@ -426,8 +426,8 @@ class DataSource:
         self.n_samples, self.n_features = X.shape
         self.y = open_labels(y, self.n_samples)
         # Training uses the weights only through w_i / sum(w): scale-free.
-        self.sample_weight, divisor = _checks.check_sample_weight(
-            sample_weight, self.n_samples, self.dtype, scale_free=True, with_divisor=True
+        self.sample_weight, divisor = _checks.check_sample_weight_and_divisor(
+            sample_weight, self.n_samples, self.dtype, scale_free=True
         )
         self.weight_sum = _weight_sum(self.sample_weight, self.n_samples)
         #: The weight sum as given, before the check divided the weights into the dtype's range.

@@ -386,6 +386,10 @@ class SparseObjective:
         resumed from a checkpoint follows the layout the checkpoint records
         (:meth:`data_layout`), where it still fits the memory, and so repeats
         the uninterrupted run bit for bit.
+    weight_divisor : float, default 1.0
+        What the check divided ``sample_weight`` by to bring it into the
+        dtype's range (``_checks.check_sample_weight_and_divisor``), so that
+        ``given_weight_sum`` is the sum as given.
     """
 
     def __init__(
@@ -397,6 +401,7 @@ class SparseObjective:
         l2: float,
         *,
         renumber_columns: bool = False,
+        weight_divisor: float = 1.0,
     ):
         self.X, self.y, self.sample_weight = X, kernels.read_only(y), kernels.read_only(sample_weight)
         self.n_samples, self.n_classes, self.l2 = X.n_samples, n_classes, l2
@@ -404,8 +409,8 @@ class SparseObjective:
         self.weight_sum = _weight_sum(sample_weight, X.n_samples)
         #: :meth:`batch` divides a mini-batch of n rows by n times this (see ``_data.DataSource.mean_weight``).
         self.mean_weight = self.weight_sum / X.n_samples
-        #: The weight sum as given, before they were divided into the dtype's range (set by the maker).
-        self.given_weight_sum = self.weight_sum
+        #: The weight sum as given, before the check divided the weights by ``weight_divisor`` into the dtype's range.
+        self.given_weight_sum = self.weight_sum * weight_divisor
         self._rows = 0
         n_stored = int(X.indptr[-1])
         self._stored_per_row = n_stored // X.n_samples
@@ -795,12 +800,12 @@ def make_sparse_objective(
     """
     rows = check_sparse_X(X, dtype, n_features, cast_floats=cast_floats)
     y = _checks.check_labels(y, rows.n_samples, n_classes)
-    sample_weight, divisor = _checks.check_sample_weight(
-        sample_weight, rows.n_samples, dtype, scale_free=scale_free, all_zero_ok=not scale_free, with_divisor=True
+    sample_weight, divisor = _checks.check_sample_weight_and_divisor(
+        sample_weight, rows.n_samples, dtype, scale_free=scale_free, all_zero_ok=not scale_free
     )
-    objective = SparseObjective(rows, y, sample_weight, n_classes, l2, renumber_columns=renumber_columns)
-    objective.given_weight_sum = objective.weight_sum * divisor
-    return objective
+    return SparseObjective(
+        rows, y, sample_weight, n_classes, l2, renumber_columns=renumber_columns, weight_divisor=divisor
+    )
 
 
 def _all_finite(loss: float, grad: np.ndarray) -> bool:
