@@ -38,6 +38,7 @@ import numpy as np
 
 from fastsoftmax import kernels
 from fastsoftmax._threading import parallel_section, work_chunks
+from fastsoftmax.exceptions import OptionTypeError
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _INT64 = np.dtype(np.int64)
@@ -92,7 +93,16 @@ def refuse_masked(a, name: str) -> None:
 def refuse_non_real(X: np.ndarray, name: str = "X") -> None:
     """TypeError for an array that is not of real numbers (floats, integers or booleans): complex, strings, dates."""
     if X.dtype.kind not in "fiub":
-        raise TypeError(f"{name} has dtype {X.dtype}; it must be a real numeric array.")
+        if X.dtype.kind == "c":
+            fix = f"pass its real part ({name}.real), or the real and imaginary parts as features of their own"
+        elif X.dtype.kind in "Mm":
+            fix = f"convert the dates or durations to numbers first ({name}.astype(np.int64) counts their units)"
+        else:
+            fix = (
+                f"numbers held as text convert with {name}.astype(np.float64), and categories must be encoded "
+                f"first (sklearn.preprocessing.OneHotEncoder, or the estimator in a pipeline after one)"
+            )
+        raise TypeError(f"{name} has dtype {X.dtype}; it must be a real numeric array: {fix}.")
 
 
 #: The fix for an .npy file of a structured dtype (:func:`refuse_structured`).
@@ -143,6 +153,8 @@ def _as_array(a, name: str, what: str = "a NumPy array", object_fix: str | None 
         return frame
     try:
         arr = np.asarray(a)
+    except MemoryError:
+        raise  # a huge nested list: out of memory, not of the wrong type
     except Exception as exc:  # ragged lists and the like
         raise TypeError(f"{name} could not be converted to a NumPy array: {exc}") from exc
     if arr.dtype == object:
@@ -455,7 +467,7 @@ def check_2d(X, takes_y: bool = True) -> None:
     ``(X, y)`` (``takes_y``), the labels passed first: the message names all three.
     """
     if X.ndim != 2:
-        hint = "."
+        hint = "; reshape it, as X.reshape(len(X), -1) makes each sample's values one row." if X.ndim > 2 else "."
         if X.ndim == 1:
             hint = ": one sample of D features is x.reshape(1, -1), N samples of one feature x.reshape(-1, 1)"
             hint += "; the arguments are (X, y): were they swapped?" if takes_y else "."
@@ -694,10 +706,30 @@ def raise_for_subnormal_weights(given: np.ndarray, w: np.ndarray) -> None:
 
 def check_int(value, name: str, minimum: int = 1, hint: str = "") -> int:
     """Check an integer option (max_iter, batch_size, chunk_size...) against its minimum; ``hint`` ends the message."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+    wrong_type = isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer))
+    if wrong_type or value < minimum:
         kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        raise ValueError(f"{name} must be {kind}, got {value!r}{f' ({hint})' if hint else ''}.")
+        error = OptionTypeError if wrong_type else ValueError
+        raise error(f"{name} must be {kind}, got {_shown(value)}{f' ({hint})' if hint else ''}.")
     return int(value)
+
+
+def real_number(value, name: str, hint: str = "") -> float | None:
+    """``value`` as a float, or None where it is not a real number (a bool, a string, None, an array...).
+
+    An integer beyond float64's range (``10**400``), which ``float`` and
+    ``math.isfinite`` refuse with OverflowError, raises ValueError naming
+    ``name``; ``hint`` ends that message.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        return None
+    try:
+        return float(value)
+    except OverflowError:
+        raise ValueError(
+            f"{name} must be a finite number, got {_shown(value)}, beyond float64's range (about 1.8e308)"
+            f"{f'; {hint}' if hint else ''}."
+        ) from None
 
 
 #: Seeds passed on to ``np.random.default_rng`` as they are.
@@ -729,8 +761,9 @@ def check_seed(seed, name: str = "seed"):
     """
     if seed is None or isinstance(seed, _RANDOM_STATES):
         return seed
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(
+    wrong_type = isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer))
+    if wrong_type or seed < 0:
+        raise (OptionTypeError if wrong_type else ValueError)(
             f"{name} must be None, an integer >= 0 (NumPy takes no negative seeds) or a np.random.Generator, "
             f"got {seed!r}."
         )
@@ -744,6 +777,9 @@ def _shown(value, call: str | None = None) -> str:
     ``lr`` in ``train_step(X, lr, y)``), whose repr would fill the message;
     ``call`` then names the order of the arguments.
     """
+    if isinstance(value, int) and abs(value) >= 10**20:
+        # The repr of an integer of more than 4,300 digits raises ValueError, and a long one would fill the message.
+        return f"an integer of about {int(abs(value).bit_length() * math.log10(2)) + 1} digits"
     if isinstance(value, np.ndarray) and not value.ndim:
         # Its repr, array(0.1), read as if 0.1 itself were refused; a number is asked for.
         return f"a 0-d array holding {value.item()!r}"
@@ -764,9 +800,11 @@ def check_lr(lr, call: str | None = None) -> float:
     """
     if type(lr) is float and 0.0 < lr < math.inf:  # the common case, without the ABC check below
         return lr
-    if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not math.isfinite(lr) or lr <= 0:
-        raise ValueError(f"lr must be a finite number > 0, got {_shown(lr, call)}.")
-    return float(lr)
+    number = real_number(lr, "lr")
+    if number is None or not math.isfinite(number) or number <= 0:
+        error = OptionTypeError if number is None else ValueError
+        raise error(f"lr must be a finite number > 0, got {_shown(lr, call)}.")
+    return number
 
 
 #: Half of float32's smallest subnormal number: a step size below it is 0 in float32.
@@ -797,9 +835,11 @@ def check_l2(l2, call: str | None = None) -> float:
     """Check the L2 strength: a finite number >= 0 (``call`` as in :func:`check_lr`)."""
     if type(l2) is float and 0.0 <= l2 < math.inf:  # the common case, without the ABC check below
         return l2
-    if isinstance(l2, bool) or not isinstance(l2, numbers.Real) or not math.isfinite(l2) or l2 < 0:
-        raise ValueError(f"l2 must be a finite number >= 0, got {_shown(l2, call)}.")
-    return float(l2)
+    number = real_number(l2, "l2")
+    if number is None or not math.isfinite(number) or number < 0:
+        error = OptionTypeError if number is None else ValueError
+        raise error(f"l2 must be a finite number >= 0, got {_shown(l2, call)}.")
+    return number
 
 
 def check_out(out, shape: tuple[int, ...], dtype: np.dtype, name: str = "out") -> np.ndarray:
@@ -1107,26 +1147,27 @@ def default_lr(solver: str) -> float:
 
 def check_tol(tol) -> float:
     """Check a stopping tolerance: a finite number >= 0."""
-    if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not math.isfinite(tol) or tol < 0:
-        raise ValueError(f"tol must be a finite number >= 0 (for example 1e-6), got {_shown(tol)}.")
-    return float(tol)
+    number = real_number(tol, "tol")
+    if number is None or not math.isfinite(number) or number < 0:
+        error = OptionTypeError if number is None else ValueError
+        raise error(f"tol must be a finite number >= 0 (for example 1e-6), got {_shown(tol)}.")
+    return number
 
 
 def check_momentum(momentum) -> float:
     """Check a heavy-ball momentum: a number in [0, 1) (0 is plain SGD)."""
-    if (
-        isinstance(momentum, bool)
-        or not isinstance(momentum, numbers.Real)
-        or not 0.0 <= momentum < 1.0  # also False for NaN
-    ):
-        raise ValueError(f"momentum must be a number in [0, 1) (for example 0.9), got {_shown(momentum)}.")
+    wrong_type = isinstance(momentum, (bool, np.bool_)) or not isinstance(momentum, numbers.Real)
+    if wrong_type or not 0.0 <= momentum < 1.0:  # also False for NaN
+        error = OptionTypeError if wrong_type else ValueError
+        raise error(f"momentum must be a number in [0, 1) (for example 0.9), got {_shown(momentum)}.")
     return float(momentum)
 
 
 def check_solver(solver, allowed: tuple[str, ...]) -> str:
     """Check a solver name against the solvers that this entry point offers."""
     if not isinstance(solver, str) or solver not in allowed:
-        raise ValueError(f"solver must be one of {', '.join(map(repr, allowed))}, got {solver!r}.")
+        error = ValueError if isinstance(solver, str) else OptionTypeError
+        raise error(f"solver must be one of {', '.join(map(repr, allowed))}, got {solver!r}.")
     return solver
 
 
@@ -1165,9 +1206,10 @@ def check_fit_options(
     if precondition == "auto":
         precondition = solver in ("lbfgs", "newton-cg")
     if not isinstance(precondition, (bool, np.bool_)):
-        raise ValueError(f"precondition must be True, False or 'auto', got {precondition!r}.")
+        error = ValueError if isinstance(precondition, str) else OptionTypeError
+        raise error(f"precondition must be True, False or 'auto', got {precondition!r}.")
     if not isinstance(fit_intercept, (bool, np.bool_)):
-        raise ValueError(f"fit_intercept must be True or False, got {fit_intercept!r}.")
+        raise OptionTypeError(f"fit_intercept must be True or False, got {fit_intercept!r}.")
     lr = check_lr(default_lr(solver) if lr is None else lr)
     if dtype is not None and solver in STEP_SIZE_SOLVERS:
         check_lr_in_dtype(lr, dtype)

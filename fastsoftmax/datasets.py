@@ -143,7 +143,12 @@ def _check_problem_fits(n_clusters: int, n_informative: int) -> None:
 def _class_probabilities(weights, n_classes: int) -> np.ndarray:
     if weights is None:
         return np.full(n_classes, 1.0 / n_classes)
-    w = np.asarray(weights, dtype=np.float64)
+    try:
+        w = np.asarray(weights, dtype=np.float64)
+    except (TypeError, ValueError):  # NumPy's "could not convert string to float: 'a'" named no argument
+        raise TypeError(
+            f"weights must be a sequence of numbers (the classes' proportions), got {weights!r:.100}"
+        ) from None
     if w.ndim != 1 or w.shape[0] not in (n_classes, n_classes - 1):
         raise ValueError(
             f"weights must be a 1-D sequence of length n_classes={n_classes} (relative "
@@ -305,6 +310,10 @@ def _make_problem(
     try:
         class_sep = float(class_sep)
         flip_y = float(flip_y)
+    except OverflowError:  # an integer beyond float64's range, which float() refuses with this
+        raise ValueError(
+            "class_sep and flip_y must be finite numbers, and one is an integer beyond float64's range (about 1.8e308)"
+        ) from None
     except (TypeError, ValueError):
         raise TypeError(f"class_sep and flip_y must be real numbers, got {class_sep!r} and {flip_y!r}") from None
     if not math.isfinite(class_sep):

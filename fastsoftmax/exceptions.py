@@ -39,6 +39,15 @@ class KernelMemoryError(MemoryError):
         )
 
 
+class OptionTypeError(TypeError, ValueError):
+    """An option of the wrong type (``max_iter=1.5``, ``solver=None``, ``lr="0.1"``).
+
+    A TypeError, and a ValueError as well, like scikit-learn's
+    ``InvalidParameterError``: code that catches either sees it, as it sees a
+    wrong value of the right type (a ValueError).
+    """
+
+
 class PenaltyBeyondDtypeError(ValueError):
     """An l2 beyond the model's dtype (``engine._refuse_a_penalty_beyond_the_dtype``); the command line names --l2."""
 

@@ -353,9 +353,9 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             raise InvalidParameterError(str(exc)) from None
 
     def _check_each_param(self) -> None:
-        C = self.C
-        if isinstance(C, bool) or not isinstance(C, numbers.Real) or math.isnan(C) or C <= 0:
-            raise ValueError(f"C must be a number > 0 (np.inf for no penalty), got {C!r}.")
+        C = _checks.real_number(self.C, "C", "pass np.inf for no penalty")
+        if C is None or math.isnan(C) or C <= 0:
+            raise ValueError(f"C must be a number > 0 (np.inf for no penalty), got {self.C!r}.")
         # The engine's own checks, before any data is read or any attribute changes.
         _checks.check_fit_options(
             self.solver,
@@ -767,8 +767,8 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         l2 = factor / float(self.C) / weight_sum  # in float64, whatever type C has
         if not math.isfinite(l2):
             raise ValueError(
-                f"C = {self.C:g} with sample weights (1 each unless given) that sum to {weight_sum:g} gives a penalty "
-                f"{factor:g} / (C * sum(sample_weight)) beyond float64's range; the penalty alone would set "
+                f"C = {float(self.C):g} with sample weights (1 each unless given) that sum to {weight_sum:g} gives a "
+                f"penalty {factor:g} / (C * sum(sample_weight)) beyond float64's range; the penalty alone would set "
                 f"every coefficient to 0. Raise C, or scale the sample weights up (only their ratios and C * "
                 f"their sum count)."
             )
@@ -1291,7 +1291,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             if params.get("dtype") in ("float32", "float64"):  # saved by name; get_params gives the type back
                 params["dtype"] = getattr(np, params["dtype"])
             estimator = cls(**params)
-        except (ValueError, TypeError, KeyError) as exc:
+        except (ValueError, TypeError, KeyError, RecursionError) as exc:  # RecursionError: JSON nested too deep
             raise invalid(f"its parameters cannot be read ({exc})") from exc
         try:
             # As fit checks them: C = -1 or n_threads = "x" loaded, and the latter failed at the first predict.
@@ -1395,5 +1395,9 @@ def plain_array(values: np.ndarray) -> np.ndarray | None:
 
 
 def _plain(value):
-    """A NumPy scalar as the Python value JSON can hold."""
-    return value.item() if isinstance(value, np.generic) else value
+    """A number as the Python int or float that JSON holds (NumPy scalars, fractions, long doubles); else ``value``."""
+    if isinstance(value, np.generic):
+        value = value.item()  # a long double stays one
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return value
+    return int(value) if isinstance(value, numbers.Integral) else float(value)

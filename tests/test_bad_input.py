@@ -14,6 +14,7 @@ from conftest import make_problem
 
 import fastsoftmax as fs
 from fastsoftmax import SoftmaxRegression, kernels
+from fastsoftmax.exceptions import OptionTypeError
 
 
 @pytest.fixture
@@ -43,7 +44,7 @@ LOSS_GRAD_CASES = {
         ValueError,
         r"X must be 2-dimensional.*reshape\(1, -1\)",
     ),
-    "X-3d": (lambda p: _replace(p, X=p[0][None]), ValueError, r"X must be 2-dimensional"),
+    "X-3d": (lambda p: _replace(p, X=p[0][None]), ValueError, r"X must be 2-dimensional.*X\.reshape\(len\(X\), -1\)"),
     "W-1d": (lambda p: _replace(p, W=p[2][0]), ValueError, r"W must be 2-dimensional"),
     "b-2d": (lambda p: _replace(p, b=p[3][None]), ValueError, r"b must be 1-dimensional"),
     "X-W-feature-mismatch": (
@@ -181,7 +182,17 @@ LOSS_GRAD_CASES = {
     "X-complex": (
         lambda p: _replace(p, X=p[0].astype(complex)),
         TypeError,
-        r"X has dtype complex128; it must be a real numeric array",
+        r"X has dtype complex128; it must be a real numeric array: pass its real part \(X\.real\)",
+    ),
+    "X-strings": (
+        lambda p: _replace(p, X=p[0].astype(str)),
+        TypeError,
+        r"X has dtype <U\d+; .*numbers held as text convert with X\.astype\(np\.float64\)",
+    ),
+    "X-dates": (
+        lambda p: _replace(p, X=p[0].astype(np.int64).astype("datetime64[D]")),
+        TypeError,
+        r"X has dtype datetime64\[D\]; .*convert the dates or durations to numbers first",
     ),
     "X-object": (lambda p: _replace(p, X=p[0].astype(object)), TypeError, r"X has dtype object"),
     "X-none": (lambda p: _replace(p, X=None), TypeError, r"X is None"),
@@ -494,6 +505,12 @@ FIT_ARG_CASES = {
     "seed-negative": (dict(solver="sgd", seed=-1), r"seed must be None, an integer >= 0.*got -1"),
     "seed-negative-lbfgs": (dict(seed=-1), r"seed must be None, an integer >= 0.*got -1"),
     "seed-float": (dict(solver="adam", seed=1.5), r"seed must be None, an integer >= 0.*got 1\.5"),
+    # Integers beyond float64, which math.isfinite refused with OverflowError.
+    "tol-huge-int": (dict(tol=10**400), r"tol must be a finite number, got an integer of about 401 digits"),
+    "lr-huge-int": (dict(solver="gd", lr=10**400), r"lr must be a finite number, got an integer of about 401"),
+    "l2-huge-int": (dict(l2=-(10**400)), r"l2 must be a finite number, got an integer of about 401 digits"),
+    # Beyond the 4,300 digits whose repr Python allows: the message itself raised ValueError.
+    "tol-huger-int": (dict(tol=10**5000), r"tol must be a finite number, got an integer of about 5001 digits"),
 }
 
 
@@ -507,6 +524,38 @@ def test_fit_rejects_bad_arguments(problem, case):
         model.fit(X, y, **kwargs)
     np.testing.assert_array_equal(model.W, W)
     np.testing.assert_array_equal(model.b, b)
+
+
+def test_an_option_of_the_wrong_type_is_a_type_error_and_a_value_error(problem):
+    """Wrong types were ValueErrors, where the data generator's were TypeErrors: each is now an OptionTypeError,
+    both at once, as scikit-learn's InvalidParameterError; a wrong value of the right type stays a ValueError."""
+    X, y, _, _ = problem
+    model = SoftmaxRegression(4, 3, seed=0)
+    wrong_types = [
+        dict(max_iter=2.5),
+        dict(solver=None),
+        dict(tol="a"),
+        dict(l2=True),
+        dict(solver="gd", lr="0.1"),
+        dict(solver="sgd", momentum="x"),
+        dict(solver="sgd", seed=1.5),
+        dict(fit_intercept=1),
+        dict(precondition=None),
+    ]
+    for kwargs in wrong_types:
+        with pytest.raises(OptionTypeError) as info:
+            model.fit(X, y, **kwargs)
+        assert isinstance(info.value, TypeError) and isinstance(info.value, ValueError), kwargs
+    with pytest.raises(OptionTypeError, match="input_dim must be a positive integer, got 4.0"):
+        SoftmaxRegression(4.0, 3)
+    for kwargs in [dict(max_iter=0), dict(solver="newton"), dict(tol=-1.0), dict(precondition="yes")]:
+        with pytest.raises(ValueError) as info:
+            model.fit(X, y, **kwargs)
+        assert not isinstance(info.value, TypeError), kwargs
+    with pytest.raises(OptionTypeError, match=r"lr must be a finite number > 0, got 'a'"):
+        model.train_step(X, y, "a")
+    with pytest.raises(ValueError, match=r"l2 must be a finite number, got an integer of about 401 digits"):
+        fs.loss_and_grad(X, y, model.W, model.b, l2=10**400)
 
 
 @pytest.mark.parametrize("solver", ["lbfgs", "sgd"])

@@ -184,6 +184,9 @@ BAD_PARAMS = [
     (dict(flip_y=-0.1), ValueError, "flip_y must lie in \\[0, 1\\]"),
     (dict(flip_y=1.5), ValueError, "flip_y must lie in \\[0, 1\\]"),
     (dict(class_sep=np.inf), ValueError, "class_sep must be finite"),
+    # float() of these raised bare OverflowError and ValueError.
+    (dict(class_sep=10**400), ValueError, "class_sep and flip_y must be finite numbers"),
+    (dict(weights=["a", "b", "c"]), TypeError, r"weights must be a sequence of numbers.*got \['a', 'b', 'c'\]"),
     # These returned X holding inf.
     (dict(class_sep=1e300, dtype=np.float32), ValueError, r"beyond the range of float32.*dtype=np\.float64"),
     (dict(class_sep=-1e39, dtype=np.float32), ValueError, r"beyond the range of float32.*dtype=np\.float64"),

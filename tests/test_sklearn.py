@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import warnings
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -1438,6 +1439,9 @@ def _edited(tmp_path, source, **changes):
         ({"params": '{"class_weight": {"items": 3}}'}, "parameters cannot be read"),
         # Checked as fit checks them (n_threads "x" loaded, and failed at the first predict).
         ({"params": '{"C": -1}'}, r"parameters are not valid \(C must be a number > 0 .*, got -1\)"),
+        # RecursionError and OverflowError escaped as such.
+        ({"params": "[" * 100_000}, "parameters cannot be read"),
+        ({"params": '{"C": 1' + "0" * 400 + "}"}, r"parameters are not valid \(C must be a finite number, got an"),
         ({"params": '{"n_threads": "x"}'}, r"parameters are not valid \(n_threads must be"),
         ({"classes": np.array(1)}, r"1-d array of numbers or strings, got shape \(\)"),
         # The dtype is what is wrong: it said "got shape (3,)".
@@ -1466,6 +1470,17 @@ def test_npz_load_refuses_edited_files(tmp_path, changes, match):
         SoftmaxClassifier.load(edited)
     assert error.match(match)
     assert ".." not in str(error.value)  # a reason that ends a sentence is not followed by a second full stop
+
+
+@pytest.mark.parametrize("C", [Fraction(1, 2), np.longdouble(0.5), np.float32(0.5), np.int64(2)], ids=repr)
+def test_npz_save_writes_any_real_number_parameter_that_fit_takes(tmp_path, C):
+    """A Fraction or a long double C fitted, and save raised json's "Object of type Fraction is not JSON
+    serializable", naming no parameter."""
+    est = SoftmaxClassifier(C=C).fit(*generated(k=3))
+    est.save(tmp_path / "model.npz")
+    loaded = SoftmaxClassifier.load(tmp_path / "model.npz")
+    assert loaded.C == float(C) and type(loaded.C) in (int, float)
+    np.testing.assert_array_equal(loaded.coef_, est.coef_)
 
 
 def test_npz_save_refuses_what_load_would_refuse_and_keeps_the_old_file(tmp_path):
