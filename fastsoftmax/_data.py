@@ -219,7 +219,7 @@ def open_array(a, name: str) -> np.ndarray:
             raise FileNotFoundError(f"{name} file {path!r} does not exist.")
         if os.path.isdir(path):
             raise ValueError(f"{name} file {path!r} is a directory; pass an .npy file.")
-        _io.refuse_special_file(path, f"{name} file")
+        _io.refuse_special_file(path, f"{name} file {path!r}")
         _check_npy_header(path, name)
         # Taken before the file is mapped, so that the checks before each chunk compare with
         # the file as mapped: a file replaced after this (by the compile of a first run, say)

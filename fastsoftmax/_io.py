@@ -100,19 +100,21 @@ _SPECIAL_FILES = (
 )
 
 
-def refuse_special_file(path: str, what: str) -> None:
+def refuse_special_file(path: str, subject: str) -> None:
     """Raise ValueError if ``path`` (an existing path) is a named pipe, socket or device, not a regular file.
 
     Opening a named pipe for reading waits until some process opens it for
     writing: a load, a fit or ``predict`` on one hung without a word. Neither
     a memory map nor a zip archive can read a stream anyway (they seek).
-    ``what`` names the file in the message ("X file", "fastsoftmax model file").
+    ``subject`` names the file as the caller's other messages do ("X file
+    'x.npy'", "fastsoftmax model file m.npz"), so that the command line can
+    put its option in that place.
     """
     kind = _special_kind(path)
     if kind is not None:
         raise ValueError(
-            f"{what} {path} is {kind}, and cannot be read (it would wait for a writer "
-            f"or read a stream); save the data to a file and pass that."
+            f"{subject} is {kind}, and cannot be read (it would wait for a writer "
+            f"or read a stream); write its contents to a regular file and pass that."
         )
 
 
@@ -635,8 +637,10 @@ def atomic_path(path: str | os.PathLike, *, pending: list[_Pending] | None = Non
             raise  # from an atomic_path nested in this one: it names its own target
         raise _naming(exc, path) from exc
     finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
+        # A removal that fails (the directory made read-only meanwhile) must not replace the error being raised.
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
         if lock is not None:
             lock.release()
 
@@ -693,7 +697,7 @@ def replaced_together() -> Iterator[list[_Pending]]:
         _replace_all(pending)
     finally:
         for file in pending:  # nothing was renamed, or a rename failed
-            if os.path.exists(file.tmp):
+            with contextlib.suppress(OSError):  # as in atomic_path: the error being raised comes first
                 os.unlink(file.tmp)
             file.lock.release()
 
@@ -841,8 +845,8 @@ def read_npz(
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such file.")
     if os.path.isdir(path):
-        raise invalid("it is a directory")
-    refuse_special_file(path, what)
+        raise invalid("it is a directory; pass the path of the file itself")
+    refuse_special_file(path, f"{what} {path}")
     arrays: dict[str, np.ndarray] = {}
     try:
         with open(path, "rb") as file:

@@ -522,10 +522,13 @@ def load(
     try:
         stored = json.loads(npz_scalar(arrays, "fingerprint", str) or "")
         meta = json.loads(npz_scalar(arrays, "meta", str) or "")
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: JSON nested too deep
         raise invalid(f"its fingerprint or metadata is not valid JSON: {exc}") from exc
     if not isinstance(stored, dict) or not isinstance(meta, dict):
         raise invalid("its fingerprint or metadata is not a JSON object")
+    held = stored.get("held_intercept")
+    if held is not None and not (isinstance(held, list) and all(map(_finite_json_number, held))):
+        raise invalid("the intercept its fingerprint records (held_intercept) is not a list of finite numbers")
     missing = [key for key in _META_KEYS if key not in meta]
     if missing:
         raise invalid(f"its metadata lacks {', '.join(missing)}")
@@ -596,9 +599,10 @@ def load(
         isinstance(x, (int, float)) and not isinstance(x, bool) for x in history
     ):
         raise invalid("its loss history is not a list of numbers")
-    # A fit records finite losses only (a non-finite one ends it): JSON's NaN and Infinity are edits.
-    if not all(math.isfinite(x) for x in history):
-        raise invalid("its loss history holds NaN or infinite values")
+    # A fit records finite losses only (a non-finite one ends it): JSON's NaN and Infinity are edits, and so
+    # is an integer beyond float64.
+    if not all(map(_finite_json_number, history)):
+        raise invalid("its loss history holds NaN, infinite values or numbers beyond float64's range")
     if len(history) > iteration + 1:  # the starting loss and one loss per iteration
         raise invalid(f"its loss history holds {len(history)} losses, more than {iteration} iterations record")
     return CheckpointState(
@@ -612,6 +616,16 @@ def load(
 
 
 _META_KEYS = ("iteration", "loss_history", "solver_state", "converged")
+
+
+def _finite_json_number(value: Any) -> bool:
+    """Whether a value read from JSON is a number that float64 holds finite (JSON's integers have no bound)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def check_fingerprint(

@@ -148,6 +148,7 @@ def _option_names():
             message = re.sub(rf"\b{name}\b", option, message)
         # The command sets the informative features from --features, and no clusters per class.
         message = message.replace(PROBLEM_TOO_LARGE_FIX, "lower --features or --classes")
+        message = message.replace("(--classes * n_clusters_per_class)", "(one per class)")
         raise CLIError(message) from exc
 
 
@@ -647,6 +648,22 @@ def _compute_dtype(args, X: np.ndarray) -> np.dtype:
     return np.dtype(np.float64)
 
 
+def _check_lr_in_dtype(args, dtype: np.dtype) -> None:
+    """Refuse an --lr that is 0 in the compute dtype, before any data is made or a fit starts.
+
+    The fit's own check (:func:`fastsoftmax._checks.check_lr_in_dtype`) came
+    after the data had been generated, and named ``lr`` and ``dtype=np.float64``.
+    """
+    from fastsoftmax._checks import check_lr_in_dtype
+
+    if args.lr is None:
+        return
+    try:
+        check_lr_in_dtype(args.lr, dtype)
+    except ValueError as exc:
+        raise CLIError(_with_option_names(str(exc))) from None
+
+
 def _check_synthetic(args) -> None:
     """Refuse --features and --classes that make no synthetic problem, before it is announced or a cluster starts.
 
@@ -951,6 +968,7 @@ def run_train(args: argparse.Namespace) -> int:
     args.batch_size = args.batch_size or DEFAULT_BATCH_SIZE
     if args.data is None:
         _check_synthetic(args)
+        _check_lr_in_dtype(args, np.dtype(args.dtype))
         _split_rows(args, args.samples)  # before the data is made: 2,000,000 rows were generated first
         if not on_dask:
             _note_synthetic_memory(args)
@@ -967,6 +985,7 @@ def run_train(args: argparse.Namespace) -> int:
         X, y = _load_data(args.data, args.labels)
         _check_shape_options(args, X)
         dtype = _compute_dtype(args, X)
+        _check_lr_in_dtype(args, dtype)
         if is_sparse(X):
             X = _checked_sparse_data(args, X, dtype)
         # Shape and label checks on the whole file before anything is split or written.
@@ -1602,6 +1621,7 @@ def run_train_dask(args: argparse.Namespace, t_start: float) -> int:
             )
         _check_shape_options(args, X_np)
         dtype = _compute_dtype(args, X_np)
+        _check_lr_in_dtype(args, dtype)
         n_classes = _classes_of_files(args, X_np, y_np, dtype)
         _check_fit_fits_in_memory(args, X_np.shape[1], n_classes, dtype, offered=DASK_SOLVERS)
         n_train, n_val = _split_rows(args, X_np.shape[0])
@@ -1825,7 +1845,13 @@ def run_predict(args: argparse.Namespace) -> int:
         raise CLIError(f"the default output {args.out} (--out not given){str(exc)[len(given) :]}") from None
     _set_threads(args.threads)
     _refuse_missing_input("--model", args.model)
-    model, labels_dtype = _load_predictor(args.model)
+    try:
+        model, labels_dtype = _load_predictor(args.model)
+    except ValueError as exc:  # "fastsoftmax model file m.npz is a named pipe ...": here the file is an option's
+        named = str(exc).replace(f"fastsoftmax model file {args.model} ", f"--model {args.model} ", 1)
+        if named == str(exc):
+            raise
+        raise CLIError(named) from None
     X, _ = _load_data(args.data, None, need_labels=False)
     if X.ndim != 2 or X.shape[1] != model.input_dim:
         raise CLIError(f"--data {args.data} has shape {X.shape}; the model expects (n_samples, {model.input_dim}).")

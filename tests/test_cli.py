@@ -2314,6 +2314,24 @@ def test_a_synthetic_generator_beyond_memory_is_named_in_the_options(capsys, mon
     assert main(["train", "--features", "100000", "--quiet"]) == 2
     err = " ".join(capsys.readouterr().err.split())
     assert re.search(r"each a 75000 x 75000 matrix, needs .* GiB, more than the 1 GiB available; lower --features", err)
+    assert "the generator of 10 clusters (one per class), each" in err  # not "(--classes * n_clusters_per_class)"
+
+
+def test_a_step_size_that_is_0_in_the_dtype_is_refused_before_the_data_are_made(capsys, tmp_path):
+    """--lr 1e-50 in float32 was refused by the fit, after the rows had been generated, in the library's words:
+    "Use a larger lr, or train in float64 (dtype=np.float64)"."""
+    assert main(["train", "--solver", "sgd", "--lr", "1e-50", "--samples", "1000", "--features", "5"]) == 2
+    captured = capsys.readouterr()
+    assert "generating" not in captured.out + captured.err
+    assert captured.err.startswith("fastsoftmax train: error: --lr=1e-50 is 0 in float32")
+    assert captured.err.rstrip().endswith("Use a larger --lr, or train in float64 (--dtype float64).")
+    # From a file, whose dtype chooses the compute dtype: float32 data train in float32.
+    X, y = np.ones((10, 2), dtype=np.float32), np.arange(10) % 2
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "y.npy", y)
+    argv = ["train", "--data", str(tmp_path / "X.npy"), "--labels", str(tmp_path / "y.npy"), "--solver", "gd"]
+    assert main([*argv, "--lr", "1e-50", "--quiet"]) == 2
+    assert "error: --lr=1e-50 is 0 in float32" in capsys.readouterr().err
 
 
 def test_the_last_line_of_an_interrupted_command_cannot_fail(monkeypatch):

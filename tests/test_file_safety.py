@@ -1060,6 +1060,10 @@ def _edited_meta(arrays, **changes):
     return np.array(json.dumps({**json.loads(str(arrays["meta"])), **changes}))
 
 
+def _edited_fingerprint(arrays, **changes):
+    return np.array(json.dumps({**json.loads(str(arrays["fingerprint"])), **changes}))
+
+
 @pytest.mark.parametrize(
     "edit, message",
     [
@@ -1074,6 +1078,11 @@ def _edited_meta(arrays, **changes):
         (lambda a: a.update(meta=np.array("{not json")), "not valid JSON"),
         (lambda a: a.update(meta=_edited_meta(a, loss_history=["x"])), "loss history is not a list"),
         (lambda a: a.update(format_version=np.array([1])), "format version None"),
+        # JSON's integers have no bound: float() of this one raised OverflowError.
+        (lambda a: a.update(meta=_edited_meta(a, loss_history=[10**400])), "beyond float64's range"),
+        (lambda a: a.update(meta=np.array("[" * 100_000)), "not valid JSON"),  # RecursionError in json
+        (lambda a: a.update(fingerprint=_edited_fingerprint(a, held_intercept=5)), "held_intercept"),
+        (lambda a: a.update(fingerprint=_edited_fingerprint(a, held_intercept=["a"])), "held_intercept"),
     ],
     ids=[
         "no-theta",
@@ -1087,6 +1096,10 @@ def _edited_meta(arrays, **changes):
         "meta-json",
         "history",
         "version",
+        "huge-integer-history",
+        "deeply-nested-json",
+        "held-intercept-number",
+        "held-intercept-strings",
     ],
 )
 def test_bad_checkpoint_names_the_file_and_the_problem(tmp_path, data, edit, message):
@@ -1883,6 +1896,25 @@ def test_a_named_pipe_is_refused_not_waited_on(tmp_path, fifo, data, reader, cap
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="POSIX named pipes")
+@pytest.mark.parametrize("option", ["--labels", "--model"])
+def test_a_named_pipe_is_named_by_its_option(tmp_path, fifo, files, option, capsys):
+    """The library's "y file" and "fastsoftmax model file" were left in the command's message: only a quoted
+    path was rewritten as its option, and these messages did not quote it."""
+    from fastsoftmax.cli import main
+
+    pipe = fifo("pipe")
+    if option == "--labels":
+        argv = ["train", "--data", str(files[0]), "--labels", str(pipe), "--quiet"]
+    else:
+        argv = ["predict", "--model", str(pipe), "--data", str(files[0]), "--out", str(tmp_path / "o.npy")]
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert f"error: {option} {pipe} is a named pipe (FIFO), not a regular file" in error
+    assert "save the data" not in error  # a model is no data; the advice fits either
+    assert not (tmp_path / "o.npy").exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="POSIX named pipes")
 @pytest.mark.parametrize("command", ["train", "predict"])
 def test_a_named_pipe_as_data_is_refused_by_the_command_line(tmp_path, files, command):
     """``--data`` naming a named pipe hung ``train`` and ``predict`` for good: the command read its first
@@ -1906,7 +1938,8 @@ def test_a_named_pipe_as_data_is_refused_by_the_command_line(tmp_path, files, co
     except subprocess.TimeoutExpired:
         pytest.fail(f"fastsoftmax {command} waited on the named pipe given as --data")
     assert done.returncode == 2
-    assert "X file" in done.stderr and "is a named pipe (FIFO), not a regular file" in done.stderr
+    # The option, not the library's "X file": the path was quoted there, and the option's rewrite missed it.
+    assert f"--data {tmp_path / 'p.fifo'} is a named pipe (FIFO), not a regular file" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1  # one line, no traceback
 
 
