@@ -58,7 +58,7 @@ import math
 import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -897,16 +897,57 @@ def _put_back(model: Trainable, fit_weights: tuple[np.ndarray, np.ndarray], give
         model._commit(given)
 
 
+class _Record(NamedTuple):
+    """What a model records of its training besides W and b, as a fit's callback was given it.
+
+    A callback may train the model itself (``train_step``, a nested ``fit``
+    or ``partial_fit``). Where the outer fit then puts W and b back, the
+    record goes back with them: a nested fit left its own ``n_iter_`` and
+    ``loss_history_`` (3 iterations and 3 losses, where a record holds one
+    more loss than iterations) beside the outer fit's weights, and a nested
+    ``partial_fit`` its optimiser state, advanced by an epoch whose weights
+    were thrown away, for the next call to continue.
+    """
+
+    loss_history: list
+    n_iter: int
+    converged: bool
+    digest: Any
+    rows_processed: int
+    partial_state: dict | None
+
+    @classmethod
+    def of(cls, model: Trainable) -> _Record:
+        partial_state = model.__dict__.get("_partial_state")
+        return cls(
+            model.loss_history_,
+            model.n_iter_,
+            model.converged_,
+            getattr(model, "_record_digest", None),
+            getattr(model, "rows_processed_", 0),
+            None if not partial_state else copy.deepcopy(partial_state),  # O(K D): mostly absent or empty
+        )
+
+    def restore(self, model: Trainable) -> None:
+        model.loss_history_, model.n_iter_, model.converged_ = self.loss_history, self.n_iter, self.converged
+        model._record_digest, model.rows_processed_ = self.digest, self.rows_processed
+        if self.partial_state is not None:
+            model._partial_state = self.partial_state
+        elif model.__dict__.get("_partial_state"):
+            model._partial_state = {}
+
+
 def _refuse_weights_changed_in_place(
-    model: Trainable, fit_weights: tuple[np.ndarray, np.ndarray], given: np.ndarray
+    model: Trainable, fit_weights: tuple[np.ndarray, np.ndarray], given: np.ndarray, record_given: _Record
 ) -> None:
     """ValueError, with the iterate put back, where a callback that did not stop the fit changed W or b in place.
 
     The solver goes on from its own iterate and writes the next over W and b:
     a callback's clipped or restored weights were lost without a word. Where
     it stops the fit (returns True), W and b stay as it leaves them. ``given``
-    is the packed iterate the callback was given. Arrays assigned anew are
-    refused first (:func:`_refuse_replaced_weights`).
+    is the packed iterate the callback was given, and ``record_given`` the
+    record that went with it (put back too: a nested fit changes it).
+    Arrays assigned anew are refused first (:func:`_refuse_replaced_weights`).
     """
     _refuse_replaced_weights(model, fit_weights)
     now = model._pack()
@@ -915,12 +956,12 @@ def _refuse_weights_changed_in_place(
     size = model.W.size
     parts = (("W", now[:size], given[:size]), ("b", now[size:], given[size:]))
     changed = [name for name, part, given_part in parts if not np.array_equal(part, given_part)]
-    run_whole(lambda: model._commit(given))
+    run_whole(lambda: (model._commit(given), record_given.restore(model)))
     raise ValueError(
         f"the callback changed model.{' and model.'.join(changed)} in place without stopping the fit: the "
         f"solver goes on from its own iterate and writes the next one, or its result, over the change, so W and "
-        f"b were put back (iteration {model.n_iter_}). To keep weights that the callback sets (such as the best "
-        f"ones, restored in place), return True to stop the fit; otherwise change W and b between fits."
+        f"b were put back (iteration {record_given.n_iter}). To keep weights that the callback sets (such as the "
+        f"best ones, restored in place), return True to stop the fit; otherwise change W and b between fits."
     )
 
 
@@ -1523,16 +1564,16 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
                 f"({exc.strerror or exc}); {HOLDS_THAT_ITERATION}. {remedy}",
             ) from exc
         if callback is not None:
-            given = model._pack()
+            given, record_given = model._pack(), _Record.of(model)
             try:
                 with callback_running(model):  # other threads may read W and b while the fit waits for it
                     stopped_by_callback = _stops(callback(model, model.n_iter_, loss))
             except BaseException:
                 # The iteration the callback was given, whole, whatever it assigned or changed in place.
-                run_whole(lambda: _put_back(model, fit_weights, given))
+                run_whole(lambda: (_put_back(model, fit_weights, given), record_given.restore(model)))
                 raise
             if not stopped_by_callback:
-                _refuse_weights_changed_in_place(model, fit_weights, given)
+                _refuse_weights_changed_in_place(model, fit_weights, given, record_given)
             else:
                 changed_by_callback = not np.array_equal(model._pack(), given)
         return stopped_by_callback
@@ -1540,13 +1581,16 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
     # Bad data is found by the first evaluation (NaN in X is seen in the loss, not
     # scanned for first): until an iteration is committed, W and b are those of the
     # last fit, and an error restores that fit's record with them.
-    record = (model.loss_history_, model.n_iter_, model.converged_)
+    record = (model.loss_history_, model.n_iter_, model.converged_, getattr(model, "rows_processed_", 0))
     # Which weights that record describes; unset while this fit may change them.
     record_digest, model._record_digest = getattr(model, "_record_digest", None), None
+    restored = False
 
     def restore_record() -> None:
-        model.loss_history_, model.n_iter_, model.converged_ = record
+        nonlocal restored
+        model.loss_history_, model.n_iter_, model.converged_, model.rows_processed_ = record
         model._record_digest = record_digest
+        restored = True
 
     model.loss_history_, model.n_iter_, model.converged_ = list(history), offset, False
     model.rows_processed_ = 0
@@ -1610,7 +1654,8 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
                     restore_the_best(diverged)
         raise
     finally:
-        model.rows_processed_ = objective.rows_processed
+        if not restored:  # a fit that failed before its first iteration leaves the last fit's count
+            model.rows_processed_ = objective.rows_processed
     if result.converged:
         stalled = (
             _minibatch_end_above_zero_weights(
@@ -1736,6 +1781,11 @@ def _partial_fit(model, objective, options, *, seed, state):
     if state and state.get("shape") != shape:
         state.clear()
     state["shape"] = shape
+    for key in solvers.MINIBATCH_VECTOR_KEYS:
+        # The model's dtype changed between calls (model.dtype = np.float32, W and b cast): the momentum or
+        # moments follow it, as a state made now would be (they stayed float64 beside float32 weights).
+        if key in state and state[key].dtype != model.dtype:
+            state[key] = state[key].astype(model.dtype)
     # In the weights as given: the check divides a call's weights into the dtype's range (1e7 in float32 by
     # 1e7), and the stream compares calls. The mini-batches take the mean in the call's own units.
     weight_seen, rows_seen = _streamed(state, objective.given_weight_sum, objective.n_samples)
@@ -1781,6 +1831,7 @@ def _partial_fit(model, objective, options, *, seed, state):
         model._commit(result.theta)
         # An epoch converges nothing: a converged_ of the fit before no longer describes W and b.
         model.loss_history_, model.n_iter_, model.converged_ = losses, n_iter, False
+        model.rows_processed_ = objective.rows_processed  # this call's epoch
         mark_record(model)
         state.clear()
         state.update(epoch_state)

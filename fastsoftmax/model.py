@@ -378,7 +378,10 @@ class SoftmaxRegression:
         """One full-batch gradient step; returns the loss before the update.
 
         The loss (with the L2 term) and the gradient come from one fused pass
-        over X. W and b are updated in place. ``lr`` must be a finite number
+        over X. W and b are updated in place, and ``converged_`` is set to
+        False (a converged fit before no longer describes them); ``n_iter_``
+        and ``loss_history_`` still describe the last :meth:`fit` or
+        :meth:`partial_fit`. ``lr`` must be a finite number
         > 0 and ``l2`` a finite number >= 0, as in :meth:`fit`. A non-finite
         loss, a step that would make W or b non-finite, or a read-only W or b
         raises and leaves W and b unchanged; so does a step while another
@@ -418,6 +421,7 @@ class SoftmaxRegression:
                 with writing_weights(self):  # called from this model's own callback, other threads may read
                     self.W[...] = dW
                     self.b[...] = db
+                    self.converged_ = False
 
             run_whole(write)  # both or, where Ctrl-C lands between them, both all the same
         return loss

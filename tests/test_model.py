@@ -506,6 +506,67 @@ def test_weights_a_callback_changes_in_place_as_the_fit_goes_on_are_refused_and_
     np.testing.assert_array_equal(model.b, kept.b)
 
 
+@pytest.mark.parametrize("then", ["goes-on", "raises"])
+@pytest.mark.parametrize("nested", ["fit", "partial_fit"])
+def test_a_fit_nested_in_a_callback_goes_back_with_the_weights_it_changed(data, nested, then):
+    """A fit or partial_fit in the callback of the same model's fit: W and b were put back, but the nested call's
+    n_iter_ and loss_history_ stayed (3 of each, where a record holds one loss more than iterations), and a
+    nested partial_fit's optimiser state, advanced by an epoch whose weights were thrown away, stayed for the
+    next partial_fit to continue."""
+    X, y = data
+    given = {}
+
+    def train_again(model, iteration, loss):
+        if iteration == 2:
+            given.update(W=model.W.copy(), history=list(model.loss_history_), iteration=model.n_iter_)
+            if nested == "fit":
+                model.fit(X, y, l2=L2, max_iter=3, tol=0)
+            else:
+                model.partial_fit(X, y, l2=L2, seed=0)
+            if then == "raises":
+                raise RuntimeError("the callback's own error")
+
+    model = SoftmaxRegression(D, K, seed=0)
+    with pytest.raises(ValueError if then == "goes-on" else RuntimeError) as info:
+        model.fit(X, y, l2=L2, max_iter=50, callback=train_again)
+    if then == "goes-on":
+        assert "put back (iteration 2)" in str(info.value)
+    np.testing.assert_array_equal(model.W, given["W"])
+    assert model.n_iter_ == given["iteration"] == 2
+    assert model.loss_history_ == given["history"] and len(model.loss_history_) == 3
+    assert not model.__dict__.get("_partial_state")  # no epoch of the thrown-away weights to continue
+    # The next partial_fit starts its optimiser afresh, as that of a model that never streamed.
+    fresh = SoftmaxRegression(D, K, seed=0)
+    fresh.W[...], fresh.b[...] = model.W, model.b
+    np.testing.assert_array_equal(model.partial_fit(X, y, seed=1).W, fresh.partial_fit(X, y, seed=1).W)
+
+
+def test_train_step_after_a_converged_fit_says_the_model_is_no_longer_converged(data):
+    """converged_ stayed True after train_step moved W: save wrote, and repr showed, converged weights that were
+    not."""
+    X, y = data
+    model = SoftmaxRegression(D, K, seed=0).fit(X, y, l2=L2)
+    assert model.converged_
+    n_iter, history = model.n_iter_, list(model.loss_history_)
+    model.train_step(X, y, 50.0)
+    assert not model.converged_
+    assert model.n_iter_ == n_iter and model.loss_history_ == history  # the last fit's record
+
+
+def test_a_fit_that_fails_before_iterating_leaves_rows_processed_as_the_last_fit_set_it(data):
+    X, y = data
+    model = SoftmaxRegression(D, K, seed=0).fit(X, y, l2=L2)
+    rows = model.rows_processed_
+    assert rows > X.shape[0]
+    bad = X.copy()
+    bad[1, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        model.fit(bad, y)
+    assert model.rows_processed_ == rows
+    model.partial_fit(X, y)
+    assert model.rows_processed_ >= X.shape[0]  # its epoch's
+
+
 @pytest.mark.parametrize("solver", ["lbfgs", "sgd"])
 def test_a_callback_that_changes_weights_in_place_and_raises_leaves_the_iterate_it_was_given(data, solver):
     """W changed in place stayed beside the record of the iterate, where an exception in a callback leaves the
@@ -1154,6 +1215,21 @@ def test_partial_fit_state_of_weights_of_another_shape_is_dropped(rng):
     fresh.partial_fit(X, y, solver="sgd", seed=123)
     np.testing.assert_array_equal(model.W, fresh.W)
     np.testing.assert_array_equal(model.b, fresh.b)
+
+
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+def test_partial_fit_state_follows_a_change_of_the_models_dtype(rng, solver):
+    """Momentum and moments stayed float64 beside weights cast to float32 between calls."""
+    X, y = rng.standard_normal((500, 4)), rng.integers(0, 3, 500)
+    model = SoftmaxRegression(4, 3, seed=0)
+    model.partial_fit(X, y, solver=solver, seed=0)
+    model.dtype = np.float32
+    model.W, model.b = model.W.astype(np.float32), model.b.astype(np.float32)
+    model.partial_fit(X.astype(np.float32), y, solver=solver)
+    state = model._partial_state[solver]
+    kept = [key for key in ("velocity", "first", "second") if key in state]
+    assert kept and all(state[key].dtype == np.float32 for key in kept)
+    assert model.W.dtype == np.float32
 
 
 def test_partial_fit_state_pickled_by_parameter_count_carries_on(rng):
