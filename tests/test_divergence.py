@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import fastsoftmax as fs
-from fastsoftmax import SoftmaxRegression, TrainingError, solvers
+from fastsoftmax import SoftmaxRegression, TrainingError, loss_and_grad, solvers
 from fastsoftmax.datasets import make_classification
 
 # More rows than one mini-batch (256), so that a run explodes within epoch 1.
@@ -710,6 +710,35 @@ def test_a_minibatch_run_that_barely_moves_is_not_called_converged(tmp_path, sol
     # A run that gets somewhere and then stalls is still converged.
     model = SoftmaxRegression(5, 3, seed=0).fit(X, y, solver=solver, lr=0.05, max_iter=500, tol=1e-2)
     assert model.converged_ and fs.loss_and_grad(X, y, model.W, model.b)[0] < 0.5
+
+
+@pytest.mark.parametrize("fit_intercept", [True, False])
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+def test_a_minibatch_run_that_never_moves_from_a_start_below_log_k_is_not_called_converged(solver, fit_intercept):
+    """The check above needs an end above log K: from the model's random start, below log K for about half the
+    seeds, lr = 1e-9 moved W by 8e-9 on standardised iris, kept the loss at 1.09 (the optimum: 0.04) and was
+    called converged, for 12 of 20 seeds. Such an end is judged by its gradient, in standardised units."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((150, 4))
+    y = np.argmax(X @ (3 * rng.standard_normal((3, 4))).T, axis=1)
+    seeds = [seed for seed in range(20) if loss_and_grad(X, y, *_start(seed))[0] < math.log(3)]
+    assert len(seeds) >= 5
+    for seed in seeds[:5]:
+        model = SoftmaxRegression(4, 3, seed=seed)
+        with pytest.warns(fs.ConvergenceWarning, match=r"fell only from .* the steps are too small to move the"):
+            model.fit(X, y, solver=solver, lr=1e-9, fit_intercept=fit_intercept)
+        assert not model.converged_
+    # A run from the optimum stays put, and is converged: the gradient is small there.
+    model = SoftmaxRegression(4, 3, seed=0).fit(X, y, l2=1e-2, fit_intercept=fit_intercept, tol=1e-10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.fit(X, y, solver=solver, lr=1e-9, l2=1e-2, fit_intercept=fit_intercept)
+    assert model.converged_
+
+
+def _start(seed):
+    model = SoftmaxRegression(4, 3, seed=seed)
+    return model.W, model.b
 
 
 @pytest.mark.parametrize("solver", ["sgd", "adam"])
