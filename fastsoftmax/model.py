@@ -573,7 +573,8 @@ class SoftmaxRegression:
             epoch's mean is a noisy estimate; converged unless the last of
             them lies more than 10 % of max(1, best) above the best (a loss
             that climbs: lower lr). ``tol=0`` gives no ConvergenceWarning; gd, sgd
-            and adam then run exactly ``max_iter`` iterations, lbfgs and
+            and adam then run exactly ``max_iter`` iterations (gd stops
+            sooner, converged, at a gradient of exactly 0), lbfgs and
             newton-cg stop earlier where the loss stops changing (its
             rounding floor: 64 eps relative).
         seed : int, np.random.Generator or None, default None

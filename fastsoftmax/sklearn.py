@@ -197,7 +197,8 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         the last of them lies more than 10 % of max(1, best) above the best
         (a climbing loss). 0 never
         warns; "gd", "sgd" and "adam" then run exactly ``max_iter``
-        iterations, "lbfgs" and "newton-cg" stop earlier where the loss stops
+        iterations ("gd" stops sooner, converged, at a gradient of exactly
+        0), "lbfgs" and "newton-cg" stop earlier where the loss stops
         changing (its rounding floor; see ``SoftmaxRegression.fit``).
     max_iter : int, default 100
         Iterations ("lbfgs", "newton-cg", "gd") or epochs ("sgd", "adam").
@@ -410,6 +411,8 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         """The dtypes X may keep; anything else is cast to the first."""
         if isinstance(self.dtype, str) and self.dtype == "preserve":
             return [np.dtype(np.float64), np.dtype(np.float32)]
+        if self.dtype is None:  # np.dtype(None) is float64: None fitted in float64 without a word
+            raise TypeError("dtype must be 'preserve', np.float32 or np.float64, got None.")
         try:
             return [_checks.as_float_dtype(self.dtype)]
         except TypeError as exc:
@@ -939,8 +942,13 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
 
         As ``SGDClassifier.partial_fit``: the first call needs ``classes``
         (every label that will occur). It runs ``solver`` if that is "sgd" or
-        "adam", else "sgd"; the optimiser's state carries over between calls.
-        Each call minimises the objective of :meth:`fit` on its own rows:
+        "adam", else "sgd"; the optimiser's state carries over between calls,
+        one state per solver (a stream that switches from sgd to adam and
+        back continues sgd's momentum; ``n_iter_`` counts the epochs of
+        both). ``random_state`` seeds the shuffling on the first call of each
+        solver only: later calls continue that stream, and a ``random_state``
+        set between calls (``set_params``) changes nothing until :meth:`fit`
+        or a new estimator starts one. Each call minimises the objective of :meth:`fit` on its own rows:
         ``l2 = 1 / (C * n * w)``, or ``2 / (C * n * w)`` with two classes
         (LogisticRegression's binomial objective; see the module docstring),
         for the call's n rows and the mean weight w of every row streamed so

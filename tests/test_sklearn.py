@@ -1053,6 +1053,7 @@ def test_a_frame_of_sparse_columns_trains_as_its_dense_frame():
         ({"solver": "newton"}, ValueError, "solver must be one of"),
         ({"class_weight": "even"}, ValueError, "class_weight must be"),
         ({"dtype": np.int32}, TypeError, "dtype must be 'preserve'"),
+        ({"dtype": None}, TypeError, "dtype must be 'preserve', np.float32 or np.float64, got None"),  # was float64
         ({"n_threads": 0}, ValueError, "n_threads must be a positive integer"),
         ({"max_iter": 0}, ValueError, "max_iter must be a positive integer"),
         ({"solver": "sgd", "lr": -1.0}, ValueError, "lr must be"),
@@ -1073,6 +1074,7 @@ def test_a_frame_of_sparse_columns_trains_as_its_dense_frame():
         "solver",
         "class_weight",
         "dtype",
+        "dtype-None",
         "n_threads",
         "max_iter",
         "lr",
