@@ -46,10 +46,16 @@ except ImportError:
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from hypothesis import settings as hypothesis_settings  # noqa: E402
 
 from fastsoftmax import kernels, reference  # noqa: E402
 from fastsoftmax.kernels import LossGradVariant  # noqa: E402
 from fastsoftmax.kernels._config import BLOCK_ROWS  # noqa: E402
+
+# No example database: hypothesis wrote one, .hypothesis/, into whatever directory the tests ran from. Test
+# modules' own settings(...) take the rest from this profile, loaded before they are imported.
+hypothesis_settings.register_profile("fastsoftmax", database=None)
+hypothesis_settings.load_profile("fastsoftmax")
 
 DTYPES = [np.float32, np.float64]
 DTYPE_IDS = ["f32", "f64"]
@@ -69,6 +75,19 @@ def rtol_for(dtype, *n_terms: int, safety: float = SAFETY) -> float:
     """
     eps = float(np.finfo(dtype).eps)
     return safety * eps * math.sqrt(max(1, sum(n_terms)))
+
+
+def exp_flush_bound(dtype) -> float:
+    """The largest exp(x) that the kernels may return as 0 (or a subnormal): twice the dtype's smallest normal.
+
+    Below the normal range 2^k no longer fits the exponent bits, so the
+    kernels' exp flushes there, and a little above it (at most 1.5 times the
+    smallest normal, ``kernels._math``). Any higher flush loses results that
+    are normal numbers of the dtype: bounds of -150 (float64) and -50
+    (float32), which make probabilities of 1e-66 and 2e-22 exactly 0, passed
+    the tests while they took their range from the kernels' own constants.
+    """
+    return 2 * float(np.finfo(dtype).tiny)
 
 
 def grad_rtol(dtype, n_samples: int, n_features: int, n_classes: int) -> float:

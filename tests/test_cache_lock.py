@@ -5,6 +5,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 import pytest
 from _dispatchers import kernel_dispatchers
@@ -64,7 +65,8 @@ def test_a_lock_file_that_is_not_a_regular_file_is_passed_over(tmp_path):
     assert cache_file.load("key") == "payload"
 
 
-# Compiles label_range for one label dtype once the file argv[2] exists, with
+# Imports the kernels, creates the file argv[3] to say so, and compiles
+# label_range for one label dtype once the file argv[2] exists, with
 # Numba's writes of the cache index and data slowed down so that, unlocked, the
 # two processes interleave as: both read the empty index and name their entry
 # alike; int32 writes the index; int64 writes the index (the one left) and its
@@ -76,7 +78,7 @@ _COMPILE_ONE_SIGNATURE = textwrap.dedent(
     import numpy as np
     import numba.core.caching as caching
 
-    dtype, go = sys.argv[1:]
+    dtype, go, ready = sys.argv[1:]
     index_delay, data_delay = (1.0, 2.0) if dtype == "int32" else (2.0, 0.0)
     save_index = caching.IndexDataCacheFile._save_index
     save_data = caching.IndexDataCacheFile._save_data
@@ -93,6 +95,7 @@ _COMPILE_ONE_SIGNATURE = textwrap.dedent(
     caching.IndexDataCacheFile._save_data = slow_save_data
     from fastsoftmax import kernels
 
+    open(ready, "w").close()
     while not os.path.exists(go):
         time.sleep(0.01)
     print(kernels.label_range(np.array([3, -2, 7], dtype=dtype)))
@@ -118,21 +121,40 @@ def test_two_processes_saving_two_signatures_keep_both(tmp_path):
     # index keeps one entry only, and the check below finds a miss.
     env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
     go = tmp_path / "go"
-    compiling = [
-        subprocess.Popen(
-            [sys.executable, "-c", _COMPILE_ONE_SIGNATURE, dtype, str(go)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for dtype in ("int32", "int64")
-    ]
-    go.touch()
-    for process in compiling:
-        stdout, stderr = process.communicate(timeout=300)
-        assert process.returncode == 0, stderr
-        assert stdout.strip() == "(-2, 7)"
+    ready = {dtype: tmp_path / f"ready-{dtype}" for dtype in ("int32", "int64")}
+    compiling = []
+    try:
+        for dtype in ready:
+            compiling.append(
+                subprocess.Popen(
+                    [sys.executable, "-c", _COMPILE_ONE_SIGNATURE, dtype, str(go), str(ready[dtype])],
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+            )
+        # The delays above order the two children's writes from one moment: the go file, made once both
+        # have imported the kernels. Made as they started, it came before imports of seconds, and the
+        # order was the imports' to set.
+        deadline = time.monotonic() + 300
+        while not all(path.exists() for path in ready.values()):
+            for process in compiling:
+                if process.poll() is not None:
+                    _, stderr = process.communicate()
+                    pytest.fail(f"a compiling process exited before it was ready: {stderr}")
+            assert time.monotonic() < deadline, "the compiling processes did not import the kernels in 300 s"
+            time.sleep(0.01)
+        go.touch()
+        for process in compiling:
+            stdout, stderr = process.communicate(timeout=300)
+            assert process.returncode == 0, stderr
+            assert stdout.strip() == "(-2, 7)"
+    finally:
+        for process in compiling:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
     loading = subprocess.run(
         [sys.executable, "-c", _LOAD_BOTH_SIGNATURES], env=env, capture_output=True, text=True, timeout=300
     )

@@ -2,13 +2,11 @@
 
 import numpy as np
 import pytest
-from conftest import rtol_for
+from conftest import exp_flush_bound, rtol_for
 from numba import njit
 
 from fastsoftmax.kernels._math import (
     LOG_GROUP,
-    UNDERFLOW_32,
-    UNDERFLOW_64,
     exp_inplace,
     exp_scratch,
     log1p_inplace,
@@ -16,7 +14,6 @@ from fastsoftmax.kernels._math import (
     weighted_log1p_sum,
 )
 
-UNDERFLOW = {np.float32: UNDERFLOW_32, np.float64: UNDERFLOW_64}
 #: The largest argument whose 2^k still fits the exponent bits.
 OVERFLOW = {np.float32: 88.0, np.float64: 709.0}
 DTYPES = pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
@@ -35,11 +32,13 @@ def ulp_error(got: np.ndarray, exact: np.ndarray, dtype) -> np.ndarray:
 
 
 @DTYPES
-def test_exp_within_one_ulp_over_the_kernel_range(dtype):
-    # The kernels exponentiate z - max z <= 0; positive arguments are covered too.
-    x = np.concatenate([np.linspace(UNDERFLOW[dtype], 0.0, 200_001), np.linspace(0.0, OVERFLOW[dtype], 20_001)]).astype(
-        dtype
-    )
+def test_exp_within_one_ulp_wherever_the_result_is_a_normal_number(dtype):
+    """From exp(x) = twice the dtype's smallest normal up: the kernels exponentiate z - max z <= 0, and a
+    probability is as small as its exp. A flush bound far above the subnormals (-150 in float64, -50 in
+    float32) passed when this range was taken from the kernels' own bound. Positive arguments are covered too.
+    """
+    lowest = np.log(exp_flush_bound(dtype))
+    x = np.concatenate([np.linspace(lowest, 0.0, 200_001), np.linspace(0.0, OVERFLOW[dtype], 20_001)]).astype(dtype)
     exact = np.exp(x.astype(np.float64))
     # Rounding the float64 result to dtype costs up to half an ulp; the
     # polynomial and the reduction add at most another half.
@@ -47,14 +46,27 @@ def test_exp_within_one_ulp_over_the_kernel_range(dtype):
 
 
 @DTYPES
+def test_exp_below_the_normal_range_is_flushed_not_garbage(dtype):
+    """Below the normal range 2^k no longer fits the exponent bits: a clamp set lower builds 2^k from a
+    negative exponent field, whose bits make huge or NaN values. The result must be 0 or the subnormal."""
+    finfo = np.finfo(dtype)
+    x = np.linspace(np.log(float(finfo.smallest_subnormal)) - 30.0, np.log(float(finfo.tiny)), 100_001).astype(dtype)
+    got = _exp(x)
+    assert (got >= 0).all()
+    np.testing.assert_allclose(got, np.exp(x.astype(np.float64)), rtol=0, atol=exp_flush_bound(dtype))
+
+
+@DTYPES
 def test_exp_special_values(dtype):
-    x = np.array([-np.inf, np.nan, 0.0, UNDERFLOW[dtype] - 1.0, -1e4, 1.0], dtype=dtype)
+    tiny = np.finfo(dtype).tiny
+    x = np.array([-np.inf, np.nan, 0.0, np.log(tiny) - 1.0, -1e4, 1.0], dtype=dtype)
     got = _exp(x)
     assert got.dtype == dtype
     assert got[0] == 0.0  # exp(-inf): probability 0 for a -inf logit
     assert np.isnan(got[1])  # NaN must propagate: it is how non-finite X is detected
     assert got[2] == 1.0
-    assert got[3] == 0.0 and got[4] == 0.0  # below the normal range: exactly 0
+    assert 0.0 <= got[3] < tiny  # below the normal range: 0, or the subnormal
+    assert got[4] == 0.0  # below the subnormals too: exactly 0, as exp(-1e4) rounds in any float dtype
     assert ulp_error(got[5:], np.exp(np.float64(1.0)), dtype).max() <= 1.0
 
 

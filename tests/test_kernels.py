@@ -26,14 +26,19 @@ import fastsoftmax as fs
 from fastsoftmax import _api, kernels, reference
 from fastsoftmax._threading import parallel_section
 from fastsoftmax.kernels import LossGradVariant
-from fastsoftmax.kernels._config import BLOCK_ROWS
+from fastsoftmax.kernels._config import BLAS_BLOCK_ROWS, BLOCK_ROWS
 
 VARIANTS = list(LossGradVariant)
 VARIANT_IDS = [v.name.lower() for v in VARIANTS]
 
-# (N, D, K): one row, one feature, two classes, 300 classes, and N past one
-# block of rows (BLOCK_ROWS = 128) so that the block flush is exercised.
-SHAPES = [(1, 3, 2), (9, 1, 2), (40, 5, 2), (300, 4, 3), (131, 33, 5), (37, 6, 300)]
+#: Rows past two of the BLAS body's blocks (BLAS_BLOCK_ROWS), with a remainder: a block after a chunk's first
+#: must read its own rows' labels and weights and write its own rows' predictions.
+PAST_TWO_BLAS_BLOCKS = 2 * BLAS_BLOCK_ROWS + 76
+
+# (N, D, K): one row, one feature, two classes, 300 classes, N past one block
+# of rows (BLOCK_ROWS = 128) so that the block flush is exercised, and N past
+# two of the BLAS body's blocks.
+SHAPES = [(1, 3, 2), (9, 1, 2), (40, 5, 2), (300, 4, 3), (131, 33, 5), (37, 6, 300), (PAST_TWO_BLAS_BLOCKS, 5, 4)]
 SHAPE_IDS = [f"N{n}-D{d}-K{k}" for n, d, k in SHAPES]
 
 # Large enough that _n_chunks splits the rows over threads (N K (D+1) >= 2 * 2**17).
@@ -48,14 +53,23 @@ OPTIONS = {
 }
 
 
-def run_variant(X, y, W, b, sw, l2, variant):
-    """Call the fused kernel wrapper the way loss_and_grad does, forcing ``variant``."""
+def run_variant(X, y, W, b, sw, l2, variant, n_chunks=None):
+    """Call the fused kernel wrapper the way loss_and_grad does, forcing ``variant``.
+
+    With ``n_chunks``, call the kernel itself on that many chunks of rows
+    instead, whatever Numba's thread count (one thread runs them in turn).
+    """
     dtype = W.dtype
     sw_arr = np.empty(0, dtype) if sw is None else np.ascontiguousarray(sw, dtype)
     weight_sum = float(sw_arr.sum(dtype=np.float64)) if sw is not None else float(X.shape[0])
     dW = np.empty_like(W)
     db = np.empty_like(b)
-    loss_sum = _api.fused_loss_grad(X, y.astype(np.int64), W, b, sw_arr, 1.0 / weight_sum, l2, dW, db, variant=variant)
+    y = y.astype(np.int64)
+    if n_chunks is None:
+        loss_sum = _api.fused_loss_grad(X, y, W, b, sw_arr, 1.0 / weight_sum, l2, dW, db, variant=variant)
+    else:
+        with parallel_section(n_chunks, calls_blas=variant == LossGradVariant.BLAS):
+            loss_sum = kernels.loss_grad_sums(X, y, W, b, sw_arr, variant, n_chunks, 1.0 / weight_sum, l2, dW, db)
     assert isinstance(loss_sum, float)
     loss = loss_sum / weight_sum + 0.5 * l2 * float(np.sum(W.astype(np.float64) ** 2))
     return loss, dW, db
@@ -86,10 +100,11 @@ def test_loss_grad_variant_matches_reference(rng, dtype, variant, shape, option)
 def test_loss_grad_variant_parallel_matches_reference(rng, dtype, variant, shape, weighted):
     n, d, k = shape
     X, y, W, b, sw = make_problem(rng, n, d, k, dtype, weighted=weighted, w_scale=0.3)
-    if _api._n_chunks(n, d, k) < 2:
-        pytest.skip("one Numba thread: the parallel kernel is not used")
     l2 = 0.1
-    loss, dW, db = run_variant(X, y, W, b, sw, l2, variant)
+    # With one Numba thread the wrapper runs one chunk: the kernel is then called on two, so that a
+    # chunk that starts past row 0 (and, in the BLAS body, its blocks past the first) is checked too.
+    n_chunks = None if _api._n_chunks(n, d, k) >= 2 else 2
+    loss, dW, db = run_variant(X, y, W, b, sw, l2, variant, n_chunks)
     ref = reference_loss_grad(X, y, W, b, l2=l2, sample_weight=sw)
     # The per-chunk float64 accumulators add one more sum of n_chunks terms.
     assert_grad_close(loss, dW, db, ref, X, W, l2, grad_rtol(dtype, n, d, k))
@@ -471,6 +486,35 @@ def test_loss_and_gradient_of_many_classes_keep_float32_precision(rng, body):
     assert np.abs(db - exact_db).max() <= 16 * eps * np.abs(exact_db).max()
 
 
+@pytest.mark.parametrize("body", [*VARIANT_IDS, "row-blocks", "fortran"])
+def test_float32_gradient_error_of_many_like_rows_is_set_by_the_block_not_by_n(body):
+    """Each block's float32 sums go to float64 accumulators. Summed in float32 over the whole chunk instead,
+    the gradient of 20,000 like rows errs by hundreds to thousands of eps: every add rounds the same way.
+
+    With identical rows each entry of dW and db is one value summed N times; the exact mean is that value.
+    A float32 sum of m terms of one sign is within (m - 1) eps / 2 of its total, so m, the rows a body sums
+    in float32 before the flush, sets the bound, not N: BLOCK_ROWS for the tile bodies, BLAS_BLOCK_ROWS for
+    the BLAS body's GEMM (56 eps seen; the tile bodies 1 to 13). The rest: the kernel's own softmax and
+    products against the float64 one, a few eps.
+    """
+    n = 20_000
+    x = np.array([0.7, -1.3, 0.45], np.float32)
+    W = np.array([[0.3, -0.2, 0.9], [-0.5, 0.4, 0.1], [0.25, 0.6, -0.35], [0.05, -0.45, 0.2]], np.float32)
+    b = np.array([0.1, -0.3, 0.2, 0.0], np.float32)
+    label = 2
+    X, y = np.tile(x, (n, 1)), np.full(n, label)
+    _, dW, db = _loss_grad_sums_of_body(body, X, y, W, b)
+    z = W.astype(np.float64) @ x.astype(np.float64) + b
+    g = np.exp(z - z.max())
+    g /= g.sum()
+    g[label] -= 1
+    eps = float(np.finfo(np.float32).eps)
+    rows_in_float32 = BLAS_BLOCK_ROWS if body == "blas" else BLOCK_ROWS
+    rtol = ((rows_in_float32 - 1) / 2 + 8) * eps
+    np.testing.assert_allclose(db, g, rtol=rtol, atol=0)
+    np.testing.assert_allclose(dW, np.outer(g, x.astype(np.float64)), rtol=rtol, atol=0)
+
+
 def _like_logits(n_classes: int) -> np.ndarray:
     """Logits 0 with a 1 at every 7th class: exponentials of two values, whose sums in one chain err one way."""
     b = np.zeros(n_classes)
@@ -726,8 +770,9 @@ def test_predict_proba_and_predict_match_reference(rng, dtype, shape):
 
 
 PREDICT_VARIANTS = [LossGradVariant.BLOCKED, LossGradVariant.ROWWISE, LossGradVariant.BLAS]
-#: One row, one feature, two classes, rows past one block with a remainder, K past a logits tile's classes.
-PREDICT_BODY_SHAPES = [(1, 3, 2), (9, 1, 2), (300, 21, 3), (150, 40, 13), (70, 8, 70)]
+#: One row, one feature, two classes, rows past one block with a remainder, K past a logits tile's classes,
+#: and rows past two of the BLAS body's blocks.
+PREDICT_BODY_SHAPES = [(1, 3, 2), (9, 1, 2), (300, 21, 3), (150, 40, 13), (70, 8, 70), (PAST_TWO_BLAS_BLOCKS, 8, 70)]
 
 
 @pytest.mark.parametrize("n_chunks", [1, 2], ids=["serial", "parallel"])

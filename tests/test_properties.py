@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
-from conftest import DTYPE_IDS, DTYPES, grad_rtol, reference_loss_grad, rtol_for
+from conftest import DTYPE_IDS, DTYPES, exp_flush_bound, grad_rtol, reference_loss_grad, rtol_for
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -14,7 +12,6 @@ from hypothesis.extra import numpy as hnp
 import fastsoftmax as fs
 from fastsoftmax import _api, kernels, reference
 from fastsoftmax.kernels import LossGradVariant
-from fastsoftmax.kernels._math import UNDERFLOW_32, UNDERFLOW_64
 
 SETTINGS = settings(max_examples=40, deadline=None)
 
@@ -23,31 +20,51 @@ dtypes = st.sampled_from(DTYPES)
 
 @st.composite
 def logits(draw, max_rows=8, max_classes=12, bound=100.0):
-    """(Z, y): an (N, K) logit matrix with 1 <= N <= max_rows, 2 <= K <= max_classes."""
+    """(Z, y): an (N, K) logit matrix with 1 <= N <= max_rows, 2 <= K <= max_classes.
+
+    Every entry is drawn (``fill=st.nothing()``): with hypothesis's default
+    fill the arrays were one value with a few others, Z all zeros in about
+    half of the examples.
+    """
     dtype = draw(dtypes)
     n = draw(st.integers(1, max_rows))
     k = draw(st.integers(2, max_classes))
     elements = st.floats(-bound, bound, allow_nan=False, allow_infinity=False, width=32)
-    Z = draw(hnp.arrays(dtype, (n, k), elements=elements))
-    y = draw(hnp.arrays(np.int64, (n,), elements=st.integers(0, k - 1)))
+    Z = draw(hnp.arrays(dtype, (n, k), elements=elements, fill=st.nothing()))
+    y = draw(hnp.arrays(np.int64, (n,), elements=st.integers(0, k - 1), fill=st.nothing()))
     return Z, y
 
 
+#: The scale of a problem's values: each array's entries lie within it.
+scales = st.floats(0.01, 10.0)
+
+
 @st.composite
-def problems(draw, max_rows=40, max_features=6, max_classes=6):
-    """(X, y, W, b, sample_weight or None) with bounded sizes and values."""
+def problems(draw, max_rows=300, max_features=6, max_classes=6):
+    """(X, y, W, b, sample_weight or None): drawn sizes, and values from a drawn seed at drawn scales.
+
+    Drawn element by element, the arrays were hypothesis's fill value with a
+    few others (X all zeros in 8 of 40 examples, constant in 16), and N
+    stopped at 40: now N reaches past a block of rows (128). Values lie in
+    [-10, 10] as before; some problems put them on a grid of 1/8, which
+    makes ties and exact products.
+    """
     dtype = draw(dtypes)
     n = draw(st.integers(1, max_rows))
     d = draw(st.integers(1, max_features))
     k = draw(st.integers(2, max_classes))
-    vals = st.floats(-10, 10, allow_nan=False, allow_infinity=False, width=32)
-    X = draw(hnp.arrays(dtype, (n, d), elements=vals))
-    W = draw(hnp.arrays(dtype, (k, d), elements=vals))
-    b = draw(hnp.arrays(dtype, (k,), elements=vals))
-    y = draw(hnp.arrays(np.int64, (n,), elements=st.integers(0, k - 1)))
-    sw = None
-    if draw(st.booleans()):
-        sw = draw(hnp.arrays(dtype, (n,), elements=st.floats(0.5, 2.0, width=32)))
+    x_scale, w_scale = draw(scales), draw(scales)
+    on_grid = draw(st.booleans())
+    weighted = draw(st.booleans())
+    gen = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+
+    def values(shape, scale):
+        v = gen.uniform(-scale, scale, shape)
+        return (np.round(8 * v) / 8 if on_grid else v).astype(dtype)
+
+    X, W, b = values((n, d), x_scale), values((k, d), w_scale), values(k, w_scale)
+    y = gen.integers(0, k, n)
+    sw = gen.uniform(0.5, 2.0, n).astype(dtype) if weighted else None
     return X, y, W, b, sw
 
 
@@ -59,11 +76,6 @@ def _logit_error(X, W, b, tol: float) -> float:
     """
     X64, W64, b64 = (np.abs(np.asarray(a, dtype=np.float64)) for a in (X, W, b))
     return tol * (1.0 + float((X64 @ W64.T + b64).max()))
-
-
-def _flushed_below(dtype) -> float:
-    """The kernels' exp gives 0 below this (near the dtype's smallest normal), and so may a probability."""
-    return math.exp(UNDERFLOW_32 if np.dtype(dtype) == np.float32 else UNDERFLOW_64)
 
 
 def _fused(X, y, W, b, sw, l2, variant):
@@ -102,7 +114,7 @@ def test_predictions_match_the_reference(problem):
     P = fs.predict_proba(X, W, b)
     want = reference.predict_proba(*(a.astype(np.float64) for a in (X, W, b)))
     rtol = tol + 2 * _logit_error(X, W, b, tol)
-    np.testing.assert_allclose(P, want, rtol=rtol, atol=_flushed_below(W.dtype))
+    np.testing.assert_allclose(P, want, rtol=rtol, atol=exp_flush_bound(W.dtype))
 
 
 @SETTINGS
@@ -113,7 +125,7 @@ def test_softmax_log_softmax_and_cross_entropy_match_the_reference(case):
     Z64 = Z.astype(np.float64)
     # z - max z is rounded to eps |z - max z| / 2: a relative error of p, an absolute one of log p.
     tol = rtol_for(Z.dtype, k) + 2 * float(np.finfo(Z.dtype).eps) * float(np.abs(Z64).max())
-    np.testing.assert_allclose(fs.softmax(Z), reference.softmax(Z64), rtol=tol, atol=_flushed_below(Z.dtype))
+    np.testing.assert_allclose(fs.softmax(Z), reference.softmax(Z64), rtol=tol, atol=exp_flush_bound(Z.dtype))
     log_P = reference.log_softmax(Z64)
     np.testing.assert_allclose(fs.log_softmax(Z), log_P, rtol=tol, atol=tol)
     losses = -log_P[np.arange(len(y)), y]

@@ -13,7 +13,7 @@ import pytest
 from _memory import ResidentGrowth, needs_resident_bytes
 
 import fastsoftmax as fs
-from fastsoftmax import SoftmaxRegression
+from fastsoftmax import SoftmaxRegression, _threading
 from fastsoftmax._data import DataSource, accuracy, block_shuffled_batches
 from fastsoftmax.checkpoint import CheckpointError
 from fastsoftmax.datasets import make_classification
@@ -88,12 +88,20 @@ def test_float64_file_streamed_into_float32_model(data, files):
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-def test_result_independent_of_thread_count(data, files, threads):
+def test_result_independent_of_thread_count(data, files, threads, monkeypatch):
+    if threads > numba.config.NUMBA_NUM_THREADS:
+        # set_num_threads would clamp it: the same run as threads=1, which compares nothing new.
+        pytest.skip(f"Numba has {numba.config.NUMBA_NUM_THREADS} thread(s) here, fewer than {threads}")
+    # A chunk of 700 rows is far less work than splits a kernel over threads:
+    # at the real bound every thread count ran the same serial calls.
+    monkeypatch.setattr(_threading, "MIN_WORK_PER_THREAD", 1 << 10)
     X, y = data
-    reference = _fit(X, y, solver="lbfgs", chunk_size=700)
     previous = numba.get_num_threads()
-    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     try:
+        numba.set_num_threads(1)
+        reference = _fit(X, y, solver="lbfgs", chunk_size=700)
+        numba.set_num_threads(threads)
+        assert _threading.work_chunks(700, K * (D + 1)) == threads
         model = _fit(str(files[0]), str(files[1]), solver="lbfgs", chunk_size=700)
     finally:
         numba.set_num_threads(previous)

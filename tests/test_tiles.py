@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import DTYPE_IDS, DTYPES
+from conftest import DTYPE_IDS, DTYPES, exp_flush_bound
 from llvmlite import ir
 from numba import njit, types
 from numba.core import cgutils
@@ -590,13 +590,15 @@ def _vector_exp_inplace(values):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 def test_vector_exp_is_within_one_ulp(rng, dtype):
-    # Under the kernels' fastmath flags, as the softmax tile compiles it.
+    """Under the kernels' fastmath flags, as the softmax tile compiles it: within an ulp wherever exp(x) is a
+    normal number more than one binade above the subnormals (``exp_flush_bound``), 0 or the subnormal below.
+    Taken from the kernels' own bound, the range let a flush of probabilities of 1e-66 (float64) pass."""
     reference_dtype = np.longdouble if np.finfo(np.longdouble).eps < np.finfo(np.float64).eps else None
     if dtype == np.float64 and reference_dtype is None:
         pytest.skip("no extended precision here to measure float64 ulp against")
-    underflow = _math.UNDERFLOW_64 if dtype == np.float64 else _math.UNDERFLOW_32
+    lowest = np.log(exp_flush_bound(dtype))
     x = np.concatenate(
-        [rng.uniform(underflow, 0.0, 200_000), rng.uniform(-1.0, 1.0, 40_000), -np.arange(0.0, -underflow, 0.25)]
+        [rng.uniform(lowest, 0.0, 200_000), rng.uniform(-1.0, 1.0, 40_000), -np.arange(0.0, -lowest, 0.25)]
     ).astype(dtype)
     x = x[: x.size // 16 * 16]
     result = x.copy()
@@ -605,8 +607,16 @@ def test_vector_exp_is_within_one_ulp(rng, dtype):
     ulp = np.abs(result - exact) / np.spacing(exact.astype(dtype))
     assert ulp.max() <= 1.0, f"{ulp.max():.2f} ulp at x = {x[np.argmax(ulp)]!r}"
 
-    special = np.array([np.nan, -np.inf, underflow - 0.5, -1e30, 0.0, 1.0] + [0.0] * 10, dtype=dtype)
+    # Below: 2^k no longer fits the exponent bits, whose negative field would make NaN or huge values.
+    tiny = np.finfo(dtype).tiny
+    below = np.linspace(np.log(float(np.finfo(dtype).smallest_subnormal)) - 30.0, np.log(tiny), 16_000).astype(dtype)
+    result = below.copy()
+    _vector_exp_inplace(result)
+    assert (result >= 0).all()
+    np.testing.assert_allclose(result, np.exp(below.astype(np.float64)), rtol=0, atol=exp_flush_bound(dtype))
+
+    special = np.array([np.nan, -np.inf, np.log(tiny) - 0.5, -1e30, 0.0, 1.0] + [0.0] * 10, dtype=dtype)
     _vector_exp_inplace(special)
     assert np.isnan(special[0])
-    np.testing.assert_array_equal(special[1:5], np.zeros(4, dtype=dtype) + [0, 0, 0, 1])
+    assert special[1] == 0 and 0 <= special[2] < tiny and special[3] == 0 and special[4] == 1
     assert abs(special[5] - np.e) <= np.spacing(dtype(np.e))
