@@ -45,7 +45,9 @@ _INT64 = np.dtype(np.int64)
 
 
 def as_float_dtype(dtype) -> np.dtype:
-    """Return ``dtype`` as a supported float dtype, or raise TypeError."""
+    """Return ``dtype`` as a supported float dtype, or raise TypeError (for None too, which NumPy reads as float64)."""
+    if dtype is None:
+        raise TypeError("dtype None is not supported; use np.float32 or np.float64.")
     dtype = np.dtype(dtype)
     if dtype not in FLOAT_DTYPES:
         raise TypeError(f"dtype {dtype} is not supported; use np.float32 or np.float64.")

@@ -648,6 +648,13 @@ def _compute_dtype(args, X: np.ndarray) -> np.dtype:
     return np.dtype(np.float64)
 
 
+def _chunks_in_words(n_rows: int, chunk_rows: int) -> str:
+    """How ``n_rows`` split into chunks of ``chunk_rows``: "one chunk of 20,000 rows" where they are fewer."""
+    if n_rows <= chunk_rows:
+        return f"one chunk of {n_rows:,} rows"
+    return f"{-(-n_rows // chunk_rows):,} chunks of up to {chunk_rows:,} rows"
+
+
 def _check_lr_in_dtype(args, dtype: np.dtype) -> None:
     """Refuse an --lr that is 0 in the compute dtype, before any data is made or a fit starts.
 
@@ -1654,7 +1661,7 @@ def run_train_dask(args: argparse.Namespace, t_start: float) -> int:
             _log(
                 args,
                 f"synthetic {args.samples:,} x {args.features} rows, {n_classes} classes, {dtype}, "
-                f"generated on the workers in chunks of {chunk_rows:,} rows",
+                f"generated on the workers in {_chunks_in_words(args.samples, chunk_rows)}",
             )
         else:
             X, y = _dask_rows_of_files(args, X_np, y_np, chunk_rows, client)
@@ -2097,7 +2104,7 @@ def _add_problem_options(parser: argparse.ArgumentParser, *, train: bool) -> Non
         dtype = "compute dtype (default float32; for files, float32 for float16/float32 files, else float64)"
         seed = "seed for the synthetic data and the sgd/adam shuffling (default 0); training starts from zero weights"
         threads = "Numba threads for the kernels (default: all cores; on Dask, each task takes its share)"
-        quiet = "print only the closing summary (no progress, no compile message)"
+        quiet = "print only the closing summary: loss, accuracies, throughput, where the model went (no progress)"
     else:
         classes = f"classes (default {DEFAULT_CLASSES})"
         dtype = "dtype of the X file (default float32)"
@@ -2159,8 +2166,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_TOL,
         help="stop when the largest gradient entry (in feature-scaled coordinates for lbfgs and "
         "newton-cg, in the features' own units for gd) falls below this, or when 5 epochs of sgd/adam "
-        f"in a row lower their best loss by less than this times max(1, best loss); 0 runs --max-iter "
-        f"(default {DEFAULT_TOL:g})",
+        f"in a row lower their best loss by less than this times max(1, best loss); 0: gd, sgd and adam run "
+        f"--max-iter (gd stops sooner at a gradient of exactly 0), lbfgs and newton-cg stop where the loss stops "
+        f"changing (default {DEFAULT_TOL:g})",
     )
     train.add_argument(
         "--batch-size",

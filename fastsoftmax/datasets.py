@@ -247,7 +247,8 @@ def _check_feature_range(class_sep: float, transforms: np.ndarray, mixing: np.nd
         return
     wider = " or use dtype=np.float64" if dtype != np.float64 and largest <= float(np.finfo(np.float64).max) else ""
     raise ValueError(
-        f"class_sep={class_sep:g} makes features up to about {largest:.3g} in magnitude (the centroids lie "
+        f"class_sep={class_sep:g} makes features up to about "
+        f"{f'{largest:.3g}' if math.isfinite(largest) else 'more than 1.8e308'} in magnitude (the centroids lie "
         f"at +-class_sep, the redundant features add up informative ones), beyond the range of {dtype} "
         f"({limit:.3g}), where they would be inf; lower class_sep (1.0, the default, already separates "
         f"the classes){wider}"

@@ -1045,7 +1045,9 @@ def _fit_state(arrays: dict[str, np.ndarray], invalid, *, trim_history: bool = F
     n_iter = npz_scalar(arrays, "n_iter", int)
     # Bounded as int64 holds it: 2**64 - 1 loaded, and the next partial_fit's save failed on an object array.
     if n_iter is None or not 0 <= n_iter <= np.iinfo(np.int64).max:
-        raise invalid(f"n_iter must be an integer from 0 to 2**63 - 1, got {arrays['n_iter']!r}")
+        stored = arrays["n_iter"]
+        shown = repr(stored.item()) if stored.shape == () and stored.dtype.kind in "biuf" else repr(stored)
+        raise invalid(f"n_iter must be an integer from 0 to 2**63 - 1, got {shown}")
     converged = arrays["converged"]
     if converged.shape != () or converged.dtype != np.bool_:
         raise invalid(f"converged must be a boolean scalar, got a {converged.dtype} array of shape {converged.shape}")

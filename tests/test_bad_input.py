@@ -623,6 +623,8 @@ def test_model_constructor_rejects_bad_arguments():
         SoftmaxRegression(4, 1)
     with pytest.raises(TypeError, match=r"dtype int64 is not supported"):
         SoftmaxRegression(4, 3, dtype=np.int64)
+    with pytest.raises(TypeError, match=r"dtype None is not supported; use np\.float32 or np\.float64"):
+        SoftmaxRegression(4, 3, dtype=None)  # NumPy reads None as float64: it trained in float64 without a word
     with pytest.raises(ValueError, match=r"l2 must be a finite number >= 0"):
         SoftmaxRegression(4, 3).train_step(np.ones((2, 4)), [0, 1], 0.1, l2=-1)
 

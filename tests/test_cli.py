@@ -2317,6 +2317,15 @@ def test_a_synthetic_generator_beyond_memory_is_named_in_the_options(capsys, mon
     assert "the generator of 10 clusters (one per class), each" in err  # not "(--classes * n_clusters_per_class)"
 
 
+def test_the_synthetic_dask_chunks_are_counted_as_they_are():
+    """ "generated on the workers in chunks of 250,000 rows" was printed for 20,000 rows, one chunk."""
+    from fastsoftmax.cli import _chunks_in_words
+
+    assert _chunks_in_words(20_000, 250_000) == "one chunk of 20,000 rows"
+    assert _chunks_in_words(250_000, 250_000) == "one chunk of 250,000 rows"
+    assert _chunks_in_words(600_000, 250_000) == "3 chunks of up to 250,000 rows"
+
+
 def test_a_step_size_that_is_0_in_the_dtype_is_refused_before_the_data_are_made(capsys, tmp_path):
     """--lr 1e-50 in float32 was refused by the fit, after the rows had been generated, in the library's words:
     "Use a larger lr, or train in float64 (dtype=np.float64)"."""

@@ -191,6 +191,8 @@ BAD_PARAMS = [
     (dict(class_sep=1e300, dtype=np.float32), ValueError, r"beyond the range of float32.*dtype=np\.float64"),
     (dict(class_sep=-1e39, dtype=np.float32), ValueError, r"beyond the range of float32.*dtype=np\.float64"),
     (dict(class_sep=1e308, n_features=10, n_redundant=4), ValueError, r"beyond the range of float64.*lower class_sep"),
+    # It said "makes features up to about inf in magnitude".
+    (dict(class_sep=1.7e308, n_redundant=2), ValueError, r"up to about more than 1\.8e308 in magnitude"),
     (dict(dtype=np.int32), TypeError, "dtype must be np.float32 or np.float64"),
     (dict(dtype="not a dtype"), TypeError, "dtype must be np.float32 or np.float64"),
     (dict(seed=-1), ValueError, "seed must be >= 0"),

@@ -1014,7 +1014,11 @@ def _nan_in_W(model):
         (lambda m: setattr(m, "W", m.W.astype(np.float16)), TypeError, "W has dtype float16"),
         (lambda m: setattr(m, "W", m.W.astype(np.float32)), TypeError, "W has dtype float32 but .* float64"),
         (lambda m: (setattr(m, "W", m.W[:1]), setattr(m, "b", m.b[:1])), ValueError, "at least 2 classes"),
-        (lambda m: setattr(m, "n_iter_", -1), ValueError, "n_iter must be an integer from 0 to 2\\*\\*63 - 1"),
+        (
+            lambda m: setattr(m, "n_iter_", -1),
+            ValueError,
+            "n_iter must be an integer from 0 to 2\\*\\*63 - 1, got -1\\.$",
+        ),
         (lambda m: setattr(m, "n_iter_", 2.5), ValueError, "n_iter must be an integer from 0 to 2\\*\\*63 - 1"),
         (lambda m: setattr(m, "converged_", "no"), ValueError, "converged must be a boolean scalar"),
         (lambda m: setattr(m, "loss_history_", ["a"]), ValueError, "loss_history_ must be a list of numbers"),
