@@ -412,6 +412,7 @@ class SparseObjective:
         #: The weight sum as given, before the check divided the weights by ``weight_divisor`` into the dtype's range.
         self.given_weight_sum = self.weight_sum * weight_divisor
         self._rows = 0
+        self._renumber_columns, self._weight_divisor = renumber_columns, weight_divisor
         n_stored = int(X.indptr[-1])
         self._stored_per_row = n_stored // X.n_samples
         self._n_chunks = _n_chunks(X.n_samples, n_stored, X.n_features, n_classes)
@@ -435,6 +436,35 @@ class SparseObjective:
         self._batch_Wt: np.ndarray | None = None
         self._touched: np.ndarray | None = None
         self._seen: np.ndarray | None = None
+
+    def stored_columns(self) -> np.ndarray:
+        """A boolean mask over X's columns: those that hold a stored value (one pass over the indices).
+
+        The others are features that no row has: the data's loss and gradient
+        do not depend on their weights, which only the L2 term moves (to 0).
+        """
+        stored = np.zeros(self.X.n_features, dtype=np.bool_)
+        stored[self.X.indices] = True
+        return stored
+
+    def on_columns(self, columns: np.ndarray) -> SparseObjective:
+        """The objective of the rows of X restricted to ``columns``, a mask that holds every stored value's column.
+
+        X's values, indptr, labels and weights are shared; only the indices are
+        numbered anew (one array of the stored values' count).
+        """
+        position = np.cumsum(columns, dtype=np.int64) - 1  # each kept column's number among the kept
+        indices = kernels.read_only(position.astype(self.X.indices.dtype)[self.X.indices])
+        rows = CSRRows(self.X.data, indices, self.X.indptr, (self.n_samples, int(np.count_nonzero(columns))))
+        return SparseObjective(
+            rows,
+            self.y,
+            self.sample_weight,
+            self.n_classes,
+            self.l2,
+            renumber_columns=self._renumber_columns,
+            weight_divisor=self._weight_divisor,
+        )
 
     def _renumbered_bytes(self) -> int:
         """The size of X's renumbered copy: its values and indices."""
