@@ -1182,7 +1182,10 @@ def fit(
         try:
             _fit(on_stored, objective.on_columns(stored), options, seed=seed, callback=None, checkpoint=None)
         finally:
-            run_whole(lambda: _take_the_fit_on_columns(model, on_stored, stored, options))
+            # Judged once, outside run_whole, which may run the write again after a Ctrl-C: the first run's
+            # record assignments would make the second find nothing changed, and stop before the rest.
+            unchanged = _left_as_it_was(model, on_stored, stored)
+            run_whole(lambda: _take_the_fit_on_columns(model, on_stored, stored, options, unchanged))
         return model
 
 
@@ -1197,11 +1200,13 @@ def _columns_to_fit(objective: Objective) -> np.ndarray | None:
     the L2 term moves them, to 0, the optimum's value. Yet every iteration
     carried them: L-BFGS's two-loop recursion and copies, the scaling's maps
     and the kernels' finish ran over all K D weights. Hashed features
-    (3,000 rows of 2**20 columns, 2 % of them used, K = 5) took 36 s to
-    the optimum where the stored columns alone took 0.48 s. Left out where
-    they are at least :data:`EMPTY_COLUMNS_LEFT_OUT` of the columns, and
-    only by fits without a callback (which is given the whole model at each
-    iteration) or a checkpoint (which holds the whole parameter vector).
+    (3,000 rows of 2**20 columns, 2 % of them used, K = 5, l2 = 1e-3) took
+    9.1 s to the optimum where the stored columns alone took 0.18 s (2
+    threads). Left out where they are at least
+    :data:`EMPTY_COLUMNS_LEFT_OUT` of the columns, and only by fits without
+    a callback (which is given the whole model at each iteration) or a
+    checkpoint (which holds the whole parameter vector); those start them at
+    0 under L2, as this does, and so take the same steps.
     """
     stored_columns = getattr(objective, "stored_columns", None)
     if stored_columns is None:  # dense, streamed and Dask data
@@ -1224,21 +1229,28 @@ def _on_columns(model: Trainable, stored: np.ndarray) -> Trainable:
     return on_stored
 
 
-def _take_the_fit_on_columns(model: Trainable, on_stored: Trainable, stored: np.ndarray, options: FitOptions) -> None:
-    """Write what a fit on the ``stored`` columns left (:func:`_on_columns`) into ``model``; nothing where it left
-    its start and record as they were (a fit refused before its first pass).
-
-    The other columns' weights are 0 under L2, their optimum, which every
-    iterate recorded had (the losses are of those weights); without L2
-    nothing moves them, and they are left as they were.
-    """
-    unchanged = (
+def _left_as_it_was(model: Trainable, on_stored: Trainable, stored: np.ndarray) -> bool:
+    """Whether a fit on the ``stored`` columns left its start and record as they were (refused before a pass)."""
+    return (
         on_stored.loss_history_ is model.loss_history_
         and on_stored.n_iter_ == model.n_iter_
         and on_stored.converged_ == model.converged_
         and np.array_equal(on_stored.W, model.W[:, stored])
         and np.array_equal(on_stored.b, model.b)
     )
+
+
+def _take_the_fit_on_columns(
+    model: Trainable, on_stored: Trainable, stored: np.ndarray, options: FitOptions, unchanged: bool
+) -> None:
+    """Write what a fit on the ``stored`` columns left (:func:`_on_columns`) into ``model``; where it left its
+    start and record as they were (``unchanged``: :func:`_left_as_it_was`), only the count of rows it read.
+
+    The other columns' weights are 0 under L2, their optimum, which every
+    iterate recorded had (the losses are of those weights); without L2
+    nothing moves them, and they are left as they were.
+    """
+    model.rows_processed_ = on_stored.rows_processed_
     if unchanged:
         return
     W = np.array(model.W, copy=True)
@@ -1251,7 +1263,6 @@ def _take_the_fit_on_columns(model: Trainable, on_stored: Trainable, stored: np.
         on_stored.n_iter_,
         on_stored.converged_,
     )
-    model.rows_processed_ = on_stored.rows_processed_
     described = getattr(on_stored, "_record_digest", None) == _weights_digest(on_stored._pack())
     if described:
         mark_record(model)
@@ -1464,6 +1475,7 @@ def _hold_intercept(model: Trainable, objective: Objective, options: FitOptions)
 
 def _fit(model, objective, options, *, seed, callback, checkpoint):
     minibatch = options.solver in MINIBATCH_SOLVERS
+    stored_columns = getattr(objective, "stored_columns", None)  # a sparse X's, before the objective is wrapped
     fingerprint = resumed = None
     if checkpoint is not None:
         fingerprint = _fingerprint(model, objective, options, seed)
@@ -1597,6 +1609,14 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
     start_raw = model._pack()  # a copy: W and b as they were, kept where a divergence keeps the start
     # W and b where the fit starts, in their own units: under L2, less their mean over the classes.
     fit_start = _without_class_mean(start_raw.copy(), model.num_classes) if options.l2 > 0 else start_raw
+    if options.l2 > 0 and resumed is None and stored_columns is not None:
+        # Where only L2 moves them, the columns without a stored value start at their optimum, 0, as a fit that
+        # leaves them out (_columns_to_fit) has them: with a callback or a checkpoint, which keep every column,
+        # the fit took other steps (sgd's n_iter_ 300 against 285, coef_ 0.135 apart).
+        empty = ~stored_columns()
+        if empty.any():
+            n_weights = model.num_classes * model.input_dim
+            fit_start[:n_weights].reshape(model.num_classes, -1)[:, empty] = 0
     if resumed is not None:
         theta0 = np.asarray(resumed.theta)
     elif scaling is None:
@@ -1923,11 +1943,11 @@ def _partial_fit(model, objective, options, *, seed, state):
     if state and state.get("shape") != shape:
         state.clear()
     state["shape"] = shape
-    for key in solvers.MINIBATCH_VECTOR_KEYS:
-        # The model's dtype changed between calls (model.dtype = np.float32, W and b cast): the momentum or
-        # moments follow it, as a state made now would be (they stayed float64 beside float32 weights).
-        if key in state and state[key].dtype != model.dtype:
-            state[key] = state[key].astype(model.dtype)
+    if "velocity" in state and state["velocity"].dtype != model.dtype:
+        # The model's dtype changed between calls (model.dtype = np.float32, W and b cast): sgd's momentum
+        # follows it, as one made now would be (it stayed float64 beside float32 weights). Adam's moments are
+        # float64 in either dtype.
+        state["velocity"] = state["velocity"].astype(model.dtype)
     # In the weights as given: the check divides a call's weights into the dtype's range (1e7 in float32 by
     # 1e7), and the stream compares calls. The mini-batches take the mean in the call's own units.
     weight_seen, rows_seen = _streamed(state, objective.given_weight_sum, objective.n_samples)

@@ -108,6 +108,8 @@ class SoftmaxRegression:
         self.loss_history_: list[float] = []
         self.n_iter_ = 0
         self.converged_ = False
+        #: Rows the last fit or partial_fit passed to the kernels (its passes over X, counted in rows).
+        self.rows_processed_ = 0
         #: A digest of the weights that the fit record above describes (``engine.mark_record``), or None.
         self._record_digest: bytes | None = None
 
