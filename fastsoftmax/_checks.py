@@ -781,7 +781,8 @@ def _shown(value, call: str | None = None) -> str:
     """
     if isinstance(value, int) and abs(value) >= 10**20:
         # The repr of an integer of more than 4,300 digits raises ValueError, and a long one would fill the message.
-        return f"an integer of about {int(abs(value).bit_length() * math.log10(2)) + 1} digits"
+        sign = "a negative" if value < 0 else "an"
+        return f"{sign} integer of about {int(abs(value).bit_length() * math.log10(2)) + 1} digits"
     if isinstance(value, np.ndarray) and not value.ndim:
         # Its repr, array(0.1), read as if 0.1 itself were refused; a number is asked for.
         return f"a 0-d array holding {value.item()!r}"

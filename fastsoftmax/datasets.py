@@ -145,6 +145,8 @@ def _class_probabilities(weights, n_classes: int) -> np.ndarray:
         return np.full(n_classes, 1.0 / n_classes)
     try:
         w = np.asarray(weights, dtype=np.float64)
+    except OverflowError:
+        raise ValueError("weights must be finite numbers; one is an integer beyond float64's range") from None
     except (TypeError, ValueError):  # NumPy's "could not convert string to float: 'a'" named no argument
         raise TypeError(
             f"weights must be a sequence of numbers (the classes' proportions), got {weights!r:.100}"

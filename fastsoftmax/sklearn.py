@@ -385,6 +385,9 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             and not (isinstance(self.class_weight, str) and self.class_weight == "balanced")
         ):
             raise ValueError(f"class_weight must be a dict, 'balanced' or None, got {self.class_weight!r}.")
+        if isinstance(self.class_weight, dict):
+            for label, weight in self.class_weight.items():  # an integer beyond float64 raised OverflowError
+                _checks.real_number(weight, f"class_weight[{label!r}]")
         self._check_random_state()
         self._check_n_threads()
         self._compute_dtypes()
@@ -564,7 +567,8 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         """
         n = y_idx.shape[0]
         if isinstance(sample_weight, numbers.Real):
-            sample_weight = np.full(n, sample_weight, dtype=np.float64)  # as scikit-learn's _check_sample_weight
+            # As scikit-learn's _check_sample_weight; an integer beyond float64 raised OverflowError here.
+            sample_weight = np.full(n, _checks.real_number(sample_weight, "sample_weight"), dtype=np.float64)
         elif isinstance(sample_weight, (list, tuple, np.ndarray)) and not isinstance(sample_weight, np.ma.MaskedArray):
             # Numbers held as objects (Decimal values from a database) or as strings ("0.5", read from a text
             # file): scikit-learn's _check_sample_weight converts them (and None to NaN, which the check below

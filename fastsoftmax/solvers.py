@@ -420,7 +420,7 @@ def _check_minibatch_state(state: dict, n: int) -> None:
         except (TypeError, ValueError, KeyError, OverflowError) as exc:  # OverflowError: a negative or huge integer
             raise ValueError(f"the solver state 'rng' is not a PCG64 generator state ({exc}).") from exc
     if "t" in state:
-        _state_int(state, "t", 0)
+        _state_int(state, "t", 0, np.iinfo(np.int64).max)  # the kernels' step count (2**64 raised OverflowError)
     if "previous" in state:
         _state_real(state, "previous")
     for key in MINIBATCH_VECTOR_KEYS:

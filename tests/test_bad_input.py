@@ -508,7 +508,11 @@ FIT_ARG_CASES = {
     # Integers beyond float64, which math.isfinite refused with OverflowError.
     "tol-huge-int": (dict(tol=10**400), r"tol must be a finite number, got an integer of about 401 digits"),
     "lr-huge-int": (dict(solver="gd", lr=10**400), r"lr must be a finite number, got an integer of about 401"),
-    "l2-huge-int": (dict(l2=-(10**400)), r"l2 must be a finite number, got an integer of about 401 digits"),
+    "l2-huge-int": (dict(l2=-(10**400)), r"l2 must be a finite number, got a negative integer of about 401 digits"),
+    "max_iter-huge-negative": (
+        dict(max_iter=-(10**30)),
+        r"max_iter must be a positive integer, got a negative integer",
+    ),
     # Beyond the 4,300 digits whose repr Python allows: the message itself raised ValueError.
     "tol-huger-int": (dict(tol=10**5000), r"tol must be a finite number, got an integer of about 5001 digits"),
 }

@@ -187,6 +187,7 @@ BAD_PARAMS = [
     # float() of these raised bare OverflowError and ValueError.
     (dict(class_sep=10**400), ValueError, "class_sep and flip_y must be finite numbers"),
     (dict(weights=["a", "b", "c"]), TypeError, r"weights must be a sequence of numbers.*got \['a', 'b', 'c'\]"),
+    (dict(weights=[10**400, 1, 1]), ValueError, r"weights must be finite numbers; one is an integer beyond float64"),
     # These returned X holding inf.
     (dict(class_sep=1e300, dtype=np.float32), ValueError, r"beyond the range of float32.*dtype=np\.float64"),
     (dict(class_sep=-1e39, dtype=np.float32), ValueError, r"beyond the range of float32.*dtype=np\.float64"),

@@ -1159,7 +1159,9 @@ def _set_array(key, value):
         # As a model file bounds n_iter: 2**64 resumed, and the trained model could not be saved.
         ("gd", lambda a: a.update(meta=_edited_meta(a, iteration=2**64)), r"count 18446744073709551616 is not an"),
         ("lbfgs", lambda a: a.update(meta=_edited_meta(a, loss_history=[0.0] * 100)), "holds 100 losses"),
-        ("sgd", _solver_state(t=-1), "'t' must be >= 0, got -1"),
+        ("sgd", _solver_state(t=-1), r"'t' must be in \[0, 9223372036854775807\], got -1"),
+        # The kernels take an int64 step count: 2**64 raised a bare OverflowError in adam's.
+        ("adam", _solver_state(t=2**64), r"'t' must be in \[0, 9223372036854775807\], got 18446744073709551616"),
         ("sgd", _solver_state(rng={"bit_generator": "PCG64", "state": "x"}), "'rng' is not a PCG64 generator state"),
         (
             "sgd",
@@ -1201,6 +1203,7 @@ def _set_array(key, value):
         "meta-iteration-beyond-int64",
         "history-too-long",
         "sgd-t-negative",
+        "adam-t-beyond-int64",
         "sgd-rng",
         "sgd-rng-negative-state",
         "sgd-previous-str",

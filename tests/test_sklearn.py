@@ -1474,6 +1474,15 @@ def test_npz_load_refuses_edited_files(tmp_path, changes, match):
     assert ".." not in str(error.value)  # a reason that ends a sentence is not followed by a second full stop
 
 
+def test_integers_beyond_float64_as_weights_are_refused_by_name():
+    """class_weight={0: 10**400} and sample_weight=10**400 raised bare OverflowError."""
+    X, y = generated(n=50, k=3)
+    with pytest.raises(ValueError, match=r"class_weight\[0\] must be a finite number, got an integer of about 401"):
+        SoftmaxClassifier(class_weight={0: 10**400}).fit(X, y)
+    with pytest.raises(ValueError, match=r"sample_weight must be a finite number, got an integer of about 401"):
+        SoftmaxClassifier().fit(X, y, sample_weight=10**400)
+
+
 @pytest.mark.parametrize("C", [Fraction(1, 2), np.longdouble(0.5), np.float32(0.5), np.int64(2)], ids=repr)
 def test_npz_save_writes_any_real_number_parameter_that_fit_takes(tmp_path, C):
     """A Fraction or a long double C fitted, and save raised json's "Object of type Fraction is not JSON
