@@ -603,8 +603,8 @@ def _minibatch_end_above_zero_weights(
     one pass), lies above it is denied convergence. Not the last epoch's
     mean, which is taken along its steps: adam at lr 0.3 ended at 1.529, above
     log 4, from a last epoch's mean of 1.311, and was called converged.
-    ``epoch_losses``: the fit's epochs' means, a resumed run's included (none: a
-    rerun of a checkpointed run that stopped takes no epoch); ``scaling``
+    ``epoch_losses``: the fit's epochs' means, a resumed run's included (a
+    rerun of a checkpointed run that stopped passes those of that run); ``scaling``
     the fit's, where it is preconditioned (see :func:`_minibatch_run_unmoved`,
     which judges the ends below log K). The remedy
     depends on the loss at the run's start, ``start_theta`` (one more pass):
@@ -672,6 +672,8 @@ def _minibatch_run_unmoved(
     end_loss, grad = objective(result.theta)
     if start_loss - end_loss > allowed:
         return None  # it got there within its first epoch
+    if max(end_loss, highest) - start_loss > allowed:
+        return None  # the loss rose from the start (a refit of the optimum by adam at 0.01): the weights moved
     if scaling is None:
         grad = objective.feature_scaling(
             options.l2, model.num_classes, centre=options.fit_intercept
@@ -1212,8 +1214,13 @@ def _columns_to_fit(objective: Objective) -> np.ndarray | None:
     if stored_columns is None:  # dense, streamed and Dask data
         return None
     stored = stored_columns()
+    return stored if _enough_left_out(stored) else None
+
+
+def _enough_left_out(stored: np.ndarray) -> bool:
+    """Whether the columns outside ``stored`` are at least :data:`EMPTY_COLUMNS_LEFT_OUT` of them (and some)."""
     n_empty = stored.shape[0] - int(np.count_nonzero(stored))
-    return stored if n_empty and n_empty >= EMPTY_COLUMNS_LEFT_OUT * stored.shape[0] else None
+    return bool(n_empty) and n_empty >= EMPTY_COLUMNS_LEFT_OUT * stored.shape[0]
 
 
 def _on_columns(model: Trainable, stored: np.ndarray) -> Trainable:
@@ -1610,13 +1617,14 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
     # W and b where the fit starts, in their own units: under L2, less their mean over the classes.
     fit_start = _without_class_mean(start_raw.copy(), model.num_classes) if options.l2 > 0 else start_raw
     if options.l2 > 0 and resumed is None and stored_columns is not None:
-        # Where only L2 moves them, the columns without a stored value start at their optimum, 0, as a fit that
-        # leaves them out (_columns_to_fit) has them: with a callback or a checkpoint, which keep every column,
-        # the fit took other steps (sgd's n_iter_ 300 against 285, coef_ 0.135 apart).
-        empty = ~stored_columns()
-        if empty.any():
+        # Where a fit would leave out the columns without a stored value (_columns_to_fit), only L2 moving them,
+        # they start at their optimum, 0, as that fit has them: with a callback or a checkpoint, which keep every
+        # column, the fit took other steps (sgd's n_iter_ 300 against 285, coef_ 0.135 apart). Fewer are
+        # carried by every fit, from their start, as a dense X's are.
+        stored = stored_columns()
+        if _enough_left_out(stored):
             n_weights = model.num_classes * model.input_dim
-            fit_start[:n_weights].reshape(model.num_classes, -1)[:, empty] = 0
+            fit_start[:n_weights].reshape(model.num_classes, -1)[:, ~stored] = 0
     if resumed is not None:
         theta0 = np.asarray(resumed.theta)
     elif scaling is None:

@@ -568,7 +568,8 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         n = y_idx.shape[0]
         if isinstance(sample_weight, numbers.Real):
             # As scikit-learn's _check_sample_weight; an integer beyond float64 raised OverflowError here.
-            sample_weight = np.full(n, _checks.real_number(sample_weight, "sample_weight"), dtype=np.float64)
+            value = _checks.real_number(sample_weight, "sample_weight")  # None for a bool: True weighs 1, as there
+            sample_weight = np.full(n, sample_weight if value is None else value, dtype=np.float64)
         elif isinstance(sample_weight, (list, tuple, np.ndarray)) and not isinstance(sample_weight, np.ma.MaskedArray):
             # Numbers held as objects (Decimal values from a database) or as strings ("0.5", read from a text
             # file): scikit-learn's _check_sample_weight converts them (and None to NaN, which the check below

@@ -1481,6 +1481,10 @@ def test_integers_beyond_float64_as_weights_are_refused_by_name():
         SoftmaxClassifier(class_weight={0: 10**400}).fit(X, y)
     with pytest.raises(ValueError, match=r"sample_weight must be a finite number, got an integer of about 401"):
         SoftmaxClassifier().fit(X, y, sample_weight=10**400)
+    # A bool stays a weight of 1, as scikit-learn's _check_sample_weight takes it (the first check made it NaN).
+    np.testing.assert_array_equal(
+        SoftmaxClassifier().fit(X, y, sample_weight=True).coef_, SoftmaxClassifier().fit(X, y).coef_
+    )
 
 
 @pytest.mark.parametrize("C", [Fraction(1, 2), np.longdouble(0.5), np.float32(0.5), np.int64(2)], ids=repr)
