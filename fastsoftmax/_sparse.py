@@ -413,6 +413,7 @@ class SparseObjective:
         self.given_weight_sum = self.weight_sum * weight_divisor
         self._rows = 0
         self._renumber_columns, self._weight_divisor = renumber_columns, weight_divisor
+        self._stored: np.ndarray | None = None  # :meth:`stored_columns`, once asked
         n_stored = int(X.indptr[-1])
         self._stored_per_row = n_stored // X.n_samples
         self._n_chunks = _n_chunks(X.n_samples, n_stored, X.n_features, n_classes)
@@ -440,14 +441,18 @@ class SparseObjective:
         self._seen: np.ndarray | None = None
 
     def stored_columns(self) -> np.ndarray:
-        """A boolean mask over X's columns: those that hold a stored value (one pass over the indices).
+        """A boolean mask over X's columns: those that hold a stored value (one pass over the indices, once).
 
         The others are features that no row has: the data's loss and gradient
         do not depend on their weights, which only the L2 term moves (to 0).
+        The engine asks before it fits and again as the fit starts; the
+        objective of :meth:`on_columns` holds every one of its columns.
         """
-        stored = np.zeros(self.X.n_features, dtype=np.bool_)
-        stored[self.X.indices] = True
-        return stored
+        if self._stored is None:
+            stored = np.zeros(self.X.n_features, dtype=np.bool_)
+            stored[self.X.indices] = True
+            self._stored = kernels.read_only(stored)  # shared by every caller
+        return self._stored
 
     def on_columns(self, columns: np.ndarray) -> SparseObjective:
         """The objective of the rows of X restricted to ``columns``, a mask that holds every stored value's column.
@@ -458,7 +463,7 @@ class SparseObjective:
         position = np.cumsum(columns, dtype=np.int64) - 1  # each kept column's number among the kept
         indices = kernels.read_only(position.astype(self.X.indices.dtype)[self.X.indices])
         rows = CSRRows(self.X.data, indices, self.X.indptr, (self.n_samples, int(np.count_nonzero(columns))))
-        return SparseObjective(
+        objective = SparseObjective(
             rows,
             self.y,
             self.sample_weight,
@@ -467,6 +472,8 @@ class SparseObjective:
             renumber_columns=self._renumber_columns,
             weight_divisor=self._weight_divisor,
         )
+        objective._stored = kernels.read_only(np.ones(rows.n_features, dtype=np.bool_))
+        return objective
 
     def _renumbered_bytes(self) -> int:
         """The size of X's renumbered copy: its values and indices."""

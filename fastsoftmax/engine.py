@@ -670,10 +670,9 @@ def _minibatch_run_unmoved(
         return None  # the epochs' losses moved: a run that went somewhere, or wanders at its noise floor
     start_loss = objective(start_theta)[0]
     end_loss, grad = objective(result.theta)
-    if start_loss - end_loss > allowed:
-        return None  # it got there within its first epoch
-    if max(end_loss, highest) - start_loss > allowed:
-        return None  # the loss rose from the start (a refit of the optimum by adam at 0.01): the weights moved
+    if abs(end_loss - start_loss) > allowed or highest - start_loss > allowed:
+        # It moved: there within its first epoch, or its loss rose from the start (adam at 0.01 from the optimum).
+        return None
     if scaling is None:
         grad = objective.feature_scaling(
             options.l2, model.num_classes, centre=options.fit_intercept
