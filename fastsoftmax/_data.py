@@ -216,7 +216,7 @@ def open_array(a, name: str) -> np.ndarray:
     if isinstance(a, PATH_TYPES):
         path = os.fsdecode(a)
         if not os.path.exists(path):
-            raise FileNotFoundError(f"{name} file {path!r} does not exist.")
+            raise FileNotFoundError(_io.why_missing(path, f"{name} file {path!r}"))
         if os.path.isdir(path):
             raise ValueError(f"{name} file {path!r} is a directory; pass an .npy file.")
         _io.refuse_special_file(path, f"{name} file {path!r}")

@@ -398,6 +398,34 @@ def refuse_link_loop(path: str) -> None:
                 raise OSError(errno.ELOOP, "it is a symbolic link that leads back to itself (a loop)", path) from None
 
 
+def unexpanded_home(path: str) -> str | None:
+    """Advice where ``path`` starts with ``~`` as a directory, which neither Python nor the OS expands; else None.
+
+    ``fit("~/X.npy", ...)`` said only that the file does not exist, and a
+    checkpoint at "~/ck" made a directory named "~" in the working directory.
+    """
+    if path == "~" or path.startswith(("~/", "~" + os.sep)):
+        return f"'~' is not expanded in a path given to Python: pass os.path.expanduser({path!r})"
+    return None
+
+
+def why_missing(path: str, subject: str) -> str:
+    """Why ``path``, named ``subject`` ("X file 'a.npy'"), cannot be read, for a path that os.path.exists denies.
+
+    A symbolic link that leads back to itself or to nothing, or an
+    unexpanded ``~``, is named: "does not exist" alone was contradicted by
+    ``ls`` (the command line already said so).
+    """
+    try:
+        refuse_link_loop(path)
+    except OSError:
+        return f"{subject} is a symbolic link that leads back to itself (a loop)."
+    if os.path.islink(path):
+        return f"{subject} is a symbolic link to {os.readlink(path)}, which does not exist."
+    home = unexpanded_home(path)
+    return f"{subject} does not exist" + (f"; {home}." if home else ".")
+
+
 def _refuse_dotdot_past_nothing(path: str) -> None:
     """FileNotFoundError where a ".." of ``path`` follows a name that is no directory, as ``open`` finds.
 
@@ -658,10 +686,11 @@ def _sync(tmp: str, target: str, new_file_mode: int) -> None:
 
 def _naming(exc: OSError, path: str) -> OSError:
     """``exc`` as an OSError that names the user's ``path``; the temporary name means nothing to the user."""
+    home = unexpanded_home(path) if exc.errno == errno.ENOENT else None
     if exc.errno is None:
         named = OSError(f"could not write {path}: {exc}")
     else:
-        named = OSError(exc.errno, f"could not write {path}: {exc.strerror or exc}")
+        named = OSError(exc.errno, f"could not write {path}: {exc.strerror or exc}" + (f" ({home})" if home else ""))
     named.names_target = True
     return named
 

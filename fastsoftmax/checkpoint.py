@@ -42,6 +42,7 @@ from fastsoftmax._io import (
     read_npz,
     refuse_other_file_kind,
     temporary_names,
+    unexpanded_home,
     writable_target,
     write_npz,
 )
@@ -112,7 +113,8 @@ def check_directory(directory: str | bytes | os.PathLike, *, option: str = "chec
     TypeError
         ``directory`` is not a path.
     ValueError
-        It is empty, an existing file or a broken symbolic link, lies under a
+        It is empty, starts with an unexpanded ``~/`` (it would make a
+        directory named "~"), is an existing file or a broken symbolic link, lies under a
         file, is not writable, or holds a directory named ``checkpoint.npz``,
         a read-only checkpoint file, a link to one where it cannot be written
         (a loop of links, say), or a lock file that is a symbolic link, not
@@ -126,6 +128,9 @@ def check_directory(directory: str | bytes | os.PathLike, *, option: str = "chec
     directory = os.fsdecode(os.fspath(directory))
     if not directory:
         raise ValueError(f"{option} is an empty path; give a directory.")
+    home = unexpanded_home(directory)
+    if home:
+        raise ValueError(f"{option} {directory}: {home}; as it is, it would make a directory named '~' here.")
     if os.path.exists(directory) and not os.path.isdir(directory):
         raise ValueError(f"{option} {directory} is an existing file, not a directory; give a directory.")
     if os.path.islink(directory) and not os.path.exists(directory):

@@ -497,16 +497,12 @@ def _refuse_missing_input(option: str, path: str) -> None:
     A link that leads back to itself, or to no file, was "no such file",
     which ``ls`` contradicts.
     """
-    from fastsoftmax._io import refuse_link_loop
+    from fastsoftmax._io import why_missing
 
     if os.path.exists(path):
         return
-    try:
-        refuse_link_loop(path)
-    except OSError:
-        raise CLIError(f"{option} {path} is a symbolic link that leads back to itself (a loop).") from None
     if os.path.islink(path):
-        raise CLIError(f"{option} {path} is a symbolic link to {os.readlink(path)}, which does not exist.")
+        raise CLIError(why_missing(path, f"{option} {path}"))
     raise CLIError(f"{option} {path}: no such file.")
 
 

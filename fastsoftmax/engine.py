@@ -1165,6 +1165,9 @@ def fit(
     _refuse_what_cannot_fit(model, options.solver, _solvers_of(objective))
     if checkpoint is not None:
         objective.check_checkpoint()
+        # Every save joins the path to the working directory of its moment: a relative one, after a
+        # notebook's %cd or a callback's os.chdir, overwrote a checkpoint of another run there.
+        checkpoint = os.path.abspath(checkpoint)
     # One fit per checkpoint directory: the fingerprint is checked only here, at the start.
     held = contextlib.nullcontext() if checkpoint is None else _checkpoint.exclusive(checkpoint)
     # The solvers' own vector arithmetic is tiny: BLAS threads woken for it

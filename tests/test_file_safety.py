@@ -305,6 +305,54 @@ def test_bytes_checkpoint_path_is_used_as_its_decoded_str(tmp_path, data):
     assert resumed.n_iter_ == 4 and resumed.loss_history_[:3] == first.loss_history_
 
 
+def test_a_relative_checkpoint_path_stays_where_the_fit_began_when_the_directory_changes(tmp_path, data, monkeypatch):
+    """Saves joined a relative path to the working directory of their moment: after an os.chdir in a callback
+    (or a notebook's %cd while a fit ran in a thread) the fit overwrote another run's checkpoint of that name,
+    or, with none there, stopped with "the checkpoint directory was removed during the fit"."""
+    X, y = data
+    project_a, project_b = tmp_path / "a", tmp_path / "b"
+    project_a.mkdir()
+    project_b.mkdir()
+    monkeypatch.chdir(project_b)
+    _fit(X[:300], y[:300], checkpoint="ck", l2=0.5)
+    others = (project_b / "ck" / "checkpoint.npz").read_bytes()
+    monkeypatch.chdir(project_a)
+
+    def wander(model, iteration, loss):
+        os.chdir(project_b if iteration == 1 else tmp_path)
+
+    model = _fit(X, y, checkpoint="ck", callback=wander, max_iter=3)
+    assert model.n_iter_ == 3
+    assert (project_b / "ck" / "checkpoint.npz").read_bytes() == others
+    with np.load(project_a / "ck" / "checkpoint.npz") as stored:
+        assert json.loads(str(stored["meta"]))["iteration"] == 3
+
+
+def test_paths_that_start_with_an_unexpanded_home_are_named(tmp_path, data, monkeypatch):
+    """Python expands no "~": fit("~/X.npy") said only that the file does not exist, write_classification
+    "No such file or directory", and a checkpoint at "~/ck" made a directory named "~" in the working directory."""
+    X, y = data
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=r"checkpoint ~/ck: '~' is not expanded .*os.path.expanduser\('~/ck'\)"):
+        _fit(X, y, checkpoint="~/ck")
+    assert not (tmp_path / "~").exists()
+    with pytest.raises(FileNotFoundError, match=r"X file '~/X.npy' does not exist; '~' is not expanded"):
+        _fit("~/X.npy", y)
+    with pytest.raises(OSError, match=r"could not write ~/X.npy: .*\('~' is not expanded"):
+        write_classification("~/X.npy", "y.npy", 10, 3, n_classes=2)
+
+
+def test_a_link_loop_or_a_dangling_link_given_as_data_is_named_as_a_link(tmp_path, data):
+    """os.path.exists is False for both: fit said the X file "does not exist", which ls contradicts."""
+    _, y = data
+    (tmp_path / "loop.npy").symlink_to(tmp_path / "loop.npy")
+    (tmp_path / "dangling.npy").symlink_to(tmp_path / "gone.npy")
+    with pytest.raises(FileNotFoundError, match=r"X file '.*loop.npy' is a symbolic link that leads back to itself"):
+        _fit(str(tmp_path / "loop.npy"), y)
+    with pytest.raises(FileNotFoundError, match=r"X file '.*dangling.npy' is a symbolic link to .*gone.npy, which"):
+        _fit(str(tmp_path / "dangling.npy"), y)
+
+
 def test_checkpoint_of_another_type_is_a_type_error(data):
     with pytest.raises(TypeError, match=r"checkpoint must be a directory path \(str or os.PathLike\), got int 3"):
         _fit(*data, checkpoint=3)
