@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from fastsoftmax import _checks, kernels, solvers
+from fastsoftmax import _checks, _fork, kernels, solvers
 from fastsoftmax._layout import pack, unpack
 from fastsoftmax._memory import available_memory, within_copy_budget
 from fastsoftmax._scaling import FeatureScaling
@@ -499,7 +499,11 @@ class SparseObjective:
         the checkpoint's run started: followed, the resumed fit repeats the
         uninterrupted one bit for bit. A layout whose copy or sums would not
         fit the memory budgets now is not followed (the fit differs in the
-        last bits rather than run out of memory). Called before any pass.
+        last bits rather than run out of memory). Nor is a recorded count of
+        chunks in a process forked after OpenMP's threads started, which runs
+        every call on one chunk (:mod:`fastsoftmax._fork`): followed there, its
+        parallel kernel started OpenMP, Numba ended the child, and a fork
+        pool's ``map`` waited for ever. Called before any pass.
         """
         if "layout_renumbered" in recorded:
             self._renumber_pending = False  # the recorded layout decides
@@ -509,7 +513,7 @@ class SparseObjective:
             elif not recorded["layout_renumbered"] and self._rank.shape[0]:
                 self._kernel_X, self._rank, self._x_column = self.X, _SAME_COLUMNS, _SAME_COLUMNS
         chunks = recorded.get("layout_row_chunks")
-        if chunks is not None and chunks != self._n_chunks and self._dWt_acc is None:
+        if chunks is not None and chunks != self._n_chunks and self._dWt_acc is None and not _fork.forked_from_openmp:
             accumulator_bytes = chunks * 8 * self.X.n_features * self.n_classes
             available = available_memory()
             if chunks <= self.n_samples and (

@@ -351,13 +351,24 @@ def _limit_blas() -> None:
 
 
 def _release_blas(holder: object) -> None:
-    """Close ``holder``'s section (if it was counted); the last to close puts the original counts back."""
+    """Close ``holder``'s section (if it was counted); the last to close puts the original counts back.
+
+    Only where a library still runs the one thread set here: a count that
+    another thread's ``threadpoolctl.threadpool_limits`` changed since is
+    that limit's to restore. A limit of 3 opened before a fit and closed
+    during it put back its own original; the fit's end then set 3, the count
+    it had found, for the rest of the process. (A limit opened during a
+    section and closed after it records the section's 1 as its original and
+    restores that: threadpoolctl's limits are process-wide, and only limits
+    set around fits, not during them, are kept.)
+    """
     global _blas_original
     with _blas_lock:
         _blas_holders.pop(holder, None)
         if not _blas_holders and _blas_original is not None:
             for library, num_threads in _blas_original:
-                _set_blas_threads(library, num_threads)
+                if library.num_threads == 1:
+                    _set_blas_threads(library, num_threads)
             _blas_original = None  # only once every library is back
 
 

@@ -609,8 +609,9 @@ class SoftmaxRegression:
             iteration, theta, the solver state and the loss history are
             written there atomically; a later ``fit`` with the
             same data and options resumes from it exactly: the resumed run
-            ends bit for bit where the uninterrupted one would (for lbfgs the
-            state holds the curvature pairs and the last loss and gradient). A
+            ends bit for bit where the uninterrupted one would on as many
+            threads (for lbfgs the state holds the curvature pairs and the
+            last loss and gradient; a dense X's sums are split by thread). A
             checkpoint of another problem (other options, or other bytes
             anywhere in X, y or ``sample_weight``: the data are hashed while the
             first full pass streams them, whatever the ``chunk_size``, so a

@@ -459,6 +459,29 @@ def test_overlapping_blas_limits_restore_the_original_once(monkeypatch):
         assert _blas_threads() == before
 
 
+def test_a_users_blas_limit_closed_inside_a_section_keeps_the_count_it_restored(monkeypatch):
+    """threadpool_limits(3) opened before a fit and closed during it restores its original, 2: the fit's end then
+    set 3, the count it had found, and left BLAS oversubscribed for the rest of the process."""
+    import scipy.linalg.cython_blas  # noqa: F401 (the BLAS the kernels call, which the limit loads)
+    import threadpoolctl
+
+    from fastsoftmax import _threading
+
+    monkeypatch.setattr(_threading, "_blas_controller", None)
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        before = _blas_threads()
+        users = threadpoolctl.threadpool_limits(limits=3, user_api="blas")
+        if not before or max(before) < 2 or max(_blas_threads()) != 3:
+            users.restore_original_limits()
+            pytest.skip(f"the BLAS runs {before} threads and takes no limit of 3: the counts cannot be told apart")
+        section = _threading.single_threaded_blas()
+        section.__enter__()
+        assert all(n == 1 for n in _blas_threads())
+        users.restore_original_limits()  # the user's limit ends inside the section
+        section.__exit__(None, None, None)
+        assert _blas_threads() == before
+
+
 def test_blas_is_restored_by_a_thread_other_than_the_one_that_limited_it(monkeypatch):
     """The last section to close restores BLAS although another thread, still alive, set the limit.
 
@@ -789,6 +812,76 @@ def test_processes_forked_after_the_threads_started_run_their_calls():
     the finiteness scan that explains a NaN too."""
     done = subprocess.run([sys.executable, "-c", FORKED_WORKERS], capture_output=True, text=True, timeout=400)
     assert done.returncode == 0 and "forked workers ok" in done.stdout, done.stderr[-2000:]
+    assert "unsafe" not in done.stderr
+
+
+FORK_DURING_A_COMPILATION = textwrap.dedent(
+    """
+    import os, threading, time
+    import fastsoftmax  # registers the fork hooks
+    from numba.core.compiler_lock import global_compiler_lock
+
+    held = threading.Event()
+
+    def compile_for_a_while():  # as Numba's compiler does, for the tens of seconds of a first compilation
+        with global_compiler_lock:
+            held.set()
+            time.sleep(1.0)
+
+    compiling = threading.Thread(target=compile_for_a_while)
+    compiling.start()
+    held.wait()
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0 if global_compiler_lock._lock.acquire(timeout=10) else 3)
+    _, status = os.waitpid(pid, 0)
+    compiling.join()
+    print("child", os.waitstatus_to_exitcode(status))
+    """
+)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="fork")
+def test_a_fork_while_another_thread_compiles_waits_for_the_compilation():
+    """Numba's compiler lock, held by the compiling thread at the fork, stayed held in the child by a thread it does
+    not have: the child's first compilation waited for ever (a pool forked while a first fit compiled in another
+    thread)."""
+    script = FORK_DURING_A_COMPILATION
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "child 0" in done.stdout, (done.stdout, done.stderr[-2000:])
+
+
+FORKED_SPARSE_RESUME = textwrap.dedent(
+    """
+    import multiprocessing, os, sys, tempfile
+    import numpy as np
+    import scipy.sparse as sp
+    import fastsoftmax as fs
+
+    X = sp.random(20_000, 400, density=0.05, format="csr", random_state=0)
+    y = np.random.default_rng(0).integers(0, 5, 20_000)
+    checkpoint = tempfile.mkdtemp()
+
+    def resume(_):
+        return fs.SoftmaxRegression(400, 5, seed=0).fit(X, y, max_iter=6, tol=0, checkpoint=checkpoint).W
+
+    if __name__ == "__main__":
+        fs.SoftmaxRegression(400, 5, seed=0).fit(X, y, max_iter=3, tol=0, checkpoint=checkpoint)  # 2 chunks
+        with multiprocessing.get_context("fork").Pool(1) as pool:
+            in_child = pool.map_async(resume, [0]).get(timeout=120)[0]
+        here = resume(0)
+        np.testing.assert_allclose(in_child, here, rtol=0, atol=1e-9 * np.abs(here).max())
+        print("forked resume ok")
+    """
+)
+
+
+@pytest.mark.skipif(MAX_THREADS < 2 or sys.platform != "linux", reason="needs two Numba threads and fork")
+def test_a_sparse_fit_resumed_in_a_forked_child_runs_on_one_chunk():
+    """A sparse checkpoint records its chunks of rows, which a resumed fit follows (bit for bit): in a child forked
+    after OpenMP's threads started, its parallel kernel ended the child and Pool.map waited for ever."""
+    done = subprocess.run([sys.executable, "-c", FORKED_SPARSE_RESUME], capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0 and "forked resume ok" in done.stdout, done.stderr[-2000:]
     assert "unsafe" not in done.stderr
 
 
