@@ -1,4 +1,4 @@
-"""What a fork must take care of: OpenMP's threads, and a compilation under way in another thread.
+"""Whether this process was forked from one whose OpenMP threads had started.
 
 GNU OpenMP cannot start threads after a fork: Numba ends such a child with
 "fork() called from a process already using GNU OpenMP, this is unsafe", and
@@ -10,14 +10,6 @@ registers, without importing Numba: a parent that ran its own
 ``parallel=True`` code and forked before it used any name of the package
 imports the kernels only in its children, after the fork, where the
 threads it had started no longer show.
-
-A fork while another thread compiles a kernel (tens of seconds on the first
-use of a body) copied Numba's compiler lock, or llvmlite's lock around
-every call into LLVM, as held by a thread the child does not have: the
-child's first compilation waited for ever. A second hook holds both across
-every fork, in the order a compilation takes them, so a fork waits for the
-compilation (or the call into LLVM) under way; it imports nothing either,
-and does nothing before Numba is imported.
 """
 
 from __future__ import annotations
@@ -41,34 +33,5 @@ def _note_openmp_at_fork() -> None:
         pass
 
 
-#: Numba's and llvmlite's locks while a fork holds them (between the hooks below), in the order taken.
-_held_compiler_locks: list = []
-
-
-def _compiler_locks() -> list:
-    """Numba's compiler lock and llvmlite's RLock around calls into LLVM, where those modules are imported."""
-    compiler = getattr(sys.modules.get("numba.core.compiler_lock"), "global_compiler_lock", None)
-    # A compilation holds the compiler lock and takes this one for each call into LLVM; between two
-    # dispatchers' compilations (a kernel has several) it released the first and still called LLVM.
-    llvm = getattr(getattr(getattr(sys.modules.get("llvmlite.binding.ffi"), "lib", None), "_lock", None), "_lock", None)
-    return [lock for lock in (getattr(compiler, "_lock", None), llvm) if lock is not None]
-
-
-def _hold_the_compiler_locks() -> None:
-    for lock in _compiler_locks():
-        lock.acquire()  # RLocks: a fork from a thread that compiles goes on at once
-        _held_compiler_locks.append(lock)
-
-
-def _release_the_compiler_locks() -> None:
-    while _held_compiler_locks:
-        _held_compiler_locks.pop().release()  # in the child by the thread that forked, which is its own
-
-
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_note_openmp_at_fork)
-    os.register_at_fork(
-        before=_hold_the_compiler_locks,
-        after_in_parent=_release_the_compiler_locks,
-        after_in_child=_release_the_compiler_locks,
-    )

@@ -229,11 +229,8 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         path of more than 65,536 rows is shuffled by blocks of rows, so the
         same seed gives another model there than on the array in memory.
     dtype : "preserve", np.float32 or np.float64, default "preserve"
-        The compute dtype, of fitting and of prediction. "preserve" keeps
-        float32 X in float32 (as LogisticRegression does with lbfgs) and fits
-        and scores anything else in float64: a model fitted on float32 X
-        gives float64 X float64 scores and probabilities, as
-        LogisticRegression's.
+        The compute dtype. "preserve" keeps float32 X in float32 (as
+        LogisticRegression does with lbfgs) and fits anything else in float64.
     n_threads : int or None
         Numba threads for the kernels, in fitting and in prediction (default:
         all of numba's); more than Numba has (``NUMBA_NUM_THREADS``, which
@@ -482,7 +479,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
     # -- data ------------------------------------------------------------------
 
     def _validate_X(self, X, kernel_finds_nonfinite: bool = False) -> np.ndarray:
-        """X for prediction: the fitted number of features, in the compute dtype (``dtype``); a sparse X as CSR.
+        """X for prediction: the fitted number of features, the model's dtype; a sparse X as CSR.
 
         A dense X comes in C or Fortran order as given (a pandas frame's values are
         Fortran-ordered): the prediction kernels read either where it lies.
@@ -499,14 +496,9 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         """
         check_is_fitted(self)
         X = computed(X)
-        # With dtype="preserve", scored as that fits: float32 X in float32, anything else in float64, as
-        # LogisticRegression's X @ coef_.T (a float32 model cast float64 X down, its scores float32 and a value
-        # beyond float32's range refused). An explicit dtype is the compute dtype of prediction too.
-        preserve = isinstance(self.dtype, str) and self.dtype == "preserve"
-        dtypes = [np.dtype(np.float64), self.coef_.dtype] if preserve else [self.coef_.dtype]
         return self._validate_and_cast(
             X,
-            dtypes=dtypes,
+            dtypes=[self.coef_.dtype],
             learning=False,
             sparse_checked_later=kernel_finds_nonfinite,
             reset=False,
@@ -523,7 +515,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         into inf, which its scan (or the kernels') then reports as an infinite
         value in X, with the wrong fix. ``learning=False``: X is only scored
         (see ``_checks.cast_X``). ``sparse_checked_later``: the caller checks
-        a sparse X that is CSR in one of ``dtypes`` itself (see :meth:`_validate_X`).
+        a sparse X that is CSR in ``dtypes[0]`` itself (see :meth:`_validate_X`).
         """
         # validate_data drops a masked array's mask, as np.asarray does: refused as the model refuses one.
         _checks.refuse_masked(X, "X")
@@ -536,7 +528,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                 X = _checks.cast_X(X, dtypes[0], learning=learning)
         for labels in y:
             _checks.refuse_masked(labels, "y")
-        if is_sparse(X) and not (sparse_checked_later and X.format == "csr" and X.dtype in dtypes):
+        if is_sparse(X) and not (sparse_checked_later and X.format == "csr" and X.dtype == dtypes[0]):
             # Checked before scikit-learn converts it to CSR (SciPy converts unchecked index
             # arrays), and cast by that check, which names a value beyond float32's range by its row.
             X = checked_csr(X, X.dtype if X.dtype in dtypes else dtypes[0], learning=learning)

@@ -815,46 +815,6 @@ def test_processes_forked_after_the_threads_started_run_their_calls():
     assert "unsafe" not in done.stderr
 
 
-FORK_DURING_A_COMPILATION = textwrap.dedent(
-    """
-    import os, sys, threading, time
-    import fastsoftmax  # registers the fork hooks
-    from llvmlite.binding import ffi
-    from numba.core.compiler_lock import global_compiler_lock
-
-    lock = {"numba": global_compiler_lock._lock, "llvmlite": ffi.lib._lock._lock}[sys.argv[1]]
-    held = threading.Event()
-
-    def compile_for_a_while():  # as a compilation holds it, for the tens of seconds of a first one
-        with lock:
-            held.set()
-            time.sleep(1.0)
-
-    compiling = threading.Thread(target=compile_for_a_while)
-    compiling.start()
-    held.wait()
-    pid = os.fork()
-    if pid == 0:
-        os._exit(0 if lock.acquire(timeout=10) else 3)
-    _, status = os.waitpid(pid, 0)
-    compiling.join()
-    print("child", os.waitstatus_to_exitcode(status))
-    """
-)
-
-
-@pytest.mark.skipif(sys.platform != "linux", reason="fork")
-@pytest.mark.parametrize("lock", ["numba", "llvmlite"])
-def test_a_fork_while_another_thread_compiles_waits_for_the_compilation(lock):
-    """Numba's compiler lock, or llvmlite's around each call into LLVM (a compilation releases the first between
-    two dispatchers and still calls LLVM), held by the compiling thread at the fork, stayed held in the child by a
-    thread it does not have: the child's first compilation waited for ever (a pool forked while a first fit
-    compiled in another thread)."""
-    script = FORK_DURING_A_COMPILATION
-    done = subprocess.run([sys.executable, "-c", script, lock], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0 and "child 0" in done.stdout, (done.stdout, done.stderr[-2000:])
-
-
 FORKED_SPARSE_RESUME = textwrap.dedent(
     """
     import multiprocessing, os, shutil, sys, tempfile
