@@ -404,7 +404,7 @@ def unexpanded_home(path: str) -> str | None:
     ``fit("~/X.npy", ...)`` said only that the file does not exist, and a
     checkpoint at "~/ck" made a directory named "~" in the working directory.
     """
-    if path == "~" or path.startswith(("~/", "~" + os.sep)):
+    if path.startswith("~") and os.path.expanduser(path) != path:  # "~/x" and "~user/x", for a user that exists
         return f"'~' is not expanded in a path given to Python: pass os.path.expanduser({path!r})"
     return None
 
@@ -872,7 +872,10 @@ def read_npz(
 
     refuse_link_loop(path)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: no such file.")
+        if os.path.islink(path):
+            raise FileNotFoundError(why_missing(path, path))
+        home = unexpanded_home(path)
+        raise FileNotFoundError(f"{path}: no such file" + (f"; {home}." if home else "."))
     if os.path.isdir(path):
         raise invalid("it is a directory; pass the path of the file itself")
     refuse_special_file(path, f"{what} {path}")

@@ -113,8 +113,8 @@ def check_directory(directory: str | bytes | os.PathLike, *, option: str = "chec
     TypeError
         ``directory`` is not a path.
     ValueError
-        It is empty, starts with an unexpanded ``~/`` (it would make a
-        directory named "~"), is an existing file or a broken symbolic link, lies under a
+        It is empty, starts with an unexpanded ``~`` (it would name a
+        directory "~" here), is an existing file or a broken symbolic link, lies under a
         file, is not writable, or holds a directory named ``checkpoint.npz``,
         a read-only checkpoint file, a link to one where it cannot be written
         (a loop of links, say), or a lock file that is a symbolic link, not
@@ -130,7 +130,8 @@ def check_directory(directory: str | bytes | os.PathLike, *, option: str = "chec
         raise ValueError(f"{option} is an empty path; give a directory.")
     home = unexpanded_home(directory)
     if home:
-        raise ValueError(f"{option} {directory}: {home}; as it is, it would make a directory named '~' here.")
+        first = directory.split(os.sep)[0]
+        raise ValueError(f"{option} {directory}: {home}; as it is, it names a directory {first!r} in this one.")
     if os.path.exists(directory) and not os.path.isdir(directory):
         raise ValueError(f"{option} {directory} is an existing file, not a directory; give a directory.")
     if os.path.islink(directory) and not os.path.exists(directory):

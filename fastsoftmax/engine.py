@@ -1167,7 +1167,8 @@ def fit(
         objective.check_checkpoint()
         # Every save joins the path to the working directory of its moment: a relative one, after a
         # notebook's %cd or a callback's os.chdir, overwrote a checkpoint of another run there.
-        checkpoint = os.path.abspath(checkpoint)
+        # Joined, not abspath: ".." after a symbolic link is the OS's to resolve, as the checks before did.
+        checkpoint = os.path.join(os.getcwd(), checkpoint)
     # One fit per checkpoint directory: the fingerprint is checked only here, at the start.
     held = contextlib.nullcontext() if checkpoint is None else _checkpoint.exclusive(checkpoint)
     # The solvers' own vector arithmetic is tiny: BLAS threads woken for it

@@ -340,6 +340,12 @@ def test_paths_that_start_with_an_unexpanded_home_are_named(tmp_path, data, monk
         _fit("~/X.npy", y)
     with pytest.raises(OSError, match=r"could not write ~/X.npy: .*\('~' is not expanded"):
         write_classification("~/X.npy", "y.npy", 10, 3, n_classes=2)
+    with pytest.raises(FileNotFoundError, match=r"~/m.npz: no such file; '~' is not expanded"):
+        SoftmaxRegression.load("~/m.npz")
+    # "~user" too, for a user that exists: "~root/ck" made a directory "~root" here.
+    with pytest.raises(ValueError, match=r"checkpoint ~root/ck: '~' is not expanded .* names a directory '~root'"):
+        _fit(X, y, checkpoint="~root/ck")
+    assert not (tmp_path / "~root").exists()
 
 
 def test_a_link_loop_or_a_dangling_link_given_as_data_is_named_as_a_link(tmp_path, data):
@@ -351,6 +357,8 @@ def test_a_link_loop_or_a_dangling_link_given_as_data_is_named_as_a_link(tmp_pat
         _fit(str(tmp_path / "loop.npy"), y)
     with pytest.raises(FileNotFoundError, match=r"X file '.*dangling.npy' is a symbolic link to .*gone.npy, which"):
         _fit(str(tmp_path / "dangling.npy"), y)
+    with pytest.raises(FileNotFoundError, match=r"dangling.npy is a symbolic link to .*gone.npy, which does not"):
+        SoftmaxRegression.load(tmp_path / "dangling.npy")
 
 
 def test_checkpoint_of_another_type_is_a_type_error(data):
