@@ -409,12 +409,13 @@ def unexpanded_home(path: str) -> str | None:
     return None
 
 
-def why_missing(path: str, subject: str) -> str:
+def why_missing(path: str, subject: str, absent: str = " does not exist") -> str:
     """Why ``path``, named ``subject`` ("X file 'a.npy'"), cannot be read, for a path that os.path.exists denies.
 
     A symbolic link that leads back to itself or to nothing, or an
     unexpanded ``~``, is named: "does not exist" alone was contradicted by
-    ``ls`` (the command line already said so).
+    ``ls`` (the command line already said so). ``absent`` follows
+    ``subject`` where there is no file at all (": no such file" for a model).
     """
     try:
         refuse_link_loop(path)
@@ -423,7 +424,7 @@ def why_missing(path: str, subject: str) -> str:
     if os.path.islink(path):
         return f"{subject} is a symbolic link to {os.readlink(path)}, which does not exist."
     home = unexpanded_home(path)
-    return f"{subject} does not exist" + (f"; {home}." if home else ".")
+    return f"{subject}{absent}" + (f"; {home}." if home else ".")
 
 
 def _refuse_dotdot_past_nothing(path: str) -> None:
@@ -872,10 +873,7 @@ def read_npz(
 
     refuse_link_loop(path)
     if not os.path.exists(path):
-        if os.path.islink(path):
-            raise FileNotFoundError(why_missing(path, path))
-        home = unexpanded_home(path)
-        raise FileNotFoundError(f"{path}: no such file" + (f"; {home}." if home else "."))
+        raise FileNotFoundError(why_missing(path, path, absent=": no such file"))
     if os.path.isdir(path):
         raise invalid("it is a directory; pass the path of the file itself")
     refuse_special_file(path, f"{what} {path}")
