@@ -136,7 +136,10 @@ def check_directory(directory: str | bytes | os.PathLike, *, option: str = "chec
         raise ValueError(f"{option} {directory} is an existing file, not a directory; give a directory.")
     if os.path.islink(directory) and not os.path.exists(directory):
         raise ValueError(f"{option} {directory} is a broken symbolic link; remove it or give another directory.")
-    existing = nearest_existing(os.path.abspath(directory))
+    # Joined, not abspath: the OS resolves ".." after a symbolic link from the link's target, and
+    # os.path.abspath from its name ("link/../ck" checked and locked a directory the saves never wrote).
+    absolute = os.path.join(os.getcwd(), directory)
+    existing = nearest_existing(absolute)
     if not os.path.isdir(existing):
         raise ValueError(f"{option} {directory}: {existing} is a file, so the directory cannot be created.")
     if not os.access(existing, os.W_OK | os.X_OK):
@@ -144,8 +147,8 @@ def check_directory(directory: str | bytes | os.PathLike, *, option: str = "chec
     # The directories to create: a name longer than the file system takes failed only as the fit began,
     # after the data were read or generated, with "[Errno 36] File name too long" naming no option.
     name_max = _name_max(existing)
-    for name in os.path.relpath(os.path.abspath(directory), existing).split(os.sep):
-        if name != os.curdir and _name_length(name) > name_max:
+    for name in absolute[len(existing) :].split(os.sep):
+        if name not in ("", os.curdir, os.pardir) and _name_length(name) > name_max:
             raise ValueError(
                 f"{option} {directory}: the directory name {name[:24]}... is {_name_length(name)} bytes long, and "
                 f"this file system takes at most {name_max}; give a shorter name."
@@ -221,7 +224,9 @@ class exclusive:
         os.makedirs(self._directory, exist_ok=True)
         try:
             # An interrupt as _lock returns drops the file unassigned, and with it the lock.
-            self._handle = _lock(os.path.abspath(os.path.join(self._directory, LOCK_FILENAME)), self._directory)
+            # Absolute, for the release after a chdir; not normalised, as in check_directory.
+            lock = os.path.join(os.getcwd(), self._directory, LOCK_FILENAME)
+            self._handle = _lock(lock, self._directory)
             if self._handle is not None:
                 _remove_stale_temporaries(self._directory)
         except BaseException:

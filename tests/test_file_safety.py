@@ -328,6 +328,32 @@ def test_a_relative_checkpoint_path_stays_where_the_fit_began_when_the_directory
         assert json.loads(str(stored["meta"]))["iteration"] == 3
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="symbolic links and flock")
+def test_dot_dot_after_a_symbolic_link_is_checked_and_locked_where_the_saves_write(tmp_path, data, monkeypatch):
+    """The OS resolves "link/../ck" from the link's target; os.path.abspath, from its name. The lock went to
+    "./ck/.checkpoint.lock", and the fit stopped with FileNotFoundError where no "./ck" existed; where one
+    did, a second fit on the target's real path was not kept out."""
+    X, y = data
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "projects" / "a").mkdir(parents=True)
+    os.symlink(os.path.join("projects", "a"), "link")
+    model = _fit(X, y, checkpoint=os.path.join("link", "..", "ck"))
+    assert model.n_iter_ == 3 and (tmp_path / "projects" / "ck" / "checkpoint.npz").exists()
+    assert not (tmp_path / "ck").exists()
+    (tmp_path / "ck").mkdir()  # where abspath's lock went
+    with ckpt_module.exclusive(os.path.join("projects", "ck")):
+        with pytest.raises(CheckpointError, match="in use"):
+            _fit(X, y, checkpoint=os.path.join("link", "..", "ck"))
+    # The checks look where the fit creates the directory: beside the link's target, not beside the link.
+    os.chmod(tmp_path / "projects", 0o555)
+    try:
+        if not os.access(tmp_path / "projects", os.W_OK):  # root writes anyway
+            with pytest.raises(ValueError, match=r"link/\.\./new/ck: .*link/\.\. is not writable"):
+                _fit(X, y, checkpoint=os.path.join("link", "..", "new", "ck"))
+    finally:
+        os.chmod(tmp_path / "projects", 0o755)
+
+
 def test_paths_that_start_with_an_unexpanded_home_are_named(tmp_path, data, monkeypatch):
     """Python expands no "~": fit("~/X.npy") said only that the file does not exist, write_classification
     "No such file or directory", and a checkpoint at "~/ck" made a directory named "~" in the working directory."""
