@@ -233,7 +233,8 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         LogisticRegression does with lbfgs) and fits anything else in float64.
     n_threads : int or None
         Numba threads for the kernels, in fitting and in prediction (default:
-        all of numba's); more than Numba has (``NUMBA_NUM_THREADS``, which
+        the calling thread's ``numba.get_num_threads()``, all of Numba's
+        unless ``numba.set_num_threads`` lowered it); more than Numba has (``NUMBA_NUM_THREADS``, which
         joblib's worker processes lower to their share of the cores) run as
         all of them. A fit on Dask arrays does not use it: each chunk task
         takes the cores of its machine shared by the tasks that run there at
@@ -408,7 +409,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
     def _check_n_threads(self) -> None:
         if self.n_threads is not None:
             # -1 means every core to joblib's n_jobs; here that is None.
-            _checks.check_int(self.n_threads, "n_threads", hint="None runs on all of Numba's threads")
+            _checks.check_int(self.n_threads, "n_threads", hint="None runs on numba.get_num_threads() threads")
 
     def _compute_dtypes(self) -> list[np.dtype]:
         """The dtypes X may keep; anything else is cast to the first."""
@@ -450,7 +451,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         self.__dict__ = merged
 
     def _threads(self):
-        """``n_threads`` Numba threads for the block (all of them for None), checked first.
+        """``n_threads`` Numba threads for the block (the caller's count for None), checked first.
 
         A count above this process's ``NUMBA_NUM_THREADS`` is lowered to it, as
         scikit-learn's ``n_jobs`` is: joblib's worker processes (a grid search
