@@ -1873,6 +1873,8 @@ def run_predict(args: argparse.Namespace) -> int:
             f"{args.out} exists, and --out was not given: pass --out {args.out} to replace it, or --out with "
             f"another name."
         )
+    if isinstance(model, _SavedEstimator):
+        model.score_in_the_dtype_for(X.dtype)
     n_samples, n_classes = X.shape[0], model.num_classes
     x_row_bytes = X.shape[1] * X.dtype.itemsize
     if is_sparse(X):
@@ -1983,6 +1985,15 @@ class _SavedEstimator:
         self.input_dim = int(estimator.n_features_in_)
         self.num_classes = len(estimator.classes_)
         self.dtype = estimator.coef_.dtype
+
+    def score_in_the_dtype_for(self, x_dtype: np.dtype) -> None:
+        """Set ``dtype`` to the one the estimator scores X of ``x_dtype`` in, as its own methods do.
+
+        Fitted with ``dtype="preserve"`` on float32 X, it scores float64 X in
+        float64: the command wrote float32 probabilities where Python's
+        ``predict_proba`` gives float64.
+        """
+        self.dtype = self.estimator._prediction_dtype(x_dtype)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         with self._no_feature_names():

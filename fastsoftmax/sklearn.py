@@ -101,6 +101,7 @@ _MEMBERS = (
     "n_iter",
     "n_features_in",
     "feature_names_in",
+    "dtype_preserved",
 )
 
 
@@ -231,6 +232,11 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
     dtype : "preserve", np.float32 or np.float64, default "preserve"
         The compute dtype. "preserve" keeps float32 X in float32 (as
         LogisticRegression does with lbfgs) and fits anything else in float64.
+        Prediction follows the fit's choice: after "preserve" on float32 X,
+        float32 X is scored in float32 and any other in float64 (as
+        LogisticRegression's float32 ``coef_`` times float64 X); otherwise
+        every X in the dtype of ``coef_``. A ``dtype`` set after the fit
+        changes no prediction.
     n_threads : int or None
         Numba threads for the kernels, in fitting and in prediction (default:
         the calling thread's ``numba.get_num_threads()``, all of Numba's
@@ -422,6 +428,29 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         except TypeError as exc:
             raise TypeError(f"dtype must be 'preserve', np.float32 or np.float64: {exc}") from exc
 
+    def _preserves_dtype(self) -> bool:
+        return isinstance(self.dtype, str) and self.dtype == "preserve"
+
+    def _prediction_dtypes(self) -> list[np.dtype]:
+        """The dtypes X is scored in, as :meth:`_compute_dtypes` gives them for fitting; a fitted attribute.
+
+        ``coef_``'s, and float64 as well for a ``coef_`` of float32 fitted
+        with ``dtype="preserve"``: LogisticRegression scores float64 X in
+        float64 with its float32 ``coef_`` (X times ``coef_`` promotes), and
+        ours gave float32 probabilities. The policy is the fit's
+        (``_dtype_preserved``), not ``dtype`` as set since: a prediction
+        depends on fitted attributes only. An estimator never fitted, whose
+        attributes were assigned, scores in ``coef_``'s dtype.
+        """
+        if self.coef_.dtype == np.float32 and self.__dict__.get("_dtype_preserved", False):
+            return [np.dtype(np.float64), np.dtype(np.float32)]
+        return [self.coef_.dtype]
+
+    def _prediction_dtype(self, x_dtype) -> np.dtype:
+        """The dtype X of ``x_dtype`` is scored in (for files, chunk by chunk): its own, or the first allowed."""
+        dtypes = self._prediction_dtypes()
+        return np.dtype(x_dtype) if np.dtype(x_dtype) in dtypes else dtypes[0]
+
     def _dtype_for(self, x_dtype) -> np.dtype:
         """The compute dtype for data of ``x_dtype`` that is not validated here (files, Dask)."""
         dtypes = self._compute_dtypes()
@@ -480,7 +509,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
     # -- data ------------------------------------------------------------------
 
     def _validate_X(self, X, kernel_finds_nonfinite: bool = False) -> np.ndarray:
-        """X for prediction: the fitted number of features, the model's dtype; a sparse X as CSR.
+        """X for prediction: the fitted number of features, a dtype of :meth:`_prediction_dtypes`; sparse as CSR.
 
         A dense X comes in C or Fortran order as given (a pandas frame's values are
         Fortran-ordered): the prediction kernels read either where it lies.
@@ -489,7 +518,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         finite and then name the first bad row of X (``_api._predict_into``),
         so a finite X is read once, not twice (predict at 1e6 x 20 x 3
         float32: the scan took 4.0 of 13.1 ms). A sparse X that is CSR in
-        the model's dtype is then checked by the prediction's own call
+        such a dtype is then checked by the prediction's own call
         (``_sparse.check_sparse_X``) and not here as well: scikit-learn
         neither converts it nor reads its indices. A Dask X is computed here
         (:func:`fastsoftmax._dask_check.computed`), chunks of scipy.sparse
@@ -499,7 +528,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         X = computed(X)
         return self._validate_and_cast(
             X,
-            dtypes=[self.coef_.dtype],
+            dtypes=self._prediction_dtypes(),
             learning=False,
             sparse_checked_later=kernel_finds_nonfinite,
             reset=False,
@@ -516,7 +545,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         into inf, which its scan (or the kernels') then reports as an infinite
         value in X, with the wrong fix. ``learning=False``: X is only scored
         (see ``_checks.cast_X``). ``sparse_checked_later``: the caller checks
-        a sparse X that is CSR in ``dtypes[0]`` itself (see :meth:`_validate_X`).
+        a sparse X that is CSR in one of ``dtypes`` itself (see :meth:`_validate_X`).
         """
         # validate_data drops a masked array's mask, as np.asarray does: refused as the model refuses one.
         _checks.refuse_masked(X, "X")
@@ -529,7 +558,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                 X = _checks.cast_X(X, dtypes[0], learning=learning)
         for labels in y:
             _checks.refuse_masked(labels, "y")
-        if is_sparse(X) and not (sparse_checked_later and X.format == "csr" and X.dtype == dtypes[0]):
+        if is_sparse(X) and not (sparse_checked_later and X.format == "csr" and X.dtype in dtypes):
             # Checked before scikit-learn converts it to CSR (SciPy converts unchecked index
             # arrays), and cast by that check, which names a value beyond float32's range by its row.
             X = checked_csr(X, X.dtype if X.dtype in dtypes else dtypes[0], learning=learning)
@@ -937,6 +966,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                 **options,
             )
         self._store(model.W, model.b)
+        self._dtype_preserved = self._preserves_dtype()
         self.n_iter_ = np.array([model.n_iter_], dtype=np.int32)
         self.__dict__.pop("_partial_model", None)
         for message in not_converged:  # the engine's reason and remedy, as scikit-learn's warning
@@ -996,6 +1026,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                 )
             X, y = self._validate_and_cast(X, y, dtypes=self._compute_dtypes(), order="C")
             self.classes_ = self._classes_argument(classes)
+            self._dtype_preserved = self._preserves_dtype()
         else:
             if classes is not None and not np.array_equal(self._classes_argument(classes), self.classes_):
                 raise ValueError(
@@ -1064,7 +1095,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         """``method`` on the rows of the ``.npy`` file ``path``, one chunk at a time; the results stacked.
 
         The file is opened as a read-only memmap and each chunk of about
-        ``CHUNK_BYTES`` is validated (and cast to the model's dtype) on its own,
+        ``CHUNK_BYTES`` is validated (and cast as :meth:`_validate_X` casts) on its own,
         then its pages are released: memory holds one chunk of X besides the
         results, whatever the file's size. A NaN or inf is named by its row in
         the file.
@@ -1078,7 +1109,8 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"X file {os.fspath(path)!r} must hold a 2-dimensional .npy array, got shape {X.shape}.")
         if X.shape[0] == 0:
             return method(X)  # refused as any empty X is
-        row_bytes = max(1, X.shape[1]) * max(X.dtype.itemsize, self.coef_.dtype.itemsize)
+        dtype = self._prediction_dtype(X.dtype)
+        row_bytes = max(1, X.shape[1]) * max(X.dtype.itemsize, dtype.itemsize)
         chunk = max(1, CHUNK_BYTES // row_bytes)
         parts = []
         check_file = unchanged_file_check(X, "X", "prediction stopped")
@@ -1087,7 +1119,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             stop = min(start + chunk, X.shape[0])
             part = X[start:stop]
             if part.dtype.kind == "f":  # cast here, so that an overflow is named by its row in the file
-                part = _checks.cast_X(part, self.coef_.dtype, row_offset=start, learning=False)
+                part = _checks.cast_X(part, dtype, row_offset=start, learning=False)
             with _checks.nonfinite_rows_of(part, start):
                 parts.append(method(part))
             release_rows(X, start, stop)
@@ -1181,8 +1213,9 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         """Write the fitted estimator to ``path`` as an ``.npz`` file, atomically and without pickle.
 
         Stores the parameters (JSON), ``classes_`` (strings as a unicode array),
-        ``coef_``, ``intercept_``, ``n_iter_``, ``n_features_in_`` and
-        ``feature_names_in_``; :meth:`load` restores them. Not stored: the
+        ``coef_``, ``intercept_``, ``n_iter_``, ``n_features_in_``,
+        ``feature_names_in_`` and whether the fit preserved X's dtype (which
+        sets the dtypes X is scored in); :meth:`load` restores them. Not stored: the
         optimiser's state between :meth:`partial_fit` calls (Adam's moments,
         the step count), so a ``partial_fit`` after ``load`` starts it afresh
         from the loaded coefficients, as one after ``fit`` does, and
@@ -1224,6 +1257,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                 intercept=np.array(self.intercept_, copy=True),
                 n_iter=np.array(self.n_iter_),
                 n_features_in=np.array(self.n_features_in_),
+                dtype_preserved=np.array(bool(self.__dict__.get("_dtype_preserved", False))),
             )
             if hasattr(self, "feature_names_in_"):
                 names = plain_array(self.feature_names_in_)
@@ -1339,6 +1373,13 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             if names.shape != (n_features,) or names.dtype.kind != "U":
                 raise invalid(f"feature_names_in must hold {n_features} strings")
             estimator.feature_names_in_ = names.astype(object)
+        if "dtype_preserved" in arrays:
+            preserved = arrays["dtype_preserved"]
+            if preserved.shape != () or preserved.dtype != np.bool_:
+                raise invalid("dtype_preserved must be a single boolean")
+            estimator._dtype_preserved = bool(preserved)
+        else:  # written before it was stored: the parameters saved with the estimator tell
+            estimator._dtype_preserved = estimator._preserves_dtype()
         n_rows = 1 if classes.shape[0] == 2 else classes.shape[0]
         if estimator.coef_.shape != (n_rows, estimator.n_features_in_) or estimator.intercept_.shape != (n_rows,):
             raise invalid(

@@ -826,7 +826,7 @@ def test_tiny_rows_are_scored_as_their_float32_cast(tmp_path):
     y_tiny = np.array([0, 1])
     cast = tiny.astype(np.float32)
     model = SoftmaxRegression(4, 3, dtype=np.float32, seed=0).fit(X_train, y_train, max_iter=5, tol=0)
-    estimator = SoftmaxClassifier(max_iter=5, tol=0).fit(X_train, y_train)
+    estimator = SoftmaxClassifier(max_iter=5, tol=0, dtype=np.float32).fit(X_train, y_train)  # float64 X in float32
     np.save(tmp_path / "tiny.npy", tiny)
     with warnings.catch_warnings():
         warnings.simplefilter("error")

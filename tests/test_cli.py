@@ -818,6 +818,24 @@ def test_predict_reads_a_saved_scikit_learn_estimator(tmp_path, npy, capsys, cla
         np.testing.assert_array_equal(np.load(proba), estimator.predict_proba(X))
 
 
+@pytest.mark.parametrize("x_dtype", [np.float32, np.float64, np.int64])
+def test_predict_scores_a_saved_estimator_s_data_in_the_dtype_its_predict_proba_does(tmp_path, npy, x_dtype):
+    """An estimator fitted with dtype="preserve" on float32 X scores float64 X in float64, as LogisticRegression;
+    the command wrote float32 probabilities for it, rounded where Python's predict_proba gives float64."""
+    from fastsoftmax.sklearn import SoftmaxClassifier
+
+    X, y = np.load(npy[0]), np.load(npy[1])
+    SoftmaxClassifier().fit(X.astype(np.float32), y).save(tmp_path / "softmax.npz")
+    estimator = SoftmaxClassifier.load(tmp_path / "softmax.npz")
+    np.save(tmp_path / "X.npy", X.astype(x_dtype))
+    argv = ["predict", "--model", str(tmp_path / "softmax.npz"), "--data", str(tmp_path / "X.npy")]
+    assert main([*argv, "--out", str(tmp_path / "labels.npy"), "--proba", str(tmp_path / "proba.npy"), "--quiet"]) == 0
+    expected = estimator.predict_proba(X.astype(x_dtype))
+    assert expected.dtype == (np.float32 if x_dtype == np.float32 else np.float64)
+    np.testing.assert_array_equal(np.load(tmp_path / "proba.npy"), expected)
+    np.testing.assert_array_equal(np.load(tmp_path / "labels.npy"), estimator.predict(X.astype(x_dtype)))
+
+
 def test_predict_bad_model_and_shape(tmp_path, npy, capsys):
     (tmp_path / "bad.npz").write_bytes(b"garbage")
     assert main(["predict", "--model", str(tmp_path / "bad.npz"), "--data", str(npy[0])]) == 2

@@ -22,6 +22,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+import scipy.sparse
 
 pytest.importorskip("sklearn")
 
@@ -679,23 +680,66 @@ def test_predict_log_proba_is_finite_where_proba_underflows():
 
 
 @pytest.mark.parametrize(
-    "x_dtype, dtype_param, expected",
+    "x_dtype, dtype_param, expected, scores_float64_X_in",
     [
-        (np.float32, "preserve", np.float32),
-        (np.float64, "preserve", np.float64),
-        (np.int64, "preserve", np.float64),
-        (np.float32, np.float64, np.float64),
-        (np.float64, np.float32, np.float32),
+        (np.float32, "preserve", np.float32, np.float64),  # as LogisticRegression: float32 coef_ @ float64 X
+        (np.float64, "preserve", np.float64, np.float64),
+        (np.int64, "preserve", np.float64, np.float64),
+        (np.float32, np.float64, np.float64, np.float64),
+        (np.float64, np.float32, np.float32, np.float32),  # asked for float32: float64 X is scored in it
     ],
     ids=["f32-preserve", "f64-preserve", "int-preserve", "f32-as-f64", "f64-as-f32"],
 )
-def test_dtype_policy(x_dtype, dtype_param, expected):
+def test_dtype_policy(x_dtype, dtype_param, expected, scores_float64_X_in):
     X, y = generated(k=3)
     X = (X * 10).astype(x_dtype)
     est = SoftmaxClassifier(dtype=dtype_param).fit(X, y)
     assert est.coef_.dtype == expected and est.intercept_.dtype == expected
     assert est.predict_proba(X).dtype == expected
-    assert est.predict_proba(X.astype(np.float64)).dtype == expected
+    for method in (est.predict_proba, est.predict_log_proba, est.decision_function):
+        assert method(X.astype(np.float64)).dtype == scores_float64_X_in
+    assert est.predict_proba(X.astype(np.float32)).dtype == expected
+
+
+def test_float64_X_is_scored_in_float64_by_a_float32_fit_that_preserved_the_dtype(tmp_path):
+    """A model fitted on float32 X with dtype="preserve" gave float32 probabilities for float64 X, where
+    LogisticRegression's float32 coef_ times float64 X gives float64. They now match LogisticRegression's
+    arithmetic to float64 rounding, from an array, a file, a sparse matrix, after set_params, save and pickle."""
+    X, y = generated(n=400, k=4)
+    est = SoftmaxClassifier().fit(X.astype(np.float32), y)
+    logits = X @ est.coef_.astype(np.float64).T + est.intercept_.astype(np.float64)
+    expected = np.exp(logits - logsumexp(logits, axis=1, keepdims=True))
+    tolerance = 64 * np.finfo(np.float64).eps
+    np.save(tmp_path / "X.npy", X)
+    est.set_params(dtype=np.float32)  # after the fit: the fit's policy holds
+    est.save(tmp_path / "model.npz")
+    for scorer in (est, SoftmaxClassifier.load(tmp_path / "model.npz"), pickle.loads(pickle.dumps(est))):
+        for data in (X, str(tmp_path / "X.npy"), scipy.sparse.csr_matrix(X)):
+            probabilities = scorer.predict_proba(data)
+            assert probabilities.dtype == np.float64
+            np.testing.assert_allclose(probabilities, expected, rtol=0, atol=tolerance)
+        assert scorer.predict_proba(X.astype(np.float32)).dtype == np.float32
+    # Refitted under dtype=float32, the new policy holds; the attributes of a fit assigned to an estimator
+    # never fitted score in coef_'s dtype.
+    assert est.fit(X.astype(np.float32), y).predict_proba(X).dtype == np.float32
+    by_hand = SoftmaxClassifier()
+    for name in ("coef_", "intercept_", "classes_", "n_features_in_"):
+        setattr(by_hand, name, getattr(est, name))
+    assert by_hand.predict_proba(X).dtype == np.float32
+
+
+def test_a_model_file_without_the_dtype_policy_takes_it_from_its_parameters(tmp_path):
+    X, y = generated(n=300, k=3)
+    for dtype, scored_in in (("preserve", np.float64), (np.float32, np.float32)):
+        SoftmaxClassifier(dtype=dtype).fit(X.astype(np.float32), y).save(tmp_path / "model.npz")
+        with np.load(tmp_path / "model.npz") as stored:
+            older = {name: stored[name] for name in stored.files if name != "dtype_preserved"}
+        np.savez(tmp_path / "older.npz", **older)
+        assert SoftmaxClassifier.load(tmp_path / "older.npz").predict_proba(X).dtype == scored_in
+    older["dtype_preserved"] = np.array([True])
+    np.savez(tmp_path / "bad.npz", **older)
+    with pytest.raises(ValueError, match="dtype_preserved must be a single boolean"):
+        SoftmaxClassifier.load(tmp_path / "bad.npz")
 
 
 def test_finite_float64_beyond_float32_is_named_as_such(tmp_path, monkeypatch):
@@ -705,13 +749,18 @@ def test_finite_float64_beyond_float32_is_named_as_such(tmp_path, monkeypatch):
     X, y = generated(n=300, k=3)
     big = X.copy()
     big[150, 2] = 1e39
-    clf = SoftmaxClassifier().fit(X.astype(np.float32), y)
+    clf = SoftmaxClassifier(dtype=np.float32).fit(X, y)
     message = r"X holds 1 finite value\(s\) beyond the range of float32 .*the first in row 150\)"
     for method in (clf.predict, clf.predict_proba, clf.predict_log_proba, clf.decision_function):
         with pytest.raises(ValueError, match=message):
             method(big)
     with pytest.raises(ValueError, match=message):
         clf.partial_fit(big, y)
+    # Fitted with "preserve" on float32 X, it scores float64 X in float64, where 1e39 is an ordinary value.
+    preserved = SoftmaxClassifier().fit(X.astype(np.float32), y)
+    assert preserved.predict_proba(big).dtype == np.float64 and np.isfinite(preserved.decision_function(big)).all()
+    with pytest.raises(ValueError, match=message):  # it trains on in float32
+        preserved.partial_fit(big, y)
     with pytest.raises(ValueError, match=message):
         SoftmaxClassifier(dtype=np.float32).fit(big, y)
     with pytest.raises(ValueError, match=message):
