@@ -653,6 +653,7 @@ def check_sample_weight_and_divisor(
     check_finite(w, "sample_weight")
     if (w < 0).any():
         raise ValueError("sample_weight contains negative values; weights must be >= 0.")
+    _refuse_weights_beyond_float64(w)
     w_max = float(w.max())
     if not w_max > 0:
         if all_zero_ok:
@@ -683,6 +684,23 @@ def check_sample_weight_and_divisor(
             f"{w_max:.3g}); scale the weights down."
         )
     return w, divisor
+
+
+def _refuse_weights_beyond_float64(w: np.ndarray) -> None:
+    """Refuse longdouble weights whose largest lies outside float64's normal range, naming it.
+
+    The checks read it as a float64: 1e-400 everywhere was "every weight is
+    zero", and 1e400 "largest weight inf".
+    """
+    if w.dtype.kind != "f" or w.dtype.itemsize <= 8:
+        return
+    largest = w.max()
+    float64 = np.finfo(np.float64)
+    if largest > 0 and not float64.tiny <= largest <= float64.max:
+        raise ValueError(
+            f"sample_weight's largest value, {np.format_float_scientific(largest, precision=2)} (in {w.dtype}), "
+            f"lies beyond float64's range; divide the weights by a common factor to bring them into it."
+        )
 
 
 def raise_for_subnormal_weights(given: np.ndarray, w: np.ndarray) -> None:
@@ -910,16 +928,26 @@ def check_logits(Z, y=None) -> tuple[np.ndarray, np.ndarray | None]:
     return Z, y
 
 
-def check_X_finite(X: np.ndarray, fix: str = "before calling", row_offset=0) -> None:
+def check_X_finite(X: np.ndarray, fix: str = "before calling", row_offset=0, of_rows: int | None = None) -> None:
     """Raise ValueError naming the first row of X that holds NaN or inf (one parallel scan).
 
     For X a part of a larger data set, ``row_offset`` maps its rows to the
     data set's: an int is added (a chunk), an index array is looked up (a
-    gathered mini-batch).
+    gathered mini-batch). ``of_rows``, the data set's row count, marks such
+    a part: the message then says which rows were counted (a Dask chunk
+    that failed first gave "X contains 2 NaN ..., the first in row 323"
+    where X held 8, the first in row 43).
     """
     n_bad, first_row = _count_nonfinite(X)
     if n_bad:
-        raise nonfinite_X_error(n_bad, _data_row(first_row, row_offset), fix)
+        counted_in = None
+        if of_rows is not None and X.shape[0] < of_rows:
+            counted_in = (
+                f"a mini-batch of {X.shape[0]} rows"
+                if isinstance(row_offset, np.ndarray)
+                else f"rows {int(row_offset)} to {int(row_offset) + X.shape[0] - 1}"
+            )
+        raise nonfinite_X_error(n_bad, _data_row(first_row, row_offset), fix, counted_in)
 
 
 def _count_nonfinite(X: np.ndarray) -> tuple[int, int]:
@@ -947,13 +975,16 @@ def nonfinite_values(values: np.ndarray) -> tuple[int, int]:
 
 
 @contextlib.contextmanager
-def nonfinite_rows_of(X: np.ndarray, row_offset, fix: str = "before predicting") -> Iterator[None]:
+def nonfinite_rows_of(
+    X: np.ndarray, row_offset, fix: str = "before predicting", of_rows: int | None = None
+) -> Iterator[None]:
     """Around a call on a chunk X of a larger data set: its ValueError for NaN or inf names the data set's row.
 
     The public functions know only the chunk, so the row in their message is
     the chunk's; on a ValueError the chunk is scanned again with ``row_offset``
-    (as :func:`check_X_finite`); a :class:`LogitsOverflowError` gets the data
-    set's row too, and any other ValueError passes as it is.
+    (as :func:`check_X_finite`, with the data set's ``of_rows``); a
+    :class:`LogitsOverflowError` gets the data set's row too, and any other
+    ValueError passes as it is.
     """
     try:
         yield
@@ -965,16 +996,19 @@ def nonfinite_rows_of(X: np.ndarray, row_offset, fix: str = "before predicting")
             # and dense X (a sparse one's values were checked, and named by row, on entry).
             raise
         try:
-            check_X_finite(X, fix, row_offset=row_offset)
+            check_X_finite(X, fix, row_offset=row_offset, of_rows=of_rows)
         except ValueError as named:
             raise named from None  # the first message differs only in naming the chunk's row
         raise
 
 
-def nonfinite_X_error(n_bad: int, first_row: int, fix: str = "before training") -> ValueError:
-    """The error for NaN or inf in X, wherever the scan that found them ran."""
+def nonfinite_X_error(
+    n_bad: int, first_row: int, fix: str = "before training", counted_in: str | None = None
+) -> ValueError:
+    """The error for NaN or inf in X, wherever the scan that found them ran; ``counted_in``: the part it read."""
+    part = "" if counted_in is None else f" (counted in {counted_in} only, the part of X being read)"
     return ValueError(
-        f"X contains {n_bad} NaN or infinite value(s), the first in row {first_row}; "
+        f"X contains {n_bad} NaN or infinite value(s), the first in row {first_row}{part}; "
         f"remove or impute them (for example with np.nan_to_num) {fix}."
     )
 

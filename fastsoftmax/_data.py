@@ -487,7 +487,7 @@ class DataSource:
         otherwise their NaN would surface only after the fit, in a prediction.
         """
         for start, X, y, w in self.chunks():
-            _checks.check_X_finite(X, fix, row_offset=self.row_offset + start)
+            _checks.check_X_finite(X, fix, row_offset=self.row_offset + start, of_rows=self.n_samples)
             del X, y, w  # dropped before the next chunk is made (see :meth:`chunks`)
 
     def class_counts(self, n_classes: int) -> np.ndarray:
@@ -702,7 +702,7 @@ def chunked_objectives(
         if not math.isfinite(loss_sum):
             # Bad data raises here, naming the row of the whole data set; with
             # finite X the solver sees the non-finite loss and reports divergence.
-            _checks.check_X_finite(X, "before training", row_offset=source.row_offset + rows)
+            _checks.check_X_finite(X, "before training", source.row_offset + rows, source.n_samples)
         return loss_sum
 
     def evaluate(theta, X, y, w, rows=0, X_blocks=None, variant=None, weight_sum=None):
@@ -825,7 +825,7 @@ def accuracy(model, source: DataSource) -> float:
     """Fraction of correctly predicted rows, computed chunk by chunk."""
     correct = 0
     for start, X, y, w in source.chunks():
-        with _checks.nonfinite_rows_of(X, source.row_offset + start, "before predicting"):
+        with _checks.nonfinite_rows_of(X, source.row_offset + start, "before predicting", source.n_samples):
             predicted = model.predict(X)
         correct += int(np.count_nonzero(predicted == y))
         del X, y, w  # dropped before the next chunk is made (see DataSource.chunks)

@@ -155,9 +155,11 @@ def check_sparse_X(
         raise TypeError(f"X has dtype {X.dtype}{why} cast it with X.astype(np.{dtype.name}).")
     # Byte order aside (a big-endian X converts in _values_in, as a dense one does in _checks.as_array).
     if not cast_floats and X.dtype.kind == "f" and X.dtype.newbyteorder("=") != dtype:
+        native = X.dtype.newbyteorder("=")
+        # float16 W and b are refused too: the advice to use them led to a second error.
+        other_weights = f", or use {native} W and b" if native in (np.float32, np.float64) else ""
         raise TypeError(
-            f"X has dtype {X.dtype} but W and b are {dtype}; convert X with X.astype(np.{dtype.name}), "
-            f"or use {X.dtype.newbyteorder('=')} W and b."
+            f"X has dtype {X.dtype} but W and b are {dtype}; convert X with X.astype(np.{dtype.name}){other_weights}."
         )
     _check_before_conversion(X)
     if X.format == "csr":

@@ -1920,7 +1920,7 @@ def run_predict(args: argparse.Namespace) -> int:
             check_file()  # a truncated file's pages would kill the process (SIGBUS)
             stop = min(start + chunk, n_samples)
             part = rows(start, stop)
-            with nonfinite_rows_of(part, start):  # a NaN's row in the file, not in the chunk
+            with nonfinite_rows_of(part, start, of_rows=n_samples):  # a NaN's row in the file, not in the chunk
                 # The labels from the logits, as without --proba: an argmax of the rounded
                 # probabilities could pick another class where two logits are a rounding apart.
                 labels[start:stop] = model.predict(part)

@@ -74,8 +74,15 @@ def _check_labels(y, n_rows: int, num_classes: int) -> np.ndarray:
     return y
 
 
+def _refuse_an_empty_batch(n_rows: int) -> None:
+    """A mean over no rows is 0 / 0: it raised ZeroDivisionError, or blamed a sample_weight never passed."""
+    if n_rows == 0:
+        raise ValueError("X is empty (0 samples): the mean over no rows is undefined; pass at least one row.")
+
+
 def _normalised_weights(sample_weight, n_rows: int, dtype) -> np.ndarray:
     """Return ``s_i = w_i / sum(w)`` (``1/N`` each when ``sample_weight`` is None)."""
+    _refuse_an_empty_batch(n_rows)
     if sample_weight is None:
         return np.full(n_rows, 1.0 / n_rows, dtype=dtype)
     w = np.asarray(sample_weight, dtype=dtype)
@@ -197,6 +204,7 @@ def cross_entropy(Z, y, sample_weight=None, reduction: str = "mean"):
         return losses if sample_weight is None else w * losses
     if reduction == "sum":
         return float((w * losses).sum())
+    _refuse_an_empty_batch(Z.shape[0])
     total = w.sum()
     if not total > 0:
         raise ValueError(f"sample_weight must sum to a positive number, got {total}")

@@ -1120,7 +1120,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             part = X[start:stop]
             if part.dtype.kind == "f":  # cast here, so that an overflow is named by its row in the file
                 part = _checks.cast_X(part, dtype, row_offset=start, learning=False)
-            with _checks.nonfinite_rows_of(part, start):
+            with _checks.nonfinite_rows_of(part, start, of_rows=X.shape[0]):
                 parts.append(method(part))
             release_rows(X, start, stop)
         return np.concatenate(parts)

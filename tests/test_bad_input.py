@@ -955,6 +955,22 @@ def test_weights_beyond_float32_are_named_without_numpys_cast_warning():
         fs.cross_entropy(Z, y, sample_weight=np.full(5, 1e300), reduction="sum")
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+@pytest.mark.parametrize("exponent", [-400, 400])
+def test_long_double_weights_beyond_float64_are_named_as_given(exponent):
+    """Finite longdouble weights of 1e-400 were "every weight is zero", and of 1e400 "largest weight inf",
+    with NumPy's cast warnings before it: the checks read the largest as a float64."""
+    if np.finfo(np.longdouble).maxexp <= np.finfo(np.float64).maxexp:
+        pytest.skip("longdouble is float64 on this platform")
+    X, y = np.ones((4, 2)), np.array([0, 1, 0, 1])
+    weights = np.full(4, np.longdouble(10) ** exponent)
+    message = rf"sample_weight's largest value, 1\.e[+-]{abs(exponent)} \(in float\d+\), lies beyond float64's range"
+    with pytest.raises(ValueError, match=message):
+        fs.loss_and_grad(X, y, np.zeros((2, 2)), np.zeros(2), sample_weight=weights)
+    with pytest.raises(ValueError, match=message):
+        SoftmaxRegression(2, 2).fit(X, y, sample_weight=weights)
+
+
 def test_an_overflow_through_the_weights_or_the_direction_names_them():
     X = np.ones((40, 1), np.float32)
     W, b = np.zeros((2, 1), np.float32), np.zeros(2, np.float32)

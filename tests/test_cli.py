@@ -598,7 +598,10 @@ def test_dask_accuracy_names_the_row_in_the_data_set(bad, row_offset):
     X = np.ones((300, 4))
     if bad == "nan":
         X[250, 2] = np.nan
-        message = rf"X contains 1 NaN or infinite value\(s\), the first in row {250 + row_offset};"
+        message = (
+            rf"X contains 1 NaN or infinite value\(s\), the first in row {250 + row_offset} \(counted in rows "
+            rf"{200 + row_offset} to {299 + row_offset} only, the part of X being read\);"
+        )
     else:
         model.W[...] = 1e300
         X[250] = 1e300
@@ -894,7 +897,10 @@ def test_predict_names_the_file_row_of_a_nan_beyond_the_first_chunk(tmp_path, np
     SoftmaxRegression(6, 3, seed=0).save(model)
     argv = ["predict", "--model", str(model), "--data", str(data), "--out", str(tmp_path / "p.npy")]
     assert main([*argv, *(["--proba", str(tmp_path / "proba.npy")] if proba else [])]) == 2
-    assert "the first in row 1500; " in capsys.readouterr().err
+    # The count is the chunk's: it says so.
+    assert "the first in row 1500 (counted in rows 1200 to 1599 only, the part of X being read); " in (
+        capsys.readouterr().err
+    )
 
 
 @needs_resident_bytes

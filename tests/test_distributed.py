@@ -523,11 +523,16 @@ def test_predict_dask_keeps_the_weights_of_its_call_and_names_the_data_sets_row(
     with_nan = X.copy()
     with_nan[2345, 4] = np.nan
     predicted = predict_dask(model, da.from_array(with_nan, chunks=(CHUNK, D)))
-    with pytest.raises(ValueError, match=r"X contains 1 NaN or infinite value\(s\), the first in row 2345;"):
+    # The count is the chunk's (the chunk that fails first is any chunk): it says so.
+    message = (
+        rf"^X contains 1 NaN or infinite value\(s\), the first in row 2345 \(counted in rows {2345 // CHUNK * CHUNK} "
+        rf"to {2345 // CHUNK * CHUNK + CHUNK - 1} only, the part of X being read\);"
+    )
+    with pytest.raises(ValueError, match=message):
         predicted.compute()
     # Sparse chunks: their own checks named the row in the chunk, 245.
     sparse = pytest.importorskip("scipy.sparse").csr_matrix(with_nan)
-    with pytest.raises(ValueError, match=r"X contains 1 NaN or infinite value\(s\), the first in row 2345;"):
+    with pytest.raises(ValueError, match=message):
         predict_dask(model, da.from_array(sparse, chunks=(CHUNK, D), asarray=False)).compute()
     # Filtered, X's chunk sizes are unknown: "cannot convert float NaN to integer", of the chunk's place.
     Xd = da.from_array(with_nan, chunks=(CHUNK, D))

@@ -122,6 +122,22 @@ def test_cross_entropy_rejects_bad_reduction_and_labels(problem):
         ref.cross_entropy(Z, np.full_like(y, 4))
 
 
+def test_an_empty_batch_is_named_as_the_kernels_name_it():
+    """The mean over 0 rows raised ZeroDivisionError, and cross_entropy blamed a sample_weight never passed."""
+    X, y = np.zeros((0, 3)), np.zeros(0, dtype=np.int64)
+    W, b = np.zeros((2, 3)), np.zeros(2)
+    message = r"X is empty \(0 samples\): the mean over no rows is undefined; pass at least one row"
+    for call in (
+        lambda: ref.loss_and_grad(X, y, W, b),
+        lambda: ref.loss_and_grad(X, y, W, b, sample_weight=np.zeros(0)),
+        lambda: ref.hessian_vector_product(X, W, b, W, b),
+        lambda: ref.cross_entropy(np.zeros((0, 2)), y),
+    ):
+        with pytest.raises(ValueError, match=message):
+            call()
+    assert ref.cross_entropy(np.zeros((0, 2)), y, reduction="sum") == 0.0  # a sum over no rows is 0
+
+
 @pytest.mark.parametrize("l2", [0.0, 0.3], ids=["no_l2", "l2"])
 @pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
 def test_loss_and_grad_of_the_hand_computed_case(l2, weighted):

@@ -222,6 +222,11 @@ def test_a_byte_swapped_X_is_read_as_its_native_dtype(rng, dtype):
         rf"{np.dtype(dtype).name}; .* or use {np.dtype(other).name} W and b\.$",
     ):
         fs.predict_proba(swapped, W, b)
+    # float16 values (SciPy's constructors refuse them; an assignment does not): W and b of float16 are refused
+    # too, so the advice to use them led to a second error.
+    swapped.data = X.data.astype(np.float16)
+    with pytest.raises(TypeError, match=rf"^X has dtype float16 but W and b are {np.dtype(dtype).name}; [^;]*\)\.$"):
+        fs.predict_proba(swapped, W, b)
 
 
 # -- the partial sums, the Hessian-vector product and the textbook calls -------------------------------------------
