@@ -741,6 +741,20 @@ def warn_not_converged(
             f"they are far too large for features in these units: start from zero (model.W[...] = 0; "
             f"model.b[...] = 0) or standardise the features"
         )
+    elif (
+        n_iter >= options.max_iter
+        and options.solver == "gd"
+        and start_loss is not None
+        and final_loss is not None
+        and start_loss - final_loss <= math.sqrt(float(np.finfo(dtype).eps)) * max(1.0, abs(start_loss))
+    ):
+        # lr 1e-12 moved the loss by 4e-11 in 50 iterations, and the advice was to raise max_iter (a run
+        # that ended above its start raised TrainingError instead: _refuse_a_gd_end_above_its_start).
+        why = (
+            f"its loss went only from {start_loss:.12g} to {final_loss:.12g} in {n_iter} {unit}: the steps are too "
+            f"small to move the weights; raise lr (now {options.lr}), or use solver='lbfgs', whose line search "
+            f"sets the step, or loosen tol"
+        )
     elif n_iter >= options.max_iter and options.precondition:
         # The solver already works on centred, scaled features: scaling them again changes nothing.
         why = "raise max_iter or loosen tol"
@@ -807,6 +821,32 @@ def penalty_from_C(C: float) -> Iterator[None]:
         yield
     finally:
         _penalty_C.reset(token)
+
+
+def _refuse_a_gd_end_above_its_start(history: list[float], state: dict, iteration: int, dtype: np.dtype) -> None:
+    """DivergedError, keeping the guard's best iterate, where gd ran out of iterations above the loss it started from.
+
+    The guard calls a loss diverged only more than ``max(1, |best|)`` above
+    the best, a bound set by the mini-batch solvers' noise; gd's losses are
+    exact. At lr 4, a warm refit of a model at 0.4366 climbed to 0.6248 and
+    stayed there: the fit kept that iterate and said to raise max_iter, which
+    changed nothing. An end above the start by more than the loss's rounding
+    (sqrt(eps) of it, relative) is a step too large. ``history`` is the whole
+    run's (a resumed run's starts where the run did), ``state`` the solver's
+    (its guard), ``iteration`` the last, counted as this call's solver counts.
+    """
+    start, end = history[0], history[-1]
+    if not end - start > math.sqrt(float(np.finfo(dtype).eps)) * max(1.0, abs(start)):
+        return
+    raise solvers.DivergedError(
+        iteration,
+        end,
+        iteration - int(state["guard_age"]),
+        float(state["guard_loss"]),
+        np.array(state["guard_theta"], copy=True),
+        best_is_epoch_mean=False,
+        start_loss=start,
+    )
 
 
 def _refuse_an_end_far_above_the_start(
@@ -1022,6 +1062,25 @@ def _refuse_weights_changed_in_place(
         f"solver goes on from its own iterate and writes the next one, or its result, over the change, so W and "
         f"b were put back (iteration {record_given.n_iter}). To keep weights that the callback sets (such as the "
         f"best ones, restored in place), return True to stop the fit; otherwise change W and b between fits."
+    )
+
+
+def _refuse_a_changed_history(model: Trainable, record_given: _Record) -> None:
+    """ValueError, with the record put back, where a callback that did not stop the fit changed ``loss_history_``.
+
+    The fit writes its own history over the model's at the next iteration
+    and at its end: a callback's appended validation losses were lost
+    without a word (and, before the model held a copy, written into the
+    checkpoint, whose resume was then refused). A callback that stops the
+    fit leaves the record to the fit, as a nested fit's is.
+    """
+    if model.loss_history_ == record_given.loss_history:
+        return
+    run_whole(lambda: record_given._replace(loss_history=list(record_given.loss_history)).restore(model))
+    raise ValueError(
+        f"the callback changed model.loss_history_ without stopping the fit: the fit keeps its own history of the "
+        f"loss and writes it over the model's, so the record was put back (iteration {record_given.n_iter}). Keep "
+        f"values of your own (a validation loss) in a list of your own."
     )
 
 
@@ -1653,10 +1712,13 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
 
     if resumed is not None:
         if resumed.converged or offset >= options.max_iter:
-            if minibatch and not resumed.converged:
+            if not resumed.converged and options.solver in ("gd", *MINIBATCH_SOLVERS):
                 # The run that wrote this checkpoint raised here, and so does its rerun.
                 try:
-                    judge_the_end(theta0, 0)
+                    if minibatch:
+                        judge_the_end(theta0, 0)
+                    else:
+                        _refuse_a_gd_end_above_its_start(history, solver_state, 0, model.dtype)
                 except solvers.DivergedError as exc:
                     raise restore_the_best(exc) from exc
             keep(theta0, offset, history, converged=resumed.converged, the_end=True)
@@ -1710,7 +1772,9 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
     def on_iteration(theta: np.ndarray, loss: float, iteration: int) -> bool:
         nonlocal stopped_by_callback, changed_by_callback, last_epoch
         history.append(loss)  # the model's history is this list: kept whole only with the iterate (below)
-        keep(theta, offset + iteration, history, an_iterate=True)
+        # With a callback, the model holds a copy: one changed in place (a validation loss appended) was the
+        # list the checkpoints and the record are written from, and a resume was refused as unreadable.
+        keep(theta, offset + iteration, history if callback is None else list(history), an_iterate=True)
         if minibatch:  # an epoch's end, judged again if an interrupt leaves it in the model (a copy: O(K D))
             last_epoch = np.array(theta, copy=True), iteration
         try:
@@ -1736,7 +1800,8 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
                 f"({exc.strerror or exc}); {HOLDS_THAT_ITERATION}. {remedy}",
             ) from exc
         if callback is not None:
-            given, record_given = model._pack(), _Record.of(model)
+            # The record with a copy of its own: the callback may change the model's in place.
+            given, record_given = model._pack(), _Record.of(model)._replace(loss_history=list(history))
             try:
                 with callback_running(model):  # other threads may read W and b while the fit waits for it
                     stopped_by_callback = _stops(callback(model, model.n_iter_, loss))
@@ -1746,6 +1811,7 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
                 raise
             if not stopped_by_callback:
                 _refuse_weights_changed_in_place(model, fit_weights, given, record_given)
+                _refuse_a_changed_history(model, record_given)
             else:
                 changed_by_callback = not np.array_equal(model._pack(), given)
         return stopped_by_callback
@@ -1789,6 +1855,8 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
         # judged too, as the run that wrote it was (its rerun returned the rejected weights).
         if minibatch and (result.n_iter or resumed is not None) and not stopped_by_callback:
             end_loss = judge_the_end(result.theta, result.n_iter)
+        if options.solver == "gd" and not result.converged and not stopped_by_callback and result.n_iter:
+            _refuse_a_gd_end_above_its_start(history, solver_state, result.n_iter, model.dtype)
     except solvers.NonFiniteLossError as exc:
         if exc.iteration == 0 and offset == 0:
             # Finite starting weights and a non-finite loss: the data is at fault.

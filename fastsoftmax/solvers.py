@@ -71,7 +71,9 @@ class DivergedError(FloatingPointError):
     ``best_loss`` is the mean loss of the epoch that started from
     ``best_theta``, unless ``best_is_epoch_mean`` is False: then it is the loss
     over all rows at ``best_theta`` (a first epoch that exploded, compared
-    with the start).
+    with the start). ``start_loss``, where given: not a loss that ran away,
+    but gradient descent's last, above the loss it started from, this (see
+    ``engine._refuse_a_gd_end_above_its_start``).
     """
 
     def __init__(
@@ -83,6 +85,7 @@ class DivergedError(FloatingPointError):
         best_theta,
         *,
         best_is_epoch_mean: bool = True,
+        start_loss: float | None = None,
     ):
         self.iteration = iteration
         self.loss = loss
@@ -90,10 +93,17 @@ class DivergedError(FloatingPointError):
         self.best_loss = best_loss
         self.best_theta = best_theta
         self.best_is_epoch_mean = best_is_epoch_mean
+        self.start_loss = start_loss
         super().__init__(self.describe())
 
     def describe(self, offset: int = 0) -> str:
         """The message, the solver's iterations counted on from ``offset`` (where a resumed run began)."""
+        if self.start_loss is not None:
+            return (
+                f"the loss ended at {self.loss:.6g} at iteration {offset + self.iteration}, the last, above "
+                f"{self.start_loss:.6g}, where it started (the best: {self.best_loss:.6g}, iteration "
+                f"{offset + self.best_iteration})"
+            )
         return (
             f"the loss climbed to {self.loss:.6g} at iteration {offset + self.iteration}, "
             f"far above the best {self.best_loss:.6g} (iteration {offset + self.best_iteration})"

@@ -313,6 +313,39 @@ def test_adam_whose_full_batch_loss_climbs_at_the_end_warns():
     assert not model.converged_
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gd_out_of_iterations_above_its_start_raises_and_keeps_the_best(tmp_path, dtype):
+    """A warm gd refit at lr 4 climbed from 0.4366 to a plateau at 0.6248, under the guard's bound of
+    max(1, |best|): the fit kept that iterate and said to raise max_iter, which changed nothing. A resumed run
+    and a rerun of its checkpoint judge the end against the run's start too."""
+    X, y = make_classification(3000, 8, n_classes=4, seed=1, dtype=dtype)
+    fitted = SoftmaxRegression(8, 4, seed=0, dtype=dtype).fit(X, y, l2=1e-3)
+    # tol 0: in float32 the fitted model's gradient already meets the default tol, and gd stops at once.
+    options = dict(solver="gd", lr=4.0, max_iter=60, l2=1e-3, tol=0, checkpoint=tmp_path)
+    expected = r"the loss ended at 0\.[67]\d* at iteration 60, the last, above 0\.436\d*, where it started .*lower lr"
+
+    def warm() -> SoftmaxRegression:
+        model = SoftmaxRegression(8, 4, dtype=dtype)
+        model.W[...], model.b[...] = fitted.W, fitted.b
+        return model
+
+    uninterrupted = warm()
+    with pytest.raises(TrainingError, match=expected):
+        uninterrupted.fit(X, y, **dict(options, checkpoint=None))
+    assert uninterrupted.loss_history_[-1] <= uninterrupted.loss_history_[0]  # the best, not the last
+    with pytest.raises(Interrupt):
+        warm().fit(X, y, callback=interrupt_at(20), **options)
+    for run in ("resumed", "rerun"):
+        model = warm()
+        with pytest.raises(TrainingError, match=expected):
+            model.fit(X, y, **options)
+        assert model.n_iter_ == uninterrupted.n_iter_, run
+        np.testing.assert_array_equal(model.W, uninterrupted.W)
+    # An lr that moves the loss by less than its rounding is told to rise, not max_iter.
+    with pytest.warns(fs.ConvergenceWarning, match=r"went only from .* in 50 iterations: .* raise lr \(now 1e-12\)"):
+        SoftmaxRegression(8, 4, seed=0, dtype=dtype).fit(X, y, solver="gd", lr=1e-12, max_iter=50)
+
+
 def test_a_fit_whose_loss_climbs_at_the_end_warns_with_the_remedy():
     load_wine = pytest.importorskip("sklearn.datasets").load_wine
     X, y = load_wine(return_X_y=True)  # unscaled features (proline in the hundreds), adam at its default lr

@@ -506,6 +506,33 @@ def test_weights_a_callback_changes_in_place_as_the_fit_goes_on_are_refused_and_
     np.testing.assert_array_equal(model.b, kept.b)
 
 
+@pytest.mark.parametrize("solver", ["lbfgs", "sgd"])
+@pytest.mark.parametrize(
+    "change", [lambda history: history.append(0.0), list.clear, lambda history: history.__setitem__(0, 1.0)]
+)
+def test_a_loss_history_a_callback_changes_is_refused_and_the_checkpoint_resumes(tmp_path, data, solver, change):
+    """The model's history was the list the fit recorded into: a callback that appended a validation loss to it
+    wrote it into the checkpoint (8 losses for 4 iterations), whose resume was then refused as unreadable, and a
+    finished fit ended with 21 losses for 10 iterations, which save refused."""
+    X, y = data
+
+    def record_elsewhere(model, iteration, loss):
+        if iteration == 2:
+            change(model.loss_history_)
+
+    settings = dict(SOLVER_SETTINGS[solver], max_iter=6, tol=0)
+    model = SoftmaxRegression(D, K, seed=0)
+    with pytest.raises(ValueError, match=r"^the callback changed model\.loss_history_ without stopping the fit"):
+        model.fit(X, y, solver=solver, l2=L2, callback=record_elsewhere, checkpoint=tmp_path, **settings)
+    kept = SoftmaxRegression(D, K, seed=0).fit(X, y, solver=solver, l2=L2, **dict(settings, max_iter=2))
+    assert model.n_iter_ == 2 and model.loss_history_ == kept.loss_history_
+    np.testing.assert_array_equal(model.W, kept.W)
+    resumed = SoftmaxRegression(D, K, seed=0).fit(X, y, solver=solver, l2=L2, checkpoint=tmp_path, **settings)
+    whole = SoftmaxRegression(D, K, seed=0).fit(X, y, solver=solver, l2=L2, **settings)
+    assert resumed.loss_history_ == whole.loss_history_
+    np.testing.assert_array_equal(resumed.W, whole.W)
+
+
 @pytest.mark.parametrize("then", ["goes-on", "raises"])
 @pytest.mark.parametrize("nested", ["fit", "partial_fit"])
 def test_a_fit_nested_in_a_callback_goes_back_with_the_weights_it_changed(data, nested, then):
