@@ -1177,6 +1177,31 @@ def warn_unused_lr(lr, solver: str, stacklevel: int = 2) -> None:
         )
 
 
+#: The defaults of ``batch_size`` and ``momentum`` (of ``fit`` and the estimator): other values are the caller's.
+DEFAULT_BATCH_SIZE, DEFAULT_MOMENTUM = 256, 0.9
+
+
+def warn_unused_minibatch_options(solver: str, batch_size: int, momentum: float, stacklevel: int = 2) -> None:
+    """Warn that a ``batch_size`` or ``momentum`` other than the default does nothing under the solver.
+
+    As :func:`warn_unused_lr`: ``fit(solver="lbfgs", batch_size=32)``
+    trained on all rows at once without a word, and adam ignored
+    ``momentum``, which only sgd's heavy-ball step takes (adam has its own
+    moments). A value equal to the default is taken for not given.
+    """
+    unused = []
+    if solver not in ("sgd", "adam") and batch_size != DEFAULT_BATCH_SIZE:
+        unused.append((f"batch_size={batch_size!r}", "only 'sgd' and 'adam' take mini-batches", "'sgd' or 'adam'"))
+    if solver != "sgd" and momentum != DEFAULT_MOMENTUM:
+        unused.append((f"momentum={momentum!r}", "only 'sgd' takes a heavy-ball momentum", "'sgd'"))
+    for given, why, solvers in unused:
+        warnings.warn(
+            f"{given} is not used by solver={solver!r} ({why}); leave it out, or pick solver {solvers}.",
+            UserWarning,
+            stacklevel=stacklevel + 1,
+        )
+
+
 def default_lr(solver: str) -> float:
     """The step size used when ``lr`` is not given: Adam's usual 1e-3, else 0.1 (unused by lbfgs)."""
     return 1e-3 if solver == "adam" else 0.1
@@ -1214,8 +1239,8 @@ def check_fit_options(
     *,
     max_iter=100,
     lr=None,
-    batch_size=256,
-    momentum=0.9,
+    batch_size=DEFAULT_BATCH_SIZE,
+    momentum=DEFAULT_MOMENTUM,
     l2=0.0,
     tol=1e-6,
     precondition="auto",

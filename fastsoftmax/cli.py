@@ -968,6 +968,7 @@ def run_train(args: argparse.Namespace) -> int:
             "it applies to --solver sgd and adam.",
             file=sys.stderr,
         )
+        args.batch_size = None  # the default, which the fit takes without its own warning
     args.batch_size = args.batch_size or DEFAULT_BATCH_SIZE
     if args.data is None:
         _check_synthetic(args)

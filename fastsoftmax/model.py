@@ -696,6 +696,7 @@ class SoftmaxRegression:
         if chunk_size is not None:
             _checks.check_int(chunk_size, "chunk_size")
         _checks.warn_unused_lr(lr, options.solver)
+        _checks.warn_unused_minibatch_options(options.solver, options.batch_size, options.momentum)
         if checkpoint is not None:
             checkpoint = check_checkpoint_directory(checkpoint)
         self._params(

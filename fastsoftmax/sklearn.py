@@ -922,6 +922,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
     def _fit(self, X, y, sample_weight) -> SoftmaxClassifier:
         self._check_params()
         _checks.warn_unused_lr(self.lr, self.solver, stacklevel=3)  # the caller of fit
+        _checks.warn_unused_minibatch_options(self.solver, self.batch_size, self.momentum, stacklevel=3)
         last_names = getattr(self, "feature_names_in_", None)
         X, y, dtype = self._prepare_fit(X, y, sample_weight)
         classes = self._classes_from(y)
@@ -953,10 +954,11 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                 y_idx,
                 solver=self.solver,
                 max_iter=self.max_iter,
-                # An lr that the solver does not use was warned of by fit, where the caller sees it.
+                # An lr that the solver does not use was warned of above, where the caller sees it.
                 lr=self.lr if self.solver in _checks.STEP_SIZE_SOLVERS else None,
-                batch_size=self.batch_size,
-                momentum=self.momentum,
+                # Likewise batch_size and momentum (the defaults: unused where warned of, above).
+                batch_size=self.batch_size if self.solver in _MINIBATCH_SOLVERS else _checks.DEFAULT_BATCH_SIZE,
+                momentum=self.momentum if self.solver == "sgd" else _checks.DEFAULT_MOMENTUM,
                 l2=self._l2(n_classes, weight_sum),
                 tol=float(self.tol),
                 seed=self._seed(self.solver),

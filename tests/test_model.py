@@ -201,6 +201,25 @@ def test_an_lr_the_solver_does_not_use_is_warned_of_and_changes_nothing(data, so
     np.testing.assert_array_equal(given.b, plain.b)
 
 
+@pytest.mark.parametrize("solver", ["lbfgs", "newton-cg", "gd", "adam"])
+def test_a_batch_size_or_momentum_the_solver_does_not_use_is_warned_of(data, solver):
+    """fit(solver="lbfgs", batch_size=32) trained on every row at once without a word, and adam ignored momentum,
+    which only sgd's step takes."""
+    X, y = data
+    settings = dict(solver=solver, l2=L2, max_iter=3, tol=0, seed=0)
+    plain = SoftmaxRegression(D, K, seed=0).fit(X, y, **settings)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        given = SoftmaxRegression(D, K, seed=0).fit(X, y, batch_size=32, momentum=0.5, **settings)
+    unused = [str(w.message) for w in record if "is not used by" in str(w.message)]
+    expected = [] if solver == "adam" else [f"batch_size=32 is not used by solver='{solver}'"]
+    expected.append(f"momentum=0.5 is not used by solver='{solver}' (only 'sgd' takes a heavy-ball momentum)")
+    assert [message[: len(start)] for message, start in zip(unused, expected, strict=True)] == expected
+    assert all(w.filename == __file__ for w in record if "is not used by" in str(w.message))
+    if solver != "adam":  # adam's batches are of batch_size rows
+        np.testing.assert_array_equal(given.W, plain.W)
+
+
 @pytest.mark.parametrize("solver", ["gd", "sgd", "adam", "lbfgs"])
 def test_no_lr_warning_where_lr_is_used_or_not_given(data, solver):
     X, y = data
@@ -209,6 +228,9 @@ def test_no_lr_warning_where_lr_is_used_or_not_given(data, solver):
         warnings.simplefilter("error", UserWarning)
         SoftmaxRegression(D, K, seed=0).fit(X, y, solver=solver, lr=lr, max_iter=2, tol=0, seed=0)
         SoftmaxRegression(D, K, seed=0).partial_fit(X, y, solver="sgd", lr=0.01, seed=0)
+        # batch_size and momentum where their solvers use them.
+        SoftmaxRegression(D, K, seed=0).fit(X, y, solver="sgd", batch_size=32, momentum=0.5, max_iter=2, tol=0)
+        SoftmaxRegression(D, K, seed=0).fit(X, y, solver="adam", batch_size=32, max_iter=2, tol=0)
 
 
 SOLVER_SETTINGS = {

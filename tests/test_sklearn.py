@@ -518,10 +518,19 @@ def test_an_lr_that_the_solver_does_not_use_is_warned_of_once_at_the_callers_lin
     unused = [w for w in record if "is not used by" in str(w.message)]
     assert len(unused) == 1 and unused[0].filename == __file__
     np.testing.assert_array_equal(given.coef_, SoftmaxClassifier().fit(X, y).coef_)
-    # partial_fit runs sgd whatever the solver, and takes lr.
+    # batch_size and momentum likewise, each once.
+    with pytest.warns(UserWarning) as record:
+        SoftmaxClassifier(batch_size=64, momentum=0.5).fit(X, y)
+    unused = [w for w in record if "is not used by" in str(w.message)]
+    assert [str(w.message).split(" (")[0] for w in unused] == [
+        "batch_size=64 is not used by solver='lbfgs'",
+        "momentum=0.5 is not used by solver='lbfgs'",
+    ]
+    assert all(w.filename == __file__ for w in unused)
+    # partial_fit runs sgd whatever the solver, and takes lr, batch_size and momentum.
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
-        SoftmaxClassifier(lr=0.01).partial_fit(X, y, classes=[0, 1, 2])
+        SoftmaxClassifier(lr=0.01, batch_size=64, momentum=0.5).partial_fit(X, y, classes=[0, 1, 2])
         SoftmaxClassifier(lr=0.01, solver="gd", max_iter=2, tol=0).fit(X, y)
 
 
