@@ -802,6 +802,7 @@ class SoftmaxRegression:
             dtype=self.dtype,
         )
         _checks.check_seed(seed)  # before the data, as every option
+        _checks.warn_unused_minibatch_options(options.solver, options.batch_size, options.momentum)  # adam's momentum
         self._params(
             data={"X": getattr(X, "data", None) if is_sparse(X) else X, "y": y, "sample_weight": sample_weight}
         )

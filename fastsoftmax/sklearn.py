@@ -1020,6 +1020,8 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                 "file with np.load(path, mmap_mode='r') and pass it, or slices of it, to partial_fit."
             )
         self._check_params()
+        solver = self.solver if self.solver in _MINIBATCH_SOLVERS else "sgd"
+        _checks.warn_unused_minibatch_options(solver, self.batch_size, self.momentum, stacklevel=3)  # adam's momentum
         first_call = not hasattr(self, "classes_")
         if first_call:
             if classes is None:
@@ -1064,7 +1066,6 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                 self._store(model.W, model.b)
                 self.n_iter_ = np.array([model.n_iter_], dtype=np.int32)
             return self
-        solver = self.solver if self.solver in _MINIBATCH_SOLVERS else "sgd"
         # The call's rows count at the stream's mean weight, as the engine divides its mini-batches: weights
         # count across calls (a class_weight on a stream grouped by class did nothing).
         stream_state = model.__dict__.get("_partial_state", {}).get(solver, {})
@@ -1076,7 +1077,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                 solver=solver,
                 lr=self.lr,
                 batch_size=self.batch_size,
-                momentum=self.momentum,
+                momentum=self.momentum if solver == "sgd" else _checks.DEFAULT_MOMENTUM,  # warned of above
                 l2=self._l2(n_classes, streamed_weight),
                 seed=self._seed(solver),
                 sample_weight=weights,

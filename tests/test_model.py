@@ -218,6 +218,9 @@ def test_a_batch_size_or_momentum_the_solver_does_not_use_is_warned_of(data, sol
     assert all(w.filename == __file__ for w in record if "is not used by" in str(w.message))
     if solver != "adam":  # adam's batches are of batch_size rows
         np.testing.assert_array_equal(given.W, plain.W)
+    else:
+        with pytest.warns(UserWarning, match=r"^momentum=0.5 is not used by solver='adam'"):
+            SoftmaxRegression(D, K, seed=0).partial_fit(X, y, solver="adam", momentum=0.5, seed=0)
 
 
 @pytest.mark.parametrize("solver", ["gd", "sgd", "adam", "lbfgs"])

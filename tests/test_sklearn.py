@@ -527,6 +527,9 @@ def test_an_lr_that_the_solver_does_not_use_is_warned_of_once_at_the_callers_lin
         "momentum=0.5 is not used by solver='lbfgs'",
     ]
     assert all(w.filename == __file__ for w in unused)
+    with pytest.warns(UserWarning, match="momentum=0.5 is not used by solver='adam'") as record:
+        SoftmaxClassifier(solver="adam", momentum=0.5).partial_fit(X, y, classes=[0, 1, 2])
+    assert [w.filename for w in record] == [__file__]
     # partial_fit runs sgd whatever the solver, and takes lr, batch_size and momentum.
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
