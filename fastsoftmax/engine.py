@@ -1065,22 +1065,52 @@ def _refuse_weights_changed_in_place(
     )
 
 
-def _refuse_a_changed_history(model: Trainable, record_given: _Record) -> None:
-    """ValueError, with the record put back, where a callback that did not stop the fit changed ``loss_history_``.
+class _FitHistory(list):
+    """The list of losses a fit records into, which the model holds while the fit runs: read-only to others.
+
+    A callback that appended a validation loss to ``model.loss_history_``
+    changed the list the fit's checkpoints and record are written from (8
+    losses for 4 iterations: its resume was refused as unreadable). The fit
+    appends with :meth:`record`; every other change raises ValueError at the
+    caller's line, which a callback's exception turns into the iteration it
+    was given, put back. Read, sliced or copied, it is a plain list, and the
+    model gets one when the fit ends.
+    """
+
+    def record(self, loss: float) -> None:
+        list.append(self, loss)
+
+    def _refuse(self, *args: object) -> None:
+        raise ValueError(
+            "model.loss_history_ is the running fit's own record of the loss (its checkpoints and its result are "
+            "written from it) and cannot be changed until the fit ends; keep values of your own (a validation "
+            "loss) in a list of your own."
+        )
+
+    append = extend = insert = pop = remove = clear = sort = reverse = _refuse
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse
+
+    def __reduce_ex__(self, protocol: object) -> tuple:
+        # A copy (pickle, copy.deepcopy of the model in a callback) is a plain list: the unpickler's
+        # append would be refused.
+        return list, (list(self),)
+
+
+def _refuse_a_replaced_history(model: Trainable, history: _FitHistory, record_given: _Record) -> None:
+    """ValueError, with the record put back, where a callback that did not stop the fit assigned ``loss_history_``.
 
     The fit writes its own history over the model's at the next iteration
-    and at its end: a callback's appended validation losses were lost
-    without a word (and, before the model held a copy, written into the
-    checkpoint, whose resume was then refused). A callback that stops the
-    fit leaves the record to the fit, as a nested fit's is.
+    and at its end: an assigned list was lost without a word. (Changed in
+    place, the fit's own list refuses it: :class:`_FitHistory`.) A callback
+    that stops the fit leaves the record to the fit, as a nested fit's is.
     """
-    if model.loss_history_ == record_given.loss_history:
+    if model.loss_history_ is history:
         return
-    run_whole(lambda: record_given._replace(loss_history=list(record_given.loss_history)).restore(model))
+    run_whole(lambda: record_given.restore(model))
     raise ValueError(
-        f"the callback changed model.loss_history_ without stopping the fit: the fit keeps its own history of the "
-        f"loss and writes it over the model's, so the record was put back (iteration {record_given.n_iter}). Keep "
-        f"values of your own (a validation loss) in a list of your own."
+        f"the callback assigned model.loss_history_ without stopping the fit: the fit keeps its own record of the "
+        f"loss and writes it over the model's, so it was put back (iteration {record_given.n_iter}). Keep values "
+        f"of your own (a validation loss) in a list of your own."
     )
 
 
@@ -1569,9 +1599,9 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
         else:
             objective.start_digest()  # hashed by the first objective evaluation, no extra pass
 
-    offset, history, solver_state = 0, [], {}
+    offset, history, solver_state = 0, _FitHistory(), {}
     if resumed is not None:
-        offset, history, solver_state = resumed.iteration, list(resumed.loss_history), resumed.solver_state
+        offset, history, solver_state = resumed.iteration, _FitHistory(resumed.loss_history), resumed.solver_state
     # The engine's own state (the feature scaling) is checkpointed beside the
     # solver's, not inside it: a solver reads a non-empty state as one to resume.
     engine_state = {key: solver_state.pop(key) for key in ENGINE_STATE_KEYS if key in solver_state}
@@ -1616,6 +1646,8 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
                 n_weights = raw.shape[0] - model.num_classes
                 change = l2_penalty(raw[:n_weights], options.l2) - l2_penalty(before[:n_weights], options.l2)
                 losses = [*losses[:-1], losses[-1] + change]
+        if the_end:
+            losses = list(losses)  # the model's own, to change as it likes once the fit is over
 
         def write() -> None:
             nonlocal iterated
@@ -1761,7 +1793,7 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
         loss, grad = objective(theta)
         verify_data()
         if not history:
-            history.append(loss)  # the starting loss, as the full-batch solvers record it
+            history.record(loss)  # the starting loss, as the full-batch solvers record it
         return loss, grad
 
     stopped_by_callback = False
@@ -1771,10 +1803,8 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
 
     def on_iteration(theta: np.ndarray, loss: float, iteration: int) -> bool:
         nonlocal stopped_by_callback, changed_by_callback, last_epoch
-        history.append(loss)  # the model's history is this list: kept whole only with the iterate (below)
-        # With a callback, the model holds a copy: one changed in place (a validation loss appended) was the
-        # list the checkpoints and the record are written from, and a resume was refused as unreadable.
-        keep(theta, offset + iteration, history if callback is None else list(history), an_iterate=True)
+        history.record(loss)  # the model's history is this list: kept whole only with the iterate (below)
+        keep(theta, offset + iteration, history, an_iterate=True)
         if minibatch:  # an epoch's end, judged again if an interrupt leaves it in the model (a copy: O(K D))
             last_epoch = np.array(theta, copy=True), iteration
         try:
@@ -1800,8 +1830,7 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
                 f"({exc.strerror or exc}); {HOLDS_THAT_ITERATION}. {remedy}",
             ) from exc
         if callback is not None:
-            # The record with a copy of its own: the callback may change the model's in place.
-            given, record_given = model._pack(), _Record.of(model)._replace(loss_history=list(history))
+            given, record_given = model._pack(), _Record.of(model)
             try:
                 with callback_running(model):  # other threads may read W and b while the fit waits for it
                     stopped_by_callback = _stops(callback(model, model.n_iter_, loss))
@@ -1811,7 +1840,7 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
                 raise
             if not stopped_by_callback:
                 _refuse_weights_changed_in_place(model, fit_weights, given, record_given)
-                _refuse_a_changed_history(model, record_given)
+                _refuse_a_replaced_history(model, history, record_given)
             else:
                 changed_by_callback = not np.array_equal(model._pack(), given)
         return stopped_by_callback
@@ -1896,6 +1925,8 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
     finally:
         if not restored:  # a fit that failed before its first iteration leaves the last fit's count
             model.rows_processed_ = objective.rows_processed
+        if type(model.loss_history_) is _FitHistory:  # an error left the fit's own list: the model's own now
+            model.loss_history_ = list(model.loss_history_)
     if result.converged:
         stalled = (
             _minibatch_end_above_zero_weights(
