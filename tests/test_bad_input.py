@@ -1427,6 +1427,7 @@ def test_a_file_name_where_an_array_is_taken_says_to_load_it(path, call):
         _MODEL_CALLS[call](model, path, np.zeros(6, int))
 
 
+@pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
 def test_a_matrix_assigned_to_W_trains_as_its_array():
     # A matrix stays 2-D when raveled: packing the parameters failed inside np.concatenate.
     X, y = np.random.default_rng(0).standard_normal((60, 4)), np.arange(60) % 3

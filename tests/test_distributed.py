@@ -816,9 +816,12 @@ def test_different_arrays_of_one_dask_name_are_refused(data, persist):
     np.testing.assert_array_equal(model.W, before)
     # Arrays made from one another have names of their own: the labels as their own weights train.
     labels = da.from_array(y.astype(np.float64), chunks=CHUNK)
-    fit_dask(model, X_dask, labels.astype(np.int64), sample_weight=labels, max_iter=2)
+    no_class_0 = "no training row has class 0"  # the labels weigh class 0's rows 0
+    with pytest.warns(UserWarning, match=no_class_0):
+        fit_dask(model, X_dask, labels.astype(np.int64), sample_weight=labels, max_iter=2)
     # Two arrays of one name made the same way from the same values are the same data.
-    fit_dask(model, X_dask, y_dask, sample_weight=da.from_array(y.copy(), chunks=CHUNK, name="shard"), max_iter=2)
+    with pytest.warns(UserWarning, match=no_class_0):
+        fit_dask(model, X_dask, y_dask, sample_weight=da.from_array(y.copy(), chunks=CHUNK, name="shard"), max_iter=2)
 
 
 def test_unknown_chunk_sizes(data):

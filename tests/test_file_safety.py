@@ -110,7 +110,9 @@ def _changed(data, what):
 def test_checkpoint_of_other_data_between_sampled_rows_is_refused_and_untouched(tmp_path, data, files, solver, what):
     X, y = data
     ck = tmp_path / "ck"
-    options = {"solver": solver, "checkpoint": ck, "lr": 0.05, "seed": 0}
+    options = {"solver": solver, "checkpoint": ck, "seed": 0}
+    if solver in ("gd", "sgd", "adam"):  # lbfgs chooses its own steps, and would warn of an lr
+        options["lr"] = 0.05
     _fit(X, y, sample_weight=np.ones(N), **options)
     before = (ck / "checkpoint.npz").read_bytes()
     X2, y2, w2 = _changed(data, what)
