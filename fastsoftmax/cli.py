@@ -1016,7 +1016,7 @@ def run_train(args: argparse.Namespace) -> int:
         where = f"sparse, {train.X.nnz:,} stored values, in memory"
     _log(
         args,
-        f"training {args.solver} on {n_train:,} rows x {X.shape[1]} features, {n_classes} classes, "
+        f"training {args.solver} on {n_train:,} rows x {X.shape[1]:,} features, {n_classes} classes, "
         f"{dtype} ({where}); {n_val:,} validation rows",
     )
 
