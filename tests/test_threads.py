@@ -1156,6 +1156,70 @@ def test_a_child_forked_while_another_thread_is_in_a_serialised_kernel_runs():
     assert "child exit 0" in done.stdout, done.stdout + done.stderr[-2000:]
 
 
+FORKED_WHILE_A_THREAD_HOLDS_A_COMPILER_LOCK = textwrap.dedent(
+    """
+    import os, signal, sys, threading, time
+    import numpy as np
+    import fastsoftmax as fs
+
+    if sys.argv[1] == "numba":
+        from numba.core.compiler_lock import global_compiler_lock as lock
+    else:
+        import llvmlite.binding.ffi
+        lock = llvmlite.binding.ffi.lib._lock
+    held, done = threading.Event(), threading.Event()
+
+    def compiling():  # another thread that compiles (or loads a kernel from the disk cache) at the fork
+        with lock:
+            held.set()
+            done.wait(60)
+
+    other = threading.Thread(target=compiling)
+    other.start()
+    held.wait(60)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            fs.softmax(np.zeros((2, 3)))  # the parent has loaded no kernel: this one compiles or loads
+            print("child compiled")
+        except RuntimeError as error:
+            print("child refused" if "forked while another thread compiled" in str(error) else error)
+        sys.stdout.flush()
+        os._exit(0)
+    done.set()
+    other.join()
+    for _ in range(600):  # 60 s
+        finished, status = os.waitpid(pid, os.WNOHANG)
+        if finished:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        print("child hung")
+    print(fs.softmax(np.zeros((1, 2)))[0, 0])  # the parent compiles as usual
+    """
+)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="fork")
+@pytest.mark.parametrize("lock", ["numba", "llvmlite"])
+def test_a_child_forked_while_another_thread_compiles_refuses_to_compile_instead_of_waiting(tmp_path, lock):
+    """The child inherited Numba's compiler lock (or llvmlite's) held by a thread it does not have, and its
+    first compilation waited for ever; a multiprocessing pool forked then hung. It now raises RuntimeError,
+    naming the cause and the fix."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}  # nothing loaded from a cache: the child compiles
+    done = subprocess.run(
+        [sys.executable, "-c", FORKED_WHILE_A_THREAD_HOLDS_A_COMPILER_LOCK, lock],
+        capture_output=True,
+        text=True,
+        timeout=400,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["child", "refused", "0.5"], done.stdout + done.stderr[-2000:]
+
+
 FORK_DURING_A_FIT = textwrap.dedent(
     """
     import os, threading
