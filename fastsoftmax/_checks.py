@@ -687,16 +687,17 @@ def check_sample_weight_and_divisor(
 
 
 def _refuse_weights_beyond_float64(w: np.ndarray) -> None:
-    """Refuse longdouble weights whose largest lies outside float64's normal range, naming it.
+    """Refuse longdouble weights whose largest is 0 or inf as a float64, naming it.
 
     The checks read it as a float64: 1e-400 everywhere was "every weight is
-    zero", and 1e400 "largest weight inf".
+    zero", and 1e400 "largest weight inf". (1e-310, a float64 subnormal, is
+    in range: the checks that follow handle it.)
     """
     if w.dtype.kind != "f" or w.dtype.itemsize <= 8:
         return
     largest = w.max()
-    float64 = np.finfo(np.float64)
-    if largest > 0 and not float64.tiny <= largest <= float64.max:
+    as_float64 = float(largest)
+    if largest > 0 and (as_float64 == 0.0 or math.isinf(as_float64)):
         raise ValueError(
             f"sample_weight's largest value, {np.format_float_scientific(largest, precision=2)} (in {w.dtype}), "
             f"lies beyond float64's range; divide the weights by a common factor to bring them into it."

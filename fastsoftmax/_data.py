@@ -424,6 +424,9 @@ class DataSource:
             X = _checks.check_X(X, self.dtype, fortran_ok=True)
         self.X = X
         self.n_samples, self.n_features = X.shape
+        # The rows of the data set up to X's last, which a count of NaN made in one chunk is set against
+        # (``_checks.check_X_finite``): the CLI's validation rows are its tail.
+        self.data_rows = row_offset + self.n_samples
         self.y = open_labels(y, self.n_samples)
         # Training uses the weights only through w_i / sum(w): scale-free.
         self.sample_weight, divisor = _checks.check_sample_weight_and_divisor(
@@ -487,7 +490,7 @@ class DataSource:
         otherwise their NaN would surface only after the fit, in a prediction.
         """
         for start, X, y, w in self.chunks():
-            _checks.check_X_finite(X, fix, row_offset=self.row_offset + start, of_rows=self.n_samples)
+            _checks.check_X_finite(X, fix, row_offset=self.row_offset + start, of_rows=self.data_rows)
             del X, y, w  # dropped before the next chunk is made (see :meth:`chunks`)
 
     def class_counts(self, n_classes: int) -> np.ndarray:
@@ -702,7 +705,7 @@ def chunked_objectives(
         if not math.isfinite(loss_sum):
             # Bad data raises here, naming the row of the whole data set; with
             # finite X the solver sees the non-finite loss and reports divergence.
-            _checks.check_X_finite(X, "before training", source.row_offset + rows, source.n_samples)
+            _checks.check_X_finite(X, "before training", source.row_offset + rows, source.data_rows)
         return loss_sum
 
     def evaluate(theta, X, y, w, rows=0, X_blocks=None, variant=None, weight_sum=None):
@@ -825,7 +828,7 @@ def accuracy(model, source: DataSource) -> float:
     """Fraction of correctly predicted rows, computed chunk by chunk."""
     correct = 0
     for start, X, y, w in source.chunks():
-        with _checks.nonfinite_rows_of(X, source.row_offset + start, "before predicting", source.n_samples):
+        with _checks.nonfinite_rows_of(X, source.row_offset + start, "before predicting", source.data_rows):
             predicted = model.predict(X)
         correct += int(np.count_nonzero(predicted == y))
         del X, y, w  # dropped before the next chunk is made (see DataSource.chunks)

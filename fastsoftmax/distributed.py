@@ -1390,7 +1390,8 @@ def fit_dask(
     fastsoftmax.TrainingError
         Training diverged: the loss became non-finite (W and b keep the last
         iterate whose loss was finite), or climbed above the best loss so far
-        by more than ``max(1, |best|)`` (W and b keep the best iterate).
+        by more than ``max(1, |best|)``, or gd ran out of ``max_iter`` above
+        the loss it started from (W and b keep the best iterate).
     """
     if isinstance(solver, str) and solver in solvers.SOLVERS and solver not in DASK_SOLVERS:
         raise ValueError(_minibatch_solver_message(solver))

@@ -53,6 +53,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import copy
+import functools
 import hashlib
 import math
 import os
@@ -749,11 +750,12 @@ def warn_not_converged(
         and start_loss - final_loss <= math.sqrt(float(np.finfo(dtype).eps)) * max(1.0, abs(start_loss))
     ):
         # lr 1e-12 moved the loss by 4e-11 in 50 iterations, and the advice was to raise max_iter (a run
-        # that ended above its start raised TrainingError instead: _refuse_a_gd_end_above_its_start).
+        # that ended above its start raised TrainingError instead: _refuse_a_gd_end_above_its_start). A
+        # refit at the optimum moves it as little, with a fitting lr: the losses cannot tell which.
         why = (
             f"its loss went only from {start_loss:.12g} to {final_loss:.12g} in {n_iter} {unit}: the steps are too "
-            f"small to move the weights; raise lr (now {options.lr}), or use solver='lbfgs', whose line search "
-            f"sets the step, or loosen tol"
+            f"small for these features, or it started near the optimum with tol out of reach; raise lr (now "
+            f"{options.lr}) or max_iter, loosen tol, or use solver='lbfgs', whose line search sets the step"
         )
     elif n_iter >= options.max_iter and options.precondition:
         # The solver already works on centred, scaled features: scaling them again changes nothing.
@@ -838,6 +840,8 @@ def _refuse_a_gd_end_above_its_start(history: list[float], state: dict, iteratio
     start, end = history[0], history[-1]
     if not end - start > math.sqrt(float(np.finfo(dtype).eps)) * max(1.0, abs(start)):
         return
+    if not all(key in state for key in solvers.GUARD_STATE_KEYS):
+        return  # a checkpoint written before the guard was kept: no best iterate to keep
     raise solvers.DivergedError(
         iteration,
         end,
@@ -1065,34 +1069,59 @@ def _refuse_weights_changed_in_place(
     )
 
 
+def _unless_the_fit_runs(name: str) -> Callable:
+    """``list.<name>``, refused while the :class:`_FitHistory` it is called on belongs to a running fit."""
+    change = getattr(list, name)
+
+    @functools.wraps(change)
+    def guarded(self: _FitHistory, *args: Any) -> Any:
+        if self.running:
+            raise ValueError(
+                "model.loss_history_ is the running fit's own record of the loss (its checkpoints and its result "
+                "are written from it) and cannot be changed while the fit runs; keep values of your own (a "
+                "validation loss) in a list of your own."
+            )
+        return change(self, *args)
+
+    return guarded
+
+
 class _FitHistory(list):
-    """The list of losses a fit records into, which the model holds while the fit runs: read-only to others.
+    """The list of losses a fit records into, which the model holds while the fit runs: read-only until it ends.
 
     A callback that appended a validation loss to ``model.loss_history_``
     changed the list the fit's checkpoints and record are written from (8
     losses for 4 iterations: its resume was refused as unreadable). The fit
-    appends with :meth:`record`; every other change raises ValueError at the
-    caller's line, which a callback's exception turns into the iteration it
-    was given, put back. Read, sliced or copied, it is a plain list, and the
-    model gets one when the fit ends.
+    appends with :meth:`record`; any other change while ``running`` raises
+    ValueError at the caller's line, which a callback's exception turns into
+    the iteration it was given, put back. The fit's end (:meth:`end`) lets a
+    list that a callback kept be changed again; the model gets a plain copy.
+    Copied (pickle, ``copy.deepcopy``), it is a plain list.
     """
+
+    running = True
 
     def record(self, loss: float) -> None:
         list.append(self, loss)
 
-    def _refuse(self, *args: object) -> None:
-        raise ValueError(
-            "model.loss_history_ is the running fit's own record of the loss (its checkpoints and its result are "
-            "written from it) and cannot be changed until the fit ends; keep values of your own (a validation "
-            "loss) in a list of your own."
-        )
+    def end(self) -> None:
+        self.running = False
 
-    append = extend = insert = pop = remove = clear = sort = reverse = _refuse
-    __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse
+    append = _unless_the_fit_runs("append")
+    extend = _unless_the_fit_runs("extend")
+    insert = _unless_the_fit_runs("insert")
+    pop = _unless_the_fit_runs("pop")
+    remove = _unless_the_fit_runs("remove")
+    clear = _unless_the_fit_runs("clear")
+    sort = _unless_the_fit_runs("sort")
+    reverse = _unless_the_fit_runs("reverse")
+    __setitem__ = _unless_the_fit_runs("__setitem__")
+    __delitem__ = _unless_the_fit_runs("__delitem__")
+    __iadd__ = _unless_the_fit_runs("__iadd__")
+    __imul__ = _unless_the_fit_runs("__imul__")
 
     def __reduce_ex__(self, protocol: object) -> tuple:
-        # A copy (pickle, copy.deepcopy of the model in a callback) is a plain list: the unpickler's
-        # append would be refused.
+        # The unpickler's append of each item would be refused while the fit runs.
         return list, (list(self),)
 
 
@@ -1925,8 +1954,10 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
     finally:
         if not restored:  # a fit that failed before its first iteration leaves the last fit's count
             model.rows_processed_ = objective.rows_processed
-        if type(model.loss_history_) is _FitHistory:  # an error left the fit's own list: the model's own now
-            model.loss_history_ = list(model.loss_history_)
+        history.end()
+        if model.loss_history_ is history:  # an error left this fit's own list: the model's own now
+            # (Not the list of a fit whose callback this fit is nested in, which restore_record put back.)
+            model.loss_history_ = list(history)
     if result.converged:
         stalled = (
             _minibatch_end_above_zero_weights(

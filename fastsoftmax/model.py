@@ -552,9 +552,9 @@ class SoftmaxRegression:
             Step size; defaults to 0.1 for gd and sgd, 1e-3 for adam. Unused by lbfgs
             and newton-cg, which warn (UserWarning) when it is given.
         batch_size : int, default 256
-            Mini-batch size (sgd, adam).
+            Mini-batch size (sgd, adam; the other solvers warn of another value).
         momentum : float, default 0.9
-            Heavy-ball momentum in [0, 1) (sgd).
+            Heavy-ball momentum in [0, 1) (sgd; the others warn of another value).
         l2 : float, default 0.0
             L2 strength on W (not on b).
         tol : float, default 1e-6
@@ -596,8 +596,10 @@ class SoftmaxRegression:
             ``loss_history_`` still count the iterations run); one that does
             not return True may not, even at the last iteration, whose end
             writes the solver's iterate over them (ValueError, the iterate
-            put back), nor assign new arrays to them. One that raises leaves the iterate it
-            was given.
+            put back), nor assign new arrays to them. ``loss_history_`` is
+            the fit's own record while it runs: changing it raises
+            ValueError, and one that goes on may not assign it either. One that
+            raises leaves the iterate it was given.
         chunk_size : int, optional
             Rows per chunk of the full-batch objective (default: all rows of
             an in-memory X, about 128 MB of a streamed X). Changes the result
@@ -643,7 +645,10 @@ class SoftmaxRegression:
             and W and b keep the last iterate whose loss was finite; or the loss
             climbed above the best loss so far by more than ``max(1, |best|)``
             (by more than 1 from a best below 1, else to more than twice the
-            best), and W and b keep the best iterate.
+            best), and W and b keep the best iterate; or gd ran out of
+            ``max_iter`` above the loss it started from (by more than sqrt(eps)
+            of it; also on a resumed run or a rerun of its checkpoint), and W
+            and b keep the best iterate.
         ValueError
             On a bad option (every option is checked before any data is read),
             bad data, a checkpoint of another problem, or a checkpoint
@@ -661,7 +666,9 @@ class SoftmaxRegression:
             early because it could go no further (``converged_`` is False);
             the message gives the reason and the remedy.
         UserWarning
-            ``lr`` is given to "lbfgs" or "newton-cg", which do not use it; or,
+            ``lr`` is given to "lbfgs" or "newton-cg", which do not use it, a
+            ``batch_size`` other than 256 to a solver that takes no
+            mini-batches, or a ``momentum`` other than 0.9 to any but "sgd"; or,
             with ``fit_intercept``, a class of the model has no row of weight
             > 0 (its intercept falls for as long as the fit runs).
         RuntimeWarning

@@ -907,7 +907,9 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             (``max_iter`` ran out, or the solver could go no further) and
             what to change. Never with ``tol=0`` (see ``SoftmaxRegression.fit``).
         UserWarning
-            ``lr`` is set but ``solver`` ("lbfgs", "newton-cg") does not use it.
+            ``lr`` is set but ``solver`` ("lbfgs", "newton-cg") does not use
+            it; or ``batch_size`` (other than 256) or ``momentum`` (other than
+            0.9) is set but ``solver`` does not use it.
         """
         with exclusive_training(self):
             # Fitted on a copy, whose attributes replace these in one step: a prediction in another

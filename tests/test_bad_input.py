@@ -969,6 +969,10 @@ def test_long_double_weights_beyond_float64_are_named_as_given(exponent):
         fs.loss_and_grad(X, y, np.zeros((2, 2)), np.zeros(2), sample_weight=weights)
     with pytest.raises(ValueError, match=message):
         SoftmaxRegression(2, 2).fit(X, y, sample_weight=weights)
+    # Within float64's subnormal range they are its to take: the mean loss depends on their ratios only.
+    subnormal = np.full(4, np.longdouble(10) ** -310)
+    W, b = np.zeros((2, 2)), np.zeros(2)
+    assert fs.loss_and_grad(X, y, W, b, sample_weight=subnormal)[0] == fs.loss_and_grad(X, y, W, b)[0]
 
 
 def test_an_overflow_through_the_weights_or_the_direction_names_them():

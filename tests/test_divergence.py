@@ -9,6 +9,7 @@ here are plain NumPy (no kernels), so the solvers' own logic is tested exactly.
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 
@@ -17,6 +18,7 @@ import pytest
 
 import fastsoftmax as fs
 from fastsoftmax import SoftmaxRegression, TrainingError, loss_and_grad, solvers
+from fastsoftmax._io import write_npz
 from fastsoftmax.datasets import make_classification
 
 # More rows than one mini-batch (256), so that a run explodes within epoch 1.
@@ -344,6 +346,32 @@ def test_gd_out_of_iterations_above_its_start_raises_and_keeps_the_best(tmp_path
     # An lr that moves the loss by less than its rounding is told to rise, not max_iter.
     with pytest.warns(fs.ConvergenceWarning, match=r"went only from .* in 50 iterations: .* raise lr \(now 1e-12\)"):
         SoftmaxRegression(8, 4, seed=0, dtype=dtype).fit(X, y, solver="gd", lr=1e-12, max_iter=50)
+
+
+def test_a_gd_checkpoint_without_the_guard_is_rerun_without_a_key_error(tmp_path):
+    """Checkpoints written before gd kept its guard load without it (a new guard starts): the end's check read
+    state["guard_age"] and failed with KeyError on the rerun of such a checkpoint at max_iter."""
+    X, y = make_classification(3000, 8, n_classes=4, seed=1)
+    fitted = SoftmaxRegression(8, 4, seed=0).fit(X, y, l2=1e-3)
+    options = dict(solver="gd", lr=4.0, max_iter=20, l2=1e-3, tol=0, checkpoint=tmp_path)
+
+    def warm() -> SoftmaxRegression:
+        model = SoftmaxRegression(8, 4)
+        model.W[...], model.b[...] = fitted.W, fitted.b
+        return model
+
+    with pytest.raises(TrainingError, match="above 0.436"):
+        warm().fit(X, y, **options)
+    path = tmp_path / "checkpoint.npz"
+    with np.load(path) as stored:
+        members = {name: stored[name] for name in stored.files if name not in ("state_guard_theta", "state_guard_loss")}
+    meta = json.loads(str(members["meta"]))
+    del meta["solver_state"]["guard_age"]
+    members["meta"] = np.array(json.dumps(meta))
+    with open(path, "wb") as file:
+        write_npz(file, **members)
+    rerun = warm().fit(X, y, **options)  # no best iterate to keep: the checkpoint's stands
+    assert rerun.n_iter_ == 20
 
 
 def test_a_fit_whose_loss_climbs_at_the_end_warns_with_the_remedy():

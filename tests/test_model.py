@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import inspect
 import math
 import os
@@ -568,6 +569,29 @@ def test_a_loss_history_a_callback_changes_is_refused_and_the_checkpoint_resumes
     assert resumed.loss_history_ == whole.loss_history_
     np.testing.assert_array_equal(resumed.W, whole.W)
     whole.loss_history_.append(0.0)  # the model's own list once the fit is over
+
+
+def test_the_fits_history_copies_as_a_list_and_opens_when_the_fit_ends(data):
+    """A copy of model.loss_history_ made in a callback (pickle, deepcopy) is a plain list; a reference to it that
+    the callback keeps can be changed once the fit has ended, and a nested fit that fails in the callback leaves
+    the outer fit's list in place (its clean-up took that list for its own, and the outer fit refused it)."""
+    X, y = data
+    kept = {}
+
+    def callback(model, iteration, loss):
+        if iteration == 2:
+            kept["list"] = model.loss_history_
+            kept["pickled"] = pickle.loads(pickle.dumps(model.loss_history_))
+            kept["copied"] = copy.deepcopy(model.loss_history_)
+            with pytest.raises(ValueError, match="NaN or infinite"):
+                model.fit(np.full_like(X, np.nan), y, max_iter=2)  # fails at once: W and b untouched
+
+    model = SoftmaxRegression(D, K, seed=0)
+    model.fit(X, y, l2=L2, max_iter=4, tol=0, callback=callback)
+    assert model.n_iter_ == 4 and len(model.loss_history_) == 5
+    assert type(kept["pickled"]) is list and type(kept["copied"]) is list
+    assert kept["pickled"] == kept["copied"] == model.loss_history_[:3]
+    kept["list"].append(0.0)  # the fit is over
 
 
 @pytest.mark.parametrize("then", ["goes-on", "raises"])

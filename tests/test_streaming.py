@@ -422,6 +422,13 @@ def test_row_slice_of_a_file_names_the_file_row(tmp_path, data):
     with pytest.raises(ValueError, match=rf"the first in row 2345 {counted}; .* before predicting"):
         accuracy(SoftmaxRegression(D, K, seed=0), val)
     y = y.copy()
+    # Read in one chunk, the slice is still a part of X: a NaN in row 10 of the file is not in its count.
+    whole_slice = DataSource(X_map[2000:], y[2000:], np.float64, row_offset=2000)
+    last = X.shape[0] - 1
+    with pytest.raises(
+        ValueError, match=rf"row 2345 \(counted in rows 2000 to {last} only, the part of X being read\)"
+    ):
+        whole_slice.check_finite()
     y[2345] = K
     with pytest.raises(ValueError, match=rf"label {K} \(row 2345\)"):
         DataSource(X_map[2000:], y[2000:], np.float64, row_offset=2000).check_labels(K)
