@@ -128,6 +128,7 @@ def _problems(quick: bool) -> list[Problem]:
             Problem("outliers", 5_000 // scale, 50, 5, dtype, None),
             Problem("digits", 1797, 64, 10, dtype, None),
             Problem("wine", 178, 13, 3, dtype, None),
+            Problem("synth", 20_000 // scale, 100, 100, dtype, 1e-4),  # many classes
         ]
     return found
 
