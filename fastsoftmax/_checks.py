@@ -188,15 +188,19 @@ _NUMBER_KINDS = ("integer", "floating", "mixed-integer-float", "decimal", "boole
 
 
 def refuse_columns_that_are_not_numbers(
-    a, name: str, object_fix: str | None = None, error: type[Exception] = TypeError
+    a, name: str, object_fix: str | None = None, error: type[Exception] = TypeError, strings_of_numbers: bool = False
 ) -> None:
     """``error`` naming the columns of a pandas DataFrame (or the values of a Series) that are not numbers.
 
     Anything else passes. ``object_fix``, if given, is the fix for them.
     Categories of numbers convert, as np.asarray converts them, and so do
     object columns that hold only numbers (Decimal values from a database, a
-    frame built from records), as scikit-learn's ``check_array`` converts
-    them: such a column was refused, with the advice to encode it.
+    frame built from records, ints among Decimals), as scikit-learn's
+    ``check_array`` converts them: such a column was refused, with the
+    advice to encode it. ``strings_of_numbers`` (the estimator, which
+    converts as ``check_array`` does): a column of strings that all read as
+    numbers ("1.5", as ``read_csv`` leaves a column it read as text) passes
+    too, where LogisticRegression took it and this was refused.
     """
     pandas = imported_module("pandas")  # a frame means pandas is imported
     if pandas is None or not isinstance(a, (pandas.DataFrame, pandas.Series)):
@@ -205,10 +209,25 @@ def refuse_columns_that_are_not_numbers(
     dtypes = list(a.dtypes.items()) if isinstance(a, pandas.DataFrame) else [(a.name, a.dtype)]
     types = pandas.api.types
 
+    def converts(column, strings: bool) -> bool:
+        """Whether every value of ``column`` is a number (or, with ``strings``, also a string that reads as one)."""
+        if not strings and any(isinstance(value, (str, bytes)) for value in column):
+            return False
+        try:
+            np.asarray(column, dtype=np.float64)
+        except (TypeError, ValueError):
+            return False
+        return True
+
     def numeric(position: int, dtype) -> bool:
+        column = a.iloc[:, position] if isinstance(a, pandas.DataFrame) else a
         if types.is_object_dtype(dtype):  # one scan of its values, for object columns only
-            column = a.iloc[:, position] if isinstance(a, pandas.DataFrame) else a
-            return types.infer_dtype(column, skipna=True) in _NUMBER_KINDS
+            kind = types.infer_dtype(column, skipna=True)
+            if kind in _NUMBER_KINDS:
+                return True
+            return kind in ("mixed", "mixed-integer", "string") and converts(column, strings_of_numbers)
+        if strings_of_numbers and types.is_string_dtype(dtype) and getattr(dtype, "categories", None) is None:
+            return converts(column, True)
         categories = getattr(dtype, "categories", None)
         values = dtype if categories is None else categories.dtype
         # Complex numbers are refused here too, by column: beside booleans they made an object array.
@@ -1040,6 +1059,11 @@ class LogitsOverflowError(ValueError):
             f"and units: no prediction can be made from it"
             f"{'; or use float64' if self.dtype.itemsize < 8 else ''}."
         )
+
+    def __reduce__(self) -> tuple:
+        # Unpickled (a process pool's worker sends its errors back), it called __init__ with the message alone:
+        # joblib's loky reported a BrokenProcessPool in its place.
+        return type(self), (self.row, self.x_largest, self.w_largest, self.dtype)
 
     def for_rows_from(self, row_offset) -> LogitsOverflowError:
         """The same error with its row in the data set of which X was the part at ``row_offset``."""

@@ -38,6 +38,11 @@ class KernelMemoryError(MemoryError):
             "free memory, or run with fewer classes or Numba threads"
         )
 
+    def __reduce__(self) -> tuple:
+        # Unpickled, as a process pool's worker sends its errors back, it called __init__ with the message:
+        # joblib's loky reported a BrokenProcessPool in its place.
+        return type(self), ()
+
 
 class OptionTypeError(TypeError, ValueError):
     """An option of the wrong type (``max_iter=1.5``, ``solver=None``, ``lr="0.1"``).

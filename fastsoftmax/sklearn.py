@@ -550,7 +550,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         # validate_data drops a masked array's mask, as np.asarray does: refused as the model refuses one.
         _checks.refuse_masked(X, "X")
         # validate_data said "could not convert string to float: 'paris'", of no column; a ValueError as its.
-        _checks.refuse_columns_that_are_not_numbers(X, "X", error=ValueError)
+        _checks.refuse_columns_that_are_not_numbers(X, "X", error=ValueError, strings_of_numbers=True)
         if isinstance(X, np.ndarray):  # validate_data's cast of named fields failed in NumPy's words
             _checks.refuse_structured(X, "X")
             if X.dtype.kind == "f" and X.dtype.itemsize > 8:

@@ -1546,3 +1546,19 @@ def test_a_cast_with_a_value_that_underflows_takes_no_copy_of_x_to_look_for_over
     X[7, 1], X[8, 2] = np.nan, -1e39
     with pytest.raises(ValueError, match=r"X holds 1 finite value\(s\) beyond the range of float32 .*first in row 8"):
         fs._checks.cast_X(X, np.dtype(np.float32), learning=False)
+
+
+def test_the_packages_errors_survive_pickle_as_a_process_pools_workers_send_them():
+    """KernelMemoryError and LogitsOverflowError could not be unpickled (their __init__ took other arguments than
+    the message): raised in a joblib loky worker (cross_val_predict with n_jobs=2), they reached the parent as
+    BrokenProcessPool, the pool lost and the message with it."""
+    import pickle
+
+    from fastsoftmax._checks import LogitsOverflowError
+    from fastsoftmax.exceptions import KernelMemoryError
+
+    overflow = LogitsOverflowError(3, 1e38, 10.0, np.float32)
+    for error in (KernelMemoryError(), overflow, overflow.for_rows_from(100), fs.TrainingError("diverged")):
+        copied = pickle.loads(pickle.dumps(error))
+        assert type(copied) is type(error) and str(copied) == str(error)
+    assert pickle.loads(pickle.dumps(overflow)).row == 3

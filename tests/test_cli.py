@@ -149,7 +149,8 @@ def _bad_inputs(tmp_path, npy):
         # This was found only after the fit, by the validation accuracy, naming row 100 of the validation rows.
         "nan-in-validation-rows": (
             ["--data", str(nan_val), "--labels", y_path],
-            r"X contains 1 NaN .*, the first in row 1900; .* before training",
+            # The count is of the validation rows alone, and says so.
+            r"X contains 1 NaN .*, the first in row 1900 \(counted in rows 1800 to 1999 only, .*\); .* before training",
         ),
         # These asked NumPy for 2**64 classes ("Maximum allowed dimension exceeded") or for 36.4 TiB.
         "label-2**64-1": (

@@ -1050,6 +1050,35 @@ def test_a_frame_whose_numbers_are_objects_is_fitted_and_predicted_as_logistic_r
         SoftmaxClassifier().fit(frame, y)
 
 
+def test_columns_of_numbers_as_strings_or_mixed_objects_are_converted_as_logistic_regression_does():
+    """A column of strings that read as numbers (pandas' "str", as read_csv leaves a column it read as text) and an
+    object column of Decimals among ints were refused as "not numbers", where LogisticRegression converts both."""
+    pd = pytest.importorskip("pandas")
+    import decimal
+
+    from fastsoftmax import SoftmaxRegression
+
+    X, y = generated(n=60, d=3, k=3)
+    as_floats = pd.DataFrame(X, columns=["a", "b", "c"])
+    frame = as_floats.copy()
+    frame["a"] = X[:, 0].astype(str)
+    frame["b"] = [decimal.Decimal(repr(float(v))) if i % 2 else float(v) for i, v in enumerate(X[:, 1])]
+    frame["b"] = frame["b"].astype(object)
+    frame.loc[0, "b"] = 0  # an int among the Decimals: pandas calls the column "mixed-integer"
+    as_floats.loc[0, "b"] = 0.0
+    got = SoftmaxClassifier().fit(frame, y)
+    np.testing.assert_array_equal(got.coef_, SoftmaxClassifier().fit(as_floats, y).coef_)
+    assert LogisticRegression().fit(frame, y).coef_.shape == got.coef_.shape  # it takes the frame too
+    # A string that reads as no number is still named by its column; the model (not scikit-learn's) refuses
+    # strings altogether, and takes the Decimals.
+    frame.loc[3, "a"] = "n/a"
+    with pytest.raises(ValueError, match=r"^X has 1 column\(s\) that are not numbers: 'a' "):
+        SoftmaxClassifier().fit(frame, y)
+    with pytest.raises(TypeError, match=r"^X has 1 column\(s\) that are not numbers: 'a' "):
+        SoftmaxRegression(3, 3).fit(frame, y)
+    SoftmaxRegression(2, 3).fit(frame.drop(columns="a"), y, max_iter=2, tol=0)
+
+
 def test_a_column_vector_y_with_an_npy_X_gets_the_warning_of_a_numpy_X(tmp_path):
     """Raveled without a word for an .npy path X, where a NumPy or Dask X gets DataConversionWarning."""
     X, y = generated(n=200, d=3, k=3)
