@@ -76,7 +76,12 @@ class _LockOfAThreadNotForked:
 
 
 def _held_by_another_thread(lock) -> bool:
-    """Whether ``lock`` (an RLock, which the forking thread may itself hold) was held by another thread at the fork."""
+    """Whether ``lock`` (an RLock, which the forking thread may itself hold) was held by another thread at the fork.
+
+    A stand-in that an earlier fork left (in a grandchild) is not asked: it refuses.
+    """
+    if isinstance(lock, _LockOfAThreadNotForked):
+        return False
     if lock.acquire(blocking=False):
         lock.release()
         return False

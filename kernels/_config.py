@@ -42,7 +42,9 @@ def _disk_cache_usable() -> bool:
 
     try:
         numba.njit(cache=True)(probe)
-    except RuntimeError:
+    except RuntimeError as error:
+        if "no locator available" not in str(error):
+            raise  # another cause (a process forked while another thread compiled: fastsoftmax._fork) names itself
         given = os.environ.get("NUMBA_CACHE_DIR")
         places = f"NUMBA_CACHE_DIR={given}" if given else "NUMBA_CACHE_DIR (unset)"
         try:  # warnings as errors (-W error) must not fail the import this fallback is for
