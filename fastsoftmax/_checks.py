@@ -219,16 +219,22 @@ def refuse_columns_that_are_not_numbers(
             return False
         return True
 
+    def values_of(position: int):
+        return a.iloc[:, position] if isinstance(a, pandas.DataFrame) else a
+
     def numeric(position: int, dtype) -> bool:
-        column = a.iloc[:, position] if isinstance(a, pandas.DataFrame) else a
+        categories = getattr(dtype, "categories", None)
         if types.is_object_dtype(dtype):  # one scan of its values, for object columns only
-            kind = types.infer_dtype(column, skipna=True)
+            kind = types.infer_dtype(values_of(position), skipna=True)
             if kind in _NUMBER_KINDS:
                 return True
-            return kind in ("mixed", "mixed-integer", "string") and converts(column, strings_of_numbers)
-        if strings_of_numbers and types.is_string_dtype(dtype) and getattr(dtype, "categories", None) is None:
-            return converts(column, True)
-        categories = getattr(dtype, "categories", None)
+            return kind in ("mixed", "mixed-integer", "string", "bytes") and converts(
+                values_of(position), strings_of_numbers
+            )
+        if strings_of_numbers and categories is not None and not types.is_numeric_dtype(categories.dtype):
+            return converts(categories, True)  # categories of strings that read as numbers ("1.5")
+        if strings_of_numbers and types.is_string_dtype(dtype) and categories is None:
+            return converts(values_of(position), True)
         values = dtype if categories is None else categories.dtype
         # Complex numbers are refused here too, by column: beside booleans they made an object array.
         return types.is_numeric_dtype(values) and not types.is_complex_dtype(values)
@@ -706,20 +712,22 @@ def check_sample_weight_and_divisor(
 
 
 def _refuse_weights_beyond_float64(w: np.ndarray) -> None:
-    """Refuse longdouble weights whose largest is 0 or inf as a float64, naming it.
+    """Refuse longdouble weights whose largest lies outside float64's normal range, naming it.
 
     The checks read it as a float64: 1e-400 everywhere was "every weight is
-    zero", and 1e400 "largest weight inf". (1e-310, a float64 subnormal, is
-    in range: the checks that follow handle it.)
+    zero", and 1e400 "largest weight inf". Below float64's smallest normal
+    number the cast keeps fewer digits: weights in the ratios 1 : 1.4 : 3.3
+    at 1e-323 became 1 : 1.5 : 3.5, a wrong weighted loss without a word.
     """
     if w.dtype.kind != "f" or w.dtype.itemsize <= 8:
         return
     largest = w.max()
-    as_float64 = float(largest)
-    if largest > 0 and (as_float64 == 0.0 or math.isinf(as_float64)):
+    float64 = np.finfo(np.float64)
+    if largest > 0 and not float64.tiny <= largest <= float64.max:
         raise ValueError(
             f"sample_weight's largest value, {np.format_float_scientific(largest, precision=2)} (in {w.dtype}), "
-            f"lies beyond float64's range; divide the weights by a common factor to bring them into it."
+            f"lies outside float64's normal range ({float64.tiny:.3g} to {float64.max:.3g}), where the weights "
+            f"would lose their ratios; divide them by a common factor to bring them into it."
         )
 
 

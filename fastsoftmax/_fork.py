@@ -43,9 +43,10 @@ def _note_openmp_at_fork() -> None:
 COMPILER_LOCK_NOT_FORKED = (
     "this process was forked while another thread compiled Numba code (a fastsoftmax kernel, or loaded one from "
     "the disk cache): that thread's {lock} came into this process held, without the thread, so nothing can be "
-    "compiled here (it waited for ever). Run a small fit or prediction of each dtype in the parent before it "
-    "forks, so that the kernels are compiled there, or start the workers with multiprocessing's 'spawn' or "
-    "'forkserver' method."
+    "compiled here (it waited for ever). Before the parent forks, let its compilations end, and run there a small "
+    "fit or prediction of each kind the workers will run (the same solvers, dtypes and memory layouts of X), so "
+    "that the kernels are compiled there; or start the workers with multiprocessing's 'spawn' or 'forkserver' "
+    "method."
 )
 
 

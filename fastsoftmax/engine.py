@@ -1074,14 +1074,14 @@ def _unless_the_fit_runs(name: str) -> Callable:
     change = getattr(list, name)
 
     @functools.wraps(change)
-    def guarded(self: _FitHistory, *args: Any) -> Any:
+    def guarded(self: _FitHistory, *args: Any, **kwargs: Any) -> Any:
         if self.running:
             raise ValueError(
                 "model.loss_history_ is the running fit's own record of the loss (its checkpoints and its result "
                 "are written from it) and cannot be changed while the fit runs; keep values of your own (a "
                 "validation loss) in a list of your own."
             )
-        return change(self, *args)
+        return change(self, *args, **kwargs)
 
     return guarded
 

@@ -956,23 +956,27 @@ def test_weights_beyond_float32_are_named_without_numpys_cast_warning():
 
 
 @pytest.mark.filterwarnings("error::RuntimeWarning")
-@pytest.mark.parametrize("exponent", [-400, 400])
-def test_long_double_weights_beyond_float64_are_named_as_given(exponent):
-    """Finite longdouble weights of 1e-400 were "every weight is zero", and of 1e400 "largest weight inf",
-    with NumPy's cast warnings before it: the checks read the largest as a float64."""
+@pytest.mark.parametrize("exponent", [-400, -323, 400])
+def test_long_double_weights_outside_float64s_normal_range_are_named_as_given(exponent):
+    """Finite longdouble weights of 1e-400 were "every weight is zero", and of 1e400 "largest weight inf", with
+    NumPy's cast warnings before it: the checks read the largest as a float64. Below float64's smallest normal
+    number the cast kept fewer digits: the ratios 1 : 1.4 : 3.3 at 1e-323 became 1 : 1.5 : 3.5, a wrong loss."""
     if np.finfo(np.longdouble).maxexp <= np.finfo(np.float64).maxexp:
         pytest.skip("longdouble is float64 on this platform")
     X, y = np.ones((4, 2)), np.array([0, 1, 0, 1])
-    weights = np.full(4, np.longdouble(10) ** exponent)
-    message = rf"sample_weight's largest value, 1\.e[+-]{abs(exponent)} \(in float\d+\), lies beyond float64's range"
+    ratios = np.array([1.0, 1.4, 1.0, 3.3], dtype=np.longdouble)
+    weights = ratios * np.longdouble(10) ** exponent
+    largest = np.format_float_scientific(weights.max(), precision=2).replace(".", r"\.").replace("+", r"\+")
+    message = rf"sample_weight's largest value, {largest} \(in float\d+\), lies outside float64's normal range"
     with pytest.raises(ValueError, match=message):
         fs.loss_and_grad(X, y, np.zeros((2, 2)), np.zeros(2), sample_weight=weights)
     with pytest.raises(ValueError, match=message):
         SoftmaxRegression(2, 2).fit(X, y, sample_weight=weights)
-    # Within float64's subnormal range they are its to take: the mean loss depends on their ratios only.
-    subnormal = np.full(4, np.longdouble(10) ** -310)
-    W, b = np.zeros((2, 2)), np.zeros(2)
-    assert fs.loss_and_grad(X, y, W, b, sample_weight=subnormal)[0] == fs.loss_and_grad(X, y, W, b)[0]
+    # Within it, the ratios are kept: the loss at weights that tell the rows apart is that of float64's.
+    rng = np.random.default_rng(0)
+    X, W, b = rng.standard_normal((4, 2)), rng.standard_normal((2, 2)), rng.standard_normal(2)
+    kept = fs.loss_and_grad(X, y, W, b, sample_weight=ratios * np.longdouble(10) ** -300)[0]
+    assert kept == pytest.approx(fs.loss_and_grad(X, y, W, b, sample_weight=ratios.astype(np.float64))[0], rel=1e-15)
 
 
 def test_an_overflow_through_the_weights_or_the_direction_names_them():

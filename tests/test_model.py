@@ -583,6 +583,8 @@ def test_the_fits_history_copies_as_a_list_and_opens_when_the_fit_ends(data):
             kept["list"] = model.loss_history_
             kept["pickled"] = pickle.loads(pickle.dumps(model.loss_history_))
             kept["copied"] = copy.deepcopy(model.loss_history_)
+            with pytest.raises(ValueError, match="cannot be changed while the fit runs"):
+                model.loss_history_.sort(reverse=True)  # keyword arguments too (TypeError: unexpected keyword)
             with pytest.raises(ValueError, match="NaN or infinite"):
                 model.fit(np.full_like(X, np.nan), y, max_iter=2)  # fails at once: W and b untouched
 
@@ -592,6 +594,7 @@ def test_the_fits_history_copies_as_a_list_and_opens_when_the_fit_ends(data):
     assert type(kept["pickled"]) is list and type(kept["copied"]) is list
     assert kept["pickled"] == kept["copied"] == model.loss_history_[:3]
     kept["list"].append(0.0)  # the fit is over
+    kept["list"].sort(key=abs, reverse=True)
 
 
 @pytest.mark.parametrize("then", ["goes-on", "raises"])

@@ -1069,6 +1069,9 @@ def test_columns_of_numbers_as_strings_or_mixed_objects_are_converted_as_logisti
     got = SoftmaxClassifier().fit(frame, y)
     np.testing.assert_array_equal(got.coef_, SoftmaxClassifier().fit(as_floats, y).coef_)
     assert LogisticRegression().fit(frame, y).coef_.shape == got.coef_.shape  # it takes the frame too
+    # Categories of such strings, and bytes, too.
+    categorical = frame.assign(a=pd.Categorical(frame["a"]), c=[str(v).encode() for v in X[:, 2]])
+    np.testing.assert_array_equal(SoftmaxClassifier().fit(categorical, y).coef_, got.coef_)
     # A string that reads as no number is still named by its column; the model (not scikit-learn's) refuses
     # strings altogether, and takes the Decimals.
     frame.loc[3, "a"] = "n/a"
