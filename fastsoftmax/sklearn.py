@@ -240,9 +240,9 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
     n_threads : int or None
         Numba threads for the kernels, in fitting and in prediction (default:
         the calling thread's ``numba.get_num_threads()``, all of Numba's
-        unless ``numba.set_num_threads`` lowered it); more than Numba has (``NUMBA_NUM_THREADS``, which
-        joblib's worker processes lower to their share of the cores) run as
-        all of them. A fit on Dask arrays does not use it: each chunk task
+        unless ``numba.set_num_threads`` lowered it); more than Numba has
+        (``NUMBA_NUM_THREADS``, which joblib's worker processes lower to
+        their share of the cores) run as all of them. A fit on Dask arrays does not use it: each chunk task
         takes the cores of its machine shared by the tasks that run there at
         once (see :mod:`fastsoftmax.distributed`).
     chunk_size : int or None
