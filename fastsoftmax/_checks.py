@@ -231,8 +231,11 @@ def refuse_columns_that_are_not_numbers(
             return kind in ("mixed", "mixed-integer", "string", "bytes") and converts(
                 values_of(position), strings_of_numbers
             )
-        if strings_of_numbers and categories is not None and not types.is_numeric_dtype(categories.dtype):
-            return converts(categories, True)  # categories of strings that read as numbers ("1.5")
+        if strings_of_numbers and categories is not None and types.is_string_dtype(categories.dtype):
+            # Categories of strings that read as numbers ("1.5"): those in use only (a category left by rows
+            # filtered out reads as no number). Not dates or durations, whose values convert to no float.
+            codes = np.asarray(values_of(position).cat.codes)
+            return converts(categories[np.unique(codes[codes >= 0])], True)
         if strings_of_numbers and types.is_string_dtype(dtype) and categories is None:
             return converts(values_of(position), True)
         values = dtype if categories is None else categories.dtype
@@ -724,10 +727,11 @@ def _refuse_weights_beyond_float64(w: np.ndarray) -> None:
     largest = w.max()
     float64 = np.finfo(np.float64)
     if largest > 0 and not float64.tiny <= largest <= float64.max:
+        effect = "lose their ratios" if largest < float64.tiny else "overflow to inf"
         raise ValueError(
-            f"sample_weight's largest value, {np.format_float_scientific(largest, precision=2)} (in {w.dtype}), "
-            f"lies outside float64's normal range ({float64.tiny:.3g} to {float64.max:.3g}), where the weights "
-            f"would lose their ratios; divide them by a common factor to bring them into it."
+            f"sample_weight's largest value, {np.format_float_scientific(largest, precision=4)} (in {w.dtype}), "
+            f"lies outside float64's normal range ({float(float64.tiny)!r} to {float(float64.max)!r}), where the "
+            f"weights would {effect}; divide them by a common factor to bring them into it."
         )
 
 

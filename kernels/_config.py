@@ -44,7 +44,9 @@ def _disk_cache_usable() -> bool:
         numba.njit(cache=True)(probe)
     except RuntimeError as error:
         if "no locator available" not in str(error):
-            raise  # another cause (a process forked while another thread compiled: fastsoftmax._fork) names itself
+            # Another cause names itself: a process forked while another thread compiled (fastsoftmax._fork),
+            # or a NUMBA_CACHE_LOCATOR_CLASSES that names no locator.
+            raise
         given = os.environ.get("NUMBA_CACHE_DIR")
         places = f"NUMBA_CACHE_DIR={given}" if given else "NUMBA_CACHE_DIR (unset)"
         try:  # warnings as errors (-W error) must not fail the import this fallback is for

@@ -1069,9 +1069,16 @@ def test_columns_of_numbers_as_strings_or_mixed_objects_are_converted_as_logisti
     got = SoftmaxClassifier().fit(frame, y)
     np.testing.assert_array_equal(got.coef_, SoftmaxClassifier().fit(as_floats, y).coef_)
     assert LogisticRegression().fit(frame, y).coef_.shape == got.coef_.shape  # it takes the frame too
-    # Categories of such strings, and bytes, too.
-    categorical = frame.assign(a=pd.Categorical(frame["a"]), c=[str(v).encode() for v in X[:, 2]])
+    # Categories of such strings, and bytes, too; a category no row uses (left by rows filtered out) is not read.
+    categories = [*frame["a"].unique(), "n/a"]
+    categorical = frame.assign(
+        a=pd.Categorical(frame["a"], categories=categories), c=[str(v).encode() for v in X[:, 2]]
+    )
     np.testing.assert_array_equal(SoftmaxClassifier().fit(categorical, y).coef_, got.coef_)
+    # Categories of dates convert to no float in check_array: named by their column, as before.
+    dates = frame.assign(c=pd.Categorical(pd.date_range("2020-01-01", periods=len(frame))))
+    with pytest.raises(ValueError, match=r"^X has 1 column\(s\) that are not numbers: 'c' \(category\)"):
+        SoftmaxClassifier().fit(dates, y)
     # A string that reads as no number is still named by its column; the model (not scikit-learn's) refuses
     # strings altogether, and takes the Decimals.
     frame.loc[3, "a"] = "n/a"
