@@ -1107,22 +1107,18 @@ class _FitHistory(list):
     def end(self) -> None:
         self.running = False
 
-    append = _unless_the_fit_runs("append")
-    extend = _unless_the_fit_runs("extend")
-    insert = _unless_the_fit_runs("insert")
-    pop = _unless_the_fit_runs("pop")
-    remove = _unless_the_fit_runs("remove")
-    clear = _unless_the_fit_runs("clear")
-    sort = _unless_the_fit_runs("sort")
-    reverse = _unless_the_fit_runs("reverse")
-    __setitem__ = _unless_the_fit_runs("__setitem__")
-    __delitem__ = _unless_the_fit_runs("__delitem__")
-    __iadd__ = _unless_the_fit_runs("__iadd__")
-    __imul__ = _unless_the_fit_runs("__imul__")
-
     def __reduce_ex__(self, protocol: object) -> tuple:
         # The unpickler's append of each item would be refused while the fit runs.
         return list, (list(self),)
+
+
+# Every method by which a list changes in place, each refused while the fit runs.
+for _change in (
+    "append", "extend", "insert", "pop", "remove", "clear", "sort", "reverse",
+    "__setitem__", "__delitem__", "__iadd__", "__imul__",
+):  # fmt: skip
+    setattr(_FitHistory, _change, _unless_the_fit_runs(_change))
+del _change
 
 
 def _refuse_a_replaced_history(model: Trainable, history: _FitHistory, record_given: _Record) -> None:
