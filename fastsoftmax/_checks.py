@@ -972,14 +972,20 @@ def check_X_finite(X: np.ndarray, fix: str = "before calling", row_offset=0, of_
     """
     n_bad, first_row = _count_nonfinite(X)
     if n_bad:
-        counted_in = None
-        if of_rows is not None and X.shape[0] < of_rows:
-            counted_in = (
-                f"a mini-batch of {X.shape[0]} rows"
-                if isinstance(row_offset, np.ndarray)
-                else f"rows {int(row_offset)} to {int(row_offset) + X.shape[0] - 1}"
-            )
+        counted_in = rows_counted(row_offset, X.shape[0], of_rows)
         raise nonfinite_X_error(n_bad, _data_row(first_row, row_offset), fix, counted_in)
+
+
+def rows_counted(row_offset, n_rows: int, of_rows: int | None) -> str | None:
+    """The rows a count made on ``n_rows`` rows at ``row_offset`` covers, where they are part of ``of_rows``; else None.
+
+    ``row_offset`` as in :func:`check_X_finite`: an int (a chunk) or an index array (a mini-batch).
+    """
+    if of_rows is None or n_rows >= of_rows:
+        return None
+    if isinstance(row_offset, np.ndarray):
+        return f"a mini-batch of {n_rows} rows"
+    return f"rows {int(row_offset)} to {int(row_offset) + n_rows - 1}"
 
 
 def _count_nonfinite(X: np.ndarray) -> tuple[int, int]:

@@ -1554,7 +1554,6 @@ def _predict_chunk(
         start = row_offset + int(location)
         # X's rows, to say where a chunk's count of NaN was made (the chunk that fails first is any chunk).
         n_rows = block_info[0]["shape"][0] if block_info else chunk.shape[0]
-        chunk_of_more = chunk.shape[0] < n_rows
         if _checks._is_scipy_sparse(chunk):
             try:
                 return getattr(model, method)(chunk)
@@ -1562,7 +1561,7 @@ def _predict_chunk(
                 # The sparse checks name the chunk's row: recounted, the data set's.
                 (n_nonfinite, first_row), _ = _sparse_chunk_values(chunk, np.dtype(np.float64), start)
                 if n_nonfinite:
-                    counted_in = f"rows {start} to {start + chunk.shape[0] - 1}" if chunk_of_more else None
+                    counted_in = _checks.rows_counted(start, chunk.shape[0], n_rows)
                     raise _checks.nonfinite_X_error(n_nonfinite, first_row, "before predicting", counted_in) from None
                 raise
         with _checks.nonfinite_rows_of(chunk, start, "before predicting", n_rows):

@@ -747,7 +747,7 @@ def warn_not_converged(
         and options.solver == "gd"
         and start_loss is not None
         and final_loss is not None
-        and start_loss - final_loss <= math.sqrt(float(np.finfo(dtype).eps)) * max(1.0, abs(start_loss))
+        and start_loss - final_loss <= _gd_loss_rounding(start_loss, dtype)
     ):
         # lr 1e-12 moved the loss by 4e-11 in 50 iterations, and the advice was to raise max_iter (a run
         # that ended above its start raised TrainingError instead: _refuse_a_gd_end_above_its_start). A
@@ -825,6 +825,11 @@ def penalty_from_C(C: float) -> Iterator[None]:
         _penalty_C.reset(token)
 
 
+def _gd_loss_rounding(loss: float, dtype: np.dtype) -> float:
+    """How far gd's exact losses may move by rounding alone, about ``loss``: sqrt(eps) of it, relative above 1."""
+    return math.sqrt(float(np.finfo(dtype).eps)) * max(1.0, abs(loss))
+
+
 def _refuse_a_gd_end_above_its_start(history: list[float], state: dict, iteration: int, dtype: np.dtype) -> None:
     """DivergedError, keeping the guard's best iterate, where gd ran out of iterations above the loss it started from.
 
@@ -838,7 +843,7 @@ def _refuse_a_gd_end_above_its_start(history: list[float], state: dict, iteratio
     (its guard), ``iteration`` the last, counted as this call's solver counts.
     """
     start, end = history[0], history[-1]
-    if not end - start > math.sqrt(float(np.finfo(dtype).eps)) * max(1.0, abs(start)):
+    if not end - start > _gd_loss_rounding(start, dtype):
         return
     if not all(key in state for key in solvers.GUARD_STATE_KEYS):
         return  # a checkpoint written before the guard was kept: no best iterate to keep

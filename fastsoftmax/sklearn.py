@@ -121,6 +121,11 @@ def _predicting(method: Callable) -> Callable:
     return on_a_snapshot
 
 
+def _kept_or_first(x_dtype, dtypes: list[np.dtype]) -> np.dtype:
+    """``x_dtype`` where it is one of ``dtypes``, else the first of them (what X is cast to)."""
+    return np.dtype(x_dtype) if np.dtype(x_dtype) in dtypes else dtypes[0]
+
+
 def _is_path(X) -> bool:
     return isinstance(X, (str, bytes, os.PathLike))
 
@@ -242,9 +247,10 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         the calling thread's ``numba.get_num_threads()``, all of Numba's
         unless ``numba.set_num_threads`` lowered it); more than Numba has
         (``NUMBA_NUM_THREADS``, which joblib's worker processes lower to
-        their share of the cores) run as all of them. A fit on Dask arrays does not use it: each chunk task
-        takes the cores of its machine shared by the tasks that run there at
-        once (see :mod:`fastsoftmax.distributed`).
+        their share of the cores) run as all of them. A fit on Dask arrays
+        does not use it: each chunk task takes the cores of its machine
+        shared by the tasks that run there at once (see
+        :mod:`fastsoftmax.distributed`).
     chunk_size : int or None
         Rows per chunk of the full-batch objective on NumPy data, in memory
         or a file (see ``SoftmaxRegression.fit``). Not used for a sparse X,
@@ -419,7 +425,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
 
     def _compute_dtypes(self) -> list[np.dtype]:
         """The dtypes X may keep; anything else is cast to the first."""
-        if isinstance(self.dtype, str) and self.dtype == "preserve":
+        if self._preserves_dtype():
             return [np.dtype(np.float64), np.dtype(np.float32)]
         if self.dtype is None:  # np.dtype(None) is float64: None fitted in float64 without a word
             raise TypeError("dtype must be 'preserve', np.float32 or np.float64, got None.")
@@ -447,14 +453,12 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         return [self.coef_.dtype]
 
     def _prediction_dtype(self, x_dtype) -> np.dtype:
-        """The dtype X of ``x_dtype`` is scored in (for files, chunk by chunk): its own, or the first allowed."""
-        dtypes = self._prediction_dtypes()
-        return np.dtype(x_dtype) if np.dtype(x_dtype) in dtypes else dtypes[0]
+        """The dtype X of ``x_dtype`` is scored in (for files, chunk by chunk)."""
+        return _kept_or_first(x_dtype, self._prediction_dtypes())
 
     def _dtype_for(self, x_dtype) -> np.dtype:
         """The compute dtype for data of ``x_dtype`` that is not validated here (files, Dask)."""
-        dtypes = self._compute_dtypes()
-        return np.dtype(x_dtype) if np.dtype(x_dtype) in dtypes else dtypes[0]
+        return _kept_or_first(x_dtype, self._compute_dtypes())
 
     def _snapshot(self) -> SoftmaxClassifier:
         """A shallow copy holding this estimator's attributes as they are now.

@@ -1098,9 +1098,27 @@ def test_processes_forked_after_the_users_own_parallel_code_run_their_calls():
     assert "unsafe" not in done.stderr
 
 
-FORKED_WHILE_A_THREAD_IS_IN_A_KERNEL = textwrap.dedent(
+#: ``wait_for(pid, seconds)``, for the scripts below: the child's exit code, or None where it hung (then killed).
+WAIT_FOR_A_CHILD = textwrap.dedent(
     """
-    import os, signal, threading, time
+    import os, signal, time
+
+    def wait_for(pid, seconds):
+        for _ in range(int(seconds * 10)):
+            finished, status = os.waitpid(pid, os.WNOHANG)
+            if finished:
+                return os.waitstatus_to_exitcode(status)
+            time.sleep(0.1)
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        return None
+    """
+)
+
+
+FORKED_WHILE_A_THREAD_IS_IN_A_KERNEL = WAIT_FOR_A_CHILD + textwrap.dedent(
+    """
+    import os, threading
     import numpy as np
     import fastsoftmax as fs
     from fastsoftmax import _threading
@@ -1124,16 +1142,8 @@ FORKED_WHILE_A_THREAD_IS_IN_A_KERNEL = textwrap.dedent(
     if pid == 0:
         fs.SoftmaxRegression(20, 3, seed=0).fit(X, y, max_iter=2)
         os._exit(0)
-    for _ in range(1200):  # 120 s
-        finished, status = os.waitpid(pid, os.WNOHANG)
-        if finished:
-            print("child exit", os.waitstatus_to_exitcode(status))
-            break
-        time.sleep(0.1)
-    else:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        print("child hung")
+    exit_code = wait_for(pid, 120)
+    print("child hung" if exit_code is None else f"child exit {exit_code}")
     done.set()
     other.join()
     """
@@ -1156,9 +1166,9 @@ def test_a_child_forked_while_another_thread_is_in_a_serialised_kernel_runs():
     assert "child exit 0" in done.stdout, done.stdout + done.stderr[-2000:]
 
 
-FORKED_WHILE_A_THREAD_HOLDS_A_COMPILER_LOCK = textwrap.dedent(
+FORKED_WHILE_A_THREAD_HOLDS_A_COMPILER_LOCK = WAIT_FOR_A_CHILD + textwrap.dedent(
     """
-    import os, signal, sys, threading, time
+    import os, sys, threading
     import numpy as np
     import fastsoftmax as fs
 
@@ -1177,35 +1187,26 @@ FORKED_WHILE_A_THREAD_HOLDS_A_COMPILER_LOCK = textwrap.dedent(
     other = threading.Thread(target=compiling)
     other.start()
     held.wait(60)
-    pid = os.fork()
-    if pid == 0:
+    def try_to_compile(who):
         try:
             fs.softmax(np.zeros((2, 3)))  # the parent has loaded no kernel: this one compiles or loads
-            print("child compiled")
+            print(who, "compiled")
         except RuntimeError as error:
-            print("child refused" if "forked while another thread compiled" in str(error) else error)
+            print(f"{who} refused" if "forked while another thread compiled" in str(error) else error)
         sys.stdout.flush()
+
+    pid = os.fork()
+    if pid == 0:
+        try_to_compile("child")
         grandchild = os.fork()  # the stand-in lock is not asked at this fork: it refuses, in the hook too
         if grandchild == 0:
-            try:
-                fs.softmax(np.zeros((2, 3)))
-                print("grandchild compiled")
-            except RuntimeError as error:
-                print("grandchild refused" if "forked while another thread compiled" in str(error) else error)
-            sys.stdout.flush()
+            try_to_compile("grandchild")
             os._exit(0)
         os.waitpid(grandchild, 0)
         os._exit(0)
     done.set()
     other.join()
-    for _ in range(600):  # 60 s
-        finished, status = os.waitpid(pid, os.WNOHANG)
-        if finished:
-            break
-        time.sleep(0.1)
-    else:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
+    if wait_for(pid, 60) is None:
         print("child hung")
     print(fs.softmax(np.zeros((1, 2)))[0, 0])  # the parent compiles as usual
     """
