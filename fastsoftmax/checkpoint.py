@@ -79,6 +79,8 @@ class CheckpointState:
     fingerprint: dict[str, Any]
     solver_state: dict[str, Any] = field(default_factory=dict)
     converged: bool = False
+    #: The fit's callback ended it (returned True): a rerun at its last iteration returns as that fit did.
+    stopped_by_callback: bool = False
 
 
 def _canonical(fingerprint: dict[str, Any]) -> str:
@@ -352,6 +354,7 @@ def save(directory: str | os.PathLike, state: CheckpointState) -> None:
         "loss_history": [float(x) for x in state.loss_history],
         "solver_state": scalars,
         "converged": bool(state.converged),
+        "stopped_by_callback": bool(state.stopped_by_callback),
     }
     with atomic_file(checkpoint_path(directory)) as f:
         write_npz(
@@ -563,6 +566,9 @@ def load(
         raise invalid(f"its iteration count {iteration!r} is not an integer from 0 to 2**63 - 1")
     if not isinstance(meta["converged"], bool):
         raise invalid(f"its converged flag {meta['converged']!r} is not true or false")
+    stopped_by_callback = meta.get("stopped_by_callback", False)  # absent from checkpoints written before it
+    if not isinstance(stopped_by_callback, bool):
+        raise invalid(f"its flag for a stop by the callback {stopped_by_callback!r} is not true or false")
     solver_state = dict(meta["solver_state"]) if isinstance(meta["solver_state"], dict) else None
     if solver_state is None:
         raise invalid("its solver state is not a JSON object")
@@ -623,6 +629,7 @@ def load(
         fingerprint=stored,
         solver_state=solver_state,
         converged=meta["converged"],
+        stopped_by_callback=stopped_by_callback,
     )
 
 

@@ -1774,8 +1774,10 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
 
     if resumed is not None:
         if resumed.converged or offset >= options.max_iter:
-            if not resumed.converged and options.solver in ("gd", *MINIBATCH_SOLVERS):
-                # The run that wrote this checkpoint raised here, and so does its rerun.
+            # The run that wrote this checkpoint ended here: its rerun returns, warns or raises as it did. One
+            # whose callback stopped it was neither judged nor warned about.
+            judged = not resumed.converged and not resumed.stopped_by_callback
+            if judged and options.solver in ("gd", *MINIBATCH_SOLVERS):
                 try:
                     if minibatch:
                         judge_the_end(theta0, 0)
@@ -1786,7 +1788,7 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
             keep(theta0, offset, history, converged=resumed.converged, the_end=True)
             mark_record(model)
             model.rows_processed_ = 0
-            if not resumed.converged and options.tol > 0:
+            if judged and options.tol > 0:
                 # The same model as the run that wrote the checkpoint, so the same warning.
                 start_loss = history[0] if history and not minibatch else None
                 final_loss = history[-1] if history else None
@@ -1804,7 +1806,7 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
                 )
             return model
 
-    def save_checkpoint(theta: np.ndarray, converged: bool = False) -> None:
+    def save_checkpoint(theta: np.ndarray, converged: bool = False, stopped_by_callback: bool = False) -> None:
         if checkpoint is not None:
             verify_data()
             _checkpoint.save(
@@ -1816,6 +1818,7 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
                     fingerprint=fingerprint,
                     solver_state={**solver_state, **engine_state},
                     converged=converged,
+                    stopped_by_callback=stopped_by_callback,
                 ),
             )
 
@@ -1994,7 +1997,7 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
     if not changed_by_callback:  # else n_iter_ and the history are of the iterations run, not of W and b
         mark_record(model)
     try:
-        save_checkpoint(result.theta, converged=result.converged)
+        save_checkpoint(result.theta, converged=result.converged, stopped_by_callback=stopped_by_callback)
     except OSError as exc:
         # The fit is done and W, b hold its result, while the checkpoint directory keeps
         # the last iteration's state. Raising here lost the trained model wherever the

@@ -350,7 +350,8 @@ def test_gd_out_of_iterations_above_its_start_raises_and_keeps_the_best(tmp_path
 
 def test_a_gd_checkpoint_without_the_guard_is_rerun_without_a_key_error(tmp_path):
     """Checkpoints written before gd kept its guard load without it (a new guard starts): the end's check read
-    state["guard_age"] and failed with KeyError on the rerun of such a checkpoint at max_iter."""
+    state["guard_age"] and failed with KeyError on the rerun of such a checkpoint at max_iter. Nor did they
+    record whether a callback stopped the fit: one that does not say did not."""
     X, y = make_classification(3000, 8, n_classes=4, seed=1)
     fitted = SoftmaxRegression(8, 4, seed=0).fit(X, y, l2=1e-3)
     options = dict(solver="gd", lr=4.0, max_iter=20, l2=1e-3, tol=0, checkpoint=tmp_path)
@@ -367,11 +368,47 @@ def test_a_gd_checkpoint_without_the_guard_is_rerun_without_a_key_error(tmp_path
         members = {name: stored[name] for name in stored.files if name not in ("state_guard_theta", "state_guard_loss")}
     meta = json.loads(str(members["meta"]))
     del meta["solver_state"]["guard_age"]
+    del meta["stopped_by_callback"]  # written since, too
     members["meta"] = np.array(json.dumps(meta))
     with open(path, "wb") as file:
         write_npz(file, **members)
     rerun = warm().fit(X, y, **options)  # no best iterate to keep: the checkpoint's stands
     assert rerun.n_iter_ == 20
+
+
+@pytest.mark.parametrize("solver", ["gd", "sgd"])
+def test_a_rerun_of_a_fit_its_callback_stopped_at_max_iter_returns_as_the_fit_did(tmp_path, solver):
+    """A callback that stops the fit is not second-guessed: its end is not judged against the start. The
+    checkpoint did not record the stop, and the rerun of one written at max_iter judged that end and raised
+    TrainingError where the fit had returned."""
+    if solver == "gd":  # a warm refit that settles above its start (test_gd_out_of_iterations_above_its_start...)
+        X, y = make_classification(3000, 8, n_classes=4, seed=1)
+        start = SoftmaxRegression(8, 4, seed=0).fit(X, y, l2=1e-3)
+        options = dict(solver="gd", lr=4.0, max_iter=20, l2=1e-3, tol=0)
+    else:  # bounded, and far above its start at the end (test_a_resumed_or_rerun_run_compares_its_end...)
+        X, y = make_classification(3000, 5, n_classes=3, seed=0)
+        start = SoftmaxRegression(5, 3, seed=0)
+        start.W[...] = 0
+        options = dict(solver="sgd", lr=100.0, max_iter=5, seed=0)
+
+    def from_the_start() -> SoftmaxRegression:
+        model = SoftmaxRegression(*start.W.shape[::-1])
+        model.W[...], model.b[...] = start.W, start.b
+        return model
+
+    with pytest.raises(TrainingError, match="above"):  # unstopped, the same fit is refused
+        from_the_start().fit(X, y, **options)
+    last = options["max_iter"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # and the stopped one is not warned about either
+        stopped = from_the_start().fit(
+            X, y, callback=lambda model, iteration, loss: iteration == last, checkpoint=tmp_path, **options
+        )
+        rerun = from_the_start().fit(X, y, checkpoint=tmp_path, **options)
+    assert rerun.n_iter_ == stopped.n_iter_ == last
+    np.testing.assert_array_equal(rerun.W, stopped.W)
+    np.testing.assert_array_equal(rerun.b, stopped.b)
+    assert rerun.loss_history_ == stopped.loss_history_
 
 
 def test_a_fit_whose_loss_climbs_at_the_end_warns_with_the_remedy():

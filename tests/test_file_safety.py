@@ -1241,6 +1241,11 @@ def _set_array(key, value):
         # NaN in the start of a mini-batch run turned off the end-of-fit check that compares with it.
         ("sgd", lambda a: a["state_start_theta"].fill(np.nan), "'start_theta' holds NaN or infinite values"),
         ("lbfgs", lambda a: a.update(meta=_edited_meta(a, converged="no")), "converged flag 'no' is not true or false"),
+        (
+            "gd",
+            lambda a: a.update(meta=_edited_meta(a, stopped_by_callback=1)),
+            "flag for a stop by the callback 1 is not true or false",
+        ),
         ("lbfgs", lambda a: a.update(meta=_edited_meta(a, iteration=True)), "iteration count True"),
         # As a model file bounds n_iter: 2**64 resumed, and the trained model could not be saved.
         ("gd", lambda a: a.update(meta=_edited_meta(a, iteration=2**64)), r"count 18446744073709551616 is not an"),
@@ -1285,6 +1290,7 @@ def _set_array(key, value):
         "gamma-nan-with-pairs",
         "sgd-start-nan",
         "converged-str",
+        "stopped-by-callback-int",
         "meta-iteration-bool",
         "meta-iteration-beyond-int64",
         "history-too-long",
