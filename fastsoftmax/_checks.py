@@ -200,7 +200,9 @@ def refuse_columns_that_are_not_numbers(
     advice to encode it. ``strings_of_numbers`` (the estimator, which
     converts as ``check_array`` does): a column of strings that all read as
     numbers ("1.5", as ``read_csv`` leaves a column it read as text) passes
-    too, where LogisticRegression took it and this was refused.
+    too, where LogisticRegression took it and this was refused; one that
+    does but for missing values (pd.NA, which converts to no float) is
+    named as such, with ``pd.to_numeric`` as the fix.
     """
     pandas = imported_module("pandas")  # a frame means pandas is imported
     if pandas is None or not isinstance(a, (pandas.DataFrame, pandas.Series)):
@@ -242,7 +244,25 @@ def refuse_columns_that_are_not_numbers(
         # Complex numbers are refused here too, by column: beside booleans they made an object array.
         return types.is_numeric_dtype(values) and not types.is_complex_dtype(values)
 
-    other = [(column, dtype) for position, (column, dtype) in enumerate(dtypes) if not numeric(position, dtype)]
+    def numbers_but_missing(position: int, dtype) -> bool:
+        # A string column's pd.NA takes no float conversion (a missing object value, None, becomes NaN).
+        if not (strings_of_numbers and types.is_string_dtype(dtype)):
+            return False
+        column = values_of(position)
+        return bool(column.isna().any()) and converts(column.dropna(), True)
+
+    refused = [
+        (position, column, dtype) for position, (column, dtype) in enumerate(dtypes) if not numeric(position, dtype)
+    ]
+    other = [(column, dtype) for position, column, dtype in refused if not numbers_but_missing(position, dtype)]
+    if refused and not other:
+        listed = ", ".join(repr(column) for _, column, _ in refused[:5])
+        where = name if isinstance(a, pandas.Series) else f"{name}'s column(s) {listed}"
+        raise error(
+            f"{where} hold numbers written as text with missing values (pd.NA) among them, which convert to no "
+            f"number: fill or drop them, or convert the column(s) with pd.to_numeric first (missing values then "
+            f"become NaN, for an imputer such as scikit-learn's SimpleImputer)."
+        )
     if other:
         complex_only = all(types.is_complex_dtype(dtype) for _, dtype in other)
         fix = object_fix or (

@@ -1052,7 +1052,8 @@ def test_a_frame_whose_numbers_are_objects_is_fitted_and_predicted_as_logistic_r
 
 def test_columns_of_numbers_as_strings_or_mixed_objects_are_converted_as_logistic_regression_does():
     """A column of strings that read as numbers (pandas' "str", as read_csv leaves a column it read as text) and an
-    object column of Decimals among ints were refused as "not numbers", where LogisticRegression converts both."""
+    object column of Decimals among ints were refused as "not numbers", where LogisticRegression converts both.
+    Missing values among the strings are named as missing."""
     pd = pytest.importorskip("pandas")
     import decimal
 
@@ -1081,6 +1082,14 @@ def test_columns_of_numbers_as_strings_or_mixed_objects_are_converted_as_logisti
         SoftmaxClassifier().fit(dates, y)
     # A string that reads as no number is still named by its column; the model (not scikit-learn's) refuses
     # strings altogether, and takes the Decimals.
+    # A missing value among such strings (pd.NA, in pandas' "string" dtype) converts to no float; named as
+    # missing, where it was called "not numbers", with the conversion that makes it NaN.
+    missing = frame.assign(a=pd.array([*frame["a"][:-1], None], dtype="string"))
+    with pytest.raises(ValueError, match=r"^X's column\(s\) 'a' hold numbers written as text with missing values"):
+        SoftmaxClassifier().fit(missing, y)
+    converted = missing.assign(a=pd.to_numeric(missing["a"]))
+    with pytest.raises(ValueError, match="Input X contains NaN"):  # scikit-learn's, which names imputers
+        SoftmaxClassifier().fit(converted, y)
     frame.loc[3, "a"] = "n/a"
     with pytest.raises(ValueError, match=r"^X has 1 column\(s\) that are not numbers: 'a' "):
         SoftmaxClassifier().fit(frame, y)
