@@ -2166,7 +2166,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--lr",
         type=_step_size,
         default=None,
-        help="step size for gd/sgd/adam (default 0.1 for gd and sgd, 1e-3 for adam; lbfgs needs none)",
+        help=(
+            "step size for gd/sgd/adam (default 0.1 for gd and sgd, at most 1/(2 l2); 1e-3 for adam; lbfgs needs none)"
+        ),
     )
     train.add_argument(
         "--tol",

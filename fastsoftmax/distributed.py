@@ -1355,7 +1355,7 @@ def fit_dask(
         L-BFGS (the driver on the client), full-batch gradient descent, or
         trust-region Newton-CG (one map-reduce per Hessian-vector product).
     max_iter, lr, l2, tol, callback, precondition, fit_intercept, checkpoint :
-        As in :meth:`SoftmaxRegression.fit`; ``lr`` (default 0.1) is used by "gd" only.
+        As in :meth:`SoftmaxRegression.fit`; ``lr`` (default 0.1, at most 1 / (2 l2)) is used by "gd" only.
         The feature statistics of ``precondition`` and the content hash of a
         checkpoint's fingerprint are computed on the cluster, chunk by chunk;
         a resumed fit continues bit for bit (same chunks, same cluster layout).

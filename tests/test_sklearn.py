@@ -35,7 +35,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from fastsoftmax import SoftmaxClassifier, kernels
+from fastsoftmax import SoftmaxClassifier, TrainingError, kernels
 
 TOL = 1e-10
 MAX_ITER = 20_000
@@ -486,7 +486,6 @@ def _assert_state_is(est, state):
 
 
 def test_a_failed_fit_leaves_the_estimator_as_it_was(monkeypatch):
-    from fastsoftmax import TrainingError
     from fastsoftmax.model import SoftmaxRegression
 
     X, y = generated(n=200, k=3)
@@ -551,7 +550,6 @@ def test_a_failed_first_partial_fit_leaves_the_estimator_unfitted():
 def test_a_divergence_that_the_penalty_drives_asks_for_a_larger_C(call):
     """The estimator's users were told to lower "l2 (now 100; raise C in SoftmaxClassifier)": l2 is no parameter of
     the estimator, and the C in that hint reached users of SoftmaxRegression and the CLI too."""
-    from fastsoftmax import TrainingError
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(1000, 5))
@@ -564,6 +562,25 @@ def test_a_divergence_that_the_penalty_drives_asks_for_a_larger_C(call):
     # It said "W and b keep the best weights" (or "are unchanged"): the estimator has neither and keeps nothing.
     assert "). The estimator is left as it was before the call; lower lr" in str(info.value)
     assert "W and b" not in str(info.value)
+
+
+@pytest.mark.parametrize("solver", ["gd", "sgd"])
+def test_the_default_step_of_a_small_C_does_not_diverge(solver):
+    """At the default lr of 0.1, a small C's penalty step overshot (C = 1e-4 on 150 rows: l2 = 67, lr l2 = 6.7),
+    and a validation_curve over C got TrainingError folds. The default is capped at 1 / (2 l2)."""
+    X, y = generated(n=150, d=4, k=3)
+    X = (X - X.mean(axis=0)) / X.std(axis=0)
+    C = 1e-4
+    # Slow, not wrong: the unpenalised intercept moves at the penalty's small step too.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        got = SoftmaxClassifier(C=C, solver=solver, max_iter=3000 if solver == "gd" else 300, random_state=0).fit(X, y)
+    want = LogisticRegression(C=C, tol=1e-12, max_iter=10_000).fit(X, y)
+    # W is tiny at so strong a penalty: compared at its scale.
+    scale = np.abs(want.coef_).max()
+    np.testing.assert_allclose(got.coef_, want.coef_, rtol=0, atol=(1e-5 if solver == "gd" else 5e-2) * scale)
+    with pytest.raises(TrainingError, match=r"lr \* l2 = 6\.67 >= 1"):  # a step the caller chose stands
+        SoftmaxClassifier(C=C, solver=solver, lr=0.1, max_iter=300, random_state=0).fit(X, y)
 
 
 def test_convergence_warning_says_why_the_solver_stopped():
