@@ -843,7 +843,8 @@ def read_npz(
         What the file should be ("fastsoftmax model file"); used in messages.
     names : collection of str, optional
         Read only these arrays (those of them that the archive holds), and
-        leave the others unread and unchecked (a data archive's other arrays).
+        leave the others unread and unchecked (a data archive's other arrays)
+        but for their names, which must match their local headers'.
     instead : str, optional
         A sentence saying what to pass instead of a file of another kind
         ("Pass the model file that save wrote"). Given, an archive that holds
@@ -910,6 +911,13 @@ def read_npz(
                 if names is not None and not members and instead is not None:
                     # Whole (its members lie apart), and none of them is the reader's: another kind of file.
                     raise foreign(_archive_holds(archive.infolist()))
+                if names is not None:
+                    # A bit flipped in a name in the directory made a member the reader takes where present
+                    # (an estimator's feature names, a run's start) absent without a word. Opening a member
+                    # compares its name with its local header's; nothing is inflated.
+                    for info in archive.infolist():
+                        if info not in members:
+                            archive.open(info).close()
                 for info in members:
                     with archive.open(info) as member:
                         array = np.lib.format.read_array(member, allow_pickle=False)

@@ -190,8 +190,17 @@ def check_directory(directory: str | bytes | os.PathLike, *, option: str = "chec
     return directory
 
 
+class LockLostError(OSError):
+    """The fit's checkpoint directory was removed during the fit and made again: its lock is another file now.
+
+    A fit locks once, as it starts. Another fit could then hold the new
+    lock and write there, and every save of this fit replaced that fit's
+    checkpoint with one of another problem (its rerun was then refused).
+    """
+
+
 class exclusive:
-    """``with exclusive(directory):`` holds the checkpoint ``directory`` (created if missing) for one fit.
+    """``with exclusive(directory) as lock:`` holds the checkpoint ``directory`` (created if missing) for one fit.
 
     The hold is an exclusive, non-blocking ``flock`` on :data:`LOCK_FILENAME`
     in the directory. Locks on separately opened files exclude each other
@@ -212,6 +221,10 @@ class exclusive:
     killed while it wrote, see :func:`save`) are removed: no other fit can be
     writing them. Unlocked, they are left alone.
 
+    Every :func:`save` given the lock first asks :meth:`check_held`: a
+    directory removed during the fit and made again holds another lock file,
+    which another fit may hold.
+
     Raises
     ------
     CheckpointError
@@ -222,7 +235,7 @@ class exclusive:
         self._directory = directory
         self._handle: IO[bytes] | None = None
 
-    def __enter__(self) -> None:
+    def __enter__(self) -> exclusive:
         os.makedirs(self._directory, exist_ok=True)
         try:
             # An interrupt as _lock returns drops the file unassigned, and with it the lock.
@@ -234,6 +247,28 @@ class exclusive:
         except BaseException:
             self.__exit__()
             raise
+        return self
+
+    def check_held(self) -> None:
+        """Raise :class:`LockLostError` where the lock file at the directory's lock path is not the one held.
+
+        Nothing to check where the fit runs unlocked (no ``fcntl``, a file
+        system that cannot lock). A missing directory is left to :func:`save`.
+        """
+        handle = self._handle
+        if handle is None or not os.path.isdir(self._directory):
+            return
+        try:
+            same = os.path.samestat(os.fstat(handle.fileno()), os.stat(handle.name))
+        except FileNotFoundError:
+            same = False
+        if not same:
+            raise LockLostError(
+                errno.ESTALE,
+                "the checkpoint directory was removed during the fit and made again, so its lock is no longer "
+                "this fit's and another fit may write there",
+                self._directory,
+            )
 
     def __exit__(self, *exc_info: object) -> None:
         interrupt = None
@@ -330,14 +365,18 @@ def _remove_stale_temporaries(directory: str) -> None:
                 os.unlink(entry.path)
 
 
-def save(directory: str | os.PathLike, state: CheckpointState) -> None:
+def save(directory: str | os.PathLike, state: CheckpointState, lock: exclusive | None = None) -> None:
     """Write ``state`` to ``directory/checkpoint.npz`` atomically (temp file, fsync, os.replace).
 
     ``directory`` must exist: the fit made it and holds its lock file
-    (:class:`exclusive`). One removed during the fit was made again here,
-    without the lock, and another fit could then have written there too.
+    (:class:`exclusive`, given as ``lock``). One removed during the fit was
+    made again here, without the lock, and another fit could then have
+    written there too; one removed and made again by another (:class:`LockLostError`)
+    is not written either.
     """
     directory = os.fspath(directory)
+    if lock is not None:
+        lock.check_held()
     if not os.path.isdir(directory):
         if os.path.lexists(directory):
             raise FileExistsError(errno.EEXIST, "the checkpoint directory was replaced during the fit", directory)
@@ -390,6 +429,16 @@ ENGINE_STATE_KEYS = (*SCALING_STATE_KEYS, *START_STATE_KEYS, *LAYOUT_STATE_KEYS)
 
 #: The dtypes of theta and of the solver state's arrays as the solvers write them.
 _STATE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+#: The arrays that gd, sgd and adam keep in the fit's dtype, which they step in; the solvers write
+#: every other array, and every array of lbfgs and newton-cg, in float64.
+_IN_THE_FIT_DTYPE = ("theta", "velocity", "guard_theta", "start_theta")
+
+
+def _dtype_written(solver: Any, fit_dtype: str, key: str) -> np.dtype:
+    """The dtype in which ``solver``, fitting in ``fit_dtype``, writes theta (``key`` "theta") or a state array."""
+    if solver in ("gd", "sgd", "adam") and key in _IN_THE_FIT_DTYPE and fit_dtype in ("float32", "float64"):
+        return np.dtype(fit_dtype)
+    return np.dtype(np.float64)
 #: Solver state arrays with one value per parameter (the solvers' moments).
 PARAMETER_SHAPED_STATE = (
     "velocity",
@@ -589,8 +638,14 @@ def load(
         value = solver_state.get(key)
         if isinstance(value, np.ndarray) and value.shape != theta.shape:
             raise invalid(f"the solver state {key!r} has shape {value.shape}, theta {theta.shape}")
-        if isinstance(value, np.ndarray) and value.dtype not in _STATE_DTYPES:
-            raise invalid(f"the solver state {key!r} has dtype {value.dtype}; the solvers write float32 or float64")
+    # Each array in the dtype its solver writes it in: float16 curvature pairs (an edit) resumed, and the run no
+    # longer ended where the uninterrupted one did (float32 ones, in a float64 fit, by 7e-9).
+    solver, fit_dtype = stored.get("solver"), fingerprint.get("dtype")
+    for key, value in [("theta", theta), *solver_state.items()]:
+        written = _dtype_written(solver, fit_dtype, key)
+        if isinstance(value, np.ndarray) and value.dtype != written:
+            named = "theta" if value is theta else f"the solver state {key!r}"
+            raise invalid(f"{named} has dtype {value.dtype}, where a {fit_dtype} {solver} fit writes {written}")
     # The solvers' own keys are checked by solvers.check_state; the start, the engine's, here: NaN in it
     # was accepted, and turned off the end-of-fit check that compares the fit's end with its start.
     start_theta = solver_state.get("start_theta")

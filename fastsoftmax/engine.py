@@ -1292,7 +1292,7 @@ def fit(
     held = contextlib.nullcontext() if checkpoint is None else _checkpoint.exclusive(checkpoint)
     # The solvers' own vector arithmetic is tiny: BLAS threads woken for it
     # only spin against the kernels' threads (one limit for the whole fit).
-    with exclusive_training(model), held, objective, single_threaded_blas():
+    with exclusive_training(model), held as checkpoint_lock, objective, single_threaded_blas():
         # A held b leaves such a class a finite optimum where l2 > 0; a caller that collects the fit's
         # messages says nothing of it (see convergence_messages), and, except on Dask, where it is part
         # of the label check, y is not scanned for it.
@@ -1300,7 +1300,15 @@ def fit(
             _warn_of_classes_without_rows(objective.weight_per_class())
         stored = None if callback is not None or checkpoint is not None else _columns_to_fit(objective)
         if stored is None:
-            return _fit(model, objective, options, seed=seed, callback=callback, checkpoint=checkpoint)
+            return _fit(
+                model,
+                objective,
+                options,
+                seed=seed,
+                callback=callback,
+                checkpoint=checkpoint,
+                checkpoint_lock=checkpoint_lock,
+            )
         # Called here, as _fit is above: the warnings' stack levels count the frames up to the caller.
         on_stored = _on_columns(model, stored)
         try:
@@ -1602,7 +1610,7 @@ def _hold_intercept(model: Trainable, objective: Objective, options: FitOptions)
     return FrozenIntercept(objective, model._pack().shape[0] - model.num_classes)
 
 
-def _fit(model, objective, options, *, seed, callback, checkpoint):
+def _fit(model, objective, options, *, seed, callback, checkpoint, checkpoint_lock=None):
     minibatch = options.solver in MINIBATCH_SOLVERS
     stored_columns = getattr(objective, "stored_columns", None)  # a sparse X's, before the objective is wrapped
     fingerprint = resumed = None
@@ -1820,6 +1828,7 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
                     converged=converged,
                     stopped_by_callback=stopped_by_callback,
                 ),
+                checkpoint_lock,
             )
 
     def recording_objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
@@ -1849,7 +1858,10 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
             # Nothing written yet (a full disk at the first iteration): the rerun starts over, it resumes nothing.
             written = os.path.lexists(_checkpoint.checkpoint_path(checkpoint))
             remedy = (
-                "Fit again to start over in that directory, or pass another one"
+                "Another fit may hold that directory now: pass another one to fit again (a rerun there resumes "
+                "only a checkpoint of this fit)"
+                if isinstance(exc, _checkpoint.LockLostError)
+                else "Fit again to start over in that directory, or pass another one"
                 if removed
                 else "Free space or make the directory writable again and rerun, to resume from the last "
                 "checkpoint written there, or pass another directory"
@@ -2003,7 +2015,9 @@ def _fit(model, objective, options, *, seed, callback, checkpoint):
         # the last iteration's state. Raising here lost the trained model wherever the
         # caller saves it next (train's --out), for a file that only marks the end.
         kept = (
-            "The checkpoint directory keeps the last state written, from which the same fit resumes."
+            "Another fit may hold the checkpoint directory now."
+            if isinstance(exc, _checkpoint.LockLostError)
+            else "The checkpoint directory keeps the last state written, from which the same fit resumes."
             if os.path.lexists(os.fspath(checkpoint))
             else "Nothing is left in the checkpoint directory to resume from."
         )

@@ -270,10 +270,10 @@ def final_checkpoint_fails(monkeypatch):
 
     real_save = checkpoint.save
 
-    def save(directory, state):
+    def save(directory, state, lock=None):
         if state.converged:
             raise OSError(errno.ENOSPC, "No space left on device")
-        real_save(directory, state)
+        real_save(directory, state, lock)
 
     monkeypatch.setattr(checkpoint, "save", save)
 

@@ -2184,11 +2184,11 @@ def test_a_checkpoint_not_written_mid_fit_is_named_in_the_command_s_terms(tmp_pa
     save = checkpoint.save
     saves = []
 
-    def full_disk_at_the_second(directory, state):
+    def full_disk_at_the_second(directory, state, lock=None):
         saves.append(directory)
         if len(saves) == 2:
             raise OSError(errno.ENOSPC, "No space left on device")
-        save(directory, state)
+        save(directory, state, lock)
 
     monkeypatch.setattr(checkpoint, "save", full_disk_at_the_second)
     out = tmp_path / "m.npz"

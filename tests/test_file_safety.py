@@ -979,6 +979,42 @@ def test_a_checkpoint_directory_removed_during_the_fit_is_not_made_again(tmp_pat
     assert not directory.exists()
 
 
+@pytest.mark.parametrize("remade_at", [2, 4])
+def test_a_fit_whose_checkpoint_directory_was_remade_by_another_fit_writes_no_more_there(tmp_path, remade_at):
+    """The lock was checked once, at the start: a directory removed during the fit and locked by a new fit got
+    this fit's checkpoint at every iteration, over the new fit's, whose rerun was then refused as another
+    problem's. The saves now stop where the lock file is no longer the one held."""
+    import shutil
+
+    X, y = make_classification(2000, 5, n_classes=3, seed=0)
+    directory = tmp_path / "run"
+    other = {}
+
+    def remade_by_another_fit(model, iteration, loss):
+        if iteration == remade_at:
+            shutil.rmtree(directory)
+            # The other fit, in another thread, holds the directory now (as a second process would).
+            held = ckpt_module.exclusive(os.fspath(directory))
+            other["held"] = held.__enter__()
+
+    model = SoftmaxRegression(5, 3, seed=0)
+    try:
+        if remade_at < 4:
+            message = r"at iteration 3 \(the checkpoint directory was removed during the fit and made again.*another"
+            with pytest.raises(OSError, match=message):
+                model.fit(X, y, max_iter=4, tol=0, checkpoint=directory, callback=remade_by_another_fit)
+            assert model.n_iter_ == 3
+        else:
+            with pytest.warns(RuntimeWarning, match=r"made again.*Another fit may hold the checkpoint directory"):
+                model.fit(X, y, max_iter=4, tol=0, checkpoint=directory, callback=remade_by_another_fit)
+            assert model.n_iter_ == 4
+        # Nothing written over the other fit's directory, and its lock file is left to it.
+        assert sorted(os.listdir(directory)) == [ckpt_module.LOCK_FILENAME]
+    finally:
+        other["held"].__exit__()
+    assert not directory.exists() or not os.listdir(directory)
+
+
 def test_a_member_held_twice_is_refused(tmp_path):
     """A model file given a second W.npy (all 7s) loaded without a word, the later copy winning, and predicted
     with it."""
@@ -1235,7 +1271,18 @@ def _set_array(key, value):
         ("lbfgs", _solver_state(stalled=[1]), "'stalled' must be an integer, got \\[1\\]"),
         ("lbfgs", _solver_state(iteration=True), "'iteration' must be an integer, got True"),
         ("lbfgs", _set_array("state_rho", np.full(10, np.nan)), "'rho' holds NaN"),
-        ("lbfgs", _set_array("state_gamma", "x"), "'gamma' must be a real number"),
+        ("lbfgs", _set_array("state_gamma", "x"), "'gamma' has dtype <U1, where a float64 lbfgs fit writes float64"),
+        # Resumed in another precision, the run no longer ended where the uninterrupted one did.
+        (
+            "lbfgs",
+            lambda a: a.update(state_s=a["state_s"].astype(np.float32)),
+            "'s' has dtype float32, where a float64 lbfgs fit writes float64",
+        ),
+        (
+            "adam",
+            lambda a: a.update(state_first=a["state_first"].astype(np.float16)),
+            "'first' has dtype float16, where a float64 adam fit writes float64",
+        ),
         # NaN with pairs held: "float() argument must be ... not 'NoneType'" from the two-loop recursion.
         ("lbfgs", _set_array("state_gamma", np.nan), r"'gamma' is NaN, which only a state without pairs"),
         # NaN in the start of a mini-batch run turned off the end-of-fit check that compares with it.
@@ -1287,6 +1334,8 @@ def _set_array(key, value):
         "iteration-bool",
         "rho-nan",
         "gamma-str",
+        "lbfgs-pairs-float32",
+        "adam-moment-float16",
         "gamma-nan-with-pairs",
         "sgd-start-nan",
         "converged-str",
@@ -2351,6 +2400,38 @@ def test_a_flipped_bit_in_the_zip_directory_is_called_corrupt(tmp_path, data, lo
             (SoftmaxRegression.load if load == "model" else SoftmaxClassifier.load)(path)
 
 
+@pytest.mark.parametrize("load", ["estimator", "checkpoint"])
+def test_a_flipped_bit_in_a_members_name_in_the_zip_directory_is_called_corrupt(tmp_path, data, load):
+    """The member became one of a name no reader takes, and was left out without a word: the estimator lost its
+    feature names (a DataFrame of reordered columns was predicted from, with a warning only), and a checkpoint
+    the run's start (the resumed run was then judged against its resume point). Each name in the directory is
+    now checked against the member's local header."""
+    pd = pytest.importorskip("pandas")
+    from fastsoftmax.checkpoint import CheckpointError
+    from fastsoftmax.sklearn import SoftmaxClassifier
+
+    X, y = data
+    if load == "checkpoint":
+        options = dict(solver="sgd", max_iter=2, seed=0, checkpoint=tmp_path / "run")
+        SoftmaxRegression(D, K, seed=0).fit(X, y, **options)
+        path, member = tmp_path / "run" / "checkpoint.npz", b"state_start_theta.npy"
+    else:
+        path, member = tmp_path / "estimator.npz", b"feature_names_in.npy"
+        SoftmaxClassifier().fit(pd.DataFrame(X, columns=[f"f{j}" for j in range(D)]), y).save(path)
+    damaged = bytearray(path.read_bytes())
+    at = damaged.rfind(member)
+    assert damaged.find(member) < at and at > damaged.rfind(b"PK\x03\x04")  # the name in the directory
+    damaged[at] ^= 0x01
+    path.write_bytes(bytes(damaged))
+    message = r"not a readable .npz archive \(BadZipFile: File name in directory .* differ.*\); it may be"
+    if load == "checkpoint":
+        with pytest.raises(CheckpointError, match=message):
+            SoftmaxRegression(D, K, seed=0).fit(X, y, **dict(options, max_iter=4))
+    else:
+        with pytest.raises(ValueError, match=message):
+            SoftmaxClassifier.load(path)
+
+
 def test_every_file_format_is_known_to_the_other_loaders():
     from fastsoftmax import _io, checkpoint, model, sklearn
 
@@ -2634,7 +2715,7 @@ def test_a_checkpoint_not_written_at_the_first_iteration_does_not_offer_a_resume
     X, y = data
     real_save = ckpt_module.save
 
-    def full_disk(directory, state):
+    def full_disk(directory, state, lock=None):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(ckpt_module, "save", full_disk)
@@ -2645,11 +2726,11 @@ def test_a_checkpoint_not_written_at_the_first_iteration_does_not_offer_a_resume
     # Once one is written, a later failure offers the resume.
     calls = []
 
-    def full_from_the_third(directory, state):
+    def full_from_the_third(directory, state, lock=None):
         calls.append(1)
         if len(calls) >= 3:
             raise OSError(errno.ENOSPC, "No space left on device")
-        real_save(directory, state)
+        real_save(directory, state, lock)
 
     monkeypatch.setattr(ckpt_module, "save", full_from_the_third)
     with pytest.raises(OSError, match=r"rerun, to resume from the last checkpoint written there"):
