@@ -343,13 +343,20 @@ def _raise_if_changed(name: str, arr: np.memmap, opened: _FileStat | None, stopp
         )
 
 
-def label_range(parts: Iterable[np.ndarray]) -> tuple[int, int]:
-    """The smallest and the largest label of the non-empty ``parts`` of y; ValueError for a negative label."""
-    lo, hi = math.inf, -math.inf
-    for part in parts:
-        lo, hi = min(lo, int(part.min())), max(hi, int(part.max()))
+def label_range(parts: Iterable[tuple[int, np.ndarray]]) -> tuple[int, int]:
+    """The smallest and the largest label of the non-empty ``parts`` of y, given as ``(first row, part)``.
+
+    ValueError for a negative label, naming its row (as a label above the
+    classes is named): a billion-row file's user had to search for it.
+    """
+    lo, hi, lo_row = math.inf, -math.inf, -1
+    for start, part in parts:
+        part_lo = int(part.min())
+        if part_lo < lo:
+            lo, lo_row = part_lo, start + int(np.argmax(part == part_lo)) if part_lo < 0 else -1
+        hi = max(hi, int(part.max()))
     if lo < 0:
-        raise ValueError(f"y contains the negative label {lo}; labels must be 0..K-1.")
+        raise ValueError(f"y contains the negative label {lo} (row {lo_row}); labels must be 0..K-1.")
     return int(lo), int(hi)
 
 
@@ -412,7 +419,7 @@ class DataSource:
         _checks.refuse_non_real(X)
         if self.streamed:
             if 0 in X.shape:
-                raise ValueError(f"X is empty (shape {X.shape}).")
+                raise ValueError(f"X is empty (shape {X.shape}); it needs at least one row and one feature.")
             # A strided or Fortran-order map is read a chunk at a time and copied
             # (rows() makes each chunk C-contiguous, unless one chunk is the
             # whole Fortran-ordered map), as for a dtype cast.
@@ -457,7 +464,11 @@ class DataSource:
             mapped.append(("sample_weight", sample_weight))
         self._maps = [(key, arr, _file_stat(arr)) for key, arr in mapped if isinstance(arr, np.memmap)]
         #: How a message about a data file that changed ends: what stopped, and what to do.
-        self.stopped = "training stopped. Any checkpoint written so far is intact: restore the file and rerun to resume"
+        # (A run without a checkpoint was told too that a checkpoint was intact, and that a rerun resumed.)
+        self.stopped = (
+            "training stopped; restore the file and rerun (a fit with a checkpoint resumes from the last one it "
+            "wrote, which is intact)"
+        )
         # A map whose file was rewritten shorter before this source saw it (its name's stat then matches).
         self._check_maps(first=True)
         self._hashers: list | None = None  # X's, y's and w's (see digest)
@@ -513,7 +524,7 @@ class DataSource:
 
     def label_range(self) -> tuple[int, int]:
         """The smallest and the largest label, from one chunked scan of y; ValueError for a negative label."""
-        return label_range(part for _, part in self._label_parts())
+        return label_range((self.row_offset + start, part) for start, part in self._label_parts())
 
     def _label_parts(self) -> Iterator[tuple[int, np.ndarray]]:
         """``(start, y[start : start + 2**22])`` in row order; a mapped y's pages are released after each."""

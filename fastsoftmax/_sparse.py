@@ -261,8 +261,11 @@ def _check_compressed(
         broken = f"data and indices must be 1-dimensional, got shapes {data.shape} and {indices.shape}"
     elif indptr.ndim != 1 or indptr.shape[0] != n_major + 1:
         broken = f"indptr has shape {indptr.shape}, not ({n_major + 1},)"
-    elif indptr[0] != 0 or np.any(indptr[1:] < indptr[:-1]):
-        broken = "indptr does not rise from 0"
+    elif indptr[0] != 0:
+        broken = f"indptr starts at {int(indptr[0])}, not 0"
+    elif np.any(indptr[1:] < indptr[:-1]):
+        falls = int(np.argmax(indptr[1:] < indptr[:-1]))  # its line ends before it starts
+        broken = f"indptr falls at {line} {first_line + falls} (from {int(indptr[falls])} to {int(indptr[falls + 1])})"
     elif indptr[-1] > min(data.shape[0], indices.shape[0]):
         broken = f"indptr ends at {int(indptr[-1])}, past the {min(data.shape[0], indices.shape[0])} stored values"
     elif indptr[-1] > 0:

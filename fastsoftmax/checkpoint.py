@@ -202,6 +202,9 @@ class LockLostError(OSError):
 class exclusive:
     """``with exclusive(directory) as lock:`` holds the checkpoint ``directory`` (created if missing) for one fit.
 
+    The directories it creates are removed as it ends where they are still
+    empty: a fit that wrote nothing leaves none behind.
+
     The hold is an exclusive, non-blocking ``flock`` on :data:`LOCK_FILENAME`
     in the directory. Locks on separately opened files exclude each other
     within one process too, so a fit in another thread is refused as one in
@@ -234,8 +237,13 @@ class exclusive:
     def __init__(self, directory: str) -> None:
         self._directory = directory
         self._handle: IO[bytes] | None = None
+        self._created: list[str] = []  # the directories this fit made, the deepest first
 
     def __enter__(self) -> exclusive:
+        missing = self._directory.rstrip(os.sep) or os.sep
+        while missing and not os.path.lexists(missing):
+            self._created.append(missing)
+            missing = os.path.dirname(missing)
         os.makedirs(self._directory, exist_ok=True)
         try:
             # An interrupt as _lock returns drops the file unassigned, and with it the lock.
@@ -287,6 +295,13 @@ class exclusive:
                 self._handle = None
             except KeyboardInterrupt as error:
                 interrupt = error
+        # A fit that wrote nothing (bad data found by the first pass, a typo in the path) leaves none of the
+        # directories it made: a failed `train --checkpoint e/f/ck` left e, e/f and e/f/ck. Those with files are
+        # kept, as are those that were there before.
+        created, self._created = self._created, []
+        with contextlib.suppress(OSError):
+            for directory in created:
+                os.rmdir(directory)
         if interrupt is not None:
             try:
                 raise interrupt
@@ -439,6 +454,8 @@ def _dtype_written(solver: Any, fit_dtype: str, key: str) -> np.dtype:
     if solver in ("gd", "sgd", "adam") and key in _IN_THE_FIT_DTYPE and fit_dtype in ("float32", "float64"):
         return np.dtype(fit_dtype)
     return np.dtype(np.float64)
+
+
 #: Solver state arrays with one value per parameter (the solvers' moments).
 PARAMETER_SHAPED_STATE = (
     "velocity",

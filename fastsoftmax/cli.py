@@ -287,8 +287,11 @@ def _set_threads(threads: int | None) -> None:
 
     from fastsoftmax._threading import set_num_threads
 
-    if threads < 1 or threads > numba.config.NUMBA_NUM_THREADS:
-        raise CLIError(f"--threads must be between 1 and {numba.config.NUMBA_NUM_THREADS}, got {threads}.")
+    most = numba.config.NUMBA_NUM_THREADS
+    if threads < 1 or threads > most:
+        # "between 1 and 1" gave no cause where NUMBA_NUM_THREADS had set the limit.
+        limit = " (NUMBA_NUM_THREADS sets the limit)" if "NUMBA_NUM_THREADS" in os.environ else ""
+        raise CLIError(f"--threads must be between 1 and {most}{limit}, got {threads}.")
     set_num_threads(threads)
 
 
@@ -549,30 +552,37 @@ def _load_data(data: str, labels: str | None, *, need_labels: bool = True):
                 f"--data {data}: the archive has no array {sorted(missing)[0]!r} (it needs {needs}{holds}); save "
                 f"the arrays by name: np.savez({os.path.basename(data)!r}, X=X, y=y)."
             )
+        # In the archive's terms, as an .npy file's below: the library's messages named a structured X's shape,
+        # and asked whether "the arguments (X, y)" were swapped.
+        _refuse_X_not_a_table(arrays["X"], f"--data {data}: its array 'X'", "were X and y swapped when it was saved?")
         return arrays["X"], (arrays["y"] if need_labels else None)
-    from fastsoftmax._checks import STRUCTURED_FILE_FIX, refuse_structured
     from fastsoftmax._data import open_array
 
     try:
         X = open_array(data, "X")
     except ValueError as exc:  # "X file 'data.csv' ...": here the file is an option's
         raise CLIError(str(exc).replace(f"X file {data!r}", f"--data {data}", 1)) from None
-    try:
-        refuse_structured(X, f"--data {data}", STRUCTURED_FILE_FIX)  # a record array is 1-D: not its shape
-    except TypeError as exc:
-        raise CLIError(str(exc)) from None
-    if X.ndim == 1:
-        # The library's message asks whether the arguments (X, y) were swapped: here they are options.
-        swapped = "; were --data and --labels swapped?" if need_labels else ""
-        raise CLIError(
-            f"--data {data} holds a 1-D array (shape {X.shape}); it must be 2-D (n_samples, n_features), "
-            f"one row per sample{swapped}"
-        )
+    _refuse_X_not_a_table(X, f"--data {data}", "were --data and --labels swapped?" if need_labels else None)
     if not need_labels:
         return X, None
     if labels is None:
-        raise CLIError("--labels y.npy is required with an .npy --data file.")
+        raise CLIError("--labels is required with an .npy --data file: pass the file of its labels (--labels y.npy).")
     return X, _labels_of_file(labels, data)
+
+
+def _refuse_X_not_a_table(X: np.ndarray, where: str, swapped: str | None) -> None:
+    """CLIError, in the command's terms, for an X of named fields or of one dimension; ``swapped`` asks why."""
+    from fastsoftmax._checks import STRUCTURED_FILE_FIX, refuse_structured
+
+    try:
+        refuse_structured(X, where, STRUCTURED_FILE_FIX)  # a record array is 1-D: not its shape
+    except TypeError as exc:
+        raise CLIError(str(exc)) from None
+    if X.ndim == 1:
+        raise CLIError(
+            f"{where} is a 1-D array (shape {X.shape}); it must be 2-D (n_samples, n_features), one row per "
+            f"sample" + (f"; {swapped}" if swapped else "")
+        )
 
 
 def _labels_of_file(path: str, data: str) -> np.ndarray:
@@ -833,9 +843,10 @@ def _classes_from_labels(y, largest: int, where: str) -> int:
         if hits.size:
             row = start + int(hits[0])
             break
+    only = "is only 1 row" if n_samples == 1 else f"are only {n_samples:,} rows"
     raise CLIError(
         f"the labels in {where} imply {largest + 1:,} classes (the largest label is {largest}, in row {row}) "
-        f"but there are only {n_samples:,} rows; labels must be class indices 0..K-1 (map others with "
+        f"but there {only}; labels must be class indices 0..K-1 (map others with "
         f"np.unique(y, return_inverse=True)), or pass --classes K if classes without rows are intended."
     )
 
@@ -892,7 +903,7 @@ class _SparseRows:
     def label_range(self) -> tuple[int, int]:
         from fastsoftmax._data import label_range
 
-        return label_range([self.y])
+        return label_range([(self.row_offset, self.y)])
 
     def check_labels(self, n_classes: int) -> None:
         from fastsoftmax import _checks
@@ -1224,7 +1235,9 @@ def _fit_with_progress(args, model, X, y, **fit_options) -> tuple[float, _TrainP
     this process, so the message says that they end with it, that ``--out``
     was not written, and that a ``--checkpoint`` written before the climb
     (which holds this run, and resumes only with its options) takes a rerun
-    with another ``--lr`` or ``--l2`` nowhere.
+    with another ``--lr`` or ``--l2`` nowhere. An interrupt (Ctrl-C, SIGTERM,
+    SIGHUP) records what it left (:func:`_note_what_an_interrupt_left`) for
+    the command's last line.
     """
     from fastsoftmax import TrainingError
     from fastsoftmax._checks import STEP_SIZE_SOLVERS
@@ -1291,9 +1304,42 @@ def _fit_with_progress(args, model, X, y, **fit_options) -> tuple[float, _TrainP
             "pass another directory", "pass another --checkpoint"
         )
         raise OSError(exc.errno, message) from exc
+    except (KeyboardInterrupt, _Terminated):
+        _note_what_an_interrupt_left(args, model)
+        raise
     finally:
         progress.close()
     return time.perf_counter() - start - compiling.seconds, progress
+
+
+#: What an interrupted fit left, for the command's last line ("interrupted at iteration 143 of 2000: ...").
+_interrupted_fit: list[str] = []
+
+
+def _note_what_an_interrupt_left(args: argparse.Namespace, model) -> None:
+    """Record where the fit stopped, that ``--out`` was not written, and what resumes it.
+
+    The bare "interrupted" said none of it: 143 iterations of gd ended with
+    the process, and a run with ``--checkpoint`` was not told that the same
+    command resumes it.
+    """
+    from fastsoftmax.checkpoint import checkpoint_path
+
+    unit = "epoch" if args.solver in ("sgd", "adam") else "iteration"
+    where = f"at {unit} {model.n_iter_} of {args.max_iter}" if model.n_iter_ else f"before the first {unit}"
+    lost = f"nothing was written to {args.out}" if args.out else "the weights end with this command"
+    if getattr(args, "checkpoint", None) and os.path.isfile(checkpoint_path(args.checkpoint)):
+        resume = f"the same command resumes from --checkpoint {args.checkpoint}"
+    elif args.scheduler is None and args.dask_workers is None:
+        resume = "pass --checkpoint DIR to make a run resumable"
+    else:
+        resume = None  # no checkpoint on Dask
+    _interrupted_fit[:] = [f"{where}: {lost}" + (f"; {resume}" if resume else "")]
+
+
+def _interrupted(what: str) -> str:
+    """The command's last line after an interrupt: "fastsoftmax train: interrupted", with what the fit left."""
+    return f"{what} {_interrupted_fit[0]}" if _interrupted_fit else what
 
 
 #: The fit's parameters that a reason for stopping names, and the options of train that set them.
@@ -1325,6 +1371,15 @@ def _show_fit_warning(args: argparse.Namespace, warning: warnings.WarningMessage
         print(f"note: {message}", file=sys.stderr, flush=True)
         return
     warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
+
+
+def _float64_in_command_terms(command: str, message: str) -> str:
+    """The library's advice to compute in float64 ("train in float64 (dtype=np.float64)", "or use float64") as
+    the command can follow it: ``--dtype float64``, which predict takes from the model (retrained with it)."""
+    retrain = "retrain the model in float64 (train --dtype float64)"
+    if command == "predict":
+        return message.replace("train in float64 (dtype=np.float64)", retrain).replace("use float64", retrain)
+    return message.replace("dtype=np.float64", "--dtype float64").replace("use float64", "use --dtype float64")
 
 
 def _with_option_names(message: str) -> str:
@@ -1813,7 +1868,7 @@ def run_generate(args: argparse.Namespace) -> int:
         print(
             f"wrote {args.samples:,} x {args.features} {args.dtype} rows ({_bytes(nbytes)}) to {args.data} "
             f"and labels to {args.labels} in {elapsed:.1f} s: {args.samples / elapsed:,.0f} rows/s, "
-            f"{nbytes / elapsed / 1e6:,.0f} MB/s"
+            f"{nbytes / elapsed / 1e6:,.{0 if nbytes / elapsed >= 1e7 else 2}f} MB/s"
         )
     return 0
 
@@ -2343,6 +2398,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stdout = _StreamGuard.replacing("stdout")
     made_printable = _paths_printable(stdout.previous, stderr.previous)
     _signalled.clear()
+    _interrupted_fit.clear()
     try:
         with _terminate_as_an_exception():
             try:
@@ -2356,11 +2412,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 _raise_if_signalled()
             return status
     except KeyboardInterrupt:
-        _last_line("fastsoftmax: interrupted")
+        _last_line(_interrupted("fastsoftmax: interrupted"))
         return 130
     except _Terminated:
         hung_up = _HANGUP is not None and _signalled and _signalled[-1] == _HANGUP
-        _last_line(f"fastsoftmax: {'hung up' if hung_up else 'terminated'}")
+        _last_line(_interrupted(f"fastsoftmax: {'hung up' if hung_up else 'terminated'}"))
         return 128 + (_HANGUP if hung_up else signal.SIGTERM)
     finally:
         sys.stdout = stdout.previous
@@ -2624,7 +2680,7 @@ def _run_command(argv: Sequence[str] | None, stdout: _StreamGuard) -> int:
             raise _StdoutUnwritable(stdout.error, _outputs(args))
         return status
     except KeyboardInterrupt:
-        print(f"fastsoftmax {args.command}: interrupted", file=sys.stderr)
+        print(_interrupted(f"fastsoftmax {args.command}: interrupted"), file=sys.stderr)
         return 130
     except BrokenPipeError:
         # The reader of stdout left (`... | head`): the outputs are written, and there is no one to tell.
@@ -2649,6 +2705,7 @@ def _run_command(argv: Sequence[str] | None, stdout: _StreamGuard) -> int:
             )
         if isinstance(exc, PenaltyBeyondDtypeError):  # from the warm-up's fit or the fit: --l2, --dtype
             message = _with_option_names(message)
+        message = _float64_in_command_terms(args.command, message)
         print(f"fastsoftmax {args.command}: error: {message}", file=sys.stderr)
         return 2
     finally:

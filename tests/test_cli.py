@@ -202,6 +202,36 @@ def test_ctrl_c_exits_130_with_one_line(tmp_path, capsys, monkeypatch, where, me
     assert not (tmp_path / "m.npz").exists()
 
 
+@pytest.mark.parametrize("checkpointed", [False, True])
+def test_ctrl_c_during_the_fit_says_where_it_stopped_and_what_resumes_it(tmp_path, capsys, monkeypatch, checkpointed):
+    """The last line said "interrupted" only: 143 iterations of gd ended with the process unsaid, and a run with
+    --checkpoint was not told that the same command resumes it."""
+    from fastsoftmax import cli
+
+    call = cli._TrainProgress.__call__
+
+    def interrupted_at_the_third(self, model, iteration, loss):
+        call(self, model, iteration, loss)
+        if iteration == 3:
+            raise KeyboardInterrupt
+
+    out = tmp_path / "m.npz"
+    argv = ["train", *SMALL, "--solver", "gd", "--max-iter", "10", "--tol", "0", "--out", str(out), "--quiet"]
+    if checkpointed:
+        argv += ["--checkpoint", str(tmp_path / "ck")]
+    with monkeypatch.context() as patched:
+        patched.setattr(cli._TrainProgress, "__call__", interrupted_at_the_third)
+        assert main(argv) == 130
+    last = capsys.readouterr().err.splitlines()[-1]
+    resume = f"the same command resumes from --checkpoint {tmp_path / 'ck'}" if checkpointed else "pass --checkpoint"
+    assert last.startswith(f"fastsoftmax train: interrupted at iteration 3 of 10: nothing was written to {out}; ")
+    assert resume in last
+    assert not out.exists()
+    if checkpointed:  # as it says
+        assert main(argv) == 0
+        assert SoftmaxRegression.load(out).n_iter_ == 10
+
+
 @pytest.mark.parametrize(
     "case",
     [
@@ -781,14 +811,75 @@ def test_a_1d_data_file_is_named_in_the_command_s_options(tmp_path, npy, capsys)
     assert main(["train", "--data", str(tmp_path / "flat.npy"), "--labels", str(npy[1]), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.endswith(
-        "holds a 1-D array (shape (10,)); it must be 2-D (n_samples, n_features), one row per sample; "
+        "is a 1-D array (shape (10,)); it must be 2-D (n_samples, n_features), one row per sample; "
         "were --data and --labels swapped?\n"
     )
     assert "(X, y)" not in err
     SoftmaxRegression(5, 3).save(tmp_path / "m.npz")
     assert main(["predict", "--model", str(tmp_path / "m.npz"), "--data", str(tmp_path / "flat.npy")]) == 2
     err = capsys.readouterr().err
-    assert "holds a 1-D array (shape (10,)); it must be 2-D" in err and "swapped" not in err
+    assert "is a 1-D array (shape (10,)); it must be 2-D" in err and "swapped" not in err
+    # Inside an .npz archive too, and a structured X there: the library asked of "the arguments (X, y)", and
+    # called the record array's shape the problem.
+    np.savez(tmp_path / "flat.npz", X=np.arange(10.0), y=np.arange(10) % 2)
+    assert main(["train", "--data", str(tmp_path / "flat.npz"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "flat.npz: its array 'X' is a 1-D array (shape (10,))" in err and "(X, y)" not in err
+    np.savez(tmp_path / "records.npz", X=np.zeros(10, dtype=[("a", "f8"), ("b", "f8")]))
+    assert main(["predict", "--model", str(tmp_path / "m.npz"), "--data", str(tmp_path / "records.npz")]) == 2
+    assert "records.npz: its array 'X' has a structured dtype (fields 'a', 'b')" in capsys.readouterr().err
+
+
+def test_too_many_threads_names_what_sets_the_limit(monkeypatch, capsys):
+    # "--threads must be between 1 and 1" gave no cause where NUMBA_NUM_THREADS=1 had set it.
+    import numba
+
+    monkeypatch.setenv("NUMBA_NUM_THREADS", str(numba.config.NUMBA_NUM_THREADS))
+    assert main(["train", "--samples", "200", "--threads", "99999", "--quiet"]) == 2
+    limit = f"--threads must be between 1 and {numba.config.NUMBA_NUM_THREADS} (NUMBA_NUM_THREADS sets the limit)"
+    assert limit in capsys.readouterr().err
+
+
+def test_predict_advises_float64_as_the_command_can_follow_it(tmp_path, npy, capsys):
+    """predict was told to "train in float64 (dtype=np.float64)", the Python API's words, or to "use float64",
+    which it has no option for: its dtype is the model's."""
+    model = tmp_path / "m.npz"
+    assert main(["train", "--data", str(npy[0]), "--labels", str(npy[1]), "--out", str(model), "--quiet"]) == 0
+    capsys.readouterr()
+    X = np.load(npy[0]).astype(np.float64)
+    X[5, 1] = 1e300
+    np.save(tmp_path / "X64.npy", X)
+    assert main(["predict", "--model", str(model), "--data", str(tmp_path / "X64.npy")]) == 2
+    err = capsys.readouterr().err
+    assert "or retrain the model in float64 (train --dtype float64)." in err and "np.float64" not in err
+    # The logits of a float32 row near float32's largest values overflow.
+    X = np.load(npy[0]).astype(np.float32)
+    X[5] = 3e38
+    np.save(tmp_path / "X32.npy", X)
+    loaded = SoftmaxRegression.load(model)
+    loaded.W *= 1e3
+    loaded.save(model)
+    assert main(["predict", "--model", str(model), "--data", str(tmp_path / "X32.npy")]) == 2
+    err = capsys.readouterr().err
+    assert "no prediction can be made from it; or retrain the model in float64 (train --dtype float64)." in err
+
+
+def test_label_and_shape_errors_of_the_files_name_the_row_and_the_fix(tmp_path, npy, capsys):
+    """A negative label was named without its row (a label above the classes had it); "--labels y.npy is
+    required" read as a file name to use; an X of no features was "empty", with no fix."""
+    X = np.load(npy[0])
+    y = np.load(npy[1])
+    y[7] = -1
+    np.save(tmp_path / "negative.npy", y)
+    assert main(["train", "--data", str(npy[0]), "--labels", str(tmp_path / "negative.npy"), "--quiet"]) == 2
+    assert "the negative label -1 (row 7); labels must be 0..K-1" in capsys.readouterr().err
+    assert main(["train", "--data", str(npy[0]), "--quiet"]) == 2
+    assert "--labels is required with an .npy --data file: pass the file of its labels" in capsys.readouterr().err
+    np.save(tmp_path / "no_features.npy", X[:, :0])
+    assert main(["train", "--data", str(tmp_path / "no_features.npy"), "--labels", str(npy[1]), "--quiet"]) == 2
+    assert re.search(
+        r"X is empty \(shape \(\d+, 0\)\); it needs at least one row and one feature", capsys.readouterr().err
+    )
 
 
 @pytest.mark.parametrize(

@@ -561,6 +561,10 @@ def test_truncated_file_stops_with_its_name_and_the_checkpoint_resumes(tmp_path,
     with pytest.raises(ValueError, match=r"X file .*X\.npy changed size from [\d,]+ to [\d,]+ bytes"):
         _fit(str(x_path), str(y_path), checkpoint=ck, callback=truncate_after_two, **options)
     x_path.write_bytes(original)
+    # Without a checkpoint, nothing says that one is intact (it did), or that the rerun resumes.
+    with pytest.raises(ValueError, match=r"training stopped; restore the file and rerun \(a fit with a checkpoint"):
+        _fit(str(x_path), str(y_path), callback=truncate_after_two, **options)
+    x_path.write_bytes(original)
     resumed = _fit(str(x_path), str(y_path), checkpoint=ck, **options)
     np.testing.assert_array_equal(resumed.W, uninterrupted.W)
     assert resumed.loss_history_ == uninterrupted.loss_history_
@@ -1013,6 +1017,21 @@ def test_a_fit_whose_checkpoint_directory_was_remade_by_another_fit_writes_no_mo
     finally:
         other["held"].__exit__()
     assert not directory.exists() or not os.listdir(directory)
+
+
+def test_a_fit_that_writes_no_checkpoint_leaves_no_directory_it_made(tmp_path):
+    """A run that failed at its first pass (NaN in X) left the whole tree it made for --checkpoint e/f/ck. The
+    directories that were there before stay, and so does any that holds a file."""
+    X, y = make_classification(600, 5, n_classes=3, seed=0)
+    X[400, 2] = np.nan
+    (tmp_path / "e").mkdir()
+    for solver in ("lbfgs", "sgd"):
+        with pytest.raises(ValueError, match="NaN"):
+            SoftmaxRegression(5, 3, seed=0).fit(X, y, solver=solver, seed=0, checkpoint=tmp_path / "e" / "f" / "ck")
+        assert os.listdir(tmp_path / "e") == []
+    X[400, 2] = 0.0
+    SoftmaxRegression(5, 3, seed=0).fit(X, y, max_iter=2, tol=0, checkpoint=tmp_path / "e" / "f" / "ck")
+    assert sorted(os.listdir(tmp_path / "e" / "f" / "ck")) == [ckpt_module.FILENAME]
 
 
 def test_a_member_held_twice_is_refused(tmp_path):

@@ -676,7 +676,9 @@ def _raw_csr(data, indices, indptr, shape):
     [
         (_raw_csr([1.0, 2.0], [0, 7], [0, 1, 2], (2, 3)), r"row 1 stores a value in column 7, outside \[0, 3\)"),
         (_raw_csr([1.0, 2.0], [0, -1], [0, 1, 2], (2, 3)), r"row 1 stores a value in column -1"),
-        (_raw_csr([1.0, 2.0], [0, 1], [0, 2, 1], (2, 3)), "indptr does not rise from 0"),
+        # "indptr does not rise from 0" named neither where nor how.
+        (_raw_csr([1.0, 2.0], [0, 1], [0, 2, 1], (2, 3)), r"indptr falls at row 1 \(from 2 to 1\)"),
+        (_raw_csr([1.0, 2.0], [0, 1], [1, 1, 2], (2, 3)), "indptr starts at 1, not 0"),
         (_raw_csr([1.0, 2.0], [0, 1], [0, 1, 5], (2, 3)), "indptr ends at 5, past the 2 stored values"),
         (_raw_csr([1.0, np.nan], [0, 1], [0, 1, 2], (2, 3)), r"NaN or inf.*row 1"),
         (_raw_csr([np.inf, 1.0], [0, 1], [0, 1, 2], (2, 3)), r"NaN or inf.*row 0"),
