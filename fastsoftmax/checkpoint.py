@@ -234,8 +234,8 @@ class exclusive:
         Another fit holds ``directory``.
     """
 
-    def __init__(self, directory: str) -> None:
-        self._directory = directory
+    def __init__(self, directory: str | os.PathLike) -> None:
+        self._directory = os.fspath(directory)
         self._handle: IO[bytes] | None = None
         self._created: list[str] = []  # the directories this fit made, the deepest first
 

@@ -67,7 +67,7 @@ from fastsoftmax import _memory, solvers
 from fastsoftmax import checkpoint as _checkpoint
 from fastsoftmax._checks import FitOptions, check_seed
 from fastsoftmax._layout import pack
-from fastsoftmax._scaling import FeatureScaling, ScaledObjective, curvature_penalty
+from fastsoftmax._scaling import FeatureScaling, ScaledObjective, curvature_penalty, varies
 from fastsoftmax._terms import l2_penalty
 from fastsoftmax._threading import callback_running, exclusive_training, run_whole, single_threaded_blas
 from fastsoftmax.exceptions import ConvergenceWarning, PenaltyBeyondDtypeError, TrainingError
@@ -574,13 +574,8 @@ def _flat_columns(scaling: FeatureScaling, options: FitOptions) -> np.ndarray | 
     if not options.fit_intercept or options.l2 > 0 or scaling.moments is None:
         return None
     mean, variance = scaling.moments
-    flat = ~_varies(mean, variance)
+    flat = ~varies(mean, variance)
     return flat if flat.any() else None
-
-
-def _varies(mean: np.ndarray, variance: np.ndarray) -> np.ndarray:
-    """The columns whose spread is above float64's rounding of their moments (constant ones are not)."""
-    return variance > (1024 * np.finfo(np.float64).eps) ** 2 * (variance + mean**2)
 
 
 def _minibatch_end_above_zero_weights(
@@ -1541,11 +1536,11 @@ def _solver_tol(model: Trainable, objective: Objective, options: FitOptions, sca
     # A constant column (a column of ones as a bias) has no spread to lose: left out, or l2 = 1e-6 cut tol by 300.
     # Constant to within float64's rounding of its moments, no more: at 1e-12 of the second moment, features at
     # 3e6 of spread 1 counted as constant, and a fit stopped 47 % above the optimum, called converged.
-    varies = _varies(mean, variance)
-    if not varies.any():
+    varying = varies(mean, variance)
+    if not varying.any():
         return options.tol
-    spread = np.sqrt(variance[varies] + curvature_penalty(options.l2, model.num_classes))
-    return options.tol * min(1.0, float(np.min(spread / scaling.scale[varies])))  # scale: sqrt(E[x^2] + penalty)
+    spread = np.sqrt(variance[varying] + curvature_penalty(options.l2, model.num_classes))
+    return options.tol * min(1.0, float(np.min(spread / scaling.scale[varying])))  # scale: sqrt(E[x^2] + penalty)
 
 
 def _scaling(model: Trainable, objective: Objective, options: FitOptions, state: dict) -> FeatureScaling | None:
@@ -1757,6 +1752,12 @@ def _fit(model, objective, options, *, seed, callback, checkpoint, checkpoint_lo
         if _enough_left_out(stored):
             n_weights = model.num_classes * model.input_dim
             fit_start[:n_weights].reshape(model.num_classes, -1)[:, ~stored] = 0
+    if resumed is None and scaling is not None and np.isinf(scaling.scale).any():
+        # Constant columns held at 0 start there, b as it is (FeatureScaling.to_scaled): a fit that takes no
+        # iteration leaves them so too (it returned the start's, whose penalty pulls them to 0).
+        fit_start = fit_start.copy()
+        n_weights = model.num_classes * model.input_dim
+        fit_start[:n_weights].reshape(model.num_classes, -1)[:, np.isinf(scaling.scale)] = 0
     if resumed is not None:
         theta0 = np.asarray(resumed.theta)
     elif scaling is None:
@@ -2056,8 +2057,8 @@ def _features_standardised(objective: Objective, options: FitOptions, n_classes:
     if moments is None:  # moments beyond float64
         return False
     mean, variance = moments
-    varies = _varies(mean, variance)
-    spread, mean = np.sqrt(variance[varies]), mean[varies]
+    varying = varies(mean, variance)
+    spread, mean = np.sqrt(variance[varying]), mean[varying]
     return bool(np.all((spread >= 0.1) & (spread <= 10) & (np.abs(mean) <= 3 * spread)))
 
 
