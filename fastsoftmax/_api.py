@@ -226,7 +226,7 @@ def loss_and_grad(X, y, W, b, *, l2: float = 0.0, sample_weight=None) -> tuple[f
     dW = np.empty_like(W)
     db = np.empty_like(b)
     mean_loss = fused_mean_loss_grad(X, y, W, b, sample_weight, weight_sum, l2, dW, db)
-    _checks.raise_for_nonfinite_loss(X, mean_loss, y, W.shape[0], W=W, l2=l2)
+    _checks.raise_for_nonfinite_loss(X, mean_loss, y, W.shape[0], W=W, l2=l2, fix="before calling")
     loss = mean_loss + l2_penalty(W, l2)
     _checks.raise_for_overflowing_penalty(loss, W, l2)
     return loss, dW, db
@@ -260,7 +260,7 @@ def loss_and_grad_sums(X, y, W, b, *, sample_weight=None) -> LossGradSums:
             lambda s: math.isfinite(fused_loss_grad(X, y, W, b, s * sample_weight, 1.0, 0.0, dW, db)),
             _checks.WEIGHTS_OVERFLOW_FIX,
         )
-    _checks.raise_for_nonfinite_loss(X, loss_sum, y, W.shape[0])
+    _checks.raise_for_nonfinite_loss(X, loss_sum, y, W.shape[0], fix="before calling")
     return LossGradSums(loss_sum, dW, db, _weight_sum(sample_weight, X.shape[0]))
 
 
@@ -397,6 +397,10 @@ def _raise_for_overflow(
         kernels.cross_entropy_rows(kernels.read_only(Z), kernels.read_only(y), losses, n_chunks)
     weights = sample_weight if sample_weight.shape[0] else np.ones(Z.shape[0])
     counted = weights != 0
+    if reduction == "mean" and counted.any():
+        # The mean does not depend on the weights' scale: in units of the largest, no finite loss times its
+        # weight overflows (weights 1, 2, 3 of losses 1.7e308 were refused, the same times 1e300 were not).
+        weights = weights / float(np.abs(weights[counted]).max())
     # A -inf logit at its row's label: that loss is inf. (A -inf elsewhere in a row is no excuse
     # for its finite logits' overflow.)
     inf_at_label = np.isneginf(Z[np.arange(Z.shape[0]), y]) & counted
@@ -410,7 +414,7 @@ def _raise_for_overflow(
         if np.isfinite(losses[row]):
             raise ValueError(
                 f"the weighted loss of row {row} (weight {weights[row]:.4g} times loss {losses[row]:.4g}) is beyond "
-                f"the range of float64; scale the weights down (the mean does not depend on their scale)."
+                f"the range of float64; scale the weights down (reduction='mean' does not depend on their scale)."
             )
         raise ValueError(
             f"the loss of row {row} is beyond the range of float64: its logits differ by more than "

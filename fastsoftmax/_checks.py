@@ -1161,6 +1161,7 @@ def raise_for_nonfinite_loss(
     *,
     W: np.ndarray | None = None,
     l2: float = 0.0,
+    fix: str = "before training",
 ) -> None:
     """Explain a non-finite loss from the fused kernel, whose W and b were finite.
 
@@ -1168,13 +1169,14 @@ def raise_for_nonfinite_loss(
     with ``check_labels(..., scan=False)``: a label out of range is then the
     first suspect. Pass ``W`` and ``l2`` where the kernel added the L2
     gradient l2 W to its result, which overflows W's dtype on its own when
-    l2 |W| passes the dtype's largest value.
+    l2 |W| passes the dtype's largest value. ``fix`` ends the advice for NaN
+    in X ("before training" a model, "before calling" a function).
     """
     if math.isfinite(loss_sum):
         return
     if y is not None:
         check_labels(y, y.shape[0], n_classes)
-    check_X_finite(X, "before training")
+    check_X_finite(X, fix)
     if W is not None:
         raise_for_l2_overflow(l2, W, "gradient l2 W", "W")
     raise overflow_error()

@@ -164,7 +164,7 @@ def hessian_vector_product(X, W, b, V, c, *, l2: float = 0.0, sample_weight=None
     weight_sum = _weight_sum(sample_weight, X.shape[0])
     scale = 1.0 / weight_sum
     if not fused_mean_hvp(X, W, b, V, c, sample_weight, weight_sum, l2, HV, Hc):
-        _checks.check_X_finite(X, "before training")
+        _checks.check_X_finite(X, "before calling")
         # Before the direction's size: l2 V shrinks with V too.
         _checks.raise_for_l2_overflow(l2, V, "product l2 V", "V")
         _checks.raise_for_overflow_by_scale(

@@ -668,8 +668,19 @@ class SparseObjective:
         return self._mean(theta, kernels.read_only(rows), rows.shape[0] * self.mean_weight)
 
     def hvp(self, theta: np.ndarray, v: np.ndarray) -> np.ndarray:
-        """The Hessian of the full objective at ``theta`` times ``v``: one pass over X (``kernels.csr_hvp_sums``)."""
-        return self._hvp(theta, v, 1.0 / self.weight_sum)
+        """The Hessian of the full objective at ``theta`` times ``v``: one pass over X (``kernels.csr_hvp_sums``).
+
+        As ``_hessian.fused_mean_hvp`` for a dense X: the sums can overflow
+        where the mean fits (40 float64 rows of features at 1e308 and weights
+        of 1e-309: logits of order 1), so a product that is not finite is
+        computed again with each weight divided by their sum, a second pass on
+        that path only. It was called an overflow of the logits.
+        """
+        product = self._hvp(theta, v, 1.0 / self.weight_sum)
+        if np.isfinite(product).all():
+            return product
+        shares = weight_shares(self.sample_weight, self.n_samples, self.weight_sum, self.dtype)
+        return SparseObjective(self.X, self.y, shares, self.n_classes, self.l2).hvp_sums(theta, v)
 
     def hvp_sums(self, theta: np.ndarray, v: np.ndarray) -> np.ndarray:
         """:meth:`hvp` summed over the rows with their weights, not divided by ``weight_sum``."""

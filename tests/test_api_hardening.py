@@ -70,8 +70,13 @@ def test_a_float64_loss_beyond_its_range_is_refused_not_inf(reduction):
     Z, y = np.array([[1e308, -1e308], [0.0, 0.0]]), [1, 0]
     with pytest.raises(ValueError, match=r"loss of row 0 is beyond the range of float64: its logits differ"):
         fs.cross_entropy(Z, y, reduction=reduction)
-    with pytest.raises(ValueError, match=r"weighted loss of row 0 \(weight 1e\+10 times loss 1e\+300\)"):
-        fs.cross_entropy(np.array([[0.0, 1e300]]), [0], sample_weight=[1e10], reduction=reduction)
+    if reduction == "mean":  # of the weights' scale: 1e300, as for any weight (weights 1, 2, 3 were refused)
+        assert fs.cross_entropy(np.array([[0.0, 1e300]]), [0], sample_weight=[1e10], reduction=reduction) == 1e300
+        losses = np.array([[0.0, -1.7e308]] * 3)
+        assert fs.cross_entropy(losses, [1, 1, 1], sample_weight=[1, 2, 3], reduction=reduction) == 1.7e308
+    else:
+        with pytest.raises(ValueError, match=r"weighted loss of row 0 \(weight 1e\+10 times loss 1e\+300\)"):
+            fs.cross_entropy(np.array([[0.0, 1e300]]), [0], sample_weight=[1e10], reduction=reduction)
     # A -inf logit elsewhere in the row is no excuse: [-inf, 1e308, -1e308] at label 2 returned inf.
     with pytest.raises(ValueError, match=r"loss of row 0 is beyond the range of float64: its logits differ"):
         fs.cross_entropy(np.array([[-np.inf, 1e308, -1e308], [0.0, 0.0, 0.0]]), [2, 0], reduction=reduction)
@@ -160,6 +165,21 @@ def test_a_mean_gradient_that_fits_is_returned_where_its_sum_overflows(dtype, la
     )
 
 
+def test_backward_returns_a_finite_gradient_beside_a_loss_that_overflows():
+    """Float64 logits 2e308 apart: the loss is beyond float64, the gradient p - y is not. backward refused it
+    without probs ("the loss or its gradient overflowed"), and returned it from forward's probs."""
+    model = fs.SoftmaxRegression(1, 2)
+    model.W[...] = [[1e308], [-1e308]]
+    X, y = np.ones((1, 1)), np.array([1])
+    from_probs = model.backward(X, y, model.forward(X))
+    fused = model.backward(X, y)
+    np.testing.assert_array_equal(fused[0], [[1.0], [-1.0]])
+    np.testing.assert_array_equal(fused[1], [1.0, -1.0])
+    np.testing.assert_array_equal(fused[0], from_probs[0])
+    with pytest.raises(ValueError, match="overflow"):  # the loss itself is still refused where it is returned
+        fs.loss_and_grad(X, y, model.W, model.b)
+
+
 @pytest.mark.parametrize("solver", ["lbfgs", "newton-cg"])
 def test_a_fit_in_chunks_takes_the_steps_of_one_chunk_where_a_chunk_sum_overflows(solver):
     """Chunks were summed with scale 1 and divided at the end: a chunk's gradient or Hessian product overflowed
@@ -176,12 +196,14 @@ def test_a_fit_in_chunks_takes_the_steps_of_one_chunk_where_a_chunk_sum_overflow
     assert_same_float32_steps(chunked, whole)
 
 
+@pytest.mark.parametrize("layout", ["dense", "csr"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
-def test_a_mean_hessian_product_that_fits_is_returned_where_its_sum_overflows(dtype):
+def test_a_mean_hessian_product_that_fits_is_returned_where_its_sum_overflows(dtype, layout):
     """hessian_vector_product, and a fit's, had no second pass over weights divided by their sum: it refused what
     loss_and_grad returns, a mean of (2/9) x 1e308 over 12 rows whose sum does not fit, and said that "the loss or its
-    gradient overflowed"."""
+    gradient overflowed". A sparse X's, which blamed the logits, had none either."""
     X, _, W, b = _huge_problem(dtype)
+    X = scipy.sparse.csr_matrix(X) if layout == "csr" else X
     scale = HUGE[dtype]
     V, c = np.zeros((K, D), dtype), np.zeros(K, dtype)
     V[0, 0] = 1 / scale  # u = V x = (1, 0, 0): r = p (u - p^T u) = (2/9, -1/9, -1/9)
@@ -839,3 +861,16 @@ def test_structured_labels_are_told_to_pass_one_field():
         TypeError, match=r"^y has a structured dtype \(fields 'label', 'weight'\); pass one field of it"
     ):
         fs.loss_and_grad(X, y, np.zeros((3, 2)), np.zeros(3))
+
+
+def test_nan_in_x_given_to_a_function_is_named_for_the_call():
+    # "... before training" of a call that trains nothing.
+    X = np.ones((3, 2))
+    X[1, 1] = np.nan
+    y, W, b = np.array([0, 1, 0]), np.zeros((2, 2)), np.zeros(2)
+    with pytest.raises(ValueError, match=r"the first in row 1; .* before calling\.$"):
+        fs.loss_and_grad(X, y, W, b)
+    with pytest.raises(ValueError, match=r"the first in row 1; .* before calling\.$"):
+        fs.hessian_vector_product(X, W, b, W, b)
+    with pytest.raises(ValueError, match=r"the first in row 1; .* before training\.$"):
+        fs.SoftmaxRegression(2, 2).train_step(X, y, lr=0.1)
