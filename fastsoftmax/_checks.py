@@ -254,15 +254,17 @@ def refuse_columns_that_are_not_numbers(
     refused = [
         (position, column, dtype) for position, (column, dtype) in enumerate(dtypes) if not numeric(position, dtype)
     ]
-    other = [(column, dtype) for position, column, dtype in refused if not numbers_but_missing(position, dtype)]
-    if refused and not other:
-        listed = ", ".join(repr(column) for _, column, _ in refused[:5])
-        where = name if isinstance(a, pandas.Series) else f"{name}'s column(s) {listed}"
-        raise error(
-            f"{where} hold numbers written as text with missing values (pd.NA) among them, which convert to no "
-            f"number: fill or drop them, or convert the column(s) with pd.to_numeric first (missing values then "
-            f"become NaN, for an imputer such as scikit-learn's SimpleImputer)."
-        )
+    missing = [(position, column) for position, column, dtype in refused if numbers_but_missing(position, dtype)]
+    other = [(column, dtype) for position, column, dtype in refused if (position, column) not in missing]
+    missing_fix = (
+        "hold numbers written as text with missing values (pd.NA) among them, which convert to no number: fill or "
+        "drop them, or convert the column(s) with pd.to_numeric first (missing values then become NaN, for an "
+        "imputer such as scikit-learn's SimpleImputer)"
+    )
+    missing_listed = ", ".join(repr(column) for _, column in missing[:5])
+    if missing and not other:
+        where = name if isinstance(a, pandas.Series) else f"{name}'s column(s) {missing_listed}"
+        raise error(f"{where} {missing_fix}.")
     if other:
         complex_only = all(types.is_complex_dtype(dtype) for _, dtype in other)
         fix = object_fix or (
@@ -275,7 +277,9 @@ def refuse_columns_that_are_not_numbers(
         if isinstance(a, pandas.Series):
             raise error(f"{name} holds {a.dtype} values, not {kind}; {fix}.")
         listed = ", ".join(f"{column!r} ({dtype})" for column, dtype in other[:5])
-        raise error(f"{name} has {len(other)} column(s) that are not {kind}: {listed}; {fix}.")
+        # Named together: a user who fixed the one would have met the other only then.
+        also = f" Column(s) {missing_listed} {missing_fix}." if missing else ""
+        raise error(f"{name} has {len(other)} column(s) that are not {kind}: {listed}; {fix}.{also}")
 
 
 def _pandas_array(a, name: str, object_fix: str | None) -> np.ndarray | None:
@@ -1276,6 +1280,14 @@ def default_lr(solver: str, l2: float = 0.0) -> float:
     standardised rows, l2 = 67: TrainingError at iteration 2). At lr l2 <= 1/2
     the penalty's step at most halves W, and gd's step stays stable for a
     data term of curvature up to 3 l2 (at 0.1 and l2 > 5, below 20 - l2).
+    sgd's heavy ball is critically damped along the penalty only at
+    lr l2 <= (1 - sqrt(momentum))^2, 0.0026 at the default 0.9; so small a
+    step stalled its unpenalised intercept (a gap of 0.013 to the optimum at
+    C = 1e-4, stopped as unchanged after 6 epochs) and would have cut the step
+    of every fit with l2 above 0.026. At 1 / (2 l2) it swings along the
+    penalty where the penalty dominates the loss (l2 of 1e4 from the model's
+    random start: its epochs' mean loss rose, a ConvergenceWarning; 1e6
+    diverged, TrainingError naming lr), where lbfgs is the solver to use.
     Adam's steps are normalised: its default stands. Unused by lbfgs and
     newton-cg.
     """

@@ -238,9 +238,14 @@ class exclusive:
         self._directory = os.fspath(directory)
         self._handle: IO[bytes] | None = None
         self._created: list[str] = []  # the directories this fit made, the deepest first
+        self._directory_stat: os.stat_result | None = None  # the directory locked
 
     def __enter__(self) -> exclusive:
-        missing = self._directory.rstrip(os.sep) or os.sep
+        # The directories missing before, each named without "..": "new/../existing" was missing until
+        # makedirs made "new", and then named the user's directory "existing", removed as made by the fit.
+        # (Where a symbolic link makes the OS resolve the path otherwise, a name here may not be one that
+        # makedirs made: it is then not there, or not empty, and stays.)
+        missing = os.path.normpath(self._directory)
         while missing and not os.path.lexists(missing):
             self._created.append(missing)
             missing = os.path.dirname(missing)
@@ -251,6 +256,7 @@ class exclusive:
             lock = os.path.join(os.getcwd(), self._directory, LOCK_FILENAME)
             self._handle = _lock(lock, self._directory)
             if self._handle is not None:
+                self._directory_stat = os.stat(self._directory)
                 _remove_stale_temporaries(self._directory)
         except BaseException:
             self.__exit__()
@@ -271,10 +277,15 @@ class exclusive:
         except FileNotFoundError:
             same = False
         if not same:
+            remade = not os.path.samestat(os.stat(self._directory), self._directory_stat)
+            what = (
+                "the checkpoint directory was removed during the fit and made again"
+                if remade
+                else f"the checkpoint directory's lock file, {LOCK_FILENAME}, was removed or replaced during the fit"
+            )
             raise LockLostError(
                 errno.ESTALE,
-                "the checkpoint directory was removed during the fit and made again, so its lock is no longer "
-                "this fit's and another fit may write there",
+                f"{what}, so its lock is no longer this fit's and another fit may write there",
                 self._directory,
             )
 
@@ -299,8 +310,8 @@ class exclusive:
         # directories it made: a failed `train --checkpoint e/f/ck` left e, e/f and e/f/ck. Those with files are
         # kept, as are those that were there before.
         created, self._created = self._created, []
-        with contextlib.suppress(OSError):
-            for directory in created:
+        for directory in created:
+            with contextlib.suppress(OSError):  # not empty, or not there
                 os.rmdir(directory)
         if interrupt is not None:
             try:
@@ -333,6 +344,11 @@ def _lock(path: str, directory: str) -> IO[bytes] | None:
             except PermissionError:  # another user's lock file, left by a killed fit: flock needs no write access
                 handle = open(path, "rb", opener=no_follow)
         except OSError as exc:
+            if exc.errno == errno.ENOENT:
+                # Another fit that made the directory and wrote nothing removed it as it ended (exclusive's
+                # exit), between this fit's makedirs and this open: made again, the lock is taken on it.
+                os.makedirs(directory, exist_ok=True)
+                continue
             if exc.errno != errno.ELOOP:
                 raise
             raise CheckpointError(
@@ -760,6 +776,13 @@ def check_fingerprint(
         then, now = (_SHUFFLES.get(shuffle, shuffle) for shuffle in shuffles)
         diff.append(
             f"the checkpoint's run drew its mini-batches from {then}, this one from {now}: pass X and y as that run did"
+        )
+    lrs, l2 = (stored.get("lr"), expected.get("lr")), expected.get("l2")
+    if lrs[0] == 0.1 and isinstance(l2, float) and l2 > 5 and lrs[1] == 0.5 / l2:
+        # A checkpoint of the default lr before that default was capped under a large l2.
+        diff.append(
+            f"if lr was left to its default, that default is now 1 / (2 l2) = {lrs[1]:.6g} where it is below "
+            f"0.1: pass lr=0.1 (--lr 0.1 on the command line) to resume that run"
         )
     rechunked = _dask_rechunked(stored.get("data"), expected.get("data"))
     if rechunked:

@@ -1326,10 +1326,15 @@ def _note_what_an_interrupt_left(args: argparse.Namespace, model) -> None:
     from fastsoftmax.checkpoint import checkpoint_path
 
     unit = "epoch" if args.solver in ("sgd", "adam") else "iteration"
-    where = f"at {unit} {model.n_iter_} of {args.max_iter}" if model.n_iter_ else f"before the first {unit}"
+    # n_iter_ is 0 where no iteration of this run was kept (a resumed run's record is put back then).
+    where = f" at {unit} {model.n_iter_} of {args.max_iter}" if model.n_iter_ else ""
     lost = f"nothing was written to {args.out}" if args.out else "the weights end with this command"
-    if getattr(args, "checkpoint", None) and os.path.isfile(checkpoint_path(args.checkpoint)):
-        resume = f"the same command resumes from --checkpoint {args.checkpoint}"
+    if getattr(args, "checkpoint", None):
+        resume = (
+            f"the same command resumes from --checkpoint {args.checkpoint}"
+            if os.path.isfile(checkpoint_path(args.checkpoint))
+            else "no checkpoint was written yet: the same command starts over"
+        )
     elif args.scheduler is None and args.dask_workers is None:
         resume = "pass --checkpoint DIR to make a run resumable"
     else:
@@ -1339,7 +1344,7 @@ def _note_what_an_interrupt_left(args: argparse.Namespace, model) -> None:
 
 def _interrupted(what: str) -> str:
     """The command's last line after an interrupt: "fastsoftmax train: interrupted", with what the fit left."""
-    return f"{what} {_interrupted_fit[0]}" if _interrupted_fit else what
+    return f"{what}{_interrupted_fit[0]}" if _interrupted_fit else what
 
 
 #: The fit's parameters that a reason for stopping names, and the options of train that set them.
@@ -2222,7 +2227,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_step_size,
         default=None,
         help=(
-            "step size for gd/sgd/adam (default 0.1 for gd and sgd, at most 1/(2 l2); 1e-3 for adam; lbfgs needs none)"
+            "step size for gd/sgd/adam (default 0.1 for gd and sgd, less under a large --l2; 1e-3 for adam; "
+            "lbfgs needs none)"
         ),
     )
     train.add_argument(

@@ -66,7 +66,7 @@ import numpy as np
 from fastsoftmax import _memory, solvers
 from fastsoftmax import checkpoint as _checkpoint
 from fastsoftmax._checks import FitOptions, check_seed
-from fastsoftmax._layout import pack
+from fastsoftmax._layout import pack, unpack
 from fastsoftmax._scaling import FeatureScaling, ScaledObjective, curvature_penalty, varies
 from fastsoftmax._terms import l2_penalty
 from fastsoftmax._threading import callback_running, exclusive_training, run_whole, single_threaded_blas
@@ -1558,6 +1558,35 @@ def _scaling(model: Trainable, objective: Objective, options: FitOptions, state:
     return FeatureScaling(state["scaling_mean"], state["scaling_scale"], model.num_classes)
 
 
+def _start_of_held_columns(
+    start: np.ndarray, scaling: FeatureScaling, objective: Objective, dtype: np.dtype
+) -> np.ndarray:
+    """``start`` with the weights of the columns ``scaling`` holds at 0 (constant ones) set to 0.
+
+    Their share of the logits, W_j c, either moves into b (the same logits,
+    a smaller penalty: a warm start at the optimum stays there) or is dropped
+    (the model's random start of 0.01 beside a constant column of 1e15 put
+    1e13 into b, which L-BFGS had not taken out after 100 iterations); the
+    one of the lower loss is taken, from a pass over X each, and only where
+    the share is not 0. A fit that takes no iteration leaves W and b so too:
+    the start's penalty pulls those weights to 0. ``objective`` is the scaled one.
+    """
+    n_classes, n_features = scaling.n_classes, scaling.n_features
+    held = np.isinf(scaling.scale)
+    W, b = unpack(np.asarray(start, dtype=np.float64), n_classes, n_features)
+    share = W[:, held] @ scaling.mean[held]
+    dropped = pack(np.where(held, 0.0, W), b).astype(start.dtype)
+    if not share.any():
+        return dropped
+    moved = pack(np.where(held, 0.0, W), b + share).astype(start.dtype)
+
+    def loss(theta: np.ndarray) -> float:
+        value = objective(scaling.to_scaled(theta).astype(dtype))[0]
+        return value if math.isfinite(value) else math.inf
+
+    return moved if loss(moved) <= loss(dropped) else dropped
+
+
 class FrozenIntercept:
     """``objective`` with b held where it starts: the b part of every gradient is zero.
 
@@ -1753,11 +1782,7 @@ def _fit(model, objective, options, *, seed, callback, checkpoint, checkpoint_lo
             n_weights = model.num_classes * model.input_dim
             fit_start[:n_weights].reshape(model.num_classes, -1)[:, ~stored] = 0
     if resumed is None and scaling is not None and np.isinf(scaling.scale).any():
-        # Constant columns held at 0 start there, b as it is (FeatureScaling.to_scaled): a fit that takes no
-        # iteration leaves them so too (it returned the start's, whose penalty pulls them to 0).
-        fit_start = fit_start.copy()
-        n_weights = model.num_classes * model.input_dim
-        fit_start[:n_weights].reshape(model.num_classes, -1)[:, np.isinf(scaling.scale)] = 0
+        fit_start = _start_of_held_columns(fit_start, scaling, objective, model.dtype)
     if resumed is not None:
         theta0 = np.asarray(resumed.theta)
     elif scaling is None:

@@ -553,10 +553,11 @@ class SoftmaxRegression:
         max_iter : int, default 100
             Iterations (lbfgs, gd, newton-cg) or epochs (sgd, adam), counted over resumes.
         lr : float, optional
-            Step size; defaults to 0.1 for gd and sgd (1 / (2 l2) where that is
-            smaller, so that the penalty's own step does not overshoot), 1e-3
-            for adam. Unused by lbfgs and newton-cg, which warn (UserWarning)
-            when it is given.
+            Step size; defaults to 0.1 for gd and sgd (1 / (2 l2) where that
+            is smaller, so that the penalty's own step does not overshoot; see
+            ``_checks.default_lr`` for sgd's momentum there), 1e-3 for adam.
+            Unused by lbfgs and newton-cg, which warn (UserWarning) when it
+            is given.
         batch_size : int, default 256
             Mini-batch size (sgd, adam; the other solvers warn of another value).
         momentum : float, default 0.9
@@ -762,7 +763,8 @@ class SoftmaxRegression:
         solver : {"sgd", "adam"}, default "sgd"
             "sgd": mini-batch SGD with momentum; "adam": Adam on mini-batches.
         lr : float, optional
-            Step size, a finite number > 0; defaults to 0.1 for sgd, 1e-3 for adam.
+            Step size, a finite number > 0; defaults to 0.1 for sgd, or less
+            under a large l2 (as in :meth:`fit`), and 1e-3 for adam.
         batch_size : int, default 256
             Rows per mini-batch.
         momentum : float, default 0.9

@@ -258,13 +258,16 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         dense with its input's density, in one pipeline), nor for a Dask X,
         whose chunks are its own.
     lr, batch_size, momentum :
-        Step size (default 0.1, or 1 / (2 l2) where that is smaller, with
-        ``l2 = 1 / (C * sum_i w_i)``; 1e-3 for "adam"), mini-batch size and
-        momentum of the mini-batch solvers; ``lr`` is also the step of "gd".
-        The step is in the data's units: the default suits standardised
-        features (see ``solver``); with unscaled ones, scale them or lower
-        ``lr``. The cap keeps a small C's penalty from overshooting: at
-        C = 1e-4 on 150 rows the step of 0.1 diverged.
+        Step size (default 0.1, or less under a small C; 1e-3 for "adam"),
+        mini-batch size and momentum of the mini-batch solvers; ``lr`` is
+        also the step of "gd". The step is in the data's units: the default
+        suits standardised features (see ``solver``); with unscaled ones,
+        scale them or lower ``lr``. The default is at most 1 / (2 l2), so
+        that the penalty's own step does not overshoot (at C = 1e-4 on 150
+        rows the step of 0.1 diverged), where the engine's
+        ``l2 = 1 / (C * sum_i w_i)``, twice that with two classes (see the
+        module docstring). In :meth:`partial_fit`, whose l2 is taken from
+        each call's rows, so is that cap.
 
     Attributes
     ----------

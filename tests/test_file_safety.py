@@ -24,7 +24,7 @@ import pytest
 
 from fastsoftmax import SoftmaxRegression, TrainingError
 from fastsoftmax import checkpoint as ckpt_module
-from fastsoftmax._io import _create_beside, atomic_file, atomic_path
+from fastsoftmax._io import _create_beside, atomic_file, atomic_path, write_npz
 from fastsoftmax.checkpoint import CheckpointError
 from fastsoftmax.datasets import make_classification, write_classification
 
@@ -1019,6 +1019,35 @@ def test_a_fit_whose_checkpoint_directory_was_remade_by_another_fit_writes_no_mo
     assert not directory.exists() or not os.listdir(directory)
 
 
+def test_a_directory_removed_as_the_fit_locks_it_is_made_again(tmp_path, monkeypatch):
+    """Another fit that made the directory and wrote nothing removes it as it ends: where that fell between this
+    fit's makedirs and its lock, the lock's open raised FileNotFoundError."""
+    makedirs, calls = os.makedirs, []
+
+    def made_then_removed_by_another_fit(path, *args, **kwargs):
+        makedirs(path, *args, **kwargs)
+        calls.append(path)
+        if len(calls) == 1:
+            os.rmdir(path)
+
+    monkeypatch.setattr(os, "makedirs", made_then_removed_by_another_fit)
+    with ckpt_module.exclusive(tmp_path / "ck"):
+        assert os.path.isfile(tmp_path / "ck" / ckpt_module.LOCK_FILENAME)
+    assert len(calls) == 2
+
+
+def test_a_fit_whose_lock_file_was_removed_says_so(tmp_path):
+    # It said that the directory had been removed and made again.
+    X, y = make_classification(600, 5, n_classes=3, seed=0)
+
+    def remove_the_lock(model, iteration, loss):
+        if iteration == 2:
+            os.unlink(tmp_path / ckpt_module.LOCK_FILENAME)
+
+    with pytest.raises(OSError, match=r"the checkpoint directory's lock file, \.checkpoint\.lock, was removed or"):
+        SoftmaxRegression(5, 3, seed=0).fit(X, y, max_iter=4, tol=0, checkpoint=tmp_path, callback=remove_the_lock)
+
+
 def test_a_fit_that_writes_no_checkpoint_leaves_no_directory_it_made(tmp_path):
     """A run that failed at its first pass (NaN in X) left the whole tree it made for --checkpoint e/f/ck. The
     directories that were there before stay, and so does any that holds a file."""
@@ -1029,6 +1058,11 @@ def test_a_fit_that_writes_no_checkpoint_leaves_no_directory_it_made(tmp_path):
         with pytest.raises(ValueError, match="NaN"):
             SoftmaxRegression(5, 3, seed=0).fit(X, y, solver=solver, seed=0, checkpoint=tmp_path / "e" / "f" / "ck")
         assert os.listdir(tmp_path / "e") == []
+    # A directory named through one the fit made ("new/.."): "existing", empty, was removed as made by the fit.
+    (tmp_path / "existing").mkdir()
+    with pytest.raises(ValueError, match="NaN"):
+        SoftmaxRegression(5, 3, seed=0).fit(X, y, checkpoint=os.path.join(tmp_path, "new", "..", "existing", "ck"))
+    assert (tmp_path / "existing").is_dir() and not os.listdir(tmp_path / "existing")
     X[400, 2] = 0.0
     SoftmaxRegression(5, 3, seed=0).fit(X, y, max_iter=2, tol=0, checkpoint=tmp_path / "e" / "f" / "ck")
     assert sorted(os.listdir(tmp_path / "e" / "f" / "ck")) == [ckpt_module.FILENAME]
@@ -1207,6 +1241,23 @@ def _edited_meta(arrays, **changes):
 
 def _edited_fingerprint(arrays, **changes):
     return np.array(json.dumps({**json.loads(str(arrays["fingerprint"])), **changes}))
+
+
+def test_a_checkpoint_of_the_former_default_lr_says_how_to_resume_it(tmp_path, data):
+    """The default lr of gd and sgd is capped at 1 / (2 l2): a checkpoint of a run at the former default under a
+    large l2 was refused as another problem's ("lr: checkpoint 0.1, now 0.0833"), an lr its user never gave."""
+    X, y = data
+    SoftmaxRegression(D, K, seed=0).fit(X, y, solver="gd", l2=6.0, max_iter=2, checkpoint=tmp_path)
+    path = tmp_path / "checkpoint.npz"
+    with np.load(path) as stored:
+        arrays = {name: stored[name] for name in stored.files}
+    arrays["fingerprint"] = _edited_fingerprint(arrays, lr=0.1)  # as the former default wrote it
+    with open(path, "wb") as file:
+        write_npz(file, **arrays)
+    with pytest.raises(CheckpointError, match=r"now 1 / \(2 l2\) = 0\.0833333 .*: pass lr=0\.1 \(--lr 0\.1 on"):
+        SoftmaxRegression(D, K, seed=0).fit(X, y, solver="gd", l2=6.0, max_iter=4, checkpoint=tmp_path)
+    resumed = SoftmaxRegression(D, K, seed=0).fit(X, y, solver="gd", l2=6.0, lr=0.1, max_iter=4, checkpoint=tmp_path)
+    assert resumed.n_iter_ == 4
 
 
 @pytest.mark.parametrize(

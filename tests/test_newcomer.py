@@ -347,7 +347,7 @@ def test_generate_help_speaks_of_generating():
 
 def test_lr_help_gives_its_defaults():
     text = " ".join(_subcommands()["train"].format_help().split())
-    assert "default 0.1 for gd and sgd, at most 1/(2 l2); 1e-3 for adam" in text
+    assert "default 0.1 for gd and sgd, less under a large --l2; 1e-3 for adam" in text
 
 
 # --------------------------------------------------------------------------- #

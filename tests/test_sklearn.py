@@ -1104,6 +1104,9 @@ def test_columns_of_numbers_as_strings_or_mixed_objects_are_converted_as_logisti
     missing = frame.assign(a=pd.array([*frame["a"][:-1], None], dtype="string"))
     with pytest.raises(ValueError, match=r"^X's column\(s\) 'a' hold numbers written as text with missing values"):
         SoftmaxClassifier().fit(missing, y)
+    # Beside a column of words, named in the same message: its user met the one only after fixing the other.
+    with pytest.raises(ValueError, match=r"not numbers: 'w' .*\. Column\(s\) 'a' hold numbers written as text"):
+        SoftmaxClassifier().fit(missing.assign(w="word"), y)
     converted = missing.assign(a=pd.to_numeric(missing["a"]))
     with pytest.raises(ValueError, match="Input X contains NaN"):  # scikit-learn's, which names imputers
         SoftmaxClassifier().fit(converted, y)
