@@ -226,6 +226,24 @@ def test_a_constant_column_beside_the_intercept_is_held_at_0(tmp_path, dtype, so
     )
 
 
+@pytest.mark.parametrize("max_iter", [1, 100])
+def test_a_warm_start_keeps_the_share_of_a_held_column_in_b(max_iter):
+    """A column of ones that a fit without intercept used as its b: refitted with an intercept from those weights,
+    its weights were dropped, not moved into b, and a fit that took no iteration changed 26 % of the predictions
+    (loss 0.52 to 1.33). Moved into b, the start is the same model."""
+    rng = np.random.default_rng(0)
+    X = np.column_stack([rng.standard_normal((500, 2)), np.ones(500)])
+    y = (X[:, 0] + 0.5 * rng.standard_normal(500) > 0).astype(int) + (X[:, 1] > 1)
+    fitted = fs.SoftmaxRegression(3, 3, seed=0).fit(X, y, fit_intercept=False, tol=1e-10)
+    warm = fs.SoftmaxRegression(3, 3, seed=0)
+    warm.W[...], warm.b[...] = fitted.W, fitted.b
+    warm.fit(X, y, max_iter=max_iter)
+    np.testing.assert_array_equal(warm.predict(X), fitted.predict(X))
+    loss = fs.loss_and_grad(X, y, fitted.W, fitted.b)[0]
+    assert fs.loss_and_grad(X, y, warm.W, warm.b)[0] <= loss * (1 + 64 * np.finfo(np.float64).eps)
+    assert not warm.W[:, 2].any()
+
+
 @pytest.mark.parametrize("solver", ["lbfgs", "gd", "sgd", "adam"])
 def test_every_solver_reaches_the_same_optimum_with_and_without_scaling(badly_scaled, solver):
     """The optimum is a property of the problem, not of the coordinates."""
