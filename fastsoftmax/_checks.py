@@ -1045,13 +1045,15 @@ def nonfinite_rows_of(
     The public functions know only the chunk, so the row in their message is
     the chunk's; on a ValueError the chunk is scanned again with ``row_offset``
     (as :func:`check_X_finite`, with the data set's ``of_rows``); a
-    :class:`LogitsOverflowError` gets the data set's row too, and any other
-    ValueError passes as it is.
+    :class:`LogitsOverflowError` or :class:`BeyondRangeError` gets the data
+    set's row too, and any other ValueError passes as it is.
     """
     try:
         yield
     except LogitsOverflowError as overflow:
         raise overflow.for_rows_from(row_offset) from None
+    except BeyondRangeError as beyond:
+        raise beyond.for_rows_from(row_offset, X.shape[0], of_rows) from None
     except ValueError:
         if X.dtype not in (np.float32, np.float64) or _is_scipy_sparse(X):
             # The scan takes the kernels' dtypes (another, complex or str, was refused for itself)
@@ -1393,7 +1395,9 @@ def as_compute_dtype(X, dtype: np.dtype, *, learning: bool = True):
     return X
 
 
-def cast_X(X: np.ndarray, dtype: np.dtype, *, order: str = "K", row_offset=0, learning: bool = True) -> np.ndarray:
+def cast_X(
+    X: np.ndarray, dtype: np.dtype, *, order: str = "K", row_offset=0, learning: bool = True, whole: bool = True
+) -> np.ndarray:
     """X in ``dtype`` (and ``order``, as ``ndarray.astype``), or ValueError where the cast loses a value or a feature.
 
     A float64 value above float32's largest (3.4e38) becomes inf in the cast,
@@ -1412,7 +1416,12 @@ def cast_X(X: np.ndarray, dtype: np.dtype, *, order: str = "K", row_offset=0, le
     an X of tiny values is cast as it is: the cast moves each logit by at
     most the sum of |W| times 1.2e-38, and the same rows given in float32
     are scored without a word (a refusal told a one-row prediction that "the
-    model would learn nothing", with a remedy that changed the answer).
+    model would learn nothing", with a remedy that changed the answer). So is
+    a part of the data a fit reads (``whole=False``: a streamed chunk, a
+    mini-batch) where other parts have normal values: whether a float32 fit
+    ran depended on the chunk size, and the advice to divide X by its largest
+    value changed nothing (``_data.DataSource`` judges all of X where a part
+    is all tiny). A Dask chunk is still judged on its own rows.
     """
     if X.dtype == dtype:
         return X.astype(dtype, order=order, copy=False)
@@ -1427,15 +1436,19 @@ def cast_X(X: np.ndarray, dtype: np.dtype, *, order: str = "K", row_offset=0, le
     overflows = bool(np.fmax.reduce(X, axis=None) > largest or np.fmin.reduce(X, axis=None) < -largest)
     if overflows:
         raise cast_overflow_error(X, dtype, row_offset) from None
-    if learning:
+    if learning and whole:
         raise_for_underflowing_features(X, dtype, row_offset)
     # Only some values underflowed, each in a column with normal values: negligible there.
     with np.errstate(under="ignore"):
         return X.astype(dtype, order=order)
 
 
+class TinyValuesError(ValueError):
+    """X's nonzero values all lie below the smallest normal number of the compute dtype (see :func:`cast_X`)."""
+
+
 def raise_for_underflowing_features(X: np.ndarray, dtype: np.dtype, row_offset=0) -> None:
-    """Raise ValueError if X has nonzero values, all below the smallest normal number of ``dtype``."""
+    """Raise :class:`TinyValuesError` if X has nonzero values, all below the smallest normal number of ``dtype``."""
     dtype = np.dtype(dtype)
     tiny = float(np.finfo(dtype).tiny)
     rows = np.atleast_2d(X)  # a 1-D X is one row
@@ -1445,7 +1458,7 @@ def raise_for_underflowing_features(X: np.ndarray, dtype: np.dtype, row_offset=0
         return
     where = f"rows {_data_row(0, row_offset)} to {_data_row(rows.shape[0] - 1, row_offset)}"
     wider = " or train in float64 (dtype=np.float64)" if dtype.itemsize < 8 else ""
-    raise ValueError(
+    raise TinyValuesError(
         f"every value of X in {where} is tiny: the largest magnitude, {largest:.3g}, is below {dtype}'s "
         f"smallest normal number ({tiny:.3g}), so the cast to the model's {dtype} would turn X into zeros and "
         f"subnormals, and the model would learn nothing from it. Rescale X (for example X / np.abs(X).max())"
@@ -1473,13 +1486,51 @@ def values_beyond(X: np.ndarray, dtype: np.dtype) -> tuple[int, int, np.floating
     return n_beyond, row, np.abs(X[beyond]).max()
 
 
-def beyond_range_error(n_beyond: int, first_row: int, largest: np.floating | float, dtype: np.dtype) -> ValueError:
+class BeyondRangeError(ValueError):
+    """Finite values of X beyond the range of the compute dtype, which its cast would make inf.
+
+    A ValueError that keeps the count, the first row and the largest value,
+    so that a caller that gave a chunk of a larger data set can name the row
+    in the data set and the rows counted (:meth:`for_rows_from`): a Dask
+    prediction said "the first in row 20" of row 450, and counted one chunk's.
+    """
+
+    def __init__(
+        self,
+        n_beyond: int,
+        first_row: int,
+        largest: np.floating | float,
+        dtype: np.dtype,
+        counted_in: str | None = None,
+    ) -> None:
+        self.n_beyond, self.first_row, self.largest = n_beyond, first_row, largest
+        self.dtype, self.counted_in = np.dtype(dtype), counted_in
+        wider = " or train in float64 (dtype=np.float64)" if self.dtype.itemsize < 8 else ""
+        part = "" if counted_in is None else f", counted in {counted_in} only, the part of X being read"
+        super().__init__(
+            f"X holds {n_beyond} finite value(s) beyond the range of {self.dtype} (|x| up to "
+            f"{np.format_float_scientific(largest, precision=2, trim='-')}, "
+            f"above {np.finfo(self.dtype).max:.3g}; the first in row {first_row}{part}): the cast to the "
+            f"model's {self.dtype} would make them inf. Scale the data (for example X / np.abs(X).max()){wider}."
+        )
+
+    def __reduce__(self):
+        # Raised in a worker process (Dask, joblib), it is rebuilt from these, not from its message.
+        return type(self), (self.n_beyond, self.first_row, self.largest, self.dtype, self.counted_in)
+
+    def for_rows_from(self, row_offset, n_rows: int, of_rows: int | None) -> BeyondRangeError:
+        """The same error for a part of ``n_rows`` rows at ``row_offset`` of a data set of ``of_rows`` rows."""
+        return BeyondRangeError(
+            self.n_beyond,
+            _data_row(self.first_row, row_offset),
+            self.largest,
+            self.dtype,
+            rows_counted(row_offset, n_rows, of_rows),
+        )
+
+
+def beyond_range_error(
+    n_beyond: int, first_row: int, largest: np.floating | float, dtype: np.dtype
+) -> BeyondRangeError:
     """The error for ``n_beyond`` finite values of X beyond ``dtype``'s range, wherever the scan that found them ran."""
-    dtype = np.dtype(dtype)
-    wider = " or train in float64 (dtype=np.float64)" if dtype.itemsize < 8 else ""
-    return ValueError(
-        f"X holds {n_beyond} finite value(s) beyond the range of {dtype} (|x| up to "
-        f"{np.format_float_scientific(largest, precision=2, trim='-')}, "
-        f"above {np.finfo(dtype).max:.3g}; the first in row {first_row}): the cast to the "
-        f"model's {dtype} would make them inf. Scale the data (for example X / np.abs(X).max()){wider}."
-    )
+    return BeyondRangeError(n_beyond, first_row, largest, dtype)

@@ -454,6 +454,7 @@ class DataSource:
         self.chunk_size = min(_checks.check_int(chunk_size, "chunk_size"), self.n_samples)
         self.row_offset = _checks.check_int(row_offset, "row_offset", minimum=0)
         self._labels_checked_for = None
+        self._normal_values = False  # X has a value normal in the compute dtype (found where a part had none)
         # The files behind X, y and mapped weights as they were when opened: a file that changes
         # under the map (truncated: SIGBUS on the next read) is caught before each chunk.
         mapped = [("X", self.X), ("y", self.y)]
@@ -558,19 +559,31 @@ class DataSource:
         # The whole of a Fortran-ordered X goes as it is; a row slice of one is
         # neither C- nor Fortran-contiguous and is copied, like a cast chunk.
         if X.dtype != self.dtype or not (X.flags.c_contiguous or X.flags.f_contiguous):
-            # cast_X refuses a feature that the cast turns into zeros and subnormals, judged on
-            # this chunk's rows: a feature tiny in one chunk only is refused there too.
-            X = _checks.cast_X(X, self.dtype, order="C", row_offset=self.row_offset + start)
+            X = self._cast_part(X, self.row_offset + start)
         y = np.ascontiguousarray(self.y[start:stop], dtype=np.int64)
         w = self.sample_weight[start:stop] if self.sample_weight.shape[0] else self.sample_weight
         return np.asarray(X), y, w
+
+    def _cast_part(self, X: np.ndarray, row_offset) -> np.ndarray:
+        """A chunk or mini-batch of X (rows from ``row_offset``) in the compute dtype, C-contiguous.
+
+        A part whose values are all tiny in that dtype is refused only where
+        all of X is: judged on its own rows, a float32 fit ran or not with the
+        chunk size, and the advice to rescale X by its largest value changed
+        nothing. X's largest value is then found once (a pass, on this path only).
+        """
+        try:
+            return _checks.cast_X(X, self.dtype, order="C", row_offset=row_offset, whole=not self._normal_values)
+        except _checks.TinyValuesError:
+            _checks.raise_for_underflowing_features(self.X, self.dtype, self.row_offset)
+            self._normal_values = True
+            return _checks.cast_X(X, self.dtype, order="C", row_offset=row_offset, whole=False)
 
     def take(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Gather the rows of a mini-batch (a small copy)."""
         self.check_files()
         offset = rows + self.row_offset if self.row_offset else rows  # no array to add to each batch in a fit
-        # A feature that the cast turns into zeros and subnormals is judged on this batch's rows (cast_X).
-        X = _checks.cast_X(self.X[rows], self.dtype, order="C", row_offset=offset)
+        X = self._cast_part(self.X[rows], offset)
         y = np.ascontiguousarray(self.y[rows], dtype=np.int64)
         w = self.sample_weight[rows] if self.sample_weight.shape[0] else self.sample_weight
         return X, y, w

@@ -173,7 +173,7 @@ def check_sparse_X(
     n_stored = int(indptr[-1])
     data, indices = data[:n_stored], indices[:n_stored]
     fix = "before training" if learning else "before predicting"
-    data = _values_in(data, indptr, dtype, learning, fix, row_offset=row_offset)
+    data = _values_in(data, indptr, dtype, fix, row_offset=row_offset)
     return CSRRows(
         *(kernels.read_only(np.ascontiguousarray(a)) for a in (data, indices, indptr)), (n_samples, n_columns)
     )
@@ -279,9 +279,7 @@ def _check_compressed(
         raise _invalid((given or form).upper(), broken)
 
 
-def _values_in(
-    data: np.ndarray, indptr: np.ndarray, dtype: np.dtype, learning: bool, fix: str, row_offset: int = 0
-) -> np.ndarray:
+def _values_in(data: np.ndarray, indptr: np.ndarray, dtype: np.dtype, fix: str, row_offset: int = 0) -> np.ndarray:
     """The stored values in ``dtype``; NaN, inf and values beyond ``dtype``'s range raise, naming their row."""
 
     def row_of(position: int) -> int:
@@ -296,13 +294,8 @@ def _values_in(
             cast = data.astype(dtype)
         n_bad, first = _checks.nonfinite_values(cast)
         if n_bad:
-            largest = float(np.max(np.abs(data)))
-            row = row_of(first)
-            use = "trained" if learning else "used"
-            raise ValueError(
-                f"X holds values beyond {dtype}'s range (largest magnitude {largest:.3g}, first in row {row}), which "
-                f"become inf in a {dtype} model; scale X, or use a float64 model to have it {use} as it is."
-            )
+            # As a dense X's: a chunk's row becomes the data set's (_checks.BeyondRangeError.for_rows_from).
+            raise _checks.beyond_range_error(n_bad, row_of(first), np.max(np.abs(data)), dtype)
         data = cast
     return data
 

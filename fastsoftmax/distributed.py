@@ -604,8 +604,22 @@ def map_reduce(
 # --------------------------------------------------------------------------- #
 # Input checks
 # --------------------------------------------------------------------------- #
+def refuse_unknown_columns(X) -> None:
+    """Refuse a 2-D Dask X whose number of columns is unknown (nan), as ``da.from_delayed`` may declare it.
+
+    It reached the model as "X has nan features" and the estimator as "input_dim must be a positive integer,
+    got nan", and prediction failed inside Dask ("'float' object cannot be interpreted as an integer").
+    """
+    if math.isnan(X.shape[1]):
+        raise ValueError(
+            "X's number of columns is unknown (nan); declare it where X is made (da.from_delayed(..., "
+            "shape=(n_rows, n_features))), or call X = X.compute_chunk_sizes() first."
+        )
+
+
 def _refuse_column_chunks(X) -> None:
-    """Refuse a 2-D Dask X split along its features: each chunk task takes whole rows."""
+    """Refuse a 2-D Dask X split along its features, or of an unknown number of them: each chunk takes whole rows."""
+    refuse_unknown_columns(X)
     if len(X.chunks[1]) != 1:
         raise ValueError(
             f"X is split along its features into {len(X.chunks[1])} chunks {X.chunks[1]}; "
@@ -1485,11 +1499,28 @@ def predict_dask(model, X, *, method: str = "predict"):
     snapshot = copy.deepcopy(model)  # the weights of now, whatever trains the model later
     if getattr(snapshot, "n_threads", None) is not None:
         snapshot.n_threads = None  # each task takes its share of the cores, as a fit's tasks do
-    if hasattr(snapshot, "feature_names_in_"):
-        # A Dask array has no column names: the copy predicts by position, without scikit-learn's warning
-        # that "X does not have valid feature names" once per chunk (n_features_in_ is still checked).
-        del snapshot.feature_names_in_
+    # A Dask array has no column names: the copy predicts by position, without scikit-learn's warning
+    # that "X does not have valid feature names" once per chunk (n_features_in_ is still checked).
+    _forget_feature_names(snapshot)
     return predict_blocks(snapshot, X, method)
+
+
+def _forget_feature_names(estimator) -> None:
+    """Remove ``feature_names_in_`` from ``estimator``, or from the first step that a Pipeline's is read from.
+
+    A Pipeline's is a property of its first step's, which ``del`` refused
+    (AttributeError: "has no deleter"), and a scaler and the estimator fitted
+    on a DataFrame could not predict on Dask. Elsewhere, where it cannot be
+    removed, it stays, and scikit-learn warns of the names once per chunk.
+    """
+    if not hasattr(estimator, "feature_names_in_"):
+        return
+    try:
+        del estimator.feature_names_in_
+    except AttributeError:
+        steps = getattr(estimator, "steps", None)
+        if steps:
+            _forget_feature_names(steps[0][1])
 
 
 def predict_blocks(model, X, method: str = "predict", row_offset: int = 0):
@@ -1539,10 +1570,19 @@ def _predict_chunk(
     Where X's chunk sizes are unknown (a filtered array), the chunk's place
     in X is too: the error then names the chunk, and its row in it.
     """
-    if chunk.shape[0] == 0:
-        return np.empty((0, *per_row), dtype=result_dtype)
     location = block_info[0]["array-location"][0][0] if block_info else 0
     index = block_info[0]["chunk-location"][0] if block_info else 0
+    if block_info and math.isfinite(location):
+        # As a fit's tasks check theirs: a chunk of other rows than declared gave fewer predictions than
+        # the array's shape, without an error where they were only computed.
+        declared = block_info[0]["array-location"][0]
+        if chunk.shape[0] != declared[1] - declared[0]:
+            raise ValueError(
+                f"chunk {index} of X (rows {declared[0]}:{declared[1]}) has {chunk.shape[0]} rows but the Dask "
+                f"array declares {declared[1] - declared[0]}; {_DECLARED_FIX}."
+            )
+    if chunk.shape[0] == 0:
+        return np.empty((0, *per_row), dtype=result_dtype)
     with numba_threads(_kernel_threads(concurrency)):
         if not math.isfinite(location):
             try:
@@ -1557,6 +1597,8 @@ def _predict_chunk(
         if _checks._is_scipy_sparse(chunk):
             try:
                 return getattr(model, method)(chunk)
+            except _checks.BeyondRangeError as beyond:
+                raise beyond.for_rows_from(start, chunk.shape[0], n_rows) from None
             except ValueError:
                 # The sparse checks name the chunk's row: recounted, the data set's.
                 (n_nonfinite, first_row), _ = _sparse_chunk_values(chunk, np.dtype(np.float64), start)

@@ -742,9 +742,10 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         if is_dask_collection(X):
             # X stays on Dask; the labels and weights (N values) are brought here.
             # validate_data leaves n_features_in_ unset for a 1-D X instead of raising.
-            from fastsoftmax.distributed import DASK_SOLVERS
+            from fastsoftmax.distributed import DASK_SOLVERS, refuse_unknown_columns
 
             _checks.check_2d(X)
+            refuse_unknown_columns(X)
             _refuse_an_empty_X(X.shape, "The Dask array X")
             if self.solver not in DASK_SOLVERS:
                 # Refused here in the estimator's terms: the engine's message gives model.fit's call.
@@ -1016,7 +1017,9 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         ``class_weight`` dict weighs 0 (a stream grouped by class) takes no
         step, as in SGDClassifier: its rows weigh nothing. A call that raises, or is
         interrupted, leaves the estimator as it was before it; a call while
-        another thread fits the estimator raises RuntimeError.
+        another thread fits the estimator raises RuntimeError. A Dask X (and
+        y) is computed in memory first, as for a prediction: a call's rows
+        are those of one step of a stream.
         """
         with exclusive_training(self), self._unchanged_on_failure():
             staged = self._snapshot()  # as in fit; the engine model, shared, keeps the optimiser's state
@@ -1032,6 +1035,9 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                 "file with np.load(path, mmap_mode='r') and pass it, or slices of it, to partial_fit."
             )
         self._check_params()
+        # One call's rows are in memory, as a prediction's are: a Dask X is computed (its chunks of scipy.sparse
+        # matrices, to one: scikit-learn's check said "Expected 2D array, got scalar array instead"), and y too.
+        X, y = computed(X), computed(y)
         solver = self.solver if self.solver in _MINIBATCH_SOLVERS else "sgd"
         _checks.warn_unused_minibatch_options(solver, self.batch_size, self.momentum, stacklevel=3)  # adam's momentum
         first_call = not hasattr(self, "classes_")

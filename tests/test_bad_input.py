@@ -857,12 +857,20 @@ def test_tiny_values_beside_normal_ones_are_cast_without_a_word(tmp_path):
     assert fs.SoftmaxRegression(4, 3, dtype=np.float32, seed=0).predict_proba(X[3:8]).dtype == np.float32
 
 
-def test_a_file_chunk_whose_values_are_all_tiny_names_the_files_rows(tmp_path):
-    # Each streamed chunk is judged on its own rows, named as the file's.
+@pytest.mark.parametrize("solver", ["lbfgs", "sgd"])
+def test_a_file_chunk_whose_values_are_all_tiny_trains_as_the_whole_file_does(tmp_path, solver):
+    """Each streamed chunk (or mini-batch) was judged on its own rows: one of tiny values beside normal ones in
+    the others was refused ("the model would learn nothing"), so that whether the fit ran depended on chunk_size."""
     X = np.random.default_rng(0).standard_normal((40, 4))
     X[10:15] = 1e-45
-    with pytest.raises(ValueError, match=r"every value of X in rows 10 to 14 is tiny: the largest magnitude"):
-        _fit_file(tmp_path, X, np.arange(40) % 3, chunk_size=5)
+    y = np.arange(40) % 3
+    options = dict(solver=solver, seed=0, batch_size=5, tol=0) if solver == "sgd" else {}
+    chunked = _fit_file(tmp_path, X, y, chunk_size=5, **options)
+    whole = _fit_file(tmp_path, X, y, **options)
+    np.testing.assert_allclose(chunked.W, whole.W, rtol=0, atol=64 * np.finfo(np.float32).eps)
+    # In memory, X is judged whole: an X of tiny values only is still refused.
+    with pytest.raises(ValueError, match=r"every value of X .*is tiny"):
+        SoftmaxRegression(4, 3, dtype=np.float32).fit(X * 1e-40, y, max_iter=2)
 
 
 def test_an_infinite_float64_X_cast_to_float32_is_still_reported_as_infinite():

@@ -511,6 +511,16 @@ def test_predict_dask_takes_an_estimator_fitted_on_a_frame_by_its_columns_order(
     # Within rounding: the whole frame and the chunks may take other kernel bodies (sizes, threads).
     np.testing.assert_allclose(predicted, estimator.predict_proba(frame), rtol=0, atol=16 * np.finfo(np.float64).eps)
     assert estimator.n_threads == 1 and list(estimator.feature_names_in_) == list(frame.columns)  # the copy's changed
+    # A pipeline's names are its first step's, a property that del refused: AttributeError at the call.
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    pipeline = make_pipeline(StandardScaler(), SoftmaxClassifier(C=10.0)).fit(frame, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        predicted = predict_dask(pipeline, da.from_array(X, chunks=(CHUNK, D))).compute()
+    np.testing.assert_array_equal(predicted, pipeline.predict(frame))
+    assert list(pipeline.feature_names_in_) == list(frame.columns)
 
 
 def test_predict_dask_keeps_the_weights_of_its_call_and_names_the_data_sets_row(data):
@@ -540,6 +550,66 @@ def test_predict_dask_keeps_the_weights_of_its_call_and_names_the_data_sets_row(
     message = r"^chunk 3 of X, whose place in X is unknown \(X\.compute_chunk_sizes\(\) finds it\): X contains 1 NaN"
     with pytest.raises(ValueError, match=message + r".*the first in row 122;"):
         predict_dask(model, filtered).compute()
+    # A value beyond a float32 model's range, dense or sparse: the chunk's row was named ("row 20" of row 2345).
+    float32 = SoftmaxRegression(D, K, seed=0, dtype=np.float32)
+    beyond = X.copy()
+    beyond[2345, 1] = 1e300
+    message = (
+        rf"^X holds 1 finite value\(s\) beyond the range of float32 .*the first in row 2345, counted in rows "
+        rf"{2345 // CHUNK * CHUNK} to {2345 // CHUNK * CHUNK + CHUNK - 1} only, the part of X being read\)"
+    )
+    with pytest.raises(ValueError, match=message):
+        predict_dask(float32, da.from_array(beyond, chunks=(CHUNK, D))).compute()
+    sparse_beyond = pytest.importorskip("scipy.sparse").csr_matrix(beyond)
+    with pytest.raises(ValueError, match=message):
+        predict_dask(float32, da.from_array(sparse_beyond, chunks=(CHUNK, D), asarray=False)).compute()
+
+
+def test_predict_dask_refuses_a_chunk_of_other_rows_than_declared(data):
+    # A fit's tasks check their chunks; prediction's gave 594 predictions for an array of 600, without a word.
+    X, _ = data
+    lying = da.from_array(X, chunks=(CHUNK, D)).map_blocks(lambda chunk: chunk[:-1], dtype=X.dtype)
+    with pytest.raises(ValueError, match=r"chunk \d+ of X \(rows \d+:\d+\) has \d+ rows but the Dask array declares"):
+        predict_dask(SoftmaxRegression(D, K), lying).compute(scheduler="sync")
+
+
+def test_the_estimators_partial_fit_takes_a_dask_x_as_its_rows_in_memory(data):
+    """A dense Dask X was computed without a word and one of sparse chunks refused in scikit-learn's words
+    ("Expected 2D array, got scalar array instead"): both are computed, as for a prediction."""
+    import scipy.sparse
+
+    from fastsoftmax.sklearn import SoftmaxClassifier
+
+    X, y = data
+    rows = slice(0, 2 * CHUNK)
+    expected = SoftmaxClassifier(random_state=0).partial_fit(X[rows], y[rows], classes=np.arange(K))
+    for Xd in (
+        da.from_array(X[rows], chunks=(CHUNK, D)),
+        da.from_array(scipy.sparse.csr_matrix(X[rows]), chunks=(CHUNK, D), asarray=False),
+    ):
+        got = SoftmaxClassifier(random_state=0).partial_fit(
+            Xd, da.from_array(y[rows], chunks=CHUNK), classes=np.arange(K)
+        )
+        np.testing.assert_allclose(got.coef_, expected.coef_, rtol=0, atol=64 * np.finfo(np.float64).eps)
+
+
+def test_an_x_of_unknown_columns_is_refused_with_the_fix(data):
+    """da.from_delayed(..., shape=(N, nan)): "X has nan features", "input_dim must be a positive integer, got nan",
+    and, in prediction, "'float' object cannot be interpreted as an integer" from inside Dask."""
+    import dask
+
+    from fastsoftmax.sklearn import SoftmaxClassifier
+
+    X, y = data
+    unknown = da.from_delayed(dask.delayed(X), shape=(X.shape[0], np.nan), dtype=X.dtype)
+    message = r"X's number of columns is unknown \(nan\); declare it .* X = X\.compute_chunk_sizes\(\)"
+    for call in (
+        lambda: predict_dask(SoftmaxRegression(D, K), unknown),
+        lambda: SoftmaxClassifier().fit(unknown, y),
+        lambda: SoftmaxRegression(D, K).fit(unknown, da.from_array(y, chunks=X.shape[0])),
+    ):
+        with pytest.raises(ValueError, match=message):
+            call()
 
 
 def test_predict_dask_refuses_what_it_cannot_predict_at_the_call(data):
