@@ -99,6 +99,12 @@ def refuse_non_real(X: np.ndarray, name: str = "X") -> None:
             fix = f"pass its real part ({name}.real), or the real and imaginary parts as features of their own"
         elif X.dtype.kind in "Mm":
             fix = f"convert the dates or durations to numbers first ({name}.astype(np.int64) counts their units)"
+        elif X.dtype.kind == "V":
+            # Raw bytes, not text: the advice for strings (astype) fails on them.
+            fix = (
+                f"its values are raw bytes; view them as the numbers they hold ({name}.view(np.float64) for "
+                f"8-byte floats) or save the array in its numeric dtype"
+            )
         else:
             fix = (
                 f"numbers held as text convert with {name}.astype(np.float64), and categories must be encoded "

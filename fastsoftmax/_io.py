@@ -1063,7 +1063,9 @@ FILE_KINDS = {
     "fastsoftmax-sklearn": ("a SoftmaxClassifier", "fastsoftmax.sklearn.SoftmaxClassifier.load"),
     "fastsoftmax-checkpoint": (
         "a training checkpoint",
-        "fit(..., checkpoint=its directory) or fastsoftmax train --checkpoint, which resume from it",
+        "fit(..., checkpoint=its directory) or fastsoftmax train --checkpoint, which resume from it (with "
+        "max_iter, or --max-iter, at most its iteration, they return its weights as they are: train --out "
+        "then writes them as a model file)",
     ),
 }
 

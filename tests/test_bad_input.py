@@ -194,6 +194,12 @@ LOSS_GRAD_CASES = {
         TypeError,
         r"X has dtype datetime64\[D\]; .*convert the dates or durations to numbers first",
     ),
+    # Raw bytes were told to convert "numbers held as text" with astype, which fails on them.
+    "X-raw-bytes": (
+        lambda p: _replace(p, X=np.ascontiguousarray(p[0], dtype=np.float64).view("V8")),
+        TypeError,
+        r"X has dtype \|V8; .*raw bytes; view them as the numbers they hold \(X\.view\(np\.float64\)",
+    ),
     "X-object": (lambda p: _replace(p, X=p[0].astype(object)), TypeError, r"X has dtype object"),
     "X-none": (lambda p: _replace(p, X=None), TypeError, r"X is None"),
     "X-ragged": (

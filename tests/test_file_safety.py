@@ -2313,7 +2313,11 @@ def _each_kind_of_file(tmp_path):
     "loader, kind, message",
     [
         ("model", "estimator", r"holds a SoftmaxClassifier, not a SoftmaxRegression model: .*SoftmaxClassifier\.load"),
-        ("model", "checkpoint", r"holds a training checkpoint, not a SoftmaxRegression model: .*resume"),
+        (
+            "model",
+            "checkpoint",
+            r"holds a training checkpoint, not a SoftmaxRegression model: .*resume .*train --out then writes them",
+        ),
         ("estimator", "model", r"holds a SoftmaxRegression model, not a SoftmaxClassifier: .*SoftmaxRegression\.load"),
         ("estimator", "checkpoint", r"holds a training checkpoint, not a SoftmaxClassifier"),
     ],
