@@ -181,6 +181,13 @@ def _check_npy_header(path: str, name: str) -> None:
             f"can run code): save the values as a numeric array, labels as int64 class indices."
         )
     data_bytes = math.prod(shape) * dtype.itemsize
+    if data_bytes > data_bytes_in_file:
+        # np.load refused it after NumPy's memmap printed "RuntimeWarning: overflow encountered in scalar
+        # multiply" for a forged shape of 2**62 x 2**62; named here, before the map, with what the file holds.
+        raise ValueError(
+            f"{name} file {path!r} declares {shape} of {dtype} ({data_bytes:,} bytes) in its .npy header, but "
+            f"holds {data_bytes_in_file:,} bytes of data after it: it is truncated or corrupt."
+        )
     if data_bytes_in_file > data_bytes:
         # np.load maps the first rows and ignores the rest: a header left stale by a writer
         # that appended rows trained on part of the data without a word.

@@ -1124,6 +1124,17 @@ def test_an_npy_header_declaring_fewer_rows_than_the_file_holds_is_refused(tmp_p
     SoftmaxRegression(4, 3).fit(str(x_path), np.arange(10) % 3, max_iter=1)  # exactly its data
 
 
+def test_an_npy_header_declaring_more_than_the_file_holds_is_refused_before_the_map(tmp_path, capsys):
+    # A forged shape of 2**62 x 2**62: NumPy's map printed "RuntimeWarning: overflow encountered in scalar
+    # multiply" before np.load refused it ("array is too big").
+    x_path = tmp_path / "X.npy"
+    _npy_with_header(x_path, f"{{'descr': '<f8', 'fortran_order': False, 'shape': ({2**62}, {2**62}), }}")
+    message = rf"{X_NPY} declares \({2**62}, {2**62}\) of float64 \([\d,]+ bytes\) .* holds 320 bytes .*truncated"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _refused_by_fit_and_train(x_path, 10, message, capsys)
+
+
 def test_an_npy_file_of_arrays_saved_one_after_another_is_named_as_such(tmp_path, capsys):
     # np.save(f, a); np.save(f, b): np.load reads the first; the refusal above called it stale or corrupt.
     x_path = tmp_path / "X.npy"
