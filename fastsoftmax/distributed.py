@@ -1013,8 +1013,18 @@ class DaskObjective:
         import dask
 
         if self.client is not None:
+            from distributed import KilledWorker
+
             try:
                 return tuple(self.client.gather(self.client.compute(list(values))))
+            except KilledWorker as exc:
+                # distributed's message named a task key and a worker; it said nothing of the model.
+                raise RuntimeError(
+                    f"a task of the fit killed the workers that ran it, one after another ({exc}): a worker "
+                    f"ran out of memory (smaller chunks, or more memory per worker), or died of another cause "
+                    f"(see the workers' logs). W and b hold the last iteration's weights; fit again once the "
+                    f"cause is fixed (a checkpoint resumes where the fit stopped)."
+                ) from exc
             except concurrent.futures.CancelledError as exc:
                 # distributed's FutureCancelledError named a task key and "lost dependencies".
                 raise RuntimeError(

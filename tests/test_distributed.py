@@ -20,6 +20,7 @@ import os
 import signal
 import sys
 import threading
+import types
 import warnings
 
 import numpy as np
@@ -776,22 +777,30 @@ def test_model_fit_under_a_default_client_shares_each_workers_cores(client, data
         assert objective.client is None  # Dask's own calls take the configured scheduler, and so does the fit
 
 
-def test_tasks_the_cluster_cancelled_are_named_with_what_the_model_keeps(client, data, monkeypatch):
-    # client.restart() during a fit raised distributed's "('fastsoftmax-chunk-...', 1, 0) cancelled for
-    # reason: lost dependencies", which said neither what was lost nor what W and b hold.
+@pytest.mark.parametrize("failure", ["cancelled", "killed-worker"])
+def test_tasks_the_cluster_lost_are_named_with_what_the_model_keeps(client, data, monkeypatch, failure):
+    """client.restart() during a fit raised distributed's "('fastsoftmax-chunk-...', 1, 0) cancelled for
+    reason: lost dependencies", which said neither what was lost nor what W and b hold; workers that died one
+    after another on a task (out of memory), distributed's KilledWorker, as bare."""
     X, y = da.from_array(data[0], chunks=(CHUNK, D)), da.from_array(data[1], chunks=CHUNK)
     real_gather, gathered = client.gather, []
 
     def gather(futures, *args, **kwargs):
         gathered.append(futures)
         if len(gathered) == 6:
-            raise distributed.client.FutureCancelledError(("fastsoftmax-chunk", 1, 0), "lost dependencies")
+            if failure == "cancelled":
+                raise distributed.client.FutureCancelledError(("fastsoftmax-chunk", 1, 0), "lost dependencies")
+            worker = types.SimpleNamespace(address="tcp://127.0.0.1:1")  # distributed passes its WorkerState
+            raise distributed.KilledWorker(("fastsoftmax-chunk", 1, 0), worker, 3)
         return real_gather(futures, *args, **kwargs)
 
     monkeypatch.setattr(client, "gather", gather)
     model = SoftmaxRegression(D, K, seed=0)
-    message = r"the Dask cluster cancelled the fit's tasks \(.*lost dependencies.*W and b hold the last iteration"
-    with pytest.raises(RuntimeError, match=message):
+    message = {
+        "cancelled": r"the Dask cluster cancelled the fit's tasks \(.*lost dependencies",
+        "killed-worker": r"a task of the fit killed the workers that ran it, one after another .*out of memory",
+    }[failure]
+    with pytest.raises(RuntimeError, match=message + r".*W and b hold the last iteration"):
         fit_dask(model, X, y, client=client, l2=L2, max_iter=50)
     assert model.n_iter_ >= 1 and np.isfinite(model.W).all()
 
