@@ -516,12 +516,23 @@ def test_predict_dask_takes_an_estimator_fitted_on_a_frame_by_its_columns_order(
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    pipeline = make_pipeline(StandardScaler(), SoftmaxClassifier(C=10.0)).fit(frame, y)
+    pipeline = make_pipeline(StandardScaler(), SoftmaxClassifier(C=10.0, n_threads=1)).fit(frame, y)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         predicted = predict_dask(pipeline, da.from_array(X, chunks=(CHUNK, D))).compute()
     np.testing.assert_array_equal(predicted, pipeline.predict(frame))
     assert list(pipeline.feature_names_in_) == list(frame.columns)
+    # Its step's n_threads is reset too, in the copy the tasks run (not in the pipeline): it ran each task on
+    # that many threads beside the others.
+    from fastsoftmax import distributed as fs_distributed
+
+    copies = []
+    predict_blocks = fs_distributed.predict_blocks
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setattr(fs_distributed, "predict_blocks", lambda model, *a, **k: copies.append(model) or None)
+        predict_dask(pipeline, da.from_array(X, chunks=(CHUNK, D)))
+    assert predict_blocks is fs_distributed.predict_blocks
+    assert copies[0].steps[-1][1].n_threads is None and pipeline.steps[-1][1].n_threads == 1
 
 
 def test_predict_dask_keeps_the_weights_of_its_call_and_names_the_data_sets_row(data):
