@@ -1594,10 +1594,10 @@ def _predict_chunk(
     """
     location = block_info[0]["array-location"][0][0] if block_info else 0
     index = block_info[0]["chunk-location"][0] if block_info else 0
-    if block_info and math.isfinite(location):
+    declared = block_info[0]["array-location"][0] if block_info else (0, math.nan)
+    if all(map(math.isfinite, declared)):  # else the chunk's rows are unknown (a filtered X): nothing declared
         # As a fit's tasks check theirs: a chunk of other rows than declared gave fewer predictions than
         # the array's shape, without an error where they were only computed.
-        declared = block_info[0]["array-location"][0]
         if chunk.shape[0] != declared[1] - declared[0]:
             raise ValueError(
                 f"chunk {index} of X (rows {declared[0]}:{declared[1]}) has {chunk.shape[0]} rows but the Dask "
