@@ -1459,8 +1459,10 @@ def predict_dask(model, X, *, method: str = "predict"):
     does not change what the returned array computes. Each task's kernels
     run on its machine's share of the cores, as a fit's tasks do, for the
     scheduler that Dask's calls use at this call; the estimator's
-    ``n_threads`` does not apply, nor its feature names (a Dask array has
-    none: the columns are taken in their order).
+    ``n_threads`` does not apply (nor that of a pipeline's steps). A model
+    fitted on a DataFrame (a pipeline whose first step was) gets each dense
+    chunk as a DataFrame of its feature names: a Dask array has none, and
+    its columns are taken in their order.
 
     Parameters
     ----------
@@ -1508,9 +1510,6 @@ def predict_dask(model, X, *, method: str = "predict"):
     _refuse_column_chunks(X)
     snapshot = copy.deepcopy(model)  # the weights of now, whatever trains the model later
     _share_the_cores(snapshot)
-    # A Dask array has no column names: the copy predicts by position, without scikit-learn's warning
-    # that "X does not have valid feature names" once per chunk (n_features_in_ is still checked).
-    _forget_feature_names(snapshot)
     return predict_blocks(snapshot, X, method)
 
 
@@ -1527,24 +1526,6 @@ def _share_the_cores(estimator) -> None:
             _share_the_cores(step[1])
 
 
-def _forget_feature_names(estimator) -> None:
-    """Remove ``feature_names_in_`` from ``estimator``, or from the first step that a Pipeline's is read from.
-
-    A Pipeline's is a property of its first step's, which ``del`` refused
-    (AttributeError: "has no deleter"), and a scaler and the estimator fitted
-    on a DataFrame could not predict on Dask. Elsewhere, where it cannot be
-    removed, it stays, and scikit-learn warns of the names once per chunk.
-    """
-    if not hasattr(estimator, "feature_names_in_"):
-        return
-    try:
-        del estimator.feature_names_in_
-    except AttributeError:
-        steps = getattr(estimator, "steps", None)
-        if steps:
-            _forget_feature_names(steps[0][1])
-
-
 def predict_blocks(model, X, method: str = "predict", row_offset: int = 0):
     """:func:`predict_dask` of a checked Dask X (2-D, whole rows), with ``model`` itself, not a copy.
 
@@ -1554,9 +1535,14 @@ def predict_blocks(model, X, method: str = "predict", row_offset: int = 0):
     """
     import dask
 
+    # A Dask array has no column names: a model fitted on a DataFrame (a pipeline's first step) gets each chunk
+    # as a frame of its names, X's columns taken in their order. Without, scikit-learn warned that "X does not
+    # have valid feature names" once per chunk, and a pipeline that selects columns by name, or hands a frame
+    # from one step to the next (set_output(transform="pandas")), could not predict.
+    columns = getattr(model, "feature_names_in_", None)
     # One row of zeros: the model's errors for X's columns (and for a model not trained) now, not at the
     # compute, and the shape and dtype of each block's result.
-    sample = getattr(model, method)(np.zeros((1, X.shape[1]), dtype=X.dtype))
+    sample = getattr(model, method)(_named(np.zeros((1, X.shape[1]), dtype=X.dtype), columns))
     per_row, dtype = sample.shape[1:], sample.dtype
     # The tasks' kernel threads as a fit's: the cores of a machine shared by its concurrent tasks, of the
     # scheduler Dask's calls use now (the default client's machines, or this one's).
@@ -1572,9 +1558,19 @@ def predict_blocks(model, X, method: str = "predict", row_offset: int = 0):
         dtype=dtype,
         concurrency=concurrency,
         row_offset=row_offset,
+        columns=columns,
         meta=np.empty((0,) * (1 + len(per_row)), dtype=dtype),
         **layout,
     )
+
+
+def _named(chunk, columns):
+    """A dense NumPy ``chunk`` as a pandas DataFrame of ``columns`` (the model's feature names); else ``chunk``."""
+    if columns is None or not isinstance(chunk, np.ndarray):
+        return chunk
+    import pandas
+
+    return pandas.DataFrame(chunk, columns=columns, copy=False)
 
 
 def _predict_chunk(
@@ -1585,6 +1581,7 @@ def _predict_chunk(
     result_dtype: np.dtype,
     concurrency: int | dict[str, int],
     row_offset: int,
+    columns=None,
     block_info=None,
 ) -> np.ndarray:
     """``model.method`` of one chunk of rows (:func:`predict_blocks`); its NaN names the row in the data set.
@@ -1608,7 +1605,7 @@ def _predict_chunk(
     with numba_threads(_kernel_threads(concurrency)):
         if not math.isfinite(location):
             try:
-                return getattr(model, method)(chunk)
+                return getattr(model, method)(_named(chunk, columns))
             except ValueError as exc:
                 raise ValueError(
                     f"chunk {index} of X, whose place in X is unknown (X.compute_chunk_sizes() finds it): {exc}"
@@ -1629,7 +1626,7 @@ def _predict_chunk(
                     raise _checks.nonfinite_X_error(n_nonfinite, first_row, "before predicting", counted_in) from None
                 raise
         with _checks.nonfinite_rows_of(chunk, start, "before predicting", n_rows):
-            return getattr(model, method)(chunk)
+            return getattr(model, method)(_named(chunk, columns))
 
 
 # --------------------------------------------------------------------------- #

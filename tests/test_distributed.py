@@ -511,17 +511,25 @@ def test_predict_dask_takes_an_estimator_fitted_on_a_frame_by_its_columns_order(
         predicted = predict_dask(estimator, da.from_array(X, chunks=(CHUNK, D)), method="predict_proba").compute()
     # Within rounding: the whole frame and the chunks may take other kernel bodies (sizes, threads).
     np.testing.assert_allclose(predicted, estimator.predict_proba(frame), rtol=0, atol=16 * np.finfo(np.float64).eps)
-    assert estimator.n_threads == 1 and list(estimator.feature_names_in_) == list(frame.columns)  # the copy's changed
-    # A pipeline's names are its first step's, a property that del refused: AttributeError at the call.
+    assert estimator.n_threads == 1  # the copy's is reset
+    # Pipelines fitted on the frame: names deleted from a copy (a pipeline's are its first step's, a property
+    # that del refused) broke one that hands frames between its steps, and one that selects columns by name.
+    from sklearn.compose import make_column_transformer
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    pipeline = make_pipeline(StandardScaler(), SoftmaxClassifier(C=10.0, n_threads=1)).fit(frame, y)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        predicted = predict_dask(pipeline, da.from_array(X, chunks=(CHUNK, D))).compute()
-    np.testing.assert_array_equal(predicted, pipeline.predict(frame))
-    assert list(pipeline.feature_names_in_) == list(frame.columns)
+    pipelines = [
+        make_pipeline(StandardScaler(), SoftmaxClassifier(C=10.0, n_threads=1)),
+        make_pipeline(StandardScaler(), SoftmaxClassifier(C=10.0)).set_output(transform="pandas"),
+        make_pipeline(make_column_transformer((StandardScaler(), ["f0", "f1"]), remainder="passthrough"), estimator),
+    ]
+    for pipeline in pipelines:
+        pipeline.fit(frame, y)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            predicted = predict_dask(pipeline, da.from_array(X, chunks=(CHUNK, D))).compute()
+        np.testing.assert_array_equal(predicted, pipeline.predict(frame))
+    pipeline = pipelines[0]
     # Its step's n_threads is reset too, in the copy the tasks run (not in the pipeline): it ran each task on
     # that many threads beside the others.
     from fastsoftmax import distributed as fs_distributed
