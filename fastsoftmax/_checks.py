@@ -284,7 +284,7 @@ def refuse_columns_that_are_not_numbers(
             raise error(f"{name} holds {a.dtype} values, not {kind}; {fix}.")
         listed = ", ".join(f"{column!r} ({dtype})" for column, dtype in other[:5])
         # Named together: a user who fixed the one would have met the other only then.
-        also = f" Column(s) {missing_listed} {missing_fix}." if missing else ""
+        also = f" The column(s) {missing_listed} {missing_fix}." if missing else ""
         raise error(f"{name} has {len(other)} column(s) that are not {kind}: {listed}; {fix}.{also}")
 
 
@@ -1462,13 +1462,18 @@ def raise_for_underflowing_features(X: np.ndarray, dtype: np.dtype, row_offset=0
         largest = float(max(rows.max(initial=0.0), -rows.min(initial=0.0)))
     if not 0 < largest < tiny:
         return
-    where = f"rows {_data_row(0, row_offset)} to {_data_row(rows.shape[0] - 1, row_offset)}"
+    raise tiny_values_error(largest, dtype, _data_row(0, row_offset), _data_row(rows.shape[0] - 1, row_offset))
+
+
+def tiny_values_error(largest: float, dtype: np.dtype, first_row: int, last_row: int) -> TinyValuesError:
+    """The error for rows ``first_row`` to ``last_row`` of X whose largest magnitude, ``largest``, is below normal."""
+    dtype = np.dtype(dtype)
     wider = " or train in float64 (dtype=np.float64)" if dtype.itemsize < 8 else ""
-    raise TinyValuesError(
-        f"every value of X in {where} is tiny: the largest magnitude, {largest:.3g}, is below {dtype}'s "
-        f"smallest normal number ({tiny:.3g}), so the cast to the model's {dtype} would turn X into zeros and "
-        f"subnormals, and the model would learn nothing from it. Rescale X (for example X / np.abs(X).max())"
-        f"{wider}."
+    return TinyValuesError(
+        f"every value of X in rows {first_row} to {last_row} is tiny: the largest magnitude, {largest:.3g}, is "
+        f"below {dtype}'s smallest normal number ({float(np.finfo(dtype).tiny):.3g}), so the cast to the model's "
+        f"{dtype} would turn X into zeros and subnormals, and the model would learn nothing from it. Rescale X "
+        f"(for example X / np.abs(X).max()){wider}."
     )
 
 

@@ -415,9 +415,24 @@ class DataSource:
         The row of the whole data set that X's first row is (X a row slice
         of it, such as the CLI's validation rows), so that every message
         names the row of the file rather than of the slice.
+    learning : bool, default True
+        False for rows that are only scored (the CLI's validation rows): a
+        cast to the compute dtype then takes values too small for it as they
+        are (``_checks.cast_X``); they were refused, as training rows that
+        would teach nothing, so that a run depended on ``--val-fraction``.
     """
 
-    def __init__(self, X, y, dtype, *, sample_weight=None, chunk_size: int | None = None, row_offset: int = 0) -> None:
+    def __init__(
+        self,
+        X,
+        y,
+        dtype,
+        *,
+        sample_weight=None,
+        chunk_size: int | None = None,
+        row_offset: int = 0,
+        learning: bool = True,
+    ) -> None:
         self.dtype = _checks.as_float_dtype(dtype)
         X = open_array(X, "X")
         self.streamed = isinstance(X, np.memmap)
@@ -432,7 +447,7 @@ class DataSource:
             # whole Fortran-ordered map), as for a dtype cast.
         else:
             if X.dtype.kind == "f" and X.dtype != self.dtype:
-                X = _checks.cast_X(X, self.dtype)
+                X = _checks.cast_X(X, self.dtype, learning=learning)
             # A Fortran-ordered X stays so (make_objective decides where that pays):
             # the kernels read its transpose, and its row blocks copy from it.
             X = _checks.check_X(X, self.dtype, fortran_ok=True)
@@ -461,7 +476,8 @@ class DataSource:
         self.chunk_size = min(_checks.check_int(chunk_size, "chunk_size"), self.n_samples)
         self.row_offset = _checks.check_int(row_offset, "row_offset", minimum=0)
         self._labels_checked_for = None
-        self._normal_values = False  # X has a value normal in the compute dtype (found where a part had none)
+        # X has a value normal in the compute dtype (found where a part had none), or is only scored.
+        self._normal_values = not learning
         # The files behind X, y and mapped weights as they were when opened: a file that changes
         # under the map (truncated: SIGBUS on the next read) is caught before each chunk.
         mapped = [("X", self.X), ("y", self.y)]
@@ -577,14 +593,33 @@ class DataSource:
         A part whose values are all tiny in that dtype is refused only where
         all of X is: judged on its own rows, a float32 fit ran or not with the
         chunk size, and the advice to rescale X by its largest value changed
-        nothing. X's largest value is then found once (a pass, on this path only).
+        nothing. X is then read once for a normal value (:meth:`_raise_if_all_tiny`), on this path only.
         """
         try:
             return _checks.cast_X(X, self.dtype, order="C", row_offset=row_offset, whole=not self._normal_values)
         except _checks.TinyValuesError:
-            _checks.raise_for_underflowing_features(self.X, self.dtype, self.row_offset)
+            self._raise_if_all_tiny()
             self._normal_values = True
             return _checks.cast_X(X, self.dtype, order="C", row_offset=row_offset, whole=False)
+
+    def _raise_if_all_tiny(self) -> None:
+        """TinyValuesError where no value of X is normal in the compute dtype (and one is nonzero).
+
+        A chunk at a time, as a pass reads X (the files checked before each,
+        its pages released after), to the first normal value: two reductions
+        over a whole file larger than memory faulted it in at once.
+        """
+        tiny, largest = float(np.finfo(self.dtype).tiny), 0.0
+        for start in range(0, self.n_samples, self.chunk_size):
+            self.check_files()
+            part = self.X[start : start + self.chunk_size]
+            with np.errstate(invalid="ignore"):  # NaN is left to the scan for non-finite values
+                largest = max(largest, float(part.max(initial=0.0)), -float(part.min(initial=0.0)))
+            _io.release_rows(self.X, start, start + self.chunk_size)
+            if not largest < tiny:
+                return
+        if largest > 0:
+            raise _checks.tiny_values_error(largest, self.dtype, self.row_offset, self.row_offset + self.n_samples - 1)
 
     def take(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Gather the rows of a mini-batch (a small copy)."""

@@ -30,7 +30,7 @@ import numpy as np
 from fastsoftmax import _checks, _fork, kernels, solvers
 from fastsoftmax._layout import pack, unpack
 from fastsoftmax._memory import available_memory, within_copy_budget
-from fastsoftmax._scaling import FeatureScaling
+from fastsoftmax._scaling import FeatureScaling, varies
 from fastsoftmax._terms import _weight_sum, l2_penalty, weight_shares
 from fastsoftmax._threading import parallel_section, work_chunks
 
@@ -753,8 +753,9 @@ class SparseObjective:
         with np.errstate(over="ignore", invalid="ignore"):  # inf: the scaling falls back to the identity
             mean = sums / weight_sum
             _, squares, _ = column_moments_about(rows, self.sample_weight, mean)
-            variance = squares / weight_sum
-        return FeatureScaling.from_mean_variance(mean, np.maximum(variance, 0.0), l2, n_classes, centre=centre)
+            variance = np.maximum(squares / weight_sum, 0.0)
+        _exactly_constant(rows, mean, variance)
+        return FeatureScaling.from_mean_variance(mean, variance, l2, n_classes, centre=centre)
 
     def raise_for_nonfinite_start(self, loss: float) -> None:
         """X's values were checked finite on entry: the logits overflowed."""
@@ -813,6 +814,30 @@ def column_moments_about(
             first = end
         unstored_weight = weight_sum - stored_weight
         return sums - unstored_weight * shift, squares + unstored_weight * shift * shift, weight_sum
+
+
+def _exactly_constant(rows: CSRRows, mean: np.ndarray, variance: np.ndarray) -> None:
+    """Give the columns of ``rows`` that hold one value c in every row the mean c and the variance 0, in place.
+
+    The moments are taken about the rounded mean, sum / weight sum: a
+    column of 0.1 in every row came out at a variance of 2e-30, and was not
+    held at 0 beside the intercept (``_scaling``): its weights reached 1e15
+    and the fit stopped unconverged, where the dense fit (moments about a
+    point on the column) holds it. Only columns constant within the rounding
+    of their moments are looked at, one pass over their stored values.
+    """
+    candidates = ~varies(mean, variance) & (variance != 0)
+    if not candidates.any():
+        return
+    data, indices, _ = rows.arrays()
+    taken = candidates[indices]
+    columns, values = indices[taken], np.asarray(data[taken], dtype=np.float64)
+    counts = np.bincount(columns, minlength=mean.shape[0])
+    lowest, highest = np.full(mean.shape[0], np.inf), np.full(mean.shape[0], -np.inf)
+    np.minimum.at(lowest, columns, values)
+    np.maximum.at(highest, columns, values)
+    constant = candidates & (counts == rows.n_samples) & (lowest == highest)
+    mean[constant], variance[constant] = lowest[constant], 0.0
 
 
 def _with_each_column_once(rows: CSRRows) -> CSRRows:
@@ -875,7 +900,7 @@ def _all_finite(loss: float, grad: np.ndarray) -> bool:
 
 
 def objective_loss_and_grad(
-    objective: SparseObjective, W: np.ndarray, b: np.ndarray
+    objective: SparseObjective, W: np.ndarray, b: np.ndarray, *, gradient_only: bool = False
 ) -> tuple[float, np.ndarray, np.ndarray]:
     """(mean loss + L2 term, dW (K, D), db (K,)) of ``objective`` at checked W and b, in one pass over X.
 
@@ -886,13 +911,19 @@ def objective_loss_and_grad(
     ``_api.fused_mean_loss_grad`` does for a dense X. A loss or gradient
     still not finite raises ValueError (X's values were checked finite): the
     L2 term's loss or gradient, else the first row whose logits overflow.
+    ``gradient_only`` (``backward``, which returns no loss): a loss that
+    overflowed beside a finite gradient (logits 2e308 apart) is returned.
     """
+
+    def usable(loss: float, grad: np.ndarray) -> bool:
+        return _all_finite(0.0 if gradient_only and loss == math.inf else loss, grad)
+
     theta = pack(W, b)
     loss, grad = objective(theta)
-    if not _all_finite(loss, grad):
+    if not usable(loss, grad):
         shares = weight_shares(objective.sample_weight, objective.n_samples, objective.weight_sum, objective.dtype)
         loss, grad = SparseObjective(objective.X, objective.y, shares, objective.n_classes, objective.l2).sums(theta)
-    if not _all_finite(loss, grad):
+    if not usable(loss, grad):
         _checks.raise_for_overflowing_penalty(l2_penalty(W, objective.l2), W, objective.l2)
         _checks.raise_for_l2_overflow(objective.l2, W, "gradient l2 W", "W")
         raise sparse_logits_error(objective.X, W, b)

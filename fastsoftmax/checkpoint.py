@@ -241,14 +241,7 @@ class exclusive:
         self._directory_stat: os.stat_result | None = None  # the directory locked
 
     def __enter__(self) -> exclusive:
-        # The directories missing before, each named without "..": "new/../existing" was missing until
-        # makedirs made "new", and then named the user's directory "existing", removed as made by the fit.
-        # (Where a symbolic link makes the OS resolve the path otherwise, a name here may not be one that
-        # makedirs made: it is then not there, or not empty, and stays.)
-        missing = os.path.normpath(self._directory)
-        while missing and not os.path.lexists(missing):
-            self._created.append(missing)
-            missing = os.path.dirname(missing)
+        self._created = _missing_directories(self._directory)
         os.makedirs(self._directory, exist_ok=True)
         try:
             # An interrupt as _lock returns drops the file unassigned, and with it the lock.
@@ -318,6 +311,26 @@ class exclusive:
                 raise interrupt
             finally:
                 del interrupt  # no reference cycle through this frame
+
+
+def _missing_directories(directory: str) -> list[str]:
+    """The directories that ``os.makedirs(directory)`` would make, named without "..", the deepest first.
+
+    Each prefix of the path as given (makedirs makes each that is missing:
+    "new" of "new/../existing/ck" too), under its normalised name, where that
+    name is missing as well: "new/../existing" is missing until "new" is
+    made, and then names the user's directory "existing", which was removed
+    as made by the fit. (Where a symbolic link makes the OS resolve a path
+    otherwise, a name here may not be one that makedirs made: it is then not
+    there, or not empty, and stays.)
+    """
+    prefixes, head = [], directory.rstrip(os.sep) or directory
+    while head and head not in prefixes:
+        prefixes.append(head)
+        head = os.path.dirname(head)
+    missing = [os.path.normpath(prefix) for prefix in prefixes if not os.path.lexists(prefix)]
+    missing = [name for name in dict.fromkeys(missing) if not os.path.lexists(name)]
+    return sorted(missing, key=lambda name: name.count(os.sep), reverse=True)
 
 
 def _lock_holds_data(where: str, lock: str, size: int) -> str:

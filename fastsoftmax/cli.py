@@ -922,7 +922,7 @@ def _rows_of(X, y, dtype: np.dtype, **options):
     from fastsoftmax._data import DataSource
 
     if is_sparse(X):
-        return _SparseRows(X, y, options.get("row_offset", 0))
+        return _SparseRows(X, y, options.get("row_offset", 0))  # scored as the model's own methods score X
     return DataSource(X, y, dtype, **options)
 
 
@@ -1010,7 +1010,11 @@ def run_train(args: argparse.Namespace) -> int:
     n_train, n_val = _split_rows(args, X.shape[0])
     # The validation rows are the last ones: row slices are views, nothing is copied (a sparse X's slices are copies).
     train = _rows_of(X[:n_train], y[:n_train], dtype, chunk_size=args.chunk_size)
-    val = _rows_of(X[n_train:], y[n_train:], dtype, chunk_size=args.chunk_size, row_offset=n_train) if n_val else None
+    val = (
+        _rows_of(X[n_train:], y[n_train:], dtype, chunk_size=args.chunk_size, row_offset=n_train, learning=False)
+        if n_val
+        else None
+    )
     if val is not None:
         # No training pass reads the validation rows: their NaN would otherwise
         # surface only after the fit, when the accuracy is computed.
@@ -1886,7 +1890,7 @@ def run_predict(args: argparse.Namespace) -> int:
     (:func:`fastsoftmax._io.release_rows`): resident memory stays at about one
     chunk, whatever N.
     """
-    from fastsoftmax._checks import cast_X, nonfinite_rows_of
+    from fastsoftmax._checks import BeyondRangeError, cast_X, nonfinite_rows_of
     from fastsoftmax._data import CHUNK_BYTES, unchanged_file_check
     from fastsoftmax._io import (
         atomic_path,
@@ -1950,7 +1954,10 @@ def run_predict(args: argparse.Namespace) -> int:
     else:
 
         def rows(start: int, stop: int):
-            return cast_X(X[start:stop], model.dtype, order="C", row_offset=start, learning=False)
+            try:
+                return cast_X(X[start:stop], model.dtype, order="C", learning=False)
+            except BeyondRangeError as beyond:  # counted in these rows only: the file's row, and which rows
+                raise beyond.for_rows_from(start, stop - start, n_samples) from None
 
     # About CHUNK_BYTES of X, and of the chunk's probabilities when there are many classes.
     row_bytes = max(x_row_bytes, n_classes * model.dtype.itemsize if args.proba else 0, 1)

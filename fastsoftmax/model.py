@@ -347,7 +347,7 @@ class SoftmaxRegression:
         if sparse and probs is None:
             objective = self._sparse_objective(X, y, 0.0)
             with self._reading() as (W, b):
-                _, dW, db = objective_loss_and_grad(objective, W, b)
+                _, dW, db = objective_loss_and_grad(objective, W, b, gradient_only=True)
             return dW, db
         if sparse:
             X = checked_csr(X, self.dtype, self.input_dim)
@@ -554,8 +554,9 @@ class SoftmaxRegression:
             Iterations (lbfgs, gd, newton-cg) or epochs (sgd, adam), counted over resumes.
         lr : float, optional
             Step size; defaults to 0.1 for gd and sgd (1 / (2 l2) where that
-            is smaller, so that the penalty's own step does not overshoot; see
-            ``_checks.default_lr`` for sgd's momentum there), 1e-3 for adam.
+            is smaller, so that the penalty's own step does not overshoot;
+            where the penalty dominates the loss, sgd's momentum can still
+            swing along it, and lbfgs is the solver to use), 1e-3 for adam.
             Unused by lbfgs and newton-cg, which warn (UserWarning) when it
             is given.
         batch_size : int, default 256

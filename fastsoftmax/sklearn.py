@@ -1140,7 +1140,10 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             stop = min(start + chunk, X.shape[0])
             part = X[start:stop]
             if part.dtype.kind == "f":  # cast here, so that an overflow is named by its row in the file
-                part = _checks.cast_X(part, dtype, row_offset=start, learning=False)
+                try:
+                    part = _checks.cast_X(part, dtype, learning=False)
+                except _checks.BeyondRangeError as beyond:  # counted in these rows only: it says so
+                    raise beyond.for_rows_from(start, stop - start, X.shape[0]) from None
             with _checks.nonfinite_rows_of(part, start, of_rows=X.shape[0]):
                 parts.append(method(part))
             release_rows(X, start, stop)

@@ -172,10 +172,11 @@ def test_backward_returns_a_finite_gradient_beside_a_loss_that_overflows():
     model.W[...] = [[1e308], [-1e308]]
     X, y = np.ones((1, 1)), np.array([1])
     from_probs = model.backward(X, y, model.forward(X))
-    fused = model.backward(X, y)
-    np.testing.assert_array_equal(fused[0], [[1.0], [-1.0]])
-    np.testing.assert_array_equal(fused[1], [1.0, -1.0])
-    np.testing.assert_array_equal(fused[0], from_probs[0])
+    for given in (X, scipy.sparse.csr_matrix(X)):  # the sparse path refused it too
+        fused = model.backward(given, y)
+        np.testing.assert_array_equal(fused[0], [[1.0], [-1.0]])
+        np.testing.assert_array_equal(fused[1], [1.0, -1.0])
+        np.testing.assert_array_equal(fused[0], from_probs[0])
     with pytest.raises(ValueError, match="overflow"):  # the loss itself is still refused where it is returned
         fs.loss_and_grad(X, y, model.W, model.b)
 

@@ -230,6 +230,17 @@ def test_ctrl_c_during_the_fit_says_where_it_stopped_and_what_resumes_it(tmp_pat
     if checkpointed:  # as it says
         assert main(argv) == 0
         assert SoftmaxRegression.load(out).n_iter_ == 10
+        # Interrupted as the first checkpoint is written: it said to pass the --checkpoint it was given.
+        from fastsoftmax import checkpoint
+
+        with monkeypatch.context() as patched:
+            patched.setattr(checkpoint, "save", _interrupt)
+            assert main([*argv[:-2], "--checkpoint", str(tmp_path / "new")]) == 130
+        assert (
+            capsys.readouterr()
+            .err.splitlines()[-1]
+            .endswith("no checkpoint was written yet: the same command starts over")
+        )
 
 
 @pytest.mark.parametrize(
@@ -828,6 +839,24 @@ def test_a_1d_data_file_is_named_in_the_command_s_options(tmp_path, npy, capsys)
     np.savez(tmp_path / "records.npz", X=np.zeros(10, dtype=[("a", "f8"), ("b", "f8")]))
     assert main(["predict", "--model", str(tmp_path / "m.npz"), "--data", str(tmp_path / "records.npz")]) == 2
     assert "records.npz: its array 'X' has a structured dtype (fields 'a', 'b')" in capsys.readouterr().err
+
+
+def test_validation_rows_of_tiny_values_are_scored_not_refused(tmp_path, capsys):
+    """The validation rows were read as rows to learn from: all tiny in float32, they were refused ("the model
+    would learn nothing"), so that the run depended on --val-fraction; they are only scored."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((500, 3))
+    y = (X[:, 0] > 0).astype(np.int64)
+    X[400:] = 1e-40 * np.sign(X[400:])
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "y.npy", y)
+    argv = ["train", "--data", str(tmp_path / "X.npy"), "--labels", str(tmp_path / "y.npy"), "--dtype", "float32"]
+    assert main([*argv, "--val-fraction", "0.2"]) == 0
+    assert "validation 0." in capsys.readouterr().out
+    # Rows to learn from that are all tiny are still refused.
+    np.save(tmp_path / "X.npy", X * 1e-40)
+    assert main([*argv, "--val-fraction", "0.2"]) == 2
+    assert "is tiny" in capsys.readouterr().err
 
 
 def test_too_many_threads_names_what_sets_the_limit(monkeypatch, capsys):

@@ -1063,6 +1063,7 @@ def test_a_fit_that_writes_no_checkpoint_leaves_no_directory_it_made(tmp_path):
     with pytest.raises(ValueError, match="NaN"):
         SoftmaxRegression(5, 3, seed=0).fit(X, y, checkpoint=os.path.join(tmp_path, "new", "..", "existing", "ck"))
     assert (tmp_path / "existing").is_dir() and not os.listdir(tmp_path / "existing")
+    assert not (tmp_path / "new").exists()  # made by makedirs on the way, and removed too
     X[400, 2] = 0.0
     SoftmaxRegression(5, 3, seed=0).fit(X, y, max_iter=2, tol=0, checkpoint=tmp_path / "e" / "f" / "ck")
     assert sorted(os.listdir(tmp_path / "e" / "f" / "ck")) == [ckpt_module.FILENAME]

@@ -226,6 +226,28 @@ def test_a_constant_column_beside_the_intercept_is_held_at_0(tmp_path, dtype, so
     )
 
 
+@pytest.mark.parametrize("value", [0.1, 1e10])
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_a_constant_column_of_a_sparse_x_is_held_as_a_dense_ones(dtype, value):
+    """The sparse moments are taken about the rounded mean: a column of 0.1 in every row had a variance of
+    2e-30, was not held, and its weights reached 1e15, the fit unconverged; the dense fit held it."""
+    import scipy.sparse
+
+    X, y = make_classification(1000, 4, n_classes=3, seed=0, dtype=dtype)
+    with_constant = np.column_stack([X, np.full(X.shape[0], value, dtype=dtype)])
+    options = dict(l2=0.0, tol=1e-8, max_iter=300)
+    dense = fs.SoftmaxRegression(5, 3, seed=0, dtype=dtype).fit(with_constant, y, **options)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sparse = fs.SoftmaxRegression(5, 3, seed=0, dtype=dtype).fit(
+            scipy.sparse.csr_matrix(with_constant), y, **options
+        )
+    assert sparse.converged_ and not sparse.W[:, -1].any() and not dense.W[:, -1].any()
+    eps = float(np.finfo(dtype).eps)
+    losses = [fs.loss_and_grad(with_constant, y, m.W, m.b)[0] for m in (dense, sparse)]
+    assert losses[1] == pytest.approx(losses[0], rel=64 * eps)
+
+
 @pytest.mark.parametrize("max_iter", [1, 100])
 def test_a_warm_start_keeps_the_share_of_a_held_column_in_b(max_iter):
     """A column of ones that a fit without intercept used as its b: refitted with an intercept from those weights,
