@@ -101,10 +101,9 @@ def refuse_non_real(X: np.ndarray, name: str = "X") -> None:
             fix = f"convert the dates or durations to numbers first ({name}.astype(np.int64) counts their units)"
         elif X.dtype.kind == "V":
             # Raw bytes, not text: the advice for strings (astype) fails on them.
-            fix = (
-                f"its values are raw bytes; view them as the numbers they hold ({name}.view(np.float64) for "
-                f"8-byte floats) or save the array in its numeric dtype"
-            )
+            as_float = {4: "np.float32", 8: "np.float64"}.get(X.dtype.itemsize)
+            view = f" ({name}.view({as_float}) where they are {X.dtype.itemsize}-byte floats)" if as_float else ""
+            fix = f"its values are raw bytes; view them as the numbers they hold{view}, or save them as numbers"
         else:
             fix = (
                 f"numbers held as text convert with {name}.astype(np.float64), and categories must be encoded "

@@ -1063,9 +1063,9 @@ FILE_KINDS = {
     "fastsoftmax-sklearn": ("a SoftmaxClassifier", "fastsoftmax.sklearn.SoftmaxClassifier.load"),
     "fastsoftmax-checkpoint": (
         "a training checkpoint",
-        "fit(..., checkpoint=its directory) or fastsoftmax train --checkpoint, which resume from it (with "
-        "max_iter, or --max-iter, at most its iteration, they return its weights as they are: train --out "
-        "then writes them as a model file)",
+        "SoftmaxRegression's fit(..., checkpoint=its directory) or fastsoftmax train --checkpoint, which "
+        "resume from it (with max_iter, or --max-iter, at most its iteration, they return its weights as they "
+        "are: train --out then writes them as a model file)",
     ),
 }
 
@@ -1119,6 +1119,9 @@ def refuse_other_file_kind(arrays: dict[str, np.ndarray], path: str, expected: s
     marker = npz_scalar(arrays, "format", str)
     if marker != expected and marker in FILE_KINDS:
         holds, reader = FILE_KINDS[marker]
+        if marker == "fastsoftmax-checkpoint" and expected == "fastsoftmax-sklearn":
+            # Its advice ends in a SoftmaxRegression file, which the estimator's load refuses.
+            reader += "; the estimator neither resumes a checkpoint nor loads a SoftmaxRegression file"
         raise ValueError(f"{path} holds {holds}, not {FILE_KINDS[expected][0]}: read it with {reader}.")
     sparse_format = sparse_archive_format(arrays)
     if sparse_format is not None:

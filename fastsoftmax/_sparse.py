@@ -754,7 +754,7 @@ class SparseObjective:
             mean = sums / weight_sum
             _, squares, _ = column_moments_about(rows, self.sample_weight, mean)
             variance = np.maximum(squares / weight_sum, 0.0)
-        _exactly_constant(rows, mean, variance)
+        _exactly_constant(rows, self.sample_weight, mean, variance)
         return FeatureScaling.from_mean_variance(mean, variance, l2, n_classes, centre=centre)
 
     def raise_for_nonfinite_start(self, loss: float) -> None:
@@ -816,27 +816,33 @@ def column_moments_about(
         return sums - unstored_weight * shift, squares + unstored_weight * shift * shift, weight_sum
 
 
-def _exactly_constant(rows: CSRRows, mean: np.ndarray, variance: np.ndarray) -> None:
-    """Give the columns of ``rows`` that hold one value c in every row the mean c and the variance 0, in place.
+def _exactly_constant(rows: CSRRows, sample_weight: np.ndarray, mean: np.ndarray, variance: np.ndarray) -> None:
+    """Give the columns of ``rows`` that hold one value c in every row of weight > 0 the mean c and the variance 0.
 
-    The moments are taken about the rounded mean, sum / weight sum: a
-    column of 0.1 in every row came out at a variance of 2e-30, and was not
-    held at 0 beside the intercept (``_scaling``): its weights reached 1e15
-    and the fit stopped unconverged, where the dense fit (moments about a
-    point on the column) holds it. Only columns constant within the rounding
-    of their moments are looked at, one pass over their stored values.
+    In place. The moments are taken about the rounded mean, sum / weight
+    sum: a column of 0.1 in every row came out at a variance of 2e-30, and
+    was not held at 0 beside the intercept (``_scaling``): its weights
+    reached 1e15 and the fit stopped unconverged, where the dense fit
+    (moments about a point on the column) holds it. Rows of weight 0 count
+    for nothing, as in the moments. Only columns constant within the
+    rounding of their moments are looked at, one pass over their values.
     """
     candidates = ~varies(mean, variance) & (variance != 0)
     if not candidates.any():
         return
-    data, indices, _ = rows.arrays()
-    taken = candidates[indices]
+    data, indices, indptr = rows.arrays()
+    taken = np.flatnonzero(candidates[indices])
+    n_rows = rows.n_samples
+    if sample_weight.shape[0]:
+        row_of_value = np.searchsorted(indptr, taken, side="right") - 1
+        taken = taken[sample_weight[row_of_value] > 0]
+        n_rows = int(np.count_nonzero(sample_weight > 0))
     columns, values = indices[taken], np.asarray(data[taken], dtype=np.float64)
     counts = np.bincount(columns, minlength=mean.shape[0])
     lowest, highest = np.full(mean.shape[0], np.inf), np.full(mean.shape[0], -np.inf)
     np.minimum.at(lowest, columns, values)
     np.maximum.at(highest, columns, values)
-    constant = candidates & (counts == rows.n_samples) & (lowest == highest)
+    constant = candidates & (counts == n_rows) & (lowest == highest)
     mean[constant], variance[constant] = lowest[constant], 0.0
 
 

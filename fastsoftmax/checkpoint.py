@@ -324,6 +324,8 @@ def _missing_directories(directory: str) -> list[str]:
     otherwise, a name here may not be one that makedirs made: it is then not
     there, or not empty, and stays.)
     """
+    # Absolute: removed as the fit ends, after a chdir they named the directories of another place.
+    directory = os.path.join(os.getcwd(), directory)
     prefixes, head = [], directory.rstrip(os.sep) or directory
     while head and head not in prefixes:
         prefixes.append(head)

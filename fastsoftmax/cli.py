@@ -1890,7 +1890,7 @@ def run_predict(args: argparse.Namespace) -> int:
     (:func:`fastsoftmax._io.release_rows`): resident memory stays at about one
     chunk, whatever N.
     """
-    from fastsoftmax._checks import BeyondRangeError, cast_X, nonfinite_rows_of
+    from fastsoftmax._checks import cast_X, nonfinite_rows_of
     from fastsoftmax._data import CHUNK_BYTES, unchanged_file_check
     from fastsoftmax._io import (
         atomic_path,
@@ -1949,15 +1949,12 @@ def run_predict(args: argparse.Namespace) -> int:
         X = checked_csr(X, model.dtype, learning=False)
         x_row_bytes = -(-X.nnz * (X.data.itemsize + X.indices.itemsize) // max(n_samples, 1))
 
-        def rows(start: int, stop: int):
-            return X[start:stop]
+        def rows(raw):
+            return raw  # a row slice of a checked CSR X
     else:
 
-        def rows(start: int, stop: int):
-            try:
-                return cast_X(X[start:stop], model.dtype, order="C", learning=False)
-            except BeyondRangeError as beyond:  # counted in these rows only: the file's row, and which rows
-                raise beyond.for_rows_from(start, stop - start, n_samples) from None
+        def rows(raw):
+            return cast_X(raw, model.dtype, order="C", learning=False)
 
     # About CHUNK_BYTES of X, and of the chunk's probabilities when there are many classes.
     row_bytes = max(x_row_bytes, n_classes * model.dtype.itemsize if args.proba else 0, 1)
@@ -1965,7 +1962,7 @@ def run_predict(args: argparse.Namespace) -> int:
     with _announce_compilation(args), contextlib.suppress(ValueError):
         # The loop's first call on a few rows, with the same dtype and layout. A NaN there
         # is the loop's to report (its message counted only these rows); the kernels compiled.
-        first = rows(0, min(_WARM_UP_ROWS, n_samples))
+        first = rows(X[: min(_WARM_UP_ROWS, n_samples)])
         model.predict(first)
         if args.proba:
             model.predict_proba(first)
@@ -1987,14 +1984,18 @@ def run_predict(args: argparse.Namespace) -> int:
         for start in range(0, n_samples, chunk):
             check_file()  # a truncated file's pages would kill the process (SIGBUS)
             stop = min(start + chunk, n_samples)
-            part = rows(start, stop)
-            with nonfinite_rows_of(part, start, of_rows=n_samples):  # a NaN's row in the file, not in the chunk
+            # A value beyond the model's dtype (found by the cast) and a NaN (found by the model, and scanned
+            # for again in the compute dtype) named by their row in the file, as counted in these rows.
+            raw = X[start:stop]
+            with nonfinite_rows_of(raw, start, of_rows=n_samples):
+                part = rows(raw)
+            with nonfinite_rows_of(part, start, of_rows=n_samples):
                 # The labels from the logits, as without --proba: an argmax of the rounded
                 # probabilities could pick another class where two logits are a rounding apart.
                 labels[start:stop] = model.predict(part)
                 if proba is not None:
                     proba[start:stop] = model.predict_proba(part)
-            del part
+            del part, raw
             for array in (X, labels) if proba is None else (X, labels, proba):
                 release_rows(array, start, stop)
         check_file()  # after the last chunk too: one rewritten as it was read gave predictions of other rows

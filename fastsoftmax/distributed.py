@@ -1462,7 +1462,9 @@ def predict_dask(model, X, *, method: str = "predict"):
     ``n_threads`` does not apply (nor that of a pipeline's steps). A model
     fitted on a DataFrame (a pipeline whose first step was) gets each dense
     chunk as a DataFrame of its feature names: a Dask array has none, and
-    its columns are taken in their order.
+    its columns are taken in their order. Sparse chunks, and X of another
+    number of columns (refused in the model's words), go as they are, to a
+    copy of the model without its names where they can be removed.
 
     Parameters
     ----------
@@ -1513,17 +1515,26 @@ def predict_dask(model, X, *, method: str = "predict"):
     return predict_blocks(snapshot, X, method)
 
 
-def _share_the_cores(estimator) -> None:
-    """Set ``n_threads`` to None in ``estimator`` and in a Pipeline's steps: each task takes its share of the cores.
+def _share_the_cores(estimator, seen: set[int] | None = None) -> None:
+    """Set ``n_threads`` to None in the fastsoftmax estimators in ``estimator``: each task takes its share of the cores.
 
-    As a fit's tasks do. Reset on the pipeline alone, a SoftmaxClassifier(n_threads=8) inside one ran each task
-    on 8 threads beside the others.
+    As a fit's tasks do. Reset on the outer object alone, a SoftmaxClassifier(n_threads=8) inside a pipeline, a
+    grid search's ``best_estimator_`` or a one-vs-rest's ``estimators_`` ran each task on 8 threads beside the
+    others. The search follows the attributes that hold estimators, or lists and tuples of them.
     """
-    if getattr(estimator, "n_threads", None) is not None:
+    seen = set() if seen is None else seen
+    if id(estimator) in seen:
+        return
+    seen.add(id(estimator))
+    if isinstance(estimator, (list, tuple)):
+        for item in estimator:
+            _share_the_cores(item, seen)
+        return
+    if getattr(estimator, "n_threads", None) is not None and type(estimator).__module__.startswith("fastsoftmax"):
         estimator.n_threads = None
-    for step in getattr(estimator, "steps", None) or ():
-        if isinstance(step, tuple) and len(step) >= 2:
-            _share_the_cores(step[1])
+    for value in getattr(estimator, "__dict__", {}).values():
+        if isinstance(value, (list, tuple)) or hasattr(value, "get_params"):
+            _share_the_cores(value, seen)
 
 
 def predict_blocks(model, X, method: str = "predict", row_offset: int = 0):
@@ -1540,6 +1551,10 @@ def predict_blocks(model, X, method: str = "predict", row_offset: int = 0):
     # have valid feature names" once per chunk, and a pipeline that selects columns by name, or hands a frame
     # from one step to the next (set_output(transform="pandas")), could not predict.
     columns = getattr(model, "feature_names_in_", None)
+    if columns is not None and (len(columns) != X.shape[1] or has_sparse_chunks(X)):
+        # Too few or too many columns: the model's own message below, not pandas'. Sparse chunks, which no
+        # frame holds, go to a copy without the names where they can be removed (a pipeline's cannot).
+        columns, model = None, _without_feature_names(model) if has_sparse_chunks(X) else model
     # One row of zeros: the model's errors for X's columns (and for a model not trained) now, not at the
     # compute, and the shape and dtype of each block's result.
     sample = getattr(model, method)(_named(np.zeros((1, X.shape[1]), dtype=X.dtype), columns))
@@ -1565,12 +1580,30 @@ def predict_blocks(model, X, method: str = "predict", row_offset: int = 0):
 
 
 def _named(chunk, columns):
-    """A dense NumPy ``chunk`` as a pandas DataFrame of ``columns`` (the model's feature names); else ``chunk``."""
+    """A dense NumPy ``chunk`` as a pandas DataFrame of ``columns`` (the model's feature names); else ``chunk``.
+
+    Where pandas cannot be imported (a worker without it), the chunk goes as it is, and scikit-learn warns
+    that it has no feature names.
+    """
     if columns is None or not isinstance(chunk, np.ndarray):
         return chunk
-    import pandas
-
+    try:
+        import pandas
+    except ImportError:
+        return chunk
     return pandas.DataFrame(chunk, columns=columns, copy=False)
+
+
+def _without_feature_names(model):
+    """A shallow copy of ``model`` without ``feature_names_in_``, for chunks that hold none; ``model`` where its
+    names cannot be removed (a Pipeline's are a property of its first step's)."""
+    attributes = getattr(model, "__dict__", {})
+    if "feature_names_in_" not in attributes:
+        return model
+    unnamed = copy.copy(model)
+    # A dict of its own: the copy's (the estimator's __getstate__ gives its own dict) lost the model's names too.
+    unnamed.__dict__ = {name: value for name, value in attributes.items() if name != "feature_names_in_"}
+    return unnamed
 
 
 def _predict_chunk(
@@ -1589,9 +1622,9 @@ def _predict_chunk(
     Where X's chunk sizes are unknown (a filtered array), the chunk's place
     in X is too: the error then names the chunk, and its row in it.
     """
-    location = block_info[0]["array-location"][0][0] if block_info else 0
-    index = block_info[0]["chunk-location"][0] if block_info else 0
     declared = block_info[0]["array-location"][0] if block_info else (0, math.nan)
+    location = declared[0]
+    index = block_info[0]["chunk-location"][0] if block_info else 0
     if all(map(math.isfinite, declared)):  # else the chunk's rows are unknown (a filtered X): nothing declared
         # As a fit's tasks check theirs: a chunk of other rows than declared gave fewer predictions than
         # the array's shape, without an error where they were only computed.

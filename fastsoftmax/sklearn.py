@@ -1144,6 +1144,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                     part = _checks.cast_X(part, dtype, learning=False)
                 except _checks.BeyondRangeError as beyond:  # counted in these rows only: it says so
                     raise beyond.for_rows_from(start, stop - start, X.shape[0]) from None
+            # Scanned again in the compute dtype for NaN (a float16 file's, which the scan does not take).
             with _checks.nonfinite_rows_of(part, start, of_rows=X.shape[0]):
                 parts.append(method(part))
             release_rows(X, start, stop)

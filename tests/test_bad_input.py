@@ -198,7 +198,7 @@ LOSS_GRAD_CASES = {
     "X-raw-bytes": (
         lambda p: _replace(p, X=np.ascontiguousarray(p[0], dtype=np.float64).view("V8")),
         TypeError,
-        r"X has dtype \|V8; .*raw bytes; view them as the numbers they hold \(X\.view\(np\.float64\)",
+        r"X has dtype \|V8; .*raw bytes; view them as the numbers they hold \(X\.view\(np\.float64\) where",
     ),
     "X-object": (lambda p: _replace(p, X=p[0].astype(object)), TypeError, r"X has dtype object"),
     "X-none": (lambda p: _replace(p, X=None), TypeError, r"X is None"),
@@ -877,6 +877,12 @@ def test_a_file_chunk_whose_values_are_all_tiny_trains_as_the_whole_file_does(tm
     # In memory, X is judged whole: an X of tiny values only is still refused.
     with pytest.raises(ValueError, match=r"every value of X .*is tiny"):
         SoftmaxRegression(4, 3, dtype=np.float32).fit(X * 1e-40, y, max_iter=2)
+    # A NaN beside the normal values is named as NaN: its chunk's normal values were hidden by it, and the file
+    # was called all tiny.
+    X[:30] = 1e-45
+    X[38, 1] = np.nan
+    with pytest.raises(ValueError, match=r"X contains 1 NaN or infinite value\(s\), the first in row 38"):
+        _fit_file(tmp_path, X, y, chunk_size=10, **options)
 
 
 def test_an_infinite_float64_X_cast_to_float32_is_still_reported_as_infinite():

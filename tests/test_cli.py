@@ -881,6 +881,13 @@ def test_predict_advises_float64_as_the_command_can_follow_it(tmp_path, npy, cap
     assert main(["predict", "--model", str(model), "--data", str(tmp_path / "X64.npy")]) == 2
     err = capsys.readouterr().err
     assert "or retrain the model in float64 (train --dtype float64)." in err and "np.float64" not in err
+    # Read in chunks, the count is its chunk's: the row is the file's, and it says which rows were counted.
+    from fastsoftmax import _data
+
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setattr(_data, "CHUNK_BYTES", 2 * X.shape[1] * 8)
+        assert main(["predict", "--model", str(model), "--data", str(tmp_path / "X64.npy")]) == 2
+    assert "the first in row 5, counted in rows 4 to 5 only, the part of X being read" in capsys.readouterr().err
     # The logits of a float32 row near float32's largest values overflow.
     X = np.load(npy[0]).astype(np.float32)
     X[5] = 3e38

@@ -532,13 +532,38 @@ def test_predict_dask_takes_an_estimator_fitted_on_a_frame_by_its_columns_order(
     pipeline = pipelines[0]
     # Its step's n_threads is reset too, in the copy the tasks run (not in the pipeline): it ran each task on
     # that many threads beside the others.
+    from sklearn.multiclass import OneVsRestClassifier
+    from sklearn.pipeline import Pipeline
+
     from fastsoftmax import distributed as fs_distributed
 
+    wrapped = [
+        pipeline,
+        Pipeline([["scale", StandardScaler()], ["softmax", SoftmaxClassifier(n_threads=1)]]).fit(X, y),  # list steps
+        OneVsRestClassifier(SoftmaxClassifier(n_threads=1)).fit(X, y),  # fitted copies in estimators_
+    ]
     copies = []
     with pytest.MonkeyPatch.context() as patched:
         patched.setattr(fs_distributed, "predict_blocks", lambda model, *a, **k: copies.append(model) or None)
-        predict_dask(pipeline, da.from_array(X, chunks=(CHUNK, D)))
+        for model in wrapped:
+            predict_dask(model, da.from_array(X, chunks=(CHUNK, D)))
     assert copies[0].steps[-1][1].n_threads is None and pipeline.steps[-1][1].n_threads == 1
+    assert copies[1].steps[-1][1].n_threads is None
+    assert all(fitted.n_threads is None for fitted in copies[2].estimators_)
+    assert all(fitted.n_threads == 1 for fitted in wrapped[2].estimators_)
+    # Columns too few for the names, and sparse chunks: the model's own message (it was pandas'), and no warning
+    # of the names once per chunk.
+    import scipy.sparse
+
+    named = SoftmaxClassifier(C=10.0).fit(frame, y)  # the estimator above was refitted inside a pipeline
+    with pytest.raises(ValueError, match=rf"X has 4 features, but SoftmaxClassifier is expecting {D} features"):
+        predict_dask(named, da.from_array(X[:, :4], chunks=(CHUNK, 4)))
+    sparse_X = da.from_array(scipy.sparse.csr_matrix(X), chunks=(CHUNK, D), asarray=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        predicted = predict_dask(named, sparse_X).compute()
+    np.testing.assert_array_equal(predicted, named.predict(frame))
+    assert list(named.feature_names_in_) == list(frame.columns)
 
 
 def test_predict_dask_keeps_the_weights_of_its_call_and_names_the_data_sets_row(data):

@@ -2320,7 +2320,11 @@ def _each_kind_of_file(tmp_path):
             r"holds a training checkpoint, not a SoftmaxRegression model: .*resume .*train --out then writes them",
         ),
         ("estimator", "model", r"holds a SoftmaxRegression model, not a SoftmaxClassifier: .*SoftmaxRegression\.load"),
-        ("estimator", "checkpoint", r"holds a training checkpoint, not a SoftmaxClassifier"),
+        (
+            "estimator",
+            "checkpoint",
+            r"holds a training checkpoint, not a SoftmaxClassifier: .*; the estimator neither resumes a checkpoint",
+        ),
     ],
 )
 def test_loading_another_kind_of_fastsoftmax_file_names_what_reads_it(tmp_path, loader, kind, message):

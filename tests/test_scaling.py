@@ -246,6 +246,16 @@ def test_a_constant_column_of_a_sparse_x_is_held_as_a_dense_ones(dtype, value):
     eps = float(np.finfo(dtype).eps)
     losses = [fs.loss_and_grad(with_constant, y, m.W, m.b)[0] for m in (dense, sparse)]
     assert losses[1] == pytest.approx(losses[0], rel=64 * eps)
+    # A row of weight 0 that stores another value there counts for nothing, as in the moments.
+    weights = np.ones(X.shape[0], dtype=dtype)
+    weights[0] = 0.0
+    with_constant[0, -1] = 0.7
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        weighted = fs.SoftmaxRegression(5, 3, seed=0, dtype=dtype).fit(
+            scipy.sparse.csr_matrix(with_constant), y, sample_weight=weights, **options
+        )
+    assert weighted.converged_ and not weighted.W[:, -1].any()
 
 
 @pytest.mark.parametrize("max_iter", [1, 100])
