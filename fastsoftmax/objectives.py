@@ -134,6 +134,8 @@ class ChunkedObjective:
 
         Weighted like the loss, so integer weights give the scaling of repeated rows.
         """
+        # The rows it reads are anywhere in X: a file truncated since the last check killed the process (SIGBUS).
+        self.source.check_files()
         shift = reference_point(self.source.X, self.source.sample_weight)
         if self.source.streamed:
             # Rows spread over a Fortran-ordered file touch a page of every column (its whole 16 MB in a test).

@@ -676,6 +676,34 @@ except ValueError as exc:
     assert "Map the file again" in run.stdout
 
 
+def test_a_file_truncated_before_the_scaling_pass_is_refused_not_a_sigbus(tmp_path):
+    """The feature scaling's reference point reads rows spread over X before the pass that checks the file: one
+    truncated after the checks before it killed the process (SIGBUS, exit 135)."""
+    x_path = tmp_path / "X.npy"
+    np.save(x_path, np.ones((200, 3)))
+    script = f"""
+import os
+import numpy as np
+import fastsoftmax as fs
+from fastsoftmax import engine
+
+scaling = engine._scaling
+
+def truncated_before_the_scaling(*args, **kwargs):
+    os.truncate({str(x_path)!r}, 4096)
+    return scaling(*args, **kwargs)
+
+engine._scaling = truncated_before_the_scaling
+try:
+    fs.SoftmaxRegression(3, 2).fit({str(x_path)!r}, np.arange(200) % 2, max_iter=2)
+except ValueError as exc:
+    print(exc)
+"""
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, (run.returncode, run.stderr)
+    assert "X.npy changed size from" in run.stdout
+
+
 @pytest.mark.parametrize("change", ["rewritten", "truncated"])
 def test_mapped_sample_weights_whose_file_changes_stop_the_fit(tmp_path, files, change):
     # Used uncopied, the weights were read from their file on every pass: a rewrite trained on a mix
