@@ -991,24 +991,35 @@ def test_a_checkpoint_directory_removed_during_the_fit_is_not_made_again(tmp_pat
     keeps a state to resume from."""
     import shutil
 
-    X, y = make_classification(2000, 5, n_classes=3, seed=0)
     directory = tmp_path / "run"
 
     def remove(model, iteration, loss):
         if iteration == removed_at:
             shutil.rmtree(directory)
 
-    model = SoftmaxRegression(5, 3, seed=0)
-    if removed_at < 4:
-        message = r"at iteration 3 \(the checkpoint directory was removed during the fit.*Fit again to start over"
-        with pytest.raises(FileNotFoundError, match=message):
-            model.fit(X, y, max_iter=4, tol=0, checkpoint=directory, callback=remove)
-        assert model.n_iter_ == 3
-    else:
-        with pytest.warns(RuntimeWarning, match=r"removed during the fit.*Nothing is left in the checkpoint"):
-            model.fit(X, y, max_iter=4, tol=0, checkpoint=directory, callback=remove)
-        assert model.n_iter_ == 4
+    _fit_losing_its_directory_at(
+        removed_at,
+        directory,
+        remove,
+        FileNotFoundError,
+        r"at iteration 3 \(the checkpoint directory was removed during the fit.*Fit again to start over",
+        r"removed during the fit.*Nothing is left in the checkpoint",
+    )
     assert not directory.exists()
+
+
+def _fit_losing_its_directory_at(at: int, directory, callback, error: type[Exception], raised: str, warned: str):
+    """A fit of 4 iterations whose ``callback`` takes its checkpoint ``directory`` away at iteration ``at``.
+
+    Gone at 2, the save of iteration 3 raises ``error`` matching ``raised``, and the model keeps iteration 3;
+    gone at the last, only the final save fails, with a RuntimeWarning matching ``warned``.
+    """
+    X, y = make_classification(2000, 5, n_classes=3, seed=0)
+    model = SoftmaxRegression(5, 3, seed=0)
+    expected = pytest.raises(error, match=raised) if at < 4 else pytest.warns(RuntimeWarning, match=warned)
+    with expected:
+        model.fit(X, y, max_iter=4, tol=0, checkpoint=directory, callback=callback)
+    assert model.n_iter_ == (3 if at < 4 else 4)
 
 
 @pytest.mark.parametrize("remade_at", [2, 4])
@@ -1018,7 +1029,6 @@ def test_a_fit_whose_checkpoint_directory_was_remade_by_another_fit_writes_no_mo
     problem's. The saves now stop where the lock file is no longer the one held."""
     import shutil
 
-    X, y = make_classification(2000, 5, n_classes=3, seed=0)
     directory = tmp_path / "run"
     other = {}
 
@@ -1029,17 +1039,15 @@ def test_a_fit_whose_checkpoint_directory_was_remade_by_another_fit_writes_no_mo
             held = ckpt_module.exclusive(os.fspath(directory))
             other["held"] = held.__enter__()
 
-    model = SoftmaxRegression(5, 3, seed=0)
     try:
-        if remade_at < 4:
-            message = r"at iteration 3 \(the checkpoint directory was removed during the fit and made again.*another"
-            with pytest.raises(OSError, match=message):
-                model.fit(X, y, max_iter=4, tol=0, checkpoint=directory, callback=remade_by_another_fit)
-            assert model.n_iter_ == 3
-        else:
-            with pytest.warns(RuntimeWarning, match=r"made again.*Another fit may hold the checkpoint directory"):
-                model.fit(X, y, max_iter=4, tol=0, checkpoint=directory, callback=remade_by_another_fit)
-            assert model.n_iter_ == 4
+        _fit_losing_its_directory_at(
+            remade_at,
+            directory,
+            remade_by_another_fit,
+            OSError,
+            r"at iteration 3 \(the checkpoint directory was removed during the fit and made again.*another",
+            r"made again.*Another fit may hold the checkpoint directory",
+        )
         # Nothing written over the other fit's directory, and its lock file is left to it.
         assert sorted(os.listdir(directory)) == [ckpt_module.LOCK_FILENAME]
     finally:
