@@ -191,7 +191,10 @@ def check_directory(directory: str | bytes | os.PathLike, *, option: str = "chec
 
 
 class LockLostError(OSError):
-    """The fit's checkpoint directory was removed during the fit and made again: its lock is another file now.
+    """The lock file of the fit's checkpoint directory is no longer the one it holds (see :meth:`exclusive.check_held`).
+
+    The directory was removed during the fit and made again, or the lock
+    file alone was removed or replaced.
 
     A fit locks once, as it starts. Another fit could then hold the new
     lock and write there, and every save of this fit replaced that fit's

@@ -1459,7 +1459,7 @@ def predict_dask(model, X, *, method: str = "predict"):
     does not change what the returned array computes. Each task's kernels
     run on its machine's share of the cores, as a fit's tasks do, for the
     scheduler that Dask's calls use at this call; the estimator's
-    ``n_threads`` does not apply (nor that of a pipeline's steps). A model
+    ``n_threads`` does not apply (nor that of the estimators it holds). A model
     fitted on a DataFrame (a pipeline whose first step was) gets each dense
     chunk as a DataFrame of its feature names: a Dask array has none, and
     its columns are taken in their order. Sparse chunks, and X of another
@@ -1601,7 +1601,7 @@ def _without_feature_names(model):
     if "feature_names_in_" not in attributes:
         return model
     unnamed = copy.copy(model)
-    # A dict of its own: the copy's (the estimator's __getstate__ gives its own dict) lost the model's names too.
+    # A dict of its own: whether copy.copy shares the instance's depends on the class's __getstate__.
     unnamed.__dict__ = {name: value for name, value in attributes.items() if name != "feature_names_in_"}
     return unnamed
 
