@@ -1386,6 +1386,8 @@ def _float64_in_command_terms(command: str, message: str) -> str:
     """The library's advice to compute in float64 ("train in float64 (dtype=np.float64)", "or use float64") as
     the command can follow it: ``--dtype float64``, which predict takes from the model (retrained with it)."""
     retrain = "retrain the model in float64 (train --dtype float64)"
+    # A message that gives both already ("dtype=np.float64, or --dtype float64 on the command line"): the option.
+    message = re.sub(r"dtype=np\.(float32|float64), or --dtype \1 on the command line", r"--dtype \1", message)
     if command == "predict":
         return message.replace("train in float64 (dtype=np.float64)", retrain).replace("use float64", retrain)
     return message.replace("dtype=np.float64", "--dtype float64").replace("use float64", "use --dtype float64")

@@ -859,6 +859,20 @@ def test_validation_rows_of_tiny_values_are_scored_not_refused(tmp_path, capsys)
     assert "is tiny" in capsys.readouterr().err
 
 
+def test_the_librarys_float64_advice_is_given_as_the_commands_option():
+    from fastsoftmax.cli import _float64_in_command_terms as in_command_terms
+
+    # A message that named both became "(--dtype float64, or --dtype float64 on the command line)".
+    both = "resume in float64 (dtype=np.float64, or --dtype float64 on the command line)"
+    assert in_command_terms("train", both) == "resume in float64 (--dtype float64)"
+    assert (
+        in_command_terms("train", "or train in float64 (dtype=np.float64).") == "or train in float64 (--dtype float64)."
+    )
+    assert (
+        in_command_terms("predict", "; or use float64.") == "; or retrain the model in float64 (train --dtype float64)."
+    )
+
+
 def test_too_many_threads_names_what_sets_the_limit(monkeypatch, capsys):
     # "--threads must be between 1 and 1" gave no cause where NUMBA_NUM_THREADS=1 had set it.
     import numba
