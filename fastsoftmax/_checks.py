@@ -262,13 +262,13 @@ def refuse_columns_that_are_not_numbers(
     missing = [(position, column) for position, column, dtype in refused if numbers_but_missing(position, dtype)]
     other = [(column, dtype) for position, column, dtype in refused if (position, column) not in missing]
     missing_fix = (
-        "hold numbers written as text with missing values (pd.NA) among them, which convert to no number: fill or "
+        "numbers written as text with missing values (pd.NA) among them, which convert to no number: fill or "
         "drop them, or convert the column(s) with pd.to_numeric first (missing values then become NaN, for an "
         "imputer such as scikit-learn's SimpleImputer)"
     )
     missing_listed = ", ".join(repr(column) for _, column in missing[:5])
     if missing and not other:
-        where = name if isinstance(a, pandas.Series) else f"{name}'s column(s) {missing_listed}"
+        where = f"{name} holds" if isinstance(a, pandas.Series) else f"{name}'s column(s) {missing_listed} hold"
         raise error(f"{where} {missing_fix}.")
     if other:
         complex_only = all(types.is_complex_dtype(dtype) for _, dtype in other)
@@ -283,7 +283,7 @@ def refuse_columns_that_are_not_numbers(
             raise error(f"{name} holds {a.dtype} values, not {kind}; {fix}.")
         listed = ", ".join(f"{column!r} ({dtype})" for column, dtype in other[:5])
         # Named together: a user who fixed the one would have met the other only then.
-        also = f" The column(s) {missing_listed} {missing_fix}." if missing else ""
+        also = f" The column(s) {missing_listed} hold {missing_fix}." if missing else ""
         raise error(f"{name} has {len(other)} column(s) that are not {kind}: {listed}; {fix}.{also}")
 
 
