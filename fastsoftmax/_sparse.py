@@ -791,6 +791,7 @@ def column_moments_about(
     weight_sum = _weight_sum(sample_weight, n_samples)
     weighted = sample_weight.shape[0] > 0
     stored_weight, sums, squares = np.zeros(n_features), np.zeros(n_features), np.zeros(n_features)
+    stored_rows = np.zeros(n_features)  # rows of weight > 0 that store the column
     block_values = max(MOMENTS_BLOCK_VALUES, n_features)
     with np.errstate(over="ignore", invalid="ignore"):  # inf: the scaling falls back to the identity
         first = 0
@@ -805,6 +806,7 @@ def column_moments_about(
             if weighted:
                 weights = np.repeat(sample_weight[first:end].astype(np.float64), np.diff(indptr[first : end + 1]))
                 stored_weight += np.bincount(columns, weights=weights, minlength=n_features)
+                stored_rows += np.bincount(columns, weights=weights > 0, minlength=n_features)
                 deviations_weighted = weights * deviations
             else:
                 stored_weight += np.bincount(columns, minlength=n_features)
@@ -812,7 +814,11 @@ def column_moments_about(
             sums += np.bincount(columns, weights=deviations_weighted, minlength=n_features)
             squares += np.bincount(columns, weights=deviations_weighted * deviations, minlength=n_features)
             first = end
-        unstored_weight = weight_sum - stored_weight
+        # Exactly 0 for a column that every row of weight > 0 stores: the two weight sums, added in other orders,
+        # differed by 1.4e-12 (weights of 0.1), which times a constant column's c^2 = 1e20 made its variance 1e8.
+        counted_rows = int(np.count_nonzero(sample_weight > 0)) if weighted else n_samples
+        stored_everywhere = (stored_rows if weighted else stored_weight) == counted_rows
+        unstored_weight = np.where(stored_everywhere, 0.0, weight_sum - stored_weight)
         return sums - unstored_weight * shift, squares + unstored_weight * shift * shift, weight_sum
 
 
