@@ -831,23 +831,64 @@ def _exactly_constant(rows: CSRRows, sample_weight: np.ndarray, mean: np.ndarray
     reached 1e15 and the fit stopped unconverged, where the dense fit
     (moments about a point on the column) holds it. Rows of weight 0 count
     for nothing, as in the moments. Only columns constant within the
-    rounding of their moments are looked at, one pass over their values.
+    rounding of their moments are looked at (:func:`constant_candidates`),
+    one pass over their values.
     """
-    candidates = ~varies(mean, variance) & (variance != 0)
-    if not candidates.any():
-        return
-    data, indices, indptr = rows.arrays()
-    taken = np.flatnonzero(candidates[indices])
-    n_rows = rows.n_samples
-    if sample_weight.shape[0]:
-        row_of_value = np.searchsorted(indptr, taken, side="right") - 1
-        taken = taken[sample_weight[row_of_value] > 0]
-        n_rows = int(np.count_nonzero(sample_weight > 0))
-    columns, values = indices[taken], np.asarray(data[taken], dtype=np.float64)
-    counts = np.bincount(columns, minlength=mean.shape[0])
-    lowest, highest = np.full(mean.shape[0], np.inf), np.full(mean.shape[0], -np.inf)
-    np.minimum.at(lowest, columns, values)
-    np.maximum.at(highest, columns, values)
+    candidates = constant_candidates(mean, variance)
+    if candidates.any():
+        hold_exact_constants(mean, variance, candidates, column_extremes(rows, sample_weight, candidates))
+
+
+def constant_candidates(mean: np.ndarray, variance: np.ndarray) -> np.ndarray:
+    """The columns constant within the rounding of their moments, but of a variance not exactly 0."""
+    return ~varies(mean, variance) & (variance != 0)
+
+
+def column_extremes(
+    X, sample_weight: np.ndarray, candidates: np.ndarray
+) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+    """(rows of weight > 0, and per column of ``candidates``: how many of them hold a value, the lowest, the highest).
+
+    Over the rows of X (a :class:`CSRRows` or a dense array) of weight > 0
+    (``sample_weight`` of length 0: every row); columns off ``candidates``
+    are left at (0, inf, -inf). Parts of disjoint rows combine with
+    :func:`combine_extremes`.
+    """
+    n_features = candidates.shape[0]
+    lowest, highest = np.full(n_features, np.inf), np.full(n_features, -np.inf)
+    counts = np.zeros(n_features, dtype=np.int64)
+    positive = None if not sample_weight.shape[0] else sample_weight > 0
+    n_rows = X.shape[0] if positive is None else int(np.count_nonzero(positive))
+    if isinstance(X, CSRRows):
+        data, indices, indptr = X.arrays()
+        taken = np.flatnonzero(candidates[indices])
+        if positive is not None:
+            taken = taken[positive[np.searchsorted(indptr, taken, side="right") - 1]]
+        columns, values = indices[taken], np.asarray(data[taken], dtype=np.float64)
+        counts += np.bincount(columns, minlength=n_features)
+        np.minimum.at(lowest, columns, values)
+        np.maximum.at(highest, columns, values)
+    elif n_rows:
+        values = np.asarray(X if positive is None else X[positive], dtype=np.float64)[:, candidates]
+        counts[candidates] = n_rows
+        lowest[candidates], highest[candidates] = values.min(axis=0), values.max(axis=0)
+    return n_rows, counts, lowest, highest
+
+
+def combine_extremes(*parts: tuple[int, np.ndarray, np.ndarray, np.ndarray]) -> tuple[int, np.ndarray, ...]:
+    """The :func:`column_extremes` of the union of disjoint parts of rows."""
+    return (
+        sum(part[0] for part in parts),
+        np.sum([part[1] for part in parts], axis=0),
+        np.min([part[2] for part in parts], axis=0),
+        np.max([part[3] for part in parts], axis=0),
+    )
+
+
+def hold_exact_constants(mean: np.ndarray, variance: np.ndarray, candidates: np.ndarray, extremes) -> None:
+    """Set mean c and variance 0, in place, for the ``candidates`` that ``extremes`` (:func:`column_extremes`) show
+    to hold one value c in every counted row."""
+    n_rows, counts, lowest, highest = extremes
     constant = candidates & (counts == n_rows) & (lowest == highest)
     mean[constant], variance[constant] = lowest[constant], 0.0
 

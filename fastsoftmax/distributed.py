@@ -94,7 +94,17 @@ from fastsoftmax._extras import missing_extra
 from fastsoftmax._hessian import fused_hvp
 from fastsoftmax._layout import unpack
 from fastsoftmax._scaling import FeatureScaling, moments_about, spread_rows
-from fastsoftmax._sparse import CSRRows, SparseObjective, check_sparse_X, column_moments_about, hessian_objective
+from fastsoftmax._sparse import (
+    CSRRows,
+    SparseObjective,
+    check_sparse_X,
+    column_extremes,
+    column_moments_about,
+    combine_extremes,
+    constant_candidates,
+    hessian_objective,
+    hold_exact_constants,
+)
 from fastsoftmax._threading import numba_threads
 from fastsoftmax.checkpoint import check_directory as check_checkpoint_directory
 
@@ -499,6 +509,15 @@ def _chunk_moments(
     with numba_threads(_kernel_threads(concurrency)):
         sums, squares = moments_about(X, sample_weight, shift)
     return sums, squares, _weight_sum(sample_weight, X.shape[0])
+
+
+def _chunk_extremes(
+    X, sample_weight: np.ndarray | None, candidates: np.ndarray, chunk: _Chunk
+) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+    """``_sparse.column_extremes`` of one chunk: its rows of weight > 0, and the candidate columns' counts and range."""
+    chunk.check(X, None, sample_weight)
+    rows = _chunk_rows(X) if chunk.sparse else X
+    return column_extremes(rows, _kernel_weights(sample_weight, X.dtype), candidates)
 
 
 def _add_partial_sums(*parts: tuple[np.ndarray, np.ndarray, float]) -> tuple[np.ndarray, np.ndarray, float]:
@@ -1250,7 +1269,29 @@ class DaskObjective:
         else:
             shift = self._reference_point()
         sums, squares, total_weight = self._moments_about(shift)
-        return FeatureScaling.from_moments(total_weight, sums, squares, shift, l2, n_classes, centre=centre)
+        with np.errstate(invalid="ignore", over="ignore"):  # as FeatureScaling.from_moments takes them
+            mean_deviation = sums / total_weight
+            variance = np.maximum(squares / total_weight - mean_deviation * mean_deviation, 0.0)
+        mean = shift + mean_deviation
+        # Moments about a point off a constant column (the rounded mean of sparse chunks, or the weighted mean
+        # where every reference row weighs 0) leave it a variance of rounding, not 0, and it was not held at 0
+        # beside the intercept: a column of 1e10 ended at a loss of 8.4e7. Such columns are looked at exactly.
+        candidates = constant_candidates(mean, variance)
+        if candidates.any():
+            hold_exact_constants(mean, variance, candidates, self._extremes(candidates))
+        return FeatureScaling.from_mean_variance(mean, variance, l2, n_classes, centre=centre)
+
+    def _extremes(self, candidates: np.ndarray) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+        """``_sparse.column_extremes`` of X over the cluster, for the columns of ``candidates``: one map-reduce."""
+        token = uuid.uuid4().hex
+        candidates_ref = self._shared("candidates", token, candidates, dtype=np.bool_)
+        tasks = [
+            (functools.partial(_chunk_extremes, chunk=chunk), x, w, candidates_ref.key)
+            for x, _, w, chunk in self._entered()
+        ]
+        name, dependencies = f"fastsoftmax-extremes-{token}", [*self._inputs, candidates_ref]
+        (extremes,) = self._compute(map_reduce(tasks, combine_extremes, name=name, dependencies=dependencies))
+        return extremes
 
     def _moments_about(self, shift: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
         """Weighted sums of (x - shift) and (x - shift)^2 per column, and the total weight: one map-reduce."""

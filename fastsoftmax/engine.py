@@ -1574,14 +1574,21 @@ def _start_of_held_columns(
     n_classes, n_features = scaling.n_classes, scaling.n_features
     held = np.isinf(scaling.scale)
     W, b = unpack(np.asarray(start, dtype=np.float64), n_classes, n_features)
-    share = W[:, held] @ scaling.mean[held]
-    dropped = pack(np.where(held, 0.0, W), b).astype(start.dtype)
-    if not share.any():
-        return dropped
-    moved = pack(np.where(held, 0.0, W), b + share).astype(start.dtype)
+    # A share beyond the dtype (W_j of 1e300 beside a column of 1e10) makes a start of non-finite loss, which
+    # loses to the other: NumPy's overflow warnings became errors under -W error, naming nothing.
+    with np.errstate(over="ignore", invalid="ignore"):
+        share = W[:, held] @ scaling.mean[held]
+        dropped = pack(np.where(held, 0.0, W), b).astype(start.dtype)
+        if not share.any():
+            return dropped
+        moved = pack(np.where(held, 0.0, W), b + share).astype(start.dtype)
 
     def loss(theta: np.ndarray) -> float:
-        value = objective(scaling.to_scaled(theta).astype(dtype))[0]
+        with np.errstate(over="ignore", invalid="ignore"):
+            scaled = scaling.to_scaled(theta).astype(dtype)
+        if not np.isfinite(scaled).all():
+            return math.inf
+        value = objective(scaled)[0]
         return value if math.isfinite(value) else math.inf
 
     return moved if loss(moved) <= loss(dropped) else dropped

@@ -636,6 +636,38 @@ def test_the_estimators_partial_fit_takes_a_dask_x_as_its_rows_in_memory(data):
         np.testing.assert_allclose(got.coef_, expected.coef_, rtol=0, atol=64 * np.finfo(np.float64).eps)
 
 
+@pytest.mark.parametrize("value", [0.1, 1e10])
+def test_a_constant_column_is_held_at_0_on_dask_as_on_one_machine(value):
+    """Sparse chunks take their moments about the rounded mean, and dense ones about the weighted mean where every
+    reference row weighs 0: a constant column got a variance of rounding, was not held, and a column of 1e10
+    ended at a loss of 8.4e7 where one machine's fit ends at 0.83."""
+    import dask
+    import scipy.sparse
+
+    from fastsoftmax._scaling import spread_rows
+
+    rng = np.random.default_rng(0)
+    n = 999
+    y = rng.integers(0, 3, n)
+    X = rng.normal(size=(n, 3))
+    X[:, 0] += y
+    X[:, 1] = value
+    weights = rng.random(n) + 0.1
+    no_reference_row = weights.copy()
+    no_reference_row[spread_rows(n)] = 0.0
+    sparse_chunks = da.concatenate(
+        [da.from_array(scipy.sparse.csr_matrix(X[i : i + 333]), chunks=(333, 3), asarray=False) for i in (0, 333, 666)]
+    )
+    cases = [(sparse_chunks, weights), (da.from_array(X, chunks=(333, 3)), no_reference_row)]
+    for Xd, w in cases:
+        with dask.config.set(scheduler="synchronous"), warnings.catch_warnings():
+            warnings.simplefilter("error")
+            model = fit_dask(SoftmaxRegression(3, 3, seed=0), Xd, da.from_array(y, chunks=333), sample_weight=w)
+        local = SoftmaxRegression(3, 3, seed=0).fit(X, y, sample_weight=w)
+        assert model.converged_ and not model.W[:, 1].any()
+        np.testing.assert_allclose(model.loss_history_[-1], local.loss_history_[-1], rtol=64 * np.finfo(float).eps)
+
+
 def test_an_x_of_unknown_columns_is_refused_with_the_fix(data):
     """da.from_delayed(..., shape=(N, nan)): "X has nan features", "input_dim must be a positive integer, got nan",
     and, in prediction, "'float' object cannot be interpreted as an integer" from inside Dask."""
