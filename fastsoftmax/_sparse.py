@@ -748,7 +748,7 @@ class SparseObjective:
         (:mod:`fastsoftmax._scaling`), so X stays sparse.
         """
         n_features = self.X.n_features
-        rows = _with_each_column_once(self.X)  # once for both passes: a copy where X repeats a column
+        rows = with_each_column_once(self.X)  # once for both passes: a copy where X repeats a column
         sums, _, weight_sum = column_moments_about(rows, self.sample_weight, np.zeros(n_features))
         with np.errstate(over="ignore", invalid="ignore"):  # inf: the scaling falls back to the identity
             mean = sums / weight_sum
@@ -778,7 +778,7 @@ def column_moments_about(
     and :math:`w_i s_j^2`. ``sample_weight`` is (N,) or (0,) for all ones.
     Sums of disjoint sets of rows add up (``FeatureScaling.from_moments``).
     A column that a row stores more than once counts as the sum of its
-    values there (:func:`_with_each_column_once`).
+    values there (:func:`with_each_column_once`).
 
     The rows go through in blocks of about :data:`MOMENTS_BLOCK_VALUES`
     stored values (D at least, so that each block's (D,) sums cost no more
@@ -786,7 +786,7 @@ def column_moments_about(
     entry a stored value held 4 times the memory of X (605 MiB for a
     200,000 x 5,000 float32 X of 100 values a row, 152 MiB).
     """
-    data, indices, indptr = _with_each_column_once(rows).arrays()
+    data, indices, indptr = with_each_column_once(rows).arrays()
     n_samples, n_features = rows.shape
     weight_sum = _weight_sum(sample_weight, n_samples)
     weighted = sample_weight.shape[0] > 0
@@ -840,8 +840,9 @@ def _exactly_constant(rows: CSRRows, sample_weight: np.ndarray, mean: np.ndarray
 
 
 def constant_candidates(mean: np.ndarray, variance: np.ndarray) -> np.ndarray:
-    """The columns constant within the rounding of their moments, but of a variance not exactly 0."""
-    return ~varies(mean, variance) & (variance != 0)
+    """The finite columns constant within the rounding of their moments, but of a variance not exactly 0."""
+    with np.errstate(over="ignore", invalid="ignore"):  # a mean beyond 1.3e154 squares to inf: no candidate
+        return ~varies(mean, variance) & (variance != 0) & np.isfinite(mean) & np.isfinite(variance)
 
 
 def column_extremes(
@@ -869,7 +870,8 @@ def column_extremes(
         np.minimum.at(lowest, columns, values)
         np.maximum.at(highest, columns, values)
     elif n_rows:
-        values = np.asarray(X if positive is None else X[positive], dtype=np.float64)[:, candidates]
+        values = X[:, candidates]  # the candidates' columns only, then their rows: no copy of the chunk
+        values = np.asarray(values if positive is None else values[positive], dtype=np.float64)
         counts[candidates] = n_rows
         lowest[candidates], highest[candidates] = values.min(axis=0), values.max(axis=0)
     return n_rows, counts, lowest, highest
@@ -893,7 +895,7 @@ def hold_exact_constants(mean: np.ndarray, variance: np.ndarray, candidates: np.
     mean[constant], variance[constant] = lowest[constant], 0.0
 
 
-def _with_each_column_once(rows: CSRRows) -> CSRRows:
+def with_each_column_once(rows: CSRRows) -> CSRRows:
     """``rows``, or, where a row stores a column more than once, a copy with those values summed.
 
     SciPy's products, and the kernels, add such values up, but moments taken

@@ -104,6 +104,7 @@ from fastsoftmax._sparse import (
     constant_candidates,
     hessian_objective,
     hold_exact_constants,
+    with_each_column_once,
 )
 from fastsoftmax._threading import numba_threads
 from fastsoftmax.checkpoint import check_directory as check_checkpoint_directory
@@ -516,7 +517,8 @@ def _chunk_extremes(
 ) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
     """``_sparse.column_extremes`` of one chunk: its rows of weight > 0, and the candidate columns' counts and range."""
     chunk.check(X, None, sample_weight)
-    rows = _chunk_rows(X) if chunk.sparse else X
+    # A column a row stores twice counts once, as its moments take it (and as one machine's check takes it).
+    rows = with_each_column_once(_chunk_rows(X)) if chunk.sparse else X
     return column_extremes(rows, _kernel_weights(sample_weight, X.dtype), candidates)
 
 
@@ -1273,10 +1275,11 @@ class DaskObjective:
             mean_deviation = sums / total_weight
             variance = np.maximum(squares / total_weight - mean_deviation * mean_deviation, 0.0)
         mean = shift + mean_deviation
+        # Where nothing is held (no intercept), no pass to find what would be.
         # Moments about a point off a constant column (the rounded mean of sparse chunks, or the weighted mean
         # where every reference row weighs 0) leave it a variance of rounding, not 0, and it was not held at 0
         # beside the intercept: a column of 1e10 ended at a loss of 8.4e7. Such columns are looked at exactly.
-        candidates = constant_candidates(mean, variance)
+        candidates = constant_candidates(mean, variance) if centre else np.zeros(self.n_features, dtype=bool)
         if candidates.any():
             hold_exact_constants(mean, variance, candidates, self._extremes(candidates))
         return FeatureScaling.from_mean_variance(mean, variance, l2, n_classes, centre=centre)

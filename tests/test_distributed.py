@@ -636,11 +636,12 @@ def test_the_estimators_partial_fit_takes_a_dask_x_as_its_rows_in_memory(data):
         np.testing.assert_allclose(got.coef_, expected.coef_, rtol=0, atol=64 * np.finfo(np.float64).eps)
 
 
-@pytest.mark.parametrize("value", [0.1, 1e10])
+@pytest.mark.parametrize("value", [0.1, 1 / 3, 1e10])
 def test_a_constant_column_is_held_at_0_on_dask_as_on_one_machine(value):
     """Sparse chunks take their moments about the rounded mean, and dense ones about the weighted mean where every
     reference row weighs 0: a constant column got a variance of rounding, was not held, and a column of 1e10
-    ended at a loss of 8.4e7 where one machine's fit ends at 0.83."""
+    ended at a loss of 8.4e7 where one machine's fit ends at 0.83. A column stored twice in a row (two halves)
+    counts once, as in its moments."""
     import dask
     import scipy.sparse
 
@@ -658,11 +659,26 @@ def test_a_constant_column_is_held_at_0_on_dask_as_on_one_machine(value):
     sparse_chunks = da.concatenate(
         [da.from_array(scipy.sparse.csr_matrix(X[i : i + 333]), chunks=(333, 3), asarray=False) for i in (0, 333, 666)]
     )
-    cases = [(sparse_chunks, weights), (da.from_array(X, chunks=(333, 3)), no_reference_row)]
+
+    def stored_twice(rows):  # the constant column as two halves in every row, which SciPy adds up
+        data = np.column_stack([rows[:, 0], rows[:, 1] / 2, rows[:, 1] / 2, rows[:, 2]]).ravel()
+        indices = np.tile(np.array([0, 1, 1, 2], dtype=np.int32), rows.shape[0])
+        return scipy.sparse.csr_matrix((data, indices, np.arange(0, 4 * rows.shape[0] + 1, 4)), shape=rows.shape)
+
+    twice = da.concatenate(
+        [da.from_array(stored_twice(X[i : i + 111]), chunks=(111, 3), asarray=False) for i in range(0, n, 111)]
+    )
+    cases = [
+        (sparse_chunks, weights),
+        (twice, np.full(n, 0.1)),
+        (da.from_array(X, chunks=(333, 3)), no_reference_row),
+    ]
     for Xd, w in cases:
         with dask.config.set(scheduler="synchronous"), warnings.catch_warnings():
             warnings.simplefilter("error")
-            model = fit_dask(SoftmaxRegression(3, 3, seed=0), Xd, da.from_array(y, chunks=333), sample_weight=w)
+            model = fit_dask(
+                SoftmaxRegression(3, 3, seed=0), Xd, da.from_array(y, chunks=(Xd.chunks[0],)), sample_weight=w
+            )
         local = SoftmaxRegression(3, 3, seed=0).fit(X, y, sample_weight=w)
         assert model.converged_ and not model.W[:, 1].any()
         np.testing.assert_allclose(model.loss_history_[-1], local.loss_history_[-1], rtol=64 * np.finfo(float).eps)
