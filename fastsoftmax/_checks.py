@@ -1293,8 +1293,8 @@ def default_lr(solver: str, l2: float = 0.0) -> float:
     C = 1e-4, stopped as unchanged after 6 epochs) and would have cut the step
     of every fit with l2 above 0.026. At 1 / (2 l2) it swings along the
     penalty where the penalty dominates the loss (l2 of 1e4 from the model's
-    random start: its epochs' mean loss rose, a ConvergenceWarning; 1e6
-    diverged, TrainingError naming lr), where lbfgs is the solver to use.
+    random start: its epochs' mean loss rose, or it diverged), where lbfgs is
+    the solver to use; the TrainingError then says so, and names momentum.
     Adam's steps are normalised: its default stands. Unused by lbfgs and
     newton-cg.
     """

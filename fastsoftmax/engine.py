@@ -1179,6 +1179,16 @@ def _remedy(options: FitOptions) -> str:
                 f"lower lr (now {options.lr}) or {less_penalty}: "
                 f"lr * l2 = {options.lr * options.l2:.3g} >= 1 makes the penalty's step alone overshoot"
             )
+        swing = options.lr * options.l2
+        if options.solver == "sgd" and options.momentum > 0 and swing >= 0.1:
+            # The heavy ball swings along the penalty past (1 - sqrt(momentum))^2; where its step is a large part
+            # of W (l2 of 1e4 at the default lr, from the model's random start) the epochs' loss climbs, whatever
+            # the features: it was told to standardise them.
+            return (
+                f"lower lr (now {options.lr:g}) or momentum (now {options.momentum:g}), or use solver='lbfgs': "
+                f"at lr * l2 = {swing:.3g} momentum swings along the penalty (lr * l2 <= "
+                f"{(1 - math.sqrt(options.momentum)) ** 2:.2g} damps it)"
+            )
         # lr is a step in the data's units: unscaled features are the usual cause (no preconditioning here).
         return f"lower lr (now {options.lr}), or standardise the features (StandardScaler)"
     return f"{'raise l2' if C is None else 'lower C'} or scale the features"

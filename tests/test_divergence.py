@@ -585,6 +585,19 @@ def test_a_divergence_that_the_penalty_drives_asks_for_less_of_it(solver):
     assert SoftmaxRegression(5, 3, seed=0).fit(X, y, solver=solver, l2=100.0, lr=1e-3, tol=0).n_iter_ > 0
 
 
+def test_sgd_swinging_along_a_strong_penalty_is_told_so():
+    """At the default lr, capped at 1 / (2 l2), sgd's momentum swings along a penalty of l2 = 1e4 and the fit
+    diverges; it was told to lower an lr it never gave "or standardise the features", already standard."""
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(150, 4)), rng.integers(0, 3, 150)
+    with pytest.raises(TrainingError, match="diverged") as info:
+        SoftmaxRegression(4, 3, seed=0).fit(X, y, solver="sgd", l2=1e4, max_iter=20, seed=0)
+    message = str(info.value)
+    assert "or momentum (now 0.9), or use solver='lbfgs': at lr * l2 = 0.5 momentum swings along" in message
+    assert "standardise" not in message
+    SoftmaxRegression(4, 3, seed=0).fit(X, y, solver="sgd", l2=1e4, momentum=0.0, max_iter=20, seed=0, tol=0)
+
+
 @pytest.mark.parametrize("case", list(DIVERGING))
 def test_a_fit_that_diverges_keeps_the_history_of_the_weights_it_keeps(case):
     options, kept_iteration = DIVERGING[case]
