@@ -125,10 +125,8 @@ class FeatureScaling:
         centre: bool = True,
     ) -> FeatureScaling:
         """From the weighted sums of (x - shift), (x - shift)^2 and the total weight (``kernels.column_moments``)."""
-        with np.errstate(invalid="ignore", over="ignore"):  # inf in X: see from_mean_variance
-            mean_deviation = sums / total_weight
-            variance = squares / total_weight - mean_deviation * mean_deviation
-        return cls.from_mean_variance(shift + mean_deviation, variance, l2, n_classes, centre=centre)
+        mean, variance = mean_and_variance(total_weight, sums, squares, shift)
+        return cls.from_mean_variance(mean, variance, l2, n_classes, centre=centre)
 
     @classmethod
     def from_mean_variance(
@@ -188,6 +186,20 @@ class FeatureScaling:
         """The chain rule: [(dW - db mu^T) / s, db], float64."""
         dW, db = unpack(np.asarray(grad, dtype=np.float64), self.n_classes, self.n_features)
         return pack((dW - np.outer(db, self.mean)) / self.scale, db)
+
+
+def mean_and_variance(
+    total_weight: float, sums: np.ndarray, squares: np.ndarray, shift: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The columns' means and variances (D,) from the weighted sums of (x - shift), (x - shift)^2 and their weight.
+
+    The variance is not clipped at 0 (rounding may leave it a little below);
+    NaN or inf in X give NaN or inf here, which the scaling then refuses
+    (:meth:`FeatureScaling.from_mean_variance`).
+    """
+    with np.errstate(invalid="ignore", over="ignore"):
+        mean_deviation = sums / total_weight
+        return shift + mean_deviation, squares / total_weight - mean_deviation * mean_deviation
 
 
 def varies(mean: np.ndarray, variance: np.ndarray) -> np.ndarray:

@@ -754,7 +754,8 @@ class SparseObjective:
             mean = sums / weight_sum
             _, squares, _ = column_moments_about(rows, self.sample_weight, mean)
             variance = np.maximum(squares / weight_sum, 0.0)
-        _exactly_constant(rows, self.sample_weight, mean, variance)
+        if centre:  # else nothing is held (``_scaling``), and no pass is owed to find what would be
+            _exactly_constant(rows, self.sample_weight, mean, variance)
         return FeatureScaling.from_mean_variance(mean, variance, l2, n_classes, centre=centre)
 
     def raise_for_nonfinite_start(self, loss: float) -> None:

@@ -93,7 +93,7 @@ from fastsoftmax._dask_check import is_dask_collection
 from fastsoftmax._extras import missing_extra
 from fastsoftmax._hessian import fused_hvp
 from fastsoftmax._layout import unpack
-from fastsoftmax._scaling import FeatureScaling, moments_about, spread_rows
+from fastsoftmax._scaling import FeatureScaling, mean_and_variance, moments_about, spread_rows
 from fastsoftmax._sparse import (
     CSRRows,
     SparseObjective,
@@ -1271,16 +1271,14 @@ class DaskObjective:
         else:
             shift = self._reference_point()
         sums, squares, total_weight = self._moments_about(shift)
-        with np.errstate(invalid="ignore", over="ignore"):  # as FeatureScaling.from_moments takes them
-            mean_deviation = sums / total_weight
-            variance = np.maximum(squares / total_weight - mean_deviation * mean_deviation, 0.0)
-        mean = shift + mean_deviation
-        # Where nothing is held (no intercept), no pass to find what would be.
+        mean, variance = mean_and_variance(total_weight, sums, squares, shift)
+        variance = np.maximum(variance, 0.0)
         # Moments about a point off a constant column (the rounded mean of sparse chunks, or the weighted mean
         # where every reference row weighs 0) leave it a variance of rounding, not 0, and it was not held at 0
-        # beside the intercept: a column of 1e10 ended at a loss of 8.4e7. Such columns are looked at exactly.
-        candidates = constant_candidates(mean, variance) if centre else np.zeros(self.n_features, dtype=bool)
-        if candidates.any():
+        # beside the intercept: a column of 1e10 ended at a loss of 8.4e7. Such columns are looked at exactly,
+        # where something is held (with an intercept).
+        candidates = constant_candidates(mean, variance)
+        if centre and candidates.any():
             hold_exact_constants(mean, variance, candidates, self._extremes(candidates))
         return FeatureScaling.from_mean_variance(mean, variance, l2, n_classes, centre=centre)
 

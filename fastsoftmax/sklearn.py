@@ -1139,11 +1139,9 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             check_file()  # a truncated file's pages would kill the process (SIGBUS)
             stop = min(start + chunk, X.shape[0])
             part = X[start:stop]
-            if part.dtype.kind == "f":  # cast here, so that an overflow is named by its row in the file
-                try:
+            if part.dtype.kind == "f":  # cast here, so that a value beyond the dtype is named by its row in the file
+                with _checks.nonfinite_rows_of(part, start, of_rows=X.shape[0]):
                     part = _checks.cast_X(part, dtype, learning=False)
-                except _checks.BeyondRangeError as beyond:  # counted in these rows only: it says so
-                    raise beyond.for_rows_from(start, stop - start, X.shape[0]) from None
             # Scanned again in the compute dtype for NaN (a float16 file's, which the scan does not take).
             with _checks.nonfinite_rows_of(part, start, of_rows=X.shape[0]):
                 parts.append(method(part))
