@@ -12,9 +12,10 @@ at the full count against the textbook class, PyTorch eager and JAX jit
 (where importable), checks 32 concurrent calls from 8 Python threads, and
 times import and the first call with an empty and a warm Numba cache.
 ``PARTS=steps,fits,frameworks,concurrency,startup`` (the default: all) picks
-some, and ``SHAPES=NxDxK,...`` replaces the shapes of the steps. The rows are also written to ``$OUT/scaling.json`` (``/tmp`` by
-default), after each row, so a run stopped at a time limit keeps what it
-measured.
+some, ``SHAPES=NxDxK,...`` replaces the shapes of the steps and
+``THREADS=1,16`` the thread counts. The rows are also written to
+``$OUT/scaling.json`` (``/tmp`` by default), after each row, so a run
+stopped at a time limit keeps what it measured.
 Not an asv benchmark: asv measures on one machine, this compares thread counts.
 """
 
@@ -48,6 +49,9 @@ if os.environ.get("SHAPES"):
     shapes = [tuple(int(size) for size in shape.split("x")) for shape in os.environ["SHAPES"].split(",")]
 max_threads = numba.config.NUMBA_NUM_THREADS
 threads = [t for t in (1, 2, 4, 8, 16) if t <= max_threads]
+if os.environ.get("THREADS"):
+    # e.g. THREADS=1,16: the ends of the curve only, where device time is short
+    threads = [int(count) for count in os.environ["THREADS"].split(",") if int(count) <= max_threads]
 
 
 def median_time(f, repeats=5):
