@@ -112,7 +112,12 @@ BLAS_MIN_CLASSES = 64
 #: 112, 319 / 227. On 16 threads of a Xeon (AVX-512, 2 MB of L2 a core;
 #: ``asv_benchmarks/thread_scaling.py``, BLAS at the same count), 20,000 x
 #: 512 x 1000: float32 51.6 / 56.2, float64 83.2 / 102; on one thread 404 /
-#: 429 and 1155 / 947, BLAS ahead in float64 up to 4 threads there.
+#: 429 and 1155 / 947, BLAS ahead in float64 up to 4 threads there. A later
+#: run on the same kind of Xeon (at 1749f5f): 16 threads, float32 55.2 /
+#: 49.7, float64 79.5 / 97.5; one thread 421 / 353 and 820 / 716; BLAS ahead
+#: in float32 at 1, 2, 4 and 16 threads, in float64 at 1 and 2. The rule
+#: stays: the two runs disagree in float32 at 16 threads, and on the 2-core
+#: Zen 4 the bodies are level in float32.
 BLOCKED_MAX_FEATURES = 1024
 #: (max K, min bytes of a row of X) pairs: at K < 64, the ROWWISE body runs
 #: when a row takes at least the bytes of the first pair whose K is at
@@ -222,8 +227,10 @@ def select_variant(n_features: int, n_classes: int, itemsize: int) -> LossGradVa
     products in register tiles near the FMA peak; BLOCKED pays a transpose
     per block, ROWWISE a sum across lanes per row and class. For K >= 64,
     BLOCKED up to BLOCKED_MAX_FEATURES features and BLAS past them. On 16
-    threads of a Xeon (README, the 16-core table) the body it picks was the
-    fastest, or within the run's noise of it, at all seven shapes.
+    threads of a Xeon (kernels/README.md, the 16-core table) the body it
+    picks was the fastest, or within the run's noise of it, at all seven
+    shapes but one: 20,000 x 512 x 1000 float32, where BLAS was 10 % faster
+    in one run and 9 % slower in another (BLOCKED_MAX_FEATURES).
     """
     if n_classes <= ROWWISE_WHOLE_VECTOR_MAX_CLASSES and n_features * itemsize == VECTOR_BYTES:
         return LossGradVariant.ROWWISE
