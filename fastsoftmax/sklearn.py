@@ -1146,6 +1146,9 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             with _checks.nonfinite_rows_of(part, start, of_rows=X.shape[0]):
                 parts.append(method(part))
             release_rows(X, start, stop)
+        # After the last chunk too, as the command line checks: a file rewritten while its only chunk was read
+        # gave predictions of old and new rows.
+        check_file()
         return np.concatenate(parts)
 
     @_predicting

@@ -622,6 +622,26 @@ def test_a_file_rewritten_while_its_last_chunk_is_predicted_is_caught_after_it(t
         accuracy(_model(), DataSource(str(x_path), str(y_path), np.float64))
 
 
+@pytest.mark.parametrize("method", ["predict", "predict_proba", "score"])
+def test_the_estimator_catches_a_file_rewritten_while_its_last_chunk_is_predicted(files, monkeypatch, method):
+    """SoftmaxClassifier's prediction from a path checked the file before each chunk only: one rewritten while its
+    only chunk was read gave predictions of old and new rows, without a word (the command line caught it)."""
+    from fastsoftmax import sklearn as sk
+
+    x_path, y_path = files
+    estimator = sk.SoftmaxClassifier(max_iter=3, tol=0).fit(np.load(x_path), np.load(y_path))
+    release_rows = sk.release_rows
+
+    def rewritten_as_read(X, start, stop):
+        _rewrite_in_place(x_path)  # as the (only) chunk was read
+        release_rows(X, start, stop)
+
+    monkeypatch.setattr(sk, "release_rows", rewritten_as_read)
+    args = (str(x_path), np.load(y_path)) if method == "score" else (str(x_path),)
+    with pytest.raises(ValueError, match=r"X file .*X\.npy .*while it was being read; prediction stopped"):
+        getattr(estimator, method)(*args)
+
+
 def test_a_file_replaced_after_it_was_mapped_is_caught_by_the_first_check(tmp_path, files):
     # The first check took the new file as its baseline and the map read the old one: predict
     # wrote predictions of the old rows under the new file's name, and train fitted them.
