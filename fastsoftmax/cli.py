@@ -353,15 +353,114 @@ _OUTPUT_FORMATS = {
 }
 
 
-def _note_other_name_endings(outputs: dict[str, tuple[str | None, str]]) -> None:
-    """A note for each output whose name ends otherwise than the format it is written in.
+#: The first bytes of each format an output is written in, by the ending of its name.
+_FORMAT_MAGIC = ((np.lib.format.MAGIC_PREFIX, ".npy"), (b"PK\x03\x04", ".npz"), (b"PK\x05\x06", ".npz"))
+
+
+def _format_on_disk(path: str) -> str | None:
+    """The ending of the output format an existing file is in (".npy", ".npz" or ".json"), by its first bytes.
+
+    None for a missing, empty or unreadable file, a directory, or contents
+    of any other kind.
+    """
+    try:
+        if not os.path.isfile(path):
+            return None
+        with open(path, "rb") as file:
+            head = file.read(64)
+    except OSError:
+        return None
+    for magic, ending in _FORMAT_MAGIC:
+        if head.startswith(magic):
+            return ending
+    return ".json" if head.lstrip()[:1] == b"{" else None
+
+
+def _other_kind_on_disk(path: str, ending: str) -> str | None:
+    """What the file ``path`` holds, for a message, where it is not what an output in ``ending``'s format replaces.
+
+    None where nothing of another kind would be lost: no such file, one of
+    the same format, or contents this package neither reads nor writes. An
+    ``.npz`` where a model goes must be a model: a data archive, an
+    estimator or a checkpoint is another kind.
+    """
+    on_disk = _format_on_disk(path)
+    if on_disk is None:
+        return None
+    if on_disk != ".npz":
+        return None if on_disk == ending else _OUTPUT_FORMATS[on_disk]
+    holds = _npz_holds(path)
+    return None if ending == ".npz" and holds in (None, _MODEL_HOLDS) else (holds or "an .npz archive")
+
+
+#: What ``_npz_holds`` says of a model file, which ``train --out`` replaces.
+_MODEL_HOLDS = "a fastsoftmax model"
+
+
+def _npz_holds(path: str) -> str | None:
+    """What the .npz archive ``path`` holds, by its format marker or its arrays' names; None if it cannot be read.
+
+    A model may replace an archive too damaged to read: a model file that a
+    crash cut short is replaced by the next run's.
+    """
+    from fastsoftmax._io import FILE_KINDS, _archive_holds
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+            if "format.npy" not in archive.namelist():
+                return _archive_holds(members)
+            try:
+                with archive.open("format.npy") as member:
+                    marker = np.lib.format.read_array(member, allow_pickle=False)
+            except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+                # A marker that is not a plain array (pickled, cut short): not a file this package wrote.
+                return _archive_holds(members)
+    except (OSError, ValueError, EOFError, RuntimeError, NotImplementedError, zipfile.BadZipFile, zipfile.LargeZipFile):
+        return None
+    marker = marker.item() if marker.shape == () else None
+    if marker == "fastsoftmax-model":
+        return _MODEL_HOLDS
+    return FILE_KINDS[marker][0] if marker in FILE_KINDS else _archive_holds(members)
+
+
+def _check_output_files(outputs: dict[str, tuple[str | None, str]]) -> None:
+    """Refuse an output that would replace a file of another kind; note names that end otherwise than their format.
 
     ``outputs`` maps an option to (its path, the ending of its format).
+    ``train --out metrics.json --metrics model.npz`` (two options swapped)
+    replaced the model trained before with JSON text, after a note on each
+    name: an existing file that holds another kind of file this package
+    reads or writes (a .npy array, an .npz archive, JSON text), or an .npz
+    other than a model where a model goes, is refused before any work,
+    with the swap named where it is one. A file of any other content is
+    replaced, as the name is the user's.
+
     ``generate --labels y.txt`` or ``predict --out labels.csv`` wrote an
     ``.npy`` file under that name, without a word, which a text reader then
-    showed as binary. The file is written all the same: the name is the
-    user's. Special files (``/dev/stdout``) are left alone.
+    showed as binary: each such name gets a note, and the file is written
+    all the same. Special files (``/dev/stdout``) are left alone.
     """
+    for option, (path, ending) in outputs.items():
+        if path is None or path.startswith("/dev/"):
+            continue
+        holds = _other_kind_on_disk(path, ending)
+        if holds is None:
+            continue
+        on_disk = _format_on_disk(path)
+        swapped = next(
+            (
+                other
+                for other, (other_path, other_ending) in outputs.items()
+                if other != option and other_path and other_ending == on_disk
+            ),
+            None,
+        )
+        hint = f"Were {option} and {swapped} swapped? " if swapped else ""
+        raise CLIError(
+            f"{option} {path} already holds {holds}, which {option} would replace with {_OUTPUT_FORMATS[ending]}. "
+            f"{hint}Name another file, or remove it first if it is to go."
+        )
     for option, (path, ending) in outputs.items():
         if path is None or path.startswith("/dev/") or path.lower().endswith(ending):
             continue
@@ -945,7 +1044,7 @@ def run_train(args: argparse.Namespace) -> int:
         {"--out": args.out, "--metrics": args.metrics},
         checkpoint=args.checkpoint,
     )
-    _note_other_name_endings({"--out": (args.out, ".npz"), "--metrics": (args.metrics, ".json")})
+    _check_output_files({"--out": (args.out, ".npz"), "--metrics": (args.metrics, ".json")})
     if not 0.0 <= args.val_fraction < 1.0:
         raise CLIError(f"--val-fraction must be in [0, 1), got {args.val_fraction}.")
     on_dask = args.scheduler is not None or args.dask_workers is not None
@@ -1847,7 +1946,7 @@ def run_generate(args: argparse.Namespace) -> int:
     from fastsoftmax.datasets import write_classification
 
     _check_paths({}, {"--data": args.data, "--labels": args.labels})
-    _note_other_name_endings({"--data": (args.data, ".npy"), "--labels": (args.labels, ".npy")})
+    _check_output_files({"--data": (args.data, ".npy"), "--labels": (args.labels, ".npy")})
     # --threads counts generator threads (Python's): Numba's limit does not apply, and its pool is not started.
     start = time.perf_counter()
     progress = _Progress(
@@ -1906,7 +2005,7 @@ def run_predict(args: argparse.Namespace) -> int:
     args.out = args.out if out_named else DEFAULT_PREDICTIONS  # "" stays, to be refused as empty
     try:
         _check_paths({"--model": args.model, "--data": args.data}, {"--out": args.out, "--proba": args.proba})
-        _note_other_name_endings({"--out": (args.out, ".npy"), "--proba": (args.proba, ".npy")})
+        _check_output_files({"--out": (args.out, ".npy"), "--proba": (args.proba, ".npy")})
     except CLIError as exc:
         given = f"--out {args.out}"
         if out_named or not str(exc).startswith(given):

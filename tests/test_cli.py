@@ -2438,6 +2438,45 @@ def test_outputs_named_otherwise_than_their_format_get_a_note(tmp_path, npy, cap
     assert np.load(out).shape == np.load(npy[1]).shape
 
 
+def test_an_output_over_a_file_of_another_kind_is_refused_before_any_work(tmp_path, npy, capsys):
+    """train --out metrics.json --metrics model.npz (swapped) replaced the model trained before with JSON text."""
+    model, metrics = tmp_path / "model.npz", tmp_path / "metrics.json"
+    train = ["train", "--data", str(npy[0]), "--labels", str(npy[1]), "--solver", "gd", "--max-iter", "3", "--quiet"]
+    assert main([*train, "--out", str(model), "--metrics", str(metrics)]) == 0
+    capsys.readouterr()
+    kept = model.read_bytes(), metrics.read_bytes()
+    assert main([*train, "--out", str(metrics), "--metrics", str(model)]) == 2
+    assert (
+        capsys.readouterr()
+        .err.rstrip()
+        .endswith(
+            f"train: error: --out {metrics} already holds JSON text, which --out would replace with a fastsoftmax "
+            "model, an .npz archive. Were --out and --metrics swapped? Name another file, or remove it first if it is "
+            "to go."
+        )
+    )
+    assert (model.read_bytes(), metrics.read_bytes()) == kept
+    # A data file, a data archive or an estimator where a model goes; a model where generate writes data.
+    data_copy, archive = tmp_path / "copy_of_X.npy", tmp_path / "data.npz"
+    data_copy.write_bytes(npy[0].read_bytes())
+    np.savez(archive, X=np.ones((3, 2)), y=np.zeros(3))
+    for target, holds in ((data_copy, "a NumPy .npy file"), (archive, "an .npz archive of arrays 'X', 'y'")):
+        before = target.read_bytes()
+        assert main([*train, "--out", str(target)]) == 2
+        assert f"--out {target} already holds {holds}" in capsys.readouterr().err
+        assert target.read_bytes() == before
+    generate = ["generate", "--samples", "30", "--features", "4", "--classes", "3", "--quiet"]
+    assert main([*generate, "--data", str(model), "--labels", str(tmp_path / "new_y.npy")]) == 2
+    assert f"--data {model} already holds a fastsoftmax model" in capsys.readouterr().err
+    assert model.read_bytes() == kept[0] and not (tmp_path / "new_y.npy").exists()
+    # The same kind is replaced (a model by a model), and so are contents this package neither reads nor writes.
+    notes = tmp_path / "notes.npz"
+    notes.write_bytes(b"not a file of ours")
+    assert main([*train, "--max-iter", "4", "--out", str(model)]) == 0
+    assert main([*train, "--out", str(notes)]) == 0
+    assert SoftmaxRegression.load(model).n_iter_ == 4 and SoftmaxRegression.load(notes).n_iter_ == 3
+
+
 @pytest.mark.parametrize(
     "argv", [["--help"], ["train", "--help"], ["--version"]], ids=["help", "train-help", "version"]
 )
