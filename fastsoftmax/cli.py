@@ -1591,20 +1591,8 @@ def _report(
             else "no step lowered the loss any further, and it was not shown to be at the optimum"
         )
         status = f"not converged before --tol {args.tol:g}: {why}"
-    elif getattr(args, "empty_classes", False):
-        which = (
-            f"--classes {args.classes} gives a class that no training row has, which"
-            if args.classes_given
-            else "a class that no training row has (see the note above)"
-        )
-        # More iterations do end such a fit at --tol (the falling intercept's gradient, the class's mean
-        # probability, shrinks below it), with the class never predicted: the labels are what to change.
-        status = (
-            f"not converged: --max-iter ran out before --tol {args.tol:g}; {which} has no finite optimum: its "
-            f"intercept falls for as long as the fit runs, until its gradient passes under --tol (a higher "
-            f"--max-iter gets there), and the model never predicts it: "
-            + ("give as many --classes as the labels name" if args.classes_given else "correct the labels")
-        )
+    elif len(getattr(args, "empty_classes", ())):
+        status = f"not converged: --max-iter ran out before --tol {args.tol:g}; {_why_empty_classes_go_on(args)}"
     else:
         status = f"not converged: --max-iter ran out before --tol {args.tol:g}; raise --max-iter to go on"
     print(f"final loss {final_loss:.6f} after {model.n_iter_} {unit}s ({status})")
@@ -1658,6 +1646,32 @@ def _dask_accuracy(model, X, y, row_offset: int = 0) -> float:
     return float((predict_blocks(model, X, row_offset=row_offset) == y).mean().compute())
 
 
+def _why_empty_classes_go_on(args: argparse.Namespace) -> str:
+    """Why a fit with classes that no training row has ran out of iterations, and what to change.
+
+    More iterations do end such a fit at --tol (the falling intercept's
+    gradient, the class's mean probability, shrinks below it), with the
+    class never predicted: what to change is the labels, ``--classes``
+    beyond them, or (synthetic data) the rows drawn. ``--classes`` that
+    matches 1-based labels was told to give as many --classes as the
+    labels name, which it did: class 0 is the labels' fault.
+    """
+    empty = args.empty_classes
+    if args.data is None:
+        which, fix = "a class that no training row has (see the note above)", "raise --samples"
+    elif args.classes_given and empty.min() > args.largest_trained_label:
+        which = f"--classes {args.classes} gives a class that no training row has, which"
+        fix = "give as many --classes as the labels name"
+    else:
+        where = "see the note above" if not args.classes_given else f"no row has {_labels(empty)}"
+        which = f"a class that no training row has ({where})"
+        fix = "correct the labels" + ("; for 1-based labels, subtract 1" if empty[0] == 0 else "")
+    return (
+        f"{which} has no finite optimum: its intercept falls for as long as the fit runs, until its gradient "
+        f"passes under --tol (a higher --max-iter gets there), and the model never predicts it: {fix}"
+    )
+
+
 def _note_classes_without_training_rows(
     args: argparse.Namespace, train: DataSource, val: DataSource | None, n_classes: int
 ) -> None:
@@ -1672,7 +1686,8 @@ def _note_classes_without_training_rows(
     counts = train.class_counts(n_classes)
     # A class without training rows has no finite optimum (its intercept falls as long as the fit runs): the
     # summary says so.
-    args.empty_classes = bool((counts == 0).any())
+    args.empty_classes = np.flatnonzero(counts == 0)
+    args.largest_trained_label = int(np.flatnonzero(counts).max(initial=0))
     in_validation = val.class_counts(n_classes) > 0 if val is not None else np.zeros(n_classes, dtype=bool)
     only_validated = np.flatnonzero((counts == 0) & in_validation)
     if len(only_validated):
@@ -1698,8 +1713,8 @@ def _note_classes_without_training_rows(
 def _note_synthetic_classes_without_rows(args: argparse.Namespace, train: DataSource, n_classes: int) -> None:
     """A note for the synthetic classes that drew no training row (10 rows of 10 classes drew 6 of them)."""
     counts = train.class_counts(n_classes)
-    args.empty_classes = bool((counts == 0).any())  # no finite optimum for them: the summary says so
-    if args.empty_classes:
+    args.empty_classes = np.flatnonzero(counts == 0)  # no finite optimum for them: the summary says so
+    if len(args.empty_classes):
         print(
             f"note: no training row has {_labels(np.flatnonzero(counts == 0))}: the model never learns them; "
             f"raise --samples (now {args.samples:,}) for --classes {args.classes}.",
@@ -1730,8 +1745,8 @@ def _classes_of_files(args: argparse.Namespace, X: np.ndarray, y: np.ndarray, dt
         n_classes = _classes_from_labels(y, largest, args.labels or args.data)
         if lowest > 0:  # 1-based labels train a class 0 that no row has: a note, as it may be intended
             print(
-                f"note: no row has label 0; labels must be 0..K-1: for 1-based labels subtract 1, or pass "
-                f"--classes {n_classes} to train a class 0 that no row has.",
+                "note: no row has label 0; labels must be 0..K-1, so the model gets a class 0 that it never "
+                "predicts: for 1-based labels, subtract 1.",
                 file=sys.stderr,
                 flush=True,
             )

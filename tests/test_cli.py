@@ -1805,8 +1805,8 @@ def test_bad_synthetic_options_are_refused_before_the_data_is_announced(capsys, 
 
 
 ONE_BASED_NOTE = (
-    "note: no row has label 0; labels must be 0..K-1: for 1-based labels subtract 1, or pass --classes 4 to train "
-    "a class 0 that no row has.\n"
+    "note: no row has label 0; labels must be 0..K-1, so the model gets a class 0 that it never predicts: for "
+    "1-based labels, subtract 1.\n"
 )
 
 
@@ -1885,7 +1885,7 @@ def test_a_fit_that_runs_out_of_iterations_with_an_empty_class_names_it_as_the_c
     # A higher --max-iter ends the fit at --tol (the class's gradient, its mean probability, shrinks), with the
     # class never predicted: it said that no --max-iter ends the fit, and a fit at 70 iterations converged.
     assert "until its gradient passes under --tol (a higher --max-iter gets there)" in out
-    assert "the model never predicts it: correct the labels)" in out
+    assert "the model never predicts it: correct the labels; for 1-based labels, subtract 1)" in out
     np.save(tmp_path / "y0.npy", np.load(npy[1]))
     assert main([*argv[:4], str(tmp_path / "y0.npy"), *argv[5:]]) == 0
     out = capsys.readouterr().out
@@ -1896,6 +1896,24 @@ def test_a_fit_that_runs_out_of_iterations_with_an_empty_class_names_it_as_the_c
     assert "--classes 4 gives a class that no training row has, which has no finite optimum" in out
     assert "note above" not in out and "correct the labels" not in out
     assert "never predicts it: give as many --classes as the labels name)" in out
+    # --classes as many as 1-based labels name: it was told to give as many --classes as the labels name,
+    # which it had (the note's other fix), and the fit ran on to the same loss.
+    assert main([*argv, "--classes", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "a class that no training row has (no row has label 0) has no finite optimum" in out
+    assert "never predicts it: correct the labels; for 1-based labels, subtract 1)" in out
+
+
+def test_synthetic_classes_without_rows_are_told_to_draw_more_rows(capsys):
+    # 10 rows of 10 classes drew 6 of them: the summary said to correct the labels, or (with --classes) to give
+    # as many --classes as the labels name, where the note said to raise --samples.
+    argv = ["train", "--samples", "10", "--features", "8", "--classes", "10", "--max-iter", "2", "--tol", "1e-12"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main([*argv, "--val-fraction", "0"]) == 0
+    captured = capsys.readouterr()
+    assert "raise --samples (now 10) for --classes 10" in captured.err
+    assert "never predicts it: raise --samples)" in captured.out and "labels" not in captured.out.split("(")[-1]
 
 
 def test_a_fit_that_stops_early_gives_the_engine_s_reason_in_option_names(tmp_path, capsys):
