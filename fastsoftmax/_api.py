@@ -313,8 +313,10 @@ def log_softmax(Z, *, out: np.ndarray | None = None) -> np.ndarray:
         Finite wherever the log-probability fits the dtype; where finite
         logits differ by more than its largest value (a log-probability
         below -1.8e308 in float64, -3.4e38 in float32), that entry is -inf,
-        the rounding of IEEE arithmetic, where :func:`cross_entropy` refuses
-        the same loss with ValueError.
+        the rounding of IEEE arithmetic. :func:`cross_entropy` refuses such
+        a loss with ValueError where it does not fit float64, and with
+        ``reduction="none"`` where it does not fit Z's dtype; its mean and
+        sum of float32 logits return it in float64.
     """
     Z, out = _check_rowwise(Z, out)
     n_chunks = work_chunks(Z.shape[0], Z.shape[1] * EXP_WORK)

@@ -2296,13 +2296,16 @@ def _add_problem_options(parser: argparse.ArgumentParser, *, train: bool) -> Non
         dtype = "compute dtype (default float32; for files, float32 for float16/float32 files, else float64)"
         seed = "seed for the synthetic data and the sgd/adam shuffling (default 0); training starts from zero weights"
         threads = "Numba threads for the kernels (default: all cores; on Dask, each task takes its share)"
-        quiet = "print only the closing summary: loss, accuracies, throughput, where the model went (no progress)"
+        quiet = (
+            "print only the closing summary (loss, accuracies, throughput, where the model went) and notes on the "
+            "options (no progress)"
+        )
     else:
         classes = f"classes (default {DEFAULT_CLASSES})"
         dtype = "dtype of the X file (default float32)"
         seed = "seed of the data set: the same seed and options give the same rows (default 0)"
         threads = "generator threads (default: all cores; the rows do not depend on it)"
-        quiet = "print nothing but errors (no progress, no closing line)"
+        quiet = "print nothing but errors and notes on the options (no progress, no closing line)"
     parser.add_argument("--classes", type=_positive_int, default=None, help=classes)
     parser.add_argument("--dtype", choices=("float32", "float64"), default=None, help=dtype)
     parser.add_argument("--seed", type=_seed, default=0, help=seed)
@@ -2439,7 +2442,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--proba", metavar="PROBA.npy", help="also write the probabilities (N, K)")
     predict.add_argument("--threads", type=_positive_int, default=None, help="Numba threads (default: all cores)")
     predict.add_argument(
-        "--quiet", action="store_true", help="print nothing but errors (no compile message, no closing line)"
+        "--quiet",
+        action="store_true",
+        help="print nothing but errors and notes on the options (no compile message, no closing line)",
     )
     predict.set_defaults(handler=run_predict)
 
