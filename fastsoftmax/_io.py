@@ -884,6 +884,11 @@ def read_npz(
             head = file.read(len(np.lib.format.MAGIC_PREFIX))
             if head == np.lib.format.MAGIC_PREFIX:
                 raise foreign("a NumPy array file (.npy)")
+            if not head:
+                raise foreign("an empty file")
+            if head.lstrip()[:1] == b"{":
+                # train --metrics writes JSON: a swapped --out and --metrics left one where a model was.
+                raise foreign("JSON text (as train --metrics writes)")
             if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
                 # pickle's PROTO opcode: what joblib.dump(pipeline, "pipe.joblib") writes, which the README
                 # suggests for a whole pipeline; "it may be truncated or corrupt" sent users looking for damage.

@@ -1006,9 +1006,18 @@ def test_predict_refuses_a_file_of_no_rows(tmp_path, capsys):
 def test_predict_with_data_given_as_the_model_names_the_data_file(tmp_path, npy, capsys):
     """--model X.npy said "not a readable .npz archive (BadZipFile: File is not a zip file); it may be
     truncated or corrupt", and an archive of X and y said it had no format marker and may be corrupt."""
-    archive = tmp_path / "data.npz"
+    archive, metrics, empty = tmp_path / "data.npz", tmp_path / "metrics.npz", tmp_path / "empty.npz"
     np.savez(archive, X=np.load(npy[0]), y=np.load(npy[1]))
-    for model, holds in [(npy[0], "a NumPy array file (.npy)"), (archive, "an .npz archive of arrays 'X', 'y'")]:
+    # A --metrics file where the model was (the two swapped), and an empty file, were "not a readable .npz
+    # archive (BadZipFile ...); it may be truncated or corrupt" too.
+    metrics.write_text('{"solver": "gd"}')
+    empty.write_bytes(b"")
+    for model, holds in [
+        (npy[0], "a NumPy array file (.npy)"),
+        (archive, "an .npz archive of arrays 'X', 'y'"),
+        (metrics, "JSON text (as train --metrics writes)"),
+        (empty, "an empty file"),
+    ]:
         assert main(["predict", "--model", str(model), "--data", str(npy[0])]) == 2
         err = capsys.readouterr().err
         assert f"{model} is {holds}, not a fastsoftmax model file. Pass the model file that" in err, err
