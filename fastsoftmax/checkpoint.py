@@ -812,6 +812,8 @@ def check_fingerprint(
         )
     elif note := _array_and_file(stored, expected):
         diff.append(note)
+    elif note := _other_rows_of_the_same_files(stored, expected):
+        diff.append(note)
     elif any(k not in ignored and k.startswith("data") and stored.get(k) != expected.get(k) for k in keys):
         changed = _files_changed(stored.get("files") or {}, expected.get("files") or {})
         diff.append(
@@ -899,6 +901,25 @@ def _dask_rechunked(stored: Any, now: Any) -> str:
         f"X is split into other row chunks on Dask than the checkpoint's ({len(now['row_chunks'])} chunks, "
         f"{len(stored['row_chunks'])} then); rechunk X, y and the weights to the checkpoint's row chunks to "
         f"resume (X.rechunk((row_chunks, -1)) with the row_chunks above)"
+    )
+
+
+def _other_rows_of_the_same_files(stored: dict[str, Any], expected: dict[str, Any]) -> str | None:
+    """Where the recorded data files are unchanged but a different number of their rows was read: what picks them.
+
+    ``train --val-fraction 0.2`` beside a checkpoint of ``--val-fraction
+    0.1`` was told that the training data "are not the data the checkpoint
+    was trained on", naming no option, of files that had not changed.
+    """
+    files = stored.get("files") or {}
+    if not files or files != (expected.get("files") or {}):
+        return None
+    then, now = ((fingerprint.get("data") or {}).get("n_samples") for fingerprint in (stored, expected))
+    if then == now or not all(isinstance(rows, int) for rows in (then, now)):
+        return None
+    return (
+        f"the data files are unchanged, but the checkpoint's run trained on {then:,} of their rows and this one on "
+        f"{now:,}: rerun with the checkpoint's --val-fraction (train), or pass fit the same rows of the files"
     )
 
 

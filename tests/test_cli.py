@@ -675,6 +675,17 @@ def test_checkpoint_of_another_problem_exits_nonzero_and_is_kept(tmp_path, npy, 
     assert main([*base, "--l2", "0.5"]) == 2
     assert "belongs to a different problem" in capsys.readouterr().err
     assert (ck / "checkpoint.npz").read_bytes() == before
+    # Other validation rows of the same files were "not the data the checkpoint was trained on", naming no option.
+    rows = len(np.load(npy[1]))
+    assert main([*base, "--val-fraction", "0.2"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    trained = rows - round(0.1 * rows), rows - round(0.2 * rows)
+    assert (
+        f"the data files are unchanged, but the checkpoint's run trained on {trained[0]:,} of their rows and this "
+        f"one on {trained[1]:,}: rerun with the checkpoint's --val-fraction (train)"
+    ) in err, err
+    assert "not the data the checkpoint was trained on" not in err
+    assert (ck / "checkpoint.npz").read_bytes() == before
 
 
 def test_predict_labels_are_the_same_with_and_without_proba_at_a_near_tie(tmp_path):
