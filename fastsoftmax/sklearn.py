@@ -452,10 +452,15 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         ours gave float32 probabilities. The policy is the fit's
         (``_dtype_preserved``), not ``dtype`` as set since: a prediction
         depends on fitted attributes only. An estimator never fitted, whose
-        attributes were assigned, scores in ``coef_``'s dtype.
+        attributes were assigned, scores in ``coef_``'s dtype where that is
+        float32 or float64, else in float64: an assigned integer ``coef_``
+        cast X to integers (0.4 scored as 0), and a float16 one rounded X to
+        float16, where LogisticRegression promotes to float64.
         """
         if self.coef_.dtype == np.float32 and self.__dict__.get("_dtype_preserved", False):
             return [np.dtype(np.float64), np.dtype(np.float32)]
+        if self.coef_.dtype not in (np.float32, np.float64):
+            return [np.dtype(np.float64)]
         return [self.coef_.dtype]
 
     def _prediction_dtype(self, x_dtype) -> np.dtype:
@@ -1055,6 +1060,13 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                     f"classes {np.asarray(classes).tolist()!r} differ from classes_ {self.classes_.tolist()!r}, "
                     f"set by the last fit or by the first partial_fit call; call fit, or partial_fit on a new "
                     f"estimator, to start over with other classes."
+                )
+            if self.coef_.dtype not in (np.float32, np.float64):
+                # An assigned coef_ of integers: "dtype int64 is not supported" pointed at the dtype parameter.
+                raise TypeError(
+                    f"coef_ has dtype {self.coef_.dtype.name}, and partial_fit goes on in coef_'s dtype, which must "
+                    f"be float32 or float64: assign coef_ as floats (coef_.astype(np.float64)), or call fit to start "
+                    f"over."
                 )
             wanted = self._compute_dtypes()
             if len(wanted) == 1 and wanted[0] != self.coef_.dtype:

@@ -1947,6 +1947,32 @@ def test_coefficients_that_are_not_finite_are_named_as_the_estimators(n_classes)
                 getattr(broken, method)(*arguments)
 
 
+@pytest.mark.parametrize("dtype", [np.int64, np.float16, bool])
+def test_assigned_coefficients_of_another_dtype_score_x_in_float64_as_logistic_regression(dtype):
+    """An assigned coef_ of integers cast X to integers (0.4 scored as 0), a float16 one rounded X to float16,
+    and predict_proba named the engine's W; partial_fit blamed the dtype parameter."""
+    X = np.array([[0.4, 1.6], [2.7, -0.9], [0.3, 1000.3]])
+    coef = np.array([[1, 0], [0, 1], [1, 1]], dtype=dtype)
+    ours, theirs = SoftmaxClassifier(), LogisticRegression()
+    for estimator in (ours, theirs):
+        estimator.classes_, estimator.coef_, estimator.intercept_ = np.array([0, 1, 2]), coef, np.zeros(3, int)
+    for method in ("decision_function", "predict_proba", "predict_log_proba", "predict"):
+        # LogisticRegression's log-probability is log(predict_proba): -inf where the probability underflows.
+        expected = (
+            theirs.decision_function(X) - logsumexp(theirs.decision_function(X), axis=1, keepdims=True)
+            if method == "predict_log_proba"
+            else getattr(theirs, method)(X)
+        )
+        got = getattr(ours, method)(X)
+        assert got.dtype == expected.dtype
+        # A log-probability is a difference of logits of up to 1000: its rounding is that of the logits.
+        scale = np.abs(theirs.decision_function(X)).max() if method == "predict_log_proba" else 0.0
+        eps = np.finfo(np.float64).eps
+        np.testing.assert_allclose(got, expected, rtol=4 * eps, atol=max(8 * eps * scale, 1e-300))
+    with pytest.raises(TypeError, match=rf"^coef_ has dtype {np.dtype(dtype).name}, and partial_fit goes on in"):
+        ours.partial_fit(X, [0, 1, 2])
+
+
 def test_a_longdouble_X_beyond_float64_is_named_by_its_range_not_as_infinite():
     """validate_data cast a longdouble X to float64 first: a finite 1e400 became inf, and was named as "NaN or
     infinite value(s)" with the fix to impute them, where the model names the range and the scaling to do."""
