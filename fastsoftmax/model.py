@@ -253,6 +253,15 @@ class SoftmaxRegression:
                     f"model.{name} is read-only, and training updates W and b in place; nothing was changed. "
                     f"Assign a writeable copy first: model.{name} = model.{name}.copy()."
                 )
+        for name, value in (("W", self.W), ("b", self.b)):
+            if _elements_overlap(value):
+                # as_strided(np.zeros(1), (3,), (0,)) as b: the fit wrote all three intercepts to one place, and
+                # reported convergence at a loss of weights the model did not hold.
+                raise ValueError(
+                    f"model.{name} has elements that share memory (strides {value.strides} over shape "
+                    f"{value.shape}), and training writes {name} in place, so one entry would overwrite another; "
+                    f"nothing was changed. Assign a copy first: model.{name} = model.{name}.copy()."
+                )
         if np.shares_memory(self.W, self.b):
             raise ValueError(
                 "model.W and model.b share memory, and training writes both in place, so b would overwrite "
@@ -978,6 +987,26 @@ class SoftmaxRegression:
             model.loss_history_ = history.tolist()
             engine.mark_record(model)  # a refit that diverges at once keeps both
         return model
+
+
+def _elements_overlap(array: np.ndarray) -> bool:
+    """Whether two elements of ``array`` may lie at the same address (a view made by ``as_strided``).
+
+    The axes, by increasing stride, must each step past the extent of those
+    before them; a layout that interleaves its axes without overlap is
+    taken as overlapping too, which a copy settles.
+    """
+    if array.flags.c_contiguous or array.flags.f_contiguous:
+        return False
+    extent = array.itemsize
+    for stride, length in sorted(
+        (abs(stride), length) for stride, length in zip(array.strides, array.shape, strict=True)
+    ):
+        if length > 1:
+            if stride < extent:
+                return True
+            extent += stride * (length - 1)
+    return False
 
 
 def _overlap(param: np.ndarray, given) -> str | None:

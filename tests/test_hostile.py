@@ -738,6 +738,29 @@ def test_b_sharing_memory_with_W_fails_training_before_anything_changes(training
 
 @pytest.mark.parametrize("training", list(TRAINING))
 @pytest.mark.parametrize("param", ["W", "b"])
+def test_a_parameter_whose_elements_overlap_fails_training_before_anything_changes(param, training):
+    """``model.b = as_strided(np.zeros(1), (K,), (0,))``: the fit wrote every intercept to one place and reported
+    convergence at the loss of weights the model did not hold."""
+    from numpy.lib.stride_tricks import as_strided
+
+    a = base_problem(np.float64)
+    model = _model(a)
+    value = getattr(model, param)
+    # Each row starts one element after the last: W[0, 1] and W[1, 0] are one number.
+    step = (0,) if param == "b" else (value.itemsize, value.itemsize)
+    setattr(model, param, as_strided(value.copy(), value.shape, step))
+    assert getattr(model, param).flags.writeable
+    _assert_refused_untouched(
+        model, a, training, rf"model\.{param} has elements that share memory.*model\.{param} = model\.{param}\.copy\(\)"
+    )
+    # A strided view whose elements lie apart trains.
+    spaced = np.zeros((2 * value.shape[0], 2 * value.shape[-1]) if param == "W" else 3 * value.shape[0])
+    setattr(model, param, spaced[::2, ::2] if param == "W" else spaced[::3])
+    TRAINING[training](model, a)
+
+
+@pytest.mark.parametrize("training", list(TRAINING))
+@pytest.mark.parametrize("param", ["W", "b"])
 def test_parameter_sharing_memory_with_X_fails_training_before_anything_changes(param, training):
     """``model.W = X[:K]`` or ``model.b = X[0]``: training wrote the caller's X while it read it."""
     a = base_problem(np.float64)
