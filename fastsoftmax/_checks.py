@@ -135,6 +135,31 @@ def refuse_structured(arr: np.ndarray, name: str, fix: str | None = None) -> Non
         raise TypeError(f"{name} has a structured dtype (fields {', '.join(map(repr, arr.dtype.names))}); {fix}.")
 
 
+def refuse_map_past_its_file(arr: np.ndarray, name: str) -> None:
+    """ValueError where ``arr`` is, or views, a memory map whose file is now shorter than the map.
+
+    Reading such a map kills the process with SIGBUS, without a message:
+    ``predict``, ``train_step`` and the functions read a map whose file was
+    rewritten since (``np.save`` over it), where ``fit`` refused it. One
+    ``fstat`` of the map's file; nothing for an array in memory.
+    """
+    view = arr
+    while isinstance(view, np.ndarray) and not isinstance(view, np.memmap):
+        view = view.base
+    if not isinstance(view, np.memmap):
+        return
+    from fastsoftmax._data import _mapped_past_end
+
+    past_end = _mapped_past_end(view)
+    if past_end is not None:
+        spans, size = past_end
+        raise ValueError(
+            f"{name} is mapped from {view.filename}, which is now {size:,} bytes, shorter than the {spans:,} "
+            f"mapped from it: it was truncated or rewritten in place after it was mapped, and reading {name} "
+            f"would kill the process (SIGBUS). Map the file again (np.load(path, mmap_mode='r')) once it is written."
+        )
+
+
 def _as_array(a, name: str, what: str = "a NumPy array", object_fix: str | None = None) -> np.ndarray:
     """``a`` as an ndarray in native byte order, or a TypeError that names ``name``.
 
@@ -144,7 +169,11 @@ def _as_array(a, name: str, what: str = "a NumPy array", object_fix: str | None 
     if type(a) is np.ndarray and a.dtype.kind in "fiub" and a.dtype.isnative:
         # The common case, on every call of a training step: the tests below cost
         # about 0.8 us (os.PathLike's isinstance is an ABC check), this one 0.25.
+        if a.base is not None:  # a view, perhaps of a memory map (np.asarray of one)
+            refuse_map_past_its_file(a, name)
         return a
+    if isinstance(a, np.ndarray):
+        refuse_map_past_its_file(a, name)
     # np.asarray drops ndarray subclasses such as np.memmap without copying.
     if a is None:
         raise TypeError(f"{name} is None; pass {what}.")

@@ -724,6 +724,48 @@ except ValueError as exc:
     assert "X.npy changed size from" in run.stdout
 
 
+def test_a_map_whose_file_was_rewritten_shorter_is_refused_by_every_reader_not_a_sigbus(tmp_path):
+    """fit refused a map whose file was rewritten shorter since, but predict, train_step, backward, the functions, a
+    fit on np.asarray of the map and a mapped sample_weight read it and killed the process (SIGBUS, exit 135)."""
+    script = f"""
+import os
+import numpy as np
+import fastsoftmax as fs
+
+os.chdir({str(tmp_path)!r})
+rng = np.random.default_rng(0)
+N = 20_000
+X, y = rng.standard_normal((N, 10)), rng.integers(0, 3, N)
+model = fs.SoftmaxRegression(10, 3, seed=0)
+calls = {{
+    "predict": lambda X, w: model.predict(X),
+    "train_step": lambda X, w: model.train_step(X, y, 0.1),
+    "backward": lambda X, w: model.backward(X, y),
+    "fs.predict_proba": lambda X, w: fs.predict_proba(X, model.W, model.b),
+    "fs.loss_and_grad": lambda X, w: fs.loss_and_grad(np.asarray(X), y, model.W, model.b),
+    "fit on np.asarray": lambda X, w: model.fit(np.asarray(X), y, max_iter=2),
+    "fit with mapped weights": lambda X, w: model.fit(np.array(X), y, sample_weight=w, max_iter=2),
+}}
+for name, call in calls.items():
+    np.save("X.npy", X)
+    np.save("w.npy", np.ones(N))
+    mapped_X, mapped_w = np.load("X.npy", mmap_mode="r"), np.load("w.npy", mmap_mode="r")
+    np.save("w.npy" if "weights" in name else "X.npy", np.ones(10))
+    try:
+        call(mapped_X, mapped_w)
+    except ValueError as exc:
+        print(name, "|", exc)
+"""
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, (run.returncode, run.stderr)
+    lines = run.stdout.splitlines()
+    assert len(lines) == 7, run.stdout
+    for line in lines:
+        name = "sample_weight" if "weights" in line.split("|")[0] else "X"
+        assert re.search(rf"\| {name} is mapped from .*\.npy, which is now [\d,]+ bytes, shorter than the", line), line
+        assert line.endswith("Map the file again (np.load(path, mmap_mode='r')) once it is written."), line
+
+
 @pytest.mark.parametrize("change", ["rewritten", "truncated"])
 def test_mapped_sample_weights_whose_file_changes_stop_the_fit(tmp_path, files, change):
     # Used uncopied, the weights were read from their file on every pass: a rewrite trained on a mix
