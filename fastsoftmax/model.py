@@ -34,7 +34,14 @@ from fastsoftmax._sparse import (
     objective_loss_and_grad,
     predict_sparse,
 )
-from fastsoftmax._threading import copied_for_saving, exclusive_training, reading_weights, run_whole, writing_weights
+from fastsoftmax._threading import (
+    copied_for_saving,
+    exclusive_training,
+    reading_weights,
+    refuse_assigning_during_training,
+    run_whole,
+    writing_weights,
+)
 from fastsoftmax.checkpoint import check_directory as check_checkpoint_directory
 from fastsoftmax.exceptions import ConvergenceWarning, TrainingError
 from fastsoftmax.objectives import make_objective
@@ -187,7 +194,9 @@ class SoftmaxRegression:
 
     @W.setter
     def W(self, value) -> None:
-        self._W = _checks.as_param_array(value, "W", self.dtype)
+        value = _checks.as_param_array(value, "W", self.dtype)
+        refuse_assigning_during_training(self, "W")
+        self._W = value
 
     @property
     def b(self) -> np.ndarray:
@@ -196,7 +205,9 @@ class SoftmaxRegression:
 
     @b.setter
     def b(self, value) -> None:
-        self._b = _checks.as_param_array(value, "b", self.dtype)
+        value = _checks.as_param_array(value, "b", self.dtype)
+        refuse_assigning_during_training(self, "b")
+        self._b = value
 
     @property
     def input_dim(self) -> int:

@@ -182,6 +182,37 @@ def test_a_model_that_another_thread_trains_is_refused(rng, second):
     model.train_step(X, y, lr=0.1)
 
 
+@pytest.mark.parametrize("name", ["W", "b"])
+def test_assigning_weights_to_a_model_that_another_thread_trains_is_refused(rng, name):
+    """``model.W = ...`` from another thread during a fit was taken; the fit put its own W back and then raised in
+    the training thread, blaming a callback that did not exist."""
+    X, y, _, _, _ = make_problem(rng, 500, 6, 3)
+    options = {"solver": "gd", "lr": 0.5, "max_iter": 3, "tol": 0}
+    model = fs.SoftmaxRegression(6, 3, seed=0)
+    errors = []
+
+    def train(**kwargs):
+        try:
+            model.fit(**kwargs)
+        except Exception as exc:  # the fit must not fail: reported to the test below
+            errors.append(exc)
+
+    worker, release = _trains_until_released(train, X=X, y=y, **options)
+    try:
+        before = getattr(model, name)
+        with pytest.raises(RuntimeError, match=rf"^model\.{name} was not assigned: this SoftmaxRegression is being"):
+            setattr(model, name, np.zeros_like(before))
+        assert getattr(model, name) is before
+    finally:
+        release.set()
+        worker.join(60)
+    assert not errors, errors
+    alone = fs.SoftmaxRegression(6, 3, seed=0).fit(X, y, **options)
+    np.testing.assert_array_equal(model.W, alone.W)
+    setattr(model, name, np.zeros_like(getattr(model, name)))  # once the fit has returned
+    assert not getattr(model, name).any()
+
+
 def _claimed_elsewhere(model, timeout: float) -> bool:
     """Wait until another thread holds ``model``'s training claim; False after ``timeout`` seconds."""
     from fastsoftmax import _threading
