@@ -933,6 +933,19 @@ def _weights_digest(theta: np.ndarray) -> bytes:
     return hashlib.blake2b(np.ascontiguousarray(theta).view(np.uint8), digest_size=16).digest()
 
 
+def _model_weights_digest(model: Trainable) -> bytes:
+    """``_weights_digest(model._pack())`` without the packed copy of the weights (the model's size, K (D + 1)).
+
+    theta is [W.ravel(), b] in their common dtype (:func:`~fastsoftmax._layout.pack`),
+    so hashing W's values and then b's gives its digest.
+    """
+    dtype = np.result_type(model.W, model.b)
+    digest = hashlib.blake2b(digest_size=16)
+    for part in (model.W, model.b):
+        digest.update(np.ascontiguousarray(part, dtype=dtype).reshape(-1).view(np.uint8))
+    return digest.digest()
+
+
 def mark_record(model: Trainable) -> None:
     """Note that the model's fit record (n_iter_, converged_, loss_history_) describes its W and b as they are now.
 
@@ -940,7 +953,7 @@ def mark_record(model: Trainable) -> None:
     refit that diverges at once puts that record back only beside these very
     weights (``_fit``'s ``keep_after_divergence``).
     """
-    model._record_digest = _weights_digest(model._pack())
+    model._record_digest = _model_weights_digest(model)
 
 
 def _refuse_replaced_weights(model: Trainable, fit_weights: tuple[np.ndarray, np.ndarray]) -> None:
@@ -1366,7 +1379,7 @@ def _on_columns(model: Trainable, stored: np.ndarray) -> Trainable:
     on_stored.b = model.b.copy()
     digest = getattr(model, "_record_digest", None)
     # The record describes the weights on those columns where it describes the whole model's.
-    if digest is not None and digest == _weights_digest(model._pack()):
+    if digest is not None and digest == _model_weights_digest(model):
         mark_record(on_stored)
     return on_stored
 
@@ -1405,7 +1418,7 @@ def _take_the_fit_on_columns(
         on_stored.n_iter_,
         on_stored.converged_,
     )
-    described = getattr(on_stored, "_record_digest", None) == _weights_digest(on_stored._pack())
+    described = getattr(on_stored, "_record_digest", None) == _model_weights_digest(on_stored)
     if described:
         mark_record(model)
     else:

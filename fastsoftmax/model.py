@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import copy as _copy
 import math
 import os
@@ -49,6 +50,10 @@ from fastsoftmax.objectives import make_objective
 __all__ = ["ConvergenceWarning", "SoftmaxRegression", "TrainingError"]
 
 _FORMAT = "fastsoftmax-model"
+#: True while :meth:`SoftmaxRegression.load` constructs the model whose W it then assigns: the constructor's
+#: random start (a K x D float64 draw and its cast) is not drawn. A context variable, so that a subclass's
+#: __init__ that calls the base class's runs as it is.
+_START_UNDRAWN = contextvars.ContextVar("fastsoftmax_start_undrawn", default=False)
 #: 1: W and b. 2: also n_iter_, converged_ and loss_history_ (version 1 files still load).
 _FORMAT_VERSION = 2
 _READABLE_VERSIONS = (1, 2)
@@ -109,9 +114,13 @@ class SoftmaxRegression:
         )
         self.dtype = _checks.as_float_dtype(dtype)
         rng = np.random.default_rng(_checks.check_seed(seed))
-        draws = rng.standard_normal((num_classes, input_dim))
-        draws *= 0.01  # in place: ``0.01 * draws`` held a second K x D float64 array (the values are the same)
-        self.W = draws.astype(self.dtype, copy=False)
+        if _START_UNDRAWN.get():
+            # np.zeros commits no memory until written, and load assigns the file's W over it.
+            self.W = np.zeros((num_classes, input_dim), dtype=self.dtype)
+        else:
+            draws = rng.standard_normal((num_classes, input_dim))
+            draws *= 0.01  # in place: ``0.01 * draws`` held a second K x D float64 array (the values are the same)
+            self.W = draws.astype(self.dtype, copy=False)
         self.b = np.zeros(num_classes, dtype=self.dtype)
         self.loss_history_: list[float] = []
         self.n_iter_ = 0
@@ -990,9 +999,15 @@ class SoftmaxRegression:
             W, b = _checks.check_weights(arrays["W"], arrays["b"], dtype)
         except (TypeError, ValueError) as exc:
             raise invalid(str(exc)) from exc
-        model = cls(W.shape[1], W.shape[0], dtype=dtype)
-        model.W = np.array(W, dtype=dtype, copy=True)
-        model.b = np.array(b, dtype=dtype, copy=True)
+        # A model of W's size peaked at 5 times it (the constructor's random start, then a copy of the W read).
+        undrawn = _START_UNDRAWN.set(True)
+        try:
+            model = cls(W.shape[1], W.shape[0], dtype=dtype)
+        finally:
+            _START_UNDRAWN.reset(undrawn)
+        # The arrays just read are this model's alone: copied only where not writeable and C-ordered in dtype.
+        model.W = np.require(W, dtype=dtype, requirements=["C", "W"])
+        model.b = np.require(b, dtype=dtype, requirements=["C", "W"])
         if version >= 2:
             model.n_iter_, model.converged_, history = _fit_state(arrays, invalid, trim_history=True)
             model.loss_history_ = history.tolist()

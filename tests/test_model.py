@@ -1098,6 +1098,36 @@ def test_load_bad_file_raises_value_error(saved_model, damage):
         SoftmaxRegression.load(saved_model)
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads the peak resident memory (Linux)")
+def test_load_holds_about_one_copy_of_the_weights(tmp_path):
+    """load built a model with a random start first (a K x D float64 draw and its cast), then copied the W it had
+    read, and hashed a packed copy: its peak was 3.8 times the weights (305 MB for a float32 W of 80 MB)."""
+    import subprocess
+
+    path = tmp_path / "big.npz"
+    model = SoftmaxRegression(100_000, 50, seed=0, dtype=np.float32)  # W of 20 MB
+    model.save(path)
+    script = f"""
+import numpy as np
+import fastsoftmax as fs
+
+def peak():
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
+
+fs.SoftmaxRegression(3, 2).save({str(tmp_path / "small.npz")!r})
+fs.SoftmaxRegression.load({str(tmp_path / "small.npz")!r})  # every module imported first
+before = peak()
+model = fs.SoftmaxRegression.load({str(path)!r})
+print(peak() - before, model.W.nbytes, float(model.W[7, 11]))
+"""
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    growth, nbytes, value = run.stdout.split()
+    assert float(value) == float(model.W[7, 11])
+    assert int(growth) < 1.6 * int(nbytes), (int(growth) / int(nbytes), run.stdout)
+
+
 def test_load_wrong_version_raises(tmp_path):
     path = tmp_path / "m.npz"
     with open(path, "wb") as f:
