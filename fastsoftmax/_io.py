@@ -365,7 +365,11 @@ def file_path(path: Any, saving: bool) -> str:
     no fix. ``saving`` says why a name is needed there.
     """
     if isinstance(path, (str, bytes, os.PathLike)):
-        return os.fsdecode(os.fspath(path))
+        name = os.fsdecode(os.fspath(path))
+        if "\0" in name:
+            # No file can have it: load said "no such file", save Python's bare "embedded null byte".
+            raise ValueError(f"path {name!r} holds a NUL character, which no file name can; pass the file's path.")
+        return name
     why = (
         "the file is written under a temporary name beside it and then renamed, so that a failed save "
         "keeps the file that was there"

@@ -130,6 +130,10 @@ def check_directory(directory: str | bytes | os.PathLike, *, option: str = "chec
     directory = os.fsdecode(os.fspath(directory))
     if not directory:
         raise ValueError(f"{option} is an empty path; give a directory.")
+    if "\0" in directory:  # Python's bare "embedded null byte" named neither the option nor the fix
+        raise ValueError(
+            f"{option} {directory!r} holds a NUL character, which no directory name can; give a directory."
+        )
     home = unexpanded_home(directory)
     if home:
         first = directory.split(os.sep)[0]

@@ -1147,6 +1147,18 @@ def test_load_missing_file_raises_file_not_found(tmp_path):
         SoftmaxRegression.load(tmp_path / "missing.npz")
 
 
+def test_a_path_with_a_nul_character_is_named_as_such(tmp_path, data):
+    """load said "no such file", save and a checkpoint Python's bare "embedded null byte"."""
+    model = SoftmaxRegression(D, K, seed=0)
+    path = str(tmp_path / "a\0b.npz")
+    for call in (lambda: SoftmaxRegression.load(path), lambda: model.save(path)):
+        with pytest.raises(ValueError, match=r"holds a NUL character, which no file name can; pass the file's path"):
+            call()
+    with pytest.raises(ValueError, match=r"^checkpoint .* holds a NUL character, which no directory name can"):
+        model.fit(*data, max_iter=2, checkpoint=path)
+    assert model.n_iter_ == 0
+
+
 def test_saved_file_is_a_plain_npz(saved_model):
     assert zipfile.is_zipfile(saved_model)
     with np.load(saved_model, allow_pickle=False) as f:
