@@ -1663,7 +1663,7 @@ def _why_empty_classes_go_on(args: argparse.Namespace) -> str:
         which = f"--classes {args.classes} gives a class that no training row has, which"
         fix = "give as many --classes as the labels name"
     else:
-        where = "see the note above" if not args.classes_given else f"no row has {_labels(empty)}"
+        where = "see the note above" if not args.classes_given else _labels(empty)
         which = f"a class that no training row has ({where})"
         fix = "correct the labels" + ("; for 1-based labels, subtract 1" if empty[0] == 0 else "")
     return (

@@ -1920,7 +1920,7 @@ def test_a_fit_that_runs_out_of_iterations_with_an_empty_class_names_it_as_the_c
     # which it had (the note's other fix), and the fit ran on to the same loss.
     assert main([*argv, "--classes", "4"]) == 0
     out = capsys.readouterr().out
-    assert "a class that no training row has (no row has label 0) has no finite optimum" in out
+    assert "a class that no training row has (label 0) has no finite optimum" in out
     assert "never predicts it: correct the labels; for 1-based labels, subtract 1)" in out
 
 
