@@ -1716,7 +1716,7 @@ def _note_synthetic_classes_without_rows(args: argparse.Namespace, train: DataSo
     args.empty_classes = np.flatnonzero(counts == 0)  # no finite optimum for them: the summary says so
     if len(args.empty_classes):
         print(
-            f"note: no training row has {_labels(np.flatnonzero(counts == 0))}: the model never learns them; "
+            f"note: no training row has {_labels(args.empty_classes)}: the model never learns them; "
             f"raise --samples (now {args.samples:,}) for --classes {args.classes}.",
             file=sys.stderr,
             flush=True,

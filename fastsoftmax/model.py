@@ -999,7 +999,7 @@ class SoftmaxRegression:
             W, b = _checks.check_weights(arrays["W"], arrays["b"], dtype)
         except (TypeError, ValueError) as exc:
             raise invalid(str(exc)) from exc
-        # A model of W's size peaked at 5 times it (the constructor's random start, then a copy of the W read).
+        # A model of W's size peaked at 4 times it (the constructor's random start, then a copy of the W read).
         undrawn = _START_UNDRAWN.set(True)
         try:
             model = cls(W.shape[1], W.shape[0], dtype=dtype)
