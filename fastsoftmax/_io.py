@@ -737,27 +737,8 @@ def replaced_together() -> Iterator[list[_Pending]]:
 
 
 def _replace_all(pending: list[_Pending]) -> None:
-    """Rename every pending file over its target, then fsync their directories; empties ``pending``.
-
-    Files that belong together are renamed holding a lock on each of their
-    directories (in sorted order): two runs writing one pair at once (two
-    ``generate`` commands, two threads) renamed in turns, and left X of one
-    run beside y of the other, 61 times in 300, without a word.
-    """
+    """Rename every pending file over its target, then fsync their directories; empties ``pending``."""
     directories = {file.directory: file.path for file in reversed(pending)}  # each with its first file
-    # Where directories cannot be locked (no fcntl, some network file systems), a lock holds nothing.
-    locks = [_WriterLock(directory) for directory in sorted(directories)] if len(pending) > 1 else []
-    try:
-        _rename_each(pending)
-    finally:
-        for lock in locks:
-            lock.release()
-    for directory, path in directories.items():
-        _fsync_directory_of(directory, path)
-
-
-def _rename_each(pending: list[_Pending]) -> None:
-    """Rename the pending files in order, holding a Ctrl-C until all are renamed; empties ``pending``."""
     interrupt = None
     while pending:
         try:
@@ -778,6 +759,8 @@ def _rename_each(pending: list[_Pending]) -> None:
             raise interrupt
         finally:
             del interrupt  # no reference cycle through this frame
+    for directory, path in directories.items():
+        _fsync_directory_of(directory, path)
 
 
 @contextlib.contextmanager

@@ -1860,43 +1860,6 @@ def test_ctrl_c_among_the_renames_of_a_pair_is_held_until_both_are_done(tmp_path
     assert {name: (tmp_path / name).read_bytes() for name in os.listdir(tmp_path)} == {"a": b"a", "b": b"b"}
 
 
-def test_two_writers_of_one_pair_rename_it_in_turns_never_mixed(tmp_path, monkeypatch):
-    """Two runs writing one pair at once (two generate commands, two threads) renamed in turns: X of one run
-    beside y of the other, 61 times in 300. The first writer pauses between its renames here; the second may
-    not rename its pair meanwhile."""
-    import threading
-
-    from fastsoftmax._io import replaced_together
-
-    real_replace = os.replace
-    first_between, second_done = threading.Event(), threading.Event()
-
-    def pausing_after_the_first_s_first_rename(src, dst):
-        real_replace(src, dst)
-        if threading.current_thread().name == "first" and dst.endswith("a"):
-            first_between.set()
-            second_done.wait(2)  # with the lock held, the second writer waits for the first's renames
-
-    def write(run: str) -> None:
-        with replaced_together() as pending:
-            for name in ("a", "b"):
-                with atomic_path(tmp_path / name, pending=pending) as tmp:
-                    with open(tmp, "wb") as f:
-                        f.write(run.encode())
-        if run == "second":
-            second_done.set()
-
-    monkeypatch.setattr(os, "replace", pausing_after_the_first_s_first_rename)
-    first = threading.Thread(target=write, args=("first",), name="first")
-    first.start()
-    assert first_between.wait(60)
-    second = threading.Thread(target=write, args=("second",), name="second")
-    second.start()
-    first.join(60)
-    second.join(60)
-    assert (tmp_path / "a").read_bytes() == (tmp_path / "b").read_bytes() == b"second"
-
-
 def test_predicted_labels_and_probabilities_replace_the_old_pair_together_or_not_at_all(tmp_path, monkeypatch):
     from fastsoftmax.cli import main
 
