@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import contextlib
 import math
+import mmap
 import numbers
 import os
+import stat
 import sys
 import warnings
 from collections.abc import Callable, Iterator
@@ -135,6 +137,34 @@ def refuse_structured(arr: np.ndarray, name: str, fix: str | None = None) -> Non
         raise TypeError(f"{name} has a structured dtype (fields {', '.join(map(repr, arr.dtype.names))}); {fix}.")
 
 
+def mapped_past_end(arr: np.ndarray) -> tuple[int, int] | None:
+    """(bytes the map of ``arr`` spans in its file, the file's size now) where the file is now shorter; else None.
+
+    The size is the mapped file's own (``mmap.size`` asks its descriptor),
+    whatever its path now names: a file rewritten in place after it was
+    mapped (``np.save`` over it) is caught here, before a read past its end
+    kills the process with SIGBUS, even where the map was made before the
+    file's first check.
+    """
+    mapping = getattr(arr, "_mmap", None) if isinstance(arr, np.memmap) else None
+    if mapping is None:
+        return None
+    # np.memmap maps from the offset rounded down to the allocation granularity.
+    spans = arr.offset - arr.offset % mmap.ALLOCATIONGRANULARITY + len(mapping)
+    try:
+        size = mapping.size()
+    except (OSError, ValueError):  # a closed map, or one without a file
+        return None
+    if size >= spans:
+        return None
+    # A device (/dev/zero) has no size to run past: its size reads 0. Asked only here, where it matters.
+    try:
+        regular = stat.S_ISREG(os.stat(arr.filename).st_mode)
+    except (OSError, TypeError, ValueError):
+        regular = True
+    return (spans, size) if regular else None
+
+
 def refuse_map_past_its_file(arr: np.ndarray, name: str) -> None:
     """ValueError where ``arr`` is, or views, a memory map whose file is now shorter than the map.
 
@@ -148,9 +178,7 @@ def refuse_map_past_its_file(arr: np.ndarray, name: str) -> None:
         view = view.base
     if not isinstance(view, np.memmap):
         return
-    from fastsoftmax._data import _mapped_past_end
-
-    past_end = _mapped_past_end(view)
+    past_end = mapped_past_end(view)
     if past_end is not None:
         spans, size = past_end
         raise ValueError(

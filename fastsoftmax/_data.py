@@ -278,7 +278,7 @@ def _file_stat(arr: np.ndarray) -> _FileStat | None:
 
     None too where the file has been removed since it was mapped: nothing can
     change its pages by its name any more, and the map reads as it is
-    (``_mapped_past_end`` still guards it).
+    (``_checks.mapped_past_end`` still guards it).
     """
     path = getattr(arr, "filename", None) if isinstance(arr, np.memmap) else None
     if path is None:
@@ -308,27 +308,6 @@ def _file_change(opened: _FileStat) -> str | None:
     return "was modified"
 
 
-def _mapped_past_end(arr: np.ndarray) -> tuple[int, int] | None:
-    """(bytes the map of ``arr`` spans in its file, the file's size now) where the file is now shorter; else None.
-
-    The size is the mapped file's own (``mmap.size`` asks its descriptor),
-    whatever its path now names: a file rewritten in place after it was
-    mapped (``np.save`` over it) is caught here, before a read past its end
-    kills the process with SIGBUS, even where the map was made before the
-    file's first check.
-    """
-    mapping = getattr(arr, "_mmap", None) if isinstance(arr, np.memmap) else None
-    if mapping is None:
-        return None
-    # np.memmap maps from the offset rounded down to the allocation granularity.
-    spans = arr.offset - arr.offset % mmap.ALLOCATIONGRANULARITY + len(mapping)
-    try:
-        size = mapping.size()
-    except (OSError, ValueError):  # a closed map, or one without a file
-        return None
-    return (spans, size) if size < spans else None
-
-
 def _raise_if_changed(name: str, arr: np.memmap, opened: _FileStat | None, stopped: str, *, first: bool) -> None:
     """ValueError if the file of the map ``arr`` changed by its name since ``opened``, or now ends before the map.
 
@@ -340,7 +319,7 @@ def _raise_if_changed(name: str, arr: np.memmap, opened: _FileStat | None, stopp
     change = None if opened is None else _file_change(opened)
     if change is not None:
         raise ValueError(f"the {name} file {opened.path} {change} while it was being read; {stopped}.")
-    past_end = _mapped_past_end(arr) if first or opened is None else None
+    past_end = _checks.mapped_past_end(arr) if first or opened is None else None
     if past_end is not None:
         spans, size = past_end
         raise ValueError(

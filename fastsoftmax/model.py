@@ -36,10 +36,10 @@ from fastsoftmax._sparse import (
     predict_sparse,
 )
 from fastsoftmax._threading import (
+    assign_unless_trained_elsewhere,
     copied_for_saving,
     exclusive_training,
     reading_weights,
-    refuse_assigning_during_training,
     run_whole,
     writing_weights,
 )
@@ -114,8 +114,12 @@ class SoftmaxRegression:
         )
         self.dtype = _checks.as_float_dtype(dtype)
         rng = np.random.default_rng(_checks.check_seed(seed))
-        if _START_UNDRAWN.get():
-            # np.zeros commits no memory until written, and load assigns the file's W over it.
+        undrawn = _START_UNDRAWN.get()
+        if undrawn:
+            _START_UNDRAWN.set(False)  # once only: a model that this one's constructor builds draws its start
+        if undrawn and type(self) is SoftmaxRegression:
+            # np.zeros commits no memory until written, and load assigns the file's W over it. Not for a
+            # subclass, whose __init__ may use the start.
             self.W = np.zeros((num_classes, input_dim), dtype=self.dtype)
         else:
             draws = rng.standard_normal((num_classes, input_dim))
@@ -203,9 +207,7 @@ class SoftmaxRegression:
 
     @W.setter
     def W(self, value) -> None:
-        value = _checks.as_param_array(value, "W", self.dtype)
-        refuse_assigning_during_training(self, "W")
-        self._W = value
+        assign_unless_trained_elsewhere(self, "_W", _checks.as_param_array(value, "W", self.dtype))
 
     @property
     def b(self) -> np.ndarray:
@@ -214,9 +216,7 @@ class SoftmaxRegression:
 
     @b.setter
     def b(self, value) -> None:
-        value = _checks.as_param_array(value, "b", self.dtype)
-        refuse_assigning_during_training(self, "b")
-        self._b = value
+        assign_unless_trained_elsewhere(self, "_b", _checks.as_param_array(value, "b", self.dtype))
 
     @property
     def input_dim(self) -> int:

@@ -766,6 +766,14 @@ for name, call in calls.items():
         assert line.endswith("Map the file again (np.load(path, mmap_mode='r')) once it is written."), line
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="maps /dev/zero")
+def test_a_map_of_a_device_is_not_taken_for_a_file_cut_short():
+    """A map of /dev/zero, whose size reads 0, was refused as a file now shorter than the map."""
+    X = np.memmap("/dev/zero", dtype=np.float64, mode="r", shape=(10, D))
+    np.testing.assert_array_equal(_model().predict(X), _model().predict(np.zeros((10, D))))
+    np.testing.assert_array_equal(_model().predict(np.asarray(X)), _model().predict(np.zeros((10, D))))
+
+
 @pytest.mark.parametrize("change", ["rewritten", "truncated"])
 def test_mapped_sample_weights_whose_file_changes_stop_the_fit(tmp_path, files, change):
     # Used uncopied, the weights were read from their file on every pass: a rewrite trained on a mix

@@ -1128,6 +1128,24 @@ print(peak() - before, model.W.nbytes, float(model.W[7, 11]))
     assert int(growth) < 1.6 * int(nbytes), (int(growth) / int(nbytes), run.stdout)
 
 
+def test_a_subclass_loads_with_its_own_start_and_the_models_it_builds(tmp_path):
+    """load skipped the random start of every model its constructor built: a model made inside a subclass's
+    __init__ had all-zero weights, and a subclass that normalises its start's rows refused to load."""
+
+    class WithHead(SoftmaxRegression):
+        def __init__(self, input_dim, num_classes, dtype=np.float64, seed=None):
+            super().__init__(input_dim, num_classes, dtype=dtype, seed=seed)
+            self.head = SoftmaxRegression(input_dim, num_classes, dtype=dtype, seed=seed)
+            norms = np.linalg.norm(self.W, axis=1, keepdims=True)
+            if not np.all(norms > 0):
+                raise ValueError("a start of zero rows")
+
+    WithHead(4, 3, seed=0).save(tmp_path / "m.npz")
+    loaded = WithHead.load(tmp_path / "m.npz")
+    assert loaded.head.W.any()
+    np.testing.assert_array_equal(loaded.W, WithHead(4, 3, seed=0).W)
+
+
 def test_load_wrong_version_raises(tmp_path):
     path = tmp_path / "m.npz"
     with open(path, "wb") as f:
