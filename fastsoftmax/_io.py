@@ -889,7 +889,8 @@ def read_npz(
             if head == np.lib.format.MAGIC_PREFIX:
                 raise foreign("a NumPy array file (.npy)")
             if not head:
-                raise foreign("an empty file")
+                # Invalid, not foreign: an empty checkpoint holds nothing to keep, and its message says to delete it.
+                raise invalid("it is empty (0 bytes)")
             if head.lstrip()[:1] == b"{":
                 # train --metrics writes JSON: a swapped --out and --metrics left one where a model was.
                 raise foreign("JSON text (as train --metrics writes)")

@@ -393,6 +393,8 @@ def _other_kind_on_disk(path: str, ending: str) -> str | None:
     return None if ending == ".npz" and holds in (None, _MODEL_HOLDS) else (holds or "an .npz archive")
 
 
+#: Bytes of an .npy member that holds a format marker (a short string and its header), with room to spare.
+_MARKER_MAX_BYTES = 4096
 #: What ``_npz_holds`` says of a model file, which ``train --out`` replaces.
 _MODEL_HOLDS = "a fastsoftmax model"
 
@@ -410,13 +412,15 @@ def _npz_holds(path: str) -> str | None:
             members = archive.infolist()
             if "format.npy" not in archive.namelist():
                 return _archive_holds(members)
+            if archive.getinfo("format.npy").file_size > _MARKER_MAX_BYTES:
+                # A header claiming 2**42 values: "Unable to allocate 32.0 TiB" from an output's check.
+                return _archive_holds(members)
             try:
                 with archive.open("format.npy") as member:
                     marker = np.lib.format.read_array(member, allow_pickle=False)
-            except (OSError, ValueError, EOFError, zipfile.BadZipFile):
-                # A marker that is not a plain array (pickled, cut short): not a file this package wrote.
+            except Exception:  # pickled, cut short, or its stream damaged (zlib.error): not a file of ours
                 return _archive_holds(members)
-    except (OSError, ValueError, EOFError, RuntimeError, NotImplementedError, zipfile.BadZipFile, zipfile.LargeZipFile):
+    except Exception:  # not a readable archive (BadZipFile, OSError, ...): replaced as a damaged model is
         return None
     marker = marker.item() if marker.shape == () else None
     if marker == "fastsoftmax-model":
@@ -442,17 +446,18 @@ def _check_output_files(outputs: dict[str, tuple[str | None, str]]) -> None:
     all the same. Special files (``/dev/stdout``) are left alone.
     """
     for option, (path, ending) in outputs.items():
-        if path is None or path.startswith("/dev/"):
-            continue
-        holds = _other_kind_on_disk(path, ending)
+        # Devices and pipes are no regular files (os.path.isfile), so /dev/shm's files are checked too.
+        holds = None if path is None else _other_kind_on_disk(path, ending)
         if holds is None:
             continue
-        on_disk = _format_on_disk(path)
         swapped = next(
             (
                 other
                 for other, (other_path, other_ending) in outputs.items()
-                if other != option and other_path and other_ending == on_disk
+                if other != option
+                and other_path
+                and other_ending != ending
+                and _other_kind_on_disk(path, other_ending) is None
             ),
             None,
         )
@@ -1652,13 +1657,18 @@ def _why_empty_classes_go_on(args: argparse.Namespace) -> str:
     More iterations do end such a fit at --tol (the falling intercept's
     gradient, the class's mean probability, shrinks below it), with the
     class never predicted: what to change is the labels, ``--classes``
-    beyond them, or (synthetic data) the rows drawn. ``--classes`` that
+    beyond them, the split of a file sorted by label (the validation rows
+    are its last), or (synthetic data) the rows drawn. ``--classes`` that
     matches 1-based labels was told to give as many --classes as the
     labels name, which it did: class 0 is the labels' fault.
     """
     empty = args.empty_classes
     if args.data is None:
         which, fix = "a class that no training row has (see the note above)", "raise --samples"
+    elif len(getattr(args, "only_validated", ())):
+        # A file sorted by label: the labels and --classes are right, the split is not.
+        which = "a class that only the validation rows have (see the note above)"
+        fix = "shuffle the file first, or pass --val-fraction 0"
     elif args.classes_given and empty.min() > args.largest_trained_label:
         which = f"--classes {args.classes} gives a class that no training row has, which"
         fix = "give as many --classes as the labels name"
@@ -1689,7 +1699,7 @@ def _note_classes_without_training_rows(
     args.empty_classes = np.flatnonzero(counts == 0)
     args.largest_trained_label = int(np.flatnonzero(counts).max(initial=0))
     in_validation = val.class_counts(n_classes) > 0 if val is not None else np.zeros(n_classes, dtype=bool)
-    only_validated = np.flatnonzero((counts == 0) & in_validation)
+    only_validated = args.only_validated = np.flatnonzero((counts == 0) & in_validation)
     if len(only_validated):
         them = "it" if len(only_validated) == 1 else "them"
         print(

@@ -1027,12 +1027,13 @@ def test_predict_with_data_given_as_the_model_names_the_data_file(tmp_path, npy,
         (npy[0], "a NumPy array file (.npy)"),
         (archive, "an .npz archive of arrays 'X', 'y'"),
         (metrics, "JSON text (as train --metrics writes)"),
-        (empty, "an empty file"),
     ]:
         assert main(["predict", "--model", str(model), "--data", str(npy[0])]) == 2
         err = capsys.readouterr().err
         assert f"{model} is {holds}, not a fastsoftmax model file. Pass the model file that" in err, err
         assert "fastsoftmax train --out" in err and "corrupt" not in err
+    assert main(["predict", "--model", str(empty), "--data", str(npy[0])]) == 2
+    assert f"{empty} is not a valid fastsoftmax model file: it is empty (0 bytes)." in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("command", ["predict", "train"])

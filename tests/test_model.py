@@ -1091,7 +1091,7 @@ def test_load_bad_file_raises_value_error(saved_model, damage):
     # An .npy file, or np.savez's W and b, is whole: it is named as such, not as a damaged model.
     message = {
         "npy-not-npz": "is a NumPy array file",
-        "empty": "is an empty file, not a fastsoftmax model file",
+        "empty": "not a valid fastsoftmax model file: it is empty",
         "npz-without-marker": "holds arrays 'W' and 'b' without the marker SoftmaxRegression.save writes",
     }.get(damage, "not a valid fastsoftmax model file")
     with pytest.raises(ValueError, match=message):
