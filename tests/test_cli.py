@@ -2516,6 +2516,41 @@ def test_an_output_over_a_file_of_another_kind_is_refused_before_any_work(tmp_pa
     assert SoftmaxRegression.load(model).n_iter_ == 4 and SoftmaxRegression.load(notes).n_iter_ == 3
 
 
+def test_the_output_check_takes_damaged_archives_as_damaged_and_offers_only_a_swap_that_works(tmp_path, npy, capsys):
+    """A compressed archive whose marker's stream was damaged raised zlib.error as a traceback from the output
+    check; a marker claiming 2**42 values, "Unable to allocate 32.0 TiB"; and a data archive under --metrics was
+    offered a swap that --out would refuse too."""
+    import zipfile
+
+    train = ["train", "--data", str(npy[0]), "--labels", str(npy[1]), "--solver", "gd", "--max-iter", "2", "--quiet"]
+    damaged = tmp_path / "damaged.npz"
+    np.savez_compressed(damaged, format=np.array("fastsoftmax-model"), W=np.zeros((3, 4)))
+    with zipfile.ZipFile(damaged) as archive:
+        info = archive.getinfo("format.npy")
+    data = bytearray(damaged.read_bytes())
+    stream = info.header_offset + 30 + len(info.filename) + len(info.extra)
+    data[stream : stream + 8] = b"\xff" * 8
+    damaged.write_bytes(bytes(data))
+    huge = tmp_path / "huge.npz"
+    header = (
+        np.lib.format.MAGIC_PREFIX
+        + b"\x01\x00"
+        + b"v\x00{'descr': '<f8', 'fortran_order': False, 'shape': (4398046511104,), }".ljust(118)
+        + b"\n"
+    )
+    with zipfile.ZipFile(huge, "w") as archive:
+        archive.writestr("format.npy", header)
+    assert main([*train, "--out", str(damaged)]) == 0, capsys.readouterr().err  # a damaged model: replaced
+    assert SoftmaxRegression.load(damaged).n_iter_ == 2
+    assert main([*train, "--out", str(huge)]) == 2  # no marker of ours: an archive of another kind
+    assert f"--out {huge} already holds an .npz archive of arrays 'format'" in capsys.readouterr().err
+    archive = tmp_path / "data.npz"
+    np.savez(archive, X=np.ones((3, 2)), y=np.zeros(3))
+    assert main([*train, "--out", str(tmp_path / "new.npz"), "--metrics", str(archive)]) == 2
+    err = capsys.readouterr().err
+    assert f"--metrics {archive} already holds an .npz archive of arrays 'X', 'y'" in err and "swapped" not in err
+
+
 @pytest.mark.parametrize(
     "argv", [["--help"], ["train", "--help"], ["--version"]], ids=["help", "train-help", "version"]
 )
