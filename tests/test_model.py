@@ -1175,6 +1175,13 @@ def test_a_path_with_a_nul_character_is_named_as_such(tmp_path, data):
     with pytest.raises(ValueError, match=r"^checkpoint .* holds a NUL character, which no directory name can"):
         model.fit(*data, max_iter=2, checkpoint=path)
     assert model.n_iter_ == 0
+    # The data's readers (a path as X) and the data set's writer, which said "does not exist" and "embedded null byte".
+    with pytest.raises(ValueError, match=r"^X file .* holds a NUL character, which no file name can"):
+        model.fit(path, data[1], max_iter=2)
+    from fastsoftmax.datasets import write_classification
+
+    with pytest.raises(ValueError, match=r"holds a NUL character, which no file name can"):
+        write_classification(path, tmp_path / "y.npy", 10, 3)
 
 
 def test_saved_file_is_a_plain_npz(saved_model):
