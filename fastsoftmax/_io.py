@@ -357,27 +357,29 @@ def names_a_directory(path: str) -> bool:
     return path.endswith(tuple(sep for sep in (os.sep, os.altsep) if sep)) or os.path.basename(path) in (".", "..")
 
 
-def file_path(path: Any, saving: bool) -> str:
+def file_path(path: Any, saving: bool, name: str = "path") -> str:
     """``path`` as a str; TypeError for anything but a file's name (str, bytes or os.PathLike).
 
     An open file or a ``BytesIO``, which np.save and np.load take, met
     ``os.fspath``'s "expected str, bytes or os.PathLike object", which named
-    no fix. ``saving`` says why a name is needed there.
+    no fix. ``saving`` says why a name is needed there; ``name`` is the
+    argument's, for the messages.
     """
     if isinstance(path, (str, bytes, os.PathLike)):
-        name = os.fsdecode(os.fspath(path))
-        if "\0" in name:
+        decoded = os.fsdecode(os.fspath(path))
+        if "\0" in decoded:
             # No file can have it: load said "no such file", save Python's bare "embedded null byte".
-            raise ValueError(f"path {name!r} holds a NUL character, which no file name can; pass the file's path.")
-        return name
+            raise ValueError(f"{name} {decoded!r} holds a NUL character, which no file name can; pass the file's path.")
+        return decoded
     why = (
-        "the file is written under a temporary name beside it and then renamed, so that a failed save "
+        "the file is written under a temporary name beside it and then renamed, so that a failed write "
         "keeps the file that was there"
         if saving
         else "the file is checked on disk before it is read"
     )
     raise TypeError(
-        f"path must be the name of a file (str or os.PathLike), not {type(path).__name__}: {why}; pass the file's path."
+        f"{name} must be the name of a file (str, bytes or os.PathLike), not {type(path).__name__}: {why}; pass the "
+        f"file's path."
     )
 
 

@@ -583,7 +583,8 @@ def assign_unless_trained_elsewhere(model: object, attribute: str, value: object
         trainer = _other_trainer(model)
         if trainer is None:
             previous = getattr(model, attribute, None)
-            setattr(model, attribute, value)
+            # Not setattr: a subclass's __setattr__ that predicts or saves would wait here on this very lock.
+            object.__setattr__(model, attribute, value)
     if trainer is not None:
         kind = type(model).__name__
         name = attribute.lstrip("_")

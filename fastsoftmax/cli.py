@@ -1665,7 +1665,7 @@ def _why_empty_classes_go_on(args: argparse.Namespace) -> str:
     empty = args.empty_classes
     if args.data is None:
         which, fix = "a class that no training row has (see the note above)", "raise --samples"
-    elif len(getattr(args, "only_validated", ())):
+    elif len(getattr(args, "only_validated", ())) and set(empty) <= set(args.only_validated):
         # A file sorted by label: the labels and --classes are right, the split is not.
         which = "a class that only the validation rows have (see the note above)"
         fix = "shuffle the file first, or pass --val-fraction 0"

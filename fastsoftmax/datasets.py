@@ -802,7 +802,10 @@ def write_classification(
     )
     n_threads = _n_threads(n_threads)
     # As the file readers and writers take them: a NUL in a name is named, not "embedded null byte".
-    x_path, y_path = _io.file_path(x_path, saving=True), _io.file_path(y_path, saving=True)
+    x_path, y_path = (
+        _io.file_path(x_path, saving=True, name="x_path"),
+        _io.file_path(y_path, saving=True, name="y_path"),
+    )
     if _io.same_file(x_path, y_path):
         raise ValueError(f"x_path and y_path must differ: both name the file {x_path!r}")
     _check_room_on_disk({x_path: n_samples * p.n_features * p.dtype.itemsize, y_path: n_samples * 8})

@@ -1000,7 +1000,8 @@ class SoftmaxRegression:
         except (TypeError, ValueError) as exc:
             raise invalid(str(exc)) from exc
         # A model of W's size peaked at 4 times it (the constructor's random start, then a copy of the W read).
-        undrawn = _START_UNDRAWN.set(True)
+        # A subclass draws as it always has: its __init__ may use the start, or build a model before its own.
+        undrawn = _START_UNDRAWN.set(cls is SoftmaxRegression)
         try:
             model = cls(W.shape[1], W.shape[0], dtype=dtype)
         finally:

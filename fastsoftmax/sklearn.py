@@ -459,12 +459,14 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         """
         if self.coef_.dtype == np.float32 and self.__dict__.get("_dtype_preserved", False):
             return [np.dtype(np.float64), np.dtype(np.float32)]
-        if self.coef_.dtype.kind not in "biuf":
-            # A complex coef_ scored X as complex numbers in decision_function; an object one failed in isfinite.
-            raise TypeError(
-                f"coef_ has dtype {self.coef_.dtype}; it must hold real numbers: assign it as float64 or float32 "
-                f"(np.asarray(coef_, dtype=np.float64)), or fit the estimator."
-            )
+        for name in ("coef_", "intercept_"):
+            dtype = np.asarray(getattr(self, name)).dtype
+            if dtype.kind not in "biuf":
+                # A complex coef_ scored X as complex numbers in decision_function; an object one failed in isfinite.
+                raise TypeError(
+                    f"{name} has dtype {dtype}; it must hold real numbers: assign it as float64 or float32 "
+                    f"(np.asarray({name}, dtype=np.float64)), or fit the estimator."
+                )
         if self.coef_.dtype not in (np.float32, np.float64):
             return [np.dtype(np.float64)]
         return [self.coef_.dtype]

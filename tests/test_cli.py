@@ -1925,6 +1925,26 @@ def test_a_fit_that_runs_out_of_iterations_with_an_empty_class_names_it_as_the_c
     assert "never predicts it: correct the labels; for 1-based labels, subtract 1)" in out
 
 
+def test_classes_only_the_validation_rows_have_are_told_to_shuffle_unless_another_cause_remains(tmp_path, capsys):
+    # A file sorted by label: the closing line said to correct the labels, against the note above it; and where
+    # --classes also named a class of no row, it blamed the split alone, whose fix left the fit failing.
+    X, y = make_classification(60, 4, n_classes=3, seed=0)
+    order = np.argsort(y, kind="stable")
+    np.save(tmp_path / "X.npy", X[order])
+    np.save(tmp_path / "y.npy", y[order])
+    argv = ["train", "--data", str(tmp_path / "X.npy"), "--labels", str(tmp_path / "y.npy"), "--max-iter", "2"]
+    argv += ["--tol", "1e-12", "--val-fraction", "0.34"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(argv) == 0
+        out = capsys.readouterr().out
+        assert "a class that only the validation rows have (see the note above)" in out
+        assert "never predicts it: shuffle the file first, or pass --val-fraction 0)" in out
+        assert main([*argv, "--classes", "4"]) == 0
+        out = capsys.readouterr().out
+        assert "shuffle the file first" not in out and "--classes 4 gives a class that no training row has" in out
+
+
 def test_synthetic_classes_without_rows_are_told_to_draw_more_rows(capsys):
     # 10 rows of 10 classes drew 6 of them: the summary said to correct the labels, or (with --classes) to give
     # as many --classes as the labels name, where the note said to raise --samples.

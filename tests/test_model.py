@@ -1134,6 +1134,7 @@ def test_a_subclass_loads_with_its_own_start_and_the_models_it_builds(tmp_path):
 
     class WithHead(SoftmaxRegression):
         def __init__(self, input_dim, num_classes, dtype=np.float64, seed=None):
+            self.teacher = SoftmaxRegression(input_dim, num_classes, dtype=dtype, seed=seed)  # before its own start
             super().__init__(input_dim, num_classes, dtype=dtype, seed=seed)
             self.head = SoftmaxRegression(input_dim, num_classes, dtype=dtype, seed=seed)
             norms = np.linalg.norm(self.W, axis=1, keepdims=True)
@@ -1142,7 +1143,7 @@ def test_a_subclass_loads_with_its_own_start_and_the_models_it_builds(tmp_path):
 
     WithHead(4, 3, seed=0).save(tmp_path / "m.npz")
     loaded = WithHead.load(tmp_path / "m.npz")
-    assert loaded.head.W.any()
+    assert loaded.head.W.any() and loaded.teacher.W.any()
     np.testing.assert_array_equal(loaded.W, WithHead(4, 3, seed=0).W)
 
 
@@ -1180,8 +1181,10 @@ def test_a_path_with_a_nul_character_is_named_as_such(tmp_path, data):
         model.fit(path, data[1], max_iter=2)
     from fastsoftmax.datasets import write_classification
 
-    with pytest.raises(ValueError, match=r"holds a NUL character, which no file name can"):
+    with pytest.raises(ValueError, match=r"^x_path .* holds a NUL character, which no file name can"):
         write_classification(path, tmp_path / "y.npy", 10, 3)
+    with pytest.raises(TypeError, match=r"^y_path must be the name of a file \(str, bytes or os.PathLike\), not int"):
+        write_classification(tmp_path / "X.npy", 3, 10, 3)
 
 
 def test_saved_file_is_a_plain_npz(saved_model):

@@ -1973,15 +1973,17 @@ def test_assigned_coefficients_of_another_dtype_score_x_in_float64_as_logistic_r
         ours.partial_fit(X, [0, 1, 2])
 
 
+@pytest.mark.parametrize("name", ["coef_", "intercept_"])
 @pytest.mark.parametrize("dtype", [complex, object])
-def test_assigned_coefficients_that_are_not_real_numbers_are_named(dtype):
+def test_assigned_coefficients_that_are_not_real_numbers_are_named(dtype, name):
     """A complex coef_ scored X as complex numbers in decision_function, and predict named the engine's W; an
     object one failed in isfinite."""
     estimator = SoftmaxClassifier()
     estimator.classes_, estimator.intercept_ = np.array([0, 1, 2]), np.zeros(3)
-    estimator.coef_ = np.array([[1, 0], [0, 1], [1, 1]], dtype=dtype)
+    estimator.coef_ = np.array([[1, 0], [0, 1], [1, 1]])
+    setattr(estimator, name, getattr(estimator, name).astype(dtype))
     for method in ("decision_function", "predict_proba", "predict"):
-        with pytest.raises(TypeError, match=r"^coef_ has dtype (complex128|object); it must hold real numbers"):
+        with pytest.raises(TypeError, match=rf"^{name} has dtype (complex128|object); it must hold real numbers"):
             getattr(estimator, method)(np.ones((2, 2)))
 
 

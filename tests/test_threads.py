@@ -213,6 +213,29 @@ def test_assigning_weights_to_a_model_that_another_thread_trains_is_refused(rng,
     assert not getattr(model, name).any()
 
 
+def test_a_subclass_whose_setattr_predicts_can_assign_its_weights():
+    """The setter assigned under the training lock through setattr: a subclass's __setattr__ that predicted from
+    the new weights waited on that lock in its own thread, for ever."""
+
+    class Watched(fs.SoftmaxRegression):
+        def __setattr__(self, name, value):
+            super().__setattr__(name, value)
+            if name in ("W", "_W") and "_b" in self.__dict__:
+                self.last = self.predict(np.ones((2, self.input_dim)))
+
+    def assign():
+        model = Watched(4, 3, seed=0)
+        model.W = np.zeros((3, 4))
+        finished.append(model)
+
+    finished = []
+    worker = threading.Thread(target=assign, daemon=True)
+    worker.start()
+    worker.join(60)
+    assert finished, "assigning W did not return"
+    assert finished[0].last.tolist() == [0, 0]
+
+
 def _claimed_elsewhere(model, timeout: float) -> bool:
     """Wait until another thread holds ``model``'s training claim; False after ``timeout`` seconds."""
     from fastsoftmax import _threading
