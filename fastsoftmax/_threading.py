@@ -567,7 +567,7 @@ def copied_for_saving(model: object, path: str | None, copy: Callable[[], T], he
 
 
 def assign_unless_trained_elsewhere(model: object, attribute: str, value: object) -> None:
-    """``setattr(model, attribute, value)``, or a RuntimeError where another thread trains ``model``.
+    """Set ``model``'s ``attribute`` to ``value``, or raise a RuntimeError where another thread trains ``model``.
 
     The fit writes its iterates into the W and b it started with; an array
     assigned from another thread meanwhile was put back by the fit, which

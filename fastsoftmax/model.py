@@ -50,9 +50,9 @@ from fastsoftmax.objectives import make_objective
 __all__ = ["ConvergenceWarning", "SoftmaxRegression", "TrainingError"]
 
 _FORMAT = "fastsoftmax-model"
-#: True while :meth:`SoftmaxRegression.load` constructs the model whose W it then assigns: the constructor's
-#: random start (a K x D float64 draw and its cast) is not drawn. A context variable, so that a subclass's
-#: __init__ that calls the base class's runs as it is.
+#: True while :meth:`SoftmaxRegression.load` constructs a SoftmaxRegression (not a subclass) whose W it then
+#: assigns: the constructor's random start (a K x D float64 draw and its cast) is not drawn. The first
+#: constructor to read it sets it back, so that any model built after it draws its start as usual.
 _START_UNDRAWN = contextvars.ContextVar("fastsoftmax_start_undrawn", default=False)
 #: 1: W and b. 2: also n_iter_, converged_ and loss_history_ (version 1 files still load).
 _FORMAT_VERSION = 2
