@@ -221,11 +221,8 @@ def _declared_header_size(file, version: tuple[int, int]) -> int | None:
 def open_array(a, name: str) -> np.ndarray:
     """An array, a memmap, or the path of an ``.npy`` file opened read-only as a memmap."""
     if isinstance(a, PATH_TYPES):
-        path = os.fsdecode(a)
-        if "\0" in path:  # os.path.exists says False: "does not exist" named no cause
-            raise ValueError(
-                f"{name} file {path!r} holds a NUL character, which no file name can; pass the file's path."
-            )
+        # A NUL in the name is refused there: os.path.exists said False, and "does not exist" named no cause.
+        path = _io.file_path(a, saving=False, name=f"{name} file")
         if not os.path.exists(path):
             raise FileNotFoundError(_io.why_missing(path, f"{name} file {path!r}"))
         if os.path.isdir(path):

@@ -454,10 +454,7 @@ def _check_output_files(outputs: dict[str, tuple[str | None, str]]) -> None:
             (
                 other
                 for other, (other_path, other_ending) in outputs.items()
-                if other != option
-                and other_path
-                and other_ending != ending
-                and _other_kind_on_disk(path, other_ending) is None
+                if other != option and other_path and _other_kind_on_disk(path, other_ending) is None
             ),
             None,
         )

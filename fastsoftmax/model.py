@@ -50,9 +50,9 @@ from fastsoftmax.objectives import make_objective
 __all__ = ["ConvergenceWarning", "SoftmaxRegression", "TrainingError"]
 
 _FORMAT = "fastsoftmax-model"
-#: True while :meth:`SoftmaxRegression.load` constructs a SoftmaxRegression (not a subclass) whose W it then
-#: assigns: the constructor's random start (a K x D float64 draw and its cast) is not drawn. The first
-#: constructor to read it sets it back, so that any model built after it draws its start as usual.
+#: True while :meth:`SoftmaxRegression.load` constructs a SoftmaxRegression (not a subclass, whose __init__ may
+#: use the start or build models of its own) whose W it then assigns: the constructor's random start (a K x D
+#: float64 draw and its cast) is not drawn.
 _START_UNDRAWN = contextvars.ContextVar("fastsoftmax_start_undrawn", default=False)
 #: 1: W and b. 2: also n_iter_, converged_ and loss_history_ (version 1 files still load).
 _FORMAT_VERSION = 2
@@ -114,12 +114,8 @@ class SoftmaxRegression:
         )
         self.dtype = _checks.as_float_dtype(dtype)
         rng = np.random.default_rng(_checks.check_seed(seed))
-        undrawn = _START_UNDRAWN.get()
-        if undrawn:
-            _START_UNDRAWN.set(False)  # once only: a model that this one's constructor builds draws its start
-        if undrawn and type(self) is SoftmaxRegression:
-            # np.zeros commits no memory until written, and load assigns the file's W over it. Not for a
-            # subclass, whose __init__ may use the start.
+        if _START_UNDRAWN.get():
+            # np.zeros commits no memory until written, and load assigns the file's W over it.
             self.W = np.zeros((num_classes, input_dim), dtype=self.dtype)
         else:
             draws = rng.standard_normal((num_classes, input_dim))

@@ -453,12 +453,11 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         (``_dtype_preserved``), not ``dtype`` as set since: a prediction
         depends on fitted attributes only. An estimator never fitted, whose
         attributes were assigned, scores in ``coef_``'s dtype where that is
-        float32 or float64, else (integers, bools, float16) in float64: an assigned integer ``coef_``
-        cast X to integers (0.4 scored as 0), and a float16 one rounded X to
-        float16, where LogisticRegression promotes to float64.
+        float32 or float64, else (integers, bools, float16) in float64: an
+        assigned integer ``coef_`` cast X to integers (0.4 scored as 0), and a
+        float16 one rounded X to float16, where LogisticRegression promotes
+        to float64. Coefficients that are not real numbers are refused.
         """
-        if self.coef_.dtype == np.float32 and self.__dict__.get("_dtype_preserved", False):
-            return [np.dtype(np.float64), np.dtype(np.float32)]
         for name in ("coef_", "intercept_"):
             dtype = np.asarray(getattr(self, name)).dtype
             if dtype.kind not in "biuf":
@@ -467,6 +466,8 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                     f"{name} has dtype {dtype}; it must hold real numbers: assign it as float64 or float32 "
                     f"(np.asarray({name}, dtype=np.float64)), or fit the estimator."
                 )
+        if self.coef_.dtype == np.float32 and self.__dict__.get("_dtype_preserved", False):
+            return [np.dtype(np.float64), np.dtype(np.float32)]
         if self.coef_.dtype not in (np.float32, np.float64):
             return [np.dtype(np.float64)]
         return [self.coef_.dtype]
