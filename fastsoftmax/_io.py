@@ -35,6 +35,7 @@ import shutil
 import stat
 import time
 import tokenize
+import warnings
 import zipfile
 from collections.abc import Collection, Iterator
 from typing import IO, Any, NamedTuple
@@ -739,8 +740,113 @@ def replaced_together() -> Iterator[list[_Pending]]:
 
 
 def _replace_all(pending: list[_Pending]) -> None:
-    """Rename every pending file over its target, then fsync their directories; empties ``pending``."""
+    """Rename every pending file over its target, then fsync their directories; empties ``pending``.
+
+    Files that belong together are renamed holding the lock of their first
+    target (:class:`_PairLock`): two runs writing one pair at once (two
+    ``generate`` commands, two threads) renamed in turns and left X of one run
+    beside y of the other, without a word.
+    """
     directories = {file.directory: file.path for file in reversed(pending)}  # each with its first file
+    lock = _PairLock(pending[0].target, pending[0].directory) if len(pending) > 1 else None
+    try:
+        _rename_each(pending)
+    finally:
+        if lock is not None:
+            lock.release()
+    for directory, path in directories.items():
+        _fsync_directory_of(directory, path)
+
+
+#: Seconds a writer waits for another one's renames before it says what it is waiting for.
+PAIR_LOCK_NOTICE_SECONDS = 5.0
+
+
+class _PairLock:
+    """An exclusive ``flock`` on a lock file of its own beside ``target``, held until :meth:`release`.
+
+    The file (``.NAME.lock``, NAME being the target's name) is made for the
+    renames of one pair and removed before the lock is let go, so that it is
+    seen only while a pair is renamed, or after a writer was killed among its
+    renames (the next writer of the pair takes it over and removes it). A
+    writer that locked a file which another removed meanwhile opens it again.
+    It locks a file of its own, not the directory: a directory lock deadlocked
+    under ``flock DIR fastsoftmax generate ...``, which holds the same lock.
+    The targets' lock is always their first one's, so that one lock covers
+    the pair and two writers never wait on each other crosswise. Another
+    writer renames its pair in milliseconds; after
+    :data:`PAIR_LOCK_NOTICE_SECONDS`, a RuntimeWarning names the lock file
+    that is waited for (a writer stopped with Ctrl-Z holds it), and a Ctrl-C
+    ends the wait, nothing renamed. Where the file cannot be made or locked
+    (another kind of file at its name, Windows, some network file systems) it
+    holds nothing, and the pair is renamed as before.
+    """
+
+    __slots__ = ("_fd", "_path")
+
+    def __init__(self, target: str, directory: str) -> None:
+        self._fd = None
+        self._path = os.path.join(directory, f".{_temporary_stem(os.path.basename(target), _name_max(directory))}.lock")
+        if fcntl is None:
+            return
+        while self._fd is None:
+            try:
+                # Read-only: a lock file that another user's writer made is locked all the same.
+                fd = os.open(self._path, os.O_RDONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+            except OSError:  # a directory or a link of that name, or no room for the file
+                return
+            try:
+                self._fd = fd if self._locked(fd) else None
+            except BaseException:
+                os.close(fd)
+                raise
+            if self._fd is None:
+                os.close(fd)
+
+    def _locked(self, fd: int) -> bool:
+        """Lock ``fd``; True when it is still the file at the lock's name (else open it again), or cannot be locked."""
+        try:
+            if not _flock_within(fd, PAIR_LOCK_NOTICE_SECONDS):
+                warnings.warn(
+                    f"waiting for another process that is replacing the files locked by {self._path} (a process "
+                    f"stopped with Ctrl-Z keeps them locked): nothing is replaced until it is done; Ctrl-C stops "
+                    f"this run and leaves the files as they are.",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                fcntl.flock(fd, fcntl.LOCK_EX)  # a Ctrl-C interrupts it: the caller's block removes its files
+        except OSError:  # no locking on this file system
+            return True
+        try:
+            return os.path.samestat(os.fstat(fd), os.stat(self._path, follow_symlinks=False))
+        except FileNotFoundError:  # removed by the writer whose lock this waited for
+            return False
+        except OSError:  # its name no longer reachable (the directory's permissions changed): hold this one
+            return True
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):  # the directory made read-only meanwhile: the next writer reuses it
+                os.unlink(self._path)
+            os.close(fd)
+
+
+def _flock_within(fd: int, seconds: float) -> bool:
+    """Take an exclusive ``flock`` on ``fd`` within ``seconds`` (polling); False when another still holds it."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.005)
+
+
+def _rename_each(pending: list[_Pending]) -> None:
+    """Rename the pending files in order, holding a Ctrl-C until all are renamed; empties ``pending``."""
     interrupt = None
     while pending:
         try:
@@ -761,8 +867,6 @@ def _replace_all(pending: list[_Pending]) -> None:
             raise interrupt
         finally:
             del interrupt  # no reference cycle through this frame
-    for directory, path in directories.items():
-        _fsync_directory_of(directory, path)
 
 
 @contextlib.contextmanager

@@ -1868,6 +1868,103 @@ def test_ctrl_c_among_the_renames_of_a_pair_is_held_until_both_are_done(tmp_path
     assert {name: (tmp_path / name).read_bytes() for name in os.listdir(tmp_path)} == {"a": b"a", "b": b"b"}
 
 
+def _write_pair(directory: Path, run: str, names: tuple[str, ...] = ("a", "b")) -> None:
+    """Write ``run`` into each of ``names`` in ``directory``, as files that are replaced together."""
+    from fastsoftmax._io import replaced_together
+
+    with replaced_together() as pending:
+        for name in names:
+            with atomic_path(directory / name, pending=pending) as tmp:
+                with open(tmp, "wb") as f:
+                    f.write(run.encode())
+
+
+def test_two_writers_of_one_pair_rename_it_in_turns_never_mixed(tmp_path, monkeypatch):
+    """Two runs writing one pair at once (two generate commands, two threads) renamed in turns and left X of one
+    run beside y of the other. The first writer pauses between its renames here; the second may not rename its
+    pair meanwhile, and waits for the first instead."""
+    real_replace = os.replace
+    first_between, second_waits = threading.Event(), threading.Event()
+
+    def pausing_after_the_first_s_first_rename(src, dst):
+        real_replace(src, dst)
+        if threading.current_thread().name == "first" and dst.endswith("a"):
+            first_between.set()
+            second_waits.wait(60)
+
+    monkeypatch.setattr(os, "replace", pausing_after_the_first_s_first_rename)
+    first = threading.Thread(target=_write_pair, args=(tmp_path, "first"), name="first")
+    first.start()
+    assert first_between.wait(60)
+    second = threading.Thread(target=_write_pair, args=(tmp_path, "second"), name="second")
+    second.start()
+    second.join(0.5)  # without the lock it renames both files in this time, over the first's a
+    assert second.is_alive()
+    assert (tmp_path / "a").read_bytes() == b"first"
+    second_waits.set()
+    first.join(60)
+    second.join(60)
+    assert (tmp_path / "a").read_bytes() == (tmp_path / "b").read_bytes() == b"second"
+    assert sorted(os.listdir(tmp_path)) == ["a", "b"]  # the lock file is removed with its lock
+
+
+def test_a_pair_is_written_under_a_lock_on_its_directory_without_waiting_for_it(tmp_path):
+    """A lock on the directories of a pair deadlocked under a wrapper that locks the directory itself
+    (flock DIR fastsoftmax generate ...): the pair's lock is a file of its own."""
+    fcntl = pytest.importorskip("fcntl")
+    held = os.open(tmp_path, os.O_RDONLY)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        writer = threading.Thread(target=_write_pair, args=(tmp_path, "run"), daemon=True)
+        writer.start()
+        writer.join(60)
+        assert not writer.is_alive()
+    finally:
+        os.close(held)
+    assert {name: (tmp_path / name).read_bytes() for name in os.listdir(tmp_path)} == {"a": b"run", "b": b"run"}
+
+
+def test_a_pair_lock_left_by_a_killed_writer_is_taken_over_and_removed(tmp_path):
+    (tmp_path / ".a.lock").write_bytes(b"")  # a writer killed among its renames: the file stays, unlocked
+    _write_pair(tmp_path, "run")
+    assert sorted(os.listdir(tmp_path)) == ["a", "b"]
+
+
+def test_a_pair_lock_that_cannot_be_made_holds_nothing_and_the_pair_is_written(tmp_path):
+    (tmp_path / ".a.lock").mkdir()
+    _write_pair(tmp_path, "run")
+    assert (tmp_path / "a").read_bytes() == (tmp_path / "b").read_bytes() == b"run"
+    assert sorted(os.listdir(tmp_path)) == [".a.lock", "a", "b"]
+
+
+def test_a_writer_waiting_for_a_pair_lock_says_what_it_waits_for_and_ctrl_c_leaves_the_pair(tmp_path, monkeypatch):
+    """A writer stopped with Ctrl-Z among its renames keeps the lock: the next one says so after a while, and a
+    Ctrl-C while it waits renames nothing and removes its temporary files."""
+    fcntl = pytest.importorskip("fcntl")
+    from fastsoftmax import _io
+
+    _write_pair(tmp_path, "old")
+    monkeypatch.setattr(_io, "PAIR_LOCK_NOTICE_SECONDS", 0.05)
+    real_flock = fcntl.flock
+
+    def interrupted_while_blocking(fd, operation):
+        if operation == fcntl.LOCK_EX and os.path.samestat(os.fstat(fd), os.fstat(held)):  # the wait after the notice
+            raise KeyboardInterrupt
+        real_flock(fd, operation)
+
+    held = os.open(tmp_path / ".a.lock", os.O_RDONLY | os.O_CREAT)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        monkeypatch.setattr(fcntl, "flock", interrupted_while_blocking)
+        with pytest.warns(RuntimeWarning, match=r"waiting for another process .*\.a\.lock.*Ctrl-Z"):
+            with pytest.raises(KeyboardInterrupt):
+                _write_pair(tmp_path, "new")
+    finally:
+        os.close(held)
+    assert {name: (tmp_path / name).read_bytes() for name in ("a", "b")} == {"a": b"old", "b": b"old"}
+    assert sorted(os.listdir(tmp_path)) == [".a.lock", "a", "b"]  # the holder's file, which it removes
+
+
 def test_predicted_labels_and_probabilities_replace_the_old_pair_together_or_not_at_all(tmp_path, monkeypatch):
     from fastsoftmax.cli import main
 
