@@ -102,7 +102,26 @@ _MEMBERS = (
     "n_features_in",
     "feature_names_in",
     "dtype_preserved",
+    "dtype_given_as",
 )
+
+#: How the ``dtype`` parameter was given, stored beside its name (``dtype_given_as``) so that :meth:`load` gives
+#: back the same kind of object: "float32", np.float32, np.dtype("float32") and float each load as themselves.
+_DTYPE_FORMS: dict[str, Callable[[str], Any]] = {
+    "str": lambda name: name,
+    "type": lambda name: getattr(np, name),
+    "dtype": np.dtype,
+    "float": lambda name: float,
+}
+
+
+def _dtype_given_as(dtype: Any) -> str:
+    """The key of :data:`_DTYPE_FORMS` that gives ``dtype`` back from its name (a NumPy type for other types)."""
+    if isinstance(dtype, str):
+        return "str"
+    if isinstance(dtype, np.dtype):
+        return "dtype"
+    return "float" if dtype is float else "type"
 
 
 def _predicting(method: Callable) -> Callable:
@@ -1250,7 +1269,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                 "random_state is a RandomState instance, which an .npz file cannot hold without pickle; "
                 "set an int (or None) first, or use pickle/joblib."
             )
-        if params["dtype"] != "preserve":
+        if not isinstance(params["dtype"], str):  # a string is stored as given ("f4" too); load reads the form
             params["dtype"] = np.dtype(params["dtype"]).name
         if isinstance(params["class_weight"], dict):
             params["class_weight"] = {"items": [[_plain(k), float(v)] for k, v in params["class_weight"].items()]}
@@ -1261,8 +1280,10 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
 
         Stores the parameters (JSON), ``classes_`` (strings as a unicode array),
         ``coef_``, ``intercept_``, ``n_iter_``, ``n_features_in_``,
-        ``feature_names_in_`` and whether the fit preserved X's dtype (which
-        sets the dtypes X is scored in); :meth:`load` restores them. Not stored: the
+        ``feature_names_in_``, whether the fit preserved X's dtype (which
+        sets the dtypes X is scored in) and the form the ``dtype`` parameter
+        was given in (a string, a NumPy type, a dtype or ``float``);
+        :meth:`load` restores them, so ``get_params()`` is the same. Not stored: the
         optimiser's state between :meth:`partial_fit` calls (Adam's moments,
         the step count), so a ``partial_fit`` after ``load`` starts it afresh
         from the loaded coefficients, as one after ``fit`` does, and
@@ -1305,6 +1326,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                 n_iter=np.array(self.n_iter_),
                 n_features_in=np.array(self.n_features_in_),
                 dtype_preserved=np.array(bool(self.__dict__.get("_dtype_preserved", False))),
+                dtype_given_as=np.array(_dtype_given_as(self.dtype)),
             )
             if hasattr(self, "feature_names_in_"):
                 names = plain_array(self.feature_names_in_)
@@ -1364,6 +1386,23 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             raise invalid(f"format version {version} is not supported (expected {_FORMAT_VERSION})")
         return cls._from_arrays(arrays, invalid)
 
+    @staticmethod
+    def _dtype_as_given(arrays: dict[str, np.ndarray], dtype: Any, invalid) -> Any:
+        """The ``dtype`` parameter as :meth:`save` found it, from its stored name and ``dtype_given_as``.
+
+        A file written before the form was stored gives the NumPy type for a
+        name of float32 or float64, as it did; load gave np.float32 back for
+        ``dtype="float32"`` then, so ``get_params()`` differed.
+        """
+        if "dtype_given_as" not in arrays:
+            return getattr(np, dtype) if dtype in ("float32", "float64") else dtype
+        form = npz_scalar(arrays, "dtype_given_as", str)
+        if form not in _DTYPE_FORMS:
+            raise invalid(f"dtype_given_as must be one of {sorted(_DTYPE_FORMS)}, not {form!r}")
+        if not isinstance(dtype, str) or (form != "str" and dtype not in ("float32", "float64")):
+            raise invalid(f"the dtype parameter {dtype!r} is not the name of float32 or float64")
+        return _DTYPE_FORMS[form](dtype)
+
     @classmethod
     def _from_arrays(cls, arrays: dict[str, np.ndarray], invalid) -> SoftmaxClassifier:
         """The estimator that the arrays of a file describe, every field checked.
@@ -1383,8 +1422,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                 raise TypeError(f"a JSON {type(params).__name__}, where an object was expected")
             if isinstance(params.get("class_weight"), dict):
                 params["class_weight"] = {key: value for key, value in params["class_weight"]["items"]}
-            if params.get("dtype") in ("float32", "float64"):  # saved by name; get_params gives the type back
-                params["dtype"] = getattr(np, params["dtype"])
+            params["dtype"] = cls._dtype_as_given(arrays, params.get("dtype", "preserve"), invalid)
             estimator = cls(**params)
         except (ValueError, TypeError, KeyError, RecursionError) as exc:  # RecursionError: JSON nested too deep
             raise invalid(f"its parameters cannot be read ({exc})") from exc

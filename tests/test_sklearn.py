@@ -11,6 +11,7 @@ has no such bound; it is held to the same tolerance.
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import re
@@ -771,6 +772,37 @@ def test_a_model_file_without_the_dtype_policy_takes_it_from_its_parameters(tmp_
         SoftmaxClassifier.load(tmp_path / "bad.npz")
 
 
+@pytest.mark.parametrize(
+    "dtype", ["float32", "f4", np.float32, np.dtype("float32"), "preserve", np.float64, np.dtype("f8"), float]
+)
+def test_the_dtype_parameter_loads_as_it_was_given(tmp_path, dtype):
+    """dtype="float32" loaded as np.float32, so get_params() after load differed from the estimator saved."""
+    X, y = generated(n=200, k=3)
+    SoftmaxClassifier(dtype=dtype).fit(X, y).save(tmp_path / "model.npz")
+    loaded = SoftmaxClassifier.load(tmp_path / "model.npz").get_params()["dtype"]
+    assert type(loaded) is type(dtype)
+    assert loaded == dtype
+
+
+def test_a_model_file_without_the_dtype_form_loads_a_name_as_the_numpy_type(tmp_path):
+    X, y = generated(n=200, k=3)
+    SoftmaxClassifier(dtype="float32").fit(X, y).save(tmp_path / "model.npz")
+    with np.load(tmp_path / "model.npz") as stored:
+        older = {name: stored[name] for name in stored.files if name != "dtype_given_as"}
+    np.savez(tmp_path / "older.npz", **older)
+    assert SoftmaxClassifier.load(tmp_path / "older.npz").get_params()["dtype"] is np.float32
+    for form, dtype, reason in (
+        ("float16", "float32", "dtype_given_as must be one of"),
+        ("type", "float16", "the dtype parameter 'float16' is not the name of float32 or float64"),
+        ("dtype", "preserve", "the dtype parameter 'preserve' is not the name"),
+    ):
+        params = json.loads(str(older["params"]))
+        params["dtype"] = dtype
+        np.savez(tmp_path / "bad.npz", **{**older, "params": np.array(json.dumps(params))}, dtype_given_as=form)
+        with pytest.raises(ValueError, match=f"not a valid SoftmaxClassifier file: {reason}"):
+            SoftmaxClassifier.load(tmp_path / "bad.npz")
+
+
 def test_finite_float64_beyond_float32_is_named_as_such(tmp_path, monkeypatch):
     """A finite 1e39 in float64 X for a float32 estimator was reported as "X contains 1 NaN or infinite value(s)"."""
     import fastsoftmax.sklearn as sk
@@ -1509,7 +1541,6 @@ def test_npz_round_trip_without_pickle(tmp_path):
     with np.load(path, allow_pickle=False) as data:
         assert data["classes"].dtype.kind == "U"
     restored = SoftmaxClassifier.load(path)
-    # dtype is stored by name and came back as the string "float32".
     assert restored.get_params() == est.get_params()
     np.testing.assert_array_equal(restored.classes_, est.classes_)
     assert restored.classes_.dtype == est.classes_.dtype
