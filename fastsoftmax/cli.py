@@ -1085,7 +1085,7 @@ def run_train(args: argparse.Namespace) -> int:
     if args.data is None:
         _check_synthetic(args)
         _check_lr_in_dtype(args, np.dtype(args.dtype))
-        _split_rows(args, args.samples)  # before the data is made: 2,000,000 rows were generated first
+        _split_rows(args, args.samples, noting=False)  # before the data is made: 2,000,000 rows were generated first
         if not on_dask:
             _note_synthetic_memory(args)
     _set_threads(args.threads)
@@ -1628,12 +1628,22 @@ def _report(
         raise ValueError(f"the fit finished{written}; then: {metrics_error}") from metrics_error
 
 
-def _split_rows(args: argparse.Namespace, n_samples: int) -> tuple[int, int]:
-    """(training rows, validation rows) of ``n_samples``: the last ``--val-fraction`` of them validate."""
+def _split_rows(args: argparse.Namespace, n_samples: int, noting: bool = True) -> tuple[int, int]:
+    """(training rows, validation rows) of ``n_samples``: the last ``--val-fraction`` of them validate.
+
+    A fraction that rounds to no row is noted (``noting``): with --quiet,
+    "validation n/a" at the end was the only sign that none was held out.
+    """
     n_val = int(round(args.val_fraction * n_samples))
     n_train = n_samples - n_val
     if n_train < 1:
         raise CLIError(f"--val-fraction {args.val_fraction} leaves no training rows out of {n_samples}.")
+    if noting and n_val == 0 and args.val_fraction > 0:
+        print(
+            f"fastsoftmax: note: --val-fraction {args.val_fraction} of {n_samples:,} rows is no row, so none is held "
+            f"out for validation; pass at least {1 / n_samples:.3g} for one row, or 0.",
+            file=sys.stderr,
+        )
     return n_train, n_val
 
 

@@ -2017,6 +2017,24 @@ def test_a_class_only_in_the_validation_rows_gets_a_note(tmp_path, capsys, monke
     assert "note" not in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("source", ["synthetic", "files"])
+def test_a_val_fraction_that_rounds_to_no_row_is_noted(tmp_path, capsys, source):
+    """--val-fraction 0.001 of 300 rows held none out; with --quiet, "validation n/a" was the only sign."""
+    argv = ["train", "--samples", "300", "--features", "4", "--max-iter", "2", "--quiet"]
+    if source == "files":
+        X, y = make_classification(300, 4, n_classes=3, seed=0)
+        np.save(tmp_path / "X.npy", X)
+        np.save(tmp_path / "y.npy", y)
+        argv = ["train", "--data", str(tmp_path / "X.npy"), "--labels", str(tmp_path / "y.npy"), "--max-iter", "2"]
+        argv.append("--quiet")
+    assert main([*argv, "--val-fraction", "0.001"]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert err.count("note: --val-fraction 0.001 of 300 rows is no row") == 1
+    assert "pass at least 0.00333 for one row, or 0." in err
+    assert main([*argv, "--val-fraction", "0.00333"]) == 0
+    assert "--val-fraction" not in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("classes", [[], ["--classes", "7"]], ids=["inferred", "given"])
 def test_gaps_in_the_labels_get_a_note_unless_classes_is_given(tmp_path, npy, capsys, classes):
     # Labels 0, 1, 5 trained six classes, three of them without a row, without a word.
