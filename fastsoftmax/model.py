@@ -441,8 +441,7 @@ class SoftmaxRegression:
                 loss = mean_loss + l2_penalty(W, l2)
                 _checks.raise_for_overflowing_penalty(loss, W, l2)
             # The new W and b are formed in the gradient's buffers and checked before W and b change.
-            with np.errstate(over="ignore"):  # an lr beyond float32 is inf there: the step is refused below
-                step = self.dtype.type(lr)
+            step = _checks.step_in_dtype(lr, self.dtype)
             if not descend(W, b, dW, db, step):
                 raise TrainingError(
                     f"the step with lr={lr} overflows W or b to a non-finite value; W and b are unchanged. Lower lr."
