@@ -748,7 +748,7 @@ def _replace_all(pending: list[_Pending]) -> None:
     beside y of the other, without a word.
     """
     directories = {file.directory: file.path for file in reversed(pending)}  # each with its first file
-    lock = _PairLock(pending[0].target, pending[0].directory) if len(pending) > 1 else None
+    lock = _PairLock([file.target for file in pending]) if len(pending) > 1 else None
     try:
         _rename_each(pending)
     finally:
@@ -763,31 +763,36 @@ PAIR_LOCK_NOTICE_SECONDS = 5.0
 
 
 class _PairLock:
-    """An exclusive ``flock`` on a lock file of its own beside ``target``, held until :meth:`release`.
+    """An exclusive ``flock`` on a lock file of its own beside the first of ``targets`` (by path), until :meth:`release`.
 
-    The file (``.NAME.lock``, NAME being the target's name) is made for the
-    renames of one pair and removed before the lock is let go, so that it is
-    seen only while a pair is renamed, or after a writer was killed among its
-    renames (the next writer of the pair takes it over and removes it). A
-    writer that locked a file which another removed meanwhile opens it again.
-    It locks a file of its own, not the directory: a directory lock deadlocked
-    under ``flock DIR fastsoftmax generate ...``, which holds the same lock.
-    The targets' lock is always their first one's, so that one lock covers
-    the pair and two writers never wait on each other crosswise. Another
-    writer renames its pair in milliseconds; after
-    :data:`PAIR_LOCK_NOTICE_SECONDS`, a RuntimeWarning names the lock file
-    that is waited for (a writer stopped with Ctrl-Z holds it), and a Ctrl-C
-    ends the wait, nothing renamed. Where the file cannot be made or locked
-    (another kind of file at its name, Windows, some network file systems) it
-    holds nothing, and the pair is renamed as before.
+    The file (``.NAME.lock``, NAME being that target's name) is made empty
+    for the renames of one pair and removed before the lock is let go, so
+    that it is seen only while a pair is renamed, or after a writer was
+    killed among its renames (the next writer of the pair takes it over and
+    removes it). A writer that locked a file which another removed meanwhile
+    opens it again, and a writer removes the file only while it is the one
+    it locked. The first target by path, not by the order the files were
+    written in, so that every writer of the pair takes the same lock and no
+    two wait on each other crosswise. A file of its own, not the directory:
+    a directory lock deadlocked under ``flock DIR fastsoftmax generate ...``,
+    which holds the same lock. Another writer renames its pair in
+    milliseconds; after :data:`PAIR_LOCK_NOTICE_SECONDS`, a RuntimeWarning
+    names the lock file that is waited for (a writer stopped with Ctrl-Z
+    holds it), and a Ctrl-C ends the wait, nothing renamed. It holds
+    nothing, and the pair is renamed as before, where the name is one of the
+    targets, or holds anything but an empty file (a user's own, never
+    removed), or where files cannot be locked (Windows, some network file
+    systems).
     """
 
     __slots__ = ("_fd", "_path")
 
-    def __init__(self, target: str, directory: str) -> None:
+    def __init__(self, targets: list[str]) -> None:
         self._fd = None
-        self._path = os.path.join(directory, f".{_temporary_stem(os.path.basename(target), _name_max(directory))}.lock")
-        if fcntl is None:
+        first = min(targets)
+        directory = os.path.dirname(first)
+        self._path = os.path.join(directory, f".{_temporary_stem(os.path.basename(first), _name_max(directory))}.lock")
+        if fcntl is None or _names_one_of(self._path, targets):
             return
         while self._fd is None:
             try:
@@ -796,6 +801,10 @@ class _PairLock:
             except OSError:  # a directory or a link of that name, or no room for the file
                 return
             try:
+                found = os.fstat(fd)
+                if not stat.S_ISREG(found.st_mode) or found.st_size > 0:  # not a lock file: the user's own
+                    os.close(fd)
+                    return
                 self._fd = fd if self._locked(fd) else None
             except BaseException:
                 os.close(fd)
@@ -817,19 +826,35 @@ class _PairLock:
                 fcntl.flock(fd, fcntl.LOCK_EX)  # a Ctrl-C interrupts it: the caller's block removes its files
         except OSError:  # no locking on this file system
             return True
+        return self._names(fd) is not False
+
+    def _names(self, fd: int) -> bool | None:
+        """Whether the lock's name still leads to ``fd``'s file; None where the name cannot be looked up."""
         try:
             return os.path.samestat(os.fstat(fd), os.stat(self._path, follow_symlinks=False))
         except FileNotFoundError:  # removed by the writer whose lock this waited for
             return False
-        except OSError:  # its name no longer reachable (the directory's permissions changed): hold this one
-            return True
+        except OSError:  # the directory's permissions changed
+            return None
 
     def release(self) -> None:
         fd, self._fd = self._fd, None
-        if fd is not None:
-            with contextlib.suppress(OSError):  # the directory made read-only meanwhile: the next writer reuses it
-                os.unlink(self._path)
+        if fd is None:
+            return
+        try:
+            if self._names(fd):  # else another file took the name meanwhile: it is not this lock's to remove
+                with contextlib.suppress(OSError):  # the directory made read-only: the next writer reuses it
+                    os.unlink(self._path)
+        finally:
             os.close(fd)
+
+
+def _names_one_of(path: str, targets: list[str]) -> bool:
+    """Whether ``path`` is one of ``targets`` (:func:`same_file`); True where that cannot be told."""
+    try:
+        return any(same_file(path, target) for target in targets)
+    except (OSError, ValueError):
+        return True
 
 
 def _flock_within(fd: int, seconds: float) -> bool:

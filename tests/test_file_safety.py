@@ -1937,6 +1937,29 @@ def test_a_pair_lock_that_cannot_be_made_holds_nothing_and_the_pair_is_written(t
     assert sorted(os.listdir(tmp_path)) == [".a.lock", "a", "b"]
 
 
+def test_a_pair_lock_never_removes_a_file_of_the_user_s_or_an_output(tmp_path):
+    """The lock's release removed whatever was at its name: a file of the user's called .a.lock, and an output
+    written to that very name (generate --data .y.npy.lock --labels y.npy), after its rename."""
+    (tmp_path / ".a.lock").write_bytes(b"my notes")
+    _write_pair(tmp_path, "run")
+    assert (tmp_path / ".a.lock").read_bytes() == b"my notes"
+    _write_pair(tmp_path, "run", names=(".-a.lock", "-a"))  # "-a" is first by path: its lock is the other output
+    assert {name: (tmp_path / name).read_bytes() for name in os.listdir(tmp_path)} == {
+        ".a.lock": b"my notes",
+        "a": b"run",
+        "b": b"run",
+        "-a": b"run",
+        ".-a.lock": b"run",
+    }
+
+
+def test_generate_never_removes_what_it_writes_to_the_name_of_the_pair_s_lock(tmp_path):
+    x_path, y_path = tmp_path / ".-y.npy.lock", tmp_path / "-y.npy"  # the lock's name beside -y.npy, first by path
+    write_classification(x_path, y_path, 50, 4, seed=0)
+    assert sorted(os.listdir(tmp_path)) == ["-y.npy", ".-y.npy.lock"]
+    assert np.load(x_path).shape == (50, 4)
+
+
 def test_a_writer_waiting_for_a_pair_lock_says_what_it_waits_for_and_ctrl_c_leaves_the_pair(tmp_path, monkeypatch):
     """A writer stopped with Ctrl-Z among its renames keeps the lock: the next one says so after a while, and a
     Ctrl-C while it waits renames nothing and removes its temporary files."""
