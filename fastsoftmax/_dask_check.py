@@ -19,11 +19,76 @@ def is_dask_collection(obj: Any) -> bool:
     return dask.is_dask_collection(obj)
 
 
-def computed(obj: Any) -> Any:
+def computed(obj: Any, name: str = "X") -> Any:
     """``obj.compute()`` for a Dask collection, else ``obj`` itself: what a prediction reads in memory.
 
     np.asarray computed a Dask array of NumPy chunks just so, but made one of
     scipy.sparse chunks an object array; computed, it is the sparse matrix
-    its chunks stack into, which the predictions take.
+    its chunks stack into, which the predictions take. Chunks that a client
+    holds out of reach are refused first, by ``name``
+    (:func:`refuse_chunks_out_of_reach`).
     """
-    return obj.compute() if is_dask_collection(obj) else obj
+    if not is_dask_collection(obj):
+        return obj
+    refuse_chunks_out_of_reach({name: obj})
+    return obj.compute()
+
+
+def scheduling_client() -> Any:
+    """The ``distributed`` client that Dask's own calls use now, else None (Dask's local scheduler).
+
+    That is the default client, unless ``dask.config.set(scheduler=...)``
+    chose another scheduler ("threads", "sync"): Dask's own choice
+    (``dask.base.get_scheduler``).
+    """
+    if "distributed" not in sys.modules:
+        return None  # no Client can exist without distributed imported
+    from dask.base import get_scheduler
+    from distributed import Client
+
+    owner = getattr(get_scheduler(), "__self__", None)  # a client's bound method ``get``
+    return owner if isinstance(owner, Client) else None
+
+
+def refuse_chunks_out_of_reach(collections: dict[str, Any], client: Any = None) -> None:
+    """Refuse a Dask collection whose chunks a ``distributed`` client holds where the computation cannot read them.
+
+    Persisted on a client (``client.persist(X)``), a collection's graph
+    holds that client's Futures. Once the client or its cluster is closed,
+    the chunks are gone; and where the computation runs on Dask's local
+    scheduler (``client`` None, and no client is the default), it cannot
+    fetch them. Either failed with a bare KeyError or "Missing dependency"
+    from deep inside Dask. Only the layers already materialised are read (a
+    persisted collection's are; a lazy layer holds no Futures): 9 ms for
+    100,000 chunks.
+    """
+    if "distributed" not in sys.modules:
+        return  # no Future can exist without distributed imported
+    from distributed import Future
+
+    for name, collection in collections.items():
+        future = _first_future(collection, Future) if is_dask_collection(collection) else None
+        if future is None:
+            continue
+        if future.client.status != "running":
+            raise ValueError(
+                f"{name} was persisted on a distributed client that is {future.client.status} now, and its chunks "
+                f"went with it; persist it again on a running client ({name} = client.persist({name})), or pass "
+                f"{name} as it was before persist."
+            )
+        if client is None and scheduling_client() is None:
+            raise ValueError(
+                f"{name} was persisted on a distributed client that is not the default one, and Dask's local "
+                f"scheduler, which runs this call, cannot read its chunks; make that client the default "
+                f"(with client.as_current(): ...), or pass it as client= where the call takes one."
+            )
+
+
+def _first_future(collection: Any, future_type: type) -> Any:
+    """The first ``future_type`` among the values of ``collection``'s materialised graph layers, else None."""
+    graph = collection.__dask_graph__()
+    for layer in getattr(graph, "layers", {}).values():
+        for value in getattr(layer, "mapping", {}).values():
+            if isinstance(value, future_type):
+                return value
+    return None

@@ -79,7 +79,6 @@ import math
 import numbers
 import operator
 import os
-import sys
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
@@ -89,7 +88,7 @@ import numpy as np
 
 from fastsoftmax import _checks, engine, kernels, solvers
 from fastsoftmax._api import LossGradSums, _weight_sum, fused_loss_grad, l2_penalty
-from fastsoftmax._dask_check import is_dask_collection
+from fastsoftmax._dask_check import is_dask_collection, refuse_chunks_out_of_reach, scheduling_client
 from fastsoftmax._extras import missing_extra
 from fastsoftmax._hessian import fused_hvp
 from fastsoftmax._layout import unpack
@@ -159,20 +158,10 @@ def _dask_array(feature: str):
 def _resolve_client(client: Client | None) -> Client | None:
     """The explicit client, else the ``distributed`` client that Dask's own calls use now, else None.
 
-    That is the default client, unless ``dask.config.set(scheduler=...)``
-    chose another scheduler ("threads", "sync"), which Dask's calls then use
-    instead: Dask's own choice (``dask.base.get_scheduler``), so that the
+    Dask's own choice (:func:`_dask_check.scheduling_client`), so that the
     fit's threads follow where its tasks run.
     """
-    if client is not None:
-        return client
-    if "distributed" not in sys.modules:
-        return None  # no Client can exist without distributed imported
-    from dask.base import get_scheduler
-    from distributed import Client
-
-    owner = getattr(get_scheduler(), "__self__", None)  # a client's bound method ``get``
-    return owner if isinstance(owner, Client) else None
+    return client if client is not None else scheduling_client()
 
 
 def _warn_of_the_process_scheduler() -> None:
@@ -669,8 +658,13 @@ def _refuse_column_chunks(X) -> None:
         )
 
 
-def check_chunked(X, y, sample_weight, dtype: np.dtype, n_features: int):
-    """Check shapes, dtypes and chunks from metadata; returns dask arrays (X cast to ``dtype``)."""
+def check_chunked(X, y, sample_weight, dtype: np.dtype, n_features: int, client: Client | None = None):
+    """Check shapes, dtypes and chunks from metadata; returns dask arrays (X cast to ``dtype``).
+
+    ``client`` is the one the fit was given, if any: chunks persisted on a
+    client are refused where the fit could not read them
+    (:func:`_dask_check.refuse_chunks_out_of_reach`).
+    """
     import dask.array as da
 
     if not isinstance(X, da.Array):
@@ -691,7 +685,7 @@ def check_chunked(X, y, sample_weight, dtype: np.dtype, n_features: int):
         _refuse_other_chunks(X, "X")
     _checks.check_2d(X)
     _refuse_shared_names({"X": X, "y": y, "sample_weight": sample_weight})
-    _refuse_chunks_of_closed_clients({"X": X, "y": y, "sample_weight": sample_weight})
+    refuse_chunks_out_of_reach({"X": X, "y": y, "sample_weight": sample_weight}, client)
 
     def check_known_rows(a, name: str) -> None:
         if any(math.isnan(c) for c in a.chunks[0]):
@@ -763,32 +757,6 @@ def check_chunked(X, y, sample_weight, dtype: np.dtype, n_features: int):
         # Not cast to the compute dtype yet: DaskObjective checks the weights as given, then
         # scales them as _checks.check_sample_weight does (a float32 1e39 is finite here).
     return X, y, sample_weight
-
-
-def _refuse_chunks_of_closed_clients(arrays: dict[str, Any]) -> None:
-    """Refuse a Dask array whose chunks a ``distributed`` client held that is closed now.
-
-    Persisted on a client (``client.persist(X)``), an array's graph holds
-    that client's Futures; once the client or its cluster is closed, its
-    chunks are gone, and the fit ran on Dask's threaded scheduler and failed
-    with a bare KeyError from deep inside it. Only the layers that are
-    already materialised are read (a persisted array's are; a lazy layer
-    holds no Futures).
-    """
-    if "distributed" not in sys.modules:
-        return  # no Future can exist without distributed imported
-    from distributed import Future
-
-    for name, a in arrays.items():
-        graph = a.__dask_graph__() if is_dask_collection(a) else None
-        for layer in getattr(graph, "layers", {}).values():
-            for value in getattr(layer, "mapping", {}).values():
-                if isinstance(value, Future) and value.client.status != "running":
-                    raise ValueError(
-                        f"{name} was persisted on a distributed client that is {value.client.status} now, and "
-                        f"its chunks went with it; persist it again on a running client "
-                        f"({name} = client.persist({name})), or pass {name} as it was before persist."
-                    )
 
 
 def _refuse_shared_names(arrays: dict[str, Any]) -> None:
@@ -1531,7 +1499,7 @@ def fit_dask(
     if checkpoint is not None:
         checkpoint = check_checkpoint_directory(checkpoint)
     model._params()  # W and b are written in place: refuse read-only ones before the cluster works
-    X_cast, y, sample_weight = check_chunked(X, y, sample_weight, model.dtype, model.input_dim)
+    X_cast, y, sample_weight = check_chunked(X, y, sample_weight, model.dtype, model.input_dim, client)
     objective = DaskObjective(
         X_cast, y, sample_weight, model.num_classes, options.l2, _resolve_client(client), persist, uncast_X=X
     )
@@ -1602,7 +1570,7 @@ def predict_dask(model, X, *, method: str = "predict"):
         raise TypeError(f"X must be a dask.array.Array, got {type(X).__name__}; {fix}.")
     _checks.check_2d(X, takes_y=False)
     _refuse_column_chunks(X)
-    _refuse_chunks_of_closed_clients({"X": X})
+    refuse_chunks_out_of_reach({"X": X})
     snapshot = copy.deepcopy(model)  # the weights of now, whatever trains the model later
     _share_the_cores(snapshot)
     return predict_blocks(snapshot, X, method)

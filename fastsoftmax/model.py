@@ -476,7 +476,7 @@ class SoftmaxRegression:
         y : array_like of int, shape (N,)
             Class indices in [0, K).
         """
-        X, y = computed(X), computed(y)
+        X, y = computed(X), computed(y, "y")
         if is_sparse(X):
             y = _checks.check_labels(y, X.shape[0], self.num_classes)
         else:

@@ -221,7 +221,7 @@ def make_objective(
             )
         from fastsoftmax.distributed import DaskObjective, check_chunked
 
-        X_cast, y, sample_weight = check_chunked(X, y, sample_weight, dtype, n_features)
+        X_cast, y, sample_weight = check_chunked(X, y, sample_weight, dtype, n_features, client)
         return DaskObjective(X_cast, y, sample_weight, n_classes, l2, client=client, persist=persist, uncast_X=X)
     if is_sparse(X):
         if chunk_size is not None:

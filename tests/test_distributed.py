@@ -1392,21 +1392,48 @@ def test_a_closed_client_is_named_as_such(cluster, data):
 
 def test_arrays_persisted_on_a_client_closed_since_are_named_as_such(cluster, data):
     """Persisted on a client that was closed since, the chunks are gone: the fit failed with a bare KeyError
-    from inside Dask's threaded scheduler."""
+    from inside Dask's threaded scheduler, and predictions with "Missing dependency"."""
+    sklearn_module = pytest.importorskip("fastsoftmax.sklearn")
     closed = distributed.Client(cluster, set_as_default=False)
     X, y = closed.persist([da.from_array(data[0], chunks=(CHUNK, D)), da.from_array(data[1], chunks=CHUNK)])
     closed.close()
     model = SoftmaxRegression(D, K)
     before = model.W.copy()
     fix = r"persist it again on a running client \(X = client.persist\(X\)\), or pass X as it was before persist"
-    with pytest.raises(ValueError, match=rf"^X was persisted on a distributed client that is closed now.*{fix}"):
+    closed_X = rf"^X was persisted on a distributed client that is closed now.*{fix}"
+    with pytest.raises(ValueError, match=closed_X):
         model.fit(X, y, max_iter=2)
     with pytest.raises(ValueError, match=r"^y was persisted on a distributed client that is closed now"):
         model.fit(da.from_array(data[0], chunks=(CHUNK, D)), y, max_iter=2)
-    with pytest.raises(ValueError, match=rf"^X was persisted on a distributed client that is closed now.*{fix}"):
-        predict_dask(model, X)
+    for predicting in (lambda: predict_dask(model, X), lambda: model.predict(X), lambda: model.predict_proba(X)):
+        with pytest.raises(ValueError, match=closed_X):
+            predicting()
+    with pytest.raises(ValueError, match=r"^y was persisted on a distributed client that is closed now"):
+        model.score(data[0], y)
+    estimator = sklearn_module.SoftmaxClassifier().fit(data[0], data[1])
+    for predicting in (estimator.predict, estimator.predict_proba, lambda X: estimator.score(X, data[1])):
+        with pytest.raises(ValueError, match=closed_X):
+            predicting(X)
     np.testing.assert_array_equal(model.W, before)
     assert model.n_iter_ == 0
+
+
+def test_arrays_persisted_on_a_client_that_is_not_the_default_are_named_where_no_client_is_given(cluster, data):
+    """Without a client given or a default one, Dask's local scheduler ran the fit, which cannot read another
+    client's chunks: a bare KeyError (and "Missing dependency" from predict_dask)."""
+    with distributed.Client(cluster, set_as_default=False) as other:
+        X, y = other.persist([da.from_array(data[0], chunks=(CHUNK, D)), da.from_array(data[1], chunks=CHUNK)])
+        with dask.config.set(scheduler="threads"):  # the module's default client out of the way
+            model = SoftmaxRegression(D, K)
+            with pytest.raises(ValueError, match=r"^X was persisted on a distributed client that is not the default"):
+                model.fit(X, y, max_iter=2)
+            with pytest.raises(ValueError, match=r"make that client the default \(with client.as_current\(\): "):
+                predict_dask(model, X)
+            assert model.n_iter_ == 0
+        # Given the client, the fit reads its chunks.
+        with pytest.warns(UserWarning, match="did not converge in 2 iterations"):
+            fitted = fit_dask(SoftmaxRegression(D, K, seed=0), X, y, client=other, max_iter=2)
+        assert fitted.n_iter_ == 2
 
 
 def test_a_fit_on_dask_s_process_pool_is_warned_of(data):
