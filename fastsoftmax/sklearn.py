@@ -1070,7 +1070,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         self._check_params()
         # One call's rows are in memory, as a prediction's are: a Dask X is computed (its chunks of scipy.sparse
         # matrices, to one: scikit-learn's check said "Expected 2D array, got scalar array instead"), and y too.
-        X, y = computed(X), computed(y)
+        X, y = computed(X), computed(y, "y")
         solver = self.solver if self.solver in _MINIBATCH_SOLVERS else "sgd"
         _checks.warn_unused_minibatch_options(solver, self.batch_size, self.momentum, stacklevel=3)  # adam's momentum
         first_call = not hasattr(self, "classes_")
@@ -1270,6 +1270,8 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                 "set an int (or None) first, or use pickle/joblib."
             )
         if not isinstance(params["dtype"], str):  # a string is stored as given ("f4" too); load reads the form
+            # Refused as fit refuses it: np.dtype(">f4"), stored by its name, loaded as another dtype.
+            self._compute_dtypes()
             params["dtype"] = np.dtype(params["dtype"]).name
         if isinstance(params["class_weight"], dict):
             params["class_weight"] = {"items": [[_plain(k), float(v)] for k, v in params["class_weight"].items()]}
@@ -1387,20 +1389,22 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         return cls._from_arrays(arrays, invalid)
 
     @staticmethod
-    def _dtype_as_given(arrays: dict[str, np.ndarray], dtype: Any, invalid) -> Any:
+    def _dtype_as_given(arrays: dict[str, np.ndarray], dtype: Any) -> Any:
         """The ``dtype`` parameter as :meth:`save` found it, from its stored name and ``dtype_given_as``.
 
         A file written before the form was stored gives the NumPy type for a
         name of float32 or float64, as it did; load gave np.float32 back for
-        ``dtype="float32"`` then, so ``get_params()`` differed.
+        ``dtype="float32"`` then, so ``get_params()`` differed. ValueError
+        for a form that does not fit the name (``float`` with float32).
         """
         if "dtype_given_as" not in arrays:
             return getattr(np, dtype) if dtype in ("float32", "float64") else dtype
         form = npz_scalar(arrays, "dtype_given_as", str)
         if form not in _DTYPE_FORMS:
-            raise invalid(f"dtype_given_as must be one of {sorted(_DTYPE_FORMS)}, not {form!r}")
-        if not isinstance(dtype, str) or (form != "str" and dtype not in ("float32", "float64")):
-            raise invalid(f"the dtype parameter {dtype!r} is not the name of float32 or float64")
+            raise ValueError(f"dtype_given_as must be one of {sorted(_DTYPE_FORMS)}, not {form!r:.60}")
+        names = {"str": None, "float": ("float64",)}.get(form, ("float32", "float64"))
+        if not isinstance(dtype, str) or (names is not None and dtype not in names):
+            raise ValueError(f"the dtype parameter {dtype!r:.60} is not a name that dtype_given_as {form!r} takes")
         return _DTYPE_FORMS[form](dtype)
 
     @classmethod
@@ -1422,7 +1426,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                 raise TypeError(f"a JSON {type(params).__name__}, where an object was expected")
             if isinstance(params.get("class_weight"), dict):
                 params["class_weight"] = {key: value for key, value in params["class_weight"]["items"]}
-            params["dtype"] = cls._dtype_as_given(arrays, params.get("dtype", "preserve"), invalid)
+            params["dtype"] = cls._dtype_as_given(arrays, params.get("dtype", "preserve"))
             estimator = cls(**params)
         except (ValueError, TypeError, KeyError, RecursionError) as exc:  # RecursionError: JSON nested too deep
             raise invalid(f"its parameters cannot be read ({exc})") from exc

@@ -792,15 +792,29 @@ def test_a_model_file_without_the_dtype_form_loads_a_name_as_the_numpy_type(tmp_
     np.savez(tmp_path / "older.npz", **older)
     assert SoftmaxClassifier.load(tmp_path / "older.npz").get_params()["dtype"] is np.float32
     for form, dtype, reason in (
-        ("float16", "float32", "dtype_given_as must be one of"),
-        ("type", "float16", "the dtype parameter 'float16' is not the name of float32 or float64"),
-        ("dtype", "preserve", "the dtype parameter 'preserve' is not the name"),
+        ("float16", "float32", r"dtype_given_as must be one of \['dtype', 'float', 'str', 'type'\], not 'float16'\)"),
+        ("x" * 10**6, "float32", r"dtype_given_as must be one of .*, not 'x{59}\)"),  # cut short
+        ("type", "float16", r"the dtype parameter 'float16' is not a name that dtype_given_as 'type' takes\)"),
+        ("dtype", "preserve", r"the dtype parameter 'preserve' is not a name that dtype_given_as 'dtype' takes"),
+        ("float", "float32", r"the dtype parameter 'float32' is not a name that dtype_given_as 'float' takes"),
     ):
         params = json.loads(str(older["params"]))
         params["dtype"] = dtype
         np.savez(tmp_path / "bad.npz", **{**older, "params": np.array(json.dumps(params))}, dtype_given_as=form)
-        with pytest.raises(ValueError, match=f"not a valid SoftmaxClassifier file: {reason}"):
+        with pytest.raises(ValueError, match=f"not a valid SoftmaxClassifier file: its parameters cannot be read") as e:
             SoftmaxClassifier.load(tmp_path / "bad.npz")
+        assert re.search(reason, str(e.value))
+        assert str(e.value).count("not a valid SoftmaxClassifier file") == 1  # the reason was wrapped twice
+        assert len(str(e.value)) < 500
+
+
+def test_a_dtype_that_fit_refuses_is_refused_by_save_too(tmp_path):
+    """np.dtype(">f4") was saved by its name, float32, and loaded as another dtype; fit refuses it."""
+    X, y = generated(n=200, k=3)
+    estimator = SoftmaxClassifier().fit(X, y).set_params(dtype=np.dtype(">f4"))
+    with pytest.raises(TypeError, match=r"dtype must be 'preserve', np.float32 or np.float64: dtype >f4"):
+        estimator.save(tmp_path / "model.npz")
+    assert not (tmp_path / "model.npz").exists()
 
 
 def test_finite_float64_beyond_float32_is_named_as_such(tmp_path, monkeypatch):
