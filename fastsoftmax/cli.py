@@ -1639,9 +1639,11 @@ def _split_rows(args: argparse.Namespace, n_samples: int, noting: bool = True) -
     if n_train < 1:
         raise CLIError(f"--val-fraction {args.val_fraction} leaves no training rows out of {n_samples}.")
     if noting and n_val == 0 and args.val_fraction > 0:
+        # --val-fraction is below 1: a single row cannot be held out and leave one to train on.
+        advice = f"; pass at least {1 / n_samples:.3g} for one row, or 0" if n_samples > 1 else ""
         print(
-            f"fastsoftmax: note: --val-fraction {args.val_fraction} of {n_samples:,} rows is no row, so none is held "
-            f"out for validation; pass at least {1 / n_samples:.3g} for one row, or 0.",
+            f"fastsoftmax: note: --val-fraction {args.val_fraction} of {n_samples:,} {'row' if n_samples == 1 else 'rows'} "
+            f"is no row, so none is held out for validation{advice}.",
             file=sys.stderr,
         )
     return n_train, n_val
@@ -1859,7 +1861,7 @@ def run_train_dask(args: argparse.Namespace, t_start: float) -> int:
             )
         else:
             X, y = _dask_rows_of_files(args, X_np, y_np, chunk_rows, client)
-        n_train, n_val = _split_rows(args, X.shape[0])
+        n_train, n_val = _split_rows(args, X.shape[0], noting=args.data is None)  # the files' split noted above
         X_train, y_train, X_val, y_val = X[:n_train], y[:n_train], X[n_train:], y[n_train:]
         model = _zero_start_model(X.shape[1], n_classes, dtype)
         _check_room_for_model(args, model)

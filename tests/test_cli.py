@@ -2017,8 +2017,9 @@ def test_a_class_only_in_the_validation_rows_gets_a_note(tmp_path, capsys, monke
     assert "note" not in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("dask", [False, True], ids=["one machine", "dask"])
 @pytest.mark.parametrize("source", ["synthetic", "files"])
-def test_a_val_fraction_that_rounds_to_no_row_is_noted(tmp_path, capsys, source):
+def test_a_val_fraction_that_rounds_to_no_row_is_noted_once(tmp_path, capsys, monkeypatch, source, dask):
     """--val-fraction 0.001 of 300 rows held none out; with --quiet, "validation n/a" was the only sign."""
     argv = ["train", "--samples", "300", "--features", "4", "--max-iter", "2", "--quiet"]
     if source == "files":
@@ -2027,12 +2028,29 @@ def test_a_val_fraction_that_rounds_to_no_row_is_noted(tmp_path, capsys, source)
         np.save(tmp_path / "y.npy", y)
         argv = ["train", "--data", str(tmp_path / "X.npy"), "--labels", str(tmp_path / "y.npy"), "--max-iter", "2"]
         argv.append("--quiet")
+    if dask:
+        pytest.importorskip("distributed")
+        from fastsoftmax import distributed
+
+        monkeypatch.setattr(distributed, "connect", _threads_in_this_process)
+        argv += ["--solver", "gd", "--dask-workers", "1"]
     assert main([*argv, "--val-fraction", "0.001"]) == 0
     err = " ".join(capsys.readouterr().err.split())
-    assert err.count("note: --val-fraction 0.001 of 300 rows is no row") == 1
+    assert err.count("note: --val-fraction 0.001 of 300 rows is no row") == 1  # twice on Dask from files
     assert "pass at least 0.00333 for one row, or 0." in err
     assert main([*argv, "--val-fraction", "0.00333"]) == 0
     assert "--val-fraction" not in capsys.readouterr().err
+
+
+def test_a_val_fraction_of_a_single_row_file_is_noted_without_advice_it_would_refuse(tmp_path, capsys):
+    X, y = make_classification(1, 4, n_classes=2, seed=0)
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "y.npy", y)
+    argv = ["train", "--data", str(tmp_path / "X.npy"), "--labels", str(tmp_path / "y.npy"), "--classes", "2"]
+    main([*argv, "--max-iter", "2", "--val-fraction", "0.4", "--quiet"])
+    err = " ".join(capsys.readouterr().err.split())
+    assert "note: --val-fraction 0.4 of 1 row is no row, so none is held out for validation." in err
+    assert "pass at least" not in err
 
 
 @pytest.mark.parametrize("classes", [[], ["--classes", "7"]], ids=["inferred", "given"])
