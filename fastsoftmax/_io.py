@@ -763,7 +763,7 @@ PAIR_LOCK_NOTICE_SECONDS = 5.0
 
 
 class _PairLock:
-    """An exclusive ``flock`` on a lock file of its own beside the first of ``targets`` (by path), until :meth:`release`.
+    """An exclusive ``flock`` on a lock file of its own beside the first of ``targets`` by path, until released.
 
     The file (``.NAME.lock``, NAME being that target's name) is made empty
     for the renames of one pair and removed before the lock is let go, so

@@ -1641,9 +1641,10 @@ def _split_rows(args: argparse.Namespace, n_samples: int, noting: bool = True) -
     if noting and n_val == 0 and args.val_fraction > 0:
         # --val-fraction is below 1: a single row cannot be held out and leave one to train on.
         advice = f"; pass at least {1 / n_samples:.3g} for one row, or 0" if n_samples > 1 else ""
+        rows = "1 row" if n_samples == 1 else f"{n_samples:,} rows"
         print(
-            f"fastsoftmax: note: --val-fraction {args.val_fraction} of {n_samples:,} {'row' if n_samples == 1 else 'rows'} "
-            f"is no row, so none is held out for validation{advice}.",
+            f"fastsoftmax: note: --val-fraction {args.val_fraction} of {rows} is no row, so none is held out for "
+            f"validation{advice}.",
             file=sys.stderr,
         )
     return n_train, n_val

@@ -801,7 +801,7 @@ def test_a_model_file_without_the_dtype_form_loads_a_name_as_the_numpy_type(tmp_
         params = json.loads(str(older["params"]))
         params["dtype"] = dtype
         np.savez(tmp_path / "bad.npz", **{**older, "params": np.array(json.dumps(params))}, dtype_given_as=form)
-        with pytest.raises(ValueError, match=f"not a valid SoftmaxClassifier file: its parameters cannot be read") as e:
+        with pytest.raises(ValueError, match="not a valid SoftmaxClassifier file: its parameters cannot be read") as e:
             SoftmaxClassifier.load(tmp_path / "bad.npz")
         assert re.search(reason, str(e.value))
         assert str(e.value).count("not a valid SoftmaxClassifier file") == 1  # the reason was wrapped twice
