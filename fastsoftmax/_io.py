@@ -796,8 +796,10 @@ class _PairLock:
             return
         while self._fd is None:
             try:
-                # Read-only: a lock file that another user's writer made is locked all the same.
-                fd = os.open(self._path, os.O_RDONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+                # Read-only: a lock file that another user's writer made is locked all the same. O_NONBLOCK:
+                # a named pipe at the name would wait for a writer, before the check below could refuse it.
+                flags = os.O_RDONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+                fd = os.open(self._path, flags, 0o666)
             except OSError:  # a directory or a link of that name, or no room for the file
                 return
             try:

@@ -1953,6 +1953,19 @@ def test_a_pair_lock_never_removes_a_file_of_the_user_s_or_an_output(tmp_path):
     }
 
 
+def test_a_named_pipe_at_the_pair_lock_s_name_is_left_alone_without_waiting(tmp_path):
+    """Opened to be locked, a named pipe at the lock's name waited for a writer for ever."""
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("no named pipes here")
+    os.mkfifo(tmp_path / ".a.lock")
+    writer = threading.Thread(target=_write_pair, args=(tmp_path, "run"), daemon=True)
+    writer.start()
+    writer.join(60)
+    assert not writer.is_alive()
+    assert (tmp_path / "a").read_bytes() == (tmp_path / "b").read_bytes() == b"run"
+    assert stat.S_ISFIFO(os.stat(tmp_path / ".a.lock").st_mode)
+
+
 def test_generate_never_removes_what_it_writes_to_the_name_of_the_pair_s_lock(tmp_path):
     x_path, y_path = tmp_path / ".-y.npy.lock", tmp_path / "-y.npy"  # the lock's name beside -y.npy, first by path
     write_classification(x_path, y_path, 50, 4, seed=0)
