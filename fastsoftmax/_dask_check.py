@@ -50,7 +50,7 @@ def scheduling_client() -> Any:
     return owner if isinstance(owner, Client) else None
 
 
-def refuse_chunks_out_of_reach(collections: dict[str, Any], client: Any = None) -> None:
+def refuse_chunks_out_of_reach(collections: dict[str, Any], client: Any = None, computed_here: bool = True) -> None:
     """Refuse a Dask collection whose chunks a ``distributed`` client holds where the computation cannot read them.
 
     Persisted on a client (``client.persist(X)``), a collection's graph
@@ -58,7 +58,10 @@ def refuse_chunks_out_of_reach(collections: dict[str, Any], client: Any = None) 
     the chunks are gone; and where the computation runs on Dask's local
     scheduler (``client`` None, and no client is the default), it cannot
     fetch them. Either failed with a bare KeyError or "Missing dependency"
-    from deep inside Dask. Only the layers already materialised are read (a
+    from deep inside Dask. A caller that only builds a lazy collection from
+    them (``computed_here`` False) is refused a closed client's chunks
+    alone: the user computes the result on a client of their choice. Only
+    the layers already materialised are read (a
     persisted collection's are; a lazy layer holds no Futures): 9 ms for
     100,000 chunks.
     """
@@ -76,11 +79,12 @@ def refuse_chunks_out_of_reach(collections: dict[str, Any], client: Any = None) 
                 f"went with it; persist it again on a running client ({name} = client.persist({name})), or pass "
                 f"{name} as it was before persist."
             )
-        if client is None and scheduling_client() is None:
+        if computed_here and client is None and scheduling_client() is None:
             raise ValueError(
-                f"{name} was persisted on a distributed client that is not the default one, and Dask's local "
-                f"scheduler, which runs this call, cannot read its chunks; make that client the default "
-                f"(with client.as_current(): ...), or pass it as client= where the call takes one."
+                f"{name} was persisted on a distributed client, and this call runs on Dask's local scheduler (no "
+                f"client is given, and that one is not the default or dask.config chose another scheduler), which "
+                f"cannot read its chunks; make that client the default (with client.as_current(): ...), or pass "
+                f"it as client= where the call takes one."
             )
 
 

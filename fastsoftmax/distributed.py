@@ -1570,7 +1570,7 @@ def predict_dask(model, X, *, method: str = "predict"):
         raise TypeError(f"X must be a dask.array.Array, got {type(X).__name__}; {fix}.")
     _checks.check_2d(X, takes_y=False)
     _refuse_column_chunks(X)
-    refuse_chunks_out_of_reach({"X": X})
+    refuse_chunks_out_of_reach({"X": X}, computed_here=False)  # computed later, on the user's choice of client
     snapshot = copy.deepcopy(model)  # the weights of now, whatever trains the model later
     _share_the_cores(snapshot)
     return predict_blocks(snapshot, X, method)

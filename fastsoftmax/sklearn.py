@@ -1301,6 +1301,10 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
 
         def snapshot() -> dict[str, np.ndarray]:
             check_is_fitted(self)
+            try:
+                params_json = self._params_json()
+            except TypeError as exc:  # a dtype that fit refuses: named as load's refusals are
+                raise unsaveable(f"its parameters are not valid ({str(exc).rstrip('.')})") from exc
             # Numbers, booleans and strings keep their dtype, which predict's labels have; object
             # labels become the plain array of what they hold (and are refused if that is not one).
             classes = plain_array(self.classes_)
@@ -1320,7 +1324,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             arrays = dict(
                 format=np.array(_FORMAT),
                 format_version=np.array(_FORMAT_VERSION),
-                params=np.array(self._params_json()),
+                params=np.array(params_json),
                 classes=classes,
                 classes_object=np.array(self.classes_.dtype == object),
                 coef=np.array(self.coef_, copy=True),

@@ -1425,11 +1425,15 @@ def test_arrays_persisted_on_a_client_that_is_not_the_default_are_named_where_no
         X, y = other.persist([da.from_array(data[0], chunks=(CHUNK, D)), da.from_array(data[1], chunks=CHUNK)])
         with dask.config.set(scheduler="threads"):  # the module's default client out of the way
             model = SoftmaxRegression(D, K)
-            with pytest.raises(ValueError, match=r"^X was persisted on a distributed client that is not the default"):
+            local = r"^X was persisted on a distributed client, and this call runs on Dask's local scheduler"
+            with pytest.raises(ValueError, match=local):
                 model.fit(X, y, max_iter=2)
             with pytest.raises(ValueError, match=r"make that client the default \(with client.as_current\(\): "):
-                predict_dask(model, X)
+                model.predict(X)
             assert model.n_iter_ == 0
+            # predict_dask builds a lazy array, which the user computes where the chunks are.
+            labels = other.compute(predict_dask(model, X)).result()
+            np.testing.assert_array_equal(labels, model.predict(data[0]))
         # Given the client, the fit reads its chunks.
         with pytest.warns(UserWarning, match="did not converge in 2 iterations"):
             fitted = fit_dask(SoftmaxRegression(D, K, seed=0), X, y, client=other, max_iter=2)
