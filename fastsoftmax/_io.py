@@ -742,8 +742,8 @@ def replaced_together() -> Iterator[list[_Pending]]:
 def _replace_all(pending: list[_Pending]) -> None:
     """Rename every pending file over its target, then fsync their directories; empties ``pending``.
 
-    Files that belong together are renamed holding the lock of their first
-    target (:class:`_PairLock`): two runs writing one pair at once (two
+    Files that belong together are renamed holding the lock of the first of
+    them by path (:class:`_PairLock`): two runs writing one pair at once (two
     ``generate`` commands, two threads) renamed in turns and left X of one run
     beside y of the other, without a word.
     """

@@ -1908,7 +1908,7 @@ def test_two_writers_of_one_pair_rename_it_in_turns_never_mixed(tmp_path, monkey
     assert sorted(os.listdir(tmp_path)) == ["a", "b"]  # the lock file is removed with its lock
 
 
-def test_a_pair_is_written_under_a_lock_on_its_directory_without_waiting_for_it(tmp_path):
+def test_a_pair_is_written_while_another_process_holds_a_lock_on_its_directory(tmp_path):
     """A lock on the directories of a pair deadlocked under a wrapper that locks the directory itself
     (flock DIR fastsoftmax generate ...): the pair's lock is a file of its own."""
     fcntl = pytest.importorskip("fcntl")
