@@ -42,6 +42,8 @@ from typing import IO, Any, NamedTuple
 
 import numpy as np
 
+from fastsoftmax.exceptions import stacklevel_outside_the_package
+
 try:
     import fcntl
 except ImportError:  # Windows: the temporary files of killed writers are not told from live ones
@@ -823,7 +825,7 @@ class _PairLock:
                     f"stopped with Ctrl-Z keeps them locked): nothing is replaced until it is done; Ctrl-C stops "
                     f"this run and leaves the files as they are.",
                     RuntimeWarning,
-                    stacklevel=2,
+                    stacklevel=stacklevel_outside_the_package(),
                 )
                 fcntl.flock(fd, fcntl.LOCK_EX)  # a Ctrl-C interrupts it: the caller's block removes its files
         except OSError:  # no locking on this file system

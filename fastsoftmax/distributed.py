@@ -107,6 +107,7 @@ from fastsoftmax._sparse import (
 )
 from fastsoftmax._threading import numba_threads
 from fastsoftmax.checkpoint import check_directory as check_checkpoint_directory
+from fastsoftmax.exceptions import stacklevel_outside_the_package
 
 if TYPE_CHECKING:
     import dask.array as da
@@ -181,7 +182,7 @@ def _warn_of_the_process_scheduler() -> None:
             "milliseconds. Fit under dask.config.set(scheduler='threads'), or on a distributed.Client, whose "
             "workers keep their chunks.",
             RuntimeWarning,
-            stacklevel=4,
+            stacklevel=stacklevel_outside_the_package(),
         )
 
 

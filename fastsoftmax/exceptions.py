@@ -2,6 +2,31 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+
+#: The package's own directory: frames of its modules lie under it.
+_PACKAGE_DIRECTORY = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def stacklevel_outside_the_package() -> int:
+    """The ``stacklevel`` that makes a ``warnings.warn`` in the caller name the first line outside this package.
+
+    For a warning that the user's call reaches through a varying number of
+    the package's frames (a Dask fit's warning, three of them from
+    ``model.fit``, five from the estimator's ``fit``): a fixed stacklevel
+    named a line of the package in all but one of them. Frames of
+    ``contextlib``, which runs the package's own ``with`` blocks, are
+    passed over too.
+    """
+    level, frame = 1, sys._getframe(1)
+    while frame.f_back is not None and (
+        frame.f_code.co_filename.startswith(_PACKAGE_DIRECTORY) or frame.f_code.co_filename == contextlib.__file__
+    ):
+        frame, level = frame.f_back, level + 1
+    return level
+
 
 class TrainingError(ValueError):
     """Training stopped because it diverged; the model keeps its last good weights.

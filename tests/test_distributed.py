@@ -1452,9 +1452,13 @@ def test_a_fit_on_dask_s_process_pool_is_warned_of(data):
     with (
         concurrent.futures.ThreadPoolExecutor(2) as pool,
         dask.config.set(scheduler="processes", pool=pool),
-        pytest.warns(RuntimeWarning, match=r"scheduler is its process pool .*dask.config.set\(scheduler='threads'\)"),
+        pytest.warns(
+            RuntimeWarning, match=r"scheduler is its process pool .*dask.config.set\(scheduler='threads'\)"
+        ) as caught,
     ):
         on_the_pool = SoftmaxRegression(D, K, seed=0).fit(X, y, l2=L2)
+        fit_dask(SoftmaxRegression(D, K, seed=0), X, y, l2=L2)
+    assert [warning.filename for warning in caught] == [__file__] * 2  # the caller's line, not the package's
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         on_threads = SoftmaxRegression(D, K, seed=0).fit(X, y, l2=L2)

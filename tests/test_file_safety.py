@@ -1992,9 +1992,10 @@ def test_a_writer_waiting_for_a_pair_lock_says_what_it_waits_for_and_ctrl_c_leav
     try:
         fcntl.flock(held, fcntl.LOCK_EX)
         monkeypatch.setattr(fcntl, "flock", interrupted_while_blocking)
-        with pytest.warns(RuntimeWarning, match=r"waiting for another process .*\.a\.lock.*Ctrl-Z"):
+        with pytest.warns(RuntimeWarning, match=r"waiting for another process .*\.a\.lock.*Ctrl-Z") as caught:
             with pytest.raises(KeyboardInterrupt):
                 _write_pair(tmp_path, "new")
+        assert caught[0].filename == __file__  # the caller's line, not the package's
     finally:
         os.close(held)
     assert {name: (tmp_path / name).read_bytes() for name in ("a", "b")} == {"a": b"old", "b": b"old"}
