@@ -107,11 +107,12 @@ _MEMBERS = (
 
 #: How the ``dtype`` parameter was given, stored beside its name (``dtype_given_as``) so that :meth:`load` gives
 #: back the same kind of object: "float32", np.float32, np.dtype("float32") and float each load as themselves.
-_DTYPE_FORMS: dict[str, Callable[[str], Any]] = {
-    "str": lambda name: name,
-    "type": lambda name: getattr(np, name),
-    "dtype": np.dtype,
-    "float": lambda name: float,
+#: Each form: the parameter made from its stored name, and the names it takes (None: any string, as given).
+_DTYPE_FORMS: dict[str, tuple[Callable[[str], Any], tuple[str, ...] | None]] = {
+    "str": (str, None),
+    "type": (lambda name: getattr(np, name), ("float32", "float64")),
+    "dtype": (np.dtype, ("float32", "float64")),
+    "float": (lambda name: float, ("float64",)),
 }
 
 
@@ -1406,10 +1407,10 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         form = npz_scalar(arrays, "dtype_given_as", str)
         if form not in _DTYPE_FORMS:
             raise ValueError(f"dtype_given_as must be one of {sorted(_DTYPE_FORMS)}, not {form!r:.60}")
-        names = {"str": None, "float": ("float64",)}.get(form, ("float32", "float64"))
+        made_from, names = _DTYPE_FORMS[form]
         if not isinstance(dtype, str) or (names is not None and dtype not in names):
             raise ValueError(f"the dtype parameter {dtype!r:.60} is not a name that dtype_given_as {form!r} takes")
-        return _DTYPE_FORMS[form](dtype)
+        return made_from(dtype)
 
     @classmethod
     def _from_arrays(cls, arrays: dict[str, np.ndarray], invalid) -> SoftmaxClassifier:
