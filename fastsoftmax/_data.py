@@ -40,7 +40,8 @@ partial sums.
   transpose (two threads, float32, X in place -> row blocks: 400,000 x 20 x 5
   1.44 -> 1.20 ms, 200,000 x 48 x 10 1.88 -> 1.74).
   The copy is as large as X and is made only when it fits
-  ``_memory.COPY_MEMORY_FRACTION`` of the available memory. A
+  ``_memory.COPY_MEMORY_FRACTION`` of the available memory, and only for
+  an X of at least :data:`ROW_BLOCKS_MIN_BYTES` (:func:`holds_row_blocks`). A
   Fortran-ordered X that ``make_objective`` keeps as it is (a pandas frame's
   values) is read where it lies: the BLOCKED body on X.T before the copy,
   and the copy from X.T, with no transpose and no C-ordered copy between.
@@ -88,6 +89,28 @@ HASH_SLAB_BYTES = 16 << 20
 def copy_of_X_fits(nbytes: int) -> bool:
     """Whether a copy of X of ``nbytes`` fits the budget (``_memory.COPY_MEMORY_FRACTION``); False when unknown."""
     return within_copy_budget(nbytes, available_memory())
+
+
+#: The smallest X, in bytes, that training holds as row blocks. Below it the
+#: copy saves too little to pay for its kernels: at most 0.14 ms a pass (one
+#: pass, 2 threads, AVX2 EPYC, ms on X -> on row blocks, 4 MiB: 20 x 3
+#: float32 0.32 -> 0.30, 6 x 3 float64 0.93 -> 0.79, 20 x 5 float32 0.67 ->
+#: 0.56; at 1 MiB 0.12 / 0.26 / 0.22 -> 0.12 / 0.21 / 0.19), a few ms over a
+#: fit, while a new process loads the copy's kernels from the disk cache in
+#: about 22 ms and compiles them on a cold one in 6 s (L-BFGS: the copy and
+#: its body) to 14 s (Newton-CG: its Hessian body too). A first fit of the
+#: iris data took 14 s on a cold cache, 6.5 of them for the copy's kernels.
+ROW_BLOCKS_MIN_BYTES = 4 << 20
+
+
+def holds_row_blocks(nbytes: int, n_features: int, n_classes: int, itemsize: int) -> bool:
+    """Whether full-batch training holds an in-memory X of ``nbytes`` as row blocks (``kernels.row_blocks``).
+
+    Where the shape pays for the copy (``kernels.row_blocks_pay``) and X has
+    at least :data:`ROW_BLOCKS_MIN_BYTES`; whether the copy fits the memory
+    budget is asked separately (:func:`copy_of_X_fits`).
+    """
+    return nbytes >= ROW_BLOCKS_MIN_BYTES and kernels.row_blocks_pay(n_features, n_classes, itemsize)
 
 
 #: What names a file: a path given as str, bytes or os.PathLike.
@@ -730,7 +753,7 @@ def chunked_objectives(
     layout = {"full_evaluations": 0, "X_blocks": None}
     use_row_blocks = (
         row_blocks
-        and kernels.row_blocks_pay(n_features, n_classes, dtype.itemsize)
+        and holds_row_blocks(source.n_samples * n_features * dtype.itemsize, n_features, n_classes, dtype.itemsize)
         and not source.streamed
         and source.chunk_size >= source.n_samples
     )

@@ -27,9 +27,16 @@ from typing import Any
 
 import numpy as np
 
-from fastsoftmax import _checks, kernels, solvers
+from fastsoftmax import _checks, solvers
 from fastsoftmax._dask_check import is_dask_collection
-from fastsoftmax._data import PATH_TYPES, DataSource, block_shuffled_batches, chunked_objectives, copy_of_X_fits
+from fastsoftmax._data import (
+    PATH_TYPES,
+    DataSource,
+    block_shuffled_batches,
+    chunked_objectives,
+    copy_of_X_fits,
+    holds_row_blocks,
+)
 from fastsoftmax._hessian import chunked_hvp
 from fastsoftmax._io import release_rows
 from fastsoftmax._scaling import FeatureScaling, moments_about, reference_point
@@ -171,9 +178,10 @@ def _trains_in_place(X: np.ndarray, n_features: int, n_classes: int, chunk_size:
     """Whether an in-memory Fortran-ordered X (a pandas frame's values) is trained where it lies, uncopied.
 
     Yes where full-batch passes over it run on row blocks
-    (``kernels.row_blocks_pay``), which copy from X.T with no transpose.
+    (``_data.holds_row_blocks``), which copy from X.T with no transpose.
     Elsewhere X is copied into C order once: for the body its shape selects
-    there (``kernels.select_variant``), for mini-batches, whose rows would
+    there (``kernels.select_variant``; for an X too small to hold as row
+    blocks, a copy of at most a few MB), for mini-batches, whose rows would
     each be D reads N values apart, or for chunks, each of which would be
     copied on every pass. A copy that would not fit the memory budget
     (``_data.copy_of_X_fits``) is not made: the kernels then read X where it
@@ -181,7 +189,7 @@ def _trains_in_place(X: np.ndarray, n_features: int, n_classes: int, chunk_size:
     """
     if not copy_of_X_fits(X.nbytes):
         return True
-    return not minibatches and chunk_size is None and kernels.row_blocks_pay(n_features, n_classes, X.itemsize)
+    return not minibatches and chunk_size is None and holds_row_blocks(X.nbytes, n_features, n_classes, X.itemsize)
 
 
 def make_objective(

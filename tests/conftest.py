@@ -262,6 +262,17 @@ def record_first_shapes(monkeypatch, kernel_name: str) -> list[tuple[int, ...]]:
 
 
 @pytest.fixture
+def row_blocks_at_any_size(monkeypatch):
+    """Training holds X as row blocks wherever the shape pays, whatever its size: the tests' X are a few KB.
+
+    Outside the tests only an X of at least ``_data.ROW_BLOCKS_MIN_BYTES`` is copied.
+    """
+    from fastsoftmax import _data
+
+    monkeypatch.setattr(_data, "ROW_BLOCKS_MIN_BYTES", 0)
+
+
+@pytest.fixture
 def final_checkpoint_fails(monkeypatch):
     """Make the end-of-fit checkpoint (the converged one) fail as on a full disk; the per-iteration ones are written."""
     import errno

@@ -311,7 +311,7 @@ def _learnable(rng, n, d, k, dtype):
 
 @pytest.mark.parametrize("solver", ["lbfgs", "newton-cg"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
-def test_fit_trains_on_fortran_X_where_it_lies(rng, monkeypatch, dtype, solver):
+def test_fit_trains_on_fortran_X_where_it_lies(rng, monkeypatch, dtype, solver, row_blocks_at_any_size):
     # 3000 x 6 x 3 trains on row blocks: the first evaluation reads X.T, the
     # row blocks are copied from it, and X is never copied into C order.
     n, d, k = 3000, 6, 3
@@ -332,7 +332,7 @@ def test_fit_trains_on_fortran_X_where_it_lies(rng, monkeypatch, dtype, solver):
     np.testing.assert_array_equal(on_fortran.b, on_c.b)
 
 
-def test_fortran_X_is_copied_where_training_would_read_it_slowly(rng, monkeypatch):
+def test_fortran_X_is_copied_where_training_would_read_it_slowly(rng, monkeypatch, row_blocks_at_any_size):
     from fastsoftmax import _data
     from fastsoftmax.objectives import make_objective
 
@@ -357,6 +357,18 @@ def test_fortran_X_is_copied_where_training_would_read_it_slowly(rng, monkeypatc
     monkeypatch.setattr(_data, "available_memory", lambda: 3 * X.nbytes)
     for X_fortran, kwargs in slow_in_place:
         assert source_X(X_fortran, 3, **kwargs) is X_fortran
+
+
+def test_small_fortran_X_is_copied_into_c_order(rng):
+    from fastsoftmax import _data
+    from fastsoftmax.objectives import make_objective
+
+    # Too small to hold as row blocks (_data.ROW_BLOCKS_MIN_BYTES): a C copy of a few KB for the body the shape
+    # selects, not the columns body, which would compile for this X alone.
+    X = np.asfortranarray(rng.standard_normal((500, 6)))
+    assert kernels.row_blocks_pay(6, 3, 8) and X.nbytes < _data.ROW_BLOCKS_MIN_BYTES
+    objective = make_objective(X, np.zeros(500, np.int64), n_features=6, n_classes=3, dtype=X.dtype, l2=0.0)
+    assert objective.source.X.flags.c_contiguous and not np.shares_memory(objective.source.X, X)
 
 
 @pytest.mark.parametrize("solver", ["sgd", "lbfgs"])

@@ -132,8 +132,8 @@ def test_row_blocks_keep_extreme_logits_finite(rng, dtype):
 
 
 @pytest.fixture
-def row_blocks_calls(monkeypatch):
-    """Count the calls of the row-block kernel that training makes."""
+def row_blocks_calls(monkeypatch, row_blocks_at_any_size):
+    """Count the calls of the row-block kernel that training makes, on an X of any size."""
     return record_first_shapes(monkeypatch, "loss_grad_row_blocks_sums")
 
 
@@ -193,7 +193,7 @@ def test_newton_cg_takes_its_hessian_products_on_the_row_blocks(rng, dtype, row_
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_training_on_every_input_layout_reaches_the_same_model(rng, tmp_path, layout):
+def test_training_on_every_input_layout_reaches_the_same_model(rng, tmp_path, layout, row_blocks_at_any_size):
     X, y = _classification(rng, 1500, 6, 4, np.float64)
     expected = _fit(X, y, np.float64)
     got = _fit(with_layout(X, layout, tmp_path), y, np.float64)
@@ -226,6 +226,32 @@ def test_no_row_blocks_for_long_rows_or_streamed_data(rng, tmp_path, row_blocks_
     _fit(str(path), y, np.float64, n_features=5)  # streamed from the file: read in place
     _fit(X, y, np.float64, chunk_size=500)  # several chunks: each read once a pass
     assert row_blocks_calls == []
+
+
+@pytest.mark.parametrize("solver", ["lbfgs", "newton-cg"])
+def test_no_row_blocks_for_a_small_X(rng, monkeypatch, prefetch_into_l2, solver):
+    """Below ROW_BLOCKS_MIN_BYTES the copy saves a few ms a fit, less than its kernels take to load or compile."""
+    X, y = _classification(rng, 3000, 6, 3, np.float64)  # 144 KB
+    assert kernels.row_blocks_pay(6, 3, 8) and X.nbytes < _data.ROW_BLOCKS_MIN_BYTES
+    copies = record_first_shapes(monkeypatch, "row_blocks")
+    body_calls = record_first_shapes(monkeypatch, "loss_grad_row_blocks_sums")
+    hvp_calls = record_first_shapes(monkeypatch, "hessian_vector_row_blocks_sums")
+    in_place = _fit(X, y, np.float64, solver=solver)
+    assert copies == body_calls == hvp_calls == []
+    # From the threshold up, the same X is held as row blocks: the same model, to rounding.
+    monkeypatch.setattr(_data, "ROW_BLOCKS_MIN_BYTES", X.nbytes)
+    as_blocks = _fit(X, y, np.float64, solver=solver)
+    assert copies == [X.shape] and body_calls
+    _assert_same_model(as_blocks, in_place, 1e-6)
+
+
+def test_holds_row_blocks_from_the_size_that_pays(prefetch_into_l2):
+    size = _data.ROW_BLOCKS_MIN_BYTES
+    assert kernels.row_blocks_pay(6, 3, 8)
+    assert not _data.holds_row_blocks(size - 1, 6, 3, 8)
+    assert _data.holds_row_blocks(size, 6, 3, 8)
+    assert not kernels.row_blocks_pay(800, 3, 8)
+    assert not _data.holds_row_blocks(1000 * size, 800, 3, 8)  # a shape the copy does not speed up
 
 
 @pytest.mark.parametrize("solver", ["sgd", "adam"])

@@ -910,7 +910,7 @@ def test_float32_fit_is_close_to_float64():
 # -- inputs ---------------------------------------------------------------------
 
 
-def test_lists_dataframes_and_memmaps(tmp_path, monkeypatch):
+def test_lists_dataframes_and_memmaps(tmp_path, monkeypatch, row_blocks_at_any_size):
     pd = pytest.importorskip("pandas")
     X, y = generated(k=3)
     reference = SoftmaxClassifier().fit(X, y)
