@@ -2117,19 +2117,24 @@ def _features_standardised(objective: Objective, options: FitOptions, n_classes:
     return bool(np.all((spread >= 0.1) & (spread <= 10) & (np.abs(mean) <= 3 * spread)))
 
 
-def partial_fit(model: Trainable, objective: Objective, options: FitOptions, *, seed, state: dict) -> Trainable:
-    """One epoch of ``options.solver`` (sgd or adam) over ``objective``, continuing ``state``.
+def partial_fit(model: Trainable, objective: Objective, options: FitOptions, *, seed) -> Trainable:
+    """One epoch of ``options.solver`` (sgd or adam) over ``objective``, continuing the model's state for it.
 
     The optimiser state (momentum or Adam moments, step count, shuffling RNG)
-    lives in ``state``, which the caller keeps from call to call. A diverging
-    epoch leaves W, b and ``state`` as they were.
+    lives in ``model._partial_state[options.solver]``, kept from call to
+    call. A diverging epoch leaves W, b and that state as they were.
     """
     seed = check_seed(seed)
     objective.check_solver(options.solver)
     _refuse_a_penalty_beyond_the_dtype(options, model.dtype)
-    if not state:  # later calls hold what the first one did: no read of the memory available each time
+    if not model.__dict__.get("_partial_state", {}).get(options.solver):
+        # Later calls hold what the first one did: no read of the memory available each time.
         _refuse_what_cannot_fit(model, options.solver, MINIBATCH_SOLVERS)
     with exclusive_training(model), objective:
+        # Found or made under the claim: a copy in another thread (pickle, deepcopy, save) deep-copies these
+        # dicts holding the lock that the claim takes, and an entry added meanwhile, before the claim, made it
+        # raise "dictionary changed size during iteration". A refused call adds nothing either.
+        state = model.__dict__.setdefault("_partial_state", {}).setdefault(options.solver, {})
         return _partial_fit(model, objective, options, seed=seed, state=state)
 
 

@@ -856,8 +856,7 @@ class SoftmaxRegression:
             sample_weight=sample_weight,
             minibatches=True,
         )
-        states = self.__dict__.setdefault("_partial_state", {})
-        return engine.partial_fit(self, objective, options, seed=seed, state=states.setdefault(solver, {}))
+        return engine.partial_fit(self, objective, options, seed=seed)
 
     # -- persistence -----------------------------------------------------------
 
