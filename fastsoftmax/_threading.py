@@ -444,7 +444,11 @@ class exclusive_training:
 
     A claim belongs to a thread: the same thread may enter again (a callback
     that trains its own model), and the claim of a thread that has ended
-    counts for nothing. A claim is left behind only where Ctrl-C lands inside
+    counts for nothing. Such a nested training refuses other threads' reads
+    and copies for its length, which the callback had let in
+    (:class:`callback_running`), unless ``writes_whole``: a training that
+    writes W, b and its record in one step under :func:`writing_weights`
+    (``train_step``), between whose writes they may go on. A claim is left behind only where Ctrl-C lands inside
     ``__enter__`` or ``__exit__``; Ctrl-C reaches only the main thread, whose
     next training of the model takes the claim over and releases it as it
     ends (``_training_here`` tells a claim left behind from one in use). A
@@ -452,11 +456,13 @@ class exclusive_training:
     contextlib code.
     """
 
-    __slots__ = ("_model", "_outermost", "__weakref__")
+    __slots__ = ("_model", "_outermost", "_writes_whole", "_paused_callbacks", "__weakref__")
 
-    def __init__(self, model: object) -> None:
+    def __init__(self, model: object, *, writes_whole: bool = False) -> None:
         self._model = model
         self._outermost = False
+        self._writes_whole = writes_whole
+        self._paused_callbacks = 0
 
     def __enter__(self) -> None:
         this_thread = threading.current_thread()
@@ -475,6 +481,13 @@ class exclusive_training:
             _trainers[id(self._model)] = (weakref.ref(self._model), this_thread)
             if self._outermost:
                 holders[id(self._model)] = weakref.ref(self)
+            elif not self._writes_whole:
+                # A fit nested in the callback of the model's own fit, where other threads may read and copy the
+                # model (callback_running). It writes W and b, then its loss history and iteration count: 23 of
+                # 81 saves made meanwhile were refused for a history one loss longer than its count, and copies
+                # held W of one iteration beside the count of another. Other threads are refused for its length,
+                # as during any training; its own callbacks let them in again.
+                self._paused_callbacks = _in_callback.pop(id(self._model), 0)
             reads_under_way = _reads_under_way(self._model)
         if reads_under_way:
             try:
@@ -489,6 +502,13 @@ class exclusive_training:
             # Whole (run_whole): a Ctrl-C between the two deletions left the claim in _trainers,
             # and every other thread's predict and save was refused until this thread trained again.
             run_whole(self._release)
+        elif self._paused_callbacks:
+            run_whole(self._resume_callbacks)
+
+    def _resume_callbacks(self) -> None:
+        """Let other threads read the model again while the callback that ran this nested training goes on."""
+        with _trainers_lock:
+            _in_callback[id(self._model)] = self._paused_callbacks
 
     def _release(self) -> None:
         """Give up the claim and this thread's holder; a second run finds nothing left to do."""

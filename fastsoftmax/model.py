@@ -429,7 +429,7 @@ class SoftmaxRegression:
             objective = self._sparse_objective(X, y, l2)
         else:
             X, y = self._Xy(X, y, fortran_ok=True, scan_labels=False, learning=True)
-        with exclusive_training(self):
+        with exclusive_training(self, writes_whole=True):
             W, b = self._params(data=data)
             if sparse:
                 loss, dW, db = objective_loss_and_grad(objective, W, b)

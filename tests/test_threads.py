@@ -5,6 +5,7 @@ Ctrl-C during a fit leaves BLAS's and numba's thread counts as they were, and co
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -12,6 +13,7 @@ import sys
 import textwrap
 import threading
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import numba
@@ -183,6 +185,65 @@ def test_a_model_that_another_thread_trains_is_refused(rng, second):
     np.testing.assert_array_equal(model.W, alone.W)
     assert model.n_iter_ == alone.n_iter_ == 3
     model.train_step(X, y, lr=0.1)
+
+
+@pytest.mark.parametrize("nested", ["fit", "partial_fit", "train_step"])
+def test_a_training_in_the_models_own_callback_refuses_other_threads_while_it_writes_apart(rng, monkeypatch, nested):
+    """While a fit's callback runs other threads may copy the model, but not while the callback trains it again.
+
+    A nested fit or partial_fit writes W and b, then its loss history and count: a save made between them was
+    refused for a history one loss longer than its count, and copies held W of one iteration beside the count
+    of another. train_step writes all of it in one step under the lock, and copies go on.
+    """
+    from fastsoftmax._threading import CopyRefusedError
+
+    X, y, _, _, _ = make_problem(rng, 200, 4, 3)
+    model = fs.SoftmaxRegression(4, 3, seed=0)
+    outcomes: list[str] = []
+    nested_running = threading.Event()
+
+    def copy_in_another_thread() -> None:
+        def attempt() -> None:
+            try:
+                duplicate = copy.deepcopy(model)
+                outcomes.append("whole" if len(duplicate.loss_history_) == duplicate.n_iter_ + 1 else "torn")
+            except CopyRefusedError:
+                outcomes.append("refused")
+
+        worker = threading.Thread(target=attempt)
+        worker.start()
+        worker.join(60)
+
+    kernel = kernels.loss_grad_sums
+
+    def watched(*args):  # every pass of the nested training over X
+        if nested_running.is_set():
+            copy_in_another_thread()
+        return kernel(*args)
+
+    monkeypatch.setattr(kernels, "loss_grad_sums", watched)
+    trainings = {
+        "fit": lambda m: m.fit(X, y, solver="gd", lr=0.5, max_iter=2, tol=0),
+        "partial_fit": lambda m: m.partial_fit(X, y, solver="sgd", batch_size=100),
+        "train_step": lambda m: m.train_step(X, y, lr=0.1),
+    }
+
+    def callback(m, iteration, loss):
+        copy_in_another_thread()  # the fit waits in its callback: a copy of this iterate
+        nested_running.set()
+        try:
+            trainings[nested](m)
+        finally:
+            nested_running.clear()
+        copy_in_another_thread()  # the callback's window again, after the nested training
+        return True
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fs.ConvergenceWarning)
+        model.fit(X, y, solver="gd", lr=0.5, max_iter=3, callback=callback)
+    during = outcomes[1:-1]
+    assert outcomes[0] == outcomes[-1] == "whole" and during
+    assert set(during) == ({"whole"} if nested == "train_step" else {"refused"}), outcomes
 
 
 @pytest.mark.parametrize("name", ["W", "b"])
