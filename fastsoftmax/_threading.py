@@ -728,12 +728,17 @@ def _reads_under_way(model: object) -> bool:
     """Whether another live thread reads ``model``'s W and b in place now (:class:`reading_weights`); under the lock.
 
     This thread's own are left out: a thread that trains is in none of them.
+    A thread is live while it runs Python (``sys._current_frames``), also one
+    that ``threading`` does not list: started by C code or ``_thread``, its
+    prediction was taken for a dead thread's, and training steps wrote W
+    and b under it (3 of 86 predictions matched no state of the weights).
     """
     reads = _readers.get(id(model))
     if not reads:
         return False
-    alive = {thread.ident for thread in threading.enumerate()}
-    return any(read._thread != threading.get_ident() and read._thread in alive for read in reads)
+    alive = sys._current_frames().keys()
+    this_thread = threading.get_ident()
+    return any(read._thread != this_thread and read._thread in alive for read in reads)
 
 
 def _wait_for_reads(model: object) -> None:

@@ -313,10 +313,17 @@ def _claimed_elsewhere(model, timeout: float) -> bool:
     return False
 
 
+@pytest.mark.parametrize("reader_thread", ["threading", "_thread"])
 @pytest.mark.parametrize("second", ["fit", "train_step"])
-def test_a_training_that_starts_during_a_prediction_waits_for_it(rng, monkeypatch, second):
+def test_a_training_that_starts_during_a_prediction_waits_for_it(rng, monkeypatch, second, reader_thread):
     """Only a prediction that started after a training was refused: a train_step started during one wrote
-    W and b as the kernel read them, and 3 % of 2,000,000 rows got probabilities of neither weights."""
+    W and b as the kernel read them, and 3 % of 2,000,000 rows got probabilities of neither weights.
+
+    Also on a thread that ``threading`` does not list (started by C code, or ``_thread`` here), whose
+    prediction was taken for a dead thread's and not waited for.
+    """
+    import _thread
+
     import fastsoftmax.model
 
     X, y, _, _, _ = make_problem(rng, 500, 6, 3)
@@ -332,8 +339,18 @@ def test_a_training_that_starts_during_a_prediction_waits_for_it(rng, monkeypatc
 
     monkeypatch.setattr(fastsoftmax.model, "predict_proba", held_predict_proba)
     predicted: list[np.ndarray] = []
-    reader = threading.Thread(target=lambda: predicted.append(model.predict_proba(X)))
-    reader.start()
+    read_done = threading.Event()
+
+    def read() -> None:
+        try:
+            predicted.append(model.predict_proba(X))
+        finally:
+            read_done.set()
+
+    if reader_thread == "threading":
+        threading.Thread(target=read).start()
+    else:
+        _thread.start_new_thread(read, ())
     assert reading.wait(60)
     train = {
         "fit": lambda: model.fit(X, y, solver="gd", lr=0.5, max_iter=3, tol=0),
@@ -349,7 +366,7 @@ def test_a_training_that_starts_during_a_prediction_waits_for_it(rng, monkeypatc
             model.predict(X)  # the training has started: a new prediction is refused as before
     finally:
         release.set()
-        reader.join(60)
+        read_done.wait(60)
         trainer.join(60)
     assert trained.is_set()
     np.testing.assert_array_equal(predicted[0], real_predict_proba(X, W_before, b_before))
