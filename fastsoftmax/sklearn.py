@@ -1049,7 +1049,10 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         calls (10 calls of 15 iris rows at C = 10 reach the coefficients of
         ``fit`` at C = 1). A call whose rows are all of classes that a
         ``class_weight`` dict weighs 0 (a stream grouped by class) takes no
-        step, as in SGDClassifier: its rows weigh nothing. A call that raises, or is
+        step, as in SGDClassifier: its rows weigh nothing. ``class_weight="balanced"``
+        is refused by every call (SGDClassifier refuses the first only): it needs
+        the counts of the whole stream; pass a dict from
+        ``compute_class_weight("balanced", classes=..., y=y_all)``. A call that raises, or is
         interrupted, leaves the estimator as it was before it; a call while
         another thread fits the estimator raises RuntimeError. A Dask X (and
         y) is computed in memory first, as for a prediction: a call's rows
