@@ -48,8 +48,9 @@ class LossGradMemory:
     track_added_memory.unit = "bytes"
 
 
-#: float32, where a full-batch fit at D = 20, K = 3 trains on row blocks.
-FIT_MEMORY_SHAPE = "20000x20x3" if QUICK else "1000000x20x3"
+#: float32, where a full-batch fit at D = 20, K = 3 trains on row blocks (X of at least 4 MiB,
+#: ``_data.ROW_BLOCKS_MIN_BYTES``: 4.8 MB in the quick profile).
+FIT_MEMORY_SHAPE = "60000x20x3" if QUICK else "1000000x20x3"
 FIT_MEMORY_ITERATIONS = 10
 
 

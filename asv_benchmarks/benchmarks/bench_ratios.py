@@ -119,8 +119,9 @@ class TrainingPassRatio(_Ratio):
     ``fit`` evaluates its objective (``objectives.make_objective``) on every
     iteration; from the second evaluation on, X is held in the layout its
     block body reads (``kernels.row_blocks`` where the shape selects the
-    BLOCKED body), so this is the per-iteration cost of a fit, with the
-    gradient packed for the solver.
+    BLOCKED body and X has at least 4 MiB, ``_data.holds_row_blocks``), so
+    this is the per-iteration cost of a fit, with the gradient packed for
+    the solver.
     """
 
     params = [SHAPES, DTYPES]
