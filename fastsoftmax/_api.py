@@ -79,7 +79,7 @@ def fused_loss_grad(
     5 times the step. ``variant`` overrides the shape rule on a C-ordered X
     (tests use it to cover every block body). ``X_blocks``, X copied by
     ``kernels.row_blocks``, runs the BLOCKED body on that layout instead of
-    X, whatever the shape (training passes it where ``kernels.row_blocks_pay``
+    X, whatever the shape (training passes it where ``_data.holds_row_blocks``
     holds). A non-finite result is returned as a non-finite loss sum: callers
     that own X pass it to ``_checks.raise_for_nonfinite_loss``, training
     loops treat it as divergence. A gradient that overflowed while the loss

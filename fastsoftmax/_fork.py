@@ -44,8 +44,9 @@ COMPILER_LOCK_NOT_FORKED = (
     "this process was forked while another thread compiled Numba code (a fastsoftmax kernel, or loaded one from "
     "the disk cache): that thread's {lock} came into this process held, without the thread, so nothing can be "
     "compiled here (it waited for ever). Before the parent forks, let its compilations end, and run there a small "
-    "fit or prediction of each kind the workers will run (the same solvers, dtypes and memory layouts of X), so "
-    "that the kernels are compiled there; or start the workers with multiprocessing's 'spawn' or 'forkserver' "
+    "fit or prediction of each kind the workers will run (the same solvers, dtypes and memory layouts of X, and "
+    "an X of 4 MiB or more where theirs is: a full-batch fit holds it as row blocks, with kernels of their own), "
+    "so that the kernels are compiled there; or start the workers with multiprocessing's 'spawn' or 'forkserver' "
     "method."
 )
 

@@ -46,7 +46,8 @@ Design (that of ``loss_grad.py``, which this mirrors):
   ``ROWWISE`` the same products along D on X's rows as they lie (larger D,
               K < 64);
   (row blocks) BLOCKED on X held as ``loss_grad.row_blocks``, which training
-              copies once where ``loss_grad.row_blocks_pay`` holds: no
+              copies once where the shape pays for it
+              (``loss_grad.row_blocks_pay``) and X has at least 4 MiB: no
               transpose per block (``hessian_vector_row_blocks_sums``);
   ``BLAS``    one GEMM forms [Z | U] = X_block [W; V]^T (2K columns: one
               pass over the block for both), then the curvature, then
@@ -434,7 +435,8 @@ def hessian_vector_row_blocks_sums(X_blocks, n_samples, W, b, V, c, sample_weigh
     """``hessian_vector_sums`` with the BLOCKED body, on X stored as row blocks.
 
     ``X_blocks`` (ceil(N / BLOCK_ROWS), D, BLOCK_ROWS) is ``loss_grad.row_blocks(X)``,
-    the copy that training makes where ``loss_grad.row_blocks_pay`` holds; the
+    the copy that training makes where ``loss_grad.row_blocks_pay`` holds and X
+    has at least 4 MiB (``fastsoftmax._data.holds_row_blocks``); the
     body reads each block as it stands instead of transposing it. N is
     ``n_samples``; ``n_chunks`` is at most the number of blocks. The other
     arguments are those of ``hessian_vector_sums``.

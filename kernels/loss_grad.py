@@ -908,9 +908,9 @@ def _loss_grad_parallel(body, align, X, y, W, b, sample_weight, dW_acc, db_acc, 
     are cut at multiples of ``align``: BLOCK_ROWS for the BLOCKED body on X,
     on its row-block copy and on a Fortran-ordered X, so that all three cut
     the same blocks and give the same sums bit for bit (training that
-    switches from X to its row-block copy, ``row_blocks_pay``, takes the same
-    steps as training that never copies, and a fit resumed from a checkpoint
-    retraces the uninterrupted one).
+    switches from X to its row-block copy takes the same steps as training
+    that never copies, and a fit resumed from a checkpoint retraces the
+    uninterrupted one).
     """
     # The caller allocates chunk_loss: an np.zeros here would be a parallel
     # loop of its own, compiled as a second gufunc.

@@ -385,6 +385,22 @@ def test_a_file_replaced_before_the_dask_graph_is_built_is_refused(tmp_path, npy
         X[:700].compute(scheduler="sync")
 
 
+def test_the_warm_up_compiles_the_row_blocks_that_the_fit_holds_x_as(monkeypatch):
+    # The warm-up fits the first rows, judged as all of X: where the fit holds X as row blocks, so do they,
+    # and the row-block kernels compile before "ready" (judged by their own size, they compiled in the fit).
+    from conftest import record_first_shapes
+
+    from fastsoftmax import _data, cli
+
+    # 20,000 x 8 float32, 10 % held out: 18,000 rows (576 KB) to train on, the warm-up's 9,709 (310 KB).
+    warm_up_rows = cli._warm_up_rows(18_000, 8, 3)
+    assert warm_up_rows < 18_000
+    monkeypatch.setattr(_data, "ROW_BLOCKS_MIN_BYTES", 400 << 10)
+    copies = record_first_shapes(monkeypatch, "row_blocks")
+    assert main(["train", "--samples", "20000", *SMALL[2:], "--max-iter", "3", "--quiet"]) == 0
+    assert copies == [(warm_up_rows, 8), (18_000, 8)]
+
+
 def test_model_is_written_before_an_error_in_the_accuracies(tmp_path, npy, capsys, monkeypatch):
     from fastsoftmax import _data
 

@@ -359,6 +359,25 @@ def test_fortran_X_is_copied_where_training_would_read_it_slowly(rng, monkeypatc
         assert source_X(X_fortran, 3, **kwargs) is X_fortran
 
 
+@pytest.mark.parametrize("memory", ["known", "unknown"])
+def test_a_small_fortran_X_trains_to_the_c_ordered_model_bit_for_bit(rng, monkeypatch, memory):
+    from fastsoftmax import _data
+
+    # D = 8 float64 at K = 3: a shape that pays for row blocks (where select_variant picks ROWWISE on this
+    # CPU), in an X too small to hold as them. Both layouts run the BLOCKED body: on X, or on X.T where no
+    # copy fits the budget (unknown memory, as on Windows) and the Fortran-ordered X is read where it lies.
+    n, d, k = 2000, 8, 3
+    X, y = _learnable(rng, n, d, k, np.float64)
+    assert kernels.row_blocks_pay(d, k, 8) and X.nbytes < _data.ROW_BLOCKS_MIN_BYTES
+    if memory == "unknown":
+        monkeypatch.setattr(_data, "available_memory", lambda: None)
+    on_c = SoftmaxRegression(d, k, seed=0).fit(X, y, l2=1e-2, max_iter=30)
+    on_fortran = SoftmaxRegression(d, k, seed=0).fit(np.asfortranarray(X), y, l2=1e-2, max_iter=30)
+    assert on_fortran.n_iter_ == on_c.n_iter_
+    np.testing.assert_array_equal(on_fortran.W, on_c.W)
+    np.testing.assert_array_equal(on_fortran.b, on_c.b)
+
+
 def test_small_fortran_X_is_copied_into_c_order(rng):
     from fastsoftmax import _data
     from fastsoftmax.objectives import make_objective

@@ -5,7 +5,9 @@ transposed; ``kernels.loss_grad_row_blocks_sums`` runs the BLOCKED body on
 them without a transpose per block. Training (``_data.chunked_objectives``)
 makes the copy once, at the second full-batch evaluation, where
 ``kernels.row_blocks_pay`` holds (K < 64 where the shape selects the BLOCKED
-body on X, or a row is short) and the copy fits the memory budget.
+body on X, or a row is short), X has at least ``_data.ROW_BLOCKS_MIN_BYTES``
+(the tests' X are smaller: ``row_blocks_at_any_size``) and the copy fits the
+memory budget. A smaller X of such a shape runs the BLOCKED body on X.
 """
 
 from __future__ import annotations
@@ -238,11 +240,13 @@ def test_no_row_blocks_for_a_small_X(rng, monkeypatch, prefetch_into_l2, solver)
     hvp_calls = record_first_shapes(monkeypatch, "hessian_vector_row_blocks_sums")
     in_place = _fit(X, y, np.float64, solver=solver)
     assert copies == body_calls == hvp_calls == []
-    # From the threshold up, the same X is held as row blocks: the same model, to rounding.
+    # From the threshold up, the same X is held as row blocks, whose sums equal the BLOCKED body's on X bit for
+    # bit: the same model.
     monkeypatch.setattr(_data, "ROW_BLOCKS_MIN_BYTES", X.nbytes)
     as_blocks = _fit(X, y, np.float64, solver=solver)
     assert copies == [X.shape] and body_calls
-    _assert_same_model(as_blocks, in_place, 1e-6)
+    np.testing.assert_array_equal(as_blocks.W, in_place.W)
+    np.testing.assert_array_equal(as_blocks.b, in_place.b)
 
 
 def test_holds_row_blocks_from_the_size_that_pays(prefetch_into_l2):
