@@ -39,7 +39,7 @@ def fused_hvp(
     transpose where it lies (``kernels.hessian_vector_columns_sums``).
     ``variant`` overrides the shape rule on a C-ordered X (tests use it to
     cover both block bodies). ``X_blocks``, X copied by ``kernels.row_blocks``
-    (as training holds it where ``kernels.row_blocks_pay``), runs the BLOCKED
+    (as training holds it where ``_data.holds_row_blocks``), runs the BLOCKED
     body on that layout instead of X. Returns whether both outputs are
     finite: callers that own X explain a False with
     ``_checks.raise_for_nonfinite_loss``, solvers treat it as a failed step.

@@ -267,15 +267,20 @@ def _warm_up_fit(args, X, y, dtype, n_classes: int, **fit_options) -> None:
     the same; whether training diverges is the real fit's to say, about itself.
     """
     from fastsoftmax import SoftmaxRegression, TrainingError
-    from fastsoftmax._data import row_blocks_judged_as
+    from fastsoftmax._data import copy_of_X_fits, row_blocks_judged_as
     from fastsoftmax.engine import convergence_messages
 
     rows = _warm_up_rows(X.shape[0], X.shape[1], n_classes)
     model = SoftmaxRegression(X.shape[1], n_classes, dtype=dtype)
-    # Nothing to say of its convergence, nor of a class its first rows miss (the real fit's are noted). The rows
-    # are held as row blocks where all of X would be, so that their kernels compile here too.
+    # The rows are held as row blocks where all of X will be, so that their kernels compile here too, and
+    # not where it will not: the fit reads X in several chunks, or its copy would pass the memory budget
+    # (the first rows, in one chunk, would fit it).
     nbytes = X.shape[0] * X.shape[1] * np.dtype(dtype).itemsize
-    with _announce_compilation(args), convergence_messages(), row_blocks_judged_as(nbytes):
+    chunk_size = fit_options.get("chunk_size")
+    one_chunk = chunk_size is None or chunk_size >= X.shape[0]
+    judged_as = nbytes if one_chunk and copy_of_X_fits(nbytes) else 0
+    # Nothing to say of its convergence, nor of a class its first rows miss (the real fit's are noted).
+    with _announce_compilation(args), convergence_messages(), row_blocks_judged_as(judged_as):
         with contextlib.suppress(TrainingError):  # W and b keep finite weights, which the accuracy takes
             model.fit(
                 X[:rows], y[:rows], solver=args.solver, max_iter=2, lr=args.lr, l2=args.l2, tol=0.0, **fit_options

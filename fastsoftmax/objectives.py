@@ -180,8 +180,9 @@ def _trains_in_place(X: np.ndarray, n_features: int, n_classes: int, chunk_size:
     Yes where full-batch passes over it run on row blocks
     (``_data.holds_row_blocks``), which copy from X.T with no transpose.
     Elsewhere X is copied into C order once: for the body its shape selects
-    there (``kernels.select_variant``; for an X too small to hold as row
-    blocks, a copy of at most a few MB), for mini-batches, whose rows would
+    there (``kernels.select_variant``), for an X too small to hold as row
+    blocks (a copy of a few MB at most, which the BLOCKED body reads as it
+    would X.T, bit for bit), for mini-batches, whose rows would
     each be D reads N values apart, or for chunks, each of which would be
     copied on every pass. A copy that would not fit the memory budget
     (``_data.copy_of_X_fits``) is not made: the kernels then read X where it

@@ -319,7 +319,8 @@ def row_blocks_pay(n_features: int, n_classes: int, itemsize: int) -> bool:
     (the measurements are there); on longer rows ROWWISE on X is level with
     the row blocks or faster. On CPUs whose L2 prefetches fill L1 (AMD's Zen 1
     to 3), only for blocks of at most ``ROW_BLOCKS_MAX_BYTES_WHERE_PREFETCH_FILLS_L1``.
-    Training copies X into row blocks where this holds and the copy fits in memory.
+    Training copies X into row blocks where this holds, X has at least 4 MiB
+    and the copy fits in memory (``fastsoftmax._data.holds_row_blocks``).
     """
     if n_classes >= BLAS_MIN_CLASSES:
         return False

@@ -385,9 +385,11 @@ def test_a_file_replaced_before_the_dask_graph_is_built_is_refused(tmp_path, npy
         X[:700].compute(scheduler="sync")
 
 
-def test_the_warm_up_compiles_the_row_blocks_that_the_fit_holds_x_as(monkeypatch):
+@pytest.mark.parametrize("fit", ["one chunk", "chunks", "beyond the budget"])
+def test_the_warm_up_compiles_the_row_blocks_that_the_fit_holds_x_as(monkeypatch, fit):
     # The warm-up fits the first rows, judged as all of X: where the fit holds X as row blocks, so do they,
-    # and the row-block kernels compile before "ready" (judged by their own size, they compiled in the fit).
+    # and the row-block kernels compile before "ready" (judged by their own size, they compiled in the fit);
+    # where it does not (X read in chunks, a copy beyond the memory budget), nor do they.
     from conftest import record_first_shapes
 
     from fastsoftmax import _data, cli
@@ -396,9 +398,12 @@ def test_the_warm_up_compiles_the_row_blocks_that_the_fit_holds_x_as(monkeypatch
     warm_up_rows = cli._warm_up_rows(18_000, 8, 3)
     assert warm_up_rows < 18_000
     monkeypatch.setattr(_data, "ROW_BLOCKS_MIN_BYTES", 400 << 10)
+    options = ["--chunk-size", "12000"] if fit == "chunks" else []
+    if fit == "beyond the budget":  # a quarter of it: the warm-up's rows fit, all of X does not
+        monkeypatch.setattr(_data, "available_memory", lambda: 1600 << 10)
     copies = record_first_shapes(monkeypatch, "row_blocks")
-    assert main(["train", "--samples", "20000", *SMALL[2:], "--max-iter", "3", "--quiet"]) == 0
-    assert copies == [(warm_up_rows, 8), (18_000, 8)]
+    assert main(["train", "--samples", "20000", *SMALL[2:], "--max-iter", "3", *options, "--quiet"]) == 0
+    assert copies == ([(warm_up_rows, 8), (18_000, 8)] if fit == "one chunk" else [])
 
 
 def test_model_is_written_before_an_error_in_the_accuracies(tmp_path, npy, capsys, monkeypatch):

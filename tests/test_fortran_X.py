@@ -359,8 +359,9 @@ def test_fortran_X_is_copied_where_training_would_read_it_slowly(rng, monkeypatc
         assert source_X(X_fortran, 3, **kwargs) is X_fortran
 
 
+@pytest.mark.parametrize("solver", ["lbfgs", "newton-cg"])
 @pytest.mark.parametrize("memory", ["known", "unknown"])
-def test_a_small_fortran_X_trains_to_the_c_ordered_model_bit_for_bit(rng, monkeypatch, memory):
+def test_a_small_fortran_X_trains_to_the_c_ordered_model_bit_for_bit(rng, monkeypatch, memory, solver):
     from fastsoftmax import _data
 
     # D = 8 float64 at K = 3: a shape that pays for row blocks (where select_variant picks ROWWISE on this
@@ -371,8 +372,8 @@ def test_a_small_fortran_X_trains_to_the_c_ordered_model_bit_for_bit(rng, monkey
     assert kernels.row_blocks_pay(d, k, 8) and X.nbytes < _data.ROW_BLOCKS_MIN_BYTES
     if memory == "unknown":
         monkeypatch.setattr(_data, "available_memory", lambda: None)
-    on_c = SoftmaxRegression(d, k, seed=0).fit(X, y, l2=1e-2, max_iter=30)
-    on_fortran = SoftmaxRegression(d, k, seed=0).fit(np.asfortranarray(X), y, l2=1e-2, max_iter=30)
+    on_c = SoftmaxRegression(d, k, seed=0).fit(X, y, solver=solver, l2=1e-2, max_iter=30)
+    on_fortran = SoftmaxRegression(d, k, seed=0).fit(np.asfortranarray(X), y, solver=solver, l2=1e-2, max_iter=30)
     assert on_fortran.n_iter_ == on_c.n_iter_
     np.testing.assert_array_equal(on_fortran.W, on_c.W)
     np.testing.assert_array_equal(on_fortran.b, on_c.b)
