@@ -448,7 +448,8 @@ class exclusive_training:
     and copies for its length, which the callback had let in
     (:class:`callback_running`), unless ``writes_whole``: a training that
     writes W, b and its record in one step under :func:`writing_weights`
-    (``train_step``), between whose writes they may go on. A claim is left behind only where Ctrl-C lands inside
+    (``train_step``), between whose writes they may go on. A claim is left
+    behind only where Ctrl-C lands inside
     ``__enter__`` or ``__exit__``; Ctrl-C reaches only the main thread, whose
     next training of the model takes the claim over and releases it as it
     ends (``_training_here`` tells a claim left behind from one in use). A

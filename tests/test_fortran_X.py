@@ -364,8 +364,8 @@ def test_fortran_X_is_copied_where_training_would_read_it_slowly(rng, monkeypatc
 def test_a_small_fortran_X_trains_to_the_c_ordered_model_bit_for_bit(rng, monkeypatch, memory, solver):
     from fastsoftmax import _data
 
-    # D = 8 float64 at K = 3: a shape that pays for row blocks (where select_variant picks ROWWISE on this
-    # CPU), in an X too small to hold as them. Both layouts run the BLOCKED body: on X, or on X.T where no
+    # D = 8 float64 at K = 3: a shape that pays for row blocks (where select_variant picks ROWWISE), in an X
+    # too small to hold as them. Both layouts run the BLOCKED body: on X, or on X.T where no
     # copy fits the budget (unknown memory, as on Windows) and the Fortran-ordered X is read where it lies.
     n, d, k = 2000, 8, 3
     X, y = _learnable(rng, n, d, k, np.float64)
@@ -383,8 +383,8 @@ def test_small_fortran_X_is_copied_into_c_order(rng):
     from fastsoftmax import _data
     from fastsoftmax.objectives import make_objective
 
-    # Too small to hold as row blocks (_data.ROW_BLOCKS_MIN_BYTES): a C copy of a few KB for the body the shape
-    # selects, not the columns body, which would compile for this X alone.
+    # Too small to hold as row blocks (_data.ROW_BLOCKS_MIN_BYTES): a C copy of a few KB, which the BLOCKED body
+    # reads as it would X.T, bit for bit, rather than the columns body, which would compile for this X alone.
     X = np.asfortranarray(rng.standard_normal((500, 6)))
     assert kernels.row_blocks_pay(6, 3, 8) and X.nbytes < _data.ROW_BLOCKS_MIN_BYTES
     objective = make_objective(X, np.zeros(500, np.int64), n_features=6, n_classes=3, dtype=X.dtype, l2=0.0)
