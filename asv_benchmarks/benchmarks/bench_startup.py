@@ -138,25 +138,35 @@ class FirstLossGrad(_Raw):
         return _FIRST_CALL, _setup_code(cache_dir, shape, dtype)
 
 
-class FirstCallPerKernel(_Raw):
+class _EmptyCaches(_Raw):
+    """A directory, made in ``setup`` and removed in ``teardown``, under which every sample gets an empty cache."""
+
+    #: The module the benchmark needs; a commit without it skips.
+    needs = "fastsoftmax"
+
+    def setup(self, *params):
+        import importlib.util
+
+        if importlib.util.find_spec(self.needs) is None:
+            raise NotImplementedError(f"{self.needs} is not installed at this commit")
+        self.root = tempfile.mkdtemp(prefix="fastsoftmax-bench-cache-")
+
+    def teardown(self, *params):
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def empty_cache_dir(self) -> str:
+        """An expression, for the untimed setup code, that makes a new empty cache directory."""
+        return f"__import__('tempfile').mkdtemp(dir={self.root!r})"
+
+
+class FirstCallPerKernel(_EmptyCaches):
     """Cold compile of one kernel family: its first call with an empty cache, in a fresh process."""
 
     params = [_FAMILIES, ["float64", "float32"]]
     param_names = ["family", "dtype"]
 
-    def setup(self, family, dtype):
-        import importlib.util
-
-        if importlib.util.find_spec("fastsoftmax") is None:
-            raise NotImplementedError("fastsoftmax is not installed at this commit")
-        self.root = tempfile.mkdtemp(prefix="fastsoftmax-bench-cache-")
-
-    def teardown(self, family, dtype):
-        shutil.rmtree(self.root, ignore_errors=True)
-
     def timeraw_first_call(self, family, dtype):
-        cache_dir = f"__import__('tempfile').mkdtemp(dir={self.root!r})"
-        setup = _setup_code(cache_dir, "2000x40x8", dtype) + (
+        setup = _setup_code(self.empty_cache_dir(), "2000x40x8", dtype) + (
             "from fastsoftmax import kernels\nZ = X[:, :k].copy()\n"
             # A commit without this kernel or argument list skips instead of failing.
             "try:\n    _ = kernels.loss_grad_sums, kernels.hessian_vector_sums, fastsoftmax.hessian_vector_product\n"
@@ -170,7 +180,7 @@ class FirstCallPerKernel(_Raw):
         return _FAMILY_CALLS[family], setup
 
 
-class FitColdStart(_Raw):
+class FitColdStart(_EmptyCaches):
     """A newcomer's first fit and prediction of a toy problem (150 x 4 x 3, iris's size) with an empty cache.
 
     What the fit compiles is all its start costs: a fit of 150 rows takes
@@ -182,23 +192,12 @@ class FitColdStart(_Raw):
     params = [["lbfgs"] if QUICK else ["lbfgs", "newton-cg"], ["float64"] if QUICK else ["float64", "float32"]]
     param_names = ["solver", "dtype"]
 
-    def setup(self, solver, dtype):
-        import importlib.util
-
-        if importlib.util.find_spec("fastsoftmax") is None:
-            raise NotImplementedError("fastsoftmax is not installed at this commit")
-        self.root = tempfile.mkdtemp(prefix="fastsoftmax-bench-cache-")
-
-    def teardown(self, solver, dtype):
-        shutil.rmtree(self.root, ignore_errors=True)
-
     def timeraw_first_fit(self, solver, dtype):
-        cache_dir = f"__import__('tempfile').mkdtemp(dir={self.root!r})"
         fit = f"model = fastsoftmax.SoftmaxRegression(4, 3, dtype={dtype!r}).fit(X, y, solver={solver!r})\n"
-        return fit + "model.predict(X)", _setup_code(cache_dir, "150x4x3", dtype)
+        return fit + "model.predict(X)", _setup_code(self.empty_cache_dir(), "150x4x3", dtype)
 
 
-class TrainColdStart(_Raw):
+class TrainColdStart(_EmptyCaches):
     """``fastsoftmax train`` with its defaults (100 features, 10 classes, float32, L-BFGS) and an empty cache.
 
     20,000 rows instead of 2,000,000 and two iterations: the kernels that
@@ -206,19 +205,10 @@ class TrainColdStart(_Raw):
     its compiling.
     """
 
-    def setup(self):
-        import importlib.util
-
-        if importlib.util.find_spec("fastsoftmax.cli") is None:
-            raise NotImplementedError("fastsoftmax.cli is not installed at this commit")
-        self.root = tempfile.mkdtemp(prefix="fastsoftmax-bench-cache-")
-
-    def teardown(self):
-        shutil.rmtree(self.root, ignore_errors=True)
+    needs = "fastsoftmax.cli"
 
     def timeraw_train_cold_start(self):
-        cache_dir = f"__import__('tempfile').mkdtemp(dir={self.root!r})"
-        setup = f"import contextlib, io, os\nos.environ['NUMBA_CACHE_DIR'] = {cache_dir}\n"
+        setup = f"import contextlib, io, os\nos.environ['NUMBA_CACHE_DIR'] = {self.empty_cache_dir()}\n"
         setup += _IMPORT_PUBLIC + "from fastsoftmax.cli import main\n"
         # asv reads the time from the process's stdout: the command's summary goes elsewhere.
         run = "main(['train', '--samples', '20000', '--max-iter', '2'])"
