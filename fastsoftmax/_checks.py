@@ -855,10 +855,14 @@ def check_int(value, name: str, minimum: int = 1, hint: str = "") -> int:
 def real_number(value, name: str, hint: str = "") -> float | None:
     """``value`` as a float, or None where it is not a real number (a bool, a string, None, an array...).
 
-    An integer beyond float64's range (``10**400``), which ``float`` and
+    A 0-d array of integers or floats is the number it holds, as the
+    textbook class takes it (``np.asarray(0.1)`` as ``lr``). An integer
+    beyond float64's range (``10**400``), which ``float`` and
     ``math.isfinite`` refuse with OverflowError, raises ValueError naming
     ``name``; ``hint`` ends that message.
     """
+    if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "iuf":
+        value = value[()]
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         return None
     try:

@@ -315,25 +315,25 @@ class SoftmaxRegression:
 
     # -- the textbook interface ------------------------------------------------
 
-    def softmax(self, Z) -> np.ndarray:
-        r"""Row-wise softmax of logits Z (N, K), as the textbook class's ``softmax(z)``.
+    def softmax(self, z) -> np.ndarray:
+        r"""Row-wise softmax of logits z (N, K), as the textbook class's ``softmax(z)``, whose argument's name it keeps.
 
         :math:`p_{ik} = e^{z_{ik} - m_i} / \sum_j e^{z_{ij} - m_i}` with
         :math:`m_i = \max_j z_{ij}`: :func:`fastsoftmax.softmax`, which W and b
-        do not enter. A float32 or float64 Z keeps its dtype; integer logits
+        do not enter. A float32 or float64 z keeps its dtype; integer logits
         are cast to the model's dtype. -inf is allowed (probability 0), NaN and
         +inf are not (ValueError).
 
         Parameters
         ----------
-        Z : array_like, shape (N, K)
+        z : array_like, shape (N, K)
 
         Returns
         -------
         ndarray, shape (N, K)
             Each row sums to 1.
         """
-        Z = _checks._as_array(Z, "Z")  # np.asarray would drop a mask, and make objects of a nullable frame
+        Z = _checks._as_array(z, "Z")  # np.asarray would drop a mask, and make objects of a nullable frame
         if Z.dtype.kind in "iub":  # the textbook's np.exp takes them; the kernel takes floats
             Z = Z.astype(self.dtype)
         return softmax_rows(Z)
@@ -365,8 +365,10 @@ class SoftmaxRegression:
         Without ``probs`` this is one fused pass over X. Given ``probs`` (N, K)
         from :meth:`forward`, as the textbook class takes them, the gradient is
         formed from those probabilities instead; they must be probabilities
-        (in [0, 1], rows summing to 1 within rounding), not logits. X may be
-        a scipy.sparse matrix or array (see :meth:`fit`).
+        (in [0, 1], rows summing to 1 within rounding), not logits, in either
+        float dtype: they are cast to the model's, as X is (a manual forward
+        through :meth:`softmax` keeps the dtype of its logits). X may be a
+        scipy.sparse matrix or array (see :meth:`fit`).
         """
         sparse = is_sparse(X)
         if sparse and probs is None:
@@ -380,10 +382,10 @@ class SoftmaxRegression:
         else:
             X, y = self._Xy(X, y, fortran_ok=True, scan_labels=probs is not None, learning=True)
         if probs is not None:
-            probs = _checks.check_probabilities(probs, self.dtype)
+            probs = _checks.check_probabilities(probs)
             if probs.shape != (X.shape[0], self.num_classes):
                 raise ValueError(f"probs must have shape {(X.shape[0], self.num_classes)}, got {probs.shape}.")
-            dz = probs.copy()
+            dz = probs.astype(self.dtype)  # a copy, to write in place
             dz[np.arange(y.shape[0]), y] -= 1
             dz /= X.shape[0]
             # A sparse X multiplies from the left (SciPy's product); the result is dense.

@@ -1358,10 +1358,11 @@ def test_a_1d_X_file_names_swapped_arguments(problem, tmp_path):
             lambda m, X, y: m.fit(X, y, solver="sgd", momentum=y),
             r"^momentum must be .*, got an array of shape \(8,\)\.$",
         ),
-        # A 0-d array by the number it holds: "got array(0.1)" read as if 0.1 were refused.
+        # A 0-d array by what it holds: "got array(0.1j)" read as if 0.1j were refused. (One of a real number
+        # is that number.)
         (
-            lambda m, X, y: m.train_step(X, y, np.array(0.1)),
-            r"^lr must be a finite number > 0, got a 0-d array holding 0\.1\.$",
+            lambda m, X, y: m.train_step(X, y, np.array(0.1j)),
+            r"^lr must be a finite number > 0, got a 0-d array holding 0\.1j\.$",
         ),
     ],
     ids=["train_step-lr", "train_step-lr-list", "train_step-l2", "fit-lr", "fit-tol", "fit-momentum", "lr-0d"],

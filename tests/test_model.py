@@ -139,6 +139,34 @@ def test_softmax_matches_the_reference_class(rng, dtype):
     np.testing.assert_allclose(fast.softmax(Zi), ref.softmax(Zi), rtol=rtol_for(dtype, K), atol=rtol_for(dtype, K))
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_textbook_loop_with_a_manual_forward_and_numbers_as_0d_arrays(data, dtype):
+    # Code written for the textbook class: softmax(z=...) by its keyword, probabilities of float64 logits (X
+    # float64, the model maybe float32), lr and l2 as 0-d arrays. backward refused probabilities of the other
+    # dtype, though it casts X; softmax's argument was Z; a 0-d lr was refused as an array.
+    X, y = data
+    model = SoftmaxRegression(D, K, dtype=dtype, seed=0)
+    ref = SoftmaxRegressionNumPy(D, K, dtype=dtype, seed=0)
+    other = np.float64 if np.dtype(dtype) == np.float32 else np.float32
+    probs = model.softmax(z=X.astype(other) @ model.W.T.astype(other) + model.b.astype(other))
+    assert probs.dtype == other
+    dW, db = model.backward(X, y, probs)
+    expected_dW, expected_db = model.backward(X, y, probs.astype(dtype))
+    assert dW.dtype == db.dtype == dtype
+    np.testing.assert_array_equal(dW, expected_dW)
+    np.testing.assert_array_equal(db, expected_db)
+    # lr and l2 as 0-d arrays step as the numbers they hold, as in the textbook class.
+    twin = copy.deepcopy(model)
+    loss = model.train_step(X, y, np.array(0.5), np.array(0.1))
+    assert loss == twin.train_step(X, y, 0.5, 0.1)
+    np.testing.assert_array_equal(model.W, twin.W)
+    np.testing.assert_array_equal(model.b, twin.b)
+    ref_loss = ref.train_step(X.astype(dtype), y, np.array(0.5), np.array(0.1))
+    rtol = 2 * grad_rtol(dtype, N, D, K)
+    assert loss == pytest.approx(float(ref_loss), rel=rtol)
+    np.testing.assert_allclose(model.W, ref.W, rtol=rtol, atol=rtol * 0.5 * np.abs(X).max())
+
+
 def test_compute_loss_of_zero_probability_is_inf():
     model = SoftmaxRegression(2, 2)
     assert model.compute_loss(np.array([[1.0, 0.0]]), [1]) == math.inf
