@@ -855,14 +855,10 @@ def check_int(value, name: str, minimum: int = 1, hint: str = "") -> int:
 def real_number(value, name: str, hint: str = "") -> float | None:
     """``value`` as a float, or None where it is not a real number (a bool, a string, None, an array...).
 
-    A 0-d array of integers or floats is the number it holds, as the
-    textbook class takes it (``np.asarray(0.1)`` as ``lr``). An integer
-    beyond float64's range (``10**400``), which ``float`` and
+    An integer beyond float64's range (``10**400``), which ``float`` and
     ``math.isfinite`` refuse with OverflowError, raises ValueError naming
     ``name``; ``hint`` ends that message.
     """
-    if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "iuf":
-        value = value[()]
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         return None
     try:
@@ -933,6 +929,18 @@ def _shown(value, call: str | None = None) -> str:
     else:
         return repr(value)
     return f"{shown} (are the arguments in order: {call}?)" if call else shown
+
+
+def number_held(value):
+    """The number a 0-d array of integers or floats holds (``np.asarray(0.1)``), else ``value`` as it is.
+
+    For the textbook methods' numbers (``train_step``'s ``lr`` and ``l2``),
+    which the textbook class takes so. ``fit``'s options and the estimator's
+    parameters take numbers only, as scikit-learn's do.
+    """
+    if type(value) is np.ndarray and value.ndim == 0 and value.dtype.kind in "iuf":
+        return value[()]
+    return value
 
 
 def check_lr(lr, call: str | None = None) -> float:

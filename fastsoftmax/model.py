@@ -415,15 +415,16 @@ class SoftmaxRegression:
         False (a converged fit before no longer describes them); ``n_iter_``
         and ``loss_history_`` still describe the last :meth:`fit` or
         :meth:`partial_fit`. ``lr`` must be a finite number
-        > 0 and ``l2`` a finite number >= 0, as in :meth:`fit`. A non-finite
+        > 0 and ``l2`` a finite number >= 0, as in :meth:`fit` (or, as the
+        textbook class takes them, 0-d arrays holding such numbers). A non-finite
         loss, a step that would make W or b non-finite, or a read-only W or b
         raises and leaves W and b unchanged; so does a step while another
         thread trains the model (RuntimeError). X may be a scipy.sparse
         matrix or array (see :meth:`fit`).
         """
-        lr = _checks.check_lr(lr, "train_step(X, y, lr)")
+        lr = _checks.check_lr(_checks.number_held(lr), "train_step(X, y, lr)")
         _checks.check_lr_in_dtype(lr, self.dtype)
-        l2 = _checks.check_l2(l2, "train_step(X, y, lr, l2)")
+        l2 = _checks.check_l2(_checks.number_held(l2), "train_step(X, y, lr, l2)")
         sparse = is_sparse(X)
         # The caller's arrays, before any copy (a sparse X's values).
         data = {"X": getattr(X, "data", None) if sparse else X, "y": y}

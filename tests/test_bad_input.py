@@ -1358,14 +1358,28 @@ def test_a_1d_X_file_names_swapped_arguments(problem, tmp_path):
             lambda m, X, y: m.fit(X, y, solver="sgd", momentum=y),
             r"^momentum must be .*, got an array of shape \(8,\)\.$",
         ),
-        # A 0-d array by what it holds: "got array(0.1j)" read as if 0.1j were refused. (One of a real number
-        # is that number.)
+        # A 0-d array by what it holds: "got array(0.1)" read as if 0.1 were refused. fit's options are numbers,
+        # as scikit-learn's are; train_step takes a 0-d array of a real number as that number, as the textbook
+        # class does, and one of anything else by what it holds.
+        (
+            lambda m, X, y: m.fit(X, y, solver="gd", lr=np.array(0.1)),
+            r"^lr must be a finite number > 0, got a 0-d array holding 0\.1\.$",
+        ),
         (
             lambda m, X, y: m.train_step(X, y, np.array(0.1j)),
             r"^lr must be a finite number > 0, got a 0-d array holding 0\.1j\.$",
         ),
     ],
-    ids=["train_step-lr", "train_step-lr-list", "train_step-l2", "fit-lr", "fit-tol", "fit-momentum", "lr-0d"],
+    ids=[
+        "train_step-lr",
+        "train_step-lr-list",
+        "train_step-l2",
+        "fit-lr",
+        "fit-tol",
+        "fit-momentum",
+        "fit-lr-0d",
+        "train_step-lr-0d-complex",
+    ],
 )
 def test_an_array_for_a_number_option_is_shown_by_its_shape(problem, call, message):
     # train_step(X, lr, y) said "lr must be a finite number > 0, got array([0, 2, 0, ..." with every label.

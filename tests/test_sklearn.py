@@ -2063,8 +2063,18 @@ def test_sample_weights_held_as_objects_are_converted_as_logistic_regression_con
 
 @pytest.mark.parametrize(
     "params",
-    [{"C": -1}, {"solver": "saga"}, {"max_iter": 50.0}, {"fit_intercept": 0}, {"dtype": np.float16}],
-    ids=["C", "solver", "max_iter", "fit_intercept", "dtype"],
+    [
+        {"C": -1},
+        {"solver": "saga"},
+        {"max_iter": 50.0},
+        {"fit_intercept": 0},
+        {"dtype": np.float16},
+        # A 0-d array is refused, as LogisticRegression refuses it: kept as the parameter, it made a fitted
+        # estimator that could not be saved ("Object of type ndarray is not JSON serializable").
+        {"C": np.array(1.0)},
+        {"tol": np.array(1e-4)},
+    ],
+    ids=["C", "solver", "max_iter", "fit_intercept", "dtype", "C-0d", "tol-0d"],
 )
 def test_a_bad_parameter_raises_scikit_learns_invalid_parameter_error(params):
     """A plain ValueError or TypeError, where LogisticRegression's is InvalidParameterError (both at once): code
