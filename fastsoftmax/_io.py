@@ -308,7 +308,9 @@ def check_room_on_disk(sizes: dict[str, int], fix: str) -> None:
     by_disk: dict[int, tuple[str, int, list[str]]] = {}
     for path, size in sizes.items():
         _remove_stale_temporaries_of(path)
-        directory = os.path.dirname(os.path.abspath(path))
+        # The disk of the file the path leads to, which the write replaces: a link's own counted, and a run
+        # was refused for the room of /dev/shm where its file went to a disk with room for it.
+        directory = os.path.dirname(os.path.realpath(path))
         try:
             disk = os.stat(directory).st_dev
         except OSError:

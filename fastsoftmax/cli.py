@@ -2836,7 +2836,9 @@ def _run_command(argv: Sequence[str] | None, stdout: _StreamGuard) -> int:
             from fastsoftmax._threading import get_num_threads, set_num_threads
 
             # Inside the try: a threading layer that cannot load, or NUMBA_DISABLE_JIT, is reported in one line.
-            threads = get_num_threads()  # --threads is undone on return (main() may run in-process)
+            # Not for generate, which runs no kernel: NUMBA_DISABLE_JIT=1 refused it, naming the kernels.
+            if args.command != "generate":
+                threads = get_num_threads()  # --threads is undone on return (main() may run in-process)
         status = args.handler(args)
         stdout.flush()  # a summary still buffered fails here, not at exit ("Exception ignored", exit 120)
         if status == 0 and stdout.error is not None:

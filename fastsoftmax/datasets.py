@@ -126,11 +126,15 @@ def _check_problem_fits(n_clusters: int, n_informative: int) -> None:
     """Refuse a problem whose generator (a matrix per cluster) would not fit in the memory available.
 
     n_classes = 2**30 asked for 2**30 matrices of 31 x 31 floats, and the
-    process was killed (out of memory) instead of told.
+    process was killed (out of memory) instead of told. Two copies of the
+    matrices are counted: :func:`bayes_accuracy` holds their inverses
+    beside them (the command line's ``train`` on generated data reports
+    it). Counted once, a problem that passed could take twice what was
+    available.
     """
     from fastsoftmax._data import available_memory
 
-    needed = 8 * n_clusters * (n_informative**2 + 2 * n_informative + 4)
+    needed = 8 * n_clusters * (2 * n_informative**2 + 2 * n_informative + 4)
     available = available_memory()
     if available is not None and needed > available:
         raise ValueError(
@@ -228,6 +232,31 @@ def _hypercube_vertices(n_vertices: int, dim: int, rng: np.random.Generator) -> 
 _NORMAL_MAX = 14.0
 
 
+#: Values of |T| that :func:`_abs_column_sums` makes at a time (4 MB of float64).
+_ABS_BLOCK_VALUES = 1 << 19
+
+
+def _abs_column_sums(transforms: np.ndarray) -> np.ndarray:
+    """sum_i |T_c[i, k]| for every cluster c and column k: shape (n_clusters, n_informative), float64.
+
+    A block of at most :data:`_ABS_BLOCK_VALUES` values of |T| at a time:
+    ``np.abs`` of every matrix at once was a second copy of them all.
+    """
+    n_clusters, n_informative = transforms.shape[:2]
+    sums = np.zeros((n_clusters, n_informative))
+    if n_informative**2 <= _ABS_BLOCK_VALUES:  # whole matrices, several at a time
+        step = _ABS_BLOCK_VALUES // max(1, n_informative**2)
+        for start in range(0, n_clusters, step):
+            np.abs(transforms[start : start + step]).sum(axis=1, out=sums[start : start + step])
+        return sums
+    rows = max(1, _ABS_BLOCK_VALUES // n_informative)  # one matrix a few rows at a time
+    with np.errstate(over="ignore"):
+        for cluster in range(n_clusters):
+            for start in range(0, n_informative, rows):
+                sums[cluster] += np.abs(transforms[cluster, start : start + rows]).sum(axis=0)
+    return sums
+
+
 def _largest_feature(class_sep: float, transforms: np.ndarray, mixing: np.ndarray) -> float:
     """A bound on |X| over every row the problem can generate (float64; inf where that overflows).
 
@@ -236,7 +265,7 @@ def _largest_feature(class_sep: float, transforms: np.ndarray, mixing: np.ndarra
     by ``mixing``; a noise feature is a normal.
     """
     with np.errstate(over="ignore", invalid="ignore"):
-        informative = abs(class_sep) + _NORMAL_MAX * np.abs(transforms).sum(axis=1)  # (n_clusters, n_informative)
+        informative = abs(class_sep) + _NORMAL_MAX * _abs_column_sums(transforms)  # (n_clusters, n_informative)
         redundant = informative @ np.abs(mixing)
         return float(max(_NORMAL_MAX, informative.max(), redundant.max(initial=0.0)))
 
@@ -336,7 +365,10 @@ def _make_problem(
 
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_STREAM_PROBLEM, 0)))
     vertices = _hypercube_vertices(n_clusters, n_informative, rng)
-    transforms = 2.0 * rng.random((n_clusters, n_informative, n_informative)) - 1.0
+    # Made in place: 2.0 * rng.random(...) - 1.0 held two copies of the matrices at once.
+    transforms = rng.random((n_clusters, n_informative, n_informative))
+    transforms *= 2.0
+    transforms -= 1.0
     mixing = 2.0 * rng.random((n_informative, n_redundant)) - 1.0
     _check_feature_range(class_sep, transforms, mixing, dtype)
     # The bits of v (2 class_sep) - class_sep, without the 2 class_sep that overflows above 9e307.
@@ -949,9 +981,11 @@ def bayes_accuracy(
     # without a word: NaN rows of class 0 as correct, y + 5 as 0.0.
     y = _checks.check_labels(y, X.shape[0], p.n_classes)
     _check_finite(X, chunk_size)
-    log_prior = np.log(np.diff(p.cluster_cdf, prepend=0.0))
+    with np.errstate(divide="ignore"):  # a class of weight 0 has clusters of prior 0: log 0 = -inf, never chosen
+        log_prior = np.log(np.diff(p.cluster_cdf, prepend=0.0))
     inverses = np.linalg.inv(p.transforms)  # z = (x_inf - mu_c) A_c^{-1}
-    log_det = np.linalg.slogdet(p.transforms)[1]
+    # A matrix at a time: slogdet of the stack took a third copy of the matrices (_check_problem_fits counts two).
+    log_det = np.array([np.linalg.slogdet(transform)[1] for transform in p.transforms])
     correct = 0
     for start in range(0, X.shape[0], chunk_size):
         informative = np.asarray(X[start : start + chunk_size, : p.n_informative], dtype=np.float64)

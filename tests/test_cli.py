@@ -1462,13 +1462,31 @@ def test_a_file_name_that_is_not_text_is_written_and_named(workspace):
     assert os.path.exists(out) and "m\\udcff.npz" in done.stdout
 
 
+def test_generate_runs_without_numbas_compiler(tmp_path):
+    """generate runs no kernel, yet NUMBA_DISABLE_JIT=1 refused it, naming the kernels' need of the compiler."""
+    argv = ["generate", "--samples", "300", "--features", "5", "--quiet"]
+    env = {**os.environ, "NUMBA_DISABLE_JIT": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "fastsoftmax", *argv, "--data", "X.npy", "--labels", "y.npy"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert main([*argv, "--data", str(tmp_path / "X2.npy"), "--labels", str(tmp_path / "y2.npy")]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "X.npy"), np.load(tmp_path / "X2.npy"))
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), np.load(tmp_path / "y2.npy"))
+
+
 @pytest.mark.parametrize(
     "environment, argv, expected",
     [
         (
             {"NUMBA_DISABLE_JIT": "1"},
-            ["generate", "--data", "X.npy", "--labels", "y.npy", "--samples", "100"],
-            "fastsoftmax generate: error: fastsoftmax's kernels need Numba's compiler, which NUMBA_DISABLE_JIT=1 "
+            ["train", "--samples", "100", "--features", "5"],
+            "fastsoftmax train: error: fastsoftmax's kernels need Numba's compiler, which NUMBA_DISABLE_JIT=1 "
             "turns off; unset NUMBA_DISABLE_JIT",
         ),
         (

@@ -292,10 +292,43 @@ def test_a_generator_beyond_memory_is_refused_before_allocating(monkeypatch):
 
     monkeypatch.setattr(_data, "available_memory", lambda: 2**30)
     with pytest.raises(
-        ValueError, match=r"1,073,741,824 clusters .* 31 x 31 matrix, needs 8\.22e\+03 GiB, more than the 1"
+        ValueError, match=r"1,073,741,824 clusters .* 31 x 31 matrix, needs 1\.59e\+04 GiB, more than the 1"
     ):
         ds.make_classification(10, 40, n_informative=31, n_classes=2**30)
     assert ds.make_classification(10, 40, n_informative=31, n_classes=100, seed=0)[0].shape == (10, 40)
+
+
+def test_the_generator_holds_one_copy_of_its_matrices_and_the_check_counts_two(monkeypatch):
+    """The check counted one copy of the matrices, where making them held two (2.0 * rng.random(...) - 1.0, then
+    np.abs of them all) and bayes_accuracy holds their inverses beside them: a problem that passed could take
+    twice the memory available, and the process was killed."""
+    import tracemalloc
+
+    from fastsoftmax import _data
+
+    tracemalloc.start()
+    try:
+        problem = ds._make_problem(2000, None, 0, 2, 1, 1.0, 0.0, None, np.float64, 0)  # two 1500 x 1500 matrices
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    matrices = problem.transforms.nbytes
+    assert matrices == 2 * 1500**2 * 8
+    assert peak < matrices + 2 * ds._ABS_BLOCK_VALUES * 8, (peak, matrices)  # one copy and a block of |T|
+    # Refused where one copy fits the memory but not two.
+    monkeypatch.setattr(_data, "available_memory", lambda: int(1.5 * matrices))
+    with pytest.raises(ValueError, match=r"2 clusters .* 1500 x 1500 matrix, needs 0\.0671 GiB, more than the"):
+        ds._make_problem(2000, None, 0, 2, 1, 1.0, 0.0, None, np.float64, 0)
+
+
+def test_bayes_accuracy_of_a_class_of_weight_zero_warns_nothing():
+    """log(0) of its clusters' prior warned "divide by zero" (an error under -W error); the rule never picks it."""
+    X, y = ds.make_classification(500, 5, n_classes=3, weights=[0.5, 0.5], seed=0)
+    assert not np.any(y == 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        accuracy = ds.bayes_accuracy(X, y, n_classes=3, weights=[0.5, 0.5], seed=0)
+    assert 0.5 < accuracy <= 1.0
 
 
 def test_a_huge_feature_count_is_refused_at_once():
@@ -314,6 +347,28 @@ def test_a_huge_feature_count_is_refused_at_once():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "GiB, more than the" in done.stdout and "use fewer classes" in done.stdout
+
+
+def test_the_room_checked_is_on_the_disk_that_a_link_leads_to(tmp_path, monkeypatch):
+    """The check looked at the link's own directory: a link on a full /dev/shm to a file on a disk with room was
+    refused for the room of /dev/shm."""
+    import os
+    import shutil
+
+    links, files = tmp_path / "links", tmp_path / "files"
+    links.mkdir()
+    files.mkdir()
+    for name in ("X.npy", "y.npy"):
+        (links / name).symlink_to(files / name)  # dangling until written
+    real_disk_usage = shutil.disk_usage
+
+    def disk_usage(directory):  # the links' directory full, the files' with room
+        free = 0 if os.path.realpath(directory) == os.path.realpath(links) else 1 << 40
+        return real_disk_usage(directory)._replace(free=free)
+
+    monkeypatch.setattr(shutil, "disk_usage", disk_usage)
+    ds.write_classification(links / "X.npy", links / "y.npy", 100, 5, progress=False)
+    assert np.load(files / "X.npy").shape == (100, 5)
 
 
 @pytest.mark.parametrize("n_samples", [10**13, 2**63 - 1, 10**23])
