@@ -796,7 +796,10 @@ def _check_synthetic(args) -> None:
     from fastsoftmax.datasets import _check_classification
 
     with _option_names():
-        _check_classification(args.features, n_classes=args.classes, dtype=args.dtype, seed=args.seed)
+        # train reports the generating model's accuracy, whose Bayes rule holds the matrices' inverses too.
+        _check_classification(
+            args.features, n_classes=args.classes, dtype=args.dtype, seed=args.seed, bayes=args.command == "train"
+        )
     if args.samples < args.classes:
         raise CLIError(
             f"--samples {args.samples:,} is fewer than --classes {args.classes}: every class needs rows; "
@@ -2797,9 +2800,15 @@ def _terminate_as_an_exception() -> Iterator[None]:
 
 
 def _run_command(argv: Sequence[str] | None, stdout: _StreamGuard) -> int:
+    from fastsoftmax.exceptions import JIT_DISABLED_MESSAGE
+
     parser = build_parser()
     try:
-        args, unknown = parser.parse_known_args(argv)
+        # An option's check may import the kernels (--seed, --lr): NUMBA_DISABLE_JIT's warning there printed two
+        # lines before generate's success, or train's one-line error.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=re.escape(JIT_DISABLED_MESSAGE), category=RuntimeWarning)
+            args, unknown = parser.parse_known_args(argv)
     except SystemExit as done:
         # --help and --version print, then exit 0: `--help > /dev/full` exited 0 with nothing written.
         with contextlib.suppress(OSError):
@@ -2820,12 +2829,7 @@ def _run_command(argv: Sequence[str] | None, stdout: _StreamGuard) -> int:
         args.samples_given, args.features_given = args.samples, args.features
         args.samples = args.samples or DEFAULT_SAMPLES
         args.features = args.features or DEFAULT_FEATURES
-    from fastsoftmax.exceptions import (
-        JIT_DISABLED_MESSAGE,
-        JitDisabledError,
-        KernelMemoryError,
-        PenaltyBeyondDtypeError,
-    )
+    from fastsoftmax.exceptions import JitDisabledError, KernelMemoryError, PenaltyBeyondDtypeError
 
     threads = None
     try:

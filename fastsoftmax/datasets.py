@@ -122,24 +122,24 @@ def _n_threads(n_threads) -> int:
 PROBLEM_TOO_LARGE_FIX = "use fewer classes, clusters per class or informative features"
 
 
-def _check_problem_fits(n_clusters: int, n_informative: int) -> None:
+def _check_problem_fits(n_clusters: int, n_informative: int, matrix_copies: int = 1) -> None:
     """Refuse a problem whose generator (a matrix per cluster) would not fit in the memory available.
 
     n_classes = 2**30 asked for 2**30 matrices of 31 x 31 floats, and the
-    process was killed (out of memory) instead of told. Two copies of the
-    matrices are counted: :func:`bayes_accuracy` holds their inverses
-    beside them (the command line's ``train`` on generated data reports
-    it). Counted once, a problem that passed could take twice what was
-    available.
+    process was killed (out of memory) instead of told. ``matrix_copies``
+    is 2 for :func:`bayes_accuracy`, which holds the matrices' inverses
+    beside them (as the command line's ``train`` on generated data does,
+    which reports it); the generator itself holds one copy, made in place.
     """
     from fastsoftmax._data import available_memory
 
-    needed = 8 * n_clusters * (2 * n_informative**2 + 2 * n_informative + 4)
+    needed = 8 * n_clusters * (matrix_copies * n_informative**2 + 2 * n_informative + 4)
     available = available_memory()
     if available is not None and needed > available:
+        inverses = ", with the inverses that the Bayes-optimal accuracy takes," if matrix_copies > 1 else ","
         raise ValueError(
             f"the generator of {n_clusters:,} clusters (n_classes * n_clusters_per_class), each a "
-            f"{n_informative} x {n_informative} matrix, needs {needed / 2**30:.3g} GiB, more than the "
+            f"{n_informative} x {n_informative} matrix{inverses} needs {needed / 2**30:.3g} GiB, more than the "
             f"{available / 2**30:.3g} GiB available; {PROBLEM_TOO_LARGE_FIX}."
         )
 
@@ -236,6 +236,10 @@ _NORMAL_MAX = 14.0
 _ABS_BLOCK_VALUES = 1 << 19
 
 
+#: Scores (rows x clusters) that :func:`bayes_accuracy` makes at a time (16 MB of float64).
+_SCORE_BLOCK_VALUES = 1 << 21
+
+
 def _abs_column_sums(transforms: np.ndarray) -> np.ndarray:
     """sum_i |T_c[i, k]| for every cluster c and column k: shape (n_clusters, n_informative), float64.
 
@@ -266,8 +270,15 @@ def _largest_feature(class_sep: float, transforms: np.ndarray, mixing: np.ndarra
     """
     with np.errstate(over="ignore", invalid="ignore"):
         informative = abs(class_sep) + _NORMAL_MAX * _abs_column_sums(transforms)  # (n_clusters, n_informative)
-        redundant = informative @ np.abs(mixing)
-        return float(max(_NORMAL_MAX, informative.max(), redundant.max(initial=0.0)))
+        largest = max(_NORMAL_MAX, float(informative.max()))
+        if mixing.shape[1]:
+            # The redundant features' bounds a block of clusters at a time: all of them at once,
+            # (n_clusters, n_redundant), took 164 MB at 4,096 classes and 5,000 redundant features.
+            abs_mixing = np.abs(mixing)
+            step = max(1, _ABS_BLOCK_VALUES // mixing.shape[1])
+            for start in range(0, informative.shape[0], step):
+                largest = max(largest, float((informative[start : start + step] @ abs_mixing).max()))
+        return largest
 
 
 def _check_feature_range(class_sep: float, transforms: np.ndarray, mixing: np.ndarray, dtype: np.dtype) -> None:
@@ -298,6 +309,7 @@ def _make_problem(
     dtype,
     seed,
     *,
+    matrix_copies: int = 1,
     check_only: bool = False,
 ) -> _Problem | None:
     """The problem that these parameters define, after checking them; with ``check_only``, the checks alone (None)."""
@@ -352,7 +364,7 @@ def _make_problem(
         raise ValueError(f"class_sep must be finite, got {class_sep}")
     if not 0.0 <= flip_y <= 1.0:
         raise ValueError(f"flip_y must lie in [0, 1] (a probability), got {flip_y}")
-    _check_problem_fits(n_clusters, n_informative)
+    _check_problem_fits(n_clusters, n_informative, matrix_copies)
     class_p = _class_probabilities(weights, n_classes)
     if check_only:  # the matrices below take n_clusters * n_informative**2 draws
         return None
@@ -558,13 +570,15 @@ def _doc(func):
     return func
 
 
-def _check_classification(n_features: int, *, n_classes: int, dtype, seed: int) -> None:
+def _check_classification(n_features: int, *, n_classes: int, dtype, seed: int, bayes: bool = False) -> None:
     """Raise what :func:`make_classification` raises for these parameters (the others at their defaults).
 
     Generates nothing: for a caller that announces the generation (the CLI)
-    or starts other work before it.
+    or starts other work before it. ``bayes``: the caller will also take
+    :func:`bayes_accuracy`, whose memory is checked too.
     """
-    _make_problem(n_features, None, 0, n_classes, 1, 1.0, 0.0, None, dtype, seed, check_only=True)
+    copies = 2 if bayes else 1
+    _make_problem(n_features, None, 0, n_classes, 1, 1.0, 0.0, None, dtype, seed, matrix_copies=copies, check_only=True)
 
 
 @_doc
@@ -945,7 +959,8 @@ def bayes_accuracy(
         The parameters the data was generated with (see :func:`make_classification`);
         ``n_features`` is ``X.shape[1]``.
     chunk_size : int, default=16384
-        Rows per step (memory: ``chunk_size * n_informative`` float64 values a cluster).
+        Rows per step, at most 2**21 / (n_classes * n_clusters_per_class)
+        (memory: ``chunk_size * n_informative`` float64 values a cluster).
 
     Returns
     -------
@@ -976,6 +991,7 @@ def bayes_accuracy(
         weights,
         np.float64,
         seed,
+        matrix_copies=2,  # the inverses beside the matrices
     )
     # Labels out of range, or not integers, and NaN rows (whose argmax is 0) were scored
     # without a word: NaN rows of class 0 as correct, y + 5 as 0.0.
@@ -984,8 +1000,10 @@ def bayes_accuracy(
     with np.errstate(divide="ignore"):  # a class of weight 0 has clusters of prior 0: log 0 = -inf, never chosen
         log_prior = np.log(np.diff(p.cluster_cdf, prepend=0.0))
     inverses = np.linalg.inv(p.transforms)  # z = (x_inf - mu_c) A_c^{-1}
-    # A matrix at a time: slogdet of the stack took a third copy of the matrices (_check_problem_fits counts two).
-    log_det = np.array([np.linalg.slogdet(transform)[1] for transform in p.transforms])
+    log_det = np.linalg.slogdet(p.transforms)[1]
+    # Rows a step, so that their scores (rows x clusters, and logsumexp's copies of them) stay a few MB: 16,384
+    # rows of 8,192 classes took 3.3 GB.
+    chunk_size = max(1, min(chunk_size, _SCORE_BLOCK_VALUES // p.n_clusters))
     correct = 0
     for start in range(0, X.shape[0], chunk_size):
         informative = np.asarray(X[start : start + chunk_size, : p.n_informative], dtype=np.float64)

@@ -1363,11 +1363,11 @@ def test_a_1d_X_file_names_swapped_arguments(problem, tmp_path):
         # class does, and one of anything else by what it holds.
         (
             lambda m, X, y: m.fit(X, y, solver="gd", lr=np.array(0.1)),
-            r"^lr must be a finite number > 0, got a 0-d array holding 0\.1\.$",
+            r"^lr must be a finite number > 0, got a 0-d array holding 0\.1, where a number is asked for\.$",
         ),
         (
             lambda m, X, y: m.train_step(X, y, np.array(0.1j)),
-            r"^lr must be a finite number > 0, got a 0-d array holding 0\.1j\.$",
+            r"^lr must be a finite number > 0, got a 0-d array holding 0\.1j, where a number is asked for\.$",
         ),
     ],
     ids=[

@@ -1463,9 +1463,11 @@ def test_a_file_name_that_is_not_text_is_written_and_named(workspace):
 
 
 def test_generate_runs_without_numbas_compiler(tmp_path):
-    """generate runs no kernel, yet NUMBA_DISABLE_JIT=1 refused it, naming the kernels' need of the compiler."""
-    argv = ["generate", "--samples", "300", "--features", "5", "--quiet"]
-    env = {**os.environ, "NUMBA_DISABLE_JIT": "1"}
+    """generate runs no kernel, yet NUMBA_DISABLE_JIT=1 refused it, naming the kernels' need of the compiler; then
+    --seed, whose check imports the kernels, printed their warning before the success."""
+    argv = ["generate", "--samples", "300", "--features", "5", "--seed", "3", "--quiet"]
+    # This checkout's package, whichever is installed.
+    env = {**os.environ, "NUMBA_DISABLE_JIT": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
     done = subprocess.run(
         [sys.executable, "-m", "fastsoftmax", *argv, "--data", "X.npy", "--labels", "y.npy"],
         capture_output=True,
@@ -1475,6 +1477,7 @@ def test_generate_runs_without_numbas_compiler(tmp_path):
         timeout=300,
     )
     assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
     assert main([*argv, "--data", str(tmp_path / "X2.npy"), "--labels", str(tmp_path / "y2.npy")]) == 0
     np.testing.assert_array_equal(np.load(tmp_path / "X.npy"), np.load(tmp_path / "X2.npy"))
     np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), np.load(tmp_path / "y2.npy"))
@@ -1485,7 +1488,7 @@ def test_generate_runs_without_numbas_compiler(tmp_path):
     [
         (
             {"NUMBA_DISABLE_JIT": "1"},
-            ["train", "--samples", "100", "--features", "5"],
+            ["train", "--samples", "100", "--features", "5", "--seed", "1"],
             "fastsoftmax train: error: fastsoftmax's kernels need Numba's compiler, which NUMBA_DISABLE_JIT=1 "
             "turns off; unset NUMBA_DISABLE_JIT",
         ),
@@ -1507,7 +1510,7 @@ def test_an_environment_that_cannot_run_the_kernels_is_one_line_and_exit_2(tmp_p
             pytest.skip("TBB is installed here")
         except ImportError:
             pass
-    env = {**os.environ, **environment}
+    env = {**os.environ, **environment, "PYTHONPATH": os.pathsep.join(sys.path)}  # this checkout's package
     done = subprocess.run(
         [sys.executable, "-m", "fastsoftmax", *argv], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300
     )
@@ -2681,15 +2684,21 @@ def test_synthetic_data_beyond_memory_gets_a_note_and_its_allocation_error_names
     assert err.rstrip().endswith("lower --samples or --features.")
 
 
-def test_a_synthetic_generator_beyond_memory_is_named_in_the_options(capsys, monkeypatch):
+@pytest.mark.parametrize("command", ["train", "generate"])
+def test_a_synthetic_generator_beyond_memory_is_named_in_the_options(capsys, monkeypatch, tmp_path, command):
     # "use fewer classes, clusters per class or informative features": the command has no option for the
-    # last two, and --features sets the informative features.
+    # last two, and --features sets the informative features. train also counts the inverses of the Bayes
+    # rule whose accuracy it reports; generate holds one copy of the matrices.
     from fastsoftmax import _data
 
     monkeypatch.setattr(_data, "available_memory", lambda: 2**30)  # what datasets reads
-    assert main(["train", "--features", "100000", "--quiet"]) == 2
+    outputs = ["--data", str(tmp_path / "X.npy"), "--labels", str(tmp_path / "y.npy")] if command == "generate" else []
+    assert main([command, "--features", "100000", *outputs, "--quiet"]) == 2
     err = " ".join(capsys.readouterr().err.split())
-    assert re.search(r"each a 75000 x 75000 matrix, needs .* GiB, more than the 1 GiB available; lower --features", err)
+    inverses = " with the inverses that the Bayes-optimal accuracy takes," if command == "train" else ""
+    assert re.search(
+        rf"each a 75000 x 75000 matrix,{inverses} needs .* GiB, more than the 1 GiB available; lower --features", err
+    ), err
     assert "the generator of 10 clusters (one per class), each" in err  # not "(--classes * n_clusters_per_class)"
 
 
