@@ -920,9 +920,10 @@ def _shown(value, call: str | None = None) -> str:
         sign = "a negative" if value < 0 else "an"
         return f"{sign} integer of about {int(abs(value).bit_length() * math.log10(2)) + 1} digits"
     if isinstance(value, np.ndarray) and not value.ndim:
-        # Its repr, array(0.1), read as if 0.1 itself were refused; so did "a 0-d array holding 0.1" alone.
-        held = "a masked value" if np.ma.is_masked(value) else repr(value.item())
-        return f"a 0-d array holding {held}, where a number is asked for"
+        # Its repr, array(0.1), read as if 0.1 itself were refused; so did "a 0-d array holding 0.1" alone. What it
+        # holds is shown as a value is (an object array's integer of 5,000 digits failed in repr).
+        held = "a masked value" if np.ma.is_masked(value) else _shown(value.item())
+        return f"a 0-d array holding {held}; pass the number itself"
     if isinstance(value, np.ndarray):
         shown = f"an array of shape {value.shape}"
     elif isinstance(value, (list, tuple)):

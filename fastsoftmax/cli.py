@@ -795,11 +795,11 @@ def _check_synthetic(args) -> None:
     """
     from fastsoftmax.datasets import _check_classification
 
+    # The generating model's accuracy on the validation rows, where there are some, takes a Bayes rule that
+    # holds the matrices' inverses too: its memory is counted then only.
+    bayes = _split_rows(args, args.samples, noting=False)[1] > 0
     with _option_names():
-        # train reports the generating model's accuracy, whose Bayes rule holds the matrices' inverses too.
-        _check_classification(
-            args.features, n_classes=args.classes, dtype=args.dtype, seed=args.seed, bayes=args.command == "train"
-        )
+        _check_classification(args.features, n_classes=args.classes, dtype=args.dtype, seed=args.seed, bayes=bayes)
     if args.samples < args.classes:
         raise CLIError(
             f"--samples {args.samples:,} is fewer than --classes {args.classes}: every class needs rows; "

@@ -1363,11 +1363,15 @@ def test_a_1d_X_file_names_swapped_arguments(problem, tmp_path):
         # class does, and one of anything else by what it holds.
         (
             lambda m, X, y: m.fit(X, y, solver="gd", lr=np.array(0.1)),
-            r"^lr must be a finite number > 0, got a 0-d array holding 0\.1, where a number is asked for\.$",
+            r"^lr must be a finite number > 0, got a 0-d array holding 0\.1; pass the number itself\.$",
         ),
         (
             lambda m, X, y: m.train_step(X, y, np.array(0.1j)),
-            r"^lr must be a finite number > 0, got a 0-d array holding 0\.1j, where a number is asked for\.$",
+            r"^lr must be a finite number > 0, got a 0-d array holding 0\.1j; pass the number itself\.$",
+        ),
+        (
+            lambda m, X, y: m.train_step(X, y, np.array(10**5000, dtype=object)),
+            r"^lr must be a finite number > 0, got a 0-d array holding an integer of about 5001 digits; pass the",
         ),
     ],
     ids=[
@@ -1379,6 +1383,7 @@ def test_a_1d_X_file_names_swapped_arguments(problem, tmp_path):
         "fit-momentum",
         "fit-lr-0d",
         "train_step-lr-0d-complex",
+        "train_step-lr-0d-huge-integer",
     ],
 )
 def test_an_array_for_a_number_option_is_shown_by_its_shape(problem, call, message):

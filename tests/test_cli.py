@@ -2684,6 +2684,17 @@ def test_synthetic_data_beyond_memory_gets_a_note_and_its_allocation_error_names
     assert err.rstrip().endswith("lower --samples or --features.")
 
 
+def test_train_counts_the_bayes_rules_memory_only_where_it_scores_validation_rows(capsys, monkeypatch):
+    # 10 classes of 300 x 300 matrices: one copy fits, two (with the Bayes rule's inverses) do not.
+    from fastsoftmax import _data
+
+    monkeypatch.setattr(_data, "available_memory", lambda: int(1.5 * 10 * 300**2 * 8))
+    argv = ["train", "--samples", "30", "--features", "400", "--max-iter", "2", "--quiet"]
+    assert main([*argv, "--val-fraction", "0"]) == 0  # no validation row: no Bayes accuracy to take
+    assert main([*argv, "--val-fraction", "0.2"]) == 2
+    assert "with the inverses that the Bayes-optimal accuracy takes" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("command", ["train", "generate"])
 def test_a_synthetic_generator_beyond_memory_is_named_in_the_options(capsys, monkeypatch, tmp_path, command):
     # "use fewer classes, clusters per class or informative features": the command has no option for the
