@@ -789,14 +789,16 @@ def _check_lr_in_dtype(args, dtype: np.dtype) -> None:
 def _check_synthetic(args) -> None:
     """Refuse --features and --classes that make no synthetic problem, before it is announced or a cluster starts.
 
-    ``train`` also refuses fewer --samples than --classes (trained, 5 rows of 10
+    A --val-fraction that leaves no training row is refused first. ``train``
+    also refuses fewer --samples than --classes (trained, 5 rows of 10
     classes reported convergence at a loss near 0); with more, the classes
     that draw no training row get a note (:func:`_note_synthetic_classes_without_rows`).
     """
     from fastsoftmax.datasets import _check_classification
 
-    # The generating model's accuracy on the validation rows, where there are some, takes a Bayes rule that
-    # holds the matrices' inverses too: its memory is counted then only.
+    # The split refused before the data is made (2,000,000 rows were generated first). The generating model's
+    # accuracy on the validation rows, where there are some, takes a Bayes rule that holds the matrices'
+    # inverses too: its memory is counted then only.
     bayes = _split_rows(args, args.samples, noting=False)[1] > 0
     with _option_names():
         _check_classification(args.features, n_classes=args.classes, dtype=args.dtype, seed=args.seed, bayes=bayes)
@@ -1096,7 +1098,6 @@ def run_train(args: argparse.Namespace) -> int:
     if args.data is None:
         _check_synthetic(args)
         _check_lr_in_dtype(args, np.dtype(args.dtype))
-        _split_rows(args, args.samples, noting=False)  # before the data is made: 2,000,000 rows were generated first
         if not on_dask:
             _note_synthetic_memory(args)
     _set_threads(args.threads)

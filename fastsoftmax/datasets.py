@@ -254,10 +254,9 @@ def _abs_column_sums(transforms: np.ndarray) -> np.ndarray:
             np.abs(transforms[start : start + step]).sum(axis=1, out=sums[start : start + step])
         return sums
     rows = max(1, _ABS_BLOCK_VALUES // n_informative)  # one matrix a few rows at a time
-    with np.errstate(over="ignore"):
-        for cluster in range(n_clusters):
-            for start in range(0, n_informative, rows):
-                sums[cluster] += np.abs(transforms[cluster, start : start + rows]).sum(axis=0)
+    for cluster in range(n_clusters):
+        for start in range(0, n_informative, rows):
+            sums[cluster] += np.abs(transforms[cluster, start : start + rows]).sum(axis=0)
     return sums
 
 
