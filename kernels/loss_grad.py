@@ -259,10 +259,11 @@ def select_by_row_bytes(n_features: int, n_classes: int, itemsize: int, bounds: 
     """
     if n_classes >= BLAS_MIN_CLASSES:
         return LossGradVariant.BLOCKED if n_features <= BLOCKED_MAX_FEATURES else LossGradVariant.BLAS
-    min_row_bytes = next(row_bytes for max_classes, row_bytes in bounds if n_classes <= max_classes)
-    if n_features * itemsize >= min_row_bytes:
-        return LossGradVariant.ROWWISE
-    return LossGradVariant.BLOCKED
+    # A loop, not next() over a generator, which cost about 1.2 us more on every step (Python 3.11).
+    for max_classes, min_row_bytes in bounds:
+        if n_classes <= max_classes:
+            return LossGradVariant.ROWWISE if n_features * itemsize >= min_row_bytes else LossGradVariant.BLOCKED
+    raise ValueError(f"the ROWWISE bounds cover up to {bounds[-1][0]} classes, not {n_classes}.")
 
 
 #: Bytes of a row of X up to which the row blocks beat the ROWWISE body too
