@@ -590,8 +590,29 @@ def check_2d(X, takes_y: bool = True) -> None:
         raise ValueError(f"X must be 2-dimensional (n_samples, n_features), got shape {X.shape}{hint}")
 
 
+def width_mismatch(n_columns: int, n_features: int, n_classes: int | None = None) -> ValueError:
+    """The error for an X of ``n_columns`` features under a W (K, D) of ``n_features`` columns and ``n_classes`` rows.
+
+    Where X's width is W's number of rows, W is likely laid out (D, K), as
+    some textbooks lay it out: a model given such a W blamed X alone.
+    """
+    message = f"X has {n_columns} features but W has {n_features} columns; X must have shape (n_samples, {n_features})"
+    if n_columns == n_classes:
+        message += (
+            f"; or, if W is laid out (n_features, n_classes) = {(n_classes, n_features)}, transpose it (pass W.T; "
+            "a model's: model.W = model.W.T): W is (n_classes, n_features), one row per class"
+        )
+    return ValueError(message + ".")
+
+
 def check_X(
-    X, dtype: np.dtype, n_features: int | None = None, fortran_ok: bool = False, *, takes_y: bool = True
+    X,
+    dtype: np.dtype,
+    n_features: int | None = None,
+    fortran_ok: bool = False,
+    *,
+    takes_y: bool = True,
+    n_classes: int | None = None,
 ) -> np.ndarray:
     """Check the data X (N, D) and return it C-contiguous in ``dtype``.
 
@@ -601,6 +622,7 @@ def check_X(
     Fortran-ordered X of that dtype comes back as it is: the loss+grad,
     Hessian-vector and prediction kernels read its transpose without a copy.
     ``takes_y=False`` (prediction) leaves swapped (X, y) out of a 1-D X's message.
+    ``n_classes``, W's number of rows, names a W laid out (D, K) (:func:`width_mismatch`).
     """
     given = X
     X = _as_array(X, "X")
@@ -610,9 +632,7 @@ def check_X(
     if X.shape[1] == 0:
         raise ValueError("X has 0 features; pass at least one column.")
     if n_features is not None and X.shape[1] != n_features:
-        raise ValueError(
-            f"X has {X.shape[1]} features but W has {n_features} columns; X must have shape (n_samples, {n_features})."
-        )
+        raise width_mismatch(X.shape[1], n_features, n_classes)
     kind = X.dtype.kind
     if kind == "f":
         if X.dtype not in FLOAT_DTYPES:  # float16, longdouble: no model or kernel takes them
@@ -1057,6 +1077,12 @@ def check_out_overlap(out: np.ndarray, inputs: dict[str, np.ndarray], in_place_o
 
 def check_logits(Z, y=None) -> tuple[np.ndarray, np.ndarray | None]:
     """Check logits Z (N, K) and optional labels; -inf is allowed, NaN and +inf are not."""
+    Z = _as_array(Z, "Z")
+    if Z.ndim == 1:  # as the textbook's softmax of one sample's logits
+        raise ValueError(
+            f"Z must be 2-dimensional (n_samples, n_classes), got shape {Z.shape}: "
+            "the logits of one sample are Z.reshape(1, -1)."
+        )
     Z = check_float_param(Z, "Z", 2)  # not empty
     # Reductions over all of Z, and along rows only where a -inf needs it:
     # NumPy's max along short rows crawls (28 ms for a (1e6, 3) float64 Z,

@@ -74,7 +74,15 @@ def is_sparse(X) -> bool:
     return _checks._is_scipy_sparse(X)
 
 
-def checked_csr(X, dtype: np.dtype, n_features: int | None = None, *, learning: bool = True, row_offset: int = 0):
+def checked_csr(
+    X,
+    dtype: np.dtype,
+    n_features: int | None = None,
+    *,
+    learning: bool = True,
+    row_offset: int = 0,
+    n_classes: int | None = None,
+):
     """A scipy.sparse X checked (:func:`check_sparse_X`) and rebuilt as CSR in ``dtype``, of X's kind.
 
     A ``csr_matrix`` for a sparse matrix, a ``csr_array`` for a sparse
@@ -83,7 +91,7 @@ def checked_csr(X, dtype: np.dtype, n_features: int | None = None, *, learning: 
     """
     import scipy.sparse
 
-    rows = check_sparse_X(X, dtype, n_features, learning=learning, row_offset=row_offset)
+    rows = check_sparse_X(X, dtype, n_features, learning=learning, row_offset=row_offset, n_classes=n_classes)
     kind = scipy.sparse.csr_matrix if isinstance(X, scipy.sparse.spmatrix) else scipy.sparse.csr_array
     return kind(rows.arrays(), shape=rows.shape, copy=False)
 
@@ -121,6 +129,7 @@ def check_sparse_X(
     learning: bool = True,
     cast_floats: bool = True,
     row_offset: int = 0,
+    n_classes: int | None = None,
 ) -> CSRRows:
     """Check a scipy.sparse X (N, D) and return it as :class:`CSRRows` in ``dtype``.
 
@@ -133,7 +142,8 @@ def check_sparse_X(
     in W's dtype only) refuses floating values of another dtype, as
     ``_checks.check_X`` does. ``row_offset``: X's rows are rows
     ``row_offset`` onward of a larger data set (a Dask chunk's), and the
-    messages name the data set's rows.
+    messages name the data set's rows. ``n_classes``, W's number of rows,
+    names a W laid out (D, K) (``_checks.width_mismatch``).
     """
     if X.ndim != 2:
         raise ValueError(f"X must be 2-dimensional (n_samples, n_features), got a sparse X of shape {X.shape}.")
@@ -143,9 +153,7 @@ def check_sparse_X(
     if n_columns == 0:
         raise ValueError("X has 0 features; pass at least one column.")
     if n_features is not None and n_columns != n_features:
-        raise ValueError(
-            f"X has {n_columns} features but W has {n_features} columns; X must have shape (n_samples, {n_features})."
-        )
+        raise _checks.width_mismatch(n_columns, n_features, n_classes)
     if X.dtype.kind not in "fiub" or X.dtype.itemsize > 8:
         why = (
             ", which the kernels do not support (float32 and float64 only);"  # longdouble: real, but not theirs
@@ -941,7 +949,7 @@ def make_sparse_objective(
     ``scale_free=False``: the weights' values count, not only their ratios,
     and they may all be 0 (:meth:`SparseObjective.sums`; see ``_checks.check_sample_weight``).
     """
-    rows = check_sparse_X(X, dtype, n_features, cast_floats=cast_floats)
+    rows = check_sparse_X(X, dtype, n_features, cast_floats=cast_floats, n_classes=n_classes)
     y = _checks.check_labels(y, rows.n_samples, n_classes)
     sample_weight, divisor = _checks.check_sample_weight_and_divisor(
         sample_weight, rows.n_samples, dtype, scale_free=scale_free, all_zero_ok=not scale_free
@@ -1051,7 +1059,7 @@ def sparse_hessian_vector_product(
     (``kernels.csr_hvp_sums``), summed in float64.
     """
     n_classes, n_features = W.shape
-    rows = check_sparse_X(X, W.dtype, n_features, cast_floats=False)
+    rows = check_sparse_X(X, W.dtype, n_features, cast_floats=False, n_classes=n_classes)
     sample_weight = _checks.check_sample_weight(sample_weight, rows.n_samples, W.dtype, scale_free=True)
     objective = hessian_objective(rows, sample_weight, n_classes, l2)
     theta = pack(W, b)
@@ -1079,7 +1087,7 @@ def predict_sparse(
     checked finite). A floating X of another dtype than W's is refused, as
     the functions refuse it, unless ``cast_floats`` (a model's prediction).
     """
-    rows = check_sparse_X(X, W.dtype, W.shape[1], learning=False, cast_floats=cast_floats)
+    rows = check_sparse_X(X, W.dtype, W.shape[1], learning=False, cast_floats=cast_floats, n_classes=W.shape[0])
     n_classes = W.shape[0]
     n_chunks = _n_chunks(rows.n_samples, int(rows.indptr[-1]), 0, n_classes)
     labels = np.empty(rows.n_samples, dtype=np.int64)

@@ -643,7 +643,7 @@ def _load_data(data: str, labels: str | None, *, need_labels: bool = True):
                 return X, None
             if labels is None:
                 raise CLIError(f"--data {data} holds a sparse X only: pass its labels as --labels y.npy.")
-            return X, _labels_of_file(labels, data)
+            return X, _labels_of_file(labels, data, X.shape[0])
         if labels is not None:
             raise CLIError("--labels is not used with an .npz file; it must hold arrays 'X' and 'y'.")
         marker = npz_scalar(arrays, "format", str)
@@ -676,7 +676,7 @@ def _load_data(data: str, labels: str | None, *, need_labels: bool = True):
         return X, None
     if labels is None:
         raise CLIError("--labels is required with an .npy --data file: pass the file of its labels (--labels y.npy).")
-    return X, _labels_of_file(labels, data)
+    return X, _labels_of_file(labels, data, X.shape[0])
 
 
 def _refuse_X_not_a_table(X: np.ndarray, where: str, swapped: str | None) -> None:
@@ -694,11 +694,17 @@ def _refuse_X_not_a_table(X: np.ndarray, where: str, swapped: str | None) -> Non
         )
 
 
-def _labels_of_file(path: str, data: str) -> np.ndarray:
-    """The labels of the ``--labels`` file ``path``, memory-mapped; CLIError, with the line that rewrites the file,
-    where they are floats, a column or one-hot rows: the library named ``y`` and ``y.astype(np.int64)``, no file or
-    option. The file of ``--data`` given again as ``--labels`` is named as such: the line that rewrote its floats as
-    labels would have destroyed the features."""
+def _labels_of_file(path: str, data: str, n_rows: int) -> np.ndarray:
+    """The labels of the ``--labels`` file ``path`` for the ``n_rows`` rows of ``--data``, memory-mapped.
+
+    CLIError, with the line that rewrites the file, where they are floats, a
+    column or one-hot rows, and with the lines that write class indices
+    beside the file where they are strings; where their number is not the
+    rows': the library named ``y`` and ``y.astype(np.int64)``, no file or
+    option. The file of ``--data`` given again as ``--labels`` is named as
+    such: the line that rewrote its floats as labels would have destroyed
+    the features.
+    """
     from fastsoftmax._data import open_array
     from fastsoftmax._io import same_file
 
@@ -727,6 +733,24 @@ def _labels_of_file(path: str, data: str) -> np.ndarray:
         raise CLIError(
             f"--labels {path} holds {y.dtype} labels; they must be integer class indices 0..K-1. If they are "
             f"whole numbers: np.save({name!r}, np.load({name!r}).astype(np.int64))."
+        )
+    if y.dtype.kind in "SU":
+        # Written beside the file, not over it: the class names map the predictions back.
+        stem = name.removesuffix(".npy")
+        raise CLIError(
+            f"--labels {path} holds strings ({y.dtype}); labels must be integer class indices 0..K-1: "
+            f"classes, y = np.unique(np.load({name!r}), return_inverse=True); np.save('{stem}_index.npy', y); "
+            f"np.save('{stem}_classes.npy', classes), then pass --labels {stem}_index.npy."
+        )
+    if y.dtype.kind == "b":
+        raise CLIError(
+            f"--labels {path} holds booleans; labels must be integer class indices 0..K-1 (False is class 0, "
+            f"True class 1): np.save({name!r}, np.load({name!r}).astype(np.int64))."
+        )
+    if y.ndim == 1 and y.shape[0] != n_rows:
+        raise CLIError(
+            f"--labels {path} has {y.shape[0]:,} labels but --data {data} has {n_rows:,} rows; "
+            "they must match, one label per row."
         )
     return y
 

@@ -297,7 +297,8 @@ class SoftmaxRegression:
     def _X(self, X, fortran_ok: bool = False, takes_y: bool = True, learning: bool = False) -> np.ndarray:
         # learning: X is learnt from (backward, train_step), not only scored (see _checks.cast_X).
         X = _checks.as_compute_dtype(X, self.dtype, learning=learning)
-        return _checks.check_X(X, self.dtype, self.input_dim, fortran_ok, takes_y=takes_y)
+        n_classes, n_features = self._weights_shape()
+        return _checks.check_X(X, self.dtype, n_features, fortran_ok, takes_y=takes_y, n_classes=n_classes)
 
     def _Xy(
         self, X, y, fortran_ok: bool = False, scan_labels: bool = True, learning: bool = False
@@ -377,7 +378,7 @@ class SoftmaxRegression:
                 _, dW, db = objective_loss_and_grad(objective, W, b, gradient_only=True)
             return dW, db
         if sparse:
-            X = checked_csr(X, self.dtype, self.input_dim)
+            X = checked_csr(X, self.dtype, self.input_dim, n_classes=self.num_classes)
             y = _checks.check_labels(y, X.shape[0], self.num_classes)
         else:
             X, y = self._Xy(X, y, fortran_ok=True, scan_labels=probs is not None, learning=True)

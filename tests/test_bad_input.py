@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import make_problem
+from scipy import sparse
 
 import fastsoftmax as fs
 from fastsoftmax import SoftmaxRegression, kernels
@@ -299,7 +300,13 @@ def test_nonfinite_X_detected_by_every_block_body(rng, monkeypatch, shape, varia
 # -- logits: softmax, log_softmax, cross_entropy -------------------------------
 
 LOGIT_CASES = {
-    "1d": (np.zeros(3), ValueError, r"Z must be 2-dimensional"),
+    # One sample's logits, as the textbook's softmax takes them: the fix is named.
+    "1d": (
+        np.zeros(3),
+        ValueError,
+        r"Z must be 2-dimensional .*got shape \(3,\): the logits of one sample are "
+        r"Z\.reshape\(1, -1\)",
+    ),
     "nan": (np.array([[0.0, np.nan]]), ValueError, r"Z contains NaN or \+inf"),
     "plus-inf": (np.array([[0.0, np.inf]]), ValueError, r"Z contains NaN or \+inf"),
     "int": (
@@ -389,6 +396,46 @@ def test_predict_rejects_nonfinite_X(problem, func, value):
         match=r"X contains 1 NaN or infinite value\(s\), the first in row 6.*before predicting",
     ):
         func(X, W, b)
+
+
+TRANSPOSED_W_HINT = r"or, if W is laid out \(n_features, n_classes\) = \(5, 3\), transpose it \(pass W\.T"
+
+
+@pytest.mark.parametrize(
+    "call",
+    ["predict", "predict_proba", "accuracy", "train_step", "fit", "sparse-predict", "sparse-fit"],
+)
+def test_model_given_W_laid_out_features_by_classes_is_told_to_transpose_it(call):
+    """A W assigned as (D, K) blamed X alone ("X must have shape (n_samples, 3)")."""
+    X = np.random.default_rng(0).standard_normal((12, 5))
+    y = np.arange(12) % 3
+    model = fs.SoftmaxRegression(5, 3)
+    model.W = model.W.T.copy()  # (5, 3): D rows of K, as some textbooks lay W out
+    model.b = np.zeros(5)  # so that W and b agree, and only X's width tells
+    calls = {
+        "predict": lambda: model.predict(X),
+        "predict_proba": lambda: model.predict_proba(X),
+        "accuracy": lambda: model.accuracy(X, y),
+        "train_step": lambda: model.train_step(X, y, 0.1),
+        "fit": lambda: model.fit(X, y, max_iter=2),
+        "sparse-predict": lambda: model.predict(sparse.csr_matrix(X)),
+        "sparse-fit": lambda: model.fit(sparse.csr_matrix(X), y, max_iter=2),
+    }
+    with pytest.raises(ValueError, match=r"X has 5 features but W has 3 columns.*" + TRANSPOSED_W_HINT):
+        calls[call]()
+
+
+def test_functions_given_W_laid_out_features_by_classes_are_told_to_transpose_it():
+    X = np.random.default_rng(0).standard_normal((12, 5))
+    W, b = np.zeros((5, 3)), np.zeros(5)
+    for call in (lambda: fs.predict(X, W, b), lambda: fs.loss_and_grad(X, np.arange(12) % 3, W, b)):
+        with pytest.raises(ValueError, match=TRANSPOSED_W_HINT):
+            call()
+    # X of another width than W's rows too: no such hint.
+    with pytest.raises(
+        ValueError, match=r"X has 4 features but W has 3 columns; X must have shape \(n_samples, 3\)\.$"
+    ):
+        fs.predict(X[:, :4], W, b)
 
 
 @pytest.mark.parametrize("func", [fs.predict, fs.predict_proba], ids=["predict", "predict_proba"])

@@ -118,6 +118,9 @@ def _bad_inputs(tmp_path, npy):
     np.save(bad_labels, np.full(2000, -1, dtype=np.int64))
     big_labels = tmp_path / "big_labels.npy"
     np.save(big_labels, np.full(2000, 5, dtype=np.int64))
+    string_labels, bool_labels = tmp_path / "names.npy", tmp_path / "flags.npy"
+    np.save(string_labels, np.array(["cat", "dog", "owl"])[np.load(y_path)])
+    np.save(bool_labels, np.load(y_path) > 0)
     huge_labels, id_labels = tmp_path / "huge_labels.npy", tmp_path / "id_labels.npy"
     np.save(huge_labels, _with_label(np.load(y_path).astype(np.uint64), 1234, 2**64 - 1))
     np.save(id_labels, _with_label(np.load(y_path).astype(np.int64), 17, 10**12))
@@ -134,8 +137,23 @@ def _bad_inputs(tmp_path, npy):
         # NumPy tokenizes the header: tokenize.TokenError, a traceback and exit 1.
         "header-bracket-lost": (["--data", str(unbalanced), "--labels", y_path], "truncated or corrupt"),
         "npz-header-bracket-lost": (["--data", str(unbalanced_npz)], "TokenError.*truncated or corrupt"),
-        "mismatched": (["--data", x_path, "--labels", str(short)], "7 labels but X has 2000 rows"),
+        # Both files named (the library's "y has 7 labels but X has 2000 rows" named neither).
+        "mismatched": (
+            ["--data", x_path, "--labels", str(short)],
+            r"short\.npy has 7 labels but --data .*X\.npy has 2,000 rows",
+        ),
         "negative-labels": (["--data", x_path, "--labels", str(bad_labels)], "negative label -1"),
+        # The library's "y has dtype <U3" named neither the option nor the file; the indices go beside it, which
+        # keeps the names that map predictions back.
+        "string-labels": (
+            ["--data", x_path, "--labels", str(string_labels)],
+            r"--labels .*names\.npy holds strings \(<U3\).*np\.save\('names_index\.npy', y\); "
+            r"np\.save\('names_classes\.npy', classes\), then pass --labels names_index\.npy",
+        ),
+        "bool-labels": (
+            ["--data", x_path, "--labels", str(bool_labels)],
+            r"--labels .*flags\.npy holds booleans.*np\.save\('flags\.npy', np\.load\('flags\.npy'\)\.astype",
+        ),
         "labels-over-classes": (
             ["--data", x_path, "--labels", str(big_labels), "--classes", "3"],
             r"label 5 \(row 0\), outside \[0, 3\)",
@@ -253,6 +271,8 @@ def test_ctrl_c_during_the_fit_says_where_it_stopped_and_what_resumes_it(tmp_pat
         "npz-header-bracket-lost",
         "mismatched",
         "negative-labels",
+        "string-labels",
+        "bool-labels",
         "labels-over-classes",
         "npz-without-y",
         "npz-object-X",
@@ -2322,7 +2342,10 @@ def test_a_bad_sparse_archive_or_option_is_named(tmp_path, capsys, sparse_npz):
     )
     np.save(tmp_path / "short.npy", np.load(labels)[:10])
     cases.append(
-        (["--data", str(path), "--labels", str(tmp_path / "short.npy")], r"y has 10 labels but X has 3000 rows")
+        (
+            ["--data", str(path), "--labels", str(tmp_path / "short.npy")],
+            r"short\.npy has 10 labels but --data .* has 3,000 rows",
+        )
     )
     for argv, message in cases:
         out = tmp_path / "m.npz"
