@@ -57,7 +57,7 @@ import numpy as np
 from numba import njit, prange
 
 from fastsoftmax.kernels._calls import address_of, call_float64
-from fastsoftmax.kernels._config import BLAS_BLOCK_ROWS, BLOCK_ROWS, JIT_OPTIONS
+from fastsoftmax.kernels._config import BLAS_BLOCK_ROWS, BLOCK_ROWS, JIT_OPTIONS, ORDERED_JIT_OPTIONS
 from fastsoftmax.kernels._math import (
     ROW_SUM_GROUP,
     add_in_order,
@@ -848,9 +848,21 @@ def _blas_chunk(X, y, W, b, sample_weight, start, stop, dW_acc, db_acc):
     return loss
 
 
-@njit(inline="always", **JIT_OPTIONS)
+@njit(inline="always", **ORDERED_JIT_OPTIONS)
 def _finish_class(W, dW_acc, db_acc, scale, l2, dW_out, db_out, k):
-    """Reduce the per-chunk accumulators of class k, in chunk order, into the outputs."""
+    """Reduce the per-chunk accumulators of class k, in chunk order, into the outputs.
+
+    Inlined into reductions compiled without ``reassoc`` (``ORDERED_JIT_OPTIONS``):
+    with it, LLVM regrouped the sums over 4 or more chunks, so a run with an
+    empty chunk (more chunks than blocks of rows, as many threads give a
+    small X) and a run without it added the same chunks' sums to other
+    bits, and the BLOCKED body on X, on its row blocks and on a
+    Fortran-ordered X, which cut the chunk counts differently, disagreed in
+    the last bit (a review, 8 threads). Added in order, an empty chunk adds
+    0 and changes nothing. No slower: at 1000 x 512 and 16 chunks the
+    reduction is bound by reading the accumulators (14 ms ordered, 18
+    regrouped, one thread).
+    """
     n_chunks, _, n_features = dW_acc.shape
     db_total = 0.0
     for c in range(n_chunks):
@@ -863,7 +875,7 @@ def _finish_class(W, dW_acc, db_acc, scale, l2, dW_out, db_out, k):
         dW_out[k, d] = scale * total + l2 * np.float64(W[k, d])
 
 
-@njit(**JIT_OPTIONS)
+@njit(**ORDERED_JIT_OPTIONS)
 def reduce_chunks(W, dW_acc, db_acc, scale, l2, dW_out, db_out):
     """dW_out = scale * sum_c dW_acc[c] + l2 * W and db_out = scale * sum_c db_acc[c], summed in chunk order.
 
@@ -880,7 +892,7 @@ def reduce_chunks(W, dW_acc, db_acc, scale, l2, dW_out, db_out):
 PARALLEL_REDUCE_MIN = 1 << 18
 
 
-@njit(parallel=True, **JIT_OPTIONS)
+@njit(parallel=True, **ORDERED_JIT_OPTIONS)
 def reduce_chunks_parallel(W, dW_acc, db_acc, scale, l2, dW_out, db_out):
     """``reduce_chunks`` with one class per thread: at large K x D a serial pass
     over threads x K x D float64 values would stall every other thread."""
@@ -922,7 +934,7 @@ def _loss_grad_parallel(body, align, X, y, W, b, sample_weight, dW_acc, db_acc, 
         chunk_loss[c] = call_float64(body, (X, y, W, b, sample_weight, start, stop, dW_acc[c], db_acc[c]))
     loss_sum = 0.0
     for c in range(n_chunks):
-        loss_sum += chunk_loss[c]
+        loss_sum = add_in_order(loss_sum, chunk_loss[c])  # as the gradient's chunks (_finish_class)
     return loss_sum
 
 

@@ -116,6 +116,64 @@ def test_row_blocks_equal_the_transposing_body(rng, dtype, n_features, n_chunks)
     np.testing.assert_array_equal(db, expected_db)
 
 
+@pytest.mark.parametrize("n_samples", [300, 3 * BLOCK_ROWS])
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_more_chunks_than_blocks_give_every_blocked_layout_the_same_bits(rng, dtype, n_samples):
+    """Many threads on a small X: the BLOCKED body on X and on a Fortran-ordered X's transpose take one
+    chunk a thread, some of them empty, where the row blocks take one a block (``fused_loss_grad`` clamps).
+    The chunks' sums were regrouped (``reassoc``) over 4 or more chunks, so that the layouts disagreed in
+    the last bit (8 threads, a review): a fit that switched to its row blocks, or resumed, took other
+    steps. Added in chunk order, an empty chunk changes nothing."""
+    X, y, W, b, sw = make_problem(rng, n_samples, 70, 4, dtype, weighted=True)
+    y, sw = y.astype(np.int64), sw.astype(dtype)
+    V, c = rng.standard_normal(W.shape).astype(dtype), rng.standard_normal(b.shape).astype(dtype)
+    n_blocks = -(-n_samples // BLOCK_ROWS)
+    many = n_blocks + 5
+    X_T, blocks = np.asfortranarray(X).T, kernels.row_blocks(X)
+    runs = {
+        "X": lambda dW, db: kernels.loss_grad_sums(X, y, W, b, sw, LossGradVariant.BLOCKED, many, 0.5, 0.2, dW, db),
+        "columns": lambda dW, db: kernels.loss_grad_columns_sums(X_T, y, W, b, sw, many, 0.5, 0.2, dW, db),
+        "row blocks": lambda dW, db: kernels.loss_grad_row_blocks_sums(blocks, y, W, b, sw, n_blocks, 0.5, 0.2, dW, db),
+    }
+    results = {}
+    for name, run in runs.items():
+        dW, db = np.empty_like(W), np.empty_like(b)
+        results[name] = (run(dW, db), dW, db)
+    hvp_runs = {
+        "X": lambda HV, Hc: kernels.hessian_vector_sums(
+            X, W, b, V, c, sw, LossGradVariant.BLOCKED, many, 0.5, 0.2, HV, Hc
+        ),
+        "columns": lambda HV, Hc: kernels.hessian_vector_columns_sums(X_T, W, b, V, c, sw, many, 0.5, 0.2, HV, Hc),
+        "row blocks": lambda HV, Hc: kernels.hessian_vector_row_blocks_sums(
+            blocks, n_samples, W, b, V, c, sw, n_blocks, 0.5, 0.2, HV, Hc
+        ),
+    }
+    for name, run in hvp_runs.items():
+        HV, Hc = np.empty_like(W), np.empty_like(b)
+        run(HV, Hc)
+        results[name] += (HV, Hc)
+    expected = results.pop("row blocks")
+    for name, got in results.items():
+        assert got[0] == expected[0], name
+        for got_array, expected_array in zip(got[1:], expected[1:], strict=True):
+            np.testing.assert_array_equal(got_array, expected_array, err_msg=name)
+
+
+def test_chunk_sums_are_added_in_chunk_order():
+    # Sums of very different sizes, which a regrouped addition rounds otherwise.
+    rng = np.random.default_rng(0)
+    n_classes, n_features = 3, 8
+    chunks = rng.standard_normal((5, n_classes, n_features)) * 10.0 ** rng.integers(-8, 8, (5, n_classes, n_features))
+    db_chunks = chunks[:, :, 0].copy()
+    W = np.zeros((n_classes, n_features))
+    for reduce in (loss_grad.reduce_chunks, loss_grad.reduce_chunks_parallel):
+        dW, db = np.empty_like(W), np.empty(n_classes)
+        reduce(W, chunks, db_chunks, 1.0, 0.0, dW, db)
+        expected = functools.reduce(np.add, chunks)  # ((c0 + c1) + c2) + ...
+        np.testing.assert_array_equal(dW, expected)
+        np.testing.assert_array_equal(db, functools.reduce(np.add, db_chunks))
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 def test_row_blocks_keep_extreme_logits_finite(rng, dtype):
     # Logits of +-1e4: the softmax of the body must stay stable on this layout too.
