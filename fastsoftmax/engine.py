@@ -288,7 +288,7 @@ def _unconverged_where_stopped(
     result,
     solver_state: dict,
     tightened: bool = False,
-    resumed_run: bool = False,
+    iterations: int | None = None,
 ) -> str | None:
     """Why a full-batch fit that the solver calls converged is not at the optimum; None where it is.
 
@@ -323,8 +323,9 @@ def _unconverged_where_stopped(
       gave up within 5e-6 of the optimum with gradients up to 5e-4, where
       Newton-CG stopped at the floor as close), and, with an intercept, also
       where the estimate has not settled within as many Hessian-vector
-      products as the fit took passes (at least 20, at most
-      :data:`GAP_ESTIMATE_STEPS`): unsettled, it only bounds the gap from below.
+      products as the fit took ``iterations`` (counted over its resumed runs
+      too; at least 20, at most :data:`GAP_ESTIMATE_STEPS`): unsettled, it
+      only bounds the gap from below.
       Every other stop at the floor of a preconditioned float64 fit whose
       gradient passes the bound is judged by that estimate too, on 20 steps: on
       nearly collinear float64 features without L2 (copies up to noise of
@@ -391,11 +392,12 @@ def _unconverged_where_stopped(
         # on at most 20 steps: asked to settle, fits at the optimum there warned (digits without an intercept,
         # 3e-9 from it; the estimate needs more steps than there are parameters).
         must_settle = result.gave_up and not tightened
-        # As many steps as the fit took passes, at most GAP_ESTIMATE_STEPS: judging at most doubles the cost of a
-        # fit that gives up. A resumed run, whose own passes are fewer, takes them all, so that it settles
-        # wherever the run it resumes would have.
-        passes = GAP_ESTIMATE_STEPS if resumed_run else result.n_evaluations + result.n_hvp
-        steps = min(GAP_ESTIMATE_STEPS, max(20, passes)) if must_settle else 20
+        # As many steps as the fit took iterations (each a pass over X at least), at most GAP_ESTIMATE_STEPS:
+        # judging at most doubles the cost of a fit that gives up. Its iterations, not this run's passes: a
+        # resumed run, or the rerun of a finished one, took all the steps and judged the same weights converged
+        # where the run it resumed had judged them not (a review: 100 steps against 70).
+        total = result.n_iter if iterations is None else iterations
+        steps = min(GAP_ESTIMATE_STEPS, max(20, total)) if must_settle else 20
         gap, settled = _gap_estimate(
             objective,
             result.theta,
@@ -2044,7 +2046,7 @@ def _fit(model, objective, options, *, seed, callback, checkpoint, checkpoint_lo
             )
             if minibatch
             else _unconverged_where_stopped(
-                model, objective, options, scaling, result, solver_state, tightening < 1.0, resumed is not None
+                model, objective, options, scaling, result, solver_state, tightening < 1.0, offset + result.n_iter
             )
         )
         if stalled is not None:

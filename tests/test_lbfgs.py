@@ -856,6 +856,45 @@ def test_a_give_up_whose_gap_estimate_does_not_settle_warns_that_it_was_not_show
     assert not model.converged_
 
 
+@pytest.mark.parametrize("interrupted_at", [1, None])
+def test_a_give_up_is_judged_alike_uninterrupted_resumed_and_rerun(tmp_path, interrupted_at):
+    """The give-up's gap estimate took as many steps as the run took passes, and a resumed run all 100: here
+    70 left the estimate unsettled and 100 settled it, so the same weights were called converged after a resume,
+    or in a rerun of the finished call, and not without one (a review). The steps now follow the fit's
+    iterations, which a checkpoint carries."""
+    rng = np.random.default_rng(2)
+    n_samples, n_features, n_classes = 3000, 8, 4
+    X, y = make_classification(n_samples, n_features, n_classes=n_classes, dtype=np.float64, seed=2)
+    X = (X * rng.choice([1, 1e4, 1e-2], n_features) + rng.choice([0, 1e4], n_features)).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fs.ConvergenceWarning)
+        near = SoftmaxRegression(n_features, n_classes, seed=0, dtype=np.float32).fit(X, y, max_iter=300, tol=0)
+    start_W = near.W + 1e-6 * rng.standard_normal(near.W.shape).astype(np.float32) * np.abs(near.W).max()
+
+    def fit(**options):
+        model = SoftmaxRegression(n_features, n_classes, seed=0, dtype=np.float32)
+        model.W[...], model.b[...] = start_W, near.b
+        return model.fit(X, y, max_iter=300, tol=0, **options)
+
+    uninterrupted = fit()
+    assert 0 < uninterrupted.n_iter_ < 300  # the line search gave up
+    directory = tmp_path / "ck"
+    if interrupted_at is not None:
+
+        def interrupt(model, iteration, loss):
+            if iteration == interrupted_at:
+                raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            fit(checkpoint=directory, callback=interrupt)
+    else:
+        fit(checkpoint=directory)  # finished; the same call again goes on from its checkpoint
+    again = fit(checkpoint=directory)
+    assert again.loss_history_ == uninterrupted.loss_history_
+    np.testing.assert_array_equal(again.W, uninterrupted.W)
+    assert again.converged_ == uninterrupted.converged_
+
+
 def test_a_constant_column_beside_the_intercept_is_left_out_of_the_gap_estimate():
     """A column of ones beside the intercept, without L2: its centred weights change no logit, and the gradient's
     rounding along them made the gap estimate 2.5e-5 where the gap was 3.1e-6; the fit warned at the optimum."""
