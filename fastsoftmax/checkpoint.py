@@ -81,6 +81,9 @@ class CheckpointState:
     converged: bool = False
     #: The fit's callback ended it (returned True): a rerun at its last iteration returns as that fit did.
     stopped_by_callback: bool = False
+    #: Written as the fit ended, with its verdict (True), or after an iteration, before the solver judged it
+    #: (False); None where the checkpoint predates the flag (its verdict is taken as final).
+    ended: bool | None = None
 
 
 def _canonical(fingerprint: dict[str, Any]) -> str:
@@ -447,6 +450,7 @@ def save(directory: str | os.PathLike, state: CheckpointState, lock: exclusive |
         "solver_state": scalars,
         "converged": bool(state.converged),
         "stopped_by_callback": bool(state.stopped_by_callback),
+        "ended": bool(state.ended),
     }
     with atomic_file(checkpoint_path(directory)) as f:
         write_npz(
@@ -673,6 +677,9 @@ def load(
     stopped_by_callback = meta.get("stopped_by_callback", False)  # absent from checkpoints written before it
     if not isinstance(stopped_by_callback, bool):
         raise invalid(f"its flag for a stop by the callback {stopped_by_callback!r} is not true or false")
+    ended = meta.get("ended")  # absent from checkpoints written before it
+    if ended is not None and not isinstance(ended, bool):
+        raise invalid(f"its flag for the fit's end {ended!r} is not true or false")
     solver_state = dict(meta["solver_state"]) if isinstance(meta["solver_state"], dict) else None
     if solver_state is None:
         raise invalid("its solver state is not a JSON object")
@@ -740,6 +747,7 @@ def load(
         solver_state=solver_state,
         converged=meta["converged"],
         stopped_by_callback=stopped_by_callback,
+        ended=ended,
     )
 
 

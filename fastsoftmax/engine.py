@@ -1838,41 +1838,47 @@ def _fit(model, objective, options, *, seed, callback, checkpoint, checkpoint_lo
             end_iteration,
         )
 
-    if resumed is not None:
-        if resumed.converged or offset >= options.max_iter:
-            # The run that wrote this checkpoint ended here: its rerun returns, warns or raises as it did. One
-            # whose callback stopped it was neither judged nor warned about.
-            judged = not resumed.converged and not resumed.stopped_by_callback
-            if judged and options.solver in ("gd", *MINIBATCH_SOLVERS):
-                try:
-                    if minibatch:
-                        judge_the_end(theta0, 0)
-                    else:
-                        _refuse_a_gd_end_above_its_start(history, solver_state, 0, model.dtype)
-                except solvers.DivergedError as exc:
-                    raise restore_the_best(exc) from exc
-            keep(theta0, offset, history, converged=resumed.converged, the_end=True)
-            mark_record(model)
-            model.rows_processed_ = 0
-            if judged and options.tol > 0:
-                # The same model as the run that wrote the checkpoint, so the same warning.
-                start_loss = history[0] if history and not minibatch else None
-                final_loss = history[-1] if history else None
-                warn_not_converged(
-                    offset,
-                    options,
-                    "",
-                    start_loss=start_loss,
-                    final_loss=final_loss,
-                    final_penalty=l2_penalty(model.W, options.l2),
-                    n_classes=model.num_classes,
-                    n_samples=objective.n_samples,
-                    dtype=model.dtype,
-                    features_standardised=lambda: _features_standardised(objective, options, model.num_classes),
-                )
-            return model
+    # A checkpoint of the last iteration written before the fit judged it (interrupted then: its end-of-fit
+    # checks take up to 100 passes) goes back to the solver for no iteration, which judges it as the
+    # uninterrupted fit did: taken as the end, a fit that converged at max_iter was rerun as unconverged.
+    if resumed is not None and (
+        resumed.converged or offset > options.max_iter or (offset == options.max_iter and resumed.ended is not False)
+    ):
+        # The run that wrote this checkpoint ended here: its rerun returns, warns or raises as it did. One
+        # whose callback stopped it was neither judged nor warned about.
+        judged = not resumed.converged and not resumed.stopped_by_callback
+        if judged and options.solver in ("gd", *MINIBATCH_SOLVERS):
+            try:
+                if minibatch:
+                    judge_the_end(theta0, 0)
+                else:
+                    _refuse_a_gd_end_above_its_start(history, solver_state, 0, model.dtype)
+            except solvers.DivergedError as exc:
+                raise restore_the_best(exc) from exc
+        keep(theta0, offset, history, converged=resumed.converged, the_end=True)
+        mark_record(model)
+        model.rows_processed_ = 0
+        if judged and options.tol > 0:
+            # The same model as the run that wrote the checkpoint, so the same warning.
+            start_loss = history[0] if history and not minibatch else None
+            final_loss = history[-1] if history else None
+            warn_not_converged(
+                offset,
+                options,
+                "",
+                start_loss=start_loss,
+                final_loss=final_loss,
+                final_penalty=l2_penalty(model.W, options.l2),
+                n_classes=model.num_classes,
+                n_samples=objective.n_samples,
+                dtype=model.dtype,
+                features_standardised=lambda: _features_standardised(objective, options, model.num_classes),
+            )
+        return model
 
-    def save_checkpoint(theta: np.ndarray, converged: bool = False, stopped_by_callback: bool = False) -> None:
+    def save_checkpoint(
+        theta: np.ndarray, converged: bool = False, stopped_by_callback: bool = False, ended: bool = False
+    ) -> None:
         if checkpoint is not None:
             verify_data()
             _checkpoint.save(
@@ -1885,6 +1891,7 @@ def _fit(model, objective, options, *, seed, callback, checkpoint, checkpoint_lo
                     solver_state={**solver_state, **engine_state},
                     converged=converged,
                     stopped_by_callback=stopped_by_callback,
+                    ended=ended,
                 ),
                 checkpoint_lock,
             )
@@ -2067,7 +2074,7 @@ def _fit(model, objective, options, *, seed, callback, checkpoint, checkpoint_lo
     if not changed_by_callback:  # else n_iter_ and the history are of the iterations run, not of W and b
         mark_record(model)
     try:
-        save_checkpoint(result.theta, converged=result.converged, stopped_by_callback=stopped_by_callback)
+        save_checkpoint(result.theta, converged=result.converged, stopped_by_callback=stopped_by_callback, ended=True)
     except OSError as exc:
         # The fit is done and W, b hold its result, while the checkpoint directory keeps
         # the last iteration's state. Raising here lost the trained model wherever the

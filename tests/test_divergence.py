@@ -411,6 +411,47 @@ def test_a_rerun_of_a_fit_its_callback_stopped_at_max_iter_returns_as_the_fit_di
     assert rerun.loss_history_ == stopped.loss_history_
 
 
+@pytest.mark.parametrize("converges_at_the_last_iteration", [True, False])
+@pytest.mark.parametrize(
+    "solver, options",
+    [("lbfgs", {}), ("newton-cg", {}), ("sgd", {"seed": 1, "lr": 0.05, "tol": 1e-4})],
+    ids=["lbfgs", "newton-cg", "sgd"],
+)
+def test_a_rerun_after_an_interrupt_at_max_iter_ends_as_the_uninterrupted_fit(
+    tmp_path, solver, options, converges_at_the_last_iteration
+):
+    """The checkpoint of each iteration is written before the solver judges it (and the end-of-fit checks
+    take up to 100 passes): a fit stopped there at max_iter was rerun as finished, unconverged and warned
+    about, where the uninterrupted fit converged at that iteration (a review). It now goes back to the
+    solver for no iteration, which judges it as the uninterrupted fit did."""
+    X, y = make_classification(2000, 6, n_classes=3, seed=4)
+    options = {"solver": solver, "l2": 1e-2, "tol": 1e-6, **options}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fs.ConvergenceWarning)
+        converged_at = SoftmaxRegression(6, 3, seed=0).fit(X, y, max_iter=500, **options).n_iter_
+    last = converged_at if converges_at_the_last_iteration else converged_at - 1
+
+    def fit(**more):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model = SoftmaxRegression(6, 3, seed=0).fit(X, y, max_iter=last, **options, **more)
+        return model, [str(warning.message) for warning in caught]
+
+    def interrupt(model, iteration, loss):
+        if iteration == last:
+            raise KeyboardInterrupt
+
+    uninterrupted, warned = fit()
+    assert uninterrupted.converged_ is converges_at_the_last_iteration and bool(warned) is not uninterrupted.converged_
+    with pytest.raises(KeyboardInterrupt):
+        fit(checkpoint=tmp_path / "ck", callback=interrupt)
+    for _ in range(2):  # the rerun, and the rerun of its end
+        rerun, rerun_warned = fit(checkpoint=tmp_path / "ck")
+        assert (rerun.converged_, rerun.n_iter_, rerun_warned) == (uninterrupted.converged_, last, warned)
+        np.testing.assert_array_equal(rerun.W, uninterrupted.W)
+        assert rerun.loss_history_ == uninterrupted.loss_history_
+
+
 def test_a_fit_whose_loss_climbs_at_the_end_warns_with_the_remedy():
     load_wine = pytest.importorskip("sklearn.datasets").load_wine
     X, y = load_wine(return_X_y=True)  # unscaled features (proline in the hundreds), adam at its default lr

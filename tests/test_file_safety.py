@@ -1470,6 +1470,11 @@ def _set_array(key, value):
             lambda a: a.update(meta=_edited_meta(a, stopped_by_callback=1)),
             "flag for a stop by the callback 1 is not true or false",
         ),
+        (
+            "newton-cg",
+            lambda a: a.update(meta=_edited_meta(a, ended="yes")),
+            "flag for the fit's end 'yes' is not true",
+        ),
         ("lbfgs", lambda a: a.update(meta=_edited_meta(a, iteration=True)), "iteration count True"),
         # As a model file bounds n_iter: 2**64 resumed, and the trained model could not be saved.
         ("gd", lambda a: a.update(meta=_edited_meta(a, iteration=2**64)), r"count 18446744073709551616 is not an"),
@@ -1517,6 +1522,7 @@ def _set_array(key, value):
         "sgd-start-nan",
         "converged-str",
         "stopped-by-callback-int",
+        "ended-str",
         "meta-iteration-bool",
         "meta-iteration-beyond-int64",
         "history-too-long",
