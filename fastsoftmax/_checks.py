@@ -165,6 +165,14 @@ def mapped_past_end(arr: np.ndarray) -> tuple[int, int] | None:
     return (spans, size) if regular else None
 
 
+def memmap_behind(arr) -> np.memmap | None:
+    """The ``np.memmap`` that ``arr`` is or views (``np.asarray`` of a map, a slice of one), else None."""
+    view = arr
+    while isinstance(view, np.ndarray) and not isinstance(view, np.memmap):
+        view = view.base
+    return view if isinstance(view, np.memmap) else None
+
+
 def refuse_map_past_its_file(arr: np.ndarray, name: str) -> None:
     """ValueError where ``arr`` is, or views, a memory map whose file is now shorter than the map.
 
@@ -173,10 +181,8 @@ def refuse_map_past_its_file(arr: np.ndarray, name: str) -> None:
     rewritten since (``np.save`` over it), where ``fit`` refused it. One
     ``fstat`` of the map's file; nothing for an array in memory.
     """
-    view = arr
-    while isinstance(view, np.ndarray) and not isinstance(view, np.memmap):
-        view = view.base
-    if not isinstance(view, np.memmap):
+    view = memmap_behind(arr)
+    if view is None:
         return
     past_end = mapped_past_end(view)
     if past_end is not None:

@@ -509,14 +509,17 @@ class DataSource:
         # X has a value normal in the compute dtype (found where a part had none), or is only scored.
         self._normal_values = not learning
         # The files behind X, y and mapped weights as they were when opened: a file that changes
-        # under the map (truncated: SIGBUS on the next read) is caught before each chunk.
-        mapped = [("X", self.X), ("y", self.y)]
-        if isinstance(sample_weight, np.memmap) and np.shares_memory(self.sample_weight, sample_weight):
+        # under the map (truncated: SIGBUS on the next read) is caught before each chunk. So is the
+        # file behind a plain array that views a map (np.asarray of one, as pipelines hand it over),
+        # whose truncation killed the process where the memmap itself was refused.
+        mapped = [("X", _checks.memmap_behind(self.X)), ("y", _checks.memmap_behind(self.y))]
+        weights_map = _checks.memmap_behind(sample_weight)
+        if weights_map is not None and np.shares_memory(self.sample_weight, weights_map):
             # Used uncopied (already in the compute dtype), the weights are read from their file on
             # every pass as X is: a rewrite trained on a mix of old and new weights, a truncation
             # killed the process.
-            mapped.append(("sample_weight", sample_weight))
-        self._maps = [(key, arr, _file_stat(arr)) for key, arr in mapped if isinstance(arr, np.memmap)]
+            mapped.append(("sample_weight", weights_map))
+        self._maps = [(key, arr, _file_stat(arr)) for key, arr in mapped if arr is not None]
         #: How a message about a data file that changed ends: what stopped, and what to do.
         # (A run without a checkpoint was told too that a checkpoint was intact, and that a rerun resumed.)
         self.stopped = (

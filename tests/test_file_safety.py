@@ -774,6 +774,26 @@ def test_a_map_of_a_device_is_not_taken_for_a_file_cut_short():
     np.testing.assert_array_equal(_model().predict(np.asarray(X)), _model().predict(np.zeros((10, D))))
 
 
+@pytest.mark.parametrize("mapped", ["X", "y", "sample_weight"])
+def test_a_plain_array_viewing_a_map_whose_file_is_truncated_stops_the_fit(tmp_path, files, mapped):
+    """np.asarray of a map, as pipelines hand one over, was trained as memory: its file was watched by no pass,
+    and a truncation killed the process (SIGBUS, from a review), where the memmap itself was refused."""
+    x_path, y_path = files
+    w_path = tmp_path / "sample_weight.npy"
+    np.save(w_path, np.ones(N))
+    paths = {"X": x_path, "y": y_path, "sample_weight": w_path}
+    arrays = {name: np.load(path) for name, path in paths.items()}
+    arrays[mapped] = np.asarray(np.load(paths[mapped], mmap_mode="r"))
+    assert type(arrays[mapped]) is np.ndarray
+
+    def truncate_after_two(model, iteration, loss):
+        if iteration == 2:
+            os.truncate(paths[mapped], 1000)
+
+    with pytest.raises(ValueError, match=rf"the {mapped} file .*{mapped}\.npy changed size from [\d,]+ to 1,000 bytes"):
+        _fit(arrays["X"], arrays["y"], sample_weight=arrays["sample_weight"], callback=truncate_after_two, max_iter=6)
+
+
 @pytest.mark.parametrize("change", ["rewritten", "truncated"])
 def test_mapped_sample_weights_whose_file_changes_stop_the_fit(tmp_path, files, change):
     # Used uncopied, the weights were read from their file on every pass: a rewrite trained on a mix
