@@ -481,8 +481,11 @@ START_STATE_KEYS = ("start_theta", "start_iteration")
 #: whether it renumbered X's columns, and its chunks of rows. A resumed fit follows
 #: them, so that it adds each sum in the order the interrupted one did.
 LAYOUT_STATE_KEYS = ("layout_renumbered", "layout_row_chunks")
+#: The full-batch evaluations of the fit up to the checkpoint's iteration, over its resumed runs too: an
+#: L-BFGS give-up is judged with as many Hessian-vector products (``engine._unconverged_where_stopped``).
+COUNT_STATE_KEYS = ("evaluations",)
 #: All of the engine's state, checkpointed beside the solver's.
-ENGINE_STATE_KEYS = (*SCALING_STATE_KEYS, *START_STATE_KEYS, *LAYOUT_STATE_KEYS)
+ENGINE_STATE_KEYS = (*SCALING_STATE_KEYS, *START_STATE_KEYS, *LAYOUT_STATE_KEYS, *COUNT_STATE_KEYS)
 
 #: The dtypes of theta and of the solver state's arrays as the solvers write them.
 _STATE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -534,7 +537,8 @@ def _state_keys(solver: str | None) -> tuple[str, ...]:
         "sgd": (*solvers.MINIBATCH_OPTIONAL_STATE_KEYS, *START_STATE_KEYS),
         "adam": (*solvers.MINIBATCH_OPTIONAL_STATE_KEYS, *START_STATE_KEYS),
     }.get(solver, ())
-    return (*SOLVER_STATE_KEYS.get(solver, ()), *optional, *SCALING_STATE_KEYS, *LAYOUT_STATE_KEYS)
+    counted = () if solver in ("sgd", "adam") else COUNT_STATE_KEYS  # the full-batch solvers' evaluations
+    return (*SOLVER_STATE_KEYS.get(solver, ()), *optional, *SCALING_STATE_KEYS, *LAYOUT_STATE_KEYS, *counted)
 
 
 #: The arrays of a checkpoint file (:func:`save`): solver state arrays are stored as "state_<key>".
@@ -716,6 +720,9 @@ def load(
     start_iteration = solver_state.get("start_iteration", 0)
     if type(start_iteration) is not int or not 0 <= start_iteration <= iteration:
         raise invalid(f"its start iteration {start_iteration!r} is not an integer from 0 to {iteration}")
+    evaluations = solver_state.get("evaluations", 0)
+    if type(evaluations) is not int or not 0 <= evaluations <= np.iinfo(np.int64).max:
+        raise invalid(f"its count of evaluations {evaluations!r} is not an integer from 0 to 2**63 - 1")
     renumbered, row_chunks = solver_state.get("layout_renumbered", False), solver_state.get("layout_row_chunks", 1)
     if type(renumbered) is not bool or type(row_chunks) is not int or row_chunks < 1:
         raise invalid(f"its data layout ({renumbered!r}, {row_chunks!r}) is not a flag and a positive chunk count")

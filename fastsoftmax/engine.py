@@ -288,7 +288,7 @@ def _unconverged_where_stopped(
     result,
     solver_state: dict,
     tightened: bool = False,
-    iterations: int | None = None,
+    passes: int | None = None,
 ) -> str | None:
     """Why a full-batch fit that the solver calls converged is not at the optimum; None where it is.
 
@@ -323,9 +323,10 @@ def _unconverged_where_stopped(
       gave up within 5e-6 of the optimum with gradients up to 5e-4, where
       Newton-CG stopped at the floor as close), and, with an intercept, also
       where the estimate has not settled within as many Hessian-vector
-      products as the fit took ``iterations`` (counted over its resumed runs
-      too; at least 20, at most :data:`GAP_ESTIMATE_STEPS`): unsettled, it
-      only bounds the gap from below.
+      products as the fit took ``passes`` (counted over its resumed runs too,
+      from its checkpoints; None where one predates that count: then all
+      :data:`GAP_ESTIMATE_STEPS`; at least 20): unsettled, it only bounds the
+      gap from below.
       Every other stop at the floor of a preconditioned float64 fit whose
       gradient passes the bound is judged by that estimate too, on 20 steps: on
       nearly collinear float64 features without L2 (copies up to noise of
@@ -392,12 +393,13 @@ def _unconverged_where_stopped(
         # on at most 20 steps: asked to settle, fits at the optimum there warned (digits without an intercept,
         # 3e-9 from it; the estimate needs more steps than there are parameters).
         must_settle = result.gave_up and not tightened
-        # As many steps as the fit took iterations (each a pass over X at least), at most GAP_ESTIMATE_STEPS:
-        # judging at most doubles the cost of a fit that gives up. Its iterations, not this run's passes: a
-        # resumed run, or the rerun of a finished one, took all the steps and judged the same weights converged
-        # where the run it resumed had judged them not (a review: 100 steps against 70).
-        total = result.n_iter if iterations is None else iterations
-        steps = min(GAP_ESTIMATE_STEPS, max(20, total)) if must_settle else 20
+        # As many steps as the fit took passes, at most GAP_ESTIMATE_STEPS: judging at most doubles the cost of a
+        # fit that gives up. The fit's passes, over its resumed runs too: a resumed run, or the rerun of a
+        # finished one, took all the steps and judged the same weights converged where the run it resumed had
+        # judged them not (a review: 100 steps against 70).
+        steps = (
+            min(GAP_ESTIMATE_STEPS, max(20, GAP_ESTIMATE_STEPS if passes is None else passes)) if must_settle else 20
+        )
         gap, settled = _gap_estimate(
             objective,
             result.theta,
@@ -1896,7 +1898,15 @@ def _fit(model, objective, options, *, seed, callback, checkpoint, checkpoint_lo
                 checkpoint_lock,
             )
 
+    # The fit's full-batch evaluations, as (this run's, this run's up to its last iteration), beside those of the
+    # runs it resumes up to their last iteration (None: a checkpoint written before they were counted). A
+    # checkpoint holds the count up to its iteration, so the rerun of a finished fit, whose line search fails
+    # again after it, counts those evaluations once, as the fit did.
+    evaluations = [0, 0]
+    passes_before = engine_state.get("evaluations", 0) if resumed is None or "evaluations" in engine_state else None
+
     def recording_objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        evaluations[0] += 1
         loss, grad = objective(theta)
         verify_data()
         if not history:
@@ -1912,6 +1922,9 @@ def _fit(model, objective, options, *, seed, callback, checkpoint, checkpoint_lo
         nonlocal stopped_by_callback, changed_by_callback, last_epoch
         history.record(loss)  # the model's history is this list: kept whole only with the iterate (below)
         keep(theta, offset + iteration, history, an_iterate=True)
+        if passes_before is not None and not minibatch:
+            evaluations[1] = evaluations[0]
+            engine_state["evaluations"] = passes_before + evaluations[0]
         if minibatch:  # an epoch's end, judged again if an interrupt leaves it in the model (a copy: O(K D))
             last_epoch = np.array(theta, copy=True), iteration
         try:
@@ -1994,7 +2007,13 @@ def _fit(model, objective, options, *, seed, callback, checkpoint, checkpoint_lo
         # judged too, as the run that wrote it was (its rerun returned the rejected weights).
         if minibatch and (result.n_iter or resumed is not None) and not stopped_by_callback:
             end_loss = judge_the_end(result.theta, result.n_iter)
-        if options.solver == "gd" and not result.converged and not stopped_by_callback and result.n_iter:
+        # And so is one resumed at its last iteration, which the solver judges without another step.
+        if (
+            options.solver == "gd"
+            and not result.converged
+            and not stopped_by_callback
+            and (result.n_iter or resumed is not None)
+        ):
             _refuse_a_gd_end_above_its_start(history, solver_state, result.n_iter, model.dtype)
     except solvers.NonFiniteLossError as exc:
         if exc.iteration == 0 and offset == 0:
@@ -2053,7 +2072,17 @@ def _fit(model, objective, options, *, seed, callback, checkpoint, checkpoint_lo
             )
             if minibatch
             else _unconverged_where_stopped(
-                model, objective, options, scaling, result, solver_state, tightening < 1.0, offset + result.n_iter
+                model,
+                objective,
+                options,
+                scaling,
+                result,
+                solver_state,
+                tightening < 1.0,
+                # Up to the last iteration (a checkpoint's count), and the failed line search after it.
+                None
+                if passes_before is None
+                else engine_state.get("evaluations", 0) + evaluations[0] - evaluations[1] + result.n_hvp,
             )
         )
         if stalled is not None:

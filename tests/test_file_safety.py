@@ -1495,6 +1495,8 @@ def _set_array(key, value):
             lambda a: a.update(meta=_edited_meta(a, ended="yes")),
             "flag for the fit's end 'yes' is not true",
         ),
+        ("lbfgs", _solver_state(evaluations=-1), r"count of evaluations -1 is not an integer from 0"),
+        ("sgd", _solver_state(evaluations=3), "holds 'evaluations', which the sgd solver never writes"),
         ("lbfgs", lambda a: a.update(meta=_edited_meta(a, iteration=True)), "iteration count True"),
         # As a model file bounds n_iter: 2**64 resumed, and the trained model could not be saved.
         ("gd", lambda a: a.update(meta=_edited_meta(a, iteration=2**64)), r"count 18446744073709551616 is not an"),
@@ -1543,6 +1545,8 @@ def _set_array(key, value):
         "converged-str",
         "stopped-by-callback-int",
         "ended-str",
+        "evaluations-negative",
+        "sgd-evaluations",
         "meta-iteration-bool",
         "meta-iteration-beyond-int64",
         "history-too-long",
