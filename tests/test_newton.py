@@ -450,3 +450,27 @@ def test_an_l2_far_too_strong_for_the_start_is_named_not_the_features(tmp_path):
         np.testing.assert_array_equal(model.W, W - W.mean(axis=0))
         messages.append(str(w[0].message))
     assert messages[0] == messages[1]
+
+
+def test_a_float32_stall_on_nearly_collinear_features_is_not_called_converged():
+    """float32 Newton-CG on a near copy of a feature, without L2: rounding rejected its trial steps until the
+    trust region's predicted decrease fell below 64 eps of the loss, 1.1e-2 above the optimum, with a
+    standardised gradient of 3e-4, under the float32 bound of 5e-3; the fit was called converged without a
+    word (a review). Such a stop is judged by its gap too, as in float64."""
+    rng = np.random.default_rng(0)
+    n_samples, n_features, n_classes = 300, 3, 3
+    Z = rng.standard_normal((n_samples, n_features))
+    y = np.argmax(Z @ rng.standard_normal((n_classes, n_features)).T * 2 + rng.standard_normal((n_samples, 3)), 1)
+    Z[:, 1] = Z[:, 0] + 1e-5 * rng.standard_normal(n_samples)
+    X = Z.astype(np.float32)
+    optimum = SoftmaxRegression(n_features, n_classes)
+    optimum.W[...] = 0
+    optimum.fit(X.astype(np.float64), y, solver="newton-cg", tol=1e-12, max_iter=1000)
+    model = SoftmaxRegression(n_features, n_classes, dtype=np.float32)
+    model.W[...] = 0
+    with pytest.warns(fastsoftmax.ConvergenceWarning, match="use float64"):
+        model.fit(X, y, solver="newton-cg", tol=1e-9, max_iter=1000)
+    assert not model.converged_
+    W, b = model.W.astype(np.float64), model.b.astype(np.float64)
+    best = optimum.loss_history_[-1]
+    assert fastsoftmax.loss_and_grad(X.astype(np.float64), y, W, b)[0] - best > 1e-3 * best  # the stall is real
