@@ -163,7 +163,7 @@ def descend(W: np.ndarray, b: np.ndarray, dW: np.ndarray, db: np.ndarray, step) 
 def _check_problem(X, y, W, b, sample_weight, scale_free: bool = False):
     # The labels' range is checked by the fused kernel (see raise_for_nonfinite_loss).
     W, b = _checks.check_weights(W, b)
-    X = _checks.check_X(X, W.dtype, W.shape[1], fortran_ok=True, n_classes=W.shape[0])
+    X = _checks.check_X(X, W.dtype, W.shape[1], fortran_ok=True)
     y = _checks.check_labels(y, X.shape[0], W.shape[0], scan=False)
     # Only a mean needs a weight above 0: the sums of a chunk whose rows all weigh 0 are 0.
     sample_weight = _checks.check_sample_weight(
@@ -461,7 +461,7 @@ def _losses_in_dtype(losses: np.ndarray, dtype: np.dtype, sample_weight: np.ndar
 
 def _check_prediction_input(X, W, b):
     W, b = _checks.check_weights(W, b)
-    return _checks.check_X(X, W.dtype, W.shape[1], fortran_ok=True, takes_y=False, n_classes=W.shape[0]), W, b
+    return _checks.check_X(X, W.dtype, W.shape[1], fortran_ok=True, takes_y=False), W, b
 
 
 def _raise_for_nonfinite_logits(X: np.ndarray, W: np.ndarray, b: np.ndarray, n_bad_rows: int) -> None:

@@ -596,17 +596,19 @@ def check_2d(X, takes_y: bool = True) -> None:
         raise ValueError(f"X must be 2-dimensional (n_samples, n_features), got shape {X.shape}{hint}")
 
 
-def width_mismatch(n_columns: int, n_features: int, n_classes: int | None = None) -> ValueError:
-    """The error for an X of ``n_columns`` features under a W (K, D) of ``n_features`` columns and ``n_classes`` rows.
+def width_mismatch(n_columns: int, n_features: int, model_W_transposed: bool = False) -> ValueError:
+    """The error for an X of ``n_columns`` features under a W (K, D) of ``n_features`` columns.
 
-    Where X's width is W's number of rows, W is likely laid out (D, K), as
-    some textbooks lay it out: a model given such a W blamed X alone.
+    ``model_W_transposed``: a model's W is laid out (D, K), as some textbooks
+    lay it out (its rows match X's width, its columns b's length); such a
+    model blamed X alone.
     """
     message = f"X has {n_columns} features but W has {n_features} columns; X must have shape (n_samples, {n_features})"
-    if n_columns == n_classes:
+    if model_W_transposed:
         message += (
-            f"; or, if W is laid out (n_features, n_classes) = {(n_classes, n_features)}, transpose it (pass W.T; "
-            "a model's: model.W = model.W.T): W is (n_classes, n_features), one row per class"
+            f"; or rather, model.W is laid out (n_features, n_classes) = {(n_columns, n_features)}, its rows X's "
+            "features and its columns b's intercepts: transpose it, model.W = model.W.T (W is (n_classes, "
+            "n_features), one row per class)"
         )
     return ValueError(message + ".")
 
@@ -618,7 +620,6 @@ def check_X(
     fortran_ok: bool = False,
     *,
     takes_y: bool = True,
-    n_classes: int | None = None,
 ) -> np.ndarray:
     """Check the data X (N, D) and return it C-contiguous in ``dtype``.
 
@@ -628,7 +629,6 @@ def check_X(
     Fortran-ordered X of that dtype comes back as it is: the loss+grad,
     Hessian-vector and prediction kernels read its transpose without a copy.
     ``takes_y=False`` (prediction) leaves swapped (X, y) out of a 1-D X's message.
-    ``n_classes``, W's number of rows, names a W laid out (D, K) (:func:`width_mismatch`).
     """
     given = X
     X = _as_array(X, "X")
@@ -638,7 +638,7 @@ def check_X(
     if X.shape[1] == 0:
         raise ValueError("X has 0 features; pass at least one column.")
     if n_features is not None and X.shape[1] != n_features:
-        raise width_mismatch(X.shape[1], n_features, n_classes)
+        raise width_mismatch(X.shape[1], n_features)
     kind = X.dtype.kind
     if kind == "f":
         if X.dtype not in FLOAT_DTYPES:  # float16, longdouble: no model or kernel takes them
@@ -1086,8 +1086,8 @@ def check_logits(Z, y=None) -> tuple[np.ndarray, np.ndarray | None]:
     Z = _as_array(Z, "Z")
     if Z.ndim == 1:  # as the textbook's softmax of one sample's logits
         raise ValueError(
-            f"Z must be 2-dimensional (n_samples, n_classes), got shape {Z.shape}: "
-            "the logits of one sample are Z.reshape(1, -1)."
+            f"Z must be 2-dimensional (n_samples, n_classes), got shape {Z.shape}: the logits of one sample are "
+            "Z.reshape(1, -1); one binary score s a sample is np.column_stack([np.zeros_like(s), s])."
         )
     Z = check_float_param(Z, "Z", 2)  # not empty
     # Reductions over all of Z, and along rows only where a -inf needs it:

@@ -156,7 +156,7 @@ def hessian_vector_product(X, W, b, V, c, *, l2: float = 0.0, sample_weight=None
         from fastsoftmax._sparse import sparse_hessian_vector_product
 
         return sparse_hessian_vector_product(X, W, b, V, c, _checks.check_l2(l2), sample_weight)
-    X = _checks.check_X(X, W.dtype, W.shape[1], fortran_ok=True, takes_y=False, n_classes=W.shape[0])
+    X = _checks.check_X(X, W.dtype, W.shape[1], fortran_ok=True, takes_y=False)
     sample_weight = _checks.check_sample_weight(sample_weight, X.shape[0], W.dtype, scale_free=True)
     l2 = _checks.check_l2(l2)
     HV = np.empty_like(W)

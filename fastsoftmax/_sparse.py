@@ -81,7 +81,6 @@ def checked_csr(
     *,
     learning: bool = True,
     row_offset: int = 0,
-    n_classes: int | None = None,
 ):
     """A scipy.sparse X checked (:func:`check_sparse_X`) and rebuilt as CSR in ``dtype``, of X's kind.
 
@@ -91,7 +90,7 @@ def checked_csr(
     """
     import scipy.sparse
 
-    rows = check_sparse_X(X, dtype, n_features, learning=learning, row_offset=row_offset, n_classes=n_classes)
+    rows = check_sparse_X(X, dtype, n_features, learning=learning, row_offset=row_offset)
     kind = scipy.sparse.csr_matrix if isinstance(X, scipy.sparse.spmatrix) else scipy.sparse.csr_array
     return kind(rows.arrays(), shape=rows.shape, copy=False)
 
@@ -129,7 +128,6 @@ def check_sparse_X(
     learning: bool = True,
     cast_floats: bool = True,
     row_offset: int = 0,
-    n_classes: int | None = None,
 ) -> CSRRows:
     """Check a scipy.sparse X (N, D) and return it as :class:`CSRRows` in ``dtype``.
 
@@ -142,8 +140,7 @@ def check_sparse_X(
     in W's dtype only) refuses floating values of another dtype, as
     ``_checks.check_X`` does. ``row_offset``: X's rows are rows
     ``row_offset`` onward of a larger data set (a Dask chunk's), and the
-    messages name the data set's rows. ``n_classes``, W's number of rows,
-    names a W laid out (D, K) (``_checks.width_mismatch``).
+    messages name the data set's rows.
     """
     if X.ndim != 2:
         raise ValueError(f"X must be 2-dimensional (n_samples, n_features), got a sparse X of shape {X.shape}.")
@@ -153,7 +150,7 @@ def check_sparse_X(
     if n_columns == 0:
         raise ValueError("X has 0 features; pass at least one column.")
     if n_features is not None and n_columns != n_features:
-        raise _checks.width_mismatch(n_columns, n_features, n_classes)
+        raise _checks.width_mismatch(n_columns, n_features)
     if X.dtype.kind not in "fiub" or X.dtype.itemsize > 8:
         why = (
             ", which the kernels do not support (float32 and float64 only);"  # longdouble: real, but not theirs
@@ -949,7 +946,7 @@ def make_sparse_objective(
     ``scale_free=False``: the weights' values count, not only their ratios,
     and they may all be 0 (:meth:`SparseObjective.sums`; see ``_checks.check_sample_weight``).
     """
-    rows = check_sparse_X(X, dtype, n_features, cast_floats=cast_floats, n_classes=n_classes)
+    rows = check_sparse_X(X, dtype, n_features, cast_floats=cast_floats)
     y = _checks.check_labels(y, rows.n_samples, n_classes)
     sample_weight, divisor = _checks.check_sample_weight_and_divisor(
         sample_weight, rows.n_samples, dtype, scale_free=scale_free, all_zero_ok=not scale_free
@@ -1059,7 +1056,7 @@ def sparse_hessian_vector_product(
     (``kernels.csr_hvp_sums``), summed in float64.
     """
     n_classes, n_features = W.shape
-    rows = check_sparse_X(X, W.dtype, n_features, cast_floats=False, n_classes=n_classes)
+    rows = check_sparse_X(X, W.dtype, n_features, cast_floats=False)
     sample_weight = _checks.check_sample_weight(sample_weight, rows.n_samples, W.dtype, scale_free=True)
     objective = hessian_objective(rows, sample_weight, n_classes, l2)
     theta = pack(W, b)
@@ -1087,7 +1084,7 @@ def predict_sparse(
     checked finite). A floating X of another dtype than W's is refused, as
     the functions refuse it, unless ``cast_floats`` (a model's prediction).
     """
-    rows = check_sparse_X(X, W.dtype, W.shape[1], learning=False, cast_floats=cast_floats, n_classes=W.shape[0])
+    rows = check_sparse_X(X, W.dtype, W.shape[1], learning=False, cast_floats=cast_floats)
     n_classes = W.shape[0]
     n_chunks = _n_chunks(rows.n_samples, int(rows.indptr[-1]), 0, n_classes)
     labels = np.empty(rows.n_samples, dtype=np.int64)

@@ -717,7 +717,7 @@ def _labels_of_file(path: str, data: str, n_rows: int) -> np.ndarray:
         y = open_array(path, "y")
     except ValueError as exc:  # "y file 'y.csv' ...": here the file is an option's
         raise CLIError(str(exc).replace(f"y file {path!r}", f"--labels {path}", 1)) from None
-    name = os.path.basename(path)
+    name = os.fspath(path)  # as given: the lines run where the command ran (a basename named another file)
     if y.ndim == 2 and y.shape[1] == 1:
         raise CLIError(
             f"--labels {path} holds a column, shape {y.shape}; labels are one per row, shape ({y.shape[0]},): "
@@ -736,7 +736,7 @@ def _labels_of_file(path: str, data: str, n_rows: int) -> np.ndarray:
         )
     if y.dtype.kind in "SU":
         # Written beside the file, not over it: the class names map the predictions back.
-        stem = name.removesuffix(".npy")
+        stem = name.removesuffix(".npy")  # its directory kept
         raise CLIError(
             f"--labels {path} holds strings ({y.dtype}); labels must be integer class indices 0..K-1: "
             f"classes, y = np.unique(np.load({name!r}), return_inverse=True); np.save('{stem}_index.npy', y); "

@@ -297,8 +297,21 @@ class SoftmaxRegression:
     def _X(self, X, fortran_ok: bool = False, takes_y: bool = True, learning: bool = False) -> np.ndarray:
         # learning: X is learnt from (backward, train_step), not only scored (see _checks.cast_X).
         X = _checks.as_compute_dtype(X, self.dtype, learning=learning)
-        n_classes, n_features = self._weights_shape()
-        return _checks.check_X(X, self.dtype, n_features, fortran_ok, takes_y=takes_y, n_classes=n_classes)
+        try:
+            return _checks.check_X(X, self.dtype, self.input_dim, fortran_ok, takes_y=takes_y)
+        except ValueError:
+            self._refuse_W_laid_out_transposed(X)
+            raise
+
+    def _refuse_W_laid_out_transposed(self, X) -> None:
+        """Raise, naming the transpose, where W's rows match X's width and its columns b's length: W is (D, K).
+
+        Called once X was refused: the model's X check named X's width alone,
+        and a model assigned a textbook's W of shape (D, K) was told to reshape X.
+        """
+        W, b = self.W, self.b
+        if np.ndim(X) == 2 and W.ndim == 2 and np.ndim(b) == 1 and X.shape[1] == W.shape[0] != W.shape[1] == b.shape[0]:
+            raise _checks.width_mismatch(X.shape[1], W.shape[1], model_W_transposed=True) from None
 
     def _Xy(
         self, X, y, fortran_ok: bool = False, scan_labels: bool = True, learning: bool = False
@@ -310,9 +323,13 @@ class SoftmaxRegression:
 
     def _sparse_objective(self, X, y, l2: float) -> SparseObjective:
         """A scipy.sparse X and its labels, checked and cast to the model's dtype, as one objective."""
-        return make_sparse_objective(
-            X, y, n_features=self.input_dim, n_classes=self.num_classes, dtype=self.dtype, l2=l2
-        )
+        try:
+            return make_sparse_objective(
+                X, y, n_features=self.input_dim, n_classes=self.num_classes, dtype=self.dtype, l2=l2
+            )
+        except ValueError:
+            self._refuse_W_laid_out_transposed(X)
+            raise
 
     # -- the textbook interface ------------------------------------------------
 
@@ -378,7 +395,11 @@ class SoftmaxRegression:
                 _, dW, db = objective_loss_and_grad(objective, W, b, gradient_only=True)
             return dW, db
         if sparse:
-            X = checked_csr(X, self.dtype, self.input_dim, n_classes=self.num_classes)
+            try:
+                X = checked_csr(X, self.dtype, self.input_dim)
+            except ValueError:
+                self._refuse_W_laid_out_transposed(X)
+                raise
             y = _checks.check_labels(y, X.shape[0], self.num_classes)
         else:
             X, y = self._Xy(X, y, fortran_ok=True, scan_labels=probs is not None, learning=True)

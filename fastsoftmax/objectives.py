@@ -250,12 +250,12 @@ def make_objective(
     if not _is_path_or_map(X) and not _is_path_or_map(y):
         X = _checks.as_compute_dtype(X, dtype)
         fortran_ok = X.flags.f_contiguous and _trains_in_place(X, n_features, n_classes, chunk_size, minibatches)
-        X = _checks.check_X(X, dtype, n_features, fortran_ok=fortran_ok, n_classes=n_classes)
+        X = _checks.check_X(X, dtype, n_features, fortran_ok=fortran_ok)
         y = _checks.check_labels(y, X.shape[0], n_classes)
         source = DataSource(X, y, dtype, sample_weight=sample_weight, chunk_size=chunk_size)
         return ChunkedObjective(source, n_classes, l2, minibatches)
     source = DataSource(X, y, dtype, sample_weight=sample_weight, chunk_size=chunk_size)
     if source.n_features != n_features:
-        raise _checks.width_mismatch(source.n_features, n_features, n_classes)
+        raise _checks.width_mismatch(source.n_features, n_features)
     source.check_labels(n_classes)
     return ChunkedObjective(source, n_classes, l2, minibatches)

@@ -398,44 +398,53 @@ def test_predict_rejects_nonfinite_X(problem, func, value):
         func(X, W, b)
 
 
-TRANSPOSED_W_HINT = r"or, if W is laid out \(n_features, n_classes\) = \(5, 3\), transpose it \(pass W\.T"
+TRANSPOSED_W_HINT = (
+    r"model\.W is laid out \(n_features, n_classes\) = \(5, 3\), its rows X's features and its columns b's "
+    r"intercepts: transpose it, model\.W = model\.W\.T"
+)
 
 
 @pytest.mark.parametrize(
     "call",
-    ["predict", "predict_proba", "accuracy", "train_step", "fit", "sparse-predict", "sparse-fit"],
+    ["predict", "predict_proba", "accuracy", "train_step", "sparse-train_step", "fit", "sparse-predict", "sparse-fit"],
 )
 def test_model_given_W_laid_out_features_by_classes_is_told_to_transpose_it(call):
-    """A W assigned as (D, K) blamed X alone ("X must have shape (n_samples, 3)")."""
+    """A W assigned as (D, K) beside b of K blamed X alone ("X must have shape (n_samples, 3)"); the calls that
+    check W and b first name b's length and the transpose (check_weights)."""
     X = np.random.default_rng(0).standard_normal((12, 5))
     y = np.arange(12) % 3
     model = fs.SoftmaxRegression(5, 3)
-    model.W = model.W.T.copy()  # (5, 3): D rows of K, as some textbooks lay W out
-    model.b = np.zeros(5)  # so that W and b agree, and only X's width tells
+    model.W = model.W.T.copy()  # (5, 3): D rows of K, as some textbooks lay W out; b stays (3,)
     calls = {
         "predict": lambda: model.predict(X),
         "predict_proba": lambda: model.predict_proba(X),
         "accuracy": lambda: model.accuracy(X, y),
         "train_step": lambda: model.train_step(X, y, 0.1),
+        "sparse-train_step": lambda: model.train_step(sparse.csr_matrix(X), y, 0.1),
         "fit": lambda: model.fit(X, y, max_iter=2),
         "sparse-predict": lambda: model.predict(sparse.csr_matrix(X)),
         "sparse-fit": lambda: model.fit(sparse.csr_matrix(X), y, max_iter=2),
     }
-    with pytest.raises(ValueError, match=r"X has 5 features but W has 3 columns.*" + TRANSPOSED_W_HINT):
+    with pytest.raises(ValueError, match=TRANSPOSED_W_HINT + r"|b has length 3 but W has 5 rows .*pass W\.T"):
         calls[call]()
 
 
-def test_functions_given_W_laid_out_features_by_classes_are_told_to_transpose_it():
-    X = np.random.default_rng(0).standard_normal((12, 5))
+def test_a_model_whose_W_is_laid_out_right_is_not_told_to_transpose_it():
+    """X of K columns (a column lost, or probabilities passed): W (K, D) beside b of K is right, and was told to
+    be transposed where X's width was W's number of rows (a review)."""
+    model = fs.SoftmaxRegression(4, 3)
+    X = np.zeros((5, 3))
+    for call in (model.predict, lambda X: model.train_step(X, np.zeros(5, dtype=int), 0.1)):
+        with pytest.raises(
+            ValueError, match=r"^X has 3 features but W has 4 columns; X must have shape \(n_samples, 4\)\.$"
+        ):
+            call(X)
+    # The functions cannot tell, W (K, D) beside b (K,) being a model of K classes: no hint there either.
     W, b = np.zeros((5, 3)), np.zeros(5)
-    for call in (lambda: fs.predict(X, W, b), lambda: fs.loss_and_grad(X, np.arange(12) % 3, W, b)):
-        with pytest.raises(ValueError, match=TRANSPOSED_W_HINT):
-            call()
-    # X of another width than W's rows too: no such hint.
     with pytest.raises(
-        ValueError, match=r"X has 4 features but W has 3 columns; X must have shape \(n_samples, 3\)\.$"
+        ValueError, match=r"X has 5 features but W has 3 columns; X must have shape \(n_samples, 3\)\.$"
     ):
-        fs.predict(X[:, :4], W, b)
+        fs.predict(np.zeros((2, 5)), W, b)
 
 
 @pytest.mark.parametrize("func", [fs.predict, fs.predict_proba], ids=["predict", "predict_proba"])

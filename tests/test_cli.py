@@ -147,12 +147,13 @@ def _bad_inputs(tmp_path, npy):
         # keeps the names that map predictions back.
         "string-labels": (
             ["--data", x_path, "--labels", str(string_labels)],
-            r"--labels .*names\.npy holds strings \(<U3\).*np\.save\('names_index\.npy', y\); "
-            r"np\.save\('names_classes\.npy', classes\), then pass --labels names_index\.npy",
+            r"--labels (.*)names\.npy holds strings \(<U3\).*np\.load\('\1names\.npy'\).*"
+            r"np\.save\('\1names_index\.npy', y\); "
+            r"np\.save\('\1names_classes\.npy', classes\), then pass --labels \1names_index\.npy",
         ),
         "bool-labels": (
             ["--data", x_path, "--labels", str(bool_labels)],
-            r"--labels .*flags\.npy holds booleans.*np\.save\('flags\.npy', np\.load\('flags\.npy'\)\.astype",
+            r"--labels (.*)flags\.npy holds booleans.*np\.save\('\1flags\.npy', np\.load\('\1flags\.npy'\)\.astype",
         ),
         "labels-over-classes": (
             ["--data", x_path, "--labels", str(big_labels), "--classes", "3"],
@@ -1707,7 +1708,8 @@ def test_label_files_of_floats_or_a_column_are_named_with_the_line_that_rewrites
     err = capsys.readouterr().err
     fix = {"float": ".astype(np.int64)).", "column": ".ravel()).", "one-hot": ".argmax(axis=1))."}[labels]
     assert err.startswith(f"fastsoftmax train: error: --labels {path} holds ") and "y has" not in err
-    assert err.rstrip().endswith(f"np.save('y_bad.npy', np.load('y_bad.npy'){fix}")
+    # The path as given: the line runs where the command ran (a basename named a file of another directory).
+    assert err.rstrip().endswith(f"np.save({str(path)!r}, np.load({str(path)!r}){fix}")
 
 
 def test_the_data_file_given_as_labels_is_named_as_such(tmp_path, npy, capsys):
