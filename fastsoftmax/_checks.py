@@ -614,12 +614,7 @@ def width_mismatch(n_columns: int, n_features: int, model_W_transposed: bool = F
 
 
 def check_X(
-    X,
-    dtype: np.dtype,
-    n_features: int | None = None,
-    fortran_ok: bool = False,
-    *,
-    takes_y: bool = True,
+    X, dtype: np.dtype, n_features: int | None = None, fortran_ok: bool = False, *, takes_y: bool = True
 ) -> np.ndarray:
     """Check the data X (N, D) and return it C-contiguous in ``dtype``.
 

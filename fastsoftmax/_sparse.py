@@ -74,14 +74,7 @@ def is_sparse(X) -> bool:
     return _checks._is_scipy_sparse(X)
 
 
-def checked_csr(
-    X,
-    dtype: np.dtype,
-    n_features: int | None = None,
-    *,
-    learning: bool = True,
-    row_offset: int = 0,
-):
+def checked_csr(X, dtype: np.dtype, n_features: int | None = None, *, learning: bool = True, row_offset: int = 0):
     """A scipy.sparse X checked (:func:`check_sparse_X`) and rebuilt as CSR in ``dtype``, of X's kind.
 
     A ``csr_matrix`` for a sparse matrix, a ``csr_array`` for a sparse
