@@ -718,6 +718,12 @@ def _labels_of_file(path: str, data: str, n_rows: int) -> np.ndarray:
     except ValueError as exc:  # "y file 'y.csv' ...": here the file is an option's
         raise CLIError(str(exc).replace(f"y file {path!r}", f"--labels {path}", 1)) from None
     name = os.fspath(path)  # as given: the lines run where the command ran (a basename named another file)
+    if y.ndim in (1, 2) and y.shape[0] != n_rows:
+        # First: a column of the wrong length was told to ravel it, and then refused for its length.
+        raise CLIError(
+            f"--labels {path} has {y.shape[0]:,} {'labels' if y.ndim == 1 else 'rows'} but --data {data} has "
+            f"{n_rows:,} rows; they must match, one label per row."
+        )
     if y.ndim == 2 and y.shape[1] == 1:
         raise CLIError(
             f"--labels {path} holds a column, shape {y.shape}; labels are one per row, shape ({y.shape[0]},): "
@@ -746,11 +752,6 @@ def _labels_of_file(path: str, data: str, n_rows: int) -> np.ndarray:
         raise CLIError(
             f"--labels {path} holds booleans; labels must be integer class indices 0..K-1 (False is class 0, "
             f"True class 1): np.save({name!r}, np.load({name!r}).astype(np.int64))."
-        )
-    if y.ndim == 1 and y.shape[0] != n_rows:
-        raise CLIError(
-            f"--labels {path} has {y.shape[0]:,} labels but --data {data} has {n_rows:,} rows; "
-            "they must match, one label per row."
         )
     return y
 

@@ -114,6 +114,8 @@ def _bad_inputs(tmp_path, npy):
         archive.writestr("y.npy", npy[1].read_bytes())
     short = tmp_path / "short.npy"
     np.save(short, np.zeros(7, dtype=np.int64))
+    short_column = tmp_path / "short_column.npy"
+    np.save(short_column, np.zeros((7, 1), dtype=np.int64))
     bad_labels = tmp_path / "bad_labels.npy"
     np.save(bad_labels, np.full(2000, -1, dtype=np.int64))
     big_labels = tmp_path / "big_labels.npy"
@@ -141,6 +143,11 @@ def _bad_inputs(tmp_path, npy):
         "mismatched": (
             ["--data", x_path, "--labels", str(short)],
             r"short\.npy has 7 labels but --data .*X\.npy has 2,000 rows",
+        ),
+        # A column of the wrong length was told to ravel it, and then refused for its length.
+        "mismatched-column": (
+            ["--data", x_path, "--labels", str(short_column)],
+            r"short_column\.npy has 7 rows but --data .*X\.npy has 2,000 rows",
         ),
         "negative-labels": (["--data", x_path, "--labels", str(bad_labels)], "negative label -1"),
         # The library's "y has dtype <U3" named neither the option nor the file; the indices go beside it, which
@@ -271,6 +278,7 @@ def test_ctrl_c_during_the_fit_says_where_it_stopped_and_what_resumes_it(tmp_pat
         "header-bracket-lost",
         "npz-header-bracket-lost",
         "mismatched",
+        "mismatched-column",
         "negative-labels",
         "string-labels",
         "bool-labels",
