@@ -1902,15 +1902,16 @@ def _fit(model, objective, options, *, seed, callback, checkpoint, checkpoint_lo
                 checkpoint_lock,
             )
 
-    # The fit's full-batch evaluations, as (this run's, this run's up to its last iteration), beside those of the
-    # runs it resumes up to their last iteration (None: a checkpoint written before they were counted). A
-    # checkpoint holds the count up to its iteration, so the rerun of a finished fit, whose line search fails
-    # again after it, counts those evaluations once, as the fit did.
-    evaluations = [0, 0]
+    # The fit's full-batch evaluations: this run's, beside those of the runs it resumes up to their last
+    # iteration (None: a checkpoint written before they were counted). A checkpoint holds the count up to its
+    # iteration, so the rerun of a finished fit, whose line search fails again after it, counts those
+    # evaluations once, as the fit did.
+    run_evaluations = 0
     passes_before = engine_state.get("evaluations", 0) if resumed is None or "evaluations" in engine_state else None
 
     def recording_objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
-        evaluations[0] += 1
+        nonlocal run_evaluations
+        run_evaluations += 1
         loss, grad = objective(theta)
         verify_data()
         if not history:
@@ -1927,8 +1928,7 @@ def _fit(model, objective, options, *, seed, callback, checkpoint, checkpoint_lo
         history.record(loss)  # the model's history is this list: kept whole only with the iterate (below)
         keep(theta, offset + iteration, history, an_iterate=True)
         if passes_before is not None and not minibatch:
-            evaluations[1] = evaluations[0]
-            engine_state["evaluations"] = passes_before + evaluations[0]
+            engine_state["evaluations"] = passes_before + run_evaluations
         if minibatch:  # an epoch's end, judged again if an interrupt leaves it in the model (a copy: O(K D))
             last_epoch = np.array(theta, copy=True), iteration
         try:
@@ -2083,10 +2083,7 @@ def _fit(model, objective, options, *, seed, callback, checkpoint, checkpoint_lo
                 result,
                 solver_state,
                 tightening < 1.0,
-                # Up to the last iteration (a checkpoint's count), and the failed line search after it.
-                None
-                if passes_before is None
-                else engine_state.get("evaluations", 0) + evaluations[0] - evaluations[1] + result.n_hvp,
+                None if passes_before is None else passes_before + run_evaluations + result.n_hvp,
             )
         )
         if stalled is not None:
