@@ -7,6 +7,7 @@ Results keep the compute dtype (see the dtype policy in ``_checks``).
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Literal, NamedTuple
 
 import numpy as np
@@ -353,11 +354,27 @@ def cross_entropy(
         "none" returns :math:`w_i \ell_i` as an (N,) array of Z's dtype.
         A row of weight 0 is left out (contributes 0), even where
         :math:`\ell_i = \infty` (a -inf logit at its label).
+
+    Warns
+    -----
+    UserWarning
+        Where every row of Z lies in [0, 1] and sums to 1: softmax's output
+        passed for logits gives a finite, wrong loss (the loss of
+        softmax(P), not of P). ``cross_entropy(np.log(P), y)`` is the
+        cross-entropy of probabilities P.
     """
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}.")
     Z, _ = _checks.check_logits(Z)
     y = _checks.check_labels(y, Z.shape[0], Z.shape[1], rows_of="Z")
+    if _checks.looks_like_probabilities(Z):
+        warnings.warn(
+            "cross_entropy takes logits, and every row of Z lies in [0, 1] and sums to 1, as probabilities do: "
+            "the loss of softmax(Z), not of Z as probabilities. For probabilities P (forward() or "
+            "predict_proba()), pass np.log(P): softmax(log P) = P, so that gives the mean of -log P[i, y_i].",
+            UserWarning,
+            stacklevel=2,
+        )
     # The mean divides by sum w, so it does not depend on the weights' scale.
     scale_free = reduction == "mean"  # "sum" and "none" of rows that all weigh 0 are 0
     sample_weight = _checks.check_sample_weight(

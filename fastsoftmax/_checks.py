@@ -473,6 +473,32 @@ def probability_sum_tolerance(dtype, n_classes: int) -> float:
     return 2.0 * (n_classes + 2) * _probability_eps(dtype)
 
 
+def _holds_probabilities(rows: np.ndarray) -> bool:
+    """Whether every row of ``rows`` lies in [0, 1] and sums to 1, as :func:`check_probabilities` allows."""
+    eps = _probability_eps(rows.dtype)
+    sums = rows.sum(axis=1, dtype=np.float64)
+    return bool(
+        rows.min() >= 0
+        and rows.max() <= 1 + _PROBABILITY_ABOVE_1_EPS * eps
+        and np.all(np.abs(sums - 1.0) <= probability_sum_tolerance(rows.dtype, rows.shape[1]))
+    )
+
+
+def looks_like_probabilities(Z: np.ndarray) -> bool:
+    """Whether logits ``Z`` (N, K), K >= 2, are laid out as probabilities: every row in [0, 1], summing to 1.
+
+    Valid logits, but rarely meant: softmax's output passed where logits
+    belong (``cross_entropy(model.forward(X), y)``) gives a loss that is
+    finite, plausible and wrong. Logits of only 0s and 1s, one 1 a row, are
+    not taken for probabilities: such one-hot logits are a common toy
+    example. The first row is checked alone first, so logits cost O(K); only
+    a first row of probabilities is followed by a pass over the rest.
+    """
+    if Z.shape[1] < 2 or not _holds_probabilities(Z[:1]):
+        return False
+    return _holds_probabilities(Z) and not np.all((Z == 0) | (Z == 1))
+
+
 def check_probabilities(probs, dtype=None) -> np.ndarray:
     """Check class probabilities (N, K): float, finite, in [0, 1], each row summing to 1.
 

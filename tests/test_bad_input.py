@@ -333,6 +333,26 @@ def test_cross_entropy_bad_logits(case):
         fs.cross_entropy(Z, np.zeros(max(1, Z.shape[0]) if Z.ndim else 1, dtype=int))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cross_entropy_of_probabilities_warns_that_it_takes_logits(dtype):
+    """softmax's output passed for logits gave a finite, plausible, wrong loss, silently (the loss of softmax(P):
+    about log K whatever the model). The warning names np.log(P), whose loss is -log P at the labels."""
+    X, y, W, b, _ = make_problem(np.random.default_rng(0), 50, 4, 3, dtype)
+    P = fs.softmax(X @ W.T + b)
+    with pytest.warns(UserWarning, match=r"takes logits.*np\.log\(P\)"):
+        wrong = fs.cross_entropy(P, y)
+    expected = -np.mean(np.log(P[np.arange(len(y)), y].astype(np.float64)))
+    assert abs(wrong - expected) > 0.1
+    tolerance = 10 * np.finfo(dtype).eps * max(1.0, expected)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert fs.cross_entropy(np.log(P), y) == pytest.approx(expected, rel=tolerance)
+        fs.cross_entropy(X @ W.T + b, y)  # logits
+        fs.cross_entropy(np.vstack([P[:-1], [0.9, 0.9, 0.9]]).astype(dtype), y)  # one row is not
+        fs.cross_entropy(np.ones((3, 1), dtype), [0, 0, 0])  # K = 1: every row of logits is a "probability"
+        fs.cross_entropy(np.eye(3, dtype=dtype)[y], y)  # one-hot logits, a toy example's
+
+
 def test_cross_entropy_bad_labels_and_reduction():
     Z = np.zeros((2, 3))
     with pytest.raises(ValueError, match=r"label 3, outside \[0, 3\)"):
