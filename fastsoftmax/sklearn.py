@@ -54,7 +54,7 @@ from fastsoftmax._extras import missing_extra
 try:
     from sklearn.base import BaseEstimator, ClassifierMixin
     from sklearn.exceptions import ConvergenceWarning
-    from sklearn.utils import check_random_state
+    from sklearn.utils import assert_all_finite, check_random_state
     from sklearn.utils._param_validation import InvalidParameterError
     from sklearn.utils.class_weight import compute_class_weight
     from sklearn.utils.multiclass import check_classification_targets
@@ -180,6 +180,22 @@ def _refuse_an_empty_X(shape: tuple, source: str) -> None:
             raise ValueError(
                 f"{source} holds 0 {what} (shape {shape}) while a minimum of 1 is required by SoftmaxClassifier."
             )
+
+
+def _labels_beside_X(y) -> np.ndarray:
+    """y in memory, beside an X that ``validate_data`` does not read with it (an ``.npy`` path, a Dask array).
+
+    Checked as ``validate_data`` checks it beside an X in memory: a column
+    vector is raveled with scikit-learn's DataConversionWarning, and NaN or
+    inf is refused ("Input y contains NaN."). Unchecked, a float y holding
+    NaN reached ``check_classification_targets``, whose cast to int gave
+    NumPy's RuntimeWarning ("invalid value encountered in cast") before the error.
+    """
+    y_arr = np.asarray(y)
+    if y_arr.ndim == 2 and y_arr.shape[1] == 1:
+        y_arr = column_or_1d(y_arr, warn=True)
+    assert_all_finite(y_arr, input_name="y")
+    return y_arr
 
 
 class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
@@ -703,6 +719,18 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         try:
             check_classification_targets(y)
             classes = np.unique(y)
+        except ValueError as exc:
+            held = np.asarray(y)
+            if held.dtype != object or not all(isinstance(label, (numbers.Number, np.bool_)) for label in held.flat):
+                raise
+            # scikit-learn's "Unknown label type: unknown" for numbers in an object array (a pandas column of
+            # object dtype) named a regression target.
+            booleans = all(isinstance(label, (bool, np.bool_)) for label in held.flat)
+            cast = "y.astype(bool) for classes False and True" if booleans else "y.astype(int) for integer classes"
+            raise ValueError(
+                f"{exc} Here y is an array of dtype object that holds numbers (as a pandas column of object dtype "
+                f"does): pass {cast}, or y.astype(str)."
+            ) from None
         except TypeError as exc:  # both sort the labels: None beside strings, or numbers beside strings
             if "not supported between" not in str(exc):
                 raise
@@ -767,9 +795,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             self.n_features_in_ = n_features
             if hasattr(self, "feature_names_in_"):
                 del self.feature_names_in_
-            y_arr = np.asarray(y)
-            if y_arr.ndim == 2 and y_arr.shape[1] == 1:
-                y_arr = column_or_1d(y_arr, warn=True)  # as for an X in memory: DataConversionWarning
+            y_arr = _labels_beside_X(y)
             if y_arr.ndim != 1 or y_arr.shape[0] != n_samples:
                 raise ValueError(f"y must have shape ({n_samples},) to match X, got {y_arr.shape}.")
             return X, y_arr, dtype
@@ -791,11 +817,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                 )
             validate_data(self, X, skip_check_array=True)
             dtype = self._dtype_for(X.dtype)
-            y_arr = np.asarray(y.compute() if is_dask_collection(y) else y)
-            if y_arr.ndim == 2 and y_arr.shape[1] == 1:
-                # A column vector, raveled with scikit-learn's DataConversionWarning, as validate_data does for NumPy X.
-                y_arr = column_or_1d(y_arr, warn=True)
-            return X, y_arr, dtype
+            return X, _labels_beside_X(y.compute() if is_dask_collection(y) else y), dtype
         # In the order given: fit decides whether a Fortran-ordered X (a frame's
         # values) is copied (objectives.make_objective).
         X, y = self._validate_and_cast(X, y, dtypes=self._compute_dtypes())

@@ -1077,6 +1077,42 @@ def test_a_column_vector_y_with_a_dask_X_is_taken_as_with_a_numpy_X(labels):
     np.testing.assert_allclose(got.coef_, want.coef_, rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("where", ["npy", "dask"])
+def test_nan_labels_beside_an_X_on_file_or_dask_are_refused_as_beside_an_X_in_memory(where, tmp_path):
+    """Beside an .npy path or a Dask X, a float y holding NaN reached check_classification_targets, whose cast
+    to int gave NumPy's RuntimeWarning ("invalid value encountered in cast") before the ValueError."""
+    X, y = generated(n=60, d=2, k=3)
+    if where == "npy":
+        np.save(tmp_path / "X.npy", X)
+        X_there = str(tmp_path / "X.npy")
+    else:
+        X_there = pytest.importorskip("dask.array").from_array(X, chunks=(20, -1))
+    for bad, message in ((np.nan, "Input y contains NaN"), (np.inf, "Input y contains infinity")):
+        labels = y.astype(float)
+        labels[7] = bad
+        with pytest.raises(ValueError, match=message) as in_memory:
+            SoftmaxClassifier().fit(X, labels)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with pytest.raises(ValueError, match=message) as there:
+                SoftmaxClassifier().fit(X_there, labels)
+        assert str(there.value) == str(in_memory.value)
+
+
+def test_numbers_in_an_object_array_of_labels_are_told_the_cast_that_takes_them():
+    """A pandas column of object dtype holding ints or bools was "Unknown label type: unknown ... a regression
+    target", scikit-learn's message, with no way forward; refused still, as LogisticRegression refuses it."""
+    X, y = generated(n=60, d=2, k=3)
+    for labels, cast in ((y.astype(object), "int"), ((y == 0).astype(object), "bool")):
+        with pytest.raises(ValueError, match=rf"Unknown label type.*dtype object that holds numbers.*astype\({cast}\)"):
+            SoftmaxClassifier().fit(X, labels)
+        np.testing.assert_array_equal(SoftmaxClassifier().fit(X, labels.astype(cast)).classes_, np.unique(labels))
+    # Continuous floats keep scikit-learn's message alone; strings in an object array are labels.
+    with pytest.raises(ValueError, match=r"Unknown label type: continuous.*values\.$"):
+        SoftmaxClassifier().fit(X, y + 0.5)
+    assert SoftmaxClassifier().fit(X, y.astype(str).astype(object)).classes_.tolist() == ["0", "1", "2"]
+
+
 def test_a_frame_with_a_column_of_strings_is_named_by_its_column():
     """scikit-learn's "could not convert string to float: 'paris'" named no column (SoftmaxRegression's fit
     named it); a ValueError still, as LogisticRegression raises."""
