@@ -267,6 +267,20 @@ def test_ctrl_c_during_the_fit_says_where_it_stopped_and_what_resumes_it(tmp_pat
             .err.splitlines()[-1]
             .endswith("no checkpoint was written yet: the same command starts over")
         )
+        # Interrupted as iteration 4's is written, after the model took it: the resume starts from the 3rd.
+        save = checkpoint.save
+
+        def interrupted_at_the_fourth(directory, state, lock=None):
+            if state.iteration == 4:
+                raise KeyboardInterrupt
+            save(directory, state, lock)
+
+        with monkeypatch.context() as patched:
+            patched.setattr(checkpoint, "save", interrupted_at_the_fourth)
+            assert main([*argv[:-2], "--checkpoint", str(tmp_path / "behind")]) == 130
+        last = capsys.readouterr().err.splitlines()[-1]
+        assert last.endswith(f"resumes from --checkpoint {tmp_path / 'behind'} at iteration 3, the last it saved")
+        assert checkpoint.saved_iteration(tmp_path / "behind") == 3
 
 
 @pytest.mark.parametrize(
@@ -2053,7 +2067,7 @@ def test_a_fit_that_stops_early_gives_the_engine_s_reason_in_option_names(tmp_pa
         "optimum)"
     )
     # It said "lower batch_size", the library's name, beside --lr.
-    sgd = ["--solver", "sgd", "--lr", "1e-6", "--batch-size", "100000", "--quiet"]
+    sgd = ["--solver", "sgd", "--lr", "1e-12", "--batch-size", "100000", "--quiet"]
     assert main([*argv, *sgd]) == 0
     summary = capsys.readouterr().out.splitlines()[0]
     assert "--batch-size 100000 is not below the 160 rows, so each epoch is one step: lower --batch-size" in summary
