@@ -509,12 +509,25 @@ def writable_target(path: str | os.PathLike | bytes) -> str:
                 f"give a shorter name",
             )
         if not os.access(directory, os.W_OK | os.X_OK):
+            if _on_read_only_file_system(directory):
+                raise OSError(errno.EROFS, unwritable_directory(directory))
             raise PermissionError(
                 errno.EACCES,
                 f"the directory {directory} is not writable, and a write puts a new file there and renames it "
                 f"over the old one; make the directory writable or write elsewhere",
             )
     return target
+
+
+def unwritable_directory(directory: str) -> str:
+    """Why ``directory``, which this process may not write, takes no new file, and the fix.
+
+    On a file system mounted read-only, making the directory writable fails
+    too (chmod gives EROFS): the mount is named, and writing elsewhere.
+    """
+    if _on_read_only_file_system(directory):
+        return f"the directory {directory} lies on a file system mounted read-only; write elsewhere"
+    return f"the directory {directory} is not writable; make it writable (chmod u+wx) or write elsewhere"
 
 
 def open_memmap_on_disk(path: str, dtype, shape: tuple[int, ...]) -> np.memmap:

@@ -43,6 +43,7 @@ from fastsoftmax._io import (
     refuse_other_file_kind,
     temporary_names,
     unexpanded_home,
+    unwritable_directory,
     writable_target,
     write_npz,
 )
@@ -152,7 +153,7 @@ def check_directory(directory: str | bytes | os.PathLike, *, option: str = "chec
     if not os.path.isdir(existing):
         raise ValueError(f"{option} {directory}: {existing} is a file, so the directory cannot be created.")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(f"{option} {directory}: {existing} is not writable.")
+        raise ValueError(f"{option} {directory}: {unwritable_directory(existing)}.")
     # The directories to create: a name longer than the file system takes failed only as the fit began,
     # after the data were read or generated, with "[Errno 36] File name too long" naming no option.
     name_max = _name_max(existing)
@@ -492,6 +493,22 @@ _STATE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 #: The arrays that gd, sgd and adam keep in the fit's dtype, which they step in; the solvers write
 #: every other array, and every array of lbfgs and newton-cg, in float64.
 _IN_THE_FIT_DTYPE = ("theta", "velocity", "guard_theta", "start_theta")
+
+
+def saved_iteration(directory: str | os.PathLike) -> int | None:
+    """The iteration that ``directory``'s checkpoint holds, read from its record alone; None where it holds none.
+
+    For a message after an interrupt, which may come between the end of an
+    iteration and its save: the resume starts from this one. Unchecked beyond
+    the record's form (a resume checks the whole file), and None for a file
+    that cannot be read.
+    """
+    try:
+        meta = json.loads(str(read_npz(checkpoint_path(directory), "checkpoint", names=("meta",))["meta"]))
+        iteration = meta["iteration"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return iteration if isinstance(iteration, int) and not isinstance(iteration, bool) else None
 
 
 def _dtype_written(solver: Any, fit_dtype: str, key: str) -> np.dtype:

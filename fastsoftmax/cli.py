@@ -309,7 +309,7 @@ def _check_output(option: str, path: str) -> None:
     Where ``path`` is a symlink, the file it leads to is what gets written
     (``_io.writable_target``), so its directory is the one that must be writable.
     """
-    from fastsoftmax._io import names_a_directory, writable_target
+    from fastsoftmax._io import names_a_directory, unwritable_directory, writable_target
 
     if os.path.isdir(path):
         raise CLIError(f"{option} {path} is a directory; give a file name inside it.")
@@ -324,7 +324,7 @@ def _check_output(option: str, path: str) -> None:
             raise CLIError(f"{option} {path}: {directory} is a file, not a directory; give a path in a directory.")
         raise CLIError(f"{option} {path}: the directory {directory} does not exist; create it first.")
     if not os.access(directory, os.W_OK | os.X_OK):
-        raise CLIError(f"{option} {path}: the directory {directory} is not writable.")
+        raise CLIError(f"{option} {path}: {unwritable_directory(directory)}.")
     if os.path.exists(target) and not os.access(target, os.W_OK):
         raise CLIError(f"{option} {path} is read-only; make it writable (chmod u+w) or write elsewhere.")
     try:
@@ -1465,15 +1465,18 @@ def _note_what_an_interrupt_left(args: argparse.Namespace, model) -> None:
     the process, and a run with ``--checkpoint`` was not told that the same
     command resumes it.
     """
-    from fastsoftmax.checkpoint import checkpoint_path
+    from fastsoftmax.checkpoint import checkpoint_path, saved_iteration
 
     unit = "epoch" if args.solver in ("sgd", "adam") else "iteration"
     # n_iter_ is 0 where no iteration of this run was kept (a resumed run's record is put back then).
     where = f" at {unit} {model.n_iter_} of {args.max_iter}" if model.n_iter_ else ""
     lost = f"nothing was written to {args.out}" if args.out else "the weights end with this command"
     if getattr(args, "checkpoint", None):
+        saved = saved_iteration(args.checkpoint)
+        # An interrupt between an iteration's end and its save leaves the checkpoint one behind the model.
+        behind = f" at {unit} {saved}, the last it saved" if saved is not None and saved != model.n_iter_ else ""
         resume = (
-            f"the same command resumes from --checkpoint {args.checkpoint}"
+            f"the same command resumes from --checkpoint {args.checkpoint}{behind}"
             if os.path.isfile(checkpoint_path(args.checkpoint))
             else "no checkpoint was written yet: the same command starts over"
         )

@@ -2151,6 +2151,41 @@ def test_a_read_only_target_is_refused_before_anything_is_written(tmp_path, monk
 
 
 @pytest.mark.skipif(os.name != "posix", reason="POSIX modes")
+def test_a_new_file_in_a_directory_on_a_read_only_mount_names_the_mount(tmp_path, monkeypatch, capsys):
+    """A new model file, checkpoint or --out in a directory of a file system mounted read-only was told to make
+    the directory writable, which fails there too (EROFS); an existing file there was already told the mount."""
+    from fastsoftmax.cli import main
+
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    real_access, real_statvfs = os.access, os.statvfs
+    # As root, os.access allows every write: deny it under the "mount", and mark that mount read-only.
+    monkeypatch.setattr(os, "access", lambda p, mode: False if str(mount) in os.fspath(p) else real_access(p, mode))
+    statvfs = real_statvfs(tmp_path)
+    read_only = os.statvfs_result((*statvfs[:8], statvfs.f_flag | os.ST_RDONLY, *statvfs[9:]))
+    monkeypatch.setattr(os, "statvfs", lambda p: read_only if str(mount) in os.fspath(p) else real_statvfs(p))
+    mounted = rf"the directory {re.escape(str(mount))} lies on a file system mounted read-only; write elsewhere"
+    with pytest.raises(OSError, match=r"could not write .*new\.npz: " + mounted) as info:
+        SoftmaxRegression(D, K).save(mount / "new.npz")
+    assert info.value.errno == errno.EROFS and not isinstance(info.value, PermissionError)
+    X, y = make_classification(50, D, n_classes=K, seed=0)
+    model = SoftmaxRegression(D, K, seed=0)
+    with pytest.raises(ValueError, match=r"checkpoint .*ck: " + mounted):
+        model.fit(X, y, max_iter=2, checkpoint=mount / "ck")
+    assert model.n_iter_ == 0
+    train = ["train", "--samples", "300", "--features", "5", "--classes", "3", "--max-iter", "3", "--threads", "1"]
+    assert main([*train, "--out", str(mount / "m.npz")]) == 2
+    assert re.search(r"--out .*m\.npz: " + mounted, capsys.readouterr().err)
+    assert os.listdir(mount) == []
+    # A directory that is only not writable still names the mode, and chmod.
+    monkeypatch.setattr(os, "statvfs", real_statvfs)
+    with pytest.raises(PermissionError, match=r"is not writable, .*make the directory writable"):
+        SoftmaxRegression(D, K).save(mount / "new.npz")
+    with pytest.raises(ValueError, match=r"ck: the directory .*ro is not writable; make it writable \(chmod u\+wx\)"):
+        model.fit(X, y, max_iter=2, checkpoint=mount / "ck")
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX modes")
 def test_a_target_whose_mode_forbids_writing_it_again_is_still_written_once_allowed(tmp_path):
     # The mode of a read-only target was copied to the empty temporary file, which the writer then could not open.
     target = tmp_path / "m.npz"
