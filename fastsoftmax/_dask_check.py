@@ -60,7 +60,10 @@ def refuse_chunks_out_of_reach(collections: dict[str, Any], client: Any = None, 
     fetch them. Either failed with a bare KeyError or "Missing dependency"
     from deep inside Dask. A caller that only builds a lazy collection from
     them (``computed_here`` False) is refused a closed client's chunks
-    alone: the user computes the result on a client of their choice. Only
+    alone: the user computes the result on a client of their choice. A
+    computation on another cluster's client (``client``, or the default)
+    cannot read them either: its tasks were cancelled for "lost
+    dependencies", which read as workers gone. Only
     the layers already materialised are read (a
     persisted collection's are; a lazy layer holds no Futures): 9 ms for
     100,000 chunks.
@@ -79,13 +82,28 @@ def refuse_chunks_out_of_reach(collections: dict[str, Any], client: Any = None, 
                 f"went with it; persist it again on a running client ({name} = client.persist({name})), or pass "
                 f"{name} as it was before persist."
             )
-        if computed_here and client is None and scheduling_client() is None:
+        runner = client if client is not None else scheduling_client()
+        if computed_here and runner is not None and _scheduler_of(runner) != _scheduler_of(future.client):
+            # The fit's tasks named chunks that the other cluster's scheduler never had: Dask cancelled them for
+            # "lost dependencies", which the fit took for workers gone ("fit again once the workers are back").
+            raise ValueError(
+                f"{name} was persisted on a distributed client of another cluster (scheduler "
+                f"{_scheduler_of(future.client)}) than the one this call runs on ({_scheduler_of(runner)}), "
+                f"whose workers cannot read its chunks; run the call on that client (client=, or with "
+                f"client.as_current(): ...), or persist {name} on this one."
+            )
+        if computed_here and runner is None:
             raise ValueError(
                 f"{name} was persisted on a distributed client, and this call runs on Dask's local scheduler (no "
                 f"client is given, and that one is not the default or dask.config chose another scheduler), which "
                 f"cannot read its chunks; make that client the default (with client.as_current(): ...), or pass "
                 f"it as client= where the call takes one."
             )
+
+
+def _scheduler_of(client: Any) -> str:
+    """The address of the scheduler that ``client`` talks to: clients of one cluster share its data."""
+    return str(client.scheduler.address)
 
 
 def _first_future(collection: Any, future_type: type) -> Any:

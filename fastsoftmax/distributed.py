@@ -107,7 +107,7 @@ from fastsoftmax._sparse import (
 )
 from fastsoftmax._threading import numba_threads
 from fastsoftmax.checkpoint import check_directory as check_checkpoint_directory
-from fastsoftmax.exceptions import stacklevel_outside_the_package
+from fastsoftmax.exceptions import OptionTypeError, stacklevel_outside_the_package
 
 if TYPE_CHECKING:
     import dask.array as da
@@ -1494,7 +1494,7 @@ def fit_dask(
     )
     _checks.warn_unused_lr(lr, options.solver)
     if not isinstance(persist, (bool, np.bool_)):
-        raise ValueError(f"persist must be True or False, got {persist!r}.")
+        raise OptionTypeError(f"persist must be True or False, got {persist!r}.")  # as fit_intercept
     _dask_array("Training on Dask")
     _check_client(client)
     if checkpoint is not None:

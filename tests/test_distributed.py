@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import signal
 import sys
 import threading
@@ -1380,6 +1381,16 @@ def test_bad_options_are_refused_before_any_work(data, options, match):
         fit_dask(model, da.from_array(data[0], chunks=(CHUNK, D)), data[1], **options)
 
 
+def test_persist_of_another_type_is_an_option_type_error_as_fit_intercept(data):
+    """persist=1 raised a plain ValueError, where fit_intercept=1 raises OptionTypeError (a TypeError too)."""
+    from fastsoftmax.exceptions import OptionTypeError
+
+    X = da.from_array(data[0], chunks=(CHUNK, D))
+    for value in (1, "yes", None):
+        with pytest.raises(OptionTypeError, match=rf"persist must be True or False, got {re.escape(repr(value))}"):
+            fit_dask(SoftmaxRegression(D, K), X, data[1], persist=value)
+
+
 def test_a_closed_client_is_named_as_such(cluster, data):
     """The fit's first call to the closed client said "'NoneType' object has no attribute 'ncores'"."""
     closed = distributed.Client(cluster, set_as_default=False)
@@ -1437,6 +1448,33 @@ def test_arrays_persisted_on_a_client_that_is_not_the_default_are_named_where_no
         # Given the client, the fit reads its chunks.
         with pytest.warns(UserWarning, match="did not converge in 2 iterations"):
             fitted = fit_dask(SoftmaxRegression(D, K, seed=0), X, y, client=other, max_iter=2)
+        assert fitted.n_iter_ == 2
+
+
+def test_arrays_persisted_on_another_cluster_are_named_before_any_work(cluster, data):
+    """Persisted on one cluster and fitted through another's client, the fit's tasks were cancelled for "lost
+    dependencies", reported as workers gone ("fit again once the workers are back"); predict raised Dask's
+    FutureCancelledError. Another client of the same cluster reads the chunks."""
+    with (
+        distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as there,
+        distributed.Client(there, set_as_default=False) as elsewhere,
+        distributed.Client(cluster, set_as_default=False) as here,
+        distributed.Client(cluster, set_as_default=False) as beside,
+    ):
+        X, y = elsewhere.persist([da.from_array(data[0], chunks=(CHUNK, D)), da.from_array(data[1], chunks=CHUNK)])
+        model = SoftmaxRegression(D, K)
+        other = r"^X was persisted on a distributed client of another cluster \(scheduler inproc://.*\) than the one"
+        with pytest.raises(ValueError, match=other + r".*run the call on that client"):
+            fit_dask(model, X, y, client=here, max_iter=2)
+        with here.as_current():
+            with pytest.raises(ValueError, match=other):
+                model.fit(X, y, max_iter=2)
+            with pytest.raises(ValueError, match=other):
+                model.predict(X)
+        assert model.n_iter_ == 0
+        X_here, y_here = here.persist([da.from_array(data[0], chunks=(CHUNK, D)), da.from_array(data[1], chunks=CHUNK)])
+        with pytest.warns(UserWarning, match="did not converge in 2 iterations"):
+            fitted = fit_dask(SoftmaxRegression(D, K, seed=0), X_here, y_here, client=beside, max_iter=2)
         assert fitted.n_iter_ == 2
 
 
