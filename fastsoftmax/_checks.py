@@ -1567,7 +1567,7 @@ def cast_X(
     mini-batch) where other parts have normal values: whether a float32 fit
     ran depended on the chunk size, and the advice to divide X by its largest
     value changed nothing (``_data.DataSource`` judges all of X where a part
-    is all tiny). A Dask chunk is still judged on its own rows.
+    is all tiny, and a Dask fit in its scan of the labels).
     """
     if X.dtype == dtype:
         return X.astype(dtype, order=order, copy=False)

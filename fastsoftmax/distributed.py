@@ -836,9 +836,9 @@ class _CastOverflowError(_ChunkValuesError):
 def _cast_rows(chunk: np.ndarray, target: np.dtype, block_info=None) -> np.ndarray:
     """A chunk of X in ``target``, through ``_checks.cast_X``: an overflow names the data set's row.
 
-    A feature that the cast turns into zeros and subnormals is refused as on
-    one machine, judged on this chunk's rows: one tiny in this chunk only is
-    refused too.
+    A chunk whose values are all tiny in ``target`` is cast as it is: the
+    fit refuses an X whose values are all tiny, judged on all of it, as on
+    one machine (``DaskObjective._check_values``).
     """
     row_offset = block_info[0]["array-location"][0][0] if block_info else 0
     if not _is_numpy_chunk(chunk):  # declared NumPy (it is cast as such) but made otherwise
@@ -846,10 +846,8 @@ def _cast_rows(chunk: np.ndarray, target: np.dtype, block_info=None) -> np.ndarr
         rows = f"rows {row_offset}:{row_offset + chunk.shape[0]}" if hasattr(chunk, "shape") else "its rows"
         raise _not_numpy_error(f"chunk {index} of X ({rows})", chunk)
     try:
-        return _checks.cast_X(chunk, target, row_offset=row_offset)
+        return _checks.cast_X(chunk, target, row_offset=row_offset, whole=False)
     except ValueError as exc:
-        if _checks.values_beyond(chunk, target)[0] == 0:
-            raise  # a feature that underflows: named on this chunk's rows, as documented above
         raise _CastOverflowError(str(exc)) from None
 
 
@@ -860,10 +858,10 @@ def _chunk_values_beyond(X: np.ndarray, target: np.dtype, start: int) -> tuple[i
 
 
 class _LabelScan(NamedTuple):
-    """What one pass over y (and the weights) finds in a chunk, or in consecutive chunks combined.
+    """What one pass over y (and the weights, and X where it is cast down) finds in a chunk, or in chunks combined.
 
     Chunks of no rows give the identities of the reductions (+inf, -inf,
-    and None for no row counted).
+    0, and None for no row counted).
     """
 
     lowest_label: float
@@ -874,11 +872,15 @@ class _LabelScan(NamedTuple):
     #: The classes with a row of weight > 0, sorted, int64 (labels out of range are left to the range's
     #: error): a chunk's few labels, not K counts, which over 4,000 chunks of 100,000 classes doubled the scan.
     classes_with_rows: np.ndarray | None = None
+    #: The largest magnitude in X as given (NaN skipped), where the fit casts it to a dtype of a narrower
+    #: range: 0 < it < that dtype's smallest normal number means every value of X would turn subnormal or 0.
+    largest_in_X: float = 0.0
 
 
 def _scan_chunk(
     y: np.ndarray,
     sample_weight: np.ndarray | None,
+    X: np.ndarray | None = None,
     *,
     index: int,
     rows: tuple[int, int],
@@ -888,14 +890,20 @@ def _scan_chunk(
 ) -> _LabelScan:
     """The labels' range, the classes with rows (and the weights' finiteness and range) of chunk ``index``.
 
-    The chunks are checked first as declared.
+    The chunks are checked first as declared. ``X``, the chunk of X as given
+    where the fit casts it down, adds its largest magnitude; one that is
+    not a NumPy array is left to the evaluation's checks, which name it.
     """
     shape = (rows[1] - rows[0],)
     _check_chunk(y, "y", index, rows, shape, label_dtype)
     if not shape[0]:
         return _LabelScan(math.inf, -math.inf)
+    largest = 0.0
+    if isinstance(X, np.ndarray) and X.size:
+        # Reductions that skip NaN (left to the scan for non-finite values), as _data.DataSource's.
+        largest = max(float(np.fmax.reduce(X, axis=None)), -float(np.fmin.reduce(X, axis=None)), 0.0)
     # Python ints: uint64 labels beyond 2**63 compare and print exactly.
-    labels = _LabelScan(int(y.min()), int(y.max()))
+    labels = _LabelScan(int(y.min()), int(y.max()), largest_in_X=largest)
     counted = (y >= 0) & (y < n_classes)
     if sample_weight is not None:
         _check_chunk(sample_weight, "sample_weight", index, rows, shape, weight_dtype)
@@ -916,6 +924,7 @@ def _combine_scans(*parts: _LabelScan) -> _LabelScan:
         min(p.lowest_weight for p in parts),
         max(p.highest_weight for p in parts),
         functools.reduce(np.union1d, found) if found else None,
+        max(p.largest_in_X for p in parts),
     )
 
 
@@ -1134,6 +1143,15 @@ class DaskObjective:
         """
         y, w = self.y, self.sample_weight
         starts = np.cumsum((0, *y.chunks[0][:-1])).tolist()
+        uncast = self._uncast_X
+        # Judged on all of X, as on one machine: each chunk judged alone was refused where its rows only were
+        # tiny, so that whether a float32 fit ran depended on the chunking (_cast_rows casts them all).
+        narrowed = (
+            uncast is not None
+            and not self.sparse
+            and uncast.dtype.kind == "f"
+            and np.finfo(uncast.dtype).tiny < np.finfo(self.dtype).tiny
+        )
         tasks = [
             (
                 functools.partial(
@@ -1146,12 +1164,15 @@ class DaskObjective:
                 ),
                 (y.name, i),
                 None if w is None else (w.name, i),
+                (uncast.name, i, 0) if narrowed else None,
             )
             for i, (start, n_rows) in enumerate(zip(starts, y.chunks[0], strict=True))
         ]
         name = f"fastsoftmax-scan-{uuid.uuid4().hex}"
-        dependencies = [y] if w is None else [y, w]
+        dependencies = [y, *([] if w is None else [w]), *([uncast] if narrowed else [])]
         (scan,) = self._compute(map_reduce(tasks, _combine_scans, name=name, dependencies=dependencies))
+        if 0 < scan.largest_in_X < np.finfo(self.dtype).tiny:
+            raise _checks.tiny_values_error(scan.largest_in_X, self.dtype, 0, self.n_samples - 1)
         self._classes_with_rows = np.zeros(self.n_classes, np.int64)
         if scan.classes_with_rows is not None:
             self._classes_with_rows[scan.classes_with_rows] = 1

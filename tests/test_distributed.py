@@ -250,6 +250,31 @@ def test_a_float64_X_below_float32s_normal_range_is_refused_as_on_one_machine(da
         fit_dask(model, da.from_array(X, chunks=(CHUNK, D)), da.from_array(y, chunks=CHUNK), max_iter=2)
 
 
+@pytest.mark.parametrize("how", ["fit_dask", "persist=False", "client"])
+def test_chunks_of_tiny_values_beside_normal_ones_train_as_on_one_machine(request, how):
+    """Each chunk of the float32 cast was judged on its own rows: a chunk whose rows only held values below
+    float32's normal range was refused ("Rescale X by its largest value", which changed nothing), so that the
+    fit ran or not with the chunking, where the fit in memory trains. All of X tiny is still refused, by the
+    data set's rows."""
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((400, 3)), rng.integers(0, 3, 400)
+    X[300:] *= 1e-45
+    options = {"persist": False} if how == "persist=False" else {}
+    if how == "client":
+        options["client"] = request.getfixturevalue("client")
+    in_memory = SoftmaxRegression(3, 3, seed=0, dtype=np.float32).fit(X, y, max_iter=5, tol=0)
+    for rows in (100, 200):
+        chunked = da.from_array(X, chunks=(rows, 3)), da.from_array(y, chunks=rows)
+        on_dask = fit_dask(SoftmaxRegression(3, 3, seed=0, dtype=np.float32), *chunked, max_iter=5, tol=0, **options)
+        np.testing.assert_allclose(on_dask.W, in_memory.W, rtol=0, atol=100 * np.finfo(np.float32).eps)
+    with pytest.raises(ValueError) as refused_in_memory:
+        SoftmaxRegression(3, 3, dtype=np.float32).fit(X * 1e-45, y)
+    chunked = da.from_array(X * 1e-45, chunks=(100, 3)), da.from_array(y, chunks=100)
+    with pytest.raises(ValueError, match=r"^every value of X in rows 0 to 399 is tiny") as refused:
+        fit_dask(SoftmaxRegression(3, 3, dtype=np.float32), *chunked, **options)
+    assert str(refused.value) == str(refused_in_memory.value)
+
+
 @pytest.mark.parametrize("how", ["fit_dask", "model.fit", "persist=False", "client"])
 def test_values_beyond_float32_in_many_chunks_are_counted_as_on_one_machine(request, how):
     """The float32 cast of a float64 Dask X failed in whichever chunk task failed first, and the
