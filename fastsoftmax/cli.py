@@ -1480,11 +1480,9 @@ def _note_what_an_interrupt_left(args: argparse.Namespace, model) -> None:
             if os.path.isfile(checkpoint_path(args.checkpoint))
             else "no checkpoint was written yet: the same command starts over"
         )
-    elif args.scheduler is None and args.dask_workers is None:
-        resume = "pass --checkpoint DIR to make a run resumable"
     else:
-        resume = None  # no checkpoint on Dask
-    _interrupted_fit[:] = [f"{where}: {lost}" + (f"; {resume}" if resume else "")]
+        resume = "pass --checkpoint DIR to make a run resumable"
+    _interrupted_fit[:] = [f"{where}: {lost}; {resume}"]
 
 
 def _interrupted(what: str) -> str:
@@ -1851,8 +1849,6 @@ def run_train_dask(args: argparse.Namespace, t_start: float) -> int:
         import dask.array  # noqa: F401
     except ImportError as exc:
         raise missing_extra("Training on Dask (--scheduler, --dask-workers)", "dask") from exc
-    if args.checkpoint:
-        raise CLIError("--checkpoint is for single-machine runs; on Dask, lost work is recomputed by Dask.")
     if args.data is None and args.labels is not None:
         raise CLIError("--labels needs --data.")
     if args.data is not None:
@@ -1906,15 +1902,18 @@ def run_train_dask(args: argparse.Namespace, t_start: float) -> int:
         X_train, y_train, X_val, y_val = X[:n_train], y[:n_train], X[n_train:], y[n_train:]
         model = _zero_start_model(X.shape[1], n_classes, dtype)
         _check_room_for_model(args, model)
+        # Dask recomputes the chunks of a lost worker, but the fit's iterations end with this process: a
+        # checkpoint keeps them, as on one machine (it was refused here, while fit on Dask takes one).
+        _check_room_for_checkpoint(args, model)
         _log(args, f"training {args.solver} on {n_train:,} rows on Dask; {n_val:,} validation rows")
         # Compiled here, into the on-disk cache that local workers load from.
         rows = _warm_up_rows(n_train, X.shape[1], n_classes)
         _warm_up_fit(args, *dask.compute(X_train[:rows], y_train[:rows]), dtype, n_classes)
-        fit_time, progress = _fit_with_progress(args, model, X_train, y_train)
+        fit_time, progress = _fit_with_progress(args, model, X_train, y_train, checkpoint=args.checkpoint)
         if args.out:
             # Before the accuracies, which run on the cluster (a worker lost, a NaN in the
             # validation rows): a finished fit is never lost to them, as on one machine.
-            _save_trained_model(model, args.out)  # no --checkpoint on Dask
+            _save_trained_model(model, args.out, args.checkpoint)
         bayes = None
         if args.data is None and n_val:
             rows = min(BAYES_ROWS, n_val)

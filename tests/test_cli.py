@@ -355,6 +355,23 @@ def test_bad_files_on_dask_are_refused_as_on_one_machine(tmp_path, npy, capsys, 
     assert not out.exists()
 
 
+def test_a_dask_run_takes_a_checkpoint_and_its_rerun_resumes_to_the_same_model(tmp_path, npy, capsys):
+    """--checkpoint was refused on Dask ("lost work is recomputed by Dask"): true of a lost worker's chunks, not
+    of the fit's iterations, which ended with the process; fit itself checkpoints on Dask."""
+    pytest.importorskip("distributed")
+    argv = ["train", "--data", str(npy[0]), "--labels", str(npy[1]), "--dask-workers", "1", "--chunk-size", "500"]
+    argv += ["--solver", "gd", "--tol", "0", "--quiet"]
+    ck, resumed, uninterrupted = tmp_path / "ck", tmp_path / "resumed.npz", tmp_path / "uninterrupted.npz"
+    assert main([*argv, "--max-iter", "2", "--checkpoint", str(ck), "--out", str(resumed)]) == 0
+    assert main([*argv, "--max-iter", "4", "--checkpoint", str(ck), "--out", str(resumed)]) == 0
+    assert "resumed from" in capsys.readouterr().out
+    assert main([*argv, "--max-iter", "4", "--out", str(uninterrupted)]) == 0
+    resumed_model, uninterrupted_model = SoftmaxRegression.load(resumed), SoftmaxRegression.load(uninterrupted)
+    assert resumed_model.n_iter_ == 4
+    np.testing.assert_array_equal(resumed_model.W, uninterrupted_model.W)
+    assert resumed_model.loss_history_ == uninterrupted_model.loss_history_
+
+
 @pytest.mark.parametrize("local", [True, False], ids=["dask-workers", "scheduler"])
 def test_files_on_dask_are_read_by_the_workers_or_shipped_once(tmp_path, npy, local):
     """Built with da.from_array, the memory map went into every graph whole: 4 x 192 MiB pickled
