@@ -1864,6 +1864,16 @@ def _fit(model, objective, options, *, seed, callback, checkpoint, checkpoint_lo
         keep(theta0, offset, history, converged=resumed.converged, the_end=True)
         mark_record(model)
         model.rows_processed_ = 0
+        if offset > options.max_iter:
+            # A rerun with a smaller max_iter: returned without a word, n_iter_ past max_iter.
+            unit = "epoch" if minibatch else "iteration"
+            warnings.warn(
+                f"the checkpoint in {os.fspath(checkpoint)} holds {unit} {offset}, past max_iter={options.max_iter}: "
+                f"the fit returns it as it is (n_iter_ = {offset}). To train {options.max_iter} {unit}s from the "
+                f"start, pass another checkpoint directory.",
+                UserWarning,
+                stacklevel=4,
+            )
         if judged and options.tol > 0:
             # The same model as the run that wrote the checkpoint, so the same warning.
             start_loss = history[0] if history and not minibatch else None

@@ -906,9 +906,20 @@ def test_rerunning_a_checkpoint_that_used_up_max_iter_warns_again(data, tmp_path
     with pytest.warns(ConvergenceWarning, match="did not converge in 5 iterations"):
         SoftmaxRegression(D, K, seed=0).fit(X, y, max_iter=5, tol=1e-12, checkpoint=tmp_path)
     model = SoftmaxRegression(D, K, seed=0)
-    with pytest.warns(ConvergenceWarning, match="did not converge in 5 iterations"):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         model.fit(X, y, max_iter=max_iter, tol=1e-12, checkpoint=tmp_path)
     assert (model.n_iter_, model.converged_) == (5, False)
+    assert any("did not converge in 5 iterations" in str(w.message) for w in caught)
+    # With a smaller max_iter, the checkpoint's 5 iterations were returned without a word on max_iter.
+    past = [str(w.message) for w in caught if w.category is UserWarning]
+    if max_iter < 5:
+        assert past == [
+            f"the checkpoint in {tmp_path} holds iteration 5, past max_iter={max_iter}: the fit returns it as it "
+            f"is (n_iter_ = 5). To train {max_iter} iterations from the start, pass another checkpoint directory."
+        ]
+    else:
+        assert past == []
 
 
 @pytest.mark.parametrize(
