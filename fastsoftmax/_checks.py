@@ -146,17 +146,23 @@ def mapped_past_end(arr: np.ndarray) -> tuple[int, int] | None:
     kills the process with SIGBUS, even where the map was made before the
     file's first check.
     """
-    mapping = getattr(arr, "_mmap", None) if isinstance(arr, np.memmap) else None
-    if mapping is None:
-        return None
-    # np.memmap maps from the offset rounded down to the allocation granularity.
-    spans = arr.offset - arr.offset % mmap.ALLOCATIONGRANULARITY + len(mapping)
+    if isinstance(arr, mmap.mmap):
+        # A raw map (np.frombuffer of one) keeps no offset: the bound is its length, as of a map from 0.
+        mapping, spans = arr, len(arr)
+    else:
+        mapping = getattr(arr, "_mmap", None) if isinstance(arr, np.memmap) else None
+        if mapping is None:
+            return None
+        # np.memmap maps from the offset rounded down to the allocation granularity.
+        spans = arr.offset - arr.offset % mmap.ALLOCATIONGRANULARITY + len(mapping)
     try:
         size = mapping.size()
     except (OSError, ValueError):  # a closed map, or one without a file
         return None
     if size >= spans:
         return None
+    if isinstance(arr, mmap.mmap):
+        return spans, size  # a device's map has no size to read (OSError above)
     # A device (/dev/zero) has no size to run past: its size reads 0. Asked only here, where it matters.
     try:
         regular = stat.S_ISREG(os.stat(arr.filename).st_mode)
@@ -165,12 +171,25 @@ def mapped_past_end(arr: np.ndarray) -> tuple[int, int] | None:
     return (spans, size) if regular else None
 
 
-def memmap_behind(arr) -> np.memmap | None:
-    """The ``np.memmap`` that ``arr`` is or views (``np.asarray`` of a map, a slice of one), else None."""
+def memmap_behind(arr) -> np.memmap | mmap.mmap | None:
+    """The map that ``arr`` is or views, else None.
+
+    An ``np.memmap`` (``np.asarray`` of a map, a slice of one), or an
+    ``mmap.mmap`` that ``np.frombuffer`` read (through a memoryview):
+    reading either past the end of a file truncated since kills the process
+    with SIGBUS.
+    """
     view = arr
     while isinstance(view, np.ndarray) and not isinstance(view, np.memmap):
         view = view.base
-    return view if isinstance(view, np.memmap) else None
+    if isinstance(view, memoryview):
+        view = view.obj
+    return view if isinstance(view, (np.memmap, mmap.mmap)) else None
+
+
+def mapped_file_name(view: np.memmap | mmap.mmap) -> str:
+    """How a message names the file behind the map ``view``: its path, or, for a raw map, which has none, the map."""
+    return str(view.filename) if isinstance(view, np.memmap) else "a file, through an mmap.mmap"
 
 
 def refuse_map_past_its_file(arr: np.ndarray, name: str) -> None:
@@ -188,9 +207,10 @@ def refuse_map_past_its_file(arr: np.ndarray, name: str) -> None:
     if past_end is not None:
         spans, size = past_end
         raise ValueError(
-            f"{name} is mapped from {view.filename}, which is now {size:,} bytes, shorter than the {spans:,} "
-            f"mapped from it: it was truncated or rewritten in place after it was mapped, and reading {name} "
-            f"would kill the process (SIGBUS). Map the file again (np.load(path, mmap_mode='r')) once it is written."
+            f"{name} is mapped from {mapped_file_name(view)}, which is now {size:,} bytes, shorter than the "
+            f"{spans:,} mapped from it: it was truncated or rewritten in place after it was mapped, and reading "
+            f"{name} would kill the process (SIGBUS). Map the file again (np.load(path, mmap_mode='r')) once it "
+            f"is written."
         )
 
 

@@ -359,7 +359,9 @@ def _file_change(opened: _FileStat) -> str | None:
     return "was modified"
 
 
-def _raise_if_changed(name: str, arr: np.memmap, opened: _FileStat | None, stopped: str, *, first: bool) -> None:
+def _raise_if_changed(
+    name: str, arr: np.memmap | mmap.mmap, opened: _FileStat | None, stopped: str, *, first: bool
+) -> None:
     """ValueError if the file of the map ``arr`` changed by its name since ``opened``, or now ends before the map.
 
     The message names the file and ends with ``stopped``. Once the name is
@@ -373,10 +375,11 @@ def _raise_if_changed(name: str, arr: np.memmap, opened: _FileStat | None, stopp
     past_end = _checks.mapped_past_end(arr) if first or opened is None else None
     if past_end is not None:
         spans, size = past_end
+        mapped = f"the {name} file {arr.filename}" if isinstance(arr, np.memmap) else f"the file that {name} maps"
         raise ValueError(
-            f"the {name} file {arr.filename} is now {size:,} bytes, shorter than the {spans:,} mapped from it: "
-            f"it was truncated or rewritten in place after it was mapped, and reading it would kill the process "
-            f"(SIGBUS); {stopped}. Map the file again (np.load(path, mmap_mode='r')) once it is written."
+            f"{mapped} is now {size:,} bytes, shorter than the {spans:,} "
+            f"mapped from it: it was truncated or rewritten in place after it was mapped, and reading it would kill "
+            f"the process (SIGBUS); {stopped}. Map the file again (np.load(path, mmap_mode='r')) once it is written."
         )
 
 

@@ -766,6 +766,57 @@ for name, call in calls.items():
         assert line.endswith("Map the file again (np.load(path, mmap_mode='r')) once it is written."), line
 
 
+def test_an_array_over_a_raw_mmap_whose_file_is_truncated_is_refused_not_a_sigbus(tmp_path):
+    """np.frombuffer of an mmap.mmap (a file mapped by hand, not np.memmap) was read as memory: its file was
+    truncated during a fit, or before a prediction or a step, and the next read killed the process (SIGBUS,
+    exit 135)."""
+    script = f"""
+import mmap
+import os
+import numpy as np
+import fastsoftmax as fs
+
+os.chdir({str(tmp_path)!r})
+rng = np.random.default_rng(0)
+N = 20_000
+X, y = rng.standard_normal((N, 10)), rng.integers(0, 3, N)
+model = fs.SoftmaxRegression(10, 3, seed=0)
+
+
+def truncate_after_two(model, iteration, loss):
+    if iteration == 2:
+        os.truncate("X.bin", 8000)
+
+
+calls = {{
+    "fit": lambda X: model.fit(X, y, max_iter=6, callback=truncate_after_two),
+    "predict": lambda X: model.predict(X),
+    "train_step": lambda X: model.train_step(X, y, 0.1),
+    "fs.loss_and_grad": lambda X: fs.loss_and_grad(X, y, model.W, model.b),
+}}
+for name, call in calls.items():
+    X.tofile("X.bin")
+    with open("X.bin", "rb") as file:
+        mapped = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+    X_mapped = np.frombuffer(mapped, dtype=np.float64).reshape(N, 10)
+    if name != "fit":
+        os.truncate("X.bin", 8000)
+    try:
+        call(X_mapped)
+    except ValueError as exc:
+        print(name, "|", exc)
+"""
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, (run.returncode, run.stderr)
+    lines = run.stdout.splitlines()
+    assert [line.split(" |")[0] for line in lines] == ["fit", "predict", "train_step", "fs.loss_and_grad"], run.stdout
+    assert lines[0].startswith("fit | the file that X maps is now 8,000 bytes, shorter than the 1,600,000 mapped")
+    for line in lines[1:]:
+        assert "| X is mapped from a file, through an mmap.mmap, which is now 8,000 bytes, shorter than" in line, line
+    for line in lines:
+        assert "(SIGBUS)" in line and line.endswith("once it is written."), line
+
+
 @pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="maps /dev/zero")
 def test_a_map_of_a_device_is_not_taken_for_a_file_cut_short():
     """A map of /dev/zero, whose size reads 0, was refused as a file now shorter than the map."""
