@@ -369,7 +369,8 @@ def _checked_sparse_chunk(chunk, target: np.dtype, block_info=None):
     if not chunk.shape[0]:  # a chunk of no rows (a Dask array may have them; they add nothing)
         return scipy.sparse.csr_matrix(chunk.shape, dtype=target)
     try:
-        rows = check_sparse_X(chunk, target, row_offset=start)
+        # Tiny values are judged on all of X (DaskObjective._check_values), not on this chunk's rows.
+        rows = check_sparse_X(chunk, target, row_offset=start, whole=False)
     except (TypeError, ValueError) as exc:
         scans = _sparse_chunk_values(chunk, target, start)
         bad_values = isinstance(exc, ValueError) and (scans[0][0] or scans[1][0])
@@ -891,14 +892,17 @@ def _scan_chunk(
     """The labels' range, the classes with rows (and the weights' finiteness and range) of chunk ``index``.
 
     The chunks are checked first as declared. ``X``, the chunk of X as given
-    where the fit casts it down, adds its largest magnitude; one that is
-    not a NumPy array is left to the evaluation's checks, which name it.
+    where the fit casts it down, adds its largest magnitude (of the stored
+    values of a scipy.sparse chunk); one of another kind is left to the
+    evaluation's checks, which name it.
     """
     shape = (rows[1] - rows[0],)
     _check_chunk(y, "y", index, rows, shape, label_dtype)
     if not shape[0]:
         return _LabelScan(math.inf, -math.inf)
     largest = 0.0
+    if _checks._is_scipy_sparse(X):
+        X = X.data if isinstance(getattr(X, "data", None), np.ndarray) else X.tocsr().data  # its stored values
     if isinstance(X, np.ndarray) and X.size:
         # Reductions that skip NaN (left to the scan for non-finite values), as _data.DataSource's.
         largest = max(float(np.fmax.reduce(X, axis=None)), -float(np.fmin.reduce(X, axis=None)), 0.0)
@@ -1147,10 +1151,7 @@ class DaskObjective:
         # Judged on all of X, as on one machine: each chunk judged alone was refused where its rows only were
         # tiny, so that whether a float32 fit ran depended on the chunking (_cast_rows casts them all).
         narrowed = (
-            uncast is not None
-            and not self.sparse
-            and uncast.dtype.kind == "f"
-            and np.finfo(uncast.dtype).tiny < np.finfo(self.dtype).tiny
+            uncast is not None and uncast.dtype.kind == "f" and np.finfo(uncast.dtype).tiny < np.finfo(self.dtype).tiny
         )
         tasks = [
             (
