@@ -83,7 +83,7 @@ def refuse_chunks_out_of_reach(collections: dict[str, Any], client: Any = None, 
                 f"{name} as it was before persist."
             )
         runner = client if client is not None else scheduling_client()
-        if computed_here and runner is not None and _scheduler_of(runner) != _scheduler_of(future.client):
+        if computed_here and runner is not None and _scheduler_id(runner) != _scheduler_id(future.client):
             # The fit's tasks named chunks that the other cluster's scheduler never had: Dask cancelled them for
             # "lost dependencies", which the fit took for workers gone ("fit again once the workers are back").
             raise ValueError(
@@ -102,8 +102,17 @@ def refuse_chunks_out_of_reach(collections: dict[str, Any], client: Any = None, 
 
 
 def _scheduler_of(client: Any) -> str:
-    """The address of the scheduler that ``client`` talks to: clients of one cluster share its data."""
+    """The address of the scheduler that ``client`` talks to, as a message names it."""
     return str(client.scheduler.address)
+
+
+def _scheduler_id(client: Any) -> str:
+    """The identity of the scheduler that ``client`` talks to: clients of one cluster share its data.
+
+    Not its address: one scheduler reached as tcp://localhost:P and as
+    tcp://127.0.0.1:P (or by name and by IP) was taken for two clusters.
+    """
+    return str(client.scheduler_info()["id"])
 
 
 def _first_future(collection: Any, future_type: type) -> Any:

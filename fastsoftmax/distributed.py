@@ -873,8 +873,8 @@ class _LabelScan(NamedTuple):
     #: The classes with a row of weight > 0, sorted, int64 (labels out of range are left to the range's
     #: error): a chunk's few labels, not K counts, which over 4,000 chunks of 100,000 classes doubled the scan.
     classes_with_rows: np.ndarray | None = None
-    #: The largest magnitude in X as given (NaN skipped), where the fit casts it to a dtype of a narrower
-    #: range: 0 < it < that dtype's smallest normal number means every value of X would turn subnormal or 0.
+    #: The largest magnitude in X cast to the compute dtype (NaN skipped), where that dtype's range is the
+    #: narrower: at most its smallest normal number where every value of X may have turned subnormal or 0.
     largest_in_X: float = 0.0
 
 
@@ -891,23 +891,16 @@ def _scan_chunk(
 ) -> _LabelScan:
     """The labels' range, the classes with rows (and the weights' finiteness and range) of chunk ``index``.
 
-    The chunks are checked first as declared. ``X``, the chunk of X as given
-    where the fit casts it down, adds its largest magnitude (of the stored
-    values of a scipy.sparse chunk); one of another kind is left to the
-    evaluation's checks, which name it.
+    The chunks are checked first as declared. ``X``, the chunk of X cast to
+    the compute dtype where that narrows its range, adds its largest
+    magnitude (:func:`_largest_magnitude`).
     """
     shape = (rows[1] - rows[0],)
     _check_chunk(y, "y", index, rows, shape, label_dtype)
     if not shape[0]:
         return _LabelScan(math.inf, -math.inf)
-    largest = 0.0
-    if _checks._is_scipy_sparse(X):
-        X = X.data if isinstance(getattr(X, "data", None), np.ndarray) else X.tocsr().data  # its stored values
-    if isinstance(X, np.ndarray) and X.size:
-        # Reductions that skip NaN (left to the scan for non-finite values), as _data.DataSource's.
-        largest = max(float(np.fmax.reduce(X, axis=None)), -float(np.fmin.reduce(X, axis=None)), 0.0)
     # Python ints: uint64 labels beyond 2**63 compare and print exactly.
-    labels = _LabelScan(int(y.min()), int(y.max()), largest_in_X=largest)
+    labels = _LabelScan(int(y.min()), int(y.max()), largest_in_X=_largest_magnitude(X))
     counted = (y >= 0) & (y < n_classes)
     if sample_weight is not None:
         _check_chunk(sample_weight, "sample_weight", index, rows, shape, weight_dtype)
@@ -916,6 +909,19 @@ def _scan_chunk(
         labels = labels._replace(lowest_weight=float(sample_weight.min()), highest_weight=float(sample_weight.max()))
         counted &= sample_weight > 0
     return labels._replace(classes_with_rows=np.unique(y[counted]).astype(np.int64))
+
+
+def _largest_magnitude(X: Any) -> float:
+    """The largest |value| of a chunk of X (NaN skipped), of its stored values if scipy.sparse; 0 for None.
+
+    A chunk of another kind is left to the evaluation's checks, which name it.
+    """
+    if _checks._is_scipy_sparse(X):
+        X = X.data if isinstance(getattr(X, "data", None), np.ndarray) else X.tocsr().data
+    if not isinstance(X, np.ndarray) or not X.size:
+        return 0.0
+    # Reductions that skip NaN (left to the scan for non-finite values), as _data.DataSource's.
+    return max(float(np.fmax.reduce(X, axis=None)), -float(np.fmin.reduce(X, axis=None)), 0.0)
 
 
 def _combine_scans(*parts: _LabelScan) -> _LabelScan:
@@ -1148,8 +1154,10 @@ class DaskObjective:
         y, w = self.y, self.sample_weight
         starts = np.cumsum((0, *y.chunks[0][:-1])).tolist()
         uncast = self._uncast_X
-        # Judged on all of X, as on one machine: each chunk judged alone was refused where its rows only were
-        # tiny, so that whether a float32 fit ran depended on the chunking (_cast_rows casts them all).
+        # Tiny values are judged on all of X, as on one machine: each chunk judged alone was refused where its
+        # rows only were tiny, so that whether a float32 fit ran depended on the chunking (_cast_rows casts them
+        # all). Read from the cast X, which a persisted fit holds in the workers' memory: the X given, read
+        # here, was computed once more (its files read again) before the first iteration.
         narrowed = (
             uncast is not None and uncast.dtype.kind == "f" and np.finfo(uncast.dtype).tiny < np.finfo(self.dtype).tiny
         )
@@ -1165,15 +1173,17 @@ class DaskObjective:
                 ),
                 (y.name, i),
                 None if w is None else (w.name, i),
-                (uncast.name, i, 0) if narrowed else None,
+                (self.X.name, i, 0) if narrowed else None,
             )
             for i, (start, n_rows) in enumerate(zip(starts, y.chunks[0], strict=True))
         ]
         name = f"fastsoftmax-scan-{uuid.uuid4().hex}"
-        dependencies = [y, *([] if w is None else [w]), *([uncast] if narrowed else [])]
+        dependencies = [y, *([] if w is None else [w]), *([self.X] if narrowed else [])]
         (scan,) = self._compute(map_reduce(tasks, _combine_scans, name=name, dependencies=dependencies))
-        if 0 < scan.largest_in_X < np.finfo(self.dtype).tiny:
-            raise _checks.tiny_values_error(scan.largest_in_X, self.dtype, 0, self.n_samples - 1)
+        if narrowed and scan.largest_in_X <= np.finfo(self.dtype).tiny:
+            # Every cast value subnormal or 0 (one a hair below the smallest normal number may round up to it):
+            # the values given decide, read once more in this rare case only.
+            self._raise_if_all_tiny(uncast)
         self._classes_with_rows = np.zeros(self.n_classes, np.int64)
         if scan.classes_with_rows is not None:
             self._classes_with_rows[scan.classes_with_rows] = 1
@@ -1197,6 +1207,14 @@ class DaskObjective:
                     "sample_weight sums to 0 (every weight is zero); at least one sample needs a positive weight."
                 )
             self.sample_weight = self._compute_dtype_weights(float(w_max))
+
+    def _raise_if_all_tiny(self, uncast) -> None:
+        """TinyValuesError where every value of ``uncast`` (X as given) lies below the compute dtype's normal range."""
+        tasks = [(_largest_magnitude, (uncast.name, i, 0)) for i in range(len(uncast.chunks[0]))]
+        name = f"fastsoftmax-largest-{uuid.uuid4().hex}"
+        (largest,) = self._compute(map_reduce(tasks, max, name=name, dependencies=[uncast]))
+        if 0 < largest < np.finfo(self.dtype).tiny:
+            raise _checks.tiny_values_error(largest, self.dtype, 0, self.n_samples - 1)
 
     def _compute_dtype_weights(self, w_max: float):
         """The checked weights in the compute dtype, scaled as ``_checks.check_sample_weight(scale_free=True)``.

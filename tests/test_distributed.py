@@ -278,6 +278,27 @@ def test_chunks_of_tiny_values_beside_normal_ones_train_as_on_one_machine(reques
         assert str(refused.value) == str(refused_in_memory.value)
 
 
+def test_judging_tiny_values_reads_no_chunk_of_a_persisted_X_again():
+    """The check of tiny values read X as given after the fit had persisted its float32 cast: a lazy X (files,
+    generated rows) was computed once more before the first iteration, 8 chunk computations where 4 do."""
+    computed = []
+
+    def counted(chunk):
+        computed.append(chunk.shape[0])
+        return chunk
+
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((400, 4)), rng.integers(0, 3, 400)
+    counts = {}
+    for dtype in (np.float64, np.float32):  # float64: no cast, no check of tiny values
+        computed.clear()
+        lazy = da.from_array(X, chunks=(100, 4)).map_blocks(counted, dtype=X.dtype)
+        with dask.config.set(scheduler="threads"):
+            fit_dask(SoftmaxRegression(4, 3, dtype=dtype), lazy, da.from_array(y, chunks=100), max_iter=3, tol=0)
+        counts[dtype] = len(computed)
+    assert counts[np.float32] == counts[np.float64] >= 4
+
+
 @pytest.mark.parametrize("how", ["fit_dask", "model.fit", "persist=False", "client"])
 def test_values_beyond_float32_in_many_chunks_are_counted_as_on_one_machine(request, how):
     """The float32 cast of a float64 Dask X failed in whichever chunk task failed first, and the
@@ -1482,12 +1503,14 @@ def test_arrays_persisted_on_a_client_that_is_not_the_default_are_named_where_no
 def test_arrays_persisted_on_another_cluster_are_named_before_any_work(cluster, data):
     """Persisted on one cluster and fitted through another's client, the fit's tasks were cancelled for "lost
     dependencies", reported as workers gone ("fit again once the workers are back"); predict raised Dask's
-    FutureCancelledError. Another client of the same cluster reads the chunks."""
+    FutureCancelledError. Another client of the same cluster reads the chunks, whatever name it gave the
+    scheduler."""
     with (
         distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as there,
         distributed.Client(there, set_as_default=False) as elsewhere,
         distributed.Client(cluster, set_as_default=False) as here,
-        distributed.Client(cluster, set_as_default=False) as beside,
+        # The same scheduler by another name (it listens on 127.0.0.1): taken for another cluster by its address.
+        distributed.Client(cluster.scheduler_address.replace("127.0.0.1", "localhost"), set_as_default=False) as beside,
     ):
         X, y = elsewhere.persist([da.from_array(data[0], chunks=(CHUNK, D)), da.from_array(data[1], chunks=CHUNK)])
         model = SoftmaxRegression(D, K)
