@@ -162,13 +162,37 @@ def mapped_past_end(arr: np.ndarray) -> tuple[int, int] | None:
     if size >= spans:
         return None
     if isinstance(arr, mmap.mmap):
-        return spans, size  # a device's map has no size to read (OSError above)
+        return (spans, size) if _maps_a_regular_file(arr) else None
     # A device (/dev/zero) has no size to run past: its size reads 0. Asked only here, where it matters.
     try:
         regular = stat.S_ISREG(os.stat(arr.filename).st_mode)
     except (OSError, TypeError, ValueError):
         regular = True
     return (spans, size) if regular else None
+
+
+def _maps_a_regular_file(mapping: mmap.mmap) -> bool:
+    """Whether the raw map ``mapping`` maps a regular file, not a device, whose size reads 0 (``/dev/zero``).
+
+    A raw map keeps no file name: the one behind its address is read from
+    ``/proc/self/maps`` (Linux). Where that cannot be read, or names no
+    file, it is taken for a regular file, as :func:`mapped_past_end` takes
+    an ``np.memmap`` whose file it cannot stat.
+    """
+    try:
+        address = np.frombuffer(mapping, dtype=np.uint8, count=1).ctypes.data
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+            for line in maps:
+                fields = line.split(maxsplit=5)
+                start, _, stop = fields[0].partition("-")
+                if int(start, 16) <= address < int(stop, 16):
+                    path = fields[5].rstrip("\n") if len(fields) > 5 else ""
+                    # A shared map of /dev/zero reads "/dev/zero (deleted)", as does a file removed since.
+                    path = path.removesuffix(" (deleted)")
+                    return not path.startswith("/") or stat.S_ISREG(os.stat(path).st_mode)
+    except (OSError, ValueError):  # no /proc (not Linux), or a file removed since
+        pass
+    return True
 
 
 def memmap_behind(arr) -> np.memmap | mmap.mmap | None:
@@ -192,6 +216,12 @@ def mapped_file_name(view: np.memmap | mmap.mmap) -> str:
     return str(view.filename) if isinstance(view, np.memmap) else "a file, through an mmap.mmap"
 
 
+def map_again(view: np.memmap | mmap.mmap) -> str:
+    """The advice that ends a message on the map ``view`` of a file cut short: how to map it again."""
+    how = "np.load(path, mmap_mode='r')" if isinstance(view, np.memmap) else "mmap.mmap, as before"
+    return f"Map the file again ({how}) once it is written."
+
+
 def refuse_map_past_its_file(arr: np.ndarray, name: str) -> None:
     """ValueError where ``arr`` is, or views, a memory map whose file is now shorter than the map.
 
@@ -209,8 +239,7 @@ def refuse_map_past_its_file(arr: np.ndarray, name: str) -> None:
         raise ValueError(
             f"{name} is mapped from {mapped_file_name(view)}, which is now {size:,} bytes, shorter than the "
             f"{spans:,} mapped from it: it was truncated or rewritten in place after it was mapped, and reading "
-            f"{name} would kill the process (SIGBUS). Map the file again (np.load(path, mmap_mode='r')) once it "
-            f"is written."
+            f"{name} would kill the process (SIGBUS). {map_again(view)}"
         )
 
 

@@ -379,7 +379,7 @@ def _raise_if_changed(
         raise ValueError(
             f"{mapped} is now {size:,} bytes, shorter than the {spans:,} "
             f"mapped from it: it was truncated or rewritten in place after it was mapped, and reading it would kill "
-            f"the process (SIGBUS); {stopped}. Map the file again (np.load(path, mmap_mode='r')) once it is written."
+            f"the process (SIGBUS); {stopped}. {_checks.map_again(arr)}"
         )
 
 
