@@ -1508,9 +1508,11 @@ def _show_fit_warning(args: argparse.Namespace, warning: warnings.WarningMessage
     It said "W and b hold the trained model" after a line of this module's
     source (``model.fit(``), where the model goes on to ``--out``.
     """
-    from fastsoftmax.engine import FINAL_CHECKPOINT_NOT_WRITTEN, HOLDS_THE_TRAINED_MODEL
+    from fastsoftmax.engine import CHECKPOINT_PAST_MAX_ITER, FINAL_CHECKPOINT_NOT_WRITTEN, HOLDS_THE_TRAINED_MODEL
 
     message = str(warning.message)
+    if issubclass(warning.category, UserWarning) and message.startswith(CHECKPOINT_PAST_MAX_ITER):
+        return  # the "already finished" line says it, with the options that change it
     if issubclass(warning.category, RuntimeWarning) and message.startswith(FINAL_CHECKPOINT_NOT_WRITTEN):
         held = f"the model is written to {args.out} all the same" if args.out else "the fit's result is reported below"
         message = message.replace(HOLDS_THE_TRAINED_MODEL, held)
@@ -1647,7 +1649,14 @@ def _report(
         f"{n_threads} thread{'s' if n_threads != 1 else ''}" if not (args.scheduler or args.dask_workers) else "on Dask"
     )
     if already_finished:
-        advice = "nothing left to do" if model.converged_ else "raise --max-iter to continue"
+        if model.n_iter_ > args.max_iter:
+            # A rerun with a lower --max-iter: its checkpoint lies further on than the run asks for.
+            advice = (
+                f"--checkpoint {args.checkpoint} holds it, past --max-iter {args.max_iter}; pass another "
+                f"--checkpoint to train {args.max_iter} {unit}s from the start"
+            )
+        else:
+            advice = "nothing left to do" if model.converged_ else "raise --max-iter to continue"
         kept = f"; --metrics {args.metrics} is left as the fit wrote it" if metrics_kept else ""
         print(f"already finished at {unit} {model.n_iter_}; {advice}{kept}")
     else:

@@ -1223,6 +1223,9 @@ HOLDS_THAT_ITERATION = "W and b hold that iteration"
 WEIGHTS_KEPT = "W and b keep"
 HOLDS_THE_TRAINED_MODEL = "W and b hold the trained model"
 FINAL_CHECKPOINT_NOT_WRITTEN = "the fit finished, but its final checkpoint was not written"
+#: How the warning of a rerun whose checkpoint lies past its max_iter begins (the command line says it in its
+#: own terms, on its "already finished" line).
+CHECKPOINT_PAST_MAX_ITER = "the checkpoint lies past max_iter"
 
 
 def _refuse_a_penalty_beyond_the_dtype(options: FitOptions, dtype: np.dtype) -> None:
@@ -1868,9 +1871,9 @@ def _fit(model, objective, options, *, seed, callback, checkpoint, checkpoint_lo
             # A rerun with a smaller max_iter: returned without a word, n_iter_ past max_iter.
             unit = "epoch" if minibatch else "iteration"
             warnings.warn(
-                f"the checkpoint in {os.fspath(checkpoint)} holds {unit} {offset}, past max_iter={options.max_iter}: "
-                f"the fit returns it as it is (n_iter_ = {offset}). To train {options.max_iter} {unit}s from the "
-                f"start, pass another checkpoint directory.",
+                f"{CHECKPOINT_PAST_MAX_ITER}={options.max_iter}: the one in {os.fspath(checkpoint)} holds {unit} "
+                f"{offset}, and the fit returns it as it is (n_iter_ = {offset}). To train {options.max_iter} "
+                f"{unit}s from the start, pass another checkpoint directory.",
                 UserWarning,
                 stacklevel=4,
             )

@@ -915,8 +915,9 @@ def test_rerunning_a_checkpoint_that_used_up_max_iter_warns_again(data, tmp_path
     past = [str(w.message) for w in caught if w.category is UserWarning]
     if max_iter < 5:
         assert past == [
-            f"the checkpoint in {tmp_path} holds iteration 5, past max_iter={max_iter}: the fit returns it as it "
-            f"is (n_iter_ = 5). To train {max_iter} iterations from the start, pass another checkpoint directory."
+            f"the checkpoint lies past max_iter={max_iter}: the one in {tmp_path} holds iteration 5, and the fit "
+            f"returns it as it is (n_iter_ = 5). To train {max_iter} iterations from the start, pass another "
+            f"checkpoint directory."
         ]
     else:
         assert past == []

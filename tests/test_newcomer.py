@@ -158,6 +158,16 @@ def test_train_resumes_and_says_so(tmp_path, capsys):
     report = json.loads(other.read_text())
     assert report["already_finished"] and report["n_iter"] == 5
     assert report["fit_time_s"] is None and report["rows_processed"] is None and report["rows_per_s"] is None
+    # A lower --max-iter than the checkpoint holds was told to raise --max-iter, after the library's warning in
+    # its own terms ("max_iter=", "n_iter_") with a line of this module's source.
+    capsys.readouterr()
+    assert main([*base, "--max-iter", "2"]) == 0
+    lower = capsys.readouterr()
+    assert (
+        f"already finished at iteration 5; --checkpoint {ck} holds it, past --max-iter 2; pass another --checkpoint "
+        f"to train 2 iterations from the start; --metrics {metrics} is left"
+    ) in lower.out
+    assert "Warning" not in lower.err and "max_iter" not in lower.err + lower.out
 
 
 def test_sgd_summary_counts_epochs(capsys):
