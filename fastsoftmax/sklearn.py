@@ -182,6 +182,36 @@ def _refuse_an_empty_X(shape: tuple, source: str) -> None:
             )
 
 
+def _check_targets(y, name: str = "y") -> None:
+    """scikit-learn's ``check_classification_targets``, with the cast that takes integral numbers held as objects.
+
+    Numbers in an object array (a pandas column of object dtype) are
+    "Unknown label type: unknown ... a regression target" to scikit-learn,
+    which named no way forward. Integral ones (ints, bools, floats such as
+    2.0) are told the cast that makes them labels; fractional ones get
+    scikit-learn's message alone, as a float array of them does ("continuous").
+    """
+    try:
+        check_classification_targets(y)
+    except ValueError as exc:
+        held = np.asarray(y)
+        if held.dtype != object or not all(_integral(label) for label in held.flat):
+            raise
+        booleans = all(isinstance(label, (bool, np.bool_)) for label in held.flat)
+        cast = "bool) for classes False and True" if booleans else "int) for integer classes"
+        raise ValueError(
+            f"{exc} Here {name} is an array of dtype object that holds numbers (as a pandas column of object "
+            f"dtype does): pass {name}.astype({cast}, or {name}.astype(str)."
+        ) from None
+
+
+def _integral(label: Any) -> bool:
+    """Whether ``label`` is a number of integral value (a bool, an int, a float such as 2.0)."""
+    if isinstance(label, (bool, np.bool_, numbers.Integral)):
+        return True
+    return isinstance(label, numbers.Real) and math.isfinite(label) and float(label).is_integer()
+
+
 def _labels_beside_X(y) -> np.ndarray:
     """y in memory, beside an X that ``validate_data`` does not read with it (an ``.npy`` path, a Dask array).
 
@@ -715,22 +745,10 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             w = _checks.check_sample_weight(w, n, dtype, scale_free=True)
         return w, weight_sum
 
-    def _classes_from(self, y) -> np.ndarray:
+    def _classes_from(self, y, name: str = "y") -> np.ndarray:
         try:
-            check_classification_targets(y)
+            _check_targets(y, name)
             classes = np.unique(y)
-        except ValueError as exc:
-            held = np.asarray(y)
-            if held.dtype != object or not all(isinstance(label, (numbers.Number, np.bool_)) for label in held.flat):
-                raise
-            # scikit-learn's "Unknown label type: unknown" for numbers in an object array (a pandas column of
-            # object dtype) named a regression target.
-            booleans = all(isinstance(label, (bool, np.bool_)) for label in held.flat)
-            cast = "y.astype(bool) for classes False and True" if booleans else "y.astype(int) for integer classes"
-            raise ValueError(
-                f"{exc} Here y is an array of dtype object that holds numbers (as a pandas column of object dtype "
-                f"does): pass {cast}, or y.astype(str)."
-            ) from None
         except TypeError as exc:  # both sort the labels: None beside strings, or numbers beside strings
             if "not supported between" not in str(exc):
                 raise
@@ -775,7 +793,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                 f"classes holds one label, {given.tolist()[0]!r}; partial_fit needs every label that will occur, "
                 f"at least 2 (for example np.unique(y_all))."
             )
-        return self._classes_from(given)
+        return self._classes_from(given, "classes")
 
     def _prepare_fit(self, X, y, sample_weight):
         """Validate (X, y) for fit: returns X for the engine, y as indices, dtype, classes."""
@@ -1131,7 +1149,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                     f"start over in {wanted[0].name}, or set dtype back."
                 )
             X, y = self._validate_and_cast(X, y, dtypes=[self.coef_.dtype], order="C", reset=False)
-        check_classification_targets(y)
+        _check_targets(y)
         y_idx = self._encode(y, self.classes_)
         n_classes = self.classes_.shape[0]
         weights, weight_sum = self._weights(y_idx, self.classes_, sample_weight, X.dtype, partial=True)

@@ -1107,9 +1107,17 @@ def test_numbers_in_an_object_array_of_labels_are_told_the_cast_that_takes_them(
         with pytest.raises(ValueError, match=rf"Unknown label type.*dtype object that holds numbers.*astype\({cast}\)"):
             SoftmaxClassifier().fit(X, labels)
         np.testing.assert_array_equal(SoftmaxClassifier().fit(X, labels.astype(cast)).classes_, np.unique(labels))
-    # Continuous floats keep scikit-learn's message alone; strings in an object array are labels.
-    with pytest.raises(ValueError, match=r"Unknown label type: continuous.*values\.$"):
-        SoftmaxClassifier().fit(X, y + 0.5)
+    # partial_fit's y and classes are told the same, by their names.
+    hint = r"Unknown label type.*Here {} is an array of dtype object that holds numbers.*astype\(int\)"
+    with pytest.raises(ValueError, match=hint.format("y")):
+        SoftmaxClassifier().partial_fit(X, y.astype(object), classes=[0, 1, 2])
+    with pytest.raises(ValueError, match=hint.format("classes")):
+        SoftmaxClassifier().partial_fit(X, y, classes=np.array([0, 1, 2], dtype=object))
+    # Continuous floats keep scikit-learn's message alone, in an object array too (astype(int) would merge
+    # classes); strings in an object array are labels.
+    for continuous in (y + 0.5, (y + 0.5).astype(object)):
+        with pytest.raises(ValueError, match=r"Unknown label type: (continuous|unknown).*values\.$"):
+            SoftmaxClassifier().fit(X, continuous)
     assert SoftmaxClassifier().fit(X, y.astype(str).astype(object)).classes_.tolist() == ["0", "1", "2"]
 
 
