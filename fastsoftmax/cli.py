@@ -2432,7 +2432,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_TOL,
         help="stop when the largest gradient entry (in feature-scaled coordinates for lbfgs and "
         "newton-cg, in the features' own units for gd) falls below this, or when 5 epochs of sgd/adam "
-        f"in a row lower their best loss by less than this times max(1, best loss); 0: gd, sgd and adam run "
+        f"in a row lower their best loss by less than this times max(1, best loss) (with --batch-size not below "
+        f"the rows, an epoch above the best by more starts the count afresh); 0: gd, sgd and adam run "
         f"--max-iter (gd stops sooner at a gradient of exactly 0), lbfgs and newton-cg stop where the loss stops "
         f"changing (default {DEFAULT_TOL:g})",
     )

@@ -631,7 +631,10 @@ class SoftmaxRegression:
             times max(1, best) (scikit-learn's ``n_iter_no_change``), since one
             epoch's mean is a noisy estimate; converged unless the last of
             them lies more than 10 % of max(1, best) above the best (a loss
-            that climbs: lower lr). ``tol=0`` gives no ConvergenceWarning; gd, sgd
+            that climbs: lower lr). Where ``batch_size`` is not below the
+            rows, each epoch is one exact step, and only epochs within tol of
+            the best on either side count: one above it (momentum's
+            overshoot) starts the count afresh. ``tol=0`` gives no ConvergenceWarning; gd, sgd
             and adam then run exactly ``max_iter`` iterations (gd stops
             sooner, converged, at a gradient of exactly 0), lbfgs and
             newton-cg stop earlier where the loss stops changing (its

@@ -267,7 +267,9 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         in a row lower the best epoch's mean loss by no more than tol times
         max(1, best), as scikit-learn's ``n_iter_no_change``, converged unless
         the last of them lies more than 10 % of max(1, best) above the best
-        (a climbing loss). 0 never
+        (a climbing loss); where ``batch_size`` is not below the rows (each
+        epoch one exact step), an epoch above the best by more than that
+        starts the count afresh. 0 never
         warns; "gd", "sgd" and "adam" then run exactly ``max_iter``
         iterations ("gd" stops sooner, converged, at a gradient of exactly
         0), "lbfgs" and "newton-cg" stop earlier where the loss stops
