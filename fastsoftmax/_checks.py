@@ -187,8 +187,11 @@ def _maps_a_regular_file(mapping: mmap.mmap) -> bool:
                 start, _, stop = fields[0].partition("-")
                 if int(start, 16) <= address < int(stop, 16):
                     path = fields[5].rstrip("\n") if len(fields) > 5 else ""
-                    # A shared map of /dev/zero reads "/dev/zero (deleted)", as does a file removed since.
-                    path = path.removesuffix(" (deleted)")
+                    if path == "/dev/zero (deleted)":  # how a shared map of /dev/zero reads
+                        return False
+                    # A file removed since reads "<path> (deleted)", which names no file: the stat fails, and the
+                    # map counts as a regular file's. (Read without the suffix, the path named whatever replaced
+                    # the file: a FIFO put there let a truncated map through.)
                     return not path.startswith("/") or stat.S_ISREG(os.stat(path).st_mode)
     except (OSError, ValueError):  # no /proc (not Linux), or a file removed since
         pass

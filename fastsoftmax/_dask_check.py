@@ -83,7 +83,12 @@ def refuse_chunks_out_of_reach(collections: dict[str, Any], client: Any = None, 
                 f"{name} as it was before persist."
             )
         runner = client if client is not None else scheduling_client()
-        if computed_here and runner is not None and _scheduler_id(runner) != _scheduler_id(future.client):
+        if (
+            computed_here
+            and runner is not None
+            and runner is not future.client
+            and not _same_scheduler(runner, future.client)
+        ):
             # The fit's tasks named chunks that the other cluster's scheduler never had: Dask cancelled them for
             # "lost dependencies", which the fit took for workers gone ("fit again once the workers are back").
             raise ValueError(
@@ -106,13 +111,19 @@ def _scheduler_of(client: Any) -> str:
     return str(client.scheduler.address)
 
 
-def _scheduler_id(client: Any) -> str:
-    """The identity of the scheduler that ``client`` talks to: clients of one cluster share its data.
+def _same_scheduler(client: Any, other: Any) -> bool:
+    """Whether two clients talk to one scheduler, whose data they share: by its identity, else by its address.
 
-    Not its address: one scheduler reached as tcp://localhost:P and as
-    tcp://127.0.0.1:P (or by name and by IP) was taken for two clusters.
+    Not by address alone: one scheduler reached as tcp://localhost:P and as
+    tcp://127.0.0.1:P (or by name and by IP) was taken for two clusters. The
+    identity is the one each client received as it connected (no round trip:
+    ``scheduler_info()`` asked the scheduler, and one that had died held the
+    call 30 s before a KeyError); a client without one is compared by address.
     """
-    return str(client.scheduler_info()["id"])
+    ids = [getattr(c, "_scheduler_identity", {}).get("id") for c in (client, other)]
+    if all(ids):
+        return ids[0] == ids[1]
+    return _scheduler_of(client) == _scheduler_of(other)
 
 
 def _first_future(collection: Any, future_type: type) -> Any:

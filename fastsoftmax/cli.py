@@ -1385,6 +1385,7 @@ def _fit_with_progress(args, model, X, y, **fit_options) -> tuple[float, _TrainP
     from fastsoftmax._checks import STEP_SIZE_SOLVERS
     from fastsoftmax.checkpoint import checkpoint_path
     from fastsoftmax.engine import (
+        CHECKPOINT_PAST_MAX_ITER,
         FINAL_CHECKPOINT_NOT_WRITTEN,
         HOLDS_THAT_ITERATION,
         WEIGHTS_KEPT,
@@ -1403,8 +1404,9 @@ def _fit_with_progress(args, model, X, y, **fit_options) -> tuple[float, _TrainP
             convergence_messages() as not_converged,
             warnings.catch_warnings(record=True) as caught,
         ):
-            # Recorded whatever the filters say (-W error too): it becomes a note below.
+            # Recorded whatever the filters say (-W error too): it becomes a note below, or the summary says it.
             warnings.filterwarnings("always", message=FINAL_CHECKPOINT_NOT_WRITTEN, category=RuntimeWarning)
+            warnings.filterwarnings("always", message=CHECKPOINT_PAST_MAX_ITER, category=UserWarning)
             model.fit(
                 X,
                 y,
@@ -1621,6 +1623,8 @@ def _report(
     unit = _unit(args.solver)
     if model.converged_:
         status = "converged"
+    elif model.n_iter_ > args.max_iter:  # a rerun with a lower --max-iter: the line below says what to do
+        status = f"the checkpoint's, past --max-iter {args.max_iter}"
     elif args.tol == 0 and model.n_iter_ >= args.max_iter:
         status = "--tol 0: ran --max-iter"
     elif model.n_iter_ < args.max_iter:

@@ -924,6 +924,11 @@ def _largest_magnitude(X: Any) -> float:
     return max(float(np.fmax.reduce(X, axis=None)), -float(np.fmin.reduce(X, axis=None)), 0.0)
 
 
+def _largest_of(*parts: float) -> float:
+    """The largest of ``parts``, one or more (``max`` takes a lone float for an iterable)."""
+    return max(parts)
+
+
 def _combine_scans(*parts: _LabelScan) -> _LabelScan:
     """One :class:`_LabelScan` of the rows of all ``parts``."""
     found = [p.classes_with_rows for p in parts if p.classes_with_rows is not None]
@@ -1212,7 +1217,7 @@ class DaskObjective:
         """TinyValuesError where every value of ``uncast`` (X as given) lies below the compute dtype's normal range."""
         tasks = [(_largest_magnitude, (uncast.name, i, 0)) for i in range(len(uncast.chunks[0]))]
         name = f"fastsoftmax-largest-{uuid.uuid4().hex}"
-        (largest,) = self._compute(map_reduce(tasks, max, name=name, dependencies=[uncast]))
+        (largest,) = self._compute(map_reduce(tasks, _largest_of, name=name, dependencies=[uncast]))
         if 0 < largest < np.finfo(self.dtype).tiny:
             raise _checks.tiny_values_error(largest, self.dtype, 0, self.n_samples - 1)
 

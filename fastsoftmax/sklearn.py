@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import decimal
 import functools
 import inspect
 import json
@@ -206,10 +207,19 @@ def _check_targets(y, name: str = "y") -> None:
 
 
 def _integral(label: Any) -> bool:
-    """Whether ``label`` is a number of integral value (a bool, an int, a float such as 2.0)."""
+    """Whether ``label`` is a number of integral value: a bool, an int, a float such as 2.0, a Decimal or Fraction.
+
+    A Decimal (what a pandas column read from SQL's DECIMAL holds) is no
+    ``numbers.Real``; a Fraction beyond float's range has no float to test.
+    """
     if isinstance(label, (bool, np.bool_, numbers.Integral)):
         return True
-    return isinstance(label, numbers.Real) and math.isfinite(label) and float(label).is_integer()
+    if not isinstance(label, (numbers.Real, decimal.Decimal)):
+        return False  # complex, strings (int("3") would take them), None
+    try:
+        return bool(label == int(label))
+    except (ValueError, OverflowError):  # NaN, inf
+        return False
 
 
 def _labels_beside_X(y) -> np.ndarray:

@@ -272,10 +272,14 @@ def test_chunks_of_tiny_values_beside_normal_ones_train_as_on_one_machine(reques
             np.testing.assert_allclose(on_dask.W, in_memory.W, rtol=0, atol=100 * np.finfo(np.float32).eps)
         with pytest.raises(ValueError) as refused_in_memory:
             SoftmaxRegression(3, 3, dtype=np.float32).fit(form(X * 1e-45), y)
-        chunked = da.from_array(form(X * 1e-45), chunks=(100, 3), asarray=False), da.from_array(y, chunks=100)
+        # 9 chunks: a group of one in the reduction tree (max(0.5) raised TypeError where 8k + 1 chunks)
+        chunked = da.from_array(form(X * 1e-45), chunks=(45, 3), asarray=False), da.from_array(y, chunks=45)
         with pytest.raises(ValueError, match=r"^every value of X in rows 0 to 399 is tiny") as refused:
             fit_dask(SoftmaxRegression(3, 3, dtype=np.float32), *chunked, **options)
         assert str(refused.value) == str(refused_in_memory.value)
+        # All zeros are no tiny values: they train (on nothing), as in memory.
+        zeros = da.from_array(form(np.zeros_like(X)), chunks=(45, 3), asarray=False), da.from_array(y, chunks=45)
+        fit_dask(SoftmaxRegression(3, 3, dtype=np.float32), *zeros, max_iter=2, tol=0, **options)
 
 
 def test_judging_tiny_values_reads_no_chunk_of_a_persisted_X_again():

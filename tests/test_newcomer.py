@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import numpy as np
 import pytest
@@ -161,8 +162,11 @@ def test_train_resumes_and_says_so(tmp_path, capsys):
     # A lower --max-iter than the checkpoint holds was told to raise --max-iter, after the library's warning in
     # its own terms ("max_iter=", "n_iter_") with a line of this module's source.
     capsys.readouterr()
-    assert main([*base, "--max-iter", "2"]) == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # python -W error: the library's warning was a traceback
+        assert main([*base, "--max-iter", "2"]) == 0
     lower = capsys.readouterr()
+    assert "after 5 iterations (the checkpoint's, past --max-iter 2)" in lower.out  # not "raise --max-iter"
     assert (
         f"already finished at iteration 5; --checkpoint {ck} holds it, past --max-iter 2; pass another --checkpoint "
         f"to train 2 iterations from the start; --metrics {metrics} is left"

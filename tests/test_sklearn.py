@@ -11,6 +11,7 @@ has no such bound; it is held to the same tolerance.
 
 from __future__ import annotations
 
+import decimal
 import json
 import os
 import pickle
@@ -1103,7 +1104,9 @@ def test_numbers_in_an_object_array_of_labels_are_told_the_cast_that_takes_them(
     """A pandas column of object dtype holding ints or bools was "Unknown label type: unknown ... a regression
     target", scikit-learn's message, with no way forward; refused still, as LogisticRegression refuses it."""
     X, y = generated(n=60, d=2, k=3)
-    for labels, cast in ((y.astype(object), "int"), ((y == 0).astype(object), "bool")):
+    # Decimals too, as a pandas column read from SQL's DECIMAL holds them (no numbers.Real).
+    decimals = np.array([decimal.Decimal(int(label)) for label in y], dtype=object)
+    for labels, cast in ((y.astype(object), "int"), ((y == 0).astype(object), "bool"), (decimals, "int")):
         with pytest.raises(ValueError, match=rf"Unknown label type.*dtype object that holds numbers.*astype\({cast}\)"):
             SoftmaxClassifier().fit(X, labels)
         np.testing.assert_array_equal(SoftmaxClassifier().fit(X, labels.astype(cast)).classes_, np.unique(labels))
