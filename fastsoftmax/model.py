@@ -634,7 +634,8 @@ class SoftmaxRegression:
             that climbs: lower lr). Where ``batch_size`` is not below the
             rows, each epoch is one exact step, and only epochs within tol of
             the best on either side count: one above it (momentum's
-            overshoot) starts the count afresh, and the stop is converged. ``tol=0`` gives no ConvergenceWarning; gd, sgd
+            overshoot) starts the count afresh, and the stop is converged.
+            ``tol=0`` gives no ConvergenceWarning; gd, sgd
             and adam then run exactly ``max_iter`` iterations (gd stops
             sooner, converged, at a gradient of exactly 0), lbfgs and
             newton-cg stop earlier where the loss stops changing (its
