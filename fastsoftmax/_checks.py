@@ -1647,6 +1647,17 @@ class TinyValuesError(ValueError):
     """X's nonzero values all lie below the smallest normal number of the compute dtype (see :func:`cast_X`)."""
 
 
+def largest_magnitude(values: np.ndarray) -> float:
+    """The largest |value| in floating ``values``, NaN skipped (left to the checks for non-finite values); 0 for none.
+
+    Two reductions, not ``np.abs(values).max()``: no temporary of the values'
+    size, and a NaN neither hides the values beside it nor makes the answer NaN.
+    """
+    highest = float(np.fmax.reduce(values, axis=None, initial=-np.inf))
+    lowest = float(np.fmin.reduce(values, axis=None, initial=np.inf))
+    return max(highest, -lowest, 0.0)
+
+
 def raise_for_underflowing_features(X: np.ndarray, dtype: np.dtype, row_offset=0) -> None:
     """Raise :class:`TinyValuesError` if X has nonzero values, all below the smallest normal number of ``dtype``."""
     dtype = np.dtype(dtype)

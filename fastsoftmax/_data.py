@@ -649,11 +649,8 @@ class DataSource:
         for start in range(0, self.n_samples, self.chunk_size):
             self.check_files()
             part = self.X[start : start + self.chunk_size]
-            # Reductions that skip NaN (left to the scan for non-finite values): with max(), a chunk's NaN hid
-            # its normal values, and a file with some was called all tiny.
-            highest = float(np.fmax.reduce(part, axis=None, initial=-np.inf))
-            lowest = float(np.fmin.reduce(part, axis=None, initial=np.inf))
-            largest = max(largest, highest, -lowest)
+            # NaN skipped: with max(), a chunk's NaN hid its normal values, and a file with some was called all tiny.
+            largest = max(largest, _checks.largest_magnitude(part))
             _io.release_rows(self.X, start, start + self.chunk_size)
             if not largest < tiny:
                 return

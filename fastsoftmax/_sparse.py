@@ -178,7 +178,7 @@ def check_sparse_X(
     if learning and whole and stored.dtype.kind == "f" and stored.size and data.dtype != stored.dtype:
         # Cast to zeros and subnormals, the stored values trained a float32 model on nothing, without a word
         # (accuracy 0.43 where float64 reached 1.0), where a dense X of them is refused. Finite: checked above.
-        largest = float(np.max(np.abs(stored)))
+        largest = _checks.largest_magnitude(stored)
         if 0 < largest < np.finfo(dtype).tiny:
             raise _checks.tiny_values_error(largest, dtype, row_offset, row_offset + n_samples - 1)
     return CSRRows(

@@ -918,10 +918,7 @@ def _largest_magnitude(X: Any) -> float:
     """
     if _checks._is_scipy_sparse(X):
         X = X.data if isinstance(getattr(X, "data", None), np.ndarray) else X.tocsr().data
-    if not isinstance(X, np.ndarray) or not X.size:
-        return 0.0
-    # Reductions that skip NaN (left to the scan for non-finite values), as _data.DataSource's.
-    return max(float(np.fmax.reduce(X, axis=None)), -float(np.fmin.reduce(X, axis=None)), 0.0)
+    return _checks.largest_magnitude(X) if isinstance(X, np.ndarray) else 0.0
 
 
 def _largest_of(*parts: float) -> float:

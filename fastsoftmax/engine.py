@@ -804,7 +804,8 @@ def warn_not_converged(
     if messages is not None:
         messages.append(f"{summary}; {why}.")
         return
-    warnings.warn(f"{summary} (converged_ is False); {why}.", ConvergenceWarning, stacklevel=5)
+    # Through _fit's warn_as_the_fit_did, _fit and fit to the caller's fit (model.fit, fit_dask): its caller.
+    warnings.warn(f"{summary} (converged_ is False); {why}.", ConvergenceWarning, stacklevel=6)
 
 
 #: The ``C`` of the scikit-learn estimator whose fit runs in this context (see
@@ -1847,6 +1848,23 @@ def _fit(model, objective, options, *, seed, callback, checkpoint, checkpoint_lo
             end_iteration,
         )
 
+    def warn_as_the_fit_did(n_iter: int, stop_message: str) -> None:
+        # The ConvergenceWarning of the model as it stands, at the fit's end or at the rerun of one that ended.
+        # Its losses are the full batch's: a mini-batch epoch's mean is no loss at the weights.
+        start_loss, final_loss = (history[0], history[-1]) if history and not minibatch else (None, None)
+        warn_not_converged(
+            n_iter,
+            options,
+            stop_message,
+            start_loss=start_loss,
+            final_loss=final_loss,
+            final_penalty=l2_penalty(model.W, options.l2),
+            n_classes=model.num_classes,
+            n_samples=objective.n_samples,
+            dtype=model.dtype,
+            features_standardised=lambda: _features_standardised(objective, options, model.num_classes),
+        )
+
     # A checkpoint of the last iteration written before the fit judged it (interrupted then: its end-of-fit
     # checks take up to 100 passes) goes back to the solver for no iteration, which judges it as the
     # uninterrupted fit did: taken as the end, a fit that converged at max_iter was rerun as unconverged.
@@ -1878,21 +1896,7 @@ def _fit(model, objective, options, *, seed, callback, checkpoint, checkpoint_lo
                 stacklevel=4,
             )
         if judged and options.tol > 0:
-            # The same model as the run that wrote the checkpoint, so the same warning.
-            start_loss = history[0] if history and not minibatch else None
-            final_loss = history[-1] if history else None
-            warn_not_converged(
-                offset,
-                options,
-                "",
-                start_loss=start_loss,
-                final_loss=final_loss,
-                final_penalty=l2_penalty(model.W, options.l2),
-                n_classes=model.num_classes,
-                n_samples=objective.n_samples,
-                dtype=model.dtype,
-                features_standardised=lambda: _features_standardised(objective, options, model.num_classes),
-            )
+            warn_as_the_fit_did(offset, "")  # the same model as the run that wrote the checkpoint
         return model
 
     def save_checkpoint(
@@ -2135,19 +2139,7 @@ def _fit(model, objective, options, *, seed, callback, checkpoint, checkpoint_lo
             stacklevel=4,
         )
     if not result.converged and not stopped_by_callback and options.tol > 0:
-        start_loss, final_loss = (history[0], history[-1]) if history and not minibatch else (None, None)
-        warn_not_converged(
-            model.n_iter_,
-            options,
-            result.message,
-            start_loss=start_loss,
-            final_loss=final_loss,
-            final_penalty=l2_penalty(model.W, options.l2),
-            n_classes=model.num_classes,
-            n_samples=objective.n_samples,
-            dtype=model.dtype,
-            features_standardised=lambda: _features_standardised(objective, options, model.num_classes),
-        )
+        warn_as_the_fit_did(model.n_iter_, result.message)
     return model
 
 

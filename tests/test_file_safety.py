@@ -724,20 +724,33 @@ except ValueError as exc:
     assert "X.npy changed size from" in run.stdout
 
 
-def test_a_map_whose_file_was_rewritten_shorter_is_refused_by_every_reader_not_a_sigbus(tmp_path):
-    """fit refused a map whose file was rewritten shorter since, but predict, train_step, backward, the functions, a
-    fit on np.asarray of the map and a mapped sample_weight read it and killed the process (SIGBUS, exit 135)."""
+def _lines_printed_on_mapped_data(directory: Path, body: str) -> list[str]:
+    """The lines that ``body`` prints, run in a process of its own in ``directory`` (a SIGBUS ends that process,
+    not the test run), after ``X`` (20,000 x 10), ``y`` (3 classes), ``N`` and a ``model`` are made there."""
     script = f"""
+import mmap
 import os
 import numpy as np
 import fastsoftmax as fs
 
-os.chdir({str(tmp_path)!r})
+os.chdir({str(directory)!r})
 rng = np.random.default_rng(0)
 N = 20_000
 X, y = rng.standard_normal((N, 10)), rng.integers(0, 3, N)
 model = fs.SoftmaxRegression(10, 3, seed=0)
-calls = {{
+"""
+    run = subprocess.run([sys.executable, "-c", script + body], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, (run.returncode, run.stderr)
+    return run.stdout.splitlines()
+
+
+def test_a_map_whose_file_was_rewritten_shorter_is_refused_by_every_reader_not_a_sigbus(tmp_path):
+    """fit refused a map whose file was rewritten shorter since, but predict, train_step, backward, the functions, a
+    fit on np.asarray of the map and a mapped sample_weight read it and killed the process (SIGBUS, exit 135)."""
+    lines = _lines_printed_on_mapped_data(
+        tmp_path,
+        """
+calls = {
     "predict": lambda X, w: model.predict(X),
     "train_step": lambda X, w: model.train_step(X, y, 0.1),
     "backward": lambda X, w: model.backward(X, y),
@@ -745,7 +758,7 @@ calls = {{
     "fs.loss_and_grad": lambda X, w: fs.loss_and_grad(np.asarray(X), y, model.W, model.b),
     "fit on np.asarray": lambda X, w: model.fit(np.asarray(X), y, max_iter=2),
     "fit with mapped weights": lambda X, w: model.fit(np.array(X), y, sample_weight=w, max_iter=2),
-}}
+}
 for name, call in calls.items():
     np.save("X.npy", X)
     np.save("w.npy", np.ones(N))
@@ -755,11 +768,9 @@ for name, call in calls.items():
         call(mapped_X, mapped_w)
     except ValueError as exc:
         print(name, "|", exc)
-"""
-    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, (run.returncode, run.stderr)
-    lines = run.stdout.splitlines()
-    assert len(lines) == 7, run.stdout
+""",
+    )
+    assert len(lines) == 7, lines
     for line in lines:
         name = "sample_weight" if "weights" in line.split("|")[0] else "X"
         assert re.search(rf"\| {name} is mapped from .*\.npy, which is now [\d,]+ bytes, shorter than the", line), line
@@ -770,30 +781,20 @@ def test_an_array_over_a_raw_mmap_whose_file_is_truncated_is_refused_not_a_sigbu
     """np.frombuffer of an mmap.mmap (a file mapped by hand, not np.memmap) was read as memory: its file was
     truncated during a fit, or before a prediction or a step, and the next read killed the process (SIGBUS,
     exit 135)."""
-    script = f"""
-import mmap
-import os
-import numpy as np
-import fastsoftmax as fs
-
-os.chdir({str(tmp_path)!r})
-rng = np.random.default_rng(0)
-N = 20_000
-X, y = rng.standard_normal((N, 10)), rng.integers(0, 3, N)
-model = fs.SoftmaxRegression(10, 3, seed=0)
-
-
+    lines = _lines_printed_on_mapped_data(
+        tmp_path,
+        """
 def truncate_after_two(model, iteration, loss):
     if iteration == 2:
         os.truncate("X.bin", 8000)
 
 
-calls = {{
+calls = {
     "fit": lambda X: model.fit(X, y, max_iter=6, callback=truncate_after_two),
     "predict": lambda X: model.predict(X),
     "train_step": lambda X: model.train_step(X, y, 0.1),
     "fs.loss_and_grad": lambda X: fs.loss_and_grad(X, y, model.W, model.b),
-}}
+}
 for name, call in calls.items():
     X.tofile("X.bin")
     with open("X.bin", "rb") as file:
@@ -805,11 +806,9 @@ for name, call in calls.items():
         call(X_mapped)
     except ValueError as exc:
         print(name, "|", exc)
-"""
-    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, (run.returncode, run.stderr)
-    lines = run.stdout.splitlines()
-    assert [line.split(" |")[0] for line in lines] == ["fit", "predict", "train_step", "fs.loss_and_grad"], run.stdout
+""",
+    )
+    assert [line.split(" |")[0] for line in lines] == ["fit", "predict", "train_step", "fs.loss_and_grad"], lines
     assert lines[0].startswith("fit | the file that X maps is now 8,000 bytes, shorter than the 1,600,000 mapped")
     for line in lines[1:]:
         assert "| X is mapped from a file, through an mmap.mmap, which is now 8,000 bytes, shorter than" in line, line
