@@ -191,6 +191,8 @@ def _check_targets(y, name: str = "y") -> None:
     which named no way forward. Integral ones (ints, bools, floats such as
     2.0) are told the cast that makes them labels; fractional ones get
     scikit-learn's message alone, as a float array of them does ("continuous").
+    Integers beyond int64 (which ``astype(int)`` cannot hold: it raises, or
+    wraps floats such as 1e19) are told ``astype(str)`` alone.
     """
     try:
         check_classification_targets(y)
@@ -198,11 +200,16 @@ def _check_targets(y, name: str = "y") -> None:
         held = np.asarray(y)
         if held.dtype != object or not all(_integral(label) for label in held.flat):
             raise
-        booleans = all(isinstance(label, (bool, np.bool_)) for label in held.flat)
-        cast = "bool) for classes False and True" if booleans else "int) for integer classes"
+        int64 = np.iinfo(np.int64)
+        if all(isinstance(label, (bool, np.bool_)) for label in held.flat):
+            casts = f"{name}.astype(bool) for classes False and True, or {name}.astype(str)"
+        elif all(int64.min <= int(label) <= int64.max for label in held.flat):
+            casts = f"{name}.astype(int) for integer classes, or {name}.astype(str)"
+        else:
+            casts = f"{name}.astype(str) (some lie beyond int64, so astype(int) cannot hold them)"
         raise ValueError(
             f"{exc} Here {name} is an array of dtype object that holds numbers (as a pandas column of object "
-            f"dtype does): pass {name}.astype({cast}, or {name}.astype(str)."
+            f"dtype does): pass {casts}."
         ) from None
 
 

@@ -1116,6 +1116,13 @@ def test_numbers_in_an_object_array_of_labels_are_told_the_cast_that_takes_them(
         SoftmaxClassifier().partial_fit(X, y.astype(object), classes=[0, 1, 2])
     with pytest.raises(ValueError, match=hint.format("classes")):
         SoftmaxClassifier().partial_fit(X, y, classes=np.array([0, 1, 2], dtype=object))
+    # Integers beyond int64 are told astype(str) alone: astype(int) raises OverflowError on them.
+    huge = y.astype(object)
+    huge[y == 0] = 2**70
+    with pytest.raises(ValueError, match=r"holds numbers.*pass y\.astype\(str\) \(some lie beyond int64") as told:
+        SoftmaxClassifier().fit(X, huge)
+    assert "astype(int) for" not in str(told.value)
+    assert SoftmaxClassifier().fit(X, huge.astype(str)).classes_.size == 3
     # Continuous floats keep scikit-learn's message alone, in an object array too (astype(int) would merge
     # classes); strings in an object array are labels.
     for continuous in (y + 0.5, (y + 0.5).astype(object)):
