@@ -32,6 +32,7 @@ import os
 import stat
 import sys
 import warnings
+import weakref
 from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import NamedTuple
@@ -147,22 +148,26 @@ def mapped_past_end(arr: np.ndarray) -> tuple[int, int] | None:
     file's first check.
     """
     if isinstance(arr, mmap.mmap):
-        # A raw map (np.frombuffer of one) keeps no offset: the bound is its length, as of a map from 0.
-        mapping, spans = arr, len(arr)
+        mapping = arr
+    elif isinstance(arr, np.memmap) and getattr(arr, "_mmap", None) is not None:
+        mapping = arr._mmap
     else:
-        mapping = getattr(arr, "_mmap", None) if isinstance(arr, np.memmap) else None
-        if mapping is None:
-            return None
-        # np.memmap maps from the offset rounded down to the allocation granularity.
-        spans = arr.offset - arr.offset % mmap.ALLOCATIONGRANULARITY + len(mapping)
+        return None
     try:
         size = mapping.size()
-    except (OSError, ValueError):  # a closed map, or one without a file
+    except (OSError, ValueError):  # a closed map, or one without a file (an anonymous map's size has none)
         return None
+    if isinstance(arr, mmap.mmap):
+        # A raw map (np.frombuffer of one) keeps no offset (mmap.mmap(..., offset=)): it is read from the kernel's.
+        spans = _raw_map_offset(arr) + len(arr)
+    else:
+        # np.memmap maps from the offset rounded down to the allocation granularity.
+        spans = arr.offset - arr.offset % mmap.ALLOCATIONGRANULARITY + len(mapping)
     if size >= spans:
         return None
     if isinstance(arr, mmap.mmap):
-        return (spans, size) if _maps_a_regular_file(arr) else None
+        entry = _proc_maps_entry(arr)
+        return (spans, size) if entry is None or _names_a_regular_file(entry[1]) else None
     # A device (/dev/zero) has no size to run past: its size reads 0. Asked only here, where it matters.
     try:
         regular = stat.S_ISREG(os.stat(arr.filename).st_mode)
@@ -171,31 +176,57 @@ def mapped_past_end(arr: np.ndarray) -> tuple[int, int] | None:
     return (spans, size) if regular else None
 
 
-def _maps_a_regular_file(mapping: mmap.mmap) -> bool:
-    """Whether the raw map ``mapping`` maps a regular file, not a device, whose size reads 0 (``/dev/zero``).
+def _proc_maps_entry(mapping: mmap.mmap) -> tuple[int, str] | None:
+    """(the file offset of the raw map's first byte, the path named) from ``/proc/self/maps``; None where unread.
 
-    A raw map keeps no file name: the one behind its address is read from
-    ``/proc/self/maps`` (Linux). Where that cannot be read, or names no
-    file, it is taken for a regular file, as :func:`mapped_past_end` takes
-    an ``np.memmap`` whose file it cannot stat.
+    A raw map keeps neither its file's name nor its offset; the kernel's
+    table of this process's maps holds both (Linux). Its line may span
+    neighbouring maps of the same file, merged, so the offset is the line's
+    plus the distance into it.
     """
     try:
         address = np.frombuffer(mapping, dtype=np.uint8, count=1).ctypes.data
         with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
             for line in maps:
                 fields = line.split(maxsplit=5)
-                start, _, stop = fields[0].partition("-")
-                if int(start, 16) <= address < int(stop, 16):
+                start, stop = (int(bound, 16) for bound in fields[0].split("-"))
+                if start <= address < stop:
                     path = fields[5].rstrip("\n") if len(fields) > 5 else ""
-                    if path == "/dev/zero (deleted)":  # how a shared map of /dev/zero reads
-                        return False
-                    # A file removed since reads "<path> (deleted)", which names no file: the stat fails, and the
-                    # map counts as a regular file's. (Read without the suffix, the path named whatever replaced
-                    # the file: a FIFO put there let a truncated map through.)
-                    return not path.startswith("/") or stat.S_ISREG(os.stat(path).st_mode)
-    except (OSError, ValueError):  # no /proc (not Linux), or a file removed since
+                    return int(fields[2], 16) + address - start, path
+    except (OSError, ValueError):  # no /proc (not Linux), an empty map
         pass
-    return True
+    return None
+
+
+#: Each raw map's file offset, read once: its own table line costs about 2 ms to find, and it never changes.
+_raw_map_offsets: weakref.WeakKeyDictionary[mmap.mmap, int] = weakref.WeakKeyDictionary()
+
+
+def _raw_map_offset(mapping: mmap.mmap) -> int:
+    """The file offset of the raw map's first byte (``mmap.mmap(..., offset=)``); 0 where it cannot be read."""
+    offset = _raw_map_offsets.get(mapping)
+    if offset is None:
+        entry = _proc_maps_entry(mapping)
+        offset = _raw_map_offsets[mapping] = 0 if entry is None else entry[0]
+    return offset
+
+
+def _names_a_regular_file(path: str) -> bool:
+    """Whether the path of a raw map's line in ``/proc/self/maps`` is a regular file's, not a device's.
+
+    A device's size reads 0 (``/dev/zero``), which is no file cut short. A
+    path that names no file (an anonymous map) counts as a regular file's,
+    as :func:`mapped_past_end` takes an ``np.memmap`` whose file it cannot stat.
+    """
+    if path == "/dev/zero (deleted)":  # how a shared map of /dev/zero reads
+        return False
+    # A file removed since reads "<path> (deleted)", which names no file: the stat fails, and the map counts as a
+    # regular file's. (Read without the suffix, the path named whatever replaced the file: a FIFO put there let a
+    # truncated map through.)
+    try:
+        return not path.startswith("/") or stat.S_ISREG(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return True
 
 
 def memmap_behind(arr) -> np.memmap | mmap.mmap | None:

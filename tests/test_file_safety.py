@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import io
 import json
+import mmap
 import os
 import pickle
 import re
@@ -816,12 +817,39 @@ for name, call in calls.items():
         assert "(SIGBUS)" in line and line.endswith("Map the file again (mmap.mmap, as before) once it is written.")
 
 
+def test_a_raw_map_made_at_an_offset_is_bounded_where_it_ends_in_its_file(tmp_path):
+    """A raw map keeps no offset (mmap.mmap(..., offset=)), and its bound was its length, as of a map from the
+    file's start: the file cut to a size between the two let a read past its end kill the process (SIGBUS)."""
+    lines = _lines_printed_on_mapped_data(
+        tmp_path,
+        """
+skip = 4 * mmap.ALLOCATIONGRANULARITY
+with open("X.bin", "wb") as file:
+    file.write(bytes(skip))
+    X.tofile(file)
+with open("X.bin", "rb") as file:
+    mapped = mmap.mmap(file.fileno(), X.nbytes, access=mmap.ACCESS_READ, offset=skip)
+X_mapped = np.frombuffer(mapped, dtype=np.float64).reshape(N, 10)
+print("read whole |", np.array_equal(model.predict(X_mapped), model.predict(X)))
+os.truncate("X.bin", X.nbytes)  # as long as the map, short of where it ends in the file
+for name, call in (("predict", model.predict), ("fit", lambda X: model.fit(X, y, max_iter=2))):
+    try:
+        call(X_mapped)
+    except ValueError as exc:
+        print(name, "|", exc)
+""",
+    )
+    assert [line.split(" |")[0] for line in lines] == ["read whole", "predict", "fit"], lines
+    assert lines[0] == "read whole | True"
+    ends_at = f"{4 * mmap.ALLOCATIONGRANULARITY + 1_600_000:,}"
+    assert f"now 1,600,000 bytes, shorter than the {ends_at}" in lines[1], lines[1]
+    assert f"now 1,600,000 bytes, shorter than the {ends_at}" in lines[2], lines[2]
+
+
 @pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="maps /dev/zero")
 def test_a_raw_map_of_a_device_is_not_taken_for_a_file_cut_short():
     """A raw map of /dev/zero, whose size reads 0, was refused as a file truncated to 0 bytes (the regular-file
     test of np.memmap's was missing: a raw map keeps no file name)."""
-    import mmap
-
     descriptor = os.open("/dev/zero", os.O_RDWR)
     try:
         mapped = mmap.mmap(descriptor, 10 * D * 8)
