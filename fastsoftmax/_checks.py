@@ -468,9 +468,16 @@ def _pandas_array(a, name: str, object_fix: str | None) -> np.ndarray | None:
         # Booleans stay booleans, as a NumPy array of them would be (labels are then refused with the fix);
         # integers take NumPy's common type of the columns' own (UInt64 as int64 wrapped 2**63 and above
         # to negative numbers; Int64 beside UInt64 makes float64, as NumPy makes it).
-        common = np.result_type(*(getattr(dtype, "numpy_dtype", dtype) for _, dtype in dtypes))
-        return a.to_numpy(dtype=common)
-    return a.to_numpy(dtype=np.float64, na_value=np.nan)
+        return a.to_numpy(dtype=_common_numpy_dtype(dtypes))
+    # Floats keep their width, as NumPy's own do: Float32 columns were made float64, which float32 W refused
+    # ("X has dtype float64") and the functions returned in float64.
+    common = _common_numpy_dtype(dtypes)
+    return a.to_numpy(dtype=common if common.kind == "f" else np.float64, na_value=np.nan)
+
+
+def _common_numpy_dtype(dtypes: list) -> np.dtype:
+    """NumPy's common type of pandas columns' dtypes ``[(name, dtype), ...]``, nullable ones by their NumPy dtype."""
+    return np.result_type(*(getattr(dtype, "numpy_dtype", dtype) for _, dtype in dtypes))
 
 
 def _contiguous(arr: np.ndarray, dtype: np.dtype) -> np.ndarray:

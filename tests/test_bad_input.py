@@ -1339,6 +1339,23 @@ def test_pandas_frames_with_nullable_or_non_numeric_columns(problem):
         fs.loss_and_grad(X, pd.Series(y > 0).astype("boolean"), W, b)
 
 
+def test_pandas_nullable_float32_columns_stay_float32(problem):
+    """Nullable floats were made float64 whatever their width: a Float32 frame was refused beside float32 W
+    ("X has dtype float64", untrue) and softmax returned it in float64 (float32 in, float32 out)."""
+    pd = pytest.importorskip("pandas")
+    X, y, W, b = problem
+    X32, W32, b32 = X.astype(np.float32), W.astype(np.float32), b.astype(np.float32)
+    frame = pd.DataFrame(X32).astype("Float32")
+    np.testing.assert_array_equal(fs.predict(frame, W32, b32), fs.predict(X32, W32, b32))
+    assert fs.loss_and_grad(frame, y, W32, b32)[0] == fs.loss_and_grad(X32, y, W32, b32)[0]
+    for function in (fs.softmax, fs.log_softmax):
+        np.testing.assert_array_equal(function(frame), function(X32))
+        assert function(frame).dtype == np.float32
+    # Beside wider columns, NumPy's common type: Int64 widens to float64, as a NumPy array of both would.
+    assert fs.softmax(frame.assign(count=pd.array(y, dtype="Int64"))).dtype == np.float64
+    assert fs.softmax(frame.assign(flag=pd.array(y > 0, dtype="boolean"))).dtype == np.float32
+
+
 def test_pandas_unsigned_nullable_integers_keep_their_values():
     """A UInt64 column was read as int64: 2**63 + 10 became -2**63 + 10 and predicted the other class,
     and a UInt64 label 2**64 - 1 was named as the label -1."""
