@@ -378,7 +378,7 @@ def cross_entropy(
     # The mean divides by sum w, so it does not depend on the weights' scale.
     scale_free = reduction == "mean"  # "sum" and "none" of rows that all weigh 0 are 0
     sample_weight = _checks.check_sample_weight(
-        sample_weight, Z.shape[0], Z.dtype, scale_free=scale_free, all_zero_ok=not scale_free
+        sample_weight, Z.shape[0], Z.dtype, scale_free=scale_free, all_zero_ok=not scale_free, rows_of="Z"
     )
     n_chunks = work_chunks(Z.shape[0], Z.shape[1] * EXP_WORK)
     with parallel_section(n_chunks):

@@ -85,14 +85,21 @@ def refuse_masked(a, name: str) -> None:
 
     The masked values would then count as data. One with nothing masked
     (``np.genfromtxt(..., usemask=True)`` of a file with no missing value) is
-    its data.
+    its data. Leaving out rows is advised for data only: a row of the
+    parameters (W, b, V, c, ``coef_``, ``intercept_``) is a class.
     """
     if isinstance(a, np.ma.MaskedArray) and np.ma.is_masked(a):
+        fill = f"{name} is a masked array, whose mask would be ignored; pass {name}.filled(value) with the value"
+        if name in _PARAMETER_NAMES:
+            raise TypeError(f"{fill} the masked entries should take.")
         raise TypeError(
-            f"{name} is a masked array, whose mask would be ignored; pass {name}.filled(value) with the value "
-            f"the masked entries should take, or leave out their rows ("
+            f"{fill} the masked entries should take, or leave out their rows ("
             + (f"{name}[~np.ma.getmaskarray({name})])." if a.ndim == 1 else f"{name}[~{name}.mask.any(axis=1)]).")
         )
+
+
+#: The names under which parameters are checked, whose rows are classes, not samples.
+_PARAMETER_NAMES = frozenset({"W", "b", "V", "c", "coef_", "intercept_"})
 
 
 def refuse_non_real(X: np.ndarray, name: str = "X") -> None:
@@ -506,9 +513,11 @@ def check_float_param(a, name: str, ndim: int, dtype=None) -> np.ndarray:
             f"{name} has dtype {arr.dtype}; it must be float32 or float64 (use np.asarray({name}, dtype=np.float64))."
         )
     if dtype is not None and arr.dtype != dtype:
+        target = f"np.{np.dtype(dtype).name}"
+        # A list has no astype: NumPy reads its floats as float64.
+        cast = f"{name}.astype({target})" if hasattr(a, "astype") else f"np.asarray({name}, dtype={target})"
         raise TypeError(
-            f"{name} has dtype {arr.dtype} but the computation runs in {np.dtype(dtype)}; "
-            f"cast it with {name}.astype(np.{np.dtype(dtype).name})."
+            f"{name} has dtype {arr.dtype} but the computation runs in {np.dtype(dtype)}; cast it with {cast}."
         )
     if 0 in arr.shape:
         raise ValueError(f"{name} is empty (shape {arr.shape}); it needs at least one element per axis.")
@@ -863,21 +872,35 @@ def no_weights(dtype) -> np.ndarray:
 
 
 def check_sample_weight(
-    sample_weight, n_samples: int, dtype: np.dtype, *, scale_free: bool = False, all_zero_ok: bool = False
+    sample_weight,
+    n_samples: int,
+    dtype: np.dtype,
+    *,
+    scale_free: bool = False,
+    all_zero_ok: bool = False,
+    rows_of: str = "X",
 ) -> np.ndarray:
     """Check sample weights (N,): finite, non-negative, positive sum; return them in ``dtype``.
 
     See :func:`check_sample_weight_and_divisor`, which also returns what the weights were divided by.
     """
     return check_sample_weight_and_divisor(
-        sample_weight, n_samples, dtype, scale_free=scale_free, all_zero_ok=all_zero_ok
+        sample_weight, n_samples, dtype, scale_free=scale_free, all_zero_ok=all_zero_ok, rows_of=rows_of
     )[0]
 
 
 def check_sample_weight_and_divisor(
-    sample_weight, n_samples: int, dtype: np.dtype, *, scale_free: bool = False, all_zero_ok: bool = False
+    sample_weight,
+    n_samples: int,
+    dtype: np.dtype,
+    *,
+    scale_free: bool = False,
+    all_zero_ok: bool = False,
+    rows_of: str = "X",
 ) -> tuple[np.ndarray, float]:
     r"""Check sample weights (N,): finite, non-negative, positive sum; return them in ``dtype``, and a divisor.
+
+    ``rows_of`` names the array whose rows the weights weigh (the logits Z for ``cross_entropy``).
 
     Returns a length-0 array for None, which the kernels read as "all ones".
     ``all_zero_ok=True`` lets every weight be 0 where the caller returns
@@ -900,7 +923,7 @@ def check_sample_weight_and_divisor(
         return no_weights(dtype), 1.0
     w = _as_array(sample_weight, "sample_weight")
     if w.ndim != 1 or w.shape[0] != n_samples:
-        raise ValueError(f"sample_weight must have shape ({n_samples},) to match X, got {w.shape}.")
+        raise ValueError(f"sample_weight must have shape ({n_samples},) to match {rows_of}, got {w.shape}.")
     if w.dtype.kind not in "fiub":
         raise TypeError(f"sample_weight has dtype {w.dtype}; it must be numeric.")
     check_finite(w, "sample_weight")

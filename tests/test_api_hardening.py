@@ -295,6 +295,9 @@ def test_a_chunk_whose_rows_all_weigh_0_adds_0_to_the_sums(rng, sparse, dtype):
     Z = (X[:5] @ W.T + b).astype(dtype)
     assert fs.cross_entropy(Z, y[:5], sample_weight=weights[:5], reduction="sum") == 0.0
     assert not fs.cross_entropy(Z, y[:5], sample_weight=weights[:5], reduction="none").any()
+    # Weights of another length are named against Z's rows: cross_entropy takes no X.
+    with pytest.raises(ValueError, match=r"^sample_weight must have shape \(5,\) to match Z, got \(6,\)\.$"):
+        fs.cross_entropy(Z, y[:5], sample_weight=weights[:6])
     # A mean of rows that all weigh 0 is still refused, as before.
     with pytest.raises(ValueError, match=r"sample_weight sums to 0"):
         fs.loss_and_grad(as_given(X[:5]), y[:5], W, b, sample_weight=weights[:5])
@@ -802,8 +805,16 @@ def test_a_masked_W_or_b_is_refused_when_assigned_and_one_with_nothing_masked_is
     path = tmp_path / "model.npz"
     model = fs.SoftmaxRegression(4, 3, seed=0)
     values = getattr(model, param)
-    with pytest.raises(TypeError, match=rf"^{param} is a masked array, whose mask would be ignored"):
+    # Filled, not rows left out: a row of W or b is a class, and without it b no longer fits W.
+    told = (
+        rf"^{param} is a masked array, whose mask would be ignored; pass {param}\.filled\(value\) with the value the "
+    )
+    with pytest.raises(TypeError, match=told + r"masked entries should take\.$"):
         setattr(model, param, np.ma.masked_array(values + 1e6, mask=np.arange(values.size).reshape(values.shape) == 0))
+    weights = {"W": model.W, "b": model.b}
+    weights[param] = np.ma.masked_array(values, mask=values == values.flat[0])
+    with pytest.raises(TypeError, match=told + r"masked entries should take\.$"):
+        fs.predict(np.ones((2, 4)), weights["W"], weights["b"])
     assert getattr(model, param) is values
     model.save(path)
     np.testing.assert_array_equal(getattr(fs.SoftmaxRegression.load(path), param), values)

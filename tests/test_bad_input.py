@@ -173,7 +173,13 @@ LOSS_GRAD_CASES = {
     "b-f32-W-f64": (
         lambda p: _replace(p, b=p[3].astype(np.float32)),
         TypeError,
-        r"b has dtype float32 but the computation runs in float64",
+        r"b has dtype float32 but the computation runs in float64; cast it with b\.astype\(np\.float64\)\.$",
+    ),
+    # A list has no astype, which the advice named: NumPy reads its floats as float64.
+    "b-list-W-f32": (
+        lambda p: _replace(p, X=p[0].astype(np.float32), W=p[2].astype(np.float32), b=p[3].tolist()),
+        TypeError,
+        r"b has dtype float64 but the computation runs in float32; cast it with np\.asarray\(b, dtype=np\.float32\)",
     ),
     "X-float16": (
         lambda p: _replace(p, X=p[0].astype(np.float16)),
@@ -235,7 +241,7 @@ SAMPLE_WEIGHT_CASES = {
     "wrong-length": (
         np.ones(5),
         ValueError,
-        r"sample_weight must have shape \(8,\) to match X, got \(5,\)",
+        r"sample_weight must have shape \(8,\) to match (X|Z), got \(5,\)",
     ),
     "2d": (np.ones((8, 1)), ValueError, r"sample_weight must have shape \(8,\)"),
     "negative": (
