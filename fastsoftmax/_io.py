@@ -583,22 +583,21 @@ def advise_rows(
     """Pass ``advice`` (an ``mmap.MADV_*`` value, None: nothing) to ``madvise`` for rows [start, stop) of a memory map.
 
     The range is widened to whole windows of ``align`` bytes (a multiple of
-    the page size). ``arr`` is an ``np.memmap`` or a row slice of one. In a
-    Fortran-ordered 2-D map (``np.save`` of a pandas frame's values) the rows
-    lie in one run per column, each advised on its own. Anything else, a map
-    that is neither C- nor F-contiguous, or a platform without ``madvise`` is
-    left alone. Advice only: an error from ``madvise`` is ignored.
+    the page size). ``arr`` is an ``np.memmap`` or a view of one, of any
+    strides: its rows' bytes, and the bytes between them that the view
+    skips (other columns, every other row), are advised as one run. Where
+    rows are the faster axis (a Fortran-ordered 2-D map, ``np.save`` of a
+    pandas frame's values), the rows lie in one run per column, each advised
+    on its own. A platform without ``madvise`` is left alone. Advice only:
+    an error from ``madvise`` is ignored.
     """
     base = getattr(arr, "_mmap", None)
     if advice is None or base is None or not hasattr(base, "madvise"):
         return
-    columns = arr.ndim == 2 and not arr.flags.c_contiguous and arr.flags.f_contiguous
-    if not (arr.flags.c_contiguous or columns):
-        return
     if getattr(arr, "mode", "r") == "c":
         return  # MADV_DONTNEED would drop the private edits of a copy-on-write map
     stop = arr.shape[0] if stop is None else min(stop, arr.shape[0])
-    if arr.ndim == 0 or stop <= start:
+    if arr.ndim == 0 or stop <= start or arr.size == 0:
         return
     try:
         # Where arr starts inside the mapping (a row slice starts past its beginning).
@@ -607,25 +606,42 @@ def advise_rows(
         return
     address = probe.ctypes.data  # of the mapping: page-aligned
     del probe  # a buffer exported from the map would keep it from closing
-    if columns:  # column j's rows [start, stop) lie at (j N + [start, stop)) items from the start
-        column_bytes = arr.shape[0] * arr.itemsize
-        runs = [
-            (
-                arr.ctypes.data + j * column_bytes + start * arr.itemsize,
-                arr.ctypes.data + j * column_bytes + stop * arr.itemsize,
-            )
-            for j in range(arr.shape[1])
-        ]
-    else:
-        row_bytes = math.prod(arr.shape[1:]) * arr.itemsize
-        runs = [(arr.ctypes.data + start * row_bytes, arr.ctypes.data + stop * row_bytes)]
-    for first, last in runs:
+    for first, last in _row_runs(arr, start, stop):
         lo = max(first - first % align - address, 0)
         hi = min(last + (-last % align) - address, len(base))
-        try:
-            base.madvise(advice, lo, hi - lo)
-        except (OSError, ValueError):
-            pass
+        if hi > lo:
+            try:
+                base.madvise(advice, lo, hi - lo)
+            except (OSError, ValueError):
+                pass
+
+
+def _row_runs(arr: np.ndarray, start: int, stop: int) -> list[tuple[int, int]]:
+    """The address ranges [first, last) that hold rows [start, stop) of ``arr``, of any strides.
+
+    One range from the lowest byte of the rows to past the highest, with what
+    lies between; one per column where a 2-D array's rows are its faster axis
+    (its rows' stride is the smaller), so that a chunk of rows of a
+    column-major map is not the whole file.
+    """
+
+    def extent(axes: list[tuple[int, int]]) -> tuple[int, int]:
+        """Offsets of the lowest and the highest item spanned by axes of (count, stride)."""
+        low = sum(min(0, (count - 1) * step) for count, step in axes)
+        high = sum(max(0, (count - 1) * step) for count, step in axes)
+        return low, high
+
+    rows = (stop - start, arr.strides[0])
+    first_row = arr.ctypes.data + start * arr.strides[0]
+    if arr.ndim == 2 and abs(arr.strides[0]) < abs(arr.strides[1]):
+        low, high = extent([rows])
+        columns = range(arr.shape[1])
+        return [
+            (first_row + j * arr.strides[1] + low, first_row + j * arr.strides[1] + high + arr.itemsize)
+            for j in columns
+        ]
+    low, high = extent([rows, *zip(arr.shape[1:], arr.strides[1:], strict=True)])
+    return [(first_row + low, first_row + high + arr.itemsize)]
 
 
 def release_rows(arr: np.ndarray, start: int = 0, stop: int | None = None) -> None:
