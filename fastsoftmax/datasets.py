@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 import operator
 import os
 import threading
@@ -84,10 +85,12 @@ def _check_int(name: str, value, minimum: int) -> int:
     try:
         value = operator.index(value)
     except TypeError:
-        raise TypeError(
-            f"{name} must be an integer, got {value!r} of type {type(value).__name__}; "
-            f"pass int({value!r}) if that is what you mean"
-        ) from None
+        # int() of a float or a NumPy float is a fix; of None or a Generator, nonsense.
+        numeric = isinstance(value, (numbers.Real, str))
+        fix = f"pass int({value!r}) if that is what you mean" if numeric else f"pass an integer >= {minimum}"
+        if name == "seed" and not numeric:
+            fix += " (the rows are a function of the seed; for other data on each run, draw one: secrets.randbits(63))"
+        raise TypeError(f"{name} must be an integer, got {value!r:.80} of type {type(value).__name__}; {fix}") from None
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return value
@@ -176,12 +179,13 @@ def _class_probabilities(weights, n_classes: int) -> np.ndarray:
                 "to give relative proportions"
             )
         w = np.append(w, rest)
-    total = w.sum()
-    if not total > 0:
+    if not w.max() > 0:
         raise ValueError(
             f"weights must sum to a positive number, got {w.tolist()}; give at least one class a positive weight"
         )
-    return w / total
+    # Scaled to the largest first: weights near float64's largest sum to inf (all rows then fell in class 0).
+    w = w / w.max()
+    return w / w.sum()
 
 
 def _block_rows(n_features: int) -> int:

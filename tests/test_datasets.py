@@ -102,6 +102,11 @@ def test_class_balance_follows_weights():
     _, y3 = ds.make_classification(n, 6, n_classes=3, weights=[6, 3, 1], seed=1)
     np.testing.assert_array_equal(y2, y)
     np.testing.assert_array_equal(y3, y)
+    # Weights whose sum overflows float64: all rows fell in class 0 (w / inf), with NumPy's warnings.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, huge = ds.make_classification(n, 6, n_classes=3, weights=[1.2e308, 6e307, 2e307], seed=1)
+    np.testing.assert_array_equal(huge, y)
 
 
 def test_balanced_by_default(reference_data):
@@ -197,6 +202,10 @@ BAD_PARAMS = [
     (dict(dtype=np.int32), TypeError, "dtype must be np.float32 or np.float64"),
     (dict(dtype="not a dtype"), TypeError, "dtype must be np.float32 or np.float64"),
     (dict(seed=-1), ValueError, "seed must be >= 0"),
+    # int(None) was the advice, and int(Generator(PCG64) at 0x...).
+    (dict(seed=None), TypeError, r"seed must be an integer, got None .*; pass an integer >= 0 \(the rows are a"),
+    (dict(seed=np.random.default_rng(0)), TypeError, r"got Generator\(PCG64\).*; pass an integer >= 0 "),
+    (dict(n_samples=10.0), TypeError, r"pass int\(10\.0\) if that is what you mean$"),
     (dict(n_threads=0), ValueError, "n_threads must be >= 1"),
 ]
 
