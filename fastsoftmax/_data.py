@@ -182,6 +182,8 @@ def _check_npy_header(path: str, name: str) -> None:
             raise ValueError(f"{name} file {path!r} is truncated: it has {len(head)} bytes, fewer than any .npy file.")
         if head != _NPY_MAGIC:
             stem = os.path.splitext(os.path.basename(path))[0] or name
+            # Not the file's own name (a CSV named X.npy): the advice would write over the only copy.
+            target = stem + ".npy" if stem + ".npy" != os.path.basename(path) else stem + "_array.npy"
             # Labels as integers: np.loadtxt reads floats, which the next run refused as labels.
             # A first line of column names (as most CSV files have) made np.loadtxt fail.
             header = ", skiprows=1" if _begins_with_names(file) else ""
@@ -190,7 +192,7 @@ def _check_npy_header(path: str, name: str) -> None:
             raise ValueError(
                 f"{name} file {path!r} is not an .npy file (it does not begin with NumPy's .npy header): "
                 f"only arrays saved with np.save are read. Convert it once, for a CSV file with "
-                f"np.save({stem + '.npy'!r}, {load}){labels}."
+                f"np.save({target!r}, {load}){labels}."
             )
         header_size = None
         try:

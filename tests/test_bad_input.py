@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import re
 import struct
 import warnings
@@ -1136,6 +1137,14 @@ def test_the_conversion_that_a_csv_of_labels_is_given_gives_labels(tmp_path, mon
     assert "dtype=np.int64" in advice
     exec(advice, {"np": np})
     SoftmaxRegression(2, 2).fit("X.npy", "labels.npy", max_iter=1)
+    # A CSV under an .npy name is told another name: the advice wrote over the only copy of the data.
+    os.replace("labels.csv", "y.npy")
+    with pytest.raises(ValueError, match=r"y file 'y\.npy' is not an \.npy file") as raised:
+        SoftmaxRegression(2, 2).fit("X.npy", "y.npy", max_iter=1)
+    advice = re.search(r"np\.save\(.*\)\)", str(raised.value)).group()
+    assert advice.startswith("np.save('y_array.npy', np.loadtxt('y.npy', ")
+    exec(advice, {"np": np})
+    SoftmaxRegression(2, 2).fit("X.npy", "y_array.npy", max_iter=1)
 
 
 # The estimator maps string labels to classes itself, so strings are an error for the model only.
