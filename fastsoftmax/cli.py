@@ -8,6 +8,7 @@ import decimal
 import difflib
 import os
 import re
+import shlex
 import shutil
 import signal
 import statistics
@@ -2541,6 +2542,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _refuse_options_before_the_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> None:
+    """argparse's error for a command's options given before the command, with the line that puts them after it.
+
+    The top-level parser takes no options but --help and --version: ``--quiet train`` was told "did you mean
+    --quiet", and ``--threads 2 predict`` that 2 is no COMMAND. Exits 2.
+    """
+    words = list(sys.argv[1:] if argv is None else argv)
+    position = next((i for i, word in enumerate(words) if word in parser.commands), None)
+    if not position:
+        return
+    leading = words[:position]
+    if not leading[0].startswith("-") or any(word in ("-h", "--help", "--version") for word in leading):
+        return  # --help and --version print and exit; a stray word is argparse's invalid choice
+    command = words[position]
+    parser.error(
+        f"{' '.join(leading)}: a command's options go after the command: "
+        f"{shlex.join(['fastsoftmax', command, *leading, *words[position + 1 :]])}"
+    )
+
+
 def _refuse_unknown_arguments(parser: argparse.ArgumentParser, command: str | None, unknown: list[str]) -> None:
     """argparse's error for arguments no option takes, from the command's own parser, with the options meant.
 
@@ -2850,6 +2871,7 @@ def _run_command(argv: Sequence[str] | None, stdout: _StreamGuard) -> int:
         # lines before generate's success, or train's one-line error.
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=re.escape(JIT_DISABLED_MESSAGE), category=RuntimeWarning)
+            _refuse_options_before_the_command(parser, argv)
             args, unknown = parser.parse_known_args(argv)
     except SystemExit as done:
         # --help and --version print, then exit 0: `--help > /dev/full` exited 0 with nothing written.

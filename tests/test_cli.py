@@ -1735,6 +1735,25 @@ def test_unknown_arguments_get_the_commands_usage_and_the_option_meant(capsys, a
     assert f"fastsoftmax {command}: error: unrecognized arguments: " in err and hint in err
 
 
+@pytest.mark.parametrize(
+    "leading, command, rest",
+    [
+        (["--quiet"], "train", ["--samples", "100"]),
+        (["--threads", "2"], "predict", ["--model", "m.npz"]),
+        (["--seed=3"], "demo", []),
+    ],
+    ids=lambda words: " ".join(words) if isinstance(words, list) else words,
+)
+def test_a_commands_option_before_the_command_is_told_the_line_that_puts_it_after(capsys, leading, command, rest):
+    # "--quiet train" was told "did you mean --quiet or --out?", and "--threads 2 predict" that 2 is no COMMAND.
+    with pytest.raises(SystemExit) as info:
+        main([*leading, command, *rest])
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert info.value.code == 2
+    fixed = " ".join(["fastsoftmax", command, *leading, *rest])
+    assert err == f"fastsoftmax: error: {' '.join(leading)}: a command's options go after the command: {fixed}"
+
+
 @pytest.mark.parametrize("labels", ["float", "column", "one-hot"])
 def test_label_files_of_floats_or_a_column_are_named_with_the_line_that_rewrites_them(tmp_path, npy, capsys, labels):
     # "y has dtype float64 ... (use y.astype(np.int64) ...)": a variable the command-line user never had.
