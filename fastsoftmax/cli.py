@@ -1810,10 +1810,22 @@ def _classes_of_files(args: argparse.Namespace, X: np.ndarray, y: np.ndarray, dt
     Shapes, dtypes and the labels' range, by :class:`~fastsoftmax._data.DataSource`
     as on one machine (``run_train``); CLIError where the labels name fewer than 2 classes.
     """
+    _refuse_training_X(args, X)
     whole = _rows_of(X, y, dtype)
+    # The library's "y contains the label 2 ... for 2 classes" named neither the file nor the option at fault.
+    labels, holds = (
+        (f"--labels {args.labels}", "holds") if args.labels else (f"the labels in --data {args.data}", "hold")
+    )
+
+    def in_the_commands_terms(exc: ValueError) -> str:
+        return str(exc).replace("y contains", f"{labels} {holds}", 1)
+
     n_classes = args.classes_given
     if not n_classes:
-        lowest, largest = whole.label_range()
+        try:
+            lowest, largest = whole.label_range()
+        except ValueError as exc:
+            raise CLIError(in_the_commands_terms(exc)) from None
         n_classes = _classes_from_labels(y, largest, args.labels or args.data)
         if lowest > 0:  # 1-based labels train a class 0 that no row has: a note, as it may be intended
             print(
@@ -1826,8 +1838,39 @@ def _classes_of_files(args: argparse.Namespace, X: np.ndarray, y: np.ndarray, dt
         raise CLIError(f"--classes must be >= 2, got {n_classes}")
     if n_classes < 2:
         raise CLIError(f"the labels in {args.labels or args.data} name only {n_classes} class; need at least 2.")
-    whole.check_labels(n_classes)
+    try:
+        whole.check_labels(n_classes)
+    except ValueError as exc:
+        message = in_the_commands_terms(exc)
+        # The labels' range, scanned on this error path only where --classes spared the scan before.
+        try:
+            largest = whole.label_range()[1] if args.classes_given else -1
+        except ValueError:  # a negative label: the message names it, and no --classes takes it
+            largest = -1
+        if largest >= n_classes:
+            message = (
+                f"--classes {n_classes} is fewer than {labels} name (the largest is {largest}): pass --classes "
+                f"{largest + 1}, or leave it out to count them ({message})"
+            )
+        raise CLIError(message) from None
     return n_classes
+
+
+def _refuse_training_X(args: argparse.Namespace, X) -> None:
+    """CLIError, in the command's terms, for a --data X of another shape than 2-D, of no rows, or not of numbers.
+
+    The library's messages named a Python variable X and its methods (``X.real``, ``X.reshape``).
+    """
+    where = f"--data {args.data}"
+    if X.ndim != 2:
+        raise CLIError(f"{where} has shape {X.shape}; it must be 2-D (n_samples, n_features), one row per sample.")
+    if X.dtype.kind not in "fiub":
+        raise CLIError(f"{where} has dtype {X.dtype}; it must hold real numbers (floats, integers or booleans).")
+    if 0 in X.shape:
+        raise CLIError(
+            f"{where} has {'no rows' if X.shape[0] == 0 else 'no features'} (shape {X.shape}); there is nothing "
+            f"to train on."
+        )
 
 
 @contextlib.contextmanager

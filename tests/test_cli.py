@@ -1019,9 +1019,7 @@ def test_label_and_shape_errors_of_the_files_name_the_row_and_the_fix(tmp_path, 
     assert "--labels is required with an .npy --data file: pass the file of its labels" in capsys.readouterr().err
     np.save(tmp_path / "no_features.npy", X[:, :0])
     assert main(["train", "--data", str(tmp_path / "no_features.npy"), "--labels", str(npy[1]), "--quiet"]) == 2
-    assert re.search(
-        r"X is empty \(shape \(\d+, 0\)\); it needs at least one row and one feature", capsys.readouterr().err
-    )
+    assert re.search(r"--data .*no_features\.npy has no features \(shape \(\d+, 0\)\)", capsys.readouterr().err)
 
 
 @pytest.mark.parametrize(
@@ -1768,6 +1766,32 @@ def test_label_files_of_floats_or_a_column_are_named_with_the_line_that_rewrites
     assert err.startswith(f"fastsoftmax train: error: --labels {path} holds ") and "y has" not in err
     # The path as given: the line runs where the command ran (a basename named a file of another directory).
     assert err.rstrip().endswith(f"np.save({str(path)!r}, np.load({str(path)!r}){fix}")
+
+
+@pytest.mark.parametrize("case", ["negative", "negative, --classes", "beyond --classes", "complex", "3-D", "empty"])
+def test_files_that_the_library_refuses_are_named_by_their_options(tmp_path, npy, capsys, case):
+    """The library's own words reached the user: "y contains the label 2 ..., labels must be 0..1 for 2 classes"
+    (neither the file nor --classes 2, the option at fault) and "X has dtype complex64; pass its real part (X.real)"."""
+    X, y = np.load(npy[0]), np.load(npy[1])
+    labels, data, classes = tmp_path / "y_bad.npy", tmp_path / "X_bad.npy", []
+    np.save(labels, np.where(np.arange(len(y)) == 7, -1, y) if case.startswith("negative") else y)
+    bad_X = {"complex": X.astype(np.complex64), "3-D": X[:, :, None], "empty": X[:0]}.get(case, X)
+    np.save(data, bad_X)
+    if case.startswith("empty"):
+        np.save(labels, y[:0])
+    if case in ("negative, --classes", "beyond --classes"):
+        classes = ["--classes", "3" if case.startswith("negative") else "2"]
+    assert main(["train", "--data", str(data), "--labels", str(labels), *classes, "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    said = {
+        "negative": f"--labels {labels} holds the negative label -1 (row 7); labels must be 0..K-1.",
+        "negative, --classes": f"--labels {labels} holds the label -1 (row 7), outside [0, 3);",
+        "beyond --classes": f"--classes 2 is fewer than --labels {labels} name (the largest is 2): pass --classes 3, ",
+        "complex": f"--data {data} has dtype complex64; it must hold real numbers (floats, integers or booleans).",
+        "3-D": f"--data {data} has shape (2000, 6, 1); it must be 2-D (n_samples, n_features), one row per sample.",
+        "empty": f"--data {data} has no rows (shape (0, 6)); there is nothing to train on.",
+    }[case]
+    assert err.startswith(f"fastsoftmax train: error: {said}"), err
 
 
 def test_the_data_file_given_as_labels_is_named_as_such(tmp_path, npy, capsys):
