@@ -691,7 +691,7 @@ class SoftmaxRegression:
             and divide it by sqrt(variance + l2 K^2 / (K - 1)), as an exact change of
             variables (the data is not copied and the optimum does not change;
             see :mod:`fastsoftmax._scaling`). On features of different scales
-            L-BFGS then needs tens of iterations instead of hundreds. Costs one
+            L-BFGS then needs tens of iterations instead of thousands. Costs one
             extra pass over X per fit. "auto" (the default) turns it on for
             lbfgs and newton-cg; for gd, sgd and adam it would change what ``lr`` means.
             ``tol`` then applies to the gradient in the scaled coordinates.
