@@ -1215,6 +1215,20 @@ MODEL_FILE_OVERHEAD = 4096
 MODEL_FILE_MAX_LOSSES = 10_000
 
 
+def _free_bytes(directory: str, option: str) -> int:
+    """The bytes free on the file system of ``directory``; CLIError where it is one of no size, which holds no files.
+
+    /proc and /sys read 0 bytes free, which was told to "free some space" (as root, whom no permission stops).
+    """
+    usage = shutil.disk_usage(directory)
+    if usage.total == 0:
+        raise CLIError(
+            f"{option}: {directory} lies on a file system of no size (as /proc and /sys do), which holds no files; "
+            f"write it to a directory on a disk (nothing was trained)."
+        )
+    return usage.free
+
+
 def _check_room_for_model(args: argparse.Namespace, model: SoftmaxRegression) -> None:
     """Refuse an ``--out`` whose disk has less room than the model file will take, before the fit.
 
@@ -1232,7 +1246,7 @@ def _check_room_for_model(args: argparse.Namespace, model: SoftmaxRegression) ->
     n_bytes = (model.W.size + model.b.size) * model.W.itemsize + 8 * n_losses + MODEL_FILE_OVERHEAD
     directory = os.path.dirname(os.path.realpath(args.out))
     try:
-        free = shutil.disk_usage(directory).free
+        free = _free_bytes(directory, f"--out {args.out}")
     except OSError:
         return
     if free < n_bytes:
@@ -1271,7 +1285,7 @@ def _check_room_for_checkpoint(args: argparse.Namespace, model: SoftmaxRegressio
     n_bytes += 24 * (min(args.max_iter, MODEL_FILE_MAX_LOSSES) + 1) + CHECKPOINT_OVERHEAD  # losses, as JSON text
     n_files = 1 if os.path.exists(checkpoint_path(args.checkpoint)) else 2
     try:
-        free = shutil.disk_usage(nearest_existing(os.path.realpath(args.checkpoint))).free
+        free = _free_bytes(nearest_existing(os.path.realpath(args.checkpoint)), f"--checkpoint {args.checkpoint}")
     except OSError:
         return
     if free < n_files * n_bytes:

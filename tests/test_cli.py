@@ -503,6 +503,22 @@ def test_an_out_on_a_disk_without_room_for_the_model_is_refused_before_training(
     assert out.stat().st_size <= 4252  # the estimate is not below the file
 
 
+@pytest.mark.parametrize("option", ["--out", "--checkpoint"])
+def test_an_output_on_a_file_system_of_no_size_is_named_as_such(tmp_path, capsys, monkeypatch, option):
+    """/proc and /sys read 0 bytes free of 0: "free some space", which no one can there (as root, whom no
+    permission check stops first)."""
+    import shutil
+
+    from fastsoftmax import cli
+
+    monkeypatch.setattr(cli.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(total=0, used=0, free=0))
+    target = tmp_path / "output"
+    assert main(["train", *SMALL, "--max-iter", "2", option, str(target), "--quiet"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"error: {option} {target}: {tmp_path} lies on a file system of no size (as /proc and /sys do)" in err
+    assert "free some space" not in err and "(nothing was trained)" in err and not target.exists()
+
+
 @pytest.mark.parametrize("solver", ["lbfgs", "newton-cg", "gd", "sgd", "adam"])
 def test_a_checkpoint_on_a_disk_without_room_for_one_is_refused_before_training(tmp_path, capsys, monkeypatch, solver):
     # The first iteration ran (the first pass of a large file can take minutes), then the fit stopped for the
