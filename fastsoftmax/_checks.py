@@ -476,10 +476,14 @@ def _pandas_array(a, name: str, object_fix: str | None) -> np.ndarray | None:
         # integers take NumPy's common type of the columns' own (UInt64 as int64 wrapped 2**63 and above
         # to negative numbers; Int64 beside UInt64 makes float64, as NumPy makes it).
         return a.to_numpy(dtype=_common_numpy_dtype(dtypes))
-    # Floats keep their width, as NumPy's own do: Float32 columns were made float64, which float32 W refused
-    # ("X has dtype float64") and the functions returned in float64.
-    common = _common_numpy_dtype(dtypes)
-    return a.to_numpy(dtype=common if common.kind == "f" else np.float64, na_value=np.nan)
+    # Float32 columns (beside booleans or small integers) stay float32, as NumPy's own do: made float64, they were
+    # refused beside float32 W ("X has dtype float64") and the functions returned float64. Anything else is
+    # float64, as before: float16 (which the kernels refuse), and columns of no NumPy dtype to combine.
+    try:
+        common = _common_numpy_dtype(dtypes)
+    except TypeError:  # a categorical or sparse column beside nullable ones
+        common = np.dtype(np.float64)
+    return a.to_numpy(dtype=np.float32 if common == np.float32 else np.float64, na_value=np.nan)
 
 
 def _common_numpy_dtype(dtypes: list) -> np.dtype:

@@ -1369,6 +1369,12 @@ def test_pandas_nullable_float32_columns_stay_float32(problem):
     # Beside wider columns, NumPy's common type: Int64 widens to float64, as a NumPy array of both would.
     assert fs.softmax(frame.assign(count=pd.array(y, dtype="Int64"))).dtype == np.float64
     assert fs.softmax(frame.assign(flag=pd.array(y > 0, dtype="boolean"))).dtype == np.float32
+    # Columns of no NumPy dtype to combine (categories, sparse) and float16 stay float64, as before.
+    nullable = pd.DataFrame(X).astype("Float64")
+    for column in (pd.Categorical(X[:, 0]), pd.arrays.SparseArray(X[:, 0]), X[:, 0].astype(np.float16)):
+        assert fs.softmax(nullable.assign(extra=column)).dtype == np.float64
+    half_beside_flags = pd.DataFrame({"a": X[:, 0].astype(np.float16), "b": pd.array(y > 0, dtype="boolean")})
+    assert fs.softmax(half_beside_flags).dtype == np.float64
 
 
 def test_pandas_unsigned_nullable_integers_keep_their_values():
