@@ -168,6 +168,23 @@ def _begins_with_names(file) -> bool:
     return False
 
 
+def _name_to_convert_into(path: str, name: str) -> str:
+    """The ``.npy`` name that the advice for a file that is no ``.npy`` file (``path``) writes its array to.
+
+    The file's stem, unless that names a file already, here (where the advice
+    runs) or beside ``path``: a CSV named X.npy was told to write over itself,
+    and labels in data.csv beside the features in data.npy to write over the
+    features. Then ``stem_array.npy``, ``stem_array_2.npy``, ...
+    """
+    stem = os.path.splitext(os.path.basename(path))[0] or name
+    beside = os.path.dirname(os.path.abspath(path))
+    for suffix in ("", "_array", *(f"_array_{n}" for n in range(2, 100))):
+        target = f"{stem}{suffix}.npy"
+        if not (os.path.lexists(target) or os.path.lexists(os.path.join(beside, target))):
+            return target
+    return f"{stem}_array_{os.getpid()}.npy"
+
+
 def _check_npy_header(path: str, name: str) -> None:
     """Refuse a file that is not an ``.npy`` file by its first bytes, naming how to make one.
 
@@ -181,9 +198,7 @@ def _check_npy_header(path: str, name: str) -> None:
         if len(head) < len(_NPY_MAGIC) and _NPY_MAGIC.startswith(head):
             raise ValueError(f"{name} file {path!r} is truncated: it has {len(head)} bytes, fewer than any .npy file.")
         if head != _NPY_MAGIC:
-            stem = os.path.splitext(os.path.basename(path))[0] or name
-            # Not the file's own name (a CSV named X.npy): the advice would write over the only copy.
-            target = stem + ".npy" if stem + ".npy" != os.path.basename(path) else stem + "_array.npy"
+            target = _name_to_convert_into(path, name)
             # Labels as integers: np.loadtxt reads floats, which the next run refused as labels.
             # A first line of column names (as most CSV files have) made np.loadtxt fail.
             header = ", skiprows=1" if _begins_with_names(file) else ""

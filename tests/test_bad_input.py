@@ -1145,6 +1145,11 @@ def test_the_conversion_that_a_csv_of_labels_is_given_gives_labels(tmp_path, mon
     assert advice.startswith("np.save('y_array.npy', np.loadtxt('y.npy', ")
     exec(advice, {"np": np})
     SoftmaxRegression(2, 2).fit("X.npy", "y_array.npy", max_iter=1)
+    # Nor over another file there: labels in X.csv beside the features in X.npy were told np.save('X.npy', ...).
+    np.savetxt("X.csv", np.arange(6) % 2, delimiter=",", fmt="%d")
+    with pytest.raises(ValueError, match=r"y file 'X\.csv' is not an \.npy file") as raised:
+        SoftmaxRegression(2, 2).fit("X.npy", "X.csv", max_iter=1)
+    assert "np.save('X_array.npy', np.loadtxt('X.csv', " in str(raised.value)
 
 
 # The estimator maps string labels to classes itself, so strings are an error for the model only.
