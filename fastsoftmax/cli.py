@@ -9,7 +9,6 @@ import difflib
 import os
 import re
 import shlex
-import shutil
 import signal
 import statistics
 import sys
@@ -1216,17 +1215,13 @@ MODEL_FILE_MAX_LOSSES = 10_000
 
 
 def _free_bytes(directory: str, option: str) -> int:
-    """The bytes free on the file system of ``directory``; CLIError where it is one of no size, which holds no files.
+    """The bytes free on the file system of ``directory``; CLIError, naming ``option``, where it has no size."""
+    from fastsoftmax._io import free_bytes
 
-    /proc and /sys read 0 bytes free, which was told to "free some space" (as root, whom no permission stops).
-    """
-    usage = shutil.disk_usage(directory)
-    if usage.total == 0:
-        raise CLIError(
-            f"{option}: {directory} lies on a file system of no size (as /proc and /sys do), which holds no files; "
-            f"write it to a directory on a disk (nothing was trained)."
-        )
-    return usage.free
+    try:
+        return free_bytes(directory, option)
+    except ValueError as exc:
+        raise CLIError(f"{str(exc).removesuffix('.')} (nothing was trained).") from None
 
 
 def _check_room_for_model(args: argparse.Namespace, model: SoftmaxRegression) -> None:

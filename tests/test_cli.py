@@ -9,6 +9,7 @@ import io
 import json
 import os
 import re
+import shutil
 import signal
 import stat
 import subprocess
@@ -488,17 +489,16 @@ def test_model_is_written_before_an_error_in_the_accuracies(tmp_path, npy, capsy
 
 
 def test_an_out_on_a_disk_without_room_for_the_model_is_refused_before_training(tmp_path, capsys, monkeypatch):
-    from fastsoftmax import cli
 
     out = tmp_path / "m.npz"
     # W (3, 8) and b (3,) in float32, 6 float64 losses and 4096 bytes for the headers: 4252 bytes.
-    monkeypatch.setattr(cli.shutil, "disk_usage", lambda path: _disk_usage(free=4000))
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: _disk_usage(free=4000))
     assert main(["train", *SMALL, "--max-iter", "5", "--out", str(out)]) == 2
     err = " ".join(capsys.readouterr().err.split())
     assert f"--out {out}: the model will take about 4.25 kB and its disk has 4 kB free" in err
     assert "(nothing was trained)" in err and "iteration" not in err
     assert not out.exists()
-    monkeypatch.setattr(cli.shutil, "disk_usage", lambda path: _disk_usage(free=4300))
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: _disk_usage(free=4300))
     assert main(["train", *SMALL, "--max-iter", "5", "--out", str(out), "--quiet"]) == 0
     assert out.stat().st_size <= 4252  # the estimate is not below the file
 
@@ -507,16 +507,23 @@ def test_an_out_on_a_disk_without_room_for_the_model_is_refused_before_training(
 def test_an_output_on_a_file_system_of_no_size_is_named_as_such(tmp_path, capsys, monkeypatch, option):
     """/proc and /sys read 0 bytes free of 0: "free some space", which no one can there (as root, whom no
     permission check stops first)."""
-    import shutil
-
-    from fastsoftmax import cli
-
-    monkeypatch.setattr(cli.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(total=0, used=0, free=0))
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(total=0, used=0, free=0))
     target = tmp_path / "output"
     assert main(["train", *SMALL, "--max-iter", "2", option, str(target), "--quiet"]) == 2
     err = " ".join(capsys.readouterr().err.split())
     assert f"error: {option} {target}: {tmp_path} lies on a file system of no size (as /proc and /sys do)" in err
     assert "free some space" not in err and "(nothing was trained)" in err and not target.exists()
+
+
+def test_generated_files_on_a_file_system_of_no_size_are_named_as_such(tmp_path, capsys, monkeypatch):
+    """generate was told "lower --samples or --features" there, which no count below 0 bytes can meet."""
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(total=0, used=0, free=0))
+    X, y = tmp_path / "X.npy", tmp_path / "y.npy"
+    argv = ["generate", "--data", str(X), "--labels", str(y), "--samples", "100", "--features", "3"]
+    assert main([*argv, "--classes", "2"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"error: X.npy and y.npy: {tmp_path} lies on a file system of no size (as /proc and /sys do)" in err
+    assert "lower --samples" not in err and not X.exists() and not y.exists()
 
 
 @pytest.mark.parametrize("solver", ["lbfgs", "newton-cg", "gd", "sgd", "adam"])
@@ -527,20 +534,20 @@ def test_a_checkpoint_on_a_disk_without_room_for_one_is_refused_before_training(
 
     ck = tmp_path / "ck" / "nested"  # made by the fit: the room is that of the nearest parent that exists
     argv = ["train", *SMALL, "--max-iter", "5", "--solver", solver, "--checkpoint", str(ck), "--quiet"]
-    monkeypatch.setattr(cli.shutil, "disk_usage", lambda path: _disk_usage(free=8000))
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: _disk_usage(free=8000))
     assert main(argv) == 2
     err = " ".join(capsys.readouterr().err.split())
     took = rf"--checkpoint {ck}: a checkpoint of this fit will take about [\d.]+ kB, held twice, .* disk has 8 kB free"
     assert re.search(took, err), err
     assert "pass another --checkpoint (nothing was trained)" in err and not ck.exists()
-    monkeypatch.setattr(cli.shutil, "disk_usage", lambda path: _disk_usage(free=10**9))
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: _disk_usage(free=10**9))
     assert main(argv) == 0
     # K = 3, D = 8: the estimate is not below the file, nor far above it.
     estimate = 8 * cli.CHECKPOINT_VECTORS[solver] * 3 * 9 + 16 * 8 + 24 * 6 + cli.CHECKPOINT_OVERHEAD
     assert estimate / 4 <= sum(path.stat().st_size for path in ck.iterdir()) <= estimate
     # A new checkpoint needs two files' room (the second save wrote beside the first, and failed with one); a
     # resumed fit one, beside the checkpoint there.
-    monkeypatch.setattr(cli.shutil, "disk_usage", lambda path: _disk_usage(free=int(1.5 * estimate)))
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: _disk_usage(free=int(1.5 * estimate)))
     fresh = tmp_path / "fresh"
     assert main([*argv[:-2], str(fresh), "--quiet"]) == 2
     assert "held twice, the new file written beside the last" in capsys.readouterr().err and not fresh.exists()
@@ -576,7 +583,6 @@ def test_a_fit_that_cannot_fit_in_memory_is_refused_before_the_classes_are_count
 
 
 def test_the_room_for_the_model_is_that_of_the_disk_a_linked_out_writes_to(tmp_path, capsys, monkeypatch):
-    from fastsoftmax import cli
 
     roomy, full = tmp_path / "roomy", tmp_path / "full"
     roomy.mkdir()
@@ -587,23 +593,20 @@ def test_the_room_for_the_model_is_that_of_the_disk_a_linked_out_writes_to(tmp_p
     def disk_usage(path):
         return _disk_usage(free=1000 if os.path.realpath(path) == full_disk else 10**9)
 
-    monkeypatch.setattr(cli.shutil, "disk_usage", disk_usage)
+    monkeypatch.setattr(shutil, "disk_usage", disk_usage)
     assert main(["train", *SMALL, "--max-iter", "5", "--out", str(roomy / "m.npz"), "--quiet"]) == 2
     assert "its disk has 1 kB free" in capsys.readouterr().err
 
 
 def test_a_large_max_iter_does_not_refuse_a_small_model(tmp_path, monkeypatch):
-    from fastsoftmax import cli
 
     # A fit stops on tol long before --max-iter 10**9; 8 GB of losses were counted.
-    monkeypatch.setattr(cli.shutil, "disk_usage", lambda path: _disk_usage(free=100_000))
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: _disk_usage(free=100_000))
     argv = ["train", *SMALL, "--max-iter", str(10**9), "--out", str(tmp_path / "m.npz"), "--quiet"]
     assert main(argv) == 0
 
 
 def _disk_usage(free: int):
-    import shutil
-
     return shutil._ntuple_diskusage(total=10 * free, used=9 * free, free=free)
 
 
