@@ -2597,17 +2597,30 @@ def build_parser() -> argparse.ArgumentParser:
 def _refuse_options_before_the_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> None:
     """argparse's error for a command's options given before the command, with the line that puts them after it.
 
-    The top-level parser takes no options but --help and --version: ``--quiet train`` was told "did you mean
-    --quiet", and ``--threads 2 predict`` that 2 is no COMMAND. Exits 2.
+    The top-level parser takes no options but --help and --version (and their
+    abbreviations, which argparse takes): ``--quiet train`` was told "did you
+    mean --quiet", and ``--threads 2 predict`` that 2 is no COMMAND. An option
+    that the command does not take is named as such. Exits 2.
     """
     words = list(sys.argv[1:] if argv is None else argv)
     position = next((i for i, word in enumerate(words) if word in parser.commands), None)
     if not position:
         return
     leading = words[:position]
-    if not leading[0].startswith("-") or any(word in ("-h", "--help", "--version") for word in leading):
-        return  # --help and --version print and exit; a stray word is argparse's invalid choice
+    top_level = [option for action in parser._actions for option in action.option_strings]
+    if not leading[0].startswith("-") or any(
+        word == "--" or any(option.startswith(word.split("=", 1)[0]) for option in top_level) for word in leading
+    ):
+        return  # --help and --version print and exit; "--" and stray words are argparse's to refuse
     command = words[position]
+    command_parser = parser.commands[command]
+    taken = [option for action in command_parser._actions for option in action.option_strings]
+    foreign = [word.split("=", 1)[0] for word in leading if word.startswith("-") and word.split("=", 1)[0] not in taken]
+    if foreign:
+        parser.error(
+            f"{' '.join(leading)}: a command's options go after the command, and {command} takes no "
+            f"{foreign[0]} (fastsoftmax {command} --help lists its options)"
+        )
     parser.error(
         f"{' '.join(leading)}: a command's options go after the command: "
         f"{shlex.join(['fastsoftmax', command, *leading, *words[position + 1 :]])}"

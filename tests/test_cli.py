@@ -1771,6 +1771,22 @@ def test_a_commands_option_before_the_command_is_told_the_line_that_puts_it_afte
     assert err == f"fastsoftmax: error: {' '.join(leading)}: a command's options go after the command: {fixed}"
 
 
+def test_an_option_before_a_command_that_does_not_take_it_is_named_and_the_top_levels_own_are_taken(capsys):
+    # "--samples 10 predict" was told the line "fastsoftmax predict --samples 10 ...", which predict refuses; and
+    # argparse's abbreviations of --version and --help, which it takes before a command, were refused.
+    with pytest.raises(SystemExit) as info:
+        main(["--samples", "10", "predict", "--model", "m.npz"])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "fastsoftmax: error: --samples 10: a command's options go after the command, and predict takes no "
+        "--samples (fastsoftmax predict --help lists its options)"
+    )
+    for top_level, printed in (("--vers", "fastsoftmax "), ("--hel", "usage: fastsoftmax [-h] [--version]")):
+        with pytest.raises(SystemExit) as info:
+            main([top_level, "train"])
+        assert info.value.code == 0 and capsys.readouterr().out.startswith(printed)
+
+
 @pytest.mark.parametrize("labels", ["float", "column", "one-hot"])
 def test_label_files_of_floats_or_a_column_are_named_with_the_line_that_rewrites_them(tmp_path, npy, capsys, labels):
     # "y has dtype float64 ... (use y.astype(np.int64) ...)": a variable the command-line user never had.
