@@ -1822,8 +1822,10 @@ def _classes_of_files(args: argparse.Namespace, X: np.ndarray, y: np.ndarray, dt
     _refuse_training_X(args, X)
     whole = _rows_of(X, y, dtype)
     # The library's "y contains the label 2 ... for 2 classes" named neither the file nor the option at fault.
-    labels, holds = (
-        (f"--labels {args.labels}", "holds") if args.labels else (f"the labels in --data {args.data}", "hold")
+    labels, holds, names = (
+        (f"--labels {args.labels}", "holds", "names")
+        if args.labels
+        else (f"the labels in --data {args.data}", "hold", "name")
     )
 
     def in_the_commands_terms(exc: ValueError) -> str:
@@ -1858,7 +1860,7 @@ def _classes_of_files(args: argparse.Namespace, X: np.ndarray, y: np.ndarray, dt
             largest = -1
         if largest >= n_classes:
             message = (
-                f"--classes {n_classes} is fewer than {labels} name (the largest is {largest}): pass --classes "
+                f"--classes {n_classes} is fewer than {labels} {names} (the largest is {largest}): pass --classes "
                 f"{largest + 1}, or leave it out to count them ({message})"
             )
         raise CLIError(message) from None

@@ -39,6 +39,7 @@ about ``flip_y * (1 - 1/n_classes)``.
 from __future__ import annotations
 
 import contextlib
+import decimal
 import math
 import numbers
 import operator
@@ -86,7 +87,7 @@ def _check_int(name: str, value, minimum: int) -> int:
         value = operator.index(value)
     except TypeError:
         # int() of a float or a NumPy float is a fix; of None or a Generator, nonsense.
-        numeric = isinstance(value, (numbers.Real, str))
+        numeric = isinstance(value, (numbers.Real, decimal.Decimal, str))
         fix = f"pass int({value!r}) if that is what you mean" if numeric else f"pass an integer >= {minimum}"
         if name == "seed" and not numeric:
             fix += " (the rows are a function of the seed; for other data on each run, draw one: secrets.randbits(63))"

@@ -1821,7 +1821,7 @@ def test_files_that_the_library_refuses_are_named_by_their_options(tmp_path, npy
     said = {
         "negative": f"--labels {labels} holds the negative label -1 (row 7); labels must be 0..K-1.",
         "negative, --classes": f"--labels {labels} holds the label -1 (row 7), outside [0, 3);",
-        "beyond --classes": f"--classes 2 is fewer than --labels {labels} name (the largest is 2): pass --classes 3, ",
+        "beyond --classes": f"--classes 2 is fewer than --labels {labels} names (the largest is 2): pass --classes 3, ",
         "complex": f"--data {data} has dtype complex64; it must hold real numbers (floats, integers or booleans).",
         "3-D": f"--data {data} has shape (2000, 6, 1); it must be 2-D (n_samples, n_features), one row per sample.",
         "empty": f"--data {data} has no rows (shape (0, 6)); there is nothing to train on.",

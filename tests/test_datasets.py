@@ -1,5 +1,6 @@
 """Synthetic data: determinism, dtypes, statistics, files and parameter checks."""
 
+import decimal
 import warnings
 
 import numpy as np
@@ -206,6 +207,7 @@ BAD_PARAMS = [
     (dict(seed=None), TypeError, r"seed must be an integer, got None .*; pass an integer >= 0 \(the rows are a"),
     (dict(seed=np.random.default_rng(0)), TypeError, r"got Generator\(PCG64\).*; pass an integer >= 0 "),
     (dict(n_samples=10.0), TypeError, r"pass int\(10\.0\) if that is what you mean$"),
+    (dict(seed=decimal.Decimal("3")), TypeError, r"pass int\(Decimal\('3'\)\) if that is what you mean$"),
     (dict(n_threads=0), ValueError, "n_threads must be >= 1"),
 ]
 
