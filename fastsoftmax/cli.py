@@ -1233,8 +1233,12 @@ def _check_room_for_model(args: argparse.Namespace, model: SoftmaxRegression) ->
     model was lost (``_save_trained_model`` keeps it where the disk fills up
     during the fit). The disk is that of the file the save writes: a
     symbolic link's target. One whose free space cannot be read is left to
-    the save.
+    the save. A ``--metrics`` file on a file system of no size (/proc) is
+    refused here too: its write after the fit failed.
     """
+    if args.metrics:  # a few kB: only a file system of no size is refused, which reads 0 free
+        with contextlib.suppress(OSError):
+            _free_bytes(os.path.dirname(os.path.realpath(args.metrics)), f"--metrics {args.metrics}")
     if not args.out:
         return
     n_losses = min(args.max_iter, MODEL_FILE_MAX_LOSSES) + 1

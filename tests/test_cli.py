@@ -503,7 +503,7 @@ def test_an_out_on_a_disk_without_room_for_the_model_is_refused_before_training(
     assert out.stat().st_size <= 4252  # the estimate is not below the file
 
 
-@pytest.mark.parametrize("option", ["--out", "--checkpoint"])
+@pytest.mark.parametrize("option", ["--out", "--checkpoint", "--metrics"])
 def test_an_output_on_a_file_system_of_no_size_is_named_as_such(tmp_path, capsys, monkeypatch, option):
     """/proc and /sys read 0 bytes free of 0: "free some space", which no one can there (as root, whom no
     permission check stops first)."""
