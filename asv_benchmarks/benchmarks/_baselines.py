@@ -103,7 +103,11 @@ def torch_step(X, y, W, b, l2: float = 0.0):
 
 
 def _import_jax(threads: int):
-    """Import jax with float64 enabled and its CPU thread pool held to ``threads`` (before the first import)."""
+    """Import jax with float64 enabled, and for ``threads`` = 1 the flags that ask XLA for one thread (first import).
+
+    ``--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1`` is the recipe of jax-ml/jax#743;
+    the second word is no flag of XLA's own, and JAX has no documented way to hold its pool to one thread.
+    """
     if "jax" not in sys.modules:
         flags = os.environ.get("XLA_FLAGS", "")
         if threads == 1 and "intra_op_parallelism_threads" not in flags:
@@ -118,8 +122,11 @@ def _import_jax(threads: int):
 def jax_step(X, y, W, b, l2: float = 0.0):
     """``step()`` of ``jax.jit(value_and_grad)`` returning NumPy (loss, dW, db); skips without jax.
 
-    XLA's CPU client sizes its pool from the flags at the first import: one
-    thread is held exactly; any other budget leaves XLA's default (every core).
+    XLA's CPU client reads its flags at the first import: a budget of one
+    thread asks it for one (:func:`_import_jax`), which JAX documents no
+    switch to enforce (jax-ml/jax#1539 reports threads beyond it); any other
+    budget leaves XLA's default (every core). Threads beyond the budget make
+    JAX faster, never the fused step: a ratio against it errs against us.
     """
     jax = _import_jax(thread_budget())
     jnp = require("jax.numpy")

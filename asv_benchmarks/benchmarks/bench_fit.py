@@ -8,7 +8,7 @@ case where conditioning decides the iteration count. scikit-learn's
 objective (times C*N) and runs beside it when it is importable (the ``bench``
 extra installs it). ``track_iterations`` records the iterations,
 ``FitPasses.track_passes_per_iteration`` the full passes over X per
-iteration (``rows_processed_ // N / n_iter_``: loss+gradient evaluations
+iteration (``rows_processed_ / N / n_iter_``: loss+gradient evaluations
 only; the preconditioner's column-moments pass is not counted in
 ``rows_processed_``).
 ``asv_benchmarks/time_to_optimum.py`` compares the objectives reached, and

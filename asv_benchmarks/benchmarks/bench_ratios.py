@@ -14,7 +14,7 @@ Against the limit (how far the kernel is from what the machine allows):
   products of a step (X W^T and G^T X) are 4 N D K flops; at the BLAS peak
   they take 4 N D K / peak seconds, and no step is faster than that or than
   reading X once. The peak is measured in the same process and run: the
-  best flop rate of numpy's square GEMM (``_common.PEAK_GEMM_SIZE``) in the
+  best flop rate of numpy's and SciPy's square GEMMs (``_common.PEAK_GEMM_SIZE``) in the
   same dtype, on as many BLAS threads as the fused step runs Numba threads
   (``_common.kernel_threads``); read-X runs on that many chunks too. 1.0 is
   the floor for code at the BLAS's peak; where OpenBLAS runs narrower

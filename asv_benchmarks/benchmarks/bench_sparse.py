@@ -163,7 +163,9 @@ class SparseFit:
         self.model_class = require("fastsoftmax", "SoftmaxRegression")
         warnings.simplefilter("ignore", require("fastsoftmax", "ConvergenceWarning"))
         try:
-            self._fit(max_iter=2)  # compile the kernels, import scipy.optimize
+            # The timed fit whole: a fit of 2 iterations compiled all but the Hessian-vector product, which the
+            # end of a longer fit calls (its gap estimate): the first sample timed its compilation.
+            self._fit()
             self._sgd_epoch()
         except TypeError as exc:  # a commit from before the sparse kernels
             raise NotImplementedError(str(exc)) from exc

@@ -73,7 +73,14 @@ class FitLBFGS:
 
 
 class FitNewtonCG:
-    """The same objective and stopping tolerance as :class:`FitLBFGS`, fitted by the fused model's newton-cg."""
+    """The objective of :class:`FitLBFGS` (l2, tol, at most ``MAX_ITER``), fitted by the model's own newton-cg.
+
+    ``SoftmaxRegression.fit``, preconditioned as by default: its tol bounds the
+    largest gradient component in the standardised coordinates, where
+    :class:`FitLBFGS` bounds it in the raw ones (its stop measured a raw
+    max|g| of 4.8e-6 and 1.1e-6 at 2000x20x3 and 20000x100x10, within
+    FitLBFGS's bound).
+    """
 
     params = [TRAIN_SHAPES]
     param_names = ["shape"]
