@@ -487,8 +487,23 @@ def _pandas_array(a, name: str, object_fix: str | None) -> np.ndarray | None:
 
 
 def _common_numpy_dtype(dtypes: list) -> np.dtype:
-    """NumPy's common type of pandas columns' dtypes ``[(name, dtype), ...]``, nullable ones by their NumPy dtype."""
-    return np.result_type(*(getattr(dtype, "numpy_dtype", dtype) for _, dtype in dtypes))
+    """NumPy's common type of pandas columns' dtypes ``[(name, dtype), ...]``, each by the NumPy dtype it holds.
+
+    Nullable ones by their ``numpy_dtype``, sparse ones by their ``subtype``
+    and categories by their categories' dtype: ``np.result_type`` of the
+    pandas dtypes themselves raised TypeError ("Cannot interpret
+    'Sparse[int64, 0]' as a data type"). TypeError still for one that holds none.
+    """
+
+    def held(dtype) -> object:
+        for attribute in ("numpy_dtype", "subtype"):
+            inner = getattr(dtype, attribute, None)
+            if isinstance(inner, np.dtype):
+                return inner
+        categories = getattr(dtype, "categories", None)
+        return dtype if categories is None else categories.dtype
+
+    return np.result_type(*(held(dtype) for _, dtype in dtypes))
 
 
 def _contiguous(arr: np.ndarray, dtype: np.dtype) -> np.ndarray:

@@ -1380,6 +1380,13 @@ def test_pandas_nullable_float32_columns_stay_float32(problem):
         assert fs.softmax(nullable.assign(extra=column)).dtype == np.float64
     half_beside_flags = pd.DataFrame({"a": X[:, 0].astype(np.float16), "b": pd.array(y > 0, dtype="boolean")})
     assert fs.softmax(half_beside_flags).dtype == np.float64
+    # Sparse integer labels, and sparse columns beside nullable integers, by the dtype they hold: np.result_type
+    # of the pandas dtype raised NumPy's "Cannot interpret 'Sparse[int64, 0]' as a data type".
+    sparse_labels = pd.Series(pd.arrays.SparseArray(y))
+    assert fs.loss_and_grad(X32, sparse_labels, W32, b32)[0] == fs.loss_and_grad(X32, y, W32, b32)[0]
+    counts = pd.DataFrame({"a": pd.array(y, dtype="Int64"), "b": pd.arrays.SparseArray(y)})
+    two_features = np.ascontiguousarray(W[:, :2])
+    np.testing.assert_array_equal(fs.predict(counts, two_features, b), fs.predict(np.stack([y, y], 1), two_features, b))
 
 
 def test_pandas_unsigned_nullable_integers_keep_their_values():
