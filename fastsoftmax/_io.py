@@ -293,20 +293,16 @@ def _remove_stale_temporaries(target: str, directory: str) -> None:
             os.close(fd)
 
 
-#: Why a file system whose size reads 0 takes no file: "free some space" was the advice there.
-NO_SIZE = "lies on a file system of no size (as /proc and /sys do), which holds no files"
+def free_bytes(directory: str) -> int | None:
+    """The bytes free on the file system of ``directory``; None where it reports no size at all, room unknown.
 
-
-def free_bytes(directory: str, what: str) -> int:
-    """The bytes free on the file system of ``directory``; ValueError, naming ``what``, where it has no size.
-
-    /proc and /sys read 0 bytes free of 0, which was told to free some
-    space or to write less (as root, whom no permission check stops first).
+    A size of 0 is no full disk: ramfs and a tmpfs without a limit report
+    0 of 0 and hold files without bound (a run was refused there for "0
+    GiB free"), and /proc and /sys report it too, where the write itself
+    then fails, naming the path. Either way the room is left to the write.
     """
     usage = shutil.disk_usage(directory)
-    if usage.total == 0:
-        raise ValueError(f"{what}: {directory} {NO_SIZE}; write to a directory on a disk.")
-    return usage.free
+    return None if usage.total == 0 else usage.free
 
 
 def check_room_on_disk(sizes: dict[str, int], fix: str) -> None:
@@ -334,9 +330,9 @@ def check_room_on_disk(sizes: dict[str, int], fix: str) -> None:
         first_directory, total, paths = by_disk.get(disk, (directory, 0, []))
         by_disk[disk] = (first_directory, total + size, [*paths, path])
     for directory, total, paths in by_disk.values():
-        names = " and ".join(os.path.basename(path) for path in paths)  # those on this disk
-        free = free_bytes(directory, names)
-        if total > free:
+        free = free_bytes(directory)
+        if free is not None and total > free:
+            names = " and ".join(os.path.basename(path) for path in paths)  # those on this disk
             raise ValueError(
                 f"{names} would take {total / 2**30:.3g} GiB, more than the {free / 2**30:.3g} GiB free on the "
                 f"disk of {directory}; {fix}."

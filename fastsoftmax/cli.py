@@ -325,6 +325,7 @@ def _check_output(option: str, path: str) -> None:
         raise CLIError(f"{option} {path}: the directory {directory} does not exist; create it first.")
     if not os.access(directory, os.W_OK | os.X_OK):
         raise CLIError(f"{option} {path}: {unwritable_directory(directory)}.")
+    _refuse_a_directory_that_takes_no_files(option, path, directory)
     if os.path.exists(target) and not os.access(target, os.W_OK):
         raise CLIError(f"{option} {path} is read-only; make it writable (chmod u+w) or write elsewhere.")
     try:
@@ -336,14 +337,32 @@ def _check_output(option: str, path: str) -> None:
         raise CLIError(f"{option} {path}: {exc.strerror or exc}.") from None
 
 
+def _refuse_a_directory_that_takes_no_files(option: str, path: str, directory: str) -> None:
+    """CLIError where no file can be created in ``directory``, tried with one, before the work.
+
+    Permissions say nothing to root, nor of /proc and /sys, which take no new
+    file: the work ran, and its output failed ("could not write /proc/m.npz",
+    a model trained for nothing), or was told to free some space there.
+    """
+    try:
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".fastsoftmax-probe-"):
+            pass
+    except OSError as exc:
+        raise CLIError(
+            f"{option} {path}: no file can be created in {directory} ({exc.strerror or exc}); write it elsewhere."
+        ) from None
+
+
 def _check_checkpoint_dir(directory: str) -> None:
     """``--checkpoint DIR``: a directory, or a path where one can be created (as ``fit`` checks it)."""
+    from fastsoftmax._io import nearest_existing
     from fastsoftmax.checkpoint import check_directory
 
     try:
         check_directory(directory, option="--checkpoint")
     except ValueError as exc:
         raise CLIError(str(exc)) from None
+    _refuse_a_directory_that_takes_no_files("--checkpoint", directory, nearest_existing(os.path.realpath(directory)))
 
 
 def _checkpoint_files(directory: str) -> list[str]:
@@ -1214,16 +1233,6 @@ MODEL_FILE_OVERHEAD = 4096
 MODEL_FILE_MAX_LOSSES = 10_000
 
 
-def _free_bytes(directory: str, option: str) -> int:
-    """The bytes free on the file system of ``directory``; CLIError, naming ``option``, where it has no size."""
-    from fastsoftmax._io import free_bytes
-
-    try:
-        return free_bytes(directory, option)
-    except ValueError as exc:
-        raise CLIError(f"{str(exc).removesuffix('.')} (nothing was trained).") from None
-
-
 def _check_room_for_model(args: argparse.Namespace, model: SoftmaxRegression) -> None:
     """Refuse an ``--out`` whose disk has less room than the model file will take, before the fit.
 
@@ -1233,22 +1242,20 @@ def _check_room_for_model(args: argparse.Namespace, model: SoftmaxRegression) ->
     model was lost (``_save_trained_model`` keeps it where the disk fills up
     during the fit). The disk is that of the file the save writes: a
     symbolic link's target. One whose free space cannot be read is left to
-    the save. A ``--metrics`` file on a file system of no size (/proc) is
-    refused here too: its write after the fit failed.
+    the save, as is one that reports no size (:func:`~fastsoftmax._io.free_bytes`).
     """
-    if args.metrics:  # a few kB: only a file system of no size is refused, which reads 0 free
-        with contextlib.suppress(OSError):
-            _free_bytes(os.path.dirname(os.path.realpath(args.metrics)), f"--metrics {args.metrics}")
+    from fastsoftmax._io import free_bytes
+
     if not args.out:
         return
     n_losses = min(args.max_iter, MODEL_FILE_MAX_LOSSES) + 1
     n_bytes = (model.W.size + model.b.size) * model.W.itemsize + 8 * n_losses + MODEL_FILE_OVERHEAD
     directory = os.path.dirname(os.path.realpath(args.out))
     try:
-        free = _free_bytes(directory, f"--out {args.out}")
+        free = free_bytes(directory)
     except OSError:
         return
-    if free < n_bytes:
+    if free is not None and free < n_bytes:
         raise CLIError(
             f"--out {args.out}: the model will take about {_bytes(n_bytes)} and its disk has {_bytes(free)} free; "
             "free some space or write it to another disk (nothing was trained)."
@@ -1274,7 +1281,7 @@ def _check_room_for_checkpoint(args: argparse.Namespace, model: SoftmaxRegressio
     already there (a resumed fit). With one file's room, the second save
     failed. A disk whose free space cannot be read is left to the saves.
     """
-    from fastsoftmax._io import nearest_existing
+    from fastsoftmax._io import free_bytes, nearest_existing
     from fastsoftmax.checkpoint import checkpoint_path
 
     if not args.checkpoint:
@@ -1284,8 +1291,10 @@ def _check_room_for_checkpoint(args: argparse.Namespace, model: SoftmaxRegressio
     n_bytes += 24 * (min(args.max_iter, MODEL_FILE_MAX_LOSSES) + 1) + CHECKPOINT_OVERHEAD  # losses, as JSON text
     n_files = 1 if os.path.exists(checkpoint_path(args.checkpoint)) else 2
     try:
-        free = _free_bytes(nearest_existing(os.path.realpath(args.checkpoint)), f"--checkpoint {args.checkpoint}")
+        free = free_bytes(nearest_existing(os.path.realpath(args.checkpoint)))
     except OSError:
+        return
+    if free is None:
         return
     if free < n_files * n_bytes:
         held = "beside the one there" if n_files == 1 else "twice, the new file written beside the last"

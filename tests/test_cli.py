@@ -503,27 +503,49 @@ def test_an_out_on_a_disk_without_room_for_the_model_is_refused_before_training(
     assert out.stat().st_size <= 4252  # the estimate is not below the file
 
 
+@pytest.mark.parametrize("command", ["train", "generate"])
+def test_outputs_on_a_file_system_that_reports_no_size_are_written(tmp_path, capsys, monkeypatch, command):
+    """ramfs and a tmpfs without a limit report 0 bytes free of 0 and hold files without bound: a size of 0 is
+    room unknown, left to the write (a run there was refused, "more than the 0 GiB free")."""
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(total=0, used=0, free=0))
+    if command == "train":
+        outputs = {option: tmp_path / name for option, name in (("--out", "m.npz"), ("--checkpoint", "ck"))}
+        argv = ["train", *SMALL, "--max-iter", "2", "--quiet"]
+    else:
+        outputs = {"--data": tmp_path / "X.npy", "--labels": tmp_path / "y.npy"}
+        argv = ["generate", "--samples", "100", "--features", "3", "--classes", "2"]
+    assert main([*argv, *(word for option, path in outputs.items() for word in (option, str(path)))]) == 0
+    assert all(path.exists() for path in outputs.values()), capsys.readouterr().err
+
+
 @pytest.mark.parametrize("option", ["--out", "--checkpoint", "--metrics"])
-def test_an_output_on_a_file_system_of_no_size_is_named_as_such(tmp_path, capsys, monkeypatch, option):
-    """/proc and /sys read 0 bytes free of 0: "free some space", which no one can there (as root, whom no
-    permission check stops first)."""
-    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(total=0, used=0, free=0))
+def test_an_output_where_no_file_can_be_created_is_refused_before_the_work(tmp_path, capsys, monkeypatch, option):
+    """Permissions say nothing to root, nor of /proc, which takes no new file: the fit ran and its model's write
+    failed ("could not write /proc/m.npz"), or it was told to free some space there. A file is tried first."""
+    from fastsoftmax import cli
+
+    make_temporary = cli.tempfile.NamedTemporaryFile
+
+    def no_file_here(*args, **kwargs):
+        if kwargs.get("prefix") == ".fastsoftmax-probe-":
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT))
+        return make_temporary(*args, **kwargs)
+
+    monkeypatch.setattr(cli.tempfile, "NamedTemporaryFile", no_file_here)
     target = tmp_path / "output"
-    assert main(["train", *SMALL, "--max-iter", "2", option, str(target), "--quiet"]) == 2
+    assert main(["train", *SMALL, "--max-iter", "2", option, str(target)]) == 2
     err = " ".join(capsys.readouterr().err.split())
-    assert f"error: {option} {target}: {tmp_path} lies on a file system of no size (as /proc and /sys do)" in err
-    assert "free some space" not in err and "(nothing was trained)" in err and not target.exists()
+    assert err == (
+        f"fastsoftmax train: error: {option} {target}: no file can be created in {tmp_path} (No such file or "
+        f"directory); write it elsewhere."
+    )
+    assert not target.exists()
 
 
-def test_generated_files_on_a_file_system_of_no_size_are_named_as_such(tmp_path, capsys, monkeypatch):
-    """generate was told "lower --samples or --features" there, which no count below 0 bytes can meet."""
-    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(total=0, used=0, free=0))
-    X, y = tmp_path / "X.npy", tmp_path / "y.npy"
-    argv = ["generate", "--data", str(X), "--labels", str(y), "--samples", "100", "--features", "3"]
-    assert main([*argv, "--classes", "2"]) == 2
-    err = " ".join(capsys.readouterr().err.split())
-    assert f"error: X.npy and y.npy: {tmp_path} lies on a file system of no size (as /proc and /sys do)" in err
-    assert "lower --samples" not in err and not X.exists() and not y.exists()
+@pytest.mark.skipif(not os.path.isdir("/proc") or os.geteuid() != 0, reason="root writing into /proc (Linux)")
+def test_an_output_in_proc_is_refused_before_the_work(capsys):
+    assert main(["train", *SMALL, "--max-iter", "2", "--out", "/proc/m.npz"]) == 2
+    assert "error: --out /proc/m.npz: no file can be created in /proc (" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("solver", ["lbfgs", "newton-cg", "gd", "sgd", "adam"])
