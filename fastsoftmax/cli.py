@@ -2615,22 +2615,47 @@ def _refuse_options_before_the_command(parser: argparse.ArgumentParser, argv: Se
     The top-level parser takes no options but --help and --version (and their
     abbreviations, which argparse takes): ``--quiet train`` was told "did you
     mean --quiet", and ``--threads 2 predict`` that 2 is no COMMAND. An option
-    that the command does not take is named as such. Exits 2.
+    that the command does not take is named as such. As argparse reads them:
+    an option by a unique prefix (``--thr``), a negative number as a value
+    (``--l2 -1``), and a command's name after an option that takes a value
+    as that value (``--out demo train``). Exits 2.
     """
     words = list(sys.argv[1:] if argv is None else argv)
-    position = next((i for i, word in enumerate(words) if word in parser.commands), None)
+    if "--" in words:
+        return  # argparse's to read
+    commands = parser.commands
+
+    def options_of(parser_: argparse.ArgumentParser, *, valued: bool = False) -> list[str]:
+        return [o for a in parser_._actions if not valued or a.nargs != 0 for o in a.option_strings]
+
+    def is_option(word: str) -> bool:
+        try:
+            float(word)
+        except ValueError:
+            return word.startswith("-")
+        return False  # -1, -0.1: a value
+
+    def names(word: str, options: list[str]) -> bool:
+        """Whether the option word names one of ``options``, whole or by a prefix of a long one."""
+        name = word.split("=", 1)[0]
+        return name in options or (name.startswith("--") and any(o.startswith(name) for o in options))
+
+    valued = [o for command_parser in commands.values() for o in options_of(command_parser, valued=True)]
+
+    def a_value(i: int) -> bool:
+        """Whether word i is the value of the option before it (``--out demo``), not a command."""
+        before = words[i - 1] if i else ""
+        return is_option(before) and "=" not in before and names(before, valued)
+
+    position = next((i for i, word in enumerate(words) if word in commands and not a_value(i)), None)
     if not position:
         return
     leading = words[:position]
-    top_level = [option for action in parser._actions for option in action.option_strings]
-    if not leading[0].startswith("-") or any(
-        word == "--" or any(option.startswith(word.split("=", 1)[0]) for option in top_level) for word in leading
-    ):
-        return  # --help and --version print and exit; "--" and stray words are argparse's to refuse
+    leading_options = [word for word in leading if is_option(word)]
+    if not leading_options or all(names(word, options_of(parser)) for word in leading_options):
+        return  # --help and --version print and exit; a stray word is argparse's invalid choice
     command = words[position]
-    command_parser = parser.commands[command]
-    taken = [option for action in command_parser._actions for option in action.option_strings]
-    foreign = [word.split("=", 1)[0] for word in leading if word.startswith("-") and word.split("=", 1)[0] not in taken]
+    foreign = [word.split("=", 1)[0] for word in leading_options if not names(word, options_of(commands[command]))]
     if foreign:
         parser.error(
             f"{' '.join(leading)}: a command's options go after the command, and {command} takes no "

@@ -1780,6 +1780,10 @@ def test_unknown_arguments_get_the_commands_usage_and_the_option_meant(capsys, a
         (["--quiet"], "train", ["--samples", "100"]),
         (["--threads", "2"], "predict", ["--model", "m.npz"]),
         (["--seed=3"], "demo", []),
+        # As argparse reads them: an option by a prefix, a negative value, a command's name as an option's value.
+        (["--thr", "2"], "predict", ["--model", "m.npz"]),
+        (["--l2", "-1"], "train", []),
+        (["--out", "demo"], "train", ["--samples", "5"]),
     ],
     ids=lambda words: " ".join(words) if isinstance(words, list) else words,
 )
