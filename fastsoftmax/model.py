@@ -1164,6 +1164,9 @@ def _fit_state(arrays: dict[str, np.ndarray], invalid, *, trim_history: bool = F
             f"loss_history holds {history.shape[0]:,} losses but n_iter is {n_iter:,}; a fit records at "
             f"most n_iter + 1 (the starting loss and one per iteration)"
         )
+    # As saved, float64: a long double history loaded as np.longdouble values, which json.dumps refused.
+    with np.errstate(over="ignore"):  # beyond float64: inf, refused next
+        history = history.astype(np.float64)
     if not np.isfinite(history).all():
         # A fit records only finite losses (a non-finite one ends it, and is not kept), as checkpoints say too.
         raise invalid(f"loss_history holds NaN or inf (the first at index {int(np.argmin(np.isfinite(history)))})")

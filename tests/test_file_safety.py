@@ -1372,6 +1372,20 @@ def test_loss_history_longer_than_the_iterations_is_cut_on_load_and_refused_on_s
     assert SoftmaxRegression.load(path).loss_history_ == [0.0, 1.0, 2.0, 3.0]
 
 
+def test_a_loss_history_of_another_float_width_loads_as_python_floats(tmp_path):
+    """A long double history loaded as np.longdouble values (json.dumps refused them), one beyond float64 as inf."""
+    for history, loaded in ((np.array([0.5, 0.25], np.longdouble), [0.5, 0.25]), (np.array([0.5], np.float16), [0.5])):
+        arrays = dict(format_version=np.array(2), n_iter=np.array(1), converged=np.array(False), loss_history=history)
+        model = SoftmaxRegression.load(_write_npz(tmp_path / "m.npz", **_model_arrays(**arrays)))
+        assert model.loss_history_ == loaded and all(type(loss) is float for loss in model.loss_history_)
+        json.dumps(model.loss_history_)
+    if np.finfo(np.longdouble).max > np.finfo(np.float64).max:  # x86's 80-bit long double
+        beyond = np.array([0.5, np.longdouble(np.finfo(np.float64).max) * 4], np.longdouble)
+        arrays = dict(format_version=np.array(2), n_iter=np.array(1), converged=np.array(False), loss_history=beyond)
+        with pytest.raises(ValueError, match=r"loss_history holds NaN or inf \(the first at index 1\)"):
+            SoftmaxRegression.load(_write_npz(tmp_path / "m.npz", **_model_arrays(**arrays)))
+
+
 def test_diverged_fit_keeps_the_history_of_the_kept_iterate_and_saves(tmp_path, data, monkeypatch):
     from fastsoftmax import solvers
 
