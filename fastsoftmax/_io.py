@@ -103,7 +103,9 @@ _SPECIAL_FILES = (
 )
 
 
-def refuse_special_file(path: str, subject: str) -> None:
+def refuse_special_file(
+    path: str, subject: str, fix: str = "write its contents to a regular file and pass that"
+) -> None:
     """Raise ValueError if ``path`` (an existing path) is a named pipe, socket or device, not a regular file.
 
     Opening a named pipe for reading waits until some process opens it for
@@ -111,13 +113,12 @@ def refuse_special_file(path: str, subject: str) -> None:
     a memory map nor a zip archive can read a stream anyway (they seek).
     ``subject`` names the file as the caller's other messages do ("X file
     'x.npy'", "fastsoftmax model file m.npz"), so that the command line can
-    put its option in that place.
+    put its option in that place; ``fix`` ends the message.
     """
     kind = _special_kind(path)
     if kind is not None:
         raise ValueError(
-            f"{subject} is {kind}, and cannot be read (it would wait for a writer "
-            f"or read a stream); write its contents to a regular file and pass that."
+            f"{subject} is {kind}, and cannot be read (it would wait for a writer or read a stream); {fix}."
         )
 
 

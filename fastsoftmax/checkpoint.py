@@ -41,6 +41,7 @@ from fastsoftmax._io import (
     npz_scalar,
     read_npz,
     refuse_other_file_kind,
+    refuse_special_file,
     temporary_names,
     unexpanded_home,
     unwritable_directory,
@@ -624,6 +625,11 @@ def load(
             f"delete it or use another checkpoint directory."
         )
 
+    try:
+        # A file written by no fit, which none passes anywhere: the advice for a data file ("pass that") is none here.
+        refuse_special_file(path, f"fastsoftmax checkpoint {path}", fix="delete it or use another checkpoint directory")
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from None
     try:
         # Only the members a checkpoint has are read: others (a crafted 1 GB member) are never inflated.
         arrays = read_npz(

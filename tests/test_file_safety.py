@@ -2523,8 +2523,11 @@ def test_a_named_pipe_is_refused_not_waited_on(tmp_path, fifo, data, reader, cap
         assert "is a named pipe (FIFO), not a regular file" in capsys.readouterr().err
         assert not (tmp_path / "o.npy").exists()
         return
-    with pytest.raises(ValueError, match=r"is a named pipe \(FIFO\), not a regular file"):
+    with pytest.raises(ValueError, match=r"is a named pipe \(FIFO\), not a regular file") as refused:
         call()
+    # A checkpoint file is passed to nothing: "write its contents to a regular file and pass that" was its advice.
+    fix = "delete it or use another checkpoint directory." if reader == "checkpoint" else "and pass that."
+    assert str(refused.value).endswith(fix) and str(refused.value).count("; ") == 1
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="POSIX named pipes")
