@@ -1017,6 +1017,9 @@ class SoftmaxRegression:
             )
         if "W" not in arrays or "b" not in arrays:
             raise invalid("W or b is missing")
+        if arrays["W"].dtype != arrays["b"].dtype:
+            # Not the advice for arrays in hand ("cast it with b.astype"), beside the file's own.
+            raise invalid(f"W has dtype {arrays['W'].dtype} but b has {arrays['b'].dtype}; a model saves both in one")
         try:
             dtype = _checks.as_float_dtype(arrays["W"].dtype)
             W, b = _checks.check_weights(arrays["W"], arrays["b"], dtype)

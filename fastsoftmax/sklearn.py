@@ -1542,6 +1542,11 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                 f"coef_ {estimator.coef_.shape} and intercept_ {estimator.intercept_.shape} do not fit "
                 f"{classes.shape[0]} classes and {estimator.n_features_in_} features"
             )
+        if estimator.coef_.dtype != estimator.intercept_.dtype:  # not the advice for arrays in hand (astype)
+            raise invalid(
+                f"coef_ has dtype {estimator.coef_.dtype} but intercept_ has {estimator.intercept_.dtype}; "
+                f"an estimator saves both in one"
+            )
         try:
             dtype = _checks.as_float_dtype(estimator.coef_.dtype)
             for name, values, ndim in (("coef_", estimator.coef_, 2), ("intercept_", estimator.intercept_, 1)):

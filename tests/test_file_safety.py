@@ -980,8 +980,10 @@ def _model_arrays(**changes):
         ({"format": np.array(3)}, "no fastsoftmax format marker"),
         ({"W": None}, "W or b is missing"),
         ({"b": np.zeros(2)}, "b has length 2"),
+        # One fix, the file's: not also the one for arrays in hand ("cast it with b.astype(np.float32)").
+        ({"b": np.zeros(K, np.float32)}, r"W has dtype float64 but b has float32; a model saves both in one\. It may"),
     ],
-    ids=["version-str", "version-array", "version-0", "format-int", "no-W", "short-b"],
+    ids=["version-str", "version-array", "version-0", "format-int", "no-W", "short-b", "b-of-another-dtype"],
 )
 def test_bad_model_file_names_the_file_and_the_problem(tmp_path, changes, message):
     path = _write_npz(tmp_path / "m.npz", **_model_arrays(**changes))

@@ -1691,7 +1691,11 @@ def _edited(tmp_path, source, **changes):
         ({"n_iter": np.array([-1])}, "n_iter must hold one iteration count"),
         ({"n_iter": np.array([1.5])}, "n_iter must hold one iteration count"),
         ({"coef": np.full((3, 8), np.nan)}, "coef_ contains 24 NaN"),
-        ({"intercept": np.zeros(3, dtype=np.float32)}, "intercept_"),
+        # One fix, the file's: not also the one for arrays in hand ("cast it with intercept_.astype").
+        (
+            {"intercept": np.zeros(3, dtype=np.float32)},
+            r"coef_ has dtype float64 but intercept_ has float32; an estimator saves both in one\. It may be",
+        ),
         ({"feature_names_in": np.array(["a"])}, "feature_names_in must hold 8 strings"),
         ({"coef": None}, "missing"),
     ],
