@@ -890,22 +890,13 @@ def no_weights(dtype) -> np.ndarray:
     return _NO_WEIGHTS[np.dtype(dtype)]
 
 
-def check_sample_weight(
-    sample_weight,
-    n_samples: int,
-    dtype: np.dtype,
-    *,
-    scale_free: bool = False,
-    all_zero_ok: bool = False,
-    rows_of: str = "X",
-) -> np.ndarray:
+def check_sample_weight(sample_weight, n_samples: int, dtype: np.dtype, **options: bool | str) -> np.ndarray:
     """Check sample weights (N,): finite, non-negative, positive sum; return them in ``dtype``.
 
-    See :func:`check_sample_weight_and_divisor`, which also returns what the weights were divided by.
+    See :func:`check_sample_weight_and_divisor`, which takes the same keyword
+    ``options`` and also returns what the weights were divided by.
     """
-    return check_sample_weight_and_divisor(
-        sample_weight, n_samples, dtype, scale_free=scale_free, all_zero_ok=all_zero_ok, rows_of=rows_of
-    )[0]
+    return check_sample_weight_and_divisor(sample_weight, n_samples, dtype, **options)[0]
 
 
 def check_sample_weight_and_divisor(
