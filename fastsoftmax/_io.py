@@ -567,8 +567,8 @@ def open_memmap_on_disk(path: str, dtype, shape: tuple[int, ...]) -> np.memmap:
             if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
                 del array  # unmapped before the caller removes the file
                 raise
-        free = shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free
-        if size > free:
+        free = free_bytes(os.path.dirname(os.path.abspath(path)))  # None on ramfs: room unknown
+        if free is not None and size > free:
             del array
             raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} ({size:,} bytes to write, {free:,} free)")
         return array

@@ -345,11 +345,18 @@ def _refuse_a_directory_that_takes_no_files(option: str, path: str, directory: s
     a model trained for nothing), or was told to free some space there.
     """
     try:
-        with tempfile.NamedTemporaryFile(dir=directory, prefix=".fastsoftmax-probe-"):
-            pass
+        descriptor, probe = tempfile.mkstemp(dir=directory, prefix=".fastsoftmax-probe-")
     except OSError as exc:
         raise CLIError(
             f"{option} {path}: no file can be created in {directory} ({exc.strerror or exc}); write it elsewhere."
+        ) from None
+    os.close(descriptor)
+    try:
+        os.unlink(probe)
+    except OSError as exc:  # an append-only directory (chattr +a): the write's rename would fail as well
+        raise CLIError(
+            f"{option} {path}: files created in {directory} cannot be removed or renamed ({exc.strerror or exc}), "
+            f"as writing it whole needs; write it elsewhere (the empty file {probe} made to find this out stays)."
         ) from None
 
 
@@ -2609,16 +2616,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _is_number(word: str) -> bool:
+    """Whether ``float`` reads ``word`` (-1e-3, -inf)."""
+    try:
+        float(word)
+    except ValueError:
+        return False
+    return True
+
+
 def _refuse_options_before_the_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> None:
     """argparse's error for a command's options given before the command, with the line that puts them after it.
 
     The top-level parser takes no options but --help and --version (and their
-    abbreviations, which argparse takes): ``--quiet train`` was told "did you
-    mean --quiet", and ``--threads 2 predict`` that 2 is no COMMAND. An option
-    that the command does not take is named as such. As argparse reads them:
-    an option by a unique prefix (``--thr``), a negative number as a value
-    (``--l2 -1``), and a command's name after an option that takes a value
-    as that value (``--out demo train``). Exits 2.
+    abbreviations, which argparse takes; with either among them, argparse
+    prints and exits): ``--quiet train`` was told "did you mean --quiet", and
+    ``--threads 2 predict`` that 2 is no COMMAND. An option that the command
+    does not take is named as such. As argparse reads them: an option by a
+    unique prefix (``--thr``), a negative number as a value (``--l2 -1``),
+    and a command's name after an option that takes a value as that value
+    where a command follows (``--out demo train``). Exits 2.
     """
     words = list(sys.argv[1:] if argv is None else argv)
     if "--" in words:
@@ -2629,38 +2646,45 @@ def _refuse_options_before_the_command(parser: argparse.ArgumentParser, argv: Se
         return [o for a in parser_._actions if not valued or a.nargs != 0 for o in a.option_strings]
 
     def is_option(word: str) -> bool:
-        try:
-            float(word)
-        except ValueError:
-            return word.startswith("-")
-        return False  # -1, -0.1: a value
+        # argparse's own test of a negative number, which it reads as a value (-1e-3 it takes for an option)
+        return word.startswith("-") and not re.fullmatch(r"-\d+|-\d*\.\d+", word)
 
-    def names(word: str, options: list[str]) -> bool:
-        """Whether the option word names one of ``options``, whole or by a prefix of a long one."""
+    def matches(word: str, options: list[str]) -> list[str]:
+        """The options that the option word names: itself, or every long one that it begins."""
         name = word.split("=", 1)[0]
-        return name in options or (name.startswith("--") and any(o.startswith(name) for o in options))
+        if name in options:
+            return [name]
+        return [o for o in options if name.startswith("--") and o.startswith(name)]
 
     valued = [o for command_parser in commands.values() for o in options_of(command_parser, valued=True)]
 
     def a_value(i: int) -> bool:
         """Whether word i is the value of the option before it (``--out demo``), not a command."""
         before = words[i - 1] if i else ""
-        return is_option(before) and "=" not in before and names(before, valued)
+        return is_option(before) and "=" not in before and bool(matches(before, valued))
 
-    position = next((i for i, word in enumerate(words) if word in commands and not a_value(i)), None)
+    places = [i for i, word in enumerate(words) if word in commands]
+    # Where no later word is a command, the first is (argparse's top level reads it so).
+    position = next((i for i in places if not a_value(i)), places[0] if places else None)
     if not position:
         return
     leading = words[:position]
     leading_options = [word for word in leading if is_option(word)]
-    if not leading_options or all(names(word, options_of(parser)) for word in leading_options):
+    if not leading_options or any(matches(word, options_of(parser)) for word in leading_options):
         return  # --help and --version print and exit; a stray word is argparse's invalid choice
     command = words[position]
-    foreign = [word.split("=", 1)[0] for word in leading_options if not names(word, options_of(commands[command]))]
-    if foreign:
-        parser.error(
-            f"{' '.join(leading)}: a command's options go after the command, and {command} takes no "
-            f"{foreign[0]} (fastsoftmax {command} --help lists its options)"
-        )
+    for i, word in enumerate(leading):
+        if not is_option(word):
+            continue
+        name, meant = word.split("=", 1)[0], matches(word, options_of(commands[command]))
+        problem = f"{command} takes no {name}" if not meant else f"{name} could be {' or '.join(meant)}"
+        if i and is_option(leading[i - 1]) and _is_number(word):  # -1e-3: argparse reads it as an option
+            problem = f"argparse reads {word} as an option, not a value: give it as {leading[i - 1]}={word}"
+        if len(meant) != 1:
+            parser.error(
+                f"{' '.join(leading)}: a command's options go after the command, and {problem} "
+                f"(fastsoftmax {command} --help lists its options)"
+            )
     parser.error(
         f"{' '.join(leading)}: a command's options go after the command: "
         f"{shlex.join(['fastsoftmax', command, *leading, *words[position + 1 :]])}"

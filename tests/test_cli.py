@@ -524,14 +524,14 @@ def test_an_output_where_no_file_can_be_created_is_refused_before_the_work(tmp_p
     failed ("could not write /proc/m.npz"), or it was told to free some space there. A file is tried first."""
     from fastsoftmax import cli
 
-    make_temporary = cli.tempfile.NamedTemporaryFile
+    make_temporary = cli.tempfile.mkstemp
 
     def no_file_here(*args, **kwargs):
         if kwargs.get("prefix") == ".fastsoftmax-probe-":
             raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT))
         return make_temporary(*args, **kwargs)
 
-    monkeypatch.setattr(cli.tempfile, "NamedTemporaryFile", no_file_here)
+    monkeypatch.setattr(cli.tempfile, "mkstemp", no_file_here)
     target = tmp_path / "output"
     assert main(["train", *SMALL, "--max-iter", "2", option, str(target)]) == 2
     err = " ".join(capsys.readouterr().err.split())
@@ -1808,9 +1808,44 @@ def test_an_option_before_a_command_that_does_not_take_it_is_named_and_the_top_l
         "--samples (fastsoftmax predict --help lists its options)"
     )
     for top_level, printed in (("--vers", "fastsoftmax "), ("--hel", "usage: fastsoftmax [-h] [--version]")):
+        for argv in ([top_level, "train"], ["--quiet", top_level, "train"]):  # beside a command's option too
+            with pytest.raises(SystemExit) as info:
+                main(argv)
+            assert info.value.code == 0 and capsys.readouterr().out.startswith(printed)
+    # A prefix of several options, and a number argparse reads as an option, are named: the line that put them
+    # after the command failed there ("ambiguous option", "expected one argument").
+    for argv, problem in (
+        (["--s", "10", "train"], "--s could be --samples or --seed or --solver or --scheduler"),
+        (["--l2", "-1e-3", "train"], "argparse reads -1e-3 as an option, not a value: give it as --l2=-1e-3"),
+        (["--out", "demo"], "demo takes no --out"),  # no later command: demo is the command, as argparse reads it
+    ):
         with pytest.raises(SystemExit) as info:
-            main([top_level, "train"])
-        assert info.value.code == 0 and capsys.readouterr().out.startswith(printed)
+            main(argv)
+        assert info.value.code == 2
+        err = capsys.readouterr().err.splitlines()[-1]
+        assert f"a command's options go after the command, and {problem} (fastsoftmax " in err, err
+
+
+def test_an_output_directory_whose_files_cannot_be_removed_is_refused(tmp_path, capsys, monkeypatch):
+    """In an append-only directory (chattr +a) the probe file was left behind, and called "no file can be
+    created"; the write's rename would fail there as well."""
+    from fastsoftmax import cli
+
+    unlink = cli.os.unlink
+    kept = []
+
+    def append_only(path, *args, **kwargs):
+        if ".fastsoftmax-probe-" in os.fspath(path):
+            kept.append(path)
+            raise PermissionError(errno.EPERM, os.strerror(errno.EPERM))
+        return unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(cli.os, "unlink", append_only)
+    out = tmp_path / "m.npz"
+    assert main(["train", *SMALL, "--max-iter", "2", "--out", str(out)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"--out {out}: files created in {tmp_path} cannot be removed or renamed (Operation not permitted)" in err
+    assert f"(the empty file {kept[0]} made to find this out stays)" in err and not out.exists()
 
 
 @pytest.mark.parametrize("labels", ["float", "column", "one-hot"])

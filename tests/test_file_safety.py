@@ -2364,6 +2364,9 @@ def test_without_posix_fallocate_an_output_beyond_the_free_space_is_refused(tmp_
     # With room, the file is written as before.
     monkeypatch.setattr(io_module.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(2**30, 0, 2**30))
     assert io_module.open_memmap_on_disk(str(tmp_path / "b.npy"), np.float32, (1000, 10)).shape == (1000, 10)
+    # And so on a file system of no size (ramfs, a tmpfs without a limit: 0 free of 0), whose room is unknown.
+    monkeypatch.setattr(io_module.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(0, 0, 0))
+    assert io_module.open_memmap_on_disk(str(tmp_path / "c.npy"), np.float32, (1000, 10)).shape == (1000, 10)
 
 
 _KILLED_WHILE_WRITING = """
