@@ -18,7 +18,7 @@ import time
 import warnings
 import zipfile
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 
@@ -2628,63 +2628,81 @@ def _is_number(word: str) -> bool:
 def _refuse_options_before_the_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> None:
     """argparse's error for a command's options given before the command, with the line that puts them after it.
 
-    The top-level parser takes no options but --help and --version (and their
-    abbreviations, which argparse takes; with either among them, argparse
-    prints and exits): ``--quiet train`` was told "did you mean --quiet", and
-    ``--threads 2 predict`` that 2 is no COMMAND. An option that the command
-    does not take is named as such. As argparse reads them: an option by a
-    unique prefix (``--thr``), a negative number as a value (``--l2 -1``),
+    The top-level parser takes no options but --help and --version: ``--quiet
+    train`` was told "did you mean --quiet", and ``--threads 2 predict`` that
+    2 is no COMMAND. Words are read as argparse reads them: an option by a
+    unique prefix (``--thr``), ``-1`` as a value but ``-1e-3`` as an option,
     and a command's name after an option that takes a value as that value
-    where a command follows (``--out demo train``). Exits 2.
+    (``--out demo train``). The line is given only where each word before the
+    command is one of its options with its value (so that the line parses);
+    an option it does not take, a prefix of several and a number read as an
+    option are named. Anything else is left to argparse: help or version
+    anywhere, ``--``, stray words, an option without its value. Exits 2.
     """
     words = list(sys.argv[1:] if argv is None else argv)
-    if "--" in words:
-        return  # argparse's to read
     commands = parser.commands
 
-    def options_of(parser_: argparse.ArgumentParser, *, valued: bool = False) -> list[str]:
-        return [o for a in parser_._actions if not valued or a.nargs != 0 for o in a.option_strings]
+    def actions_of(parser_: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+        return {option: action for action in parser_._actions for option in action.option_strings}
 
     def is_option(word: str) -> bool:
-        # argparse's own test of a negative number, which it reads as a value (-1e-3 it takes for an option)
-        return word.startswith("-") and not re.fullmatch(r"-\d+|-\d*\.\d+", word)
+        # argparse's test: "-" alone, negative numbers of its own pattern and words with a space are values
+        return word.startswith("-") and word != "-" and " " not in word and not re.fullmatch(r"-\d+|-\d*\.\d+", word)
 
-    def matches(word: str, options: list[str]) -> list[str]:
+    def matches(word: str, options) -> list[str]:
         """The options that the option word names: itself, or every long one that it begins."""
         name = word.split("=", 1)[0]
         if name in options:
             return [name]
         return [o for o in options if name.startswith("--") and o.startswith(name)]
 
-    valued = [o for command_parser in commands.values() for o in options_of(command_parser, valued=True)]
+    top_level = actions_of(parser)
+    if "--" in words or any(is_option(word) and matches(word, top_level) for word in words):
+        return  # argparse's to read; --help and --version print and exit wherever they stand
+    valued = {
+        o: a for command_parser in commands.values() for o, a in actions_of(command_parser).items() if a.nargs != 0
+    }
 
     def a_value(i: int) -> bool:
         """Whether word i is the value of the option before it (``--out demo``), not a command."""
         before = words[i - 1] if i else ""
         return is_option(before) and "=" not in before and bool(matches(before, valued))
 
-    places = [i for i, word in enumerate(words) if word in commands]
-    # Where no later word is a command, the first is (argparse's top level reads it so).
-    position = next((i for i in places if not a_value(i)), places[0] if places else None)
-    if not position:
-        return
-    leading = words[:position]
-    leading_options = [word for word in leading if is_option(word)]
-    if not leading_options or any(matches(word, options_of(parser)) for word in leading_options):
-        return  # --help and --version print and exit; a stray word is argparse's invalid choice
-    command = words[position]
-    for i, word in enumerate(leading):
+    position = next((i for i, word in enumerate(words) if word in commands and not a_value(i)), None)
+    if not position or not is_option(words[0]):
+        return  # no command, or a stray word first: argparse's invalid choice
+    leading, command = words[:position], words[position]
+    taken = actions_of(commands[command])
+
+    def refuse(problem: str) -> NoReturn:
+        parser.error(
+            f"{' '.join(leading)}: a command's options go after the command, and {problem} "
+            f"(fastsoftmax {command} --help lists its options)"
+        )
+
+    i = 0
+    while i < len(leading):
+        word = leading[i]
         if not is_option(word):
-            continue
-        name, meant = word.split("=", 1)[0], matches(word, options_of(commands[command]))
-        problem = f"{command} takes no {name}" if not meant else f"{name} could be {' or '.join(meant)}"
-        if i and is_option(leading[i - 1]) and _is_number(word):  # -1e-3: argparse reads it as an option
-            problem = f"argparse reads {word} as an option, not a value: give it as {leading[i - 1]}={word}"
-        if len(meant) != 1:
-            parser.error(
-                f"{' '.join(leading)}: a command's options go after the command, and {problem} "
-                f"(fastsoftmax {command} --help lists its options)"
-            )
+            return  # a stray word: argparse's to name
+        name, meant = word.split("=", 1)[0], matches(word, taken)
+        if not meant:
+            refuse(f"{command} takes no {name}")
+        if len(meant) > 1:
+            refuse(f"{name} could be {' or '.join(meant)}")
+        takes_value = taken[meant[0]].nargs != 0  # None for an option of one value, 0 for a flag
+        if "=" in word:
+            if not takes_value:
+                return  # --quiet=1: argparse's "ignored explicit argument"
+            i += 1
+        elif not takes_value:
+            i += 1
+        elif i + 1 < len(leading) and not is_option(leading[i + 1]):
+            i += 2
+        elif i + 1 < len(leading) and _is_number(leading[i + 1]):
+            refuse(f"argparse reads {leading[i + 1]} as an option, not a value: give it as {word}={leading[i + 1]}")
+        else:
+            return  # an option without its value: argparse's "expected one argument"
     parser.error(
         f"{' '.join(leading)}: a command's options go after the command: "
         f"{shlex.join(['fastsoftmax', command, *leading, *words[position + 1 :]])}"
@@ -2708,6 +2726,8 @@ def _refuse_unknown_arguments(parser: argparse.ArgumentParser, command: str | No
             close = difflib.get_close_matches(name.replace("_", "-").lower(), options, n=2, cutoff=0.6)
             if meant:
                 hints.append(f"{name}: {meant}")
+            elif name in options:  # given before the command ("--out train"): "did you mean --out" said nothing
+                hints.append(f"{name} is an option of {command}: give it after the command, with what it takes")
             elif close:
                 hints.append(f"{name}: did you mean {' or '.join(close)}?")
             after_option = "=" not in argument

@@ -1817,13 +1817,26 @@ def test_an_option_before_a_command_that_does_not_take_it_is_named_and_the_top_l
     for argv, problem in (
         (["--s", "10", "train"], "--s could be --samples or --seed or --solver or --scheduler"),
         (["--l2", "-1e-3", "train"], "argparse reads -1e-3 as an option, not a value: give it as --l2=-1e-3"),
-        (["--out", "demo"], "demo takes no --out"),  # no later command: demo is the command, as argparse reads it
     ):
         with pytest.raises(SystemExit) as info:
             main(argv)
         assert info.value.code == 2
         err = capsys.readouterr().err.splitlines()[-1]
         assert f"a command's options go after the command, and {problem} (fastsoftmax " in err, err
+    # An option without its value, a flag given one and stray words are argparse's to name: the line that put them
+    # after the command failed there too. Help after the command prints, as argparse alone prints it.
+    for argv, said in (
+        (["--out", "train"], "--out is an option of train: give it after the command, with what it takes"),
+        (["--quiet=1", "train"], "unrecognized arguments: --quiet=1"),
+        (["--quiet", "2", "train"], "argument COMMAND: invalid choice: '2'"),
+    ):
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        err = capsys.readouterr().err.splitlines()[-1]
+        assert info.value.code == 2 and said in err and "go after the command:" not in err, err
+    with pytest.raises(SystemExit) as info:
+        main(["--quiet", "train", "-h"])
+    assert info.value.code == 0 and capsys.readouterr().out.startswith("usage: fastsoftmax train")
 
 
 def test_an_output_directory_whose_files_cannot_be_removed_is_refused(tmp_path, capsys, monkeypatch):
