@@ -1839,7 +1839,7 @@ def _classes_of_files(args: argparse.Namespace, X: np.ndarray, y: np.ndarray, dt
     Shapes, dtypes and the labels' range, by :class:`~fastsoftmax._data.DataSource`
     as on one machine (``run_train``); CLIError where the labels name fewer than 2 classes.
     """
-    _refuse_training_X(args, X)
+    _refuse_data_not_a_table(args, X)
     whole = _rows_of(X, y, dtype)
     # The library's "y contains the label 2 ... for 2 classes" named neither the file nor the option at fault.
     labels, holds, names = (
@@ -1887,20 +1887,25 @@ def _classes_of_files(args: argparse.Namespace, X: np.ndarray, y: np.ndarray, dt
     return n_classes
 
 
-def _refuse_training_X(args: argparse.Namespace, X) -> None:
-    """CLIError, in the command's terms, for a --data X of another shape than 2-D, of no rows, or not of numbers.
+def _refuse_data_not_a_table(args: argparse.Namespace, X, n_features: int | None = None) -> None:
+    """CLIError, in the command's terms, for a --data X not 2-D (of ``n_features`` columns, the model's, for
+    predict), not of numbers, or empty.
 
     The library's messages named a Python variable X and its methods (``X.real``, ``X.reshape``).
     """
     where = f"--data {args.data}"
-    if X.ndim != 2:
+    if n_features is None and X.ndim != 2:
         raise CLIError(f"{where} has shape {X.shape}; it must be 2-D (n_samples, n_features), one row per sample.")
+    if n_features is not None and (X.ndim != 2 or X.shape[1] != n_features):
+        raise CLIError(f"{where} has shape {X.shape}; the model expects (n_samples, {n_features}).")
     if X.dtype.kind not in "fiub":
         raise CLIError(f"{where} has dtype {X.dtype}; it must hold real numbers (floats, integers or booleans).")
     if 0 in X.shape:
+        # For predict too, as the model's predict refuses an empty X: an empty output is likelier a wrong or
+        # truncated file than a request.
         raise CLIError(
             f"{where} has {'no rows' if X.shape[0] == 0 else 'no features'} (shape {X.shape}); there is nothing "
-            f"to train on."
+            f"to {'train on' if n_features is None else 'predict'}."
         )
 
 
@@ -2184,16 +2189,7 @@ def run_predict(args: argparse.Namespace) -> int:
             raise
         raise CLIError(named) from None
     X, _ = _load_data(args.data, None, need_labels=False)
-    if X.ndim != 2 or X.shape[1] != model.input_dim:
-        raise CLIError(f"--data {args.data} has shape {X.shape}; the model expects (n_samples, {model.input_dim}).")
-    if X.dtype.kind not in "fiub":
-        raise CLIError(
-            f"--data {args.data} has dtype {X.dtype}; it must hold real numbers (floats, integers or booleans)."
-        )
-    if X.shape[0] == 0:
-        # As the model's predict refuses an empty X, and train an empty file: an empty output is likelier a
-        # wrong or truncated file than a request.
-        raise CLIError(f"--data {args.data} has no rows (shape {X.shape}); there is nothing to predict.")
+    _refuse_data_not_a_table(args, X, model.input_dim)
     if not out_named and os.path.lexists(args.out):
         # After the inputs' checks, which name what is wrong with them first; before anything is written.
         # A file the user never named: predict --proba p.npy replaced ./predictions.npy without a word.
