@@ -53,6 +53,7 @@ import numpy as np
 from fastsoftmax._extras import missing_extra
 
 try:
+    from sklearn import config_context
     from sklearn.base import BaseEstimator, ClassifierMixin
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.utils import assert_all_finite, check_random_state
@@ -104,6 +105,7 @@ _MEMBERS = (
     "feature_names_in",
     "dtype_preserved",
     "dtype_given_as",
+    "metadata_requests",
 )
 
 #: How the ``dtype`` parameter was given, stored beside its name (``dtype_given_as``) so that :meth:`load` gives
@@ -115,6 +117,49 @@ _DTYPE_FORMS: dict[str, tuple[Callable[[str], Any], tuple[str, ...] | None]] = {
     "dtype": (np.dtype, ("float32", "float64")),
     "float": (lambda name: float, ("float64",)),
 }
+
+
+def _metadata_requests(estimator: BaseEstimator) -> dict[str, dict[str, Any]]:
+    """The metadata requests of ``estimator``'s methods, as ``set_fit_request`` and the like left them.
+
+    ``{method: {parameter: request}}``, each request True, False, None or an
+    alias (a string), as :meth:`SoftmaxClassifier.save` stores them in JSON:
+    a pipeline or a search that routes ``sample_weight`` to a loaded estimator
+    then routes it as to the one saved. Every request, those left at their
+    defaults too, so that a subclass's own defaults change nothing.
+    """
+    routing = estimator.get_metadata_routing()
+    methods = (name.removeprefix("set_").removesuffix("_request") for name in dir(estimator))
+    return {
+        method: dict(getattr(routing, method).requests)
+        for method in methods
+        if hasattr(estimator, f"set_{method}_request") and getattr(routing, method, None) is not None
+    }
+
+
+def _set_metadata_requests(estimator: BaseEstimator, requests_json: str | None) -> None:
+    """Set on ``estimator`` the requests that :func:`_metadata_requests` gave, read from JSON; ValueError if bad.
+
+    Set with metadata routing enabled for the call alone: a process that has
+    not enabled it still loads the estimator, and routes as saved once it does.
+    """
+    if requests_json is None:
+        raise ValueError("metadata_requests is not a JSON string")
+    try:
+        requests = json.loads(requests_json)
+    except (ValueError, RecursionError) as exc:  # RecursionError: JSON nested too deep
+        raise ValueError(f"metadata_requests is not JSON ({str(exc):.200})") from exc
+    if not isinstance(requests, dict) or not all(isinstance(params, dict) for params in requests.values()):
+        raise ValueError("metadata_requests must map each method to its parameters' requests")
+    with config_context(enable_metadata_routing=True):
+        for method, params in requests.items():
+            setter = getattr(estimator, f"set_{method}_request", None)
+            if setter is None:
+                raise ValueError(f"metadata_requests names {method!r:.60}, which is no method that takes requests")
+            try:
+                setter(**params)
+            except (TypeError, ValueError) as exc:  # a parameter the method lacks, or a request that is none
+                raise ValueError(f"metadata_requests of {method} cannot be set ({str(exc).rstrip('.'):.200})") from exc
 
 
 def _dtype_given_as(dtype: Any) -> str:
@@ -1347,8 +1392,11 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         ``coef_``, ``intercept_``, ``n_iter_``, ``n_features_in_``,
         ``feature_names_in_``, whether the fit preserved X's dtype (which
         sets the dtypes X is scored in) and the form the ``dtype`` parameter
-        was given in (a string, a NumPy type, a dtype or ``float``);
-        :meth:`load` restores them, so ``get_params()`` is the same. Not stored: the
+        was given in (a string, a NumPy type, a dtype or ``float``), and the
+        metadata requests set on it (``set_fit_request(sample_weight=True)``
+        and the like, which ``get_params()`` leaves out);
+        :meth:`load` restores them, so ``get_params()`` and the routing of
+        ``sample_weight`` in a pipeline are the same. Not stored: the
         optimiser's state between :meth:`partial_fit` calls (Adam's moments,
         the step count), so a ``partial_fit`` after ``load`` starts it afresh
         from the loaded coefficients, as one after ``fit`` does, and
@@ -1397,6 +1445,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                 dtype_preserved=np.array(bool(self.__dict__.get("_dtype_preserved", False))),
                 dtype_given_as=np.array(_dtype_given_as(self.dtype)),
             )
+            arrays["metadata_requests"] = np.array(json.dumps(_metadata_requests(self)))
             if hasattr(self, "feature_names_in_"):
                 names = plain_array(self.feature_names_in_)
                 if names is None:
@@ -1536,6 +1585,11 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             estimator._dtype_preserved = bool(preserved)
         else:  # written before it was stored: the parameters saved with the estimator tell
             estimator._dtype_preserved = estimator._preserves_dtype()
+        if "metadata_requests" in arrays:  # written before they were stored: none were set, as before
+            try:
+                _set_metadata_requests(estimator, npz_scalar(arrays, "metadata_requests", str))
+            except ValueError as exc:
+                raise invalid(str(exc)) from exc
         n_rows = 1 if classes.shape[0] == 2 else classes.shape[0]
         if estimator.coef_.shape != (n_rows, estimator.n_features_in_) or estimator.intercept_.shape != (n_rows,):
             raise invalid(

@@ -1698,6 +1698,13 @@ def _edited(tmp_path, source, **changes):
         ),
         ({"feature_names_in": np.array(["a"])}, "feature_names_in must hold 8 strings"),
         ({"coef": None}, "missing"),
+        ({"metadata_requests": "{"}, r"metadata_requests is not JSON \(Expecting property name"),
+        ({"metadata_requests": "[" * 100_000}, "metadata_requests is not JSON"),
+        ({"metadata_requests": np.array(["{}", "{}"])}, "metadata_requests is not a JSON string"),
+        ({"metadata_requests": '{"fit": true}'}, "metadata_requests must map each method to its parameters' requests"),
+        ({"metadata_requests": '{"predict": {}}'}, "metadata_requests names 'predict', which is no method that takes"),
+        ({"metadata_requests": '{"fit": {"X": true}}'}, r"metadata_requests of fit cannot be set \(.*X"),
+        ({"metadata_requests": '{"fit": {"sample_weight": "a b"}}'}, r"cannot be set \(The alias you're setting"),
     ],
 )
 def test_npz_load_refuses_edited_files(tmp_path, changes, match):
@@ -1722,6 +1729,35 @@ def test_integers_beyond_float64_as_weights_are_refused_by_name():
     np.testing.assert_array_equal(
         SoftmaxClassifier().fit(X, y, sample_weight=True).coef_, SoftmaxClassifier().fit(X, y).coef_
     )
+
+
+def test_metadata_requests_survive_save_and_load(tmp_path):
+    """set_fit_request(sample_weight=True) was lost by save and load (pickle kept it), so a pipeline that routed
+    sample_weight to the loaded estimator raised scikit-learn's UnsetMetadataPassedError."""
+    import sklearn
+    from sklearn.model_selection import cross_validate
+    from sklearn.pipeline import make_pipeline
+
+    X, y = generated(n=300, k=3)
+    weights = np.random.default_rng(0).uniform(0.1, 2.0, size=len(y))
+    with sklearn.config_context(enable_metadata_routing=True):
+        saved = SoftmaxClassifier().set_fit_request(sample_weight=True).set_score_request(sample_weight="score_weight")
+    saved.fit(X, y, sample_weight=weights).save(tmp_path / "model.npz")
+    # Loaded in a process that has not enabled routing: allowed, and it stays disabled.
+    loaded = SoftmaxClassifier.load(tmp_path / "model.npz")
+    assert not sklearn.get_config()["enable_metadata_routing"]
+    assert loaded.get_metadata_routing().fit.requests == {"sample_weight": True}
+    assert loaded.get_metadata_routing().score.requests == {"sample_weight": "score_weight"}
+    with sklearn.config_context(enable_metadata_routing=True):
+        routed = make_pipeline(StandardScaler().set_fit_request(sample_weight=False), clone(loaded))
+        routed.fit(X, y, sample_weight=weights)
+        scores = cross_validate(loaded, X, y, params={"sample_weight": weights, "score_weight": weights}, cv=2)
+    direct = SoftmaxClassifier().fit(StandardScaler().fit_transform(X), y, sample_weight=weights)
+    np.testing.assert_allclose(routed[-1].coef_, direct.coef_, rtol=1e-6, atol=1e-9)
+    assert np.all(np.isfinite(scores["test_score"]))
+    # An estimator whose requests were never set loads with none set, as before they were stored.
+    SoftmaxClassifier().fit(X, y).save(tmp_path / "plain.npz")
+    assert SoftmaxClassifier.load(tmp_path / "plain.npz").get_metadata_routing().fit.requests == {"sample_weight": None}
 
 
 @pytest.mark.parametrize("C", [Fraction(1, 2), np.longdouble(0.5), np.float32(0.5), np.int64(2)], ids=repr)
