@@ -1338,13 +1338,19 @@ def nonfinite_rows_of(
 
 
 def nonfinite_X_error(
-    n_bad: int, first_row: int, fix: str = "before training", counted_in: str | None = None
+    n_bad: int,
+    first_row: int,
+    fix: str = "before training",
+    counted_in: str | None = None,
+    remedy: str = "remove or impute them (for example with np.nan_to_num)",
 ) -> ValueError:
-    """The error for NaN or inf in X, wherever the scan that found them ran; ``counted_in``: the part it read."""
+    """The error for NaN or inf in X, wherever the scan that found them ran; ``counted_in``: the part it read.
+
+    ``remedy``: what to do with them, ``fix`` saying when (a sparse X's differs: np.nan_to_num returns it as is).
+    """
     part = "" if counted_in is None else f" (counted in {counted_in} only, the part of X being read)"
     return ValueError(
-        f"X contains {n_bad} NaN or infinite value(s), the first in row {first_row}{part}; "
-        f"remove or impute them (for example with np.nan_to_num) {fix}."
+        f"X contains {n_bad} NaN or infinite value(s), the first in row {first_row}{part}; {remedy} {fix}."
     )
 
 

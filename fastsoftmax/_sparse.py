@@ -21,7 +21,9 @@ that most values read lie together in the caches.
 
 from __future__ import annotations
 
+import itertools
 import math
+import operator
 from dataclasses import dataclass
 from typing import Any
 
@@ -173,7 +175,7 @@ def check_sparse_X(
     _check_compressed(data, indices, indptr, n_samples, n_columns, "CSR", first_line=row_offset, given=X.format)
     n_stored = int(indptr[-1])
     data, indices = data[:n_stored], indices[:n_stored]
-    fix = "before training" if learning else "before predicting"
+    fix = ("before training" if cast_floats else "before calling") if learning else "before predicting"
     stored, data = data, _values_in(data, indptr, dtype, fix, row_offset=row_offset)
     if learning and whole and stored.dtype.kind == "f" and stored.size and data.dtype != stored.dtype:
         # Cast to zeros and subnormals, the stored values trained a float32 model on nothing, without a word
@@ -225,6 +227,9 @@ def _check_before_conversion(X) -> None:
         except ValueError as exc:
             raise _invalid("BSR", str(exc)) from None
     elif X.format == "lil":
+        for name in ("rows", "data"):  # np.fromiter's "iterator too short" named neither X nor the lists
+            if len(getattr(X, name)) != n_samples:
+                raise _invalid("LIL", f"X.{name} holds {len(getattr(X, name))} lists for {n_samples} rows")
         # tocsr() flattens the column lists and the value lists each on its own, into buffers sized by the
         # first: rows of other lengths moved values between rows, or read memory never written, without a word.
         n_columns_stored = np.fromiter(map(len, X.rows), dtype=np.int64, count=n_samples)
@@ -236,6 +241,23 @@ def _check_before_conversion(X) -> None:
                 f"row {row} lists {n_columns_stored[row]} column(s) in X.rows[{row}] but {n_values_stored[row]} "
                 f"value(s) in X.data[{row}]",
             )
+        # tocsr() casts the column lists to integers: a column 1.7 became 1, without a word.
+        try:
+            np.fromiter(map(operator.index, itertools.chain.from_iterable(X.rows)), dtype=np.int64)
+        except (TypeError, OverflowError):
+            row, column = next(
+                (row, column) for row, columns in enumerate(X.rows) for column in columns if not _is_index(column)
+            )
+            broken = f"row {row} lists the column {column!r:.40} in X.rows[{row}], which is no column index"
+            raise _invalid("LIL", f"{broken} (an integer within int64)") from None
+
+
+def _is_index(value: Any) -> bool:
+    """Whether ``value`` is an integer (``operator.index`` takes it) within int64, as a LIL X's columns must be."""
+    try:
+        return -(2**63) <= operator.index(value) < 2**63
+    except TypeError:
+        return False
 
 
 def _invalid(form: str, broken: str) -> ValueError:
@@ -286,6 +308,14 @@ def _check_compressed(
         raise _invalid((given or form).upper(), broken)
 
 
+#: How to remove NaN and inf from a scipy.sparse X: np.nan_to_num returns a sparse X as it is, and its inf
+#: would become the dtype's largest value, which a float32 model refuses as beyond its range.
+SPARSE_NONFINITE_REMEDY = (
+    "set them to 0 among its stored values (X = X.tocsr(copy=True); X.data[~np.isfinite(X.data)] = 0; "
+    "X.eliminate_zeros())"
+)
+
+
 def _values_in(data: np.ndarray, indptr: np.ndarray, dtype: np.dtype, fix: str, row_offset: int = 0) -> np.ndarray:
     """The stored values in ``dtype``; NaN, inf and values beyond ``dtype``'s range raise, naming their row."""
 
@@ -295,7 +325,7 @@ def _values_in(data: np.ndarray, indptr: np.ndarray, dtype: np.dtype, fix: str, 
     if data.dtype.kind == "f":
         n_bad, first = _checks.nonfinite_values(data)
         if n_bad:
-            raise _checks.nonfinite_X_error(n_bad, row_of(first), fix)
+            raise _checks.nonfinite_X_error(n_bad, row_of(first), fix, remedy=SPARSE_NONFINITE_REMEDY)
     if data.dtype != dtype:
         with np.errstate(over="ignore"):
             cast = data.astype(dtype)

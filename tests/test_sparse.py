@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import warnings
 
 import numpy as np
@@ -870,6 +871,44 @@ def test_a_lil_X_is_checked_in_its_own_lists_and_named_as_lil():
     with pytest.raises(ValueError, match=r"^X is not a valid LIL matrix: row 0 stores a value in column 5") as raised:
         SoftmaxRegression(3, 3).fit(outside, [0, 1])
     assert "check_format" not in str(raised.value)
+    # Fewer lists than rows: np.fromiter's "iterator too short", which named neither X nor its lists.
+    short = sparse.lil_array((6, 3))
+    short.rows, short.data = short.rows[:3], short.data[:3]
+    with pytest.raises(ValueError, match=r"^X is not a valid LIL matrix: X\.rows holds 3 lists for 6 rows\."):
+        fs.predict(short, W, b)
+    # A column that is no integer: tocsr() made 1.7 the column 1 and predicted without a word.
+    for column in (1.7, "1", 2**70, np.float32(1.0)):
+        listed = sparse.lil_array((3, 3))
+        listed.rows[0], listed.data[0], listed.rows[2], listed.data[2] = [0], [1.0], [column], [1.0]
+        with pytest.raises(
+            ValueError, match=r"^X is not a valid LIL matrix: row 2 lists the column .* in X\.rows\[2\]"
+        ):
+            fs.predict_proba(listed, W, b)
+    listed.rows[2] = [np.int32(1)]  # any integer is an index
+    np.testing.assert_array_equal(fs.predict(listed, W, b), fs.predict(listed.tocsr(), W, b))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_nan_in_a_sparse_X_is_given_advice_that_removes_it(dtype):
+    """The advice was np.nan_to_num, which returns a sparse X as it is: the same error followed it. Functions
+    were told "before training"."""
+    X = sparse.csr_array(np.array([[1.0, 0.0, np.nan], [0.0, 2.0, np.inf]]))
+    y = np.array([0, 1])
+    W, b = np.zeros((2, 3), dtype=dtype), np.zeros(2, dtype=dtype)
+    calls = {
+        "before training": lambda X: SoftmaxRegression(3, 2, dtype=dtype).fit(X, y),
+        "before calling": lambda X: fs.loss_and_grad(X.astype(dtype), y, W, b),
+        "before predicting": lambda X: fs.predict(X.astype(dtype), W, b),
+    }
+    for when, call in calls.items():
+        with pytest.raises(ValueError, match=r"X contains 2 NaN or infinite value\(s\), the first in row 0;") as raised:
+            call(X)
+        assert str(raised.value).endswith(f" {when}.")
+        advice = re.search(r"\((X = .*)\) before", str(raised.value)).group(1)
+        namespace = {"np": np, "X": X.copy()}
+        exec(advice, namespace)  # the advice, run as given
+        call(namespace["X"])
+        assert namespace["X"].nnz == 2 and np.all(np.isfinite(namespace["X"].data))
 
 
 def test_predict_proba_refuses_an_out_over_a_sparse_X():
