@@ -254,14 +254,21 @@ def _is_numpy_chunk(chunk) -> bool:
     return isinstance(chunk, np.ndarray) and not isinstance(chunk, np.ma.MaskedArray)
 
 
-def _not_numpy_error(where: str, chunk) -> TypeError:
-    """A chunk that is not the NumPy array its Dask array declares; a scipy.sparse one is told how to declare it."""
+def _not_numpy_error(where: str, chunk, name: str = "X") -> TypeError:
+    """A chunk of ``name`` that is not the NumPy array its Dask array declares; a scipy.sparse one is told what to do.
+
+    A sparse chunk of X is told how to declare it; one of the labels or the
+    weights (a column sliced from a sparse matrix, which Dask declares as
+    NumPy), how to make it the 1-d NumPy array they must be.
+    """
     fix = _DECLARED_FIX
     if isinstance(chunk, np.ma.MaskedArray):
         fix = (
             "fill the masked entries where the chunks are made (chunk.filled(value), with the value they "
             "should take), or leave out their rows"
         )
+    elif _checks._is_scipy_sparse(chunk) and name != "X":
+        fix = _dense_chunks_fix(name)
     elif _checks._is_scipy_sparse(chunk):
         # Dask declares COO chunks (which it cannot slice) as NumPy ones, whatever meta is given.
         fix = (
@@ -270,6 +277,11 @@ def _not_numpy_error(where: str, chunk) -> TypeError:
             "meta=scipy.sparse.csr_matrix((0, X.shape[1]), dtype=X.dtype))"
         )
     return TypeError(f"{where} is a {type(chunk).__name__}, not a NumPy array; {fix}.")
+
+
+def _dense_chunks_fix(name: str) -> str:
+    """The line that makes the scipy.sparse chunks of ``name`` (y, sample_weight: 1-d) dense, a column's made flat."""
+    return f"{name} = {name}.map_blocks(lambda chunk: chunk.toarray().ravel(), dtype={name}.dtype)"
 
 
 def _check_chunk(
@@ -297,7 +309,7 @@ def _check_chunk(
         if not (_checks._is_scipy_sparse(chunk) and chunk.format == "csr"):
             raise TypeError(f"{where} is a {type(chunk).__name__}, not the CSR matrix it was checked as; {fix}.")
     elif not _is_numpy_chunk(chunk):
-        raise _not_numpy_error(where, chunk)
+        raise _not_numpy_error(where, chunk, array_name)
     if chunk.shape != shape:
         raise ValueError(f"{where} has shape {chunk.shape} but the Dask array declares {shape}; {fix}.")
     label_cast = array_name == "y" and chunk.dtype.kind in "iu"
@@ -670,17 +682,19 @@ def check_chunked(X, y, sample_weight, dtype: np.dtype, n_features: int, client:
     import dask.array as da
 
     if not isinstance(X, da.Array):
-        if is_dask_collection(X):
+        if hasattr(type(X), "to_dask_array"):  # the type's: a Delayed object has every attribute, lazily
             hint = " (for a Dask DataFrame use df.to_dask_array(lengths=True))"
+        elif is_dask_collection(X):
+            hint = "; make it one (da.from_delayed for a Delayed one), or compute it to memory"
         elif not is_dask_collection(y):  # only fit_dask comes here without a Dask array
             hint = (
                 "; fit_dask trains on Dask arrays, and neither X nor y is one: "
                 "fit NumPy arrays and .npy files with model.fit(X, y)"
             )
         elif isinstance(X, (str, bytes, os.PathLike)):
-            hint = "; y is a Dask array, so X must be one too: X = da.from_array(np.load(path, mmap_mode='r'))"
+            hint = "; y is on Dask, so X must be a Dask array too: X = da.from_array(np.load(path, mmap_mode='r'))"
         else:
-            hint = "; y is a Dask array, so X must be one too: X = da.from_array(X), chunked like y"
+            hint = "; y is on Dask, so X must be a Dask array too: X = da.from_array(X), chunked like y"
         raise TypeError(f"X must be a dask.array.Array, got {type(X).__name__}{hint}.")
     sparse_chunks = has_sparse_chunks(X)
     if not sparse_chunks:
@@ -817,7 +831,7 @@ def _refuse_other_chunks(a, name: str) -> None:
                 "meta=scipy.sparse.csr_matrix((0, X.shape[1]), dtype=X.dtype), in the map_blocks that makes it"
             )
         else:
-            fix = f"{name} = {name}.map_blocks(lambda chunk: chunk.toarray(), dtype={name}.dtype) for scipy.sparse ones"
+            fix = f"{_dense_chunks_fix(name)} for scipy.sparse ones"  # a (n, 1) column's toarray() stays 2-d
         takes = "NumPy chunks (and scipy.sparse ones for X)" if name == "X" else "NumPy chunks"
         raise TypeError(f"the chunks of {name} are {kind}, not NumPy arrays; fastsoftmax takes {takes}: {fix}.")
 

@@ -884,8 +884,19 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         if is_dask_collection(X):
             # X stays on Dask; the labels and weights (N values) are brought here.
             # validate_data leaves n_features_in_ unset for a 1-D X instead of raising.
+            import dask.array as da
+
             from fastsoftmax.distributed import DASK_SOLVERS, refuse_unknown_columns
 
+            if not isinstance(X, da.Array):
+                # A Dask DataFrame's row count is lazy: the check of an empty X raised Dask's "Trying to convert
+                # ... to a boolean value", which named no fix.
+                fix = (
+                    "X.to_dask_array(lengths=True) (its values: feature_names_in_ is then not set)"
+                    if hasattr(type(X), "to_dask_array")  # a Delayed object has every attribute, lazily
+                    else "a Dask array, or X computed to memory"
+                )
+                raise TypeError(f"X must be a dask.array.Array to fit on Dask, got {type(X).__name__}; pass {fix}.")
             _checks.check_2d(X)
             refuse_unknown_columns(X)
             _refuse_an_empty_X(X.shape, "The Dask array X")

@@ -352,8 +352,57 @@ def test_other_chunks_and_paths_beside_dask_arrays_are_named(data, tmp_path):
     # "y must be 1-dimensional (n_samples,), got shape ()" and "X must be a dask.array.Array, got ndarray."
     with pytest.raises(TypeError, match=r"y is the path .*y\.npy', and X is a Dask array.*da\.from_array"):
         model.fit(Xd, tmp_path / "y.npy", max_iter=2)
-    with pytest.raises(TypeError, match=r"got ndarray; y is a Dask array, so X must be one too: X = da\.from_array"):
+    with pytest.raises(TypeError, match=r"got ndarray; y is on Dask, so X must be a Dask array too: X = da\.from"):
         model.fit(X, yd, max_iter=2)
+    # A Delayed X was told the fix for a Dask DataFrame (it has every attribute, to_dask_array too).
+    with pytest.raises(TypeError, match=r"got Delayed\w*; make it one \(da\.from_delayed for a Delayed one\), or"):
+        model.fit(dask.delayed(X), yd, max_iter=2)
+
+
+def test_labels_and_weights_sliced_from_a_sparse_matrix_are_told_a_fix_that_makes_them_dense():
+    """A column of a Dask array of CSR chunks, which Dask declares as NumPy, was told the fix for a sparse X
+    (csr_matrix chunks declared as such), which the labels refuse again."""
+    sparse = pytest.importorskip("scipy.sparse")
+    rng = np.random.default_rng(0)
+    X, y, weights = rng.normal(size=(300, 3)), rng.integers(0, 3, 300), rng.uniform(0.5, 2.0, 300)
+    table = da.from_array(sparse.csr_matrix(np.column_stack([X, y, weights])), chunks=(100, 5), asarray=False)
+    columns = {"y": table[:, 3].astype(np.int64), "sample_weight": table[:, 4]}
+    given = dict(columns)
+    for name in columns:
+        with pytest.raises(
+            TypeError, match=rf"chunk \d of {name} \(rows .*\) is a csr_matrix, not a NumPy array; "
+        ) as e:
+            SoftmaxRegression(3, 3).fit(table[:, :3], given["y"], sample_weight=given["sample_weight"], max_iter=2)
+        namespace = {"np": np, name: given[name]}
+        exec(str(e.value).split("; ", 1)[1].rstrip("."), namespace)  # the fix, run as given
+        given[name] = namespace[name]
+    model = SoftmaxRegression(3, 3, seed=0)
+    model.fit(table[:, :3], given["y"], sample_weight=given["sample_weight"], max_iter=5)
+    expected = SoftmaxRegression(3, 3, seed=0).fit(X, y, sample_weight=weights, max_iter=5)
+    np.testing.assert_allclose(model.loss_history_, expected.loss_history_, rtol=1e-12)
+
+
+def test_the_estimator_refuses_a_dask_collection_other_than_an_array_by_name():
+    """A Delayed X got the advice for a Dask DataFrame (to_dask_array), which a Delayed object claims to have."""
+    from fastsoftmax.sklearn import SoftmaxClassifier
+
+    X = np.random.default_rng(0).normal(size=(60, 3))
+    y = (X[:, 0] > 0).astype(int)
+    with pytest.raises(TypeError, match=r"^X must be a dask\.array\.Array to fit on Dask, got Delayed\w*; pass a"):
+        SoftmaxClassifier().fit(dask.delayed(X), y)
+
+
+def test_the_estimator_refuses_a_dask_dataframe_with_the_line_that_makes_it_an_array():
+    """A Dask DataFrame X raised Dask's "Trying to convert ... to a boolean value" from the check of an empty X."""
+    from fastsoftmax.sklearn import SoftmaxClassifier
+
+    dd = pytest.importorskip("dask.dataframe")  # needs pyarrow, which the test extra does not install
+    X = np.random.default_rng(0).normal(size=(60, 3))
+    y = (X[:, 0] > 0).astype(int)
+    frame = dd.from_array(X, columns=["a", "b", "c"])
+    with pytest.raises(TypeError, match=r"got DataFrame; pass X\.to_dask_array\(lengths=True\) \(its values"):
+        SoftmaxClassifier().fit(frame, y)
+    assert SoftmaxClassifier().fit(frame.to_dask_array(lengths=True), y).score(X, y) > 0.9
 
 
 # -- scipy.sparse chunks -------------------------------------------------------------------------------------------
