@@ -279,9 +279,38 @@ def _not_numpy_error(where: str, chunk, name: str = "X") -> TypeError:
     return TypeError(f"{where} is a {type(chunk).__name__}, not a NumPy array; {fix}.")
 
 
+#: How to remove NaN and inf from a Dask X of scipy.sparse chunks (np.nan_to_num returns each as it is), as
+#: ``_sparse.SPARSE_NONFINITE_REMEDY`` does for one in memory: two lines, the second the first's function,
+#: in parentheses, as the message goes on after them.
+DASK_SPARSE_NONFINITE_REMEDY = (
+    "set them to 0 among the chunks' stored values (X = X.map_blocks(zero_nonfinite, dtype=X.dtype, "
+    "meta=scipy.sparse.csr_matrix((0, X.shape[1]), dtype=X.dtype)), where def zero_nonfinite(chunk): "
+    "chunk = chunk.tocsr(copy=True); chunk.data[~np.isfinite(chunk.data)] = 0; return chunk)"
+)
+
+
 def _dense_chunks_fix(name: str) -> str:
     """The line that makes the scipy.sparse chunks of ``name`` (y, sample_weight: 1-d) dense, a column's made flat."""
     return f"{name} = {name}.map_blocks(lambda chunk: chunk.toarray().ravel(), dtype={name}.dtype)"
+
+
+def dense_in_memory(a, name: str):
+    """A Dask ``a`` (the estimator's y or sample_weight) computed here, refused if its chunks were scipy.sparse.
+
+    A column sliced from a Dask array of sparse chunks is declared NumPy and
+    computes to a sparse matrix: scikit-learn's checks then said "The truth
+    value of an array with more than one element is ambiguous" of y.
+    Anything else is returned as it is.
+    """
+    if not is_dask_collection(a):
+        return a
+    values = a.compute()
+    if _checks._is_scipy_sparse(values):
+        raise TypeError(
+            f"{name} is a Dask array of scipy.sparse chunks (a column of a sparse matrix, which Dask declares "
+            f"as NumPy); {name} must be dense: {_dense_chunks_fix(name)}."
+        )
+    return values
 
 
 def _check_chunk(
@@ -685,7 +714,10 @@ def check_chunked(X, y, sample_weight, dtype: np.dtype, n_features: int, client:
         if hasattr(type(X), "to_dask_array"):  # the type's: a Delayed object has every attribute, lazily
             hint = " (for a Dask DataFrame use df.to_dask_array(lengths=True))"
         elif is_dask_collection(X):
-            hint = "; make it one (da.from_delayed for a Delayed one), or compute it to memory"
+            hint = (
+                "; make it one (da.from_delayed(X, shape=..., dtype=...), rechunked as y is), or compute X and y "
+                "and fit them in memory"
+            )
         elif not is_dask_collection(y):  # only fit_dask comes here without a Dask array
             hint = (
                 "; fit_dask trains on Dask arrays, and neither X nor y is one: "
@@ -1154,7 +1186,7 @@ class DaskObjective:
         (found,) = self._compute_unchecked(map_reduce(tasks, _add_found_pairs, name=name, dependencies=[X]))
         (n_nonfinite, first_row), (n_beyond, first_beyond_row, largest) = found
         if n_nonfinite:
-            raise _checks.nonfinite_X_error(n_nonfinite, first_row) from None
+            raise _checks.nonfinite_X_error(n_nonfinite, first_row, remedy=DASK_SPARSE_NONFINITE_REMEDY) from None
         if n_beyond:
             raise _checks.beyond_range_error(n_beyond, first_beyond_row, largest, target) from None
 
@@ -1450,6 +1482,8 @@ class DaskObjective:
         name = f"fastsoftmax-nonfinite-{uuid.uuid4().hex}"
         ((n_bad, first_row),) = self._compute(map_reduce(tasks, _add_found, name=name, dependencies=self._inputs[:1]))
         if n_bad:
+            if self.sparse:
+                raise _checks.nonfinite_X_error(n_bad, first_row, remedy=DASK_SPARSE_NONFINITE_REMEDY)
             raise _checks.nonfinite_X_error(n_bad, first_row)
         raise _checks.overflow_error()
 
@@ -1774,7 +1808,9 @@ def _predict_chunk(
                 (n_nonfinite, first_row), _ = _sparse_chunk_values(chunk, np.dtype(np.float64), start)
                 if n_nonfinite:
                     counted_in = _checks.rows_counted(start, chunk.shape[0], n_rows)
-                    raise _checks.nonfinite_X_error(n_nonfinite, first_row, "before predicting", counted_in) from None
+                    raise _checks.nonfinite_X_error(
+                        n_nonfinite, first_row, "before predicting", counted_in, remedy=DASK_SPARSE_NONFINITE_REMEDY
+                    ) from None
                 raise
         with _checks.nonfinite_rows_of(chunk, start, "before predicting", n_rows):
             return getattr(model, method)(_named(chunk, columns))

@@ -120,28 +120,38 @@ _DTYPE_FORMS: dict[str, tuple[Callable[[str], Any], tuple[str, ...] | None]] = {
 
 
 def _metadata_requests(estimator: BaseEstimator) -> dict[str, dict[str, Any]]:
-    """The metadata requests of ``estimator``'s methods, as ``set_fit_request`` and the like left them.
+    """The metadata requests set on ``estimator``'s methods (``set_fit_request`` and the like), to be saved.
 
-    ``{method: {parameter: request}}``, each request True, False, None or an
-    alias (a string), as :meth:`SoftmaxClassifier.save` stores them in JSON:
-    a pipeline or a search that routes ``sample_weight`` to a loaded estimator
-    then routes it as to the one saved. Every request, those left at their
-    defaults too, so that a subclass's own defaults change nothing.
+    ``{method: {parameter: request}}``, each request True, False or an alias
+    (a string), as :meth:`SoftmaxClassifier.save` stores them in JSON: a
+    pipeline or a search that routes ``sample_weight`` to a loaded estimator
+    then routes it as to the one saved. Requests left at None, every
+    parameter's default, are left out, so that a file names only parameters
+    a request was set for: a file of a subclass whose ``fit`` takes more
+    loads into this class unless a request was set for one of those.
     """
     routing = estimator.get_metadata_routing()
     methods = (name.removeprefix("set_").removesuffix("_request") for name in dir(estimator))
-    return {
-        method: dict(getattr(routing, method).requests)
+    stored = {
+        method: {param: request for param, request in getattr(routing, method).requests.items() if request is not None}
         for method in methods
         if hasattr(estimator, f"set_{method}_request") and getattr(routing, method, None) is not None
     }
+    return {method: requests for method, requests in stored.items() if requests}
+
+
+class _RequestsNotTakenError(ValueError):
+    """A saved metadata request for a parameter that the loading class's method does not take."""
 
 
 def _set_metadata_requests(estimator: BaseEstimator, requests_json: str | None) -> None:
-    """Set on ``estimator`` the requests that :func:`_metadata_requests` gave, read from JSON; ValueError if bad.
+    """Set on ``estimator`` the requests that :func:`_metadata_requests` gave, read from JSON.
 
-    Set with metadata routing enabled for the call alone: a process that has
-    not enabled it still loads the estimator, and routes as saved once it does.
+    ValueError for a member that is not such requests; :class:`_RequestsNotTakenError`
+    for a request of a parameter that ``estimator``'s method does not take (a
+    file of a subclass, or of another version). Set with metadata routing
+    enabled for the call alone: a process that has not enabled it still
+    loads the estimator, and routes as saved once it does.
     """
     if requests_json is None:
         raise ValueError("metadata_requests is not a JSON string")
@@ -151,14 +161,29 @@ def _set_metadata_requests(estimator: BaseEstimator, requests_json: str | None) 
         raise ValueError(f"metadata_requests is not JSON ({str(exc):.200})") from exc
     if not isinstance(requests, dict) or not all(isinstance(params, dict) for params in requests.values()):
         raise ValueError("metadata_requests must map each method to its parameters' requests")
+    routing = estimator.get_metadata_routing()
     with config_context(enable_metadata_routing=True):
         for method, params in requests.items():
             setter = getattr(estimator, f"set_{method}_request", None)
             if setter is None:
                 raise ValueError(f"metadata_requests names {method!r:.60}, which is no method that takes requests")
+            not_taken = sorted(set(params) - set(getattr(routing, method).requests))
+            if not_taken:
+                raise _RequestsNotTakenError(
+                    f"sets the metadata request of {not_taken[0]!r:.60} for {method}, which "
+                    f"{type(estimator).__name__}.{method} does not take: it was saved by a subclass or another "
+                    f"version; load it with the class that saved it"
+                )
+            for param, request in params.items():
+                # scikit-learn takes 1 and 0.0 for True and False (1 in [True]), and routes neither.
+                if not (request is None or type(request) is bool or isinstance(request, str)):
+                    raise ValueError(
+                        f"metadata_requests gives {method}'s {param} the request {request!r:.60}, which is none of "
+                        f"True, False, None or an alias (a string)"
+                    )
             try:
                 setter(**params)
-            except (TypeError, ValueError) as exc:  # a parameter the method lacks, or a request that is none
+            except (TypeError, ValueError) as exc:  # an alias that is no identifier
                 raise ValueError(f"metadata_requests of {method} cannot be set ({str(exc).rstrip('.'):.200})") from exc
 
 
@@ -886,7 +911,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             # validate_data leaves n_features_in_ unset for a 1-D X instead of raising.
             import dask.array as da
 
-            from fastsoftmax.distributed import DASK_SOLVERS, refuse_unknown_columns
+            from fastsoftmax.distributed import DASK_SOLVERS, dense_in_memory, refuse_unknown_columns
 
             if not isinstance(X, da.Array):
                 # A Dask DataFrame's row count is lazy: the check of an empty X raised Dask's "Trying to convert
@@ -910,7 +935,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                 )
             validate_data(self, X, skip_check_array=True)
             dtype = self._dtype_for(X.dtype)
-            return X, _labels_beside_X(y.compute() if is_dask_collection(y) else y), dtype
+            return X, _labels_beside_X(dense_in_memory(y, "y")), dtype
         # In the order given: fit decides whether a Fortran-ordered X (a frame's
         # values) is copied (objectives.make_objective).
         X, y = self._validate_and_cast(X, y, dtypes=self._compute_dtypes())
@@ -1087,6 +1112,10 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         _checks.warn_unused_minibatch_options(self.solver, self.batch_size, self.momentum, stacklevel=3)
         last_names = getattr(self, "feature_names_in_", None)
         X, y, dtype = self._prepare_fit(X, y, sample_weight)
+        if is_dask_collection(sample_weight):
+            from fastsoftmax.distributed import dense_in_memory
+
+            sample_weight = dense_in_memory(sample_weight, "sample_weight")
         classes = self._classes_from(y)
         y_idx = self._encode(y, classes)
         weights, weight_sum = self._weights(y_idx, classes, sample_weight, dtype)
@@ -1405,7 +1434,8 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         sets the dtypes X is scored in) and the form the ``dtype`` parameter
         was given in (a string, a NumPy type, a dtype or ``float``), and the
         metadata requests set on it (``set_fit_request(sample_weight=True)``
-        and the like, which ``get_params()`` leaves out);
+        and the like, which ``get_params()`` leaves out; those at None, the
+        default, are not stored, and neither is ``UNUSED``);
         :meth:`load` restores them, so ``get_params()`` and the routing of
         ``sample_weight`` in a pipeline are the same. Not stored: the
         optimiser's state between :meth:`partial_fit` calls (Adam's moments,
@@ -1456,7 +1486,9 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                 dtype_preserved=np.array(bool(self.__dict__.get("_dtype_preserved", False))),
                 dtype_given_as=np.array(_dtype_given_as(self.dtype)),
             )
-            arrays["metadata_requests"] = np.array(json.dumps(_metadata_requests(self)))
+            requests = _metadata_requests(self)
+            if requests:
+                arrays["metadata_requests"] = np.array(json.dumps(requests))
             if hasattr(self, "feature_names_in_"):
                 names = plain_array(self.feature_names_in_)
                 if names is None:
@@ -1513,7 +1545,10 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(newer)
         if version != _FORMAT_VERSION:
             raise invalid(f"format version {version} is not supported (expected {_FORMAT_VERSION})")
-        return cls._from_arrays(arrays, invalid)
+        try:
+            return cls._from_arrays(arrays, invalid)
+        except _RequestsNotTakenError as exc:  # no sign of a corrupt file
+            raise ValueError(f"{path} {exc}.") from None
 
     @staticmethod
     def _dtype_as_given(arrays: dict[str, np.ndarray], dtype: Any) -> Any:
@@ -1599,6 +1634,8 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         if "metadata_requests" in arrays:  # written before they were stored: none were set, as before
             try:
                 _set_metadata_requests(estimator, npz_scalar(arrays, "metadata_requests", str))
+            except _RequestsNotTakenError:
+                raise
             except ValueError as exc:
                 raise invalid(str(exc)) from exc
         n_rows = 1 if classes.shape[0] == 2 else classes.shape[0]

@@ -355,7 +355,9 @@ def test_other_chunks_and_paths_beside_dask_arrays_are_named(data, tmp_path):
     with pytest.raises(TypeError, match=r"got ndarray; y is on Dask, so X must be a Dask array too: X = da\.from"):
         model.fit(X, yd, max_iter=2)
     # A Delayed X was told the fix for a Dask DataFrame (it has every attribute, to_dask_array too).
-    with pytest.raises(TypeError, match=r"got Delayed\w*; make it one \(da\.from_delayed for a Delayed one\), or"):
+    with pytest.raises(
+        TypeError, match=r"got Delayed\w*; make it one \(da\.from_delayed\(X, shape=\.\.\., dtype=\.\.\.\), "
+    ):
         model.fit(dask.delayed(X), yd, max_iter=2)
 
 
@@ -380,6 +382,77 @@ def test_labels_and_weights_sliced_from_a_sparse_matrix_are_told_a_fix_that_make
     model.fit(table[:, :3], given["y"], sample_weight=given["sample_weight"], max_iter=5)
     expected = SoftmaxRegression(3, 3, seed=0).fit(X, y, sample_weight=weights, max_iter=5)
     np.testing.assert_allclose(model.loss_history_, expected.loss_history_, rtol=1e-12)
+
+
+def test_the_estimator_tells_labels_and_weights_of_sparse_chunks_the_line_that_makes_them_dense():
+    """Computed here, such labels are a sparse matrix: scikit-learn's check said "The truth value of an array with
+    more than one element is ambiguous", and the weights were told "sample_weight.toarray()", no method of a
+    Dask array."""
+    sparse = pytest.importorskip("scipy.sparse")
+    from fastsoftmax.sklearn import SoftmaxClassifier
+
+    rng = np.random.default_rng(0)
+    X, y, weights = rng.normal(size=(300, 3)), rng.integers(0, 3, 300), rng.uniform(0.5, 2.0, 300)
+    table = da.from_array(sparse.csr_matrix(np.column_stack([X, y, weights])), chunks=(100, 5), asarray=False)
+    given = {"y": table[:, 3].astype(np.int64), "sample_weight": table[:, 4]}
+    for name in ("y", "sample_weight"):
+        with pytest.raises(TypeError, match=rf"^{name} is a Dask array of scipy\.sparse chunks \(a column of a sparse"):
+            SoftmaxClassifier().fit(table[:, :3], given["y"], sample_weight=given["sample_weight"])
+        namespace = {"np": np, name: given[name]}
+        exec(
+            str(_raised_by(SoftmaxClassifier().fit, table[:, :3], given["y"], given["sample_weight"]))
+            .split(": ", 1)[1]
+            .rstrip("."),
+            namespace,
+        )
+        given[name] = namespace[name]
+    fitted = SoftmaxClassifier().fit(table[:, :3], given["y"], sample_weight=given["sample_weight"])
+    expected = SoftmaxClassifier().fit(X, y, sample_weight=weights)
+    np.testing.assert_allclose(fitted.coef_, expected.coef_, rtol=1e-6, atol=1e-8)
+
+
+def _raised_by(call, *args) -> Exception:
+    """The exception that ``call(*args)`` raises."""
+    try:
+        call(*args)
+    except Exception as exc:
+        return exc
+    raise AssertionError(f"{call} raised nothing")
+
+
+@pytest.mark.filterwarnings("ignore:lbfgs did not converge in 3 iterations")
+@pytest.mark.parametrize("how", ["fit", "predict_dask"])
+def test_nan_in_sparse_chunks_is_told_a_fix_that_runs_on_the_dask_array(how):
+    """The advice was np.nan_to_num, which returns each sparse chunk as it is: the same error followed it."""
+    sparse = pytest.importorskip("scipy.sparse")
+    rng = np.random.default_rng(0)
+    dense = rng.random((60, 4))
+    dense[dense < 0.5] = 0
+    dense[23, 1], dense[40, 2] = np.nan, np.inf
+    Xd = da.from_array(sparse.csr_matrix(dense), chunks=(20, 4), asarray=False)
+    yd = da.from_array(np.arange(60) % 3, chunks=20)
+    fitted = SoftmaxRegression(4, 3, seed=0).fit(np.nan_to_num(dense, posinf=0.0), np.arange(60) % 3, max_iter=3)
+
+    def run(X):
+        if how == "fit":
+            return SoftmaxRegression(4, 3, seed=0).fit(X, yd, max_iter=3).W
+        return predict_dask(fitted, X, method="predict_proba").compute()
+
+    counted = "2 NaN or infinite value(s), the first in row 23" if how == "fit" else "1 NaN or infinite value(s), the"
+    with pytest.raises(ValueError, match=re.escape(f"X contains {counted}")) as raised:
+        run(Xd)
+    when = "training" if how == "fit" else "predicting"
+    pattern = rf"\((X = X\.map_blocks\(.*\)), where (def .*; return chunk)\) before {when}\.$"
+    assignment, function = re.search(pattern, str(raised.value)).groups()
+    namespace = {"np": np, "scipy": pytest.importorskip("scipy"), "X": Xd}
+    exec(function, namespace)
+    exec(assignment, namespace)
+    expected = np.nan_to_num(dense, nan=0.0, posinf=0.0)
+    if how == "fit":
+        in_memory = SoftmaxRegression(4, 3, seed=0).fit(expected, np.arange(60) % 3, max_iter=3).W
+        np.testing.assert_allclose(run(namespace["X"]), in_memory, rtol=1e-12, atol=1e-15)
+    else:
+        np.testing.assert_allclose(run(namespace["X"]), fitted.predict_proba(expected), rtol=1e-12)
 
 
 def test_the_estimator_refuses_a_dask_collection_other_than_an_array_by_name():
