@@ -193,7 +193,7 @@ def _after_fork_in_child() -> None:
     _readers.clear()
     this_thread = threading.current_thread()
     # A callback runs in its fit's thread, which holds the model's training claim.
-    for key in [key for key in _in_callback if _trainers.get(key, (None, None))[1] is not this_thread]:
+    for key in [key for key in _in_callback if _trainers.get(key, (None, None, None))[1] is not this_thread]:
         del _in_callback[key]
     _blas_lock = threading.RLock()
     _serialise_lock = threading.Lock()
@@ -218,6 +218,18 @@ def get_num_threads() -> int:
     return numba.get_num_threads()
 
 
+def own_num_threads() -> int:
+    """The calling thread's own ``numba.get_num_threads()``, what a section that changes it puts back.
+
+    Not :func:`get_num_threads`: in a child forked after OpenMP's threads
+    started, that gives 1 (the threads a kernel may use there), and a call
+    that restored it left the child's own setting at 1 for good.
+    """
+    if not _layer_checked:
+        _check_layer()
+    return numba.get_num_threads()
+
+
 def set_num_threads(n: int) -> None:
     """``numba.set_num_threads(n)`` (thread-local), once the threading layer is chosen."""
     if not _layer_checked:
@@ -228,7 +240,7 @@ def set_num_threads(n: int) -> None:
 @contextlib.contextmanager
 def numba_threads(n: int) -> Iterator[None]:
     """Run the block with ``set_num_threads(n)`` (thread-local in numba) and restore the count after."""
-    previous = get_num_threads()
+    previous = own_num_threads()
     try:
         # Inside the try: Ctrl-C landing in set_num_threads after it set the count must restore it too.
         set_num_threads(n)
@@ -412,11 +424,13 @@ def _set_blas_threads(library: Any, num_threads: int) -> None:
     )
 
 
-#: id(model) -> (a weak reference to the model, the thread training it now),
-#: under ``_trainers_lock``. Keyed by id, not by the model: a model class may
-#: define __eq__ without __hash__; the reference tells a claim on a model
-#: that has since died (and whose id was reused) from one on this model.
-_trainers: dict[int, tuple[weakref.ref, threading.Thread]] = {}
+#: id(model) -> (a weak reference to the model, the thread training it now,
+#: a weak reference to the outermost ``exclusive_training`` that holds the
+#: claim), under ``_trainers_lock``. Keyed by id, not by the model: a model
+#: class may define __eq__ without __hash__; the first reference tells a claim
+#: on a model that has since died (and whose id was reused) from one on this
+#: model, the last a claim whose ``with`` has gone (see ``_training_here``).
+_trainers: dict[int, tuple[weakref.ref, threading.Thread, weakref.ref]] = {}
 _trainers_lock = threading.Lock()
 #: id(model) -> the reads of its W and b under way outside any training
 #: (:class:`reading_weights`, each with its thread), under ``_trainers_lock``;
@@ -449,12 +463,14 @@ class exclusive_training:
     (:class:`callback_running`), unless ``writes_whole``: a training that
     writes W, b and its record in one step under :func:`writing_weights`
     (``train_step``), between whose writes they may go on. A claim is left
-    behind only where Ctrl-C lands inside
-    ``__enter__`` or ``__exit__``; Ctrl-C reaches only the main thread, whose
-    next training of the model takes the claim over and releases it as it
-    ends (``_training_here`` tells a claim left behind from one in use). A
-    plain class rather than a generator: entering and leaving run no
-    contextlib code.
+    behind only where Ctrl-C lands inside ``__exit__`` before it releases
+    the claim (``__enter__`` gives it back wherever Ctrl-C lands after it was
+    taken). Other threads take such a claim for nothing once its ``with`` has
+    gone (the holder's weak reference is dead; a traceback kept as
+    ``sys.last_value`` holds no ``with`` alive), and the main thread, which
+    Ctrl-C reaches, takes it over in its next training of the model and
+    releases it as that ends. A plain class rather than a generator:
+    entering and leaving run no contextlib code.
     """
 
     __slots__ = ("_model", "_outermost", "_writes_whole", "_paused_callbacks", "__weakref__")
@@ -467,36 +483,38 @@ class exclusive_training:
 
     def __enter__(self) -> None:
         this_thread = threading.current_thread()
-        with _trainers_lock:
-            trainer = _other_trainer(self._model)
-            if trainer is not None:
-                name = type(self._model).__name__
-                raise RuntimeError(
-                    f"this {name} is being trained in another thread ({trainer.name}); two trainings of one model "
-                    f"at once would interleave their updates of its weights. Give each thread its own {name} "
-                    "(copy.deepcopy(model), or sklearn.base.clone for an estimator), or wait for the other to finish."
-                )
-            holders = _training_here.__dict__.setdefault("holders", {})
-            holder = holders.get(id(self._model))
-            self._outermost = holder is None or holder() is None
-            _trainers[id(self._model)] = (weakref.ref(self._model), this_thread)
-            if self._outermost:
-                holders[id(self._model)] = weakref.ref(self)
-            elif not self._writes_whole:
-                # A fit nested in the callback of the model's own fit, where other threads may read and copy the
-                # model (callback_running). It writes W and b, then its loss history and iteration count: 23 of
-                # 81 saves made meanwhile were refused for a history one loss longer than its count, and copies
-                # held W of one iteration beside the count of another. Other threads are refused for its length,
-                # as during any training; its own callbacks let them in again.
-                self._paused_callbacks = _in_callback.pop(id(self._model), 0)
-            reads_under_way = _reads_under_way(self._model)
-        if reads_under_way:
-            try:
-                _wait_for_reads(self._model)
-            except BaseException:  # Ctrl-C while waiting: the claim is given back, nothing was trained
+        try:
+            with _trainers_lock:
+                trainer = _other_trainer(self._model)
+                if trainer is not None:
+                    name = type(self._model).__name__
+                    raise RuntimeError(
+                        f"this {name} is being trained in another thread ({trainer.name}); two trainings of one "
+                        f"model at once would interleave their updates of its weights. Give each thread its own "
+                        f"{name} (copy.deepcopy(model), or sklearn.base.clone for an estimator), or wait for the "
+                        f"other to finish."
+                    )
+                holders = _training_here.__dict__.setdefault("holders", {})
+                holder = holders.get(id(self._model))
+                self._outermost = holder is None or holder() is None
                 if self._outermost:
-                    run_whole(self._release)
-                raise
+                    holder = holders[id(self._model)] = weakref.ref(self)
+                elif not self._writes_whole:
+                    # A fit nested in the callback of the model's own fit, where other threads may read and copy
+                    # the model (callback_running). It writes W and b, then its loss history and iteration count:
+                    # 23 of 81 saves made meanwhile were refused for a history one loss longer than its count, and
+                    # copies held W of one iteration beside the count of another. Other threads are refused for
+                    # its length, as during any training; its own callbacks let them in again.
+                    self._paused_callbacks = _in_callback.pop(id(self._model), 0)
+                _trainers[id(self._model)] = (weakref.ref(self._model), this_thread, holder)
+                reads_under_way = _reads_under_way(self._model)
+            if reads_under_way:
+                _wait_for_reads(self._model)
+        except BaseException:
+            # Ctrl-C anywhere once the claim is taken (while waiting for reads, too): nothing was trained, and
+            # the claim left behind refused every other thread's predict and save until this one trained again.
+            self.__exit__()
+            raise
 
     def __exit__(self, *exc_info: object) -> None:
         if self._outermost:
@@ -517,7 +535,7 @@ class exclusive_training:
             holders = _training_here.holders
             if holders.get(id(self._model), lambda: None)() is self:
                 del holders[id(self._model)]
-            if _trainers.get(id(self._model), (None, None))[1] is threading.current_thread():
+            if _trainers.get(id(self._model), (None, None, None))[1] is threading.current_thread():
                 del _trainers[id(self._model)]
 
 
@@ -761,9 +779,11 @@ def _wait_for_reads(model: object) -> None:
 
 def _other_trainer(model: object) -> threading.Thread | None:
     """The live thread other than this one that holds ``model``'s training claim, if any; call it under the lock."""
-    model_ref, trainer = _trainers.get(id(model), (None, None))
+    model_ref, trainer, holder = _trainers.get(id(model), (None, None, None))
     if model_ref is None or model_ref() is not model:
         return None  # no claim, or the claim of a model that has died and whose id was reused
     if trainer is None or trainer is threading.current_thread() or not trainer.is_alive():
         return None
+    if holder() is None:
+        return None  # left by Ctrl-C in __exit__: the with statement that held it has gone
     return trainer

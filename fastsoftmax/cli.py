@@ -3046,12 +3046,12 @@ def _run_command(argv: Sequence[str] | None, stdout: _StreamGuard) -> int:
         # NUMBA_DISABLE_JIT's warning at the kernels' import is left out: the error below says the same.
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=re.escape(JIT_DISABLED_MESSAGE), category=RuntimeWarning)
-            from fastsoftmax._threading import get_num_threads, set_num_threads
+            from fastsoftmax._threading import own_num_threads, set_num_threads
 
             # Inside the try: a threading layer that cannot load, or NUMBA_DISABLE_JIT, is reported in one line.
             # Not for generate, which runs no kernel: NUMBA_DISABLE_JIT=1 refused it, naming the kernels.
             if args.command != "generate":
-                threads = get_num_threads()  # --threads is undone on return (main() may run in-process)
+                threads = own_num_threads()  # --threads is undone on return (main() may run in-process)
         status = args.handler(args)
         stdout.flush()  # a summary still buffered fails here, not at exit ("Exception ignored", exit 120)
         if status == 0 and stdout.error is not None:

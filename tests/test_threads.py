@@ -313,6 +313,48 @@ def _claimed_elsewhere(model, timeout: float) -> bool:
     return False
 
 
+@pytest.mark.parametrize("where", ["entering", "leaving"])
+def test_ctrl_c_as_a_training_claims_or_releases_its_model_leaves_no_claim_on_it(rng, tmp_path, where):
+    """Ctrl-C as ``exclusive_training`` took the claim (on entering ``_reads_under_way``, its last step) or at
+    the entry of its ``__exit__`` left the claim behind: every other thread's predict and save was refused,
+    "being trained in another thread (MainThread)", until this thread trained the model again."""
+    from fastsoftmax import _threading
+
+    X, y, _, _, _ = make_problem(rng, 300, 5, 3)
+    model = fs.SoftmaxRegression(5, 3, seed=0).fit(X, y, max_iter=2)
+    target = (
+        _threading._reads_under_way.__code__ if where == "entering" else _threading.exclusive_training.__exit__.__code__
+    )
+
+    def ctrl_c(frame, event, arg):
+        if event == "call" and frame.f_code is target:
+            sys.settrace(None)
+            raise KeyboardInterrupt
+        return None
+
+    sys.settrace(ctrl_c)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            model.fit(X, y, max_iter=5)
+    finally:
+        sys.settrace(None)
+    refused = []
+
+    def read_and_save():
+        try:
+            model.predict(X[:3])
+            model.save(tmp_path / "model.npz")
+        except RuntimeError as error:
+            refused.append(error)
+
+    other = threading.Thread(target=read_and_save)
+    other.start()
+    other.join(60)
+    assert not refused, refused
+    assert (tmp_path / "model.npz").exists()
+    np.testing.assert_array_equal(fs.SoftmaxRegression.load(tmp_path / "model.npz").W, model.W)
+
+
 @pytest.mark.parametrize("reader_thread", ["threading", "_thread"])
 @pytest.mark.parametrize("second", ["fit", "train_step"])
 def test_a_training_that_starts_during_a_prediction_waits_for_it(rng, monkeypatch, second, reader_thread):
@@ -1231,6 +1273,43 @@ def test_processes_forked_after_the_users_own_parallel_code_run_their_calls():
         pytest.skip("Numba's threading layer here is not OpenMP")
     assert done.returncode == 0 and "forked workers [3, 3]" in done.stdout, done.stderr[-2000:]
     assert "unsafe" not in done.stderr
+
+
+FORKED_CHILDS_OWN_THREAD_COUNT = textwrap.dedent(
+    """
+    import os
+    import numba, numpy as np
+    import fastsoftmax as fs
+
+    rng = np.random.default_rng(0)
+    X, W, b = rng.standard_normal((40000, 20)), rng.standard_normal((5, 20)), np.zeros(5)
+    fs.predict_proba(X, W, b)  # the OpenMP team starts here
+    if numba.threading_layer() != "omp":
+        print("not omp")
+    else:
+        pid = os.fork()
+        if pid == 0:
+            before = numba.get_num_threads()
+            fs.predict_proba(X[:10], W, b)
+            fs.SoftmaxRegression(20, 5, seed=0).fit(X[:500], np.arange(500) % 5, max_iter=2)
+            print("child", before, numba.get_num_threads(), flush=True)
+            os._exit(0)
+        os.waitpid(pid, 0)
+    """
+)
+
+
+@pytest.mark.skipif(MAX_THREADS < 2 or sys.platform != "linux", reason="needs two Numba threads and fork")
+def test_a_call_in_a_child_forked_from_openmp_leaves_its_own_thread_count():
+    """The count a call put back was the 1 that a child forked after OpenMP started runs its kernels on, not
+    the child's own numba.get_num_threads(), which every call there then left at 1."""
+    done = subprocess.run(
+        [sys.executable, "-c", FORKED_CHILDS_OWN_THREAD_COUNT], capture_output=True, text=True, timeout=400
+    )
+    if "not omp" in done.stdout:
+        pytest.skip("Numba's threading layer here is not OpenMP")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"child {MAX_THREADS} {MAX_THREADS}" in done.stdout, done.stdout + done.stderr[-2000:]
 
 
 #: ``wait_for(pid, seconds)``, for the scripts below: the child's exit code, or None where it hung (then killed).
