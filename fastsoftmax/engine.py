@@ -364,9 +364,17 @@ def _unconverged_where_stopped(
     final_loss = result.loss_history[-1] if result.loss_history else math.nan
     starts_at_zero_b = options.fit_intercept or not np.any(model.b)
     if starts_at_zero_b and final_loss > zero_weights_loss * (1 + 1e-3):
+        # Stopped by the gradient test (neither at the floor nor given up): tol is above max|g| there. At tol 0.5
+        # L-BFGS stopped at its start, and the advice to loosen tol changed nothing.
+        by_gradient = not (result.at_loss_floor or result.gave_up)
         return (
             f"the loss stopped at {final_loss:.6g}, above {zero_weights_loss:.6g}, that of zero weights, "
             f"so it is no optimum"
+            + (
+                f"; its largest gradient component was already within tol = {options.tol:g}: lower tol"
+                if by_gradient
+                else ""
+            )
         )
     if not result.at_loss_floor and scaling is not None:
         return None  # max|g| <= tol, measured in standardised coordinates
@@ -779,7 +787,9 @@ def warn_not_converged(
         advice = []
         # Not where the stop names its own cause: a climbing loss is the lr's, and a gradient below tol only
         # in the features' own units is their scale's; neither tol nor float64 would change it.
-        names_its_cause = any(cause in stop_message for cause in ("lower lr", "raise lr", "features in small units"))
+        names_its_cause = any(
+            cause in stop_message for cause in ("lower lr", "raise lr", "features in small units", "lower tol")
+        )
         if options.solver in ("lbfgs", "newton-cg") and not options.precondition:
             # Features in units from 1e-3 to 1e3 stalled L-BFGS 1 % above the optimum.
             if "precondition='auto'" not in stop_message:
@@ -1188,11 +1198,18 @@ def _more_penalty(options: FitOptions) -> str:
     return "lower C" if math.isfinite(C) else "set a finite C"
 
 
-def _remedy(options: FitOptions) -> str:
-    """What to change after a divergence: the step size, where the solver takes one."""
+def _remedy(options: FitOptions, features_standardised: Callable[[], bool] | None = None) -> str:
+    """What to change after a divergence: the step size, where the solver takes one.
+
+    ``features_standardised`` (:func:`_features_standardised`, a pass over
+    X), called only where the advice would be to standardise them: sgd at lr
+    5 and adam at lr 2 on standardised digits were told to.
+    """
     C = _penalty_C.get()
     if options.solver in STEP_SIZE_SOLVERS:
-        if options.lr * options.l2 >= 1:
+        # Adam's steps are lr per coordinate whatever the penalty's gradient: the penalty's step alone is
+        # no overshoot there.
+        if options.solver != "adam" and options.lr * options.l2 >= 1:
             # The penalty's own step, W <- (1 - lr l2) W, overshoots 0: a larger l2 diverges faster.
             less_penalty = (
                 f"l2 (now {options.l2:g})" if C is None else f"raise C (now {C:g}, giving l2 = {options.l2:g})"
@@ -1211,6 +1228,8 @@ def _remedy(options: FitOptions) -> str:
                 f"at lr * l2 = {swing:.3g} momentum swings along the penalty (lr * l2 <= "
                 f"{(1 - math.sqrt(options.momentum)) ** 2:.2g} damps it)"
             )
+        if features_standardised is not None and features_standardised():
+            return f"lower lr (now {options.lr}), or use solver='lbfgs', whose line search sets the step"
         # lr is a step in the data's units: unscaled features are the usual cause (no preconditioning here).
         return f"lower lr (now {options.lr}), or standardise the features (StandardScaler)"
     return f"{'raise l2' if C is None else 'lower C'} or scale the features"
@@ -1259,11 +1278,18 @@ def _what_is_kept(model_keeps: str) -> str:
     return model_keeps if _penalty_C.get() is None else "The estimator is left as it was before the call"
 
 
-def _diverged(exc: solvers.DivergedError, options: FitOptions, kept_iteration: int, offset: int) -> TrainingError:
+def _diverged(
+    exc: solvers.DivergedError,
+    options: FitOptions,
+    kept_iteration: int,
+    offset: int,
+    features_standardised: Callable[[], bool] | None = None,
+) -> TrainingError:
     """The error for a run-away loss; W and b hold the iterate of ``kept_iteration`` (0: the start).
 
     ``offset`` is the iteration the solver started from (a resumed run's), so
-    that every iteration in the message is counted as ``n_iter_`` is.
+    that every iteration in the message is counted as ``n_iter_`` is;
+    ``features_standardised``: see :func:`_remedy`.
     """
     if options.solver in MINIBATCH_SOLVERS and exc.best_is_epoch_mean:
         # The guard pairs an epoch's mean mini-batch loss with the weights the epoch started from.
@@ -1272,7 +1298,7 @@ def _diverged(exc: solvers.DivergedError, options: FitOptions, kept_iteration: i
         kept = f"iteration {kept_iteration}, loss {exc.best_loss:.6g}"
     return TrainingError(
         f"training diverged: {exc.describe(offset)}. {_what_is_kept(f'{WEIGHTS_KEPT} the best weights ({kept})')}; "
-        f"{_remedy(options)}."
+        f"{_remedy(options, features_standardised)}."
     )
 
 
@@ -1770,6 +1796,9 @@ def _fit(model, objective, options, *, seed, callback, checkpoint, checkpoint_lo
         # (the start's, then one per iteration), or n_iter_ for the mini-batch solvers (one per epoch).
         return history[: (model.n_iter_ if n_iter is None else n_iter) + (0 if minibatch else 1)]
 
+    def features_standardised() -> bool:  # a pass over X, where advice depends on it (_remedy, warn_not_converged)
+        return _features_standardised(objective, options, model.num_classes)
+
     def restore_the_best(exc: solvers.DivergedError) -> TrainingError:
         start_iteration = engine_state.get("start_iteration", 0) - offset
         if minibatch and exc.best_is_epoch_mean and exc.best_iteration != start_iteration:
@@ -1779,7 +1808,7 @@ def _fit(model, objective, options, *, seed, callback, checkpoint, checkpoint_lo
                     exc.iteration, exc.loss, start_iteration, start[1], start[0], best_is_epoch_mean=False
                 )
         keep_after_divergence(exc.best_theta, offset + exc.best_iteration)
-        return _diverged(exc, options, offset + exc.best_iteration, offset)
+        return _diverged(exc, options, offset + exc.best_iteration, offset, features_standardised)
 
     def keep_after_divergence(theta: np.ndarray | None, iteration: int) -> None:
         """W and b at the iterate kept after a divergence (``theta``; None: as they are), with its history.
@@ -1862,7 +1891,7 @@ def _fit(model, objective, options, *, seed, callback, checkpoint, checkpoint_lo
             n_classes=model.num_classes,
             n_samples=objective.n_samples,
             dtype=model.dtype,
-            features_standardised=lambda: _features_standardised(objective, options, model.num_classes),
+            features_standardised=features_standardised,
         )
 
     # A checkpoint of the last iteration written before the fit judged it (interrupted then: its end-of-fit
@@ -2054,7 +2083,8 @@ def _fit(model, objective, options, *, seed, callback, checkpoint, checkpoint_lo
         keep_after_divergence(exc.best_theta, kept_iteration)
         raise TrainingError(
             f"training diverged: {exc.describe(offset)}. "
-            f"{_what_is_kept(f'{WEIGHTS_KEPT} {kept} of iteration {kept_iteration}')}; {_remedy(options)}."
+            f"{_what_is_kept(f'{WEIGHTS_KEPT} {kept} of iteration {kept_iteration}')}; "
+            f"{_remedy(options, features_standardised)}."
         ) from exc
     except solvers.DivergedError as exc:
         raise restore_the_best(exc) from exc
@@ -2246,7 +2276,7 @@ def _partial_fit(model, objective, options, *, seed, state):
             objective.raise_for_nonfinite_start(exc.loss)  # before any step: the data, not lr
         raise TrainingError(
             f"training diverged: {exc.describe(model.n_iter_)}. {_what_is_kept('W and b are unchanged')}; "
-            f"{_remedy(options)}."
+            f"{_remedy(options, lambda: _features_standardised(objective, options, model.num_classes))}."
         ) from exc
     losses, n_iter = list(model.loss_history_) + result.loss_history, model.n_iter_ + 1
     # The guard compares epochs of one data set; each call of partial_fit may bring another batch.

@@ -675,6 +675,28 @@ def test_a_divergence_that_the_penalty_drives_asks_for_less_of_it(solver):
     assert SoftmaxRegression(5, 3, seed=0).fit(X, y, solver=solver, l2=100.0, lr=1e-3, tol=0).n_iter_ > 0
 
 
+@pytest.mark.parametrize("solver, lr", [("sgd", 5.0), ("adam", 2.0)])
+@pytest.mark.parametrize("call", ["fit", "partial_fit"])
+def test_a_divergence_on_standardised_features_is_not_told_to_standardise_them(solver, lr, call):
+    """sgd at lr 5 and adam at lr 2 on StandardScaler's digits were told "or standardise the features
+    (StandardScaler)", which changes nothing there; adam with lr * l2 >= 1 was told that the penalty's step
+    alone overshoots, which adam's steps, lr per coordinate, do not."""
+    datasets = pytest.importorskip("sklearn.datasets")
+    X, y = datasets.load_digits(return_X_y=True)
+    X = (X - X.mean(axis=0)) / np.where(X.std(axis=0) > 0, X.std(axis=0), 1.0)
+    l2 = 1.0 if solver == "adam" else 0.0
+    model = SoftmaxRegression(64, 10, seed=0)
+    with pytest.raises(TrainingError, match="diverged") as info:
+        if call == "fit":
+            model.fit(X, y, solver=solver, lr=lr, l2=l2, seed=0)
+        else:  # one epoch a call, judged by itself: a larger step diverges within it
+            lr *= 1e4
+            model.partial_fit(X, y, solver=solver, lr=lr, l2=l2, seed=0)
+    message = str(info.value)
+    assert message.endswith(f"lower lr (now {lr}), or use solver='lbfgs', whose line search sets the step.")
+    assert "standardise" not in message and "overshoot" not in message
+
+
 def test_sgd_swinging_along_a_strong_penalty_is_told_so():
     """At the default lr, capped at 1 / (2 l2), sgd's momentum swings along a penalty of l2 = 1e4 and the fit
     diverges; it was told to lower an lr it never gave "or standardise the features", already standard."""

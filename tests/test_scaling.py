@@ -451,6 +451,22 @@ def test_a_fit_that_ends_above_the_loss_of_zero_weights_is_not_converged(solver)
     assert not model.converged_
 
 
+@pytest.mark.parametrize("solver", ["lbfgs", "newton-cg"])
+def test_a_tol_above_the_starting_gradient_is_told_to_be_lowered(solver):
+    """At tol 0.5 on standardised iris the fit stopped at its start, above the loss of zero weights, and was told
+    to loosen tol, which changed nothing."""
+    X, y = make_classification(500, 4, n_classes=3, seed=0)
+    X = (X - X.mean(axis=0)) / X.std(axis=0)
+    model = fs.SoftmaxRegression(4, 3, seed=0)
+    with pytest.warns(fs.ConvergenceWarning, match=r"already within tol = 0\.5: lower tol\)\.$") as warned:
+        model.fit(X, y, solver=solver, tol=0.5)
+    assert model.n_iter_ == 0 and not model.converged_
+    assert "loosen" not in str(warned[0].message)
+    # The advice, followed: a lower tol reaches the optimum.
+    model.fit(X, y, solver=solver, tol=1e-6)
+    assert model.converged_ and model.loss_history_[-1] < math.log(3)
+
+
 @pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
 def test_the_reference_point_holds_no_array_of_the_rows(tmp_path, weighted):
     """It indexed every row (np.arange(N), or np.flatnonzero of the weights: 8 bytes a row) to pick 63: a
