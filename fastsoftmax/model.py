@@ -635,6 +635,10 @@ class SoftmaxRegression:
             rows, each epoch is one exact step, and only epochs within tol of
             the best on either side count: one above it (momentum's
             overshoot) starts the count afresh, and the stop is converged.
+            Such a stop bounds the change of the loss, not its gap to the
+            optimum: full-batch sgd at lr 0.1 and l2 1e-3 on standardised
+            digits stopped 4e-4 above it at the default tol, where lbfgs,
+            which stops on the gradient, came within 4e-9.
             ``tol=0`` gives no ConvergenceWarning; gd, sgd
             and adam then run exactly ``max_iter`` iterations (gd stops
             sooner, converged, at a gradient of exactly 0), lbfgs and
