@@ -1346,12 +1346,13 @@ def nonfinite_X_error(
 ) -> ValueError:
     """The error for NaN or inf in X, wherever the scan that found them ran; ``counted_in``: the part it read.
 
-    ``remedy``: what to do with them, ``fix`` saying when (a sparse X's differs: np.nan_to_num returns it as is).
+    ``remedy``: what to do with them, ``fix`` saying when, after it or in its
+    place where it holds ``{when}`` (a sparse X's differs: np.nan_to_num
+    returns it as is).
     """
     part = "" if counted_in is None else f" (counted in {counted_in} only, the part of X being read)"
-    return ValueError(
-        f"X contains {n_bad} NaN or infinite value(s), the first in row {first_row}{part}; {remedy} {fix}."
-    )
+    tail = remedy.replace("{when}", fix) if "{when}" in remedy else f"{remedy} {fix}"
+    return ValueError(f"X contains {n_bad} NaN or infinite value(s), the first in row {first_row}{part}; {tail}.")
 
 
 def overflow_error(result: str = "the loss or its gradient") -> ValueError:

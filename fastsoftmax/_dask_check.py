@@ -19,19 +19,74 @@ def is_dask_collection(obj: Any) -> bool:
     return dask.is_dask_collection(obj)
 
 
-def computed(obj: Any, name: str = "X") -> Any:
+#: How to remove NaN and inf from a Dask X of scipy.sparse chunks (np.nan_to_num returns each as it is), as
+#: ``_sparse.SPARSE_NONFINITE_REMEDY`` does for one in memory: a function, then the line that applies it, each
+#: on a line of its own (``{when}``: when, in the message's terms).
+DASK_SPARSE_NONFINITE_REMEDY = (
+    "set them to 0 among the chunks' stored values {when}, with\n"
+    "    def zero_nonfinite(chunk): chunk = chunk.tocsr(copy=True); chunk.data[~np.isfinite(chunk.data)] = 0; "
+    "return chunk\n"
+    "    X = X.map_blocks(zero_nonfinite, dtype=X.dtype, meta=scipy.sparse.csr_matrix((0, X.shape[1]), dtype=X.dtype))"
+    "\n(np.nan_to_num returns sparse chunks as they are)"
+)
+
+
+def dense_chunks_fix(name: str, ndim: int = 1) -> str:
+    """The line that makes the scipy.sparse chunks of ``name`` (y, sample_weight) dense and flat.
+
+    A column sliced from a sparse matrix keeps its axis (``table[:, 3:4]``): dropped with it.
+    """
+    drop = ", drop_axis=1" if ndim == 2 else ""
+    return f"{name} = {name}.map_blocks(lambda chunk: chunk.toarray().ravel(){drop}, dtype={name}.dtype)"
+
+
+def computed(obj: Any, name: str = "X", when: str = "before predicting") -> Any:
     """``obj.compute()`` for a Dask collection, else ``obj`` itself: what a prediction reads in memory.
 
     np.asarray computed a Dask array of NumPy chunks just so, but made one of
     scipy.sparse chunks an object array; computed, it is the sparse matrix
     its chunks stack into, which the predictions take. Chunks that a client
     holds out of reach are refused first, by ``name``
-    (:func:`refuse_chunks_out_of_reach`).
+    (:func:`refuse_chunks_out_of_reach`). Such a sparse X is refused here
+    where it holds NaN or inf (``when``: "before predicting" or "before
+    training"), with the line that removes them from the Dask array (the
+    checks after told the user the line for a matrix in memory); sparse
+    labels or weights (``name`` other than X: a column of a sparse matrix)
+    are refused with the line that makes them dense (scikit-learn's checks
+    said "The truth value of an array with more than one element is
+    ambiguous" of y).
     """
     if not is_dask_collection(obj):
         return obj
     refuse_chunks_out_of_reach({name: obj})
-    return obj.compute()
+    values = obj.compute()
+    from fastsoftmax import _checks
+
+    if _checks._is_scipy_sparse(values):
+        if name != "X":
+            raise TypeError(
+                f"{name} is a Dask array of scipy.sparse chunks (a column of a sparse matrix, for example); {name} "
+                f"must be dense: {dense_chunks_fix(name, getattr(obj, 'ndim', 1))}."
+            )
+        _refuse_nonfinite_stored(values, when)
+    return values
+
+
+def _refuse_nonfinite_stored(X: Any, when: str) -> None:
+    """Refuse NaN or inf among the stored values of a CSR or CSC ``X`` computed from Dask, naming its first row."""
+    import numpy as np
+
+    from fastsoftmax import _checks
+
+    if X.format not in ("csr", "csc") or np.asarray(X.data).dtype.kind != "f":
+        return  # other formats and dtypes are checked as X is read
+    bad = ~np.isfinite(X.data)
+    n_bad = int(np.count_nonzero(bad))
+    if n_bad:
+        rows = X.tocsr()
+        first = int(np.argmax(~np.isfinite(rows.data)))
+        row = int(np.searchsorted(rows.indptr, first, side="right")) - 1
+        raise _checks.nonfinite_X_error(n_bad, row, when, remedy=DASK_SPARSE_NONFINITE_REMEDY)
 
 
 def scheduling_client() -> Any:

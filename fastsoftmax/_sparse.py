@@ -242,7 +242,7 @@ def _check_before_conversion(X) -> None:
                 f"value(s) in X.data[{row}]",
             )
         # tocsr() casts the column lists to its index dtype: a column 1.7 became 1, without a word, and 2**40
-        # raised a bare OverflowError. A pass in Python over the stored values (about 50 ns each, twice
+        # raised a bare OverflowError. A pass in Python over the stored values (40 to 140 ns each, 2 to 4 times
         # tocsr's time): LIL is a format to build a matrix in, not to compute with.
         try:
             columns = np.fromiter(map(operator.index, itertools.chain.from_iterable(X.rows)), dtype=np.int64)
@@ -255,11 +255,12 @@ def _check_before_conversion(X) -> None:
                 for column in listed
                 if not _is_index(column, n_columns)
             )
-            broken = (
-                f"row {row} stores a value in column {column}, outside [0, {n_columns})"  # as _check_compressed
-                if _is_index(column, None)
-                else f"row {row} lists the column {column!r:.40} in X.rows[{row}], which is no integer"
-            )
+            if not _is_index(column, None):
+                broken = f"row {row} lists the column {column!r:.40} in X.rows[{row}], which is no integer"
+            else:  # as _check_compressed says it; an integer of 5,000 digits has no str (ValueError)
+                index = operator.index(column)
+                where = f"column {index}" if abs(index) < 10**20 else f"a column index of {index.bit_length()} bits"
+                broken = f"row {row} stores a value in {where}, outside [0, {n_columns})"
             raise _invalid("LIL", broken)
 
 
@@ -322,8 +323,8 @@ def _check_compressed(
 
 #: How to remove NaN and inf from a scipy.sparse X: np.nan_to_num returns a sparse X as it is, and its inf
 #: would become the dtype's largest value, which a float32 model refuses as beyond its range. A Dask X of
-#: sparse chunks is computed to one where a model predicts it, hence the last clause (a fit's is the
-#: line of distributed.DASK_SPARSE_NONFINITE_REMEDY).
+#: sparse chunks that a model computes to one is told the lines of _dask_check.DASK_SPARSE_NONFINITE_REMEDY
+#: (``computed``), as is a fit's on Dask; the last clause is for one computed by the user.
 SPARSE_NONFINITE_REMEDY = (
     "set them to 0 among its stored values (X = X.tocsr(copy=True); X.data[~np.isfinite(X.data)] = 0; "
     "X.eliminate_zeros(); for a Dask array of sparse chunks, in each chunk through X.map_blocks)"

@@ -88,7 +88,13 @@ import numpy as np
 
 from fastsoftmax import _checks, engine, kernels, solvers
 from fastsoftmax._api import LossGradSums, _weight_sum, fused_loss_grad, l2_penalty
-from fastsoftmax._dask_check import is_dask_collection, refuse_chunks_out_of_reach, scheduling_client
+from fastsoftmax._dask_check import (
+    DASK_SPARSE_NONFINITE_REMEDY,
+    dense_chunks_fix,
+    is_dask_collection,
+    refuse_chunks_out_of_reach,
+    scheduling_client,
+)
 from fastsoftmax._extras import missing_extra
 from fastsoftmax._hessian import fused_hvp
 from fastsoftmax._layout import unpack
@@ -268,7 +274,7 @@ def _not_numpy_error(where: str, chunk, name: str = "X") -> TypeError:
             "should take), or leave out their rows"
         )
     elif _checks._is_scipy_sparse(chunk) and name != "X":
-        fix = _dense_chunks_fix(name)
+        fix = dense_chunks_fix(name)
     elif _checks._is_scipy_sparse(chunk):
         # Dask declares COO chunks (which it cannot slice) as NumPy ones, whatever meta is given.
         fix = (
@@ -277,40 +283,6 @@ def _not_numpy_error(where: str, chunk, name: str = "X") -> TypeError:
             "meta=scipy.sparse.csr_matrix((0, X.shape[1]), dtype=X.dtype))"
         )
     return TypeError(f"{where} is a {type(chunk).__name__}, not a NumPy array; {fix}.")
-
-
-#: How to remove NaN and inf from a Dask X of scipy.sparse chunks (np.nan_to_num returns each as it is), as
-#: ``_sparse.SPARSE_NONFINITE_REMEDY`` does for one in memory: two lines, the second the first's function,
-#: in parentheses, as the message goes on after them.
-DASK_SPARSE_NONFINITE_REMEDY = (
-    "set them to 0 among the chunks' stored values (X = X.map_blocks(zero_nonfinite, dtype=X.dtype, "
-    "meta=scipy.sparse.csr_matrix((0, X.shape[1]), dtype=X.dtype)), where def zero_nonfinite(chunk): "
-    "chunk = chunk.tocsr(copy=True); chunk.data[~np.isfinite(chunk.data)] = 0; return chunk)"
-)
-
-
-def _dense_chunks_fix(name: str) -> str:
-    """The line that makes the scipy.sparse chunks of ``name`` (y, sample_weight: 1-d) dense, a column's made flat."""
-    return f"{name} = {name}.map_blocks(lambda chunk: chunk.toarray().ravel(), dtype={name}.dtype)"
-
-
-def dense_in_memory(a, name: str):
-    """A Dask ``a`` (the estimator's y or sample_weight) computed here, refused if its chunks were scipy.sparse.
-
-    A column sliced from a Dask array of sparse chunks is declared NumPy and
-    computes to a sparse matrix: scikit-learn's checks then said "The truth
-    value of an array with more than one element is ambiguous" of y.
-    Anything else is returned as it is.
-    """
-    if not is_dask_collection(a):
-        return a
-    values = a.compute()
-    if _checks._is_scipy_sparse(values):
-        raise TypeError(
-            f"{name} is a Dask array of scipy.sparse chunks (a column of a sparse matrix, which Dask declares "
-            f"as NumPy); {name} must be dense: {_dense_chunks_fix(name)}."
-        )
-    return values
 
 
 def _check_chunk(
@@ -714,9 +686,13 @@ def check_chunked(X, y, sample_weight, dtype: np.dtype, n_features: int, client:
         if hasattr(type(X), "to_dask_array"):  # the type's: a Delayed object has every attribute, lazily
             hint = " (for a Dask DataFrame use df.to_dask_array(lengths=True))"
         elif is_dask_collection(X):
+            from dask.delayed import Delayed
+
             hint = (
                 "; make it one (da.from_delayed(X, shape=..., dtype=...), rechunked as y is), or compute X and y "
                 "and fit them in memory"
+                if isinstance(X, Delayed)
+                else "; compute X and y and fit them in memory, or build X as a Dask array"
             )
         elif not is_dask_collection(y):  # only fit_dask comes here without a Dask array
             hint = (
@@ -863,7 +839,7 @@ def _refuse_other_chunks(a, name: str) -> None:
                 "meta=scipy.sparse.csr_matrix((0, X.shape[1]), dtype=X.dtype), in the map_blocks that makes it"
             )
         else:
-            fix = f"{_dense_chunks_fix(name)} for scipy.sparse ones"  # a (n, 1) column's toarray() stays 2-d
+            fix = f"{dense_chunks_fix(name, a.ndim)} for scipy.sparse ones"  # a (n, 1) column's toarray() stays 2-d
         takes = "NumPy chunks (and scipy.sparse ones for X)" if name == "X" else "NumPy chunks"
         raise TypeError(f"the chunks of {name} are {kind}, not NumPy arrays; fastsoftmax takes {takes}: {fix}.")
 

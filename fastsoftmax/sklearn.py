@@ -911,7 +911,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             # validate_data leaves n_features_in_ unset for a 1-D X instead of raising.
             import dask.array as da
 
-            from fastsoftmax.distributed import DASK_SOLVERS, dense_in_memory, refuse_unknown_columns
+            from fastsoftmax.distributed import DASK_SOLVERS, refuse_unknown_columns
 
             if not isinstance(X, da.Array):
                 # A Dask DataFrame's row count is lazy: the check of an empty X raised Dask's "Trying to convert
@@ -935,7 +935,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                 )
             validate_data(self, X, skip_check_array=True)
             dtype = self._dtype_for(X.dtype)
-            return X, _labels_beside_X(dense_in_memory(y, "y")), dtype
+            return X, _labels_beside_X(y), dtype  # y in memory (_fit)
         # In the order given: fit decides whether a Fortran-ordered X (a frame's
         # values) is copied (objectives.make_objective).
         X, y = self._validate_and_cast(X, y, dtypes=self._compute_dtypes())
@@ -1111,11 +1111,10 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         _checks.warn_unused_lr(self.lr, self.solver, stacklevel=3)  # the caller of fit
         _checks.warn_unused_minibatch_options(self.solver, self.batch_size, self.momentum, stacklevel=3)
         last_names = getattr(self, "feature_names_in_", None)
+        # The labels and weights (N values) in memory, beside X on Dask or not: sparse chunks are refused here,
+        # with the line that makes them dense.
+        y, sample_weight = computed(y, "y"), computed(sample_weight, "sample_weight")
         X, y, dtype = self._prepare_fit(X, y, sample_weight)
-        if is_dask_collection(sample_weight):
-            from fastsoftmax.distributed import dense_in_memory
-
-            sample_weight = dense_in_memory(sample_weight, "sample_weight")
         classes = self._classes_from(y)
         y_idx = self._encode(y, classes)
         weights, weight_sum = self._weights(y_idx, classes, sample_weight, dtype)
@@ -1218,7 +1217,8 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         self._check_params()
         # One call's rows are in memory, as a prediction's are: a Dask X is computed (its chunks of scipy.sparse
         # matrices, to one: scikit-learn's check said "Expected 2D array, got scalar array instead"), and y too.
-        X, y = computed(X), computed(y, "y")
+        X, y = computed(X, when="before training"), computed(y, "y")
+        sample_weight = computed(sample_weight, "sample_weight")
         solver = self.solver if self.solver in _MINIBATCH_SOLVERS else "sgd"
         _checks.warn_unused_minibatch_options(solver, self.batch_size, self.momentum, stacklevel=3)  # adam's momentum
         first_call = not hasattr(self, "classes_")
