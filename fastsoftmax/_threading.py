@@ -435,7 +435,7 @@ _trainers_lock = threading.Lock()
 #: id(model) -> the reads of its W and b under way outside any training
 #: (:class:`reading_weights`, each with its thread), under ``_trainers_lock``;
 #: a training that claims the model waits until none of another thread is left.
-_readers: dict[int, list[reading_weights]] = {}
+_readers: dict[int, list[weakref.ref[reading_weights]]] = {}
 #: Per thread, id(model) -> a weak reference to the outermost ``exclusive_training``
 #: that holds its claim. A ``with`` statement keeps its context alive until it
 #: exits, so a dead reference marks a claim that an interrupted entry left behind.
@@ -466,8 +466,10 @@ class exclusive_training:
     behind only where Ctrl-C lands inside ``__exit__`` before it releases
     the claim (``__enter__`` gives it back wherever Ctrl-C lands after it was
     taken). Other threads take such a claim for nothing once its ``with`` has
-    gone (the holder's weak reference is dead; a traceback kept as
-    ``sys.last_value`` holds no ``with`` alive), and the main thread, which
+    gone (the holder's weak reference is dead), once the KeyboardInterrupt
+    and its traceback are dropped (a REPL keeps them as ``sys.last_value``
+    until the next error: the interrupted ``__exit__``'s frame holds the
+    holder), and the main thread, which
     Ctrl-C reaches, takes it over in its next training of the model and
     releases it as that ends. A plain class rather than a generator:
     entering and leaving run no contextlib code.
@@ -693,7 +695,9 @@ class reading_weights:
 
     Otherwise W and b are used in place, and the block counts as a read
     under way: a training that starts meanwhile waits for its end
-    (:class:`exclusive_training`). A training step that started during a
+    (:class:`exclusive_training`), or until its ``with`` has gone (Ctrl-C at
+    the entry of ``__exit__``, once the KeyboardInterrupt and its traceback
+    are dropped). A training step that started during a
     prediction wrote W and b as the kernel read them: the probabilities of
     3 % of 2,000,000 rows came from neither the old weights nor the new.
     The block should hold the kernel call only, no code of the caller's (a
@@ -701,7 +705,7 @@ class reading_weights:
     plain class rather than a generator, as :class:`exclusive_training`.
     """
 
-    __slots__ = ("_model", "_action", "_read", "_thread")
+    __slots__ = ("_model", "_action", "_read", "_thread", "__weakref__")
 
     def __init__(self, model: object, action: str, read: Callable[[bool], T]) -> None:
         self._model, self._action, self._read = model, action, read
@@ -714,7 +718,9 @@ class reading_weights:
                 if trainer is None:
                     # Marked first: a Ctrl-C between the two leaves __exit__ something (perhaps nothing) to remove.
                     self._thread = threading.get_ident()
-                    _readers.setdefault(id(self._model), []).append(self)
+                    # By weak reference: a read whose __exit__ Ctrl-C kept from running is over once its with
+                    # has gone, where it made every other thread's training of the model wait for ever.
+                    _readers.setdefault(id(self._model), []).append(weakref.ref(self))
                 elif _in_callback.get(id(self._model)):
                     return self._read(True)
             if trainer is not None:
@@ -736,9 +742,9 @@ class reading_weights:
     def _done(self) -> None:
         """This read is over (a training waiting for the last one goes on); run twice, it does nothing more."""
         with _trainers_lock:
-            reads = _readers.get(id(self._model), ())
-            if self in reads:
-                reads.remove(self)
+            reads = _readers.get(id(self._model))
+            if reads is not None:
+                reads[:] = [read for read in reads if read() is not None and read() is not self]
                 if not reads:
                     del _readers[id(self._model)]
 
@@ -752,12 +758,12 @@ def _reads_under_way(model: object) -> bool:
     prediction was taken for a dead thread's, and training steps wrote W
     and b under it (3 of 86 predictions matched no state of the weights).
     """
-    reads = _readers.get(id(model))
+    reads = [read for read in _readers.get(id(model), ()) if read() is not None]
     if not reads:
         return False
     alive = sys._current_frames().keys()
     this_thread = threading.get_ident()
-    return any(read._thread != this_thread and read._thread in alive for read in reads)
+    return any(read()._thread != this_thread and read()._thread in alive for read in reads)
 
 
 def _wait_for_reads(model: object) -> None:

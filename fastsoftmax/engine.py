@@ -366,7 +366,10 @@ def _unconverged_where_stopped(
     if starts_at_zero_b and final_loss > zero_weights_loss * (1 + 1e-3):
         # Stopped by the gradient test (neither at the floor nor given up): tol is above max|g| there. At tol 0.5
         # L-BFGS stopped at its start, and the advice to loosen tol changed nothing.
-        by_gradient = not (result.at_loss_floor or result.gave_up)
+        # Not where the start's loss is far above log K (features of 1e10): there a lower tol crawls on as far
+        # above it, and the warning names the start.
+        huge_start = bool(result.loss_history) and result.loss_history[0] > HUGE_START_LOSS_RATIO * zero_weights_loss
+        by_gradient = not (result.at_loss_floor or result.gave_up or huge_start)
         return (
             f"the loss stopped at {final_loss:.6g}, above {zero_weights_loss:.6g}, that of zero weights, "
             f"so it is no optimum"
@@ -1198,14 +1201,18 @@ def _more_penalty(options: FitOptions) -> str:
     return "lower C" if math.isfinite(C) else "set a finite C"
 
 
-def _remedy(options: FitOptions, features_standardised: Callable[[], bool] | None = None) -> str:
+def _remedy(
+    options: FitOptions, features_standardised: Callable[[], bool] | None = None, *, partial: bool = False
+) -> str:
     """What to change after a divergence: the step size, where the solver takes one.
 
     ``features_standardised`` (:func:`_features_standardised`, a pass over
     X), called only where the advice would be to standardise them: sgd at lr
-    5 and adam at lr 2 on standardised digits were told to.
+    5 and adam at lr 2 on standardised digits were told to. ``partial``: a
+    ``partial_fit`` call, which takes sgd and adam only (lbfgs is not named).
     """
     C = _penalty_C.get()
+    lbfgs = "" if partial else ", or use solver='lbfgs'"
     if options.solver in STEP_SIZE_SOLVERS:
         # Adam's steps are lr per coordinate whatever the penalty's gradient: the penalty's step alone is
         # no overshoot there.
@@ -1224,12 +1231,12 @@ def _remedy(options: FitOptions, features_standardised: Callable[[], bool] | Non
             # of W (l2 of 1e4 at the default lr, from the model's random start) the epochs' loss climbs, whatever
             # the features: it was told to standardise them.
             return (
-                f"lower lr (now {options.lr:g}) or momentum (now {options.momentum:g}), or use solver='lbfgs': "
+                f"lower lr (now {options.lr:g}) or momentum (now {options.momentum:g}){lbfgs}: "
                 f"at lr * l2 = {swing:.3g} momentum swings along the penalty (lr * l2 <= "
                 f"{(1 - math.sqrt(options.momentum)) ** 2:.2g} damps it)"
             )
         if features_standardised is not None and features_standardised():
-            return f"lower lr (now {options.lr}), or use solver='lbfgs', whose line search sets the step"
+            return f"lower lr (now {options.lr}){lbfgs + ', whose line search sets the step' if lbfgs else ''}"
         # lr is a step in the data's units: unscaled features are the usual cause (no preconditioning here).
         return f"lower lr (now {options.lr}), or standardise the features (StandardScaler)"
     return f"{'raise l2' if C is None else 'lower C'} or scale the features"
@@ -1799,7 +1806,8 @@ def _fit(model, objective, options, *, seed, callback, checkpoint, checkpoint_lo
     def features_standardised() -> bool:  # a pass over X, where advice depends on it (_remedy, warn_not_converged)
         return _features_standardised(objective, options, model.num_classes)
 
-    def restore_the_best(exc: solvers.DivergedError) -> TrainingError:
+    def restore_the_best(exc: solvers.DivergedError, advise: bool = True) -> TrainingError:
+        """Keep the best weights ``exc`` names; the error to raise (``advise``: its remedy may cost a pass over X)."""
         start_iteration = engine_state.get("start_iteration", 0) - offset
         if minibatch and exc.best_is_epoch_mean and exc.best_iteration != start_iteration:
             start = _start_if_better(objective, exc.best_theta, engine_state["start_theta"])
@@ -1808,7 +1816,7 @@ def _fit(model, objective, options, *, seed, callback, checkpoint, checkpoint_lo
                     exc.iteration, exc.loss, start_iteration, start[1], start[0], best_is_epoch_mean=False
                 )
         keep_after_divergence(exc.best_theta, offset + exc.best_iteration)
-        return _diverged(exc, options, offset + exc.best_iteration, offset, features_standardised)
+        return _diverged(exc, options, offset + exc.best_iteration, offset, features_standardised if advise else None)
 
     def keep_after_divergence(theta: np.ndarray | None, iteration: int) -> None:
         """W and b at the iterate kept after a divergence (``theta``; None: as they are), with its history.
@@ -2100,7 +2108,7 @@ def _fit(model, objective, options, *, seed, callback, checkpoint, checkpoint_lo
                 try:
                     judge_the_end(*last_epoch)
                 except solvers.DivergedError as diverged:
-                    restore_the_best(diverged)
+                    restore_the_best(diverged, advise=False)  # the KeyboardInterrupt is raised, not its error
         raise
     finally:
         if not restored:  # a fit that failed before its first iteration leaves the last fit's count
@@ -2276,7 +2284,7 @@ def _partial_fit(model, objective, options, *, seed, state):
             objective.raise_for_nonfinite_start(exc.loss)  # before any step: the data, not lr
         raise TrainingError(
             f"training diverged: {exc.describe(model.n_iter_)}. {_what_is_kept('W and b are unchanged')}; "
-            f"{_remedy(options, lambda: _features_standardised(objective, options, model.num_classes))}."
+            f"{_remedy(options, lambda: _features_standardised(objective, options, model.num_classes), partial=True)}."
         ) from exc
     losses, n_iter = list(model.loss_history_) + result.loss_history, model.n_iter_ + 1
     # The guard compares epochs of one data set; each call of partial_fit may bring another batch.

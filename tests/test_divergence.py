@@ -693,8 +693,31 @@ def test_a_divergence_on_standardised_features_is_not_told_to_standardise_them(s
             lr *= 1e4
             model.partial_fit(X, y, solver=solver, lr=lr, l2=l2, seed=0)
     message = str(info.value)
-    assert message.endswith(f"lower lr (now {lr}), or use solver='lbfgs', whose line search sets the step.")
+    # partial_fit takes sgd and adam only: it is not told to use lbfgs.
+    other = ", or use solver='lbfgs', whose line search sets the step" if call == "fit" else ""
+    assert message.endswith(f"lower lr (now {lr}){other}.")
     assert "standardise" not in message and "overshoot" not in message
+
+
+def test_ctrl_c_after_a_diverging_epoch_costs_no_pass_for_advice_never_given(monkeypatch):
+    """Judged after Ctrl-C, a diverging last epoch built its TrainingError, thrown away, whose advice read the
+    features' moments: a pass over X (a file's, out of core) before the KeyboardInterrupt was raised."""
+    from fastsoftmax import engine
+
+    passes = []
+    moments = engine._features_standardised
+    monkeypatch.setattr(engine, "_features_standardised", lambda *args: passes.append(1) or moments(*args))
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((2000, 8))
+    y = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0.5)
+
+    def ctrl_c(model, iteration, loss):
+        if iteration >= 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        SoftmaxRegression(8, 3, seed=0).fit(X, y, solver="sgd", lr=1e3, max_iter=10, callback=ctrl_c, seed=0)
+    assert passes == []
 
 
 def test_sgd_swinging_along_a_strong_penalty_is_told_so():

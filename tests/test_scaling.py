@@ -465,6 +465,11 @@ def test_a_tol_above_the_starting_gradient_is_told_to_be_lowered(solver):
     # The advice, followed: a lower tol reaches the optimum.
     model.fit(X, y, solver=solver, tol=1e-6)
     assert model.converged_ and model.loss_history_[-1] < math.log(3)
+    # Not where the start is far above log K (features of 1e10): a lower tol crawls on there, and the warning
+    # names the start.
+    with pytest.warns(fs.ConvergenceWarning, match=r"far above .*, that of zero weights") as warned:
+        fs.SoftmaxRegression(4, 3, seed=0).fit(X * 1e10, y, solver=solver, tol=0.5)
+    assert "lower tol" not in str(warned[0].message)
 
 
 @pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])

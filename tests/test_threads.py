@@ -355,6 +355,34 @@ def test_ctrl_c_as_a_training_claims_or_releases_its_model_leaves_no_claim_on_it
     np.testing.assert_array_equal(fs.SoftmaxRegression.load(tmp_path / "model.npz").W, model.W)
 
 
+def test_ctrl_c_as_a_prediction_ends_leaves_no_read_for_trainings_to_wait_for(rng):
+    """Ctrl-C at the entry of ``reading_weights.__exit__`` left the read counted: every other thread's training
+    of the model then waited for it for ever."""
+    from fastsoftmax import _threading
+
+    X, y, _, _, _ = make_problem(rng, 300, 5, 3)
+    model = fs.SoftmaxRegression(5, 3, seed=0).fit(X, y, max_iter=2)
+    target = _threading.reading_weights.__exit__.__code__
+
+    def ctrl_c(frame, event, arg):
+        if event == "call" and frame.f_code is target:
+            sys.settrace(None)
+            raise KeyboardInterrupt
+        return None
+
+    sys.settrace(ctrl_c)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            model.predict(X)
+    finally:
+        sys.settrace(None)
+    trained = []
+    other = threading.Thread(target=lambda: trained.append(model.fit(X, y, max_iter=3)), daemon=True)
+    other.start()
+    other.join(60)
+    assert trained, "a training in another thread waited for a prediction that had ended"
+
+
 @pytest.mark.parametrize("reader_thread", ["threading", "_thread"])
 @pytest.mark.parametrize("second", ["fit", "train_step"])
 def test_a_training_that_starts_during_a_prediction_waits_for_it(rng, monkeypatch, second, reader_thread):
