@@ -73,12 +73,15 @@ def computed(obj: Any, name: str = "X", when: str = "before predicting") -> Any:
 
 
 def _refuse_nonfinite_stored(X: Any, when: str) -> None:
-    """Refuse NaN or inf among the stored values of a CSR or CSC ``X`` computed from Dask, naming its first row."""
+    """Refuse NaN or inf among the stored values of ``X`` computed from Dask (CSR, CSC, COO, BSR), naming a row.
+
+    A DIA X may store values outside the matrix, which no row holds: it is left to the checks as X is read.
+    """
     import numpy as np
 
     from fastsoftmax import _checks
 
-    if X.format not in ("csr", "csc") or np.asarray(X.data).dtype.kind != "f":
+    if X.format not in ("csr", "csc", "coo", "bsr") or np.asarray(X.data).dtype.kind != "f":
         return  # other formats and dtypes are checked as X is read
     bad = ~np.isfinite(X.data)
     n_bad = int(np.count_nonzero(bad))

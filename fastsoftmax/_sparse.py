@@ -259,7 +259,11 @@ def _check_before_conversion(X) -> None:
                 broken = f"row {row} lists the column {column!r:.40} in X.rows[{row}], which is no integer"
             else:  # as _check_compressed says it; an integer of 5,000 digits has no str (ValueError)
                 index = operator.index(column)
-                where = f"column {index}" if abs(index) < 10**20 else f"a column index of {index.bit_length()} bits"
+                where = (
+                    f"column {index}"
+                    if abs(index) < 10**20
+                    else f"a {'negative ' if index < 0 else ''}column index of {index.bit_length()} bits"
+                )
                 broken = f"row {row} stores a value in {where}, outside [0, {n_columns})"
             raise _invalid("LIL", broken)
 

@@ -744,7 +744,7 @@ class reading_weights:
         with _trainers_lock:
             reads = _readers.get(id(self._model))
             if reads is not None:
-                reads[:] = [read for read in reads if read() is not None and read() is not self]
+                reads[:] = [ref for ref in reads if (read := ref()) is not None and read is not self]
                 if not reads:
                     del _readers[id(self._model)]
 
@@ -758,12 +758,14 @@ def _reads_under_way(model: object) -> bool:
     prediction was taken for a dead thread's, and training steps wrote W
     and b under it (3 of 86 predictions matched no state of the weights).
     """
-    reads = [read for read in _readers.get(id(model), ()) if read() is not None]
+    # Each weak reference followed once: a read that only a reference cycle held (Ctrl-C kept its __exit__ from
+    # running) was freed by the collector between two calls, and a training raised AttributeError.
+    reads = [read for read in (ref() for ref in _readers.get(id(model), ())) if read is not None]
     if not reads:
         return False
     alive = sys._current_frames().keys()
     this_thread = threading.get_ident()
-    return any(read()._thread != this_thread and read()._thread in alive for read in reads)
+    return any(read._thread != this_thread and read._thread in alive for read in reads)
 
 
 def _wait_for_reads(model: object) -> None:

@@ -902,7 +902,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             self.n_features_in_ = n_features
             if hasattr(self, "feature_names_in_"):
                 del self.feature_names_in_
-            y_arr = _labels_beside_X(y)
+            y_arr = _labels_beside_X(computed(y, "y"))
             if y_arr.ndim != 1 or y_arr.shape[0] != n_samples:
                 raise ValueError(f"y must have shape ({n_samples},) to match X, got {y_arr.shape}.")
             return X, y_arr, dtype
@@ -935,10 +935,11 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                 )
             validate_data(self, X, skip_check_array=True)
             dtype = self._dtype_for(X.dtype)
-            return X, _labels_beside_X(y), dtype  # y in memory (_fit)
+            # After X's checks: a refused fit computed y (the whole table it was sliced from) for nothing.
+            return X, _labels_beside_X(computed(y, "y")), dtype
         # In the order given: fit decides whether a Fortran-ordered X (a frame's
         # values) is copied (objectives.make_objective).
-        X, y = self._validate_and_cast(X, y, dtypes=self._compute_dtypes())
+        X, y = self._validate_and_cast(X, computed(y, "y"), dtypes=self._compute_dtypes())
         return X, y, X.dtype
 
     # -- training --------------------------------------------------------------
@@ -1111,10 +1112,10 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         _checks.warn_unused_lr(self.lr, self.solver, stacklevel=3)  # the caller of fit
         _checks.warn_unused_minibatch_options(self.solver, self.batch_size, self.momentum, stacklevel=3)
         last_names = getattr(self, "feature_names_in_", None)
-        # The labels and weights (N values) in memory, beside X on Dask or not: sparse chunks are refused here,
-        # with the line that makes them dense.
-        y, sample_weight = computed(y, "y"), computed(sample_weight, "sample_weight")
         X, y, dtype = self._prepare_fit(X, y, sample_weight)
+        # The weights (N values) in memory, after X's checks, as the labels (_prepare_fit): sparse chunks are
+        # refused with the line that makes them dense.
+        sample_weight = computed(sample_weight, "sample_weight")
         classes = self._classes_from(y)
         y_idx = self._encode(y, classes)
         weights, weight_sum = self._weights(y_idx, classes, sample_weight, dtype)

@@ -466,6 +466,40 @@ def test_nan_in_sparse_chunks_is_told_a_fix_that_runs_on_the_dask_array(how):
         np.testing.assert_allclose(run(namespace["X"]), fitted.predict_proba(expected), rtol=1e-12)
 
 
+def test_nan_in_coo_chunks_predicted_in_memory_is_told_the_dask_lines():
+    """Dask stacks COO chunks into a COO matrix, which was left to the check of a matrix in memory: its line
+    (X.tocsr(copy=True)) does not run on the Dask array."""
+    sparse = pytest.importorskip("scipy.sparse")
+    dense = np.random.default_rng(0).normal(size=(200, 5))
+    dense[dense < 0] = 0
+    dense[7, 2] = np.nan
+    Xd = da.from_array(dense, chunks=50).map_blocks(sparse.coo_matrix, meta=sparse.coo_matrix((0, 5)))
+    with pytest.raises(ValueError, match=r"the first in row 7; set them to 0 among the chunks' stored values before"):
+        SoftmaxRegression(5, 3, seed=0).predict(Xd)
+
+
+def test_the_estimator_computes_no_labels_for_a_fit_it_refuses():
+    """The labels were computed (the whole table they were sliced from) before the checks of X refused the
+    fit."""
+    from fastsoftmax.sklearn import SoftmaxClassifier
+
+    rng = np.random.default_rng(0)
+    computed_chunks = []
+
+    def counted(chunk):
+        if chunk.shape[0] == 50:  # not the arrays of 0 or 1 rows Dask passes to learn the output's kind
+            computed_chunks.append(chunk.shape)
+        return chunk
+
+    table = da.from_array(np.column_stack([rng.normal(size=(200, 5)), rng.integers(0, 3, 200)]), chunks=(50, 6))
+    table = table.map_blocks(counted)
+    X, y = table[:, :5], table[:, 5].astype(np.int64)
+    for refused, given in ((SoftmaxClassifier(solver="sgd"), X), (SoftmaxClassifier(), X[:, 0])):
+        with pytest.raises(ValueError):
+            refused.fit(given, y)
+    assert computed_chunks == []
+
+
 def test_a_dask_bag_x_is_not_told_a_delayed_objects_fix():
     """A Bag was told da.from_delayed(X, ...), which raises AttributeError on a Bag."""
     bag = pytest.importorskip("dask.bag")

@@ -886,7 +886,11 @@ def test_a_lil_X_is_checked_in_its_own_lists_and_named_as_lil():
             fs.predict_proba(listed, W, b)
     # Beyond the index dtype: tocsr() raised a bare OverflowError.
     # An integer of 5,000 digits, which has no str, is named by its size.
-    for column, named in ((2**40, f"column {2**40}"), (-(2**70), "a column index of 71 bits"), (10**5000, "a col")):
+    for column, named in (
+        (2**40, f"column {2**40}"),
+        (-(2**70), "a negative column index of 71 bits"),
+        (10**5000, "a col"),
+    ):
         listed.rows[2] = [column]
         with pytest.raises(ValueError, match=rf"^X is not a valid LIL matrix: row 2 stores a value in {named}"):
             fs.predict(listed, W, b)

@@ -383,6 +383,35 @@ def test_ctrl_c_as_a_prediction_ends_leaves_no_read_for_trainings_to_wait_for(rn
     assert trained, "a training in another thread waited for a prediction that had ended"
 
 
+def test_a_read_freed_while_it_is_looked_at_is_no_read(rng, monkeypatch):
+    """A read left counted (Ctrl-C kept its __exit__ from running) that only a reference cycle held was freed by
+    the collector between the two calls of its weak reference, and another thread's training raised
+    "AttributeError: 'NoneType' object has no attribute '_thread'"."""
+    import gc
+
+    from fastsoftmax import _threading
+
+    X, y, _, _, _ = make_problem(rng, 100, 5, 3)
+    model = fs.SoftmaxRegression(5, 3, seed=0).fit(X, y, max_iter=1)
+    read = _threading.reading_weights(model, "reading W and b", lambda copy: None)
+    read.__enter__()  # counted, its __exit__ never run
+    read._thread = -1  # a thread other than this one, taken as alive below
+    left = [read]
+    del read
+    frames = sys._current_frames
+
+    def collected_meanwhile():
+        left.clear()
+        gc.collect()
+        return {**frames(), -1: None}
+
+    monkeypatch.setattr(sys, "_current_frames", collected_meanwhile)
+    with _threading._trainers_lock:
+        assert _threading._reads_under_way(model) is True  # live as it was looked at, and held while it is
+        gc.collect()  # the frames the first call looked at held it in a cycle
+        assert _threading._reads_under_way(model) is False  # freed since: no read
+
+
 @pytest.mark.parametrize("reader_thread", ["threading", "_thread"])
 @pytest.mark.parametrize("second", ["fit", "train_step"])
 def test_a_training_that_starts_during_a_prediction_waits_for_it(rng, monkeypatch, second, reader_thread):
