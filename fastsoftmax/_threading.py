@@ -469,10 +469,9 @@ class exclusive_training:
     gone (the holder's weak reference is dead), once the KeyboardInterrupt
     and its traceback are dropped (a REPL keeps them as ``sys.last_value``
     until the next error: the interrupted ``__exit__``'s frame holds the
-    holder), and the main thread, which
-    Ctrl-C reaches, takes it over in its next training of the model and
-    releases it as that ends. A plain class rather than a generator:
-    entering and leaving run no contextlib code.
+    holder), and the main thread, which Ctrl-C reaches, takes it over in its
+    next training of the model and releases it as that ends. A plain class
+    rather than a generator: entering and leaving run no contextlib code.
     """
 
     __slots__ = ("_model", "_outermost", "_writes_whole", "_paused_callbacks", "__weakref__")

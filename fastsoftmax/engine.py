@@ -364,10 +364,10 @@ def _unconverged_where_stopped(
     final_loss = result.loss_history[-1] if result.loss_history else math.nan
     starts_at_zero_b = options.fit_intercept or not np.any(model.b)
     if starts_at_zero_b and final_loss > zero_weights_loss * (1 + 1e-3):
-        # Stopped by the gradient test (neither at the floor nor given up): tol is above max|g| there. At tol 0.5
-        # L-BFGS stopped at its start, and the advice to loosen tol changed nothing.
-        # Not where the start's loss is far above log K (features of 1e10): there a lower tol crawls on as far
-        # above it, and the warning names the start.
+        # Stopped by the gradient test (neither at the floor nor given up), tol lies above max|g| there: at tol
+        # 0.5 L-BFGS stopped at its start, and the advice to loosen tol changed nothing. Not where the start's
+        # loss is far above log K (features of 1e10): a lower tol crawls on as far above it, and the warning
+        # names the start.
         huge_start = bool(result.loss_history) and result.loss_history[0] > HUGE_START_LOSS_RATIO * zero_weights_loss
         by_gradient = not (result.at_loss_floor or result.gave_up or huge_start)
         return (
