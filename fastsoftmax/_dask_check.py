@@ -83,9 +83,8 @@ def _refuse_nonfinite_stored(X: Any, when: str) -> None:
 
     if X.format not in ("csr", "csc", "coo", "bsr") or np.asarray(X.data).dtype.kind != "f":
         return  # other formats and dtypes are checked as X is read
-    bad = ~np.isfinite(X.data)
-    n_bad = int(np.count_nonzero(bad))
-    if n_bad:
+    n_bad = int(np.count_nonzero(~np.isfinite(X.data)))
+    if n_bad:  # the first in row order: a CSR X is its own tocsr(), the others' are made on this error path only
         rows = X.tocsr()
         first = int(np.argmax(~np.isfinite(rows.data)))
         row = int(np.searchsorted(rows.indptr, first, side="right")) - 1

@@ -313,6 +313,23 @@ def _claimed_elsewhere(model, timeout: float) -> bool:
     return False
 
 
+def _ctrl_c_at_the_entry_of(function, call) -> None:
+    """Run ``call()`` with Ctrl-C (KeyboardInterrupt) raised as it enters ``function``, where a signal can land."""
+
+    def ctrl_c(frame, event, arg):
+        if event == "call" and frame.f_code is function.__code__:
+            sys.settrace(None)
+            raise KeyboardInterrupt
+        return None
+
+    sys.settrace(ctrl_c)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            call()
+    finally:
+        sys.settrace(None)
+
+
 @pytest.mark.parametrize("where", ["entering", "leaving"])
 def test_ctrl_c_as_a_training_claims_or_releases_its_model_leaves_no_claim_on_it(rng, tmp_path, where):
     """Ctrl-C as ``exclusive_training`` took the claim (on entering ``_reads_under_way``, its last step) or at
@@ -322,22 +339,8 @@ def test_ctrl_c_as_a_training_claims_or_releases_its_model_leaves_no_claim_on_it
 
     X, y, _, _, _ = make_problem(rng, 300, 5, 3)
     model = fs.SoftmaxRegression(5, 3, seed=0).fit(X, y, max_iter=2)
-    target = (
-        _threading._reads_under_way.__code__ if where == "entering" else _threading.exclusive_training.__exit__.__code__
-    )
-
-    def ctrl_c(frame, event, arg):
-        if event == "call" and frame.f_code is target:
-            sys.settrace(None)
-            raise KeyboardInterrupt
-        return None
-
-    sys.settrace(ctrl_c)
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            model.fit(X, y, max_iter=5)
-    finally:
-        sys.settrace(None)
+    target = _threading._reads_under_way if where == "entering" else _threading.exclusive_training.__exit__
+    _ctrl_c_at_the_entry_of(target, lambda: model.fit(X, y, max_iter=5))
     refused = []
 
     def read_and_save():
@@ -362,20 +365,7 @@ def test_ctrl_c_as_a_prediction_ends_leaves_no_read_for_trainings_to_wait_for(rn
 
     X, y, _, _, _ = make_problem(rng, 300, 5, 3)
     model = fs.SoftmaxRegression(5, 3, seed=0).fit(X, y, max_iter=2)
-    target = _threading.reading_weights.__exit__.__code__
-
-    def ctrl_c(frame, event, arg):
-        if event == "call" and frame.f_code is target:
-            sys.settrace(None)
-            raise KeyboardInterrupt
-        return None
-
-    sys.settrace(ctrl_c)
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            model.predict(X)
-    finally:
-        sys.settrace(None)
+    _ctrl_c_at_the_entry_of(_threading.reading_weights.__exit__, lambda: model.predict(X))
     trained = []
     other = threading.Thread(target=lambda: trained.append(model.fit(X, y, max_iter=3)), daemon=True)
     other.start()
