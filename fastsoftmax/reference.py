@@ -81,17 +81,21 @@ def _refuse_an_empty_batch(n_rows: int) -> None:
 
 
 def _normalised_weights(sample_weight, n_rows: int, dtype) -> np.ndarray:
-    """Return ``s_i = w_i / sum(w)`` (``1/N`` each when ``sample_weight`` is None)."""
+    """Return ``s_i = w_i / sum(w)`` in ``dtype`` (``1/N`` each when ``sample_weight`` is None).
+
+    Divided in float64, then cast: only the ratios count, and weights of 1e39
+    were inf in float32, which made the loss NaN.
+    """
     _refuse_an_empty_batch(n_rows)
     if sample_weight is None:
         return np.full(n_rows, 1.0 / n_rows, dtype=dtype)
-    w = np.asarray(sample_weight, dtype=dtype)
+    w = np.asarray(sample_weight, dtype=np.float64)
     if w.shape != (n_rows,):
         raise ValueError(f"sample_weight must have shape ({n_rows},), got {w.shape}")
     total = w.sum()
     if not total > 0:
         raise ValueError(f"sample_weight must sum to a positive number, got {total}")
-    return w / total
+    return (w / total).astype(dtype)
 
 
 def softmax(Z, axis: int = -1) -> np.ndarray:
@@ -194,6 +198,8 @@ def cross_entropy(Z, y, sample_weight=None, reduction: str = "mean"):
         raise ValueError(f"Z must be 2-D (N, K), got shape {Z.shape}")
     y = _check_labels(y, Z.shape[0], Z.shape[1])
     losses = logsumexp(Z) - Z[np.arange(Z.shape[0]), y]
+    if reduction == "mean":
+        return float((_normalised_weights(sample_weight, Z.shape[0], Z.dtype) * losses).sum())
     if sample_weight is None:
         w = np.ones(Z.shape[0], dtype=Z.dtype)
     else:
@@ -202,13 +208,7 @@ def cross_entropy(Z, y, sample_weight=None, reduction: str = "mean"):
             raise ValueError(f"sample_weight must have shape ({Z.shape[0]},), got {w.shape}")
     if reduction == "none":
         return losses if sample_weight is None else w * losses
-    if reduction == "sum":
-        return float((w * losses).sum())
-    _refuse_an_empty_batch(Z.shape[0])
-    total = w.sum()
-    if not total > 0:
-        raise ValueError(f"sample_weight must sum to a positive number, got {total}")
-    return float((w * losses).sum() / total)
+    return float((w * losses).sum())
 
 
 def loss_and_grad(X, y, W, b, *, l2: float = 0.0, sample_weight=None):

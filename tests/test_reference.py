@@ -263,3 +263,21 @@ def test_training_decreases_the_loss(rng):
     losses = [m.train_step(X, y, 0.5) for _ in range(50)]
     assert losses[-1] < 0.5 * losses[0]
     assert m.accuracy(X, y) > 0.9
+
+
+def test_weights_beyond_float32s_range_give_the_weighted_mean():
+    """Cast to float32 before they were normalised, weights of 1e39 were inf and the loss NaN; only their ratios
+    count."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((20, 4)).astype(np.float32)
+    y = np.arange(20) % 3
+    W, b = np.zeros((3, 4), np.float32), np.zeros(3, np.float32)
+    weights = np.linspace(1, 2, 20)
+    loss = ref.loss_and_grad(X, y, W, b, sample_weight=weights * 1e39)[0]
+    assert loss == pytest.approx(
+        ref.loss_and_grad(X, y, W, b, sample_weight=weights)[0], rel=4 * float(np.finfo(np.float32).eps)
+    )
+    Z = X[:, :3]
+    assert ref.cross_entropy(Z, y, sample_weight=weights * 1e39) == pytest.approx(
+        ref.cross_entropy(Z, y, sample_weight=weights), rel=4 * float(np.finfo(np.float32).eps)
+    )
