@@ -102,24 +102,33 @@ def refuse_masked(a, name: str) -> None:
 _PARAMETER_NAMES = frozenset({"W", "b", "V", "c", "coef_", "intercept_"})
 
 
-def refuse_non_real(X: np.ndarray, name: str = "X") -> None:
-    """TypeError for an array that is not of real numbers (floats, integers or booleans): complex, strings, dates."""
-    if X.dtype.kind not in "fiub":
-        if X.dtype.kind == "c":
-            fix = f"pass its real part ({name}.real), or the real and imaginary parts as features of their own"
-        elif X.dtype.kind in "Mm":
-            fix = f"convert the dates or durations to numbers first ({name}.astype(np.int64) counts their units)"
-        elif X.dtype.kind == "V":
-            # Raw bytes, not text: the advice for strings (astype) fails on them.
-            as_float = {4: "np.float32", 8: "np.float64"}.get(X.dtype.itemsize)
-            view = f" ({name}.view({as_float}) where they are {X.dtype.itemsize}-byte floats)" if as_float else ""
-            fix = f"its values are raw bytes; view them as the numbers they hold{view}, or save them as numbers"
-        else:
-            fix = (
-                f"numbers held as text convert with {name}.astype(np.float64), and categories must be encoded "
-                f"first (sklearn.preprocessing.OneHotEncoder, or the estimator in a pipeline after one)"
-            )
-        raise TypeError(f"{name} has dtype {X.dtype}; it must be a real numeric array: {fix}.")
+def refuse_non_real(X: np.ndarray, name: str = "X", path: str | None = None) -> None:
+    """TypeError for an array that is not of real numbers (floats, integers or booleans): complex, strings, dates.
+
+    ``path``: the ``.npy`` file X was read from. The fixes then convert
+    ``np.load(path)`` and save the result in its place: they called methods
+    of the name "X file 'path'".
+    """
+    if X.dtype.kind in "fiub":
+        return
+    given = name if path is None else f"np.load({path!r})"
+    if X.dtype.kind == "c":
+        fix = f"pass its real part ({given}.real), or the real and imaginary parts as features of their own"
+    elif X.dtype.kind in "Mm":
+        fix = f"convert the dates or durations to numbers first ({given}.astype(np.int64) counts their units)"
+    elif X.dtype.kind == "V":
+        # Raw bytes, not text: the advice for strings (astype) fails on them.
+        as_float = {4: "np.float32", 8: "np.float64"}.get(X.dtype.itemsize)
+        view = f" ({given}.view({as_float}) where they are {X.dtype.itemsize}-byte floats)" if as_float else ""
+        fix = f"its values are raw bytes; view them as the numbers they hold{view}, or save them as numbers"
+    else:
+        fix = (
+            f"numbers held as text convert with {given}.astype(np.float64), and categories must be encoded "
+            f"first (sklearn.preprocessing.OneHotEncoder, or the estimator in a pipeline after one)"
+        )
+    if path is not None:
+        fix += f"; save the converted array in the file's place (np.save({path!r}, converted))"
+    raise TypeError(f"{name} has dtype {X.dtype}; it must be a real numeric array: {fix}.")
 
 
 #: The fix for an .npy file of a structured dtype (:func:`refuse_structured`).
@@ -375,6 +384,8 @@ def refuse_columns_that_are_not_numbers(
             return False
         try:
             np.asarray(column, dtype=np.float64)
+        except OverflowError:  # a Fraction beyond float64: a number, named as such by _objects_as_float64
+            return True
         except (TypeError, ValueError):
             return False
         return True
@@ -463,7 +474,7 @@ def _pandas_array(a, name: str, object_fix: str | None) -> np.ndarray | None:
             # Numbers in objects (Decimal), or booleans beside numbers (pd.get_dummies' columns beside the rest):
             # np.asarray made an object array of them, which was refused. As float64, as check_array makes them
             # (complex columns were refused above, whose imaginary part the cast would drop).
-            return a.to_numpy(dtype=np.float64)
+            return _objects_as_float64(a, name)
         return None  # NumPy's own dtypes, and categories of numbers: np.asarray converts them
     whole = [types.is_integer_dtype(dtype) or types.is_bool_dtype(dtype) for _, dtype in dtypes]
     if all(whole):
@@ -484,6 +495,71 @@ def _pandas_array(a, name: str, object_fix: str | None) -> np.ndarray | None:
     except TypeError:  # a categorical or sparse column beside nullable ones
         common = np.dtype(np.float64)
     return a.to_numpy(dtype=np.float32 if common == np.float32 else np.float64, na_value=np.nan)
+
+
+def _objects_as_float64(frame, name: str) -> np.ndarray:
+    """A pandas frame or series of numbers held as objects (``Decimal``, ``int``), as float64.
+
+    A number beyond float64's range is refused by name: a Python integer of
+    310 digits made pandas raise a bare OverflowError, and
+    ``Decimal('1e400')`` became inf, which was then called a NaN or infinite
+    value to replace.
+    """
+    try:
+        values = frame.to_numpy(dtype=np.float64)
+    except OverflowError:
+        refuse_numbers_beyond_float64(frame.to_numpy(dtype=object), name)
+        raise  # not reached: the OverflowError came from one of them
+    if not np.isfinite(values).all():  # one pass, on the rare frames of objects only
+        refuse_numbers_beyond_float64(frame.to_numpy(dtype=object), name, as_float64=values)
+    return values
+
+
+def refuse_numbers_beyond_float64(
+    objects: np.ndarray, name: str, as_float64: np.ndarray | None = None, fix: str | None = None
+) -> None:
+    """Raise ValueError if the Python numbers in ``objects`` include finite ones beyond float64's range.
+
+    ``as_float64`` is their cast, which made those inf: only its infinite
+    entries are looked at. Without it (the cast raised OverflowError) all are.
+    ``fix`` ends the message (by default, how to scale a frame's column).
+    """
+    if as_float64 is None:
+        where = [index for index, value in np.ndenumerate(objects) if _beyond_float64(value)]
+    else:
+        where = [tuple(index) for index in np.argwhere(np.isinf(as_float64)) if _beyond_float64(objects[tuple(index)])]
+    if not where:
+        return
+    first = where[0]
+    shown = _shown(objects[first])
+    if len(shown) > 40:  # a Fraction of 400-digit terms
+        shown = f"a {type(objects[first]).__name__} beyond it"
+    place = f"row {first[0]}" + (f", column {first[1]}" if len(first) > 1 else "")
+    if fix is None:
+        fix = (
+            f"Scale them down before passing {name}: they are Python numbers, so divide each (for example "
+            f"with .map(lambda v: v / 10**300) on their column)."
+        )
+    raise ValueError(
+        f"{name} holds {len(where)} number(s) beyond float64's range (about 1.8e308), the first, {shown}, at "
+        f"{place}; they would be inf in float64. {fix}"
+    )
+
+
+def _beyond_float64(value) -> bool:
+    """Whether ``value``, a Python or NumPy number, is finite but beyond float64's range."""
+    try:
+        as_float = float(value)
+    except OverflowError:  # an int or a Fraction too large to convert
+        return True
+    except (TypeError, ValueError):
+        return False
+    if not math.isinf(as_float):
+        return False
+    if isinstance(value, np.floating):  # a longdouble beyond float64's range
+        return bool(np.isfinite(value))
+    is_finite = getattr(value, "is_finite", None)  # decimal.Decimal
+    return bool(is_finite()) if callable(is_finite) else False
 
 
 def _common_numpy_dtype(dtypes: list) -> np.dtype:
@@ -528,8 +604,10 @@ def check_float_param(a, name: str, ndim: int, dtype=None) -> np.ndarray:
     if arr.ndim != ndim:
         raise ValueError(f"{name} must be {ndim}-dimensional, got shape {arr.shape}.")
     if arr.dtype not in FLOAT_DTYPES:
+        # In the computation's dtype where that is known: float64 was then refused beside a float32 X.
+        target = "np.float64" if dtype is None else f"np.{np.dtype(dtype).name}"
         raise TypeError(
-            f"{name} has dtype {arr.dtype}; it must be float32 or float64 (use np.asarray({name}, dtype=np.float64))."
+            f"{name} has dtype {arr.dtype}; it must be float32 or float64 (use np.asarray({name}, dtype={target}))."
         )
     if dtype is not None and arr.dtype != dtype:
         target = f"np.{np.dtype(dtype).name}"
@@ -560,7 +638,17 @@ def as_param_array(a, name: str, dtype: np.dtype) -> np.ndarray:
     if isinstance(a, np.ndarray):
         return a
     arr = _as_array(a, name)
-    return arr.astype(dtype) if arr.dtype.kind in "biuf" else arr
+    if arr.dtype.kind not in "biuf":
+        return arr
+    n_beyond, _, largest = values_beyond(arr, dtype) if arr.dtype.kind == "f" else (0, -1, 0.0)
+    if n_beyond:
+        # The cast made them inf with only NumPy's warning, and the model then asked to replace NaN or inf.
+        raise ValueError(
+            f"{name} holds {n_beyond} value(s) beyond the range of the model's {np.dtype(dtype)} (|value| up to "
+            f"{float(largest):.3g}), which would be inf in it; assign values within its range, or use a float64 "
+            f"model (dtype=np.float64)."
+        )
+    return arr.astype(dtype)
 
 
 #: How far a probability from a softmax in a dtype of machine epsilon eps may
@@ -728,16 +816,21 @@ def check_direction(V, c, W: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return V, c
 
 
-def check_2d(X, takes_y: bool = True) -> None:
+def check_2d(X, takes_y: bool = True, given=None) -> None:
     """Refuse an X (anything with ``ndim`` and ``shape``: NumPy, Dask) that is not (N, D).
 
     A 1-D X may be one sample, one feature, or, where the call takes
-    ``(X, y)`` (``takes_y``), the labels passed first: the message names all three.
+    ``(X, y)`` (``takes_y``), the labels passed first: the message names all
+    three. ``given`` is X as the caller passed it (a list has no ``reshape``).
     """
     if X.ndim != 2:
-        hint = "; reshape it, as X.reshape(len(X), -1) makes each sample's values one row." if X.ndim > 2 else "."
+        whole = _as_plain(given, "X")
+        hint = (
+            f"; reshape it, as {whole}.reshape(len(X), -1) makes each sample's values one row." if X.ndim > 2 else "."
+        )
         if X.ndim == 1:
-            hint = ": one sample of D features is x.reshape(1, -1), N samples of one feature x.reshape(-1, 1)"
+            one = _as_plain(given, "x")
+            hint = f": one sample of D features is {one}.reshape(1, -1), N samples of one feature {one}.reshape(-1, 1)"
             hint += "; the arguments are (X, y): were they swapped?" if takes_y else "."
         raise ValueError(f"X must be 2-dimensional (n_samples, n_features), got shape {X.shape}{hint}")
 
@@ -760,7 +853,7 @@ def width_mismatch(n_columns: int, n_features: int, model_W_transposed: bool = F
 
 
 def check_X(
-    X, dtype: np.dtype, n_features: int | None = None, fortran_ok: bool = False, *, takes_y: bool = True
+    X, dtype: np.dtype, n_features: int | None = None, fortran_ok: bool = False, *, takes_y: bool = True, given=None
 ) -> np.ndarray:
     """Check the data X (N, D) and return it C-contiguous in ``dtype``.
 
@@ -770,10 +863,11 @@ def check_X(
     Fortran-ordered X of that dtype comes back as it is: the loss+grad,
     Hessian-vector and prediction kernels read its transpose without a copy.
     ``takes_y=False`` (prediction) leaves swapped (X, y) out of a 1-D X's message.
+    ``given``: X as the user passed it, where the caller converted it first (the fixes name its methods).
     """
-    given = X
+    given = X if given is None else given
     X = _as_array(X, "X")
-    check_2d(X, takes_y)
+    check_2d(X, takes_y, given)
     if X.shape[0] == 0:
         raise ValueError("X is empty (0 samples); pass at least one row.")
     if X.shape[1] == 0:
@@ -816,6 +910,27 @@ def check_label_dtype(y: np.ndarray) -> None:
         raise TypeError(f"y has dtype {y.dtype}; labels must be integer class indices ({_label_fix(y.dtype)}).")
 
 
+def check_label_file_dtype(y: np.ndarray, path: str) -> None:
+    """Refuse labels read from the ``.npy`` file ``path`` that are not integers, with a fix that rewrites the file.
+
+    The fixes for labels in memory (``y.astype(np.int64)``) called methods of
+    y, which was the file's path.
+    """
+    if y.dtype.kind in "iu":
+        return
+    loaded = f"np.load({path!r})"
+    if y.dtype.kind in "SU":
+        fix = (
+            f"map them to 0..K-1 and save those in its place, for example classes, labels = "
+            f"np.unique({loaded}, return_inverse=True); np.save({path!r}, labels), and keep classes to map "
+            f"predictions back"
+        )
+    else:
+        whole = ": False is class 0, True class 1" if y.dtype.kind == "b" else " if they are whole numbers"
+        fix = f"save them as integers in its place, np.save({path!r}, {loaded}.astype(np.int64)){whole}"
+    raise TypeError(f"the y file {path!r} has dtype {y.dtype}; labels must be integer class indices: {fix}.")
+
+
 def _label_fix(dtype: np.dtype) -> str:
     """How to turn labels of ``dtype`` (not integers) into class indices, for a message."""
     if dtype.kind == "b":
@@ -828,13 +943,27 @@ def _label_fix(dtype: np.dtype) -> str:
     return "use y.astype(np.int64) if they are whole numbers"
 
 
-def labels_shape_error(shape: tuple[int, ...], n_samples: int, rows_of: str = "X") -> ValueError:
-    """The error for labels of ``shape``, not 1-D, for ``n_samples`` rows of ``rows_of``: one-hot, or another shape."""
+def labels_shape_error(shape: tuple[int, ...], n_samples: int, rows_of: str = "X", given=None) -> ValueError:
+    """The error for labels of ``shape``, not 1-D, for ``n_samples`` rows of ``rows_of``: one-hot, or another shape.
+
+    ``given`` is y as the caller passed it, whose methods the fix may call (:func:`_as_plain`).
+    """
+    y = _as_plain(given, "y")
     if len(shape) == 2 and shape[0] == n_samples and shape[1] > 1:
-        fix = "class indices, not one-hot rows (use y.argmax(axis=1) for one-hot)"
+        fix = f"class indices, not one-hot rows (use {y}.argmax(axis=1) for one-hot)"
     else:
-        fix = f"one class index per row of {rows_of} (y.reshape({n_samples}) if it holds {n_samples} labels)"
+        fix = f"one class index per row of {rows_of} ({y}.reshape({n_samples}) if it holds {n_samples} labels)"
     return ValueError(f"y must be 1-dimensional (n_samples,), got shape {shape}; {fix}.")
+
+
+def _as_plain(given, name: str) -> str:
+    """``name``, or ``np.asarray(name)`` where ``given`` lacks NumPy's ``reshape`` and ``argmax``.
+
+    A list and a pandas object have no ``reshape``, and an ``np.matrix`` stays
+    2-D under it and under ``argmax(axis=1)``: the fix failed, or gave the same error.
+    """
+    plain = given is None or (hasattr(given, "reshape") and not isinstance(given, np.matrix))
+    return name if plain else f"np.asarray({name})"
 
 
 def check_labels(y, n_samples: int, n_classes: int, *, scan: bool = True, rows_of: str = "X") -> np.ndarray:
@@ -850,9 +979,9 @@ def check_labels(y, n_samples: int, n_classes: int, *, scan: bool = True, rows_o
     x 3, 3.4 % in float64 (README, "Labels"). Unsigned 64-bit labels are
     scanned regardless, as their cast to int64 would wrap the ones past 2**63.
     """
-    y = _as_array(y, "y", "the class labels as integers 0..K-1, shape (N,)", _STRING_LABELS_FIX)
+    given, y = y, _as_array(y, "y", "the class labels as integers 0..K-1, shape (N,)", _STRING_LABELS_FIX)
     if y.ndim != 1:
-        raise labels_shape_error(y.shape, n_samples, rows_of)
+        raise labels_shape_error(y.shape, n_samples, rows_of, given)
     if y.shape[0] != n_samples:
         raise ValueError(f"y has {y.shape[0]} labels but {rows_of} has {n_samples} rows; they must match.")
     check_label_dtype(y)

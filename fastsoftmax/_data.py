@@ -419,11 +419,14 @@ def label_range(parts: Iterable[tuple[int, np.ndarray]]) -> tuple[int, int]:
 
 def open_labels(y, n_samples: int) -> np.ndarray:
     """y (an array, a memory map, or an ``.npy`` path) as an array of ``n_samples`` integer labels, unscanned."""
+    path = os.fspath(y) if isinstance(y, (str, os.PathLike)) else None
     y = open_array(y, "y")
     if y.ndim != 1:
         raise _checks.labels_shape_error(y.shape, n_samples)
     if y.shape[0] != n_samples:
         raise ValueError(f"y has {y.shape[0]} labels but X has {n_samples} rows; they must match.")
+    if path is not None:
+        _checks.check_label_file_dtype(y, path)
     _checks.check_label_dtype(y)
     return y
 

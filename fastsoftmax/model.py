@@ -296,9 +296,9 @@ class SoftmaxRegression:
 
     def _X(self, X, fortran_ok: bool = False, takes_y: bool = True, learning: bool = False) -> np.ndarray:
         # learning: X is learnt from (backward, train_step), not only scored (see _checks.cast_X).
-        X = _checks.as_compute_dtype(X, self.dtype, learning=learning)
+        given, X = X, _checks.as_compute_dtype(X, self.dtype, learning=learning)
         try:
-            return _checks.check_X(X, self.dtype, self.input_dim, fortran_ok, takes_y=takes_y)
+            return _checks.check_X(X, self.dtype, self.input_dim, fortran_ok, takes_y=takes_y, given=given)
         except ValueError:
             self._refuse_W_laid_out_transposed(X)
             raise

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import decimal
 import functools
 import os
 import re
 import struct
 import warnings
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -1121,8 +1123,12 @@ def _files_that_are_not_npy(tmp_path):
         "objects": (x, str(tmp_path / "objects.npy"), r"y file .* holds Python objects \(dtype object\)"),
         "empty": (str(tmp_path / "empty.npy"), labels, r"X file .* is truncated: it has 0 bytes"),
         "directory": (str(tmp_path), labels, r"X file .* is a directory"),
-        # from a file these lost the fix that in-memory labels name
-        "strings": (x, str(tmp_path / "strings.npy"), r"labels are strings.*np\.unique\(y, return_inverse=True\)"),
+        # from a file these lost the fix that in-memory labels name, which then called methods of the path
+        "strings": (
+            x,
+            str(tmp_path / "strings.npy"),
+            r"y file .*strings\.npy' has dtype <U.*np\.unique\(np\.load\(.*strings\.npy'\), return_inverse=True\)",
+        ),
     }
 
 
@@ -1743,3 +1749,99 @@ def test_the_packages_errors_survive_pickle_as_a_process_pools_workers_send_them
         copied = pickle.loads(pickle.dumps(error))
         assert type(copied) is type(error) and str(copied) == str(error)
     assert pickle.loads(pickle.dumps(overflow)).row == 3
+
+
+@pytest.mark.parametrize(
+    "column",
+    [[10**400] * 6, [decimal.Decimal("1e400")] + [decimal.Decimal(1)] * 5, [Fraction(10**400, 3)] * 6],
+    ids=["int", "Decimal", "Fraction"],
+)
+def test_python_numbers_beyond_float64_in_a_frame_are_named(column):
+    """A pandas object column of such numbers raised a bare OverflowError, or (a Decimal) became inf and was
+    called a NaN or infinite value to replace."""
+    pd = pytest.importorskip("pandas")
+    X, y, *_ = make_problem(np.random.default_rng(0), 6, 2, 3)
+    model = SoftmaxRegression(2, 3).fit(X, y, max_iter=1)
+    frame = pd.DataFrame({"a": pd.Series(column, dtype=object), "b": X[:, 1]})
+    message = r"X holds \d number\(s\) beyond float64's range \(about 1\.8e308\), the first, .* at row 0, column 0"
+    with pytest.raises(ValueError, match=message + r".*\.map\(lambda v: v / 10\*\*300\)"):
+        model.predict(frame)
+    with pytest.raises(ValueError, match=message):
+        fs.predict_proba(frame, model.W, model.b)
+    # The advice, run: the column scaled down converts.
+    frame["a"] = frame["a"].map(lambda v: v / 10**300)
+    assert model.predict(frame).shape == (6,)
+    # An infinity stays an infinite value to replace.
+    frame["a"] = pd.Series([decimal.Decimal("Infinity")] + [decimal.Decimal(1)] * 5, dtype=object)
+    with pytest.raises(ValueError, match=r"X contains 1 NaN or infinite value\(s\), the first in row 0"):
+        model.predict(frame)
+
+
+def test_a_list_beyond_a_float32_models_range_is_refused_when_assigned():
+    """The cast made 1e39 inf with only NumPy's warning; the model then asked to replace NaN or inf, and
+    np.nan_to_num led to a logits overflow."""
+    model = SoftmaxRegression(4, 3, dtype=np.float32)
+    W_before = model.W.copy()
+    with pytest.raises(ValueError, match=r"W holds 3 value\(s\) beyond the range of the model's float32 .*1e\+39"):
+        model.W = [[1e39, 0, 0, 0]] * 3
+    with pytest.raises(ValueError, match=r"b holds 1 value\(s\) beyond .*or use a float64 model"):
+        model.b = [1e40, 0, 0]
+    np.testing.assert_array_equal(model.W, W_before)  # nothing was assigned
+    model.W = [[1e38, 0, 0, 0]] * 3  # within range
+    assert model.W.dtype == np.float32 and model.W[0, 0] == np.float32(1e38)
+    SoftmaxRegression(4, 3).W = [[1e39, 0, 0, 0]] * 3  # a float64 model holds it
+
+
+@pytest.mark.parametrize(
+    ("labels", "advice"),
+    [
+        (lambda y: np.matrix(y), "np.asarray(y).reshape(12)"),
+        (lambda y: y.reshape(-1, 1).tolist(), "np.asarray(y).reshape(12)"),
+        (lambda y: np.eye(3, dtype=np.int64)[y].tolist(), "np.asarray(y).argmax(axis=1)"),
+        (lambda y: y.reshape(1, -1), "y.reshape(12)"),
+    ],
+    ids=["matrix", "list of rows", "one-hot list", "ndarray"],
+)
+def test_the_labels_shape_advice_works_on_what_was_passed(labels, advice):
+    """y.reshape(N) left an np.matrix 2-D (the same error again) and does not exist on a list or a frame."""
+    X, y, *_ = make_problem(np.random.default_rng(0), 12, 2, 3)
+    given = labels(y)
+    with pytest.raises(ValueError, match=re.escape(advice)) as raised:
+        SoftmaxRegression(2, 3).fit(X, given, max_iter=1)
+    fixed = eval(re.search(r"(np\.asarray\(y\)|y)\.\w+\([^)]*\)", str(raised.value)).group(), {"np": np, "y": given})
+    SoftmaxRegression(2, 3).fit(X, fixed, max_iter=1)
+
+
+def test_a_one_dimensional_list_is_told_a_reshape_it_can_run():
+    model = SoftmaxRegression(4, 3)
+    with pytest.raises(ValueError, match=re.escape("one sample of D features is np.asarray(x).reshape(1, -1)")):
+        model.predict([1.0, 2.0, 3.0, 4.0])
+    with pytest.raises(ValueError, match=re.escape("one sample of D features is x.reshape(1, -1)")):
+        model.predict(np.ones(4))
+    assert model.predict(np.asarray([1.0, 2.0, 3.0, 4.0]).reshape(1, -1)).shape == (1,)
+
+
+def test_integer_weights_of_a_float32_model_are_told_float32():
+    """The advice cast them to float64, which the float32 model then refused."""
+    model = SoftmaxRegression(4, 3, dtype=np.float32)
+    model.W = np.ones((3, 4), dtype=np.int64)
+    with pytest.raises(
+        TypeError,
+        match=re.escape("W has dtype int64; it must be float32 or float64 (use np.asarray(W, dtype=np.float32))"),
+    ):
+        model.predict(np.ones((2, 4), dtype=np.float32))
+    model.W = np.asarray(model.W, dtype=np.float32)
+    assert model.predict(np.ones((2, 4), dtype=np.float32)).shape == (2,)
+
+
+@pytest.mark.parametrize("kind", ["float", "bool"])
+def test_labels_in_a_file_are_told_a_fix_for_the_file(tmp_path, kind):
+    """The fix called y.astype on the path y was."""
+    X, y, *_ = make_problem(np.random.default_rng(0), 30, 2, 2)
+    np.save(tmp_path / "X.npy", X)
+    labels = str(tmp_path / "y.npy")
+    np.save(labels, y.astype(float) if kind == "float" else y == 1)
+    with pytest.raises(TypeError, match=r"the y file .*y\.npy' has dtype (float64|bool); labels must be integer") as e:
+        SoftmaxRegression(2, 2).fit(str(tmp_path / "X.npy"), labels, max_iter=1)
+    exec(re.search(r"np\.save\(.*\)\)", str(e.value)).group(), {"np": np})
+    SoftmaxRegression(2, 2).fit(str(tmp_path / "X.npy"), labels, max_iter=1)
