@@ -73,16 +73,24 @@ def computed(obj: Any, name: str = "X", when: str = "before predicting") -> Any:
 
 
 def _refuse_nonfinite_stored(X: Any, when: str) -> None:
-    """Refuse NaN or inf among the stored values of ``X`` computed from Dask (CSR, CSC, COO, BSR), naming a row.
+    """Refuse NaN or inf among the stored values of ``X`` computed from Dask, naming a row.
 
-    A DIA X may store values outside the matrix, which no row holds: it is left to the checks as X is read.
+    A LIL, DOK or DIA X (a Dask array of one such chunk stays in its format)
+    is looked at as its CSR copy: left to the checks as X is read, it was told
+    the in-memory fix, ``X.tocsr(copy=True)``, which a Dask array lacks. That
+    copy drops a DIA X's values outside the matrix, which no row holds.
     """
     import numpy as np
 
     from fastsoftmax import _checks
 
-    if X.format not in ("csr", "csc", "coo", "bsr") or np.asarray(X.data).dtype.kind != "f":
-        return  # other formats and dtypes are checked as X is read
+    if X.format not in ("csr", "csc", "coo", "bsr"):
+        try:
+            X = X.tocsr()
+        except Exception:  # a broken LIL X: named by the checks as X is read (_sparse)
+            return
+    if np.asarray(X.data).dtype.kind != "f":
+        return  # integers and booleans hold no NaN
     n_bad = int(np.count_nonzero(~np.isfinite(X.data)))
     if n_bad:  # the first in row order: a CSR X is its own tocsr(), the others' are made on this error path only
         rows = X.tocsr()

@@ -704,30 +704,14 @@ def check_chunked(X, y, sample_weight, dtype: np.dtype, n_features: int, client:
         else:
             hint = "; y is on Dask, so X must be a Dask array too: X = da.from_array(X), chunked like y"
         raise TypeError(f"X must be a dask.array.Array, got {type(X).__name__}{hint}.")
-    sparse_chunks = has_sparse_chunks(X)
-    if not sparse_chunks:
-        _refuse_other_chunks(X, "X")
-    _checks.check_2d(X)
+    refuse_X_from_metadata(X)
     _refuse_shared_names({"X": X, "y": y, "sample_weight": sample_weight})
     refuse_chunks_out_of_reach({"X": X, "y": y, "sample_weight": sample_weight}, client)
-
-    def check_known_rows(a, name: str) -> None:
-        if any(math.isnan(c) for c in a.chunks[0]):
-            raise ValueError(
-                f"{name} has unknown chunk sizes along its rows; call {name}.compute_chunk_sizes() first "
-                f"(or build it with known lengths, for example df.to_dask_array(lengths=True))."
-            )
-
-    check_known_rows(X, "X")
-    _refuse_column_chunks(X)
-    if X.shape[0] == 0:
-        raise ValueError("X is empty (0 samples); pass at least one row.")
     if X.shape[1] != n_features:
         raise ValueError(
             f"X has {X.shape[1]} features but the model has {n_features}; X must have shape (n_samples, {n_features})."
         )
-    _checks.refuse_non_real(X)
-    if sparse_chunks:
+    if has_sparse_chunks(X):
         import scipy.sparse
 
         # Checked and cast (and made CSR) where each chunk is made; persisted so, they are not checked again.
@@ -757,7 +741,7 @@ def check_chunked(X, y, sample_weight, dtype: np.dtype, n_features: int, client:
             raise ValueError(f"{name} must be 1-dimensional (n_samples,){extra}, got shape {a.shape}.")
         if isinstance(a, da.Array):  # a NumPy array of the wrong length has no chunks to check
             _refuse_other_chunks(a, name)
-            check_known_rows(a, name)
+            _refuse_unknown_rows(a, name)
         if a.shape[0] != X.shape[0]:
             raise ValueError(f"{name} has {a.shape[0]} entries but X has {X.shape[0]} rows; they must match.")
         if a.chunks[0] != X.chunks[0]:
@@ -781,6 +765,32 @@ def check_chunked(X, y, sample_weight, dtype: np.dtype, n_features: int, client:
         # Not cast to the compute dtype yet: DaskObjective checks the weights as given, then
         # scales them as _checks.check_sample_weight does (a float32 1e39 is finite here).
     return X, y, sample_weight
+
+
+def refuse_X_from_metadata(X) -> None:
+    """Refuse a Dask array X that no fit takes, from its metadata alone: chunk type, shape, chunks and dtype.
+
+    No chunk is computed: the estimator runs these before it computes the
+    labels, which a refused fit computed (and with them the whole table they
+    were sliced from) for nothing.
+    """
+    if not has_sparse_chunks(X):
+        _refuse_other_chunks(X, "X")
+    _checks.check_2d(X)
+    _refuse_unknown_rows(X, "X")
+    _refuse_column_chunks(X)
+    if X.shape[0] == 0:
+        raise ValueError("X is empty (0 samples); pass at least one row.")
+    _checks.refuse_non_real(X)
+
+
+def _refuse_unknown_rows(a, name: str) -> None:
+    """Refuse a Dask array whose chunk sizes along its rows are unknown (nan)."""
+    if any(math.isnan(c) for c in a.chunks[0]):
+        raise ValueError(
+            f"{name} has unknown chunk sizes along its rows; call {name}.compute_chunk_sizes() first "
+            f"(or build it with known lengths, for example df.to_dask_array(lengths=True))."
+        )
 
 
 def _refuse_shared_names(arrays: dict[str, Any]) -> None:

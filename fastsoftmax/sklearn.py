@@ -91,6 +91,11 @@ _FORMAT_VERSION = 1
 
 _MINIBATCH_SOLVERS = ("sgd", "adam")
 
+#: The fix for sample weights beyond float64's range (the penalty is 1 / (C sum w)).
+_WEIGHTS_BEYOND_FLOAT64_FIX = (
+    "Divide every weight by a common factor and multiply C by it: only the weights' ratios and C * their sum count."
+)
+
 #: The arrays of a saved estimator (:meth:`SoftmaxClassifier.save`).
 _MEMBERS = (
     "format",
@@ -165,6 +170,13 @@ def _set_metadata_requests(estimator: BaseEstimator, requests_json: str | None) 
     with config_context(enable_metadata_routing=True):
         for method, params in requests.items():
             setter = getattr(estimator, f"set_{method}_request", None)
+            if setter is None and method.isidentifier() and len(method) <= 60:
+                # A subclass's decision_function(X, offset=None) has a setter that this class lacks.
+                raise _RequestsNotTakenError(
+                    f"sets metadata requests for {method}, whose parameters {type(estimator).__name__}.{method} "
+                    f"does not take (or which it lacks): it was saved by a subclass or another version; load it "
+                    f"with the class that saved it"
+                )
             if setter is None:
                 raise ValueError(f"metadata_requests names {method!r:.60}, which is no method that takes requests")
             not_taken = sorted(set(params) - set(getattr(routing, method).requests))
@@ -613,19 +625,47 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         float16 one rounded X to float16, where LogisticRegression promotes
         to float64. Coefficients that are not real numbers are refused.
         """
+        dtype = self._coefficients()[0].dtype
+        if dtype == np.float32 and self.__dict__.get("_dtype_preserved", False):
+            return [np.dtype(np.float64), np.dtype(np.float32)]
+        if dtype not in (np.float32, np.float64):
+            return [np.dtype(np.float64)]
+        return [dtype]
+
+    def _coefficients(self) -> tuple[np.ndarray, np.ndarray]:
+        """``coef_`` and ``intercept_`` as arrays of real numbers in native byte order, checked against ``classes_``.
+
+        They may have been assigned (LogisticRegression's are plain
+        attributes): a list failed in every prediction with AttributeError, a
+        big-endian float64 ``coef_`` was refused by ``partial_fit`` as "dtype
+        float64" and by :meth:`save`, a scalar ``intercept_`` was broadcast by
+        :meth:`decision_function` without a word, and a wrong shape was named
+        as the kernels' W or b. Shapes: (1, D) and (1,) for two classes, else
+        (K, D) and (K,), with D = ``n_features_in_`` where that is set.
+        """
+        arrays = []
         for name in ("coef_", "intercept_"):
-            dtype = np.asarray(getattr(self, name)).dtype
-            if dtype.kind not in "biuf":
+            value = np.asarray(getattr(self, name))
+            if value.dtype.kind not in "biuf":
                 # A complex coef_ scored X as complex numbers in decision_function; an object one failed in isfinite.
                 raise TypeError(
-                    f"{name} has dtype {dtype}; it must hold real numbers: assign it as float64 or float32 "
+                    f"{name} has dtype {value.dtype}; it must hold real numbers: assign it as float64 or float32 "
                     f"(np.asarray({name}, dtype=np.float64)), or fit the estimator."
                 )
-        if self.coef_.dtype == np.float32 and self.__dict__.get("_dtype_preserved", False):
-            return [np.dtype(np.float64), np.dtype(np.float32)]
-        if self.coef_.dtype not in (np.float32, np.float64):
-            return [np.dtype(np.float64)]
-        return [self.coef_.dtype]
+            arrays.append(value if value.dtype.isnative else value.astype(value.dtype.newbyteorder("=")))
+        coef, intercept = arrays
+        n_classes = np.shape(self.classes_)[0]
+        n_rows = 1 if n_classes == 2 else n_classes
+        n_features = getattr(self, "n_features_in_", coef.shape[-1] if coef.ndim == 2 else "D")
+        if coef.shape != (n_rows, n_features) or intercept.shape != (n_rows,):
+            laid_out_by_column = coef.shape == (n_features, n_rows)
+            transposed = " (coef_.T if it is laid out (n_features, n_classes))" if laid_out_by_column else ""
+            raise ValueError(
+                f"coef_ has shape {coef.shape} and intercept_ {intercept.shape}, but {n_classes} classes and "
+                f"{n_features} features need coef_ of shape ({n_rows}, {n_features}) and intercept_ of shape "
+                f"({n_rows},); assign them in those shapes{transposed}, or fit the estimator."
+            )
+        return coef, intercept
 
     def _prediction_dtype(self, x_dtype) -> np.dtype:
         """The dtype X of ``x_dtype`` is scored in (for files, chunk by chunk)."""
@@ -783,10 +823,20 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             # Numbers held as objects (Decimal values from a database) or as strings ("0.5", read from a text
             # file): scikit-learn's _check_sample_weight converts them (and None to NaN, which the check below
             # names). What does not convert (other strings, ragged lists) is left to that check, which names it.
+            # Numbers beyond float64 are named: an integer of 310 digits raised a bare OverflowError here,
+            # and a Decimal beyond it became inf.
+            as_objects, converted = None, None
             with contextlib.suppress(TypeError, ValueError):
                 as_objects = np.asarray(sample_weight)
                 if as_objects.dtype == object or as_objects.dtype.kind in "US":
-                    sample_weight = as_objects.astype(np.float64)
+                    with contextlib.suppress(OverflowError):
+                        converted = as_objects.astype(np.float64)
+            if as_objects is not None and as_objects.dtype == object:
+                _checks.refuse_numbers_beyond_float64(
+                    as_objects, "sample_weight", converted, fix=_WEIGHTS_BEYOND_FLOAT64_FIX
+                )
+            if converted is not None:
+                sample_weight = converted
         w = None if sample_weight is None else _checks.check_sample_weight(sample_weight, n, np.dtype(np.float64))
         if self.class_weight is not None:
             if self.class_weight == "balanced" and partial:
@@ -911,7 +961,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             # validate_data leaves n_features_in_ unset for a 1-D X instead of raising.
             import dask.array as da
 
-            from fastsoftmax.distributed import DASK_SOLVERS, refuse_unknown_columns
+            from fastsoftmax.distributed import DASK_SOLVERS, refuse_unknown_columns, refuse_X_from_metadata
 
             if not isinstance(X, da.Array):
                 # A Dask DataFrame's row count is lazy: the check of an empty X raised Dask's "Trying to convert
@@ -934,6 +984,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                     f"NumPy first."
                 )
             validate_data(self, X, skip_check_array=True)
+            refuse_X_from_metadata(X)
             dtype = self._dtype_for(X.dtype)
             # After X's checks: a refused fit computed y (the whole table it was sliced from) for nothing.
             return X, _labels_beside_X(computed(y, "y")), dtype
@@ -957,8 +1008,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
 
     def _finite_coefficients(self, dtype) -> tuple[np.ndarray, np.ndarray]:
         """``coef_`` and ``intercept_`` in ``dtype``; ValueError where either holds NaN or inf (an assigned one)."""
-        coef = np.asarray(self.coef_, dtype=dtype)
-        intercept = np.asarray(self.intercept_, dtype=dtype)
+        coef, intercept = (np.asarray(value, dtype=dtype) for value in self._coefficients())
         for name, value in (("coef_", coef), ("intercept_", intercept)):
             # Named here: the kernels' check called them W and b, or said the finite logits of row 0 overflowed.
             n_bad = value.size - int(np.count_nonzero(np.isfinite(value)))
@@ -1121,10 +1171,10 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         weights, weight_sum = self._weights(y_idx, classes, sample_weight, dtype)
         n_features, n_classes = self.n_features_in_, classes.shape[0]
         warm = self.warm_start and hasattr(self, "coef_")
-        if warm and not (np.array_equal(self.classes_, classes) and self.coef_.shape[-1] == n_features):
+        if warm and not (np.array_equal(self.classes_, classes) and np.shape(self.coef_)[-1] == n_features):
             # It started again from zero without a word; LogisticRegression and SGDClassifier raise.
             raise ValueError(
-                f"warm_start=True continues from the last fit's coef_, which has {self.coef_.shape[-1]} features "
+                f"warm_start=True continues from the last fit's coef_, which has {np.shape(self.coef_)[-1]} features "
                 f"and the classes {self.classes_.tolist()!r}; this X has {n_features} features and y the classes "
                 f"{classes.tolist()!r}. Set warm_start=False (or fit a clone of the estimator) to start again."
             )
@@ -1238,22 +1288,23 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                     f"set by the last fit or by the first partial_fit call; call fit, or partial_fit on a new "
                     f"estimator, to start over with other classes."
                 )
-            if self.coef_.dtype not in (np.float32, np.float64):
+            coef_dtype = self._coefficients()[0].dtype
+            if coef_dtype not in (np.float32, np.float64):
                 # An assigned coef_ of integers: "dtype int64 is not supported" pointed at the dtype parameter.
                 raise TypeError(
-                    f"coef_ has dtype {self.coef_.dtype.name}, and partial_fit goes on in coef_'s dtype, which must "
+                    f"coef_ has dtype {coef_dtype.name}, and partial_fit goes on in coef_'s dtype, which must "
                     f"be float32 or float64: assign coef_ as floats (coef_.astype(np.float64)), or call fit to start "
                     f"over."
                 )
             wanted = self._compute_dtypes()
-            if len(wanted) == 1 and wanted[0] != self.coef_.dtype:
+            if len(wanted) == 1 and wanted[0] != coef_dtype:
                 # The weights and the optimiser's state are in coef_'s dtype: set_params(dtype=...) was ignored.
                 raise ValueError(
-                    f"dtype is {wanted[0].name}, but coef_ is {self.coef_.dtype.name} (from the last fit or the "
+                    f"dtype is {wanted[0].name}, but coef_ is {coef_dtype.name} (from the last fit or the "
                     f"first partial_fit), and partial_fit goes on in its dtype; call fit (warm_start=False) to "
                     f"start over in {wanted[0].name}, or set dtype back."
                 )
-            X, y = self._validate_and_cast(X, y, dtypes=[self.coef_.dtype], order="C", reset=False)
+            X, y = self._validate_and_cast(X, y, dtypes=[coef_dtype], order="C", reset=False)
         _check_targets(y)
         y_idx = self._encode(y, self.classes_)
         n_classes = self.classes_.shape[0]
@@ -1314,7 +1365,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         X = open_array(path, "X")
         # As fit names them: a structured file was "not 2-dimensional", a complex one was printed whole.
         _checks.refuse_structured(X, f"X file {os.fspath(path)!r}", _checks.STRUCTURED_FILE_FIX)
-        _checks.refuse_non_real(X, f"X file {os.fspath(path)!r}")
+        _checks.refuse_non_real(X, f"X file {os.fspath(path)!r}", os.fspath(path))
         if X.ndim != 2:
             raise ValueError(f"X file {os.fspath(path)!r} must hold a 2-dimensional .npy array, got shape {X.shape}.")
         if X.shape[0] == 0:
@@ -1350,7 +1401,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         if _is_path(X):
             return self._on_file_chunks(X, self.decision_function)
         X = self._validate_X(X)
-        coef, intercept = self._finite_coefficients(np.result_type(self.coef_, self.intercept_))
+        coef, intercept = self._finite_coefficients(np.result_type(*self._coefficients()))
         with np.errstate(over="ignore", invalid="ignore"):
             scores = X @ coef.T + intercept
         if not np.isfinite(scores).all():
@@ -1474,15 +1525,17 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                     f"classes_ of dtype {self.classes_.dtype} cannot be stored without pickle "
                     f"(numbers, booleans and strings can); use pickle or joblib"
                 )
+            coef, intercept = self._coefficients()  # as assigned, big-endian ones included, in native order
             arrays = dict(
                 format=np.array(_FORMAT),
                 format_version=np.array(_FORMAT_VERSION),
                 params=np.array(params_json),
                 classes=classes,
                 classes_object=np.array(self.classes_.dtype == object),
-                coef=np.array(self.coef_, copy=True),
-                intercept=np.array(self.intercept_, copy=True),
-                n_iter=np.array(self.n_iter_),
+                coef=np.array(coef, copy=True),
+                intercept=np.array(intercept, copy=True),
+                # Coefficients assigned rather than fitted (as LogisticRegression's may be) took no iteration.
+                n_iter=np.array(getattr(self, "n_iter_", [0])),
                 n_features_in=np.array(self.n_features_in_),
                 dtype_preserved=np.array(bool(self.__dict__.get("_dtype_preserved", False))),
                 dtype_given_as=np.array(_dtype_given_as(self.dtype)),

@@ -478,6 +478,28 @@ def test_nan_in_coo_chunks_predicted_in_memory_is_told_the_dask_lines():
         SoftmaxRegression(5, 3, seed=0).predict(Xd)
 
 
+@pytest.mark.parametrize("format_name", ["lil", "dok", "dia"])
+def test_nan_in_one_lil_dok_or_dia_chunk_is_told_the_dask_lines_that_run(format_name):
+    """A Dask array of one such chunk computes to a matrix of its own format, which was left to the check of a
+    matrix in memory: its line (X.tocsr(copy=True)) raised AttributeError on the Dask array."""
+    sparse = pytest.importorskip("scipy.sparse")
+    dense = np.random.default_rng(0).normal(size=(60, 4))
+    dense[np.abs(dense) < 0.8] = 0
+    model = SoftmaxRegression(4, 3, seed=0).fit(dense, np.arange(60) % 3, max_iter=50)
+    expected = model.predict(dense)
+    dense[23, 1] = np.nan
+    matrix = getattr(sparse, f"{format_name}_matrix")
+    Xd = da.from_array(dense, chunks=(60, 4)).map_blocks(matrix, meta=matrix((0, 4)))
+    with pytest.raises(ValueError, match=r"X contains 1 NaN .* the first in row 23; set them to 0 among the chunks'"):
+        model.predict(Xd)
+    message = str(_raised_by(model.predict, Xd)).splitlines()
+    namespace = {"np": np, "scipy": pytest.importorskip("scipy"), "X": Xd}
+    for line in message[1:-1]:  # the lines, run as given
+        exec(line.strip(), namespace)
+    predicted = model.predict(namespace["X"])
+    assert np.mean(predicted == expected) >= 59 / 60  # row 23 alone lost a value
+
+
 def test_the_estimator_computes_no_labels_for_a_fit_it_refuses():
     """The labels were computed (the whole table they were sliced from) before the checks of X refused the
     fit."""
@@ -494,8 +516,17 @@ def test_the_estimator_computes_no_labels_for_a_fit_it_refuses():
     table = da.from_array(np.column_stack([rng.normal(size=(200, 5)), rng.integers(0, 3, 200)]), chunks=(50, 6))
     table = table.map_blocks(counted)
     X, y = table[:, :5], table[:, 5].astype(np.int64)
-    for refused, given in ((SoftmaxClassifier(solver="sgd"), X), (SoftmaxClassifier(), X[:, 0])):
-        with pytest.raises(ValueError):
+    unknown_rows = da.from_delayed(dask.delayed(np.zeros)((200, 5)), shape=(np.nan, 5), dtype=np.float64)
+    refusals = [
+        (SoftmaxClassifier(solver="sgd"), X, ValueError, "is not available on Dask"),
+        (SoftmaxClassifier(), X[:, 0], ValueError, "must be 2-dimensional"),
+        # These were refused by the fit on Dask, after the labels had been computed.
+        (SoftmaxClassifier(), X.rechunk((50, 2)), ValueError, "split along its features"),
+        (SoftmaxClassifier(), unknown_rows, ValueError, "unknown chunk sizes along its rows"),
+        (SoftmaxClassifier(), X.astype(np.complex128), TypeError, "dtype complex128"),
+    ]
+    for refused, given, error, match in refusals:
+        with pytest.raises(error, match=match):
             refused.fit(given, y)
     assert computed_chunks == []
 

@@ -1702,7 +1702,7 @@ def _edited(tmp_path, source, **changes):
         ({"metadata_requests": "[" * 100_000}, "metadata_requests is not JSON"),
         ({"metadata_requests": np.array(["{}", "{}"])}, "metadata_requests is not a JSON string"),
         ({"metadata_requests": '{"fit": true}'}, "metadata_requests must map each method to its parameters' requests"),
-        ({"metadata_requests": '{"predict": {}}'}, "metadata_requests names 'predict', which is no method that takes"),
+        ({"metadata_requests": '{"no method": {}}'}, "metadata_requests names 'no method', which is no method that"),
         ({"metadata_requests": '{"fit": {"sample_weight": 1}}'}, r"fit's sample_weight the request 1, which is none"),
         ({"metadata_requests": '{"fit": {"sample_weight": "a b"}}'}, r"cannot be set \(The alias you're setting"),
     ],
@@ -1780,6 +1780,18 @@ def test_a_request_for_a_parameter_this_class_does_not_take_is_named_not_called_
         SoftmaxClassifier.load(tmp_path / "grouped.npz")
     assert "corrupt" not in str(e.value) and "load it with the class that saved it" in str(e.value)
     assert Grouped.load(tmp_path / "grouped.npz").get_metadata_routing().fit.requests["groups"] is True
+
+    # A request of a method that takes no metadata here (its setter is the subclass's alone) was called corrupt.
+    class Offset(SoftmaxClassifier):
+        def decision_function(self, X, offset=None):
+            return super().decision_function(X)
+
+    with sklearn.config_context(enable_metadata_routing=True):
+        Offset().set_decision_function_request(offset=True).fit(X, y).save(tmp_path / "offset.npz")
+    with pytest.raises(ValueError, match=r"offset\.npz sets metadata requests for decision_function, whose ") as e:
+        SoftmaxClassifier.load(tmp_path / "offset.npz")
+    assert "corrupt" not in str(e.value) and "load it with the class that saved it" in str(e.value)
+    assert Offset.load(tmp_path / "offset.npz").get_metadata_routing().decision_function.requests["offset"] is True
 
 
 @pytest.mark.parametrize("C", [Fraction(1, 2), np.longdouble(0.5), np.float32(0.5), np.int64(2)], ids=repr)
@@ -2215,3 +2227,46 @@ def test_a_stall_at_the_floor_names_c_not_l2_to_the_estimator_s_user():
     with pytest.warns(ConvergenceWarning, match=r"use solver='newton-cg' or set a finite C\)") as caught:
         SoftmaxClassifier(C=np.inf, tol=1e-10, max_iter=3000).fit(X, y)
     assert not any("l2" in str(w.message) for w in caught)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # a few sgd epochs suffice here
+def test_coefficients_assigned_as_lists_or_big_endian_arrays_work_everywhere(tmp_path):
+    """coef_ as a list failed every prediction with AttributeError; a big-endian float64 coef_ was refused by
+    partial_fit ("coef_ has dtype float64 ... must be float32 or float64") and by save."""
+    X, y = generated(k=3)
+    fitted = SoftmaxClassifier(solver="sgd", max_iter=5).fit(X, y)
+    expected = fitted.predict_proba(X)
+    for assign in (lambda a: a.tolist(), lambda a: a.astype(">f8")):
+        est = clone(fitted).set_params(warm_start=True)
+        est.classes_, est.n_features_in_ = fitted.classes_, fitted.n_features_in_
+        est.coef_, est.intercept_ = assign(fitted.coef_), assign(fitted.intercept_)
+        np.testing.assert_allclose(est.predict_proba(X), expected, rtol=1e-12)
+        np.testing.assert_allclose(est.decision_function(X), X @ fitted.coef_.T + fitted.intercept_, rtol=1e-12)
+        est.save(tmp_path / "assigned.npz")
+        np.testing.assert_array_equal(SoftmaxClassifier.load(tmp_path / "assigned.npz").coef_, fitted.coef_)
+        est.partial_fit(X, y)
+        est.fit(X, y)  # warm start from the assigned coefficients
+
+
+def test_coefficients_of_the_wrong_shape_are_named_in_every_prediction():
+    """A scalar intercept_ was broadcast by decision_function without a word, and predict named the kernels' b."""
+    est = SoftmaxClassifier().fit(*generated(k=3))
+    X = generated(k=3)[0]
+    est.intercept_ = 0.0
+    for method in (est.predict, est.decision_function, est.predict_proba, est.predict_log_proba):
+        with pytest.raises(ValueError, match=r"coef_ has shape \(3, 8\) and intercept_ \(\), but 3 classes"):
+            method(X)
+    est.intercept_, est.coef_ = np.zeros(3), est.coef_.T
+    with pytest.raises(ValueError, match=r"intercept_ of shape \(3,\); assign them in those shapes \(coef_\.T if"):
+        est.decision_function(X)
+
+
+@pytest.mark.parametrize("weight", [10**400, decimal.Decimal("1e400")], ids=["int", "Decimal"])
+def test_a_list_of_weights_beyond_float64_is_named(weight):
+    """A list holding 10**400 raised a bare OverflowError; a Decimal beyond float64 became inf."""
+    X, y = generated(n=50, k=3)
+    weights = [weight] + [1] * 49
+    with pytest.raises(ValueError, match=r"sample_weight holds 1 number\(s\) beyond float64's range .* at row 0;"):
+        SoftmaxClassifier().fit(X, y, sample_weight=weights)
+    with pytest.raises(ValueError, match=r"sample_weight holds 1 number"):
+        SoftmaxClassifier().partial_fit(X, y, classes=[0, 1, 2], sample_weight=weights)
