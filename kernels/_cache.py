@@ -23,9 +23,11 @@ load never sees an index whose data file is not yet written. Only these
 reads and writes (with the pickling of what they read or write) hold the
 lock: compiling does not, nor does linking the loaded code, and a warm cache
 costs a lock per signature on the first call in a process. The lock file is
-opened read-only, so processes of different users that share a cache
-directory lock it too. Where ``fcntl`` is absent (Windows), or the file
-cannot be created or locked, the cache runs unlocked, as Numba's own does.
+opened read-only and made readable by all, so processes of different users
+that share a cache directory lock it too. Where ``fcntl`` is absent
+(Windows), or the file cannot be created, opened or locked, the cache runs
+unlocked, as Numba's own does. A wait for another process's lock is named
+after ``LOCK_WAIT_NOTICE_S`` and given up after ``LOCK_WAIT_LIMIT_S``.
 
 Numba also keys each kernel's cache by its own source file only (its
 modification time and size), while the kernels' code is spread over the
@@ -41,15 +43,20 @@ short, bytes overwritten) made every later call of its kernel fail in
 Numba's unpickling (``UnpicklingError: invalid load key``) until the
 cache was deleted by hand. ``tolerate_damage`` makes such a file a cache
 miss, with a ``RuntimeWarning`` that names it: the kernel compiles again
-and its next save writes the file afresh.
+and its next save writes the file afresh. Damage inside a data file's
+machine code unpickles without an error, and ran: ``checksum_data_files``
+ends each data file with a digest that a load checks first. An index that
+cannot be read (another user's, in a shared directory) is a cache miss too.
 """
 
 import contextlib
 import functools
 import hashlib
 import os
+import pickle
 import stat
 import sys
+import time
 import warnings
 from collections.abc import Iterator
 from types import ModuleType
@@ -65,26 +72,69 @@ except ImportError:  # Windows: no flock
 LOCK_FILE_NAME = "fastsoftmax-kernels.lock"
 
 
+#: Seconds to wait for another process's lock before saying so, and before giving up (:func:`_holding_lock`).
+LOCK_WAIT_NOTICE_S, LOCK_WAIT_LIMIT_S = 10.0, 120.0
+
+
+class _LockWaitTooLong(Exception):
+    """Another process held the cache lock for ``LOCK_WAIT_LIMIT_S``: the read or write is skipped."""
+
+
+#: The warnings given once a process: keys of :func:`_warn_once`.
+_warned: set[str] = set()
+
+
+def _warn_once(key: str, message: str) -> None:
+    """A ``RuntimeWarning`` of ``message``, the first time ``key`` comes up in this process."""
+    if key in _warned:
+        return
+    _warned.add(key)
+    with contextlib.suppress(Warning):  # warnings as errors (-W error) must not fail the kernel's call
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
 @contextlib.contextmanager
 def _holding_lock(directory: str, operation: int) -> Iterator[None]:
     """Hold ``flock(operation)`` on the lock file in ``directory`` for the body.
 
     The directory is made first: Numba makes it again only inside the save.
     Where the file cannot be created or locked (a file system without
-    locks), the body runs unlocked, as with Numba's own cache.
+    locks), the body runs unlocked, as with Numba's own cache; where it
+    cannot be opened (another user's file, made under a umask of 077) that
+    is said once. A lock that another process holds for ``LOCK_WAIT_NOTICE_S``
+    is named in a warning (a process stopped with Ctrl-Z, or a child that
+    outlived its parent, kept every process on the cache waiting without a
+    word), and after ``LOCK_WAIT_LIMIT_S`` the wait ends with
+    :class:`_LockWaitTooLong`: the caller skips the read or write.
     """
     with contextlib.ExitStack() as stack:
+        path = os.path.join(directory, LOCK_FILE_NAME)
         try:
             os.makedirs(directory, exist_ok=True)
             # Read-only: flock needs no write access, and another user may own the file. Without
             # blocking, and not through a link: a named pipe put in its place (in a cache directory
             # that users share) waited for a writer for ever, and so did the first kernel call.
             flags = os.O_RDONLY | os.O_CREAT | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
-            descriptor = os.open(os.path.join(directory, LOCK_FILE_NAME), flags, 0o666)
+            try:
+                descriptor = os.open(path, flags, 0o666)
+            except PermissionError as exc:
+                _warn_once(
+                    "lock",
+                    f"the kernels' disk cache lock {path} cannot be opened ({exc.strerror}): this process reads "
+                    f"and writes the cache without it, and may race with another process's write. Give the "
+                    f"cache's users read access to it (chmod a+r), or set NUMBA_CACHE_DIR to a directory of your "
+                    f"own",
+                )
+                raise
             stack.callback(os.close, descriptor)
-            if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            status = os.fstat(descriptor)
+            if not stat.S_ISREG(status.st_mode):
                 raise OSError(f"{LOCK_FILE_NAME} in {directory} is not a regular file")  # run unlocked
-            fcntl.flock(descriptor, operation)
+            if status.st_uid == os.geteuid() and status.st_mode & 0o666 != 0o666:
+                # Created under the umask: other users sharing the directory could not open it.
+                with contextlib.suppress(OSError):
+                    os.fchmod(descriptor, 0o666)
+            _wait_for(descriptor, operation, path)
         except OSError:
             pass
         else:
@@ -92,13 +142,43 @@ def _holding_lock(directory: str, operation: int) -> Iterator[None]:
         yield
 
 
+def _wait_for(descriptor: int, operation: int, path: str) -> None:
+    """``flock(descriptor, operation)``, polled, with the notice and the limit of :func:`_holding_lock`."""
+    started, pause = time.monotonic(), 0.001
+    while True:
+        try:
+            fcntl.flock(descriptor, operation | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            waited = time.monotonic() - started
+            if waited >= LOCK_WAIT_LIMIT_S:
+                _warn_once(
+                    "lock wait",
+                    f"another process has held the kernels' disk cache lock {path} for {waited:.0f} s: this process "
+                    f"compiles the kernels it could not read and does not save them. Look for a stopped or stuck "
+                    f"process that uses the cache (fuser {path})",
+                )
+                raise _LockWaitTooLong(path) from None
+            if waited >= LOCK_WAIT_NOTICE_S:
+                _warn_once(
+                    "lock notice",
+                    f"waiting for another process's lock on the kernels' disk cache ({path}); a stopped process "
+                    f"(Ctrl-Z) holds it until it goes on. This process gives up after {LOCK_WAIT_LIMIT_S:.0f} s",
+                )
+            time.sleep(pause)
+            pause = min(2 * pause, 0.1)
+
+
 def _locked(method, directory: str, operation: int):
-    """``method`` of a cache file, run holding the lock."""
+    """``method`` of a cache file, run holding the lock; skipped (None: a miss, or no write) if the wait is too long."""
 
     @functools.wraps(method)
     def locked(*args, **kwargs):
-        with _holding_lock(directory, operation):
-            return method(*args, **kwargs)
+        try:
+            with _holding_lock(directory, operation):
+                return method(*args, **kwargs)
+        except _LockWaitTooLong:
+            return None
 
     return locked
 
@@ -161,8 +241,15 @@ def tolerate_damage(dispatcher: Dispatcher) -> None:
     def _load_index():
         try:
             return load_index()
-        except OSError:
-            raise  # a missing or unreadable file is Numba's to handle, as before: not damage
+        except OSError as exc:  # Numba reads a missing one as empty, and raised the rest out of every call
+            _warn_once(
+                "unreadable",
+                f"the kernels' disk cache file {cache_file._index_path} cannot be read ({exc.strerror or exc}): "
+                f"its kernels compile again in this process. Where users share the cache, each needs read "
+                f"access to the others' files (a umask of 002 or 022 gives it), or set NUMBA_CACHE_DIR to a "
+                f"directory of your own",
+            )
+            return {}
         except Exception as exc:  # the unpickling of arbitrary bytes raises almost anything
             _warn_damaged(cache_file._index_path, exc)
             return {}
@@ -259,13 +346,62 @@ def stamp_disk_cache(dispatcher: Dispatcher, digest: str) -> None:
         cache_file._sources_digest = digest
 
 
+#: What ends each data file the kernels write: a blake2b digest of the pickle before it, then this tag.
+CHECKSUM_TAG = b"fastsoftmax-blake2b-16"
+_DIGEST_SIZE = 16
+
+
+class _ChecksumMismatch(ValueError):
+    """A data file whose bytes are not those written (:func:`checksum_data_files`)."""
+
+
+def _digest(payload: bytes) -> bytes:
+    return hashlib.blake2b(payload, digest_size=_DIGEST_SIZE).digest()
+
+
+def checksum_data_files(dispatcher: Dispatcher) -> None:
+    """Write a checksum after each data file of one dispatcher's disk cache, and check it before unpickling.
+
+    Most of a data file is the kernel's machine code and LLVM bitcode, which
+    unpickle whatever their bytes: a block of zeros or a few overwritten
+    bytes there (a crash during a write, a bad copy) ran as code, and every
+    later process died of SIGSEGV or SIGILL, or of "LLVM bitcode parsing
+    error", naming no file. A file whose digest does not match is damaged
+    (:func:`tolerate_damage` makes it a cache miss, and names it). Checking
+    costs one blake2b pass over each file loaded (about 0.3 ms for 300 KB).
+    A dispatcher without a disk cache, or one already wrapped, is left as it is.
+    """
+    cache_file = getattr(dispatcher._cache, "_cache_file", None)
+    if cache_file is None or getattr(cache_file, "_checksummed", False):
+        return
+
+    def _save_data(name, data) -> None:
+        payload = cache_file._dump(data)
+        with cache_file._open_for_write(cache_file._data_path(name)) as file:
+            file.write(payload + _digest(payload) + CHECKSUM_TAG)
+
+    def _load_data(name):
+        with open(cache_file._data_path(name), "rb") as file:
+            data = file.read()
+        trailer = _DIGEST_SIZE + len(CHECKSUM_TAG)
+        payload, digest, tag = data[:-trailer], data[-trailer : -len(CHECKSUM_TAG)], data[-len(CHECKSUM_TAG) :]
+        if tag != CHECKSUM_TAG or _digest(payload) != digest:
+            raise _ChecksumMismatch("its checksum does not match its contents")
+        return pickle.loads(payload)
+
+    cache_file._save_data, cache_file._load_data = _save_data, _load_data
+    cache_file._checksummed = True
+
+
 def lock_disk_caches(dispatchers: list[Dispatcher]) -> None:
-    """Lock the disk cache of every dispatcher, stamp it with ``sources_digest``, make its damaged files
-    cache misses (``tolerate_damage``) and a failed write a warning (``tolerate_unwritable``)."""
+    """Lock the disk cache of every dispatcher, stamp it with ``sources_digest``, checksum its data files
+    (``checksum_data_files``), make its damaged files cache misses (``tolerate_damage``) and a failed
+    write a warning (``tolerate_unwritable``)."""
     digest = sources_digest()
     for dispatcher in dispatchers:
         stamp_disk_cache(dispatcher, digest)
         lock_disk_cache(dispatcher)
+        checksum_data_files(dispatcher)  # before tolerate_damage, which wraps its _load_data
         tolerate_damage(dispatcher)
         tolerate_unwritable(dispatcher)
 

@@ -6,6 +6,7 @@ import sys
 import textwrap
 import threading
 import time
+import warnings
 
 import pytest
 from _dispatchers import kernel_dispatchers
@@ -161,3 +162,77 @@ def test_two_processes_saving_two_signatures_keep_both(tmp_path):
     assert loading.returncode == 0, loading.stderr
     assert loading.stdout.split("\n")[:4] == ["int32 (-2, 7)", "int64 (-2, 7)", "hits 2", "misses 0"]
     assert any(path.name == _cache.LOCK_FILE_NAME for path in (tmp_path / "cache").rglob("*"))
+
+
+def _locked_cache_file(directory) -> IndexDataCacheFile:
+    cache_file = IndexDataCacheFile(cache_path=str(directory), filename_base="kernel", source_stamp=(0.0, 0))
+    _cache.lock_cache_file(cache_file, str(directory))
+    return cache_file
+
+
+def test_a_lock_made_under_a_private_umask_is_opened_to_every_user(tmp_path):
+    """Under umask 077 the lock file was 0600, which another user sharing the directory could not open: that
+    process then read and wrote the cache unlocked, without a word."""
+    previous = os.umask(0o077)
+    try:
+        _locked_cache_file(tmp_path).save("key", "payload")
+    finally:
+        os.umask(previous)
+    assert os.stat(tmp_path / _cache.LOCK_FILE_NAME).st_mode & 0o777 == 0o666
+
+
+def test_a_lock_that_cannot_be_opened_is_said_once(tmp_path, monkeypatch):
+    cache_file = _locked_cache_file(tmp_path)
+    open_file = os.open
+
+    def refused(path, *args, **kwargs):
+        if str(path).endswith(_cache.LOCK_FILE_NAME):
+            raise PermissionError(13, "Permission denied")
+        return open_file(path, *args, **kwargs)
+
+    monkeypatch.setattr(_cache.os, "open", refused)
+    monkeypatch.setattr(_cache, "_warned", set())
+    with pytest.warns(RuntimeWarning, match=r"cache lock .* cannot be opened \(Permission denied\): this process"):
+        cache_file.save("key", "payload")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert cache_file.load("key") == "payload"  # unlocked, and said once
+
+
+def test_a_lock_held_too_long_is_named_and_then_given_up(tmp_path, monkeypatch):
+    """A process stopped with Ctrl-Z while it held the lock kept every process on the cache waiting, silently."""
+    cache_file = _locked_cache_file(tmp_path)
+    cache_file.save("key", "payload")
+    monkeypatch.setattr(_cache, "LOCK_WAIT_NOTICE_S", 0.2)
+    monkeypatch.setattr(_cache, "LOCK_WAIT_LIMIT_S", 0.6)
+    monkeypatch.setattr(_cache, "_warned", set())
+    descriptor = os.open(tmp_path / _cache.LOCK_FILE_NAME, os.O_RDONLY)
+    try:
+        _cache.fcntl.flock(descriptor, _cache.fcntl.LOCK_EX)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert cache_file.load("key") is None  # a miss: the kernel compiles
+            cache_file.save("key", "other")  # skipped
+        messages = [str(warning.message) for warning in caught]
+        assert any(message.startswith("waiting for another process's lock") for message in messages)
+        assert any("has held the kernels' disk cache lock" in message for message in messages)
+    finally:
+        os.close(descriptor)
+    assert cache_file.load("key") == "payload"  # the skipped save wrote nothing
+
+
+def test_an_index_that_cannot_be_read_is_a_cache_miss(tmp_path, monkeypatch):
+    """Another user's index, unreadable under a private umask, made every kernel call fail with PermissionError.
+    (A directory in the index's place stands for it: root reads any file.)"""
+    cache_file = _locked_cache_file(tmp_path)
+
+    class Dispatcher:  # what tolerate_damage reads of a dispatcher
+        _cache = type("Cache", (), {"_cache_file": cache_file})
+
+    _cache.tolerate_damage(Dispatcher)
+    os.mkdir(cache_file._index_path)
+    monkeypatch.setattr(_cache, "_warned", set())
+    with pytest.warns(
+        RuntimeWarning, match=r"kernel\.nbi cannot be read \(Is a directory\): its kernels compile again"
+    ):
+        assert cache_file.load("key") is None

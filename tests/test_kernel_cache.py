@@ -157,9 +157,21 @@ def test_a_damaged_cache_file_is_compiled_again_and_rewritten(tmp_path):
         return done
 
     assert run().stdout.split() == ["0", "1"]  # a cold cache, written
-    for suffix in (".nbc", ".nbi"):
+
+    def zeros_in_the_machine_code(path) -> None:
+        # A 4 KiB block of zeros (a crash during a write) inside the pickled object code and bitcode, which
+        # unpickle whatever their bytes: every later process died of SIGSEGV, SIGILL or an LLVM error.
+        content = bytearray(path.read_bytes())
+        middle = len(content) // 2
+        content[middle : middle + 4096] = bytes(min(4096, len(content) - middle))
+        path.write_bytes(bytes(content))
+
+    for suffix, damage in ((".nbc", zeros_in_the_machine_code), (".nbc", None), (".nbi", None)):
         (damaged,) = cache.rglob(f"*label_range*{suffix}")
-        damaged.write_bytes(b"\x80\x05not a pickle")
+        if damage is None:
+            damaged.write_bytes(b"\x80\x05not a pickle")
+        else:
+            damage(damaged)
         done = run()
         assert done.stdout.split() == ["0", "1"]  # compiled again
         assert "RuntimeWarning" in done.stderr and f"{damaged} is damaged" in done.stderr
