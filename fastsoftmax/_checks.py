@@ -1789,8 +1789,8 @@ def check_fit_options(
     )
 
 
-def as_compute_dtype(X, dtype: np.dtype, *, learning: bool = True):
-    """Cast a floating X of another dtype to the compute dtype (a copy); anything else as it is.
+def as_compute_dtype(X, dtype: np.dtype, *, learning: bool = True, order: str = "K"):
+    """Cast a floating X of another dtype to the compute dtype (a copy, in ``order``); anything else as it is.
 
     The model's methods and ``fit`` accept float32 data in a float64 model and
     the reverse; the public functions do not (see the dtype policy above).
@@ -1798,7 +1798,7 @@ def as_compute_dtype(X, dtype: np.dtype, *, learning: bool = True):
     """
     X = _as_array(X, "X")
     if X.dtype.kind == "f" and X.dtype != dtype:
-        return cast_X(X, dtype, learning=learning)
+        return cast_X(X, dtype, learning=learning, order=order)
     return X
 
 

@@ -174,8 +174,15 @@ def _is_path_or_map(a) -> bool:
     return isinstance(a, (*PATH_TYPES, np.memmap))
 
 
-def _trains_in_place(X: np.ndarray, n_features: int, n_classes: int, chunk_size: int | None, minibatches: bool) -> bool:
+def _trains_in_place(
+    X: np.ndarray, dtype: np.dtype, n_features: int, n_classes: int, chunk_size: int | None, minibatches: bool
+) -> bool:
     """Whether an in-memory Fortran-ordered X (a pandas frame's values) is trained where it lies, uncopied.
+
+    X is judged in the compute dtype ``dtype``, which it may not have yet:
+    an X to be cast is cast once, into the order chosen here (a float64
+    Fortran X cast for a float32 model kept its order, and was then copied
+    into C order as well: two copies at once).
 
     Yes where full-batch passes over it run on row blocks
     (``_data.holds_row_blocks``), which copy from X.T with no transpose.
@@ -188,9 +195,11 @@ def _trains_in_place(X: np.ndarray, n_features: int, n_classes: int, chunk_size:
     (``_data.copy_of_X_fits``) is not made: the kernels then read X where it
     lies, more slowly, rather than risk running out of memory.
     """
-    if not copy_of_X_fits(X.nbytes):
+    itemsize = np.dtype(dtype).itemsize
+    n_bytes = X.size * itemsize
+    if not copy_of_X_fits(n_bytes):
         return True
-    return not minibatches and chunk_size is None and holds_row_blocks(X.nbytes, n_features, n_classes, X.itemsize)
+    return not minibatches and chunk_size is None and holds_row_blocks(n_bytes, n_features, n_classes, itemsize)
 
 
 def make_objective(
@@ -248,8 +257,13 @@ def make_objective(
             renumber_columns=many_passes,
         )
     if not _is_path_or_map(X) and not _is_path_or_map(y):
-        X = _checks.as_compute_dtype(X, dtype)
-        fortran_ok = X.flags.f_contiguous and _trains_in_place(X, n_features, n_classes, chunk_size, minibatches)
+        X = _checks._as_array(X, "X")
+        fortran_ok = (
+            X.ndim == 2
+            and X.flags.f_contiguous
+            and _trains_in_place(X, dtype, n_features, n_classes, chunk_size, minibatches)
+        )
+        X = _checks.as_compute_dtype(X, dtype, order="K" if fortran_ok else "C")
         X = _checks.check_X(X, dtype, n_features, fortran_ok=fortran_ok)
         y = _checks.check_labels(y, X.shape[0], n_classes)
         source = DataSource(X, y, dtype, sample_weight=sample_weight, chunk_size=chunk_size)

@@ -9,6 +9,9 @@ the last partial block comes from a zero-padded copy.
 
 from __future__ import annotations
 
+import tracemalloc
+import warnings
+
 import numpy as np
 import pytest
 from conftest import (
@@ -419,3 +422,29 @@ def test_digest_of_fortran_X_is_that_of_its_rows(rng, monkeypatch):
     assert _data.DataSource(np.asfortranarray(X), y, np.float64).digest() == expected
     X[999, 6] += 1.0
     assert _data.DataSource(np.asfortranarray(X), y, np.float64).digest() != expected
+
+
+@pytest.mark.parametrize("solver", ["sgd", "lbfgs"])
+def test_a_fortran_x_of_another_dtype_is_cast_once_into_the_order_the_fit_reads(solver):
+    """A float64 Fortran X for a float32 model was cast in Fortran order and then copied into C order for the
+    fit as well: two copies of X at once (a pandas frame's values, where sgd or a large K reads rows)."""
+    rng = np.random.default_rng(0)
+    n_rows, n_features, n_classes = 200_000, 20, 100
+    X = np.asfortranarray(rng.standard_normal((n_rows, n_features)))
+    y = rng.integers(0, n_classes, n_rows)
+    options = {"lr": 0.01} if solver == "sgd" else {}
+
+    def fit() -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # one iteration does not converge
+            SoftmaxRegression(n_features, n_classes, dtype=np.float32).fit(X, y, solver=solver, max_iter=1, **options)
+
+    fit()  # the kernels compiled or loaded, outside the count
+    tracemalloc.start()
+    try:
+        fit()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    one_copy = n_rows * n_features * 4
+    assert peak < 1.5 * one_copy, f"peak {peak / 1e6:.1f} MB for a float32 copy of {one_copy / 1e6:.1f} MB"
