@@ -515,6 +515,8 @@ class DataSource:
             sample_weight, self.n_samples, self.dtype, scale_free=True
         )
         self.weight_sum = _weight_sum(self.sample_weight, self.n_samples)
+        # Weights used where they lie (a map in the compute dtype): the checks read every page of their file.
+        _io.release_rows(self.sample_weight)
         #: The weight sum as given, before the check divided the weights into the dtype's range.
         self.given_weight_sum = self.weight_sum * divisor
         #: A mini-batch of n rows is divided by n times this (its expected weight): the mean weight of these rows,
@@ -600,6 +602,7 @@ class DataSource:
         for start, part in self._label_parts():
             weights = self.sample_weight[start : start + part.shape[0]]
             totals += np.bincount(part, weights=weights, minlength=n_classes)
+            _io.release_rows(self.sample_weight, start, start + part.shape[0])
         return totals
 
     def label_range(self) -> tuple[int, int]:
@@ -701,9 +704,15 @@ class DataSource:
             self.release(start, stop)
 
     def release(self, start: int, stop: int) -> None:
-        """Drop the file pages of rows [start, stop) of X and y from this process (maps; :func:`_io.release_rows`)."""
+        """Drop the file pages of rows [start, stop) of X, y and the weights (maps; :func:`_io.release_rows`).
+
+        The weights too: a memory-mapped ``sample_weight`` in the compute dtype is read where it lies, and its
+        file became resident whole over a pass while X's stayed at one chunk.
+        """
         _io.release_rows(self.X, start, stop)
         _io.release_rows(self.y, start, stop)
+        if self.sample_weight.shape[0]:
+            _io.release_rows(self.sample_weight, start, stop)
 
     # -- identity ------------------------------------------------------------
 

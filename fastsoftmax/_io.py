@@ -596,18 +596,22 @@ def advise_rows(
     """Pass ``advice`` (an ``mmap.MADV_*`` value, None: nothing) to ``madvise`` for rows [start, stop) of a memory map.
 
     The range is widened to whole windows of ``align`` bytes (a multiple of
-    the page size). ``arr`` is an ``np.memmap`` or a view of one, of any
-    strides: its rows' bytes, and the bytes between them that the view
+    the page size). ``arr`` is an ``np.memmap`` or a view of one (a plain
+    ndarray too), of any strides: its rows' bytes, and the bytes between them that the view
     skips (other columns, every other row), are advised as one run. Where
     rows are the faster axis (a Fortran-ordered 2-D map, ``np.save`` of a
     pandas frame's values), the rows lie in one run per column, each advised
     on its own. A platform without ``madvise`` is left alone. Advice only:
     an error from ``madvise`` is ignored.
     """
-    base = getattr(arr, "_mmap", None)
+    mapped = arr
+    while isinstance(mapped, np.ndarray) and getattr(mapped, "_mmap", None) is None:
+        # A plain view of a map (np.asarray of one, or the weights as checked): its pages were never released.
+        mapped = mapped.base
+    base = getattr(mapped, "_mmap", None)
     if advice is None or base is None or not hasattr(base, "madvise"):
         return
-    if getattr(arr, "mode", "r") == "c":
+    if getattr(mapped, "mode", "r") == "c":
         return  # MADV_DONTNEED would drop the private edits of a copy-on-write map
     stop = arr.shape[0] if stop is None else min(stop, arr.shape[0])
     if arr.ndim == 0 or stop <= start or arr.size == 0:
