@@ -155,17 +155,25 @@ _NPY_MAX_HEADER_SIZE = 10_000
 _NPY_VERSIONS = ((1, 0), (2, 0), (3, 0))
 
 
-def _begins_with_names(file) -> bool:
-    """Whether the text file's first line holds a field that is no number (a CSV header of column names)."""
+def _text_layout(file) -> tuple[str | None, bool]:
+    """The delimiter of a text file's fields (None: whitespace) and whether its first line names columns.
+
+    From the first line: a comma, else a semicolon, else a tab, else
+    whitespace; a header is a line with a field that is no number. The
+    advice said ``delimiter=','`` of every file, which failed on a TSV, and
+    took the first row of numbers split by spaces for a header, which
+    ``skiprows=1`` then dropped.
+    """
     file.seek(0)
     line = file.readline(4096).decode("utf-8", errors="replace")
-    for field in line.replace(";", ",").replace("\t", ",").split(","):
+    delimiter = next((candidate for candidate in (",", ";", "\t") if candidate in line), None)
+    for field in line.split(delimiter):
         try:
             float(field)
         except ValueError:
             if field.strip():
-                return True
-    return False
+                return delimiter, True
+    return delimiter, False
 
 
 def _name_to_convert_into(path: str, name: str) -> str:
@@ -201,8 +209,10 @@ def _check_npy_header(path: str, name: str) -> None:
             target = _name_to_convert_into(path, name)
             # Labels as integers: np.loadtxt reads floats, which the next run refused as labels.
             # A first line of column names (as most CSV files have) made np.loadtxt fail.
-            header = ", skiprows=1" if _begins_with_names(file) else ""
-            load = f"np.loadtxt({path!r}, delimiter=','{header}{', dtype=np.int64' if name == 'y' else ''})"
+            delimiter, names = _text_layout(file)
+            options = "" if delimiter is None else f", delimiter={delimiter!r}"
+            options += ", skiprows=1" if names else ""
+            load = f"np.loadtxt({path!r}{options}{', dtype=np.int64' if name == 'y' else ''})"
             labels = " (a column of labels goes to a file of its own)" if name == "X" else ""
             raise ValueError(
                 f"{name} file {path!r} is not an .npy file (it does not begin with NumPy's .npy header): "

@@ -1845,3 +1845,20 @@ def test_labels_in_a_file_are_told_a_fix_for_the_file(tmp_path, kind):
         SoftmaxRegression(2, 2).fit(str(tmp_path / "X.npy"), labels, max_iter=1)
     exec(re.search(r"np\.save\(.*\)\)", str(e.value)).group(), {"np": np})
     SoftmaxRegression(2, 2).fit(str(tmp_path / "X.npy"), labels, max_iter=1)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["a,b\n1,2\n3,4\n", "a;b\n1;2\n3;4\n", "1\t2\n3\t4\n", "a\tb\n1\t2\n3\t4\n", "1 2\n3 4\n", "1.5  -2\n3  4e1\n"],
+    ids=["comma, names", "semicolon, names", "tab", "tab, names", "spaces", "runs of spaces"],
+)
+def test_the_conversion_advice_for_a_text_file_reads_its_delimiter(tmp_path, monkeypatch, text):
+    """Every text file was told delimiter=',' (a TSV's conversion then failed), and a first row of numbers split
+    by spaces was taken for column names and dropped (skiprows=1)."""
+    monkeypatch.chdir(tmp_path)
+    with open("X.txt", "w") as file:
+        file.write(text)
+    with pytest.raises(ValueError, match=r"X file 'X\.txt' is not an \.npy file") as raised:
+        SoftmaxRegression(2, 2).fit("X.txt", np.array([0, 1]), max_iter=1)
+    exec(re.search(r"np\.save\(.*\)\)", str(raised.value)).group(), {"np": np})
+    assert np.load("X.npy").shape == (2, 2)
