@@ -31,6 +31,9 @@ from fastsoftmax.exceptions import JitDisabledError, KernelMemoryError
 
 _layer_lock = threading.Lock()
 _layer_checked = False
+
+#: The values of NUMBA_THREADING_LAYER that Numba knows.
+_THREADING_LAYERS = ("default", "safe", "threadsafe", "forksafe", "tbb", "omp", "workqueue")
 #: Set once the kernels are known to be compiled (NUMBA_DISABLE_JIT is not set).
 _jit_checked = False
 _serialise = False
@@ -85,10 +88,18 @@ def _check_layer() -> None:
                 # The user's own choice (NUMBA_THREADING_LAYER, or numba.config before the import):
                 # replacing it with workqueue made their own parallel code abort on concurrent calls.
                 reason = str(exc).splitlines()[0].rstrip(".")
+                layer = numba.config.THREADING_LAYER
+                if "unknown" in reason:  # "install it" made no sense of a name Numba does not know
+                    fix = f"name one of {', '.join(map(repr, _THREADING_LAYERS))}"
+                elif layer in ("tbb", "safe"):  # safe is TBB's
+                    fix = "install TBB (pip install tbb)"
+                elif layer == "omp":
+                    fix = "install OpenMP (the system's libgomp or libomp)"
+                else:
+                    fix = "install TBB (pip install tbb) or OpenMP"
                 raise ValueError(
-                    f"Numba could not load the threading layer {numba.config.THREADING_LAYER!r} chosen for this "
-                    f"process ({reason}); install it (pip install tbb for 'tbb'), or unset NUMBA_THREADING_LAYER "
-                    f"to let fastsoftmax choose one."
+                    f"Numba could not load the threading layer {layer!r} chosen for this process ({reason}); "
+                    f"{fix}, or unset NUMBA_THREADING_LAYER to let fastsoftmax choose one."
                 ) from exc
             # Neither OpenMP nor TBB could be loaded for fastsoftmax's own request: fall back to workqueue.
             numba.config.THREADING_LAYER = "workqueue"

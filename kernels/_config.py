@@ -41,7 +41,7 @@ def _disk_cache_usable() -> bool:
         pass
 
     try:
-        numba.njit(cache=True)(probe)
+        dispatcher = numba.njit(cache=True)(probe)
     except RuntimeError as error:
         if "no locator available" not in str(error):
             # Another cause names itself: a process forked while another thread compiled (fastsoftmax._fork),
@@ -61,7 +61,36 @@ def _disk_cache_usable() -> bool:
         except Warning:
             pass
         return False
+    _warn_if_cache_dir_passed_over(dispatcher)
     return True
+
+
+def _warn_if_cache_dir_passed_over(dispatcher) -> None:
+    """A RuntimeWarning where ``NUMBA_CACHE_DIR`` is set but Numba caches elsewhere, naming why and where.
+
+    Numba passes over a ``NUMBA_CACHE_DIR`` it cannot create or write (a path
+    under a regular file, a typo in a shared cluster path) without a word,
+    and caches where it finds a place: each process then compiled again where
+    the user meant to share one cache.
+    """
+    given = numba.config.CACHE_DIR
+    locator = getattr(getattr(dispatcher._cache, "_impl", None), "_locator", None)
+    if not given or locator is None or type(locator).__name__ == "UserProvidedCacheLocator":
+        return
+    try:
+        os.makedirs(given, exist_ok=True)
+        reason = "it is not writable"
+    except OSError as error:
+        reason = error.strerror or str(error)
+    try:
+        warnings.warn(
+            f"NUMBA_CACHE_DIR={given} cannot hold the kernels' disk cache ({reason}): Numba caches them in "
+            f"{locator.get_cache_path()} instead; set NUMBA_CACHE_DIR to a writable directory",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    except Warning:
+        pass
 
 
 #: Options for every kernel: release the GIL (kernels are called from Python

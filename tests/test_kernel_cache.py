@@ -257,3 +257,30 @@ def test_an_index_entry_whose_data_was_not_written_is_a_cache_miss(tmp_path):
     index.unlink()  # as a stale index is dropped: the next entry takes the first slot, whose data file is int32's
     assert run("data not written") == "(0, 7)"
     assert run("int64") == "(0, 7)"
+
+
+def test_a_numba_cache_dir_that_cannot_be_used_is_named(tmp_path):
+    """Numba passed over a NUMBA_CACHE_DIR it could not create (a typo in a shared path, a path under a file)
+    without a word, and cached elsewhere."""
+    (tmp_path / "a_file").write_text("")
+    environment = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "a_file" / "cache")}
+    done = subprocess.run(
+        [sys.executable, "-c", "import fastsoftmax.kernels"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=environment,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"NUMBA_CACHE_DIR={tmp_path / 'a_file' / 'cache'} cannot hold the kernels' disk cache (Not a directory)" in (
+        done.stderr
+    )
+    environment["NUMBA_CACHE_DIR"] = str(tmp_path / "cache")  # one that can be made: nothing to say
+    done = subprocess.run(
+        [sys.executable, "-c", "import fastsoftmax.kernels"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=environment,
+    )
+    assert (done.returncode, done.stderr) == (0, "")

@@ -887,7 +887,12 @@ def test_a_threading_layer_the_user_chose_is_not_replaced_behind_their_back():
     done = _run_with_environment(code, NUMBA_THREADING_LAYER="tbb")
     assert done.returncode == 0, done.stderr
     assert "Numba could not load the threading layer 'tbb' chosen for this process" in done.stdout, done.stdout
-    assert "unset NUMBA_THREADING_LAYER" in done.stdout
+    assert "install TBB (pip install tbb), or unset NUMBA_THREADING_LAYER" in done.stdout
+    # A name Numba does not know was told to install it.
+    done = _run_with_environment(code, NUMBA_THREADING_LAYER="bogus")
+    assert done.returncode == 0, done.stderr
+    assert "unknown to Numba); name one of 'default', 'safe', 'threadsafe', 'forksafe', 'tbb', 'omp'" in done.stdout
+    assert "install" not in done.stdout
 
 
 NUMBA_START_REFUSED = (
