@@ -91,6 +91,9 @@ _FORMAT_VERSION = 1
 
 _MINIBATCH_SOLVERS = ("sgd", "adam")
 
+#: LogisticRegression's solvers that this estimator does not have (its "lbfgs" and "newton-cg" it has).
+_LOGISTIC_REGRESSION_SOLVERS = ("liblinear", "sag", "saga", "newton-cholesky")
+
 #: The fix for sample weights beyond float64's range (the penalty is 1 / (C sum w)).
 _WEIGHTS_BEYOND_FLOAT64_FIX = (
     "Divide every weight by a common factor and multiply C by it: only the weights' ratios and C * their sum count."
@@ -263,6 +266,27 @@ def _refuse_an_empty_X(shape: tuple, source: str) -> None:
             raise ValueError(
                 f"{source} holds 0 {what} (shape {shape}) while a minimum of 1 is required by SoftmaxClassifier."
             )
+
+
+def _refuse_several_labels_per_row(y) -> None:
+    """Refuse a y of several columns (multilabel indicators, several outputs), naming the wrappers that fit it.
+
+    scikit-learn's "y should be a 1d array, got an array of shape (150, 3)
+    instead" named neither case nor a way forward. A single column (N, 1)
+    is left to scikit-learn, which warns and ravels it.
+    """
+    try:
+        shape = np.shape(y)
+    except ValueError:  # ragged lists: scikit-learn names them
+        return
+    if len(shape) == 2 and shape[1] > 1:
+        raise ValueError(
+            f"y has shape {shape}, several labels per row; SoftmaxClassifier fits one label per row. For "
+            f"multilabel indicators (one 0/1 column per class) use "
+            f"sklearn.multiclass.OneVsRestClassifier(SoftmaxClassifier()), and for several outputs "
+            f"sklearn.multioutput.MultiOutputClassifier(SoftmaxClassifier()); for one-hot rows pass "
+            f"np.asarray(y).argmax(axis=1)."
+        )
 
 
 def _check_targets(y, name: str = "y") -> None:
@@ -540,6 +564,13 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             raise InvalidParameterError(str(exc)) from None
 
     def _check_each_param(self) -> None:
+        if isinstance(self.solver, str) and self.solver in _LOGISTIC_REGRESSION_SOLVERS:
+            # Code moved from LogisticRegression was told only the list of ours.
+            raise ValueError(
+                f"solver={self.solver!r} is LogisticRegression's; for the same L2-penalised optimum use "
+                f"solver='lbfgs' (the default) or 'newton-cg', and for data that comes in parts, partial_fit "
+                f"(solver 'sgd' or 'adam')."
+            )
         C = _checks.real_number(self.C, "C", "pass np.inf for no penalty")
         if C is None or math.isnan(C) or C <= 0:
             raise ValueError(f"C must be a number > 0 (np.inf for no penalty), got {self.C!r}.")
@@ -777,6 +808,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                 X = _checks.cast_X(X, dtypes[0], learning=learning)
         for labels in y:
             _checks.refuse_masked(labels, "y")
+            _refuse_several_labels_per_row(labels)
         if is_sparse(X) and not (sparse_checked_later and X.format == "csr" and X.dtype in dtypes):
             # Checked before scikit-learn converts it to CSR (SciPy converts unchecked index
             # arrays), and cast by that check, which names a value beyond float32's range by its row.

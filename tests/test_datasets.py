@@ -415,3 +415,16 @@ def test_files_larger_than_their_disk_are_refused_before_any_work(tmp_path, n_sa
         with pytest.raises(ValueError, match=r"^X\.npy and y\.npy would take .* GiB, more than the .* GiB free on"):
             ds.write_classification(tmp_path / "X.npy", tmp_path / "y.npy", n_samples, 20, progress=False)
     assert os.listdir(tmp_path) == []
+
+
+def test_rows_that_would_not_fit_in_memory_are_refused_before_allocating(monkeypatch):
+    """NumPy's "Unable to allocate 44.7 GiB" named neither n_samples nor the generator of files; where memory is
+    overcommitted, the fill could get the process killed without a message."""
+    import fastsoftmax._data
+
+    monkeypatch.setattr(fastsoftmax._data, "available_memory", lambda: 64 << 20)
+    message = r"1,000,000 rows of 20 features in float64 need 0\.1\d* GiB, more than the 0\.0625 GiB available; .*"
+    with pytest.raises(ValueError, match=message + r"write_classification"):
+        ds.make_classification(1_000_000, 20)
+    X, y = ds.make_classification(100_000, 20, dtype=np.float32)  # 8.4 MB: made
+    assert X.shape == (100_000, 20) and y.shape == (100_000,)

@@ -2270,3 +2270,27 @@ def test_a_list_of_weights_beyond_float64_is_named(weight):
         SoftmaxClassifier().fit(X, y, sample_weight=weights)
     with pytest.raises(ValueError, match=r"sample_weight holds 1 number"):
         SoftmaxClassifier().partial_fit(X, y, classes=[0, 1, 2], sample_weight=weights)
+
+
+def test_several_labels_per_row_are_told_the_wrappers_that_fit_them():
+    """scikit-learn's "y should be a 1d array, got an array of shape (150, 3) instead" named no way forward."""
+    from sklearn.multiclass import OneVsRestClassifier
+
+    X, y = generated(n=120, k=3)
+    indicators = np.eye(3, dtype=int)[y]
+    for call in (
+        lambda: SoftmaxClassifier().fit(X, indicators),
+        lambda: SoftmaxClassifier().partial_fit(X, indicators, classes=[0, 1, 2]),
+    ):
+        with pytest.raises(ValueError, match=r"y has shape \(120, 3\), several labels per row; .*OneVsRestClassifier"):
+            call()
+    wrapped = OneVsRestClassifier(SoftmaxClassifier()).fit(X, indicators)  # the advice, run
+    assert wrapped.predict(X).shape == (120, 3)
+    with pytest.warns(DataConversionWarning):  # one column is raveled, as LogisticRegression does
+        SoftmaxClassifier().fit(X, y.reshape(-1, 1))
+
+
+@pytest.mark.parametrize("solver", ["liblinear", "sag", "saga", "newton-cholesky"])
+def test_logistic_regressions_own_solvers_are_told_ours(solver):
+    with pytest.raises(ValueError, match=rf"solver='{solver}' is LogisticRegression's; .* use solver='lbfgs'"):
+        SoftmaxClassifier(solver=solver).fit(*generated(n=60, k=3))
