@@ -74,7 +74,8 @@ def _warn_if_cache_dir_passed_over(dispatcher) -> None:
     the user meant to share one cache.
     """
     given = numba.config.CACHE_DIR
-    locator = getattr(getattr(dispatcher._cache, "_impl", None), "_locator", None)
+    # NUMBA_DISABLE_JIT=1 returns the function itself, without a cache (refused where a kernel is called).
+    locator = getattr(getattr(getattr(dispatcher, "_cache", None), "_impl", None), "_locator", None)
     if not given or locator is None or type(locator).__name__ == "UserProvidedCacheLocator":
         return
     try:
