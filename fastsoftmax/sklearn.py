@@ -275,11 +275,13 @@ def _refuse_several_labels_per_row(y) -> None:
     instead" named neither case nor a way forward. A single column (N, 1)
     is left to scikit-learn, which warns and ravels it.
     """
-    try:
-        shape = np.shape(y)
-    except ValueError:  # ragged lists: scikit-learn names them
-        return
-    if len(shape) == 2 and shape[1] > 1:
+    shape = getattr(y, "shape", None)  # not np.shape: an array-like may refuse NumPy's functions
+    if shape is None and isinstance(y, (list, tuple)):
+        try:
+            shape = np.shape(y)
+        except ValueError:  # ragged lists: scikit-learn names them
+            return
+    if shape is not None and len(shape) == 2 and shape[1] > 1:
         raise ValueError(
             f"y has shape {shape}, several labels per row; SoftmaxClassifier fits one label per row. For "
             f"multilabel indicators (one 0/1 column per class) use "
