@@ -1007,7 +1007,12 @@ def _fsync_directory(directory: str) -> None:
 
 
 def read_npz(
-    path: str | os.PathLike, what: str, *, names: Collection[str] | None = None, instead: str | None = None
+    path: str | os.PathLike,
+    what: str,
+    *,
+    names: Collection[str] | None = None,
+    instead: str | None = None,
+    too_large: str | None = None,
 ) -> dict[str, np.ndarray]:
     """Every array of the ``.npz`` archive ``path``, checked before it is allocated.
 
@@ -1037,6 +1042,10 @@ def read_npz(
         ("Pass the model file that save wrote"). Given, an archive that holds
         none of ``names`` is refused as one (a data archive given for a
         model), naming its arrays.
+    too_large : str, optional
+        The fix where a member that passed those checks does not fit in the
+        memory available (a valid archive larger than memory): the message
+        says so, and not that the file may be corrupt.
 
     Raises
     ------
@@ -1127,6 +1136,8 @@ def read_npz(
         raise
     except MemoryError as exc:
         arrays.clear()
+        if too_large is not None:
+            raise ValueError(f"{path}, a {what}, is larger than the memory available ({exc}); {too_large}.") from exc
         raise invalid(f"its arrays do not fit in memory ({exc}); it may be corrupt") from exc
     except (
         *CORRUPT_NPY_ERRORS,

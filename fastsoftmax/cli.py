@@ -166,8 +166,11 @@ def _synthetic_memory(args, dtype: str):
         if not isinstance(exc, MemoryError) and not any(words in str(exc) for words in too_big):
             raise
         fix = _SYNTHETIC_TOO_LARGE_FIX if args.command != "demo" else "lower --samples or --features"
+        # NumPy's own words: the generator's message names its functions, where the command has options.
+        reason = exc.__cause__ if isinstance(exc.__cause__, MemoryError) else exc
         raise CLIError(
-            f"--samples {args.samples:,} x --features {args.features} of {dtype} do not fit in memory ({exc}); {fix}."
+            f"--samples {args.samples:,} x --features {args.features} of {dtype} do not fit in memory ({reason}); "
+            f"{fix}."
         ) from None
 
 
@@ -658,7 +661,14 @@ def _load_data(data: str, labels: str | None, *, need_labels: bool = True):
         # As every .npz the package reads: no pickle, and no size the file cannot back.
         # (np.load's message for an object array was to pass allow_pickle=True.)
         try:
-            arrays = read_npz(data, "data archive (arrays X and y)", names=required | {"format"})
+            arrays = read_npz(
+                data,
+                "data archive (arrays X and y)",
+                names=required | {"format"},
+                # An archive is read whole; .npy files are streamed.
+                too_large="save X and y as .npy files (np.save) and pass --data X.npy --labels y.npy, which are read "
+                "a chunk at a time",
+            )
         except ValueError as exc:
             raise CLIError(f"--data {exc}") from exc
         missing = required - set(arrays)

@@ -703,36 +703,20 @@ def generate_rows(
         seed,
     )
     start, stop = _check_range(start, stop, n_samples)
-    n_threads = _n_threads(n_threads)
-    _check_rows_fit(p, stop - start, n_threads)
-    X = np.empty((stop - start, p.n_features), dtype=p.dtype)
-    y = np.empty(stop - start, dtype=np.int64)
-    with _Filler(p, n_threads) as filler:
+    try:
+        X = np.empty((stop - start, p.n_features), dtype=p.dtype)
+        y = np.empty(stop - start, dtype=np.int64)
+    except MemoryError as exc:
+        # NumPy's "Unable to allocate 44.7 GiB" named neither the rows nor the generator of files. A MemoryError
+        # still: what fits is the system's to judge (swap), and the command line names its options for it.
+        raise MemoryError(
+            f"{stop - start:,} rows of {p.n_features:,} features in {p.dtype} do not fit in memory ({exc}); write "
+            f"them to .npy files with fastsoftmax.datasets.write_classification (or the command fastsoftmax "
+            f"generate), which holds one chunk at a time, or generate them in chunks with iter_classification."
+        ) from exc
+    with _Filler(p, _n_threads(n_threads)) as filler:
         filler.fill(start, stop, X, y)
     return X, y
-
-
-def _check_rows_fit(p: _Problem, n_rows: int, n_threads: int) -> None:
-    """Refuse, before allocating, rows (with each thread's float64 work buffers) that would not fit in memory.
-
-    NumPy's "Unable to allocate 44.7 GiB" named neither ``n_samples`` nor
-    the generator that writes files a chunk at a time; and where the system
-    overcommits memory, ``np.empty`` succeeded and filling X could get the
-    process killed without a message.
-    """
-    from fastsoftmax._data import available_memory
-
-    rows = n_rows * (p.n_features * p.dtype.itemsize + 8)  # X and its int64 labels
-    # Each thread's G and T, and the two boundary blocks the filler keeps, in float64.
-    blocks = (n_threads * (p.n_normal + p.n_features) + 2 * (p.n_features + 1)) * p.block_rows * 8
-    available = available_memory()
-    if available is not None and rows + blocks > available:
-        raise ValueError(
-            f"{n_rows:,} rows of {p.n_features:,} features in {p.dtype} need {(rows + blocks) / 2**30:.3g} GiB, "
-            f"more than the {available / 2**30:.3g} GiB available; write them to .npy files with "
-            f"fastsoftmax.datasets.write_classification (or the command fastsoftmax generate), which holds one "
-            f"chunk at a time, or generate them in chunks with iter_classification."
-        )
 
 
 def _check_range(start, stop, n_samples) -> tuple[int, int]:

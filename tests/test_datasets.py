@@ -417,14 +417,12 @@ def test_files_larger_than_their_disk_are_refused_before_any_work(tmp_path, n_sa
     assert os.listdir(tmp_path) == []
 
 
-def test_rows_that_would_not_fit_in_memory_are_refused_before_allocating(monkeypatch):
-    """NumPy's "Unable to allocate 44.7 GiB" named neither n_samples nor the generator of files; where memory is
-    overcommitted, the fill could get the process killed without a message."""
-    import fastsoftmax._data
-
-    monkeypatch.setattr(fastsoftmax._data, "available_memory", lambda: 64 << 20)
-    message = r"1,000,000 rows of 20 features in float64 need 0\.1\d* GiB, more than the 0\.0625 GiB available; .*"
-    with pytest.raises(ValueError, match=message + r"write_classification"):
-        ds.make_classification(1_000_000, 20)
-    X, y = ds.make_classification(100_000, 20, dtype=np.float32)  # 8.4 MB: made
-    assert X.shape == (100_000, 20) and y.shape == (100_000,)
+def test_rows_that_do_not_fit_in_memory_are_named_with_the_generator_of_files():
+    """NumPy's "Unable to allocate 44.7 GiB for an array with shape (3000000000, 2)" named neither n_samples nor
+    the generator that writes files a chunk at a time."""
+    with pytest.raises(MemoryError, match=r"^10,000,000,000,000 rows of 20 features in float64 do not fit in memory "):
+        ds.make_classification(10**13, 20)
+    with pytest.raises(
+        MemoryError, match=r"write them to \.npy files with fastsoftmax\.datasets\.write_classification"
+    ):
+        ds.generate_rows(0, 10**13, n_features=20)
