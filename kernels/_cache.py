@@ -61,6 +61,7 @@ import warnings
 from collections.abc import Iterator
 from types import ModuleType
 
+from numba.core.caching import _cache_log
 from numba.core.dispatcher import Dispatcher
 
 try:
@@ -142,16 +143,29 @@ def _holding_lock(directory: str, operation: int) -> Iterator[None]:
         yield
 
 
+#: The lock files this process gave up waiting for: later reads and writes wait for none of them again.
+_given_up: set[str] = set()
+
+
 def _wait_for(descriptor: int, operation: int, path: str) -> None:
-    """``flock(descriptor, operation)``, polled, with the notice and the limit of :func:`_holding_lock`."""
+    """``flock(descriptor, operation)``, polled, with the notice and the limit of :func:`_holding_lock`.
+
+    The limit is the process's, not each operation's: a lock given up once is
+    tried once after that, without waiting (a fit reads and writes the cache
+    some twenty times, and each waited the full limit: 44 minutes).
+    """
     started, pause = time.monotonic(), 0.001
     while True:
         try:
             fcntl.flock(descriptor, operation | fcntl.LOCK_NB)
+            _given_up.discard(path)
             return
         except BlockingIOError:
+            if path in _given_up:
+                raise _LockWaitTooLong(path) from None
             waited = time.monotonic() - started
             if waited >= LOCK_WAIT_LIMIT_S:
+                _given_up.add(path)
                 _warn_once(
                     "lock wait",
                     f"another process has held the kernels' disk cache lock {path} for {waited:.0f} s: this process "
@@ -376,18 +390,22 @@ def checksum_data_files(dispatcher: Dispatcher) -> None:
         return
 
     def _save_data(name, data) -> None:
-        payload = cache_file._dump(data)
-        with cache_file._open_for_write(cache_file._data_path(name)) as file:
+        payload, path = cache_file._dump(data), cache_file._data_path(name)
+        with cache_file._open_for_write(path) as file:
             file.write(payload + _digest(payload) + CHECKSUM_TAG)
+        _cache_log("[cache] data saved to %r", path)  # as Numba's own, for NUMBA_DEBUG_CACHE
 
     def _load_data(name):
-        with open(cache_file._data_path(name), "rb") as file:
+        path = cache_file._data_path(name)
+        with open(path, "rb") as file:
             data = file.read()
         trailer = _DIGEST_SIZE + len(CHECKSUM_TAG)
         payload, digest, tag = data[:-trailer], data[-trailer : -len(CHECKSUM_TAG)], data[-len(CHECKSUM_TAG) :]
         if tag != CHECKSUM_TAG or _digest(payload) != digest:
             raise _ChecksumMismatch("its checksum does not match its contents")
-        return pickle.loads(payload)
+        loaded = pickle.loads(payload)
+        _cache_log("[cache] data loaded from %r", path)
+        return loaded
 
     cache_file._save_data, cache_file._load_data = _save_data, _load_data
     cache_file._checksummed = True

@@ -206,13 +206,20 @@ def test_a_lock_held_too_long_is_named_and_then_given_up(tmp_path, monkeypatch):
     monkeypatch.setattr(_cache, "LOCK_WAIT_NOTICE_S", 0.2)
     monkeypatch.setattr(_cache, "LOCK_WAIT_LIMIT_S", 0.6)
     monkeypatch.setattr(_cache, "_warned", set())
+    monkeypatch.setattr(_cache, "_given_up", set())
     descriptor = os.open(tmp_path / _cache.LOCK_FILE_NAME, os.O_RDONLY)
     try:
         _cache.fcntl.flock(descriptor, _cache.fcntl.LOCK_EX)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             assert cache_file.load("key") is None  # a miss: the kernel compiles
-            cache_file.save("key", "other")  # skipped
+            # The limit is the process's: each later read and write waited the whole limit again (a fit, 44 min).
+            sleeps = []
+            with monkeypatch.context() as patched:
+                patched.setattr(_cache.time, "sleep", sleeps.append)
+                cache_file.save("key", "other")  # skipped, at once
+                assert cache_file.load("key") is None
+            assert sleeps == []
         messages = [str(warning.message) for warning in caught]
         assert any(message.startswith("waiting for another process's lock") for message in messages)
         assert any("has held the kernels' disk cache lock" in message for message in messages)
