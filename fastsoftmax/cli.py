@@ -187,6 +187,8 @@ DEFAULT_PREDICTIONS = "predictions.npy"
 
 #: What a command says when Numba has to compile (a cold on-disk cache).
 COMPILING_MESSAGE = "Compiling the kernels (once; cached on disk)..."
+#: The same where no directory can hold the disk cache: they compile in every process.
+UNCACHED_COMPILING_MESSAGE = "Compiling the kernels (in every run: no writable cache directory, see the warning)..."
 
 
 class _CompileClock:
@@ -240,8 +242,12 @@ def _announce_compilation(args):
     dtype and layout, which compiles the signatures the run uses) inside
     this block, before anything is timed.
     """
+    from fastsoftmax.kernels._config import JIT_OPTIONS
+
+    # Where nothing can be cached (a warning said why), "once; cached on disk" was printed on every run.
+    message = COMPILING_MESSAGE if JIT_OPTIONS["cache"] else UNCACHED_COMPILING_MESSAGE
     started = time.perf_counter()
-    with _compile_clock(on_first=lambda: _log(args, COMPILING_MESSAGE)) as clock:
+    with _compile_clock(on_first=lambda: _log(args, message)) as clock:
         yield clock
     if clock.count:
         _log(args, f"  ready in {time.perf_counter() - started:.1f} s")

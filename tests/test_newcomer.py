@@ -449,3 +449,19 @@ def test_version_flag(capsys):
         main(["--version"])
     assert exited.value.code == 0
     assert capsys.readouterr().out.strip() == f"fastsoftmax {__version__}"
+
+
+def test_a_run_that_cannot_cache_the_kernels_does_not_say_once(monkeypatch, capsys):
+    """Where no directory could hold the disk cache, every run said "Compiling the kernels (once; cached on disk)"."""
+    import argparse
+
+    import numba
+
+    from fastsoftmax import cli
+    from fastsoftmax.kernels import _config
+
+    for cached, expected in ((True, COMPILING_MESSAGE), (False, cli.UNCACHED_COMPILING_MESSAGE)):
+        monkeypatch.setitem(_config.JIT_OPTIONS, "cache", cached)
+        with cli._announce_compilation(argparse.Namespace(quiet=False)):
+            numba.njit(lambda x: x + 1)(1)  # a compilation
+        assert capsys.readouterr().err.splitlines()[0] == expected
