@@ -2996,3 +2996,18 @@ def test_main_leaves_the_host_s_streams_encoding_as_they_did(monkeypatch, tmp_pa
     assert (sys.stdout.errors, sys.stderr.errors) == ("strict", "strict")
     with pytest.raises(UnicodeEncodeError):
         print("caf\udcff")
+
+
+def test_a_data_archive_larger_than_memory_is_told_to_use_npy_files(tmp_path, capsys, monkeypatch):
+    """A valid archive that did not fit in memory was "not a valid data archive ...; it may be corrupt"."""
+    np.savez(tmp_path / "data.npz", X=np.zeros((10, 2)), y=np.arange(10) % 2)
+
+    def unable(*args, **kwargs):
+        raise MemoryError("Unable to allocate 229. MiB for an array with shape (30000000,) and data type float64")
+
+    monkeypatch.setattr(np.lib.format, "read_array", unable)
+    assert main(["train", "--data", str(tmp_path / "data.npz"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "data.npz, a data archive (arrays X and y), is larger than the memory available (Unable to allocate" in err
+    assert "pass --data X.npy --labels y.npy, which are read a chunk at a time" in err
+    assert "corrupt" not in err
