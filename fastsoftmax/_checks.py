@@ -102,16 +102,16 @@ def refuse_masked(a, name: str) -> None:
 _PARAMETER_NAMES = frozenset({"W", "b", "V", "c", "coef_", "intercept_"})
 
 
-def refuse_non_real(X: np.ndarray, name: str = "X", path: str | None = None) -> None:
+def refuse_non_real(X: np.ndarray, name: str = "X", path: str | None = None, given=None) -> None:
     """TypeError for an array that is not of real numbers (floats, integers or booleans): complex, strings, dates.
 
     ``path``: the ``.npy`` file X was read from. The fixes then convert
     ``np.load(path)`` and save the result in its place: they called methods
-    of the name "X file 'path'".
+    of the name "X file 'path'". ``given``: X as the caller passed it (:func:`_as_plain`).
     """
     if X.dtype.kind in "fiub":
         return
-    given = name if path is None else f"np.load({path!r})"
+    given = _as_plain(given, name) if path is None else f"np.load({path!r})"  # a list has no astype
     if X.dtype.kind == "c":
         fix = f"pass its real part ({given}.real), or the real and imaginary parts as features of their own"
     elif X.dtype.kind in "Mm":
@@ -408,7 +408,10 @@ def refuse_columns_that_are_not_numbers(
             codes = np.asarray(values_of(position).cat.codes)
             return converts(categories[np.unique(codes[codes >= 0])], True)
         if strings_of_numbers and types.is_string_dtype(dtype) and categories is None:
-            return converts(values_of(position), True)
+            column = values_of(position)
+            # Stored in pyarrow, pd.NA converts to NaN under np.asarray, where scikit-learn's conversion raised
+            # TypeError ("not 'NAType'"): missing values are named as such (numbers_but_missing) either way.
+            return not bool(column.isna().any()) and converts(column, True)
         values = dtype if categories is None else categories.dtype
         # Complex numbers are refused here too, by column: beside booleans they made an object array.
         return types.is_numeric_dtype(values) and not types.is_complex_dtype(values)
@@ -516,13 +519,18 @@ def _objects_as_float64(frame, name: str) -> np.ndarray:
 
 
 def refuse_numbers_beyond_float64(
-    objects: np.ndarray, name: str, as_float64: np.ndarray | None = None, fix: str | None = None
+    objects: np.ndarray,
+    name: str,
+    as_float64: np.ndarray | None = None,
+    fix: str | None = None,
+    columns: list | None = None,
 ) -> None:
     """Raise ValueError if the Python numbers in ``objects`` include finite ones beyond float64's range.
 
     ``as_float64`` is their cast, which made those inf: only its infinite
     entries are looked at. Without it (the cast raised OverflowError) all are.
     ``fix`` ends the message (by default, how to scale a frame's column).
+    ``columns``: the labels of the frame's columns that ``objects`` holds, which name the place.
     """
     if as_float64 is None:
         where = [index for index, value in np.ndenumerate(objects) if _beyond_float64(value)]
@@ -534,7 +542,9 @@ def refuse_numbers_beyond_float64(
     shown = _shown(objects[first])
     if len(shown) > 40:  # a Fraction of 400-digit terms
         shown = f"a {type(objects[first]).__name__} beyond it"
-    place = f"row {first[0]}" + (f", column {first[1]}" if len(first) > 1 else "")
+    place = f"row {first[0]}"
+    if len(first) > 1:
+        place += f", column {first[1] if columns is None else repr(columns[first[1]])}"
     if fix is None:
         fix = (
             f"Scale them down before passing {name}: they are Python numbers, so divide each (for example "
@@ -544,6 +554,34 @@ def refuse_numbers_beyond_float64(
         f"{name} holds {len(where)} number(s) beyond float64's range (about 1.8e308), the first, {shown}, at "
         f"{place}; they would be inf in float64. {fix}"
     )
+
+
+def refuse_frame_numbers_beyond_float64(a, name: str) -> None:
+    """Refuse a pandas frame or series whose object columns hold numbers beyond float64's range, naming them.
+
+    For callers that hand the frame on as it is (the estimator, whose
+    ``validate_data`` raised a bare OverflowError for an integer of 310
+    digits, and called a Decimal of 1e400 an infinity). One cast of the
+    object columns alone; text in them is left to the checks of columns.
+    """
+    pandas = imported_module("pandas")
+    if pandas is None or not isinstance(a, (pandas.DataFrame, pandas.Series)):
+        return
+    if isinstance(a, pandas.DataFrame):
+        objects = a.select_dtypes(include="object")
+        columns = list(objects.columns)
+    else:
+        objects, columns = (a if a.dtype == object else a.iloc[:0]), None
+    if not objects.size:
+        return
+    try:
+        values = objects.to_numpy(dtype=np.float64)
+    except OverflowError:
+        values = None
+    except (TypeError, ValueError):
+        return
+    if values is None or not np.isfinite(values).all():
+        refuse_numbers_beyond_float64(objects.to_numpy(dtype=object), name, values, columns=columns)
 
 
 def _beyond_float64(value) -> bool:
@@ -640,8 +678,12 @@ def as_param_array(a, name: str, dtype: np.dtype) -> np.ndarray:
     arr = _as_array(a, name)
     if arr.dtype.kind not in "biuf":
         return arr
-    n_beyond, _, largest = values_beyond(arr, dtype) if arr.dtype.kind == "f" else (0, -1, 0.0)
+    # Made inf by the cast: 3.4028235e+38, the printed float32 maximum, lies above it and rounds to it.
+    with np.errstate(over="ignore", invalid="ignore"):
+        beyond = np.isfinite(arr) & np.isinf(arr.astype(dtype)) if arr.dtype.kind == "f" else np.zeros(0, bool)
+    n_beyond = int(np.count_nonzero(beyond))
     if n_beyond:
+        largest = np.abs(arr[beyond]).max()
         # The cast made them inf with only NumPy's warning, and the model then asked to replace NaN or inf.
         raise ValueError(
             f"{name} holds {n_beyond} value(s) beyond the range of the model's {np.dtype(dtype)} (|value| up to "
@@ -890,7 +932,7 @@ def check_X(
                 f"(for a model: dtype=np.{X.dtype.name})."
             )
     else:
-        refuse_non_real(X)
+        refuse_non_real(X, given=given)
     if fortran_ok and X.dtype == dtype and X.flags.f_contiguous:
         return X
     return _contiguous(X, dtype)
@@ -902,12 +944,16 @@ _STRING_LABELS_FIX = (
 )
 
 
-def check_label_dtype(y: np.ndarray) -> None:
-    """Refuse labels that are not integers, naming the fix for strings and for whole floats."""
+def check_label_dtype(y: np.ndarray, given=None) -> None:
+    """Refuse labels that are not integers, naming the fix for strings and for whole floats.
+
+    ``given``: y as the caller passed it (a list has no ``astype``; see :func:`_as_plain`).
+    """
     if y.dtype.kind in "SU":
         raise TypeError(f"y has dtype {y.dtype}: labels are strings; {_STRING_LABELS_FIX}.")
     if y.dtype.kind not in "iu":
-        raise TypeError(f"y has dtype {y.dtype}; labels must be integer class indices ({_label_fix(y.dtype)}).")
+        fix = _label_fix(y.dtype, _as_plain(given, "y"))
+        raise TypeError(f"y has dtype {y.dtype}; labels must be integer class indices ({fix}).")
 
 
 def check_label_file_dtype(y: np.ndarray, path: str) -> None:
@@ -931,16 +977,16 @@ def check_label_file_dtype(y: np.ndarray, path: str) -> None:
     raise TypeError(f"the y file {path!r} has dtype {y.dtype}; labels must be integer class indices: {fix}.")
 
 
-def _label_fix(dtype: np.dtype) -> str:
-    """How to turn labels of ``dtype`` (not integers) into class indices, for a message."""
+def _label_fix(dtype: np.dtype, y: str = "y") -> str:
+    """How to turn labels of ``dtype`` (not integers) into class indices, for a message; ``y`` names them in code."""
     if dtype.kind == "b":
-        return "use y.astype(np.int64): False is class 0, True class 1"
+        return f"use {y}.astype(np.int64): False is class 0, True class 1"
     if dtype.kind == "O":  # strings or mixed objects, as often as whole numbers (a Dask y's chunks say which)
         return (
             "map them to 0..K-1, for example with classes, y = np.unique(y, return_inverse=True), and keep "
-            "classes to map predictions back; or use y.astype(np.int64) if they are whole numbers"
+            f"classes to map predictions back; or use {y}.astype(np.int64) if they are whole numbers"
         )
-    return "use y.astype(np.int64) if they are whole numbers"
+    return f"use {y}.astype(np.int64) if they are whole numbers"
 
 
 def labels_shape_error(shape: tuple[int, ...], n_samples: int, rows_of: str = "X", given=None) -> ValueError:
@@ -957,11 +1003,14 @@ def labels_shape_error(shape: tuple[int, ...], n_samples: int, rows_of: str = "X
 
 
 def _as_plain(given, name: str) -> str:
-    """``name``, or ``np.asarray(name)`` where ``given`` lacks NumPy's ``reshape`` and ``argmax``.
+    """``name`` in a fix's code; ``np.asarray(name)`` where ``given`` lacks NumPy's ``reshape`` and ``argmax``.
 
     A list and a pandas object have no ``reshape``, and an ``np.matrix`` stays
     2-D under it and under ``argmax(axis=1)``: the fix failed, or gave the same error.
+    A path (an ``.npy`` file) is ``np.load(path)``.
     """
+    if isinstance(given, (str, os.PathLike)):  # an .npy file's path
+        return f"np.load({os.fspath(given)!r})"
     plain = given is None or (hasattr(given, "reshape") and not isinstance(given, np.matrix))
     return name if plain else f"np.asarray({name})"
 
@@ -984,7 +1033,7 @@ def check_labels(y, n_samples: int, n_classes: int, *, scan: bool = True, rows_o
         raise labels_shape_error(y.shape, n_samples, rows_of, given)
     if y.shape[0] != n_samples:
         raise ValueError(f"y has {y.shape[0]} labels but {rows_of} has {n_samples} rows; they must match.")
-    check_label_dtype(y)
+    check_label_dtype(y, given)
     if y.shape[0] == 0:
         return _contiguous(y, _INT64)  # no label to be out of range
     if y.dtype.itemsize == 8 and y.dtype.kind == "u":

@@ -430,9 +430,9 @@ def label_range(parts: Iterable[tuple[int, np.ndarray]]) -> tuple[int, int]:
 def open_labels(y, n_samples: int) -> np.ndarray:
     """y (an array, a memory map, or an ``.npy`` path) as an array of ``n_samples`` integer labels, unscanned."""
     path = os.fspath(y) if isinstance(y, (str, os.PathLike)) else None
-    y = open_array(y, "y")
+    given, y = y, open_array(y, "y")
     if y.ndim != 1:
-        raise _checks.labels_shape_error(y.shape, n_samples)
+        raise _checks.labels_shape_error(y.shape, n_samples, given=given)
     if y.shape[0] != n_samples:
         raise ValueError(f"y has {y.shape[0]} labels but X has {n_samples} rows; they must match.")
     if path is not None:
@@ -497,11 +497,12 @@ class DataSource:
         learning: bool = True,
     ) -> None:
         self.dtype = _checks.as_float_dtype(dtype)
-        X = open_array(X, "X")
+        given, X = X, open_array(X, "X")
+        path = os.fspath(given) if isinstance(given, (str, os.PathLike)) else None
         self.streamed = isinstance(X, np.memmap)
         _checks.refuse_structured(X, "X", _checks.STRUCTURED_FILE_FIX if self.streamed else None)
-        _checks.check_2d(X)
-        _checks.refuse_non_real(X)
+        _checks.check_2d(X, given=given)  # the fixes name np.load(path) of a file, np.asarray(X) of a list
+        _checks.refuse_non_real(X, path=path, given=given)
         if self.streamed:
             if 0 in X.shape:
                 raise ValueError(f"X is empty (shape {X.shape}); it needs at least one row and one feature.")

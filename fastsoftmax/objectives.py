@@ -257,14 +257,14 @@ def make_objective(
             renumber_columns=many_passes,
         )
     if not _is_path_or_map(X) and not _is_path_or_map(y):
-        X = _checks._as_array(X, "X")
+        given, X = X, _checks._as_array(X, "X")
         fortran_ok = (
             X.ndim == 2
             and X.flags.f_contiguous
             and _trains_in_place(X, dtype, n_features, n_classes, chunk_size, minibatches)
         )
         X = _checks.as_compute_dtype(X, dtype, order="K" if fortran_ok else "C")
-        X = _checks.check_X(X, dtype, n_features, fortran_ok=fortran_ok)
+        X = _checks.check_X(X, dtype, n_features, fortran_ok=fortran_ok, given=given)
         y = _checks.check_labels(y, X.shape[0], n_classes)
         source = DataSource(X, y, dtype, sample_weight=sample_weight, chunk_size=chunk_size)
         return ChunkedObjective(source, n_classes, l2, minibatches)

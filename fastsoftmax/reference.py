@@ -83,8 +83,8 @@ def _refuse_an_empty_batch(n_rows: int) -> None:
 def _normalised_weights(sample_weight, n_rows: int, dtype) -> np.ndarray:
     """Return ``s_i = w_i / sum(w)`` in ``dtype`` (``1/N`` each when ``sample_weight`` is None).
 
-    Divided in float64, then cast: only the ratios count, and weights of 1e39
-    were inf in float32, which made the loss NaN.
+    Divided by the largest, then by their sum, in float64, then cast: only
+    the ratios count, and weights of 1e39 were inf in float32 (the loss NaN).
     """
     _refuse_an_empty_batch(n_rows)
     if sample_weight is None:
@@ -92,6 +92,9 @@ def _normalised_weights(sample_weight, n_rows: int, dtype) -> np.ndarray:
     w = np.asarray(sample_weight, dtype=np.float64)
     if w.shape != (n_rows,):
         raise ValueError(f"sample_weight must have shape ({n_rows},), got {w.shape}")
+    largest = w.max()
+    if np.isfinite(largest) and largest > 0:
+        w = w / largest  # the sum of 20 weights of 1e308 was inf, and every normalised weight 0
     total = w.sum()
     if not total > 0:
         raise ValueError(f"sample_weight must sum to a positive number, got {total}")

@@ -803,6 +803,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         _checks.refuse_masked(X, "X")
         # validate_data said "could not convert string to float: 'paris'", of no column; a ValueError as its.
         _checks.refuse_columns_that_are_not_numbers(X, "X", error=ValueError, strings_of_numbers=True)
+        _checks.refuse_frame_numbers_beyond_float64(X, "X")  # validate_data raised a bare OverflowError
         if isinstance(X, np.ndarray):  # validate_data's cast of named fields failed in NumPy's words
             _checks.refuse_structured(X, "X")
             if X.dtype.kind == "f" and X.dtype.itemsize > 8:
@@ -1327,8 +1328,8 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                 # An assigned coef_ of integers: "dtype int64 is not supported" pointed at the dtype parameter.
                 raise TypeError(
                     f"coef_ has dtype {coef_dtype.name}, and partial_fit goes on in coef_'s dtype, which must "
-                    f"be float32 or float64: assign coef_ as floats (coef_.astype(np.float64)), or call fit to start "
-                    f"over."
+                    f"be float32 or float64: assign coef_ as floats (np.asarray(coef_, dtype=np.float64)), or "
+                    f"call fit to start over."
                 )
             wanted = self._compute_dtypes()
             if len(wanted) == 1 and wanted[0] != coef_dtype:
@@ -1570,7 +1571,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                 intercept=np.array(intercept, copy=True),
                 # Coefficients assigned rather than fitted (as LogisticRegression's may be) took no iteration.
                 n_iter=np.array(getattr(self, "n_iter_", [0])),
-                n_features_in=np.array(self.n_features_in_),
+                n_features_in=np.array(getattr(self, "n_features_in_", coef.shape[1])),  # coef_ assigned alone
                 dtype_preserved=np.array(bool(self.__dict__.get("_dtype_preserved", False))),
                 dtype_given_as=np.array(_dtype_given_as(self.dtype)),
             )

@@ -1459,7 +1459,9 @@ def test_a_1d_X_file_names_swapped_arguments(problem, tmp_path):
     X, y, _, _ = problem
     np.save(tmp_path / "X.npy", X)
     np.save(tmp_path / "y.npy", y)
-    with pytest.raises(ValueError, match=_ONE_D_X + r"; the arguments are \(X, y\): were they swapped\?$"):
+    # The reshapes name the file's array (x.reshape called a method of the path).
+    one_d = _ONE_D_X.replace("x\\.reshape", "np\\.load\\('.*y\\.npy'\\)\\.reshape")
+    with pytest.raises(ValueError, match=one_d + r"; the arguments are \(X, y\): were they swapped\?$"):
         SoftmaxRegression(4, 3).fit(str(tmp_path / "y.npy"), str(tmp_path / "X.npy"), max_iter=1)
 
 
@@ -1548,9 +1550,12 @@ def test_a_list_X_with_float32_parameters_is_told_how_to_convert_it(problem):
     [
         (
             lambda y: np.eye(3, dtype=np.int64)[y],
-            r"got shape \(8, 3\); class indices, not one-hot rows \(use y\.argmax",
+            r"got shape \(8, 3\); class indices, not one-hot rows \(use (y|np\.load\('.*y\.npy'\))\.argmax",
         ),
-        (lambda y: y[:, None], r"got shape \(8, 1\); one class index per row of X \(y\.reshape\(8\)"),
+        (
+            lambda y: y[:, None],
+            r"got shape \(8, 1\); one class index per row of X \((y|np\.load\('.*y\.npy'\))\.reshape\(8\)",
+        ),
     ],
     ids=["one-hot", "column"],
 )
@@ -1790,6 +1795,8 @@ def test_a_list_beyond_a_float32_models_range_is_refused_when_assigned():
     model.W = [[1e38, 0, 0, 0]] * 3  # within range
     assert model.W.dtype == np.float32 and model.W[0, 0] == np.float32(1e38)
     SoftmaxRegression(4, 3).W = [[1e39, 0, 0, 0]] * 3  # a float64 model holds it
+    model.W = [[3.4028235e38, 0, 0, 0]] * 3  # float32's maximum as printed, just above it: it rounds to it
+    assert model.W[0, 0] == np.finfo(np.float32).max
 
 
 @pytest.mark.parametrize(
@@ -1862,3 +1869,24 @@ def test_the_conversion_advice_for_a_text_file_reads_its_delimiter(tmp_path, mon
         SoftmaxRegression(2, 2).fit("X.txt", np.array([0, 1]), max_iter=1)
     exec(re.search(r"np\.save\(.*\)\)", str(raised.value)).group(), {"np": np})
     assert np.load("X.npy").shape == (2, 2)
+
+
+def test_the_fit_paths_advice_names_what_was_passed(tmp_path, monkeypatch):
+    """The fixes of fit called methods of a list (x.reshape, X.real, y.astype) or of a file's path."""
+    monkeypatch.chdir(tmp_path)
+    X, y, *_ = make_problem(np.random.default_rng(0), 12, 2, 3)
+    np.save("X3.npy", X.reshape(12, 2, 1))
+    np.save("y2.npy", y.reshape(12, 1))
+    np.save("yoh.npy", np.eye(3, dtype=np.int64)[y])
+    np.save("X.npy", X)
+    cases = [
+        (([1.0] * 12, y), "np.asarray(x).reshape(1, -1)"),
+        (([[1 + 1j, 2.0]] * 12, y), "np.asarray(X).real"),
+        ((X, [0.0, 1.0, 2.0] * 4), "np.asarray(y).astype(np.int64)"),
+        (("X3.npy", y), "np.load('X3.npy').reshape(len(X), -1)"),
+        (("X.npy", "y2.npy"), "np.load('y2.npy').reshape(12)"),
+        (("X.npy", "yoh.npy"), "np.load('yoh.npy').argmax(axis=1)"),
+    ]
+    for arguments, advice in cases:
+        with pytest.raises((TypeError, ValueError), match=re.escape(advice)):
+            SoftmaxRegression(2, 3).fit(*arguments, max_iter=1)

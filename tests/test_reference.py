@@ -281,3 +281,16 @@ def test_weights_beyond_float32s_range_give_the_weighted_mean():
     assert ref.cross_entropy(Z, y, sample_weight=weights * 1e39) == pytest.approx(
         ref.cross_entropy(Z, y, sample_weight=weights), rel=4 * float(np.finfo(np.float32).eps)
     )
+
+
+def test_weights_whose_sum_overflows_float64_give_the_weighted_mean():
+    """Twenty weights of 1e308 summed to inf, and every normalised weight (and the loss) was 0."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((20, 4))
+    y = np.arange(20) % 3
+    W, b = rng.standard_normal((3, 4)), np.zeros(3)
+    expected = ref.loss_and_grad(X, y, W, b)[0]
+    assert ref.loss_and_grad(X, y, W, b, sample_weight=np.full(20, 1e308))[0] == pytest.approx(expected, rel=1e-14)
+    assert ref.cross_entropy(X[:, :3], y, sample_weight=np.full(20, 1e308)) == pytest.approx(
+        ref.cross_entropy(X[:, :3], y), rel=1e-14
+    )

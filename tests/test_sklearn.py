@@ -2244,6 +2244,10 @@ def test_coefficients_assigned_as_lists_or_big_endian_arrays_work_everywhere(tmp
         np.testing.assert_allclose(est.decision_function(X), X @ fitted.coef_.T + fitted.intercept_, rtol=1e-12)
         est.save(tmp_path / "assigned.npz")
         np.testing.assert_array_equal(SoftmaxClassifier.load(tmp_path / "assigned.npz").coef_, fitted.coef_)
+        del est.n_features_in_  # LogisticRegression's attributes assigned without it: save raised AttributeError
+        est.save(tmp_path / "assigned.npz")
+        assert SoftmaxClassifier.load(tmp_path / "assigned.npz").n_features_in_ == fitted.n_features_in_
+        est.n_features_in_ = fitted.n_features_in_
         est.partial_fit(X, y)
         est.fit(X, y)  # warm start from the assigned coefficients
 
@@ -2294,3 +2298,21 @@ def test_several_labels_per_row_are_told_the_wrappers_that_fit_them():
 def test_logistic_regressions_own_solvers_are_told_ours(solver):
     with pytest.raises(ValueError, match=rf"solver='{solver}' is LogisticRegression's; .* use solver='lbfgs'"):
         SoftmaxClassifier(solver=solver).fit(*generated(n=60, k=3))
+
+
+@pytest.mark.parametrize(
+    "column",
+    [[10**400] * 20, [decimal.Decimal("1e400")] + [decimal.Decimal(1)] * 19, [Fraction(10**400, 3)] * 20],
+    ids=["int", "Decimal", "Fraction"],
+)
+def test_numbers_beyond_float64_in_a_frame_are_named_by_the_estimator(column):
+    """validate_data raised a bare OverflowError for an integer or a Fraction beyond float64, and called a
+    Decimal of 1e400 an infinity."""
+    pd = pytest.importorskip("pandas")
+    X, y = generated(n=20, d=2, k=3)
+    fitted = SoftmaxClassifier().fit(pd.DataFrame({"a": X[:, 0], "b": X[:, 1]}), y)
+    frame = pd.DataFrame({"a": X[:, 0], "b": pd.Series(column, dtype=object)})
+    message = r"X holds \d+ number\(s\) beyond float64's range \(about 1\.8e308\), the first, .* at row 0, column 'b'"
+    for call in (lambda: fitted.predict(frame), lambda: SoftmaxClassifier().fit(frame, y)):
+        with pytest.raises(ValueError, match=message):
+            call()
