@@ -413,8 +413,9 @@ def refuse_columns_that_are_not_numbers(
             # TypeError ("not 'NAType'"): missing values are named as such (numbers_but_missing) either way.
             return not bool(column.isna().any()) and converts(column, True)
         values = dtype if categories is None else categories.dtype
-        # Complex numbers are refused here too, by column: beside booleans they made an object array.
-        return types.is_numeric_dtype(values) and not types.is_complex_dtype(values)
+        # Complex numbers are refused here too, by column: beside booleans they made an object array. Booleans
+        # are numbers here, as NumPy's are: pandas calls bool[pyarrow] no number, and such a column was refused.
+        return (types.is_numeric_dtype(values) or types.is_bool_dtype(values)) and not types.is_complex_dtype(values)
 
     def numbers_but_missing(position: int, dtype) -> bool:
         # A string column's pd.NA takes no float conversion (a missing object value, None, becomes NaN).
@@ -445,6 +446,24 @@ def refuse_columns_that_are_not_numbers(
             if complex_only
             else "encode them as numbers (for example with scikit-learn's OneHotEncoder or OrdinalEncoder) or drop them"
         )
+        written = [
+            column
+            for position, column, dtype in refused
+            if not strings_of_numbers and types.is_string_dtype(dtype) and converts(values_of(position).dropna(), True)
+        ]
+        if written and len(written) == len(other) and object_fix is None:
+            # Numbers read as text (read_csv of a column with "n.a."): the encoders' advice ordered them as
+            # text, 10 before 2, and scrambled their values without a word.
+            if isinstance(a, pandas.Series):
+                held, convert = f"{name} holds", f"{name}.astype('float64')"
+            else:
+                listed = ", ".join(repr(column) for column in written[:5])
+                casts = ", ".join(f"{column!r}: 'float64'" for column in written[:5])
+                held, convert = f"{name}'s column(s) {listed} hold", f"{name}.astype({{{casts}}})"
+            raise error(
+                f"{held} numbers written as text; convert them first, with {convert} or pd.to_numeric (missing "
+                f"values then become NaN, for an imputer such as scikit-learn's SimpleImputer)."
+            )
         kind = "real numbers" if complex_only else "numbers"
         if isinstance(a, pandas.Series):
             raise error(f"{name} holds {a.dtype} values, not {kind}; {fix}.")
@@ -467,6 +486,8 @@ def _pandas_array(a, name: str, object_fix: str | None) -> np.ndarray | None:
     pandas = imported_module("pandas")  # a frame means pandas is imported
     if pandas is None or not isinstance(a, (pandas.DataFrame, pandas.Series)):
         return None
+    if name == "y":
+        refuse_missing_labels(a)
     refuse_columns_that_are_not_numbers(a, name, object_fix)
     # A list: a frame may repeat a column name.
     dtypes = list(a.dtypes.items()) if isinstance(a, pandas.DataFrame) else [(a.name, a.dtype)]
@@ -498,6 +519,24 @@ def _pandas_array(a, name: str, object_fix: str | None) -> np.ndarray | None:
     except TypeError:  # a categorical or sparse column beside nullable ones
         common = np.dtype(np.float64)
     return a.to_numpy(dtype=np.float32 if common == np.float32 else np.float64, na_value=np.nan)
+
+
+def refuse_missing_labels(y) -> None:
+    """Refuse a pandas y with missing labels (NaN, None, pd.NA), naming the first and how to drop their rows.
+
+    Labels of strings with a pd.NA raised pandas' "boolean value of NA is
+    ambiguous" from scikit-learn, and the model's advice (np.unique of y)
+    failed the same way.
+    """
+    pandas = imported_module("pandas")
+    if pandas is None or not isinstance(y, (pandas.Series, pandas.DataFrame)):
+        return
+    missing = np.asarray(y.isna()).reshape(len(y), -1).any(axis=1)
+    if missing.any():
+        raise ValueError(
+            f"y holds {int(missing.sum())} missing label(s) (NaN, None or pd.NA), the first in row "
+            f"{int(np.argmax(missing))}; drop their rows first: keep = y.notna().to_numpy(); X, y = X[keep], y[keep]."
+        )
 
 
 def _objects_as_float64(frame, name: str) -> np.ndarray:
@@ -568,7 +607,9 @@ def refuse_frame_numbers_beyond_float64(a, name: str) -> None:
     if pandas is None or not isinstance(a, (pandas.DataFrame, pandas.Series)):
         return
     if isinstance(a, pandas.DataFrame):
-        objects = a.select_dtypes(include="object")
+        # By position, not select_dtypes(include="object"), which pandas 3 warns of beside text columns.
+        positions = [position for position, dtype in enumerate(a.dtypes) if pandas.api.types.is_object_dtype(dtype)]
+        objects = a.iloc[:, positions]
         columns = list(objects.columns)
     else:
         objects, columns = (a if a.dtype == object else a.iloc[:0]), None
@@ -867,9 +908,9 @@ def check_2d(X, takes_y: bool = True, given=None) -> None:
     """
     if X.ndim != 2:
         whole = _as_plain(given, "X")
-        hint = (
-            f"; reshape it, as {whole}.reshape(len(X), -1) makes each sample's values one row." if X.ndim > 2 else "."
-        )
+        hint = "."
+        if X.ndim > 2:  # the count itself: len(X) of a path was the length of its name
+            hint = f"; reshape it, as {whole}.reshape({X.shape[0]}, -1) makes each sample's values one row."
         if X.ndim == 1:
             one = _as_plain(given, "x")
             hint = f": one sample of D features is {one}.reshape(1, -1), N samples of one feature {one}.reshape(-1, 1)"
@@ -926,10 +967,12 @@ def check_X(
         if X.dtype != dtype:
             # Only the functions get here: a model casts a floating X to its dtype first.
             lists = " (Python lists are read as float64)" if isinstance(given, (list, tuple)) else ""
+            convert = f"np.asarray(X, dtype=np.{dtype.name})"
+            if hasattr(given, "to_numpy") and hasattr(given, "dtypes"):  # a pandas frame: np.asarray fails on pd.NA
+                convert = f"X.to_numpy(dtype=np.{dtype.name}, na_value=np.nan)"
             raise TypeError(
-                f"X has dtype {X.dtype} but W and b are {dtype}; convert X with "
-                f"np.asarray(X, dtype=np.{dtype.name}){lists}, or use {X.dtype} W and b "
-                f"(for a model: dtype=np.{X.dtype.name})."
+                f"X has dtype {X.dtype} but W and b are {dtype}; convert X with {convert}{lists}, or use {X.dtype} "
+                f"W and b (for a model: dtype=np.{X.dtype.name})."
             )
     else:
         refuse_non_real(X, given=given)

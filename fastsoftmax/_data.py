@@ -155,25 +155,40 @@ _NPY_MAX_HEADER_SIZE = 10_000
 _NPY_VERSIONS = ((1, 0), (2, 0), (3, 0))
 
 
-def _text_layout(file) -> tuple[str | None, bool]:
-    """The delimiter of a text file's fields (None: whitespace) and whether its first line names columns.
+def _loadtxt_options(file, name: str) -> str:
+    """The ``np.loadtxt`` keywords that read the text file ``file`` (X or y, by ``name``), from its first line.
 
-    From the first line: a comma, else a semicolon, else a tab, else
-    whitespace; a header is a line with a field that is no number. The
-    advice said ``delimiter=','`` of every file, which failed on a TSV, and
-    took the first row of numbers split by spaces for a header, which
-    ``skiprows=1`` then dropped.
+    The delimiter: a semicolon, else a comma, else a tab, else whitespace;
+    beside semicolons, commas are decimal commas (``1,5;2,0``) and convert.
+    A first line with a field that is no number names columns
+    (``skiprows=1``); quotes around fields and a byte order mark are read as
+    such. X is kept 2-D (``ndmin=2``: one column was read as a 1-D array).
+    The advice said ``delimiter=','`` of every file, which failed on a TSV,
+    took a first row of numbers split by spaces, or one after a byte order
+    mark, for column names and dropped it.
     """
     file.seek(0)
-    line = file.readline(4096).decode("utf-8", errors="replace")
-    delimiter = next((candidate for candidate in (",", ";", "\t") if candidate in line), None)
+    raw = file.readline(4096)
+    marked = raw.startswith(b"\xef\xbb\xbf")
+    line = raw.decode("utf-8-sig", errors="replace")
+    second = file.readline(4096).decode("utf-8", errors="replace")  # the first row of numbers, under names
+    delimiter = next((candidate for candidate in (";", ",", "\t") if candidate in line), None)
+    decimal_commas = delimiter == ";" and ("," in line or "," in second)
+    quoted = '"' in line
+    names = False
     for field in line.split(delimiter):
+        text = field.strip().strip('"')
         try:
-            float(field)
+            float(text.replace(",", ".") if decimal_commas else text)
         except ValueError:
-            if field.strip():
-                return delimiter, True
-    return delimiter, False
+            names = names or bool(text)
+    options = "" if delimiter is None else f", delimiter={delimiter!r}"
+    options += ", skiprows=1" if names else ""
+    options += ", quotechar='\"'" if quoted else ""
+    options += ", converters=lambda text: float(text.replace(',', '.'))" if decimal_commas else ""
+    options += ", encoding='utf-8-sig'" if marked else ""
+    options += ", ndmin=2" if name == "X" else ""
+    return options + (", dtype=np.int64" if name == "y" else "")
 
 
 def _name_to_convert_into(path: str, name: str) -> str:
@@ -209,10 +224,7 @@ def _check_npy_header(path: str, name: str) -> None:
             target = _name_to_convert_into(path, name)
             # Labels as integers: np.loadtxt reads floats, which the next run refused as labels.
             # A first line of column names (as most CSV files have) made np.loadtxt fail.
-            delimiter, names = _text_layout(file)
-            options = "" if delimiter is None else f", delimiter={delimiter!r}"
-            options += ", skiprows=1" if names else ""
-            load = f"np.loadtxt({path!r}{options}{', dtype=np.int64' if name == 'y' else ''})"
+            load = f"np.loadtxt({path!r}{_loadtxt_options(file, name)})"
             labels = " (a column of labels goes to a file of its own)" if name == "X" else ""
             raise ValueError(
                 f"{name} file {path!r} is not an .npy file (it does not begin with NumPy's .npy header): "

@@ -672,8 +672,9 @@ def _load_data(data: str, labels: str | None, *, need_labels: bool = True):
                 "data archive (arrays X and y)",
                 names=required | {"format"},
                 # An archive is read whole; .npy files are streamed.
-                too_large="save X and y as .npy files (np.save) and pass --data X.npy --labels y.npy, which are read "
-                "a chunk at a time",
+                # Its members are .npy files: extracting them reads nothing into memory (np.save of a loaded X did).
+                too_large=f"extract its .npy files with python -m zipfile -e {data} DIR, then pass --data DIR/X.npy "
+                "--labels DIR/y.npy, which are read a chunk at a time",
             )
         except ValueError as exc:
             raise CLIError(f"--data {exc}") from exc

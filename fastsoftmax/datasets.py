@@ -706,9 +706,10 @@ def generate_rows(
     try:
         X = np.empty((stop - start, p.n_features), dtype=p.dtype)
         y = np.empty(stop - start, dtype=np.int64)
-    except MemoryError as exc:
-        # NumPy's "Unable to allocate 44.7 GiB" named neither the rows nor the generator of files. A MemoryError
-        # still: what fits is the system's to judge (swap), and the command line names its options for it.
+    except (MemoryError, ValueError) as exc:
+        # NumPy's "Unable to allocate 44.7 GiB" (or, beyond any address space, "array is too big") named neither
+        # the rows nor the generator of files. A MemoryError: what fits is the system's to judge (swap), and the
+        # command line names its options for it.
         raise MemoryError(
             f"{stop - start:,} rows of {p.n_features:,} features in {p.dtype} do not fit in memory ({exc}); write "
             f"them to .npy files with fastsoftmax.datasets.write_classification (or the command fastsoftmax "

@@ -684,7 +684,7 @@ def check_chunked(X, y, sample_weight, dtype: np.dtype, n_features: int, client:
 
     if not isinstance(X, da.Array):
         if hasattr(type(X), "to_dask_array"):  # the type's: a Delayed object has every attribute, lazily
-            hint = " (for a Dask DataFrame use df.to_dask_array(lengths=True))"
+            hint = f" (for a Dask DataFrame use {DASK_FRAME_FIX})"
         elif is_dask_collection(X):
             from dask.delayed import Delayed
 
@@ -765,6 +765,14 @@ def check_chunked(X, y, sample_weight, dtype: np.dtype, n_features: int, client:
         # Not cast to the compute dtype yet: DaskObjective checks the weights as given, then
         # scales them as _checks.check_sample_weight does (a float32 1e39 is finite here).
     return X, y, sample_weight
+
+
+#: How a Dask DataFrame becomes the Dask array that fits and predictions take. Pyarrow or nullable columns
+#: (pd.NA) give an array of Python objects, refused as if they were numbers written as text; cast first.
+DASK_FRAME_FIX = (
+    "X.to_dask_array(lengths=True), after X = X.astype('float64') (or 'float32') where its columns are pyarrow "
+    "or nullable ones, whose array would hold Python objects"
+)
 
 
 def refuse_X_from_metadata(X) -> None:
@@ -1640,7 +1648,7 @@ def predict_dask(model, X, *, method: str = "predict"):
         raise TypeError(f"{type(model).__name__} has no method {method!r}; pass a model that has one.")
     if not isinstance(X, da.Array):
         fix = (
-            "pass X.to_dask_array(lengths=True)"
+            f"pass {DASK_FRAME_FIX}"
             if is_dask_collection(X) and hasattr(X, "to_dask_array")  # a Dask DataFrame
             else f"call model.{method}(X) itself"
         )

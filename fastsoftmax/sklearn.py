@@ -268,6 +268,21 @@ def _refuse_an_empty_X(shape: tuple, source: str) -> None:
             )
 
 
+def _extension_frame_float_dtype(X) -> np.dtype | None:
+    """The NumPy float dtype that a pandas frame or series of extension dtypes (pyarrow, nullable) holds, else None."""
+    pandas = _checks.imported_module("pandas")  # a frame means pandas is imported
+    if pandas is None or not isinstance(X, (pandas.DataFrame, pandas.Series)):
+        return None
+    dtypes = list(X.dtypes.items()) if isinstance(X, pandas.DataFrame) else [(X.name, X.dtype)]
+    if all(isinstance(dtype, np.dtype) for _, dtype in dtypes):
+        return None  # NumPy's own: scikit-learn sees their dtype
+    try:
+        common = _checks._common_numpy_dtype(dtypes)
+    except TypeError:
+        return None
+    return common if common in _checks.FLOAT_DTYPES else None
+
+
 def _refuse_several_labels_per_row(y) -> None:
     """Refuse a y of several columns (multilabel indicators, several outputs), naming the wrappers that fit it.
 
@@ -281,7 +296,8 @@ def _refuse_several_labels_per_row(y) -> None:
             shape = np.shape(y)
         except ValueError:  # ragged lists: scikit-learn names them
             return
-    if shape is not None and len(shape) == 2 and shape[1] > 1:
+    # Not a row of labels (1, N), transposed: scikit-learn's "should be a 1d array" says so.
+    if shape is not None and len(shape) == 2 and shape[1] > 1 and shape[0] != 1:
         raise ValueError(
             f"y has shape {shape}, several labels per row; SoftmaxClassifier fits one label per row. For "
             f"multilabel indicators (one 0/1 column per class) use "
@@ -812,11 +828,18 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         for labels in y:
             _checks.refuse_masked(labels, "y")
             _refuse_several_labels_per_row(labels)
+            _checks.refuse_missing_labels(labels)
         if is_sparse(X) and not (sparse_checked_later and X.format == "csr" and X.dtype in dtypes):
             # Checked before scikit-learn converts it to CSR (SciPy converts unchecked index
             # arrays), and cast by that check, which names a value beyond float32's range by its row.
             X = checked_csr(X, X.dtype if X.dtype in dtypes else dtypes[0], learning=learning)
-        validated = validate_data(self, X, *y, dtype=[*dtypes, *_checks.FLOAT_DTYPES], accept_sparse="csr", **options)
+        accepted = [*dtypes, *_checks.FLOAT_DTYPES]
+        own = _extension_frame_float_dtype(X)
+        if own is not None:
+            # scikit-learn sees no dtype of a frame of pyarrow or nullable floats and cast it to the first: a
+            # finite 1e39 became inf for a float32 fit (called an infinity), and "preserve" made float32 float64.
+            accepted = [own, *(dtype for dtype in accepted if dtype != own)]
+        validated = validate_data(self, X, *y, dtype=accepted, accept_sparse="csr", **options)
         X, y_out = validated if y else (validated, None)
         if X.dtype not in dtypes:
             X = _checks.cast_X(X, dtypes[0], learning=learning)
@@ -850,6 +873,11 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         class_weight='balanced' is refused.
         """
         n = y_idx.shape[0]
+        pandas = _checks.imported_module("pandas")
+        if pandas is not None and isinstance(sample_weight, pandas.Series) and sample_weight.dtype.kind not in "biuf":
+            # Numbers as text in a frame's column: refused as "string values" (the encoders' advice), where the
+            # same strings in an array convert, as LogisticRegression converts both.
+            sample_weight = sample_weight.to_numpy(dtype=object)
         if isinstance(sample_weight, numbers.Real):
             # As scikit-learn's _check_sample_weight; an integer beyond float64 raised OverflowError here.
             value = _checks.real_number(sample_weight, "sample_weight")  # None for a bool: True weighs 1, as there
@@ -996,13 +1024,18 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             # validate_data leaves n_features_in_ unset for a 1-D X instead of raising.
             import dask.array as da
 
-            from fastsoftmax.distributed import DASK_SOLVERS, refuse_unknown_columns, refuse_X_from_metadata
+            from fastsoftmax.distributed import (
+                DASK_FRAME_FIX,
+                DASK_SOLVERS,
+                refuse_unknown_columns,
+                refuse_X_from_metadata,
+            )
 
             if not isinstance(X, da.Array):
                 # A Dask DataFrame's row count is lazy: the check of an empty X raised Dask's "Trying to convert
                 # ... to a boolean value", which named no fix.
                 fix = (
-                    "X.to_dask_array(lengths=True) (its values: feature_names_in_ is then not set)"
+                    f"{DASK_FRAME_FIX} (feature_names_in_ is then not set)"
                     if hasattr(type(X), "to_dask_array")  # a Delayed object has every attribute, lazily
                     else "a Dask array, or X computed to memory"
                 )

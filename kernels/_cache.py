@@ -73,8 +73,9 @@ except ImportError:  # Windows: no flock
 LOCK_FILE_NAME = "fastsoftmax-kernels.lock"
 
 
-#: Seconds to wait for another process's lock before saying so, and before giving up (:func:`_holding_lock`).
-LOCK_WAIT_NOTICE_S, LOCK_WAIT_LIMIT_S = 10.0, 120.0
+#: Seconds to wait for another process's lock before saying so, and before giving up (:func:`_holding_lock`);
+#: once given up, each later wait is this short one (a healthy writer holds the lock for milliseconds).
+LOCK_WAIT_NOTICE_S, LOCK_WAIT_LIMIT_S, LOCK_WAIT_AFTER_GIVING_UP_S = 10.0, 120.0, 1.0
 
 
 class _LockWaitTooLong(Exception):
@@ -150,9 +151,10 @@ _given_up: set[str] = set()
 def _wait_for(descriptor: int, operation: int, path: str) -> None:
     """``flock(descriptor, operation)``, polled, with the notice and the limit of :func:`_holding_lock`.
 
-    The limit is the process's, not each operation's: a lock given up once is
-    tried once after that, without waiting (a fit reads and writes the cache
-    some twenty times, and each waited the full limit: 44 minutes).
+    The limit is the process's, not each operation's: after a lock was given
+    up once, each wait lasts ``LOCK_WAIT_AFTER_GIVING_UP_S`` (a fit reads and
+    writes the cache some twenty times, and each waited the full limit: 44
+    minutes), until the lock is taken again.
     """
     started, pause = time.monotonic(), 0.001
     while True:
@@ -161,9 +163,9 @@ def _wait_for(descriptor: int, operation: int, path: str) -> None:
             _given_up.discard(path)
             return
         except BlockingIOError:
-            if path in _given_up:
-                raise _LockWaitTooLong(path) from None
             waited = time.monotonic() - started
+            if path in _given_up and waited >= LOCK_WAIT_AFTER_GIVING_UP_S:
+                raise _LockWaitTooLong(path) from None
             if waited >= LOCK_WAIT_LIMIT_S:
                 _given_up.add(path)
                 _warn_once(

@@ -48,7 +48,7 @@ LOSS_GRAD_CASES = {
         ValueError,
         r"X must be 2-dimensional.*reshape\(1, -1\)",
     ),
-    "X-3d": (lambda p: _replace(p, X=p[0][None]), ValueError, r"X must be 2-dimensional.*X\.reshape\(len\(X\), -1\)"),
+    "X-3d": (lambda p: _replace(p, X=p[0][None]), ValueError, r"X must be 2-dimensional.*X\.reshape\(1, -1\)"),
     "W-1d": (lambda p: _replace(p, W=p[2][0]), ValueError, r"W must be 2-dimensional"),
     "b-2d": (lambda p: _replace(p, b=p[3][None]), ValueError, r"b must be 1-dimensional"),
     "X-W-feature-mismatch": (
@@ -1346,7 +1346,8 @@ def test_pandas_frames_with_nullable_or_non_numeric_columns(problem):
         fs.loss_and_grad(missing, y, W, b)
     labels_missing = labels.copy()
     labels_missing[2] = pd.NA
-    with pytest.raises(TypeError, match=r"y holds missing values \(pd\.NA\) .*fillna"):
+    # Missing labels are dropped with their rows: filled, they would be a class of their own.
+    with pytest.raises(ValueError, match=r"y holds 1 missing label\(s\) .* the first in row 2; drop their rows"):
         fs.loss_and_grad(X, labels_missing, W, b)
     mixed = frame.assign(c=pd.Categorical(["x"] * len(frame)), d=np.array(["s"] * len(frame), dtype=object))
     with pytest.raises(TypeError, match=r"^X has 2 column\(s\) that are not numbers: 'c' \(category\), 'd' .*Encoder"):
@@ -1856,8 +1857,30 @@ def test_labels_in_a_file_are_told_a_fix_for_the_file(tmp_path, kind):
 
 @pytest.mark.parametrize(
     "text",
-    ["a,b\n1,2\n3,4\n", "a;b\n1;2\n3;4\n", "1\t2\n3\t4\n", "a\tb\n1\t2\n3\t4\n", "1 2\n3 4\n", "1.5  -2\n3  4e1\n"],
-    ids=["comma, names", "semicolon, names", "tab", "tab, names", "spaces", "runs of spaces"],
+    [
+        "a,b\n1,2\n3,4\n",
+        "a;b\n1;2\n3;4\n",
+        "1\t2\n3\t4\n",
+        "a\tb\n1\t2\n3\t4\n",
+        "1 2\n3 4\n",
+        "1.5  -2\n3  4e1\n",
+        "a;b\n1,5;2,0\n3,25;4\n",
+        "1,5;2,0\n3,25;4\n",
+        '"1.5","2"\n"3","4"\n',
+        "\ufeff1.5,2\n3,4\n",
+    ],
+    ids=[
+        "comma, names",
+        "semicolon, names",
+        "tab",
+        "tab, names",
+        "spaces",
+        "runs of spaces",
+        "decimal commas, names",
+        "decimal commas",
+        "quoted",
+        "byte order mark",
+    ],
 )
 def test_the_conversion_advice_for_a_text_file_reads_its_delimiter(tmp_path, monkeypatch, text):
     """Every text file was told delimiter=',' (a TSV's conversion then failed), and a first row of numbers split
@@ -1868,7 +1891,17 @@ def test_the_conversion_advice_for_a_text_file_reads_its_delimiter(tmp_path, mon
     with pytest.raises(ValueError, match=r"X file 'X\.txt' is not an \.npy file") as raised:
         SoftmaxRegression(2, 2).fit("X.txt", np.array([0, 1]), max_iter=1)
     exec(re.search(r"np\.save\(.*\)\)", str(raised.value)).group(), {"np": np})
-    assert np.load("X.npy").shape == (2, 2)
+    assert np.load("X.npy").shape == (2, 2)  # no row dropped as column names, none read as one
+
+
+def test_the_conversion_advice_for_a_single_column_keeps_x_two_dimensional(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with open("X.txt", "w") as file:
+        file.write("x\n1.5\n2.5\n")
+    with pytest.raises(ValueError, match=r"is not an \.npy file") as raised:
+        SoftmaxRegression(1, 2).fit("X.txt", np.array([0, 1]), max_iter=1)
+    exec(re.search(r"np\.save\(.*\)\)", str(raised.value)).group(), {"np": np})
+    assert np.load("X.npy").shape == (2, 1)
 
 
 def test_the_fit_paths_advice_names_what_was_passed(tmp_path, monkeypatch):
@@ -1883,10 +1916,35 @@ def test_the_fit_paths_advice_names_what_was_passed(tmp_path, monkeypatch):
         (([1.0] * 12, y), "np.asarray(x).reshape(1, -1)"),
         (([[1 + 1j, 2.0]] * 12, y), "np.asarray(X).real"),
         ((X, [0.0, 1.0, 2.0] * 4), "np.asarray(y).astype(np.int64)"),
-        (("X3.npy", y), "np.load('X3.npy').reshape(len(X), -1)"),
+        (("X3.npy", y), "np.load('X3.npy').reshape(12, -1)"),  # len(X) was the length of the path's name
         (("X.npy", "y2.npy"), "np.load('y2.npy').reshape(12)"),
         (("X.npy", "yoh.npy"), "np.load('yoh.npy').argmax(axis=1)"),
     ]
     for arguments, advice in cases:
         with pytest.raises((TypeError, ValueError), match=re.escape(advice)):
             SoftmaxRegression(2, 3).fit(*arguments, max_iter=1)
+
+
+def test_a_frame_of_another_dtype_is_told_a_conversion_that_takes_missing_values():
+    """np.asarray(X, dtype=np.float64) of a frame with pd.NA raised "float() argument must be ... not 'NAType'"."""
+    pd = pytest.importorskip("pandas")
+    X, y, W, b, _ = make_problem(np.random.default_rng(0), 6, 2, 3)
+    frame = pd.DataFrame(X.astype(np.float32), columns=["a", "b"]).astype("Float32")
+    frame.loc[2, "a"] = pd.NA
+    with pytest.raises(TypeError, match=re.escape("convert X with X.to_numpy(dtype=np.float64, na_value=np.nan)")) as e:
+        fs.loss_and_grad(frame, y, W, b)
+    converted = eval(re.search(r"X\.to_numpy\([^)]*\)", str(e.value)).group(), {"np": np, "X": frame})
+    with pytest.raises(ValueError, match=r"X contains 1 NaN or infinite value\(s\), the first in row 2"):
+        fs.loss_and_grad(converted, y, W, b)
+
+
+def test_numbers_written_as_text_are_told_a_cast_not_an_encoder():
+    """OneHotEncoder or OrdinalEncoder, as advised, ordered "10" before "2" and scrambled the values."""
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame({"a": pd.Series(["1.5", "10", "2"], dtype="string"), "b": [1, 2, 3]})
+    W, b = np.zeros((2, 2)), np.zeros(2)
+    with pytest.raises(TypeError, match=r"X's column\(s\) 'a' hold numbers written as text; convert them first") as e:
+        fs.predict_proba(frame, W, b)
+    converted = eval(re.search(r"X\.astype\(\{.*\}\)", str(e.value)).group(), {"X": frame})
+    np.testing.assert_array_equal(np.asarray(converted["a"]), [1.5, 10.0, 2.0])
+    assert fs.predict_proba(converted, W, b).shape == (3, 2)

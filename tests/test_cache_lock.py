@@ -216,10 +216,13 @@ def test_a_lock_held_too_long_is_named_and_then_given_up(tmp_path, monkeypatch):
             # The limit is the process's: each later read and write waited the whole limit again (a fit, 44 min).
             sleeps = []
             with monkeypatch.context() as patched:
-                patched.setattr(_cache.time, "sleep", sleeps.append)
-                cache_file.save("key", "other")  # skipped, at once
+                sleep = _cache.time.sleep
+                patched.setattr(_cache.time, "sleep", lambda seconds: (sleeps.append(seconds), sleep(seconds)))
+                patched.setattr(_cache, "LOCK_WAIT_AFTER_GIVING_UP_S", 0.05)
+                cache_file.save("key", "other")  # skipped after the short wait
                 assert cache_file.load("key") is None
-            assert sleeps == []
+            # Each waited about 0.05 s (the pauses requested add up to the time waited, or less), not the limit.
+            assert sum(sleeps) < 0.6
         messages = [str(warning.message) for warning in caught]
         assert any(message.startswith("waiting for another process's lock") for message in messages)
         assert any("has held the kernels' disk cache lock" in message for message in messages)

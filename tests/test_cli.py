@@ -3009,5 +3009,7 @@ def test_a_data_archive_larger_than_memory_is_told_to_use_npy_files(tmp_path, ca
     assert main(["train", "--data", str(tmp_path / "data.npz"), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "data.npz, a data archive (arrays X and y), is larger than the memory available (Unable to allocate" in err
-    assert "pass --data X.npy --labels y.npy, which are read a chunk at a time" in err
+    assert (
+        f"extract its .npy files with python -m zipfile -e {tmp_path / 'data.npz'} DIR, then pass --data DIR/X" in err
+    )
     assert "corrupt" not in err

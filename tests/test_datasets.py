@@ -426,3 +426,9 @@ def test_rows_that_do_not_fit_in_memory_are_named_with_the_generator_of_files():
         MemoryError, match=r"write them to \.npy files with fastsoftmax\.datasets\.write_classification"
     ):
         ds.generate_rows(0, 10**13, n_features=20)
+
+
+def test_rows_beyond_any_address_space_are_named_too():
+    """NumPy's "array is too big" (a ValueError) was left as it was."""
+    with pytest.raises(MemoryError, match=r"^100,000,000,000,000,000 rows of 20 features in float64 do not fit"):
+        ds.make_classification(10**17, 20)

@@ -557,9 +557,19 @@ def test_the_estimator_refuses_a_dask_dataframe_with_the_line_that_makes_it_an_a
     X = np.random.default_rng(0).normal(size=(60, 3))
     y = (X[:, 0] > 0).astype(int)
     frame = dd.from_array(X, columns=["a", "b", "c"])
-    with pytest.raises(TypeError, match=r"got DataFrame; pass X\.to_dask_array\(lengths=True\) \(its values"):
+    with pytest.raises(TypeError, match=r"got DataFrame; pass X\.to_dask_array\(lengths=True\), after X = X\.astype"):
         SoftmaxClassifier().fit(frame, y)
     assert SoftmaxClassifier().fit(frame.to_dask_array(lengths=True), y).score(X, y) > 0.9
+    # Pyarrow or nullable columns (pd.NA) give an array of objects, refused as numbers written as text: the line
+    # casts them first, NA to NaN, which the fit then names by its row.
+    pd = pytest.importorskip("pandas")
+    pyarrow_frame = dd.from_pandas(pd.DataFrame(X, columns=["a", "b", "c"]).astype("double[pyarrow]"), npartitions=2)
+    with pytest.raises(TypeError, match="dtype object"):
+        SoftmaxClassifier().fit(pyarrow_frame.to_dask_array(lengths=True), y)
+    cast = pyarrow_frame.astype("float64").to_dask_array(lengths=True)
+    np.testing.assert_allclose(
+        SoftmaxClassifier().fit(cast, y).coef_, SoftmaxClassifier().fit(X, y).coef_, rtol=1e-6, atol=1e-9
+    )
 
 
 # -- scipy.sparse chunks -------------------------------------------------------------------------------------------

@@ -2316,3 +2316,45 @@ def test_numbers_beyond_float64_in_a_frame_are_named_by_the_estimator(column):
     for call in (lambda: fitted.predict(frame), lambda: SoftmaxClassifier().fit(frame, y)):
         with pytest.raises(ValueError, match=message):
             call()
+
+
+def test_pyarrow_backed_frames_are_taken_as_numpys_are():
+    """bool[pyarrow] columns were refused as "not numbers"; a double[pyarrow] 1e39 for a float32 fit was called an
+    infinity (scikit-learn cast the frame first), and float[pyarrow] under "preserve" became float64; labels of
+    strings with a pd.NA raised pandas' "boolean value of NA is ambiguous"."""
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    X, y = generated(n=40, d=2, k=2)
+    numpy_frame = pd.DataFrame({"a": X[:, 0], "flag": X[:, 1] > 0})
+    arrow_frame = numpy_frame.astype({"a": "double[pyarrow]", "flag": "bool[pyarrow]"})
+    np.testing.assert_array_equal(
+        SoftmaxClassifier().fit(arrow_frame, y).coef_, SoftmaxClassifier().fit(numpy_frame, y).coef_
+    )
+    beyond = pd.DataFrame({"a": [1e39, *X[1:, 0]], "b": X[:, 1]}).astype("double[pyarrow]")
+    with pytest.raises(ValueError, match=r"X holds 1 finite value\(s\) beyond the range of float32"):
+        SoftmaxClassifier(dtype=np.float32).fit(beyond, y)
+    single = pd.DataFrame(X.astype(np.float32), columns=["a", "b"]).astype("float[pyarrow]")
+    assert SoftmaxClassifier(dtype="preserve").fit(single, y).coef_.dtype == np.float32
+    labels = pd.Series(np.where(y == 1, "x", "z"), dtype="string[pyarrow]")
+    labels[3] = None
+    with pytest.raises(ValueError, match=r"y holds 1 missing label\(s\) \(NaN, None or pd\.NA\), the first in row 3;"):
+        SoftmaxClassifier().fit(X, labels)
+    keep = labels.notna().to_numpy()  # the advice, run
+    assert SoftmaxClassifier().fit(X[keep], labels[keep]).classes_.tolist() == ["x", "z"]
+
+
+def test_a_row_of_labels_is_left_to_scikit_learns_message():
+    """A y of shape (1, N) is a transposed row, not several labels per row: told OneVsRest, which fails too."""
+    X, y = generated(n=30, k=3)
+    with pytest.raises(ValueError, match=r"y should be a 1d array, got an array of shape \(1, 30\)"):
+        SoftmaxClassifier().fit(X, y[None, :])
+
+
+def test_weights_written_as_text_in_a_series_convert_as_in_an_array():
+    """A Series of "0.5", "1", ... was refused as "string values" with the encoders' advice; an array converts."""
+    pd = pytest.importorskip("pandas")
+    X, y = generated(n=30, k=3)
+    text = np.array(["0.5", "1", "1.5"] * 10)
+    expected = SoftmaxClassifier().fit(X, y, sample_weight=text.astype(float)).coef_
+    for weights in (text, pd.Series(text), pd.Series(text, dtype="string")):
+        np.testing.assert_array_equal(SoftmaxClassifier().fit(X, y, sample_weight=weights).coef_, expected)
