@@ -449,16 +449,20 @@ def refuse_columns_that_are_not_numbers(
         written = [
             column
             for position, column, dtype in refused
-            if not strings_of_numbers and types.is_string_dtype(dtype) and converts(values_of(position).dropna(), True)
+            if not strings_of_numbers
+            and types.is_string_dtype(dtype)
+            and bool(values_of(position).notna().any())  # a column of nothing but missing values is none
+            and converts(values_of(position).dropna(), True)
         ]
-        if written and len(written) == len(other) and object_fix is None:
+        # Not labels: they need integers, which their own message names.
+        if written and len(written) == len(other) and object_fix is None and name != "y":
             # Numbers read as text (read_csv of a column with "n.a."): the encoders' advice ordered them as
             # text, 10 before 2, and scrambled their values without a word.
             if isinstance(a, pandas.Series):
                 held, convert = f"{name} holds", f"{name}.astype('float64')"
             else:
-                listed = ", ".join(repr(column) for column in written[:5])
-                casts = ", ".join(f"{column!r}: 'float64'" for column in written[:5])
+                listed = ", ".join(repr(column) for column in written[:5]) + (", ..." if len(written) > 5 else "")
+                casts = ", ".join(f"{column!r}: 'float64'" for column in written)  # every one: the cast is run
                 held, convert = f"{name}'s column(s) {listed} hold", f"{name}.astype({{{casts}}})"
             raise error(
                 f"{held} numbers written as text; convert them first, with {convert} or pd.to_numeric (missing "
@@ -531,11 +535,14 @@ def refuse_missing_labels(y) -> None:
     pandas = imported_module("pandas")
     if pandas is None or not isinstance(y, (pandas.Series, pandas.DataFrame)):
         return
-    missing = np.asarray(y.isna()).reshape(len(y), -1).any(axis=1)
+    missing = np.asarray(y.isna())
+    frame = missing.ndim == 2  # a one-column frame of labels
+    missing = missing.any(axis=1) if frame else missing
     if missing.any():
+        keep = "y.notna().all(axis=1).to_numpy()" if frame else "y.notna().to_numpy()"
         raise ValueError(
             f"y holds {int(missing.sum())} missing label(s) (NaN, None or pd.NA), the first in row "
-            f"{int(np.argmax(missing))}; drop their rows first: keep = y.notna().to_numpy(); X, y = X[keep], y[keep]."
+            f"{int(np.argmax(missing))}; drop their rows first: keep = {keep}; X, y = X[keep], y[keep]."
         )
 
 

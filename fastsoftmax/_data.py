@@ -158,8 +158,9 @@ _NPY_VERSIONS = ((1, 0), (2, 0), (3, 0))
 def _loadtxt_options(file, name: str) -> str:
     """The ``np.loadtxt`` keywords that read the text file ``file`` (X or y, by ``name``), from its first line.
 
-    The delimiter: a semicolon, else a comma, else a tab, else whitespace;
-    beside semicolons, commas are decimal commas (``1,5;2,0``) and convert.
+    The delimiter: a tab, else a semicolon, else a comma, else whitespace;
+    beside any but a comma, commas are decimal commas (``1,5;2,0``) and
+    convert (always beside semicolons, whose later rows may hold them).
     A first line with a field that is no number names columns
     (``skiprows=1``); quotes around fields and a byte order mark are read as
     such. X is kept 2-D (``ndmin=2``: one column was read as a 1-D array).
@@ -172,9 +173,10 @@ def _loadtxt_options(file, name: str) -> str:
     marked = raw.startswith(b"\xef\xbb\xbf")
     line = raw.decode("utf-8-sig", errors="replace")
     second = file.readline(4096).decode("utf-8", errors="replace")  # the first row of numbers, under names
-    delimiter = next((candidate for candidate in (";", ",", "\t") if candidate in line), None)
-    decimal_commas = delimiter == ";" and ("," in line or "," in second)
-    quoted = '"' in line
+    # A tab or a semicolon first: beside either, commas are decimal commas (1,5;2,0 and 1,5<tab>2,0).
+    delimiter = next((candidate for candidate in ("\t", ";", ",") if candidate in line), None)
+    decimal_commas = delimiter != "," and ("," in line or "," in second or delimiter == ";")
+    quoted = '"' in line or '"' in second
     names = False
     for field in line.split(delimiter):
         text = field.strip().strip('"')
@@ -185,7 +187,7 @@ def _loadtxt_options(file, name: str) -> str:
     options = "" if delimiter is None else f", delimiter={delimiter!r}"
     options += ", skiprows=1" if names else ""
     options += ", quotechar='\"'" if quoted else ""
-    options += ", converters=lambda text: float(text.replace(',', '.'))" if decimal_commas else ""
+    options += ", converters=lambda text: float(text.replace(',', '.'))" if decimal_commas and name == "X" else ""
     options += ", encoding='utf-8-sig'" if marked else ""
     options += ", ndmin=2" if name == "X" else ""
     return options + (", dtype=np.int64" if name == "y" else "")

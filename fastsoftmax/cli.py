@@ -673,8 +673,8 @@ def _load_data(data: str, labels: str | None, *, need_labels: bool = True):
                 names=required | {"format"},
                 # An archive is read whole; .npy files are streamed.
                 # Its members are .npy files: extracting them reads nothing into memory (np.save of a loaded X did).
-                too_large=f"extract its .npy files with python -m zipfile -e {data} DIR, then pass --data DIR/X.npy "
-                "--labels DIR/y.npy, which are read a chunk at a time",
+                too_large=f"extract its .npy files with python -m zipfile -e {shlex.quote(str(data))} DIR, then pass "
+                f"--data DIR/X.npy{' --labels DIR/y.npy' if need_labels else ''}, which are read a chunk at a time",
             )
         except ValueError as exc:
             raise CLIError(f"--data {exc}") from exc

@@ -874,7 +874,11 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         """
         n = y_idx.shape[0]
         pandas = _checks.imported_module("pandas")
-        if pandas is not None and isinstance(sample_weight, pandas.Series) and sample_weight.dtype.kind not in "biuf":
+        if (
+            pandas is not None
+            and isinstance(sample_weight, pandas.Series)
+            and pandas.api.types.is_string_dtype(sample_weight.dtype)  # text, or objects: not dates or complex
+        ):
             # Numbers as text in a frame's column: refused as "string values" (the encoders' advice), where the
             # same strings in an array convert, as LogisticRegression converts both.
             sample_weight = sample_weight.to_numpy(dtype=object)

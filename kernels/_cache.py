@@ -154,7 +154,8 @@ def _wait_for(descriptor: int, operation: int, path: str) -> None:
     The limit is the process's, not each operation's: after a lock was given
     up once, each wait lasts ``LOCK_WAIT_AFTER_GIVING_UP_S`` (a fit reads and
     writes the cache some twenty times, and each waited the full limit: 44
-    minutes), until the lock is taken again.
+    minutes), until the lock is taken again. While the holder stays stuck, a
+    fit so spends about 20 s waiting, and compiles what it could not read.
     """
     started, pause = time.monotonic(), 0.001
     while True:

@@ -76,13 +76,14 @@ def _warn_if_cache_dir_passed_over(dispatcher) -> None:
     given = numba.config.CACHE_DIR
     # NUMBA_DISABLE_JIT=1 returns the function itself, without a cache (refused where a kernel is called).
     locator = getattr(getattr(getattr(dispatcher, "_cache", None), "_impl", None), "_locator", None)
-    if not given or locator is None:
+    if not given or locator is None or type(locator).__name__ == "UserProvidedCacheLocator":
         return
-    # Judged by where it caches, not by its class: a locator of the user's (NUMBA_CACHE_LOCATOR_CLASSES) may
-    # cache there too.
-    cache_path, given_path = os.path.abspath(locator.get_cache_path()), os.path.abspath(given)
-    if os.path.commonpath([cache_path, given_path]) == given_path:
-        return
+    if type(locator).__module__ != "numba.core.caching":
+        # A locator of the user's (NUMBA_CACHE_LOCATOR_CLASSES) may cache in the directory too: judged by place.
+        # Numba's own fallbacks are passed-over directories wherever they lie (an install under $HOME).
+        cache_path, given_path = os.path.abspath(locator.get_cache_path()), os.path.abspath(given)
+        if os.path.commonpath([cache_path, given_path]) == given_path:
+            return
     try:
         os.makedirs(given, exist_ok=True)
         reason = "it is not writable"

@@ -1868,6 +1868,9 @@ def test_labels_in_a_file_are_told_a_fix_for_the_file(tmp_path, kind):
         "1,5;2,0\n3,25;4\n",
         '"1.5","2"\n"3","4"\n',
         "\ufeff1.5,2\n3,4\n",
+        'a,b\n"1.5","2"\n"3","4"\n',
+        "1,5\t2,0\n3,25\t4\n",
+        "a;b\n1;2\n3,5;4\n",
     ],
     ids=[
         "comma, names",
@@ -1880,6 +1883,9 @@ def test_labels_in_a_file_are_told_a_fix_for_the_file(tmp_path, kind):
         "decimal commas",
         "quoted",
         "byte order mark",
+        "quoted under names",
+        "tab, decimal commas",
+        "decimal comma after the first row",
     ],
 )
 def test_the_conversion_advice_for_a_text_file_reads_its_delimiter(tmp_path, monkeypatch, text):
@@ -1896,12 +1902,14 @@ def test_the_conversion_advice_for_a_text_file_reads_its_delimiter(tmp_path, mon
 
 def test_the_conversion_advice_for_a_single_column_keeps_x_two_dimensional(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with open("X.txt", "w") as file:
-        file.write("x\n1.5\n2.5\n")
-    with pytest.raises(ValueError, match=r"is not an \.npy file") as raised:
-        SoftmaxRegression(1, 2).fit("X.txt", np.array([0, 1]), max_iter=1)
-    exec(re.search(r"np\.save\(.*\)\)", str(raised.value)).group(), {"np": np})
-    assert np.load("X.npy").shape == (2, 1)
+    for text in ("x\n1.5\n2.5\n", "x\n1,5\n2,5\n"):  # the second in decimal commas
+        with open("X.txt", "w") as file:
+            file.write(text)
+        with pytest.raises(ValueError, match=r"is not an \.npy file") as raised:
+            SoftmaxRegression(1, 2).fit("X.txt", np.array([0, 1]), max_iter=1)
+        exec(re.search(r"np\.save\(.*\)\)", str(raised.value)).group(), {"np": np})
+        np.testing.assert_array_equal(np.load("X.npy"), [[1.5], [2.5]])
+        os.remove("X.npy")
 
 
 def test_the_fit_paths_advice_names_what_was_passed(tmp_path, monkeypatch):
@@ -1948,3 +1956,19 @@ def test_numbers_written_as_text_are_told_a_cast_not_an_encoder():
     converted = eval(re.search(r"X\.astype\(\{.*\}\)", str(e.value)).group(), {"X": frame})
     np.testing.assert_array_equal(np.asarray(converted["a"]), [1.5, 10.0, 2.0])
     assert fs.predict_proba(converted, W, b).shape == (3, 2)
+
+
+def test_the_review_cases_of_labels_and_text_advice():
+    """An empty pandas y hit NumPy's reshape error; a one-column frame of labels was told a 1-D mask; digits as
+    labels on Dask were told a float cast; a column of nothing but missing values was called numbers as text."""
+    pd = pytest.importorskip("pandas")
+    X, y, W, b, _ = make_problem(np.random.default_rng(0), 6, 2, 3)
+    with pytest.raises(ValueError, match=r"^y has 0 labels but X has 6 rows"):
+        fs.loss_and_grad(X, pd.Series([], dtype="int64"), W, b)
+    labels = pd.DataFrame({"label": [0, 1, np.nan, 1, 0, 2]})
+    with pytest.raises(ValueError, match=re.escape("keep = y.notna().all(axis=1).to_numpy()")):
+        fs.SoftmaxRegression(2, 3).fit(X, labels, max_iter=1)
+    keep = labels.notna().all(axis=1).to_numpy()  # the advice, run
+    assert X[keep].shape == (5, 2)
+    with pytest.raises(TypeError, match=r"^X has 1 column\(s\) that are not numbers"):
+        fs.predict_proba(pd.DataFrame({"a": pd.Series([None] * 6, dtype="string"), "b": X[:, 1]}), W, b)

@@ -221,8 +221,9 @@ def test_a_lock_held_too_long_is_named_and_then_given_up(tmp_path, monkeypatch):
                 patched.setattr(_cache, "LOCK_WAIT_AFTER_GIVING_UP_S", 0.05)
                 cache_file.save("key", "other")  # skipped after the short wait
                 assert cache_file.load("key") is None
-            # Each waited about 0.05 s (the pauses requested add up to the time waited, or less), not the limit.
-            assert sum(sleeps) < 0.6
+            # Each waited about 0.05 s (the pauses requested add up to the time waited, or less), not the limit,
+            # and not nothing: a healthy writer's brief hold is waited for.
+            assert 0 < sum(sleeps) < 0.6
         messages = [str(warning.message) for warning in caught]
         assert any(message.startswith("waiting for another process's lock") for message in messages)
         assert any("has held the kernels' disk cache lock" in message for message in messages)

@@ -3002,7 +3002,9 @@ def test_a_data_archive_larger_than_memory_is_told_to_use_npy_files(tmp_path, ca
     """A valid archive that did not fit in memory was "not a valid data archive ...; it may be corrupt"."""
     np.savez(tmp_path / "data.npz", X=np.zeros((10, 2)), y=np.arange(10) % 2)
 
-    def unable(*args, **kwargs):
+    def unable(file, *args, read_array=np.lib.format.read_array, **kwargs):
+        if getattr(file, "name", "") != "X.npy":  # a model file's arrays, read whole
+            return read_array(file, *args, **kwargs)
         raise MemoryError("Unable to allocate 229. MiB for an array with shape (30000000,) and data type float64")
 
     monkeypatch.setattr(np.lib.format, "read_array", unable)
@@ -3013,3 +3015,11 @@ def test_a_data_archive_larger_than_memory_is_told_to_use_npy_files(tmp_path, ca
         f"extract its .npy files with python -m zipfile -e {tmp_path / 'data.npz'} DIR, then pass --data DIR/X" in err
     )
     assert "corrupt" not in err
+    # A path with a space is quoted for the shell, and predict, which reads no labels, is not told --labels.
+    (tmp_path / "my data").mkdir()
+    np.savez(tmp_path / "my data" / "data.npz", X=np.zeros((10, 2)))
+    SoftmaxRegression(2, 2).save(tmp_path / "model.npz")
+    argv = ["predict", "--model", str(tmp_path / "model.npz"), "--data", str(tmp_path / "my data" / "data.npz")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"python -m zipfile -e '{tmp_path / 'my data' / 'data.npz'}' DIR, then pass --data DIR/X.npy, which" in err
