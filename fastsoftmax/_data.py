@@ -187,8 +187,10 @@ def _loadtxt_options(file, name: str) -> str:
     options = "" if delimiter is None else f", delimiter={delimiter!r}"
     options += ", skiprows=1" if names else ""
     options += ", quotechar='\"'" if quoted else ""
-    options += ", converters=lambda text: float(text.replace(',', '.'))" if decimal_commas and name == "X" else ""
-    options += ", encoding='utf-8-sig'" if marked else ""
+    converts = decimal_commas and name == "X"
+    options += ", converters=lambda text: float(text.replace(',', '.'))" if converts else ""
+    # NumPy 1.x hands a converter bytes unless an encoding is named.
+    options += ", encoding='utf-8-sig'" if marked else ", encoding='utf-8'" if converts else ""
     options += ", ndmin=2" if name == "X" else ""
     return options + (", dtype=np.int64" if name == "y" else "")
 

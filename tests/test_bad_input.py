@@ -1855,6 +1855,25 @@ def test_labels_in_a_file_are_told_a_fix_for_the_file(tmp_path, kind):
     SoftmaxRegression(2, 2).fit(str(tmp_path / "X.npy"), labels, max_iter=1)
 
 
+class _NumPyBeforeTwo:
+    """``numpy`` as the conversion advice sees it, with NumPy 1.x's ``np.loadtxt``: its default encoding,
+    ``'bytes'``, hands a converter bytes, and the advice's converter of decimal commas failed there."""
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+    @staticmethod
+    def loadtxt(*args, **kwargs):
+        return np.loadtxt(*args, **{"encoding": "bytes", **kwargs})
+
+
+def _run_conversion_advice(message: str) -> None:
+    """Run the ``np.save(...)`` line of ``message`` as NumPy 2 and as NumPy 1.x would."""
+    advice = re.search(r"np\.save\(.*\)\)", message).group()
+    for numpy in (np, _NumPyBeforeTwo()):
+        exec(advice, {"np": numpy})
+
+
 @pytest.mark.parametrize(
     "text",
     [
@@ -1896,7 +1915,7 @@ def test_the_conversion_advice_for_a_text_file_reads_its_delimiter(tmp_path, mon
         file.write(text)
     with pytest.raises(ValueError, match=r"X file 'X\.txt' is not an \.npy file") as raised:
         SoftmaxRegression(2, 2).fit("X.txt", np.array([0, 1]), max_iter=1)
-    exec(re.search(r"np\.save\(.*\)\)", str(raised.value)).group(), {"np": np})
+    _run_conversion_advice(str(raised.value))
     assert np.load("X.npy").shape == (2, 2)  # no row dropped as column names, none read as one
 
 
@@ -1907,7 +1926,7 @@ def test_the_conversion_advice_for_a_single_column_keeps_x_two_dimensional(tmp_p
             file.write(text)
         with pytest.raises(ValueError, match=r"is not an \.npy file") as raised:
             SoftmaxRegression(1, 2).fit("X.txt", np.array([0, 1]), max_iter=1)
-        exec(re.search(r"np\.save\(.*\)\)", str(raised.value)).group(), {"np": np})
+        _run_conversion_advice(str(raised.value))
         np.testing.assert_array_equal(np.load("X.npy"), [[1.5], [2.5]])
         os.remove("X.npy")
 

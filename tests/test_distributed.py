@@ -553,7 +553,7 @@ def test_the_estimator_refuses_a_dask_dataframe_with_the_line_that_makes_it_an_a
     """A Dask DataFrame X raised Dask's "Trying to convert ... to a boolean value" from the check of an empty X."""
     from fastsoftmax.sklearn import SoftmaxClassifier
 
-    dd = pytest.importorskip("dask.dataframe")  # the test extra installs it (dask[dataframe], with pyarrow)
+    dd = pytest.importorskip("dask.dataframe")  # the test extra installs it (dask[dataframe]), and pyarrow
     X = np.random.default_rng(0).normal(size=(60, 3))
     y = (X[:, 0] > 0).astype(int)
     frame = dd.from_array(X, columns=["a", "b", "c"])

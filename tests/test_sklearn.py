@@ -665,13 +665,17 @@ def test_a_partial_fit_interrupted_after_its_epoch_keeps_the_optimiser_state(mon
 
 
 def test_balanced_class_weight_with_a_class_of_zero_weight():
+    from fastsoftmax import sklearn as fs_sklearn
+
     X, y = generated(n=300, k=3)
     sample_weight = np.where(y == 2, 0.0, 1.0)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no NaN weights, and no warning of the infinite factor
         est = SoftmaxClassifier(class_weight="balanced").fit(X, y, sample_weight=sample_weight)
     # "balanced": total weight / (K x the class's weight); any finite factor for class 2, whose rows weigh 0.
-    factors = [sample_weight.sum() / (3 * sample_weight[y == k].sum()) for k in (0, 1)]
+    # Where scikit-learn counts rows for "balanced" (before 1.7), as its LogisticRegression does, so do we.
+    counted = sample_weight if fs_sklearn._CLASS_WEIGHT_TAKES_SAMPLE_WEIGHT else np.ones_like(sample_weight)
+    factors = [counted.sum() / (3 * counted[y == k].sum()) for k in (0, 1)]
     explicit = SoftmaxClassifier(class_weight={0: factors[0], 1: factors[1], 2: 1.0}).fit(
         X, y, sample_weight=sample_weight
     )
@@ -917,7 +921,8 @@ def test_lists_dataframes_and_memmaps(tmp_path, monkeypatch, row_blocks_at_any_s
     reference = SoftmaxClassifier().fit(X, y)
     from_lists = SoftmaxClassifier().fit(X.tolist(), y.tolist())
     np.testing.assert_array_equal(from_lists.coef_, reference.coef_)
-    frame = pd.DataFrame(X, columns=[f"f{j}" for j in range(X.shape[1])])
+    # Fortran-ordered values, as a frame read from a file holds them (and as pandas >= 3 copies any array).
+    frame = pd.DataFrame(np.asfortranarray(X), columns=[f"f{j}" for j in range(X.shape[1])])
     assert frame.values.flags.f_contiguous and kernels.row_blocks_pay(X.shape[1], 3, 8)
     calls = record_first_shapes(monkeypatch, "loss_grad_columns_sums")
     from_frame = SoftmaxClassifier().fit(frame, pd.Series(y))
@@ -938,7 +943,7 @@ def test_prediction_reads_a_frame_where_it_lies_and_names_a_nan_row(monkeypatch)
     pd = pytest.importorskip("pandas")
     X, y = generated(k=3)
     clf = SoftmaxClassifier().fit(X, y)
-    frame = pd.DataFrame(X)
+    frame = pd.DataFrame(np.asfortranarray(X))  # as read from a file (and as pandas >= 3 copies any array)
     assert frame.values.flags.f_contiguous
     calls = record_first_shapes(monkeypatch, "predict_columns")
     np.testing.assert_array_equal(clf.predict(frame.values), clf.predict(X))
