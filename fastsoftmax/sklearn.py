@@ -804,7 +804,14 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         )
 
     def _validate_and_cast(
-        self, X, *y, dtypes: list[np.dtype], learning: bool = True, sparse_checked_later: bool = False, **options
+        self,
+        X,
+        *y,
+        dtypes: list[np.dtype],
+        learning: bool = True,
+        sparse_checked_later: bool = False,
+        cast_dense: bool = True,
+        **options,
     ):
         """``validate_data(self, X, *y, **options)`` with X in one of ``dtypes``, else cast to the first.
 
@@ -814,6 +821,8 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         value in X, with the wrong fix. ``learning=False``: X is only scored
         (see ``_checks.cast_X``). ``sparse_checked_later``: the caller checks
         a sparse X that is CSR in one of ``dtypes`` itself (see :meth:`_validate_X`).
+        ``cast_dense=False``: a dense float32 or float64 X is returned in its
+        own dtype, for a caller that casts it itself.
         """
         # validate_data drops a masked array's mask, as np.asarray does: refused as the model refuses one.
         _checks.refuse_masked(X, "X")
@@ -841,7 +850,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             accepted = [own, *(dtype for dtype in accepted if dtype != own)]
         validated = validate_data(self, X, *y, dtype=accepted, accept_sparse="csr", **options)
         X, y_out = validated if y else (validated, None)
-        if X.dtype not in dtypes:
+        if X.dtype not in dtypes and (cast_dense or is_sparse(X)):
             X = _checks.cast_X(X, dtypes[0], learning=learning)
         return (X, y_out) if y else X
 
@@ -1060,10 +1069,12 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             dtype = self._dtype_for(X.dtype)
             # After X's checks: a refused fit computed y (the whole table it was sliced from) for nothing.
             return X, _labels_beside_X(computed(y, "y")), dtype
-        # In the order given: fit decides whether a Fortran-ordered X (a frame's
-        # values) is copied (objectives.make_objective).
-        X, y = self._validate_and_cast(X, computed(y, "y"), dtypes=self._compute_dtypes())
-        return X, y, X.dtype
+        # In the order and the floating dtype given: fit decides whether a Fortran-ordered X (a frame's values)
+        # is copied, and casts X of the other dtype once, into that order (objectives.make_objective). Cast
+        # here, a float64 frame's values for a float32 fit that reads rows were copied twice.
+        dtypes = self._compute_dtypes()
+        X, y = self._validate_and_cast(X, computed(y, "y"), dtypes=dtypes, cast_dense=False)
+        return X, y, X.dtype if X.dtype in dtypes else dtypes[0]
 
     # -- training --------------------------------------------------------------
 

@@ -425,19 +425,30 @@ def test_digest_of_fortran_X_is_that_of_its_rows(rng, monkeypatch):
 
 
 @pytest.mark.parametrize("solver", ["sgd", "lbfgs"])
-def test_a_fortran_x_of_another_dtype_is_cast_once_into_the_order_the_fit_reads(solver):
+@pytest.mark.parametrize("fitter", ["model", "estimator"])
+def test_a_fortran_x_of_another_dtype_is_cast_once_into_the_order_the_fit_reads(solver, fitter):
     """A float64 Fortran X for a float32 model was cast in Fortran order and then copied into C order for the
-    fit as well: two copies of X at once (a pandas frame's values, where sgd or a large K reads rows)."""
+    fit as well: two copies of X at once (a pandas frame's values, where sgd or a large K reads rows). The
+    estimator cast X before the fit chose its order: two copies again."""
     rng = np.random.default_rng(0)
     n_rows, n_features, n_classes = 200_000, 20, 100
     X = np.asfortranarray(rng.standard_normal((n_rows, n_features)))
     y = rng.integers(0, n_classes, n_rows)
     options = {"lr": 0.01} if solver == "sgd" else {}
+    if fitter == "estimator":
+        from fastsoftmax.sklearn import SoftmaxClassifier
+
+        estimator = SoftmaxClassifier(dtype=np.float32, solver=solver, max_iter=1, **options)
 
     def fit() -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # one iteration does not converge
-            SoftmaxRegression(n_features, n_classes, dtype=np.float32).fit(X, y, solver=solver, max_iter=1, **options)
+            if fitter == "estimator":
+                estimator.fit(X, y)
+            else:
+                SoftmaxRegression(n_features, n_classes, dtype=np.float32).fit(
+                    X, y, solver=solver, max_iter=1, **options
+                )
 
     fit()  # the kernels compiled or loaded, outside the count
     tracemalloc.start()
