@@ -374,6 +374,9 @@ def refuse_columns_that_are_not_numbers(
     pandas = imported_module("pandas")  # a frame means pandas is imported
     if pandas is None or not isinstance(a, (pandas.DataFrame, pandas.Series)):
         return
+    # Named by their own dtypes, judged by their values: a pyarrow dictionary column as a column of its values.
+    given = list(a.dtypes) if isinstance(a, pandas.DataFrame) else [a.dtype]
+    a = decode_dictionary_columns(a)
     # A list: a frame may repeat a column name.
     dtypes = list(a.dtypes.items()) if isinstance(a, pandas.DataFrame) else [(a.name, a.dtype)]
     types = pandas.api.types
@@ -428,7 +431,7 @@ def refuse_columns_that_are_not_numbers(
         (position, column, dtype) for position, (column, dtype) in enumerate(dtypes) if not numeric(position, dtype)
     ]
     missing = [(position, column) for position, column, dtype in refused if numbers_but_missing(position, dtype)]
-    other = [(column, dtype) for position, column, dtype in refused if (position, column) not in missing]
+    other = [(position, column, dtype) for position, column, dtype in refused if (position, column) not in missing]
     missing_fix = (
         "numbers written as text with missing values (pd.NA) among them, which convert to no number: fill or "
         "drop them, or convert the column(s) with pd.to_numeric first (missing values then become NaN, for an "
@@ -439,7 +442,7 @@ def refuse_columns_that_are_not_numbers(
         where = f"{name} holds" if isinstance(a, pandas.Series) else f"{name}'s column(s) {missing_listed} hold"
         raise error(f"{where} {missing_fix}.")
     if other:
-        complex_only = all(types.is_complex_dtype(dtype) for _, dtype in other)
+        complex_only = all(types.is_complex_dtype(dtype) for _, _, dtype in other)
         fix = object_fix or (
             "fastsoftmax takes real numbers: give their real and imaginary parts columns of their own "
             "(np.real, np.imag), or drop them"
@@ -470,11 +473,46 @@ def refuse_columns_that_are_not_numbers(
             )
         kind = "real numbers" if complex_only else "numbers"
         if isinstance(a, pandas.Series):
-            raise error(f"{name} holds {a.dtype} values, not {kind}; {fix}.")
-        listed = ", ".join(f"{column!r} ({dtype})" for column, dtype in other[:5])
+            raise error(f"{name} holds {given[0]} values, not {kind}; {fix}.")
+        listed = ", ".join(f"{column!r} ({given[position]})" for position, column, _ in other[:5])
         # Named together: a user who fixed the one would have met the other only then.
         also = f" The column(s) {missing_listed} hold {missing_fix}." if missing else ""
         raise error(f"{name} has {len(other)} column(s) that are not {kind}: {listed}; {fix}.{also}")
+
+
+def decode_dictionary_columns(a):
+    """A pandas DataFrame or Series with its pyarrow ``dictionary`` columns as columns of their values; else ``a``.
+
+    A dictionary column (pyarrow's categorical, as ``read_parquet(...,
+    dtype_backend="pyarrow")`` gives a column stored dictionary-encoded) was
+    refused as "not numbers", of numbers too, where the equivalent
+    ``Categorical`` converts: NumPy and pyarrow convert no dictionary to a
+    NumPy dtype. Decoded, each is checked and converted as a column of its
+    values is. The other columns are left as they are.
+    """
+    pandas, pyarrow = imported_module("pandas"), imported_module("pyarrow")
+    if pandas is None or pyarrow is None or not isinstance(a, (pandas.DataFrame, pandas.Series)):
+        return a
+
+    def values_dtype(dtype):
+        arrow = getattr(dtype, "pyarrow_dtype", None)
+        is_dictionary = isinstance(dtype, pandas.ArrowDtype) and pyarrow.types.is_dictionary(arrow)
+        return pandas.ArrowDtype(arrow.value_type) if is_dictionary else None
+
+    if isinstance(a, pandas.Series):
+        decoded = values_dtype(a.dtype)
+        return a if decoded is None else a.astype(decoded)
+    decoded = [values_dtype(dtype) for dtype in a.dtypes]
+    if all(dtype is None for dtype in decoded):
+        return a
+    # By position: a frame may repeat a column name.
+    columns = [
+        a.iloc[:, position] if dtype is None else a.iloc[:, position].astype(dtype)
+        for position, dtype in enumerate(decoded)
+    ]
+    frame = pandas.concat(columns, axis=1)
+    frame.columns = a.columns
+    return frame
 
 
 def _pandas_array(a, name: str, object_fix: str | None) -> np.ndarray | None:
@@ -493,6 +531,7 @@ def _pandas_array(a, name: str, object_fix: str | None) -> np.ndarray | None:
     if name == "y":
         refuse_missing_labels(a)
     refuse_columns_that_are_not_numbers(a, name, object_fix)
+    a = decode_dictionary_columns(a)  # converted as columns of their values, as the refusal judged them
     # A list: a frame may repeat a column name.
     dtypes = list(a.dtypes.items()) if isinstance(a, pandas.DataFrame) else [(a.name, a.dtype)]
     types = pandas.api.types

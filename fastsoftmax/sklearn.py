@@ -828,6 +828,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         _checks.refuse_masked(X, "X")
         # validate_data said "could not convert string to float: 'paris'", of no column; a ValueError as its.
         _checks.refuse_columns_that_are_not_numbers(X, "X", error=ValueError, strings_of_numbers=True)
+        X = _checks.decode_dictionary_columns(X)  # pyarrow's categoricals: scikit-learn converts none
         _checks.refuse_frame_numbers_beyond_float64(X, "X")  # validate_data raised a bare OverflowError
         if isinstance(X, np.ndarray):  # validate_data's cast of named fields failed in NumPy's words
             _checks.refuse_structured(X, "X")

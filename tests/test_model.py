@@ -1614,3 +1614,30 @@ def test_a_frame_of_booleans_beside_numbers_or_of_decimal_objects_is_read_as_flo
     complex_beside_bool = pd.DataFrame({"z": numbers[:, 0] + 1j, "x1": numbers[:, 1], "flag": flags})
     with pytest.raises(TypeError, match=r"^X has 1 column\(s\) that are not real numbers: 'z' \(complex128\)"):
         SoftmaxRegression(3, 3, seed=0).predict(complex_beside_bool)
+
+
+def test_pyarrow_dictionary_columns_are_read_as_their_values():
+    """A dictionary column (pyarrow's categorical, from read_parquet(..., dtype_backend="pyarrow")) of numbers was
+    refused as "not numbers" by the model and the functions, where the equivalent Categorical converts; labels as
+    one were "not numbers" too. A dictionary of strings is still refused, by name."""
+    pd = pytest.importorskip("pandas")
+    pa = pytest.importorskip("pyarrow")
+
+    def dictionary(values) -> pd.Series:
+        return pd.Series(pd.arrays.ArrowExtensionArray(pa.array(values).dictionary_encode()))
+
+    rng = np.random.default_rng(0)
+    numbers = rng.normal(size=(30, 2)).round(1)  # repeated values, as a dictionary holds them
+    y = np.arange(30) % 3
+    frame = pd.DataFrame({"x0": dictionary(numbers[:, 0].tolist()), "x0 again": numbers[:, 1]})
+    frame.columns = ["x", "x"]  # a repeated name: the columns are decoded by position
+    model = SoftmaxRegression(2, 3, seed=0)
+    want = model.predict_proba(numbers)
+    np.testing.assert_array_equal(model.predict_proba(frame), want)
+    np.testing.assert_array_equal(fs.predict_proba(frame, model.W, model.b), want)
+    np.testing.assert_array_equal(
+        model.fit(frame, dictionary(y.tolist()), max_iter=5).W,
+        SoftmaxRegression(2, 3, seed=0).fit(numbers, y, max_iter=5).W,
+    )
+    with pytest.raises(TypeError, match=r"^X has 1 column\(s\) that are not numbers: 'x' \(dictionary<values=string"):
+        model.predict(pd.DataFrame({"x": dictionary(["a", "b"] * 15), "z": numbers[:, 1]}))

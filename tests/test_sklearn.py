@@ -2348,6 +2348,31 @@ def test_pyarrow_backed_frames_are_taken_as_numpys_are():
     assert SoftmaxClassifier().fit(X[keep], labels[keep]).classes_.tolist() == ["x", "z"]
 
 
+def test_pyarrow_dictionary_columns_are_read_as_their_values():
+    """A dictionary column (pyarrow's categorical, from read_parquet(..., dtype_backend="pyarrow")) was refused as
+    "not numbers", of numbers too, where the equivalent Categorical converts; one of numbers written as text
+    converts as a text column does."""
+    pd = pytest.importorskip("pandas")
+    pa = pytest.importorskip("pyarrow")
+
+    def dictionary(values) -> pd.Series:
+        return pd.Series(pd.arrays.ArrowExtensionArray(pa.array(values).dictionary_encode()))
+
+    X, y = generated(n=40, d=2, k=3)
+    X = X.round(1)  # repeated values, as a dictionary holds them
+    numpy_frame = pd.DataFrame({"a": X[:, 0], "b": X[:, 1]})
+    expected = SoftmaxClassifier().fit(numpy_frame, y)
+    for column in (dictionary(X[:, 0].tolist()), dictionary([str(value) for value in X[:, 0]])):
+        frame = pd.DataFrame({"a": column, "b": X[:, 1]})
+        fitted = SoftmaxClassifier().fit(frame, y)
+        np.testing.assert_array_equal(fitted.coef_, expected.coef_)
+        np.testing.assert_array_equal(fitted.feature_names_in_, ["a", "b"])
+        np.testing.assert_array_equal(fitted.predict_proba(frame), expected.predict_proba(numpy_frame))
+    words = pd.DataFrame({"a": dictionary(["cat", "dog"] * 20), "b": X[:, 1]})
+    with pytest.raises(ValueError, match=r"X has 1 column\(s\) that are not numbers: 'a' \(dictionary<values=string"):
+        SoftmaxClassifier().fit(words, y)
+
+
 def test_a_row_of_labels_is_left_to_scikit_learns_message():
     """A y of shape (1, N) is a transposed row, not several labels per row: told OneVsRest, which fails too."""
     X, y = generated(n=30, k=3)
