@@ -422,14 +422,23 @@ def _format_on_disk(path: str) -> str | None:
 def _other_kind_on_disk(path: str, ending: str) -> str | None:
     """What the file ``path`` holds, for a message, where it is not what an output in ``ending``'s format replaces.
 
-    None where nothing of another kind would be lost: no such file, one of
-    the same format, or contents this package neither reads nor writes. An
-    ``.npz`` where a model goes must be a model: a data archive, an
-    estimator or a checkpoint is another kind.
+    None where nothing of another kind would be lost: no such file, an empty
+    one, one of the same format, or contents this package neither reads nor
+    writes under a name that ends as ``ending`` (a damaged file of that
+    format, replaced by the run). An ``.npz`` where a model goes must be a
+    model: a data archive, an estimator or a checkpoint is another kind.
+    Other contents under another name are the user's own (``predict --out
+    labels.csv`` over the CSV of the true labels, which it replaced).
     """
     on_disk = _format_on_disk(path)
     if on_disk is None:
-        return None
+        try:
+            size = os.path.getsize(path) if os.path.isfile(path) else 0
+        except OSError:
+            size = 0
+        if size == 0 or path.lower().endswith(ending):
+            return None
+        return f"{size:,} bytes that fastsoftmax did not write"
     if on_disk != ".npz":
         return None if on_disk == ending else _OUTPUT_FORMATS[on_disk]
     holds = _npz_holds(path)
@@ -480,8 +489,10 @@ def _check_output_files(outputs: dict[str, tuple[str | None, str]]) -> None:
     name: an existing file that holds another kind of file this package
     reads or writes (a .npy array, an .npz archive, JSON text), or an .npz
     other than a model where a model goes, is refused before any work,
-    with the swap named where it is one. A file of any other content is
-    replaced, as the name is the user's.
+    with the swap named where it is one; so is a file of any other content
+    under a name that ends otherwise than the output's format (a CSV named
+    as ``--out``). Under a name that ends as the format, such a file is
+    replaced: it is taken for a damaged output of a run before.
 
     ``generate --labels y.txt`` or ``predict --out labels.csv`` wrote an
     ``.npy`` file under that name, without a word, which a text reader then

@@ -2822,12 +2822,28 @@ def test_an_output_over_a_file_of_another_kind_is_refused_before_any_work(tmp_pa
     assert main([*generate, "--data", str(model), "--labels", str(tmp_path / "new_y.npy")]) == 2
     assert f"--data {model} already holds a fastsoftmax model" in capsys.readouterr().err
     assert model.read_bytes() == kept[0] and not (tmp_path / "new_y.npy").exists()
-    # The same kind is replaced (a model by a model), and so are contents this package neither reads nor writes.
-    notes = tmp_path / "notes.npz"
+    # The same kind is replaced (a model by a model), and so are other contents under the format's own ending (a
+    # damaged output) and empty files.
+    notes, empty = tmp_path / "notes.npz", tmp_path / "empty"
     notes.write_bytes(b"not a file of ours")
+    empty.write_bytes(b"")
     assert main([*train, "--max-iter", "4", "--out", str(model)]) == 0
     assert main([*train, "--out", str(notes)]) == 0
+    assert main([*train, "--out", str(empty)]) == 0
     assert SoftmaxRegression.load(model).n_iter_ == 4 and SoftmaxRegression.load(notes).n_iter_ == 3
+    capsys.readouterr()
+    # Other contents under another name are the user's: predict --out labels.csv replaced the true labels' CSV.
+    labels_csv = tmp_path / "labels.csv"
+    labels_csv.write_text("label\n0\n2\n1\n")
+    for command in (
+        ["predict", "--model", str(model), "--data", str(npy[0]), "--out", str(labels_csv)],
+        [*generate, "--data", str(tmp_path / "new_X.npy"), "--labels", str(labels_csv)],
+    ):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert f"{labels_csv} already holds 12 bytes that fastsoftmax did not write, which " in err
+        assert "Name another file, or remove it first if it is to go." in err
+        assert labels_csv.read_text() == "label\n0\n2\n1\n"
 
 
 def test_the_output_check_takes_damaged_archives_as_damaged_and_offers_only_a_swap_that_works(tmp_path, npy, capsys):
