@@ -356,10 +356,13 @@ _NUMBER_KINDS = ("integer", "floating", "mixed-integer-float", "decimal", "boole
 
 def refuse_columns_that_are_not_numbers(
     a, name: str, object_fix: str | None = None, error: type[Exception] = TypeError, strings_of_numbers: bool = False
-) -> None:
+):
     """``error`` naming the columns of a pandas DataFrame (or the values of a Series) that are not numbers.
 
-    Anything else passes. ``object_fix``, if given, is the fix for them.
+    Anything else passes, and is returned as judged: a pandas object with
+    its pyarrow dictionary columns decoded (:func:`decode_dictionary_columns`),
+    for the caller to convert; anything else as it is. Refusals name each
+    column's own dtype. ``object_fix``, if given, is the fix for them.
     Categories of numbers convert, as np.asarray converts them, and so do
     object columns that hold only numbers (Decimal values from a database, a
     frame built from records, ints among Decimals), as scikit-learn's
@@ -373,12 +376,15 @@ def refuse_columns_that_are_not_numbers(
     """
     pandas = imported_module("pandas")  # a frame means pandas is imported
     if pandas is None or not isinstance(a, (pandas.DataFrame, pandas.Series)):
-        return
-    # Named by their own dtypes, judged by their values: a pyarrow dictionary column as a column of its values.
-    given = list(a.dtypes) if isinstance(a, pandas.DataFrame) else [a.dtype]
-    a = decode_dictionary_columns(a)
+        return a
     # A list: a frame may repeat a column name.
     dtypes = list(a.dtypes.items()) if isinstance(a, pandas.DataFrame) else [(a.name, a.dtype)]
+    # Named by their own dtypes, judged by their values: a pyarrow dictionary column as a column of its values.
+    given = [dtype for _, dtype in dtypes]
+    decoded = decode_dictionary_columns(a, given)
+    if decoded is not a:
+        a = decoded
+        dtypes = list(a.dtypes.items()) if isinstance(a, pandas.DataFrame) else [(a.name, a.dtype)]
     types = pandas.api.types
 
     def converts(column, strings: bool) -> bool:
@@ -478,9 +484,10 @@ def refuse_columns_that_are_not_numbers(
         # Named together: a user who fixed the one would have met the other only then.
         also = f" The column(s) {missing_listed} hold {missing_fix}." if missing else ""
         raise error(f"{name} has {len(other)} column(s) that are not {kind}: {listed}; {fix}.{also}")
+    return a
 
 
-def decode_dictionary_columns(a):
+def decode_dictionary_columns(a, dtypes: list | None = None):
     """A pandas DataFrame or Series with its pyarrow ``dictionary`` columns as columns of their values; else ``a``.
 
     A dictionary column (pyarrow's categorical, as ``read_parquet(...,
@@ -488,30 +495,32 @@ def decode_dictionary_columns(a):
     refused as "not numbers", of numbers too, where the equivalent
     ``Categorical`` converts: NumPy and pyarrow convert no dictionary to a
     NumPy dtype. Decoded, each is checked and converted as a column of its
-    values is. The other columns are left as they are.
+    values is; the other columns are left as they lie (a shallow copy), and
+    ``a`` itself is returned where nothing is decoded. ``dtypes``: the
+    columns' dtypes, where the caller has them.
     """
     pandas, pyarrow = imported_module("pandas"), imported_module("pyarrow")
     if pandas is None or pyarrow is None or not isinstance(a, (pandas.DataFrame, pandas.Series)):
         return a
 
     def values_dtype(dtype):
-        arrow = getattr(dtype, "pyarrow_dtype", None)
-        is_dictionary = isinstance(dtype, pandas.ArrowDtype) and pyarrow.types.is_dictionary(arrow)
-        return pandas.ArrowDtype(arrow.value_type) if is_dictionary else None
+        if not (isinstance(dtype, pandas.ArrowDtype) and pyarrow.types.is_dictionary(dtype.pyarrow_dtype)):
+            return None
+        values = dtype.pyarrow_dtype.value_type
+        while pyarrow.types.is_dictionary(values):  # a dictionary of dictionaries
+            values = values.value_type
+        return pandas.ArrowDtype(values)
 
     if isinstance(a, pandas.Series):
         decoded = values_dtype(a.dtype)
         return a if decoded is None else a.astype(decoded)
-    decoded = [values_dtype(dtype) for dtype in a.dtypes]
+    decoded = [values_dtype(dtype) for dtype in (a.dtypes if dtypes is None else dtypes)]
     if all(dtype is None for dtype in decoded):
         return a
-    # By position: a frame may repeat a column name.
-    columns = [
-        a.iloc[:, position] if dtype is None else a.iloc[:, position].astype(dtype)
-        for position, dtype in enumerate(decoded)
-    ]
-    frame = pandas.concat(columns, axis=1)
-    frame.columns = a.columns
+    frame = a.copy(deep=False)
+    for position, dtype in enumerate(decoded):
+        if dtype is not None:  # by position: a frame may repeat a column name
+            frame.isetitem(position, a.iloc[:, position].astype(dtype))
     return frame
 
 
@@ -530,8 +539,7 @@ def _pandas_array(a, name: str, object_fix: str | None) -> np.ndarray | None:
         return None
     if name == "y":
         refuse_missing_labels(a)
-    refuse_columns_that_are_not_numbers(a, name, object_fix)
-    a = decode_dictionary_columns(a)  # converted as columns of their values, as the refusal judged them
+    a = refuse_columns_that_are_not_numbers(a, name, object_fix)  # dictionary columns as their values
     # A list: a frame may repeat a column name.
     dtypes = list(a.dtypes.items()) if isinstance(a, pandas.DataFrame) else [(a.name, a.dtype)]
     types = pandas.api.types

@@ -436,8 +436,11 @@ def _other_kind_on_disk(path: str, ending: str) -> str | None:
             size = os.path.getsize(path) if os.path.isfile(path) else 0
         except OSError:
             size = 0
-        if size == 0 or path.lower().endswith(ending):
+        # The name that counts is the replaced file's: a symlink's target (the write follows it).
+        if size == 0 or os.path.realpath(path).lower().endswith(ending):
             return None
+        if not os.access(path, os.R_OK):  # its contents unread: perhaps an output of ours, made unreadable
+            return f"{size:,} bytes that this process may not read"
         return f"{size:,} bytes that fastsoftmax did not write"
     if on_disk != ".npz":
         return None if on_disk == ending else _OUTPUT_FORMATS[on_disk]
@@ -508,7 +511,11 @@ def _check_output_files(outputs: dict[str, tuple[str | None, str]]) -> None:
             (
                 other
                 for other, (other_path, other_ending) in outputs.items()
-                if other != option and other_path and _other_kind_on_disk(path, other_ending) is None
+                # A swap that works: each file takes the other's output.
+                if other != option
+                and other_path
+                and _other_kind_on_disk(path, other_ending) is None
+                and _other_kind_on_disk(other_path, ending) is None
             ),
             None,
         )

@@ -202,6 +202,22 @@ def _trains_in_place(
     return not minibatches and chunk_size is None and holds_row_blocks(n_bytes, n_features, n_classes, itemsize)
 
 
+def holds_fortran_X(
+    X: np.ndarray, dtype: np.dtype, n_features: int, n_classes: int, chunk_size: int | None, minibatches: bool
+) -> bool:
+    """Whether the objective of an in-memory X holds it in Fortran order (as given, or cast into it); else C order.
+
+    Where X is Fortran-ordered and trained where it lies (:func:`_trains_in_place`).
+    A caller that casts X before the fit (the estimator) casts it into this
+    order, so that the fit makes no second copy.
+    """
+    return (
+        X.ndim == 2
+        and X.flags.f_contiguous
+        and _trains_in_place(X, dtype, n_features, n_classes, chunk_size, minibatches)
+    )
+
+
 def make_objective(
     X,
     y,
@@ -258,11 +274,7 @@ def make_objective(
         )
     if not _is_path_or_map(X) and not _is_path_or_map(y):
         given, X = X, _checks._as_array(X, "X")
-        fortran_ok = (
-            X.ndim == 2
-            and X.flags.f_contiguous
-            and _trains_in_place(X, dtype, n_features, n_classes, chunk_size, minibatches)
-        )
+        fortran_ok = holds_fortran_X(X, dtype, n_features, n_classes, chunk_size, minibatches)
         X = _checks.as_compute_dtype(X, dtype, order="K" if fortran_ok else "C")
         X = _checks.check_X(X, dtype, n_features, fortran_ok=fortran_ok, given=given)
         y = _checks.check_labels(y, X.shape[0], n_classes)

@@ -81,6 +81,7 @@ from fastsoftmax._io import (
 from fastsoftmax._sparse import check_sparse_X, checked_csr, is_sparse, sparse_logits_error
 from fastsoftmax._threading import CopyRefusedError, copied_for_saving, exclusive_training, numba_threads
 from fastsoftmax.model import SoftmaxRegression
+from fastsoftmax.objectives import holds_fortran_X
 
 #: scikit-learn >= 1.7 counts the classes for "balanced" with the sample weights; 1.6 (which the sklearn extra
 #: takes) has no such argument, and its LogisticRegression counts rows.
@@ -827,8 +828,8 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         # validate_data drops a masked array's mask, as np.asarray does: refused as the model refuses one.
         _checks.refuse_masked(X, "X")
         # validate_data said "could not convert string to float: 'paris'", of no column; a ValueError as its.
-        _checks.refuse_columns_that_are_not_numbers(X, "X", error=ValueError, strings_of_numbers=True)
-        X = _checks.decode_dictionary_columns(X)  # pyarrow's categoricals: scikit-learn converts none
+        # pyarrow dictionary columns come back decoded: scikit-learn converts none.
+        X = _checks.refuse_columns_that_are_not_numbers(X, "X", error=ValueError, strings_of_numbers=True)
         _checks.refuse_frame_numbers_beyond_float64(X, "X")  # validate_data raised a bare OverflowError
         if isinstance(X, np.ndarray):  # validate_data's cast of named fields failed in NumPy's words
             _checks.refuse_structured(X, "X")
@@ -884,6 +885,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         """
         n = y_idx.shape[0]
         pandas = _checks.imported_module("pandas")
+        sample_weight = _checks.decode_dictionary_columns(sample_weight)  # a pyarrow dictionary: as its values
         if (
             pandas is not None
             and isinstance(sample_weight, pandas.Series)
@@ -1070,9 +1072,9 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             dtype = self._dtype_for(X.dtype)
             # After X's checks: a refused fit computed y (the whole table it was sliced from) for nothing.
             return X, _labels_beside_X(computed(y, "y")), dtype
-        # In the order and the floating dtype given: fit decides whether a Fortran-ordered X (a frame's values)
-        # is copied, and casts X of the other dtype once, into that order (objectives.make_objective). Cast
-        # here, a float64 frame's values for a float32 fit that reads rows were copied twice.
+        # In the order and the floating dtype given: _fit casts X of the other dtype once, into the order that
+        # fit reads (objectives.holds_fortran_X). Cast here, a float64 frame's values for a float32 fit that
+        # reads rows were copied twice.
         dtypes = self._compute_dtypes()
         X, y = self._validate_and_cast(X, computed(y, "y"), dtypes=dtypes, cast_dense=False)
         return X, y, X.dtype if X.dtype in dtypes else dtypes[0]
@@ -1269,6 +1271,13 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             # The same columns in another order: each starts from its own coefficients, not its position's.
             position = {name: j for j, name in enumerate(last_names)}
             model.W = np.ascontiguousarray(model.W[:, [position[name] for name in names]])
+        if isinstance(X, np.ndarray) and X.dtype != dtype:
+            # Cast here, not by fit: a copy that validate_data made (a pyarrow or mixed frame's values) is then
+            # freed before the fit allocates, not held through it beside the cast. Into the order the fit
+            # reads, so that it copies X no more (a float64 Fortran frame for a float32 fit of rows: two copies).
+            minibatches = self.solver in _MINIBATCH_SOLVERS
+            keeps_order = holds_fortran_X(X, dtype, n_features, n_classes, self.chunk_size, minibatches)
+            X = _checks.cast_X(X, dtype, order="K" if keeps_order else "C")
         options: dict[str, Any] = {}
         if self.chunk_size is not None and not (is_sparse(X) or is_dask_collection(X)):
             # SoftmaxRegression.fit refuses it for them: a sparse X is read as it lies, a Dask X has its chunks.

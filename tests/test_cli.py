@@ -2844,6 +2844,33 @@ def test_an_output_over_a_file_of_another_kind_is_refused_before_any_work(tmp_pa
         assert f"{labels_csv} already holds 12 bytes that fastsoftmax did not write, which " in err
         assert "Name another file, or remove it first if it is to go." in err
         assert labels_csv.read_text() == "label\n0\n2\n1\n"
+    # Through a symlink named as the format, the file replaced is the target, whose name counts.
+    link = tmp_path / "predictions.npy"
+    link.symlink_to(labels_csv)
+    assert main(["predict", "--model", str(model), "--data", str(npy[0]), "--out", str(link)]) == 2
+    assert f"--out {link} already holds 12 bytes that fastsoftmax did not write" in capsys.readouterr().err
+    assert labels_csv.read_text() == "label\n0\n2\n1\n"
+    # A swap is offered only where each file would take the other's output.
+    scores = tmp_path / "scores.json"
+    scores.write_text("not JSON")
+    assert main([*train, "--out", str(scores), "--metrics", str(labels_csv)]) == 2
+    err = capsys.readouterr().err
+    assert f"--out {scores} already holds 8 bytes that fastsoftmax did not write" in err and "swapped" not in err
+
+
+def test_an_output_over_a_file_it_may_not_read_says_so(tmp_path, npy, capsys, monkeypatch):
+    """A file whose contents cannot be read (an output of an earlier run, made unreadable) was called bytes that
+    fastsoftmax did not write. (Faked: root reads every file.)"""
+    import fastsoftmax.cli as cli
+
+    model, out = tmp_path / "m.npz", tmp_path / "predictions.csv"
+    assert main(["train", "--data", str(npy[0]), "--labels", str(npy[1]), "--out", str(model), "--quiet"]) == 0
+    out.write_bytes(b"\x93NUMPY" + b"\0" * 100)
+    real_access = os.access
+    monkeypatch.setattr(cli, "_format_on_disk", lambda path: None)  # as when its first bytes cannot be read
+    monkeypatch.setattr(os, "access", lambda path, mode: mode != os.R_OK and real_access(path, mode))
+    assert main(["predict", "--model", str(model), "--data", str(npy[0]), "--out", str(out)]) == 2
+    assert f"--out {out} already holds 106 bytes that this process may not read" in capsys.readouterr().err
 
 
 def test_the_output_check_takes_damaged_archives_as_damaged_and_offers_only_a_swap_that_works(tmp_path, npy, capsys):

@@ -2368,6 +2368,16 @@ def test_pyarrow_dictionary_columns_are_read_as_their_values():
         np.testing.assert_array_equal(fitted.coef_, expected.coef_)
         np.testing.assert_array_equal(fitted.feature_names_in_, ["a", "b"])
         np.testing.assert_array_equal(fitted.predict_proba(frame), expected.predict_proba(numpy_frame))
+    # A dictionary of dictionaries, and sample weights as a dictionary of numbers written as text.
+    nested = pa.array(X[:, 0]).dictionary_encode()
+    nested = pa.DictionaryArray.from_arrays(pa.array(np.arange(len(nested)), pa.int32()), nested)
+    frame = pd.DataFrame({"a": pd.Series(pd.arrays.ArrowExtensionArray(nested)), "b": X[:, 1]})
+    np.testing.assert_array_equal(SoftmaxClassifier().fit(frame, y).coef_, expected.coef_)
+    weights = np.array([0.5, 1.5, 1.0] * 14)[:40]
+    np.testing.assert_array_equal(
+        SoftmaxClassifier().fit(X, y, sample_weight=dictionary([str(w) for w in weights])).coef_,
+        SoftmaxClassifier().fit(X, y, sample_weight=weights).coef_,
+    )
     words = pd.DataFrame({"a": dictionary(["cat", "dog"] * 20), "b": X[:, 1]})
     with pytest.raises(ValueError, match=r"X has 1 column\(s\) that are not numbers: 'a' \(dictionary<values=string"):
         SoftmaxClassifier().fit(words, y)
