@@ -426,8 +426,12 @@ def _check_minibatch_state(state: dict, n: int) -> None:
     """Raise ValueError naming the field if a filled sgd or adam state cannot be resumed."""
     if "rng" in state:
         try:  # the generator's own check, on a throwaway generator
-            np.random.default_rng().bit_generator.state = state["rng"]
-        except (TypeError, ValueError, KeyError, OverflowError) as exc:  # OverflowError: a negative or huge integer
+            with warnings.catch_warnings():
+                # NumPy < 2 wraps a negative integer into the state with a DeprecationWarning (2.x: OverflowError).
+                warnings.simplefilter("error", DeprecationWarning)
+                np.random.default_rng().bit_generator.state = state["rng"]
+        # OverflowError (NumPy 2) or DeprecationWarning (NumPy 1.x): a negative or huge integer.
+        except (TypeError, ValueError, KeyError, OverflowError, DeprecationWarning) as exc:
             raise ValueError(f"the solver state 'rng' is not a PCG64 generator state ({exc}).") from exc
     if "t" in state:
         _state_int(state, "t", 0, np.iinfo(np.int64).max)  # the kernels' step count (2**64 raised OverflowError)

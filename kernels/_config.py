@@ -76,7 +76,7 @@ def _warn_if_cache_dir_passed_over(dispatcher) -> None:
     given = numba.config.CACHE_DIR
     # NUMBA_DISABLE_JIT=1 returns the function itself, without a cache (refused where a kernel is called).
     locator = getattr(getattr(getattr(dispatcher, "_cache", None), "_impl", None), "_locator", None)
-    if not given or locator is None or type(locator).__name__ == "UserProvidedCacheLocator":
+    if not given or locator is None or type(locator).__name__.lstrip("_") == "UserProvidedCacheLocator":
         return
     if type(locator).__module__ != "numba.core.caching":
         # A locator of the user's (NUMBA_CACHE_LOCATOR_CLASSES) may cache in the directory too: judged by place.

@@ -228,7 +228,8 @@ def test_large_class_sep_within_the_range_gives_finite_data(class_sep, dtype):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no overflow in the float64 work either
         X, _ = ds.make_classification(200, 5, class_sep=class_sep, dtype=dtype)
-    assert np.isfinite(X).all() and np.abs(X).max() >= abs(class_sep)
+    # class_sep rounded to X's dtype: NumPy < 2 compares a float32 scalar with a Python float in float64.
+    assert np.isfinite(X).all() and np.abs(X).max() >= X.dtype.type(abs(class_sep))
 
 
 def test_iter_validates_eagerly():

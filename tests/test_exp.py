@@ -1,5 +1,7 @@
 """The kernels' own exp and log-sum: error in ulp against NumPy, and special values."""
 
+import math
+
 import numpy as np
 import pytest
 from conftest import exp_flush_bound, rtol_for
@@ -39,7 +41,8 @@ def test_exp_within_one_ulp_wherever_the_result_is_a_normal_number(dtype):
     """
     lowest = np.log(exp_flush_bound(dtype))
     x = np.concatenate([np.linspace(lowest, 0.0, 200_001), np.linspace(0.0, OVERFLOW[dtype], 20_001)]).astype(dtype)
-    exact = np.exp(x.astype(np.float64))
+    # The C library's exp (within 0.51 ulp here), not NumPy's: NumPy 1.x's AVX-512 float64 exp is 1.5 ulp off.
+    exact = np.array([math.exp(v) for v in x.astype(np.float64).tolist()])
     # Rounding the float64 result to dtype costs up to half an ulp; the
     # polynomial and the reduction add at most another half.
     assert ulp_error(_exp(x), exact, dtype).max() <= 1.0
@@ -105,7 +108,7 @@ def _log1p(values):
     return out
 
 
-def test_log1p_within_one_ulp_of_numpy_over_the_tails_range(rng):
+def test_log1p_within_one_ulp_over_the_tails_range(rng):
     """The tails t of the softmax rows lie in [0, K): from subnormal to 2**32, and around u = 1 + t = sqrt(2) 2^k."""
     edges = [
         0.0,
@@ -123,9 +126,9 @@ def test_log1p_within_one_ulp_of_numpy_over_the_tails_range(rng):
     t = np.concatenate([edges, 10.0 ** rng.uniform(-300, 9.6, 100_000), rng.uniform(0.0, 4.0, 100_000)])
     t = np.concatenate([t, np.nextafter(t[t > 0], 0.0)])
     got = _log1p(t)
-    exact = np.log1p(t)
+    exact = np.array([math.log1p(v) for v in t.tolist()])  # NumPy 1.x's AVX-512 (SVML) log1p is 1.8 ulp off
     assert got[0] == 0.0
-    # NumPy's log1p is itself within an ulp; against it, one ulp of our own.
+    # The C library's log1p is itself within an ulp; against it, one ulp of our own.
     assert (np.abs(got - exact) / np.spacing(np.maximum(exact, 5e-324))).max() <= 1.0
 
 

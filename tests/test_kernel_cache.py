@@ -16,6 +16,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 from _package_source import ROOT
 
 CALL_EVERY_BODY = textwrap.dedent(
@@ -281,3 +282,29 @@ def test_a_numba_cache_dir_that_cannot_be_used_is_named(tmp_path):
         stderr
     )
     assert import_kernels(tmp_path / "cache") == ""  # one that can be made: nothing to say
+
+
+def test_the_user_s_cache_locator_is_known_by_its_name_in_every_numba(tmp_path, monkeypatch):
+    """Numba before 0.62 names the locator of NUMBA_CACHE_DIR _UserProvidedCacheLocator: each import there warned
+    that a writable NUMBA_CACHE_DIR "cannot hold the kernels' disk cache", naming the same directory."""
+    import types
+    import warnings
+
+    import numba
+
+    from fastsoftmax.kernels import _config
+
+    def dispatcher_caching_with(class_name: str) -> types.SimpleNamespace:
+        locator_class = type(class_name, (), {"__module__": "numba.core.caching", "get_cache_path": lambda self: "x"})
+        return types.SimpleNamespace(
+            _cache=types.SimpleNamespace(_impl=types.SimpleNamespace(_locator=locator_class()))
+        )
+
+    monkeypatch.setattr(numba.config, "CACHE_DIR", str(tmp_path))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for name in ("UserProvidedCacheLocator", "_UserProvidedCacheLocator"):  # Numba >= 0.62, and before
+            _config._warn_if_cache_dir_passed_over(dispatcher_caching_with(name))
+    assert not caught
+    with pytest.warns(RuntimeWarning, match=r"NUMBA_CACHE_DIR=.* cannot hold the kernels' disk cache"):
+        _config._warn_if_cache_dir_passed_over(dispatcher_caching_with("_InTreeCacheLocator"))
