@@ -1073,8 +1073,8 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             # After X's checks: a refused fit computed y (the whole table it was sliced from) for nothing.
             return X, _labels_beside_X(computed(y, "y")), dtype
         # In the order and the floating dtype given: _fit casts X of the other dtype once, into the order that
-        # fit reads (objectives.holds_fortran_X). Cast here, a float64 frame's values for a float32 fit that
-        # reads rows were copied twice.
+        # fit reads (objectives.holds_fortran_X). Cast here, before that order was known, a float64 frame's
+        # values for a float32 fit that reads rows were copied twice.
         dtypes = self._compute_dtypes()
         X, y = self._validate_and_cast(X, computed(y, "y"), dtypes=dtypes, cast_dense=False)
         return X, y, X.dtype if X.dtype in dtypes else dtypes[0]
