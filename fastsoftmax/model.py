@@ -240,19 +240,39 @@ class SoftmaxRegression:
         self._check_writeable(data)
         return W, b
 
-    def _reading(self) -> reading_weights:
+    def _reading(self, checked_against: tuple[int, ...] | None = None) -> reading_weights:
         """``with self._reading() as (W, b):`` W and b, checked, to predict from while no thread trains the model.
 
         RuntimeError while another thread trains the model; copies while that
         thread waits in the fit's callback; a training that starts in the
-        block waits for its end (:class:`_threading.reading_weights`).
+        block waits for its end (:class:`_threading.reading_weights`). Also
+        where W no longer has the shape ``checked_against`` (K, D), which the
+        data were checked against before: another thread assigned W in
+        between, and the kernel would read past the columns it holds.
         """
 
         def read(copy: bool) -> tuple[np.ndarray, np.ndarray]:
             W, b = _checks.check_weights(self.W, self.b, self.dtype)
+            if checked_against is not None:
+                self._refuse_W_replaced(W, checked_against)
             return (W.copy(), b.copy()) if copy else (W, b)
 
         return reading_weights(self, "reading W and b", read)
+
+    def _refuse_W_replaced(self, W: np.ndarray, checked_against: tuple[int, ...]) -> None:
+        """RuntimeError where W no longer has the shape (K, D) that the data were checked against.
+
+        Another thread, or code that the data's checks ran (an array-like's
+        ``__array__``), assigned W in between: the kernels would read past
+        the columns it holds, or train the first D of them as if they fitted.
+        """
+        if W.shape != checked_against:
+            raise RuntimeError(
+                f"model.W was assigned (shape {W.shape}) while the data were checked against the W of shape "
+                f"{checked_against} that it replaced; nothing was computed or trained. Assign W and b between "
+                f"calls, from the thread that uses the model, or give each thread its own "
+                f"{type(self).__name__} (copy.deepcopy(model))."
+            )
 
     def _check_writeable(self, data: dict | None = None) -> None:
         """Raise before an update writes W or b in place, if either is read-only.
@@ -389,9 +409,10 @@ class SoftmaxRegression:
         scipy.sparse matrix or array (see :meth:`fit`).
         """
         sparse = is_sparse(X)
+        checked_against = self._weights_shape()  # the shape that X and y are checked against below
         if sparse and probs is None:
             objective = self._sparse_objective(X, y, 0.0)
-            with self._reading() as (W, b):
+            with self._reading(checked_against) as (W, b):
                 _, dW, db = objective_loss_and_grad(objective, W, b, gradient_only=True)
             return dW, db
         if sparse:
@@ -420,7 +441,7 @@ class SoftmaxRegression:
                     _checks.check_X_finite(X)
                 raise _checks.overflow_error()
             return dW, dz.sum(axis=0)
-        with self._reading() as (W, b):
+        with self._reading(checked_against) as (W, b):
             dW, db = np.empty_like(W), np.empty_like(b)
             mean_loss = fused_mean_loss_grad(X, y, W, b, _checks.no_weights(self.dtype), X.shape[0], 0.0, dW, db)
         # Only the gradient is returned: a loss that overflowed (float64 logits more than 1.8e308 apart) beside a
@@ -450,12 +471,16 @@ class SoftmaxRegression:
         sparse = is_sparse(X)
         # The caller's arrays, before any copy (a sparse X's values).
         data = {"X": getattr(X, "data", None) if sparse else X, "y": y}
-        if sparse:
-            objective = self._sparse_objective(X, y, l2)
-        else:
-            X, y = self._Xy(X, y, fortran_ok=True, scan_labels=False, learning=True)
+        # Claimed before the data are checked against W: a W that another thread assigned in between was
+        # trained on its first D columns, with a loss returned as if it fitted.
         with exclusive_training(self, writes_whole=True):
+            checked_against = self._weights_shape()
+            if sparse:
+                objective = self._sparse_objective(X, y, l2)
+            else:
+                X, y = self._Xy(X, y, fortran_ok=True, scan_labels=False, learning=True)
             W, b = self._params(data=data)
+            self._refuse_W_replaced(W, checked_against)
             if sparse:
                 loss, dW, db = objective_loss_and_grad(objective, W, b)
             else:
@@ -541,9 +566,10 @@ class SoftmaxRegression:
             )
         W, b = unpack(theta, n_classes, n_features)
         self._check_writeable()  # a callback may have made one read-only since fit checked
+        weights, intercepts = self._W, self._b  # no Python call between the two writes
         with writing_weights(self):  # a fit nested in this model's own callback: other threads may read
-            self.W[...] = W
-            self.b[...] = b
+            weights[...] = W
+            intercepts[...] = b
 
     def fit(
         self,
@@ -771,23 +797,27 @@ class SoftmaxRegression:
         _checks.warn_unused_minibatch_options(options.solver, options.batch_size, options.momentum)
         if checkpoint is not None:
             checkpoint = check_checkpoint_directory(checkpoint)
-        self._params(
-            data={"X": getattr(X, "data", None) if is_sparse(X) else X, "y": y, "sample_weight": sample_weight}
-        )
-        objective = make_objective(
-            X,
-            y,
-            n_features=self.input_dim,
-            n_classes=self.num_classes,
-            dtype=self.dtype,
-            l2=options.l2,
-            sample_weight=sample_weight,
-            chunk_size=chunk_size,
-            minibatches=options.solver in engine.MINIBATCH_SOLVERS,
-            # A sparse X's renumbered copy costs about two passes: not for a fit of one or two.
-            many_passes=options.max_iter > 2,
-        )
-        return engine.fit(self, objective, options, seed=seed, callback=callback, checkpoint=checkpoint)
+        # Claimed before W is checked and the data against it (engine.fit claims it again): a W that another
+        # thread assigned in between was trained as if it fitted the data (W of 22 columns for 20 features).
+        with exclusive_training(self):
+            checked_against = self._params(
+                data={"X": getattr(X, "data", None) if is_sparse(X) else X, "y": y, "sample_weight": sample_weight}
+            )[0].shape
+            objective = make_objective(
+                X,
+                y,
+                n_features=self.input_dim,
+                n_classes=self.num_classes,
+                dtype=self.dtype,
+                l2=options.l2,
+                sample_weight=sample_weight,
+                chunk_size=chunk_size,
+                minibatches=options.solver in engine.MINIBATCH_SOLVERS,
+                # A sparse X's renumbered copy costs about two passes: not for a fit of one or two.
+                many_passes=options.max_iter > 2,
+            )
+            self._refuse_W_replaced(self.W, checked_against)
+            return engine.fit(self, objective, options, seed=seed, callback=callback, checkpoint=checkpoint)
 
     def partial_fit(
         self,
@@ -876,20 +906,22 @@ class SoftmaxRegression:
         )
         _checks.check_seed(seed)  # before the data, as every option
         _checks.warn_unused_minibatch_options(options.solver, options.batch_size, options.momentum)  # adam's momentum
-        self._params(
-            data={"X": getattr(X, "data", None) if is_sparse(X) else X, "y": y, "sample_weight": sample_weight}
-        )
-        objective = make_objective(
-            X,
-            y,
-            n_features=self.input_dim,
-            n_classes=self.num_classes,
-            dtype=self.dtype,
-            l2=options.l2,
-            sample_weight=sample_weight,
-            minibatches=True,
-        )
-        return engine.partial_fit(self, objective, options, seed=seed)
+        with exclusive_training(self):  # before W is checked, as in fit
+            checked_against = self._params(
+                data={"X": getattr(X, "data", None) if is_sparse(X) else X, "y": y, "sample_weight": sample_weight}
+            )[0].shape
+            objective = make_objective(
+                X,
+                y,
+                n_features=self.input_dim,
+                n_classes=self.num_classes,
+                dtype=self.dtype,
+                l2=options.l2,
+                sample_weight=sample_weight,
+                minibatches=True,
+            )
+            self._refuse_W_replaced(self.W, checked_against)
+            return engine.partial_fit(self, objective, options, seed=seed)
 
     # -- persistence -----------------------------------------------------------
 

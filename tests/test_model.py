@@ -332,11 +332,13 @@ def test_keyboard_interrupt_in_callback_keeps_iterate_3(data, solver):
 
 
 @contextlib.contextmanager
-def ctrl_c_at(module, statement: str, at_pass: int):
-    """Raise KeyboardInterrupt in ``module`` as it reaches the line ``statement`` for the ``at_pass``-th time.
+def ctrl_c_at(module, statement: str, at_pass: int, error: type[BaseException] = KeyboardInterrupt):
+    """Raise KeyboardInterrupt (or ``error``) in ``module`` as it reaches the line ``statement`` for the
+    ``at_pass``-th time.
 
     Ctrl-C raises wherever the interpreter next looks for signals; a trace
-    function puts it exactly there (the interpreter's own trace hook).
+    function puts it exactly there (the interpreter's own trace hook). So
+    does a signal handler that raises an ordinary error (``TimeoutError``).
     """
     filename = inspect.getsourcefile(module)
     with open(filename) as source:
@@ -349,7 +351,7 @@ def ctrl_c_at(module, statement: str, at_pass: int):
         if event == "line" and frame.f_lineno == lines[0]:
             passes += 1
             if passes == at_pass:
-                raise KeyboardInterrupt
+                raise error
         return on_line
 
     sys.settrace(lambda frame, event, arg: on_line if frame.f_code.co_filename == filename else None)
@@ -360,9 +362,11 @@ def ctrl_c_at(module, statement: str, at_pass: int):
     assert passes >= at_pass, "the interrupt was never raised"
 
 
+@pytest.mark.parametrize("interrupt", [KeyboardInterrupt, TimeoutError], ids=["ctrl-c", "alarm"])
 @pytest.mark.parametrize("solver", ["gd", "lbfgs", "sgd"])
-def test_ctrl_c_between_the_writes_of_w_and_b_keeps_one_whole_iterate(data, solver):
-    """Ctrl-C landing between W[...] = and b[...] = left W of iteration 3 beside b of iteration 2."""
+def test_ctrl_c_between_the_writes_of_w_and_b_keeps_one_whole_iterate(data, solver, interrupt):
+    """Ctrl-C landing between W[...] = and b[...] = left W of iteration 3 beside b of iteration 2; so did an
+    ordinary error that a signal handler raised (a TimeoutError from an alarm), which was let through."""
     import fastsoftmax.model
 
     X, y = data
@@ -372,7 +376,7 @@ def test_ctrl_c_between_the_writes_of_w_and_b_keeps_one_whole_iterate(data, solv
         X, y, solver=solver, callback=lambda m, i, loss: iterates.append((m.W.copy(), m.b.copy())), **settings
     )
     model = SoftmaxRegression(D, K, seed=0)
-    with pytest.raises(KeyboardInterrupt), ctrl_c_at(fastsoftmax.model, "self.b[...] = b", at_pass=3):
+    with pytest.raises(interrupt), ctrl_c_at(fastsoftmax.model, "intercepts[...] = b", at_pass=3, error=interrupt):
         model.fit(X, y, solver=solver, **settings)
     np.testing.assert_array_equal(model.W, iterates[2][0])
     np.testing.assert_array_equal(model.b, iterates[2][1])
@@ -380,6 +384,20 @@ def test_ctrl_c_between_the_writes_of_w_and_b_keeps_one_whole_iterate(data, solv
     assert len(model.loss_history_) == (3 if solver == "sgd" else 4)
     if solver != "sgd":  # full batch: the last loss is that of W and b
         assert model.loss_history_[-1] == pytest.approx(loss_and_grad(X, y, model.W, model.b)[0], rel=1e-12)
+
+
+def test_ctrl_c_as_a_fit_ends_leaves_the_loss_history_a_plain_list(data):
+    """Ctrl-C in the fit's last bookkeeping (the count of rows read) left loss_history_ the running fit's own
+    record, which refused every change afterwards as if the fit still ran."""
+    import fastsoftmax.engine
+
+    X, y = data
+    model = SoftmaxRegression(D, K, seed=0)
+    statement = "model.rows_processed_ = objective.rows_processed"
+    with pytest.raises(KeyboardInterrupt), ctrl_c_at(fastsoftmax.engine, statement, at_pass=1):
+        model.fit(X, y, max_iter=5, tol=0)
+    assert type(model.loss_history_) is list and len(model.loss_history_) == model.n_iter_ + 1
+    model.loss_history_.append(0.0)
 
 
 def test_ctrl_c_in_the_first_write_of_a_refit_keeps_that_iterate_with_its_own_record(data, tmp_path):
@@ -395,7 +413,7 @@ def test_ctrl_c_in_the_first_write_of_a_refit_keeps_that_iterate_with_its_own_re
     )
     model = SoftmaxRegression(D, K, seed=0).fit(X, y, max_iter=100)
     assert model.converged_
-    with pytest.raises(KeyboardInterrupt), ctrl_c_at(fastsoftmax.model, "self.b[...] = b", at_pass=1):
+    with pytest.raises(KeyboardInterrupt), ctrl_c_at(fastsoftmax.model, "intercepts[...] = b", at_pass=1):
         model.fit(X[::-1], y[::-1], **settings)
     np.testing.assert_array_equal(model.W, first[0][0])
     np.testing.assert_array_equal(model.b, first[0][1])
@@ -428,7 +446,7 @@ def test_ctrl_c_as_partial_fit_keeps_its_epoch_keeps_the_optimiser_state_with_it
         uninterrupted.partial_fit(X, y, **options)
     model = SoftmaxRegression(D, K, seed=0)
     model.partial_fit(X, y, **options)
-    with pytest.raises(KeyboardInterrupt), ctrl_c_at(fastsoftmax.model, "self.b[...] = b", at_pass=1):
+    with pytest.raises(KeyboardInterrupt), ctrl_c_at(fastsoftmax.model, "intercepts[...] = b", at_pass=1):
         model.partial_fit(X, y, **options)
     assert model.n_iter_ == 2
     model.partial_fit(X, y, **options)

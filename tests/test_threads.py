@@ -1567,3 +1567,142 @@ def test_a_child_forked_during_another_threads_fit_gets_its_blas_threads_back():
     done = subprocess.run([sys.executable, "-c", FORK_DURING_A_FIT], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "child ok" in done.stdout and "child refused" in done.stdout, done.stdout + done.stderr[-2000:]
+
+
+class _LabelsThatAct:
+    """Labels whose conversion runs ``act`` first: code that runs inside a call's checks of the data."""
+
+    def __init__(self, labels: np.ndarray, act) -> None:
+        self.labels, self.act = labels, act
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        self.act()
+        return self.labels if dtype is None else self.labels.astype(dtype)
+
+
+def _call_with_labels(model, call: str, X: np.ndarray, labels) -> None:
+    if call == "fit":
+        model.fit(X, labels, solver="sgd", lr=0.1, max_iter=2)
+    elif call == "partial_fit":
+        model.partial_fit(X, labels, lr=0.1)
+    elif call == "train_step":
+        model.train_step(X, labels, 0.1)
+    else:
+        model.backward(X, labels)
+
+
+@pytest.mark.parametrize("call", ["fit", "partial_fit", "train_step", "backward"])
+def test_weights_assigned_while_the_data_are_checked_are_refused(rng, call):
+    """fit, partial_fit, train_step and backward checked the data against W, then trained or read whatever W was
+    by then: a W of two more columns, assigned by another thread in between, was trained as if it fitted (its last
+    columns took the weights of features that do not exist), and one of fewer columns was read past its end."""
+    n, d, k = 200, 10, 3
+    X, y, *_ = make_problem(rng, n, d, k)
+    for replacement in (np.zeros((k, d + 2)), np.zeros((k, d - 2))):
+        model = fs.SoftmaxRegression(d, k, seed=0)
+
+        def assign(model=model, replacement=replacement) -> None:
+            if model.W.shape == (k, d):
+                model.W = replacement.copy()
+
+        with pytest.raises(RuntimeError, match=r"model\.W was assigned \(shape .*\) while the data were checked"):
+            _call_with_labels(model, call, X, _LabelsThatAct(y, assign))
+        np.testing.assert_array_equal(model.W, replacement)  # left as assigned, not trained
+
+    # Another thread is refused meanwhile: the call claims the model before its checks.
+    model = fs.SoftmaxRegression(d, k, seed=0)
+    refused = []
+
+    def assign_from_another_thread() -> None:
+        def assign() -> None:
+            try:
+                model.W = np.zeros((k, d + 2))
+            except RuntimeError as error:
+                refused.append(str(error))
+
+        worker = threading.Thread(target=assign)
+        worker.start()
+        worker.join()
+
+    if call == "backward":  # a read: other threads' assignments are not refused, but its own check is
+        with pytest.raises(RuntimeError, match=r"model\.W was assigned"):
+            model.backward(X, _LabelsThatAct(y, assign_from_another_thread))
+        return
+    _call_with_labels(model, call, X, _LabelsThatAct(y, assign_from_another_thread))
+    assert len(refused) == 1 and "is being trained in another thread" in refused[0]
+    assert model.W.shape == (k, d)
+
+
+def test_an_error_a_signal_handler_raises_as_thread_counts_are_restored_restores_them_first(monkeypatch):
+    """A TimeoutError (an alarm's handler) landing in the restore of BLAS's or Numba's thread count was let
+    through: BLAS stayed at one thread until the next fit. The restore runs to its end, then the error is raised;
+    an error of the restore's own, raised again on the second try, ends the tries."""
+    import scipy.linalg.cython_blas  # noqa: F401 (the BLAS the kernels call, which the limit loads)
+
+    from fastsoftmax import _threading
+
+    def failing(function, error: type[Exception], calls_that_fail: range):
+        calls = {"n": 0}
+
+        def wrapped(*args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] in calls_that_fail:
+                raise error("as the restore began")
+            return function(*args, **kwargs)
+
+        return wrapped, calls
+
+    before = _threading.own_num_threads()
+    # The section sets one thread (call 1); its restore's first try (call 2) is interrupted as the signal lands.
+    restore, calls = failing(_threading.set_num_threads, TimeoutError, range(2, 3))
+    monkeypatch.setattr(_threading, "set_num_threads", restore)
+    with pytest.raises(TimeoutError, match="as the restore began"), _threading.numba_threads(1):
+        assert _threading.own_num_threads() == 1
+    assert calls["n"] == 3 and _threading.own_num_threads() == before
+    monkeypatch.undo()
+
+    monkeypatch.setattr(_threading, "_blas_controller", None)  # a fresh one (see the tests above)
+    blas_before = _blas_threads()
+    release, calls = failing(_threading._release_blas, TimeoutError, range(1, 2))
+    monkeypatch.setattr(_threading, "_release_blas", release)
+    with pytest.raises(TimeoutError), _threading.single_threaded_blas():
+        pass
+    assert calls["n"] == 2 and _blas_threads() == blas_before and not _threading._blas_holders
+    # A restore that fails the same way every time is tried twice, not for ever.
+    release, calls = failing(_threading._release_blas, RuntimeError, range(1, 11))
+    monkeypatch.setattr(_threading, "_release_blas", release)
+    with pytest.raises(RuntimeError), _threading.single_threaded_blas():
+        pass
+    assert calls["n"] == 2
+    monkeypatch.undo()
+    _threading._release_blas(next(iter(_threading._blas_holders)))  # the section the failing restore left
+
+
+def test_a_write_that_refuses_is_tried_twice_and_its_error_raised():
+    """run_whole runs a write again after any error (an alarm's TimeoutError lands anywhere); a write that
+    refuses raises the same on the second try, which ends the tries."""
+    from fastsoftmax._threading import run_whole
+
+    tries = []
+
+    def refuses() -> None:
+        tries.append(1)
+        raise ValueError("refused")
+
+    with pytest.raises(ValueError, match="refused"):
+        run_whole(refuses)
+    assert len(tries) == 2
+    landed = []
+
+    def interrupted_once() -> None:
+        landed.append("W")
+        if len(landed) == 1:
+            raise TimeoutError("an alarm")
+        landed.append("b")
+
+    with pytest.raises(TimeoutError, match="an alarm"):
+        run_whole(interrupted_once)
+    assert landed == ["W", "W", "b"]
