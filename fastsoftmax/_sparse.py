@@ -1140,6 +1140,12 @@ def predict_sparse(
     n_chunks = _n_chunks(rows.n_samples, int(rows.indptr[-1]), 0, n_classes)
     labels = np.empty(rows.n_samples, dtype=np.int64)
     if proba_out is not None:
+        if proba_out.shape != (rows.n_samples, n_classes) or proba_out.dtype != W.dtype:
+            # The kernel writes K values a row: a buffer sized otherwise is written past its end.
+            raise ValueError(
+                f"out must have shape {(rows.n_samples, n_classes)} and dtype {W.dtype}, got {proba_out.shape} "
+                f"and {proba_out.dtype}."
+            )
         # The kernel reads X's arrays where they lie: an out over X.data gave wrong rows and rewrote X.
         data, indices, indptr = rows.arrays()
         _checks.check_out_overlap(proba_out, {"X.data": data, "X.indices": indices, "X.indptr": indptr})

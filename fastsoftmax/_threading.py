@@ -248,6 +248,11 @@ def set_num_threads(n: int) -> None:
     numba.set_num_threads(n)
 
 
+#: How many ordinary errors of another type than the first (a signal handler's, again and again) a write
+#: that must land whole (:func:`run_whole`, the restores of thread counts) is tried through before it gives up.
+TRIES_AFTER_OTHER_ERRORS = 10
+
+
 @contextlib.contextmanager
 def numba_threads(n: int) -> Iterator[None]:
     """Run the block with ``set_num_threads(n)`` (thread-local in numba) and restore the count after."""
@@ -257,15 +262,18 @@ def numba_threads(n: int) -> Iterator[None]:
         set_num_threads(n)
         yield
     finally:
-        interrupt = None
+        interrupt, other_errors = None, 0
         while True:  # to the end, even where Ctrl-C lands in it (see single_threaded_blas)
             try:
                 set_num_threads(previous)
                 break
-            except BaseException as error:
-                interrupt = interrupt or error
-                if isinstance(error, Exception) and error is not interrupt:  # the restore's own error, again
-                    break
+            except BaseException as error:  # an interrupt, or a signal handler's error: tried again (run_whole)
+                if interrupt is None:
+                    interrupt = error
+                elif isinstance(error, Exception):
+                    other_errors += 1
+                    if type(error) is type(interrupt) or other_errors >= TRIES_AFTER_OTHER_ERRORS:
+                        break  # the restore's own error, again
         if interrupt is not None:
             try:
                 raise interrupt
@@ -343,15 +351,18 @@ def single_threaded_blas() -> Iterator[None]:
                 _limit_blas()
         yield
     finally:
-        interrupt = None
+        interrupt, other_errors = None, 0
         while True:
             try:
                 _release_blas(holder)
                 break
-            except BaseException as error:
-                interrupt = interrupt or error
-                if isinstance(error, Exception) and error is not interrupt:  # the exit's own error, again
-                    break
+            except BaseException as error:  # an interrupt, or a signal handler's error: tried again (run_whole)
+                if interrupt is None:
+                    interrupt = error
+                elif isinstance(error, Exception):
+                    other_errors += 1
+                    if type(error) is type(interrupt) or other_errors >= TRIES_AFTER_OTHER_ERRORS:
+                        break  # the restore's own error, again
         if interrupt is not None:
             try:
                 raise interrupt
@@ -569,18 +580,23 @@ def run_whole(write: Callable[[], None]) -> None:
     runs again to its end and then the first error is raised; so ``write``
     must give the same result when run twice. Interrupts (KeyboardInterrupt,
     or another BaseException that is not an Exception, such as the CLI's
-    SIGTERM) in the second run run it again; an ordinary error there is the
-    write's own refusal (a check it makes before it writes), and ends the tries.
+    SIGTERM) in a later run run it again. An ordinary error of the first
+    error's type is the write's own refusal (a check it makes before it
+    writes), repeated, and ends the tries; one of another type (a second
+    alarm) is tried again, :data:`TRIES_AFTER_OTHER_ERRORS` times at most.
     """
     try:
         write()
-    except BaseException:
+    except BaseException as first:
+        other_errors = 0
         while True:  # to the end, even where another Ctrl-C lands in it
             try:
                 write()
                 break
-            except Exception:  # its own refusal, again: the first error says what happened
-                break
+            except Exception as error:
+                other_errors += 1
+                if type(error) is type(first) or other_errors >= TRIES_AFTER_OTHER_ERRORS:
+                    break  # its own refusal, again: the first error says what happened
             except BaseException:
                 continue
         raise

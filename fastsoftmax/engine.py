@@ -2117,12 +2117,12 @@ def _fit(model, objective, options, *, seed, callback, checkpoint, checkpoint_lo
             if model.loss_history_ is history:  # an error left this fit's own list: the model's own now
                 # (Not the list of a fit whose callback this fit is nested in, which restore_record put back.)
                 model.loss_history_ = list(history)
+            if not restored:  # a fit that failed before its first iteration leaves the last fit's count
+                model.rows_processed_ = objective.rows_processed
 
-        # First, and whole: a Ctrl-C in the Python calls of the count below left the running fit's record as
-        # loss_history_, which refused every change after the fit.
+        # Whole: a Ctrl-C in the Python calls of the count left the running fit's record as loss_history_,
+        # which refused every change after the fit (or, the record ended first, the count at 0).
         run_whole(end_the_record)
-        if not restored:  # a fit that failed before its first iteration leaves the last fit's count
-            model.rows_processed_ = objective.rows_processed
     if result.converged:
         stalled = (
             _minibatch_end_above_zero_weights(

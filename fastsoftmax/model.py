@@ -539,8 +539,10 @@ class SoftmaxRegression:
         """Class probabilities softmax(X W^T + b), shape (N, K), in the model's dtype."""
         X = computed(X)  # computed and checked before the read of W and b, as in predict
         if is_sparse(X):
-            proba = np.empty((X.shape[0], self.num_classes), dtype=self.dtype)
             with self._reading() as (W, b):
+                # Sized by the W read: one of more classes, assigned by another thread before the read, was
+                # written past the end of a buffer sized before it (a segmentation fault).
+                proba = np.empty((X.shape[0], W.shape[0]), dtype=W.dtype)
                 predict_sparse(X, W, b, proba_out=proba, cast_floats=True)
             return proba
         X = self._X(X, fortran_ok=True, takes_y=False)

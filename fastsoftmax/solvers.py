@@ -422,16 +422,31 @@ def _generator_of(rng_state: dict) -> np.random.Generator:
     return np.random.Generator(bit_generator)
 
 
+def _first_negative_integer(value: object, depth: int = 3) -> int | None:
+    """The first negative integer in ``value`` (dicts, lists, tuples ``depth`` deep: a generator's state), or None."""
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (list, tuple)):
+        if depth == 0:  # deeper than any generator's state: the generator's own check refuses it
+            return None
+        found = (_first_negative_integer(item, depth - 1) for item in value)
+        return next((integer for integer in found if integer is not None), None)
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value < 0:
+        return int(value)
+    return None
+
+
 def _check_minibatch_state(state: dict, n: int) -> None:
     """Raise ValueError naming the field if a filled sgd or adam state cannot be resumed."""
     if "rng" in state:
         try:  # the generator's own check, on a throwaway generator
-            with warnings.catch_warnings():
-                # NumPy < 2 wraps a negative integer into the state with a DeprecationWarning (2.x: OverflowError).
-                warnings.simplefilter("error", DeprecationWarning)
-                np.random.default_rng().bit_generator.state = state["rng"]
-        # OverflowError (NumPy 2) or DeprecationWarning (NumPy 1.x): a negative or huge integer.
-        except (TypeError, ValueError, KeyError, OverflowError, DeprecationWarning) as exc:
+            negative = _first_negative_integer(state["rng"])
+            if negative is not None:
+                # NumPy 1.x wraps it into the state with a DeprecationWarning (2.x: OverflowError). Checked here,
+                # not by turning the warning into an error: warning filters are the whole process's.
+                raise OverflowError(f"{negative} is negative")
+            np.random.default_rng().bit_generator.state = state["rng"]
+        except (TypeError, ValueError, KeyError, OverflowError) as exc:  # OverflowError: a negative or huge integer
             raise ValueError(f"the solver state 'rng' is not a PCG64 generator state ({exc}).") from exc
     if "t" in state:
         _state_int(state, "t", 0, np.iinfo(np.int64).max)  # the kernels' step count (2**64 raised OverflowError)

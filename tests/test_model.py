@@ -386,18 +386,41 @@ def test_ctrl_c_between_the_writes_of_w_and_b_keeps_one_whole_iterate(data, solv
         assert model.loss_history_[-1] == pytest.approx(loss_and_grad(X, y, model.W, model.b)[0], rel=1e-12)
 
 
-def test_ctrl_c_as_a_fit_ends_leaves_the_loss_history_a_plain_list(data):
+@pytest.mark.parametrize("statement", ["model.rows_processed_ = objective.rows_processed", "history.end()"])
+def test_ctrl_c_as_a_fit_ends_leaves_the_loss_history_a_plain_list(data, statement):
     """Ctrl-C in the fit's last bookkeeping (the count of rows read) left loss_history_ the running fit's own
-    record, which refused every change afterwards as if the fit still ran."""
+    record, which refused every change afterwards as if the fit still ran; the first fix, which ended the record
+    first, left the count at 0 where Ctrl-C landed as the record ended."""
     import fastsoftmax.engine
 
     X, y = data
+    uninterrupted = SoftmaxRegression(D, K, seed=0).fit(X, y, max_iter=5, tol=0)
     model = SoftmaxRegression(D, K, seed=0)
-    statement = "model.rows_processed_ = objective.rows_processed"
     with pytest.raises(KeyboardInterrupt), ctrl_c_at(fastsoftmax.engine, statement, at_pass=1):
         model.fit(X, y, max_iter=5, tol=0)
     assert type(model.loss_history_) is list and len(model.loss_history_) == model.n_iter_ + 1
+    assert model.rows_processed_ == uninterrupted.rows_processed_ > 0
     model.loss_history_.append(0.0)
+
+
+def test_a_sparse_prediction_sizes_its_output_by_the_weights_it_reads(monkeypatch):
+    """predict_proba of a sparse X sized its output by the classes before it read W: a W of more classes,
+    assigned by another thread in between, was written past the end of the buffer (a segmentation fault)."""
+    scipy_sparse = pytest.importorskip("scipy.sparse")
+    X = scipy_sparse.random(4, 6, density=0.5, format="csr", random_state=0)
+    model = SoftmaxRegression(6, 2, seed=0)
+    reading = SoftmaxRegression._reading
+
+    def assigned_first(self, *args, **kwargs):
+        self.W, self.b = np.zeros((40, 6)), np.zeros(40)  # as another thread's assignment lands
+        return reading(self, *args, **kwargs)
+
+    monkeypatch.setattr(SoftmaxRegression, "_reading", assigned_first)
+    np.testing.assert_allclose(model.predict_proba(X), np.full((4, 40), 1 / 40))
+    from fastsoftmax._sparse import predict_sparse
+
+    with pytest.raises(ValueError, match=r"out must have shape \(4, 40\) and dtype float64, got \(4, 2\)"):
+        predict_sparse(X, np.zeros((40, 6)), np.zeros(40), proba_out=np.empty((4, 2)))
 
 
 def test_ctrl_c_in_the_first_write_of_a_refit_keeps_that_iterate_with_its_own_record(data, tmp_path):

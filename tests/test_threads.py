@@ -1706,3 +1706,21 @@ def test_a_write_that_refuses_is_tried_twice_and_its_error_raised():
     with pytest.raises(TimeoutError, match="an alarm"):
         run_whole(interrupted_once)
     assert landed == ["W", "W", "b"]
+
+
+def test_a_write_interrupted_again_by_another_error_lands_whole():
+    """An alarm that fires twice (a setitimer interval) raised a second ordinary error in the retry, which ended
+    the tries with W of one iteration beside b of another."""
+    from fastsoftmax._threading import run_whole
+
+    landed, errors = [], [KeyboardInterrupt(), TimeoutError("a second alarm")]
+
+    def write() -> None:
+        landed.append("W")
+        if errors:
+            raise errors.pop(0)
+        landed.append("b")
+
+    with pytest.raises(KeyboardInterrupt):
+        run_whole(write)
+    assert landed == ["W", "W", "W", "b"]
