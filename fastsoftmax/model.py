@@ -274,6 +274,25 @@ class SoftmaxRegression:
                 f"{type(self).__name__} (copy.deepcopy(model))."
             )
 
+    def _objective_for_W(self, X, y, sample_weight, **options: Any) -> engine.Objective:
+        """The objective of (X, y) for W and b as they are, checked (:meth:`_params`); ``options`` go to
+        :func:`~fastsoftmax.objectives.make_objective`. Called holding the training claim: W is compared
+        again once the data are read (:meth:`_refuse_W_replaced`)."""
+        checked_against = self._params(
+            data={"X": getattr(X, "data", None) if is_sparse(X) else X, "y": y, "sample_weight": sample_weight}
+        )[0].shape
+        objective = make_objective(
+            X,
+            y,
+            n_features=self.input_dim,
+            n_classes=self.num_classes,
+            dtype=self.dtype,
+            sample_weight=sample_weight,
+            **options,
+        )
+        self._refuse_W_replaced(self.W, checked_against)
+        return objective
+
     def _check_writeable(self, data: dict | None = None) -> None:
         """Raise before an update writes W or b in place, if either is read-only.
 
@@ -802,23 +821,16 @@ class SoftmaxRegression:
         # Claimed before W is checked and the data against it (engine.fit claims it again): a W that another
         # thread assigned in between was trained as if it fitted the data (W of 22 columns for 20 features).
         with exclusive_training(self):
-            checked_against = self._params(
-                data={"X": getattr(X, "data", None) if is_sparse(X) else X, "y": y, "sample_weight": sample_weight}
-            )[0].shape
-            objective = make_objective(
+            objective = self._objective_for_W(
                 X,
                 y,
-                n_features=self.input_dim,
-                n_classes=self.num_classes,
-                dtype=self.dtype,
+                sample_weight,
                 l2=options.l2,
-                sample_weight=sample_weight,
                 chunk_size=chunk_size,
                 minibatches=options.solver in engine.MINIBATCH_SOLVERS,
                 # A sparse X's renumbered copy costs about two passes: not for a fit of one or two.
                 many_passes=options.max_iter > 2,
             )
-            self._refuse_W_replaced(self.W, checked_against)
             return engine.fit(self, objective, options, seed=seed, callback=callback, checkpoint=checkpoint)
 
     def partial_fit(
@@ -909,20 +921,7 @@ class SoftmaxRegression:
         _checks.check_seed(seed)  # before the data, as every option
         _checks.warn_unused_minibatch_options(options.solver, options.batch_size, options.momentum)  # adam's momentum
         with exclusive_training(self):  # before W is checked, as in fit
-            checked_against = self._params(
-                data={"X": getattr(X, "data", None) if is_sparse(X) else X, "y": y, "sample_weight": sample_weight}
-            )[0].shape
-            objective = make_objective(
-                X,
-                y,
-                n_features=self.input_dim,
-                n_classes=self.num_classes,
-                dtype=self.dtype,
-                l2=options.l2,
-                sample_weight=sample_weight,
-                minibatches=True,
-            )
-            self._refuse_W_replaced(self.W, checked_against)
+            objective = self._objective_for_W(X, y, sample_weight, l2=options.l2, minibatches=True)
             return engine.partial_fit(self, objective, options, seed=seed)
 
     # -- persistence -----------------------------------------------------------

@@ -424,6 +424,17 @@ def test_digest_of_fortran_X_is_that_of_its_rows(rng, monkeypatch):
     assert _data.DataSource(np.asfortranarray(X), y, np.float64).digest() != expected
 
 
+def _peak_traced_memory_of_a_second(call) -> int:
+    """The peak of tracemalloc's count during ``call()``, run once before (the kernels compiled or loaded)."""
+    call()
+    tracemalloc.start()
+    try:
+        call()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 @pytest.mark.parametrize("solver", ["sgd", "lbfgs"])
 @pytest.mark.parametrize("fitter", ["model", "estimator"])
 def test_a_fortran_x_of_another_dtype_is_cast_once_into_the_order_the_fit_reads(solver, fitter):
@@ -450,13 +461,7 @@ def test_a_fortran_x_of_another_dtype_is_cast_once_into_the_order_the_fit_reads(
                     X, y, solver=solver, max_iter=1, **options
                 )
 
-    fit()  # the kernels compiled or loaded, outside the count
-    tracemalloc.start()
-    try:
-        fit()
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    peak = _peak_traced_memory_of_a_second(fit)
     one_copy = n_rows * n_features * 4
     assert peak < 1.5 * one_copy, f"peak {peak / 1e6:.1f} MB for a float32 copy of {one_copy / 1e6:.1f} MB"
 
@@ -480,12 +485,6 @@ def test_the_estimator_frees_the_copy_scikit_learn_made_before_the_fit():
             warnings.simplefilter("ignore")  # two iterations do not converge
             estimator.fit(frame, y)
 
-    fit()  # the kernels compiled or loaded, outside the count
-    tracemalloc.start()
-    try:
-        fit()
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    peak = _peak_traced_memory_of_a_second(fit)
     float64_copy, float32_copy = n_rows * n_features * 8, n_rows * n_features * 4
     assert peak < float64_copy + 1.25 * float32_copy, f"peak {peak / 1e6:.1f} MB"
