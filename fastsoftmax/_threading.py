@@ -248,9 +248,11 @@ def set_num_threads(n: int) -> None:
     numba.set_num_threads(n)
 
 
-#: How many ordinary errors of another type than the first (a signal handler's, again and again) a write
-#: that must land whole (:func:`run_whole`, the restores of thread counts) is tried through before it gives up.
+#: How many ordinary errors of another type than the first (a signal handler's, again and again), and how many
+#: interrupts, a write that must land whole (:func:`run_whole`, the restores of thread counts) is tried through
+#: before it gives up (a handler that raises at every check would hold it for ever).
 TRIES_AFTER_OTHER_ERRORS = 10
+TRIES_AFTER_INTERRUPTS = 1000
 
 
 @contextlib.contextmanager
@@ -262,18 +264,25 @@ def numba_threads(n: int) -> Iterator[None]:
         set_num_threads(n)
         yield
     finally:
-        interrupt, other_errors = None, 0
+        interrupt, other_errors, interrupts = None, 0, 0
         while True:  # to the end, even where Ctrl-C lands in it (see single_threaded_blas)
             try:
                 set_num_threads(previous)
                 break
-            except BaseException as error:  # an interrupt, or a signal handler's error: tried again (run_whole)
+            except BaseException as error:  # as in run_whole: tried again, an interrupt raised in the end
                 if interrupt is None:
                     interrupt = error
                 elif isinstance(error, Exception):
                     other_errors += 1
-                    if type(error) is type(interrupt) or other_errors >= TRIES_AFTER_OTHER_ERRORS:
-                        break  # the restore's own error, again
+                    refused = type(error) is type(interrupt)
+                    if refused or other_errors >= TRIES_AFTER_OTHER_ERRORS:
+                        break  # the restore's own error
+                else:
+                    interrupts += 1
+                    if isinstance(interrupt, Exception):  # a Ctrl-C after an alarm's error: the Ctrl-C is raised
+                        error.__context__, interrupt = interrupt, error
+                    if interrupts >= TRIES_AFTER_INTERRUPTS:
+                        break
         if interrupt is not None:
             try:
                 raise interrupt
@@ -351,18 +360,25 @@ def single_threaded_blas() -> Iterator[None]:
                 _limit_blas()
         yield
     finally:
-        interrupt, other_errors = None, 0
+        interrupt, other_errors, interrupts = None, 0, 0
         while True:
             try:
                 _release_blas(holder)
                 break
-            except BaseException as error:  # an interrupt, or a signal handler's error: tried again (run_whole)
+            except BaseException as error:  # as in run_whole: tried again, an interrupt raised in the end
                 if interrupt is None:
                     interrupt = error
                 elif isinstance(error, Exception):
                     other_errors += 1
-                    if type(error) is type(interrupt) or other_errors >= TRIES_AFTER_OTHER_ERRORS:
-                        break  # the restore's own error, again
+                    refused = type(error) is type(interrupt)
+                    if refused or other_errors >= TRIES_AFTER_OTHER_ERRORS:
+                        break  # the restore's own error
+                else:
+                    interrupts += 1
+                    if isinstance(interrupt, Exception):  # a Ctrl-C after an alarm's error: the Ctrl-C is raised
+                        error.__context__, interrupt = interrupt, error
+                    if interrupts >= TRIES_AFTER_INTERRUPTS:
+                        break
         if interrupt is not None:
             try:
                 raise interrupt
@@ -578,27 +594,40 @@ def run_whole(write: Callable[[], None]) -> None:
     raises (a ``TimeoutError`` from an alarm: 3 of 30 such fits ended with W
     and b of two iterations). Where anything is raised in ``write``, ``write``
     runs again to its end and then the first error is raised; so ``write``
-    must give the same result when run twice. Interrupts (KeyboardInterrupt,
-    or another BaseException that is not an Exception, such as the CLI's
-    SIGTERM) in a later run run it again. An ordinary error of the first
-    error's type is the write's own refusal (a check it makes before it
-    writes), repeated, and ends the tries; one of another type (a second
-    alarm) is tried again, :data:`TRIES_AFTER_OTHER_ERRORS` times at most.
+    must give the same result when run twice, and make its checks before it
+    is called (a refusal that puts something back would pass when run
+    again). Interrupts (KeyboardInterrupt, or another BaseException that is
+    not an Exception, such as the CLI's SIGTERM) in a later run run it again,
+    and one is raised in the end in place of an ordinary first error, whose
+    handler would drop it. An ordinary error of the first error's type in a
+    later run is the write's own refusal, repeated, and ends the tries; one of
+    another type (a second alarm) is tried again. Each kind is tried a
+    bounded number of times (:data:`TRIES_AFTER_OTHER_ERRORS`,
+    :data:`TRIES_AFTER_INTERRUPTS`).
     """
     try:
         write()
     except BaseException as first:
-        other_errors = 0
+        interrupt, other_errors, interrupts = None, 0, 0
         while True:  # to the end, even where another Ctrl-C lands in it
             try:
                 write()
                 break
             except Exception as error:
                 other_errors += 1
-                if type(error) is type(first) or other_errors >= TRIES_AFTER_OTHER_ERRORS:
-                    break  # its own refusal, again: the first error says what happened
-            except BaseException:
-                continue
+                refused = type(error) is type(first)  # after a Ctrl-C, a second alarm is as likely: tried again
+                if refused or other_errors >= TRIES_AFTER_OTHER_ERRORS:
+                    break  # its own refusal: the first error says what happened
+            except BaseException as error:
+                interrupt = interrupt or error
+                interrupts += 1
+                if interrupts >= TRIES_AFTER_INTERRUPTS:
+                    break
+        if interrupt is not None and isinstance(first, Exception):
+            try:
+                raise interrupt  # the Ctrl-C, after the alarm's error (its context)
+            finally:
+                del interrupt  # no reference cycle through this frame
         raise
 
 

@@ -1786,9 +1786,12 @@ def _fit(model, objective, options, *, seed, callback, checkpoint, checkpoint_lo
         if the_end:
             losses = list(losses)  # the model's own, to change as it likes once the fit is over
 
+        # Before the write, not in it: the refusal puts the fit's arrays back, and a write run again after an
+        # interrupt (run_whole) would then pass it and keep the iterate it refused.
+        _refuse_replaced_weights(model, fit_weights)  # theta None too: a callback that stopped the fit
+
         def write() -> None:
             nonlocal iterated
-            _refuse_replaced_weights(model, fit_weights)  # theta None too: a callback that stopped the fit
             if raw is not None:
                 model._commit(raw)
             model.loss_history_, model.n_iter_ = losses, n_iter
@@ -1833,8 +1836,9 @@ def _fit(model, objective, options, *, seed, callback, checkpoint, checkpoint_lo
         if iteration == 0 and resumed is None:
             same_weights = record_digest == _weights_digest(start_raw)
 
+            _refuse_replaced_weights(model, fit_weights)  # before the write, as in keep
+
             def write() -> None:
-                _refuse_replaced_weights(model, fit_weights)
                 if same_weights:
                     model._commit(start_raw)
                     restore_record()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import math
+import operator
 import re
 import warnings
 from collections.abc import Callable, Iterable
@@ -422,17 +423,23 @@ def _generator_of(rng_state: dict) -> np.random.Generator:
     return np.random.Generator(bit_generator)
 
 
-def _first_negative_integer(value: object, depth: int = 3) -> int | None:
-    """The first negative integer in ``value`` (dicts, lists, tuples ``depth`` deep: a generator's state), or None."""
-    if isinstance(value, dict):
-        value = list(value.values())
-    if isinstance(value, (list, tuple)):
-        if depth == 0:  # deeper than any generator's state: the generator's own check refuses it
-            return None
-        found = (_first_negative_integer(item, depth - 1) for item in value)
-        return next((integer for integer in found if integer is not None), None)
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value < 0:
-        return int(value)
+def _negative_unsigned_field(rng_state: object) -> int | None:
+    """The first negative value among the fields of a PCG64 state that NumPy stores unsigned, else None.
+
+    Those are the state, the increment and the buffered draw; anything else
+    (a field missing, not an integer) is left to the generator's own check.
+    """
+    try:
+        values = (rng_state["state"]["state"], rng_state["state"]["inc"], rng_state.get("uinteger", 0))
+    except (TypeError, KeyError, AttributeError, IndexError):
+        return None
+    for value in values:
+        try:
+            integer = operator.index(value)  # 0-d integer arrays too
+        except TypeError:
+            continue
+        if integer < 0:
+            return integer
     return None
 
 
@@ -440,7 +447,7 @@ def _check_minibatch_state(state: dict, n: int) -> None:
     """Raise ValueError naming the field if a filled sgd or adam state cannot be resumed."""
     if "rng" in state:
         try:  # the generator's own check, on a throwaway generator
-            negative = _first_negative_integer(state["rng"])
+            negative = _negative_unsigned_field(state["rng"])
             if negative is not None:
                 # NumPy 1.x wraps it into the state with a DeprecationWarning (2.x: OverflowError). Checked here,
                 # not by turning the warning into an error: warning filters are the whole process's.

@@ -3236,3 +3236,20 @@ def test_a_checkpoint_not_written_at_the_first_iteration_does_not_offer_a_resume
     monkeypatch.setattr(ckpt_module, "save", full_from_the_third)
     with pytest.raises(OSError, match=r"rerun, to resume from the last checkpoint written there"):
         _model().fit(X, y, solver="gd", max_iter=5, tol=0, checkpoint=tmp_path / "ck2")
+
+
+def test_the_rng_state_check_refuses_negative_unsigned_fields_only():
+    """The check of a checkpoint's generator state finds a negative state, increment or buffered draw itself
+    (NumPy 1.x wraps one with only a DeprecationWarning), 0-d arrays too; it refused a negative has_uint32,
+    which NumPy stores as a C int and takes."""
+    from fastsoftmax.solvers import _check_minibatch_state
+
+    state = np.random.default_rng(0).bit_generator.state
+    for edit in (
+        {"state": {"state": np.array(-5), "inc": state["state"]["inc"]}},
+        {"state": {"state": state["state"]["state"], "inc": -1}},
+        {"uinteger": -1},
+    ):
+        with pytest.raises(ValueError, match=r"'rng' is not a PCG64 generator state \(-\d is negative\)"):
+            _check_minibatch_state({"rng": {**state, **edit}}, 10)
+    _check_minibatch_state({"rng": {**state, "has_uint32": -1}}, 10)

@@ -1724,3 +1724,31 @@ def test_a_write_interrupted_again_by_another_error_lands_whole():
     with pytest.raises(KeyboardInterrupt):
         run_whole(write)
     assert landed == ["W", "W", "W", "b"]
+
+
+def test_a_ctrl_c_in_the_retry_of_a_write_is_raised_not_dropped():
+    """After an alarm's TimeoutError, a Ctrl-C landing in the write's second run was dropped: only the TimeoutError
+    was raised, which its handler took, and the Ctrl-C was gone. A write that raises an interrupt every time
+    is given up, not run for ever."""
+    from fastsoftmax._threading import TRIES_AFTER_INTERRUPTS, run_whole
+
+    landed, errors = [], [TimeoutError("an alarm"), KeyboardInterrupt()]
+
+    def write() -> None:
+        landed.append("W")
+        if errors:
+            raise errors.pop(0)
+        landed.append("b")
+
+    with pytest.raises(KeyboardInterrupt) as raised:
+        run_whole(write)
+    assert landed == ["W", "W", "W", "b"] and isinstance(raised.value.__context__, TimeoutError)
+    runs = []
+
+    def always_interrupted() -> None:
+        runs.append(1)
+        raise SystemExit(1)
+
+    with pytest.raises(SystemExit):
+        run_whole(always_interrupted)
+    assert len(runs) == TRIES_AFTER_INTERRUPTS + 1
