@@ -344,10 +344,10 @@ def single_threaded_blas() -> Iterator[None]:
     the original counts before it sets any, and its exit, which is idempotent,
     runs again until it is whole before it raises the KeyboardInterrupt, or
     the error that a signal handler raised (a ``TimeoutError``, which left
-    BLAS at one thread until the next fit); an ordinary error on a second
-    try is the exit's own, and ends the tries (the loop is written out in the
-    finally: a helper holding it could be interrupted as it is entered,
-    before its try). Where Ctrl-C lands in
+    BLAS at one thread until the next fit), by the rules of
+    :func:`run_whole` (the loop is written out in the finally: a helper
+    holding it could be interrupted as it is entered, before its try).
+    Where Ctrl-C lands in
     contextlib's own code, as the with statement enters or leaves the section,
     the exit runs when the generator is collected, once the KeyboardInterrupt
     is dropped.

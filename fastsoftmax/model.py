@@ -275,9 +275,12 @@ class SoftmaxRegression:
             )
 
     def _objective_for_W(self, X, y, sample_weight, **options: Any) -> engine.Objective:
-        """The objective of (X, y) for W and b as they are, checked (:meth:`_params`); ``options`` go to
-        :func:`~fastsoftmax.objectives.make_objective`. Called holding the training claim: W is compared
-        again once the data are read (:meth:`_refuse_W_replaced`)."""
+        """The objective of (X, y) for W and b as they are, checked (:meth:`_params`).
+
+        ``options`` go to :func:`~fastsoftmax.objectives.make_objective`.
+        Called holding the training claim: W is compared again once the data
+        are read (:meth:`_refuse_W_replaced`).
+        """
         checked_against = self._params(
             data={"X": getattr(X, "data", None) if is_sparse(X) else X, "y": y, "sample_weight": sample_weight}
         )[0].shape
