@@ -431,6 +431,10 @@ def _other_kind_on_disk(path: str, ending: str) -> str | None:
     labels.csv`` over the CSV of the true labels, which it replaced).
     """
     on_disk = _format_on_disk(path)
+    if ending == ".json" and on_disk in (".json", None):
+        other_json = _json_of_another_kind(path)
+        if other_json is not None:
+            return other_json
     if on_disk is None:
         try:
             size = os.path.getsize(path) if os.path.isfile(path) else 0
@@ -446,6 +450,40 @@ def _other_kind_on_disk(path: str, ending: str) -> str | None:
         return None if on_disk == ending else _OUTPUT_FORMATS[on_disk]
     holds = _npz_holds(path)
     return None if ending == ".npz" and holds in (None, _MODEL_HOLDS) else (holds or "an .npz archive")
+
+
+#: The largest file read to tell whether it is a ``train --metrics`` file (one of a million iterations: 25 MB).
+_METRICS_MAX_BYTES = 64 << 20
+#: Keys that every ``train --metrics`` file holds.
+_METRICS_KEYS = frozenset({"loss_history", "n_iter"})
+
+
+def _json_of_another_kind(path: str) -> str | None:
+    """What the file ``path`` holds where it is JSON text but no ``train --metrics`` file, for a message; else None.
+
+    ``--metrics results.json`` replaced another tool's results, or a JSON
+    list (``[0, 2, 1]``, which the first bytes took for no JSON), without a
+    word. None for no such file, an empty one, our own metrics, and text
+    that does not parse (a metrics file cut short, replaced as damaged).
+    """
+    import json
+
+    try:
+        if not os.path.isfile(path):
+            return None
+        size = os.path.getsize(path)
+        if size > _METRICS_MAX_BYTES:
+            return f"{size:,} bytes, more than any metrics file of fastsoftmax"
+        with open(path, "rb") as file:
+            text = file.read()
+        if not text.strip():
+            return None
+        held = json.loads(text)
+    except (OSError, ValueError):  # unreadable (the check of readability names it), or no JSON (damaged)
+        return None
+    if isinstance(held, dict) and _METRICS_KEYS <= held.keys():
+        return None
+    return "JSON text that fastsoftmax did not write (no metrics of a fit)"
 
 
 #: Bytes of an .npy member that holds a format marker (a short string and its header), with room to spare.

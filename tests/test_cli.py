@@ -2861,6 +2861,25 @@ def test_an_output_over_a_file_of_another_kind_is_refused_before_any_work(tmp_pa
     assert f"--out {scores} already holds 8 bytes that fastsoftmax did not write" in err and "swapped" not in err
 
 
+def test_metrics_are_not_written_over_json_of_another_kind(tmp_path, npy, capsys):
+    """--metrics results.json replaced another tool's JSON, or a JSON list (whose first byte read as no JSON),
+    without a word; a metrics file of a fit before, and one cut short, are replaced."""
+    train = ["train", "--data", str(npy[0]), "--labels", str(npy[1]), "--solver", "gd", "--max-iter", "2", "--quiet"]
+    for name, text in (("results.json", '{"auc": 0.91}\n'), ("labels.json", "[0, 2, 1]\n"), ("null.json", "null")):
+        target = tmp_path / name
+        target.write_text(text)
+        assert main([*train, "--metrics", str(target)]) == 2
+        err = capsys.readouterr().err
+        assert f"--metrics {target} already holds JSON text that fastsoftmax did not write (no metrics of a fit)" in err
+        assert target.read_text() == text
+    metrics = tmp_path / "metrics.json"
+    assert main([*train, "--metrics", str(metrics)]) == 0
+    assert main([*train, "--max-iter", "3", "--metrics", str(metrics)]) == 0  # its own metrics: replaced
+    metrics.write_text(metrics.read_text()[:40])  # cut short
+    assert main([*train, "--metrics", str(metrics)]) == 0
+    assert json.loads(metrics.read_text())["n_iter"] == 2
+
+
 def test_an_output_over_a_file_it_may_not_read_says_so(tmp_path, npy, capsys, monkeypatch):
     """A file whose contents cannot be read (an output of an earlier run, made unreadable) was called bytes that
     fastsoftmax did not write. (Faked: root reads every file.)"""
