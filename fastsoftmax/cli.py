@@ -479,7 +479,7 @@ def _json_of_another_kind(path: str) -> str | None:
         if not text.strip():
             return None
         held = json.loads(text)
-    except (OSError, ValueError):  # unreadable (the check of readability names it), or no JSON (damaged)
+    except (OSError, ValueError):  # unreadable or no JSON: judged as any other file under its name (below)
         return None
     if isinstance(held, dict) and _METRICS_KEYS <= held.keys():
         return None
