@@ -37,7 +37,7 @@ import time
 import tokenize
 import warnings
 import zipfile
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import IO, Any, NamedTuple
 
 import numpy as np
@@ -1272,6 +1272,114 @@ FILE_KINDS = {
         "are: train --out then writes them as a model file)",
     ),
 }
+
+
+#: The first bytes of each format an output is written in, by the ending of its name.
+_FORMAT_MAGIC = ((np.lib.format.MAGIC_PREFIX, ".npy"), (b"PK\x03\x04", ".npz"), (b"PK\x05\x06", ".npz"))
+#: What a file of each format holds, for a message; an archive is named by its marker or its members instead.
+_FORMAT_HOLDS = {".npy": "a NumPy .npy file (np.load reads it)", ".json": "JSON text"}
+#: Bytes of an .npy member that holds a format marker (a short string and its header), with room to spare.
+_MARKER_MAX_BYTES = 4096
+
+
+def format_on_disk(path: str) -> str | None:
+    """The ending of the format an existing file is in (".npy", ".npz" or ".json"), by its first bytes.
+
+    None for a missing, empty or unreadable file, a directory, or contents
+    of any other kind.
+    """
+    try:
+        if not os.path.isfile(path):
+            return None
+        with open(path, "rb") as file:
+            head = file.read(64)
+    except OSError:
+        return None
+    for magic, ending in _FORMAT_MAGIC:
+        if head.startswith(magic):
+            return ending
+    return ".json" if head.lstrip()[:1] == b"{" else None
+
+
+def npz_holds(path: str) -> tuple[str | None, str] | None:
+    """The marker (a key of :data:`FILE_KINDS`, or None) of the .npz archive ``path`` and what it holds, for a message.
+
+    What it holds is named by its marker, or by its arrays' names where it
+    has no marker of ours ("an .npz archive of arrays 'X', 'y'"). None where
+    the archive cannot be read: a file too damaged to read may be replaced,
+    as a model file that a crash cut short is by the next run's.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+            if "format.npy" not in archive.namelist():
+                return None, _archive_holds(members)
+            if archive.getinfo("format.npy").file_size > _MARKER_MAX_BYTES:
+                # A header claiming 2**42 values: "Unable to allocate 32.0 TiB" from an output's check.
+                return None, _archive_holds(members)
+            try:
+                with archive.open("format.npy") as member:
+                    marker = np.lib.format.read_array(member, allow_pickle=False)
+            except Exception:  # pickled, cut short, or its stream damaged (zlib.error): not a file of ours
+                return None, _archive_holds(members)
+    except Exception:  # not a readable archive (BadZipFile, OSError, ...): replaced as a damaged one is
+        return None
+    marker = marker.item() if marker.shape == () else None
+    if marker == "fastsoftmax-model":
+        return marker, "a fastsoftmax model"
+    return (marker, FILE_KINDS[marker][0]) if marker in FILE_KINDS else (None, _archive_holds(members))
+
+
+def other_kind_on_disk(path: str, ending: str, npz_kind: str) -> str | None:
+    """What the file ``path`` holds, for a message, where it is not what a write in ``ending``'s format replaces.
+
+    None where nothing of another kind would be lost: no such file, an empty
+    one, one of the same format, or contents this package neither reads nor
+    writes under a name that ends as ``ending`` (a damaged file of that
+    format, replaced by the write). An ``.npz`` where a file of the kind
+    ``npz_kind`` goes (a key of :data:`FILE_KINDS`) must be of that kind: a
+    data archive, another kind of model or a checkpoint is another kind.
+    Other contents under another name are the user's own (``predict --out
+    labels.csv`` over the CSV of the true labels, or ``model.save
+    ("X_train.npy")``, each of which replaced them).
+    """
+    on_disk = format_on_disk(path)
+    if on_disk is None:
+        try:
+            size = os.path.getsize(path) if os.path.isfile(path) else 0
+        except OSError:
+            size = 0
+        # The name that counts is the replaced file's: a symlink's target (the write follows it).
+        if size == 0 or os.path.realpath(path).lower().endswith(ending):
+            return None
+        if not os.access(path, os.R_OK):  # its contents unread: perhaps an output of ours, made unreadable
+            return f"{size:,} bytes that this process may not read"
+        return f"{size:,} bytes that fastsoftmax did not write"
+    if on_disk != ".npz":
+        return None if on_disk == ending else _FORMAT_HOLDS[on_disk]
+    held = npz_holds(path)
+    if held is None:
+        return None if ending == ".npz" else "an .npz archive"
+    marker, holds = held
+    return None if ending == ".npz" and marker == npz_kind else holds
+
+
+def refuse_replacing_another_kind(path: str, kind: str, refused: Callable[[str], Exception]) -> None:
+    """Raise ``refused(reason)`` where a save of ``kind`` (a key of :data:`FILE_KINDS`) at ``path`` would lose a file.
+
+    ``model.save("X_train.npy")`` replaced the user's array, ``save("data.npz")``
+    an archive of X and y, and ``save("ckpt/checkpoint.npz")`` a fit's
+    checkpoint, without a word, where the command line refuses such an
+    output. A file of the same kind is replaced, and so is one that this
+    package cannot have written under a name ending in ``.npz`` (a damaged
+    file of that kind): see :func:`other_kind_on_disk`.
+    """
+    held = other_kind_on_disk(path, ".npz", kind)
+    if held is not None:
+        raise refused(
+            f"{path} already holds {held}, which the save would replace with {FILE_KINDS[kind][0]}; name another "
+            f"file, or remove that one first if it is to go"
+        )
 
 
 #: The first bytes of the compressed files that joblib.dump(..., compress=...) writes (zlib by default), and

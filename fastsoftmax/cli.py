@@ -396,60 +396,20 @@ _OUTPUT_FORMATS = {
 }
 
 
-#: The first bytes of each format an output is written in, by the ending of its name.
-_FORMAT_MAGIC = ((np.lib.format.MAGIC_PREFIX, ".npy"), (b"PK\x03\x04", ".npz"), (b"PK\x05\x06", ".npz"))
-
-
-def _format_on_disk(path: str) -> str | None:
-    """The ending of the output format an existing file is in (".npy", ".npz" or ".json"), by its first bytes.
-
-    None for a missing, empty or unreadable file, a directory, or contents
-    of any other kind.
-    """
-    try:
-        if not os.path.isfile(path):
-            return None
-        with open(path, "rb") as file:
-            head = file.read(64)
-    except OSError:
-        return None
-    for magic, ending in _FORMAT_MAGIC:
-        if head.startswith(magic):
-            return ending
-    return ".json" if head.lstrip()[:1] == b"{" else None
-
-
 def _other_kind_on_disk(path: str, ending: str) -> str | None:
     """What the file ``path`` holds, for a message, where it is not what an output in ``ending``'s format replaces.
 
-    None where nothing of another kind would be lost: no such file, an empty
-    one, one of the same format, or contents this package neither reads nor
-    writes under a name that ends as ``ending`` (a damaged file of that
-    format, replaced by the run). An ``.npz`` where a model goes must be a
-    model: a data archive, an estimator or a checkpoint is another kind.
-    Other contents under another name are the user's own (``predict --out
-    labels.csv`` over the CSV of the true labels, which it replaced).
+    :func:`fastsoftmax._io.other_kind_on_disk`, where a model goes to an
+    ``.npz``; and a JSON text other than a ``train --metrics`` file is
+    another kind where metrics go.
     """
-    on_disk = _format_on_disk(path)
-    if ending == ".json" and on_disk in (".json", None):
+    from fastsoftmax._io import format_on_disk, other_kind_on_disk
+
+    if ending == ".json" and format_on_disk(path) in (".json", None):
         other_json = _json_of_another_kind(path)
         if other_json is not None:
             return other_json
-    if on_disk is None:
-        try:
-            size = os.path.getsize(path) if os.path.isfile(path) else 0
-        except OSError:
-            size = 0
-        # The name that counts is the replaced file's: a symlink's target (the write follows it).
-        if size == 0 or os.path.realpath(path).lower().endswith(ending):
-            return None
-        if not os.access(path, os.R_OK):  # its contents unread: perhaps an output of ours, made unreadable
-            return f"{size:,} bytes that this process may not read"
-        return f"{size:,} bytes that fastsoftmax did not write"
-    if on_disk != ".npz":
-        return None if on_disk == ending else _OUTPUT_FORMATS[on_disk]
-    holds = _npz_holds(path)
-    return None if ending == ".npz" and holds in (None, _MODEL_HOLDS) else (holds or "an .npz archive")
+    return other_kind_on_disk(path, ending, "fastsoftmax-model")
 
 
 #: The largest file read to tell whether it is a ``train --metrics`` file (one of a million iterations: 25 MB).
@@ -484,41 +444,6 @@ def _json_of_another_kind(path: str) -> str | None:
     if isinstance(held, dict) and _METRICS_KEYS <= held.keys():
         return None
     return "JSON text that fastsoftmax did not write (no metrics of a fit)"
-
-
-#: Bytes of an .npy member that holds a format marker (a short string and its header), with room to spare.
-_MARKER_MAX_BYTES = 4096
-#: What ``_npz_holds`` says of a model file, which ``train --out`` replaces.
-_MODEL_HOLDS = "a fastsoftmax model"
-
-
-def _npz_holds(path: str) -> str | None:
-    """What the .npz archive ``path`` holds, by its format marker or its arrays' names; None if it cannot be read.
-
-    A model may replace an archive too damaged to read: a model file that a
-    crash cut short is replaced by the next run's.
-    """
-    from fastsoftmax._io import FILE_KINDS, _archive_holds
-
-    try:
-        with zipfile.ZipFile(path) as archive:
-            members = archive.infolist()
-            if "format.npy" not in archive.namelist():
-                return _archive_holds(members)
-            if archive.getinfo("format.npy").file_size > _MARKER_MAX_BYTES:
-                # A header claiming 2**42 values: "Unable to allocate 32.0 TiB" from an output's check.
-                return _archive_holds(members)
-            try:
-                with archive.open("format.npy") as member:
-                    marker = np.lib.format.read_array(member, allow_pickle=False)
-            except Exception:  # pickled, cut short, or its stream damaged (zlib.error): not a file of ours
-                return _archive_holds(members)
-    except Exception:  # not a readable archive (BadZipFile, OSError, ...): replaced as a damaged model is
-        return None
-    marker = marker.item() if marker.shape == () else None
-    if marker == "fastsoftmax-model":
-        return _MODEL_HOLDS
-    return FILE_KINDS[marker][0] if marker in FILE_KINDS else _archive_holds(members)
 
 
 def _check_output_files(outputs: dict[str, tuple[str | None, str]]) -> None:

@@ -23,6 +23,7 @@ from fastsoftmax._io import (
     npz_scalar,
     read_npz,
     refuse_other_file_kind,
+    refuse_replacing_another_kind,
     same_file,
     write_npz,
 )
@@ -955,7 +956,11 @@ class SoftmaxRegression:
             ``converged_`` not a bool, ``loss_history_`` not a list of at
             most ``n_iter_ + 1`` numbers (the checks :meth:`load` makes). Nothing is written: a file
             already at ``path`` is kept. TypeError also for a ``path`` that is not a file's name (an
-            open file or a BytesIO).
+            open file or a BytesIO). ValueError also where ``path`` holds a file of another kind, which
+            the save would replace: an array, another archive, a
+            :class:`~fastsoftmax.sklearn.SoftmaxClassifier` or a checkpoint, or, under a name that does
+            not end in ``.npz``, any non-empty file that is not a model (a CSV). A model file is
+            replaced, and so is a damaged file named ``*.npz``.
         """
         path = file_path(path, saving=True)
 
@@ -992,6 +997,7 @@ class SoftmaxRegression:
             "loss_history": history,
         }
         _fit_state(state, unsaved)
+        refuse_replacing_another_kind(path, _FORMAT, unsaved)
         with atomic_file(path) as f:
             write_npz(f, format=np.array(_FORMAT), format_version=np.array(_FORMAT_VERSION), W=W, b=b, **state)
 

@@ -75,6 +75,7 @@ from fastsoftmax._io import (
     npz_scalar,
     read_npz,
     refuse_other_file_kind,
+    refuse_replacing_another_kind,
     release_rows,
     write_npz,
 )
@@ -1588,8 +1589,13 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         from the loaded coefficients, as one after ``fit`` does, and
         ``n_iter_`` counts its epochs from 1 again; pickle keeps both.
         Refused with a RuntimeError while another thread fits the estimator,
-        and with a TypeError for a ``path`` that is not a file's name (an open
-        file or a BytesIO).
+        with a TypeError for a ``path`` that is not a file's name (an open
+        file or a BytesIO), and with a ValueError where ``path`` holds a file
+        of another kind, which the save would replace (an array, another
+        archive, a ``SoftmaxRegression`` model or a checkpoint, or, under a
+        name that does not end in ``.npz``, any non-empty file that is not an
+        estimator's); an estimator's file is replaced, and so is a damaged
+        file named ``*.npz``.
         """
         path = file_path(path, saving=True)
 
@@ -1652,6 +1658,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
 
         # What load would refuse is never written over a good file.
         self._from_arrays(arrays, unsaveable)
+        refuse_replacing_another_kind(path, _FORMAT, unsaveable)
         with atomic_file(path) as f:
             write_npz(f, **arrays)
 

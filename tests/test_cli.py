@@ -2883,13 +2883,13 @@ def test_metrics_are_not_written_over_json_of_another_kind(tmp_path, npy, capsys
 def test_an_output_over_a_file_it_may_not_read_says_so(tmp_path, npy, capsys, monkeypatch):
     """A file whose contents cannot be read (an output of an earlier run, made unreadable) was called bytes that
     fastsoftmax did not write. (Faked: root reads every file.)"""
-    import fastsoftmax.cli as cli
+    import fastsoftmax._io as _io
 
     model, out = tmp_path / "m.npz", tmp_path / "predictions.csv"
     assert main(["train", "--data", str(npy[0]), "--labels", str(npy[1]), "--out", str(model), "--quiet"]) == 0
     out.write_bytes(b"\x93NUMPY" + b"\0" * 100)
     real_access = os.access
-    monkeypatch.setattr(cli, "_format_on_disk", lambda path: None)  # as when its first bytes cannot be read
+    monkeypatch.setattr(_io, "format_on_disk", lambda path: None)  # as when its first bytes cannot be read
     monkeypatch.setattr(os, "access", lambda path, mode: mode != os.R_OK and real_access(path, mode))
     assert main(["predict", "--model", str(model), "--data", str(npy[0]), "--out", str(out)]) == 2
     assert f"--out {out} already holds 106 bytes that this process may not read" in capsys.readouterr().err

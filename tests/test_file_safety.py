@@ -1465,6 +1465,70 @@ def test_save_refuses_a_model_that_would_not_load_and_keeps_the_old_file(tmp_pat
     SoftmaxRegression.load(path)
 
 
+def _estimator():
+    from fastsoftmax.sklearn import SoftmaxClassifier
+
+    X, y = make_classification(40, D, n_classes=K, seed=0)
+    return SoftmaxClassifier(max_iter=3).fit(X, y)
+
+
+def _file_of_another_kind(tmp_path, kind: str) -> Path:
+    """A file that a save must not replace, as the user may have it under the name given to ``save``."""
+    X, y = make_classification(20, D, n_classes=K, seed=1)
+    if kind == "array":
+        np.save(tmp_path / "X_train.npy", X)
+        return tmp_path / "X_train.npy"
+    if kind == "data-archive":
+        np.savez(tmp_path / "data.npz", X=X, y=y)
+        return tmp_path / "data.npz"
+    if kind == "csv":
+        (tmp_path / "labels.csv").write_text("id,label\n1,2\n")
+        return tmp_path / "labels.csv"
+    if kind == "checkpoint":
+        SoftmaxRegression(D, K, seed=0).fit(X, y, solver="gd", max_iter=1, checkpoint=tmp_path / "ck")
+        return tmp_path / "ck" / "checkpoint.npz"
+    if kind == "model":
+        _model().save(tmp_path / "other.npz")
+        return tmp_path / "other.npz"
+    _estimator().save(tmp_path / "other.npz")
+    return tmp_path / "other.npz"
+
+
+@pytest.mark.parametrize(
+    ("saved", "kind"),
+    [
+        (saved, kind)
+        for saved in ("model", "estimator")
+        for kind in ("array", "data-archive", "csv", "checkpoint", "model", "estimator")
+        if kind != saved
+    ],
+)
+def test_save_never_replaces_a_file_of_another_kind(tmp_path, saved, kind):
+    """``model.save("X_train.npy")`` replaced the user's array, ``save("data.npz")`` an archive of X and y, and
+    ``save("ck/checkpoint.npz")`` a fit's checkpoint, without a word (the command line refused such outputs)."""
+    target = _file_of_another_kind(tmp_path, kind)
+    before = target.read_bytes()
+    owner = _model() if saved == "model" else _estimator()
+    refusal = f"{re.escape(str(target))} already holds .*, which the save would replace"
+    with pytest.raises(ValueError, match=refusal) as info:
+        owner.save(target)
+    assert "name another file, or remove that one first" in str(info.value)
+    assert target.read_bytes() == before
+
+
+@pytest.mark.parametrize("saved", ["model", "estimator"])
+def test_save_replaces_its_own_kind_a_damaged_npz_and_an_empty_file(tmp_path, saved):
+    owner = _model() if saved == "model" else _estimator()
+    reader = SoftmaxRegression if saved == "model" else type(owner)
+    own, damaged, empty = tmp_path / "own.bin", tmp_path / "damaged.npz", tmp_path / "empty.csv"
+    owner.save(own)
+    damaged.write_bytes(own.read_bytes()[:100])  # a file of this kind, cut short
+    empty.touch()
+    for target in (own, damaged, empty):
+        owner.save(target)
+        reader.load(target)
+
+
 def _checkpoint_file(tmp_path, data, solver="sgd"):
     X, y = data
     _fit(X, y, solver=solver, checkpoint=tmp_path, lr=0.05, seed=0, max_iter=2)
