@@ -67,6 +67,10 @@ LOCK_FILENAME = ".checkpoint.lock"
 _NO_LOCKING = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
 
 
+#: The solver state's losses of the fit's objective (the L-BFGS, Newton-CG, sgd and adam states, the guard's).
+LOSS_STATE_KEYS = ("loss", "best_loss", "previous_loss", "previous", "guard_loss")
+
+
 class CheckpointError(ValueError):
     """The checkpoint is unreadable, of another problem, or in use by another fit; nothing was overwritten."""
 
@@ -743,6 +747,17 @@ def load(
     start_iteration = solver_state.get("start_iteration", 0)
     if type(start_iteration) is not int or not 0 <= start_iteration <= iteration:
         raise invalid(f"its start iteration {start_iteration!r} is not an integer from 0 to {iteration}")
+    # The solvers minimise any function; a fit's losses, a mean cross-entropy plus a penalty, are >= 0. A negative
+    # best of the divergence guard made the falling loss "far above" it, a divergence blamed on lr.
+    for key in LOSS_STATE_KEYS:
+        loss = solver_state.get(key)
+        if isinstance(loss, (float, int, np.ndarray)) and np.ndim(loss) == 0 and float(loss) < 0:
+            raise invalid(f"the solver state {key!r} is the loss {float(loss)}, where a fit's losses are >= 0")
+    # Epochs without a new best are among the iterations run: 10**6 of them ended a resumed sgd fit at once,
+    # "converged" after "no epoch's loss below the best by more than tol for 1000000 epochs".
+    unimproved = solver_state.get("unimproved", 0)
+    if isinstance(unimproved, (int, np.integer)) and not isinstance(unimproved, bool) and unimproved > iteration:
+        raise invalid(f"the solver state 'unimproved' counts {unimproved} epochs, more than its {iteration} iterations")
     evaluations = solver_state.get("evaluations", 0)
     if type(evaluations) is not int or not 0 <= evaluations <= np.iinfo(np.int64).max:
         raise invalid(f"its count of evaluations {evaluations!r} is not an integer from 0 to 2**63 - 1")

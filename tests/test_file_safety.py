@@ -1699,6 +1699,14 @@ def _set_array(key, value):
         ("sgd", _set_array("state_guard_theta", np.zeros(3)), r"'guard_theta' has shape \(3,\)"),
         ("gd", lambda a: a.pop("state_guard_theta"), r"lacks \['guard_theta'\], which go with"),
         ("lbfgs", _solver_state(guard_age=1), "holds 'guard_age', which the lbfgs solver never writes"),
+        # Losses are >= 0: a negative best made the next loss "far above" it, a divergence blamed on lr.
+        ("gd", _set_array("state_guard_loss", -1.0), "'guard_loss' is the loss -1.0, where a fit's losses are >= 0"),
+        ("sgd", _solver_state(previous=-1.0), "'previous' is the loss -1.0, where"),
+        ("lbfgs", _set_array("state_best_loss", -1.0), "'best_loss' is the loss -1.0, where"),
+        ("lbfgs", _set_array("state_loss", -1e-300), "'loss' is the loss -1e-300, where"),
+        ("newton-cg", _set_array("state_loss", -1.0), "'loss' is the loss -1.0, where"),
+        # 10**6 epochs without a new best ended a resumed run at once, "converged".
+        ("sgd", _solver_state(unimproved=4), "'unimproved' counts 4 epochs, more than its 3 iterations"),
     ],
     ids=[
         "scale-zero",
@@ -1739,6 +1747,12 @@ def _set_array(key, value):
         "sgd-guard-theta-shape",
         "gd-guard-theta-missing",
         "lbfgs-guard",
+        "gd-guard-loss-negative",
+        "sgd-previous-negative",
+        "lbfgs-best-loss-negative",
+        "lbfgs-loss-negative",
+        "newton-loss-negative",
+        "sgd-unimproved-beyond-iterations",
     ],
 )
 def test_edited_checkpoint_state_is_refused_before_resuming(tmp_path, data, solver, edit, message):
