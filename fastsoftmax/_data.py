@@ -66,6 +66,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import errno
+import itertools
 import math
 import mmap
 import os
@@ -155,44 +156,104 @@ _NPY_MAX_HEADER_SIZE = 10_000
 _NPY_VERSIONS = ((1, 0), (2, 0), (3, 0))
 
 
-def _loadtxt_options(file, name: str) -> str:
-    """The ``np.loadtxt`` keywords that read the text file ``file`` (X or y, by ``name``), from its first line.
+#: Lines read past comments and blank lines to find a text file's first line of fields.
+_SNIFFED_LINES = 64
+#: The largest labels file read whole to tell whether labels written as decimals (0.0, 1.0) are whole numbers.
+_LABELS_READ_MAX_BYTES = 8 << 20
+
+
+def _text_line(file) -> str:
+    return file.readline(4096).decode("utf-8", errors="replace")
+
+
+def _holds_whole_numbers(file, skipped_lines: int, delimiter: str | None) -> bool:
+    """Whether every field of the text ``file``, past its first ``skipped_lines`` lines, is a whole number.
+
+    False too where the file is larger than ``_LABELS_READ_MAX_BYTES``:
+    it is not read here.
+    """
+    if os.fstat(file.fileno()).st_size > _LABELS_READ_MAX_BYTES:
+        return False
+    file.seek(0)
+    for line in itertools.islice(file, skipped_lines, None):
+        text = line.decode("utf-8-sig", errors="replace")
+        if not text.strip() or text.lstrip().startswith("#"):
+            continue
+        for field in text.split(delimiter):
+            try:
+                if not float(field.strip().strip('"')).is_integer():
+                    return False
+            except ValueError:
+                return False
+    return True
+
+
+def _loadtxt_call(file, path: str, name: str) -> str:
+    """The ``np.loadtxt`` call that reads the text file ``file`` at ``path`` (X or y, by ``name``) by its first lines.
 
     The delimiter: a tab, else a semicolon, else a comma, else whitespace;
     beside any but a comma, commas are decimal commas (``1,5;2,0``) and
     convert (always beside semicolons, whose later rows may hold them).
-    A first line with a field that is no number names columns
-    (``skiprows=1``); quotes around fields and a byte order mark are read as
+    The first line of fields, after the comments and blank lines that
+    np.loadtxt passes over (``np.savetxt(..., header=...)`` writes ``# ...``),
+    names columns (``skiprows``, which counts those lines too) where a field
+    is no number, or where its fields are 0, 1, ..., as pandas writes the
+    names of unnamed columns (``to_csv(index=False)``), above a row that is
+    not such a count. Quotes around fields and a byte order mark are read as
     such. X is kept 2-D (``ndmin=2``: one column was read as a 1-D array).
+    Labels are read as integers, and labels written as decimals (``0.0``)
+    are read as floats, cast where the whole file holds whole numbers (a
+    file too large to read here keeps them floats, which the fit names).
     The advice said ``delimiter=','`` of every file, which failed on a TSV,
     took a first row of numbers split by spaces, or one after a byte order
-    mark, for column names and dropped it.
+    mark, for column names and dropped it; it kept pandas' names as a row
+    of data, and failed on a comment line and on labels such as ``1.0``.
     """
     file.seek(0)
     raw = file.readline(4096)
     marked = raw.startswith(b"\xef\xbb\xbf")
-    line = raw.decode("utf-8-sig", errors="replace")
-    second = file.readline(4096).decode("utf-8", errors="replace")  # the first row of numbers, under names
+    line, passed = raw.decode("utf-8-sig", errors="replace"), 0
+    while line and (not line.strip() or line.lstrip().startswith("#")) and passed < _SNIFFED_LINES:
+        line, passed = _text_line(file), passed + 1
+    second = _text_line(file)  # the first row of numbers, under names
     # A tab or a semicolon first: beside either, commas are decimal commas (1,5;2,0 and 1,5<tab>2,0).
     delimiter = next((candidate for candidate in ("\t", ";", ",") if candidate in line), None)
     decimal_commas = delimiter != "," and ("," in line or "," in second or delimiter == ";")
     quoted = '"' in line or '"' in second
-    names = False
-    for field in line.split(delimiter):
-        text = field.strip().strip('"')
+
+    def fields(text: str) -> list[str]:
+        return [field.strip().strip('"') for field in text.split(delimiter)]
+
+    def is_number(text: str) -> bool:
         try:
             float(text.replace(",", ".") if decimal_commas else text)
         except ValueError:
-            names = names or bool(text)
+            return False
+        return True
+
+    def counts_columns(text: str) -> bool:
+        return fields(text) == [str(column) for column in range(len(fields(text)))]
+
+    names = any(text and not is_number(text) for text in fields(line))
+    # pandas' names of unnamed columns, 0,1,2,...: numbers, kept as a row of data [0, 1, 2] under its labels.
+    names = names or (name == "X" and len(fields(line)) > 1 and counts_columns(line) and not counts_columns(second))
     options = "" if delimiter is None else f", delimiter={delimiter!r}"
-    options += ", skiprows=1" if names else ""
+    options += f", skiprows={passed + 1}" if names else ""
     options += ", quotechar='\"'" if quoted else ""
     converts = decimal_commas and name == "X"
     options += ", converters=lambda text: float(text.replace(',', '.'))" if converts else ""
     # NumPy 1.x hands a converter bytes unless an encoding is named.
     options += ", encoding='utf-8-sig'" if marked else ", encoding='utf-8'" if converts else ""
-    options += ", ndmin=2" if name == "X" else ""
-    return options + (", dtype=np.int64" if name == "y" else "")
+    if name == "X":
+        return f"np.loadtxt({path!r}{options}, ndmin=2)"
+    first_row = second if names else line
+    first_label = fields(first_row)[0] if first_row.strip() else ""
+    if not first_label.lstrip("+-").isdigit() and is_number(first_label):
+        # Written as decimals (np.savetxt's default, 0.0), on which dtype=np.int64 fails: cast where all are
+        # whole; else read as floats, which the fit refuses naming them (a cast would truncate 0.5 without a word).
+        cast = ".astype(np.int64)" if _holds_whole_numbers(file, passed + 1 if names else 0, delimiter) else ""
+        return f"np.loadtxt({path!r}{options}){cast}"
+    return f"np.loadtxt({path!r}{options}, dtype=np.int64)"
 
 
 def _name_to_convert_into(path: str, name: str) -> str:
@@ -228,7 +289,7 @@ def _check_npy_header(path: str, name: str) -> None:
             target = _name_to_convert_into(path, name)
             # Labels as integers: np.loadtxt reads floats, which the next run refused as labels.
             # A first line of column names (as most CSV files have) made np.loadtxt fail.
-            load = f"np.loadtxt({path!r}{_loadtxt_options(file, name)})"
+            load = _loadtxt_call(file, path, name)
             labels = " (a column of labels goes to a file of its own)" if name == "X" else ""
             raise ValueError(
                 f"{name} file {path!r} is not an .npy file (it does not begin with NumPy's .npy header): "

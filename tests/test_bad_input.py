@@ -1890,6 +1890,9 @@ def _run_conversion_advice(message: str) -> None:
         'a,b\n"1.5","2"\n"3","4"\n',
         "1,5\t2,0\n3,25\t4\n",
         "a;b\n1;2\n3,5;4\n",
+        "# two features\n1.5,2\n3,4\n",
+        "0,1\n1.5,2\n3,4\n",
+        "# made by hand\n\na,b\n1,2\n3,4\n",
     ],
     ids=[
         "comma, names",
@@ -1905,6 +1908,11 @@ def _run_conversion_advice(message: str) -> None:
         "quoted under names",
         "tab, decimal commas",
         "decimal comma after the first row",
+        # np.savetxt(..., header=...): read as split by spaces with decimal commas, the advice failed.
+        "comment line",
+        # pandas' names of unnamed columns (to_csv(index=False)): kept as a row of data [0, 1] without a word.
+        "pandas' column numbers",
+        "comment, blank line, names",
     ],
 )
 def test_the_conversion_advice_for_a_text_file_reads_its_delimiter(tmp_path, monkeypatch, text):
@@ -1917,6 +1925,30 @@ def test_the_conversion_advice_for_a_text_file_reads_its_delimiter(tmp_path, mon
         SoftmaxRegression(2, 2).fit("X.txt", np.array([0, 1]), max_iter=1)
     _run_conversion_advice(str(raised.value))
     assert np.load("X.npy").shape == (2, 2)  # no row dropped as column names, none read as one
+
+
+@pytest.mark.parametrize(
+    ("text", "dtype"),
+    [
+        ("0.0\n2.0\n1.0\n", np.int64),
+        ("label\n0.0\n2.0\n1.0\n", np.int64),
+        ("# labels\n0e0\n2.0\n1.0\n", np.int64),
+        ("0.0\n2.5\n1.0\n", np.float64),
+    ],
+    ids=["decimals", "decimals under a name", "comment, exponent", "not whole"],
+)
+def test_the_conversion_advice_for_labels_written_as_decimals_works(tmp_path, monkeypatch, text, dtype):
+    """np.savetxt writes labels as 0.0, 1.0 by default, on which the advice's dtype=np.int64 failed. Whole ones are
+    cast; 2.5 is kept a float (a cast would truncate it without a word), which the fit then names."""
+    monkeypatch.chdir(tmp_path)
+    with open("y.txt", "w") as file:
+        file.write(text)
+    with pytest.raises(ValueError, match=r"y file 'y\.txt' is not an \.npy file") as raised:
+        SoftmaxRegression(2, 3).fit(np.zeros((3, 2)), "y.txt", max_iter=1)
+    _run_conversion_advice(str(raised.value))
+    labels = np.load("y.npy")
+    assert labels.dtype == dtype
+    np.testing.assert_array_equal(labels, [0, 2.5 if dtype == np.float64 else 2, 1])
 
 
 def test_the_conversion_advice_for_a_single_column_keeps_x_two_dimensional(tmp_path, monkeypatch):
