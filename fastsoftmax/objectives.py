@@ -151,8 +151,11 @@ class ChunkedObjective:
         squares = np.zeros(self.source.n_features)
         for _, X, y, w in self.source.chunks():
             chunk_sums, chunk_squares = moments_about(X, w, shift)
-            sums += chunk_sums
-            squares += chunk_squares
+            # Sums past float64 (features near 1e306) are inf, as the one-chunk kernel's are, which the scaling
+            # takes for no spread it can use: NumPy's overflow warning, naming nothing of ours, was all it added.
+            with np.errstate(over="ignore"):
+                sums += chunk_sums
+                squares += chunk_squares
             del X, y, w  # dropped before the next chunk is made (see DataSource.chunks)
         return FeatureScaling.from_moments(self.source.weight_sum, sums, squares, shift, l2, n_classes, centre=centre)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import warnings
 
 import numba
 import numpy as np
@@ -13,7 +14,7 @@ import pytest
 from _memory import ResidentGrowth, needs_resident_bytes
 
 import fastsoftmax as fs
-from fastsoftmax import SoftmaxRegression, _threading
+from fastsoftmax import ConvergenceWarning, SoftmaxRegression, _threading
 from fastsoftmax._data import DataSource, accuracy, block_shuffled_batches
 from fastsoftmax.checkpoint import CheckpointError
 from fastsoftmax.datasets import make_classification
@@ -668,3 +669,14 @@ def test_memory_mapped_weights_keep_few_pages_resident(tmp_path, monkeypatch, so
     fit()  # the kernels compiled or loaded, outside the count
     fit(callback=lambda *args: largest.append(weights_resident()))
     assert largest and max(largest) < 4 << 20, f"{max(largest) / 2**20:.1f} MB of the 8 MB weights file stayed resident"
+
+
+def test_chunked_moments_past_float64_add_no_numpy_warning():
+    """Features near 1e306: the chunks' sums of squares overflowed in NumPy's addition, whose bare RuntimeWarning
+    ("overflow encountered in add") named nothing of the fit; the one-chunk kernel's sum is inf without one."""
+    X, y = make_classification(5000, 8, n_classes=4, seed=0)
+    X = X / np.abs(X).max() * 1e306
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        SoftmaxRegression(8, 4, seed=0).fit(X, y, chunk_size=700, max_iter=3)
