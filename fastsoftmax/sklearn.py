@@ -324,6 +324,14 @@ def _check_targets(y, name: str = "y") -> None:
         check_classification_targets(y)
     except ValueError as exc:
         held = np.asarray(y)
+        if held.dtype == object:
+            # None among numbers: "Unknown label type: unknown ... a regression target", naming no missing label.
+            missing = next((i for i, label in enumerate(held.flat) if _missing_label(label)), None)
+            if missing is not None:
+                raise ValueError(
+                    f"{name} holds a missing label, {held.flat[missing]!r} (the first at index {missing}); leave "
+                    f"out the rows without a label, or give them a label of their own."
+                ) from None
         if held.dtype != object or not all(_integral(label) for label in held.flat):
             raise
         int64 = np.iinfo(np.int64)
@@ -337,6 +345,11 @@ def _check_targets(y, name: str = "y") -> None:
             f"{exc} Here {name} is an array of dtype object that holds numbers (as a pandas column of object "
             f"dtype does): pass {casts}."
         ) from None
+
+
+def _missing_label(label: Any) -> bool:
+    """Whether ``label`` marks a missing label: None, or a float NaN (``np.nan``, ``float("nan")``)."""
+    return label is None or (isinstance(label, (float, np.floating)) and math.isnan(label))
 
 
 def _integral(label: Any) -> bool:
@@ -863,17 +876,30 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             # int64 beside uint64 compare as float64, whose 53 bits made neighbouring labels above 2**53
             # one value (a label of classes_ was refused): compared as Python ints instead.
             classes, y = classes.astype(object), y.astype(object)
-        indices = np.searchsorted(classes, y)
+        try:
+            indices = np.searchsorted(classes, y)
+        except TypeError:
+            # Labels that do not compare with classes_' objects (ints beside strings held as objects): NumPy's
+            # "'<' not supported between instances of 'str' and 'int'", naming neither y nor classes_.
+            known = set(classes.tolist())
+            first = next((label for label in y.tolist() if label not in known), None)
+            if first is None:
+                raise
+            raise self._unknown_label(first, classes) from None
         indices = np.minimum(indices, classes.shape[0] - 1)
         unknown = classes[indices] != y
         if np.any(unknown):
-            raise ValueError(
-                f"y contains the label {_plain(y[np.argmax(unknown)])!r}, which is not in classes_ "
-                f"{classes.tolist()!r} (set by the last fit, or by the classes of the first partial_fit call); "
-                f"fit on data with every label, "
-                f"or start partial_fit on a new estimator with every label in `classes`."
-            )
+            raise self._unknown_label(y[np.argmax(unknown)], classes)
         return indices.astype(np.int64, copy=False)
+
+    @staticmethod
+    def _unknown_label(label: Any, classes: np.ndarray) -> ValueError:
+        return ValueError(
+            f"y contains the label {_plain(label)!r}, which is not in classes_ "
+            f"{classes.tolist()!r} (set by the last fit, or by the classes of the first partial_fit call); "
+            f"fit on data with every label, "
+            f"or start partial_fit on a new estimator with every label in `classes`."
+        )
 
     def _weights(self, y_idx: np.ndarray, classes: np.ndarray, sample_weight, dtype, partial: bool = False):
         """Sample weights times class weights in ``dtype``, or None; and their sum in float64.
@@ -1012,6 +1038,17 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                 f"classes holds one label, {given.tolist()[0]!r}; partial_fit needs every label that will occur, "
                 f"at least 2 (for example np.unique(y_all))."
             )
+        if labels.dtype.kind == "f":
+            # scikit-learn's check blamed "Input y" for a NaN here (y was clean), with NumPy's warning of an invalid
+            # cast, and called 0.5 a regression target's.
+            with np.errstate(invalid="ignore"):
+                no_label = labels[~np.isfinite(labels) | (labels != np.round(labels))]
+            if no_label.size:
+                raise ValueError(
+                    f"classes holds {_plain(no_label[0])!r}, which is no class label: labels are integers, strings "
+                    f"or booleans (floats only of whole values, such as 2.0); pass every label that y will hold, "
+                    f"for example classes=np.unique(y_all)."
+                )
         return self._classes_from(given, "classes")
 
     def _prepare_fit(self, X, y, sample_weight):

@@ -2398,3 +2398,36 @@ def test_weights_written_as_text_in_a_series_convert_as_in_an_array():
     expected = SoftmaxClassifier().fit(X, y, sample_weight=text.astype(float)).coef_
     for weights in (text, pd.Series(text), pd.Series(text, dtype="string")):
         np.testing.assert_array_equal(SoftmaxClassifier().fit(X, y, sample_weight=weights).coef_, expected)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, 0.5])
+def test_partial_fit_names_classes_that_hold_no_label(bad):
+    """NaN in classes was "Input y contains NaN" (y was clean) with NumPy's warning of an invalid cast, and 0.5 was
+    called a regression target's."""
+    X = np.random.default_rng(0).standard_normal((20, 3))
+    y = np.arange(20) % 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match=rf"^classes holds {bad!r}, which is no class label"):
+            SoftmaxClassifier().partial_fit(X, y, classes=[0, 1, bad])
+
+
+@pytest.mark.parametrize("method", ["fit", "partial_fit"])
+def test_a_missing_label_among_numbers_is_named(method):
+    """None in an object array of ints was "Unknown label type: unknown ... a regression target"."""
+    X = np.random.default_rng(0).standard_normal((6, 2))
+    y = np.array([0, 1, None, 0, 1, 0], dtype=object)
+    extra = {"classes": [0, 1]} if method == "partial_fit" else {}
+    with pytest.raises(ValueError, match=r"y holds a missing label, None \(the first at index 2\); leave out"):
+        getattr(SoftmaxClassifier(), method)(X, y, **extra)
+
+
+def test_partial_fit_names_labels_of_another_type_than_the_classes_held_as_objects():
+    """Strings held as objects in classes_ beside integer labels: NumPy's "'<' not supported between instances of
+    'str' and 'int'", naming neither y nor classes_."""
+    X = np.random.default_rng(0).standard_normal((20, 3))
+    names = np.where(X[:, 0] > 0, "setosa", "versicolor").astype(object)
+    estimator = SoftmaxClassifier().partial_fit(X, names, classes=np.unique(names))
+    refusal = r"y contains the label 1, which is not in classes_ \['setosa', 'versicolor'\]"
+    with pytest.raises(ValueError, match=refusal):
+        estimator.partial_fit(X, (X[:, 0] > 0).astype(int))
