@@ -407,7 +407,7 @@ def open_array(a, name: str) -> np.ndarray:
         if isinstance(arr, np.memmap) and arr._mmap is not None:
             # Under np.memmap's absolute name: a relative one would be checked in whatever
             # directory a callback or a notebook's %cd moved to.
-            _OPENED[arr._mmap] = _FileStat.of(arr.filename, opened)
+            _OPENED[arr._mmap] = _FileStat(arr.filename, opened.st_size, opened.st_mtime_ns, opened.st_ino)
         return arr
     if isinstance(a, np.memmap):
         return a
@@ -415,23 +415,12 @@ def open_array(a, name: str) -> np.ndarray:
 
 
 class _FileStat(NamedTuple):
-    """The file behind a memory map as it was when mapped (or, for a map made elsewhere, first seen here).
-
-    The change time too: ``cp -p``, ``rsync -t`` and ``tar x`` write a file
-    in place and then set its modification time back, and a fit read the
-    rewritten rows beside the old ones without a word. No user sets the
-    change time.
-    """
+    """The file behind a memory map as it was when mapped (or, for a map made elsewhere, first seen here)."""
 
     path: str
     size: int
     mtime_ns: int
     inode: int
-    ctime_ns: int
-
-    @classmethod
-    def of(cls, path: str, stat: os.stat_result) -> _FileStat:
-        return cls(path, stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns)
 
 
 #: The file of each map that ``open_array`` made, stated just before the map: its
@@ -456,7 +445,7 @@ def _file_stat(arr: np.ndarray) -> _FileStat | None:
         stat = os.stat(path)
     except FileNotFoundError:
         return None
-    return _FileStat.of(os.fspath(path), stat)
+    return _FileStat(os.fspath(path), stat.st_size, stat.st_mtime_ns, stat.st_ino)
 
 
 def _file_change(opened: _FileStat) -> str | None:
@@ -465,7 +454,7 @@ def _file_change(opened: _FileStat) -> str | None:
         stat = os.stat(opened.path)
     except OSError:
         return "was removed"
-    if _FileStat.of(opened.path, stat) == opened:
+    if (stat.st_size, stat.st_mtime_ns, stat.st_ino) == opened[1:]:
         return None
     if stat.st_ino != opened.inode:
         return "was replaced by another file"

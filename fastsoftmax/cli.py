@@ -2027,10 +2027,10 @@ def run_train_dask(args: argparse.Namespace, t_start: float) -> int:
     return 0
 
 
-def _read_rows(path: str, start: int, stop: int, version: tuple[int, int, int, int]) -> np.ndarray:
+def _read_rows(path: str, start: int, stop: int, version: tuple[int, int, int]) -> np.ndarray:
     """Rows [start, stop) of the ``.npy`` file ``path``, read where the task runs (a worker).
 
-    ``version`` is the file's (size, mtime_ns, inode, ctime_ns) when the command mapped
+    ``version`` is the file's (size, mtime_ns, inode) when the command mapped
     it, before it checked the labels and the validation rows. A task runs
     again when a worker is lost, and Dask recomputes its chunks: a file
     rewritten meanwhile (the same shape, regenerated) gave those chunks other
@@ -2079,7 +2079,7 @@ def _dask_rows_of_files(args: argparse.Namespace, X_np: np.ndarray, y_np: np.nda
             # validation rows and the cluster's start (seconds): a file replaced since then is
             # refused, not trained on. None where the file is gone: the workers' read names that.
             opened = _file_stat(array)
-            version = (-1, -1, -1, -1) if opened is None else tuple(opened[1:])
+            version = (-1, -1, -1) if opened is None else (opened.size, opened.mtime_ns, opened.inode)
             return da.concatenate(
                 [
                     da.from_delayed(
