@@ -156,14 +156,23 @@ _NPY_MAX_HEADER_SIZE = 10_000
 _NPY_VERSIONS = ((1, 0), (2, 0), (3, 0))
 
 
-#: Lines read past comments and blank lines to find a text file's first line of fields.
-_SNIFFED_LINES = 64
+#: The bytes of a text file's line that its sniffing reads (the rest of the line is passed over).
+_SNIFFED_BYTES = 4096
 #: The largest labels file read whole to tell whether labels written as decimals (0.0, 1.0) are whole numbers.
 _LABELS_READ_MAX_BYTES = 8 << 20
 
 
-def _text_line(file) -> str:
-    return file.readline(4096).decode("utf-8", errors="replace")
+def _line_start(file) -> str:
+    """The first ``_SNIFFED_BYTES`` of the next line of the binary ``file``, which is read to the line's end.
+
+    A longer line (a comment naming 400 columns) was counted as two, and the
+    advice skipped the first row of data with it.
+    """
+    start = file.readline(_SNIFFED_BYTES)
+    if len(start) == _SNIFFED_BYTES and not start.endswith(b"\n"):
+        while (rest := file.readline(1 << 16)) and not rest.endswith(b"\n"):
+            pass
+    return start.decode("utf-8", errors="replace")
 
 
 def _holds_whole_numbers(file, skipped_lines: int, delimiter: str | None) -> bool:
@@ -210,12 +219,12 @@ def _loadtxt_call(file, path: str, name: str) -> str:
     of data, and failed on a comment line and on labels such as ``1.0``.
     """
     file.seek(0)
-    raw = file.readline(4096)
-    marked = raw.startswith(b"\xef\xbb\xbf")
-    line, passed = raw.decode("utf-8-sig", errors="replace"), 0
-    while line and (not line.strip() or line.lstrip().startswith("#")) and passed < _SNIFFED_LINES:
-        line, passed = _text_line(file), passed + 1
-    second = _text_line(file)  # the first row of numbers, under names
+    marked = file.read(3) == b"\xef\xbb\xbf"
+    file.seek(3 if marked else 0)
+    line, passed = _line_start(file), 0
+    while line and (not line.strip() or line.lstrip().startswith("#")):
+        line, passed = _line_start(file), passed + 1
+    second = _line_start(file)  # the first row of numbers, under names
     # A tab or a semicolon first: beside either, commas are decimal commas (1,5;2,0 and 1,5<tab>2,0).
     delimiter = next((candidate for candidate in ("\t", ";", ",") if candidate in line), None)
     decimal_commas = delimiter != "," and ("," in line or "," in second or delimiter == ";")
@@ -234,9 +243,13 @@ def _loadtxt_call(file, path: str, name: str) -> str:
     def counts_columns(text: str) -> bool:
         return fields(text) == [str(column) for column in range(len(fields(text)))]
 
+    def of_integers(text: str) -> bool:
+        return all(field.lstrip("+-").isdigit() for field in fields(text) if field)
+
     names = any(text and not is_number(text) for text in fields(line))
     # pandas' names of unnamed columns, 0,1,2,...: numbers, kept as a row of data [0, 1, 2] under its labels.
-    names = names or (name == "X" and len(fields(line)) > 1 and counts_columns(line) and not counts_columns(second))
+    # Only above rows that are not integers: a first row of 0/1 features reading 0,1 is data.
+    names = names or (name == "X" and len(fields(line)) > 1 and counts_columns(line) and not of_integers(second))
     options = "" if delimiter is None else f", delimiter={delimiter!r}"
     options += f", skiprows={passed + 1}" if names else ""
     options += ", quotechar='\"'" if quoted else ""

@@ -1893,6 +1893,9 @@ def _run_conversion_advice(message: str) -> None:
         "# two features\n1.5,2\n3,4\n",
         "0,1\n1.5,2\n3,4\n",
         "# made by hand\n\na,b\n1,2\n3,4\n",
+        "0,1\n1,0\n",
+        "# " + ",".join(f"feature_{column}" for column in range(500)) + "\n1.5,2\n3,4\n",
+        "# a note\n" * 70 + "a b\n1 2\n3 4\n",
     ],
     ids=[
         "comma, names",
@@ -1913,6 +1916,11 @@ def _run_conversion_advice(message: str) -> None:
         # pandas' names of unnamed columns (to_csv(index=False)): kept as a row of data [0, 1] without a word.
         "pandas' column numbers",
         "comment, blank line, names",
+        # A first row of 0/1 features that reads 0,1 is data, not pandas' names.
+        "integer rows counting columns",
+        # A comment longer than the bytes sniffed was counted as two lines, and the first row skipped with it.
+        "long comment",
+        "many comment lines, names",
     ],
 )
 def test_the_conversion_advice_for_a_text_file_reads_its_delimiter(tmp_path, monkeypatch, text):
