@@ -37,6 +37,7 @@ import time
 import tokenize
 import warnings
 import zipfile
+import zlib
 from collections.abc import Callable, Collection, Iterator
 from typing import IO, Any, NamedTuple
 
@@ -1320,7 +1321,11 @@ def npz_holds(path: str) -> tuple[str | None, str] | None:
             try:
                 with archive.open("format.npy") as member:
                     marker = np.lib.format.read_array(member, allow_pickle=False)
-            except Exception:  # pickled, cut short, or its stream damaged (zlib.error): not a file of ours
+            except (zipfile.BadZipFile, zlib.error, EOFError):
+                # Its bytes damaged (a CRC that does not match, a stream cut short): a damaged file, replaced as
+                # one that cannot be read at all is; a model whose marker took a flipped bit was refused.
+                return None
+            except Exception:  # pickled, or no array: not a file of ours
                 return None, _archive_holds(members)
     except Exception:  # not a readable archive (BadZipFile, OSError, ...): replaced as a damaged one is
         return None

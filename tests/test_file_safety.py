@@ -1524,7 +1524,14 @@ def test_save_replaces_its_own_kind_a_damaged_npz_and_an_empty_file(tmp_path, sa
     owner.save(own)
     damaged.write_bytes(own.read_bytes()[:100])  # a file of this kind, cut short
     empty.touch()
-    for target in (own, damaged, empty):
+    # A flipped bit in its format marker (a CRC that does not match) made it "an .npz archive of arrays", kept.
+    flipped = tmp_path / "flipped.npz"
+    contents = bytearray(own.read_bytes())
+    contents[contents.find(b"format.npy") + 80] ^= 0xFF
+    flipped.write_bytes(bytes(contents))
+    with pytest.raises(ValueError, match="corrupt"):
+        reader.load(flipped)
+    for target in (own, damaged, empty, flipped):
         owner.save(target)
         reader.load(target)
 
