@@ -322,16 +322,17 @@ def _check_targets(y, name: str = "y") -> None:
     """
     try:
         check_classification_targets(y)
+    except TypeError as exc:  # it sorts the labels: None beside strings, numbers beside strings
+        if "not supported between" not in str(exc):
+            raise
+        held = np.asarray(y, dtype=object)
+        _refuse_missing_labels(held, name)
+        raise _unsortable_labels(held, name) from None
     except ValueError as exc:
         held = np.asarray(y)
         if held.dtype == object:
             # None among numbers: "Unknown label type: unknown ... a regression target", naming no missing label.
-            missing = next((i for i, label in enumerate(held.flat) if _missing_label(label)), None)
-            if missing is not None:
-                raise ValueError(
-                    f"{name} holds a missing label, {held.flat[missing]!r} (the first at index {missing}); leave "
-                    f"out the rows without a label, or give them a label of their own."
-                ) from None
+            _refuse_missing_labels(held, name)
         if held.dtype != object or not all(_integral(label) for label in held.flat):
             raise
         int64 = np.iinfo(np.int64)
@@ -347,9 +348,30 @@ def _check_targets(y, name: str = "y") -> None:
         ) from None
 
 
-def _missing_label(label: Any) -> bool:
-    """Whether ``label`` marks a missing label: None, or a float NaN (``np.nan``, ``float("nan")``)."""
-    return label is None or (isinstance(label, (float, np.floating)) and math.isnan(label))
+def _refuse_missing_labels(labels: np.ndarray, name: str) -> None:
+    """ValueError naming the first missing label (None, or a float NaN) of the object array ``labels``, if any."""
+    missing = next(
+        (
+            index
+            for index, label in enumerate(labels.flat)
+            if label is None or (isinstance(label, (float, np.floating)) and math.isnan(label))
+        ),
+        None,
+    )
+    if missing is not None:
+        raise ValueError(
+            f"{name} holds a missing label, {labels.flat[missing]!r} (the first at index {missing}); leave out "
+            f"the rows without a label, or give them a label of their own."
+        )
+
+
+def _unsortable_labels(labels, name: str) -> ValueError:
+    """The error for labels of types that cannot be sorted together (numbers beside strings)."""
+    types = ", ".join(sorted({type(label).__name__ for label in np.ravel(labels)}))
+    return ValueError(
+        f"{name} holds labels of types that cannot be sorted together ({types}); pass labels of one type (for "
+        f"example np.asarray({name}).astype(str), with missing labels' rows left out)."
+    )
 
 
 def _integral(label: Any) -> bool:
@@ -994,14 +1016,10 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         try:
             _check_targets(y, name)
             classes = np.unique(y)
-        except TypeError as exc:  # both sort the labels: None beside strings, or numbers beside strings
+        except TypeError as exc:  # np.unique sorts the labels: None beside strings, or numbers beside strings
             if "not supported between" not in str(exc):
                 raise
-            types = ", ".join(sorted({type(label).__name__ for label in np.ravel(y)}))
-            raise ValueError(
-                f"y holds labels of types that cannot be sorted together ({types}); pass labels of one type "
-                f"(for example np.asarray(y).astype(str), with missing labels' rows left out)."
-            ) from None
+            raise _unsortable_labels(y, "y") from None
         if classes.shape[0] == 0:
             raise ValueError(
                 "SoftmaxClassifier needs samples of at least 2 classes, but no labels were given "

@@ -2040,12 +2040,18 @@ def test_a_masked_X_or_y_is_refused_not_unmasked():
             pytest.fail(f"{name}: no error")
 
 
-@pytest.mark.parametrize("y", [["a", "b", None, "a", "b", None], ["a", 1, "b", 2, "a", 1]], ids=["None", "mixed"])
-def test_labels_that_cannot_be_sorted_are_named(y):
+@pytest.mark.parametrize(
+    ("y", "message"),
+    [
+        (["a", "b", None, "a", "b", None], r"^y holds a missing label, None \(the first at index 2\); leave out"),
+        (["a", 1, "b", 2, "a", 1], r"^y holds labels of types that cannot be sorted together \(int, str\)"),
+    ],
+    ids=["None", "mixed"],
+)
+def test_labels_that_cannot_be_sorted_are_named(y, message):
     """NumPy's "'<' not supported between instances of 'NoneType' and 'str'" came out of scikit-learn's check."""
     X = np.random.default_rng(0).standard_normal((6, 2))
-    unsortable = r"^y holds labels of types that cannot be sorted together \((NoneType|int), str\)"
-    with pytest.raises(ValueError, match=unsortable):
+    with pytest.raises(ValueError, match=message):
         SoftmaxClassifier().fit(X, np.array(y, dtype=object))
 
 
@@ -2431,3 +2437,20 @@ def test_partial_fit_names_labels_of_another_type_than_the_classes_held_as_objec
     refusal = r"y contains the label 1, which is not in classes_ \['setosa', 'versicolor'\]"
     with pytest.raises(ValueError, match=refusal):
         estimator.partial_fit(X, (X[:, 0] > 0).astype(int))
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        (["a", 2, "a", "b", "a", "b"], r"y holds labels of types that cannot be sorted together \(int, str\)"),
+        (["a", None, "a", "b", "a", "b"], r"y holds a missing label, None \(the first at index 1\)"),
+    ],
+    ids=["number-beside-strings", "none-beside-strings"],
+)
+def test_a_later_partial_fit_names_labels_that_cannot_be_sorted(labels, message):
+    """A number or None among strings in a partial_fit after the first: NumPy's bare "'<' not supported between
+    instances of 'int' and 'str'", where fit named the labels."""
+    X = np.random.default_rng(0).standard_normal((6, 2))
+    estimator = SoftmaxClassifier(max_iter=3).fit(X, np.array(list("ababab"), dtype=object))
+    with pytest.raises(ValueError, match=message):
+        estimator.partial_fit(X, np.array(labels, dtype=object))
