@@ -617,7 +617,9 @@ def load(
     hash identifies the problem, not the checkpoint, and any checksum could be
     rewritten with an edit), so every value is checked for what resuming does
     with it: an edited checkpoint is refused rather than resumed into NaN
-    weights or a huge allocation.
+    weights or a huge allocation. Values in range are compared with the data
+    by the fit that resumes a full-batch run (the loss and gradient at its
+    weights: ``engine._refuse_a_state_of_other_weights``).
     """
     path = checkpoint_path(directory)
     if not os.path.exists(path):

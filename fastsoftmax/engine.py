@@ -1779,6 +1779,46 @@ def _hold_intercept(model: Trainable, objective: Objective, options: FitOptions)
     return FrozenIntercept(objective, model._pack().shape[0] - model.num_classes)
 
 
+#: How far, in units of the data's eps, a resumed full-batch run's loss and gradient at its weights may lie from
+#: those its checkpoint holds: other chunk sizes, thread counts or kernel bodies change their last bits only.
+_RESUMED_EPS = 1e3
+
+
+def _refuse_a_state_of_other_weights(
+    checkpoint, recorded_loss: float, solver_state: dict, loss: float, grad: np.ndarray, dtype: np.dtype
+) -> None:
+    """CheckpointError where a full-batch checkpoint's loss (or L-BFGS's or Newton-CG's gradient) is not its weights'.
+
+    The last loss a gd, L-BFGS or Newton-CG run records, and the gradient the
+    solver keeps, are those at the weights it checkpoints (in the solver's
+    coordinates, through the feature scaling it holds), evaluated here on
+    the same data. A checkpoint edited in range was resumed as if it held
+    them: a feature scaling divided by 1000 gave a model of infinite loss
+    recorded at 1.02, weights scaled by class were returned as they were,
+    and a zeroed gradient ended the run at once, converged. Compared within
+    ``_RESUMED_EPS`` of the dtype's eps, relative to the loss and to the
+    gradient's largest component (at least 1: the gradients are in
+    standardised units).
+    """
+    eps = _RESUMED_EPS * float(np.finfo(dtype).eps)
+    path = _checkpoint.checkpoint_path(checkpoint)
+
+    def edited(what: str) -> _checkpoint.CheckpointError:
+        return _checkpoint.CheckpointError(
+            f"{path} holds {what}: its weights, feature scaling or solver state were edited; delete it or use "
+            f"another checkpoint directory."
+        )
+
+    if not (math.isfinite(loss) and abs(loss - recorded_loss) <= eps * max(abs(recorded_loss), 1e-300)):
+        raise edited(f"the loss {recorded_loss:.17g}, where its weights' loss on this data is {loss:.17g}")
+    stored = solver_state.get("grad", solver_state.get("gradient"))
+    if isinstance(stored, np.ndarray) and stored.shape == np.shape(grad):
+        grad = np.asarray(grad, dtype=np.float64)
+        differs = float(np.max(np.abs(stored - grad)))
+        if not differs <= eps * max(1.0, float(np.max(np.abs(grad)))):
+            raise edited(f"a gradient {differs:.3g} away (largest component) from its weights' gradient on this data")
+
+
 def _fit(model, objective, options, *, seed, callback, checkpoint, checkpoint_lock=None):
     minibatch = options.solver in MINIBATCH_SOLVERS
     stored_columns = getattr(objective, "stored_columns", None)  # a sparse X's, before the objective is wrapped
@@ -1938,6 +1978,13 @@ def _fit(model, objective, options, *, seed, callback, checkpoint, checkpoint_lo
         fit_start = _start_of_held_columns(fit_start, scaling, objective, model.dtype)
     if resumed is not None:
         theta0 = np.asarray(resumed.theta)
+        if not minibatch and not resumed.stopped_by_callback and history:
+            # The pass hashes the data too (start_digest): other data is refused as such before the comparison.
+            loss_at_theta, grad_at_theta = objective(theta0)
+            verify_data()
+            _refuse_a_state_of_other_weights(
+                checkpoint, history[-1], solver_state, loss_at_theta, grad_at_theta, model.dtype
+            )
     elif scaling is None:
         theta0 = fit_start.copy()  # the solvers may step in place
     else:

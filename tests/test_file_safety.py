@@ -1714,6 +1714,13 @@ def _set_array(key, value):
         ("newton-cg", _set_array("state_loss", -1.0), "'loss' is the loss -1.0, where"),
         # 10**6 epochs without a new best ended a resumed run at once, "converged".
         ("sgd", _solver_state(unimproved=4), "'unimproved' counts 4 epochs, more than its 3 iterations"),
+        # Edited in range, each was resumed as it was: a model of infinite loss recorded at 1.02, weights scaled
+        # by class returned as they were, a zeroed gradient ended the run at once, converged.
+        ("lbfgs", lambda a: a["state_scaling_scale"].__imul__(1e-3), "holds the loss .*, where its weights' loss"),
+        ("lbfgs", lambda a: [a[key].__imul__(1.5) for key in ("theta", "state_theta")], "holds the loss"),
+        ("lbfgs", lambda a: a["state_grad"].fill(0.0), r"holds a gradient \S+ away \(largest component\)"),
+        ("newton-cg", lambda a: a["state_gradient"].fill(0.0), "holds a gradient"),
+        ("gd", lambda a: a["theta"].__imul__(2.0), "holds the loss"),
     ],
     ids=[
         "scale-zero",
@@ -1760,6 +1767,11 @@ def _set_array(key, value):
         "lbfgs-loss-negative",
         "newton-loss-negative",
         "sgd-unimproved-beyond-iterations",
+        "lbfgs-scaling-scaled",
+        "lbfgs-theta-scaled",
+        "lbfgs-gradient-zeroed",
+        "newton-gradient-zeroed",
+        "gd-theta-doubled",
     ],
 )
 def test_edited_checkpoint_state_is_refused_before_resuming(tmp_path, data, solver, edit, message):
@@ -3338,3 +3350,19 @@ def test_the_rng_state_check_refuses_negative_unsigned_fields_only():
         with pytest.raises(ValueError, match=r"'rng' is not a PCG64 generator state \(-\d is negative\)"):
             _check_minibatch_state({"rng": {**state, **edit}}, 10)
     _check_minibatch_state({"rng": {**state, "has_uint32": -1}}, 10)
+
+
+@pytest.mark.parametrize("solver", ["gd", "lbfgs", "newton-cg"])
+def test_the_rerun_of_a_finished_fit_refuses_edited_weights(tmp_path, data, solver):
+    """The rerun of a fit that reached max_iter returns the checkpoint's weights as they are: edited ones were
+    returned as the model."""
+    X, y = data
+    _fit(X, y, solver=solver, checkpoint=tmp_path, max_iter=3)
+    with np.load(tmp_path / "checkpoint.npz") as archive:
+        arrays = {key: archive[key] for key in archive.files}
+    arrays["theta"] = arrays["theta"] * 1.5
+    np.savez(tmp_path / "checkpoint.npz", **arrays)
+    with pytest.raises(CheckpointError, match="holds the loss .*, where its weights' loss on this data is"):
+        _fit(X, y, solver=solver, checkpoint=tmp_path, max_iter=3)
+    resumed = _fit(X, y, solver=solver, checkpoint=tmp_path / "fresh", max_iter=3)
+    assert _fit(X, y, solver=solver, checkpoint=tmp_path / "fresh", max_iter=3).n_iter_ == resumed.n_iter_ == 3
