@@ -618,8 +618,9 @@ def load(
     rewritten with an edit), so every value is checked for what resuming does
     with it: an edited checkpoint is refused rather than resumed into NaN
     weights or a huge allocation. Values in range are compared with the data
-    by the fit that resumes a full-batch run (the loss and gradient at its
-    weights: ``engine._refuse_a_state_of_other_weights``).
+    by the fit that resumes a full-batch run (the loss at its weights:
+    ``engine._refuse_a_state_of_other_weights``), whose solver then resumes
+    from the loss and gradient of those weights.
     """
     path = checkpoint_path(directory)
     if not os.path.exists(path):
