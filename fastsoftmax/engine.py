@@ -1842,8 +1842,13 @@ def _fit(model, objective, options, *, seed, callback, checkpoint, checkpoint_lo
             if resumed is not None:
                 _checkpoint.check_fingerprint(checkpoint, resumed.fingerprint, fingerprint)
 
+    # A full-batch run resumed from its weights evaluates them first (_refuse_a_state_of_other_weights).
+    evaluates_resumed_weights = (
+        resumed is not None and not minibatch and not resumed.stopped_by_callback and bool(resumed.loss_history)
+    )
     if fingerprint is not None:
-        if minibatch or (resumed is not None and (resumed.converged or resumed.iteration >= options.max_iter)):
+        ended = resumed is not None and (resumed.converged or resumed.iteration >= options.max_iter)
+        if minibatch or (ended and not evaluates_resumed_weights):
             verify_data()  # no full pass in row order comes first: one hashing pass of its own
         else:
             objective.start_digest()  # hashed by the first objective evaluation, no extra pass
@@ -1980,17 +1985,17 @@ def _fit(model, objective, options, *, seed, callback, checkpoint, checkpoint_lo
         fit_start = _start_of_held_columns(fit_start, scaling, objective, model.dtype)
     if resumed is not None:
         theta0 = np.asarray(resumed.theta)
-        if not minibatch and not resumed.stopped_by_callback and history:
+        if evaluates_resumed_weights:
             # The pass hashes the data too (start_digest): other data is refused as such before the comparison.
             loss_at_theta, grad_at_theta = objective(theta0)
             verify_data()
             _refuse_a_state_of_other_weights(checkpoint, history[-1], loss_at_theta, model.dtype)
             # The solver resumes from the loss and gradient of its weights, not the stored ones: a zeroed
             # gradient ended the run at once, converged. The same evaluation, bit for bit, where nothing changed.
-            for key in ("grad", "gradient"):
-                if key in solver_state:
-                    solver_state[key] = np.array(grad_at_theta, dtype=np.float64)
-                    solver_state["loss"] = np.array(loss_at_theta, dtype=np.float64)
+            gradient_key = "grad" if "grad" in solver_state else "gradient" if "gradient" in solver_state else None
+            if gradient_key is not None:
+                solver_state[gradient_key] = np.array(grad_at_theta, dtype=np.float64)
+                solver_state["loss"] = np.array(loss_at_theta, dtype=np.float64)
     elif scaling is None:
         theta0 = fit_start.copy()  # the solvers may step in place
     else:

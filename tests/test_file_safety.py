@@ -187,6 +187,17 @@ def test_full_batch_hashing_makes_no_extra_pass(tmp_path, files, monkeypatch, so
     reads.clear()
     _fit(str(files[0]), str(files[1]), checkpoint=tmp_path / "ck", **options)
     assert len(reads) == without
+    # The rerun of the finished fit evaluates its weights, and that pass hashes the data: a hashing pass of its
+    # own read every chunk once more.
+    hashed_by = []
+    hash_rows = DataSource._hash_rows
+    monkeypatch.setattr(
+        DataSource,
+        "_hash_rows",
+        lambda self, *args: hashed_by.append(sys._getframe(1).f_code.co_name) or hash_rows(self, *args),
+    )
+    _fit(str(files[0]), str(files[1]), checkpoint=tmp_path / "ck", **options)
+    assert hashed_by == ["rows"] * (N // 200)
 
 
 # --------------------------------------------------------------------------- #
