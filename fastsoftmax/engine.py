@@ -534,8 +534,8 @@ def _short_of_the_optimum_where_few_rows_set_the_spread(
         return None
     n_classes = model.num_classes
     # Where the scaling's Hessian, q I, holds, a gradient of at most tol in each of n components leaves a gap of
-    # at most n tol^2 / (2 q).
-    allowed_by_tol = 0.5 * grad.size * options.tol**2 * n_classes**2 / (n_classes - 1)
+    # at most n tol^2 / (2 q). (tol * tol: inf past float64's range, where tol**2 raised OverflowError.)
+    allowed_by_tol = 0.5 * grad.size * (options.tol * options.tol) * n_classes**2 / (n_classes - 1)
     final = abs(float(result.loss_history[-1])) if result.loss_history else 1.0
     # And a stop within SPREAD_CHECK_LOSS of the loss is one: at tol 1e-8 on nearly separable wine (l2 1e-6) a
     # gap of 1.8e-12, 3e-7 of the loss, read far above what tol allows where the probabilities are near 0 or 1.

@@ -1010,6 +1010,19 @@ def test_no_convergence_warning_when_tol_is_zero_or_the_callback_stops(data):
         SoftmaxRegression(D, K, seed=0).fit(X, y, max_iter=500, tol=1e-5)
 
 
+@pytest.mark.parametrize("solver", ["lbfgs", "newton-cg"])
+def test_a_tol_past_float64s_square_ends_the_fit_at_its_start(data, solver):
+    """tol 1e200: the check of the stop squared it, and the fit raised OverflowError with the model unwritten."""
+    X, y = data
+    model = SoftmaxRegression(D, K, seed=0)
+    W0 = model.W.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        model.fit(X, y, solver=solver, tol=1e200, l2=1e-4, max_iter=2)
+    assert model.converged_ and model.n_iter_ == 0
+    np.testing.assert_allclose(model.W, W0 - W0.mean(axis=0))  # the start, less its mean over the classes (L2)
+
+
 @pytest.mark.parametrize("form", ["array", "file", "sparse", "dask", "dask sparse"])
 def test_a_class_without_training_rows_is_warned_of(tmp_path, form):
     """Labels 0..K-2 for K classes fitted to "converged" with the last class's intercept at -15.6 and
