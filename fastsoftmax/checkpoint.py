@@ -490,8 +490,17 @@ LAYOUT_STATE_KEYS = ("layout_renumbered", "layout_row_chunks")
 #: The full-batch evaluations of the fit up to the checkpoint's iteration, over its resumed runs too: an
 #: L-BFGS give-up is judged with as many Hessian-vector products (``engine._unconverged_where_stopped``).
 COUNT_STATE_KEYS = ("evaluations",)
+#: Where an L-BFGS or Newton-CG fit went on past stops by tol that were short of the optimum
+#: (``engine._fit``'s ``continue_past_spread_stalls``): the tol it goes on to, and how many such stops it had.
+CONTINUATION_STATE_KEYS = ("continued_tol", "continuations")
 #: All of the engine's state, checkpointed beside the solver's.
-ENGINE_STATE_KEYS = (*SCALING_STATE_KEYS, *START_STATE_KEYS, *LAYOUT_STATE_KEYS, *COUNT_STATE_KEYS)
+ENGINE_STATE_KEYS = (
+    *SCALING_STATE_KEYS,
+    *START_STATE_KEYS,
+    *LAYOUT_STATE_KEYS,
+    *COUNT_STATE_KEYS,
+    *CONTINUATION_STATE_KEYS,
+)
 
 #: The dtypes of theta and of the solver state's arrays as the solvers write them.
 _STATE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -560,7 +569,15 @@ def _state_keys(solver: str | None) -> tuple[str, ...]:
         "adam": (*solvers.MINIBATCH_OPTIONAL_STATE_KEYS, *START_STATE_KEYS),
     }.get(solver, ())
     counted = () if solver in ("sgd", "adam") else COUNT_STATE_KEYS  # the full-batch solvers' evaluations
-    return (*SOLVER_STATE_KEYS.get(solver, ()), *optional, *SCALING_STATE_KEYS, *LAYOUT_STATE_KEYS, *counted)
+    continued = CONTINUATION_STATE_KEYS if solver in ("lbfgs", "newton-cg") else ()
+    return (
+        *SOLVER_STATE_KEYS.get(solver, ()),
+        *optional,
+        *SCALING_STATE_KEYS,
+        *LAYOUT_STATE_KEYS,
+        *counted,
+        *continued,
+    )
 
 
 #: The arrays of a checkpoint file (:func:`save`): solver state arrays are stored as "state_<key>".
@@ -764,6 +781,17 @@ def load(
     evaluations = solver_state.get("evaluations", 0)
     if type(evaluations) is not int or not 0 <= evaluations <= np.iinfo(np.int64).max:
         raise invalid(f"its count of evaluations {evaluations!r} is not an integer from 0 to 2**63 - 1")
+    # A tol below the fit's own, where it went on past stops short of the optimum: one above it, or 0, would end
+    # a resumed fit at another iterate than the fit it resumes.
+    continued_tol = solver_state.get("continued_tol")
+    if continued_tol is not None:
+        number = isinstance(continued_tol, np.ndarray) and continued_tol.shape == () and continued_tol.dtype.kind == "f"
+        shown = float(continued_tol) if number else repr(continued_tol)
+        if not (number and 0.0 < float(continued_tol) < float(stored.get("tol") or 0.0)):
+            raise invalid(f"its continued tol {shown} is not a number above 0 and below its tol, {stored.get('tol')}")
+    continuations = solver_state.get("continuations", 0)
+    if type(continuations) is not int or not 0 <= continuations <= iteration:
+        raise invalid(f"its count of continuations {continuations!r} is not an integer from 0 to {iteration}")
     renumbered, row_chunks = solver_state.get("layout_renumbered", False), solver_state.get("layout_row_chunks", 1)
     if type(renumbered) is not bool or type(row_chunks) is not int or row_chunks < 1:
         raise invalid(f"its data layout ({renumbered!r}, {row_chunks!r}) is not a flag and a positive chunk count")

@@ -53,6 +53,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import copy
+import dataclasses
 import functools
 import hashlib
 import math
@@ -289,6 +290,8 @@ def _unconverged_where_stopped(
     solver_state: dict,
     tightened: bool = False,
     passes: int | None = None,
+    *,
+    spread_judged: bool = False,
 ) -> str | None:
     """Why a full-batch fit that the solver calls converged is not at the optimum; None where it is.
 
@@ -380,6 +383,8 @@ def _unconverged_where_stopped(
             )
         )
     if not result.at_loss_floor and scaling is not None:  # max|g| <= tol, measured in standardised coordinates
+        if spread_judged:  # by _fit's continue_past_spread_stalls, at this very stop
+            return None
         return _short_of_the_optimum_where_few_rows_set_the_spread(
             model, objective, options, scaling, result, solver_state
         )
@@ -491,6 +496,11 @@ SPREAD_CHECK_RATIO = 100.0
 #: The fraction of the loss within which a gradient stop's gap estimate is taken for convergence, whatever tol:
 #: the stalls' estimates read 7e-4 (lognormal amounts, Newton-CG, 3 steps) to 0.33 of the loss at tol 1e-4.
 SPREAD_CHECK_LOSS = 1e-4
+#: How many stops by tol that the gap estimate finds short of the optimum an L-BFGS or Newton-CG fit goes on
+#: past, each to a lower tol (``_fit``'s ``continue_past_spread_stalls``), before it reports the stall.
+SPREAD_CONTINUATIONS = 4
+#: Begins the stop message of a fit that reached max_iter going on past such a stop (:func:`warn_not_converged`).
+WENT_ON_PAST_A_STALL = "reached max_iter going on past a stop by tol"
 
 
 def _short_of_the_optimum_where_few_rows_set_the_spread(
@@ -525,7 +535,28 @@ def _short_of_the_optimum_where_few_rows_set_the_spread(
     l2 = 1e-6: L-BFGS stopped 150 % above the optimum at tol 1e-4 and 0.5 %
     above at 1e-6, called converged). Without L2 the optimum of separable
     data lies at infinity, and no stop is judged. The check costs at most
-    three passes over X at the end of such a fit.
+    three passes over X at the end of such a fit; :func:`_fit` goes on past
+    such a stall (``_fit``'s ``continue_past_spread_stalls``), and this
+    names the one it could not get past.
+    """
+    gap_and_allowed = _spread_gap(model, objective, options, scaling, result, solver_state)
+    if gap_and_allowed is None or gap_and_allowed[0] <= gap_and_allowed[1]:
+        return None
+    return _spread_stall_message(options, f"{result.message} in standardised units", gap_and_allowed[0])
+
+
+def _spread_gap(
+    model: Trainable,
+    objective: Objective,
+    options: FitOptions,
+    scaling: FeatureScaling,
+    result,
+    solver_state: dict,
+) -> tuple[float, float] | None:
+    """The gap estimate of a preconditioned stop and the most it may be at an optimum; None without L2.
+
+    See :func:`_short_of_the_optimum_where_few_rows_set_the_spread`: at
+    most :data:`SPREAD_CHECK_STEPS` Hessian-vector products.
     """
     grad = np.asarray(solver_state.get("grad", solver_state.get("gradient")), dtype=np.float64)
     # Without L2 the optimum of separable data lies at infinity, where the curvature vanishes: gaps of 1e-7 of
@@ -554,12 +585,15 @@ def _short_of_the_optimum_where_few_rows_set_the_spread(
         _flat_columns(scaling, options),
         rounding=_curvature_rounding(model.dtype),
     )
-    if gap <= allowed:
-        return None
+    return gap, allowed
+
+
+def _spread_stall_message(options: FitOptions, stop: str, gap: float) -> str:
+    """Why a ``stop`` (the solver's message, and where it stood), ``gap`` above the optimum, is none; what to do."""
     # "lower tol" names the cause for warn_not_converged, which then adds no "loosen tol".
     remedy = "use a lower tol" if options.solver == "newton-cg" else "use solver='newton-cg' with a lower tol"
     return (
-        f"{result.message} in standardised units, but the loss is still about {gap:.3g} above the optimum "
+        f"{stop}, but the loss is still about {gap:.3g} above the optimum "
         f"(g^T H^-1 g / 2, at least): along some directions the curvature lies far below what the feature scaling "
         f"assumes, as where a few rows far from the rest set a feature's spread (outliers, heavy-tailed amounts) or "
         f"where the classes are nearly separable under a weak penalty. {remedy[0].upper()}{remedy[1:]}; transform "
@@ -860,6 +894,13 @@ def warn_not_converged(
             f"its loss went only from {start_loss:.12g} to {final_loss:.12g} in {n_iter} {unit}: the steps are too "
             f"small for these features, or it started near the optimum with tol out of reach; raise lr (now "
             f"{options.lr}) or max_iter, loosen tol, or use solver='lbfgs', whose line search sets the step"
+        )
+    elif n_iter >= options.max_iter and stop_message.startswith(WENT_ON_PAST_A_STALL):
+        # It had stopped by tol short of the optimum, and went on: tol is not what ended it.
+        why = (
+            f"it {stop_message}; raise max_iter, or use "
+            f"solver='newton-cg', transform features that a few rows spread (np.log1p of amounts, outliers "
+            f"clipped), or {_more_penalty(options)}"
         )
     elif n_iter >= options.max_iter and options.precondition:
         # The solver already works on centred, scaled features: scaling them again changes nothing.
@@ -1868,6 +1909,8 @@ def _fit(model, objective, options, *, seed, callback, checkpoint, checkpoint_lo
     # judged by the gradient, was called converged 13 % above the optimum (float32, features at 1e4).
     tightening = _solver_tol(model, objective, options._replace(tol=1.0), scaling)
     solver_options = options._replace(tol=options.tol * tightening)
+    if "continued_tol" in engine_state:  # the tol that the run it resumes went on to (continue_past_spread_stalls)
+        solver_options = solver_options._replace(tol=float(engine_state["continued_tol"]))
     if scaling is not None:
         # The solver and the checkpoint see theta' (see fastsoftmax._scaling); the model sees theta.
         objective = ScaledObjective(objective, scaling, model.dtype)
@@ -2158,6 +2201,85 @@ def _fit(model, objective, options, *, seed, callback, checkpoint, checkpoint_lo
                 changed_by_callback = not np.array_equal(model._pack(), given)
         return stopped_by_callback
 
+    def continue_past_spread_stalls(result: solvers.SolverResult) -> tuple[solvers.SolverResult, bool]:
+        """The solver's result, gone on past stops short of the optimum; and whether its stop by tol was judged.
+
+        A preconditioned stop by ``max|g| <= tol`` that the gap estimate
+        finds far above the optimum (:func:`_spread_gap`; where a few rows
+        set a feature's spread, or nearly separable classes under a weak
+        penalty) is no end: the solver goes on from its state, as a resumed
+        run does, to the tol sqrt(allowed / gap) / 2 times its last max|g|
+        (the gap falls about as the square of the gradient), at most
+        :data:`SPREAD_CONTINUATIONS` times and within max_iter. The stop it
+        could not get past is reported (:func:`_spread_stall_message`); so is
+        one at the loss's floor after such a continuation, where the
+        gradient, small all along, tells nothing. The lowered tol and the
+        count are checkpointed, so that a resumed run stops where this one
+        does. True where the result's stop by tol was judged here, which
+        :func:`_unconverged_where_stopped` then does not repeat.
+        """
+        if (
+            minibatch
+            or scaling is None
+            or stopped_by_callback
+            or options.solver not in STEP_FREE_SOLVERS
+            or not result.converged
+            or result.at_loss_floor
+        ):
+            return result, False
+        done = 0  # iterations of this call before the continuation under way
+        while True:
+            by_tol = result.converged and not result.at_loss_floor
+            judged = _spread_gap(model, objective, options, scaling, result, solver_state)
+            if judged is None or judged[0] <= judged[1]:
+                return result, by_tol
+            gap, allowed = judged
+            remaining = options.max_iter - offset - done - result.n_iter
+            continuations = engine_state.get("continuations", 0)
+            if not by_tol or remaining <= 0 or continuations >= SPREAD_CONTINUATIONS:
+                stop = (
+                    f"{result.message} in standardised units"
+                    if by_tol
+                    else f"{result.message} after going on past stops by max|g| <= tol in standardised units"
+                )
+                result.converged, result.message = False, _spread_stall_message(options, stop, gap)
+                return result, True
+            grad = solver_state.get("grad", solver_state.get("gradient"))
+            tol = 0.5 * math.sqrt(allowed / gap) * float(np.max(np.abs(grad)))
+            engine_state["continued_tol"], engine_state["continuations"] = np.array(tol), continuations + 1
+            done += result.n_iter
+            before = result
+            try:
+                result = run_solver(
+                    objective,
+                    result.theta,
+                    solver_options._replace(tol=tol),
+                    max_iter=remaining,
+                    seed=seed,
+                    on_iteration=lambda theta, loss, iteration, done=done: on_iteration(theta, loss, done + iteration),
+                    state=solver_state,
+                    dtype=model.dtype,
+                    full_objective=recording_objective,
+                )
+            except solvers.NonFiniteLossError as exc:
+                exc.iteration += done  # counted from this call's first iteration, as the handlers read it
+                if exc.best_iteration is not None:
+                    exc.best_iteration += done
+                raise
+            if result.gave_up:  # judged by the gap, as the first stop's give-up is
+                result.converged, result.at_loss_floor = True, True
+            result = dataclasses.replace(
+                result,
+                n_iter=done + result.n_iter,
+                loss_history=[*before.loss_history, *result.loss_history[1:]],
+                n_hvp=before.n_hvp + result.n_hvp,
+                n_evaluations=before.n_evaluations + result.n_evaluations,
+            )
+            if not result.converged:
+                if result.n_iter + offset >= options.max_iter and not stopped_by_callback:
+                    result.message = f"{WENT_ON_PAST_A_STALL} in standardised units, {gap:.3g} above the optimum"
+                return result, False
+
     # Bad data is found by the first evaluation (NaN in X is seen in the loss, not
     # scanned for first): until an iteration is committed, W and b are those of the
     # last fit, and an error restores that fit's record with them.
@@ -2193,6 +2315,7 @@ def _fit(model, objective, options, *, seed, callback, checkpoint, checkpoint_lo
             # within 5e-6 of it, where Newton-CG was called converged), and the tighter tol of a fit without
             # intercept (_solver_tol) named the solver's tol where the fit had met the caller's.
             result.converged, result.at_loss_floor = True, True
+        result, spread_judged = continue_past_spread_stalls(result)
         # A resumed run whose checkpoint already met the no-change stop ends at once (n_iter 0):
         # judged too, as the run that wrote it was (its rerun returned the rejected weights).
         if minibatch and (result.n_iter or resumed is not None) and not stopped_by_callback:
@@ -2277,6 +2400,7 @@ def _fit(model, objective, options, *, seed, callback, checkpoint, checkpoint_lo
                 solver_state,
                 tightening < 1.0,
                 None if passes_before is None else passes_before + run_evaluations + result.n_hvp,
+                spread_judged=spread_judged,
             )
         )
         if stalled is not None:
