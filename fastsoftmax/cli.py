@@ -716,6 +716,8 @@ def _refuse_X_not_a_table(X: np.ndarray, where: str, swapped: str | None) -> Non
             f"{where} is a 1-D array (shape {X.shape}); it must be 2-D (n_samples, n_features), one row per "
             f"sample" + (f"; {swapped}" if swapped else "")
         )
+    if X.ndim == 0:  # its rows were counted next, for the labels: an IndexError with a traceback
+        raise CLIError(f"{where} has shape () (one value); it must be 2-D (n_samples, n_features), one row per sample.")
 
 
 def _labels_of_file(path: str, data: str, n_rows: int) -> np.ndarray:

@@ -949,6 +949,17 @@ def test_an_ignored_sigterm_stays_ignored(tmp_path, monkeypatch):
     assert installed == []
 
 
+@pytest.mark.parametrize("command", ["train", "predict"])
+def test_a_0d_data_file_is_refused_in_one_line(tmp_path, npy, capsys, command):
+    """train counted the rows of X = np.float32(3) for its labels: an IndexError with a traceback."""
+    np.save(tmp_path / "one.npy", np.float32(3))
+    SoftmaxRegression(5, 3).save(tmp_path / "m.npz")
+    given = ["--labels", str(npy[1])] if command == "train" else ["--model", str(tmp_path / "m.npz")]
+    assert main([command, "--data", str(tmp_path / "one.npy"), *given, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "one.npy has shape ()" in err and "it must be 2-D (n_samples, n_features)" in err
+
+
 def test_a_1d_data_file_is_named_in_the_command_s_options(tmp_path, npy, capsys):
     # The library's message asked whether "the arguments (X, y)" were swapped: the command has options.
     np.save(tmp_path / "flat.npy", np.arange(10.0))
