@@ -565,8 +565,32 @@ def test_the_stop_that_a_fit_could_not_go_on_past_is_reported(monkeypatch):
     assert not model.converged_ and model.loss_history_[-1] > 1.1 * best
     message = str(caught[0].message)
     assert "max|g| <= tol in standardised units, but the loss is still about" in message
-    assert "a few rows far from the rest" in message and "Use solver='newton-cg' with a lower tol" in message
+    assert "a few rows far from the rest" in message and "Use solver='newton-cg';" in message
     assert "loosen tol" not in message
+
+
+def test_where_l_bfgs_stalls_on_past_its_stop_it_is_pointed_to_newton_cg_which_reaches_the_optimum():
+    """A row at 1e8 among 200 of spread 1: going on past its stop 14 % above the optimum, L-BFGS stalls far above
+    it, and says so; Newton-CG, going on as well, reaches the optimum at the same defaults."""
+    X, y = _spread_by_few_rows("outlier")
+    X[5] = 1e8
+    l2 = 1.0 / X.shape[0]
+    best = fs.SoftmaxRegression(3, 2, seed=0).fit(X, y, solver="newton-cg", l2=l2, tol=1e-10, max_iter=1000)
+    assert best.converged_
+    lbfgs = fs.SoftmaxRegression(3, 2, seed=0)
+    with pytest.warns(fs.ConvergenceWarning) as caught:
+        lbfgs.fit(X, y, l2=l2, tol=1e-4)
+    message = str(caught[0].message)
+    # At the loss's floor or at max_iter, with this start (the estimator's zero weights stop at the floor).
+    assert "going on past" in message and "a few rows" in message
+    assert "solver='newton-cg'" in message and "loosen tol" not in message
+    assert not lbfgs.converged_
+    newton = fs.SoftmaxRegression(3, 2, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", fs.ConvergenceWarning)
+        newton.fit(X, y, solver="newton-cg", l2=l2, tol=1e-4)
+    assert newton.converged_
+    assert newton.loss_history_[-1] - best.loss_history_[-1] <= 1e-4 * best.loss_history_[-1]
 
 
 def test_a_fit_that_reaches_max_iter_going_on_past_a_stall_says_so():
