@@ -396,20 +396,65 @@ _OUTPUT_FORMATS = {
 }
 
 
-def _other_kind_on_disk(path: str, ending: str) -> str | None:
-    """What the file ``path`` holds, for a message, where it is not what an output in ``ending``'s format replaces.
+#: The arrays that the .npy outputs write, after the format's ending in an output's kind (``".npy:labels"``):
+#: what an existing array of another kind holds instead is refused (:func:`_other_array_on_disk`).
+_LABELS, _TABLE, _PROBABILITIES = ".npy:labels", ".npy:table", ".npy:probabilities"
+#: Rows of an existing .npy read to tell probabilities from other tables (a few KB, whatever the file's size).
+_ROWS_READ = 64
 
-    :func:`fastsoftmax._io.other_kind_on_disk`, where a model goes to an
-    ``.npz``; and a JSON text other than a ``train --metrics`` file is
-    another kind where metrics go.
+
+def _other_kind_on_disk(path: str, kind: str) -> str | None:
+    """What the file ``path`` holds, for a message, where it is not what an output of ``kind`` replaces.
+
+    ``kind`` is the ending of the output's format, and for an ``.npy``
+    output the array it writes (:data:`_LABELS`, :data:`_TABLE`,
+    :data:`_PROBABILITIES`). :func:`fastsoftmax._io.other_kind_on_disk`,
+    where a model goes to an ``.npz``; a JSON text other than a ``train
+    --metrics`` file is another kind where metrics go; and an ``.npy``
+    array of another kind where an array goes (:func:`_other_array_on_disk`).
     """
     from fastsoftmax._io import format_on_disk, other_kind_on_disk
 
+    ending, _, array = kind.partition(":")
     if ending == ".json" and format_on_disk(path) in (".json", None):
         other_json = _json_of_another_kind(path)
         if other_json is not None:
             return other_json
-    return other_kind_on_disk(path, ending, "fastsoftmax-model")
+    held = other_kind_on_disk(path, ending, "fastsoftmax-model")
+    if held is None and array and format_on_disk(path) == ".npy":
+        return _other_array_on_disk(path, array)
+    return held
+
+
+def _other_array_on_disk(path: str, array: str) -> str | None:
+    """What the .npy file ``path`` holds, for a message, where it is no array of the kind ``array``; else None.
+
+    ``predict --out X_test.npy`` (a name completed one word too far) and
+    ``--proba X_train.npy`` replaced a feature table with labels or
+    probabilities, and ``generate --labels`` one with labels, without a
+    word: every .npy is one format. Labels are 1-D, a data table 2-D, and
+    probabilities a 2-D float table whose first :data:`_ROWS_READ` rows
+    are in [0, 1] and sum to 1 (a table of features of as many columns is
+    not). An array whose header or rows cannot be read is taken for a
+    damaged output and replaced.
+    """
+    try:
+        held = np.load(path, mmap_mode="r", allow_pickle=False)
+        shape, dtype = held.shape, held.dtype
+        ndim = {"labels": 1}.get(array, 2)
+        if len(shape) != ndim:
+            what = "labels" if array == "labels" else "a table of rows"
+            return f"a {len(shape)}-D array of {dtype} (shape {shape}), not {what}"
+        if array != "probabilities":
+            return None
+        rows = np.asarray(held[:_ROWS_READ], dtype=np.float64) if dtype.kind == "f" else None
+    except Exception:  # a header or rows cut short, pickled objects: not readable as an array of ours
+        return None
+    with np.errstate(invalid="ignore"):
+        probabilities = (
+            rows is not None and bool(((rows >= 0) & (rows <= 1)).all()) and np.allclose(rows.sum(axis=1), 1, atol=1e-3)
+        )
+    return None if probabilities else f"a 2-D array of {dtype} (shape {shape}) whose rows are not probabilities"
 
 
 #: The largest file read to tell whether it is a ``train --metrics`` file (one of a million iterations: 25 MB).
@@ -446,10 +491,17 @@ def _json_of_another_kind(path: str) -> str | None:
     return "JSON text that fastsoftmax did not write (no metrics of a fit)"
 
 
+def _output_format(kind: str) -> str:
+    """What an output of ``kind`` (see :func:`_other_kind_on_disk`) writes, for a message."""
+    ending, _, array = kind.partition(":")
+    held = {"labels": "labels, ", "table": "a table of rows, ", "probabilities": "probabilities, "}.get(array, "")
+    return f"{held}{_OUTPUT_FORMATS[ending]}"
+
+
 def _check_output_files(outputs: dict[str, tuple[str | None, str]]) -> None:
     """Refuse an output that would replace a file of another kind; note names that end otherwise than their format.
 
-    ``outputs`` maps an option to (its path, the ending of its format).
+    ``outputs`` maps an option to (its path, its kind: the ending of its format, and the array of an ``.npy``).
     ``train --out metrics.json --metrics model.npz`` (two options swapped)
     replaced the model trained before with JSON text, after a note on each
     name: an existing file that holds another kind of file this package
@@ -465,29 +517,30 @@ def _check_output_files(outputs: dict[str, tuple[str | None, str]]) -> None:
     showed as binary: each such name gets a note, and the file is written
     all the same. Special files (``/dev/stdout``) are left alone.
     """
-    for option, (path, ending) in outputs.items():
+    for option, (path, kind) in outputs.items():
         # Devices and pipes are no regular files (os.path.isfile), so /dev/shm's files are checked too.
-        holds = None if path is None else _other_kind_on_disk(path, ending)
+        holds = None if path is None else _other_kind_on_disk(path, kind)
         if holds is None:
             continue
         swapped = next(
             (
                 other
-                for other, (other_path, other_ending) in outputs.items()
+                for other, (other_path, other_kind) in outputs.items()
                 # A swap that works: each file takes the other's output.
                 if other != option
                 and other_path
-                and _other_kind_on_disk(path, other_ending) is None
-                and _other_kind_on_disk(other_path, ending) is None
+                and _other_kind_on_disk(path, other_kind) is None
+                and _other_kind_on_disk(other_path, kind) is None
             ),
             None,
         )
         hint = f"Were {option} and {swapped} swapped? " if swapped else ""
         raise CLIError(
-            f"{option} {path} already holds {holds}, which {option} would replace with {_OUTPUT_FORMATS[ending]}. "
+            f"{option} {path} already holds {holds}, which {option} would replace with {_output_format(kind)}. "
             f"{hint}Name another file, or remove it first if it is to go."
         )
-    for option, (path, ending) in outputs.items():
+    for option, (path, kind) in outputs.items():
+        ending = kind.partition(":")[0]
         if path is None or path.startswith("/dev/") or path.lower().endswith(ending):
             continue
         stem = os.path.splitext(path)[0]
@@ -2113,7 +2166,7 @@ def run_generate(args: argparse.Namespace) -> int:
     from fastsoftmax.datasets import write_classification
 
     _check_paths({}, {"--data": args.data, "--labels": args.labels})
-    _check_output_files({"--data": (args.data, ".npy"), "--labels": (args.labels, ".npy")})
+    _check_output_files({"--data": (args.data, _TABLE), "--labels": (args.labels, _LABELS)})
     # --threads counts generator threads (Python's): Numba's limit does not apply, and its pool is not started.
     start = time.perf_counter()
     progress = _Progress(
@@ -2172,7 +2225,7 @@ def run_predict(args: argparse.Namespace) -> int:
     args.out = args.out if out_named else DEFAULT_PREDICTIONS  # "" stays, to be refused as empty
     try:
         _check_paths({"--model": args.model, "--data": args.data}, {"--out": args.out, "--proba": args.proba})
-        _check_output_files({"--out": (args.out, ".npy"), "--proba": (args.proba, ".npy")})
+        _check_output_files({"--out": (args.out, _LABELS), "--proba": (args.proba, _PROBABILITIES)})
     except CLIError as exc:
         given = f"--out {args.out}"
         if out_named or not str(exc).startswith(given):

@@ -2872,6 +2872,43 @@ def test_an_output_over_a_file_of_another_kind_is_refused_before_any_work(tmp_pa
     assert f"--out {scores} already holds 8 bytes that fastsoftmax did not write" in err and "swapped" not in err
 
 
+def test_an_npy_output_is_not_written_over_an_array_of_another_kind(tmp_path, npy, capsys):
+    """predict --out X_copy.npy (a name completed one word too far) and --proba X_copy.npy replaced a table of
+    features with labels or probabilities, and generate --labels one with labels, without a word: every .npy was
+    one kind. The outputs of a run before (labels, probabilities, a generated pair) are replaced."""
+    X, y = (str(path) for path in npy)
+    model = tmp_path / "m.npz"
+    assert main(["train", "--data", X, "--labels", y, "--max-iter", "3", "--out", str(model), "--quiet"]) == 0
+    table = tmp_path / "X_copy.npy"
+    table.write_bytes(npy[0].read_bytes())
+    before = table.read_bytes()
+    predict = ["predict", "--model", str(model), "--data", X]
+    capsys.readouterr()
+    for command, option in (
+        ([*predict, "--out", str(table)], "--out"),
+        ([*predict, "--out", str(tmp_path / "p.npy"), "--proba", str(table)], "--proba"),
+        (["generate", "--data", str(tmp_path / "g.npy"), "--labels", str(table), *SMALL, "--quiet"], "--labels"),
+    ):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        held = " whose rows are not probabilities" if option == "--proba" else ", not labels"
+        assert f"{option} {table} already holds a 2-D array of float32 (shape (2000, 6)){held}" in err, err
+        assert table.read_bytes() == before
+    # generate --data over labels (1-D) is refused as well, and the swap is named.
+    assert main(["generate", "--data", y, "--labels", str(tmp_path / "g_y.npy"), *SMALL, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"--data {y} already holds a 1-D array of int64 (shape (2000,)), not a table of rows" in err
+    # A run's own outputs, run again, and each other's after a swap are refused only where the kinds differ.
+    labels, probabilities = tmp_path / "labels.npy", tmp_path / "proba.npy"
+    for _ in range(2):
+        assert main([*predict, "--out", str(labels), "--proba", str(probabilities)]) == 0
+    assert main([*predict, "--out", str(probabilities), "--proba", str(labels)]) == 2
+    assert "Were --out and --proba swapped?" in capsys.readouterr().err
+    generate = ["generate", "--data", str(tmp_path / "g.npy"), "--labels", str(tmp_path / "g_y.npy"), *SMALL]
+    for _ in range(2):
+        assert main([*generate, "--quiet"]) == 0
+
+
 def test_metrics_are_not_written_over_json_of_another_kind(tmp_path, npy, capsys):
     """--metrics results.json replaced another tool's JSON, or a JSON list (whose first byte read as no JSON),
     without a word; a metrics file of a fit before, and one cut short, are replaced."""
