@@ -505,7 +505,7 @@ def writable_target(path: str | os.PathLike | bytes) -> str:
                 f"file; give the path of a regular file"
             )
     if os.path.exists(target):
-        if not os.access(target, os.W_OK):
+        if is_read_only(target):
             if _on_read_only_file_system(target):  # chmod, the fix below, fails there too (EROFS)
                 raise OSError(errno.EROFS, "the file system is mounted read-only; write elsewhere")
             raise PermissionError(
@@ -1277,6 +1277,24 @@ FILE_KINDS = {
 
 #: The first bytes of each format an output is written in, by the ending of its name.
 _FORMAT_MAGIC = ((np.lib.format.MAGIC_PREFIX, ".npy"), (b"PK\x03\x04", ".npz"), (b"PK\x05\x06", ".npz"))
+
+
+def is_read_only(path: str) -> bool:
+    """Whether the existing file ``path`` may not be written: by this process, or, for root, by anyone.
+
+    ``os.access`` lets root write any file, so a model made read-only
+    (``chmod 444``) to keep it was replaced by a run as root without a word;
+    a regular file without a write bit for anyone is read-only to root too.
+    """
+    if not os.access(path, os.W_OK):
+        return True
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return stat.S_ISREG(mode) and not mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)
+
+
 #: What a file of each format holds, for a message; an archive is named by its marker or its members instead.
 _FORMAT_HOLDS = {".npy": "a NumPy .npy file (np.load reads it)", ".json": "JSON text"}
 #: Bytes of an .npy member that holds a format marker (a short string and its header), with room to spare.

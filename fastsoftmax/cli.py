@@ -318,7 +318,7 @@ def _check_output(option: str, path: str) -> None:
     Where ``path`` is a symlink, the file it leads to is what gets written
     (``_io.writable_target``), so its directory is the one that must be writable.
     """
-    from fastsoftmax._io import names_a_directory, unwritable_directory, writable_target
+    from fastsoftmax._io import is_read_only, names_a_directory, unwritable_directory, writable_target
 
     if os.path.isdir(path):
         raise CLIError(f"{option} {path} is a directory; give a file name inside it.")
@@ -335,7 +335,7 @@ def _check_output(option: str, path: str) -> None:
     if not os.access(directory, os.W_OK | os.X_OK):
         raise CLIError(f"{option} {path}: {unwritable_directory(directory)}.")
     _refuse_a_directory_that_takes_no_files(option, path, directory)
-    if os.path.exists(target) and not os.access(target, os.W_OK):
+    if os.path.exists(target) and is_read_only(target):
         raise CLIError(f"{option} {path} is read-only; make it writable (chmod u+w) or write elsewhere.")
     try:
         # A named pipe or a device, which the rename would replace with a file; a name too long to write.

@@ -853,6 +853,23 @@ def test_a_read_only_output_is_refused_before_training(tmp_path, npy, capsys, mo
     assert out.read_bytes() == b"old"
 
 
+@pytest.mark.skipif(os.name != "posix", reason="POSIX modes")
+def test_a_file_without_write_bits_is_read_only_to_root_too(tmp_path, npy, capsys):
+    """os.access lets root write any file: a model made read-only (chmod 444) to keep it was replaced as root."""
+    out = tmp_path / "kept.npz"
+    SoftmaxRegression(6, 3, seed=0).save(out)
+    out.chmod(0o444)
+    before = out.read_bytes()
+    try:
+        assert main(["train", "--data", str(npy[0]), "--labels", str(npy[1]), "--out", str(out), "--quiet"]) == 2
+        assert f"--out {out} is read-only; make it writable" in capsys.readouterr().err
+        with pytest.raises(PermissionError, match="the file is read-only; make it writable"):
+            SoftmaxRegression(6, 3, seed=1).save(out)
+    finally:
+        out.chmod(0o644)
+    assert out.read_bytes() == before
+
+
 @pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
 @pytest.mark.parametrize(
     "signum, status, last_line",

@@ -2414,17 +2414,23 @@ def test_a_new_file_in_a_directory_on_a_read_only_mount_names_the_mount(tmp_path
 
 
 @pytest.mark.skipif(os.name != "posix", reason="POSIX modes")
-def test_a_target_whose_mode_forbids_writing_it_again_is_still_written_once_allowed(tmp_path):
-    # The mode of a read-only target was copied to the empty temporary file, which the writer then could not open.
+def test_a_target_keeps_its_mode_and_one_without_write_bits_is_refused_to_root_too(tmp_path):
+    # The target's mode is copied to the new file once it is written (not before: the mode of a read-only target,
+    # which root could write, was copied to the empty temporary file, which the writer then could not open).
     target = tmp_path / "m.npz"
     target.write_bytes(b"old")
-    target.chmod(0o444)
+    target.chmod(0o604)
     with atomic_path(target) as tmp:
-        assert os.access(tmp, os.W_OK) and stat.S_IMODE(os.stat(tmp).st_mode) != 0o444
+        assert os.access(tmp, os.W_OK)
         with open(tmp, "wb") as f:
             f.write(b"new")
     assert target.read_bytes() == b"new"
-    assert stat.S_IMODE(target.stat().st_mode) == 0o444
+    assert stat.S_IMODE(target.stat().st_mode) == 0o604
+    # Without a write bit for anyone, it is read-only to root as well: root replaced a model kept so.
+    target.chmod(0o444)
+    with pytest.raises(PermissionError, match="the file is read-only"), atomic_path(target):
+        pytest.fail("opened a read-only target")
+    assert target.read_bytes() == b"new"
 
 
 @pytest.mark.skipif(not hasattr(os, "posix_fallocate"), reason="needs posix_fallocate")
