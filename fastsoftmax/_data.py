@@ -757,6 +757,13 @@ class DataSource:
         """
         try:
             return _checks.cast_X(X, self.dtype, order="C", row_offset=row_offset, whole=not self._normal_values)
+        except _checks.BeyondRangeError as beyond:
+            # Counted in this part only, which the message says (as a count of NaN does): "80 values, the first in
+            # row 180" of the CLI's validation rows, where all 800 were, from row 0.
+            counted_in = _checks.rows_counted(row_offset, X.shape[0], self.data_rows)
+            raise _checks.BeyondRangeError(
+                beyond.n_beyond, beyond.first_row, beyond.largest, beyond.dtype, counted_in
+            ) from None
         except _checks.TinyValuesError:
             self._raise_if_all_tiny()
             self._normal_values = True

@@ -825,6 +825,19 @@ def test_predict_labels_are_the_same_with_and_without_proba_at_a_near_tie(tmp_pa
     np.testing.assert_array_equal(np.load(tmp_path / "plain.npy"), [1, 1, 1])
 
 
+def test_values_beyond_float32_counted_in_the_validation_rows_say_so(tmp_path, npy, capsys):
+    """train --dtype float32 on X * 1e300 said "X holds 80 finite value(s) ..., the first in row 180" of 200 rows,
+    all beyond float32 from row 0: only the validation rows, scanned first, were counted."""
+    X = np.load(npy[0])[:200].astype(np.float64) * 1e300
+    np.save(tmp_path / "huge.npy", X)
+    np.save(tmp_path / "y.npy", np.load(npy[1])[:200])
+    argv = ["train", "--data", str(tmp_path / "huge.npy"), "--labels", str(tmp_path / "y.npy"), "--dtype", "float32"]
+    assert main([*argv, "--out", str(tmp_path / "m.npz")]) == 2
+    err = capsys.readouterr().err
+    assert "X holds 120 finite value(s) beyond the range of float32" in err, err
+    assert "the first in row 180, counted in rows 180 to 199 only, the part of X being read" in err, err
+
+
 def test_predict_names_a_finite_value_beyond_the_models_float32(tmp_path, npy, capsys):
     model = SoftmaxRegression(6, 3, dtype=np.float32, seed=0)
     model.save(tmp_path / "m.npz")
