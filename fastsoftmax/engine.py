@@ -1372,16 +1372,25 @@ def _remedy(
     C = _penalty_C.get()
     lbfgs = "" if partial else ", or use solver='lbfgs'"
     if options.solver in STEP_SIZE_SOLVERS:
+        less_penalty = f"l2 (now {options.l2:g})" if C is None else f"raise C (now {C:g}, giving l2 = {options.l2:g})"
         # Adam's steps are lr per coordinate whatever the penalty's gradient: the penalty's step alone is
         # no overshoot there.
         if options.solver != "adam" and options.lr * options.l2 >= 1:
             # The penalty's own step, W <- (1 - lr l2) W, overshoots 0: a larger l2 diverges faster.
-            less_penalty = (
-                f"l2 (now {options.l2:g})" if C is None else f"raise C (now {C:g}, giving l2 = {options.l2:g})"
-            )
             return (
                 f"lower lr (now {options.lr}) or {less_penalty}: "
                 f"lr * l2 = {options.lr * options.l2:.3g} >= 1 makes the penalty's step alone overshoot"
+            )
+        step_penalty = 0.5 * options.l2 * (options.lr * options.lr)
+        if options.solver == "adam" and step_penalty >= 0.1 and options.lr < 1:
+            # But each step of about lr per weight, around W's optimum near 0, costs l2 lr^2 / 2 of penalty a
+            # weight: at l2 = 1e300 the loss climbed from log K to 6e294 (at 1e6, 0.5 a weight, to 7.1 from 1.1),
+            # and the advice named lr alone. A tenth of a nat a weight is a loss of zero weights, log K, in a few.
+            # Steps of 1 and more per weight (lr 2 at l2 = 1 on standardised digits) are too large for the data
+            # alone: lr is named alone there.
+            return (
+                f"lower lr (now {options.lr}) or {less_penalty}: adam moves each weight by about lr a step, which "
+                f"costs l2 * lr^2 / 2 = {step_penalty:.3g} of penalty per weight"
             )
         swing = options.lr * options.l2
         if options.solver == "sgd" and options.momentum > 0 and swing >= 0.1:

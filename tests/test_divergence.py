@@ -675,6 +675,24 @@ def test_a_divergence_that_the_penalty_drives_asks_for_less_of_it(solver):
     assert SoftmaxRegression(5, 3, seed=0).fit(X, y, solver=solver, l2=100.0, lr=1e-3, tol=0).n_iter_ > 0
 
 
+@pytest.mark.parametrize("l2", [1e6, 1e300])
+def test_adam_whose_steps_cost_more_penalty_than_the_data_gains_is_told_to_lower_l2_too(l2):
+    """Each adam step moves a weight by about lr, which costs l2 lr^2 / 2 of penalty: at l2 = 1e300 (or 1e6) the
+    loss climbed from log K to 6e294 (7.1), and the advice was to lower lr alone (the command line's too)."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 4))
+    y = rng.integers(0, 3, 200)
+    model = SoftmaxRegression(4, 3, seed=0)
+    model.W[...] = 0
+    with pytest.raises(TrainingError, match="diverged") as info:
+        model.fit(X, y, solver="adam", l2=l2, seed=0)
+    step_penalty = 0.5 * l2 * 1e-6
+    assert (
+        f"lower lr (now 0.001) or l2 (now {l2:g}): adam moves each weight by about lr a step, which costs "
+        f"l2 * lr^2 / 2 = {step_penalty:.3g} of penalty per weight"
+    ) in str(info.value)
+
+
 @pytest.mark.parametrize("solver, lr", [("sgd", 5.0), ("adam", 2.0)])
 @pytest.mark.parametrize("call", ["fit", "partial_fit"])
 def test_a_divergence_on_standardised_features_is_not_told_to_standardise_them(solver, lr, call):
