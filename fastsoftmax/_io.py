@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import decimal
 import errno
 import math
 import mmap
@@ -336,9 +337,18 @@ def check_room_on_disk(sizes: dict[str, int], fix: str) -> None:
         if free is not None and total > free:
             names = " and ".join(os.path.basename(path) for path in paths)  # those on this disk
             raise ValueError(
-                f"{names} would take {total / 2**30:.3g} GiB, more than the {free / 2**30:.3g} GiB free on the "
+                f"{names} would take {_gibibytes(total)} GiB, more than the {free / 2**30:.3g} GiB free on the "
                 f"disk of {directory}; {fix}."
             )
+
+
+def _gibibytes(size: int) -> str:
+    """``size`` bytes in GiB, 3 digits, as a float would print them; past float64 too, as sizes are integers
+    (write_classification of 10**4000 rows raised OverflowError in a float division)."""
+    if size < 2**1000:
+        return f"{size / 2**30:.3g}"
+    mantissa, exponent = f"{decimal.Decimal(size) / 2**30:.2e}".split("e")
+    return f"{mantissa}e+{int(exponent)}"
 
 
 def _remove_stale_temporaries_of(path: str | os.PathLike) -> None:

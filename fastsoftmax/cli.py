@@ -2397,6 +2397,10 @@ class _SavedEstimator:
 _THOUSANDS = re.compile(r"[+-]?\d{1,3}(,\d{3})+")
 
 
+#: The largest count an option takes: NumPy's int64, in which sizes, iterations and seeds are held.
+_INT64_MAX = 2**63 - 1
+
+
 def _int_at_least(text: str, least: int, rule: str) -> int:
     """``text`` as an integer >= ``least``, else argparse's error ``rule, got text``.
 
@@ -2413,12 +2417,15 @@ def _int_at_least(text: str, least: int, rule: str) -> int:
             number = decimal.Decimal(text)  # exact: through a float, 12345678901234567e1 lost its last digits
         except decimal.InvalidOperation:
             number = decimal.Decimal("NaN")
-        # Below 1e19, beyond any count: "1e100000000" would make an int of a hundred million digits.
-        whole = number.is_finite() and number.adjusted() < 19 and number == number.to_integral_value()
-        whole = whole and "e" in text.lower()
-        value = int(number) if whole else least - 1
+        whole = number.is_finite() and number == number.to_integral_value() and "e" in text.lower()
+        # Past int64 by its digits alone, not made an int: "1e100000000" would have a hundred million digits.
+        value = (_INT64_MAX + 1 if number.adjusted() > 19 else int(number)) if whole else least - 1
     if value < least:
         raise argparse.ArgumentTypeError(f"{rule}, got {text}")
+    if value > _INT64_MAX:
+        # Counts are int64 where they are used: 1e20 was "not a positive integer", and 10**4000 written out
+        # raised OverflowError with a traceback in the check of the disk's room.
+        raise argparse.ArgumentTypeError(f"must be at most 2**63 - 1 ({_INT64_MAX:,}), got {text}")
     return value
 
 

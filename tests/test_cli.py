@@ -1789,6 +1789,16 @@ def test_counts_are_read_as_help_prints_them_and_in_e_notation(spelling):
     assert args.samples == 123456789012345670
 
 
+@pytest.mark.parametrize("spelling", ["1e20", "9223372036854775808", "1" + "0" * 4000, "1e100000000"])
+def test_counts_past_int64_are_refused_for_their_size(capsys, spelling):
+    """1e20 was "not a positive integer" (1e3 is one), and 10**4000 written out raised OverflowError with a
+    traceback in the check of the disk's room."""
+    with pytest.raises(SystemExit) as info:
+        main(["generate", "--samples", spelling, "--data", "X.npy", "--labels", "y.npy"])
+    assert info.value.code == 2
+    assert "argument --samples: must be at most 2**63 - 1 (9,223,372,036,854,775,807), got" in capsys.readouterr().err
+
+
 UNKNOWN_ARGUMENTS = [
     (["train", "--max_iter", "10"], "train", "--max_iter: did you mean --max-iter?"),
     (["train", "--output", "m.npz"], "train", "--output: did you mean --out?"),

@@ -405,7 +405,7 @@ def test_the_room_checked_is_on_the_disk_that_a_link_leads_to(tmp_path, monkeypa
     assert np.load(files / "X.npy").shape == (100, 5)
 
 
-@pytest.mark.parametrize("n_samples", [10**13, 2**63 - 1, 10**23])
+@pytest.mark.parametrize("n_samples", [10**13, 2**63 - 1, 10**23, 10**4000])
 def test_files_larger_than_their_disk_are_refused_before_any_work(tmp_path, n_samples):
     """The sizes failed in the allocation ("Invalid argument"), or in np.memmap with an OverflowError that the
     command line showed as a traceback, after a NumPy overflow warning."""
