@@ -148,6 +148,42 @@ PATH_TYPES = (str, bytes, os.PathLike)
 #: How every ``.npy`` file begins (``np.lib.format.MAGIC_PREFIX``), and every zip (an ``.npz``).
 _NPY_MAGIC = np.lib.format.MAGIC_PREFIX
 _ZIP_MAGIC = b"PK\x03\x04"
+#: The first bytes of binary files that hold arrays or tables, what writes them, and what reads them back.
+_BINARY_MAGIC = (
+    (b"\x80", "a Python pickle", "pickle.load or joblib.load"),
+    (b"\x89HDF", "an HDF5 file", "h5py or pandas.read_hdf"),
+    (b"PAR1", "a Parquet file", "pandas.read_parquet"),
+    (b"ARROW1", "an Arrow (Feather) file", "pandas.read_feather"),
+)
+#: Byte order marks of UTF-16 text, whose NUL bytes are no binary data.
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+#: Bytes of a file read to tell text from binary data.
+_SNIFF_BYTES = 4096
+
+
+def _binary_contents(file) -> str | None:
+    """What the file ``file`` (open, binary) holds where it is no text, for a message; None for text.
+
+    A pickle of X (``train --data X.pkl``) was told to be read with
+    np.loadtxt, as a CSV file: binary data is named as such, with what
+    reads it where its first bytes tell.
+    """
+    file.seek(0)
+    head = file.read(_SNIFF_BYTES)
+    for magic, kind, reader in _BINARY_MAGIC:
+        if head.startswith(magic):
+            return f"{kind} ({reader} reads it)"
+    if head.startswith(_UTF16_BOMS):
+        return None
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # A character cut at the end of the bytes read is still text.
+        text = "" if exc.start >= len(head) - 3 and exc.reason == "unexpected end of data" else None
+    if text is None or b"\x00" in head:
+        return "binary data, not text"
+    return None
+
 
 #: The longest ``.npy`` header that ``np.load`` parses unless given ``max_header_size`` (NumPy's default).
 #: Not raised here: the limit guards the parser against headers made to exhaust memory or time.
@@ -300,6 +336,12 @@ def _check_npy_header(path: str, name: str) -> None:
             raise ValueError(f"{name} file {path!r} is truncated: it has {len(head)} bytes, fewer than any .npy file.")
         if head != _NPY_MAGIC:
             target = _name_to_convert_into(path, name)
+            binary = _binary_contents(file)
+            if binary is not None:
+                raise ValueError(
+                    f"{name} file {path!r} is not an .npy file: it holds {binary}. Only arrays saved with np.save "
+                    f"are read: load it once with what wrote it and save the array, np.save({target!r}, {name})."
+                )
             # Labels as integers: np.loadtxt reads floats, which the next run refused as labels.
             # A first line of column names (as most CSV files have) made np.loadtxt fail.
             load = _loadtxt_call(file, path, name)

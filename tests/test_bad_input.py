@@ -5,6 +5,7 @@ from __future__ import annotations
 import decimal
 import functools
 import os
+import pickle
 import re
 import struct
 import warnings
@@ -1116,10 +1117,20 @@ def _files_that_are_not_npy(tmp_path):
     (tmp_path / "empty.npy").write_bytes(b"")
     np.save(tmp_path / "strings.npy", np.array(list("ab") * 3))
     np.save(tmp_path / "objects.npy", np.array([1, "a"] * 3, dtype=object), allow_pickle=True)
+    with open(tmp_path / "X.pkl", "wb") as file:
+        pickle.dump(X, file)
+    (tmp_path / "X.bin").write_bytes(X.tobytes())
     x, labels = str(tmp_path / "X.npy"), str(tmp_path / "y.npy")
     return {
         # np.load read these as pickles, and its message said to pass allow_pickle=True
         "csv": (str(tmp_path / "X.csv"), labels, r"X file .*X.csv' is not an .npy file.*np\.loadtxt"),
+        # And these were told to be read with np.loadtxt, as CSV files.
+        "pickle": (
+            str(tmp_path / "X.pkl"),
+            labels,
+            r"X file .*X.pkl' is not an .npy file: it holds a Python pickle \(pickle.load or joblib.load reads it\)",
+        ),
+        "binary": (str(tmp_path / "X.bin"), labels, r"X file .*X.bin' is not an .npy file: it holds binary data, not"),
         "objects": (x, str(tmp_path / "objects.npy"), r"y file .* holds Python objects \(dtype object\)"),
         "empty": (str(tmp_path / "empty.npy"), labels, r"X file .* is truncated: it has 0 bytes"),
         "directory": (str(tmp_path), labels, r"X file .* is a directory"),
@@ -1161,7 +1172,7 @@ def test_the_conversion_that_a_csv_of_labels_is_given_gives_labels(tmp_path, mon
 # The estimator maps string labels to classes itself, so strings are an error for the model only.
 @pytest.mark.parametrize(
     ("fit", "case"),
-    [("model", case) for case in ("csv", "objects", "empty", "directory", "strings")]
+    [("model", case) for case in ("csv", "pickle", "binary", "objects", "empty", "directory", "strings")]
     + [("estimator", case) for case in ("csv", "objects", "empty", "directory")],
 )
 def test_a_path_to_what_is_not_an_npy_file_is_named_with_the_fix(tmp_path, fit, case):
