@@ -1169,6 +1169,13 @@ def run_train(args: argparse.Namespace) -> int:
     on_dask = args.scheduler is not None or args.dask_workers is not None
     if args.scheduler is not None and not args.scheduler.strip():  # distributed: "missing port number in address"
         raise CLIError("--scheduler is empty (an unset shell variable?); give its address, as tcp://host:8786.")
+    port = re.search(r":(\d+)/?$", args.scheduler.strip()) if args.scheduler is not None else None
+    if port is not None and not 0 < int(port.group(1)) < 2**16:
+        # Waited the connection's 30 s timeout for a port that cannot exist.
+        raise CLIError(
+            f"--scheduler {args.scheduler}: port {int(port.group(1))} is no TCP port (1 to 65535); give the "
+            f"address as the scheduler prints it (tcp://host:8786)."
+        )
     if on_dask:
         _check_dask_solver(args.solver)
     from fastsoftmax.datasets import usable_cores

@@ -2673,6 +2673,9 @@ def test_options_that_the_command_cannot_use_or_hold_are_named_before_any_work(t
         (["--samples", "1000", "--val-fraction", "0.9999"], r"--val-fraction 0\.9999 leaves no training rows"),
         (["--tol", ""], r"argument --tol: expected a number, got ''"),
         (["--scheduler", ""], r"--scheduler is empty \(an unset shell variable\?\)"),
+        # The connection waited its 30 s timeout for a port that cannot exist.
+        (["--scheduler", "tcp://127.0.0.1:99999"], r"port 99999 is no TCP port \(1 to 65535\)"),
+        (["--scheduler", "localhost:0"], r"--scheduler localhost:0: port 0 is no TCP port"),
         (["--data", str(npy[0]), "--labels", str(npy[1]), "--classes", "1"], r"--classes must be >= 2, got 1$"),
         # A slip such as --dask-workers 1000 started 1000 worker processes.
         (["--dask-workers", "1000"], r"--dask-workers 1000 is more than this process can use \(\d+ of the machine"),
