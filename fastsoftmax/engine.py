@@ -2263,14 +2263,14 @@ def _fit(model, objective, options, *, seed, callback, checkpoint, checkpoint_lo
             or result.at_loss_floor
         ):
             return result, False
-        done = 0  # iterations of this call before the continuation under way
+        done = 0  # iterations of this call before the continuation under way (on_iteration counts on from them)
         while True:
             by_tol = result.converged and not result.at_loss_floor
             judged = _spread_gap(model, objective, options, scaling, result, solver_state)
             if judged is None or judged[0] <= judged[1]:
                 return result, by_tol
             gap, allowed = judged
-            remaining = options.max_iter - offset - done - result.n_iter
+            remaining = options.max_iter - offset - result.n_iter  # result.n_iter: all of this call's iterations
             continuations = engine_state.get("continuations", 0)
             if not by_tol or remaining <= 0 or continuations >= SPREAD_CONTINUATIONS:
                 stop = (
@@ -2283,7 +2283,7 @@ def _fit(model, objective, options, *, seed, callback, checkpoint, checkpoint_lo
             grad = solver_state.get("grad", solver_state.get("gradient"))
             tol = 0.5 * math.sqrt(allowed / gap) * float(np.max(np.abs(grad)))
             engine_state["continued_tol"], engine_state["continuations"] = np.array(tol), continuations + 1
-            done += result.n_iter
+            done = result.n_iter
             before = result
             try:
                 result = run_solver(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 
@@ -591,6 +592,59 @@ def test_where_l_bfgs_stalls_on_past_its_stop_it_is_pointed_to_newton_cg_which_r
         newton.fit(X, y, solver="newton-cg", l2=l2, tol=1e-4)
     assert newton.converged_
     assert newton.loss_history_[-1] - best.loss_history_[-1] <= 1e-4 * best.loss_history_[-1]
+
+
+@pytest.mark.parametrize("max_iter", [100, 20])
+def test_a_fit_going_on_past_several_stalls_counts_each_iteration_once(monkeypatch, max_iter):
+    """Raw wine at l2 = 1e-6 goes on past two stops: the iterations before the first were counted again at the
+    second (n_iter_ 37 beside 24 losses; callbacks numbered 1..16, then 31..37), and at max_iter 20 the fit
+    stopped after 16, out of iterations by that count, and warned of the stall."""
+    datasets = pytest.importorskip("sklearn.datasets")
+    X, y = datasets.load_wine(return_X_y=True)
+    checks = _spread_checks(monkeypatch)
+    iterations = []
+    model = fs.SoftmaxRegression(13, 3, seed=0)
+    model.W[...] = 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(X, y, tol=1e-4, l2=1e-6, max_iter=max_iter, callback=lambda m, it, loss: iterations.append(it))
+    assert iterations == list(range(1, model.n_iter_ + 1))
+    assert len(model.loss_history_) == model.n_iter_ + 1
+    if max_iter == 100:
+        assert sum(short for _, short in checks) >= 2 and model.converged_ and not caught
+    else:  # out of iterations going on, which the warning says
+        assert model.n_iter_ == 20 and not model.converged_
+        assert "reached max_iter going on past a stop by tol" in str(caught[0].message)
+
+
+def test_a_fit_resumed_after_its_second_continuation_ends_as_the_uninterrupted_one(tmp_path, monkeypatch):
+    """Raw wine at l2 = 1e-6, interrupted after its second stop short of the optimum: the count of continuations
+    and the lowered tol come back from the checkpoint, and the end is the uninterrupted fit's, bit for bit."""
+    datasets = pytest.importorskip("sklearn.datasets")
+    X, y = datasets.load_wine(return_X_y=True)
+    checks = _spread_checks(monkeypatch)
+
+    def fit(**options):
+        model = fs.SoftmaxRegression(13, 3, seed=0)
+        model.W[...] = 0
+        return model.fit(X, y, tol=1e-4, l2=1e-6, **options)
+
+    whole = fit()
+    stops = [iteration for iteration, short in checks if short]
+    assert len(stops) >= 2 and whole.n_iter_ > stops[1] + 1
+
+    def interrupt(model, iteration, loss):
+        if iteration == stops[1] + 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(checkpoint=tmp_path, callback=interrupt)
+    with np.load(tmp_path / "checkpoint.npz") as archive:
+        assert json.loads(str(archive["meta"]))["solver_state"]["continuations"] == 2
+    resumed = fit(checkpoint=tmp_path)
+    assert resumed.n_iter_ == whole.n_iter_ and resumed.loss_history_ == whole.loss_history_
+    np.testing.assert_array_equal(resumed.W, whole.W)
+    np.testing.assert_array_equal(resumed.b, whole.b)
 
 
 def test_a_fit_that_reaches_max_iter_going_on_past_a_stall_says_so():
