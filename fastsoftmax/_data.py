@@ -148,17 +148,21 @@ PATH_TYPES = (str, bytes, os.PathLike)
 #: How every ``.npy`` file begins (``np.lib.format.MAGIC_PREFIX``), and every zip (an ``.npz``).
 _NPY_MAGIC = np.lib.format.MAGIC_PREFIX
 _ZIP_MAGIC = b"PK\x03\x04"
-#: The first bytes of binary files that hold arrays or tables, what writes them, and what reads them back.
-_BINARY_MAGIC = (
-    (b"\x80", "a Python pickle", "pickle.load or joblib.load"),
-    (b"\x89HDF", "an HDF5 file", "h5py or pandas.read_hdf"),
-    (b"PAR1", "a Parquet file", "pandas.read_parquet"),
-    (b"ARROW1", "an Arrow (Feather) file", "pandas.read_feather"),
+#: The signatures of binary files that hold arrays or tables (bytes at the start, and at the end where the format
+#: has one), what they are, and what reads them. Whole signatures: a CSV file may begin with "PAR1", or, in
+#: cp1252, with the euro sign's byte 0x80, as a pickle does (then followed by its protocol, 2 to 5).
+_BINARY_SIGNATURES = (
+    ((b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05"), b"", "a Python pickle", "pickle.load or joblib.load"),
+    ((b"\x89HDF\r\n\x1a\n",), b"", "an HDF5 file", "h5py or pandas.read_hdf"),
+    ((b"PAR1",), b"PAR1", "a Parquet file", "pandas.read_parquet"),
+    ((b"ARROW1\x00\x00",), b"ARROW1", "an Arrow (Feather) file", "pandas.read_feather"),
 )
 #: Byte order marks of UTF-16 text, whose NUL bytes are no binary data.
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 #: Bytes of a file read to tell text from binary data.
 _SNIFF_BYTES = 4096
+#: Control bytes (other than tab, line breaks and form feed) that text in any 8-bit encoding holds none of.
+_CONTROL_BYTES = bytes([*range(0, 9), *range(14, 32)])
 
 
 def _binary_contents(file) -> str | None:
@@ -166,15 +170,23 @@ def _binary_contents(file) -> str | None:
 
     A pickle of X (``train --data X.pkl``) was told to be read with
     np.loadtxt, as a CSV file: binary data is named as such, with what
-    reads it where its first bytes tell.
+    reads it where its signature tells. Text is judged by its bytes, not by
+    an encoding: a CSV in Latin-1 or cp1252 (accented names, a pound sign),
+    which UTF-8 does not decode, is text; bytes 0 to 31 other than tabs and
+    line breaks are not.
     """
     file.seek(0)
     head = file.read(_SNIFF_BYTES)
-    for magic, kind, reader in _BINARY_MAGIC:
-        if head.startswith(magic):
+    for starts, ends, kind, reader in _BINARY_SIGNATURES:
+        if head.startswith(starts):
+            if ends:
+                file.seek(max(0, os.fstat(file.fileno()).st_size - len(ends)))
+                if file.read(len(ends)) != ends:
+                    continue
             return f"{kind} ({reader} reads it)"
     if head.startswith(_UTF16_BOMS):
         return None
+    return "binary data, not text" if head.translate(None, _CONTROL_BYTES) != head else None
     try:
         text = head.decode("utf-8")
     except UnicodeDecodeError as exc:

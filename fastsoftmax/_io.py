@@ -347,8 +347,7 @@ def _gibibytes(size: int) -> str:
     (write_classification of 10**4000 rows raised OverflowError in a float division)."""
     if size < 2**1000:
         return f"{size / 2**30:.3g}"
-    mantissa, exponent = f"{decimal.Decimal(size) / 2**30:.2e}".split("e")
-    return f"{mantissa}e+{int(exponent)}"
+    return f"{decimal.Decimal(size) / 2**30:.3g}"  # exponents of 292 and more: no zero padding to differ
 
 
 def _remove_stale_temporaries_of(path: str | os.PathLike) -> None:

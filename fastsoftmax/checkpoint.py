@@ -36,6 +36,7 @@ from fastsoftmax._io import (
     _name_length,
     _name_max,
     atomic_file,
+    is_read_only,
     nearest_existing,
     newer_format,
     npz_scalar,
@@ -170,7 +171,8 @@ def check_directory(directory: str | bytes | os.PathLike, *, option: str = "chec
             )
     if os.path.isdir(checkpoint_path(directory)):
         raise ValueError(f"{option} {directory}: {checkpoint_path(directory)} is a directory; remove it.")
-    if os.path.exists(checkpoint_path(directory)) and not os.access(checkpoint_path(directory), os.W_OK):
+    # By its mode bits for root too, as each save judges it: a resumed fit ran an iteration and then failed to save.
+    if os.path.exists(checkpoint_path(directory)) and is_read_only(checkpoint_path(directory)):
         raise ValueError(
             f"{option} {directory}: {checkpoint_path(directory)} is read-only; make it writable (chmod u+w) "
             "to resume from it, or give another directory."

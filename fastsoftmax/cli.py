@@ -401,6 +401,9 @@ _OUTPUT_FORMATS = {
 _LABELS, _TABLE, _PROBABILITIES = ".npy:labels", ".npy:table", ".npy:probabilities"
 #: Rows of an existing .npy read to tell probabilities from other tables (a few KB, whatever the file's size).
 _ROWS_READ = 64
+#: The longest .npy header read to tell an existing array's kind (np.load's default stops at 10,000 bytes; a
+#: header holds a dtype and a shape, and this one bounds what a damaged file makes us read).
+_MAX_HEADER_READ = 1 << 24
 
 
 def _other_kind_on_disk(path: str, kind: str) -> str | None:
@@ -435,26 +438,43 @@ def _other_array_on_disk(path: str, array: str) -> str | None:
     word: every .npy is one format. Labels are 1-D, a data table 2-D, and
     probabilities a 2-D float table whose first :data:`_ROWS_READ` rows
     are in [0, 1] and sum to 1 (a table of features of as many columns is
-    not). An array whose header or rows cannot be read is taken for a
-    damaged output and replaced.
+    not); none has named fields. Judged by the header, whatever its size
+    and dtype (a table of Python objects, a record array, a header past
+    np.load's 10,000 bytes were replaced, unread); only a file whose header
+    cannot be read is taken for a damaged output and replaced.
     """
     try:
-        held = np.load(path, mmap_mode="r", allow_pickle=False)
-        shape, dtype = held.shape, held.dtype
-        ndim = {"labels": 1}.get(array, 2)
-        if len(shape) != ndim:
-            what = "labels" if array == "labels" else "a table of rows"
-            return f"a {len(shape)}-D array of {dtype} (shape {shape}), not {what}"
-        if array != "probabilities":
-            return None
-        rows = np.asarray(held[:_ROWS_READ], dtype=np.float64) if dtype.kind == "f" else None
-    except Exception:  # a header or rows cut short, pickled objects: not readable as an array of ours
+        with open(path, "rb") as file:
+            version = np.lib.format.read_magic(file)
+            read_header = (
+                np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            )
+            shape, fortran_order, dtype = read_header(file, max_header_size=_MAX_HEADER_READ)
+            data_start = file.tell()
+    except Exception:  # a header cut short or garbled: not readable as an array of ours
         return None
+    described = f"a {len(shape)}-D array of {dtype} (shape {shape})"
+    if dtype.names is not None:
+        return f"a record array of fields {', '.join(map(repr, dtype.names[:4]))} (shape {shape})"
+    ndim = {"labels": 1}.get(array, 2)
+    if len(shape) != ndim:
+        return f"{described}, not {'labels' if array == 'labels' else 'a table of rows'}"
+    if array != "probabilities":
+        return None
+    rows = None
+    if dtype.kind == "f":
+        try:
+            held = np.memmap(
+                path, dtype=dtype, mode="r", offset=data_start, shape=shape, order="F" if fortran_order else "C"
+            )
+            rows = np.asarray(held[:_ROWS_READ], dtype=np.float64)
+        except Exception:  # rows cut short: a damaged output
+            return None
     with np.errstate(invalid="ignore"):
         probabilities = (
             rows is not None and bool(((rows >= 0) & (rows <= 1)).all()) and np.allclose(rows.sum(axis=1), 1, atol=1e-3)
         )
-    return None if probabilities else f"a 2-D array of {dtype} (shape {shape}) whose rows are not probabilities"
+    return None if probabilities else f"{described} whose rows are not probabilities"
 
 
 #: The largest file read to tell whether it is a ``train --metrics`` file (one of a million iterations: 25 MB).
@@ -1170,11 +1190,14 @@ def run_train(args: argparse.Namespace) -> int:
     if args.scheduler is not None and not args.scheduler.strip():  # distributed: "missing port number in address"
         raise CLIError("--scheduler is empty (an unset shell variable?); give its address, as tcp://host:8786.")
     port = re.search(r":(\d+)/?$", args.scheduler.strip()) if args.scheduler is not None else None
-    if port is not None and not 0 < int(port.group(1)) < 2**16:
-        # Waited the connection's 30 s timeout for a port that cannot exist.
+    # Compared by its digits first: int() of 5,000 digits raises. The connection waited its 30 s timeout for a
+    # port that cannot exist.
+    if port is not None and (len(port.group(1).lstrip("0")) > 5 or not 0 < int(port.group(1)) < 2**16):
+        digits = port.group(1)
+        shown = digits if len(digits) <= 12 else f"{digits[:6]}...({len(digits)} digits)"
         raise CLIError(
-            f"--scheduler {args.scheduler}: port {int(port.group(1))} is no TCP port (1 to 65535); give the "
-            f"address as the scheduler prints it (tcp://host:8786)."
+            f"--scheduler {args.scheduler if len(args.scheduler) <= 80 else args.scheduler[:60] + '...'}: port "
+            f"{shown} is no TCP port (1 to 65535); give the address as the scheduler prints it (tcp://host:8786)."
         )
     if on_dask:
         _check_dask_solver(args.solver)
@@ -2424,9 +2447,12 @@ def _int_at_least(text: str, least: int, rule: str) -> int:
             number = decimal.Decimal(text)  # exact: through a float, 12345678901234567e1 lost its last digits
         except decimal.InvalidOperation:
             number = decimal.Decimal("NaN")
-        whole = number.is_finite() and number == number.to_integral_value() and "e" in text.lower()
-        # Past int64 by its digits alone, not made an int: "1e100000000" would have a hundred million digits.
-        value = (_INT64_MAX + 1 if number.adjusted() > 19 else int(number)) if whole else least - 1
+        # Whole numbers in e-notation, and integers of more digits than int() converts (4,300).
+        whole = number.is_finite() and number == number.to_integral_value() and ("e" in text.lower() or text.isdigit())
+        if not whole or number < least:
+            value = least - 1
+        else:  # past int64 by its digits alone, not made an int: "1e100000000" would have a hundred million digits
+            value = _INT64_MAX + 1 if number.adjusted() > 19 else int(number)
     if value < least:
         raise argparse.ArgumentTypeError(f"{rule}, got {text}")
     if value > _INT64_MAX:

@@ -1120,6 +1120,10 @@ def _files_that_are_not_npy(tmp_path):
     with open(tmp_path / "X.pkl", "wb") as file:
         pickle.dump(X, file)
     (tmp_path / "X.bin").write_bytes(X.tobytes())
+    # Text that is no UTF-8, or whose first bytes are a binary format's: told np.loadtxt, as any text.
+    (tmp_path / "latin1.csv").write_bytes("température,poids\n1,2\n".encode("latin-1"))
+    (tmp_path / "PAR1.csv").write_bytes(b"PAR1,PAR2\n1,2\n")
+    (tmp_path / "euro.csv").write_bytes("€ price,x\n1,2\n".encode("cp1252"))
     x, labels = str(tmp_path / "X.npy"), str(tmp_path / "y.npy")
     return {
         # np.load read these as pickles, and its message said to pass allow_pickle=True
@@ -1131,6 +1135,10 @@ def _files_that_are_not_npy(tmp_path):
             r"X file .*X.pkl' is not an .npy file: it holds a Python pickle \(pickle.load or joblib.load reads it\)",
         ),
         "binary": (str(tmp_path / "X.bin"), labels, r"X file .*X.bin' is not an .npy file: it holds binary data, not"),
+        **{
+            name: (str(tmp_path / f"{name}.csv"), labels, rf"X file .*{name}.csv' is not an .npy file \(it .*loadtxt")
+            for name in ("latin1", "PAR1", "euro")
+        },
         "objects": (x, str(tmp_path / "objects.npy"), r"y file .* holds Python objects \(dtype object\)"),
         "empty": (str(tmp_path / "empty.npy"), labels, r"X file .* is truncated: it has 0 bytes"),
         "directory": (str(tmp_path), labels, r"X file .* is a directory"),
@@ -1172,7 +1180,10 @@ def test_the_conversion_that_a_csv_of_labels_is_given_gives_labels(tmp_path, mon
 # The estimator maps string labels to classes itself, so strings are an error for the model only.
 @pytest.mark.parametrize(
     ("fit", "case"),
-    [("model", case) for case in ("csv", "pickle", "binary", "objects", "empty", "directory", "strings")]
+    [
+        ("model", case)
+        for case in ("csv", "pickle", "binary", "latin1", "PAR1", "euro", "objects", "empty", "directory", "strings")
+    ]
     + [("estimator", case) for case in ("csv", "objects", "empty", "directory")],
 )
 def test_a_path_to_what_is_not_an_npy_file_is_named_with_the_fix(tmp_path, fit, case):

@@ -1789,7 +1789,10 @@ def test_counts_are_read_as_help_prints_them_and_in_e_notation(spelling):
     assert args.samples == 123456789012345670
 
 
-@pytest.mark.parametrize("spelling", ["1e20", "9223372036854775808", "1" + "0" * 4000, "1e100000000"])
+@pytest.mark.parametrize(
+    "spelling",
+    ["1e20", "9223372036854775808", "1" + "0" * 4000, "1" * 5000, "1e100000000", ",".join(["1"] + ["000"] * 1500)],
+)
 def test_counts_past_int64_are_refused_for_their_size(capsys, spelling):
     """1e20 was "not a positive integer" (1e3 is one), and 10**4000 written out raised OverflowError with a
     traceback in the check of the disk's room."""
@@ -1797,6 +1800,14 @@ def test_counts_past_int64_are_refused_for_their_size(capsys, spelling):
         main(["generate", "--samples", spelling, "--data", "X.npy", "--labels", "y.npy"])
     assert info.value.code == 2
     assert "argument --samples: must be at most 2**63 - 1 (9,223,372,036,854,775,807), got" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("spelling", ["-1e20", "-1e100000000", "-1e19", "-" + "1" * 5000])
+def test_negative_counts_past_int64_are_not_told_the_upper_bound(capsys, spelling):
+    with pytest.raises(SystemExit):
+        main(["generate", f"--samples={spelling}", "--data", "X.npy", "--labels", "y.npy"])
+    err = capsys.readouterr().err
+    assert "argument --samples: must be a positive integer, got -" in err and "at most" not in err
 
 
 UNKNOWN_ARGUMENTS = [
@@ -2676,6 +2687,8 @@ def test_options_that_the_command_cannot_use_or_hold_are_named_before_any_work(t
         # The connection waited its 30 s timeout for a port that cannot exist.
         (["--scheduler", "tcp://127.0.0.1:99999"], r"port 99999 is no TCP port \(1 to 65535\)"),
         (["--scheduler", "localhost:0"], r"--scheduler localhost:0: port 0 is no TCP port"),
+        # int() of 5,000 digits raised ValueError ("Exceeds the limit (4300 digits)") with a traceback.
+        (["--scheduler", "tcp://h:" + "9" * 5000], r"port 999999\.\.\.\(5000 digits\) is no TCP port"),
         (["--data", str(npy[0]), "--labels", str(npy[1]), "--classes", "1"], r"--classes must be >= 2, got 1$"),
         # A slip such as --dask-workers 1000 started 1000 worker processes.
         (["--dask-workers", "1000"], r"--dask-workers 1000 is more than this process can use \(\d+ of the machine"),
@@ -2937,6 +2950,23 @@ def test_an_npy_output_is_not_written_over_an_array_of_another_kind(tmp_path, np
         held = " whose rows are not probabilities" if option == "--proba" else ", not labels"
         assert f"{option} {table} already holds a 2-D array of float32 (shape (2000, 6)){held}" in err, err
         assert table.read_bytes() == before
+    # Judged by the header, whatever the dtype and the header's size: a table of Python objects, a record array and
+    # a header past np.load's 10,000 bytes were taken for damaged outputs and replaced.
+    objects, records, long_header = tmp_path / "objects.npy", tmp_path / "records.npy", tmp_path / "long.npy"
+    np.save(objects, np.array([["a", 1.0], ["b", 2.0]], dtype=object), allow_pickle=True)
+    np.save(records, np.zeros(4, dtype=[("height", "f8"), ("weight", "f8")]))
+    header = "{'descr': '<f8', 'fortran_order': False, 'shape': (5, 2), }".ljust(20_032 - 13) + "\n"
+    long_header.write_bytes(b"\x93NUMPY\x02\x00" + len(header).to_bytes(4, "little") + header.encode() + bytes(80))
+    assert np.load(long_header, max_header_size=30_000).shape == (5, 2)
+    for path, held in (
+        (objects, "a 2-D array of object (shape (2, 2)), not labels"),
+        (records, "a record array of fields 'height', 'weight' (shape (4,))"),
+        (long_header, "a 2-D array of float64 (shape (5, 2)), not labels"),
+    ):
+        before = path.read_bytes()
+        assert main([*predict, "--out", str(path)]) == 2
+        assert f"--out {path} already holds {held}" in capsys.readouterr().err
+        assert path.read_bytes() == before
     # generate --data over labels (1-D) is refused as well, and the swap is named.
     assert main(["generate", "--data", y, "--labels", str(tmp_path / "g_y.npy"), *SMALL, "--quiet"]) == 2
     err = capsys.readouterr().err

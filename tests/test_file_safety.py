@@ -248,6 +248,22 @@ def test_read_only_checkpoint_directory_is_refused_before_any_work(tmp_path, dat
     assert model.n_iter_ == 0
 
 
+def test_a_checkpoint_without_write_bits_is_refused_before_any_work_for_root_too(tmp_path, data):
+    """As root, the check before the fit let a checkpoint of mode 444 through (os.access), and the fit failed to
+    save after its first iteration, with advice to free space."""
+    _fit(*data, solver="gd", max_iter=2, checkpoint=tmp_path / "ck")
+    ck_file = tmp_path / "ck" / "checkpoint.npz"
+    ck_file.chmod(0o444)
+    before = ck_file.read_bytes()
+    model = _model()
+    try:
+        with pytest.raises(ValueError, match=r"checkpoint\.npz is read-only; make it writable \(chmod u\+w\)"):
+            model.fit(*data, solver="gd", max_iter=4, checkpoint=tmp_path / "ck")
+    finally:
+        ck_file.chmod(0o644)
+    assert ck_file.read_bytes() == before and model.n_iter_ == 0
+
+
 def test_read_only_checkpoint_file_is_refused_before_any_work(tmp_path, data, monkeypatch):
     _fit(*data, solver="gd", max_iter=2, checkpoint=tmp_path / "ck")
     ck_file = tmp_path / "ck" / "checkpoint.npz"
