@@ -156,13 +156,15 @@ _BINARY_SIGNATURES = (
     ((b"\x89HDF\r\n\x1a\n",), b"", "an HDF5 file", "h5py or pandas.read_hdf"),
     ((b"PAR1",), b"PAR1", "a Parquet file", "pandas.read_parquet"),
     ((b"ARROW1\x00\x00",), b"ARROW1", "an Arrow (Feather) file", "pandas.read_feather"),
+    ((b"\x1f\x8b",), b"", "a gzip-compressed file", "np.loadtxt, for compressed text, or gzip.open"),
 )
 #: Byte order marks of UTF-16 text, whose NUL bytes are no binary data.
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 #: Bytes of a file read to tell text from binary data.
 _SNIFF_BYTES = 4096
-#: Control bytes (other than tab, line breaks and form feed) that text in any 8-bit encoding holds none of.
-_CONTROL_BYTES = bytes([*range(0, 9), *range(14, 32)])
+#: Control bytes that text in any 8-bit encoding holds none of: not tab, line breaks, form feed, nor escape (the
+#: colour codes of a log pasted into a CSV).
+_CONTROL_BYTES = bytes([*range(0, 9), *range(14, 27), *range(28, 32)])
 
 
 def _binary_contents(file) -> str | None:
@@ -187,14 +189,6 @@ def _binary_contents(file) -> str | None:
     if head.startswith(_UTF16_BOMS):
         return None
     return "binary data, not text" if head.translate(None, _CONTROL_BYTES) != head else None
-    try:
-        text = head.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        # A character cut at the end of the bytes read is still text.
-        text = "" if exc.start >= len(head) - 3 and exc.reason == "unexpected end of data" else None
-    if text is None or b"\x00" in head:
-        return "binary data, not text"
-    return None
 
 
 #: The longest ``.npy`` header that ``np.load`` parses unless given ``max_header_size`` (NumPy's default).
@@ -261,13 +255,24 @@ def _loadtxt_call(file, path: str, name: str) -> str:
     Labels are read as integers, and labels written as decimals (``0.0``)
     are read as floats, cast where the whole file holds whole numbers (a
     file too large to read here keeps them floats, which the fit names).
+    The encoding is named where it is no UTF-8: Latin-1 (which reads
+    cp1252's numbers too) where UTF-8 fails on the first bytes, UTF-16 by
+    its byte order mark; np.loadtxt failed on a header of accented names.
     The advice said ``delimiter=','`` of every file, which failed on a TSV,
     took a first row of numbers split by spaces, or one after a byte order
     mark, for column names and dropped it; it kept pandas' names as a row
     of data, and failed on a comment line and on labels such as ``1.0``.
     """
     file.seek(0)
-    marked = file.read(3) == b"\xef\xbb\xbf"
+    head = file.read(_SNIFF_BYTES)
+    marked = head.startswith(b"\xef\xbb\xbf")
+    encoding = "utf-16" if head.startswith(_UTF16_BOMS) else "utf-8-sig" if marked else None
+    if encoding is None:
+        try:
+            head.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            # Not a character cut at the end of the bytes read: text in an 8-bit encoding.
+            encoding = None if exc.start >= len(head) - 3 and exc.reason == "unexpected end of data" else "latin-1"
     file.seek(3 if marked else 0)
     line, passed = _line_start(file), 0
     while line and (not line.strip() or line.lstrip().startswith("#")):
@@ -304,7 +309,8 @@ def _loadtxt_call(file, path: str, name: str) -> str:
     converts = decimal_commas and name == "X"
     options += ", converters=lambda text: float(text.replace(',', '.'))" if converts else ""
     # NumPy 1.x hands a converter bytes unless an encoding is named.
-    options += ", encoding='utf-8-sig'" if marked else ", encoding='utf-8'" if converts else ""
+    encoding = encoding or ("utf-8" if converts else None)
+    options += f", encoding={encoding!r}" if encoding else ""
     if name == "X":
         return f"np.loadtxt({path!r}{options}, ndmin=2)"
     first_row = second if names else line

@@ -446,6 +446,8 @@ def _other_array_on_disk(path: str, array: str) -> str | None:
     try:
         with open(path, "rb") as file:
             version = np.lib.format.read_magic(file)
+            if version not in ((1, 0), (2, 0), (3, 0)):
+                return f"an .npy file of format version {version[0]}.{version[1]}, which this NumPy does not read"
             read_header = (
                 np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
             )
@@ -455,7 +457,9 @@ def _other_array_on_disk(path: str, array: str) -> str | None:
         return None
     described = f"a {len(shape)}-D array of {dtype} (shape {shape})"
     if dtype.names is not None:
-        return f"a record array of fields {', '.join(map(repr, dtype.names[:4]))} (shape {shape})"
+        # Version 3.0 headers are UTF-8, which the 2.0 reader decodes as Latin-1 ('hÃ¶he' for 'höhe').
+        names = [n.encode("latin-1").decode("utf-8", "replace") if version == (3, 0) else n for n in dtype.names]
+        return f"a record array of fields {', '.join(map(repr, names[:4]))} (shape {shape})"
     ndim = {"labels": 1}.get(array, 2)
     if len(shape) != ndim:
         return f"{described}, not {'labels' if array == 'labels' else 'a table of rows'}"
@@ -1192,7 +1196,8 @@ def run_train(args: argparse.Namespace) -> int:
     port = re.search(r":(\d+)/?$", args.scheduler.strip()) if args.scheduler is not None else None
     # Compared by its digits first: int() of 5,000 digits raises. The connection waited its 30 s timeout for a
     # port that cannot exist.
-    if port is not None and (len(port.group(1).lstrip("0")) > 5 or not 0 < int(port.group(1)) < 2**16):
+    significant = port.group(1).lstrip("0") if port is not None else ""
+    if port is not None and (len(significant) > 5 or not 0 < int(significant or "0") < 2**16):
         digits = port.group(1)
         shown = digits if len(digits) <= 12 else f"{digits[:6]}...({len(digits)} digits)"
         raise CLIError(
@@ -2448,17 +2453,20 @@ def _int_at_least(text: str, least: int, rule: str) -> int:
         except decimal.InvalidOperation:
             number = decimal.Decimal("NaN")
         # Whole numbers in e-notation, and integers of more digits than int() converts (4,300).
-        whole = number.is_finite() and number == number.to_integral_value() and ("e" in text.lower() or text.isdigit())
+        digits = text.strip().removeprefix("+").removeprefix("-")
+        integral = number.is_finite() and number == number.to_integral_value()
+        whole = integral and ("e" in text.lower() or digits.isdigit())
         if not whole or number < least:
             value = least - 1
         else:  # past int64 by its digits alone, not made an int: "1e100000000" would have a hundred million digits
             value = _INT64_MAX + 1 if number.adjusted() > 19 else int(number)
+    shown = text if len(text) <= 40 else f"{text[:20]}...({len(text)} characters)"
     if value < least:
-        raise argparse.ArgumentTypeError(f"{rule}, got {text}")
+        raise argparse.ArgumentTypeError(f"{rule}, got {shown}")
     if value > _INT64_MAX:
         # Counts are int64 where they are used: 1e20 was "not a positive integer", and 10**4000 written out
         # raised OverflowError with a traceback in the check of the disk's room.
-        raise argparse.ArgumentTypeError(f"must be at most 2**63 - 1 ({_INT64_MAX:,}), got {text}")
+        raise argparse.ArgumentTypeError(f"must be at most 2**63 - 1 ({_INT64_MAX:,}), got {shown}")
     return value
 
 

@@ -922,11 +922,12 @@ def warn_not_converged(
             f"{options.lr}) or max_iter, loosen tol, or use solver='lbfgs', whose line search sets the step"
         )
     elif n_iter >= options.max_iter and stop_message.startswith(WENT_ON_PAST_A_STALL):
-        # It had stopped by tol short of the optimum, and went on: tol is not what ended it.
+        # It had stopped by tol short of the optimum, and went on: tol is not what ended it. Newton-CG is named
+        # to the other solvers only: a Newton-CG fit was told to use solver='newton-cg'.
+        newton = "" if options.solver == "newton-cg" else "use solver='newton-cg', "
         why = (
-            f"it {stop_message}; raise max_iter, or use "
-            f"solver='newton-cg', transform features that a few rows spread (np.log1p of amounts, outliers "
-            f"clipped), or {_more_penalty(options)}"
+            f"it {stop_message}; raise max_iter, or {newton}transform features that a few rows spread "
+            f"(np.log1p of amounts, outliers clipped), or {_more_penalty(options)}"
         )
     elif n_iter >= options.max_iter and options.precondition:
         # The solver already works on centred, scaled features: scaling them again changes nothing.

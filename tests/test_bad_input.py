@@ -1124,6 +1124,7 @@ def _files_that_are_not_npy(tmp_path):
     (tmp_path / "latin1.csv").write_bytes("température,poids\n1,2\n".encode("latin-1"))
     (tmp_path / "PAR1.csv").write_bytes(b"PAR1,PAR2\n1,2\n")
     (tmp_path / "euro.csv").write_bytes("€ price,x\n1,2\n".encode("cp1252"))
+    (tmp_path / "ansi.csv").write_bytes(b"a,b\n1,2\n\x1b[31m3\x1b[0m,4\n")
     x, labels = str(tmp_path / "X.npy"), str(tmp_path / "y.npy")
     return {
         # np.load read these as pickles, and its message said to pass allow_pickle=True
@@ -1137,7 +1138,12 @@ def _files_that_are_not_npy(tmp_path):
         "binary": (str(tmp_path / "X.bin"), labels, r"X file .*X.bin' is not an .npy file: it holds binary data, not"),
         **{
             name: (str(tmp_path / f"{name}.csv"), labels, rf"X file .*{name}.csv' is not an .npy file \(it .*loadtxt")
-            for name in ("latin1", "PAR1", "euro")
+            for name in ("PAR1", "ansi")
+        },
+        # With the encoding, which np.loadtxt needs (UTF-8 failed on the header's accented names).
+        **{
+            name: (str(tmp_path / f"{name}.csv"), labels, rf"{name}.csv', delimiter=',', skiprows=1, encoding='latin-1")
+            for name in ("latin1", "euro")
         },
         "objects": (x, str(tmp_path / "objects.npy"), r"y file .* holds Python objects \(dtype object\)"),
         "empty": (str(tmp_path / "empty.npy"), labels, r"X file .* is truncated: it has 0 bytes"),
@@ -1182,7 +1188,10 @@ def test_the_conversion_that_a_csv_of_labels_is_given_gives_labels(tmp_path, mon
     ("fit", "case"),
     [
         ("model", case)
-        for case in ("csv", "pickle", "binary", "latin1", "PAR1", "euro", "objects", "empty", "directory", "strings")
+        for case in (
+            *("csv", "pickle", "binary", "latin1", "PAR1", "euro", "ansi"),
+            *("objects", "empty", "directory", "strings"),
+        )
     ]
     + [("estimator", case) for case in ("csv", "objects", "empty", "directory")],
 )

@@ -1791,7 +1791,10 @@ def test_counts_are_read_as_help_prints_them_and_in_e_notation(spelling):
 
 @pytest.mark.parametrize(
     "spelling",
-    ["1e20", "9223372036854775808", "1" + "0" * 4000, "1" * 5000, "1e100000000", ",".join(["1"] + ["000"] * 1500)],
+    [
+        *("1e20", "9223372036854775808", "1" + "0" * 4000, "1" * 5000, "+" + "1" * 5000, " " + "1" * 5000),
+        *("1e100000000", ",".join(["1"] + ["000"] * 1500)),
+    ],
 )
 def test_counts_past_int64_are_refused_for_their_size(capsys, spelling):
     """1e20 was "not a positive integer" (1e3 is one), and 10**4000 written out raised OverflowError with a
@@ -2689,6 +2692,7 @@ def test_options_that_the_command_cannot_use_or_hold_are_named_before_any_work(t
         (["--scheduler", "localhost:0"], r"--scheduler localhost:0: port 0 is no TCP port"),
         # int() of 5,000 digits raised ValueError ("Exceeds the limit (4300 digits)") with a traceback.
         (["--scheduler", "tcp://h:" + "9" * 5000], r"port 999999\.\.\.\(5000 digits\) is no TCP port"),
+        (["--scheduler", "tcp://h:" + "0" * 5000], r"port 000000\.\.\.\(5000 digits\) is no TCP port"),
         (["--data", str(npy[0]), "--labels", str(npy[1]), "--classes", "1"], r"--classes must be >= 2, got 1$"),
         # A slip such as --dask-workers 1000 started 1000 worker processes.
         (["--dask-workers", "1000"], r"--dask-workers 1000 is more than this process can use \(\d+ of the machine"),
@@ -2954,13 +2958,14 @@ def test_an_npy_output_is_not_written_over_an_array_of_another_kind(tmp_path, np
     # a header past np.load's 10,000 bytes were taken for damaged outputs and replaced.
     objects, records, long_header = tmp_path / "objects.npy", tmp_path / "records.npy", tmp_path / "long.npy"
     np.save(objects, np.array([["a", 1.0], ["b", 2.0]], dtype=object), allow_pickle=True)
-    np.save(records, np.zeros(4, dtype=[("height", "f8"), ("weight", "f8")]))
+    with open(records, "wb") as file:  # a version 3.0 header (UTF-8 field names), read as Latin-1: 'hÃ¶he'
+        np.lib.format.write_array(file, np.zeros(4, dtype=[("höhe", "f8"), ("weight", "f8")]), version=(3, 0))
     header = "{'descr': '<f8', 'fortran_order': False, 'shape': (5, 2), }".ljust(20_032 - 13) + "\n"
     long_header.write_bytes(b"\x93NUMPY\x02\x00" + len(header).to_bytes(4, "little") + header.encode() + bytes(80))
     assert np.load(long_header, max_header_size=30_000).shape == (5, 2)
     for path, held in (
         (objects, "a 2-D array of object (shape (2, 2)), not labels"),
-        (records, "a record array of fields 'height', 'weight' (shape (4,))"),
+        (records, "a record array of fields 'höhe', 'weight' (shape (4,))"),
         (long_header, "a 2-D array of float64 (shape (5, 2)), not labels"),
     ):
         before = path.read_bytes()

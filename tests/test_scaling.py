@@ -647,6 +647,17 @@ def test_a_fit_resumed_after_its_second_continuation_ends_as_the_uninterrupted_o
     np.testing.assert_array_equal(resumed.b, whole.b)
 
 
+def test_newton_cg_out_of_iterations_going_on_past_a_stall_is_not_told_to_use_newton_cg():
+    datasets = pytest.importorskip("sklearn.datasets")
+    X, y = datasets.load_wine(return_X_y=True)
+    model = fs.SoftmaxRegression(13, 3, seed=0)
+    model.W[...] = 0
+    with pytest.warns(fs.ConvergenceWarning, match="reached max_iter going on past a stop by tol") as caught:
+        model.fit(X, y, solver="newton-cg", l2=1e-8, tol=1e-5, max_iter=16)
+    message = str(caught[0].message)
+    assert "raise max_iter, or transform features" in message and "solver='newton-cg'" not in message
+
+
 def test_a_fit_that_reaches_max_iter_going_on_past_a_stall_says_so():
     """L-BFGS goes on past its stop 14 % above the optimum (a row at 1e5) and is out of iterations near it: the
     warning names the stall it went on past and max_iter, not tol, which no longer ends the fit."""
