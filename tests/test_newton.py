@@ -497,3 +497,22 @@ def test_an_unpreconditioned_float32_stop_at_the_floor_short_of_the_optimum_is_n
     assert "the loss is still about" in str(caught[0].message)
     stopped = fastsoftmax.loss_and_grad(X, y, model.W.astype(np.float64), model.b.astype(np.float64), l2=1e-6)[0]
     assert stopped - optimum.loss_history_[-1] > 1e-4 * optimum.loss_history_[-1]  # a stall, not rounding
+
+
+def test_an_unpreconditioned_stop_by_tol_far_above_the_optimum_is_not_converged():
+    """precondition=False, float64: Newton-CG met tol in the features' own units 1.8e-4 above the optimum, with a
+    standardised gradient within its bound, and was called converged (a review). Such a stop is judged by the gap
+    too, within 1e-4 of the loss, as a preconditioned stop is."""
+    rng = np.random.default_rng(2)
+    n_samples, n_features, n_classes = (int(rng.integers(low, high)) for low, high in ((20, 1500), (1, 30), (2, 8)))
+    X = rng.normal(size=(n_samples, n_features)) * 10.0 ** rng.uniform(-2, 2, size=n_features)
+    X += rng.normal(size=n_features) * 10.0 ** rng.uniform(-1, 2)
+    W_true = rng.normal(size=(n_classes, n_features)) / X.std(0) * rng.uniform(0.3, 3)
+    y = np.argmax((X - X.mean(0)) @ W_true.T + rng.gumbel(size=(n_samples, n_classes)), axis=1)
+    optimum = SoftmaxRegression(n_features, n_classes, seed=0)
+    optimum.fit(X, y, solver="newton-cg", l2=1e-6, tol=1e-10, max_iter=3000)
+    model = SoftmaxRegression(n_features, n_classes, seed=0)
+    with pytest.warns(fastsoftmax.ConvergenceWarning, match="fell below tol in the features' own units, but the loss"):
+        model.fit(X, y, solver="newton-cg", l2=1e-6, precondition=False, max_iter=1000)
+    assert not model.converged_
+    assert model.loss_history_[-1] - optimum.loss_history_[-1] > 1e-4 * optimum.loss_history_[-1]
