@@ -791,9 +791,10 @@ def load(
         shown = float(continued_tol) if number else repr(continued_tol)
         if not (number and 0.0 < float(continued_tol) < float(stored.get("tol") or 0.0)):
             raise invalid(f"its continued tol {shown} is not a number above 0 and below its tol, {stored.get('tol')}")
+    # One may begin at the start (a stop there), each other after an iteration of its own.
     continuations = solver_state.get("continuations", 0)
-    if type(continuations) is not int or not 0 <= continuations <= iteration:
-        raise invalid(f"its count of continuations {continuations!r} is not an integer from 0 to {iteration}")
+    if type(continuations) is not int or not 0 <= continuations <= iteration + 1:
+        raise invalid(f"its count of continuations {continuations!r} is not an integer from 0 to {iteration + 1}")
     renumbered, row_chunks = solver_state.get("layout_renumbered", False), solver_state.get("layout_row_chunks", 1)
     if type(renumbered) is not bool or type(row_chunks) is not int or row_chunks < 1:
         raise invalid(f"its data layout ({renumbered!r}, {row_chunks!r}) is not a flag and a positive chunk count")

@@ -1709,8 +1709,8 @@ def _set_array(key, value):
         ("lbfgs", _set_array("state_continued_tol", 1e-3), "continued tol 0.001 is not a number above 0 and below its"),
         ("newton-cg", _set_array("state_continued_tol", np.nan), "continued tol nan is not a number above 0"),
         ("lbfgs", _set_array("state_continued_tol", [1e-9]), r"continued tol array\(\[1.e-09\]\) is not a number"),
-        ("lbfgs", _solver_state(continuations=-1), "count of continuations -1 is not an integer from 0 to 3"),
-        ("newton-cg", _solver_state(continuations=4), "count of continuations 4 is not an integer from 0 to 3"),
+        ("lbfgs", _solver_state(continuations=-1), "count of continuations -1 is not an integer from 0 to 4"),
+        ("newton-cg", _solver_state(continuations=5), "count of continuations 5 is not an integer from 0 to 4"),
         ("gd", _solver_state(continuations=1), "holds 'continuations', which the gd solver never writes"),
         ("lbfgs", lambda a: a.update(meta=_edited_meta(a, iteration=True)), "iteration count True"),
         # As a model file bounds n_iter: 2**64 resumed, and the trained model could not be saved.
