@@ -194,8 +194,6 @@ def _binary_contents(file) -> str | None:
 #: The longest ``.npy`` header that ``np.load`` parses unless given ``max_header_size`` (NumPy's default).
 #: Not raised here: the limit guards the parser against headers made to exhaust memory or time.
 _NPY_MAX_HEADER_SIZE = 10_000
-#: The ``.npy`` format versions that NumPy writes and reads.
-_NPY_VERSIONS = ((1, 0), (2, 0), (3, 0))
 
 
 #: The bytes of a text file's line that its sniffing reads (the rest of the line is passed over).
@@ -373,15 +371,12 @@ def _check_npy_header(path: str, name: str) -> None:
         try:
             file.seek(0)
             version = np.lib.format.read_magic(file)
-            if version not in _NPY_VERSIONS:
+            if version not in _io.NPY_VERSIONS:
                 # np.load names the versions it reads; read here, a 9.0 header's size field was
                 # taken as 4 bytes, and the message blamed a "538,968,084-byte header".
                 return
             header_size = _declared_header_size(file, version)
-            read_header = (
-                np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            )
-            shape, _, dtype = read_header(file)
+            shape, _, dtype = _io.read_npy_header(file, version)
             data_start = file.tell()
             data_bytes_in_file = os.fstat(file.fileno()).st_size - data_start
         except _io.CORRUPT_NPY_ERRORS as exc:

@@ -72,6 +72,21 @@ _MAX_DEFLATE_RATIO = 1032
 #: literal, which np.lib.format tokenizes: a bracket lost to corruption raised
 #: tokenize.TokenError (not a ValueError) out of fit, and a traceback out of train.
 CORRUPT_NPY_ERRORS = (ValueError, OSError, EOFError, SyntaxError, tokenize.TokenError)
+#: The .npy format versions that NumPy writes and reads.
+NPY_VERSIONS = ((1, 0), (2, 0), (3, 0))
+
+
+def read_npy_header(file, version: tuple[int, int], **options) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """(shape, fortran_order, dtype) of the .npy header that follows the magic of ``version`` in ``file``.
+
+    ``version`` is one of :data:`NPY_VERSIONS`: 3.0's header is laid out as
+    2.0's (in UTF-8, which NumPy's 2.0 reader decodes as Latin-1: field names
+    beyond ASCII read garbled). ``options`` go to NumPy's reader
+    (``max_header_size``).
+    """
+    reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    return reader(file, **options)
+
 
 #: OSErrors that say nothing about a file's contents: no permission, no file
 #: descriptor or memory left. Caught as CORRUPT_NPY_ERRORS, they said a good

@@ -443,15 +443,14 @@ def _other_array_on_disk(path: str, array: str) -> str | None:
     np.load's 10,000 bytes were replaced, unread); only a file whose header
     cannot be read is taken for a damaged output and replaced.
     """
+    from fastsoftmax._io import NPY_VERSIONS, read_npy_header
+
     try:
         with open(path, "rb") as file:
             version = np.lib.format.read_magic(file)
-            if version not in ((1, 0), (2, 0), (3, 0)):
+            if version not in NPY_VERSIONS:
                 return f"an .npy file of format version {version[0]}.{version[1]}, which this NumPy does not read"
-            read_header = (
-                np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            )
-            shape, fortran_order, dtype = read_header(file, max_header_size=_MAX_HEADER_READ)
+            shape, fortran_order, dtype = read_npy_header(file, version, max_header_size=_MAX_HEADER_READ)
             data_start = file.tell()
     except Exception:  # a header cut short or garbled: not readable as an array of ours
         return None

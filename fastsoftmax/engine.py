@@ -385,11 +385,11 @@ def _unconverged_where_stopped(
     if not result.at_loss_floor and scaling is not None:  # max|g| <= tol, measured in standardised coordinates
         if spread_judged:  # by _fit's continue_past_spread_stalls, at this very stop
             return None
-        return _short_of_the_optimum_where_few_rows_set_the_spread(
-            model, objective, options, scaling, result, solver_state
-        )
-    # L-BFGS keeps the gradient at its last iterate as "grad", Newton-CG as "gradient".
-    grad = solver_state.get("grad", solver_state.get("gradient"))
+        judged = _spread_gap(model, objective, options, result, _last_gradient(solver_state), scaling)
+        if judged is None or judged[0] <= judged[1]:
+            return None
+        return _spread_stall_message(options, f"{result.message} in standardised units", judged[0])
+    grad = _last_gradient(solver_state)
     if grad is None:
         _, grad = objective(result.theta)
     if scaling is None:  # raw coordinates: measure the gradient as the preconditioned solver would
@@ -472,25 +472,17 @@ def _unconverged_where_stopped(
         ", or use precondition='auto'" if options.solver in ("lbfgs", "newton-cg") else ""
     )
     if largest <= bound:
-        if result.at_loss_floor or scaling is not None or options.l2 == 0:
+        if result.at_loss_floor or scaling is not None:
             return None
         # A stop by tol in the features' own units whose standardised gradient passes its bound is judged by the
         # gap as well, by the bound of a preconditioned stop (tol read as if in standardised units, so that a
         # loose tol allows as large a gap there): float64 Newton-CG with precondition=False was called converged
         # 1.8e-4 above the optimum (a review). Without L2, as there, no stop is judged so (the optimum of
         # separable data lies at infinity).
-        allowed = _gap_allowed_at_a_stop_by_tol(model, options, result, np.size(grad))
-        gap, _ = _gap_estimate(
-            _StandardisedHessian(objective, standard, result.theta),
-            result.theta,
-            np.asarray(grad, dtype=np.float64),
-            allowed,
-            model.num_classes,
-            SPREAD_CHECK_STEPS,
-            rounding=_curvature_rounding(model.dtype),
-        )
-        if gap <= allowed:
+        judged = _spread_gap(model, _StandardisedHessian(objective, standard, result.theta), options, result, grad)
+        if judged is None or judged[0] <= judged[1]:
             return None
+        gap = judged[0]
         # Features in very different units, or weak curvature whatever the units: gd at tol 1e-4 on standardised
         # wine, iris and breast cancer (l2 1e-4) stopped 2.5 %, 0.13 % and 0.9 % above the optimum.
         goes_on = (
@@ -522,7 +514,7 @@ def _unconverged_where_stopped(
 
 
 #: Conjugate-gradient steps (Hessian-vector products, passes over X) that check a stop by the gradient in
-#: standardised coordinates (:func:`_short_of_the_optimum_where_few_rows_set_the_spread`).
+#: standardised coordinates (:func:`_spread_gap`).
 SPREAD_CHECK_STEPS = 3
 #: How far the gap estimate of such a stop may lie above the gap that tol allows, n tol^2 / (2 q): in a sweep of
 #: 64 fits (wine, digits, iris and breast cancer raw, synthetic sets, features in units of 1e-2 to 1e2, rare and
@@ -540,15 +532,15 @@ SPREAD_CONTINUATIONS = 4
 WENT_ON_PAST_A_STALL = "reached max_iter going on past a stop by tol"
 
 
-def _short_of_the_optimum_where_few_rows_set_the_spread(
+def _spread_gap(
     model: Trainable,
     objective: Objective,
     options: FitOptions,
-    scaling: FeatureScaling,
     result,
-    solver_state: dict,
-) -> str | None:
-    """Why a preconditioned stop by ``max|g| <= tol`` is not at the optimum; None where it is (and without L2).
+    grad: np.ndarray | None,
+    scaling: FeatureScaling | None = None,
+) -> tuple[float, float] | None:
+    """The gap estimate of a stop by ``max|g| <= tol`` and the most it may read at an optimum; None without L2.
 
     The gradient is measured in standardised coordinates, each feature in
     units of its spread: where a few rows far from the rest set that spread
@@ -573,29 +565,15 @@ def _short_of_the_optimum_where_few_rows_set_the_spread(
     above at 1e-6, called converged). Without L2 the optimum of separable
     data lies at infinity, and no stop is judged. The check costs at most
     three passes over X at the end of such a fit; :func:`_fit` goes on past
-    such a stall (``_fit``'s ``continue_past_spread_stalls``), and this
-    names the one it could not get past.
+    such a stall (``_fit``'s ``continue_past_spread_stalls``), and
+    :func:`_spread_stall_message` names the one it could not get past.
+
+    ``objective`` gives the Hessian-vector products in the coordinates of
+    ``grad``, the stop's gradient (in standardised ones:
+    :class:`_StandardisedHessian` where the fit is not preconditioned);
+    ``scaling``, the fit's own, marks the columns that change no logit.
     """
-    gap_and_allowed = _spread_gap(model, objective, options, scaling, result, solver_state)
-    if gap_and_allowed is None or gap_and_allowed[0] <= gap_and_allowed[1]:
-        return None
-    return _spread_stall_message(options, f"{result.message} in standardised units", gap_and_allowed[0])
-
-
-def _spread_gap(
-    model: Trainable,
-    objective: Objective,
-    options: FitOptions,
-    scaling: FeatureScaling,
-    result,
-    solver_state: dict,
-) -> tuple[float, float] | None:
-    """The gap estimate of a preconditioned stop and the most it may be at an optimum; None without L2.
-
-    See :func:`_short_of_the_optimum_where_few_rows_set_the_spread`: at
-    most :data:`SPREAD_CHECK_STEPS` Hessian-vector products.
-    """
-    grad = np.asarray(solver_state.get("grad", solver_state.get("gradient")), dtype=np.float64)
+    grad = np.asarray(grad, dtype=np.float64)
     # Without L2 the optimum of separable data lies at infinity, where the curvature vanishes: gaps of 1e-7 of
     # the loss read far above what tol allows there (wine, iris, digits at tol 1e-6), and no feature was at fault.
     if grad.ndim != 1 or options.l2 == 0:
@@ -608,15 +586,20 @@ def _spread_gap(
         allowed,
         model.num_classes,
         SPREAD_CHECK_STEPS,
-        _flat_columns(scaling, options),
+        None if scaling is None else _flat_columns(scaling, options),
         rounding=_curvature_rounding(model.dtype),
     )
     return gap, allowed
 
 
+def _last_gradient(solver_state: dict) -> np.ndarray | None:
+    """The gradient at the solver's last iterate: L-BFGS keeps it as "grad", Newton-CG as "gradient"; gd none."""
+    return solver_state.get("grad", solver_state.get("gradient"))
+
+
 def _gap_allowed_at_a_stop_by_tol(model: Trainable, options: FitOptions, result, n_params: int) -> float:
     """The most that the gap estimate of a stop by ``max|g| <= tol`` may read at an optimum (see
-    :func:`_short_of_the_optimum_where_few_rows_set_the_spread`): SPREAD_CHECK_RATIO times what tol allows where
+    :func:`_spread_gap`): SPREAD_CHECK_RATIO times what tol allows where
     the Hessian is the scaling's, or SPREAD_CHECK_LOSS of the loss, or the dtype's eps^(2/3) of it."""
     n_classes = model.num_classes
     # Where the scaling's Hessian, q I, holds, a gradient of at most tol in each of n components leaves a gap of
@@ -2303,7 +2286,7 @@ def _fit(model, objective, options, *, seed, callback, checkpoint, checkpoint_lo
         done = 0  # iterations of this call before the continuation under way (on_iteration counts on from them)
         while True:
             by_tol = result.converged and not result.at_loss_floor
-            judged = _spread_gap(model, objective, options, scaling, result, solver_state)
+            judged = _spread_gap(model, objective, options, result, _last_gradient(solver_state), scaling)
             if judged is None or judged[0] <= judged[1]:
                 return result, by_tol
             gap, allowed = judged
@@ -2317,8 +2300,7 @@ def _fit(model, objective, options, *, seed, callback, checkpoint, checkpoint_lo
                 )
                 result.converged, result.message = False, _spread_stall_message(options, stop, gap)
                 return result, True
-            grad = solver_state.get("grad", solver_state.get("gradient"))
-            tol = 0.5 * math.sqrt(allowed / gap) * float(np.max(np.abs(grad)))
+            tol = 0.5 * math.sqrt(allowed / gap) * float(np.max(np.abs(_last_gradient(solver_state))))
             engine_state["continued_tol"], engine_state["continuations"] = np.array(tol), continuations + 1
             done = result.n_iter
             before = result

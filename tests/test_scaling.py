@@ -529,7 +529,7 @@ def _spread_checks(monkeypatch) -> list[tuple[int, bool]]:
 
     def recorded(*args):
         gap_and_allowed = check(*args)
-        checks.append((args[4].n_iter, gap_and_allowed is not None and gap_and_allowed[0] > gap_and_allowed[1]))
+        checks.append((args[3].n_iter, gap_and_allowed is not None and gap_and_allowed[0] > gap_and_allowed[1]))
         return gap_and_allowed
 
     monkeypatch.setattr(engine, "_spread_gap", recorded)
