@@ -2721,54 +2721,94 @@ def _is_number(word: str) -> bool:
     return True
 
 
+def _actions_of(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    """The parser's actions by each of their option strings."""
+    return {option: action for action in parser._actions for option in action.option_strings}
+
+
+def _is_option_word(word: str) -> bool:
+    """Whether argparse reads ``word`` as an option: not "-" alone, a number of its own pattern or a word with a
+    space, but ``-inf`` and ``-1e-3`` are options to it."""
+    return word.startswith("-") and word != "-" and " " not in word and not re.fullmatch(r"-\d+|-\d*\.\d+", word)
+
+
+def _options_named(word: str, options) -> list[str]:
+    """The options that the option word names: itself, or every long one that it begins (argparse's prefixes)."""
+    name = word.split("=", 1)[0]
+    if name in options:
+        return [name]
+    return [o for o in options if name.startswith("--") and o.startswith(name)]
+
+
+def _takes_a_number(action: argparse.Action) -> bool:
+    """Whether the option takes one value that its type reads as a number (not a path, a name or a flag)."""
+    return action.nargs is None and action.type not in (None, str)
+
+
+def _attach_negative_numbers(parser: argparse.ArgumentParser, words: list[str]) -> list[str]:
+    """``words`` with ``--l2 -inf`` given as ``--l2=-inf``, so that the option's own check reads the number.
+
+    argparse takes a word such as ``-inf``, ``-nan`` or ``-1e-3`` for an option (only ``-1`` and ``-0.5``
+    are numbers to it), and said "expected one argument" of ``--l2 -1e-3``: no word of the value, nor of the
+    bound it breaks. Only after the command, and only where the option before the number takes one number
+    (a path option keeps argparse's error: ``--out -1e3`` is more likely a value forgotten than a file's name).
+    """
+    if not words or words[0] not in parser.commands:
+        return words
+    taken = _actions_of(parser.commands[words[0]])
+    attached, i = words[:1], 1
+    while i < len(words):
+        word = words[i]
+        if word == "--":
+            return attached + words[i:]
+        meant = _options_named(word, taken) if _is_option_word(word) and "=" not in word else []
+        following = words[i + 1] if i + 1 < len(words) else ""
+        numeric = len(meant) == 1 and _takes_a_number(taken[meant[0]])
+        if numeric and _is_option_word(following) and _is_number(following):
+            attached.append(f"{word}={following}")
+            i += 2
+        else:
+            attached.append(word)
+            i += 1
+    return attached
+
+
 def _refuse_options_before_the_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> None:
     """argparse's error for a command's options given before the command, with the line that puts them after it.
 
     The top-level parser takes no options but --help and --version: ``--quiet
     train`` was told "did you mean --quiet", and ``--threads 2 predict`` that
     2 is no COMMAND. Words are read as argparse reads them: an option by a
-    unique prefix (``--thr``), ``-1`` as a value but ``-1e-3`` as an option,
-    and a command's name after an option that takes a value as that value
-    (``--out demo train``). The line is given only where each word before the
-    command is one of its options with its value (so that the line parses);
-    an option it does not take, a prefix of several and a number read as an
+    unique prefix (``--thr``), ``-1`` as a value but ``-1e-3`` as an option
+    (except as the value of an option that takes a number, as
+    :func:`_attach_negative_numbers` reads it after the command), and a
+    command's name after an option that takes a value as that value (``--out
+    demo train``). The line is given only where each word before the command
+    is one of its options with its value (so that the line parses); an
+    option it does not take, a prefix of several and a number read as an
     option are named. Anything else is left to argparse: help or version
     anywhere, ``--``, stray words, an option without its value. Exits 2.
     """
     words = list(sys.argv[1:] if argv is None else argv)
     commands = parser.commands
 
-    def actions_of(parser_: argparse.ArgumentParser) -> dict[str, argparse.Action]:
-        return {option: action for action in parser_._actions for option in action.option_strings}
-
-    def is_option(word: str) -> bool:
-        # argparse's test: "-" alone, negative numbers of its own pattern and words with a space are values
-        return word.startswith("-") and word != "-" and " " not in word and not re.fullmatch(r"-\d+|-\d*\.\d+", word)
-
-    def matches(word: str, options) -> list[str]:
-        """The options that the option word names: itself, or every long one that it begins."""
-        name = word.split("=", 1)[0]
-        if name in options:
-            return [name]
-        return [o for o in options if name.startswith("--") and o.startswith(name)]
-
-    top_level = actions_of(parser)
-    if "--" in words or any(is_option(word) and matches(word, top_level) for word in words):
+    top_level = _actions_of(parser)
+    if "--" in words or any(_is_option_word(word) and _options_named(word, top_level) for word in words):
         return  # argparse's to read; --help and --version print and exit wherever they stand
     valued = {
-        o: a for command_parser in commands.values() for o, a in actions_of(command_parser).items() if a.nargs != 0
+        o: a for command_parser in commands.values() for o, a in _actions_of(command_parser).items() if a.nargs != 0
     }
 
     def a_value(i: int) -> bool:
         """Whether word i is the value of the option before it (``--out demo``), not a command."""
         before = words[i - 1] if i else ""
-        return is_option(before) and "=" not in before and bool(matches(before, valued))
+        return _is_option_word(before) and "=" not in before and bool(_options_named(before, valued))
 
     position = next((i for i, word in enumerate(words) if word in commands and not a_value(i)), None)
-    if not position or not is_option(words[0]):
+    if not position or not _is_option_word(words[0]):
         return  # no command, or a stray word first: argparse's invalid choice
     leading, command = words[:position], words[position]
-    taken = actions_of(commands[command])
+    taken = _actions_of(commands[command])
 
     def refuse(problem: str) -> NoReturn:
         parser.error(
@@ -2779,9 +2819,9 @@ def _refuse_options_before_the_command(parser: argparse.ArgumentParser, argv: Se
     i = 0
     while i < len(leading):
         word = leading[i]
-        if not is_option(word):
+        if not _is_option_word(word):
             return  # a stray word: argparse's to name
-        name, meant = word.split("=", 1)[0], matches(word, taken)
+        name, meant = word.split("=", 1)[0], _options_named(word, taken)
         if not meant:
             refuse(f"{command} takes no {name}")
         if len(meant) > 1:
@@ -2793,8 +2833,10 @@ def _refuse_options_before_the_command(parser: argparse.ArgumentParser, argv: Se
             i += 1
         elif not takes_value:
             i += 1
-        elif i + 1 < len(leading) and not is_option(leading[i + 1]):
+        elif i + 1 < len(leading) and not _is_option_word(leading[i + 1]):
             i += 2
+        elif i + 1 < len(leading) and _is_number(leading[i + 1]) and _takes_a_number(taken[meant[0]]):
+            i += 2  # after the command, --l2 -1e-3 reads as --l2=-1e-3 (_attach_negative_numbers)
         elif i + 1 < len(leading) and _is_number(leading[i + 1]):
             refuse(f"argparse reads {leading[i + 1]} as an option, not a value: give it as {word}={leading[i + 1]}")
         else:
@@ -3117,7 +3159,8 @@ def _run_command(argv: Sequence[str] | None, stdout: _StreamGuard) -> int:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=re.escape(JIT_DISABLED_MESSAGE), category=RuntimeWarning)
             _refuse_options_before_the_command(parser, argv)
-            args, unknown = parser.parse_known_args(argv)
+            words = list(sys.argv[1:] if argv is None else argv)
+            args, unknown = parser.parse_known_args(_attach_negative_numbers(parser, words))
     except SystemExit as done:
         # --help and --version print, then exit 0: `--help > /dev/full` exited 0 with nothing written.
         with contextlib.suppress(OSError):

@@ -1848,6 +1848,7 @@ def test_unknown_arguments_get_the_commands_usage_and_the_option_meant(capsys, a
         # As argparse reads them: an option by a prefix, a negative value, a command's name as an option's value.
         (["--thr", "2"], "predict", ["--model", "m.npz"]),
         (["--l2", "-1"], "train", []),
+        (["--l2", "-1e-3"], "train", []),  # after the command it reads as --l2=-1e-3 (the next test)
         (["--out", "demo"], "train", ["--samples", "5"]),
     ],
     ids=lambda words: " ".join(words) if isinstance(words, list) else words,
@@ -1860,6 +1861,31 @@ def test_a_commands_option_before_the_command_is_told_the_line_that_puts_it_afte
     assert info.value.code == 2
     fixed = " ".join(["fastsoftmax", command, *leading, *rest])
     assert err == f"fastsoftmax: error: {' '.join(leading)}: a command's options go after the command: {fixed}"
+
+
+@pytest.mark.parametrize(
+    "words, said",
+    [
+        (["train", "--l2", "-inf"], "argument --l2: must be a finite number >= 0, got -inf"),
+        (["train", "--quiet", "--l2", "-1e-3"], "argument --l2: must be a finite number >= 0, got -0.001"),
+        (["train", "--tol", "-nan"], "argument --tol: must be a finite number >= 0 (for example 1e-6), got nan"),
+        (["demo", "--lr", "-1E2"], "argument --lr: must be a finite number > 0, got -100.0"),
+        (["train", "--max-it", "-1e3"], "argument --max-iter: must be a positive integer, got -1e3"),
+        (["generate", "--seed", "-Infinity"], "argument --seed: must be an integer >= 0"),
+        # A path option keeps argparse's error: more likely a value forgotten than a file named -1e3.
+        (["train", "--out", "-1e3"], "argument --out: expected one argument"),
+        # After "--" every word is a value (and train takes none).
+        (["train", "--", "--l2", "-inf"], "unrecognized arguments: -- --l2 -inf"),
+    ],
+    ids=lambda words: " ".join(words) if isinstance(words, list) else None,
+)
+def test_a_negative_number_that_argparse_reads_as_an_option_is_the_value_of_a_numeric_option(capsys, words, said):
+    # "--l2 -inf" and "--l2 -1e-3" were told "expected one argument": argparse reads as numbers only -1 and -0.5,
+    # and the option's own check, which names the bound, never saw the value.
+    with pytest.raises(SystemExit) as info:
+        main(words)
+    assert info.value.code == 2
+    assert said in capsys.readouterr().err.splitlines()[-1]
 
 
 def test_an_option_before_a_command_that_does_not_take_it_is_named_and_the_top_levels_own_are_taken(capsys):
@@ -1881,7 +1907,7 @@ def test_an_option_before_a_command_that_does_not_take_it_is_named_and_the_top_l
     # after the command failed there ("ambiguous option", "expected one argument").
     for argv, problem in (
         (["--s", "10", "train"], "--s could be --samples or --seed or --solver or --scheduler"),
-        (["--l2", "-1e-3", "train"], "argparse reads -1e-3 as an option, not a value: give it as --l2=-1e-3"),
+        (["--out", "-1e3", "train"], "argparse reads -1e3 as an option, not a value: give it as --out=-1e3"),
     ):
         with pytest.raises(SystemExit) as info:
             main(argv)
