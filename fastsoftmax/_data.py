@@ -215,8 +215,9 @@ def _line_start(file) -> str:
     return start.decode("utf-8", errors="replace")
 
 
-def _holds_whole_numbers(file, skipped_lines: int, delimiter: str | None) -> bool:
-    """Whether every field of the text ``file``, past its first ``skipped_lines`` lines, is a whole number.
+def _holds_whole_numbers(file, skipped_lines: int, delimiter: str | None, column: int | None = None) -> bool:
+    """Whether every field of the text ``file`` (or of its ``column``), past its first ``skipped_lines`` lines, is
+    a whole number.
 
     False too where the file is larger than ``_LABELS_READ_MAX_BYTES``:
     it is not read here.
@@ -228,7 +229,8 @@ def _holds_whole_numbers(file, skipped_lines: int, delimiter: str | None) -> boo
         text = line.decode("utf-8-sig", errors="replace")
         if not text.strip() or text.lstrip().startswith("#"):
             continue
-        for field in text.split(delimiter):
+        row = text.split(delimiter)
+        for field in row if column is None else row[column : column + 1 or None]:
             try:
                 if not float(field.strip().strip('"')).is_integer():
                     return False
@@ -237,8 +239,13 @@ def _holds_whole_numbers(file, skipped_lines: int, delimiter: str | None) -> boo
     return True
 
 
-def _loadtxt_call(file, path: str, name: str) -> str:
-    """The ``np.loadtxt`` call that reads the text file ``file`` at ``path`` (X or y, by ``name``) by its first lines.
+#: Names of the column of labels in a table's first line (lower case), which the advice for a table given as y reads.
+_LABEL_COLUMN_NAMES = ("label", "labels", "target", "class", "y", "species", "category", "outcome")
+
+
+def _loadtxt_call(file, path: str, name: str) -> tuple[str, str]:
+    """The ``np.loadtxt`` call that reads the text file ``file`` at ``path`` (X or y, by ``name``) by its first
+    lines, and a note on what it reads.
 
     The delimiter: a tab, else a semicolon, else a comma, else whitespace;
     beside any but a comma, commas are decimal commas (``1,5;2,0``) and
@@ -253,6 +260,11 @@ def _loadtxt_call(file, path: str, name: str) -> str:
     Labels are read as integers, and labels written as decimals (``0.0``)
     are read as floats, cast where the whole file holds whole numbers (a
     file too large to read here keeps them floats, which the fit names).
+    Labels in a table of several columns are read from one (``usecols``):
+    the one its first line names as labels (:data:`_LABEL_COLUMN_NAMES`),
+    else the last, as most tables keep them; the note says so, and that a
+    table of features goes to X (a table given as y, whole, was advised to
+    be read as labels, and the next run refused its 2-D array).
     The encoding is named where it is no UTF-8: Latin-1 (which reads
     cp1252's numbers too) where UTF-8 fails on the first bytes, UTF-16 by
     its byte order mark; np.loadtxt failed on a header of accented names.
@@ -310,15 +322,26 @@ def _loadtxt_call(file, path: str, name: str) -> str:
     encoding = encoding or ("utf-8" if converts else None)
     options += f", encoding={encoding!r}" if encoding else ""
     if name == "X":
-        return f"np.loadtxt({path!r}{options}, ndmin=2)"
+        return f"np.loadtxt({path!r}{options}, ndmin=2)", " (a column of labels goes to a file of its own)"
     first_row = second if names else line
-    first_label = fields(first_row)[0] if first_row.strip() else ""
+    columns = len(fields(first_row)) if first_row.strip() else 1
+    column, note = None, ""
+    if columns > 1:
+        named = [i for i, text in enumerate(fields(line)) if names and text.lower() in _LABEL_COLUMN_NAMES]
+        column = named[0] if named else -1
+        options += f", usecols={column}"
+        which = f"the one named {fields(line)[column]!r}" if named else "the last"
+        note = (
+            f" (its rows hold {columns} values and labels are one per row: this reads {which} of its columns; a "
+            f"table of features goes to X)"
+        )
+    first_label = fields(first_row)[column or 0] if first_row.strip() else ""
     if not first_label.lstrip("+-").isdigit() and is_number(first_label):
         # Written as decimals (np.savetxt's default, 0.0), on which dtype=np.int64 fails: cast where all are
         # whole; else read as floats, which the fit refuses naming them (a cast would truncate 0.5 without a word).
-        cast = ".astype(np.int64)" if _holds_whole_numbers(file, passed + 1 if names else 0, delimiter) else ""
-        return f"np.loadtxt({path!r}{options}){cast}"
-    return f"np.loadtxt({path!r}{options}, dtype=np.int64)"
+        whole = _holds_whole_numbers(file, passed + 1 if names else 0, delimiter, column)
+        return f"np.loadtxt({path!r}{options}){'.astype(np.int64)' if whole else ''}", note
+    return f"np.loadtxt({path!r}{options}, dtype=np.int64)", note
 
 
 def _name_to_convert_into(path: str, name: str) -> str:
@@ -360,12 +383,11 @@ def _check_npy_header(path: str, name: str) -> None:
                 )
             # Labels as integers: np.loadtxt reads floats, which the next run refused as labels.
             # A first line of column names (as most CSV files have) made np.loadtxt fail.
-            load = _loadtxt_call(file, path, name)
-            labels = " (a column of labels goes to a file of its own)" if name == "X" else ""
+            load, reads = _loadtxt_call(file, path, name)
             raise ValueError(
                 f"{name} file {path!r} is not an .npy file (it does not begin with NumPy's .npy header): "
                 f"only arrays saved with np.save are read. Convert it once, for a CSV file with "
-                f"np.save({target!r}, {load}){labels}."
+                f"np.save({target!r}, {load}){reads}."
             )
         header_size = None
         try:

@@ -1990,6 +1990,32 @@ def test_the_conversion_advice_for_labels_written_as_decimals_works(tmp_path, mo
     np.testing.assert_array_equal(labels, [0, 2.5 if dtype == np.float64 else 2, 1])
 
 
+@pytest.mark.parametrize(
+    ("text", "which", "labels"),
+    [
+        ("1.5,0.5,2\n2.5,1.5,0\n0.5,0.5,1\n", "the last", [2, 0, 1]),
+        ("a,species,b\n1.5,2,0.5\n2.5,0,1.5\n0.5,1,0.5\n", "the one named 'species'", [2, 0, 1]),
+        ("a;b;target\n1,5;0,5;2.0\n2,5;1,5;0.0\n0,5;0,5;1.0\n", "the one named 'target'", [2, 0, 1]),
+        ("x\ty\n1.5\t2\n2.5\t0\n0.5\t1\n", "the one named 'y'", [2, 0, 1]),
+    ],
+    ids=["last column", "named column", "decimal commas", "tab, named y"],
+)
+def test_the_conversion_advice_for_a_table_given_as_labels_reads_one_column(tmp_path, monkeypatch, text, which, labels):
+    """A table (features beside their labels) given as y was told to convert whole, to a 2-D array that the next
+    run refused as labels; the advice now reads one column, the one named as labels or the last, and says so."""
+    monkeypatch.chdir(tmp_path)
+    with open("data.csv", "w") as file:
+        file.write(text)
+    with pytest.raises(ValueError, match=r"y file 'data\.csv' is not an \.npy file") as raised:
+        SoftmaxRegression(2, 3).fit(np.zeros((3, 2)), "data.csv", max_iter=1)
+    message = str(raised.value)
+    assert f"labels are one per row: this reads {which} of its columns; a table of features goes to X)" in message
+    _run_conversion_advice(message)
+    read = np.load("data.npy")
+    assert read.dtype == np.int64
+    np.testing.assert_array_equal(read, labels)
+
+
 def test_the_conversion_advice_for_a_single_column_keeps_x_two_dimensional(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for text in ("x\n1.5\n2.5\n", "x\n1,5\n2,5\n"):  # the second in decimal commas
