@@ -554,6 +554,51 @@ def test_a_fit_goes_on_past_a_stop_short_of_the_optimum_where_few_rows_set_the_s
     assert checks and checks[-1][1] is False and all(short for _, short in checks[:-1])
 
 
+def _check_steps(monkeypatch) -> list[int]:
+    """The Hessian-vector products (CG steps) of each gap check of a stop by tol in the fits that follow."""
+    from fastsoftmax import engine
+
+    steps, estimate = [], engine._gap_estimate
+
+    class Counted:
+        def __init__(self, objective):
+            self.objective = objective
+            steps.append(0)
+
+        def hvp(self, theta, v):
+            steps[-1] += 1
+            return self.objective.hvp(theta, v)
+
+    monkeypatch.setattr(engine, "_gap_estimate", lambda objective, *a, **k: estimate(Counted(objective), *a, **k))
+    return steps
+
+
+@pytest.mark.parametrize("solver", ["lbfgs", "newton-cg"])
+def test_a_check_that_reads_near_its_bound_goes_on_to_more_steps(monkeypatch, solver):
+    """Raw wine at the estimator's C = 1e4: three CG steps read 0.83 of the bound, the estimate still growing, and
+    the stop, 1.2 to 1.9 times the optimum's loss above it, was called converged (LogisticRegression: 3.9 times).
+    A check that reads above SPREAD_CHECK_NEAR of the bound takes up to SPREAD_CHECK_MORE_STEPS; the fit goes on
+    past the stop. A check far below the bound (C = 1) stays at SPREAD_CHECK_STEPS."""
+    from fastsoftmax import engine
+
+    datasets = pytest.importorskip("sklearn.datasets")
+    X, y = datasets.load_wine(return_X_y=True)
+    steps = _check_steps(monkeypatch)
+    l2 = 1.0 / (1e4 * X.shape[0])
+    best = fs.SoftmaxRegression(13, 3, seed=0).fit(X, y, solver="newton-cg", l2=l2, tol=1e-10, max_iter=3000)
+    assert best.converged_
+    steps.clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", fs.ConvergenceWarning)
+        model = fs.SoftmaxRegression(13, 3, seed=0).fit(X, y, solver=solver, l2=l2, tol=1e-4)
+    assert model.converged_
+    assert max(steps) > engine.SPREAD_CHECK_STEPS
+    assert model.loss_history_[-1] - best.loss_history_[-1] < 0.6 * best.loss_history_[-1]  # from 1.2 to 1.9
+    steps.clear()
+    fs.SoftmaxRegression(13, 3, seed=0).fit(X, y, solver=solver, l2=1.0 / X.shape[0], tol=1e-4)
+    assert steps == [engine.SPREAD_CHECK_STEPS]
+
+
 def test_the_stop_that_a_fit_could_not_go_on_past_is_reported(monkeypatch):
     """With no continuation left (SPREAD_CONTINUATIONS), the stop is reported as short of the optimum."""
     from fastsoftmax import engine
