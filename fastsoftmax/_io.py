@@ -1111,20 +1111,9 @@ def read_npz(
             if head.lstrip()[:1] == b"{":
                 # train --metrics writes JSON: a swapped --out and --metrics left one where a model was.
                 raise foreign("JSON text (as train --metrics writes)")
-            if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
-                # pickle's PROTO opcode: what joblib.dump(pipeline, "pipe.joblib") writes, which the README
-                # suggests for a whole pipeline; "it may be truncated or corrupt" sent users looking for damage.
-                raise foreign(
-                    "a Python pickle (as pickle.dump and joblib.dump write them, loaded in Python with "
-                    "joblib.load or pickle.load, from a source you trust)"
-                )
-            compression = next((name for magic, name in _COMPRESSED_MAGIC if head.startswith(magic)), None)
-            if compression is not None:
-                # joblib.dump(pipeline, path, compress=3) writes zlib: "not a readable .npz archive" named nothing.
-                raise foreign(
-                    f"{compression}-compressed file (as joblib.dump(..., compress=...) writes one, loaded in "
-                    "Python with joblib.load, from a source you trust)"
-                )
+            pickled = _pickled_contents(head)
+            if pickled is not None:
+                raise foreign(pickled)
             with zipfile.ZipFile(file) as archive:
                 members = archive.infolist()
                 _refuse_repeated_members(members, invalid)
@@ -1325,19 +1314,24 @@ _FORMAT_HOLDS = {".npy": "a NumPy .npy file (np.load reads it)", ".json": "JSON 
 _MARKER_MAX_BYTES = 4096
 
 
+def _first_bytes(path: str, count: int = 64) -> bytes:
+    """The first ``count`` bytes of the file ``path``; none where it cannot be read."""
+    try:
+        with open(path, "rb") as file:
+            return file.read(count)
+    except OSError:
+        return b""
+
+
 def format_on_disk(path: str) -> str | None:
     """The ending of the format an existing file is in (".npy", ".npz" or ".json"), by its first bytes.
 
     None for a missing, empty or unreadable file, a directory, or contents
     of any other kind.
     """
-    try:
-        if not os.path.isfile(path):
-            return None
-        with open(path, "rb") as file:
-            head = file.read(64)
-    except OSError:
+    if not os.path.isfile(path):
         return None
+    head = _first_bytes(path)
     for magic, ending in _FORMAT_MAGIC:
         if head.startswith(magic):
             return ending
@@ -1383,7 +1377,9 @@ def other_kind_on_disk(path: str, ending: str, npz_kind: str) -> str | None:
     None where nothing of another kind would be lost: no such file, an empty
     one, one of the same format, or contents this package neither reads nor
     writes under a name that ends as ``ending`` (a damaged file of that
-    format, replaced by the write). An ``.npz`` where a file of the kind
+    format, replaced by the write), unless they are a pickle or a compressed
+    file (:func:`_pickled_contents`: ``joblib.dump(pipeline, "pipe.npz")``
+    was replaced by a model's save). An ``.npz`` where a file of the kind
     ``npz_kind`` goes (a key of :data:`FILE_KINDS`) must be of that kind: a
     data archive, another kind of model or a checkpoint is another kind.
     Other contents under another name are the user's own (``predict --out
@@ -1397,8 +1393,10 @@ def other_kind_on_disk(path: str, ending: str, npz_kind: str) -> str | None:
         except OSError:
             size = 0
         # The name that counts is the replaced file's: a symlink's target (the write follows it).
-        if size == 0 or os.path.realpath(path).lower().endswith(ending):
+        if size == 0:
             return None
+        if os.path.realpath(path).lower().endswith(ending):
+            return _pickled_contents(_first_bytes(path))
         if not os.access(path, os.R_OK):  # its contents unread: perhaps an output of ours, made unreadable
             return f"{size:,} bytes that this process may not read"
         return f"{size:,} bytes that fastsoftmax did not write"
@@ -1427,6 +1425,28 @@ def refuse_replacing_another_kind(path: str, kind: str, refused: Callable[[str],
             f"{path} already holds {held}, which the save would replace with {FILE_KINDS[kind][0]}; name another "
             f"file, or remove that one first if it is to go"
         )
+
+
+def _pickled_contents(head: bytes) -> str | None:
+    """What a file whose first bytes are ``head`` holds where it is a pickle or a compressed file, for a message.
+
+    pickle's PROTO opcode begins what joblib.dump(pipeline, "pipe.joblib")
+    writes, which the README suggests for a whole pipeline; "it may be
+    truncated or corrupt" sent users looking for damage. joblib.dump(...,
+    compress=3) writes zlib. None for other contents.
+    """
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return (
+            "a Python pickle (as pickle.dump and joblib.dump write them, loaded in Python with joblib.load or "
+            "pickle.load, from a source you trust)"
+        )
+    compression = next((name for magic, name in _COMPRESSED_MAGIC if head.startswith(magic)), None)
+    if compression is not None:
+        return (
+            f"{compression}-compressed file (as joblib.dump(..., compress=...) writes one, loaded in Python with "
+            "joblib.load, from a source you trust)"
+        )
+    return None
 
 
 #: The first bytes of the compressed files that joblib.dump(..., compress=...) writes (zlib by default), and

@@ -1511,6 +1511,12 @@ def _file_of_another_kind(tmp_path, kind: str) -> Path:
     if kind == "csv":
         (tmp_path / "labels.csv").write_text("id,label\n1,2\n")
         return tmp_path / "labels.csv"
+    if kind in ("pickle", "compressed-pickle"):
+        # joblib.dump(pipeline, "pipe.npz"), as the README suggests for a whole pipeline (compress=3 writes zlib):
+        # a pickle is no damaged .npz, though its name ends so, and was replaced.
+        pickled = pickle.dumps({"pipeline": X}, protocol=4)
+        (tmp_path / "pipe.npz").write_bytes(zlib.compress(pickled) if kind == "compressed-pickle" else pickled)
+        return tmp_path / "pipe.npz"
     if kind == "checkpoint":
         SoftmaxRegression(D, K, seed=0).fit(X, y, solver="gd", max_iter=1, checkpoint=tmp_path / "ck")
         return tmp_path / "ck" / "checkpoint.npz"
@@ -1526,7 +1532,7 @@ def _file_of_another_kind(tmp_path, kind: str) -> Path:
     [
         (saved, kind)
         for saved in ("model", "estimator")
-        for kind in ("array", "data-archive", "csv", "checkpoint", "model", "estimator")
+        for kind in ("array", "data-archive", "csv", "pickle", "compressed-pickle", "checkpoint", "model", "estimator")
         if kind != saved
     ],
 )
