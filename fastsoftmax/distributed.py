@@ -82,7 +82,7 @@ import os
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 
 import numpy as np
 
@@ -699,6 +699,11 @@ def check_chunked(X, y, sample_weight, dtype: np.dtype, n_features: int, client:
                 "; fit_dask trains on Dask arrays, and neither X nor y is one: "
                 "fit NumPy arrays and .npy files with model.fit(X, y)"
             )
+        elif not isinstance(y, da.Array):  # a Delayed y: X as a Dask array is then told that y must be one
+            hint = (
+                f"; y is a {type(y).__name__}, not a Dask array either: compute it (y = y.compute()) and fit X and "
+                f"y in memory"
+            )
         elif isinstance(X, (str, bytes, os.PathLike)):
             hint = "; y is on Dask, so X must be a Dask array too: X = da.from_array(np.load(path, mmap_mode='r'))"
         else:
@@ -730,10 +735,20 @@ def check_chunked(X, y, sample_weight, dtype: np.dtype, n_features: int, client:
                 f"{name} is the path {os.fsdecode(a)!r}, and X is a Dask array: pass {name} as an array chunked "
                 f"like the rows of X, {name} = da.from_array(np.load(path), chunks=(X.chunks[0],))."
             )
+        if is_dask_collection(a) and not isinstance(a, da.Array):
+            # np.asarray computed a Delayed into a 0-d object array: "y has dtype object", with a fix that failed.
+            raise TypeError(
+                f"{name} is a {type(a).__name__}, not a Dask array: make it one chunked like the rows of X, "
+                f"{name} = da.from_delayed({name}, shape=({X.shape[0]},), "
+                f"dtype={'np.int64' if name == 'y' else 'np.float64'}).rechunk(X.chunks[0]), "
+                f"or compute it ({name}.compute())."
+            )
         if not isinstance(a, da.Array):
             # As on one machine: np.asarray would drop a masked array's mask, and the masked
-            # labels or weights would count as data.
-            a = _checks._as_array(a, name)
+            # labels or weights would count as data. Labels of Python objects get the labels' fix: the numbers'
+            # ("y.astype(np.float64)") was then refused as labels.
+            object_fix = f"labels must be integer class indices ({_checks._label_fix(np.dtype(object))})"
+            a = _checks._as_array(a, name, object_fix=object_fix if name == "y" else None)
             if a.ndim == 1 and a.shape[0] == X.shape[0]:
                 return da.from_array(a, chunks=(X.chunks[0],))
         if a.ndim != 1:
@@ -812,28 +827,41 @@ def _refuse_shared_names(arrays: dict[str, Any]) -> None:
     that make their chunks are the same (one token for both: the same
     arrays, functions and arguments), as two ``da.from_array`` of the same
     values are; a layer's tasks are read for this only where two different
-    array objects share a name.
+    array objects share a name. So are the arrays that they are made from,
+    every layer of their graphs: y taken as ``T[:, 0].astype(int)`` from a
+    table named as X was trained with X replaced by the table, without an
+    error (a loss of 0.087 where the in-memory fit's was 1.09).
     """
     import dask.array as da
     from dask.base import tokenize
 
-    def tasks_token(a) -> str:
-        return tokenize(dict(a.__dask_graph__().layers[a.name]))
+    def tasks_token(layer) -> str:
+        return tokenize(dict(layer))
 
-    seen: dict[str, tuple[str, Any]] = {}
+    arrays_seen: dict[str, tuple[str, Any]] = {}
+    layers_seen: dict[str, tuple[str, Any]] = {}
     for name, a in arrays.items():
         if not isinstance(a, da.Array):
             continue
-        other_name, other = seen.setdefault(a.name, (name, a))
-        if other is not a and (
-            (other.dtype, other.shape, other.chunks) != (a.dtype, a.shape, a.chunks)
-            or tasks_token(other) != tasks_token(a)
-        ):
-            raise ValueError(
-                f"{other_name} and {name} are different Dask arrays of one name ({a.name!r}): Dask takes arrays "
-                f"of one name for the same data, so one would be read as the other. Give each its own name "
-                f"(da.from_array(..., name=None) derives one from the data)."
-            )
+        layers = a.__dask_graph__().layers
+        other_name, other = arrays_seen.setdefault(a.name, (name, a))
+        if other is not a and (other.dtype, other.shape, other.chunks) != (a.dtype, a.shape, a.chunks):
+            _refuse_one_name(other_name, name, a.name, "are")
+        for layer_name, layer in layers.items():
+            # A layer that the two graphs share is one object (T[:, :4] and T[:, 4] of one T): nothing to read.
+            other_name, other_layer = layers_seen.setdefault(layer_name, (name, layer))
+            if other_layer is not layer and tasks_token(other_layer) != tasks_token(layer):
+                _refuse_one_name(other_name, name, layer_name, "are" if layer_name == a.name else "are made from")
+
+
+def _refuse_one_name(first: str, second: str, dask_name: str, relation: str) -> NoReturn:
+    """Raise the ValueError of :func:`_refuse_shared_names`: ``first`` and ``second`` ``relation`` different Dask
+    arrays of the name ``dask_name``."""
+    raise ValueError(
+        f"{first} and {second} {relation} different Dask arrays of one name ({dask_name!r}): Dask takes arrays of "
+        f"one name for the same data, so one would be read as the other. Give each its own name "
+        f"(da.from_array(..., name=None) derives one from the data)."
+    )
 
 
 def has_sparse_chunks(a) -> bool:
@@ -884,7 +912,8 @@ def _cast_rows(chunk: np.ndarray, target: np.dtype, block_info=None) -> np.ndarr
     row_offset = block_info[0]["array-location"][0][0] if block_info else 0
     if not _is_numpy_chunk(chunk):  # declared NumPy (it is cast as such) but made otherwise
         index = block_info[0]["chunk-location"][0] if block_info else 0
-        rows = f"rows {row_offset}:{row_offset + chunk.shape[0]}" if hasattr(chunk, "shape") else "its rows"
+        # The rows the chunk stands for, from Dask: a list has no shape ("chunk 1 of X (its rows)").
+        rows = "rows {}:{}".format(*block_info[0]["array-location"][0]) if block_info else "its rows"
         raise _not_numpy_error(f"chunk {index} of X ({rows})", chunk)
     try:
         return _checks.cast_X(chunk, target, row_offset=row_offset, whole=False)

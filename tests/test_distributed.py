@@ -339,6 +339,13 @@ def test_other_chunks_and_paths_beside_dask_arrays_are_named(data, tmp_path):
     message = r"chunk \d of X \(rows \d+:\d+\) is a csr_matrix, not a NumPy array; .* that the Dask array declares"
     with pytest.raises(TypeError, match=message):
         model.fit(undeclared, yd, max_iter=2)
+    # A chunk that is a list, cast to the float32 model's dtype: its rows were "(its rows)", a list having no shape.
+    listed = da.from_array(X, chunks=(CHUNK, D)).map_blocks(
+        lambda chunk, block_info=None: chunk.tolist() if block_info[0]["chunk-location"][0] == 1 else chunk,
+        dtype=np.float64,
+    )
+    with pytest.raises(TypeError, match=rf"chunk 1 of X \(rows {CHUNK}:{2 * CHUNK}\) is a list, not a NumPy array"):
+        SoftmaxRegression(D, K, dtype=np.float32).fit(listed, yd, max_iter=2)
     # Dask declares COO chunks, which it cannot slice, as NumPy chunks: the fix makes them CSR.
     coo = da.from_array(sparse.csr_matrix(X), chunks=(CHUNK, D), asarray=False).map_blocks(
         lambda chunk: chunk.tocoo(), dtype=X.dtype
@@ -360,6 +367,29 @@ def test_other_chunks_and_paths_beside_dask_arrays_are_named(data, tmp_path):
         TypeError, match=r"got Delayed\w*; make it one \(da\.from_delayed\(X, shape=\.\.\., dtype=\.\.\.\), "
     ):
         model.fit(dask.delayed(X), yd, max_iter=2)
+
+
+def test_delayed_or_object_labels_beside_a_dask_x_are_told_a_fix_that_works():
+    """Labels of Python objects beside a Dask X were told y.astype(np.float64), then refused as float labels; a
+    Delayed y or sample_weight was computed into a 0-d object array and told the same. A Delayed y beside a NumPy
+    X was told to make X a Dask array, which led to that message."""
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(400, 4)), rng.integers(0, 3, 400)
+    Xd = da.from_array(X, chunks=(100, 4))
+    model = SoftmaxRegression(4, 3, seed=0)
+    with pytest.raises(TypeError, match=r"y has dtype object; labels must be integer .*np\.unique\(y, return_inv"):
+        model.fit(Xd, y.astype(object), max_iter=2)
+    fix = r"y = da\.from_delayed\(y, shape=\(400,\), dtype=np\.int64\)\.rechunk\(X\.chunks\[0\]\), or compute it"
+    with pytest.raises(TypeError, match=rf"^y is a Delayed, not a Dask array: make it one .*{fix}"):
+        model.fit(Xd, dask.delayed(lambda: y)(), max_iter=2)
+    with pytest.raises(TypeError, match=r"^sample_weight is a Delayed, not a Dask array: .*dtype=np\.float64\)"):
+        model.fit(Xd, y, sample_weight=dask.delayed(lambda: np.ones(400))(), max_iter=2)
+    with pytest.raises(TypeError, match=r"got ndarray; y is a Delayed, not a Dask array either: compute it"):
+        model.fit(X, dask.delayed(lambda: y)(), max_iter=2)
+    # The fix named works.
+    delayed = dask.delayed(lambda: y)()
+    with pytest.warns(UserWarning, match="did not converge in 2 iterations"):
+        model.fit(Xd, da.from_delayed(delayed, shape=(400,), dtype=np.int64).rechunk(Xd.chunks[0]), max_iter=2)
 
 
 def test_labels_and_weights_sliced_from_a_sparse_matrix_are_told_a_fix_that_makes_them_dense():
@@ -1267,6 +1297,29 @@ def test_different_arrays_of_one_dask_name_are_refused(data, persist):
     # Two arrays of one name made the same way from the same values are the same data.
     with pytest.warns(UserWarning, match=no_class_0):
         fit_dask(model, X_dask, y_dask, sample_weight=da.from_array(y.copy(), chunks=CHUNK, name="shard"), max_iter=2)
+
+
+@pytest.mark.filterwarnings("ignore:lbfgs did not converge in 2 iterations")
+def test_arrays_made_from_different_dask_arrays_of_one_name_are_refused(data):
+    """y taken from a table named as X (T[:, 0].astype(int)) trained with X replaced by the table, without an
+    error: Dask merged the two layers of one name. Arrays made from one array (X and y as columns of one table)
+    share its layer, and train."""
+    X, y = data
+    named_X = da.from_array(X, chunks=(CHUNK, D), name="train")
+    table = np.zeros((N, D))
+    table[:, 0] = y
+    labels = da.from_array(table, chunks=(CHUNK, D), name="train")[:, 0].astype(np.int64)
+    np.testing.assert_array_equal(labels.compute(), y)
+    model = SoftmaxRegression(D, K, seed=0)
+    before = model.W.copy()
+    with pytest.raises(ValueError, match=r"X and y are made from different Dask arrays of one name \('train'\)"):
+        fit_dask(model, named_X, labels, max_iter=2)
+    np.testing.assert_array_equal(model.W, before)
+    # X and y as columns of one table: the same layer, one object in both graphs.
+    both = da.from_array(np.column_stack([X, y]), chunks=(CHUNK, D + 1), name="table")
+    fit_dask(model, both[:, :D], both[:, D].astype(np.int64), max_iter=2)
+    expected = SoftmaxRegression(D, K, seed=0).fit(X, y, max_iter=2)
+    np.testing.assert_allclose(model.W, expected.W, rtol=1e-10, atol=1e-12)
 
 
 def test_unknown_chunk_sizes(data):
