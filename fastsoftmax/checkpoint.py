@@ -816,8 +816,18 @@ def load(
     # is an integer beyond float64.
     if not all(map(_finite_json_number, history)):
         raise invalid("its loss history holds NaN, infinite values or numbers beyond float64's range")
-    if len(history) > iteration + 1:  # the starting loss and one loss per iteration
-        raise invalid(f"its loss history holds {len(history)} losses, more than {iteration} iterations record")
+    # A full-batch fit records its starting loss and one loss per iteration, sgd and adam one per epoch: an
+    # iteration count edited to 10**6 beside 4 losses was resumed as a finished run of 10**6 iterations.
+    minibatch = stored.get("solver") in _EPOCH_SOLVERS
+    recorded = iteration if minibatch else iteration + 1
+    if len(history) != recorded and (history or iteration):
+        unit = "epochs" if minibatch else "iterations"
+        raise invalid(f"its loss history holds {len(history)} losses, where {iteration} {unit} record {recorded}")
+    # The solver's own count (L-BFGS, Newton-CG) is the fit's: one edited without the other ended a resumed fit
+    # at another count than the fit it resumes.
+    solver_count = solver_state.get("iteration")
+    if solver_count is not None and solver_count != iteration:
+        raise invalid(f"its solver state counts {solver_count!r} iterations, where its metadata counts {iteration}")
     return CheckpointState(
         theta=theta,
         iteration=iteration,
@@ -831,6 +841,8 @@ def load(
 
 
 _META_KEYS = ("iteration", "loss_history", "solver_state", "converged")
+#: The solvers whose iterations are epochs, each recording one loss (``engine.MINIBATCH_SOLVERS``).
+_EPOCH_SOLVERS = ("sgd", "adam")
 
 
 def _finite_json_number(value: Any) -> bool:

@@ -1722,6 +1722,14 @@ def _set_array(key, value):
         # As a model file bounds n_iter: 2**64 resumed, and the trained model could not be saved.
         ("gd", lambda a: a.update(meta=_edited_meta(a, iteration=2**64)), r"count 18446744073709551616 is not an"),
         ("lbfgs", lambda a: a.update(meta=_edited_meta(a, loss_history=[0.0] * 100)), "holds 100 losses"),
+        # A count edited beside its losses was resumed as a finished run of 10**6 iterations (n_iter_ 10**6).
+        (
+            "lbfgs",
+            lambda a: a.update(meta=_edited_meta(a, iteration=10**6)),
+            "its loss history holds 4 losses, where 1000000 iterations record 1000001",
+        ),
+        ("sgd", lambda a: a.update(meta=_edited_meta(a, iteration=4)), "holds 3 losses, where 4 epochs record 4"),
+        ("newton-cg", _solver_state(iteration=4), "its solver state counts 4 iterations, where its metadata counts 3"),
         ("sgd", _solver_state(t=-1), r"'t' must be in \[0, 9223372036854775807\], got -1"),
         # The kernels take an int64 step count: 2**64 raised a bare OverflowError in adam's.
         ("adam", _solver_state(t=2**64), r"'t' must be in \[0, 9223372036854775807\], got 18446744073709551616"),
@@ -1791,6 +1799,9 @@ def _set_array(key, value):
         "meta-iteration-bool",
         "meta-iteration-beyond-int64",
         "history-too-long",
+        "meta-iteration-beyond-history",
+        "sgd-meta-iteration-beyond-history",
+        "newton-state-iteration-not-the-meta",
         "sgd-t-negative",
         "adam-t-beyond-int64",
         "sgd-rng",

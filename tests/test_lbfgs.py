@@ -241,7 +241,8 @@ def test_state_round_trips_through_a_checkpoint_exactly(tmp_path):
     solvers.lbfgs(_objective(X, y, l2=1e-2), np.zeros(N_PARAMS), max_iter=12, tol=0.0, state=state)
     assert set(state) == set(solvers.LBFGS_STATE_KEYS) | set(solvers.LBFGS_OPTIONAL_STATE_KEYS)
     assert 0 < state["n_pairs"] <= 10 and state["iteration"] == 12
-    checkpoint.save(tmp_path, checkpoint.CheckpointState(state["theta"], 12, [], {}, state))
+    losses = list(np.linspace(1.0, 0.5, 13))  # the starting loss and one per iteration, as a fit records them
+    checkpoint.save(tmp_path, checkpoint.CheckpointState(state["theta"], 12, losses, {}, state))
     loaded = checkpoint.load(tmp_path, {}).solver_state
     assert set(loaded) == set(state)
     for key, value in state.items():
