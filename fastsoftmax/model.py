@@ -24,6 +24,7 @@ from fastsoftmax._io import (
     read_npz,
     refuse_other_file_kind,
     refuse_replacing_another_kind,
+    release_rows,
     same_file,
     write_npz,
 )
@@ -529,13 +530,46 @@ class SoftmaxRegression:
             run_whole(write)  # both or, where Ctrl-C lands between them, both all the same
         return loss
 
+    def _on_mapped_chunks(self, X: np.ndarray, method: Callable[[np.ndarray], np.ndarray]) -> np.ndarray | None:
+        """``method`` on the rows of a memory-mapped X larger than a chunk, one chunk at a time; None for others.
+
+        Each chunk of about ``CHUNK_BYTES`` (in the larger of X's dtype and
+        the model's) is checked, cast and predicted on its own, then its pages
+        are released: memory holds one chunk besides the results, as ``fit``
+        and the command line's ``predict`` stream a file. The whole map was
+        cast to one copy (a 400 MB float32 file predicted by a float64 model:
+        1.2 GB resident), where the message for a path advises a map as the
+        way to leave the file on disk. A NaN or inf is named by its row in X.
+        """
+        from fastsoftmax._data import CHUNK_BYTES
+
+        if not _streamed_map(X):
+            return None
+        row_bytes = max(1, X.shape[1]) * max(X.dtype.itemsize, np.dtype(self.dtype).itemsize)
+        rows = max(1, CHUNK_BYTES // row_bytes)
+        parts = []
+        for start in range(0, X.shape[0], rows):
+            stop = min(start + rows, X.shape[0])
+            with _checks.nonfinite_rows_of(X[start:stop], start, of_rows=X.shape[0]):
+                parts.append(method(X[start:stop]))
+            release_rows(X, start, stop)
+        return np.concatenate(parts)
+
     def predict(self, X) -> np.ndarray:
-        """Predicted class indices, shape (N,) int64."""
+        """Predicted class indices, shape (N,) int64.
+
+        A memory-mapped X (``np.load(path, mmap_mode="r")``) is read a chunk
+        of rows at a time, here and in :meth:`predict_proba` and
+        :meth:`accuracy`.
+        """
         # X is computed and checked before the read of W and b, which a training waits for: a Dask task may train.
         X = computed(X)  # a Dask X is predicted in memory
         if is_sparse(X):  # checked and cast to the model's dtype there, in one pass
             with self._reading() as (W, b):
                 return predict_sparse(X, W, b, cast_floats=True)
+        chunked = self._on_mapped_chunks(X, self.predict)
+        if chunked is not None:
+            return chunked
         X = self._X(X, fortran_ok=True, takes_y=False)
         with self._reading() as (W, b):
             return predict(X, W, b)
@@ -550,7 +584,8 @@ class SoftmaxRegression:
             Class indices in [0, K).
         """
         X, y = computed(X), computed(y, "y")
-        if is_sparse(X):
+        if is_sparse(X) or _streamed_map(X):
+            # A sparse X is checked by predict, and so is a large map, a chunk at a time (_on_mapped_chunks).
             y = _checks.check_labels(y, X.shape[0], self.num_classes)
         else:
             X, y = self._Xy(X, y, fortran_ok=True)
@@ -568,6 +603,9 @@ class SoftmaxRegression:
                 proba = np.empty((X.shape[0], W.shape[0]), dtype=W.dtype)
                 predict_sparse(X, W, b, proba_out=proba, cast_floats=True)
             return proba
+        chunked = self._on_mapped_chunks(X, self.predict_proba)
+        if chunked is not None:
+            return chunked
         X = self._X(X, fortran_ok=True, takes_y=False)
         with self._reading() as (W, b):
             return predict_proba(X, W, b)
@@ -1153,6 +1191,16 @@ def _arrays_of(given) -> list[np.ndarray]:
         return [np.asarray(given)]
     # One array per column: a frame of one dtype views one block, which np.asarray(frame) may copy.
     return [np.asarray(given.iloc[:, position]) for position in range(given.shape[1])]
+
+
+def _streamed_map(X) -> bool:
+    """Whether prediction reads X a chunk at a time (:meth:`SoftmaxRegression._on_mapped_chunks`): a 2-D memory
+    map (or a view of one) of more than ``CHUNK_BYTES``."""
+    if not (isinstance(X, np.ndarray) and X.ndim == 2 and _mapped_file(X) is not None):
+        return False
+    from fastsoftmax._data import CHUNK_BYTES
+
+    return X.nbytes > CHUNK_BYTES
 
 
 def _mapped_file(array) -> str | None:

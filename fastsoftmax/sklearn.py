@@ -82,6 +82,7 @@ from fastsoftmax._io import (
 from fastsoftmax._sparse import check_sparse_X, checked_csr, is_sparse, sparse_logits_error
 from fastsoftmax._threading import CopyRefusedError, copied_for_saving, exclusive_training, numba_threads
 from fastsoftmax.model import SoftmaxRegression
+from fastsoftmax.model import _streamed_map as _model_streams_map
 from fastsoftmax.objectives import holds_fortran_X
 
 #: scikit-learn >= 1.7 counts the classes for "balanced" with the sample weights; 1.6 (which the sklearn extra
@@ -236,6 +237,12 @@ def _kept_or_first(x_dtype, dtypes: list[np.dtype]) -> np.dtype:
 
 def _is_path(X) -> bool:
     return isinstance(X, (str, bytes, os.PathLike))
+
+
+def _streamed_map(X) -> bool:
+    """Whether X is a memory map that prediction reads a chunk at a time, as a file: 2-D, of a real dtype, and of
+    more than ``CHUNK_BYTES`` (see ``SoftmaxRegression``'s prediction)."""
+    return _model_streams_map(X) and X.dtype.kind in "fiub" and not X.dtype.fields
 
 
 def _nonfinite_logits_error(X: np.ndarray, W: np.ndarray, b: np.ndarray) -> ValueError:
@@ -1502,21 +1509,29 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
     # -- prediction ------------------------------------------------------------
 
     def _on_file_chunks(self, path, method) -> np.ndarray:
-        """``method`` on the rows of the ``.npy`` file ``path``, one chunk at a time; the results stacked.
+        """``method`` on the rows of the ``.npy`` file ``path`` (or of a large memory map), one chunk at a time; the
+        results stacked.
 
         The file is opened as a read-only memmap and each chunk of about
         ``CHUNK_BYTES`` is validated (and cast as :meth:`_validate_X` casts) on its own,
         then its pages are released: memory holds one chunk of X besides the
         results, whatever the file's size. A NaN or inf is named by its row in
-        the file.
+        the file. A memory map given as X (``np.load(path, mmap_mode="r")``,
+        of more than ``CHUNK_BYTES``) is read so as well: validated whole, a
+        400 MB float32 file left 1 GB resident.
         """
         check_is_fitted(self)
-        X = open_array(path, "X")
-        # As fit names them: a structured file was "not 2-dimensional", a complex one was printed whole.
-        _checks.refuse_structured(X, f"X file {os.fspath(path)!r}", _checks.STRUCTURED_FILE_FIX)
-        _checks.refuse_non_real(X, f"X file {os.fspath(path)!r}", os.fspath(path))
-        if X.ndim != 2:
-            raise ValueError(f"X file {os.fspath(path)!r} must hold a 2-dimensional .npy array, got shape {X.shape}.")
+        if _is_path(path):
+            X = open_array(path, "X")
+            # As fit names them: a structured file was "not 2-dimensional", a complex one was printed whole.
+            _checks.refuse_structured(X, f"X file {os.fspath(path)!r}", _checks.STRUCTURED_FILE_FIX)
+            _checks.refuse_non_real(X, f"X file {os.fspath(path)!r}", os.fspath(path))
+            if X.ndim != 2:
+                raise ValueError(
+                    f"X file {os.fspath(path)!r} must hold a 2-dimensional .npy array, got shape {X.shape}."
+                )
+        else:
+            X = path  # a map of a kind the kernels take (_streamed_map)
         if X.shape[0] == 0:
             return method(X)  # refused as any empty X is
         dtype = self._prediction_dtype(X.dtype)
@@ -1547,7 +1562,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         X, here and in the other prediction methods and :meth:`score`, may be
         the path of an ``.npy`` file, read in chunks.
         """
-        if _is_path(X):
+        if _is_path(X) or _streamed_map(X):
             return self._on_file_chunks(X, self.decision_function)
         X = self._validate_X(X)
         coef, intercept = self._finite_coefficients(np.result_type(*self._coefficients()))
@@ -1567,7 +1582,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         ``sigmoid(s)`` for the class-1 score ``s = X coef_[0] + intercept_[0]``
         (:meth:`decision_function`), as in LogisticRegression.
         """
-        if _is_path(X):
+        if _is_path(X) or _streamed_map(X):
             return self._on_file_chunks(X, self.predict_proba)
         X = self._validate_X(X, kernel_finds_nonfinite=True)
         return predict_proba(X, *self._full_params(X.dtype))
@@ -1581,7 +1596,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         ``intercept_`` (1,), the columns are ``log sigmoid(-s)`` and
         ``log sigmoid(s)`` for ``s = X coef_[0] + intercept_[0]``.
         """
-        if _is_path(X):
+        if _is_path(X) or _streamed_map(X):
             return self._on_file_chunks(X, self.predict_log_proba)
         X = self._validate_X(X)
         W, b = self._full_params(X.dtype)
@@ -1594,7 +1609,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
     @_predicting
     def predict(self, X) -> np.ndarray:
         """The most probable label of each row, shape (N,), taken from ``classes_``."""
-        if _is_path(X):
+        if _is_path(X) or _streamed_map(X):
             return self._on_file_chunks(X, self.predict)
         X = self._validate_X(X, kernel_finds_nonfinite=True)
         return self.classes_[predict(X, *self._full_params(X.dtype))]

@@ -37,7 +37,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from fastsoftmax import SoftmaxClassifier, TrainingError, kernels
+from fastsoftmax import SoftmaxClassifier, SoftmaxRegression, TrainingError, kernels
 
 TOL = 1e-10
 MAX_ITER = 20_000
@@ -218,8 +218,6 @@ def test_tiny_weights_on_float32_data_fit_as_their_ratios_with_C_over_their_scal
 def test_a_prediction_during_a_refit_in_another_thread_uses_the_last_fit_whole(monkeypatch):
     """fit set classes_ before training: another thread's predictions took the new classes beside the last
     fit's coef_ for the whole fit (new labels from old weights, or an IndexError)."""
-    from fastsoftmax import SoftmaxRegression
-
     X, y = generated(n=300, k=3)
     clf = SoftmaxClassifier().fit(X, y)
     expected = clf.predict_proba(X), clf.predict(X)
@@ -340,6 +338,42 @@ def test_a_file_truncated_between_chunks_of_prediction_is_named(tmp_path, monkey
     monkeypatch.setattr(sk, "release_rows", truncate_after_the_first_chunk)
     with pytest.raises(ValueError, match=r"the X file .*X\.npy changed size from [\d,]+ to 4,096 bytes while it was"):
         clf.predict(tmp_path / "X.npy")
+
+
+@pytest.mark.parametrize("owner", ["model", "estimator"])
+def test_a_large_memory_map_is_predicted_a_chunk_at_a_time(tmp_path, monkeypatch, owner):
+    """A memory map was cast and predicted whole (a 400 MB float32 file: 1 GB resident, from 230 MB), where the
+    message for a path advises np.load(path, mmap_mode='r') to leave the file on disk: a map larger than a chunk
+    is read a chunk at a time, each chunk's pages released, with the same predictions and rows named in X."""
+    import fastsoftmax._data as data
+    import fastsoftmax.model as model_module
+    import fastsoftmax.sklearn as sk
+
+    X, y = generated(n=300, k=3)
+    np.save(tmp_path / "X.npy", X.astype(np.float32))
+    mapped = np.load(tmp_path / "X.npy", mmap_mode="r")
+    if owner == "model":
+        fitted, module = SoftmaxRegression(X.shape[1], 3, seed=0).fit(X, y, max_iter=5), model_module
+        methods = ("predict", "predict_proba")
+    else:
+        fitted, module = SoftmaxClassifier(max_iter=5).fit(X, y), sk
+        methods = ("predict", "predict_proba", "predict_log_proba", "decision_function")
+    in_memory = {name: getattr(fitted, name)(np.array(mapped)) for name in methods}
+    score = fitted.score(np.array(mapped), y)
+    for patched in (data, sk):
+        monkeypatch.setattr(patched, "CHUNK_BYTES", 97 * X.shape[1] * 8)  # 97 rows a chunk: 4, the last short
+    released = []
+    release = module.release_rows
+    monkeypatch.setattr(module, "release_rows", lambda a, start, stop: (released.append(stop), release(a, start, stop)))
+    for name in methods:
+        released.clear()
+        np.testing.assert_array_equal(getattr(fitted, name)(mapped), in_memory[name])
+        assert released == [97, 194, 291, 300], name
+    assert fitted.score(mapped, y) == score
+    # A NaN is named by its row in X, not in its chunk.
+    np.save(tmp_path / "X.npy", np.where(np.arange(300)[:, None] == 250, np.nan, X).astype(np.float32))
+    with pytest.raises(ValueError, match=r"row 250\b"):
+        fitted.predict(np.load(tmp_path / "X.npy", mmap_mode="r"))
 
 
 def test_bytes_paths_are_paths(tmp_path):
