@@ -1821,6 +1821,15 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             estimator._check_params()
         except (ValueError, TypeError) as exc:
             raise invalid(f"its parameters are not valid ({str(exc).rstrip('.')})") from exc
+        if isinstance(estimator.class_weight, dict):
+            # As fit checks them (_check_class_weights): -2.0 and NaN saved and loaded, and the next fit refused them.
+            for label, weight in estimator.class_weight.items():
+                number = isinstance(weight, numbers.Real) and not isinstance(weight, bool)
+                if not (number and math.isfinite(weight) and weight >= 0):
+                    raise invalid(
+                        f"its class_weight gives class {_plain(label)!r} the weight {weight!r}; class weights must "
+                        f"be finite and >= 0"
+                    )
         classes = arrays["classes"]
         # Sorted and distinct, as fit leaves them: partial_fit encodes labels by binary search.
         if classes.ndim != 1 or classes.dtype.kind not in "biufU":

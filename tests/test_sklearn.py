@@ -1859,6 +1859,13 @@ def test_npz_save_refuses_what_load_would_refuse_and_keeps_the_old_file(tmp_path
     with pytest.raises(ValueError, match=r"cannot be saved: its parameters are not valid \(C must be"):
         loaded.save(path)
     assert path.read_bytes() == good
+    # Class weights that fit refuses: they were saved and loaded, and the next fit refused them.
+    for weight in (-2.0, np.nan):
+        loaded.set_params(C=1.0, class_weight={0: 1.0, 1: weight})
+        refused = rf"cannot be saved: its class_weight gives class 1 the weight {re.escape(repr(weight))}; class weig"
+        with pytest.raises(ValueError, match=refused):
+            loaded.save(path)
+        assert path.read_bytes() == good
 
 
 # -- model selection from several threads --------------------------------------
