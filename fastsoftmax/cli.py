@@ -1328,32 +1328,56 @@ MODEL_FILE_MAX_LOSSES = 10_000
 
 
 def _check_room_for_model(args: argparse.Namespace, model: SoftmaxRegression) -> None:
-    """Refuse an ``--out`` whose disk has less room than the model file will take, before the fit.
+    """Refuse an ``--out`` (or ``--metrics``) whose disk has less room than the files will take, before the fit.
 
-    The file holds W (K, D), b (K,) and a loss history of up to
+    The model file holds W (K, D), b (K,) and a loss history of up to
     ``--max-iter`` + 1 float64 values (at most ``MODEL_FILE_MAX_LOSSES`` are
-    counted). On a full disk the save after the fit failed and the trained
-    model was lost (``_save_trained_model`` keeps it where the disk fills up
-    during the fit). The disk is that of the file the save writes: a
+    counted); the metrics file, the same losses as JSON text
+    (``METRICS_BYTES_PER_LOSS`` each). On a full disk the save after the fit
+    failed and the trained model was lost (``_save_trained_model`` keeps it
+    where the disk fills up during the fit); the metrics, written after
+    the model, were lost after a fit of any length. Files on one disk are
+    counted together. The disk is that of the file the save writes: a
     symbolic link's target. One whose free space cannot be read is left to
     the save, as is one that reports no size (:func:`~fastsoftmax._io.free_bytes`).
     """
     from fastsoftmax._io import free_bytes
 
-    if not args.out:
-        return
     n_losses = min(args.max_iter, MODEL_FILE_MAX_LOSSES) + 1
-    n_bytes = (model.W.size + model.b.size) * model.W.itemsize + 8 * n_losses + MODEL_FILE_OVERHEAD
-    directory = os.path.dirname(os.path.realpath(args.out))
-    try:
-        free = free_bytes(directory)
-    except OSError:
-        return
-    if free is not None and free < n_bytes:
-        raise CLIError(
-            f"--out {args.out}: the model will take about {_bytes(n_bytes)} and its disk has {_bytes(free)} free; "
-            "free some space or write it to another disk (nothing was trained)."
-        )
+    sizes = {
+        "--out": (args.out, (model.W.size + model.b.size) * model.W.itemsize + 8 * n_losses + MODEL_FILE_OVERHEAD),
+        "--metrics": (args.metrics, METRICS_BYTES_PER_LOSS * n_losses + METRICS_OVERHEAD),
+    }
+    by_disk: dict[int, tuple[str, int, list[str]]] = {}
+    for option, (path, n_bytes) in sizes.items():
+        if not path:
+            continue
+        directory = os.path.dirname(os.path.realpath(path))
+        try:
+            disk = os.stat(directory).st_dev
+        except OSError:
+            continue  # a missing directory is named when the file is written
+        _, total, named = by_disk.get(disk, (directory, 0, []))
+        by_disk[disk] = (directory, total + n_bytes, [*named, f"{option} {path}"])
+    for directory, n_bytes, named in by_disk.values():
+        try:
+            free = free_bytes(directory)
+        except OSError:
+            continue
+        if free is not None and free < n_bytes:
+            one = len(named) == 1
+            what = ("the model" if named[0].startswith("--out") else "the metrics") if one else "they"
+            raise CLIError(
+                f"{' and '.join(named)}: {what} will take about {_bytes(n_bytes)} and {'its' if one else 'their'} "
+                f"disk has {_bytes(free)} free; free some space or write {'it' if one else 'them'} to another disk "
+                f"(nothing was trained)."
+            )
+
+
+#: Bytes of ``--metrics`` JSON per recorded loss ("0.12345678901234567, ": repr of a float64 and its separator,
+#: with room to spare), and besides them (the run's settings, accuracies and times: about 600 bytes).
+METRICS_BYTES_PER_LOSS = 26
+METRICS_OVERHEAD = 4096
 
 
 #: The size of a checkpoint file, in float64 vectors of the model's K (D + 1) parameters: each

@@ -503,6 +503,25 @@ def test_an_out_on_a_disk_without_room_for_the_model_is_refused_before_training(
     assert out.stat().st_size <= 4252  # the estimate is not below the file
 
 
+def test_metrics_on_a_disk_without_room_for_them_are_refused_before_training(tmp_path, capsys, monkeypatch):
+    """--metrics is written after the fit and the model: on a full disk its losses were lost after a fit of any
+    length. It is counted with --out where both go to one disk."""
+    out, metrics = tmp_path / "m.npz", tmp_path / "m.json"
+    # The model's 4252 bytes (the test above), and 6 losses of 26 bytes with 4096 besides for the metrics.
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: _disk_usage(free=4000))
+    assert main(["train", *SMALL, "--max-iter", "5", "--metrics", str(metrics)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"--metrics {metrics}: the metrics will take about 4.25 kB and its disk has 4 kB free" in err
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: _disk_usage(free=6000))
+    assert main(["train", *SMALL, "--max-iter", "5", "--out", str(out), "--metrics", str(metrics)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"--out {out} and --metrics {metrics}: they will take about 8.5 kB and their disk has 6 kB free" in err
+    assert "(nothing was trained)" in err and not out.exists() and not metrics.exists()
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: _disk_usage(free=9000))
+    assert main(["train", *SMALL, "--max-iter", "5", "--out", str(out), "--metrics", str(metrics), "--quiet"]) == 0
+    assert metrics.stat().st_size <= 26 * 6 + 4096  # the estimate is not below the file
+
+
 @pytest.mark.parametrize("command", ["train", "generate"])
 def test_outputs_on_a_file_system_that_reports_no_size_are_written(tmp_path, capsys, monkeypatch, command):
     """ramfs and a tmpfs without a limit report 0 bytes free of 0 and hold files without bound: a size of 0 is
