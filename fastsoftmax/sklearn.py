@@ -230,6 +230,27 @@ def _predicting(method: Callable) -> Callable:
     return on_a_snapshot
 
 
+def _assigned_classes(classes) -> np.ndarray:
+    """``classes_`` as the 1-d array that fit sets, where it was assigned otherwise (a list, a tuple, a Series).
+
+    Assigned as a list (to relabel the classes), it failed in every
+    prediction and in :meth:`SoftmaxClassifier.save` with AttributeError
+    ("'list' object has no attribute 'shape'"). Labels of mixed types keep
+    their values (NumPy would make ``[0, "a"]`` the strings "0" and "a").
+    """
+    if isinstance(classes, np.ndarray) and classes.ndim == 1:
+        return classes
+    array = np.asarray(classes)
+    if array.dtype.kind in "SU" and not all(isinstance(label, (str, bytes, np.str_, np.bytes_)) for label in classes):
+        array = np.asarray(classes, dtype=object)
+    if array.ndim != 1 or array.shape[0] < 2:
+        raise ValueError(
+            f"classes_ must be a 1-d array of at least two labels, one per class of coef_, got shape {array.shape}; "
+            f"assign it so (np.asarray(labels)), or fit the estimator."
+        )
+    return array
+
+
 def _kept_or_first(x_dtype, dtypes: list[np.dtype]) -> np.dtype:
     """``x_dtype`` where it is one of ``dtypes``, else the first of them (what X is cast to)."""
     return np.dtype(x_dtype) if np.dtype(x_dtype) in dtypes else dtypes[0]
@@ -777,6 +798,8 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         """
         snapshot = object.__new__(type(self))
         snapshot.__dict__.update(self.__dict__)
+        if "classes_" in snapshot.__dict__:
+            snapshot.classes_ = _assigned_classes(snapshot.classes_)
         return snapshot
 
     def _take_fit(self, staged: SoftmaxClassifier, started: dict[str, Any]) -> None:
@@ -1320,6 +1343,8 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         weights, weight_sum = self._weights(y_idx, classes, sample_weight, dtype)
         n_features, n_classes = self.n_features_in_, classes.shape[0]
         warm = self.warm_start and hasattr(self, "coef_")
+        if warm and hasattr(self, "classes_"):
+            self.classes_ = _assigned_classes(self.classes_)  # a list assigned, as fit sets it
         if warm and not (np.array_equal(self.classes_, classes) and np.shape(self.coef_)[-1] == n_features):
             # It started again from zero without a word; LogisticRegression and SGDClassifier raise.
             raise ValueError(
@@ -1429,6 +1454,8 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         solver = self.solver if self.solver in _MINIBATCH_SOLVERS else "sgd"
         _checks.warn_unused_minibatch_options(solver, self.batch_size, self.momentum, stacklevel=3)  # adam's momentum
         first_call = not hasattr(self, "classes_")
+        if not first_call:
+            self.classes_ = _assigned_classes(self.classes_)  # a list assigned, as fit sets it (binary search)
         if first_call:
             if classes is None:
                 raise ValueError(
@@ -1674,33 +1701,40 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
 
         def snapshot() -> dict[str, np.ndarray]:
             check_is_fitted(self)
+            fitted = self._snapshot()  # classes_ as the array fit sets (_assigned_classes)
             try:
                 params_json = self._params_json()
             except TypeError as exc:  # a dtype that fit refuses: named as load's refusals are
                 raise unsaveable(f"its parameters are not valid ({str(exc).rstrip('.')})") from exc
             # Numbers, booleans and strings keep their dtype, which predict's labels have; object
             # labels become the plain array of what they hold (and are refused if that is not one).
-            classes = plain_array(self.classes_)
+            classes = plain_array(fitted.classes_)
             if classes is None:
-                held = np.array(self.classes_.tolist())
-                if held.dtype.kind in "biufU" and held.shape == self.classes_.shape:
+                held = np.array(fitted.classes_.tolist())
+                if held.dtype.kind in "biufU" and held.shape == fitted.classes_.shape:
                     # NumPy's unicode arrays drop trailing NUL characters: "x\0" would load as "x".
-                    changed = next(a for a, b in zip(self.classes_.tolist(), held.tolist(), strict=True) if a != b)
+                    changed = next(a for a, b in zip(fitted.classes_.tolist(), held.tolist(), strict=True) if a != b)
+                    if not (isinstance(changed, str) and changed.endswith("\0")):
+                        # Assigned labels of several types ([0, "a"]): an array of them holds "0", not 0.
+                        raise unsaveable(
+                            f"classes_ holds labels of several types ({changed!r} among them), which an .npz file "
+                            f"stores only as one type; assign labels of one type, or use pickle or joblib"
+                        )
                     raise unsaveable(
                         f"the label {changed!r} of classes_ would not be stored as it is (an array of strings drops "
                         f"trailing NUL characters); strip them from the labels before fitting, or use pickle or joblib"
                     )
                 raise unsaveable(
-                    f"classes_ of dtype {self.classes_.dtype} cannot be stored without pickle "
+                    f"classes_ of dtype {fitted.classes_.dtype} cannot be stored without pickle "
                     f"(numbers, booleans and strings can); use pickle or joblib"
                 )
-            coef, intercept = self._coefficients()  # as assigned, big-endian ones included, in native order
+            coef, intercept = fitted._coefficients()  # as assigned, big-endian ones included, in native order
             arrays = dict(
                 format=np.array(_FORMAT),
                 format_version=np.array(_FORMAT_VERSION),
                 params=np.array(params_json),
                 classes=classes,
-                classes_object=np.array(self.classes_.dtype == object),
+                classes_object=np.array(fitted.classes_.dtype == object),
                 coef=np.array(coef, copy=True),
                 intercept=np.array(intercept, copy=True),
                 # Coefficients assigned rather than fitted (as LogisticRegression's may be) took no iteration.

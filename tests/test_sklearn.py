@@ -2304,6 +2304,34 @@ def test_coefficients_assigned_as_lists_or_big_endian_arrays_work_everywhere(tmp
         est.fit(X, y)  # warm start from the assigned coefficients
 
 
+def test_classes_assigned_as_a_list_work_everywhere(tmp_path):
+    """classes_ assigned as a list (to relabel the classes) failed every prediction, save and partial_fit with
+    AttributeError ("'list' object has no attribute 'shape'")."""
+    X, y = generated(k=3)
+    fitted = SoftmaxClassifier(solver="sgd", max_iter=5).fit(X, y)
+    expected = fitted.predict(X)
+    est = clone(fitted).set_params(warm_start=True)
+    est.__dict__.update({key: value for key, value in fitted.__dict__.items() if key.endswith("_")})
+    est.classes_ = ["a", "b", "c"]
+    np.testing.assert_array_equal(est.predict(X), np.array(["a", "b", "c"])[expected])
+    np.testing.assert_allclose(est.predict_proba(X), fitted.predict_proba(X), rtol=1e-12)
+    assert est.score(X, np.array(["a", "b", "c"])[y]) == fitted.score(X, y)
+    est.save(tmp_path / "relabelled.npz")
+    np.testing.assert_array_equal(SoftmaxClassifier.load(tmp_path / "relabelled.npz").classes_, ["a", "b", "c"])
+    est.partial_fit(X, np.array(["a", "b", "c"])[y])
+    est.classes_ = [0, 1, 2]
+    est.fit(X, y)  # warm start from the assigned classes
+    # Labels of several types keep their values; the file, one dtype, cannot hold them.
+    est.classes_ = [0, "a", 2.5]
+    assert est.predict(X).dtype == object and set(est.predict(X)) <= {0, "a", 2.5}
+    with pytest.raises(ValueError, match=r"classes_ holds labels of several types \(0 among them\)"):
+        est.save(tmp_path / "mixed.npz")
+    for labels, shape in ((["x"], (1,)), ([[0, 1, 2]], (1, 3))):
+        est.classes_ = labels
+        with pytest.raises(ValueError, match=rf"classes_ must be a 1-d array of at least two labels.*{shape}"):
+            est.predict(X)
+
+
 def test_coefficients_of_the_wrong_shape_are_named_in_every_prediction():
     """A scalar intercept_ was broadcast by decision_function without a word, and predict named the kernels' b."""
     est = SoftmaxClassifier().fit(*generated(k=3))
