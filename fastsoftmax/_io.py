@@ -323,6 +323,25 @@ def free_bytes(directory: str) -> int | None:
     return None if usage.total == 0 else usage.free
 
 
+def sizes_by_disk(sizes: dict[str, int]) -> list[tuple[str, int, list[str]]]:
+    """Files (path -> bytes) grouped by the disk they go to: (a directory on it, their total, their paths).
+
+    The disk of the file a path leads to, which the write replaces: a link's own counted, and a run was refused
+    for the room of /dev/shm where its file went to a disk with room for it. A path whose directory is missing
+    is left out: the write names it.
+    """
+    by_disk: dict[int, tuple[str, int, list[str]]] = {}
+    for path, size in sizes.items():
+        directory = os.path.dirname(os.path.realpath(path))
+        try:
+            disk = os.stat(directory).st_dev
+        except OSError:
+            continue
+        first_directory, total, paths = by_disk.get(disk, (directory, 0, []))
+        by_disk[disk] = (first_directory, total + size, [*paths, path])
+    return list(by_disk.values())
+
+
 def check_room_on_disk(sizes: dict[str, int], fix: str) -> None:
     """Refuse files (path -> bytes of data) larger than the free space of their disks, before any work.
 
@@ -335,19 +354,9 @@ def check_room_on_disk(sizes: dict[str, int], fix: str) -> None:
     The temporary files that killed writes of these paths left are removed
     first (:func:`_remove_stale_temporaries_of`): they counted as used.
     """
-    by_disk: dict[int, tuple[str, int, list[str]]] = {}
-    for path, size in sizes.items():
+    for path in sizes:
         _remove_stale_temporaries_of(path)
-        # The disk of the file the path leads to, which the write replaces: a link's own counted, and a run
-        # was refused for the room of /dev/shm where its file went to a disk with room for it.
-        directory = os.path.dirname(os.path.realpath(path))
-        try:
-            disk = os.stat(directory).st_dev
-        except OSError:
-            continue  # a missing directory is named when the file is created
-        first_directory, total, paths = by_disk.get(disk, (directory, 0, []))
-        by_disk[disk] = (first_directory, total + size, [*paths, path])
-    for directory, total, paths in by_disk.values():
+    for directory, total, paths in sizes_by_disk(sizes):
         free = free_bytes(directory)
         if free is not None and total > free:
             names = " and ".join(os.path.basename(path) for path in paths)  # those on this disk

@@ -1341,32 +1341,22 @@ def _check_room_for_model(args: argparse.Namespace, model: SoftmaxRegression) ->
     symbolic link's target. One whose free space cannot be read is left to
     the save, as is one that reports no size (:func:`~fastsoftmax._io.free_bytes`).
     """
-    from fastsoftmax._io import free_bytes
+    from fastsoftmax._io import free_bytes, sizes_by_disk
 
     n_losses = min(args.max_iter, MODEL_FILE_MAX_LOSSES) + 1
-    sizes = {
-        "--out": (args.out, (model.W.size + model.b.size) * model.W.itemsize + 8 * n_losses + MODEL_FILE_OVERHEAD),
-        "--metrics": (args.metrics, METRICS_BYTES_PER_LOSS * n_losses + METRICS_OVERHEAD),
-    }
-    by_disk: dict[int, tuple[str, int, list[str]]] = {}
-    for option, (path, n_bytes) in sizes.items():
-        if not path:
-            continue
-        directory = os.path.dirname(os.path.realpath(path))
-        try:
-            disk = os.stat(directory).st_dev
-        except OSError:
-            continue  # a missing directory is named when the file is written
-        _, total, named = by_disk.get(disk, (directory, 0, []))
-        by_disk[disk] = (directory, total + n_bytes, [*named, f"{option} {path}"])
-    for directory, n_bytes, named in by_disk.values():
+    model_bytes = (model.W.size + model.b.size) * model.W.itemsize + 8 * n_losses + MODEL_FILE_OVERHEAD
+    sizes = {args.out: model_bytes} if args.out else {}
+    if args.metrics:  # not the path of --out (_check_output_files refuses one file for both)
+        sizes[args.metrics] = METRICS_BYTES_PER_LOSS * n_losses + METRICS_OVERHEAD
+    option = {args.out: "--out", args.metrics: "--metrics"}
+    for directory, n_bytes, paths in sizes_by_disk(sizes):
         try:
             free = free_bytes(directory)
         except OSError:
             continue
         if free is not None and free < n_bytes:
-            one = len(named) == 1
-            what = ("the model" if named[0].startswith("--out") else "the metrics") if one else "they"
+            one, named = len(paths) == 1, [f"{option[path]} {path}" for path in paths]
+            what = ("the model" if paths[0] == args.out else "the metrics") if one else "they"
             raise CLIError(
                 f"{' and '.join(named)}: {what} will take about {_bytes(n_bytes)} and {'its' if one else 'their'} "
                 f"disk has {_bytes(free)} free; free some space or write {'it' if one else 'them'} to another disk "
