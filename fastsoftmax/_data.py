@@ -66,6 +66,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import errno
+import functools
 import itertools
 import math
 import mmap
@@ -215,9 +216,11 @@ def _line_start(file) -> str:
     return start.decode("utf-8", errors="replace")
 
 
-def _holds_whole_numbers(file, skipped_lines: int, delimiter: str | None, column: int | None = None) -> bool:
+def _holds_whole_numbers(
+    file, skipped_lines: int, delimiter: str | None, column: int | None = None, decimal_commas: bool = False
+) -> bool:
     """Whether every field of the text ``file`` (or of its ``column``), past its first ``skipped_lines`` lines, is
-    a whole number.
+    a whole number (written with a decimal comma, with ``decimal_commas``).
 
     False too where the file is larger than ``_LABELS_READ_MAX_BYTES``:
     it is not read here.
@@ -232,15 +235,17 @@ def _holds_whole_numbers(file, skipped_lines: int, delimiter: str | None, column
         row = text.split(delimiter)
         for field in row if column is None else row[column : column + 1 or None]:
             try:
-                if not float(field.strip().strip('"')).is_integer():
+                text = field.strip().strip('"')
+                if not float(text.replace(",", ".") if decimal_commas else text).is_integer():
                     return False
             except ValueError:
                 return False
     return True
 
 
-#: Names of the column of labels in a table's first line (lower case), which the advice for a table given as y reads.
-_LABEL_COLUMN_NAMES = ("label", "labels", "target", "class", "y", "species", "category", "outcome")
+#: Names of the column of labels in a table's first line (lower case), which the advice for a table given as y reads:
+#: the more telling first (y and class name features too: coordinates, a class of service).
+_LABEL_COLUMN_NAMES = ("label", "labels", "target", "outcome", "species", "category", "class", "y")
 
 
 def _loadtxt_call(file, path: str, name: str) -> tuple[str, str]:
@@ -283,11 +288,17 @@ def _loadtxt_call(file, path: str, name: str) -> tuple[str, str]:
         except UnicodeDecodeError as exc:
             # Not a character cut at the end of the bytes read: text in an 8-bit encoding.
             encoding = None if exc.start >= len(head) - 3 and exc.reason == "unexpected end of data" else "latin-1"
-    file.seek(3 if marked else 0)
-    line, passed = _line_start(file), 0
+    if encoding == "utf-16":
+        # Its lines read as UTF-8 held NUL bytes, and no column name matched ("label" at column 0 went unread).
+        decoded = iter(head.decode("utf-16", errors="replace").splitlines(keepends=True))
+        next_line = functools.partial(next, decoded, "")
+    else:
+        file.seek(3 if marked else 0)
+        next_line = functools.partial(_line_start, file)
+    line, passed = next_line(), 0
     while line and (not line.strip() or line.lstrip().startswith("#")):
-        line, passed = _line_start(file), passed + 1
-    second = _line_start(file)  # the first row of numbers, under names
+        line, passed = next_line(), passed + 1
+    second = next_line()  # the first row of numbers, under names
     # A tab or a semicolon first: beside either, commas are decimal commas (1,5;2,0 and 1,5<tab>2,0).
     delimiter = next((candidate for candidate in ("\t", ";", ",") if candidate in line), None)
     decimal_commas = delimiter != "," and ("," in line or "," in second or delimiter == ";")
@@ -313,35 +324,54 @@ def _loadtxt_call(file, path: str, name: str) -> tuple[str, str]:
     # pandas' names of unnamed columns, 0,1,2,...: numbers, kept as a row of data [0, 1, 2] under its labels.
     # Only above rows that are not integers: a first row of 0/1 features reading 0,1 is data.
     names = names or (name == "X" and len(fields(line)) > 1 and counts_columns(line) and not of_integers(second))
+    first_row = second if names else line
+    row, header = fields(first_row) if first_row.strip() else [""], fields(line) if names else []
+    column, which, columns = _label_column(row, header)
     options = "" if delimiter is None else f", delimiter={delimiter!r}"
     options += f", skiprows={passed + 1}" if names else ""
     options += ", quotechar='\"'" if quoted else ""
-    converts = decimal_commas and name == "X"
+    options += f", usecols={column}" if name == "y" and column is not None else ""
+    # Labels too, read from a table whose other columns hold them (a;label / 1,5;0,0).
+    converts = decimal_commas and (name == "X" or column is not None)
     options += ", converters=lambda text: float(text.replace(',', '.'))" if converts else ""
     # NumPy 1.x hands a converter bytes unless an encoding is named.
     encoding = encoding or ("utf-8" if converts else None)
     options += f", encoding={encoding!r}" if encoding else ""
     if name == "X":
         return f"np.loadtxt({path!r}{options}, ndmin=2)", " (a column of labels goes to a file of its own)"
-    first_row = second if names else line
-    columns = len(fields(first_row)) if first_row.strip() else 1
-    column, note = None, ""
-    if columns > 1:
-        named = [i for i, text in enumerate(fields(line)) if names and text.lower() in _LABEL_COLUMN_NAMES]
-        column = named[0] if named else -1
-        options += f", usecols={column}"
-        which = f"the one named {fields(line)[column]!r}" if named else "the last"
+    note = ""
+    if column is not None:
         note = (
             f" (its rows hold {columns} values and labels are one per row: this reads {which} of its columns; a "
             f"table of features goes to X)"
         )
     first_label = fields(first_row)[column or 0] if first_row.strip() else ""
-    if not first_label.lstrip("+-").isdigit() and is_number(first_label):
+    if converts or (not first_label.lstrip("+-").isdigit() and is_number(first_label)):
         # Written as decimals (np.savetxt's default, 0.0), on which dtype=np.int64 fails: cast where all are
         # whole; else read as floats, which the fit refuses naming them (a cast would truncate 0.5 without a word).
-        whole = _holds_whole_numbers(file, passed + 1 if names else 0, delimiter, column)
+        skipped = passed + 1 if names else 0
+        whole = _holds_whole_numbers(file, skipped, delimiter, column, decimal_commas=converts)
         return f"np.loadtxt({path!r}{options}){'.astype(np.int64)' if whole else ''}", note
     return f"np.loadtxt({path!r}{options}, dtype=np.int64)", note
+
+
+def _label_column(row: list[str], header: list[str]) -> tuple[int | None, str, int]:
+    """The column of a table's labels, by the fields of its first ``row`` and its ``header`` (none: []), which one
+    it is, for a message, and the table's columns; None for a file of one column.
+
+    The one the header names as labels (:data:`_LABEL_COLUMN_NAMES`, the
+    more telling names first: in ``x,y,label`` y is a feature, read as the
+    labels), else the last. A delimiter that ends every row (``1,2,0,``)
+    leaves an empty last field, no column (``usecols=-1`` read it, and failed).
+    """
+    columns = len(row) - (1 if len(row) > 1 and row[-1] == "" else 0)
+    if columns <= 1:
+        return None, "", columns
+    names = [text.lower() for text in header[:columns]]
+    for known in _LABEL_COLUMN_NAMES:
+        if known in names:
+            return names.index(known), f"the one named {header[names.index(known)]!r}", columns
+    return columns - 1, "the last", columns
 
 
 def _name_to_convert_into(path: str, name: str) -> str:

@@ -1997,15 +1997,31 @@ def test_the_conversion_advice_for_labels_written_as_decimals_works(tmp_path, mo
         ("a,species,b\n1.5,2,0.5\n2.5,0,1.5\n0.5,1,0.5\n", "the one named 'species'", [2, 0, 1]),
         ("a;b;target\n1,5;0,5;2.0\n2,5;1,5;0.0\n0,5;0,5;1.0\n", "the one named 'target'", [2, 0, 1]),
         ("x\ty\n1.5\t2\n2.5\t0\n0.5\t1\n", "the one named 'y'", [2, 0, 1]),
+        # A review's: y named a feature beside the labels; a header in UTF-16; labels in decimal commas; a
+        # delimiter that ends every row.
+        ("x,y,label\n1.5,2,2\n3.5,4,0\n5.5,6,1\n", "the one named 'label'", [2, 0, 1]),
+        ("\ufefflabel,a\n2,1.5\n0,3\n1,5\n", "the one named 'label'", [2, 0, 1]),
+        ("a;label\n1,5;2,0\n3,5;0,0\n5,5;1,0\n", "the one named 'label'", [2, 0, 1]),
+        ("1.5,2,2,\n3,4,0,\n5,6,1,\n", "the last", [2, 0, 1]),
     ],
-    ids=["last column", "named column", "decimal commas", "tab, named y"],
+    ids=[
+        "last column",
+        "named column",
+        "decimal commas",
+        "tab, named y",
+        "label beside y",
+        "utf-16",
+        "labels in decimal commas",
+        "trailing delimiter",
+    ],
 )
 def test_the_conversion_advice_for_a_table_given_as_labels_reads_one_column(tmp_path, monkeypatch, text, which, labels):
     """A table (features beside their labels) given as y was told to convert whole, to a 2-D array that the next
     run refused as labels; the advice now reads one column, the one named as labels or the last, and says so."""
     monkeypatch.chdir(tmp_path)
-    with open("data.csv", "w") as file:
-        file.write(text)
+    utf16 = text.startswith("\ufeff")
+    with open("data.csv", "w", encoding="utf-16" if utf16 else "utf-8") as file:
+        file.write(text[1:] if utf16 else text)  # the codec writes its own byte order mark
     with pytest.raises(ValueError, match=r"y file 'data\.csv' is not an \.npy file") as raised:
         SoftmaxRegression(2, 3).fit(np.zeros((3, 2)), "data.csv", max_iter=1)
     message = str(raised.value)
