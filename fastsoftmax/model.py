@@ -550,8 +550,14 @@ class SoftmaxRegression:
         parts = []
         for start in range(0, X.shape[0], rows):
             stop = min(start + rows, X.shape[0])
-            with _checks.nonfinite_rows_of(X[start:stop], start, of_rows=X.shape[0]):
-                parts.append(method(X[start:stop]))
+            part = X[start:stop]
+            if part.dtype.kind == "f" and part.dtype != self.dtype:
+                # Cast first: a NaN in a float16 chunk was named by its row in the chunk (the scan that names the
+                # row in X takes float32 and float64), and a value beyond float32 is named by its row in X.
+                with _checks.nonfinite_rows_of(part, start, of_rows=X.shape[0]):
+                    part = _checks.cast_X(part, self.dtype, learning=False)
+            with _checks.nonfinite_rows_of(part, start, of_rows=X.shape[0]):
+                parts.append(method(part))
             release_rows(X, start, stop)
         return np.concatenate(parts)
 
