@@ -1856,6 +1856,21 @@ def test_a_solver_that_draws_nothing_resumes_under_another_seed(tmp_path, data, 
         assert _fit(X, y, solver=solver, checkpoint=tmp_path, max_iter=3, seed=seed).n_iter_ == 3
 
 
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+def test_a_solver_that_draws_its_batches_refuses_another_seed(tmp_path, data, solver):
+    """The mini-batch solvers draw their batches from the seed: resumed under another, the run would go on with
+    other batches than the run it resumes. Only the opposite (the full-batch solvers resume under any seed) was
+    tested; with the seed's comparison taken out, both resumes below went on without a word."""
+    X, y = data
+    _fit(X, y, solver=solver, checkpoint=tmp_path, max_iter=2, seed=1, lr=0.05)
+    before = (tmp_path / "checkpoint.npz").read_bytes()
+    for seed in (2, None):
+        with pytest.raises(CheckpointError, match=rf"\(seed: checkpoint 1, now {seed}\)"):
+            _fit(X, y, solver=solver, checkpoint=tmp_path, max_iter=3, seed=seed, lr=0.05)
+        assert (tmp_path / "checkpoint.npz").read_bytes() == before
+    assert _fit(X, y, solver=solver, checkpoint=tmp_path, max_iter=3, seed=1, lr=0.05).n_iter_ == 3
+
+
 def test_an_empty_path_and_a_symlink_loop_are_named(tmp_path, monkeypatch):
     """save("") said "could not write : it is a directory"; a link to itself was replaced by a regular file."""
     monkeypatch.chdir(tmp_path)

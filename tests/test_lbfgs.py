@@ -1009,6 +1009,49 @@ def test_one_hot_categories_beside_the_intercept_raise_no_alarm_in_float32():
     assert model.converged_
 
 
+def test_a_rise_of_the_loss_is_no_stop_at_the_loss_floor():
+    """The floor's stop takes a relative decrease of at most 64 eps, not a rise: a last step that raised the
+    loss (the approximate Wolfe search accepts rises within the loss's noise) is no sign that the loss can fall
+    no further, and the run goes on. No test looked at the stop after such a rise."""
+    X, y, _ = _data()
+    objective = _objective(X, y, l2=1e-2)
+    state = {}
+    solvers.lbfgs(objective, np.zeros(N_PARAMS), max_iter=3, tol=0.0, state=state)
+    loss = float(state["loss"])
+    state["previous_loss"] = np.array(np.nextafter(loss, -np.inf))  # the last step raised the loss by one ulp
+    result = solvers.lbfgs(objective, state["theta"], max_iter=6, tol=0.0, state=state)
+    assert "relative decrease" not in result.message and result.n_iter == 6
+    assert result.loss_history[-1] < loss
+
+
+def test_a_pair_of_negative_curvature_is_skipped(monkeypatch):
+    """f(x) = -exp(-x^2) curves downward beyond |x| = 1/sqrt(2). Both Wolfe searches keep s'y > 0 by their
+    curvature conditions; the backtracking that follows their failure does not: its unit step from x = 1.5 to
+    0.5 has s'y < 0. Kept, its rho = 1 / s'y < 0 made H indefinite. Only pairs whose s'y is above eps y'y are
+    kept (the softmax loss, convex, makes none with s'y <= 0 beyond rounding, so no other test fed one)."""
+    import scipy.optimize._linesearch as linesearch
+
+    monkeypatch.setattr(linesearch, "scalar_search_wolfe2", lambda *args, **kwargs: (None, None, None, None))
+    monkeypatch.setattr(solvers, "_approximate_wolfe", lambda *args: None)
+    pairs = []
+
+    def objective(theta):
+        f = -math.exp(-(float(theta[0]) ** 2))
+        return f, np.array([-2.0 * float(theta[0]) * f])
+
+    state = {}
+    result = solvers.lbfgs(
+        objective,
+        np.array([1.5]),
+        max_iter=50,
+        tol=1e-10,
+        state=state,
+        on_iteration=lambda theta, loss, iteration: pairs.append(state["rho"][: state["n_pairs"]].copy()),
+    )
+    assert result.converged and abs(float(result.theta[0])) < 1e-9
+    assert pairs and all((rho > 0).all() for rho in pairs), pairs
+
+
 def test_a_change_of_gradient_whose_square_underflows_is_no_curvature_pair():
     """Separable wine without L2 at tol 0: the loss falls toward 0 (1e-107 and below), a change of gradient's
     square underflowed to 0 while s^T y did not, and sy / yy raised ZeroDivisionError."""
