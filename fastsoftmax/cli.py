@@ -1332,7 +1332,7 @@ def _check_room_for_model(args: argparse.Namespace, model: SoftmaxRegression) ->
 
     The model file holds W (K, D), b (K,) and a loss history of up to
     ``--max-iter`` + 1 float64 values (at most ``MODEL_FILE_MAX_LOSSES`` are
-    counted); the metrics file, the same losses as JSON text
+    counted); the metrics file, every loss as JSON text
     (``METRICS_BYTES_PER_LOSS`` each). On a full disk the save after the fit
     failed and the trained model was lost (``_save_trained_model`` keeps it
     where the disk fills up during the fit); the metrics, written after
@@ -1342,12 +1342,18 @@ def _check_room_for_model(args: argparse.Namespace, model: SoftmaxRegression) ->
     the save, as is one that reports no size (:func:`~fastsoftmax._io.free_bytes`).
     """
     from fastsoftmax._io import free_bytes, sizes_by_disk
+    from fastsoftmax.checkpoint import checkpoint_path
 
     n_losses = min(args.max_iter, MODEL_FILE_MAX_LOSSES) + 1
     model_bytes = (model.W.size + model.b.size) * model.W.itemsize + 8 * n_losses + MODEL_FILE_OVERHEAD
     sizes = {args.out: model_bytes} if args.out else {}
-    if args.metrics:  # not the path of --out (_check_output_files refuses one file for both)
-        sizes[args.metrics] = METRICS_BYTES_PER_LOSS * n_losses + METRICS_OVERHEAD
+    # A rerun of a finished command keeps the metrics that its fit wrote: refused for their room, it was not
+    # run at all. Whether the checkpoint is finished is known after it is loaded, so one beside metrics of an
+    # earlier run is left to the write, as before.
+    rerun = bool(args.checkpoint) and os.path.exists(checkpoint_path(args.checkpoint))
+    if args.metrics and not (rerun and os.path.exists(args.metrics)):  # not --out's path (_check_output_files)
+        # Every loss: the model file keeps at most MODEL_FILE_MAX_LOSSES, the metrics the whole history.
+        sizes[args.metrics] = METRICS_BYTES_PER_LOSS * (args.max_iter + 1) + METRICS_OVERHEAD
     option = {args.out: "--out", args.metrics: "--metrics"}
     for directory, n_bytes, paths in sizes_by_disk(sizes):
         try:
@@ -1364,9 +1370,10 @@ def _check_room_for_model(args: argparse.Namespace, model: SoftmaxRegression) ->
             )
 
 
-#: Bytes of ``--metrics`` JSON per recorded loss ("0.12345678901234567, ": repr of a float64 and its separator,
-#: with room to spare), and besides them (the run's settings, accuracies and times: about 600 bytes).
-METRICS_BYTES_PER_LOSS = 26
+#: Bytes of ``--metrics`` JSON per recorded loss: a line of the indented list, 4 spaces, the repr of a float64 (up
+#: to 24 characters, "-1.2345678901234567e-123") and ",\n"; 26 was below the file where the losses fell under
+#: 0.01 (28 bytes a loss). And besides them: the run's settings, accuracies and times, about 600 bytes.
+METRICS_BYTES_PER_LOSS = 30
 METRICS_OVERHEAD = 4096
 
 

@@ -507,19 +507,54 @@ def test_metrics_on_a_disk_without_room_for_them_are_refused_before_training(tmp
     """--metrics is written after the fit and the model: on a full disk its losses were lost after a fit of any
     length. It is counted with --out where both go to one disk."""
     out, metrics = tmp_path / "m.npz", tmp_path / "m.json"
-    # The model's 4252 bytes (the test above), and 6 losses of 26 bytes with 4096 besides for the metrics.
+    # The model's 4252 bytes (the test above), and 6 losses of 30 bytes with 4096 besides for the metrics.
     monkeypatch.setattr(shutil, "disk_usage", lambda path: _disk_usage(free=4000))
     assert main(["train", *SMALL, "--max-iter", "5", "--metrics", str(metrics)]) == 2
     err = " ".join(capsys.readouterr().err.split())
-    assert f"--metrics {metrics}: the metrics will take about 4.25 kB and its disk has 4 kB free" in err
+    assert f"--metrics {metrics}: the metrics will take about 4.28 kB and its disk has 4 kB free" in err
     monkeypatch.setattr(shutil, "disk_usage", lambda path: _disk_usage(free=6000))
     assert main(["train", *SMALL, "--max-iter", "5", "--out", str(out), "--metrics", str(metrics)]) == 2
     err = " ".join(capsys.readouterr().err.split())
-    assert f"--out {out} and --metrics {metrics}: they will take about 8.5 kB and their disk has 6 kB free" in err
+    assert f"--out {out} and --metrics {metrics}: they will take about 8.53 kB and their disk has 6 kB free" in err
     assert "(nothing was trained)" in err and not out.exists() and not metrics.exists()
     monkeypatch.setattr(shutil, "disk_usage", lambda path: _disk_usage(free=9000))
     assert main(["train", *SMALL, "--max-iter", "5", "--out", str(out), "--metrics", str(metrics), "--quiet"]) == 0
-    assert metrics.stat().st_size <= 26 * 6 + 4096  # the estimate is not below the file
+    assert metrics.stat().st_size <= 30 * 6 + 4096  # the estimate is not below the file
+
+
+def test_the_metrics_estimate_is_not_below_the_file_for_small_losses_and_long_runs(tmp_path, monkeypatch):
+    """26 bytes a loss was below the indented JSON once the losses fell under 0.01 (28 bytes each), and the
+    losses were counted up to the model file's 10,000 where the metrics hold every one (a review: 555 kB written
+    where 264 kB were counted)."""
+    from fastsoftmax import cli
+
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(-3, 0.5, (50, 2)), rng.normal(3, 0.5, (50, 2))])
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "y.npy", np.repeat([0, 1], 50))
+    metrics = tmp_path / "m.json"
+    n_iter = 12_000  # separable, without L2 and tol: every iteration runs, the losses falling toward 0
+    counted = cli.METRICS_BYTES_PER_LOSS * (n_iter + 1) + cli.METRICS_OVERHEAD
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: _disk_usage(free=counted))
+    argv = ["train", "--data", str(tmp_path / "X.npy"), "--labels", str(tmp_path / "y.npy"), "--solver", "gd"]
+    argv += ["--l2", "0", "--tol", "0", "--lr", "1", "--max-iter", str(n_iter), "--val-fraction", "0"]
+    assert main([*argv, "--metrics", str(metrics), "--quiet"]) == 0
+    assert json.loads(metrics.read_text())["loss_history"][-1] < 1e-2
+    assert metrics.stat().st_size <= counted
+
+
+def test_a_rerun_of_a_finished_command_is_not_refused_for_the_room_of_metrics_it_keeps(tmp_path, capsys, monkeypatch):
+    """The rerun keeps the metrics its fit wrote; refused for their room, it was not run at all (a review)."""
+    (tmp_path / "results").mkdir()
+    metrics, checkpoint = tmp_path / "results" / "m.json", tmp_path / "ck"
+    argv = ["train", *SMALL, "--max-iter", "5", "--checkpoint", str(checkpoint), "--metrics", str(metrics)]
+    assert main([*argv, "--quiet"]) == 0
+    written = metrics.read_bytes()
+    # Room for the checkpoint, and less than the metrics' 4.28 kB where they go.
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: _disk_usage(free=4000 if "results" in str(path) else 10**9))
+    assert main(argv) == 0
+    assert "is left as the fit wrote it" in " ".join(capsys.readouterr().out.split())
+    assert metrics.read_bytes() == written
 
 
 @pytest.mark.parametrize("command", ["train", "generate"])
