@@ -217,26 +217,32 @@ def _line_start(file) -> str:
 
 
 def _holds_whole_numbers(
-    file, skipped_lines: int, delimiter: str | None, column: int | None = None, decimal_commas: bool = False
+    file,
+    skipped_lines: int,
+    delimiter: str | None,
+    column: int | None = None,
+    decimal_commas: bool = False,
+    encoding: str | None = None,
 ) -> bool:
     """Whether every field of the text ``file`` (or of its ``column``), past its first ``skipped_lines`` lines, is
-    a whole number (written with a decimal comma, with ``decimal_commas``).
+    a whole number (written with a decimal comma, with ``decimal_commas``), read in ``encoding`` (UTF-8 if None).
 
     False too where the file is larger than ``_LABELS_READ_MAX_BYTES``:
-    it is not read here.
+    it is not read here. UTF-16 lines read as UTF-8 held NUL bytes: no
+    field was a number, and labels 0.0, 1.0 were advised as floats.
     """
     if os.fstat(file.fileno()).st_size > _LABELS_READ_MAX_BYTES:
         return False
     file.seek(0)
-    for line in itertools.islice(file, skipped_lines, None):
-        text = line.decode("utf-8-sig", errors="replace")
-        if not text.strip() or text.lstrip().startswith("#"):
+    text = file.read().decode(encoding or "utf-8-sig", errors="replace")
+    for line in itertools.islice(text.split("\n"), skipped_lines, None):
+        if not line.strip() or line.lstrip().startswith("#"):
             continue
-        row = text.split(delimiter)
+        row = line.split(delimiter)
         for field in row if column is None else row[column : column + 1 or None]:
             try:
-                text = field.strip().strip('"')
-                if not float(text.replace(",", ".") if decimal_commas else text).is_integer():
+                number = field.strip().strip('"')
+                if not float(number.replace(",", ".") if decimal_commas else number).is_integer():
                     return False
             except ValueError:
                 return False
@@ -338,6 +344,8 @@ def _loadtxt_call(file, path: str, name: str) -> tuple[str, str]:
     encoding = encoding or ("utf-8" if converts else None)
     options += f", encoding={encoding!r}" if encoding else ""
     if name == "X":
+        # A delimiter that ends every row leaves an empty last field, which np.loadtxt failed to read.
+        options += f", usecols=range({columns})" if columns < len(row) else ""
         return f"np.loadtxt({path!r}{options}, ndmin=2)", " (a column of labels goes to a file of its own)"
     note = ""
     if column is not None:
@@ -350,7 +358,7 @@ def _loadtxt_call(file, path: str, name: str) -> tuple[str, str]:
         # Written as decimals (np.savetxt's default, 0.0), on which dtype=np.int64 fails: cast where all are
         # whole; else read as floats, which the fit refuses naming them (a cast would truncate 0.5 without a word).
         skipped = passed + 1 if names else 0
-        whole = _holds_whole_numbers(file, skipped, delimiter, column, decimal_commas=converts)
+        whole = _holds_whole_numbers(file, skipped, delimiter, column, converts, encoding)
         return f"np.loadtxt({path!r}{options}){'.astype(np.int64)' if whole else ''}", note
     return f"np.loadtxt({path!r}{options}, dtype=np.int64)", note
 

@@ -1927,6 +1927,8 @@ def _run_conversion_advice(message: str) -> None:
         "0,1\n1,0\n",
         "# " + ",".join(f"feature_{column}" for column in range(500)) + "\n1.5,2\n3,4\n",
         "# a note\n" * 70 + "a b\n1 2\n3 4\n",
+        "a,b,\n1,2,\n3,4,\n",
+        "1;2;\n3,5;4;\n",
     ],
     ids=[
         "comma, names",
@@ -1952,6 +1954,9 @@ def _run_conversion_advice(message: str) -> None:
         # A comment longer than the bytes sniffed was counted as two lines, and the first row skipped with it.
         "long comment",
         "many comment lines, names",
+        # Rows that end with the delimiter: np.loadtxt failed on the empty last field (a review).
+        "trailing delimiter, names",
+        "trailing semicolon, decimal commas",
     ],
 )
 def test_the_conversion_advice_for_a_text_file_reads_its_delimiter(tmp_path, monkeypatch, text):
@@ -2003,6 +2008,8 @@ def test_the_conversion_advice_for_labels_written_as_decimals_works(tmp_path, mo
         ("\ufefflabel,a\n2,1.5\n0,3\n1,5\n", "the one named 'label'", [2, 0, 1]),
         ("a;label\n1,5;2,0\n3,5;0,0\n5,5;1,0\n", "the one named 'label'", [2, 0, 1]),
         ("1.5,2,2,\n3,4,0,\n5,6,1,\n", "the last", [2, 0, 1]),
+        # UTF-16 labels written as decimals were advised as floats, which the next run refused (a review).
+        ("\ufeffa,b,label\n1.5,2.5,2.0\n3.5,4.5,0.0\n5.5,6.5,1.0\n", "the one named 'label'", [2, 0, 1]),
     ],
     ids=[
         "last column",
@@ -2013,6 +2020,7 @@ def test_the_conversion_advice_for_labels_written_as_decimals_works(tmp_path, mo
         "utf-16",
         "labels in decimal commas",
         "trailing delimiter",
+        "utf-16, decimals",
     ],
 )
 def test_the_conversion_advice_for_a_table_given_as_labels_reads_one_column(tmp_path, monkeypatch, text, which, labels):
