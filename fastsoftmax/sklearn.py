@@ -870,6 +870,18 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             ensure_all_finite=not kernel_finds_nonfinite,
         )
 
+    def _validate_logits_X(self, X) -> np.ndarray:
+        """:meth:`_validate_X` for the methods that compute the logits with NumPy and check them for NaN and inf.
+
+        A dense X is not scanned by scikit-learn first: non-finite logits are
+        named by :func:`_nonfinite_logits_error`, which scans X then, so a NaN
+        is named by its row, as :meth:`predict` names it ("Input X contains
+        NaN" named none), and a finite X is read once. A sparse X is checked
+        here, before its product.
+        """
+        X = computed(X)
+        return self._validate_X(X, kernel_finds_nonfinite=not is_sparse(X))
+
     def _validate_and_cast(
         self,
         X,
@@ -1591,7 +1603,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         """
         if _is_path(X) or _streamed_map(X):
             return self._on_file_chunks(X, self.decision_function)
-        X = self._validate_X(X)
+        X = self._validate_logits_X(X)
         coef, intercept = self._finite_coefficients(np.result_type(*self._coefficients()))
         with np.errstate(over="ignore", invalid="ignore"):
             scores = X @ coef.T + intercept
@@ -1625,7 +1637,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         """
         if _is_path(X) or _streamed_map(X):
             return self._on_file_chunks(X, self.predict_log_proba)
-        X = self._validate_X(X)
+        X = self._validate_logits_X(X)
         W, b = self._full_params(X.dtype)
         with np.errstate(over="ignore", invalid="ignore"):
             logits = X @ W.T + b

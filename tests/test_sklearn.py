@@ -2043,18 +2043,21 @@ def test_a_copy_made_while_another_thread_runs_partial_fit_is_refused_or_whole()
 
 @pytest.mark.parametrize("method", ["decision_function", "predict_log_proba", "predict_proba", "predict"])
 @pytest.mark.parametrize("value", [np.nan, -np.inf])
-def test_nonfinite_X_is_named_under_assume_finite(method, value):
+@pytest.mark.parametrize("assume_finite", [True, False])
+def test_nonfinite_X_is_named_under_assume_finite(method, value, assume_finite):
     """scikit-learn's assume_finite=True skips the validation's scan: decision_function and predict_log_proba
-    then called a NaN in X logits that overflow "although X, W and b are finite"."""
+    then called a NaN in X logits that overflow "although X, W and b are finite". Without it, they gave
+    scikit-learn's "Input X contains NaN", which names no row, where predict and predict_proba named it."""
     import sklearn
 
     X, y = generated(n=200, k=3)
     est = SoftmaxClassifier().fit(X, y)
     X = X.copy()
     X[7, 1] = value
-    with sklearn.config_context(assume_finite=True):
-        with pytest.raises(ValueError, match=r"^X contains 1 NaN or infinite value\(s\), the first in row 7;"):
-            getattr(est, method)(X)
+    with sklearn.config_context(assume_finite=assume_finite):
+        for given in (X, X.astype(np.float16), X.tolist()):
+            with pytest.raises(ValueError, match=r"^X contains 1 NaN or infinite value\(s\), the first in row 7;"):
+                getattr(est, method)(given)
 
 
 def test_a_masked_X_or_y_is_refused_not_unmasked():
