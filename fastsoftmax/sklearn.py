@@ -1547,9 +1547,9 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
 
     # -- prediction ------------------------------------------------------------
 
-    def _on_file_chunks(self, path, method) -> np.ndarray:
-        """``method`` on the rows of the ``.npy`` file ``path`` (or of a large memory map), one chunk at a time; the
-        results stacked.
+    def _on_file_chunks(self, source, method) -> np.ndarray:
+        """``method`` on the rows of ``source`` (an ``.npy`` file's path, or a large memory map), a chunk at a time;
+        the results stacked.
 
         The file is opened as a read-only memmap and each chunk of about
         ``CHUNK_BYTES`` is validated (and cast as :meth:`_validate_X` casts) on its own,
@@ -1560,17 +1560,17 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         400 MB float32 file left 1 GB resident.
         """
         check_is_fitted(self)
-        if _is_path(path):
-            X = open_array(path, "X")
+        if _is_path(source):
+            X = open_array(source, "X")
             # As fit names them: a structured file was "not 2-dimensional", a complex one was printed whole.
-            _checks.refuse_structured(X, f"X file {os.fspath(path)!r}", _checks.STRUCTURED_FILE_FIX)
-            _checks.refuse_non_real(X, f"X file {os.fspath(path)!r}", os.fspath(path))
+            _checks.refuse_structured(X, f"X file {os.fspath(source)!r}", _checks.STRUCTURED_FILE_FIX)
+            _checks.refuse_non_real(X, f"X file {os.fspath(source)!r}", os.fspath(source))
             if X.ndim != 2:
                 raise ValueError(
-                    f"X file {os.fspath(path)!r} must hold a 2-dimensional .npy array, got shape {X.shape}."
+                    f"X file {os.fspath(source)!r} must hold a 2-dimensional .npy array, got shape {X.shape}."
                 )
         else:
-            X = path  # a map of a kind the kernels take (_streamed_map)
+            X = source  # a map of a kind the kernels take (_streamed_map)
         if X.shape[0] == 0:
             return method(X)  # refused as any empty X is
         dtype = self._prediction_dtype(X.dtype)
