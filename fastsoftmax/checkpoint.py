@@ -472,8 +472,9 @@ def save(directory: str | os.PathLike, state: CheckpointState, lock: exclusive |
         )
 
 
-#: The solvers whose runs depend on the seed (their mini-batches are drawn from it).
-_SEEDED_SOLVERS = ("sgd", "adam")
+#: The mini-batch solvers (``engine.MINIBATCH_SOLVERS``): their runs depend on the seed (their mini-batches are
+#: drawn from it), their iterations are epochs, each recording one loss, and they count no full-batch evaluations.
+_MINIBATCH_SOLVERS = ("sgd", "adam")
 
 #: Fingerprint entries that are recorded and shown in messages but not compared:
 #: the data files' paths, sizes and modification times (the content hash decides).
@@ -570,7 +571,7 @@ def _state_keys(solver: str | None) -> tuple[str, ...]:
         "sgd": (*solvers.MINIBATCH_OPTIONAL_STATE_KEYS, *START_STATE_KEYS),
         "adam": (*solvers.MINIBATCH_OPTIONAL_STATE_KEYS, *START_STATE_KEYS),
     }.get(solver, ())
-    counted = () if solver in ("sgd", "adam") else COUNT_STATE_KEYS  # the full-batch solvers' evaluations
+    counted = () if solver in _MINIBATCH_SOLVERS else COUNT_STATE_KEYS  # the full-batch solvers' evaluations
     continued = CONTINUATION_STATE_KEYS if solver in ("lbfgs", "newton-cg") else ()
     return (
         *SOLVER_STATE_KEYS.get(solver, ()),
@@ -818,7 +819,7 @@ def load(
         raise invalid("its loss history holds NaN, infinite values or numbers beyond float64's range")
     # A full-batch fit records its starting loss and one loss per iteration, sgd and adam one per epoch: an
     # iteration count edited to 10**6 beside 4 losses was resumed as a finished run of 10**6 iterations.
-    minibatch = stored.get("solver") in _EPOCH_SOLVERS
+    minibatch = stored.get("solver") in _MINIBATCH_SOLVERS
     recorded = iteration if minibatch else iteration + 1
     if len(history) != recorded and (history or iteration):
         unit = "epochs" if minibatch else "iterations"
@@ -841,8 +842,6 @@ def load(
 
 
 _META_KEYS = ("iteration", "loss_history", "solver_state", "converged")
-#: The solvers whose iterations are epochs, each recording one loss (``engine.MINIBATCH_SOLVERS``).
-_EPOCH_SOLVERS = ("sgd", "adam")
 
 
 def _finite_json_number(value: Any) -> bool:
@@ -865,7 +864,7 @@ def check_fingerprint(
     """
     expected = json.loads(_canonical(expected))
     ignored = set(skip) | set(INFORMATIVE_KEYS)
-    if expected.get("solver") not in _SEEDED_SOLVERS:
+    if expected.get("solver") not in _MINIBATCH_SOLVERS:
         # lbfgs, gd and newton-cg draw nothing: a resume under another seed (or None, which
         # checkpoints of earlier versions did not record as such) is the same run.
         ignored.add("seed")

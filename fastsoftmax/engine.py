@@ -2299,7 +2299,6 @@ def _fit(model, objective, options, *, seed, callback, checkpoint, checkpoint_lo
             or result.at_loss_floor
         ):
             return result, False
-        done = 0  # iterations of this call before the continuation under way (on_iteration counts on from them)
         while True:
             by_tol = result.converged and not result.at_loss_floor
             judged = _spread_gap(model, objective, options, result, _last_gradient(solver_state), scaling)
@@ -2318,7 +2317,7 @@ def _fit(model, objective, options, *, seed, callback, checkpoint, checkpoint_lo
                 return result, True
             tol = 0.5 * math.sqrt(allowed / gap) * float(np.max(np.abs(_last_gradient(solver_state))))
             engine_state["continued_tol"], engine_state["continuations"] = np.array(tol), continuations + 1
-            done = result.n_iter
+            done = result.n_iter  # this call's iterations before the continuation (on_iteration counts on from them)
             before = result
             try:
                 result = run_solver(
