@@ -423,7 +423,9 @@ def _raise_for_overflow(
     # A -inf logit at its row's label: that loss is inf. (A -inf elsewhere in a row is no excuse
     # for its finite logits' overflow.)
     inf_at_label = np.isneginf(Z[np.arange(Z.shape[0]), y]) & counted
-    with np.errstate(over="ignore"):
+    # A weight-0 row's inf loss makes NaN here, which nothing below reads: it warned, and raised under
+    # np.errstate(all="raise") or warnings as errors.
+    with np.errstate(over="ignore", invalid="ignore"):
         weighted = losses * weights
     overflowed = ~np.isfinite(weighted) & counted & ~inf_at_label
     if inf_at_label.any() and (reduction != "none" or not overflowed.any()):

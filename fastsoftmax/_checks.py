@@ -1466,7 +1466,14 @@ def check_out(out, shape: tuple[int, ...], dtype: np.dtype, name: str = "out") -
     if not isinstance(out, np.ndarray):
         raise TypeError(f"{name} must be a NumPy array, got {type(out).__name__}.")
     if out.shape != shape or out.dtype != dtype:
-        raise ValueError(f"{name} must have shape {shape} and dtype {dtype}, got {out.shape} {out.dtype}.")
+        # The kernels write native numbers: a byte-swapped out (out=Z of a Z read from a file) matched in all else.
+        byte_order = (
+            f" (byte-swapped), a byte order the kernels do not write; pass out=None for a new array, or an "
+            f"array of the machine's {dtype} (np.empty({shape}, dtype=np.{dtype.name}))"
+            if out.dtype.newbyteorder("=") == dtype and out.dtype.byteorder not in ("=", "|")
+            else ""
+        )
+        raise ValueError(f"{name} must have shape {shape} and dtype {dtype}, got {out.shape} {out.dtype}{byte_order}.")
     if not out.flags.c_contiguous or not out.flags.writeable:
         raise ValueError(f"{name} must be a writeable C-contiguous array.")
     return out

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import numpy as np
 import pytest
@@ -53,6 +54,20 @@ def test_zero_weight_row_with_infinite_loss_is_left_out(rng, dtype, reduction):
         np.testing.assert_allclose(result[1:], kept, rtol=rtol)
     else:
         np.testing.assert_allclose(result, kept, rtol=rtol)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_zero_weight_row_with_infinite_loss_beside_an_infinite_loss_raises_no_floating_point_error(reduction):
+    # Row 1's loss is inf at weight 1, row 2's at weight 0: inf * 0 in the overflow check warned, and raised
+    # FloatingPointError under np.errstate(all="raise").
+    Z = np.array([[-np.inf, 0.0, 1.0], [2.0, -np.inf, -np.inf], [-np.inf, -np.inf, 5.0]])
+    with np.errstate(all="raise"), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = fs.cross_entropy(Z, [1, 1, 0], sample_weight=[1.0, 1.0, 0.0], reduction=reduction)
+    if reduction == "none":
+        np.testing.assert_allclose(result, [reference.cross_entropy(Z[:1], [1], None, "none")[0], np.inf, 0.0])
+    else:
+        assert result == np.inf
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)

@@ -397,6 +397,13 @@ OUT_CASES = {
         r"writeable C-contiguous",
     ),
     "list": (lambda: [[0.0] * 3] * 2, TypeError, r"out must be a NumPy array, got list"),
+    # out=Z of a Z read from a big-endian file: "dtype float64, got >f8" named no fix.
+    "byte-swapped": (
+        lambda: np.empty((2, 3), np.dtype(np.float64).newbyteorder()),
+        ValueError,
+        r"got \(2, 3\) [<>]f8 \(byte-swapped\), a byte order the kernels do not write; pass out=None for a new "
+        r"array, or an array of the machine's float64 \(np.empty\(\(2, 3\), dtype=np.float64\)\)\.$",
+    ),
 }
 
 
