@@ -530,8 +530,10 @@ class SoftmaxRegression:
             run_whole(write)  # both or, where Ctrl-C lands between them, both all the same
         return loss
 
-    def _on_mapped_chunks(self, X: np.ndarray, method: Callable[[np.ndarray], np.ndarray]) -> np.ndarray | None:
-        """``method`` on the rows of a memory-mapped X larger than a chunk, one chunk at a time; None for others.
+    def _on_mapped_chunks(
+        self, X: np.ndarray, kernel: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+    ) -> np.ndarray | None:
+        """``kernel(chunk, W, b)`` on the rows of a memory-mapped X larger than a chunk, in turn; None for others.
 
         Each chunk of about ``CHUNK_BYTES`` (in the larger of X's dtype and
         the model's) is checked, cast and predicted on its own, then its pages
@@ -540,6 +542,11 @@ class SoftmaxRegression:
         cast to one copy (a 400 MB float32 file predicted by a float64 model:
         1.2 GB resident), where the message for a path advises a map as the
         way to leave the file on disk. A NaN or inf is named by its row in X.
+
+        W and b are read once for every chunk: read a chunk at a time, a
+        training or an assignment of W in another thread between two chunks
+        gave rows of two models in one result (a review: 275,712 of 800,000
+        rows), or NumPy's concatenation error where K changed.
         """
         from fastsoftmax._data import CHUNK_BYTES
 
@@ -548,17 +555,18 @@ class SoftmaxRegression:
         row_bytes = max(1, X.shape[1]) * max(X.dtype.itemsize, np.dtype(self.dtype).itemsize)
         rows = max(1, CHUNK_BYTES // row_bytes)
         parts = []
-        for start in range(0, X.shape[0], rows):
-            stop = min(start + rows, X.shape[0])
-            part = X[start:stop]
-            if part.dtype.kind == "f" and part.dtype != self.dtype:
-                # Cast first: a NaN in a float16 chunk was named by its row in the chunk (the scan that names the
-                # row in X takes float32 and float64), and a value beyond float32 is named by its row in X.
+        with self._reading() as (W, b):
+            for start in range(0, X.shape[0], rows):
+                stop = min(start + rows, X.shape[0])
+                part = X[start:stop]
+                if part.dtype.kind == "f" and part.dtype != self.dtype:
+                    # Cast first: a NaN in a float16 chunk was named by its row in the chunk (the scan that names
+                    # the row in X takes float32 and float64), and a value beyond float32 is named by its row in X.
+                    with _checks.nonfinite_rows_of(part, start, of_rows=X.shape[0]):
+                        part = _checks.cast_X(part, self.dtype, learning=False)
                 with _checks.nonfinite_rows_of(part, start, of_rows=X.shape[0]):
-                    part = _checks.cast_X(part, self.dtype, learning=False)
-            with _checks.nonfinite_rows_of(part, start, of_rows=X.shape[0]):
-                parts.append(method(part))
-            release_rows(X, start, stop)
+                    parts.append(kernel(self._X(part, fortran_ok=True, takes_y=False), W, b))
+                release_rows(X, start, stop)
         return np.concatenate(parts)
 
     def predict(self, X) -> np.ndarray:
@@ -573,7 +581,7 @@ class SoftmaxRegression:
         if is_sparse(X):  # checked and cast to the model's dtype there, in one pass
             with self._reading() as (W, b):
                 return predict_sparse(X, W, b, cast_floats=True)
-        chunked = self._on_mapped_chunks(X, self.predict)
+        chunked = self._on_mapped_chunks(X, predict)
         if chunked is not None:
             return chunked
         X = self._X(X, fortran_ok=True, takes_y=False)
@@ -609,7 +617,7 @@ class SoftmaxRegression:
                 proba = np.empty((X.shape[0], W.shape[0]), dtype=W.dtype)
                 predict_sparse(X, W, b, proba_out=proba, cast_floats=True)
             return proba
-        chunked = self._on_mapped_chunks(X, self.predict_proba)
+        chunked = self._on_mapped_chunks(X, predict_proba)
         if chunked is not None:
             return chunked
         X = self._X(X, fortran_ok=True, takes_y=False)

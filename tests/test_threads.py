@@ -462,6 +462,55 @@ def test_a_training_that_starts_during_a_prediction_waits_for_it(rng, monkeypatc
     assert not np.array_equal(model.W, W_before)
 
 
+@pytest.mark.parametrize("between_chunks", ["train_step", "assign W and b"])
+def test_a_memory_map_predicted_a_chunk_at_a_time_is_predicted_from_one_read_of_the_weights(
+    rng, tmp_path, monkeypatch, between_chunks
+):
+    """A map larger than a chunk was predicted a chunk at a time, each chunk with its own read of W and b: a
+    train_step in another thread between two chunks gave rows of two models in one result (a review: 275,712
+    of 800,000 rows), and W and b of more classes assigned there NumPy's concatenation error."""
+    import fastsoftmax._data
+    import fastsoftmax.model
+
+    X, y, _, _, _ = make_problem(rng, 300, 6, 3)
+    np.save(tmp_path / "X.npy", X)
+    mapped = np.load(tmp_path / "X.npy", mmap_mode="r")
+    monkeypatch.setattr(fastsoftmax._data, "CHUNK_BYTES", 100 * 6 * 8)  # three chunks of 100 rows
+    model = fs.SoftmaxRegression(6, 3, seed=0)
+    expected = model.predict_proba(X)
+    first_chunk_done, release = threading.Event(), threading.Event()
+    real_release_rows = fastsoftmax.model.release_rows
+
+    def release_rows_then_wait(array, start, stop):  # between the first chunk and the second
+        real_release_rows(array, start, stop)
+        if start == 0:
+            first_chunk_done.set()
+            release.wait(60)
+
+    monkeypatch.setattr(fastsoftmax.model, "release_rows", release_rows_then_wait)
+    predicted: list[np.ndarray] = []
+    reader = threading.Thread(target=lambda: predicted.append(model.predict_proba(mapped)))
+    reader.start()
+    try:
+        assert first_chunk_done.wait(60)
+        if between_chunks == "train_step":
+            trained = threading.Event()
+            trainer = threading.Thread(target=lambda: (model.train_step(X, y, lr=0.5), trained.set()))
+            trainer.start()
+            assert _claimed_elsewhere(model, timeout=60), "the training did not take its claim"
+            assert not trained.wait(1.0), "the training ran between two chunks of the prediction"
+        else:
+            trainer = None
+            model.W, model.b = np.ones((7, 6)), np.zeros(7)
+    finally:
+        release.set()
+        reader.join(60)
+    if trainer is not None:
+        trainer.join(60)
+        assert trained.is_set()
+    np.testing.assert_array_equal(predicted[0], expected)
+
+
 def test_a_read_that_ends_in_an_error_or_a_nested_read_leaves_the_count_right(rng):
     """A read that raised (Ctrl-C in the kernel) must not be left counted, or every later training of the
     model in another thread would wait for it for ever; an inner read of the same model in the same thread
