@@ -153,11 +153,11 @@ _ZIP_MAGIC = b"PK\x03\x04"
 #: has one), what they are, and what reads them. Whole signatures: a CSV file may begin with "PAR1", or, in
 #: cp1252, with the euro sign's byte 0x80, as a pickle does (then followed by its protocol, 2 to 5).
 _BINARY_SIGNATURES = (
-    ((b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05"), b"", "a Python pickle", "pickle.load or joblib.load"),
+    (_io.PICKLE_OPENINGS, b"", "a Python pickle", "pickle.load or joblib.load"),
     ((b"\x89HDF\r\n\x1a\n",), b"", "an HDF5 file", "h5py or pandas.read_hdf"),
     ((b"PAR1",), b"PAR1", "a Parquet file", "pandas.read_parquet"),
     ((b"ARROW1\x00\x00",), b"ARROW1", "an Arrow (Feather) file", "pandas.read_feather"),
-    ((b"\x1f\x8b",), b"", "a gzip-compressed file", "np.loadtxt, for compressed text, or gzip.open"),
+    ((_io.GZIP_MAGIC,), b"", "a gzip-compressed file", "np.loadtxt, for compressed text, or gzip.open"),
 )
 #: Byte order marks of UTF-16 text, whose NUL bytes are no binary data.
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")

@@ -1436,6 +1436,12 @@ def refuse_replacing_another_kind(path: str, kind: str, refused: Callable[[str],
         )
 
 
+#: The first bytes of pickles of protocols 2 to 5 (PROTO and its number): those of 0 and 1 have no signature.
+PICKLE_OPENINGS = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
+#: The first bytes of a gzip file.
+GZIP_MAGIC = b"\x1f\x8b"
+
+
 def _pickled_contents(head: bytes) -> str | None:
     """What a file whose first bytes are ``head`` holds where it is a pickle or a compressed file, for a message.
 
@@ -1444,7 +1450,7 @@ def _pickled_contents(head: bytes) -> str | None:
     truncated or corrupt" sent users looking for damage. joblib.dump(...,
     compress=3) writes zlib. None for other contents.
     """
-    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+    if head.startswith(PICKLE_OPENINGS):
         return (
             "a Python pickle (as pickle.dump and joblib.dump write them, loaded in Python with joblib.load or "
             "pickle.load, from a source you trust)"
@@ -1465,7 +1471,7 @@ _COMPRESSED_MAGIC = (
     (b"\x78\x5e", "a zlib"),
     (b"\x78\x9c", "a zlib"),
     (b"\x78\xda", "a zlib"),
-    (b"\x1f\x8b", "a gzip"),
+    (GZIP_MAGIC, "a gzip"),
     (b"BZh", "a bz2"),
     (b"\xfd7zXZ", "an xz"),
     (b"\x5d\x00\x00", "an lzma"),
