@@ -9,6 +9,7 @@ here are plain NumPy (no kernels), so the solvers' own logic is tested exactly.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import warnings
@@ -613,6 +614,48 @@ def test_first_batch_far_below_the_mean_is_no_divergence():
     assert result.n_iter == 3
     # The check cost one pass over all rows at theta0, once: 3 epochs + 1.
     assert objective.rows_seen == 4 * 50
+
+
+def test_a_first_epoch_within_runaway_times_one_of_a_start_loss_below_one_is_no_divergence():
+    """The bound is FIRST_EPOCH_RUNAWAY times max(1, |start|): a warm start near the optimum (loss 0.005) whose
+    first epoch overshoots to about 1.3 goes on. Without the floor of 1 it was a divergence, reset to the start."""
+    assert not solvers._first_epoch_explodes(0.005, 0.005 + 0.99 * solvers.FIRST_EPOCH_RUNAWAY)
+    assert solvers._first_epoch_explodes(0.005, 0.005 + 1.01 * solvers.FIRST_EPOCH_RUNAWAY)
+    assert solvers._first_epoch_explodes(-50.0, -50.0 + 1.01 * 50 * solvers.FIRST_EPOCH_RUNAWAY)
+
+    def pseudo_huber(theta, rows):  # minimum 0 at 0, gradient bounded by 1: lr 5 overshoots and comes back
+        root = np.sqrt(1.0 + theta * theta)
+        return float(np.sum(root - 1.0)), theta / root
+
+    result = solvers.sgd(pseudo_huber, np.array([0.1]), 20, lr=5.0, momentum=0.0, batch_size=1, max_iter=5, seed=0)
+    assert result.n_iter == 5
+    assert 0.005 * solvers.FIRST_EPOCH_RUNAWAY < result.loss_history[1] < solvers.FIRST_EPOCH_RUNAWAY
+
+
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+def test_an_epoch_interrupted_midway_puts_the_solvers_moments_back(solver):
+    """The velocity (sgd) and the moments (adam) are updated in place per mini-batch: an epoch interrupted
+    midway puts them back as the last completed epoch left them, for a later run to start from."""
+    objective = RowQuadratic(np.linspace(0.0, 1.0, 20))
+    run = functools.partial(getattr(solvers, solver), lr=0.1, batch_size=4, seed=0, tol=0)
+    after_one_epoch: dict = {}
+    run(objective, np.ones(3), 20, max_iter=1, state=after_one_epoch)
+
+    calls = iter(range(1000))
+
+    def interrupted_in_epoch_two(theta, rows):
+        if next(calls) == 7:  # the third of epoch 2's five mini-batches
+            raise KeyboardInterrupt
+        return objective(theta, rows)
+
+    state: dict = {}
+    with pytest.raises(KeyboardInterrupt):
+        run(interrupted_in_epoch_two, np.ones(3), 20, max_iter=3, state=state)
+    for key in ["velocity"] if solver == "sgd" else ["first", "second"]:
+        assert np.any(after_one_epoch[key] != 0), key
+    arrays = [key for key, value in after_one_epoch.items() if isinstance(value, np.ndarray)]
+    for key in arrays:  # the moments, and the divergence guard's arrays
+        np.testing.assert_array_equal(state[key], after_one_epoch[key], err_msg=key)
 
 
 def test_converging_run_costs_no_extra_pass():

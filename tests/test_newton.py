@@ -386,6 +386,21 @@ def test_cli_trains_with_newton_cg(tmp_path, capsys):
     assert report["solver"] == "newton-cg" and report["n_iter"] == 3
 
 
+@pytest.mark.parametrize("curvature", ["positive", "indefinite"])
+def test_cg_stopped_on_the_boundary_returns_the_residual_of_the_step_it_returns(curvature):
+    """Newton-CG predicts its decrease as -(g's + s'r)/2, exact only for r = -(g + H s) of the step returned:
+    a residual left from before the last move to the boundary misjudged every step stopped on it."""
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((6, 6))
+    H = A @ A.T + (0.1 if curvature == "positive" else -5.0) * np.eye(6)
+    grad = 10 * rng.standard_normal(6)
+    step, residual, boundary, _ = solvers._steihaug_cg(lambda v: H @ v, grad, radius=0.5, tolerance=1e-10)
+    assert boundary
+    assert np.linalg.norm(step) == pytest.approx(0.5)
+    scale = np.linalg.norm(grad) + np.linalg.norm(H) * 0.5
+    np.testing.assert_allclose(residual, -(grad + H @ step), rtol=0, atol=100 * np.finfo(float).eps * scale)
+
+
 def test_tiny_positive_curvature_stops_cg_on_the_boundary_without_an_overflow_warning():
     """With a curvature of 1e-280 the trial step's norm overflowed in NumPy's dot: the fit warned
     "overflow encountered in dot", and under warnings-as-errors (pytest -W error) it died."""
