@@ -611,6 +611,13 @@ def _objects_as_float64(frame, name: str) -> np.ndarray:
     return values
 
 
+#: How to scale Python numbers beyond float64's range held in a list or an array of objects.
+_OBJECTS_BEYOND_FLOAT64_FIX = (
+    "Scale them down before passing {name}: they are Python numbers, so divide each (for example "
+    "np.array([[v / 10**300 for v in row] for row in {name}], dtype=float))."
+)
+
+
 def refuse_numbers_beyond_float64(
     objects: np.ndarray,
     name: str,
@@ -649,15 +656,34 @@ def refuse_numbers_beyond_float64(
     )
 
 
-def refuse_frame_numbers_beyond_float64(a, name: str) -> None:
-    """Refuse a pandas frame or series whose object columns hold numbers beyond float64's range, naming them.
+def refuse_object_numbers_beyond_float64(a, name: str) -> None:
+    """Refuse Python numbers beyond float64's range held as objects in ``a``, naming the first by its place.
 
-    For callers that hand the frame on as it is (the estimator, whose
+    For callers that hand ``a`` on as it is (the estimator, whose
     ``validate_data`` raised a bare OverflowError for an integer of 310
-    digits, and called a Decimal of 1e400 an infinity). One cast of the
-    object columns alone; text in them is left to the checks of columns.
+    digits, and called a Decimal of 1e400 an infinity): a pandas frame or
+    series, of whose columns the object ones alone are cast, or a list,
+    tuple or array of objects (the same numbers as a list raised the bare
+    OverflowError after frames were named). Text is left to the checks of
+    columns, and a ragged list to ``validate_data``'s.
     """
     pandas = imported_module("pandas")
+    if isinstance(a, (list, tuple)) or (isinstance(a, np.ndarray) and a.dtype == object):
+        try:
+            objects = np.asarray(a)
+        except (TypeError, ValueError):
+            return
+        if objects.dtype != object:  # numbers of float64's kinds (or text): no Python number beyond it
+            return
+        try:
+            values = objects.astype(np.float64)
+        except OverflowError:
+            values = None
+        except (TypeError, ValueError):
+            return
+        if values is None or not np.isfinite(values).all():
+            refuse_numbers_beyond_float64(objects, name, values, fix=_OBJECTS_BEYOND_FLOAT64_FIX.format(name=name))
+        return
     if pandas is None or not isinstance(a, (pandas.DataFrame, pandas.Series)):
         return
     if isinstance(a, pandas.DataFrame):

@@ -2405,6 +2405,34 @@ def test_numbers_beyond_float64_in_a_frame_are_named_by_the_estimator(column):
             call()
 
 
+@pytest.mark.parametrize("container", ["list", "object array"])
+@pytest.mark.parametrize(
+    "number", [10**400, decimal.Decimal("1e400"), Fraction(10**400, 3)], ids=["int", "Decimal", "Fraction"]
+)
+def test_numbers_beyond_float64_in_a_list_or_object_array_are_named_by_the_estimator(container, number):
+    """As in a frame: validate_data raised a bare OverflowError (no ValueError, no place, no fix) for such a
+    number in a list or an array of objects, in fit, partial_fit and predict alike."""
+    X, y = generated(n=20, d=2, k=3)
+    fitted = SoftmaxClassifier().fit(X, y)
+    rows = [[float(a), float(b)] for a, b in X]
+    rows[4][1] = number
+    given = rows if container == "list" else np.array(rows, dtype=object)
+    message = (
+        r"X holds 1 number\(s\) beyond float64's range \(about 1\.8e308\), the first, .* at row 4, column 1; "
+        r".*divide each \(for example np\.array\(\[\[v / 10\*\*300 for v in row\] for row in X\], dtype=float\)\)\.$"
+    )
+    calls = (
+        lambda: fitted.predict(given),
+        lambda: SoftmaxClassifier().fit(given, y),
+        lambda: SoftmaxClassifier().partial_fit(given, y, classes=[0, 1, 2]),
+    )
+    for call in calls:
+        with pytest.raises(ValueError, match=message):
+            call()
+    rows[4][1] = 2  # numbers within float64 as objects are taken as before
+    np.testing.assert_array_equal(fitted.predict(np.array(rows, dtype=object)), fitted.predict(np.array(rows)))
+
+
 def test_pyarrow_backed_frames_are_taken_as_numpys_are():
     """bool[pyarrow] columns were refused as "not numbers"; a double[pyarrow] 1e39 for a float32 fit was called an
     infinity (scikit-learn cast the frame first), and float[pyarrow] under "preserve" became float64; labels of
