@@ -516,13 +516,28 @@ def _unconverged_where_stopped(
 #: Conjugate-gradient steps (Hessian-vector products, passes over X) that check a stop by the gradient in
 #: standardised coordinates (:func:`_spread_gap`).
 SPREAD_CHECK_STEPS = 3
-#: The fraction of the bound (:func:`_gap_allowed_at_a_stop_by_tol`) above which such a check goes on past
-#: :data:`SPREAD_CHECK_STEPS`, up to :data:`SPREAD_CHECK_MORE_STEPS`: the estimate only grows, and on nearly
-#: separable data it grows slowly. Raw wine at C = 1e4 read 0.83 of the bound after 3 steps and 1.5 after 12 (the
-#: stop was 190 % above the optimum, called converged); stops near the optimum read at most 0.06 of it.
+#: The fraction of the bound (:func:`_gap_allowed_at_a_stop_by_tol`) that such a check, past
+#: :data:`SPREAD_CHECK_STEPS`, goes on to reach while its estimate, grown twice more by the larger of its last two
+#: growths, would pass it (:func:`_gap_estimate`), up to :data:`SPREAD_CHECK_MORE_STEPS`: the estimate only
+#: grows, and on nearly separable data it grows slowly (raw wine at C = 1e4 read 0.83 of the bound after 3 steps
+#: and 1.5 after 12: the stop was 190 % above the optimum, called converged), or rises tenfold a step where one
+#: row sets a feature's spread (20 rows, one at 1,000 times the others, l2 = 1e-6: 2.6e-5, 1.1e-4, 4.2e-4 where
+#: the bound was 1.7e-4, and the stop 29 times the optimum's loss above it), or stays, then jumps once CG reaches
+#: the directions that row leaves flat (100 rows, one at 1e4: 5.3e-6, 5.4e-6, then 0.017, bound 1.1e-4; the stop
+#: 2.8 % above). Stops near the optimum read at most 0.06 of it, their estimates less than doubled in the third
+#: step, and 24 of 26 such checks (iris, wine, digits and breast cancer, raw and standardised, L-BFGS and
+#: Newton-CG) took no more steps; two took one and two.
 SPREAD_CHECK_NEAR = 0.25
-#: The most steps such a check takes where it reads near the bound (:data:`SPREAD_CHECK_NEAR`).
+#: The most steps such a check takes where it may reach the bound (:data:`SPREAD_CHECK_NEAR`).
 SPREAD_CHECK_MORE_STEPS = 12
+#: The work (rows times parameters, a quarter of a Hessian-vector product's flops: about 1 ms of them) within
+#: which such a check runs conjugate gradients to their end, up to one step a parameter. Where a row 1,000 times
+#: the others' sets the features' spread and l2 is weak (20 rows, 7 classes, 42 parameters, l2 = 1e-6), the
+#: estimate rose in fits and starts, 2.9e-5 after 6 steps and 6e-3 after 12, where the stop was 30 times the
+#: optimum's loss above it: the growth read from three steps foretells nothing there. Iris, wine and breast cancer
+#: take their checks whole (up to 31 steps, some milliseconds), digits 8 steps, and data of 100,000 rows or more
+#: none beyond those above.
+SPREAD_CHECK_SMALL_WORK = 10_000_000
 #: How far the gap estimate of such a stop may lie above the gap that tol allows, n tol^2 / (2 q): in a sweep of
 #: 64 fits (wine, digits, iris and breast cancer raw, synthetic sets, features in units of 1e-2 to 1e2, rare and
 #: one-hot binary features; float32 and float64; L-BFGS and Newton-CG; tol 1e-4 and 1e-6; l2 = 1 / N, the
@@ -560,7 +575,8 @@ def _spread_gap(
     help once the row lay at 1e8. The quadratic model's gap, g^T H^-1 g / 2
     (:func:`_gap_estimate`, at most :data:`SPREAD_CHECK_STEPS` passes, fewer
     where it passes the bound early, up to :data:`SPREAD_CHECK_MORE_STEPS`
-    where it reads near the bound), tells such a stall from a stop that
+    where it may reach the bound, and up to one a parameter on small
+    problems, :data:`SPREAD_CHECK_SMALL_WORK`), tells such a stall from a stop that
     tol allows: where the Hessian is about the scaling's, q I with
     q = (K - 1) / K^2, a gradient of at most tol in each of the n
     components leaves a gap of at most n tol^2 / (2 q); the estimate read
@@ -572,7 +588,7 @@ def _spread_gap(
     l2 = 1e-6: L-BFGS stopped 150 % above the optimum at tol 1e-4 and 0.5 %
     above at 1e-6, called converged). Without L2 the optimum of separable
     data lies at infinity, and no stop is judged. The check costs three
-    passes over X at the end of such a fit (twelve where it reads near the
+    passes over X at the end of such a fit (twelve where it may reach the
     bound); :func:`_fit` goes on past
     such a stall (``_fit``'s ``continue_past_spread_stalls``), and
     :func:`_spread_stall_message` names the one it could not get past.
@@ -588,13 +604,14 @@ def _spread_gap(
     if grad.ndim != 1 or options.l2 == 0:
         return None
     allowed = _gap_allowed_at_a_stop_by_tol(model, options, result, grad.size)
+    small_problem_steps = min(grad.size, SPREAD_CHECK_SMALL_WORK // max(1, objective.n_samples * grad.size))
     gap, _ = _gap_estimate(
         objective,
         result.theta,
         grad,
         allowed,
         model.num_classes,
-        SPREAD_CHECK_STEPS,
+        max(SPREAD_CHECK_STEPS, small_problem_steps),
         None if scaling is None else _flat_columns(scaling, options),
         rounding=_curvature_rounding(model.dtype),
         near=SPREAD_CHECK_NEAR * allowed,
@@ -669,8 +686,11 @@ def _gap_estimate(
     float32 features the estimate read 5.5e-7 after 20 steps and 1.6e-4,
     the measured gap, after 60; a residual of 1e-3 of g, taken as solved,
     read 1.6e-5 where the gap was 1e-2 (features at 1e5 without an
-    intercept). An estimate above ``near`` after ``steps`` steps goes on,
-    up to ``more_steps`` in all. One Hessian-vector product (a pass over X)
+    intercept). After ``steps`` steps the estimate goes on, up to
+    ``more_steps`` in all, while it would pass ``near`` if it grew twice
+    more by the larger of its last two growths (a growth of 1.02 after one
+    of 10.6 came before one of 3,000, as CG reached the directions of least
+    curvature). One Hessian-vector product (a pass over X)
     a step. Only off the directions along which no probability changes
     (:func:`_off_the_flat_directions`, with the columns of W marked in
     ``flat_columns``): along them the data's curvature is 0, and a gradient
@@ -692,12 +712,14 @@ def _gap_estimate(
     residual = grad.copy()
     direction = residual.copy()
     rr = gg = float(residual @ residual)
-    estimate = largest_curvature = 0.0
+    estimate = previous = before_previous = largest_curvature = 0.0
     if gg == 0.0:
         return estimate, True
     for step in range(max(steps, more_steps)):
-        if step == steps and not estimate > near:
-            break
+        if step >= steps:
+            growth = max(_growth(estimate, previous), _growth(previous, before_previous))
+            if not estimate * growth * growth > near:
+                break
         product = np.asarray(objective.hvp(theta, direction), dtype=np.float64)
         product = _off_the_flat_directions(product, n_classes, flat_columns)
         curvature = float(direction @ product)
@@ -710,13 +732,18 @@ def _gap_estimate(
         alpha = rr / curvature
         d += alpha * direction
         residual -= alpha * product
-        estimate = 0.5 * float(grad @ d)
+        before_previous, previous, estimate = previous, estimate, 0.5 * float(grad @ d)
         rr_next = float(residual @ residual)
         if estimate > enough or rr_next <= 1e-30 * gg:
             return estimate, True
         direction = residual + (rr_next / rr) * direction
         rr = rr_next
     return estimate, False
+
+
+def _growth(later: float, earlier: float) -> float:
+    """``later / earlier``, two of the gap's estimates in turn; without bound where ``earlier`` is 0."""
+    return later / earlier if earlier > 0.0 else math.inf
 
 
 class _StandardisedHessian:
@@ -729,6 +756,7 @@ class _StandardisedHessian:
 
     def __init__(self, objective: Objective, scaling: FeatureScaling, theta: np.ndarray):
         self.objective, self.scaling, self.theta = objective, scaling, theta
+        self.n_samples = objective.n_samples
 
     def hvp(self, _theta: np.ndarray, v_scaled: np.ndarray) -> np.ndarray:
         raw = self.objective.hvp(self.theta, self.scaling.to_raw(v_scaled))

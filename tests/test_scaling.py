@@ -578,11 +578,13 @@ def test_a_check_that_reads_near_its_bound_goes_on_to_more_steps(monkeypatch, so
     """Raw wine at the estimator's C = 1e4: three CG steps read 0.83 of the bound, the estimate still growing, and
     the stop, 1.2 to 1.9 times the optimum's loss above it, was called converged (LogisticRegression: 3.9 times).
     A check that reads above SPREAD_CHECK_NEAR of the bound takes up to SPREAD_CHECK_MORE_STEPS; the fit goes on
-    past the stop. A check far below the bound (C = 1) stays at SPREAD_CHECK_STEPS."""
+    past the stop. A check far below the bound (C = 1) ends within one step of SPREAD_CHECK_STEPS (on data too
+    large for the check to run to its end: SPREAD_CHECK_SMALL_WORK)."""
     from fastsoftmax import engine
 
     datasets = pytest.importorskip("sklearn.datasets")
     X, y = datasets.load_wine(return_X_y=True)
+    monkeypatch.setattr(engine, "SPREAD_CHECK_SMALL_WORK", 0)
     steps = _check_steps(monkeypatch)
     l2 = 1.0 / (1e4 * X.shape[0])
     best = fs.SoftmaxRegression(13, 3, seed=0).fit(X, y, solver="newton-cg", l2=l2, tol=1e-10, max_iter=3000)
@@ -596,7 +598,64 @@ def test_a_check_that_reads_near_its_bound_goes_on_to_more_steps(monkeypatch, so
     assert model.loss_history_[-1] - best.loss_history_[-1] < 0.6 * best.loss_history_[-1]  # from 1.2 to 1.9
     steps.clear()
     fs.SoftmaxRegression(13, 3, seed=0).fit(X, y, solver=solver, l2=1.0 / X.shape[0], tol=1e-4)
-    assert steps == [engine.SPREAD_CHECK_STEPS]
+    # L-BFGS's third step read 3.1e-6 of a bound of 9.5e-5, after a growth of 2.9: one step more, which read 3.7e-6.
+    assert len(steps) == 1 and steps[0] <= engine.SPREAD_CHECK_STEPS + 1
+
+
+def _one_row_sets_the_spread(n_samples: int, n_features: int, n_classes: int, seed: int, row: int, factor: float):
+    """Random X and labels, with ``row`` ``factor`` times farther from 0 than the others."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n_samples, n_features))
+    y = rng.integers(0, n_classes, n_samples)
+    X[row] *= factor
+    return X, y
+
+
+def test_a_check_whose_estimate_stays_then_jumps_goes_on_while_it_grows_fast(monkeypatch):
+    """100 rows, one at 1e4 times the others: three CG steps read 5e-7, 5.3e-6, 5.4e-6 and the fourth 0.017 (the
+    bound 1.1e-4), and Newton-CG's stop 2.8 % above the optimum was called converged. The check goes on while
+    its estimate, grown twice more by the larger of its last two growths, would reach SPREAD_CHECK_NEAR of the
+    bound; the fit goes on past the stop to the optimum. (On data too large for a check run to its end.)"""
+    from fastsoftmax import engine
+
+    monkeypatch.setattr(engine, "SPREAD_CHECK_SMALL_WORK", 0)
+    X, y = _one_row_sets_the_spread(100, 4, 3, seed=3, row=0, factor=1e4)
+    l2 = 1e-4
+    best = fs.SoftmaxRegression(4, 3, seed=0).fit(X, y, solver="newton-cg", l2=l2, tol=1e-12, max_iter=1000)
+    assert best.converged_
+    steps = _check_steps(monkeypatch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", fs.ConvergenceWarning)
+        model = fs.SoftmaxRegression(4, 3, seed=0).fit(X, y, solver="newton-cg", l2=l2, tol=1e-4)
+    assert model.converged_
+    assert steps[0] > engine.SPREAD_CHECK_STEPS
+    assert model.loss_history_[-1] - best.loss_history_[-1] <= 1e-4 * best.loss_history_[-1]
+
+
+@pytest.mark.parametrize("solver", ["lbfgs", "newton-cg"])
+def test_a_fit_called_converged_on_a_small_problem_is_within_its_bound_of_the_optimum(monkeypatch, solver):
+    """20 rows, one 1,000 times the others', 7 classes, l2 = 1e-6: the check's estimate rose in fits and starts
+    (2.9e-5 after 6 steps, 6e-3 after 12), and stops 30 times the optimum's loss above it were called converged.
+    Within SPREAD_CHECK_SMALL_WORK the check runs to its end: a fit called converged is within the gap that tol
+    allows, and one that is not says so."""
+    from fastsoftmax import engine
+
+    X, y = _one_row_sets_the_spread(20, 5, 7, seed=9, row=-1, factor=1e3)
+    l2 = 1e-6
+    best = fs.SoftmaxRegression(5, 7, seed=0).fit(X, y, solver="newton-cg", l2=l2, tol=1e-12, max_iter=5000)
+    assert best.converged_
+    model = fs.SoftmaxRegression(5, 7, seed=0)
+    model.W[...] = 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", fs.ConvergenceWarning)
+        model.fit(X, y, solver=solver, l2=l2, tol=1e-4, max_iter=2000)
+    gap = model.loss_history_[-1] - best.loss_history_[-1]
+    allowed = engine.SPREAD_CHECK_RATIO * 0.5 * model._pack().size * 1e-4**2 * 7**2 / 6
+    if model.converged_:
+        assert gap <= allowed, (gap, allowed)
+    else:
+        assert any(issubclass(warning.category, fs.ConvergenceWarning) for warning in caught)
+    assert model.converged_ == (solver == "newton-cg")  # before: both called converged, 30 and 9 times above
 
 
 def test_the_stop_that_a_fit_could_not_go_on_past_is_reported(monkeypatch):
