@@ -398,6 +398,20 @@ def temporary_names(filename: str, name_max: int = _NAME_MAX) -> re.Pattern[str]
     return re.compile(rf"\.{re.escape(_temporary_stem(filename, name_max))}-[0-9a-f]+\.tmp")
 
 
+def named_as_a_temporary_of(path: str, target: str) -> bool:
+    """Whether the file ``path`` lies beside ``target`` (symlinks followed) under a name of its temporary files.
+
+    A write of ``target`` removes such a file as left behind by a killed
+    writer (:func:`_remove_stale_temporaries`): the command line refuses one
+    given as an input (``predict --data .p.npy-ab.tmp --out p.npy`` removed
+    its own data, then said it "was removed while it was being read").
+    """
+    target, found = os.path.realpath(target), os.path.realpath(path)
+    directory = os.path.dirname(target)
+    pattern = temporary_names(os.path.basename(target), _name_max(directory))
+    return bool(pattern.fullmatch(os.path.basename(found))) and same_file(directory, os.path.dirname(found))
+
+
 def names_a_directory(path: str) -> bool:
     """Whether ``path`` ends with a path separator ("models/"), or in "." or "..", as only a directory's name does.
 

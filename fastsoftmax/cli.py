@@ -585,7 +585,7 @@ def _check_paths(inputs: dict[str, str | None], outputs: dict[str, str | None], 
     Each output location must also be writable now (see :func:`_check_output`),
     and no path may be empty or "-".
     """
-    from fastsoftmax._io import same_file
+    from fastsoftmax._io import named_as_a_temporary_of, same_file
 
     named = [*inputs.items(), *outputs.items(), ("--checkpoint", checkpoint)]
     for option, path in named[:-1]:  # an empty --checkpoint: check_directory
@@ -614,6 +614,13 @@ def _check_paths(inputs: dict[str, str | None], outputs: dict[str, str | None], 
                 raise CLIError(
                     f"{out_option} {out_path} is the same file as the input {in_option} {in_path}; "
                     f"writing it would destroy the input: choose another {out_option}."
+                )
+            if named_as_a_temporary_of(in_path, out_path):
+                # A write removes such files beside its target as left by a killed writer: the input went with them.
+                raise CLIError(
+                    f"the input {in_option} {in_path} is named as the temporary files that writing {out_option} "
+                    f"{out_path} uses, which a write removes as left behind by a killed run; rename it, or choose "
+                    f"another {out_option}."
                 )
         for other_option, other_path in outs[i + 1 :]:
             if other_option != out_option and same_file(out_path, other_path):

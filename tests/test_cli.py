@@ -1538,6 +1538,33 @@ def test_output_naming_an_input_or_another_output_is_refused_before_any_work(wor
 
 
 @pytest.mark.parametrize(
+    "command, data",
+    [
+        (["predict", "--model", "m.npz", "--out", "p.npy"], ".p.npy-ab.tmp"),
+        (["train", "--labels", "y.npy", *TINY, "--out", "m2.npz"], ".m2.npz-0123.tmp"),
+        (["train", "--labels", "y.npy", *TINY, "--checkpoint", "ck"], "ck/.checkpoint.npz-ff.tmp"),
+    ],
+    ids=["predict", "train", "checkpoint"],
+)
+def test_an_input_named_as_an_outputs_temporary_file_is_refused_not_removed(
+    workspace, capsys, monkeypatch, command, data
+):
+    """A write removes the files beside its target named as its temporary files, as left by a killed run:
+    predict --data .p.npy-ab.tmp --out p.npy removed its own data, then said it was removed while being read."""
+    monkeypatch.chdir(workspace)
+    (workspace / data).parent.mkdir(exist_ok=True)
+    os.rename(workspace / "X.npy", workspace / data)
+    before = _snapshot(workspace)
+    assert main([*command, "--data", data, "--quiet"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"the input --data {data} is named as the temporary files that writing --" in err, err
+    assert "which a write removes as left behind by a killed run; rename it, or choose another --" in err
+    assert _snapshot(workspace) == before
+    os.rename(workspace / data, workspace / "X.npy")  # renamed, it is read, and nothing beside it goes
+    assert main([*command, "--data", "X.npy", "--quiet"]) == 0
+
+
+@pytest.mark.parametrize(
     "argv, message",
     [
         (["--out", "{d}"], "is a directory"),
