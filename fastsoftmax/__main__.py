@@ -1,6 +1,6 @@
 """``python -m fastsoftmax``: the same as the ``fastsoftmax`` command."""
 
-from fastsoftmax.cli import main
+from fastsoftmax._console import main
 
 # The guard matters: Dask's LocalCluster starts worker processes by re-importing
 # the main module, which must not run the command line again.

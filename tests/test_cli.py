@@ -14,9 +14,11 @@ import signal
 import stat
 import subprocess
 import sys
+import textwrap
 import time
 import warnings
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -227,6 +229,40 @@ def test_ctrl_c_exits_130_with_one_line(tmp_path, capsys, monkeypatch, where, me
     assert "Traceback" not in err
     assert _threading.get_num_threads() == threads
     assert not (tmp_path / "m.npz").exists()
+
+
+@pytest.mark.parametrize("entry", ["console script", "python -m fastsoftmax"])
+def test_ctrl_c_as_the_command_line_is_imported_exits_130_with_one_line(entry):
+    """The console script and python -m imported fastsoftmax.cli, NumPy among its imports, before main set its
+    handlers: a Ctrl-C in those 0.3 s printed a traceback through NumPy's import, and exit status -2."""
+    # The console script is the [project.scripts] entry of pyproject.toml, as its installer writes it.
+    scripts = (Path(__file__).parents[1] / "pyproject.toml").read_text()
+    entry_point = re.search(r'^fastsoftmax = "([\w.]+):(\w+)"$', scripts, re.MULTILINE)
+    assert entry_point is not None
+    module, function = entry_point.groups()
+    start = (
+        f"from {module} import {function} as main; raise SystemExit(main())"
+        if entry == "console script"
+        else "import runpy; runpy.run_module('fastsoftmax', run_name='__main__')"
+    )
+    code = textwrap.dedent(
+        f"""
+        import builtins, sys
+        sys.argv = ["fastsoftmax", "--version"]
+        real_import = builtins.__import__
+
+        def interrupted_at_numpy(name, *args, **kwargs):
+            if name == "numpy":
+                raise KeyboardInterrupt
+            return real_import(name, *args, **kwargs)
+
+        builtins.__import__ = interrupted_at_numpy
+        {start}
+        """
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 130, run.stderr
+    assert run.stderr == "fastsoftmax: interrupted\n"
 
 
 @pytest.mark.parametrize("checkpointed", [False, True])
