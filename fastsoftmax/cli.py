@@ -42,6 +42,29 @@ def _loss_text(loss: float) -> str:
     return f"{loss:.6f}" if abs(loss) < 1e6 else f"{loss:.4e}"
 
 
+@contextlib.contextmanager
+def _diverged_in_the_demo(epoch: int, lr: float, model: SoftmaxRegression) -> Iterator[None]:
+    """CLIError naming --lr where the demo's gradient descent diverged: its weights' logits overflow, or a step.
+
+    The demo's own data were blamed: ``demo --lr 1e308`` was told to check row 9 of X and its units.
+    """
+    from fastsoftmax._checks import LogitsOverflowError
+    from fastsoftmax.exceptions import TrainingError
+
+    try:
+        yield
+    except (LogitsOverflowError, TrainingError) as exc:
+        largest = max(float(np.max(np.abs(model.W))), float(np.max(np.abs(model.b))))
+        how = (
+            "its step overflowed the weights"
+            if isinstance(exc, TrainingError)
+            else f"the weights grew to {largest:.3g}, where the logits overflow"
+        )
+        raise CLIError(
+            f"gradient descent diverged at epoch {epoch} at --lr {lr:g}: {how}; lower --lr (the default is 0.1)."
+        ) from exc
+
+
 def run_demo(args: argparse.Namespace) -> int:
     """The textbook experiment: the fused model and the NumPy reference side by side."""
     from fastsoftmax import SoftmaxRegression, loss_and_grad
@@ -71,7 +94,7 @@ def run_demo(args: argparse.Namespace) -> int:
         # Without train_step itself, the first timed step compiled its update: 7.9 ms against 0.2.
         warm_up = SoftmaxRegression(X.shape[1], 3)
         loss_and_grad(X_train, y_train, warm_up.W, warm_up.b)
-        warm_up.train_step(X_train, y_train, lr=args.lr)
+        warm_up.train_step(X_train, y_train, lr=0.1)  # of the same type as --lr, which may diverge (named below)
         warm_up.accuracy(X_test, y_test)
     print()
 
@@ -80,21 +103,23 @@ def run_demo(args: argparse.Namespace) -> int:
     print("-" * len(header))
     fast_times, reference_times = [], []
     for epoch in range(1, args.epochs + 1):
-        t0 = time.perf_counter()
-        fast_loss = fast.train_step(X_train, y_train, args.lr)
-        t1 = time.perf_counter()
-        with np.errstate(all="ignore"):
-            # The textbook loss takes log(p_y), which a large --lr drives to log(0): it prints inf, not a warning.
-            reference_loss = reference.train_step(X_train, y_train, args.lr)
-        t2 = time.perf_counter()
-        fast_times.append(t1 - t0)
-        reference_times.append(t2 - t1)
-        if epoch % 20 == 0 or epoch in (1, args.epochs):  # the last too: its accuracies are the final ones
-            print(
-                f"{epoch:>5}  {_loss_text(fast_loss):>12}  {_loss_text(reference_loss):>12}  "
-                f"{fast.accuracy(X_train, y_train):>9.3f}  {fast.accuracy(X_test, y_test):>8.3f}"
-            )
-    fast_accuracy = fast.accuracy(X_test, y_test)
+        with _diverged_in_the_demo(epoch, args.lr, fast):
+            t0 = time.perf_counter()
+            fast_loss = fast.train_step(X_train, y_train, args.lr)
+            t1 = time.perf_counter()
+            with np.errstate(all="ignore"):
+                # The textbook loss takes log(p_y), which a large --lr drives to log(0): it prints inf, not a warning.
+                reference_loss = reference.train_step(X_train, y_train, args.lr)
+            t2 = time.perf_counter()
+            fast_times.append(t1 - t0)
+            reference_times.append(t2 - t1)
+            if epoch % 20 == 0 or epoch in (1, args.epochs):  # the last too: its accuracies are the final ones
+                print(
+                    f"{epoch:>5}  {_loss_text(fast_loss):>12}  {_loss_text(reference_loss):>12}  "
+                    f"{fast.accuracy(X_train, y_train):>9.3f}  {fast.accuracy(X_test, y_test):>8.3f}"
+                )
+    with _diverged_in_the_demo(args.epochs, args.lr, fast):
+        fast_accuracy = fast.accuracy(X_test, y_test)
     reference_accuracy = reference.accuracy(X_test, y_test)
     weight_difference = max(float(np.max(np.abs(fast.W - reference.W))), float(np.max(np.abs(fast.b - reference.b))))
     largest_weight = max(float(np.max(np.abs(reference.W))), float(np.max(np.abs(reference.b))), np.finfo(float).tiny)
@@ -2801,6 +2826,44 @@ def _attach_negative_numbers(parser: argparse.ArgumentParser, words: list[str]) 
     return attached
 
 
+def _refuse_repeated_options(parser: argparse.ArgumentParser, words: list[str]) -> None:
+    """argparse's error (exit 2) for a file's option of the command given twice with different values, naming both.
+
+    argparse keeps the last silently: ``train --data X.npy ... --data Xnan.npy`` trained on the second, and
+    ``--out a.npz --out b.npz`` wrote b.npz alone. The same file twice passes. Options of numbers, names
+    and flags keep argparse's rule, the last counts (``"$@" --max-iter 6`` overrides a script's value).
+    ``words`` as parsed (after :func:`_attach_negative_numbers`), read as argparse reads them (unique
+    prefixes, ``=``).
+    """
+    if not words or words[0] not in parser.commands:
+        return
+    command_parser = parser.commands[words[0]]
+    taken = _actions_of(command_parser)
+    given: dict[argparse.Action, str | None] = {}
+    i = 1
+    while i < len(words) and words[i] != "--":
+        word = words[i]
+        meant = _options_named(word, taken) if _is_option_word(word) else []
+        if len(meant) != 1:
+            i += 1
+            continue
+        action = taken[meant[0]]
+        if "=" in word:
+            value, i = word.split("=", 1)[1], i + 1
+        elif action.nargs == 0:  # a flag
+            value, i = None, i + 1
+        else:
+            value, i = (words[i + 1] if i + 1 < len(words) else None), i + 2
+        if _takes_a_number(action) or action.choices is not None or action.nargs == 0:
+            continue
+        if action in given and given[action] != value:
+            command_parser.error(
+                f"{max(action.option_strings, key=len)} is given twice ({given[action]}, then {value}); give it "
+                f"once, with the value meant."
+            )
+        given[action] = value
+
+
 def _refuse_options_before_the_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> None:
     """argparse's error for a command's options given before the command, with the line that puts them after it.
 
@@ -3187,8 +3250,8 @@ def _run_command(argv: Sequence[str] | None, stdout: _StreamGuard) -> int:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=re.escape(JIT_DISABLED_MESSAGE), category=RuntimeWarning)
             _refuse_options_before_the_command(parser, argv)
-            words = list(sys.argv[1:] if argv is None else argv)
-            args, unknown = parser.parse_known_args(_attach_negative_numbers(parser, words))
+            words = _attach_negative_numbers(parser, list(sys.argv[1:] if argv is None else argv))
+            args, unknown = parser.parse_known_args(words)
     except SystemExit as done:
         # --help and --version print, then exit 0: `--help > /dev/full` exited 0 with nothing written.
         with contextlib.suppress(OSError):
@@ -3200,6 +3263,7 @@ def _run_command(argv: Sequence[str] | None, stdout: _StreamGuard) -> int:
         raise
     if unknown:
         _refuse_unknown_arguments(parser, getattr(args, "command", None), unknown)
+    _refuse_repeated_options(parser, words)
     if args.command in ("train", "generate"):
         args.dtype_given = args.dtype is not None
         args.dtype = args.dtype or "float32"

@@ -231,6 +231,42 @@ def test_ctrl_c_exits_130_with_one_line(tmp_path, capsys, monkeypatch, where, me
     assert not (tmp_path / "m.npz").exists()
 
 
+@pytest.mark.parametrize(
+    "words, message",
+    [
+        (["train", "--out", "a.npz", "--out", "b.npz"], "--out is given twice (a.npz, then b.npz)"),
+        (["train", "--data", "X.npy", "--dat=Xnan.npy"], "--data is given twice (X.npy, then Xnan.npy)"),
+        (["train", "--checkpoint", "ck", "--checkpoint=ck2"], "--checkpoint is given twice (ck, then ck2)"),
+        (
+            ["predict", "--model", "m.npz", "--data", "X.npy", "--out", "o.npy", "--out=o2.npy"],
+            "--out is given twice (o.npy, then o2.npy)",
+        ),
+        (
+            ["generate", "--data", "X.npy", "--labels", "y.npy", "--labels", "Y.npy"],
+            "--labels is given twice (y.npy, then Y.npy)",
+        ),
+    ],
+)
+def test_an_option_given_twice_with_different_values_is_refused(tmp_path, capsys, monkeypatch, words, message):
+    """argparse kept the last silently: train --data X.npy ... --data Xnan.npy trained on the second, and --out
+    a.npz --out b.npz wrote b.npz alone. A file's option is given once."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exited:
+        main(words)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == f"fastsoftmax {words[0]}: error: {message}; give it once, with the value meant."
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_file_given_twice_a_flag_given_twice_and_a_number_given_again_pass(tmp_path, capsys):
+    out = str(tmp_path / "m.npz")
+    argv = ["train", *TINY, "--out", out, f"--out={out}", "--quiet", "--quiet", "--max-iter", "2", "--dtype", "float64"]
+    assert main(argv) == 0
+    model = SoftmaxRegression.load(out)
+    assert model.n_iter_ == 2 and model.dtype == np.float64  # the last of a number or a name counts
+
+
 @pytest.mark.parametrize("entry", ["console script", "python -m fastsoftmax"])
 def test_ctrl_c_as_the_command_line_is_imported_exits_130_with_one_line(entry):
     """The console script and python -m imported fastsoftmax.cli, NumPy among its imports, before main set its
@@ -1791,6 +1827,21 @@ def test_demo_runs_both_models_to_the_same_weights_without_warnings(capsys, lr):
     relative = float(re.search(r"\(([0-9.e+-]+) of the largest weight\)", out).group(1))
     # the same float64 arithmetic in another order: a few roundings per step, relative to the weights' size
     assert relative < 21 * 64 * np.finfo(np.float64).eps, out
+
+
+@pytest.mark.parametrize("features", ["3", "20"])
+def test_a_demo_that_diverges_names_lr_not_its_own_data(capsys, features):
+    """demo --lr 1e308 grew the weights to 5.5e307, whose logits overflow: it was told to check row 9 of X, data
+    the demo made itself (in its warm-up, which trained at --lr too, with 20 features)."""
+    lr = "1e308"
+    assert main(["demo", "--samples", "200", "--features", features, "--epochs", "3", "--lr", lr]) == 2
+    err = capsys.readouterr().err
+    assert re.fullmatch(
+        rf"fastsoftmax demo: error: gradient descent diverged at epoch \d at --lr {re.escape(f'{float(lr):g}')}: "
+        r"(its step overflowed the weights|the weights grew to \S+, where the logits overflow); lower --lr "
+        r"\(the default is 0\.1\)\.\n",
+        err,
+    ), err
 
 
 @pytest.mark.parametrize(
