@@ -2526,12 +2526,35 @@ def _positive_int(text: str) -> int:
     return _int_at_least(text, 1, "must be a positive integer")
 
 
+#: The most digits of a --seed in e-notation ("1e20"): NumPy takes seeds of any size, but 1e100000000 would be
+#: an integer of a hundred million digits.
+_SEED_MAX_DIGITS = 1000
+
+
 def _seed(text: str) -> int:
-    """A --seed, by the rule of :func:`fastsoftmax._checks.check_seed` (None aside: it has no spelling here)."""
+    """A --seed, by the rule of :func:`fastsoftmax._checks.check_seed` (None aside: it has no spelling here).
+
+    Spelt as the counts are (:func:`_int_at_least`): "2,000" and "1e3" were refused as no integer, and 1e20
+    was told it "must be an integer >= 0"; of any size, as NumPy takes them.
+    """
     from fastsoftmax._checks import check_seed
 
+    digits = text.replace(",", "") if _THOUSANDS.fullmatch(text) else text
     try:
-        return check_seed(int(text))
+        seed = int(digits)
+    except ValueError:
+        try:
+            number = decimal.Decimal(digits)
+        except decimal.InvalidOperation:
+            number = decimal.Decimal("NaN")
+        whole = number.is_finite() and number == number.to_integral_value() and "e" in digits.lower()
+        if whole and number.adjusted() >= _SEED_MAX_DIGITS:
+            raise argparse.ArgumentTypeError(
+                f"must be an integer of fewer than {_SEED_MAX_DIGITS} digits, got {text}"
+            ) from None
+        seed = int(number) if whole else -1
+    try:
+        return check_seed(seed)
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"must be an integer >= 0 (NumPy takes no negative seeds), got {text}"

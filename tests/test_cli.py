@@ -1923,6 +1923,8 @@ BAD_OPTIONS = [
     (["train", "--seed", "-1"], "--seed"),
     (["generate", "--seed", "-1"], "--seed"),
     (["demo", "--seed", "-1"], "--seed"),
+    (["train", "--seed", "1.5e0"], "--seed"),
+    (["train", "--seed", "1e100000000"], "--seed"),  # not an int of a hundred million digits
     # argparse named the type function: "invalid _positive_int value: '1e3'" (1e3 is read now).
     (["generate", "--samples", "1e-3"], "--samples"),
     (["generate", "--samples", "2,00"], "--samples"),
@@ -1941,6 +1943,15 @@ def test_bad_option_values_are_refused_when_parsed(capsys, argv, option):
     assert info.value.code == 2
     assert f"argument {option}: must be" in err
     assert "generating" not in err and "invalid" not in err
+
+
+@pytest.mark.parametrize("spelling", ["2000", "2,000", "2_000", "2e3", "2E+3"])
+def test_seeds_are_read_as_counts_are_and_of_any_size(spelling):
+    """--seed took int() alone: "2,000" and "1e3" were refused, and 1e20 "must be an integer >= 0"."""
+    from fastsoftmax.cli import build_parser
+
+    assert build_parser().parse_args(["train", "--seed", spelling]).seed == 2000
+    assert build_parser().parse_args(["train", "--seed", "1e20"]).seed == 10**20
 
 
 @pytest.mark.parametrize("spelling", ["2000", "2,000", "2_000", "2e3", "2E+3"])
