@@ -587,14 +587,20 @@ def _check_output_files(outputs: dict[str, tuple[str | None, str]]) -> None:
             f"{option} {path} already holds {holds}, which {option} would replace with {_output_format(kind)}. "
             f"{hint}Name another file, or remove it first if it is to go."
         )
+    from fastsoftmax._io import same_file
+
     for option, (path, kind) in outputs.items():
         ending = kind.partition(":")[0]
         if path is None or path.startswith("/dev/") or path.lower().endswith(ending):
             continue
         stem = os.path.splitext(path)[0]
+        named = f"{stem}{ending}"
+        if any(other_path is not None and same_file(named, other_path) for _, (other_path, _) in outputs.items()):
+            # --out o.npy --proba o.csv was told that o.npy would say so: --out's file.
+            named = f"{stem}_{option.removeprefix('--')}{ending}"
         print(
             f"fastsoftmax: note: {option} {path} is written as {_OUTPUT_FORMATS[ending]}, whatever its name "
-            f"({stem}{ending} would say so).",
+            f"({named} would say so).",
             file=sys.stderr,
         )
 

@@ -3068,6 +3068,13 @@ def test_outputs_named_otherwise_than_their_format_get_a_note(tmp_path, npy, cap
     assert main(["predict", "--model", str(model), "--data", str(npy[0]), "--out", str(out), "--quiet"]) == 0
     assert f"note: --out {out} is written as a NumPy .npy file" in capsys.readouterr().err
     assert np.load(out).shape == np.load(npy[1]).shape
+    # The name a note suggests is none of the other outputs': --proba o.csv was told o.npy, --out's file.
+    out, proba = tmp_path / "o.npy", tmp_path / "o.csv"
+    argv = ["predict", "--model", str(model), "--data", str(npy[0]), "--out", str(out), "--proba", str(proba)]
+    assert main([*argv, "--quiet"]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"note: --proba {proba} is written as a NumPy .npy file (np.load reads it), whatever its name " in err
+    assert f"({tmp_path / 'o_proba'}.npy would say so)" in err, err
 
 
 def test_an_output_over_a_file_of_another_kind_is_refused_before_any_work(tmp_path, npy, capsys):
