@@ -802,6 +802,12 @@ def _load_data(data: str, labels: str | None, *, need_labels: bool = True):
         # In the archive's terms, as an .npy file's below: the library's messages named a structured X's shape,
         # and asked whether "the arguments (X, y)" were swapped.
         _refuse_X_not_a_table(arrays["X"], f"--data {data}: its array 'X'", "were X and y swapped when it was saved?")
+        if need_labels and np.ndim(arrays["y"]) in (1, 2) and arrays["y"].shape[0] != arrays["X"].shape[0]:
+            # The library's "y has 40 labels but X has 50 rows" named no file.
+            raise CLIError(
+                f"--data {data}: its array 'y' has {arrays['y'].shape[0]:,} labels but its array 'X' has "
+                f"{arrays['X'].shape[0]:,} rows; they must match, one label per row."
+            )
         return arrays["X"], (arrays["y"] if need_labels else None)
     from fastsoftmax._data import open_array
 
@@ -892,6 +898,17 @@ def _labels_of_file(path: str, data: str, n_rows: int) -> np.ndarray:
         raise CLIError(
             f"--labels {path} holds booleans; labels must be integer class indices 0..K-1 (False is class 0, "
             f"True class 1): np.save({name!r}, np.load({name!r}).astype(np.int64))."
+        )
+    if y.ndim == 0:
+        # The library's "y.reshape(50)" fitted no single value, and named no file.
+        raise CLIError(
+            f"--labels {path} holds one value, shape (); labels are one class index per row of --data {data}, "
+            f"shape ({n_rows},)."
+        )
+    if y.dtype.kind in "cmM":
+        raise CLIError(
+            f"--labels {path} holds {y.dtype} values; labels must be integer class indices 0..K-1, one per row "
+            f"(complex numbers, dates and durations are none)."
         )
     return y
 

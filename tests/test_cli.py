@@ -133,6 +133,12 @@ def _bad_inputs(tmp_path, npy):
     np.savez(bad_npz, X=np.zeros((3, 2)))
     pickled_npz = tmp_path / "pickled.npz"
     np.savez(pickled_npz, X=np.array([[1.0, "a"]], dtype=object), y=np.zeros(1, dtype=np.int64))
+    complex_labels, date_labels, one_label = tmp_path / "c.npy", tmp_path / "dates.npy", tmp_path / "one.npy"
+    np.save(complex_labels, np.load(y_path).astype(np.complex128))
+    np.save(date_labels, np.load(y_path).astype("datetime64[D]"))
+    np.save(one_label, np.array(1))
+    short_npz = tmp_path / "short.npz"
+    np.savez(short_npz, X=np.load(x_path), y=np.load(y_path)[:40])
     nan_val = tmp_path / "nan_val.npy"  # the default --val-fraction 0.1 makes rows 1800.. the validation rows
     np.save(nan_val, _with_nan(np.load(x_path), 1900))
     return {
@@ -164,6 +170,21 @@ def _bad_inputs(tmp_path, npy):
         "bool-labels": (
             ["--data", x_path, "--labels", str(bool_labels)],
             r"--labels (.*)flags\.npy holds booleans.*np\.save\('\1flags\.npy', np\.load\('\1flags\.npy'\)\.astype",
+        ),
+        # The library's "y has dtype complex128", and "y.reshape(2000)" of one value, named no file or option.
+        "complex-labels": (
+            ["--data", x_path, "--labels", str(complex_labels)],
+            r"--labels .*c\.npy holds complex128 values; labels must be integer class indices 0\.\.K-1, one per row",
+        ),
+        "date-labels": (["--data", x_path, "--labels", str(date_labels)], r"dates\.npy holds datetime64\[D\] values"),
+        "one-label": (
+            ["--data", x_path, "--labels", str(one_label)],
+            r"one\.npy holds one value, shape \(\); labels are one class index per row of --data .*X\.npy, "
+            r"shape \(2000,\)",
+        ),
+        "npz-mismatched": (
+            ["--data", str(short_npz)],
+            r"short\.npz: its array 'y' has 40 labels but its array 'X' has 2,000 rows",
         ),
         "labels-over-classes": (
             ["--data", x_path, "--labels", str(big_labels), "--classes", "3"],
@@ -369,6 +390,10 @@ def test_ctrl_c_during_the_fit_says_where_it_stopped_and_what_resumes_it(tmp_pat
         "negative-labels",
         "string-labels",
         "bool-labels",
+        "complex-labels",
+        "date-labels",
+        "one-label",
+        "npz-mismatched",
         "labels-over-classes",
         "npz-without-y",
         "npz-object-X",
