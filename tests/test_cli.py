@@ -2909,6 +2909,7 @@ def test_synthetic_classes_without_training_rows_are_refused_or_noted(tmp_path, 
 
 def test_options_that_the_command_cannot_use_or_hold_are_named_before_any_work(tmp_path, npy, capsys, monkeypatch):
     from fastsoftmax import cli
+    from fastsoftmax.datasets import usable_cores
 
     monkeypatch.setattr(SoftmaxRegression, "fit", lambda *args, **kwargs: pytest.fail("trained before the check"))
     # --val-fraction was checked once 2,000,000 rows had been generated.
@@ -2919,6 +2920,10 @@ def test_options_that_the_command_cannot_use_or_hold_are_named_before_any_work(t
         (["--scheduler", ""], r"--scheduler is empty \(an unset shell variable\?\)"),
         # The connection waited its 30 s timeout for a port that cannot exist.
         (["--scheduler", "tcp://127.0.0.1:99999"], r"port 99999 is no TCP port \(1 to 65535\)"),
+        (["--scheduler", "tcp://127.0.0.1:65536"], r"port 65536 is no TCP port \(1 to 65535\)"),  # the first past
+        # A negative fraction left no validation rows ("-0.001"), or said "X is empty" of them ("-0.2").
+        (["--val-fraction", "-0.2"], r"--val-fraction must be in \[0, 1\), got -0\.2"),
+        (["--val-fraction", "1"], r"--val-fraction must be in \[0, 1\), got 1\.0"),
         (["--scheduler", "localhost:0"], r"--scheduler localhost:0: port 0 is no TCP port"),
         # int() of 5,000 digits raised ValueError ("Exceeds the limit (4300 digits)") with a traceback.
         (["--scheduler", "tcp://h:" + "9" * 5000], r"port 999999\.\.\.\(5000 digits\) is no TCP port"),
@@ -2926,6 +2931,11 @@ def test_options_that_the_command_cannot_use_or_hold_are_named_before_any_work(t
         (["--data", str(npy[0]), "--labels", str(npy[1]), "--classes", "1"], r"--classes must be >= 2, got 1$"),
         # A slip such as --dask-workers 1000 started 1000 worker processes.
         (["--dask-workers", "1000"], r"--dask-workers 1000 is more than this process can use \(\d+ of the machine"),
+        # And the first beyond the cores: a bound of twice them let 3 workers start on 2 cores.
+        (
+            ["--dask-workers", str(max(2, usable_cores()) + 1)],
+            rf"--dask-workers {max(2, usable_cores()) + 1} is more than this process can use",
+        ),
     ]
     for argv, message in cases:
         with contextlib.suppress(SystemExit):  # argparse's errors exit

@@ -241,6 +241,19 @@ def test_a_value_beyond_float32_is_named_as_on_one_machine(data):
         fit_dask(model, da.from_array(X, chunks=(CHUNK, D)), da.from_array(y, chunks=CHUNK), max_iter=2)
 
 
+def test_a_value_beyond_float32_in_unequal_chunks_is_named_by_its_row_in_X():
+    """The chunks' first rows were summed from the second chunk's length on: with chunks of 30, 70 and 100 rows,
+    a value in row 150 was named in row 220 (equal chunks give the same offsets either way)."""
+    X = np.random.default_rng(0).standard_normal((200, 3))
+    X[150, 1] = 1e39
+    chunks = (30, 70, 100)
+    model = SoftmaxRegression(3, 2, seed=0, dtype=np.float32)
+    with pytest.raises(ValueError, match=r"beyond the range of float32 .* the first in row 150\b"):
+        fit_dask(
+            model, da.from_array(X, chunks=(chunks, 3)), da.from_array(np.arange(200) % 2, chunks=(chunks,)), max_iter=2
+        )
+
+
 def test_a_float64_X_below_float32s_normal_range_is_refused_as_on_one_machine(data):
     """An X of 1e-50 became zeros in the cast of the chunks to float32, and the fit learnt nothing."""
     X, y = data

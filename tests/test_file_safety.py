@@ -1871,6 +1871,18 @@ def test_a_solver_that_draws_its_batches_refuses_another_seed(tmp_path, data, so
     assert _fit(X, y, solver=solver, checkpoint=tmp_path, max_iter=3, seed=1, lr=0.05).n_iter_ == 3
 
 
+def test_an_sgd_checkpoint_refuses_another_momentum(tmp_path, data):
+    """Momentum is part of sgd's problem, as lr and l2 are: resumed under another, the run would go on as another
+    run; with it left out of the fingerprint, the resume went on without a word."""
+    X, y = data
+    _fit(X, y, solver="sgd", checkpoint=tmp_path, max_iter=2, seed=1, lr=0.05, momentum=0.9)
+    before = (tmp_path / "checkpoint.npz").read_bytes()
+    with pytest.raises(CheckpointError, match=r"\(momentum: checkpoint 0\.9, now 0\.0\)"):
+        _fit(X, y, solver="sgd", checkpoint=tmp_path, max_iter=3, seed=1, lr=0.05, momentum=0.0)
+    assert (tmp_path / "checkpoint.npz").read_bytes() == before
+    assert _fit(X, y, solver="sgd", checkpoint=tmp_path, max_iter=3, seed=1, lr=0.05, momentum=0.9).n_iter_ == 3
+
+
 def test_an_empty_path_and_a_symlink_loop_are_named(tmp_path, monkeypatch):
     """save("") said "could not write : it is a directory"; a link to itself was replaced by a regular file."""
     monkeypatch.chdir(tmp_path)

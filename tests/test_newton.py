@@ -386,6 +386,20 @@ def test_cli_trains_with_newton_cg(tmp_path, capsys):
     assert report["solver"] == "newton-cg" and report["n_iter"] == 3
 
 
+@pytest.mark.parametrize(
+    "step, direction",
+    [([1.0, 0.0], [-1.0, 0.0]), ([1.0 - 1e-13, 0.0], [-1.0, 1e-9]), ([0.6, 0.0], [1.0, 1.0]), ([0.0, 0.0], [3.0, 4.0])],
+    ids=["on-the-boundary-inwards", "near-it-inwards", "outwards", "from-the-centre"],
+)
+def test_the_step_to_the_boundary_reaches_it_in_every_direction(step, direction):
+    """tau >= 0 with ||s + tau d|| = radius, from inside the region: room / (s'd + root) divides by 0 where s lies on
+    the boundary and d points inwards (s'd < 0, which rounding can make in CG); (root - s'd) / d'd serves there."""
+    step, direction = np.array(step), np.array(direction)
+    tau = solvers._to_boundary(step, direction, 1.0)
+    assert tau >= 0
+    assert np.linalg.norm(step + tau * direction) == pytest.approx(1.0, rel=1e-12)
+
+
 @pytest.mark.parametrize("curvature", ["positive", "indefinite"])
 def test_cg_stopped_on_the_boundary_returns_the_residual_of_the_step_it_returns(curvature):
     """Newton-CG predicts its decrease as -(g's + s'r)/2, exact only for r = -(g + H s) of the step returned:

@@ -145,6 +145,23 @@ def test_a_far_row_of_weight_zero_leaves_the_scaling_and_the_fit_alone(on):
     assert model.loss_history_[-1] == pytest.approx(without.loss_history_[-1], rel=1e-9)
 
 
+def test_a_majority_of_far_rows_of_weight_zero_leaves_the_fit_alone():
+    """The reference point about which the moments are summed is the median of the weighted rows: taken over all
+    rows, 300 padding rows of weight 0 at 1e12 among 200 set it at 1e12, the variance was lost to cancellation,
+    and the fit stopped after 7 iterations at W 3.1 from the fit without them."""
+    rng = np.random.RandomState(0)
+    X = rng.randn(200, 3)
+    y = (X[:, 0] + 0.3 * rng.randn(200) > 0).astype(int) + (X[:, 1] > 0.7)
+    padded, labels = np.vstack([X, np.full((300, 3), 1e12)]), np.r_[y, np.zeros(300, int)]
+    weights = np.r_[np.ones(200), np.zeros(300)]
+    options = {"l2": 1e-3, "tol": 1e-8, "max_iter": 300}
+    without = fs.SoftmaxRegression(3, 3, seed=0).fit(X, y, **options)
+    model = fs.SoftmaxRegression(3, 3, seed=0).fit(padded, labels, sample_weight=weights, **options)
+    assert model.converged_
+    np.testing.assert_allclose(model.W, without.W, rtol=0, atol=1e-6)
+    assert model.n_iter_ <= without.n_iter_ + 2
+
+
 @pytest.mark.parametrize("l2", [0.0, 1e-3])
 def test_a_refit_that_takes_no_iteration_leaves_w_and_b_exactly_as_they_were(l2):
     """Their round trip through the scaled coordinates moved b by 7e-6 in float32 (features near 1e4),

@@ -1571,6 +1571,35 @@ def test_partial_fit_on_parts_reaches_fit_at_c_times_the_number_of_parts():
     assert gaps[5.0] < 0.01 < 0.1 < gaps[1.0]  # measured: 0.0003 and 0.30
 
 
+def test_a_partial_fit_of_rows_that_class_weight_makes_light_is_penalised_by_the_streams_weight():
+    """The penalty of a partial_fit is that of the stream (its rows times their mean weight so far), as its loss
+    is: scaled by the call's weight alone, a call of class 2 only, each row weighing 1e-4, had l2 = 100 and
+    diverged (TrainingError), where the coefficients move by 2 %."""
+    rng = np.random.RandomState(0)
+    X, y = rng.randn(300, 4), np.repeat([0, 1, 2], 100)
+    X[:, 0] += y
+    clf = SoftmaxClassifier(
+        solver="sgd", momentum=0.0, lr=0.5, batch_size=32, class_weight={0: 1.0, 1: 1.0, 2: 1e-4}, random_state=0
+    )
+    first = y < 2
+    clf.partial_fit(X[first], y[first], classes=[0, 1, 2])
+    for _ in range(20):
+        clf.partial_fit(X[first], y[first])
+    before = clf.coef_.copy()
+    clf.partial_fit(X[~first], y[~first])
+    assert np.all(np.isfinite(clf.coef_))
+    assert np.abs(clf.coef_ - before).max() < 0.1 * np.abs(before).max()
+
+
+@pytest.mark.parametrize("solver", ["adam", "sgd", "lbfgs"])
+def test_the_intercepts_of_more_than_two_classes_sum_to_zero(solver):
+    """As LogisticRegression's: adam's steps, scaled coordinate by coordinate, left them summing to -0.009."""
+    rng = np.random.RandomState(0)
+    X, y = rng.randn(300, 4), rng.choice(3, size=300, p=[0.7, 0.2, 0.1])
+    clf = SoftmaxClassifier(solver=solver, max_iter=5, random_state=0).fit(X, y)
+    assert abs(clf.intercept_.sum()) <= 8 * np.finfo(np.float64).eps * np.abs(clf.intercept_).max()
+
+
 def test_partial_fit_overshooting_at_first_is_not_divergence():
     # sgd at the default lr on unscaled pixels: the first epoch's mean loss
     # climbs from 2.3 to about 26 (momentum's overshoot), then the calls converge.
