@@ -2878,6 +2878,7 @@ def _refuse_repeated_options(parser: argparse.ArgumentParser, words: list[str]) 
     argparse keeps the last silently: ``train --data X.npy ... --data Xnan.npy`` trained on the second, and
     ``--out a.npz --out b.npz`` wrote b.npz alone. The same file twice passes. Options of numbers, names
     and flags keep argparse's rule, the last counts (``"$@" --max-iter 6`` overrides a script's value).
+    One file spelt two ways (``X.npy``, ``./X.npy``) is the same value.
     ``words`` as parsed (after :func:`_attach_negative_numbers`), read as argparse reads them (unique
     prefixes, ``=``).
     """
@@ -2902,12 +2903,26 @@ def _refuse_repeated_options(parser: argparse.ArgumentParser, words: list[str]) 
             value, i = (words[i + 1] if i + 1 < len(words) else None), i + 2
         if _takes_a_number(action) or action.choices is not None or action.nargs == 0:
             continue
-        if action in given and given[action] != value:
+        if action in given and not _same_value(given[action], value):
             command_parser.error(
                 f"{max(action.option_strings, key=len)} is given twice ({given[action]}, then {value}); give it "
                 f"once, with the value meant."
             )
         given[action] = value
+
+
+def _same_value(first: str | None, second: str | None) -> bool:
+    """Whether two values of a file's option are one: the same text, or paths of one file (``_io.same_file``)."""
+    from fastsoftmax._io import same_file
+
+    if first == second:
+        return True
+    if first is None or second is None or "\0" in first + second:  # os.stat refuses a NUL
+        return False
+    try:
+        return same_file(first, second)
+    except (OSError, ValueError):
+        return False
 
 
 def _refuse_options_before_the_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> None:

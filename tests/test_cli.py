@@ -280,9 +280,12 @@ def test_an_option_given_twice_with_different_values_is_refused(tmp_path, capsys
     assert not list(tmp_path.iterdir())
 
 
-def test_a_file_given_twice_a_flag_given_twice_and_a_number_given_again_pass(tmp_path, capsys):
+def test_a_file_given_twice_a_flag_given_twice_and_a_number_given_again_pass(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     out = str(tmp_path / "m.npz")
-    argv = ["train", *TINY, "--out", out, f"--out={out}", "--quiet", "--quiet", "--max-iter", "2", "--dtype", "float64"]
+    # One file, spelt the same, relative, and absolute (a review: "./m.npz" after "m.npz" was refused).
+    spellings = ["--out", out, f"--out={out}", "--out", "./m.npz", "--out", "m.npz"]
+    argv = ["train", *TINY, *spellings, "--quiet", "--quiet", "--max-iter", "2", "--dtype", "float64"]
     assert main(argv) == 0
     model = SoftmaxRegression.load(out)
     assert model.n_iter_ == 2 and model.dtype == np.float64  # the last of a number or a name counts
