@@ -802,12 +802,8 @@ def _load_data(data: str, labels: str | None, *, need_labels: bool = True):
         # In the archive's terms, as an .npy file's below: the library's messages named a structured X's shape,
         # and asked whether "the arguments (X, y)" were swapped.
         _refuse_X_not_a_table(arrays["X"], f"--data {data}: its array 'X'", "were X and y swapped when it was saved?")
-        if need_labels and np.ndim(arrays["y"]) in (1, 2) and arrays["y"].shape[0] != arrays["X"].shape[0]:
-            # The library's "y has 40 labels but X has 50 rows" named no file.
-            raise CLIError(
-                f"--data {data}: its array 'y' has {arrays['y'].shape[0]:,} labels but its array 'X' has "
-                f"{arrays['X'].shape[0]:,} rows; they must match, one label per row."
-            )
+        if need_labels:
+            _refuse_archive_labels(arrays["y"], data, arrays["X"].shape[0])
         return arrays["X"], (arrays["y"] if need_labels else None)
     from fastsoftmax._data import open_array
 
@@ -821,6 +817,24 @@ def _load_data(data: str, labels: str | None, *, need_labels: bool = True):
     if labels is None:
         raise CLIError("--labels is required with an .npy --data file: pass the file of its labels (--labels y.npy).")
     return X, _labels_of_file(labels, data, X.shape[0])
+
+
+def _refuse_archive_labels(y: np.ndarray, data: str, n_rows: int) -> None:
+    """CLIError, naming the archive, for its array y of other rows than X's, of more than one dimension, or of no
+    class (:func:`_refuse_labels_of_no_class`): the library's messages ("y has 40 labels but X has 50 rows")
+    named no file."""
+    labels = f"--data {data}: its array 'y'"
+    if y.ndim in (1, 2) and y.shape[0] != n_rows:
+        raise CLIError(
+            f"{labels} has {y.shape[0]:,} labels but its array 'X' has {n_rows:,} rows; they must match, one "
+            f"label per row."
+        )
+    if y.ndim > 1:
+        raise CLIError(
+            f"{labels} has shape {y.shape}; labels are one class index per row, shape ({n_rows},) (a column: "
+            f"y.ravel(); one-hot rows: y.argmax(axis=1))."
+        )
+    _refuse_labels_of_no_class(y, labels, "its array 'X'", n_rows)
 
 
 def _refuse_X_not_a_table(X: np.ndarray, where: str, swapped: str | None) -> None:
@@ -899,18 +913,26 @@ def _labels_of_file(path: str, data: str, n_rows: int) -> np.ndarray:
             f"--labels {path} holds booleans; labels must be integer class indices 0..K-1 (False is class 0, "
             f"True class 1): np.save({name!r}, np.load({name!r}).astype(np.int64))."
         )
+    _refuse_labels_of_no_class(y, f"--labels {path}", f"--data {data}", n_rows)
+    return y
+
+
+def _refuse_labels_of_no_class(y: np.ndarray, labels: str, rows: str, n_rows: int) -> None:
+    """CLIError naming the file for labels of one value, or of complex numbers, dates or durations.
+
+    ``labels`` names them (``--labels y.npy``, or an .npz's array), ``rows``
+    what holds the ``n_rows`` rows. The library's "y has dtype complex128"
+    named no file or option, and its ``y.reshape(50)`` fitted no single value.
+    """
     if y.ndim == 0:
-        # The library's "y.reshape(50)" fitted no single value, and named no file.
         raise CLIError(
-            f"--labels {path} holds one value, shape (); labels are one class index per row of --data {data}, "
-            f"shape ({n_rows},)."
+            f"{labels} holds one value, shape (); labels are one class index per row of {rows}, shape ({n_rows},)."
         )
     if y.dtype.kind in "cmM":
         raise CLIError(
-            f"--labels {path} holds {y.dtype} values; labels must be integer class indices 0..K-1, one per row "
+            f"{labels} holds {y.dtype} values; labels must be integer class indices 0..K-1, one per row "
             f"(complex numbers, dates and durations are none)."
         )
-    return y
 
 
 def _check_shape_options(args, X: np.ndarray) -> None:

@@ -137,8 +137,10 @@ def _bad_inputs(tmp_path, npy):
     np.save(complex_labels, np.load(y_path).astype(np.complex128))
     np.save(date_labels, np.load(y_path).astype("datetime64[D]"))
     np.save(one_label, np.array(1))
-    short_npz = tmp_path / "short.npz"
+    short_npz, complex_npz, column_npz = tmp_path / "short.npz", tmp_path / "complex.npz", tmp_path / "column.npz"
     np.savez(short_npz, X=np.load(x_path), y=np.load(y_path)[:40])
+    np.savez(complex_npz, X=np.load(x_path), y=np.load(y_path).astype(np.complex128))
+    np.savez(column_npz, X=np.load(x_path), y=np.load(y_path)[:, None])
     nan_val = tmp_path / "nan_val.npy"  # the default --val-fraction 0.1 makes rows 1800.. the validation rows
     np.save(nan_val, _with_nan(np.load(x_path), 1900))
     return {
@@ -185,6 +187,14 @@ def _bad_inputs(tmp_path, npy):
         "npz-mismatched": (
             ["--data", str(short_npz)],
             r"short\.npz: its array 'y' has 40 labels but its array 'X' has 2,000 rows",
+        ),
+        "npz-complex-labels": (
+            ["--data", str(complex_npz)],
+            r"complex\.npz: its array 'y' holds complex128 values; labels must be integer class indices",
+        ),
+        "npz-labels-column": (
+            ["--data", str(column_npz)],
+            r"column\.npz: its array 'y' has shape \(2000, 1\); labels are one class index per row, shape \(2000,\)",
         ),
         "labels-over-classes": (
             ["--data", x_path, "--labels", str(big_labels), "--classes", "3"],
@@ -397,6 +407,8 @@ def test_ctrl_c_during_the_fit_says_where_it_stopped_and_what_resumes_it(tmp_pat
         "date-labels",
         "one-label",
         "npz-mismatched",
+        "npz-complex-labels",
+        "npz-labels-column",
         "labels-over-classes",
         "npz-without-y",
         "npz-object-X",
