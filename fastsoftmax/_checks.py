@@ -613,7 +613,7 @@ def _objects_as_float64(frame, name: str) -> np.ndarray:
 
 #: How to scale Python numbers beyond float64's range held in a list or an array of objects.
 _OBJECTS_BEYOND_FLOAT64_FIX = (
-    "Scale them down before passing {name}: they are Python numbers, so divide each (for example "
+    "Scale them down before passing {name}: they are held as Python objects, so divide each (for example "
     "np.array([[v / 10**300 for v in row] for row in {name}], dtype=float))."
 )
 
@@ -656,36 +656,39 @@ def refuse_numbers_beyond_float64(
     )
 
 
-def refuse_object_numbers_beyond_float64(a, name: str) -> None:
-    """Refuse Python numbers beyond float64's range held as objects in ``a``, naming the first by its place.
+def refuse_object_numbers_beyond_float64(a, name: str):
+    """Refuse numbers beyond float64's range held as objects in ``a``, naming the first by its place; ``a`` back.
 
-    For callers that hand ``a`` on as it is (the estimator, whose
-    ``validate_data`` raised a bare OverflowError for an integer of 310
-    digits, and called a Decimal of 1e400 an infinity): a pandas frame or
-    series, of whose columns the object ones alone are cast, or a list,
-    tuple or array of objects (the same numbers as a list raised the bare
-    OverflowError after frames were named). Text is left to the checks of
-    columns, and a ragged list to ``validate_data``'s.
+    For callers that hand ``a`` on (the estimator, whose ``validate_data``
+    raised a bare OverflowError for an integer of 310 digits, and called a
+    Decimal of 1e400 an infinity): a pandas frame or series, of whose
+    columns the object ones alone are cast, or a list, tuple or array of
+    objects (the same numbers as a list raised the bare OverflowError after
+    frames were named). A list or tuple comes back as the array it makes,
+    which is then not made again. Text is left to the checks of columns,
+    and a ragged list to ``validate_data``'s.
     """
     pandas = imported_module("pandas")
     if isinstance(a, (list, tuple)) or (isinstance(a, np.ndarray) and a.dtype == object):
         try:
             objects = np.asarray(a)
         except (TypeError, ValueError):
-            return
-        if objects.dtype != object:  # numbers of float64's kinds (or text): no Python number beyond it
-            return
+            return a
+        if objects.dtype != object:  # numbers of NumPy's kinds (or text): no Python number beyond float64
+            return objects
         try:
-            values = objects.astype(np.float64)
+            # A longdouble beyond float64 is named below: NumPy's "overflow encountered in cast" came first.
+            with np.errstate(over="ignore", invalid="ignore"):
+                values = objects.astype(np.float64)
         except OverflowError:
             values = None
         except (TypeError, ValueError):
-            return
+            return a
         if values is None or not np.isfinite(values).all():
             refuse_numbers_beyond_float64(objects, name, values, fix=_OBJECTS_BEYOND_FLOAT64_FIX.format(name=name))
-        return
+        return objects
     if pandas is None or not isinstance(a, (pandas.DataFrame, pandas.Series)):
-        return
+        return a
     if isinstance(a, pandas.DataFrame):
         # By position, not select_dtypes(include="object"), which pandas 3 warns of beside text columns.
         positions = [position for position, dtype in enumerate(a.dtypes) if pandas.api.types.is_object_dtype(dtype)]
@@ -694,15 +697,17 @@ def refuse_object_numbers_beyond_float64(a, name: str) -> None:
     else:
         objects, columns = (a if a.dtype == object else a.iloc[:0]), None
     if not objects.size:
-        return
+        return a
     try:
-        values = objects.to_numpy(dtype=np.float64)
+        with np.errstate(over="ignore", invalid="ignore"):
+            values = objects.to_numpy(dtype=np.float64)
     except OverflowError:
         values = None
     except (TypeError, ValueError):
-        return
+        return a
     if values is None or not np.isfinite(values).all():
         refuse_numbers_beyond_float64(objects.to_numpy(dtype=object), name, values, columns=columns)
+    return a
 
 
 def _beyond_float64(value) -> bool:

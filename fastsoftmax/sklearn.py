@@ -908,7 +908,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         # validate_data said "could not convert string to float: 'paris'", of no column; a ValueError as its.
         # pyarrow dictionary columns come back decoded: scikit-learn converts none.
         X = _checks.refuse_columns_that_are_not_numbers(X, "X", error=ValueError, strings_of_numbers=True)
-        _checks.refuse_object_numbers_beyond_float64(X, "X")  # validate_data raised a bare OverflowError
+        X = _checks.refuse_object_numbers_beyond_float64(X, "X")  # validate_data raised a bare OverflowError
         if isinstance(X, np.ndarray):  # validate_data's cast of named fields failed in NumPy's words
             _checks.refuse_structured(X, "X")
             if X.dtype.kind == "f" and X.dtype.itemsize > 8:

@@ -2436,11 +2436,16 @@ def test_numbers_beyond_float64_in_a_frame_are_named_by_the_estimator(column):
 
 @pytest.mark.parametrize("container", ["list", "object array"])
 @pytest.mark.parametrize(
-    "number", [10**400, decimal.Decimal("1e400"), Fraction(10**400, 3)], ids=["int", "Decimal", "Fraction"]
+    "number",
+    [10**400, decimal.Decimal("1e400"), Fraction(10**400, 3), np.longdouble("1e400")],
+    ids=["int", "Decimal", "Fraction", "longdouble"],
 )
 def test_numbers_beyond_float64_in_a_list_or_object_array_are_named_by_the_estimator(container, number):
     """As in a frame: validate_data raised a bare OverflowError (no ValueError, no place, no fix) for such a
-    number in a list or an array of objects, in fit, partial_fit and predict alike."""
+    number in a list or an array of objects, in fit, partial_fit and predict alike; a longdouble among Python
+    numbers, NumPy's "overflow encountered in cast" (an error under warnings as errors)."""
+    if np.isinf(np.longdouble("1e400")):
+        pytest.skip("this platform's longdouble is float64")
     X, y = generated(n=20, d=2, k=3)
     fitted = SoftmaxClassifier().fit(X, y)
     rows = [[float(a), float(b)] for a, b in X]
@@ -2450,14 +2455,18 @@ def test_numbers_beyond_float64_in_a_list_or_object_array_are_named_by_the_estim
         r"X holds 1 number\(s\) beyond float64's range \(about 1\.8e308\), the first, .* at row 4, column 1; "
         r".*divide each \(for example np\.array\(\[\[v / 10\*\*300 for v in row\] for row in X\], dtype=float\)\)\.$"
     )
+    if isinstance(number, np.longdouble) and container == "list":  # a longdouble array, cast with its check
+        message = r"X holds 1 finite value\(s\) beyond the range of float64 .* the first in row 4\)"
     calls = (
         lambda: fitted.predict(given),
         lambda: SoftmaxClassifier().fit(given, y),
         lambda: SoftmaxClassifier().partial_fit(given, y, classes=[0, 1, 2]),
     )
     for call in calls:
-        with pytest.raises(ValueError, match=message):
-            call()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with pytest.raises(ValueError, match=message):
+                call()
     rows[4][1] = 2  # numbers within float64 as objects are taken as before
     np.testing.assert_array_equal(fitted.predict(np.array(rows, dtype=object)), fitted.predict(np.array(rows)))
 
