@@ -35,7 +35,7 @@ import warnings
 import weakref
 from collections.abc import Callable, Iterator
 from types import ModuleType
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -656,7 +656,7 @@ def refuse_numbers_beyond_float64(
     )
 
 
-def refuse_object_numbers_beyond_float64(a, name: str):
+def refuse_object_numbers_beyond_float64(a: Any, name: str) -> Any:
     """Refuse numbers beyond float64's range held as objects in ``a``, naming the first by its place; ``a`` back.
 
     For callers that hand ``a`` on (the estimator, whose ``validate_data``

@@ -54,12 +54,11 @@ def _diverged_in_the_demo(epoch: int, lr: float, model: SoftmaxRegression) -> It
     try:
         yield
     except (LogitsOverflowError, TrainingError) as exc:
-        largest = max(float(np.max(np.abs(model.W))), float(np.max(np.abs(model.b))))
-        how = (
-            "its step overflowed the weights"
-            if isinstance(exc, TrainingError)
-            else f"the weights grew to {largest:.3g}, where the logits overflow"
-        )
+        if isinstance(exc, TrainingError):
+            how = "its step overflowed the weights"
+        else:
+            largest = max(float(np.max(np.abs(model.W))), float(np.max(np.abs(model.b))))
+            how = f"the weights grew to {largest:.3g}, where the logits overflow"
         raise CLIError(
             f"gradient descent diverged at epoch {epoch} at --lr {lr:g}: {how}; lower --lr (the default is 0.1)."
         ) from exc

@@ -609,7 +609,7 @@ def _spread_gap(
     small_problem_steps = min(
         grad.size,
         SPREAD_CHECK_SMALL_WORK // max(1, objective.n_samples * grad.size),
-        model.n_iter_ // 2,  # the fit's iterations, over the runs it resumes too: a resumed fit judges as it
+        model.n_iter_ // 2,  # over the runs a fit resumes too: it judges its stop as the uninterrupted fit does
     )
     gap, _ = _gap_estimate(
         objective,
