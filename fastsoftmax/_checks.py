@@ -664,9 +664,9 @@ def refuse_object_numbers_beyond_float64(a: Any, name: str) -> Any:
     Decimal of 1e400 an infinity): a pandas frame or series, of whose
     columns the object ones alone are cast, or a list, tuple or array of
     objects (the same numbers as a list raised the bare OverflowError after
-    frames were named). A list or tuple comes back as the array it makes,
-    which is then not made again. Text is left to the checks of columns,
-    and a ragged list to ``validate_data``'s.
+    frames were named). A list or tuple of numbers comes back as the array
+    it makes, which is then not made again. Text is left to the checks of
+    columns, and a ragged list to ``validate_data``'s.
     """
     pandas = imported_module("pandas")
     if isinstance(a, (list, tuple)) or (isinstance(a, np.ndarray) and a.dtype == object):
@@ -674,8 +674,9 @@ def refuse_object_numbers_beyond_float64(a: Any, name: str) -> Any:
             objects = np.asarray(a)
         except (TypeError, ValueError):
             return a
-        if objects.dtype != object:  # numbers of NumPy's kinds (or text): no Python number beyond float64
-            return objects
+        if objects.dtype != object:  # numbers of NumPy's kinds, or text: no Python number beyond float64
+            # Text goes on as given: validate_data's message quoted np.str_('a') for the array's 'a'.
+            return objects if objects.dtype.kind in "biuf" else a
         try:
             # A longdouble beyond float64 is named below: NumPy's "overflow encountered in cast" came first.
             with np.errstate(over="ignore", invalid="ignore"):

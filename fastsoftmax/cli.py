@@ -825,8 +825,8 @@ def _refuse_archive_labels(y: np.ndarray, data: str, n_rows: int) -> None:
     labels = f"--data {data}: its array 'y'"
     if y.ndim in (1, 2) and y.shape[0] != n_rows:
         raise CLIError(
-            f"{labels} has {y.shape[0]:,} labels but its array 'X' has {n_rows:,} rows; they must match, one "
-            f"label per row."
+            f"{labels} has {y.shape[0]:,} {'labels' if y.ndim == 1 else 'rows'} but its array 'X' has "
+            f"{n_rows:,} rows; they must match, one label per row."
         )
     if y.ndim > 1:
         raise CLIError(
@@ -2583,25 +2583,29 @@ def _seed(text: str) -> int:
     """
     from fastsoftmax._checks import check_seed
 
+    shown = text if len(text) <= 40 else f"{text[:20]}...({len(text)} characters)"
     digits = text.replace(",", "") if _THOUSANDS.fullmatch(text) else text
     try:
-        seed = int(digits)
+        seed = int(digits)  # past 4,300 digits int() refuses, and Decimal reads it below
     except ValueError:
         try:
             number = decimal.Decimal(digits)
         except decimal.InvalidOperation:
             number = decimal.Decimal("NaN")
-        whole = number.is_finite() and number == number.to_integral_value() and "e" in digits.lower()
-        if whole and number.adjusted() >= _SEED_MAX_DIGITS:
+        written_out = digits.strip().removeprefix("+").removeprefix("-").isdigit()
+        whole = number.is_finite() and number == number.to_integral_value() and ("e" in digits.lower() or written_out)
+        if whole and number.adjusted() >= _SEED_MAX_DIGITS - 1:  # adjusted(): the digits less one
             raise argparse.ArgumentTypeError(
-                f"must be an integer of fewer than {_SEED_MAX_DIGITS} digits, got {text}"
+                f"must be an integer of fewer than {_SEED_MAX_DIGITS} digits, got {shown}"
             ) from None
         seed = int(number) if whole else -1
+    if abs(seed) >= 10 ** (_SEED_MAX_DIGITS - 1):
+        raise argparse.ArgumentTypeError(f"must be an integer of fewer than {_SEED_MAX_DIGITS} digits, got {shown}")
     try:
         return check_seed(seed)
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"must be an integer >= 0 (NumPy takes no negative seeds), got {text}"
+            f"must be an integer >= 0 (NumPy takes no negative seeds), got {shown}"
         ) from None
 
 

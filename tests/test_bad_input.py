@@ -397,6 +397,12 @@ OUT_CASES = {
         r"writeable C-contiguous",
     ),
     "list": (lambda: [[0.0] * 3] * 2, TypeError, r"out must be a NumPy array, got list"),
+    # Of another dtype whatever its byte order: no word of the order.
+    "other-dtype-byte-swapped": (
+        lambda: np.empty((2, 3), np.dtype(np.float32).newbyteorder()),
+        ValueError,
+        r"got \(2, 3\) [<>]f4\.$",
+    ),
     # out=Z of a Z read from a big-endian file: "dtype float64, got >f8" named no fix.
     "byte-swapped": (
         lambda: np.empty((2, 3), np.dtype(np.float64).newbyteorder()),

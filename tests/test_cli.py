@@ -141,6 +141,8 @@ def _bad_inputs(tmp_path, npy):
     np.savez(short_npz, X=np.load(x_path), y=np.load(y_path)[:40])
     np.savez(complex_npz, X=np.load(x_path), y=np.load(y_path).astype(np.complex128))
     np.savez(column_npz, X=np.load(x_path), y=np.load(y_path)[:, None])
+    short_column_npz = tmp_path / "short_column.npz"
+    np.savez(short_column_npz, X=np.load(x_path), y=np.load(y_path)[:40, None])
     nan_val = tmp_path / "nan_val.npy"  # the default --val-fraction 0.1 makes rows 1800.. the validation rows
     np.save(nan_val, _with_nan(np.load(x_path), 1900))
     return {
@@ -191,6 +193,10 @@ def _bad_inputs(tmp_path, npy):
         "npz-complex-labels": (
             ["--data", str(complex_npz)],
             r"complex\.npz: its array 'y' holds complex128 values; labels must be integer class indices",
+        ),
+        "npz-short-labels-column": (
+            ["--data", str(short_column_npz)],
+            r"short_column\.npz: its array 'y' has 40 rows but its array 'X' has 2,000 rows; they must match",
         ),
         "npz-labels-column": (
             ["--data", str(column_npz)],
@@ -266,6 +272,7 @@ def test_ctrl_c_exits_130_with_one_line(tmp_path, capsys, monkeypatch, where, me
     "words, message",
     [
         (["train", "--out", "a.npz", "--out", "b.npz"], "--out is given twice (a.npz, then b.npz)"),
+        (["train", "--out", "a.npz", "--quiet", "--out", "b.npz"], "--out is given twice (a.npz, then b.npz)"),
         (["train", "--data", "X.npy", "--dat=Xnan.npy"], "--data is given twice (X.npy, then Xnan.npy)"),
         (["train", "--checkpoint", "ck", "--checkpoint=ck2"], "--checkpoint is given twice (ck, then ck2)"),
         (
@@ -409,6 +416,7 @@ def test_ctrl_c_during_the_fit_says_where_it_stopped_and_what_resumes_it(tmp_pat
         "npz-mismatched",
         "npz-complex-labels",
         "npz-labels-column",
+        "npz-short-labels-column",
         "labels-over-classes",
         "npz-without-y",
         "npz-object-X",
@@ -1672,8 +1680,21 @@ def test_an_input_named_as_an_outputs_temporary_file_is_refused_not_removed(
     assert f"the input --data {data} is named as the temporary files that writing --" in err, err
     assert "which a write removes as left behind by a killed run; rename it, or choose another --" in err
     assert _snapshot(workspace) == before
+    # Through a symlink of another name, the file it leads to is the one named so (a review: realpath, not abspath).
+    os.symlink(data, workspace / "link.npy")
+    assert main([*command, "--data", "link.npy", "--quiet"]) == 2
+    assert "is named as the temporary files" in capsys.readouterr().err
+    os.remove(workspace / "link.npy")
+    assert _snapshot(workspace) == before
     os.rename(workspace / data, workspace / "X.npy")  # renamed, it is read, and nothing beside it goes
     assert main([*command, "--data", "X.npy", "--quiet"]) == 0
+    # Such a name in another directory, or one that holds the pattern without being it, is no temporary file.
+    for elsewhere in (f"sub/{os.path.basename(data)}", f"x{os.path.basename(data)}.bak"):
+        os.makedirs(workspace / "sub", exist_ok=True)
+        os.rename(workspace / "X.npy", workspace / elsewhere)
+        assert main([*command, "--data", elsewhere, "--quiet"]) == 0, capsys.readouterr().err
+        assert (workspace / elsewhere).exists()
+        os.rename(workspace / elsewhere, workspace / "X.npy")
 
 
 @pytest.mark.parametrize(
@@ -1964,7 +1985,10 @@ BAD_OPTIONS = [
     (["generate", "--seed", "-1"], "--seed"),
     (["demo", "--seed", "-1"], "--seed"),
     (["train", "--seed", "1.5e0"], "--seed"),
+    (["train", "--seed", "2000.0"], "--seed"),  # as counts: no decimal point
     (["train", "--seed", "1e100000000"], "--seed"),  # not an int of a hundred million digits
+    (["train", "--seed", "1e999"], "--seed"),  # 1,000 digits
+    (["train", "--seed", "1" + "0" * 4999], "--seed"),  # past the 4,300 digits int() reads
     # argparse named the type function: "invalid _positive_int value: '1e3'" (1e3 is read now).
     (["generate", "--samples", "1e-3"], "--samples"),
     (["generate", "--samples", "2,00"], "--samples"),
@@ -3119,8 +3143,8 @@ def test_outputs_named_otherwise_than_their_format_get_a_note(tmp_path, npy, cap
     assert f"note: --out {out} is written as a NumPy .npy file" in capsys.readouterr().err
     assert np.load(out).shape == np.load(npy[1]).shape
     # The name a note suggests is none of the other outputs': --proba o.csv was told o.npy, --out's file.
-    out, proba = tmp_path / "o.npy", tmp_path / "o.csv"
-    argv = ["predict", "--model", str(model), "--data", str(npy[0]), "--out", str(out), "--proba", str(proba)]
+    out, proba = f"{tmp_path}/./o.npy", tmp_path / "o.csv"  # --out spelt otherwise than the name suggested
+    argv = ["predict", "--model", str(model), "--data", str(npy[0]), "--out", out, "--proba", str(proba)]
     assert main([*argv, "--quiet"]) == 0
     err = " ".join(capsys.readouterr().err.split())
     assert f"note: --proba {proba} is written as a NumPy .npy file (np.load reads it), whatever its name " in err

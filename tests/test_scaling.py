@@ -649,6 +649,25 @@ def test_a_check_whose_estimate_stays_then_jumps_goes_on_while_it_grows_fast(mon
     assert model.loss_history_[-1] - best.loss_history_[-1] <= 1e-4 * best.loss_history_[-1]
 
 
+def test_a_check_extrapolates_its_estimates_growth_twice_before_it_ends(monkeypatch):
+    """20 rows, one at 1e4 times the others: extrapolated by one growth, the estimate ended below the bound and
+    L-BFGS was called converged 41 times the gap that tol allows above the optimum (0.25 %). Grown twice, the
+    check goes on, and so does the fit. (On data too large for a check run to its end.)"""
+    from fastsoftmax import engine
+
+    monkeypatch.setattr(engine, "SPREAD_CHECK_SMALL_WORK", 0)
+    X, y = _one_row_sets_the_spread(20, 4, 3, seed=0, row=0, factor=1e4)
+    y[:3] = np.arange(3)
+    l2 = 1e-4
+    best = fs.SoftmaxRegression(4, 3, seed=0).fit(X, y, solver="newton-cg", l2=l2, tol=1e-12, max_iter=2000)
+    model = fs.SoftmaxRegression(4, 3, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fs.ConvergenceWarning)
+        model.fit(X, y, l2=l2, tol=1e-4, max_iter=2000)
+    allowed = engine.SPREAD_CHECK_RATIO * 0.5 * model._pack().size * 1e-4**2 * 3**2 / 2
+    assert not model.converged_ or model.loss_history_[-1] - best.loss_history_[-1] <= allowed
+
+
 @pytest.mark.parametrize("solver", ["lbfgs", "newton-cg"])
 def test_a_fit_called_converged_on_a_small_problem_is_within_its_bound_of_the_optimum(monkeypatch, solver):
     """20 rows, one 1,000 times the others', 7 classes, l2 = 1e-6: the check's estimate rose in fits and starts

@@ -2434,7 +2434,7 @@ def test_numbers_beyond_float64_in_a_frame_are_named_by_the_estimator(column):
             call()
 
 
-@pytest.mark.parametrize("container", ["list", "object array"])
+@pytest.mark.parametrize("container", ["list", "tuple", "object array"])
 @pytest.mark.parametrize(
     "number",
     [10**400, decimal.Decimal("1e400"), Fraction(10**400, 3), np.longdouble("1e400")],
@@ -2450,12 +2450,12 @@ def test_numbers_beyond_float64_in_a_list_or_object_array_are_named_by_the_estim
     fitted = SoftmaxClassifier().fit(X, y)
     rows = [[float(a), float(b)] for a, b in X]
     rows[4][1] = number
-    given = rows if container == "list" else np.array(rows, dtype=object)
+    given = {"list": rows, "tuple": tuple(map(tuple, rows)), "object array": np.array(rows, dtype=object)}[container]
     message = (
         r"X holds 1 number\(s\) beyond float64's range \(about 1\.8e308\), the first, .* at row 4, column 1; "
         r".*divide each \(for example np\.array\(\[\[v / 10\*\*300 for v in row\] for row in X\], dtype=float\)\)\.$"
     )
-    if isinstance(number, np.longdouble) and container == "list":  # a longdouble array, cast with its check
+    if isinstance(number, np.longdouble) and container != "object array":  # a longdouble array, cast by its check
         message = r"X holds 1 finite value\(s\) beyond the range of float64 .* the first in row 4\)"
     calls = (
         lambda: fitted.predict(given),
@@ -2469,6 +2469,13 @@ def test_numbers_beyond_float64_in_a_list_or_object_array_are_named_by_the_estim
                 call()
     rows[4][1] = 2  # numbers within float64 as objects are taken as before
     np.testing.assert_array_equal(fitted.predict(np.array(rows, dtype=object)), fitted.predict(np.array(rows)))
+
+
+def test_text_in_a_list_is_quoted_as_given():
+    """The check of Python numbers beyond float64 handed on the array it made of a list of text, whose entries
+    validate_data's message then quoted as np.str_('a')."""
+    with pytest.raises(ValueError, match=r"could not convert string to float: 'a'$"):
+        SoftmaxClassifier().fit([[1.0, "a"], [2.0, "b"], [3.0, "c"]], [0, 1, 0])
 
 
 def test_pyarrow_backed_frames_are_taken_as_numpys_are():
