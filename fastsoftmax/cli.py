@@ -545,7 +545,7 @@ def _output_format(kind: str) -> str:
     return f"{held}{_OUTPUT_FORMATS[ending]}"
 
 
-def _check_output_files(outputs: dict[str, tuple[str | None, str]]) -> None:
+def _check_output_files(outputs: dict[str, tuple[str | None, str]], inputs: tuple[str | None, ...] = ()) -> None:
     """Refuse an output that would replace a file of another kind; note names that end otherwise than their format.
 
     ``outputs`` maps an option to (its path, its kind: the ending of its format, and the array of an ``.npy``).
@@ -562,7 +562,9 @@ def _check_output_files(outputs: dict[str, tuple[str | None, str]]) -> None:
     ``generate --labels y.txt`` or ``predict --out labels.csv`` wrote an
     ``.npy`` file under that name, without a word, which a text reader then
     showed as binary: each such name gets a note, and the file is written
-    all the same. Special files (``/dev/stdout``) are left alone.
+    all the same. Special files (``/dev/stdout``) are left alone. The name
+    a note suggests is none of the outputs' nor of ``inputs`` (the command's
+    input files).
     """
     for option, (path, kind) in outputs.items():
         # Devices and pipes are no regular files (os.path.isfile), so /dev/shm's files are checked too.
@@ -594,8 +596,10 @@ def _check_output_files(outputs: dict[str, tuple[str | None, str]]) -> None:
             continue
         stem = os.path.splitext(path)[0]
         named = f"{stem}{ending}"
-        if any(other_path is not None and same_file(named, other_path) for _, (other_path, _) in outputs.items()):
-            # --out o.npy --proba o.csv was told that o.npy would say so: --out's file.
+        taken = [other_path for other_path, _ in outputs.values()] + list(inputs)
+        if any(other is not None and same_file(named, other) for other in taken):
+            # --out o.npy --proba o.csv was told that o.npy would say so: --out's file (--data p.npy, --out p.csv:
+            # the input's, which the next run refused as the same file).
             named = f"{stem}_{option.removeprefix('--')}{ending}"
         print(
             f"fastsoftmax: note: {option} {path} is written as {_OUTPUT_FORMATS[ending]}, whatever its name "
@@ -1262,7 +1266,7 @@ def run_train(args: argparse.Namespace) -> int:
         {"--out": args.out, "--metrics": args.metrics},
         checkpoint=args.checkpoint,
     )
-    _check_output_files({"--out": (args.out, ".npz"), "--metrics": (args.metrics, ".json")})
+    _check_output_files({"--out": (args.out, ".npz"), "--metrics": (args.metrics, ".json")}, (args.data, args.labels))
     if not 0.0 <= args.val_fraction < 1.0:
         raise CLIError(f"--val-fraction must be in [0, 1), got {args.val_fraction}.")
     on_dask = args.scheduler is not None or args.dask_workers is not None
@@ -2356,7 +2360,9 @@ def run_predict(args: argparse.Namespace) -> int:
     args.out = args.out if out_named else DEFAULT_PREDICTIONS  # "" stays, to be refused as empty
     try:
         _check_paths({"--model": args.model, "--data": args.data}, {"--out": args.out, "--proba": args.proba})
-        _check_output_files({"--out": (args.out, _LABELS), "--proba": (args.proba, _PROBABILITIES)})
+        _check_output_files(
+            {"--out": (args.out, _LABELS), "--proba": (args.proba, _PROBABILITIES)}, (args.model, args.data)
+        )
     except CLIError as exc:
         given = f"--out {args.out}"
         if out_named or not str(exc).startswith(given):

@@ -3149,6 +3149,12 @@ def test_outputs_named_otherwise_than_their_format_get_a_note(tmp_path, npy, cap
     err = " ".join(capsys.readouterr().err.split())
     assert f"note: --proba {proba} is written as a NumPy .npy file (np.load reads it), whatever its name " in err
     assert f"({tmp_path / 'o_proba'}.npy would say so)" in err, err
+    # Nor an input's: --data p.npy --out p.csv was told that p.npy would say so, which the next run refused.
+    data = tmp_path / "p.npy"
+    shutil.copy(npy[0], data)
+    argv = ["predict", "--model", str(model), "--data", str(data), "--out", str(tmp_path / "p.csv"), "--quiet"]
+    assert main(argv) == 0
+    assert f"({tmp_path / 'p_out'}.npy would say so)" in " ".join(capsys.readouterr().err.split())
 
 
 def test_an_output_over_a_file_of_another_kind_is_refused_before_any_work(tmp_path, npy, capsys):
