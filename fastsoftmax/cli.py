@@ -2576,8 +2576,8 @@ def _positive_int(text: str) -> int:
     return _int_at_least(text, 1, "must be a positive integer")
 
 
-#: The most digits of a --seed in e-notation ("1e20"): NumPy takes seeds of any size, but 1e100000000 would be
-#: an integer of a hundred million digits.
+#: A --seed has fewer digits, however written: NumPy takes seeds of any size, but 1e100000000 would be an integer
+#: of a hundred million digits.
 _SEED_MAX_DIGITS = 1000
 
 
@@ -2585,7 +2585,7 @@ def _seed(text: str) -> int:
     """A --seed, by the rule of :func:`fastsoftmax._checks.check_seed` (None aside: it has no spelling here).
 
     Spelt as the counts are (:func:`_int_at_least`): "2,000" and "1e3" were refused as no integer, and 1e20
-    was told it "must be an integer >= 0"; of any size, as NumPy takes them.
+    was told it "must be an integer >= 0"; beyond int64, as NumPy takes them, up to :data:`_SEED_MAX_DIGITS`.
     """
     from fastsoftmax._checks import check_seed
 
