@@ -710,6 +710,28 @@ def test_a_check_that_runs_on_towards_its_end_takes_at_most_half_a_step_an_itera
     assert engine.SPREAD_CHECK_STEPS < steps[0] <= model.n_iter_ // 2
 
 
+@pytest.mark.parametrize("precondition", [True, False])
+def test_a_check_beyond_its_work_bound_runs_no_further_than_the_growth_asks(monkeypatch, precondition):
+    """The work bound counts rows times parameters, in the coordinates the check runs in too (a standardised
+    Hessian of an unpreconditioned fit counts the data's rows): counted without the parameters, or with one row,
+    raw wine took up to 39 steps where the bound allows 2 and the growth asks for at most 4 (12 unpreconditioned).
+    """
+    from fastsoftmax import engine
+
+    datasets = pytest.importorskip("sklearn.datasets")
+    X, y = datasets.load_wine(return_X_y=True)
+    monkeypatch.setattr(engine, "SPREAD_CHECK_SMALL_WORK", 2 * X.shape[0] * 42)  # two steps' work: 42 parameters
+    steps = _check_steps(monkeypatch)
+    model = fs.SoftmaxRegression(13, 3, seed=0)
+    model.W[...] = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fs.ConvergenceWarning)
+        model.fit(X, y, l2=1.0 / X.shape[0], tol=1e-4, precondition=precondition, max_iter=5000)
+    assert steps
+    most = engine.SPREAD_CHECK_STEPS + 1 if precondition else engine.SPREAD_CHECK_MORE_STEPS
+    assert max(steps) <= most, steps
+
+
 def test_the_stop_that_a_fit_could_not_go_on_past_is_reported(monkeypatch):
     """With no continuation left (SPREAD_CONTINUATIONS), the stop is reported as short of the optimum."""
     from fastsoftmax import engine
