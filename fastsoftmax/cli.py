@@ -823,15 +823,11 @@ def _load_data(data: str, labels: str | None, *, need_labels: bool = True):
 
 
 def _refuse_archive_labels(y: np.ndarray, data: str, n_rows: int) -> None:
-    """CLIError, naming the archive, for its array y of other rows than X's, of more than one dimension, or of no
-    class (:func:`_refuse_labels_of_no_class`): the library's messages ("y has 40 labels but X has 50 rows")
+    """CLIError, naming the archive, for its array y of other rows than X's (:func:`_refuse_labels_of_other_rows`),
+    of more than one dimension, or of no class (:func:`_refuse_labels_of_no_class`): the library's messages
     named no file."""
     labels = f"--data {data}: its array 'y'"
-    if y.ndim in (1, 2) and y.shape[0] != n_rows:
-        raise CLIError(
-            f"{labels} has {y.shape[0]:,} {'labels' if y.ndim == 1 else 'rows'} but its array 'X' has "
-            f"{n_rows:,} rows; they must match, one label per row."
-        )
+    _refuse_labels_of_other_rows(y, labels, "its array 'X'", n_rows)
     if y.ndim > 1:
         raise CLIError(
             f"{labels} has shape {y.shape}; labels are one class index per row, shape ({n_rows},) (a column: "
@@ -881,12 +877,8 @@ def _labels_of_file(path: str, data: str, n_rows: int) -> np.ndarray:
     except ValueError as exc:  # "y file 'y.csv' ...": here the file is an option's
         raise CLIError(str(exc).replace(f"y file {path!r}", f"--labels {path}", 1)) from None
     name = os.fspath(path)  # as given: the lines run where the command ran (a basename named another file)
-    if y.ndim in (1, 2) and y.shape[0] != n_rows:
-        # First: a column of the wrong length was told to ravel it, and then refused for its length.
-        raise CLIError(
-            f"--labels {path} has {y.shape[0]:,} {'labels' if y.ndim == 1 else 'rows'} but --data {data} has "
-            f"{n_rows:,} rows; they must match, one label per row."
-        )
+    # First: a column of the wrong length was told to ravel it, and then refused for its length.
+    _refuse_labels_of_other_rows(y, f"--labels {path}", f"--data {data}", n_rows)
     if y.ndim == 2 and y.shape[1] == 1:
         raise CLIError(
             f"--labels {path} holds a column, shape {y.shape}; labels are one per row, shape ({y.shape[0]},): "
@@ -918,6 +910,18 @@ def _labels_of_file(path: str, data: str, n_rows: int) -> np.ndarray:
         )
     _refuse_labels_of_no_class(y, f"--labels {path}", f"--data {data}", n_rows)
     return y
+
+
+def _refuse_labels_of_other_rows(y: np.ndarray, labels: str, rows: str, n_rows: int) -> None:
+    """CLIError where a vector or a table of labels, named ``labels``, has other rows than ``rows``' ``n_rows``.
+
+    The library's "y has 7 labels but X has 2000 rows" named no file or option.
+    """
+    if y.ndim in (1, 2) and y.shape[0] != n_rows:
+        raise CLIError(
+            f"{labels} has {y.shape[0]:,} {'labels' if y.ndim == 1 else 'rows'} but {rows} has {n_rows:,} rows; "
+            f"they must match, one label per row."
+        )
 
 
 def _refuse_labels_of_no_class(y: np.ndarray, labels: str, rows: str, n_rows: int) -> None:
@@ -2948,11 +2952,11 @@ def _same_value(first: str | None, second: str | None) -> bool:
 
     if first == second:
         return True
-    if first is None or second is None or "\0" in first + second:  # os.stat refuses a NUL
+    if first is None or second is None:
         return False
     try:
         return same_file(first, second)
-    except (OSError, ValueError):
+    except (OSError, ValueError):  # a path os.stat refuses (a NUL in it)
         return False
 
 
