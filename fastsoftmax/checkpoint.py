@@ -708,6 +708,12 @@ def load(
     missing = [key for key in _META_KEYS if key not in meta]
     if missing:
         raise invalid(f"its metadata lacks {', '.join(missing)}")
+    # The messages of a different problem read the fields as this version writes them: a 'files' edited into a
+    # list raised AttributeError there, a 'shuffle' made a list "unhashable type" (a review).
+    mistyped = _mistyped_field(stored, json.loads(_canonical(fingerprint)))
+    if mistyped is not None:
+        field, then, now = mistyped
+        raise invalid(f"its fingerprint's {field!r} is {then}, where this version writes {now}")
     check_fingerprint(directory, stored, fingerprint, skip=deferred)
 
     theta = arrays.get("theta")
@@ -852,6 +858,35 @@ def _finite_json_number(value: Any) -> bool:
         return math.isfinite(value)
     except OverflowError:
         return False
+
+
+def _mistyped_field(stored: dict[str, Any], expected: dict[str, Any], within: str = "") -> tuple[str, str, str] | None:
+    """The first field of ``stored`` whose JSON kind is not ``expected``'s, with both kinds; None if there is none.
+
+    Fields in dicts are compared within them (``data.n_samples``,
+    ``files.X``); a field that either leaves null (an option of another
+    solver) or that only one of them has is not.
+    """
+    for key in sorted(stored.keys() & expected.keys()):
+        then, now = stored[key], expected[key]
+        if then is None or now is None:
+            continue
+        if _json_kind(then) != _json_kind(now):
+            return f"{within}{key}", _json_kind(then), _json_kind(now)
+        if isinstance(then, dict):
+            found = _mistyped_field(then, now, f"{within}{key}.")
+            if found is not None:
+                return found
+    return None
+
+
+def _json_kind(value: Any) -> str:
+    """The kind of a value read from JSON, in JSON's words: an object, an array, a string, a number or a boolean."""
+    if isinstance(value, bool):  # before the numbers: True is an int to Python
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    return {dict: "an object", list: "an array", str: "a string"}.get(type(value), type(value).__name__)
 
 
 def check_fingerprint(

@@ -351,6 +351,33 @@ def _check_lbfgs_state(state: dict, n: int, memory: int) -> None:
         raise ValueError(f"the solver state 'gamma' must be NaN or > 0, got {gamma}.")
     if math.isnan(gamma) and int(state["n_pairs"]) > 0:  # the two-loop scales by it: a TypeError there
         raise ValueError("the solver state 'gamma' is NaN, which only a state without pairs (n_pairs 0) holds.")
+    _check_curvature_pairs(state, memory, gamma)
+
+
+#: How far rho s'y of a curvature pair, and gamma y'y / s'y of the newest, may lie from 1 in a state the solver
+#: wrote: it stores rho = 1 / s'y and gamma = s'y / y'y from the same products, so only their rounding.
+_PAIR_ROUNDING = 1e-9
+
+
+def _check_curvature_pairs(state: dict, memory: int, gamma: float) -> None:
+    """Raise ValueError unless the pairs in use are the solver's: rho = 1 / s'y > 0, gamma = s'y / y'y of the newest.
+
+    Finite values of the right shapes are not enough: a checkpoint edited to
+    negate rho, zero a y or scale an s by 1,000 resumed without a word, and
+    the fit went on by another inverse Hessian to other weights (a review).
+    """
+    s, y, rho = (np.asarray(state[key], dtype=np.float64) for key in ("s", "y", "rho"))
+    newest = int(state["newest"])
+    for age in range(int(state["n_pairs"])):
+        row = (newest - age) % memory
+        sy = float(s[row] @ y[row])
+        if not (sy > 0.0 and abs(float(rho[row]) * sy - 1.0) <= _PAIR_ROUNDING):
+            raise ValueError(
+                f"the L-BFGS state's curvature pair in row {row} is not one the solver keeps: rho is "
+                f"{float(rho[row])!r} where 1 / s'y is {1.0 / sy if sy else math.inf!r} (and s'y must be > 0)."
+            )
+        if age == 0 and abs(gamma * float(y[row] @ y[row]) / sy - 1.0) > _PAIR_ROUNDING:
+            raise ValueError(f"the L-BFGS state's 'gamma' is {gamma!r}, not s'y / y'y of its newest pair (row {row}).")
 
 
 def _state_int(state: dict, key: str, minimum: int, maximum: int | None = None) -> int:

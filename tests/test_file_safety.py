@@ -1620,6 +1620,21 @@ def test_a_checkpoint_of_the_former_default_lr_says_how_to_resume_it(tmp_path, d
         (lambda a: a.update(meta=np.array("[" * 100_000)), "not valid JSON"),  # RecursionError in json
         (lambda a: a.update(fingerprint=_edited_fingerprint(a, held_intercept=5)), "held_intercept"),
         (lambda a: a.update(fingerprint=_edited_fingerprint(a, held_intercept=["a"])), "held_intercept"),
+        # Read by the messages of a different problem as this version writes them: AttributeError, "unhashable".
+        (
+            lambda a: a.update(fingerprint=_edited_fingerprint(a, files=["x"])),
+            "its fingerprint's 'files' is an array, where this version writes an object",
+        ),
+        (
+            lambda a: a.update(fingerprint=_edited_fingerprint(a, shuffle={})),
+            "its fingerprint's 'shuffle' is an object, where this version writes a string",
+        ),
+        (
+            lambda a: a.update(
+                fingerprint=_edited_fingerprint(a, data={**json.loads(str(a["fingerprint"]))["data"], "n_samples": "x"})
+            ),
+            "its fingerprint's 'data.n_samples' is a string, where this version writes a number",
+        ),
     ],
     ids=[
         "no-theta",
@@ -1637,6 +1652,9 @@ def test_a_checkpoint_of_the_former_default_lr_says_how_to_resume_it(tmp_path, d
         "deeply-nested-json",
         "held-intercept-number",
         "held-intercept-strings",
+        "files-array",
+        "shuffle-object",
+        "n-samples-string",
     ],
 )
 def test_bad_checkpoint_names_the_file_and_the_problem(tmp_path, data, edit, message):
@@ -1682,6 +1700,11 @@ def _set_array(key, value):
         ("lbfgs", _solver_state(stalled=[1]), "'stalled' must be an integer, got \\[1\\]"),
         ("lbfgs", _solver_state(iteration=True), "'iteration' must be an integer, got True"),
         ("lbfgs", _set_array("state_rho", np.full(10, np.nan)), "'rho' holds NaN"),
+        # Finite pairs of the right shapes that are not the solver's: resumed by another inverse Hessian.
+        ("lbfgs", _negated("state_rho"), r"curvature pair in row 2 is not one the solver keeps: rho is -"),
+        ("lbfgs", lambda a: a.update(state_s=1000 * a["state_s"]), "curvature pair in row 2 is not one the solver"),
+        ("lbfgs", lambda a: a.update(state_y=0 * a["state_y"]), r"1 / s'y is inf \(and s'y must be > 0\)"),
+        ("lbfgs", lambda a: a.update(state_gamma=2 * a["state_gamma"]), "not s'y / y'y of its newest pair \\(row 2\\)"),
         ("lbfgs", _set_array("state_gamma", "x"), "'gamma' has dtype <U1, where a float64 lbfgs fit writes float64"),
         # Resumed in another precision, the run no longer ended where the uninterrupted one did.
         (
@@ -1780,6 +1803,10 @@ def _set_array(key, value):
         "stalled-list",
         "iteration-bool",
         "rho-nan",
+        "rho-negated",
+        "s-scaled",
+        "y-zeroed",
+        "gamma-doubled",
         "gamma-str",
         "lbfgs-pairs-float32",
         "adam-moment-float16",
