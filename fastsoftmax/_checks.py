@@ -1138,8 +1138,8 @@ def _as_plain(given, name: str) -> str:
     2-D under it and under ``argmax(axis=1)``: the fix failed, or gave the same error.
     A path (an ``.npy`` file) is ``np.load(path)``.
     """
-    if isinstance(given, (str, os.PathLike)):  # an .npy file's path
-        return f"np.load({os.fspath(given)!r})"
+    if isinstance(given, (str, bytes, os.PathLike)):  # an .npy file's path
+        return f"np.load({os.fsdecode(given)!r})"
     plain = given is None or (hasattr(given, "reshape") and not isinstance(given, np.matrix))
     return name if plain else f"np.asarray({name})"
 
@@ -1174,8 +1174,9 @@ def check_labels(y, n_samples: int, n_classes: int, *, scan: bool = True, rows_o
         lo, hi = kernels.label_range(kernels.read_only(y))  # one compiled pass (see kernels/scans.py)
     if lo < 0 or hi >= n_classes:
         bad = lo if lo < 0 else hi
+        row = int(np.argmax(y == y.dtype.type(bad)))  # on this path only: the range named no row to look in
         raise ValueError(
-            f"y contains the label {bad}, outside [0, {n_classes}); "
+            f"y contains the label {bad} (row {row}), outside [0, {n_classes}); "
             f"labels must be 0..{n_classes - 1} for {n_classes} classes."
         )
     return _contiguous(y, _INT64)
@@ -1569,7 +1570,9 @@ def check_logits(Z, y=None) -> tuple[np.ndarray, np.ndarray | None]:
     return Z, y
 
 
-def check_X_finite(X: np.ndarray, fix: str = "before calling", row_offset=0, of_rows: int | None = None) -> None:
+def check_X_finite(
+    X: np.ndarray, fix: str = "before calling", row_offset=0, of_rows: int | None = None, name: str = "X"
+) -> None:
     """Raise ValueError naming the first row of X that holds NaN or inf (one parallel scan).
 
     For X a part of a larger data set, ``row_offset`` maps its rows to the
@@ -1577,12 +1580,13 @@ def check_X_finite(X: np.ndarray, fix: str = "before calling", row_offset=0, of_
     gathered mini-batch). ``of_rows``, the data set's row count, marks such
     a part: the message then says which rows were counted (a Dask chunk
     that failed first gave "X contains 2 NaN ..., the first in row 323"
-    where X held 8, the first in row 43).
+    where X held 8, the first in row 43). ``name`` is X's in the message
+    (the file it was read from: "X file 'X.npy'").
     """
     n_bad, first_row = _count_nonfinite(X)
     if n_bad:
         counted_in = rows_counted(row_offset, X.shape[0], of_rows)
-        raise nonfinite_X_error(n_bad, _data_row(first_row, row_offset), fix, counted_in)
+        raise nonfinite_X_error(n_bad, _data_row(first_row, row_offset), fix, counted_in, name=name)
 
 
 def rows_counted(row_offset, n_rows: int, of_rows: int | None) -> str | None:
@@ -1657,16 +1661,17 @@ def nonfinite_X_error(
     fix: str = "before training",
     counted_in: str | None = None,
     remedy: str = "remove or impute them (for example with np.nan_to_num)",
+    name: str = "X",
 ) -> ValueError:
     """The error for NaN or inf in X, wherever the scan that found them ran; ``counted_in``: the part it read.
 
     ``remedy``: what to do with them, ``fix`` saying when, after it or in its
     place where it holds ``{when}`` (a sparse X's differs: np.nan_to_num
-    returns it as is).
+    returns it as is). ``name``: X's in the message, or its file's.
     """
     part = "" if counted_in is None else f" (counted in {counted_in} only, the part of X being read)"
     tail = remedy.replace("{when}", fix) if "{when}" in remedy else f"{remedy} {fix}"
-    return ValueError(f"X contains {n_bad} NaN or infinite value(s), the first in row {first_row}{part}; {tail}.")
+    return ValueError(f"{name} contains {n_bad} NaN or infinite value(s), the first in row {first_row}{part}; {tail}.")
 
 
 def overflow_error(result: str = "the loss or its gradient") -> ValueError:

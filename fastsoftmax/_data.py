@@ -634,16 +634,24 @@ def label_range(parts: Iterable[tuple[int, np.ndarray]]) -> tuple[int, int]:
 
 def open_labels(y, n_samples: int) -> np.ndarray:
     """y (an array, a memory map, or an ``.npy`` path) as an array of ``n_samples`` integer labels, unscanned."""
-    path = os.fspath(y) if isinstance(y, (str, os.PathLike)) else None
+    path = os.fsdecode(y) if isinstance(y, PATH_TYPES) else None
     given, y = y, open_array(y, "y")
     if y.ndim != 1:
         raise _checks.labels_shape_error(y.shape, n_samples, given=given)
     if y.shape[0] != n_samples:
-        raise ValueError(f"y has {y.shape[0]} labels but X has {n_samples} rows; they must match.")
+        raise ValueError(
+            f"{_named('y', path)} has {y.shape[0]} labels but X has {n_samples} rows; they must match: pass one "
+            f"label for each row of X, in the same order."
+        )
     if path is not None:
         _checks.check_label_file_dtype(y, path)
     _checks.check_label_dtype(y)
     return y
+
+
+def _named(name: str, path: str | None) -> str:
+    """``name`` in a message, with the file it was read from: "y file 'labels.npy'", or "y" for an array."""
+    return name if path is None else f"{name} file {path!r}"
 
 
 def unchanged_file_check(arr: np.ndarray, name: str, stopped: str) -> Callable[[], None]:
@@ -703,7 +711,10 @@ class DataSource:
     ) -> None:
         self.dtype = _checks.as_float_dtype(dtype)
         given, X = X, open_array(X, "X")
-        path = os.fspath(given) if isinstance(given, (str, os.PathLike)) else None
+        path = os.fsdecode(given) if isinstance(given, PATH_TYPES) else None
+        #: X and y in messages, with the files they were read from (NaN in a row, a label out of range).
+        self.X_name = _named("X", path)
+        self.y_name = _named("y", os.fsdecode(y) if isinstance(y, PATH_TYPES) else None)
         self.streamed = isinstance(X, np.memmap)
         _checks.refuse_structured(X, "X", _checks.STRUCTURED_FILE_FIX if self.streamed else None)
         _checks.check_2d(X, given=given)  # the fixes name np.load(path) of a file, np.asarray(X) of a list
@@ -787,7 +798,7 @@ class DataSource:
                 bad = lo if lo < 0 else hi
                 row = self.row_offset + start + int(np.argmax(part == bad))
                 raise ValueError(
-                    f"y contains the label {bad} (row {row}), outside [0, {n_classes}); "
+                    f"{self.y_name} contains the label {bad} (row {row}), outside [0, {n_classes}); "
                     f"labels must be 0..{n_classes - 1} for {n_classes} classes."
                 )
         self._labels_checked_for = n_classes
@@ -799,7 +810,7 @@ class DataSource:
         otherwise their NaN would surface only after the fit, in a prediction.
         """
         for start, X, y, w in self.chunks():
-            _checks.check_X_finite(X, fix, row_offset=self.row_offset + start, of_rows=self.data_rows)
+            _checks.check_X_finite(X, fix, self.row_offset + start, self.data_rows, name=self.X_name)
             del X, y, w  # dropped before the next chunk is made (see :meth:`chunks`)
 
     def class_counts(self, n_classes: int) -> np.ndarray:
@@ -1067,7 +1078,7 @@ def chunked_objectives(
         if not math.isfinite(loss_sum):
             # Bad data raises here, naming the row of the whole data set; with
             # finite X the solver sees the non-finite loss and reports divergence.
-            _checks.check_X_finite(X, "before training", source.row_offset + rows, source.data_rows)
+            _checks.check_X_finite(X, "before training", source.row_offset + rows, source.data_rows, source.X_name)
         return loss_sum
 
     def evaluate(theta, X, y, w, rows=0, X_blocks=None, variant=None, weight_sum=None):

@@ -735,6 +735,12 @@ def check_chunked(X, y, sample_weight, dtype: np.dtype, n_features: int, client:
                 f"{name} is the path {os.fsdecode(a)!r}, and X is a Dask array: pass {name} as an array chunked "
                 f"like the rows of X, {name} = da.from_array(np.load(path), chunks=(X.chunks[0],))."
             )
+        if is_dask_collection(a) and hasattr(type(a), "to_dask_array"):  # the type's: a Delayed has them all
+            # A Dask Series (a frame's column) was told the Delayed's fix, da.from_delayed, which fails on it.
+            raise TypeError(
+                f"{name} is a Dask {type(a).__name__}, not a Dask array: make it one chunked like the rows of X, "
+                f"{name} = {name}.to_dask_array(lengths=True).rechunk((X.chunks[0],))."
+            )
         if is_dask_collection(a) and not isinstance(a, da.Array):
             # np.asarray computed a Delayed into a 0-d object array: "y has dtype object", with a fix that failed.
             raise TypeError(
@@ -978,6 +984,12 @@ def _scan_chunk(
         labels = labels._replace(lowest_weight=float(sample_weight.min()), highest_weight=float(sample_weight.max()))
         counted &= sample_weight > 0
     return labels._replace(classes_with_rows=np.unique(y[counted]).astype(np.int64))
+
+
+def _first_position(values: np.ndarray, value) -> np.ndarray:
+    """[the position of ``value``'s first occurrence in the chunk ``values``], or [-1] where it has none."""
+    found = np.flatnonzero(values == value)
+    return np.array([found[0] if found.size else -1], dtype=np.int64)
 
 
 def _largest_magnitude(X: Any) -> float:
@@ -1260,9 +1272,14 @@ class DaskObjective:
             self._classes_with_rows[scan.classes_with_rows] = 1
         if scan.lowest_label < 0 or scan.highest_label >= self.n_classes:
             bad = scan.lowest_label if scan.lowest_label < 0 else scan.highest_label
+            # Found in one more pass over y, on this path only: the range alone named no row to look in.
+            (firsts,) = self._compute(
+                y.map_blocks(_first_position, y.dtype.type(bad), chunks=((1,) * len(starts),), dtype=np.int64)
+            )
+            chunk = int(np.flatnonzero(firsts >= 0)[0])
             raise ValueError(
-                f"y contains the label {bad}, outside [0, {self.n_classes}); "
-                f"labels must be 0..{self.n_classes - 1} for {self.n_classes} classes."
+                f"y contains the label {bad} (row {starts[chunk] + int(firsts[chunk])}, in chunk {chunk}), outside "
+                f"[0, {self.n_classes}); labels must be 0..{self.n_classes - 1} for {self.n_classes} classes."
             )
         if w is not None:
             finite, w_min, w_max = scan.weights_finite, scan.lowest_weight, scan.highest_weight

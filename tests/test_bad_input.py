@@ -112,7 +112,7 @@ LOSS_GRAD_CASES = {
     "y-too-large": (
         lambda p: _replace(p, y=_with_value(p[1], 2, 3)),
         ValueError,
-        r"label 3, outside \[0, 3\)",
+        r"label 3 \(row \d+\), outside \[0, 3\)",
     ),
     "X-nan": (
         lambda p: _replace(p, X=_with_value(p[0], (2, 1), np.nan)),
@@ -365,7 +365,7 @@ def test_cross_entropy_of_probabilities_warns_that_it_takes_logits(dtype):
 
 def test_cross_entropy_bad_labels_and_reduction():
     Z = np.zeros((2, 3))
-    with pytest.raises(ValueError, match=r"label 3, outside \[0, 3\)"):
+    with pytest.raises(ValueError, match=r"label 3 \(row \d+\), outside \[0, 3\)"):
         fs.cross_entropy(Z, [0, 3])
     with pytest.raises(TypeError, match=r"labels must be integer"):
         fs.cross_entropy(Z, [0.0, 1.0])
@@ -563,7 +563,7 @@ def test_labels_checked_by_the_kernel_raise_and_name_the_label(rng, monkeypatch,
     if sample_weight is not None:
         sample_weight[700] = 0  # a row of weight 0 still needs a label in range
     W0 = model.W.copy()
-    with pytest.raises(ValueError, match=rf"y contains the label {bad}, outside \[0, 3\)"):
+    with pytest.raises(ValueError, match=rf"y contains the label {bad} \(row 700\), outside \[0, 3\)"):
         step(X, y, model, sample_weight)
     np.testing.assert_array_equal(model.W, W0)  # a failed train_step changes nothing
 
@@ -575,7 +575,7 @@ def test_model_rejects_bad_shapes_and_labels(problem):
         model.fit(np.ones((8, 5)), y)
     with pytest.raises(ValueError, match=r"y has 7 labels but X has 8 rows"):
         model.fit(X, y[:7])
-    with pytest.raises(ValueError, match=r"label 3, outside \[0, 3\)"):
+    with pytest.raises(ValueError, match=r"label 3 \(row \d+\), outside \[0, 3\)"):
         model.train_step(X, _with_value(y, 0, 3), 0.1)
     with pytest.raises(TypeError, match=r"labels must be integer"):
         model.accuracy(X, y.astype(float))
@@ -1455,7 +1455,7 @@ def test_pandas_unsigned_nullable_integers_keep_their_values():
         fs.predict(mixed, np.hstack([W, W]), b), fs.predict(np.column_stack([column, [-1, 1]]), np.hstack([W, W]), b)
     )
     labels = pd.Series(pd.array([2**64 - 1, 0], dtype="UInt64"))
-    with pytest.raises(ValueError, match=r"y contains the label 18446744073709551615, outside \[0, 2\)"):
+    with pytest.raises(ValueError, match=r"y contains the label 18446744073709551615 \(row \d+\), outside \[0, 2\)"):
         fs.cross_entropy(np.zeros((2, 2)), labels)
 
 
@@ -1654,7 +1654,7 @@ def test_compute_loss_takes_probabilities_of_the_models_classes_only(columns):
     model = SoftmaxRegression(4, 3, seed=0)
     with pytest.raises(ValueError, match=rf"shape \(N, 3\); got \(6, {columns}\)\. Pass the output of forward"):
         model.compute_loss(np.full((6, columns), 1 / columns), np.zeros(6, int))
-    with pytest.raises(ValueError, match=r"label 3, outside \[0, 3\)"):
+    with pytest.raises(ValueError, match=r"label 3 \(row \d+\), outside \[0, 3\)"):
         model.compute_loss(np.full((6, 3), 1 / 3), np.full(6, 3))
     assert model.compute_loss(np.full((6, 3), 1 / 3), np.arange(6) % 3) == pytest.approx(np.log(3), rel=1e-15)
 

@@ -282,7 +282,7 @@ def test_bayes_accuracy_refuses_nonfinite_rows_and_labels_out_of_range():
     bad[200:300, -1] = np.nan  # a feature the Bayes rule does not read: still not data
     with pytest.raises(ValueError, match=r"X contains 100 NaN or infinite value\(s\), the first in row 200"):
         ds.bayes_accuracy(bad, y, **options)
-    with pytest.raises(ValueError, match=r"label 7, outside \[0, 3\)"):
+    with pytest.raises(ValueError, match=r"label 7 \(row \d+\), outside \[0, 3\)"):
         ds.bayes_accuracy(X, y + 5, **options)
     with pytest.raises(TypeError, match="labels are strings"):
         ds.bayes_accuracy(X, y.astype(str), **options)

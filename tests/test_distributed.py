@@ -405,6 +405,27 @@ def test_delayed_or_object_labels_beside_a_dask_x_are_told_a_fix_that_works():
         model.fit(Xd, da.from_delayed(delayed, shape=(400,), dtype=np.int64).rechunk(Xd.chunks[0]), max_iter=2)
 
 
+def test_labels_and_weights_of_a_dask_frame_are_told_a_fix_that_works():
+    """A Dask Series (a frame's column) as y or sample_weight was told the Delayed's fix, da.from_delayed(y, ...),
+    which raises AttributeError on a Series."""
+    pd = pytest.importorskip("pandas")
+    dd = pytest.importorskip("dask.dataframe")
+    rng = np.random.default_rng(0)
+    frame = dd.from_pandas(pd.DataFrame(rng.normal(size=(400, 4))).assign(label=rng.integers(0, 3, 400)), npartitions=3)
+    X, y = frame[[0, 1, 2, 3]].to_dask_array(lengths=True), frame["label"]
+    model = SoftmaxRegression(4, 3, seed=0)
+    fix = r"y = y\.to_dask_array\(lengths=True\)\.rechunk\(\(X\.chunks\[0\],\)\)\.$"
+    with pytest.raises(TypeError, match=rf"^y is a Dask Series, not a Dask array: .*{fix}"):
+        model.fit(X, y, max_iter=2)
+    y = y.to_dask_array(lengths=True).rechunk((X.chunks[0],))  # the fix named works
+    weights = frame[0].abs()
+    with pytest.raises(TypeError, match=r"^sample_weight is a Dask Series, .*sample_weight\.to_dask_array\(lengths"):
+        model.fit(X, y, sample_weight=weights, max_iter=2)
+    weights = weights.to_dask_array(lengths=True).rechunk((X.chunks[0],))
+    with pytest.warns(UserWarning, match="did not converge in 2 iterations"):
+        model.fit(X, y, sample_weight=weights, max_iter=2)
+
+
 def test_labels_and_weights_sliced_from_a_sparse_matrix_are_told_a_fix_that_makes_them_dense():
     """A column of a Dask array of CSR chunks, which Dask declares as NumPy, was told the fix for a sparse X
     (csr_matrix chunks declared as such), which the labels refuse again."""
@@ -1506,7 +1527,7 @@ def test_bad_values_found_on_the_cluster(data):
     Xd = da.from_array(X, chunks=(CHUNK, D))
     bad_y = y.copy()
     bad_y[2500] = K
-    with pytest.raises(ValueError, match=r"label 3, outside \[0, 3\)"):
+    with pytest.raises(ValueError, match=r"label 3 \(row \d+, in chunk \d+\), outside \[0, 3\)"):
         fit_dask(SoftmaxRegression(D, K), Xd, bad_y)
     with pytest.raises(TypeError, match="integer class indices"):
         fit_dask(SoftmaxRegression(D, K), Xd, y.astype(np.float64))
@@ -1536,7 +1557,9 @@ def test_labels_and_weights_are_checked_on_the_cluster_with_empty_chunks(data, r
     for label, row in ((K, N - 1), (-1, 0), (K + 7, 1999)):
         labels = y.copy()
         labels[row] = label
-        with pytest.raises(ValueError, match=rf"label {label}, outside \[0, {K}\)"):
+        # Named by its row and the chunk holding it (the last to start at or before it: an empty one holds none).
+        chunk = int(np.searchsorted(np.cumsum((0, *row_chunks[:-1])), row, side="right")) - 1
+        with pytest.raises(ValueError, match=rf"label {label} \(row {row}, in chunk {chunk}\), outside \[0, {K}\)"):
             fit(labels)
     for value, match in ((np.nan, "NaN or infinite"), (-np.inf, "NaN or infinite"), (-1.0, "negative values")):
         weights = np.ones(N)

@@ -293,9 +293,9 @@ def test_textbook_calls_refuse_bad_sparse_input_and_keep_the_weights():
     X = sparse.csr_array(np.array([[1.0, 0.0, 2.0], [0.0, 3.0, 0.0], [4.0, 0.0, 0.0]]))
     model = SoftmaxRegression(3, 2, seed=0)
     W, b = model.W.copy(), model.b.copy()
-    with pytest.raises(ValueError, match=r"y contains the label 2, outside \[0, 2\)"):
+    with pytest.raises(ValueError, match=r"y contains the label 2 \(row \d+\), outside \[0, 2\)"):
         model.train_step(X, [0, 1, 2], 0.1)
-    with pytest.raises(ValueError, match=r"y contains the label 2, outside \[0, 2\)"):
+    with pytest.raises(ValueError, match=r"y contains the label 2 \(row \d+\), outside \[0, 2\)"):
         model.backward(X, [0, 1, 2], np.full((3, 2), 0.5))
     with pytest.raises(ValueError, match=r"probs must have shape \(3, 2\)"):
         model.backward(X, [0, 1, 0], np.full((2, 2), 0.5))
@@ -711,7 +711,7 @@ def test_other_bad_sparse_input_is_named():
     X = sparse.csr_array(np.eye(3))
     with pytest.raises(TypeError, match=r"dtype complex128; fastsoftmax takes real numbers"):
         SoftmaxRegression(3, 2).fit(X.astype(np.complex128), [0, 1, 0])
-    with pytest.raises(ValueError, match=r"y contains the label 5, outside \[0, 2\)"):
+    with pytest.raises(ValueError, match=r"y contains the label 5 \(row \d+\), outside \[0, 2\)"):
         SoftmaxRegression(3, 2).fit(X, [0, 1, 5])
     with pytest.raises(ValueError, match="chunk_size applies to dense X"):
         SoftmaxRegression(3, 2).fit(X, [0, 1, 0], chunk_size=2)

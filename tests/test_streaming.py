@@ -484,7 +484,7 @@ def test_missing_truncated_and_mismatched_files(tmp_path, files):
         _fit(str(truncated), str(y_path))
     short = tmp_path / "short.npy"
     np.save(short, np.zeros(10, dtype=np.int64))
-    with pytest.raises(ValueError, match="y has 10 labels but X has 3000 rows"):
+    with pytest.raises(ValueError, match=r"y file '.*short\.npy' has 10 labels but X has 3000 rows.*one label for"):
         _fit(str(x_path), str(short))
     with pytest.raises(ValueError, match="X has 12 features but W has 5"):
         SoftmaxRegression(5, K).fit(str(x_path), str(y_path))
@@ -680,3 +680,23 @@ def test_chunked_moments_past_float64_add_no_numpy_warning():
         warnings.simplefilter("error", RuntimeWarning)
         warnings.simplefilter("ignore", ConvergenceWarning)
         SoftmaxRegression(8, 4, seed=0).fit(X, y, chunk_size=700, max_iter=3)
+
+
+@pytest.mark.parametrize("spelt", [str, os.fsencode], ids=["str", "bytes"])
+def test_errors_in_the_data_of_files_name_the_files(tmp_path, spelt):
+    # "X contains 1 NaN ..., the first in row 4" and "y contains the label 7 (row 3)" named neither file, and a
+    # path given as bytes lost its name to the fixes (y.astype(np.int64) of a path).
+    X = np.ones((5, 3))
+    X[-1, 0] = np.nan
+    np.save(tmp_path / "Xn.npy", X)
+    np.save(tmp_path / "X.npy", np.ones((5, 3)))
+    np.save(tmp_path / "y.npy", np.array([0, 1, 0, 1, 0]))
+    np.save(tmp_path / "ybig.npy", np.array([0, 1, 0, 7, 0]))
+    np.save(tmp_path / "yf.npy", np.zeros(5))
+    paths = {name: spelt(str(tmp_path / f"{name}.npy")) for name in ("Xn", "X", "y", "ybig", "yf")}
+    with pytest.raises(ValueError, match=r"^X file '.*Xn\.npy' contains 1 NaN or infinite value\(s\), the first in"):
+        SoftmaxRegression(3, 2).fit(paths["Xn"], paths["y"], max_iter=2)
+    with pytest.raises(ValueError, match=r"^y file '.*ybig\.npy' contains the label 7 \(row 3\), outside \[0, 2\)"):
+        SoftmaxRegression(3, 2).fit(paths["X"], paths["ybig"], max_iter=2)
+    with pytest.raises(TypeError, match=r"^the y file '.*yf\.npy' has dtype float64.*np\.save\('.*yf\.npy'"):
+        SoftmaxRegression(3, 2).fit(paths["X"], paths["yf"], max_iter=2)
