@@ -283,10 +283,18 @@ _WARM_UP_ROWS = 256
 
 
 def _warm_up_rows(n_samples: int, n_features: int, n_classes: int) -> int:
-    """Rows enough for the loss+grad kernel to take its parallel path whenever the whole data would."""
+    """Rows enough for every kernel of the fit to take its parallel path whenever the whole data would.
+
+    The kernel of least work a row sets the count: the copy into row blocks,
+    D a row (the features' moments take 2 D, the loss+grad and the Hessian
+    products K (D + 1)). Counted by the loss+grad's work alone, the moments'
+    parallel kernel compiled after "ready", in the fit (a review: 28 s of a
+    cold run's 105 s).
+    """
     from fastsoftmax._threading import MIN_WORK_PER_THREAD
 
-    parallel = -(-2 * MIN_WORK_PER_THREAD // (n_classes * (n_features + 1)))
+    least_work_a_row = min(n_features, n_classes * (n_features + 1))
+    parallel = -(-2 * MIN_WORK_PER_THREAD // max(1, least_work_a_row))
     return min(n_samples, max(_WARM_UP_ROWS, parallel))
 
 
@@ -296,6 +304,10 @@ def _warm_up_fit(args, X, y, dtype, n_classes: int, **fit_options) -> None:
     ``X`` and ``y`` are what the real fit receives (arrays, memmaps), so the
     slice goes through the same code path and the same kernel signatures.
     Two iterations: L-BFGS's compiled two-loop recursion first runs in the second.
+    The Hessian-vector products that judge an L-BFGS or gd fit's stop
+    (:func:`fastsoftmax.engine._spread_gap`) compile in two Newton-CG
+    iterations on the same rows: a stop at max_iter is not judged, and they
+    compiled after "ready", at the end of the fit.
     A warm-up that diverges (a large ``--lr``) has compiled the kernels all
     the same; whether training diverges is the real fit's to say, about itself.
     """
@@ -318,6 +330,9 @@ def _warm_up_fit(args, X, y, dtype, n_classes: int, **fit_options) -> None:
             model.fit(
                 X[:rows], y[:rows], solver=args.solver, max_iter=2, lr=args.lr, l2=args.l2, tol=0.0, **fit_options
             )
+            if args.solver in ("lbfgs", "gd"):  # Newton-CG's own iterations run them; sgd and adam never do
+                judge = SoftmaxRegression(X.shape[1], n_classes, dtype=dtype)
+                judge.fit(X[:rows], y[:rows], solver="newton-cg", max_iter=2, l2=args.l2, tol=0.0, **fit_options)
         _accuracy(model, _rows_of(X[:rows], y[:rows], dtype))
 
 

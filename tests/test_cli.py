@@ -575,16 +575,17 @@ def test_the_warm_up_compiles_the_row_blocks_that_the_fit_holds_x_as(monkeypatch
 
     from fastsoftmax import _data, cli
 
-    # 20,000 x 8 float32, 10 % held out: 18,000 rows (576 KB) to train on, the warm-up's 9,709 (310 KB).
-    warm_up_rows = cli._warm_up_rows(18_000, 8, 3)
-    assert warm_up_rows < 18_000
-    monkeypatch.setattr(_data, "ROW_BLOCKS_MIN_BYTES", 400 << 10)
-    options = ["--chunk-size", "12000"] if fit == "chunks" else []
+    # 40,000 x 8 float32, 10 % held out: 36,000 rows (1,152 KB) to train on, the warm-up's 32,768 (1,024 KB),
+    # twice: its L-BFGS fit and the Newton-CG fit that compiles the Hessian's products.
+    warm_up_rows = cli._warm_up_rows(36_000, 8, 3)
+    assert warm_up_rows < 36_000
+    monkeypatch.setattr(_data, "ROW_BLOCKS_MIN_BYTES", 800 << 10)
+    options = ["--chunk-size", "24000"] if fit == "chunks" else []
     if fit == "beyond the budget":  # a quarter of it: the warm-up's rows fit, all of X does not
-        monkeypatch.setattr(_data, "available_memory", lambda: 1600 << 10)
+        monkeypatch.setattr(_data, "available_memory", lambda: 4200 << 10)
     copies = record_first_shapes(monkeypatch, "row_blocks")
-    assert main(["train", "--samples", "20000", *SMALL[2:], "--max-iter", "3", *options, "--quiet"]) == 0
-    assert copies == ([(warm_up_rows, 8), (18_000, 8)] if fit == "one chunk" else [])
+    assert main(["train", "--samples", "40000", *SMALL[2:], "--max-iter", "3", *options, "--quiet"]) == 0
+    assert copies == ([(warm_up_rows, 8), (warm_up_rows, 8), (36_000, 8)] if fit == "one chunk" else [])
 
 
 def test_model_is_written_before_an_error_in_the_accuracies(tmp_path, npy, capsys, monkeypatch):
