@@ -313,7 +313,11 @@ def _check_compressed(
         falls = int(np.argmax(indptr[1:] < indptr[:-1]))  # its line ends before it starts
         broken = f"indptr falls at {line} {first_line + falls} (from {int(indptr[falls])} to {int(indptr[falls + 1])})"
     elif indptr[-1] > min(data.shape[0], indices.shape[0]):
-        broken = f"indptr ends at {int(indptr[-1])}, past the {min(data.shape[0], indices.shape[0])} stored values"
+        # Which of the two falls short: the kernels read both up to indptr's end.
+        held = f"{data.shape[0]} stored values" + (
+            f" and {indices.shape[0]} {entry} indices" if indices.shape[0] != data.shape[0] else ""
+        )
+        broken = f"indptr ends at {int(indptr[-1])}, past the {held}"
     elif indptr[-1] > 0:
         used = indices[: indptr[-1]]
         lowest, highest = int(used.min()), int(used.max())

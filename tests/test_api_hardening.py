@@ -180,6 +180,24 @@ def test_a_mean_gradient_that_fits_is_returned_where_its_sum_overflows(dtype, la
     )
 
 
+@pytest.mark.parametrize("layout", ["dense", "csr"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_where_sums_overflow_equal_weights_give_the_unweighted_means(dtype, layout):
+    """The fallback scales each row by its share w_i / sum_j w_j: weights of 3 give the unweighted loss, gradient
+    and Hessian product. Scaled by w_i / N (a mutation no unweighted test saw), they overflowed again."""
+    X, y, W, b = _huge_problem(dtype)
+    X_in = scipy.sparse.csr_matrix(X) if layout == "csr" else X
+    weights = np.full(N, 3.0)
+    V, c = np.full_like(W, np.finfo(dtype).tiny), np.zeros_like(b)
+    tolerance = 16 * float(np.finfo(dtype).eps)
+    for weighted, unweighted in (
+        (fs.loss_and_grad(X_in, y, W, b, sample_weight=weights), fs.loss_and_grad(X_in, y, W, b)),
+        (fs.hessian_vector_product(X, W, b, V, c, sample_weight=weights), fs.hessian_vector_product(X, W, b, V, c)),
+    ):
+        for part, expected in zip(weighted, unweighted, strict=True):
+            np.testing.assert_allclose(part, expected, rtol=tolerance)
+
+
 def test_backward_returns_a_finite_gradient_beside_a_loss_that_overflows():
     """Float64 logits 2e308 apart: the loss is beyond float64, the gradient p - y is not. backward refused it
     without probs ("the loss or its gradient overflowed"), and returned it from forward's probs."""

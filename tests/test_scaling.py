@@ -36,6 +36,28 @@ def scaling(rng):
     return FeatureScaling(rng.standard_normal(D) * 10, 10.0 ** rng.uniform(-2, 2, size=D), K)
 
 
+@pytest.mark.parametrize("n_classes", [2, 3, 10])
+def test_the_scales_make_the_curvature_at_equal_shares_the_same_for_every_column(n_classes):
+    """Where the probabilities are equal (W = 0, b = 0), the Hessian's diagonal for column j is q E[x_j^2] + l2
+    with q = (K - 1) / K^2; the scale sqrt(E[x_j^2] + l2 / q) makes it q in scaled units for every column, of any
+    spread or none (a column of zeros: only the penalty). With l2 K / (K - 1) in place of l2 / q (a mutation no test
+    saw) the columns of little spread kept curvatures up to K times apart."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((300, 4)) * np.array([1e-3, 1.0, 30.0, 0.0]) + np.array([0.0, 2.0, -5.0, 0.0])
+    l2, n_features = 0.3, X.shape[1]
+    second_moment = np.mean(X * X, axis=0)
+    scaling = FeatureScaling.from_mean_variance(np.zeros(n_features), second_moment, l2, n_classes, centre=False)
+    W, b = np.zeros((n_classes, n_features)), np.zeros(n_classes)
+    diagonal = np.empty((n_classes, n_features))
+    for k in range(n_classes):
+        for j in range(n_features):
+            V = np.zeros_like(W)
+            V[k, j] = 1.0
+            diagonal[k, j] = fs.hessian_vector_product(X, W, b, V, np.zeros(n_classes), l2=l2)[0][k, j]
+    q = (n_classes - 1) / n_classes**2
+    np.testing.assert_allclose(diagonal / scaling.scale**2, q, rtol=64 * np.finfo(np.float64).eps)
+
+
 def test_the_map_round_trips(rng, scaling):
     theta = rng.standard_normal(K * (D + 1))
     W, _ = fs._layout.unpack(theta, K, D)

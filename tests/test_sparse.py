@@ -681,6 +681,10 @@ def _raw_csr(data, indices, indptr, shape):
         (_raw_csr([1.0, 2.0], [0, 1], [0, 2, 1], (2, 3)), r"indptr falls at row 1 \(from 2 to 1\)"),
         (_raw_csr([1.0, 2.0], [0, 1], [1, 1, 2], (2, 3)), "indptr starts at 1, not 0"),
         (_raw_csr([1.0, 2.0], [0, 1], [0, 1, 5], (2, 3)), "indptr ends at 5, past the 2 stored values"),
+        # Either array short of indptr's end: the kernels would read past it (a mutation reading the longer of
+        # the two let the first through, and the process died).
+        (_raw_csr([1.0, 2.0], [0], [0, 1, 2], (2, 3)), "indptr ends at 2, past the 2 stored values and 1 column ind"),
+        (_raw_csr([1.0], [0, 1], [0, 1, 2], (2, 3)), "indptr ends at 2, past the 1 stored values and 2 column ind"),
         (_raw_csr([1.0, np.nan], [0, 1], [0, 1, 2], (2, 3)), r"NaN or inf.*row 1"),
         (_raw_csr([np.inf, 1.0], [0, 1], [0, 1, 2], (2, 3)), r"NaN or inf.*row 0"),
         (sparse.csr_array((0, 3)), "X is empty"),
