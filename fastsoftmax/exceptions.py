@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 import sys
 
-#: The package's own directory: frames of its modules lie under it.
-_PACKAGE_DIRECTORY = os.path.dirname(os.path.abspath(__file__)) + os.sep
+#: The top-level modules whose frames a warning passes over to reach the user's line: the package's own (its
+#: kernels, which an installed copy keeps in ``fastsoftmax/kernels`` and a checkout beside it), ``contextlib``,
+#: which runs the package's ``with`` blocks, and the import machinery, which runs a module's top level.
+_PASSED_OVER = ("fastsoftmax", "contextlib", "importlib")
 
 
 def stacklevel_outside_the_package() -> int:
@@ -17,14 +17,16 @@ def stacklevel_outside_the_package() -> int:
     the package's frames (a Dask fit's warning, three of them from
     ``model.fit``, five from the estimator's ``fit``): a fixed stacklevel
     named a line of the package in all but one of them. Frames of
-    ``contextlib``, which runs the package's own ``with`` blocks, are
-    passed over too.
+    ``contextlib``, which runs the package's own ``with`` blocks, and of the
+    import machinery, which runs a module's top level (the kernels', imported
+    on first use, warn there), are passed over too: a frame is told by its
+    module's name (:data:`_PASSED_OVER`).
     """
     level, frame = 1, sys._getframe(1)
-    while frame.f_back is not None and (
-        frame.f_code.co_filename.startswith(_PACKAGE_DIRECTORY) or frame.f_code.co_filename == contextlib.__file__
-    ):
-        frame, level = frame.f_back, level + 1
+    while frame.f_back is not None and frame.f_globals.get("__name__", "").partition(".")[0] in _PASSED_OVER:
+        frame = frame.f_back
+        # warnings.warn leaves out of its count the frames of importlib's bootstrap, as it passes over them too.
+        level += not ("importlib" in frame.f_code.co_filename and "_bootstrap" in frame.f_code.co_filename)
     return level
 
 

@@ -32,7 +32,7 @@ except ValueError as error:  # Numba reads NUMBA_NUM_THREADS as it is imported: 
         f"({error}): set it to a whole number of threads, at least 1, or unset it to use every core."
     ) from error
 
-from fastsoftmax.exceptions import JIT_DISABLED_MESSAGE
+from fastsoftmax.exceptions import JIT_DISABLED_MESSAGE, stacklevel_outside_the_package
 from fastsoftmax.kernels._signature import read_only
 from fastsoftmax.kernels.hessian import (
     hessian_vector_columns_sums,
@@ -78,7 +78,8 @@ JIT_DISABLED = JIT_DISABLED_MESSAGE if numba.config.DISABLE_JIT else None
 if JIT_DISABLED:
     import warnings
 
-    warnings.warn(JIT_DISABLED, RuntimeWarning, stacklevel=2)
+    # At the user's line that first reached the kernels: stacklevel=2 named a line of importlib.
+    warnings.warn(JIT_DISABLED, RuntimeWarning, stacklevel=stacklevel_outside_the_package())
 
 __all__ = [
     "LossGradVariant",
