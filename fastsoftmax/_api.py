@@ -244,6 +244,22 @@ def loss_and_grad_sums(X, y, W, b, *, sample_weight=None) -> LossGradSums:
     rows all weigh 0 gives sums of 0. Raises
     ValueError in the same cases as :func:`loss_and_grad`, an overflowing sum included.
     X may be a scipy.sparse matrix or array, as in :func:`loss_and_grad`.
+
+    Parameters
+    ----------
+    X : array_like or scipy.sparse matrix, shape (N, D)
+    y : array_like of int, shape (N,)
+        Class indices in [0, K).
+    W : ndarray, shape (K, D)
+    b : ndarray, shape (K,)
+    sample_weight : array_like, shape (N,), optional
+        Weights w_i >= 0; all ones by default.
+
+    Returns
+    -------
+    LossGradSums
+        The named tuple ``(loss_sum, dW_sum, db_sum, weight_sum)``: a float,
+        arrays of W's and b's shapes in W's dtype, and a float.
     """
     if _checks._is_scipy_sparse(X):
         from fastsoftmax._sparse import sparse_loss_and_grad_sums
@@ -521,6 +537,11 @@ def predict_proba(X, W, b, *, out: np.ndarray | None = None) -> np.ndarray:
     out : ndarray, shape (N, K), optional
         Writeable, C-contiguous, of W's dtype (as :func:`softmax`'s ``out``).
         Written in place and returned; must not overlap X, W or b (ValueError).
+
+    Returns
+    -------
+    ndarray, shape (N, K)
+        In W's dtype (``out`` where given); each row sums to 1.
     """
     if _checks._is_scipy_sparse(X):
         from fastsoftmax._sparse import predict_sparse

@@ -2830,6 +2830,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--out",
         default=None,
+        metavar="LABELS.npy",
         help=f"labels .npy (default {DEFAULT_PREDICTIONS}, which is never replaced unless named)",
     )
     predict.add_argument("--proba", metavar="PROBA.npy", help="also write the probabilities (N, K)")

@@ -87,6 +87,12 @@ class SoftmaxRegression:
 
     Attributes
     ----------
+    input_dim : int
+        D, as given.
+    num_classes : int
+        K, as given.
+    dtype : numpy.dtype
+        The compute dtype, float64 or float32.
     W : ndarray, shape (K, D)
     b : ndarray, shape (K,)
         Either may be assigned: an ndarray is used as it is (checked when
@@ -401,7 +407,18 @@ class SoftmaxRegression:
         return softmax_rows(Z)
 
     def forward(self, X) -> np.ndarray:
-        """Class probabilities softmax(X W^T + b), shape (N, K)."""
+        """Class probabilities softmax(X W^T + b), as the textbook class's ``forward``: :meth:`predict_proba`.
+
+        Parameters
+        ----------
+        X : array_like, shape (N, D)
+            Also a scipy.sparse matrix or array, or a memory map (see :meth:`fit`).
+
+        Returns
+        -------
+        ndarray, shape (N, K)
+            In the model's dtype; each row sums to 1.
+        """
         return self.predict_proba(X)
 
     def compute_loss(self, probs, y) -> float:
@@ -410,6 +427,19 @@ class SoftmaxRegression:
         No epsilon is added: a probability that underflowed to 0 gives inf.
         :meth:`train_step` and :func:`fastsoftmax.cross_entropy` compute the
         loss from the logits, which stays finite for any finite logits.
+
+        Parameters
+        ----------
+        probs : array_like, shape (N, K)
+            Probabilities (in [0, 1], rows summing to 1 within rounding), as
+            :meth:`forward` returns them; logits are refused.
+        y : array_like of int, shape (N,)
+            Class indices in [0, K).
+
+        Returns
+        -------
+        float
+            The loss without the L2 term, computed in float64.
         """
         probs = _checks.check_probabilities(probs)
         if probs.shape[1] != self.num_classes:
@@ -431,6 +461,21 @@ class SoftmaxRegression:
         float dtype: they are cast to the model's, as X is (a manual forward
         through :meth:`softmax` keeps the dtype of its logits). X may be a
         scipy.sparse matrix or array (see :meth:`fit`).
+
+        Parameters
+        ----------
+        X : array_like, shape (N, D)
+            Also a scipy.sparse matrix or array, or a memory map (see :meth:`fit`).
+        y : array_like of int, shape (N,)
+            Class indices in [0, K).
+        probs : array_like, shape (N, K), optional
+            The probabilities of :meth:`forward` on X.
+
+        Returns
+        -------
+        dW : ndarray, shape (K, D)
+        db : ndarray, shape (K,)
+            In the model's dtype, without the L2 term.
         """
         sparse = is_sparse(X)
         checked_against = self._weights_shape()  # the shape that X and y are checked against below
@@ -488,6 +533,22 @@ class SoftmaxRegression:
         raises and leaves W and b unchanged; so does a step while another
         thread trains the model (RuntimeError). X may be a scipy.sparse
         matrix or array (see :meth:`fit`).
+
+        Parameters
+        ----------
+        X : array_like, shape (N, D)
+            Also a scipy.sparse matrix or array, or a memory map (see :meth:`fit`).
+        y : array_like of int, shape (N,)
+            Class indices in [0, K).
+        lr : float
+            The step: ``W -= lr * (dW + l2 W)``, ``b -= lr * db``.
+        l2 : float, default 0.0
+            The penalty's strength: (l2 / 2) ||W||_F^2 in the loss.
+
+        Returns
+        -------
+        float
+            The loss at W and b before the step, with the L2 term.
         """
         lr = _checks.check_lr(_checks.number_held(lr), "train_step(X, y, lr)")
         _checks.check_lr_in_dtype(lr, self.dtype)
@@ -570,11 +631,20 @@ class SoftmaxRegression:
         return np.concatenate(parts)
 
     def predict(self, X) -> np.ndarray:
-        """Predicted class indices, shape (N,) int64.
+        """Predicted class indices: the largest logit of each row of X W^T + b.
 
         A memory-mapped X (``np.load(path, mmap_mode="r")``) is read a chunk
         of rows at a time, here and in :meth:`predict_proba` and
         :meth:`accuracy`.
+
+        Parameters
+        ----------
+        X : array_like, shape (N, D)
+            Also a scipy.sparse matrix or array, or a memory map (see :meth:`fit`).
+
+        Returns
+        -------
+        ndarray of int64, shape (N,)
         """
         # X is computed and checked before the read of W and b, which a training waits for: a Dask task may train.
         X = computed(X)  # a Dask X is predicted in memory
@@ -608,7 +678,18 @@ class SoftmaxRegression:
     # -- estimator extras ------------------------------------------------------
 
     def predict_proba(self, X) -> np.ndarray:
-        """Class probabilities softmax(X W^T + b), shape (N, K), in the model's dtype."""
+        """Class probabilities softmax(X W^T + b).
+
+        Parameters
+        ----------
+        X : array_like, shape (N, D)
+            Also a scipy.sparse matrix or array, or a memory map (see :meth:`fit`).
+
+        Returns
+        -------
+        ndarray, shape (N, K)
+            In the model's dtype; each row sums to 1.
+        """
         X = computed(X)  # computed and checked before the read of W and b, as in predict
         if is_sparse(X):
             with self._reading() as (W, b):
@@ -625,7 +706,20 @@ class SoftmaxRegression:
             return predict_proba(X, W, b)
 
     def score(self, X, y) -> float:
-        """Mean accuracy on (X, y), as scikit-learn's classifiers define ``score``."""
+        """Mean accuracy on (X, y), as scikit-learn's classifiers define ``score``: :meth:`accuracy`.
+
+        Parameters
+        ----------
+        X : array_like, shape (N, D)
+            Also a scipy.sparse matrix or array, or a memory map (see :meth:`fit`).
+        y : array_like of int, shape (N,)
+            Class indices in [0, K).
+
+        Returns
+        -------
+        float
+            In [0, 1].
+        """
         return self.accuracy(X, y)
 
     def _pack(self) -> np.ndarray:
@@ -805,6 +899,11 @@ class SoftmaxRegression:
         fit_intercept : bool, default True
             False holds b at its current value (its gradient is zeroed); set
             ``b`` to 0 first to fit a model without intercept.
+
+        Returns
+        -------
+        SoftmaxRegression
+            The model itself, W and b fitted in place.
 
         Raises
         ------

@@ -492,7 +492,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         (a StandardScaler before this estimator in a Pipeline) or pass a
         smaller ``lr``. :meth:`partial_fit` runs one epoch of "sgd" or "adam"
         (of "sgd" when ``solver`` is a full-batch one).
-    class_weight : dict, "balanced" or None
+    class_weight : dict, "balanced" or None, default None
         Multiplies the sample weights, as in LogisticRegression.
     warm_start : bool, default False
         Start :meth:`fit` from the previous ``coef_`` and ``intercept_``. A
@@ -504,7 +504,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
     verbose : int, default 0
         > 0 prints the loss after every iteration of ``fit``, and after the
         epoch of each ``partial_fit`` call.
-    random_state : int in [0, 2**32 - 1], RandomState or None
+    random_state : int in [0, 2**32 - 1], RandomState or None, default None
         Seeds the mini-batch shuffling of "sgd" and "adam". An ``.npy``
         path of more than 65,536 rows is shuffled by blocks of rows, so the
         same seed gives another model there than on the array in memory.
@@ -513,9 +513,11 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         LogisticRegression does with lbfgs) and fits anything else in float64.
         Prediction follows the fit's choice: after "preserve" on float32 X,
         float32 X is scored in float32 and any other in float64 (as
-        LogisticRegression's float32 ``coef_`` times float64 X); otherwise
-        every X in the dtype of ``coef_``. A ``dtype`` set after the fit
-        changes no prediction.
+        LogisticRegression's float32 ``coef_`` times float64 X; float16 X
+        too, which LogisticRegression scores in float32: one rule for every
+        dtype but the fit's own);
+        otherwise every X in the dtype of ``coef_``. A ``dtype`` set after
+        the fit changes no prediction.
     n_threads : int or None
         Numba threads for the kernels, in fitting and in prediction (default:
         the calling thread's ``numba.get_num_threads()``, all of Numba's
@@ -1444,6 +1446,22 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         another thread fits the estimator raises RuntimeError. A Dask X (and
         y) is computed in memory first, as for a prediction: a call's rows
         are those of one step of a stream.
+
+        Parameters
+        ----------
+        X : array_like or sparse matrix, shape (n_samples, n_features)
+            Not a path: open a file with ``np.load(path, mmap_mode="r")``.
+        y : array_like, shape (n_samples,)
+            Labels, each one of ``classes``.
+        classes : array_like, shape (n_classes,), optional
+            Every label of the stream; needed on the first call only.
+        sample_weight : array_like of shape (n_samples,), optional
+            Weights >= 0 of the rows, multiplied by ``class_weight``.
+
+        Returns
+        -------
+        SoftmaxClassifier
+            The estimator itself.
         """
         with exclusive_training(self), self._unchanged_on_failure():
             staged = self._snapshot()  # as in fit; the engine model, shared, keeps the optimiser's state
@@ -1600,6 +1618,16 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
 
         X, here and in the other prediction methods and :meth:`score`, may be
         the path of an ``.npy`` file, read in chunks.
+
+        Parameters
+        ----------
+        X : array_like or sparse matrix, shape (n_samples, n_features)
+            Also a DataFrame, a Dask array (computed in memory), or the path
+            of an ``.npy`` file, read in chunks.
+
+        Returns
+        -------
+        ndarray, shape (n_samples, n_classes), or (n_samples,) for two classes
         """
         if _is_path(X) or _streamed_map(X):
             return self._on_file_chunks(X, self.decision_function)
@@ -1620,6 +1648,17 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         ``intercept_`` (1,): the columns are ``1 - sigmoid(s)`` and
         ``sigmoid(s)`` for the class-1 score ``s = X coef_[0] + intercept_[0]``
         (:meth:`decision_function`), as in LogisticRegression.
+
+        Parameters
+        ----------
+        X : array_like or sparse matrix, shape (n_samples, n_features)
+            Also a DataFrame, a Dask array (computed in memory), or the path
+            of an ``.npy`` file, read in chunks.
+
+        Returns
+        -------
+        ndarray, shape (n_samples, n_classes)
+            Each row sums to 1.
         """
         if _is_path(X) or _streamed_map(X):
             return self._on_file_chunks(X, self.predict_proba)
@@ -1634,6 +1673,16 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         (K, D) and ``intercept_`` (K,); with two classes, ``coef_`` (1, D) and
         ``intercept_`` (1,), the columns are ``log sigmoid(-s)`` and
         ``log sigmoid(s)`` for ``s = X coef_[0] + intercept_[0]``.
+
+        Parameters
+        ----------
+        X : array_like or sparse matrix, shape (n_samples, n_features)
+            Also a DataFrame, a Dask array (computed in memory), or the path
+            of an ``.npy`` file, read in chunks.
+
+        Returns
+        -------
+        ndarray, shape (n_samples, n_classes)
         """
         if _is_path(X) or _streamed_map(X):
             return self._on_file_chunks(X, self.predict_log_proba)
@@ -1647,14 +1696,42 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
 
     @_predicting
     def predict(self, X) -> np.ndarray:
-        """The most probable label of each row, shape (N,), taken from ``classes_``."""
+        """The most probable label of each row, taken from ``classes_``.
+
+        Parameters
+        ----------
+        X : array_like or sparse matrix, shape (n_samples, n_features)
+            Also a DataFrame, a Dask array (computed in memory), or the path
+            of an ``.npy`` file, read in chunks.
+
+        Returns
+        -------
+        ndarray, shape (n_samples,)
+            Of ``classes_``'s dtype.
+        """
         if _is_path(X) or _streamed_map(X):
             return self._on_file_chunks(X, self.predict)
         X = self._validate_X(X, kernel_finds_nonfinite=True)
         return self.classes_[predict(X, *self._full_params(X.dtype))]
 
     def score(self, X, y, sample_weight=None) -> float:
-        """Mean accuracy of :meth:`predict` on (X, y); X and y may be ``.npy`` paths, as in :meth:`fit`."""
+        """Mean accuracy of :meth:`predict` on (X, y), weighted by ``sample_weight``.
+
+        Parameters
+        ----------
+        X : array_like or sparse matrix, shape (n_samples, n_features)
+            Also a DataFrame, a Dask array (computed in memory), or the path
+            of an ``.npy`` file, read in chunks.
+        y : array_like, shape (n_samples,)
+            The true labels, or the path of an ``.npy`` file of them.
+        sample_weight : array_like of shape (n_samples,), optional
+            Weights of the rows in the mean (scikit-learn's ``accuracy_score``).
+
+        Returns
+        -------
+        float
+            In [0, 1].
+        """
         # scikit-learn's accuracy_score drops a mask: the masked labels or weights would count as data.
         _checks.refuse_masked(y, "y")
         _checks.refuse_masked(sample_weight, "sample_weight")
