@@ -354,9 +354,11 @@ def _check_lbfgs_state(state: dict, n: int, memory: int) -> None:
     _check_curvature_pairs(state, memory, gamma)
 
 
-#: How far rho s'y of a curvature pair, and gamma y'y / s'y of the newest, may lie from 1 in a state the solver
-#: wrote: it stores rho = 1 / s'y and gamma = s'y / y'y from the same products, so only their rounding.
-_PAIR_ROUNDING = 1e-9
+#: The rounding that a curvature pair's s'y and gamma's y'y are checked within, in units of n eps times the sums
+#: of the products' magnitudes: recomputed on resume, the sums of n products may be added in another order (by
+#: the BLAS's threads, or its kernels for the arrays' alignment) than when the solver stored rho = 1 / s'y and
+#: gamma = s'y / y'y; where s and y are nearly orthogonal, s'y is small beside those sums.
+_PAIR_ROUNDING_ULPS = 64
 
 
 def _check_curvature_pairs(state: dict, memory: int, gamma: float) -> None:
@@ -365,18 +367,23 @@ def _check_curvature_pairs(state: dict, memory: int, gamma: float) -> None:
     Finite values of the right shapes are not enough: a checkpoint edited to
     negate rho, zero a y or scale an s by 1,000 resumed without a word, and
     the fit went on by another inverse Hessian to other weights (a review).
+    Both are checked within the rounding of s'y and y'y
+    (:data:`_PAIR_ROUNDING_ULPS`).
     """
     s, y, rho = (np.asarray(state[key], dtype=np.float64) for key in ("s", "y", "rho"))
     newest = int(state["newest"])
+    ulp = _PAIR_ROUNDING_ULPS * s.shape[1] * float(np.finfo(np.float64).eps)
     for age in range(int(state["n_pairs"])):
         row = (newest - age) % memory
-        sy = float(s[row] @ y[row])
-        if not (sy > 0.0 and abs(float(rho[row]) * sy - 1.0) <= _PAIR_ROUNDING):
+        sy, yy = float(s[row] @ y[row]), float(y[row] @ y[row])
+        rounding = ulp * float(np.abs(s[row]) @ np.abs(y[row]))
+        stored = float(rho[row])
+        if not (stored > 0.0 and abs(1.0 / stored - sy) <= rounding):
             raise ValueError(
-                f"the L-BFGS state's curvature pair in row {row} is not one the solver keeps: rho is "
-                f"{float(rho[row])!r} where 1 / s'y is {1.0 / sy if sy else math.inf!r} (and s'y must be > 0)."
+                f"the L-BFGS state's curvature pair in row {row} is not one the solver keeps: rho is {stored!r}, "
+                f"where 1 / s'y is {1.0 / sy if sy else math.inf!r} (and s'y must be > 0)."
             )
-        if age == 0 and abs(gamma * float(y[row] @ y[row]) / sy - 1.0) > _PAIR_ROUNDING:
+        if age == 0 and not abs(gamma * yy - sy) <= rounding + ulp * gamma * yy:
             raise ValueError(f"the L-BFGS state's 'gamma' is {gamma!r}, not s'y / y'y of its newest pair (row {row}).")
 
 
