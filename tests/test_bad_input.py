@@ -107,7 +107,7 @@ LOSS_GRAD_CASES = {
     "y-negative": (
         lambda p: _replace(p, y=_with_value(p[1], 2, -1)),
         ValueError,
-        r"label -1, outside \[0, 3\)",
+        r"label -1 \(row 2\), outside \[0, 3\)",
     ),
     "y-too-large": (
         lambda p: _replace(p, y=_with_value(p[1], 2, 3)),
@@ -980,7 +980,7 @@ def test_a_file_chunk_whose_values_are_all_tiny_trains_as_the_whole_file_does(tm
     # was called all tiny.
     X[:30] = 1e-45
     X[38, 1] = np.nan
-    with pytest.raises(ValueError, match=r"X contains 1 NaN or infinite value\(s\), the first in row 38"):
+    with pytest.raises(ValueError, match=r"X file '.*' contains 1 NaN or infinite value\(s\), the first in row 38"):
         _fit_file(tmp_path, X, y, chunk_size=10, **options)
 
 

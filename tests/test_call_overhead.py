@@ -77,17 +77,17 @@ def test_label_range_is_min_and_max(n, rng):
 
 
 @pytest.mark.parametrize(
-    "y, bad",
+    "y, bad, row",
     [
-        (np.array([0, 1, 2**63 + 5], dtype=np.uint64), 2**63 + 5),
-        (np.array([0, -3, 1], dtype=np.int8), -3),
-        (np.array([1, 0, 3], dtype=np.uint16), 3),
-        (np.array([0, 1, 3, 1])[::2], 3),
+        (np.array([0, 1, 2**63 + 5], dtype=np.uint64), 2**63 + 5, 2),
+        (np.array([0, -3, 1], dtype=np.int8), -3, 1),
+        (np.array([1, 0, 3], dtype=np.uint16), 3, 2),
+        (np.array([0, 1, 3, 1])[::2], 3, 1),
     ],
     ids=["uint64-past-2**63", "int8-negative", "uint16-too-large", "strided"],
 )
-def test_check_labels_names_the_label_out_of_range_for_any_integer_dtype(y, bad):
-    with pytest.raises(ValueError, match=f"the label {bad},"):
+def test_check_labels_names_the_label_out_of_range_for_any_integer_dtype(y, bad, row):
+    with pytest.raises(ValueError, match=rf"the label {bad} \(row {row}\),"):
         _checks.check_labels(y, y.shape[0], 3)
 
 
