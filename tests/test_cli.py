@@ -588,6 +588,42 @@ def test_the_warm_up_compiles_the_row_blocks_that_the_fit_holds_x_as(monkeypatch
     assert copies == ([(warm_up_rows, 8), (warm_up_rows, 8), (36_000, 8)] if fit == "one chunk" else [])
 
 
+@pytest.mark.parametrize("n_features, n_classes", [(8, 3), (1, 2), (100, 10), (2000, 2)])
+def test_the_warm_up_takes_rows_enough_for_every_kernel_to_run_in_parallel(n_features, n_classes):
+    """The copy into row blocks does D multiply-adds a row, the moments 2 D, the loss+grad and the Hessian
+    products K (D + 1): counted by the last alone, the moments' and the copy's parallel kernels compiled in the fit,
+    after "ready". Each gets the work of two threads at least (``MIN_WORK_PER_THREAD``), where X has the rows."""
+    from fastsoftmax import cli
+    from fastsoftmax._threading import MIN_WORK_PER_THREAD
+
+    rows = cli._warm_up_rows(10**7, n_features, n_classes)
+    for work_a_row in (n_features, 2 * n_features, n_classes * (n_features + 1)):
+        assert rows * work_a_row >= 2 * MIN_WORK_PER_THREAD
+    assert (rows - 1) * n_features < 2 * MIN_WORK_PER_THREAD or rows == cli._WARM_UP_ROWS  # and no more
+    assert cli._warm_up_rows(100, n_features, n_classes) == 100  # at most X's rows
+
+
+@pytest.mark.parametrize(
+    "solver, warm_ups",
+    [("lbfgs", ["lbfgs", "newton-cg"]), ("gd", ["gd", "newton-cg"]), ("newton-cg", ["newton-cg"]), ("sgd", ["sgd"])],
+)
+def test_the_warm_up_compiles_the_hessian_products_that_judge_the_fit_s_stop(monkeypatch, solver, warm_ups):
+    """An L-BFGS or gd fit's stop by tol is judged by Hessian-vector products (engine._spread_gap), which a
+    warm-up of two iterations at tol 0 never runs: they compiled after "ready". Two Newton-CG iterations on the
+    warm-up's rows run them; Newton-CG's own warm-up does, and sgd and adam never judge so."""
+    from fastsoftmax import SoftmaxRegression
+
+    solvers, fit = [], SoftmaxRegression.fit
+
+    def recorded(self, *args, **kwargs):
+        solvers.append(kwargs.get("solver"))
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(SoftmaxRegression, "fit", recorded)
+    assert main(["train", *SMALL, "--solver", solver, "--max-iter", "3", "--quiet"]) == 0
+    assert solvers == [*warm_ups, solver]
+
+
 def test_model_is_written_before_an_error_in_the_accuracies(tmp_path, npy, capsys, monkeypatch):
     from fastsoftmax import _data
 

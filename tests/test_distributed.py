@@ -426,6 +426,17 @@ def test_labels_and_weights_of_a_dask_frame_are_told_a_fix_that_works():
         model.fit(X, y, sample_weight=weights, max_iter=2)
 
 
+def test_of_several_labels_out_of_range_on_dask_the_first_is_named_with_its_chunk():
+    """As on one machine, the first row holding the label named (the largest here, 3), in the first chunk that
+    holds it: rows 120, 180 and 350 hold 3, in chunks of 100 rows."""
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(400, 4)), rng.integers(0, 3, 400)
+    y[[120, 180, 350]] = 3
+    model = SoftmaxRegression(4, 3, seed=0)
+    with pytest.raises(ValueError, match=r"label 3 \(row 120, in chunk 1\), outside \[0, 3\)"):
+        model.fit(da.from_array(X, chunks=(100, 4)), da.from_array(y, chunks=100), max_iter=2)
+
+
 def test_labels_and_weights_sliced_from_a_sparse_matrix_are_told_a_fix_that_makes_them_dense():
     """A column of a Dask array of CSR chunks, which Dask declares as NumPy, was told the fix for a sparse X
     (csr_matrix chunks declared as such), which the labels refuse again."""

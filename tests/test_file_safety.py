@@ -1682,6 +1682,17 @@ def _set_array(key, value):
     return lambda a: a.update({key: np.asarray(value)})
 
 
+def _in_row(row, **factors):
+    """An edit that multiplies row ``row`` of each named state array by its factor."""
+
+    def edit(a):
+        for key, factor in factors.items():
+            a[key] = a[key].copy()
+            a[key][row] *= factor
+
+    return edit
+
+
 @pytest.mark.parametrize(
     "solver, edit, message",
     [
@@ -1705,6 +1716,16 @@ def _set_array(key, value):
         ("lbfgs", lambda a: a.update(state_s=1000 * a["state_s"]), "curvature pair in row 2 is not one the solver"),
         ("lbfgs", lambda a: a.update(state_y=0 * a["state_y"]), r"1 / s'y is inf \(and s'y must be > 0\)"),
         ("lbfgs", lambda a: a.update(state_gamma=2 * a["state_gamma"]), "not s'y / y'y of its newest pair \\(row 2\\)"),
+        # Every pair in use, not the newest alone (which gamma guards too); s'y > 0 where rho and s are both negated.
+        ("lbfgs", _in_row(1, state_rho=-1.0), r"pair in row 1 is not one the solver keeps: rho is -"),
+        ("lbfgs", _in_row(1, state_rho=-1.0, state_s=-1.0), r"pair in row 1 .*\(and s'y must be > 0\)"),
+        ("lbfgs", _in_row(1, state_s=1.01), "pair in row 1 is not one the solver keeps"),
+        # A boolean is not the number 1, which equals True: resumed as the same problem without a word.
+        (
+            "lbfgs",
+            lambda a: a.update(fingerprint=_edited_fingerprint(a, fit_intercept=1)),
+            "its fingerprint's 'fit_intercept' is a number, where this version writes a boolean",
+        ),
         ("lbfgs", _set_array("state_gamma", "x"), "'gamma' has dtype <U1, where a float64 lbfgs fit writes float64"),
         # Resumed in another precision, the run no longer ended where the uninterrupted one did.
         (
@@ -1807,6 +1828,10 @@ def _set_array(key, value):
         "s-scaled",
         "y-zeroed",
         "gamma-doubled",
+        "older-rho-negated",
+        "older-pair-negated",
+        "older-s-by-1.01",
+        "fit-intercept-number",
         "gamma-str",
         "lbfgs-pairs-float32",
         "adam-moment-float16",

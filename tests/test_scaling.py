@@ -768,6 +768,39 @@ def test_newton_cg_called_converged_where_one_row_sets_the_spread_is_within_its_
     assert -1e-9 <= gap <= allowed, (gap, allowed)
 
 
+class _FixedHessian:
+    """An objective whose Hessian is the matrix ``hessian``, for the gap estimates."""
+
+    n_samples = 10
+
+    def __init__(self, hessian: np.ndarray):
+        self.hessian = hessian
+
+    def hvp(self, theta: np.ndarray, v: np.ndarray) -> np.ndarray:
+        return self.hessian @ v
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_the_dense_gap_estimate_is_half_g_h_plus_g_off_rounding_alone(dtype):
+    """g^T H^+ g / 2 on the directions that change a probability (off the class means of W's columns and of b),
+    leaving out curvatures below n eps of the dtype times the largest: a direction of curvature 1e-8 of the
+    largest is rounding alone in float32 (n eps = 1e-6 for 9 parameters), not in float64."""
+    from fastsoftmax import engine
+
+    n_classes, n_params = 3, 9  # K = 3, D = 2: W (3, 2) and b (3,)
+    projector = np.stack([engine._off_the_flat_directions(unit, n_classes) for unit in np.eye(n_params)])
+    eigenvalues, eigenvectors = np.linalg.eigh(projector)
+    basis = eigenvectors[:, eigenvalues > 0.5]  # the 6 directions that change a probability
+    curvatures = np.array([1.0, 0.5, 0.3, 0.2, 0.1, 1e-8])
+    along = np.array([0.3, -0.2, 0.1, 0.05, -0.02, 1e-5])
+    hessian = basis @ np.diag(curvatures) @ basis.T
+    grad = basis @ along + 0.7 * (np.eye(n_params) - projector) @ np.ones(n_params)  # and some along flat ones
+    kept = slice(None) if dtype == np.float64 else slice(0, 5)
+    expected = 0.5 * np.sum(along[kept] ** 2 / curvatures[kept])
+    estimate = engine._dense_gap_estimate(_FixedHessian(hessian), np.zeros(n_params), grad, n_classes, None, dtype)
+    assert estimate == pytest.approx(expected, rel=1e-9)
+
+
 def test_a_check_that_runs_on_towards_its_end_takes_at_most_half_a_step_an_iteration_of_the_fit(monkeypatch):
     """On small problems the check runs on towards the end of its conjugate gradients: on wine (42 parameters)
     it took 38 steps after a fit of 25 iterations, 3 ms beside a fit of 6. It takes at most half a step an

@@ -680,7 +680,7 @@ def _raw_csr(data, indices, indptr, shape):
         # "indptr does not rise from 0" named neither where nor how.
         (_raw_csr([1.0, 2.0], [0, 1], [0, 2, 1], (2, 3)), r"indptr falls at row 1 \(from 2 to 1\)"),
         (_raw_csr([1.0, 2.0], [0, 1], [1, 1, 2], (2, 3)), "indptr starts at 1, not 0"),
-        (_raw_csr([1.0, 2.0], [0, 1], [0, 1, 5], (2, 3)), "indptr ends at 5, past the 2 stored values"),
+        (_raw_csr([1.0, 2.0], [0, 1], [0, 1, 5], (2, 3)), r"indptr ends at 5, past the 2 stored values\. Rebuild"),
         # Either array short of indptr's end: the kernels would read past it (a mutation reading the longer of
         # the two let the first through, and the process died).
         (_raw_csr([1.0, 2.0], [0], [0, 1, 2], (2, 3)), "indptr ends at 2, past the 2 stored values and 1 column ind"),

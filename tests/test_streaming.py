@@ -700,3 +700,15 @@ def test_errors_in_the_data_of_files_name_the_files(tmp_path, spelt):
         SoftmaxRegression(3, 2).fit(paths["X"], paths["ybig"], max_iter=2)
     with pytest.raises(TypeError, match=r"^the y file '.*yf\.npy' has dtype float64.*np\.save\('.*yf\.npy'"):
         SoftmaxRegression(3, 2).fit(paths["X"], paths["yf"], max_iter=2)
+    # Rows checked before any pass reads them (the command line's validation rows), counted from their offset.
+    first_row = r"^X file '.*Xn\.npy' contains 1 NaN or infinite value\(s\), the first in row 104"
+    with pytest.raises(ValueError, match=first_row):
+        DataSource(paths["Xn"], paths["y"], np.float64, row_offset=100).check_finite()
+    # The fix of a 1-dimensional X file names the file as a str path's does: np.load('...'), not np.load(b'...').
+    np.save(tmp_path / "X1.npy", np.ones(5))
+    with pytest.raises(ValueError) as one_dimensional:
+        SoftmaxRegression(3, 2).fit(spelt(str(tmp_path / "X1.npy")), paths["y"], max_iter=2)
+    with pytest.raises(ValueError) as as_str:
+        SoftmaxRegression(3, 2).fit(str(tmp_path / "X1.npy"), str(tmp_path / "y.npy"), max_iter=2)
+    assert str(one_dimensional.value) == str(as_str.value)
+    assert f"np.load({str(tmp_path / 'X1.npy')!r}).reshape(1, -1)" in str(as_str.value)
