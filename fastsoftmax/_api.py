@@ -215,6 +215,18 @@ def loss_and_grad(X, y, W, b, *, l2: float = 0.0, sample_weight=None) -> tuple[f
         or a loss or gradient that overflows the dtype.
     TypeError
         On non-float W, mismatched float dtypes or non-integer labels.
+
+    Examples
+    --------
+    At W = 0 and b = 0 every class has probability 1 / K, and the loss is log K:
+
+    >>> import numpy as np
+    >>> import fastsoftmax as fs
+    >>> X = np.array([[1.0, 2.0], [0.5, -1.0], [-1.0, 0.0]])
+    >>> y = np.array([0, 2, 1])
+    >>> loss, dW, db = fs.loss_and_grad(X, y, np.zeros((3, 2)), np.zeros(3))
+    >>> bool(np.isclose(loss, np.log(3))), dW.shape, db.shape
+    (True, (3, 2), (3,))
     """
     if _checks._is_scipy_sparse(X):
         from fastsoftmax._sparse import sparse_loss_and_grad
@@ -305,6 +317,16 @@ def softmax(Z, *, out: np.ndarray | None = None) -> np.ndarray:
     Returns
     -------
     ndarray, shape (N, K), dtype of Z
+
+    Examples
+    --------
+    Logits far apart give probabilities of exactly 0 and 1, with no overflow:
+
+    >>> import numpy as np
+    >>> import fastsoftmax as fs
+    >>> fs.softmax(np.array([[0.0, 0.0], [1e4, -1e4]]))
+    array([[0.5, 0.5],
+           [1. , 0. ]])
     """
     Z, out = _check_rowwise(Z, out)
     n_chunks = work_chunks(Z.shape[0], Z.shape[1] * EXP_WORK)

@@ -113,6 +113,24 @@ class SoftmaxRegression:
         loss levels off above the optimum (sgd at its default lr and
         l2 = 1e-3 on standardised digits: 49 % above it), so use lbfgs or
         newton-cg where the optimum itself is wanted.
+
+    Examples
+    --------
+    >>> from fastsoftmax import SoftmaxRegression
+    >>> from fastsoftmax.datasets import make_classification
+    >>> X, y = make_classification(2000, 10, n_classes=3, class_sep=2.0, seed=0)
+    >>> model = SoftmaxRegression(10, 3, seed=0).fit(X, y, l2=1e-3)
+    >>> model.converged_, model.predict(X[:4]).shape, model.predict_proba(X[:4]).shape
+    (True, (4,), (4, 3))
+    >>> model.accuracy(X, y) > 0.8
+    True
+
+    The textbook loop works as it did with the NumPy class:
+
+    >>> model = SoftmaxRegression(10, 3, seed=0)
+    >>> losses = [model.train_step(X, y, lr=0.5) for _ in range(100)]
+    >>> losses[-1] < losses[0]
+    True
     """
 
     def __init__(self, input_dim: int, num_classes: int, *, dtype=np.float64, seed=None):

@@ -558,6 +558,23 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         Iterations of the last :meth:`fit`, or epochs run by :meth:`partial_fit`
         since its optimiser started: at the first call, or the first after
         ``fit`` or :meth:`load` (which do not keep the optimiser's state).
+
+    Examples
+    --------
+    In a pipeline and a grid search, as ``LogisticRegression``:
+
+    >>> from sklearn.datasets import load_iris
+    >>> from sklearn.model_selection import GridSearchCV
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from sklearn.preprocessing import StandardScaler
+    >>> from fastsoftmax.sklearn import SoftmaxClassifier
+    >>> X, y = load_iris(return_X_y=True)
+    >>> pipeline = make_pipeline(StandardScaler(), SoftmaxClassifier())
+    >>> search = GridSearchCV(pipeline, {"softmaxclassifier__C": [0.1, 1.0, 10.0]})
+    >>> bool(search.fit(X, y).best_score_ > 0.9)
+    True
+    >>> search.predict_proba(X[:2]).shape
+    (2, 3)
     """
 
     def __init__(

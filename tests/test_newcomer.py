@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import doctest
+import importlib
 import json
 import os
 import subprocess
@@ -465,3 +467,13 @@ def test_a_run_that_cannot_cache_the_kernels_does_not_say_once(monkeypatch, caps
         with cli._announce_compilation(argparse.Namespace(quiet=False)):
             numba.njit(lambda x: x + 1)(1)  # a compilation
         assert capsys.readouterr().err.splitlines()[0] == expected
+
+
+@pytest.mark.parametrize("module", ["_api", "model", "sklearn", "datasets"])
+def test_the_docstring_examples_run_as_written(module):
+    """The Examples sections of the public docstrings are doctests: each runs and shows what it prints."""
+    if module == "sklearn":
+        pytest.importorskip("sklearn")
+    flags = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+    results = doctest.testmod(importlib.import_module(f"fastsoftmax.{module}"), optionflags=flags)
+    assert results.attempted > 0 and results.failed == 0, results
