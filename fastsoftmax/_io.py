@@ -1134,7 +1134,7 @@ def read_npz(
             if head.lstrip()[:1] == b"{":
                 # train --metrics writes JSON: a swapped --out and --metrics left one where a model was.
                 raise foreign("JSON text (as train --metrics writes)")
-            pickled = _pickled_contents(head)
+            pickled = _pickled_contents(head, file)
             if pickled is not None:
                 raise foreign(pickled)
             with zipfile.ZipFile(file) as archive:
@@ -1419,7 +1419,11 @@ def other_kind_on_disk(path: str, ending: str, npz_kind: str) -> str | None:
         if size == 0:
             return None
         if os.path.realpath(path).lower().endswith(ending):
-            return _pickled_contents(_first_bytes(path))
+            try:
+                with open(path, "rb") as file:
+                    return _pickled_contents(file.read(len(PICKLE_OPENINGS[0])), file)
+            except OSError:
+                return None
         if not os.access(path, os.R_OK):  # its contents unread: perhaps an output of ours, made unreadable
             return f"{size:,} bytes that this process may not read"
         return f"{size:,} bytes that fastsoftmax did not write"
@@ -1450,21 +1454,28 @@ def refuse_replacing_another_kind(path: str, kind: str, refused: Callable[[str],
         )
 
 
-#: The first bytes of pickles of protocols 2 to 5 (PROTO and its number): those of 0 and 1 have no signature.
+#: The first bytes of pickles of protocols 2 to 5 (PROTO and its number): those of 0 and 1 have no signature
+#: (:func:`_is_unversioned_pickle`).
 PICKLE_OPENINGS = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
+#: The most bytes of a file that :func:`_is_unversioned_pickle` reads as pickle opcodes: a larger file is taken
+#: for no pickle of protocol 0 or 1.
+UNVERSIONED_PICKLE_BYTES = 16 << 20
 #: The first bytes of a gzip file.
 GZIP_MAGIC = b"\x1f\x8b"
 
 
-def _pickled_contents(head: bytes) -> str | None:
+def _pickled_contents(head: bytes, file: IO[bytes] | None = None) -> str | None:
     """What a file whose first bytes are ``head`` holds where it is a pickle or a compressed file, for a message.
 
     pickle's PROTO opcode begins what joblib.dump(pipeline, "pipe.joblib")
     writes, which the README suggests for a whole pipeline; "it may be
     truncated or corrupt" sent users looking for damage. joblib.dump(...,
-    compress=3) writes zlib. None for other contents.
+    compress=3) writes zlib. Given the open ``file``, a pickle of protocol 0
+    or 1, which has no opening of its own, is found too
+    (:func:`_is_unversioned_pickle`): a save replaced one (a review). None
+    for other contents.
     """
-    if head.startswith(PICKLE_OPENINGS):
+    if head.startswith(PICKLE_OPENINGS) or (file is not None and _is_unversioned_pickle(file)):
         return (
             "a Python pickle (as pickle.dump and joblib.dump write them, loaded in Python with joblib.load or "
             "pickle.load, from a source you trust)"
@@ -1476,6 +1487,33 @@ def _pickled_contents(head: bytes) -> str | None:
             "joblib.load, from a source you trust)"
         )
     return None
+
+
+def _is_unversioned_pickle(file: IO[bytes]) -> bool:
+    """Whether the open binary ``file`` is a pickle of protocol 0 or 1: opcodes from its first byte to a last STOP.
+
+    Read by ``pickletools.genops``, which decodes the opcodes and runs none
+    of them; a file of more than :data:`UNVERSIONED_PICKLE_BYTES` is not
+    read. The file's position is left at its start.
+    """
+    import pickletools  # on this path only
+
+    size = os.fstat(file.fileno()).st_size
+    try:
+        if not 2 <= size <= UNVERSIONED_PICKLE_BYTES:
+            return False
+        file.seek(-1, os.SEEK_END)
+        if file.read(1) != b".":  # the STOP opcode ends every pickle
+            return False
+        file.seek(0)
+        last = None
+        for opcode, _, position in pickletools.genops(file):
+            last = opcode.name, position
+        return last == ("STOP", size - 1)
+    except Exception:  # any other bytes: genops raises ValueError, or what decoding its arguments raises
+        return False
+    finally:
+        file.seek(0)
 
 
 #: The first bytes of the compressed files that joblib.dump(..., compress=...) writes (zlib by default), and
@@ -1552,6 +1590,17 @@ def newer_format(path: str, what: str, version: int | None, newest: int) -> str 
         f"{path} was written by a newer fastsoftmax ({what} format version {version}; this one reads versions "
         f"up to {newest}): upgrade fastsoftmax (python -m pip install -U fastsoftmax) to read it."
     )
+
+
+def shown_format_version(arrays: dict[str, np.ndarray]) -> str:
+    """The ``format_version`` member of a file's ``arrays`` for a message: the number, "missing", or what it is.
+
+    A member that is no 0-d integer read "format version None".
+    """
+    version, found = npz_scalar(arrays, "format_version", int), arrays.get("format_version")
+    if version is not None:
+        return str(version)
+    return "missing" if found is None else f"{found.dtype} array of shape {found.shape}"
 
 
 def npz_scalar(arrays: dict[str, np.ndarray], key: str, kind: type) -> str | int | None:

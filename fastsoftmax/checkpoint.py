@@ -43,6 +43,7 @@ from fastsoftmax._io import (
     read_npz,
     refuse_other_file_kind,
     refuse_special_file,
+    shown_format_version,
     temporary_names,
     unexpanded_home,
     unwritable_directory,
@@ -694,7 +695,7 @@ def load(
     if newer is not None:
         raise CheckpointError(f"{newer} It is left as it is; to start over, use another checkpoint directory.")
     if version != _FORMAT_VERSION:
-        raise invalid(f"format version {version} is not supported (expected {_FORMAT_VERSION})")
+        raise invalid(f"format version {shown_format_version(arrays)} is not supported (expected {_FORMAT_VERSION})")
     try:
         stored = json.loads(npz_scalar(arrays, "fingerprint", str) or "")
         meta = json.loads(npz_scalar(arrays, "meta", str) or "")
@@ -1033,6 +1034,15 @@ def _dask_rechunked(stored: Any, now: Any) -> str:
         # One run on Dask, the other on NumPy or files: not a matter of chunks.
         return "one of the two runs trained on Dask arrays and the other did not"
     if differing != {"row_chunks"}:
+        return ""
+    # Only chunks a fit could have had: an edited file's (null, or not counts of these rows) got the advice to
+    # rechunk to them, or a TypeError for its len().
+    chunks = stored["row_chunks"]
+    if not (
+        isinstance(chunks, list)
+        and all(isinstance(rows, int) and not isinstance(rows, bool) and rows >= 0 for rows in chunks)
+        and sum(chunks) == sum(now["row_chunks"])
+    ):
         return ""
     return (
         f"X is split into other row chunks on Dask than the checkpoint's ({len(now['row_chunks'])} chunks, "

@@ -26,6 +26,7 @@ from fastsoftmax._io import (
     refuse_replacing_another_kind,
     release_rows,
     same_file,
+    shown_format_version,
     write_npz,
 )
 from fastsoftmax._layout import pack, unpack
@@ -1220,14 +1221,8 @@ class SoftmaxRegression:
         if newer is not None:
             raise ValueError(newer)
         if version not in _READABLE_VERSIONS:
-            found = arrays.get("format_version")
-            shown = (
-                version
-                if version is not None
-                else ("missing" if found is None else f"{found.dtype} array of shape {found.shape}")
-            )
             raise invalid(
-                f"format version {shown} is not supported (this fastsoftmax reads versions "
+                f"format version {shown_format_version(arrays)} is not supported (this fastsoftmax reads versions "
                 f"{', '.join(map(str, _READABLE_VERSIONS))})"
             )
         if "W" not in arrays or "b" not in arrays:

@@ -77,6 +77,7 @@ from fastsoftmax._io import (
     refuse_other_file_kind,
     refuse_replacing_another_kind,
     release_rows,
+    shown_format_version,
     write_npz,
 )
 from fastsoftmax._sparse import check_sparse_X, checked_csr, is_sparse, sparse_logits_error
@@ -1908,7 +1909,8 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         if newer is not None:
             raise ValueError(newer)
         if version != _FORMAT_VERSION:
-            raise invalid(f"format version {version} is not supported (expected {_FORMAT_VERSION})")
+            shown = shown_format_version(arrays)
+            raise invalid(f"format version {shown} is not supported (expected {_FORMAT_VERSION})")
         try:
             return cls._from_arrays(arrays, invalid)
         except _RequestsNotTakenError as exc:  # no sign of a corrupt file

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
+import json
 import os
 import re
 import signal
@@ -2207,6 +2208,26 @@ def test_checkpoint_of_other_dask_data_is_refused(client, data, tmp_path):
         )
     assert "not the data" not in str(error.value)
     assert (tmp_path / "checkpoint.npz").read_bytes() == saved
+    # Row chunks edited to null or to counts of no such rows: refused by the field, with no advice to rechunk to
+    # them (null raised TypeError, "object of type 'NoneType' has no len()").
+    for edited in (None, [-CHUNK, 2 * CHUNK, N - CHUNK]):
+        with np.load(tmp_path / "checkpoint.npz") as stored:
+            arrays = {name: stored[name] for name in stored.files}
+        fingerprint = json.loads(str(arrays["fingerprint"]))
+        fingerprint["data"]["row_chunks"] = edited
+        arrays["fingerprint"] = np.array(json.dumps(fingerprint))
+        np.savez(tmp_path / "checkpoint.npz", **arrays)
+        with pytest.raises(CheckpointError, match=r"data: row_chunks checkpoint .*, now \[") as error:
+            fit_dask(
+                SoftmaxRegression(D, K, seed=0),
+                da.from_array(X, chunks=(CHUNK, D)),
+                y,
+                max_iter=4,
+                tol=0,
+                client=client,
+                checkpoint=tmp_path,
+            )
+        assert "rechunk" not in str(error.value)
 
 
 def test_read_only_weights_are_refused_before_the_cluster_works(data, monkeypatch):

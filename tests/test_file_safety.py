@@ -1511,10 +1511,11 @@ def _file_of_another_kind(tmp_path, kind: str) -> Path:
     if kind == "csv":
         (tmp_path / "labels.csv").write_text("id,label\n1,2\n")
         return tmp_path / "labels.csv"
-    if kind in ("pickle", "compressed-pickle"):
+    if kind in ("pickle", "pickle0", "pickle1", "compressed-pickle"):
         # joblib.dump(pipeline, "pipe.npz"), as the README suggests for a whole pipeline (compress=3 writes zlib):
-        # a pickle is no damaged .npz, though its name ends so, and was replaced.
-        pickled = pickle.dumps({"pipeline": X}, protocol=4)
+        # a pickle is no damaged .npz, though its name ends so, and was replaced. So were those of protocols 0
+        # and 1, which have no opening of their own.
+        pickled = pickle.dumps({"pipeline": X}, protocol=int(kind[-1]) if kind[-1].isdigit() else 4)
         (tmp_path / "pipe.npz").write_bytes(zlib.compress(pickled) if kind == "compressed-pickle" else pickled)
         return tmp_path / "pipe.npz"
     if kind == "checkpoint":
@@ -1532,7 +1533,10 @@ def _file_of_another_kind(tmp_path, kind: str) -> Path:
     [
         (saved, kind)
         for saved in ("model", "estimator")
-        for kind in ("array", "data-archive", "csv", "pickle", "compressed-pickle", "checkpoint", "model", "estimator")
+        for kind in (
+            *("array", "data-archive", "csv", "pickle", "pickle0", "pickle1", "compressed-pickle"),
+            *("checkpoint", "model", "estimator"),
+        )
         if kind != saved
     ],
 )
@@ -1564,7 +1568,10 @@ def test_save_replaces_its_own_kind_a_damaged_npz_and_an_empty_file(tmp_path, sa
     flipped.write_bytes(bytes(contents))
     with pytest.raises(ValueError, match="corrupt"):
         reader.load(flipped)
-    for target in (own, damaged, empty, flipped):
+    # Text that ends as a pickle does, with a full stop, is none: pickle's opcodes do not read it to its end.
+    sentence = tmp_path / "notes.npz"
+    sentence.write_bytes(b"These are notes, not a model.")
+    for target in (own, damaged, empty, flipped, sentence):
         owner.save(target)
         reader.load(target)
 
@@ -1614,7 +1621,8 @@ def test_a_checkpoint_of_the_former_default_lr_says_how_to_resume_it(tmp_path, d
         (lambda a: a.update(meta=np.array('{"iteration": 2}')), "metadata lacks loss_history"),
         (lambda a: a.update(meta=np.array("{not json")), "not valid JSON"),
         (lambda a: a.update(meta=_edited_meta(a, loss_history=["x"])), "loss history is not a list"),
-        (lambda a: a.update(format_version=np.array([1])), "format version None"),
+        # "format version None": a member that is no 0-d integer is said to be what it is.
+        (lambda a: a.update(format_version=np.array([1])), r"format version int64 array of shape \(1,\) is not"),
         # JSON's integers have no bound: float() of this one raised OverflowError.
         (lambda a: a.update(meta=_edited_meta(a, loss_history=[10**400])), "beyond float64's range"),
         (lambda a: a.update(meta=np.array("[" * 100_000)), "not valid JSON"),  # RecursionError in json
@@ -3027,6 +3035,8 @@ def _data_file(tmp_path, kind):
         ("npz-many", r"is an \.npz archive of arrays 'a0', 'a1', 'a2', 'a3', 'a4' and 3 more"),
         ("npz-empty", r"is an empty \.npz archive"),
         # joblib.dump(pipeline, "pipe.joblib"), which the README suggests, writes a pickle.
+        ("pickle0", r"is a Python pickle \(as pickle\.dump and joblib\.dump write them, .*joblib\.load.*\)"),
+        ("pickle1", r"is a Python pickle \(.*\)"),
         ("pickle2", r"is a Python pickle \(as pickle\.dump and joblib\.dump write them, .*joblib\.load.*\)"),
         ("pickle5", r"is a Python pickle \(.*\)"),
         # joblib.dump(..., compress=3) compresses the pickle: "not a readable .npz archive", named as nothing.
@@ -3040,6 +3050,8 @@ def _data_file(tmp_path, kind):
         "npz",
         "npz-many",
         "npz-empty",
+        "pickle0",
+        "pickle1",
         "pickle2",
         "pickle5",
         "joblib-zlib",

@@ -816,6 +816,22 @@ def test_a_model_file_without_the_dtype_policy_takes_it_from_its_parameters(tmp_
 
 
 @pytest.mark.parametrize(
+    "version, shown", [(None, "missing"), (np.array("1"), r"<U1 array of shape \(\)"), (np.array(0), "0")]
+)
+def test_a_model_file_of_no_format_version_this_reads_names_what_it_holds(tmp_path, version, shown):
+    """A format_version member missing, or of another kind, read "format version None is not supported"."""
+    X, y = generated(n=100, k=3)
+    SoftmaxClassifier(max_iter=5).fit(X, y).save(tmp_path / "model.npz")
+    with np.load(tmp_path / "model.npz") as stored:
+        arrays = {name: stored[name] for name in stored.files if name != "format_version"}
+    if version is not None:
+        arrays["format_version"] = version
+    np.savez(tmp_path / "edited.npz", **arrays)
+    with pytest.raises(ValueError, match=rf"format version {shown} is not supported \(expected"):
+        SoftmaxClassifier.load(tmp_path / "edited.npz")
+
+
+@pytest.mark.parametrize(
     "dtype", ["float32", "f4", np.float32, np.dtype("float32"), "preserve", np.float64, np.dtype("f8"), float]
 )
 def test_the_dtype_parameter_loads_as_it_was_given(tmp_path, dtype):
