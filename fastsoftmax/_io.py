@@ -1457,9 +1457,11 @@ def refuse_replacing_another_kind(path: str, kind: str, refused: Callable[[str],
 #: The first bytes of pickles of protocols 2 to 5 (PROTO and its number): those of 0 and 1 have no signature
 #: (:func:`_is_unversioned_pickle`).
 PICKLE_OPENINGS = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
-#: The most bytes of a file that :func:`_is_unversioned_pickle` reads as pickle opcodes: a larger file is taken
-#: for no pickle of protocol 0 or 1.
-UNVERSIONED_PICKLE_BYTES = 16 << 20
+#: The most bytes of a file that :func:`_is_unversioned_pickle` reads as pickle opcodes: a larger file is judged
+#: by them (pickletools takes about a second a MiB of one-byte opcodes, the worst case).
+UNVERSIONED_PICKLE_BYTES = 256 << 10
+#: What pickletools says where the bytes it was given end before the pickle does: the rest of a larger file.
+_PICKLE_CUT_SHORT = ("exhausted before seeing STOP", "not enough data in stream", "but only", "no newline found")
 #: The first bytes of a gzip file.
 GZIP_MAGIC = b"\x1f\x8b"
 
@@ -1493,24 +1495,30 @@ def _is_unversioned_pickle(file: IO[bytes]) -> bool:
     """Whether the open binary ``file`` is a pickle of protocol 0 or 1: opcodes from its first byte to a last STOP.
 
     Read by ``pickletools.genops``, which decodes the opcodes and runs none
-    of them; a file of more than :data:`UNVERSIONED_PICKLE_BYTES` is not
-    read. The file's position is left at its start.
+    of them: all of a file of at most :data:`UNVERSIONED_PICKLE_BYTES`, and
+    that many bytes of a larger one, which must be opcodes up to where
+    they end. The file's position is left at its start.
     """
+    import io
     import pickletools  # on this path only
 
     size = os.fstat(file.fileno()).st_size
     try:
-        if not 2 <= size <= UNVERSIONED_PICKLE_BYTES:
+        if size < 2:
             return False
         file.seek(-1, os.SEEK_END)
         if file.read(1) != b".":  # the STOP opcode ends every pickle
             return False
         file.seek(0)
+        read = file.read(min(size, UNVERSIONED_PICKLE_BYTES))
         last = None
-        for opcode, _, position in pickletools.genops(file):
-            last = opcode.name, position
+        try:
+            for opcode, _, position in pickletools.genops(io.BytesIO(read)):
+                last = opcode.name, position
+        except ValueError as cut:
+            return size > len(read) and last is not None and any(words in str(cut) for words in _PICKLE_CUT_SHORT)
         return last == ("STOP", size - 1)
-    except Exception:  # any other bytes: genops raises ValueError, or what decoding its arguments raises
+    except Exception:  # what decoding other bytes as arguments raises
         return False
     finally:
         file.seek(0)

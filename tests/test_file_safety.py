@@ -1553,6 +1553,25 @@ def test_save_never_replaces_a_file_of_another_kind(tmp_path, saved, kind):
     assert target.read_bytes() == before
 
 
+@pytest.mark.parametrize("protocol", [0, 1])
+def test_a_pickle_of_protocol_0_or_1_larger_than_its_scan_is_still_kept(tmp_path, protocol):
+    """A pickle of protocol 0 or 1 has no opening of its own: its opcodes are read to its end where it is small,
+    and as far as the scan reads (its first UNVERSIONED_PICKLE_BYTES) where it is larger; random bytes that end in
+    a full stop, as a pickle does, are no pickle, and a save replaces them as a damaged archive."""
+    from fastsoftmax import _io
+
+    pipe, noise = tmp_path / "pipe.npz", tmp_path / "noise.npz"
+    pipe.write_bytes(pickle.dumps({"steps": list(range(200_000)), "name": "x" * 100_000}, protocol=protocol))
+    assert pipe.stat().st_size > 4 * _io.UNVERSIONED_PICKLE_BYTES
+    noise.write_bytes(np.random.default_rng(0).bytes(2 * _io.UNVERSIONED_PICKLE_BYTES) + b".")
+    before = pipe.read_bytes()
+    with pytest.raises(ValueError, match="already holds a Python pickle"):
+        _model().save(pipe)
+    assert pipe.read_bytes() == before
+    _model().save(noise)
+    SoftmaxRegression.load(noise)
+
+
 @pytest.mark.parametrize("saved", ["model", "estimator"])
 def test_save_replaces_its_own_kind_a_damaged_npz_and_an_empty_file(tmp_path, saved):
     owner = _model() if saved == "model" else _estimator()
