@@ -2172,40 +2172,23 @@ def test_checkpoint_of_other_dask_data_is_refused(client, data, tmp_path):
     from fastsoftmax.checkpoint import CheckpointError
 
     X, y = data
-    fit_dask(
-        SoftmaxRegression(D, K, seed=0),
-        da.from_array(X, chunks=(CHUNK, D)),
-        y,
-        max_iter=2,
-        tol=0,
-        client=client,
-        checkpoint=tmp_path,
-    )
+
+    def fit(labels, chunk_rows=CHUNK, max_iter=4):
+        Xd = da.from_array(X, chunks=(chunk_rows, D))
+        return fit_dask(
+            SoftmaxRegression(D, K, seed=0), Xd, labels, max_iter=max_iter, tol=0, client=client, checkpoint=tmp_path
+        )
+
+    fit(y, max_iter=2)
     saved = (tmp_path / "checkpoint.npz").read_bytes()
     y_other = y.copy()
     y_other[123] = (y_other[123] + 1) % K  # one label, between any sampled rows
     with pytest.raises(CheckpointError, match="not the data the checkpoint was trained on"):
-        fit_dask(
-            SoftmaxRegression(D, K, seed=0),
-            da.from_array(X, chunks=(CHUNK, D)),
-            y_other,
-            max_iter=4,
-            tol=0,
-            client=client,
-            checkpoint=tmp_path,
-        )
+        fit(y_other)
     assert (tmp_path / "checkpoint.npz").read_bytes() == saved
     # The same data in other row chunks: refused (Dask's hash is per chunk), and told how to resume.
     with pytest.raises(CheckpointError, match=r"other row chunks on Dask.*rechunk X, y and the weights") as error:
-        fit_dask(
-            SoftmaxRegression(D, K, seed=0),
-            da.from_array(X, chunks=(2 * CHUNK, D)),
-            y,
-            max_iter=4,
-            tol=0,
-            client=client,
-            checkpoint=tmp_path,
-        )
+        fit(y, chunk_rows=2 * CHUNK)
     assert "not the data" not in str(error.value)
     assert (tmp_path / "checkpoint.npz").read_bytes() == saved
     # Row chunks edited to null or to counts of no such rows: refused by the field, with no advice to rechunk to
@@ -2218,15 +2201,7 @@ def test_checkpoint_of_other_dask_data_is_refused(client, data, tmp_path):
         arrays["fingerprint"] = np.array(json.dumps(fingerprint))
         np.savez(tmp_path / "checkpoint.npz", **arrays)
         with pytest.raises(CheckpointError, match=r"data: row_chunks checkpoint .*, now \[") as error:
-            fit_dask(
-                SoftmaxRegression(D, K, seed=0),
-                da.from_array(X, chunks=(CHUNK, D)),
-                y,
-                max_iter=4,
-                tol=0,
-                client=client,
-                checkpoint=tmp_path,
-            )
+            fit(y)
         assert "rechunk" not in str(error.value)
 
 
