@@ -324,9 +324,8 @@ def softmax(Z, *, out: np.ndarray | None = None) -> np.ndarray:
 
     >>> import numpy as np
     >>> import fastsoftmax as fs
-    >>> fs.softmax(np.array([[0.0, 0.0], [1e4, -1e4]]))
-    array([[0.5, 0.5],
-           [1. , 0. ]])
+    >>> fs.softmax(np.array([[0.0, 0.0], [1e4, -1e4]])).tolist()
+    [[0.5, 0.5], [1.0, 0.0]]
     """
     Z, out = _check_rowwise(Z, out)
     n_chunks = work_chunks(Z.shape[0], Z.shape[1] * EXP_WORK)

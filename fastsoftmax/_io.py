@@ -1421,7 +1421,8 @@ def other_kind_on_disk(path: str, ending: str, npz_kind: str) -> str | None:
         if os.path.realpath(path).lower().endswith(ending):
             try:
                 with open(path, "rb") as file:
-                    return _pickled_contents(file.read(len(PICKLE_OPENINGS[0])), file)
+                    # As many bytes as _first_bytes reads: the compressed files' signatures are up to 6 long.
+                    return _pickled_contents(file.read(64), file)
             except OSError:
                 return None
         if not os.access(path, os.R_OK):  # its contents unread: perhaps an output of ours, made unreadable
@@ -1458,8 +1459,8 @@ def refuse_replacing_another_kind(path: str, kind: str, refused: Callable[[str],
 #: (:func:`_is_unversioned_pickle`).
 PICKLE_OPENINGS = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
 #: The most bytes of a file that :func:`_is_unversioned_pickle` reads as pickle opcodes: a larger file is judged
-#: by them (pickletools takes about a second a MiB of one-byte opcodes, the worst case).
-UNVERSIONED_PICKLE_BYTES = 256 << 10
+#: by them (pickletools.dis takes about 0.25 s for as many one-byte opcodes, the worst case; 16 s for 16 MiB).
+UNVERSIONED_PICKLE_BYTES = 64 << 10
 #: What pickletools says where the bytes it was given end before the pickle does: the rest of a larger file.
 _PICKLE_CUT_SHORT = ("exhausted before seeing STOP", "not enough data in stream", "but only", "no newline found")
 #: The first bytes of a gzip file.
@@ -1492,12 +1493,15 @@ def _pickled_contents(head: bytes, file: IO[bytes] | None = None) -> str | None:
 
 
 def _is_unversioned_pickle(file: IO[bytes]) -> bool:
-    """Whether the open binary ``file`` is a pickle of protocol 0 or 1: opcodes from its first byte to a last STOP.
+    """Whether the open binary ``file`` holds pickles of protocol 0 or 1: whole ones, one after another, to its end.
 
-    Read by ``pickletools.genops``, which decodes the opcodes and runs none
-    of them: all of a file of at most :data:`UNVERSIONED_PICKLE_BYTES`, and
-    that many bytes of a larger one, which must be opcodes up to where
-    they end. The file's position is left at its start.
+    Read by ``pickletools.dis``, which decodes the opcodes and follows the
+    stack and memo they build, running none of them: all of a file of at
+    most :data:`UNVERSIONED_PICKLE_BYTES`, and that many bytes of a larger
+    one, which must hold such pickles up to where they are cut. Decoded
+    alone, without the stack, text of lines that begin with opcode letters
+    and end in a full stop ("Version 2\n.") was taken for a pickle, and a
+    save refused to replace it. The file's position is left at its start.
     """
     import io
     import pickletools  # on this path only
@@ -1511,17 +1515,28 @@ def _is_unversioned_pickle(file: IO[bytes]) -> bool:
             return False
         file.seek(0)
         read = file.read(min(size, UNVERSIONED_PICKLE_BYTES))
-        last = None
+        stream = io.BytesIO(read)
         try:
-            for opcode, _, position in pickletools.genops(io.BytesIO(read)):
-                last = opcode.name, position
+            while stream.tell() < len(read):  # pickles in turn, as pickle.load reads a stream of them
+                pickletools.dis(stream, out=_DISCARDED)
         except ValueError as cut:
-            return size > len(read) and last is not None and any(words in str(cut) for words in _PICKLE_CUT_SHORT)
-        return last == ("STOP", size - 1)
+            # Where the scan's end cut a larger file's pickle, not where bytes are no opcode or the stack is wrong.
+            return size > len(read) and any(words in str(cut) for words in _PICKLE_CUT_SHORT)
+        return True
     except Exception:  # what decoding other bytes as arguments raises
         return False
     finally:
         file.seek(0)
+
+
+class _Discarded:
+    """A text stream that keeps nothing: where ``pickletools.dis`` writes its listing."""
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+
+_DISCARDED = _Discarded()
 
 
 #: The first bytes of the compressed files that joblib.dump(..., compress=...) writes (zlib by default), and

@@ -2191,9 +2191,9 @@ def test_checkpoint_of_other_dask_data_is_refused(client, data, tmp_path):
         fit(y, chunk_rows=2 * CHUNK)
     assert "not the data" not in str(error.value)
     assert (tmp_path / "checkpoint.npz").read_bytes() == saved
-    # Row chunks edited to null or to counts of no such rows: refused by the field, with no advice to rechunk to
-    # them (null raised TypeError, "object of type 'NoneType' has no len()").
-    for edited in (None, [-CHUNK, 2 * CHUNK, N - CHUNK]):
+    # Row chunks edited to null, to counts below 0 or to counts of other rows: refused by the field, with no advice
+    # to rechunk to them (null raised TypeError, "object of type 'NoneType' has no len()").
+    for edited in (None, [-CHUNK, 2 * CHUNK, N - CHUNK], [CHUNK, CHUNK]):
         with np.load(tmp_path / "checkpoint.npz") as stored:
             arrays = {name: stored[name] for name in stored.files}
         fingerprint = json.loads(str(arrays["fingerprint"]))

@@ -4,6 +4,7 @@ files changed under a running fit, guarded loads, atomic writes, and the file la
 from __future__ import annotations
 
 import errno
+import importlib
 import io
 import json
 import mmap
@@ -1550,6 +1551,54 @@ def test_save_never_replaces_a_file_of_another_kind(tmp_path, saved, kind):
     with pytest.raises(ValueError, match=refusal) as info:
         owner.save(target)
     assert "name another file, or remove that one first" in str(info.value)
+    assert target.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "contents, pickled",
+    [
+        (pickle.dumps({"a": 1, "b": [2.5, "c.d"]}, protocol=0), True),
+        (pickle.dumps({"a": 1, "b": [2.5, "c.d"]}, protocol=1), True),
+        (pickle.dumps({"a": 1}, protocol=0) + pickle.dumps([2], protocol=0), True),  # two in turn, as load reads
+        (pickle.dumps([None] * 100_000, protocol=0), True),  # cut by the scan between two opcodes
+        (pickle.dumps(["x" * 200_000], protocol=1), True),  # cut by the scan inside a string
+        (pickle.dumps(["x", "a.b"], protocol=0)[:15], False),  # cut short where a string holds a full stop
+        (b"0.5.", False),  # POP with nothing to pop: decoded alone, its opcodes passed
+        (b"id,label\n1,2\n.", False),
+        (b"10.", False),
+    ],
+    ids=[
+        "protocol-0",
+        "protocol-1",
+        "two-pickles",
+        "cut-between-opcodes",
+        "cut-in-a-string",
+        "truncated",
+        "pop",
+        "csv",
+        "number",
+    ],
+)
+def test_a_pickle_of_protocol_0_or_1_is_told_from_other_bytes_that_end_in_a_full_stop(tmp_path, contents, pickled):
+    from fastsoftmax import _io
+
+    path = tmp_path / "file.npz"
+    path.write_bytes(contents)
+    with open(path, "rb") as file:
+        assert _io._is_unversioned_pickle(file) is pickled
+        assert file.tell() == 0  # left at its start, for the reader that goes on
+
+
+@pytest.mark.parametrize("compression", ["bz2", "lzma"])
+def test_a_save_keeps_a_compressed_file_whose_signature_is_longer_than_a_pickle_s(tmp_path, compression):
+    """joblib.dump(..., compress="bz2" or "xz") writes a file that a save replaced when only a pickle's opening (2
+    bytes) of it was read: the signatures of bz2 and xz are 3 and 6 bytes long."""
+    module = importlib.import_module(compression)
+    target = tmp_path / "pipe.npz"
+    target.write_bytes(module.compress(pickle.dumps({"pipeline": list(range(10))}, protocol=4)))
+    before = target.read_bytes()
+    with pytest.raises(ValueError, match=r"already holds an? (bz2|xz)-compressed file"):
+        _model().save(target)
     assert target.read_bytes() == before
 
 
