@@ -659,7 +659,7 @@ def _dense_gap_estimate(
     curvatures span many orders, as where one row far from the rest sets a
     feature's spread under a weak penalty: on 20 rows of 7 classes, one at
     1,000 times the others (l2 = 1e-6, 42 parameters), 42 steps read below
-    the bound of 1.7e-4 at stops 2.6e-4 to 2.9e-3 above the optimum, where
+    the bound of 1.7e-4 at stops 2.6e-4 to 2.4e-3 above the optimum, where
     this estimate read 2.3e-4 to 5.8e-3, and Newton-CG's stops were called
     converged there. Built column by column (``objective.hvp`` of the unit
     vectors, off the flat directions, :func:`_off_the_flat_directions`) and
