@@ -1337,7 +1337,11 @@ _FORMAT_HOLDS = {".npy": "a NumPy .npy file (np.load reads it)", ".json": "JSON 
 _MARKER_MAX_BYTES = 4096
 
 
-def _first_bytes(path: str, count: int = 64) -> bytes:
+#: How many first bytes tell a file's format: the longest signature read from them (xz's) is 6 bytes long.
+_HEAD_BYTES = 64
+
+
+def _first_bytes(path: str, count: int = _HEAD_BYTES) -> bytes:
     """The first ``count`` bytes of the file ``path``; none where it cannot be read."""
     try:
         with open(path, "rb") as file:
@@ -1421,8 +1425,7 @@ def other_kind_on_disk(path: str, ending: str, npz_kind: str) -> str | None:
         if os.path.realpath(path).lower().endswith(ending):
             try:
                 with open(path, "rb") as file:
-                    # As many bytes as _first_bytes reads: the compressed files' signatures are up to 6 long.
-                    return _pickled_contents(file.read(64), file)
+                    return _pickled_contents(file.read(_HEAD_BYTES), file)  # the file too: pickles of protocol 0
             except OSError:
                 return None
         if not os.access(path, os.R_OK):  # its contents unread: perhaps an output of ours, made unreadable

@@ -651,7 +651,7 @@ def _dense_gap_estimate(
     grad: np.ndarray,
     n_classes: int,
     flat_columns: np.ndarray | None,
-    dtype,
+    dtype: np.dtype,
 ) -> float:
     """g^T H^+ g / 2 at ``theta``, from the Hessian built by one product a parameter: the quadratic model's gap, whole.
 

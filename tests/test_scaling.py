@@ -771,8 +771,6 @@ def test_newton_cg_called_converged_where_one_row_sets_the_spread_is_within_its_
 class _FixedHessian:
     """An objective whose Hessian is the matrix ``hessian``, for the gap estimates."""
 
-    n_samples = 10
-
     def __init__(self, hessian: np.ndarray):
         self.hessian = hessian
 
