@@ -568,6 +568,7 @@ def _state_keys(solver: str | None) -> tuple[str, ...]:
         return tuple(sorted({key for known in (*SOLVER_STATE_KEYS, "gd") for key in _state_keys(known)}))
     optional = {
         "lbfgs": solvers.LBFGS_OPTIONAL_STATE_KEYS,
+        "newton-cg": solvers.NEWTON_OPTIONAL_STATE_KEYS,
         "gd": solvers.GUARD_STATE_KEYS,
         "sgd": (*solvers.MINIBATCH_OPTIONAL_STATE_KEYS, *START_STATE_KEYS),
         "adam": (*solvers.MINIBATCH_OPTIONAL_STATE_KEYS, *START_STATE_KEYS),

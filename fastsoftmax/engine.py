@@ -176,7 +176,8 @@ def run_solver(
     """Call the solver of ``options`` for ``max_iter`` iterations from ``theta0`` and ``state``.
 
     ``dtype`` is the data's: its rounding sets the loss noise that L-BFGS's
-    line search allows (theta0 of a resumed run is float64 whatever the data).
+    line search allows, and the rounding of Newton-CG's Hessian products (theta0
+    of a resumed run is float64 whatever the data).
     """
     solver = options.solver
     full = objective if full_objective is None else full_objective
@@ -192,7 +193,14 @@ def run_solver(
         )
     if solver == "newton-cg":
         return solvers.newton_cg(
-            full, objective.hvp, theta0, max_iter=max_iter, tol=options.tol, on_iteration=on_iteration, state=state
+            full,
+            objective.hvp,
+            theta0,
+            max_iter=max_iter,
+            tol=options.tol,
+            on_iteration=on_iteration,
+            state=state,
+            product_rounding=float(np.finfo(dtype).eps),
         )
     if solver == "gd":
         return solvers.gradient_descent(

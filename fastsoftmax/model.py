@@ -812,9 +812,11 @@ class SoftmaxRegression:
             reshuffled every epoch. "adam": Adam on mini-batches. "newton-cg": a
             trust-region Newton method (TRON) whose conjugate-gradient steps use
             fused Hessian-vector products (full batch; each product is one more
-            pass over X). Full-batch solvers stream X once per loss+gradient
-            evaluation; sgd and adam
-            on streamed data shuffle blocks of rows (see :mod:`fastsoftmax._data`).
+            pass over X); on at most 256 parameters in float64, once it has
+            taken 10 products a parameter, its steps are exact on the Hessian
+            (see :func:`fastsoftmax.solvers.newton_cg`). Full-batch solvers
+            stream X once per loss+gradient evaluation; sgd and adam on
+            streamed data shuffle blocks of rows (see :mod:`fastsoftmax._data`).
         max_iter : int, default 100
             Iterations (lbfgs, gd, newton-cg) or epochs (sgd, adam), counted over resumes.
         lr : float, optional

@@ -415,6 +415,116 @@ def test_cg_stopped_on_the_boundary_returns_the_residual_of_the_step_it_returns(
     np.testing.assert_allclose(residual, -(grad + H @ step), rtol=0, atol=100 * np.finfo(float).eps * scale)
 
 
+def _trust_region_problem(case: str):
+    """(H, g, radius) of each kind of trust-region subproblem."""
+    rng = np.random.default_rng(3)
+    A = rng.standard_normal((6, 6))
+    grad = rng.standard_normal(6)
+    if case == "interior":
+        return A @ A.T + np.eye(6), 0.1 * grad, 10.0
+    if case == "boundary":
+        return A @ A.T + np.eye(6), grad, 0.1
+    if case == "indefinite":
+        return A @ A.T - 5.0 * np.eye(6), grad, 1.0
+    Q, _ = np.linalg.qr(A)
+    if case == "hard":  # g has no part along the negative curvature, and the step inside stops short of the boundary
+        return Q @ np.diag([-1.0, 1.0, 2.0, 3.0, 4.0, 5.0]) @ Q.T, Q @ np.r_[0.0, np.ones(5)], 5.0
+    # "flat": a direction of no curvature, along which g has no part (the softmax's flat directions without L2)
+    return Q @ np.diag([0.0, 1.0, 2.0, 3.0, 4.0, 5.0]) @ Q.T, Q @ np.r_[0.0, np.ones(5)], 50.0
+
+
+@pytest.mark.parametrize("case", ["interior", "boundary", "indefinite", "hard", "flat"])
+def test_the_exact_trust_region_step_meets_the_optimality_conditions_and_beats_every_point_of_the_region(case):
+    """Moré and Sorensen: s minimises g's + s'Hs/2 over ||s|| <= radius if and only if (H + sigma I) s = -g
+    for some sigma >= 0 with H + sigma I positive semidefinite and sigma (radius - ||s||) = 0."""
+    hessian, grad, radius = _trust_region_problem(case)
+    eps = np.finfo(np.float64).eps
+    step, on_boundary = solvers._exact_trust_step(hessian, grad, radius, eps)
+    length = np.linalg.norm(step)
+    scale = np.linalg.norm(grad) + np.linalg.norm(hessian, 2) * length
+    # A step to the boundary meets it to the secular equation's tolerance, and so the conditions.
+    tolerance = max(1e3 * grad.size * eps, 10 * solvers._SECULAR_TOL * on_boundary) * scale
+    assert length <= radius * (1 + 1e-8)
+    assert on_boundary == (case not in ("interior", "flat"))
+    if on_boundary:
+        assert length == pytest.approx(radius, rel=1e-8)
+    sigma = -float(step @ (grad + hessian @ step)) / float(step @ step) if on_boundary else 0.0
+    assert sigma >= -tolerance
+    np.testing.assert_allclose(hessian @ step + sigma * step, -grad, rtol=0, atol=tolerance)
+    assert np.linalg.eigvalsh(hessian)[0] + sigma >= -tolerance
+    # And no point of the region does better: random directions at random radii, and the boundary.
+    rng = np.random.default_rng(0)
+    points = rng.standard_normal((2000, grad.size))
+    points *= radius * rng.uniform(0, 1, (2000, 1)) ** (1 / grad.size) / np.linalg.norm(points, axis=1, keepdims=True)
+    model = points @ grad + 0.5 * np.einsum("pi,ij,pj->p", points, hessian, points)
+    assert float(step @ grad + 0.5 * step @ hessian @ step) <= model.min() + tolerance
+    if case == "flat":  # nothing along the direction of no curvature
+        assert abs(float(np.linalg.eigh(hessian)[1][:, 0] @ step)) <= tolerance
+
+
+def test_the_exact_step_leaves_out_curvatures_of_rounding_along_which_the_gradient_is_rounding():
+    """Features of mean 1e4 without L2: the softmax's flat directions kept curvatures and a gradient of rounding,
+    and the steps went to the boundary along them (300 iterations, unconverged, where the fit needed 70)."""
+    rng = np.random.default_rng(4)
+    Q, _ = np.linalg.qr(rng.standard_normal((5, 5)))
+    eps = np.finfo(np.float64).eps
+    curvatures = np.array([1e8 * eps, 1.0, 1e2, 1e4, 1e8])  # the first at rounding level of the largest
+    hessian = Q @ np.diag(curvatures) @ Q.T
+    grad = Q @ np.array([1e-3, 1.0, 1.0, 1.0, 1.0])
+    step, on_boundary = solvers._exact_trust_step(hessian, grad, 10.0, eps)
+    # eigh resolves a curvature of 1 beside 1e8 to about 1e8 eps of it.
+    np.testing.assert_allclose(Q.T @ step, np.r_[0.0, -1.0 / curvatures[1:]], rtol=1e8 * eps, atol=1e8 * eps)
+    assert not on_boundary
+
+
+def _counted_dense_hessians(monkeypatch) -> list[int]:
+    """Record the size of every Hessian Newton-CG builds."""
+    built: list[int] = []
+    dense_hessian = solvers._dense_hessian
+    monkeypatch.setattr(solvers, "_dense_hessian", lambda times, n: built.append(n) or dense_hessian(times, n))
+    return built
+
+
+def _newton_state_at(objective, theta: np.ndarray, products: int | None) -> dict:
+    """A filled newton_cg state at ``theta``, with a radius that holds the Newton step, ``products`` taken."""
+    loss, grad = objective(theta)
+    state = {"loss": np.array(loss), "gradient": np.array(grad), "radius": np.array(1e6), "iteration": 0}
+    return state if products is None else {**state, "products": products}
+
+
+@pytest.mark.parametrize("taken", ["enough", "one-short", "float32", "unknown"])
+def test_newton_cg_steps_on_the_dense_hessian_once_it_has_taken_its_products_a_parameter(monkeypatch, taken):
+    """On at most DENSE_STEP_PARAMS parameters, past DENSE_STEP_AFTER products a parameter over the runs a fit
+    resumes, each step is the exact one on the Hessian built by a product a column: on a quadratic, its minimiser
+    in one step. Not where the products are rounded to float32, and not before (a state saved before the count
+    was kept counts from 0)."""
+    built = _counted_dense_hessians(monkeypatch)
+    objective, hvp, x_star, counts = quadratic(condition=1e6)
+    n = x_star.size
+    enough = solvers.DENSE_STEP_AFTER * n
+    products = {"enough": enough, "one-short": enough - 1, "float32": enough, "unknown": None}[taken]
+    state = _newton_state_at(objective, np.zeros(n), products)
+    rounding = np.finfo(np.float32 if taken == "float32" else np.float64).eps
+    result = solvers.newton_cg(
+        objective, hvp, np.zeros(n), max_iter=1, tol=1e-6, state=state, product_rounding=float(rounding)
+    )
+    assert state["products"] == (products or 0) + result.n_hvp == (products or 0) + counts["hv"]
+    if taken == "enough":
+        assert built == [n] and result.n_hvp == n
+        np.testing.assert_allclose(result.theta, x_star, rtol=1e-7)
+    else:
+        assert built == []
+
+
+def test_a_newton_state_with_a_bad_count_of_products_is_refused():
+    state = _newton_state_at(quadratic()[0], np.zeros(12), -1)
+    with pytest.raises(ValueError, match="'products' must be >= 0"):
+        solvers.check_state("newton-cg", state, 12)
+    with pytest.raises(ValueError, match="'products' must be an integer"):
+        solvers.check_state("newton-cg", {**state, "products": 1.5}, 12)
+    solvers.check_state("newton-cg", {**state, "products": 0}, 12)
+
+
 def test_tiny_positive_curvature_stops_cg_on_the_boundary_without_an_overflow_warning():
     """With a curvature of 1e-280 the trial step's norm overflowed in NumPy's dot: the fit warned
     "overflow encountered in dot", and under warnings-as-errors (pytest -W error) it died."""
@@ -528,10 +638,10 @@ def test_an_unpreconditioned_float32_stop_at_the_floor_short_of_the_optimum_is_n
     assert stopped - optimum.loss_history_[-1] > 1e-4 * optimum.loss_history_[-1]  # a stall, not rounding
 
 
-def test_an_unpreconditioned_stop_by_tol_far_above_the_optimum_is_not_converged():
+def test_an_unpreconditioned_stop_by_tol_far_above_the_optimum_is_not_converged(monkeypatch):
     """precondition=False, float64: Newton-CG met tol in the features' own units 1.8e-4 above the optimum, with a
     standardised gradient within its bound, and was called converged (a review). Such a stop is judged by the gap
-    too, within 1e-4 of the loss, as a preconditioned stop is."""
+    too, within 1e-4 of the loss, as a preconditioned stop is. Exact steps on the dense Hessian now reach it."""
     rng = np.random.default_rng(2)
     n_samples, n_features, n_classes = (int(rng.integers(low, high)) for low, high in ((20, 1500), (1, 30), (2, 8)))
     X = rng.normal(size=(n_samples, n_features)) * 10.0 ** rng.uniform(-2, 2, size=n_features)
@@ -540,11 +650,19 @@ def test_an_unpreconditioned_stop_by_tol_far_above_the_optimum_is_not_converged(
     y = np.argmax((X - X.mean(0)) @ W_true.T + rng.gumbel(size=(n_samples, n_classes)), axis=1)
     optimum = SoftmaxRegression(n_features, n_classes, seed=0)
     optimum.fit(X, y, solver="newton-cg", l2=1e-6, tol=1e-10, max_iter=3000)
-    model = SoftmaxRegression(n_features, n_classes, seed=0)
-    with pytest.warns(fastsoftmax.ConvergenceWarning, match="fell below tol in the features' own units, but the loss"):
-        model.fit(X, y, solver="newton-cg", l2=1e-6, precondition=False, max_iter=1000)
+    # Conjugate gradients alone, as on more than DENSE_STEP_PARAMS parameters: the stop is judged and refused.
+    with monkeypatch.context() as patch:
+        patch.setattr(solvers, "DENSE_STEP_PARAMS", 0)
+        model = SoftmaxRegression(n_features, n_classes, seed=0)
+        with pytest.warns(fastsoftmax.ConvergenceWarning, match="fell below tol in the features' own units, but the"):
+            model.fit(X, y, solver="newton-cg", l2=1e-6, precondition=False, max_iter=1000)
     assert not model.converged_
     assert model.loss_history_[-1] - optimum.loss_history_[-1] > 1e-4 * optimum.loss_history_[-1]
+    # With the exact steps on its 18 parameters' Hessian, the fit reaches the optimum (38 iterations).
+    model = SoftmaxRegression(n_features, n_classes, seed=0)
+    model.fit(X, y, solver="newton-cg", l2=1e-6, precondition=False, max_iter=1000)
+    assert model.converged_
+    assert model.loss_history_[-1] - optimum.loss_history_[-1] <= 1e-9 * optimum.loss_history_[-1]
 
 
 def test_gd_stopped_by_tol_far_above_the_optimum_is_pointed_to_lbfgs():

@@ -768,6 +768,57 @@ def test_newton_cg_called_converged_where_one_row_sets_the_spread_is_within_its_
     assert -1e-9 <= gap <= allowed, (gap, allowed)
 
 
+@pytest.mark.parametrize("seed", [1, 3])
+def test_newton_cg_steps_on_the_hessian_where_one_row_sets_the_spread(monkeypatch, seed):
+    """20 rows, one 1,000 times the others', 7 classes, l2 = 1e-6: Steihaug's conjugate gradients stopped on the
+    boundary after a few products, and the region shrank around those steps: 390 and 1,049 iterations. Past
+    DENSE_STEP_AFTER products a parameter, the steps are exact on the Hessian (42 parameters): 54 and 52, as
+    Newton's method on the exact Hessian (scipy's trust-exact) takes."""
+    from fastsoftmax import engine, solvers
+
+    built: list[int] = []
+    dense_hessian = solvers._dense_hessian
+    monkeypatch.setattr(solvers, "_dense_hessian", lambda times, n: built.append(n) or dense_hessian(times, n))
+    X, y = _one_row_sets_the_spread(20, 5, 7, seed=seed, row=-1, factor=1e3)
+    model = fs.SoftmaxRegression(5, 7, seed=0)
+    model.W[...] = 0
+    model.fit(X, y, solver="newton-cg", l2=1e-6, tol=1e-4, max_iter=2000)
+    assert built and set(built) == {42}
+    assert model.converged_ and model.n_iter_ <= 100
+    gap = model.loss_history_[-1] - _exact_optimum(X, y, 7, 1e-6)
+    assert -1e-9 <= gap <= engine.SPREAD_CHECK_RATIO * 0.5 * 42 * 1e-4**2 * 7**2 / 6
+
+
+def test_a_float32_fit_steps_by_conjugate_gradients_alone(monkeypatch):
+    """Its Hessian products are rounded to float32, which leaves the weak curvatures beside a row 1,000 times the
+    others' to rounding: the exact steps there ended 4e-4 to 0.33 above where conjugate gradients did."""
+    from fastsoftmax import solvers
+
+    monkeypatch.setattr(solvers, "_dense_hessian", lambda times, n: pytest.fail("a float32 fit built the Hessian"))
+    X, y = _one_row_sets_the_spread(20, 5, 7, seed=1, row=-1, factor=1e3)
+    model = fs.SoftmaxRegression(5, 7, seed=0, dtype=np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fs.ConvergenceWarning)
+        model.fit(X, y, solver="newton-cg", l2=1e-6, tol=1e-4, max_iter=2000)
+    assert model.n_iter_ > 10 * 42 / 7  # past the products that would have switched a float64 fit
+
+
+@pytest.mark.parametrize("stop", [3, 40], ids=["before-the-switch", "after-it"])
+def test_a_fit_resumed_from_its_checkpoint_steps_on_the_hessian_as_the_uninterrupted_one(tmp_path, stop):
+    """The switch to exact steps counts the fit's products over the runs it resumes (the checkpoint keeps them):
+    a resumed fit switches where the uninterrupted one does, and ends bit for bit where it ends."""
+    X, y = _one_row_sets_the_spread(20, 5, 7, seed=1, row=-1, factor=1e3)
+    options = {"solver": "newton-cg", "l2": 1e-6, "tol": 1e-4, "max_iter": 2000}
+    whole = fs.SoftmaxRegression(5, 7, seed=0).fit(X, y, **options)
+    stopped = fs.SoftmaxRegression(5, 7, seed=0)
+    stopped.fit(X, y, checkpoint=tmp_path, callback=lambda model, iteration, loss: iteration == stop, **options)
+    assert stopped.n_iter_ == stop < whole.n_iter_
+    resumed = fs.SoftmaxRegression(5, 7, seed=0).fit(X, y, checkpoint=tmp_path, **options)
+    assert resumed.n_iter_ == whole.n_iter_ and resumed.converged_
+    np.testing.assert_array_equal(resumed.W, whole.W)
+    np.testing.assert_array_equal(resumed.b, whole.b)
+
+
 class _FixedHessian:
     """An objective whose Hessian is the matrix ``hessian``, for the gap estimates."""
 
