@@ -110,6 +110,19 @@ class ChunkedObjective:
         """Rows passed to the kernels so far."""
         return self._rows[0]
 
+    def in_float64(self) -> ChunkedObjective | None:
+        """This objective in float64 over X as this one holds it, widened; None where X is streamed from a file.
+
+        For the check of a float32 fit's stop (``engine._float32_stop_judged_in_float64``): the optimum of the
+        data as the float32 model sees it, with the products rounded to float64.
+        """
+        if self.source.streamed:
+            return None
+        source = self.source
+        weights = source.sample_weight if source.sample_weight.size else None  # length 0: all ones
+        widened = DataSource(np.asarray(source.X, dtype=np.float64), source.y, np.float64, sample_weight=weights)
+        return ChunkedObjective(widened, self.n_classes, self.l2)
+
     def minibatch_order(self, batch_size: int) -> solvers.Batches | None:
         """Block shuffle for streamed files (reads stay sequential), None (a row permutation) in memory."""
         if not self.source.streamed:
