@@ -1394,7 +1394,9 @@ _SECULAR_STEPS = 100
 _SECULAR_TOL = 1e-8
 
 
-def _exact_trust_step(hessian: np.ndarray, grad: np.ndarray, radius: float, rounding: float) -> tuple[np.ndarray, bool]:
+def _exact_trust_step(
+    hessian: np.ndarray, grad: np.ndarray, radius: float, rounding: float
+) -> tuple[np.ndarray, bool] | None:
     """The minimiser of q(s) = g^T s + s^T H s / 2 over ||s|| <= radius, from H's eigendecomposition.
 
     With H = V diag(lambda) V^T and a = V^T g, the step is
@@ -1404,26 +1406,52 @@ def _exact_trust_step(hessian: np.ndarray, grad: np.ndarray, radius: float, roun
     1 / ||s(sigma)|| = 1 / radius, which Newton's method reaches from the left. Where g has
     no part along the least curvature (the hard case), the step is filled up along it to the
     boundary. Curvatures within n ``rounding`` times the largest of 0 are rounding alone and
-    left out, as conjugate gradients leave them: along the flat directions of the softmax
-    (one number added to every class's weights), features of mean 1e4 left a gradient of
-    rounding, and steps to the boundary along them took 300 iterations where the fit
-    needed 70. Returns ``(s, on_boundary)``.
+    left out: along the flat directions of the softmax (one number added to every class's
+    weights), features of mean 1e4 left a gradient of rounding, and steps to the boundary
+    along them took 300 iterations where the fit needed 70. Where the gradient's part along
+    them, a_r, could decrease q by more than the step does, even at the largest curvature
+    that rounding hides (min(||a_r||^2 / (2 cut), ||a_r|| radius / 2)), the curvatures are
+    not resolved, and None is returned: there conjugate gradients, which follow such
+    directions, served better (features at 1e4 and 1e5 without the scaling, a condition
+    beyond 1e16: the exact steps stalled at losses of 0.9973 and 474 where conjugate
+    gradients went on to 0.9915 and 1.15). Otherwise returns ``(s, on_boundary)``.
     """
     curvatures, directions = np.linalg.eigh(hessian)
+    along = directions.T @ grad
     cut = grad.size * rounding * float(np.abs(curvatures).max())
     kept = np.abs(curvatures) > cut
-    curvatures, directions = curvatures[kept], directions[:, kept]
-    along = directions.T @ grad
+    unresolved = float(np.linalg.norm(along[~kept]))
+    curvatures, directions, along = curvatures[kept], directions[:, kept], along[kept]
+    step, on_boundary = _exact_step_on(curvatures, directions, along, radius, rounding)
+    coordinates = directions.T @ step
+    decrease = -float(along @ coordinates + 0.5 * np.sum(curvatures * coordinates * coordinates))
+    hidden = 0.5 * unresolved * min(unresolved / cut, radius) if cut > 0 else 0.5 * unresolved * radius
+    return None if hidden > decrease else (step, on_boundary)
+
+
+def _exact_step_on(
+    curvatures: np.ndarray, directions: np.ndarray, along: np.ndarray, radius: float, rounding: float
+) -> tuple[np.ndarray, bool]:
+    """:func:`_exact_trust_step` on the curvatures it keeps (ascending), their directions and g's parts along them."""
     if not curvatures.size:
-        return np.zeros_like(grad), False
+        return np.zeros(directions.shape[0]), False
     if curvatures[0] > 0:
         coefficients = -along / curvatures
         if float(np.linalg.norm(coefficients)) <= radius:
             return directions @ coefficients, False
+    pole = max(0.0, -float(curvatures[0])) * (1.0 + rounding)
+    least = curvatures <= curvatures[0] * (1.0 - rounding)  # the negative least curvature, and its ties
+    if pole > 0 and float(np.linalg.norm(along[least])) <= along.size * rounding * float(np.linalg.norm(along)):
+        # The hard case: g has no part along the least curvature beyond rounding (which set Newton's start a few
+        # ulps past the pole, and its steps crawled: the step stayed inside the region in 20 bases of 200). At the
+        # pole the step on the other curvatures lies inside; it is filled up along the least one to the boundary.
+        coefficients = np.zeros_like(along)
+        coefficients[~least] = -along[~least] / (curvatures[~least] + pole)
+        if float(np.linalg.norm(coefficients)) <= radius:
+            return _filled_to_the_boundary(coefficients, curvatures, directions, along, radius), True
     # Start at a lower bound of the root, sigma where one coefficient alone reaches the radius (|a_i| / (lambda_i +
     # sigma) = radius), and past the pole of a negative least curvature: every coefficient is then at most the
     # radius, and none overflows.
-    pole = max(0.0, -float(curvatures[0])) * (1.0 + rounding)
     sigma = max(pole, float(np.max(np.abs(along) / radius - curvatures)))
     for _ in range(_SECULAR_STEPS):
         shifted = curvatures + sigma
@@ -1433,12 +1461,26 @@ def _exact_trust_step(hessian: np.ndarray, grad: np.ndarray, radius: float, roun
             break
         slope = float(np.sum(coefficients * coefficients / shifted))  # -d(||s||^2 / 2) / d sigma
         sigma += length * length * (length / radius - 1.0) / slope
+    if pole > 0 and length < radius * (1.0 - _SECULAR_TOL):
+        # Near the hard case sigma lies within rounding of the pole, where Newton's steps overshoot: H = diag(-1e3,
+        # 1), g = (3e-13, 1e-3) ended at a length of 0.88 of the radius, q = -387 where -500 is the least.
+        return _filled_to_the_boundary(coefficients, curvatures, directions, along, radius), True
     step = directions @ coefficients
-    if pole > 0 and sigma == pole and length < radius * (1.0 - _SECULAR_TOL):  # sigma moves right from outside only
-        # The hard case: g has no part along the negative least curvature, and even at its pole the step lies inside.
-        return step + _to_boundary(step, directions[:, 0], radius) * directions[:, 0], True
     length = float(np.linalg.norm(step))
     return (step * (radius / length) if length > radius else step), True
+
+
+def _filled_to_the_boundary(
+    coefficients: np.ndarray, curvatures: np.ndarray, directions: np.ndarray, along: np.ndarray, radius: float
+) -> np.ndarray:
+    """The step of ``coefficients`` (in the eigenbasis), moved along the least curvature to the boundary, that way
+    of the two along which q(s) = g^T s + s^T H s / 2 is lower."""
+    candidates = []
+    for sign in (1.0, -1.0):
+        moved = coefficients.copy()
+        moved[0] += sign * _to_boundary(coefficients, sign * np.eye(coefficients.size)[0], radius)
+        candidates.append((float(along @ moved + 0.5 * np.sum(curvatures * moved * moved)), sign, moved))
+    return directions @ min(candidates, key=operator.itemgetter(0, 1))[2]
 
 
 def _new_radius(radius: float, step_norm: float, actual: float, predicted: float, gs: float, boundary: bool) -> float:
@@ -1560,12 +1602,17 @@ def newton_cg(
             hessian = _dense_hessian(hessian_times, n)
             n_hvp += n
             built_here = True
+        step = None
         if hessian is not None:
-            step, boundary = _exact_trust_step(hessian, grad, radius, product_rounding)
-            residual = -(grad + hessian @ step)
-        else:  # an overflowing product too: conjugate gradients scale it (_hessian_product)
-            # The next gradient is about the CG residual: solving past tol / 2 buys nothing
-            # (on the last step, 109 products instead of 25 at (200000, 100, 10), l2 = 1e-5).
+            exact = _exact_trust_step(hessian, grad, radius, product_rounding)
+            if exact is not None:
+                step, boundary = exact
+                residual = -(grad + hessian @ step)
+        if step is None:
+            # Conjugate gradients: before the switch, where a product in the Hessian overflowed (they scale such a
+            # product, _hessian_product), or where its curvatures are not resolved. The next gradient is about the CG
+            # residual: solving past tol / 2 buys nothing (on the last step, 109 products instead of 25 at
+            # (200000, 100, 10), l2 = 1e-5).
             cg_tolerance = max(min(0.5, math.sqrt(gnorm)) * gnorm, 0.5 * tol)
             step, residual, boundary, products = _steihaug_cg(hessian_times, grad, radius, cg_tolerance)
             n_hvp += products

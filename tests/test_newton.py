@@ -462,19 +462,53 @@ def test_the_exact_trust_region_step_meets_the_optimality_conditions_and_beats_e
         assert abs(float(np.linalg.eigh(hessian)[1][:, 0] @ step)) <= tolerance
 
 
-def test_the_exact_step_leaves_out_curvatures_of_rounding_along_which_the_gradient_is_rounding():
+def test_the_exact_step_leaves_out_curvatures_of_rounding_where_they_could_not_decrease_q_more_than_it_does():
     """Features of mean 1e4 without L2: the softmax's flat directions kept curvatures and a gradient of rounding,
-    and the steps went to the boundary along them (300 iterations, unconverged, where the fit needed 70)."""
+    and the steps went to the boundary along them (300 iterations, unconverged, where the fit needed 70). A
+    curvature within n eps of the largest is rounding (3 eps here, with n = 5)."""
     rng = np.random.default_rng(4)
     Q, _ = np.linalg.qr(rng.standard_normal((5, 5)))
     eps = np.finfo(np.float64).eps
-    curvatures = np.array([1e8 * eps, 1.0, 1e2, 1e4, 1e8])  # the first at rounding level of the largest
+    curvatures = np.array([3e8 * eps, 1.0, 1e2, 1e4, 1e8])  # the first at rounding level of the largest
     hessian = Q @ np.diag(curvatures) @ Q.T
     grad = Q @ np.array([1e-3, 1.0, 1.0, 1.0, 1.0])
     step, on_boundary = solvers._exact_trust_step(hessian, grad, 10.0, eps)
     # eigh resolves a curvature of 1 beside 1e8 to about 1e8 eps of it.
     np.testing.assert_allclose(Q.T @ step, np.r_[0.0, -1.0 / curvatures[1:]], rtol=1e8 * eps, atol=1e8 * eps)
     assert not on_boundary
+
+
+@pytest.mark.parametrize("curvatures", [[1e8 * 2.2e-16, 1.0, 1e8], [0.0, 0.0, 0.0]], ids=["rounding", "none"])
+def test_an_exact_step_is_refused_where_the_gradient_lies_along_curvatures_it_cannot_resolve(curvatures):
+    """Features at 1e5 without the scaling: the gradient lay along curvatures at rounding level, the exact steps
+    left them out and stalled at a loss of 474, where conjugate gradients (which follow them) reached 1.15."""
+    Q, _ = np.linalg.qr(np.random.default_rng(5).standard_normal((3, 3)))
+    hessian = Q @ np.diag(curvatures) @ Q.T
+    eps = np.finfo(np.float64).eps
+    assert solvers._exact_trust_step(hessian, Q @ np.array([1.0, 1e-3, 1e-3]), 1.0, eps) is None
+    step, on_boundary = solvers._exact_trust_step(hessian, np.zeros(3), 1.0, eps)  # and nothing to gain: no step
+    assert not step.any() and not on_boundary
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_hard_case_is_filled_up_to_the_boundary_in_any_basis(seed):
+    """H = Q diag(-1, 1, 2) Q^T with g = Q (0, 1, 1): sigma = 1, the step (0, -1/2, -1/3) in Q's basis lies inside,
+    and the least value, q = -11/12, lies on the boundary along the negative curvature. A part of g of rounding
+    along it set sigma's start a few ulps past the pole, and the step was left inside (in 20 of 200 bases)."""
+    Q, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((3, 3)))
+    hessian, grad = Q @ np.diag([-1.0, 1.0, 2.0]) @ Q.T, Q @ np.array([0.0, 1.0, 1.0])
+    step, on_boundary = solvers._exact_trust_step(hessian, grad, 1.0, np.finfo(np.float64).eps)
+    assert on_boundary and np.linalg.norm(step) == pytest.approx(1.0, rel=1e-12)
+    assert float(grad @ step + 0.5 * step @ hessian @ step) == pytest.approx(-11 / 12, rel=1e-9)
+
+
+def test_near_the_hard_case_the_step_reaches_the_boundary_along_the_negative_curvature():
+    """H = diag(-1e3, 1), g = (3e-13, 1e-3): sigma lies within rounding of the pole at 1e3, Newton's steps on the
+    secular equation overshot, and the step ended at 0.88 of the radius with q = -387, where -500 is the least."""
+    hessian, grad = np.diag([-1e3, 1.0]), np.array([3e-13, 1e-3])
+    step, on_boundary = solvers._exact_trust_step(hessian, grad, 1.0, np.finfo(np.float64).eps)
+    assert on_boundary and np.linalg.norm(step) == pytest.approx(1.0, rel=1e-12)
+    assert float(grad @ step + 0.5 * step @ hessian @ step) == pytest.approx(-500.0, rel=1e-9)
 
 
 def _counted_dense_hessians(monkeypatch) -> list[int]:
@@ -486,9 +520,10 @@ def _counted_dense_hessians(monkeypatch) -> list[int]:
 
 
 def _newton_state_at(objective, theta: np.ndarray, products: int | None) -> dict:
-    """A filled newton_cg state at ``theta``, with a radius that holds the Newton step, ``products`` taken."""
+    """A filled newton_cg state at ``theta``, after a first step (whose length caps the region), with a radius that
+    holds the Newton step, ``products`` taken."""
     loss, grad = objective(theta)
-    state = {"loss": np.array(loss), "gradient": np.array(grad), "radius": np.array(1e6), "iteration": 0}
+    state = {"loss": np.array(loss), "gradient": np.array(grad), "radius": np.array(1e6), "iteration": 1}
     return state if products is None else {**state, "products": products}
 
 
@@ -512,8 +547,52 @@ def test_newton_cg_steps_on_the_dense_hessian_once_it_has_taken_its_products_a_p
     if taken == "enough":
         assert built == [n] and result.n_hvp == n
         np.testing.assert_allclose(result.theta, x_star, rtol=1e-7)
+        # The quadratic model is the objective: actual and predicted decrease agree, and the region is kept.
+        assert float(state["radius"]) == 1e6
     else:
         assert built == []
+
+
+@pytest.mark.parametrize("n", [solvers.DENSE_STEP_PARAMS, solvers.DENSE_STEP_PARAMS + 1])
+def test_exact_steps_are_for_at_most_dense_step_params_parameters(monkeypatch, n):
+    built = _counted_dense_hessians(monkeypatch)
+    objective, hvp, _, _ = quadratic(n=n, condition=10.0)
+    state = _newton_state_at(objective, np.zeros(n), solvers.DENSE_STEP_AFTER * n)
+    solvers.newton_cg(objective, hvp, np.zeros(n), max_iter=1, tol=1e-6, state=state)
+    assert built == ([n] if n <= solvers.DENSE_STEP_PARAMS else [])
+
+
+def test_the_hessian_is_built_once_a_point_whatever_the_trials_rejected_there(monkeypatch):
+    """Trials past a wall of +inf loss are rejected and retried in a smaller region at the same point."""
+    built = _counted_dense_hessians(monkeypatch)
+    objective, hvp, x_star, counts = quadratic(n=4, condition=10.0, seed=1)
+    wall = 0.5 * abs(x_star[0])
+
+    def walled(x):
+        loss, grad = objective(x)
+        return (math.inf if math.copysign(1.0, x_star[0]) * x[0] > wall else loss), grad
+
+    state = _newton_state_at(walled, np.zeros(4), solvers.DENSE_STEP_AFTER * 4)
+    result = solvers.newton_cg(walled, hvp, np.zeros(4), max_iter=5, tol=1e-10, state=state)
+    trials = counts["f"] - 1  # less the state's evaluation
+    assert trials > result.n_iter  # some were rejected
+    assert len(built) == result.n_iter  # at each point a step was taken from, once (max_iter ends the fit)
+    assert counts["hv"] == 4 * len(built)
+
+
+def test_a_hessian_with_a_product_that_overflows_leaves_the_step_to_conjugate_gradients(monkeypatch):
+    """Conjugate gradients scale an overflowing product (_hessian_product); the unit vectors have nothing to scale."""
+    built = _counted_dense_hessians(monkeypatch)
+    objective, hvp, x_star, _ = quadratic(n=6, condition=10.0)
+
+    def overflowing_on_axes(x, v):
+        return np.full_like(v, np.inf) if np.count_nonzero(v) == 1 else hvp(x, v)
+
+    state = _newton_state_at(objective, np.zeros(6), solvers.DENSE_STEP_AFTER * 6)
+    with np.errstate(invalid="ignore"):
+        result = solvers.newton_cg(objective, overflowing_on_axes, np.zeros(6), max_iter=20, tol=1e-8, state=state)
+    assert built and result.converged
+    np.testing.assert_allclose(result.theta, x_star, rtol=1e-6)
 
 
 def test_a_newton_state_with_a_bad_count_of_products_is_refused():
