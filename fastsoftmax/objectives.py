@@ -110,14 +110,12 @@ class ChunkedObjective:
         """Rows passed to the kernels so far."""
         return self._rows[0]
 
-    def in_float64(self) -> ChunkedObjective | None:
-        """This objective in float64 over X as this one holds it, widened; None where X is streamed from a file.
+    def in_float64(self) -> ChunkedObjective:
+        """This objective in float64 over X as this one holds it, widened: a copy of X in memory, for small data.
 
         For the check of a float32 fit's stop (``engine._float32_stop_judged_in_float64``): the optimum of the
-        data as the float32 model sees it, with the products rounded to float64.
+        data as the float32 model sees it, with the products rounded to float64. A file's X is read whole.
         """
-        if self.source.streamed:
-            return None
         source = self.source
         weights = source.sample_weight if source.sample_weight.size else None  # length 0: all ones
         widened = DataSource(np.asarray(source.X, dtype=np.float64), source.y, np.float64, sample_weight=weights)
