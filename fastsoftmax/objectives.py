@@ -118,8 +118,10 @@ class ChunkedObjective:
         """
         source = self.source
         weights = source.sample_weight if source.sample_weight.size else None  # length 0: all ones
-        widened = DataSource(np.asarray(source.X, dtype=np.float64), source.y, np.float64, sample_weight=weights)
-        return ChunkedObjective(widened, self.n_classes, self.l2)
+        rows = np.array(source.X, dtype=np.float64, order="C")  # a float64 copy, read by rows whatever X's layout
+        widened = DataSource(rows, source.y, np.float64, sample_weight=weights)
+        # minibatches=True: no row-block copy of X, which a check of n + 1 passes over small data does not repay.
+        return ChunkedObjective(widened, self.n_classes, self.l2, minibatches=True)
 
     def minibatch_order(self, batch_size: int) -> solvers.Batches | None:
         """Block shuffle for streamed files (reads stay sequential), None (a row permutation) in memory."""
