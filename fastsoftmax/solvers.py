@@ -1423,8 +1423,7 @@ def _exact_trust_step(
     unresolved = float(np.linalg.norm(along[~kept]))
     curvatures, directions, along = curvatures[kept], directions[:, kept], along[kept]
     step, on_boundary = _exact_step_on(curvatures, directions, along, radius, rounding)
-    coordinates = directions.T @ step
-    decrease = -float(along @ coordinates + 0.5 * np.sum(curvatures * coordinates * coordinates))
+    decrease = -_model_value(directions.T @ step, curvatures, along)
     hidden = 0.5 * unresolved * min(unresolved / cut, radius) if cut > 0 else 0.5 * unresolved * radius
     return None if hidden > decrease else (step, on_boundary)
 
@@ -1441,14 +1440,18 @@ def _exact_step_on(
             return directions @ coefficients, False
     pole = max(0.0, -float(curvatures[0])) * (1.0 + rounding)
     least = curvatures <= curvatures[0] * (1.0 - rounding)  # the negative least curvature, and its ties
-    if pole > 0 and float(np.linalg.norm(along[least])) <= along.size * rounding * float(np.linalg.norm(along)):
+    at_the_pole = None  # the step on the other curvatures at the pole, where it lies inside the region
+    if pole > 0:
+        at_the_pole = np.zeros_like(along)
+        at_the_pole[~least] = -along[~least] / (curvatures[~least] + pole)
+        if float(np.linalg.norm(at_the_pole)) > radius:
+            at_the_pole = None
+    hard = float(np.linalg.norm(along[least])) <= along.size * rounding * float(np.linalg.norm(along))
+    if at_the_pole is not None and hard:
         # The hard case: g has no part along the least curvature beyond rounding (which set Newton's start a few
         # ulps past the pole, and its steps crawled: the step stayed inside the region in 20 bases of 200). At the
         # pole the step on the other curvatures lies inside; it is filled up along the least one to the boundary.
-        coefficients = np.zeros_like(along)
-        coefficients[~least] = -along[~least] / (curvatures[~least] + pole)
-        if float(np.linalg.norm(coefficients)) <= radius:
-            return _filled_to_the_boundary(coefficients, curvatures, directions, along, radius), True
+        return _filled_to_the_boundary(at_the_pole, curvatures, directions, along, radius), True
     # Start at a lower bound of the root, sigma where one coefficient alone reaches the radius (|a_i| / (lambda_i +
     # sigma) = radius), and past the pole of a negative least curvature: every coefficient is then at most the
     # radius, and none overflows.
@@ -1465,9 +1468,20 @@ def _exact_step_on(
         # Near the hard case sigma lies within rounding of the pole, where Newton's steps overshoot: H = diag(-1e3,
         # 1), g = (3e-13, 1e-3) ended at a length of 0.88 of the radius, q = -387 where -500 is the least.
         return _filled_to_the_boundary(coefficients, curvatures, directions, along, radius), True
-    step = directions @ coefficients
-    length = float(np.linalg.norm(step))
-    return (step * (radius / length) if length > radius else step), True
+    if length > radius * (1.0 + _SECULAR_TOL):  # Newton's steps stalled in the last place of sigma
+        coefficients = coefficients * (radius / length)
+        if at_the_pole is not None:
+            # Near the hard case (H = diag(-1, 1), g = (1e-15, 1): q = -0.749785 where -0.75 is the least), the
+            # step on the other curvatures, filled up to the boundary, may be the better.
+            filled = directions.T @ _filled_to_the_boundary(at_the_pole, curvatures, directions, along, radius)
+            if _model_value(filled, curvatures, along) < _model_value(coefficients, curvatures, along):
+                coefficients = filled
+    return directions @ coefficients, True
+
+
+def _model_value(coefficients: np.ndarray, curvatures: np.ndarray, along: np.ndarray) -> float:
+    """q(s) = g^T s + s^T H s / 2 for s of ``coefficients`` in H's eigenbasis."""
+    return float(along @ coefficients + 0.5 * np.sum(curvatures * coefficients * coefficients))
 
 
 def _filled_to_the_boundary(
@@ -1479,7 +1493,7 @@ def _filled_to_the_boundary(
     for sign in (1.0, -1.0):
         moved = coefficients.copy()
         moved[0] += sign * _to_boundary(coefficients, sign * np.eye(coefficients.size)[0], radius)
-        candidates.append((float(along @ moved + 0.5 * np.sum(curvatures * moved * moved)), sign, moved))
+        candidates.append((_model_value(moved, curvatures, along), sign, moved))
     return directions @ min(candidates, key=operator.itemgetter(0, 1))[2]
 
 

@@ -511,6 +511,38 @@ def test_near_the_hard_case_the_step_reaches_the_boundary_along_the_negative_cur
     assert float(grad @ step + 0.5 * step @ hessian @ step) == pytest.approx(-500.0, rel=1e-9)
 
 
+@pytest.mark.parametrize("along_least", [0.0, 1e-15, 1e-13])
+def test_a_step_at_or_near_the_hard_case_is_the_least_on_the_boundary(along_least):
+    """H = diag(-1, 1), g = (a, 1), radius 1: the least value is -3/4 (s = (-sqrt(3)/2, -1/2)) as a -> 0. Just past
+    the hard case's threshold, Newton's steps on the secular equation stalled in the last place of sigma at 1.1
+    times the radius, and the step cut back to the boundary read -0.749785."""
+    hessian, grad = np.diag([-1.0, 1.0]), np.array([along_least, 1.0])
+    step, on_boundary = solvers._exact_trust_step(hessian, grad, 1.0, np.finfo(np.float64).eps)
+    assert on_boundary and np.linalg.norm(step) == pytest.approx(1.0, rel=1e-12)
+    assert float(grad @ step + 0.5 * step @ hessian @ step) == pytest.approx(-0.75, rel=1e-9)
+
+
+def test_a_hard_case_whose_step_at_the_pole_lies_outside_is_no_hard_case():
+    """H = diag(-1, 1), g = (0, 10), radius 1: at the pole (sigma = 1) the step along the positive curvature alone,
+    -10 / 2, lies outside the region: sigma is larger, and the step has no part along the negative curvature."""
+    hessian, grad = np.diag([-1.0, 1.0]), np.array([0.0, 10.0])
+    step, on_boundary = solvers._exact_trust_step(hessian, grad, 1.0, np.finfo(np.float64).eps)
+    assert on_boundary
+    np.testing.assert_allclose(step, [0.0, -1.0], atol=1e-12)
+
+
+@pytest.mark.parametrize("along_rounding, refused", [(4e-3, False), (5e-3, True)])
+def test_an_exact_step_is_refused_where_a_curvature_of_rounding_could_gain_more(along_rounding, refused):
+    """Rounding 1e-3, curvatures (1e-5, 1), n = 2: the cut is 2e-3, and the first curvature is rounding. g's part
+    along it, a, could decrease q by a^2 / (2 cut) at a curvature of cut (within the radius, 100); the step along
+    the other, 0.1, decreases it by 0.005: the step is refused from a = sqrt(0.02 cut) = 4.5e-3 on."""
+    hessian, grad = np.diag([1e-5, 1.0]), np.array([along_rounding, 0.1])
+    exact = solvers._exact_trust_step(hessian, grad, 100.0, 1e-3)
+    assert (exact is None) == refused
+    if not refused:
+        np.testing.assert_allclose(exact[0], [0.0, -0.1])
+
+
 def _counted_dense_hessians(monkeypatch) -> list[int]:
     """Record the size of every Hessian Newton-CG builds."""
     built: list[int] = []

@@ -919,11 +919,11 @@ def test_a_refit_of_a_flagged_float32_model_is_flagged_again(tmp_path):
         assert model.n_iter_ == 0
 
 
-@pytest.mark.parametrize("case", ["float64", "sgd", "no-l2", "many-parameters"])
+@pytest.mark.parametrize("case", ["float64", "sgd", "no-l2", "many-parameters", "many-rows"])
 def test_the_float64_check_judges_only_float32_full_batch_fits_of_small_problems_with_l2(monkeypatch, case):
     """Not a float64 fit (its own checks see its products), not sgd's or adam's mean-loss stops, not without L2
     (the optimum of separable data lies at infinity), not beyond DENSE_GAP_PARAMS parameters (digits' 650 took
-    7 s against a fit of 0.9 s)."""
+    7 s against a fit of 0.9 s), nor rows times parameters squared beyond SPREAD_CHECK_SMALL_WORK."""
     judged = _float32_judgements(monkeypatch)
     X, y = _one_row_sets_the_spread(20, 5, 7, seed=0, row=0, factor=1e3)
     options = {"solver": "lbfgs", "l2": 1e-6, "tol": 1e-4, "max_iter": 3000}
@@ -935,6 +935,10 @@ def test_the_float64_check_judges_only_float32_full_batch_fits_of_small_problems
         options.update(l2=0.0, max_iter=50)
     if case == "many-parameters":
         X = np.random.default_rng(0).standard_normal((20, 40))
+        options.update(l2=1e-2)
+    if case == "many-rows":  # 42 parameters: 10^7 / 42^2 = 5,669 rows at most
+        X = np.random.default_rng(0).standard_normal((6000, 5))
+        y = np.random.default_rng(1).integers(0, 7, 6000)
         options.update(l2=1e-2)
     model = fs.SoftmaxRegression(X.shape[1], 7, seed=0, dtype=dtype)
     with warnings.catch_warnings():
