@@ -1296,7 +1296,7 @@ DENSE_STEP_PARAMS = 256
 #: steps on the Hessian itself. Steihaug's conjugate gradients stop on the region's boundary after a few products
 #: where the curvatures span many orders, and the region shrinks around such steps: on 20 rows of 7 classes, one
 #: row at 1,000 times the others (l2 = 1e-6, 42 parameters), six seeds took 138 to 1,049 iterations of 3 to 7
-#: products each, and take 31 to 73 with the switch. Fits that need no such help took at most about 5 products a
+#: products each, and take 33 to 73 with the switch. Fits that need no such help took at most about 5 products a
 #: parameter preconditioned (iris, wine, breast cancer at l2 = 1/N to 1e-4/N, tol 1e-4 and 1e-6) and 15 without
 #: the scaling. A rent-or-buy rule, whatever the rows: the switch comes once conjugate gradients have spent what
 #: ten builds of the Hessian cost.

@@ -778,7 +778,7 @@ def test_newton_cg_called_converged_where_one_row_sets_the_spread_is_within_its_
 def test_newton_cg_steps_on_the_hessian_where_one_row_sets_the_spread(monkeypatch, seed):
     """20 rows, one 1,000 times the others', 7 classes, l2 = 1e-6: Steihaug's conjugate gradients stopped on the
     boundary after a few products, and the region shrank around those steps: 390 and 1,049 iterations. Past
-    DENSE_STEP_AFTER products a parameter, the steps are exact on the Hessian (42 parameters): 54 and 52, as
+    DENSE_STEP_AFTER products a parameter, the steps are exact on the Hessian (42 parameters): 55 and 52, as
     Newton's method on the exact Hessian (scipy's trust-exact) takes."""
     from fastsoftmax import engine, solvers
 
