@@ -512,8 +512,9 @@ def _check_newton_state(state: dict, n: int) -> None:
     if not _state_real(state, "radius") > 0:
         raise ValueError(f"the solver state 'radius' must be > 0, got {float(state['radius'])}.")
     _state_int(state, "iteration", 0)
-    if "products" in state:
-        _state_int(state, "products", 0)
+    for key in NEWTON_OPTIONAL_STATE_KEYS:
+        if key in state:
+            _state_int(state, key, 0)
 
 
 def check_state(solver: str, state: dict, n: int) -> None:
@@ -1285,9 +1286,10 @@ TR_ETA0, TR_ETA1, TR_ETA2 = 1e-4, 0.25, 0.75
 TR_SIGMA1, TR_SIGMA2, TR_SIGMA3 = 0.25, 0.5, 4.0
 #: The state a checkpoint of newton_cg holds after its first step.
 NEWTON_STATE_KEYS = ("loss", "gradient", "radius", "iteration")
-#: The Hessian-vector products a newton_cg fit has taken, over the runs it resumes (:data:`DENSE_STEP_AFTER`).
-#: Optional: a state saved before it was kept counts from 0.
-NEWTON_OPTIONAL_STATE_KEYS = ("products",)
+#: The Hessian-vector products a newton_cg fit has taken, over the runs it resumes (:data:`DENSE_STEP_AFTER`), and
+#: the points at which its exact step was refused (:data:`DENSE_STEP_REFUSALS`). Optional: a state saved before
+#: they were kept counts them from 0.
+NEWTON_OPTIONAL_STATE_KEYS = ("products", "refusals")
 #: The most parameters for which newton_cg builds the Hessian and solves each step's trust-region subproblem
 #: exactly (:func:`_exact_trust_step`), at one product a parameter, once the fit has taken
 #: :data:`DENSE_STEP_AFTER` products a parameter: an eigendecomposition of 256 x 256 takes 9 ms (2 cores).
@@ -1301,6 +1303,10 @@ DENSE_STEP_PARAMS = 256
 #: the scaling. A rent-or-buy rule, whatever the rows: the switch comes once conjugate gradients have spent what
 #: ten builds of the Hessian cost.
 DENSE_STEP_AFTER = 10
+#: The points at which newton_cg's exact step may be refused (:func:`_exact_trust_step`: the gradient along
+#: curvatures it cannot resolve) before it builds the Hessian no more: each refusal cost a build, n products, on
+#: top of the conjugate gradients that take the step (features at 1e5 without the scaling: 40 of 124 builds).
+DENSE_STEP_REFUSALS = 3
 
 
 def _to_boundary(step: np.ndarray, direction: np.ndarray, radius: float) -> float:
@@ -1579,6 +1585,7 @@ def newton_cg(
         radius = float(state["radius"])
         steps_done = int(state["iteration"])
         products_before = int(state.get("products", 0))
+        refusals = int(state.get("refusals", 0))
     else:
         loss, grad = objective(theta)
         if not _finite(loss, theta):
@@ -1588,10 +1595,12 @@ def newton_cg(
             radius = float(np.linalg.norm(grad))
         steps_done = 0
         products_before = 0
+        refusals = 0
     history = [loss]
     n_hvp = 0
     hessian = None  # the dense Hessian at theta, once built, for the retries there
     built_here = False  # whether it was built (or found not finite) at theta
+    refused_here = False  # whether an exact step at theta was refused
     # Products rounded to float32 leave the Hessian's weak curvatures to rounding where the strong ones are 1e6
     # times larger (one row at 1,000 times the others): the exact steps there ended above the loss that conjugate
     # gradients reached in 18 of 24 fits of such rows, by 4e-4 to 0.33.
@@ -1612,7 +1621,12 @@ def newton_cg(
             # inf and its step 0, which the stop below took for convergence.
             return result(iteration, False, "the gradient's norm overflows float64; scale the features")
         hessian_times = functools.partial(hvp, theta)
-        if not built_here and dense_steps and products_before + n_hvp >= DENSE_STEP_AFTER * n:
+        if (
+            not built_here
+            and dense_steps
+            and products_before + n_hvp >= DENSE_STEP_AFTER * n
+            and refusals < DENSE_STEP_REFUSALS
+        ):
             hessian = _dense_hessian(hessian_times, n)
             n_hvp += n
             built_here = True
@@ -1622,6 +1636,9 @@ def newton_cg(
             if exact is not None:
                 step, boundary = exact
                 residual = -(grad + hessian @ step)
+            elif not refused_here:  # counted once a point
+                refusals += 1
+                refused_here = True
         if step is None:
             # Conjugate gradients: before the switch, where a product in the Hessian overflowed (they scale such a
             # product, _hessian_product), or where its curvatures are not resolved. The next gradient is about the CG
@@ -1649,13 +1666,14 @@ def newton_cg(
                 steps_done += 1
                 previous, theta, loss = loss, candidate, new_loss
                 grad = np.array(new_grad, dtype=np.float64)
-                hessian, built_here = None, False
+                hessian, built_here, refused_here = None, False, False
                 state.update(
                     loss=np.array(loss, dtype=np.float64),
                     gradient=grad.copy(),
                     radius=np.array(radius, dtype=np.float64),
                     iteration=steps_done,
                     products=products_before + n_hvp,
+                    refusals=refusals,
                 )
                 history.append(loss)
                 if on_iteration is not None and on_iteration(theta, loss, iteration):

@@ -627,13 +627,30 @@ def test_a_hessian_with_a_product_that_overflows_leaves_the_step_to_conjugate_gr
     np.testing.assert_allclose(result.theta, x_star, rtol=1e-6)
 
 
-def test_a_newton_state_with_a_bad_count_of_products_is_refused():
-    state = _newton_state_at(quadratic()[0], np.zeros(12), -1)
-    with pytest.raises(ValueError, match="'products' must be >= 0"):
-        solvers.check_state("newton-cg", state, 12)
-    with pytest.raises(ValueError, match="'products' must be an integer"):
-        solvers.check_state("newton-cg", {**state, "products": 1.5}, 12)
-    solvers.check_state("newton-cg", {**state, "products": 0}, 12)
+@pytest.mark.parametrize("key", solvers.NEWTON_OPTIONAL_STATE_KEYS)
+def test_a_newton_state_with_a_bad_count_is_refused(key):
+    state = _newton_state_at(quadratic()[0], np.zeros(12), None)
+    with pytest.raises(ValueError, match=f"'{key}' must be >= 0"):
+        solvers.check_state("newton-cg", {**state, key: -1}, 12)
+    with pytest.raises(ValueError, match=f"'{key}' must be an integer"):
+        solvers.check_state("newton-cg", {**state, key: 1.5}, 12)
+    solvers.check_state("newton-cg", {**state, key: 0}, 12)
+
+
+def test_after_its_refusals_the_exact_step_builds_the_hessian_no_more(monkeypatch):
+    """A curvature of 1e-20 beside 1 is rounding, and g lies along it: every exact step is refused, and conjugate
+    gradients take them. Each refusal cost a build of n products: after DENSE_STEP_REFUSALS, none is built."""
+    built = _counted_dense_hessians(monkeypatch)
+    hessian = np.diag([1e-20, 1.0, 2.0])
+    target = np.array([1.0, 1.0, 1.0])
+
+    def objective(x):
+        return float(0.5 * x @ hessian @ x - target @ x), hessian @ x - target
+
+    state = _newton_state_at(objective, np.zeros(3), solvers.DENSE_STEP_AFTER * 3)
+    result = solvers.newton_cg(objective, lambda x, v: hessian @ v, np.zeros(3), max_iter=20, tol=0.0, state=state)
+    assert result.n_iter > solvers.DENSE_STEP_REFUSALS
+    assert len(built) == state["refusals"] == solvers.DENSE_STEP_REFUSALS
 
 
 def test_tiny_positive_curvature_stops_cg_on_the_boundary_without_an_overflow_warning():
