@@ -478,6 +478,7 @@ def test_the_exact_step_leaves_out_curvatures_of_rounding_where_they_could_not_d
     assert not on_boundary
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # no 0 / 0 where there is no curvature and no gradient
 @pytest.mark.parametrize("curvatures", [[1e8 * 2.2e-16, 1.0, 1e8], [0.0, 0.0, 0.0]], ids=["rounding", "none"])
 def test_an_exact_step_is_refused_where_the_gradient_lies_along_curvatures_it_cannot_resolve(curvatures):
     """Features at 1e5 without the scaling: the gradient lay along curvatures at rounding level, the exact steps
@@ -635,6 +636,25 @@ def test_a_newton_state_with_a_bad_count_is_refused(key):
     with pytest.raises(ValueError, match=f"'{key}' must be an integer"):
         solvers.check_state("newton-cg", {**state, key: 1.5}, 12)
     solvers.check_state("newton-cg", {**state, key: 0}, 12)
+
+
+@pytest.mark.parametrize(
+    "solver, products, steps",
+    [("newton-cg", 1000, 42), ("newton-cg", 42, 41), ("newton-cg", 0, 40), ("lbfgs", 1000, 20)],
+    ids=["newton-many-products", "newton-products", "newton-state-without-them", "lbfgs"],
+)
+def test_the_checks_budget_is_half_the_fits_passes(solver, products, steps):
+    """Half of an evaluation an iteration (40) and, for Newton-CG, of its products, at least one an iteration (a
+    state saved before they were counted), up to a product a parameter (42): exact steps on the Hessian took 31
+    iterations of 42 products, and a budget of a product an iteration left the Hessian unbuilt."""
+    from types import SimpleNamespace
+
+    from fastsoftmax import engine
+    from fastsoftmax._checks import FitOptions
+
+    options = FitOptions(solver, 100, 0.1, 256, 0.0, 1e-6, 1e-4, True, True)
+    model = SimpleNamespace(n_iter_=40)
+    assert engine._small_problem_steps(model, options, 20, 42, products) == steps
 
 
 def test_after_its_refusals_the_exact_step_builds_the_hessian_no_more(monkeypatch):
