@@ -687,24 +687,20 @@ def _dense_gap_estimate(
     1,000 times the others (l2 = 1e-6, 42 parameters), 42 steps read below
     the bound of 1.7e-4 at stops 2.6e-4 to 2.4e-3 above the optimum, where
     this estimate read 2.3e-4 to 5.8e-3, and Newton-CG's stops were called
-    converged there. Built column by column (``objective.hvp`` of the unit
-    vectors, off the flat directions, :func:`_off_the_flat_directions`) and
-    symmetrised, H is decomposed; directions whose curvature lies below n eps
+    converged there. Built as Newton-CG's exact steps build it
+    (``objective.hvp`` of the unit vectors, :func:`fastsoftmax.solvers._dense_hessian`)
+    and taken off the flat directions (:func:`_off_the_flat_directions`), H is
+    decomposed; directions whose curvature lies below n eps
     (of the model's dtype, in which the products are rounded) times the
     largest, or :func:`_curvature_rounding`, are rounding alone and left out,
     as conjugate gradients leave them.
     """
     n = grad.size
-    hessian = np.empty((n, n))
-    unit = np.zeros(n)
-    for column in range(n):
-        unit[column] = 1.0
-        product = np.asarray(objective.hvp(theta, unit), dtype=np.float64)
-        hessian[:, column] = _off_the_flat_directions(product, n_classes, flat_columns)
-        unit[column] = 0.0
-    # The rows too: the projection off the flat directions is symmetric, P H P.
+    hessian = solvers._dense_hessian(functools.partial(objective.hvp, theta), n)
+    # Its columns, then its rows, off the flat directions: P H P (the projection is symmetric).
+    hessian = np.stack([_off_the_flat_directions(column, n_classes, flat_columns) for column in hessian.T], axis=1)
     hessian = np.stack([_off_the_flat_directions(row, n_classes, flat_columns) for row in hessian])
-    curvatures, directions = np.linalg.eigh(0.5 * (hessian + hessian.T))
+    curvatures, directions = np.linalg.eigh(hessian)
     rounding = max(_curvature_rounding(dtype), n * float(np.finfo(dtype).eps))
     kept = curvatures > rounding * max(float(curvatures[-1]), 0.0)
     along = directions[:, kept].T @ _off_the_flat_directions(grad, n_classes, flat_columns)

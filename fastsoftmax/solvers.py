@@ -1380,16 +1380,17 @@ def _steihaug_cg(
     return step, residual, False, products
 
 
-def _dense_hessian(hessian_times: Callable[[np.ndarray], np.ndarray], n: int) -> np.ndarray | None:
-    """The n x n Hessian, column j the product with the j-th unit vector, symmetrised; None if one is not finite."""
+def _dense_hessian(hessian_times: Callable[[np.ndarray], np.ndarray], n: int) -> np.ndarray:
+    """The n x n Hessian in float64, column j the product with the j-th unit vector, symmetrised.
+
+    Newton-CG's exact steps and the engine's dense gap estimate build it so.
+    """
     hessian = np.empty((n, n))
     unit = np.zeros(n)
     for column in range(n):
         unit[column] = 1.0
         hessian[:, column] = _hessian_product(hessian_times, unit)
         unit[column] = 0.0
-    if not np.isfinite(hessian).all():
-        return None
     return 0.5 * (hessian + hessian.T)
 
 
@@ -1495,10 +1496,12 @@ def _filled_to_the_boundary(
 ) -> np.ndarray:
     """The step of ``coefficients`` (in the eigenbasis), moved along the least curvature to the boundary, that way
     of the two along which q(s) = g^T s + s^T H s / 2 is lower."""
+    least = np.zeros_like(coefficients)
+    least[0] = 1.0
     candidates = []
     for sign in (1.0, -1.0):
         moved = coefficients.copy()
-        moved[0] += sign * _to_boundary(coefficients, sign * np.eye(coefficients.size)[0], radius)
+        moved[0] += sign * _to_boundary(coefficients, sign * least, radius)
         candidates.append((_model_value(moved, curvatures, along), sign, moved))
     return directions @ min(candidates, key=operator.itemgetter(0, 1))[2]
 
@@ -1628,6 +1631,8 @@ def newton_cg(
             and refusals < DENSE_STEP_REFUSALS
         ):
             hessian = _dense_hessian(hessian_times, n)
+            if not np.isfinite(hessian).all():  # a product overflowed: conjugate gradients scale it
+                hessian = None
             n_hvp += n
             built_here = True
         step = None

@@ -782,14 +782,19 @@ def test_newton_cg_steps_on_the_hessian_where_one_row_sets_the_spread(monkeypatc
     Newton's method on the exact Hessian (scipy's trust-exact) takes."""
     from fastsoftmax import engine, solvers
 
-    built: list[int] = []
-    dense_hessian = solvers._dense_hessian
-    monkeypatch.setattr(solvers, "_dense_hessian", lambda times, n: built.append(n) or dense_hessian(times, n))
+    exact: list[int] = []  # the sizes of the Hessians exact steps were taken on (the gap check builds one too)
+    exact_trust_step = solvers._exact_trust_step
+
+    def recorded(hessian, *args):
+        exact.append(len(hessian))
+        return exact_trust_step(hessian, *args)
+
+    monkeypatch.setattr(solvers, "_exact_trust_step", recorded)
     X, y = _one_row_sets_the_spread(20, 5, 7, seed=seed, row=-1, factor=1e3)
     model = fs.SoftmaxRegression(5, 7, seed=0)
     model.W[...] = 0
     model.fit(X, y, solver="newton-cg", l2=1e-6, tol=1e-4, max_iter=2000)
-    assert built and set(built) == {42}
+    assert exact and set(exact) == {42}
     assert model.converged_ and model.n_iter_ <= 100
     gap = model.loss_history_[-1] - _exact_optimum(X, y, 7, 1e-6)
     assert -1e-9 <= gap <= engine.SPREAD_CHECK_RATIO * 0.5 * 42 * 1e-4**2 * 7**2 / 6
@@ -800,13 +805,22 @@ def test_a_float32_fit_steps_by_conjugate_gradients_alone(monkeypatch):
     others' to rounding: the exact steps there ended 4e-4 to 0.33 above where conjugate gradients did."""
     from fastsoftmax import solvers
 
-    monkeypatch.setattr(solvers, "_dense_hessian", lambda times, n: pytest.fail("a float32 fit built the Hessian"))
+    monkeypatch.setattr(solvers, "_exact_trust_step", lambda *args: pytest.fail("a float32 fit took an exact step"))
+    products = []
+    steihaug_cg = solvers._steihaug_cg
+
+    def counted(*args):
+        step = steihaug_cg(*args)
+        products.append(step[3])
+        return step
+
+    monkeypatch.setattr(solvers, "_steihaug_cg", counted)
     X, y = _one_row_sets_the_spread(20, 5, 7, seed=1, row=-1, factor=1e3)
     model = fs.SoftmaxRegression(5, 7, seed=0, dtype=np.float32)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", fs.ConvergenceWarning)
         model.fit(X, y, solver="newton-cg", l2=1e-6, tol=1e-4, max_iter=2000)
-    assert model.n_iter_ > 10 * 42 / 7  # past the products that would have switched a float64 fit
+    assert sum(products) > solvers.DENSE_STEP_AFTER * 42  # past the products that would have switched a float64 fit
 
 
 @pytest.mark.parametrize("stop", [3, 40], ids=["before-the-switch", "after-it"])
