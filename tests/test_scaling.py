@@ -858,6 +858,20 @@ def test_a_float32_stop_far_above_the_optimum_measured_in_float64_is_not_converg
     assert wide.converged_  # in float64 (L-BFGS warns on this problem: it goes on past its stops to max_iter)
 
 
+@pytest.mark.parametrize(("solver", "seed"), [("newton-cg", 4), ("lbfgs", 9)])
+def test_a_float32_stop_whose_estimate_reads_half_its_gap_is_not_converged(solver, seed):
+    """The rows above (other seeds): Newton-CG stopped 13 times the bound above the optimum, and the float64
+    check read 7 times it; L-BFGS stopped 6.9 times above and read 8.4. At FLOAT32_GAP_FACTOR = 10 both were
+    called converged."""
+    X, y = _one_row_sets_the_spread(20, 5, 7, seed=seed, row=0, factor=1e3)
+    model = fs.SoftmaxRegression(5, 7, seed=0, dtype=np.float32)
+    with pytest.warns(fs.ConvergenceWarning, match="measured in float64"):
+        model.fit(X, y, solver=solver, l2=1e-6, tol=1e-4, max_iter=3000)
+    assert not model.converged_
+    gap = model.loss_history_[-1] - _exact_optimum(X, y, 7, 1e-6)
+    assert gap > 5 * engine_bound(42, 7, 1e-4)
+
+
 def engine_bound(n_params: int, n_classes: int, tol: float) -> float:
     """The gap that a stop by tol may leave where the Hessian is the scaling's: SPREAD_CHECK_RATIO n tol^2 / (2 q)."""
     from fastsoftmax import engine
@@ -891,10 +905,12 @@ def _float32_judgements(monkeypatch) -> list[tuple[float, float]]:
     return judged
 
 
-def test_a_float32_stop_within_ten_times_the_bound_passes_the_float64_check(monkeypatch):
-    """Raw wine at l2 = 1e-4 / N: the check reads 1.1 times the bound, as the float32 fits of iris, wine, breast
-    cancer and digits read at most 4 times it, and lets the stop be."""
+def test_a_float32_stop_within_five_times_the_bound_passes_the_float64_check(monkeypatch):
+    """Raw wine at l2 = 1e-4 / N: the check reads 1.1 times the bound, as the float32 fits of iris, wine and
+    breast cancer read at most 1.5 times it, and lets the stop be."""
     from sklearn.datasets import load_wine
+
+    from fastsoftmax import engine
 
     judged = _float32_judgements(monkeypatch)
     X, y = load_wine(return_X_y=True)
@@ -902,7 +918,7 @@ def test_a_float32_stop_within_ten_times_the_bound_passes_the_float64_check(monk
     model.fit(X, y, solver="lbfgs", l2=1e-4 / len(y), tol=1e-4)
     assert model.converged_
     [(gap, bound)] = judged
-    assert bound < gap < 10 * bound
+    assert bound < gap < engine.FLOAT32_GAP_FACTOR * bound
 
 
 def test_a_float32_stop_on_features_far_from_0_is_judged_in_the_fits_own_coordinates():
