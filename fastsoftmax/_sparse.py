@@ -750,6 +750,24 @@ class SparseObjective:
         self._rows += self.n_samples
         return self._finish(dHt_acc, dc_acc, V, scale)[0]
 
+    def in_float64(self) -> SparseObjective:
+        """This objective in float64 over X's values as this one holds them, widened: a copy of the values.
+
+        For the check of a float32 fit's stop (``engine._float32_stop_judged_in_float64``), as
+        ``ChunkedObjective.in_float64``; the indices are shared, and the columns are not renumbered.
+        """
+        rows = CSRRows(kernels.read_only(self.X.data.astype(np.float64)), self.X.indices, self.X.indptr, self.X.shape)
+        widened = SparseObjective(
+            rows,
+            self.y,
+            kernels.read_only(self.sample_weight.astype(np.float64)),
+            self.n_classes,
+            self.l2,
+            weight_divisor=self._weight_divisor,
+        )
+        widened._stored = self._stored
+        return widened
+
     @property
     def rows_processed(self) -> int:
         """Rows passed to the kernels so far."""

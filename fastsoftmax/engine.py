@@ -738,8 +738,11 @@ def _float32_stop_judged_in_float64(
     :data:`FLOAT32_GAP_FACTOR` times the bound is none. Unlike the checks of
     :func:`_spread_gap`, this one runs whatever the fit's iterations: a
     refit of the weights it flagged takes none, and was called converged.
-    Without L2 no stop is judged so (the optimum of separable data lies at
-    infinity).
+    X in memory, in a file or sparse (float32 Newton-CG on the rows above as
+    a CSR matrix stopped 25 to 4,400 times the bound above the optimum,
+    called converged, on 6 seeds of 6); not on Dask, whose objective has no
+    float64 copy. Without L2 no stop is judged so (the optimum of separable
+    data lies at infinity).
     """
     widened = getattr(raw_objective, "in_float64", None)
     n_params = result.theta.size

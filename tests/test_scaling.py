@@ -949,6 +949,22 @@ def test_a_refit_of_a_flagged_float32_model_is_flagged_again(tmp_path):
         assert model.n_iter_ == 0
 
 
+@pytest.mark.parametrize("solver", ["lbfgs", "newton-cg"])
+def test_a_float32_fit_of_a_sparse_X_is_judged_in_float64_as_well(solver):
+    """The rows above as a CSR matrix: float32 Newton-CG stopped 25 to 4,400 times the bound above the optimum,
+    called converged, on 6 seeds of 6 (the check had no float64 copy of a sparse X)."""
+    from scipy import sparse
+
+    X, y = _one_row_sets_the_spread(20, 5, 7, seed=0, row=0, factor=1e3)
+    model = fs.SoftmaxRegression(5, 7, seed=0, dtype=np.float32)
+    with pytest.warns(fs.ConvergenceWarning) as caught:
+        model.fit(sparse.csr_matrix(X), y, solver=solver, l2=1e-6, tol=1e-4, max_iter=3000)
+    assert not model.converged_
+    assert model.loss_history_[-1] - _exact_optimum(X, y, 7, 1e-6) > 10 * engine_bound(42, 7, 1e-4)
+    if solver == "newton-cg":  # L-BFGS's own check of its stops warns first (a stall under the feature scaling)
+        assert "measured in float64" in str(caught[0].message)
+
+
 @pytest.mark.parametrize("case", ["float64", "sgd", "no-l2", "many-parameters", "many-rows"])
 def test_the_float64_check_judges_only_float32_full_batch_fits_of_small_problems_with_l2(monkeypatch, case):
     """Not a float64 fit (its own checks see its products), not sgd's or adam's mean-loss stops, not without L2
@@ -1014,6 +1030,34 @@ def test_the_objective_in_float64_is_the_float32_ones_rows_widened(rng, tmp_path
         sample_weight=weights,
     )
     assert streamed.in_float64()(theta)[0] == pytest.approx(expected_loss, rel=1e-12)
+
+
+def test_the_sparse_objective_in_float64_is_the_float32_ones_values_widened(rng):
+    """The same stored values, weights and columns as the float32 objective holds them, in float64."""
+    from scipy import sparse
+
+    from fastsoftmax.objectives import make_objective
+
+    X = sparse.random(60, 7, density=0.4, format="csr", random_state=3) * 1e3
+    y = rng.integers(0, 3, 60)
+    weights = rng.uniform(0.5, 2.0, 60)
+    theta = rng.standard_normal(24)
+    common = {"n_features": 7, "n_classes": 3, "l2": 0.1}
+    narrow = make_objective(X, y, dtype=np.float32, sample_weight=weights, many_passes=True, **common)
+    wide = narrow.in_float64()
+    expected = make_objective(
+        X.astype(np.float32).astype(np.float64),
+        y,
+        dtype=np.float64,
+        sample_weight=narrow.sample_weight.astype(np.float64),  # rounded to float32 as well
+        **common,
+    )
+    assert wide.dtype == np.float64
+    loss, grad = wide(theta)
+    expected_loss, expected_grad = expected(theta)
+    assert loss == pytest.approx(expected_loss, rel=1e-12)
+    np.testing.assert_allclose(grad, expected_grad, rtol=1e-12, atol=1e-12 * np.abs(expected_grad).max())
+    np.testing.assert_allclose(wide.hvp(theta, grad), expected.hvp(theta, grad), rtol=1e-10)
 
 
 class _FixedHessian:
