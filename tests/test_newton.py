@@ -462,6 +462,17 @@ def test_the_exact_trust_region_step_meets_the_optimality_conditions_and_beats_e
         assert abs(float(np.linalg.eigh(hessian)[1][:, 0] @ step)) <= tolerance
 
 
+@pytest.mark.parametrize("case", ["boundary", "indefinite"])
+def test_a_step_whose_secular_iteration_runs_out_is_cut_back_to_the_boundary(monkeypatch, case):
+    """Newton's steps on the secular equation start at a lower bound of its root, where the step is longer than
+    the radius: one that runs out of steps there returns the step cut back to the boundary, still a descent."""
+    monkeypatch.setattr(solvers, "_SECULAR_STEPS", 1)
+    hessian, grad, radius = _trust_region_problem(case)
+    step, on_boundary = solvers._exact_trust_step(hessian, grad, radius, np.finfo(np.float64).eps)
+    assert on_boundary and np.linalg.norm(step) == pytest.approx(radius, rel=1e-12)
+    assert float(grad @ step + 0.5 * step @ hessian @ step) < 0
+
+
 def test_the_exact_step_leaves_out_curvatures_of_rounding_where_they_could_not_decrease_q_more_than_it_does():
     """Features of mean 1e4 without L2: the softmax's flat directions kept curvatures and a gradient of rounding,
     and the steps went to the boundary along them (300 iterations, unconverged, where the fit needed 70). A
@@ -655,6 +666,32 @@ def test_the_checks_budget_is_half_the_fits_passes(solver, products, steps):
     options = FitOptions(solver, 100, 0.1, 256, 0.0, 1e-6, 1e-4, True, True)
     model = SimpleNamespace(n_iter_=40)
     assert engine._small_problem_steps(model, options, 20, 42, products) == steps
+
+
+@pytest.mark.parametrize("precondition", ["auto", False])
+def test_the_check_of_a_newton_stop_counts_the_products_the_fit_took(monkeypatch, precondition):
+    """With the feature scaling and without it (where a stop by tol in the features' own units is judged in
+    standardised ones): the budget of the check counts Newton-CG's products, not its iterations alone."""
+    from fastsoftmax import engine
+
+    budgets = []
+    small_problem_steps = engine._small_problem_steps
+    monkeypatch.setattr(
+        engine, "_small_problem_steps", lambda *args: budgets.append(args[4]) or small_problem_steps(*args)
+    )
+    products = []
+    steihaug_cg = solvers._steihaug_cg
+
+    def counted(*args):
+        step = steihaug_cg(*args)
+        products.append(step[3])
+        return step
+
+    monkeypatch.setattr(solvers, "_steihaug_cg", counted)
+    X, y = make_classification(60, 4, n_classes=3, seed=2)
+    model = SoftmaxRegression(4, 3, seed=0).fit(X, y, solver="newton-cg", l2=1e-2, tol=1e-3, precondition=precondition)
+    assert model.converged_
+    assert budgets == [sum(products)] and sum(products) > model.n_iter_
 
 
 def test_after_its_refusals_the_exact_step_builds_the_hessian_no_more(monkeypatch):
