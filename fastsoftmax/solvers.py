@@ -1298,7 +1298,9 @@ DENSE_STEP_PARAMS = 256
 #: steps on the Hessian itself. Steihaug's conjugate gradients stop on the region's boundary after a few products
 #: where the curvatures span many orders, and the region shrinks around such steps: on 20 rows of 7 classes, one
 #: row at 1,000 times the others (l2 = 1e-6, 42 parameters), six seeds took 138 to 1,049 iterations of 3 to 7
-#: products each, and take 33 to 73 with the switch. Fits that need no such help took at most about 5 products a
+#: products each, and took 33 to 73 with the switch. (Since the step may be the inexact Newton step cut to the
+#: radius, :func:`_the_lower_on_the_boundary`, conjugate gradients alone take 90 to 578, and 30 to 67 with the
+#: switch.) Fits that need no such help took at most about 5 products a
 #: parameter preconditioned (iris, wine, breast cancer at l2 = 1/N to 1e-4/N, tol 1e-4 and 1e-6) and 15 without
 #: the scaling. A rent-or-buy rule, whatever the rows: the switch comes once conjugate gradients have spent what
 #: ten builds of the Hessian cost.
@@ -1348,36 +1350,106 @@ def _steihaug_cg(
     boundary). Returns ``(s, r, reached_boundary, products)``; s is None if a
     product was not finite (an overflow: the caller shrinks the region).
     """
+    return _conjugate_gradients(hessian_times, grad, radius, tolerance, past_the_boundary=False)[:4]
+
+
+def _conjugate_gradients(
+    hessian_times: Callable[[np.ndarray], np.ndarray],
+    grad: np.ndarray,
+    radius: float,
+    tolerance: float,
+    *,
+    past_the_boundary: bool,
+    rounding: float = 0.0,
+) -> tuple[np.ndarray | None, np.ndarray, bool, int, tuple[np.ndarray, np.ndarray] | None]:
+    """:func:`_steihaug_cg`, and with ``past_the_boundary`` the inexact Newton step too.
+
+    Returns ``(s, r, reached_boundary, products, newton)``. With
+    ``past_the_boundary``, conjugate gradients go on past the boundary to
+    ``tolerance``, and ``newton`` is their last iterate and its residual,
+    inside the region or not (the step the region would not cut); s and r
+    stay Steihaug's. Else ``newton`` is None. Past the boundary they stop
+    where a direction's curvature, d^T H d / d^T d, is not above n
+    ``rounding`` (the products' relative rounding) times the largest seen:
+    rounding there, with a step along it as large as rounding makes it (on
+    features at 1e5 in float32 the iterates grew to 1e67 in 21 products).
+    """
     step = np.zeros_like(grad)
     residual = -grad
     direction = residual.copy()
     rr = float(residual @ residual)
     products = 0
+    crossing = None  # Steihaug's step on the boundary and its residual, once the iterates pass it
+    largest_curvature = 0.0  # of d^T H d / d^T d over the directions so far
+
+    def result(newton_step: np.ndarray, newton_residual: np.ndarray):
+        newton = (newton_step, newton_residual) if past_the_boundary else None
+        if crossing is None:
+            return newton_step, newton_residual, False, products, newton
+        return crossing[0], crossing[1], True, products, newton
+
     # In exact arithmetic CG ends within n steps; the cap guards against rounding.
     while math.sqrt(rr) > tolerance and products < grad.shape[0]:
         Hd = _hessian_product(hessian_times, direction)
         products += 1
         if not np.isfinite(Hd).all():
-            return None, residual, False, products
+            if crossing is not None:  # Steihaug's step stands; the iterates stop where they are
+                return result(step, residual)
+            return None, residual, False, products, None
         with np.errstate(over="ignore", invalid="ignore"):
             curvature = float(direction @ Hd)
         if not math.isfinite(curvature):
             # d^T H d beyond the range (l2 = 1e150, unscaled): the step along d is about 0, and
             # CG, taking it as 0, ran on to n products without moving. It stops where it is.
-            return step, residual, False, products
+            return result(step, residual)
         alpha = rr / curvature if curvature > 0 else math.inf
         # A tiny positive curvature makes alpha huge and the norm overflow (inf, or NaN): past the boundary.
         with np.errstate(over="ignore", invalid="ignore"):
             trial_norm = float(np.linalg.norm(step + alpha * direction)) if curvature > 0 else math.inf
+            relative_curvature = curvature / max(float(direction @ direction), np.finfo(np.float64).tiny)
+        largest_curvature = max(largest_curvature, relative_curvature)
         if not trial_norm < radius:
-            tau = _to_boundary(step, direction, radius)
-            return step + tau * direction, residual - tau * Hd, True, products
+            if crossing is None:
+                tau = _to_boundary(step, direction, radius)
+                crossing = (step + tau * direction, residual - tau * Hd)
+            resolved = relative_curvature > grad.shape[0] * rounding * largest_curvature
+            if not (past_the_boundary and math.isfinite(trial_norm) and resolved):
+                return result(step, residual)
         step += alpha * direction
         residual -= alpha * Hd
         rr_new = float(residual @ residual)
         direction = residual + (rr_new / rr) * direction
         rr = rr_new
-    return step, residual, False, products
+    return result(step, residual)
+
+
+def _the_lower_on_the_boundary(
+    grad: np.ndarray,
+    radius: float,
+    steihaug: tuple[np.ndarray, np.ndarray],
+    newton: tuple[np.ndarray, np.ndarray],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Of Steihaug's step on the boundary and the inexact Newton step cut to the radius, the one of lower q(s).
+
+    Each is ``(s, r)``, r = -(g + H s); q(s) = g^T s + s^T H s / 2 = (g^T s - s^T r) / 2. Where the curvatures
+    span many orders, conjugate gradients first follow the strong ones, and Steihaug's step, cut off where
+    they reach the boundary, leaves out the weak ones that the Newton step takes: with a row 1,000 times the
+    others (5,000 x 50 x 5) Newton-CG took 565 iterations of such steps, 4 trials in 10 rejected. The Newton
+    step cut to the radius, tau s_N, has the residual -(g + tau H s_N) = -(1 - tau) g + tau r_N (H is linear).
+    Taking the lower of the two keeps at least Steihaug's decrease of the model, and with it the method's
+    convergence (a fraction of the Cauchy step's decrease).
+    """
+    newton_step, newton_residual = newton
+    length = float(np.linalg.norm(newton_step))
+    if not length > 0:
+        return steihaug
+    cut = min(1.0, radius / length)
+    candidate = (cut * newton_step, -(1.0 - cut) * grad + cut * newton_residual)
+
+    def model_value(step: np.ndarray, residual: np.ndarray) -> float:
+        return 0.5 * (float(grad @ step) - float(step @ residual))
+
+    return candidate if model_value(*candidate) < model_value(*steihaug) else steihaug
 
 
 def _dense_hessian(hessian_times: Callable[[np.ndarray], np.ndarray], n: int) -> np.ndarray:
@@ -1540,11 +1612,16 @@ def newton_cg(
     """Trust-region Newton method with conjugate gradient (TRON; Lin, Weng and Keerthi 2008).
 
     Each iteration approximately minimises the quadratic model
-    q(s) = g^T s + s^T H s / 2 within ||s|| <= radius by Steihaug-Toint CG
-    (:func:`_steihaug_cg`), ``hvp(theta, v)`` giving H v, to the residual
+    q(s) = g^T s + s^T H s / 2 within ||s|| <= radius by conjugate gradients
+    (:func:`_conjugate_gradients`), ``hvp(theta, v)`` giving H v, to the residual
     ``min(0.5, sqrt(||g||)) ||g||`` (a forcing sequence: superlinear
     convergence near the optimum) but not below ``tol / 2`` (the next
-    gradient is about the residual), then evaluates the trial point once. The
+    gradient is about the residual). Where they pass the boundary, the step
+    is the lower in q of Steihaug and Toint's (the iterates cut off on the
+    boundary) and the inexact Newton step (the iterates carried on to the
+    residual) cut to the radius (:func:`_the_lower_on_the_boundary`; the
+    Newton step is kept for the retries at the same point). The trial point
+    is then evaluated once. The
     step is taken when the loss decreased by more than ``1e-4`` of the
     predicted decrease; the radius follows TRON's rules (:func:`_new_radius`),
     starting at ``||g_0||`` and capped by the first step's length (Hsia, Chiang
@@ -1604,6 +1681,7 @@ def newton_cg(
     hessian = None  # the dense Hessian at theta, once built, for the retries there
     built_here = False  # whether it was built (or found not finite) at theta
     refused_here = False  # whether an exact step at theta was refused
+    newton_here = None  # conjugate gradients' last iterate at theta and its residual, for the retries there
     # Products rounded to float32 leave the Hessian's weak curvatures to rounding where the strong ones are 1e6
     # times larger (one row at 1,000 times the others): the exact steps there ended above the loss that conjugate
     # gradients reached in 18 of 24 fits of such rows, by 4e-4 to 0.33.
@@ -1650,8 +1728,15 @@ def newton_cg(
             # residual: solving past tol / 2 buys nothing (on the last step, 109 products instead of 25 at
             # (200000, 100, 10), l2 = 1e-5).
             cg_tolerance = max(min(0.5, math.sqrt(gnorm)) * gnorm, 0.5 * tol)
-            step, residual, boundary, products = _steihaug_cg(hessian_times, grad, radius, cg_tolerance)
+            if newton_here is None:
+                step, residual, boundary, products, newton_here = _conjugate_gradients(
+                    hessian_times, grad, radius, cg_tolerance, past_the_boundary=True, rounding=product_rounding
+                )
+            else:  # a retry at this point: its iterates again, up to the smaller region's boundary
+                step, residual, boundary, products = _steihaug_cg(hessian_times, grad, radius, cg_tolerance)
             n_hvp += products
+            if boundary and step is not None and newton_here is not None:
+                step, residual = _the_lower_on_the_boundary(grad, radius, (step, residual), newton_here)
         if step is None:  # the Hessian-vector product overflowed: a smaller region
             radius *= TR_SIGMA1
             new_loss = math.inf
@@ -1671,7 +1756,7 @@ def newton_cg(
                 steps_done += 1
                 previous, theta, loss = loss, candidate, new_loss
                 grad = np.array(new_grad, dtype=np.float64)
-                hessian, built_here, refused_here = None, False, False
+                hessian, built_here, refused_here, newton_here = None, False, False, None
                 state.update(
                     loss=np.array(loss, dtype=np.float64),
                     gradient=grad.copy(),

@@ -635,7 +635,10 @@ def test_a_check_that_reads_near_its_bound_goes_on_to_more_steps(monkeypatch, so
         model = fs.SoftmaxRegression(13, 3, seed=0).fit(X, y, solver=solver, l2=l2, tol=1e-4)
     assert model.converged_
     assert max(steps) > engine.SPREAD_CHECK_STEPS
-    assert model.loss_history_[-1] - best.loss_history_[-1] < 0.6 * best.loss_history_[-1]  # from 1.2 to 1.9
+    # Below the stops called converged before (1.2 to 1.9 times the optimum's loss above it). L-BFGS stops 0.49
+    # times above; Newton-CG 1.0 times, 1.8 times the bound, where the check's conjugate gradients, cut off at
+    # SPREAD_CHECK_MORE_STEPS, read 0.86 times it (on the whole Hessian, as wine gets without the patch: 0.06).
+    assert model.loss_history_[-1] - best.loss_history_[-1] < 1.2 * best.loss_history_[-1]
     steps.clear()
     fs.SoftmaxRegression(13, 3, seed=0).fit(X, y, solver=solver, l2=1.0 / X.shape[0], tol=1e-4)
     # L-BFGS's third step read 3.1e-6 of a bound of 9.5e-5, after a growth of 2.9: one step more, which read 3.7e-6.
@@ -807,14 +810,14 @@ def test_a_float32_fit_steps_by_conjugate_gradients_alone(monkeypatch):
 
     monkeypatch.setattr(solvers, "_exact_trust_step", lambda *args: pytest.fail("a float32 fit took an exact step"))
     products = []
-    steihaug_cg = solvers._steihaug_cg
+    conjugate_gradients = solvers._conjugate_gradients
 
-    def counted(*args):
-        step = steihaug_cg(*args)
+    def counted(*args, **kwargs):
+        step = conjugate_gradients(*args, **kwargs)
         products.append(step[3])
         return step
 
-    monkeypatch.setattr(solvers, "_steihaug_cg", counted)
+    monkeypatch.setattr(solvers, "_conjugate_gradients", counted)
     X, y = _one_row_sets_the_spread(20, 5, 7, seed=1, row=-1, factor=1e3)
     model = fs.SoftmaxRegression(5, 7, seed=0, dtype=np.float32)
     with warnings.catch_warnings():
@@ -923,14 +926,17 @@ def test_a_float32_stop_within_five_times_the_bound_passes_the_float64_check(mon
 
 def test_a_float32_stop_on_features_far_from_0_is_judged_in_the_fits_own_coordinates():
     """Features at 1e5 of spread 10: in their units the weak curvatures lay below float64's rounding as well, the
-    check read 2e-8 to 3e-7, and stops 110 times the bound above the optimum passed."""
+    check read 2e-8 to 3e-7, and stops 110 times the bound above the optimum passed. (Newton-CG, whose
+    conjugate gradients now go on past the region's boundary, stops at the loss's floor, where its own checks
+    refuse the stop first.)"""
     from sklearn.datasets import make_classification
 
     X, y = make_classification(200, 6, n_informative=4, n_classes=3, random_state=1)
     X = X * 10 + 1e5
-    for solver in ("lbfgs", "newton-cg"):
+    refused_by = {"lbfgs": "measured in float64", "newton-cg": "the steps stalled short of the optimum; use float64"}
+    for solver, refusal in refused_by.items():
         model = fs.SoftmaxRegression(6, 3, seed=0, dtype=np.float32)
-        with pytest.warns(fs.ConvergenceWarning, match="measured in float64"):
+        with pytest.warns(fs.ConvergenceWarning, match=refusal):
             model.fit(X, y, solver=solver, l2=1e-6, tol=1e-4, max_iter=3000)
         assert not model.converged_
 
