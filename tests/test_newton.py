@@ -415,9 +415,10 @@ def test_cg_stopped_on_the_boundary_returns_the_residual_of_the_step_it_returns(
     np.testing.assert_allclose(residual, -(grad + H @ step), rtol=0, atol=100 * np.finfo(float).eps * scale)
 
 
-def test_conjugate_gradients_past_the_boundary_give_steihaugs_step_and_the_inexact_newton_step():
+def test_conjugate_gradients_past_the_boundary_give_steihaugs_step_and_the_inexact_newton_step(monkeypatch):
     """Steihaug's step and residual as _steihaug_cg gives them, and the iterates carried on to the tolerance: the
-    Newton step, -H^-1 g to the residual's tolerance."""
+    Newton step, -H^-1 g to the residual's tolerance (with no cap on the products past the boundary)."""
+    monkeypatch.setattr(solvers, "PAST_THE_BOUNDARY_FACTOR", 1000)
     rng = np.random.default_rng(0)
     Q, _ = np.linalg.qr(rng.standard_normal((8, 8)))
     H = Q @ np.diag(np.geomspace(0.1, 10.0, 8)) @ Q.T  # conditioned for CG to end within its n products
@@ -433,6 +434,19 @@ def test_conjugate_gradients_past_the_boundary_give_steihaugs_step_and_the_inexa
     assert np.linalg.norm(newton_residual) <= 1e-8
     np.testing.assert_allclose(newton_residual, -(grad + H @ newton_step), atol=1e-9)
     np.testing.assert_allclose(newton_step, -np.linalg.solve(H, grad), rtol=1e-6)
+
+
+def test_past_the_boundary_conjugate_gradients_take_a_few_times_the_products_that_reached_it():
+    """Carried on to the residual, the iterates took n products at every point of a fit that then found Steihaug's
+    step the lower (286 x 33 x 7: 3,000 iterations in 54 s)."""
+    H = np.diag(np.geomspace(1e-6, 1.0, 60))
+    grad = np.ones(60)
+    steihaug = solvers._steihaug_cg(lambda v: H @ v, grad, 1.0, 1e-12)
+    *_, products, newton = solvers._conjugate_gradients(
+        lambda v: H @ v, grad, 1.0, 1e-12, past_the_boundary=True, rounding=np.finfo(np.float64).eps
+    )
+    assert steihaug[2] and products == solvers.PAST_THE_BOUNDARY_FACTOR * steihaug[3] < 60
+    assert np.linalg.norm(newton[1]) > 1e-12  # short of the tolerance
 
 
 def test_past_the_boundary_conjugate_gradients_stop_at_a_curvature_of_rounding():
@@ -481,8 +495,8 @@ def test_the_step_on_the_boundary_is_the_lower_of_steihaugs_and_the_newton_step_
 )
 def test_newton_cg_reaches_the_optimum_of_rows_far_from_the_rest_in_tens_of_iterations(shape, dtype):
     """One row in 50 (or 100) 1,000 times the others, l2 = 1/N, beyond the exact steps' reach (305 parameters,
-    or float32): Steihaug's steps on the boundary took 839 and 308 iterations; with the Newton step cut to the
-    radius, 56 and 34."""
+    or float32): Steihaug's steps on the boundary took 839 and 308 iterations; with the Newton step cut
+    to the radius, after NEWTON_STEP_AFTER_REJECTIONS rejected trials, 62 and 40."""
     n_samples, n_features, n_classes, every = shape
     rng = np.random.default_rng(0)
     X = rng.standard_normal((n_samples, n_features))
@@ -726,10 +740,43 @@ def test_the_newton_step_is_carried_past_the_boundary_once_a_point_whatever_the_
         loss, grad = objective(x)
         return (math.inf if math.copysign(1.0, x_star[0]) * x[0] > wall else loss), grad
 
-    result = solvers.newton_cg(walled, hvp, np.zeros(4), max_iter=5, tol=1e-10)
+    state = {**_newton_state_at(walled, np.zeros(4), 0), "rejections": solvers.NEWTON_STEP_AFTER_REJECTIONS}
+    result = solvers.newton_cg(walled, hvp, np.zeros(4), max_iter=5, tol=1e-10, state=state)
     assert len(runs) > result.n_iter + 1  # some trials were rejected
     points = [point for point, past in runs if past]
     assert len(points) == len(set(points)) == len({point for point, _ in runs})  # once a point
+
+
+@pytest.mark.parametrize("rejected", ["enough", "one-short"])
+def test_conjugate_gradients_go_past_the_boundary_once_the_fit_has_rejected_its_trials(monkeypatch, rejected):
+    """Before NEWTON_STEP_AFTER_REJECTIONS rejected trials (over the runs a fit resumes) the step is Steihaug's
+    alone: where the region is right, carrying the iterates on cost up to n products a step for nothing. The
+    state counts the trials rejected."""
+    monkeypatch.setattr(solvers, "DENSE_STEP_PARAMS", 0)
+    runs = []
+    conjugate_gradients = solvers._conjugate_gradients
+
+    def recorded(*args, past_the_boundary, **kwargs):
+        runs.append(past_the_boundary)
+        return conjugate_gradients(*args, past_the_boundary=past_the_boundary, **kwargs)
+
+    monkeypatch.setattr(solvers, "_conjugate_gradients", recorded)
+    # H = I: the first step, -g, reaches the minimiser, past the wall.
+    objective, hvp, x_star, counts = quadratic(n=4, condition=1.0, seed=1)
+    wall = 0.5 * abs(x_star[0])
+
+    def walled(x):
+        loss, grad = objective(x)
+        return (math.inf if math.copysign(1.0, x_star[0]) * x[0] > wall else loss), grad
+
+    before = solvers.NEWTON_STEP_AFTER_REJECTIONS - (rejected == "one-short")
+    state = {**_newton_state_at(walled, np.zeros(4), 0), "radius": np.array(10.0), "rejections": before}
+    result = solvers.newton_cg(walled, hvp, np.zeros(4), max_iter=1, tol=1e-10, state=state)
+    trials = counts["f"] - 1  # less the state's evaluation
+    assert trials > result.n_iter == 1
+    assert state["rejections"] == before + trials - result.n_iter
+    assert runs[0] == (rejected == "enough")
+    assert runs.count(True) == 1  # once the count is reached, at this point, whose retries keep its Newton step
 
 
 def test_a_hessian_with_a_product_that_overflows_leaves_the_step_to_conjugate_gradients(monkeypatch):
