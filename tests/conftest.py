@@ -244,6 +244,22 @@ def with_layout(a: np.ndarray, layout: str, tmp_path) -> np.ndarray:
     raise ValueError(layout)
 
 
+def count_cg_products(monkeypatch) -> list[int]:
+    """Record the Hessian-vector products of each conjugate-gradient run of Newton-CG (its own, not the checks')."""
+    from fastsoftmax import solvers
+
+    products: list[int] = []
+    conjugate_gradients = solvers._conjugate_gradients
+
+    def counted(*args, **kwargs):
+        step = conjugate_gradients(*args, **kwargs)
+        products.append(step[3])
+        return step
+
+    monkeypatch.setattr(solvers, "_conjugate_gradients", counted)
+    return products
+
+
 def record_first_shapes(monkeypatch, kernel_name: str) -> list[tuple[int, ...]]:
     """Wrap ``kernels.<kernel_name>`` so that each call records the shape of its first argument; returns the records.
 

@@ -8,7 +8,7 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import make_problem
+from conftest import count_cg_products, make_problem
 
 import fastsoftmax
 from fastsoftmax import (
@@ -724,22 +724,8 @@ def test_the_hessian_is_built_once_a_point_whatever_the_trials_rejected_there(mo
 def test_the_newton_step_is_carried_past_the_boundary_once_a_point_whatever_the_trials_rejected_there(monkeypatch):
     """The retries at a point take Steihaug's iterates up to the smaller boundary, and the Newton step they kept:
     the same conjugate gradients carried on to the residual again would cost as many products each time."""
-    monkeypatch.setattr(solvers, "DENSE_STEP_PARAMS", 0)
-    runs = []
-    conjugate_gradients = solvers._conjugate_gradients
-
-    def recorded(hessian_times, grad, *args, past_the_boundary, **kwargs):
-        runs.append((grad.tobytes(), past_the_boundary))
-        return conjugate_gradients(hessian_times, grad, *args, past_the_boundary=past_the_boundary, **kwargs)
-
-    monkeypatch.setattr(solvers, "_conjugate_gradients", recorded)
-    objective, hvp, x_star, counts = quadratic(n=4, condition=10.0, seed=1)
-    wall = 0.5 * abs(x_star[0])
-
-    def walled(x):
-        loss, grad = objective(x)
-        return (math.inf if math.copysign(1.0, x_star[0]) * x[0] > wall else loss), grad
-
+    runs = _recorded_cg_runs(monkeypatch)
+    walled, hvp, _ = _walled_quadratic(condition=10.0)
     state = {**_newton_state_at(walled, np.zeros(4), 0), "rejections": solvers.NEWTON_STEP_AFTER_REJECTIONS}
     result = solvers.newton_cg(walled, hvp, np.zeros(4), max_iter=5, tol=1e-10, state=state)
     assert len(runs) > result.n_iter + 1  # some trials were rejected
@@ -747,36 +733,48 @@ def test_the_newton_step_is_carried_past_the_boundary_once_a_point_whatever_the_
     assert len(points) == len(set(points)) == len({point for point, _ in runs})  # once a point
 
 
-@pytest.mark.parametrize("rejected", ["enough", "one-short"])
-def test_conjugate_gradients_go_past_the_boundary_once_the_fit_has_rejected_its_trials(monkeypatch, rejected):
-    """Before NEWTON_STEP_AFTER_REJECTIONS rejected trials (over the runs a fit resumes) the step is Steihaug's
-    alone: where the region is right, carrying the iterates on cost up to n products a step for nothing. The
-    state counts the trials rejected."""
+def _recorded_cg_runs(monkeypatch) -> list[tuple[bytes, bool]]:
+    """Record (the gradient's bytes, past_the_boundary) of each conjugate-gradient run, on no dense Hessian."""
     monkeypatch.setattr(solvers, "DENSE_STEP_PARAMS", 0)
-    runs = []
+    runs: list[tuple[bytes, bool]] = []
     conjugate_gradients = solvers._conjugate_gradients
 
-    def recorded(*args, past_the_boundary, **kwargs):
-        runs.append(past_the_boundary)
-        return conjugate_gradients(*args, past_the_boundary=past_the_boundary, **kwargs)
+    def recorded(hessian_times, grad, *args, past_the_boundary, **kwargs):
+        runs.append((grad.tobytes(), past_the_boundary))
+        return conjugate_gradients(hessian_times, grad, *args, past_the_boundary=past_the_boundary, **kwargs)
 
     monkeypatch.setattr(solvers, "_conjugate_gradients", recorded)
-    # H = I: the first step, -g, reaches the minimiser, past the wall.
-    objective, hvp, x_star, counts = quadratic(n=4, condition=1.0, seed=1)
+    return runs
+
+
+def _walled_quadratic(condition: float):
+    """quadratic(n=4) whose loss is +inf past half its minimiser's first coordinate: (objective, hvp, counts)."""
+    objective, hvp, x_star, counts = quadratic(n=4, condition=condition, seed=1)
     wall = 0.5 * abs(x_star[0])
 
     def walled(x):
         loss, grad = objective(x)
         return (math.inf if math.copysign(1.0, x_star[0]) * x[0] > wall else loss), grad
 
+    return walled, hvp, counts
+
+
+@pytest.mark.parametrize("rejected", ["enough", "one-short"])
+def test_conjugate_gradients_go_past_the_boundary_once_the_fit_has_rejected_its_trials(monkeypatch, rejected):
+    """Before NEWTON_STEP_AFTER_REJECTIONS rejected trials (over the runs a fit resumes) the step is Steihaug's
+    alone: where the region is right, carrying the iterates on cost up to n products a step for nothing. The
+    state counts the trials rejected."""
+    runs = _recorded_cg_runs(monkeypatch)
+    walled, hvp, counts = _walled_quadratic(condition=1.0)  # H = I: the first step, -g, reaches the minimiser
     before = solvers.NEWTON_STEP_AFTER_REJECTIONS - (rejected == "one-short")
     state = {**_newton_state_at(walled, np.zeros(4), 0), "radius": np.array(10.0), "rejections": before}
     result = solvers.newton_cg(walled, hvp, np.zeros(4), max_iter=1, tol=1e-10, state=state)
     trials = counts["f"] - 1  # less the state's evaluation
     assert trials > result.n_iter == 1
     assert state["rejections"] == before + trials - result.n_iter
-    assert runs[0] == (rejected == "enough")
-    assert runs.count(True) == 1  # once the count is reached, at this point, whose retries keep its Newton step
+    past = [past for _, past in runs]
+    assert past[0] == (rejected == "enough")
+    assert past.count(True) == 1  # once the count is reached, at this point, whose retries keep its Newton step
 
 
 def test_a_hessian_with_a_product_that_overflows_leaves_the_step_to_conjugate_gradients(monkeypatch):
@@ -834,15 +832,7 @@ def test_the_check_of_a_newton_stop_counts_the_products_the_fit_took(monkeypatch
     monkeypatch.setattr(
         engine, "_small_problem_steps", lambda *args: budgets.append(args[4]) or small_problem_steps(*args)
     )
-    products = []
-    conjugate_gradients = solvers._conjugate_gradients
-
-    def counted(*args, **kwargs):
-        step = conjugate_gradients(*args, **kwargs)
-        products.append(step[3])
-        return step
-
-    monkeypatch.setattr(solvers, "_conjugate_gradients", counted)
+    products = count_cg_products(monkeypatch)
     X, y = make_classification(60, 4, n_classes=3, seed=2)
     model = SoftmaxRegression(4, 3, seed=0).fit(X, y, solver="newton-cg", l2=1e-2, tol=1e-3, precondition=precondition)
     assert model.converged_

@@ -8,7 +8,7 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import DTYPE_IDS, DTYPES, FD_STEP, FD_TOL, five_point_derivative, rtol_for
+from conftest import DTYPE_IDS, DTYPES, FD_STEP, FD_TOL, count_cg_products, five_point_derivative, rtol_for
 from scipy.special import logsumexp
 
 import fastsoftmax as fs
@@ -809,15 +809,7 @@ def test_a_float32_fit_steps_by_conjugate_gradients_alone(monkeypatch):
     from fastsoftmax import solvers
 
     monkeypatch.setattr(solvers, "_exact_trust_step", lambda *args: pytest.fail("a float32 fit took an exact step"))
-    products = []
-    conjugate_gradients = solvers._conjugate_gradients
-
-    def counted(*args, **kwargs):
-        step = conjugate_gradients(*args, **kwargs)
-        products.append(step[3])
-        return step
-
-    monkeypatch.setattr(solvers, "_conjugate_gradients", counted)
+    products = count_cg_products(monkeypatch)
     X, y = _one_row_sets_the_spread(20, 5, 7, seed=1, row=-1, factor=1e3)
     model = fs.SoftmaxRegression(5, 7, seed=0, dtype=np.float32)
     with warnings.catch_warnings():
