@@ -1297,8 +1297,11 @@ NEWTON_OPTIONAL_STATE_KEYS = ("products", "refusals", "rejections")
 #: as where a few rows far from the rest turn their losses linear within it, trials are rejected (4 in 10 of 888,
 #: 5,000 x 50 x 5 with one row in 200 at 1,000 times the others), and the Newton step cut to the radius ends such
 #: a crawl (565 iterations to 87). On 100 random problems (20 to 2,000 rows, features in units of 1e-2 to 1e2 and
-#: offsets to 1e3, in 4 of 10 some rows 1e2 to 1e4 times the others; tol 1e-4), 3 and 30 moved as many fits
-#: ahead as back, and 10 (with :data:`PAST_THE_BOUNDARY_FACTOR`) cut the float64 iterations from 16,440 to 5,421.
+#: offsets to 1e3, in 4 of 10 some rows 1e2 to 1e4 times the others; tol 1e-4), 10 (with
+#: :data:`PAST_THE_BOUNDARY_FACTOR`) cut the float64 iterations from 16,440 to 5,421 and left unconverged no
+#: float64 fit that had converged (in float32 one, a stop 5.5 times tol's bound above the optimum). Before that
+#: cap, at 3 a float64 fit was, and two more stops over 5 times the bound above the optimum were called converged;
+#: at 30, 12 of 17 of the slowest fits took more iterations than at 10.
 NEWTON_STEP_AFTER_REJECTIONS = 10
 #: How many times the products that took conjugate gradients to the boundary they may take in all, carried past it
 #: (:func:`_conjugate_gradients`): carried on to the residual, a fit of 286 x 33 x 7 took n = 238 products at each
