@@ -710,11 +710,11 @@ def _dense_gap_estimate(
 #: How many times the bound (:func:`_gap_allowed_at_a_stop_by_tol`) a float32 fit's stop may read above the
 #: optimum, measured in float64 (:func:`_float32_stop_judged_in_float64`). With 20 rows, one 1,000 times the
 #: others, l2 = 1e-6 (16 seeds, L-BFGS and Newton-CG, preconditioned and not: 64 fits), the estimate read 0.54 to
-#: 3.4 times the true gap of the stops within 20 times the bound: at 10, stops 6.9 and 7.1 times the bound above
-#: the optimum (read 8.4 and 7.0) were called converged, and a Newton-CG stop 13.3 times above (read 7.0) before
-#: its steps could be the Newton step cut to the radius; at 5, all those called converged lie within 5.1 times
-#: it. Float32 fits of iris, wine and breast cancer (raw and standardised, l2 = 1/N to 1e-4/N, tol 1e-4 and 1e-6:
-#: 72 fits) read at most 1.5 times it, and at most 4.8 as CSR matrices (an L-BFGS stop 4.7 times above).
+#: 3.4 times the true gap of the stops within 20 times the bound: at 10, an L-BFGS stop 6.9 times the bound above
+#: the optimum (read 8.4) was called converged, and a Newton-CG stop 13.3 times above (read 7.0) before its steps
+#: could be the Newton step cut to the radius; at 5, all those called converged lie within 5.1 times it. Float32
+#: fits of iris, wine and breast cancer (raw and standardised, l2 = 1/N to 1e-4/N, tol 1e-4 and 1e-6: 72 fits)
+#: read at most 1.5 times it, and at most 4.8 as CSR matrices (an L-BFGS stop 4.7 times above).
 FLOAT32_GAP_FACTOR = 5.0
 
 
